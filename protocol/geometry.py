@@ -1,0 +1,86 @@
+"""Context-box geometry shared by both plugins: which part of the canvas a job reads and where results go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned pixel rectangle; ``x + width`` is exclusive."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @property
+    def right(self) -> int:
+        return self.x + self.width
+
+    @property
+    def bottom(self) -> int:
+        return self.y + self.height
+
+    @property
+    def is_empty(self) -> bool:
+        return self.width <= 0 or self.height <= 0
+
+    def intersect(self, other: "Box") -> "Box":
+        x0, y0 = max(self.x, other.x), max(self.y, other.y)
+        x1, y1 = min(self.right, other.right), min(self.bottom, other.bottom)
+        return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
+
+
+SNAP = 8
+MIN_PADDING = 16
+MAX_PADDING = 512
+PADDING_FRACTION = 0.3
+MIN_CONTEXT = 64
+
+
+def context_padding(selection: Box) -> int:
+    """Padding around a selection: a share of its larger side, so small selections see their surroundings too."""
+    side = max(selection.width, selection.height)
+    return max(MIN_PADDING, min(MAX_PADDING, int(round(side * PADDING_FRACTION))))
+
+
+def context_box(selection: Box, canvas_width: int, canvas_height: int) -> Box:
+    """The box a job reads: selection bounds grown by ``context_padding``, at least ``MIN_CONTEXT`` px a side,
+    snapped outwards to multiples of 8 and clamped to the canvas. An empty selection means the whole canvas."""
+    canvas = Box(0, 0, canvas_width, canvas_height)
+    if selection.is_empty:
+        return canvas
+    pad = context_padding(selection)
+    x0, y0 = selection.x - pad, selection.y - pad
+    x1, y1 = selection.right + pad, selection.bottom + pad
+    for lo, hi, axis in ((x0, x1, 0), (y0, y1, 1)):
+        short = MIN_CONTEXT - (hi - lo)
+        if short > 0:
+            lo -= short // 2
+            hi += short - short // 2
+        if axis == 0:
+            x0, x1 = lo, hi
+        else:
+            y0, y1 = lo, hi
+    x0, y0 = (x0 // SNAP) * SNAP, (y0 // SNAP) * SNAP
+    x1, y1 = -((-x1) // SNAP) * SNAP, -((-y1) // SNAP) * SNAP
+    return Box(x0, y0, x1 - x0, y1 - y0).intersect(canvas)
+
+
+def selection_bounds_from_mask(mask: bytes, width: int, height: int) -> Box:
+    """Bounds of the non-zero bytes of a ``gray8`` mask (``Box(0, 0, 0, 0)`` when all zero)."""
+    rows = [y for y in range(height) if mask[y * width:(y + 1) * width].strip(b"\x00")]
+    if not rows:
+        return Box(0, 0, 0, 0)
+    x0, x1 = width, 0
+    for y in rows:
+        row = mask[y * width:(y + 1) * width]
+        x0 = min(x0, len(row) - len(row.lstrip(b"\x00")))
+        x1 = max(x1, len(row.rstrip(b"\x00")))
+    return Box(x0, rows[0], x1 - x0, rows[-1] + 1 - rows[0])
+
+
+def crop_gray(mask: bytes, width: int, box: Box) -> bytes:
+    """Cut ``box`` out of a ``gray8`` buffer that is ``width`` px wide."""
+    return b"".join(mask[(y * width + box.x):(y * width + box.right)] for y in range(box.y, box.bottom))
