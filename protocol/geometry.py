@@ -45,27 +45,35 @@ def context_padding(selection: Box) -> int:
     return max(MIN_PADDING, min(MAX_PADDING, int(round(side * PADDING_FRACTION))))
 
 
+def _span(lo: int, hi: int, pad: int, limit: int) -> tuple:
+    """One axis of ``context_box``: pad, reach the minimum size, snap outwards, clamp, then win back the minimum
+    size on the free side when the canvas edge cut it."""
+    lo, hi = lo - pad, hi + pad
+    short = MIN_CONTEXT - (hi - lo)
+    if short > 0:
+        lo, hi = lo - short // 2, hi + short - short // 2
+    lo, hi = (lo // SNAP) * SNAP, -((-hi) // SNAP) * SNAP
+    lo, hi = max(0, lo), min(limit, hi)
+    need = min(MIN_CONTEXT, limit) - (hi - lo)
+    if need > 0:
+        if lo == 0:
+            hi = min(limit, hi + need)
+        else:
+            lo = max(0, lo - need)
+    return lo, hi
+
+
 def context_box(selection: Box, canvas_width: int, canvas_height: int) -> Box:
     """The box a job reads: selection bounds grown by ``context_padding``, at least ``MIN_CONTEXT`` px a side,
     snapped outwards to multiples of 8 and clamped to the canvas. An empty selection means the whole canvas."""
     canvas = Box(0, 0, canvas_width, canvas_height)
+    selection = selection.intersect(canvas)
     if selection.is_empty:
         return canvas
     pad = context_padding(selection)
-    x0, y0 = selection.x - pad, selection.y - pad
-    x1, y1 = selection.right + pad, selection.bottom + pad
-    for lo, hi, axis in ((x0, x1, 0), (y0, y1, 1)):
-        short = MIN_CONTEXT - (hi - lo)
-        if short > 0:
-            lo -= short // 2
-            hi += short - short // 2
-        if axis == 0:
-            x0, x1 = lo, hi
-        else:
-            y0, y1 = lo, hi
-    x0, y0 = (x0 // SNAP) * SNAP, (y0 // SNAP) * SNAP
-    x1, y1 = -((-x1) // SNAP) * SNAP, -((-y1) // SNAP) * SNAP
-    return Box(x0, y0, x1 - x0, y1 - y0).intersect(canvas)
+    x0, x1 = _span(selection.x, selection.right, pad, canvas_width)
+    y0, y1 = _span(selection.y, selection.bottom, pad, canvas_height)
+    return Box(x0, y0, x1 - x0, y1 - y0)
 
 
 def selection_bounds_from_mask(mask: bytes, width: int, height: int) -> Box:

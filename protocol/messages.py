@@ -151,7 +151,10 @@ def parse_fields(value: Any, fields: tuple, path: str, limits: Limits) -> dict:
         if spec.name not in value or value[spec.name] is None:
             if spec.required:
                 raise bad_field(sub, "is missing")
-            out[spec.name] = spec.default() if callable(spec.default) else spec.default
+            default = spec.default() if callable(spec.default) else spec.default
+            if spec.check is not None and default is not None:
+                default = spec.check(default, sub, limits)  # nested maps get their own defaults
+            out[spec.name] = default
             continue
         out[spec.name] = _check_value(spec, value[spec.name], sub, limits)
     return out

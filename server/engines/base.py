@@ -92,6 +92,12 @@ class JobContext:
     def cancel(self) -> None:
         self.cancel_event.set()
 
+    def quiet(self) -> "JobContext":
+        """A context that shares this one's cancellation but reports no progress (for sub-jobs such as tiles)."""
+        child = JobContext(None)
+        child.cancel_event = self.cancel_event
+        return child
+
     @property
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()

@@ -1,0 +1,262 @@
+"""``paintbridge`` command line: serve, run a job from image files, list models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from protocol import MODES, SAMPLERS
+from protocol.client import Client, ConnectionFailed, JobCancelled, JobFailed
+from protocol.images import GRAY8, RGBA8
+
+from . import __version__
+from .config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, default_models_dir
+
+
+def _config(args: argparse.Namespace, port: Optional[int] = None) -> ServerConfig:
+    dirs = [Path(d).expanduser() for d in (args.models or [])] or [default_models_dir()]
+    return ServerConfig(
+        host=getattr(args, "host", DEFAULT_HOST), port=port if port is not None else args.port,
+        token=getattr(args, "token", None), model_dirs=dirs, device=getattr(args, "device", None),
+        dtype=getattr(args, "dtype", None), allow_pickle=getattr(args, "allow_pickle", False),
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .app import PaintbridgeServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        server = PaintbridgeServer(_config(args))
+    except ValueError as err:
+        print(f"paintbridge serve: {err}", file=sys.stderr)
+        return 2
+
+    def ready(port: int) -> None:
+        print(f"Paintbridge server listening on ws://{args.host}:{port}", flush=True)
+        print(f"device: {server.device}; models: {', '.join(m['name'] for m in server.hub.models())}", flush=True)
+
+    try:
+        asyncio.run(server.run(on_ready=ready))
+    except KeyboardInterrupt:
+        pass
+    except OSError as err:
+        print(f"paintbridge serve: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _read_rgba(path: str) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGBA")).copy()
+
+
+def _read_mask(path: str, size: tuple) -> np.ndarray:
+    with Image.open(path) as img:
+        if img.mode in ("RGBA", "LA") and img.getchannel("A").getextrema() != (255, 255):
+            mask = img.getchannel("A")  # a transparent-background mask: alpha is the mask
+        else:
+            mask = img.convert("L")
+        if mask.size != size:
+            raise SystemExit(f"paintbridge run: the mask is {mask.size[0]}x{mask.size[1]} but the image is "
+                             f"{size[0]}x{size[1]}")
+        return np.asarray(mask).copy()
+
+
+def _payload(arr: np.ndarray, fmt: str) -> dict:
+    arr = np.ascontiguousarray(arr)
+    return {"width": arr.shape[1], "height": arr.shape[0], "format": fmt, "data": arr.tobytes()}
+
+
+def _extend(text: Optional[str]) -> dict:
+    sides = ("left", "top", "right", "bottom")
+    if not text:
+        return dict.fromkeys(sides, 0)
+    values = [int(v) for v in text.split(",")]
+    if len(values) == 1:
+        values *= 4
+    if len(values) != 4:
+        raise SystemExit("paintbridge run: --extend takes N or LEFT,TOP,RIGHT,BOTTOM")
+    return dict(zip(sides, values))
+
+
+def build_job(args: argparse.Namespace) -> tuple:
+    """The job message for ``paintbridge run`` and the input image (None for generate without one)."""
+    params = {"steps": args.steps, "seed": args.seed, "batch": args.batch, "scale": args.scale,
+              "extend": _extend(args.extend)}
+    for key in ("strength", "cfg", "sampler", "upscaler", "refine", "grow", "feather", "width", "height", "fill",
+                "preprocessor"):
+        value = getattr(args, key)
+        if value is not None:
+            params[key] = value
+    job = {"mode": args.mode, "model": args.model, "prompt": args.prompt, "negative_prompt": args.negative,
+           "params": params, "result_format": RGBA8}
+    image = None
+    if args.image:
+        image = _read_rgba(args.image)
+        job["image"] = _payload(image, RGBA8)
+        if args.mask:
+            job["mask"] = _payload(_read_mask(args.mask, (image.shape[1], image.shape[0])), GRAY8)
+    return job, image
+
+
+def flatten_result(layer: dict, image: Optional[np.ndarray]) -> np.ndarray:
+    """A result layer composited over the input, on a canvas that holds both (the layer alone for upscales)."""
+    from .imageops import flatten_over
+
+    pixels = np.frombuffer(layer["data"], np.uint8).reshape(layer["height"], layer["width"], 4)
+    if image is None or (image.shape[0] * 2 <= pixels.shape[0] and image.shape[1] * 2 <= pixels.shape[1]):
+        return pixels.copy()
+    x, y = layer["x"], layer["y"]
+    x0, y0 = min(0, x), min(0, y)
+    x1, y1 = max(image.shape[1], x + pixels.shape[1]), max(image.shape[0], y + pixels.shape[0])
+    base = np.zeros((y1 - y0, x1 - x0, 4), np.uint8)
+    base[-y0:-y0 + image.shape[0], -x0:-x0 + image.shape[1]] = image
+    top = np.zeros_like(base)
+    top[y - y0:y - y0 + pixels.shape[0], x - x0:x - x0 + pixels.shape[1]] = pixels
+    return flatten_over(top, base)
+
+
+class _ProgressBar:
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.shown = False
+
+    def __call__(self, msg: dict) -> None:
+        if msg["type"] == "queued" and msg.get("position"):
+            print(f"queued, {msg['position']} job(s) ahead", file=self.stream)
+        elif msg["type"] == "progress" and msg["total"] > 0:
+            done = int(30 * msg["step"] / msg["total"])
+            self.stream.write(f"\r[{'#' * done}{'.' * (30 - done)}] {msg['step']}/{msg['total']}")
+            self.stream.flush()
+            self.shown = True
+
+    def end(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+
+
+def _out_paths(out: str, count: int) -> List[Path]:
+    path = Path(out)
+    if count == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{i + 1}{path.suffix}") for i in range(count)]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    job, image = build_job(args)
+    own_server = None
+    url = args.server
+    if not url:
+        from .app import ServerThread
+
+        own_server = ServerThread(_config(args, port=0)).start()
+        url = own_server.url
+    bar = _ProgressBar()
+    try:
+        with Client(url, "paintbridge-cli", __version__, token=args.token) as client:
+            result = client.run(job, on_event=bar)
+    except (ConnectionFailed, JobFailed, JobCancelled) as err:
+        bar.end()
+        detail = f" ({err.field})" if isinstance(err, JobFailed) and err.field else ""
+        print(f"paintbridge run: {err}{detail}", file=sys.stderr)
+        return 1
+    finally:
+        if own_server is not None:
+            own_server.stop()
+    bar.end()
+    layers = result["layers"]
+    for layer, path in zip(layers, _out_paths(args.out, len(layers))):
+        Image.fromarray(flatten_result(layer, image), "RGBA").save(path)
+        print(f"{path}: {layer['width']}x{layer['height']} at ({layer['x']}, {layer['y']}), seed {layer['seed']}")
+    print(f"done in {result['elapsed']:.2f} s")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .engines.hub import EngineHub
+
+    hub = EngineHub(_config(args, port=0))
+    rows = hub.models()
+    print(f"models in: {', '.join(str(d) for d in hub.config.model_dirs)}")
+    for m in rows:
+        arch = m.get("arch") or "-"
+        variant = "inpaint" if m.get("inpaint") and m["kind"] == "checkpoint" else ""
+        print(f"  {m['kind']:<11} {arch:<6} {variant:<8} {m['name']}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="paintbridge", description="Local AI image editing server for Krita and GIMP.")
+    p.add_argument("--version", action="version", version=f"paintbridge {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add_models(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--models", action="append", metavar="DIR",
+                        help="models folder (repeatable; ComfyUI and AUTOMATIC1111 'models' folders work); "
+                             f"default {default_models_dir()}")
+        sp.add_argument("--device", help="torch device (cuda, cuda:1, mps, cpu); default: the best available")
+        sp.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="default: chosen per device")
+        sp.add_argument("--allow-pickle", action="store_true",
+                        help="also load .ckpt/.pt/.pth files (with torch's weights_only loader)")
+
+    s = sub.add_parser("serve", help="run the server the plugins connect to")
+    s.add_argument("--host", default=DEFAULT_HOST, help="address to listen on; anything but loopback needs --token")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT)
+    s.add_argument("--token", default=os.environ.get("PAINTBRIDGE_TOKEN"),
+                   help="secret clients must send (default $PAINTBRIDGE_TOKEN)")
+    add_models(s)
+    s.set_defaults(func=cmd_serve)
+
+    r = sub.add_parser("run", help="run one job on image files")
+    r.add_argument("mode", choices=MODES)
+    r.add_argument("--image", help="input image (required except for generate)")
+    r.add_argument("--mask", help="mask image: white = change (or the alpha of a transparent PNG)")
+    r.add_argument("--prompt", default="")
+    r.add_argument("--negative", default="", help="negative prompt")
+    r.add_argument("--out", required=True, help="output PNG (a batch writes OUT-1.png, OUT-2.png, ...)")
+    r.add_argument("--server", help="ws://HOST:PORT of a running server; default: start one in this process")
+    r.add_argument("--token", default=os.environ.get("PAINTBRIDGE_TOKEN"))
+    r.add_argument("--model", default="", help="checkpoint name, or 'classical' (default: the server's default)")
+    r.add_argument("--seed", type=int, default=-1)
+    r.add_argument("--steps", type=int, default=20)
+    r.add_argument("--strength", type=float)
+    r.add_argument("--cfg", type=float)
+    r.add_argument("--sampler", choices=SAMPLERS)
+    r.add_argument("--batch", type=int, default=1)
+    r.add_argument("--grow", type=int)
+    r.add_argument("--feather", type=int)
+    r.add_argument("--fill", choices=("telea", "ns"))
+    r.add_argument("--scale", type=float, default=2.0, help="upscale factor")
+    r.add_argument("--upscaler", help="upscale model name (default Lanczos)")
+    r.add_argument("--refine", type=float, help="upscale-and-refine strength (0 = off)")
+    r.add_argument("--extend", help="outpaint: N or LEFT,TOP,RIGHT,BOTTOM px")
+    r.add_argument("--width", type=int, help="generate without --image: width")
+    r.add_argument("--height", type=int, help="generate without --image: height")
+    r.add_argument("--preprocessor", help="preprocess mode: canny, lineart, scribble, ...")
+    add_models(r)
+    r.set_defaults(func=cmd_run, port=0)
+
+    m = sub.add_parser("models", help="list installed models")
+    add_models(m)
+    m.set_defaults(func=cmd_models, port=0)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "run" and args.mode != "generate" and not args.image:
+        parser().error(f"mode '{args.mode}' needs --image")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

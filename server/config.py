@@ -1,0 +1,60 @@
+"""Server configuration: where to listen, who may connect, where the models are, what limits apply."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from protocol import Limits
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+
+
+def default_models_dir() -> Path:
+    """``$PAINTBRIDGE_MODELS``, else ``$XDG_DATA_HOME/paintbridge/models`` (``~/.local/share/paintbridge/models``)."""
+    env = os.environ.get("PAINTBRIDGE_MODELS")
+    if env:
+        return Path(env)
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "paintbridge" / "models"
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and 'localhost'."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class ServerConfig:
+    """Everything the server needs to start; ``validate`` refuses unsafe combinations."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    token: Optional[str] = None
+    model_dirs: List[Path] = field(default_factory=lambda: [default_models_dir()])
+    limits: Limits = field(default_factory=Limits)
+    device: Optional[str] = None
+    dtype: Optional[str] = None
+    allow_pickle: bool = False
+    handshake_timeout: float = 10.0
+
+    def validate(self) -> None:
+        """Raise ValueError when the server must not start as configured."""
+        if not is_loopback(self.host) and not self.token:
+            raise ValueError(
+                f"refusing to listen on {self.host} without a token: any other machine could use this server. "
+                "Pass --token SECRET (clients then send it in 'hello'), or listen on 127.0.0.1."
+            )
+        if self.token is not None and len(self.token) < 8:
+            raise ValueError("the token is too short: use at least 8 characters")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is not between 0 and 65535")

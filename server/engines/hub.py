@@ -1,0 +1,106 @@
+"""Routes each job to the engine that does it: built-in classical, diffusers, preprocessors, upscalers."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from protocol.errors import UNSUPPORTED
+from protocol.messages import CONTROL_TYPES, MODES, SAMPLERS
+
+from ..config import ServerConfig
+from ..models.registry import ModelRegistry
+from .base import EngineError, Job, JobContext, Layer
+from .classical import NAME as CLASSICAL, ClassicalEngine
+
+RefineFn = Callable[[np.ndarray, float, int], np.ndarray]
+
+
+class EngineHub:
+    """Owns the model registry and the engines; the diffusion engine is created on first use."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.registry = ModelRegistry(config.model_dirs, allow_pickle=config.allow_pickle)
+        self.classical = ClassicalEngine()
+        self._diffusion = None
+        self._lock = threading.Lock()
+
+    @property
+    def diffusion(self):
+        """The diffusers engine (imported and created on first use; creating it loads no model)."""
+        with self._lock:
+            if self._diffusion is None:
+                from ..diffusion.engine import DiffusionEngine
+
+                self._diffusion = DiffusionEngine(self.registry, device=self.config.device, dtype=self.config.dtype)
+            return self._diffusion
+
+    def device_description(self) -> str:
+        return self.diffusion.device_description()
+
+    def models(self) -> List[dict]:
+        """The built-in engine followed by every installed model."""
+        return self.classical.models() + self.registry.listing()
+
+    def rescan(self) -> None:
+        """Look at the model folders again (a user may have added files)."""
+        self.registry.scan()
+
+    def capabilities(self) -> dict:
+        return {
+            "modes": list(MODES),
+            "samplers": list(SAMPLERS),
+            "control_types": list(CONTROL_TYPES),
+            "engines": [CLASSICAL, "diffusers"],
+            "previews": True,
+        }
+
+    def run(self, job: Job, ctx: JobContext) -> List[Layer]:
+        """Run a job on the engine that does its mode and model."""
+        if job.mode == "preprocess":
+            from ..preprocess import run_preprocess
+
+            return run_preprocess(job, ctx, self.registry)
+        if job.mode == "upscale":
+            from ..upscale import run_upscale
+
+            return run_upscale(job, ctx, self.registry, self._refiner(job, ctx))
+        return self._engine_for(job).run(job, ctx)
+
+    def _engine_for(self, job: Job):
+        if job.model == CLASSICAL:
+            return self.classical
+        if job.model:
+            self.registry.get(job.model, "checkpoint")  # model_not_found names what is installed
+            return self.diffusion
+        if self.registry.default_checkpoint() is not None:
+            return self.diffusion
+        if job.mode in ("inpaint", "outpaint"):
+            return self.classical
+        folders = ", ".join(str(d / "checkpoints") for d in self.config.model_dirs)
+        raise EngineError(
+            UNSUPPORTED,
+            f"mode '{job.mode}' needs a diffusion checkpoint and none is installed: put a .safetensors checkpoint "
+            f"in {folders} (the built-in engine does inpaint, outpaint and upscale)",
+            field="model",
+        )
+
+    def _refiner(self, job: Job, ctx: JobContext) -> Optional[RefineFn]:
+        """img2img of one tile with the job's model and prompt, for upscale-and-refine; None without a checkpoint."""
+        if job.model == CLASSICAL or (not job.model and self.registry.default_checkpoint() is None):
+            return None
+        engine = self.diffusion
+        quiet = ctx.quiet()
+
+        def refine(rgba: np.ndarray, strength: float, seed: int) -> np.ndarray:
+            params = dict(job.params, strength=strength, seed=seed, batch=1)
+            tile_job = dataclasses.replace(
+                job, mode="img2img", image=rgba, mask=None, params=params, x=0, y=0, previews=False, controls=[],
+            )
+            return engine.run(tile_job, quiet)[0].rgba
+
+        return refine

@@ -1,0 +1,158 @@
+"""Shared fixtures: real servers on loopback (in a thread or as a separate process), the cache folder, artifacts."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+READY_LINE = re.compile(r"Paintbridge server listening on (ws://\S+)")
+
+
+def cache_dir() -> Path:
+    """``$PAINTBRIDGE_CACHE`` or ``~/.cache/paintbridge``: tiny models, host root folders (kept between runs)."""
+    path = Path(os.environ.get("PAINTBRIDGE_CACHE") or Path.home() / ".cache" / "paintbridge")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def paintbridge_cache() -> Path:
+    return cache_dir()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture
+def empty_models_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "models"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator:
+    """Factory: ``start_server(model_dirs=[...], token=None, **config)`` → a running ServerThread (``.url``)."""
+    from protocol import Limits
+    from server.app import ServerThread
+    from server.config import ServerConfig
+
+    started: List[ServerThread] = []
+
+    def start(model_dirs=None, token: Optional[str] = None, limits: Optional[Limits] = None, **kwargs) -> ServerThread:
+        if model_dirs is None:
+            empty = tmp_path / f"models-{len(started)}"
+            empty.mkdir(exist_ok=True)
+            model_dirs = [empty]
+        config = ServerConfig(host=kwargs.pop("host", "127.0.0.1"), port=0, token=token,
+                              model_dirs=[Path(d) for d in model_dirs], limits=limits or Limits(), **kwargs)
+        thread = ServerThread(config).start()
+        started.append(thread)
+        return thread
+
+    yield start
+    for thread in started:
+        thread.stop()
+
+
+class ServerProcess:
+    """``paintbridge serve`` in its own process group, on a free port; ``restart`` keeps the port."""
+
+    def __init__(self, args: List[str], log_path: Path, env: Optional[dict] = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self.env = env
+        self.proc: Optional[subprocess.Popen] = None
+        self.url = ""
+        self.port = 0
+
+    def start(self, timeout: float = 120.0) -> "ServerProcess":
+        port = self.port or 0
+        cmd = [sys.executable, "-m", "server", "serve", "--port", str(port)] + self.args
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(self.env or {}))
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
+                                     start_new_session=True)
+        found: List[str] = []
+
+        def read() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                log.write(line)
+                log.flush()
+                match = READY_LINE.search(line)
+                if match and not found:
+                    found.append(match.group(1))
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not found:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"paintbridge serve exited with {self.proc.returncode}; see {self.log_path}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"paintbridge serve did not start within {timeout} s; see {self.log_path}")
+            time.sleep(0.05)
+        self.url = found[0]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server (SIGKILL with ``sig=signal.SIGKILL`` to simulate a crash)."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(20)
+
+    def restart(self) -> "ServerProcess":
+        self.stop()
+        return self.start()
+
+
+@pytest.fixture
+def start_server_process(tmp_path: Path) -> Iterator:
+    """Factory: ``start_server_process(model_dirs=[...], token=None, extra_args=[])`` → a running ServerProcess."""
+    started: List[ServerProcess] = []
+
+    def start(model_dirs=None, token: Optional[str] = None, extra_args: Optional[List[str]] = None,
+              env: Optional[dict] = None) -> ServerProcess:
+        if model_dirs is None:
+            empty = tmp_path / f"proc-models-{len(started)}"
+            empty.mkdir(exist_ok=True)
+            model_dirs = [empty]
+        args: List[str] = []
+        for d in model_dirs:
+            args += ["--models", str(d)]
+        if token:
+            args += ["--token", token]
+        proc = ServerProcess(args + list(extra_args or []), tmp_path / f"server-{len(started)}.log", env)
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        proc.stop()
