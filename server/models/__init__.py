@@ -1,0 +1,1 @@
+"""Model registry (what is installed, which architecture) and offline loading helpers."""

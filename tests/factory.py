@@ -1,0 +1,374 @@
+"""Tiny random-weight models for tests, built offline and cached.
+
+Everything is built with diffusers/transformers from configs written here (no downloads) and cached under
+``${PAINTBRIDGE_CACHE:-~/.cache/paintbridge}/tiny-models/<version>/``; a missing or half-built entry is rebuilt.
+The models keep the real block layout (so key conversions and the 8x VAE factor behave as in real models) and the real
+CLIP tokenizer, at 64 px native size.
+
+``make_models_dir(path, which=(...))`` lays out a models folder (ComfyUI names) with the chosen entries:
+
+==========================  ===============================================================================
+``sd15`` / ``sdxl``          diffusers folders ``checkpoints/tiny-sd15``, ``checkpoints/tiny-sdxl``
+``sd15-inpaint`` ...         9-channel inpainting variants (``tiny-sd15-inpaint``, ``tiny-sdxl-inpaint``)
+``sd15-file`` ...            the same models as single-file checkpoints with original key names
+                             (``checkpoints/tiny-sd15-file.safetensors`` + ``tiny-sd15-file.config/``: the tiny
+                             sizes differ from the real architectures, so a weightless config folder goes beside it)
+``cn-sd15-canny``            ControlNet for SD1.5 in lllyasviel's original single-file layout
+``cn-sd15-depth``            ControlNet for SD1.5 as a diffusers folder
+``cn-sdxl-canny``            ControlNet for SDXL as a single diffusers-key ``.safetensors`` (as most SDXL ones ship)
+``cn-sdxl-union``            union ControlNet for SDXL (ControlNetUnionModel) as a diffusers folder
+``lora-sd15`` / ``lora-sdxl`` a kohya-format LoRA (``loras/tiny-lora-sd15.safetensors``)
+``emb-sd15`` / ``emb-sdxl``  an A1111-format textual-inversion embedding (``embeddings/tinystyle.safetensors``)
+==========================  ===============================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Iterator, Tuple
+
+CACHE_VERSION = "v1"
+NATIVE_SIZE = 64  # px: UNet sample size 8 x VAE factor 8
+
+SD15_CHECKPOINTS = ("sd15", "sd15-inpaint")
+SDXL_CHECKPOINTS = ("sdxl", "sdxl-inpaint")
+DEFAULT_WHICH = ("sd15",)
+
+
+def cache_root() -> Path:
+    """``$PAINTBRIDGE_CACHE`` or ``~/.cache/paintbridge``."""
+    return Path(os.environ.get("PAINTBRIDGE_CACHE") or Path.home() / ".cache" / "paintbridge")
+
+
+def _ldm_layout():
+    """``tests/ldm_layout.py``, importable whether this file was imported as ``tests.factory`` or ``factory``."""
+    import sys
+
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import ldm_layout
+
+    return ldm_layout
+
+
+def tiny_root() -> Path:
+    return cache_root() / "tiny-models" / CACHE_VERSION
+
+
+# --- building blocks -------------------------------------------------------------------------------------------------
+
+def _torch():
+    import torch
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    return torch
+
+
+def _clip_config(hidden: int, act: str):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=49408, hidden_size=hidden, intermediate_size=hidden * 2, num_attention_heads=4,
+        num_hidden_layers=2, max_position_embeddings=77, projection_dim=32, hidden_act=act,
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+    )
+
+
+def _vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=NATIVE_SIZE, layers_per_block=1,
+        block_out_channels=(32, 32, 64, 64), norm_num_groups=32,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    )
+
+
+def _sd_scheduler_config() -> dict:
+    return dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+                steps_offset=1)
+
+
+def build_sd15(inpaint: bool = False, seed: int = 0):
+    """A tiny SD1.5-class pipeline (inpainting variant: 9-channel UNet) with random weights."""
+    torch = _torch()
+    from diffusers import PNDMScheduler, StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from server.models.tokenizers import clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=NATIVE_SIZE // 8, in_channels=9 if inpaint else 4, out_channels=4, layers_per_block=2,
+        block_out_channels=(32, 32, 64, 64), cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
+    cls = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
+    return cls(
+        vae=_vae(), text_encoder=CLIPTextModel(_clip_config(32, "quick_gelu")), tokenizer=clip_tokenizer(),
+        unet=unet, scheduler=PNDMScheduler(skip_prk_steps=True, **_sd_scheduler_config()),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def build_sdxl(inpaint: bool = False, seed: int = 0):
+    """A tiny SDXL-class pipeline (two text encoders of different widths, text_time embedding) with random weights."""
+    torch = _torch()
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline, \
+        UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from server.models.tokenizers import clip_tokenizer
+
+    torch.manual_seed(seed + 1)
+    unet = UNet2DConditionModel(
+        sample_size=NATIVE_SIZE // 8, in_channels=9 if inpaint else 4, out_channels=4, layers_per_block=2,
+        block_out_channels=(32, 64, 64), cross_attention_dim=80, attention_head_dim=(2, 4, 4),
+        transformer_layers_per_block=(1, 1, 2), use_linear_projection=True, norm_num_groups=32,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 32,
+    )
+    scheduler = EulerDiscreteScheduler(timestep_spacing="leading", **_sd_scheduler_config())
+    kwargs = dict(
+        vae=_vae(), text_encoder=CLIPTextModel(_clip_config(32, "quick_gelu")),
+        text_encoder_2=CLIPTextModelWithProjection(_clip_config(48, "gelu")),
+        tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer("!"), unet=unet, scheduler=scheduler,
+    )
+    if inpaint:
+        return StableDiffusionXLInpaintPipeline(**kwargs, requires_aesthetics_score=False, force_zeros_for_empty_prompt=True)
+    return StableDiffusionXLPipeline(**kwargs, force_zeros_for_empty_prompt=True, add_watermarker=False)
+
+
+def _randomize_zero_modules(model, seed: int) -> None:
+    """ControlNets start with zero convolutions (no effect); give them random weights so tests see their effect."""
+    torch = _torch()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.abs().max() == 0 and ("controlnet_" in name or "conv_out" in name):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+
+
+def build_controlnet(arch: str, seed: int = 0, union: bool = False):
+    """A tiny ControlNet (or union ControlNet) matching the tiny ``arch`` ("sd15"/"sdxl") UNet."""
+    torch = _torch()
+    from diffusers import ControlNetModel, ControlNetUnionModel
+
+    unet = (build_sd15() if arch == "sd15" else build_sdxl()).unet
+    torch.manual_seed(seed + 7)
+    cls = ControlNetUnionModel if union else ControlNetModel
+    kwargs = dict(conditioning_embedding_out_channels=(16, 16, 32, 32))
+    if union:
+        kwargs.update(num_trans_channel=32, num_trans_head=2, num_proj_channel=32)
+        net = cls(**{**_unet_to_controlnet_kwargs(unet.config), **kwargs})
+        net.load_state_dict(unet.state_dict(), strict=False)
+    else:
+        net = cls.from_unet(unet, **kwargs)
+    _randomize_zero_modules(net, seed)
+    return net
+
+
+def _unet_to_controlnet_kwargs(config) -> dict:
+    import inspect
+
+    from diffusers import ControlNetUnionModel
+
+    allowed = set(inspect.signature(ControlNetUnionModel.__init__).parameters)
+    return {k: v for k, v in dict(config).items() if k in allowed}
+
+
+def lora_state(pipe, rank: int = 4, seed: int = 0) -> Dict[str, "object"]:
+    """A kohya-format LoRA for ``pipe``'s attention projections (UNet and first text encoder), as users' files are."""
+    torch = _torch()
+    gen = torch.Generator().manual_seed(seed + 11)
+    out = {}
+
+    def add(prefix: str, module_name: str, linear) -> None:
+        key = prefix + module_name.replace(".", "_")
+        out[key + ".lora_down.weight"] = torch.randn(rank, linear.in_features, generator=gen) * 0.3
+        out[key + ".lora_up.weight"] = torch.randn(linear.out_features, rank, generator=gen) * 0.3
+        out[key + ".alpha"] = torch.tensor(float(rank))
+
+    for name, module in pipe.unet.named_modules():
+        if name.endswith(("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn2.to_q", "attn2.to_k", "attn2.to_v",
+                          "attn1.to_out.0", "attn2.to_out.0")):
+            add("lora_unet_", name, module)
+    for name, module in pipe.text_encoder.named_modules():
+        if name.endswith(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")):
+            full = name if name.startswith("text_model.") else "text_model." + name
+            add("lora_te1_" if getattr(pipe, "text_encoder_2", None) is not None else "lora_te_", full, module)
+    return out
+
+
+def embedding_state(arch: str, vectors: int = 2, seed: int = 0) -> dict:
+    """An A1111-format textual-inversion embedding: ``emb_params`` (SD1.5) or ``clip_l`` + ``clip_g`` (SDXL)."""
+    torch = _torch()
+    gen = torch.Generator().manual_seed(seed + 13)
+    if arch == "sd15":
+        return {"emb_params": torch.randn(vectors, 32, generator=gen)}
+    return {"clip_l": torch.randn(vectors, 32, generator=gen), "clip_g": torch.randn(vectors, 48, generator=gen)}
+
+
+# --- cache -----------------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _cached(name: str, build: Callable[[Path], None]) -> Path:
+    """``tiny_root()/name`` (a folder), built by ``build(tmp_folder)`` when missing or incomplete."""
+    root = tiny_root()
+    target = root / name
+    if (target / ".complete").exists():
+        return target
+    with _locked(root):
+        if (target / ".complete").exists():
+            return target
+        tmp = root / (name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        build(tmp)
+        (tmp / ".complete").write_text("ok\n")
+        tmp.rename(target)
+    return target
+
+
+def _save_file(state: dict, path: Path, metadata: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(path), metadata=metadata)
+
+
+def _build_pipeline(arch: str, inpaint: bool):
+    return build_sd15(inpaint) if arch == "sd15" else build_sdxl(inpaint)
+
+
+def _parse_checkpoint(name: str) -> Tuple[str, bool, bool]:
+    arch = name.split("-")[0]
+    return arch, "-inpaint" in name, name.endswith("-file")
+
+
+def checkpoint_folder(name: str) -> Path:
+    """The cached diffusers folder of checkpoint ``name`` ("sd15", "sd15-inpaint", "sdxl", "sdxl-inpaint")."""
+    arch, inpaint, _ = _parse_checkpoint(name)
+
+    def build(tmp: Path) -> None:
+        _build_pipeline(arch, inpaint).save_pretrained(tmp / f"tiny-{name}", safe_serialization=True)
+    return _cached(f"diffusers-{name}", build) / f"tiny-{name}"
+
+
+def weightless_config(folder: Path, dest: Path) -> None:
+    """Copy a diffusers folder's configs (model_index, component configs, scheduler; no weights, no tokenizer)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(folder / "model_index.json", dest / "model_index.json")
+    for sub in folder.iterdir():
+        if sub.is_dir() and not sub.name.startswith("tokenizer"):
+            (dest / sub.name).mkdir(exist_ok=True)
+            for f in sub.glob("*.json"):
+                shutil.copy(f, dest / sub.name / f.name)
+
+
+def checkpoint_file(name: str) -> Path:
+    """The cached single-file checkpoint (original key names) of checkpoint ``name``; its ``.config`` folder is beside it."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    pipeline_to_ldm = _ldm_layout().pipeline_to_ldm
+
+    folder = checkpoint_folder(name)
+
+    def build(tmp: Path) -> None:
+        pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True, torch_dtype=torch.float32)
+        _save_file(pipeline_to_ldm(pipe), tmp / f"tiny-{name}-file.safetensors", {"format": "pt"})
+        weightless_config(folder, tmp / f"tiny-{name}-file.config")
+    return _cached(f"file-{name}", build) / f"tiny-{name}-file.safetensors"
+
+
+def controlnet_path(name: str) -> Path:
+    """The cached tiny ControlNet ``name`` ("cn-sd15-canny", "cn-sd15-depth", "cn-sdxl-canny", "cn-sdxl-union")."""
+    controlnet_to_ldm = _ldm_layout().controlnet_to_ldm
+
+    arch = name.split("-")[1]
+    kind = name.split("-")[2]
+
+    def build(tmp: Path) -> None:
+        net = build_controlnet(arch, seed=len(name), union=kind == "union")
+        if name == "cn-sd15-canny":
+            _save_file(controlnet_to_ldm(net.state_dict(), net.config.layers_per_block),
+                       tmp / "control_tiny_sd15_canny.safetensors")
+        elif name == "cn-sdxl-canny":
+            (tmp / "controlnet-canny-tiny-sdxl").mkdir()
+            _save_file(net.state_dict(), tmp / "controlnet-canny-tiny-sdxl" / "diffusion_pytorch_model.safetensors")
+            (tmp / "controlnet-canny-tiny-sdxl" / "config.json").write_text(json.dumps(
+                {"_class_name": "ControlNetModel", **dict(net.config)}, default=list))
+        else:
+            net.save_pretrained(tmp / f"controlnet-{kind}-tiny-{arch}", safe_serialization=True)
+    built = _cached(name, build)
+    return next(p for p in built.iterdir() if not p.name.startswith("."))
+
+
+def lora_path(arch: str) -> Path:
+    """The cached kohya-format tiny LoRA for ``arch``."""
+    def build(tmp: Path) -> None:
+        _save_file(lora_state(_build_pipeline(arch, False)), tmp / f"tiny-lora-{arch}.safetensors",
+                   {"ss_network_module": "networks.lora"})
+    return _cached(f"lora-{arch}", build) / f"tiny-lora-{arch}.safetensors"
+
+
+def embedding_path(arch: str) -> Path:
+    """The cached A1111-format embedding for ``arch`` (trigger word: its file name, ``tinystyle``)."""
+    def build(tmp: Path) -> None:
+        _save_file(embedding_state(arch), tmp / "tinystyle.safetensors")
+    return _cached(f"emb-{arch}", build) / "tinystyle.safetensors"
+
+
+# --- models folder ---------------------------------------------------------------------------------------------------
+
+def _link(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_symlink() or dest.exists():
+        return
+    dest.symlink_to(src, target_is_directory=src.is_dir())
+
+
+def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
+    """Lay out a ComfyUI-style models folder at ``path`` with the chosen tiny models (links into the cache)."""
+    path = Path(path)
+    for item in which:
+        if item in SD15_CHECKPOINTS + SDXL_CHECKPOINTS:
+            folder = checkpoint_folder(item)
+            _link(folder, path / "checkpoints" / folder.name)
+        elif item.endswith("-file") and item[:-5] in SD15_CHECKPOINTS + SDXL_CHECKPOINTS:
+            f = checkpoint_file(item[:-5])
+            _link(f, path / "checkpoints" / f.name)
+            config = f.with_name(f.name[:-len(".safetensors")] + ".config")
+            _link(config, path / "checkpoints" / config.name)
+        elif item.startswith("cn-"):
+            p = controlnet_path(item)
+            _link(p, path / "controlnet" / p.name)
+        elif item.startswith("lora-"):
+            p = lora_path(item[5:])
+            _link(p, path / "loras" / p.name)
+        elif item.startswith("emb-"):
+            p = embedding_path(item[4:])
+            _link(p, path / "embeddings" / item[4:] / p.name)
+        else:
+            raise ValueError(f"unknown tiny model {item!r}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
