@@ -1,0 +1,120 @@
+"""ControlNet preprocessors: turn a picture into the control image a ControlNet expects.
+
+Two entry points: ``preprocess_image`` (used by the diffusion engine for a control sent with ``preprocess: true``) and
+``run_preprocess`` (mode ``preprocess``: the control image comes back as a layer the painter can edit and reuse).
+
+Built in, no weights: canny, lineart, scribble, shuffle, tile, inpaint, reference (the image itself). With annotator
+weights in ``<models>/annotators/``: depth, normal (derived from depth). Known by name with the file they need:
+softedge, pose, lineart_anime, lineart_realistic, mlsd.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import List, Optional
+
+import numpy as np
+
+from ..engines.base import EngineError, Job, JobContext, Layer
+from ..imageops import rgba
+from . import annotators, classical
+from .classical import inpaint_condition
+
+__all__ = ["PREPROCESSORS", "ALIASES", "canonical_name", "preprocess_image", "run_preprocess", "inpaint_condition"]
+
+BUILT_IN = ("canny", "lineart", "scribble", "shuffle", "tile", "inpaint", "reference")
+WITH_WEIGHTS = ("depth", "normal") + tuple(annotators.WEIGHT_FILES)
+PREPROCESSORS = BUILT_IN + WITH_WEIGHTS
+
+ALIASES = {
+    "lineart_standard": "lineart",
+    "scribble_xdog": "scribble",
+    "content_shuffle": "shuffle",
+    "tile_resample": "tile",
+    "inpaint_only": "inpaint",
+    "depth_anything": "depth",
+    "midas": "depth",
+    "normal_map": "normal",
+    "hed": "softedge",
+    "pidinet": "softedge",
+    "openpose": "pose",
+    "dwpose": "pose",
+    "lineart_coarse": "lineart_realistic",
+}
+
+
+def canonical_name(kind: str) -> str:
+    """The preprocessor a name stands for (aliases resolved); bad_request naming the choices when unknown."""
+    name = kind.strip().lower().replace("-", "_").replace(" ", "_")
+    name = ALIASES.get(name, name)
+    if name not in PREPROCESSORS:
+        raise EngineError(
+            "bad_request",
+            f"unknown preprocessor {kind!r}; choose one of {', '.join(PREPROCESSORS)}",
+            field="params.preprocessor",
+        )
+    return name
+
+
+def preprocess_image(kind: str, rgb: np.ndarray, registry, params: Optional[dict] = None) -> np.ndarray:
+    """The control image (H x W x 3 uint8, same size as ``rgb``) of preprocessor ``kind``.
+
+    ``params`` may hold: ``low_threshold``/``high_threshold`` (canny), ``seed`` (shuffle; -1 or missing = 0),
+    ``mask`` (H x W uint8, inpaint), ``tile_downscale``/``tile_blur`` (tile). ``registry`` locates annotator weights.
+    """
+    params = params or {}
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise EngineError("bad_request", f"a preprocessor needs an H x W x 3 uint8 image, got {rgb.shape} {rgb.dtype}")
+    name = canonical_name(kind)
+    if name == "canny":
+        out = classical.canny(rgb, int(params.get("low_threshold", 100)), int(params.get("high_threshold", 200)))
+    elif name == "lineart":
+        out = classical.lineart(rgb)
+    elif name == "scribble":
+        out = classical.scribble(rgb)
+    elif name == "shuffle":
+        seed = int(params.get("seed", 0))
+        out = classical.shuffle(rgb, seed if seed >= 0 else 0)
+    elif name == "tile":
+        out = classical.tile(rgb, float(params.get("tile_downscale", 1.0)), float(params.get("tile_blur", 0.0)))
+    elif name == "inpaint":
+        mask = params.get("mask")
+        if mask is not None and mask.shape != rgb.shape[:2]:
+            raise EngineError("bad_request", f"the inpaint mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                              f"{rgb.shape[1]}x{rgb.shape[0]}", field="mask")
+        out = classical.inpaint(rgb, mask)
+    elif name == "reference":
+        out = rgb.copy()
+    elif name == "depth":
+        out = annotators.depth(rgb, registry)
+    elif name == "normal":
+        out = annotators.normal(rgb, registry)
+    else:
+        annotators.needs_weights(name, registry)
+        raise AssertionError("unreachable")
+    assert out.shape == rgb.shape, f"{name} returned {out.shape} for {rgb.shape}"
+    return out
+
+
+def flatten_on_white(image: np.ndarray) -> np.ndarray:
+    """RGBA over white as RGB: a sketch on a transparent layer reads as lines on paper."""
+    image = rgba(image)
+    a = image[..., 3:4].astype(np.float32) / 255.0
+    rgb = image[..., :3].astype(np.float32) * a + 255.0 * (1.0 - a)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def run_preprocess(job: Job, ctx: JobContext, registry) -> List[Layer]:
+    """Mode ``preprocess``: one opaque layer "Control: <kind>" at (job.x, job.y), the size of the job's image."""
+    if job.image is None:
+        raise EngineError("bad_request", "mode 'preprocess' needs an image", field="image")
+    name = canonical_name(job.params["preprocessor"])
+    params = dict(job.params, mask=job.mask)
+    if name == "shuffle" and params.get("seed", -1) < 0:
+        params["seed"] = secrets.randbelow(2**31)
+    ctx.progress(0, 1)
+    control = preprocess_image(name, flatten_on_white(job.image), registry, params)
+    ctx.progress(1, 1)
+    seed = int(params["seed"]) if name == "shuffle" else -1
+    return [Layer(name=f"Control: {name}", rgba=rgba(control), x=job.x, y=job.y, seed=seed,
+                  info={"preprocessor": name})]
