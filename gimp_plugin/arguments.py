@@ -1,0 +1,204 @@
+"""The procedures and their arguments, as plain data: the GIMP side registers them, the job builder reads them back.
+
+Each procedure is one mode of the protocol. Argument names are the PDB names (with dashes); ``values`` maps handed to
+``jobs`` use the same names. Choice arguments carry (nick, label) pairs; the nick is what a script passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+from protocol.messages import CONTROL_TYPES, SAMPLERS
+
+PREFIX = "plug-in-paintbridge-"
+MENU_PATH = "<Image>/Filters/Paintbridge"
+MAX_CONTROLS = 2  # control-layer arguments per procedure
+GINT_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One procedure argument."""
+
+    name: str
+    kind: str  # "string", "int", "double", "boolean", "choice", "layer"
+    label: str
+    blurb: str
+    default: Any = None
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    choices: Tuple[Tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ProcedureSpec:
+    """One procedure: its PDB name, menu label, protocol mode and arguments."""
+
+    name: str
+    mode: str
+    menu_label: str
+    title: str
+    blurb: str
+    help: str
+    args: Tuple[Arg, ...]
+    returns_image: bool = False
+
+    def arg(self, name: str) -> Arg:
+        for arg in self.args:
+            if arg.name == name:
+                return arg
+        raise KeyError(f"procedure {self.name} has no argument {name!r}")
+
+    def defaults(self) -> Dict[str, Any]:
+        """Every argument's default value (layers default to None)."""
+        return {arg.name: arg.default for arg in self.args}
+
+
+def slug(text: str) -> str:
+    """A choice nick for a label: lower case, '+' spelled 'p', other runs of non-alphanumerics as one dash."""
+    out, dash = [], False
+    for ch in text.lower().replace("+", "p"):
+        if ch.isalnum():
+            out.append(ch)
+            dash = False
+        elif not dash and out:
+            out.append("-")
+            dash = True
+    return "".join(out).strip("-")
+
+
+SAMPLER_CHOICES = (("default", "Model's default"),) + tuple((slug(s), s) for s in SAMPLERS)
+SAMPLER_BY_NICK = {slug(s): s for s in SAMPLERS}
+CONTROL_CHOICES = tuple((t, t.capitalize()) for t in CONTROL_TYPES)
+SOURCE_CHOICES = (("visible", "Visible image"), ("layer", "Active layer"))
+MASK_CHOICES = (("selection", "Selection"), ("layer-mask", "Active layer's mask (white = repaint)"))
+FILL_CHOICES = (("telea", "Telea"), ("ns", "Navier-Stokes"))
+UPSCALE_TARGETS = (("new-image", "New image"), ("layer", "New layer (canvas enlarged)"))
+
+
+def _prompt_args() -> Tuple[Arg, ...]:
+    return (
+        Arg("prompt", "string", "_Prompt", "What to paint", ""),
+        Arg("negative-prompt", "string", "_Negative prompt", "What to avoid", ""),
+    )
+
+
+def _sampling_args(strength: Optional[float]) -> Tuple[Arg, ...]:
+    args = [
+        Arg("model", "string", "_Model",
+            "Checkpoint name as the server lists it; empty = the server's default; 'classical' = built-in OpenCV", ""),
+    ]
+    if strength is not None:
+        args.append(Arg("strength", "double", "_Strength", "How much to change (denoising strength)", strength,
+                        0.0, 1.0))
+    args += [
+        Arg("steps", "int", "S_teps", "Sampling steps", 20, 1, 150),
+        Arg("cfg", "double", "_CFG scale", "Prompt guidance; 0 = the model's default", 0.0, 0.0, 30.0),
+        Arg("sampler", "choice", "Sa_mpler", "Sampler", "default", choices=SAMPLER_CHOICES),
+        Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
+        Arg("batch", "int", "_Batch", "How many results (one layer each)", 1, 1, 8),
+    ]
+    return tuple(args)
+
+
+def _source_args(mask: bool) -> Tuple[Arg, ...]:
+    args = [Arg("source", "choice", "So_urce", "What the model sees: the visible image or the active layer",
+                "visible", choices=SOURCE_CHOICES)]
+    if mask:
+        args += [
+            Arg("mask-source", "choice", "M_ask", "Where the area to repaint comes from", "selection",
+                choices=MASK_CHOICES),
+            Arg("grow", "int", "_Grow mask", "Grow the mask by this many px; -1 = scaled to the selection", -1, -1, 1024),
+            Arg("feather", "int", "_Feather mask", "Soften the mask's edge by this many px; -1 = scaled to the selection",
+                -1, -1, 1024),
+        ]
+    return tuple(args)
+
+
+def _control_args() -> Tuple[Arg, ...]:
+    args = []
+    for i in range(1, MAX_CONTROLS + 1):
+        p = "control" if i == 1 else f"control-{i}"
+        n = "" if i == 1 else f" {i}"
+        args += [
+            Arg(f"{p}-layer", "layer", f"Control layer{n}", "A layer that guides the result (ControlNet); none = off",
+                None),
+            Arg(f"{p}-type", "choice", f"Control type{n}", "What the control layer holds", "canny",
+                choices=CONTROL_CHOICES),
+            Arg(f"{p}-strength", "double", f"Control strength{n}", "How strongly the control layer guides", 1.0,
+                0.0, 2.0),
+            Arg(f"{p}-preprocess", "boolean", f"Preprocess control{n}",
+                "Turn the layer into a control image on the server (e.g. a photo into Canny edges)", False),
+        ]
+    return tuple(args)
+
+
+def _server_args() -> Tuple[Arg, ...]:
+    return (
+        Arg("server", "string", "Ser_ver", "Server address (ws://host:port); empty = the last one used", ""),
+        Arg("token", "string", "To_ken", "Access token for a server that needs one; empty = the last one used", ""),
+    )
+
+
+PROCEDURES: Tuple[ProcedureSpec, ...] = (
+    ProcedureSpec(
+        PREFIX + "inpaint", "inpaint", "_Inpaint Selection...", "Paintbridge: Inpaint Selection",
+        "Repaint the selection with a local diffusion model",
+        "Repaints the selected area (soft edges kept) from the prompt, using the surroundings as context. "
+        "The result is a new layer above the active one; your layers are not changed.",
+        _prompt_args() + _sampling_args(1.0) + _source_args(mask=True)
+        + (Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),)
+        + _control_args() + _server_args(),
+    ),
+    ProcedureSpec(
+        PREFIX + "img2img", "img2img", "I_mg2img...", "Paintbridge: Img2img",
+        "Redraw the selection (or the whole image) guided by a prompt",
+        "Redraws the selection's context box, or the whole image without a selection, keeping its composition; "
+        "strength sets how much changes. The result is a new layer.",
+        _prompt_args() + _sampling_args(0.6) + _source_args(mask=True) + _control_args() + _server_args(),
+    ),
+    ProcedureSpec(
+        PREFIX + "outpaint", "outpaint", "_Outpaint...", "Paintbridge: Outpaint",
+        "Extend the canvas and paint the new area",
+        "Enlarges the canvas by the given number of pixels on the chosen sides and fills the new area to match the "
+        "image. The result is a new layer; existing layers only move with the canvas.",
+        _prompt_args() + _sampling_args(None) + _source_args(mask=False) + (
+            Arg("extend", "int", "E_xtend by (px)", "How many pixels to add on each chosen side", 128, 1, 4096),
+            Arg("extend-left", "boolean", "_Left", "Extend the left side", False),
+            Arg("extend-top", "boolean", "_Top", "Extend the top side", False),
+            Arg("extend-right", "boolean", "_Right", "Extend the right side", True),
+            Arg("extend-bottom", "boolean", "_Bottom", "Extend the bottom side", False),
+            Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),
+        ) + _server_args(),
+    ),
+    ProcedureSpec(
+        PREFIX + "upscale", "upscale", "_Upscale...", "Paintbridge: Upscale",
+        "Upscale the image or the selection with an upscaler model or Lanczos",
+        "Upscales the selection's bounds (or the whole image) by the scale factor, optionally refining tiles with "
+        "img2img. The result goes into a new image, or a new layer on an enlarged canvas.",
+        (
+            Arg("scale", "double", "_Scale", "Scale factor", 2.0, 1.0, 8.0),
+            Arg("upscaler", "string", "_Upscaler", "Upscaler model name; empty = Lanczos", ""),
+            Arg("refine", "double", "_Refine strength", "img2img strength of a refine pass; 0 = no refine", 0.0,
+                0.0, 1.0),
+            Arg("target", "choice", "_Result in", "Where the upscaled result goes", "new-image",
+                choices=UPSCALE_TARGETS),
+        ) + _prompt_args() + (
+            Arg("model", "string", "_Model", "Checkpoint for the refine pass; empty = the server's default", ""),
+            Arg("steps", "int", "S_teps", "Sampling steps of the refine pass", 20, 1, 150),
+            Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
+        ) + _source_args(mask=False) + _server_args(),
+        returns_image=True,
+    ),
+    ProcedureSpec(
+        PREFIX + "generate", "generate", "_Generate into Selection...", "Paintbridge: Generate into Selection",
+        "Paint something new into the selection from the prompt alone",
+        "Generates a new image from the prompt into the selection (or the whole canvas), ignoring what is there. "
+        "The result is a new layer, masked by the selection.",
+        _prompt_args() + _sampling_args(None) + _source_args(mask=True) + _control_args() + _server_args(),
+    ),
+)
+
+BY_NAME = {spec.name: spec for spec in PROCEDURES}
+BY_MODE = {spec.mode: spec for spec in PROCEDURES}

@@ -1,0 +1,179 @@
+"""Reading pixels from and writing layers into a GIMP 3 image (the only module besides ``procedures`` that uses ``gi``).
+
+Everything is read in image coordinates through GEGL buffers (``R'G'B'A u8`` and ``Y u8``); areas outside a drawable
+read as transparent / unselected. New layers are created, filled and inserted; existing layers are never written to.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp  # noqa: E402
+
+from protocol.geometry import Box, selection_bounds_from_mask  # noqa: E402
+from protocol.messages import ResultLayer  # noqa: E402
+from protocol.images import RGBA8, convert_pixels  # noqa: E402
+
+from .errors import InputError  # noqa: E402
+from .results import canvas_for  # noqa: E402
+
+RGBA_FORMAT = "R'G'B'A u8"
+GRAY_FORMAT = "Y u8"
+
+
+def _read(drawable, box: Box, fmt: str) -> bytes:
+    """``box`` (image coordinates) of a drawable's pixels; outside the drawable reads as zeros."""
+    _ok, off_x, off_y = drawable.get_offsets()
+    rect = Gegl.Rectangle.new(box.x - off_x, box.y - off_y, box.width, box.height)
+    data = drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE)
+    return bytes(data)
+
+
+def layer_of(drawable):
+    """The layer a drawable belongs to (a layer mask's layer, or the layer itself)."""
+    if isinstance(drawable, Gimp.LayerMask):
+        return Gimp.Layer.from_mask(drawable)
+    if isinstance(drawable, Gimp.Layer):
+        return drawable
+    raise InputError("Select a layer (not a channel or path) before running Paintbridge")
+
+
+def read_layer(drawable, box: Box) -> bytes:
+    """A layer's pixels in ``box`` as ``rgba8``."""
+    return _read(drawable, box, RGBA_FORMAT)
+
+
+def read_visible(image, box: Box) -> bytes:
+    """The visible image (all visible layers composited) in ``box`` as ``rgba8``."""
+    copy = image.duplicate()
+    try:
+        copy.undo_disable()
+        if not any(layer.get_visible() for layer in copy.get_layers()):
+            raise InputError("No layer is visible: show the layers Paintbridge should see, or use Source = Active layer")
+        merged = copy.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE)
+        return _read(merged, box, RGBA_FORMAT)
+    finally:
+        copy.delete()
+
+
+def selection_bounds(image) -> Box:
+    """The selection's bounds (soft edges included); an empty Box when nothing is selected."""
+    _ok, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
+    if not non_empty:
+        return Box(0, 0, 0, 0)
+    return Box(x1, y1, x2 - x1, y2 - y1)
+
+
+def read_selection(image, box: Box) -> bytes:
+    """The selection mask in ``box`` as ``gray8`` (soft values kept)."""
+    return _read(image.get_selection(), box, GRAY_FORMAT)
+
+
+def read_layer_mask(drawable, width: int, height: int) -> Tuple[bytes, Box]:
+    """The active layer's mask over the whole canvas as ``gray8`` and the bounds of its non-zero part."""
+    layer = layer_of(drawable)
+    mask = drawable if isinstance(drawable, Gimp.LayerMask) else layer.get_mask()
+    if mask is None:
+        raise InputError(f"Layer '{layer.get_name()}' has no layer mask: add one (white = repaint) or use "
+                         "Mask = Selection")
+    full = _read(mask, Box(0, 0, width, height), GRAY_FORMAT)
+    return full, selection_bounds_from_mask(full, width, height)
+
+
+def _layer_type(image):
+    if image.get_base_type() == Gimp.ImageBaseType.GRAY:
+        return Gimp.ImageType.GRAYA_IMAGE
+    return Gimp.ImageType.RGBA_IMAGE
+
+
+def _new_layer(image, result: ResultLayer, name: str, x: int, y: int):
+    layer = Gimp.Layer.new(image, name, result.width, result.height, _layer_type(image), 100.0,
+                           Gimp.LayerMode.NORMAL)
+    layer.set_offsets(x, y)
+    return layer
+
+
+def _fill(layer, result: ResultLayer) -> None:
+    data = result.data if result.format == RGBA8 else convert_pixels(result.data, result.format, RGBA8)
+    buffer = layer.get_buffer()
+    buffer.set(Gegl.Rectangle.new(0, 0, result.width, result.height), RGBA_FORMAT, data)
+    buffer.flush()
+    layer.update(0, 0, result.width, result.height)
+
+
+def insertion_point(image, drawable) -> Tuple[Optional[object], int]:
+    """(parent group or None, position) just above the active layer; the top of the stack without one."""
+    try:
+        anchor = layer_of(drawable) if drawable is not None else None
+    except InputError:
+        anchor = None
+    if anchor is None or anchor.get_image() != image:
+        return None, 0
+    return anchor.get_parent(), image.get_item_position(anchor)
+
+
+def insert_results(
+    image,
+    drawable,
+    results: Sequence[ResultLayer],
+    names: Sequence[str],
+    canvas: Optional[Tuple[int, int]] = None,
+) -> List[object]:
+    """Insert the results as new layers above the active layer, in one undo step, enlarging the canvas when a
+    result reaches past it (or to ``canvas`` = (width, height) when given). The first result ends on top.
+    On failure every change is taken back before the error propagates."""
+    old_w, old_h = image.get_width(), image.get_height()
+    want_w, want_h = canvas or (old_w, old_h)
+    new_w, new_h, off_x, off_y = canvas_for(list(results), want_w, want_h)
+    created: List[object] = []
+    resized = False
+    image.undo_group_start()
+    try:
+        if (new_w, new_h, off_x, off_y) != (old_w, old_h, 0, 0):
+            image.resize(new_w, new_h, off_x, off_y)
+            resized = True
+        parent, position = insertion_point(image, drawable)
+        for result, name in reversed(list(zip(results, names))):
+            layer = _new_layer(image, result, name, result.x + off_x, result.y + off_y)
+            image.insert_layer(layer, parent, position)
+            created.append(layer)
+            _fill(layer, result)
+    except BaseException:
+        for layer in created:
+            try:
+                image.remove_layer(layer)
+            except Exception:  # noqa: BLE001 - best effort while unwinding
+                pass
+        if resized:
+            image.resize(old_w, old_h, -off_x, -off_y)
+        raise
+    finally:
+        image.undo_group_end()
+    Gimp.displays_flush()
+    return list(reversed(created))
+
+
+def new_image_with(source_image, results: Sequence[ResultLayer], names: Sequence[str]):
+    """A new image holding the results as layers at (0, 0) (for upscale); the source image is not touched."""
+    width = max(r.width for r in results)
+    height = max(r.height for r in results)
+    base = Gimp.ImageBaseType.GRAY if source_image.get_base_type() == Gimp.ImageBaseType.GRAY else Gimp.ImageBaseType.RGB
+    image = Gimp.Image.new(width, height, base)
+    try:
+        profile = source_image.get_color_profile()
+        if profile is not None:
+            image.set_color_profile(profile)
+        image.undo_disable()
+        for result, name in reversed(list(zip(results, names))):
+            layer = _new_layer(image, result, name, 0, 0)
+            image.insert_layer(layer, None, 0)
+            _fill(layer, result)
+        image.undo_enable()
+    except BaseException:
+        image.delete()
+        raise
+    return image

@@ -1,0 +1,234 @@
+"""The GIMP 3 plug-in: procedure registration from ``arguments``, dialogs, and the run of one procedure.
+
+A run reads the context box's pixels, mask and control layers, sends one job, follows its progress in GIMP's progress
+bar and inserts the result layers in one undo step. Every failure ends with ``Gimp.message`` and an error status; the
+image is left as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+from gi.repository import GLib, GObject, Gimp  # noqa: E402
+
+from .arguments import BY_NAME, MENU_PATH, PROCEDURES, Arg, ProcedureSpec  # noqa: E402
+from .errors import Cancelled, InputError, PaintbridgeError  # noqa: E402
+
+ERROR_DOMAIN = "paintbridge-error-quark"
+INSTALL_INFO = "install.json"
+PLUGIN_DIR = Path(__file__).resolve().parent.parent
+
+
+# --- registration ----------------------------------------------------------------------------------------------------
+
+def _add_argument(procedure, arg: Arg) -> None:
+    flags = GObject.ParamFlags.READWRITE
+    if arg.kind == "string":
+        procedure.add_string_argument(arg.name, arg.label, arg.blurb, arg.default, flags)
+    elif arg.kind == "int":
+        procedure.add_int_argument(arg.name, arg.label, arg.blurb, int(arg.minimum), int(arg.maximum), arg.default,
+                                   flags)
+    elif arg.kind == "double":
+        procedure.add_double_argument(arg.name, arg.label, arg.blurb, float(arg.minimum), float(arg.maximum),
+                                      float(arg.default), flags)
+    elif arg.kind == "boolean":
+        procedure.add_boolean_argument(arg.name, arg.label, arg.blurb, bool(arg.default), flags)
+    elif arg.kind == "choice":
+        choice = Gimp.Choice.new()
+        for index, (nick, label) in enumerate(arg.choices):
+            choice.add(nick, index, label, "")
+        procedure.add_choice_argument(arg.name, arg.label, arg.blurb, choice, arg.default, flags)
+    elif arg.kind == "layer":
+        procedure.add_layer_argument(arg.name, arg.label, arg.blurb, True, flags)
+    else:  # pragma: no cover - the table only uses the kinds above
+        raise ValueError(f"unknown argument kind {arg.kind!r}")
+
+
+def _read_values(spec: ProcedureSpec, config) -> Dict[str, Any]:
+    return {arg.name: config.get_property(arg.name) for arg in spec.args}
+
+
+class Paintbridge(Gimp.PlugIn):
+    """Registers one procedure per mode under Filters > Paintbridge."""
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_query_procedures(self):
+        return [spec.name for spec in PROCEDURES]
+
+    def do_create_procedure(self, name):
+        spec = BY_NAME[name]
+        procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
+        procedure.set_image_types("RGB*, GRAY*")
+        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE
+                                       | Gimp.ProcedureSensitivityMask.DRAWABLES)
+        procedure.set_menu_label(spec.menu_label)
+        procedure.add_menu_path(MENU_PATH)
+        procedure.set_documentation(spec.blurb, spec.help, name)
+        procedure.set_attribution("Paintbridge contributors", "Paintbridge contributors", "2026")
+        for arg in spec.args:
+            _add_argument(procedure, arg)
+        if spec.returns_image:
+            procedure.add_image_return_value("new-image", "New image",
+                                             "The upscaled image (none when the result went into a layer)", True,
+                                             GObject.ParamFlags.READWRITE)
+        return procedure
+
+
+# --- running ---------------------------------------------------------------------------------------------------------
+
+def _profile_dir() -> Path:
+    return Path(Gimp.directory())
+
+
+def _install_info() -> dict:
+    try:
+        data = json.loads((PLUGIN_DIR / INSTALL_INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _status(procedure, status, message: str = ""):
+    error = GLib.Error.new_literal(GLib.quark_from_string(ERROR_DOMAIN), message, 0) if message else GLib.Error()
+    return procedure.new_return_values(status, error)
+
+
+def _show_dialog(procedure, spec: ProcedureSpec, config) -> bool:
+    """The dialog generated from the procedure's arguments; False when the user cancelled it."""
+    gi.require_version("GimpUi", "3.0")
+    from gi.repository import GimpUi
+
+    from .dialog import fill_dialog
+
+    GimpUi.init("paintbridge")
+    from . import settings
+
+    if not str(config.get_property("server") or "").strip():
+        remembered = settings.load(_profile_dir()).get("server")
+        if isinstance(remembered, str) and remembered:
+            config.set_property("server", remembered)
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, spec.title)
+    fill_dialog(dialog, spec)
+    ok = dialog.run()
+    dialog.destroy()
+    return bool(ok)
+
+
+class _Progress:
+    """GIMP's progress bar and status text, fed by job events."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        Gimp.progress_init(f"Paintbridge: {title}")
+
+    def __call__(self, fraction: Optional[float], text: Optional[str]) -> None:
+        if text:
+            Gimp.progress_set_text(f"Paintbridge: {text}")
+        if fraction is not None:
+            Gimp.progress_update(max(0.0, min(1.0, fraction)))
+
+    def end(self) -> None:
+        Gimp.progress_end()
+
+
+def run(procedure, run_mode, image, drawables, config, data):
+    """Run function of every Paintbridge procedure."""
+    spec = BY_NAME[procedure.get_name()]
+    if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(procedure, spec, config):
+        return _status(procedure, Gimp.PDBStatusType.CANCEL)
+    values = _read_values(spec, config)
+    try:
+        new_image = execute(spec, image, list(drawables or []), values,
+                            interactive=run_mode == Gimp.RunMode.INTERACTIVE)
+    except Cancelled as err:
+        return _status(procedure, Gimp.PDBStatusType.CANCEL, str(err))
+    except InputError as err:
+        Gimp.message(f"Paintbridge: {err}")
+        return _status(procedure, Gimp.PDBStatusType.CALLING_ERROR, str(err))
+    except PaintbridgeError as err:
+        Gimp.message(f"Paintbridge: {err}")
+        return _status(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, str(err))
+    except Exception as err:  # noqa: BLE001 - a bug must still end with a message, not a half-changed image
+        traceback.print_exc(file=sys.stderr)
+        message = f"Paintbridge failed unexpectedly ({type(err).__name__}: {err}). Please report this."
+        Gimp.message(message)
+        return _status(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, message)
+    result = _status(procedure, Gimp.PDBStatusType.SUCCESS)
+    if spec.returns_image:
+        result.remove(1)
+        result.insert(1, GObject.Value(Gimp.Image, new_image))
+    return result
+
+
+def execute(spec: ProcedureSpec, image, drawables: list, values: Dict[str, Any], interactive: bool = False):
+    """One run: read, send, wait, insert. Returns the new image of an upscale into a new image, else None."""
+    from protocol.geometry import crop_gray
+
+    from . import connection, host, settings
+    from .jobs import ControlInput, build_job, control_slots, plan_box, uses_mask
+    from .results import layer_names
+
+    profile = _profile_dir()
+    url, token = settings.resolve(profile, str(values.get("server") or ""), str(values.get("token") or ""))
+    active = drawables[0] if drawables else None
+    width, height = image.get_width(), image.get_height()
+
+    full_mask = None
+    if values.get("mask-source") == "layer-mask":
+        if active is None:
+            raise InputError("Mask = Active layer's mask needs an active layer")
+        full_mask, selected = host.read_layer_mask(active, width, height)
+    else:
+        selected = host.selection_bounds(image)
+    box = plan_box(spec.mode, selected, width, height)
+    mask = None
+    if uses_mask(spec.mode, selected):
+        mask = crop_gray(full_mask, width, box) if full_mask is not None else host.read_selection(image, box)
+    if values.get("source") == "layer":
+        if active is None:
+            raise InputError("Source = Active layer needs an active layer")
+        pixels = host.read_layer(host.layer_of(active), box)
+    else:
+        pixels = host.read_visible(image, box)
+    controls = [ControlInput(slot.type, slot.strength, slot.preprocess, host.read_layer(slot.layer, box))
+                for slot in control_slots(values)]
+    job = build_job(spec, values, box, pixels, mask, controls)
+
+    progress = _Progress(spec.title.split(": ", 1)[-1])
+    try:
+        info = _install_info()
+        command = info.get("server_command") if isinstance(info.get("server_command"), list) else None
+        client = connection.connect(url, token, command, profile / "paintbridge-server.log", progress)
+        try:
+            settings.remember(profile, url, token)
+            results, _used = connection.run_job(client, job, progress)
+        finally:
+            client.close()
+        names = layer_names(spec.mode, job["prompt"], results)
+        if spec.mode == "upscale" and values.get("target") != "layer":
+            new_image = host.new_image_with(image, results, names)
+            if interactive:
+                Gimp.Display.new(new_image)
+                Gimp.displays_flush()
+            return new_image
+        canvas = None
+        if spec.mode == "upscale":
+            scale = float(values["scale"])
+            canvas = (max(1, round(width * scale)), max(1, round(height * scale)))
+        host.insert_results(image, active, results, names, canvas)
+        return None
+    finally:
+        progress.end()
+
+
+def main() -> None:
+    Gimp.main(Paintbridge.__gtype__, sys.argv)

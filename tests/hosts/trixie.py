@@ -1,0 +1,193 @@
+"""A cached Debian 13 ("trixie") root folder to run real host applications (GIMP 3.0, Krita 5.2.9) from tests.
+
+Built once with ``debootstrap`` and entered with ``chroot`` (no mounts needed for batch runs; the chroot shares the
+network namespace, so a program inside reaches a server on 127.0.0.1 outside it). The build is atomic: it happens in a
+temporary folder that is renamed into place only when complete, so an interrupted build is never mistaken for a good
+cache. Extra packages are installed into the cached root on demand and recorded, under a lock, so several test sessions
+may share one root.
+
+Needs root, ``debootstrap`` and ``chroot`` on the machine running the tests, and Debian's package registry.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping, Optional, Sequence
+
+SUITE = "trixie"
+MIRROR = os.environ.get("PAINTBRIDGE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# What the base root holds: GIMP 3 with its Python plug-in support, and the tools for GUI tests under Xvfb.
+BASE_PACKAGES = (
+    "gimp", "python3", "python3-gi", "gir1.2-gimp-3.0",
+    "xvfb", "xauth", "xdotool", "imagemagick", "fonts-dejavu-core",
+)
+BASE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "HOME": "/root",
+    "DEBIAN_FRONTEND": "noninteractive",
+}
+_READY = "paintbridge-root-ready"
+_PACKAGES_DIR = "paintbridge-packages"
+
+
+class HostRootError(RuntimeError):
+    """The Debian root folder could not be built or a command in it could not be run."""
+
+
+def cache_dir() -> Path:
+    """``$PAINTBRIDGE_CACHE`` or ``~/.cache/paintbridge``."""
+    return Path(os.environ.get("PAINTBRIDGE_CACHE") or Path.home() / ".cache" / "paintbridge")
+
+
+def trixie_root_path() -> Path:
+    """Where the cached root lives (it may not exist yet)."""
+    return cache_dir() / "hosts" / SUITE
+
+
+def missing_tools() -> list[str]:
+    """Tools on this machine a root build needs but lacks (empty when all is there)."""
+    missing = [tool for tool in ("debootstrap", "chroot") if shutil.which(tool) is None
+               and not Path("/usr/sbin", tool).exists()]
+    if os.geteuid() != 0:
+        missing.append("root privileges")
+    return missing
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _log(msg: str) -> None:
+    print(f"[trixie] {msg}", flush=True)
+
+
+def _check(cmd: Sequence[str], what: str, timeout: float, env: Optional[Mapping[str, str]] = None) -> None:
+    start = time.monotonic()
+    proc = subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout, env=dict(env) if env is not None else None)
+    if proc.returncode != 0:
+        raise HostRootError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-4000:]}")
+    _log(f"{what}: {time.monotonic() - start:.0f} s")
+
+
+def _apt_install(root: Path, packages: Sequence[str]) -> None:
+    env = dict(BASE_ENV)
+    _check(["chroot", str(root), "apt-get", "update", "-q"], "apt-get update", 600, env)
+    _check(["chroot", str(root), "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+           f"apt-get install {' '.join(packages)}", 1800, env)
+    _check(["chroot", str(root), "apt-get", "clean"], "apt-get clean", 120, env)
+
+
+def _marker(root: Path, package: str) -> Path:
+    return root / "var" / "lib" / _PACKAGES_DIR / package
+
+
+def _build(final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{SUITE}-build-*"):
+        _log(f"removing an interrupted build: {stale}")
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{SUITE}-build-", dir=final.parent))
+    try:
+        _check(["debootstrap", "--variant=minbase", SUITE, str(tmp), MIRROR], "debootstrap", 1800)
+        _apt_install(tmp, BASE_PACKAGES)
+        for package in BASE_PACKAGES:
+            _marker(tmp, package).parent.mkdir(parents=True, exist_ok=True)
+            _marker(tmp, package).touch()
+        (tmp / _READY).write_text(" ".join(BASE_PACKAGES) + "\n")
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def ensure_trixie_root(extra_packages: Sequence[str] = ()) -> Path:
+    """The cached Debian 13 root with GIMP 3, Xvfb tools and ``extra_packages`` (e.g. ``["krita"]``) installed.
+
+    Builds it when missing (a few minutes, about 1.3 GB); safe to call from several processes at once.
+    """
+    final = trixie_root_path()
+    lock = final.parent / f".{SUITE}.lock"
+    if (final / _READY).exists() and all(_marker(final, p).exists() for p in extra_packages):
+        return final
+    missing = missing_tools()
+    if missing:
+        raise HostRootError(f"building the Debian {SUITE} test root needs {', '.join(missing)}")
+    with _locked(lock):
+        if not (final / _READY).exists():
+            if final.exists():  # a root without the ready marker is not trusted
+                shutil.rmtree(final, ignore_errors=True)
+            _log(f"building the Debian {SUITE} root in {final} (a few minutes, once)")
+            _build(final)
+        todo = [p for p in extra_packages if not _marker(final, p).exists()]
+        if todo:
+            _apt_install(final, todo)
+            for package in todo:
+                _marker(final, package).parent.mkdir(parents=True, exist_ok=True)
+                _marker(final, package).touch()
+    return final
+
+
+def run_in_root(
+    root: Path,
+    argv: Sequence[str],
+    env: Optional[Mapping[str, str]] = None,
+    input: Optional[str] = None,
+    timeout: float = 300,
+    cwd: str = "/",
+) -> subprocess.CompletedProcess:
+    """Run ``argv`` inside ``root`` with a clean environment (``BASE_ENV`` plus ``env``); output captured as text."""
+    full_env = dict(BASE_ENV)
+    full_env.update(env or {})
+    inner = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in full_env.items()),
+             "/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv]
+    return subprocess.run(["chroot", str(root), *inner], input=input, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=timeout)
+
+
+def popen_in_root(
+    root: Path,
+    argv: Sequence[str],
+    env: Optional[Mapping[str, str]] = None,
+    cwd: str = "/",
+    **kwargs,
+) -> subprocess.Popen:
+    """Start ``argv`` inside ``root`` in the background (same environment rules as ``run_in_root``)."""
+    full_env = dict(BASE_ENV)
+    full_env.update(env or {})
+    inner = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in full_env.items()),
+             "/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv]
+    return subprocess.Popen(["chroot", str(root), *inner], **kwargs)
+
+
+@contextmanager
+def scratch_dir(root: Path, prefix: str = "pb-") -> Iterator[tuple[Path, str]]:
+    """A fresh folder under the root's /tmp: yields (path outside, path inside the root); removed afterwards."""
+    outside = Path(tempfile.mkdtemp(prefix=prefix, dir=root / "tmp"))
+    try:
+        yield outside, "/" + str(outside.relative_to(root))
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    packages = sys.argv[1:]
+    print(ensure_trixie_root(packages))
