@@ -276,6 +276,10 @@ def test_sketch_on_a_transparent_layer_reads_as_lines_on_paper():
     out = run_preprocess(job, JobContext(), None)[0].rgba
     assert (out[strokes][:, 0] == 255).mean() > 0.9
     assert (out[..., 0] == 255).mean() < 0.5
+    assert np.array_equal(preprocess_image("scribble", layer, None, {}), out[..., :3])
+    # A channel slice (not contiguous in memory), as a control layer's RGB may be, works the same.
+    assert np.array_equal(preprocess_image("lineart", np.dstack([img, img[..., :1]])[..., :3], None, {}),
+                          preprocess_image("lineart", img, None, {}))
 
 
 def test_preprocess_mode_through_the_websocket_server(start_server, depth_models):

@@ -201,7 +201,7 @@ def test_a_pth_holding_code_is_refused_without_running_it(tmp_path):
     (tmp_path / "upscale_models").mkdir()
     evil = tmp_path / "upscale_models" / "evil.pth"
     with open(evil, "wb") as fh:
-        pickle.dump({"params_ema": {"model.0.weight": Trap(marker)}}, fh)
+        pickle.dump({"params_ema": {"model.0.weight": Trap(marker)}}, fh, protocol=2)
     registry = ModelRegistry([tmp_path])
     with pytest.raises(EngineError) as err:
         run(upscale_job(picture(), upscaler="evil"), registry)

@@ -59,12 +59,16 @@ def canonical_name(kind: str) -> str:
 def preprocess_image(kind: str, rgb: np.ndarray, registry, params: Optional[dict] = None) -> np.ndarray:
     """The control image (H x W x 3 uint8, same size as ``rgb``) of preprocessor ``kind``.
 
+    ``rgb`` is H x W x 3 uint8; an H x W x 4 RGBA layer is flattened over white first (a sketch on a transparent
+    layer reads as lines on paper).
+
     ``params`` may hold: ``low_threshold``/``high_threshold`` (canny), ``seed`` (shuffle; -1 or missing = 0),
     ``mask`` (H x W uint8, inpaint), ``tile_downscale``/``tile_blur`` (tile). ``registry`` locates annotator weights.
     """
     params = params or {}
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+    if rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or rgb.dtype != np.uint8:
         raise EngineError("bad_request", f"a preprocessor needs an H x W x 3 uint8 image, got {rgb.shape} {rgb.dtype}")
+    rgb = flatten_on_white(rgb) if rgb.shape[2] == 4 else np.ascontiguousarray(rgb)
     name = canonical_name(kind)
     if name == "canny":
         out = classical.canny(rgb, int(params.get("low_threshold", 100)), int(params.get("high_threshold", 200)))
@@ -113,7 +117,7 @@ def run_preprocess(job: Job, ctx: JobContext, registry) -> List[Layer]:
     if name == "shuffle" and params.get("seed", -1) < 0:
         params["seed"] = secrets.randbelow(2**31)
     ctx.progress(0, 1)
-    control = preprocess_image(name, flatten_on_white(job.image), registry, params)
+    control = preprocess_image(name, job.image, registry, params)
     ctx.progress(1, 1)
     seed = int(params["seed"]) if name == "shuffle" else -1
     return [Layer(name=f"Control: {name}", rgba=rgba(control), x=job.x, y=job.y, seed=seed,

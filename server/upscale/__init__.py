@@ -16,7 +16,7 @@ only a part). Transparency is kept: alpha is resized with Lanczos, RGB by the mo
 from __future__ import annotations
 
 import secrets
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import numpy as np
 
@@ -86,10 +86,12 @@ def run_upscale(
     out_w, out_h = upscaled_size(w, h, scale)
     _check_size(job, out_w, out_h)
     if strength > 0 and refine is None:
+        dirs = getattr(registry, "dirs", None) or []
+        folders = " or ".join(str(d / "checkpoints") for d in dirs) or "the models folder's checkpoints/"
         raise EngineError(
             "model_not_found",
-            f"upscale-and-refine (refine {strength:g}) needs a Stable Diffusion checkpoint, and none is installed: put a "
-            "checkpoint (.safetensors) into the models folder's checkpoints/ folder, or set refine to 0",
+            f"upscale-and-refine (refine {strength:g}) needs a Stable Diffusion checkpoint: choose one, or put a "
+            f".safetensors checkpoint into {folders}; or set refine to 0 to upscale only",
             field="params.refine",
         )
     seed = int(params["seed"]) if params["seed"] >= 0 else secrets.randbelow(2**32)
