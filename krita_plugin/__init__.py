@@ -1,0 +1,1 @@
+"""Paintbridge's Krita plugin: the pykrita package ``paintbridge`` and its installer (``krita_plugin.installer``)."""

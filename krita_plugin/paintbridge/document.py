@@ -1,0 +1,337 @@
+"""Everything that reads or writes a Krita document: inputs of a job, the preview layer, applying results.
+
+Runs on the UI thread and stays short: only the context box is read. The user's own layers are never written to;
+results go into new layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+from krita import Krita  # type: ignore
+
+from . import pixels
+from .jobs import ControlInput, JobInputs, Settings, input_box
+from .placement import PREVIEW_NAME, Growth, layer_name, on_canvas, crop_rows
+from .qt_compat import byte_array, to_bytes
+from .wire import Box
+
+MASK_TYPES = ("selectionmask", "transparencymask")
+
+
+class DocumentError(ValueError):
+    """The document cannot serve this job; the message tells the painter what to do."""
+
+
+@dataclass
+class ResultImage:
+    """One result as it arrived: ``bgra8`` pixels placed at (x, y) in document coordinates (before any growth)."""
+
+    box: Box
+    data: bytes
+    seed: int
+    name: str = ""
+
+
+@dataclass
+class ColorInfo:
+    model: str
+    depth: str
+    linear: bool
+
+
+def active_document():
+    doc = Krita.instance().activeDocument()
+    if doc is None:
+        raise DocumentError("Open or create an image first.")
+    return doc
+
+
+def color_info(doc) -> ColorInfo:
+    """The document's color space, refused with a clear message when it is not RGBA."""
+    try:
+        pixels.check_color_space(doc.colorModel(), doc.colorDepth())
+    except pixels.UnsupportedColorSpace as err:
+        raise DocumentError(str(err)) from None
+    depth = doc.colorDepth()
+    return ColorInfo(doc.colorModel(), depth, depth != "U8" and pixels.is_linear_profile(doc.colorProfile()))
+
+
+def layer_for(node):
+    """The paint layer a node belongs to: the node itself, or the parent of a mask."""
+    if node is not None and node.type() in MASK_TYPES + ("filtermask", "transformmask", "colorizemask"):
+        return node.parentNode()
+    return node
+
+
+def selection_box(doc) -> Optional[Box]:
+    """Bounds of the active selection, or None when nothing is selected."""
+    sel = doc.selection()
+    if sel is None or sel.width() <= 0 or sel.height() <= 0:
+        return None
+    return Box(sel.x(), sel.y(), sel.width(), sel.height())
+
+
+def _mask_node(doc):
+    node = doc.activeNode()
+    return node if node is not None and node.type() in MASK_TYPES else None
+
+
+def mask_bounds(doc, settings: Settings) -> Optional[Box]:
+    """Bounds of whatever serves as the mask: a selected mask node, the selection, or None."""
+    if settings.mask_source == "alpha":
+        layer = layer_for(doc.activeNode())
+        if layer is None:
+            return None
+        b = layer.bounds()
+        return Box(b.x(), b.y(), b.width(), b.height())
+    node = _mask_node(doc)
+    if node is not None:
+        b = node.bounds()
+        return Box(b.x(), b.y(), b.width(), b.height())
+    return selection_box(doc)
+
+
+def read_mask(doc, settings: Settings, box: Box, info: ColorInfo) -> Optional[bytes]:
+    """``gray8`` mask over ``box``: a selected selection/transparency mask, the selection, or the active layer's alpha."""
+    if settings.mask_source == "alpha":
+        layer = layer_for(doc.activeNode())
+        if layer is None:
+            raise DocumentError("Select the layer whose transparency should serve as the mask.")
+        raw = to_bytes(layer.pixelData(box.x, box.y, box.width, box.height))
+        return pixels.alpha_of_bgra8(pixels.to_bgra8(raw, info.depth, info.linear))
+    node = _mask_node(doc)
+    if node is not None:
+        if node.type() == "selectionmask" and hasattr(node, "selection") and node.selection() is not None:
+            return to_bytes(node.selection().pixelData(box.x, box.y, box.width, box.height))
+        return to_bytes(node.pixelData(box.x, box.y, box.width, box.height))
+    sel = doc.selection()
+    if sel is None:
+        return None
+    return to_bytes(sel.pixelData(box.x, box.y, box.width, box.height))
+
+
+def read_image(doc, settings: Settings, box: Box, info: ColorInfo) -> bytes:
+    """``bgra8`` pixels of ``box``: the visible image (without the preview) or the active layer."""
+    if settings.image_source == "layer":
+        layer = layer_for(doc.activeNode())
+        if layer is None:
+            raise DocumentError("Select a layer to use as input, or choose 'Visible image'.")
+        raw = to_bytes(layer.pixelData(box.x, box.y, box.width, box.height))
+    else:
+        hidden = []
+        for node in preview_nodes(doc):
+            if node.visible():
+                node.setVisible(False)
+                hidden.append(node)
+        doc.refreshProjection()
+        doc.waitForDone()
+        raw = to_bytes(doc.pixelData(box.x, box.y, box.width, box.height))
+        for node in hidden:
+            node.setVisible(True)
+        if hidden:
+            doc.refreshProjection()
+    return pixels.to_bgra8(raw, info.depth, info.linear)
+
+
+def read_inputs(doc, settings: Settings, controls: List["ControlSpec"]) -> JobInputs:
+    """Read what a job of ``settings.mode`` needs from ``doc`` (only the context box)."""
+    info = color_info(doc)
+    bounds = mask_bounds(doc, settings) if settings.mode in ("inpaint", "img2img", "generate") else None
+    box = input_box(settings.mode, bounds, doc.width(), doc.height())
+    if box.is_empty:
+        raise DocumentError("The selection lies outside the canvas.")
+    image = None if settings.mode == "generate" else read_image(doc, settings, box, info)
+    mask = read_mask(doc, settings, box, info) if settings.mode in ("inpaint", "img2img") else None
+    if mask is not None and not any(mask):
+        mask = None
+    return JobInputs(box=box, image=image, mask=mask, controls=read_controls(doc, controls, box, info))
+
+
+@dataclass
+class ControlSpec:
+    """A control layer as the panel lists it."""
+
+    layer_id: str  # the node's uniqueId as a string
+    type: str = "scribble"
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+
+
+def find_node(doc, node_id: str):
+    """The node with this uniqueId string, or None."""
+    if not node_id:
+        return None
+    for node in walk(doc.rootNode()):
+        if node.uniqueId().toString() == node_id:
+            return node
+    return None
+
+
+def walk(node):
+    for child in node.childNodes():
+        yield child
+        yield from walk(child)
+
+
+def read_controls(doc, specs: List[ControlSpec], box: Box, info: ColorInfo) -> List[ControlInput]:
+    out = []
+    for spec in specs:
+        node = find_node(doc, spec.layer_id)
+        if node is None:
+            raise DocumentError("A control layer was deleted: pick another layer or remove the control.")
+        raw = to_bytes(node.pixelData(box.x, box.y, box.width, box.height))
+        out.append(ControlInput(spec.type, pixels.to_bgra8(raw, info.depth, info.linear), spec.strength,
+                                spec.start, spec.end))
+    return out
+
+
+def paint_layers(doc) -> list:
+    """(name, uniqueId string) of every paint-like layer, top first, for pickers."""
+    out = []
+    for node in reversed(list(walk(doc.rootNode()))):
+        if node.type() in ("paintlayer", "grouplayer", "filelayer", "vectorlayer") and node.name() != PREVIEW_NAME:
+            out.append((node.name(), node.uniqueId().toString()))
+    return out
+
+
+def active_layer_id(doc) -> str:
+    layer = layer_for(doc.activeNode())
+    return layer.uniqueId().toString() if layer is not None else ""
+
+
+def preview_nodes(doc) -> list:
+    return [n for n in doc.topLevelNodes() if n.name() == PREVIEW_NAME and n.type() == "paintlayer"] + [
+        n for n in walk(doc.rootNode()) if n.name() == PREVIEW_NAME and n.parentNode() != doc.rootNode()
+        and n.type() == "paintlayer"
+    ]
+
+
+def _place(doc, node, above_id: str) -> None:
+    """Add ``node`` above the layer ``above_id`` (same parent), or at the top of the stack."""
+    above = find_node(doc, above_id)
+    if above is not None and above.parentNode() is not None:
+        above.parentNode().addChildNode(node, above)
+    else:
+        doc.rootNode().addChildNode(node, None)
+
+
+def _write(node, image: ResultImage, info: ColorInfo, canvas: Optional[Box] = None) -> None:
+    data, box = image.data, image.box
+    if canvas is not None:
+        part = box.intersect(canvas)
+        if part.is_empty:
+            return
+        if part != box:
+            data, box = crop_rows(data, box.width, box.height, 4, part, box), part
+    raw = pixels.from_bgra8(data, info.depth, info.linear)
+    node.setPixelData(byte_array(raw), box.x, box.y, box.width, box.height)
+
+
+def show_preview(doc, image: ResultImage, above_id: str) -> None:
+    """Show ``image`` in the document's single preview layer, created above ``above_id`` or updated in place."""
+    info = color_info(doc)
+    nodes = preview_nodes(doc)
+    canvas = Box(0, 0, doc.width(), doc.height())
+    if nodes:
+        node = nodes[0]
+        for extra in nodes[1:]:
+            extra.remove()
+        b = node.bounds()
+        if b.width() > 0 and b.height() > 0:
+            clear = pixels.bytes_per_pixel(info.depth) * b.width() * b.height()
+            node.setPixelData(byte_array(bytes(clear)), b.x(), b.y(), b.width(), b.height())
+        _write(node, image, info, canvas)
+    else:
+        node = doc.createNode(PREVIEW_NAME, "paintlayer")
+        _write(node, image, info, canvas)
+        _place(doc, node, above_id)
+    doc.refreshProjection()
+
+
+def remove_preview(doc) -> bool:
+    """Remove the preview layer; True when there was one."""
+    nodes = preview_nodes(doc)
+    for node in nodes:
+        node.remove()
+    if nodes:
+        doc.refreshProjection()
+    return bool(nodes)
+
+
+def apply_result(doc, image: ResultImage, prompt: str, mode: str, above_id: str):
+    """Insert ``image`` as a new paint layer (one undo step; for outpaint the canvas grows first). Returns the node."""
+    info = color_info(doc)
+    remove_preview(doc)
+    growth = growth_needed(doc, image)
+    if growth.any:
+        doc.resizeImage(*growth.resize_args(doc.width(), doc.height()))
+        doc.waitForDone()
+        image = ResultImage(Box(image.box.x + growth.left, image.box.y + growth.top, image.box.width,
+                                image.box.height), image.data, image.seed, image.name)
+    node = doc.createNode(layer_name(prompt, image.seed, mode), "paintlayer")
+    _write(node, image, info)
+    _place(doc, node, above_id)
+    doc.refreshProjection()
+    return node
+
+
+def growth_needed(doc, image: ResultImage) -> Growth:
+    from .placement import growth_for
+
+    return growth_for(image.box, doc.width(), doc.height())
+
+
+def open_as_new_document(image: ResultImage, name: str, source=None):
+    """Open ``image`` (an upscale) as a new document, leaving the original untouched."""
+    app = Krita.instance()
+    res = source.resolution() if source is not None else 72.0
+    doc = app.createDocument(image.box.width, image.box.height, name, "RGBA", "U8", "", float(res))
+    node = doc.createNode(name, "paintlayer")
+    node.setPixelData(byte_array(image.data), 0, 0, image.box.width, image.box.height)
+    doc.rootNode().addChildNode(node, None)
+    window = app.activeWindow()
+    if window is not None:
+        window.addView(doc)
+    doc.refreshProjection()
+    return doc
+
+
+def insert_control_image(doc, image: ResultImage, name: str, above_id: str):
+    """Insert a preprocessed control image as a new (hidden) layer; returns the node."""
+    info = color_info(doc)
+    node = doc.createNode(name, "paintlayer")
+    _write(node, image, info, Box(0, 0, doc.width(), doc.height()))
+    _place(doc, node, above_id)
+    node.setVisible(False)
+    doc.refreshProjection()
+    return node
+
+
+def live_signature_parts(doc, settings: Settings) -> list:
+    """Cheap inputs of the live-mode signature: the selection over the context box and the pixels of the visible
+    layers under it (never the preview, never the whole canvas)."""
+    bounds = mask_bounds(doc, settings)
+    if bounds is None:
+        return ["no-selection"]
+    box = input_box("inpaint", bounds, doc.width(), doc.height())
+    parts: list = [box.x, box.y, box.width, box.height]
+    info = color_info(doc)
+    mask = read_mask(doc, settings, box, info)
+    parts.append(mask or b"")
+    for node in walk(doc.rootNode()):
+        if node.name() == PREVIEW_NAME or not node.visible():
+            continue
+        if node.type() in ("paintlayer", "filelayer", "vectorlayer"):
+            parts.append(to_bytes(node.pixelData(box.x, box.y, box.width, box.height)))
+    return parts
+
+
+def canvas_box(doc) -> Box:
+    return Box(0, 0, doc.width(), doc.height())
+
+
+def on_canvas_part(doc, image: ResultImage) -> Optional[Box]:
+    return on_canvas(image.box, doc.width(), doc.height())

@@ -1,0 +1,44 @@
+"""One import point for Qt: PyQt5 in Krita 5, PyQt6 in Krita 6, whichever the host already loaded.
+
+Code elsewhere uses scoped enum names (``Qt.AlignmentFlag.AlignLeft``), which both bindings accept.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if "PyQt6" in sys.modules and "PyQt5" not in sys.modules:
+    from PyQt6 import QtCore, QtGui, QtWidgets  # type: ignore
+
+    QT_MAJOR = 6
+    QAction = QtGui.QAction
+else:
+    try:
+        from PyQt5 import QtCore, QtGui, QtWidgets  # type: ignore
+
+        QT_MAJOR = 5
+        QAction = QtWidgets.QAction
+    except ImportError:  # a host that only has PyQt6
+        from PyQt6 import QtCore, QtGui, QtWidgets  # type: ignore
+
+        QT_MAJOR = 6
+        QAction = QtGui.QAction
+
+Qt = QtCore.Qt
+Signal = QtCore.pyqtSignal
+Slot = QtCore.pyqtSlot
+
+
+def to_bytes(value) -> bytes:
+    """A QByteArray (or bytes) as Python bytes."""
+    return value if isinstance(value, bytes) else bytes(value)
+
+
+def byte_array(data: bytes) -> "QtCore.QByteArray":
+    return QtCore.QByteArray(bytes(data))
+
+
+def qimage_from_bgra8(data: bytes, width: int, height: int) -> "QtGui.QImage":
+    """A QImage (owning its pixels) from ``bgra8`` bytes; on little-endian machines this is Qt's ARGB32 layout."""
+    image = QtGui.QImage(bytes(data), width, height, width * 4, QtGui.QImage.Format.Format_ARGB32)
+    return image.copy()
