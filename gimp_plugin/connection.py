@@ -96,6 +96,7 @@ def connect(
     if on_status:
         on_status(None, "Starting the Paintbridge server (the first start takes a while)")
     proc = start_local_server(server_command, url, log_path)
+    client.server_process = proc  # type: ignore[attr-defined]  # lets a caller (or a test) stop it
     deadline = time.monotonic() + start_timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -53,6 +53,11 @@ def trixie_root_path() -> Path:
     return cache_dir() / "hosts" / SUITE
 
 
+def root_ready() -> bool:
+    """Whether a complete cached root is there (it then runs without debootstrap)."""
+    return (trixie_root_path() / _READY).exists()
+
+
 def missing_tools() -> list[str]:
     """Tools on this machine a root build needs but lacks (empty when all is there)."""
     missing = [tool for tool in ("debootstrap", "chroot") if shutil.which(tool) is None

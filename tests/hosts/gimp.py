@@ -1,0 +1,209 @@
+"""Run GIMP 3.0 (from the cached Debian 13 root) on batch scripts, and under Xvfb, with the plug-in installed by the
+project's own installer into a throw-away profile.
+
+A batch script is the test's body after ``gimp_prelude.py`` (helpers such as ``check``, ``make_image``, ``run_proc``);
+a failed check raises, gimp-console then exits non-zero, and ``BatchResult.assert_ok`` shows the script's output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import textwrap
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+from gimp_plugin.installer import install
+
+from .trixie import ensure_trixie_root, popen_in_root, run_in_root
+
+PRELUDE = Path(__file__).with_name("gimp_prelude.py")
+NOISE = re.compile(
+    r"script_fu_add_resource_arg|scriptfu-WARNING|cannot open display|stale context|gimp_finalize|G_IS_OBJECT"
+    r"|Failed to parse tag cache|gimp_wire_read\(\): unexpected EOF|Welcome to GIMP|stray image|gimp_flush\(\)"
+    r"|^\s*$"
+)
+
+
+@dataclass
+class GimpProfile:
+    """A fresh GIMP profile inside the root: ``outside`` is its path on this machine, ``inside`` in the root."""
+
+    root: Path
+    outside: Path
+    inside: str
+    plugin_dir: Optional[Path] = None
+
+    @property
+    def env(self) -> Dict[str, str]:
+        return {
+            "HOME": self.inside,
+            "XDG_CONFIG_HOME": f"{self.inside}/config",
+            "XDG_CACHE_HOME": f"{self.inside}/cache",
+            "XDG_DATA_HOME": f"{self.inside}/data",
+            "XDG_RUNTIME_DIR": f"{self.inside}/run",
+            "NO_AT_BRIDGE": "1",
+        }
+
+    def inner(self, path: Path) -> str:
+        """``path`` (on this machine, under the root) as seen inside the root."""
+        return "/" + Path(path).relative_to(self.root).as_posix()
+
+    @property
+    def gimp_dir(self) -> Path:
+        """GIMP's profile folder (``Gimp.directory()``) seen from this machine."""
+        return self.outside / "config" / "GIMP" / "3.0"
+
+
+@dataclass
+class BatchResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        lines = (self.stdout + "\n" + self.stderr).splitlines()
+        return "\n".join(line for line in lines if not NOISE.search(line))
+
+    @property
+    def checks(self) -> int:
+        match = re.search(r"ALL CHECKS PASSED: (\d+)", self.stdout)
+        return int(match.group(1)) if match else 0
+
+    def assert_ok(self) -> "BatchResult":
+        assert self.returncode == 0 and self.checks > 0, (
+            f"GIMP batch run failed (exit {self.returncode}, {self.checks} checks passed):\n{self.output[-6000:]}")
+        return self
+
+
+@contextmanager
+def gimp_profile(install_plugin: bool = True, server_command: Optional[List[str]] = None) -> Iterator[GimpProfile]:
+    """A fresh profile in the root with the plug-in installed by ``gimp_plugin.installer``; removed afterwards."""
+    root = ensure_trixie_root()
+    outside = Path(tempfile.mkdtemp(prefix="pb-gimp-", dir=root / "tmp"))
+    try:
+        for sub in ("config", "cache", "data", "run"):
+            (outside / sub).mkdir(mode=0o700)
+        profile = GimpProfile(root, outside, "/" + str(outside.relative_to(root)))
+        if install_plugin:
+            profile.plugin_dir = install(profile.gimp_dir / "plug-ins", server_command)
+        yield profile
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+def _script(body: str, params: Dict[str, Any]) -> str:
+    return (f"PARAMS_JSON = {json.dumps(json.dumps(params))}\n" + PRELUDE.read_text() + "\n"
+            + textwrap.dedent(body) + "\ndone()\n")
+
+
+def run_batch(profile: GimpProfile, body: str, params: Optional[Dict[str, Any]] = None,
+              timeout: float = 300) -> BatchResult:
+    """Run ``body`` (after the prelude) in gimp-console-3.0's Python batch interpreter; ``P`` holds ``params``."""
+    name = f"batch-{time.monotonic_ns()}.py"
+    (profile.outside / name).write_text(_script(body, params or {}))
+    cmd = (f"gimp-console-3.0 -i -d -f --batch-interpreter python-fu-eval -b - --quit "
+           f"< {profile.inside}/{name}")
+    proc = run_in_root(profile.root, ["/bin/sh", "-c", cmd], env=profile.env, timeout=timeout, cwd=profile.inside)
+    return BatchResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+class GuiSession:
+    """GIMP 3.0 with its window on an Xvfb display inside the root, running a batch script in the GUI process."""
+
+    def __init__(self, profile: GimpProfile, display: int = 71, screen: str = "1280x900x24") -> None:
+        self.profile = profile
+        self.display = f":{display}"
+        self.screen = screen
+        self.xvfb: Optional[subprocess.Popen] = None
+        self.gimp: Optional[subprocess.Popen] = None
+        self.log = profile.outside / "gimp-gui.log"
+
+    @property
+    def env(self) -> Dict[str, str]:
+        return dict(self.profile.env, DISPLAY=self.display)
+
+    def start(self, body: str, params: Dict[str, Any]) -> "GuiSession":
+        (self.profile.root / "tmp" / ".X11-unix").mkdir(mode=0o1777, exist_ok=True)
+        self.xvfb = popen_in_root(self.profile.root, ["Xvfb", self.display, "-screen", "0", self.screen, "-nolisten",
+                                                      "tcp"], env=self.profile.env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while self.xdotool("getdisplaygeometry").returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("Xvfb did not start")
+            time.sleep(0.2)
+        name = "gui-script.py"
+        (self.profile.outside / name).write_text(_script(body, params))
+        batch = f"exec(open('{self.profile.inside}/{name}').read())"
+        log = open(self.log, "w")
+        self.gimp = popen_in_root(self.profile.root, ["gimp-3.0", "--no-splash", "--batch-interpreter",
+                                                      "python-fu-eval", "-b", batch],
+                                  env=self.env, cwd=self.profile.inside, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        log.close()
+        return self
+
+    def xdotool(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        return run_in_root(self.profile.root, ["xdotool", *args], env=self.env, timeout=timeout)
+
+    def wait_window(self, title: str, timeout: float = 90) -> str:
+        """The id of the first visible window whose title contains ``title``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.gimp is not None and self.gimp.poll() is not None:
+                raise RuntimeError(f"GIMP exited ({self.gimp.returncode}) before '{title}' showed up:\n"
+                                   f"{self.log.read_text()[-4000:]}")
+            out = self.xdotool("search", "--onlyvisible", "--name", title)
+            if out.returncode == 0 and out.stdout.split():
+                return out.stdout.split()[0]
+            time.sleep(0.5)
+        raise TimeoutError(f"no window titled '{title}' within {timeout} s:\n{self.log.read_text()[-4000:]}")
+
+    def wait_file(self, name: str, timeout: float = 120) -> Path:
+        """Wait until the GUI script writes ``name`` in the profile folder."""
+        path = self.profile.outside / name
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if self.gimp is not None and self.gimp.poll() is not None:
+                raise RuntimeError(f"GIMP exited ({self.gimp.returncode}) before writing {name}:\n"
+                                   f"{self.log.read_text()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the GUI script did not write {name} within {timeout} s:\n"
+                                   f"{self.log.read_text()[-4000:]}")
+            time.sleep(0.2)
+        return path
+
+    def screenshot(self, target: Path) -> Path:
+        """Save the whole screen as PNG at ``target`` (a path on this machine)."""
+        inner = f"{self.profile.inside}/shot-{time.monotonic_ns()}.png"
+        out = run_in_root(self.profile.root, ["import", "-window", "root", inner], env=self.env, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"screenshot failed: {out.stderr}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.profile.root / inner.lstrip("/"), target)
+        return target
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        assert self.gimp is not None
+        return self.gimp.wait(timeout)
+
+    def stop(self) -> None:
+        for proc in (self.gimp, self.xvfb):
+            if proc is not None and proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, 15)
+                    proc.wait(15)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    try:
+                        os.killpg(proc.pid, 9)
+                    except ProcessLookupError:
+                        pass

@@ -1,0 +1,292 @@
+"""The GIMP 3 plug-in in a real GIMP 3.0 (Debian 13 root folder): every procedure driven through the PDB in
+NONINTERACTIVE batch runs against the real server on loopback, and one GUI run under Xvfb (dialog, Return, undo).
+
+Each test is one gimp-console batch script whose checks raise on failure (exit status checked here). The plug-in is
+installed with the project's installer (``gimp_plugin.installer.install``) into a throw-away GIMP profile.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.host
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def trixie_root():
+    from hosts.trixie import HostRootError, ensure_trixie_root, missing_tools, root_ready
+
+    if missing_tools() and not root_ready():
+        pytest.skip(f"the GIMP 3 host tests need {', '.join(missing_tools())} (install.py --dev installs them)")
+    try:
+        return ensure_trixie_root()
+    except HostRootError as err:
+        pytest.fail(f"could not build the Debian 13 root with GIMP 3: {err}")
+
+
+@pytest.fixture(scope="module")
+def server(trixie_root, tmp_path_factory):
+    """One real ``paintbridge serve`` process (classical engine, Lanczos; no checkpoint) for the module."""
+    from conftest import ServerProcess
+
+    folder = tmp_path_factory.mktemp("gimp-server")
+    models = folder / "models"
+    models.mkdir()
+    proc = ServerProcess(["--models", str(models)], folder / "server.log").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def profile(trixie_root):
+    from hosts.gimp import gimp_profile
+
+    with gimp_profile() as prof:
+        yield prof
+
+
+def batch(profile, body: str, **params):
+    from hosts.gimp import run_batch
+
+    return run_batch(profile, body, params).assert_ok()
+
+
+PLUGIN_PATH = """
+sys.path[:0] = [P["plugin_dir"] + "/vendor", P["plugin_dir"]]
+from protocol.geometry import Box, context_box
+"""
+
+
+def test_inpaint_selection_keeps_everything_outside_the_soft_mask(profile, server):
+    batch(profile, PLUGIN_PATH + """
+img, (bottom, top) = make_image(120, 96, layers=2)
+img.select_ellipse(Gimp.ChannelOps.REPLACE, 24, 30, 44, 36)
+Gimp.Selection.feather(img, 6.0)
+sel = selection_mask(img)
+check(any(0 < v < 255 for v in sel), "the feathered selection has soft values")
+ok, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(img)
+box = context_box(Box(x1, y1, x2 - x1, y2 - y1), 120, 96)
+check(box.width < 120 or box.height < 96, "the context box is smaller than the canvas")
+before = composite(img)
+user_pixels = [read(l, 0, 0, 120, 96) for l in (bottom, top)]
+old = img.get_layers()
+
+expect_ok("plug-in-paintbridge-inpaint", img, [bottom], prompt="a red apple", model="classical",
+          grow=0, feather=0, server=P["url"])
+
+layers = img.get_layers()
+added = new_layers(img, old)
+check(len(added) == 1, "one new layer, got %r" % layer_summary(img))
+res = added[0]
+check(res.get_name() == "a red apple (classical)", "named after the prompt: %r" % res.get_name())
+check([l.get_id() for l in layers] == [top.get_id(), res.get_id(), bottom.get_id()],
+      "inserted just above the active layer: %r" % layer_summary(img))
+check(tuple(res.get_offsets()[1:]) == (box.x, box.y), "at the context box offsets %r: %r" % (box, res.get_offsets()))
+check((res.get_width(), res.get_height()) == (box.width, box.height), "the context box's size")
+check([read(l, 0, 0, 120, 96) for l in (bottom, top)] == user_pixels, "the user's layers are not modified")
+check(selection_mask(img) == sel, "the selection is unchanged")
+alpha = read(res, box.x, box.y, box.width, box.height)[3::4]
+inside = bytes(sel[(box.y + y) * 120 + box.x + x] for y in range(box.height) for x in range(box.width))
+check(alpha == inside, "the result's alpha is the soft selection mask, soft edges kept")
+after = composite(img)
+outside_same = all(after[i * 4:i * 4 + 4] == before[i * 4:i * 4 + 4] for i in range(120 * 96) if sel[i] == 0)
+check(outside_same, "pixels outside the mask are exactly the original ones")
+changed = sum(1 for i in range(120 * 96) if sel[i] == 255 and after[i * 4:i * 4 + 3] != before[i * 4:i * 4 + 3])
+check(changed > 50, "the selected area was repainted (%d px changed)" % changed)
+img.delete()
+""", url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
+
+
+def test_layer_mask_and_active_layer_as_inputs_and_gray_images(profile, server):
+    batch(profile, """
+img, (bottom, top) = make_image(96, 64, layers=2)
+mask = bottom.create_mask(Gimp.AddMaskType.BLACK)
+bottom.add_mask(mask)
+buf = mask.get_buffer()
+buf.set(Gegl.Rectangle.new(10, 12, 20, 14), GRAY, bytes([255]) * (20 * 14))
+buf.flush()
+old = img.get_layers()
+bottom_px = read(bottom, 0, 0, 96, 64)
+# the layer mask (white = repaint) marks the area; the active layer, not the composite, is what the model sees
+expect_ok("plug-in-paintbridge-inpaint", img, [mask], model="classical", source="layer", mask_source="layer-mask",
+          grow=0, feather=0, server=P["url"])
+added = new_layers(img, old)
+check(len(added) == 1, "one new layer: %r" % layer_summary(img))
+res = added[0]
+check(res.get_name() == "Inpaint (classical)", "named after the mode without a prompt: %r" % res.get_name())
+ok, rx, ry = res.get_offsets()
+w, h = res.get_width(), res.get_height()
+check(rx <= 10 and ry <= 12 and rx + w >= 30 and ry + h >= 26, "the box holds the mask's white area")
+px = read(res, rx, ry, w, h)
+src = read(bottom, rx, ry, w, h)
+m = read(mask, rx, ry, w, h, GRAY)
+check(px[3::4] == m, "alpha follows the layer mask")
+check(all(px[i * 4:i * 4 + 3] == src[i * 4:i * 4 + 3] for i in range(w * h) if m[i] == 0),
+      "outside the mask the result holds the active layer's own pixels")
+check(read(bottom, 0, 0, 96, 64) == bottom_px, "the active layer is not modified")
+check(bottom.get_mask() is not None, "its mask is still there")
+img.delete()
+
+gimg, (glayer,) = make_image(64, 64, gray=True)
+gimg.select_rectangle(Gimp.ChannelOps.REPLACE, 20, 20, 16, 12)
+old = gimg.get_layers()
+expect_ok("plug-in-paintbridge-inpaint", gimg, [glayer], model="classical", fill="ns", server=P["url"])
+added = new_layers(gimg, old)
+check(len(added) == 1 and added[0].is_gray() and added[0].has_alpha(), "a gray image gets a gray layer with alpha")
+gimg.delete()
+""", url=server.url)
+
+
+def test_outpaint_extends_the_canvas_and_moves_no_pixel(profile, server):
+    batch(profile, """
+img, (layer,) = make_image(64, 48)
+before = composite(img)
+layer_px = read(layer, 0, 0, 64, 48)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-outpaint", img, [layer], model="classical", extend=16, extend_left=True,
+          extend_right=False, extend_bottom=True, server=P["url"])
+check((img.get_width(), img.get_height()) == (80, 64), "canvas grew by 16 px left and bottom")
+check(tuple(layer.get_offsets()[1:]) == (16, 0), "the user's layer moved with the canvas")
+check(read(layer, 16, 0, 64, 48) == layer_px, "and kept its pixels")
+added = new_layers(img, old)
+check(len(added) == 1, "one new layer")
+res = added[0]
+check(tuple(res.get_offsets()[1:]) == (0, 0) and (res.get_width(), res.get_height()) == (80, 64),
+      "the result covers the new canvas: %r" % layer_summary(img))
+check(res.get_name() == "Outpaint (classical)", "named: %r" % res.get_name())
+after = composite(img)
+same = all(after[((y * 80) + x + 16) * 4:((y * 80) + x + 16) * 4 + 4] == before[(y * 64 + x) * 4:(y * 64 + x) * 4 + 4]
+           for y in range(48) for x in range(64))
+check(same, "the original area is exactly as before")
+new_alpha = [after[((y * 80) + x) * 4 + 3] for y in range(64) for x in range(80) if x < 16 or y >= 48]
+check(min(new_alpha) == 255, "the new area is filled")
+img.delete()
+""", url=server.url)
+
+
+def test_upscale_into_a_new_image_or_a_new_layer(profile, server):
+    batch(profile, """
+img, (layer,) = make_image(40, 30)
+summary = layer_summary(img)
+result = expect_ok("plug-in-paintbridge-upscale", img, [layer], scale=2.0, server=P["url"])
+new = result.index(1)
+check(new is not None and (new.get_width(), new.get_height()) == (80, 60), "a new 80x60 image")
+check(len(new.get_layers()) == 1 and new.get_layers()[0].get_name() == "Upscale", "with one layer: %r" % layer_summary(new))
+check(layer_summary(img) == summary and (img.get_width(), img.get_height()) == (40, 30), "the source is untouched")
+big = read(new.get_layers()[0], 0, 0, 80, 60)
+small = read(layer, 0, 0, 40, 30)
+diff = sum(abs(big[((2 * y) * 80 + 2 * x) * 4 + c] - small[(y * 40 + x) * 4 + c])
+           for y in range(5, 25) for x in range(5, 35) for c in range(3)) / (20 * 30 * 3)
+check(diff < 24, "the upscaled image looks like the original (mean difference %.1f)" % diff)
+new.delete()
+
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 10, 10, 10, 8)
+result = expect_ok("plug-in-paintbridge-upscale", img, [layer], scale=3.0, server=P["url"])
+new = result.index(1)
+check((new.get_width(), new.get_height()) == (30, 24), "a selection upscales its bounds")
+new.delete()
+Gimp.Selection.none(img)
+
+old = img.get_layers()
+result = expect_ok("plug-in-paintbridge-upscale", img, [layer], scale=2.0, target="layer", server=P["url"])
+check(result.index(1) is None, "no new image when the result goes into a layer")
+check((img.get_width(), img.get_height()) == (80, 60), "the canvas is enlarged by the scale")
+added = new_layers(img, old)
+check(len(added) == 1 and tuple(added[0].get_offsets()[1:]) == (0, 0) and added[0].get_width() == 80,
+      "one 80x60 layer at (0, 0): %r" % layer_summary(img))
+check(read(layer, 0, 0, 40, 30) == small and tuple(layer.get_offsets()[1:]) == (0, 0), "the user's layer is untouched")
+img.delete()
+""", url=server.url)
+
+
+def test_failures_end_with_a_clear_message_and_an_untouched_image(profile, server):
+    batch(profile, """
+img, (layer,) = make_image(64, 64)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 20, 20, 16, 16)
+expect_failure("plug-in-paintbridge-inpaint", img, [layer], "execution-error", "Cannot reach the Paintbridge server",
+               model="classical", server=P["down_url"])
+expect_failure("plug-in-paintbridge-img2img", img, [layer], "execution-error", "classical engine cannot do 'img2img'",
+               model="classical", server=P["url"])
+expect_failure("plug-in-paintbridge-generate", img, [layer], "execution-error", "needs a diffusion checkpoint",
+               server=P["url"])
+expect_failure("plug-in-paintbridge-inpaint", img, [layer], "execution-error", "not-a-model",
+               model="not-a-model", server=P["url"])
+expect_failure("plug-in-paintbridge-inpaint", img, [layer], "calling-error", "has no layer mask",
+               model="classical", mask_source="layer-mask", server=P["url"])
+expect_failure("plug-in-paintbridge-outpaint", img, [layer], "calling-error", "at least one side",
+               model="classical", extend_right=False, server=P["url"])
+Gimp.Selection.none(img)
+expect_failure("plug-in-paintbridge-inpaint", img, [layer], "calling-error", "needs a selection",
+               model="classical", server=P["url"])
+img.delete()
+""", url=server.url, down_url=f"ws://127.0.0.1:{_free_port()}")
+
+
+def test_server_address_is_remembered_between_runs(profile, server):
+    from hosts.gimp import gimp_profile, run_batch
+
+    body = """
+img, (layer,) = make_image(64, 64)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 20, 20, 16, 16)
+expect_ok("plug-in-paintbridge-inpaint", img, [layer], model="classical", server=P["server"])
+img.delete()
+"""
+    with gimp_profile() as fresh:
+        run_batch(fresh, body, {"server": server.url}).assert_ok()
+        saved = json.loads((fresh.gimp_dir / "paintbridge.json").read_text())
+        assert saved["server"] == server.url
+        run_batch(fresh, body, {"server": ""}).assert_ok()  # empty = the remembered address
+
+
+def test_tiny_diffusion_model_generate_batch_and_control_layer(trixie_root, tmp_path):
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+
+    models = make_models_dir(tmp_path / "models", which=("sd15", "cn-sd15-canny"))
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            run_batch(prof, """
+img, (layer, sketch) = make_image(64, 64, layers=2)
+sketch.set_visible(False)
+img.select_ellipse(Gimp.ChannelOps.REPLACE, 12, 12, 40, 36)
+sel = selection_mask(img)
+before = composite(img)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a tiny house", seed=1234, batch=2, steps=2,
+          server=P["url"])
+added = new_layers(img, old)
+names = [l.get_name() for l in added]
+check(len(added) == 2, "a batch of 2 gives two layers: %r" % layer_summary(img))
+check(names[0] == "a tiny house (seed 1234)" and names[1].startswith("a tiny house (seed ") and names[0] != names[1],
+      "named after prompt and seed: %r" % names)
+after = composite(img)
+check(all(after[i * 4:i * 4 + 4] == before[i * 4:i * 4 + 4] for i in range(64 * 64) if sel[i] == 0),
+      "outside the selection nothing changed")
+
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-img2img", img, [layer], prompt="a tiny house", seed=7, steps=2, strength=0.5,
+          control_layer=sketch, control_type="canny", control_strength=0.8, control_preprocess=True,
+          server=P["url"])
+added = new_layers(img, old)
+check(len(added) == 1 and added[0].get_name() == "a tiny house (seed 7)", "img2img with a control layer: %r"
+      % layer_summary(img))
+img.delete()
+""", {"url": proc.url}, timeout=600).assert_ok()
+    finally:
+        proc.stop()
