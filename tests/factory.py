@@ -15,7 +15,7 @@ CLIP tokenizer, at 64 px native size.
                              sizes differ from the real architectures, so a weightless config folder goes beside it)
 ``cn-sd15-canny``            ControlNet for SD1.5 in lllyasviel's original single-file layout
 ``cn-sd15-depth``            ControlNet for SD1.5 as a diffusers folder
-``cn-sdxl-canny``            ControlNet for SDXL as a single diffusers-key ``.safetensors`` (as most SDXL ones ship)
+``cn-sdxl-canny``            ControlNet for SDXL as a diffusers folder (``config.json`` + weights, as most SDXL ones ship)
 ``cn-sdxl-union``            union ControlNet for SDXL (ControlNetUnionModel) as a diffusers folder
 ``lora-sd15`` / ``lora-sdxl`` a kohya-format LoRA (``loras/tiny-lora-sd15.safetensors``)
 ``emb-sd15`` / ``emb-sdxl``  an A1111-format textual-inversion embedding (``embeddings/tinystyle.safetensors``)
@@ -32,7 +32,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, Tuple
 
-CACHE_VERSION = "v1"
+CACHE_VERSION = "v2"
 NATIVE_SIZE = 64  # px: UNet sample size 8 x VAE factor 8
 
 SD15_CHECKPOINTS = ("sd15", "sd15-inpaint")
@@ -312,6 +312,7 @@ def controlnet_path(name: str) -> Path:
         if name == "cn-sd15-canny":
             _save_file(controlnet_to_ldm(net.state_dict(), net.config.layers_per_block),
                        tmp / "control_tiny_sd15_canny.safetensors")
+            net.save_config(tmp / "control_tiny_sd15_canny.config")
         elif name == "cn-sdxl-canny":
             (tmp / "controlnet-canny-tiny-sdxl").mkdir()
             _save_file(net.state_dict(), tmp / "controlnet-canny-tiny-sdxl" / "diffusion_pytorch_model.safetensors")
@@ -320,7 +321,7 @@ def controlnet_path(name: str) -> Path:
         else:
             net.save_pretrained(tmp / f"controlnet-{kind}-tiny-{arch}", safe_serialization=True)
     built = _cached(name, build)
-    return next(p for p in built.iterdir() if not p.name.startswith("."))
+    return next(p for p in built.iterdir() if not p.name.startswith(".") and not p.name.endswith(".config"))
 
 
 def lora_path(arch: str) -> Path:
@@ -362,6 +363,9 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
         elif item.startswith("cn-"):
             p = controlnet_path(item)
             _link(p, path / "controlnet" / p.name)
+            config = p.with_name(p.stem + ".config")
+            if config.is_dir():
+                _link(config, path / "controlnet" / config.name)
         elif item.startswith("lora-"):
             p = lora_path(item[5:])
             _link(p, path / "loras" / p.name)

@@ -1,0 +1,80 @@
+"""Match a job's control layers to installed ControlNets of the checkpoint's architecture, and prepare their images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+import numpy as np
+
+from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED
+
+from ..engines.base import Control, EngineError
+from ..models.registry import ModelEntry, ModelRegistry, arch_name
+
+# ControlNet-Union (xinsir promax) control modes per control type.
+UNION_MODES = {"pose": 0, "depth": 1, "softedge": 2, "scribble": 2, "canny": 3, "lineart": 3, "normal": 4,
+               "tile": 6, "inpaint": 7}
+
+
+@dataclass
+class ControlPlan:
+    control: Control
+    entry: ModelEntry
+
+
+def _describe(entries: List[ModelEntry]) -> str:
+    if not entries:
+        return "no ControlNet is installed"
+    return "installed: " + ", ".join(
+        f"{e.name} ({arch_name(e.arch)}{', union' if e.info.get('union') else ''}"
+        f"{', ' + '/'.join(e.info.get('control_types') or []) if e.info.get('control_types') else ''})" for e in entries)
+
+
+def select(controls: List[Control], checkpoint: ModelEntry, registry: ModelRegistry) -> List[ControlPlan]:
+    """A ControlNet for each control: by ``control.model`` when given, else by the type keywords in ControlNet
+    names among those of the checkpoint's architecture, else a union ControlNet that knows the type."""
+    plans = []
+    installed = [e for e in registry.entries("controlnet") if e.problem is None]
+    for i, control in enumerate(controls):
+        field = f"controls[{i}].model"
+        if control.model:
+            entry = registry.get(control.model, "controlnet")
+            if entry.arch != checkpoint.arch:
+                raise EngineError(
+                    UNSUPPORTED,
+                    f"ControlNet '{entry.name}' is made for {arch_name(entry.arch)} but checkpoint '{checkpoint.name}' is "
+                    f"{arch_name(checkpoint.arch)}: pick a {arch_name(checkpoint.arch)} ControlNet", field=field)
+            if entry.info.get("union") and control.type not in UNION_MODES:
+                raise EngineError(UNSUPPORTED, f"union ControlNet '{entry.name}' has no '{control.type}' mode "
+                                  f"(it knows {', '.join(UNION_MODES)})", field=field)
+            plans.append(ControlPlan(control, entry))
+            continue
+        same_arch = [e for e in installed if e.arch == checkpoint.arch]
+        typed = [e for e in same_arch if not e.info.get("union") and control.type in (e.info.get("control_types") or [])]
+        union = [e for e in same_arch if e.info.get("union") and control.type in UNION_MODES]
+        if typed or union:
+            plans.append(ControlPlan(control, (typed or union)[0]))
+            continue
+        raise EngineError(
+            MODEL_NOT_FOUND,
+            f"no {arch_name(checkpoint.arch)} ControlNet for control type '{control.type}' (checkpoint "
+            f"'{checkpoint.name}'): none has '{control.type}' in its name and no union ControlNet is installed; "
+            f"{_describe(installed)}", field=field)
+    unions = {p.entry.name for p in plans if p.entry.info.get("union")}
+    if unions and (len(unions) > 1 or any(not p.entry.info.get("union") for p in plans)):
+        raise EngineError(UNSUPPORTED, "a union ControlNet cannot be combined with other ControlNets in one job: use "
+                          "the union model for every control layer, or only regular ControlNets", field="controls")
+    return plans
+
+
+def control_image(control: Control, registry: ModelRegistry, params: dict) -> np.ndarray:
+    """The control layer as the ControlNet sees it (run through its preprocessor first when asked)."""
+    rgb = control.image[..., :3]
+    if control.preprocess:
+        try:
+            from ..preprocess import preprocess_image
+        except ImportError as err:
+            raise EngineError(UNSUPPORTED, f"control preprocessing is not available in this server: {err}") from err
+        rgb = preprocess_image(control.type, rgb, registry, params)
+    return np.ascontiguousarray(rgb[..., :3])

@@ -1,0 +1,251 @@
+"""The diffusers engine: runs generate / img2img / inpaint / outpaint jobs on SD1.5-class and SDXL-class checkpoints,
+with ControlNets, LoRAs, embeddings, weighted prompts and the samplers users know.
+
+One checkpoint is kept warm; every mode's pipeline is made from it with ``from_pipe`` (shared weights, no reload), and
+switching checkpoints frees the old one. The context box is processed at the model's native area and scaled back;
+outside the (grown) mask the result equals the input exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import random
+import threading
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from protocol.errors import MODEL_NOT_FOUND, OUT_OF_MEMORY, UNSUPPORTED
+
+from .. import imageops
+from ..engines.base import EngineError, Job, JobContext, Layer
+from ..models import loading
+from ..models.registry import ModelEntry, ModelRegistry, arch_name
+from . import controls as control_plans
+from . import device as devices
+from . import pipelines, prompts, samplers
+from .adapters import Adapters
+from .preview import latents_to_rgb
+
+log = logging.getLogger(__name__)
+# diffusers warns on every ``.to()`` of a model even when no module needs keeping in float32; that says nothing here.
+logging.getLogger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
+
+MODES = ("generate", "img2img", "inpaint", "outpaint")
+DEFAULT_STRENGTH = {"generate": 1.0, "img2img": 0.7, "inpaint": 1.0, "outpaint": 1.0}
+MAX_CONTROLNETS_KEPT = 4
+
+
+@dataclasses.dataclass
+class LoadedCheckpoint:
+    entry: ModelEntry
+    pipe: object
+    adapters: Adapters
+    variants: Dict[type, object] = dataclasses.field(default_factory=dict)
+
+
+class DiffusionEngine:
+    """Runs diffusion jobs; ``loads`` counts checkpoint loads (a mode switch never adds one)."""
+
+    name = "diffusers"
+
+    def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
+        self.registry = registry
+        self.device, self.dtype = devices.choose(device, dtype)
+        self.loaded: Optional[LoadedCheckpoint] = None
+        self.controlnets: Dict[str, object] = {}
+        self.loads = 0
+        self._lock = threading.Lock()
+
+    def device_description(self) -> str:
+        return devices.describe(self.device, self.dtype)
+
+    def models(self) -> List[dict]:
+        return [e.listing() for e in self.registry.entries("checkpoint")]
+
+    # --- model management ---
+
+    def checkpoint_entry(self, name: str) -> ModelEntry:
+        """The job's checkpoint, or the default one."""
+        if name:
+            return self.registry.get(name, "checkpoint")
+        entry = self.registry.default_checkpoint()
+        if entry is None:
+            raise EngineError(MODEL_NOT_FOUND, "no usable diffusion checkpoint is installed: put a .safetensors "
+                              "checkpoint in the models folder's checkpoints/", field="model")
+        return entry
+
+    def checkpoint(self, entry: ModelEntry) -> LoadedCheckpoint:
+        """The loaded pipeline of ``entry``; a different checkpoint is freed first."""
+        if self.loaded is not None and self.loaded.entry.path == entry.path:
+            return self.loaded
+        self.unload()
+        started = time.perf_counter()
+        pipe = loading.load_checkpoint(entry, self.dtype, allow_pickle=self.registry.allow_pickle)
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        self.loads += 1
+        log.info("loaded %s (%s) in %.1f s", entry.name, arch_name(entry.arch), time.perf_counter() - started)
+        self.loaded = LoadedCheckpoint(entry, pipe, Adapters(pipe, entry, self.registry))
+        return self.loaded
+
+    def unload(self) -> None:
+        """Free the loaded checkpoint (and ControlNets of another architecture)."""
+        if self.loaded is None:
+            return
+        self.loaded = None
+        self.controlnets.clear()
+        gc.collect()
+        _empty_cache(self.device)
+
+    def controlnet(self, entry: ModelEntry):
+        key = str(entry.path)
+        if key not in self.controlnets:
+            while len(self.controlnets) >= MAX_CONTROLNETS_KEPT:
+                self.controlnets.pop(next(iter(self.controlnets)))
+            net = loading.load_controlnet(entry, self.dtype, allow_pickle=self.registry.allow_pickle)
+            self.controlnets[key] = net.to(self.device)
+        return self.controlnets[key]
+
+    # --- jobs ---
+
+    def run(self, job: Job, ctx: JobContext) -> List[Layer]:
+        """Run one job; EngineError for what cannot be done, JobCancelled when cancelled."""
+        if job.mode not in MODES:
+            raise EngineError(UNSUPPORTED, f"the diffusion engine does not do mode '{job.mode}'", field="mode")
+        with self._lock:
+            try:
+                return self._run(job, ctx)
+            except MemoryError as err:
+                raise EngineError(OUT_OF_MEMORY, f"out of memory: {err or 'try a smaller selection or batch'}") from err
+            except Exception as err:
+                if type(err).__name__ == "OutOfMemoryError":
+                    _empty_cache(self.device)
+                    raise EngineError(OUT_OF_MEMORY, "the GPU ran out of memory: try a smaller batch, a smaller "
+                                      "selection or a lower precision") from err
+                raise
+
+    def _run(self, job: Job, ctx: JobContext) -> List[Layer]:
+        import torch
+
+        entry = self.checkpoint_entry(job.model)
+        plans = control_plans.select(job.controls, entry, self.registry) if job.controls else []
+        ctx.check()
+        loaded = self.checkpoint(entry)
+        pipe = loaded.pipe
+        params = job.params
+
+        prompt, tags = prompts.extract_loras(job.prompt)
+        negative, neg_tags = prompts.extract_loras(job.negative_prompt)
+        loras = loaded.adapters.apply_loras(tags + neg_tags)
+        embeddings = loaded.adapters.load_embeddings(prompt, negative)
+
+        work, original = _working_job(job)
+        hard, soft = imageops.prepare_mask(work)
+        width, height = work.width, work.height
+        native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        pw, ph = imageops.processing_size(width, height, native * native, multiple=pipe.vae_scale_factor)
+
+        masked = job.mode in ("inpaint", "outpaint") or entry.inpaint
+        kind = "inpaint" if masked else "img2img" if job.mode == "img2img" else "txt2img"
+        nets = [self.controlnet(p.entry) for p in plans]
+        union = bool(plans) and plans[0].entry.info.get("union")
+        runner = pipelines.variant(loaded, kind, nets, union)
+
+        sampler = params["sampler"] or samplers.DEFAULT_SAMPLER
+        runner.scheduler = samplers.make_scheduler(sampler, pipe.scheduler.config)
+        strength = params["strength"] if params["strength"] is not None else DEFAULT_STRENGTH[job.mode]
+        if job.mode == "generate":
+            strength = 1.0
+        cfg = params["cfg"] if params["cfg"] is not None else samplers.default_cfg(sampler, entry.arch)
+        steps = params["steps"]
+        seed = params["seed"] if params["seed"] >= 0 else random.randrange(2**32)
+        seeds = [(seed + i) % 2**32 for i in range(params["batch"])]
+
+        call = dict(num_inference_steps=steps, guidance_scale=cfg, num_images_per_prompt=len(seeds),
+                    generator=[torch.Generator("cpu").manual_seed(s) for s in seeds], output_type="np",
+                    height=ph, width=pw)
+        call.update(prompts.encode(runner, prompt, negative, self.device).kwargs())
+        init = np.ascontiguousarray(work.image[..., :3]) if work.image is not None else None
+        if kind == "img2img":
+            if strength * steps < 1:
+                steps = call["num_inference_steps"] = int(np.ceil(1 / max(strength, 1e-3)))
+            call.update(image=_pil(imageops.resize(init, pw, ph)), strength=strength)
+            call.pop("height"), call.pop("width")
+        elif kind == "inpaint":
+            source = init if init is not None else np.full((height, width, 3), 127, np.uint8)
+            call.update(image=_pil(imageops.resize(source, pw, ph)), strength=strength,
+                        mask_image=_pil(_binary(imageops.resize(hard, pw, ph))))
+        if plans:
+            images = [imageops.resize(control_plans.control_image(p.control, self.registry, params), pw, ph)
+                      for p in plans]
+            call.update(pipelines.control_kwargs(kind, plans, [_pil(i) for i in images], union))
+
+        arch = entry.arch
+
+        def on_step(pipe_, step: int, timestep, tensors: dict) -> dict:
+            total = getattr(pipe_, "num_timesteps", None) or steps
+            preview = latents_to_rgb(tensors["latents"], arch) if job.previews else None
+            ctx.progress(min(step + 1, total), total, preview)
+            return tensors
+
+        ctx.check()
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = runner(**call, callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"])
+        elapsed = time.perf_counter() - started
+        images = np.clip(np.rint(out.images * 255), 0, 255).astype(np.uint8)
+        if not np.isfinite(out.images).all():
+            raise EngineError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its weights do "
+                              f"not fit its {arch_name(arch)} architecture or precision {self.dtype}")
+
+        info = {"model": entry.name, "arch": arch, "sampler": sampler, "steps": steps, "cfg": cfg,
+                "strength": strength, "size": [pw, ph], "loras": loras, "embeddings": embeddings,
+                "controlnets": [p.entry.name for p in plans], "seconds": round(elapsed, 3)}
+        layers = []
+        base = original if original is not None else np.zeros((height, width, 4), np.uint8)
+        for i, (img, s) in enumerate(zip(images, seeds)):
+            generated = imageops.resize(img, width, height)
+            rgba = imageops.composite_layer(base, generated, soft)
+            if original is None:
+                rgba[..., 3] = 255
+            name = f"{job.mode} {s}" if len(seeds) == 1 else f"{job.mode} {i + 1}/{len(seeds)} ({s})"
+            layers.append(Layer(name=name, rgba=rgba, x=work.x, y=work.y, seed=s, info=dict(info)))
+        return layers
+
+
+def _working_job(job: Job) -> Tuple[Job, Optional[np.ndarray]]:
+    """The job as processed (outpaint: on the extended canvas, pre-filled; placed further up/left) and the original
+    RGBA pixels the result is composited over (None when generating without an image)."""
+    if job.mode != "outpaint":
+        return job, job.image
+    from ..engines.classical import fill
+
+    ext = job.params["extend"]
+    canvas, new_area = imageops.extend_canvas(job.image, ext)
+    filled = canvas.copy()
+    filled[..., :3] = fill(np.ascontiguousarray(canvas[..., :3]), new_area, job.params["fill"])
+    work = dataclasses.replace(job, image=filled, mask=new_area, x=job.x - ext["left"], y=job.y - ext["top"])
+    return work, canvas
+
+
+def _binary(mask: np.ndarray) -> np.ndarray:
+    return np.where(mask > 0, 255, 0).astype(np.uint8)
+
+
+def _pil(array: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(array)
+
+
+def _empty_cache(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()

@@ -1,0 +1,198 @@
+"""Prompts as users write them: ``(word:1.2)``, ``((word))``, ``[word]``, ``\\(`` escapes, ``BREAK``, and
+``<lora:name:weight>`` tags; encoded on top of the pipeline's own text encoders, 75 tokens per chunk, any length.
+
+Weighting follows the usual convention: each token's embedding is scaled by its weight, then the whole is rescaled
+so its mean matches the unweighted one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+ROUND_UP = 1.1
+SQUARE_DOWN = 1 / 1.1
+CHUNK = 75  # tokens per 77-token window, without BOS/EOS
+
+_LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]+))?(?::[^>]*)?>", re.IGNORECASE)
+_TOKEN = re.compile(r"\\[\\()\[\]]|\\|\(|\)|\[|\]|:\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*\)|[^\\()\[\]:]+|:")
+
+
+@dataclass
+class LoraTag:
+    name: str
+    weight: float
+
+
+def extract_loras(prompt: str) -> Tuple[str, List[LoraTag]]:
+    """Remove ``<lora:name:weight>`` tags from a prompt; returns the rest and the tags (weight 1 when omitted)."""
+    tags: List[LoraTag] = []
+
+    def take(m: re.Match) -> str:
+        try:
+            weight = float(m.group(2)) if m.group(2) is not None else 1.0
+        except ValueError:
+            raise ValueError(f"the LoRA tag {m.group(0)!r} has a weight that is not a number") from None
+        tags.append(LoraTag(m.group(1).strip(), weight))
+        return ""
+    return _LORA_TAG.sub(take, prompt), tags
+
+
+def parse_weights(text: str) -> List[Tuple[str, float]]:
+    """Split a prompt into (text, weight) runs. ``BREAK`` comes back as ("BREAK", -1).
+
+    ``(a)`` ×1.1, ``((a))`` ×1.21, ``[a]`` ÷1.1, ``(a:1.5)`` ×1.5, ``\\(`` a literal parenthesis; unbalanced
+    brackets are closed at the end, as other UIs do.
+    """
+    out: List[List] = []
+    round_stack: List[int] = []
+    square_stack: List[int] = []
+
+    def scale(start: int, factor: float) -> None:
+        for run in out[start:]:
+            run[1] *= factor
+
+    for m in _TOKEN.finditer(text):
+        tok, number = m.group(0), m.group(1)
+        if tok.startswith("\\") and len(tok) == 2:
+            out.append([tok[1], 1.0])
+        elif tok == "(":
+            round_stack.append(len(out))
+        elif tok == "[":
+            square_stack.append(len(out))
+        elif number is not None and round_stack:
+            scale(round_stack.pop(), float(number))
+        elif tok == ")" and round_stack:
+            scale(round_stack.pop(), ROUND_UP)
+        elif tok == "]" and square_stack:
+            scale(square_stack.pop(), SQUARE_DOWN)
+        else:
+            for i, part in enumerate(re.split(r"\s*\bBREAK\b\s*", tok)):
+                if i:
+                    out.append(["BREAK", -1.0])
+                if part:
+                    out.append([part, 1.0])
+    for start in round_stack:
+        scale(start, ROUND_UP)
+    for start in square_stack:
+        scale(start, SQUARE_DOWN)
+    merged: List[List] = []
+    for run in out:
+        if merged and merged[-1][1] == run[1] and run[1] != -1.0:
+            merged[-1][0] += run[0]
+        else:
+            merged.append(run)
+    return [(t, w) for t, w in merged] or [("", 1.0)]
+
+
+def token_chunks(tokenizer, runs: List[Tuple[str, float]], convert=None) -> List[Tuple[List[int], List[float]]]:
+    """Tokens and weights in chunks of at most 75; a chunk ends at ``BREAK``. ``convert`` expands
+    textual-inversion triggers (diffusers' ``maybe_convert_prompt``)."""
+    chunks: List[Tuple[List[int], List[float]]] = [([], [])]
+    for text, weight in runs:
+        if weight == -1.0:
+            chunks.append(([], []))
+            continue
+        if convert is not None:
+            text = convert(text, tokenizer)
+        ids = tokenizer(text, add_special_tokens=False, truncation=False).input_ids
+        for tid in ids:
+            if len(chunks[-1][0]) >= CHUNK:
+                chunks.append(([], []))
+            chunks[-1][0].append(tid)
+            chunks[-1][1].append(weight)
+    return [c for c in chunks if c[0]] or [([], [])]
+
+
+def _pad(tokenizer, ids: List[int], weights: List[float]) -> Tuple[List[int], List[float]]:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = [tokenizer.bos_token_id] + ids + [tokenizer.eos_token_id]
+    weights = [1.0] + weights + [1.0]
+    ids += [pad] * (CHUNK + 2 - len(ids))
+    weights += [1.0] * (CHUNK + 2 - len(weights))
+    return ids, weights
+
+
+def _encode_chunks(encoder, tokenizer, chunks, penultimate: bool, device):
+    """(hidden states [1, 77*n, dim], pooled output of the first chunk or None) for one encoder."""
+    import torch
+
+    hidden, pooled = [], None
+    for ids, weights in chunks:
+        ids, weights = _pad(tokenizer, ids, weights)
+        tokens = torch.tensor([ids], device=device)
+        out = encoder(tokens, output_hidden_states=True)
+        z = out.hidden_states[-2] if penultimate else out[0]
+        if pooled is None and hasattr(out, "text_embeds"):
+            pooled = out.text_embeds
+        w = torch.tensor(weights, device=device, dtype=z.dtype)[None, :, None]
+        if (w != 1).any():
+            mean = z.float().mean()
+            z = z * w
+            z = z * (mean / z.float().mean()).to(z.dtype)
+        hidden.append(z)
+    return torch.cat(hidden, dim=1), pooled
+
+
+@dataclass
+class Conditioning:
+    """What the pipelines take instead of prompt strings."""
+
+    prompt_embeds: "object"
+    negative_prompt_embeds: "object"
+    pooled_prompt_embeds: Optional["object"] = None
+    negative_pooled_prompt_embeds: Optional["object"] = None
+
+    def kwargs(self) -> dict:
+        out = {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
+        if self.pooled_prompt_embeds is not None:
+            out["pooled_prompt_embeds"] = self.pooled_prompt_embeds
+            out["negative_pooled_prompt_embeds"] = self.negative_pooled_prompt_embeds
+        return out
+
+
+def _same_length(a: list, b: list) -> None:
+    while len(a) < len(b):
+        a.append(([], []))
+    while len(b) < len(a):
+        b.append(([], []))
+
+
+def encode(pipe, prompt: str, negative: str, device) -> Conditioning:
+    """Weighted, chunked embeddings of ``prompt`` and ``negative`` for an SD1.5-class or SDXL-class pipeline."""
+    import torch
+
+    convert = getattr(pipe, "maybe_convert_prompt", None)
+    pos_runs, neg_runs = parse_weights(prompt), parse_weights(negative)
+    sdxl = getattr(pipe, "text_encoder_2", None) is not None
+    with torch.no_grad():
+        if not sdxl:
+            pos = token_chunks(pipe.tokenizer, pos_runs, convert)
+            neg = token_chunks(pipe.tokenizer, neg_runs, convert)
+            _same_length(pos, neg)
+            p, _ = _encode_chunks(pipe.text_encoder, pipe.tokenizer, pos, False, device)
+            n, _ = _encode_chunks(pipe.text_encoder, pipe.tokenizer, neg, False, device)
+            return Conditioning(p, n)
+        encoders = [(pipe.text_encoder, pipe.tokenizer), (pipe.text_encoder_2, pipe.tokenizer_2)]
+        results = []
+        for runs in (pos_runs, neg_runs):
+            per_encoder = []
+            chunks = [token_chunks(tok, runs, convert) for _, tok in encoders]
+            results.append(chunks)
+        for i in range(2):  # both prompts and both encoders must agree on the number of chunks
+            _same_length(results[0][i], results[1][i])
+            _same_length(results[0][i], results[0][1 - i])
+            _same_length(results[1][i], results[1][1 - i])
+        embeds = []
+        for chunks in results:
+            per_encoder, pooled = [], None
+            for (enc, tok), enc_chunks in zip(encoders, chunks):
+                z, pool = _encode_chunks(enc, tok, enc_chunks, True, device)
+                per_encoder.append(z)
+                pooled = pool if pool is not None else pooled
+            embeds.append((torch.cat(per_encoder, dim=-1), pooled))
+        (p, p_pool), (n, n_pool) = embeds
+        if not negative.strip() and getattr(pipe.config, "force_zeros_for_empty_prompt", False):
+            n, n_pool = torch.zeros_like(n), torch.zeros_like(n_pool)
+        return Conditioning(p, n, p_pool, n_pool)

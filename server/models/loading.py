@@ -1,0 +1,186 @@
+"""Load checkpoints and ControlNets fully offline: single files with the config folders shipped in ``server/configs``
+(or a ``<name>.config/`` folder beside the file), diffusers folders as they are.
+
+Every load ends with a check that no parameter was left on the meta device: a checkpoint whose tensors do not fit
+its architecture fails here with a clear error instead of producing NaN images later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+from protocol.errors import UNSUPPORTED
+
+from ..engines.base import EngineError
+from .detect import DIFFUSERS, PICKLE, SDXL_CLIP_G, SD15_CLIP, SDXL_CLIP_L, UNET, file_shapes
+from .registry import ModelEntry, arch_name
+from .tokenizers import clip_tokenizer
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+log = logging.getLogger(__name__)
+
+
+def config_dir_for(entry: ModelEntry) -> Path:
+    """The weightless config folder a single-file model loads with."""
+    if entry.config_dir is not None:
+        return entry.config_dir
+    if entry.kind == "controlnet":
+        return CONFIGS_DIR / f"controlnet-{entry.arch}"
+    return CONFIGS_DIR / (entry.arch + ("-inpaint" if entry.inpaint else ""))
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _unfit(entry: ModelEntry, what: str, got, expected) -> EngineError:
+    return EngineError(
+        UNSUPPORTED,
+        f"{entry.kind} '{entry.name}' was recognised as {arch_name(entry.arch)}"
+        f"{' inpainting' if entry.inpaint else ''} but its tensors don't fit that architecture: {what} is {got}, "
+        f"expected {expected}. The file may be damaged or a different model family.",
+        field="model",
+    )
+
+
+def check_checkpoint_shapes(entry: ModelEntry, config: Path, allow_pickle: bool) -> None:
+    """Compare a few telling tensor shapes of a single-file checkpoint with its config, before loading anything."""
+    shapes = file_shapes(entry.path, allow_pickle)
+    unet = _json(config / "unet" / "config.json")
+    conv_in = shapes.get(UNET + "input_blocks.0.0.weight")
+    want = (unet["block_out_channels"][0], unet["in_channels"])
+    if conv_in is None or tuple(conv_in[:2]) != want:
+        raise _unfit(entry, "the UNet's first convolution (out, in channels)", conv_in and tuple(conv_in[:2]), want)
+    context = entry.info.get("context_dim")
+    if context is not None and context != unet["cross_attention_dim"]:
+        raise _unfit(entry, "the text-conditioning width", context, unet["cross_attention_dim"])
+    encoders = [("text_encoder", SD15_CLIP if entry.arch == "sd15" else SDXL_CLIP_L, "text_model.final_layer_norm.weight")]
+    if entry.arch == "sdxl":
+        encoders.append(("text_encoder_2", SDXL_CLIP_G, "ln_final.weight"))
+    for sub, prefix, key in encoders:
+        hidden = _json(config / sub / "config.json")["hidden_size"]
+        got = shapes.get(prefix + key)
+        if got is None:
+            raise EngineError(UNSUPPORTED, f"checkpoint '{entry.name}' has no {sub.replace('_', ' ')} "
+                              f"({prefix}{key} is missing): it cannot be used on its own", field="model")
+        if got[0] != hidden:
+            raise _unfit(entry, f"the {sub.replace('_', ' ')} width", got[0], hidden)
+
+
+def check_no_meta(entry: ModelEntry, *modules) -> None:
+    """Raise if any parameter stayed on the meta device (tensors missing from the file)."""
+    for module in modules:
+        if module is None:
+            continue
+        missing = [n for n, p in module.named_parameters() if p.is_meta]
+        if missing:
+            raise EngineError(
+                UNSUPPORTED,
+                f"{entry.kind} '{entry.name}' is missing {len(missing)} tensors of its {arch_name(entry.arch)} "
+                f"architecture (e.g. {type(module).__name__}.{missing[0]}): it does not fit that architecture",
+                field="model",
+            )
+
+
+def _tokenizers(config: Path, sdxl: bool) -> dict:
+    """Tokenizers from the config folder when it has them, else the shipped real CLIP tokenizer."""
+    from transformers import CLIPTokenizer
+
+    out = {}
+    for sub, pad in (("tokenizer", "<|endoftext|>"), ("tokenizer_2", "!"))[: 2 if sdxl else 1]:
+        if (config / sub).is_dir() and any((config / sub).iterdir()):
+            out[sub] = CLIPTokenizer.from_pretrained(str(config / sub), local_files_only=True)
+        else:
+            out[sub] = clip_tokenizer(pad)
+    return out
+
+
+def pipeline_class(entry: ModelEntry):
+    """The diffusers pipeline class a checkpoint loads as (text-to-image, or inpaint for 9-channel models)."""
+    import diffusers
+
+    if entry.arch == "sdxl":
+        return diffusers.StableDiffusionXLInpaintPipeline if entry.inpaint else diffusers.StableDiffusionXLPipeline
+    return diffusers.StableDiffusionInpaintPipeline if entry.inpaint else diffusers.StableDiffusionPipeline
+
+
+def _variant(folder: Path) -> Optional[str]:
+    """"fp16" when a diffusers folder holds only fp16-variant weights."""
+    unet = folder / "unet"
+    if unet.is_dir() and not any(unet.glob("diffusion_pytorch_model.safetensors")) and \
+            any(unet.glob("diffusion_pytorch_model.fp16.*")):
+        return "fp16"
+    return None
+
+
+def load_checkpoint(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
+    """A pipeline for ``entry``, offline, weights in ``torch_dtype`` on the CPU (the caller moves it)."""
+    cls = pipeline_class(entry)
+    extra = dict(dtype=torch_dtype, local_files_only=True)
+    if entry.arch == "sd15":
+        extra.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    try:
+        if entry.format == DIFFUSERS:
+            variant = _variant(entry.path)
+            pipe = cls.from_pretrained(str(entry.path), variant=variant, **extra)
+        else:
+            if entry.format == PICKLE and not allow_pickle:
+                raise EngineError(UNSUPPORTED, f"'{entry.name}' is a pickle file; start the server with "
+                                  "--allow-pickle to load it (weights only)", field="model")
+            config = config_dir_for(entry)
+            check_checkpoint_shapes(entry, config, allow_pickle)
+            pipe = cls.from_single_file(str(entry.path), config=str(config), **_tokenizers(config, entry.arch == "sdxl"),
+                                        **extra)
+    except EngineError:
+        raise
+    except Exception as err:  # noqa: BLE001 - loader errors vary; the user needs the model name and the reason
+        raise EngineError(UNSUPPORTED, f"cannot load checkpoint '{entry.name}' ({arch_name(entry.arch)}): {err}",
+                          field="model") from err
+    check_no_meta(entry, pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
+    return pipe
+
+
+def load_controlnet(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
+    """A ControlNetModel (or ControlNetUnionModel) for ``entry``, offline."""
+    import diffusers
+
+    cls = diffusers.ControlNetUnionModel if entry.info.get("union") else diffusers.ControlNetModel
+    try:
+        if entry.format == DIFFUSERS:
+            net = cls.from_pretrained(str(entry.path), dtype=torch_dtype, local_files_only=True)
+        elif entry.info.get("layout") == "diffusers":
+            net = _controlnet_from_diffusers_file(entry, cls, torch_dtype)
+        else:
+            config = config_dir_for(entry)
+            if not (config / "config.json").is_file():
+                raise EngineError(UNSUPPORTED, f"ControlNet '{entry.name}' ({arch_name(entry.arch)}) is a single file "
+                                  f"in the original layout and no config for it ships with the server; put a "
+                                  f"diffusers config.json in {entry.path.stem}.config/ beside it", field="model")
+            net = cls.from_single_file(str(entry.path), config=str(config), dtype=torch_dtype,
+                                       local_files_only=True)
+    except EngineError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise EngineError(UNSUPPORTED, f"cannot load ControlNet '{entry.name}' ({arch_name(entry.arch)}): {err}",
+                          field="model") from err
+    check_no_meta(entry, net)
+    return net
+
+
+def _controlnet_from_diffusers_file(entry: ModelEntry, cls, torch_dtype):
+    """A single ``.safetensors`` with diffusers key names: its config comes from ``<name>.config/config.json``."""
+    from safetensors.torch import load_file
+
+    config = entry.path.with_name(entry.path.stem + ".config") / "config.json"
+    if not config.is_file():
+        raise EngineError(UNSUPPORTED, f"ControlNet '{entry.name}' has diffusers key names but no config; put its "
+                          f"config.json in {config.parent.name}/ beside it, or use its diffusers folder", field="model")
+    net = cls.from_config(_json(config))
+    missing, unexpected = net.load_state_dict(load_file(str(entry.path)), strict=False)
+    if missing:
+        raise EngineError(UNSUPPORTED, f"ControlNet '{entry.name}' lacks {len(missing)} tensors its config needs "
+                          f"(e.g. {missing[0]})", field="model")
+    return net.to(torch_dtype)

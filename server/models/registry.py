@@ -1,0 +1,270 @@
+"""The model registry: what is installed in the models folders, and what each model is.
+
+Folders follow ComfyUI's names (``checkpoints/``, ``vae/``, ``loras/``, ``embeddings/``, ``controlnet/``,
+``upscale_models/``); AUTOMATIC1111's (``Stable-diffusion/``, ``VAE/``, ``Lora/``, ``ControlNet/``, ``ESRGAN/``,
+``../embeddings``) are recognised too, so an existing ``models/`` tree can be listed as it is. Sub-folders are searched;
+a model's name is its path inside its kind's folder without the extension (``sdxl/juggernaut``).
+
+A single-file checkpoint may have a weightless diffusers config folder beside it, ``<name>.config/``, used instead of
+the shipped configs (for models whose sizes differ from the standard architectures).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED
+
+from ..engines.base import EngineError
+from . import detect
+from .detect import DIFFUSERS, PICKLE, SAFETENSORS, Detected, DetectError
+
+KINDS = ("checkpoint", "vae", "lora", "embedding", "controlnet", "upscaler")
+SUPPORTED_ARCHS = ("sd15", "sdxl")
+ARCH_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sdxl-refiner": "SDXL refiner", None: "unknown"}
+
+KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
+    "checkpoint": ("checkpoints", "Stable-diffusion", "diffusers"),
+    "vae": ("vae", "VAE"),
+    "lora": ("loras", "Lora", "LyCORIS"),
+    "embedding": ("embeddings",),
+    "controlnet": ("controlnet", "ControlNet"),
+    "upscaler": ("upscale_models", "ESRGAN", "RealESRGAN"),
+}
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+CONFIG_SUFFIX = ".config"
+
+
+def arch_name(arch: Optional[str]) -> str:
+    """Human name of an architecture id ("sdxl" → "SDXL")."""
+    return ARCH_NAMES.get(arch, str(arch))
+
+
+@dataclass
+class ModelEntry:
+    """One installed model. ``format``: "safetensors", "pickle" or "diffusers" (a folder)."""
+
+    name: str
+    kind: str
+    path: Path
+    format: str
+    arch: Optional[str] = None
+    inpaint: bool = False
+    info: dict = field(default_factory=dict)
+    problem: Optional[str] = None  # why it cannot be used, if it cannot
+
+    @property
+    def config_dir(self) -> Optional[Path]:
+        """The ``<name>.config/`` folder beside a single-file model, if there is one."""
+        if self.format == DIFFUSERS:
+            return None
+        candidate = self.path.with_name(self.path.stem + CONFIG_SUFFIX)
+        wanted = "model_index.json" if self.kind == "checkpoint" else "config.json"
+        return candidate if (candidate / wanted).is_file() else None
+
+    def listing(self) -> dict:
+        entry = {"name": self.name, "kind": self.kind, "arch": self.arch, "inpaint": self.inpaint,
+                 "format": self.format, "path": str(self.path)}
+        if self.kind == "controlnet":
+            entry["control_types"] = self.info.get("control_types", [])
+            entry["union"] = bool(self.info.get("union"))
+        if self.problem:
+            entry["problem"] = self.problem
+        return entry
+
+
+def _kind_dirs(root: Path, kind: str) -> List[Path]:
+    dirs = [root / name for name in KIND_FOLDERS[kind]]
+    if kind == "embedding":  # AUTOMATIC1111 keeps embeddings beside models/, not inside it
+        dirs.append(root.parent / "embeddings")
+    seen, out = set(), []
+    for d in dirs:
+        try:
+            real = d.resolve()
+        except OSError:
+            continue
+        if d.is_dir() and real not in seen:
+            seen.add(real)
+            out.append(d)
+    return out
+
+
+def _is_diffusers_pipeline(path: Path) -> bool:
+    return (path / "model_index.json").is_file()
+
+
+def _is_diffusers_model(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(
+        (path / f"diffusion_pytorch_model{s}").is_file() for s in (".safetensors", ".fp16.safetensors", ".bin"))
+
+
+def _walk(folder: Path, kind: str) -> Iterable[Tuple[str, Path, str]]:
+    """(name, path, format) of every model under ``folder``; follows links, skips ``*.config`` folders."""
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        here = Path(dirpath)
+        keep = []
+        for d in sorted(dirnames):
+            sub = here / d
+            rel = sub.relative_to(folder).as_posix()
+            if d.startswith(".") or d.endswith(CONFIG_SUFFIX):
+                continue
+            if kind == "checkpoint" and _is_diffusers_pipeline(sub):
+                yield rel, sub, DIFFUSERS
+            elif kind in ("controlnet", "vae") and _is_diffusers_model(sub):
+                yield rel, sub, DIFFUSERS
+            else:
+                keep.append(d)
+        dirnames[:] = keep
+        for f in sorted(filenames):
+            path = here / f
+            suffix = path.suffix.lower()
+            if f.startswith(".") or suffix not in WEIGHT_SUFFIXES:
+                continue
+            rel = path.relative_to(folder).with_suffix("").as_posix()
+            yield rel, path, SAFETENSORS if suffix == ".safetensors" else PICKLE
+
+
+def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
+    if kind == "upscaler":
+        return Detected(None)  # spandrel recognises upscalers when it loads them
+    if fmt == DIFFUSERS:
+        if kind == "checkpoint":
+            return detect.diffusers_folder_arch(path)
+        if kind == "controlnet":
+            found = detect.controlnet_folder_arch(path)
+            found.info["control_types"] = detect.control_types_from_name(path.name)
+            return found
+        return Detected(None)
+    shapes = detect.file_shapes(path, allow_pickle)
+    if kind == "checkpoint":
+        return detect.checkpoint_arch(shapes)
+    if kind == "controlnet":
+        found = detect.controlnet_arch(shapes)
+        found.info["control_types"] = detect.control_types_from_name(path.name)
+        return found
+    if kind == "lora":
+        return detect.lora_arch(shapes)
+    if kind == "embedding":
+        return detect.embedding_arch(shapes)
+    return detect.vae_check(shapes)
+
+
+class ModelRegistry:
+    """Installed models of every kind over one or more models folders (earlier folders win on equal names)."""
+
+    def __init__(self, dirs: Iterable[Path], allow_pickle: bool = False) -> None:
+        self.dirs = [Path(d).expanduser() for d in dirs]
+        self.allow_pickle = allow_pickle
+        self._entries: Dict[Tuple[str, str], ModelEntry] = {}
+        self._skipped: Dict[Tuple[str, str], str] = {}
+        self._cache: Dict[Tuple[str, str, float, int], Tuple[Detected, Optional[str]]] = {}
+        self._lock = threading.Lock()
+        self.scan()
+
+    def scan(self) -> None:
+        """Look at the folders again; detection results of unchanged files are reused."""
+        entries: Dict[Tuple[str, str], ModelEntry] = {}
+        skipped: Dict[Tuple[str, str], str] = {}
+        for root in self.dirs:
+            for kind in KINDS:
+                for folder in _kind_dirs(root, kind):
+                    for name, path, fmt in _walk(folder, kind):
+                        if (kind, name) in entries:
+                            continue
+                        entry = self._entry(kind, name, path, fmt)
+                        if entry is None:
+                            skipped[(kind, name)] = f"{path} is a pickle file; convert it to .safetensors or start " \
+                                                    "the server with --allow-pickle"
+                        else:
+                            entries[(kind, name)] = entry
+        with self._lock:
+            self._entries = entries
+            self._skipped = skipped
+
+    def _entry(self, kind: str, name: str, path: Path, fmt: str) -> Optional[ModelEntry]:
+        if fmt == PICKLE and kind != "upscaler" and not self.allow_pickle:
+            return None  # never listed: it could not be loaded anyway
+        try:
+            stat = path.stat()
+            key = (kind, str(path), stat.st_mtime, stat.st_size)
+        except OSError:
+            key = None
+        cached = self._cache.get(key) if key else None
+        if cached is None:
+            try:
+                cached = (_detect(kind, path, fmt, self.allow_pickle), None)
+            except DetectError as err:
+                cached = (Detected(None), str(err))
+            if key:
+                self._cache[key] = cached
+        found, problem = cached
+        if problem is None and kind in ("checkpoint", "controlnet", "lora", "embedding") and \
+                found.arch not in SUPPORTED_ARCHS:
+            problem = f"{arch_name(found.arch)} models are not supported (SD1.5 and SDXL are)"
+        if problem is None and found.info.get("unsupported"):
+            problem = f"not supported: {found.info['unsupported']}"
+        return ModelEntry(name=name, kind=kind, path=path, format=fmt, arch=found.arch, inpaint=found.inpaint,
+                          info=dict(found.info), problem=problem)
+
+    # --- queries ---
+
+    def entries(self, kind: Optional[str] = None) -> List[ModelEntry]:
+        """Installed models (of one kind), sorted by kind then name."""
+        with self._lock:
+            items = list(self._entries.values())
+        if kind is not None:
+            items = [e for e in items if e.kind == kind]
+        return sorted(items, key=lambda e: (KINDS.index(e.kind), e.name.lower()))
+
+    def listing(self) -> List[dict]:
+        """Every installed model as a listing map (name, kind, arch, inpaint, format, path)."""
+        return [e.listing() for e in self.entries()]
+
+    def get(self, name: str, kind: str) -> ModelEntry:
+        """The model of ``kind`` named ``name`` (also found by file name, extension or case); ``model_not_found``
+        names what is installed when there is none; an unusable model raises ``unsupported`` saying why."""
+        entry = self.find(name, kind)
+        if entry is None:
+            with self._lock:
+                skipped = next((why for (k, n), why in self._skipped.items()
+                                if k == kind and _matches(n, name)), None)
+            if skipped:
+                raise EngineError(UNSUPPORTED, f"{kind} '{name}' cannot be loaded: {skipped}", field="model")
+            installed = [e.name for e in self.entries(kind)]
+            where = " or ".join(str(d / KIND_FOLDERS[kind][0]) for d in self.dirs) or "(no models folder)"
+            have = f"installed: {', '.join(installed)}" if installed else f"none is installed in {where}"
+            raise EngineError(MODEL_NOT_FOUND, f"no {kind} named '{name}'; {have}", field="model")
+        if entry.problem:
+            raise EngineError(UNSUPPORTED, f"{kind} '{entry.name}' cannot be used: {entry.problem}", field="model")
+        return entry
+
+    def find(self, name: str, kind: str) -> Optional[ModelEntry]:
+        """Like ``get`` but None when not installed (usable or not)."""
+        with self._lock:
+            exact = self._entries.get((kind, name))
+            if exact is not None:
+                return exact
+            matches = [e for (k, _), e in self._entries.items() if k == kind and _matches(e.name, name)]
+        return sorted(matches, key=lambda e: e.name)[0] if matches else None
+
+    def default_checkpoint(self) -> Optional[ModelEntry]:
+        """The checkpoint used when a job names none: the first usable regular one, else the first usable one."""
+        usable = [e for e in self.entries("checkpoint") if e.problem is None]
+        regular = [e for e in usable if not e.inpaint]
+        return (regular or usable or [None])[0]
+
+
+def _matches(entry_name: str, wanted: str) -> bool:
+    """Names match ignoring case, a file extension, and the sub-folder part."""
+    want = wanted.strip().replace("\\", "/")
+    low = want.lower()
+    for suffix in WEIGHT_SUFFIXES:
+        if low.endswith(suffix):
+            want = want[: -len(suffix)]
+            break
+    a, b = entry_name.lower(), want.lower()
+    return a == b or a.rsplit("/", 1)[-1] == b.rsplit("/", 1)[-1]
