@@ -154,6 +154,37 @@ def test_scale_between_model_passes(registry):
     assert odd.shape == (39, 52, 4)
 
 
+def test_a_tile_out_of_memory_is_split_and_retried(registry, monkeypatch):
+    """A device that cannot hold tiles over 40 px: the upscale still completes, matching the untiled result."""
+    import torch
+    from server.upscale import scaling
+
+    real = scaling.run_model
+    sizes = []
+
+    def small_memory(model, pixels):
+        sizes.append(max(pixels.shape[:2]))
+        if max(pixels.shape[:2]) > 40:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, pixels)
+
+    image = picture(96, 96)
+    whole = run(upscale_job(image, upscaler="tiny-esrgan-x2", scale=2.0), registry).rgba
+    monkeypatch.setattr(scaling, "run_model", small_memory)
+    steps = []
+    ctx = JobContext(lambda step, total, preview: steps.append((step, total)))
+    split = run(upscale_job(image, upscaler="tiny-esrgan-x2", scale=2.0, tile=64), registry, ctx=ctx).rgba
+    assert 64 in sizes and 32 in sizes
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)], "progress still counts the planned tiles"
+    diff = np.abs(whole.astype(int) - split.astype(int))
+    assert diff.mean() < 0.5 and diff.max() <= 8
+
+    monkeypatch.setattr(scaling, "MIN_MODEL_TILE", 48)
+    with pytest.raises(EngineError) as err:
+        run(upscale_job(image, upscaler="tiny-esrgan-x2", scale=2.0, tile=64), registry)
+    assert err.value.code == "out_of_memory" and "64x64" in err.value.message
+
+
 def test_model_upscale_keeps_transparency(registry):
     image = picture()
     image[:, :20, 3] = 0

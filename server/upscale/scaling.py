@@ -2,7 +2,7 @@
 
 The plan: the model always runs once; it runs again while at least 1.5x is still missing; a smaller remainder is
 Lanczos. A pass that would overshoot the target (a 4x model asked for 2x) shrinks each output tile right away, so the
-full overshoot image is never held in memory.
+full overshoot image is never held in memory. A tile that runs out of memory is split into smaller tiles and retried.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ from typing import Callable, List, Optional
 import cv2
 import numpy as np
 
+from ..engines.base import EngineError
 from ..imageops import resize
 from .models import run_model
 from .tiling import TileBlender, tile_grid
 
-DEFAULT_MODEL_TILE = 512
+GPU_MODEL_TILE = 512
+CPU_MODEL_TILE = 256  # a 256 px tile of a full-size ESRGAN takes ~20 s on a laptop CPU: cancel stays responsive
+MIN_MODEL_TILE = 32
 MODEL_TILE_OVERLAP = 32
 FURTHER_PASS_MIN = 1.5
 
@@ -44,7 +47,9 @@ def model_tile_size(model, requested: int) -> Optional[int]:
         return None
     if requested > 0:
         return requested
-    return DEFAULT_MODEL_TILE * 2 if model.tiling == ModelTiling.DISCOURAGED else DEFAULT_MODEL_TILE
+    on_gpu = next(model.model.parameters()).device.type != "cpu"
+    tile = GPU_MODEL_TILE if on_gpu else CPU_MODEL_TILE
+    return tile * 2 if model.tiling == ModelTiling.DISCOURAGED else tile
 
 
 def count_model_tiles(width: int, height: int, tile: Optional[int], passes: List[float]) -> int:
@@ -63,16 +68,49 @@ def model_pass(
     h, w = rgb.shape[:2]
     out_w, out_h = int(round(w * out_scale)), int(round(h * out_scale))
     if tile is None:
-        out = run_model(model, rgb)
+        out = _run_or_split(model, rgb, splittable=False)
         on_tile()
         return resize(out, out_w, out_h)
     blender = TileBlender(out_w, out_h, 3)
     for t in tile_grid(w, h, tile, MODEL_TILE_OVERLAP):
-        up = run_model(model, rgb[t.y0:t.y1, t.x0:t.x1])
+        up = _run_or_split(model, rgb[t.y0:t.y1, t.x0:t.x1])
         box = t.scaled(out_scale)
         blender.add(box, resize(up, box.width, box.height))
         on_tile()
     return blender.result()
+
+
+def _run_or_split(model, pixels: np.ndarray, splittable: bool = True) -> np.ndarray:
+    """The model's output for one tile; a tile that runs out of memory is redone as smaller overlapping tiles."""
+    try:
+        return run_model(model, pixels)
+    except RuntimeError as err:  # torch.OutOfMemoryError is a RuntimeError; so is the CPU allocator's failure
+        if not _is_out_of_memory(err):
+            raise
+        _free_memory()
+        smaller = max(pixels.shape[:2]) // 2
+        if not splittable or smaller < MIN_MODEL_TILE:
+            raise EngineError(
+                "out_of_memory",
+                f"the upscaler ran out of memory on a {pixels.shape[1]}x{pixels.shape[0]} px "
+                + ("tile, even after splitting it" if splittable else "image (this model cannot work in tiles)")
+                + "; free memory (close other GPU programs) or upscale a smaller area",
+            ) from err
+    return model_pass(pixels, model, float(model.scale), smaller, on_tile=lambda: None)
+
+
+def _is_out_of_memory(err: RuntimeError) -> bool:
+    import torch
+
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err) \
+        or "can't allocate memory" in str(err)
+
+
+def _free_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def resize_rgba(image: np.ndarray, width: int, height: int) -> np.ndarray:
