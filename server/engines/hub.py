@@ -68,7 +68,7 @@ class EngineHub:
         if job.mode == "upscale":
             from ..upscale import run_upscale
 
-            return run_upscale(job, ctx, self.registry, self._refiner(job, ctx))
+            return run_upscale(job, ctx, self.registry, self._refiner(job, ctx), device=self.config.device)
         return self._engine_for(job).run(job, ctx)
 
     def _engine_for(self, job: Job):

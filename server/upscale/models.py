@@ -83,8 +83,11 @@ def load_upscaler(path: Path, device: Optional[str] = None):
 
 
 def pick_device() -> str:
-    """``cuda`` when a GPU is usable, else ``cpu``."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """``cuda`` when an NVIDIA GPU is usable, else ``mps`` on Apple silicon, else ``cpu``."""
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
 
 
 class UpscalerCache:
