@@ -200,5 +200,29 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
     ),
 )
 
+# Keys the generated dialog's own buttons use (Help, Reset, Cancel, OK, Load/Save settings).
+RESERVED_MNEMONICS = frozenset("hrcols")
+
+
+def labels_with_mnemonics(spec: ProcedureSpec) -> Dict[str, str]:
+    """Dialog labels with one unique mnemonic each where letters allow: the table's choice first ("S_eed"), then a
+    word start, then any letter; letters of the dialog's buttons are avoided. Arguments left over get none."""
+    used = set(RESERVED_MNEMONICS)
+    labels: Dict[str, str] = {}
+    for arg in spec.args:
+        plain = arg.label.replace("_", "")
+        preferred = [arg.label.index("_")] if "_" in arg.label else []
+        starts = [i for i in range(len(plain)) if i == 0 or plain[i - 1] == " "]
+        for i in preferred + starts + list(range(len(plain))):
+            ch = plain[i].lower()
+            if ch.isalnum() and ch not in used:
+                used.add(ch)
+                labels[arg.name] = plain[:i] + "_" + plain[i:]
+                break
+        else:
+            labels[arg.name] = plain
+    return labels
+
+
 BY_NAME = {spec.name: spec for spec in PROCEDURES}
 BY_MODE = {spec.mode: spec for spec in PROCEDURES}

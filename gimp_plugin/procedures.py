@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -18,7 +19,7 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import GLib, GObject, Gimp  # noqa: E402
 
-from .arguments import BY_NAME, MENU_PATH, PROCEDURES, Arg, ProcedureSpec  # noqa: E402
+from .arguments import BY_NAME, MENU_PATH, PROCEDURES, Arg, ProcedureSpec, labels_with_mnemonics  # noqa: E402
 from .errors import Cancelled, InputError, PaintbridgeError  # noqa: E402
 
 ERROR_DOMAIN = "paintbridge-error-quark"
@@ -28,8 +29,9 @@ PLUGIN_DIR = Path(__file__).resolve().parent.parent
 
 # --- registration ----------------------------------------------------------------------------------------------------
 
-def _add_argument(procedure, arg: Arg) -> None:
+def _add_argument(procedure, arg: Arg, label: str) -> None:
     flags = GObject.ParamFlags.READWRITE
+    arg = replace(arg, label=label)
     if arg.kind == "string":
         procedure.add_string_argument(arg.name, arg.label, arg.blurb, arg.default, flags)
     elif arg.kind == "int":
@@ -74,8 +76,9 @@ class Paintbridge(Gimp.PlugIn):
         procedure.add_menu_path(MENU_PATH)
         procedure.set_documentation(spec.blurb, spec.help, name)
         procedure.set_attribution("Paintbridge contributors", "Paintbridge contributors", "2026")
+        labels = labels_with_mnemonics(spec)
         for arg in spec.args:
-            _add_argument(procedure, arg)
+            _add_argument(procedure, arg, labels[arg.name])
         if spec.returns_image:
             procedure.add_image_return_value("new-image", "New image",
                                              "The upscaled image (none when the result went into a layer)", True,

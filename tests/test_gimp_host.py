@@ -290,3 +290,69 @@ img.delete()
 """, {"url": proc.url}, timeout=600).assert_ok()
     finally:
         proc.stop()
+
+
+GUI_SCRIPT = """
+import os, time
+def marker(name):
+    open(P["dir"] + "/" + name, "w").close()
+def wait_marker(name, timeout=120):
+    end = time.time() + timeout
+    while not os.path.exists(P["dir"] + "/" + name):
+        check(time.time() < end, "the test wrote %s in time" % name)
+        time.sleep(0.2)
+
+img, (layer,) = make_image(320, 240)
+Gimp.Display.new(img)
+img.select_ellipse(Gimp.ChannelOps.REPLACE, 110, 70, 100, 90)
+Gimp.Selection.feather(img, 10.0)
+Gimp.displays_flush()
+before_layers = layer_summary(img)
+before = composite(img)
+proc = PDB.lookup_procedure("plug-in-paintbridge-inpaint")
+cfg = proc.create_config()
+cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+cfg.set_property("image", img)
+cfg.set_core_object_array("drawables", [layer])
+cfg.set_property("prompt", "a quiet lake")
+cfg.set_property("model", "classical")
+cfg.set_property("server", P["url"])
+result = proc.run(cfg)
+check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the dialog's run succeeded: %r" % (result.index(0),))
+check(len(img.get_layers()) == 2 and img.get_layers()[0].get_name() == "a quiet lake (classical)",
+      "one new layer: %r" % layer_summary(img))
+check(composite(img) != before, "the image shows the result")
+Gimp.displays_flush()
+marker("inserted")
+wait_marker("undo-pressed")
+end = time.time() + 30
+while layer_summary(img) != before_layers and time.time() < end:
+    time.sleep(0.2)
+check(layer_summary(img) == before_layers, "one undo step removes the result: %r" % layer_summary(img))
+check(composite(img) == before, "and restores the original pixels")
+marker("verified")
+"""
+
+
+def test_gui_inpaint_dialog_runs_with_return_and_undoes_in_one_step(profile, server, artifacts_dir):
+    from hosts.gimp import GuiSession
+
+    session = GuiSession(profile)
+    try:
+        session.start(GUI_SCRIPT, {"url": server.url, "dir": profile.inside})
+        dialog = session.wait_window("Paintbridge: Inpaint Selection", timeout=120)
+        time.sleep(1.0)  # let it draw
+        session.screenshot(artifacts_dir / "gimp-inpaint-dialog.png")
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "Return")
+        session.wait_file("inserted", timeout=120)
+        time.sleep(1.0)
+        session.screenshot(artifacts_dir / "gimp-inpaint-result.png")
+        image_window = session.wait_window(r"\[Untitled\].* GIMP$", timeout=30)
+        session.xdotool("windowfocus", "--sync", image_window)
+        session.xdotool("key", "--clearmodifiers", "ctrl+z")
+        (profile.outside / "undo-pressed").touch()
+        session.wait_file("verified", timeout=60)
+        session.screenshot(artifacts_dir / "gimp-inpaint-undone.png")
+    finally:
+        session.stop()

@@ -119,9 +119,9 @@ def run_batch(profile: GimpProfile, body: str, params: Optional[Dict[str, Any]] 
 class GuiSession:
     """GIMP 3.0 with its window on an Xvfb display inside the root, running a batch script in the GUI process."""
 
-    def __init__(self, profile: GimpProfile, display: int = 71, screen: str = "1280x900x24") -> None:
+    def __init__(self, profile: GimpProfile, screen: str = "1280x900x24") -> None:
         self.profile = profile
-        self.display = f":{display}"
+        self.display = ""
         self.screen = screen
         self.xvfb: Optional[subprocess.Popen] = None
         self.gimp: Optional[subprocess.Popen] = None
@@ -131,16 +131,25 @@ class GuiSession:
     def env(self) -> Dict[str, str]:
         return dict(self.profile.env, DISPLAY=self.display)
 
-    def start(self, body: str, params: Dict[str, Any]) -> "GuiSession":
+    def _start_xvfb(self) -> None:
+        """Xvfb on a free display number (it picks one itself and writes it to a pipe: -displayfd)."""
         (self.profile.root / "tmp" / ".X11-unix").mkdir(mode=0o1777, exist_ok=True)
-        self.xvfb = popen_in_root(self.profile.root, ["Xvfb", self.display, "-screen", "0", self.screen, "-nolisten",
-                                                      "tcp"], env=self.profile.env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 20
-        while self.xdotool("getdisplaygeometry").returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError("Xvfb did not start")
-            time.sleep(0.2)
+        read_fd, write_fd = os.pipe()
+        try:
+            self.xvfb = popen_in_root(self.profile.root, ["Xvfb", "-displayfd", str(write_fd), "-screen", "0",
+                                                          self.screen, "-nolisten", "tcp"],
+                                      env=self.profile.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True, pass_fds=(write_fd,))
+        finally:
+            os.close(write_fd)
+        with os.fdopen(read_fd) as pipe:
+            number = pipe.readline().strip()
+        if not number.isdigit():
+            raise RuntimeError("Xvfb did not start (no display number)")
+        self.display = f":{number}"
+
+    def start(self, body: str, params: Dict[str, Any]) -> "GuiSession":
+        self._start_xvfb()
         name = "gui-script.py"
         (self.profile.outside / name).write_text(_script(body, params))
         batch = f"exec(open('{self.profile.inside}/{name}').read())"
