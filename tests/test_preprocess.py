@@ -216,6 +216,17 @@ def test_depth_runs_the_model_from_the_annotators_folder(depth_models):
     assert not np.array_equal(out, other), "depth depends on the picture"
 
 
+def test_available_preprocessors_say_what_is_ready(depth_models, tmp_path):
+    from server.preprocess import available_preprocessors
+
+    bare = {p["name"]: p for p in available_preprocessors(Registry(tmp_path))}
+    assert bare["canny"]["ready"] and not bare["depth"]["ready"]
+    assert bare["depth"]["needs"] == "annotators/Depth-Anything-V2-Small-hf/"
+    assert bare["softedge"] == {"name": "softedge", "ready": False, "needs": "annotators/ControlNetHED.pth"}
+    installed = {p["name"]: p for p in available_preprocessors(Registry(depth_models))}
+    assert installed["depth"]["ready"] and installed["normal"]["ready"]
+
+
 def test_normal_map_is_unit_normals_facing_the_viewer(depth_models):
     img, _ = shapes(80, 64)
     out = preprocess_image("normal", img, Registry(depth_models), {})

@@ -20,7 +20,8 @@ from ..imageops import rgba
 from . import annotators, classical
 from .classical import inpaint_condition
 
-__all__ = ["PREPROCESSORS", "ALIASES", "canonical_name", "preprocess_image", "run_preprocess", "inpaint_condition"]
+__all__ = ["PREPROCESSORS", "ALIASES", "available_preprocessors", "canonical_name", "preprocess_image", "run_preprocess",
+           "inpaint_condition"]
 
 BUILT_IN = ("canny", "lineart", "scribble", "shuffle", "tile", "inpaint", "reference")
 WITH_WEIGHTS = ("depth", "normal") + tuple(annotators.WEIGHT_FILES)
@@ -41,6 +42,22 @@ ALIASES = {
     "dwpose": "pose",
     "lineart_coarse": "lineart_realistic",
 }
+
+
+def available_preprocessors(registry) -> List[dict]:
+    """Every preprocessor with whether it can run now: ``{name, ready, needs}`` (``needs``: what to install, or "")."""
+    out = []
+    depth_ready = annotators.find_depth_model(registry) is not None
+    for name in PREPROCESSORS:
+        if name in BUILT_IN:
+            ready, needs = True, ""
+        elif name in ("depth", "normal"):
+            ready = depth_ready
+            needs = "" if ready else f"{annotators.ANNOTATORS_DIR}/{annotators.DEPTH_FOLDER}/"
+        else:
+            ready, needs = False, f"{annotators.ANNOTATORS_DIR}/{annotators.WEIGHT_FILES[name]}"
+        out.append({"name": name, "ready": ready, "needs": needs})
+    return out
 
 
 def canonical_name(kind: str) -> str:
