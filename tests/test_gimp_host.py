@@ -269,6 +269,7 @@ sel = selection_mask(img)
 before = composite(img)
 old = img.get_layers()
 expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a tiny house", seed=1234, batch=2, steps=2,
+          grow=0, feather=0,
           server=P["url"])
 added = new_layers(img, old)
 names = [l.get_name() for l in added]

@@ -257,11 +257,11 @@ def test_server_errors_become_job_errors(start_server):
 
 
 def test_a_wrong_token_is_reported(start_server):
-    server = start_server(token="right")
+    server = start_server(token="right-token-1")
     with pytest.raises(JobError) as info:
-        connection.connect(server.url, "wrong")
+        connection.connect(server.url, "wrong-token-2")
     assert info.value.code == "unauthorized" and "Token" in str(info.value)
-    connection.connect(server.url, "right").close()
+    connection.connect(server.url, "right-token-1").close()
 
 
 def test_a_local_server_that_is_down_is_started_with_the_recorded_command(tmp_path):
