@@ -36,12 +36,23 @@ def payload_to_array(payload: ImagePayload) -> np.ndarray:
     return arr[..., [2, 1, 0, 3]].copy() if payload.format == BGRA8 else arr.copy()
 
 
+def control_pixels(payload: ImagePayload, preprocess: bool) -> np.ndarray:
+    """A control layer's pixels: RGBA kept when the server preprocesses it (the preprocessor flattens a sketch on a
+    transparent layer onto white paper); otherwise RGB over black, the "no signal" colour of control images."""
+    arr = payload_to_array(payload)
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], 3, axis=2)
+    if preprocess:
+        return arr
+    alpha = arr[..., 3:4].astype(np.uint16)
+    return ((arr[..., :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+
+
 def job_from_message(msg: dict) -> Job:
     """Decode a validated ``job`` message's pixels into a Job."""
     controls = [
-        Control(type=c["type"], image=payload_to_array(c["image"])[..., :3] if c["image"].format != "gray8"
-                else np.repeat(payload_to_array(c["image"])[..., None], 3, axis=2),
-                strength=c["strength"], start=c["start"], end=c["end"], preprocess=c["preprocess"], model=c["model"])
+        Control(type=c["type"], image=control_pixels(c["image"], c["preprocess"]), strength=c["strength"],
+                start=c["start"], end=c["end"], preprocess=c["preprocess"], model=c["model"])
         for c in msg["controls"]
     ]
     image = payload_to_array(msg["image"]) if msg["image"] is not None else None

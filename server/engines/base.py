@@ -25,7 +25,8 @@ class EngineError(Exception):
 
 @dataclass
 class Control:
-    """A control layer: ``image`` is H x W x 3 uint8 RGB at the job's context size."""
+    """A control layer at the job's context size: ``image`` is H x W x 3 uint8 RGB, or H x W x 4 RGBA when
+    ``preprocess`` is set (the preprocessor turns it into the RGB control image)."""
 
     type: str
     image: np.ndarray

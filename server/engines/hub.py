@@ -13,6 +13,7 @@ from protocol.messages import CONTROL_TYPES, MODES, SAMPLERS
 
 from ..config import ServerConfig
 from ..models.registry import ModelRegistry
+from ..preprocess import available_preprocessors
 from .base import EngineError, Job, JobContext, Layer
 from .classical import NAME as CLASSICAL, ClassicalEngine
 
@@ -57,6 +58,7 @@ class EngineHub:
             "control_types": list(CONTROL_TYPES),
             "engines": [CLASSICAL, "diffusers"],
             "previews": True,
+            "preprocessors": available_preprocessors(self.registry),
         }
 
     def run(self, job: Job, ctx: JobContext) -> List[Layer]:
