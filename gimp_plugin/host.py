@@ -47,11 +47,15 @@ def read_layer(drawable, box: Box) -> bytes:
     return _read(drawable, box, RGBA_FORMAT)
 
 
-def read_visible(image, box: Box) -> bytes:
-    """The visible image (all visible layers composited) in ``box`` as ``rgba8``."""
+def read_visible(image, box: Box, hide: Sequence[object] = ()) -> bytes:
+    """The visible image (all visible layers composited) in ``box`` as ``rgba8``, without the layers in ``hide``."""
     copy = image.duplicate()
     try:
         copy.undo_disable()
+        for layer in hide:
+            twin = copy.get_layer_by_tattoo(layer.get_tattoo())
+            if twin is not None:
+                twin.set_visible(False)
         if not any(layer.get_visible() for layer in copy.get_layers()):
             raise InputError("No layer is visible: show the layers Paintbridge should see, or use Source = Active layer")
         merged = copy.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE)

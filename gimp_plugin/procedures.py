@@ -7,11 +7,9 @@ image is left as it was.
 
 from __future__ import annotations
 
-import json
 import sys
 import traceback
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 import gi
@@ -23,8 +21,6 @@ from .arguments import BY_NAME, MENU_PATH, PROCEDURES, Arg, ProcedureSpec, label
 from .errors import Cancelled, InputError, PaintbridgeError  # noqa: E402
 
 ERROR_DOMAIN = "paintbridge-error-quark"
-INSTALL_INFO = "install.json"
-PLUGIN_DIR = Path(__file__).resolve().parent.parent
 
 
 # --- registration ----------------------------------------------------------------------------------------------------
@@ -88,18 +84,6 @@ class Paintbridge(Gimp.PlugIn):
 
 # --- running ---------------------------------------------------------------------------------------------------------
 
-def _profile_dir() -> Path:
-    return Path(Gimp.directory())
-
-
-def _install_info() -> dict:
-    try:
-        data = json.loads((PLUGIN_DIR / INSTALL_INFO).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _status(procedure, status, message: str = ""):
     error = GLib.Error.new_literal(GLib.quark_from_string(ERROR_DOMAIN), message, 0) if message else GLib.Error()
     return procedure.new_return_values(status, error)
@@ -113,10 +97,10 @@ def _show_dialog(procedure, spec: ProcedureSpec, config) -> bool:
     from .dialog import fill_dialog
 
     GimpUi.init("paintbridge")
-    from . import settings
+    from . import capture, settings
 
     if not str(config.get_property("server") or "").strip():
-        remembered = settings.load(_profile_dir()).get("server")
+        remembered = settings.load(capture.profile_dir()).get("server")
         if isinstance(remembered, str) and remembered:
             config.set_property("server", remembered)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, spec.title)
@@ -174,61 +158,22 @@ def run(procedure, run_mode, image, drawables, config, data):
 
 def execute(spec: ProcedureSpec, image, drawables: list, values: Dict[str, Any], interactive: bool = False):
     """One run: read, send, wait, insert. Returns the new image of an upscale into a new image, else None."""
-    from protocol.geometry import crop_gray
+    from . import capture, connection, settings
 
-    from . import connection, host, settings
-    from .jobs import ControlInput, build_job, control_slots, plan_box, uses_mask
-    from .results import layer_names
-
-    profile = _profile_dir()
-    url, token = settings.resolve(profile, str(values.get("server") or ""), str(values.get("token") or ""))
     active = drawables[0] if drawables else None
-    width, height = image.get_width(), image.get_height()
-
-    full_mask = None
-    if values.get("mask-source") == "layer-mask":
-        if active is None:
-            raise InputError("Mask = Active layer's mask needs an active layer")
-        full_mask, selected = host.read_layer_mask(active, width, height)
-    else:
-        selected = host.selection_bounds(image)
-    box = plan_box(spec.mode, selected, width, height)
-    mask = None
-    if uses_mask(spec.mode, selected):
-        mask = crop_gray(full_mask, width, box) if full_mask is not None else host.read_selection(image, box)
-    if values.get("source") == "layer":
-        if active is None:
-            raise InputError("Source = Active layer needs an active layer")
-        pixels = host.read_layer(host.layer_of(active), box)
-    else:
-        pixels = host.read_visible(image, box)
-    controls = [ControlInput(slot.type, slot.strength, slot.preprocess, host.read_layer(slot.layer, box))
-                for slot in control_slots(values)]
-    job = build_job(spec, values, box, pixels, mask, controls)
-
+    job = capture.capture_job(spec, image, active, values)
+    url, token = capture.server_target(values)
     progress = _Progress(spec.title.split(": ", 1)[-1])
     try:
-        info = _install_info()
-        command = info.get("server_command") if isinstance(info.get("server_command"), list) else None
-        client = connection.connect(url, token, command, profile / "paintbridge-server.log", progress)
+        profile = capture.profile_dir()
+        client = connection.connect(url, token, capture.server_command(), profile / "paintbridge-server.log",
+                                    progress)
         try:
             settings.remember(profile, url, token)
             results, _used = connection.run_job(client, job, progress)
         finally:
             client.close()
-        names = layer_names(spec.mode, job["prompt"], results)
-        if spec.mode == "upscale" and values.get("target") != "layer":
-            new_image = host.new_image_with(image, results, names)
-            if interactive:
-                Gimp.Display.new(new_image)
-                Gimp.displays_flush()
-            return new_image
-        canvas = None
-        if spec.mode == "upscale":
-            scale = float(values["scale"])
-            canvas = (max(1, round(width * scale)), max(1, round(height * scale)))
-        host.insert_results(image, active, results, names, canvas)
-        return None
+        return capture.place_results(spec, image, active, job, results, values, interactive)
     finally:
         progress.end()
 
