@@ -294,7 +294,7 @@ def checkpoint_file(name: str) -> Path:
     folder = checkpoint_folder(name)
 
     def build(tmp: Path) -> None:
-        pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True, torch_dtype=torch.float32)
+        pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
         _save_file(pipeline_to_ldm(pipe), tmp / f"tiny-{name}-file.safetensors", {"format": "pt"})
         weightless_config(folder, tmp / f"tiny-{name}-file.config")
     return _cached(f"file-{name}", build) / f"tiny-{name}-file.safetensors"
@@ -337,6 +337,65 @@ def embedding_path(arch: str) -> Path:
     def build(tmp: Path) -> None:
         _save_file(embedding_state(arch), tmp / "tinystyle.safetensors")
     return _cached(f"emb-{arch}", build) / "tinystyle.safetensors"
+
+
+# --- real size ---------------------------------------------------------------------------------------------------
+
+def _stream_safetensors(shapes: Dict[str, "object"], path: Path, make) -> None:
+    """Write a ``.safetensors`` file one tensor at a time (``make(key, meta_tensor)`` → CPU tensor), so a
+    multi-GB checkpoint never sits in memory whole."""
+    import struct
+
+    dtypes = {"torch.float16": "F16", "torch.float32": "F32", "torch.bfloat16": "BF16"}
+    header, offset = {}, 0
+    for key, meta in shapes.items():
+        size = meta.numel() * meta.element_size()
+        header[key] = {"dtype": dtypes[str(meta.dtype)], "shape": list(meta.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    header["__metadata__"] = {"format": "pt"}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)))
+        fh.write(raw)
+        for key, meta in shapes.items():
+            tensor = make(key, meta).contiguous()
+            fh.write(tensor.view(-1).view(_torch().uint8).numpy().tobytes())
+
+
+def real_sd15_checkpoint() -> Path:
+    """A real-size SD1.5 single-file checkpoint (original key names, fp16, random weights, ~2 GB), cached.
+
+    Shapes come from the server's shipped SD1.5 configs through models built on the meta device; each tensor is drawn
+    and written on its own."""
+    torch = _torch()
+
+    def build(tmp: Path) -> None:
+        from accelerate import init_empty_weights
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextConfig, CLIPTextModel
+        from types import SimpleNamespace
+
+        from server.models.loading import CONFIGS_DIR
+
+        configs = CONFIGS_DIR / "sd15"
+        with init_empty_weights():
+            unet = UNet2DConditionModel.from_config(json.loads((configs / "unet" / "config.json").read_text()))
+            vae = AutoencoderKL.from_config(json.loads((configs / "vae" / "config.json").read_text()))
+            text = CLIPTextModel(CLIPTextConfig.from_json_file(str(configs / "text_encoder" / "config.json")))
+        meta = SimpleNamespace(unet=unet.half(), vae=vae.half(), text_encoder=text.half(), text_encoder_2=None)
+        shapes = _ldm_layout().pipeline_to_ldm(meta)
+        gen = torch.Generator().manual_seed(1234)
+
+        def make(key: str, t) -> "torch.Tensor":
+            if t.ndim == 1 and key.endswith(".weight"):
+                return torch.ones(t.shape, dtype=t.dtype)
+            if t.ndim == 1:
+                return torch.zeros(t.shape, dtype=t.dtype)
+            return (torch.randn(t.shape, generator=gen) * 0.02).to(t.dtype)
+
+        _stream_safetensors(shapes, tmp / "random-sd15-full.safetensors", make)
+    return _cached("real-sd15", build) / "random-sd15-full.safetensors"
 
 
 # --- models folder ---------------------------------------------------------------------------------------------------

@@ -165,8 +165,7 @@ class DiffusionEngine:
         seed = params["seed"] if params["seed"] >= 0 else random.randrange(2**32)
         seeds = [(seed + i) % 2**32 for i in range(params["batch"])]
 
-        call = dict(num_inference_steps=steps, guidance_scale=cfg, num_images_per_prompt=len(seeds),
-                    generator=[torch.Generator("cpu").manual_seed(s) for s in seeds], output_type="np",
+        call = dict(num_inference_steps=steps, guidance_scale=cfg, num_images_per_prompt=1, output_type="np",
                     height=ph, width=pw)
         call.update(prompts.encode(runner, prompt, negative, self.device).kwargs())
         init = np.ascontiguousarray(work.image[..., :3]) if work.image is not None else None
@@ -185,22 +184,28 @@ class DiffusionEngine:
             call.update(pipelines.control_kwargs(kind, plans, [_pil(i) for i in images], union))
 
         arch = entry.arch
+        done = [0]  # images finished, for progress over the whole batch
 
         def on_step(pipe_, step: int, timestep, tensors: dict) -> dict:
-            total = getattr(pipe_, "num_timesteps", None) or steps
+            per_image = getattr(pipe_, "num_timesteps", None) or steps
             preview = latents_to_rgb(tensors["latents"], arch) if job.previews else None
-            ctx.progress(min(step + 1, total), total, preview)
+            ctx.progress(done[0] * per_image + min(step + 1, per_image), per_image * len(seeds), preview)
             return tensors
 
-        ctx.check()
         started = time.perf_counter()
-        with torch.inference_mode():
-            out = runner(**call, callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"])
+        images = []
+        # One call per image: each seed then gives the same pixels whether it ran alone or in a batch.
+        for s in seeds:
+            ctx.check()
+            with torch.inference_mode():
+                out = runner(**call, generator=torch.Generator("cpu").manual_seed(s), callback_on_step_end=on_step,
+                             callback_on_step_end_tensor_inputs=["latents"])
+            if not np.isfinite(out.images).all():
+                raise EngineError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its weights "
+                                  f"do not fit its {arch_name(arch)} architecture or precision {self.dtype}")
+            images.append(np.clip(np.rint(out.images[0] * 255), 0, 255).astype(np.uint8))
+            done[0] += 1
         elapsed = time.perf_counter() - started
-        images = np.clip(np.rint(out.images * 255), 0, 255).astype(np.uint8)
-        if not np.isfinite(out.images).all():
-            raise EngineError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its weights do "
-                              f"not fit its {arch_name(arch)} architecture or precision {self.dtype}")
 
         info = {"model": entry.name, "arch": arch, "sampler": sampler, "steps": steps, "cfg": cfg,
                 "strength": strength, "size": [pw, ph], "loras": loras, "embeddings": embeddings,

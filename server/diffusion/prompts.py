@@ -1,8 +1,8 @@
 """Prompts as users write them: ``(word:1.2)``, ``((word))``, ``[word]``, ``\\(`` escapes, ``BREAK``, and
 ``<lora:name:weight>`` tags; encoded on top of the pipeline's own text encoders, 75 tokens per chunk, any length.
 
-Weighting follows the usual convention: each token's embedding is scaled by its weight, then the whole is rescaled
-so its mean matches the unweighted one.
+A weight moves each token's embedding away from (weight > 1) or towards (weight < 1) the embedding an empty prompt
+has at that position, as ComfyUI does; unlike rescaling by the mean, this stays finite for any weights and model.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def token_chunks(tokenizer, runs: List[Tuple[str, float]], convert=None) -> List
             continue
         if convert is not None:
             text = convert(text, tokenizer)
-        ids = tokenizer(text, add_special_tokens=False, truncation=False).input_ids
+        ids = tokenizer(text, add_special_tokens=False, truncation=False, max_length=10**6).input_ids  # chunked below
         for tid in ids:
             if len(chunks[-1][0]) >= CHUNK:
                 chunks.append(([], []))
@@ -118,19 +118,20 @@ def _encode_chunks(encoder, tokenizer, chunks, penultimate: bool, device):
     """(hidden states [1, 77*n, dim], pooled output of the first chunk or None) for one encoder."""
     import torch
 
-    hidden, pooled = [], None
+    def run(ids):
+        out = encoder(torch.tensor([ids], device=device), output_hidden_states=True)
+        return (out.hidden_states[-2] if penultimate else out[0]), getattr(out, "text_embeds", None)
+
+    hidden, pooled, empty = [], None, None
     for ids, weights in chunks:
         ids, weights = _pad(tokenizer, ids, weights)
-        tokens = torch.tensor([ids], device=device)
-        out = encoder(tokens, output_hidden_states=True)
-        z = out.hidden_states[-2] if penultimate else out[0]
-        if pooled is None and hasattr(out, "text_embeds"):
-            pooled = out.text_embeds
+        z, pool = run(ids)
+        pooled = pool if pooled is None else pooled
         w = torch.tensor(weights, device=device, dtype=z.dtype)[None, :, None]
         if (w != 1).any():
-            mean = z.float().mean()
-            z = z * w
-            z = z * (mean / z.float().mean()).to(z.dtype)
+            if empty is None:
+                empty = run(_pad(tokenizer, [], [])[0])[0]
+            z = empty + (z - empty) * w
         hidden.append(z)
     return torch.cat(hidden, dim=1), pooled
 

@@ -1,0 +1,328 @@
+"""The diffusion engine through the real websocket server, on tiny random-weight models at 64 px, offline."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import factory
+from protocol import Limits
+from protocol.client import Client, JobCancelled, JobFailed
+from protocol.messages import SAMPLERS, ResultLayer
+from server.app import ServerThread
+from server.config import ServerConfig
+from server.diffusion import prompts
+
+torch.set_num_threads(2)
+
+MODELS = ("sd15", "sd15-inpaint", "sdxl", "sd15-file", "sdxl-file", "sd15-inpaint-file", "cn-sd15-canny",
+          "cn-sd15-depth", "cn-sdxl-canny", "cn-sdxl-union", "lora-sd15", "lora-sdxl", "emb-sd15", "emb-sdxl")
+W, H = 80, 56  # a context box that is not the native 64 x 64
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    return factory.make_models_dir(tmp_path_factory.mktemp("models"), MODELS)
+
+
+@pytest.fixture(scope="module")
+def server(models_dir):
+    thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[models_dir], limits=Limits())).start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture
+def client(server):
+    with Client(server.url, client_name="test-diffusion") as c:
+        yield c
+
+
+def engine(server):
+    return server.server.hub.diffusion
+
+
+def picture(w: int = W, h: int = H, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w, 4), np.uint8)
+    img[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+    img[..., 1] = np.linspace(255, 0, h, dtype=np.uint8)[:, None]
+    img[..., 2] = rng.integers(0, 255, (h, w))
+    img[..., 3] = 255
+    return img
+
+
+def selection(w: int = W, h: int = H) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    mask[16:40, 24:56] = 255
+    return mask
+
+
+def payload(arr: np.ndarray) -> dict:
+    fmt = "gray8" if arr.ndim == 2 else "rgba8"
+    return {"width": arr.shape[1], "height": arr.shape[0], "format": fmt, "data": arr.tobytes()}
+
+
+def job(mode: str, model: str, **params) -> dict:
+    msg = {"mode": mode, "model": model, "prompt": params.pop("prompt", "a red apple on a table"),
+           "negative_prompt": params.pop("negative", ""), "x": 300, "y": 200,
+           "params": {"steps": 3, "seed": 42, "grow": 2, "feather": 2, **params}}
+    return msg
+
+
+def with_image(msg: dict, image=None, mask=None, controls=None) -> dict:
+    msg["image"] = payload(picture() if image is None else image)
+    if mask is not None:
+        msg["mask"] = payload(mask)
+    if controls:
+        msg["controls"] = controls
+    return msg
+
+
+def layers(result: dict):
+    out = []
+    for wire in result["layers"]:
+        layer = ResultLayer.from_wire(wire)
+        out.append((layer, np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4)))
+    return out
+
+
+def control(kind: str = "canny", **extra) -> dict:
+    edges = np.zeros((H, W, 4), np.uint8)
+    edges[::8, :, :3] = 255
+    edges[:, ::8, :3] = 255
+    edges[..., 3] = 255
+    return {"type": kind, "image": payload(edges), **extra}
+
+
+# --- modes -----------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", ["tiny-sd15", "tiny-sdxl"])
+@pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint", "outpaint"])
+def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, model, mode):
+    image, mask = picture(), selection()
+    msg = job(mode, model)
+    if mode == "outpaint":
+        msg["params"]["extend"] = {"left": 24, "top": 8, "right": 0, "bottom": 16}
+    with_image(msg, image, None if mode in ("img2img", "outpaint") else mask)
+    progress = []
+    result = client.run(msg, on_event=lambda m: m["type"] == "progress" and progress.append(m), timeout=120)
+    (layer, rgba), = layers(result)
+    assert layer.seed == 42 and progress and progress[-1]["step"] == progress[-1]["total"]
+    if mode == "outpaint":
+        assert (layer.x, layer.y, layer.width, layer.height) == (300 - 24, 200 - 8, W + 24, H + 8 + 16)
+        inner = rgba[8:8 + H, 24:24 + W]
+        untouched = inner[..., 3] == 0
+        assert untouched.mean() > 0.5, "the original area must stay outside the mask except a thin seam"
+        assert np.array_equal(inner[untouched][:, :3], image[untouched][:, :3])
+        assert (rgba[:8, :, 3] == 255).all() and (rgba[:, :24, 3] == 255).all()
+    else:
+        assert (layer.x, layer.y, layer.width, layer.height) == (300, 200, W, H)
+    if mode == "img2img":
+        assert (rgba[..., 3] == 255).all()
+        assert not np.array_equal(rgba[..., :3], image[..., :3])
+    if mode in ("generate", "inpaint"):
+        outside = rgba[..., 3] == 0
+        assert outside.sum() > 0.4 * W * H
+        assert np.array_equal(rgba[outside][:, :3], image[outside][:, :3])
+        assert (rgba[mask == 255][:, 3] == 255).all()
+        inside = mask == 255
+        assert not np.array_equal(rgba[inside][:, :3], image[inside][:, :3])
+
+
+def test_generate_without_an_image_fills_the_requested_size(client):
+    msg = job("generate", "tiny-sdxl-file", width=96, height=48)
+    (layer, rgba), = layers(client.run(msg, timeout=120))
+    assert (layer.width, layer.height, layer.x, layer.y) == (96, 48, 300, 200)
+    assert (rgba[..., 3] == 255).all() and rgba[..., :3].std() > 1
+
+
+def test_a_seed_reproduces_pixels_and_a_batch_counts_up_from_it(client):
+    batch = layers(client.run(with_image(job("img2img", "tiny-sd15", seed=7, batch=2)), timeout=120))
+    assert [l.seed for l, _ in batch] == [7, 8]
+    assert not np.array_equal(batch[0][1], batch[1][1])
+    (again, pixels), = layers(client.run(with_image(job("img2img", "tiny-sd15", seed=8)), timeout=120))
+    assert np.array_equal(pixels, batch[1][1])
+    (rand, first), = layers(client.run(with_image(job("img2img", "tiny-sd15", seed=-1)), timeout=120))
+    assert 0 <= rand.seed < 2**32
+    (_, second), = layers(client.run(with_image(job("img2img", "tiny-sd15", seed=rand.seed)), timeout=120))
+    assert np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl"])
+def test_single_file_checkpoint_gives_the_same_pixels_as_its_diffusers_folder(client, name):
+    a = layers(client.run(with_image(job("img2img", f"tiny-{name}")), timeout=120))[0][1]
+    b = layers(client.run(with_image(job("img2img", f"tiny-{name}-file")), timeout=120))[0][1]
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", ["inpaint", "generate"])
+def test_inpainting_checkpoint_runs_its_9_channel_unet(client, server, mode):
+    msg = with_image(job(mode, "tiny-sd15-inpaint"), mask=selection())
+    (layer, rgba), = layers(client.run(msg, timeout=120))
+    assert engine(server).loaded.entry.inpaint and engine(server).loaded.pipe.unet.config.in_channels == 9
+    outside = rgba[..., 3] == 0
+    assert np.array_equal(rgba[outside][:, :3], picture()[outside][:, :3])
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_runs(client, sampler):
+    (layer, rgba), = layers(client.run(with_image(job("img2img", "tiny-sd15", sampler=sampler, strength=0.8)),
+                                       timeout=120))
+    assert layer.info["sampler"] == sampler and rgba[..., :3].std() > 1
+
+
+def test_switching_modes_reuses_the_loaded_weights(client, server):
+    client.run(with_image(job("img2img", "tiny-sdxl")), timeout=120)
+    eng = engine(server)
+    loads, unet = eng.loads, eng.loaded.pipe.unet
+    for mode in ("generate", "inpaint", "outpaint", "img2img"):
+        msg = with_image(job(mode, "tiny-sdxl"), mask=selection() if mode == "inpaint" else None)
+        if mode == "outpaint":
+            msg["params"]["extend"] = {"left": 0, "top": 0, "right": 16, "bottom": 0}
+        client.run(msg, timeout=120)
+        assert eng.loads == loads and eng.loaded.pipe.unet is unet
+    client.run(with_image(job("img2img", "tiny-sd15")), timeout=120)
+    assert eng.loads == loads + 1 and eng.loaded.entry.name == "tiny-sd15"
+
+
+def test_previews_are_small_and_cancel_stops_within_a_step(client):
+    msg = with_image(job("img2img", "tiny-sd15", steps=150, strength=1.0))
+    msg["previews"] = True
+    job_id = client.submit(msg)
+    steps = []
+    for event in client.events(job_id, timeout=120):
+        if event["type"] == "progress":
+            steps.append(event["step"])
+            preview = event["preview"]
+            assert preview and max(preview["width"], preview["height"]) <= 128
+            if len(steps) == 2:
+                client.cancel(job_id)
+        if event["type"] in ("result", "cancelled", "error"):
+            final = event
+            break
+    assert final["type"] == "cancelled"
+    assert steps[-1] < 100, f"ran {steps[-1]} of 150 steps despite the cancel"
+
+
+# --- prompts ---------------------------------------------------------------------------------------------------------
+
+def test_prompt_weight_syntax():
+    assert prompts.parse_weights("a (red:1.5) cat") == [("a ", 1.0), ("red", 1.5), (" cat", 1.0)]
+    assert prompts.parse_weights("((big)) [small]") == [("big", pytest.approx(1.21)), (" ", 1.0),
+                                                         ("small", pytest.approx(1 / 1.1))]
+    assert prompts.parse_weights(r"a \(literal\) (x") == [("a (literal) ", 1.0), ("x", pytest.approx(1.1))]
+    assert prompts.parse_weights("one BREAK two") == [("one", 1.0), ("BREAK", -1.0), ("two", 1.0)]
+    text, tags = prompts.extract_loras("a cat <lora:ink style:0.6>, <LORA:other>")
+    assert text == "a cat , " and [(t.name, t.weight) for t in tags] == [("ink style", 0.6), ("other", 1.0)]
+
+
+def test_long_prompts_are_chunked_and_weights_change_the_result(client, server):
+    client.run(with_image(job("img2img", "tiny-sdxl")), timeout=120)
+    pipe = engine(server).loaded.pipe
+    long = ", ".join(["a very detailed painting of a lighthouse"] * 25)  # 200 tokens: 3 chunks
+    cond = prompts.encode(pipe, long, "", torch.device("cpu"))
+    assert cond.prompt_embeds.shape[1] == 77 * 3 and cond.prompt_embeds.shape[2] == 80
+    assert cond.negative_prompt_embeds.shape == cond.prompt_embeds.shape
+    assert not cond.negative_prompt_embeds.any()  # SDXL: an empty negative prompt is zeros
+    plain = layers(client.run(with_image(job("img2img", "tiny-sd15", prompt="a red apple")), timeout=120))[0][1]
+    heavy = layers(client.run(with_image(job("img2img", "tiny-sd15", prompt="a (red:1.6) apple")), timeout=120))[0][1]
+    assert not np.array_equal(plain, heavy)
+
+
+@pytest.mark.parametrize("model", ["tiny-sd15", "tiny-sdxl"])
+def test_embeddings_are_triggered_by_name(client, model):
+    plain = layers(client.run(with_image(job("img2img", model, prompt="a photo")), timeout=120))[0]
+    styled = layers(client.run(with_image(job("img2img", model, prompt="a photo, tinystyle")), timeout=120))[0]
+    arch = "sdxl" if "sdxl" in model else "sd15"
+    assert styled[0].info["embeddings"] == [f"{arch}/tinystyle"] and plain[0].info["embeddings"] == []
+    assert not np.array_equal(plain[1], styled[1])
+
+
+def test_lora_tags_are_checked_against_the_checkpoint(client):
+    with pytest.raises(JobFailed) as err:
+        client.run(with_image(job("img2img", "tiny-sd15", prompt="a cat <lora:tiny-lora-sdxl:0.8>")), timeout=120)
+    assert err.value.error["code"] == "unsupported" and "SDXL" in err.value.error["message"]
+    with pytest.raises(JobFailed) as err:
+        client.run(with_image(job("img2img", "tiny-sd15", prompt="a cat <lora:nope:1>")), timeout=120)
+    assert err.value.error["code"] == "model_not_found" and "tiny-lora-sd15" in err.value.error["message"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="LoRA loading needs the 'peft' package")
+@pytest.mark.parametrize("model, lora", [("tiny-sd15", "tiny-lora-sd15"), ("tiny-sdxl", "tiny-lora-sdxl")])
+def test_lora_tags_change_the_result_and_can_be_switched_off(client, model, lora):
+    plain = layers(client.run(with_image(job("img2img", model)), timeout=120))[0][1]
+    tagged = layers(client.run(with_image(job("img2img", model, prompt=f"a red apple on a table <lora:{lora}:0.9>")),
+                               timeout=120))[0]
+    assert tagged[0].info["loras"] == [{"name": lora, "weight": 0.9}]
+    assert not np.array_equal(plain, tagged[1])
+    again = layers(client.run(with_image(job("img2img", model)), timeout=120))[0][1]
+    assert np.array_equal(plain, again)
+
+
+# --- ControlNet ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint"])
+def test_one_and_two_control_layers_steer_every_mode(client, mode):
+    mask = selection() if mode != "img2img" else None
+    plain = layers(client.run(with_image(job(mode, "tiny-sd15"), mask=mask), timeout=120))[0]
+    one = layers(client.run(with_image(job(mode, "tiny-sd15"), mask=mask, controls=[control("canny")]), timeout=120))[0]
+    two = layers(client.run(with_image(job(mode, "tiny-sd15"), mask=mask,
+                                       controls=[control("canny"), control("depth", strength=0.7, start=0.2)]),
+                            timeout=120))[0]
+    assert one[0].info["controlnets"] == ["control_tiny_sd15_canny"]
+    assert two[0].info["controlnets"] == ["control_tiny_sd15_canny", "controlnet-depth-tiny-sd15"]
+    assert not np.array_equal(plain[1], one[1]) and not np.array_equal(one[1], two[1])
+    if mask is not None:
+        outside = two[1][..., 3] == 0
+        assert np.array_equal(two[1][outside][:, :3], picture()[outside][:, :3])
+
+
+@pytest.mark.parametrize("controls, used", [
+    ([control("canny")], ["controlnet-canny-tiny-sdxl"]),
+    ([control("depth"), control("pose")], ["controlnet-union-tiny-sdxl"] * 2),
+    ([control("canny", model="controlnet-union-tiny-sdxl")], ["controlnet-union-tiny-sdxl"]),
+])
+def test_sdxl_controlnets_and_union_model(client, controls, used):
+    (layer, _), = layers(client.run(with_image(job("inpaint", "tiny-sdxl"), mask=selection(), controls=controls),
+                                    timeout=120))
+    assert layer.info["controlnets"] == used
+
+
+def test_a_controlnet_of_another_architecture_is_refused(client):
+    with pytest.raises(JobFailed) as err:
+        client.run(with_image(job("img2img", "tiny-sd15"), controls=[control("canny", model="controlnet-canny-tiny-sdxl")]),
+                   timeout=120)
+    error = err.value.error
+    assert error["code"] == "unsupported" and "SDXL" in error["message"] and "SD1.5" in error["message"]
+    assert error["field"] == "controls[0].model"
+    with pytest.raises(JobFailed) as err:
+        client.run(with_image(job("img2img", "tiny-sd15"), controls=[control("pose")]), timeout=120)
+    assert err.value.error["code"] == "model_not_found" and "'pose'" in err.value.error["message"]
+
+
+# --- command line ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", ["tiny-sd15-file", "tiny-sdxl"])
+def test_paintbridge_run_works_offline_on_a_models_folder(models_dir, tmp_path, model):
+    Image.fromarray(picture()).save(tmp_path / "in.png")
+    Image.fromarray(selection()).save(tmp_path / "mask.png")
+    out = tmp_path / "out.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "server.cli", "run", "inpaint", "--image", str(tmp_path / "in.png"),
+         "--mask", str(tmp_path / "mask.png"), "--prompt", "a red apple", "--models", str(models_dir),
+         "--model", model, "--steps", "2", "--seed", "3", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = np.asarray(Image.open(out).convert("RGBA"))
+    assert result.shape == (H, W, 4)
+    outside = selection() == 0
+    assert not np.array_equal(result[~outside][:, :3], picture()[~outside][:, :3])
