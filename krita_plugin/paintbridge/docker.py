@@ -30,6 +30,8 @@ from .wire import Box, protocol
 DOCKER_ID = "paintbridge_docker"
 LIVE_POLL_MS = 350
 THUMB = 72
+AUTOSTART_PAUSE = 8.0
+AUTOSTART_TRIES = 3
 STATE_COLORS = {"connected": "#3fb950", "connecting": "#d29922", "disconnected": "#f85149", "refused": "#f85149"}
 
 
@@ -147,7 +149,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.preview_updates = 0
         self.message = ""
         self.message_is_error = False
-        self._autostart_tried = False
+        self._last_autostart = -AUTOSTART_PAUSE
+        self._autostart_failures = 0
         self._build()
         self._load_settings(settings_store.load_job_settings())
         self.live_timer = QtCore.QTimer(self)
@@ -519,7 +522,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
             url=self.url_edit.text().strip() or settings_store.DEFAULT_URL, token=self.token_edit.text(),
             autostart=self.autostart_check.isChecked())
         settings_store.save_connection(self.conn_settings)
-        self._autostart_tried = False
+        self._autostart_failures = 0
         self.connection.configure(self.conn_settings.url, self.conn_settings.token or None)
         self.connection.reconnect_now()
 
@@ -533,8 +536,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
         if self.server.running:
             self.show_message("The local server is already running.")
             return
+        self._autostart_failures = 0
+        self._last_autostart = time.monotonic()
         self.server.start(self.conn_settings.url, self.conn_settings.token or None)
-        self.show_message("Starting the local server… (the first start can take a minute)")
+        self.status_label.setText("Starting the local server…")
         self.connection.reconnect_now()
 
     def _on_state(self, state: str, detail: str) -> None:
@@ -545,8 +550,6 @@ class PaintbridgePanel(QtWidgets.QWidget):
             device = f" · {self.device}" if self.device else ""
             self.status_label.setText(f"Connected{device} · {count} model{'s' if count != 1 else ''}")
             self.status_label.setToolTip(detail)
-            if self.message.startswith("Starting the local server"):
-                self.show_message("")
         elif state == CONNECTING:
             self.status_label.setText("Connecting…")
             self.status_label.setToolTip(detail)
@@ -557,25 +560,37 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self._update_run_ui()
 
     def _maybe_autostart(self, detail: str) -> None:
-        if self.server.running:
-            if not self.server.ready.is_set() and time.monotonic() - self.server.started_at < 180:
-                return
-        elif self.server.process is not None and self.server.process.poll() is not None and self.server.output:
-            self.show_message(f"The local server stopped:\n{self.server.last_output(4)}", error=True)
-        if (self.conn_settings.autostart and not self._autostart_tried and self.server.available
+        """Start (or restart) the local server when the connection fails and the painter allows it.
+
+        At most one start per ``AUTOSTART_PAUSE`` seconds, and no more after ``AUTOSTART_TRIES`` starts that never
+        reached a welcome (a broken install would otherwise restart for ever).
+        """
+        if not (self.conn_settings.autostart and self.server.available
                 and local_address(self.conn_settings.url) is not None):
-            self._autostart_tried = True
-            try:
-                self.server.start(self.conn_settings.url, self.conn_settings.token or None)
-                self.show_message("Starting the local server… (the first start can take a minute)")
-            except ServerStartError as err:
-                self.show_message(str(err), error=True)
-        elif not self.server.running and not self.message_is_error:
-            self.status_label.setText(f"Not connected · {self.conn_settings.url}")
+            return
+        if self.server.running:
+            if not self.server.ready.is_set():
+                self.status_label.setText("Starting the local server…")
+            return
+        now = time.monotonic()
+        if now - self._last_autostart < AUTOSTART_PAUSE:
+            return
+        if self._autostart_failures >= AUTOSTART_TRIES:
+            self.status_label.setText("Not connected · the local server does not start")
+            self.status_label.setToolTip(self.server.last_output(12) or detail)
+            return
+        self._last_autostart = now
+        self._autostart_failures += 1
+        try:
+            self.server.start(self.conn_settings.url, self.conn_settings.token or None)
+        except ServerStartError as err:
+            self.show_message(str(err), error=True)
+            return
+        self.status_label.setText("Starting the local server…")
 
     def _on_welcome(self, welcome: dict) -> None:
         self.device = welcome.get("device", "")
-        self._autostart_tried = False
+        self._autostart_failures = 0
 
     def _on_models(self, models: list) -> None:
         self.models = list(models or [])
@@ -852,7 +867,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         try:
             settings = self.settings()
             sig = signature(kdoc.live_signature_parts(doc, settings) + [settings.prompt, settings.strength,
-                                                                         settings.model, id(doc)])
+                                                                         settings.model, doc.rootNode().uniqueId().toString()])
         except (kdoc.DocumentError, JobError) as err:
             self.show_message(str(err), error=True)
             return

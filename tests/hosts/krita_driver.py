@@ -1,0 +1,486 @@
+"""A pykrita test-driver plugin (installed by the host tests next to Paintbridge) that drives the Paintbridge docker.
+
+It runs a scenario, a generator of steps: each ``yield`` hands control back to Krita's event loop (``yield 300``
+waits 300 ms, ``yield Until(cond, timeout)`` polls ``cond``), so every Krita call happens on the UI thread, one step per
+``QTimer.singleShot``. It reads Krita's own layers back, writes raw pixels to ``$PB_DRIVER_OUT/<name>.bin`` and a
+``result.json``, then quits with ``file_quit``. Any exception is recorded and the run quits instead of hanging.
+"""
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+
+from krita import InfoObject, Krita, Selection  # noqa: F401
+from PyQt5.QtCore import QByteArray, QTimer
+
+K = Krita.instance()
+CONFIG = json.loads(os.environ["PB_DRIVER_CONFIG"])
+OUT = CONFIG["out"]
+RESULT = {"steps": [], "errors": []}
+W, H = CONFIG.get("width", 128), CONFIG.get("height", 96)
+
+
+def _excepthook(kind, value, tb):
+    RESULT["errors"].append("".join(traceback.format_exception(kind, value, tb)))
+    _finish()
+
+
+sys.excepthook = _excepthook
+
+
+class Until:
+    def __init__(self, cond, timeout, poll=100):
+        self.cond, self.timeout, self.poll = cond, timeout, poll
+
+
+def _finish():
+    try:
+        for doc in K.documents():
+            doc.setModified(False)
+        with open(os.path.join(OUT, "result.json.tmp"), "w") as f:
+            json.dump(RESULT, f, indent=1, default=str)
+        os.replace(os.path.join(OUT, "result.json.tmp"), os.path.join(OUT, "result.json"))
+    finally:
+        K.action("file_quit").trigger()
+        QTimer.singleShot(15000, lambda: os._exit(4))
+
+
+class Runner:
+    def __init__(self, gen):
+        self.gen = gen
+
+    def step(self, value=None):
+        try:
+            cmd = self.gen.send(value)
+        except StopIteration:
+            _finish()
+            return
+        except Exception:
+            RESULT["errors"].append(traceback.format_exc())
+            _finish()
+            return
+        if isinstance(cmd, Until):
+            deadline = time.monotonic() + cmd.timeout
+
+            def poll():
+                try:
+                    ok = bool(cmd.cond())
+                except Exception:
+                    RESULT["errors"].append(traceback.format_exc())
+                    ok = False
+                    return self.step(False)
+                if ok:
+                    self.step(True)
+                elif time.monotonic() > deadline:
+                    self.step(False)
+                else:
+                    QTimer.singleShot(cmd.poll, poll)
+
+            QTimer.singleShot(cmd.poll, poll)
+        else:
+            QTimer.singleShot(int(cmd or 0), self.step)
+
+
+# --- helpers -------------------------------------------------------------------------------------------------------
+
+def dump(name, data):
+    with open(os.path.join(OUT, name + ".bin"), "wb") as f:
+        f.write(bytes(data))
+    return name
+
+
+def walk(node):
+    for child in node.childNodes():
+        yield child
+        yield from walk(child)
+
+
+def layers(doc):
+    out = []
+    for node in walk(doc.rootNode()):
+        b = node.bounds()
+        out.append({"name": node.name(), "type": node.type(), "id": node.uniqueId().toString(),
+                     "visible": node.visible(), "bounds": [b.x(), b.y(), b.width(), b.height()],
+                     "parent": node.parentNode().name() if node.parentNode() is not None else None})
+    return out
+
+
+def find(doc, name):
+    return next((n for n in walk(doc.rootNode()) if n.name() == name), None)
+
+
+def snapshot(doc, tag, names):
+    """Dump the full-canvas pixels of the named layers; returns {name: file}."""
+    return {n: dump(f"{tag}-{n}", find(doc, n).pixelData(0, 0, doc.width(), doc.height())) for n in names}
+
+
+def composite(doc, tag):
+    doc.refreshProjection()
+    doc.waitForDone()
+    return dump(tag, doc.pixelData(0, 0, doc.width(), doc.height()))
+
+
+def pattern(w, h, depth="U8"):
+    """A smooth colourful BGRA8 pattern, converted to the document's depth by the plugin's own code."""
+    data = bytearray(w * h * 4)
+    for y in range(h):
+        for x in range(w):
+            i = (y * w + x) * 4
+            data[i] = (x * 255) // max(1, w - 1)
+            data[i + 1] = (y * 255) // max(1, h - 1)
+            data[i + 2] = 128 + int(100 * math.sin(x / 9.0) * math.cos(y / 7.0))
+            data[i + 3] = 255
+            if (x // 12 + y // 12) % 5 == 0:  # hard-edged dark squares, so edge detectors find something
+                data[i:i + 3] = b"\x20\x20\x20"
+    return bytes(data)
+
+
+def native(data, depth, linear):
+    from paintbridge import pixels  # the plugin's conversions
+    return pixels.from_bgra8(data, depth, linear)
+
+
+def new_doc(name, depth="U8", model="RGBA", w=W, h=H):
+    doc = K.createDocument(w, h, name, model, depth, "", 72.0)
+    K.activeWindow().addView(doc)
+    return doc
+
+
+def add_paint(doc, name, depth="U8"):
+    from paintbridge import pixels
+    node = doc.createNode(name, "paintlayer")
+    doc.rootNode().addChildNode(node, None)
+    linear = depth != "U8" and pixels.is_linear_profile(doc.colorProfile())
+    node.setPixelData(QByteArray(native(pattern(doc.width(), doc.height()), depth, linear)), 0, 0,
+                      doc.width(), doc.height())
+    return node
+
+
+def select_rect(doc, x, y, w, h):
+    sel = Selection()
+    sel.select(x, y, w, h, 255)
+    doc.setSelection(sel)
+
+
+def select_soft_ellipse(doc, cx, cy, rx, ry, soft):
+    data = bytearray(doc.width() * doc.height())
+    for y in range(doc.height()):
+        for x in range(doc.width()):
+            d = math.hypot((x + 0.5 - cx) / rx, (y + 0.5 - cy) / ry)
+            edge = (1.0 - d) * min(rx, ry) / soft  # 1 at `soft` px inside the rim, 0 on the rim
+            data[y * doc.width() + x] = max(0, min(255, int(round(edge * 255))))
+    sel = Selection()
+    sel.select(0, 0, doc.width(), doc.height(), 0)
+    sel.setPixelData(QByteArray(bytes(data)), 0, 0, doc.width(), doc.height())
+    doc.setSelection(sel)
+    return dump("ellipse-selection", doc.selection().pixelData(0, 0, doc.width(), doc.height()))
+
+
+def deselect(doc):
+    doc.setSelection(Selection())
+    K.action("deselect").trigger()
+
+
+def panel_state(panel):
+    return {"busy": panel.busy, "message": panel.message, "error": panel.message_is_error,
+            "results": len(panel.results), "preview_updates": panel.preview_updates,
+            "state": panel.connection_state}
+
+
+def mark(label):
+    RESULT.setdefault("timeline", []).append([label, round(time.monotonic() - T0, 2)])
+
+
+T0 = time.monotonic()
+
+
+def find_panel():
+    for dock in K.dockers():
+        if dock.objectName() == "paintbridge_docker":
+            return dock, dock.widget()
+    return None, None
+
+
+def run_job(panel, record, timeout=120):
+    """Start a job with the panel's settings and wait for it; fills ``record``."""
+    t0 = time.monotonic()
+    record["job_id"] = panel.run()
+    record["start_message"] = panel.message
+    yield Until(lambda: not panel.busy, timeout)
+    record["seconds"] = round(time.monotonic() - t0, 2)
+    record.update(panel_state(panel))
+    record["results_meta"] = [{"box": [r.box.x, r.box.y, r.box.width, r.box.height], "seed": r.seed}
+                              for r in panel.results]
+
+
+def inpaint_apply_undo(panel, doc, tag, record):
+    """Inpaint the current selection, apply, read back, undo."""
+    record["composite_before"] = composite(doc, f"{tag}-composite-before")
+    record["layers_before"] = layers(doc)
+    yield from run_job(panel, record)
+    record["layers_preview"] = layers(doc)
+    preview = find(doc, "Paintbridge preview")
+    record["preview"] = dump(f"{tag}-preview", preview.pixelData(0, 0, doc.width(), doc.height())) if preview else None
+    if panel.results:
+        r = panel.results[panel.selected_result]
+        record["result"] = dump(f"{tag}-result", r.data)
+        record["result_box"] = [r.box.x, r.box.y, r.box.width, r.box.height]
+        record["result_seed"] = r.seed
+    record["applied"] = panel.apply()
+    yield 400
+    record["layers_applied"] = layers(doc)
+    new = [l for l in record["layers_applied"] if l["id"] not in {m["id"] for m in record["layers_before"]}]
+    record["new_layers"] = new
+    if len(new) == 1:
+        node = find(doc, new[0]["name"])
+        record["new_layer_pixels"] = dump(f"{tag}-new", node.pixelData(0, 0, doc.width(), doc.height()))
+    record["composite_applied"] = composite(doc, f"{tag}-composite-applied")
+    K.action("edit_undo").trigger()
+    yield 600
+    record["layers_undone"] = layers(doc)
+
+
+# --- scenarios -----------------------------------------------------------------------------------------------------
+
+def scenario_classical():
+    R = RESULT
+    dock = panel = None
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    R["docker_found"] = panel is not None
+    dock.show()
+    dock.raise_()
+    yield Until(lambda: panel.connection_state == "connected", 150, poll=200)
+    mark("connected")
+    R["connected"] = panel.connection_state
+    R["status_text"] = panel.status_label.text()
+    R["device"] = panel.device
+    R["server_pid"] = panel.server.pid
+    R["server_started_by_plugin"] = panel.server.running
+
+    doc = new_doc("pb-classical")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    doc.setActiveNode(paint)
+    yield 400
+    user = [n["name"] for n in layers(doc)]
+    R["user_layers"] = user
+    R["user_before"] = snapshot(doc, "user-before", user)
+
+    panel.set_mode("inpaint")
+    panel.set_option("model", "classical")
+    panel.set_option("batch", 2)
+    panel.set_prompt("a red fox", "blurry")
+
+    # Rectangular selection.
+    select_rect(doc, 40, 30, 24, 20)
+    yield 300
+    mark('rect')
+    R["rect"] = rec = {"selection": [40, 30, 24, 20]}
+    rec["selection_pixels"] = dump("rect-selection", doc.selection().pixelData(0, 0, W, H))
+    rec["composite_before"] = composite(doc, "rect-composite-before")
+    rec["layers_before"] = layers(doc)
+    yield from run_job(panel, rec)
+    rec["layers_preview"] = layers(doc)
+    # The panel with a batch of results: the screenshot artifact.
+    panel.grab().save(os.path.join(OUT, "panel.png"))
+    K.activeWindow().qwindow().grab().save(os.path.join(OUT, "window.png"))
+    preview = find(doc, "Paintbridge preview")
+    rec["preview"] = dump("rect-preview", preview.pixelData(0, 0, W, H)) if preview else None
+    if len(panel.results) > 1:
+        panel.select_result(1)
+        yield 200
+        rec["flipped_to"] = panel.selected_result
+    r = panel.results[panel.selected_result] if panel.results else None
+    if r is not None:
+        rec["result"] = dump("rect-result", r.data)
+        rec["result_box"] = [r.box.x, r.box.y, r.box.width, r.box.height]
+        rec["result_seed"] = r.seed
+    rec["applied"] = panel.apply()
+    yield 400
+    rec["layers_applied"] = layers(doc)
+    before_ids = {m["id"] for m in rec["layers_before"]}
+    rec["new_layers"] = [l for l in rec["layers_applied"] if l["id"] not in before_ids]
+    if len(rec["new_layers"]) == 1:
+        rec["new_layer_pixels"] = dump("rect-new", find(doc, rec["new_layers"][0]["name"]).pixelData(0, 0, W, H))
+    rec["composite_applied"] = composite(doc, "rect-composite-applied")
+    K.action("edit_undo").trigger()
+    yield 600
+    rec["layers_undone"] = layers(doc)
+
+    # Elliptical soft selection.
+    panel.set_option("batch", 1)
+    mark('ellipse')
+    R["ellipse"] = rec = {}
+    rec["selection_pixels"] = select_soft_ellipse(doc, 84, 50, 22, 16, 6)
+    yield 300
+    yield from inpaint_apply_undo(panel, doc, "ellipse", rec)
+
+    # Discard removes the preview.
+    select_rect(doc, 8, 8, 16, 16)
+    mark('discard')
+    R["discard"] = rec = {}
+    yield from run_job(panel, rec)
+    rec["preview_present"] = find(doc, "Paintbridge preview") is not None
+    panel.discard()
+    yield 300
+    rec["layers_after"] = layers(doc)
+
+    # Inpaint without a selection: a clear message in the panel, no job.
+    deselect(doc)
+    yield 300
+    R["no_selection"] = {"job_id": panel.run(), **panel_state(panel)}
+
+    # Live mode: two selection changes, two preview updates, no extra layers.
+    mark('live')
+    R["live"] = rec = {}
+    select_rect(doc, 16, 16, 16, 16)
+    yield 300
+    base = panel.preview_updates
+    panel.set_live(True)
+    yield Until(lambda: panel.preview_updates >= base + 1 and not panel.busy, 60)
+    rec["first"] = panel.preview_updates - base
+    rec["first_preview"] = dump("live-1", find(doc, "Paintbridge preview").pixelData(0, 0, W, H)) \
+        if find(doc, "Paintbridge preview") else None
+    select_rect(doc, 80, 56, 20, 20)
+    yield Until(lambda: panel.preview_updates >= base + 2 and not panel.busy, 60)
+    rec["second"] = panel.preview_updates - base
+    rec["second_preview"] = dump("live-2", find(doc, "Paintbridge preview").pixelData(0, 0, W, H)) \
+        if find(doc, "Paintbridge preview") else None
+    yield 2500  # nothing changes now: no further jobs
+    rec["settled"] = panel.preview_updates - base
+    rec["layers"] = layers(doc)
+    panel.set_live(False)
+    rec["live_off"] = not panel.live
+    panel.discard()
+    yield 300
+    rec["layers_after_discard"] = layers(doc)
+
+    # Control layer from the image (a preprocess job), inserted as a new hidden layer.
+    mark('control')
+    R["control"] = rec = {}
+    deselect(doc)
+    doc.setActiveNode(find(doc, "Paint"))
+    yield 300
+    rec["layers_before"] = layers(doc)
+    rec["job_id"] = panel.control_from_image("canny")
+    yield Until(lambda: not panel.busy, 60)
+    rec.update(panel_state(panel))
+    rec["layers_after"] = layers(doc)
+    rec["rows"] = [row.spec().__dict__ for row in panel.control_rows]
+    node = find(doc, "Control: canny")
+    if node is not None:
+        rec["pixels"] = dump("control-canny", node.pixelData(0, 0, W, H))
+    for row in list(panel.control_rows):
+        panel.remove_control(row)
+    if node is not None:
+        node.remove()  # our own test layer, so that the user-layer comparison below sees only the user's
+    yield 300
+
+    # The server stops mid-job: an error in the panel, the document untouched; then it comes back.
+    mark('crash')
+    R["crash"] = rec = {}
+    select_rect(doc, 40, 30, 24, 20)
+    yield 300
+    rec["layers_before"] = layers(doc)
+    pid = panel.server.pid
+    rec["pid"] = pid
+    if pid:
+        os.kill(pid, signal.SIGSTOP)
+        yield 200
+        rec["job_id"] = panel.run()
+        yield 1000
+        rec["busy_while_stopped"] = panel.busy
+        os.kill(pid, signal.SIGKILL)
+        yield Until(lambda: not panel.busy, 30)
+        rec.update(panel_state(panel))
+        rec["layers_after"] = layers(doc)
+        yield Until(lambda: panel.connection_state != "connected", 20)
+        yield Until(lambda: panel.connection_state == "connected", 150, poll=200)
+        rec["reconnected"] = panel.connection_state == "connected"
+        rec["new_pid"] = panel.server.pid
+        rec["status_text"] = panel.status_label.text()
+        yield from run_job(panel, rec.setdefault("after", {}))
+        panel.discard()
+        yield 300
+
+    mark('user_after')
+    R["user_after"] = snapshot(doc, "user-after", user)
+    R["final_layers"] = layers(doc)
+
+    # Outpaint grows the canvas (on its own document, since growing moves every layer).
+    odoc = new_doc("pb-outpaint", w=64, h=48)
+    yield 400
+    onode = add_paint(odoc, "Paint")
+    odoc.setActiveNode(onode)
+    yield 300
+    mark('outpaint')
+    R["outpaint"] = rec = {"user_before": dump("out-user-before", onode.pixelData(0, 0, 64, 48))}
+    panel.set_mode("outpaint")
+    panel.set_option("extend_left", 16)
+    panel.set_option("extend_bottom", 8)
+    rec["layers_before"] = layers(odoc)
+    yield from run_job(panel, rec)
+    rec["applied"] = panel.apply()
+    yield 600
+    rec["size"] = [odoc.width(), odoc.height()]
+    rec["layers_applied"] = layers(odoc)
+    new = [l for l in rec["layers_applied"] if l["id"] not in {m["id"] for m in rec["layers_before"]}]
+    rec["new_layers"] = new
+    if len(new) == 1:
+        rec["new_layer_pixels"] = dump("out-new", find(odoc, new[0]["name"]).pixelData(0, 0, odoc.width(),
+                                                                                         odoc.height()))
+    rec["user_after"] = dump("out-user-after", onode.pixelData(0, 0, odoc.width(), odoc.height()))
+    panel.set_option("extend_left", 0)
+    panel.set_option("extend_bottom", 0)
+
+    # 16-bit integer and 32-bit float documents: converted on the way in and out.
+    for depth in ("U16", "F32"):
+        ddoc = new_doc(f"pb-{depth}", depth=depth, w=64, h=48)
+        yield 400
+        dnode = add_paint(ddoc, "Paint", depth)
+        ddoc.setActiveNode(dnode)
+        select_rect(ddoc, 20, 16, 16, 12)
+        yield 300
+        mark(depth)
+        R[depth] = rec = {"profile": ddoc.colorProfile(), "user_before": dump(f"{depth}-user-before",
+                                                                             dnode.pixelData(0, 0, 64, 48))}
+        panel.set_mode("inpaint")
+        rec["layers_before"] = layers(ddoc)
+        yield from run_job(panel, rec)
+        if panel.results:
+            rec["result"] = dump(f"{depth}-result", panel.results[0].data)
+            rec["result_box"] = [panel.results[0].box.x, panel.results[0].box.y, panel.results[0].box.width,
+                                 panel.results[0].box.height]
+        rec["applied"] = panel.apply()
+        yield 400
+        rec["layers_applied"] = layers(ddoc)
+        new = [l for l in rec["layers_applied"] if l["id"] not in {m["id"] for m in rec["layers_before"]}]
+        rec["new_layers"] = new
+        if len(new) == 1:
+            rec["new_layer_pixels"] = dump(f"{depth}-new", find(ddoc, new[0]["name"]).pixelData(0, 0, 64, 48))
+        rec["user_after"] = dump(f"{depth}-user-after", dnode.pixelData(0, 0, 64, 48))
+
+    # Other colour models are refused with a message, not a dialog.
+    cdoc = new_doc("pb-cmyk", model="CMYKA", depth="U8", w=32, h=32)
+    yield 400
+    select_rect(cdoc, 4, 4, 8, 8)
+    yield 200
+    mark('cmyk')
+    R["cmyk"] = {"job_id": panel.run(), **panel_state(panel), "layers": layers(cdoc)}
+
+
+SCENARIOS = {"classical": scenario_classical}
+
+
+def _start():
+    Runner(SCENARIOS[CONFIG["scenario"]]()).step()
+
+
+K.notifier().windowCreated.connect(lambda: QTimer.singleShot(800, _start))
+QTimer.singleShot(int(CONFIG.get("deadline_s", 240) * 1000), lambda: (RESULT["errors"].append("driver deadline"),
+                                                                       _finish()))

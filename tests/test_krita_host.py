@@ -1,0 +1,260 @@
+"""The Paintbridge docker in a real Krita (Debian's 5.1.5 under Xvfb), installed by the installer install.py uses,
+against the real server that the plugin starts itself; every check reads Krita's own layers back.
+
+One Krita run executes the whole scenario (``tests/hosts/krita_driver.py``); the tests below each check one part of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from hosts import krita as hk  # noqa: E402
+from krita_plugin import installer  # noqa: E402
+from protocol.geometry import Box, context_box  # noqa: E402
+
+pytestmark = [pytest.mark.host]
+
+W, H = 128, 96
+PREVIEW = "Paintbridge preview"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _server_command(models: Path) -> list:
+    sys.path.insert(0, str(REPO))
+    import install  # the repository's install.py: the same command a painter's install records
+
+    return install.server_command(REPO / ".venv") + ["--models", str(models)]
+
+
+class Run:
+    """The result of one Krita run: the driver's JSON and its pixel dumps."""
+
+    def __init__(self, out: Path, data: dict) -> None:
+        self.out, self.data = out, data
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def pixels(self, name: str, w: int = W, h: int = H, channels: int = 4, dtype=np.uint8) -> np.ndarray:
+        raw = np.frombuffer((self.out / f"{name}.bin").read_bytes(), dtype)
+        return raw.reshape(h, w, channels) if channels > 1 else raw.reshape(h, w)
+
+
+@pytest.fixture(scope="module")
+def krita_run(tmp_path_factory) -> Run:
+    if hk.missing_tools():
+        pytest.skip(f"Krita host test needs {', '.join(hk.missing_tools())} (python3 install.py --dev installs them)")
+    work = tmp_path_factory.mktemp("krita")
+    home = hk.new_home(work / "run")
+    models = work / "models"
+    models.mkdir()
+    installer.install(home.pykrita, home.kritarc, _server_command(models))
+    port = _free_port()
+    with open(home.kritarc, "a") as rc:
+        rc.write(f"\n[paintbridge]\nserver_url=ws://127.0.0.1:{port}\nautostart=true\n")
+    driver = (Path(__file__).parent / "hosts" / "krita_driver.py").read_text()
+    hk.write_plugin(home.pykrita, "pb_test_driver", driver, enable_in=home.kritarc)
+    out = work / "out"
+    out.mkdir()
+    config = {"out": str(out), "scenario": "classical", "width": W, "height": H, "deadline_s": 420}
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    try:
+        data = hk.run_krita(home, out / "result.json", timeout=480, env_extra={"PB_DRIVER_CONFIG": json.dumps(config)})
+    finally:
+        for name in ("panel.png", "window.png", "result.json"):
+            if (out / name).exists():
+                shutil.copyfile(out / name, artifacts / f"krita-{name}")
+        if (home.root / "krita.log").exists():
+            shutil.copyfile(home.root / "krita.log", artifacts / "krita.log")
+    run = Run(out, data)
+    # The plugin stops the server it started when Krita quits; make sure of it.
+    for pid in {data.get("server_pid"), data.get("crash", {}).get("new_pid")}:
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return run
+
+
+def _names(layers) -> list:
+    """Layer names, without the global selection mask Krita adds when a selection is set."""
+    return [layer["name"] for layer in layers if layer["type"] != "selectionmask"]
+
+
+def test_driver_ran_without_errors(krita_run):
+    assert krita_run["errors"] == [], "\n".join(krita_run["errors"]) + krita_run["_krita"]["log_tail"]
+
+
+def test_docker_loads_starts_the_server_and_connects(krita_run):
+    assert krita_run["docker_found"]
+    assert krita_run["connected"] == "connected"
+    assert krita_run["server_started_by_plugin"] and krita_run["server_pid"]
+    assert krita_run["status_text"].startswith("Connected")
+    assert krita_run["device"]
+
+
+def _check_inpaint(run: Run, tag: str, selection: np.ndarray) -> None:
+    rec = run[tag]
+    assert rec["error"] is False, rec["message"]
+    assert rec["results"] >= 1
+    assert PREVIEW in _names(rec["layers_preview"])
+    before = _names(rec["layers_before"])
+    assert rec["applied"] is True
+    assert len(rec["new_layers"]) == 1, rec["layers_applied"]
+    new = rec["new_layers"][0]
+    assert new["name"].startswith("a red fox (seed ")
+    assert PREVIEW not in _names(rec["layers_applied"])
+    # Inserted right above the active layer.
+    applied = _names(rec["layers_applied"])
+    assert applied.index(new["name"]) == applied.index("Paint") + 1
+    # The result sits at the context box of the selection.
+    ys, xs = np.nonzero(selection)
+    sel_box = Box(int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+    box = context_box(sel_box, W, H)
+    assert rec["result_box"] == [box.x, box.y, box.width, box.height]
+    layer = run.pixels(rec["new_layer_pixels"])
+    result = run.pixels(rec["result"], box.width, box.height)
+    assert np.array_equal(layer[box.y:box.bottom, box.x:box.right], result)  # bgra8 written as is
+    outside = np.ones((H, W), bool)
+    outside[box.y:box.bottom, box.x:box.right] = False
+    assert not layer[outside].any()  # nothing outside the context box
+    alpha = layer[..., 3]
+    # The mask is honoured: fully selected pixels are replaced, soft ones blended, unselected ones kept.
+    assert (alpha[selection == 255] == 255).all()
+    assert (alpha.astype(int) >= selection.astype(int)).all()
+    before_comp = run.pixels(rec["composite_before"])
+    after_comp = run.pixels(rec["composite_applied"])
+    untouched = alpha == 0
+    assert untouched.sum() > 0.5 * W * H
+    assert np.array_equal(after_comp[untouched], before_comp[untouched])
+    # Where the layer is transparent its colour is the original's (the server composited exactly).
+    assert np.array_equal(layer[untouched & ~outside][:, :3], before_comp[untouched & ~outside][:, :3])
+    assert not np.array_equal(after_comp[selection == 255], before_comp[selection == 255])
+    # One undo step removes exactly the new layer.
+    assert _names(rec["layers_undone"]) == [n for n in before if n != PREVIEW]
+
+
+def test_rectangular_selection_inpaint_preview_apply_undo(krita_run):
+    selection = krita_run.pixels(krita_run["rect"]["selection_pixels"], channels=1)
+    assert selection.sum() == 24 * 20 * 255
+    _check_inpaint(krita_run, "rect", selection)
+    rec = krita_run["rect"]
+    if rec["results"] > 1:  # the classical engine may return one fill for a batch; diffusion returns the batch
+        assert rec["flipped_to"] == 1
+
+
+def test_elliptical_soft_selection_keeps_soft_edges(krita_run):
+    selection = krita_run.pixels(krita_run["ellipse"]["selection_pixels"], channels=1)
+    soft = (selection > 0) & (selection < 255)
+    assert soft.sum() > 50  # the selection really is soft
+    _check_inpaint(krita_run, "ellipse", selection)
+    alpha = krita_run.pixels(krita_run["ellipse"]["new_layer_pixels"])[..., 3]
+    assert ((alpha > 0) & (alpha < 255)).sum() > 50  # and so is the applied layer's edge
+
+
+def test_discard_removes_the_preview(krita_run):
+    rec = krita_run["discard"]
+    assert rec["preview_present"] is True
+    assert PREVIEW not in _names(rec["layers_after"])
+
+
+def test_inpaint_without_selection_explains_in_the_panel(krita_run):
+    rec = krita_run["no_selection"]
+    assert rec["job_id"] is None and rec["error"] is True and "selection" in rec["message"].lower()
+
+
+def test_live_mode_updates_one_preview_in_place(krita_run):
+    rec = krita_run["live"]
+    assert (rec["first"], rec["second"], rec["settled"]) == (1, 2, 2)
+    assert _names(rec["layers"]).count(PREVIEW) == 1
+    assert len(_names(rec["layers"])) == len(krita_run["user_layers"]) + 1
+    first = krita_run.pixels(rec["first_preview"])[..., 3]
+    second = krita_run.pixels(rec["second_preview"])[..., 3]
+    assert first[16:32, 16:32].all() and not first[56:76, 80:100].any()
+    assert second[56:76, 80:100].all() and not second[16:32, 16:32].any()  # updated in place, old area cleared
+    assert rec["live_off"] and PREVIEW not in _names(rec["layers_after_discard"])
+
+
+def test_control_layer_from_image(krita_run):
+    rec = krita_run["control"]
+    assert rec["error"] is False, rec["message"]
+    new = [l for l in rec["layers_after"] if l["name"] == "Control: canny"]
+    assert len(new) == 1 and new[0]["visible"] is False
+    assert len(_names(rec["layers_after"])) == len(_names(rec["layers_before"])) + 1
+    assert rec["rows"] and rec["rows"][-1]["type"] == "canny" and rec["rows"][-1]["layer_id"] == new[0]["id"]
+    edges = krita_run.pixels(rec["pixels"])
+    assert edges[..., :3].any() and (edges[..., :3] == 0).any()
+
+
+def test_server_stopped_mid_job_then_reconnects(krita_run):
+    rec = krita_run["crash"]
+    assert rec["job_id"] and rec["busy_while_stopped"] is True
+    assert rec["error"] is True and rec["busy"] is False
+    assert "server" in rec["message"].lower()
+    assert _names(rec["layers_after"]) == _names(rec["layers_before"])  # no preview, nothing added
+    assert rec["reconnected"] and rec["new_pid"] != rec["pid"]
+    assert rec["after"]["results"] >= 1 and rec["after"]["error"] is False
+
+
+def test_user_layers_are_byte_identical(krita_run):
+    for name in krita_run["user_layers"]:
+        before = (krita_run.out / f"{krita_run['user_before'][name]}.bin").read_bytes()
+        after = (krita_run.out / f"{krita_run['user_after'][name]}.bin").read_bytes()
+        assert before == after, name
+    assert _names(krita_run["final_layers"]) == krita_run["user_layers"]
+
+
+def test_outpaint_grows_the_canvas(krita_run):
+    rec = krita_run["outpaint"]
+    assert rec["error"] is False, rec["message"]
+    assert rec["size"] == [64 + 16, 48 + 8]
+    assert len(rec["new_layers"]) == 1
+    layer = krita_run.pixels(rec["new_layer_pixels"], 80, 56)
+    assert (layer[..., 3] == 255).all() or layer[:, :16, 3].all()  # the new strip is filled
+    before = krita_run.pixels(rec["user_before"], 64, 48)
+    after = krita_run.pixels(rec["user_after"], 80, 56)
+    assert np.array_equal(after[0:48, 16:80], before)  # the user's layer moved with the canvas, unchanged
+    assert not after[:, :16].any() and not after[48:, :].any()
+
+
+@pytest.mark.parametrize("depth", ["U16", "F32"])
+def test_high_bit_depth_documents_are_converted(krita_run, depth):
+    rec = krita_run[depth]
+    assert rec["error"] is False, rec["message"]
+    assert len(rec["new_layers"]) == 1
+    before = (krita_run.out / f"{rec['user_before']}.bin").read_bytes()
+    assert before == (krita_run.out / f"{rec['user_after']}.bin").read_bytes()
+    dtype, scale = (np.uint16, 65535.0) if depth == "U16" else (np.float32, 1.0)
+    layer = krita_run.pixels(rec["new_layer_pixels"], 64, 48, dtype=dtype).astype(np.float64) / scale
+    x, y, w, h = rec["result_box"]
+    result = krita_run.pixels(rec["result"], w, h).astype(np.float64) / 255.0
+    alpha_index = 3
+    assert np.allclose(layer[y:y + h, x:x + w, alpha_index], result[..., 3], atol=1 / 255)
+    assert layer[16:28, 20:36, alpha_index].min() > 0.99
+
+
+def test_other_color_models_are_refused_in_the_panel(krita_run):
+    rec = krita_run["cmyk"]
+    assert rec["job_id"] is None and rec["error"] is True
+    assert "RGB" in rec["message"] and "Convert" in rec["message"]
+    assert len(_names(rec["layers"])) == 1  # nothing added
