@@ -28,6 +28,7 @@ from protocol.geometry import Box, context_box  # noqa: E402
 pytestmark = [pytest.mark.host]
 
 W, H = 128, 96
+DW, DH = 96, 64  # the tiny diffusion model's run
 PREVIEW = "Paintbridge preview"
 
 
@@ -58,14 +59,19 @@ class Run:
         return raw.reshape(h, w, channels) if channels > 1 else raw.reshape(h, w)
 
 
-@pytest.fixture(scope="module")
-def krita_run(tmp_path_factory) -> Run:
+def _run_scenario(tmp_path_factory, scenario: str, width: int, height: int, models_which=(),
+                  model: str = "") -> Run:
+    """Install Paintbridge (the installer install.py uses) and the driver into a fresh Krita HOME, run ``scenario``."""
     if hk.missing_tools():
         pytest.skip(f"Krita host test needs {', '.join(hk.missing_tools())} (python3 install.py --dev installs them)")
-    work = tmp_path_factory.mktemp("krita")
+    work = tmp_path_factory.mktemp(f"krita-{scenario}")
     home = hk.new_home(work / "run")
     models = work / "models"
     models.mkdir()
+    if models_which:
+        import factory
+
+        factory.make_models_dir(models, models_which)
     installer.install(home.pykrita, home.kritarc, _server_command(models))
     port = _free_port()
     with open(home.kritarc, "a") as rc:
@@ -74,7 +80,8 @@ def krita_run(tmp_path_factory) -> Run:
     hk.write_plugin(home.pykrita, "pb_test_driver", driver, enable_in=home.kritarc)
     out = work / "out"
     out.mkdir()
-    config = {"out": str(out), "scenario": "classical", "width": W, "height": H, "deadline_s": 420}
+    config = {"out": str(out), "scenario": scenario, "width": width, "height": height, "deadline_s": 420,
+              "model": model}
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     try:
@@ -82,10 +89,9 @@ def krita_run(tmp_path_factory) -> Run:
     finally:
         for name in ("panel.png", "window.png", "result.json"):
             if (out / name).exists():
-                shutil.copyfile(out / name, artifacts / f"krita-{name}")
+                shutil.copyfile(out / name, artifacts / f"krita-{scenario}-{name}")
         if (home.root / "krita.log").exists():
-            shutil.copyfile(home.root / "krita.log", artifacts / "krita.log")
-    run = Run(out, data)
+            shutil.copyfile(home.root / "krita.log", artifacts / f"krita-{scenario}.log")
     # The plugin stops the server it started when Krita quits; make sure of it.
     for pid in {data.get("server_pid"), data.get("crash", {}).get("new_pid")}:
         if pid:
@@ -93,7 +99,17 @@ def krita_run(tmp_path_factory) -> Run:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    return run
+    return Run(out, data)
+
+
+@pytest.fixture(scope="module")
+def krita_run(tmp_path_factory) -> Run:
+    return _run_scenario(tmp_path_factory, "classical", W, H)
+
+
+@pytest.fixture(scope="module")
+def krita_diffusion_run(tmp_path_factory) -> Run:
+    return _run_scenario(tmp_path_factory, "diffusion", DW, DH, ("sd15", "cn-sd15-canny"), model="tiny-sd15")
 
 
 def _names(layers) -> list:
@@ -109,7 +125,7 @@ def test_docker_loads_starts_the_server_and_connects(krita_run):
     assert krita_run["docker_found"]
     assert krita_run["connected"] == "connected"
     assert krita_run["server_started_by_plugin"] and krita_run["server_pid"]
-    assert krita_run["status_text"].startswith("Connected")
+    assert "Connected" in krita_run["status_text"] and "classical" in krita_run["status_text"]
     assert krita_run["device"]
 
 
@@ -258,3 +274,47 @@ def test_other_color_models_are_refused_in_the_panel(krita_run):
     assert rec["job_id"] is None and rec["error"] is True
     assert "RGB" in rec["message"] and "Convert" in rec["message"]
     assert len(_names(rec["layers"])) == 1  # nothing added
+
+
+# --- the tiny SD1.5 model -------------------------------------------------------------------------------------------
+
+def test_diffusion_driver_ran_without_errors(krita_diffusion_run):
+    run = krita_diffusion_run
+    assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
+    assert run["connected"] == "connected" and "tiny-sd15" in run["models"]
+
+
+def test_img2img_without_selection_batch_apply_undo(krita_diffusion_run):
+    run = krita_diffusion_run
+    rec = run["img2img"]
+    assert rec["error"] is False, rec["message"]
+    assert rec["results"] == 2 and rec["thumbnails"] == 2 and rec["selected"] == 1
+    assert rec["progress"][1] >= 1  # progress events reached the panel
+    assert rec["result_box"] == [0, 0, DW, DH]  # no selection: the whole canvas
+    assert rec["seeds"][0] == 77 and rec["seeds"][1] != 77
+    assert len(rec["new_layers"]) == 1 and rec["new_layers"][0]["name"] == f"a castle on a hill (seed {rec['seeds'][1]})"
+    layer = run.pixels(rec["new_layer_pixels"], DW, DH)
+    result = run.pixels(rec["result"], DW, DH)
+    assert np.array_equal(layer, result) and (layer[..., 3] == 255).all()
+    before = run.pixels(rec["composite_before"], DW, DH)
+    assert not np.array_equal(layer[..., :3], before[..., :3])
+    assert _names(rec["layers_undone"]) == _names(rec["layers_before"])
+
+
+def test_control_layer_guides_an_inpaint_job(krita_diffusion_run):
+    rec = krita_diffusion_run["control"]
+    assert rec["preprocess"]["error"] is False, rec["preprocess"]["message"]
+    assert rec["rows"] and rec["rows"][0]["type"] == "canny" and rec["rows"][0]["layer_id"]
+    assert rec["error"] is False, rec["message"]
+    assert rec["results"] == 1 and PREVIEW in _names(rec["layers_preview"])
+
+
+def test_cancel_stops_the_job_and_changes_nothing(krita_diffusion_run):
+    run = krita_diffusion_run
+    rec = run["cancel"]
+    assert rec["job_id"] and rec["busy"] is False
+    assert "cancel" in rec["message"].lower() and rec["error"] is False
+    assert _names(rec["layers_after"]) == _names(rec["layers_before"])
+    for name in run["user_layers"]:
+        assert (run.out / f"{run['user_before'][name]}.bin").read_bytes() == \
+            (run.out / f"{run['user_after'][name]}.bin").read_bytes()

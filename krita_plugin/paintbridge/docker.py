@@ -147,6 +147,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.live_scheduler = LiveScheduler()
         self.live_seed = 0
         self.preview_updates = 0
+        self.mode = "inpaint"
+        self.last_progress = (0, 0)
         self.message = ""
         self.message_is_error = False
         self._last_autostart = -AUTOSTART_PAUSE
@@ -225,24 +227,19 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.connect_button.clicked.connect(self._apply_server_fields)
         self.start_server_button.clicked.connect(self.start_local_server)
 
-        # Mode: a row of toggle buttons.
-        mode_row = QtWidgets.QHBoxLayout()
-        mode_row.setSpacing(2)
-        self.mode_group = QtWidgets.QButtonGroup(self)
-        self.mode_buttons = {}
+        # Mode: a tab bar (scrolls when the docker is narrow).
+        self.mode_tabs = QtWidgets.QTabBar()
+        self.mode_tabs.setExpanding(True)
+        self.mode_tabs.setUsesScrollButtons(True)
+        self.mode_tabs.setDrawBase(False)
+        self.mode_tabs.setStyleSheet("QTabBar::tab { padding: 4px 5px; }")
         short = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine", "outpaint": "Outpaint",
                  "upscale": "Upscale"}
-        for mode in MODES:
-            button = QtWidgets.QToolButton()
-            button.setText(short[mode])
-            button.setToolTip(MODE_LABELS[mode])
-            button.setCheckable(True)
-            button.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
-            self.mode_group.addButton(button)
-            self.mode_buttons[mode] = button
-            mode_row.addWidget(button)
-            button.clicked.connect(functools.partial(self.set_mode, mode))
-        layout.addLayout(mode_row)
+        for i, mode in enumerate(MODES):
+            self.mode_tabs.addTab(short[mode])
+            self.mode_tabs.setTabToolTip(i, MODE_LABELS[mode])
+        layout.addWidget(self.mode_tabs)
+        self.mode_tabs.currentChanged.connect(lambda i: self.set_mode(MODES[i]) if MODES[i] != self.mode else None)
 
         # Model.
         model_row = QtWidgets.QHBoxLayout()
@@ -465,7 +462,9 @@ class PaintbridgePanel(QtWidgets.QWidget):
         if mode not in MODES:
             raise JobError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         self.mode = mode
-        self.mode_buttons[mode].setChecked(True)
+        self.mode_tabs.blockSignals(True)
+        self.mode_tabs.setCurrentIndex(MODES.index(mode))
+        self.mode_tabs.blockSignals(False)
         self.strength_row.setVisible(mode in ("img2img", "inpaint"))
         self.outpaint_box.setVisible(mode == "outpaint")
         self.upscale_box.setVisible(mode == "upscale")
@@ -547,9 +546,9 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.status_dot.setStyleSheet(f"color: {color}; font-size: 14px;")
         if state == CONNECTED:
             count = len([m for m in self.models if m.get("kind") == "checkpoint"])
-            device = f" · {self.device}" if self.device else ""
-            self.status_label.setText(f"Connected{device} · {count} model{'s' if count != 1 else ''}")
-            self.status_label.setToolTip(detail)
+            models = f"{count} model{'s' if count != 1 else ''}" if count else "classical fill only (no models)"
+            self.status_label.setText(f"<b>Connected</b> · {models}<br><small>{self.device or detail}</small>")
+            self.status_label.setToolTip(f"{detail}\n{self.device}")
         elif state == CONNECTING:
             self.status_label.setText("Connecting…")
             self.status_label.setToolTip(detail)
@@ -684,6 +683,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         if self._current(job_id) is None:
             return
         if msg["type"] == "progress" and msg.get("total"):
+            self.last_progress = (msg["step"], msg["total"])
             self.progress.setValue(int(100 * msg["step"] / max(1, msg["total"])))
             self.progress.setFormat(f"Step {msg['step']} of {msg['total']}")
         elif msg["type"] == "started":

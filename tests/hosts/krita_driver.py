@@ -286,8 +286,13 @@ def scenario_classical():
     rec["layers_before"] = layers(doc)
     yield from run_job(panel, rec)
     rec["layers_preview"] = layers(doc)
-    # The panel with a batch of results: the screenshot artifact.
+    # The panel with its results: the screenshot artifact (docker floated to a typical sidebar size).
+    dock.setFloating(True)
+    dock.resize(330, 900)
+    panel.advanced_button.setChecked(True)
+    yield 500
     panel.grab().save(os.path.join(OUT, "panel.png"))
+    panel.advanced_button.setChecked(False)
     K.activeWindow().qwindow().grab().save(os.path.join(OUT, "window.png"))
     preview = find(doc, "Paintbridge preview")
     rec["preview"] = dump("rect-preview", preview.pixelData(0, 0, W, H)) if preview else None
@@ -474,7 +479,103 @@ def scenario_classical():
     R["cmyk"] = {"job_id": panel.run(), **panel_state(panel), "layers": layers(cdoc)}
 
 
-SCENARIOS = {"classical": scenario_classical}
+def scenario_diffusion():
+    """The tiny SD1.5 model: img2img of the whole canvas with a batch, a control layer in an inpaint job, cancel."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    yield Until(lambda: panel.connection_state == "connected", 150, poll=200)
+    mark("connected")
+    R["connected"] = panel.connection_state
+    R["models"] = [panel.model_box.itemData(i) for i in range(panel.model_box.count())]
+    doc = new_doc("pb-diffusion")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    doc.setActiveNode(paint)
+    yield 300
+    user = [n["name"] for n in layers(doc)]
+    R["user_layers"] = user
+    R["user_before"] = snapshot(doc, "user-before", user)
+
+    # img2img without a selection: the whole canvas, a batch of two to flip through.
+    mark("img2img")
+    deselect(doc)
+    panel.set_mode("img2img")
+    panel.set_option("model", CONFIG["model"])
+    panel.set_prompt("a castle on a hill", "")
+    panel.set_option("steps", 4)
+    panel.set_option("strength", 0.6)
+    panel.set_option("batch", 2)
+    panel.set_option("random_seed", False)
+    panel.set_option("seed", 77)
+    yield 300
+    R["img2img"] = rec = {"layers_before": layers(doc)}
+    rec["composite_before"] = composite(doc, "img2img-composite-before")
+    yield from run_job(panel, rec, timeout=300)
+    rec["progress"] = list(panel.last_progress)
+    rec["layers_preview"] = layers(doc)
+    rec["thumbnails"] = panel.results_list.count()
+    if len(panel.results) > 1:
+        panel.select_result(1)
+        yield 300
+    rec["selected"] = panel.selected_result
+    preview = find(doc, "Paintbridge preview")
+    rec["preview"] = dump("img2img-preview", preview.pixelData(0, 0, W, H)) if preview else None
+    if panel.results:
+        r = panel.results[panel.selected_result]
+        rec["result"] = dump("img2img-result", r.data)
+        rec["result_box"] = [r.box.x, r.box.y, r.box.width, r.box.height]
+        rec["seeds"] = [x.seed for x in panel.results]
+    rec["applied"] = panel.apply()
+    yield 400
+    rec["layers_applied"] = layers(doc)
+    new = [l for l in rec["layers_applied"] if l["id"] not in {m["id"] for m in rec["layers_before"]}]
+    rec["new_layers"] = new
+    if len(new) == 1:
+        rec["new_layer_pixels"] = dump("img2img-new", find(doc, new[0]["name"]).pixelData(0, 0, W, H))
+    K.action("edit_undo").trigger()
+    yield 500
+    rec["layers_undone"] = layers(doc)
+
+    # A control layer made from the image guides an inpaint job.
+    mark("control")
+    panel.set_option("batch", 1)
+    doc.setActiveNode(find(doc, "Paint"))
+    yield 300
+    R["control"] = rec = {}
+    rec["preprocess_job"] = panel.control_from_image("canny")
+    yield Until(lambda: not panel.busy, 120)
+    rec["preprocess"] = panel_state(panel)
+    rec["rows"] = [row.spec().__dict__ for row in panel.control_rows]
+    doc.setActiveNode(find(doc, "Paint"))
+    panel.set_mode("inpaint")
+    select_rect(doc, 40, 30, 32, 24)
+    yield 300
+    yield from run_job(panel, rec, timeout=300)
+    rec["layers_preview"] = layers(doc)
+    panel.discard()
+    for row in list(panel.control_rows):
+        panel.remove_control(row)
+    node = find(doc, "Control: canny")
+    if node is not None:
+        node.remove()
+    yield 300
+
+    # Cancel a long job: the panel says so and nothing is added.
+    mark("cancel")
+    R["cancel"] = rec = {"layers_before": layers(doc)}
+    panel.set_option("steps", 150)
+    rec["job_id"] = panel.run()
+    yield Until(lambda: panel.last_progress[0] >= 1 or not panel.busy, 120, poll=50)
+    panel.cancel()
+    yield Until(lambda: not panel.busy, 60)
+    rec.update(panel_state(panel))
+    rec["layers_after"] = layers(doc)
+    R["user_after"] = snapshot(doc, "user-after", user)
+    mark("done")
+
+
+SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion}
 
 
 def _start():
