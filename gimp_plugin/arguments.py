@@ -43,6 +43,7 @@ class ProcedureSpec:
     help: str
     args: Tuple[Arg, ...]
     returns_image: bool = False
+    live: bool = False  # an interactive dialog that reruns on changes (no NONINTERACTIVE use)
 
     def arg(self, name: str) -> Arg:
         for arg in self.args:
@@ -152,6 +153,17 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         + _control_args() + _server_args(),
     ),
     ProcedureSpec(
+        PREFIX + "live-inpaint", "inpaint", "_Live Inpaint...", "Paintbridge: Live Inpaint",
+        "Repaint the selection again whenever it or a setting changes",
+        "Opens a dialog that stays open: each time the selection or a setting changes, the selection is repainted "
+        "into a preview layer. OK keeps the latest result as a layer; Cancel removes the preview. Interactive only: "
+        "scripts use plug-in-paintbridge-inpaint.",
+        tuple(a for a in _prompt_args() + _sampling_args(1.0) if a.name != "batch") + _source_args(mask=True)
+        + (Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),)
+        + _control_args() + _server_args(),
+        live=True,
+    ),
+    ProcedureSpec(
         PREFIX + "img2img", "img2img", "I_mg2img...", "Paintbridge: Img2img",
         "Redraw the selection (or the whole image) guided by a prompt",
         "Redraws the selection's context box, or the whole image without a selection, keeping its composition; "
@@ -225,4 +237,4 @@ def labels_with_mnemonics(spec: ProcedureSpec) -> Dict[str, str]:
 
 
 BY_NAME = {spec.name: spec for spec in PROCEDURES}
-BY_MODE = {spec.mode: spec for spec in PROCEDURES}
+BY_MODE = {spec.mode: spec for spec in PROCEDURES if not spec.live}

@@ -47,13 +47,33 @@ def read_layer(drawable, box: Box) -> bytes:
     return _read(drawable, box, RGBA_FORMAT)
 
 
+def _twin(image, copy, layer):
+    """The layer of ``copy`` (a duplicate of ``image``) that corresponds to ``layer`` (same place in the tree;
+    duplicates do not keep tattoos)."""
+    if layer is None or not layer.is_valid() or layer.get_image() != image:
+        return None
+    path = []
+    item = layer
+    while item is not None:
+        path.append(image.get_item_position(item))
+        item = item.get_parent()
+    items = copy.get_layers()
+    twin = None
+    for position in reversed(path):
+        if position >= len(items):
+            return None
+        twin = items[position]
+        items = twin.get_children() if hasattr(twin, "get_children") else []
+    return twin
+
+
 def read_visible(image, box: Box, hide: Sequence[object] = ()) -> bytes:
     """The visible image (all visible layers composited) in ``box`` as ``rgba8``, without the layers in ``hide``."""
     copy = image.duplicate()
     try:
         copy.undo_disable()
         for layer in hide:
-            twin = copy.get_layer_by_tattoo(layer.get_tattoo())
+            twin = _twin(image, copy, layer)
             if twin is not None:
                 twin.set_visible(False)
         if not any(layer.get_visible() for layer in copy.get_layers()):
@@ -159,6 +179,35 @@ def insert_results(
         image.undo_group_end()
     Gimp.displays_flush()
     return list(reversed(created))
+
+
+def replace_preview(image, drawable, old, result: ResultLayer, name: str):
+    """Show ``result`` as the preview layer above the active layer, replacing ``old``; not recorded in the undo
+    history (undo is frozen meanwhile, as GIMP's own in-canvas previews do)."""
+    image.undo_freeze()
+    try:
+        if old is not None and old.is_valid():
+            image.remove_layer(old)
+        parent, position = insertion_point(image, drawable)
+        layer = _new_layer(image, result, name, result.x, result.y)
+        image.insert_layer(layer, parent, position)
+        _fill(layer, result)
+    finally:
+        image.undo_thaw()
+    Gimp.displays_flush()
+    return layer
+
+
+def remove_preview(image, layer) -> None:
+    """Remove a preview layer without an undo step."""
+    if layer is None or not layer.is_valid():
+        return
+    image.undo_freeze()
+    try:
+        image.remove_layer(layer)
+    finally:
+        image.undo_thaw()
+    Gimp.displays_flush()
 
 
 def new_image_with(source_image, results: Sequence[ResultLayer], names: Sequence[str]):

@@ -130,6 +130,8 @@ class _Progress:
 def run(procedure, run_mode, image, drawables, config, data):
     """Run function of every Paintbridge procedure."""
     spec = BY_NAME[procedure.get_name()]
+    if spec.live:
+        return _run_live(procedure, run_mode, image, drawables, config, spec)
     if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(procedure, spec, config):
         return _status(procedure, Gimp.PDBStatusType.CANCEL)
     values = _read_values(spec, config)
@@ -154,6 +156,23 @@ def run(procedure, run_mode, image, drawables, config, data):
         result.remove(1)
         result.insert(1, GObject.Value(Gimp.Image, new_image))
     return result
+
+
+def _run_live(procedure, run_mode, image, drawables, config, spec: ProcedureSpec):
+    if run_mode != Gimp.RunMode.INTERACTIVE:
+        message = (f"{spec.title.split(': ', 1)[-1]} needs its dialog; scripts call "
+                   "plug-in-paintbridge-inpaint instead")
+        return _status(procedure, Gimp.PDBStatusType.CALLING_ERROR, message)
+    try:
+        from .live import run_live
+
+        kept = run_live(procedure, config, image, list(drawables or []), spec)
+    except Exception as err:  # noqa: BLE001 - a bug must end with a message, not a traceback
+        traceback.print_exc(file=sys.stderr)
+        message = f"Paintbridge live inpaint failed unexpectedly ({type(err).__name__}: {err}). Please report this."
+        Gimp.message(message)
+        return _status(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, message)
+    return _status(procedure, Gimp.PDBStatusType.SUCCESS if kept else Gimp.PDBStatusType.CANCEL)
 
 
 def execute(spec: ProcedureSpec, image, drawables: list, values: Dict[str, Any], interactive: bool = False):

@@ -112,7 +112,7 @@ img.delete()
 
 
 def test_layer_mask_and_active_layer_as_inputs_and_gray_images(profile, server):
-    batch(profile, """
+    batch(profile, PLUGIN_PATH + """
 img, (bottom, top) = make_image(96, 64, layers=2)
 mask = bottom.create_mask(Gimp.AddMaskType.BLACK)
 bottom.add_mask(mask)
@@ -141,6 +141,22 @@ check(read(bottom, 0, 0, 96, 64) == bottom_px, "the active layer is not modified
 check(bottom.get_mask() is not None, "its mask is still there")
 img.delete()
 
+# the live preview is left out of what the model sees: host.read_visible(hide=...) finds it in the image's copy
+from gimp_plugin import host
+from protocol.geometry import Box
+img, (bottom, top) = make_image(48, 32, layers=2)
+group = Gimp.GroupLayer.new(img, "group")
+img.insert_layer(group, None, 0)
+inner = Gimp.Layer.new(img, "inner", 48, 32, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(inner, group, 0)
+inner.fill(Gimp.FillType.WHITE)
+full = Box(0, 0, 48, 32)
+only_bottom = read(bottom, 0, 0, 48, 32)
+check(host.read_visible(img, full, hide=[top, inner]) == only_bottom, "hidden layers are left out, also in groups")
+check(host.read_visible(img, full, hide=[top]) == bytes([255]) * (48 * 32 * 4), "the white group layer shows")
+check(top.get_visible() and inner.get_visible(), "the image's own layers stay visible")
+img.delete()
+
 gimg, (glayer,) = make_image(64, 64, gray=True)
 gimg.select_rectangle(Gimp.ChannelOps.REPLACE, 20, 20, 16, 12)
 old = gimg.get_layers()
@@ -148,7 +164,7 @@ expect_ok("plug-in-paintbridge-inpaint", gimg, [glayer], model="classical", fill
 added = new_layers(gimg, old)
 check(len(added) == 1 and added[0].is_gray() and added[0].has_alpha(), "a gray image gets a gray layer with alpha")
 gimg.delete()
-""", url=server.url)
+""", url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
 
 
 def test_outpaint_extends_the_canvas_and_moves_no_pixel(profile, server):
@@ -355,5 +371,88 @@ def test_gui_inpaint_dialog_runs_with_return_and_undoes_in_one_step(profile, ser
         (profile.outside / "undo-pressed").touch()
         session.wait_file("verified", timeout=60)
         session.screenshot(artifacts_dir / "gimp-inpaint-undone.png")
+    except BaseException:
+        session.screenshot_quietly(artifacts_dir / "gimp-inpaint-failure.png")
+        raise
+    finally:
+        session.stop()
+
+
+LIVE_SCRIPT = """
+import os, time
+sys.path[:0] = [P["plugin_dir"] + "/vendor", P["plugin_dir"]]
+from protocol.geometry import Box, context_box
+def marker(name):
+    open(P["dir"] + "/" + name, "w").close()
+def wait_marker(name, timeout=120):
+    end = time.time() + timeout
+    while not os.path.exists(P["dir"] + "/" + name):
+        check(time.time() < end, "the test wrote %s in time" % name)
+        time.sleep(0.2)
+
+img, (layer,) = make_image(320, 240)
+Gimp.Display.new(img)
+img.select_ellipse(Gimp.ChannelOps.REPLACE, 40, 40, 80, 70)
+Gimp.displays_flush()
+first_bounds = tuple(Gimp.Selection.bounds(img)[2:])
+before_layers = layer_summary(img)
+before = composite(img)
+proc = PDB.lookup_procedure("plug-in-paintbridge-live-inpaint")
+cfg = proc.create_config()
+cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+cfg.set_property("image", img)
+cfg.set_core_object_array("drawables", [layer])
+cfg.set_property("prompt", "live lake")
+cfg.set_property("model", "classical")
+cfg.set_property("server", P["url"])
+result = proc.run(cfg)
+check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "OK kept a result: %r" % (result.index(0),))
+ok, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(img)
+check((x1, y1, x2, y2) != first_bounds, "the test changed the selection while the dialog was open")
+box = context_box(Box(x1, y1, x2 - x1, y2 - y1), 320, 240)
+layers = img.get_layers()
+check(len(layers) == 2 and layers[0].get_name() == "live lake (classical)", "one kept layer, no preview left: %r"
+      % layer_summary(img))
+check(tuple(layers[0].get_offsets()[1:]) == (box.x, box.y) and layers[0].get_width() == box.width,
+      "the kept result is the one for the changed selection: %r vs %r" % (layer_summary(img), box))
+marker("kept")
+wait_marker("undo-pressed")
+end = time.time() + 30
+while layer_summary(img) != before_layers and time.time() < end:
+    time.sleep(0.2)
+check(layer_summary(img) == before_layers, "one undo step removes the kept result (previews left no undo steps)")
+check(composite(img) == before, "and restores the original pixels")
+marker("verified")
+"""
+
+
+def test_gui_live_inpaint_reruns_on_selection_change_and_keeps_one_layer(profile, server, artifacts_dir):
+    from hosts.gimp import GuiSession
+
+    session = GuiSession(profile)
+    try:
+        session.start(LIVE_SCRIPT, {"url": server.url, "dir": profile.inside,
+                                    "plugin_dir": profile.inner(profile.plugin_dir)})
+        dialog = session.wait_window("Paintbridge: Live Inpaint", timeout=120)
+        session.xdotool("windowmove", "--sync", dialog, "820", "0")  # no window manager: keep it off the canvas
+        # The first preview arrives without pressing anything: the image title then counts 2 layers.
+        session.wait_window(r"\[Untitled\].*2 layers.* GIMP$", timeout=60)
+        time.sleep(1.0)
+        session.screenshot(artifacts_dir / "gimp-live-first.png")
+        image_window = session.wait_window(r"\[Untitled\].* GIMP$", timeout=30)
+        session.xdotool("windowfocus", "--sync", image_window)
+        session.xdotool("key", "--clearmodifiers", "ctrl+a")  # Select > All: the live dialog repaints for it
+        time.sleep(4.0)
+        session.screenshot(artifacts_dir / "gimp-live-second.png")
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "Return")
+        session.wait_file("kept", timeout=120)
+        session.xdotool("windowfocus", "--sync", image_window)
+        session.xdotool("key", "--clearmodifiers", "ctrl+z")
+        (profile.outside / "undo-pressed").touch()
+        session.wait_file("verified", timeout=60)
+    except BaseException:
+        session.screenshot_quietly(artifacts_dir / "gimp-live-failure.png")
+        raise
     finally:
         session.stop()

@@ -36,6 +36,7 @@ def rgba(box: Box, value: int = 128) -> bytes:
 
 def test_every_procedure_has_a_consistent_argument_table():
     assert {spec.mode for spec in arguments.PROCEDURES} == {"inpaint", "img2img", "outpaint", "upscale", "generate"}
+    assert [spec.name for spec in arguments.PROCEDURES if spec.live] == [arguments.PREFIX + "live-inpaint"]
     for spec in arguments.PROCEDURES:
         assert spec.name.startswith(arguments.PREFIX)
         names = [arg.name for arg in spec.args]
@@ -307,3 +308,38 @@ def test_installer_makes_a_self_contained_plugin_folder(tmp_path):
     assert install(plugins) == dest and not (dest / "stale.txt").exists()
     assert sorted(p.name for p in plugins.iterdir()) == ["paintbridge"]
     assert '"server_command": null' in (dest / "install.json").read_text()
+
+
+# --- live inpaint scheduling -----------------------------------------------------------------------------------------
+
+def test_live_scheduler_debounces_runs_once_and_cancels_stale_jobs():
+    from gimp_plugin.livestate import CANCEL, START, WAIT, LiveScheduler
+
+    s = LiveScheduler()
+    assert s.tick(None) == WAIT
+    assert s.tick("a") == WAIT  # changed: wait one tick for it to hold still
+    assert s.tick("a") == START
+    s.started("a")
+    assert s.tick("a") == WAIT  # one job at a time
+    assert s.tick("b") == WAIT
+    assert s.tick("b") == CANCEL  # the inputs moved on and held still: stop the stale job
+    assert s.tick("b") == WAIT  # cancel only once
+    s.finished("a", answered=False)  # cancelled: no answer for "a"
+    assert s.tick("b") == START
+    s.started("b")
+    s.finished("b")
+    assert s.tick("b") == WAIT  # never twice for the same inputs
+    s.forget()
+    assert s.tick("b") == START  # unless asked to
+
+
+def test_live_signature_changes_with_selection_and_settings():
+    from gimp_plugin.livestate import signature
+
+    base = signature((1, 2, 3, 4), b"\x00\xff", {"prompt": "a", "steps": 4}, 7)
+    assert base == signature((1, 2, 3, 4), b"\x00\xff", {"steps": 4, "prompt": "a"}, 7)
+    assert base != signature((1, 2, 3, 4), b"\x00\xfe", {"prompt": "a", "steps": 4}, 7)
+    assert base != signature((1, 2, 3, 5), b"\x00\xff", {"prompt": "a", "steps": 4}, 7)
+    assert base != signature((1, 2, 3, 4), b"\x00\xff", {"prompt": "b", "steps": 4}, 7)
+    assert base != signature((1, 2, 3, 4), b"\x00\xff", {"prompt": "a", "steps": 4}, 8)
+    assert signature((0, 0, 0, 0), b"", {}, 1) is None

@@ -201,6 +201,13 @@ class GuiSession:
         shutil.copyfile(self.profile.root / inner.lstrip("/"), target)
         return target
 
+    def screenshot_quietly(self, target: Path) -> None:
+        """A screenshot for a failure report; never raises."""
+        try:
+            self.screenshot(target)
+        except Exception:  # noqa: BLE001 - the original failure matters more
+            pass
+
     def wait_exit(self, timeout: float = 60) -> int:
         assert self.gimp is not None
         return self.gimp.wait(timeout)
