@@ -299,10 +299,18 @@ check(all(after[i * 4:i * 4 + 4] == before[i * 4:i * 4 + 4] for i in range(64 * 
 old = img.get_layers()
 expect_ok("plug-in-paintbridge-img2img", img, [layer], prompt="a tiny house", seed=7, steps=2, strength=0.5,
           control_layer=sketch, control_type="canny", control_strength=0.8, control_preprocess=True,
-          server=P["url"])
+          control_2_layer=layer, control_2_type="canny", control_2_strength=0.4, server=P["url"])
 added = new_layers(img, old)
-check(len(added) == 1 and added[0].get_name() == "a tiny house (seed 7)", "img2img with a control layer: %r"
+check(len(added) == 1 and added[0].get_name() == "a tiny house (seed 7)", "img2img with two control layers: %r"
       % layer_summary(img))
+
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-outpaint", img, [layer], prompt="a tiny house", seed=3, steps=2, extend=16,
+          extend_right=False, extend_top=True, server=P["url"])
+check((img.get_width(), img.get_height()) == (64, 80), "outpaint with the diffusion model grew the canvas")
+added = new_layers(img, old)
+check(len(added) == 1 and added[0].get_name() == "a tiny house (seed 3)" and added[0].get_height() == 80,
+      "one outpaint layer over the new canvas: %r" % layer_summary(img))
 img.delete()
 """, {"url": proc.url}, timeout=600).assert_ok()
     finally:
