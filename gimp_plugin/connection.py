@@ -158,3 +158,15 @@ def run_job(
     if not layers:
         raise JobError("internal", "The server finished the job but sent no layer back.")
     return layers, dict(result.get("params") or {})
+
+
+def fetch_models(url: str, token: Optional[str], timeout: float = 2.0) -> Optional[List[dict]]:
+    """The server's model listing, or None when it does not answer within ``timeout`` (for dialog hints only)."""
+    client = Client(url, client_name=CLIENT_NAME, client_version=__version__, token=token, open_timeout=timeout)
+    try:
+        welcome = client.connect()
+        return list(welcome.get("models") or [])
+    except (ConnectionFailed, JobFailed, ProtocolError, TimeoutError, OSError):
+        return None
+    finally:
+        client.close()

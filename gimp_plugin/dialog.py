@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from .arguments import ProcedureSpec
+from .errors import InputError
 
 # (section id, title, argument names); arguments in no section are shown at the top, in table order.
 SECTIONS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
@@ -42,3 +43,44 @@ def fill_dialog(dialog, spec: ProcedureSpec) -> None:
         dialog.fill(order)
     except Exception:  # noqa: BLE001 - an older GimpUi without expanders still gets a usable dialog
         dialog.fill(None)
+
+
+def models_hint(models: Optional[List[dict]], mode: str, url: str) -> str:
+    """One line for the dialog naming what the Model (and Upscaler) fields accept on this server."""
+    if models is None:
+        return f"The server at {url} is not answering; start it ('paintbridge serve') before pressing OK."
+
+    def names(kind: str) -> List[str]:
+        return [str(m.get("name")) for m in models if m.get("kind") == kind and m.get("name")]
+
+    checkpoints = names("checkpoint")
+    parts = [f"Checkpoints: {', '.join(checkpoints)}" if checkpoints else "No checkpoint installed"]
+    if mode == "upscale":
+        upscalers = names("upscaler")
+        parts.insert(0, f"Upscalers: {', '.join(upscalers)}" if upscalers else "Upscaler: Lanczos only")
+    elif mode in ("inpaint", "outpaint"):
+        parts.append("built-in: classical")
+    return " · ".join(parts)
+
+
+def add_models_hint(dialog, spec: ProcedureSpec, server: str, token: str) -> None:
+    """A line under the fields saying which models the server has (or that it is not answering)."""
+    import gi
+
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import Gtk
+
+    from . import capture
+    from .connection import fetch_models
+
+    try:
+        url, resolved_token = capture.server_target({"server": server, "token": token})
+        text = models_hint(fetch_models(url, resolved_token), spec.mode, url)
+    except InputError as err:
+        text = str(err)
+    label = Gtk.Label(label=text)
+    label.set_line_wrap(True)
+    label.set_xalign(0.0)
+    label.set_max_width_chars(60)
+    dialog.get_content_area().pack_end(label, False, False, 4)
+    label.show()

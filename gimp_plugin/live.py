@@ -22,7 +22,7 @@ from protocol.messages import ResultLayer  # noqa: E402
 
 from . import capture, connection, host, settings  # noqa: E402
 from .arguments import ProcedureSpec  # noqa: E402
-from .dialog import fill_dialog  # noqa: E402
+from .dialog import add_models_hint, fill_dialog  # noqa: E402
 from .errors import Cancelled, PaintbridgeError, ServerUnavailable  # noqa: E402
 from .livestate import CANCEL, START, LiveScheduler, signature  # noqa: E402
 from .results import layer_names  # noqa: E402
@@ -196,6 +196,8 @@ class LiveInpaint:
         GimpUi.init("paintbridge-live")
         dialog = GimpUi.ProcedureDialog.new(self.procedure, self.config, self.spec.title)
         fill_dialog(dialog, self.spec)
+        add_models_hint(dialog, self.spec, str(self.config.get_property("server") or ""),
+                        str(self.config.get_property("token") or ""))
         self.status = Gtk.Label(label="Select the area to repaint")
         self.status.set_line_wrap(True)
         self.status.set_xalign(0.0)

@@ -94,7 +94,7 @@ def _show_dialog(procedure, spec: ProcedureSpec, config) -> bool:
     gi.require_version("GimpUi", "3.0")
     from gi.repository import GimpUi
 
-    from .dialog import fill_dialog
+    from .dialog import add_models_hint, fill_dialog
 
     GimpUi.init("paintbridge")
     from . import capture, settings
@@ -105,6 +105,7 @@ def _show_dialog(procedure, spec: ProcedureSpec, config) -> bool:
             config.set_property("server", remembered)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, spec.title)
     fill_dialog(dialog, spec)
+    add_models_hint(dialog, spec, str(config.get_property("server") or ""), str(config.get_property("token") or ""))
     ok = dialog.run()
     dialog.destroy()
     return bool(ok)

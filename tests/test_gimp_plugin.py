@@ -343,3 +343,25 @@ def test_live_signature_changes_with_selection_and_settings():
     assert base != signature((1, 2, 3, 4), b"\x00\xff", {"prompt": "b", "steps": 4}, 7)
     assert base != signature((1, 2, 3, 4), b"\x00\xff", {"prompt": "a", "steps": 4}, 8)
     assert signature((0, 0, 0, 0), b"", {}, 1) is None
+
+
+def test_dialog_layout_and_models_hint():
+    from gimp_plugin.dialog import layout, models_hint
+
+    top, sections = layout(arguments.BY_MODE["inpaint"])
+    assert top[:4] == ["prompt", "negative-prompt", "model", "strength"]
+    assert [sid for sid, _title, _members in sections] == ["sampling", "area", "controls", "server"]
+    placed = top + [name for _sid, _title, members in sections for name in members]
+    assert sorted(placed) == sorted(arg.name for arg in arguments.BY_MODE["inpaint"].args)
+    models = [{"name": "classical", "kind": "builtin"}, {"name": "tiny-sd15", "kind": "checkpoint"},
+              {"name": "4x-tiny", "kind": "upscaler"}]
+    assert models_hint(models, "inpaint", "ws://h:1") == "Checkpoints: tiny-sd15 · built-in: classical"
+    assert models_hint(models, "upscale", "ws://h:1") == "Upscalers: 4x-tiny · Checkpoints: tiny-sd15"
+    assert "not answering" in models_hint(None, "img2img", "ws://h:1")
+
+
+def test_fetch_models_for_the_dialog(start_server):
+    server = start_server()
+    models = connection.fetch_models(server.url, None)
+    assert models is not None and models[0]["name"] == "classical"
+    assert connection.fetch_models(f"ws://127.0.0.1:{free_port()}", None, timeout=0.5) is None
