@@ -15,7 +15,8 @@ CLIP tokenizer, at 64 px native size.
                              sizes differ from the real architectures, so a weightless config folder goes beside it)
 ``cn-sd15-canny``            ControlNet for SD1.5 in lllyasviel's original single-file layout
 ``cn-sd15-depth``            ControlNet for SD1.5 as a diffusers folder
-``cn-sdxl-canny``            ControlNet for SDXL as a diffusers folder (``config.json`` + weights, as most SDXL ones ship)
+``cn-sdxl-canny``            ControlNet for SDXL as one ``.safetensors`` with diffusers key names and no config
+                             (as most SDXL ControlNets ship)
 ``cn-sdxl-union``            union ControlNet for SDXL (ControlNetUnionModel) as a diffusers folder
 ``lora-sd15`` / ``lora-sdxl`` a kohya-format LoRA (``loras/tiny-lora-sd15.safetensors``)
 ``emb-sd15`` / ``emb-sdxl``  an A1111-format textual-inversion embedding (``embeddings/tinystyle.safetensors``)
@@ -32,7 +33,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, Tuple
 
-CACHE_VERSION = "v2"
+CACHE_VERSION = "v3"
 NATIVE_SIZE = 64  # px: UNet sample size 8 x VAE factor 8
 
 SD15_CHECKPOINTS = ("sd15", "sd15-inpaint")
@@ -313,11 +314,8 @@ def controlnet_path(name: str) -> Path:
             _save_file(controlnet_to_ldm(net.state_dict(), net.config.layers_per_block),
                        tmp / "control_tiny_sd15_canny.safetensors")
             net.save_config(tmp / "control_tiny_sd15_canny.config")
-        elif name == "cn-sdxl-canny":
-            (tmp / "controlnet-canny-tiny-sdxl").mkdir()
-            _save_file(net.state_dict(), tmp / "controlnet-canny-tiny-sdxl" / "diffusion_pytorch_model.safetensors")
-            (tmp / "controlnet-canny-tiny-sdxl" / "config.json").write_text(json.dumps(
-                {"_class_name": "ControlNetModel", **dict(net.config)}, default=list))
+        elif name == "cn-sdxl-canny":  # diffusers key names in one file, no config: read off the shapes
+            _save_file(net.state_dict(), tmp / "controlnet-canny-tiny-sdxl.safetensors")
         else:
             net.save_pretrained(tmp / f"controlnet-{kind}-tiny-{arch}", safe_serialization=True)
     built = _cached(name, build)

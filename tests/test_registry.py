@@ -46,7 +46,7 @@ def test_every_kind_is_recognised_from_its_tensors(models):
         ("checkpoint", "tiny-sdxl-inpaint-file"): ("sdxl", True, "safetensors"),
         ("controlnet", "control_tiny_sd15_canny"): ("sd15", False, "safetensors"),
         ("controlnet", "controlnet-depth-tiny-sd15"): ("sd15", False, "diffusers"),
-        ("controlnet", "controlnet-canny-tiny-sdxl"): ("sdxl", False, "diffusers"),
+        ("controlnet", "controlnet-canny-tiny-sdxl"): ("sdxl", False, "safetensors"),
         ("controlnet", "controlnet-union-tiny-sdxl"): ("sdxl", False, "diffusers"),
         ("lora", "tiny-lora-sd15"): ("sd15", False, "safetensors"),
         ("lora", "tiny-lora-sdxl"): ("sdxl", False, "safetensors"),
@@ -180,6 +180,33 @@ def test_tensors_that_do_not_fit_the_architecture_fail_clearly(models, tmp_path)
     with pytest.raises(EngineError) as err:
         loading.load_checkpoint(entry, torch.float32)
     assert err.value.code == "unsupported" and "cut" in err.value.message
+
+
+@pytest.mark.parametrize("union, overrides", [
+    (False, {}),  # "full"
+    (False, {"transformer_layers_per_block": [1, 1, 4]}),  # a slimmer variant
+    (True, {"num_control_type": 8}),  # union "promax"
+])
+def test_sdxl_controlnet_config_is_read_off_real_size_shapes(union, overrides):
+    import inspect
+
+    import diffusers
+    from accelerate import init_empty_weights
+
+    from server.models import controlnet_config
+
+    cls = diffusers.ControlNetUnionModel if union else diffusers.ControlNetModel
+    allowed = set(inspect.signature(cls.__init__).parameters)
+    config = {k: v for k, v in {**controlnet_config._base("sdxl"), **overrides}.items() if k in allowed}
+    with init_empty_weights():
+        original = cls(**config)
+    shapes = {k: tuple(v.shape) for k, v in original.state_dict().items()}
+    inferred = controlnet_config.infer(shapes, "sdxl", union)
+    with init_empty_weights():
+        rebuilt = cls.from_config(inferred)
+    assert {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()} == shapes
+    assert inferred["attention_head_dim"] == [5, 10, 20]
+    assert inferred["transformer_layers_per_block"] == config["transformer_layers_per_block"]
 
 
 def test_the_shipped_tokenizer_is_the_real_clip_one():

@@ -106,7 +106,8 @@ class DiffusionEngine:
         if key not in self.controlnets:
             while len(self.controlnets) >= MAX_CONTROLNETS_KEPT:
                 self.controlnets.pop(next(iter(self.controlnets)))
-            net = loading.load_controlnet(entry, self.dtype, allow_pickle=self.registry.allow_pickle)
+            unet = self.loaded.pipe.unet.config if self.loaded is not None else None
+            net = loading.load_controlnet(entry, self.dtype, allow_pickle=self.registry.allow_pickle, unet_config=unet)
             self.controlnets[key] = net.to(self.device)
         return self.controlnets[key]
 

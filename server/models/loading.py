@@ -143,8 +143,9 @@ def load_checkpoint(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
     return pipe
 
 
-def load_controlnet(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
-    """A ControlNetModel (or ControlNetUnionModel) for ``entry``, offline."""
+def load_controlnet(entry: ModelEntry, torch_dtype, allow_pickle: bool = False, unet_config=None):
+    """A ControlNetModel (or ControlNetUnionModel) for ``entry``, offline; ``unet_config`` (the checkpoint's UNet)
+    completes the config of a single file that has none."""
     import diffusers
 
     cls = diffusers.ControlNetUnionModel if entry.info.get("union") else diffusers.ControlNetModel
@@ -152,7 +153,7 @@ def load_controlnet(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
         if entry.format == DIFFUSERS:
             net = cls.from_pretrained(str(entry.path), dtype=torch_dtype, local_files_only=True)
         elif entry.info.get("layout") == "diffusers":
-            net = _controlnet_from_diffusers_file(entry, cls, torch_dtype)
+            net = _controlnet_from_diffusers_file(entry, cls, torch_dtype, unet_config)
         else:
             config = config_dir_for(entry)
             if not (config / "config.json").is_file():
@@ -170,17 +171,25 @@ def load_controlnet(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
     return net
 
 
-def _controlnet_from_diffusers_file(entry: ModelEntry, cls, torch_dtype):
-    """A single ``.safetensors`` with diffusers key names: its config comes from ``<name>.config/config.json``."""
+def _controlnet_from_diffusers_file(entry: ModelEntry, cls, torch_dtype, unet_config=None):
+    """A single ``.safetensors`` with diffusers key names; its config comes from ``<name>.config/config.json`` when
+    there is one, else from its tensor shapes."""
     from safetensors.torch import load_file
 
-    config = entry.path.with_name(entry.path.stem + ".config") / "config.json"
-    if not config.is_file():
-        raise EngineError(UNSUPPORTED, f"ControlNet '{entry.name}' has diffusers key names but no config; put its "
-                          f"config.json in {config.parent.name}/ beside it, or use its diffusers folder", field="model")
-    net = cls.from_config(_json(config))
-    missing, unexpected = net.load_state_dict(load_file(str(entry.path)), strict=False)
-    if missing:
-        raise EngineError(UNSUPPORTED, f"ControlNet '{entry.name}' lacks {len(missing)} tensors its config needs "
-                          f"(e.g. {missing[0]})", field="model")
+    from . import controlnet_config
+
+    sidecar = entry.path.with_name(entry.path.stem + ".config") / "config.json"
+    if sidecar.is_file():
+        config = _json(sidecar)
+    else:
+        config = controlnet_config.infer(file_shapes(entry.path, False), entry.arch, bool(entry.info.get("union")),
+                                         dict(unet_config) if unet_config is not None else None)
+    net = cls.from_config(config)
+    state = load_file(str(entry.path))
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        what = f"lacks {len(missing)} tensors its layout needs (e.g. {missing[0]})" if missing else \
+            f"has {len(unexpected)} tensors its layout does not use (e.g. {unexpected[0]})"
+        raise EngineError(UNSUPPORTED, f"ControlNet '{entry.name}' ({arch_name(entry.arch)}) {what}; put its "
+                          f"diffusers config.json in {sidecar.parent.name}/ beside it", field="model")
     return net.to(torch_dtype)
