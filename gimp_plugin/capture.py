@@ -45,6 +45,8 @@ def server_target(values: Dict[str, Any]) -> Tuple[str, Optional[str]]:
 def capture_job(spec: ProcedureSpec, image, active, values: Dict[str, Any], hide: Sequence[object] = ()) -> dict:
     """The job for ``spec`` from the image's current selection (or layer mask), pixels and control layers.
     Layers in ``hide`` are left out of the visible image (the live preview)."""
+    if image.get_floating_sel() is not None:
+        raise InputError("The image has a floating selection: anchor it or make it a new layer first")
     width, height = image.get_width(), image.get_height()
     full_mask = None
     if values.get("mask-source") == "layer-mask":

@@ -248,6 +248,12 @@ expect_failure("plug-in-paintbridge-outpaint", img, [layer], "calling-error", "a
 Gimp.Selection.none(img)
 expect_failure("plug-in-paintbridge-inpaint", img, [layer], "calling-error", "needs a selection",
                model="classical", server=P["url"])
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 4, 4, 8, 8)
+Gimp.edit_copy([layer])
+floating = Gimp.edit_paste(layer, False)[0]
+check(img.get_floating_sel() is not None, "a floating selection for the next check")
+status, message, _r = run_proc("plug-in-paintbridge-inpaint", img, [layer], model="classical", server=P["url"])
+check(status == "calling-error" and "floating selection" in message, "a floating selection is named: %s" % message)
 img.delete()
 """, url=server.url, down_url=f"ws://127.0.0.1:{_free_port()}")
 

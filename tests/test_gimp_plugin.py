@@ -365,3 +365,17 @@ def test_fetch_models_for_the_dialog(start_server):
     models = connection.fetch_models(server.url, None)
     assert models is not None and models[0]["name"] == "classical"
     assert connection.fetch_models(f"ws://127.0.0.1:{free_port()}", None, timeout=0.5) is None
+
+
+def test_install_py_installs_the_gimp_plugin_through_its_own_loader(tmp_path):
+    """The path install.py takes: its loader imports installer.py by file, which vendors through install.py."""
+    script = ("import sys; from pathlib import Path; import install; "
+              "dest = install._load_installer('gimp_plugin').install(Path(sys.argv[1]), "
+              "install.server_command(Path(sys.argv[2]))); print(dest)")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "plug-ins"), str(REPO / ".venv")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    dest = Path(out.stdout.strip())
+    assert dest == tmp_path / "plug-ins" / "paintbridge"
+    assert (dest / "vendor" / "websockets").is_dir() and (dest / "protocol" / "geometry.py").exists()
+    assert str(REPO / ".venv") in (dest / "install.json").read_text()
