@@ -103,6 +103,15 @@ def control(kind: str = "canny", **extra) -> dict:
     return {"type": kind, "image": payload(edges), **extra}
 
 
+def test_welcome_and_listing_report_each_model_with_its_architecture(client):
+    welcome = {(m["kind"], m["name"]): m for m in client.welcome["models"]}
+    assert welcome[("checkpoint", "tiny-sdxl-file")]["arch"] == "sdxl"
+    assert welcome[("checkpoint", "tiny-sd15-inpaint")]["inpaint"] is True
+    assert welcome[("controlnet", "control_tiny_sd15_canny")]["arch"] == "sd15"
+    listed = {(m["kind"], m["name"]): m["arch"] for m in client.list_models()}
+    assert listed[("lora", "tiny-lora-sdxl")] == "sdxl" and listed[("embedding", "sd15/tinystyle")] == "sd15"
+
+
 # --- modes -----------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("model", ["tiny-sd15", "tiny-sdxl"])
@@ -164,13 +173,20 @@ def test_single_file_checkpoint_gives_the_same_pixels_as_its_diffusers_folder(cl
     assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("mode", ["inpaint", "generate"])
-def test_inpainting_checkpoint_runs_its_9_channel_unet(client, server, mode):
-    msg = with_image(job(mode, "tiny-sd15-inpaint"), mask=selection())
+@pytest.mark.parametrize("mode, controls", [("inpaint", None), ("generate", None), ("inpaint", [control("canny")])])
+def test_inpainting_checkpoint_runs_its_9_channel_unet(client, server, mode, controls):
+    msg = with_image(job(mode, "tiny-sd15-inpaint"), mask=selection(), controls=controls)
     (layer, rgba), = layers(client.run(msg, timeout=120))
     assert engine(server).loaded.entry.inpaint and engine(server).loaded.pipe.unet.config.in_channels == 9
     outside = rgba[..., 3] == 0
     assert np.array_equal(rgba[outside][:, :3], picture()[outside][:, :3])
+
+
+@pytest.mark.parametrize("mode", ["img2img", "inpaint"])
+def test_the_lowest_strength_still_runs_one_step(client, mode):
+    msg = with_image(job(mode, "tiny-sd15", strength=0.0, steps=4), mask=selection() if mode == "inpaint" else None)
+    (layer, rgba), = layers(client.run(msg, timeout=120))
+    assert layer.info["strength"] == 0.25
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)

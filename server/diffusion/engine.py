@@ -161,8 +161,10 @@ class DiffusionEngine:
         strength = params["strength"] if params["strength"] is not None else DEFAULT_STRENGTH[job.mode]
         if job.mode == "generate":
             strength = 1.0
-        cfg = params["cfg"] if params["cfg"] is not None else samplers.default_cfg(sampler, entry.arch)
         steps = params["steps"]
+        if kind != "txt2img":  # diffusers runs int(steps * strength) steps: keep at least one
+            strength = max(strength, 1.0 / steps)
+        cfg = params["cfg"] if params["cfg"] is not None else samplers.default_cfg(sampler, entry.arch)
         seed = params["seed"] if params["seed"] >= 0 else random.randrange(2**32)
         seeds = [(seed + i) % 2**32 for i in range(params["batch"])]
 
@@ -171,8 +173,6 @@ class DiffusionEngine:
         call.update(prompts.encode(runner, prompt, negative, self.device).kwargs())
         init = np.ascontiguousarray(work.image[..., :3]) if work.image is not None else None
         if kind == "img2img":
-            if strength * steps < 1:
-                steps = call["num_inference_steps"] = int(np.ceil(1 / max(strength, 1e-3)))
             call.update(image=_pil(imageops.resize(init, pw, ph)), strength=strength)
             call.pop("height"), call.pop("width")
         elif kind == "inpaint":
