@@ -99,6 +99,34 @@ def _apt_install(root: Path, packages: Sequence[str]) -> None:
     _check(["chroot", str(root), "apt-get", "clean"], "apt-get clean", 120, env)
 
 
+def _mounts_under(path: Path) -> list[str]:
+    """Mount points at or below ``path`` (deepest first), from /proc/self/mounts."""
+    prefix = str(path.resolve())
+    found = []
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 1:
+            point = fields[1].encode().decode("unicode_escape")
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete a (half-built) root: first undo any mount an interrupted debootstrap left in it (proc, sys, dev), and
+    never delete through a mount that is still there."""
+    for point in _mounts_under(path):
+        subprocess.run(["umount", "-l", point], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    left = _mounts_under(path)
+    if left:
+        raise HostRootError(f"cannot remove {path}: still mounted there: {', '.join(left)}")
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _marker(root: Path, package: str) -> Path:
     return root / "var" / "lib" / _PACKAGES_DIR / package
 
@@ -107,7 +135,7 @@ def _build(final: Path) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{SUITE}-build-*"):
         _log(f"removing an interrupted build: {stale}")
-        shutil.rmtree(stale, ignore_errors=True)
+        _remove_tree(stale)
     tmp = Path(tempfile.mkdtemp(prefix=f".{SUITE}-build-", dir=final.parent))
     try:
         _check(["debootstrap", "--variant=minbase", SUITE, str(tmp), MIRROR], "debootstrap", 1800)
@@ -118,7 +146,7 @@ def _build(final: Path) -> None:
         (tmp / _READY).write_text(" ".join(BASE_PACKAGES) + "\n")
         os.rename(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_tree(tmp)
         raise
 
 
@@ -137,7 +165,7 @@ def ensure_trixie_root(extra_packages: Sequence[str] = ()) -> Path:
     with _locked(lock):
         if not (final / _READY).exists():
             if final.exists():  # a root without the ready marker is not trusted
-                shutil.rmtree(final, ignore_errors=True)
+                _remove_tree(final)
             _log(f"building the Debian {SUITE} root in {final} (a few minutes, once)")
             _build(final)
         todo = [p for p in extra_packages if not _marker(final, p).exists()]
