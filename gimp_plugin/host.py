@@ -1,4 +1,4 @@
-"""Reading pixels from and writing layers into a GIMP 3 image (the only module besides ``procedures`` that uses ``gi``).
+"""Reading pixels from and writing layers into a GIMP 3 image (GIMP side: uses ``gi``).
 
 Everything is read in image coordinates through GEGL buffers (``R'G'B'A u8`` and ``Y u8``); areas outside a drawable
 read as transparent / unselected. New layers are created, filled and inserted; existing layers are never written to.

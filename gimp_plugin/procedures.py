@@ -160,7 +160,7 @@ def run(procedure, run_mode, image, drawables, config, data):
 
 
 def _run_live(procedure, run_mode, image, drawables, config, spec: ProcedureSpec):
-    if run_mode != Gimp.RunMode.INTERACTIVE:
+    if run_mode == Gimp.RunMode.NONINTERACTIVE:  # Filters > Repeat (last values) opens the dialog again
         message = (f"{spec.title.split(': ', 1)[-1]} needs its dialog; scripts call "
                    "plug-in-paintbridge-inpaint instead")
         return _status(procedure, Gimp.PDBStatusType.CALLING_ERROR, message)
