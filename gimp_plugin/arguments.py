@@ -75,6 +75,9 @@ CONTROL_CHOICES = tuple((t, t.capitalize()) for t in CONTROL_TYPES)
 SOURCE_CHOICES = (("visible", "Visible image"), ("layer", "Active layer"))
 MASK_CHOICES = (("selection", "Selection"), ("layer-mask", "Active layer's mask (white = repaint)"))
 FILL_CHOICES = (("telea", "Telea"), ("ns", "Navier-Stokes"))
+PREPROCESSOR_CHOICES = (("canny", "Canny edges"), ("lineart", "Line art"), ("scribble", "Scribble"),
+                        ("softedge", "Soft edges"), ("depth", "Depth"), ("normal", "Normal map"), ("pose", "Pose"),
+                        ("shuffle", "Shuffle"), ("tile", "Tile (blurred)"))
 UPSCALE_TARGETS = (("new-image", "New image"), ("layer", "New layer (canvas enlarged)"))
 
 
@@ -202,6 +205,17 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
             Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
         ) + _source_args(mask=False) + _server_args(),
         returns_image=True,
+    ),
+    ProcedureSpec(
+        PREFIX + "control-layer", "preprocess", "_Control Layer from Image...", "Paintbridge: Control Layer",
+        "Make a control layer (edges, line art, depth...) from the image",
+        "Turns the visible image (or the active layer), or the selection's bounds of it, into a control image such "
+        "as Canny edges or a depth map, as a new layer you can edit and then pick as a control layer.",
+        (
+            Arg("preprocessor", "choice", "_Kind", "What to extract", "canny", choices=PREPROCESSOR_CHOICES),
+            Arg("low-threshold", "int", "_Low threshold", "Canny: weaker edges below this are dropped", 100, 0, 255),
+            Arg("high-threshold", "int", "_High threshold", "Canny: edges above this are always kept", 200, 0, 255),
+        ) + _source_args(mask=False) + _server_args(),
     ),
     ProcedureSpec(
         PREFIX + "generate", "generate", "_Generate into Selection...", "Paintbridge: Generate into Selection",

@@ -83,6 +83,12 @@ def params_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Dict[s
         params["fill"] = values["fill"]
     if spec.mode == "outpaint":
         params["extend"] = extend_from_values(values)
+    if spec.mode == "preprocess":
+        params["preprocessor"] = str(values["preprocessor"])
+        params["low_threshold"] = int(values["low-threshold"])
+        params["high_threshold"] = int(values["high-threshold"])
+        if params["low_threshold"] > params["high_threshold"]:
+            raise InputError("The low threshold is above the high threshold")
     if spec.mode == "upscale":
         params["scale"] = float(values["scale"])
         params["upscaler"] = str(values.get("upscaler") or "").strip()
@@ -103,7 +109,7 @@ def plan_box(mode: str, selection: Box, canvas_width: int, canvas_height: int) -
                          "select it first")
     if mode in ("inpaint", "img2img", "generate"):
         return context_box(selection, canvas_width, canvas_height)
-    if mode == "upscale" and not selection.is_empty:
+    if mode in ("upscale", "preprocess") and not selection.is_empty:
         return selection
     return canvas
 

@@ -31,6 +31,9 @@ def subject(mode: str, prompt: str) -> str:
 
 def layer_name(mode: str, prompt: str, layer: ResultLayer) -> str:
     """``'<prompt> (seed N)'``; results of the built-in engine, which has no seed, say so instead."""
+    if mode == "preprocess":
+        kind = layer.info.get("preprocessor") if layer.info else None
+        return f"Control: {kind}" if kind else (layer.name or "Control")
     engine = str(layer.info.get("engine", "")) if layer.info else ""
     if engine == "classical":
         fill = layer.info.get("fill")

@@ -229,6 +229,29 @@ img.delete()
 """, url=server.url)
 
 
+def test_control_layer_from_image(profile, server):
+    batch(profile, """
+img, (layer,) = make_image(64, 48)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-control-layer", img, [layer], preprocessor="canny", low_threshold=50,
+          high_threshold=120, server=P["url"])
+added = new_layers(img, old)
+check(len(added) == 1 and added[0].get_name() == "Control: canny", "one control layer: %r" % layer_summary(img))
+res = added[0]
+check(tuple(res.get_offsets()[1:]) == (0, 0) and (res.get_width(), res.get_height()) == (64, 48), "over the canvas")
+px = read(res, 0, 0, 64, 48)
+check(set(px[3::4]) == {255}, "opaque")
+check(set(px[0::4]) <= {0, 255} and 255 in px[0::4] and 0 in px[0::4], "black with white edges")
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 8, 8, 20, 12)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-control-layer", img, [layer], preprocessor="lineart", server=P["url"])
+added = new_layers(img, old)
+check(len(added) == 1 and tuple(added[0].get_offsets()[1:]) == (8, 8) and added[0].get_width() == 20,
+      "a selection makes a control layer of its bounds: %r" % layer_summary(img))
+img.delete()
+""", url=server.url)
+
+
 def test_failures_end_with_a_clear_message_and_an_untouched_image(profile, server):
     batch(profile, """
 img, (layer,) = make_image(64, 64)

@@ -35,7 +35,8 @@ def rgba(box: Box, value: int = 128) -> bytes:
 # --- argument table --------------------------------------------------------------------------------------------------
 
 def test_every_procedure_has_a_consistent_argument_table():
-    assert {spec.mode for spec in arguments.PROCEDURES} == {"inpaint", "img2img", "outpaint", "upscale", "generate"}
+    assert {spec.mode for spec in arguments.PROCEDURES} == {"inpaint", "img2img", "outpaint", "upscale", "generate",
+                                                            "preprocess"}
     assert [spec.name for spec in arguments.PROCEDURES if spec.live] == [arguments.PREFIX + "live-inpaint"]
     for spec in arguments.PROCEDURES:
         assert spec.name.startswith(arguments.PREFIX)
@@ -95,6 +96,20 @@ def test_upscale_params():
     spec = arguments.BY_MODE["upscale"]
     params = jobs.params_from_values(spec, values_for("upscale", scale=3.0, upscaler=" 4x-tiny ", refine=0.25))
     assert params["scale"] == 3.0 and params["upscaler"] == "4x-tiny" and params["refine"] == 0.25
+
+
+def test_control_layer_params_and_name():
+    spec = arguments.BY_MODE["preprocess"]
+    params = jobs.params_from_values(spec, values_for("preprocess", preprocessor="depth", **{"low-threshold": 20}))
+    assert params == {"preprocessor": "depth", "low_threshold": 20, "high_threshold": 200}
+    with pytest.raises(InputError, match="low threshold"):
+        jobs.params_from_values(spec, values_for("preprocess", **{"low-threshold": 210}))
+    box = Box(0, 0, 8, 8)
+    msg = parse_client_message(dict(jobs.build_job(spec, values_for("preprocess"), box, rgba(box)), type="job", id="p"))
+    assert msg["mode"] == "preprocess" and msg["params"]["preprocessor"] == "canny"
+    assert results.layer_name("preprocess", "", layer(info={"preprocessor": "canny"})) == "Control: canny"
+    assert jobs.plan_box("preprocess", Box(4, 4, 10, 10), 64, 64) == Box(4, 4, 10, 10)
+    assert jobs.plan_box("preprocess", Box(0, 0, 0, 0), 64, 64) == Box(0, 0, 64, 64)
 
 
 def test_plan_box_per_mode():
