@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from PIL import Image
 
 import factory
 from protocol import Limits
-from protocol.client import Client, JobCancelled, JobFailed
+from protocol.client import Client, JobFailed
 from protocol.messages import SAMPLERS, ResultLayer
 from server.app import ServerThread
 from server.config import ServerConfig

@@ -41,9 +41,12 @@ MAX_CONTROLNETS_KEPT = 4
 
 @dataclasses.dataclass
 class LoadedCheckpoint:
+    """A checkpoint in memory: its pipeline, the scheduler config it came with, LoRAs/embeddings, mode variants."""
+
     entry: ModelEntry
     pipe: object
     adapters: Adapters
+    scheduler_config: dict
     variants: Dict[type, object] = dataclasses.field(default_factory=dict)
 
 
@@ -89,7 +92,7 @@ class DiffusionEngine:
         pipe.set_progress_bar_config(disable=True)
         self.loads += 1
         log.info("loaded %s (%s) in %.1f s", entry.name, arch_name(entry.arch), time.perf_counter() - started)
-        self.loaded = LoadedCheckpoint(entry, pipe, Adapters(pipe, entry, self.registry))
+        self.loaded = LoadedCheckpoint(entry, pipe, Adapters(pipe, entry, self.registry), dict(pipe.scheduler.config))
         return self.loaded
 
     def unload(self) -> None:
@@ -146,9 +149,8 @@ class DiffusionEngine:
 
         work, original = _working_job(job)
         hard, soft = imageops.prepare_mask(work)
-        width, height = work.width, work.height
         native = pipe.unet.config.sample_size * pipe.vae_scale_factor
-        pw, ph = imageops.processing_size(width, height, native * native, multiple=pipe.vae_scale_factor)
+        pw, ph = imageops.processing_size(work.width, work.height, native * native, multiple=pipe.vae_scale_factor)
 
         masked = job.mode in ("inpaint", "outpaint") or entry.inpaint
         kind = "inpaint" if masked else "img2img" if job.mode == "img2img" else "txt2img"
@@ -156,29 +158,13 @@ class DiffusionEngine:
         union = bool(plans) and plans[0].entry.info.get("union")
         runner = pipelines.variant(loaded, kind, nets, union)
 
-        sampler = params["sampler"] or samplers.DEFAULT_SAMPLER
-        runner.scheduler = samplers.make_scheduler(sampler, pipe.scheduler.config)
-        strength = params["strength"] if params["strength"] is not None else DEFAULT_STRENGTH[job.mode]
-        if job.mode == "generate":
-            strength = 1.0
-        steps = params["steps"]
-        if kind != "txt2img":  # diffusers runs int(steps * strength) steps: keep at least one
-            strength = max(strength, 1.0 / steps)
-        cfg = params["cfg"] if params["cfg"] is not None else samplers.default_cfg(sampler, entry.arch)
-        seed = params["seed"] if params["seed"] >= 0 else random.randrange(2**32)
-        seeds = [(seed + i) % 2**32 for i in range(params["batch"])]
-
-        call = dict(num_inference_steps=steps, guidance_scale=cfg, num_images_per_prompt=1, output_type="np",
-                    height=ph, width=pw)
+        settings = _settings(job, entry, kind)
+        runner.scheduler = samplers.make_scheduler(settings["sampler"], loaded.scheduler_config)
+        steps, seeds = settings["steps"], settings["seeds"]
+        call = dict(num_inference_steps=steps, guidance_scale=settings["cfg"], num_images_per_prompt=1,
+                    output_type="np")
         call.update(prompts.encode(runner, prompt, negative, self.device).kwargs())
-        init = np.ascontiguousarray(work.image[..., :3]) if work.image is not None else None
-        if kind == "img2img":
-            call.update(image=_pil(imageops.resize(init, pw, ph)), strength=strength)
-            call.pop("height"), call.pop("width")
-        elif kind == "inpaint":
-            source = init if init is not None else np.full((height, width, 3), 127, np.uint8)
-            call.update(image=_pil(imageops.resize(source, pw, ph)), strength=strength,
-                        mask_image=_pil(_binary(imageops.resize(hard, pw, ph))))
+        call.update(_image_inputs(work, kind, hard, pw, ph, settings["strength"]))
         if plans:
             images = [imageops.resize(control_plans.control_image(p.control, self.registry, params), pw, ph)
                       for p in plans]
@@ -208,19 +194,56 @@ class DiffusionEngine:
             done[0] += 1
         elapsed = time.perf_counter() - started
 
-        info = {"model": entry.name, "arch": arch, "sampler": sampler, "steps": steps, "cfg": cfg,
-                "strength": strength, "size": [pw, ph], "loras": loras, "embeddings": embeddings,
-                "controlnets": [p.entry.name for p in plans], "seconds": round(elapsed, 3)}
-        layers = []
-        base = original if original is not None else np.zeros((height, width, 4), np.uint8)
-        for i, (img, s) in enumerate(zip(images, seeds)):
-            generated = imageops.resize(img, width, height)
-            rgba = imageops.composite_layer(base, generated, soft)
-            if original is None:
-                rgba[..., 3] = 255
-            name = f"{job.mode} {s}" if len(seeds) == 1 else f"{job.mode} {i + 1}/{len(seeds)} ({s})"
-            layers.append(Layer(name=name, rgba=rgba, x=work.x, y=work.y, seed=s, info=dict(info)))
-        return layers
+        info = {"model": entry.name, "arch": arch, "sampler": settings["sampler"], "steps": steps,
+                "cfg": settings["cfg"], "strength": settings["strength"], "size": [pw, ph], "loras": loras,
+                "embeddings": embeddings, "controlnets": [p.entry.name for p in plans], "seconds": round(elapsed, 3)}
+        return _layers(job, work, original, soft, images, seeds, info)
+
+
+def _settings(job: Job, entry: ModelEntry, kind: str) -> dict:
+    """Sampler, steps, strength, CFG and seeds of a job, with the defaults filled in."""
+    params = job.params
+    sampler = params["sampler"] or samplers.DEFAULT_SAMPLER
+    strength = params["strength"] if params["strength"] is not None else DEFAULT_STRENGTH[job.mode]
+    if job.mode == "generate":
+        strength = 1.0
+    steps = params["steps"]
+    if kind != "txt2img":  # diffusers runs int(steps * strength) steps: keep at least one
+        strength = max(strength, 1.0 / steps)
+    cfg = params["cfg"] if params["cfg"] is not None else samplers.default_cfg(sampler, entry.arch)
+    seed = params["seed"] if params["seed"] >= 0 else random.randrange(2**32)
+    return {"sampler": sampler, "strength": strength, "steps": steps, "cfg": cfg,
+            "seeds": [(seed + i) % 2**32 for i in range(params["batch"])]}
+
+
+def _image_inputs(work: Job, kind: str, hard: np.ndarray, pw: int, ph: int, strength: float) -> dict:
+    """The pipeline's size and image arguments: processing size (txt2img, inpaint; img2img takes it from the
+    image), init image (img2img, inpaint) and mask (inpaint)."""
+    if kind == "txt2img":
+        return {"height": ph, "width": pw}
+    if work.image is not None:
+        init = np.ascontiguousarray(work.image[..., :3])
+    else:
+        init = np.full((work.height, work.width, 3), 127, np.uint8)
+    out = {"image": _pil(imageops.resize(init, pw, ph)), "strength": strength}
+    if kind == "inpaint":
+        out.update(mask_image=_pil(_binary(imageops.resize(hard, pw, ph))), height=ph, width=pw)
+    return out
+
+
+def _layers(job: Job, work: Job, original: Optional[np.ndarray], soft: np.ndarray, images: List[np.ndarray],
+            seeds: List[int], info: dict) -> List[Layer]:
+    """Result layers at the context size: generated pixels inside the soft mask, the original exactly outside."""
+    width, height = work.width, work.height
+    base = original if original is not None else np.zeros((height, width, 4), np.uint8)
+    layers = []
+    for i, (img, s) in enumerate(zip(images, seeds)):
+        rgba = imageops.composite_layer(base, imageops.resize(img, width, height), soft)
+        if original is None:
+            rgba[..., 3] = 255
+        name = f"{job.mode} {s}" if len(seeds) == 1 else f"{job.mode} {i + 1}/{len(seeds)} ({s})"
+        layers.append(Layer(name=name, rgba=rgba, x=work.x, y=work.y, seed=s, info=dict(info)))
+    return layers
 
 
 def _working_job(job: Job) -> Tuple[Job, Optional[np.ndarray]]:

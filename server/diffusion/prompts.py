@@ -176,15 +176,11 @@ def encode(pipe, prompt: str, negative: str, device) -> Conditioning:
             n, _ = _encode_chunks(pipe.text_encoder, pipe.tokenizer, neg, False, device)
             return Conditioning(p, n)
         encoders = [(pipe.text_encoder, pipe.tokenizer), (pipe.text_encoder_2, pipe.tokenizer_2)]
-        results = []
-        for runs in (pos_runs, neg_runs):
-            per_encoder = []
-            chunks = [token_chunks(tok, runs, convert) for _, tok in encoders]
-            results.append(chunks)
-        for i in range(2):  # both prompts and both encoders must agree on the number of chunks
-            _same_length(results[0][i], results[1][i])
-            _same_length(results[0][i], results[0][1 - i])
-            _same_length(results[1][i], results[1][1 - i])
+        results = [[token_chunks(tok, runs, convert) for _, tok in encoders] for runs in (pos_runs, neg_runs)]
+        for _ in range(2):  # both prompts and both encoders must agree on the number of chunks
+            for i in range(2):
+                _same_length(results[0][i], results[1][i])
+                _same_length(results[i][0], results[i][1])
         embeds = []
         for chunks in results:
             per_encoder, pooled = [], None
