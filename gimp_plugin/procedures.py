@@ -67,7 +67,8 @@ class Paintbridge(Gimp.PlugIn):
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
         procedure.set_image_types("RGB*, GRAY*")
         procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE
-                                       | Gimp.ProcedureSensitivityMask.DRAWABLES)
+                                       | Gimp.ProcedureSensitivityMask.DRAWABLES
+                                       | Gimp.ProcedureSensitivityMask.NO_DRAWABLES)
         procedure.set_menu_label(spec.menu_label)
         procedure.add_menu_path(MENU_PATH)
         procedure.set_documentation(spec.blurb, spec.help, name)

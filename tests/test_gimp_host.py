@@ -248,12 +248,17 @@ expect_ok("plug-in-paintbridge-control-layer", img, [layer], preprocessor="linea
 added = new_layers(img, old)
 check(len(added) == 1 and tuple(added[0].get_offsets()[1:]) == (8, 8) and added[0].get_width() == 20,
       "a selection makes a control layer of its bounds: %r" % layer_summary(img))
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-control-layer", img, [], preprocessor="scribble", server=P["url"])
+added = new_layers(img, old)
+check(len(added) == 1 and img.get_layers()[0].get_id() == added[0].get_id(),
+      "without an active layer the result goes on top: %r" % layer_summary(img))
 img.delete()
 """, url=server.url)
 
 
 def test_failures_end_with_a_clear_message_and_an_untouched_image(profile, server):
-    batch(profile, """
+    result = batch(profile, """
 img, (layer,) = make_image(64, 64)
 img.select_rectangle(Gimp.ChannelOps.REPLACE, 20, 20, 16, 16)
 expect_failure("plug-in-paintbridge-inpaint", img, [layer], "execution-error", "Cannot reach the Paintbridge server",
@@ -268,6 +273,8 @@ expect_failure("plug-in-paintbridge-inpaint", img, [layer], "calling-error", "ha
                model="classical", mask_source="layer-mask", server=P["url"])
 expect_failure("plug-in-paintbridge-outpaint", img, [layer], "calling-error", "at least one side",
                model="classical", extend_right=False, server=P["url"])
+expect_failure("plug-in-paintbridge-inpaint", img, [], "calling-error", "needs an active layer",
+               model="classical", source="layer", server=P["url"])
 Gimp.Selection.none(img)
 expect_failure("plug-in-paintbridge-inpaint", img, [layer], "calling-error", "needs a selection",
                model="classical", server=P["url"])
@@ -279,6 +286,9 @@ status, message, _r = run_proc("plug-in-paintbridge-inpaint", img, [layer], mode
 check(status == "calling-error" and "floating selection" in message, "a floating selection is named: %s" % message)
 img.delete()
 """, url=server.url, down_url=f"ws://127.0.0.1:{_free_port()}")
+    # Gimp.message (a dialog in the GUI, the console in batch mode) says the same, and no traceback is printed
+    assert "Paintbridge: Cannot reach the Paintbridge server" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_server_address_is_remembered_between_runs(profile, server):
