@@ -208,6 +208,32 @@ def test_sdxl_controlnet_config_is_read_off_real_size_shapes(union, overrides):
     assert inferred["transformer_layers_per_block"] == config["transformer_layers_per_block"]
 
 
+# Parameter counts of the published models (UNet, VAE, CLIP-L text, OpenCLIP-bigG text with projection).
+PUBLISHED = {"sd15": (859_520_964, 83_653_863, 123_060_480, None),
+             "sd15-inpaint": (859_535_364, 83_653_863, 123_060_480, None),
+             "sdxl": (2_567_463_684, 83_653_863, 123_060_480, 694_659_840),
+             "sdxl-inpaint": (2_567_478_084, 83_653_863, 123_060_480, 694_659_840)}
+
+
+@pytest.mark.parametrize("arch", sorted(PUBLISHED))
+def test_shipped_configs_build_the_real_architectures(arch):
+    import json
+
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    folder = loading.CONFIGS_DIR / arch
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    with init_empty_weights():
+        got = (count(UNet2DConditionModel.from_config(json.loads((folder / "unet" / "config.json").read_text()))),
+               count(AutoencoderKL.from_config(json.loads((folder / "vae" / "config.json").read_text()))),
+               count(CLIPTextModel(CLIPTextConfig.from_json_file(str(folder / "text_encoder" / "config.json")))),
+               count(CLIPTextModelWithProjection(CLIPTextConfig.from_json_file(
+                   str(folder / "text_encoder_2" / "config.json")))) if arch.startswith("sdxl") else None)
+    assert got == PUBLISHED[arch]
+
+
 def test_the_shipped_tokenizer_is_the_real_clip_one():
     tok = clip_tokenizer()
     assert len(tok) == 49408
