@@ -79,10 +79,8 @@ class LiveInpaint:
         active = self._active()
         sig = self._signature(values, active)
         if sig is None and not self.scheduler.running:
-            self._set_status("Select the area to repaint" if not self.keep_when_ready else "Nothing selected", None)
-            if self.keep_when_ready:
-                self._close(keep=False)
-                return False
+            self.keep_when_ready = False
+            self._set_status("Select the area to repaint", None)
         action = self.scheduler.tick(sig)
         if action == START:
             self._start(sig, values, active)
@@ -134,9 +132,8 @@ class LiveInpaint:
         self.job_id = None
         self.scheduler.finished(sig, answered=results is not None or error is not None)
         if error is not None:
+            self.keep_when_ready = False  # stay open: the message is in the dialog, OK tries again
             self._set_status(str(error), None)
-            if self.keep_when_ready:
-                self._close(keep=False)
             return False
         if results is None:
             self._set_status("Restarting for the new selection…", None)
