@@ -15,7 +15,7 @@ import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
-from gi.repository import GLib, Gimp, GimpUi, Gtk  # noqa: E402
+from gi.repository import GLib, GimpUi, Gtk  # noqa: E402
 
 from protocol.client import new_job_id  # noqa: E402
 from protocol.messages import ResultLayer  # noqa: E402
