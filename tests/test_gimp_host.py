@@ -349,6 +349,14 @@ check((img.get_width(), img.get_height()) == (64, 80), "outpaint with the diffus
 added = new_layers(img, old)
 check(len(added) == 1 and added[0].get_name() == "a tiny house (seed 3)" and added[0].get_height() == 80,
       "one outpaint layer over the new canvas: %r" % layer_summary(img))
+
+Gimp.Selection.none(img)
+result = expect_ok("plug-in-paintbridge-upscale", img, [layer], scale=2.0, refine=0.3, steps=2, seed=11,
+                   prompt="a tiny house", server=P["url"])
+new = result.index(1)
+check((new.get_width(), new.get_height()) == (128, 160), "upscale and refine: a new 128x160 image")
+check(new.get_layers()[0].get_name() == "a tiny house (seed 11)", "named: %r" % layer_summary(new))
+new.delete()
 img.delete()
 """, {"url": proc.url}, timeout=600).assert_ok()
     finally:
