@@ -84,8 +84,8 @@ def _log(msg: str) -> None:
 
 def _check(cmd: Sequence[str], what: str, timeout: float, env: Optional[Mapping[str, str]] = None) -> None:
     start = time.monotonic()
-    proc = subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, env=dict(env) if env is not None else None)
+    proc = subprocess.run(list(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=timeout, env=dict(env) if env is not None else None)
     if proc.returncode != 0:
         raise HostRootError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-4000:]}")
     _log(f"{what}: {time.monotonic() - start:.0f} s")
@@ -191,7 +191,8 @@ def run_in_root(
     inner = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in full_env.items()),
              "/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv]
     return subprocess.run(["chroot", str(root), *inner], input=input, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, timeout=timeout)
+                          stderr=subprocess.PIPE, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL if input is None else None)
 
 
 def popen_in_root(
@@ -206,6 +207,7 @@ def popen_in_root(
     full_env.update(env or {})
     inner = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in full_env.items()),
              "/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv]
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.Popen(["chroot", str(root), *inner], **kwargs)
 
 
