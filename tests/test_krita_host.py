@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -92,14 +93,25 @@ def _run_scenario(tmp_path_factory, scenario: str, width: int, height: int, mode
                 shutil.copyfile(out / name, artifacts / f"krita-{scenario}-{name}")
         if (home.root / "krita.log").exists():
             shutil.copyfile(home.root / "krita.log", artifacts / f"krita-{scenario}.log")
-    # The plugin stops the server it started when Krita quits; make sure of it.
-    for pid in {data.get("server_pid"), data.get("crash", {}).get("new_pid")}:
-        if pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    return Run(out, data)
+    run = Run(out, data)
+    # The plugin stops the server it started when Krita quits.
+    for pid in {data.get("server_pid"), data.get("crash", {}).get("new_pid")} - {None}:
+        for _ in range(50):  # give a terminating server up to 5 s
+            if not _alive(pid):
+                break
+            time.sleep(0.1)
+        run.data.setdefault("servers_left", []).append(_alive(pid))
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    return run
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] not in "ZX"  # a zombie is gone
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +131,11 @@ def _names(layers) -> list:
 
 def test_driver_ran_without_errors(krita_run):
     assert krita_run["errors"] == [], "\n".join(krita_run["errors"]) + krita_run["_krita"]["log_tail"]
+
+
+def test_server_stops_when_krita_quits(krita_run, krita_diffusion_run):
+    assert krita_run.data["servers_left"] == [False] * len(krita_run.data["servers_left"])
+    assert krita_diffusion_run.data["servers_left"] == [False]
 
 
 def test_docker_loads_starts_the_server_and_connects(krita_run):
@@ -267,6 +284,15 @@ def test_high_bit_depth_documents_are_converted(krita_run, depth):
     alpha_index = 3
     assert np.allclose(layer[y:y + h, x:x + w, alpha_index], result[..., 3], atol=1 / 255)
     assert layer[16:28, 20:36, alpha_index].min() > 0.99
+
+
+def test_upscale_opens_a_new_document(krita_run):
+    rec = krita_run["upscale"]
+    assert rec["error"] is False, rec["message"]
+    assert rec["applied"] is True and rec["documents_after"] == rec["documents_before"] + 1
+    name, w, h = rec["source"]
+    assert rec["new_document"][1:] == [2 * w, 2 * h]
+    assert rec["source_layers_after"] == rec["source_layers"]
 
 
 def test_other_color_models_are_refused_in_the_panel(krita_run):

@@ -29,7 +29,7 @@ from .wire import Box, protocol
 
 DOCKER_ID = "paintbridge_docker"
 LIVE_POLL_MS = 350
-THUMB = 72
+THUMB = 88
 AUTOSTART_PAUSE = 8.0
 AUTOSTART_TRIES = 3
 STATE_COLORS = {"connected": "#3fb950", "connecting": "#d29922", "disconnected": "#f85149", "refused": "#f85149"}
@@ -168,6 +168,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         app = QtWidgets.QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.shutdown)
+        Krita.instance().notifier().applicationClosing.connect(self.shutdown)
         self.connection.configure(self.conn_settings.url, self.conn_settings.token)
 
     # --- layout -------------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ results go into new layers.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -14,7 +15,7 @@ from krita import Krita  # type: ignore
 from . import pixels
 from .jobs import ControlInput, JobInputs, Settings, input_box
 from .placement import PREVIEW_NAME, Growth, layer_name, on_canvas, crop_rows
-from .qt_compat import byte_array, to_bytes
+from .qt_compat import QtCore, QtWidgets, byte_array, to_bytes
 from .wire import Box
 
 MASK_TYPES = ("selectionmask", "transparencymask")
@@ -39,6 +40,31 @@ class ColorInfo:
     model: str
     depth: str
     linear: bool
+
+
+def wait_idle(doc, timeout: float = 15.0) -> None:
+    """Wait until Krita has finished updating ``doc`` (its projection is current), letting Qt process events meanwhile.
+
+    Unlike ``Document.waitForDone`` this never blocks the UI thread in a way that can dead-lock with work Krita must do
+    on that thread; after ``timeout`` seconds it gives up with a message instead of freezing Krita.
+    """
+    if not hasattr(doc, "tryBarrierLock"):
+        doc.waitForDone()
+        return
+    app = QtWidgets.QApplication.instance()
+    deadline = time.monotonic() + timeout
+    while not doc.tryBarrierLock():
+        if time.monotonic() > deadline:
+            raise DocumentError("Krita is still busy updating the image; try again in a moment.")
+        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents, 20)
+        time.sleep(0.002)
+    doc.unlock()
+
+
+def refresh(doc) -> None:
+    """Recompute the composited image and wait for it."""
+    doc.refreshProjection()
+    wait_idle(doc)
 
 
 def active_document():
@@ -125,8 +151,7 @@ def read_image(doc, settings: Settings, box: Box, info: ColorInfo) -> bytes:
             if node.visible():
                 node.setVisible(False)
                 hidden.append(node)
-        doc.refreshProjection()
-        doc.waitForDone()
+        refresh(doc)
         raw = to_bytes(doc.pixelData(box.x, box.y, box.width, box.height))
         for node in hidden:
             node.setVisible(True)
@@ -268,7 +293,7 @@ def apply_result(doc, image: ResultImage, prompt: str, mode: str, above_id: str)
     growth = growth_needed(doc, image)
     if growth.any:
         doc.resizeImage(*growth.resize_args(doc.width(), doc.height()))
-        doc.waitForDone()
+        wait_idle(doc)
         image = ResultImage(Box(image.box.x + growth.left, image.box.y + growth.top, image.box.width,
                                 image.box.height), image.data, image.seed, image.name)
     node = doc.createNode(layer_name(prompt, image.seed, mode), "paintlayer")

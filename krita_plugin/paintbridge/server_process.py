@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -17,6 +18,17 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 READY_MARK = "listening on"
 # Variables a host application sets for its own embedded Python; the server's Python must not inherit them.
 _HOST_PYTHON_VARS = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "PYTHONNOUSERSITE")
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): ask the kernel to stop the server when Krita goes away, even on a crash."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 class ServerStartError(RuntimeError):
@@ -90,6 +102,7 @@ class LocalServer:
             self.process = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True, text=True, errors="replace",
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         except OSError as err:
             raise ServerStartError(f"cannot start the server ({args[0]}): {err}") from err

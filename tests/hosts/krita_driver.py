@@ -56,6 +56,12 @@ class Runner:
     def step(self, value=None):
         try:
             cmd = self.gen.send(value)
+            frame = self.gen.gi_frame
+            while frame is not None and getattr(frame, "f_lineno", None) is not None:  # innermost ``yield from``
+                RESULT["last_step"] = f"line {frame.f_lineno}"
+                inner = getattr(frame.f_code, "co_name", "")
+                RESULT["last_step"] += f" in {inner}"
+                break
         except StopIteration:
             _finish()
             return
@@ -119,8 +125,8 @@ def snapshot(doc, tag, names):
 
 
 def composite(doc, tag):
-    doc.refreshProjection()
-    doc.waitForDone()
+    from paintbridge.document import refresh
+    refresh(doc)  # the plugin's own wait, which never dead-locks the UI thread
     return dump(tag, doc.pixelData(0, 0, doc.width(), doc.height()))
 
 
@@ -470,6 +476,23 @@ def scenario_classical():
             rec["new_layer_pixels"] = dump(f"{depth}-new", find(ddoc, new[0]["name"]).pixelData(0, 0, 64, 48))
         rec["user_after"] = dump(f"{depth}-user-after", dnode.pixelData(0, 0, 64, 48))
 
+    # Upscale opens the result as a new document; the original stays as it was.
+    mark("upscale")
+    R["upscale"] = rec = {"documents_before": len(K.documents())}
+    udoc = K.activeDocument()
+    rec["source"] = [udoc.name(), udoc.width(), udoc.height()]
+    rec["source_layers"] = layers(udoc)
+    panel.set_mode("upscale")
+    panel.set_option("scale", 2.0)
+    yield from run_job(panel, rec)
+    rec["applied"] = panel.apply()
+    yield 600
+    docs = K.documents()
+    rec["documents_after"] = len(docs)
+    newest = docs[-1]
+    rec["new_document"] = [newest.name(), newest.width(), newest.height()]
+    rec["source_layers_after"] = layers(udoc)
+
     # Other colour models are refused with a message, not a dialog.
     cdoc = new_doc("pb-cmyk", model="CMYKA", depth="U8", w=32, h=32)
     yield 400
@@ -487,6 +510,7 @@ def scenario_diffusion():
     yield Until(lambda: panel.connection_state == "connected", 150, poll=200)
     mark("connected")
     R["connected"] = panel.connection_state
+    R["server_pid"] = panel.server.pid
     R["models"] = [panel.model_box.itemData(i) for i in range(panel.model_box.count())]
     doc = new_doc("pb-diffusion")
     yield 400
@@ -553,6 +577,10 @@ def scenario_diffusion():
     yield 300
     yield from run_job(panel, rec, timeout=300)
     rec["layers_preview"] = layers(doc)
+    dock.setFloating(True)
+    dock.resize(330, 900)
+    yield 500
+    panel.grab().save(os.path.join(OUT, "panel.png"))
     panel.discard()
     for row in list(panel.control_rows):
         panel.remove_control(row)
