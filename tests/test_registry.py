@@ -87,6 +87,12 @@ def test_automatic1111_layout_and_extra_folders(tmp_path):
     assert registry.default_checkpoint().name == "tiny-sdxl"  # earlier folders first, regular before inpaint
 
 
+def test_a_link_loop_in_a_models_folder_ends(tmp_path):
+    factory.make_models_dir(tmp_path, ("lora-sd15",))
+    os.symlink(tmp_path / "loras", tmp_path / "loras" / "again")
+    assert [e.name for e in ModelRegistry([tmp_path]).entries("lora")] == ["tiny-lora-sd15"]
+
+
 def test_unknown_model_names_what_is_installed(models):
     with pytest.raises(EngineError) as err:
         ModelRegistry([models]).get("dreamshaper", "checkpoint")
@@ -122,6 +128,10 @@ def test_pickles_are_not_read_unless_allowed_and_then_only_weights(tmp_path):
     opened = ModelRegistry([tmp_path], allow_pickle=True)
     legacy = opened.get("legacy", "checkpoint")
     assert (legacy.arch, legacy.format) == ("sd15", "pickle")
+    shutil.copytree(factory.checkpoint_file("sd15").with_name("tiny-sd15-file.config"), ckpts / "legacy.config")
+    pipe = loading.load_checkpoint(opened.get("legacy", "checkpoint"), torch.float32, allow_pickle=True)
+    reference = load_file(str(factory.checkpoint_file("sd15")))
+    assert torch.equal(pipe.unet.conv_out.weight, reference["model.diffusion_model.out.2.weight"])
     evil = opened.find("evil", "checkpoint")
     assert evil.problem and "weights only" in evil.problem
     assert not (tmp_path / "pwned").exists()
@@ -133,7 +143,10 @@ def test_damaged_and_foreign_files_are_listed_with_the_reason(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(2, 2)}, str(tmp_path / "checkpoints" / "flux.safetensors"))
+    (tmp_path / "embeddings").mkdir()
+    save_file({"emb_params": torch.zeros(())}, str(tmp_path / "embeddings" / "scalar.safetensors"))
     registry = ModelRegistry([tmp_path])
+    assert "cannot be inspected" in registry.find("scalar", "embedding").problem
     for name in ("broken", "flux"):
         assert registry.find(name, "checkpoint").problem
         with pytest.raises(EngineError) as err:

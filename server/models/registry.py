@@ -11,6 +11,7 @@ the shipped configs (for models whose sizes differ from the standard architectur
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 CONFIG_SUFFIX = ".config"
+log = logging.getLogger(__name__)
 
 
 def arch_name(arch: Optional[str]) -> str:
@@ -103,15 +105,19 @@ def _is_diffusers_model(path: Path) -> bool:
 
 
 def _walk(folder: Path, kind: str) -> Iterable[Tuple[str, Path, str]]:
-    """(name, path, format) of every model under ``folder``; follows links, skips ``*.config`` folders."""
+    """(name, path, format) of every model under ``folder``; follows links (each real folder once, so link loops
+    end), skips ``*.config`` folders."""
+    seen = {os.path.realpath(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         here = Path(dirpath)
         keep = []
         for d in sorted(dirnames):
             sub = here / d
             rel = sub.relative_to(folder).as_posix()
-            if d.startswith(".") or d.endswith(CONFIG_SUFFIX):
+            real = os.path.realpath(sub)
+            if d.startswith(".") or d.endswith(CONFIG_SUFFIX) or real in seen:
                 continue
+            seen.add(real)
             if kind == "checkpoint" and _is_diffusers_pipeline(sub):
                 yield rel, sub, DIFFUSERS
             elif kind in ("controlnet", "vae") and _is_diffusers_model(sub):
@@ -163,10 +169,15 @@ class ModelRegistry:
         self._skipped: Dict[Tuple[str, str], str] = {}
         self._cache: Dict[Tuple[str, str, float, int], Tuple[Detected, Optional[str]]] = {}
         self._lock = threading.Lock()
+        self._scan_lock = threading.Lock()
         self.scan()
 
     def scan(self) -> None:
         """Look at the folders again; detection results of unchanged files are reused."""
+        with self._scan_lock:
+            self._scan()
+
+    def _scan(self) -> None:
         entries: Dict[Tuple[str, str], ModelEntry] = {}
         skipped: Dict[Tuple[str, str], str] = {}
         for root in self.dirs:
@@ -199,6 +210,9 @@ class ModelRegistry:
                 cached = (_detect(kind, path, fmt, self.allow_pickle), None)
             except DetectError as err:
                 cached = (Detected(None), str(err))
+            except Exception as err:  # noqa: BLE001 - one odd file must not stop the server from listing the rest
+                log.warning("cannot inspect %s: %r", path, err)
+                cached = (Detected(None), f"cannot be inspected ({type(err).__name__}: {err})")
             if key:
                 self._cache[key] = cached
         found, problem = cached
