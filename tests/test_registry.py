@@ -93,6 +93,13 @@ def test_a_link_loop_in_a_models_folder_ends(tmp_path):
     assert [e.name for e in ModelRegistry([tmp_path]).entries("lora")] == ["tiny-lora-sd15"]
 
 
+def test_equal_names_in_sub_folders_resolve_by_architecture(models):
+    registry = ModelRegistry([models])
+    assert registry.get("tinystyle", "embedding", "sdxl").name == "sdxl/tinystyle"
+    assert registry.get("tinystyle", "embedding", "sd15").name == "sd15/tinystyle"
+    assert registry.get("sdxl/tinystyle", "embedding", "sd15").name == "sdxl/tinystyle"  # a full name is exact
+
+
 def test_unknown_model_names_what_is_installed(models):
     with pytest.raises(EngineError) as err:
         ModelRegistry([models]).get("dreamshaper", "checkpoint")

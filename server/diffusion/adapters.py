@@ -81,7 +81,7 @@ class Adapters:
         """Make exactly the tagged LoRAs active at their weights; returns what was applied."""
         wanted = []
         for tag in tags:
-            entry = self.registry.get(tag.name, "lora")
+            entry = self.registry.get(tag.name, "lora", self.checkpoint.arch)
             if entry.arch != self.checkpoint.arch:
                 raise EngineError(
                     UNSUPPORTED,

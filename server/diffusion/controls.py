@@ -39,7 +39,7 @@ def select(controls: List[Control], checkpoint: ModelEntry, registry: ModelRegis
     for i, control in enumerate(controls):
         field = f"controls[{i}].model"
         if control.model:
-            entry = registry.get(control.model, "controlnet")
+            entry = registry.get(control.model, "controlnet", checkpoint.arch)
             if entry.arch != checkpoint.arch:
                 raise EngineError(
                     UNSUPPORTED,

@@ -238,10 +238,11 @@ class ModelRegistry:
         """Every installed model as a listing map (name, kind, arch, inpaint, format, path)."""
         return [e.listing() for e in self.entries()]
 
-    def get(self, name: str, kind: str) -> ModelEntry:
-        """The model of ``kind`` named ``name`` (also found by file name, extension or case); ``model_not_found``
-        names what is installed when there is none; an unusable model raises ``unsupported`` saying why."""
-        entry = self.find(name, kind)
+    def get(self, name: str, kind: str, arch: Optional[str] = None) -> ModelEntry:
+        """The model of ``kind`` named ``name`` (also found by file name, extension or case; among equal names the one
+        of ``arch`` first); ``model_not_found`` names what is installed when there is none; an unusable model raises
+        ``unsupported`` saying why."""
+        entry = self.find(name, kind, arch)
         if entry is None:
             with self._lock:
                 skipped = next((why for (k, n), why in self._skipped.items()
@@ -256,14 +257,15 @@ class ModelRegistry:
             raise EngineError(UNSUPPORTED, f"{kind} '{entry.name}' cannot be used: {entry.problem}", field="model")
         return entry
 
-    def find(self, name: str, kind: str) -> Optional[ModelEntry]:
+    def find(self, name: str, kind: str, arch: Optional[str] = None) -> Optional[ModelEntry]:
         """Like ``get`` but None when not installed (usable or not)."""
         with self._lock:
             exact = self._entries.get((kind, name))
             if exact is not None:
                 return exact
             matches = [e for (k, _), e in self._entries.items() if k == kind and _matches(e.name, name)]
-        return sorted(matches, key=lambda e: e.name)[0] if matches else None
+        matches.sort(key=lambda e: (e.arch != arch, e.problem is not None, e.name))
+        return matches[0] if matches else None
 
     def default_checkpoint(self) -> Optional[ModelEntry]:
         """The checkpoint used when a job names none: the first usable regular one, else the first usable one."""
