@@ -219,6 +219,7 @@ def test_inpaint_without_selection_explains_in_the_panel(krita_run):
 def test_live_mode_updates_one_preview_in_place(krita_run):
     rec = krita_run["live"]
     assert (rec["first"], rec["second"], rec["settled"]) == (1, 2, 2)
+    assert (rec["after_paint"], rec["after_restore"]) == (3, 4)  # pixels under the box changed, twice
     assert _names(rec["layers"]).count(PREVIEW) == 1
     assert len(_names(rec["layers"])) == len(krita_run["user_layers"]) + 1
     first = krita_run.pixels(rec["first_preview"])[..., 3]
@@ -226,6 +227,18 @@ def test_live_mode_updates_one_preview_in_place(krita_run):
     assert first[16:32, 16:32].all() and not first[56:76, 80:100].any()
     assert second[56:76, 80:100].all() and not second[16:32, 16:32].any()  # updated in place, old area cleared
     assert rec["live_off"] and PREVIEW not in _names(rec["layers_after_discard"])
+
+
+def test_a_selected_selection_mask_or_layer_alpha_serves_as_the_mask(krita_run):
+    rec = krita_run["mask_node"]
+    assert rec["active"] == "pb-test-mask" and rec["error"] is False, rec["message"]
+    alpha = krita_run.pixels(rec["preview"])[..., 3]
+    assert alpha[10:26, 70:90].min() == 255 and alpha[60:, :].max() == 0
+    assert rec["parent_of_preview"] == "root"  # above the mask's layer, not inside it
+    rec = krita_run["alpha_mask"]
+    assert rec["error"] is False, rec["message"]
+    alpha = krita_run.pixels(rec["preview"])[..., 3]
+    assert alpha[60:70, 10:22].min() == 255 and alpha[:40, :].max() == 0
 
 
 def test_control_layer_from_image(krita_run):

@@ -78,11 +78,11 @@ class ControlRow(QtWidgets.QFrame):
         grid.setContentsMargins(4, 4, 4, 4)
         grid.setHorizontalSpacing(4)
         grid.setVerticalSpacing(2)
-        self.type_box = QtWidgets.QComboBox()
+        self.type_box = _combo(6)
         self.type_box.addItems(list(protocol.CONTROL_TYPES))
         self.type_box.setCurrentText(spec.type)
-        self.layer_box = QtWidgets.QComboBox()
-        self.layer_box.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
+        self.type_box.setToolTip("What the control layer holds: lines, depth, a pose…")
+        self.layer_box = _combo(6)
         self.layer_box.setToolTip("The layer that holds the control image")
         self.from_image = QtWidgets.QToolButton()
         self.from_image.setText("From image")
@@ -90,16 +90,26 @@ class ControlRow(QtWidgets.QFrame):
         self.remove_button = QtWidgets.QToolButton()
         self.remove_button.setText("✕")
         self.remove_button.setToolTip("Remove this control layer from the job (the layer stays)")
-        self.strength = _spin(0.0, 2.0, spec.strength, 0.05, "Strength")
-        self.start = _spin(0.0, 1.0, spec.start, 0.05, "Start")
-        self.end = _spin(0.0, 1.0, spec.end, 0.05, "End")
-        grid.addWidget(self.type_box, 0, 0)
-        grid.addWidget(self.layer_box, 0, 1, 1, 2)
-        grid.addWidget(self.remove_button, 0, 3)
-        grid.addWidget(self.strength, 1, 0)
-        grid.addWidget(self.start, 1, 1)
-        grid.addWidget(self.end, 1, 2)
-        grid.addWidget(self.from_image, 2, 0, 1, 4)
+        self.strength = _spin(0.0, 2.0, spec.strength, 0.05, "")
+        self.strength.setToolTip("How strongly the control layer guides the image")
+        self.start = _spin(0.0, 1.0, spec.start, 0.05, "")
+        self.start.setToolTip("Guide from this fraction of the steps…")
+        self.end = _spin(0.0, 1.0, spec.end, 0.05, "")
+        self.end.setToolTip("…to this fraction of the steps")
+        top = QtWidgets.QHBoxLayout()
+        top.addWidget(self.type_box, 2)
+        top.addWidget(self.layer_box, 3)
+        top.addWidget(self.remove_button)
+        bottom = QtWidgets.QHBoxLayout()
+        bottom.addWidget(QtWidgets.QLabel("Strength"))
+        bottom.addWidget(self.strength, 1)
+        bottom.addWidget(QtWidgets.QLabel("Range"))
+        bottom.addWidget(self.start, 1)
+        bottom.addWidget(self.end, 1)
+        grid.addLayout(top, 0, 0)
+        grid.addLayout(bottom, 1, 0)
+        grid.addWidget(self.from_image, 2, 0)
+        self.from_image.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
         self.refresh_layers(spec.layer_id)
         self.from_image.clicked.connect(lambda: panel.control_from_image(row=self))
         self.remove_button.clicked.connect(lambda: panel.remove_control(self))
@@ -121,8 +131,18 @@ class ControlRow(QtWidgets.QFrame):
                                 self.strength.value(), self.start.value(), self.end.value())
 
 
+def _combo(min_chars: int = 10) -> QtWidgets.QComboBox:
+    """A combo box that may shrink with a narrow docker (long entries are cut, the full text is in the popup)."""
+    box = QtWidgets.QComboBox()
+    box.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(min_chars)
+    box.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
+    return box
+
+
 def _spin(lo: float, hi: float, value: float, step: float, prefix: str) -> QtWidgets.QDoubleSpinBox:
     box = QtWidgets.QDoubleSpinBox()
+    box.setMinimumWidth(40)
     box.setRange(lo, hi)
     box.setSingleStep(step)
     box.setDecimals(2)
@@ -149,6 +169,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.preview_updates = 0
         self.mode = "inpaint"
         self.last_progress = (0, 0)
+        self._reading = False
         self.message = ""
         self.message_is_error = False
         self._last_autostart = -AUTOSTART_PAUSE
@@ -178,6 +199,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         scroll = QtWidgets.QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         outer.addWidget(scroll)
         body = QtWidgets.QWidget()
         scroll.setWidget(body)
@@ -245,7 +267,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         # Model.
         model_row = QtWidgets.QHBoxLayout()
         model_row.addWidget(QtWidgets.QLabel("Model"))
-        self.model_box = QtWidgets.QComboBox()
+        self.model_box = _combo()
         self.model_box.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
         model_row.addWidget(self.model_box, 1)
         layout.addLayout(model_row)
@@ -289,10 +311,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
 
         self.upscale_box = QtWidgets.QGroupBox("Upscale")
         uform = QtWidgets.QFormLayout(self.upscale_box)
-        self.scale_box = QtWidgets.QComboBox()
+        self.scale_box = _combo()
         for factor in (1.5, 2.0, 3.0, 4.0):
             self.scale_box.addItem(f"{factor:g}×", factor)
-        self.upscaler_box = QtWidgets.QComboBox()
+        self.upscaler_box = _combo()
         self.refine_spin = _spin(0.0, 1.0, 0.0, 0.05, "")
         self.refine_spin.setToolTip("Refine the upscaled image with the diffusion model (0 = off)")
         uform.addRow("Factor", self.scale_box)
@@ -314,7 +336,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.steps_spin = QtWidgets.QSpinBox()
         self.steps_spin.setRange(1, 150)
         self.cfg_spin = _spin(0.0, 30.0, 7.0, 0.5, "")
-        self.sampler_box = QtWidgets.QComboBox()
+        self.sampler_box = _combo()
         self.sampler_box.addItem("Model default", "")
         for name in protocol.SAMPLERS:
             self.sampler_box.addItem(name, name)
@@ -327,10 +349,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
         seed_row.addWidget(self.random_seed_check)
         self.batch_spin = QtWidgets.QSpinBox()
         self.batch_spin.setRange(1, 8)
-        self.image_source_box = QtWidgets.QComboBox()
+        self.image_source_box = _combo()
         self.image_source_box.addItem("Visible image", "visible")
         self.image_source_box.addItem("Active layer", "layer")
-        self.mask_source_box = QtWidgets.QComboBox()
+        self.mask_source_box = _combo()
         self.mask_source_box.addItem("Selection or selected mask", "selection")
         self.mask_source_box.addItem("Active layer's transparency", "alpha")
         aform.addRow("Steps", self.steps_spin)
@@ -657,7 +679,13 @@ class PaintbridgePanel(QtWidgets.QWidget):
             settings.random_seed = False
             settings.seed = self.live_seed
         settings_store.save_job_settings(settings)
-        inputs = kdoc.read_inputs(doc, settings, [row.spec() for row in self.control_rows])
+        if self._reading:  # reading lets Qt process events; a live tick must not start a second job meanwhile
+            return None
+        self._reading = True
+        try:
+            inputs = kdoc.read_inputs(doc, settings, [row.spec() for row in self.control_rows])
+        finally:
+            self._reading = False
         seed = random.randrange(0, 2**31) if settings.random_seed else settings.seed
         job = build_job(settings, inputs, seed, previews=False)
         job_id = self.connection.submit(job)
@@ -860,7 +888,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         return self.live_timer.isActive()
 
     def _live_tick(self) -> None:
-        if self.job is not None or not self.connection.connected:
+        if self.job is not None or self._reading or not self.connection.connected:
             return
         doc = Krita.instance().activeDocument()
         if doc is None:

@@ -364,12 +364,60 @@ def scenario_classical():
         if find(doc, "Paintbridge preview") else None
     yield 2500  # nothing changes now: no further jobs
     rec["settled"] = panel.preview_updates - base
+    # Painting under the context box triggers a job too (the test's stroke is undone afterwards, also live).
+    paint = find(doc, "Paint")
+    original = bytes(paint.pixelData(84, 60, 8, 8))
+    paint.setPixelData(QByteArray(b"\x00\x00\xff\xff" * 64), 84, 60, 8, 8)
+    yield Until(lambda: panel.preview_updates >= base + 3 and not panel.busy, 60)
+    rec["after_paint"] = panel.preview_updates - base
+    paint.setPixelData(QByteArray(original), 84, 60, 8, 8)
+    yield Until(lambda: panel.preview_updates >= base + 4 and not panel.busy, 60)
+    rec["after_restore"] = panel.preview_updates - base
     rec["layers"] = layers(doc)
     panel.set_live(False)
     rec["live_off"] = not panel.live
     panel.discard()
     yield 300
     rec["layers_after_discard"] = layers(doc)
+
+    # A selected selection mask serves as the mask; so can the active layer's transparency.
+    mark("mask_node")
+    R["mask_node"] = rec = {}
+    deselect(doc)
+    mask_sel = Selection()
+    mask_sel.select(70, 10, 20, 16, 255)
+    mask = doc.createSelectionMask("pb-test-mask")
+    mask.setSelection(mask_sel)
+    find(doc, "Paint").addChildNode(mask, None)
+    yield 300
+    doc.setActiveNode(mask)
+    yield 300
+    rec["active"] = doc.activeNode().name()
+    rec["layers_before"] = layers(doc)
+    yield from run_job(panel, rec)
+    preview = find(doc, "Paintbridge preview")
+    rec["preview"] = dump("masknode-preview", preview.pixelData(0, 0, W, H)) if preview else None
+    rec["parent_of_preview"] = preview.parentNode().name() if preview else None
+    panel.discard()
+    mask.remove()
+    doc.setActiveNode(find(doc, "Paint"))
+    yield 300
+    R["alpha_mask"] = rec = {}
+    shape = doc.createNode("pb-test-shape", "paintlayer")
+    doc.rootNode().addChildNode(shape, None)
+    shape.setPixelData(QByteArray(b"\x10\x80\x10\xff" * (12 * 10)), 10, 60, 12, 10)
+    yield 300
+    doc.setActiveNode(shape)
+    panel.set_option("mask_source", "alpha")
+    yield 300
+    yield from run_job(panel, rec)
+    preview = find(doc, "Paintbridge preview")
+    rec["preview"] = dump("alphamask-preview", preview.pixelData(0, 0, W, H)) if preview else None
+    panel.discard()
+    panel.set_option("mask_source", "selection")
+    shape.remove()
+    doc.setActiveNode(find(doc, "Paint"))
+    yield 300
 
     # Control layer from the image (a preprocess job), inserted as a new hidden layer.
     mark('control')
@@ -581,6 +629,11 @@ def scenario_diffusion():
     dock.resize(330, 900)
     yield 500
     panel.grab().save(os.path.join(OUT, "panel.png"))
+    from PyQt5.QtWidgets import QWidget
+    R["wide_widgets"] = sorted(((w.minimumSizeHint().width(), type(w).__name__, w.objectName() or
+                                 (w.text() if hasattr(w, "text") and isinstance(w.text(), str) else ""))
+                                for w in panel.findChildren(QWidget) if w.minimumSizeHint().width() > 150),
+                               reverse=True)[:12]
     panel.discard()
     for row in list(panel.control_rows):
         panel.remove_control(row)
