@@ -341,3 +341,29 @@ def test_paintbridge_run_works_offline_on_a_models_folder(models_dir, tmp_path, 
     assert result.shape == (H, W, 4)
     outside = selection() == 0
     assert not np.array_equal(result[~outside][:, :3], picture()[~outside][:, :3])
+
+
+# --- device and precision --------------------------------------------------------------------------------------------
+
+def test_device_and_precision_are_chosen_and_can_be_overridden(models_dir):
+    from server.diffusion import device as devices
+    from server.diffusion.engine import DiffusionEngine
+    from server.engines.base import Job, JobContext
+    from server.models.registry import ModelRegistry
+    from protocol.messages import job_params_defaults
+
+    if not torch.cuda.is_available():
+        assert devices.choose() == (torch.device("cpu"), torch.float32)
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            devices.choose("cuda")
+    with pytest.raises(ValueError, match="float8"):
+        devices.choose("cpu", "float8")
+    eng = DiffusionEngine(ModelRegistry([models_dir]), device="cpu", dtype="bfloat16")
+    assert eng.device_description().startswith("CPU") and eng.device_description().endswith("bfloat16")
+    params = dict(job_params_defaults(), steps=2, seed=1)
+    for mode in ("img2img", "inpaint", "generate"):  # every mode's pipeline keeps the loaded precision
+        (layer,) = eng.run(Job(id="b", mode=mode, model="tiny-sd15", prompt="a cat", negative_prompt="",
+                               image=picture(), mask=selection(), params=params), JobContext())
+        assert layer.rgba.shape == (H, W, 4)
+        assert {p.dtype for m in ("unet", "vae", "text_encoder") for p in getattr(eng.loaded.pipe, m).parameters()} \
+            == {torch.bfloat16}

@@ -36,15 +36,17 @@ def variant(loaded, kind: str, nets: list, union: bool):
     """The pipeline for ``kind`` with ``nets`` as ControlNets, sharing the loaded checkpoint's modules."""
     control = "union" if union else "cn" if nets else ""
     cls = pipeline_class(loaded.entry.arch, kind, control)
+    # from_pipe casts the (shared) modules to float32 unless told the dtype: keep the loaded precision.
+    dtype = loaded.pipe.unet.dtype
     if not nets:
         if type(loaded.pipe) is cls:
             return loaded.pipe
         if cls not in loaded.variants:
-            loaded.variants[cls] = cls.from_pipe(loaded.pipe)
+            loaded.variants[cls] = cls.from_pipe(loaded.pipe, dtype=dtype)
             loaded.variants[cls].set_progress_bar_config(disable=True)
         return loaded.variants[cls]
     controlnet = nets[0] if union or len(nets) == 1 else list(nets)
-    pipe = cls.from_pipe(loaded.pipe, controlnet=controlnet)
+    pipe = cls.from_pipe(loaded.pipe, controlnet=controlnet, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
