@@ -357,3 +357,16 @@ def test_cancel_stops_the_job_and_changes_nothing(krita_diffusion_run):
     for name in run["user_layers"]:
         assert (run.out / f"{run['user_before'][name]}.bin").read_bytes() == \
             (run.out / f"{run['user_after'][name]}.bin").read_bytes()
+
+
+def test_generate_fills_the_context_box(krita_diffusion_run):
+    run = krita_diffusion_run
+    rec = run["generate"]
+    assert rec["error"] is False, rec["message"]
+    box = context_box(Box(8, 8, 24, 24), DW, DH)
+    assert rec["results_meta"][0]["box"] == [box.x, box.y, box.width, box.height]
+    assert len(rec["new_layers"]) == 1
+    layer = run.pixels(rec["new_layer_pixels"], DW, DH)
+    selected = np.zeros((DH, DW), bool)
+    selected[8:32, 8:32] = True  # the result takes the selection's shape
+    assert (layer[selected][:, 3] == 255).all() and not layer[~selected][:, 3].any()

@@ -171,6 +171,9 @@ def test_layer_names_and_crops():
     assert placement.crop_rows(data, 4, 4, 1, Box(11, 21, 2, 2), Box(10, 20, 4, 4)) == bytes([5, 6, 9, 10])
     assert placement.on_canvas(Box(-4, -4, 8, 8), 10, 10) == Box(0, 0, 4, 4)
     assert placement.on_canvas(Box(20, 0, 8, 8), 10, 10) is None
+    assert placement.masked(bytes([1, 2, 3, 255, 4, 5, 6, 128]), bytes([128, 255])) == bytes([1, 2, 3, 128, 4, 5, 6, 128])
+    with pytest.raises(ValueError, match="mask has 1 pixels"):
+        placement.masked(bytes(8), bytes(1))
 
 
 # --- live mode -------------------------------------------------------------------------------------------------------

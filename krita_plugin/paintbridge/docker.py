@@ -23,6 +23,7 @@ from .connection import CONNECTED, CONNECTING, Connection
 from .jobs import (CLASSICAL, MODE_LABELS, MODE_STRENGTH, MODES, JobError, Settings, build_job,
                    build_preprocess_job, defaults_for)
 from .live import LiveScheduler, signature
+from .placement import masked
 from .qt_compat import QtCore, QtGui, QtWidgets, Qt, qimage_from_bgra8
 from .server_process import LocalServer, ServerStartError, local_address
 from .wire import Box, protocol
@@ -64,6 +65,7 @@ class RunningJob:
     above_id: str
     box: Box
     control_type: str = ""
+    shape: Optional[bytes] = None  # gray8 over ``box``: generate results take the selection's shape
     started: float = field(default_factory=time.monotonic)
 
 
@@ -690,7 +692,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         job = build_job(settings, inputs, seed, previews=False)
         job_id = self.connection.submit(job)
         self.job = RunningJob(job_id, "live" if live else "job", settings, doc, kdoc.active_layer_id(doc),
-                              inputs.box)
+                              inputs.box, shape=inputs.mask if settings.mode == "generate" else None)
         self.progress.setValue(0)
         self.progress.setFormat("Queued…")
         if not live:
@@ -730,6 +732,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
             images = [_result_image(layer) for layer in msg.get("layers", [])]
             if not images:
                 raise JobError("The server returned no image.")
+            if job.shape is not None:
+                images = [_shaped(image, job.box, job.shape) for image in images]
             if not _document_open(job.doc):
                 raise JobError("The image this job was made for was closed; the result was dropped.")
             if job.kind == "preprocess":
@@ -988,6 +992,13 @@ def _result_image(layer: dict) -> kdoc.ResultImage:
     elif parsed.format != protocol.BGRA8:
         raise JobError(f"the server sent a {parsed.format} layer; expected bgra8")
     return kdoc.ResultImage(Box(parsed.x, parsed.y, parsed.width, parsed.height), data, parsed.seed, parsed.name)
+
+
+def _shaped(image: kdoc.ResultImage, box: Box, mask: bytes) -> kdoc.ResultImage:
+    """A generated image cut to the selection it was made for (soft edges kept)."""
+    if image.box != box:
+        return image
+    return kdoc.ResultImage(image.box, masked(image.data, mask), image.seed, image.name)
 
 
 class PaintbridgeDocker(DockWidget):

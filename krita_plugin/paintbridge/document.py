@@ -168,7 +168,7 @@ def read_inputs(doc, settings: Settings, controls: List["ControlSpec"]) -> JobIn
     if box.is_empty:
         raise DocumentError("The selection lies outside the canvas.")
     image = None if settings.mode == "generate" else read_image(doc, settings, box, info)
-    mask = read_mask(doc, settings, box, info) if settings.mode in ("inpaint", "img2img") else None
+    mask = read_mask(doc, settings, box, info) if settings.mode in ("inpaint", "img2img", "generate") else None
     if mask is not None and not any(mask):
         mask = None
     return JobInputs(box=box, image=image, mask=mask, controls=read_controls(doc, controls, box, info))

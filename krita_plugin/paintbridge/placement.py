@@ -71,3 +71,12 @@ def on_canvas(layer: Box, canvas_width: int, canvas_height: int) -> Optional[Box
     """The part of ``layer`` that lies on the canvas (None when none does)."""
     part = layer.intersect(Box(0, 0, canvas_width, canvas_height))
     return None if part.is_empty else part
+
+
+def masked(bgra: bytes, mask: bytes) -> bytes:
+    """``bgra8`` pixels whose alpha is scaled by a ``gray8`` mask of the same size (a result shaped by the selection)."""
+    if len(bgra) != 4 * len(mask):
+        raise ValueError(f"mask has {len(mask)} pixels but the image has {len(bgra) // 4}")
+    out = bytearray(bgra)
+    out[3::4] = bytes((a * m + 127) // 255 for a, m in zip(bgra[3::4], mask))
+    return bytes(out)

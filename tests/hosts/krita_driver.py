@@ -642,6 +642,25 @@ def scenario_diffusion():
         node.remove()
     yield 300
 
+    # Generate into the selection's context box.
+    mark("generate")
+    R["generate"] = rec = {}
+    select_rect(doc, 8, 8, 24, 24)
+    panel.set_mode("generate")
+    yield 300
+    rec["layers_before"] = layers(doc)
+    yield from run_job(panel, rec, timeout=300)
+    rec["applied"] = panel.apply()
+    yield 400
+    rec["layers_applied"] = layers(doc)
+    new = [l for l in rec["layers_applied"] if l["id"] not in {m["id"] for m in rec["layers_before"]}]
+    rec["new_layers"] = new
+    if len(new) == 1:
+        rec["new_layer_pixels"] = dump("generate-new", find(doc, new[0]["name"]).pixelData(0, 0, W, H))
+    K.action("edit_undo").trigger()
+    yield 500
+    panel.set_mode("inpaint")
+
     # Cancel a long job: the panel says so and nothing is added.
     mark("cancel")
     R["cancel"] = rec = {"layers_before": layers(doc)}
