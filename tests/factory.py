@@ -14,7 +14,8 @@ CLIP tokenizer, at 64 px native size.
                              (``checkpoints/tiny-sd15-file.safetensors`` + ``tiny-sd15-file.config/``: the tiny
                              sizes differ from the real architectures, so a weightless config folder goes beside it)
 ``cn-sd15-canny``            ControlNet for SD1.5 in lllyasviel's original single-file layout
-``cn-sd15-depth``            ControlNet for SD1.5 as a diffusers folder
+``cn-sd15-depth``            ControlNet for SD1.5 as a diffusers folder (any ``cn-<arch>-<type>`` is built this way,
+                             e.g. ``cn-sd15-inpaint``)
 ``cn-sdxl-canny``            ControlNet for SDXL as one ``.safetensors`` with diffusers key names and no config
                              (as most SDXL ControlNets ship)
 ``cn-sdxl-union``            union ControlNet for SDXL (ControlNetUnionModel) as a diffusers folder

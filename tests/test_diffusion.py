@@ -23,7 +23,7 @@ from server.diffusion import prompts
 torch.set_num_threads(2)
 
 MODELS = ("sd15", "sd15-inpaint", "sdxl", "sd15-file", "sdxl-file", "sd15-inpaint-file", "cn-sd15-canny",
-          "cn-sd15-depth", "cn-sdxl-canny", "cn-sdxl-union", "lora-sd15", "lora-sdxl", "emb-sd15", "emb-sdxl")
+          "cn-sd15-depth", "cn-sd15-inpaint", "cn-sdxl-canny", "cn-sdxl-union", "lora-sd15", "lora-sdxl", "emb-sd15", "emb-sdxl")
 W, H = 80, 56  # a context box that is not the native 64 x 64
 
 
@@ -299,6 +299,15 @@ def test_one_and_two_control_layers_steer_every_mode(client, mode):
     if mask is not None:
         outside = two[1][..., 3] == 0
         assert np.array_equal(two[1][outside][:, :3], picture()[outside][:, :3])
+
+
+def test_inpaint_controlnet_sees_the_image_with_its_hole_not_the_layer(client):
+    def run(layer, controls=True):
+        ctl = [dict(control("inpaint"), image=payload(layer))] if controls else None
+        return layers(client.run(with_image(job("inpaint", "tiny-sd15"), mask=selection(), controls=ctl), timeout=120))[0]
+    a, b, plain = run(picture(seed=1)), run(picture(seed=2)), run(None, controls=False)
+    assert a[0].info["controlnets"] == ["controlnet-inpaint-tiny-sd15"]
+    assert np.array_equal(a[1], b[1]) and not np.array_equal(a[1], plain[1])
 
 
 @pytest.mark.parametrize("controls, used", [

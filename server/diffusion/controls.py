@@ -68,6 +68,20 @@ def select(controls: List[Control], checkpoint: ModelEntry, registry: ModelRegis
     return plans
 
 
+def inpaint_condition(rgb: np.ndarray, mask: np.ndarray):
+    """What inpaint ControlNets take: the image in [0, 1] with the pixels to fill at -1, as a [1, 3, H, W] tensor."""
+    import torch
+
+    image = rgb[..., :3].astype(np.float32) / 255.0
+    image[mask > 0] = -1.0
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None]))
+
+
+def uses_inpaint_condition(plan: ControlPlan) -> bool:
+    """An 'inpaint' control on a regular ControlNet is built from the job's image and mask, not from the layer."""
+    return plan.control.type == "inpaint" and not plan.entry.info.get("union")
+
+
 def control_image(control: Control, registry: ModelRegistry, params: dict) -> np.ndarray:
     """The control layer as the ControlNet sees it (run through its preprocessor first when asked)."""
     rgb = control.image[..., :3]

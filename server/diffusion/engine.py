@@ -132,6 +132,18 @@ class DiffusionEngine:
                                       "selection or a lower precision") from err
                 raise
 
+    def _control_images(self, plans, work: Job, hard: np.ndarray, pw: int, ph: int) -> list:
+        """Each ControlNet's input at processing size (preprocessed when asked; inpaint ones from image and mask)."""
+        images = []
+        for plan in plans:
+            if control_plans.uses_inpaint_condition(plan) and work.image is not None:
+                images.append(control_plans.inpaint_condition(imageops.resize(work.image[..., :3], pw, ph),
+                                                              imageops.resize(hard, pw, ph)))
+            else:
+                rgb = control_plans.control_image(plan.control, self.registry, work.params)
+                images.append(_pil(imageops.resize(rgb, pw, ph)))
+        return images
+
     def _run(self, job: Job, ctx: JobContext) -> List[Layer]:
         import torch
 
@@ -140,7 +152,6 @@ class DiffusionEngine:
         ctx.check()
         loaded = self.checkpoint(entry)
         pipe = loaded.pipe
-        params = job.params
 
         prompt, tags = prompts.extract_loras(job.prompt)
         negative, neg_tags = prompts.extract_loras(job.negative_prompt)
@@ -166,9 +177,7 @@ class DiffusionEngine:
         call.update(prompts.encode(runner, prompt, negative, self.device).kwargs())
         call.update(_image_inputs(work, kind, hard, pw, ph, settings["strength"]))
         if plans:
-            images = [imageops.resize(control_plans.control_image(p.control, self.registry, params), pw, ph)
-                      for p in plans]
-            call.update(pipelines.control_kwargs(kind, plans, [_pil(i) for i in images], union))
+            call.update(pipelines.control_kwargs(kind, plans, self._control_images(plans, work, hard, pw, ph), union))
 
         arch = entry.arch
         done = [0]  # images finished, for progress over the whole batch
