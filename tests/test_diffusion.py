@@ -301,6 +301,15 @@ def test_one_and_two_control_layers_steer_every_mode(client, mode):
         assert np.array_equal(two[1][outside][:, :3], picture()[outside][:, :3])
 
 
+def test_outpaint_places_control_layers_on_the_extended_canvas(client):
+    msg = with_image(job("outpaint", "tiny-sd15"), controls=[control("canny"), control("canny", preprocess=True)])
+    msg["params"]["extend"] = {"left": 0, "top": 0, "right": 40, "bottom": 0}
+    (layer, rgba), = layers(client.run(msg, timeout=120))
+    assert (layer.width, layer.height) == (W + 40, H) and layer.info["controlnets"] == ["control_tiny_sd15_canny"] * 2
+    plain = dict(msg, controls=[])
+    assert not np.array_equal(layers(client.run(plain, timeout=120))[0][1], rgba)
+
+
 def test_inpaint_controlnet_sees_the_image_with_its_hole_not_the_layer(client):
     def run(layer, controls=True):
         ctl = [dict(control("inpaint"), image=payload(layer))] if controls else None

@@ -159,6 +159,7 @@ class DiffusionEngine:
         embeddings = loaded.adapters.load_embeddings(prompt, negative)
 
         work, original = _working_job(job)
+        plans = [dataclasses.replace(p, control=c) for p, c in zip(plans, work.controls)]
         hard, soft = imageops.prepare_mask(work)
         native = pipe.unet.config.sample_size * pipe.vae_scale_factor
         pw, ph = imageops.processing_size(work.width, work.height, native * native, multiple=pipe.vae_scale_factor)
@@ -266,7 +267,10 @@ def _working_job(job: Job) -> Tuple[Job, Optional[np.ndarray]]:
     canvas, new_area = imageops.extend_canvas(job.image, ext)
     filled = canvas.copy()
     filled[..., :3] = fill(np.ascontiguousarray(canvas[..., :3]), new_area, job.params["fill"])
-    work = dataclasses.replace(job, image=filled, mask=new_area, x=job.x - ext["left"], y=job.y - ext["top"])
+    controls = [dataclasses.replace(c, image=imageops.extend_canvas(imageops.rgba(c.image), ext)[0][..., :3])
+                for c in job.controls]  # control layers cover the original area; the new area gets none (black)
+    work = dataclasses.replace(job, image=filled, mask=new_area, x=job.x - ext["left"], y=job.y - ext["top"],
+                               controls=controls)
     return work, canvas
 
 
