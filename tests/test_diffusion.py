@@ -385,3 +385,25 @@ def test_device_and_precision_are_chosen_and_can_be_overridden(models_dir):
         assert layer.rgba.shape == (H, W, 4)
         assert {p.dtype for m in ("unet", "vae", "text_encoder") for p in getattr(eng.loaded.pipe, m).parameters()} \
             == {torch.bfloat16}
+
+
+def test_cancel_stops_the_pipeline_at_the_step_it_was_asked(models_dir):
+    from protocol.messages import job_params_defaults
+    from server.diffusion.engine import DiffusionEngine
+    from server.engines.base import Job, JobCancelled, JobContext
+    from server.models.registry import ModelRegistry
+
+    seen = []
+
+    def report(step, total, preview):
+        seen.append(step)
+        if step == 2:
+            ctx.cancel()
+
+    ctx = JobContext(report)
+    eng = DiffusionEngine(ModelRegistry([models_dir]))
+    job = Job(id="c", mode="img2img", model="tiny-sd15", prompt="a cat", negative_prompt="", image=picture(),
+              mask=None, params=dict(job_params_defaults(), steps=40, strength=1.0, batch=3))
+    with pytest.raises(JobCancelled):
+        eng.run(job, ctx)
+    assert seen == [1, 2]

@@ -62,7 +62,7 @@ def check_checkpoint_shapes(entry: ModelEntry, config: Path, allow_pickle: bool)
         encoders.append(("text_encoder_2", SDXL_CLIP_G, "ln_final.weight"))
     for sub, prefix, key in encoders:
         hidden = _json(config / sub / "config.json")["hidden_size"]
-        got = shapes.get(prefix + key)
+        got = shapes.get(prefix + key) or shapes.get(prefix + key.replace("text_model.", ""))  # older SD1.x files
         if got is None:
             raise EngineError(UNSUPPORTED, f"checkpoint '{entry.name}' has no {sub.replace('_', ' ')} "
                               f"({prefix}{key} is missing): it cannot be used on its own", field="model")
