@@ -172,13 +172,18 @@ def control_types_from_name(name: str) -> list:
     return [t for t, words in CONTROL_KEYWORDS.items() if any(w in low for w in words)]
 
 
+def _first(shapes: Shapes, pattern: str) -> Optional[Tuple[int, ...]]:
+    """The shape of the first tensor whose name matches ``pattern``."""
+    return next((v for k, v in shapes.items() if re.match(pattern, k)), None)
+
+
 def controlnet_arch(shapes: Shapes) -> Detected:
     """A ControlNet in lllyasviel's original layout or with diffusers keys; union models are flagged."""
     keys = {k[len("control_model."):] if k.startswith("control_model.") else k: v for k, v in shapes.items()}
     union = any(k.startswith(("task_embedding", "control_type_proj", "transformer_layes", "spatial_ch_projs",
                               "control_add_embedding")) for k in keys)
     if "input_hint_block.0.weight" in keys:
-        context = next((v for k, v in keys.items() if re.match(r"input_blocks\.\d+\.1\.transformer_blocks\.0\.attn2\.to_k\.weight", k)), None)
+        context = _first(keys, r"input_blocks\.\d+\.1\.transformer_blocks\.0\.attn2\.to_k\.weight")
         if "label_emb.0.0.weight" in keys:
             arch = "sdxl"
         elif context is not None and context[1] == 1024:
@@ -187,7 +192,7 @@ def controlnet_arch(shapes: Shapes) -> Detected:
             arch = "sd15"
         return Detected(arch, info={"layout": "original", "union": union})
     if "controlnet_cond_embedding.conv_in.weight" in keys:
-        context = next((v for k, v in keys.items() if re.match(r"down_blocks\.\d+\.attentions\.0\.transformer_blocks\.0\.attn2\.to_k\.weight", k)), None)
+        context = _first(keys, r"down_blocks\.\d+\.attentions\.0\.transformer_blocks\.0\.attn2\.to_k\.weight")
         if "add_embedding.linear_1.weight" in keys:
             arch = "sdxl"
         elif context is not None and context[1] == 1024:
