@@ -61,12 +61,17 @@ class Run:
 
 
 def _run_scenario(tmp_path_factory, scenario: str, width: int, height: int, models_which=(),
-                  model: str = "") -> Run:
-    """Install Paintbridge (the installer install.py uses) and the driver into a fresh Krita HOME, run ``scenario``."""
-    if hk.missing_tools():
-        pytest.skip(f"Krita host test needs {', '.join(hk.missing_tools())} (python3 install.py --dev installs them)")
-    work = tmp_path_factory.mktemp(f"krita-{scenario}")
-    home = hk.new_home(work / "run")
+                  model: str = "", host: hk.KritaHost = hk.NATIVE, server_url: str = "", tag: str = "") -> Run:
+    """Install Paintbridge (the installer install.py uses) and the driver into a fresh Krita HOME, run ``scenario``.
+
+    Without ``server_url`` the plugin starts the server itself (as recorded by the installer) on a free port.
+    """
+    missing = host.missing_tools()
+    if missing:
+        pytest.skip(f"Krita host test needs {', '.join(missing)} (python3 install.py --dev installs them)")
+    tag = tag or scenario
+    work = tmp_path_factory.mktemp(f"krita-{tag}")
+    home = hk.new_home(work / "run" if host.root is None else None, host)
     models = work / "models"
     models.mkdir()
     if models_which:
@@ -74,14 +79,14 @@ def _run_scenario(tmp_path_factory, scenario: str, width: int, height: int, mode
 
         factory.make_models_dir(models, models_which)
     installer.install(home.pykrita, home.kritarc, _server_command(models))
-    port = _free_port()
+    url = server_url or f"ws://127.0.0.1:{_free_port()}"
     with open(home.kritarc, "a") as rc:
-        rc.write(f"\n[paintbridge]\nserver_url=ws://127.0.0.1:{port}\nautostart=true\n")
+        rc.write(f"\n[paintbridge]\nserver_url={url}\nautostart={'false' if server_url else 'true'}\n")
     driver = (Path(__file__).parent / "hosts" / "krita_driver.py").read_text()
     hk.write_plugin(home.pykrita, "pb_test_driver", driver, enable_in=home.kritarc)
-    out = work / "out"
+    out = home.root / "out"
     out.mkdir()
-    config = {"out": str(out), "scenario": scenario, "width": width, "height": height, "deadline_s": 420,
+    config = {"out": host.inside(out), "scenario": scenario, "width": width, "height": height, "deadline_s": 420,
               "model": model}
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
@@ -90,9 +95,13 @@ def _run_scenario(tmp_path_factory, scenario: str, width: int, height: int, mode
     finally:
         for name in ("panel.png", "window.png", "result.json"):
             if (out / name).exists():
-                shutil.copyfile(out / name, artifacts / f"krita-{scenario}-{name}")
+                shutil.copyfile(out / name, artifacts / f"krita-{tag}-{name}")
         if (home.root / "krita.log").exists():
-            shutil.copyfile(home.root / "krita.log", artifacts / f"krita-{scenario}.log")
+            shutil.copyfile(home.root / "krita.log", artifacts / f"krita-{tag}.log")
+    if host.root is not None:  # keep the results, free the root's /tmp
+        shutil.copytree(out, work / "out")
+        shutil.rmtree(home.root, ignore_errors=True)
+        out = work / "out"
     run = Run(out, data)
     # The plugin stops the server it started when Krita quits.
     for pid in {data.get("server_pid"), data.get("crash", {}).get("new_pid")} - {None}:
@@ -370,3 +379,46 @@ def test_generate_fills_the_context_box(krita_diffusion_run):
     selected = np.zeros((DH, DW), bool)
     selected[8:32, 8:32] = True  # the result takes the selection's shape
     assert (layer[selected][:, 3] == 255).all() and not layer[~selected][:, 3].any()
+
+
+# --- Debian 13's Krita 5.2.9 (Python 3.13) in the cached trixie root, against a server on this machine --------------
+
+@pytest.fixture(scope="module")
+def krita_529_run(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the trixie root is entered with chroot, which needs root")
+    host = hk.trixie_host()
+    sys.path.insert(0, str(REPO / "krita_plugin"))
+    from paintbridge.server_process import LocalServer
+
+    models = tmp_path_factory.mktemp("krita-529-models")
+    server = LocalServer(_server_command(models))
+    url = f"ws://127.0.0.1:{_free_port()}"
+    server.start(url)
+    try:
+        assert server.wait_ready(120), server.last_output(20)
+        yield _run_scenario(tmp_path_factory, "classical", W, H, host=host, server_url=url, tag="5.2.9")
+    finally:
+        server.stop()
+
+
+def test_krita_529_runs_the_panel(krita_529_run):
+    run = krita_529_run
+    assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
+    assert run["_krita"]["version"] == "5.2.9"
+    assert run["connected"] == "connected" and run["server_started_by_plugin"] is False
+
+
+def test_krita_529_inpaint_live_outpaint_depths(krita_529_run):
+    run = krita_529_run
+    _check_inpaint(run, "rect", run.pixels(run["rect"]["selection_pixels"], channels=1))
+    _check_inpaint(run, "ellipse", run.pixels(run["ellipse"]["selection_pixels"], channels=1))
+    live = run["live"]
+    assert (live["first"], live["second"], live["settled"], live["after_paint"]) == (1, 2, 2, 3)
+    for name in run["user_layers"]:
+        assert (run.out / f"{run['user_before'][name]}.bin").read_bytes() == \
+            (run.out / f"{run['user_after'][name]}.bin").read_bytes()
+    assert run["outpaint"]["size"] == [80, 56] and len(run["outpaint"]["new_layers"]) == 1
+    for depth in ("U16", "F32"):
+        assert run[depth]["error"] is False and len(run[depth]["new_layers"]) == 1, run[depth]["message"]
+    assert run["cmyk"]["error"] is True and "RGB" in run["cmyk"]["message"]

@@ -23,8 +23,6 @@ from typing import Mapping, Optional
 
 from krita_plugin.installer import enable_in_kritarc
 
-KRITA = shutil.which("krita") or "/usr/bin/krita"
-XVFB_RUN = shutil.which("xvfb-run") or "/usr/bin/xvfb-run"
 SCREEN = "1600x1000x24"
 
 # The smallest plugin that proves Krita ran Python: it writes a file and quits (used to build the template HOME).
@@ -51,23 +49,71 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PAINTBRIDGE_CACHE") or Path.home() / ".cache" / "paintbridge")
 
 
+@dataclass(frozen=True)
+class KritaHost:
+    """A Krita installation: this machine's (``root`` None) or one inside a Debian root folder entered with chroot."""
+
+    root: Optional[Path] = None
+
+    def path(self, inside: str) -> Path:
+        """A path as seen from this machine for a path inside the host."""
+        return Path(inside) if self.root is None else self.root / inside.lstrip("/")
+
+    def inside(self, path: Path) -> str:
+        """A path on this machine as Krita sees it (it must lie inside the root)."""
+        return str(path) if self.root is None else "/" + str(Path(path).relative_to(self.root))
+
+    def missing_tools(self) -> list[str]:
+        """What this host lacks to run Krita headless (empty when all is there)."""
+        tools = ["/usr/bin/krita", "/usr/bin/xvfb-run", "/usr/bin/xauth"]
+        missing = [t for t in tools if not self.path(t).exists()]
+        if self.root is not None and os.geteuid() != 0:
+            missing.append("root privileges (chroot)")
+        return missing
+
+    def version(self) -> str:
+        """Krita's version as the Debian package states it, e.g. ``5.1.5``."""
+        cmd = ["dpkg-query", "-W", "-f=${Version}", "krita"]
+        if self.root is not None:
+            cmd = ["chroot", str(self.root)] + cmd
+        out = subprocess.run(cmd, capture_output=True, text=True).stdout
+        # "1:5.1.5+dfsg-2+deb12u1" -> "5.1.5"
+        return out.split(":", 1)[-1].split("+", 1)[0].split("-", 1)[0] or "unknown"
+
+    def scratch(self, prefix: str = "krita-") -> Path:
+        """A fresh folder Krita can see (under the root's /tmp for a chroot host)."""
+        base = None if self.root is None else self.root / "tmp"
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+
+    def command(self, env: Mapping[str, str], timeout: float) -> list:
+        krita = ["timeout", "-k", "10", str(int(timeout)), "xvfb-run", "-a", "-s", f"-screen 0 {SCREEN}",
+                 "krita", "--nosplash"]
+        if self.root is None:
+            return krita
+        return ["chroot", str(self.root), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()), *krita]
+
+
+NATIVE = KritaHost()
+
+
+def trixie_host() -> KritaHost:
+    """Debian 13's Krita 5.2.9 (embedded Python 3.13) in the cached trixie root (krita and python3-pyqt5 added on first use)."""
+    from . import trixie
+
+    return KritaHost(trixie.ensure_trixie_root(["krita", "python3-pyqt5"]))
+
+
 def missing_tools() -> list[str]:
-    """What this machine lacks to run Krita headless (empty when all is there)."""
-    return [tool for tool in (KRITA, XVFB_RUN, "/usr/bin/xauth") if not Path(tool).exists()]
-
-
-def krita_version() -> str:
-    """Krita's version as the Debian package states it (no display needed), e.g. ``5.1.5``."""
-    out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "krita"], capture_output=True, text=True).stdout
-    # "1:5.1.5+dfsg-2+deb12u1" -> "5.1.5"
-    return out.split(":", 1)[-1].split("+", 1)[0].split("-", 1)[0] or "unknown"
+    """What this machine lacks to run its own Krita headless (empty when all is there)."""
+    return NATIVE.missing_tools()
 
 
 @dataclass
 class KritaHome:
-    """One isolated set of folders for a Krita run."""
+    """One isolated set of folders for a Krita run (``root`` is a path on this machine)."""
 
     root: Path
+    host: KritaHost = NATIVE
 
     @property
     def home(self) -> Path:
@@ -90,20 +136,22 @@ class KritaHome:
         return self.config / "kritarc"
 
     def env(self, extra: Optional[Mapping[str, str]] = None) -> dict:
+        """The environment of a run (paths as Krita sees them)."""
         runtime = self.root / "runtime"
         tmp = self.root / "tmp"
         runtime.mkdir(mode=0o700, exist_ok=True)
         tmp.mkdir(exist_ok=True)
+        inside = self.host.inside
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PATH": "/usr/local/bin:/usr/bin:/bin" if self.host.root else os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
             "LC_ALL": "C.UTF-8",
-            "HOME": str(self.home),
-            "XDG_CONFIG_HOME": str(self.config),
-            "XDG_DATA_HOME": str(self.data),
-            "XDG_CACHE_HOME": str(self.home / ".cache"),
-            "XDG_RUNTIME_DIR": str(runtime),
-            "TMPDIR": str(tmp),
+            "HOME": inside(self.home),
+            "XDG_CONFIG_HOME": inside(self.config),
+            "XDG_DATA_HOME": inside(self.data),
+            "XDG_CACHE_HOME": inside(self.home / ".cache"),
+            "XDG_RUNTIME_DIR": inside(runtime),
+            "TMPDIR": inside(tmp),
             "QT_QPA_PLATFORM": "xcb",
             "PYTHONDONTWRITEBYTECODE": "1",
         }
@@ -133,9 +181,11 @@ def enable_plugin(kritarc: Path, name: str) -> None:
 def _run(home: KritaHome, timeout: float, env_extra: Optional[Mapping[str, str]] = None,
          log_name: str = "krita.log") -> subprocess.CompletedProcess:
     log = home.root / log_name
-    cmd = ["timeout", "-k", "10", str(int(timeout)), XVFB_RUN, "-a", "-s", f"-screen 0 {SCREEN}", KRITA, "--nosplash"]
+    env = home.env(env_extra)
+    cmd = home.host.command(env, timeout)
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=home.env(env_extra), stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=env if home.host.root is None else {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=str(home.root))
         try:
             rc = proc.wait(timeout + 20)
@@ -145,40 +195,41 @@ def _run(home: KritaHome, timeout: float, env_extra: Optional[Mapping[str, str]]
     return subprocess.CompletedProcess(cmd, rc, log.read_bytes(), b"")
 
 
-def template_home() -> Path:
-    """The cached, initialised template HOME (built on first use, atomically, under a lock)."""
-    if missing_tools():
-        raise KritaUnavailable(f"missing: {', '.join(missing_tools())}")
-    base = cache_dir() / "hosts" / f"krita-{krita_version()}"
+def template_home(host: KritaHost = NATIVE) -> Path:
+    """The cached, initialised template HOME for ``host`` (built on first use, atomically, under a lock)."""
+    if host.missing_tools():
+        raise KritaUnavailable(f"missing: {', '.join(host.missing_tools())}")
+    base = cache_dir() / "hosts" / f"krita-{host.version()}"
     ready = base / "home"
     base.mkdir(parents=True, exist_ok=True)
     with open(base / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if ready.is_dir() and (ready / ".paintbridge-template-ready").exists():
             return ready
-        build = Path(tempfile.mkdtemp(prefix="template-", dir=base))
-        kh = KritaHome(build)
+        build = host.scratch("template-")
+        kh = KritaHome(build, host)
         kh.home.mkdir(parents=True)
         done = build / "done"
         write_plugin(kh.pykrita, "pb_template_quit", _QUIT_PLUGIN, enable_in=kh.kritarc)
-        result = _run(kh, 120, {"PB_TEMPLATE_DONE": str(done)})
+        result = _run(kh, 120, {"PB_TEMPLATE_DONE": host.inside(done)})
         if not done.exists():
-            raise RuntimeError(f"Krita did not start to build the template HOME:\n{result.stdout.decode(errors='replace')[-3000:]}")
+            raise RuntimeError(f"Krita did not start to build the template HOME:\n"
+                               f"{result.stdout.decode(errors='replace')[-3000:]}")
         shutil.rmtree(kh.pykrita / "pb_template_quit")
         (kh.pykrita / "pb_template_quit.desktop").unlink()
         (kh.home / ".paintbridge-template-ready").write_text("ok")
         if ready.exists():
             shutil.rmtree(ready)
-        kh.home.rename(ready)
+        shutil.copytree(kh.home, ready, symlinks=True)
         shutil.rmtree(build, ignore_errors=True)
         return ready
 
 
-def new_home(workdir: Path) -> KritaHome:
-    """A fresh isolated Krita HOME in ``workdir``, copied from the template."""
-    kh = KritaHome(Path(workdir))
+def new_home(workdir: Optional[Path] = None, host: KritaHost = NATIVE) -> KritaHome:
+    """A fresh isolated Krita HOME (in ``workdir``, or a scratch folder the host can see), copied from the template."""
+    kh = KritaHome(Path(workdir) if workdir is not None else host.scratch(), host)
     kh.root.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(template_home(), kh.home, symlinks=True)
+    shutil.copytree(template_home(host), kh.home, symlinks=True)
     return kh
 
 
@@ -197,5 +248,6 @@ def run_krita(home: KritaHome, result_file: Path, timeout: float = 180,
                            f"{result_file.name}; log tail:\n{log[-6000:]}")
     data = json.loads(result_file.read_text())
     data.setdefault("_krita", {})
-    data["_krita"].update({"returncode": proc.returncode, "elapsed": elapsed, "log_tail": log[-4000:]})
+    data["_krita"].update({"returncode": proc.returncode, "elapsed": elapsed, "log_tail": log[-4000:],
+                           "version": home.host.version()})
     return data
