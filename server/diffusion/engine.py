@@ -58,6 +58,7 @@ class DiffusionEngine:
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
         self.device, self.dtype = devices.choose(device, dtype)
+        _quiet_loaders()
         self.loaded: Optional[LoadedCheckpoint] = None
         self.controlnets: Dict[str, object] = {}
         self.loads = 0
@@ -282,6 +283,15 @@ def _pil(array: np.ndarray):
     from PIL import Image
 
     return Image.fromarray(array)
+
+
+def _quiet_loaders() -> None:
+    """No per-component progress bars in the server's log: the engine logs each load with its time."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def _empty_cache(device) -> None:
