@@ -340,7 +340,8 @@ def test_img2img_without_selection_batch_apply_undo(krita_diffusion_run):
     assert rec["progress"][1] >= 1  # progress events reached the panel
     assert rec["result_box"] == [0, 0, DW, DH]  # no selection: the whole canvas
     assert rec["seeds"][0] == 77 and rec["seeds"][1] != 77
-    assert len(rec["new_layers"]) == 1 and rec["new_layers"][0]["name"] == f"a castle on a hill (seed {rec['seeds'][1]})"
+    assert len(rec["new_layers"]) == 1
+    assert rec["new_layers"][0]["name"] == f"a castle on a hill (seed {rec['seeds'][1]})"
     layer = run.pixels(rec["new_layer_pixels"], DW, DH)
     result = run.pixels(rec["result"], DW, DH)
     assert np.array_equal(layer, result) and (layer[..., 3] == 255).all()

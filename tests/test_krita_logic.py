@@ -20,7 +20,6 @@ if str(REPO) not in sys.path:
 from krita_plugin import installer  # noqa: E402
 from krita_plugin.paintbridge import jobs, live, pixels, placement, server_process  # noqa: E402
 from protocol import Box, Limits, parse_client_message  # noqa: E402
-from protocol.errors import ProtocolError  # noqa: E402
 
 
 def bgra(w: int, h: int, value: int = 0) -> bytes:
@@ -171,7 +170,8 @@ def test_layer_names_and_crops():
     assert placement.crop_rows(data, 4, 4, 1, Box(11, 21, 2, 2), Box(10, 20, 4, 4)) == bytes([5, 6, 9, 10])
     assert placement.on_canvas(Box(-4, -4, 8, 8), 10, 10) == Box(0, 0, 4, 4)
     assert placement.on_canvas(Box(20, 0, 8, 8), 10, 10) is None
-    assert placement.masked(bytes([1, 2, 3, 255, 4, 5, 6, 128]), bytes([128, 255])) == bytes([1, 2, 3, 128, 4, 5, 6, 128])
+    shaped = placement.masked(bytes([1, 2, 3, 255, 4, 5, 6, 128]), bytes([128, 255]))
+    assert shaped == bytes([1, 2, 3, 128, 4, 5, 6, 128])
     with pytest.raises(ValueError, match="mask has 1 pixels"):
         placement.masked(bytes(8), bytes(1))
 

@@ -637,7 +637,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
         index = self.model_box.findData(keep)
         self.model_box.setCurrentIndex(max(0, index))
         self.model_box.blockSignals(False)
-        keep_up = self.upscaler_box.currentData() if self.upscaler_box.count() else getattr(self, "_wanted_upscaler", "")
+        keep_up = (self.upscaler_box.currentData() if self.upscaler_box.count()
+                   else getattr(self, "_wanted_upscaler", ""))
         self.upscaler_box.clear()
         self.upscaler_box.addItem("Lanczos (no model)", "")
         for entry in self.models:
@@ -792,7 +793,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
                 qimage_from_bgra8(image.data, image.box.width, image.box.height).scaled(
                     THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)))
             item = QtWidgets.QListWidgetItem(icon, f"seed {image.seed}")
-            item.setToolTip(f"{image.box.width}×{image.box.height} at ({image.box.x}, {image.box.y}), seed {image.seed}")
+            box = image.box
+            item.setToolTip(f"{box.width}×{box.height} at ({box.x}, {box.y}), seed {image.seed}")
             self.results_list.addItem(item)
         self.results_list.setCurrentRow(0 if self.results else -1)
         self.results_list.blockSignals(False)
@@ -899,8 +901,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
             return
         try:
             settings = self.settings()
-            sig = signature(kdoc.live_signature_parts(doc, settings) + [settings.prompt, settings.strength,
-                                                                         settings.model, doc.rootNode().uniqueId().toString()])
+            extra = [settings.prompt, settings.strength, settings.model, doc.rootNode().uniqueId().toString()]
+            sig = signature(kdoc.live_signature_parts(doc, settings) + extra)
         except (kdoc.DocumentError, JobError) as err:
             self.show_message(str(err), error=True)
             return

@@ -14,7 +14,7 @@ from krita import Krita  # type: ignore
 
 from . import pixels
 from .jobs import ControlInput, JobInputs, Settings, input_box
-from .placement import PREVIEW_NAME, Growth, layer_name, on_canvas, crop_rows
+from .placement import PREVIEW_NAME, crop_rows, growth_for, layer_name, shifted
 from .qt_compat import QtCore, QtWidgets, byte_array, to_bytes
 from .wire import Box
 
@@ -120,7 +120,7 @@ def mask_bounds(doc, settings: Settings) -> Optional[Box]:
 
 
 def read_mask(doc, settings: Settings, box: Box, info: ColorInfo) -> Optional[bytes]:
-    """``gray8`` mask over ``box``: a selected selection/transparency mask, the selection, or the active layer's alpha."""
+    """``gray8`` mask over ``box``: a selected selection/transparency mask, the selection, or the layer's alpha."""
     if settings.mask_source == "alpha":
         layer = layer_for(doc.activeNode())
         if layer is None:
@@ -290,23 +290,16 @@ def apply_result(doc, image: ResultImage, prompt: str, mode: str, above_id: str)
     """Insert ``image`` as a new paint layer (one undo step; for outpaint the canvas grows first). Returns the node."""
     info = color_info(doc)
     remove_preview(doc)
-    growth = growth_needed(doc, image)
+    growth = growth_for(image.box, doc.width(), doc.height())
     if growth.any:
         doc.resizeImage(*growth.resize_args(doc.width(), doc.height()))
         wait_idle(doc)
-        image = ResultImage(Box(image.box.x + growth.left, image.box.y + growth.top, image.box.width,
-                                image.box.height), image.data, image.seed, image.name)
+        image = ResultImage(shifted(image.box, growth), image.data, image.seed, image.name)
     node = doc.createNode(layer_name(prompt, image.seed, mode), "paintlayer")
     _write(node, image, info)
     _place(doc, node, above_id)
     doc.refreshProjection()
     return node
-
-
-def growth_needed(doc, image: ResultImage) -> Growth:
-    from .placement import growth_for
-
-    return growth_for(image.box, doc.width(), doc.height())
 
 
 def open_as_new_document(image: ResultImage, name: str, source=None):
@@ -356,7 +349,3 @@ def live_signature_parts(doc, settings: Settings) -> list:
 
 def canvas_box(doc) -> Box:
     return Box(0, 0, doc.width(), doc.height())
-
-
-def on_canvas_part(doc, image: ResultImage) -> Optional[Box]:
-    return on_canvas(image.box, doc.width(), doc.height())

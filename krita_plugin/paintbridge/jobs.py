@@ -137,11 +137,6 @@ def input_box(mode: str, selection: Optional[Box], canvas_width: int, canvas_hei
     return context_box(selection, canvas_width, canvas_height)
 
 
-def resolve_seed(settings: Settings, rng_value: int) -> int:
-    """The seed to send: ``rng_value`` when the seed is random, else the fixed seed."""
-    return int(rng_value) % (2**32) if settings.random_seed else int(settings.seed) % (2**32)
-
-
 def build_job(settings: Settings, inputs: JobInputs, seed: int, previews: bool = True) -> dict:
     """The ``job`` map for ``settings`` and ``inputs``; raises JobError naming what is missing or wrong."""
     mode = settings.mode
@@ -219,9 +214,3 @@ def _payload(box: Box, fmt: str, data: bytes) -> dict:
     if len(data) != expected:
         raise JobError(f"read {len(data)} bytes for a {box.width}x{box.height} {fmt} image, expected {expected}")
     return {"width": box.width, "height": box.height, "format": fmt, "data": bytes(data)}
-
-
-def describe(settings: Settings, model_label: str = "") -> str:
-    """A one-line summary of the job for the status line."""
-    label = MODE_LABELS.get(settings.mode, settings.mode)
-    return f"{label} with {model_label or settings.model or 'the default model'}"

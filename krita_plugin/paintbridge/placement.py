@@ -74,7 +74,7 @@ def on_canvas(layer: Box, canvas_width: int, canvas_height: int) -> Optional[Box
 
 
 def masked(bgra: bytes, mask: bytes) -> bytes:
-    """``bgra8`` pixels whose alpha is scaled by a ``gray8`` mask of the same size (a result shaped by the selection)."""
+    """``bgra8`` pixels with alpha scaled by a same-size ``gray8`` mask (a result shaped by the selection)."""
     if len(bgra) != 4 * len(mask):
         raise ValueError(f"mask has {len(mask)} pixels but the image has {len(bgra) // 4}")
     out = bytearray(bgra)

@@ -1,4 +1,4 @@
-"""Start and stop the local Paintbridge server, as ``install.py`` recorded it in ``server.json`` (no terminal needed)."""
+"""Start and stop the local Paintbridge server as ``install.py`` recorded it in ``server.json`` (no terminal needed)."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ class LocalServer:
                 self.ready.set()
 
     def wait_ready(self, timeout: float) -> bool:
-        """Block until the server says it listens (True), exits, or ``timeout`` passes (False). Not for the UI thread."""
+        """Block until the server listens (True), exits or ``timeout`` passes (False). Not for the UI thread."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.ready.wait(0.1):

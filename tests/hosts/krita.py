@@ -97,7 +97,8 @@ NATIVE = KritaHost()
 
 
 def trixie_host() -> KritaHost:
-    """Debian 13's Krita 5.2.9 (embedded Python 3.13) in the cached trixie root (krita and python3-pyqt5 added on first use)."""
+    """Debian 13's Krita 5.2.9 (embedded Python 3.13) in the cached trixie root; krita and python3-pyqt5 are added
+    to the root on first use."""
     from . import trixie
 
     return KritaHost(trixie.ensure_trixie_root(["krita", "python3-pyqt5"]))
@@ -160,7 +161,7 @@ class KritaHome:
 
 
 def write_plugin(pykrita: Path, name: str, source: str, enable_in: Optional[Path] = None) -> None:
-    """Install a one-file pykrita plugin ``name`` (desktop file + package) and enable it in ``enable_in`` (a kritarc)."""
+    """Install a one-file pykrita plugin ``name`` (desktop file + package); enable it in ``enable_in`` (a kritarc)."""
     pykrita.mkdir(parents=True, exist_ok=True)
     (pykrita / f"{name}.desktop").write_text(
         "[Desktop Entry]\nType=Service\nServiceTypes=Krita/PythonPlugin\n"

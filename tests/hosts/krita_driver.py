@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 
-from krita import InfoObject, Krita, Selection  # noqa: F401
+from krita import Krita, Selection
 from PyQt5.QtCore import QByteArray, QTimer
 
 K = Krita.instance()
