@@ -255,20 +255,31 @@ def _write(node, image: ResultImage, info: ColorInfo, canvas: Optional[Box] = No
     node.setPixelData(byte_array(raw), box.x, box.y, box.width, box.height)
 
 
+def _clear(node, info: ColorInfo) -> None:
+    """Make a layer fully transparent (only its non-empty extent is written)."""
+    b = node.bounds()
+    if b.width() > 0 and b.height() > 0:
+        size = pixels.bytes_per_pixel(info.depth) * b.width() * b.height()
+        node.setPixelData(byte_array(bytes(size)), b.x(), b.y(), b.width(), b.height())
+
+
+def _preview_node(doc):
+    """The document's preview layer (duplicates, e.g. brought back by undo, are removed), or None."""
+    nodes = preview_nodes(doc)
+    for extra in nodes[1:]:
+        extra.remove()
+    return nodes[0] if nodes else None
+
+
 def show_preview(doc, image: ResultImage, above_id: str) -> None:
     """Show ``image`` in the document's single preview layer, created above ``above_id`` or updated in place."""
     info = color_info(doc)
-    nodes = preview_nodes(doc)
     canvas = Box(0, 0, doc.width(), doc.height())
-    if nodes:
-        node = nodes[0]
-        for extra in nodes[1:]:
-            extra.remove()
-        b = node.bounds()
-        if b.width() > 0 and b.height() > 0:
-            clear = pixels.bytes_per_pixel(info.depth) * b.width() * b.height()
-            node.setPixelData(byte_array(bytes(clear)), b.x(), b.y(), b.width(), b.height())
+    node = _preview_node(doc)
+    if node is not None:
+        _clear(node, info)
         _write(node, image, info, canvas)
+        node.setVisible(True)
     else:
         node = doc.createNode(PREVIEW_NAME, "paintlayer")
         _write(node, image, info, canvas)
@@ -287,17 +298,28 @@ def remove_preview(doc) -> bool:
 
 
 def apply_result(doc, image: ResultImage, prompt: str, mode: str, above_id: str):
-    """Insert ``image`` as a new paint layer (one undo step; for outpaint the canvas grows first). Returns the node."""
+    """Keep ``image`` as a new paint layer named after the prompt and seed; returns the node.
+
+    The preview layer becomes that layer (renamed and filled with the chosen result), so the layer's only undo step is
+    the one that added it: one undo removes it and no stale preview comes back. For outpaint the canvas grows first.
+    """
     info = color_info(doc)
-    remove_preview(doc)
     growth = growth_for(image.box, doc.width(), doc.height())
     if growth.any:
         doc.resizeImage(*growth.resize_args(doc.width(), doc.height()))
         wait_idle(doc)
         image = ResultImage(shifted(image.box, growth), image.data, image.seed, image.name)
-    node = doc.createNode(layer_name(prompt, image.seed, mode), "paintlayer")
-    _write(node, image, info)
-    _place(doc, node, above_id)
+    name = layer_name(prompt, image.seed, mode)
+    node = _preview_node(doc)
+    if node is not None:
+        _clear(node, info)
+        _write(node, image, info)
+        node.setName(name)
+        node.setVisible(True)
+    else:
+        node = doc.createNode(name, "paintlayer")
+        _write(node, image, info)
+        _place(doc, node, above_id)
     doc.refreshProjection()
     return node
 
