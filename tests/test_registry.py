@@ -201,12 +201,13 @@ def test_tensors_that_do_not_fit_the_architecture_fail_clearly(models, tmp_path)
     assert err.value.code == "unsupported" and "cut" in err.value.message
 
 
-@pytest.mark.parametrize("union, overrides", [
-    (False, {}),  # "full"
-    (False, {"transformer_layers_per_block": [1, 1, 4]}),  # a slimmer variant
-    (True, {"num_control_type": 8}),  # union "promax"
+@pytest.mark.parametrize("arch, union, overrides, heads", [
+    ("sdxl", False, {}, [5, 10, 20]),  # "full"
+    ("sdxl", False, {"transformer_layers_per_block": [1, 1, 4]}, [5, 10, 20]),  # a slimmer variant
+    ("sdxl", True, {"num_control_type": 8}, [5, 10, 20]),  # union "promax"
+    ("sd15", False, {}, 8),
 ])
-def test_sdxl_controlnet_config_is_read_off_real_size_shapes(union, overrides):
+def test_controlnet_config_is_read_off_real_size_shapes(arch, union, overrides, heads):
     import inspect
 
     import diffusers
@@ -216,16 +217,17 @@ def test_sdxl_controlnet_config_is_read_off_real_size_shapes(union, overrides):
 
     cls = diffusers.ControlNetUnionModel if union else diffusers.ControlNetModel
     allowed = set(inspect.signature(cls.__init__).parameters)
-    config = {k: v for k, v in {**controlnet_config._base("sdxl"), **overrides}.items() if k in allowed}
+    config = {k: v for k, v in {**controlnet_config._base(arch), **overrides}.items() if k in allowed}
     with init_empty_weights():
         original = cls(**config)
     shapes = {k: tuple(v.shape) for k, v in original.state_dict().items()}
-    inferred = controlnet_config.infer(shapes, "sdxl", union)
+    inferred = controlnet_config.infer(shapes, arch, union)
     with init_empty_weights():
         rebuilt = cls.from_config(inferred)
     assert {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()} == shapes
-    assert inferred["attention_head_dim"] == [5, 10, 20]
-    assert inferred["transformer_layers_per_block"] == config["transformer_layers_per_block"]
+    assert inferred["attention_head_dim"] == heads
+    if arch == "sdxl":
+        assert inferred["transformer_layers_per_block"] == config["transformer_layers_per_block"]
 
 
 # Parameter counts of the published models (UNet, VAE, CLIP-L text, OpenCLIP-bigG text with projection).
