@@ -196,6 +196,8 @@ class PaintbridgeServer:
         self.device = await asyncio.to_thread(self.hub.device_description)
         self.queue = JobQueue(self.hub.run, self._encode_result, self.config.limits.max_queue)
         worker = asyncio.create_task(self.queue.worker())
+        if self.config.preload:
+            threading.Thread(target=self.hub.preload, name="paintbridge-preload", daemon=True).start()
         async with serve(self.handler, self.config.host, self.config.port,
                          max_size=self.config.limits.max_frame_bytes, compression=None) as server:
             if on_ready is not None:

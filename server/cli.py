@@ -27,6 +27,7 @@ def _config(args: argparse.Namespace, port: Optional[int] = None) -> ServerConfi
         host=getattr(args, "host", DEFAULT_HOST), port=port if port is not None else args.port,
         token=getattr(args, "token", None), model_dirs=dirs, device=getattr(args, "device", None),
         dtype=getattr(args, "dtype", None), allow_pickle=getattr(args, "allow_pickle", False),
+        preload=not getattr(args, "no_preload", True),
     )
 
 
@@ -213,6 +214,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=DEFAULT_PORT)
     s.add_argument("--token", default=os.environ.get("PAINTBRIDGE_TOKEN"),
                    help="secret clients must send (default $PAINTBRIDGE_TOKEN)")
+    s.add_argument("--no-preload", action="store_true",
+                   help="do not load the default checkpoint at start (it then loads with the first job)")
     add_models(s)
     s.set_defaults(func=cmd_serve)
 

@@ -46,6 +46,7 @@ class ServerConfig:
     dtype: Optional[str] = None
     allow_pickle: bool = False
     handshake_timeout: float = 10.0
+    preload: bool = False  # load the default checkpoint in the background at start, so the first job is warm
 
     def validate(self) -> None:
         """Raise ValueError when the server must not start as configured."""

@@ -348,3 +348,28 @@ def test_cli_run_reports_an_unreachable_server(tmp_path, capsys):
                  "--server", "ws://127.0.0.1:9"])
     assert code == 1
     assert "cannot reach the Paintbridge server at ws://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_preload_loads_the_default_checkpoint_before_the_first_job(start_server, tiny_models):
+    server = start_server(model_dirs=[tiny_models], preload=True)
+    hub = server.server.hub
+    deadline = time.monotonic() + 120
+    while hub.diffusion.loads == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert hub.diffusion.loads == 1
+    with Client(server.url, "test") as client:
+        client.run(slow_job(steps=2))
+    assert hub.diffusion.loads == 1
+
+
+def test_control_layers_keep_alpha_only_for_preprocessing():
+    from protocol.images import parse_payload
+    from server.app import control_pixels
+
+    sketch = np.zeros((4, 4, 4), np.uint8)
+    sketch[1, :, :3] = 255
+    sketch[1, :, 3] = 255  # one opaque white line on a transparent layer
+    wire = parse_payload(payload(sketch, "rgba8"), "image", 100)
+    assert control_pixels(wire, preprocess=True).shape == (4, 4, 4)
+    flat = control_pixels(wire, preprocess=False)
+    assert flat.shape == (4, 4, 3) and (flat[1] == 255).all() and (flat[0] == 0).all()

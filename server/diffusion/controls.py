@@ -11,6 +11,7 @@ from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED
 
 from ..engines.base import Control, EngineError
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
+from ..preprocess import preprocess_image
 
 # ControlNet-Union (xinsir promax) control modes per control type.
 UNION_MODES = {"pose": 0, "depth": 1, "softedge": 2, "scribble": 2, "canny": 3, "lineart": 3, "normal": 4,
@@ -84,11 +85,6 @@ def uses_inpaint_condition(plan: ControlPlan) -> bool:
 
 def control_image(control: Control, registry: ModelRegistry, params: dict) -> np.ndarray:
     """The control layer as the ControlNet sees it (run through its preprocessor first when asked)."""
-    rgb = control.image[..., :3]
-    if control.preprocess:
-        try:
-            from ..preprocess import preprocess_image
-        except ImportError as err:
-            raise EngineError(UNSUPPORTED, f"control preprocessing is not available in this server: {err}") from err
-        rgb = preprocess_image(control.type, rgb, registry, params)
-    return np.ascontiguousarray(rgb[..., :3])
+    if control.preprocess:  # the preprocessor gets the alpha too: a sketch on a transparent layer is lines on paper
+        return np.ascontiguousarray(preprocess_image(control.type, control.image, registry, params)[..., :3])
+    return np.ascontiguousarray(control.image[..., :3])

@@ -96,6 +96,11 @@ class DiffusionEngine:
         self.loaded = LoadedCheckpoint(entry, pipe, Adapters(pipe, entry, self.registry), dict(pipe.scheduler.config))
         return self.loaded
 
+    def warm_up(self, name: str = "") -> None:
+        """Load a checkpoint (the default one without a name) before any job needs it."""
+        with self._lock:
+            self.checkpoint(self.checkpoint_entry(name))
+
     def unload(self) -> None:
         """Free the loaded checkpoint (and ControlNets of another architecture)."""
         if self.loaded is None:

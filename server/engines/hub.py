@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from typing import Callable, List, Optional
 
@@ -16,6 +17,8 @@ from ..models.registry import ModelRegistry
 from ..preprocess import available_preprocessors
 from .base import EngineError, Job, JobContext, Layer
 from .classical import NAME as CLASSICAL, ClassicalEngine
+
+log = logging.getLogger("paintbridge.engines")
 
 RefineFn = Callable[[np.ndarray, float, int], np.ndarray]
 
@@ -42,6 +45,17 @@ class EngineHub:
 
     def device_description(self) -> str:
         return self.diffusion.device_description()
+
+    def preload(self) -> None:
+        """Load the default checkpoint now (called in a background thread at start); failures are only logged,
+        the first job that needs the model reports them."""
+        entry = self.registry.default_checkpoint()
+        if entry is None:
+            return
+        try:
+            self.diffusion.warm_up(entry.name)
+        except Exception as err:  # noqa: BLE001 - a job will meet the same problem and report it
+            log.warning("could not preload %s: %s", entry.name, err)
 
     def models(self) -> List[dict]:
         """The built-in engine followed by every installed model."""
