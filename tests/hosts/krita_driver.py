@@ -49,11 +49,31 @@ def _finish():
         QTimer.singleShot(15000, lambda: os._exit(4))
 
 
+LAST_STEP = [time.monotonic()]
+STALL_S = CONFIG.get("stall_s", 60)
+
+
+def _watchdog():
+    """A plain thread: when no step has run for STALL_S seconds, record where the UI thread is and give up."""
+    import threading
+    main = threading.main_thread().ident
+    while True:
+        time.sleep(2)
+        if time.monotonic() - LAST_STEP[0] > STALL_S:
+            frame = sys._current_frames().get(main)
+            stack = "".join(traceback.format_stack(frame)) if frame is not None else "?"
+            RESULT["errors"].append(f"no driver step for {STALL_S} s; UI thread at:\n{stack}")
+            with open(os.path.join(OUT, "result.json"), "w") as f:
+                json.dump(RESULT, f, indent=1, default=str)
+            os._exit(5)
+
+
 class Runner:
     def __init__(self, gen):
         self.gen = gen
 
     def step(self, value=None):
+        LAST_STEP[0] = time.monotonic()
         try:
             cmd = self.gen.send(value)
             frame = self.gen.gi_frame
@@ -73,6 +93,7 @@ class Runner:
             deadline = time.monotonic() + cmd.timeout
 
             def poll():
+                LAST_STEP[0] = time.monotonic()
                 try:
                     ok = bool(cmd.cond())
                 except Exception:
@@ -679,6 +700,8 @@ SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion}
 
 
 def _start():
+    import threading
+    threading.Thread(target=_watchdog, daemon=True).start()
     Runner(SCENARIOS[CONFIG["scenario"]]()).step()
 
 
