@@ -61,9 +61,16 @@ def _repo_vendor_runtime() -> Callable[[Path], None]:
 
 
 def write_server_config(plugin_dir: Path, server_command: Sequence[str]) -> Path:
-    """Record the command that starts the local server (the plugin adds ``--host``/``--port``)."""
+    """Record the command that starts the local server (the plugin adds ``--host``/``--port``).
+
+    A relative program path is made absolute: Krita starts the server from its own working folder.
+    """
+    command = list(server_command)
+    program = Path(command[0])
+    if not program.is_absolute() and len(program.parts) > 1:
+        command[0] = str(program.resolve())
     path = Path(plugin_dir) / SERVER_FILE
-    path.write_text(json.dumps({"command": list(server_command)}, indent=2) + "\n")
+    path.write_text(json.dumps({"command": command}, indent=2) + "\n")
     return path
 
 

@@ -249,6 +249,9 @@ def test_install_makes_a_self_contained_plugin(tmp_path):
     assert not (dest / "stale.py").exists()
     with pytest.raises(ValueError, match="server_command"):
         installer.install(pykrita, rc, [])
+    installer.write_server_config(dest, ["venv/bin/python", "-m", "server", "serve"])
+    recorded = json.loads((dest / "server.json").read_text())["command"]
+    assert Path(recorded[0]).is_absolute() and recorded[1:] == ["-m", "server", "serve"]
 
 
 def test_local_server_launcher_starts_the_recorded_command(tmp_path):
