@@ -566,6 +566,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.status_label.setText("Starting the local server…")
         self.connection.reconnect_now()
 
+    @guarded
     def _on_state(self, state: str, detail: str) -> None:
         color = STATE_COLORS.get(state, "#8b949e")
         self.status_dot.setStyleSheet(f"color: {color}; font-size: 14px;")
@@ -612,10 +613,12 @@ class PaintbridgePanel(QtWidgets.QWidget):
             return
         self.status_label.setText("Starting the local server…")
 
+    @guarded
     def _on_welcome(self, welcome: dict) -> None:
         self.device = welcome.get("device", "")
         self._autostart_failures = 0
 
+    @guarded
     def _on_models(self, models: list) -> None:
         self.models = list(models or [])
         self._fill_model_boxes()
@@ -652,6 +655,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
             return checkpoints[0] if checkpoints else None
         return next((m for m in checkpoints if m.get("name") == name), {"name": name})
 
+    @guarded
     def _on_model_chosen(self, index: int) -> None:
         entry = self._model_entry(self.model_box.itemData(index) or "")
         defaults = defaults_for(entry)
@@ -711,6 +715,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
     def _current(self, job_id: str) -> Optional[RunningJob]:
         return self.job if self.job is not None and self.job.id == job_id else None
 
+    @guarded
     def _on_job_event(self, job_id: str, msg: dict) -> None:
         if self._current(job_id) is None:
             return
@@ -760,6 +765,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.progress.setFormat("Done")
             self._update_run_ui()
 
+    @guarded
     def _on_job_failed(self, job_id: str, code: str, message: str) -> None:
         job = self._current(job_id)
         if job is None:
@@ -772,6 +778,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.show_message(message, error=True)
         self._update_run_ui()
 
+    @guarded
     def _on_job_cancelled(self, job_id: str) -> None:
         job = self._current(job_id)
         if job is None:
@@ -893,6 +900,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
     def live(self) -> bool:
         return self.live_timer.isActive()
 
+    @guarded
     def _live_tick(self) -> None:
         if self.job is not None or self._reading or not self.connection.connected:
             return
@@ -928,6 +936,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.controls_layout.addWidget(row)
         return row
 
+    @guarded
     def remove_control(self, row: ControlRow) -> None:
         if row in self.control_rows:
             self.control_rows.remove(row)
@@ -1013,5 +1022,8 @@ class PaintbridgeDocker(DockWidget):
         self.setWidget(self.panel)
 
     def canvasChanged(self, canvas) -> None:  # noqa: N802 (Krita's name)
-        for row in self.panel.control_rows:
-            row.refresh_layers()
+        try:
+            for row in self.panel.control_rows:
+                row.refresh_layers()
+        except Exception as err:  # never let Krita open an error dialog for this
+            self.panel.show_message(f"Could not list the layers: {err}", error=True)
