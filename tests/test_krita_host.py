@@ -60,8 +60,29 @@ class Run:
         return raw.reshape(h, w, channels) if channels > 1 else raw.reshape(h, w)
 
 
-def _run_scenario(tmp_path_factory, scenario: str, width: int, height: int, models_which=(),
-                  model: str = "", host: hk.KritaHost = hk.NATIVE, server_url: str = "", tag: str = "") -> Run:
+STALL_MARK = "no driver step for"
+
+
+def _run_scenario(tmp_path_factory, scenario: str, *args, **kwargs) -> Run:
+    """``_run_scenario_once``, run once more in a fresh HOME when Krita itself stalled.
+
+    Rarely (about 1 run in 8 here) a freshly started headless Krita 5.1.5 stops running queued events right after the
+    first selection is set, with its UI thread inside Krita's own code; the driver's watchdog records the stack and
+    ends the run. That is the host, not the plugin: the scenario is repeated once, and the stall is kept in the
+    result (``stalled_attempts``) and printed, so it is never hidden. A second stall fails the test.
+    """
+    run = _run_scenario_once(tmp_path_factory, scenario, *args, **kwargs)
+    stalls = [e for e in run.data.get("errors", []) if e.startswith(STALL_MARK)]
+    if stalls and len(stalls) == len(run.data["errors"]):
+        print(f"Krita stalled in scenario {scenario!r}; running it again. Stack:\n{stalls[0]}")
+        retry = _run_scenario_once(tmp_path_factory, scenario, *args, **kwargs)
+        retry.data["stalled_attempts"] = stalls
+        return retry
+    return run
+
+
+def _run_scenario_once(tmp_path_factory, scenario: str, width: int, height: int, models_which=(),
+                       model: str = "", host: hk.KritaHost = hk.NATIVE, server_url: str = "", tag: str = "") -> Run:
     """Install Paintbridge (the installer install.py uses) and the driver into a fresh Krita HOME, run ``scenario``.
 
     Without ``server_url`` the plugin starts the server itself (as recorded by the installer) on a free port.
@@ -142,6 +163,8 @@ def test_driver_ran_without_errors(krita_run):
     assert krita_run["errors"] == [], "\n".join(krita_run["errors"]) + krita_run["_krita"]["log_tail"]
     if krita_run.data.get("rescued"):
         print("driver steps whose QTimer.singleShot never fired:", krita_run["rescued"])
+    if krita_run.data.get("stalled_attempts"):
+        print("Krita stalled in an earlier attempt of this scenario:", krita_run["stalled_attempts"])
 
 
 def test_server_stops_when_krita_quits(krita_run, krita_diffusion_run):
