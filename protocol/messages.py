@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable, Mapping, Optional
 
-from .errors import BAD_REQUEST, VERSION_MISMATCH, ProtocolError, bad_field
+from .errors import BAD_REQUEST, TOO_LARGE, VERSION_MISMATCH, ProtocolError, bad_field
 from .images import GRAY8, PIXEL_FORMATS, RGBA8, BGRA8, parse_payload
 
 PROTOCOL_VERSION = "1.0"
@@ -317,7 +317,7 @@ def parse_client_message(value: Any, limits: Limits = Limits()) -> dict:
     """Validate a message a client sent (the server's side)."""
     msg = _parse(value, CLIENT_MESSAGES, limits)
     if msg["type"] == "job":
-        _check_job(msg)
+        _check_job(msg, limits)
     return msg
 
 
@@ -326,8 +326,9 @@ def parse_server_message(value: Any) -> dict:
     return _parse(value, SERVER_MESSAGES, Limits(max_pixels=2**31))
 
 
-def _check_job(job: dict) -> None:
-    """Cross-field rules of a job: which inputs each mode needs, and matching sizes."""
+def _check_job(job: dict, limits: Limits) -> None:
+    """Cross-field rules of a job: which inputs each mode needs, matching sizes, and the size of what the job would
+    make (a generate size, an outpaint canvas) within the pixel limit."""
     mode, image, mask, params = job["mode"], job["image"], job["mask"], job["params"]
     jid = job["id"]
 
@@ -351,6 +352,17 @@ def _check_job(job: dict) -> None:
     ext = params["extend"]
     if mode == "outpaint" and not any(ext.values()):
         fail("params.extend", "is all zero; mode 'outpaint' needs at least one side to extend")
+
+    def within_limit(field: str, what: str, width: int, height: int) -> None:
+        if width * height > limits.max_pixels:
+            raise ProtocolError(TOO_LARGE, f"field '{field}' asks for {what} of {width}x{height} = {width * height} "
+                                f"px, over the server's limit of {limits.max_pixels} px", field=field, job_id=jid)
+
+    if mode == "generate" and image is None:
+        within_limit("params.width", "an image", params["width"], params["height"])
+    if mode == "outpaint" and image is not None:
+        within_limit("params.extend", "a canvas", image.width + ext["left"] + ext["right"],
+                     image.height + ext["top"] + ext["bottom"])
 
 
 def job_params_defaults() -> dict:

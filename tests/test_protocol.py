@@ -167,3 +167,12 @@ def test_params_defaults_and_server_messages():
     assert parse_server_message({"type": "queued", "id": "a"})["position"] == 0
     with pytest.raises(ProtocolError):
         parse_server_message({"type": "job", "id": "a"})
+
+
+def test_what_a_job_would_make_is_checked_against_the_pixel_limit():
+    limits = Limits(max_pixels=100 * 100)
+    err = error_of(job(mode="generate", image=None, mask=None, params={"width": 200, "height": 200}), limits)
+    assert err.code == "too_large" and err.field == "params.width" and "40000 px" in err.message
+    err = error_of(job(mode="outpaint", mask=None, params={"extend": {"left": 8000, "right": 8000}}), limits)
+    assert err.code == "too_large" and err.field == "params.extend" and "16004x3" in err.message
+    parse_client_message(job(mode="outpaint", mask=None, params={"extend": {"left": 10}}), limits)
