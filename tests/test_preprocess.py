@@ -1,5 +1,6 @@
 """ControlNet preprocessors: built-in ones on synthetic pictures, depth/normal on a real tiny Depth Anything model,
-clear errors for missing annotator weights, and mode 'preprocess' through the real websocket server."""
+soft edge (HED) on random and hand-made weights in the real ControlNetHED.pth layout, clear errors for missing or
+foreign annotator weights, and mode 'preprocess' through the real websocket server."""
 
 from __future__ import annotations
 
@@ -152,8 +153,8 @@ def test_unknown_preprocessor_names_the_choices():
     assert set(PREPROCESSORS) >= {"canny", "lineart", "scribble", "shuffle", "tile", "inpaint", "depth", "normal"}
 
 
-@pytest.mark.parametrize("kind, filename", [("softedge", "ControlNetHED.pth"), ("pose", "body_pose_model.pth"),
-                                            ("lineart_anime", "netG.pth")])
+@pytest.mark.parametrize("kind, filename", [("softedge", "ControlNetHED.pth"), ("hed", "ControlNetHED.pth"),
+                                            ("pose", "body_pose_model.pth"), ("lineart_anime", "netG.pth")])
 def test_weights_needing_preprocessor_names_the_file_to_install(tmp_path, kind, filename):
     img, _ = shapes()
     with pytest.raises(EngineError) as err:
@@ -216,7 +217,7 @@ def test_depth_runs_the_model_from_the_annotators_folder(depth_models):
     assert not np.array_equal(out, other), "depth depends on the picture"
 
 
-def test_available_preprocessors_say_what_is_ready(depth_models, tmp_path):
+def test_available_preprocessors_say_what_is_ready(depth_models, hed_models, hed_safetensors_models, tmp_path):
     from server.preprocess import available_preprocessors
 
     bare = {p["name"]: p for p in available_preprocessors(Registry(tmp_path))}
@@ -225,6 +226,10 @@ def test_available_preprocessors_say_what_is_ready(depth_models, tmp_path):
     assert bare["softedge"] == {"name": "softedge", "ready": False, "needs": "annotators/ControlNetHED.pth"}
     installed = {p["name"]: p for p in available_preprocessors(Registry(depth_models))}
     assert installed["depth"]["ready"] and installed["normal"]["ready"]
+    assert installed["softedge"] == {"name": "softedge", "ready": True, "needs": ""}
+    assert not installed["pose"]["ready"]
+    only_safetensors = {p["name"]: p for p in available_preprocessors(Registry(hed_safetensors_models))}
+    assert only_safetensors["softedge"]["ready"] and not only_safetensors["depth"]["ready"]
 
 
 def test_normal_map_is_unit_normals_facing_the_viewer(depth_models):
@@ -247,6 +252,218 @@ def test_normal_map_slopes_follow_the_depth(monkeypatch, tmp_path):
     monkeypatch.setattr(annotators, "_depth_map", lambda rgb, registry: np.full((64, 64), 90, np.uint8))
     flat = annotators.normal(np.zeros((64, 64, 3), np.uint8), None)
     assert (np.abs(flat.astype(int) - [128, 128, 255]) <= 1).all()
+
+
+# --- soft edge (HED) in the layout of lllyasviel's ControlNetHED.pth -------------------------------------------------
+
+# The tensors of lllyasviel/Annotators' ControlNetHED.pth (ControlNet 1.1's "ControlNetHED_Apache2"), written out by
+# hand from that network's definition: a file saved by our network class must have exactly these names and shapes.
+REAL_HED_TENSORS = {
+    "norm": (1, 3, 1, 1),
+    "block1.convs.0.weight": (64, 3, 3, 3), "block1.convs.0.bias": (64,),
+    "block1.convs.1.weight": (64, 64, 3, 3), "block1.convs.1.bias": (64,),
+    "block1.projection.weight": (1, 64, 1, 1), "block1.projection.bias": (1,),
+    "block2.convs.0.weight": (128, 64, 3, 3), "block2.convs.0.bias": (128,),
+    "block2.convs.1.weight": (128, 128, 3, 3), "block2.convs.1.bias": (128,),
+    "block2.projection.weight": (1, 128, 1, 1), "block2.projection.bias": (1,),
+    "block3.convs.0.weight": (256, 128, 3, 3), "block3.convs.0.bias": (256,),
+    "block3.convs.1.weight": (256, 256, 3, 3), "block3.convs.1.bias": (256,),
+    "block3.convs.2.weight": (256, 256, 3, 3), "block3.convs.2.bias": (256,),
+    "block3.projection.weight": (1, 256, 1, 1), "block3.projection.bias": (1,),
+    "block4.convs.0.weight": (512, 256, 3, 3), "block4.convs.0.bias": (512,),
+    "block4.convs.1.weight": (512, 512, 3, 3), "block4.convs.1.bias": (512,),
+    "block4.convs.2.weight": (512, 512, 3, 3), "block4.convs.2.bias": (512,),
+    "block4.projection.weight": (1, 512, 1, 1), "block4.projection.bias": (1,),
+    "block5.convs.0.weight": (512, 512, 3, 3), "block5.convs.0.bias": (512,),
+    "block5.convs.1.weight": (512, 512, 3, 3), "block5.convs.1.bias": (512,),
+    "block5.convs.2.weight": (512, 512, 3, 3), "block5.convs.2.bias": (512,),
+    "block5.projection.weight": (1, 512, 1, 1), "block5.projection.bias": (1,),
+}
+
+
+def random_hed_state() -> dict:
+    """Random ControlNetHED weights from our network class, float16 like the published file."""
+    import torch
+
+    from server.preprocess import annotators
+
+    torch.manual_seed(0)
+    net = annotators.hed_network()
+    with torch.no_grad():
+        net.norm.copy_(torch.tensor([122.7, 116.7, 104.0]).reshape(1, 3, 1, 1))  # about the mean colour
+    return {k: v.detach().half().contiguous() for k, v in net.state_dict().items()}
+
+
+def write_weights(state: dict, path: Path) -> Path:
+    """``state`` as a plain dict of tensors: torch.save for .pth, safetensors for .safetensors (written atomically)."""
+    import torch
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    if path.suffix == ".safetensors":
+        save_file(state, str(tmp))
+    else:
+        torch.save(state, str(tmp))
+    tmp.rename(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hed_models(depth_models) -> Path:
+    """The cached models folder (the depth one) with random weights at annotators/ControlNetHED.pth."""
+    path = depth_models / "annotators" / "ControlNetHED.pth"
+    if not path.is_file():
+        write_weights(random_hed_state(), path)
+    return depth_models
+
+
+@pytest.fixture(scope="module")
+def hed_safetensors_models(paintbridge_cache) -> Path:
+    """A cached models folder with the same random weights at annotators/ControlNetHED.safetensors."""
+    models = paintbridge_cache / "preprocess-models-safetensors"
+    path = models / "annotators" / "ControlNetHED.safetensors"
+    if not path.is_file():
+        write_weights(random_hed_state(), path)
+    return models
+
+
+def test_hed_network_has_the_tensors_of_the_real_file(hed_models):
+    from server.preprocess import annotators
+
+    state = annotators.hed_network().state_dict()
+    assert {k: tuple(v.shape) for k, v in state.items()} == REAL_HED_TENSORS
+    assert annotators.hed_state_shapes() == REAL_HED_TENSORS
+    from server.upscale.models import read_state_dict
+
+    saved = read_state_dict(hed_models / "annotators" / "ControlNetHED.pth")
+    assert {k: tuple(v.shape) for k, v in saved.items()} == REAL_HED_TENSORS
+
+
+def reference_softedge(state: dict, rgb: np.ndarray) -> np.ndarray:
+    """ControlNet's softedge_hed computed from the tensors with plain functional ops: each projection resized to the
+    picture with cv2 (bilinear), sigmoid of their mean, times 255 truncated."""
+    import torch
+    from torch.nn import functional as F
+
+    h = torch.from_numpy(rgb).float().permute(2, 0, 1)[None] - state["norm"].float()
+    projections = []
+    for b, convs in enumerate((2, 2, 3, 3, 3), start=1):
+        if b > 1:
+            h = F.max_pool2d(h, 2, 2)
+        for i in range(convs):
+            weight, bias = state[f"block{b}.convs.{i}.weight"], state[f"block{b}.convs.{i}.bias"]
+            h = F.relu(F.conv2d(h, weight.float(), bias.float(), padding=1))
+        p = F.conv2d(h, state[f"block{b}.projection.weight"].float(), state[f"block{b}.projection.bias"].float())
+        projections.append(cv2.resize(p[0, 0].numpy(), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR))
+    edge = 1.0 / (1.0 + np.exp(-np.mean(projections, axis=0).astype(np.float64)))
+    return (edge * 255.0).clip(0, 255).astype(np.uint8)
+
+
+def test_softedge_runs_the_pth_from_the_annotators_folder(hed_models):
+    img, _ = shapes(80, 64)
+    out = preprocess_image("softedge", img, Registry(hed_models), {})
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 0] == out[..., 2]).all()
+    assert np.array_equal(preprocess_image("hed", img, Registry(hed_models), {}), out)
+    other = preprocess_image("softedge", 255 - img, Registry(hed_models), {})
+    assert not np.array_equal(out, other), "soft edges depend on the picture"
+    from server.upscale.models import read_state_dict
+
+    expected = reference_softedge(read_state_dict(hed_models / "annotators" / "ControlNetHED.pth"), img)
+    assert np.abs(out[..., 0].astype(int) - expected).max() <= 1
+    rng = np.random.default_rng(2)
+    for size in ((37, 53), (3, 5), (6, 300), (1, 1)):  # odd, tiny, a thin strip: scaled up and padded for the network
+        odd = rng.integers(0, 255, size + (3,), dtype=np.uint8)
+        assert preprocess_image("softedge", odd, Registry(hed_models), {}).shape == odd.shape, size
+
+
+def test_softedge_reads_safetensors_as_well(hed_models, hed_safetensors_models):
+    img, _ = shapes()
+    from_pth = preprocess_image("softedge", img, Registry(hed_models), {})
+    from_safetensors = preprocess_image("softedge", img, Registry(hed_safetensors_models), {})
+    assert np.array_equal(from_pth, from_safetensors)
+
+
+def test_softedge_works_at_a_reduced_size_for_big_pictures(hed_models, monkeypatch):
+    """Pictures whose short side is over the network's size are scaled down for it and the map scaled back."""
+    from server.preprocess import annotators
+
+    img, _ = shapes(80, 64)
+    seen = []
+    real = annotators._hed_models.get
+
+    def spy(path, device="cpu"):
+        net = real(path, device)
+        return lambda x: seen.append(tuple(x.shape)) or net(x)
+
+    monkeypatch.setattr(annotators._hed_models, "get", spy)
+    monkeypatch.setattr(annotators, "SOFTEDGE_SHORT_SIDE", 32)
+    out = preprocess_image("softedge", img, Registry(hed_models), {})
+    assert seen == [(1, 3, 32, 40)] and out.shape == img.shape
+
+
+def test_softedge_draws_white_edges_on_black_with_hand_made_weights(tmp_path):
+    """Weights that make block 1 a luminance-gradient detector (all else zero, projections biased to -5): the map is
+    the sigmoid of the mean of the five projections, so shape borders come out white and flat areas black."""
+    import torch
+
+    from server.preprocess import annotators
+
+    state = {k: torch.zeros(v) for k, v in annotators.hed_state_shapes().items()}
+    state["block1.convs.0.weight"][0, :, 1, 1] = 1.0 / (3 * 255)  # channel 0: luminance 0..1
+    w = state["block1.convs.1.weight"]
+    w[0, 0, 1, 2], w[0, 0, 1, 1] = 1, -1  # channel 0/1: right minus here, and its negative
+    w[1, 0, 1, 2], w[1, 0, 1, 1] = -1, 1
+    w[2, 0, 2, 1], w[2, 0, 1, 1] = 1, -1  # channel 2/3: below minus here, and its negative
+    w[3, 0, 2, 1], w[3, 0, 1, 1] = -1, 1
+    state["block1.projection.weight"][0, :4] = 50.0
+    for b in range(1, 6):
+        state[f"block{b}.projection.bias"][0] = -5.0
+    models = tmp_path / "models"
+    write_weights({k: v.half() for k, v in state.items()}, models / "annotators" / "ControlNetHED.safetensors")
+
+    img = np.zeros((64, 64, 3), np.uint8)  # white shapes on black
+    cv2.rectangle(img, (6, 8), (26, 30), (255, 255, 255), thickness=-1)
+    cv2.circle(img, (44, 42), 13, (255, 255, 255), thickness=-1)
+    out = preprocess_image("softedge", img, Registry(models), {})[..., 0]
+    inside = (img[..., 0] > 0).astype(np.uint8)
+    border = cv2.morphologyEx(inside, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    dist_to_border = cv2.distanceTransform((~border).astype(np.uint8), cv2.DIST_L2, 3)
+    assert out[dist_to_border > 2].max() <= 2, "flat areas are black (sigmoid(-5))"
+    bright = out > 200
+    assert bright.sum() > 60 and dist_to_border[bright].max() <= 1.5, "white only at shape borders"
+    dist_to_bright = cv2.distanceTransform((~bright).astype(np.uint8), cv2.DIST_L2, 3)
+    assert (dist_to_bright[border] <= 1.5).mean() > 0.9, "every shape border is drawn"
+
+    # With no gradient and every projection at 0, the map is sigmoid(0) = 0.5 everywhere: 127 as ControlNet writes it.
+    zeros = {k: torch.zeros(v, dtype=torch.float16) for k, v in annotators.hed_state_shapes().items()}
+    write_weights(zeros, tmp_path / "flat" / "annotators" / "ControlNetHED.pth")
+    assert (preprocess_image("softedge", img, Registry(tmp_path / "flat"), {}) == 127).all()
+
+
+class NotATensor:
+    """Any Python object besides tensors and plain containers: a weights-only load must refuse it."""
+
+
+def test_softedge_refuses_other_networks_and_pickled_objects(tmp_path):
+    import torch
+
+    img, _ = shapes()
+    other = tmp_path / "other"
+    write_weights({"conv.weight": torch.zeros(4, 3, 3, 3)}, other / "annotators" / "ControlNetHED.safetensors")
+    with pytest.raises(EngineError) as err:
+        preprocess_image("softedge", img, Registry(other), {})
+    assert err.value.code == "unsupported" and "ControlNetHED" in err.value.message
+    assert "missing norm" in err.value.message and "unexpected conv.weight" in err.value.message
+
+    pickled = tmp_path / "pickled"
+    (pickled / "annotators").mkdir(parents=True)
+    torch.save({"norm": torch.zeros(1, 3, 1, 1), "extra": NotATensor()},
+               str(pickled / "annotators" / "ControlNetHED.pth"))
+    with pytest.raises(EngineError) as err:
+        preprocess_image("softedge", img, Registry(pickled), {})
+    assert err.value.code == "unsupported" and "does not unpickle" in err.value.message
 
 
 # --- mode 'preprocess' ------------------------------------------------------------------------------------------------
@@ -293,7 +510,7 @@ def test_sketch_on_a_transparent_layer_reads_as_lines_on_paper():
                           preprocess_image("lineart", img, None, {}))
 
 
-def test_preprocess_mode_through_the_websocket_server(start_server, depth_models):
+def test_preprocess_mode_through_the_websocket_server(start_server, depth_models, hed_models):
     server = start_server(model_dirs=[depth_models])
     img, _ = shapes()
     rgba = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
@@ -310,9 +527,15 @@ def test_preprocess_mode_through_the_websocket_server(start_server, depth_models
         depth = client.run(dict(job, params={"preprocessor": "depth"}), timeout=120)["layers"][0]
         assert depth["name"] == "Control: depth" and depth["width"] == 64
 
+        softedge = client.run(dict(job, params={"preprocessor": "hed"}), timeout=120)["layers"][0]
+        assert softedge["name"] == "Control: softedge" and (softedge["width"], softedge["height"]) == (64, 64)
+        pixels = np.frombuffer(softedge["data"], np.uint8).reshape(64, 64, 4)
+        assert np.array_equal(pixels[..., :3], preprocess_image("softedge", img, Registry(hed_models), {}))
+        assert (pixels[..., 3] == 255).all()
+
         with pytest.raises(JobFailed) as err:
-            client.run(dict(job, params={"preprocessor": "softedge"}), timeout=60)
-        assert err.value.code == "model_not_found" and "ControlNetHED.pth" in str(err.value)
+            client.run(dict(job, params={"preprocessor": "pose"}), timeout=60)
+        assert err.value.code == "model_not_found" and "body_pose_model.pth" in str(err.value)
         with pytest.raises(JobFailed) as err:
             client.run(dict(job, params={"preprocessor": "sobel"}), timeout=60)
         assert err.value.code == "bad_request" and err.value.field == "params.preprocessor"

@@ -4,8 +4,8 @@ Two entry points: ``preprocess_image`` (used by the diffusion engine for a contr
 ``run_preprocess`` (mode ``preprocess``: the control image comes back as a layer the painter can edit and reuse).
 
 Built in, no weights: canny, lineart, scribble, shuffle, tile, inpaint, reference (the image itself). With annotator
-weights in ``<models>/annotators/``: depth, normal (derived from depth). Known by name with the file they need:
-softedge, pose, lineart_anime, lineart_realistic, mlsd.
+weights in ``<models>/annotators/``: depth, normal (derived from depth), softedge (HED, ``ControlNetHED.pth``). Known
+by name with the file they need, not run by this server: pose, lineart_anime, lineart_realistic, mlsd.
 """
 
 from __future__ import annotations
@@ -48,12 +48,16 @@ def available_preprocessors(registry) -> List[dict]:
     """Every preprocessor with whether it can run now: ``{name, ready, needs}`` (``needs``: what to install, or "")."""
     out = []
     depth_ready = annotators.find_depth_model(registry) is not None
+    softedge_ready = annotators.find_softedge_weights(registry) is not None
     for name in PREPROCESSORS:
         if name in BUILT_IN:
             ready, needs = True, ""
         elif name in ("depth", "normal"):
             ready = depth_ready
             needs = "" if ready else f"{annotators.ANNOTATORS_DIR}/{annotators.DEPTH_FOLDER}/"
+        elif name == "softedge":
+            ready = softedge_ready
+            needs = "" if ready else f"{annotators.ANNOTATORS_DIR}/{annotators.WEIGHT_FILES[name]}"
         else:
             ready, needs = False, f"{annotators.ANNOTATORS_DIR}/{annotators.WEIGHT_FILES[name]}"
         out.append({"name": name, "ready": ready, "needs": needs})
@@ -110,6 +114,8 @@ def preprocess_image(kind: str, rgb: np.ndarray, registry, params: Optional[dict
         out = annotators.depth(rgb, registry)
     elif name == "normal":
         out = annotators.normal(rgb, registry)
+    elif name == "softedge":
+        out = annotators.softedge(rgb, registry)
     else:
         annotators.needs_weights(name, registry)
         raise AssertionError("unreachable")

@@ -21,8 +21,9 @@ PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 UPSCALER_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
 
 
-def read_state_dict(path: Path) -> dict:
-    """The tensors of an upscaler file, without running any code from it."""
+def read_state_dict(path: Path, what: str = "upscaler") -> dict:
+    """The tensors of a weights file, without running any code from it; ``what`` names the file in errors
+    ("upscaler", "soft-edge annotator", ...)."""
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -30,24 +31,25 @@ def read_state_dict(path: Path) -> dict:
         try:
             return load_file(str(path), device="cpu")
         except Exception as err:  # safetensors raises its own error types for corrupt headers
-            raise EngineError("unsupported", f"upscaler file {path} is not a readable .safetensors file: {err}") from err
+            raise EngineError("unsupported", f"{what} file {path} is not a readable .safetensors file: {err}") from err
     if suffix in PICKLE_SUFFIXES:
         try:
             data = torch.load(str(path), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
             raise EngineError(
                 "unsupported",
-                f"upscaler file {path} holds Python objects besides tensors (or is a TorchScript program); "
+                f"{what} file {path} holds Python objects besides tensors (or is a TorchScript program); "
                 f"Paintbridge does not unpickle such files. Use a .safetensors version of this model. ({err})",
             ) from err
         except (RuntimeError, EOFError, OSError) as err:
-            raise EngineError("unsupported", f"upscaler file {path} cannot be read as a PyTorch state dict: {err}") from err
+            raise EngineError("unsupported",
+                              f"{what} file {path} cannot be read as a PyTorch state dict: {err}") from err
         if not isinstance(data, dict):
-            raise EngineError("unsupported", f"upscaler file {path} holds a {type(data).__name__}, not a state dict")
+            raise EngineError("unsupported", f"{what} file {path} holds a {type(data).__name__}, not a state dict")
         return data
     raise EngineError(
         "unsupported",
-        f"upscaler file {path} has the suffix {suffix!r}; upscalers must be {', '.join(UPSCALER_SUFFIXES)} files",
+        f"{what} file {path} has the suffix {suffix!r}; it must be one of {', '.join(UPSCALER_SUFFIXES)}",
     )
 
 
