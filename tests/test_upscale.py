@@ -425,3 +425,21 @@ def test_upscale_and_refine_end_to_end_with_a_tiny_checkpoint(start_server, mode
     # (Random weights paint strong noise; uncorrected, this drift measured 59 levels, corrected 5.)
     blur = lambda img: cv2.GaussianBlur(img[..., :3].astype(np.float32), (0, 0), 16)  # noqa: E731
     assert np.abs(blur(refined) - blur(upscaled)).max() < 12
+
+
+def test_refine_tiles_are_guided_by_a_tile_controlnet_when_one_is_installed(start_server, checkpoint_models, tmp_path):
+    """A ControlNet named like lllyasviel's tile model (any tiny SD1.5 ControlNet under that name) guides each tile."""
+    from tests.factory import controlnet_path
+
+    tile_models = tmp_path / "tile-models"
+    (tile_models / "controlnet").mkdir(parents=True)
+    (tile_models / "controlnet" / "control_v11f1e_tiny_sd15_tile").symlink_to(controlnet_path("cn-sd15-depth"))
+    job = {"mode": "upscale", "image": payload(smooth_gradient(48, 48)), "prompt": "an oil painting",
+           "params": {"scale": 2.0, "refine": 0.3, "tile": 64, "seed": 5, "steps": 3}}
+    for dirs, expect_tile in (([checkpoint_models], False), ([checkpoint_models, tile_models], True)):
+        server = start_server(model_dirs=dirs)
+        with Client(server.url) as client:
+            (layer,) = client.run(job, timeout=300)["layers"]
+        assert (layer["width"], layer["height"]) == (96, 96)
+        used = list(server.server.hub.diffusion.controlnets)
+        assert bool(used) == expect_tile and all("tile" in path for path in used)

@@ -15,10 +15,12 @@ from protocol.messages import CONTROL_TYPES, MODES, SAMPLERS
 from ..config import ServerConfig
 from ..models.registry import ModelRegistry
 from ..preprocess import available_preprocessors
-from .base import EngineError, Job, JobContext, Layer
+from .base import Control, EngineError, Job, JobContext, Layer
 from .classical import NAME as CLASSICAL, ClassicalEngine
 
 log = logging.getLogger("paintbridge.engines")
+
+TILE_CONTROL_STRENGTH = 0.6  # guides refine tiles without freezing them
 
 RefineFn = Callable[[np.ndarray, float, int], np.ndarray]
 
@@ -106,17 +108,33 @@ class EngineHub:
         )
 
     def _refiner(self, job: Job, ctx: JobContext) -> Optional[RefineFn]:
-        """img2img of one tile with the job's model and prompt, for upscale-and-refine; None without a checkpoint."""
+        """img2img of one tile with the job's model and prompt, for upscale-and-refine; None without a checkpoint.
+
+        When a tile ControlNet of the checkpoint's architecture is installed (a union one counts), each tile is
+        guided by itself through it, which keeps the structure at higher refine strengths.
+        """
         if job.model == CLASSICAL or (not job.model and self.registry.default_checkpoint() is None):
             return None
         engine = self.diffusion
         quiet = ctx.quiet()
+        use_tile_control = self._has_tile_controlnet(engine.checkpoint_entry(job.model))
 
         def refine(rgba: np.ndarray, strength: float, seed: int) -> np.ndarray:
             params = dict(job.params, strength=strength, seed=seed, batch=1)
+            controls = [Control("tile", rgba[..., :3].copy(), strength=TILE_CONTROL_STRENGTH)] if use_tile_control else []
             tile_job = dataclasses.replace(
-                job, mode="img2img", image=rgba, mask=None, params=params, x=0, y=0, previews=False, controls=[],
+                job, mode="img2img", image=rgba, mask=None, params=params, x=0, y=0, previews=False, controls=controls,
             )
             return engine.run(tile_job, quiet)[0].rgba
 
         return refine
+
+    def _has_tile_controlnet(self, checkpoint) -> bool:
+        from ..diffusion.controls import select
+
+        probe = Control("tile", np.zeros((8, 8, 3), np.uint8))
+        try:
+            select([probe], checkpoint, self.registry)
+        except EngineError:
+            return False
+        return True
