@@ -114,7 +114,7 @@ def _run_scenario_once(tmp_path_factory, scenario: str, width: int, height: int,
     try:
         data = hk.run_krita(home, out / "result.json", timeout=480, env_extra={"PB_DRIVER_CONFIG": json.dumps(config)})
     finally:
-        for name in ("panel.png", "window.png", "result.json"):
+        for name in ("panel.png", "panel-preview.png", "window.png", "result.json"):
             if (out / name).exists():
                 shutil.copyfile(out / name, artifacts / f"krita-{tag}-{name}")
         if (home.root / "krita.log").exists():
@@ -373,6 +373,22 @@ def test_img2img_without_selection_batch_apply_undo(krita_diffusion_run):
     before = run.pixels(rec["composite_before"], DW, DH)
     assert not np.array_equal(layer[..., :3], before[..., :3])
     assert _names(rec["layers_undone"]) == _names(rec["layers_before"])
+
+
+def test_the_panel_shows_progress_previews_and_the_layers_stay_as_they_were(krita_diffusion_run):
+    rec = krita_diffusion_run["img2img"]
+    watch = rec["progress_previews"]
+    assert watch["shown"] >= 1, watch  # the server's previews reached the panel while the job ran
+    assert watch["counts"] == list(range(watch["base_count"] + 1, watch["base_count"] + watch["shown"] + 1))
+    assert all(watch["label_visible"]) and all(watch["thumbnails_hidden"])  # shown in the thumbnails' place
+    for width, height in watch["sizes"]:  # a latent-sized preview of the landscape canvas, scaled to fit its area
+        assert 0 < height <= 114 and 0 < width <= 330 and 1.0 < width / height < 2.0
+    # Previews never touch the document: the layer stack at every preview is the one before the job, and no
+    # result was written into the preview layer while they were shown.
+    assert watch["stacks"] == [rec["layers_before"]]
+    assert watch["preview_layer_writes"] == [0] * watch["shown"]
+    # The result's thumbnails replace the preview.
+    assert rec["preview_label_after"] is False and rec["thumbnails_visible_after"] is True
 
 
 def test_control_layer_guides_an_inpaint_job(krita_diffusion_run):

@@ -18,8 +18,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from krita_plugin import installer  # noqa: E402
-from krita_plugin.paintbridge import jobs, live, pixels, placement, server_process  # noqa: E402
-from protocol import Box, Limits, parse_client_message  # noqa: E402
+from krita_plugin.paintbridge import jobs, live, pixels, placement, progress_preview, server_process  # noqa: E402
+from protocol import Box, Limits, parse_client_message, parse_server_message  # noqa: E402
+from protocol.codec import decode, encode  # noqa: E402
 
 
 def bgra(w: int, h: int, value: int = 0) -> bytes:
@@ -202,6 +203,43 @@ def test_signature_is_cheap_and_sensitive():
     assert a == live.signature([1, 2, big])
     assert a != live.signature([1, 2, big[:-1] + b"\x01"])
     assert a != live.signature([2, 1, big])
+
+
+# --- in-progress previews --------------------------------------------------------------------------------------------
+
+def test_jobs_ask_for_previews_and_the_server_accepts_the_flag():
+    inputs = jobs.JobInputs(Box(0, 0, 8, 8), bgra(8, 8), bytes([255]) * 64)
+    job = jobs.build_job(jobs.Settings(mode="inpaint"), inputs, seed=3, previews=True)
+    assert parse_client_message(dict(job, type="job", id="p"))["previews"] is True
+
+
+def test_a_progress_preview_is_read_from_the_wire_message():
+    rgba = bytes((i * 5) % 256 for i in range(12 * 8 * 4))
+    wire = {"type": "progress", "id": "j", "step": 3, "total": 8,
+            "preview": {"width": 12, "height": 8, "format": "rgba8", "data": rgba}}
+    msg = parse_server_message(decode(encode(wire)))  # as the connection's worker thread hands it on
+    p = progress_preview.preview_of(msg)
+    assert (p.width, p.height, p.step, p.total) == (12, 8, 3, 8) and p.data == rgba
+    assert progress_preview.preview_of(dict(msg, preview=None)) is None
+    assert progress_preview.preview_of(dict(msg, type="started")) is None
+    bad = [dict(wire["preview"], format="bgra8"), dict(wire["preview"], data=rgba[:-1]),
+           dict(wire["preview"], width=0), dict(wire["preview"], width=True),
+           dict(wire["preview"], width=1024, height=1, data=bytes(4096)), dict(wire["preview"], data="x")]
+    for payload in bad:
+        assert progress_preview.preview_of(dict(msg, preview=payload)) is None, payload
+
+
+def test_previews_are_fitted_to_the_panel_keeping_their_shape():
+    fit = progress_preview.fit_size
+    assert fit(12, 8, 300, 114) == (171, 114)  # wide area: the height limits, small previews grow
+    assert fit(128, 64, 100, 114) == (100, 50)  # narrow area: the width limits
+    assert fit(64, 64, 114, 114) == (114, 114)
+    assert fit(1, 128, 300, 114) == (1, 114)  # never below one pixel
+    assert fit(0, 5, 40, 30) == (40, 30)
+    for w, h in [(12, 8), (128, 96), (7, 129), (256, 3)]:
+        fw, fh = fit(w, h, 230, 114)
+        assert fw <= 230 and fh <= 114 and (fw == 230 or fh == 114)
+        assert abs(fh - h * fw / w) <= 0.5 or abs(fw - w * fh / h) <= 0.5  # the other side rounded
 
 
 # --- installer and server launcher -----------------------------------------------------------------------------------

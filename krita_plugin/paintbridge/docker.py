@@ -24,13 +24,15 @@ from .jobs import (CLASSICAL, MODE_LABELS, MODE_STRENGTH, MODES, JobError, Setti
                    build_preprocess_job, defaults_for)
 from .live import LiveScheduler, signature
 from .placement import masked
-from .qt_compat import QtCore, QtGui, QtWidgets, Qt, qimage_from_bgra8
+from .progress_preview import fit_size, preview_of
+from .qt_compat import QtCore, QtGui, QtWidgets, Qt, Signal, qimage_from_bgra8, qimage_from_rgba8
 from .server_process import LocalServer, ServerStartError, local_address
 from .wire import Box, protocol
 
 DOCKER_ID = "paintbridge_docker"
 LIVE_POLL_MS = 350
 THUMB = 88
+PREVIEW_HEIGHT = THUMB + 26  # the in-progress preview's area (it takes the result thumbnails' place)
 AUTOSTART_PAUSE = 8.0
 AUTOSTART_TRIES = 3
 STATE_COLORS = {"connected": "#3fb950", "connecting": "#d29922", "disconnected": "#f85149", "refused": "#f85149"}
@@ -156,6 +158,8 @@ def _spin(lo: float, hi: float, value: float, step: float, prefix: str) -> QtWid
 class PaintbridgePanel(QtWidgets.QWidget):
     """The panel inside the docker."""
 
+    progress_preview_shown = Signal(int)  # on the UI thread, after an in-progress preview is shown: the running count
+
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
         super().__init__(parent)
         self.connection = Connection(self)
@@ -168,7 +172,9 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.device = ""
         self.live_scheduler = LiveScheduler()
         self.live_seed = 0
-        self.preview_updates = 0
+        self.preview_updates = 0  # writes of a result into the document's preview layer
+        self.progress_previews = 0  # in-progress previews shown in the panel (never written into the document)
+        self._showing_progress_preview = False
         self.mode = "inpaint"
         self.last_progress = (0, 0)
         self._reading = False
@@ -415,6 +421,15 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.message_label.setWordWrap(True)
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.message_label)
+
+        # The job in progress (the server's previews), shown where the result thumbnails appear.
+        self.progress_preview = QtWidgets.QLabel()
+        self.progress_preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.progress_preview.setFixedHeight(PREVIEW_HEIGHT + 8)
+        self.progress_preview.setMinimumWidth(THUMB)
+        self.progress_preview.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Fixed)
+        self.progress_preview.setVisible(False)
+        layout.addWidget(self.progress_preview)
 
         # Results.
         self.results_list = QtWidgets.QListWidget()
@@ -694,7 +709,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         finally:
             self._reading = False
         seed = random.randrange(0, 2**31) if settings.random_seed else settings.seed
-        job = build_job(settings, inputs, seed, previews=False)
+        job = build_job(settings, inputs, seed, previews=True)
         job_id = self.connection.submit(job)
         self.job = RunningJob(job_id, "live" if live else "job", settings, doc, kdoc.active_layer_id(doc),
                               inputs.box, shape=inputs.mask if settings.mode == "generate" else None)
@@ -727,6 +742,38 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.progress.setFormat("Working…")
         elif msg["type"] == "queued" and msg.get("position"):
             self.progress.setFormat(f"Queued (position {msg['position']})")
+        if msg["type"] == "progress" and msg.get("preview") is not None:
+            self._show_progress_preview(msg)
+
+    def _show_progress_preview(self, msg: dict) -> None:
+        """Show a progress event's preview in the panel (scaled to fit; the document is never touched)."""
+        preview = preview_of(msg)
+        if preview is None:
+            return
+        width, height = fit_size(preview.width, preview.height, max(THUMB, self.progress.width() - 8),
+                                 PREVIEW_HEIGHT)
+        image = qimage_from_rgba8(preview.data, preview.width, preview.height)
+        if (width, height) != (preview.width, preview.height):
+            image = image.scaled(width, height, Qt.AspectRatioMode.IgnoreAspectRatio,
+                                 Qt.TransformationMode.SmoothTransformation)
+        self.progress_preview.setPixmap(QtGui.QPixmap.fromImage(image))
+        self.progress_preview.setToolTip(f"Step {preview.step} of {preview.total}: a rough preview; "
+                                         "the results replace it")
+        if not self._showing_progress_preview:
+            self._showing_progress_preview = True
+            self.progress_preview.setVisible(True)
+            self._update_results_ui()
+        self.progress_previews += 1
+        self.progress_preview_shown.emit(self.progress_previews)
+
+    def _end_progress_preview(self) -> None:
+        """The job ended: drop its preview; the result thumbnails (new or earlier ones) show again."""
+        if not self._showing_progress_preview:
+            return
+        self._showing_progress_preview = False
+        self.progress_preview.setVisible(False)
+        self.progress_preview.clear()
+        self._update_results_ui()
 
     @guarded
     def _on_job_result(self, job_id: str, msg: dict) -> None:
@@ -734,6 +781,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         if job is None:
             return
         self.job = None
+        self._end_progress_preview()
         try:
             images = [_result_image(layer) for layer in msg.get("layers", [])]
             if not images:
@@ -771,6 +819,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         if job is None:
             return
         self.job = None
+        self._end_progress_preview()
         if job.kind == "live":
             self.live_scheduler.finished()
         self.progress.setValue(0)
@@ -784,6 +833,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         if job is None:
             return
         self.job = None
+        self._end_progress_preview()
         if job.kind == "live":
             self.live_scheduler.finished()
         self.progress.setValue(0)
@@ -862,7 +912,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
 
     def _update_results_ui(self) -> None:
         has = bool(self.results)
-        self.results_list.setVisible(has)
+        self.results_list.setVisible(has and not self._showing_progress_preview)
         self.apply_button.setEnabled(has)
         self.discard_button.setEnabled(has)
         self.apply_button.setVisible(has)

@@ -42,3 +42,9 @@ def qimage_from_bgra8(data: bytes, width: int, height: int) -> "QtGui.QImage":
     """A QImage (owning its pixels) from ``bgra8`` bytes; on little-endian machines this is Qt's ARGB32 layout."""
     image = QtGui.QImage(bytes(data), width, height, width * 4, QtGui.QImage.Format.Format_ARGB32)
     return image.copy()
+
+
+def qimage_from_rgba8(data: bytes, width: int, height: int) -> "QtGui.QImage":
+    """A QImage (owning its pixels) from ``rgba8`` bytes (R, G, B, A in memory: Qt's RGBA8888), without conversion."""
+    image = QtGui.QImage(bytes(data), width, height, width * 4, QtGui.QImage.Format.Format_RGBA8888)
+    return image.copy()

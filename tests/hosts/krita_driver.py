@@ -274,6 +274,31 @@ def run_job(panel, record, timeout=120):
                               for r in panel.results]
 
 
+def watch_progress_previews(panel, doc):
+    """Record, at each in-progress preview the panel shows, what it showed and the document's layer stack."""
+    watch = {"shown": 0, "counts": [], "stacks": [], "sizes": [], "label_visible": [], "thumbnails_hidden": [],
+             "preview_layer_writes": [], "base_count": panel.progress_previews}
+    writes_before = panel.preview_updates
+
+    def slot(count):
+        watch["shown"] += 1
+        watch["counts"].append(count)
+        stack = layers(doc)
+        if stack not in watch["stacks"]:
+            watch["stacks"].append(stack)
+        pixmap = panel.progress_preview.pixmap()
+        watch["sizes"].append([pixmap.width(), pixmap.height()] if pixmap is not None else None)
+        watch["label_visible"].append(panel.progress_preview.isVisible())
+        watch["thumbnails_hidden"].append(not panel.results_list.isVisible())
+        watch["preview_layer_writes"].append(panel.preview_updates - writes_before)
+        if watch["shown"] in (1, 4):  # the panel with a preview of the job in progress
+            panel.grab().save(os.path.join(OUT, "panel-preview.png"))
+
+    watch["slot"] = slot
+    panel.progress_preview_shown.connect(slot)
+    return watch
+
+
 def inpaint_apply_undo(panel, doc, tag, record):
     """Inpaint the current selection, apply, read back, undo."""
     record["composite_before"] = composite(doc, f"{tag}-composite-before")
@@ -632,9 +657,19 @@ def scenario_diffusion():
     panel.set_option("random_seed", False)
     panel.set_option("seed", 77)
     yield 300
+    # The docker floated to a typical sidebar size, for the screenshots.
+    dock.setFloating(True)
+    dock.resize(330, 900)
+    yield 500
     R["img2img"] = rec = {"layers_before": layers(doc)}
     rec["composite_before"] = composite(doc, "img2img-composite-before")
+    watch = watch_progress_previews(panel, doc)
     yield from run_job(panel, rec, timeout=300)
+    panel.progress_preview_shown.disconnect(watch["slot"])
+    del watch["slot"]
+    rec["progress_previews"] = watch
+    rec["preview_label_after"] = panel.progress_preview.isVisible()
+    rec["thumbnails_visible_after"] = panel.results_list.isVisible()
     rec["progress"] = list(panel.last_progress)
     rec["layers_preview"] = layers(doc)
     rec["thumbnails"] = panel.results_list.count()
