@@ -246,10 +246,10 @@ def test_normal_map_slopes_follow_the_depth(monkeypatch, tmp_path):
     from server.preprocess import annotators
 
     ramp = np.tile(np.linspace(0, 255, 64, dtype=np.float32), (64, 1)).astype(np.uint8)
-    monkeypatch.setattr(annotators, "_depth_map", lambda rgb, registry: ramp)
+    monkeypatch.setattr(annotators, "_depth_map", lambda rgb, registry, device="cpu": ramp)
     out = annotators.normal(np.zeros((64, 64, 3), np.uint8), None)
     assert out[8:-8, 8:-8, 0].max() < 110 and abs(int(out[32, 32, 1]) - 128) <= 1
-    monkeypatch.setattr(annotators, "_depth_map", lambda rgb, registry: np.full((64, 64), 90, np.uint8))
+    monkeypatch.setattr(annotators, "_depth_map", lambda rgb, registry, device="cpu": np.full((64, 64), 90, np.uint8))
     flat = annotators.normal(np.zeros((64, 64, 3), np.uint8), None)
     assert (np.abs(flat.astype(int) - [128, 128, 255]) <= 1).all()
 

@@ -83,8 +83,8 @@ def uses_inpaint_condition(plan: ControlPlan) -> bool:
     return plan.control.type == "inpaint" and not plan.entry.info.get("union")
 
 
-def control_image(control: Control, registry: ModelRegistry, params: dict) -> np.ndarray:
+def control_image(control: Control, registry: ModelRegistry, params: dict, device: str = "cpu") -> np.ndarray:
     """The control layer as the ControlNet sees it (run through its preprocessor first when asked)."""
     if control.preprocess:  # the preprocessor gets the alpha too: a sketch on a transparent layer is lines on paper
-        return np.ascontiguousarray(preprocess_image(control.type, control.image, registry, params)[..., :3])
+        return np.ascontiguousarray(preprocess_image(control.type, control.image, registry, params, device)[..., :3])
     return np.ascontiguousarray(control.image[..., :3])

@@ -146,7 +146,7 @@ class DiffusionEngine:
                 images.append(control_plans.inpaint_condition(imageops.resize(work.image[..., :3], pw, ph),
                                                               imageops.resize(hard, pw, ph)))
             else:
-                rgb = control_plans.control_image(plan.control, self.registry, work.params)
+                rgb = control_plans.control_image(plan.control, self.registry, work.params, str(self.device))
                 images.append(_pil(imageops.resize(rgb, pw, ph)))
         return images
 

@@ -82,7 +82,7 @@ class EngineHub:
         if job.mode == "preprocess":
             from ..preprocess import run_preprocess
 
-            return run_preprocess(job, ctx, self.registry)
+            return run_preprocess(job, ctx, self.registry, str(self.diffusion.device))
         if job.mode == "upscale":
             from ..upscale import run_upscale
 

@@ -77,14 +77,16 @@ def canonical_name(kind: str) -> str:
     return name
 
 
-def preprocess_image(kind: str, rgb: np.ndarray, registry, params: Optional[dict] = None) -> np.ndarray:
+def preprocess_image(kind: str, rgb: np.ndarray, registry, params: Optional[dict] = None,
+                     device: str = "cpu") -> np.ndarray:
     """The control image (H x W x 3 uint8, same size as ``rgb``) of preprocessor ``kind``.
 
     ``rgb`` is H x W x 3 uint8; an H x W x 4 RGBA layer is flattened over white first (a sketch on a transparent
     layer reads as lines on paper).
 
     ``params`` may hold: ``low_threshold``/``high_threshold`` (canny), ``seed`` (shuffle; -1 or missing = 0),
-    ``mask`` (H x W uint8, inpaint), ``tile_downscale``/``tile_blur`` (tile). ``registry`` locates annotator weights.
+    ``mask`` (H x W uint8, inpaint), ``tile_downscale``/``tile_blur`` (tile). ``registry`` locates annotator weights;
+    annotator networks (depth, normal, soft edge) run on ``device`` (a torch device string).
     """
     params = params or {}
     if rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or rgb.dtype != np.uint8:
@@ -111,11 +113,11 @@ def preprocess_image(kind: str, rgb: np.ndarray, registry, params: Optional[dict
     elif name == "reference":
         out = rgb.copy()
     elif name == "depth":
-        out = annotators.depth(rgb, registry)
+        out = annotators.depth(rgb, registry, device)
     elif name == "normal":
-        out = annotators.normal(rgb, registry)
+        out = annotators.normal(rgb, registry, device)
     elif name == "softedge":
-        out = annotators.softedge(rgb, registry)
+        out = annotators.softedge(rgb, registry, device)
     else:
         annotators.needs_weights(name, registry)
         raise AssertionError("unreachable")
@@ -131,7 +133,7 @@ def flatten_on_white(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
-def run_preprocess(job: Job, ctx: JobContext, registry) -> List[Layer]:
+def run_preprocess(job: Job, ctx: JobContext, registry, device: str = "cpu") -> List[Layer]:
     """Mode ``preprocess``: one opaque layer "Control: <kind>" at (job.x, job.y), the size of the job's image."""
     if job.image is None:
         raise EngineError("bad_request", "mode 'preprocess' needs an image", field="image")
@@ -140,7 +142,7 @@ def run_preprocess(job: Job, ctx: JobContext, registry) -> List[Layer]:
     if name == "shuffle" and params.get("seed", -1) < 0:
         params["seed"] = secrets.randbelow(2**31)
     ctx.progress(0, 1)
-    control = preprocess_image(name, job.image, registry, params)
+    control = preprocess_image(name, job.image, registry, params, device)
     ctx.progress(1, 1)
     seed = int(params["seed"]) if name == "shuffle" else -1
     return [Layer(name=f"Control: {name}", rgba=rgba(control), x=job.x, y=job.y, seed=seed,

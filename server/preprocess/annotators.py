@@ -82,11 +82,11 @@ class _DepthModels:
         self._key: Optional[Tuple] = None
         self._loaded: Optional[tuple] = None
 
-    def get(self, folder: Path):
+    def get(self, folder: Path, device: str = "cpu"):
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
         weights = folder / "model.safetensors"
-        key = (str(folder), weights.stat().st_mtime_ns)
+        key = (str(folder), weights.stat().st_mtime_ns, device)
         with self._lock:
             if self._key != key:
                 try:
@@ -96,19 +96,19 @@ class _DepthModels:
                 except (OSError, ValueError, KeyError) as err:
                     raise EngineError("model_not_found",
                                       f"the depth model in {folder} cannot be loaded: {err}") from err
-                self._loaded, self._key = (model.eval(), processor), key
+                self._loaded, self._key = (model.to(device).eval(), processor), key
             return self._loaded
 
 
 _depth_models = _DepthModels()
 
 
-def depth(rgb: np.ndarray, registry) -> np.ndarray:
+def depth(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
     """Relative depth, near = white, far = black (the depth ControlNet's convention), same size as ``rgb``."""
-    return _rgb(_depth_map(rgb, registry))
+    return _rgb(_depth_map(rgb, registry, device))
 
 
-def _depth_map(rgb: np.ndarray, registry) -> np.ndarray:
+def _depth_map(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
     import torch
 
     folder = find_depth_model(registry)
@@ -119,13 +119,13 @@ def _depth_map(rgb: np.ndarray, registry) -> np.ndarray:
             f"format ({', '.join(DEPTH_FILES)} from depth-anything/{DEPTH_FOLDER}) into the folder "
             f"{_where(registry)}/{DEPTH_FOLDER}/",
         )
-    model, processor = _depth_models.get(folder)
-    inputs = processor(images=rgb, return_tensors="pt")
+    model, processor = _depth_models.get(folder, device)
+    inputs = processor(images=rgb, return_tensors="pt").to(device)
     with torch.inference_mode():
         predicted = model(**inputs).predicted_depth
     pred = predicted.reshape(1, 1, *predicted.shape[-2:]).float()
     pred = torch.nn.functional.interpolate(pred, size=rgb.shape[:2], mode="bicubic", align_corners=False)[0, 0]
-    values = pred.numpy()
+    values = pred.cpu().numpy()
     if getattr(model.config, "depth_estimation_type", "relative") == "metric":
         values = -values  # metric models give distance; ControlNet wants nearness
     lo, hi = float(np.percentile(values, 0.5)), float(np.percentile(values, 99.5))
@@ -135,9 +135,9 @@ def _depth_map(rgb: np.ndarray, registry) -> np.ndarray:
     return np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
 
 
-def normal(rgb: np.ndarray, registry) -> np.ndarray:
+def normal(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
     """A normal map derived from the depth model's depth (R = x to the right, G = y up, B = towards the viewer)."""
-    near = _depth_map(rgb, registry).astype(np.float32) / 255.0
+    near = _depth_map(rgb, registry, device).astype(np.float32) / 255.0
     h, w = near.shape
     # Nearness as a height field whose height spans about a quarter of the image's larger side.
     relief = max(h, w) * 0.25
@@ -285,7 +285,7 @@ def softedge(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
 
     The network sees the picture with its short side brought down to 512 px (or up to 64 px for tiny pictures); each
     of its five projections is resized to the size it saw, the edge map is the sigmoid of their mean, and that map is
-    resized back to the picture's size. Runs on ``device`` (the preprocessors run on the CPU today).
+    resized back to the picture's size. Runs on ``device`` (the server passes its torch device).
     """
     path = find_softedge_weights(registry)
     if path is None:
