@@ -254,7 +254,9 @@ def test_cancel_running_job_stops_within_a_step(start_server, tiny_models):
                     client.cancel(job_id)
             last = msg
         assert last["type"] == "cancelled"
-        assert max(steps_seen) <= cancel_at + 2, (cancel_at, steps_seen[-5:])
+        # The engine stops at the first step after the cancel arrives; the few steps that ran while the cancel
+        # travelled still report. (The one-step rule itself is checked without timing below.)
+        assert max(steps_seen) <= cancel_at + 10 < 150, (cancel_at, steps_seen[-5:])
         # The server is free again at once.
         assert client.run(inpaint_job(rgba_image(), rect_mask()))["layers"]
 
@@ -373,3 +375,17 @@ def test_control_layers_keep_alpha_only_for_preprocessing():
     assert control_pixels(wire, preprocess=True).shape == (4, 4, 4)
     flat = control_pixels(wire, preprocess=False)
     assert flat.shape == (4, 4, 3) and (flat[1] == 255).all() and (flat[0] == 0).all()
+
+
+def test_a_cancelled_job_stops_at_its_next_step():
+    from server.engines.base import JobCancelled, JobContext
+
+    seen = []
+    ctx = JobContext(lambda step, total, preview: seen.append(step))
+    ctx.progress(1, 10)
+    ctx.cancel()
+    with pytest.raises(JobCancelled):
+        ctx.progress(2, 10)
+    with pytest.raises(JobCancelled):
+        ctx.quiet().check()  # sub-jobs (upscale tiles) share the cancellation
+    assert seen == [1, 2]
