@@ -815,20 +815,14 @@ class PaintbridgePanel(QtWidgets.QWidget):
 
     @guarded
     def _on_job_failed(self, job_id: str, code: str, message: str) -> None:
-        job = self._current(job_id)
-        if job is None:
-            return
-        self.job = None
-        self._end_progress_preview()
-        if job.kind == "live":
-            self.live_scheduler.finished()
-        self.progress.setValue(0)
-        self.progress.setFormat("Failed")
-        self.show_message(message, error=True)
-        self._update_run_ui()
+        self._end_unfinished_job(job_id, "Failed", message, error=True)
 
     @guarded
     def _on_job_cancelled(self, job_id: str) -> None:
+        self._end_unfinished_job(job_id, "Cancelled", "Cancelled; nothing was changed.", error=False)
+
+    def _end_unfinished_job(self, job_id: str, status: str, message: str, error: bool) -> None:
+        """A job ended without a result: reset progress, free live mode for the next job, say why."""
         job = self._current(job_id)
         if job is None:
             return
@@ -837,8 +831,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
         if job.kind == "live":
             self.live_scheduler.finished()
         self.progress.setValue(0)
-        self.progress.setFormat("Cancelled")
-        self.show_message("Cancelled; nothing was changed.")
+        self.progress.setFormat(status)
+        self.show_message(message, error=error)
         self._update_run_ui()
 
     # --- results ------------------------------------------------------------------------------------------------------

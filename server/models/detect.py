@@ -182,24 +182,23 @@ def controlnet_arch(shapes: Shapes) -> Detected:
     keys = {k[len("control_model."):] if k.startswith("control_model.") else k: v for k, v in shapes.items()}
     union = any(k.startswith(("task_embedding", "control_type_proj", "transformer_layes", "spatial_ch_projs",
                               "control_add_embedding")) for k in keys)
-    if "input_hint_block.0.weight" in keys:
-        context = _first(keys, r"input_blocks\.\d+\.1\.transformer_blocks\.0\.attn2\.to_k\.weight")
-        if "label_emb.0.0.weight" in keys:
+    layouts = (
+        ("original", "input_hint_block.0.weight", "label_emb.0.0.weight",
+         r"input_blocks\.\d+\.1\.transformer_blocks\.0\.attn2\.to_k\.weight"),
+        ("diffusers", "controlnet_cond_embedding.conv_in.weight", "add_embedding.linear_1.weight",
+         r"down_blocks\.\d+\.attentions\.0\.transformer_blocks\.0\.attn2\.to_k\.weight"),
+    )
+    for layout, hint_key, sdxl_key, context_pattern in layouts:
+        if hint_key not in keys:
+            continue
+        context = _first(keys, context_pattern)
+        if sdxl_key in keys:
             arch = "sdxl"
         elif context is not None and context[1] == 1024:
             arch = "sd2"
         else:
             arch = "sd15"
-        return Detected(arch, info={"layout": "original", "union": union})
-    if "controlnet_cond_embedding.conv_in.weight" in keys:
-        context = _first(keys, r"down_blocks\.\d+\.attentions\.0\.transformer_blocks\.0\.attn2\.to_k\.weight")
-        if "add_embedding.linear_1.weight" in keys:
-            arch = "sdxl"
-        elif context is not None and context[1] == 1024:
-            arch = "sd2"
-        else:
-            arch = "sd15"
-        return Detected(arch, info={"layout": "diffusers", "union": union})
+        return Detected(arch, info={"layout": layout, "union": union})
     raise DetectError("not a ControlNet (no input_hint_block / controlnet_cond_embedding tensors)")
 
 

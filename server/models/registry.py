@@ -135,23 +135,26 @@ def _walk(folder: Path, kind: str) -> Iterable[Tuple[str, Path, str]]:
 
 
 def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
+    found = _detect_arch(kind, path, fmt, allow_pickle)
+    if kind == "controlnet":
+        found.info["control_types"] = detect.control_types_from_name(path.name)
+    return found
+
+
+def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
     if kind == "upscaler":
         return Detected(None)  # spandrel recognises upscalers when it loads them
     if fmt == DIFFUSERS:
         if kind == "checkpoint":
             return detect.diffusers_folder_arch(path)
         if kind == "controlnet":
-            found = detect.controlnet_folder_arch(path)
-            found.info["control_types"] = detect.control_types_from_name(path.name)
-            return found
+            return detect.controlnet_folder_arch(path)
         return Detected(None)
     shapes = detect.file_shapes(path, allow_pickle)
     if kind == "checkpoint":
         return detect.checkpoint_arch(shapes)
     if kind == "controlnet":
-        found = detect.controlnet_arch(shapes)
-        found.info["control_types"] = detect.control_types_from_name(path.name)
-        return found
+        return detect.controlnet_arch(shapes)
     if kind == "lora":
         return detect.lora_arch(shapes)
     if kind == "embedding":

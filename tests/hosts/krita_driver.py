@@ -262,6 +262,19 @@ def find_panel():
     return None, None
 
 
+def apply_result(panel, doc, rec, dump_name, w, h, wait_ms=400):
+    """Apply the chosen result, then record the layers, the new ones, and the one new layer's pixels (w x h; the
+    document's size when None)."""
+    rec["applied"] = panel.apply()
+    yield wait_ms
+    rec["layers_applied"] = layers(doc)
+    before_ids = {m["id"] for m in rec["layers_before"]}
+    rec["new_layers"] = [l for l in rec["layers_applied"] if l["id"] not in before_ids]
+    if len(rec["new_layers"]) == 1:
+        w, h = (doc.width(), doc.height()) if w is None else (w, h)
+        rec["new_layer_pixels"] = dump(dump_name, find(doc, rec["new_layers"][0]["name"]).pixelData(0, 0, w, h))
+
+
 def run_job(panel, record, timeout=120):
     """Start a job with the panel's settings and wait for it; fills ``record``."""
     t0 = time.monotonic()
@@ -387,13 +400,7 @@ def scenario_classical():
         rec["result"] = dump("rect-result", r.data)
         rec["result_box"] = [r.box.x, r.box.y, r.box.width, r.box.height]
         rec["result_seed"] = r.seed
-    rec["applied"] = panel.apply()
-    yield 400
-    rec["layers_applied"] = layers(doc)
-    before_ids = {m["id"] for m in rec["layers_before"]}
-    rec["new_layers"] = [l for l in rec["layers_applied"] if l["id"] not in before_ids]
-    if len(rec["new_layers"]) == 1:
-        rec["new_layer_pixels"] = dump("rect-new", find(doc, rec["new_layers"][0]["name"]).pixelData(0, 0, W, H))
+    yield from apply_result(panel, doc, rec, "rect-new", W, H)
     rec["composite_applied"] = composite(doc, "rect-composite-applied")
     K.action("edit_undo").trigger()
     yield 600
@@ -560,15 +567,8 @@ def scenario_classical():
     panel.set_option("extend_bottom", 8)
     rec["layers_before"] = layers(odoc)
     yield from run_job(panel, rec)
-    rec["applied"] = panel.apply()
-    yield 600
+    yield from apply_result(panel, odoc, rec, "out-new", None, None, wait_ms=600)
     rec["size"] = [odoc.width(), odoc.height()]
-    rec["layers_applied"] = layers(odoc)
-    new = [l for l in rec["layers_applied"] if l["id"] not in {m["id"] for m in rec["layers_before"]}]
-    rec["new_layers"] = new
-    if len(new) == 1:
-        rec["new_layer_pixels"] = dump("out-new", find(odoc, new[0]["name"]).pixelData(0, 0, odoc.width(),
-                                                                                         odoc.height()))
     rec["user_after"] = dump("out-user-after", onode.pixelData(0, 0, odoc.width(), odoc.height()))
     panel.set_option("extend_left", 0)
     panel.set_option("extend_bottom", 0)
@@ -591,13 +591,7 @@ def scenario_classical():
             rec["result"] = dump(f"{depth}-result", panel.results[0].data)
             rec["result_box"] = [panel.results[0].box.x, panel.results[0].box.y, panel.results[0].box.width,
                                  panel.results[0].box.height]
-        rec["applied"] = panel.apply()
-        yield 400
-        rec["layers_applied"] = layers(ddoc)
-        new = [l for l in rec["layers_applied"] if l["id"] not in {m["id"] for m in rec["layers_before"]}]
-        rec["new_layers"] = new
-        if len(new) == 1:
-            rec["new_layer_pixels"] = dump(f"{depth}-new", find(ddoc, new[0]["name"]).pixelData(0, 0, 64, 48))
+        yield from apply_result(panel, ddoc, rec, f"{depth}-new", 64, 48)
         rec["user_after"] = dump(f"{depth}-user-after", dnode.pixelData(0, 0, 64, 48))
 
     # Upscale opens the result as a new document; the original stays as it was.
@@ -684,13 +678,7 @@ def scenario_diffusion():
         rec["result"] = dump("img2img-result", r.data)
         rec["result_box"] = [r.box.x, r.box.y, r.box.width, r.box.height]
         rec["seeds"] = [x.seed for x in panel.results]
-    rec["applied"] = panel.apply()
-    yield 400
-    rec["layers_applied"] = layers(doc)
-    new = [l for l in rec["layers_applied"] if l["id"] not in {m["id"] for m in rec["layers_before"]}]
-    rec["new_layers"] = new
-    if len(new) == 1:
-        rec["new_layer_pixels"] = dump("img2img-new", find(doc, new[0]["name"]).pixelData(0, 0, W, H))
+    yield from apply_result(panel, doc, rec, "img2img-new", W, H)
     K.action("edit_undo").trigger()
     yield 500
     rec["layers_undone"] = layers(doc)
@@ -736,13 +724,7 @@ def scenario_diffusion():
     yield 300
     rec["layers_before"] = layers(doc)
     yield from run_job(panel, rec, timeout=300)
-    rec["applied"] = panel.apply()
-    yield 400
-    rec["layers_applied"] = layers(doc)
-    new = [l for l in rec["layers_applied"] if l["id"] not in {m["id"] for m in rec["layers_before"]}]
-    rec["new_layers"] = new
-    if len(new) == 1:
-        rec["new_layer_pixels"] = dump("generate-new", find(doc, new[0]["name"]).pixelData(0, 0, W, H))
+    yield from apply_result(panel, doc, rec, "generate-new", W, H)
     K.action("edit_undo").trigger()
     yield 500
     panel.set_mode("inpaint")
