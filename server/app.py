@@ -20,8 +20,8 @@ from protocol.messages import PROTOCOL_VERSION, ResultLayer, check_compatible, p
 
 from . import __version__
 from .config import ServerConfig
-from .engines.base import Control, Job, Layer
-from .engines.hub import EngineHub
+from .core import Control, Job, Layer, Params
+from .router import Router
 from .jobs import JobQueue, QueuedJob
 
 log = logging.getLogger("paintbridge.server")
@@ -66,7 +66,7 @@ def job_from_message(msg: dict) -> Job:
         id=msg["id"], mode=msg["mode"], model=msg["model"], prompt=msg["prompt"],
         negative_prompt=msg["negative_prompt"], image=image,
         mask=payload_to_array(msg["mask"]) if msg["mask"] is not None else None,
-        params=msg["params"], controls=controls, x=msg["x"], y=msg["y"], previews=msg["previews"],
+        params=Params.from_wire(msg["params"]), controls=controls, x=msg["x"], y=msg["y"], previews=msg["previews"],
     )
 
 
@@ -107,23 +107,23 @@ class Session:
 class PaintbridgeServer:
     """The server: accepts connections, checks the handshake, validates and queues jobs."""
 
-    def __init__(self, config: ServerConfig, hub: Optional[EngineHub] = None) -> None:
+    def __init__(self, config: ServerConfig, router: Optional[Router] = None) -> None:
         config.validate()
         self.config = config
-        self.hub = hub or EngineHub(config)
+        self.router = router or Router(config)
         self.queue: Optional[JobQueue] = None
         self.device = ""
 
     def welcome(self) -> dict:
         return {
             "type": "welcome", "protocol": PROTOCOL_VERSION, "server_version": __version__, "device": self.device,
-            "models": self.hub.models(), "capabilities": self.hub.capabilities(),
+            "models": self.router.models(), "capabilities": self.router.capabilities(),
             "limits": self.config.limits.to_wire(),
         }
 
     def _encode_result(self, item: QueuedJob, layers: List[Layer], elapsed: float) -> dict:
         return {"type": "result", "id": item.job.id, "layers": encode_layers(layers, item.result_format),
-                "elapsed": round(elapsed, 4), "params": item.job.params}
+                "elapsed": round(elapsed, 4), "params": item.job.params.to_wire()}
 
     async def _handshake(self, ws: ServerConnection, session: Session) -> bool:
         try:
@@ -182,8 +182,8 @@ class PaintbridgeServer:
                     raise ProtocolError(errors.BAD_REQUEST, f"no queued or running job with id {msg['id']!r}",
                                         field="id", job_id=msg["id"])
             elif kind == "list_models":
-                await asyncio.to_thread(self.hub.rescan)
-                await session.send({"type": "models", "models": self.hub.models()})
+                await asyncio.to_thread(self.router.rescan)
+                await session.send({"type": "models", "models": self.router.models()})
             elif kind == "hello":
                 raise ProtocolError(errors.BAD_REQUEST, "'hello' was already received on this connection",
                                     field="type")
@@ -193,11 +193,11 @@ class PaintbridgeServer:
     async def run(self, on_ready: Optional[Callable[[int], None]] = None,
                   stop: Optional[asyncio.Event] = None) -> None:
         """Serve until ``stop`` is set (forever without one); ``on_ready(port)`` is called once listening."""
-        self.device = await asyncio.to_thread(self.hub.device_description)
-        self.queue = JobQueue(self.hub.run, self._encode_result, self.config.limits.max_queue)
+        self.device = await asyncio.to_thread(self.router.device_description)
+        self.queue = JobQueue(self.router.run, self._encode_result, self.config.limits.max_queue)
         worker = asyncio.create_task(self.queue.worker())
         if self.config.preload:
-            threading.Thread(target=self.hub.preload, name="paintbridge-preload", daemon=True).start()
+            threading.Thread(target=self.router.preload, name="paintbridge-preload", daemon=True).start()
         async with serve(self.handler, self.config.host, self.config.port,
                          max_size=self.config.limits.max_frame_bytes, compression=None) as server:
             if on_ready is not None:
@@ -211,8 +211,8 @@ class PaintbridgeServer:
 class ServerThread:
     """Run a server in a background thread (tests, the CLI's self-started server). Use as a context manager."""
 
-    def __init__(self, config: ServerConfig, hub: Optional[EngineHub] = None) -> None:
-        self.server = PaintbridgeServer(config, hub)
+    def __init__(self, config: ServerConfig, router: Optional[Router] = None) -> None:
+        self.server = PaintbridgeServer(config, router)
         self.port = 0
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None

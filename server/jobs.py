@@ -15,7 +15,8 @@ import numpy as np
 from protocol import errors
 from protocol.errors import ProtocolError
 
-from .engines.base import EngineError, Job, JobCancelled, JobContext, Layer
+from . import device as devices
+from .core import Job, JobCancelled, JobContext, Layer
 
 log = logging.getLogger("paintbridge.jobs")
 
@@ -34,13 +35,6 @@ class QueuedJob:
     result_format: str
     ctx: JobContext = field(default_factory=JobContext)
     running: bool = False
-
-
-def _is_oom(err: BaseException) -> bool:
-    if isinstance(err, MemoryError):
-        return True
-    name = type(err).__name__
-    return name == "OutOfMemoryError" or "out of memory" in str(err).lower()
 
 
 class JobQueue:
@@ -131,13 +125,11 @@ class JobQueue:
             reply = await asyncio.to_thread(self._encode_result, item, layers, elapsed)
         except JobCancelled:
             reply = {"type": "cancelled", "id": job.id}
-        except EngineError as err:
-            reply = ProtocolError(err.code, err.message, field=err.field, job_id=job.id).to_message()
         except ProtocolError as err:
             err.job_id = job.id
             reply = err.to_message()
         except Exception as err:  # noqa: BLE001 - every failure must reach the client as a message
-            if _is_oom(err):
+            if devices.is_out_of_memory(err):
                 reply = ProtocolError(errors.OUT_OF_MEMORY,
                                       f"out of memory while running the job: {err}. Try a smaller selection, a "
                                       "smaller batch or a smaller model", job_id=job.id).to_message()

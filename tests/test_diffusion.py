@@ -46,7 +46,7 @@ def client(server):
 
 
 def engine(server):
-    return server.server.hub.diffusion
+    return server.server.router.diffusion
 
 
 def picture(w: int = W, h: int = H, seed: int = 0) -> np.ndarray:
@@ -364,11 +364,10 @@ def test_paintbridge_run_works_offline_on_a_models_folder(models_dir, tmp_path, 
 # --- device and precision --------------------------------------------------------------------------------------------
 
 def test_device_and_precision_are_chosen_and_can_be_overridden(models_dir):
-    from server.diffusion import device as devices
+    from server import device as devices
+    from server.core import Job, JobContext, Params
     from server.diffusion.engine import DiffusionEngine
-    from server.engines.base import Job, JobContext
     from server.models.registry import ModelRegistry
-    from protocol.messages import job_params_defaults
 
     if not torch.cuda.is_available():
         assert devices.choose() == (torch.device("cpu"), torch.float32)
@@ -378,7 +377,7 @@ def test_device_and_precision_are_chosen_and_can_be_overridden(models_dir):
         devices.choose("cpu", "float8")
     eng = DiffusionEngine(ModelRegistry([models_dir]), device="cpu", dtype="bfloat16")
     assert eng.device_description().startswith("CPU") and eng.device_description().endswith("bfloat16")
-    params = dict(job_params_defaults(), steps=2, seed=1)
+    params = Params(steps=2, seed=1)
     for mode in ("img2img", "inpaint", "generate"):  # every mode's pipeline keeps the loaded precision
         (layer,) = eng.run(Job(id="b", mode=mode, model="tiny-sd15", prompt="a cat", negative_prompt="",
                                image=picture(), mask=selection(), params=params), JobContext())
@@ -388,9 +387,8 @@ def test_device_and_precision_are_chosen_and_can_be_overridden(models_dir):
 
 
 def test_cancel_stops_the_pipeline_at_the_step_it_was_asked(models_dir):
-    from protocol.messages import job_params_defaults
+    from server.core import Job, JobCancelled, JobContext, Params
     from server.diffusion.engine import DiffusionEngine
-    from server.engines.base import Job, JobCancelled, JobContext
     from server.models.registry import ModelRegistry
 
     seen = []
@@ -403,7 +401,7 @@ def test_cancel_stops_the_pipeline_at_the_step_it_was_asked(models_dir):
     ctx = JobContext(report)
     eng = DiffusionEngine(ModelRegistry([models_dir]))
     job = Job(id="c", mode="img2img", model="tiny-sd15", prompt="a cat", negative_prompt="", image=picture(),
-              mask=None, params=dict(job_params_defaults(), steps=40, strength=1.0, batch=3))
+              mask=None, params=Params(steps=40, strength=1.0, batch=3))
     with pytest.raises(JobCancelled):
         eng.run(job, ctx)
     assert seen == [1, 2]

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..engines.base import EngineError
+from protocol.errors import ProtocolError
 
 ANNOTATORS_DIR = "annotators"
 DEPTH_FOLDER = "Depth-Anything-V2-Small-hf"
@@ -94,7 +94,7 @@ class _DepthModels:
                         folder, local_files_only=True, use_safetensors=True)
                     processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
                 except (OSError, ValueError, KeyError) as err:
-                    raise EngineError("model_not_found",
+                    raise ProtocolError("model_not_found",
                                       f"the depth model in {folder} cannot be loaded: {err}") from err
                 self._loaded, self._key = (model.to(device).eval(), processor), key
             return self._loaded
@@ -113,7 +113,7 @@ def _depth_map(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
 
     folder = find_depth_model(registry)
     if folder is None:
-        raise EngineError(
+        raise ProtocolError(
             "model_not_found",
             f"the 'depth' preprocessor needs a depth model: put the Depth Anything V2 Small model in the transformers "
             f"format ({', '.join(DEPTH_FILES)} from depth-anything/{DEPTH_FOLDER}) into the folder "
@@ -247,7 +247,7 @@ def load_hed(path: Path, device: str = "cpu"):
             missing and f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}",
             unexpected and f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}",
             wrong and f"wrong shape {', '.join(wrong[:4])}") if part)
-        raise EngineError(
+        raise ProtocolError(
             "unsupported",
             f"{path} is not lllyasviel's ControlNetHED soft-edge annotator (ControlNetHED.pth from "
             f"lllyasviel/Annotators): {details}",
@@ -289,7 +289,7 @@ def softedge(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
     """
     path = find_softedge_weights(registry)
     if path is None:
-        raise EngineError(
+        raise ProtocolError(
             "model_not_found",
             f"the 'softedge' preprocessor needs the annotator weights {WEIGHT_FILES['softedge']} (from "
             f"lllyasviel/Annotators), which are not installed: put the file at {_where(registry)}/"
@@ -331,13 +331,13 @@ def needs_weights(kind: str, registry) -> None:
     for root in model_roots(registry):
         path = root / ANNOTATORS_DIR / filename
         if path.is_file():
-            raise EngineError(
+            raise ProtocolError(
                 "unsupported",
                 f"the '{kind}' preprocessor ({path}) is not built into this Paintbridge server yet; make the {kind} "
                 f"control image elsewhere and send it with 'preprocess' off",
                 field="params.preprocessor",
             )
-    raise EngineError(
+    raise ProtocolError(
         "model_not_found",
         f"the '{kind}' preprocessor needs the annotator weights {filename} (from lllyasviel/Annotators), "
         f"which are not installed: put the file at {_where(registry)}/{filename}",

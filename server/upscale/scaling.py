@@ -12,7 +12,9 @@ from typing import Callable, List, Optional
 import cv2
 import numpy as np
 
-from ..engines.base import EngineError
+from protocol.errors import OUT_OF_MEMORY, ProtocolError
+
+from .. import device as devices
 from ..imageops import resize
 from .models import run_model
 from .tiling import TileBlender, tile_grid
@@ -85,32 +87,18 @@ def _run_or_split(model, pixels: np.ndarray, splittable: bool = True) -> np.ndar
     try:
         return run_model(model, pixels)
     except RuntimeError as err:  # torch.OutOfMemoryError is a RuntimeError; so is the CPU allocator's failure
-        if not _is_out_of_memory(err):
+        if not devices.is_out_of_memory(err):
             raise
-        _free_memory()
+        devices.empty_cache(next(model.model.parameters()).device)
         smaller = max(pixels.shape[:2]) // 2
         if not splittable or smaller < MIN_MODEL_TILE:
-            raise EngineError(
-                "out_of_memory",
+            raise ProtocolError(
+                OUT_OF_MEMORY,
                 f"the upscaler ran out of memory on a {pixels.shape[1]}x{pixels.shape[0]} px "
                 + ("tile, even after splitting it" if splittable else "image (this model cannot work in tiles)")
                 + "; free memory (close other GPU programs) or upscale a smaller area",
             ) from err
     return model_pass(pixels, model, float(model.scale), smaller, on_tile=lambda: None)
-
-
-def _is_out_of_memory(err: RuntimeError) -> bool:
-    import torch
-
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err) \
-        or "can't allocate memory" in str(err)
-
-
-def _free_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def resize_rgba(image: np.ndarray, width: int, height: int) -> np.ndarray:
