@@ -15,8 +15,10 @@ from .core import Extend, Job
 
 # Up to this radius, grow and feather work at full resolution (an OpenCV disc costs about radius² per pixel).
 FINE_RADIUS = 24
-# Above it they work on a copy reduced so that the radius is about this many px there.
+# Above it they work on a copy reduced so that the radius is about this many px there, with a block of margin
+# (so the result covers the exact one; it grows at most about 4 blocks more: under 10 % of large radii).
 COARSE_RADIUS = 48
+MARGIN_BLOCKS = 1
 # Holes are filled at most at this resolution, then scaled up: big fills stay fast and smooth.
 MAX_FILL_SIDE = 768
 FILL_METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
@@ -61,15 +63,16 @@ def _upsample(small: np.ndarray, factor: int, width: int, height: int) -> np.nda
 
 
 def _coarse_dilate(mask: np.ndarray, radius: int, factor: int) -> np.ndarray:
-    """Dilation by ``radius`` px at 1/``factor`` scale, in blocks; a superset of the exact dilation (by at most about
-    3 x ``factor`` px more): two blocks of margin cover the block rounding and the linear upsampling."""
-    return cv2.dilate(_max_pool(mask, factor), _disc(-(-radius // factor) + 2))
+    """Dilation by ``radius`` px at 1/``factor`` scale, in blocks: once upsampled, a superset of the exact dilation
+    (by at most about 4 x ``factor`` px more); the margin covers the block rounding and the linear upsampling."""
+    return cv2.dilate(_max_pool(mask, factor), _disc(-(-radius // factor) + MARGIN_BLOCKS))
 
 
 def grow_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     """Dilate a uint8 mask by ``radius`` px (a disc); soft values grow too.
 
-    Radii over ``FINE_RADIUS`` are done at a reduced scale, growing at most a few percent more than asked.
+    Radii over ``FINE_RADIUS`` are done at a reduced scale, growing up to about 4 blocks
+    (``_reduction(radius)`` px each; under 10 % of large radii) more than asked.
     """
     if radius <= 0:
         return mask.copy()
@@ -87,18 +90,19 @@ def feather_mask(mask: np.ndarray, radius: int) -> np.ndarray:
         return mask.copy()
     # Erode first so the blur spreads into, not beyond, the grown area.
     factor = _reduction(radius)
+    # (OpenCV calls throughout: at the largest size numpy's temporaries would cost seconds.)
     if factor == 1:
         core = cv2.erode(mask, _disc(radius))
-        blurred = cv2.GaussianBlur(core.astype(np.float32), (0, 0), sigmaX=radius / 2.0)
+        blurred = cv2.convertScaleAbs(cv2.GaussianBlur(core.astype(np.float32), (0, 0), sigmaX=radius / 2.0))
     else:
         h, w = mask.shape
         small_core = 255 - _coarse_dilate(255 - mask, radius, factor)  # erosion, a subset of the exact one
         small_blur = cv2.GaussianBlur(small_core.astype(np.float32), (0, 0), sigmaX=radius / 2.0 / factor)
         core = _upsample(small_core, factor, w, h)
-        blurred = _upsample(small_blur, factor, w, h)
-    soft = np.minimum(np.clip(np.rint(blurred), 0, 255).astype(np.uint8), mask)
+        blurred = _upsample(cv2.convertScaleAbs(small_blur), factor, w, h)
+    soft = cv2.min(blurred, mask)
     # Never lose a pixel the original (ungrown) selection fully covered.
-    return np.maximum(soft, np.where(core == 255, 255, 0).astype(np.uint8))
+    return cv2.max(soft, cv2.compare(core, 255, cv2.CMP_EQ))
 
 
 def fill(rgb: np.ndarray, mask: np.ndarray, method: str = "telea", radius: int = 5) -> np.ndarray:
@@ -145,9 +149,9 @@ def composite_layer(original: np.ndarray, generated: np.ndarray, soft_mask: np.n
 
     Placed over the original it blends by the soft mask, and outside the mask it equals the original exactly.
     """
-    out = np.empty(original.shape[:2] + (4,), np.uint8)
-    inside = soft_mask > 0
-    out[..., :3] = np.where(inside[..., None], generated[..., :3], original[..., :3])
+    rgb = np.ascontiguousarray(original[..., :3])  # a copy: the slice is not contiguous
+    cv2.copyTo(np.ascontiguousarray(generated[..., :3]), soft_mask, rgb)
+    out = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
     out[..., 3] = soft_mask
     return out
 
