@@ -335,7 +335,7 @@ def test_hed_network_has_the_tensors_of_the_real_file(hed_models):
     state = annotators.hed_network().state_dict()
     assert {k: tuple(v.shape) for k, v in state.items()} == REAL_HED_TENSORS
     assert annotators.hed_state_shapes() == REAL_HED_TENSORS
-    from server.upscale.models import read_state_dict
+    from server.models.weights import read_state_dict
 
     saved = read_state_dict(hed_models / "annotators" / "ControlNetHED.pth")
     assert {k: tuple(v.shape) for k, v in saved.items()} == REAL_HED_TENSORS
@@ -369,7 +369,7 @@ def test_softedge_runs_the_pth_from_the_annotators_folder(hed_models):
     assert np.array_equal(preprocess_image("hed", img, Registry(hed_models)), out)
     other = preprocess_image("softedge", 255 - img, Registry(hed_models))
     assert not np.array_equal(out, other), "soft edges depend on the picture"
-    from server.upscale.models import read_state_dict
+    from server.models.weights import read_state_dict
 
     expected = reference_softedge(read_state_dict(hed_models / "annotators" / "ControlNetHED.pth"), img)
     assert np.abs(out[..., 0].astype(int) - expected).max() <= 1

@@ -234,7 +234,7 @@ def find_softedge_weights(registry) -> Optional[Path]:
 def load_hed(path: Path, device: str = "cpu"):
     """The ControlNetHED network with the weights at ``path`` (.safetensors, or .pth read weights-only), float32,
     eval mode, on ``device``. A file whose tensors are not exactly the HED annotator's is ``unsupported``."""
-    from ..upscale.models import read_state_dict
+    from ..models.weights import read_state_dict
 
     state = read_state_dict(path, what="soft-edge annotator")
     expected = hed_state_shapes()
