@@ -267,8 +267,17 @@ class Client:
             try:
                 ws.send(frame)
             except (ConnectionClosed, OSError) as err:
-                self._ws = None
+                self._drop(ws)
                 raise ConnectionFailed(f"connection to {self.url} lost: {err}") from err
+
+    def _drop(self, ws: Any) -> None:
+        """Forget a connection that failed (closing what is left of it)."""
+        if self._ws is ws:
+            self._ws = None
+        try:
+            ws.close()
+        except Exception:  # noqa: BLE001 - it is already broken
+            pass
 
     def _recv(self, timeout: Optional[float] = None) -> Message:
         ws = self._ws
@@ -280,7 +289,7 @@ class Client:
             except TimeoutError:
                 raise
             except (ConnectionClosed, OSError) as err:
-                self._ws = None
+                self._drop(ws)
                 raise ConnectionFailed(f"connection to {self.url} lost: {err}") from err
         try:
             with self._lock:
