@@ -15,8 +15,7 @@ from typing import Callable, List, Optional, Sequence, TypeVar
 import numpy as np
 
 from protocol.errors import UNSUPPORTED, ProtocolError
-
-from .wire_params import Extend, Params
+from protocol.messages import Extend, Params
 
 __all__ = ["Control", "Engine", "Extend", "Job", "JobCancelled", "JobContext", "Layer", "Params", "ProtocolError"]
 

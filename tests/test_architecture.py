@@ -55,11 +55,11 @@ def test_server_never_imports_a_plugin(path):
 
 # Each top-level module or package of server/ and its layer; a module may import only from its own layer or below.
 SERVER_LAYERS = {
-    "__init__": 0, "core": 0, "device": 0, "config": 0, "wire_params": 0,  # core types, device, configuration
+    "__init__": 0, "core": 0, "device": 0, "config": 0, "defaults": 0,  # core types, device, configuration, defaults
     "imageops": 1, "models": 1,  # what engines share: image operations, the model registry and loaders
     "classical": 2, "diffusion": 2, "upscale": 2, "preprocess": 2,  # the engines, peers
     "router": 3,  # picks the engine for a job
-    "jobs": 4,  # the job queue
+    "jobs": 4, "sessions": 4,  # the job queue, client sessions
     "app": 5,  # the websocket application
     "cli": 6, "__main__": 7,  # the command line
 }

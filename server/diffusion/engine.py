@@ -25,6 +25,7 @@ from protocol.errors import MODEL_NOT_FOUND, OUT_OF_MEMORY, UNSUPPORTED, Protoco
 from .. import device as devices
 from .. import imageops
 from ..core import Engine, Job, JobContext, Layer
+from ..defaults import DEFAULT_STRENGTH
 from ..models import loading
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
 from . import controls as control_plans
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 logging.getLogger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
 
 MODES = ("generate", "img2img", "inpaint", "outpaint")
-DEFAULT_STRENGTH = {"generate": 1.0, "img2img": 0.7, "inpaint": 1.0, "outpaint": 1.0}
 MAX_CONTROLNETS_KEPT = 4
 # What the engine turns on, in this order, each time a job runs out of device memory (then it runs the job again).
 # A fallback stays on while the checkpoint is loaded. Model CPU offload only helps on a GPU.
