@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -20,6 +19,8 @@ import cv2
 import numpy as np
 
 from protocol.errors import ProtocolError
+
+from ..models.cache import LastLoaded
 
 ANNOTATORS_DIR = "annotators"
 DEPTH_FOLDER = "Depth-Anything-V2-Small-hf"
@@ -74,33 +75,20 @@ def find_depth_model(registry) -> Optional[Path]:
     return None
 
 
-class _DepthModels:
-    """Keeps the last depth model loaded (transformers model + its image processor)."""
+def load_depth(weights: Path, device: str = "cpu") -> tuple:
+    """The depth network (transformers, from the folder of ``weights``) on ``device`` and its image processor."""
+    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._key: Optional[Tuple] = None
-        self._loaded: Optional[tuple] = None
-
-    def get(self, folder: Path, device: str = "cpu"):
-        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
-
-        weights = folder / "model.safetensors"
-        key = (str(folder), weights.stat().st_mtime_ns, device)
-        with self._lock:
-            if self._key != key:
-                try:
-                    model = AutoModelForDepthEstimation.from_pretrained(
-                        folder, local_files_only=True, use_safetensors=True)
-                    processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
-                except (OSError, ValueError, KeyError) as err:
-                    raise ProtocolError("model_not_found",
-                                      f"the depth model in {folder} cannot be loaded: {err}") from err
-                self._loaded, self._key = (model.to(device).eval(), processor), key
-            return self._loaded
+    folder = weights.parent
+    try:
+        model = AutoModelForDepthEstimation.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+        processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError) as err:
+        raise ProtocolError("model_not_found", f"the depth model in {folder} cannot be loaded: {err}") from err
+    return model.to(device).eval(), processor
 
 
-_depth_models = _DepthModels()
+_depth_models: LastLoaded = LastLoaded(load_depth)
 
 
 def depth(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
@@ -119,7 +107,7 @@ def _depth_map(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
             f"format ({', '.join(DEPTH_FILES)} from depth-anything/{DEPTH_FOLDER}) into the folder "
             f"{_where(registry)}/{DEPTH_FOLDER}/",
         )
-    model, processor = _depth_models.get(folder, device)
+    model, processor = _depth_models.get(folder / "model.safetensors", device)
     inputs = processor(images=rgb, return_tensors="pt").to(device)
     with torch.inference_mode():
         predicted = model(**inputs).predicted_depth
@@ -258,26 +246,7 @@ def load_hed(path: Path, device: str = "cpu"):
     return net.to(device).eval()
 
 
-class _HedModels:
-    """Keeps the last soft-edge network loaded (keyed by file, size, modification time and device)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._key: Optional[Tuple] = None
-        self._net = None
-
-    def get(self, path: Path, device: str = "cpu"):
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns, device)
-        with self._lock:
-            if self._key != key:
-                self._net, self._key = None, None
-                self._net = load_hed(path, device)
-                self._key = key
-            return self._net
-
-
-_hed_models = _HedModels()
+_hed_models: LastLoaded = LastLoaded(load_hed)
 
 
 def softedge(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:

@@ -26,7 +26,7 @@ from protocol.images import MAX_SIDE
 
 from ..core import Engine, Job, JobContext, Layer
 from ..imageops import resize
-from .models import UpscalerCache
+from .models import upscalers
 from .refine import DEFAULT_REFINE_TILE, RefineFn, refine_overlap, refine_tiled
 from .scaling import count_model_tiles, model_pass, model_tile_size, plan_passes, resize_alpha, resize_rgba
 from .tiling import tile_grid
@@ -37,8 +37,6 @@ __all__ = ["UpscaleEngine", "run_upscale", "upscaled_size"]
 MAX_OUTPUT_PIXELS = (Limits().max_frame_bytes - (1 << 20)) // 4
 
 SDXL_REFINE_TILE = 1024
-
-_cache = UpscalerCache()
 
 
 def upscaled_size(width: int, height: int, scale: float) -> tuple:
@@ -100,7 +98,7 @@ def run_upscale(
     model, upscaler_name = None, "Lanczos"
     if params.upscaler:
         entry = registry.get(params.upscaler, "upscaler")
-        model = _cache.get(entry.path, device)
+        model = upscalers.get(entry.path, device)
         upscaler_name = getattr(entry, "name", params.upscaler)
 
     passes = plan_passes(model.scale, scale) if model is not None else []

@@ -6,15 +6,14 @@ never unpickled.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
-from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
 from protocol.errors import ProtocolError
 
+from ..models.cache import LastLoaded
 from ..models.weights import read_state_dict
 
 def load_upscaler(path: Path, device: str = "cpu"):
@@ -48,23 +47,8 @@ def load_upscaler(path: Path, device: str = "cpu"):
     return model
 
 
-class UpscalerCache:
-    """Keeps the most recently used upscaler loaded (keyed by file, size and modification time)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._key: Optional[Tuple] = None
-        self._model = None
-
-    def get(self, path: Path, device: str = "cpu"):
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns, device)
-        with self._lock:
-            if self._key != key:
-                self._model, self._key = None, None
-                self._model = load_upscaler(path, key[3])
-                self._key = key
-            return self._model
+# The most recently used upscaler stays loaded.
+upscalers: LastLoaded = LastLoaded(load_upscaler)
 
 
 def run_model(model, rgb: np.ndarray) -> np.ndarray:
