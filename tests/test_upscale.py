@@ -168,12 +168,16 @@ def test_a_tile_out_of_memory_is_split_and_retried(registry, monkeypatch):
         return real(model, pixels)
 
     image = picture(96, 96)
-    whole = run(upscale_job(image, upscaler="tiny-esrgan-x2", scale=2.0), registry).rgba
+    whole_layer = run(upscale_job(image, upscaler="tiny-esrgan-x2", scale=2.0), registry)
+    whole = whole_layer.rgba
+    assert "memory_fallbacks" not in whole_layer.info
     monkeypatch.setattr(scaling, "run_model", small_memory)
     steps = []
     ctx = JobContext(lambda step, total, preview: steps.append((step, total)))
-    split = run(upscale_job(image, upscaler="tiny-esrgan-x2", scale=2.0, tile=64), registry, ctx=ctx).rgba
+    layer = run(upscale_job(image, upscaler="tiny-esrgan-x2", scale=2.0, tile=64), registry, ctx=ctx)
+    split = layer.rgba
     assert 64 in sizes and 32 in sizes
+    assert layer.info["memory_fallbacks"] == ["upscaler tiles of 32 px"], "the result says what it did"
     assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)], "progress still counts the planned tiles"
     diff = np.abs(whole.astype(int) - split.astype(int))
     assert diff.mean() < 0.5 and diff.max() <= 8

@@ -108,6 +108,7 @@ def run_upscale(
     n_refine = len(tile_grid(out_w, out_h, refine_tile, refine_overlap(refine_tile))) if strength > 0 else 0
     total = max(1, n_model + n_refine)
     done = [0]
+    splits: List[int] = []  # smaller tiles used after running out of memory
 
     def on_model_tile() -> None:
         done[0] += 1
@@ -119,7 +120,7 @@ def run_upscale(
     else:
         rgb = np.ascontiguousarray(image[..., :3])
         for step in passes:
-            rgb = model_pass(rgb, model, step, model_tile, on_model_tile)
+            rgb = model_pass(rgb, model, step, model_tile, on_model_tile, splits)
         result = np.empty((out_h, out_w, 4), np.uint8)
         result[..., :3] = resize(rgb, out_w, out_h)
         result[..., 3] = resize_alpha(image[..., 3], out_w, out_h)
@@ -132,6 +133,8 @@ def run_upscale(
 
     name = f"Upscaled {scale:g}x ({upscaler_name})" + (f", refined {strength:g}" if strength > 0 else "")
     info = {"scale": scale, "upscaler": params.upscaler, "refine": strength, "tiles": n_model + n_refine}
+    if splits:
+        info["memory_fallbacks"] = [f"upscaler tiles of {min(splits)} px"]
     return [Layer(name=name, rgba=result, x=int(round(job.x * scale)), y=int(round(job.y * scale)),
                   seed=seed if strength > 0 else -1, info=info)]
 
