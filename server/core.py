@@ -119,11 +119,12 @@ class JobContext:
             self._report(step, total, preview)
         self.check()
 
-    def interruptible(self, fn: Callable[..., T], *args) -> T:
-        """``fn(*args)`` for a call that cannot check for cancellation itself (one long OpenCV call).
+    def interruptible(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """``fn(*args, **kwargs)`` for a call that cannot check for cancellation itself (one long OpenCV call).
 
         It runs in a helper thread while this one watches the cancel flag: a cancel raises JobCancelled at once, and the
-        abandoned call finishes in the background (its result is dropped). ``fn`` must not touch shared state.
+        abandoned call finishes in the background (its result is dropped). ``fn`` must not change shared state
+        (a lock-protected cache is fine).
         """
         self.check()
         done = threading.Event()
@@ -131,7 +132,7 @@ class JobContext:
 
         def call() -> None:
             try:
-                box["value"] = fn(*args)
+                box["value"] = fn(*args, **kwargs)
             except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
                 box["error"] = err
             finally:

@@ -16,6 +16,7 @@ from protocol.client import Client, JobFailed
 from server import imageops
 from server.classical import ClassicalEngine
 from server.core import Job, JobCancelled, JobContext, Params
+from server.preprocess import PreprocessEngine
 
 # The largest image a default server accepts, and the largest grow and feather the protocol allows.
 SIDE = int(Limits().max_pixels ** 0.5)
@@ -79,6 +80,23 @@ def test_classical_engine_on_the_worst_input_finishes_with_the_hole_filled():
     assert alpha[SIDE // 2, SIDE // 2] == 255 and alpha[0, 0] == 0
     outside = alpha == 0
     assert np.array_equal(layer.rgba[outside][:, :3], job.image[outside][:, :3])
+
+
+def test_preprocess_engine_stops_soon_after_a_cancel_on_the_largest_image():
+    """Scribble of 4096 x 4096 noise is one OpenCV-heavy call of seconds; the cancel does not wait for it."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (SIDE, SIDE, 4), np.uint8)
+    job = Job(id="scribble", mode="preprocess", image=image, params=Params(preprocessor="scribble"))
+    asked: List[float] = []
+
+    def cancel() -> None:
+        asked.append(time.perf_counter())
+        ctx.cancel()
+
+    ctx = JobContext(lambda step, total, preview: step == 0 and threading.Timer(0.05, cancel).start())
+    with pytest.raises(JobCancelled):
+        PreprocessEngine(None).run(job, ctx)
+    assert time.perf_counter() - asked[0] < CANCEL_BOUND_S
 
 
 def exact_disc_dilation(mask: np.ndarray, radius: float) -> np.ndarray:

@@ -183,7 +183,7 @@ class DiffusionEngine(Engine):
             return fallback
         return None
 
-    def _control_images(self, plans, work: Job, hard: np.ndarray, pw: int, ph: int) -> list:
+    def _control_images(self, plans, work: Job, hard: np.ndarray, pw: int, ph: int, ctx: JobContext) -> list:
         """Each ControlNet's input at processing size (preprocessed when asked; inpaint ones from image and mask)."""
         images = []
         for plan in plans:
@@ -191,7 +191,8 @@ class DiffusionEngine(Engine):
                 images.append(control_plans.inpaint_tensor(imageops.resize(work.image[..., :3], pw, ph),
                                                               imageops.resize(hard, pw, ph)))
             else:
-                rgb = control_plans.control_image(plan.control, self.registry, work.params, str(self.device))
+                rgb = ctx.interruptible(control_plans.control_image, plan.control, self.registry, work.params,
+                                        str(self.device))  # preprocessing a large control layer takes seconds
                 images.append(_pil(imageops.resize(rgb, pw, ph)))
         return images
 
@@ -229,7 +230,8 @@ class DiffusionEngine(Engine):
         call.update(prompts.encode(runner, prompt, negative, self.device).kwargs())
         call.update(_image_inputs(work, kind, hard, pw, ph, settings["strength"]))
         if plans:
-            call.update(pipelines.control_kwargs(kind, plans, self._control_images(plans, work, hard, pw, ph), union))
+            images = self._control_images(plans, work, hard, pw, ph, ctx)
+            call.update(pipelines.control_kwargs(kind, plans, images, union))
 
         arch = entry.arch
         done = [0]  # images finished, for progress over the whole batch

@@ -150,8 +150,9 @@ class PreprocessEngine(Engine):
         name = canonical_name(params.preprocessor)
         seed = params.seed if params.seed >= 0 else secrets.randbelow(2**31)
         ctx.progress(0, 1)
-        control = preprocess_image(name, job.image, self.registry, low_threshold=params.low_threshold,
-                                   high_threshold=params.high_threshold, seed=seed, mask=job.mask, device=self.device)
+        # One long call (several seconds for line art of a large image): waited for interruptibly.
+        control = ctx.interruptible(preprocess_image, name, job.image, self.registry, low_threshold=params.low_threshold,
+                                    high_threshold=params.high_threshold, seed=seed, mask=job.mask, device=self.device)
         ctx.progress(1, 1)
         return [Layer(name=f"Control: {name}", rgba=rgba(control), x=job.x, y=job.y,
                       seed=seed if name == "shuffle" else -1, info={"preprocessor": name})]

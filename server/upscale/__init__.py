@@ -115,15 +115,15 @@ def run_upscale(
         ctx.progress(done[0], total)
 
     ctx.check()
-    if model is None:
-        result = resize_rgba(image, out_w, out_h)
+    if model is None:  # one long call for a large result: waited for interruptibly
+        result = ctx.interruptible(resize_rgba, image, out_w, out_h)
     else:
         rgb = np.ascontiguousarray(image[..., :3])
         for step in passes:
             rgb = model_pass(rgb, model, step, model_tile, on_model_tile, splits)
         result = np.empty((out_h, out_w, 4), np.uint8)
-        result[..., :3] = resize(rgb, out_w, out_h)
-        result[..., 3] = resize_alpha(image[..., 3], out_w, out_h)
+        result[..., :3] = ctx.interruptible(resize, rgb, out_w, out_h)
+        result[..., 3] = ctx.interruptible(resize_alpha, image[..., 3], out_w, out_h)
 
     if strength > 0:
         result = refine_tiled(result, refine, strength, seed, refine_tile, ctx,
