@@ -238,7 +238,7 @@ def plan_plugins(plan: Plan, args: argparse.Namespace, system: System, record: R
 def _install_plugin(target: hosts.HostTarget, command: List[str], python: Path, record: Record) -> None:
     global VENDOR_PYTHON
     VENDOR_PYTHON = python if python.exists() else None
-    for folder in _missing_dirs(target.plugin_dir):
+    for folder in _missing_dirs(target.plugin_dir) + (_missing_dirs(target.kritarc.parent) if target.kritarc else []):
         record.add("created_dirs", folder)
     if target.app == hosts.KRITA:
         assert target.kritarc is not None
@@ -280,14 +280,14 @@ def plan_uninstall(plan: Plan, record: Record) -> None:
         plan.add(f"remove enable_paintbridge from {kritarc}", lambda p=Path(kritarc): disable_in_kritarc(p))
     if record.venv_created and record.venv:
         plan.add(f"remove the virtual environment {record.venv}", lambda p=Path(record.venv): remove_path(p))
-    for folder in sorted(record.created_dirs, key=lambda d: len(Path(d).parts), reverse=True):
+    plan.add(f"remove the install record {record.path}", lambda: remove_path(record.path))
+    for folder in sorted(set(record.created_dirs) | {str(record.path.parent)}, key=lambda d: len(Path(d).parts),
+                         reverse=True):
         def drop(p: Path = Path(folder)) -> None:
-            if p.is_dir() and not remove_if_empty(p):
+            if p.is_dir() and not remove_if_empty(p) and p.name in MODEL_SUBFOLDERS + ("models",):
                 log(f"kept {p}: it holds files that are not Paintbridge's (your models?); delete it by hand if you "
                     "want them gone")
         plan.add(f"remove {folder} if it is empty", drop)
-    plan.add(f"remove the install record {record.path}",
-             lambda: (remove_path(record.path), remove_if_empty(record.path.parent)))
 
 
 # --- main ------------------------------------------------------------------------------------------------------------

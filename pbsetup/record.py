@@ -71,18 +71,23 @@ def remove_if_empty(path: Path) -> bool:
 
 
 def disable_in_kritarc(kritarc: Path, name: str = "paintbridge") -> None:
-    """Remove ``enable_<name>=...`` from ``kritarc``'s ``[python]`` group, keeping every other line."""
+    """Remove ``enable_<name>=...`` from ``kritarc``'s ``[python]`` group, keeping every other line; a group left
+    empty goes too, and a file left empty is deleted (it was ours)."""
     if not kritarc.is_file():
         return
-    lines = kritarc.read_text(encoding="utf-8").splitlines()
     key = f"enable_{name}"
-    group = ""
-    kept = []
-    for line in lines:
+    groups: List[List[str]] = [[]]
+    for line in kritarc.read_text(encoding="utf-8").splitlines():
         stripped = line.strip()
         if stripped.startswith("[") and stripped.endswith("]"):
-            group = stripped
-        if group == "[python]" and stripped.split("=", 1)[0].strip() == key:
-            continue
-        kept.append(line)
-    kritarc.write_text("\n".join(kept) + ("\n" if kept else ""), encoding="utf-8")
+            groups.append([line])
+        elif not (groups[-1] and groups[-1][0].strip() == "[python]" and stripped.split("=", 1)[0].strip() == key):
+            groups[-1].append(line)
+    kept = [g for g in groups if not (g and g[0].strip() == "[python]" and not any(x.strip() for x in g[1:]))]
+    lines = [line for group in kept for line in group]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if lines:
+        kritarc.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    else:
+        kritarc.unlink()

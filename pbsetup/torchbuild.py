@@ -33,6 +33,7 @@ BUILDS = ("cpu", "cuda", "rocm", "xpu", "mps", "default")
 SIZES_GB = {"cuda": 6.0, "rocm": 16.0, "xpu": 5.0, "cpu": 1.2, "mps": 0.9}
 OTHER_PACKAGES_GB = 1.5  # diffusers, transformers, opencv, ... in the venv
 _INTEL_DISCRETE = re.compile(r"\b(arc|dg2|battlemage|alchemist|data center gpu)\b", re.IGNORECASE)
+_AMD = re.compile(r"\b(amd|ati|radeon)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def detect_hardware(system: System) -> Hardware:
             if "intel" in line.lower() and _INTEL_DISCRETE.search(line):
                 return Hardware("intel", f"video controller: {line.strip()}")
         for line in names.splitlines():
-            if "amd" in line.lower() or "radeon" in line.lower():
+            if _AMD.search(line):
                 return Hardware("amd", f"video controller: {line.strip()}")
         return Hardware(None, "no NVIDIA, AMD or Intel Arc video controller")
     if system.which("rocminfo"):
@@ -105,7 +106,7 @@ def detect_hardware(system: System) -> Hardware:
         low = line.lower()
         if "nvidia" in low:
             return Hardware("nvidia", f"lspci: {line.strip()} (but nvidia-smi does not answer: install the driver)")
-        if "amd" in low or "ati" in low or "radeon" in low:
+        if _AMD.search(line):
             return Hardware("amd", f"lspci: {line.strip()}")
         if "intel" in low and _INTEL_DISCRETE.search(line):
             return Hardware("intel", f"lspci: {line.strip()}")
