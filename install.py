@@ -127,7 +127,7 @@ def plan_server(plan: Plan, args: argparse.Namespace, system: System, record: Re
     if need:
         checks.check_disk_space(system, venv_dir, need, f"the server's packages (PyTorch {choice.build} and the rest)")
     if new_venv:
-        python_cmd = [str(args.python)] if args.python else checks.find_server_python(system)
+        python_cmd = checks.given_python(system, args.python) if args.python else checks.find_server_python(system)
         plan.add(f"create the virtual environment {venv_dir} with {' '.join(python_cmd)}",
                  lambda: _create_venv(venv_dir, python_cmd, record))
     else:

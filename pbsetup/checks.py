@@ -55,6 +55,16 @@ def find_server_python(system: System, current: tuple = tuple(sys.version_info[:
         "then run install.py with it, or pass --python PATH_TO_PYTHON3.11+.")
 
 
+def given_python(system: System, program: Path) -> List[str]:
+    """``--python PATH`` as a command, after checking it is a Python 3.11+."""
+    version = python_version(system, [str(program)])
+    if version is None or version < SERVER_PYTHON:
+        found = "it does not run" if version is None else f"it is Python {version[0]}.{version[1]}"
+        raise InstallError(f"no suitable Python: --python {program} cannot host the server ({found}); it needs "
+                           f"Python {SERVER_PYTHON[0]}.{SERVER_PYTHON[1]} or newer.")
+    return [str(program)]
+
+
 def check_writable(folder: Path, what: str, hint: str = "") -> None:
     """Raise InstallError when ``folder`` (or the nearest folder above it that exists) cannot be written."""
     probe = Path(folder)

@@ -123,7 +123,6 @@ def hub(monkeypatch):
     with Hub() as running:
         monkeypatch.setenv("HF_ENDPOINT", running.url)
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # conftest sets HF_HUB_OFFLINE=1
-        monkeypatch.setenv("HF_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / "pb-test-hf-home-unused"))
         yield running
 
 

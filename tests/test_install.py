@@ -289,6 +289,9 @@ def test_no_suitable_python(tmp_path):
     good = fake_system(tmp_path, programs={"python3.12": "/usr/bin/python3.12"}, outputs={"python3.12": "3.12\n"})
     assert checks.find_server_python(good, current=(3, 10), executable="x") == ["/usr/bin/python3.12"]
     assert checks.find_server_python(good, current=(3, 11), executable="/me") == ["/me"]
+    with pytest.raises(InstallError, match="no suitable Python: --python /usr/bin/python3.11 .*it is Python 3.10"):
+        checks.given_python(system, Path("/usr/bin/python3.11"))
+    assert checks.given_python(good, Path("/usr/bin/python3.12")) == ["/usr/bin/python3.12"]
 
 
 def test_install_py_parses_on_old_pythons_and_uses_only_the_stdlib():
