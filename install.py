@@ -31,7 +31,7 @@ import venv
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from pbsetup import checks, hosts, torchbuild
+from pbsetup import checks, hosts, torchbuild, uvpip
 from pbsetup.checks import InstallError
 from pbsetup.plan import Plan, log
 from pbsetup.record import Record, disable_in_kritarc, remove_if_empty, remove_path
@@ -132,14 +132,26 @@ def plan_server(plan: Plan, args: argparse.Namespace, system: System, record: Re
                  lambda: _create_venv(venv_dir, python_cmd, record))
     else:
         plan.add(f"update the server in the existing virtual environment {venv_dir}")
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    if args.uv:
+        plan.add(f"install uv into {venv_dir} (it installs the rest, reading pip's settings)",
+                 lambda: run(installer(python, False) + ["uv"], system))
     if torch_args:
-        plan.add(f"install PyTorch ({choice.build} build) from {choice.index_url}",
-                 lambda: run(pip + torch_args, system))
+        plan.add(f"install PyTorch ({choice.build} build) from {choice.index_url}"
+                 + (" with uv" if args.uv else ""), lambda: run(installer(python, args.uv, True) + torch_args, system))
     target = f"{REPO}[dev]" if args.dev else str(REPO)
     what = "with PyTorch " + ("(kept)" if installed and not args.torch else f"({choice.build} build)")
-    plan.add(f"install Paintbridge {'and its test tools ' if args.dev else ''}into {venv_dir} (editable), {what}",
-             lambda: run(pip + ["-e", target], system))
+    plan.add(f"install Paintbridge {'and its test tools ' if args.dev else ''}into {venv_dir} (editable), {what}"
+             + (" with uv" if args.uv else ""), lambda: run(installer(python, args.uv) + ["-e", target], system))
+
+
+def installer(python: Path, use_uv: bool, own_index: bool = False) -> List[str]:
+    """The install command for the venv of ``python``: pip, or uv with pip's settings (``own_index``: the caller
+    passes its own --index-url)."""
+    if not use_uv:
+        return [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    config = subprocess.run([str(python), "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+    uv = python.parent / ("uv.exe" if os.name == "nt" else "uv")
+    return [str(uv), "pip", "install", "-q", "--python", str(python)] + uvpip.uv_options(config, not own_index)
 
 
 def _create_venv(venv_dir: Path, python_cmd: List[str], record: Record) -> None:
@@ -300,6 +312,8 @@ def parser() -> argparse.ArgumentParser:
                                                "enough, else python3.13/3.12/3.11 from PATH)")
     p.add_argument("--torch", choices=torchbuild.BUILDS,
                    help="PyTorch build (default: detected from the GPU; 'default' = whatever pip picks)")
+    p.add_argument("--uv", action="store_true",
+                   help="install the server's packages with uv (faster; pip's settings are passed on to it)")
     p.add_argument("--krita-dir", type=Path, help="Krita's pykrita folder (default: found for this system)")
     p.add_argument("--gimp-dir", type=Path, help="GIMP 3's plug-ins folder (default: found for this system)")
     p.add_argument("--no-plugins", action="store_true", help="do not install the Krita and GIMP plugins")

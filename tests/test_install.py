@@ -343,3 +343,29 @@ def test_a_folder_it_cannot_write_to(tmp_path, capsys):
     assert "--krita-dir" in out
     rc, out = run_install(system, "--venv", str(tmp_path / "none"), capsys=capsys)
     assert rc == 1 and "there is no virtual environment at" in out
+
+
+# --- uv (opt-in) -----------------------------------------------------------------------------------------------------
+
+def test_uv_gets_pips_settings():
+    from pbsetup.uvpip import uv_options
+
+    config = ("global.constraint='/etc/xdg/pip/constraints.txt'\n"
+              "global.extra-index-url='file:///opt/pypi/simple file:///opt/pypi-more/simple'\n"
+              "global.find-links='/opt/wheels'\n:env:.find-links='/opt/wheels'\n:env:.default-timeout='180'\n"
+              "global.index-url='https://mirror.example/simple'\n")
+    assert uv_options(config) == [
+        "--constraint", "/etc/xdg/pip/constraints.txt", "--extra-index-url", "file:///opt/pypi/simple",
+        "--extra-index-url", "file:///opt/pypi-more/simple", "--find-links", "/opt/wheels",
+        "--index-url", "https://mirror.example/simple"]
+    assert "--index-url" not in uv_options(config, with_index_url=False)
+    assert uv_options("") == []
+
+
+def test_uv_steps_in_the_plan(tmp_path, capsys):
+    system = fake_system(tmp_path, reachable=True)
+    assert install.main(["--dry-run", "--no-plugins", "--uv", "--venv", str(tmp_path / "v")], system=system) == 0
+    out = capsys.readouterr().out
+    assert out.index("would: install uv into") < out.index("would: install PyTorch (cpu build)") \
+        < out.index("would: install Paintbridge into")
+    assert "with uv" in out
