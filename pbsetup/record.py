@@ -43,6 +43,11 @@ class Record:
             items.append(text)
 
     def save(self) -> None:
+        """Write the record; folders made for it are recorded too (so uninstall removes them when empty)."""
+        folder = self.path.parent
+        while not folder.exists() and folder.parent != folder:
+            self.add("created_dirs", folder)
+            folder = folder.parent
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {"version": VERSION, "venv": self.venv, "venv_created": self.venv_created, "files": self.files,
                 "kritarcs": self.kritarcs, "created_dirs": self.created_dirs}
