@@ -369,3 +369,12 @@ def test_uv_steps_in_the_plan(tmp_path, capsys):
     assert out.index("would: install uv into") < out.index("would: install PyTorch (cpu build)") \
         < out.index("would: install Paintbridge into")
     assert "with uv" in out
+
+
+def test_the_record_remembers_the_folders_made_for_it(tmp_path):
+    from pbsetup.record import Record
+
+    record = Record(tmp_path / "a/b/install-record.json")
+    record.save()
+    record.save()
+    assert Record.load(record.path).created_dirs == [str(tmp_path / "a/b"), str(tmp_path / "a")]
