@@ -378,3 +378,25 @@ def test_the_record_remembers_the_folders_made_for_it(tmp_path):
     record.save()
     record.save()
     assert Record.load(record.path).created_dirs == [str(tmp_path / "a/b"), str(tmp_path / "a")]
+
+
+def test_install_py_as_a_script_into_a_temporary_home(tmp_path):
+    """The command a painter runs (``python install.py``), with the folders given, then ``--uninstall``."""
+    import os
+    import subprocess
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_") and k != "PAINTBRIDGE_MODELS"}
+    env["HOME"] = str(home)
+    args = [sys.executable, str(REPO / "install.py"), "--plugins-only", "--venv", str(VENV),
+            "--krita-dir", str(home / "k"), "--gimp-dir", str(home / "g")]
+    out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (home / "k/paintbridge/vendor/websockets").is_dir() and (home / "g/paintbridge/vendor/msgpack").is_dir()
+    assert json.loads((home / "g/paintbridge/install.json").read_text())["server_command"] == \
+        install.server_command(VENV)
+    out = subprocess.run([sys.executable, str(REPO / "install.py"), "--uninstall"], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert snapshot(home) == {}
