@@ -296,3 +296,15 @@ def test_models_pull_offline_says_so_and_where_to_put_each_file(tmp_path):
         in out.stderr and str(tmp_path / "upscale_models" / "4x-UltraSharp.pth") in out.stderr
     bad = _cli(["models", "pull", "nonsense", "--models", str(tmp_path)], {})
     assert bad.returncode == 2 and "not in the catalogue" in bad.stderr
+
+
+def test_models_lists_kind_family_and_size_of_installed_models(tmp_path):
+    from tests.factory import make_models_dir
+
+    models = make_models_dir(tmp_path / "models", which=("sd15", "cn-sd15-canny"))
+    out = _cli(["models", "--models", str(models)], {})
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("  checkpoint") or
+            line.startswith("  controlnet")]
+    assert rows and all(row[1] == "sd15" for row in rows), out.stdout
+    assert all(any(unit in row for unit in ("KB", "MB", "GB")) for row in rows), out.stdout
