@@ -292,7 +292,7 @@ def test_models_pull_command_downloads_a_preset_and_models_lists_it(tmp_path):
 def test_models_pull_offline_says_so_and_where_to_put_each_file(tmp_path):
     out = _cli(["models", "pull", "upscaler", "--models", str(tmp_path)], {"HF_HUB_OFFLINE": "1"})
     assert out.returncode == 3
-    assert "offline" in out.stderr and "https://huggingface.co/lokCX/4x-Ultrasharp/resolve/main/4x-UltraSharp.pth" \
+    assert "offline mode is on (unset HF_HUB_OFFLINE" in out.stderr and "https://huggingface.co/lokCX/4x-Ultrasharp/resolve/main/4x-UltraSharp.pth" \
         in out.stderr and str(tmp_path / "upscale_models" / "4x-UltraSharp.pth") in out.stderr
     bad = _cli(["models", "pull", "nonsense", "--models", str(tmp_path)], {})
     assert bad.returncode == 2 and "not in the catalogue" in bad.stderr

@@ -76,7 +76,8 @@ def manual_steps(items: Iterable[CatalogueFile], root: Path) -> List[tuple]:
 
 def offline_message(items: Iterable[CatalogueFile], root: Path, why: str) -> str:
     steps = manual_steps(items, root)
-    lines = [f"cannot reach {endpoint()} ({why}): the computer seems to be offline. Nothing more was downloaded."]
+    lines = [f"cannot reach {endpoint()} ({why}): " + ("offline mode is on (unset HF_HUB_OFFLINE to download). "
+             if "HF_HUB_OFFLINE" in why else "the computer seems to be offline. ") + "Nothing more was downloaded."]
     if steps:
         lines.append("To install by hand, download each file and save it under the name shown:")
         lines += [f"  {url}\n    -> {dest}" for url, dest in steps]
@@ -211,7 +212,9 @@ def _hub_error(item: CatalogueFile, root: Path, err: Exception) -> PullError:
     if isinstance(err, errors.RemoteEntryNotFoundError):
         return PullError(f"{item.repo} has no file {item.file} (the catalogue entry '{item.id}' is out of date)")
     if isinstance(err, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)) or _is_connection_error(err):
-        why = type(err).__name__
+        offline_mode = isinstance(err, errors.OfflineModeIsEnabled) or \
+            isinstance(err.__context__, errors.OfflineModeIsEnabled)
+        why = "HF_HUB_OFFLINE is set" if offline_mode else type(err).__name__
         return OfflineError(offline_message([item], root, why), manual_steps([item], root), why)
     if isinstance(err, errors.HfHubHTTPError):
         return PullError(f"{endpoint()} answered an error for {item.repo}/{item.file}: {err}")
