@@ -8,5 +8,6 @@
 - ``plan``: the list of actions an install or uninstall takes, printed for ``--dry-run`` or carried out.
 - ``record``: the JSON record of what was installed, so a second run upgrades in place and ``--uninstall`` removes
   exactly that.
+- ``uvpip``: ``--uv``, installing with uv while carrying pip's own settings over to it.
 - ``checks``: the clear messages for what can stop an install (Python, disk space, network, unwritable folders).
 """
