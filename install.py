@@ -3,10 +3,10 @@
 needs Python 3.11+, found on PATH or given with --python).
 
     python3 install.py              venv + server + the right PyTorch, the Krita and GIMP 3 plugins, the models folder
+    python3 install.py --uv         the same, with uv installing the packages (faster; reads pip's settings)
     python3 install.py --dev        the same plus test tools and the system packages the real-host tests need
     python3 install.py --dry-run    print every action (folders, packages, PyTorch build) and change nothing
     python3 install.py --uninstall  remove exactly what earlier runs installed (listed in the install record)
-    python3 install.py --uv         the same, with uv installing the packages (faster; reads pip's settings)
 
 Works on Linux (plain, Flatpak and Snap installs of Krita and GIMP), Windows and macOS. The server lives in a virtual
 environment (``.venv`` beside this file unless ``--venv`` says otherwise). The plugins are copied into Krita's
