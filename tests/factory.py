@@ -471,11 +471,35 @@ def controlnet_path(name: str) -> Path:
 
 
 def lora_path(arch: str) -> Path:
-    """The cached kohya-format tiny LoRA for ``arch``."""
+    """The cached kohya-format tiny LoRA for ``arch`` (Flux: diffusers/PEFT format on the transformer)."""
+    if arch == "flux":
+        return _flux_lora()
+
     def build(tmp: Path) -> None:
         _save_file(lora_state(_build_pipeline(arch, False)), tmp / f"tiny-lora-{arch}.safetensors",
                    {"ss_network_module": "networks.lora"})
     return _cached(f"lora-{arch}", build) / f"tiny-lora-{arch}.safetensors"
+
+
+def _flux_lora() -> Path:
+    """A tiny Flux LoRA (random, non-zero up weights) on every attention projection, as diffusers saves it."""
+    def build(tmp: Path) -> None:
+        import torch
+        from diffusers import FluxPipeline
+        from peft import LoraConfig
+        from peft.utils import get_peft_model_state_dict
+
+        pipe = FluxPipeline.from_pretrained(checkpoint_folder("flux"), local_files_only=True, dtype=torch.float32)
+        torch.manual_seed(41)
+        pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+        with torch.no_grad():
+            for name, p in pipe.transformer.named_parameters():
+                if "lora_B" in name:
+                    p.mul_(20.0)  # visible on a tiny model after two steps
+        FluxPipeline.save_lora_weights(tmp, transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
+                                       weight_name="tiny-lora-flux.safetensors")
+    return _cached("lora-flux", build) / "tiny-lora-flux.safetensors"
 
 
 def embedding_path(arch: str) -> Path:

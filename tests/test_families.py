@@ -24,7 +24,8 @@ from server.models.registry import ModelRegistry
 
 torch.set_num_threads(2)
 
-MODELS = ("flux", "flux-fill", "flux-kontext", "sd3", "flux-split", "sd3-split", "flux-full", "sd3-full")
+MODELS = ("flux", "flux-fill", "flux-kontext", "sd3", "flux-split", "sd3-split", "flux-full", "sd3-full", "lora-flux",
+          "lora-sd15")
 W, H = 80, 56
 
 
@@ -277,6 +278,21 @@ def test_missing_text_encoders_are_named_with_where_to_put_them(tmp_path, start_
     assert err.value.code == "model_not_found"
     assert "CLIP text encoder (48 wide)" in message and "T5 text encoder (96 wide)" in message
     assert "CLIP text encoder (32 wide)" not in message and str(tmp_path / "text_encoders") in message
+
+
+def test_a_flux_lora_changes_the_result_and_switches_off(client, models_dir):
+    assert {e.name: e.arch for e in ModelRegistry([models_dir]).entries("lora")} == {
+        "tiny-lora-flux": "flux", "tiny-lora-sd15": "sd15"}
+    plain = pixels(client.run(job("img2img", "tiny-flux-kontext"), timeout=120))[0][1]
+    layer, styled = pixels(client.run(job("img2img", "tiny-flux-kontext", prompt="a red apple on a (wooden:1.2) table <lora:tiny-lora-flux:1>"),
+                                      timeout=120))[0]
+    assert layer.info["loras"] == [{"name": "tiny-lora-flux", "weight": 1.0}]
+    assert np.abs(styled.astype(int) - plain.astype(int)).max() > 8
+    again = pixels(client.run(job("img2img", "tiny-flux-kontext"), timeout=120))[0][1]
+    assert np.abs(again.astype(int) - plain.astype(int)).max() <= 1
+    with pytest.raises(JobFailed) as err:
+        client.run(job("img2img", "tiny-flux", prompt="a cat <lora:tiny-lora-sd15>"), timeout=120)
+    assert "made for SD1.5" in str(err.value) and "Flux.1" in str(err.value)
 
 
 def test_the_router_frees_the_other_engine(client, server):

@@ -29,6 +29,7 @@ from .. import imageops
 from ..core import Engine, Job, JobContext, Layer
 from ..defaults import DEFAULT_STRENGTH, family_settings
 from ..diffusion import prompts
+from ..diffusion.adapters import Adapters
 from ..diffusion.engine import _layers, _working_job
 from ..models.detect import DIFFUSERS
 from ..models.registry import ModelEntry, ModelRegistry
@@ -49,6 +50,7 @@ class Loaded:
     pipe: object
     facts: dict
     native: int
+    adapters: Adapters
     variants: Dict[type, object] = dataclasses.field(default_factory=dict)
 
 
@@ -96,7 +98,9 @@ class FamilyEngine(Engine):
         pipe.set_progress_bar_config(disable=True)
         self.loads += 1
         log.info("loaded %s (%s) in %.1f s", entry.name, facts.get("variant"), time.perf_counter() - started)
-        self.loaded = Loaded(entry, pipe, facts, _native_px(entry, pipe))
+        # LoRAs are made for the base family: a Flux LoRA also fits Fill and Kontext.
+        base = dataclasses.replace(entry, arch=specs.SD3 if entry.arch == specs.SD3 else specs.FLUX)
+        self.loaded = Loaded(entry, pipe, facts, _native_px(entry, pipe), Adapters(pipe, base, self.registry))
         return self.loaded
 
     def _place(self, pipe, facts: dict) -> None:
@@ -174,11 +178,9 @@ class FamilyEngine(Engine):
 
         ctx.check()
         text, tags = prompts.extract_loras(job.prompt)
-        if tags:
-            raise ProtocolError(UNSUPPORTED, f"LoRAs on {specs.NAMES[entry.arch]} checkpoints are not supported yet: "
-                                f"remove <lora:{tags[0].name}> from the prompt", field="prompt")
-        negative, _ = prompts.extract_loras(job.negative_prompt)
+        negative, neg_tags = prompts.extract_loras(job.negative_prompt)
         loaded = self.checkpoint(entry)
+        loras = loaded.adapters.apply_loras(tags + neg_tags)
         work, original = _working_job(job)
         hard, soft = imageops.prepare_mask(work)
         multiple = specs.SPECS[entry.arch].latent_multiple
@@ -213,7 +215,7 @@ class FamilyEngine(Engine):
             done[0] += 1
         info = {"model": entry.name, "arch": entry.arch, "family": entry.arch, "variant": loaded.facts.get("variant"),
                 "sampler": SAMPLER, "steps": steps, "cfg": settings["cfg"], "strength": settings["strength"],
-                "size": [pw, ph], "loras": [], "seconds": round(time.perf_counter() - started, 3)}
+                "size": [pw, ph], "loras": loras, "seconds": round(time.perf_counter() - started, 3)}
         if job.params.sampler and job.params.sampler != SAMPLER:
             info["sampler_note"] = f"{job.params.sampler} is an SD sampler; flow-matching models run with Euler"
         for key in ("parts", "memory"):

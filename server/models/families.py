@@ -207,3 +207,18 @@ def encoder_roles(kind: str, width: int) -> List[str]:
     if kind == "t5":
         return ["t5"]
     return ["clip_g"] if width == 1280 else ["clip_l"] if width == 768 else ["clip_l", "clip_g"]
+
+
+def lora_family(shapes: Shapes) -> Optional[str]:
+    """The family a LoRA is made for ("flux", "sd3"), None when it is not a Flux/SD3 LoRA. Kohya (``lora_unet_double_
+    blocks_*``), ComfyUI/XLabs (``double_blocks.*``) and diffusers/PEFT (``transformer.single_transformer_blocks.*``)
+    names; a diffusers LoRA touching only joint blocks is told apart by its width (Flux 3072, SD3 1536/2432)."""
+    keys = list(shapes)
+    if any(("double_blocks" in k or "single_blocks" in k or "single_transformer_blocks" in k) for k in keys):
+        return FLUX
+    if any("joint_blocks" in k for k in keys):
+        return SD3
+    for key, shape in shapes.items():
+        if key.startswith("transformer.transformer_blocks.") and ".attn.to_q.lora_A" in key and len(shape) == 2:
+            return FLUX if shape[1] == 3072 else SD3
+    return None

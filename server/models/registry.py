@@ -164,6 +164,8 @@ def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detecte
         return detect.checkpoint_arch(shapes)
     if kind == "text_encoder":
         return families.text_encoder(shapes)
+    if kind == "lora" and families.lora_family(shapes) is not None:
+        return Detected(families.lora_family(shapes))
     if kind == "controlnet":
         return detect.controlnet_arch(shapes)
     if kind == "lora":
