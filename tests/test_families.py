@@ -4,7 +4,6 @@ offline: recognition of every layout users download, every mode, parts found in 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from server.models.registry import ModelRegistry
 torch.set_num_threads(2)
 
 MODELS = ("flux", "flux-fill", "flux-kontext", "sd3", "flux-split", "sd3-split", "flux-full", "sd3-full", "lora-flux",
-          "lora-sd15")
+          "lora-sd15", "sd15")
 W, H = 80, 56
 
 
@@ -295,10 +294,15 @@ def test_a_flux_lora_changes_the_result_and_switches_off(client, models_dir):
     assert "made for SD1.5" in str(err.value) and "Flux.1" in str(err.value)
 
 
-def test_the_router_frees_the_other_engine(client, server):
+def test_the_router_picks_the_engine_by_family_and_frees_the_other(client, server):
     router = server.server.router
-    client.run(job("img2img", "tiny-flux"), timeout=120)
-    assert router.engine("families").loaded is not None
+    client.run(job("img2img", "tiny-sd15"), timeout=120)
+    assert router.engine("diffusers").loaded.entry.name == "tiny-sd15"
+    (layer, _), = pixels(client.run(job("img2img", "tiny-flux"), timeout=120))
+    assert router.engine("families").loaded.entry.name == "tiny-flux" and router.engine("diffusers").loaded is None
+    assert layer.info["sampler"] == "Euler"
+    client.run(job("img2img", "tiny-sd15"), timeout=120)
+    assert router.engine("families").loaded is None
 
 
 def test_cli_run_with_a_flux_model(models_dir, tmp_path):
@@ -310,3 +314,12 @@ def test_cli_run_with_a_flux_model(models_dir, tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode == 0, proc.stderr
     assert Image.open(out).size == (W, H)
+
+
+def test_gpu_benchmark_runs_in_its_cpu_smoke_mode():
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "gpu_families.py"), "--cpu-smoke"],
+                          capture_output=True, text=True, timeout=600, cwd=repo)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for line in ("tiny-flux: load server", "inpaint flux", "tiny-sd3: load server", "img2img sd3"):
+        assert line in proc.stdout, proc.stdout
