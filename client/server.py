@@ -73,7 +73,7 @@ def is_local(url: str) -> bool:
 # --- the recorded command --------------------------------------------------------------------------------------------
 
 def read_server_command(plugin_dir: Path) -> Optional[List[str]]:
-    """The command the installer recorded in ``plugin_dir/server.json`` (None when there is none or it is unreadable)."""
+    """The command the installer recorded in ``plugin_dir/server.json`` (None when there is none or unreadable)."""
     try:
         data = json.loads((Path(plugin_dir) / SERVER_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -11,37 +11,11 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
-from urllib.parse import urlsplit
 
-from .errors import InputError
+from client.server import DEFAULT_URL, normalise_url
 
-DEFAULT_URL = "ws://127.0.0.1:7860"
-DEFAULT_PORT = 7860
 FILE_NAME = "paintbridge.json"
-
-
-def normalise_url(text: str) -> str:
-    """``ws://host:port`` from what a user typed (``host``, ``host:port``, ``ws://...``, ``wss://...``)."""
-    text = text.strip()
-    if not text:
-        raise InputError(f"The server address is empty; the local server's address is {DEFAULT_URL}")
-    if "://" not in text:
-        text = "ws://" + text
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError as err:
-        raise InputError(f"The server address {text!r} is not valid ({err}); it looks like {DEFAULT_URL}") from None
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise InputError(f"The server address {text!r} is not valid: it looks like {DEFAULT_URL} (ws:// or wss://)")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}:{port or DEFAULT_PORT}{parts.path.rstrip('/')}"
-
-
-def is_local(url: str) -> bool:
-    """Whether ``url`` points at this machine."""
-    host = urlsplit(url).hostname or ""
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+__all__ = ["DEFAULT_URL", "FILE_NAME", "load", "normalise_url", "remember", "resolve", "save"]
 
 
 def load(folder: Path) -> Dict[str, Any]:

@@ -73,3 +73,27 @@ def test_plugins_use_only_what_the_host_python_has(path):
 @pytest.mark.parametrize("path", sources("server"), ids=lambda p: str(p.relative_to(REPO)))
 def test_server_never_imports_a_plugin(path):
     assert not imported_top_modules(path) & {"krita_plugin", "gimp_plugin", "krita", "gi", "PyQt5", "PyQt6"}
+
+
+# GIMP's document API: only gimp_plugin/host.py reads or writes images, layers, selections and buffers.
+GIMP_DOCUMENT_API = {"Image", "Layer", "LayerMask", "GroupLayer", "Selection", "Item", "Drawable", "Channel",
+                     "Display", "displays_flush", "edit_copy", "edit_paste", "directory"}
+
+
+def gimp_attributes(path: Path) -> set:
+    tree = ast.parse(path.read_text(), str(path))
+    return {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "Gimp"}
+
+
+@pytest.mark.parametrize("path", [p for p in sources("gimp_plugin") if p.name != "host.py"], ids=lambda p: p.name)
+def test_only_host_py_touches_gimps_document_api(path):
+    assert "Gegl" not in path.read_text(), f"{path.name} uses GEGL buffers; pixel access belongs in host.py"
+    used = gimp_attributes(path) & GIMP_DOCUMENT_API
+    assert not used, f"{path.name} uses Gimp.{', Gimp.'.join(sorted(used))}; document access belongs in host.py"
+
+
+@pytest.mark.parametrize("path", sources("gimp_plugin") + sources("client"), ids=lambda p: str(p.relative_to(REPO)))
+def test_plugin_modules_stay_small(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= 500, f"{path.relative_to(REPO)} has {lines} lines; split it by job (500 at most)"

@@ -333,6 +333,12 @@ check(names[0] == "a tiny house (seed 1234)" and names[1].startswith("a tiny hou
 after = composite(img)
 check(all(after[i * 4:i * 4 + 4] == before[i * 4:i * 4 + 4] for i in range(64 * 64) if sel[i] == 0),
       "outside the selection nothing changed")
+for res in added:
+    ok, rx, ry = res.get_offsets()
+    w, h = res.get_width(), res.get_height()
+    alpha = read(res, rx, ry, w, h)[3::4]
+    inside = bytes(sel[(ry + y) * 64 + rx + x] for y in range(h) for x in range(w))
+    check(alpha == inside, "generate into a selection: the layer's alpha is the soft selection (server-composited)")
 
 old = img.get_layers()
 expect_ok("plug-in-paintbridge-img2img", img, [layer], prompt="a tiny house", seed=7, steps=2, strength=0.5,
