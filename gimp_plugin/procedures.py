@@ -101,9 +101,7 @@ def _show_dialog(procedure, spec: ProcedureSpec, config) -> bool:
     from . import host, settings
 
     if not str(config.get_property("server") or "").strip():
-        remembered = settings.load(host.profile_dir()).get("server")
-        if isinstance(remembered, str) and remembered:
-            config.set_property("server", remembered)
+        config.set_property("server", settings.load(host.profile_dir()).url)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, spec.title)
     fill_dialog(dialog, spec)
     add_models_hint(dialog, spec, str(config.get_property("server") or ""), str(config.get_property("token") or ""))

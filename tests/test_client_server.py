@@ -13,8 +13,8 @@ import pytest
 from client import session as sess
 from client.errors import AddressError, JobError, ServerStartError, ServerUnavailable
 from client.jobs import JobInputs, build_job
-from client.server import (DEFAULT_URL, SERVER_FILE, Autostart, LocalServer, is_local, launch_args, normalise_url,
-                           read_server_command)
+from client.server import (DEFAULT_URL, SERVER_FILE, Autostart, LocalServer, ServerSettings, is_local, launch_args,
+                           normalise_url, read_server_command)
 from client.settings import Settings
 from protocol.geometry import Box
 
@@ -64,6 +64,19 @@ def test_the_recorded_command_and_the_launch_arguments(tmp_path):
                                                                        "--token", "tok"]
     with pytest.raises(ServerStartError, match="not a local address"):
         launch_args(command, "ws://example.org:1")
+
+
+def test_server_settings_keep_tokens_per_address_and_round_trip():
+    remembered = ServerSettings()
+    assert remembered.target() == (DEFAULT_URL, None)
+    remembered.remember("127.0.0.1:9001", "s3cret")
+    assert remembered.target() == ("ws://127.0.0.1:9001", "s3cret")
+    assert remembered.target("127.0.0.1:9002") == ("ws://127.0.0.1:9002", None)  # a token never travels elsewhere
+    assert remembered.target("", "other") == ("ws://127.0.0.1:9001", "other")
+    back = ServerSettings.from_dict(json.loads(json.dumps(remembered.to_dict())))
+    assert back == remembered
+    assert ServerSettings.from_dict({"server": "http://x", "tokens": {"a": 1}, "autostart": "no"}) == ServerSettings()
+    assert ServerSettings.from_dict(None) == ServerSettings()
 
 
 def test_autostart_pauses_and_gives_up_until_a_welcome():
