@@ -50,7 +50,7 @@ def document(selected: bool) -> MemoryDocument:
     return MemoryDocument(W, H, gradient(W, H), sel, {"sketch": gradient(W, H)[::-1]})
 
 
-def gimp_job(mode: str, changes: dict, doc: MemoryDocument) -> dict:
+def gimp_job(mode: str, changes: dict, doc: MemoryDocument):
     spec = arguments.BY_MODE[mode]
     vals = dict(spec.defaults(), **changes)
     s = values.settings_from_values(spec, vals)
@@ -59,14 +59,15 @@ def gimp_job(mode: str, changes: dict, doc: MemoryDocument) -> dict:
                      job_id="gimp-1")
 
 
-def krita_job(mode: str, s: Settings, doc: MemoryDocument) -> dict:
+def krita_job(mode: str, s: Settings, doc: MemoryDocument):
     inputs = capture(s, doc.selection_bounds(), W, H, Reader(doc, BGRA8), KRITA_CONTROLS.get(mode, ()))
     return build_job(s, inputs, Defaults.from_welcome(WELCOME), model_entry(WELCOME["models"], s.model),
                      job_id="krita-1")
 
 
-def comparable(job: dict) -> dict:
-    """The job with pixels in one order and the id and pixel-format fields left out."""
+def comparable(typed) -> dict:
+    """The job's wire map with pixels in one order and the id and pixel-format fields left out."""
+    job = typed.to_wire()
     out = {k: v for k, v in job.items() if k not in ("id", "result_format")}
     for key in ("image",):
         if key in out and out[key]["format"] == BGRA8:
@@ -87,9 +88,9 @@ def test_both_editors_send_the_same_job(case, selected):
     doc = document(selected)
     gimp, krita = gimp_job(mode, gimp_values, doc), krita_job(mode, krita_settings, doc)
     assert comparable(gimp) == comparable(krita)
-    assert gimp["result_format"] == RGBA8 and krita["result_format"] == BGRA8
-    parse_client_message(gimp, Limits())
-    parse_client_message(krita, Limits())
+    assert gimp.result_format == RGBA8 and krita.result_format == BGRA8
+    assert parse_client_message(gimp.to_wire(), Limits()) == gimp
+    assert parse_client_message(krita.to_wire(), Limits()) == krita
 
 
 def test_both_refuse_inpaint_without_a_selection():
@@ -103,13 +104,12 @@ def test_both_refuse_inpaint_without_a_selection():
 def test_generate_into_a_soft_selection_sends_the_soft_mask_for_the_server_to_composite():
     doc = document(True)
     job = gimp_job("generate", CASES[0][1], doc)
-    assert job["mask"]["format"] == "gray8" and any(0 < v < 255 for v in job["mask"]["data"])
-    assert job["image"] is not None and job["params"]["steps"] == 25 and job["params"]["cfg"] == 7.0
+    assert job.mask.format == "gray8" and any(0 < v < 255 for v in job.mask.data)
+    assert job.image is not None and job.params.steps == 25 and job.params.cfg == 7.0
 
 
 def test_upscale_of_a_selection_reads_its_bounds_in_both():
     doc = document(True)
     sel = doc.selection_bounds()
     for job in (gimp_job("upscale", CASES[4][1], doc), krita_job("upscale", CASES[4][2], doc)):
-        assert (job["x"], job["y"], job["image"]["width"], job["image"]["height"]) == (sel.x, sel.y, sel.width,
-                                                                                       sel.height)
+        assert (job.x, job.y, job.image.width, job.image.height) == (sel.x, sel.y, sel.width, sel.height)

@@ -111,7 +111,7 @@ def test_progress_events_feed_fraction_and_text():
 
 # --- against real servers --------------------------------------------------------------------------------------------
 
-def inpaint_job(box: Box, job_id: str = "t-1") -> dict:
+def inpaint_job(box: Box, job_id: str = "t-1"):
     mask = bytearray(box.width * box.height)
     for y in range(8, 20):
         mask[y * box.width + 8:y * box.width + 20] = b"\xff" * 12
@@ -204,12 +204,12 @@ def test_a_session_connects_runs_jobs_and_reconnects_after_the_server_comes_back
     session.configure(server.url, None)
     try:
         rec.wait_for("state", "connected")
-        session.submit(inpaint_job(Box(0, 0, 32, 32), "s-1"), "s-1")
+        assert session.submit(inpaint_job(Box(0, 0, 32, 32), "s-1")) == "s-1"
         rec.wait_for("result", "s-1")
         server.restart()  # same port: the session notices and reconnects on its own
         rec.wait_for("state", "disconnected")
         rec.wait_for("state", "connected", timeout=120)
-        session.submit(inpaint_job(Box(0, 0, 32, 32), "s-2"), "s-2")
+        session.submit(inpaint_job(Box(0, 0, 32, 32), "s-2"))
         rec.wait_for("result", "s-2")
     finally:
         session.stop()

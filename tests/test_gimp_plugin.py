@@ -123,11 +123,11 @@ def test_a_built_job_passes_the_servers_validation():
     mask = bytes([0, 128, 255, 0]) * (box.width * box.height // 4)
     s = settings_for("inpaint", prompt="  a red apple ", model="classical", seed=5)
     inputs = JobInputs(box, rgba(box), "rgba8", mask, (ControlInput("canny", rgba(box, 7), 0.8, preprocess=True),))
-    msg = parse_client_message(build_job(s, inputs, job_id="t1"), Limits())
-    assert msg["mode"] == "inpaint" and msg["prompt"] == "a red apple" and msg["model"] == "classical"
-    assert (msg["x"], msg["y"]) == (8, 16) and msg["mask"].data == mask and msg["image"].width == 24
-    assert msg["controls"][0]["preprocess"] is True and msg["controls"][0]["strength"] == 0.8
-    assert msg["params"]["seed"] == 5 and msg["params"]["strength"] == 1.0 and msg["params"]["fill"] == "telea"
+    msg = parse_client_message(build_job(s, inputs, job_id="t1").to_wire(), Limits())
+    assert msg.mode == "inpaint" and msg.prompt == "a red apple" and msg.model == "classical"
+    assert (msg.x, msg.y) == (8, 16) and msg.mask.data == mask and msg.image.width == 24
+    assert msg.controls[0].preprocess is True and msg.controls[0].strength == 0.8
+    assert msg.params.seed == 5 and msg.params.strength == 1.0 and msg.params.fill == "telea"
 
 
 # --- remembered settings ---------------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def inpaint_job(box: Box) -> dict:
+def inpaint_job(box: Box):
     mask = bytearray(box.width * box.height)
     for y in range(8, 20):
         mask[y * box.width + 8:y * box.width + 20] = b"\xff" * 12
@@ -180,7 +180,7 @@ def test_the_gimp_connection_runs_a_job_on_a_real_server(start_server):
     seen = []
     client = connection.connect(server.url, None)
     try:
-        assert client.welcome["protocol"]
+        assert client.welcome.protocol == "1.1"
         layers, _params = connection.run_job(client, inpaint_job(Box(16, 8, 32, 32)), lambda f, t: seen.append(t))
     finally:
         client.close()

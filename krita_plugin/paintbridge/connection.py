@@ -121,6 +121,7 @@ class Connection(QtCore.QObject):
                 self._idle_wait(RETRY_SECONDS)
                 continue
             self._client = client
+            welcome = welcome.to_wire()  # the panel reads wire maps
             self.welcome = welcome
             self.welcomed.emit(welcome)
             self.models_changed.emit(welcome.get("models", []))
@@ -167,7 +168,8 @@ class Connection(QtCore.QObject):
             job = cmd[1]
             try:
                 client.submit(job)
-                for msg in client.events(job["id"]):
+                for event in client.events(job["id"]):
+                    msg = event.to_wire()  # the panel reads wire maps
                     kind = msg["type"]
                     if kind == "result":
                         self.job_result.emit(job["id"], msg)
