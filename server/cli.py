@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def ready(port: int) -> None:
         print(f"Paintbridge server listening on ws://{args.host}:{port}", flush=True)
-        print(f"device: {server.device}; models: {', '.join(m['name'] for m in server.hub.models())}", flush=True)
+        print(f"device: {server.device}; models: {', '.join(m['name'] for m in server.router.models())}", flush=True)
 
     try:
         asyncio.run(server.run(on_ready=ready))
@@ -179,11 +179,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .engines.hub import EngineHub
+    from .router import Router
 
-    hub = EngineHub(_config(args, port=0))
-    rows = hub.models()
-    print(f"models in: {', '.join(str(d) for d in hub.config.model_dirs)}")
+    router = Router(_config(args, port=0))
+    rows = router.models()
+    print(f"models in: {', '.join(str(d) for d in router.config.model_dirs)}")
     for m in rows:
         arch = m.get("arch") or "-"
         variant = "inpaint" if m.get("inpaint") and m["kind"] == "checkpoint" else ""

@@ -358,14 +358,14 @@ def test_cli_run_reports_an_unreachable_server(tmp_path, capsys):
 
 def test_preload_loads_the_default_checkpoint_before_the_first_job(start_server, tiny_models):
     server = start_server(model_dirs=[tiny_models], preload=True)
-    hub = server.server.hub
+    router = server.server.router
     deadline = time.monotonic() + 120
-    while hub.diffusion.loads == 0 and time.monotonic() < deadline:
+    while router.diffusion.loads == 0 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert hub.diffusion.loads == 1
+    assert router.diffusion.loads == 1
     with Client(server.url, "test") as client:
         client.run(slow_job(steps=2))
-    assert hub.diffusion.loads == 1
+    assert router.diffusion.loads == 1
 
 
 def test_control_layers_keep_alpha_only_for_preprocessing():
@@ -382,7 +382,7 @@ def test_control_layers_keep_alpha_only_for_preprocessing():
 
 
 def test_a_cancelled_job_stops_at_its_next_step():
-    from server.engines.base import JobCancelled, JobContext
+    from server.core import JobCancelled, JobContext
 
     seen = []
     ctx = JobContext(lambda step, total, preview: seen.append(step))
