@@ -56,7 +56,8 @@ def test_server_never_imports_a_plugin(path):
 # Each top-level module or package of server/ and its layer; a module may import only from its own layer or below.
 SERVER_LAYERS = {
     "__init__": 0, "core": 0, "device": 0, "config": 0, "defaults": 0,  # core types, device, configuration, defaults
-    "imageops": 1, "models": 1,  # what engines share: image operations, the model registry and loaders
+    "imageops": 1, "models": 1, "downloads": 1,  # what engines share: image operations, the model registry and
+    # loaders; the model downloader beside them
     "classical": 2, "diffusion": 2, "upscale": 2, "preprocess": 2,  # the engines, peers
     "router": 3,  # picks the engine for a job
     "jobs": 4, "sessions": 4,  # the job queue, client sessions
