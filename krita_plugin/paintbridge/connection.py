@@ -109,7 +109,7 @@ class Connection(QtCore.QObject):
                 continue
             self.state_changed.emit(CONNECTING, f"connecting to {url}")
             client = cm.Client(url, client_name=CLIENT_NAME, client_version=CLIENT_VERSION, token=token,
-                               open_timeout=3.0)
+                               open_timeout=3.0, resume_for=0.0)  # this worker reconnects on its own
             try:
                 welcome = client.connect()
             except cm.JobFailed as err:
