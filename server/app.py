@@ -23,7 +23,8 @@ from protocol.connection import SERVER, Connection
 from protocol.errors import ProtocolError
 from protocol.images import BGRA8, ImagePayload
 from protocol.messages import (
-    PROTOCOL_VERSION, Cancel, Hello, Job as JobMessage, ListModels, Models, Result, ResultLayer, Welcome, error_from,
+    PROTOCOL_VERSION, Cancel, Error, Hello, Job as JobMessage, ListModels, Models, Result, ResultLayer, Welcome,
+    error_from,
 )
 
 from . import __version__
@@ -134,6 +135,13 @@ class PaintbridgeServer:
             err.job_id = None
             await ws.send(conn.send(error_from(err)))
             return None
+        except ConnectionClosed:
+            raise
+        except Exception as err:  # noqa: BLE001 - a bug: still an error message, never a bare 1011
+            log.exception("handshake failed")
+            await ws.send(conn.send(Error(errors.INTERNAL, f"internal error in the handshake: "
+                                                           f"{type(err).__name__}: {err}")))
+            return None
         client = f"{hello.client} {hello.client_version}".strip()
 
         def welcome(session: str, resumed: tuple) -> Welcome:
@@ -167,6 +175,7 @@ class PaintbridgeServer:
 
     async def _dispatch(self, link: Link, frame) -> None:
         session = link.session
+        msg = None
         try:
             (msg,) = link.conn.receive_data(frame)
             if session is None:  # replaced by a newer connection of the same session
@@ -189,6 +198,11 @@ class PaintbridgeServer:
                 link.put(Models(tuple(self.models())))
         except ProtocolError as err:
             link.put(error_from(err))
+        except Exception as err:  # noqa: BLE001 - a bug: answer it and keep the connection
+            log.exception("could not handle a message")
+            job_id = msg.id if isinstance(msg, JobMessage) and session is not None and msg.id not in session.jobs \
+                and link.conn.is_open(msg.id) else None
+            link.put(Error(errors.INTERNAL, f"internal error: {type(err).__name__}: {err}", id=job_id))
 
     async def run(self, on_ready: Optional[Callable[[int], None]] = None,
                   stop: Optional[asyncio.Event] = None) -> None:

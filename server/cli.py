@@ -184,13 +184,14 @@ def cmd_models(args: argparse.Namespace) -> int:
         return cmd_models_pull(args)
     from .downloads import Catalogue, preset_status
     from .downloads.status import catalogue_entry_for, disk_size, human_size
+    from .defaults import with_family
     from .router import Router
 
     router = Router(_config(args, port=0))
     roots = list(router.config.model_dirs)
     catalogue = Catalogue.load()
     print(f"models in: {', '.join(str(d) for d in roots)}")
-    for m in router.models():
+    for m in with_family(router.models()):
         family = m.get("family") or m.get("arch") or "-"
         variant = m.get("variant") or ("inpaint" if m.get("inpaint") and m["kind"] == "checkpoint" else "")
         path = Path(m["path"]) if m.get("path") else None

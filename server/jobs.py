@@ -13,7 +13,7 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, List, Optional, Protocol
+from typing import Callable, List, Optional, Protocol
 
 import numpy as np
 

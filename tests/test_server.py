@@ -566,3 +566,17 @@ def test_cli_serve_takes_a_grace_period():
     assert _config(parser().parse_args(["serve"])).grace == 300.0
     with pytest.raises(ValueError, match="grace"):
         ServerConfig(grace=-1).validate()
+
+
+def test_a_1_0_client_without_a_session_is_served_and_its_jobs_end_with_its_connection(start_server, tiny_models):
+    server = start_server(model_dirs=[tiny_models])  # the default grace period applies to named sessions only
+    ws, welcome = raw_session(server.url)  # a 1.0 hello: no session
+    assert welcome["type"] == "welcome" and welcome["session"]
+    ws.send(encode(dict(slow_job(steps=150), type="job", id="old-client-job")))
+    read_until(ws, ("progress",))
+    vanish(ws)
+    queue = server.server.queue
+    deadline = time.monotonic() + 60
+    while (queue.current is not None or len(queue)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert queue.current is None and len(queue) == 0 and not server.server.sessions.sessions
