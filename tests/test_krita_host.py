@@ -154,6 +154,11 @@ def krita_diffusion_run(tmp_path_factory) -> Run:
     return _run_scenario(tmp_path_factory, "diffusion", DW, DH, ("sd15", "cn-sd15-canny"), model="tiny-sd15")
 
 
+@pytest.fixture(scope="module")
+def krita_flux_run(tmp_path_factory) -> Run:
+    return _run_scenario(tmp_path_factory, "flux", DW, DH, ("flux-split",), model="tiny-flux-split")
+
+
 def _names(layers) -> list:
     """Layer names, without the global selection mask Krita adds when a selection is set."""
     return [layer["name"] for layer in layers if layer["type"] != "selectionmask"]
@@ -464,3 +469,18 @@ def test_krita_529_inpaint_live_outpaint_depths(krita_529_run):
     for depth in ("U16", "F32"):
         assert run[depth]["error"] is False and len(run[depth]["new_layers"]) == 1, run[depth]["message"]
     assert run["cmyk"]["error"] is True and "RGB" in run["cmyk"]["message"]
+
+
+def test_a_tiny_flux_model_generates_into_a_selection(krita_flux_run):
+    run = krita_flux_run
+    assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
+    assert run["connected"] == "connected" and "tiny-flux-split" in run["models"]
+    rec = run["generate"]
+    assert rec["error"] is False, rec["message"]
+    assert len(rec["new_layers"]) == 1 and rec["new_layers"][0]["name"] == "a castle on a hill (seed 5)"
+    layer = run.pixels(rec["new_layer_pixels"], DW, DH)
+    before = run.pixels(rec["composite_before"], DW, DH)
+    inside = np.zeros((DH, DW), bool)
+    inside[8:48, 16:64] = True
+    assert (layer[~inside][:, 3] == 0).all()  # composited by the selection: nothing outside it
+    assert (layer[inside][:, 3] == 255).all() and not np.array_equal(layer[inside][:, :3], before[inside][:, :3])

@@ -743,7 +743,37 @@ def scenario_diffusion():
     mark("done")
 
 
-SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion}
+def scenario_flux():
+    """A tiny Flux.1 model kept as ComfyUI users keep it: generate into a rectangular selection, apply."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    yield Until(lambda: panel.connection_state == "connected", 150, poll=200)
+    R["connected"] = panel.connection_state
+    R["server_pid"] = panel.server.pid
+    R["models"] = [panel.model_box.itemData(i) for i in range(panel.model_box.count())]
+    doc = new_doc("pb-flux")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    doc.setActiveNode(paint)
+    yield 300
+    mark("generate")
+    panel.set_mode("generate")
+    panel.set_option("model", CONFIG["model"])
+    panel.set_prompt("a castle on a hill", "")
+    panel.set_option("steps", 2)
+    panel.set_option("batch", 1)
+    panel.set_option("random_seed", False)
+    panel.set_option("seed", 5)
+    select_rect(doc, 16, 8, 48, 40)
+    yield 300
+    R["generate"] = rec = {"layers_before": layers(doc)}
+    rec["composite_before"] = composite(doc, "flux-composite-before")
+    yield from run_job(panel, rec, timeout=300)
+    yield from apply_result(panel, doc, rec, "flux-new", W, H)
+
+
+SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux}
 
 
 def _start():
