@@ -156,7 +156,17 @@ def krita_diffusion_run(tmp_path_factory) -> Run:
 
 @pytest.fixture(scope="module")
 def krita_flux_run(tmp_path_factory) -> Run:
-    return _run_scenario(tmp_path_factory, "flux", DW, DH, ("flux-split",), model="tiny-flux-split")
+    """The plugin against a server of this checkout (the installed command would run the shared venv's copy)."""
+    import factory
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-flux-server")
+    models = factory.make_models_dir(work / "models", ("flux-split",))
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "flux", DW, DH, model="tiny-flux-split", server_url=proc.url)
+    finally:
+        proc.stop()
 
 
 def _names(layers) -> list:
