@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "tests"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from krita_plugin import installer  # noqa: E402
 from krita_plugin.paintbridge import jobs, live, pixels, placement, progress_preview, server_process  # noqa: E402
@@ -178,22 +179,6 @@ def test_layer_names_and_crops():
 
 # --- live mode -------------------------------------------------------------------------------------------------------
 
-def test_live_scheduler_debounces_and_keeps_one_job_in_flight():
-    s = live.LiveScheduler(debounce=0.5)
-    assert not s.observe("a", 0.0)
-    assert not s.observe("a", 0.3)
-    assert s.observe("a", 0.6)
-    s.started("a")
-    assert not s.observe("b", 0.7) and not s.observe("b", 2.0)  # in flight
-    s.finished()
-    assert s.observe("b", 2.1)  # settled since 0.7
-    s.started("b")
-    s.finished()
-    assert not s.observe("b", 5.0)  # nothing changed since the last job
-    assert not s.observe("c", 5.1) and not s.observe("d", 5.5)  # still changing
-    assert s.observe("d", 6.1)
-
-
 def test_signature_is_sensitive_to_every_byte_and_the_order():
     big = bytes(1024 * 1024 * 4)
     a = live.signature([1, 2, big])
@@ -314,3 +299,101 @@ def test_local_server_launcher_starts_the_recorded_command(tmp_path):
     finally:
         launcher.stop()
     assert not launcher.running
+
+
+# --- the session (the panel's state and behaviour) against a real server, on an in-memory document -------------------
+
+from krita_memory_host import MemoryDocument, MemoryHost, UiLoop  # noqa: E402
+from krita_plugin.paintbridge.server_process import LocalServer as _LocalServer  # noqa: E402
+from krita_plugin.paintbridge.session import Session  # noqa: E402
+from krita_plugin.paintbridge.settings_store import MemoryStore  # noqa: E402
+
+
+def _selection(w: int, h: int, box: Box) -> bytes:
+    return bytes(255 if box.x <= x < box.right and box.y <= y < box.bottom else 0 for y in range(h) for x in range(w))
+
+
+@pytest.fixture
+def session_setup(start_server):
+    server = start_server()
+    doc = MemoryDocument(64, 48, bgra(64, 48), _selection(64, 48, Box(20, 12, 16, 12)))
+    host, ui = MemoryHost(doc), UiLoop()
+    store = MemoryStore({"server_url": server.url, "autostart": "false",
+                         "job_settings": json.dumps({"model": "classical", "prompt": "a fox", "mode": "inpaint"})})
+    session = Session(host, store, ui.post, ui.schedule, server=_LocalServer(command=[]))
+    session.start()
+    assert ui.pump_until(lambda: session.connected, 30), session.connection.detail
+    yield session, host, ui
+    session.shutdown()
+
+
+def test_session_runs_a_job_shows_the_preview_and_applies_it(session_setup):
+    session, host, ui = session_setup
+    seen = []
+    session.results_changed.connect(lambda: seen.append(len(session.results)))
+    job_id = session.run()
+    assert job_id and session.busy
+    assert ui.pump_until(lambda: not session.busy, 60), session.message
+    assert session.message_is_error is False and seen == [1] and session.selected_result == 0
+    result = session.results[0]
+    assert host.doc.preview is result and session.preview_updates == 1
+    assert session.apply() is True
+    name, layer = host.doc.layers[0]
+    assert name == f"a fox (seed {result.seed})" and layer is result and host.doc.preview is None
+    assert session.results == [] and session.result_job is None
+
+
+def test_session_refuses_with_a_message_and_keeps_settings(session_setup):
+    session, host, ui = session_setup
+    session.set_option("steps", 9)
+    session.set_option("nonsense", 1)
+    assert session.message_is_error and "nonsense" in session.message
+    host.doc.selection = None
+    assert session.run() is None and "selection" in session.message.lower()
+    session.set_mode("img2img")
+    assert session.settings.strength == jobs.MODE_STRENGTH["img2img"]
+    saved = json.loads(session.store.values.get("job_settings", "{}"))
+    assert saved == {} or saved["model"] == "classical"  # saved when a job starts, not on every click
+    host.doc.selection = _selection(64, 48, Box(20, 12, 16, 12))
+    session.set_mode("inpaint")
+    assert session.run() is not None
+    assert json.loads(session.store.values["job_settings"])["steps"] == 9
+    assert ui.pump_until(lambda: not session.busy, 60)
+
+
+def test_live_mode_reads_pixels_only_after_a_change(session_setup):
+    """Live mode is driven by change notifications: while nothing changes it reads no pixels and sends nothing; a
+    notification whose pixels are as before costs one read and no frame; changed pixels or settings send a frame."""
+    session, host, ui = session_setup
+    frames = session.live.frames
+    session.set_live(True)
+    assert ui.pump_until(lambda: len(frames) == 1 and not session.busy and session.preview_updates == 1, 60)
+    reads = host.pixel_reads
+    ui.pump(1.0)  # idle: nothing changed
+    assert host.pixel_reads == reads and len(frames) == 1
+    host.changed()  # e.g. the preview layer was added: an undo-stack change, but the inputs are the same
+    ui.pump(0.3)
+    assert host.pixel_reads == reads + 2 and len(frames) == 1 and session.live.skipped == 1  # image + mask read
+    image = bytearray(host.doc.image)
+    image[(16 * 64 + 24) * 4:(16 * 64 + 24) * 4 + 16] = b"\x00\x00\xff\xff" * 4  # a stroke under the box
+    host.doc.image = bytes(image)
+    host.changed()
+    assert ui.pump_until(lambda: len(frames) == 2 and not session.busy, 60)
+    assert frames[1]["sent"] >= frames[1]["change"] > 0
+    session.set_prompt("a wolf")  # a setting change is a change too
+    assert ui.pump_until(lambda: len(frames) == 3 and not session.busy, 60)
+    assert session.preview_updates == 3
+    session.set_live(False)
+    reads = host.pixel_reads
+    host.changed()
+    ui.pump(0.3)
+    assert host.pixel_reads == reads and not host.watchers  # off: no watch, no reads
+
+
+def test_live_debounce_follows_the_frame_time():
+    loop = live.LiveLoop(session=None, schedule=lambda s, f: None)
+    assert loop.debounce_s() == 0.0  # nothing measured yet: no waiting
+    loop.frames = [{"sent": 0.0, "ended": 0.1, "finished": True}]
+    assert loop.debounce_s() == 0.0  # fast frames: none
+    loop.frames = [{"sent": 0.0, "ended": 2.0, "finished": True}, {"sent": 3.0, "ended": 3.1, "finished": False}]
+    assert 0.0 < loop.debounce_s() <= live.MAX_DEBOUNCE_S  # slow frames (cancelled ones don't count)

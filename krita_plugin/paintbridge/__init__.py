@@ -1,16 +1,13 @@
 """Paintbridge for Krita: a docker that sends the selection, layers and masks to a local diffusion server.
 
-Krita imports this package at start-up; it registers the docker. Outside Krita (unit tests) importing it does nothing.
+Krita imports this package at start-up; it registers the docker through the document door (the only module that
+imports ``krita``). Outside Krita (unit tests) importing it does nothing.
 """
 
-try:
-    from krita import DockWidgetFactory, DockWidgetFactoryBase, Krita  # type: ignore
-except ImportError:  # not inside Krita
-    Krita = None
+from importlib.util import find_spec
 
-if Krita is not None:
+if find_spec("krita") is not None:
+    from . import document
     from .docker import DOCKER_ID, PaintbridgeDocker
 
-    Krita.instance().addDockWidgetFactory(
-        DockWidgetFactory(DOCKER_ID, DockWidgetFactoryBase.DockPosition.DockRight, PaintbridgeDocker)
-    )
+    document.register_docker(DOCKER_ID, PaintbridgeDocker)

@@ -1,4 +1,5 @@
-"""The connection to the server: a worker thread owns the ``protocol.client.Client``; results reach the UI as signals.
+"""The connection to the server: a worker thread owns the ``protocol.client.Client``; events reach the UI thread
+through ``post`` (in Krita a queued Qt signal, in tests a queue the test drains). No Qt here.
 
 All network I/O happens on the worker thread. The UI thread only calls ``configure``, ``submit`` and ``cancel``, which
 queue commands and return at once. The worker reconnects on its own after the server goes away, and polls the model
@@ -9,9 +10,9 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Optional
+import time
+from typing import Callable, Optional, Protocol
 
-from .qt_compat import QtCore, Signal
 from .wire import client_module
 
 CLIENT_NAME = "Paintbridge for Krita"
@@ -25,19 +26,28 @@ CONNECTED = "connected"
 REFUSED = "refused"
 
 
-class Connection(QtCore.QObject):
-    """A self-healing connection to one Paintbridge server (``configure`` points it elsewhere)."""
+class Listener(Protocol):
+    """What the connection reports; every call arrives on the UI thread (through ``post``)."""
 
-    state_changed = Signal(str, str)  # state, detail (a sentence for the status line)
-    welcomed = Signal(object)  # the welcome map
-    models_changed = Signal(object)  # list of model entries
-    job_event = Signal(str, object)  # job id, queued/started/progress message
-    job_result = Signal(str, object)  # job id, result message
-    job_failed = Signal(str, str, str)  # job id, error code, message
-    job_cancelled = Signal(str)
+    def on_state(self, state: str, detail: str) -> None: ...
+    def on_welcome(self, welcome: dict) -> None: ...
+    def on_models(self, models: list) -> None: ...
+    def on_job_sent(self, job_id: str, at: float) -> None: ...
+    def on_job_event(self, job_id: str, msg: dict) -> None: ...
+    def on_job_result(self, job_id: str, msg: dict) -> None: ...
+    def on_job_failed(self, job_id: str, code: str, message: str) -> None: ...
+    def on_job_cancelled(self, job_id: str) -> None: ...
 
-    def __init__(self, parent: Optional[QtCore.QObject] = None) -> None:
-        super().__init__(parent)
+
+class Connection:
+    """A self-healing connection to one Paintbridge server (``configure`` points it elsewhere).
+
+    ``post(fn)`` must run ``fn`` later on the UI thread; ``listener`` gets every event there.
+    """
+
+    def __init__(self, listener: Listener, post: Callable[[Callable[[], None]], None]) -> None:
+        self._listener = listener
+        self._post = post
         self._commands: "queue.Queue[tuple]" = queue.Queue()
         self._target: tuple = ("", None)
         self._client = None
@@ -46,7 +56,6 @@ class Connection(QtCore.QObject):
         self.state = DISCONNECTED
         self.detail = "not connected"
         self.welcome: Optional[dict] = None
-        self.state_changed.connect(self._remember_state)
 
     # --- UI thread API ------------------------------------------------------------------------------------------------
     def configure(self, url: str, token: Optional[str]) -> None:
@@ -95,8 +104,16 @@ class Connection(QtCore.QObject):
     def connected(self) -> bool:
         return self.state == CONNECTED
 
-    def _remember_state(self, state: str, detail: str) -> None:
-        self.state, self.detail = state, detail
+    # --- worker thread -> UI thread -------------------------------------------------------------------------------------
+    def _emit(self, name: str, *args) -> None:
+        self._post(lambda: getattr(self._listener, name)(*args))
+
+    def _state(self, state: str, detail: str) -> None:
+        def deliver() -> None:
+            self.state, self.detail = state, detail
+            self._listener.on_state(state, detail)
+
+        self._post(deliver)
 
     # --- worker thread ------------------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -104,27 +121,27 @@ class Connection(QtCore.QObject):
         while not self._stopping:
             url, token = self._target
             if not url:
-                self.state_changed.emit(DISCONNECTED, "no server address set")
+                self._state(DISCONNECTED, "no server address set")
                 self._idle_wait(RETRY_SECONDS)
                 continue
-            self.state_changed.emit(CONNECTING, f"connecting to {url}")
+            self._state(CONNECTING, f"connecting to {url}")
             client = cm.Client(url, client_name=CLIENT_NAME, client_version=CLIENT_VERSION, token=token,
                                open_timeout=3.0)
             try:
                 welcome = client.connect()
             except cm.JobFailed as err:
-                self.state_changed.emit(REFUSED, f"the server at {url} refused the connection: {err}")
+                self._state(REFUSED, f"the server at {url} refused the connection: {err}")
                 self._idle_wait(RETRY_SECONDS * 4)
                 continue
             except Exception as err:  # ConnectionFailed, ProtocolError (version), timeouts
-                self.state_changed.emit(DISCONNECTED, _short(str(err)) or f"cannot reach {url}")
+                self._state(DISCONNECTED, _short(str(err)) or f"cannot reach {url}")
                 self._idle_wait(RETRY_SECONDS)
                 continue
             self._client = client
             self.welcome = welcome
-            self.welcomed.emit(welcome)
-            self.models_changed.emit(welcome.get("models", []))
-            self.state_changed.emit(CONNECTED, f"connected to {url}")
+            self._emit("on_welcome", welcome)
+            self._emit("on_models", welcome.get("models", []))
+            self._state(CONNECTED, f"connected to {url}")
             try:
                 self._serve(client, welcome.get("models", []))
             finally:
@@ -142,7 +159,7 @@ class Connection(QtCore.QObject):
             return
         if cmd[0] == "job":
             url = self._target[0]
-            self.job_failed.emit(cmd[1]["id"], "not_connected",
+            self._emit("on_job_failed", cmd[1]["id"], "not_connected",
                                  f"Not connected to the Paintbridge server at {url}: {self.detail}")
 
     def _serve(self, client, models: list) -> None:
@@ -154,11 +171,11 @@ class Connection(QtCore.QObject):
                 try:
                     fresh = client.list_models(timeout=10.0)
                 except Exception as err:
-                    self.state_changed.emit(DISCONNECTED, f"lost the connection: {_short(str(err))}")
+                    self._state(DISCONNECTED, f"lost the connection: {_short(str(err))}")
                     return
                 if fresh != models:
                     models = fresh
-                    self.models_changed.emit(fresh)
+                    self._emit("on_models", fresh)
                 continue
             if cmd[0] in ("reconnect", "stop"):
                 return
@@ -167,24 +184,25 @@ class Connection(QtCore.QObject):
             job = cmd[1]
             try:
                 client.submit(job)
+                self._emit("on_job_sent", job["id"], time.monotonic())
                 for msg in client.events(job["id"]):
                     kind = msg["type"]
                     if kind == "result":
-                        self.job_result.emit(job["id"], msg)
+                        self._emit("on_job_result", job["id"], msg)
                     elif kind == "cancelled":
-                        self.job_cancelled.emit(job["id"])
+                        self._emit("on_job_cancelled", job["id"])
                     elif kind == "error":
-                        self.job_failed.emit(job["id"], msg["code"], msg["message"])
+                        self._emit("on_job_failed", job["id"], msg["code"], msg["message"])
                     else:
-                        self.job_event.emit(job["id"], msg)
+                        self._emit("on_job_event", job["id"], msg)
             except cm.ConnectionFailed as err:
-                self.job_failed.emit(job["id"], "connection_lost",
+                self._emit("on_job_failed", job["id"], "connection_lost",
                                      f"The server stopped while working on this job ({_short(str(err))}). "
                                      "Nothing was changed in your image.")
-                self.state_changed.emit(DISCONNECTED, f"lost the connection: {_short(str(err))}")
+                self._state(DISCONNECTED, f"lost the connection: {_short(str(err))}")
                 return
             except Exception as err:  # a bug or a malformed frame: report it, keep the panel alive
-                self.job_failed.emit(job["id"], "internal", f"{type(err).__name__}: {_short(str(err))}")
+                self._emit("on_job_failed", job["id"], "internal", f"{type(err).__name__}: {_short(str(err))}")
 
 
 def _short(text: str, limit: int = 240) -> str:

@@ -1,38 +1,35 @@
-"""Everything that reads or writes a Krita document: inputs of a job, the preview layer, applying results.
+"""The one door to Krita: the only module that imports ``krita``.
 
-Runs on the UI thread and stays short: only the context box is read. The user's own layers are never written to;
-results go into new layers.
+It reads a job's inputs from a document (only the context box), writes the preview layer and results, keeps the
+panel's settings in ``kritarc``, registers the docker, and watches a document for changes (live mode) without reading
+pixels. ``KritaHost`` bundles what the session needs. Runs on the UI thread and stays short. The user's own layers
+are never written to; results go into new layers.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional
 
-from krita import Krita  # type: ignore
+from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Krita  # type: ignore  # noqa: F401
 
 from . import pixels
 from .jobs import ControlInput, JobInputs, Settings, input_box
+from .model import ControlSpec, DocumentError, ResultImage
 from .placement import PREVIEW_NAME, crop_rows, growth_for, layer_name, shifted
 from .qt_compat import QtCore, QtWidgets, byte_array, to_bytes
 from .wire import Box
 
 MASK_TYPES = ("selectionmask", "transparencymask")
+SETTINGS_GROUP = "paintbridge"
+READS = [0]  # pixel reads of a document (image, layer, mask, selection): the live loop's cost, counted
 
 
-class DocumentError(ValueError):
-    """The document cannot serve this job; the message tells the painter what to do."""
-
-
-@dataclass
-class ResultImage:
-    """One result as it arrived: ``bgra8`` pixels placed at (x, y) in document coordinates (before any growth)."""
-
-    box: Box
-    data: bytes
-    seed: int
-    name: str = ""
+def _pixels(source, box: Box) -> bytes:
+    """``source.pixelData`` over ``box`` (a node, a selection or the document), counted in ``READS``."""
+    READS[0] += 1
+    return to_bytes(source.pixelData(box.x, box.y, box.width, box.height))
 
 
 @dataclass
@@ -125,17 +122,17 @@ def read_mask(doc, settings: Settings, box: Box, info: ColorInfo) -> Optional[by
         layer = layer_for(doc.activeNode())
         if layer is None:
             raise DocumentError("Select the layer whose transparency should serve as the mask.")
-        raw = to_bytes(layer.pixelData(box.x, box.y, box.width, box.height))
+        raw = _pixels(layer, box)
         return pixels.alpha_of_bgra8(pixels.to_bgra8(raw, info.depth, info.linear))
     node = _mask_node(doc)
     if node is not None:
         if node.type() == "selectionmask" and hasattr(node, "selection") and node.selection() is not None:
-            return to_bytes(node.selection().pixelData(box.x, box.y, box.width, box.height))
-        return to_bytes(node.pixelData(box.x, box.y, box.width, box.height))
+            return _pixels(node.selection(), box)
+        return _pixels(node, box)
     sel = doc.selection()
     if sel is None:
         return None
-    return to_bytes(sel.pixelData(box.x, box.y, box.width, box.height))
+    return _pixels(sel, box)
 
 
 def read_image(doc, settings: Settings, box: Box, info: ColorInfo) -> bytes:
@@ -144,7 +141,7 @@ def read_image(doc, settings: Settings, box: Box, info: ColorInfo) -> bytes:
         layer = layer_for(doc.activeNode())
         if layer is None:
             raise DocumentError("Select a layer to use as input, or choose 'Visible image'.")
-        raw = to_bytes(layer.pixelData(box.x, box.y, box.width, box.height))
+        raw = _pixels(layer, box)
     else:
         hidden = []
         for node in preview_nodes(doc):
@@ -152,7 +149,7 @@ def read_image(doc, settings: Settings, box: Box, info: ColorInfo) -> bytes:
                 node.setVisible(False)
                 hidden.append(node)
         refresh(doc)
-        raw = to_bytes(doc.pixelData(box.x, box.y, box.width, box.height))
+        raw = _pixels(doc, box)
         for node in hidden:
             node.setVisible(True)
         if hidden:
@@ -172,17 +169,6 @@ def read_inputs(doc, settings: Settings, controls: List["ControlSpec"]) -> JobIn
     if mask is not None and not any(mask):
         mask = None
     return JobInputs(box=box, image=image, mask=mask, controls=read_controls(doc, controls, box, info))
-
-
-@dataclass
-class ControlSpec:
-    """A control layer as the panel lists it."""
-
-    layer_id: str  # the node's uniqueId as a string
-    type: str = "scribble"
-    strength: float = 1.0
-    start: float = 0.0
-    end: float = 1.0
 
 
 def find_node(doc, node_id: str):
@@ -207,7 +193,7 @@ def read_controls(doc, specs: List[ControlSpec], box: Box, info: ColorInfo) -> L
         node = find_node(doc, spec.layer_id)
         if node is None:
             raise DocumentError("A control layer was deleted: pick another layer or remove the control.")
-        raw = to_bytes(node.pixelData(box.x, box.y, box.width, box.height))
+        raw = _pixels(node, box)
         out.append(ControlInput(spec.type, pixels.to_bgra8(raw, info.depth, info.linear), spec.strength,
                                 spec.start, spec.end))
     return out
@@ -339,35 +325,189 @@ def open_as_new_document(image: ResultImage, name: str, source=None):
     return doc
 
 
-def insert_control_image(doc, image: ResultImage, name: str, above_id: str):
-    """Insert a preprocessed control image as a new (hidden) layer; returns the node."""
+def insert_control_image(doc, image: ResultImage, name: str, above_id: str) -> str:
+    """Insert a preprocessed control image as a new (hidden) layer; returns the node's uniqueId string."""
     info = color_info(doc)
     node = doc.createNode(name, "paintlayer")
     _write(node, image, info, Box(0, 0, doc.width(), doc.height()))
     _place(doc, node, above_id)
     node.setVisible(False)
     doc.refreshProjection()
-    return node
-
-
-def live_signature_parts(doc, settings: Settings) -> list:
-    """Cheap inputs of the live-mode signature: the selection over the context box and the pixels of the visible
-    layers under it (never the preview, never the whole canvas)."""
-    bounds = mask_bounds(doc, settings)
-    if bounds is None:
-        return ["no-selection"]
-    box = input_box("inpaint", bounds, doc.width(), doc.height())
-    parts: list = [box.x, box.y, box.width, box.height]
-    info = color_info(doc)
-    mask = read_mask(doc, settings, box, info)
-    parts.append(mask or b"")
-    for node in walk(doc.rootNode()):
-        if node.name() == PREVIEW_NAME or not node.visible():
-            continue
-        if node.type() in ("paintlayer", "filelayer", "vectorlayer"):
-            parts.append(to_bytes(node.pixelData(box.x, box.y, box.width, box.height)))
-    return parts
+    return node.uniqueId().toString()
 
 
 def canvas_box(doc) -> Box:
     return Box(0, 0, doc.width(), doc.height())
+
+
+# --- live mode: knowing that something changed, without reading pixels -----------------------------------------------
+
+HISTORY_DOCKER = "History"  # Krita's undo history docker: its model is reset whenever the undo stack moves
+POLL_MS = 50  # the cheap state poll (no pixels): selection bounds, active layer, size, layer visibility
+
+
+def history_model():
+    """The item model of Krita's undo history docker (reset on every undo-stack change), or None without it."""
+    for dock in Krita.instance().dockers():
+        if dock.objectName() == HISTORY_DOCKER:
+            views = dock.findChildren(QtWidgets.QAbstractItemView)
+            if views and views[0].model() is not None:
+                return views[0].model()
+    return None
+
+
+def cheap_state(doc) -> tuple:
+    """What can change without a stroke and is cheap to read (no pixels): the document, its size, the selection's
+    bounds, the active node, each layer's visibility and opacity."""
+    if doc is None:
+        return (None,)
+    sel = doc.selection()
+    bounds = (sel.x(), sel.y(), sel.width(), sel.height()) if sel is not None else None
+    active = doc.activeNode()
+    layers = tuple((n.uniqueId().toString(), n.visible(), n.opacity()) for n in walk(doc.rootNode())
+                   if n.name() != PREVIEW_NAME)
+    return (doc.rootNode().uniqueId().toString(), doc.width(), doc.height(), bounds,
+            active.uniqueId().toString() if active is not None else "", layers)
+
+
+class ChangeWatch:
+    """Calls ``callback()`` on the UI thread when the active document may have changed.
+
+    Event-driven for strokes, filters, selection tools, undo/redo (the undo history's model is reset when the undo
+    stack moves), plus a cheap poll of ``cheap_state`` for what scripts and the layer docker change without an undo
+    step. Never reads pixels. Without the history docker (``event_driven`` False) it falls back to comparing a
+    signature of the context box's pixels every ``fallback_ms`` (counted in ``READS``).
+    """
+
+    def __init__(self, callback: Callable[[], None], fallback_signature: Callable[[], object],
+                 fallback_ms: int = 400) -> None:
+        self.callback = callback
+        self.events = 0  # undo-stack notifications seen
+        self._model = history_model()
+        self.event_driven = self._model is not None
+        if self._model is not None:
+            self._model.modelReset.connect(self._on_history)
+        self._state = cheap_state(Krita.instance().activeDocument())
+        self._fallback = fallback_signature
+        self._fallback_sig = None
+        self._fallback_every = max(1, fallback_ms // POLL_MS)
+        self._ticks = 0
+        self._timer = QtCore.QTimer()
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._poll)
+        self._timer.start()
+
+    def _on_history(self) -> None:
+        self.events += 1
+        self.callback()
+
+    def _poll(self) -> None:
+        try:
+            state = cheap_state(Krita.instance().activeDocument())
+        except RuntimeError:  # a node went away between two calls
+            return
+        if state != self._state:
+            self._state = state
+            self.callback()
+            return
+        self._ticks += 1
+        if not self.event_driven and self._ticks % self._fallback_every == 0:
+            sig = self._fallback()
+            if sig != self._fallback_sig:
+                self._fallback_sig = sig
+                self.callback()
+
+    def stop(self) -> None:
+        self._timer.stop()
+        if self._model is not None:
+            try:
+                self._model.modelReset.disconnect(self._on_history)
+            except (TypeError, RuntimeError):
+                pass
+            self._model = None
+
+
+# --- the door as the session sees it ---------------------------------------------------------------------------------
+
+class KritaStore:
+    """The panel's settings in Krita's own configuration (``kritarc``, group ``paintbridge``)."""
+
+    def read(self, key: str, default: str) -> str:
+        value = Krita.instance().readSetting(SETTINGS_GROUP, key, default)
+        return value if isinstance(value, str) else default
+
+    def write(self, key: str, value: str) -> None:
+        Krita.instance().writeSetting(SETTINGS_GROUP, key, value)
+
+
+class KritaHost:
+    """What the session asks of Krita, in one object (a unit test gives the session another one)."""
+
+    @property
+    def pixel_reads(self) -> int:
+        return READS[0]
+
+    def active_document(self):
+        return active_document()
+
+    def active_document_or_none(self):
+        return Krita.instance().activeDocument()
+
+    def is_open(self, doc) -> bool:
+        return any(d == doc for d in Krita.instance().documents())
+
+    def read_inputs(self, doc, settings: Settings, controls: List[ControlSpec]) -> JobInputs:
+        return read_inputs(doc, settings, controls)
+
+    def read_canvas(self, doc, settings: Settings):
+        """(box, bgra8 pixels) of the whole canvas, for a preprocess job."""
+        box = canvas_box(doc)
+        return box, read_image(doc, settings, box, color_info(doc))
+
+    def mask_bounds(self, doc, settings: Settings) -> Optional[Box]:
+        return mask_bounds(doc, settings)
+
+    def active_layer_id(self, doc) -> str:
+        return active_layer_id(doc) if doc is not None else ""
+
+    def paint_layers(self) -> list:
+        doc = Krita.instance().activeDocument()
+        return paint_layers(doc) if doc is not None else []
+
+    show_preview = staticmethod(show_preview)
+    remove_preview = staticmethod(remove_preview)
+    apply_result = staticmethod(apply_result)
+    open_as_new_document = staticmethod(open_as_new_document)
+    insert_control_image = staticmethod(insert_control_image)
+
+    def watch_changes(self, callback: Callable[[], None], settings: Optional[Callable[[], Settings]] = None):
+        """Start a ``ChangeWatch`` on the active document; ``stop()`` ends it."""
+        return ChangeWatch(callback, lambda: _box_signature(settings() if settings else Settings()))
+
+
+def _box_signature(settings: Settings) -> object:
+    """The fallback's signature: the selection and the visible layers' pixels over the context box (counted)."""
+    doc = Krita.instance().activeDocument()
+    if doc is None:
+        return None
+    bounds = mask_bounds(doc, settings)
+    if bounds is None:
+        return "no-selection"
+    box = input_box("inpaint", bounds, doc.width(), doc.height())
+    info = color_info(doc)
+    parts: list = [box, read_mask(doc, settings, box, info) or b""]
+    for node in walk(doc.rootNode()):
+        if node.name() != PREVIEW_NAME and node.visible() and node.type() in ("paintlayer", "filelayer",
+                                                                               "vectorlayer"):
+            parts.append(_pixels(node, box))
+    return hash(tuple(parts))
+
+
+def register_docker(docker_id: str, docker_class) -> None:
+    """Register the Paintbridge docker with Krita (at plugin import)."""
+    Krita.instance().addDockWidgetFactory(
+        DockWidgetFactory(docker_id, DockWidgetFactoryBase.DockPosition.DockRight, docker_class))
+
+
+def on_application_closing(callback: Callable[[], None]) -> None:
+    Krita.instance().notifier().applicationClosing.connect(callback)

@@ -1,13 +1,24 @@
-"""Live mode's decisions, without Qt: when has the input changed enough, and settled long enough, to start a job.
+"""Live mode without Qt and without Krita: when to send the next frame, and whether it is worth sending.
 
-The docker feeds a cheap signature of the selection and of the pixels under the context box on a timer; this module
-debounces it and keeps one job in flight.
+The document door tells the loop *that* something changed (``host.watch_changes``: Krita's undo stack moved — a
+stroke ended, a selection tool or a filter ran —, or the cheap document state changed: selection bounds, active layer,
+size); the loop never reads pixels to find out. Only when something changed does it read the context box (to build
+the frame) and drops the frame if its inputs equal the last frame's (e.g. after its own preview layer was added).
+One frame is in flight at a time: changes that arrive meanwhile make the next frame start as soon as it ends, and a
+frame that runs long while the input changed again is cancelled (latest wins). The debounce follows the measured
+frame time: none while frames are fast, some while they are slow.
 """
 
 from __future__ import annotations
 
+import random
+import time
 import zlib
-from typing import Hashable, Iterable, Optional
+from typing import Callable, Iterable, List, Optional
+
+FAST_FRAME_S = 0.5  # frames quicker than this start without any debounce
+MAX_DEBOUNCE_S = 0.6
+STALE_FACTOR = 1.5  # a running frame is cancelled when the input changed and it ran this many average frames
 
 
 def signature(parts: Iterable[object]) -> int:
@@ -21,43 +32,126 @@ def signature(parts: Iterable[object]) -> int:
     return crc
 
 
-class LiveScheduler:
-    """Decides when live mode starts a job.
+class LiveLoop:
+    """Live mode of one session: ``switch(on)``, change notifications in, ``session.run(live=True)`` out."""
 
-    ``observe(sig, now)`` is called on every poll with the current input signature and time (seconds); it returns True
-    when a job should start: the signature differs from the one the last job was built from, it has not changed for
-    ``debounce`` seconds, and no job is in flight. ``started`` / ``finished`` bracket each job.
-    """
+    def __init__(self, session, schedule: Callable[[float, Callable[[], None]], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.session = session
+        self.schedule = schedule
+        self.clock = clock
+        self.on = False
+        self.seed = 0
+        self.dirty = False
+        self.changed_at = 0.0
+        self.changes = 0  # change notifications received
+        self.frames: List[dict] = []  # per frame sent: change, sent, ended times (monotonic) and the outcome
+        self.skipped = 0  # frames read but not sent (inputs as before)
+        self._last_sent: Optional[int] = None
+        self._watch = None
+        self._timer_due = 0.0
 
-    def __init__(self, debounce: float = 0.6) -> None:
-        self.debounce = debounce
-        self._seen: Optional[Hashable] = None
-        self._seen_since = 0.0
-        self._done: Optional[Hashable] = None
-        self._in_flight = False
+    # --- switching ----------------------------------------------------------------------------------------------------
+    def switch(self, on: bool) -> None:
+        if on == self.on:
+            return
+        self.on = on
+        session = self.session
+        if on:
+            s = session.settings
+            self.seed = s.seed if not s.random_seed else random.randrange(0, 2**31)
+            self._last_sent = None
+            self._watch = session.host.watch_changes(self.changed, lambda: session.settings)
+            self.changed()
+        else:
+            if self._watch is not None:
+                self._watch.stop()
+                self._watch = None
+            self.dirty = False
+            if session.job is not None and session.job.kind == "live":
+                session.cancel()
 
-    @property
-    def in_flight(self) -> bool:
-        return self._in_flight
+    def settings_changed(self) -> None:
+        """A job setting changed (prompt, strength, model, control layers): worth a new frame."""
+        if self.on:
+            self.changed()
 
-    def observe(self, sig: Hashable, now: float) -> bool:
-        if sig != self._seen:
-            self._seen, self._seen_since = sig, now
+    # --- the loop -----------------------------------------------------------------------------------------------------
+    def changed(self) -> None:
+        """Something in the document or the settings changed (called by the watch, on the UI thread)."""
+        if not self.on:
+            return
+        self.changes += 1
+        self.dirty, self.changed_at = True, self.clock()
+        job = self.session.job
+        if job is not None and job.kind == "live" and job.sent:
+            average = self.average_frame_s()
+            if average and self.changed_at - job.sent > max(FAST_FRAME_S, STALE_FACTOR * average):
+                self.session.cancel()  # stale, and the model is slow: don't wait for it
+        self.kick()
+
+    def debounce_s(self) -> float:
+        """How long the input must rest before a frame starts: none while frames are fast."""
+        average = self.average_frame_s()
+        if average is None or average < FAST_FRAME_S:
+            return 0.0
+        return min(MAX_DEBOUNCE_S, 0.25 * average)
+
+    def average_frame_s(self) -> Optional[float]:
+        done = [f["ended"] - f["sent"] for f in self.frames[-5:] if f.get("ended") and f.get("finished")]
+        return sum(done) / len(done) if done else None
+
+    def kick(self) -> None:
+        """Start the next frame when one is due (and nothing is in flight)."""
+        session = self.session
+        if not self.on or not self.dirty or session.busy or not session.connected:
+            return
+        wait = self.changed_at + self.debounce_s() - self.clock()
+        if wait > 0:
+            due = self.clock() + wait
+            if due > self._timer_due:
+                self._timer_due = due
+                self.schedule(wait, self.kick)
+            return
+        doc = session.host.active_document_or_none()
+        if doc is None or session.host.mask_bounds(doc, session.settings) is None:
+            self.dirty = False  # nothing to repaint; the next change tries again
+            return
+        self.dirty = False
+        change = self.changed_at
+        job_id = session.run(live=True)
+        if job_id is not None and session.job is not None:
+            self.frames.append({"id": job_id, "change": change, "sent": 0.0, "ended": 0.0, "finished": False})
+
+    def frame_settings(self, settings):
+        """The settings of a live frame: inpaint or refine, one image, the loop's fixed seed."""
+        if settings.mode not in ("inpaint", "img2img"):
+            settings.mode = "inpaint"
+        settings.batch, settings.random_seed, settings.seed = 1, False, self.seed
+        return settings
+
+    def worth_sending(self, settings, inputs) -> bool:
+        """Whether a frame with these inputs differs from the last one sent (read, but equal: not sent)."""
+        controls = [(c.type, c.strength, c.start, c.end, c.image) for c in inputs.controls]
+        sig = signature([repr(settings.to_dict()), inputs.box, inputs.image or b"", inputs.mask or b""] + controls)
+        if sig == self._last_sent:
+            self.skipped += 1
             return False
-        if self._in_flight or sig == self._done:
-            return False
-        return now - self._seen_since >= self.debounce
+        self._last_sent = sig
+        return True
 
-    def started(self, sig: Hashable) -> None:
-        """A job was started from input with signature ``sig``."""
-        self._in_flight = True
-        self._done = sig
+    def _frame(self, job) -> Optional[dict]:
+        return next((f for f in reversed(self.frames) if f["id"] == job.id), None)
 
-    def finished(self) -> None:
-        """The job in flight ended (result, error or cancel)."""
-        self._in_flight = False
+    def frame_sent(self, job) -> None:
+        frame = self._frame(job)
+        if frame is not None:
+            frame["sent"] = job.sent
 
-    def forget(self) -> None:
-        """Start afresh (live mode switched on again, or the document changed)."""
-        self._seen = self._done = None
-        self._in_flight = False
+    def frame_ended(self, job, finished: bool) -> None:
+        frame = self._frame(job)
+        if frame is not None:
+            frame["ended"], frame["finished"] = self.clock(), finished
+        if not finished:
+            self._last_sent = None  # the frame never showed: the same input is worth sending again
+        self.kick()

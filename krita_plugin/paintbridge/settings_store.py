@@ -1,16 +1,36 @@
-"""Panel settings kept in Krita's own configuration (``kritarc``, group ``paintbridge``)."""
+"""Panel settings as stored in the host's configuration (Krita: ``kritarc``, group ``paintbridge``), without Krita.
+
+The storage itself is a ``Store``: two calls, ``read(key, default) -> str`` and ``write(key, value)``.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-
-from krita import Krita  # type: ignore
+from typing import Protocol
 
 from .jobs import Settings
 
-GROUP = "paintbridge"
 DEFAULT_URL = "ws://127.0.0.1:7860"
+
+
+class Store(Protocol):
+    def read(self, key: str, default: str) -> str: ...
+    def write(self, key: str, value: str) -> None: ...
+
+
+class MemoryStore:
+    """A ``Store`` kept in a dict (tests, and a host without persistent settings)."""
+
+    def __init__(self, values: dict | None = None) -> None:
+        self.values = dict(values or {})
+
+    def read(self, key: str, default: str) -> str:
+        value = self.values.get(key, default)
+        return value if isinstance(value, str) else default
+
+    def write(self, key: str, value: str) -> None:
+        self.values[key] = value
 
 
 @dataclass
@@ -20,33 +40,27 @@ class ConnectionSettings:
     autostart: bool = True
 
 
-def _read(key: str, default: str) -> str:
-    value = Krita.instance().readSetting(GROUP, key, default)
-    return value if isinstance(value, str) else default
-
-
-def load_connection() -> ConnectionSettings:
+def load_connection(store: Store) -> ConnectionSettings:
     return ConnectionSettings(
-        url=_read("server_url", DEFAULT_URL) or DEFAULT_URL,
-        token=_read("token", ""),
-        autostart=_read("autostart", "true").lower() != "false",
+        url=store.read("server_url", DEFAULT_URL) or DEFAULT_URL,
+        token=store.read("token", ""),
+        autostart=store.read("autostart", "true").lower() != "false",
     )
 
 
-def save_connection(conn: ConnectionSettings) -> None:
-    app = Krita.instance()
-    app.writeSetting(GROUP, "server_url", conn.url)
-    app.writeSetting(GROUP, "token", conn.token)
-    app.writeSetting(GROUP, "autostart", "true" if conn.autostart else "false")
+def save_connection(store: Store, conn: ConnectionSettings) -> None:
+    store.write("server_url", conn.url)
+    store.write("token", conn.token)
+    store.write("autostart", "true" if conn.autostart else "false")
 
 
-def load_job_settings() -> Settings:
+def load_job_settings(store: Store) -> Settings:
     try:
-        data = json.loads(_read("job_settings", "{}"))
+        data = json.loads(store.read("job_settings", "{}"))
     except ValueError:
         data = {}
     return Settings.from_dict(data if isinstance(data, dict) else {})
 
 
-def save_job_settings(settings: Settings) -> None:
-    Krita.instance().writeSetting(GROUP, "job_settings", json.dumps(settings.to_dict()))
+def save_job_settings(store: Store, settings: Settings) -> None:
+    store.write("job_settings", json.dumps(settings.to_dict()))
