@@ -43,7 +43,8 @@ def _server_command(models: Path) -> list:
     sys.path.insert(0, str(REPO))
     import install  # the repository's install.py: the same command a painter's install records
 
-    return install.server_command(REPO / ".venv") + ["--models", str(models)]
+    venv = REPO / ".venv" if (REPO / ".venv").is_dir() else Path(sys.prefix)  # a worktree runs the shared venv
+    return install.server_command(venv) + ["--models", str(models)]
 
 
 class Run:
@@ -253,7 +254,13 @@ def test_inpaint_without_selection_explains_in_the_panel(krita_run):
 def test_live_mode_updates_one_preview_in_place(krita_run):
     rec = krita_run["live"]
     assert (rec["first"], rec["second"], rec["settled"]) == (1, 2, 2)
-    assert (rec["after_paint"], rec["after_restore"]) == (3, 4)  # pixels under the box changed, twice
+    assert (rec["after_paint"], rec["after_restore"]) == (3, 4)  # a brush stroke under the box, then its undo
+    # Change detection is event-driven: while nothing changed, no pixel of the document was read.
+    assert rec["event_driven"] is True and rec["idle_reads"] == 0 and rec["idle_changes"] == 0
+    assert rec["paint_frame"]["sent_ms"] is not None and rec["undo_frame"]["sent_ms"] is not None
+    print(f"live: stroke lifted -> change noticed {rec['paint_frame']['notified_ms']} ms, frame sent "
+          f"{rec['paint_frame']['sent_ms']} ms; undo -> frame sent {rec['undo_frame']['sent_ms']} ms; "
+          f"pixel reads per frame {rec['reads_per_frame']}, while idle {rec['idle_reads']}")
     assert _names(rec["layers"]).count(PREVIEW) == 1
     assert len(_names(rec["layers"])) == len(krita_run["user_layers"]) + 1
     first = krita_run.pixels(rec["first_preview"])[..., 3]

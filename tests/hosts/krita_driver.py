@@ -339,6 +339,98 @@ def inpaint_apply_undo(ses, doc, tag, record):
     record["layers_undone"] = layers(doc)
 
 
+# --- real brush strokes on the canvas ------------------------------------------------------------------------------
+
+CANVAS = {}  # widget, and the document -> widget map: (x0, y0, scale)
+
+
+def canvas_widget():
+    from PyQt5.QtWidgets import QWidget
+    for widget in K.activeWindow().qwindow().findChildren(QWidget):
+        if widget.metaObject().className() in ("KisQPainterCanvas", "KisOpenGLCanvas2") and widget.isVisible():
+            return widget
+    return None
+
+
+def mouse(widget, kind, x, y, pressed):
+    """Send one mouse event to the canvas widget (widget coordinates), as the painter's pen would."""
+    from PyQt5.QtCore import QEvent, QPoint, QPointF, Qt
+    from PyQt5.QtGui import QMouseEvent
+    from PyQt5.QtWidgets import QApplication
+    kinds = {"press": QEvent.MouseButtonPress, "move": QEvent.MouseMove, "release": QEvent.MouseButtonRelease}
+    button = Qt.LeftButton if kind in ("press", "release") else Qt.NoButton
+    event = QMouseEvent(kinds[kind], QPointF(x, y), QPointF(widget.mapToGlobal(QPoint(int(x), int(y)))), button,
+                        Qt.LeftButton if pressed else Qt.NoButton, Qt.NoModifier)
+    QApplication.sendEvent(widget, event)
+
+
+def stroke(points):
+    """A brush stroke through document points (the active tool, the active layer); returns the time just before
+    the pen is lifted."""
+    widget, (x0, y0, scale) = CANVAS["widget"], CANVAS["map"]
+    pts = [(x0 + x * scale, y0 + y * scale) for x, y in points]
+    mouse(widget, "move", *pts[0], False)
+    mouse(widget, "press", *pts[0], True)
+    for x, y in pts[1:]:
+        mouse(widget, "move", x, y, True)
+    lifted = time.monotonic()
+    mouse(widget, "release", *pts[-1], False)
+    return lifted
+
+
+def _centroid(node, doc):
+    raw = bytes(node.pixelData(0, 0, doc.width(), doc.height()))
+    pts = [(i // 4 % doc.width(), i // 4 // doc.width()) for i in range(3, len(raw), 4) if raw[i]]
+    return (sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)) if pts else None
+
+
+def calibrate_canvas(doc, R):
+    """Two dabs on a scratch layer at known widget points give the document -> widget map; the layer goes again."""
+    from paintbridge.document import wait_idle
+    widget = canvas_widget()
+    CANVAS["widget"] = widget
+    scratch = doc.createNode("pb-calibrate", "paintlayer")
+    doc.rootNode().addChildNode(scratch, None)
+    active = doc.activeNode()
+    yield 300
+    doc.setActiveNode(scratch)
+    yield 300
+    found = []
+    for wx, wy in ((widget.width() / 2 - 60, widget.height() / 2 - 40), (widget.width() / 2 + 60, widget.height() / 2 + 40)):
+        mouse(widget, "move", wx, wy, False)
+        mouse(widget, "press", wx, wy, True)
+        mouse(widget, "move", wx + 0.5, wy, True)
+        mouse(widget, "release", wx + 0.5, wy, False)
+        yield 400
+        wait_idle(doc)
+        found.append(((wx, wy), _centroid(scratch, doc)))
+        scratch.setPixelData(QByteArray(bytes(doc.width() * doc.height() * 4)), 0, 0, doc.width(), doc.height())
+        yield 200
+    (w1, d1), (w2, d2) = found
+    scale = (w2[0] - w1[0]) / (d2[0] - d1[0])
+    CANVAS["map"] = (w1[0] - d1[0] * scale, w1[1] - d1[1] * scale, scale)
+    R["canvas_map"] = CANVAS["map"]
+    scratch.remove()
+    doc.setActiveNode(active)
+    yield 400
+
+
+def frame_after(ses, t):
+    """The first live frame started by a change after ``t``: its notification and send delays in ms."""
+    for frame in ses.live.frames:
+        if frame["change"] >= t:
+            return {"notified_ms": round(1000 * (frame["change"] - t), 1),
+                    "sent_ms": round(1000 * (frame["sent"] - t), 1) if frame["sent"] else None}
+    return None
+
+
+def live_stroke(ses, doc, rec, tag, points, updates):
+    """Paint a stroke in live mode; wait for the frame it starts; record the stroke-to-job-sent latency."""
+    lifted = stroke(points)
+    yield Until(lambda: ses.preview_updates >= updates and not ses.busy, 60, poll=5)
+    rec[f"{tag}_frame"] = frame_after(ses, lifted)
+
+
 # --- scenarios -----------------------------------------------------------------------------------------------------
 
 def scenario_classical():
@@ -430,6 +522,9 @@ def scenario_classical():
     yield 300
     R["no_selection"] = {"job_id": ses.run(), **panel_state(ses)}
 
+    # Where the canvas widget shows the document (for real brush strokes in live mode).
+    yield from calibrate_canvas(doc, R)
+
     # Live mode: two selection changes, two preview updates, no extra layers.
     mark('live')
     R["live"] = rec = {}
@@ -446,17 +541,21 @@ def scenario_classical():
     rec["second"] = ses.preview_updates - base
     rec["second_preview"] = dump("live-2", find(doc, "Paintbridge preview").pixelData(0, 0, W, H)) \
         if find(doc, "Paintbridge preview") else None
-    yield 2500  # nothing changes now: no further jobs
+    reads, changes = ses.host.pixel_reads, ses.live.changes
+    yield 2500  # nothing changes now: no further jobs, and no pixel reads
     rec["settled"] = ses.preview_updates - base
-    # Painting under the context box triggers a job too (the test's stroke is undone afterwards, also live).
-    paint = find(doc, "Paint")
-    original = bytes(paint.pixelData(84, 60, 8, 8))
-    paint.setPixelData(QByteArray(b"\x00\x00\xff\xff" * 64), 84, 60, 8, 8)
-    yield Until(lambda: ses.preview_updates >= base + 3 and not ses.busy, 60)
+    rec["idle_reads"], rec["idle_changes"] = ses.host.pixel_reads - reads, ses.live.changes - changes
+    rec["event_driven"] = ses.live._watch.event_driven if ses.live._watch is not None else None
+    # A real brush stroke on the canvas under the context box triggers a frame; undoing it triggers another.
+    yield from live_stroke(ses, doc, rec, "paint", [(84, 62), (88, 64), (92, 66), (96, 70)], base + 3)
     rec["after_paint"] = ses.preview_updates - base
-    paint.setPixelData(QByteArray(original), 84, 60, 8, 8)
-    yield Until(lambda: ses.preview_updates >= base + 4 and not ses.busy, 60)
+    t_undo = time.monotonic()
+    K.action("edit_undo").trigger()
+    yield Until(lambda: ses.preview_updates >= base + 4 and not ses.busy, 60, poll=5)
     rec["after_restore"] = ses.preview_updates - base
+    rec["undo_frame"] = frame_after(ses, t_undo)
+    rec["reads_per_frame"] = round((ses.host.pixel_reads - reads) / max(1, len(ses.live.frames)), 2)
+    rec["frames"] = ses.live.frames
     rec["layers"] = layers(doc)
     ses.set_live(False)
     rec["live_off"] = not ses.live.on
