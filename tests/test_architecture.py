@@ -36,9 +36,33 @@ def test_protocol_needs_only_stdlib_msgpack_websockets(path):
     assert not extra, f"{path.relative_to(REPO)} imports {extra}"
 
 
+@pytest.mark.parametrize("path", sources("client"), ids=lambda p: p.name)
+def test_client_core_needs_only_stdlib_and_protocol(path):
+    """client/ is vendored into both plugins: no host bindings, no server, no third-party package of its own."""
+    extra = imported_top_modules(path, feature_version=(3, 10)) - STDLIB - {"protocol"}
+    assert not extra, f"{path.relative_to(REPO)} imports {extra}"
+
+
+def test_client_core_finds_protocol_as_a_sibling_when_vendored(tmp_path):
+    """Vendored inside a plugin package (Krita: paintbridge/client next to paintbridge/protocol) client/ uses that
+    protocol copy, not a top-level one."""
+    import shutil
+    import subprocess
+
+    pkg = tmp_path / "plugin"
+    shutil.copytree(REPO / "client", pkg / "client")
+    shutil.copytree(REPO / "protocol", pkg / "protocol")
+    (pkg / "__init__.py").write_text("")
+    probe = ("import sys; import plugin.client.jobs as jobs, plugin.client.wire as wire; "
+             "assert wire.protocol.__name__ == 'plugin.protocol', wire.protocol.__name__; "
+             "assert 'protocol' not in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-E", "-S", "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
 @pytest.mark.parametrize("path", sources("krita_plugin") + sources("gimp_plugin"), ids=lambda p: p.name)
 def test_plugins_use_only_what_the_host_python_has(path):
-    own = {"protocol", "paintbridge", "krita_plugin", "gimp_plugin"} | ({"install"} if path.name == "installer.py"
+    own = {"protocol", "client", "paintbridge", "krita_plugin", "gimp_plugin"} | ({"install"} if path.name == "installer.py"
                                                                          else set()) | {
         p.stem for p in path.parent.glob("*.py")} | {p.name for p in path.parent.iterdir() if p.is_dir()}
     extra = imported_top_modules(path, feature_version=(3, 10)) - STDLIB - VENDORED - HOST_BINDINGS - own
