@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-from krita_plugin.paintbridge.jobs import ControlInput, JobInputs, input_box
+from client import jobs as cjobs
 from krita_plugin.paintbridge.model import DocumentError, ResultImage
-from protocol import Box
+from protocol import BGRA8, Box
 
 
 def crop(data: bytes, width: int, bpp: int, box: Box) -> bytes:
@@ -58,22 +58,11 @@ class MemoryHost:
         ys = [i // doc.width for i, v in enumerate(doc.selection) if v]
         return Box(min(xs), min(ys), max(xs) - min(xs) + 1, max(ys) - min(ys) + 1) if xs else None
 
-    def read_inputs(self, doc: MemoryDocument, settings, controls) -> JobInputs:
-        masked = settings.mode in ("inpaint", "img2img", "generate")
-        box = input_box(settings.mode, self.mask_bounds(doc, settings) if masked else None, doc.width, doc.height)
-        image = None
-        if settings.mode != "generate":
-            self.pixel_reads += 1
-            image = crop(doc.image, doc.width, 4, box)
-        mask = None
-        if masked and doc.selection is not None:
-            self.pixel_reads += 1
-            mask = crop(doc.selection, doc.width, 1, box)
-        return JobInputs(box, image, mask, [ControlInput(c.type, image, c.strength, c.start, c.end) for c in controls])
-
-    def read_canvas(self, doc: MemoryDocument, settings):
-        self.pixel_reads += 1
-        return Box(0, 0, doc.width, doc.height), doc.image
+    def capture(self, doc: MemoryDocument, settings, controls) -> cjobs.JobInputs:
+        """What the mode needs, read the way ``client.jobs.capture`` plans it (the Krita door does the same)."""
+        bounds = self.mask_bounds(doc, settings) or Box(0, 0, 0, 0)
+        sources = [cjobs.ControlSource(c.layer_id, c.type, c.strength, c.start, c.end) for c in controls]
+        return cjobs.capture(settings, bounds, doc.width, doc.height, _Reader(self, doc), sources)
 
     def active_layer_id(self, doc) -> str:
         return "paint" if doc is not None else ""
@@ -88,18 +77,16 @@ class MemoryHost:
         had, doc.preview = doc.preview is not None, None
         return had
 
-    def apply_result(self, doc: MemoryDocument, image: ResultImage, prompt: str, mode: str, above_id: str) -> str:
-        from krita_plugin.paintbridge.placement import layer_name
-
+    def apply_result(self, doc: MemoryDocument, image: ResultImage, above_id: str) -> str:
         doc.preview = None
-        doc.layers.append((layer_name(prompt, image.seed, mode), image))
-        return doc.layers[-1][0]
+        doc.layers.append((image.name, image))
+        return image.name
 
     def open_as_new_document(self, image: ResultImage, name: str, source=None) -> None:
         self.doc = MemoryDocument(image.box.width, image.box.height, image.data)
 
-    def insert_control_image(self, doc: MemoryDocument, image: ResultImage, name: str, above_id: str) -> str:
-        doc.layers.append((name, image))
+    def insert_control_image(self, doc: MemoryDocument, image: ResultImage, above_id: str) -> str:
+        doc.layers.append((image.name, image))
         return f"layer-{len(doc.layers)}"
 
     def watch_changes(self, callback: Callable[[], None], settings=None) -> "MemoryWatch":
@@ -111,6 +98,26 @@ class MemoryHost:
         """The painter did something (a stroke, a selection): tell the watches, as Krita's undo stack would."""
         for watch in list(self.watchers):
             watch.callback()
+
+
+class _Reader:
+    """``client.jobs.DocumentReader`` over a ``MemoryDocument`` (bgra8, Krita's order), counting reads."""
+
+    image_format = BGRA8
+
+    def __init__(self, host: MemoryHost, doc: MemoryDocument) -> None:
+        self.host, self.doc = host, doc
+
+    def read_image(self, box: Box) -> bytes:
+        self.host.pixel_reads += 1
+        return crop(self.doc.image, self.doc.width, 4, box)
+
+    def read_mask(self, box: Box) -> bytes:
+        self.host.pixel_reads += 1
+        return crop(self.doc.selection, self.doc.width, 1, box)
+
+    def read_layer(self, layer, box: Box) -> bytes:
+        return self.read_image(box)
 
 
 class MemoryWatch:

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+import ellipse_case  # noqa: E402
 from hosts import krita as hk  # noqa: E402
 from krita_plugin import installer  # noqa: E402
 from protocol.geometry import Box, context_box  # noqa: E402
@@ -110,6 +111,13 @@ def _run_scenario_once(tmp_path_factory, scenario: str, width: int, height: int,
     out.mkdir()
     config = {"out": host.inside(out), "scenario": scenario, "width": width, "height": height, "deadline_s": 420,
               "model": model}
+    if scenario == "diffusion":  # the document GIMP's host test generates into too
+        (out / "ellipse-image.bin").write_bytes(ellipse_case.rgba_to_bgra(ellipse_case.pattern()))
+        (out / "ellipse-mask.bin").write_bytes(ellipse_case.selection())
+        config["ellipse"] = {"width": ellipse_case.WIDTH, "height": ellipse_case.HEIGHT, "model": ellipse_case.MODEL,
+                             "prompt": ellipse_case.PROMPT, "seed": ellipse_case.SEED, "steps": ellipse_case.STEPS,
+                             "image": host.inside(out / "ellipse-image.bin"),
+                             "selection": host.inside(out / "ellipse-mask.bin")}
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     try:
@@ -190,7 +198,7 @@ def _check_inpaint(run: Run, tag: str, selection: np.ndarray) -> None:
     assert rec["applied"] is True
     assert len(rec["new_layers"]) == 1, rec["layers_applied"]
     new = rec["new_layers"][0]
-    assert new["name"].startswith("a red fox (seed ")
+    assert new["name"].startswith("a red fox (")  # client.results' name: the prompt, then the seed or the engine
     assert PREVIEW not in _names(rec["layers_applied"])
     # Inserted right above the active layer.
     applied = _names(rec["layers_applied"])
@@ -349,6 +357,30 @@ def test_upscale_opens_a_new_document(krita_run):
     assert rec["source_layers_after"] == rec["source_layers"]
 
 
+def test_upscale_of_a_selection_upscales_its_box(krita_run):
+    rec = krita_run["upscale_selection"]
+    assert rec["error"] is False, rec["message"]
+    assert rec["applied"] is True and rec["documents_after"] == rec["documents_before"] + 1
+    assert rec["new_document"][1:] == [48, 32]  # the 24x16 selection, twice its size
+    source = krita_run.pixels(rec["source_pixels"], 24, 16).astype(float)
+    new = krita_run.pixels(rec["new_pixels"], 48, 32).astype(float)
+    # The upscale shows the selected part of the image (not the canvas): each 2x2 block is near its source pixel.
+    blocks = new.reshape(16, 2, 24, 2, 4).mean(axis=(1, 3))
+    assert np.abs(blocks[..., :3] - source[..., :3]).mean() < 12
+    assert _names(rec["source_layers_after"]) == _names(rec["source_layers"])  # the original is untouched
+    _save_png(new.astype(np.uint8), "upscale-selection-krita.png")
+
+
+def _save_png(bgra: np.ndarray, name: str) -> Path:
+    """Keep a bgra8 picture as an RGBA PNG under test-artifacts/."""
+    from PIL import Image
+
+    path = REPO / "test-artifacts" / name
+    path.parent.mkdir(exist_ok=True)
+    Image.fromarray(bgra[..., [2, 1, 0, 3]].copy(), "RGBA").save(path)
+    return path
+
+
 def test_other_color_models_are_refused_in_the_panel(krita_run):
     rec = krita_run["cmyk"]
     assert rec["job_id"] is None and rec["error"] is True
@@ -430,6 +462,28 @@ def test_generate_fills_the_context_box(krita_diffusion_run):
     assert (layer[selected][:, 3] == 255).all() and not layer[~selected][:, 3].any()
 
 
+def test_generate_into_a_soft_elliptical_selection(krita_diffusion_run):
+    """The shared ellipse document (tests/ellipse_case.py): the layer takes the soft selection as its alpha, keeps
+    the image where nothing is selected, and is kept as test-artifacts/generate-ellipse-krita.png for the comparison
+    with GIMP's result."""
+    run = krita_diffusion_run
+    rec = run["generate_ellipse"]
+    assert rec["error"] is False, rec["message"]
+    w, h = ellipse_case.WIDTH, ellipse_case.HEIGHT
+    selection = run.pixels(rec["selection_pixels"], w, h, channels=1)
+    expected = np.frombuffer(ellipse_case.selection(), np.uint8).reshape(h, w)
+    assert np.array_equal(selection, expected)  # Krita kept the soft selection as given
+    assert len(rec["new_layers"]) == 1 and rec["new_layers"][0]["name"].startswith(ellipse_case.PROMPT)
+    layer = run.pixels(rec["new_layer_pixels"], w, h)
+    alpha = layer[..., 3].astype(int)
+    assert (alpha[expected == 0] == 0).all()  # nothing outside the selection
+    assert (alpha[expected == 255] == 255).all()  # fully generated inside
+    soft = (expected > 0) & (expected < 255)
+    assert ((alpha[soft] > 0) & (alpha[soft] < 255)).mean() > 0.9  # the feathered rim stays soft
+    path = _save_png(layer, ellipse_case.ARTIFACT.format(editor="krita"))
+    print(f"Krita's generate-into-ellipse layer: {path}")
+
+
 # --- Debian 13's Krita 5.2.9 (Python 3.13) in the cached trixie root, against a server on this machine --------------
 
 @pytest.fixture(scope="module")
@@ -437,11 +491,10 @@ def krita_529_run(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the trixie root is entered with chroot, which needs root")
     host = hk.trixie_host()
-    sys.path.insert(0, str(REPO / "krita_plugin"))
-    from paintbridge.server_process import LocalServer
+    from client.server import LocalServer
 
     models = tmp_path_factory.mktemp("krita-529-models")
-    server = LocalServer(_server_command(models))
+    server = LocalServer(_server_command(models), models / "server.log")
     url = f"ws://127.0.0.1:{_free_port()}"
     server.start(url)
     try:

@@ -15,11 +15,12 @@ from typing import Callable, List, Optional
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Krita  # type: ignore  # noqa: F401
 
 from . import pixels
-from .jobs import ControlInput, JobInputs, Settings, input_box
 from .model import ControlSpec, DocumentError, ResultImage
-from .placement import PREVIEW_NAME, crop_rows, growth_for, layer_name, shifted
 from .qt_compat import QtCore, QtWidgets, byte_array, to_bytes
-from .wire import Box
+from .wire import Box, client, protocol
+
+Settings = client.settings.Settings
+PREVIEW_NAME = client.results.PREVIEW_NAME
 
 MASK_TYPES = ("selectionmask", "transparencymask")
 SETTINGS_GROUP = "paintbridge"
@@ -157,18 +158,35 @@ def read_image(doc, settings: Settings, box: Box, info: ColorInfo) -> bytes:
     return pixels.to_bgra8(raw, info.depth, info.linear)
 
 
-def read_inputs(doc, settings: Settings, controls: List["ControlSpec"]) -> JobInputs:
-    """Read what a job of ``settings.mode`` needs from ``doc`` (only the context box)."""
+class _Reader:
+    """``client.jobs.DocumentReader`` over one Krita document: Krita's native ``bgra8``, only the box asked for."""
+
+    image_format = protocol.BGRA8
+
+    def __init__(self, doc, settings: Settings, info: ColorInfo) -> None:
+        self.doc, self.settings, self.info = doc, settings, info
+
+    def read_image(self, box: Box) -> bytes:
+        return read_image(self.doc, self.settings, box, self.info)
+
+    def read_mask(self, box: Box) -> bytes:
+        mask = read_mask(self.doc, self.settings, box, self.info)
+        return mask if mask is not None else bytes(box.width * box.height)
+
+    def read_layer(self, layer_id: str, box: Box) -> bytes:
+        node = find_node(self.doc, layer_id)
+        if node is None:
+            raise DocumentError("A control layer was deleted: pick another layer or remove the control.")
+        return pixels.to_bgra8(_pixels(node, box), self.info.depth, self.info.linear)
+
+
+def capture(doc, settings: Settings, controls: List[ControlSpec]):
+    """Read what a job of ``settings.mode`` needs from ``doc`` — the box, mask and image ``client.modes`` plans for
+    the mode, nothing else — as ``client.jobs.JobInputs``."""
     info = color_info(doc)
-    bounds = mask_bounds(doc, settings) if settings.mode in ("inpaint", "img2img", "generate") else None
-    box = input_box(settings.mode, bounds, doc.width(), doc.height())
-    if box.is_empty:
-        raise DocumentError("The selection lies outside the canvas.")
-    image = None if settings.mode == "generate" else read_image(doc, settings, box, info)
-    mask = read_mask(doc, settings, box, info) if settings.mode in ("inpaint", "img2img", "generate") else None
-    if mask is not None and not any(mask):
-        mask = None
-    return JobInputs(box=box, image=image, mask=mask, controls=read_controls(doc, controls, box, info))
+    bounds = mask_bounds(doc, settings) or Box(0, 0, 0, 0)
+    sources = [client.jobs.ControlSource(c.layer_id, c.type, c.strength, c.start, c.end) for c in controls]
+    return client.jobs.capture(settings, bounds, doc.width(), doc.height(), _Reader(doc, settings, info), sources)
 
 
 def find_node(doc, node_id: str):
@@ -185,18 +203,6 @@ def walk(node):
     for child in node.childNodes():
         yield child
         yield from walk(child)
-
-
-def read_controls(doc, specs: List[ControlSpec], box: Box, info: ColorInfo) -> List[ControlInput]:
-    out = []
-    for spec in specs:
-        node = find_node(doc, spec.layer_id)
-        if node is None:
-            raise DocumentError("A control layer was deleted: pick another layer or remove the control.")
-        raw = _pixels(node, box)
-        out.append(ControlInput(spec.type, pixels.to_bgra8(raw, info.depth, info.linear), spec.strength,
-                                spec.start, spec.end))
-    return out
 
 
 def paint_layers(doc) -> list:
@@ -236,7 +242,7 @@ def _write(node, image: ResultImage, info: ColorInfo, canvas: Optional[Box] = No
         if part.is_empty:
             return
         if part != box:
-            data, box = crop_rows(data, box.width, box.height, 4, part, box), part
+            data, box = client.results.crop(data, box, part, 4), part
     raw = pixels.from_bgra8(data, info.depth, info.linear)
     node.setPixelData(byte_array(raw), box.x, box.y, box.width, box.height)
 
@@ -283,19 +289,19 @@ def remove_preview(doc) -> bool:
     return bool(nodes)
 
 
-def apply_result(doc, image: ResultImage, prompt: str, mode: str, above_id: str):
-    """Keep ``image`` as a new paint layer named after the prompt and seed; returns the node.
+def apply_result(doc, image: ResultImage, above_id: str):
+    """Keep ``image`` as a new paint layer named ``image.name``; returns the node.
 
     The preview layer becomes that layer (renamed and filled with the chosen result), so the layer's only undo step is
     the one that added it: one undo removes it and no stale preview comes back. For outpaint the canvas grows first.
     """
     info = color_info(doc)
-    growth = growth_for(image.box, doc.width(), doc.height())
+    growth = client.results.canvas_growth([image.box], doc.width(), doc.height())
     if growth.any:
         doc.resizeImage(*growth.resize_args(doc.width(), doc.height()))
         wait_idle(doc)
-        image = ResultImage(shifted(image.box, growth), image.data, image.seed, image.name)
-    name = layer_name(prompt, image.seed, mode)
+        image = ResultImage(growth.shifted(image.box), image.data, image.seed, image.name)
+    name = image.name
     node = _preview_node(doc)
     if node is not None:
         _clear(node, info)
@@ -325,19 +331,15 @@ def open_as_new_document(image: ResultImage, name: str, source=None):
     return doc
 
 
-def insert_control_image(doc, image: ResultImage, name: str, above_id: str) -> str:
-    """Insert a preprocessed control image as a new (hidden) layer; returns the node's uniqueId string."""
+def insert_control_image(doc, image: ResultImage, above_id: str) -> str:
+    """Insert a preprocessed control image as a new (hidden) layer named ``image.name``; returns its uniqueId."""
     info = color_info(doc)
-    node = doc.createNode(name, "paintlayer")
+    node = doc.createNode(image.name, "paintlayer")
     _write(node, image, info, Box(0, 0, doc.width(), doc.height()))
     _place(doc, node, above_id)
     node.setVisible(False)
     doc.refreshProjection()
     return node.uniqueId().toString()
-
-
-def canvas_box(doc) -> Box:
-    return Box(0, 0, doc.width(), doc.height())
 
 
 # --- live mode: knowing that something changed, without reading pixels -----------------------------------------------
@@ -375,12 +377,11 @@ class ChangeWatch:
 
     Event-driven for strokes, filters, selection tools, undo/redo (the undo history's model is reset when the undo
     stack moves), plus a cheap poll of ``cheap_state`` for what scripts and the layer docker change without an undo
-    step. Never reads pixels. Without the history docker (``event_driven`` False) it falls back to comparing a
-    signature of the context box's pixels every ``fallback_ms`` (counted in ``READS``).
+    step. Never reads pixels. Without the history docker (``event_driven`` False) every ``fallback_ms`` counts as a
+    possible change (the live loop then reads the box once per tick: the cost the event source avoids).
     """
 
-    def __init__(self, callback: Callable[[], None], fallback_signature: Callable[[], object],
-                 fallback_ms: int = 400) -> None:
+    def __init__(self, callback: Callable[[], None], fallback_ms: int = 400) -> None:
         self.callback = callback
         self.events = 0  # undo-stack notifications seen
         self._model = history_model()
@@ -388,8 +389,6 @@ class ChangeWatch:
         if self._model is not None:
             self._model.modelReset.connect(self._on_history)
         self._state = cheap_state(Krita.instance().activeDocument())
-        self._fallback = fallback_signature
-        self._fallback_sig = None
         self._fallback_every = max(1, fallback_ms // POLL_MS)
         self._ticks = 0
         self._timer = QtCore.QTimer()
@@ -412,10 +411,7 @@ class ChangeWatch:
             return
         self._ticks += 1
         if not self.event_driven and self._ticks % self._fallback_every == 0:
-            sig = self._fallback()
-            if sig != self._fallback_sig:
-                self._fallback_sig = sig
-                self.callback()
+            self.callback()
 
     def stop(self) -> None:
         self._timer.stop()
@@ -456,13 +452,8 @@ class KritaHost:
     def is_open(self, doc) -> bool:
         return any(d == doc for d in Krita.instance().documents())
 
-    def read_inputs(self, doc, settings: Settings, controls: List[ControlSpec]) -> JobInputs:
-        return read_inputs(doc, settings, controls)
-
-    def read_canvas(self, doc, settings: Settings):
-        """(box, bgra8 pixels) of the whole canvas, for a preprocess job."""
-        box = canvas_box(doc)
-        return box, read_image(doc, settings, box, color_info(doc))
+    def capture(self, doc, settings: Settings, controls: List[ControlSpec]):
+        return capture(doc, settings, controls)
 
     def mask_bounds(self, doc, settings: Settings) -> Optional[Box]:
         return mask_bounds(doc, settings)
@@ -482,25 +473,7 @@ class KritaHost:
 
     def watch_changes(self, callback: Callable[[], None], settings: Optional[Callable[[], Settings]] = None):
         """Start a ``ChangeWatch`` on the active document; ``stop()`` ends it."""
-        return ChangeWatch(callback, lambda: _box_signature(settings() if settings else Settings()))
-
-
-def _box_signature(settings: Settings) -> object:
-    """The fallback's signature: the selection and the visible layers' pixels over the context box (counted)."""
-    doc = Krita.instance().activeDocument()
-    if doc is None:
-        return None
-    bounds = mask_bounds(doc, settings)
-    if bounds is None:
-        return "no-selection"
-    box = input_box("inpaint", bounds, doc.width(), doc.height())
-    info = color_info(doc)
-    parts: list = [box, read_mask(doc, settings, box, info) or b""]
-    for node in walk(doc.rootNode()):
-        if node.name() != PREVIEW_NAME and node.visible() and node.type() in ("paintlayer", "filelayer",
-                                                                               "vectorlayer"):
-            parts.append(_pixels(node, box))
-    return hash(tuple(parts))
+        return ChangeWatch(callback)
 
 
 def register_docker(docker_id: str, docker_class) -> None:

@@ -6,8 +6,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-from .jobs import Settings
-from .wire import Box
+from .wire import Box, client
+
+Settings = client.settings.Settings
 
 
 class DocumentError(ValueError):
@@ -16,7 +17,8 @@ class DocumentError(ValueError):
 
 @dataclass
 class ResultImage:
-    """One result as it arrived: ``bgra8`` pixels placed at (x, y) in document coordinates (before any growth)."""
+    """One result as it arrived: ``bgra8`` pixels placed at (x, y) in document coordinates (before any growth), and
+    the layer name ``client.results`` gives it."""
 
     box: Box
     data: bytes
@@ -46,7 +48,6 @@ class RunningJob:
     above_id: str
     box: Box
     control_type: str = ""
-    shape: Optional[bytes] = None  # gray8 over ``box``: generate results take the selection's shape
     started: float = field(default_factory=time.monotonic)
     sent: float = 0.0  # when the frame left the plugin (monotonic), 0 until then
 

@@ -1,7 +1,9 @@
 """The panel's state and behaviour without widgets and without Krita: the session.
 
 One ``Session`` per docker. It holds the job settings, the connection and its state, the job in flight, the results
-and live mode, and it talks to Krita only through ``host`` (the document door, ``document.KritaHost``). The view binds
+and live mode; it talks to Krita only through ``host`` (the document door, ``document.KritaHost``) and asks
+``client`` (the editor-independent core) for every rule: which box a mode reads, the job message, defaults from
+``welcome``, layer names, the connection with reconnect and server autostart, the live scheduler. The view binds
 widgets to it: it calls the public methods below and listens to the ``Event`` attributes. Every method runs on the UI
 thread; the connection's worker thread reaches the session through ``post``.
 """
@@ -9,24 +11,21 @@ thread; the connection's worker thread reaches the session through ``post``.
 from __future__ import annotations
 
 import functools
-import random
 import sys
-import time
 import traceback
+from pathlib import Path
 from typing import Callable, List, Optional
 
 from . import settings_store
-from .connection import CONNECTED, Connection
-from .jobs import CLASSICAL, MODE_STRENGTH, MODES, JobError, Settings, build_job, build_preprocess_job, defaults_for
 from .live import LiveLoop
 from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
-from .placement import masked
-from .progress_preview import Preview, preview_of
-from .server_process import LocalServer, ServerStartError, local_address
-from .wire import Box, protocol
+from .progress_preview import preview_of
+from .wire import client, protocol
 
-AUTOSTART_PAUSE = 8.0
-AUTOSTART_TRIES = 3
+CLIENT_NAME = "Paintbridge for Krita"
+CLIENT_VERSION = "0.2.0"
+PLUGIN_DIR = Path(__file__).resolve().parent
+cs, cjobs, cres, csession = client.settings, client.jobs, client.results, client.session
 
 
 def guarded(method: Callable) -> Callable:
@@ -36,7 +35,7 @@ def guarded(method: Callable) -> Callable:
     def wrapper(self: "Session", *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except (DocumentError, JobError, ServerStartError) as err:
+        except (DocumentError, client.errors.PaintbridgeError) as err:
             self.show_message(str(err), error=True)
         except Exception as err:  # a bug: keep Krita usable and say what happened
             traceback.print_exc(file=sys.stderr)
@@ -47,16 +46,51 @@ def guarded(method: Callable) -> Callable:
     return wrapper
 
 
+class _Forward(csession.Listener):
+    """The connection's callbacks (worker thread) handed to the session on the UI thread."""
+
+    def __init__(self, session: "Session", post: Callable[[Callable[[], None]], None]) -> None:
+        self.session, self.post = session, post
+
+    def state_changed(self, state, detail):
+        self.post(lambda: self.session.on_state(state, detail))
+
+    def welcomed(self, welcome):
+        self.post(lambda: self.session.on_welcome(welcome))
+
+    def models_changed(self, models):
+        self.post(lambda: self.session.on_models(models))
+
+    def job_sent(self, job_id, at):
+        self.post(lambda: self.session.on_job_sent(job_id, at))
+
+    def job_event(self, job_id, msg):
+        self.post(lambda: self.session.on_job_event(job_id, msg))
+
+    def job_result(self, job_id, msg):
+        self.post(lambda: self.session.on_job_result(job_id, msg))
+
+    def job_failed(self, job_id, code, message):
+        self.post(lambda: self.session.on_job_failed(job_id, code, message))
+
+    def job_cancelled(self, job_id):
+        self.post(lambda: self.session.on_job_cancelled(job_id))
+
+
 class Session:
     """Everything the Paintbridge panel knows and does, for whichever document is active."""
 
     def __init__(self, host, store: settings_store.Store, post: Callable[[Callable[[], None]], None],
-                 schedule: Callable[[float, Callable[[], None]], None], server: Optional[LocalServer] = None) -> None:
+                 schedule: Callable[[float, Callable[[], None]], None],
+                 server: Optional[client.server.LocalServer] = None) -> None:
         self.host = host
         self.store = store
-        self.server = server if server is not None else LocalServer()
+        self.server = server if server is not None else client.server.LocalServer(
+            client.server.read_server_command(PLUGIN_DIR), PLUGIN_DIR / "server.log")
         self.conn_settings = settings_store.load_connection(store)
-        self.settings: Settings = settings_store.load_job_settings(store)
+        self.settings: cs.Settings = settings_store.load_job_settings(store)
+        self.fixed_seed = settings_store.load_fixed_seed(store)
+        self.defaults = cs.Defaults()
         self.models: list = []
         self.device = ""
         self.controls: List[ControlSpec] = []
@@ -68,44 +102,49 @@ class Session:
         self.progress = (0, "")  # percent, text
         self.last_progress = (0, 0)
         self.preview_updates = 0  # writes of a result into the document's preview layer
-        self._last_autostart = -AUTOSTART_PAUSE
-        self._autostart_failures = 0
         self._pending_control: Optional[int] = None
         # Signals for the view.
         self.connection_changed = Event()  # (state, detail)
         self.models_changed = Event()  # ()
-        self.settings_changed = Event()  # (name, value); name "*" after a reload
-        self.job_changed = Event()  # () busy, progress
-        self.progress_preview = Event()  # (Preview)
+        self.settings_changed = Event()  # (name, value)
+        self.job_changed = Event()  # () busy, progress, live
+        self.progress_preview = Event()  # (progress_preview.Preview)
         self.progress_preview_ended = Event()  # ()
         self.results_changed = Event()  # ()
         self.result_selected = Event()  # (index)
         self.message_changed = Event()  # (text, error)
         self.controls_changed = Event()  # ()
-        self.status_hint = Event()  # (text, tooltip): "starting the local server…" and the like
-        self.connection = Connection(self, post)
+        self.connection = csession.Session(_Forward(self, post), CLIENT_NAME, CLIENT_VERSION, self.server,
+                                           client.server.Autostart() if self.conn_settings.autostart else None)
         self.live = LiveLoop(self, schedule)
-        self.set_mode(self.settings.mode, strength=self.settings.strength)
 
     def start(self) -> None:
         """Connect to the configured server (after the view has bound itself)."""
         self.connection.configure(self.conn_settings.url, self.conn_settings.token or None)
 
     # --- settings -----------------------------------------------------------------------------------------------------
+    def shown(self) -> cs.Settings:
+        """The settings with every "default" filled from the server's ``welcome`` (what the widgets show)."""
+        return cs.apply_defaults(self.settings, self.defaults, cs.model_entry(self.models, self.settings.model))
+
+    @property
+    def random_seed(self) -> bool:
+        return self.settings.seed < 0
+
     def _set(self, name: str, value) -> None:
         if getattr(self.settings, name) != value:
             setattr(self.settings, name, value)
-            self.settings_changed.emit(name, value)
+            self.settings_changed.emit(name, getattr(self.shown(), name))
             self.live.settings_changed()
 
     @guarded
-    def set_mode(self, mode: str, strength: Optional[float] = None) -> None:
+    def set_mode(self, mode: str) -> None:
         """Switch to ``mode`` (generate, inpaint, img2img, outpaint, upscale); the strength goes to its default."""
-        if mode not in MODES:
-            raise JobError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        client.modes.rule(mode)
         self.settings.mode = mode
         self.settings_changed.emit("mode", mode)
-        self._set("strength", float(strength if strength is not None else MODE_STRENGTH[mode]))
+        self._set("strength", None)
+        self.settings_changed.emit("strength", self.shown().strength)
 
     @guarded
     def set_prompt(self, prompt: str, negative: Optional[str] = None) -> None:
@@ -115,41 +154,40 @@ class Session:
 
     @guarded
     def set_option(self, name: str, value) -> None:
-        """Set one job setting by its ``Settings`` name (e.g. ``steps``, ``seed``, ``random_seed``, ``extend_left``)."""
+        """Set one job setting by its ``Settings`` name (e.g. ``steps``, ``seed``, ``extend_left``), or
+        ``random_seed`` (the seed field's "Random" box)."""
+        if name == "random_seed":
+            self._set("seed", -1 if value else self.fixed_seed)
+            self.settings_changed.emit("random_seed", bool(value))
+            return
         if name in ("mode", "prompt", "negative_prompt") or not hasattr(self.settings, name):
-            raise JobError(f"unknown option {name!r}")
-        current = getattr(self.settings, name)
+            raise client.errors.JobInputError(f"unknown option {name!r}")
         if name == "model" and value not in self.model_names():
-            raise JobError(f"{value!r} is not available for model")
+            raise client.errors.JobInputError(f"{value!r} is not available for model")
         if name == "upscaler" and value not in self.upscaler_names():
-            raise JobError(f"{value!r} is not available for upscaler")
-        value = type(current)(value) if not isinstance(current, bool) else bool(value)
+            raise client.errors.JobInputError(f"{value!r} is not available for upscaler")
+        if name == "seed":
+            self.fixed_seed = int(value)
+            settings_store.save_fixed_seed(self.store, self.fixed_seed)
+            if self.random_seed:
+                return
+        current = getattr(self.settings, name)
+        value = float(value) if isinstance(current, float) or name == "strength" else type(current)(value)
         self._set(name, value)
-        if name == "model":
-            self._apply_model_defaults(value)
+        if name == "model":  # the new model's family defaults
+            for field in ("steps", "cfg", "sampler"):
+                self._set(field, type(getattr(self.settings, field))())
+                self.settings_changed.emit(field, getattr(self.shown(), field))
 
     def model_names(self) -> List[str]:
-        """The values the model option takes: "" (the default), each checkpoint, the classical engine."""
-        return [""] + [m["name"] for m in self.checkpoints()] + [CLASSICAL]
+        """The values the model option takes: "" (the server's default), each checkpoint, the classical engine."""
+        return [""] + [m["name"] for m in self.checkpoints()] + [cs.CLASSICAL]
 
     def upscaler_names(self) -> List[str]:
         return [""] + [m["name"] for m in self.models if m.get("kind") == "upscaler"]
 
     def checkpoints(self) -> List[dict]:
         return [m for m in self.models if m.get("kind") == "checkpoint"]
-
-    def _model_entry(self, name: str) -> Optional[dict]:
-        checkpoints = self.checkpoints()
-        if name == "":
-            return checkpoints[0] if checkpoints else None
-        return next((m for m in checkpoints if m.get("name") == name), {"name": name})
-
-    def _apply_model_defaults(self, name: str) -> None:
-        defaults = defaults_for(self._model_entry(name))
-        if defaults.steps > 1:
-            self._set("steps", defaults.steps)
-            self._set("cfg", defaults.cfg)
-            self._set("sampler", defaults.sampler)
 
     # --- connection ---------------------------------------------------------------------------------------------------
     @property
@@ -164,10 +202,10 @@ class Session:
     def set_server(self, url: str, token: str = "", autostart: Optional[bool] = None) -> None:
         """Point the session at another server (kept in the host's settings) and connect at once."""
         self.conn_settings = settings_store.ConnectionSettings(
-            url=url.strip() or settings_store.DEFAULT_URL, token=token,
+            url=client.server.normalise_url(url or settings_store.DEFAULT_URL), token=token,
             autostart=self.conn_settings.autostart if autostart is None else autostart)
         settings_store.save_connection(self.store, self.conn_settings)
-        self._autostart_failures = 0
+        self.connection.autostart = client.server.Autostart() if self.conn_settings.autostart else None
         self.connection.configure(self.conn_settings.url, self.conn_settings.token or None)
         self.connection.reconnect_now()
 
@@ -177,52 +215,20 @@ class Session:
         if self.server.running:
             self.show_message("The local server is already running.")
             return
-        self._autostart_failures = 0
-        self._last_autostart = time.monotonic()
+        if not client.server.is_local(self.conn_settings.url):
+            raise client.errors.AddressError(f"{self.conn_settings.url} is not on this machine; start that server "
+                                             "where it runs")
         self.server.start(self.conn_settings.url, self.conn_settings.token or None)
-        self.status_hint.emit("Starting the local server…", "")
+        self.connection_changed.emit("connecting", "starting the local server")
         self.connection.reconnect_now()
 
-    @guarded
     def on_state(self, state: str, detail: str) -> None:
         self.connection_changed.emit(state, detail)
-        if state not in (CONNECTED, "connecting"):
-            self._maybe_autostart(detail)
         self.job_changed.emit()
 
-    def _maybe_autostart(self, detail: str) -> None:
-        """Start (or restart) the local server when the connection fails and the painter allows it.
-
-        At most one start per ``AUTOSTART_PAUSE`` seconds, and no more after ``AUTOSTART_TRIES`` starts that never
-        reached a welcome (a broken install would otherwise restart for ever).
-        """
-        if not (self.conn_settings.autostart and self.server.available
-                and local_address(self.conn_settings.url) is not None):
-            return
-        if self.server.running:
-            if not self.server.ready.is_set():
-                self.status_hint.emit("Starting the local server…", "")
-            return
-        now = time.monotonic()
-        if now - self._last_autostart < AUTOSTART_PAUSE:
-            return
-        if self._autostart_failures >= AUTOSTART_TRIES:
-            self.status_hint.emit("Not connected · the local server does not start",
-                                  self.server.last_output(12) or detail)
-            return
-        self._last_autostart = now
-        self._autostart_failures += 1
-        try:
-            self.server.start(self.conn_settings.url, self.conn_settings.token or None)
-        except ServerStartError as err:
-            self.show_message(str(err), error=True)
-            return
-        self.status_hint.emit("Starting the local server…", "")
-
-    @guarded
-    def on_welcome(self, welcome: dict) -> None:
-        self.device = welcome.get("device", "")
-        self._autostart_failures = 0
+    def on_welcome(self, welcome) -> None:
+        self.device = str(client.wire.field_of(welcome, "device", "") or "")
+        self.defaults = cs.Defaults.from_welcome(welcome)
 
     @guarded
     def on_models(self, models: list) -> None:
@@ -231,38 +237,44 @@ class Session:
             if getattr(self.settings, name) not in choices:
                 self._set(name, "")
         self.models_changed.emit()
+        for name in ("strength", "steps", "cfg", "sampler"):
+            self.settings_changed.emit(name, getattr(self.shown(), name))
         if self.connected:
-            self.connection_changed.emit(CONNECTED, self.connection.detail)
+            self.connection_changed.emit(csession.CONNECTED, self.connection.detail)
 
     # --- jobs ---------------------------------------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
         return self.job is not None
 
-    @guarded
-    def run(self, live: bool = False) -> Optional[str]:
-        """Start a job with the session's settings; returns its id (None when it could not start, with a message)."""
+    def _check_ready(self) -> None:
         if self.job is not None:
-            self.show_message("A job is already running: wait for it or cancel it.", error=True)
-            return None
+            raise client.errors.JobInputError("A job is already running: wait for it or cancel it.")
         if not self.connected:
-            raise JobError(f"Not connected to the Paintbridge server ({self.connection.detail}).")
+            raise client.errors.ServerUnavailable(
+                f"Not connected to the Paintbridge server ({self.connection.detail}).")
+
+    @guarded
+    def run(self) -> Optional[str]:
+        """Start a job with the session's settings; returns its id (None when it could not start, with a message)."""
+        self._check_ready()
+        settings_store.save_job_settings(self.store, self.settings)
         doc = self.host.active_document()
-        settings = Settings.from_dict(self.settings.to_dict())
-        if live:
-            settings = self.live.frame_settings(settings)
-        else:
-            settings_store.save_job_settings(self.store, settings)
-        inputs = self.host.read_inputs(doc, settings, list(self.controls))
-        if live and not self.live.worth_sending(settings, inputs):
-            return None
-        seed = random.randrange(0, 2**31) if settings.random_seed else settings.seed
-        job_id = self.connection.submit(build_job(settings, inputs, seed, previews=True))
-        self.job = RunningJob(job_id, "live" if live else "job", settings, doc, self.host.active_layer_id(doc),
-                              inputs.box, shape=inputs.mask if settings.mode == "generate" else None)
-        self._progress(0, "Queued…")
-        if not live:
-            self.show_message("")
+        settings = self.settings.replace()
+        inputs = self.host.capture(doc, settings, list(self.controls))
+        job_id = self.send(doc, settings, inputs, "job")
+        self.show_message("")
+        return job_id
+
+    def send(self, doc, settings: cs.Settings, inputs, kind: str) -> str:
+        """Build the job for ``inputs`` read from ``doc`` and send it; the session then waits for its events."""
+        job_id = csession.new_job_id("krita")
+        job = cjobs.build_job(settings, inputs, self.defaults, cs.model_entry(self.models, settings.model),
+                              job_id=job_id, previews=kind != "preprocess", live=kind == "live")
+        self.connection.submit(job, job_id)
+        self.job = RunningJob(job_id, kind, settings, doc, self.host.active_layer_id(doc), inputs.box,
+                              control_type=settings.preprocessor if kind == "preprocess" else "")
+        self._progress(0, "Preparing the control image…" if kind == "preprocess" else "Queued…")
         return job_id
 
     @guarded
@@ -283,43 +295,39 @@ class Session:
         job = self._current(job_id)
         if job is not None:
             job.sent = at
-            if job.kind == "live":
-                self.live.frame_sent(job)
+            self.live.frame_sent(job)
 
     @guarded
-    def on_job_event(self, job_id: str, msg: dict) -> None:
+    def on_job_event(self, job_id: str, msg) -> None:
         if self._current(job_id) is None:
             return
-        kind = msg["type"]
-        if kind == "progress" and msg.get("total"):
-            self.last_progress = (msg["step"], msg["total"])
-            self._progress(int(100 * msg["step"] / max(1, msg["total"])), f"Step {msg['step']} of {msg['total']}")
-        elif kind == "started":
-            self._progress(self.progress[0], "Working…")
-        elif kind == "queued" and msg.get("position"):
-            self._progress(self.progress[0], f"Queued (position {msg['position']})")
-        preview: Optional[Preview] = preview_of(msg) if kind == "progress" else None
+        fraction, text = csession.describe_event(msg)
+        if client.wire.message_type(msg) == "progress":
+            self.last_progress = (int(client.wire.field_of(msg, "step", 0)), int(client.wire.field_of(msg, "total", 0)))
+        if text is not None:
+            self._progress(int(100 * fraction) if fraction is not None else self.progress[0], text)
+        preview = preview_of(msg)
         if preview is not None:
             self.progress_preview.emit(preview)
 
     @guarded
-    def on_job_result(self, job_id: str, msg: dict) -> None:
+    def on_job_result(self, job_id: str, msg) -> None:
         job = self._current(job_id)
         if job is None:
             return
         self.job = None
         self.progress_preview_ended.emit()
         try:
-            images = [_result_image(layer) for layer in msg.get("layers", [])]
-            if not images:
-                raise JobError("The server returned no image.")
-            if job.shape is not None:
-                images = [_shaped(image, job.box, job.shape) for image in images]
+            layers = client.wire.result_layers(msg)
+            if not layers:
+                raise client.errors.JobError("internal", "The server returned no image.")
+            names = cres.layer_names(job.settings.mode, job.settings.prompt, layers, self.defaults.layer_name_length)
+            images = [ResultImage(cres.box_of(layer), cres.pixels_in(layer, protocol.BGRA8), layer.seed, name)
+                      for layer, name in zip(layers, names)]
             if not self.host.is_open(job.doc):
-                raise JobError("The image this job was made for was closed; the result was dropped.")
+                raise DocumentError("The image this job was made for was closed; the result was dropped.")
             if job.kind == "preprocess":
-                layer_id = self.host.insert_control_image(job.doc, images[0], f"Control: {job.control_type}",
-                                                          job.above_id)
+                layer_id = self.host.insert_control_image(job.doc, images[0], job.above_id)
                 self._attach_control(layer_id, job.control_type)
                 self.show_message(f"Added a {job.control_type} control layer (hidden; its eye shows it).")
                 return
@@ -328,12 +336,12 @@ class Session:
             self.select_result(0)
             if job.kind != "live":
                 count = len(images)
-                self.show_message(f"{count} result{'s' if count > 1 else ''} in {msg.get('elapsed', 0.0):.1f} s: "
+                elapsed = float(client.wire.field_of(msg, "elapsed", 0.0) or 0.0)
+                self.show_message(f"{count} result{'s' if count > 1 else ''} in {elapsed:.1f} s: "
                                   "pick one, then Apply or Discard.")
         finally:
             self._progress(100, "Done")
-            if job.kind == "live":
-                self.live.frame_ended(job, finished=True)
+            self.live.frame_ended(job, answered=True)
 
     @guarded
     def on_job_failed(self, job_id: str, code: str, message: str) -> None:
@@ -353,15 +361,14 @@ class Session:
         self._progress(0, status)
         if job.kind != "live" or error:
             self.show_message(message, error=error)
-        if job.kind == "live":
-            self.live.frame_ended(job, finished=False)
+        self.live.frame_ended(job, answered=error)
 
     # --- results ------------------------------------------------------------------------------------------------------
     @guarded
     def select_result(self, index: int) -> None:
         """Show result ``index`` of the batch in the preview layer."""
         if not 0 <= index < len(self.results):
-            raise JobError(f"there is no result {index + 1}; the batch has {len(self.results)}")
+            raise client.errors.JobInputError(f"there is no result {index + 1}; the batch has {len(self.results)}")
         self.selected_result = index
         self.result_selected.emit(index)
         job = self.result_job
@@ -371,18 +378,18 @@ class Session:
 
     @guarded
     def apply(self, index: Optional[int] = None) -> bool:
-        """Insert the chosen result as a new layer named after the prompt and seed; True when one was inserted."""
+        """Insert the chosen result as a new layer (named by ``client.results``); True when one was inserted."""
         job = self.result_job
         index = self.selected_result if index is None else index
         if job is None or not 0 <= index < len(self.results):
-            raise JobError("There is no result to apply.")
+            raise client.errors.JobInputError("There is no result to apply.")
         if not self.host.is_open(job.doc):
-            raise JobError("The image this result was made for was closed.")
+            raise DocumentError("The image this result was made for was closed.")
         image = self.results[index]
         if job.settings.mode == "upscale":
             self.host.open_as_new_document(image, f"Upscaled {image.box.width}x{image.box.height}", job.doc)
         else:
-            self.host.apply_result(job.doc, image, job.settings.prompt, job.settings.mode, job.above_id)
+            self.host.apply_result(job.doc, image, job.above_id)
         self._clear_results()
         self.show_message("Applied as a new layer." if job.settings.mode != "upscale"
                           else "Opened the upscaled image as a new document.")
@@ -404,7 +411,7 @@ class Session:
     @guarded
     def set_live(self, on: bool) -> None:
         """Turn live inpainting on or off (off stops cleanly: the job in flight is cancelled, the preview stays)."""
-        if on and self.settings.mode not in ("inpaint", "img2img"):
+        if on and self.settings.mode not in client.modes.LIVE_MODES:
             self.set_mode("inpaint")
         self.live.switch(on)
         self.job_changed.emit()
@@ -416,10 +423,10 @@ class Session:
                     start: float = 0.0, end: float = 1.0) -> Optional[ControlSpec]:
         """Add a control layer (``layer_id``: a node's uniqueId string; default: the active layer)."""
         if type not in protocol.CONTROL_TYPES:
-            raise JobError(f"unknown control type {type!r}; choose one of {', '.join(protocol.CONTROL_TYPES)}")
+            raise client.errors.JobInputError(f"unknown control type {type!r}; choose one of "
+                                              f"{', '.join(protocol.CONTROL_TYPES)}")
         if layer_id is None:
-            doc = self.host.active_document_or_none()
-            layer_id = self.host.active_layer_id(doc) if doc is not None else ""
+            layer_id = self.host.active_layer_id(self.host.active_document_or_none())
         spec = ControlSpec(layer_id or "", type, strength, start, end)
         self.controls.append(spec)
         self.controls_changed.emit()
@@ -431,7 +438,7 @@ class Session:
         spec = self.controls[index]
         for name, value in fields.items():
             if not hasattr(spec, name):
-                raise JobError(f"a control layer has no field {name!r}")
+                raise client.errors.JobInputError(f"a control layer has no field {name!r}")
             setattr(spec, name, value)
         self.live.settings_changed()
 
@@ -446,28 +453,21 @@ class Session:
         if index is None or not 0 <= index < len(self.controls):
             self.controls.append(ControlSpec(layer_id, control_type))
         else:
-            self.controls[index].layer_id = layer_id
-            self.controls[index].type = control_type
+            self.controls[index].layer_id, self.controls[index].type = layer_id, control_type
         self.controls_changed.emit()
 
     @guarded
     def control_from_image(self, control_type: Optional[str] = None, index: Optional[int] = None) -> Optional[str]:
-        """Run a ``preprocess`` job on the image and insert the control image as a new layer."""
-        if self.job is not None:
-            raise JobError("A job is already running: wait for it or cancel it.")
-        if not self.connected:
-            raise JobError(f"Not connected to the Paintbridge server ({self.connection.detail}).")
+        """Run a ``preprocess`` job on the image (the selection's box, or the canvas) and insert the control image as
+        a new layer."""
+        self._check_ready()
         if control_type is None:
             control_type = self.controls[index].type if index is not None else "canny"
         doc = self.host.active_document()
-        settings = Settings.from_dict(self.settings.to_dict())
-        box, image = self.host.read_canvas(doc, settings)
-        job_id = self.connection.submit(build_preprocess_job(control_type, box, image))
+        settings = self.settings.replace(mode="preprocess", preprocessor=control_type)
+        inputs = self.host.capture(doc, settings, [])
         self._pending_control = index
-        self.job = RunningJob(job_id, "preprocess", settings, doc, self.host.active_layer_id(doc), box,
-                              control_type=control_type)
-        self._progress(0, "Preparing the control image…")
-        return job_id
+        return self.send(doc, settings, inputs, "preprocess")
 
     # --- messages and shutdown ----------------------------------------------------------------------------------------
     def show_message(self, text: str, error: bool = False) -> None:
@@ -480,20 +480,3 @@ class Session:
         self.live.switch(False)
         self.connection.stop()
         self.server.stop(timeout=3.0)
-
-
-def _result_image(layer: dict) -> ResultImage:
-    parsed = protocol.ResultLayer.from_wire(layer)
-    data = parsed.data
-    if parsed.format == protocol.RGBA8:
-        data = protocol.convert_pixels(data, protocol.RGBA8, protocol.BGRA8)
-    elif parsed.format != protocol.BGRA8:
-        raise JobError(f"the server sent a {parsed.format} layer; expected bgra8")
-    return ResultImage(Box(parsed.x, parsed.y, parsed.width, parsed.height), data, parsed.seed, parsed.name)
-
-
-def _shaped(image: ResultImage, box: Box, mask: bytes) -> ResultImage:
-    """A generated image cut to the selection it was made for (soft edges kept)."""
-    if image.box != box:
-        return image
-    return ResultImage(image.box, masked(image.data, mask), image.seed, image.name)

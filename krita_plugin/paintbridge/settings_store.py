@@ -1,17 +1,19 @@
 """Panel settings as stored in the host's configuration (Krita: ``kritarc``, group ``paintbridge``), without Krita.
 
-The storage itself is a ``Store``: two calls, ``read(key, default) -> str`` and ``write(key, value)``.
+The job settings are ``client.settings.Settings`` in its stored form (the same format GIMP stores); the storage is a
+``Store``: two calls, ``read(key, default) -> str`` and ``write(key, value)``.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Dict, Optional, Protocol
 
-from .jobs import Settings
+from .wire import client
 
-DEFAULT_URL = "ws://127.0.0.1:7860"
+DEFAULT_URL = client.server.DEFAULT_URL
+Settings = client.settings.Settings
 
 
 class Store(Protocol):
@@ -22,7 +24,7 @@ class Store(Protocol):
 class MemoryStore:
     """A ``Store`` kept in a dict (tests, and a host without persistent settings)."""
 
-    def __init__(self, values: dict | None = None) -> None:
+    def __init__(self, values: Optional[Dict[str, str]] = None) -> None:
         self.values = dict(values or {})
 
     def read(self, key: str, default: str) -> str:
@@ -64,3 +66,15 @@ def load_job_settings(store: Store) -> Settings:
 
 def save_job_settings(store: Store, settings: Settings) -> None:
     store.write("job_settings", json.dumps(settings.to_dict()))
+
+
+def load_fixed_seed(store: Store) -> int:
+    """The seed the panel's seed field shows (kept while "Random" is ticked, when ``Settings.seed`` is -1)."""
+    try:
+        return max(0, int(store.read("fixed_seed", "0")))
+    except ValueError:
+        return 0
+
+
+def save_fixed_seed(store: Store, seed: int) -> None:
+    store.write("fixed_seed", str(int(seed)))

@@ -6,13 +6,15 @@ from __future__ import annotations
 from typing import List, Optional
 
 from . import widgets
-from .connection import CONNECTED, CONNECTING
-from .jobs import CLASSICAL, MODE_LABELS, MODES
 from .progress_preview import Preview, fit_size
 from .qt_compat import QtGui, QtWidgets, Qt, Signal, qimage_from_bgra8, qimage_from_rgba8
 from .session import Session
 from .settings_store import DEFAULT_URL
-from .widgets import PREVIEW_HEIGHT, THUMB
+from .widgets import MODES, PREVIEW_HEIGHT, SHORT_MODE_NAMES, THUMB
+from .wire import client
+
+CONNECTED, CONNECTING = client.session.CONNECTED, client.session.CONNECTING
+CLASSICAL = client.settings.CLASSICAL
 
 STATE_COLORS = {"connected": "#3fb950", "connecting": "#d29922", "disconnected": "#f85149", "refused": "#f85149"}
 SPINS = ("steps", "cfg", "seed", "batch", "refine", "extend_left", "extend_top", "extend_right", "extend_bottom")
@@ -86,9 +88,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
 
     # --- session -> widgets -------------------------------------------------------------------------------------------
     def _show_settings(self) -> None:
-        st = self.session.settings
-        for name in ("prompt", "negative_prompt", "mode", "strength", "random_seed") + SPINS + COMBOS:
+        st = self.session.shown()
+        for name in ("prompt", "negative_prompt", "mode", "strength") + SPINS + COMBOS:
             self._on_setting(name, getattr(st, name))
+        self._on_setting("random_seed", self.session.random_seed)
 
     def _on_setting(self, name: str, value) -> None:
         if name == "mode":
@@ -98,8 +101,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.strength_row.setVisible(value in ("img2img", "inpaint"))
             self.outpaint_box.setVisible(value == "outpaint")
             self.upscale_box.setVisible(value == "upscale")
-            self.live_button.setEnabled(value in ("inpaint", "img2img"))
-            self.run_button.setText(MODE_LABELS[value].split(" (")[0])
+            self.live_button.setEnabled(value in client.modes.LIVE_MODES)
+            self.run_button.setText(SHORT_MODE_NAMES[value])
             return
         if name in ("prompt", "negative_prompt"):
             edit = self.prompt_edit if name == "prompt" else self.negative_edit
@@ -107,6 +110,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
                 edit.blockSignals(True)
                 edit.setPlainText(value)
                 edit.blockSignals(False)
+            return
+        if name == "seed":
+            value = self.session.fixed_seed
+        if value is None:
             return
         if name == "strength":
             widget, value = self.strength_slider, int(round(value * 100))

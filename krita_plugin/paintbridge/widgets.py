@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .jobs import MODE_LABELS, MODES
 from .model import ControlSpec
 from .qt_compat import QtCore, QtWidgets, Qt
 from .wire import protocol
 
 THUMB = 88
 PREVIEW_HEIGHT = THUMB + 26  # the in-progress preview's area (it takes the result thumbnails' place)
+MODES = ("generate", "inpaint", "img2img", "outpaint", "upscale")  # the panel's tabs (client.modes has the rules)
+MODE_LABELS = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine (img2img)", "outpaint": "Outpaint",
+               "upscale": "Upscale (the selection, or the whole image)"}
 SHORT_MODE_NAMES = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine", "outpaint": "Outpaint",
                     "upscale": "Upscale"}
 

@@ -339,6 +339,28 @@ def inpaint_apply_undo(ses, doc, tag, record):
     record["layers_undone"] = layers(doc)
 
 
+def server_pid(ses):
+    process = ses.server.process
+    return process.pid if process is not None and ses.server.running else None
+
+
+def native_to_bgra8(doc, raw):
+    from paintbridge import pixels
+    linear = doc.colorDepth() != "U8" and pixels.is_linear_profile(doc.colorProfile())
+    return pixels.to_bgra8(bytes(raw), doc.colorDepth(), linear)
+
+
+def activate(doc):
+    """Make ``doc`` the active document again (show its view)."""
+    window = K.activeWindow()
+    for view in window.views():
+        if view.document() == doc:
+            window.showView(view)
+            view.setVisible()
+            break
+    yield 400
+
+
 # --- real brush strokes on the canvas ------------------------------------------------------------------------------
 
 CANVAS = {}  # widget, and the document -> widget map: (x0, y0, scale)
@@ -447,7 +469,7 @@ def scenario_classical():
     R["connected"] = ses.connection_state
     R["status_text"] = panel.status_label.text()
     R["device"] = ses.device
-    R["server_pid"] = ses.server.pid
+    R["server_pid"] = server_pid(ses)
     R["server_started_by_plugin"] = ses.server.running
 
     doc = new_doc("pb-classical")
@@ -629,7 +651,7 @@ def scenario_classical():
     select_rect(doc, 40, 30, 24, 20)
     yield 300
     rec["layers_before"] = layers(doc)
-    pid = ses.server.pid
+    pid = server_pid(ses)
     rec["pid"] = pid
     if pid:
         os.kill(pid, signal.SIGSTOP)
@@ -644,7 +666,7 @@ def scenario_classical():
         yield Until(lambda: ses.connection_state != "connected", 20)
         yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
         rec["reconnected"] = ses.connection_state == "connected"
-        rec["new_pid"] = ses.server.pid
+        rec["new_pid"] = server_pid(ses)
         rec["status_text"] = panel.status_label.text()
         yield from run_job(ses, rec.setdefault("after", {}))
         ses.discard()
@@ -694,10 +716,13 @@ def scenario_classical():
         yield from apply_result(ses, ddoc, rec, f"{depth}-new", 64, 48)
         rec["user_after"] = dump(f"{depth}-user-after", dnode.pixelData(0, 0, 64, 48))
 
-    # Upscale opens the result as a new document; the original stays as it was.
+    # Upscale opens the result as a new document; the original stays as it was. Without a selection the whole
+    # canvas is upscaled, with one only the selection's box (the same rule as in GIMP).
     mark("upscale")
     R["upscale"] = rec = {"documents_before": len(K.documents())}
     udoc = K.activeDocument()
+    deselect(udoc)
+    yield 300
     rec["source"] = [udoc.name(), udoc.width(), udoc.height()]
     rec["source_layers"] = layers(udoc)
     ses.set_mode("upscale")
@@ -710,6 +735,25 @@ def scenario_classical():
     newest = docs[-1]
     rec["new_document"] = [newest.name(), newest.width(), newest.height()]
     rec["source_layers_after"] = layers(udoc)
+    mark("upscale_selection")
+    R["upscale_selection"] = rec = {"documents_before": len(K.documents())}
+    yield from activate(udoc)
+    select_rect(udoc, 8, 8, 24, 16)
+    yield 300
+    rec["active"] = K.activeDocument().name()
+    rec["source_layers"] = layers(udoc)
+    rec["source_pixels"] = dump("upscale-source", native_to_bgra8(udoc, find(udoc, "Paint").pixelData(8, 8, 24, 16)))
+    yield from run_job(ses, rec)
+    rec["applied"] = ses.apply()
+    yield 600
+    newest = K.documents()[-1]
+    rec["documents_after"] = len(K.documents())
+    rec["new_document"] = [newest.name(), newest.width(), newest.height()]
+    newest.refreshProjection()
+    yield 300
+    rec["new_pixels"] = dump("upscale-selection-new", newest.pixelData(0, 0, newest.width(), newest.height()))
+    rec["source_layers_after"] = layers(udoc)
+    deselect(udoc)
 
     # Other colour models are refused with a message, not a dialog.
     cdoc = new_doc("pb-cmyk", model="CMYKA", depth="U8", w=32, h=32)
@@ -729,7 +773,7 @@ def scenario_diffusion():
     yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
     mark("connected")
     R["connected"] = ses.connection_state
-    R["server_pid"] = ses.server.pid
+    R["server_pid"] = server_pid(ses)
     R["models"] = [panel.model_box.itemData(i) for i in range(panel.model_box.count())]
     doc = new_doc("pb-diffusion")
     yield 400
@@ -841,6 +885,35 @@ def scenario_diffusion():
     rec.update(panel_state(ses))
     rec["layers_after"] = layers(doc)
     R["user_after"] = snapshot(doc, "user-after", user)
+
+    # Generate into a soft elliptical selection on the document GIMP's host test uses too (tests/ellipse_case.py).
+    mark("generate_ellipse")
+    case = CONFIG["ellipse"]
+    R["generate_ellipse"] = rec = {}
+    w, h = case["width"], case["height"]
+    edoc = new_doc("pb-ellipse", w=w, h=h)
+    yield 400
+    enode = edoc.createNode("Paint", "paintlayer")
+    edoc.rootNode().addChildNode(enode, None)
+    enode.setPixelData(QByteArray(open(case["image"], "rb").read()), 0, 0, w, h)
+    edoc.setActiveNode(enode)
+    yield 300
+    sel = Selection()
+    sel.select(0, 0, w, h, 0)
+    sel.setPixelData(QByteArray(open(case["selection"], "rb").read()), 0, 0, w, h)
+    edoc.setSelection(sel)
+    yield 300
+    rec["selection_pixels"] = dump("ellipse-case-selection", edoc.selection().pixelData(0, 0, w, h))
+    ses.set_mode("generate")
+    ses.set_option("model", case["model"])
+    ses.set_prompt(case["prompt"], "")
+    ses.set_option("steps", case["steps"])
+    ses.set_option("batch", 1)
+    ses.set_option("random_seed", False)
+    ses.set_option("seed", case["seed"])
+    rec["layers_before"] = layers(edoc)
+    yield from run_job(ses, rec, timeout=300)
+    yield from apply_result(ses, edoc, rec, "ellipse-case-new", w, h)
     mark("done")
 
 
