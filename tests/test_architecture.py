@@ -73,3 +73,43 @@ def test_plugins_use_only_what_the_host_python_has(path):
 @pytest.mark.parametrize("path", sources("server"), ids=lambda p: str(p.relative_to(REPO)))
 def test_server_never_imports_a_plugin(path):
     assert not imported_top_modules(path) & {"krita_plugin", "gimp_plugin", "krita", "gi", "PyQt5", "PyQt6"}
+
+
+def _relative_imports(path: Path) -> set:
+    """The sibling modules a file imports with ``from .x import ...`` / ``from . import x``."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+    return names
+
+
+KRITA = REPO / "krita_plugin" / "paintbridge"
+
+
+def test_only_the_document_door_imports_krita():
+    importers = sorted(p.name for p in sources("krita_plugin") if "krita" in imported_top_modules(p))
+    assert importers == ["document.py"], importers
+
+
+@pytest.mark.parametrize("name", ["session.py", "live.py", "model.py", "settings_store.py", "progress_preview.py",
+                                  "pixels.py", "wire.py"])
+def test_krita_session_side_needs_neither_qt_nor_krita(name):
+    """The session and what it uses run without Qt and without Krita (tests/test_krita_logic.py runs them so)."""
+    path = KRITA / name
+    assert not imported_top_modules(path) & HOST_BINDINGS, name
+    assert not _relative_imports(path) & {"document", "qt_compat", "view", "widgets", "docker"}, name
+
+
+def test_krita_plugin_uses_client_and_protocol_never_server():
+    used = set().union(*(_relative_imports(p) for p in KRITA.glob("*.py")))
+    assert "wire" in used  # client/ and protocol/ come in through wire.py, vendored or from the repository
+    wire = imported_top_modules(KRITA / "wire.py") | _relative_imports(KRITA / "wire.py")
+    assert {"client", "protocol"} <= wire
+    for path in KRITA.glob("*.py"):
+        assert "server" not in imported_top_modules(path), path.name
+
+
+def test_no_krita_plugin_file_is_over_500_lines():
+    for path in KRITA.glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 500, path.name

@@ -384,6 +384,7 @@ class ChangeWatch:
     def __init__(self, callback: Callable[[], None], fallback_ms: int = 400) -> None:
         self.callback = callback
         self.events = 0  # undo-stack notifications seen
+        self._pending = False
         self._model = history_model()
         self.event_driven = self._model is not None
         if self._model is not None:
@@ -398,7 +399,18 @@ class ChangeWatch:
 
     def _on_history(self) -> None:
         self.events += 1
-        self.callback()
+        self._notify()
+
+    def _notify(self) -> None:
+        """Call back once, from the event loop (never inside Krita's own signal; two resets in a row: one call)."""
+        if not self._pending:
+            self._pending = True
+            QtCore.QTimer.singleShot(0, self._deliver)
+
+    def _deliver(self) -> None:
+        self._pending = False
+        if self._timer is not None:
+            self.callback()
 
     def _poll(self) -> None:
         try:
@@ -407,14 +419,15 @@ class ChangeWatch:
             return
         if state != self._state:
             self._state = state
-            self.callback()
+            self._notify()
             return
         self._ticks += 1
         if not self.event_driven and self._ticks % self._fallback_every == 0:
-            self.callback()
+            self._notify()
 
     def stop(self) -> None:
         self._timer.stop()
+        self._timer = None
         if self._model is not None:
             try:
                 self._model.modelReset.disconnect(self._on_history)

@@ -36,6 +36,8 @@ class LiveLoop:
         self._inputs: Optional[tuple] = None  # (signature, doc, settings, inputs, changed_at) of the latest read
         self._watch = None
         self._waiting_until = 0.0
+        self._reading = False  # reading lets Krita run events; a change meanwhile is read again afterwards
+        self._again = False
 
     def switch(self, on: bool) -> None:
         if on == self.on:
@@ -65,6 +67,19 @@ class LiveLoop:
         """Something in the document or the settings may have changed (UI thread): read once, tell the scheduler."""
         if not self.on:
             return
+        if self._reading:
+            self._again = True
+            return
+        self._reading = True
+        try:
+            self._read_and_tell()
+        finally:
+            self._reading = False
+        if self._again:
+            self._again = False
+            self.changed()
+
+    def _read_and_tell(self) -> None:
         self.changes += 1
         now = self.clock()
         session = self.session

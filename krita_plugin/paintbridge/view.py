@@ -76,7 +76,6 @@ class PaintbridgePanel(QtWidgets.QWidget):
         # session -> widgets
         s.settings_changed.connect(self._on_setting)
         s.connection_changed.connect(self._on_connection)
-        s.status_hint.connect(self._on_status_hint)
         s.models_changed.connect(self._fill_model_boxes)
         s.job_changed.connect(self._update_run)
         s.progress_preview.connect(self._show_progress_preview)
@@ -143,13 +142,11 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.status_label.setText(f"<b>Connected</b> · {models}<br><small>{s.device or detail}</small>")
             self.status_label.setToolTip(f"{detail}\n{s.device}")
         else:
-            self.status_label.setText("Connecting…" if state == CONNECTING else "Not connected")
-            self.status_label.setToolTip(detail)
-
-    def _on_status_hint(self, text: str, tooltip: str) -> None:
-        self.status_label.setText(text)
-        if tooltip:
-            self.status_label.setToolTip(tooltip)
+            starting = "starting the local server" in detail
+            text = "Starting the local server…" if starting else "Connecting…" if state == CONNECTING else \
+                "Not connected"
+            self.status_label.setText(text)
+            self.status_label.setToolTip(s.server.last_output(12) if starting and s.server.running else detail)
 
     def _on_message(self, text: str, error: bool) -> None:
         self.message_label.setText(text)
