@@ -242,7 +242,7 @@ def test_live_mode_reads_pixels_only_after_a_change(session_setup):
     assert host.pixel_reads == reads and not host.watchers  # off: no watch, no reads
 
 
-def test_the_view_binds_widgets_to_the_session_both_ways():
+def test_the_view_binds_widgets_to_the_session_both_ways(tmp_path):
     """The panel under the system Python's PyQt5 (Krita's own binding on Debian), offscreen, on a memory document."""
     python = Path("/usr/bin/python3")
     probe = subprocess.run([str(python), "-c", "import PyQt5.QtWidgets"], capture_output=True) if python.exists() \
@@ -252,5 +252,5 @@ def test_the_view_binds_widgets_to_the_session_both_ways():
     site = next(Path(sys.prefix, "lib").glob("python3*/site-packages"))  # msgpack/websockets for protocol
     out = subprocess.run([str(python), str(REPO / "tests" / "hosts" / "krita_view_check.py"), str(REPO)],
                          capture_output=True, text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin",
-                                                              "XDG_RUNTIME_DIR": "/tmp"}, timeout=120)
+                                                              "XDG_RUNTIME_DIR": str(tmp_path)}, timeout=120)
     assert out.returncode == 0 and "view ok" in out.stdout, out.stdout + out.stderr
