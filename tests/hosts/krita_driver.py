@@ -411,9 +411,9 @@ def calibrate_canvas(doc, R):
     from paintbridge.document import wait_idle
     widget = canvas_widget()
     CANVAS["widget"] = widget
+    active = doc.activeNode()
     scratch = doc.createNode("pb-calibrate", "paintlayer")
     doc.rootNode().addChildNode(scratch, None)
-    active = doc.activeNode()
     yield 300
     doc.setActiveNode(scratch)
     yield 300
@@ -426,6 +426,7 @@ def calibrate_canvas(doc, R):
         yield 400
         wait_idle(doc)
         found.append(((wx, wy), _centroid(scratch, doc)))
+        R.setdefault("calibration", []).append(found[-1])
         scratch.setPixelData(QByteArray(bytes(doc.width() * doc.height() * 4)), 0, 0, doc.width(), doc.height())
         yield 200
     (w1, d1), (w2, d2) = found
@@ -448,8 +449,17 @@ def frame_after(ses, t):
 
 def live_stroke(ses, doc, rec, tag, points, updates):
     """Paint a stroke in live mode; wait for the frame it starts; record the stroke-to-job-sent latency."""
+    paint = find(doc, "Paint")
+    doc.setActiveNode(paint)
+    yield 300
+    before = bytes(paint.pixelData(0, 0, doc.width(), doc.height()))
+    changes, events = ses.live.changes, ses.live._watch.events
+    rec[f"{tag}_active"] = doc.activeNode().name()
     lifted = stroke(points)
-    yield Until(lambda: ses.preview_updates >= updates and not ses.busy, 60, poll=5)
+    yield Until(lambda: ses.preview_updates >= updates and not ses.busy, 20, poll=5)
+    after = bytes(paint.pixelData(0, 0, doc.width(), doc.height()))
+    rec[f"{tag}_painted"] = sum(1 for i in range(3, len(after), 4) if after[i - 3:i + 1] != before[i - 3:i + 1])
+    rec[f"{tag}_changes"] = [ses.live.changes - changes, ses.live._watch.events - events]
     rec[f"{tag}_frame"] = frame_after(ses, lifted)
 
 
