@@ -141,7 +141,7 @@ def build_job(
     previews: bool = False,
     live: bool = False,
     result_format: Optional[str] = None,
-):
+) -> "protocol.Job":
     """The job for ``settings`` and ``inputs``; defaults filled from ``defaults`` for the model ``entry``
     (``settings.model_entry``). Raises JobInputError naming what to change. ``result_format`` defaults to the
     image's pixel format."""
@@ -160,7 +160,7 @@ def build_job(
         raise JobInputError(f"{r.label} takes no mask; read the box that modes.plan_read gives without one")
     mask = None
     if inputs.mask is not None:
-        if not any(inputs.mask):
+        if inputs.mask.count(0) == len(inputs.mask):  # C speed, also for a 24-megapixel mask
             raise JobInputError("The mask is empty inside the area to work on: select (or paint white on the mask) "
                                 "where the image should change")
         mask = _payload(box, protocol.GRAY8, inputs.mask, "mask")

@@ -10,7 +10,7 @@ Rules:
   pending one (latest wins: intermediate states are never sent).
 - The running frame is cancelled when its inputs are stale (the pending inputs differ) and the model is slow: the
   measured frame time is at least ``slow`` seconds and more than ``fast`` seconds of it are still to go.
-- Debounce adapts to the measured frame time (the median of the last few answered frames): none while frames take
+- Debounce adapts to the measured frame time (the median of the last few frames with a result): none while frames take
   at most ``fast`` seconds (or nothing is measured yet), else half the frame time, at most ``max_debounce``.
 - Inputs that already produced an answer (a result or an error) are not sent again until they change or ``forget``.
 """
@@ -30,6 +30,10 @@ IDLE = "idle"  # nothing to do until the inputs change
 WAIT = "wait"  # ask again at ``Action.at``
 START = "start"  # start a frame for ``Action.signature``
 CANCEL = "cancel"  # cancel the running frame ``Action.job_id``
+
+RESULT = "result"  # a frame ended with a result (its time is measured)
+FAILED = "failed"  # a frame ended with an error (answered: not sent again until the inputs change)
+CANCELLED = "cancelled"  # a frame was cancelled or its connection lost (sent again if its inputs are still the latest)
 
 
 @dataclass(frozen=True)
@@ -73,15 +77,17 @@ class LiveScheduler:
         """A frame for ``signature`` was sent as ``job_id``."""
         self._running = _Frame(job_id, signature, now)
 
-    def finished(self, job_id: str, now: float, answered: bool = True) -> None:
-        """Frame ``job_id`` ended: ``answered`` = with a result or a final error; False = cancelled or lost
-        (its inputs will be sent again if they are still the latest)."""
+    def finished(self, job_id: str, now: float, outcome: str = RESULT) -> None:
+        """Frame ``job_id`` ended with ``outcome``: RESULT, FAILED or CANCELLED."""
+        if outcome not in (RESULT, FAILED, CANCELLED):
+            raise ValueError(f"unknown outcome {outcome!r}; one of {RESULT}, {FAILED}, {CANCELLED}")
         frame = self._running
         if frame is None or frame.job_id != job_id:
             return
         self._running = None
-        if answered:
+        if outcome != CANCELLED:
             self._answered = frame.signature
+        if outcome == RESULT:
             self._times.append(max(0.0, now - frame.started_at))
 
     def forget(self) -> None:
@@ -96,7 +102,7 @@ class LiveScheduler:
     # --- what to do ---------------------------------------------------------------------------------------------------
     @property
     def frame_time(self) -> Optional[float]:
-        """The median time of the last answered frames (None before the first)."""
+        """The median time of the last frames that ended with a result (None before the first)."""
         return statistics.median(self._times) if self._times else None
 
     @property

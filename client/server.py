@@ -6,6 +6,8 @@
   (``install.record_server_command``); the launcher adds ``--host``/``--port`` (and ``--token``).
 - ``LocalServer``: starts that command (output to a log file), says when it listens, stops it.
 - ``Autostart``: at most one start per pause, and none after a few starts that never reached a welcome.
+- ``ServerSettings``: the remembered address, tokens (kept per address, so a token never travels to another server)
+  and autostart switch, in the one stored form both plugins keep.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from .errors import AddressError, ServerStartError
@@ -73,7 +76,7 @@ def is_local(url: str) -> bool:
 # --- the recorded command --------------------------------------------------------------------------------------------
 
 def read_server_command(plugin_dir: Path) -> Optional[List[str]]:
-    """The command the installer recorded in ``plugin_dir/server.json`` (None when there is none or it is unreadable)."""
+    """The command the installer recorded in ``plugin_dir/server.json`` (None when there is none or unreadable)."""
     try:
         data = json.loads((Path(plugin_dir) / SERVER_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -224,3 +227,52 @@ class Autostart:
         """A connection succeeded: the server works, start counting afresh."""
         self.failures = 0
         self._last = None
+
+
+# --- remembered server settings --------------------------------------------------------------------------------------
+
+@dataclass
+class ServerSettings:
+    """Which server a plugin talks to, remembered between sessions."""
+
+    url: str = DEFAULT_URL
+    tokens: Dict[str, str] = field(default_factory=dict)  # normalised address -> token
+    autostart: bool = True  # start the recorded local server when a local address does not answer
+
+    def token_for(self, url: str) -> Optional[str]:
+        """The token remembered for ``url`` (None when there is none)."""
+        try:
+            return self.tokens.get(normalise_url(url)) or None
+        except AddressError:
+            return None
+
+    def target(self, server: str = "", token: str = "") -> Tuple[str, Optional[str]]:
+        """(url, token) to connect to: the given ones, else the remembered ones (the token of that address)."""
+        url = normalise_url(server) if server.strip() else normalise_url(self.url or DEFAULT_URL)
+        return url, token.strip() or self.token_for(url)
+
+    def remember(self, url: str, token: Optional[str]) -> None:
+        """Remember an address (and its token) that was used successfully."""
+        self.url = normalise_url(url)
+        if token:
+            self.tokens[self.url] = token
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"server": self.url, "tokens": dict(self.tokens), "autostart": self.autostart}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ServerSettings":
+        """The stored form back; anything unreadable falls back to the default."""
+        out = cls()
+        if not isinstance(data, Mapping):
+            return out
+        try:
+            out.url = normalise_url(str(data.get("server") or DEFAULT_URL))
+        except AddressError:
+            pass
+        tokens = data.get("tokens")
+        if isinstance(tokens, Mapping):
+            out.tokens = {str(k): v for k, v in tokens.items() if isinstance(v, str) and v}
+        if isinstance(data.get("autostart"), bool):
+            out.autostart = data["autostart"]
+        return out

@@ -11,7 +11,6 @@ Every failure becomes a ``client.errors`` exception (or a callback) whose messag
 from __future__ import annotations
 
 import queue
-import secrets
 import threading
 import time
 from pathlib import Path
@@ -31,8 +30,8 @@ REFUSED = "refused"
 
 
 def new_session_id() -> str:
-    """A client session id (``hello.session``): 22 URL-safe characters, made once per plugin session."""
-    return secrets.token_urlsafe(16)
+    """A client session id (``hello.session``), made once per plugin session."""
+    return client_module().new_session_id()
 
 
 def new_job_id(prefix: str) -> str:
@@ -84,15 +83,10 @@ def _reason(err: Exception) -> str:
 
 def make_client(url: str, token: Optional[str], client_name: str, client_version: str,
                 session_id: Optional[str] = None, open_timeout: float = 5.0):
-    """A ``protocol.client.Client`` for ``url`` (not connected yet), carrying the session id when it can."""
-    cm = client_module()
-    kwargs = dict(client_name=client_name, client_version=client_version, token=token, open_timeout=open_timeout)
-    if session_id is not None:
-        try:
-            return cm.Client(url, session=session_id, **kwargs)
-        except TypeError:  # a protocol 1.0 transport: no sessions
-            pass
-    return cm.Client(url, **kwargs)
+    """A ``protocol.client.Client`` for ``url`` (not connected yet) carrying the plugin's session id (a fresh one
+    when None). The transport itself reconnects with back-off and that id while a job waits."""
+    return client_module().Client(url, client_name=client_name, client_version=client_version, token=token,
+                                  open_timeout=open_timeout, session=session_id)
 
 
 def handshake(client) -> Any:
@@ -250,8 +244,9 @@ class Session:
         self.backoff.reset()
         self._commands.put(("reconnect",))
 
-    def submit(self, job: Any, job_id: str) -> str:
-        """Queue ``job`` (built with ``job_id``); events arrive through the listener."""
+    def submit(self, job: Any) -> str:
+        """Queue ``job`` (a ``protocol.Job``); returns its id. Events arrive through the listener."""
+        job_id = str(field_of(job, "id"))
         self._commands.put(("job", job, job_id))
         return job_id
 

@@ -42,32 +42,23 @@ def job_message(
     result_format: str,
     previews: bool,
     live: bool,
-) -> Dict[str, Any]:
-    """The ``job`` message for these fields: the only function that knows how a job travels.
-
-    Until ``protocol.Job`` exists this is the wire map; then it becomes ``protocol.Job(...)`` (one edit).
-    """
-    msg: Dict[str, Any] = {
-        "type": "job", "id": job_id, "mode": mode, "model": model, "prompt": prompt,
-        "negative_prompt": negative_prompt, "params": dict(params), "x": int(x), "y": int(y),
-        "result_format": result_format, "previews": bool(previews),
-        "controls": [dict(c, image=c["image"].to_wire()) for c in controls],
-    }
-    if image is not None:
-        msg["image"] = image.to_wire()
-    if mask is not None:
-        msg["mask"] = mask.to_wire()
-    if live:
-        msg["live"] = True
-    return msg
+) -> "protocol.Job":
+    """The ``protocol.Job`` for these fields: the only function that knows how a job travels."""
+    params = dict(params)
+    if "extend" in params:
+        params["extend"] = protocol.Extend(**params["extend"])
+    return protocol.Job(
+        id=job_id, mode=mode, model=model, prompt=prompt, negative_prompt=negative_prompt, image=image, mask=mask,
+        controls=tuple(protocol.Control(**c) for c in controls), params=protocol.Params(**params), x=int(x),
+        y=int(y), result_format=result_format, previews=bool(previews), live=bool(live),
+    )
 
 
 def message_type(msg: Any) -> str:
     """The ``type`` of a server message, whether it is a wire map or a typed message object."""
     if isinstance(msg, dict):
         return str(msg.get("type", ""))
-    kind = getattr(msg, "type", None)
-    return str(kind) if isinstance(kind, str) else type(msg).__name__.lower()
+    return str(getattr(msg, "type", "") or "")
 
 
 def field_of(msg: Any, name: str, default: Any = None) -> Any:

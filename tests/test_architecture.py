@@ -113,3 +113,27 @@ def test_krita_plugin_uses_client_and_protocol_never_server():
 def test_no_krita_plugin_file_is_over_500_lines():
     for path in KRITA.glob("*.py"):
         assert len(path.read_text().splitlines()) <= 500, path.name
+
+
+# GIMP's document API: only gimp_plugin/host.py reads or writes images, layers, selections and buffers.
+GIMP_DOCUMENT_API = {"Image", "Layer", "LayerMask", "GroupLayer", "Selection", "Item", "Drawable", "Channel",
+                     "Display", "displays_flush", "edit_copy", "edit_paste", "directory"}
+
+
+def gimp_attributes(path: Path) -> set:
+    tree = ast.parse(path.read_text(), str(path))
+    return {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "Gimp"}
+
+
+@pytest.mark.parametrize("path", [p for p in sources("gimp_plugin") if p.name != "host.py"], ids=lambda p: p.name)
+def test_only_host_py_touches_gimps_document_api(path):
+    assert "Gegl" not in path.read_text(), f"{path.name} uses GEGL buffers; pixel access belongs in host.py"
+    used = gimp_attributes(path) & GIMP_DOCUMENT_API
+    assert not used, f"{path.name} uses Gimp.{', Gimp.'.join(sorted(used))}; document access belongs in host.py"
+
+
+@pytest.mark.parametrize("path", sources("gimp_plugin") + sources("client"), ids=lambda p: str(p.relative_to(REPO)))
+def test_plugin_modules_stay_small(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= 500, f"{path.relative_to(REPO)} has {lines} lines; split it by job (500 at most)"

@@ -11,7 +11,7 @@ from client.settings import Defaults, Settings
 from clientdoc import MemoryDocument, Reader, ellipse_mask, gradient
 from protocol.geometry import Box, context_box
 from protocol.images import BGRA8, RGBA8
-from protocol.messages import Limits, parse_client_message
+from protocol.messages import Extend, Limits, Params, parse_client_message
 
 W, H = 96, 64
 WELCOME = {"type": "welcome", "protocol": "1.1", "server_version": "x", "defaults": {
@@ -26,13 +26,16 @@ def doc(selected: bool = True) -> MemoryDocument:
     return MemoryDocument(W, H, gradient(W, H), sel, {"sketch": gradient(W, H)[::-1]})
 
 
-def job_for(settings: Settings, document: MemoryDocument, fmt: str = RGBA8, controls=(), entry=None, **kw) -> dict:
+def job_for(settings: Settings, document: MemoryDocument, fmt: str = RGBA8, controls=(), entry=None, **kw):
     inputs = capture(settings, document.selection_bounds(), W, H, Reader(document, fmt), controls)
     return build_job(settings, inputs, Defaults.from_welcome(WELCOME), entry, job_id="j1", **kw)
 
 
-def accepted(job: dict) -> dict:
-    return parse_client_message(job, Limits())
+def accepted(job):
+    """The job as the server parses it off the wire: the same typed job."""
+    parsed = parse_client_message(job.to_wire(), Limits())
+    assert parsed == job
+    return parsed
 
 
 def test_inpaint_job_carries_the_context_box_the_soft_mask_and_the_controls():
@@ -41,48 +44,46 @@ def test_inpaint_job_carries_the_context_box_the_soft_mask_and_the_controls():
                   controls=[ControlSource("sketch", "scribble", 0.8, 0.0, 0.9, preprocess=True)])
     msg = accepted(job)
     box = context_box(d.selection_bounds(), W, H)
-    assert (msg["x"], msg["y"], msg["image"].width, msg["image"].height) == (box.x, box.y, box.width, box.height)
-    assert msg["prompt"] == "a fox" and msg["mask"].format == "gray8"
-    assert any(0 < v < 255 for v in msg["mask"].data), "soft values travel"
-    assert msg["params"]["steps"] == 28 and msg["params"]["cfg"] == 5.0 and msg["params"]["sampler"] == "Euler a"
-    assert msg["params"]["strength"] == 1.0 and msg["params"]["seed"] == 5
-    ctl = msg["controls"][0]
-    assert ctl["type"] == "scribble" and ctl["strength"] == 0.8 and ctl["end"] == 0.9 and ctl["preprocess"] is True
-    assert msg["result_format"] == RGBA8 and msg["previews"] is False
+    assert (msg.x, msg.y, msg.image.width, msg.image.height) == (box.x, box.y, box.width, box.height)
+    assert msg.prompt == "a fox" and msg.mask.format == "gray8"
+    assert any(0 < v < 255 for v in msg.mask.data), "soft values travel"
+    assert msg.params.steps == 28 and msg.params.cfg == 5.0 and msg.params.sampler == "Euler a"
+    assert msg.params.strength == 1.0 and msg.params.seed == 5
+    ctl = msg.controls[0]
+    assert ctl.type == "scribble" and ctl.strength == 0.8 and ctl.end == 0.9 and ctl.preprocess is True
+    assert msg.result_format == RGBA8 and msg.previews is False and msg.live is False
 
 
 def test_generate_into_a_selection_sends_image_and_mask_and_without_one_only_a_size():
     msg = accepted(job_for(Settings(mode="generate"), doc()))
-    assert msg["image"] is not None and msg["mask"] is not None and "strength" not in job_for(
-        Settings(mode="generate"), doc())["params"]
-    bare = job_for(Settings(mode="generate"), doc(selected=False))
-    assert "image" not in bare and "mask" not in bare
-    assert (bare["params"]["width"], bare["params"]["height"]) == (W, H)
-    accepted(bare)
+    assert msg.image is not None and msg.mask is not None and msg.params.strength is None
+    bare = accepted(job_for(Settings(mode="generate"), doc(selected=False)))
+    assert bare.image is None and bare.mask is None
+    assert (bare.params.width, bare.params.height) == (W, H)
 
 
 def test_img2img_defaults_its_strength_from_the_welcome_and_keeps_a_chosen_one():
-    assert job_for(Settings(mode="img2img"), doc())["params"]["strength"] == 0.65
-    assert job_for(Settings(mode="img2img", strength=0.3), doc())["params"]["strength"] == 0.3
+    assert job_for(Settings(mode="img2img"), doc()).params.strength == 0.65
+    assert job_for(Settings(mode="img2img", strength=0.3), doc()).params.strength == 0.3
 
 
 def test_unknown_family_leaves_the_defaults_to_the_server():
-    params = job_for(Settings(mode="img2img", model="mystery"), doc(), entry=None)["params"]
-    assert "steps" not in params and "cfg" not in params and "sampler" not in params
+    params = job_for(Settings(mode="img2img", model="mystery"), doc(), entry=None).params
+    assert params.steps == Params().steps and params.cfg is None and params.sampler == ""
 
 
 def test_classical_sends_no_guidance():
     params = job_for(Settings(mode="inpaint", model="classical"), doc(),
-                     entry={"name": "classical", "kind": "builtin"})["params"]
-    assert params["steps"] == 1 and "cfg" not in params and "sampler" not in params
+                     entry={"name": "classical", "kind": "builtin"}).params
+    assert params.steps == 1 and params.cfg is None and params.sampler == ""
 
 
 def test_outpaint_needs_a_side_and_reads_the_canvas():
     with pytest.raises(JobInputError, match="at least one side"):
         job_for(Settings(mode="outpaint"), doc())
     msg = accepted(job_for(Settings(mode="outpaint", extend_left=16, extend_bottom=8), doc()))
-    assert msg["mask"] is None and (msg["image"].width, msg["image"].height) == (W, H)
-    assert msg["params"]["extend"] == {"left": 16, "top": 0, "right": 0, "bottom": 8}
+    assert msg.mask is None and (msg.image.width, msg.image.height) == (W, H)
+    assert msg.params.extend == Extend(left=16, top=0, right=0, bottom=8)
 
 
 def test_upscale_reads_the_selection_bounds_and_sends_no_batch_or_controls():
@@ -90,14 +91,14 @@ def test_upscale_reads_the_selection_bounds_and_sends_no_batch_or_controls():
     msg = accepted(job_for(Settings(mode="upscale", scale=3.0, upscaler=" 4x ", refine=0.2, batch=4), d,
                            controls=[ControlSource("sketch", "canny")]))
     sel = d.selection_bounds()
-    assert (msg["x"], msg["y"], msg["image"].width) == (sel.x, sel.y, sel.width)
-    assert msg["params"]["scale"] == 3.0 and msg["params"]["upscaler"] == "4x" and msg["params"]["refine"] == 0.2
-    assert msg["params"]["batch"] == 1 and msg["controls"] == []
+    assert (msg.x, msg.y, msg.image.width) == (sel.x, sel.y, sel.width)
+    assert msg.params.scale == 3.0 and msg.params.upscaler == "4x" and msg.params.refine == 0.2
+    assert msg.params.batch == 1 and msg.controls == ()
 
 
 def test_preprocess_job():
     msg = accepted(job_for(Settings(mode="preprocess", preprocessor="depth", low_threshold=20), doc(False)))
-    assert msg["params"]["preprocessor"] == "depth" and msg["params"]["low_threshold"] == 20
+    assert msg.params.preprocessor == "depth" and msg.params.low_threshold == 20
     with pytest.raises(JobInputError, match="low threshold"):
         job_for(Settings(mode="preprocess", low_threshold=210), doc())
     with pytest.raises(JobInputError, match="unknown control image kind"):
@@ -105,14 +106,13 @@ def test_preprocess_job():
 
 
 def test_krita_order_travels_as_bgra8_and_comes_back_as_bgra8():
-    job = job_for(Settings(mode="img2img"), doc(), fmt=BGRA8)
-    assert job["image"]["format"] == BGRA8 and job["result_format"] == BGRA8
-    accepted(job)
+    job = accepted(job_for(Settings(mode="img2img"), doc(), fmt=BGRA8))
+    assert job.image.format == BGRA8 and job.result_format == BGRA8
 
 
 def test_live_frames_are_marked_and_previews_asked_for():
-    job = job_for(Settings(mode="inpaint"), doc(), live=True, previews=True)
-    assert job["live"] is True and job["previews"] is True
+    job = accepted(job_for(Settings(mode="inpaint"), doc(), live=True, previews=True))
+    assert job.live is True and job.previews is True and job.id == "j1"
 
 
 @pytest.mark.parametrize("change, message", [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from client.live import CANCEL, IDLE, START, WAIT, LiveScheduler, live_settings, signature
+import pytest
+
+from client.live import CANCEL, CANCELLED, FAILED, IDLE, START, WAIT, LiveScheduler, live_settings, signature
 from client.settings import Settings
 
 
@@ -80,7 +82,7 @@ def test_a_stale_frame_of_a_slow_model_is_cancelled_once_then_the_latest_starts(
     action = s.next_action(12.0)
     assert action.kind == CANCEL and action.job_id == "j2"
     assert s.next_action(12.1).kind == IDLE  # cancel only once
-    s.finished("j2", 12.3, answered=False)  # cancelled: not counted as an answer, nor as a frame time
+    s.finished("j2", 12.3, CANCELLED)  # cancelled: not counted as an answer, nor as a frame time
     assert s.frame_time == 3.0
     action = s.next_action(12.7)
     assert action.kind == START and action.signature == "c"
@@ -106,8 +108,18 @@ def test_a_cancelled_frame_whose_inputs_came_back_is_sent_again():
     s.changed("a", 0.0)
     s.next_action(0.0)
     s.started("j1", "a", 0.0)
-    s.finished("j1", 0.5, answered=False)  # e.g. the connection dropped
+    s.finished("j1", 0.5, CANCELLED)  # e.g. the connection dropped
     assert s.next_action(0.5).signature == "a"
+
+
+def test_a_failed_frame_is_not_retried_and_not_timed():
+    s = LiveScheduler()
+    s.changed("a", 0.0)
+    s.started("j1", "a", 0.0)
+    s.finished("j1", 5.0, FAILED)
+    assert s.next_action(6.0).kind == IDLE and s.frame_time is None
+    with pytest.raises(ValueError, match="unknown outcome"):
+        s.finished("j1", 6.0, "done")
 
 
 def test_finished_for_another_job_and_forget():

@@ -13,8 +13,8 @@ import pytest
 from client import session as sess
 from client.errors import AddressError, JobError, ServerStartError, ServerUnavailable
 from client.jobs import JobInputs, build_job
-from client.server import (DEFAULT_URL, SERVER_FILE, Autostart, LocalServer, is_local, launch_args, normalise_url,
-                           read_server_command)
+from client.server import (DEFAULT_URL, SERVER_FILE, Autostart, LocalServer, ServerSettings, is_local, launch_args,
+                           normalise_url, read_server_command)
 from client.settings import Settings
 from protocol.geometry import Box
 
@@ -66,6 +66,19 @@ def test_the_recorded_command_and_the_launch_arguments(tmp_path):
         launch_args(command, "ws://example.org:1")
 
 
+def test_server_settings_keep_tokens_per_address_and_round_trip():
+    remembered = ServerSettings()
+    assert remembered.target() == (DEFAULT_URL, None)
+    remembered.remember("127.0.0.1:9001", "s3cret")
+    assert remembered.target() == ("ws://127.0.0.1:9001", "s3cret")
+    assert remembered.target("127.0.0.1:9002") == ("ws://127.0.0.1:9002", None)  # a token never travels elsewhere
+    assert remembered.target("", "other") == ("ws://127.0.0.1:9001", "other")
+    back = ServerSettings.from_dict(json.loads(json.dumps(remembered.to_dict())))
+    assert back == remembered
+    assert ServerSettings.from_dict({"server": "http://x", "tokens": {"a": 1}, "autostart": "no"}) == ServerSettings()
+    assert ServerSettings.from_dict(None) == ServerSettings()
+
+
 def test_autostart_pauses_and_gives_up_until_a_welcome():
     policy = Autostart(pause=10.0, tries=2)
     assert policy.should_start(0.0)
@@ -98,7 +111,7 @@ def test_progress_events_feed_fraction_and_text():
 
 # --- against real servers --------------------------------------------------------------------------------------------
 
-def inpaint_job(box: Box, job_id: str = "t-1") -> dict:
+def inpaint_job(box: Box, job_id: str = "t-1"):
     mask = bytearray(box.width * box.height)
     for y in range(8, 20):
         mask[y * box.width + 8:y * box.width + 20] = b"\xff" * 12
@@ -191,12 +204,12 @@ def test_a_session_connects_runs_jobs_and_reconnects_after_the_server_comes_back
     session.configure(server.url, None)
     try:
         rec.wait_for("state", "connected")
-        session.submit(inpaint_job(Box(0, 0, 32, 32), "s-1"), "s-1")
+        assert session.submit(inpaint_job(Box(0, 0, 32, 32), "s-1")) == "s-1"
         rec.wait_for("result", "s-1")
         server.restart()  # same port: the session notices and reconnects on its own
         rec.wait_for("state", "disconnected")
         rec.wait_for("state", "connected", timeout=120)
-        session.submit(inpaint_job(Box(0, 0, 32, 32), "s-2"), "s-2")
+        session.submit(inpaint_job(Box(0, 0, 32, 32), "s-2"))
         rec.wait_for("result", "s-2")
     finally:
         session.stop()

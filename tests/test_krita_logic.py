@@ -74,9 +74,11 @@ def test_a_progress_preview_is_read_from_the_wire_message():
     rgba = bytes((i * 5) % 256 for i in range(12 * 8 * 4))
     wire = {"type": "progress", "id": "j", "step": 3, "total": 8,
             "preview": {"width": 12, "height": 8, "format": "rgba8", "data": rgba}}
-    msg = parse_server_message(decode(encode(wire)))  # as the connection's worker thread hands it on
-    p = progress_preview.preview_of(msg)
-    assert (p.width, p.height, p.step, p.total) == (12, 8, 3, 8) and p.data == rgba
+    typed = parse_server_message(decode(encode(wire)))  # as the connection's worker thread hands it on
+    msg = typed.to_wire()
+    for form in (typed, msg):
+        p = progress_preview.preview_of(form)
+        assert (p.width, p.height, p.step, p.total) == (12, 8, 3, 8) and p.data == rgba
     assert progress_preview.preview_of(dict(msg, preview=None)) is None
     assert progress_preview.preview_of(dict(msg, type="started")) is None
     bad = [dict(wire["preview"], format="bgra8"), dict(wire["preview"], data=rgba[:-1]),

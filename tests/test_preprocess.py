@@ -518,18 +518,18 @@ def test_preprocess_mode_through_the_websocket_server(start_server, depth_models
         job = {"mode": "preprocess", "image": payload(rgba, "rgba8"), "x": 12, "y": 34,
                "params": {"preprocessor": "canny", "low_threshold": 50, "high_threshold": 150}}
         result = client.run(job, timeout=60)
-        (layer,) = result["layers"]
-        assert layer["name"] == "Control: canny" and (layer["x"], layer["y"]) == (12, 34)
-        pixels = np.frombuffer(layer["data"], np.uint8).reshape(64, 64, 4)
+        (layer,) = result.layers
+        assert layer.name == "Control: canny" and (layer.x, layer.y) == (12, 34)
+        pixels = np.frombuffer(layer.data, np.uint8).reshape(64, 64, 4)
         expected = preprocess_image("canny", img, None, {"low_threshold": 50, "high_threshold": 150})
         assert np.array_equal(pixels[..., :3], expected)
 
-        depth = client.run(dict(job, params={"preprocessor": "depth"}), timeout=120)["layers"][0]
-        assert depth["name"] == "Control: depth" and depth["width"] == 64
+        depth = client.run(dict(job, params={"preprocessor": "depth"}), timeout=120).layers[0]
+        assert depth.name == "Control: depth" and depth.width == 64
 
-        softedge = client.run(dict(job, params={"preprocessor": "hed"}), timeout=120)["layers"][0]
-        assert softedge["name"] == "Control: softedge" and (softedge["width"], softedge["height"]) == (64, 64)
-        pixels = np.frombuffer(softedge["data"], np.uint8).reshape(64, 64, 4)
+        softedge = client.run(dict(job, params={"preprocessor": "hed"}), timeout=120).layers[0]
+        assert softedge.name == "Control: softedge" and (softedge.width, softedge.height) == (64, 64)
+        pixels = np.frombuffer(softedge.data, np.uint8).reshape(64, 64, 4)
         assert np.array_equal(pixels[..., :3], preprocess_image("softedge", img, Registry(hed_models), {}))
         assert (pixels[..., 3] == 255).all()
 

@@ -11,7 +11,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from protocol import Limits
+from protocol import Limits, LocalProtocolError, Progress, ResultLayer
 from protocol.client import Client, JobCancelled, JobFailed
 from protocol.codec import decode, encode
 from server.config import ServerConfig
@@ -47,8 +47,8 @@ def inpaint_job(img: np.ndarray, mask: np.ndarray, **extra) -> dict:
     return job
 
 
-def layer_pixels(layer: dict) -> np.ndarray:
-    return np.frombuffer(layer["data"], np.uint8).reshape(layer["height"], layer["width"], 4)
+def layer_pixels(layer: ResultLayer) -> np.ndarray:
+    return np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4)
 
 
 def raw_session(url: str, hello: dict | None = None):
@@ -65,11 +65,14 @@ def classical_server(start_server):
 def test_handshake_reports_server_facts(classical_server):
     with Client(classical_server.url, "test") as client:
         welcome = client.welcome
-    assert welcome["protocol"] == "1.0" and welcome["server_version"]
-    assert welcome["device"]
-    assert welcome["models"][0]["name"] == "classical"
-    assert welcome["limits"]["max_pixels"] == Limits().max_pixels
-    assert "inpaint" in welcome["capabilities"]["modes"]
+    assert welcome.protocol == "1.1" and welcome.server_version
+    assert welcome.device
+    assert welcome.models[0]["name"] == "classical" and welcome.models[0]["family"] == "classical"
+    assert welcome.limits.max_pixels == Limits().max_pixels
+    assert "inpaint" in welcome.capabilities["modes"]
+    assert welcome.defaults["modes"]["img2img"]["strength"] == 0.7
+    assert welcome.defaults["families"]["sdxl"]["cfg"] == 6.0 and welcome.defaults["layer_name_length"] == 40
+    assert welcome.session == client.session and welcome.resumed == ()
 
 
 def test_version_mismatch_is_refused_with_a_clear_message(classical_server):
@@ -92,10 +95,10 @@ def test_classical_inpaint_job_streams_progress_and_keeps_outside_pixels(classic
     events = []
     with Client(classical_server.url, "test") as client:
         result = client.run(inpaint_job(img, mask, x=100, y=50), on_event=events.append)
-    kinds = [e["type"] for e in events]
+    kinds = [e.type for e in events]
     assert kinds[0] == "queued" and kinds[1] == "started" and "progress" in kinds and kinds[-1] == "result"
-    (layer,) = result["layers"]
-    assert (layer["x"], layer["y"], layer["width"], layer["height"]) == (100, 50, 64, 64)
+    (layer,) = result.layers
+    assert (layer.x, layer.y, layer.width, layer.height) == (100, 50, 64, 64)
     px = layer_pixels(layer)
     outside = mask == 0
     assert np.array_equal(px[outside][:, :3], img[outside][:, :3])
@@ -108,7 +111,7 @@ def test_bgra_in_bgra_out(classical_server):
     bgra = img[..., [2, 1, 0, 3]]
     with Client(classical_server.url, "test") as client:
         result = client.run(dict(inpaint_job(img, mask), image=payload(bgra, "bgra8"), result_format="bgra8"))
-    px = layer_pixels(result["layers"][0])
+    px = layer_pixels(result.layers[0])
     outside = mask == 0
     assert np.array_equal(px[outside][:, :3], bgra[outside][:, :3])
 
@@ -117,7 +120,7 @@ def test_grown_and_feathered_mask_is_soft_and_stays_inside_the_grown_area(classi
     img, mask = rgba_image(), rect_mask()
     with Client(classical_server.url, "test") as client:
         result = client.run(inpaint_job(img, mask, params={"grow": 4, "feather": 3}))
-    alpha = layer_pixels(result["layers"][0])[..., 3]
+    alpha = layer_pixels(result.layers[0])[..., 3]
     assert (alpha[mask == 255] == 255).all()  # the selection itself changes fully
     ring = (alpha > 0) & (mask == 0)
     assert ring.any() and (alpha[ring] < 255).any()  # a soft edge in the grown ring
@@ -129,8 +132,8 @@ def test_outpaint_extends_the_canvas(classical_server):
     job = {"mode": "outpaint", "model": "classical", "image": payload(img, "rgba8"),
            "params": {"extend": {"left": 16, "top": 0, "right": 8, "bottom": 24}}}
     with Client(classical_server.url, "test") as client:
-        layer = client.run(job)["layers"][0]
-    assert (layer["x"], layer["y"], layer["width"], layer["height"]) == (-16, 0, 72, 64)
+        layer = client.run(job).layers[0]
+    assert (layer.x, layer.y, layer.width, layer.height) == (-16, 0, 72, 64)
     px = layer_pixels(layer)
     assert (px[:40, 16:64, 3] == 0).all() and (px[40:, :, 3] == 255).all()
     assert np.array_equal(px[:40, 16:64, :3], img[..., :3])
@@ -193,7 +196,7 @@ def test_every_malformed_input_gets_a_clear_error_and_the_server_keeps_serving(s
         ws.recv(timeout=30)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1009
     with Client(server.url, "after") as client:
-        assert client.run(inpaint_job(rgba_image(), rect_mask()))["layers"]
+        assert client.run(inpaint_job(rgba_image(), rect_mask())).layers
 
 
 def test_silent_client_is_dropped_after_the_handshake_timeout(start_server):
@@ -247,18 +250,18 @@ def test_cancel_running_job_stops_within_a_step(start_server, tiny_models):
         job_id = client.submit(slow_job())
         steps_seen, cancel_at = [], None
         for msg in client.events(job_id, timeout=300):
-            if msg["type"] == "progress":
-                steps_seen.append(msg["step"])
-                if cancel_at is None and msg["step"] >= 2:
-                    cancel_at = msg["step"]
+            if isinstance(msg, Progress):
+                steps_seen.append(msg.step)
+                if cancel_at is None and msg.step >= 2:
+                    cancel_at = msg.step
                     client.cancel(job_id)
             last = msg
-        assert last["type"] == "cancelled"
+        assert last.type == "cancelled"
         # The engine stops at the first step after the cancel arrives; the few steps that ran while the cancel
         # travelled still report. (The one-step rule itself is checked without timing below.)
         assert max(steps_seen) <= cancel_at + 10 < 150, (cancel_at, steps_seen[-5:])
         # The server is free again at once.
-        assert client.run(inpaint_job(rgba_image(), rect_mask()))["layers"]
+        assert client.run(inpaint_job(rgba_image(), rect_mask())).layers
 
 
 def test_cancel_queued_job_removes_it(start_server, tiny_models):
@@ -267,25 +270,25 @@ def test_cancel_queued_job_removes_it(start_server, tiny_models):
         first = client.submit(slow_job())
         second = client.submit(inpaint_job(rgba_image(), rect_mask()))
         client.cancel(second)
-        second_events = [m["type"] for m in client.events(second, timeout=60)]
+        second_events = [m.type for m in client.events(second, timeout=60)]
         assert second_events == ["queued", "cancelled"]
         client.cancel(first)
-        assert [m["type"] for m in client.events(first, timeout=300)][-1] == "cancelled"
+        assert [m.type for m in client.events(first, timeout=300)][-1] == "cancelled"
 
 
 def test_client_vanishing_mid_job_does_not_stop_other_clients(start_server, tiny_models):
-    server = start_server(model_dirs=[tiny_models])
+    server = start_server(model_dirs=[tiny_models], grace=0)  # no grace: its jobs are dropped at once
     gone = Client(server.url, "vanishing")
     gone.connect()
     gone_id = gone.submit(slow_job())
     for msg in gone.events(gone_id, timeout=300):
-        if msg["type"] == "progress":
+        if isinstance(msg, Progress):
             break
     gone._ws.socket.shutdown(socket.SHUT_RDWR)  # the peer vanishes without a close frame
     gone._ws = None
     with Client(server.url, "survivor") as other:
         result = other.run(inpaint_job(rgba_image(), rect_mask()), timeout=120)
-    assert result["layers"]
+    assert result.layers
     queue = server.server.queue
     deadline = time.monotonic() + 60
     while queue.current is not None and time.monotonic() < deadline:
@@ -307,16 +310,17 @@ def test_two_clients_jobs_run_in_order(start_server, tiny_models):
     for t in threads:
         t.join(300)
     assert set(results) == {"c0", "c1"}
-    assert all(r["layers"][0]["width"] == 64 for r in results.values())
+    assert all(r.layers[0].width == 64 for r in results.values())
 
 
-def test_job_ids_must_be_unique_while_queued(start_server, tiny_models):
+def test_job_ids_must_be_unique_while_open(start_server, tiny_models):
     server = start_server(model_dirs=[tiny_models])
     with Client(server.url, "test") as client:
         client.submit(dict(slow_job(), id="same"))
-        with pytest.raises(JobFailed, match="already queued"):
-            client.run(dict(inpaint_job(rgba_image(), rect_mask()), id="same"), timeout=5)
+        with pytest.raises(LocalProtocolError, match="still open"):  # this side refuses before sending
+            client.submit(dict(inpaint_job(rgba_image(), rect_mask()), id="same"))
         client.cancel("same")
+        assert [m.type for m in client.events("same", timeout=300)][-1] == "cancelled"
 
 
 def test_cli_run_against_a_running_server(start_server_process, tmp_path):

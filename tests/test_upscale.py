@@ -377,17 +377,17 @@ def test_upscale_through_the_websocket_server(start_server, models):
         job = {"mode": "upscale", "image": payload(image), "x": 8, "y": 4,
                "params": {"upscaler": "tiny-esrgan-x2", "scale": 2.0, "tile": 32}}
         result = client.run(job, on_event=events.append, timeout=120)
-        (layer,) = result["layers"]
-        assert (layer["x"], layer["y"], layer["width"], layer["height"]) == (16, 8, 128, 128)
-        pixels = np.frombuffer(layer["data"], np.uint8).reshape(128, 128, 4)
+        (layer,) = result.layers
+        assert (layer.x, layer.y, layer.width, layer.height) == (16, 8, 128, 128)
+        pixels = np.frombuffer(layer.data, np.uint8).reshape(128, 128, 4)
         local = run(upscale_job(image, upscaler="tiny-esrgan-x2", scale=2.0, tile=32), ModelRegistry([models])).rgba
         assert np.array_equal(pixels, local)
-        progress = [(e["step"], e["total"]) for e in events if e["type"] == "progress"]
+        progress = [(e.step, e.total) for e in events if e.type == "progress"]
         n = len(tile_grid(64, 64, 32, 32))
         assert n == 9 and progress == [(i, n) for i in range(1, n + 1)]
 
-        lanczos = client.run(dict(job, params={"scale": 1.5}), timeout=60)["layers"][0]
-        assert (lanczos["width"], lanczos["height"], lanczos["x"], lanczos["y"]) == (96, 96, 12, 6)
+        lanczos = client.run(dict(job, params={"scale": 1.5}), timeout=60).layers[0]
+        assert (lanczos.width, lanczos.height, lanczos.x, lanczos.y) == (96, 96, 12, 6)
 
         with pytest.raises(JobFailed) as err:
             client.run(dict(job, params={"scale": 2.0, "refine": 0.3}), timeout=60)
@@ -410,14 +410,14 @@ def test_upscale_and_refine_end_to_end_with_a_tiny_checkpoint(start_server, mode
     with Client(server.url) as client:
         events = []
         result = client.run(job, on_event=events.append, timeout=300)
-        plain = client.run(dict(job, params=dict(job["params"], refine=0.0)), timeout=120)["layers"][0]
-    (layer,) = result["layers"]
-    assert (layer["width"], layer["height"], layer["seed"]) == (96, 96, 5)
-    refined = np.frombuffer(layer["data"], np.uint8).reshape(96, 96, 4)
-    upscaled = np.frombuffer(plain["data"], np.uint8).reshape(96, 96, 4)
+        plain = client.run(dict(job, params=dict(job["params"], refine=0.0)), timeout=120).layers[0]
+    (layer,) = result.layers
+    assert (layer.width, layer.height, layer.seed) == (96, 96, 5)
+    refined = np.frombuffer(layer.data, np.uint8).reshape(96, 96, 4)
+    upscaled = np.frombuffer(plain.data, np.uint8).reshape(96, 96, 4)
     assert (refined[..., 3] == 255).all()
     n_refine = len(tile_grid(96, 96, 64, refine_overlap(64)))
-    progress = [(e["step"], e["total"]) for e in events if e["type"] == "progress"]
+    progress = [(e.step, e.total) for e in events if e.type == "progress"]
     assert n_refine == 4 and progress[-1] == (1 + n_refine, 1 + n_refine)
     # The refine changed the picture, but the colour correction kept it on the upscaled image's colours.
     diff = np.abs(refined[..., :3].astype(int) - upscaled[..., :3].astype(int))
@@ -439,7 +439,7 @@ def test_refine_tiles_are_guided_by_a_tile_controlnet_when_one_is_installed(star
     for dirs, expect_tile in (([checkpoint_models], False), ([checkpoint_models, tile_models], True)):
         server = start_server(model_dirs=dirs)
         with Client(server.url) as client:
-            (layer,) = client.run(job, timeout=300)["layers"]
-        assert (layer["width"], layer["height"]) == (96, 96)
+            (layer,) = client.run(job, timeout=300).layers
+        assert (layer.width, layer.height) == (96, 96)
         used = list(server.server.hub.diffusion.controlnets)
         assert bool(used) == expect_tile and all("tile" in path for path in used)

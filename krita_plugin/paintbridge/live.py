@@ -128,7 +128,7 @@ class LiveLoop:
                 self.scheduler.changed(None, now)
                 return
             self.scheduler.started(job_id, sig, now)
-            self.frames.append({"id": job_id, "change": changed_at, "sent": 0.0, "ended": 0.0, "answered": False})
+            self.frames.append({"id": job_id, "change": changed_at, "sent": 0.0, "ended": 0.0, "outcome": ""})
 
     def _frame(self, job) -> Optional[dict]:
         return next((f for f in reversed(self.frames) if f["id"] == job.id), None)
@@ -138,10 +138,11 @@ class LiveLoop:
         if frame is not None:
             frame["sent"] = job.sent
 
-    def frame_ended(self, job, answered: bool) -> None:
-        """A job ended (any kind): a live frame's end goes to the scheduler; then the next frame may start."""
+    def frame_ended(self, job, outcome: str) -> None:
+        """A job ended (any kind) with ``client.live`` RESULT, FAILED or CANCELLED: a live frame's end goes to the
+        scheduler; then the next frame may start."""
         frame = self._frame(job) if job.kind == "live" else None
         if frame is not None:
-            frame["ended"], frame["answered"] = self.clock(), answered
-            self.scheduler.finished(job.id, self.clock(), answered=answered)
+            frame["ended"], frame["outcome"] = self.clock(), outcome
+            self.scheduler.finished(job.id, self.clock(), outcome)
         self.step()

@@ -271,7 +271,7 @@ class Session:
         job_id = csession.new_job_id("krita")
         job = cjobs.build_job(settings, inputs, self.defaults, cs.model_entry(self.models, settings.model),
                               job_id=job_id, previews=kind != "preprocess", live=kind == "live")
-        self.connection.submit(job, job_id)
+        self.connection.submit(job)
         self.job = RunningJob(job_id, kind, settings, doc, self.host.active_layer_id(doc), inputs.box,
                               control_type=settings.preprocessor if kind == "preprocess" else "")
         self._progress(0, "Preparing the control image…" if kind == "preprocess" else "Queued…")
@@ -341,7 +341,7 @@ class Session:
                                   "pick one, then Apply or Discard.")
         finally:
             self._progress(100, "Done")
-            self.live.frame_ended(job, answered=True)
+            self.live.frame_ended(job, client.live.RESULT)
 
     @guarded
     def on_job_failed(self, job_id: str, code: str, message: str) -> None:
@@ -361,7 +361,7 @@ class Session:
         self._progress(0, status)
         if job.kind != "live" or error:
             self.show_message(message, error=error)
-        self.live.frame_ended(job, answered=error)
+        self.live.frame_ended(job, client.live.FAILED if error else client.live.CANCELLED)
 
     # --- results ------------------------------------------------------------------------------------------------------
     @guarded

@@ -21,6 +21,7 @@ import numpy as np
 from protocol.errors import MODEL_NOT_FOUND, OUT_OF_MEMORY, UNSUPPORTED
 
 from .. import imageops
+from ..defaults import DEFAULT_STRENGTH
 from ..engines.base import EngineError, Job, JobContext, Layer
 from ..models import loading
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 logging.getLogger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
 
 MODES = ("generate", "img2img", "inpaint", "outpaint")
-DEFAULT_STRENGTH = {"generate": 1.0, "img2img": 0.7, "inpaint": 1.0, "outpaint": 1.0}
 MAX_CONTROLNETS_KEPT = 4
 
 
