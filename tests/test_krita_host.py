@@ -133,6 +133,7 @@ def _run_scenario_once(tmp_path_factory, scenario: str, width: int, height: int,
         shutil.rmtree(home.root, ignore_errors=True)
         out = work / "out"
     run = Run(out, data)
+    run.models = models
     # The plugin stops the server it started when Krita quits.
     for pid in {data.get("server_pid"), data.get("crash", {}).get("new_pid")} - {None}:
         for _ in range(50):  # give a terminating server up to 5 s
@@ -482,6 +483,52 @@ def test_generate_into_a_soft_elliptical_selection(krita_diffusion_run):
     assert ((alpha[soft] > 0) & (alpha[soft] < 255)).mean() > 0.9  # the feathered rim stays soft
     path = _save_png(layer, ellipse_case.ARTIFACT.format(editor="krita"))
     print(f"Krita's generate-into-ellipse layer: {path}")
+    # The same pixels and selection through the client core's own job (what GIMP's host test checks too) give
+    # exactly this layer: both editors send the same job and show what the server made of it.
+    core = _core_generate(run.models, run.pixels(rec["composite_before"], w, h), selection)
+    x, y = core.x, core.y
+    assert np.array_equal(layer[y:y + core.height, x:x + core.width], core.pixels)
+    outside = np.ones((h, w), bool)
+    outside[y:y + core.height, x:x + core.width] = False
+    assert not layer[outside].any()
+
+
+class _CoreLayer:
+    def __init__(self, layer) -> None:
+        self.x, self.y, self.width, self.height = layer.x, layer.y, layer.width, layer.height
+        self.pixels = np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4)
+
+
+def _core_generate(models: Path, composite_bgra: np.ndarray, selection: np.ndarray) -> _CoreLayer:
+    """Generate into ``selection`` of the ``composite_bgra`` document through client/ alone, on a fresh server with
+    the same models (bgra8 in and out, as Krita asks)."""
+    from client import jobs, session, settings as cs
+    from client.server import LocalServer
+    from clientdoc import MemoryDocument, Reader
+
+    h, w = selection.shape
+    rgba = composite_bgra[..., [2, 1, 0, 3]].tobytes()
+    doc = MemoryDocument(w, h, rgba, selection.tobytes())
+    s = cs.Settings(mode="generate", model=ellipse_case.MODEL, prompt=ellipse_case.PROMPT, seed=ellipse_case.SEED,
+                    steps=ellipse_case.STEPS)
+    inputs = jobs.capture(s, doc.selection_bounds(), w, h, Reader(doc, "bgra8"))
+    url = f"ws://127.0.0.1:{_free_port()}"
+    server = LocalServer(_server_command(models), models.parent / "core-server.log")
+    server.start(url)
+    try:
+        assert server.wait_ready(240), server.last_output(20)
+        conn = session.open_client(url, None, "test", "0")
+        try:
+            welcome = conn.welcome
+            job = jobs.build_job(s, inputs, cs.Defaults.from_welcome(welcome),
+                                 cs.model_entry(list(welcome.models), s.model), job_id=session.new_job_id("core"))
+            (layer,), _params = session.run_job(conn, job)
+        finally:
+            conn.close()
+    finally:
+        server.stop()
+    assert layer.format == "bgra8"
+    return _CoreLayer(layer)
 
 
 # --- Debian 13's Krita 5.2.9 (Python 3.13) in the cached trixie root, against a server on this machine --------------

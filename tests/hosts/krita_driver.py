@@ -914,6 +914,7 @@ def scenario_diffusion():
     edoc.setSelection(sel)
     yield 300
     rec["selection_pixels"] = dump("ellipse-case-selection", edoc.selection().pixelData(0, 0, w, h))
+    rec["composite_before"] = composite(edoc, "ellipse-case-composite")
     ses.set_mode("generate")
     ses.set_option("model", case["model"])
     ses.set_prompt(case["prompt"], "")
