@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 PLUGIN_NAME = "paintbridge"
-SERVER_FILE = "server.json"
 _SOURCE = Path(__file__).resolve().parent
 
 
