@@ -20,7 +20,7 @@ for _path in (REPO, REPO / "tests"):
 
 from krita_plugin import installer  # noqa: E402
 from krita_plugin.paintbridge import pixels, progress_preview  # noqa: E402
-from protocol import Box, Limits, parse_client_message, parse_server_message  # noqa: E402
+from protocol import Box, parse_server_message  # noqa: E402
 from protocol.codec import decode, encode  # noqa: E402
 
 
