@@ -269,7 +269,8 @@ def test_live_mode_updates_one_preview_in_place(krita_run):
     assert rec["paint_frame"]["sent_ms"] is not None and rec["undo_frame"]["sent_ms"] is not None
     print(f"live: stroke lifted -> change noticed {rec['paint_frame']['notified_ms']} ms, frame sent "
           f"{rec['paint_frame']['sent_ms']} ms; undo -> frame sent {rec['undo_frame']['sent_ms']} ms; "
-          f"pixel reads per frame {rec['reads_per_frame']}, while idle {rec['idle_reads']}")
+          f"pixel reads while idle {rec['idle_reads']}; for the stroke and its undo {rec['reads_after_idle']} "
+          f"({rec['changes_after_idle']} change notifications, 2 frames)")
     assert _names(rec["layers"]).count(PREVIEW) == 1
     assert len(_names(rec["layers"])) == len(krita_run["user_layers"]) + 1
     first = krita_run.pixels(rec["first_preview"])[..., 3]

@@ -19,7 +19,7 @@ for _path in (REPO, REPO / "tests"):
         sys.path.insert(0, str(_path))
 
 from krita_plugin import installer  # noqa: E402
-from krita_plugin.paintbridge import pixels, progress_preview  # noqa: E402
+from krita_plugin.paintbridge import pixels, progress_preview, settings_store  # noqa: E402
 from protocol import Box, parse_server_message  # noqa: E402
 from protocol.codec import decode, encode  # noqa: E402
 
@@ -256,3 +256,12 @@ def test_the_view_binds_widgets_to_the_session_both_ways(tmp_path):
                          capture_output=True, text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin",
                                                               "XDG_RUNTIME_DIR": str(tmp_path)}, timeout=120)
     assert out.returncode == 0 and "view ok" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_server_address_is_stored_in_client_form_and_read_from_older_entries():
+    old = MemoryStore({"server_url": "127.0.0.1:9000", "token": "s3cret", "autostart": "false"})
+    conn = settings_store.load_connection(old)
+    assert conn.target() == ("ws://127.0.0.1:9000", "s3cret") and conn.autostart is False
+    settings_store.save_connection(old, conn)
+    again = settings_store.load_connection(MemoryStore({"server_settings": old.values["server_settings"]}))
+    assert again.to_dict() == conn.to_dict()

@@ -120,7 +120,7 @@ class Session:
 
     def start(self) -> None:
         """Connect to the configured server (after the view has bound itself)."""
-        self.connection.configure(self.conn_settings.url, self.conn_settings.token or None)
+        self.connection.configure(*self.conn_settings.target())
 
     # --- settings -----------------------------------------------------------------------------------------------------
     def shown(self) -> cs.Settings:
@@ -201,12 +201,13 @@ class Session:
     @guarded
     def set_server(self, url: str, token: str = "", autostart: Optional[bool] = None) -> None:
         """Point the session at another server (kept in the host's settings) and connect at once."""
-        self.conn_settings = settings_store.ConnectionSettings(
-            url=client.server.normalise_url(url or settings_store.DEFAULT_URL), token=token,
-            autostart=self.conn_settings.autostart if autostart is None else autostart)
-        settings_store.save_connection(self.store, self.conn_settings)
-        self.connection.autostart = client.server.Autostart() if self.conn_settings.autostart else None
-        self.connection.configure(self.conn_settings.url, self.conn_settings.token or None)
+        conn = self.conn_settings
+        conn.remember(url or settings_store.DEFAULT_URL, token)
+        if autostart is not None:
+            conn.autostart = autostart
+        settings_store.save_connection(self.store, conn)
+        self.connection.autostart = client.server.Autostart() if conn.autostart else None
+        self.connection.configure(*conn.target())
         self.connection.reconnect_now()
 
     @guarded
@@ -215,10 +216,10 @@ class Session:
         if self.server.running:
             self.show_message("The local server is already running.")
             return
-        if not client.server.is_local(self.conn_settings.url):
-            raise client.errors.AddressError(f"{self.conn_settings.url} is not on this machine; start that server "
-                                             "where it runs")
-        self.server.start(self.conn_settings.url, self.conn_settings.token or None)
+        url, token = self.conn_settings.target()
+        if not client.server.is_local(url):
+            raise client.errors.AddressError(f"{url} is not on this machine; start that server where it runs")
+        self.server.start(url, token)
         self.connection_changed.emit("connecting", "starting the local server")
         self.connection.reconnect_now()
 

@@ -7,7 +7,6 @@ The job settings are ``client.settings.Settings`` in its stored form (the same f
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Dict, Optional, Protocol
 
 from .wire import client
@@ -35,25 +34,25 @@ class MemoryStore:
         self.values[key] = value
 
 
-@dataclass
-class ConnectionSettings:
-    url: str = DEFAULT_URL
-    token: str = ""
-    autostart: bool = True
+def load_connection(store: Store) -> client.server.ServerSettings:
+    """The remembered server (``client.server.ServerSettings``, the form both plugins store); an older panel's
+    separate ``server_url``/``token``/``autostart`` entries are read when there is none yet."""
+    try:
+        data = json.loads(store.read("server_settings", ""))
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        return client.server.ServerSettings.from_dict(data)
+    out = client.server.ServerSettings.from_dict({"autostart": store.read("autostart", "true").lower() != "false",
+                                                  "server": store.read("server_url", DEFAULT_URL) or DEFAULT_URL})
+    token = store.read("token", "")
+    if token:
+        out.remember(out.url, token)
+    return out
 
 
-def load_connection(store: Store) -> ConnectionSettings:
-    return ConnectionSettings(
-        url=store.read("server_url", DEFAULT_URL) or DEFAULT_URL,
-        token=store.read("token", ""),
-        autostart=store.read("autostart", "true").lower() != "false",
-    )
-
-
-def save_connection(store: Store, conn: ConnectionSettings) -> None:
-    store.write("server_url", conn.url)
-    store.write("token", conn.token)
-    store.write("autostart", "true" if conn.autostart else "false")
+def save_connection(store: Store, conn: client.server.ServerSettings) -> None:
+    store.write("server_settings", json.dumps(conn.to_dict()))
 
 
 def load_job_settings(store: Store) -> Settings:

@@ -33,7 +33,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self._showing_progress_preview = False
         self.control_rows: List[widgets.ControlRow] = []
         conn = session.conn_settings
-        widgets.build(self, conn.url, conn.token, conn.autostart, session.server.available, DEFAULT_URL)
+        url, token = conn.target()
+        widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
         self._fill_model_boxes()
         self._show_settings()
         self._bind()

@@ -586,7 +586,8 @@ def scenario_classical():
     yield Until(lambda: ses.preview_updates >= base + 4 and not ses.busy, 60, poll=5)
     rec["after_restore"] = ses.preview_updates - base
     rec["undo_frame"] = frame_after(ses, t_undo)
-    rec["reads_per_frame"] = round((ses.host.pixel_reads - reads) / max(1, len(ses.live.frames)), 2)
+    rec["reads_after_idle"] = ses.host.pixel_reads - reads  # the stroke and its undo
+    rec["changes_after_idle"] = ses.live.changes - changes
     rec["frames"] = ses.live.frames
     rec["layers"] = layers(doc)
     ses.set_live(False)
