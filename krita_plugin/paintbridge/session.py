@@ -316,9 +316,8 @@ class Session:
         job = self._current(job_id)
         if job is None:
             return
-        self.job = None
         self.progress_preview_ended.emit()
-        try:
+        try:  # the job stays "in flight" until its result is in the document (Krita may run events meanwhile)
             layers = client.wire.result_layers(msg)
             if not layers:
                 raise client.errors.JobError("internal", "The server returned no image.")
@@ -341,6 +340,7 @@ class Session:
                 self.show_message(f"{count} result{'s' if count > 1 else ''} in {elapsed:.1f} s: "
                                   "pick one, then Apply or Discard.")
         finally:
+            self.job = None
             self._progress(100, "Done")
             self.live.frame_ended(job, client.live.RESULT)
 
