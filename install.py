@@ -11,8 +11,8 @@ needs Python 3.11+, found on PATH or given with --python).
 Works on Linux (plain, Flatpak and Snap installs of Krita and GIMP), Windows and macOS. The server lives in a virtual
 environment (``.venv`` beside this file unless ``--venv`` says otherwise). The plugins are copied into Krita's
 ``pykrita`` folder and GIMP 3's ``plug-ins`` folder, each self-contained: a copy of ``protocol/`` and pure-Python
-``msgpack`` and ``websockets`` travel inside them (and ``client/``, the editor-independent half of a plugin, next to
-``protocol/``), and each records the command that starts the server. Running it
+``msgpack`` and ``websockets`` travel inside them, with ``client/`` (the editor-independent half of both plugins) next
+to ``protocol/``, and each records the command that starts the server (``server.json``). Running it
 again upgrades everything in place; what it installed is recorded in ``<data>/paintbridge/install-record.json``.
 """
 

@@ -82,11 +82,13 @@ def _reason(err: Exception) -> str:
 
 
 def make_client(url: str, token: Optional[str], client_name: str, client_version: str,
-                session_id: Optional[str] = None, open_timeout: float = 5.0):
+                session_id: Optional[str] = None, open_timeout: float = 5.0, resume_for: Optional[float] = None):
     """A ``protocol.client.Client`` for ``url`` (not connected yet) carrying the plugin's session id (a fresh one
-    when None). The transport itself reconnects with back-off and that id while a job waits."""
+    when None). While a job waits, the transport reconnects with back-off and that id for ``resume_for`` seconds
+    (None: the transport's default)."""
+    extra = {} if resume_for is None else {"resume_for": resume_for}
     return client_module().Client(url, client_name=client_name, client_version=client_version, token=token,
-                                  open_timeout=open_timeout, session=session_id)
+                                  open_timeout=open_timeout, session=session_id, **extra)
 
 
 def handshake(client) -> Any:
@@ -207,6 +209,8 @@ class Session:
     Jobs run one at a time in submission order. While disconnected, submitted jobs fail at once with a clear message;
     the worker reconnects with back-off (and starts the local server through ``server``/``autostart`` when allowed),
     with the same session id, and polls the model list while idle (which is also how it notices a dead server).
+    A job whose connection drops goes on if the server is back within ``resume_for`` seconds (the server re-sends what
+    was missed), and fails with a clear message otherwise.
     """
 
     HEARTBEAT = 2.0
@@ -214,11 +218,12 @@ class Session:
 
     def __init__(self, listener: Listener, client_name: str, client_version: str,
                  server: Optional[LocalServer] = None, autostart: Optional[Autostart] = None,
-                 backoff: Optional[Backoff] = None) -> None:
+                 backoff: Optional[Backoff] = None, resume_for: float = 10.0) -> None:
         self.listener = listener
         self.client_name, self.client_version = client_name, client_version
         self.server, self.autostart = server, autostart
         self.backoff = backoff or Backoff()
+        self.resume_for = resume_for
         self.session_id = new_session_id()
         self.state, self.detail = DISCONNECTED, "not connected"
         self.welcome: Any = None
@@ -289,7 +294,8 @@ class Session:
                 self._idle_wait(self.backoff.longest)
                 continue
             self._set_state(CONNECTING, f"connecting to {url}")
-            client = make_client(url, token, self.client_name, self.client_version, self.session_id, 3.0)
+            client = make_client(url, token, self.client_name, self.client_version, self.session_id, 3.0,
+                                 self.resume_for)
             try:
                 welcome = handshake(client)
             except JobError as err:

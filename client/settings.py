@@ -116,7 +116,8 @@ class FamilyDefaults:
 class Defaults:
     """The defaults a server announces in ``welcome.defaults`` (the 1.1 server tables when it announces none)."""
 
-    modes: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: FALLBACK_DEFAULTS["modes"])
+    modes: Mapping[str, Mapping[str, float]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in FALLBACK_DEFAULTS["modes"].items()})
     families: Mapping[str, FamilyDefaults] = field(default_factory=lambda: _families(FALLBACK_DEFAULTS["families"]))
     layer_name_length: int = FALLBACK_DEFAULTS["layer_name_length"]
 

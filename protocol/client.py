@@ -88,6 +88,7 @@ class Client:
         self.resume_for = resume_for  # s to keep reconnecting while a job waits; 0 = never
         self.welcome: Optional[Welcome] = None
         self.reconnects = 0
+        self._closed = False  # closed by the user: no automatic reconnect
         self._ws: Any = None
         self._conn: Optional[Connection] = None
         self._pending: Dict[str, Deque[Message]] = {}
@@ -120,7 +121,7 @@ class Client:
             raise JobFailed(reply)
         assert isinstance(reply, Welcome)
         with self._lock:
-            self._ws, self._conn, self.welcome = ws, conn, reply
+            self._ws, self._conn, self.welcome, self._closed = ws, conn, reply, False
         return reply
 
     @property
@@ -128,6 +129,8 @@ class Client:
         return self._ws is not None
 
     def close(self) -> None:
+        """Close the connection; a closed client does not reconnect on its own (``connect`` opens it again)."""
+        self._closed = True
         ws, self._ws = self._ws, None
         if ws is not None:
             ws.close()
@@ -140,9 +143,13 @@ class Client:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def _may_resume(self) -> bool:
+        return self.resume_for > 0 and self.welcome is not None and not self._closed
+
     def _resume(self) -> None:
         """Reconnect after a drop, with back-off and the same session id, for up to ``resume_for`` s."""
-        self.close()
+        if self._ws is not None:
+            self._drop(self._ws)
         deadline = time.monotonic() + self.resume_for
         delays = itertools.chain(RECONNECT_DELAYS, itertools.repeat(RECONNECT_DELAYS[-1]))
         last: Optional[Exception] = None
@@ -175,7 +182,7 @@ class Client:
         try:
             self._send(job)
         except ConnectionFailed:
-            if self.resume_for <= 0:
+            if not self._may_resume():
                 raise
             self._resume()
             if not self._is_open(job.id):
@@ -209,7 +216,7 @@ class Client:
                 try:
                     msg = self._recv(timeout=left)
                 except ConnectionFailed:
-                    if self.resume_for <= 0:
+                    if not self._may_resume():
                         raise
                     self._resume()
                     if not self._is_open(job_id):
@@ -267,8 +274,17 @@ class Client:
             try:
                 ws.send(frame)
             except (ConnectionClosed, OSError) as err:
-                self._ws = None
+                self._drop(ws)
                 raise ConnectionFailed(f"connection to {self.url} lost: {err}") from err
+
+    def _drop(self, ws: Any) -> None:
+        """Forget a connection that failed (closing what is left of it)."""
+        if self._ws is ws:
+            self._ws = None
+        try:
+            ws.close()
+        except Exception:  # noqa: BLE001 - it is already broken
+            pass
 
     def _recv(self, timeout: Optional[float] = None) -> Message:
         ws = self._ws
@@ -280,7 +296,7 @@ class Client:
             except TimeoutError:
                 raise
             except (ConnectionClosed, OSError) as err:
-                self._ws = None
+                self._drop(ws)
                 raise ConnectionFailed(f"connection to {self.url} lost: {err}") from err
         try:
             with self._lock:

@@ -23,14 +23,15 @@ from protocol.connection import SERVER, Connection
 from protocol.errors import ProtocolError
 from protocol.images import BGRA8, ImagePayload
 from protocol.messages import (
-    PROTOCOL_VERSION, Cancel, Hello, Job as JobMessage, ListModels, Models, Result, ResultLayer, Welcome, error_from,
+    PROTOCOL_VERSION, Cancel, Error, Hello, Job as JobMessage, ListModels, Models, Result, ResultLayer, Welcome,
+    error_from,
 )
 
 from . import __version__
 from .config import ServerConfig
+from .core import Control, Job, Layer
 from .defaults import welcome_defaults, with_family
-from .engines.base import Control, Job, Layer
-from .engines.hub import EngineHub
+from .router import Router
 from .jobs import JobQueue, QueuedJob
 from .sessions import Link, SessionTable
 
@@ -69,7 +70,7 @@ def job_from_message(msg: JobMessage) -> Job:
         id=msg.id, mode=msg.mode, model=msg.model, prompt=msg.prompt, negative_prompt=msg.negative_prompt,
         image=payload_to_array(msg.image) if msg.image is not None else None,
         mask=payload_to_array(msg.mask) if msg.mask is not None else None,
-        params=msg.params.as_dict(), controls=controls, x=msg.x, y=msg.y, previews=msg.previews,
+        params=msg.params, controls=controls, x=msg.x, y=msg.y, previews=msg.previews,
     )
 
 
@@ -89,28 +90,28 @@ def encode_layers(layers: List[Layer], fmt: str) -> List[ResultLayer]:
 class PaintbridgeServer:
     """The server: accepts connections, checks the handshake, validates and queues jobs."""
 
-    def __init__(self, config: ServerConfig, hub: Optional[EngineHub] = None) -> None:
+    def __init__(self, config: ServerConfig, router: Optional[Router] = None) -> None:
         config.validate()
         self.config = config
-        self.hub = hub or EngineHub(config)
+        self.router = router or Router(config)
         self.queue: Optional[JobQueue] = None
         self.sessions: Optional[SessionTable] = None
         self.device = ""
 
     def models(self) -> List[dict]:
         """The model listing, each entry with its ``family``."""
-        return with_family(self.hub.models())
+        return with_family(self.router.models())
 
     def welcome(self, session: Optional[str] = None, resumed: tuple = ()) -> Welcome:
         return Welcome(
             protocol=PROTOCOL_VERSION, server_version=__version__, device=self.device, models=tuple(self.models()),
-            capabilities=self.hub.capabilities(), limits=self.config.limits, defaults=welcome_defaults(),
+            capabilities=self.router.capabilities(), limits=self.config.limits, defaults=welcome_defaults(),
             session=session, resumed=resumed,
         )
 
     def _encode_result(self, item: QueuedJob, layers: List[Layer], elapsed: float) -> Result:
         return Result(item.id, tuple(encode_layers(layers, item.result_format)), round(elapsed, 4),
-                      dict(item.job.params))
+                      item.job.params.as_dict())
 
     async def _handshake(self, ws: ServerConnection, link: Link) -> Optional[Hello]:
         """Read and check ``hello``; on success the session is attached and ``welcome`` queued. Every refusal is
@@ -133,6 +134,13 @@ class PaintbridgeServer:
         except ProtocolError as err:
             err.job_id = None
             await ws.send(conn.send(error_from(err)))
+            return None
+        except ConnectionClosed:
+            raise
+        except Exception as err:  # noqa: BLE001 - a bug: still an error message, never a bare 1011
+            log.exception("handshake failed")
+            await ws.send(conn.send(Error(errors.INTERNAL, f"internal error in the handshake: "
+                                                           f"{type(err).__name__}: {err}")))
             return None
         client = f"{hello.client} {hello.client_version}".strip()
 
@@ -167,6 +175,7 @@ class PaintbridgeServer:
 
     async def _dispatch(self, link: Link, frame) -> None:
         session = link.session
+        msg = None
         try:
             (msg,) = link.conn.receive_data(frame)
             if session is None:  # replaced by a newer connection of the same session
@@ -185,20 +194,25 @@ class PaintbridgeServer:
                     raise ProtocolError(errors.BAD_REQUEST, f"no queued or running job with id {msg.id!r}",
                                         field="id")
             elif isinstance(msg, ListModels):
-                await asyncio.to_thread(self.hub.rescan)
+                await asyncio.to_thread(self.router.rescan)
                 link.put(Models(tuple(self.models())))
         except ProtocolError as err:
             link.put(error_from(err))
+        except Exception as err:  # noqa: BLE001 - a bug: answer it and keep the connection
+            log.exception("could not handle a message")
+            job_id = msg.id if isinstance(msg, JobMessage) and session is not None and msg.id not in session.jobs \
+                and link.conn.is_open(msg.id) else None
+            link.put(Error(errors.INTERNAL, f"internal error: {type(err).__name__}: {err}", id=job_id))
 
     async def run(self, on_ready: Optional[Callable[[int], None]] = None,
                   stop: Optional[asyncio.Event] = None) -> None:
         """Serve until ``stop`` is set (forever without one); ``on_ready(port)`` is called once listening."""
-        self.device = await asyncio.to_thread(self.hub.device_description)
-        self.queue = JobQueue(self.hub.run, self._encode_result, self.config.limits.max_queue)
+        self.device = await asyncio.to_thread(self.router.device_description)
+        self.queue = JobQueue(self.router.run, self._encode_result, self.config.limits.max_queue)
         self.sessions = SessionTable(self.queue, self.config.grace)
         worker = asyncio.create_task(self.queue.worker())
         if self.config.preload:
-            threading.Thread(target=self.hub.preload, name="paintbridge-preload", daemon=True).start()
+            threading.Thread(target=self.router.preload, name="paintbridge-preload", daemon=True).start()
         async with serve(self.handler, self.config.host, self.config.port,
                          max_size=self.config.limits.max_frame_bytes, compression=None) as server:
             if on_ready is not None:
@@ -212,8 +226,8 @@ class PaintbridgeServer:
 class ServerThread:
     """Run a server in a background thread (tests, the CLI's self-started server). Use as a context manager."""
 
-    def __init__(self, config: ServerConfig, hub: Optional[EngineHub] = None) -> None:
-        self.server = PaintbridgeServer(config, hub)
+    def __init__(self, config: ServerConfig, router: Optional[Router] = None) -> None:
+        self.server = PaintbridgeServer(config, router)
         self.port = 0
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None

@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def ready(port: int) -> None:
         print(f"Paintbridge server listening on ws://{args.host}:{port}", flush=True)
-        print(f"device: {server.device}; models: {', '.join(m['name'] for m in server.hub.models())}", flush=True)
+        print(f"device: {server.device}; models: {', '.join(m['name'] for m in server.router.models())}", flush=True)
 
     try:
         asyncio.run(server.run(on_ready=ready))
@@ -184,13 +184,14 @@ def cmd_models(args: argparse.Namespace) -> int:
         return cmd_models_pull(args)
     from .downloads import Catalogue, preset_status
     from .downloads.status import catalogue_entry_for, disk_size, human_size
-    from .engines.hub import EngineHub
+    from .defaults import with_family
+    from .router import Router
 
-    hub = EngineHub(_config(args, port=0))
-    roots = list(hub.config.model_dirs)
+    router = Router(_config(args, port=0))
+    roots = list(router.config.model_dirs)
     catalogue = Catalogue.load()
     print(f"models in: {', '.join(str(d) for d in roots)}")
-    for m in hub.models():
+    for m in with_family(router.models()):
         family = m.get("family") or m.get("arch") or "-"
         variant = "inpaint" if m.get("inpaint") and m["kind"] == "checkpoint" else ""
         path = Path(m["path"]) if m.get("path") else None

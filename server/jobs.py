@@ -13,7 +13,7 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, List, Optional, Protocol
+from typing import Callable, List, Optional, Protocol
 
 import numpy as np
 
@@ -22,7 +22,8 @@ from protocol.errors import ProtocolError
 from protocol.images import RGBA8, ImagePayload
 from protocol.messages import Cancelled, Error, Message, Progress, Queued, Result, Started, error_from
 
-from .engines.base import EngineError, Job, JobCancelled, JobContext, Layer
+from . import device as devices
+from .core import Job, JobCancelled, JobContext, Layer
 
 log = logging.getLogger("paintbridge.jobs")
 
@@ -51,12 +52,6 @@ class QueuedJob:
     @property
     def id(self) -> str:
         return self.job.id
-
-
-def _is_oom(err: BaseException) -> bool:
-    if isinstance(err, MemoryError):
-        return True
-    return type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower()
 
 
 class JobQueue:
@@ -165,13 +160,11 @@ class JobQueue:
             reply = await asyncio.to_thread(self._encode_result, item, layers, elapsed)
         except JobCancelled:
             reply = Cancelled(job.id)
-        except EngineError as err:
-            reply = Error(err.code, err.message, id=job.id, field=err.field)
         except ProtocolError as err:
             err.job_id = job.id
             reply = error_from(err)
         except Exception as err:  # noqa: BLE001 - every failure must reach the client as a message
-            if _is_oom(err):
+            if devices.is_out_of_memory(err):
                 reply = Error(errors.OUT_OF_MEMORY, f"out of memory while running the job: {err}. Try a smaller "
                               "selection, a smaller batch or a smaller model", id=job.id)
             else:

@@ -77,7 +77,8 @@ class ClientSession:
         self.link: Optional[Link] = None
         self.jobs: Dict[str, QueuedJob] = {}  # queued or running
         self.finals: Dict[str, Message] = {}  # finished while detached, not yet delivered
-        self.live: Set[str] = set()
+        self.live: Set[str] = set()  # open live frames
+        self.forgotten: Set[str] = set()  # jobs dropped without a message: their final answer goes nowhere
         self.expiry: Optional[asyncio.TimerHandle] = None
 
     def open_ids(self) -> List[str]:
@@ -85,26 +86,37 @@ class ClientSession:
 
     def add(self, item: QueuedJob) -> None:
         self.jobs[item.id] = item
+        self.forgotten.discard(item.id)
         if item.live:
             self.live.add(item.id)
+
+    def forget(self, items: List[QueuedJob]) -> None:
+        """These jobs were dropped (live frames of a lost connection, an expired session): no message about them."""
+        for item in items:
+            self.jobs.pop(item.id, None)
+            self.live.discard(item.id)
+            if item.running:
+                self.forgotten.add(item.id)  # it stops at its next step and answers; that answer is swallowed
 
     async def send(self, msg: Message) -> None:
         """A message from the queue about one of this session's jobs (or about a request of its link)."""
         if _is_final(msg):
             self.jobs.pop(msg.id, None)  # type: ignore[attr-defined]
-            if self.link is None:
-                self.keep_final(msg)
-                return
-        if self.link is not None:
+            self.keep_final(msg)
+        elif self.link is not None and getattr(msg, "id", None) not in self.forgotten:
             self.link.put(msg)
 
     def keep_final(self, msg: Message) -> None:
+        """Deliver a final message now, or keep it until the client is back (a live frame's is not kept)."""
         job_id = msg.id  # type: ignore[attr-defined]
-        if job_id in self.live:
-            self.live.discard(job_id)  # live frames are not kept across a dropped connection
-        elif self.link is not None:
+        if job_id in self.forgotten:
+            self.forgotten.discard(job_id)
+            return
+        live = job_id in self.live
+        self.live.discard(job_id)
+        if self.link is not None:
             self.link.put(msg)
-        else:
+        elif not live:
             self.finals[job_id] = msg
 
 
@@ -158,8 +170,7 @@ class SessionTable:
         if session is None or session.link is not link:
             return
         self._unhook(link)
-        for item in self.queue.drop(session, live_only=True):
-            session.jobs.pop(item.id, None)
+        session.forget(self.queue.drop(session, live_only=True))
         if session.named and self.grace > 0 and (session.jobs or session.finals):
             session.expiry = asyncio.get_running_loop().call_later(self.grace, self._expire, session)
         else:
@@ -182,6 +193,6 @@ class SessionTable:
         dropped = self.queue.drop(session)
         if dropped:
             log.info("client %s gone; %d job(s) cancelled", session.client, len(dropped))
-        session.jobs.clear()
+        session.forget(dropped)
         session.finals.clear()
         self.sessions.pop(session.id, None)

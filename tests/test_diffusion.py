@@ -46,7 +46,7 @@ def client(server):
 
 
 def engine(server):
-    return server.server.hub.diffusion
+    return server.server.router.diffusion
 
 
 def picture(w: int = W, h: int = H, seed: int = 0) -> np.ndarray:
@@ -366,11 +366,10 @@ def test_paintbridge_run_works_offline_on_a_models_folder(models_dir, tmp_path, 
 # --- device and precision --------------------------------------------------------------------------------------------
 
 def test_device_and_precision_are_chosen_and_can_be_overridden(models_dir):
-    from server.diffusion import device as devices
+    from server import device as devices
+    from server.core import Job, JobContext, Params
     from server.diffusion.engine import DiffusionEngine
-    from server.engines.base import Job, JobContext
     from server.models.registry import ModelRegistry
-    from protocol.messages import job_params_defaults
 
     if not torch.cuda.is_available():
         assert devices.choose() == (torch.device("cpu"), torch.float32)
@@ -380,7 +379,7 @@ def test_device_and_precision_are_chosen_and_can_be_overridden(models_dir):
         devices.choose("cpu", "float8")
     eng = DiffusionEngine(ModelRegistry([models_dir]), device="cpu", dtype="bfloat16")
     assert eng.device_description().startswith("CPU") and eng.device_description().endswith("bfloat16")
-    params = dict(job_params_defaults(), steps=2, seed=1)
+    params = Params(steps=2, seed=1)
     for mode in ("img2img", "inpaint", "generate"):  # every mode's pipeline keeps the loaded precision
         (layer,) = eng.run(Job(id="b", mode=mode, model="tiny-sd15", prompt="a cat", negative_prompt="",
                                image=picture(), mask=selection(), params=params), JobContext())
@@ -390,9 +389,8 @@ def test_device_and_precision_are_chosen_and_can_be_overridden(models_dir):
 
 
 def test_cancel_stops_the_pipeline_at_the_step_it_was_asked(models_dir):
-    from protocol.messages import job_params_defaults
+    from server.core import Job, JobCancelled, JobContext, Params
     from server.diffusion.engine import DiffusionEngine
-    from server.engines.base import Job, JobCancelled, JobContext
     from server.models.registry import ModelRegistry
 
     seen = []
@@ -405,7 +403,56 @@ def test_cancel_stops_the_pipeline_at_the_step_it_was_asked(models_dir):
     ctx = JobContext(report)
     eng = DiffusionEngine(ModelRegistry([models_dir]))
     job = Job(id="c", mode="img2img", model="tiny-sd15", prompt="a cat", negative_prompt="", image=picture(),
-              mask=None, params=dict(job_params_defaults(), steps=40, strength=1.0, batch=3))
+              mask=None, params=Params(steps=40, strength=1.0, batch=3))
     with pytest.raises(JobCancelled):
         eng.run(job, ctx)
     assert seen == [1, 2]
+
+
+# --- out of memory ----------------------------------------------------------------------------------------------------
+
+def test_out_of_memory_on_the_device_degrades_to_vae_tiling_and_says_so(models_dir):
+    """A real forward hook on the VAE decoder raises torch's OutOfMemoryError, as a GPU does when the decode of a big
+    image does not fit; the engine turns on VAE tiling and slicing, runs the job again and says so in ``info``."""
+    from protocol.errors import ProtocolError
+    from server.core import Job, JobContext, Params
+    from server.diffusion.engine import VAE_TILING, DiffusionEngine
+    from server.models.registry import ModelRegistry
+
+    eng = DiffusionEngine(ModelRegistry([models_dir]), device="cpu")
+    job = Job(id="m", mode="inpaint", model="tiny-sd15", prompt="a cat", image=picture(), mask=selection(),
+              params=Params(steps=2, seed=5, grow=2, feather=2))
+    (reference,) = eng.run(job, JobContext())
+    assert "memory_fallbacks" not in reference.info
+    decoder = eng.loaded.pipe.vae.decoder
+    decodes = []
+
+    def out_of_memory_once(module, args):
+        decodes.append(tuple(args[0].shape))
+        if len(decodes) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (raised by a test hook)")
+
+    hook = decoder.register_forward_pre_hook(out_of_memory_once)
+    try:
+        (layer,) = eng.run(job, JobContext())
+    finally:
+        hook.remove()
+    assert len(decodes) >= 2, "the job ran again after the out-of-memory error"
+    assert layer.info["memory_fallbacks"] == [VAE_TILING]
+    assert eng.loaded.pipe.vae.use_tiling and eng.loaded.pipe.vae.use_slicing
+    # A proper result: the same blend mask, the input exactly outside it (the tiled decode may change pixels inside).
+    assert np.array_equal(layer.rgba[..., 3], reference.rgba[..., 3])
+    outside = layer.rgba[..., 3] == 0
+    assert outside.any() and np.array_equal(layer.rgba[outside][:, :3], picture()[outside][:, :3])
+    assert eng.run(job, JobContext())[0].info["memory_fallbacks"] == [VAE_TILING]  # it stays on for the checkpoint
+
+    def always_out_of_memory(module, args):
+        raise torch.OutOfMemoryError("CUDA out of memory (raised by a test hook)")
+
+    hook = decoder.register_forward_pre_hook(always_out_of_memory)
+    try:
+        with pytest.raises(ProtocolError) as err:  # on a CPU nothing is left to try (offload needs a GPU)
+            eng.run(job, JobContext())
+    finally:
+        hook.remove()
+    assert err.value.code == "out_of_memory" and VAE_TILING in err.value.message

@@ -394,9 +394,9 @@ def test_install_py_as_a_script_into_a_temporary_home(tmp_path):
     out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert (home / "k/paintbridge/vendor/websockets").is_dir() and (home / "g/paintbridge/vendor/msgpack").is_dir()
-    for plugin in ("k/paintbridge", "g/paintbridge"):  # both plugins record it the same way (client/ reads it)
+    for plugin in ("k/paintbridge", "g/paintbridge"):  # both record the server command in the same file
         assert json.loads((home / plugin / "server.json").read_text())["command"] == install.server_command(VENV)
-    assert (home / "k/paintbridge/client").is_dir() and (home / "g/paintbridge/client").is_dir()
+        assert (home / plugin / "client" / "jobs.py").is_file() and (home / plugin / "protocol").is_dir()
     out = subprocess.run([sys.executable, str(REPO / "install.py"), "--uninstall"], capture_output=True, text=True,
                          env=env, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr

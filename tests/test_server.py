@@ -358,14 +358,14 @@ def test_cli_run_reports_an_unreachable_server(tmp_path, capsys):
 
 def test_preload_loads_the_default_checkpoint_before_the_first_job(start_server, tiny_models):
     server = start_server(model_dirs=[tiny_models], preload=True)
-    hub = server.server.hub
+    router = server.server.router
     deadline = time.monotonic() + 120
-    while hub.diffusion.loads == 0 and time.monotonic() < deadline:
+    while router.diffusion.loads == 0 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert hub.diffusion.loads == 1
+    assert router.diffusion.loads == 1
     with Client(server.url, "test") as client:
         client.run(slow_job(steps=2))
-    assert hub.diffusion.loads == 1
+    assert router.diffusion.loads == 1
 
 
 def test_control_layers_keep_alpha_only_for_preprocessing():
@@ -382,7 +382,7 @@ def test_control_layers_keep_alpha_only_for_preprocessing():
 
 
 def test_a_cancelled_job_stops_at_its_next_step():
-    from server.engines.base import JobCancelled, JobContext
+    from server.core import JobCancelled, JobContext
 
     seen = []
     ctx = JobContext(lambda step, total, preview: seen.append(step))
@@ -393,3 +393,190 @@ def test_a_cancelled_job_stops_at_its_next_step():
     with pytest.raises(JobCancelled):
         ctx.quiet().check()  # sub-jobs (upscale tiles) share the cancellation
     assert seen == [1, 2]
+
+
+# --- sessions: resume after a dropped connection, live frames, exact error ids ---------------------------------------
+
+def hello_with(session: str, **extra) -> dict:
+    return dict({"type": "hello", "protocol": "1.1", "client": "resume-test", "session": session}, **extra)
+
+
+def read_until(ws, kinds: tuple, timeout: float = 120) -> list:
+    """Messages up to and including the first whose type is in ``kinds``."""
+    seen = []
+    while not seen or seen[-1]["type"] not in kinds:
+        seen.append(decode(ws.recv(timeout=timeout)))
+    return seen
+
+
+def vanish(ws) -> None:
+    """The peer disappears without a close frame (a dropped network)."""
+    ws.socket.shutdown(socket.SHUT_RDWR)
+
+
+def test_hello_with_a_superscript_version_gets_a_clear_error(classical_server):
+    for version in ("².0", "1.²", "①.0"):
+        ws, reply = raw_session(classical_server.url, {"type": "hello", "protocol": version, "client": "x"})
+        assert reply["type"] == "error" and reply["code"] == "bad_request" and reply["field"] == "protocol"
+        assert "digits 0-9" in reply["message"] and "id" not in reply
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1008  # refused, not 1011
+
+
+def test_welcome_echoes_the_session_and_makes_one_when_absent(classical_server):
+    _, reply = raw_session(classical_server.url, hello_with("my-session_1"))
+    assert reply["session"] == "my-session_1" and reply["resumed"] == []
+    _, reply = raw_session(classical_server.url)  # a 1.0 hello
+    assert len(reply["session"]) >= 16 and reply["protocol"] == "1.1"
+
+
+def test_error_ids_are_exact(start_server, tiny_models):
+    server = start_server(model_dirs=[tiny_models])
+    ws, _ = raw_session(server.url, hello_with("ids"))
+    running = "r" * 64
+    ws.send(encode(dict(slow_job(steps=4), type="job", id=running)))
+    assert read_until(ws, ("started",))[-1]["id"] == running
+    # An over-long id whose first 64 characters are the running job's id: refused, and the error names no job.
+    ws.send(encode(dict(inpaint_job(rgba_image(), rect_mask()), type="job", id=running + "-other")))
+    reply = decode(ws.recv(timeout=30))
+    assert reply["type"] == "error" and "id" not in reply and reply["field"] == "id"
+    # A second job with the running job's id: refused without the id; the running job goes on.
+    ws.send(encode(dict(inpaint_job(rgba_image(), rect_mask()), type="job", id=running)))
+    reply = decode(ws.recv(timeout=30))
+    assert reply["type"] == "error" and "id" not in reply and "already queued or running" in reply["message"]
+    tail = read_until(ws, ("result", "error", "cancelled"))
+    assert tail[-1]["type"] == "result" and tail[-1]["id"] == running
+    # A cancel that arrives after the result names no live job: no id, field "id".
+    ws.send(encode({"type": "cancel", "id": running}))
+    reply = decode(ws.recv(timeout=30))
+    assert reply["type"] == "error" and "id" not in reply and reply["field"] == "id"
+    # An invalid job with a valid id is answered with exactly that id.
+    ws.send(encode(dict(inpaint_job(rgba_image(), rect_mask()), type="job", id="bad-1", params={"steps": 0})))
+    reply = decode(ws.recv(timeout=30))
+    assert reply["id"] == "bad-1" and reply["field"] == "params.steps"
+
+
+def test_a_job_survives_a_dropped_connection_and_the_reconnect_gets_its_result(start_server, tiny_models):
+    server = start_server(model_dirs=[tiny_models])
+    ws, _ = raw_session(server.url, hello_with("flaky-network"))
+    ws.send(encode(dict(slow_job(steps=12), type="job", id="long")))
+    read_until(ws, ("progress",))
+    vanish(ws)
+    ws2, welcome = raw_session(server.url, hello_with("flaky-network"))
+    assert welcome["type"] == "welcome" and welcome["resumed"] == ["long"]
+    rest = read_until(ws2, ("result", "cancelled", "error"))
+    assert rest[0]["type"] in ("started", "result") and rest[-1]["type"] == "result"
+    assert rest[-1]["id"] == "long" and rest[-1]["layers"][0]["width"] == 64
+
+
+def test_a_result_finished_while_away_is_kept_for_the_reconnect(start_server, tiny_models):
+    server = start_server(model_dirs=[tiny_models])
+    ws, _ = raw_session(server.url, hello_with("away"))
+    ws.send(encode(dict(slow_job(steps=3), type="job", id="quick")))
+    read_until(ws, ("started",))
+    vanish(ws)
+    queue = server.server.queue
+    deadline = time.monotonic() + 120
+    while (queue.current is not None or len(queue)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ws2, welcome = raw_session(server.url, hello_with("away"))
+    assert welcome["resumed"] == ["quick"]
+    reply = decode(ws2.recv(timeout=30))
+    assert reply["type"] == "result" and reply["id"] == "quick"
+    ws3, welcome = raw_session(server.url, hello_with("away"))  # delivered once: nothing is held any more
+    assert welcome["resumed"] == []
+
+
+def test_the_client_reconnects_and_its_run_goes_on(start_server, tiny_models):
+    server = start_server(model_dirs=[tiny_models])
+    client = Client(server.url, "resuming-client")
+    client.connect()
+    dropped = []
+
+    def on_event(msg) -> None:
+        if isinstance(msg, Progress) and not dropped:
+            dropped.append(msg.step)
+            vanish(client._ws)
+
+    try:
+        result = client.run(slow_job(steps=12), on_event=on_event, timeout=300)
+    finally:
+        client.close()
+    assert dropped and client.reconnects == 1 and result.layers[0].width == 64
+
+
+def test_the_grace_period_ends_and_live_frames_are_not_kept(start_server, tiny_models):
+    server = start_server(model_dirs=[tiny_models], grace=0.5)
+    ws, _ = raw_session(server.url, hello_with("short-grace"))
+    ws.send(encode(dict(slow_job(steps=150), type="job", id="live-1", live=True)))
+    read_until(ws, ("progress",))
+    vanish(ws)
+    ws2, welcome = raw_session(server.url, hello_with("short-grace"))
+    assert welcome["resumed"] == []  # the live frame was dropped at once
+    ws2.send(encode(dict(slow_job(steps=150), type="job", id="kept")))
+    read_until(ws2, ("progress",))
+    vanish(ws2)
+    time.sleep(1.5)
+    ws3, welcome = raw_session(server.url, hello_with("short-grace"))
+    assert welcome["resumed"] == []  # the grace period passed: the job was cancelled
+    queue = server.server.queue
+    deadline = time.monotonic() + 60
+    while queue.current is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert queue.current is None and len(queue) == 0
+
+
+def test_a_newer_live_frame_replaces_the_queued_one(start_server, tiny_models):
+    server = start_server(model_dirs=[tiny_models])
+    ws, _ = raw_session(server.url, hello_with("live"))
+    ws.send(encode(dict(slow_job(steps=150), type="job", id="busy")))
+    read_until(ws, ("started",))
+    ws.send(encode(dict(slow_job(steps=2), type="job", id="frame-1", live=True)))
+    assert read_until(ws, ("queued",))[-1]["id"] == "frame-1"
+    ws.send(encode(dict(slow_job(steps=2), type="job", id="frame-2", live=True)))
+    seen = [m for m in read_until(ws, ("queued",)) if m["type"] != "progress"]
+    assert [(m["type"], m["id"]) for m in seen] == [("cancelled", "frame-1"), ("queued", "frame-2")]
+    ws.send(encode({"type": "cancel", "id": "busy"}))
+    finals = {}
+    while len(finals) < 2:
+        msg = decode(ws.recv(timeout=120))
+        if msg["type"] in ("result", "cancelled", "error"):
+            finals[msg["id"]] = msg["type"]
+    assert finals == {"busy": "cancelled", "frame-2": "result"}
+
+
+def test_a_second_connection_of_a_session_replaces_the_first(start_server, tiny_models):
+    server = start_server(model_dirs=[tiny_models])
+    ws, _ = raw_session(server.url, hello_with("twice"))
+    ws.send(encode(dict(slow_job(steps=12), type="job", id="j")))
+    read_until(ws, ("started",))
+    ws2, welcome = raw_session(server.url, hello_with("twice"))  # the old connection looks alive to the server
+    assert welcome["resumed"] == ["j"]
+    assert read_until(ws2, ("result",))[-1]["id"] == "j"
+    with pytest.raises(ConnectionClosed):
+        while True:
+            ws.recv(timeout=30)
+
+
+def test_cli_serve_takes_a_grace_period():
+    from server.cli import _config, parser
+
+    assert _config(parser().parse_args(["serve", "--grace", "5"])).grace == 5.0
+    assert _config(parser().parse_args(["serve"])).grace == 300.0
+    with pytest.raises(ValueError, match="grace"):
+        ServerConfig(grace=-1).validate()
+
+
+def test_a_1_0_client_without_a_session_is_served_and_its_jobs_end_with_its_connection(start_server, tiny_models):
+    server = start_server(model_dirs=[tiny_models])  # the default grace period applies to named sessions only
+    ws, welcome = raw_session(server.url)  # a 1.0 hello: no session
+    assert welcome["type"] == "welcome" and welcome["session"]
+    ws.send(encode(dict(slow_job(steps=150), type="job", id="old-client-job")))
+    read_until(ws, ("progress",))
+    vanish(ws)
+    queue = server.server.queue
+    deadline = time.monotonic() + 60
+    while (queue.current is not None or len(queue)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert queue.current is None and len(queue) == 0 and not server.server.sessions.sessions

@@ -3,7 +3,9 @@ with ControlNets, LoRAs, embeddings, weighted prompts and the samplers users kno
 
 One checkpoint is kept warm; every mode's pipeline is made from it with ``from_pipe`` (shared weights, no reload), and
 switching checkpoints frees the old one. The context box is processed at the model's native area and scaled back;
-outside the (grown) mask the result equals the input exactly.
+outside the (grown) mask the result equals the input exactly. When the device runs out of memory the engine degrades
+(``MEMORY_FALLBACKS``: VAE tiling and slicing, then model CPU offload on a GPU), runs the job again, and says so in each
+result layer's ``info["memory_fallbacks"]``.
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from protocol.errors import MODEL_NOT_FOUND, OUT_OF_MEMORY, UNSUPPORTED
+from protocol.errors import MODEL_NOT_FOUND, OUT_OF_MEMORY, UNSUPPORTED, ProtocolError
 
+from .. import device as devices
 from .. import imageops
+from ..core import Engine, Job, JobContext, Layer
 from ..defaults import DEFAULT_STRENGTH
-from ..engines.base import EngineError, Job, JobContext, Layer
 from ..models import loading
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
 from . import controls as control_plans
-from . import device as devices
 from . import pipelines, prompts, samplers
 from .adapters import Adapters
 from .preview import latents_to_rgb
@@ -37,6 +39,11 @@ logging.getLogger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
 
 MODES = ("generate", "img2img", "inpaint", "outpaint")
 MAX_CONTROLNETS_KEPT = 4
+# What the engine turns on, in this order, each time a job runs out of device memory (then it runs the job again).
+# A fallback stays on while the checkpoint is loaded. Model CPU offload only helps on a GPU.
+VAE_TILING = "vae tiling and slicing"
+CPU_OFFLOAD = "model cpu offload"
+MEMORY_FALLBACKS = (VAE_TILING, CPU_OFFLOAD)
 
 
 @dataclasses.dataclass
@@ -48,12 +55,15 @@ class LoadedCheckpoint:
     adapters: Adapters
     scheduler_config: dict
     variants: Dict[type, object] = dataclasses.field(default_factory=dict)
+    memory_fallbacks: List[str] = dataclasses.field(default_factory=list)
 
 
-class DiffusionEngine:
+class DiffusionEngine(Engine):
     """Runs diffusion jobs; ``loads`` counts checkpoint loads (a mode switch never adds one)."""
 
     name = "diffusers"
+    modes = MODES
+    uses_controls = True
 
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
@@ -78,7 +88,7 @@ class DiffusionEngine:
             return self.registry.get(name, "checkpoint")
         entry = self.registry.default_checkpoint()
         if entry is None:
-            raise EngineError(MODEL_NOT_FOUND, "no usable diffusion checkpoint is installed: put a .safetensors "
+            raise ProtocolError(MODEL_NOT_FOUND, "no usable diffusion checkpoint is installed: put a .safetensors "
                               "checkpoint in the models folder's checkpoints/", field="model")
         return entry
 
@@ -108,7 +118,7 @@ class DiffusionEngine:
         self.loaded = None
         self.controlnets.clear()
         gc.collect()
-        _empty_cache(self.device)
+        devices.empty_cache(self.device)
 
     def controlnet(self, entry: ModelEntry):
         key = str(entry.path)
@@ -123,30 +133,66 @@ class DiffusionEngine:
     # --- jobs ---
 
     def run(self, job: Job, ctx: JobContext) -> List[Layer]:
-        """Run one job; EngineError for what cannot be done, JobCancelled when cancelled."""
-        if job.mode not in MODES:
-            raise EngineError(UNSUPPORTED, f"the diffusion engine does not do mode '{job.mode}'", field="mode")
-        with self._lock:
-            try:
-                return self._run(job, ctx)
-            except MemoryError as err:
-                raise EngineError(OUT_OF_MEMORY, f"out of memory: {err or 'try a smaller selection or batch'}") from err
-            except Exception as err:
-                if type(err).__name__ == "OutOfMemoryError":
-                    _empty_cache(self.device)
-                    raise EngineError(OUT_OF_MEMORY, "the GPU ran out of memory: try a smaller batch, a smaller "
-                                      "selection or a lower precision") from err
-                raise
+        """Run one job; ProtocolError for what cannot be done, JobCancelled when cancelled.
 
-    def _control_images(self, plans, work: Job, hard: np.ndarray, pw: int, ph: int) -> list:
+        A job that runs out of device memory is run again with the next of ``MEMORY_FALLBACKS`` turned on; when none
+        is left it fails with ``out_of_memory``.
+        """
+        if job.mode not in self.modes:
+            raise self.refuse_mode(job)
+        with self._lock:
+            while True:
+                try:
+                    layers = self._run(job, ctx)
+                    break
+                except MemoryError as err:
+                    hint = str(err) or "try a smaller selection or batch"
+                    raise ProtocolError(OUT_OF_MEMORY, f"the server ran out of memory: {hint}") from err
+                except Exception as err:
+                    if not devices.is_out_of_memory(err):
+                        raise
+                    devices.empty_cache(self.device)
+                    fallback = self._next_memory_fallback()
+                    if fallback is None:
+                        tried = ", ".join(self.loaded.memory_fallbacks) if self.loaded else ""
+                        raise ProtocolError(OUT_OF_MEMORY, f"the {self.device.type.upper()} device ran out of memory"
+                                            + (f" even with {tried}" if tried else "") + ": try a smaller batch, a "
+                                            "smaller selection or a lower precision") from err
+                    log.warning("out of memory on %s: running the job again with %s", self.device, fallback)
+            if self.loaded is not None and self.loaded.memory_fallbacks:
+                for layer in layers:
+                    layer.info["memory_fallbacks"] = list(self.loaded.memory_fallbacks)
+            return layers
+
+    def _next_memory_fallback(self) -> Optional[str]:
+        """Turn on the next memory fallback for the loaded checkpoint; its name, or None when none is left."""
+        loaded = self.loaded
+        if loaded is None:
+            return None
+        for fallback in MEMORY_FALLBACKS:
+            if fallback in loaded.memory_fallbacks:
+                continue
+            if fallback == VAE_TILING:
+                loaded.pipe.vae.enable_tiling()
+                loaded.pipe.vae.enable_slicing()
+            elif fallback == CPU_OFFLOAD:
+                if self.device.type == "cpu":
+                    continue
+                loaded.pipe.enable_model_cpu_offload(device=self.device)
+            loaded.memory_fallbacks.append(fallback)
+            return fallback
+        return None
+
+    def _control_images(self, plans, work: Job, hard: np.ndarray, pw: int, ph: int, ctx: JobContext) -> list:
         """Each ControlNet's input at processing size (preprocessed when asked; inpaint ones from image and mask)."""
         images = []
         for plan in plans:
             if control_plans.uses_inpaint_condition(plan) and work.image is not None:
-                images.append(control_plans.inpaint_condition(imageops.resize(work.image[..., :3], pw, ph),
+                images.append(control_plans.inpaint_tensor(imageops.resize(work.image[..., :3], pw, ph),
                                                               imageops.resize(hard, pw, ph)))
             else:
-                rgb = control_plans.control_image(plan.control, self.registry, work.params, str(self.device))
+                rgb = ctx.interruptible(control_plans.control_image, plan.control, self.registry, work.params,
+                                        str(self.device))  # preprocessing a large control layer takes seconds
                 images.append(_pil(imageops.resize(rgb, pw, ph)))
         return images
 
@@ -184,7 +230,8 @@ class DiffusionEngine:
         call.update(prompts.encode(runner, prompt, negative, self.device).kwargs())
         call.update(_image_inputs(work, kind, hard, pw, ph, settings["strength"]))
         if plans:
-            call.update(pipelines.control_kwargs(kind, plans, self._control_images(plans, work, hard, pw, ph), union))
+            images = self._control_images(plans, work, hard, pw, ph, ctx)
+            call.update(pipelines.control_kwargs(kind, plans, images, union))
 
         arch = entry.arch
         done = [0]  # images finished, for progress over the whole batch
@@ -204,7 +251,7 @@ class DiffusionEngine:
                 out = runner(**call, generator=torch.Generator("cpu").manual_seed(s), callback_on_step_end=on_step,
                              callback_on_step_end_tensor_inputs=["latents"])
             if not np.isfinite(out.images).all():
-                raise EngineError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its weights "
+                raise ProtocolError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its weights "
                                   f"do not fit its {arch_name(arch)} architecture or precision {self.dtype}")
             images.append(np.clip(np.rint(out.images[0] * 255), 0, 255).astype(np.uint8))
             done[0] += 1
@@ -219,17 +266,17 @@ class DiffusionEngine:
 def _settings(job: Job, entry: ModelEntry, kind: str) -> dict:
     """Sampler, steps, strength, CFG and seeds of a job, with the defaults filled in."""
     params = job.params
-    sampler = params["sampler"] or samplers.DEFAULT_SAMPLER
-    strength = params["strength"] if params["strength"] is not None else DEFAULT_STRENGTH[job.mode]
+    sampler = params.sampler or samplers.DEFAULT_SAMPLER
+    strength = params.strength if params.strength is not None else DEFAULT_STRENGTH[job.mode]
     if job.mode == "generate":
         strength = 1.0
-    steps = params["steps"]
+    steps = params.steps
     if kind != "txt2img":  # diffusers runs int(steps * strength) steps: keep at least one
         strength = max(strength, 1.0 / steps)
-    cfg = params["cfg"] if params["cfg"] is not None else samplers.default_cfg(sampler, entry.arch)
-    seed = params["seed"] if params["seed"] >= 0 else random.randrange(2**32)
+    cfg = params.cfg if params.cfg is not None else samplers.default_cfg(sampler, entry.arch)
+    seed = params.seed if params.seed >= 0 else random.randrange(2**32)
     return {"sampler": sampler, "strength": strength, "steps": steps, "cfg": cfg,
-            "seeds": [(seed + i) % 2**32 for i in range(params["batch"])]}
+            "seeds": [(seed + i) % 2**32 for i in range(params.batch)]}
 
 
 def _image_inputs(work: Job, kind: str, hard: np.ndarray, pw: int, ph: int, strength: float) -> dict:
@@ -267,15 +314,13 @@ def _working_job(job: Job) -> Tuple[Job, Optional[np.ndarray]]:
     RGBA pixels the result is composited over (None when generating without an image)."""
     if job.mode != "outpaint":
         return job, job.image
-    from ..engines.classical import fill
-
-    ext = job.params["extend"]
+    ext = job.params.extend
     canvas, new_area = imageops.extend_canvas(job.image, ext)
     filled = canvas.copy()
-    filled[..., :3] = fill(np.ascontiguousarray(canvas[..., :3]), new_area, job.params["fill"])
+    filled[..., :3] = imageops.fill(np.ascontiguousarray(canvas[..., :3]), new_area, job.params.fill)
     controls = [dataclasses.replace(c, image=imageops.extend_canvas(imageops.rgba(c.image), ext)[0][..., :3])
                 for c in job.controls]  # control layers cover the original area; the new area gets none (black)
-    work = dataclasses.replace(job, image=filled, mask=new_area, x=job.x - ext["left"], y=job.y - ext["top"],
+    work = dataclasses.replace(job, image=filled, mask=new_area, x=job.x - ext.left, y=job.y - ext.top,
                                controls=controls)
     return work, canvas
 
@@ -297,12 +342,3 @@ def _quiet_loaders() -> None:
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
-
-
-def _empty_cache(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif device.type == "mps":
-        torch.mps.empty_cache()

@@ -1,4 +1,7 @@
-"""Pick the torch device and dtype: CUDA (fp16, or bf16 when asked), Apple MPS (fp16), else CPU (fp32)."""
+"""The one place that picks the torch device and dtype, frees device memory and recognises out-of-memory errors.
+
+CUDA (fp16, or bf16 when asked), Apple MPS (fp16), else CPU (fp32). Importing this module does not import torch.
+"""
 
 from __future__ import annotations
 
@@ -44,3 +47,25 @@ def describe(device, dtype) -> str:
     if device.type == "mps":
         return f"Apple MPS, {name}"
     return f"CPU ({torch.get_num_threads()} threads), {name}"
+
+
+def empty_cache(device) -> None:
+    """Give the device's cached, unused memory back (after an out-of-memory error or an unload)."""
+    import torch
+
+    kind = getattr(device, "type", str(device).split(":")[0])
+    if kind == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif kind == "mps":
+        torch.mps.empty_cache()
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` says the device or the CPU allocator ran out of memory."""
+    if isinstance(err, MemoryError):
+        return True
+    import torch
+
+    text = str(err).lower()
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))
