@@ -934,9 +934,10 @@ def scenario_flux():
     R = RESULT
     yield Until(lambda: find_panel()[1] is not None, 30)
     dock, panel = find_panel()
-    yield Until(lambda: panel.connection_state == "connected", 150, poll=200)
-    R["connected"] = panel.connection_state
-    R["server_pid"] = panel.server.pid
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    R["connected"] = ses.connection_state
+    R["server_pid"] = server_pid(ses)
     R["models"] = [panel.model_box.itemData(i) for i in range(panel.model_box.count())]
     doc = new_doc("pb-flux")
     yield 400
@@ -944,19 +945,21 @@ def scenario_flux():
     doc.setActiveNode(paint)
     yield 300
     mark("generate")
-    panel.set_mode("generate")
-    panel.set_option("model", CONFIG["model"])
-    panel.set_prompt("a castle on a hill", "")
-    panel.set_option("steps", 2)
-    panel.set_option("batch", 1)
-    panel.set_option("random_seed", False)
-    panel.set_option("seed", 5)
+    ses.set_mode("generate")
+    ses.set_option("model", CONFIG["model"])
+    ses.set_prompt("a castle on a hill", "")
+    ses.set_option("steps", 2)
+    ses.set_option("batch", 1)
+    ses.set_option("random_seed", False)
+    ses.set_option("seed", 5)
+    ses.set_option("grow", 0)
+    ses.set_option("feather", 0)
     select_rect(doc, 16, 8, 48, 40)
     yield 300
     R["generate"] = rec = {"layers_before": layers(doc)}
     rec["composite_before"] = composite(doc, "flux-composite-before")
-    yield from run_job(panel, rec, timeout=300)
-    yield from apply_result(panel, doc, rec, "flux-new", W, H)
+    yield from run_job(ses, rec, timeout=300)
+    yield from apply_result(ses, doc, rec, "flux-new", W, H)
 
 
 SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux}
