@@ -323,3 +323,12 @@ def test_gpu_benchmark_runs_in_its_cpu_smoke_mode():
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     for line in ("tiny-flux: load server", "inpaint flux", "tiny-sd3: load server", "img2img sd3"):
         assert line in proc.stdout, proc.stdout
+
+
+def test_upscale_and_refine_runs_its_tiles_on_the_flux_engine(client, server):
+    msg = job("upscale", "tiny-flux", scale=2.0, refine=0.5, tile=64)
+    (layer, rgba), = pixels(client.run(msg, timeout=300))
+    assert (layer.width, layer.height) == (2 * W, 2 * H)
+    assert server.server.router.engine("families").loaded.entry.name == "tiny-flux"
+    plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
+    assert not np.array_equal(rgba, plain)  # refined, not only scaled
