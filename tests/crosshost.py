@@ -119,6 +119,7 @@ def gimp_pixels(workdir: Path) -> Dict[str, np.ndarray]:
     """GIMP's read-backs of the shared document in this pytest session (run in ``workdir`` if not yet), also kept as
     test-artifacts/generate-ellipse-gimp.png and upscale-selection-gimp.png."""
     if not _SESSION:
+        print(f"running GIMP on the shared document in {workdir}")
         _SESSION.update(_run_gimp(workdir))
         save_png(_SESSION["generate"], ellipse_case.ARTIFACT.format(editor="gimp"))
         save_png(_SESSION["upscale"], ellipse_case.UPSCALE_ARTIFACT.format(editor="gimp"))
