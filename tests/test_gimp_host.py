@@ -443,6 +443,30 @@ img.delete()
     assert layer.data == (out / "layer.rgba").read_bytes(), "GIMP's layer is the client core job's layer"
 
 
+def test_generate_into_the_shared_ellipse_and_upscale_its_box(trixie_root, tmp_path):
+    """GIMP's side of the comparison with Krita (tests/ellipse_case.py, compared at the end of test_krita_host.py):
+    the soft selection shapes the generated layer, the upscale is the selection's box at twice its size."""
+    import numpy as np
+
+    import ellipse_case
+    from crosshost import gimp_pixels
+
+    got = gimp_pixels(tmp_path)
+    w, h = ellipse_case.WIDTH, ellipse_case.HEIGHT
+    expected = np.frombuffer(ellipse_case.selection(), np.uint8).reshape(h, w)
+    alpha = got["generate"][..., 3].astype(int)
+    assert (alpha[expected == 255] == 255).all()  # fully generated inside
+    soft = (expected > 0) & (expected < 255)
+    assert ((alpha[soft] > 0) & (alpha[soft] < 255)).mean() > 0.5  # the feathered rim stays soft
+    assert alpha[expected == 0].mean() < 16
+    bx, by, bw, bh = ellipse_case.UPSCALE_BOX
+    scale = int(ellipse_case.UPSCALE_SCALE)
+    assert got["upscale"].shape == (bh * scale, bw * scale, 4)
+    source = np.frombuffer(ellipse_case.pattern(), np.uint8).reshape(h, w, 4)[by:by + bh, bx:bx + bw].astype(float)
+    blocks = got["upscale"].astype(float).reshape(bh, scale, bw, scale, 4).mean(axis=(1, 3))
+    assert np.abs(blocks[..., :3] - source[..., :3]).mean() < 12  # the selected part, not the canvas
+
+
 GUI_SCRIPT = """
 import os, time
 def marker(name):

@@ -746,14 +746,24 @@ def scenario_classical():
     newest = docs[-1]
     rec["new_document"] = [newest.name(), newest.width(), newest.height()]
     rec["source_layers_after"] = layers(udoc)
+    # Upscale of a selection on the shared document (tests/ellipse_case.py), as GIMP's host test does it too.
+    case = CONFIG["ellipse"]
+    udoc = new_doc("pb-upscale", w=case["width"], h=case["height"])
+    yield 400
+    unode = udoc.createNode("Paint", "paintlayer")
+    udoc.rootNode().addChildNode(unode, None)
+    unode.setPixelData(QByteArray(open(case["image"], "rb").read()), 0, 0, case["width"], case["height"])
+    udoc.setActiveNode(unode)
+    yield 300
     mark("upscale_selection")
     R["upscale_selection"] = rec = {"documents_before": len(K.documents())}
-    yield from activate(udoc)
-    select_rect(udoc, 8, 8, 24, 16)
+    ux, uy, uw, uh = case["upscale_box"]
+    select_rect(udoc, ux, uy, uw, uh)
+    ses.set_option("scale", case["upscale_scale"])
     yield 300
     rec["active"] = K.activeDocument().name()
     rec["source_layers"] = layers(udoc)
-    rec["source_pixels"] = dump("upscale-source", native_to_bgra8(udoc, find(udoc, "Paint").pixelData(8, 8, 24, 16)))
+    rec["source_pixels"] = dump("upscale-source", native_to_bgra8(udoc, unode.pixelData(ux, uy, uw, uh)))
     yield from run_job(ses, rec)
     rec["applied"] = ses.apply()
     yield 600
