@@ -46,7 +46,12 @@ class EngineHub:
             return self._diffusion
 
     def device_description(self) -> str:
-        return self.diffusion.device_description()
+        """What diffusion jobs run on; before the engine exists, the planned device (torch not imported)."""
+        if self._diffusion is not None:
+            return self._diffusion.device_description()
+        from ..diffusion.device import describe_plan
+
+        return describe_plan(self.config.device, self.config.dtype)
 
     def preload(self) -> None:
         """Load the default checkpoint now (called in a background thread at start); failures are only logged,

@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED
 
 from ..engines.base import EngineError
-from . import detect
+from . import detect, fewstep
 from .detect import DIFFUSERS, PICKLE, SAFETENSORS, Detected, DetectError
 
 KINDS = ("checkpoint", "vae", "lora", "embedding", "controlnet", "upscaler")
@@ -74,6 +74,8 @@ class ModelEntry:
         if self.kind == "controlnet":
             entry["control_types"] = self.info.get("control_types", [])
             entry["union"] = bool(self.info.get("union"))
+        if self.kind in ("checkpoint", "lora"):
+            entry.update(fewstep.listing(self.info.get("few_step")))
         if self.problem:
             entry["problem"] = self.problem
         return entry
@@ -138,6 +140,11 @@ def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
     found = _detect_arch(kind, path, fmt, allow_pickle)
     if kind == "controlnet":
         found.info["control_types"] = detect.control_types_from_name(path.name)
+    if kind in ("checkpoint", "lora"):
+        shapes = detect.safetensors_shapes(path) if fmt == SAFETENSORS else None  # a header read: a few KB
+        preset = fewstep.detect(path, shapes)
+        if preset is not None:
+            found.info["few_step"] = preset
     return found
 
 
