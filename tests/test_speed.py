@@ -157,8 +157,8 @@ def test_bf16_stays_close_to_fp32_for_the_same_seed(models_dir):
 
 def test_the_default_precision_follows_the_cpu_and_is_named_before_torch_is_needed():
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    native = any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
-    assert devices.cpu_native_bf16() == native
+    native = {"amx_bf16", "amx_tile"} <= set(flags.split())
+    assert devices.cpu_fast_bf16() == native
     if not torch.cuda.is_available():
         kind, dtype = devices.plan()
         dev, dt = devices.choose()
@@ -291,3 +291,40 @@ def test_gpu_check_runs_in_its_cpu_smoke_mode():
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     for line in ("inpaint sd15", "generate sdxl", "live 1-step", "batch 4 vs 4 singles"):
         assert line in proc.stdout, proc.stdout
+
+
+# --- decoding only where the result can change -----------------------------------------------------------------------
+
+def test_the_decoded_box_holds_the_mask_and_a_margin_and_large_masks_decode_everything():
+    from types import SimpleNamespace
+
+    from server.diffusion import latents
+
+    config = SimpleNamespace(latents_mean=None, shift_factor=None)
+    soft = np.zeros((1000, 1000), np.uint8)
+    soft[400:600, 380:620] = 255  # a 200 x 240 px mask in a 1000 px context processed at 512
+    x0, y0, x1, y1 = latents.decode_box(soft, 512, 512, 8, config)
+    assert all(v % 8 == 0 for v in (x0, y0, x1, y1))
+    assert x0 <= 380 * 512 / 1000 - latents.DECODE_MARGIN and x1 >= 620 * 512 / 1000 + latents.DECODE_MARGIN
+    assert y0 <= 400 * 512 / 1000 - latents.DECODE_MARGIN and y1 >= 600 * 512 / 1000 + latents.DECODE_MARGIN
+    soft[100:900, 100:900] = 255
+    assert latents.decode_box(soft, 512, 512, 8, config) is None
+    assert latents.decode_box(np.zeros((64, 64), np.uint8), 512, 512, 8, config) is None
+
+
+def test_decode_into_decodes_the_box_and_keeps_the_init_image_elsewhere(engine):
+    from server.diffusion import latents
+
+    engine.run(make_job(seed=1), JobContext())
+    vae = engine.loaded.pipe.vae
+    init = picture(seed=3)[..., :3]
+    lat = torch.randn(2, 4, 8, 8, dtype=vae.dtype)
+    out = latents.decode_into(vae, lat, (16, 24, 48, 56), init, 8)
+    assert out.shape == (2, S, S, 3) and out.dtype == np.float32
+    outside = np.ones((S, S), bool)
+    outside[24:56, 16:48] = False
+    assert np.array_equal(out[1][outside], init[outside].astype(np.float32) / 255)
+    with torch.inference_mode():
+        part = vae.decode(lat[:, :, 3:7, 2:6] / vae.config.scaling_factor).sample
+    expected = ((part.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    assert np.allclose(out[:, 24:56, 16:48], expected)

@@ -201,14 +201,18 @@ class DiffusionEngine:
         call = dict(num_inference_steps=steps, guidance_scale=settings["cfg"], num_images_per_prompt=len(seeds),
                     output_type="np")
         call.update(self._conditioning(loaded, runner, prompt, negative).kwargs())
-        call.update(self._image_inputs(loaded, work, kind, bool(plans), hard, pw, ph, settings["strength"], len(seeds)))
+        init = _init_image(work, kind, pw, ph)
+        call.update(self._image_inputs(loaded, init, kind, bool(plans), hard, pw, ph, settings["strength"], len(seeds)))
         if plans:
             call.update(pipelines.control_kwargs(kind, plans, self._control_images(plans, work, hard, pw, ph), union))
 
         arch = entry.arch
         tiny = self.tiny_vae(arch)
         fast_decode = tiny is not None and bool(getattr(job, "live", False))
-        if fast_decode:
+        # Only the box around the mask is decoded: outside it the result layer keeps the original pixels anyway.
+        box = None if fast_decode or kind != "inpaint" else \
+            latents_of.decode_box(soft, pw, ph, pipe.vae_scale_factor, pipe.vae.config)
+        if fast_decode or box is not None:
             call["output_type"] = "latent"
 
         def on_step(pipe_, step: int, timestep, tensors: dict) -> dict:
@@ -230,6 +234,8 @@ class DiffusionEngine:
             if fast_decode:
                 images = tiny_vae.to_uint8(tiny_vae.decode(tiny, out.images))
             else:
+                if box is not None:
+                    out.images = latents_of.decode_into(pipe.vae, out.images, box, init, pipe.vae_scale_factor)
                 if not np.isfinite(out.images).all():
                     raise EngineError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its "
                                       f"weights do not fit its {arch_name(arch)} architecture or precision {self.dtype}")
@@ -243,6 +249,8 @@ class DiffusionEngine:
             info["few_step"] = preset["family"]
         if fast_decode:
             info["decoder"] = "tiny"
+        if box is not None:
+            info["decoded"] = list(box)
         return _layers(job, work, original, soft, images, seeds, info)
 
     # --- prepared inputs, cached by content ---
@@ -274,17 +282,13 @@ class DiffusionEngine:
         return self.caches["latents"].get(
             key, lambda: latents_of.encode(vae, latents_of.to_tensor(rgb, self.device, vae.dtype, hole)))
 
-    def _image_inputs(self, loaded: LoadedCheckpoint, work: Job, kind: str, controlled: bool, hard: np.ndarray,
-                      pw: int, ph: int, strength: float, batch: int) -> dict:
+    def _image_inputs(self, loaded: LoadedCheckpoint, init: Optional[np.ndarray], kind: str, controlled: bool,
+                      hard: np.ndarray, pw: int, ph: int, strength: float, batch: int) -> dict:
         """The pipeline's size and image arguments: processing size (txt2img, inpaint; img2img takes it from the
         image), init image as latents (img2img, inpaint) and mask (inpaint). ControlNet inpaint pipelines take no
         latents: they get pixels, as stock diffusers."""
         if kind == "txt2img":
             return {"height": ph, "width": pw}
-        if work.image is not None:
-            init = imageops.resize(np.ascontiguousarray(work.image[..., :3]), pw, ph)
-        else:
-            init = np.full((ph, pw, 3), 127, np.uint8)
         if kind == "img2img":
             return {"image": self._latents(loaded, init).repeat(batch, 1, 1, 1), "strength": strength}
         mask = _binary(imageops.resize(hard, pw, ph))
@@ -343,6 +347,15 @@ def _settings(job: Job, entry: ModelEntry, kind: str, preset: Optional[dict] = N
     seed = params["seed"] if params["seed"] >= 0 else random.randrange(2**32)
     return {"sampler": sampler, "strength": strength, "steps": steps, "cfg": cfg,
             "seeds": [(seed + i) % 2**32 for i in range(params["batch"])]}
+
+
+def _init_image(work: Job, kind: str, pw: int, ph: int) -> Optional[np.ndarray]:
+    """The init image at processing size (mid grey without an image); None for txt2img."""
+    if kind == "txt2img":
+        return None
+    if work.image is None:
+        return np.full((ph, pw, 3), 127, np.uint8)
+    return imageops.resize(np.ascontiguousarray(work.image[..., :3]), pw, ph)
 
 
 def _layers(job: Job, work: Job, original: Optional[np.ndarray], soft: np.ndarray, images: List[np.ndarray],
