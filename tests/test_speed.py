@@ -285,7 +285,7 @@ def test_the_server_and_a_classical_job_import_neither_torch_nor_diffusers(tmp_p
 
 
 def test_gpu_check_runs_in_its_cpu_smoke_mode():
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--cpu-smoke"],
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--cpu-smoke", "--reps", "1"],
                           capture_output=True, text=True, timeout=600, cwd=REPO,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

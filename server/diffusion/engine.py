@@ -39,8 +39,8 @@ logging.getLogger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
 MODES = ("generate", "img2img", "inpaint", "outpaint")
 DEFAULT_STRENGTH = {"generate": 1.0, "img2img": 0.7, "inpaint": 1.0, "outpaint": 1.0}
 MAX_CONTROLNETS_KEPT = 4
-# bytes each content-keyed cache may hold (least recently used values go first)
 PREPROCESS_PARAMS = ("preprocessor", "low_threshold", "high_threshold", "tile_downscale", "tile_blur")
+# bytes each content-keyed cache may hold (least recently used values go first)
 CACHE_BUDGETS = {"prompts": 64 << 20, "latents": 128 << 20, "masks": 256 << 20, "controls": 128 << 20}
 
 
