@@ -71,10 +71,10 @@ def plain_worker(checkpoint: str, dtype: str, size: int, mask_side: int, steps: 
     from server.models.loading import CONFIGS_DIR
     from server.models.tokenizers import clip_tokenizer
 
-    extra = {} if dtype == "float32" else {"dtype": getattr(torch, dtype)}
+    # the file holds fp16 weights: a user on a CPU loads them as fp32 (fp16 convolutions on a CPU crawl)
     pipe = StableDiffusionInpaintPipeline.from_single_file(
         checkpoint, config=str(CONFIGS_DIR / "sd15"), tokenizer=clip_tokenizer(), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False, local_files_only=True, **extra)
+        feature_extractor=None, requires_safety_checker=False, local_files_only=True, dtype=getattr(torch, dtype))
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     img, mask = inputs(size, mask_side)
@@ -207,15 +207,25 @@ def main() -> None:
     plain_peak = plain.peak
 
     bf16 = Plain(checkpoint, "bfloat16", opts)
-    bf16.first_job(PROMPTS[0], 1)
-    prompt = PROMPTS[-1] + " (bf16 round)"
-    t["bf16 new"].append(bf16.job(prompt, 30))
-    t["server new (bf16 round)"].append(server.job(prompt, 30))
-    t["bf16 again"].append(bf16.job(prompt, 31))
-    bf16.close()
+    try:
+        bf16.first_job(PROMPTS[0], 1)
+        prompt = PROMPTS[-1] + " (bf16 round)"
+        t["bf16 new"].append(bf16.job(prompt, 30))
+        t["server new (bf16 round)"].append(server.job(prompt, 30))
+        t["bf16 again"].append(bf16.job(prompt, 31))
+        print(f"plain bf16: new prompt {t['bf16 new'][-1]:.1f} s (server {t['server new (bf16 round)'][-1]:.1f} s), "
+              f"again {t['bf16 again'][-1]:.1f} s", flush=True)
+        bf16.close()
+    except Exception as err:  # noqa: BLE001 - the bf16 round is for information; the figures above still print
+        print(f"plain bf16 round failed: {err!r}", flush=True)
     server_peak = server.close()
     print(f"server job info: {json.dumps(server.info)}")
 
+    report(t, plain_peak, bf16.peak, server_peak, server.listening)
+
+
+def report(t: dict, plain_peak: float, bf16_peak: float, server_peak: float, listening: float) -> None:
+    """The table of fastest runs and ratios."""
     best = {k: min(v) for k, v in t.items() if v}
     print()
     print(f"{'':28}{'plain':>10}{'server':>10}{'ratio':>8}{'goal':>7}")
@@ -223,13 +233,14 @@ def main() -> None:
                              ('"generate again" (seed)', "again", 0.40)):
         ratio = best[f"server {key}"] / best[f"plain {key}"]
         print(f"{label:28}{best[f'plain {key}']:>9.1f}s{best[f'server {key}']:>9.1f}s{ratio:>8.2f}{goal:>7.2f}")
-    server_new = min(best["server new"], best["server new (bf16 round)"])
-    print(f"{'vs plain bf16, new prompt':28}{best['bf16 new']:>9.1f}s{server_new:>9.1f}s"
-          f"{server_new / best['bf16 new']:>8.2f}")
-    print(f"{'vs plain bf16, again':28}{best['bf16 again']:>9.1f}s{best['server again']:>9.1f}s"
-          f"{best['server again'] / best['bf16 again']:>8.2f}")
-    print(f"peak memory: plain fp32 {plain_peak:.2f} GiB, plain bf16 {bf16.peak:.2f} GiB, server {server_peak:.2f} GiB")
-    print(f"server listening after {server.listening:.2f} s")
+    if "bf16 new" in best and "bf16 again" in best:
+        server_new = min(best["server new"], best["server new (bf16 round)"])
+        print(f"{'vs plain bf16, new prompt':28}{best['bf16 new']:>9.1f}s{server_new:>9.1f}s"
+              f"{server_new / best['bf16 new']:>8.2f}")
+        print(f"{'vs plain bf16, again':28}{best['bf16 again']:>9.1f}s{best['server again']:>9.1f}s"
+              f"{best['server again'] / best['bf16 again']:>8.2f}")
+    print(f"peak memory: plain fp32 {plain_peak:.2f} GiB, plain bf16 {bf16_peak:.2f} GiB, server {server_peak:.2f} GiB")
+    print(f"server listening after {listening:.2f} s")
 
 
 if __name__ == "__main__":
