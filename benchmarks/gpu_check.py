@@ -230,7 +230,7 @@ def main() -> None:
     plain = Plain()
     results = []
     with ServerThread(ServerConfig(port=0, model_dirs=[models])) as server, Client(server.url, "gpu-check") as client:
-        print(f"server device: {client.welcome['device']}", flush=True)
+        print(f"server device: {client.welcome.device}", flush=True)
         for arch, (model, size, steps) in archs.items():
             folder = str(models / "checkpoints" / model)
             for kind in ("inpaint", "generate"):

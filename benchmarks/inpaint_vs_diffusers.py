@@ -137,7 +137,7 @@ class Served:
         if url is None:
             raise SystemExit("the server did not start:\n" + self.proc.stdout.read())
         self.client = Client(url, "benchmark").__enter__()
-        self.device = self.client.welcome["device"]
+        self.device = self.client.welcome.device
         img, mask = inputs(opts.size, opts.mask)
         self.image = {"width": opts.size, "height": opts.size, "format": "rgba8", "data": img.tobytes()}
         self.mask = {"width": opts.size, "height": opts.size, "format": "gray8", "data": mask.tobytes()}
@@ -148,7 +148,7 @@ class Served:
         result = self.client.run({"mode": "inpaint", "model": "", "prompt": prompt, "image": self.image,
                                   "mask": self.mask, "params": {"steps": self.opts.steps, "cfg": CFG, "strength": 1.0,
                                                                 "sampler": SAMPLER, "seed": seed}}, timeout=3600)
-        self.info = result["layers"][0]["info"]
+        self.info = result.layers[0].info
         return time.perf_counter() - started
 
     def first_job(self, prompt: str, seed: int) -> float:

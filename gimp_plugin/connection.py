@@ -8,12 +8,12 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from protocol.client import Client, ConnectionFailed, JobCancelled, JobFailed
 from protocol.errors import ProtocolError
-from protocol.messages import ResultLayer
+from protocol.messages import Message, ResultLayer
 
 from . import __version__
 from .errors import Cancelled, JobError, ServerUnavailable
@@ -25,8 +25,10 @@ START_TIMEOUT = 180.0  # a first start may import torch and scan model folders
 StatusFn = Callable[[Optional[float], Optional[str]], None]
 
 
-def describe_event(msg: dict) -> Tuple[Optional[float], Optional[str]]:
+def describe_event(msg: Union[Message, dict]) -> Tuple[Optional[float], Optional[str]]:
     """(progress fraction or None, status text or None) for one job event."""
+    if isinstance(msg, Message):
+        msg = msg.to_wire()
     kind = msg.get("type")
     if kind == "queued":
         ahead = int(msg.get("position") or 0)
@@ -134,7 +136,7 @@ def run_job(
 ) -> Tuple[List[ResultLayer], dict]:
     """Run ``job`` to its end: (result layers, the parameters the server used). Failures raise PaintbridgeError."""
 
-    def on_event(msg: dict) -> None:
+    def on_event(msg: Message) -> None:
         if on_status is not None:
             fraction, text = describe_event(msg)
             if fraction is not None or text is not None:
@@ -151,13 +153,10 @@ def run_job(
         raise ServerUnavailable(f"The connection to the Paintbridge server broke off during the job: {err}") from None
     except TimeoutError as err:
         raise ServerUnavailable(f"The Paintbridge server did not finish the job: {err}") from None
-    try:
-        layers = [ResultLayer.from_wire(layer) for layer in result["layers"]]
-    except (ProtocolError, TypeError, ValueError) as err:
-        raise JobError("internal", f"The server sent a result this plug-in cannot read: {err}") from None
+    layers = list(result.layers)  # validated when the message was parsed
     if not layers:
         raise JobError("internal", "The server finished the job but sent no layer back.")
-    return layers, dict(result.get("params") or {})
+    return layers, dict(result.params)
 
 
 def fetch_models(url: str, token: Optional[str], timeout: float = 2.0) -> Optional[List[dict]]:
@@ -165,7 +164,7 @@ def fetch_models(url: str, token: Optional[str], timeout: float = 2.0) -> Option
     client = Client(url, client_name=CLIENT_NAME, client_version=__version__, token=token, open_timeout=timeout)
     try:
         welcome = client.connect()
-        return list(welcome.get("models") or [])
+        return [dict(m) for m in welcome.models]
     except (ConnectionFailed, JobFailed, ProtocolError, TimeoutError, OSError):
         return None
     finally:

@@ -1,10 +1,11 @@
-"""Paintbridge's wire contract: messages, validation, msgpack codec, image payloads, context geometry, a sync client.
+"""Paintbridge's wire contract: typed messages, the sans-I/O connection, msgpack codec, image payloads, context
+geometry, and a synchronous client.
 
 Pure Python (plus msgpack and websockets), so the plugins can carry a copy of this package. Imports inside the package
 are relative: a plugin may vendor it under any name.
 """
 
-from .errors import ERROR_CODES, ProtocolError
+from .errors import ERROR_CODES, LocalProtocolError, ProtocolError
 from .geometry import Box, context_box
 from .images import BGRA8, GRAY8, RGBA8, ImagePayload, convert_pixels
 from .messages import (
@@ -12,15 +13,35 @@ from .messages import (
     MODES,
     PROTOCOL_VERSION,
     SAMPLERS,
+    Cancel,
+    Cancelled,
+    ClientMessage,
+    Control,
+    Error,
+    Extend,
+    Hello,
+    Job,
     Limits,
+    ListModels,
+    Message,
+    Models,
+    Params,
+    Progress,
+    Queued,
+    Result,
     ResultLayer,
+    ServerMessage,
+    Started,
+    Welcome,
     job_params_defaults,
     parse_client_message,
     parse_server_message,
 )
 
 __all__ = [
-    "BGRA8", "Box", "CONTROL_TYPES", "ERROR_CODES", "GRAY8", "ImagePayload", "Limits", "MODES", "PROTOCOL_VERSION",
-    "ProtocolError", "RGBA8", "ResultLayer", "SAMPLERS", "context_box", "convert_pixels", "job_params_defaults",
+    "BGRA8", "Box", "CONTROL_TYPES", "Cancel", "Cancelled", "ClientMessage", "Control", "ERROR_CODES", "Error",
+    "Extend", "GRAY8", "Hello", "ImagePayload", "Job", "Limits", "ListModels", "LocalProtocolError", "MODES", "Message",
+    "Models", "PROTOCOL_VERSION", "Params", "Progress", "ProtocolError", "Queued", "RGBA8", "Result", "ResultLayer",
+    "SAMPLERS", "ServerMessage", "Started", "Welcome", "context_box", "convert_pixels", "job_params_defaults",
     "parse_client_message", "parse_server_message",
 ]

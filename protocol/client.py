@@ -1,27 +1,36 @@
-"""A small synchronous client: connect, handshake, submit jobs, follow their events, cancel.
+"""A thin synchronous transport over ``protocol.connection.Connection``: connect, handshake, submit jobs, follow their
+events (typed messages), cancel, and resume after a dropped connection.
 
 Built on ``websockets.sync`` so it runs in any Python thread (the Krita plugin runs it off the UI thread, GIMP's plug-in
-runs it directly). ``send`` is thread-safe, so ``cancel`` may be called from another thread while one thread reads events.
+runs it directly). ``cancel`` may be called from another thread while one thread reads events.
+
+Every ``Client`` carries a session id (``hello.session``). When the connection drops while ``run`` or ``events`` waits
+for a job, the client reconnects with back-off and the same session id; the server answers with the jobs it still holds
+(``welcome.resumed``) and re-sends what was missed, so the job goes on. A job the server no longer holds ends with
+``ConnectionFailed``.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Union
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import connect as ws_connect
 
-from . import messages
-from .codec import decode, encode
-from .errors import INTERNAL, ProtocolError
+from .connection import CLIENT, Connection
+from .errors import INTERNAL, LocalProtocolError, ProtocolError
+from .messages import (
+    FINAL_TYPES, Cancel, Cancelled, Error, Job, ListModels, Message, Models, Result, Welcome, error_from, hello,
+)
 
 DEFAULT_URL = "ws://127.0.0.1:7860"
-TERMINAL = ("result", "cancelled", "error")
+RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # then every 4 s until ``resume_for`` has passed
 
 
 class ConnectionFailed(Exception):
@@ -29,12 +38,12 @@ class ConnectionFailed(Exception):
 
 
 class JobFailed(Exception):
-    """A job ended with an ``error`` message."""
+    """A job (or the handshake) ended with an ``error`` message."""
 
-    def __init__(self, error: dict) -> None:
-        super().__init__(error.get("message", "job failed"))
-        self.code = error.get("code", INTERNAL)
-        self.field = error.get("field")
+    def __init__(self, error: Error) -> None:
+        super().__init__(error.message)
+        self.code = error.code or INTERNAL
+        self.field = error.field
         self.error = error
 
 
@@ -50,8 +59,13 @@ def new_job_id(prefix: str = "job") -> str:
     return f"{prefix}-{os.getpid()}-{next(_ids)}-{int(time.time() * 1000) % 10**8}"
 
 
+def new_session_id() -> str:
+    """A fresh client session id (made once per plugin session)."""
+    return secrets.token_urlsafe(18)
+
+
 class Client:
-    """One connection to a Paintbridge server."""
+    """One client session with a Paintbridge server, over one connection at a time."""
 
     def __init__(
         self,
@@ -61,6 +75,8 @@ class Client:
         token: Optional[str] = None,
         open_timeout: float = 5.0,
         max_frame_bytes: int = 512 * 1024 * 1024,
+        session: Optional[str] = None,
+        resume_for: float = 60.0,
     ) -> None:
         self.url = url
         self.client_name = client_name
@@ -68,31 +84,43 @@ class Client:
         self.token = token
         self.open_timeout = open_timeout
         self.max_frame_bytes = max_frame_bytes
-        self.welcome: Optional[dict] = None
+        self.session = session or new_session_id()
+        self.resume_for = resume_for  # s to keep reconnecting while a job waits; 0 = never
+        self.welcome: Optional[Welcome] = None
+        self.reconnects = 0
         self._ws: Any = None
-        self._pending: Dict[str, deque] = {}
-        self._other: deque = deque()
+        self._conn: Optional[Connection] = None
+        self._pending: Dict[str, Deque[Message]] = {}
+        self._other: Deque[Message] = deque()
+        self._lock = threading.Lock()  # the Connection's state, and the order of frames written
         self._recv_lock = threading.Lock()
 
-    # --- connection ---------------------------------------------------------------------------------------------------
-    def connect(self) -> dict:
-        """Open the connection and handshake; returns the ``welcome`` message (raises ConnectionFailed, JobFailed)."""
+    # --- connection ---------------------------------------------------------------------------------------------
+    def connect(self) -> Welcome:
+        """Open the connection and handshake; returns ``welcome``. Raises ConnectionFailed (unreachable), JobFailed
+        (refused: token, bad hello) or ProtocolError (``version_mismatch``)."""
         try:
-            self._ws = ws_connect(
-                self.url, open_timeout=self.open_timeout, max_size=self.max_frame_bytes, compression=None,
-            )
+            ws = ws_connect(self.url, open_timeout=self.open_timeout, max_size=self.max_frame_bytes,
+                            compression=None)
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as err:
             raise ConnectionFailed(f"cannot reach the Paintbridge server at {self.url}: {err}") from err
-        self._send(messages.hello(self.client_name, self.client_version, self.token))
-        reply = self._recv(timeout=self.open_timeout + 25)
-        if reply["type"] == "error":
-            self.close()
+        conn = Connection(CLIENT)
+        try:
+            ws.send(conn.send(hello(self.client_name, self.client_version, self.token, self.session)))
+            (reply,) = conn.receive_data(ws.recv(timeout=self.open_timeout + 25))
+        except (ConnectionClosed, OSError, TimeoutError) as err:
+            ws.close()
+            raise ConnectionFailed(f"the Paintbridge server at {self.url} did not complete the handshake: "
+                                   f"{err}") from err
+        except ProtocolError:
+            ws.close()
+            raise
+        if isinstance(reply, Error):
+            ws.close()
             raise JobFailed(reply)
-        if reply["type"] != "welcome":
-            self.close()
-            raise ConnectionFailed(f"server answered {reply['type']!r} instead of 'welcome'")
-        messages.check_compatible(reply["protocol"], peer="server")
-        self.welcome = reply
+        assert isinstance(reply, Welcome)
+        with self._lock:
+            self._ws, self._conn, self.welcome = ws, conn, reply
         return reply
 
     @property
@@ -112,21 +140,60 @@ class Client:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    # --- jobs ---------------------------------------------------------------------------------------------------------
-    def submit(self, job: dict) -> str:
-        """Send a ``job`` (an id is added when missing); returns its id. Events are read with ``events``."""
-        job = dict(job, type="job")
-        job.setdefault("id", new_job_id())
-        self._pending[job["id"]] = deque()
-        self._send(job)
-        return job["id"]
+    def _resume(self) -> None:
+        """Reconnect after a drop, with back-off and the same session id, for up to ``resume_for`` s."""
+        self.close()
+        deadline = time.monotonic() + self.resume_for
+        delays = itertools.chain(RECONNECT_DELAYS, itertools.repeat(RECONNECT_DELAYS[-1]))
+        last: Optional[Exception] = None
+        while time.monotonic() < deadline:
+            time.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
+            try:
+                self.connect()
+                self.reconnects += 1
+                return
+            except ConnectionFailed as err:
+                last = err
+        raise ConnectionFailed(f"lost the connection to {self.url} and could not reconnect within "
+                               f"{self.resume_for:g} s: {last}")
+
+    # --- jobs ---------------------------------------------------------------------------------------------------
+    def submit(self, job: Union[Job, Mapping[str, Any]]) -> str:
+        """Send a job (a ``Job``, or its wire map: an id is added when missing, and it is validated here);
+        returns its id. Events are read with ``events``. A job this side finds invalid raises JobFailed."""
+        if not isinstance(job, Job):
+            raw = dict(job, type="job")
+            raw["id"] = raw.get("id") or new_job_id()
+            limits = self.welcome.limits if self.welcome is not None else None
+            try:
+                job = Job.from_wire(raw, limits) if limits is not None else Job.from_wire(raw)
+            except ProtocolError as err:
+                raise JobFailed(error_from(err)) from None
+        if self._is_open(job.id):
+            raise LocalProtocolError(f"job id {job.id!r} is still open: each open job needs its own id")
+        self._pending[job.id] = deque()
+        try:
+            self._send(job)
+        except ConnectionFailed:
+            if self.resume_for <= 0:
+                raise
+            self._resume()
+            if not self._is_open(job.id):
+                self._send(job)
+        return job.id
 
     def cancel(self, job_id: str) -> None:
-        """Ask the server to cancel a job (thread-safe)."""
-        self._send({"type": "cancel", "id": job_id})
+        """Ask the server to cancel a job (thread-safe); nothing is sent for a job that already ended."""
+        if self._is_open(job_id):
+            self._send(Cancel(job_id))
 
-    def events(self, job_id: str, timeout: Optional[float] = None) -> Iterator[dict]:
-        """Yield the job's messages (queued, started, progress ...) up to and including the final one."""
+    def _is_open(self, job_id: str) -> bool:
+        with self._lock:
+            return self._conn is not None and self._conn.is_open(job_id)
+
+    def events(self, job_id: str, timeout: Optional[float] = None) -> Iterator[Message]:
+        """Yield the job's messages (queued, started, progress ...) up to and including the final one, reconnecting
+        when the connection drops."""
         queue = self._pending.setdefault(job_id, deque())
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -134,78 +201,99 @@ class Client:
                 while queue:
                     msg = queue.popleft()
                     yield msg
-                    if msg["type"] in TERMINAL:
+                    if isinstance(msg, FINAL_TYPES):
                         return
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if left == 0.0:
                     raise TimeoutError(f"no answer for job {job_id} within {timeout} s")
-                msg = self._recv(timeout=left)
-                target = msg.get("id")
-                if target in self._pending:
-                    self._pending[target].append(msg)
-                elif msg["type"] == "error" and target is None:
-                    queue.append(msg)  # a connection-level error concerns whoever is waiting
-                else:
-                    self._other.append(msg)
+                try:
+                    msg = self._recv(timeout=left)
+                except ConnectionFailed:
+                    if self.resume_for <= 0:
+                        raise
+                    self._resume()
+                    if not self._is_open(job_id):
+                        raise ConnectionFailed(f"the server at {self.url} no longer holds job {job_id} (it restarted, "
+                                               "or the connection was down longer than its grace period)") from None
+                    continue
+                self._route(msg)
         finally:
             self._pending.pop(job_id, None)
 
     def run(
         self,
-        job: dict,
-        on_event: Optional[Callable[[dict], None]] = None,
+        job: Union[Job, Mapping[str, Any]],
+        on_event: Optional[Callable[[Message], None]] = None,
         timeout: Optional[float] = None,
-    ) -> dict:
+    ) -> Result:
         """Submit a job and wait for its ``result`` (raises JobFailed or JobCancelled). ``on_event`` sees every event."""
         job_id = self.submit(job)
         for msg in self.events(job_id, timeout=timeout):
             if on_event is not None:
                 on_event(msg)
-            if msg["type"] == "result":
+            if isinstance(msg, Result):
                 return msg
-            if msg["type"] == "cancelled":
+            if isinstance(msg, Cancelled):
                 raise JobCancelled(job_id)
-            if msg["type"] == "error":
+            if isinstance(msg, Error):
                 raise JobFailed(msg)
         raise ConnectionFailed("the event stream ended without a result")
 
-    def list_models(self, timeout: float = 30.0) -> list:
-        """The server's installed models."""
-        self._send({"type": "list_models"})
+    def list_models(self, timeout: float = 30.0) -> List[dict]:
+        """The server's installed models (it looks at its folders again)."""
+        self._send(ListModels())
         deadline = time.monotonic() + timeout
         while True:
             for i, msg in enumerate(self._other):
-                if msg["type"] == "models":
+                if isinstance(msg, Models):
                     del self._other[i]
-                    return msg["models"]
-            msg = self._recv(timeout=max(0.0, deadline - time.monotonic()))
-            if msg["type"] == "error" and msg.get("id") is None:
-                raise JobFailed(msg)
-            target = msg.get("id")
-            (self._pending[target] if target in self._pending else self._other).append(msg)
+                    return [dict(m) for m in msg.models]
+            self._route(self._recv(timeout=max(0.0, deadline - time.monotonic())))
 
-    # --- transport ----------------------------------------------------------------------------------------------------
-    def _send(self, msg: dict) -> None:
-        if self._ws is None:
-            raise ConnectionFailed("not connected to the Paintbridge server")
-        try:
-            self._ws.send(encode(msg))
-        except (ConnectionClosed, OSError) as err:
+    def _route(self, msg: Message) -> None:
+        target = getattr(msg, "id", None)
+        if target is not None and target in self._pending:
+            self._pending[target].append(msg)
+        else:
+            self._other.append(msg)  # models, notices (errors about no job), events of jobs nobody reads now
+
+    # --- transport ----------------------------------------------------------------------------------------------
+    def _send(self, msg: Message) -> None:
+        with self._lock:
+            ws, conn = self._ws, self._conn
+            if ws is None or conn is None:
+                raise ConnectionFailed("not connected to the Paintbridge server")
+            frame = conn.send(msg)
+            try:
+                ws.send(frame)
+            except (ConnectionClosed, OSError) as err:
+                self._drop(ws)
+                raise ConnectionFailed(f"connection to {self.url} lost: {err}") from err
+
+    def _drop(self, ws: Any) -> None:
+        """Forget a connection that failed (closing what is left of it)."""
+        if self._ws is ws:
             self._ws = None
-            raise ConnectionFailed(f"connection to {self.url} lost: {err}") from err
+        try:
+            ws.close()
+        except Exception:  # noqa: BLE001 - it is already broken
+            pass
 
-    def _recv(self, timeout: Optional[float] = None) -> dict:
-        if self._ws is None:
+    def _recv(self, timeout: Optional[float] = None) -> Message:
+        ws = self._ws
+        if ws is None or self._conn is None:
             raise ConnectionFailed("not connected to the Paintbridge server")
         with self._recv_lock:
             try:
-                frame = self._ws.recv(timeout=timeout)
+                frame = ws.recv(timeout=timeout)
             except TimeoutError:
                 raise
             except (ConnectionClosed, OSError) as err:
-                self._ws = None
+                self._drop(ws)
                 raise ConnectionFailed(f"connection to {self.url} lost: {err}") from err
         try:
-            return messages.parse_server_message(decode(frame))
+            with self._lock:
+                (msg,) = self._conn.receive_data(frame)
         except ProtocolError as err:
             raise ConnectionFailed(f"the server sent a message this client cannot read: {err.message}") from err
+        return msg

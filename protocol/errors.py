@@ -61,6 +61,10 @@ class ProtocolError(Exception):
         return f"ProtocolError({self.code!r}, {self.message!r}, field={self.field!r})"
 
 
+class LocalProtocolError(Exception):
+    """This side tried to break the protocol's order rules (a bug in the caller, never the peer's fault)."""
+
+
 def bad_field(field: str, problem: str) -> ProtocolError:
     """A ``bad_request`` error whose message starts with the field's name."""
     return ProtocolError(BAD_REQUEST, f"field '{field}' {problem}", field=field)

@@ -1,413 +1,372 @@
-"""Message types, their fields and validation.
+"""The typed messages of protocol 1.1, both directions, and the functions that parse them.
 
-Every message is a map with a ``type``. ``parse_client_message`` / ``parse_server_message`` check a decoded map against
-the schema below and return a normalised copy (defaults filled in, unknown fields dropped); a missing or ill-typed field
-raises a ``bad_request`` ProtocolError that names it. ``protocol/README.md`` documents the same schema for people.
+Every message is a frozen dataclass; its field declarations (``schema.wire``) are the one source of the wire schema:
+``from_wire`` validates a decoded map against them (a missing or ill-typed field raises a ``bad_request``
+ProtocolError whose ``field`` names it, e.g. ``params.steps``, ``controls[1].image.data``), ``to_wire`` gives the map
+back, and ``schema.markdown_table`` renders the tables of ``protocol/README.md``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field as dc_field
-from typing import Any, Callable, Mapping, Optional
+import dataclasses
+import re
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, Union
 
-from .errors import BAD_REQUEST, TOO_LARGE, VERSION_MISMATCH, ProtocolError, bad_field
-from .images import GRAY8, PIXEL_FORMATS, RGBA8, BGRA8, parse_payload
+from .errors import TOO_LARGE, VERSION_MISMATCH, ProtocolError, bad_field
+from .images import BGRA8, GRAY8, PIXEL_FORMATS, RGBA8, ImagePayload, parse_payload
+from .schema import WireModel, type_error, wire
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 
 MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess")
-SAMPLERS = (
-    "Euler a",
-    "Euler",
-    "DPM++ 2M",
-    "DPM++ 2M Karras",
-    "DPM++ SDE Karras",
-    "DDIM",
-    "UniPC",
-    "LCM",
-)
-CONTROL_TYPES = (
-    "canny",
-    "lineart",
-    "scribble",
-    "softedge",
-    "depth",
-    "normal",
-    "pose",
-    "tile",
-    "inpaint",
-    "shuffle",
-    "reference",
-)
+SAMPLERS = ("Euler a", "Euler", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ SDE Karras", "DDIM", "UniPC", "LCM")
+CONTROL_TYPES = ("canny", "lineart", "scribble", "softedge", "depth", "normal", "pose", "tile", "inpaint", "shuffle",
+                 "reference")
 INPAINT_FILLS = ("telea", "ns")
 
 MAX_ID_LENGTH = 64
 MAX_PROMPT_LENGTH = 8192
 MAX_CONTROLS = 8
+SESSION_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+_VERSION = re.compile(r"([0-9]+)\.([0-9]+)")  # ASCII digits only: str.isdigit() also takes '²' and '①'
 
 
-def parse_version(text: Any, field: str = "protocol") -> tuple:
-    """``'major.minor'`` → ``(major, minor)``; anything else is a bad_request naming ``field``."""
+def parse_version(text: Any, field: str = "protocol") -> Tuple[int, int]:
+    """``'major.minor'`` (ASCII digits) → ``(major, minor)``; anything else is a bad_request naming ``field``."""
     if not isinstance(text, str):
         raise bad_field(field, f"must be a 'major.minor' string, got {type(text).__name__}")
-    parts = text.split(".")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise bad_field(field, f"must look like 'major.minor', got {text!r}")
-    return int(parts[0]), int(parts[1])
+    match = _VERSION.fullmatch(text)
+    if match is None:
+        raise bad_field(field, f"must look like 'major.minor' with digits 0-9, got {text!r}")
+    return int(match.group(1)), int(match.group(2))
 
 
 def check_compatible(peer_version: str, ours: str = PROTOCOL_VERSION, peer: str = "client") -> None:
     """Refuse a peer whose major version differs, saying which side to update."""
-    theirs = parse_version(peer_version)
-    mine = parse_version(ours)
+    theirs, mine = parse_version(peer_version), parse_version(ours)
     if theirs[0] != mine[0]:
-        newer = "server" if theirs[0] > mine[0] else peer
-        raise ProtocolError(
-            VERSION_MISMATCH,
-            f"protocol {peer_version} of the {peer} is incompatible with protocol {ours}: update the {newer}"
-            if newer == "server" else
-            f"protocol {peer_version} of the {peer} is incompatible with protocol {ours}: update the {peer} (Paintbridge plugin)",
-            field="protocol",
-        )
+        update = "the server" if theirs[0] > mine[0] else (
+            f"the {peer} (Paintbridge plugin)" if peer == "client" else f"the {peer}")
+        raise ProtocolError(VERSION_MISMATCH, f"protocol {peer_version} of the {peer} is incompatible with protocol "
+                            f"{ours}: update {update}", field="protocol")
 
 
-@dataclass(frozen=True)
-class Field:
-    """One field of a message: its wire type, whether it is required, its default and range."""
+# --- nested maps ---------------------------------------------------------------------------------------------------
 
-    name: str
-    kind: Any  # a type, a tuple of types, or "payload:<formats>", "map", "list"
-    required: bool = False
-    default: Any = None
-    choices: Optional[tuple] = None
-    minimum: Optional[float] = None
-    maximum: Optional[float] = None
-    max_length: Optional[int] = None
-    check: Optional[Callable[[Any, str, "Limits"], Any]] = None
-
-
-@dataclass(frozen=True)
-class Limits:
+@dataclasses.dataclass(frozen=True)
+class Limits(WireModel):
     """Limits the server announces in ``welcome`` and enforces before allocating."""
 
-    max_pixels: int = 4096 * 4096
-    max_frame_bytes: int = 256 * 1024 * 1024
-    max_batch: int = 8
-    max_queue: int = 32
-
-    def to_wire(self) -> dict:
-        return {
-            "max_pixels": self.max_pixels,
-            "max_frame_bytes": self.max_frame_bytes,
-            "max_batch": self.max_batch,
-            "max_queue": self.max_queue,
-        }
+    max_pixels: int = wire(4096 * 4096, minimum=1, doc="per image")
+    max_frame_bytes: int = wire(256 * 1024 * 1024, minimum=1)
+    max_batch: int = wire(8, minimum=1)
+    max_queue: int = wire(32, minimum=1)
 
 
-def _type_name(kind: Any) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", bytes: "binary",
-             dict: "a map", list: "a list"}
-    if isinstance(kind, tuple):
-        return " or ".join(names.get(k, k.__name__) for k in kind if k is not type(None))
-    return names.get(kind, getattr(kind, "__name__", str(kind)))
+UNLIMITED = Limits(max_pixels=2**31, max_frame_bytes=2**31, max_batch=2**31, max_queue=2**31)
 
 
-def _check_value(spec: Field, value: Any, path: str, limits: Limits) -> Any:
-    kind = spec.kind
-    if spec.check is not None:
-        return spec.check(value, path, limits)
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad_field(path, f"must be a number, got {type(value).__name__}")
-        value = float(value)
-        if value != value:
-            raise bad_field(path, "must be a number, got NaN")
-    elif kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad_field(path, f"must be an integer, got {type(value).__name__}")
-    elif kind is bool:
-        if not isinstance(value, bool):
-            raise bad_field(path, f"must be a boolean, got {type(value).__name__}")
-    elif not isinstance(value, kind):
-        raise bad_field(path, f"must be {_type_name(kind)}, got {type(value).__name__}")
-    if spec.choices is not None and value not in spec.choices:
-        raise bad_field(path, f"must be one of {', '.join(map(str, spec.choices))}, got {value!r}")
-    if spec.minimum is not None and value < spec.minimum:
-        raise bad_field(path, f"must be at least {spec.minimum:g}, got {value!r}")
-    if spec.maximum is not None and value > spec.maximum:
-        raise bad_field(path, f"must be at most {spec.maximum:g}, got {value!r}")
-    if spec.max_length is not None and len(value) > spec.max_length:
-        raise bad_field(path, f"is {len(value)} long, over the limit of {spec.max_length}")
-    return value
+@dataclasses.dataclass(frozen=True)
+class Extend(WireModel):
+    """Outpaint: px added on each side."""
+
+    left: int = wire(0, minimum=0, maximum=8192)
+    top: int = wire(0, minimum=0, maximum=8192)
+    right: int = wire(0, minimum=0, maximum=8192)
+    bottom: int = wire(0, minimum=0, maximum=8192)
+
+    def any(self) -> bool:
+        return bool(self.left or self.top or self.right or self.bottom)
 
 
-def parse_fields(value: Any, fields: tuple, path: str, limits: Limits) -> dict:
-    """Validate a map against ``fields``: returns known fields with defaults, drops unknown ones."""
-    if not isinstance(value, Mapping):
-        raise bad_field(path or "message", f"must be a map, got {type(value).__name__}")
-    out: dict = {}
-    for spec in fields:
-        sub = f"{path}.{spec.name}" if path else spec.name
-        if spec.name not in value or value[spec.name] is None:
-            if spec.required:
-                raise bad_field(sub, "is missing")
-            default = spec.default() if callable(spec.default) else spec.default
-            if spec.check is not None and default is not None:
-                default = spec.check(default, sub, limits)  # nested maps get their own defaults
-            out[spec.name] = default
-            continue
-        out[spec.name] = _check_value(spec, value[spec.name], sub, limits)
-    return out
+@dataclasses.dataclass(frozen=True)
+class Params(WireModel):
+    """A job's parameters; every field is optional on the wire."""
+
+    steps: int = wire(20, minimum=1, maximum=150)
+    strength: Optional[float] = wire(None, minimum=0.0, maximum=1.0, doc="none: the mode's default (`welcome.defaults`)")
+    cfg: Optional[float] = wire(None, minimum=0.0, maximum=30.0, doc="none: the model family's default")
+    sampler: str = wire("", choices=("",) + SAMPLERS, doc='`""`: the model family\'s default')
+    seed: int = wire(-1, minimum=-1, maximum=2**32 - 1, doc="-1 = random; each result layer reports its seed")
+    batch: int = wire(1, minimum=1, limit="max_batch")
+    grow: int = wire(-1, minimum=-1, maximum=1024, doc="px the mask grows by; -1 = scaled to the selection")
+    feather: int = wire(-1, minimum=-1, maximum=1024, doc="px of soft edge; -1 = scaled to the selection")
+    fill: str = wire("telea", choices=INPAINT_FILLS, doc="classical fill method")
+    scale: float = wire(2.0, minimum=1.0, maximum=8.0, doc="upscale factor")
+    upscaler: str = wire("", max_length=256, doc='upscale model name; `""` = Lanczos')
+    refine: float = wire(0.0, minimum=0.0, maximum=1.0, doc="upscale-and-refine strength; 0 = off")
+    tile: int = wire(0, minimum=0, maximum=4096, doc="tile size for tiled work; 0 = automatic")
+    extend: Extend = wire(factory=Extend, doc="outpaint")
+    width: int = wire(0, minimum=0, maximum=16384, doc="generate without an image")
+    height: int = wire(0, minimum=0, maximum=16384, doc="generate without an image")
+    preprocessor: str = wire("", max_length=64, doc="mode `preprocess`: which preprocessor")
+    low_threshold: int = wire(100, minimum=0, maximum=255, doc="canny")
+    high_threshold: int = wire(200, minimum=0, maximum=255, doc="canny")
+
+    def as_dict(self) -> dict:
+        """Every field as a plain map, None included (``extend`` as a map): the engines' view of the parameters."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["extend"] = dataclasses.asdict(self.extend)
+        return out
 
 
-# --- nested value checkers -------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Control(WireModel):
+    """A control layer of a job."""
 
-def _payload(formats: tuple) -> Callable[[Any, str, Limits], Any]:
-    def check(value: Any, path: str, limits: Limits) -> Any:
-        return parse_payload(value, path, limits.max_pixels, formats)
-    return check
+    type: str = wire(choices=CONTROL_TYPES)
+    image: ImagePayload = wire(doc="the control layer's pixels for the context box (any format)")
+    strength: float = wire(1.0, minimum=0.0, maximum=2.0)
+    start: float = wire(0.0, minimum=0.0, maximum=1.0, doc="fraction of the steps; start ≤ end")
+    end: float = wire(1.0, minimum=0.0, maximum=1.0)
+    preprocess: bool = wire(False, doc="run the type's preprocessor on `image` first")
+    model: str = wire("", max_length=256, doc='a ControlNet by name; `""` = the one matching type and checkpoint')
 
-
-def _map_of(fields: tuple) -> Callable[[Any, str, Limits], Any]:
-    def check(value: Any, path: str, limits: Limits) -> Any:
-        return parse_fields(value, fields, path, limits)
-    return check
-
-
-def _list_of(fields: tuple, max_items: int) -> Callable[[Any, str, Limits], Any]:
-    def check(value: Any, path: str, limits: Limits) -> Any:
-        if not isinstance(value, (list, tuple)):
-            raise bad_field(path, f"must be a list, got {type(value).__name__}")
-        if len(value) > max_items:
-            raise bad_field(path, f"has {len(value)} entries, over the limit of {max_items}")
-        return [parse_fields(item, fields, f"{path}[{i}]", limits) for i, item in enumerate(value)]
-    return check
+    def check(self, path: str, limits: Any) -> None:
+        if self.start > self.end:
+            raise bad_field(f"{path}.start", f"({self.start}) is after end ({self.end})")
 
 
-def _batch(value: Any, path: str, limits: Limits) -> int:
-    spec = Field("batch", int, minimum=1, maximum=limits.max_batch)
-    return _check_value(spec, value, path, limits)
+@dataclasses.dataclass(frozen=True)
+class ResultLayer(WireModel):
+    """One layer of a ``result``: where it goes in the document (``x``, ``y``) and its pixels."""
+
+    name: str = wire()
+    x: int = wire()
+    y: int = wire()
+    width: int = wire(minimum=1)
+    height: int = wire(minimum=1)
+    format: str = wire(choices=PIXEL_FORMATS)
+    data: bytes = wire()
+    seed: int = wire(-1)
+    info: Dict[str, Any] = wire(factory=dict)
+
+    def check(self, path: str, limits: Any) -> None:
+        parse_payload(self.payload_map(), path or "layer", limits.max_pixels)
+
+    def payload_map(self) -> dict:
+        return {"width": self.width, "height": self.height, "format": self.format, "data": self.data}
+
+    @property
+    def payload(self) -> ImagePayload:
+        return ImagePayload(self.width, self.height, self.format, self.data)
+
+    @classmethod
+    def from_wire(cls, value: Any, limits: Limits = UNLIMITED) -> "ResultLayer":
+        """Validate a result layer map (a bad one raises ProtocolError naming the field)."""
+        if isinstance(value, Mapping) and isinstance(value.get("data"), (bytearray, memoryview)):
+            value = dict(value, data=bytes(value["data"]))
+        return cls.parse_map(value, "layer", limits)
 
 
-EXTEND_FIELDS = (
-    Field("left", int, default=0, minimum=0, maximum=8192),
-    Field("top", int, default=0, minimum=0, maximum=8192),
-    Field("right", int, default=0, minimum=0, maximum=8192),
-    Field("bottom", int, default=0, minimum=0, maximum=8192),
-)
+# --- messages ------------------------------------------------------------------------------------------------------
 
-PARAM_FIELDS = (
-    Field("steps", int, default=20, minimum=1, maximum=150),
-    Field("strength", float, default=None, minimum=0.0, maximum=1.0),  # None: the mode's default
-    Field("cfg", float, default=None, minimum=0.0, maximum=30.0),  # None: the model family's default
-    Field("sampler", str, default="", choices=("",) + SAMPLERS),
-    Field("seed", int, default=-1, minimum=-1, maximum=2**32 - 1),
-    Field("batch", int, default=1, check=_batch),
-    Field("grow", int, default=-1, minimum=-1, maximum=1024),  # -1: scaled to the selection
-    Field("feather", int, default=-1, minimum=-1, maximum=1024),  # -1: scaled to the selection
-    Field("fill", str, default="telea", choices=INPAINT_FILLS),  # classical fill / pre-fill method
-    Field("scale", float, default=2.0, minimum=1.0, maximum=8.0),  # upscale factor
-    Field("upscaler", str, default="", max_length=256),  # upscale model name; "" = Lanczos
-    Field("refine", float, default=0.0, minimum=0.0, maximum=1.0),  # upscale-and-refine strength; 0 = off
-    Field("tile", int, default=0, minimum=0, maximum=4096),  # tile size for tiled work; 0 = automatic
-    Field("extend", dict, default=lambda: {"left": 0, "top": 0, "right": 0, "bottom": 0},
-          check=_map_of(EXTEND_FIELDS)),
-    Field("width", int, default=0, minimum=0, maximum=16384),  # generate without an image
-    Field("height", int, default=0, minimum=0, maximum=16384),
-    Field("preprocessor", str, default="", max_length=64),  # preprocess mode: which preprocessor
-    Field("low_threshold", int, default=100, minimum=0, maximum=255),  # canny
-    Field("high_threshold", int, default=200, minimum=0, maximum=255),  # canny
-)
+class Message(WireModel):
+    """A message of either direction; ``type`` is its wire ``type``."""
 
-CONTROL_FIELDS = (
-    Field("type", str, required=True, choices=CONTROL_TYPES),
-    Field("image", dict, required=True, check=_payload(PIXEL_FORMATS)),
-    Field("strength", float, default=1.0, minimum=0.0, maximum=2.0),
-    Field("start", float, default=0.0, minimum=0.0, maximum=1.0),
-    Field("end", float, default=1.0, minimum=0.0, maximum=1.0),
-    Field("preprocess", bool, default=False),
-    Field("model", str, default="", max_length=256),  # a ControlNet by name; "" = the one matching type and checkpoint
-)
+    type: ClassVar[str] = ""
 
-_ID = Field("id", str, required=True, max_length=MAX_ID_LENGTH)
-
-SCHEMAS: dict = {
-    # client -> server
-    "hello": (
-        Field("protocol", str, required=True, max_length=16),
-        Field("client", str, required=True, max_length=128),
-        Field("client_version", str, default="", max_length=64),
-        Field("token", str, default=None, max_length=1024),
-    ),
-    "job": (
-        _ID,
-        Field("mode", str, required=True, choices=MODES),
-        Field("model", str, default="", max_length=256),
-        Field("prompt", str, default="", max_length=MAX_PROMPT_LENGTH),
-        Field("negative_prompt", str, default="", max_length=MAX_PROMPT_LENGTH),
-        Field("image", dict, default=None, check=_payload((RGBA8, BGRA8))),
-        Field("mask", dict, default=None, check=_payload((GRAY8,))),
-        Field("controls", list, default=list, check=_list_of(CONTROL_FIELDS, MAX_CONTROLS)),
-        Field("params", dict, default=dict, check=_map_of(PARAM_FIELDS)),
-        Field("x", int, default=0, minimum=-(2**31), maximum=2**31 - 1),
-        Field("y", int, default=0, minimum=-(2**31), maximum=2**31 - 1),
-        Field("result_format", str, default=RGBA8, choices=(RGBA8, BGRA8)),
-        Field("previews", bool, default=False),
-    ),
-    "cancel": (_ID,),
-    "list_models": (),
-    # server -> client
-    "welcome": (
-        Field("protocol", str, required=True),
-        Field("server_version", str, required=True),
-        Field("device", str, default=""),
-        Field("models", list, default=list),
-        Field("capabilities", dict, default=dict),
-        Field("limits", dict, default=dict),
-    ),
-    "models": (Field("models", list, default=list),),
-    "queued": (_ID, Field("position", int, default=0)),
-    "started": (_ID,),
-    "progress": (
-        _ID,
-        Field("step", int, required=True),
-        Field("total", int, required=True),
-        Field("preview", dict, default=None),
-    ),
-    "result": (
-        _ID,
-        Field("layers", list, required=True),
-        Field("elapsed", float, default=0.0),
-        Field("params", dict, default=dict),
-    ),
-    "cancelled": (_ID,),
-    "error": (
-        Field("code", str, required=True),
-        Field("message", str, required=True),
-        Field("id", str, default=None),
-        Field("field", str, default=None),
-    ),
-}
-
-CLIENT_MESSAGES = ("hello", "job", "cancel", "list_models")
-SERVER_MESSAGES = ("welcome", "models", "queued", "started", "progress", "result", "cancelled", "error")
+    @classmethod
+    def from_wire(cls, value: Any, limits: Limits = Limits()) -> Any:
+        """Validate a decoded map as this message type."""
+        if not isinstance(value, Mapping) or value.get("type") != cls.type:
+            raise type_error((cls.type,), value)
+        return cls.parse_map(value, "", limits)
 
 
-def _parse(value: Any, allowed: tuple, limits: Limits) -> dict:
-    if not isinstance(value, Mapping):
-        raise ProtocolError(BAD_REQUEST, f"a message must be a map with a 'type', got {type(value).__name__}")
-    mtype = value.get("type")
-    if not isinstance(mtype, str):
-        raise bad_field("type", "is missing" if "type" not in value else "must be a string")
-    if mtype not in allowed:
-        raise ProtocolError(
-            BAD_REQUEST, f"unknown message type {mtype!r}; expected one of {', '.join(allowed)}", field="type"
-        )
+def _id(**extra: Any) -> Any:
+    return wire(max_length=MAX_ID_LENGTH, **extra)
+
+
+@dataclasses.dataclass(frozen=True)
+class Hello(Message):
+    type: ClassVar[str] = "hello"
+    protocol: str = wire(max_length=16, doc='`"major.minor"` the client speaks')
+    client: str = wire(max_length=128, doc='client name, e.g. `"krita"`, `"gimp"`')
+    client_version: str = wire("", max_length=64)
+    token: Optional[str] = wire(None, max_length=1024, doc="the server's token, when it has one")
+    session: Optional[str] = wire(None, pattern=SESSION_PATTERN,
+                                  doc="client session id, made once per plugin session (1.1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job(Message):
+    type: ClassVar[str] = "job"
+    id: str = _id(doc="chosen by the client; unique among its open jobs")
+    mode: str = wire(choices=MODES)
+    model: str = wire("", max_length=256, doc='a checkpoint name, `"classical"`, or `""` for the default')
+    prompt: str = wire("", max_length=MAX_PROMPT_LENGTH)
+    negative_prompt: str = wire("", max_length=MAX_PROMPT_LENGTH)
+    image: Optional[ImagePayload] = wire(None, formats=(RGBA8, BGRA8), doc="the context box's pixels")
+    mask: Optional[ImagePayload] = wire(None, formats=(GRAY8,), doc="same size as `image`; none = change it all")
+    controls: Tuple[Control, ...] = wire((), max_items=MAX_CONTROLS)
+    params: Params = wire(factory=Params)
+    x: int = wire(0, minimum=-(2**31), maximum=2**31 - 1, doc="where `image` sits in the document")
+    y: int = wire(0, minimum=-(2**31), maximum=2**31 - 1)
+    result_format: str = wire(RGBA8, choices=(RGBA8, BGRA8), doc="pixel format of the result layers")
+    previews: bool = wire(False, doc="attach small previews to `progress`")
+    live: bool = wire(False, doc="a live frame (1.1): not kept across a dropped connection; replaces the "
+                                 "client's older queued live frame")
+
+    def check(self, path: str, limits: Any) -> None:
+        """Cross-field rules: what each mode needs, matching sizes, the size of what the job would make."""
+        mode, image, mask, params = self.mode, self.image, self.mask, self.params
+        if image is None:
+            if mode != "generate":
+                raise bad_field("image", f"is missing; mode '{mode}' needs an image")
+            if params.width <= 0 or params.height <= 0:
+                raise bad_field("params.width", "and params.height must be given when a generate job has no image")
+        if mask is not None and image is not None and (mask.width, mask.height) != (image.width, image.height):
+            raise bad_field("mask", f"is {mask.width}x{mask.height} but the image is {image.width}x{image.height}")
+        for i, ctl in enumerate(self.controls):
+            if image is not None and (ctl.image.width, ctl.image.height) != (image.width, image.height):
+                raise bad_field(f"controls[{i}].image", f"is {ctl.image.width}x{ctl.image.height} but the image is "
+                                f"{image.width}x{image.height}")
+        if mode == "preprocess" and not params.preprocessor:
+            raise bad_field("params.preprocessor", "is missing; mode 'preprocess' needs one (e.g. 'canny')")
+        ext = params.extend
+        if mode == "outpaint" and not ext.any():
+            raise bad_field("params.extend", "is all zero; mode 'outpaint' needs at least one side to extend")
+
+        def within_limit(field: str, what: str, width: int, height: int) -> None:
+            if width * height > limits.max_pixels:
+                raise ProtocolError(TOO_LARGE, f"field '{field}' asks for {what} of {width}x{height} = "
+                                    f"{width * height} px, over the server's limit of {limits.max_pixels} px",
+                                    field=field)
+
+        if mode == "generate" and image is None:
+            within_limit("params.width", "an image", params.width, params.height)
+        if mode == "outpaint" and image is not None:
+            within_limit("params.extend", "a canvas", image.width + ext.left + ext.right,
+                         image.height + ext.top + ext.bottom)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cancel(Message):
+    type: ClassVar[str] = "cancel"
+    id: str = _id(doc="an open job of this client")
+
+
+@dataclasses.dataclass(frozen=True)
+class ListModels(Message):
+    type: ClassVar[str] = "list_models"
+
+
+@dataclasses.dataclass(frozen=True)
+class Welcome(Message):
+    type: ClassVar[str] = "welcome"
+    protocol: str = wire(max_length=16, doc="the server's protocol version")
+    server_version: str = wire()
+    device: str = wire("", doc='e.g. `"cuda:0 NVIDIA GeForce RTX 4090 (float16)"`')
+    models: Tuple[Dict[str, Any], ...] = wire((), doc="model entries")
+    capabilities: Dict[str, Any] = wire(factory=dict)
+    limits: Limits = wire(factory=Limits)
+    defaults: Dict[str, Any] = wire(factory=dict, doc="defaults the plugins use (1.1)")
+    session: Optional[str] = wire(None, pattern=SESSION_PATTERN, doc="the client session id (1.1)")
+    resumed: Tuple[str, ...] = wire((), doc="open jobs the server still holds for this session (1.1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Models(Message):
+    type: ClassVar[str] = "models"
+    models: Tuple[Dict[str, Any], ...] = wire(())
+
+
+@dataclasses.dataclass(frozen=True)
+class Queued(Message):
+    type: ClassVar[str] = "queued"
+    id: str = _id()
+    position: int = wire(0, minimum=0, doc="jobs ahead of it")
+
+
+@dataclasses.dataclass(frozen=True)
+class Started(Message):
+    type: ClassVar[str] = "started"
+    id: str = _id()
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress(Message):
+    type: ClassVar[str] = "progress"
+    id: str = _id()
+    step: int = wire(minimum=0)
+    total: int = wire(minimum=0)
+    preview: Optional[ImagePayload] = wire(None, formats=(RGBA8,), doc="≤ 256 px a side, when the job asked")
+
+
+@dataclasses.dataclass(frozen=True)
+class Result(Message):
+    type: ClassVar[str] = "result"
+    id: str = _id()
+    layers: Tuple[ResultLayer, ...] = wire()
+    elapsed: float = wire(0.0, minimum=0.0, doc="seconds")
+    params: Dict[str, Any] = wire(factory=dict, doc="the parameters the server used")
+    info: Dict[str, Any] = wire(factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cancelled(Message):
+    type: ClassVar[str] = "cancelled"
+    id: str = _id()
+
+
+@dataclasses.dataclass(frozen=True)
+class Error(Message):
+    type: ClassVar[str] = "error"
+    code: str = wire()
+    message: str = wire()
+    id: Optional[str] = wire(None, max_length=MAX_ID_LENGTH, doc="only the exact id of a job this error ends")
+    field: Optional[str] = wire(None, doc="the offending field, a dotted path")
+
+    def exception(self) -> ProtocolError:
+        return ProtocolError(self.code, self.message, field=self.field, job_id=self.id)
+
+
+ClientMessage = Union[Hello, Job, Cancel, ListModels]
+ServerMessage = Union[Welcome, Models, Queued, Started, Progress, Result, Cancelled, Error]
+CLIENT_TYPES: Dict[str, Type[Message]] = {m.type: m for m in (Hello, Job, Cancel, ListModels)}
+SERVER_TYPES: Dict[str, Type[Message]] = {m.type: m for m in (Welcome, Models, Queued, Started, Progress, Result,
+                                                                 Cancelled, Error)}
+FINAL_TYPES = (Result, Cancelled, Error)
+JOB_EVENT_TYPES = (Queued, Started, Progress, Result, Cancelled)
+
+
+def error_from(err: ProtocolError) -> Error:
+    """The ``error`` message for a ProtocolError."""
+    return Error(err.code, err.message, id=err.job_id, field=err.field)
+
+
+def _parse(value: Any, types: Dict[str, Type[Message]], limits: Limits) -> Any:
+    kind = value.get("type") if isinstance(value, Mapping) else None
+    cls = types.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise type_error(tuple(types), value)
+    return cls.parse_map(value, "", limits)
+
+
+def parse_client_message(value: Any, limits: Limits = Limits()) -> ClientMessage:
+    """Validate a message a client sent (the server's side). A refused ``job`` whose ``id`` is a valid id carries it
+    in the error (``job_id``); an id that is not valid is never echoed, not even cut."""
     try:
-        out = parse_fields(value, SCHEMAS[mtype], "", limits)
+        return _parse(value, CLIENT_TYPES, limits)
     except ProtocolError as err:
-        if err.job_id is None and isinstance(value.get("id"), str):
-            err.job_id = value["id"][:MAX_ID_LENGTH]
+        if isinstance(value, Mapping) and value.get("type") == "job" and err.job_id is None:
+            jid = value.get("id")
+            if isinstance(jid, str) and 0 < len(jid) <= MAX_ID_LENGTH:
+                err.job_id = jid
         raise
-    out["type"] = mtype
-    return out
 
 
-def parse_client_message(value: Any, limits: Limits = Limits()) -> dict:
-    """Validate a message a client sent (the server's side)."""
-    msg = _parse(value, CLIENT_MESSAGES, limits)
-    if msg["type"] == "job":
-        _check_job(msg, limits)
-    return msg
-
-
-def parse_server_message(value: Any) -> dict:
-    """Validate a message a server sent (the client's side). Payload contents are left as wire maps."""
-    return _parse(value, SERVER_MESSAGES, Limits(max_pixels=2**31))
-
-
-def _check_job(job: dict, limits: Limits) -> None:
-    """Cross-field rules of a job: which inputs each mode needs, matching sizes, and the size of what the job would
-    make (a generate size, an outpaint canvas) within the pixel limit."""
-    mode, image, mask, params = job["mode"], job["image"], job["mask"], job["params"]
-    jid = job["id"]
-
-    def fail(field: str, problem: str) -> None:
-        err = bad_field(field, problem)
-        err.job_id = jid
-        raise err
-
-    if image is None:
-        if mode != "generate":
-            fail("image", f"is missing; mode '{mode}' needs an image")
-        if params["width"] <= 0 or params["height"] <= 0:
-            fail("params.width", "and params.height must be given when a generate job has no image")
-    if mask is not None and image is not None and (mask.width, mask.height) != (image.width, image.height):
-        fail("mask", f"is {mask.width}x{mask.height} but the image is {image.width}x{image.height}")
-    for i, ctl in enumerate(job["controls"]):
-        if ctl["start"] > ctl["end"]:
-            fail(f"controls[{i}].start", f"({ctl['start']}) is after end ({ctl['end']})")
-    if mode == "preprocess" and not params["preprocessor"]:
-        fail("params.preprocessor", "is missing; mode 'preprocess' needs one (e.g. 'canny')")
-    ext = params["extend"]
-    if mode == "outpaint" and not any(ext.values()):
-        fail("params.extend", "is all zero; mode 'outpaint' needs at least one side to extend")
-
-    def within_limit(field: str, what: str, width: int, height: int) -> None:
-        if width * height > limits.max_pixels:
-            raise ProtocolError(TOO_LARGE, f"field '{field}' asks for {what} of {width}x{height} = {width * height} "
-                                f"px, over the server's limit of {limits.max_pixels} px", field=field, job_id=jid)
-
-    if mode == "generate" and image is None:
-        within_limit("params.width", "an image", params["width"], params["height"])
-    if mode == "outpaint" and image is not None:
-        within_limit("params.extend", "a canvas", image.width + ext["left"] + ext["right"],
-                     image.height + ext["top"] + ext["bottom"])
+def parse_server_message(value: Any, limits: Limits = UNLIMITED) -> ServerMessage:
+    """Validate a message a server sent (the client's side)."""
+    return _parse(value, SERVER_TYPES, limits)
 
 
 def job_params_defaults() -> dict:
-    """The default ``params`` map, for clients that build forms from it."""
-    return parse_fields({}, PARAM_FIELDS, "params", Limits())
+    """The default ``params`` as a plain map (``Params().as_dict()``)."""
+    return Params().as_dict()
 
 
-# --- builders (what clients and the server send) ---------------------------------------------------------------------
-
-def hello(client: str, client_version: str = "", token: Optional[str] = None) -> dict:
-    msg = {"type": "hello", "protocol": PROTOCOL_VERSION, "client": client, "client_version": client_version}
-    if token:
-        msg["token"] = token
-    return msg
-
-
-def error(code: str, message: str, job_id: Optional[str] = None, field: Optional[str] = None) -> dict:
-    return ProtocolError(code, message, field=field, job_id=job_id).to_message()
-
-
-@dataclass
-class ResultLayer:
-    """One layer of a ``result``: where it goes in the document and its pixels."""
-
-    name: str
-    x: int
-    y: int
-    width: int
-    height: int
-    format: str
-    data: bytes
-    seed: int = -1
-    info: dict = dc_field(default_factory=dict)
-
-    def to_wire(self) -> dict:
-        return {
-            "name": self.name, "x": self.x, "y": self.y, "width": self.width, "height": self.height,
-            "format": self.format, "data": self.data, "seed": self.seed, "info": self.info,
-        }
-
-    @classmethod
-    def from_wire(cls, value: Mapping) -> "ResultLayer":
-        payload = parse_payload(value, "layer", 2**31)
-        return cls(
-            name=str(value.get("name", "")), x=int(value.get("x", 0)), y=int(value.get("y", 0)),
-            width=payload.width, height=payload.height, format=payload.format, data=payload.data,
-            seed=int(value.get("seed", -1)), info=dict(value.get("info") or {}),
-        )
+def hello(client: str, client_version: str = "", token: Optional[str] = None, session: Optional[str] = None) -> Hello:
+    """This library's ``hello``."""
+    return Hello(PROTOCOL_VERSION, client, client_version, token or None, session)

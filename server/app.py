@@ -1,8 +1,14 @@
-"""The websocket application: handshake, message dispatch, one outgoing queue per connection, the job worker."""
+"""The websocket application: handshake, message dispatch, client sessions, the job worker.
+
+Each connection runs a sans-I/O ``protocol.connection.Connection`` (validation and the order rules) and a
+``sessions.Link`` (its ordered outbox); jobs belong to a ``sessions.ClientSession``, which outlives the connection for
+``config.grace`` seconds so a client that reconnects with the same session id gets what it missed.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import threading
@@ -13,16 +19,20 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from protocol import errors
-from protocol.codec import decode, encode
+from protocol.connection import SERVER, Connection
 from protocol.errors import ProtocolError
 from protocol.images import BGRA8, ImagePayload
-from protocol.messages import PROTOCOL_VERSION, ResultLayer, check_compatible, parse_client_message
+from protocol.messages import (
+    PROTOCOL_VERSION, Cancel, Hello, Job as JobMessage, ListModels, Models, Result, ResultLayer, Welcome, error_from,
+)
 
 from . import __version__
 from .config import ServerConfig
-from .engines.base import Control, Job, Layer
-from .engines.hub import EngineHub
+from .core import Control, Job, Layer
+from .defaults import welcome_defaults, with_family
+from .router import Router
 from .jobs import JobQueue, QueuedJob
+from .sessions import Link, SessionTable
 
 log = logging.getLogger("paintbridge.server")
 
@@ -48,156 +58,147 @@ def control_pixels(payload: ImagePayload, preprocess: bool) -> np.ndarray:
     return ((arr[..., :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
 
 
-def job_from_message(msg: dict) -> Job:
-    """Decode a validated ``job`` message's pixels into a Job."""
+def job_from_message(msg: JobMessage) -> Job:
+    """Decode a validated ``job`` message's pixels into a Job (sizes were checked by ``Job.check``)."""
     controls = [
-        Control(type=c["type"], image=control_pixels(c["image"], c["preprocess"]), strength=c["strength"],
-                start=c["start"], end=c["end"], preprocess=c["preprocess"], model=c["model"])
-        for c in msg["controls"]
+        Control(type=c.type, image=control_pixels(c.image, c.preprocess), strength=c.strength, start=c.start,
+                end=c.end, preprocess=c.preprocess, model=c.model)
+        for c in msg.controls
     ]
-    image = payload_to_array(msg["image"]) if msg["image"] is not None else None
-    for i, ctl in enumerate(controls):
-        if image is not None and ctl.image.shape[:2] != image.shape[:2]:
-            raise ProtocolError(
-                errors.BAD_REQUEST,
-                f"field 'controls[{i}].image' is {ctl.image.shape[1]}x{ctl.image.shape[0]} but the image is "
-                f"{image.shape[1]}x{image.shape[0]}", field=f"controls[{i}].image", job_id=msg["id"])
     return Job(
-        id=msg["id"], mode=msg["mode"], model=msg["model"], prompt=msg["prompt"],
-        negative_prompt=msg["negative_prompt"], image=image,
-        mask=payload_to_array(msg["mask"]) if msg["mask"] is not None else None,
-        params=msg["params"], controls=controls, x=msg["x"], y=msg["y"], previews=msg["previews"],
+        id=msg.id, mode=msg.mode, model=msg.model, prompt=msg.prompt, negative_prompt=msg.negative_prompt,
+        image=payload_to_array(msg.image) if msg.image is not None else None,
+        mask=payload_to_array(msg.mask) if msg.mask is not None else None,
+        params=msg.params, controls=controls, x=msg.x, y=msg.y, previews=msg.previews,
     )
 
 
-def encode_layers(layers: List[Layer], fmt: str) -> List[dict]:
-    """Result layers as wire maps in the client's pixel format."""
+def encode_layers(layers: List[Layer], fmt: str) -> List[ResultLayer]:
+    """Result layers in the client's pixel format."""
     out = []
     for layer in layers:
         rgba = np.ascontiguousarray(layer.rgba, dtype=np.uint8)
         pixels = rgba[..., [2, 1, 0, 3]] if fmt == BGRA8 else rgba
         out.append(ResultLayer(
             name=layer.name, x=int(layer.x), y=int(layer.y), width=rgba.shape[1], height=rgba.shape[0], format=fmt,
-            data=np.ascontiguousarray(pixels).tobytes(), seed=int(layer.seed), info=layer.info,
-        ).to_wire())
+            data=np.ascontiguousarray(pixels).tobytes(), seed=int(layer.seed), info=dict(layer.info),
+        ))
     return out
-
-
-class Session:
-    """One client connection: its outgoing queue (so events keep their order) and identity."""
-
-    def __init__(self, ws: ServerConnection) -> None:
-        self.ws = ws
-        self.outbox: asyncio.Queue = asyncio.Queue()
-        self.client = ""
-
-    async def send(self, msg: dict) -> None:
-        await self.outbox.put(msg)
-
-    async def pump(self) -> None:
-        """Send queued messages in order until the connection closes."""
-        while True:
-            msg = await self.outbox.get()
-            try:
-                await self.ws.send(encode(msg))
-            except ConnectionClosed:
-                return
 
 
 class PaintbridgeServer:
     """The server: accepts connections, checks the handshake, validates and queues jobs."""
 
-    def __init__(self, config: ServerConfig, hub: Optional[EngineHub] = None) -> None:
+    def __init__(self, config: ServerConfig, router: Optional[Router] = None) -> None:
         config.validate()
         self.config = config
-        self.hub = hub or EngineHub(config)
+        self.router = router or Router(config)
         self.queue: Optional[JobQueue] = None
+        self.sessions: Optional[SessionTable] = None
         self.device = ""
 
-    def welcome(self) -> dict:
-        return {
-            "type": "welcome", "protocol": PROTOCOL_VERSION, "server_version": __version__, "device": self.device,
-            "models": self.hub.models(), "capabilities": self.hub.capabilities(),
-            "limits": self.config.limits.to_wire(),
-        }
+    def models(self) -> List[dict]:
+        """The model listing, each entry with its ``family``."""
+        return with_family(self.router.models())
 
-    def _encode_result(self, item: QueuedJob, layers: List[Layer], elapsed: float) -> dict:
-        return {"type": "result", "id": item.job.id, "layers": encode_layers(layers, item.result_format),
-                "elapsed": round(elapsed, 4), "params": item.job.params}
+    def welcome(self, session: Optional[str] = None, resumed: tuple = ()) -> Welcome:
+        return Welcome(
+            protocol=PROTOCOL_VERSION, server_version=__version__, device=self.device, models=tuple(self.models()),
+            capabilities=self.router.capabilities(), limits=self.config.limits, defaults=welcome_defaults(),
+            session=session, resumed=resumed,
+        )
 
-    async def _handshake(self, ws: ServerConnection, session: Session) -> bool:
+    def _encode_result(self, item: QueuedJob, layers: List[Layer], elapsed: float) -> Result:
+        return Result(item.id, tuple(encode_layers(layers, item.result_format)), round(elapsed, 4),
+                      item.job.params.as_dict())
+
+    async def _handshake(self, ws: ServerConnection, link: Link) -> Optional[Hello]:
+        """Read and check ``hello``; on success the session is attached and ``welcome`` queued. Every refusal is
+        answered with an ``error`` message."""
+        conn = link.conn
         try:
-            frame = await asyncio.wait_for(ws.recv(), timeout=self.config.handshake_timeout)
-        except asyncio.TimeoutError:
-            await ws.send(encode(errors.ProtocolError(
-                errors.BAD_REQUEST, f"no 'hello' within {self.config.handshake_timeout:g} s").to_message()))
-            return False
-        try:
-            msg = parse_client_message(decode(frame), self.config.limits)
-            if msg["type"] != "hello":
-                raise ProtocolError(errors.BAD_REQUEST, f"the first message must be 'hello', got '{msg['type']}'",
-                                    field="type")
-            check_compatible(msg["protocol"])
+            try:
+                frame = await asyncio.wait_for(ws.recv(), timeout=self.config.handshake_timeout)
+            except asyncio.TimeoutError:
+                raise ProtocolError(errors.BAD_REQUEST,
+                                    f"no 'hello' within {self.config.handshake_timeout:g} s") from None
+            (hello,) = conn.receive_data(frame)
+            assert isinstance(hello, Hello)
             if self.config.token is not None and not hmac.compare_digest(
-                (msg["token"] or "").encode(), self.config.token.encode()
+                (hello.token or "").encode(), self.config.token.encode()
             ):
                 raise ProtocolError(errors.UNAUTHORIZED,
                                     "wrong or missing token: this server requires the token it was started with")
+            base = await asyncio.to_thread(self.welcome)
         except ProtocolError as err:
-            await ws.send(encode(err.to_message()))
-            return False
-        session.client = f"{msg['client']} {msg['client_version']}".strip()
-        await ws.send(encode(await asyncio.to_thread(self.welcome)))
-        return True
+            err.job_id = None
+            await ws.send(conn.send(error_from(err)))
+            return None
+        client = f"{hello.client} {hello.client_version}".strip()
+
+        def welcome(session: str, resumed: tuple) -> Welcome:
+            return dataclasses.replace(base, session=session, resumed=resumed)
+
+        self.sessions.attach(link, hello.session, client, welcome)
+        return hello
 
     async def handler(self, ws: ServerConnection) -> None:
-        session = Session(ws)
-        if not await self._handshake(ws, session):
+        link = Link(ws, Connection(SERVER, self.config.limits))
+        try:
+            hello = await self._handshake(ws, link)
+        except ConnectionClosed:
+            return
+        if hello is None:
             await ws.close(1008, "handshake refused")
             return
-        pump = asyncio.create_task(session.pump())
+        pump = asyncio.create_task(link.pump())
         try:
             async for frame in ws:
-                await self._dispatch(session, frame)
+                await self._dispatch(link, frame)
         except ConnectionClosed:
             pass
         finally:
-            dropped = self.queue.drop_owner(session) if self.queue else 0
-            if dropped:
-                log.info("client %s left; %d job(s) cancelled", session.client, dropped)
             pump.cancel()
+            try:
+                await pump
+            except (asyncio.CancelledError, ConnectionClosed):
+                pass
+            self.sessions.detach(link)
 
-    async def _dispatch(self, session: Session, frame) -> None:
+    async def _dispatch(self, link: Link, frame) -> None:
+        session = link.session
         try:
-            msg = parse_client_message(decode(frame, self.config.limits.max_frame_bytes), self.config.limits)
-            kind = msg["type"]
-            if kind == "job":
-                if self.queue.has(session, msg["id"]):
-                    raise ProtocolError(errors.BAD_REQUEST, f"job id {msg['id']!r} is already queued or running",
-                                        field="id", job_id=msg["id"])
+            (msg,) = link.conn.receive_data(frame)
+            if session is None:  # replaced by a newer connection of the same session
+                return
+            if isinstance(msg, JobMessage):
                 job = job_from_message(msg)
-                await self.queue.submit(QueuedJob(job, session, session.send, msg["result_format"]))
-            elif kind == "cancel":
-                if not await self.queue.cancel(session, msg["id"]):
-                    raise ProtocolError(errors.BAD_REQUEST, f"no queued or running job with id {msg['id']!r}",
-                                        field="id", job_id=msg["id"])
-            elif kind == "list_models":
-                await asyncio.to_thread(self.hub.rescan)
-                await session.send({"type": "models", "models": self.hub.models()})
-            elif kind == "hello":
-                raise ProtocolError(errors.BAD_REQUEST, "'hello' was already received on this connection",
-                                    field="type")
+                item = QueuedJob(job, session, msg.result_format, live=msg.live)
+                session.add(item)
+                try:
+                    await self.queue.submit(item)
+                except ProtocolError:
+                    session.jobs.pop(item.id, None)
+                    raise
+            elif isinstance(msg, Cancel):
+                if not await self.queue.cancel(session, msg.id):
+                    raise ProtocolError(errors.BAD_REQUEST, f"no queued or running job with id {msg.id!r}",
+                                        field="id")
+            elif isinstance(msg, ListModels):
+                await asyncio.to_thread(self.router.rescan)
+                link.put(Models(tuple(self.models())))
         except ProtocolError as err:
-            await session.send(err.to_message())
+            link.put(error_from(err))
 
     async def run(self, on_ready: Optional[Callable[[int], None]] = None,
                   stop: Optional[asyncio.Event] = None) -> None:
         """Serve until ``stop`` is set (forever without one); ``on_ready(port)`` is called once listening."""
-        self.device = await asyncio.to_thread(self.hub.device_description)
-        self.queue = JobQueue(self.hub.run, self._encode_result, self.config.limits.max_queue)
+        self.device = await asyncio.to_thread(self.router.device_description)
+        self.queue = JobQueue(self.router.run, self._encode_result, self.config.limits.max_queue)
+        self.sessions = SessionTable(self.queue, self.config.grace)
         worker = asyncio.create_task(self.queue.worker())
         if self.config.preload:
-            threading.Thread(target=self.hub.preload, name="paintbridge-preload", daemon=True).start()
+            threading.Thread(target=self.router.preload, name="paintbridge-preload", daemon=True).start()
         async with serve(self.handler, self.config.host, self.config.port,
                          max_size=self.config.limits.max_frame_bytes, compression=None) as server:
             if on_ready is not None:
@@ -211,8 +212,8 @@ class PaintbridgeServer:
 class ServerThread:
     """Run a server in a background thread (tests, the CLI's self-started server). Use as a context manager."""
 
-    def __init__(self, config: ServerConfig, hub: Optional[EngineHub] = None) -> None:
-        self.server = PaintbridgeServer(config, hub)
+    def __init__(self, config: ServerConfig, router: Optional[Router] = None) -> None:
+        self.server = PaintbridgeServer(config, router)
         self.port = 0
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None

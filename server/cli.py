@@ -13,9 +13,9 @@ from typing import List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from protocol import MODES, SAMPLERS
-from protocol.client import Client, ConnectionFailed, JobCancelled, JobFailed
-from protocol.images import GRAY8, RGBA8
+from protocol import MODES, SAMPLERS, Extend, Job, Message, Params, Progress, Queued, ResultLayer
+from protocol.client import Client, ConnectionFailed, JobCancelled, JobFailed, new_job_id
+from protocol.images import GRAY8, RGBA8, ImagePayload
 
 from . import __version__
 from .config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, default_models_dir
@@ -27,7 +27,7 @@ def _config(args: argparse.Namespace, port: Optional[int] = None) -> ServerConfi
         host=getattr(args, "host", DEFAULT_HOST), port=port if port is not None else args.port,
         token=getattr(args, "token", None), model_dirs=dirs, device=getattr(args, "device", None),
         dtype=getattr(args, "dtype", None), allow_pickle=getattr(args, "allow_pickle", False),
-        preload=not getattr(args, "no_preload", True),
+        preload=not getattr(args, "no_preload", True), grace=getattr(args, "grace", 300.0),
     )
 
 
@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def ready(port: int) -> None:
         print(f"Paintbridge server listening on ws://{args.host}:{port}", flush=True)
-        print(f"device: {server.device}; models: {', '.join(m['name'] for m in server.hub.models())}", flush=True)
+        print(f"device: {server.device}; models: {', '.join(m['name'] for m in server.router.models())}", flush=True)
 
     try:
         asyncio.run(server.run(on_ready=ready))
@@ -72,51 +72,47 @@ def _read_mask(path: str, size: tuple) -> np.ndarray:
         return np.asarray(mask).copy()
 
 
-def _payload(arr: np.ndarray, fmt: str) -> dict:
+def _payload(arr: np.ndarray, fmt: str) -> ImagePayload:
     arr = np.ascontiguousarray(arr)
-    return {"width": arr.shape[1], "height": arr.shape[0], "format": fmt, "data": arr.tobytes()}
+    return ImagePayload(arr.shape[1], arr.shape[0], fmt, arr.tobytes())
 
 
-def _extend(text: Optional[str]) -> dict:
-    sides = ("left", "top", "right", "bottom")
+def _extend(text: Optional[str]) -> Extend:
     if not text:
-        return dict.fromkeys(sides, 0)
+        return Extend()
     values = [int(v) for v in text.split(",")]
     if len(values) == 1:
         values *= 4
     if len(values) != 4:
         raise SystemExit("paintbridge run: --extend takes N or LEFT,TOP,RIGHT,BOTTOM")
-    return dict(zip(sides, values))
+    return Extend(*values)
 
 
 def build_job(args: argparse.Namespace) -> tuple:
-    """The job message for ``paintbridge run`` and the input image (None for generate without one)."""
-    params = {"steps": args.steps, "seed": args.seed, "batch": args.batch, "scale": args.scale,
-              "extend": _extend(args.extend)}
-    for key in ("strength", "cfg", "sampler", "upscaler", "refine", "grow", "feather", "width", "height", "fill",
-                "preprocessor"):
-        value = getattr(args, key)
-        if value is not None:
-            params[key] = value
-    job = {"mode": args.mode, "model": args.model, "prompt": args.prompt, "negative_prompt": args.negative,
-           "params": params, "result_format": RGBA8}
-    image = None
+    """The ``Job`` for ``paintbridge run`` and the input image (None for generate without one)."""
+    given = {key: getattr(args, key) for key in ("strength", "cfg", "sampler", "upscaler", "refine", "grow", "feather",
+                                                   "width", "height", "fill", "preprocessor")}
+    params = Params(steps=args.steps, seed=args.seed, batch=args.batch, scale=args.scale, extend=_extend(args.extend),
+                    **{k: v for k, v in given.items() if v is not None})
+    image = mask = None
     if args.image:
         image = _read_rgba(args.image)
-        job["image"] = _payload(image, RGBA8)
         if args.mask:
-            job["mask"] = _payload(_read_mask(args.mask, (image.shape[1], image.shape[0])), GRAY8)
+            mask = _payload(_read_mask(args.mask, (image.shape[1], image.shape[0])), GRAY8)
+    job = Job(new_job_id("cli"), args.mode, model=args.model, prompt=args.prompt, negative_prompt=args.negative,
+              image=_payload(image, RGBA8) if image is not None else None, mask=mask, params=params,
+              result_format=RGBA8)
     return job, image
 
 
-def flatten_result(layer: dict, image: Optional[np.ndarray]) -> np.ndarray:
+def flatten_result(layer: ResultLayer, image: Optional[np.ndarray]) -> np.ndarray:
     """A result layer composited over the input, on a canvas that holds both (the layer alone for upscales)."""
     from .imageops import flatten_over
 
-    pixels = np.frombuffer(layer["data"], np.uint8).reshape(layer["height"], layer["width"], 4)
+    pixels = np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4)
     if image is None or (image.shape[0] * 2 <= pixels.shape[0] and image.shape[1] * 2 <= pixels.shape[1]):
         return pixels.copy()
-    x, y = layer["x"], layer["y"]
+    x, y = layer.x, layer.y
     x0, y0 = min(0, x), min(0, y)
     x1, y1 = max(image.shape[1], x + pixels.shape[1]), max(image.shape[0], y + pixels.shape[0])
     base = np.zeros((y1 - y0, x1 - x0, 4), np.uint8)
@@ -131,12 +127,12 @@ class _ProgressBar:
         self.stream = stream
         self.shown = False
 
-    def __call__(self, msg: dict) -> None:
-        if msg["type"] == "queued" and msg.get("position"):
-            print(f"queued, {msg['position']} job(s) ahead", file=self.stream)
-        elif msg["type"] == "progress" and msg["total"] > 0:
-            done = int(30 * msg["step"] / msg["total"])
-            self.stream.write(f"\r[{'#' * done}{'.' * (30 - done)}] {msg['step']}/{msg['total']}")
+    def __call__(self, msg: Message) -> None:
+        if isinstance(msg, Queued) and msg.position:
+            print(f"queued, {msg.position} job(s) ahead", file=self.stream)
+        elif isinstance(msg, Progress) and msg.total > 0:
+            done = int(30 * msg.step / msg.total)
+            self.stream.write(f"\r[{'#' * done}{'.' * (30 - done)}] {msg.step}/{msg.total}")
             self.stream.flush()
             self.shown = True
 
@@ -174,20 +170,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         if own_server is not None:
             own_server.stop()
     bar.end()
-    layers = result["layers"]
+    layers = result.layers
     for layer, path in zip(layers, _out_paths(args.out, len(layers))):
         Image.fromarray(flatten_result(layer, image), "RGBA").save(path)
-        print(f"{path}: {layer['width']}x{layer['height']} at ({layer['x']}, {layer['y']}), seed {layer['seed']}")
-    print(f"done in {result['elapsed']:.2f} s")
+        print(f"{path}: {layer.width}x{layer.height} at ({layer.x}, {layer.y}), seed {layer.seed}")
+    print(f"done in {result.elapsed:.2f} s")
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .engines.hub import EngineHub
+    from .router import Router
 
-    hub = EngineHub(_config(args, port=0))
-    rows = hub.models()
-    print(f"models in: {', '.join(str(d) for d in hub.config.model_dirs)}")
+    router = Router(_config(args, port=0))
+    rows = router.models()
+    print(f"models in: {', '.join(str(d) for d in router.config.model_dirs)}")
     for m in rows:
         arch = m.get("arch") or "-"
         variant = "inpaint" if m.get("inpaint") and m["kind"] == "checkpoint" else ""
@@ -214,6 +210,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=DEFAULT_PORT)
     s.add_argument("--token", default=os.environ.get("PAINTBRIDGE_TOKEN"),
                    help="secret clients must send (default $PAINTBRIDGE_TOKEN)")
+    s.add_argument("--grace", type=float, default=300.0, metavar="SECONDS",
+                   help="how long a dropped client's jobs are kept for it to reconnect (default 300; live frames are "
+                        "dropped at once)")
     s.add_argument("--no-preload", action="store_true",
                    help="do not load the default checkpoint at start (it then loads with the first job)")
     add_models(s)

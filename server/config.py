@@ -46,6 +46,7 @@ class ServerConfig:
     dtype: Optional[str] = None
     allow_pickle: bool = False
     handshake_timeout: float = 10.0
+    grace: float = 300.0  # s a dropped client's jobs are kept for its reconnect (live frames are not)
     preload: bool = False  # load the default checkpoint in the background at start, so the first job is warm
 
     def validate(self) -> None:
@@ -57,5 +58,7 @@ class ServerConfig:
             )
         if self.token is not None and len(self.token) < 8:
             raise ValueError("the token is too short: use at least 8 characters")
+        if self.grace < 0:
+            raise ValueError(f"the grace period must not be negative, got {self.grace:g} s")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not between 0 and 65535")

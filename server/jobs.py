@@ -1,4 +1,10 @@
-"""The job queue: one worker runs jobs in order, off the event loop; cancel removes queued jobs and stops running ones."""
+"""The job queue: one worker runs jobs one at a time, off the event loop; cancel removes queued jobs and stops running ones.
+
+Each job belongs to an *owner* (a client session, ``server.sessions.ClientSession``) that receives the job's messages
+through ``await owner.send(message)``. Which queued job runs next is decided in one place (``_take_next``), and every
+question about an owner's jobs goes through ``jobs_of``, so per-owner queues can replace the single list without
+touching the rest.
+"""
 
 from __future__ import annotations
 
@@ -6,102 +12,125 @@ import asyncio
 import logging
 import time
 import traceback
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Deque, List, Optional
+from typing import Awaitable, Callable, List, Optional, Protocol
 
 import numpy as np
 
 from protocol import errors
 from protocol.errors import ProtocolError
+from protocol.images import RGBA8, ImagePayload
+from protocol.messages import Cancelled, Error, Message, Progress, Queued, Result, Started, error_from
 
-from .engines.base import EngineError, Job, JobCancelled, JobContext, Layer
+from . import device as devices
+from .core import Job, JobCancelled, JobContext, Layer
 
 log = logging.getLogger("paintbridge.jobs")
 
-Send = Callable[[dict], Awaitable[None]]
+
+class Owner(Protocol):
+    """Whoever a job's messages go to."""
+
+    async def send(self, message: Message) -> None: ...
+
+
 RunFn = Callable[[Job, JobContext], List[Layer]]
-EncodeFn = Callable[["QueuedJob", List[Layer], float], dict]
+EncodeFn = Callable[["QueuedJob", List[Layer], float], Result]
 
 
 @dataclass
 class QueuedJob:
-    """A job waiting or running, with the connection it belongs to."""
+    """A job waiting or running, with the session it belongs to."""
 
     job: Job
-    owner: object
-    send: Send
-    result_format: str
+    owner: Owner
+    result_format: str = RGBA8
+    live: bool = False
     ctx: JobContext = field(default_factory=JobContext)
     running: bool = False
 
-
-def _is_oom(err: BaseException) -> bool:
-    if isinstance(err, MemoryError):
-        return True
-    name = type(err).__name__
-    return name == "OutOfMemoryError" or "out of memory" in str(err).lower()
+    @property
+    def id(self) -> str:
+        return self.job.id
 
 
 class JobQueue:
-    """Jobs from all connections, run one at a time by ``worker``; events go back through each job's ``send``."""
+    """Jobs of all sessions, run one at a time by ``worker``; events go to each job's owner."""
 
     def __init__(self, run: RunFn, encode_result: EncodeFn, max_queue: int) -> None:
         self._run = run
         self._encode_result = encode_result
         self._max_queue = max_queue
-        self._waiting: Deque[QueuedJob] = deque()
+        self._waiting: List[QueuedJob] = []
         self._wakeup = asyncio.Event()
         self.current: Optional[QueuedJob] = None
 
     def __len__(self) -> int:
         return len(self._waiting) + (1 if self.current else 0)
 
-    def has(self, owner: object, job_id: str) -> bool:
-        return any(q.owner is owner and q.job.id == job_id for q in self._all())
+    def jobs_of(self, owner: object) -> List[QueuedJob]:
+        """The owner's queued jobs in run order, then its running one."""
+        out = [q for q in self._waiting if q.owner is owner]
+        if self.current is not None and self.current.owner is owner:
+            out.append(self.current)
+        return out
 
-    def _all(self) -> List[QueuedJob]:
-        return list(self._waiting) + ([self.current] if self.current else [])
+    def find(self, owner: object, job_id: str) -> Optional[QueuedJob]:
+        return next((q for q in self.jobs_of(owner) if q.id == job_id), None)
+
+    def position(self, item: QueuedJob) -> int:
+        """Jobs that run before ``item`` (0 = next, or running)."""
+        if item is self.current or item not in self._waiting:
+            return 0
+        return self._waiting.index(item) + (1 if self.current else 0)
 
     async def submit(self, item: QueuedJob) -> None:
-        """Queue a job and answer ``queued`` with its position (0 = next to run)."""
+        """Queue a job and answer ``queued``. A live frame first replaces its owner's older queued live frames
+        (each answered ``cancelled``)."""
+        if item.live:
+            for old in [q for q in self._waiting if q.owner is item.owner and q.live]:
+                self._waiting.remove(old)
+                await old.owner.send(Cancelled(old.id))
         if len(self) >= self._max_queue:
             raise ProtocolError(errors.BUSY, f"the server's queue is full ({self._max_queue} jobs); try again later",
-                                job_id=item.job.id)
+                                job_id=item.id)
         self._waiting.append(item)
-        await item.send({"type": "queued", "id": item.job.id, "position": len(self) - 1})
+        await item.owner.send(Queued(item.id, self.position(item)))
         self._wakeup.set()
 
     async def cancel(self, owner: object, job_id: str) -> bool:
         """Cancel a job of ``owner``: a queued one is removed and answered ``cancelled`` now, a running one stops
         within one step. Returns False when no such job is queued or running."""
-        for item in list(self._waiting):
-            if item.owner is owner and item.job.id == job_id:
-                self._waiting.remove(item)
-                await item.send({"type": "cancelled", "id": job_id})
-                return True
-        if self.current is not None and self.current.owner is owner and self.current.job.id == job_id:
-            self.current.ctx.cancel()
-            return True
-        return False
-
-    def drop_owner(self, owner: object) -> int:
-        """A connection went away: forget its queued jobs and stop its running one. Returns how many were dropped."""
-        dropped = [q for q in self._waiting if q.owner is owner]
-        for item in dropped:
+        item = self.find(owner, job_id)
+        if item is None:
+            return False
+        if item is self.current:
+            item.ctx.cancel()
+        else:
             self._waiting.remove(item)
-        if self.current is not None and self.current.owner is owner:
-            self.current.ctx.cancel()
-            dropped.append(self.current)
-        return len(dropped)
+            await owner.send(Cancelled(job_id))
+        return True
+
+    def drop(self, owner: object, live_only: bool = False) -> List[QueuedJob]:
+        """Forget the owner's queued jobs and stop its running one, without any message; returns them."""
+        dropped = [q for q in self.jobs_of(owner) if q.live or not live_only]
+        for item in dropped:
+            if item is self.current:
+                item.ctx.cancel()
+            else:
+                self._waiting.remove(item)
+        return dropped
+
+    def _take_next(self) -> QueuedJob:
+        return self._waiting.pop(0)
 
     async def worker(self) -> None:
-        """Run queued jobs forever, in order."""
+        """Run queued jobs forever."""
         while True:
             while not self._waiting:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            item = self._waiting.popleft()
+            item = self._take_next()
             self.current = item
             try:
                 await self._run_one(item)
@@ -114,15 +143,15 @@ class JobQueue:
         pending: List[asyncio.Future] = []
 
         def report(step: int, total: int, preview: Optional[np.ndarray]) -> None:
-            msg = {"type": "progress", "id": job.id, "step": int(step), "total": int(total)}
-            if preview is not None and job.previews:
-                msg["preview"] = _preview_payload(preview)
-            pending.append(asyncio.run_coroutine_threadsafe(item.send(msg), loop))
+            shown = _preview_payload(preview) if preview is not None and job.previews else None
+            msg = Progress(job.id, int(step), int(total), shown)
+            pending.append(asyncio.run_coroutine_threadsafe(item.owner.send(msg), loop))
 
         item.ctx._report = report
         item.running = True
         started = time.perf_counter()
-        await item.send({"type": "started", "id": job.id})
+        await item.owner.send(Started(job.id))
+        reply: Message
         try:
             if item.ctx.cancelled:
                 raise JobCancelled()
@@ -130,32 +159,28 @@ class JobQueue:
             elapsed = time.perf_counter() - started
             reply = await asyncio.to_thread(self._encode_result, item, layers, elapsed)
         except JobCancelled:
-            reply = {"type": "cancelled", "id": job.id}
-        except EngineError as err:
-            reply = ProtocolError(err.code, err.message, field=err.field, job_id=job.id).to_message()
+            reply = Cancelled(job.id)
         except ProtocolError as err:
             err.job_id = job.id
-            reply = err.to_message()
+            reply = error_from(err)
         except Exception as err:  # noqa: BLE001 - every failure must reach the client as a message
-            if _is_oom(err):
-                reply = ProtocolError(errors.OUT_OF_MEMORY,
-                                      f"out of memory while running the job: {err}. Try a smaller selection, a "
-                                      "smaller batch or a smaller model", job_id=job.id).to_message()
+            if devices.is_out_of_memory(err):
+                reply = Error(errors.OUT_OF_MEMORY, f"out of memory while running the job: {err}. Try a smaller "
+                              "selection, a smaller batch or a smaller model", id=job.id)
             else:
                 log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-                reply = ProtocolError(errors.INTERNAL, f"internal error: {type(err).__name__}: {err}",
-                                      job_id=job.id).to_message()
+                reply = Error(errors.INTERNAL, f"internal error: {type(err).__name__}: {err}", id=job.id)
         for fut in pending:  # progress events go out before the final answer
             try:
                 await asyncio.wrap_future(fut)
             except Exception:  # noqa: BLE001 - the connection may be gone; the reply below tells the same
                 pass
-        await item.send(reply)
+        await item.owner.send(reply)
 
 
-def _preview_payload(preview: np.ndarray) -> dict:
+def _preview_payload(preview: np.ndarray) -> ImagePayload:
     """A small RGBA preview as an image payload."""
     if preview.ndim == 3 and preview.shape[2] == 3:
         preview = np.concatenate([preview, np.full(preview.shape[:2] + (1,), 255, np.uint8)], axis=2)
     preview = np.ascontiguousarray(preview, dtype=np.uint8)
-    return {"width": preview.shape[1], "height": preview.shape[0], "format": "rgba8", "data": preview.tobytes()}
+    return ImagePayload(preview.shape[1], preview.shape[0], RGBA8, preview.tobytes())

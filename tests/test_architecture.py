@@ -49,3 +49,70 @@ def test_plugins_use_only_what_the_host_python_has(path):
 @pytest.mark.parametrize("path", sources("server"), ids=lambda p: str(p.relative_to(REPO)))
 def test_server_never_imports_a_plugin(path):
     assert not imported_top_modules(path) & {"krita_plugin", "gimp_plugin", "krita", "gi", "PyQt5", "PyQt6"}
+
+
+# --- inside the server: layers, arrows only downwards ----------------------------------------------------------------
+
+# Each top-level module or package of server/ and its layer; a module may import only from its own layer or below.
+SERVER_LAYERS = {
+    "__init__": 0, "core": 0, "device": 0, "config": 0, "defaults": 0,  # core types, device, configuration, defaults
+    "imageops": 1, "models": 1,  # what engines share: image operations, the model registry and loaders
+    "classical": 2, "diffusion": 2, "upscale": 2, "preprocess": 2,  # the engines, peers
+    "router": 3,  # picks the engine for a job
+    "jobs": 4, "sessions": 4,  # the job queue, client sessions
+    "app": 5,  # the websocket application
+    "cli": 6, "__main__": 7,  # the command line
+}
+ENGINES = {name for name, layer in SERVER_LAYERS.items() if layer == 2}
+# Engines are peers and do not import each other, except: the diffusion engine runs a control layer through the
+# preprocessors when the job asks for it.
+ENGINE_USES = {("diffusion", "preprocess")}
+
+
+def server_part(path: Path) -> str:
+    """The top-level module or package of server/ that ``path`` belongs to."""
+    rel = path.relative_to(REPO / "server")
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def server_imports(path: Path) -> set:
+    """The top-level parts of server/ that ``path`` imports (relative or absolute, at module level or in functions)."""
+    package = list(path.relative_to(REPO).with_suffix("").parts[:-1])
+    parts = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - (node.level - 1)]
+                module = base + (node.module.split(".") if node.module else [])
+            else:
+                module = (node.module or "").split(".")
+            if module[:1] != ["server"]:
+                continue
+            if len(module) > 1:
+                parts.add(module[1])
+            else:  # from server import x / from . import x (x: a module of server/ or a name of its __init__)
+                parts.update(a.name if a.name in SERVER_LAYERS else "__init__" for a in node.names)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                module = alias.name.split(".")
+                if module[0] == "server":
+                    parts.add(module[1] if len(module) > 1 else "__init__")
+    return parts
+
+
+@pytest.mark.parametrize("path", sources("server"), ids=lambda p: str(p.relative_to(REPO)))
+def test_server_imports_only_downwards(path):
+    own = server_part(path)
+    assert own in SERVER_LAYERS, f"{path.relative_to(REPO)}: place '{own}' in a layer of SERVER_LAYERS"
+    for part in server_imports(path) - {own}:
+        assert part in SERVER_LAYERS, f"{path.relative_to(REPO)} imports server.{part}, which has no layer"
+        assert SERVER_LAYERS[part] <= SERVER_LAYERS[own], (
+            f"{path.relative_to(REPO)} ({own}, layer {SERVER_LAYERS[own]}) imports upwards: server.{part} "
+            f"(layer {SERVER_LAYERS[part]})")
+        if own in ENGINES and part in ENGINES:
+            assert (own, part) in ENGINE_USES, f"engine {own} imports engine {part}: engines are peers"
+
+
+def test_the_layer_check_sees_relative_and_lazy_imports():
+    assert server_imports(REPO / "server" / "router.py") >= {"core", "classical", "diffusion", "upscale", "preprocess"}
+    assert server_imports(REPO / "server" / "diffusion" / "engine.py") >= {"core", "device", "imageops", "models"}

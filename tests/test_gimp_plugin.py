@@ -106,7 +106,7 @@ def test_control_layer_params_and_name():
         jobs.params_from_values(spec, values_for("preprocess", **{"low-threshold": 210}))
     box = Box(0, 0, 8, 8)
     msg = parse_client_message(dict(jobs.build_job(spec, values_for("preprocess"), box, rgba(box)), type="job", id="p"))
-    assert msg["mode"] == "preprocess" and msg["params"]["preprocessor"] == "canny"
+    assert msg.mode == "preprocess" and msg.params.preprocessor == "canny"
     assert results.layer_name("preprocess", "", layer(info={"preprocessor": "canny"})) == "Control: canny"
     assert jobs.plan_box("preprocess", Box(4, 4, 10, 10), 64, 64) == Box(4, 4, 10, 10)
     assert jobs.plan_box("preprocess", Box(0, 0, 0, 0), 64, 64) == Box(0, 0, 64, 64)
@@ -135,12 +135,12 @@ def test_built_job_passes_the_servers_validation():
     job = jobs.build_job(spec, values_for("inpaint", prompt="  a red apple ", model="classical", seed=5), box,
                          rgba(box), mask, [control])
     msg = parse_client_message(dict(job, type="job", id="t1"), Limits())
-    assert msg["mode"] == "inpaint" and msg["prompt"] == "a red apple" and msg["model"] == "classical"
-    assert (msg["x"], msg["y"]) == (8, 16)
-    assert msg["mask"].data == mask and msg["image"].width == 24
-    assert msg["controls"][0]["type"] == "canny" and msg["controls"][0]["preprocess"] is True
-    assert msg["controls"][0]["strength"] == 0.8 and msg["controls"][0]["image"].data == rgba(box, 7)
-    assert msg["params"]["seed"] == 5 and msg["params"]["strength"] == 1.0
+    assert msg.mode == "inpaint" and msg.prompt == "a red apple" and msg.model == "classical"
+    assert (msg.x, msg.y) == (8, 16)
+    assert msg.mask.data == mask and msg.image.width == 24
+    assert msg.controls[0].type == "canny" and msg.controls[0].preprocess is True
+    assert msg.controls[0].strength == 0.8 and msg.controls[0].image.data == rgba(box, 7)
+    assert msg.params.seed == 5 and msg.params.strength == 1.0
 
 
 def test_build_job_refuses_an_empty_mask_and_wrong_sizes():
@@ -288,7 +288,7 @@ def test_a_local_server_that_is_down_is_started_with_the_recorded_command(tmp_pa
     statuses = []
     client = connection.connect(url, None, command, tmp_path / "server.log", lambda f, t: statuses.append(t))
     try:
-        assert client.welcome["protocol"]
+        assert client.welcome.protocol
         layers, _ = connection.run_job(client, inpaint_job(Box(0, 0, 32, 32)))
         assert len(layers) == 1
         assert statuses[0].startswith("Starting the Paintbridge server")

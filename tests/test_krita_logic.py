@@ -18,7 +18,7 @@ if str(REPO) not in sys.path:
 
 from krita_plugin import installer  # noqa: E402
 from krita_plugin.paintbridge import jobs, live, pixels, placement, progress_preview, server_process  # noqa: E402
-from protocol import Box, Limits, parse_client_message, parse_server_message  # noqa: E402
+from protocol import Box, Extend, Limits, parse_client_message, parse_server_message  # noqa: E402
 from protocol.codec import decode, encode  # noqa: E402
 
 
@@ -36,16 +36,16 @@ def test_inpaint_job_is_valid_protocol_and_carries_box_mask_and_controls():
                             [jobs.ControlInput("canny", bgra(32, 24, 9), 0.7, 0.1, 0.9)])
     job = jobs.build_job(settings, inputs, seed=1234)
     msg = parse_client_message(dict(job, type="job", id="j1"), Limits())
-    assert (msg["x"], msg["y"]) == (16, 8)
-    assert msg["image"].format == "bgra8" and (msg["image"].width, msg["image"].height) == (32, 24)
-    assert msg["mask"].format == "gray8" and msg["mask"].data == inputs.mask
-    assert msg["result_format"] == "bgra8"
-    p = msg["params"]
-    assert (p["steps"], p["seed"], p["batch"], p["strength"], p["cfg"], p["sampler"]) == (12, 1234, 3, 0.8, 6.5,
+    assert (msg.x, msg.y) == (16, 8)
+    assert msg.image.format == "bgra8" and (msg.image.width, msg.image.height) == (32, 24)
+    assert msg.mask.format == "gray8" and msg.mask.data == inputs.mask
+    assert msg.result_format == "bgra8"
+    p = msg.params
+    assert (p.steps, p.seed, p.batch, p.strength, p.cfg, p.sampler) == (12, 1234, 3, 0.8, 6.5,
                                                                                            "Euler a")
-    ctl = msg["controls"][0]
-    assert (ctl["type"], ctl["strength"], ctl["start"], ctl["end"]) == ("canny", 0.7, 0.1, 0.9)
-    assert ctl["image"].data == inputs.controls[0].image
+    ctl = msg.controls[0]
+    assert (ctl.type, ctl.strength, ctl.start, ctl.end) == ("canny", 0.7, 0.1, 0.9)
+    assert ctl.image.data == inputs.controls[0].image
 
 
 def test_inpaint_without_selection_is_refused_with_a_clear_message():
@@ -60,10 +60,10 @@ def test_img2img_without_selection_sends_no_mask_and_generate_sends_only_a_size(
     job = jobs.build_job(jobs.Settings(mode="img2img", strength=0.4), jobs.JobInputs(Box(0, 0, 8, 4), bgra(8, 4),
                                                                                      None), seed=5)
     msg = parse_client_message(dict(job, type="job", id="a"))
-    assert msg["mask"] is None and msg["params"]["strength"] == 0.4
+    assert msg.mask is None and msg.params.strength == 0.4
     gen = jobs.build_job(jobs.Settings(mode="generate"), jobs.JobInputs(Box(8, 8, 64, 48), None, None), seed=5)
     msg = parse_client_message(dict(gen, type="job", id="b"))
-    assert msg["image"] is None and (msg["params"]["width"], msg["params"]["height"]) == (64, 48)
+    assert msg.image is None and (msg.params.width, msg.params.height) == (64, 48)
 
 
 def test_outpaint_needs_a_side_and_sends_extend():
@@ -72,16 +72,16 @@ def test_outpaint_needs_a_side_and_sends_extend():
         jobs.build_job(jobs.Settings(mode="outpaint"), inputs, seed=1)
     job = jobs.build_job(jobs.Settings(mode="outpaint", extend_left=16, extend_bottom=8), inputs, seed=1)
     msg = parse_client_message(dict(job, type="job", id="o"))
-    assert msg["params"]["extend"] == {"left": 16, "top": 0, "right": 0, "bottom": 8}
+    assert msg.params.extend == Extend(left=16, bottom=8)
 
 
 def test_upscale_and_preprocess_jobs():
     job = jobs.build_job(jobs.Settings(mode="upscale", scale=4.0, refine=0.3, batch=4),
                          jobs.JobInputs(Box(0, 0, 8, 8), bgra(8, 8), None), seed=1)
     msg = parse_client_message(dict(job, type="job", id="u"))
-    assert (msg["params"]["scale"], msg["params"]["refine"], msg["params"]["batch"]) == (4.0, 0.3, 1)
+    assert (msg.params.scale, msg.params.refine, msg.params.batch) == (4.0, 0.3, 1)
     pre = jobs.build_preprocess_job("lineart", Box(0, 0, 8, 8), bgra(8, 8))
-    assert parse_client_message(dict(pre, type="job", id="p"))["params"]["preprocessor"] == "lineart"
+    assert parse_client_message(dict(pre, type="job", id="p")).params.preprocessor == "lineart"
     with pytest.raises(jobs.JobError, match="unknown control type"):
         jobs.build_preprocess_job("sketchy", Box(0, 0, 8, 8), bgra(8, 8))
 
@@ -207,14 +207,14 @@ def test_signature_is_sensitive_to_every_byte_and_the_order():
 def test_jobs_ask_for_previews_and_the_server_accepts_the_flag():
     inputs = jobs.JobInputs(Box(0, 0, 8, 8), bgra(8, 8), bytes([255]) * 64)
     job = jobs.build_job(jobs.Settings(mode="inpaint"), inputs, seed=3, previews=True)
-    assert parse_client_message(dict(job, type="job", id="p"))["previews"] is True
+    assert parse_client_message(dict(job, type="job", id="p")).previews is True
 
 
 def test_a_progress_preview_is_read_from_the_wire_message():
     rgba = bytes((i * 5) % 256 for i in range(12 * 8 * 4))
     wire = {"type": "progress", "id": "j", "step": 3, "total": 8,
             "preview": {"width": 12, "height": 8, "format": "rgba8", "data": rgba}}
-    msg = parse_server_message(decode(encode(wire)))  # as the connection's worker thread hands it on
+    msg = parse_server_message(decode(encode(wire))).to_wire()  # as the connection's worker thread hands it on
     p = progress_preview.preview_of(msg)
     assert (p.width, p.height, p.step, p.total) == (12, 8, 3, 8) and p.data == rgba
     assert progress_preview.preview_of(dict(msg, preview=None)) is None
@@ -310,7 +310,7 @@ def test_local_server_launcher_starts_the_recorded_command(tmp_path):
         from protocol.client import Client
 
         with Client(f"ws://127.0.0.1:{port}") as client:
-            assert client.welcome["protocol"]
+            assert client.welcome.protocol
     finally:
         launcher.stop()
     assert not launcher.running

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from protocol.client import Client, JobFailed
-from server.engines.base import EngineError, Job, JobContext
-from server.preprocess import PREPROCESSORS, canonical_name, inpaint_condition, preprocess_image, run_preprocess
+from protocol.errors import ProtocolError
+from server.core import Job, JobContext, Params
+from server.preprocess import PREPROCESSORS, PreprocessEngine, canonical_name, inpaint_condition, preprocess_image
 
 
 class Registry:
@@ -46,7 +47,7 @@ def stroke_mask(img: np.ndarray) -> np.ndarray:
 
 def test_canny_finds_the_borders_of_a_rectangle_and_a_circle():
     img, inside = shapes()
-    edges = preprocess_image("canny", img, None, {"low_threshold": 50, "high_threshold": 150})
+    edges = preprocess_image("canny", img, None, low_threshold=50, high_threshold=150)
     assert edges.shape == img.shape and edges.dtype == np.uint8
     assert set(np.unique(edges)) <= {0, 255}
     assert (edges[..., 0] == edges[..., 1]).all() and (edges[..., 0] == edges[..., 2]).all()
@@ -63,15 +64,15 @@ def test_canny_thresholds_decide_which_edges_count():
     img = np.full((64, 64, 3), 255, np.uint8)
     cv2.rectangle(img, (6, 8), (26, 30), (0, 0, 0), thickness=-1)  # strong edge
     cv2.rectangle(img, (36, 36), (58, 58), (240, 240, 240), thickness=-1)  # faint edge
-    low = preprocess_image("canny", img, None, {"low_threshold": 10, "high_threshold": 30})[..., 0] > 0
-    high = preprocess_image("canny", img, None, {"low_threshold": 200, "high_threshold": 250})[..., 0] > 0
+    low = preprocess_image("canny", img, None, low_threshold=10, high_threshold=30)[..., 0] > 0
+    high = preprocess_image("canny", img, None, low_threshold=200, high_threshold=250)[..., 0] > 0
     assert low[:34, :34].sum() > 50 and high[:34, :34].sum() > 50
     assert low[34:, 34:].sum() > 50 and high[34:, 34:].sum() == 0
 
 
 def test_lineart_traces_strokes_as_white_on_black():
     img = sketch()
-    out = preprocess_image("lineart", img, None, {})
+    out = preprocess_image("lineart", img, None)
     assert out.shape == img.shape and out.dtype == np.uint8
     strokes = stroke_mask(img)
     far = cv2.distanceTransform((~strokes).astype(np.uint8), cv2.DIST_L2, 3) > 4
@@ -82,7 +83,7 @@ def test_lineart_traces_strokes_as_white_on_black():
 def test_lineart_of_a_photo_like_gradient_is_empty():
     ys, xs = np.mgrid[0:64, 0:64]
     img = np.dstack([xs * 3, ys * 3, (xs + ys)]).astype(np.uint8)
-    out = preprocess_image("lineart_standard", img, None, {})
+    out = preprocess_image("lineart_standard", img, None)
     assert out.max() < 40
 
 
@@ -90,7 +91,7 @@ def test_lineart_of_a_photo_like_gradient_is_empty():
 def test_scribble_makes_binary_thick_strokes_either_polarity(invert):
     img = sketch()
     src = 255 - img if invert else img
-    out = preprocess_image("scribble", src, None, {})
+    out = preprocess_image("scribble", src, None)
     assert out.shape == img.shape
     assert set(np.unique(out)) <= {0, 255}
     strokes = stroke_mask(img)
@@ -101,9 +102,9 @@ def test_scribble_makes_binary_thick_strokes_either_polarity(invert):
 
 def test_shuffle_scrambles_layout_keeps_colors_and_is_deterministic():
     img, _ = shapes()
-    a = preprocess_image("shuffle", img, None, {"seed": 3})
-    b = preprocess_image("shuffle", img, None, {"seed": 3})
-    c = preprocess_image("shuffle", img, None, {"seed": 4})
+    a = preprocess_image("shuffle", img, None, seed=3)
+    b = preprocess_image("shuffle", img, None, seed=3)
+    c = preprocess_image("shuffle", img, None, seed=4)
     assert a.shape == img.shape
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert np.abs(a.astype(int) - img.astype(int)).mean() > 20, "layout not scrambled"
@@ -115,8 +116,8 @@ def test_shuffle_scrambles_layout_keeps_colors_and_is_deterministic():
 
 def test_tile_is_the_image_or_a_softened_copy():
     img, _ = shapes()
-    assert np.array_equal(preprocess_image("tile", img, None, {}), img)
-    soft = preprocess_image("tile", img, None, {"tile_downscale": 4, "tile_blur": 1.5})
+    assert np.array_equal(preprocess_image("tile", img, None), img)
+    soft = preprocess_image("tile", img, None, tile_downscale=4, tile_blur=1.5)
     assert soft.shape == img.shape
     diff = np.abs(soft.astype(int) - img.astype(int))
     assert 0 < diff.mean() < 30
@@ -126,13 +127,13 @@ def test_inpaint_marks_the_masked_area():
     img, _ = shapes()
     mask = np.zeros(img.shape[:2], np.uint8)
     mask[10:40, 20:50] = 255
-    out = preprocess_image("inpaint", img, None, {"mask": mask})
+    out = preprocess_image("inpaint", img, None, mask=mask)
     assert (out[mask > 0] == 0).all() and np.array_equal(out[mask == 0], img[mask == 0])
     cond = inpaint_condition(img, mask)
     assert cond.dtype == np.float32 and (cond[mask > 0] == -1).all()
     assert np.allclose(cond[mask == 0], img[mask == 0] / 255.0)
-    with pytest.raises(EngineError) as err:
-        preprocess_image("inpaint", img, None, {"mask": mask[:10]})
+    with pytest.raises(ProtocolError) as err:
+        preprocess_image("inpaint", img, None, mask=mask[:10])
     assert err.value.field == "mask"
 
 
@@ -140,12 +141,12 @@ def test_every_built_in_keeps_size_on_odd_sizes():
     rng = np.random.default_rng(1)
     img = rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)
     for kind in ("canny", "lineart", "scribble", "shuffle", "tile", "inpaint", "reference"):
-        out = preprocess_image(kind, img, None, {})
+        out = preprocess_image(kind, img, None)
         assert out.shape == img.shape and out.dtype == np.uint8, kind
 
 
 def test_unknown_preprocessor_names_the_choices():
-    with pytest.raises(EngineError) as err:
+    with pytest.raises(ProtocolError) as err:
         canonical_name("sobel")
     assert err.value.code == "bad_request" and "canny" in err.value.message
     assert err.value.field == "params.preprocessor"
@@ -157,8 +158,8 @@ def test_unknown_preprocessor_names_the_choices():
                                             ("pose", "body_pose_model.pth"), ("lineart_anime", "netG.pth")])
 def test_weights_needing_preprocessor_names_the_file_to_install(tmp_path, kind, filename):
     img, _ = shapes()
-    with pytest.raises(EngineError) as err:
-        preprocess_image(kind, img, Registry(tmp_path), {})
+    with pytest.raises(ProtocolError) as err:
+        preprocess_image(kind, img, Registry(tmp_path))
     assert err.value.code == "model_not_found"
     assert str(tmp_path / "annotators" / filename) in err.value.message
 
@@ -166,8 +167,8 @@ def test_weights_needing_preprocessor_names_the_file_to_install(tmp_path, kind, 
 def test_depth_without_a_model_names_the_folder_and_files(tmp_path):
     img, _ = shapes()
     for kind in ("depth", "normal"):
-        with pytest.raises(EngineError) as err:
-            preprocess_image(kind, img, Registry(tmp_path), {})
+        with pytest.raises(ProtocolError) as err:
+            preprocess_image(kind, img, Registry(tmp_path))
         assert err.value.code == "model_not_found"
         assert str(tmp_path / "annotators" / "Depth-Anything-V2-Small-hf") in err.value.message
         assert "model.safetensors" in err.value.message and "preprocessor_config.json" in err.value.message
@@ -207,13 +208,13 @@ def depth_models(paintbridge_cache) -> Path:
 
 def test_depth_runs_the_model_from_the_annotators_folder(depth_models):
     img, _ = shapes(80, 64)
-    out = preprocess_image("depth", img, Registry(depth_models), {})
+    out = preprocess_image("depth", img, Registry(depth_models))
     assert out.shape == img.shape and out.dtype == np.uint8
     assert out.min() == 0 and out.max() == 255, "depth is normalised to the full range"
     assert (out[..., 0] == out[..., 2]).all()
-    again = preprocess_image("midas", img, Registry(depth_models), {})
+    again = preprocess_image("midas", img, Registry(depth_models))
     assert np.array_equal(out, again)
-    other = preprocess_image("depth", 255 - img, Registry(depth_models), {})
+    other = preprocess_image("depth", 255 - img, Registry(depth_models))
     assert not np.array_equal(out, other), "depth depends on the picture"
 
 
@@ -234,7 +235,7 @@ def test_available_preprocessors_say_what_is_ready(depth_models, hed_models, hed
 
 def test_normal_map_is_unit_normals_facing_the_viewer(depth_models):
     img, _ = shapes(80, 64)
-    out = preprocess_image("normal", img, Registry(depth_models), {})
+    out = preprocess_image("normal", img, Registry(depth_models))
     assert out.shape == img.shape
     n = out.astype(np.float32) / 255.0 * 2.0 - 1.0
     assert np.allclose(np.linalg.norm(n, axis=2), 1.0, atol=0.03)
@@ -334,7 +335,7 @@ def test_hed_network_has_the_tensors_of_the_real_file(hed_models):
     state = annotators.hed_network().state_dict()
     assert {k: tuple(v.shape) for k, v in state.items()} == REAL_HED_TENSORS
     assert annotators.hed_state_shapes() == REAL_HED_TENSORS
-    from server.upscale.models import read_state_dict
+    from server.models.weights import read_state_dict
 
     saved = read_state_dict(hed_models / "annotators" / "ControlNetHED.pth")
     assert {k: tuple(v.shape) for k, v in saved.items()} == REAL_HED_TENSORS
@@ -362,26 +363,26 @@ def reference_softedge(state: dict, rgb: np.ndarray) -> np.ndarray:
 
 def test_softedge_runs_the_pth_from_the_annotators_folder(hed_models):
     img, _ = shapes(80, 64)
-    out = preprocess_image("softedge", img, Registry(hed_models), {})
+    out = preprocess_image("softedge", img, Registry(hed_models))
     assert out.shape == img.shape and out.dtype == np.uint8
     assert (out[..., 0] == out[..., 1]).all() and (out[..., 0] == out[..., 2]).all()
-    assert np.array_equal(preprocess_image("hed", img, Registry(hed_models), {}), out)
-    other = preprocess_image("softedge", 255 - img, Registry(hed_models), {})
+    assert np.array_equal(preprocess_image("hed", img, Registry(hed_models)), out)
+    other = preprocess_image("softedge", 255 - img, Registry(hed_models))
     assert not np.array_equal(out, other), "soft edges depend on the picture"
-    from server.upscale.models import read_state_dict
+    from server.models.weights import read_state_dict
 
     expected = reference_softedge(read_state_dict(hed_models / "annotators" / "ControlNetHED.pth"), img)
     assert np.abs(out[..., 0].astype(int) - expected).max() <= 1
     rng = np.random.default_rng(2)
     for size in ((37, 53), (3, 5), (6, 300), (1, 1)):  # odd, tiny, a thin strip: scaled up and padded for the network
         odd = rng.integers(0, 255, size + (3,), dtype=np.uint8)
-        assert preprocess_image("softedge", odd, Registry(hed_models), {}).shape == odd.shape, size
+        assert preprocess_image("softedge", odd, Registry(hed_models)).shape == odd.shape, size
 
 
 def test_softedge_reads_safetensors_as_well(hed_models, hed_safetensors_models):
     img, _ = shapes()
-    from_pth = preprocess_image("softedge", img, Registry(hed_models), {})
-    from_safetensors = preprocess_image("softedge", img, Registry(hed_safetensors_models), {})
+    from_pth = preprocess_image("softedge", img, Registry(hed_models))
+    from_safetensors = preprocess_image("softedge", img, Registry(hed_safetensors_models))
     assert np.array_equal(from_pth, from_safetensors)
 
 
@@ -399,7 +400,7 @@ def test_softedge_works_at_a_reduced_size_for_big_pictures(hed_models, monkeypat
 
     monkeypatch.setattr(annotators._hed_models, "get", spy)
     monkeypatch.setattr(annotators, "SOFTEDGE_SHORT_SIDE", 32)
-    out = preprocess_image("softedge", img, Registry(hed_models), {})
+    out = preprocess_image("softedge", img, Registry(hed_models))
     assert seen == [(1, 3, 32, 40)] and out.shape == img.shape
 
 
@@ -426,7 +427,7 @@ def test_softedge_draws_white_edges_on_black_with_hand_made_weights(tmp_path):
     img = np.zeros((64, 64, 3), np.uint8)  # white shapes on black
     cv2.rectangle(img, (6, 8), (26, 30), (255, 255, 255), thickness=-1)
     cv2.circle(img, (44, 42), 13, (255, 255, 255), thickness=-1)
-    out = preprocess_image("softedge", img, Registry(models), {})[..., 0]
+    out = preprocess_image("softedge", img, Registry(models))[..., 0]
     inside = (img[..., 0] > 0).astype(np.uint8)
     border = cv2.morphologyEx(inside, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
     dist_to_border = cv2.distanceTransform((~border).astype(np.uint8), cv2.DIST_L2, 3)
@@ -439,7 +440,7 @@ def test_softedge_draws_white_edges_on_black_with_hand_made_weights(tmp_path):
     # With no gradient and every projection at 0, the map is sigmoid(0) = 0.5 everywhere: 127 as ControlNet writes it.
     zeros = {k: torch.zeros(v, dtype=torch.float16) for k, v in annotators.hed_state_shapes().items()}
     write_weights(zeros, tmp_path / "flat" / "annotators" / "ControlNetHED.pth")
-    assert (preprocess_image("softedge", img, Registry(tmp_path / "flat"), {}) == 127).all()
+    assert (preprocess_image("softedge", img, Registry(tmp_path / "flat")) == 127).all()
 
 
 class NotATensor:
@@ -452,8 +453,8 @@ def test_softedge_refuses_other_networks_and_pickled_objects(tmp_path):
     img, _ = shapes()
     other = tmp_path / "other"
     write_weights({"conv.weight": torch.zeros(4, 3, 3, 3)}, other / "annotators" / "ControlNetHED.safetensors")
-    with pytest.raises(EngineError) as err:
-        preprocess_image("softedge", img, Registry(other), {})
+    with pytest.raises(ProtocolError) as err:
+        preprocess_image("softedge", img, Registry(other))
     assert err.value.code == "unsupported" and "ControlNetHED" in err.value.message
     assert "missing norm" in err.value.message and "unexpected conv.weight" in err.value.message
 
@@ -461,8 +462,8 @@ def test_softedge_refuses_other_networks_and_pickled_objects(tmp_path):
     (pickled / "annotators").mkdir(parents=True)
     torch.save({"norm": torch.zeros(1, 3, 1, 1), "extra": NotATensor()},
                str(pickled / "annotators" / "ControlNetHED.pth"))
-    with pytest.raises(EngineError) as err:
-        preprocess_image("softedge", img, Registry(pickled), {})
+    with pytest.raises(ProtocolError) as err:
+        preprocess_image("softedge", img, Registry(pickled))
     assert err.value.code == "unsupported" and "does not unpickle" in err.value.message
 
 
@@ -475,17 +476,14 @@ def payload(arr: np.ndarray, fmt: str) -> dict:
 
 def job_of(img: np.ndarray, **params) -> Job:
     rgba = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
-    from protocol.messages import job_params_defaults
-
-    return Job(id="t", mode="preprocess", model="", prompt="", negative_prompt="", image=rgba, mask=None,
-               params=dict(job_params_defaults(), **params), x=5, y=7)
+    return Job(id="t", mode="preprocess", image=rgba, params=Params(**params), x=5, y=7)
 
 
-def test_run_preprocess_returns_one_opaque_layer_at_the_job_position():
+def test_preprocess_engine_returns_one_opaque_layer_at_the_job_position():
     img, _ = shapes()
     steps = []
     ctx = JobContext(lambda step, total, preview: steps.append((step, total)))
-    layers = run_preprocess(job_of(img, preprocessor="canny"), ctx, None)
+    layers = PreprocessEngine(None).run(job_of(img, preprocessor="canny"), ctx)
     assert len(layers) == 1
     layer = layers[0]
     assert layer.name == "Control: canny" and (layer.x, layer.y) == (5, 7)
@@ -501,13 +499,13 @@ def test_sketch_on_a_transparent_layer_reads_as_lines_on_paper():
     layer[strokes, 3] = 255
     job = job_of(img, preprocessor="scribble")
     job.image = layer
-    out = run_preprocess(job, JobContext(), None)[0].rgba
+    out = PreprocessEngine(None).run(job, JobContext())[0].rgba
     assert (out[strokes][:, 0] == 255).mean() > 0.9
     assert (out[..., 0] == 255).mean() < 0.5
-    assert np.array_equal(preprocess_image("scribble", layer, None, {}), out[..., :3])
+    assert np.array_equal(preprocess_image("scribble", layer, None), out[..., :3])
     # A channel slice (not contiguous in memory), as a control layer's RGB may be, works the same.
-    assert np.array_equal(preprocess_image("lineart", np.dstack([img, img[..., :1]])[..., :3], None, {}),
-                          preprocess_image("lineart", img, None, {}))
+    assert np.array_equal(preprocess_image("lineart", np.dstack([img, img[..., :1]])[..., :3], None),
+                          preprocess_image("lineart", img, None))
 
 
 def test_preprocess_mode_through_the_websocket_server(start_server, depth_models, hed_models):
@@ -518,19 +516,19 @@ def test_preprocess_mode_through_the_websocket_server(start_server, depth_models
         job = {"mode": "preprocess", "image": payload(rgba, "rgba8"), "x": 12, "y": 34,
                "params": {"preprocessor": "canny", "low_threshold": 50, "high_threshold": 150}}
         result = client.run(job, timeout=60)
-        (layer,) = result["layers"]
-        assert layer["name"] == "Control: canny" and (layer["x"], layer["y"]) == (12, 34)
-        pixels = np.frombuffer(layer["data"], np.uint8).reshape(64, 64, 4)
-        expected = preprocess_image("canny", img, None, {"low_threshold": 50, "high_threshold": 150})
+        (layer,) = result.layers
+        assert layer.name == "Control: canny" and (layer.x, layer.y) == (12, 34)
+        pixels = np.frombuffer(layer.data, np.uint8).reshape(64, 64, 4)
+        expected = preprocess_image("canny", img, None, low_threshold=50, high_threshold=150)
         assert np.array_equal(pixels[..., :3], expected)
 
-        depth = client.run(dict(job, params={"preprocessor": "depth"}), timeout=120)["layers"][0]
-        assert depth["name"] == "Control: depth" and depth["width"] == 64
+        depth = client.run(dict(job, params={"preprocessor": "depth"}), timeout=120).layers[0]
+        assert depth.name == "Control: depth" and depth.width == 64
 
-        softedge = client.run(dict(job, params={"preprocessor": "hed"}), timeout=120)["layers"][0]
-        assert softedge["name"] == "Control: softedge" and (softedge["width"], softedge["height"]) == (64, 64)
-        pixels = np.frombuffer(softedge["data"], np.uint8).reshape(64, 64, 4)
-        assert np.array_equal(pixels[..., :3], preprocess_image("softedge", img, Registry(hed_models), {}))
+        softedge = client.run(dict(job, params={"preprocessor": "hed"}), timeout=120).layers[0]
+        assert softedge.name == "Control: softedge" and (softedge.width, softedge.height) == (64, 64)
+        pixels = np.frombuffer(softedge.data, np.uint8).reshape(64, 64, 4)
+        assert np.array_equal(pixels[..., :3], preprocess_image("softedge", img, Registry(hed_models)))
         assert (pixels[..., 3] == 255).all()
 
         with pytest.raises(JobFailed) as err:

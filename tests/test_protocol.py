@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from protocol import Box, Limits, ProtocolError, context_box, parse_client_message
+from protocol import Box, Job, Limits, Params, ProtocolError, context_box, parse_client_message
 from protocol.codec import decode, encode
 from protocol.geometry import crop_gray, selection_bounds_from_mask
 from protocol.images import convert_pixels, parse_payload
@@ -32,11 +32,11 @@ def error_of(msg, limits: Limits = Limits()) -> ProtocolError:
 
 def test_valid_job_gets_defaults_and_drops_unknown_fields():
     parsed = parse_client_message(job(extra_field=1, params={"steps": 4, "future": "x"}))
-    assert parsed["params"]["steps"] == 4
-    assert parsed["params"]["seed"] == -1
-    assert "future" not in parsed["params"] and "extra_field" not in parsed
-    assert parsed["image"].width == 4 and parsed["mask"].format == "gray8"
-    assert parsed["controls"] == [] and parsed["result_format"] == "rgba8"
+    assert isinstance(parsed, Job) and parsed.params.steps == 4
+    assert parsed.params.seed == -1
+    assert "future" not in parsed.params.to_wire() and "extra_field" not in parsed.to_wire()
+    assert parsed.image.width == 4 and parsed.mask.format == "gray8"
+    assert parsed.controls == () and parsed.result_format == "rgba8" and parsed.live is False
 
 
 @pytest.mark.parametrize("msg, field, words", [
@@ -83,6 +83,10 @@ def test_bad_fields_are_named(msg, field, words):
 def test_job_errors_carry_the_job_id():
     assert error_of(job(params={"steps": -1})).job_id == "j1"
     assert error_of(job(params={"steps": -1})).to_message()["id"] == "j1"
+    # An id that is not a valid id is never echoed, not even cut to length.
+    assert error_of(job(id="x" * 65, params={"steps": -1})).job_id is None
+    assert error_of(job(id="x" * 65)).field == "id"
+    assert error_of({"type": "cancel", "id": "x" * 65}).job_id is None
 
 
 def test_oversized_image_is_refused_before_the_bytes_are_read():
@@ -164,7 +168,8 @@ def test_selection_bounds_and_crop():
 def test_params_defaults_and_server_messages():
     defaults = job_params_defaults()
     assert defaults["steps"] == 20 and defaults["extend"] == {"left": 0, "top": 0, "right": 0, "bottom": 0}
-    assert parse_server_message({"type": "queued", "id": "a"})["position"] == 0
+    assert defaults["strength"] is None and defaults == Params().as_dict()
+    assert parse_server_message({"type": "queued", "id": "a"}).position == 0
     with pytest.raises(ProtocolError):
         parse_server_message({"type": "job", "id": "a"})
 
@@ -176,3 +181,252 @@ def test_what_a_job_would_make_is_checked_against_the_pixel_limit():
     err = error_of(job(mode="outpaint", mask=None, params={"extend": {"left": 8000, "right": 8000}}), limits)
     assert err.code == "too_large" and err.field == "params.extend" and "16004x3" in err.message
     parse_client_message(job(mode="outpaint", mask=None, params={"extend": {"left": 10}}), limits)
+
+
+# --- typed messages: round trips, field errors, the doc tables --------------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from protocol import messages as m  # noqa: E402
+from protocol.connection import Connection  # noqa: E402
+from protocol.errors import LocalProtocolError  # noqa: E402
+from protocol.images import ImagePayload  # noqa: E402
+from protocol.schema import markdown_table  # noqa: E402
+
+PIXELS = ImagePayload(4, 3, "rgba8", bytes(48))
+MASK = ImagePayload(4, 3, "gray8", bytes(12))
+LAYER = m.ResultLayer("Inpaint", 8, -4, 4, 3, "bgra8", bytes(48), seed=7, info={"engine": "classical"})
+
+EXAMPLES = [
+    m.Hello("1.1", "krita", "0.2", token="secret-token", session="abc_DEF-123"),
+    m.Job("j1", "inpaint", model="classical", prompt="a fox", image=PIXELS, mask=MASK,
+          controls=(m.Control("canny", PIXELS, strength=0.5, start=0.1, end=0.9, preprocess=True),),
+          params=m.Params(steps=12, strength=0.8, seed=3, extend=m.Extend(1, 2, 3, 4)), x=5, y=-6,
+          result_format="bgra8", previews=True, live=True),
+    m.Cancel("j1"),
+    m.ListModels(),
+    m.Welcome("1.1", "0.2.0", "cpu (float32)", models=({"name": "classical", "kind": "builtin"},),
+              capabilities={"modes": ["inpaint"]}, limits=m.Limits(max_batch=4), defaults={"layer_name_length": 40},
+              session="s1", resumed=("j1", "j2")),
+    m.Models(({"name": "x", "kind": "checkpoint", "family": "sd15"},)),
+    m.Queued("j1", 2),
+    m.Started("j1"),
+    m.Progress("j1", 3, 20, ImagePayload(2, 2, "rgba8", bytes(16))),
+    m.Result("j1", (LAYER,), 1.5, {"steps": 12}, {"note": "x"}),
+    m.Cancelled("j1"),
+    m.Error("bad_request", "field 'x' is wrong", id="j1", field="x"),
+]
+
+
+@pytest.mark.parametrize("msg", EXAMPLES, ids=lambda msg: msg.type)
+def test_every_message_round_trips_through_the_wire(msg):
+    parse = parse_client_message if msg.type in m.CLIENT_TYPES else parse_server_message
+    assert parse(decode(encode(msg.to_wire()))) == msg
+    assert type(msg).from_wire(msg.to_wire()) == msg
+
+
+def test_messages_are_frozen():
+    with pytest.raises(AttributeError):
+        EXAMPLES[1].id = "other"  # type: ignore[misc]
+
+
+def _wrong_value(spec) -> object:
+    """A value of the wrong wire type for a field."""
+    return 3.5j if spec.tp is not bool else "yes"  # complex: not msgpack-typed, never a valid field value
+
+
+def _field_cases():
+    for example in EXAMPLES:
+        for spec in type(example).specs():
+            yield pytest.param(example, spec, id=f"{example.type}.{spec.name}")
+
+
+@pytest.mark.parametrize("example, spec", list(_field_cases()))
+def test_every_bad_field_is_named(example, spec):
+    parse = parse_client_message if example.type in m.CLIENT_TYPES else parse_server_message
+    wire = example.to_wire()
+    with pytest.raises(ProtocolError) as info:
+        parse(dict(wire, **{spec.name: _wrong_value(spec)}))
+    assert info.value.code == "bad_request" and info.value.field == spec.name
+    assert f"'{spec.name}'" in info.value.message
+    if spec.required:
+        without = {k: v for k, v in wire.items() if k != spec.name}
+        with pytest.raises(ProtocolError) as info:
+            parse(without)
+        assert info.value.field == spec.name and "is missing" in info.value.message
+
+
+@pytest.mark.parametrize("wire, field", [
+    (dict(EXAMPLES[1].to_wire(), controls=[{"type": "canny", "image": dict(PIXELS.to_wire(), data=b"")}]),
+     "controls[0].image.data"),
+    (dict(EXAMPLES[1].to_wire(), params={"extend": {"left": -1}}), "params.extend.left"),
+    (dict(EXAMPLES[1].to_wire(), params={"steps": 1.5}), "params.steps"),
+    (dict(EXAMPLES[9].to_wire(), layers=[dict(LAYER.to_wire(), data=b"x")]), "layers[0].data"),
+    (dict(EXAMPLES[9].to_wire(), layers=[dict(LAYER.to_wire(), x="1")]), "layers[0].x"),
+    (dict(EXAMPLES[8].to_wire(), preview=dict(PIXELS.to_wire(), format="bgra8")), "preview.format"),
+    (dict(EXAMPLES[4].to_wire(), limits={"max_batch": 0}), "limits.max_batch"),
+    (dict(EXAMPLES[4].to_wire(), resumed=["ok", 5]), "resumed[1]"),
+    (dict(EXAMPLES[0].to_wire(), session="has space"), "session"),
+    (dict(EXAMPLES[0].to_wire(), session="x" * 65), "session"),
+])
+def test_nested_bad_fields_are_named_by_their_path(wire, field):
+    parse = parse_client_message if wire["type"] in m.CLIENT_TYPES else parse_server_message
+    with pytest.raises(ProtocolError) as info:
+        parse(wire)
+    assert info.value.field == field and f"'{field}'" in info.value.message
+
+
+@pytest.mark.parametrize("version", ["².0", "1.²", "①.0", "1.٣", " 1.0", "1.0.0", "", "1."])
+def test_versions_need_ascii_digits(version):
+    with pytest.raises(ProtocolError) as info:
+        check_compatible(version)
+    assert info.value.code == "bad_request" and info.value.field == "protocol" and "digits 0-9" in info.value.message
+
+
+def test_readme_tables_are_the_schema():
+    readme = (Path(__file__).resolve().parent.parent / "protocol" / "README.md").read_text()
+    for model in (m.Hello, m.Welcome, m.Job, m.Params, m.Control, m.Extend, m.Limits, m.ResultLayer, m.Cancel,
+                  m.Queued, m.Started, m.Progress, m.Result, m.Cancelled, m.Error, m.Models):
+        assert markdown_table(model) in readme, f"protocol/README.md's table of {model.__name__} is out of date"
+
+
+# --- the Connection's order rules -------------------------------------------------------------------------------------
+
+def pair(resumed: tuple = ()):
+    """A client and a server Connection past the handshake."""
+    client, server = Connection("client"), Connection("server")
+    assert server.receive_data(client.send(m.hello("test"))) == [m.hello("test")]
+    welcome = m.Welcome("1.1", "x", session="s", resumed=resumed)
+    assert client.receive_data(server.send(welcome)) == [welcome]
+    return client, server
+
+
+def job_msg(job_id: str = "j1") -> m.Job:
+    return m.Job(job_id, "inpaint", image=PIXELS)
+
+
+def refusal(conn: Connection, msg) -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        conn.receive_data(encode(msg if isinstance(msg, dict) else msg.to_wire()))
+    return info.value
+
+
+def test_hello_comes_first():
+    server = Connection("server")
+    err = refusal(server, job_msg())
+    assert err.field == "type" and "first message must be 'hello'" in err.message and err.job_id is None
+    with pytest.raises(LocalProtocolError):
+        Connection("client").send(job_msg())
+    with pytest.raises(LocalProtocolError):
+        Connection("server").send(m.Welcome("1.1", "x"))  # no hello yet
+
+
+def test_hello_only_once():
+    client, server = pair()
+    assert refusal(server, m.hello("again")).message == "'hello' was already received on this connection"
+    with pytest.raises(LocalProtocolError):
+        client.send(m.hello("again"))
+
+
+def test_welcome_or_error_comes_first_and_an_error_ends_the_handshake():
+    client = Connection("client")
+    client.send(m.hello("test"))
+    assert "instead of 'welcome'" in refusal(client, m.Queued("j1")).message
+    client = Connection("client")
+    client.send(m.hello("test"))
+    client.receive_data(encode(m.Error("unauthorized", "wrong token").to_wire()))
+    with pytest.raises(LocalProtocolError):
+        client.send(job_msg())
+    server = Connection("server")
+    server.receive_data(encode(m.hello("t").to_wire()))
+    with pytest.raises(LocalProtocolError):
+        server.send(m.Queued("j1"))
+    server.send(m.Error("unauthorized", "wrong token"))
+    with pytest.raises(LocalProtocolError):
+        server.send(m.Welcome("1.1", "x"))
+
+
+def test_a_major_version_mismatch_is_refused_in_the_handshake():
+    err = refusal(Connection("server"), m.Hello("2.0", "future"))
+    assert err.code == "version_mismatch" and "update the server" in err.message
+    client = Connection("client")
+    client.send(m.hello("t"))
+    assert refusal(client, m.Welcome("0.9", "old")).code == "version_mismatch"
+
+
+def test_a_1_0_client_still_connects():
+    server = Connection("server")
+    (hello,) = server.receive_data(encode({"type": "hello", "protocol": "1.0", "client": "old"}))
+    assert hello.session is None
+    server.send(m.Welcome("1.1", "x"))
+
+
+def test_each_job_gets_exactly_one_final_message():
+    client, server = pair()
+    server.receive_data(client.send(job_msg()))
+    for event in (m.Queued("j1"), m.Started("j1"), m.Progress("j1", 1, 2)):
+        assert client.receive_data(server.send(event)) == [event]
+    client.receive_data(server.send(m.Result("j1", (LAYER,))))
+    assert not client.is_open("j1") and not server.is_open("j1")
+    for late in (m.Progress("j1", 2, 2), m.Cancelled("j1"), m.Error("internal", "x", id="j1")):
+        with pytest.raises(LocalProtocolError):
+            server.send(late)
+        assert refusal(client, late).field == "id"
+
+
+def test_no_event_for_an_unknown_job():
+    client, server = pair()
+    with pytest.raises(LocalProtocolError):
+        server.send(m.Started("nobody"))
+    assert "not open" in refusal(client, m.Started("nobody")).message
+    client.receive_data(server.send(m.Error("bad_request", "about no job")))  # an error without id is always fine
+
+
+def test_a_second_job_with_an_open_id_is_refused_without_the_id():
+    client, server = pair()
+    server.receive_data(client.send(job_msg()))
+    err = refusal(server, job_msg())
+    assert err.field == "id" and err.job_id is None and "already queued or running" in err.message
+    with pytest.raises(LocalProtocolError):
+        client.send(job_msg())
+    # The refusal leaves the running job open: its own final message still goes out.
+    server.send(m.Result("j1", (LAYER,)))
+
+
+def test_a_cancel_of_a_job_that_is_not_open_carries_no_id():
+    client, server = pair()
+    err = refusal(server, m.Cancel("never-sent"))
+    assert err.field == "id" and err.job_id is None and err.to_message().get("id") is None
+    server.receive_data(client.send(job_msg()))
+    server.send(m.Result("j1", (LAYER,)))
+    err = refusal(server, m.Cancel("j1"))  # arrives just after the result
+    assert err.job_id is None and "no queued or running job" in err.message
+    with pytest.raises(LocalProtocolError):
+        client.send(m.Cancel("nobody"))
+
+
+def test_an_invalid_job_is_answered_with_its_exact_id_and_that_ends_it():
+    client, server = pair()
+    err = refusal(server, dict(job_msg("j9").to_wire(), params={"steps": 0}))
+    assert err.job_id == "j9" and err.field == "params.steps"
+    client.open_jobs.add("j9")  # as the client's send would have done
+    client.receive_data(server.send(m.error_from(err)))
+    assert not server.is_open("j9") and not client.is_open("j9")
+    err = refusal(server, dict(job_msg("x" * 65).to_wire()))
+    assert err.job_id is None and err.field == "id"
+
+
+def test_welcome_resumed_opens_the_jobs_the_server_still_holds():
+    client, server = pair(resumed=("j1",))
+    assert client.is_open("j1") and server.is_open("j1")
+    client.receive_data(server.send(m.Result("j1", (LAYER,))))
+    assert not client.is_open("j1")
+
+
+def test_garbage_is_a_bad_request_and_the_connection_goes_on():
+    client, server = pair()
+    with pytest.raises(ProtocolError):
+        server.receive_data(b"\xc1")
+    with pytest.raises(ProtocolError):
+        server.receive_data("text")
+    server.receive_data(client.send(job_msg()))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import factory
-from server.engines.base import EngineError
+from protocol.errors import ProtocolError
 from server.models import loading
 from server.models.registry import ModelRegistry
 from server.models.tokenizers import clip_tokenizer
@@ -101,11 +101,11 @@ def test_equal_names_in_sub_folders_resolve_by_architecture(models):
 
 
 def test_unknown_model_names_what_is_installed(models):
-    with pytest.raises(EngineError) as err:
+    with pytest.raises(ProtocolError) as err:
         ModelRegistry([models]).get("dreamshaper", "checkpoint")
     assert err.value.code == "model_not_found"
     assert "dreamshaper" in err.value.message and "tiny-sd15" in err.value.message
-    with pytest.raises(EngineError) as err:
+    with pytest.raises(ProtocolError) as err:
         ModelRegistry([models]).get("x", "upscaler")
     assert "none is installed" in err.value.message
 
@@ -128,7 +128,7 @@ def test_pickles_are_not_read_unless_allowed_and_then_only_weights(tmp_path):
 
     closed = ModelRegistry([tmp_path])
     assert [e.name for e in closed.entries("checkpoint")] == []
-    with pytest.raises(EngineError) as err:
+    with pytest.raises(ProtocolError) as err:
         closed.get("legacy", "checkpoint")
     assert err.value.code == "unsupported" and "--allow-pickle" in err.value.message
 
@@ -156,7 +156,7 @@ def test_damaged_and_foreign_files_are_listed_with_the_reason(tmp_path):
     assert "cannot be inspected" in registry.find("scalar", "embedding").problem
     for name in ("broken", "flux"):
         assert registry.find(name, "checkpoint").problem
-        with pytest.raises(EngineError) as err:
+        with pytest.raises(ProtocolError) as err:
             registry.get(name, "checkpoint")
         assert err.value.code == "unsupported" and name in err.value.message
     assert registry.default_checkpoint() is None
@@ -181,7 +181,7 @@ def test_tensors_that_do_not_fit_the_architecture_fail_clearly(models, tmp_path)
     (tmp_path / "checkpoints").mkdir()
     os.symlink(factory.checkpoint_file("sd15"), tmp_path / "checkpoints" / "odd.safetensors")
     entry = ModelRegistry([tmp_path]).get("odd", "checkpoint")
-    with pytest.raises(EngineError) as err:
+    with pytest.raises(ProtocolError) as err:
         loading.load_checkpoint(entry, torch.float32)
     assert err.value.code == "unsupported"
     assert "don't fit" in err.value.message and "SD1.5" in err.value.message and "odd" in err.value.message
@@ -196,7 +196,7 @@ def test_tensors_that_do_not_fit_the_architecture_fail_clearly(models, tmp_path)
     shutil.copytree(factory.checkpoint_file("sd15").with_name("tiny-sd15-file.config"),
                     tmp_path / "checkpoints" / "cut.config")
     entry = ModelRegistry([tmp_path]).get("cut", "checkpoint")
-    with pytest.raises(EngineError) as err:
+    with pytest.raises(ProtocolError) as err:
         loading.load_checkpoint(entry, torch.float32)
     assert err.value.code == "unsupported" and "cut" in err.value.message
 

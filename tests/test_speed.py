@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import factory
-from protocol.messages import job_params_defaults
-from server.diffusion import cache, device as devices, tiny_vae
+from server import device as devices
+from server.core import Job, JobContext, Params
+from server.diffusion import cache, tiny_vae
 from server.diffusion.engine import DiffusionEngine
-from server.engines.base import Job, JobContext
 from server.models import fewstep
 from server.models.registry import ModelRegistry
 
@@ -49,7 +49,7 @@ def square() -> np.ndarray:
 def make_job(mode: str = "inpaint", model: str = "tiny-sd15", **params) -> Job:
     prompt = params.pop("prompt", "a red apple")
     return Job(id="j", mode=mode, model=model, prompt=prompt, negative_prompt="", image=picture(),
-               mask=square() if mode == "inpaint" else None, params=dict(job_params_defaults(), **{"steps": 3, **params}))
+               mask=square() if mode == "inpaint" else None, params=Params(**{"steps": 3, **params}))
 
 
 class Calls:
@@ -106,15 +106,15 @@ def test_an_inpainting_unet_gets_the_masked_image_encoded_too(engine):
     job = make_job(model="tiny-sd15-inpaint", seed=1)
     job.image = picture(seed=9)
     engine.run(job, JobContext())
-    engine.run(dataclass_copy(job, params=dict(job.params, seed=2)), JobContext())
+    engine.run(dataclass_copy(job, params=dataclass_copy(job.params, seed=2)), JobContext())
     assert encodes.take() == 2, "image and masked image, each once"
     encodes.handle.remove()
 
 
-def dataclass_copy(job: Job, **changes) -> Job:
+def dataclass_copy(value, **changes):
     import dataclasses
 
-    return dataclasses.replace(job, **changes)
+    return dataclasses.replace(value, **changes)
 
 
 def test_the_cache_keeps_within_its_budget_and_drops_the_oldest():
@@ -136,7 +136,7 @@ def test_a_batch_is_one_pipeline_call_and_each_seed_reproduces_alone(engine):
     batch = engine.run(job, JobContext())
     assert unet.take() == 3, "one UNet call per step for the whole batch"
     unet.handle.remove()
-    alone = engine.run(dataclass_copy(job, params=dict(job.params, seed=8, batch=1)), JobContext())[0]
+    alone = engine.run(dataclass_copy(job, params=dataclass_copy(job.params, seed=8, batch=1)), JobContext())[0]
     assert [layer.seed for layer in batch] == [7, 8, 9]
     same = np.abs(batch[1].rgba.astype(int) - alone.rgba.astype(int))[..., :3].mean()
     other = np.abs(batch[0].rgba.astype(int) - alone.rgba.astype(int))[..., :3].mean()
@@ -269,11 +269,11 @@ def test_the_server_and_a_classical_job_import_neither_torch_nor_diffusers(tmp_p
         pay = lambda a, f: {{"width": a.shape[1], "height": a.shape[0], "format": f, "data": a.tobytes()}}
         with ServerThread(ServerConfig(port=0, model_dirs=[{str(tmp_path)!r}])) as server:
             with Client(server.url, "t") as client:
-                device = client.welcome["device"]
+                device = client.welcome.device
                 result = client.run({{"mode": "inpaint", "model": "classical", "image": pay(img, "rgba8"),
                                       "mask": pay(mask, "gray8")}}, timeout=60)
         heavy = [m for m in ("torch", "diffusers", "transformers", "safetensors") if m in sys.modules]
-        print(device, "|", len(result["layers"]), "|", heavy)
+        print(device, "|", len(result.layers), "|", heavy)
     """)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from protocol.client import Client, JobFailed
-from protocol.messages import job_params_defaults
-from server.engines.base import EngineError, Job, JobCancelled, JobContext
+from protocol.errors import ProtocolError
+from server.core import Job, JobCancelled, JobContext, Params
 from server.models.registry import ModelRegistry
 from server.upscale import run_upscale
 from server.upscale.models import load_upscaler
@@ -86,8 +86,7 @@ def picture(w: int = 64, h: int = 64) -> np.ndarray:
 
 
 def upscale_job(image: np.ndarray, **params) -> Job:
-    return Job(id="u", mode="upscale", model="", prompt="", negative_prompt="", image=image, mask=None,
-               params=dict(job_params_defaults(), **params), x=10, y=6)
+    return Job(id="u", mode="upscale", image=image, params=Params(**params), x=10, y=6)
 
 
 def run(job: Job, registry, refine=None, ctx=None):
@@ -169,18 +168,22 @@ def test_a_tile_out_of_memory_is_split_and_retried(registry, monkeypatch):
         return real(model, pixels)
 
     image = picture(96, 96)
-    whole = run(upscale_job(image, upscaler="tiny-esrgan-x2", scale=2.0), registry).rgba
+    whole_layer = run(upscale_job(image, upscaler="tiny-esrgan-x2", scale=2.0), registry)
+    whole = whole_layer.rgba
+    assert "memory_fallbacks" not in whole_layer.info
     monkeypatch.setattr(scaling, "run_model", small_memory)
     steps = []
     ctx = JobContext(lambda step, total, preview: steps.append((step, total)))
-    split = run(upscale_job(image, upscaler="tiny-esrgan-x2", scale=2.0, tile=64), registry, ctx=ctx).rgba
+    layer = run(upscale_job(image, upscaler="tiny-esrgan-x2", scale=2.0, tile=64), registry, ctx=ctx)
+    split = layer.rgba
     assert 64 in sizes and 32 in sizes
+    assert layer.info["memory_fallbacks"] == ["upscaler tiles of 32 px"], "the result says what it did"
     assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)], "progress still counts the planned tiles"
     diff = np.abs(whole.astype(int) - split.astype(int))
     assert diff.mean() < 0.5 and diff.max() <= 8
 
     monkeypatch.setattr(scaling, "MIN_MODEL_TILE", 48)
-    with pytest.raises(EngineError) as err:
+    with pytest.raises(ProtocolError) as err:
         run(upscale_job(image, upscaler="tiny-esrgan-x2", scale=2.0, tile=64), registry)
     assert err.value.code == "out_of_memory" and "64x64" in err.value.message
 
@@ -212,7 +215,7 @@ def test_lanczos_of_a_transparent_layer_has_no_dark_fringe():
 
 
 def test_unknown_upscaler_is_model_not_found(registry):
-    with pytest.raises(EngineError) as err:
+    with pytest.raises(ProtocolError) as err:
         run(upscale_job(picture(), upscaler="4x-UltraSharp"), registry)
     assert err.value.code == "model_not_found" and "tiny-esrgan-x2" in err.value.message
 
@@ -234,7 +237,7 @@ def test_a_pth_holding_code_is_refused_without_running_it(tmp_path):
     with open(evil, "wb") as fh:
         pickle.dump({"params_ema": {"model.0.weight": Trap(marker)}}, fh, protocol=2)
     registry = ModelRegistry([tmp_path])
-    with pytest.raises(EngineError) as err:
+    with pytest.raises(ProtocolError) as err:
         run(upscale_job(picture(), upscaler="evil"), registry)
     assert err.value.code == "unsupported" and "safetensors" in err.value.message
     assert not marker.exists()
@@ -246,14 +249,14 @@ def test_a_file_that_is_not_an_upscaler_says_so(tmp_path):
 
     path = tmp_path / "notes.safetensors"
     save_file({"foo.weight": torch.zeros(3, 3)}, str(path))
-    with pytest.raises(EngineError) as err:
+    with pytest.raises(ProtocolError) as err:
         load_upscaler(path, "cpu")
     assert err.value.code == "unsupported" and "notes.safetensors" in err.value.message
 
 
 def test_too_large_a_result_is_refused_before_any_work():
     image = np.zeros((3000, 3000, 4), np.uint8)
-    with pytest.raises(EngineError) as err:
+    with pytest.raises(ProtocolError) as err:
         run(upscale_job(image, scale=8.0), None)
     assert err.value.code == "too_large" and err.value.field == "params.scale"
 
@@ -354,7 +357,7 @@ def test_refine_uses_one_seed_per_tile_and_keeps_alpha():
 
 
 def test_refine_without_a_checkpoint_says_what_to_install():
-    with pytest.raises(EngineError) as err:
+    with pytest.raises(ProtocolError) as err:
         run(upscale_job(picture(), refine=0.4), None, refine=None)
     assert err.value.code == "model_not_found" and "checkpoint" in err.value.message
     assert err.value.field == "params.refine"
@@ -377,17 +380,17 @@ def test_upscale_through_the_websocket_server(start_server, models):
         job = {"mode": "upscale", "image": payload(image), "x": 8, "y": 4,
                "params": {"upscaler": "tiny-esrgan-x2", "scale": 2.0, "tile": 32}}
         result = client.run(job, on_event=events.append, timeout=120)
-        (layer,) = result["layers"]
-        assert (layer["x"], layer["y"], layer["width"], layer["height"]) == (16, 8, 128, 128)
-        pixels = np.frombuffer(layer["data"], np.uint8).reshape(128, 128, 4)
+        (layer,) = result.layers
+        assert (layer.x, layer.y, layer.width, layer.height) == (16, 8, 128, 128)
+        pixels = np.frombuffer(layer.data, np.uint8).reshape(128, 128, 4)
         local = run(upscale_job(image, upscaler="tiny-esrgan-x2", scale=2.0, tile=32), ModelRegistry([models])).rgba
         assert np.array_equal(pixels, local)
-        progress = [(e["step"], e["total"]) for e in events if e["type"] == "progress"]
+        progress = [(e.step, e.total) for e in events if e.type == "progress"]
         n = len(tile_grid(64, 64, 32, 32))
         assert n == 9 and progress == [(i, n) for i in range(1, n + 1)]
 
-        lanczos = client.run(dict(job, params={"scale": 1.5}), timeout=60)["layers"][0]
-        assert (lanczos["width"], lanczos["height"], lanczos["x"], lanczos["y"]) == (96, 96, 12, 6)
+        lanczos = client.run(dict(job, params={"scale": 1.5}), timeout=60).layers[0]
+        assert (lanczos.width, lanczos.height, lanczos.x, lanczos.y) == (96, 96, 12, 6)
 
         with pytest.raises(JobFailed) as err:
             client.run(dict(job, params={"scale": 2.0, "refine": 0.3}), timeout=60)
@@ -410,14 +413,14 @@ def test_upscale_and_refine_end_to_end_with_a_tiny_checkpoint(start_server, mode
     with Client(server.url) as client:
         events = []
         result = client.run(job, on_event=events.append, timeout=300)
-        plain = client.run(dict(job, params=dict(job["params"], refine=0.0)), timeout=120)["layers"][0]
-    (layer,) = result["layers"]
-    assert (layer["width"], layer["height"], layer["seed"]) == (96, 96, 5)
-    refined = np.frombuffer(layer["data"], np.uint8).reshape(96, 96, 4)
-    upscaled = np.frombuffer(plain["data"], np.uint8).reshape(96, 96, 4)
+        plain = client.run(dict(job, params=dict(job["params"], refine=0.0)), timeout=120).layers[0]
+    (layer,) = result.layers
+    assert (layer.width, layer.height, layer.seed) == (96, 96, 5)
+    refined = np.frombuffer(layer.data, np.uint8).reshape(96, 96, 4)
+    upscaled = np.frombuffer(plain.data, np.uint8).reshape(96, 96, 4)
     assert (refined[..., 3] == 255).all()
     n_refine = len(tile_grid(96, 96, 64, refine_overlap(64)))
-    progress = [(e["step"], e["total"]) for e in events if e["type"] == "progress"]
+    progress = [(e.step, e.total) for e in events if e.type == "progress"]
     assert n_refine == 4 and progress[-1] == (1 + n_refine, 1 + n_refine)
     # The refine changed the picture, but the colour correction kept it on the upscaled image's colours.
     diff = np.abs(refined[..., :3].astype(int) - upscaled[..., :3].astype(int))
@@ -439,7 +442,7 @@ def test_refine_tiles_are_guided_by_a_tile_controlnet_when_one_is_installed(star
     for dirs, expect_tile in (([checkpoint_models], False), ([checkpoint_models, tile_models], True)):
         server = start_server(model_dirs=dirs)
         with Client(server.url) as client:
-            (layer,) = client.run(job, timeout=300)["layers"]
-        assert (layer["width"], layer["height"]) == (96, 96)
-        used = list(server.server.hub.diffusion.controlnets)
+            (layer,) = client.run(job, timeout=300).layers
+        assert (layer.width, layer.height) == (96, 96)
+        used = list(server.server.router.diffusion.controlnets)
         assert bool(used) == expect_tile and all("tile" in path for path in used)

@@ -109,7 +109,7 @@ class Connection(QtCore.QObject):
                 continue
             self.state_changed.emit(CONNECTING, f"connecting to {url}")
             client = cm.Client(url, client_name=CLIENT_NAME, client_version=CLIENT_VERSION, token=token,
-                               open_timeout=3.0)
+                               open_timeout=3.0, resume_for=0.0)  # this worker reconnects on its own
             try:
                 welcome = client.connect()
             except cm.JobFailed as err:
@@ -121,6 +121,7 @@ class Connection(QtCore.QObject):
                 self._idle_wait(RETRY_SECONDS)
                 continue
             self._client = client
+            welcome = welcome.to_wire()  # the panel reads wire maps
             self.welcome = welcome
             self.welcomed.emit(welcome)
             self.models_changed.emit(welcome.get("models", []))
@@ -167,7 +168,8 @@ class Connection(QtCore.QObject):
             job = cmd[1]
             try:
                 client.submit(job)
-                for msg in client.events(job["id"]):
+                for event in client.events(job["id"]):
+                    msg = event.to_wire()  # the panel reads wire maps
                     kind = msg["type"]
                     if kind == "result":
                         self.job_result.emit(job["id"], msg)

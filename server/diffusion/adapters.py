@@ -10,9 +10,8 @@ import importlib.util
 import re
 from typing import Dict, List, Set
 
-from protocol.errors import UNSUPPORTED
+from protocol.errors import UNSUPPORTED, ProtocolError
 
-from ..engines.base import EngineError
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
 from .prompts import LoraTag
 
@@ -55,10 +54,10 @@ class Adapters:
                 continue
             try:
                 self._load_embedding(entry, token)
-            except EngineError:
+            except ProtocolError:
                 raise
             except Exception as err:  # noqa: BLE001
-                raise EngineError(UNSUPPORTED, f"cannot load embedding '{entry.name}': {err}") from err
+                raise ProtocolError(UNSUPPORTED, f"cannot load embedding '{entry.name}': {err}") from err
             self.embeddings.add(token)
         return names
 
@@ -83,7 +82,7 @@ class Adapters:
         for tag in tags:
             entry = self.registry.get(tag.name, "lora", self.checkpoint.arch)
             if entry.arch != self.checkpoint.arch:
-                raise EngineError(
+                raise ProtocolError(
                     UNSUPPORTED,
                     f"LoRA '{entry.name}' is made for {arch_name(entry.arch)} but checkpoint '{self.checkpoint.name}' "
                     f"is {arch_name(self.checkpoint.arch)}: remove the tag or pick a {arch_name(self.checkpoint.arch)} LoRA",
@@ -94,7 +93,7 @@ class Adapters:
         if key == self.active:
             return [{"name": e.name, "weight": w} for e, w in wanted]
         if wanted and importlib.util.find_spec("peft") is None:
-            raise EngineError(UNSUPPORTED, "LoRAs need the 'peft' package, which is not installed in the server's "
+            raise ProtocolError(UNSUPPORTED, "LoRAs need the 'peft' package, which is not installed in the server's "
                               "environment: run install.py again (or pip install peft)", field="prompt")
         for entry, _ in wanted:
             if str(entry.path) not in self.loras:
@@ -102,7 +101,7 @@ class Adapters:
                 try:
                     self.pipe.load_lora_weights(str(entry.path), adapter_name=name)
                 except Exception as err:  # noqa: BLE001
-                    raise EngineError(UNSUPPORTED, f"cannot load LoRA '{entry.name}': {err}", field="prompt") from err
+                    raise ProtocolError(UNSUPPORTED, f"cannot load LoRA '{entry.name}': {err}", field="prompt") from err
                 self.loras[str(entry.path)] = name
         if self.loras:
             if wanted:

@@ -7,11 +7,11 @@ from typing import List
 
 import numpy as np
 
-from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED
+from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
-from ..engines.base import Control, EngineError
+from ..core import Control, Params
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
-from ..preprocess import preprocess_image
+from ..preprocess import inpaint_condition, preprocess_image
 
 # ControlNet-Union (xinsir promax) control modes per control type.
 UNION_MODES = {"pose": 0, "depth": 1, "softedge": 2, "scribble": 2, "canny": 3, "lineart": 3, "normal": 4,
@@ -42,12 +42,12 @@ def select(controls: List[Control], checkpoint: ModelEntry, registry: ModelRegis
         if control.model:
             entry = registry.get(control.model, "controlnet", checkpoint.arch)
             if entry.arch != checkpoint.arch:
-                raise EngineError(
+                raise ProtocolError(
                     UNSUPPORTED,
                     f"ControlNet '{entry.name}' is made for {arch_name(entry.arch)} but checkpoint '{checkpoint.name}' is "
                     f"{arch_name(checkpoint.arch)}: pick a {arch_name(checkpoint.arch)} ControlNet", field=field)
             if entry.info.get("union") and control.type not in UNION_MODES:
-                raise EngineError(UNSUPPORTED, f"union ControlNet '{entry.name}' has no '{control.type}' mode "
+                raise ProtocolError(UNSUPPORTED, f"union ControlNet '{entry.name}' has no '{control.type}' mode "
                                   f"(it knows {', '.join(UNION_MODES)})", field=field)
             plans.append(ControlPlan(control, entry))
             continue
@@ -57,25 +57,23 @@ def select(controls: List[Control], checkpoint: ModelEntry, registry: ModelRegis
         if typed or union:
             plans.append(ControlPlan(control, (typed or union)[0]))
             continue
-        raise EngineError(
+        raise ProtocolError(
             MODEL_NOT_FOUND,
             f"no {arch_name(checkpoint.arch)} ControlNet for control type '{control.type}' (checkpoint "
             f"'{checkpoint.name}'): none has '{control.type}' in its name and no union ControlNet is installed; "
             f"{_describe(installed)}", field=field)
     unions = {p.entry.name for p in plans if p.entry.info.get("union")}
     if unions and (len(unions) > 1 or any(not p.entry.info.get("union") for p in plans)):
-        raise EngineError(UNSUPPORTED, "a union ControlNet cannot be combined with other ControlNets in one job: use "
+        raise ProtocolError(UNSUPPORTED, "a union ControlNet cannot be combined with other ControlNets in one job: use "
                           "the union model for every control layer, or only regular ControlNets", field="controls")
     return plans
 
 
-def inpaint_condition(rgb: np.ndarray, mask: np.ndarray):
-    """What inpaint ControlNets take: the image in [0, 1] with the pixels to fill at -1, as a [1, 3, H, W] tensor."""
+def inpaint_tensor(rgb: np.ndarray, mask: np.ndarray):
+    """What inpaint ControlNets take, ``preprocess.inpaint_condition`` as a [1, 3, H, W] tensor."""
     import torch
 
-    image = rgb[..., :3].astype(np.float32) / 255.0
-    image[mask > 0] = -1.0
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None]))
+    return torch.from_numpy(np.ascontiguousarray(inpaint_condition(rgb, mask).transpose(2, 0, 1)[None]))
 
 
 def uses_inpaint_condition(plan: ControlPlan) -> bool:
@@ -83,8 +81,10 @@ def uses_inpaint_condition(plan: ControlPlan) -> bool:
     return plan.control.type == "inpaint" and not plan.entry.info.get("union")
 
 
-def control_image(control: Control, registry: ModelRegistry, params: dict, device: str = "cpu") -> np.ndarray:
+def control_image(control: Control, registry: ModelRegistry, params: Params, device: str = "cpu") -> np.ndarray:
     """The control layer as the ControlNet sees it (run through its preprocessor first when asked)."""
     if control.preprocess:  # the preprocessor gets the alpha too: a sketch on a transparent layer is lines on paper
-        return np.ascontiguousarray(preprocess_image(control.type, control.image, registry, params, device)[..., :3])
+        image = preprocess_image(control.type, control.image, registry, low_threshold=params.low_threshold,
+                                 high_threshold=params.high_threshold, seed=max(0, params.seed), device=device)
+        return np.ascontiguousarray(image[..., :3])
     return np.ascontiguousarray(control.image[..., :3])

@@ -3,7 +3,9 @@ with ControlNets, LoRAs, embeddings, weighted prompts and the samplers users kno
 
 One checkpoint is kept warm; every mode's pipeline is made from it with ``from_pipe`` (shared weights, no reload), and
 switching checkpoints frees the old one. The context box is processed at the model's native area and scaled back;
-outside the (grown) mask the result equals the input exactly.
+outside the (grown) mask the result equals the input exactly. When the device runs out of memory the engine degrades
+(``MEMORY_FALLBACKS``: VAE tiling and slicing, then model CPU offload on a GPU), runs the job again, and says so in each
+result layer's ``info["memory_fallbacks"]``.
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from protocol.errors import MODEL_NOT_FOUND, OUT_OF_MEMORY, UNSUPPORTED
+from protocol.errors import MODEL_NOT_FOUND, OUT_OF_MEMORY, UNSUPPORTED, ProtocolError
 
+from .. import device as devices
 from .. import imageops
-from ..engines.base import EngineError, Job, JobContext, Layer
+from ..core import Engine, Job, JobContext, Layer
+from ..defaults import DEFAULT_STRENGTH
 from ..models import loading
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
 from . import cache
 from . import controls as control_plans
-from . import device as devices
 from . import latents as latents_of
 from . import pipelines, prompts, samplers, tiny_vae
 from .adapters import Adapters
@@ -37,11 +40,15 @@ log = logging.getLogger(__name__)
 logging.getLogger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
 
 MODES = ("generate", "img2img", "inpaint", "outpaint")
-DEFAULT_STRENGTH = {"generate": 1.0, "img2img": 0.7, "inpaint": 1.0, "outpaint": 1.0}
 MAX_CONTROLNETS_KEPT = 4
-PREPROCESS_PARAMS = ("preprocessor", "low_threshold", "high_threshold", "tile_downscale", "tile_blur")
+PREPROCESS_PARAMS = ("low_threshold", "high_threshold")
 # bytes each content-keyed cache may hold (least recently used values go first)
 CACHE_BUDGETS = {"prompts": 64 << 20, "latents": 128 << 20, "masks": 256 << 20, "controls": 128 << 20}
+# What the engine turns on, in this order, each time a job runs out of device memory (then it runs the job again).
+# A fallback stays on while the checkpoint is loaded. Model CPU offload only helps on a GPU.
+VAE_TILING = "vae tiling and slicing"
+CPU_OFFLOAD = "model cpu offload"
+MEMORY_FALLBACKS = (VAE_TILING, CPU_OFFLOAD)
 
 
 @dataclasses.dataclass
@@ -53,12 +60,15 @@ class LoadedCheckpoint:
     adapters: Adapters
     scheduler_config: dict
     variants: Dict[type, object] = dataclasses.field(default_factory=dict)
+    memory_fallbacks: List[str] = dataclasses.field(default_factory=list)
 
 
-class DiffusionEngine:
+class DiffusionEngine(Engine):
     """Runs diffusion jobs; ``loads`` counts checkpoint loads (a mode switch never adds one)."""
 
     name = "diffusers"
+    modes = MODES
+    uses_controls = True
 
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
@@ -85,7 +95,7 @@ class DiffusionEngine:
             return self.registry.get(name, "checkpoint")
         entry = self.registry.default_checkpoint()
         if entry is None:
-            raise EngineError(MODEL_NOT_FOUND, "no usable diffusion checkpoint is installed: put a .safetensors "
+            raise ProtocolError(MODEL_NOT_FOUND, "no usable diffusion checkpoint is installed: put a .safetensors "
                               "checkpoint in the models folder's checkpoints/", field="model")
         return entry
 
@@ -117,7 +127,7 @@ class DiffusionEngine:
         for c in self.caches.values():
             c.clear()
         gc.collect()
-        _empty_cache(self.device)
+        devices.empty_cache(self.device)
 
     def controlnet(self, entry: ModelEntry):
         key = str(entry.path)
@@ -132,22 +142,57 @@ class DiffusionEngine:
     # --- jobs ---
 
     def run(self, job: Job, ctx: JobContext) -> List[Layer]:
-        """Run one job; EngineError for what cannot be done, JobCancelled when cancelled."""
-        if job.mode not in MODES:
-            raise EngineError(UNSUPPORTED, f"the diffusion engine does not do mode '{job.mode}'", field="mode")
-        with self._lock:
-            try:
-                return self._run(job, ctx)
-            except MemoryError as err:
-                raise EngineError(OUT_OF_MEMORY, f"out of memory: {err or 'try a smaller selection or batch'}") from err
-            except Exception as err:
-                if type(err).__name__ == "OutOfMemoryError":
-                    _empty_cache(self.device)
-                    raise EngineError(OUT_OF_MEMORY, "the GPU ran out of memory: try a smaller batch, a smaller "
-                                      "selection or a lower precision") from err
-                raise
+        """Run one job; ProtocolError for what cannot be done, JobCancelled when cancelled.
 
-    def _control_images(self, plans, work: Job, hard: np.ndarray, pw: int, ph: int) -> list:
+        A job that runs out of device memory is run again with the next of ``MEMORY_FALLBACKS`` turned on; when none
+        is left it fails with ``out_of_memory``.
+        """
+        if job.mode not in self.modes:
+            raise self.refuse_mode(job)
+        with self._lock:
+            while True:
+                try:
+                    layers = self._run(job, ctx)
+                    break
+                except MemoryError as err:
+                    hint = str(err) or "try a smaller selection or batch"
+                    raise ProtocolError(OUT_OF_MEMORY, f"the server ran out of memory: {hint}") from err
+                except Exception as err:
+                    if not devices.is_out_of_memory(err):
+                        raise
+                    devices.empty_cache(self.device)
+                    fallback = self._next_memory_fallback()
+                    if fallback is None:
+                        tried = ", ".join(self.loaded.memory_fallbacks) if self.loaded else ""
+                        raise ProtocolError(OUT_OF_MEMORY, f"the {self.device.type.upper()} device ran out of memory"
+                                            + (f" even with {tried}" if tried else "") + ": try a smaller batch, a "
+                                            "smaller selection or a lower precision") from err
+                    log.warning("out of memory on %s: running the job again with %s", self.device, fallback)
+            if self.loaded is not None and self.loaded.memory_fallbacks:
+                for layer in layers:
+                    layer.info["memory_fallbacks"] = list(self.loaded.memory_fallbacks)
+            return layers
+
+    def _next_memory_fallback(self) -> Optional[str]:
+        """Turn on the next memory fallback for the loaded checkpoint; its name, or None when none is left."""
+        loaded = self.loaded
+        if loaded is None:
+            return None
+        for fallback in MEMORY_FALLBACKS:
+            if fallback in loaded.memory_fallbacks:
+                continue
+            if fallback == VAE_TILING:
+                loaded.pipe.vae.enable_tiling()
+                loaded.pipe.vae.enable_slicing()
+            elif fallback == CPU_OFFLOAD:
+                if self.device.type == "cpu":
+                    continue
+                loaded.pipe.enable_model_cpu_offload(device=self.device)
+            loaded.memory_fallbacks.append(fallback)
+            return fallback
+        return None
+
+    def _control_images(self, plans, work: Job, hard: np.ndarray, pw: int, ph: int, ctx: JobContext) -> list:
         """Each ControlNet's input at processing size (preprocessed when asked; inpaint ones from image and mask),
         cached by content and the preprocessing settings."""
         images = []
@@ -156,14 +201,14 @@ class DiffusionEngine:
             control = plan.control
             if control_plans.uses_inpaint_condition(plan) and work.image is not None:
                 key = ("inpaint", cache.digest(work.image, hard), pw, ph)
-                make = lambda: control_plans.inpaint_condition(  # noqa: E731
+                make = lambda: control_plans.inpaint_tensor(  # noqa: E731
                     imageops.resize(work.image[..., :3], pw, ph), imageops.resize(hard, pw, ph))
             else:
-                settings = tuple(params.get(k) for k in PREPROCESS_PARAMS) if control.preprocess else ()
-                seed = params["seed"] if control.preprocess and control.type == "shuffle" else None
+                settings = tuple(getattr(params, k) for k in PREPROCESS_PARAMS) if control.preprocess else ()
+                seed = params.seed if control.preprocess and control.type == "shuffle" else None
                 key = (control.type, control.preprocess, cache.digest(control.image), settings, seed, pw, ph)
-                make = lambda c=control: _pil(imageops.resize(  # noqa: E731
-                    control_plans.control_image(c, self.registry, params, str(self.device)), pw, ph))
+                make = lambda c=control: _pil(imageops.resize(ctx.interruptible(  # noqa: E731
+                    control_plans.control_image, c, self.registry, params, str(self.device)), pw, ph))
             images.append(self.caches["controls"].get(key, make))
         return images
 
@@ -204,7 +249,8 @@ class DiffusionEngine:
         init = _init_image(work, kind, pw, ph)
         call.update(self._image_inputs(loaded, init, kind, bool(plans), hard, pw, ph, settings["strength"], len(seeds)))
         if plans:
-            call.update(pipelines.control_kwargs(kind, plans, self._control_images(plans, work, hard, pw, ph), union))
+            images = self._control_images(plans, work, hard, pw, ph, ctx)
+            call.update(pipelines.control_kwargs(kind, plans, images, union))
 
         arch = entry.arch
         tiny = self.tiny_vae(arch)
@@ -237,8 +283,8 @@ class DiffusionEngine:
                 if box is not None:
                     out.images = latents_of.decode_into(pipe.vae, out.images, box, init, pipe.vae_scale_factor)
                 if not np.isfinite(out.images).all():
-                    raise EngineError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its "
-                                      f"weights do not fit its {arch_name(arch)} architecture or precision {self.dtype}")
+                    raise ProtocolError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its "
+                                        f"weights do not fit its {arch_name(arch)} architecture or precision {self.dtype}")
                 images = [np.clip(np.rint(img * 255), 0, 255).astype(np.uint8) for img in out.images]
         elapsed = time.perf_counter() - started
 
@@ -258,7 +304,7 @@ class DiffusionEngine:
     def _mask(self, work: Job) -> Tuple[np.ndarray, np.ndarray]:
         """The job's (hard, soft) masks (imageops.prepare_mask), read-only, cached by mask content and settings."""
         params = work.params
-        key = (cache.digest(work.mask), work.width, work.height, params["grow"], params["feather"])
+        key = (cache.digest(work.mask), work.width, work.height, params.grow, params.feather)
 
         def make():
             hard, soft = imageops.prepare_mask(work)
@@ -330,23 +376,23 @@ def _settings(job: Job, entry: ModelEntry, kind: str, preset: Optional[dict] = N
     """Sampler, steps, strength, CFG and seeds of a job, with the defaults filled in. A few-step model's preset
     gives the sampler when the job leaves it open (and then its step count too) and the CFG when left open."""
     params = job.params
-    sampler = params["sampler"]
-    steps = params["steps"]
+    sampler = params.sampler
+    steps = params.steps
     if not sampler and preset:
         sampler, steps = preset["sampler"], preset["steps"]
     sampler = sampler or samplers.DEFAULT_SAMPLER
-    strength = params["strength"] if params["strength"] is not None else DEFAULT_STRENGTH[job.mode]
+    strength = params.strength if params.strength is not None else DEFAULT_STRENGTH[job.mode]
     if job.mode == "generate":
         strength = 1.0
     if kind != "txt2img":  # diffusers runs int(steps * strength) steps: keep at least one
         strength = max(strength, 1.0 / steps)
-    if params["cfg"] is not None:
-        cfg = params["cfg"]
+    if params.cfg is not None:
+        cfg = params.cfg
     else:
         cfg = preset["cfg"] if preset else samplers.default_cfg(sampler, entry.arch)
-    seed = params["seed"] if params["seed"] >= 0 else random.randrange(2**32)
+    seed = params.seed if params.seed >= 0 else random.randrange(2**32)
     return {"sampler": sampler, "strength": strength, "steps": steps, "cfg": cfg,
-            "seeds": [(seed + i) % 2**32 for i in range(params["batch"])]}
+            "seeds": [(seed + i) % 2**32 for i in range(params.batch)]}
 
 
 def _init_image(work: Job, kind: str, pw: int, ph: int) -> Optional[np.ndarray]:
@@ -378,15 +424,13 @@ def _working_job(job: Job) -> Tuple[Job, Optional[np.ndarray]]:
     RGBA pixels the result is composited over (None when generating without an image)."""
     if job.mode != "outpaint":
         return job, job.image
-    from ..engines.classical import fill
-
-    ext = job.params["extend"]
+    ext = job.params.extend
     canvas, new_area = imageops.extend_canvas(job.image, ext)
     filled = canvas.copy()
-    filled[..., :3] = fill(np.ascontiguousarray(canvas[..., :3]), new_area, job.params["fill"])
+    filled[..., :3] = imageops.fill(np.ascontiguousarray(canvas[..., :3]), new_area, job.params.fill)
     controls = [dataclasses.replace(c, image=imageops.extend_canvas(imageops.rgba(c.image), ext)[0][..., :3])
                 for c in job.controls]  # control layers cover the original area; the new area gets none (black)
-    work = dataclasses.replace(job, image=filled, mask=new_area, x=job.x - ext["left"], y=job.y - ext["top"],
+    work = dataclasses.replace(job, image=filled, mask=new_area, x=job.x - ext.left, y=job.y - ext.top,
                                controls=controls)
     return work, canvas
 
@@ -408,12 +452,3 @@ def _quiet_loaders() -> None:
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
-
-
-def _empty_cache(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif device.type == "mps":
-        torch.mps.empty_cache()

@@ -6,7 +6,7 @@ from typing import Optional
 
 from protocol.messages import SAMPLERS
 
-DEFAULT_SAMPLER = "DPM++ 2M Karras"
+from ..defaults import DEFAULT_SAMPLER, default_cfg as family_cfg
 
 # name -> (diffusers class name, config overrides)
 SCHEDULERS = {
@@ -42,4 +42,4 @@ def default_cfg(sampler: str, arch: str) -> float:
     """Guidance scale when the job leaves it open."""
     if sampler == "LCM":
         return 1.5
-    return 6.0 if arch == "sdxl" else 7.0
+    return family_cfg(arch)

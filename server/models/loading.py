@@ -12,9 +12,8 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from protocol.errors import UNSUPPORTED
+from protocol.errors import UNSUPPORTED, ProtocolError
 
-from ..engines.base import EngineError
 from .detect import DIFFUSERS, PICKLE, SDXL_CLIP_G, SD15_CLIP, SDXL_CLIP_L, UNET, file_shapes
 from .registry import ModelEntry, arch_name
 from .tokenizers import clip_tokenizer
@@ -36,8 +35,8 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _unfit(entry: ModelEntry, what: str, got, expected) -> EngineError:
-    return EngineError(
+def _unfit(entry: ModelEntry, what: str, got, expected) -> ProtocolError:
+    return ProtocolError(
         UNSUPPORTED,
         f"{entry.kind} '{entry.name}' was recognised as {arch_name(entry.arch)}"
         f"{' inpainting' if entry.inpaint else ''} but its tensors don't fit that architecture: {what} is {got}, "
@@ -64,7 +63,7 @@ def check_checkpoint_shapes(entry: ModelEntry, config: Path, allow_pickle: bool)
         hidden = _json(config / sub / "config.json")["hidden_size"]
         got = shapes.get(prefix + key) or shapes.get(prefix + key.replace("text_model.", ""))  # older SD1.x files
         if got is None:
-            raise EngineError(UNSUPPORTED, f"checkpoint '{entry.name}' has no {sub.replace('_', ' ')} "
+            raise ProtocolError(UNSUPPORTED, f"checkpoint '{entry.name}' has no {sub.replace('_', ' ')} "
                               f"({prefix}{key} is missing): it cannot be used on its own", field="model")
         if got[0] != hidden:
             raise _unfit(entry, f"the {sub.replace('_', ' ')} width", got[0], hidden)
@@ -77,7 +76,7 @@ def check_no_meta(entry: ModelEntry, *modules) -> None:
             continue
         missing = [n for n, p in module.named_parameters() if p.is_meta]
         if missing:
-            raise EngineError(
+            raise ProtocolError(
                 UNSUPPORTED,
                 f"{entry.kind} '{entry.name}' is missing {len(missing)} tensors of its {arch_name(entry.arch)} "
                 f"architecture (e.g. {type(module).__name__}.{missing[0]}): it does not fit that architecture",
@@ -128,16 +127,16 @@ def load_checkpoint(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
             pipe = cls.from_pretrained(str(entry.path), variant=variant, **extra)
         else:
             if entry.format == PICKLE and not allow_pickle:
-                raise EngineError(UNSUPPORTED, f"'{entry.name}' is a pickle file; start the server with "
+                raise ProtocolError(UNSUPPORTED, f"'{entry.name}' is a pickle file; start the server with "
                                   "--allow-pickle to load it (weights only)", field="model")
             config = config_dir_for(entry)
             check_checkpoint_shapes(entry, config, allow_pickle)
             pipe = cls.from_single_file(str(entry.path), config=str(config), **_tokenizers(config, entry.arch == "sdxl"),
                                         **extra)
-    except EngineError:
+    except ProtocolError:
         raise
     except Exception as err:  # noqa: BLE001 - loader errors vary; the user needs the model name and the reason
-        raise EngineError(UNSUPPORTED, f"cannot load checkpoint '{entry.name}' ({arch_name(entry.arch)}): {err}",
+        raise ProtocolError(UNSUPPORTED, f"cannot load checkpoint '{entry.name}' ({arch_name(entry.arch)}): {err}",
                           field="model") from err
     check_no_meta(entry, pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
     return pipe
@@ -157,15 +156,15 @@ def load_controlnet(entry: ModelEntry, torch_dtype, allow_pickle: bool = False, 
         else:
             config = config_dir_for(entry)
             if not (config / "config.json").is_file():
-                raise EngineError(UNSUPPORTED, f"ControlNet '{entry.name}' ({arch_name(entry.arch)}) is a single file "
+                raise ProtocolError(UNSUPPORTED, f"ControlNet '{entry.name}' ({arch_name(entry.arch)}) is a single file "
                                   f"in the original layout and no config for it ships with the server; put a "
                                   f"diffusers config.json in {entry.path.stem}.config/ beside it", field="model")
             net = cls.from_single_file(str(entry.path), config=str(config), dtype=torch_dtype,
                                        local_files_only=True)
-    except EngineError:
+    except ProtocolError:
         raise
     except Exception as err:  # noqa: BLE001
-        raise EngineError(UNSUPPORTED, f"cannot load ControlNet '{entry.name}' ({arch_name(entry.arch)}): {err}",
+        raise ProtocolError(UNSUPPORTED, f"cannot load ControlNet '{entry.name}' ({arch_name(entry.arch)}): {err}",
                           field="model") from err
     check_no_meta(entry, net)
     return net
@@ -190,6 +189,6 @@ def _controlnet_from_diffusers_file(entry: ModelEntry, cls, torch_dtype, unet_co
     if missing or unexpected:
         what = f"lacks {len(missing)} tensors its layout needs (e.g. {missing[0]})" if missing else \
             f"has {len(unexpected)} tensors its layout does not use (e.g. {unexpected[0]})"
-        raise EngineError(UNSUPPORTED, f"ControlNet '{entry.name}' ({arch_name(entry.arch)}) {what}; put its "
+        raise ProtocolError(UNSUPPORTED, f"ControlNet '{entry.name}' ({arch_name(entry.arch)}) {what}; put its "
                           f"diffusers config.json in {sidecar.parent.name}/ beside it", field="model")
     return net.to(torch_dtype)

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED
+from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
-from ..engines.base import EngineError
 from . import detect, fewstep
 from .detect import DIFFUSERS, PICKLE, SAFETENSORS, Detected, DetectError
 
@@ -258,13 +257,13 @@ class ModelRegistry:
                 skipped = next((why for (k, n), why in self._skipped.items()
                                 if k == kind and _matches(n, name)), None)
             if skipped:
-                raise EngineError(UNSUPPORTED, f"{kind} '{name}' cannot be loaded: {skipped}", field="model")
+                raise ProtocolError(UNSUPPORTED, f"{kind} '{name}' cannot be loaded: {skipped}", field="model")
             installed = [e.name for e in self.entries(kind)]
             where = " or ".join(str(d / KIND_FOLDERS[kind][0]) for d in self.dirs) or "(no models folder)"
             have = f"installed: {', '.join(installed)}" if installed else f"none is installed in {where}"
-            raise EngineError(MODEL_NOT_FOUND, f"no {kind} named '{name}'; {have}", field="model")
+            raise ProtocolError(MODEL_NOT_FOUND, f"no {kind} named '{name}'; {have}", field="model")
         if entry.problem:
-            raise EngineError(UNSUPPORTED, f"{kind} '{entry.name}' cannot be used: {entry.problem}", field="model")
+            raise ProtocolError(UNSUPPORTED, f"{kind} '{entry.name}' cannot be used: {entry.problem}", field="model")
         return entry
 
     def find(self, name: str, kind: str, arch: Optional[str] = None) -> Optional[ModelEntry]:

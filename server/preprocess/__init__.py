@@ -1,7 +1,7 @@
 """ControlNet preprocessors: turn a picture into the control image a ControlNet expects.
 
 Two entry points: ``preprocess_image`` (used by the diffusion engine for a control sent with ``preprocess: true``) and
-``run_preprocess`` (mode ``preprocess``: the control image comes back as a layer the painter can edit and reuse).
+``PreprocessEngine`` (mode ``preprocess``: the control image comes back as a layer the painter can edit and reuse).
 
 Built in, no weights: canny, lineart, scribble, shuffle, tile, inpaint, reference (the image itself). With annotator
 weights in ``<models>/annotators/``: depth, normal (derived from depth), softedge (HED, ``ControlNetHED.pth``). Known
@@ -15,13 +15,15 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..engines.base import EngineError, Job, JobContext, Layer
+from protocol.errors import BAD_REQUEST, ProtocolError
+
+from ..core import Engine, Job, JobContext, Layer
 from ..imageops import rgba
 from . import annotators, classical
 from .classical import inpaint_condition
 
-__all__ = ["PREPROCESSORS", "ALIASES", "available_preprocessors", "canonical_name", "preprocess_image", "run_preprocess",
-           "inpaint_condition"]
+__all__ = ["PREPROCESSORS", "ALIASES", "PreprocessEngine", "available_preprocessors", "canonical_name",
+           "preprocess_image", "inpaint_condition"]
 
 BUILT_IN = ("canny", "lineart", "scribble", "shuffle", "tile", "inpaint", "reference")
 WITH_WEIGHTS = ("depth", "normal") + tuple(annotators.WEIGHT_FILES)
@@ -69,45 +71,41 @@ def canonical_name(kind: str) -> str:
     name = kind.strip().lower().replace("-", "_").replace(" ", "_")
     name = ALIASES.get(name, name)
     if name not in PREPROCESSORS:
-        raise EngineError(
-            "bad_request",
+        raise ProtocolError(
+            BAD_REQUEST,
             f"unknown preprocessor {kind!r}; choose one of {', '.join(PREPROCESSORS)}",
             field="params.preprocessor",
         )
     return name
 
 
-def preprocess_image(kind: str, rgb: np.ndarray, registry, params: Optional[dict] = None,
-                     device: str = "cpu") -> np.ndarray:
+def preprocess_image(kind: str, rgb: np.ndarray, registry, *, low_threshold: int = 100, high_threshold: int = 200,
+                     seed: int = 0, mask: Optional[np.ndarray] = None, tile_downscale: float = 1.0,
+                     tile_blur: float = 0.0, device: str = "cpu") -> np.ndarray:
     """The control image (H x W x 3 uint8, same size as ``rgb``) of preprocessor ``kind``.
 
     ``rgb`` is H x W x 3 uint8; an H x W x 4 RGBA layer is flattened over white first (a sketch on a transparent
-    layer reads as lines on paper).
-
-    ``params`` may hold: ``low_threshold``/``high_threshold`` (canny), ``seed`` (shuffle; -1 or missing = 0),
-    ``mask`` (H x W uint8, inpaint), ``tile_downscale``/``tile_blur`` (tile). ``registry`` locates annotator weights;
-    annotator networks (depth, normal, soft edge) run on ``device`` (a torch device string).
+    layer reads as lines on paper). Options: ``low_threshold``/``high_threshold`` (canny), ``seed`` (shuffle; < 0
+    counts as 0), ``mask`` (H x W uint8, inpaint), ``tile_downscale``/``tile_blur`` (tile). ``registry`` locates
+    annotator weights; annotator networks (depth, normal, soft edge) run on ``device`` (a torch device string).
     """
-    params = params or {}
     if rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or rgb.dtype != np.uint8:
-        raise EngineError("bad_request", f"a preprocessor needs an H x W x 3 uint8 image, got {rgb.shape} {rgb.dtype}")
+        raise ProtocolError(BAD_REQUEST, f"a preprocessor needs an H x W x 3 uint8 image, got {rgb.shape} {rgb.dtype}")
     rgb = flatten_on_white(rgb) if rgb.shape[2] == 4 else np.ascontiguousarray(rgb)
     name = canonical_name(kind)
     if name == "canny":
-        out = classical.canny(rgb, int(params.get("low_threshold", 100)), int(params.get("high_threshold", 200)))
+        out = classical.canny(rgb, int(low_threshold), int(high_threshold))
     elif name == "lineart":
         out = classical.lineart(rgb)
     elif name == "scribble":
         out = classical.scribble(rgb)
     elif name == "shuffle":
-        seed = int(params.get("seed", 0))
-        out = classical.shuffle(rgb, seed if seed >= 0 else 0)
+        out = classical.shuffle(rgb, max(0, int(seed)))
     elif name == "tile":
-        out = classical.tile(rgb, float(params.get("tile_downscale", 1.0)), float(params.get("tile_blur", 0.0)))
+        out = classical.tile(rgb, float(tile_downscale), float(tile_blur))
     elif name == "inpaint":
-        mask = params.get("mask")
         if mask is not None and mask.shape != rgb.shape[:2]:
-            raise EngineError("bad_request", f"the inpaint mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+            raise ProtocolError(BAD_REQUEST, f"the inpaint mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                               f"{rgb.shape[1]}x{rgb.shape[0]}", field="mask")
         out = classical.inpaint(rgb, mask)
     elif name == "reference":
@@ -133,17 +131,28 @@ def flatten_on_white(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
-def run_preprocess(job: Job, ctx: JobContext, registry, device: str = "cpu") -> List[Layer]:
+class PreprocessEngine(Engine):
     """Mode ``preprocess``: one opaque layer "Control: <kind>" at (job.x, job.y), the size of the job's image."""
-    if job.image is None:
-        raise EngineError("bad_request", "mode 'preprocess' needs an image", field="image")
-    name = canonical_name(job.params["preprocessor"])
-    params = dict(job.params, mask=job.mask)
-    if name == "shuffle" and params.get("seed", -1) < 0:
-        params["seed"] = secrets.randbelow(2**31)
-    ctx.progress(0, 1)
-    control = preprocess_image(name, job.image, registry, params, device)
-    ctx.progress(1, 1)
-    seed = int(params["seed"]) if name == "shuffle" else -1
-    return [Layer(name=f"Control: {name}", rgba=rgba(control), x=job.x, y=job.y, seed=seed,
-                  info={"preprocessor": name})]
+
+    name = "preprocess"
+    modes = ("preprocess",)
+
+    def __init__(self, registry, device: str = "cpu") -> None:
+        self.registry = registry
+        self.device = device
+
+    def run(self, job: Job, ctx: JobContext) -> List[Layer]:
+        if job.mode not in self.modes:
+            raise self.refuse_mode(job)
+        if job.image is None:
+            raise ProtocolError(BAD_REQUEST, "mode 'preprocess' needs an image", field="image")
+        params = job.params
+        name = canonical_name(params.preprocessor)
+        seed = params.seed if params.seed >= 0 else secrets.randbelow(2**31)
+        ctx.progress(0, 1)
+        # One long call (several seconds for line art of a large image): waited for interruptibly.
+        control = ctx.interruptible(preprocess_image, name, job.image, self.registry, low_threshold=params.low_threshold,
+                                    high_threshold=params.high_threshold, seed=seed, mask=job.mask, device=self.device)
+        ctx.progress(1, 1)
+        return [Layer(name=f"Control: {name}", rgba=rgba(control), x=job.x, y=job.y,
+                      seed=seed if name == "shuffle" else -1, info={"preprocessor": name})]

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
-from ..engines.base import EngineError
+from protocol.errors import ProtocolError
+
+from ..models.cache import LastLoaded
 
 ANNOTATORS_DIR = "annotators"
 DEPTH_FOLDER = "Depth-Anything-V2-Small-hf"
@@ -74,33 +75,20 @@ def find_depth_model(registry) -> Optional[Path]:
     return None
 
 
-class _DepthModels:
-    """Keeps the last depth model loaded (transformers model + its image processor)."""
+def load_depth(weights: Path, device: str = "cpu") -> tuple:
+    """The depth network (transformers, from the folder of ``weights``) on ``device`` and its image processor."""
+    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._key: Optional[Tuple] = None
-        self._loaded: Optional[tuple] = None
-
-    def get(self, folder: Path, device: str = "cpu"):
-        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
-
-        weights = folder / "model.safetensors"
-        key = (str(folder), weights.stat().st_mtime_ns, device)
-        with self._lock:
-            if self._key != key:
-                try:
-                    model = AutoModelForDepthEstimation.from_pretrained(
-                        folder, local_files_only=True, use_safetensors=True)
-                    processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
-                except (OSError, ValueError, KeyError) as err:
-                    raise EngineError("model_not_found",
-                                      f"the depth model in {folder} cannot be loaded: {err}") from err
-                self._loaded, self._key = (model.to(device).eval(), processor), key
-            return self._loaded
+    folder = weights.parent
+    try:
+        model = AutoModelForDepthEstimation.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+        processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError) as err:
+        raise ProtocolError("model_not_found", f"the depth model in {folder} cannot be loaded: {err}") from err
+    return model.to(device).eval(), processor
 
 
-_depth_models = _DepthModels()
+_depth_models: LastLoaded = LastLoaded(load_depth)
 
 
 def depth(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
@@ -113,13 +101,13 @@ def _depth_map(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
 
     folder = find_depth_model(registry)
     if folder is None:
-        raise EngineError(
+        raise ProtocolError(
             "model_not_found",
             f"the 'depth' preprocessor needs a depth model: put the Depth Anything V2 Small model in the transformers "
             f"format ({', '.join(DEPTH_FILES)} from depth-anything/{DEPTH_FOLDER}) into the folder "
             f"{_where(registry)}/{DEPTH_FOLDER}/",
         )
-    model, processor = _depth_models.get(folder, device)
+    model, processor = _depth_models.get(folder / "model.safetensors", device)
     inputs = processor(images=rgb, return_tensors="pt").to(device)
     with torch.inference_mode():
         predicted = model(**inputs).predicted_depth
@@ -234,7 +222,7 @@ def find_softedge_weights(registry) -> Optional[Path]:
 def load_hed(path: Path, device: str = "cpu"):
     """The ControlNetHED network with the weights at ``path`` (.safetensors, or .pth read weights-only), float32,
     eval mode, on ``device``. A file whose tensors are not exactly the HED annotator's is ``unsupported``."""
-    from ..upscale.models import read_state_dict
+    from ..models.weights import read_state_dict
 
     state = read_state_dict(path, what="soft-edge annotator")
     expected = hed_state_shapes()
@@ -247,7 +235,7 @@ def load_hed(path: Path, device: str = "cpu"):
             missing and f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}",
             unexpected and f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}",
             wrong and f"wrong shape {', '.join(wrong[:4])}") if part)
-        raise EngineError(
+        raise ProtocolError(
             "unsupported",
             f"{path} is not lllyasviel's ControlNetHED soft-edge annotator (ControlNetHED.pth from "
             f"lllyasviel/Annotators): {details}",
@@ -258,26 +246,7 @@ def load_hed(path: Path, device: str = "cpu"):
     return net.to(device).eval()
 
 
-class _HedModels:
-    """Keeps the last soft-edge network loaded (keyed by file, size, modification time and device)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._key: Optional[Tuple] = None
-        self._net = None
-
-    def get(self, path: Path, device: str = "cpu"):
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns, device)
-        with self._lock:
-            if self._key != key:
-                self._net, self._key = None, None
-                self._net = load_hed(path, device)
-                self._key = key
-            return self._net
-
-
-_hed_models = _HedModels()
+_hed_models: LastLoaded = LastLoaded(load_hed)
 
 
 def softedge(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
@@ -289,7 +258,7 @@ def softedge(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
     """
     path = find_softedge_weights(registry)
     if path is None:
-        raise EngineError(
+        raise ProtocolError(
             "model_not_found",
             f"the 'softedge' preprocessor needs the annotator weights {WEIGHT_FILES['softedge']} (from "
             f"lllyasviel/Annotators), which are not installed: put the file at {_where(registry)}/"
@@ -331,13 +300,13 @@ def needs_weights(kind: str, registry) -> None:
     for root in model_roots(registry):
         path = root / ANNOTATORS_DIR / filename
         if path.is_file():
-            raise EngineError(
+            raise ProtocolError(
                 "unsupported",
                 f"the '{kind}' preprocessor ({path}) is not built into this Paintbridge server yet; make the {kind} "
                 f"control image elsewhere and send it with 'preprocess' off",
                 field="params.preprocessor",
             )
-    raise EngineError(
+    raise ProtocolError(
         "model_not_found",
         f"the '{kind}' preprocessor needs the annotator weights {filename} (from lllyasviel/Annotators), "
         f"which are not installed: put the file at {_where(registry)}/{filename}",

@@ -105,21 +105,27 @@ def tile(rgb: np.ndarray, downscale: float = 1.0, blur: float = 0.0) -> np.ndarr
     return np.ascontiguousarray(out)
 
 
+def to_fill(mask: np.ndarray) -> np.ndarray:
+    """The one rule for which pixels an inpaint control marks as "to fill": every pixel the mask touches (mask > 0),
+    the same area the inpaint pipeline's own mask and the classical fill change."""
+    return mask > 0
+
+
 def inpaint(rgb: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
-    """The inpaint control image as a picture: the image with the area to fill (mask >= 128) blacked out.
+    """The inpaint control image as a picture: the image with the area to fill (``to_fill``) blacked out.
 
     The inpaint ControlNet itself expects the masked pixels at -1, which uint8 cannot hold: the diffusion engine
     feeds it ``inpaint_condition`` instead; this picture is what a painter sees and edits.
     """
     out = rgb.copy()
     if mask is not None:
-        out[mask >= 128] = 0
+        out[to_fill(mask)] = 0
     return out
 
 
 def inpaint_condition(rgb: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
-    """H x W x 3 float32 condition for the inpaint ControlNet: RGB in [0, 1], pixels to fill (mask >= 128) at -1."""
-    cond = rgb.astype(np.float32) / 255.0
+    """H x W x 3 float32 condition for the inpaint ControlNet: RGB in [0, 1], the area to fill (``to_fill``) at -1."""
+    cond = rgb[..., :3].astype(np.float32) / 255.0
     if mask is not None:
-        cond[mask >= 128] = -1.0
+        cond[to_fill(mask)] = -1.0
     return cond

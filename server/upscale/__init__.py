@@ -1,6 +1,6 @@
 """Mode ``upscale``: model upscalers (through spandrel) or Lanczos, then optionally a seam-free tiled refine.
 
-Parameters (``job.params``): ``scale`` (1-8), ``upscaler`` (a model of kind "upscaler" by name; "" = Lanczos),
+``UpscaleEngine`` is this mode's engine. Parameters (``job.params``): ``scale`` (1-8), ``upscaler`` (a model of kind "upscaler" by name; "" = Lanczos),
 ``tile`` (tile size in px for model and refine tiles; 0 = automatic), ``refine`` (img2img strength of the refine pass;
 0 = off), ``seed`` (-1 = random; refine tile ``i`` uses ``seed + i``).
 
@@ -16,28 +16,27 @@ only a part). Transparency is kept: alpha is resized with Lanczos, RGB by the mo
 from __future__ import annotations
 
 import secrets
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 
 from protocol import Limits
+from protocol.errors import BAD_REQUEST, MODEL_NOT_FOUND, TOO_LARGE, ProtocolError
 from protocol.images import MAX_SIDE
 
-from ..engines.base import EngineError, Job, JobContext, Layer
+from ..core import Engine, Job, JobContext, Layer
 from ..imageops import resize
-from .models import UpscalerCache
+from .models import upscalers
 from .refine import DEFAULT_REFINE_TILE, RefineFn, refine_overlap, refine_tiled
 from .scaling import count_model_tiles, model_pass, model_tile_size, plan_passes, resize_alpha, resize_rgba
 from .tiling import tile_grid
 
-__all__ = ["run_upscale", "upscaled_size"]
+__all__ = ["UpscaleEngine", "run_upscale", "upscaled_size"]
 
 # The result travels in one frame: keep its RGBA bytes under the default frame limit, with room for the envelope.
 MAX_OUTPUT_PIXELS = (Limits().max_frame_bytes - (1 << 20)) // 4
 
 SDXL_REFINE_TILE = 1024
-
-_cache = UpscalerCache()
 
 
 def upscaled_size(width: int, height: int, scale: float) -> tuple:
@@ -57,9 +56,9 @@ def refine_tile_size(job: Job, registry) -> int:
 
 def _check_size(job: Job, out_w: int, out_h: int) -> None:
     if out_w > MAX_SIDE or out_h > MAX_SIDE or out_w * out_h > MAX_OUTPUT_PIXELS:
-        raise EngineError(
-            "too_large",
-            f"upscaling {job.width}x{job.height} by {job.params['scale']:g} gives {out_w}x{out_h} px, over the limit "
+        raise ProtocolError(
+            TOO_LARGE,
+            f"upscaling {job.width}x{job.height} by {job.params.scale:g} gives {out_w}x{out_h} px, over the limit "
             f"of {MAX_SIDE} px a side and {MAX_OUTPUT_PIXELS} px in all; choose a smaller scale or a smaller area",
             field="params.scale",
         )
@@ -70,7 +69,7 @@ def run_upscale(
     ctx: JobContext,
     registry,
     refine: Optional[RefineFn],
-    device: Optional[str] = None,
+    device: str = "cpu",
 ) -> List[Layer]:
     """Upscale ``job.image`` by ``params.scale`` (model or Lanczos), refine it if ``params.refine > 0``; one layer.
 
@@ -78,29 +77,29 @@ def run_upscale(
     installed). Progress counts model tiles, then refine tiles; cancellation takes effect between tiles.
     """
     params = job.params
-    scale, strength, tile_param = float(params["scale"]), float(params["refine"]), int(params["tile"])
+    scale, strength, tile_param = float(params.scale), float(params.refine), int(params.tile)
     image = job.image
     if image is None:
-        raise EngineError("bad_request", "mode 'upscale' needs an image", field="image")
+        raise ProtocolError(BAD_REQUEST, "mode 'upscale' needs an image", field="image")
     h, w = image.shape[:2]
     out_w, out_h = upscaled_size(w, h, scale)
     _check_size(job, out_w, out_h)
     if strength > 0 and refine is None:
         dirs = getattr(registry, "dirs", None) or []
         folders = " or ".join(str(d / "checkpoints") for d in dirs) or "the models folder's checkpoints/"
-        raise EngineError(
-            "model_not_found",
+        raise ProtocolError(
+            MODEL_NOT_FOUND,
             f"upscale-and-refine (refine {strength:g}) needs a Stable Diffusion checkpoint: choose one, or put a "
             f".safetensors checkpoint into {folders}; or set refine to 0 to upscale only",
             field="params.refine",
         )
-    seed = int(params["seed"]) if params["seed"] >= 0 else secrets.randbelow(2**32)
+    seed = int(params.seed) if params.seed >= 0 else secrets.randbelow(2**32)
 
     model, upscaler_name = None, "Lanczos"
-    if params["upscaler"]:
-        entry = registry.get(params["upscaler"], "upscaler")
-        model = _cache.get(entry.path, device)
-        upscaler_name = getattr(entry, "name", params["upscaler"])
+    if params.upscaler:
+        entry = registry.get(params.upscaler, "upscaler")
+        model = upscalers.get(entry.path, device)
+        upscaler_name = getattr(entry, "name", params.upscaler)
 
     passes = plan_passes(model.scale, scale) if model is not None else []
     model_tile = model_tile_size(model, tile_param) if model is not None else None
@@ -109,21 +108,22 @@ def run_upscale(
     n_refine = len(tile_grid(out_w, out_h, refine_tile, refine_overlap(refine_tile))) if strength > 0 else 0
     total = max(1, n_model + n_refine)
     done = [0]
+    splits: List[int] = []  # smaller tiles used after running out of memory
 
     def on_model_tile() -> None:
         done[0] += 1
         ctx.progress(done[0], total)
 
     ctx.check()
-    if model is None:
-        result = resize_rgba(image, out_w, out_h)
+    if model is None:  # one long call for a large result: waited for interruptibly
+        result = ctx.interruptible(resize_rgba, image, out_w, out_h)
     else:
         rgb = np.ascontiguousarray(image[..., :3])
         for step in passes:
-            rgb = model_pass(rgb, model, step, model_tile, on_model_tile)
+            rgb = model_pass(rgb, model, step, model_tile, on_model_tile, splits)
         result = np.empty((out_h, out_w, 4), np.uint8)
-        result[..., :3] = resize(rgb, out_w, out_h)
-        result[..., 3] = resize_alpha(image[..., 3], out_w, out_h)
+        result[..., :3] = ctx.interruptible(resize, rgb, out_w, out_h)
+        result[..., 3] = ctx.interruptible(resize_alpha, image[..., 3], out_w, out_h)
 
     if strength > 0:
         result = refine_tiled(result, refine, strength, seed, refine_tile, ctx,
@@ -132,6 +132,27 @@ def run_upscale(
         ctx.progress(1, 1)
 
     name = f"Upscaled {scale:g}x ({upscaler_name})" + (f", refined {strength:g}" if strength > 0 else "")
-    info = {"scale": scale, "upscaler": params["upscaler"], "refine": strength, "tiles": n_model + n_refine}
+    info = {"scale": scale, "upscaler": params.upscaler, "refine": strength, "tiles": n_model + n_refine}
+    if splits:
+        info["memory_fallbacks"] = [f"upscaler tiles of {min(splits)} px"]
     return [Layer(name=name, rgba=result, x=int(round(job.x * scale)), y=int(round(job.y * scale)),
                   seed=seed if strength > 0 else -1, info=info)]
+
+
+class UpscaleEngine(Engine):
+    """Mode ``upscale``: ``run_upscale`` with the server's device; ``refiner_for(job, ctx)`` gives the refine function
+    (img2img of one tile on the diffusers engine, wired by the router), or None when no checkpoint is installed."""
+
+    name = "upscale"
+    modes = ("upscale",)
+
+    def __init__(self, registry, refiner_for: Callable[[Job, JobContext], Optional[RefineFn]],
+                 device: str = "cpu") -> None:
+        self.registry = registry
+        self.refiner_for = refiner_for
+        self.device = device
+
+    def run(self, job: Job, ctx: JobContext) -> List[Layer]:
+        if job.mode not in self.modes:
+            raise self.refuse_mode(job)
+        return run_upscale(job, ctx, self.registry, self.refiner_for(job, ctx), device=self.device)

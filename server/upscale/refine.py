@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from ..engines.base import JobContext
+from ..core import JobContext
 from ..imageops import resize
 from .tiling import TileBlender, tile_grid
 

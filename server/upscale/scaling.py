@@ -12,7 +12,9 @@ from typing import Callable, List, Optional
 import cv2
 import numpy as np
 
-from ..engines.base import EngineError
+from protocol.errors import OUT_OF_MEMORY, ProtocolError
+
+from .. import device as devices
 from ..imageops import resize
 from .models import run_model
 from .tiling import TileBlender, tile_grid
@@ -63,54 +65,46 @@ def count_model_tiles(width: int, height: int, tile: Optional[int], passes: List
 
 def model_pass(
     rgb: np.ndarray, model, out_scale: float, tile: Optional[int], on_tile: TileProgress,
+    splits: Optional[List[int]] = None,
 ) -> np.ndarray:
-    """One model pass over an H x W x 3 uint8 image, output ``out_scale`` times larger (<= the model's scale)."""
+    """One model pass over an H x W x 3 uint8 image, output ``out_scale`` times larger (<= the model's scale).
+
+    The size of each smaller tile used after running out of memory is added to ``splits``."""
     h, w = rgb.shape[:2]
     out_w, out_h = int(round(w * out_scale)), int(round(h * out_scale))
     if tile is None:
-        out = _run_or_split(model, rgb, splittable=False)
+        out = _run_or_split(model, rgb, splittable=False, splits=splits)
         on_tile()
         return resize(out, out_w, out_h)
     blender = TileBlender(out_w, out_h, 3)
     for t in tile_grid(w, h, tile, MODEL_TILE_OVERLAP):
-        up = _run_or_split(model, rgb[t.y0:t.y1, t.x0:t.x1])
+        up = _run_or_split(model, rgb[t.y0:t.y1, t.x0:t.x1], splits=splits)
         box = t.scaled(out_scale)
         blender.add(box, resize(up, box.width, box.height))
         on_tile()
     return blender.result()
 
 
-def _run_or_split(model, pixels: np.ndarray, splittable: bool = True) -> np.ndarray:
+def _run_or_split(model, pixels: np.ndarray, splittable: bool = True,
+                  splits: Optional[List[int]] = None) -> np.ndarray:
     """The model's output for one tile; a tile that runs out of memory is redone as smaller overlapping tiles."""
     try:
         return run_model(model, pixels)
     except RuntimeError as err:  # torch.OutOfMemoryError is a RuntimeError; so is the CPU allocator's failure
-        if not _is_out_of_memory(err):
+        if not devices.is_out_of_memory(err):
             raise
-        _free_memory()
+        devices.empty_cache(next(model.model.parameters()).device)
         smaller = max(pixels.shape[:2]) // 2
         if not splittable or smaller < MIN_MODEL_TILE:
-            raise EngineError(
-                "out_of_memory",
+            raise ProtocolError(
+                OUT_OF_MEMORY,
                 f"the upscaler ran out of memory on a {pixels.shape[1]}x{pixels.shape[0]} px "
                 + ("tile, even after splitting it" if splittable else "image (this model cannot work in tiles)")
                 + "; free memory (close other GPU programs) or upscale a smaller area",
             ) from err
-    return model_pass(pixels, model, float(model.scale), smaller, on_tile=lambda: None)
-
-
-def _is_out_of_memory(err: RuntimeError) -> bool:
-    import torch
-
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err) \
-        or "can't allocate memory" in str(err)
-
-
-def _free_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    if splits is not None:
+        splits.append(smaller)
+    return model_pass(pixels, model, float(model.scale), smaller, on_tile=lambda: None, splits=splits)
 
 
 def resize_rgba(image: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 import numpy as np
 
@@ -129,9 +129,3 @@ class TileBlender:
         """The blended image as uint8 (pixels no tile covered stay 0)."""
         out = self._sum / np.maximum(self._weight, 1e-6)
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def iter_tiles(image: np.ndarray, tiles: List[Tile]) -> Iterator[Tuple[Tile, np.ndarray]]:
-    """Each tile with a view of its pixels."""
-    for t in tiles:
-        yield t, image[t.y0:t.y1, t.x0:t.x1]

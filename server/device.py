@@ -1,5 +1,7 @@
-"""Pick the torch device and dtype: CUDA (fp16), Apple MPS (fp16), else the CPU (bf16 where the CPU has bf16 matrix
-units, fp32 elsewhere); ``--device`` / ``--dtype`` override.
+"""The one place that picks the torch device and dtype, frees device memory and recognises out-of-memory errors.
+
+CUDA (fp16, or bf16 when asked), Apple MPS (fp16), else the CPU (bf16 where the CPU has bf16 matrix units, fp32
+elsewhere); ``--device`` / ``--dtype`` override. Importing this module does not import torch.
 
 Only AMX makes bf16 faster than fp32 on a CPU. AVX512-BF16 alone does not: on this project's Xeon (AVX512-BF16, no
 AMX exposed; torch 2.14.1, oneDNN avx512_core_bf16 kernels) a 2048² matmul ran at 100 GFLOPS in bf16 against 145 in
@@ -140,3 +142,25 @@ def describe(device, dtype) -> str:
     if device.type == "mps":
         return f"Apple MPS, {name}"
     return f"CPU ({os.cpu_count() or 1} cores), {name}"
+
+
+def empty_cache(device) -> None:
+    """Give the device's cached, unused memory back (after an out-of-memory error or an unload)."""
+    import torch
+
+    kind = getattr(device, "type", str(device).split(":")[0])
+    if kind == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif kind == "mps":
+        torch.mps.empty_cache()
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` says the device or the CPU allocator ran out of memory."""
+    if isinstance(err, MemoryError):
+        return True
+    import torch
+
+    text = str(err).lower()
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))

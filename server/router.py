@@ -1,57 +1,95 @@
-"""Routes each job to the engine that does it: built-in classical, diffusers, preprocessors, upscalers."""
+"""Picks the engine for each job: built-in classical, diffusers, upscale, preprocess (peers behind ``core.Engine``).
+
+The router owns the model registry and the engines; each engine is made on first use (making the diffusers engine
+imports diffusers but loads no model). It also wires the one cross-engine service: upscale-and-refine runs img2img
+tiles on the diffusers engine through a ``refine`` function handed to the upscale engine.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import threading
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from protocol.errors import UNSUPPORTED
+from protocol.errors import UNSUPPORTED, ProtocolError
 from protocol.messages import CONTROL_TYPES, MODES, SAMPLERS
 
-from ..config import ServerConfig
-from ..models.registry import ModelRegistry
-from ..preprocess import available_preprocessors
-from .base import Control, EngineError, Job, JobContext, Layer
+from . import device as devices
 from .classical import NAME as CLASSICAL, ClassicalEngine
+from .config import ServerConfig
+from .core import Control, Engine, Job, JobContext, Layer
+from .models.registry import ModelRegistry
 
-log = logging.getLogger("paintbridge.engines")
+log = logging.getLogger("paintbridge.router")
 
+DIFFUSERS = "diffusers"
+UPSCALE = "upscale"
+PREPROCESS = "preprocess"
 TILE_CONTROL_STRENGTH = 0.6  # guides refine tiles without freezing them
 
 RefineFn = Callable[[np.ndarray, float, int], np.ndarray]
 
 
-class EngineHub:
-    """Owns the model registry and the engines; the diffusion engine is created on first use."""
+class Router:
+    """Owns the model registry and the engines; runs each job on the engine that does its mode and model."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.registry = ModelRegistry(config.model_dirs, allow_pickle=config.allow_pickle)
-        self.classical = ClassicalEngine()
-        self._diffusion = None
+        self._engines: Dict[str, Engine] = {CLASSICAL: ClassicalEngine()}
         self._lock = threading.Lock()
+        self._device: Optional[str] = None
+
+    # --- engines, made on first use ---
+
+    @property
+    def device(self) -> str:
+        """The torch device every engine runs on (``--device``, else the best available)."""
+        if self._device is None:
+            self._device = str(devices.choose(self.config.device, self.config.dtype)[0])
+        return self._device
+
+    def engine(self, name: str) -> Engine:
+        """The engine called ``name`` (classical, diffusers, upscale, preprocess), made on first use."""
+        with self._lock:
+            if name not in self._engines:
+                self._engines[name] = self._make(name)
+            return self._engines[name]
+
+    def _make(self, name: str) -> Engine:
+        if name == DIFFUSERS:
+            from .diffusion.engine import DiffusionEngine
+
+            return DiffusionEngine(self.registry, device=self.config.device, dtype=self.config.dtype)
+        if name == UPSCALE:
+            from .upscale import UpscaleEngine
+
+            return UpscaleEngine(self.registry, self._refiner, device=self.device)
+        if name == PREPROCESS:
+            from .preprocess import PreprocessEngine
+
+            return PreprocessEngine(self.registry, device=self.device)
+        raise KeyError(name)
+
+    @property
+    def classical(self) -> ClassicalEngine:
+        return self._engines[CLASSICAL]
 
     @property
     def diffusion(self):
-        """The diffusers engine (imported and created on first use; creating it loads no model)."""
-        with self._lock:
-            if self._diffusion is None:
-                from ..diffusion.engine import DiffusionEngine
+        """The diffusers engine."""
+        return self.engine(DIFFUSERS)
 
-                self._diffusion = DiffusionEngine(self.registry, device=self.config.device, dtype=self.config.dtype)
-            return self._diffusion
+    # --- what the server announces ---
 
     def device_description(self) -> str:
         """What diffusion jobs run on; before the engine exists, the planned device (torch not imported)."""
-        if self._diffusion is not None:
-            return self._diffusion.device_description()
-        from ..diffusion.device import describe_plan
-
-        return describe_plan(self.config.device, self.config.dtype)
+        if DIFFUSERS in self._engines:
+            return self._engines[DIFFUSERS].device_description()
+        return devices.describe_plan(self.config.device, self.config.dtype)
 
     def preload(self) -> None:
         """Load the default checkpoint now (called in a background thread at start); failures are only logged,
@@ -73,28 +111,32 @@ class EngineHub:
         self.registry.scan()
 
     def capabilities(self) -> dict:
+        from .preprocess import available_preprocessors
+
         return {
             "modes": list(MODES),
             "samplers": list(SAMPLERS),
             "control_types": list(CONTROL_TYPES),
-            "engines": [CLASSICAL, "diffusers"],
+            "engines": [CLASSICAL, DIFFUSERS],
             "previews": True,
             "preprocessors": available_preprocessors(self.registry),
         }
 
+    # --- jobs ---
+
     def run(self, job: Job, ctx: JobContext) -> List[Layer]:
         """Run a job on the engine that does its mode and model."""
-        if job.mode == "preprocess":
-            from ..preprocess import run_preprocess
+        engine = self.engine_for(job)
+        if job.controls and not engine.uses_controls:
+            raise engine.refuse_controls(job)
+        return engine.run(job, ctx)
 
-            return run_preprocess(job, ctx, self.registry, str(self.diffusion.device))
-        if job.mode == "upscale":
-            from ..upscale import run_upscale
-
-            return run_upscale(job, ctx, self.registry, self._refiner(job, ctx), device=self.config.device)
-        return self._engine_for(job).run(job, ctx)
-
-    def _engine_for(self, job: Job):
+    def engine_for(self, job: Job) -> Engine:
+        """The engine for ``job``; model_not_found / unsupported when none can do it."""
+        if job.mode == UPSCALE:
+            return self.engine(UPSCALE)
+        if job.mode == PREPROCESS:
+            return self.engine(PREPROCESS)
         if job.model == CLASSICAL:
             return self.classical
         if job.model:
@@ -102,10 +144,10 @@ class EngineHub:
             return self.diffusion
         if self.registry.default_checkpoint() is not None:
             return self.diffusion
-        if job.mode in ("inpaint", "outpaint"):
+        if job.mode in self.classical.modes:
             return self.classical
         folders = ", ".join(str(d / "checkpoints") for d in self.config.model_dirs)
-        raise EngineError(
+        raise ProtocolError(
             UNSUPPORTED,
             f"mode '{job.mode}' needs a diffusion checkpoint and none is installed: put a .safetensors checkpoint "
             f"in {folders} (the built-in engine does inpaint, outpaint and upscale)",
@@ -125,7 +167,7 @@ class EngineHub:
         use_tile_control = self._has_tile_controlnet(engine.checkpoint_entry(job.model))
 
         def refine(rgba: np.ndarray, strength: float, seed: int) -> np.ndarray:
-            params = dict(job.params, strength=strength, seed=seed, batch=1)
+            params = dataclasses.replace(job.params, strength=strength, seed=seed, batch=1)
             controls = [Control("tile", rgba[..., :3].copy(), strength=TILE_CONTROL_STRENGTH)] if use_tile_control else []
             tile_job = dataclasses.replace(
                 job, mode="img2img", image=rgba, mask=None, params=params, x=0, y=0, previews=False, controls=controls,
@@ -135,11 +177,11 @@ class EngineHub:
         return refine
 
     def _has_tile_controlnet(self, checkpoint) -> bool:
-        from ..diffusion.controls import select
+        from .diffusion.controls import select
 
         probe = Control("tile", np.zeros((8, 8, 3), np.uint8))
         try:
             select([probe], checkpoint, self.registry)
-        except EngineError:
+        except ProtocolError:
             return False
         return True

@@ -1,0 +1,168 @@
+"""The protocol's state machine, sans I/O: frames in, typed messages out, and the order rules in one place.
+
+``Connection(role)`` knows no socket. ``receive_data(frame)`` decodes and validates one frame from the peer and returns
+the messages it holds (raising ProtocolError, ready to be answered as an ``error``, when the frame breaks the rules);
+``send(message)`` checks that this side may send ``message`` now and returns the frame to write. The rules:
+
+- the client speaks first with ``hello``; the server answers ``welcome`` or ``error`` (a handshake ``error`` ends the
+  connection); nothing else goes either way before that;
+- a job id is *open* from the client's ``job`` until the server's one final message for it (``result``, ``cancelled``,
+  or ``error`` carrying the id); ``welcome.resumed`` opens the ids the server still holds for a resumed session;
+- ``queued``/``started``/``progress`` and final messages are only about open jobs; a second ``job`` with an open id and
+  a ``cancel`` of an id that is not open are refused with an ``error`` that carries no id (``field: "id"``): an error
+  carries an id only as the final message of exactly that job.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, Set
+
+from .codec import decode, encode
+from .errors import BAD_REQUEST, LocalProtocolError, ProtocolError, bad_field
+from .messages import (
+    CLIENT_TYPES, FINAL_TYPES, JOB_EVENT_TYPES, SERVER_TYPES, Cancel, Error, Hello, Job, Limits, Message, UNLIMITED,
+    Welcome, check_compatible, parse_client_message, parse_server_message,
+)
+
+CLIENT = "client"
+SERVER = "server"
+
+HANDSHAKE = "handshake"  # before hello (server) / before welcome (client)
+OPEN = "open"
+CLOSED = "closed"  # the handshake was refused
+
+
+class Connection:
+    """One side of one Paintbridge connection: ``role`` is ``"client"`` or ``"server"``."""
+
+    def __init__(self, role: str, limits: Optional[Limits] = None) -> None:
+        if role not in (CLIENT, SERVER):
+            raise ValueError(f"role must be 'client' or 'server', got {role!r}")
+        self.role = role
+        self.limits = limits or (Limits() if role == SERVER else UNLIMITED)
+        self.state = HANDSHAKE
+        self.hello: Optional[Hello] = None
+        self.welcome: Optional[Welcome] = None
+        self.open_jobs: Set[str] = set()
+        self._hello_sent = False
+
+    def is_open(self, job_id: str) -> bool:
+        """True while ``job_id`` waits for its final message."""
+        return job_id in self.open_jobs
+
+    # --- receiving --------------------------------------------------------------------------------------------------
+    def receive_data(self, frame: Any) -> List[Message]:
+        """Decode, validate and order-check one frame from the peer; returns its messages (one per frame)."""
+        if self.state == CLOSED:
+            raise ProtocolError(BAD_REQUEST, "the handshake was refused; this connection takes no more messages")
+        value = decode(frame, self.limits.max_frame_bytes)
+        if self.role == SERVER:
+            return [self._receive_client(value)]
+        return [self._receive_server(value)]
+
+    def _receive_client(self, value: Any) -> Message:
+        try:
+            msg = parse_client_message(value, self.limits)
+        except ProtocolError as err:
+            if self.hello is None:
+                err.job_id = None
+            elif err.job_id is not None:
+                if err.job_id in self.open_jobs:
+                    err.job_id = None  # the id belongs to another job still running: never end that one
+                else:
+                    self.open_jobs.add(err.job_id)  # the refusal is this job's one final message
+            raise
+        if self.hello is None:
+            if not isinstance(msg, Hello):
+                raise ProtocolError(BAD_REQUEST, f"the first message must be 'hello', got '{msg.type}'",
+                                    field="type")
+            check_compatible(msg.protocol)
+            self.hello = msg
+            return msg
+        if isinstance(msg, Hello):
+            raise ProtocolError(BAD_REQUEST, "'hello' was already received on this connection", field="type")
+        if isinstance(msg, Job):
+            if msg.id in self.open_jobs:
+                raise ProtocolError(BAD_REQUEST, f"job id {msg.id!r} is already queued or running", field="id")
+            self.open_jobs.add(msg.id)
+        elif isinstance(msg, Cancel) and msg.id not in self.open_jobs:
+            raise ProtocolError(BAD_REQUEST, f"no queued or running job with id {msg.id!r}", field="id")
+        return msg
+
+    def _receive_server(self, value: Any) -> Message:
+        msg = parse_server_message(value, self.limits)
+        if self.state == HANDSHAKE:
+            if isinstance(msg, Welcome):
+                check_compatible(msg.protocol, peer="server")
+                self.state, self.welcome = OPEN, msg
+                self.open_jobs.update(msg.resumed)
+            elif isinstance(msg, Error):
+                self.state = CLOSED
+            else:
+                raise ProtocolError(BAD_REQUEST, f"the server answered '{msg.type}' instead of 'welcome'",
+                                    field="type")
+            return msg
+        if isinstance(msg, Welcome):
+            raise ProtocolError(BAD_REQUEST, "'welcome' was already received on this connection", field="type")
+        job_id = getattr(msg, "id", None)
+        if isinstance(msg, JOB_EVENT_TYPES) or (isinstance(msg, Error) and job_id is not None):
+            if job_id not in self.open_jobs:
+                raise bad_field("id", f"names job {job_id!r}, which is not open: '{msg.type}' is not allowed")
+            if isinstance(msg, FINAL_TYPES):
+                self.open_jobs.discard(job_id)
+        return msg
+
+    # --- sending ----------------------------------------------------------------------------------------------------
+    def send(self, message: Message) -> bytes:
+        """The frame for ``message``; LocalProtocolError when this side may not send it now."""
+        if self.role == CLIENT:
+            self._send_client(message)
+        else:
+            self._send_server(message)
+        return encode(message.to_wire())
+
+    def _send_client(self, msg: Message) -> None:
+        if msg.type not in CLIENT_TYPES:
+            raise LocalProtocolError(f"a client cannot send '{msg.type}'")
+        if self.state == CLOSED:
+            raise LocalProtocolError("the server refused the handshake; open a new connection")
+        if isinstance(msg, Hello):
+            if self._hello_sent:
+                raise LocalProtocolError("'hello' was already sent on this connection")
+            self._hello_sent = True
+            return
+        if not self._hello_sent:
+            raise LocalProtocolError(f"send 'hello' before '{msg.type}'")
+        if isinstance(msg, Job):
+            if msg.id in self.open_jobs:
+                raise LocalProtocolError(f"job id {msg.id!r} is still open: each open job needs its own id")
+            self.open_jobs.add(msg.id)
+        elif isinstance(msg, Cancel) and msg.id not in self.open_jobs:
+            raise LocalProtocolError(f"job {msg.id!r} is not open: nothing to cancel")
+
+    def _send_server(self, msg: Message) -> None:
+        if msg.type not in SERVER_TYPES:
+            raise LocalProtocolError(f"a server cannot send '{msg.type}'")
+        if self.state == CLOSED:
+            raise LocalProtocolError("the handshake was refused; this connection sends nothing more")
+        if self.state == HANDSHAKE:
+            if isinstance(msg, Welcome):
+                if self.hello is None:
+                    raise LocalProtocolError("'welcome' before the client's 'hello'")
+                self.state, self.welcome = OPEN, msg
+                self.open_jobs.update(msg.resumed)
+            elif isinstance(msg, Error):
+                if msg.id is not None:
+                    raise LocalProtocolError("a handshake error carries no job id")
+                self.state = CLOSED
+            else:
+                raise LocalProtocolError(f"'{msg.type}' before 'welcome'")
+            return
+        if isinstance(msg, Welcome):
+            raise LocalProtocolError("'welcome' was already sent")
+        job_id = getattr(msg, "id", None)
+        if isinstance(msg, JOB_EVENT_TYPES) or (isinstance(msg, Error) and job_id is not None):
+            if job_id not in self.open_jobs:
+                raise LocalProtocolError(f"'{msg.type}' for job {job_id!r}, which is not open")
+            if isinstance(msg, FINAL_TYPES):
+                self.open_jobs.discard(job_id)

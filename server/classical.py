@@ -1,0 +1,49 @@
+"""The built-in classical engine: OpenCV inpainting (Telea, Navier-Stokes) for fill, object removal and outpaint.
+
+Needs no weights, so the whole chain works on a fresh machine. It stops soon after a cancel on any input: each step
+(grow, feather, fill, composite) takes a bounded time, cancellation is checked between them, and the one long OpenCV
+call (the fill) is waited for interruptibly.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from . import imageops
+from .core import Engine, Job, JobContext, Layer
+
+NAME = "classical"
+STEPS = 3  # progress steps: mask ready, filled, composited
+
+
+class ClassicalEngine(Engine):
+    """Runs inpaint and outpaint jobs with OpenCV."""
+
+    name = NAME
+    modes = ("inpaint", "outpaint")
+
+    def models(self) -> List[dict]:
+        return [{"name": NAME, "kind": "builtin", "arch": "", "inpaint": True, "format": "builtin",
+                 "modes": list(self.modes)}]
+
+    def run(self, job: Job, ctx: JobContext) -> List[Layer]:
+        if job.mode not in self.modes:
+            raise self.refuse_mode(job, "install a diffusion checkpoint in the models folder for generate and img2img")
+        ctx.progress(0, STEPS)
+        x, y = job.x, job.y
+        if job.mode == "outpaint":
+            ext = job.params.extend
+            image, mask = imageops.extend_canvas(job.image, ext)
+            grown = soft = mask
+            x, y = job.x - ext.left, job.y - ext.top
+        else:
+            image = job.image
+            grown, soft = imageops.prepare_mask(job, ctx.check)
+        ctx.progress(1, STEPS)
+        filled = ctx.interruptible(imageops.fill, image[..., :3], grown, job.params.fill)
+        ctx.progress(2, STEPS)
+        layer = imageops.composite_layer(image, filled, soft)
+        ctx.progress(STEPS, STEPS)
+        label = f"{job.mode} ({NAME}, {job.params.fill})"
+        return [Layer(name=label, rgba=layer, x=x, y=y, seed=0, info={"engine": NAME})]
+

@@ -1,0 +1,180 @@
+"""The bottom layer of the server: what every engine sees and returns, and the interface every engine has.
+
+A decoded ``Job`` (typed parameters, numpy pixels), a ``JobContext`` for progress and cancellation, result ``Layer``s,
+and the ``Engine`` interface. Engines report a job they cannot do with ``protocol.errors.ProtocolError`` (the one error
+type: code, message, field); ``JobCancelled`` ends a cancelled job. Nothing here imports other server modules.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, TypeVar
+
+import numpy as np
+
+from protocol.errors import UNSUPPORTED, ProtocolError
+from protocol.messages import Extend, Params
+
+__all__ = ["Control", "Engine", "Extend", "Job", "JobCancelled", "JobContext", "Layer", "Params", "ProtocolError"]
+
+T = TypeVar("T")
+# How often a wait on uninterruptible work looks at the cancel flag.
+CANCEL_POLL_SECONDS = 0.02
+
+
+class JobCancelled(Exception):
+    """Raised inside an engine (by ``JobContext.check``) when its job was cancelled."""
+
+
+@dataclass
+class Control:
+    """A control layer at the job's context size: ``image`` is H x W x 3 uint8 RGB, or H x W x 4 RGBA when
+    ``preprocess`` is set (the preprocessor turns it into the RGB control image)."""
+
+    type: str
+    image: np.ndarray
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    preprocess: bool = False
+    model: str = ""
+
+
+@dataclass
+class Job:
+    """A validated job with its pixels decoded.
+
+    ``image`` is H x W x 4 uint8 RGBA (None only for ``generate`` without an image, then ``params.width``/``height``
+    hold the size); ``mask`` is H x W uint8, 255 = change, soft values kept, None = the whole image. ``x``/``y`` place
+    the image in the client's document.
+    """
+
+    id: str
+    mode: str
+    model: str = ""
+    prompt: str = ""
+    negative_prompt: str = ""
+    image: Optional[np.ndarray] = None
+    mask: Optional[np.ndarray] = None
+    params: Params = field(default_factory=Params)
+    controls: List[Control] = field(default_factory=list)
+    x: int = 0
+    y: int = 0
+    previews: bool = False
+
+    @property
+    def width(self) -> int:
+        return self.image.shape[1] if self.image is not None else self.params.width
+
+    @property
+    def height(self) -> int:
+        return self.image.shape[0] if self.image is not None else self.params.height
+
+
+@dataclass
+class Layer:
+    """One result layer: ``rgba`` is H x W x 4 uint8, placed at (x, y) in the client's document."""
+
+    name: str
+    rgba: np.ndarray
+    x: int
+    y: int
+    seed: int = -1
+    info: dict = field(default_factory=dict)
+
+
+ProgressFn = Callable[[int, int, Optional[np.ndarray]], None]
+
+
+class JobContext:
+    """Handed to an engine with its job: report progress, and check for cancellation between steps."""
+
+    def __init__(self, report: Optional[ProgressFn] = None) -> None:
+        self._report = report
+        self.cancel_event = threading.Event()
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def quiet(self) -> "JobContext":
+        """A context that shares this one's cancellation but reports no progress (for sub-jobs such as tiles)."""
+        child = JobContext(None)
+        child.cancel_event = self.cancel_event
+        return child
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def check(self) -> None:
+        """Raise JobCancelled if the job was cancelled."""
+        if self.cancel_event.is_set():
+            raise JobCancelled()
+
+    def progress(self, step: int, total: int, preview: Optional[np.ndarray] = None) -> None:
+        """Report ``step`` of ``total`` (optionally with a small RGB/RGBA preview), then check for cancellation."""
+        if self._report is not None:
+            self._report(step, total, preview)
+        self.check()
+
+    def interruptible(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """``fn(*args, **kwargs)`` for a call that cannot check for cancellation itself (one long OpenCV call).
+
+        It runs in a helper thread while this one watches the cancel flag: a cancel raises JobCancelled at once, and the
+        abandoned call finishes in the background (its result is dropped). ``fn`` must not change shared state
+        (a lock-protected cache is fine).
+        """
+        self.check()
+        done = threading.Event()
+        box: dict = {}
+
+        def call() -> None:
+            try:
+                box["value"] = fn(*args, **kwargs)
+            except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
+                box["error"] = err
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name="paintbridge-interruptible", daemon=True).start()
+        while not done.wait(CANCEL_POLL_SECONDS):
+            self.check()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+
+class Engine(abc.ABC):
+    """An engine runs jobs of some modes; the router picks the engine for each job."""
+
+    #: The engine's name (the model name of a built-in engine, ``diffusers`` for the diffusers engine).
+    name: str = ""
+    #: The job modes this engine does.
+    modes: Sequence[str] = ()
+    #: Whether the engine can use a job's control layers (ControlNets); the router refuses controls otherwise.
+    uses_controls: bool = False
+
+    def models(self) -> List[dict]:
+        """Model listing entries (name, kind, arch, ...) this engine adds to the server's listing."""
+        return []
+
+    @abc.abstractmethod
+    def run(self, job: Job, ctx: JobContext) -> List[Layer]:
+        """Run the job; raise ProtocolError for a job it cannot do, JobCancelled when cancelled."""
+
+    def refuse_mode(self, job: Job, hint: str = "") -> ProtocolError:
+        """The ``unsupported`` error for a job of a mode this engine does not do."""
+        return ProtocolError(UNSUPPORTED, f"the {self.name} engine cannot do '{job.mode}': it does "
+                             f"{', '.join(self.modes)}{'; ' + hint if hint else ''}", field="mode")
+
+    def refuse_controls(self, job: Job) -> ProtocolError:
+        """The ``unsupported`` error for a job with control layers on an engine that cannot use them; it names the
+        first control's ``model`` when one names a ControlNet, else ``controls``."""
+        named = [i for i, c in enumerate(job.controls) if c.model]
+        field = f"controls[{named[0]}].model" if named else "controls"
+        what = f"ControlNet '{job.controls[named[0]].model}'" if named else "control layers"
+        return ProtocolError(UNSUPPORTED, f"the {self.name} engine cannot use {what} (mode '{job.mode}'): send the job "
+                             "without control layers, or choose a diffusion checkpoint as the model for "
+                             "generate, img2img, inpaint and outpaint", field=field)

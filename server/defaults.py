@@ -1,0 +1,52 @@
+"""The server's defaults, one table each: per mode, per model family. Engines read them when a job leaves a parameter
+open, and ``welcome.defaults`` sends the same tables to the plugins, so both sides cannot disagree."""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, List
+
+MODE_DEFAULTS: Dict[str, dict] = {
+    "generate": {"strength": 1.0},
+    "img2img": {"strength": 0.7},
+    "inpaint": {"strength": 1.0},
+    "outpaint": {"strength": 1.0},
+    "upscale": {"strength": 0.35, "scale": 2.0},  # strength: of the refine pass, when the user turns it on
+}
+
+DEFAULT_SAMPLER = "DPM++ 2M Karras"
+
+FAMILY_DEFAULTS: Dict[str, dict] = {
+    "sd15": {"steps": 25, "cfg": 7.0, "sampler": DEFAULT_SAMPLER, "resolution": 512},
+    "sdxl": {"steps": 30, "cfg": 6.0, "sampler": DEFAULT_SAMPLER, "resolution": 1024},
+    "classical": {"steps": 1, "cfg": 0.0, "sampler": "", "resolution": 0},
+}
+
+LAYER_NAME_LENGTH = 40
+
+# Denoising strength per mode when a job leaves ``params.strength`` open.
+DEFAULT_STRENGTH: Dict[str, float] = {mode: d["strength"] for mode, d in MODE_DEFAULTS.items() if mode != "upscale"}
+
+
+def default_cfg(arch: str) -> float:
+    """Guidance scale of a model family when a job leaves ``params.cfg`` open (sd15's for unknown families)."""
+    return FAMILY_DEFAULTS.get(arch, FAMILY_DEFAULTS["sd15"])["cfg"]
+
+
+def welcome_defaults() -> dict:
+    """``welcome.defaults``."""
+    return {"modes": {m: dict(d) for m, d in MODE_DEFAULTS.items()},
+            "families": {f: dict(d) for f, d in FAMILY_DEFAULTS.items()},
+            "layer_name_length": LAYER_NAME_LENGTH}
+
+
+def family_of(entry: dict) -> str:
+    """A model entry's family: a key of ``FAMILY_DEFAULTS``, ``""`` when none fits."""
+    if entry.get("kind") == "builtin":
+        return "classical"
+    arch = entry.get("arch") or ""
+    return arch if arch in FAMILY_DEFAULTS else ""
+
+
+def with_family(entries: Iterable[dict]) -> List[dict]:
+    """Model listing entries with ``family`` filled in."""
+    return [dict(e, family=e.get("family") or family_of(e)) for e in entries]
