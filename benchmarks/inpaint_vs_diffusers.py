@@ -10,7 +10,9 @@ peak memory (VmHWM) are its own. Timed, alternating plain / server:
 - warm job with a new prompt;
 - "generate again": the same job with only the seed changed;
 then plain diffusers in bf16 (for information). Ratios are server / plain from each side's fastest run (other load on
-the machine only ever adds time). The server is timed from the client: job sent → result received.
+the machine only ever adds time). The server is timed from the client: job sent → result received. Each job's CPU
+seconds (user + system, all threads of the side's process) are printed too: on a shared machine they are disturbed far
+less than wall-clock time.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ CFG = 7.0
 SAMPLER = "Euler"
 PROMPTS = ("a lighthouse on a cliff at sunset, oil painting", "a bowl of ripe pears on a wooden table",
            "a red fox in fresh snow, watercolour", "an old tram in a rainy street at night")
+
+
+def cpu_seconds(pid: str = "self") -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_gib(pid: str = "self") -> float:
@@ -81,10 +89,11 @@ def plain_worker(checkpoint: str, dtype: str, size: int, mask_side: int, steps: 
     image, mask_image = Image.fromarray(img[..., :3]), Image.fromarray(mask)
     for line in sys.stdin:
         job = json.loads(line)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         pipe(job["prompt"], image=image, mask_image=mask_image, num_inference_steps=steps, guidance_scale=CFG,
              strength=1.0, generator=torch.Generator("cpu").manual_seed(job["seed"]))
-        print(json.dumps({"seconds": time.perf_counter() - started, "peak_gib": peak_gib()}), flush=True)
+        print(json.dumps({"seconds": time.perf_counter() - started, "cpu": cpu_seconds() - cpu,
+                          "peak_gib": peak_gib()}), flush=True)
 
 
 class Plain:
@@ -97,12 +106,13 @@ class Plain:
              "--mask", str(opts.mask), "--steps", str(opts.steps)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
         self.peak = float("nan")
+        self.cpu = float("nan")  # CPU seconds of the last job
 
     def job(self, prompt: str, seed: int) -> float:
         self.proc.stdin.write(json.dumps({"prompt": prompt, "seed": seed}) + "\n")
         self.proc.stdin.flush()
         reply = json.loads(self.proc.stdout.readline())
-        self.peak = reply["peak_gib"]
+        self.peak, self.cpu = reply["peak_gib"], reply["cpu"]
         return reply["seconds"]
 
     def first_job(self, prompt: str, seed: int) -> float:
@@ -142,13 +152,15 @@ class Served:
         self.image = {"width": opts.size, "height": opts.size, "format": "rgba8", "data": img.tobytes()}
         self.mask = {"width": opts.size, "height": opts.size, "format": "gray8", "data": mask.tobytes()}
         self.info: dict = {}
+        self.cpu = float("nan")  # CPU seconds of the last job
 
     def job(self, prompt: str, seed: int) -> float:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds(str(self.proc.pid))
         result = self.client.run({"mode": "inpaint", "model": "", "prompt": prompt, "image": self.image,
                                   "mask": self.mask, "params": {"steps": self.opts.steps, "cfg": CFG, "strength": 1.0,
                                                                 "sampler": SAMPLER, "seed": seed}}, timeout=3600)
         self.info = result.layers[0].info
+        self.cpu = cpu_seconds(str(self.proc.pid)) - cpu
         return time.perf_counter() - started
 
     def first_job(self, prompt: str, seed: int) -> float:
@@ -188,6 +200,7 @@ def main() -> None:
 
     t = {k: [] for k in ("plain first", "server first", "plain new", "server new", "plain again", "server again",
                          "bf16 new", "bf16 again", "server new (bf16 round)")}
+    cpu = {k: [] for k in t}  # CPU seconds of the warm jobs
     plain = Plain(checkpoint, "float32", opts)
     t["plain first"].append(plain.first_job(PROMPTS[0], 1))
     print(f"plain diffusers first job (start, load, job): {t['plain first'][-1]:.1f} s", flush=True)
@@ -197,12 +210,14 @@ def main() -> None:
           f"{server.listening:.2f} s; device: {server.device}", flush=True)
     for rep in range(opts.reps):
         prompt = PROMPTS[1 + rep % (len(PROMPTS) - 1)] + f" #{rep}"
-        for side, run in (("plain", plain.job), ("server", server.job)):
-            t[f"{side} new"].append(run(prompt, 10 + rep))
-        for side, run in (("plain", plain.job), ("server", server.job)):
-            t[f"{side} again"].append(run(prompt, 20 + rep))
-        print(f"rep {rep + 1}: new prompt plain {t['plain new'][-1]:.1f} s, server {t['server new'][-1]:.1f} s; "
-              f"again plain {t['plain again'][-1]:.1f} s, server {t['server again'][-1]:.1f} s", flush=True)
+        for key, seed in (("new", 10 + rep), ("again", 20 + rep)):
+            for side, runner in (("plain", plain), ("server", server)):
+                t[f"{side} {key}"].append(runner.job(prompt, seed))
+                cpu[f"{side} {key}"].append(runner.cpu)
+        print(f"rep {rep + 1}: new prompt plain {t['plain new'][-1]:.1f} s ({cpu['plain new'][-1]:.0f} cpu-s), server "
+              f"{t['server new'][-1]:.1f} s ({cpu['server new'][-1]:.0f} cpu-s); again plain {t['plain again'][-1]:.1f} s "
+              f"({cpu['plain again'][-1]:.0f} cpu-s), server {t['server again'][-1]:.1f} s "
+              f"({cpu['server again'][-1]:.0f} cpu-s)", flush=True)
     plain.close()
     plain_peak = plain.peak
 
@@ -211,8 +226,11 @@ def main() -> None:
         bf16.first_job(PROMPTS[0], 1)
         prompt = PROMPTS[-1] + " (bf16 round)"
         t["bf16 new"].append(bf16.job(prompt, 30))
+        cpu["bf16 new"].append(bf16.cpu)
         t["server new (bf16 round)"].append(server.job(prompt, 30))
+        cpu["server new (bf16 round)"].append(server.cpu)
         t["bf16 again"].append(bf16.job(prompt, 31))
+        cpu["bf16 again"].append(bf16.cpu)
         print(f"plain bf16: new prompt {t['bf16 new'][-1]:.1f} s (server {t['server new (bf16 round)'][-1]:.1f} s), "
               f"again {t['bf16 again'][-1]:.1f} s", flush=True)
         bf16.close()
@@ -221,11 +239,11 @@ def main() -> None:
     server_peak = server.close()
     print(f"server job info: {json.dumps(server.info)}")
 
-    report(t, plain_peak, bf16.peak, server_peak, server.listening)
+    report(t, cpu, plain_peak, bf16.peak, server_peak, server.listening)
 
 
-def report(t: dict, plain_peak: float, bf16_peak: float, server_peak: float, listening: float) -> None:
-    """The table of fastest runs and ratios."""
+def report(t: dict, cpu: dict, plain_peak: float, bf16_peak: float, server_peak: float, listening: float) -> None:
+    """The table of fastest runs and ratios (wall clock), then the warm jobs' CPU seconds."""
     best = {k: min(v) for k, v in t.items() if v}
     print()
     print(f"{'':28}{'plain':>10}{'server':>10}{'ratio':>8}{'goal':>7}")
@@ -239,6 +257,15 @@ def report(t: dict, plain_peak: float, bf16_peak: float, server_peak: float, lis
               f"{server_new / best['bf16 new']:>8.2f}")
         print(f"{'vs plain bf16, again':28}{best['bf16 again']:>9.1f}s{best['server again']:>9.1f}s"
               f"{best['server again'] / best['bf16 again']:>8.2f}")
+    low = {k: min(v) for k, v in cpu.items() if v}
+    for label, key in (("warm job, new prompt", "new"), ('"generate again" (seed)', "again")):
+        if f"plain {key}" in low and f"server {key}" in low:
+            print(f"cpu-s {label:22}{low[f'plain {key}']:>9.0f}s{low[f'server {key}']:>9.0f}s"
+                  f"{low[f'server {key}'] / low[f'plain {key}']:>8.2f}")
+    if "bf16 new" in low:
+        server_new = min(low.get("server new", float("inf")), low.get("server new (bf16 round)", float("inf")))
+        print(f"cpu-s {'vs plain bf16, new':22}{low['bf16 new']:>9.0f}s{server_new:>9.0f}s"
+              f"{server_new / low['bf16 new']:>8.2f}")
     print(f"peak memory: plain fp32 {plain_peak:.2f} GiB, plain bf16 {bf16_peak:.2f} GiB, server {server_peak:.2f} GiB")
     print(f"server listening after {listening:.2f} s")
 
