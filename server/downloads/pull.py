@@ -1,0 +1,244 @@
+"""Download catalogue files into a models folder through ``huggingface_hub``, verified, with progress.
+
+Each file is fetched by ``hf_hub_download`` into ``<models>/.downloads/<id>/`` (a hidden folder the registry never
+lists), checked, then moved to its target (``checkpoints/...``), so a half-done download never looks like a model.
+``$HF_ENDPOINT`` is read at each call (tests point it at a local stand-in), ``$HF_TOKEN`` / a stored login is used
+for gated repos as huggingface_hub does.
+
+Verification uses the best the catalogue and the hub offer: the catalogue's sha256 if it has one, else the hub's
+etag (for large LFS files that *is* the file's sha256; for small files it is the git blob sha1), and the size
+(the catalogue's, else the hub's). A file that fails is deleted, and the error names both checksums.
+
+Resuming: a connection cut mid-file is resumed by huggingface_hub with an HTTP Range request (up to 5 tries without
+progress). A process that is stopped (Ctrl-C, power) keeps every file it finished; the file it was on starts again
+on the next run, since huggingface_hub 1.x+ keeps no partial file across processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional
+
+from .catalogue import CatalogueFile
+
+ProgressCallback = Callable[[CatalogueFile, int, Optional[int]], None]
+DOWNLOADS_DIR = ".downloads"
+DEFAULT_ENDPOINT = "https://huggingface.co"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA1 = re.compile(r"^[0-9a-f]{40}$")
+
+
+class PullError(Exception):
+    """A download that did not complete; the message says what to do."""
+
+
+class OfflineError(PullError):
+    """The hub cannot be reached; ``manual`` lists (url, destination) for a by-hand install."""
+
+    def __init__(self, message: str, manual: List[tuple], why: str = "") -> None:
+        super().__init__(message)
+        self.manual = manual
+        self.why = why
+
+
+class ChecksumError(PullError):
+    """A downloaded file did not match its checksum or size (and was deleted)."""
+
+
+@dataclass
+class PullResult:
+    file: CatalogueFile
+    path: Path
+    downloaded: bool  # False: it was already there
+    checked_with: str  # "sha256 (catalogue)", "sha256 (hub etag)", "git sha1 (hub etag)", "size", "present"
+
+
+def endpoint() -> str:
+    """The hub address: ``$HF_ENDPOINT`` or huggingface.co."""
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def file_url(item: CatalogueFile) -> str:
+    from huggingface_hub import hf_hub_url
+
+    return hf_hub_url(item.repo, item.file, revision=item.revision, endpoint=endpoint())
+
+
+def manual_steps(items: Iterable[CatalogueFile], root: Path) -> List[tuple]:
+    """(url, destination) for each file not installed yet under ``root``."""
+    return [(file_url(f), f.path_in(root)) for f in items if not f.path_in(root).exists()]
+
+
+def offline_message(items: Iterable[CatalogueFile], root: Path, why: str) -> str:
+    steps = manual_steps(items, root)
+    lines = [f"cannot reach {endpoint()} ({why}): " + ("offline mode is on (unset HF_HUB_OFFLINE to download). "
+             if "HF_HUB_OFFLINE" in why else "the computer seems to be offline. ") + "Nothing more was downloaded."]
+    if steps:
+        lines.append("To install by hand, download each file and save it under the name shown:")
+        lines += [f"  {url}\n    -> {dest}" for url, dest in steps]
+        lines.append("or run this command again when the network is back (finished files are kept).")
+    return "\n".join(lines)
+
+
+def _progress_class(item: CatalogueFile, callback: ProgressCallback):
+    """A tqdm class for huggingface_hub that reports bytes to ``callback`` and draws nothing itself."""
+    from tqdm.auto import tqdm
+
+    class Progress(tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs) -> None:
+            kwargs.pop("name", None)
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            self.done = int(kwargs.get("initial") or 0)
+            self.size = kwargs.get("total")
+
+        def update(self, n=1):  # noqa: ANN001 - tqdm's signature
+            self.done += int(n or 0)
+            callback(item, self.done, self.size)
+            return super().update(n)
+
+    return Progress
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """Hex sha256 of a file, or its git blob sha1 (``algorithm="git-sha1"``)."""
+    digest = hashlib.sha256() if algorithm == "sha256" else hashlib.sha1()
+    if algorithm == "git-sha1":
+        digest.update(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, item: CatalogueFile, hub_etag: Optional[str], hub_size: Optional[int]) -> str:
+    """Check ``path`` against the catalogue (sha256, size) or else the hub (etag, size); returns how it was checked.
+    Raises ChecksumError (after deleting the file) on a mismatch."""
+    size = path.stat().st_size
+    want_size = item.size or hub_size
+    if want_size is not None and size != want_size:
+        _refuse(path, item, f"its size is {size} bytes, expected {want_size}")
+    etag = (hub_etag or "").strip('"').lower()
+    checks = []
+    if item.sha256:
+        checks.append(("sha256", item.sha256.lower(), "sha256 (catalogue)"))
+    elif _SHA256.match(etag):
+        checks.append(("sha256", etag, "sha256 (hub etag)"))
+    elif _SHA1.match(etag):
+        checks.append(("git-sha1", etag, "git sha1 (hub etag)"))
+    for algorithm, want, how in checks:
+        got = file_digest(path, algorithm)
+        if got != want:
+            _refuse(path, item, f"its {algorithm} is {got}, expected {want}")
+        return how
+    return "size" if want_size is not None else "unchecked (no checksum known)"
+
+
+def _refuse(path: Path, item: CatalogueFile, problem: str) -> None:
+    path.unlink(missing_ok=True)
+    raise ChecksumError(f"refused {item.repo}/{item.file}: {problem}. The file was deleted; run the command again to "
+                        "download it anew (if it fails again, the catalogue or the hub's copy has changed).")
+
+
+def _check_space(item: CatalogueFile, root: Path, size: Optional[int]) -> None:
+    need = size or item.expected_bytes
+    probe = root
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need and free < need * 1.05:
+        raise PullError(f"not enough disk space for {item.target}: it needs {need / 1e9:.2f} GB, {root} has "
+                        f"{free / 1e9:.2f} GB free. Free some space, or pass --models with another folder.")
+
+
+def pull_file(item: CatalogueFile, root: Path, progress: Optional[ProgressCallback] = None,
+              force: bool = False) -> PullResult:
+    """Download one catalogue file to ``root/item.target`` (kept when present unless ``force``)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download
+
+    root = Path(root)
+    dest = item.path_in(root)
+    if dest.exists() and not force:
+        return PullResult(item, dest, False, "present")
+    try:
+        meta = get_hf_file_metadata(file_url(item))
+    except Exception as err:  # noqa: BLE001 - mapped to messages the painter can act on
+        raise _hub_error(item, root, err) from err
+    _check_space(item, root, meta.size)
+    staging = root / DOWNLOADS_DIR / item.id
+    tqdm_class = _progress_class(item, progress) if progress else None
+    try:
+        local = Path(hf_hub_download(item.repo, item.file, revision=item.revision, local_dir=staging,
+                                     endpoint=endpoint(), tqdm_class=tqdm_class))
+        how = verify(local, item, meta.etag, meta.size)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(local, dest)
+    except ChecksumError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise _hub_error(item, root, err) from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_if_empty(root / DOWNLOADS_DIR)
+    return PullResult(item, dest, True, how)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _hub_error(item: CatalogueFile, root: Path, err: Exception) -> PullError:
+    """A PullError that says what went wrong in the painter's terms."""
+    from huggingface_hub import errors
+
+    if isinstance(err, PullError):
+        return err
+    if isinstance(err, errors.GatedRepoError):
+        return PullError(f"{item.repo} is gated: accept its terms on {endpoint()}/{item.repo} and log in "
+                         "('hf auth login', or set HF_TOKEN), then run this again.")
+    if isinstance(err, errors.RepositoryNotFoundError):
+        return PullError(f"the repository {item.repo} was not found on {endpoint()} (the catalogue entry "
+                         f"'{item.id}' is out of date)")
+    if isinstance(err, errors.RevisionNotFoundError):
+        return PullError(f"{item.repo} has no revision '{item.revision}' (catalogue entry '{item.id}')")
+    if isinstance(err, errors.RemoteEntryNotFoundError):
+        return PullError(f"{item.repo} has no file {item.file} (the catalogue entry '{item.id}' is out of date)")
+    if isinstance(err, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)) or _is_connection_error(err):
+        offline_mode = isinstance(err, errors.OfflineModeIsEnabled) or \
+            isinstance(err.__context__, errors.OfflineModeIsEnabled)
+        why = "HF_HUB_OFFLINE is set" if offline_mode else type(err).__name__
+        return OfflineError(offline_message([item], root, why), manual_steps([item], root), why)
+    if isinstance(err, errors.HfHubHTTPError):
+        return PullError(f"{endpoint()} answered an error for {item.repo}/{item.file}: {err}")
+    return PullError(f"downloading {item.repo}/{item.file} failed: {type(err).__name__}: {err}")
+
+
+def _is_connection_error(err: BaseException) -> bool:
+    names = {cls.__name__ for cls in type(err).__mro__}
+    return bool(names & {"ConnectError", "ConnectTimeout", "TimeoutException", "RemoteProtocolError", "ReadError",
+                         "NetworkError", "ConnectionError"})
+
+
+def pull(items: Iterable[CatalogueFile], root: Path, progress: Optional[ProgressCallback] = None,
+         force: bool = False, report: Optional[Callable[[PullResult], None]] = None) -> List[PullResult]:
+    """Download each of ``items`` in order; stops at the first failure (what finished stays)."""
+    items = list(items)
+    results = []
+    for item in items:
+        try:
+            result = pull_file(item, root, progress, force)
+        except OfflineError as err:
+            raise OfflineError(offline_message(items, Path(root), err.why), manual_steps(items, Path(root)),
+                               err.why) from err
+        results.append(result)
+        if report:
+            report(result)
+    return results
