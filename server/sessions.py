@@ -23,6 +23,8 @@ from protocol.errors import LocalProtocolError
 from protocol.messages import FINAL_TYPES, Message, Queued, Started, Welcome
 
 from .jobs import JobQueue, QueuedJob
+from .netlog import peer_of
+from .outbox import Outbox
 
 log = logging.getLogger("paintbridge.server")
 
@@ -31,18 +33,38 @@ def _is_final(msg: Message) -> bool:
     return isinstance(msg, FINAL_TYPES) and getattr(msg, "id", None) is not None
 
 
-class Link:
-    """One connection's ordered outgoing side."""
+class ClientNotReading(Exception):
+    """The client does not read what the server sends it."""
 
-    def __init__(self, ws: ServerConnection, conn: Connection) -> None:
+
+class Link:
+    """One connection's ordered outgoing side, bounded: a client that does not read is disconnected.
+
+    The outbox coalesces progress (the newest wins) and counts bytes; when more than ``max_bytes`` wait beyond the
+    message being sent, or a send makes no progress for ``write_timeout`` s (the client's socket stays full), the
+    connection is closed with code 1008 and a reason, and what it held is given back (final messages go to the
+    session, which keeps them for a reconnect like after any dropped connection).
+    """
+
+    def __init__(self, ws: ServerConnection, conn: Connection, max_bytes: int = 256 * 1024 * 1024,
+                 write_timeout: float = 60.0) -> None:
         self.ws = ws
         self.conn = conn
-        self.outbox: "asyncio.Queue[Message]" = asyncio.Queue()
+        self.outbox = Outbox(max_bytes)
+        self.write_timeout = write_timeout
         self.session: Optional["ClientSession"] = None
+        self.closed_because: Optional[str] = None
         self._unsent: List[Message] = []
 
     def put(self, msg: Message) -> None:
-        self.outbox.put_nowait(msg)
+        if self.closed_because is not None:
+            if _is_final(msg):
+                self._unsent.append(msg)  # the session keeps it when the link is unhooked
+            return
+        self.outbox.put(msg)
+        if self.outbox.over_limit:
+            self.shut(f"the client does not read: over {self.outbox.max_bytes // (1024 * 1024)} MiB of messages "
+                      f"wait for it")
 
     async def pump(self) -> None:
         """Send queued messages in order until the connection closes."""
@@ -54,17 +76,62 @@ class Link:
                 log.error("not sending %s: %s", msg.type, err)  # a server bug; the connection stays usable
                 continue
             try:
-                await self.ws.send(frame)
+                await self._send(frame)
+            except ClientNotReading as err:
+                self._unsent.append(msg)
+                self.shut(str(err))
+                return
             except (ConnectionClosed, asyncio.CancelledError):
                 self._unsent.append(msg)
                 raise
 
+    async def _send(self, frame: bytes) -> None:
+        """``ws.send(frame)``, watching the socket: no byte leaving for ``write_timeout`` s is ClientNotReading."""
+        sending = asyncio.ensure_future(self.ws.send(frame))
+        loop = asyncio.get_running_loop()
+        transport = self.ws.transport
+        check = max(0.01, min(1.0, self.write_timeout / 4))
+        left, since = transport.get_write_buffer_size(), loop.time()
+        try:
+            while True:
+                done, _ = await asyncio.wait({sending}, timeout=check)
+                if done:
+                    sending.result()
+                    return
+                now, size = loop.time(), transport.get_write_buffer_size()
+                if size < left:
+                    left, since = size, now
+                elif now - since >= self.write_timeout:
+                    raise ClientNotReading(f"the client read nothing for {self.write_timeout:g} s")
+                left = min(left, size)
+        finally:
+            if not sending.done():
+                sending.cancel()
+
+    def shut(self, reason: str) -> None:
+        """Close the connection because of ``reason`` (once): close frame with code 1008, then the socket."""
+        if self.closed_because is not None:
+            return
+        self.closed_because = reason
+        for msg in self.outbox.drain():  # give the memory back; final messages go to the session
+            if _is_final(msg):
+                self._unsent.append(msg)
+        client = self.session.client if self.session is not None else "?"
+        log.warning("closing the connection of %s (%s): %s", client, peer_of(self.ws), reason)
+        asyncio.ensure_future(self._close(reason))
+
+    async def _close(self, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(1008, reason[:120]), timeout=2.0)
+        except (asyncio.TimeoutError, ConnectionClosed, OSError):
+            pass
+        finally:
+            self.ws.transport.abort()
+
     def drain(self) -> List[Message]:
         """What this link did not send (it is closing): the caller keeps the final messages."""
         left, self._unsent = self._unsent, []
-        while not self.outbox.empty():
-            left.append(self.outbox.get_nowait())
-        return left
+        return left + self.outbox.drain()
 
 
 class ClientSession:
