@@ -3,7 +3,8 @@
 Port probes (connect and close), plain HTTP requests, TLS handshakes and connections reset mid-handshake make
 websockets log ``opening handshake failed`` at ERROR with a traceback. Those are facts about the network, not bugs:
 they are logged as one INFO line naming the peer. Anything else (an exception in the server's own code) keeps its
-traceback.
+traceback. websockets' routine INFO lines (``connection open``, ``connection rejected``, ...) go to DEBUG: the server
+logs its own line for each refused connection.
 """
 
 from __future__ import annotations
@@ -66,4 +67,6 @@ class NetworkLog(logging.LoggerAdapter):
                 connection = (kwargs.get("extra") or {}).get("websocket")
                 self.logger.info("%s from %s: %s", msg, peer_of(connection), describe(exc))
                 return
+        if level < logging.WARNING:
+            level = logging.DEBUG
         super().log(level, msg, *args, **kwargs)
