@@ -11,7 +11,8 @@ needs Python 3.11+, found on PATH or given with --python).
 Works on Linux (plain, Flatpak and Snap installs of Krita and GIMP), Windows and macOS. The server lives in a virtual
 environment (``.venv`` beside this file unless ``--venv`` says otherwise). The plugins are copied into Krita's
 ``pykrita`` folder and GIMP 3's ``plug-ins`` folder, each self-contained: a copy of ``protocol/`` and pure-Python
-``msgpack`` and ``websockets`` travel inside them, and each records the command that starts the server. Running it
+``msgpack`` and ``websockets`` travel inside them, with ``client/`` (the editor-independent half of both plugins) next
+to ``protocol/``, and each records the command that starts the server (``server.json``). Running it
 again upgrades everything in place; what it installed is recorded in ``<data>/paintbridge/install-record.json``.
 """
 
@@ -25,6 +26,7 @@ if sys.version_info < (3, 10):  # keep this file parseable by old Pythons so thi
 
 import argparse
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -40,6 +42,8 @@ from pbsetup.system import System, models_dir, record_path
 
 REPO = Path(__file__).resolve().parent
 VENDORED = ("msgpack", "websockets")
+OWN_PACKAGES = ("protocol", "client")  # copied into each plugin, next to each other
+SERVER_FILE = "server.json"  # in each plugin folder: {"command": [...]}, read by client.server.read_server_command
 # What the real-host tests need on a Debian machine: Krita under Xvfb, X tools, debootstrap for the GIMP 3 root.
 DEV_APT_PACKAGES = ("krita", "python3-pyqt5", "xvfb", "xauth", "xdotool", "debootstrap", "imagemagick")
 MODEL_SUBFOLDERS = ("checkpoints", "vae", "loras", "embeddings", "controlnet", "upscale_models", "annotators")
@@ -180,21 +184,43 @@ def _package_dir(name: str, python: Optional[Path]) -> Path:
 
 
 def vendor_runtime(dest: Path, python: Optional[Path] = None) -> None:
-    """Make ``dest`` self-contained: ``dest/protocol`` (a copy of ours) and ``dest/vendor/{msgpack,websockets}``.
+    """Make ``dest`` self-contained: ``dest/protocol`` and ``dest/client`` (copies of ours, side by side) and
+    ``dest/vendor/{msgpack,websockets}``.
 
     Only pure-Python files are copied (compiled speed-ups are dropped; both packages fall back to pure Python), so the
     plugin works in any host Python 3.10+ whatever Python the server runs on.
     """
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.pyd", "*.c", "*.pyx", "README.md")
-    if (dest / "protocol").exists():
-        shutil.rmtree(dest / "protocol")
-    shutil.copytree(REPO / "protocol", dest / "protocol", ignore=ignore)
+    for package in OWN_PACKAGES:
+        if (dest / package).exists():
+            shutil.rmtree(dest / package)
+        shutil.copytree(REPO / package, dest / package, ignore=ignore)
     vendor = dest / "vendor"
     if vendor.exists():
         shutil.rmtree(vendor)
     vendor.mkdir(parents=True)
     for name in VENDORED:
         shutil.copytree(_package_dir(name, python), vendor / name, ignore=ignore)
+
+
+def record_server_command(dest: Path, command: Optional[Sequence[str]]) -> Optional[Path]:
+    """Record in ``dest/server.json`` how to start the local server (both plugins read it with
+    ``client.server.read_server_command``; they add ``--host``/``--port``). A relative program path is made absolute:
+    the editors start the server from their own working folders. No command: no file (the plugin then only says the
+    server is down)."""
+    path = Path(dest) / SERVER_FILE
+    if not command:
+        if path.exists():
+            path.unlink()
+        return None
+    command = [str(part) for part in command]
+    if not all(command):
+        raise ValueError(f"the server command has an empty part: {command!r}")
+    program = Path(command[0])
+    if not program.is_absolute() and len(program.parts) > 1:  # not a bare name found on PATH; links kept (a venv)
+        command[0] = os.path.abspath(program)
+    path.write_text(json.dumps({"command": command}, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def _load_installer(folder: str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from client.settings import FALLBACK_DEFAULTS
 from protocol.messages import CONTROL_TYPES, SAMPLERS
 
 PREFIX = "plug-in-paintbridge-"
@@ -88,6 +89,14 @@ def _prompt_args() -> Tuple[Arg, ...]:
     )
 
 
+def _strength(mode: str) -> float:
+    """A mode's default strength: the client core's table (what the server announces in ``welcome.defaults``)."""
+    return float(FALLBACK_DEFAULTS["modes"][mode]["strength"])
+
+
+STEPS_BLURB = "Sampling steps; 0 = the model's default"
+
+
 def _sampling_args(strength: Optional[float]) -> Tuple[Arg, ...]:
     args = [
         Arg("model", "string", "_Model",
@@ -97,7 +106,7 @@ def _sampling_args(strength: Optional[float]) -> Tuple[Arg, ...]:
         args.append(Arg("strength", "double", "_Strength", "How much to change (denoising strength)", strength,
                         0.0, 1.0))
     args += [
-        Arg("steps", "int", "S_teps", "Sampling steps", 20, 1, 150),
+        Arg("steps", "int", "S_teps", STEPS_BLURB, 0, 0, 150),
         Arg("cfg", "double", "_CFG scale", "Prompt guidance; 0 = the model's default", 0.0, 0.0, 30.0),
         Arg("sampler", "choice", "Sa_mpler", "Sampler", "default", choices=SAMPLER_CHOICES),
         Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
@@ -151,7 +160,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Repaint the selection with a local diffusion model",
         "Repaints the selected area (soft edges kept) from the prompt, using the surroundings as context. "
         "The result is a new layer above the active one; your layers are not changed.",
-        _prompt_args() + _sampling_args(1.0) + _source_args(mask=True)
+        _prompt_args() + _sampling_args(_strength("inpaint")) + _source_args(mask=True)
         + (Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),)
         + _control_args() + _server_args(),
     ),
@@ -161,7 +170,8 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Opens a dialog that stays open: each time the selection or a setting changes, the selection is repainted "
         "into a preview layer. OK keeps the latest result as a layer; Cancel removes the preview. Interactive only: "
         "scripts use plug-in-paintbridge-inpaint.",
-        tuple(a for a in _prompt_args() + _sampling_args(1.0) if a.name != "batch") + _source_args(mask=True)
+        tuple(a for a in _prompt_args() + _sampling_args(_strength("inpaint")) if a.name != "batch")
+        + _source_args(mask=True)
         + (Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),)
         + _control_args() + _server_args(),
         live=True,
@@ -171,7 +181,8 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Redraw the selection (or the whole image) guided by a prompt",
         "Redraws the selection's context box, or the whole image without a selection, keeping its composition; "
         "strength sets how much changes. The result is a new layer.",
-        _prompt_args() + _sampling_args(0.6) + _source_args(mask=True) + _control_args() + _server_args(),
+        _prompt_args() + _sampling_args(_strength("img2img")) + _source_args(mask=True) + _control_args()
+        + _server_args(),
     ),
     ProcedureSpec(
         PREFIX + "outpaint", "outpaint", "_Outpaint...", "Paintbridge: Outpaint",
@@ -193,7 +204,8 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Upscales the selection's bounds (or the whole image) by the scale factor, optionally refining tiles with "
         "img2img. The result goes into a new image, or a new layer on an enlarged canvas.",
         (
-            Arg("scale", "double", "_Scale", "Scale factor", 2.0, 1.0, 8.0),
+            Arg("scale", "double", "_Scale", "Scale factor", float(FALLBACK_DEFAULTS["modes"]["upscale"]["scale"]),
+                1.0, 8.0),
             Arg("upscaler", "string", "_Upscaler", "Upscaler model name; empty = Lanczos", ""),
             Arg("refine", "double", "_Refine strength", "img2img strength of a refine pass; 0 = no refine", 0.0,
                 0.0, 1.0),
@@ -201,7 +213,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
                 choices=UPSCALE_TARGETS),
         ) + _prompt_args() + (
             Arg("model", "string", "_Model", "Checkpoint for the refine pass; empty = the server's default", ""),
-            Arg("steps", "int", "S_teps", "Sampling steps of the refine pass", 20, 1, 150),
+            Arg("steps", "int", "S_teps", "Sampling steps of the refine pass; 0 = the model's default", 0, 0, 150),
             Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
         ) + _source_args(mask=False) + _server_args(),
         returns_image=True,

@@ -1,88 +1,94 @@
-"""Reading one job's inputs from a GIMP image (selection or layer mask, source pixels, control layers) and putting
-results back; shared by the one-shot procedures and the live dialog."""
+"""One job's inputs read from a GIMP image through the client core, and its results put back; shared by the one-shot
+procedures and the live dialog. What to read and send is the client core's decision (``client.jobs.capture``); this
+module only says how GIMP reads a box (``GimpReader``) and where results go."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from gi.repository import Gimp
-
-from protocol.geometry import crop_gray
-from protocol.messages import ResultLayer
+from client import jobs, results
+from client.errors import JobInputError
+from client.settings import Defaults, Settings, model_entry
+from client.wire import field_of
+from protocol.geometry import Box, crop_gray
+from protocol.images import RGBA8
 
 from . import host, settings
 from .arguments import ProcedureSpec
-from .errors import InputError
-from .jobs import ControlInput, build_job, control_slots, plan_box, uses_mask
-from .results import layer_names
-
-INSTALL_INFO = "install.json"
-PLUGIN_DIR = Path(__file__).resolve().parent.parent
+from .values import control_sources, settings_from_values
 
 
-def profile_dir() -> Path:
-    """GIMP's profile folder, where the remembered server settings live."""
-    return Path(Gimp.directory())
+class GimpReader:
+    """``client.jobs.DocumentReader`` over a GIMP image: rgba8 pixels, the selection or a layer mask as gray8."""
+
+    image_format = RGBA8
+
+    def __init__(self, image, active, s: Settings, hide: Sequence[object] = ()) -> None:
+        self.image, self.active, self.settings, self.hide = image, active, s, hide
+        self.width, self.height = host.canvas_size(image)
+        self._full_mask: Optional[bytes] = None
+
+    def selection_bounds(self) -> Box:
+        """Bounds of the mask source: the selection, or the active layer's mask (white = repaint)."""
+        if self.settings.mask_source == "layer-mask":
+            if self.active is None:
+                raise JobInputError("Mask = Active layer's mask needs an active layer")
+            self._full_mask, bounds = host.read_layer_mask(self.active, self.width, self.height)
+            return bounds
+        return host.selection_bounds(self.image)
+
+    def read_mask(self, box: Box) -> bytes:
+        if self._full_mask is not None:
+            return crop_gray(self._full_mask, self.width, box)
+        return host.read_selection(self.image, box)
+
+    def read_image(self, box: Box) -> bytes:
+        if self.settings.image_source == "layer":
+            if self.active is None:
+                raise JobInputError("Source = Active layer needs an active layer")
+            return host.read_layer(host.layer_of(self.active), box)
+        return host.read_visible(self.image, box, self.hide)
+
+    def read_layer(self, layer: Any, box: Box) -> bytes:
+        return host.read_layer(layer, box)
 
 
-def server_command() -> Optional[List[str]]:
-    """The command that starts a local server, as the installer recorded it (None when it did not)."""
-    try:
-        info = json.loads((PLUGIN_DIR / INSTALL_INFO).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    command = info.get("server_command") if isinstance(info, dict) else None
-    return [str(part) for part in command] if isinstance(command, list) and command else None
+def read_inputs(spec: ProcedureSpec, image, active, values: Dict[str, Any],
+                hide: Sequence[object] = ()) -> Tuple[Settings, jobs.JobInputs]:
+    """The settings of a run and what the client core says to read for them, from the image's current state.
+    Layers in ``hide`` are left out of the visible image (the live preview)."""
+    if host.has_floating_selection(image):
+        raise JobInputError("The image has a floating selection: anchor it or make it a new layer first")
+    s = settings_from_values(spec, values)
+    reader = GimpReader(image, active, s, hide)
+    inputs = jobs.capture(s, reader.selection_bounds(), reader.width, reader.height, reader, control_sources(values))
+    return s, inputs
+
+
+def make_job(s: Settings, inputs: jobs.JobInputs, welcome: Any, job_id: str, live: bool = False):
+    """The job for a run, with the defaults this server announced (``welcome``)."""
+    models = list(field_of(welcome, "models", ()) or ())
+    return jobs.build_job(s, inputs, Defaults.from_welcome(welcome), model_entry(models, s.model), job_id=job_id,
+                          live=live)
 
 
 def server_target(values: Dict[str, Any]) -> Tuple[str, Optional[str]]:
-    """(url, token) for a run: the arguments, else the remembered ones."""
-    return settings.resolve(profile_dir(), str(values.get("server") or ""), str(values.get("token") or ""))
+    """(url, token) for a run: the arguments, else the remembered ones, else the local default."""
+    return settings.resolve(host.profile_dir(), str(values.get("server") or ""), str(values.get("token") or ""))
 
 
-def capture_job(spec: ProcedureSpec, image, active, values: Dict[str, Any], hide: Sequence[object] = ()) -> dict:
-    """The job for ``spec`` from the image's current selection (or layer mask), pixels and control layers.
-    Layers in ``hide`` are left out of the visible image (the live preview)."""
-    if image.get_floating_sel() is not None:
-        raise InputError("The image has a floating selection: anchor it or make it a new layer first")
-    width, height = image.get_width(), image.get_height()
-    full_mask = None
-    if values.get("mask-source") == "layer-mask":
-        if active is None:
-            raise InputError("Mask = Active layer's mask needs an active layer")
-        full_mask, selected = host.read_layer_mask(active, width, height)
-    else:
-        selected = host.selection_bounds(image)
-    box = plan_box(spec.mode, selected, width, height)
-    mask = None
-    if uses_mask(spec.mode, selected):
-        mask = crop_gray(full_mask, width, box) if full_mask is not None else host.read_selection(image, box)
-    if values.get("source") == "layer":
-        if active is None:
-            raise InputError("Source = Active layer needs an active layer")
-        pixels = host.read_layer(host.layer_of(active), box)
-    else:
-        pixels = host.read_visible(image, box, hide)
-    controls = [ControlInput(slot.type, slot.strength, slot.preprocess, host.read_layer(slot.layer, box))
-                for slot in control_slots(values)]
-    return build_job(spec, values, box, pixels, mask, controls)
-
-
-def place_results(spec: ProcedureSpec, image, active, job: dict, results: List[ResultLayer],
+def place_results(spec: ProcedureSpec, image, active, s: Settings, layers: List[Any], welcome: Any,
                   values: Dict[str, Any], interactive: bool = False):
     """Insert the results (one undo step); an upscale into a new image returns that image, else None."""
-    names = layer_names(spec.mode, job["prompt"], results)
+    names = results.layer_names(spec.mode, s.prompt, layers, Defaults.from_welcome(welcome).layer_name_length)
     if spec.mode == "upscale" and values.get("target") != "layer":
-        new_image = host.new_image_with(image, results, names)
+        new_image = host.new_image_with(image, layers, names)
         if interactive:
-            Gimp.Display.new(new_image)
-            Gimp.displays_flush()
+            host.show_image(new_image)
         return new_image
     canvas = None
     if spec.mode == "upscale":
-        scale = float(values["scale"])
-        canvas = (max(1, round(image.get_width() * scale)), max(1, round(image.get_height() * scale)))
-    host.insert_results(image, active, results, names, canvas)
+        canvas = results.upscaled_size(*host.canvas_size(image), s.scale)
+    host.insert_results(image, active, layers, names, canvas)
     return None
+

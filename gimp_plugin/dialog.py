@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
+from client.errors import JobInputError
+
 from .arguments import ProcedureSpec
-from .errors import InputError
 
 # (section id, title, argument names); arguments in no section are shown at the top, in table order.
 SECTIONS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
@@ -76,7 +77,7 @@ def add_models_hint(dialog, spec: ProcedureSpec, server: str, token: str) -> Non
     try:
         url, resolved_token = capture.server_target({"server": server, "token": token})
         text = models_hint(fetch_models(url, resolved_token), spec.mode, url)
-    except InputError as err:
+    except JobInputError as err:
         text = str(err)
     label = Gtk.Label(label=text)
     label.set_line_wrap(True)

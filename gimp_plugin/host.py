@@ -1,4 +1,4 @@
-"""Reading pixels from and writing layers into a GIMP 3 image (GIMP side: uses ``gi``).
+"""Reading pixels from and writing layers into a GIMP 3 image: the plug-in's only door to GIMP's document API.
 
 Everything is read in image coordinates through GEGL buffers (``R'G'B'A u8`` and ``Y u8``); areas outside a drawable
 read as transparent / unselected. New layers are created, filled and inserted; existing layers are never written to.
@@ -6,6 +6,7 @@ read as transparent / unselected. New layers are created, filled and inserted; e
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import gi
@@ -14,12 +15,10 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
 
+from client.errors import JobInputError as InputError  # noqa: E402
+from client.results import box_of, canvas_growth, pixels_in  # noqa: E402
 from protocol.geometry import Box, selection_bounds_from_mask  # noqa: E402
-from protocol.messages import ResultLayer  # noqa: E402
-from protocol.images import RGBA8, convert_pixels  # noqa: E402
-
-from .errors import InputError  # noqa: E402
-from .results import canvas_for  # noqa: E402
+from protocol.images import RGBA8  # noqa: E402
 
 RGBA_FORMAT = "R'G'B'A u8"
 GRAY_FORMAT = "Y u8"
@@ -114,15 +113,63 @@ def _layer_type(image):
     return Gimp.ImageType.RGBA_IMAGE
 
 
-def _new_layer(image, result: ResultLayer, name: str, x: int, y: int):
+def canvas_size(image) -> Tuple[int, int]:
+    return image.get_width(), image.get_height()
+
+
+def has_floating_selection(image) -> bool:
+    return image.get_floating_sel() is not None
+
+
+def is_valid(item) -> bool:
+    """Whether an image or item still exists (the user may close it while a dialog is open)."""
+    return item is not None and item.is_valid()
+
+
+def is_item(value) -> bool:
+    return isinstance(value, Gimp.Item)
+
+
+def item_id(item) -> int:
+    """A stable id of a layer (or other item) for signatures; -1 for None."""
+    return item.get_id() if item is not None else -1
+
+
+def selected_drawable(image, exclude=None):
+    """The first selected drawable that is not ``exclude`` (the live preview), or None."""
+    for drawable in image.get_selected_drawables():
+        if exclude is None or drawable.get_id() != exclude.get_id():
+            return drawable
+    return None
+
+
+def profile_dir() -> Path:
+    """GIMP's profile folder, where the remembered server settings and the server's log live."""
+    return Path(Gimp.directory())
+
+
+def image_value(image):
+    """An image as a procedure's return value."""
+    from gi.repository import GObject
+
+    return GObject.Value(Gimp.Image, image)
+
+
+def show_image(image) -> None:
+    """Open a display for a new image (interactive runs)."""
+    Gimp.Display.new(image)
+    Gimp.displays_flush()
+
+
+def _new_layer(image, result, name: str, x: int, y: int):
     layer = Gimp.Layer.new(image, name, result.width, result.height, _layer_type(image), 100.0,
                            Gimp.LayerMode.NORMAL)
     layer.set_offsets(x, y)
     return layer
 
 
-def _fill(layer, result: ResultLayer) -> None:
-    data = result.data if result.format == RGBA8 else convert_pixels(result.data, result.format, RGBA8)
+def _fill(layer, result) -> None:
+    data = pixels_in(result, RGBA8)
     buffer = layer.get_buffer()
     buffer.set(Gegl.Rectangle.new(0, 0, result.width, result.height), RGBA_FORMAT, data)
     buffer.flush()
@@ -143,7 +190,7 @@ def insertion_point(image, drawable) -> Tuple[Optional[object], int]:
 def insert_results(
     image,
     drawable,
-    results: Sequence[ResultLayer],
+    results: Sequence[object],
     names: Sequence[str],
     canvas: Optional[Tuple[int, int]] = None,
 ) -> List[object]:
@@ -151,8 +198,8 @@ def insert_results(
     result reaches past it (or to ``canvas`` = (width, height) when given). The first result ends on top.
     On failure every change is taken back before the error propagates."""
     old_w, old_h = image.get_width(), image.get_height()
-    want_w, want_h = canvas or (old_w, old_h)
-    new_w, new_h, off_x, off_y = canvas_for(list(results), want_w, want_h)
+    growth = canvas_growth([box_of(r) for r in results], old_w, old_h, canvas)
+    (new_w, new_h), (off_x, off_y) = growth.new_size(old_w, old_h), growth.offsets()
     created: List[object] = []
     resized = False
     image.undo_group_start()
@@ -181,7 +228,7 @@ def insert_results(
     return list(reversed(created))
 
 
-def replace_preview(image, drawable, old, result: ResultLayer, name: str):
+def replace_preview(image, drawable, old, result, name: str):
     """Show ``result`` as the preview layer above the active layer, replacing ``old``; not recorded in the undo
     history (undo is frozen meanwhile, as GIMP's own in-canvas previews do)."""
     image.undo_freeze()
@@ -210,7 +257,7 @@ def remove_preview(image, layer) -> None:
     Gimp.displays_flush()
 
 
-def new_image_with(source_image, results: Sequence[ResultLayer], names: Sequence[str]):
+def new_image_with(source_image, results: Sequence[object], names: Sequence[str]):
     """A new image holding the results as layers at (0, 0) (for upscale); the source image is not touched."""
     width = max(r.width for r in results)
     height = max(r.height for r in results)

@@ -5,9 +5,10 @@ Layout of the installed plug-in (GIMP runs ``plug-ins/NAME/NAME.py``)::
     plug-ins/paintbridge/
         paintbridge.py      entry point (executable)
         gimp_plugin/        this package
-        protocol/           copy of the wire contract       } written by install.vendor_runtime
-        vendor/             pure-Python msgpack, websockets }
-        install.json        version and the command that starts the server
+        protocol/           copy of the wire contract         } written by install.vendor_runtime
+        client/             copy of the editor-independent core }
+        vendor/             pure-Python msgpack, websockets   }
+        server.json         the command that starts the server (install.record_server_command)
 
 The folder is assembled beside the target and swapped in, so an interrupted install leaves the old one working.
 """
@@ -15,13 +16,13 @@ The folder is assembled beside the target and swapped in, so an interrupted inst
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import stat
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from types import ModuleType
+from typing import List, Optional
 
 NAME = "paintbridge"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -42,12 +43,12 @@ def default_plugins_dirs() -> List[Path]:
             home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.0" / "plug-ins"]
 
 
-def _vendor_runtime() -> Callable[[Path], None]:
-    """``vendor_runtime`` of the top-level install.py (already loaded, or loaded from the source checkout)."""
+def _install_module() -> ModuleType:
+    """The top-level install.py (already loaded, or loaded from the source checkout)."""
     for name in ("install", "__main__"):
         module = sys.modules.get(name)
         if module is not None and callable(getattr(module, "vendor_runtime", None)):
-            return module.vendor_runtime
+            return module
     path = REPO / "install.py"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: the GIMP plug-in is installed from a Paintbridge source checkout")
@@ -55,14 +56,7 @@ def _vendor_runtime() -> Callable[[Path], None]:
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(module)
-    return module.vendor_runtime
-
-
-def _version() -> str:
-    for line in (PACKAGE_DIR / "__init__.py").read_text(encoding="utf-8").splitlines():
-        if line.startswith("__version__"):
-            return line.split("=", 1)[1].strip().strip("\"'")
-    return ""
+    return module
 
 
 def install(plugins_dir: Path, server_command: Optional[List[str]] = None) -> Path:
@@ -89,9 +83,9 @@ def install(plugins_dir: Path, server_command: Optional[List[str]] = None) -> Pa
         entry = staging / ENTRY
         shutil.copy2(PACKAGE_DIR / ENTRY, entry)
         entry.chmod(entry.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
-        _vendor_runtime()(staging)
-        info = {"version": _version(), "server_command": list(server_command) if server_command else None}
-        (staging / "install.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        install_py = _install_module()
+        install_py.vendor_runtime(staging)
+        install_py.record_server_command(staging, server_command)
         if dest.exists() or dest.is_symlink():
             if dest.is_symlink():
                 dest.unlink()

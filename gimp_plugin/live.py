@@ -1,13 +1,17 @@
 """Live inpaint: a dialog that stays open and repaints the selection whenever it (or a setting) changes.
 
-Each result replaces one preview layer above the active layer; the preview is kept out of the undo history (undo is
-frozen while it changes) and out of what the model sees. OK keeps the latest result as a normal layer in one undo step;
-Cancel removes the preview. Network work runs in a worker thread; every GIMP call stays on the main thread.
+When to start, and when to cancel a stale frame, is the client core's one live scheduler (``client.live``); this
+dialog feeds it a signature of its inputs on a timer and does what it says. Each result replaces one preview layer
+above the active layer; the preview is kept out of the undo history (undo is frozen while it changes) and out of what
+the model sees. OK keeps the result for the current inputs as a normal layer in one undo step; Cancel removes the
+preview. Network work runs in a worker thread; every GIMP call stays on the main thread.
 """
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from typing import Any, Dict, List, Optional
 
 import gi
@@ -17,18 +21,17 @@ gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
 from gi.repository import GLib, GimpUi, Gtk  # noqa: E402
 
-from protocol.client import new_job_id  # noqa: E402
-from protocol.messages import ResultLayer  # noqa: E402
+from client import live  # noqa: E402
+from client.errors import Cancelled, PaintbridgeError, ServerUnavailable  # noqa: E402
+from client.results import PREVIEW_NAME, layer_names  # noqa: E402
+from client.session import new_job_id  # noqa: E402
+from client.settings import Defaults  # noqa: E402
 
 from . import capture, connection, host, settings  # noqa: E402
 from .arguments import ProcedureSpec  # noqa: E402
 from .dialog import add_models_hint, fill_dialog  # noqa: E402
-from .errors import Cancelled, PaintbridgeError, ServerUnavailable  # noqa: E402
-from .livestate import CANCEL, START, LiveScheduler, signature  # noqa: E402
-from .results import layer_names  # noqa: E402
 
-POLL_MS = 400
-PREVIEW_NAME = "Paintbridge live preview"
+POLL_MS = 150
 
 
 class LiveInpaint:
@@ -40,13 +43,16 @@ class LiveInpaint:
         self.image = image
         self.fallback_active = drawables[0] if drawables else None
         self.spec = spec
-        self.scheduler = LiveScheduler()
+        self.scheduler = live.LiveScheduler()
         self.preview = None
-        self.latest: Optional[tuple] = None  # (signature, job, result layer)
+        self.latest: Optional[tuple] = None  # (signature, settings, result layer)
+        self.welcome: Any = None
         self.keep_when_ready = False
         self.kept = False
         self.client = None
-        self.job_id: Optional[str] = None
+        seed = int(config.get_property("seed"))
+        self.live_seed = seed if seed >= 0 else random.randrange(2**31)  # one seed per dialog: frames differ only
+        # where the inputs did
 
     # --- inputs -------------------------------------------------------------------------------------------------------
     def _values(self) -> Dict[str, Any]:
@@ -55,82 +61,85 @@ class LiveInpaint:
         return values
 
     def _active(self):
-        selected = self.image.get_selected_drawables()
-        for drawable in selected:
-            if self.preview is None or drawable.get_id() != self.preview.get_id():
-                return drawable
-        return self.fallback_active
+        return host.selected_drawable(self.image, self.preview) or self.fallback_active
 
-    def _signature(self, values: Dict[str, Any], active) -> Optional[tuple]:
+    def _signature(self, values: Dict[str, Any], active) -> Optional[int]:
         bounds = host.selection_bounds(self.image)
         if bounds.is_empty:
             return None
         mask = host.read_selection(self.image, bounds)
-        plain = {k: (v.get_id() if hasattr(v, "get_id") else v) for k, v in values.items()}
-        return signature((bounds.x, bounds.y, bounds.width, bounds.height), mask, plain,
-                         active.get_id() if active is not None else -1)
+        plain = sorted((k, host.item_id(v) if host.is_item(v) else v) for k, v in values.items())
+        return live.signature([bounds.x, bounds.y, bounds.width, bounds.height, mask, plain, host.item_id(active)])
 
     # --- the loop -----------------------------------------------------------------------------------------------------
     def _tick(self) -> bool:
-        if not self.image.is_valid():
+        if not host.is_valid(self.image):
             self._close(keep=False)
             return False
         values = self._values()
         active = self._active()
         sig = self._signature(values, active)
-        if sig is None and not self.scheduler.running:
+        now = time.monotonic()
+        self.scheduler.changed(sig, now)
+        if sig is None and self.scheduler.running is None:
             self.keep_when_ready = False
             self._set_status("Select the area to repaint", None)
-        action = self.scheduler.tick(sig)
-        if action == START:
-            self._start(sig, values, active)
-        elif action == CANCEL and self.client is not None and self.job_id is not None:
+        action = self.scheduler.next_action(now)
+        if action.kind == live.START:
+            self._start(action.signature, values, active)
+        elif action.kind == live.CANCEL and self.client is not None:
             try:
-                self.client.cancel(self.job_id)
-            except PaintbridgeError:
-                pass
+                self.client.cancel(action.job_id)
             except Exception:  # noqa: BLE001 - a dropped connection shows up in the worker
                 pass
         return True
 
-    def _start(self, sig: tuple, values: Dict[str, Any], active) -> None:
+    def _start(self, sig: int, values: Dict[str, Any], active) -> None:
+        job_id = new_job_id("gimp-live")
+        now = time.monotonic()
         try:
-            job = capture.capture_job(self.spec, self.image, active, values,
-                                      hide=[self.preview] if self.preview is not None else [])
+            job_settings, inputs = capture.read_inputs(self.spec, self.image, active, values,
+                                                       hide=[self.preview] if self.preview is not None else [])
             url, token = capture.server_target(values)
+            job_settings = live.live_settings(job_settings, self.live_seed)
         except PaintbridgeError as err:
-            self.scheduler.started(sig)
-            self.scheduler.finished(sig)
+            self.scheduler.started(job_id, sig, now)
+            self.scheduler.finished(job_id, now, live.FAILED)  # not again until something changes
             self._set_status(str(err), None)
             return
-        job["id"] = self.job_id = new_job_id("gimp-live")
-        self.scheduler.started(sig)
+        self.scheduler.started(job_id, sig, now)
         self._set_status("Painting…", 0.0)
-        threading.Thread(target=self._work, args=(sig, job, url, token, active), daemon=True).start()
+        threading.Thread(target=self._work, args=(job_id, sig, job_settings, inputs, url, token, active,
+                                                  host.profile_dir()), daemon=True).start()
 
-    def _work(self, sig: tuple, job: dict, url: str, token: Optional[str], active) -> None:
+    def _work(self, job_id: str, sig: int, job_settings, inputs, url: str, token: Optional[str], active,
+              profile) -> None:
         def status(fraction, text):
             GLib.idle_add(self._set_status, text, fraction)
 
+        def done(results, error) -> None:
+            GLib.idle_add(self._done, job_id, sig, job_settings, results, error, active, url, token)
+
         try:
             if self.client is None or not self.client.connected:
-                self.client = connection.connect(url, token, capture.server_command(),
-                                                 capture.profile_dir() / "paintbridge-server.log", status)
+                self.client = connection.connect(url, token, profile, status)
+                self.welcome = self.client.welcome
+            job = capture.make_job(job_settings, inputs, self.welcome, job_id, live=True)
             results, _used = connection.run_job(self.client, job, status)
-            GLib.idle_add(self._done, sig, job, results, None, active, url, token)
+            done(results, None)
         except Cancelled:
-            GLib.idle_add(self._done, sig, job, None, None, active, url, token)
+            done(None, None)
         except PaintbridgeError as err:
             if isinstance(err, ServerUnavailable) and self.client is not None:
                 self.client.close()
                 self.client = None
-            GLib.idle_add(self._done, sig, job, None, err, active, url, token)
+            done(None, err)
         except Exception as err:  # noqa: BLE001 - shown in the dialog, never a traceback dialog
-            GLib.idle_add(self._done, sig, job, None, PaintbridgeError(f"Unexpected error: {err}"), active, url, token)
+            done(None, PaintbridgeError(f"Unexpected error: {err}"))
 
-    def _done(self, sig, job, results: Optional[List[ResultLayer]], error, active, url, token) -> bool:
-        self.job_id = None
-        self.scheduler.finished(sig, answered=results is not None or error is not None)
+    def _done(self, job_id: str, sig, job_settings, results: Optional[List[Any]], error, active, url, token) -> bool:
+        outcome = live.FAILED if error is not None else live.CANCELLED if results is None else live.RESULT
+        self.scheduler.finished(job_id, time.monotonic(), outcome)
         if error is not None:
             self.keep_when_ready = False  # stay open: the message is in the dialog, OK tries again
             self._set_status(str(error), None)
@@ -138,13 +147,13 @@ class LiveInpaint:
         if results is None:
             self._set_status("Restarting for the new selection…", None)
             return False
-        settings.remember(capture.profile_dir(), url, token)
-        if not self.image.is_valid():
+        settings.remember(host.profile_dir(), url, token)
+        if not host.is_valid(self.image):
             return False
-        self.latest = (sig, job, results[0])
+        self.latest = (sig, job_settings, results[0])
         self.preview = host.replace_preview(self.image, active, self.preview, results[0], PREVIEW_NAME)
         self._set_status("Ready: OK keeps this result as a layer", 1.0)
-        if self.keep_when_ready:
+        if self.keep_when_ready and sig == self.scheduler.latest:
             self._close(keep=True)
         return False
 
@@ -154,26 +163,28 @@ class LiveInpaint:
             self.keep_when_ready = True
             values, active = self._values(), self._active()
             sig = self._signature(values, active)
-            if self.latest is not None and self.latest[0] == sig and not self.scheduler.running:
+            if self.latest is not None and self.latest[0] == sig and self.scheduler.running is None:
                 self._close(keep=True)
             else:
-                self.scheduler.forget()
+                self.scheduler.changed(sig, time.monotonic())
+                self.scheduler.rerun()
                 self._set_status("Finishing the result for the current selection…", None)
         elif response in (Gtk.ResponseType.CANCEL, Gtk.ResponseType.DELETE_EVENT, Gtk.ResponseType.CLOSE):
             self._close(keep=False)
 
     def _close(self, keep: bool) -> None:
-        if self.job_id is not None and self.client is not None:
+        if self.scheduler.running is not None and self.client is not None:
             try:
-                self.client.cancel(self.job_id)
+                self.client.cancel(self.scheduler.running)
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
-        if self.image.is_valid():
+        if host.is_valid(self.image):
             host.remove_preview(self.image, self.preview)
             self.preview = None
             if keep and self.latest is not None:
-                _sig, job, result = self.latest
-                names = layer_names(self.spec.mode, job["prompt"], [result])
+                _sig, job_settings, result = self.latest
+                names = layer_names(self.spec.mode, job_settings.prompt, [result],
+                                    Defaults.from_welcome(self.welcome).layer_name_length)
                 host.insert_results(self.image, self._active(), [result], names)
                 self.kept = True
         if self.client is not None:

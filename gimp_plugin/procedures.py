@@ -18,7 +18,7 @@ gi.require_version("Gimp", "3.0")
 from gi.repository import GLib, GObject, Gimp  # noqa: E402
 
 from .arguments import BY_NAME, MENU_PATH, PROCEDURES, Arg, ProcedureSpec, labels_with_mnemonics  # noqa: E402
-from .errors import Cancelled, InputError, PaintbridgeError  # noqa: E402
+from client.errors import Cancelled, JobInputError, PaintbridgeError  # noqa: E402
 
 ERROR_DOMAIN = "paintbridge-error-quark"
 
@@ -98,12 +98,10 @@ def _show_dialog(procedure, spec: ProcedureSpec, config) -> bool:
     from .dialog import add_models_hint, fill_dialog
 
     GimpUi.init("paintbridge")
-    from . import capture, settings
+    from . import host, settings
 
     if not str(config.get_property("server") or "").strip():
-        remembered = settings.load(capture.profile_dir()).get("server")
-        if isinstance(remembered, str) and remembered:
-            config.set_property("server", remembered)
+        config.set_property("server", settings.load(host.profile_dir()).url)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, spec.title)
     fill_dialog(dialog, spec)
     add_models_hint(dialog, spec, str(config.get_property("server") or ""), str(config.get_property("token") or ""))
@@ -142,7 +140,7 @@ def run(procedure, run_mode, image, drawables, config, data):
                             interactive=run_mode == Gimp.RunMode.INTERACTIVE)
     except Cancelled as err:
         return _status(procedure, Gimp.PDBStatusType.CANCEL, str(err))
-    except InputError as err:
+    except JobInputError as err:
         Gimp.message(f"Paintbridge: {err}")
         return _status(procedure, Gimp.PDBStatusType.CALLING_ERROR, str(err))
     except PaintbridgeError as err:
@@ -156,7 +154,9 @@ def run(procedure, run_mode, image, drawables, config, data):
     result = _status(procedure, Gimp.PDBStatusType.SUCCESS)
     if spec.returns_image:
         result.remove(1)
-        result.insert(1, GObject.Value(Gimp.Image, new_image))
+        from . import host
+
+        result.insert(1, host.image_value(new_image))
     return result
 
 
@@ -178,23 +178,25 @@ def _run_live(procedure, run_mode, image, drawables, config, spec: ProcedureSpec
 
 
 def execute(spec: ProcedureSpec, image, drawables: list, values: Dict[str, Any], interactive: bool = False):
-    """One run: read, send, wait, insert. Returns the new image of an upscale into a new image, else None."""
-    from . import capture, connection, settings
+    """One run: read, connect, send, wait, insert. Returns the new image of an upscale into a new image, else None."""
+    from client.session import new_job_id
+
+    from . import capture, connection, host, settings
 
     active = drawables[0] if drawables else None
-    job = capture.capture_job(spec, image, active, values)
+    job_settings, inputs = capture.read_inputs(spec, image, active, values)
     url, token = capture.server_target(values)
     progress = _Progress(spec.title.split(": ", 1)[-1])
     try:
-        profile = capture.profile_dir()
-        client = connection.connect(url, token, capture.server_command(), profile / "paintbridge-server.log",
-                                    progress)
+        profile = host.profile_dir()
+        client = connection.connect(url, token, profile, progress)
         try:
+            job = capture.make_job(job_settings, inputs, client.welcome, new_job_id("gimp"))
             settings.remember(profile, url, token)
-            results, _used = connection.run_job(client, job, progress)
+            layers, _used = connection.run_job(client, job, progress)
         finally:
             client.close()
-        return capture.place_results(spec, image, active, job, results, values, interactive)
+        return capture.place_results(spec, image, active, job_settings, layers, client.welcome, values, interactive)
     finally:
         progress.end()
 

@@ -1,4 +1,5 @@
-"""Server address and token remembered between runs and shared by all procedures (a small JSON file in GIMP's profile).
+"""Server address and token remembered between runs and shared by all procedures: ``client.server.ServerSettings``
+kept in a small JSON file in GIMP's profile.
 
 An empty ``server`` or ``token`` argument means "the last one used"; a run that reached the server remembers what it
 used. Tokens are remembered per address, so a token never travels to a different server. The file is private (0600).
@@ -10,56 +11,30 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
-from urllib.parse import urlsplit
+from typing import Optional, Tuple
 
-from .errors import InputError
+from client.server import DEFAULT_URL, ServerSettings, normalise_url
 
-DEFAULT_URL = "ws://127.0.0.1:7860"
-DEFAULT_PORT = 7860
 FILE_NAME = "paintbridge.json"
+__all__ = ["DEFAULT_URL", "FILE_NAME", "load", "normalise_url", "remember", "resolve", "save"]
 
 
-def normalise_url(text: str) -> str:
-    """``ws://host:port`` from what a user typed (``host``, ``host:port``, ``ws://...``, ``wss://...``)."""
-    text = text.strip()
-    if not text:
-        raise InputError(f"The server address is empty; the local server's address is {DEFAULT_URL}")
-    if "://" not in text:
-        text = "ws://" + text
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError as err:
-        raise InputError(f"The server address {text!r} is not valid ({err}); it looks like {DEFAULT_URL}") from None
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise InputError(f"The server address {text!r} is not valid: it looks like {DEFAULT_URL} (ws:// or wss://)")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}:{port or DEFAULT_PORT}{parts.path.rstrip('/')}"
-
-
-def is_local(url: str) -> bool:
-    """Whether ``url`` points at this machine."""
-    host = urlsplit(url).hostname or ""
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
-
-
-def load(folder: Path) -> Dict[str, Any]:
-    """The remembered settings (empty when there are none or the file is unreadable)."""
+def load(folder: Path) -> ServerSettings:
+    """The remembered settings (the defaults when there are none or the file is unreadable)."""
     try:
         data = json.loads((folder / FILE_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        data = {}
+    return ServerSettings.from_dict(data)
 
 
-def save(folder: Path, data: Dict[str, Any]) -> None:
+def save(folder: Path, remembered: ServerSettings) -> None:
     """Write the settings atomically, readable by this user only."""
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".paintbridge-", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
+            json.dump(remembered.to_dict(), handle, indent=1)
         os.chmod(tmp, 0o600)
         os.replace(tmp, folder / FILE_NAME)
     except BaseException:
@@ -70,21 +45,11 @@ def save(folder: Path, data: Dict[str, Any]) -> None:
 
 def resolve(folder: Path, server: str, token: str) -> Tuple[str, Optional[str]]:
     """(url, token) for a run: the arguments when given, else the remembered ones, else the local default."""
-    data = load(folder)
-    url = normalise_url(server) if server.strip() else normalise_url(str(data.get("server") or DEFAULT_URL))
-    if token.strip():
-        return url, token.strip()
-    tokens = data.get("tokens") if isinstance(data.get("tokens"), dict) else {}
-    remembered = tokens.get(url)
-    return url, remembered if isinstance(remembered, str) and remembered else None
+    return load(folder).target(server, token)
 
 
 def remember(folder: Path, url: str, token: Optional[str]) -> None:
     """Remember the address (and its token) a run used successfully."""
-    data = load(folder)
-    data["server"] = url
-    tokens = data.get("tokens") if isinstance(data.get("tokens"), dict) else {}
-    if token:
-        tokens[url] = token
-    data["tokens"] = tokens
-    save(folder, data)
+    remembered = load(folder)
+    remembered.remember(url, token)
+    save(folder, remembered)

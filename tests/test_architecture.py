@@ -36,9 +36,33 @@ def test_protocol_needs_only_stdlib_msgpack_websockets(path):
     assert not extra, f"{path.relative_to(REPO)} imports {extra}"
 
 
+@pytest.mark.parametrize("path", sources("client"), ids=lambda p: p.name)
+def test_client_core_needs_only_stdlib_and_protocol(path):
+    """client/ is vendored into both plugins: no host bindings, no server, no third-party package of its own."""
+    extra = imported_top_modules(path, feature_version=(3, 10)) - STDLIB - {"protocol"}
+    assert not extra, f"{path.relative_to(REPO)} imports {extra}"
+
+
+def test_client_core_finds_protocol_as_a_sibling_when_vendored(tmp_path):
+    """Vendored inside a plugin package (Krita: paintbridge/client next to paintbridge/protocol) client/ uses that
+    protocol copy, not a top-level one."""
+    import shutil
+    import subprocess
+
+    pkg = tmp_path / "plugin"
+    shutil.copytree(REPO / "client", pkg / "client")
+    shutil.copytree(REPO / "protocol", pkg / "protocol")
+    (pkg / "__init__.py").write_text("")
+    probe = ("import sys; import plugin.client.jobs as jobs, plugin.client.wire as wire; "
+             "assert wire.protocol.__name__ == 'plugin.protocol', wire.protocol.__name__; "
+             "assert 'protocol' not in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-E", "-S", "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
 @pytest.mark.parametrize("path", sources("krita_plugin") + sources("gimp_plugin"), ids=lambda p: p.name)
 def test_plugins_use_only_what_the_host_python_has(path):
-    own = {"protocol", "paintbridge", "krita_plugin", "gimp_plugin"} | ({"install"} if path.name == "installer.py"
+    own = {"protocol", "client", "paintbridge", "krita_plugin", "gimp_plugin"} | ({"install"} if path.name == "installer.py"
                                                                          else set()) | {
         p.stem for p in path.parent.glob("*.py")} | {p.name for p in path.parent.iterdir() if p.is_dir()}
     extra = imported_top_modules(path, feature_version=(3, 10)) - STDLIB - VENDORED - HOST_BINDINGS - own
@@ -117,3 +141,27 @@ def test_server_imports_only_downwards(path):
 def test_the_layer_check_sees_relative_and_lazy_imports():
     assert server_imports(REPO / "server" / "router.py") >= {"core", "classical", "diffusion", "upscale", "preprocess"}
     assert server_imports(REPO / "server" / "diffusion" / "engine.py") >= {"core", "device", "imageops", "models"}
+
+
+# GIMP's document API: only gimp_plugin/host.py reads or writes images, layers, selections and buffers.
+GIMP_DOCUMENT_API = {"Image", "Layer", "LayerMask", "GroupLayer", "Selection", "Item", "Drawable", "Channel",
+                     "Display", "displays_flush", "edit_copy", "edit_paste", "directory"}
+
+
+def gimp_attributes(path: Path) -> set:
+    tree = ast.parse(path.read_text(), str(path))
+    return {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "Gimp"}
+
+
+@pytest.mark.parametrize("path", [p for p in sources("gimp_plugin") if p.name != "host.py"], ids=lambda p: p.name)
+def test_only_host_py_touches_gimps_document_api(path):
+    assert "Gegl" not in path.read_text(), f"{path.name} uses GEGL buffers; pixel access belongs in host.py"
+    used = gimp_attributes(path) & GIMP_DOCUMENT_API
+    assert not used, f"{path.name} uses Gimp.{', Gimp.'.join(sorted(used))}; document access belongs in host.py"
+
+
+@pytest.mark.parametrize("path", sources("gimp_plugin") + sources("client"), ids=lambda p: str(p.relative_to(REPO)))
+def test_plugin_modules_stay_small(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= 500, f"{path.relative_to(REPO)} has {lines} lines; split it by job (500 at most)"

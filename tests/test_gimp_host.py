@@ -333,6 +333,12 @@ check(names[0] == "a tiny house (seed 1234)" and names[1].startswith("a tiny hou
 after = composite(img)
 check(all(after[i * 4:i * 4 + 4] == before[i * 4:i * 4 + 4] for i in range(64 * 64) if sel[i] == 0),
       "outside the selection nothing changed")
+for res in added:
+    ok, rx, ry = res.get_offsets()
+    w, h = res.get_width(), res.get_height()
+    alpha = read(res, rx, ry, w, h)[3::4]
+    inside = bytes(sel[(ry + y) * 64 + rx + x] for y in range(h) for x in range(w))
+    check(alpha == inside, "generate into a selection: the layer's alpha is the soft selection (server-composited)")
 
 old = img.get_layers()
 expect_ok("plug-in-paintbridge-img2img", img, [layer], prompt="a tiny house", seed=7, steps=2, strength=0.5,
@@ -359,8 +365,50 @@ check(new.get_layers()[0].get_name() == "a tiny house (seed 11)", "named: %r" % 
 new.delete()
 img.delete()
 """, {"url": proc.url}, timeout=600).assert_ok()
+            _generate_matches_the_client_core_job(prof, run_batch, proc.url)
     finally:
         proc.stop()
+
+
+def _generate_matches_the_client_core_job(prof, run_batch, url: str) -> None:
+    """Generate into a soft ellipse in GIMP gives exactly the layer the client core's own job gives for the same
+    pixels and selection (the Krita host test checks its side against the same core path)."""
+    from client import jobs, session, settings as cs
+    from clientdoc import MemoryDocument, Reader
+
+    run_batch(prof, """
+img, (layer,) = make_image(96, 72)
+img.select_ellipse(Gimp.ChannelOps.REPLACE, 20, 14, 52, 40)
+Gimp.Selection.feather(img, 8.0)
+old = img.get_layers()
+open(P["dir"] + "/image.rgba", "wb").write(composite(img))
+open(P["dir"] + "/selection.gray", "wb").write(selection_mask(img))
+expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a tiny house", seed=77, steps=2, server=P["url"])
+added = new_layers(img, old)
+check(len(added) == 1, "one generated layer: %r" % layer_summary(img))
+res = added[0]
+ok, rx, ry = res.get_offsets()
+w, h = res.get_width(), res.get_height()
+open(P["dir"] + "/layer.box", "w").write("%d %d %d %d" % (rx, ry, w, h))
+open(P["dir"] + "/layer.rgba", "wb").write(read(res, rx, ry, w, h))
+img.delete()
+""", {"url": url, "dir": prof.inside}, timeout=600).assert_ok()
+    out = prof.outside
+    doc = MemoryDocument(96, 72, (out / "image.rgba").read_bytes(), (out / "selection.gray").read_bytes())
+    s = cs.Settings(mode="generate", prompt="a tiny house", seed=77, steps=2)
+    inputs = jobs.capture(s, doc.selection_bounds(), 96, 72, Reader(doc, "rgba8"))
+    client = session.open_client(url, None, "test", "0")
+    try:
+        welcome = client.welcome
+        job = jobs.build_job(s, inputs, cs.Defaults.from_welcome(welcome), cs.model_entry(welcome.models, ""),
+                             job_id=session.new_job_id("core"))
+        (layer,), _params = session.run_job(client, job)
+    finally:
+        client.close()
+    x, y, w, h = map(int, (out / "layer.box").read_text().split())
+    assert (layer.x, layer.y, layer.width, layer.height) == (x, y, w, h)
+    assert any(0 < a < 255 for a in layer.data[3::4]), "the soft selection shapes the layer"
+    assert layer.data == (out / "layer.rgba").read_bytes(), "GIMP's layer is the client core job's layer"
 
 
 GUI_SCRIPT = """

@@ -1,10 +1,9 @@
-"""The GIMP plug-in's GIMP-independent parts: argument table, job building, result naming and placement, remembered
-settings, the server connection (against a real server on loopback) and the installer. No GIMP needed."""
+"""The GIMP plug-in's GIMP-independent parts: argument table, procedure values → the client core's settings,
+remembered server settings, the connection (against a real server on loopback) and the installer. No GIMP needed.
+Job building, naming, placement and live scheduling are the client core's (tests/test_client_*.py)."""
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import stat
 import subprocess
@@ -13,11 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from gimp_plugin import arguments, connection, jobs, results, settings
-from gimp_plugin.errors import InputError, JobError, ServerUnavailable
+from client.errors import AddressError, JobInputError, ServerUnavailable
+from client.jobs import ControlInput, ControlSource, JobInputs, build_job
+from client.server import read_server_command
+from client.settings import FALLBACK_DEFAULTS, Settings
+from gimp_plugin import arguments, connection, settings, values
 from gimp_plugin.installer import install
-from protocol.geometry import Box, context_box
-from protocol.messages import SAMPLERS, Limits, ResultLayer, parse_client_message
+from protocol.geometry import Box
+from protocol.messages import SAMPLERS, Limits, parse_client_message
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,125 +67,67 @@ def test_mask_generation_procedures_have_two_control_slots():
                 "control-2-layer", "control-2-preprocess"} <= names
 
 
-# --- params and jobs -------------------------------------------------------------------------------------------------
+# --- procedure values → client settings → job --------------------------------------------------------------------
 
-def test_params_follow_the_arguments():
-    spec = arguments.BY_MODE["img2img"]
-    params = jobs.params_from_values(spec, values_for("img2img", steps=7, seed=42, batch=3, cfg=0.0, strength=0.35,
-                                                     sampler="dpmpp-2m-karras", grow=4, feather=0))
-    assert params == {"steps": 7, "seed": 42, "batch": 3, "grow": 4, "feather": 0, "strength": 0.35,
-                      "sampler": "DPM++ 2M Karras"}
-    params = jobs.params_from_values(spec, values_for("img2img", cfg=6.5, sampler="default"))
-    assert params["cfg"] == 6.5 and params["sampler"] == ""
+def settings_for(mode: str, **changes) -> Settings:
+    return values.settings_from_values(arguments.BY_MODE[mode], values_for(mode, **changes))
+
+
+def test_settings_follow_the_arguments():
+    s = settings_for("img2img", steps=7, seed=42, batch=3, cfg=0.0, strength=0.35, sampler="dpmpp-2m-karras", grow=4,
+                     feather=0, prompt="  a fox ", source="layer", **{"mask-source": "layer-mask"})
+    assert (s.mode, s.steps, s.seed, s.batch, s.cfg, s.strength, s.sampler) == ("img2img", 7, 42, 3, 0.0, 0.35,
+                                                                                  "DPM++ 2M Karras")
+    assert (s.grow, s.feather, s.prompt, s.image_source, s.mask_source) == (4, 0, "a fox", "layer", "layer-mask")
+    assert settings_for("img2img", sampler="default").sampler == ""
+
+
+def test_argument_defaults_leave_the_model_defaults_to_the_welcome():
+    s = settings_for("inpaint")
+    assert s.steps == 0 and s.cfg == 0.0 and s.sampler == "" and s.seed == -1
+    assert settings_for("img2img").strength == FALLBACK_DEFAULTS["modes"]["img2img"]["strength"]
+    assert settings_for("outpaint").strength is None  # no argument: the mode's default from the welcome
 
 
 def test_unknown_sampler_is_named():
-    with pytest.raises(InputError, match="Unknown sampler 'heun'"):
-        jobs.params_from_values(arguments.BY_MODE["inpaint"], values_for("inpaint", sampler="heun"))
+    with pytest.raises(JobInputError, match="Unknown sampler 'heun'"):
+        settings_for("inpaint", sampler="heun")
 
 
 def test_outpaint_extends_the_chosen_sides_only():
-    spec = arguments.BY_MODE["outpaint"]
-    params = jobs.params_from_values(spec, values_for("outpaint", extend=40, **{"extend-left": True,
-                                                                               "extend-right": False,
-                                                                               "extend-bottom": True}))
-    assert params["extend"] == {"left": 40, "top": 0, "right": 0, "bottom": 40}
-    with pytest.raises(InputError, match="at least one side"):
-        jobs.params_from_values(spec, values_for("outpaint", **{"extend-right": False}))
+    s = settings_for("outpaint", extend=40, **{"extend-left": True, "extend-right": False, "extend-bottom": True})
+    assert (s.extend_left, s.extend_top, s.extend_right, s.extend_bottom) == (40, 0, 0, 40)
 
 
-def test_upscale_params():
-    spec = arguments.BY_MODE["upscale"]
-    params = jobs.params_from_values(spec, values_for("upscale", scale=3.0, upscaler=" 4x-tiny ", refine=0.25))
-    assert params["scale"] == 3.0 and params["upscaler"] == "4x-tiny" and params["refine"] == 0.25
+def test_upscale_and_control_layer_settings():
+    s = settings_for("upscale", scale=3.0, upscaler=" 4x-tiny ", refine=0.25)
+    assert (s.scale, s.upscaler, s.refine) == (3.0, "4x-tiny", 0.25)
+    s = settings_for("preprocess", preprocessor="depth", **{"low-threshold": 20})
+    assert (s.preprocessor, s.low_threshold, s.high_threshold) == ("depth", 20, 200)
 
 
-def test_control_layer_params_and_name():
-    spec = arguments.BY_MODE["preprocess"]
-    params = jobs.params_from_values(spec, values_for("preprocess", preprocessor="depth", **{"low-threshold": 20}))
-    assert params == {"preprocessor": "depth", "low_threshold": 20, "high_threshold": 200}
-    with pytest.raises(InputError, match="low threshold"):
-        jobs.params_from_values(spec, values_for("preprocess", **{"low-threshold": 210}))
-    box = Box(0, 0, 8, 8)
-    msg = parse_client_message(dict(jobs.build_job(spec, values_for("preprocess"), box, rgba(box)), type="job", id="p"))
-    assert msg.mode == "preprocess" and msg.params.preprocessor == "canny"
-    assert results.layer_name("preprocess", "", layer(info={"preprocessor": "canny"})) == "Control: canny"
-    assert jobs.plan_box("preprocess", Box(4, 4, 10, 10), 64, 64) == Box(4, 4, 10, 10)
-    assert jobs.plan_box("preprocess", Box(0, 0, 0, 0), 64, 64) == Box(0, 0, 64, 64)
+def test_live_procedure_makes_one_result():
+    spec = arguments.BY_NAME[arguments.PREFIX + "live-inpaint"]
+    assert values.settings_from_values(spec, dict(spec.defaults(), batch=4)).batch == 1
 
 
-def test_plan_box_per_mode():
-    sel = Box(40, 30, 20, 10)
-    assert jobs.plan_box("inpaint", sel, 200, 100) == context_box(sel, 200, 100)
-    assert jobs.plan_box("img2img", sel, 200, 100) == context_box(sel, 200, 100)
-    assert jobs.plan_box("img2img", Box(0, 0, 0, 0), 200, 100) == Box(0, 0, 200, 100)
-    assert jobs.plan_box("generate", Box(0, 0, 0, 0), 200, 100) == Box(0, 0, 200, 100)
-    assert jobs.plan_box("outpaint", sel, 200, 100) == Box(0, 0, 200, 100)
-    assert jobs.plan_box("upscale", sel, 200, 100) == sel
-    assert jobs.plan_box("upscale", Box(190, 90, 40, 40), 200, 100) == Box(190, 90, 10, 10)
-    with pytest.raises(InputError, match="Inpaint needs a selection"):
-        jobs.plan_box("inpaint", Box(0, 0, 0, 0), 200, 100)
-    assert jobs.uses_mask("inpaint", sel) and not jobs.uses_mask("upscale", sel)
-    assert not jobs.uses_mask("img2img", Box(0, 0, 0, 0))
+def test_control_sources_only_for_set_layers():
+    sources = values.control_sources(values_for("img2img", **{"control-2-layer": "sketch",
+                                                               "control-2-type": "scribble",
+                                                               "control-2-strength": 0.5}))
+    assert sources == [ControlSource("sketch", "scribble", 0.5)]
 
 
-def test_built_job_passes_the_servers_validation():
-    spec = arguments.BY_MODE["inpaint"]
+def test_a_built_job_passes_the_servers_validation():
     box = Box(8, 16, 24, 16)
     mask = bytes([0, 128, 255, 0]) * (box.width * box.height // 4)
-    control = jobs.ControlInput("canny", 0.8, True, rgba(box, 7))
-    job = jobs.build_job(spec, values_for("inpaint", prompt="  a red apple ", model="classical", seed=5), box,
-                         rgba(box), mask, [control])
-    msg = parse_client_message(dict(job, type="job", id="t1"), Limits())
+    s = settings_for("inpaint", prompt="  a red apple ", model="classical", seed=5)
+    inputs = JobInputs(box, rgba(box), "rgba8", mask, (ControlInput("canny", rgba(box, 7), 0.8, preprocess=True),))
+    msg = parse_client_message(build_job(s, inputs, job_id="t1").to_wire(), Limits())
     assert msg.mode == "inpaint" and msg.prompt == "a red apple" and msg.model == "classical"
-    assert (msg.x, msg.y) == (8, 16)
-    assert msg.mask.data == mask and msg.image.width == 24
-    assert msg.controls[0].type == "canny" and msg.controls[0].preprocess is True
-    assert msg.controls[0].strength == 0.8 and msg.controls[0].image.data == rgba(box, 7)
-    assert msg.params.seed == 5 and msg.params.strength == 1.0
-
-
-def test_build_job_refuses_an_empty_mask_and_wrong_sizes():
-    spec = arguments.BY_MODE["inpaint"]
-    box = Box(0, 0, 8, 8)
-    with pytest.raises(InputError, match="mask is empty"):
-        jobs.build_job(spec, values_for("inpaint"), box, rgba(box), bytes(64))
-    with pytest.raises(ValueError, match="image holds"):
-        jobs.build_job(spec, values_for("inpaint"), box, rgba(box)[:-4], bytes([255]) * 64)
-
-
-def test_control_slots_only_for_set_layers():
-    values = values_for("img2img", **{"control-2-layer": "sketch", "control-2-type": "scribble",
-                                      "control-2-strength": 0.5})
-    slots = jobs.control_slots(values)
-    assert slots == [jobs.ControlSlot("sketch", "scribble", 0.5, False)]
-
-
-# --- results ---------------------------------------------------------------------------------------------------------
-
-def layer(x=0, y=0, w=4, h=4, seed=-1, info=None) -> ResultLayer:
-    return ResultLayer("x", x, y, w, h, "rgba8", bytes(w * h * 4), seed, info or {})
-
-
-def test_layer_names_carry_prompt_and_seed():
-    assert results.layer_name("inpaint", "a red apple", layer(seed=1234)) == "a red apple (seed 1234)"
-    assert results.layer_name("img2img", "", layer(seed=7)) == "Img2img (seed 7)"
-    assert results.layer_name("inpaint", "", layer(seed=0, info={"engine": "classical"})) == "Inpaint (classical)"
-    long = "a very detailed oil painting of a lighthouse on a cliff at dusk, stormy sea"
-    name = results.layer_name("generate", long, layer(seed=3))
-    assert name.startswith("a very detailed oil painting of a lighthouse") and "… (seed 3)" in name
-    assert len(name) < 70
-
-
-def test_batch_names_are_unique():
-    names = results.layer_names("inpaint", "cat", [layer(seed=1), layer(seed=2), layer(seed=1)])
-    assert names == ["cat (seed 1)", "cat (seed 2)", "cat (seed 1) #2"]
-
-
-def test_canvas_grows_to_hold_outpaint_results():
-    assert results.canvas_for([layer(0, 0, 64, 64)], 64, 64) == (64, 64, 0, 0)
-    assert results.canvas_for([layer(-16, 0, 96, 64)], 64, 64) == (96, 64, 16, 0)
-    assert results.canvas_for([layer(-8, -4, 80, 72)], 64, 64) == (80, 72, 8, 4)
+    assert (msg.x, msg.y) == (8, 16) and msg.mask.data == mask and msg.image.width == 24
+    assert msg.controls[0].preprocess is True and msg.controls[0].strength == 0.8
+    assert msg.params.seed == 5 and msg.params.strength == 1.0 and msg.params.fill == "telea"
 
 
 # --- remembered settings ---------------------------------------------------------------------------------------------
@@ -200,7 +144,7 @@ def test_server_addresses_are_normalised(typed, url):
 
 @pytest.mark.parametrize("typed", ["http://127.0.0.1:7860", "ws://:80", "ws://host:99999"])
 def test_bad_server_addresses_are_refused(typed):
-    with pytest.raises(InputError, match="not valid"):
+    with pytest.raises(AddressError, match="not valid"):
         settings.normalise_url(typed)
 
 
@@ -217,87 +161,44 @@ def test_server_and_token_are_remembered_per_address(tmp_path):
 
 # --- connection (real server on loopback) ----------------------------------------------------------------------------
 
-def test_progress_events_feed_fraction_and_text():
-    assert connection.describe_event({"type": "queued", "position": 2}) == (0.0, "Waiting for the server: 2 jobs ahead")
-    assert connection.describe_event({"type": "progress", "step": 5, "total": 20}) == (0.25, "Step 5 of 20")
-    assert connection.describe_event({"type": "result"})[0] == 1.0
-    assert connection.describe_event({"type": "welcome"}) == (None, None)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_a_server_that_is_down_gives_a_clear_message():
-    url = f"ws://127.0.0.1:{free_port()}"
-    with pytest.raises(ServerUnavailable) as info:
-        connection.connect(url, None)
-    assert url in str(info.value) and "paintbridge serve" in str(info.value)
-
-
-def inpaint_job(box: Box) -> dict:
+def inpaint_job(box: Box):
     mask = bytearray(box.width * box.height)
     for y in range(8, 20):
         mask[y * box.width + 8:y * box.width + 20] = b"\xff" * 12
-    return jobs.build_job(arguments.BY_MODE["inpaint"], values_for("inpaint", model="classical", batch=1), box,
-                          rgba(box, 90), bytes(mask))
+    return build_job(settings_for("inpaint", model="classical"), JobInputs(box, rgba(box, 90), "rgba8", bytes(mask)),
+                     job_id="g-1")
 
 
-def test_runs_a_job_against_the_real_server(start_server):
+def test_the_gimp_connection_runs_a_job_on_a_real_server(start_server):
     server = start_server()
     seen = []
     client = connection.connect(server.url, None)
     try:
-        layers, _params = connection.run_job(client, inpaint_job(Box(16, 8, 32, 32)),
-                                             lambda f, t: seen.append((f, t)))
+        assert client.welcome.protocol == "1.1"
+        layers, _params = connection.run_job(client, inpaint_job(Box(16, 8, 32, 32)), lambda f, t: seen.append(t))
     finally:
         client.close()
-    assert len(layers) == 1 and (layers[0].x, layers[0].y, layers[0].width, layers[0].height) == (16, 8, 32, 32)
-    assert seen[-1] == (1.0, "Inserting the result")
-    assert any(text and text.startswith("Step") for _f, text in seen)
+    assert len(layers) == 1 and (layers[0].x, layers[0].y) == (16, 8) and seen[-1] == "Inserting the result"
 
 
-def test_server_errors_become_job_errors(start_server):
-    server = start_server()
-    box = Box(0, 0, 32, 32)
-    job = jobs.build_job(arguments.BY_MODE["img2img"], values_for("img2img"), box, rgba(box))
-    client = connection.connect(server.url, None)
-    try:
-        with pytest.raises(JobError) as info:
-            connection.run_job(client, job)
-    finally:
-        client.close()
-    assert info.value.code == "unsupported" and "checkpoint" in str(info.value)
-
-
-def test_a_wrong_token_is_reported(start_server):
-    server = start_server(token="right-token-1")
-    with pytest.raises(JobError) as info:
-        connection.connect(server.url, "wrong-token-2")
-    assert info.value.code == "unauthorized" and "Token" in str(info.value)
-    connection.connect(server.url, "right-token-1").close()
-
-
-def test_a_local_server_that_is_down_is_started_with_the_recorded_command(tmp_path):
+def test_a_server_that_is_down_gives_a_clear_message(tmp_path):
     url = f"ws://127.0.0.1:{free_port()}"
-    models = tmp_path / "models"
-    models.mkdir()
-    command = [sys.executable, "-m", "server", "serve", "--models", str(models)]
-    statuses = []
-    client = connection.connect(url, None, command, tmp_path / "server.log", lambda f, t: statuses.append(t))
-    try:
-        assert client.welcome.protocol
-        layers, _ = connection.run_job(client, inpaint_job(Box(0, 0, 32, 32)))
-        assert len(layers) == 1
-        assert statuses[0].startswith("Starting the Paintbridge server")
-    finally:
-        client.close()
-        proc = getattr(client, "server_process", None)
-        assert proc is not None
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
+    with pytest.raises(ServerUnavailable) as info:
+        connection.connect(url, None, tmp_path)  # no server.json next to the plug-in here: nothing to start
+    assert url in str(info.value) and "paintbridge serve" in str(info.value)
+
+
+def test_the_launcher_reads_the_recorded_command_and_logs_into_the_profile(tmp_path):
+    (tmp_path / "server.json").write_text('{"command": ["/venv/python", "-m", "server", "serve"]}')
+    server = connection.local_server(tmp_path / "profile", tmp_path)
+    assert server.command == ["/venv/python", "-m", "server", "serve"] and server.outlive
+    assert server.log_path == tmp_path / "profile" / "paintbridge-server.log"
 
 
 # --- installer -------------------------------------------------------------------------------------------------------
@@ -310,11 +211,12 @@ def test_installer_makes_a_self_contained_plugin_folder(tmp_path):
     assert entry.stat().st_mode & stat.S_IXUSR
     assert (dest / "gimp_plugin" / "procedures.py").exists() and (dest / "protocol" / "client.py").exists()
     assert not list(dest.rglob("*.so")), "vendored packages must be pure Python"
-    assert '"/opt/pb/python"' in (dest / "install.json").read_text()
+    assert read_server_command(dest) == ["/opt/pb/python", "-m", "server", "serve"]
+    assert (dest / "client" / "jobs.py").exists() and not (dest / "install.json").exists()
     # The vendored copies import on their own, without this venv's site-packages.
     probe = ("import sys; sys.path[:0] = [sys.argv[1] + '/vendor', sys.argv[1]]; "
-             "import msgpack, websockets.sync.client, protocol.client, gimp_plugin.jobs; "
-             "assert all(m.__file__.startswith(sys.argv[1]) for m in (msgpack, websockets, protocol)); "
+             "import msgpack, websockets.sync.client, protocol.client, client.session, gimp_plugin.values; "
+             "assert all(m.__file__.startswith(sys.argv[1]) for m in (msgpack, websockets, protocol, client)); "
              "print(msgpack.unpackb(msgpack.packb({'a': b'x'})))")
     out = subprocess.run([sys.executable, "-S", "-c", probe, str(dest)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -322,43 +224,10 @@ def test_installer_makes_a_self_contained_plugin_folder(tmp_path):
     (dest / "stale.txt").write_text("old")
     assert install(plugins) == dest and not (dest / "stale.txt").exists()
     assert sorted(p.name for p in plugins.iterdir()) == ["paintbridge"]
-    assert '"server_command": null' in (dest / "install.json").read_text()
+    assert read_server_command(dest) is None and not (dest / "server.json").exists()
 
 
-# --- live inpaint scheduling -----------------------------------------------------------------------------------------
-
-def test_live_scheduler_debounces_runs_once_and_cancels_stale_jobs():
-    from gimp_plugin.livestate import CANCEL, START, WAIT, LiveScheduler
-
-    s = LiveScheduler()
-    assert s.tick(None) == WAIT
-    assert s.tick("a") == WAIT  # changed: wait one tick for it to hold still
-    assert s.tick("a") == START
-    s.started("a")
-    assert s.tick("a") == WAIT  # one job at a time
-    assert s.tick("b") == WAIT
-    assert s.tick("b") == CANCEL  # the inputs moved on and held still: stop the stale job
-    assert s.tick("b") == WAIT  # cancel only once
-    s.finished("a", answered=False)  # cancelled: no answer for "a"
-    assert s.tick("b") == START
-    s.started("b")
-    s.finished("b")
-    assert s.tick("b") == WAIT  # never twice for the same inputs
-    s.forget()
-    assert s.tick("b") == START  # unless asked to
-
-
-def test_live_signature_changes_with_selection_and_settings():
-    from gimp_plugin.livestate import signature
-
-    base = signature((1, 2, 3, 4), b"\x00\xff", {"prompt": "a", "steps": 4}, 7)
-    assert base == signature((1, 2, 3, 4), b"\x00\xff", {"steps": 4, "prompt": "a"}, 7)
-    assert base != signature((1, 2, 3, 4), b"\x00\xfe", {"prompt": "a", "steps": 4}, 7)
-    assert base != signature((1, 2, 3, 5), b"\x00\xff", {"prompt": "a", "steps": 4}, 7)
-    assert base != signature((1, 2, 3, 4), b"\x00\xff", {"prompt": "b", "steps": 4}, 7)
-    assert base != signature((1, 2, 3, 4), b"\x00\xff", {"prompt": "a", "steps": 4}, 8)
-    assert signature((0, 0, 0, 0), b"", {}, 1) is None
-
+# --- dialogs ---------------------------------------------------------------------------------------------------------
 
 def test_dialog_layout_and_models_hint():
     from gimp_plugin.dialog import layout, models_hint
@@ -393,4 +262,4 @@ def test_install_py_installs_the_gimp_plugin_through_its_own_loader(tmp_path):
     dest = Path(out.stdout.strip())
     assert dest == tmp_path / "plug-ins" / "paintbridge"
     assert (dest / "vendor" / "websockets").is_dir() and (dest / "protocol" / "geometry.py").exists()
-    assert str(REPO / ".venv") in (dest / "install.json").read_text()
+    assert read_server_command(dest)[0] == str(REPO / ".venv" / "bin" / "python")

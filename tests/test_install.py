@@ -394,8 +394,9 @@ def test_install_py_as_a_script_into_a_temporary_home(tmp_path):
     out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert (home / "k/paintbridge/vendor/websockets").is_dir() and (home / "g/paintbridge/vendor/msgpack").is_dir()
-    assert json.loads((home / "g/paintbridge/install.json").read_text())["server_command"] == \
-        install.server_command(VENV)
+    for plugin in ("k/paintbridge", "g/paintbridge"):  # both record the server command in the same file
+        assert json.loads((home / plugin / "server.json").read_text())["command"] == install.server_command(VENV)
+        assert (home / plugin / "client" / "jobs.py").is_file() and (home / plugin / "protocol").is_dir()
     out = subprocess.run([sys.executable, str(REPO / "install.py"), "--uninstall"], capture_output=True, text=True,
                          env=env, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -1,0 +1,196 @@
+"""From settings and the pixels an adapter read to one ``job`` message (no editor, no network).
+
+Every adapter makes a job the same two calls::
+
+    inputs = capture(settings, selection_bounds, width, height, reader, controls)  # reads what the mode needs
+    job = build_job(settings, inputs, defaults, entry, job_id=...)                 # the same job in either editor
+
+``reader`` is the adapter's ``DocumentReader`` (pixels of a box, in the host's native order); ``capture`` asks
+``modes.plan_read`` which box to read and whether a mask and an image travel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Protocol, Sequence, Tuple
+
+from .errors import JobInputError
+from .modes import NEVER, REQUIRED, plan_read, rule
+from .settings import Defaults, Settings, apply_defaults
+from .wire import Box, job_message, protocol
+
+MAX_CONTROLS = 8
+
+
+@dataclass(frozen=True)
+class ControlInput:
+    """One control layer's pixels over the job's box (same pixel format as the image) and how to use them."""
+
+    type: str
+    image: bytes
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    preprocess: bool = False
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """What an adapter read from the document for one job (``box`` from ``modes.plan_read``)."""
+
+    box: Box
+    image: Optional[bytes]  # the box's pixels in ``image_format``; None when the plan reads no image
+    image_format: str = protocol.RGBA8  # rgba8 (GIMP) or bgra8 (Krita's native order)
+    mask: Optional[bytes] = None  # gray8 of the box; None when the plan reads no mask
+    controls: Tuple[ControlInput, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class ControlSource:
+    """A control layer the painter picked: ``layer`` is the host's handle, read by ``DocumentReader.read_layer``."""
+
+    layer: Any
+    type: str
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    preprocess: bool = False
+    model: str = ""
+
+
+class DocumentReader(Protocol):
+    """What an adapter reads from its document (all in document coordinates, only the box asked for)."""
+
+    image_format: str  # the pixel order read_image / read_layer return: rgba8 or bgra8
+
+    def read_image(self, box: Box) -> bytes:
+        """The source image over ``box`` (the visible image or the active layer, as the settings say)."""
+
+    def read_mask(self, box: Box) -> bytes:
+        """The mask over ``box`` as gray8 (the selection, or the mask source the settings name)."""
+
+    def read_layer(self, layer: Any, box: Box) -> bytes:
+        """A control layer's pixels over ``box``."""
+
+
+def capture(settings: Settings, selection: Box, canvas_width: int, canvas_height: int, reader: DocumentReader,
+            controls: Sequence[ControlSource] = ()) -> JobInputs:
+    """Read one job's inputs the way ``settings.mode`` says (``modes.plan_read``): the same reads in every editor.
+    ``selection`` is the bounds of the selection (or mask source); empty when nothing is selected."""
+    plan = plan_read(settings.mode, selection, canvas_width, canvas_height)
+    box = plan.box
+    mask = reader.read_mask(box) if plan.mask else None
+    image = reader.read_image(box) if plan.image else None
+    read = tuple(ControlInput(c.type, reader.read_layer(c.layer, box), c.strength, c.start, c.end, c.preprocess,
+                              c.model) for c in controls) if rule(settings.mode).controls else ()
+    return JobInputs(box, image, reader.image_format, mask, read)
+
+
+def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) -> Dict[str, Any]:
+    """The job's ``params`` for ``settings`` (already through ``apply_defaults``): what the mode uses, nothing else."""
+    mode = settings.mode
+    r = rule(mode)
+    params: Dict[str, Any] = {}
+    if mode == "preprocess":
+        if settings.preprocessor not in protocol.CONTROL_TYPES:
+            raise JobInputError(f"unknown control image kind {settings.preprocessor!r}; choose one of "
+                                f"{', '.join(protocol.CONTROL_TYPES)}")
+        if settings.low_threshold > settings.high_threshold:
+            raise JobInputError("The low threshold is above the high threshold")
+        return {"preprocessor": settings.preprocessor, "low_threshold": int(settings.low_threshold),
+                "high_threshold": int(settings.high_threshold)}
+    if settings.sampler and settings.sampler not in protocol.SAMPLERS:
+        raise JobInputError(f"unknown sampler {settings.sampler!r}; choose one of {', '.join(protocol.SAMPLERS)}")
+    if settings.steps > 0:
+        params["steps"] = int(settings.steps)
+    if settings.cfg > 0:
+        params["cfg"] = float(settings.cfg)
+    if settings.sampler:
+        params["sampler"] = settings.sampler
+    params["seed"] = int(settings.seed)
+    params["batch"] = int(settings.batch) if r.batch else 1
+    if r.strength and settings.strength is not None:
+        params["strength"] = float(settings.strength)
+    if has_mask:
+        params["grow"], params["feather"] = int(settings.grow), int(settings.feather)
+    if mode in ("inpaint", "outpaint"):
+        params["fill"] = settings.fill
+    if mode == "generate" and not has_image:
+        params["width"], params["height"] = box.width, box.height
+    if mode == "outpaint":
+        extend = {"left": settings.extend_left, "top": settings.extend_top, "right": settings.extend_right,
+                  "bottom": settings.extend_bottom}
+        if min(extend.values()) < 0 or not any(extend.values()):
+            raise JobInputError("Outpaint needs at least one side to extend: set a number of pixels above 0 for it")
+        params["extend"] = {k: int(v) for k, v in extend.items()}
+    if mode == "upscale":
+        params.update(scale=float(settings.scale), upscaler=settings.upscaler.strip(), refine=float(settings.refine))
+        if settings.tile:
+            params["tile"] = int(settings.tile)
+    return params
+
+
+def build_job(
+    settings: Settings,
+    inputs: JobInputs,
+    defaults: Optional[Defaults] = None,
+    entry: Optional[Mapping[str, Any]] = None,
+    *,
+    job_id: str,
+    previews: bool = False,
+    live: bool = False,
+    result_format: Optional[str] = None,
+) -> "protocol.Job":
+    """The job for ``settings`` and ``inputs``; defaults filled from ``defaults`` for the model ``entry``
+    (``settings.model_entry``). Raises JobInputError naming what to change. ``result_format`` defaults to the
+    image's pixel format."""
+    resolved = apply_defaults(settings, defaults or Defaults(), entry)
+    mode = resolved.mode
+    r = rule(mode)
+    box = inputs.box
+    if box.is_empty:
+        raise JobInputError("The area to work on is empty: select part of the image")
+    fmt = inputs.image_format
+    if fmt not in (protocol.RGBA8, protocol.BGRA8):
+        raise JobInputError(f"image format {fmt!r} is not one a job can carry (rgba8 or bgra8)")
+    if r.mask == REQUIRED and inputs.mask is None:
+        raise JobInputError(f"{r.label} needs a selection (or a mask) that marks the area to repaint: select it first")
+    if r.mask == NEVER and inputs.mask is not None:
+        raise JobInputError(f"{r.label} takes no mask; read the box that modes.plan_read gives without one")
+    mask = None
+    if inputs.mask is not None:
+        if inputs.mask.count(0) == len(inputs.mask):  # C speed, also for a 24-megapixel mask
+            raise JobInputError("The mask is empty inside the area to work on: select (or paint white on the mask) "
+                                "where the image should change")
+        mask = _payload(box, protocol.GRAY8, inputs.mask, "mask")
+    image = _payload(box, fmt, inputs.image, "image") if inputs.image is not None else None
+    if image is None and (mode != "generate" or mask is not None):
+        raise JobInputError(f"{r.label} needs the image's pixels and none were read")
+    if len(inputs.controls) > MAX_CONTROLS:
+        raise JobInputError(f"{len(inputs.controls)} control layers; a job takes at most {MAX_CONTROLS}")
+    controls = []
+    for i, ctl in enumerate(inputs.controls):
+        if ctl.type not in protocol.CONTROL_TYPES:
+            raise JobInputError(f"unknown control type {ctl.type!r}; choose one of {', '.join(protocol.CONTROL_TYPES)}")
+        controls.append({"type": ctl.type, "image": _payload(box, fmt, ctl.image, f"control {i + 1}"),
+                         "strength": float(ctl.strength), "start": float(ctl.start), "end": float(ctl.end),
+                         "preprocess": bool(ctl.preprocess), "model": ctl.model})
+    return job_message(
+        job_id=job_id, mode=mode, model=resolved.model.strip(), prompt=resolved.prompt.strip(),
+        negative_prompt=resolved.negative_prompt.strip(), image=image, mask=mask, controls=controls,
+        params=build_params(resolved, box, image is not None, mask is not None), x=box.x, y=box.y,
+        result_format=result_format or fmt, previews=previews, live=live,
+    )
+
+
+def _payload(box: Box, fmt: str, data: bytes, what: str):
+    expected = box.width * box.height * (1 if fmt == protocol.GRAY8 else 4)
+    if len(data) != expected:
+        raise JobInputError(f"the {what} read holds {len(data)} bytes; a {box.width}x{box.height} {fmt} image needs "
+                            f"{expected}")
+    return protocol.ImagePayload(box.width, box.height, fmt, bytes(data))
+
+
+__all__ = ["ControlInput", "ControlSource", "DocumentReader", "JobInputs", "build_job", "build_params", "capture",
+           "plan_read"]

@@ -1,0 +1,393 @@
+"""The connection to a server, for both editors: connect (starting the local server when it is down and the install
+recorded how), run jobs with progress, reconnect with back-off, one session id per plugin session.
+
+- One-shot (a GIMP procedure run): ``open_client(...)`` then ``run_job(client, job, on_status)``.
+- Long-lived (Krita's panel, GIMP's live dialog): ``Session`` runs a worker thread that owns the client; the editor
+  calls ``configure``/``submit``/``cancel`` from its UI thread and gets ``Listener`` callbacks on the worker thread
+  (an adapter forwards them to its UI thread: Qt signals, ``GLib.idle_add``).
+Every failure becomes a ``client.errors`` exception (or a callback) whose message the painter can act on.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+from .errors import Cancelled, JobError, ServerStartError, ServerUnavailable
+from .server import Autostart, LocalServer, is_local
+from .wire import client_module, field_of, message_type, protocol, result_layers
+
+START_TIMEOUT = 180.0  # a first start may import torch and scan model folders
+StatusFn = Callable[[Optional[float], Optional[str]], None]
+
+DISCONNECTED = "disconnected"
+CONNECTING = "connecting"
+CONNECTED = "connected"
+REFUSED = "refused"
+
+
+def new_session_id() -> str:
+    """A client session id (``hello.session``), made once per plugin session."""
+    return client_module().new_session_id()
+
+
+def new_job_id(prefix: str) -> str:
+    """A job id unique within this process (and very likely across processes)."""
+    return client_module().new_job_id(prefix)
+
+
+class Backoff:
+    """Reconnect delays: ``first`` seconds, doubling up to ``longest``; ``reset`` after a success."""
+
+    def __init__(self, first: float = 0.5, longest: float = 8.0) -> None:
+        self.first, self.longest = first, longest
+        self._next = first
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self.longest, self._next * 2)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
+def describe_event(msg: Any) -> Tuple[Optional[float], Optional[str]]:
+    """(progress fraction or None, status text or None) for one job event."""
+    kind = message_type(msg)
+    if kind == "queued":
+        ahead = int(field_of(msg, "position", 0) or 0)
+        return 0.0, f"Waiting for the server: {ahead} job{'s' if ahead != 1 else ''} ahead" if ahead else "Queued"
+    if kind == "started":
+        return 0.0, "Running on the server"
+    if kind == "progress":
+        total = max(1, int(field_of(msg, "total", 1) or 1))
+        step = min(total, max(0, int(field_of(msg, "step", 0) or 0)))
+        return step / total, f"Step {step} of {total}"
+    if kind == "result":
+        return 1.0, "Inserting the result"
+    return None, None
+
+
+def unavailable_message(url: str, reason: str) -> str:
+    return (f"Cannot reach the Paintbridge server at {url} ({reason}). Start it with 'paintbridge serve' "
+            "(or run install.py) and try again, or check the server address.")
+
+
+def _reason(err: Exception) -> str:
+    text = str(err)
+    return text.split(": ", 1)[1] if text.startswith("cannot reach") and ": " in text else text
+
+
+def make_client(url: str, token: Optional[str], client_name: str, client_version: str,
+                session_id: Optional[str] = None, open_timeout: float = 5.0, resume_for: Optional[float] = None):
+    """A ``protocol.client.Client`` for ``url`` (not connected yet) carrying the plugin's session id (a fresh one
+    when None). While a job waits, the transport reconnects with back-off and that id for ``resume_for`` seconds
+    (None: the transport's default)."""
+    extra = {} if resume_for is None else {"resume_for": resume_for}
+    return client_module().Client(url, client_name=client_name, client_version=client_version, token=token,
+                                  open_timeout=open_timeout, session=session_id, **extra)
+
+
+def handshake(client) -> Any:
+    """Connect ``client``; returns the welcome. ConnectionFailed passes through; a refusal becomes JobError."""
+    cm = client_module()
+    try:
+        return client.connect()
+    except cm.JobFailed as err:
+        client.close()
+        hint = " Check the token." if err.code == "unauthorized" else ""
+        raise JobError(err.code, f"The Paintbridge server at {client.url} refused the connection: {err}.{hint}") \
+            from None
+    except protocol.ProtocolError as err:
+        client.close()
+        raise JobError(err.code, f"The Paintbridge server at {client.url} cannot be used: {err.message}") from None
+
+
+def open_client(
+    url: str,
+    token: Optional[str],
+    client_name: str,
+    client_version: str,
+    server: Optional[LocalServer] = None,
+    on_status: Optional[StatusFn] = None,
+    start_timeout: float = START_TIMEOUT,
+    session_id: Optional[str] = None,
+):
+    """A connected client. A local server that is down is started with ``server`` when it has a command."""
+    cm = client_module()
+    client = make_client(url, token, client_name, client_version, session_id)
+    try:
+        handshake(client)
+        return client
+    except cm.ConnectionFailed as err:
+        if server is None or not server.available or not is_local(url):
+            raise ServerUnavailable(unavailable_message(url, _reason(err))) from None
+        first_error = err
+    if on_status:
+        on_status(None, "Starting the Paintbridge server (the first start takes a while)")
+    server.start(url, token)
+    deadline = time.monotonic() + start_timeout
+    while time.monotonic() < deadline:
+        if not server.running:
+            raise ServerStartError(server.failure())
+        time.sleep(0.5)
+        try:
+            handshake(client)
+            return client
+        except cm.ConnectionFailed:
+            continue
+    raise ServerUnavailable(unavailable_message(url, f"{_reason(first_error)}; started it, but it did not answer "
+                                                     f"within {start_timeout:.0f} s: see {server.log_path}"))
+
+
+def run_job(client, job: Any, on_status: Optional[StatusFn] = None, timeout: Optional[float] = None
+            ) -> Tuple[list, dict]:
+    """Run ``job`` to its end: (result layers, the parameters the server used). Failures raise PaintbridgeError."""
+    cm = client_module()
+
+    def on_event(msg: Any) -> None:
+        if on_status is not None:
+            fraction, text = describe_event(msg)
+            if fraction is not None or text is not None:
+                on_status(fraction, text)
+
+    try:
+        result = client.run(job, on_event=on_event, timeout=timeout)
+    except cm.JobFailed as err:
+        where = f" (field '{err.field}')" if err.field else ""
+        raise JobError(err.code, f"The Paintbridge server could not do this job{where}: {err}") from None
+    except cm.JobCancelled:
+        raise Cancelled("The job was cancelled.") from None
+    except cm.ConnectionFailed as err:
+        raise ServerUnavailable(f"The connection to the Paintbridge server broke off during the job: {err}") from None
+    except TimeoutError as err:
+        raise ServerUnavailable(f"The Paintbridge server did not finish the job: {err}") from None
+    try:
+        layers = result_layers(result)
+    except (protocol.ProtocolError, TypeError, ValueError) as err:
+        raise JobError("internal", f"The server sent a result this plugin cannot read: {err}") from None
+    if not layers:
+        raise JobError("internal", "The server finished the job but sent no layer back.")
+    return layers, dict(field_of(result, "params", {}) or {})
+
+
+def fetch_models(url: str, token: Optional[str], client_name: str, client_version: str,
+                 timeout: float = 2.0) -> Optional[List[dict]]:
+    """The server's model listing, or None when it does not answer within ``timeout`` (for hints only)."""
+    cm = client_module()
+    client = make_client(url, token, client_name, client_version, open_timeout=timeout)
+    try:
+        welcome = client.connect()
+        return list(field_of(welcome, "models", ()) or ())
+    except (cm.ConnectionFailed, cm.JobFailed, protocol.ProtocolError, TimeoutError, OSError):
+        return None
+    finally:
+        client.close()
+
+
+class Listener:
+    """Callbacks of a ``Session`` (called on its worker thread); override what you need."""
+
+    def state_changed(self, state: str, detail: str) -> None: ...
+    def welcomed(self, welcome: Any) -> None: ...
+    def models_changed(self, models: list) -> None: ...
+    def job_sent(self, job_id: str, at: float) -> None:
+        """The job's frame left the plugin (``time.monotonic()`` just after it was written to the socket)."""
+
+    def job_event(self, job_id: str, msg: Any) -> None: ...
+    def job_result(self, job_id: str, msg: Any) -> None: ...
+    def job_failed(self, job_id: str, code: str, message: str) -> None: ...
+    def job_cancelled(self, job_id: str) -> None: ...
+
+
+class Session:
+    """A self-healing connection to one server, owned by a worker thread.
+
+    Jobs run one at a time in submission order. While disconnected, submitted jobs fail at once with a clear message;
+    the worker reconnects with back-off (and starts the local server through ``server``/``autostart`` when allowed),
+    with the same session id, and polls the model list while idle (which is also how it notices a dead server).
+    A job whose connection drops goes on if the server is back within ``resume_for`` seconds (the server re-sends what
+    was missed), and fails with a clear message otherwise.
+    """
+
+    HEARTBEAT = 2.0
+
+    def __init__(self, listener: Listener, client_name: str, client_version: str,
+                 server: Optional[LocalServer] = None, autostart: Optional[Autostart] = None,
+                 backoff: Optional[Backoff] = None, resume_for: float = 10.0) -> None:
+        self.listener = listener
+        self.client_name, self.client_version = client_name, client_version
+        self.server, self.autostart = server, autostart
+        self.backoff = backoff or Backoff()
+        self.resume_for = resume_for
+        self.session_id = new_session_id()
+        self.state, self.detail = DISCONNECTED, "not connected"
+        self.welcome: Any = None
+        self._target: Tuple[str, Optional[str]] = ("", None)
+        self._commands: "queue.Queue[tuple]" = queue.Queue()
+        self._client = None
+        self._thread: Optional[threading.Thread] = None
+        self._stopping = False
+
+    # --- any thread ---------------------------------------------------------------------------------------------------
+    def configure(self, url: str, token: Optional[str]) -> None:
+        """Connect to ``url`` (reconnecting when it or the token changed); starts the worker on first use."""
+        target = (url.strip(), token or None)
+        if target == self._target and self._thread is not None:
+            return
+        self._target = target
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="paintbridge-session", daemon=True)
+            self._thread.start()
+        else:
+            self._commands.put(("reconnect",))
+
+    def reconnect_now(self) -> None:
+        self.backoff.reset()
+        self._commands.put(("reconnect",))
+
+    def submit(self, job: Any) -> str:
+        """Queue ``job`` (a ``protocol.Job``); returns its id. Events arrive through the listener."""
+        job_id = str(field_of(job, "id"))
+        self._commands.put(("job", job, job_id))
+        return job_id
+
+    def cancel(self, job_id: str) -> None:
+        """Ask the server to cancel a job (from a short-lived thread: never blocks the caller)."""
+        client = self._client
+        if client is None:
+            return
+
+        def send() -> None:
+            try:
+                client.cancel(job_id)
+            except Exception:  # the connection died; the job's own stream reports that
+                pass
+
+        threading.Thread(target=send, name="paintbridge-cancel", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._commands.put(("stop",))
+
+    @property
+    def connected(self) -> bool:
+        return self.state == CONNECTED
+
+    # --- worker thread ------------------------------------------------------------------------------------------------
+    def _set_state(self, state: str, detail: str) -> None:
+        self.state, self.detail = state, detail
+        self.listener.state_changed(state, detail)
+
+    def _run(self) -> None:
+        cm = client_module()
+        while not self._stopping:
+            url, token = self._target
+            if not url:
+                self._set_state(DISCONNECTED, "no server address set")
+                self._idle_wait(self.backoff.longest)
+                continue
+            self._set_state(CONNECTING, f"connecting to {url}")
+            client = make_client(url, token, self.client_name, self.client_version, self.session_id, 3.0,
+                                 self.resume_for)
+            try:
+                welcome = handshake(client)
+            except JobError as err:
+                self._set_state(REFUSED, str(err))
+                self._idle_wait(self.backoff.longest)
+                continue
+            except Exception as err:  # ConnectionFailed, timeouts
+                self._set_state(DISCONNECTED, _short(str(err)) or f"cannot reach {url}")
+                self._maybe_autostart(url, token)
+                self._idle_wait(self.backoff.next())
+                continue
+            self.backoff.reset()
+            if self.autostart is not None:
+                self.autostart.welcomed()
+            self._client, self.welcome = client, welcome
+            self.listener.welcomed(welcome)
+            models = list(field_of(welcome, "models", ()) or ())
+            self.listener.models_changed(models)
+            self._set_state(CONNECTED, f"connected to {url}")
+            try:
+                self._serve(client, models, cm)
+            finally:
+                self._client = None
+                try:
+                    client.close()
+                except Exception:
+                    pass
+
+    def _maybe_autostart(self, url: str, token: Optional[str]) -> None:
+        server, policy = self.server, self.autostart
+        if server is None or policy is None or not server.available or not is_local(url) or server.running:
+            return
+        if policy.should_start(time.monotonic()):
+            try:
+                server.start(url, token)
+                self._set_state(CONNECTING, "starting the local server")
+            except ServerStartError as err:
+                self._set_state(DISCONNECTED, str(err))
+
+    def _idle_wait(self, seconds: float) -> None:
+        """Wait while disconnected; jobs that arrive meanwhile fail at once with a clear message."""
+        try:
+            cmd = self._commands.get(timeout=seconds)
+        except queue.Empty:
+            return
+        if cmd[0] == "job":
+            self.listener.job_failed(cmd[2], "not_connected",
+                                     f"Not connected to the Paintbridge server at {self._target[0]}: {self.detail}")
+
+    def _serve(self, client, models: list, cm) -> None:
+        while not self._stopping:
+            try:
+                cmd = self._commands.get(timeout=self.HEARTBEAT)
+            except queue.Empty:
+                try:
+                    fresh = client.list_models(timeout=10.0)
+                except Exception as err:
+                    self._set_state(DISCONNECTED, f"lost the connection: {_short(str(err))}")
+                    return
+                if fresh != models:
+                    models = fresh
+                    self.listener.models_changed(fresh)
+                continue
+            if cmd[0] in ("reconnect", "stop"):
+                return
+            if cmd[0] == "job" and not self._run_one(client, cmd[1], cmd[2], cm):
+                return
+
+    def _run_one(self, client, job: Any, job_id: str, cm) -> bool:
+        """Run one job, reporting its events; False when the connection broke."""
+        try:
+            client.submit(job)
+            self.listener.job_sent(job_id, time.monotonic())
+            for msg in client.events(job_id):
+                kind = message_type(msg)
+                if kind == "result":
+                    self.listener.job_result(job_id, msg)
+                elif kind == "cancelled":
+                    self.listener.job_cancelled(job_id)
+                elif kind == "error":
+                    self.listener.job_failed(job_id, str(field_of(msg, "code", "internal")),
+                                             str(field_of(msg, "message", "")))
+                else:
+                    self.listener.job_event(job_id, msg)
+        except cm.ConnectionFailed as err:
+            self.listener.job_failed(job_id, "connection_lost",
+                                     f"The server stopped while working on this job ({_short(str(err))}). "
+                                     "Nothing was changed in your image.")
+            self._set_state(DISCONNECTED, f"lost the connection: {_short(str(err))}")
+            return False
+        except Exception as err:  # a bug or a malformed frame: report it, keep the session alive
+            self.listener.job_failed(job_id, "internal", f"{type(err).__name__}: {_short(str(err))}")
+        return True
+
+
+def _short(text: str, limit: int = 240) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

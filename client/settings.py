@@ -1,0 +1,210 @@
+"""Job options: one ``Settings`` for both editors, its persistence format, and the defaults the server announces.
+
+``Settings`` holds what the painter chose; "use the default" is spelled ``strength=None``, ``steps=0``, ``cfg=0`` and
+``sampler=""``. ``apply_defaults`` fills those from ``welcome.defaults`` (``Defaults.from_welcome``) for the chosen
+model's family, so the server and both plugins use the same numbers. ``to_dict``/``from_dict`` is the format both
+plugins store (JSON-ready; unknown keys ignored, ill-typed values fall back to the default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+from .modes import MODES
+
+CLASSICAL = "classical"
+IMAGE_SOURCES = ("visible", "layer")
+MASK_SOURCES = ("selection", "layer-mask", "alpha")
+
+# What a 1.0 server (which sends no ``welcome.defaults``) gets: the server's own tables at protocol 1.1.
+FALLBACK_DEFAULTS: Dict[str, Any] = {
+    "modes": {"generate": {"strength": 1.0}, "img2img": {"strength": 0.7}, "inpaint": {"strength": 1.0},
+              "outpaint": {"strength": 1.0}, "upscale": {"strength": 0.35, "scale": 2.0}},
+    "families": {"sd15": {"steps": 25, "cfg": 7.0, "sampler": "DPM++ 2M Karras", "resolution": 512},
+                 "sdxl": {"steps": 30, "cfg": 6.0, "sampler": "DPM++ 2M Karras", "resolution": 1024},
+                 CLASSICAL: {"steps": 1, "cfg": 0.0, "sampler": "", "resolution": 0}},
+    "layer_name_length": 40,
+}
+
+
+@dataclass
+class Settings:
+    """Everything a painter can choose for one job, in either editor."""
+
+    mode: str = "inpaint"
+    model: str = ""  # "" = the server's default checkpoint; "classical" = the built-in engine
+    prompt: str = ""
+    negative_prompt: str = ""
+    strength: Optional[float] = None  # None = the mode's default
+    steps: int = 0  # 0 = the model family's default
+    cfg: float = 0.0  # 0 = the model family's default
+    sampler: str = ""  # "" = the model family's default
+    seed: int = -1  # -1 = random (the server picks; each result layer says which)
+    batch: int = 1
+    grow: int = -1  # -1 = scaled to the selection
+    feather: int = -1  # -1 = scaled to the selection
+    fill: str = "telea"  # classical fill / pre-fill: "telea" or "ns"
+    extend_left: int = 0
+    extend_top: int = 0
+    extend_right: int = 0
+    extend_bottom: int = 0
+    scale: float = 2.0
+    upscaler: str = ""  # "" = Lanczos
+    refine: float = 0.0  # upscale: img2img strength of a refine pass; 0 = off
+    tile: int = 0  # 0 = automatic
+    preprocessor: str = "canny"
+    low_threshold: int = 100
+    high_threshold: int = 200
+    image_source: str = "visible"  # IMAGE_SOURCES
+    mask_source: str = "selection"  # MASK_SOURCES (each editor offers the ones it can read)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The stored form (a JSON-ready map)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Settings":
+        """Settings from a stored map; unknown keys are ignored and ill-typed values fall back to the default."""
+        out = cls()
+        if not isinstance(data, Mapping):
+            return out
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            value, default = data[f.name], getattr(out, f.name)
+            if f.name == "strength":
+                ok = value is None or _is_number(value)
+                value = None if value is None else float(value) if ok else default
+            elif isinstance(default, float):
+                ok = _is_number(value)
+                value = float(value) if ok else default
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, type(default))
+            setattr(out, f.name, value if ok else default)
+        if out.mode not in MODES:
+            out.mode = cls.mode
+        if out.image_source not in IMAGE_SOURCES:
+            out.image_source = cls.image_source
+        if out.mask_source not in MASK_SOURCES:
+            out.mask_source = cls.mask_source
+        return out
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+@dataclass(frozen=True)
+class FamilyDefaults:
+    """Good starting values for one model family."""
+
+    steps: int
+    cfg: float
+    sampler: str
+    resolution: int
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The defaults a server announces in ``welcome.defaults`` (the 1.1 server tables when it announces none)."""
+
+    modes: Mapping[str, Mapping[str, float]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in FALLBACK_DEFAULTS["modes"].items()})
+    families: Mapping[str, FamilyDefaults] = field(default_factory=lambda: _families(FALLBACK_DEFAULTS["families"]))
+    layer_name_length: int = FALLBACK_DEFAULTS["layer_name_length"]
+
+    @classmethod
+    def from_welcome(cls, welcome: Any) -> "Defaults":
+        """The defaults of a ``welcome`` (a wire map or a typed message); missing parts fall back per entry."""
+        raw = welcome.get("defaults") if isinstance(welcome, Mapping) else getattr(welcome, "defaults", None)
+        raw = raw if isinstance(raw, Mapping) else {}
+        modes = {k: dict(v) for k, v in FALLBACK_DEFAULTS["modes"].items()}
+        for mode, values in (raw.get("modes") or {}).items():
+            if isinstance(values, Mapping):
+                modes.setdefault(str(mode), {}).update({k: float(v) for k, v in values.items() if _is_number(v)})
+        families = _families(FALLBACK_DEFAULTS["families"])
+        families.update(_families(raw.get("families") or {}))
+        length = raw.get("layer_name_length")
+        length = length if isinstance(length, int) and not isinstance(length, bool) and length >= 8 else \
+            FALLBACK_DEFAULTS["layer_name_length"]
+        return cls(modes, families, length)
+
+    def strength(self, mode: str) -> Optional[float]:
+        """The mode's default strength (None when the server names none)."""
+        value = self.modes.get(mode, {}).get("strength")
+        return None if value is None else float(value)
+
+    def mode_value(self, mode: str, key: str, fallback: float) -> float:
+        return float(self.modes.get(mode, {}).get(key, fallback))
+
+    def family(self, entry: Optional[Mapping[str, Any]]) -> Optional[FamilyDefaults]:
+        """The defaults of a model listing entry's family (None when the family is unknown here)."""
+        return self.families.get(family_of(entry)) if entry is not None else None
+
+
+def _families(raw: Mapping[str, Any]) -> Dict[str, FamilyDefaults]:
+    out = {}
+    for name, v in raw.items():
+        if not isinstance(v, Mapping):
+            continue
+        try:
+            out[str(name)] = FamilyDefaults(int(v.get("steps", 0)), float(v.get("cfg", 0.0)),
+                                            str(v.get("sampler", "")), int(v.get("resolution", 0)))
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def family_of(entry: Optional[Mapping[str, Any]]) -> str:
+    """A model listing entry's family: its ``family`` (protocol 1.1), else its ``arch``, ``classical`` for the
+    built-in engine; "" when nothing says."""
+    if not entry:
+        return ""
+    if entry.get("name") == CLASSICAL or entry.get("kind") == "builtin":
+        return CLASSICAL
+    return str(entry.get("family") or entry.get("arch") or "")
+
+
+def model_entry(models: Sequence[Mapping[str, Any]], name: str) -> Optional[Mapping[str, Any]]:
+    """The listing entry ``name`` refers to: "" is the server's default (its first checkpoint, else the classical
+    engine); None when the server lists no such model."""
+    if name == "":
+        checkpoints = [m for m in models if m.get("kind") == "checkpoint"]
+        if checkpoints:
+            return checkpoints[0]
+        name = CLASSICAL
+    found = next((m for m in models if m.get("name") == name), None)
+    if found is None and name == CLASSICAL:
+        return {"name": CLASSICAL, "kind": "builtin"}
+    return found
+
+
+def apply_defaults(settings: Settings, defaults: Defaults, entry: Optional[Mapping[str, Any]]) -> Settings:
+    """A copy of ``settings`` with every "use the default" value filled from ``defaults`` for ``entry``'s family
+    (values the server's tables do not cover stay unset, so the server fills them the same way)."""
+    out = settings.replace()
+    if out.strength is None:
+        out.strength = defaults.strength(out.mode)
+    fam = defaults.family(entry)
+    if fam is not None:
+        if out.steps <= 0:
+            out.steps = fam.steps
+        if out.cfg <= 0:
+            out.cfg = fam.cfg
+        if not out.sampler:
+            out.sampler = fam.sampler
+    return out
+
+
+def defaults_for_mode(mode: str, defaults: Defaults) -> Settings:
+    """Fresh settings for ``mode``: what a reset button or a new procedure run starts from."""
+    return Settings(mode=mode, strength=defaults.strength(mode),
+                    scale=defaults.mode_value("upscale", "scale", Settings.scale))

@@ -1,0 +1,83 @@
+"""Procedure argument values → the client core's ``Settings`` and control layers (no GIMP needed).
+
+Argument names are the PDB names (with dashes, see ``arguments``); everything about what a job reads and sends is
+decided by ``client`` from these settings, the same way as in Krita.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping
+
+from client.errors import JobInputError
+from client.jobs import ControlSource
+from client.settings import Settings
+
+from .arguments import MAX_CONTROLS, SAMPLER_BY_NICK, ProcedureSpec
+
+MASK_SOURCES = {"selection": "selection", "layer-mask": "layer-mask"}
+
+
+def control_prefix(index: int) -> str:
+    """Argument-name prefix of control slot ``index`` (1-based): ``control``, ``control-2`` ..."""
+    return "control" if index == 1 else f"control-{index}"
+
+
+def control_sources(values: Mapping[str, Any]) -> List[ControlSource]:
+    """The control slots whose layer argument is set, in order (``layer`` is the GIMP layer)."""
+    out = []
+    for i in range(1, MAX_CONTROLS + 1):
+        p = control_prefix(i)
+        layer = values.get(f"{p}-layer")
+        if layer is not None:
+            out.append(ControlSource(layer, str(values.get(f"{p}-type") or "canny"),
+                                     float(values.get(f"{p}-strength", 1.0)),
+                                     preprocess=bool(values.get(f"{p}-preprocess", False))))
+    return out
+
+
+def sampler_of(nick: Any) -> str:
+    """The protocol's sampler name for a choice nick ("default" = the model family's default, "")."""
+    nick = str(nick or "default")
+    if nick != "default" and nick not in SAMPLER_BY_NICK:
+        raise JobInputError(f"Unknown sampler {nick!r}; choose one of: default, {', '.join(SAMPLER_BY_NICK)}")
+    return SAMPLER_BY_NICK.get(nick, "")
+
+
+def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Settings:
+    """The client ``Settings`` of one procedure run (arguments a procedure lacks keep the client's defaults)."""
+    names = {arg.name for arg in spec.args}
+    s = Settings(mode=spec.mode)
+
+    def text(name: str) -> str:
+        return str(values.get(name) or "").strip()
+
+    s.model, s.prompt, s.negative_prompt = text("model"), text("prompt"), text("negative-prompt")
+    for name in ("steps", "seed", "batch", "grow", "feather"):
+        if name in names:
+            setattr(s, name, int(values[name]))
+    if "strength" in names:
+        s.strength = float(values["strength"])
+    if "cfg" in names:
+        s.cfg = float(values["cfg"])
+    if "sampler" in names:
+        s.sampler = sampler_of(values["sampler"])
+    if "fill" in names:
+        s.fill = str(values["fill"])
+    if "source" in names:
+        s.image_source = str(values["source"] or "visible")
+    if "mask-source" in names:
+        s.mask_source = MASK_SOURCES.get(str(values["mask-source"]), "selection")
+    if spec.mode == "outpaint":
+        amount = int(values.get("extend", 0))
+        for side in ("left", "top", "right", "bottom"):
+            setattr(s, f"extend_{side}", amount if values.get(f"extend-{side}") else 0)
+    if spec.mode == "upscale":
+        s.scale = float(values["scale"])
+        s.upscaler = text("upscaler")
+        s.refine = float(values.get("refine", 0.0))
+    if spec.mode == "preprocess":
+        s.preprocessor = str(values["preprocessor"])
+        s.low_threshold, s.high_threshold = int(values["low-threshold"]), int(values["high-threshold"])
+    if spec.live:
+        s.batch = 1
+    return s

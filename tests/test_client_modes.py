@@ -1,0 +1,53 @@
+"""client.modes: one rule per mode for both editors (which box, mask or not, image or not)."""
+
+from __future__ import annotations
+
+import pytest
+
+from client.errors import JobInputError
+from client.modes import MODES, plan_read, read_box
+from protocol.geometry import Box, context_box
+
+SEL = Box(40, 30, 20, 10)
+NONE = Box(0, 0, 0, 0)
+CANVAS = Box(0, 0, 200, 100)
+
+
+@pytest.mark.parametrize("mode, box, mask, image", [
+    ("generate", context_box(SEL, 200, 100), True, True),
+    ("img2img", context_box(SEL, 200, 100), True, True),
+    ("inpaint", context_box(SEL, 200, 100), True, True),
+    ("outpaint", CANVAS, False, True),
+    ("upscale", SEL, False, True),
+    ("preprocess", SEL, False, True),
+])
+def test_with_a_selection(mode, box, mask, image):
+    plan = plan_read(mode, SEL, 200, 100)
+    assert (plan.box, plan.mask, plan.image) == (box, mask, image)
+    assert read_box(mode, SEL, 200, 100) == box
+
+
+@pytest.mark.parametrize("mode, image", [("generate", False), ("img2img", True), ("outpaint", True),
+                                         ("upscale", True), ("preprocess", True)])
+def test_without_a_selection_every_mode_reads_the_canvas_and_no_mask(mode, image):
+    plan = plan_read(mode, NONE, 200, 100)
+    assert (plan.box, plan.mask, plan.image) == (CANVAS, False, image)
+
+
+def test_inpaint_needs_a_selection():
+    with pytest.raises(JobInputError, match="Inpaint needs a selection"):
+        plan_read("inpaint", NONE, 200, 100)
+
+
+def test_a_selection_past_the_canvas_is_clamped_and_one_outside_is_refused():
+    assert plan_read("upscale", Box(190, 90, 40, 40), 200, 100).box == Box(190, 90, 10, 10)
+    for mode in MODES:
+        with pytest.raises(JobInputError, match="outside the canvas"):
+            plan_read(mode, Box(300, 300, 10, 10), 200, 100)
+
+
+def test_unknown_mode_and_empty_canvas_are_named():
+    with pytest.raises(JobInputError, match="unknown mode 'paint'"):
+        plan_read("paint", SEL, 200, 100)
+    with pytest.raises(JobInputError, match="0x100"):
+        plan_read("img2img", NONE, 0, 100)

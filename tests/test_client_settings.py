@@ -1,0 +1,73 @@
+"""client.settings: the stored format round-trips and survives bad data; defaults come from ``welcome``."""
+
+from __future__ import annotations
+
+import json
+
+from client.settings import (CLASSICAL, FALLBACK_DEFAULTS, Defaults, Settings, apply_defaults, defaults_for_mode,
+                             family_of, model_entry)
+
+MODELS = [{"name": "classical", "kind": "builtin"},
+          {"name": "tiny", "kind": "checkpoint", "arch": "sd15"},
+          {"name": "big", "kind": "checkpoint", "arch": "sdxl", "family": "sdxl"},
+          {"name": "4x", "kind": "upscaler"}]
+
+
+def test_round_trip_through_json():
+    s = Settings(mode="outpaint", prompt="sea", strength=0.4, steps=12, cfg=6.5, seed=9, extend_left=32,
+                 upscaler="4x", image_source="layer", mask_source="alpha")
+    assert Settings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    assert Settings.from_dict(Settings().to_dict()) == Settings()
+
+
+def test_bad_stored_values_fall_back_and_unknown_keys_are_ignored():
+    s = Settings.from_dict({"mode": "paint", "steps": "many", "cfg": 7, "strength": True, "seed": 3.5,
+                            "batch": False, "image_source": "clipboard", "future_key": 1})
+    assert s == Settings(cfg=7.0)
+    assert Settings.from_dict({"strength": None}).strength is None
+    assert Settings.from_dict("not a map") == Settings()
+
+
+def test_defaults_from_a_welcome_and_the_fallback_for_a_1_0_server():
+    d = Defaults.from_welcome({"defaults": {"modes": {"img2img": {"strength": 0.5}},
+                                            "families": {"lcm": {"steps": 6, "cfg": 1.5, "sampler": "LCM",
+                                                                 "resolution": 512}},
+                                            "layer_name_length": 24}})
+    assert d.strength("img2img") == 0.5 and d.strength("inpaint") == 1.0
+    assert d.families["lcm"].steps == 6 and d.families["sdxl"].cfg == 6.0
+    assert d.layer_name_length == 24
+    old = Defaults.from_welcome({"type": "welcome"})
+    assert old.strength("img2img") == FALLBACK_DEFAULTS["modes"]["img2img"]["strength"] == 0.7
+    assert old.layer_name_length == 40 and old == Defaults()
+
+
+def test_typed_welcome_objects_are_read_too():
+    class Welcome:
+        defaults = {"modes": {"img2img": {"strength": 0.45}}}
+
+    assert Defaults.from_welcome(Welcome()).strength("img2img") == 0.45
+
+
+def test_family_and_model_entry():
+    assert family_of(model_entry(MODELS, "")) == "sd15"  # the server's default: its first checkpoint
+    assert family_of(model_entry(MODELS, "big")) == "sdxl"
+    assert family_of(model_entry(MODELS, "classical")) == CLASSICAL
+    assert model_entry(MODELS, "missing") is None
+    assert family_of(model_entry([], "")) == CLASSICAL  # no checkpoint: the server falls back to the built-in engine
+
+
+def test_apply_defaults_fills_only_what_was_left_to_the_default():
+    d = Defaults()
+    filled = apply_defaults(Settings(mode="img2img"), d, model_entry(MODELS, "big"))
+    assert (filled.strength, filled.steps, filled.cfg, filled.sampler) == (0.7, 30, 6.0, "DPM++ 2M Karras")
+    mine = apply_defaults(Settings(mode="img2img", strength=0.2, steps=4, cfg=2.0, sampler="Euler"), d,
+                          model_entry(MODELS, "big"))
+    assert (mine.strength, mine.steps, mine.cfg, mine.sampler) == (0.2, 4, 2.0, "Euler")
+    unknown = apply_defaults(Settings(mode="inpaint"), d, None)
+    assert (unknown.steps, unknown.cfg, unknown.sampler) == (0, 0.0, "")
+
+
+def test_fresh_settings_for_a_mode():
+    d = Defaults.from_welcome({"defaults": {"modes": {"upscale": {"scale": 4.0}}}})
+    assert defaults_for_mode("upscale", d).scale == 4.0
+    assert defaults_for_mode("img2img", d).strength == 0.7
