@@ -430,3 +430,16 @@ def test_a_real_bug_in_the_handshake_keeps_its_traceback(caplog):
     assert bug.levelno == logging.ERROR and bug.exc_info is not None
     assert noise.levelno == logging.INFO and noise.exc_info is None
     assert "did not receive a valid HTTP request (connection closed" in noise.getMessage()
+
+
+# --- 7. a dropped connection mid-job (the proxy the real-host tests use) ---------------------------------------------
+
+def test_a_connection_cut_mid_job_resumes_through_the_proxy(start_server):
+    from tests.cutproxy import CuttingProxy
+
+    server = start_server()
+    with CuttingProxy(server.port) as proxy:
+        with Client(proxy.url, "flaky") as client:
+            result = client.run({k: v for k, v in inpaint("cut", 96, 96).items() if k != "type"}, timeout=120)
+        assert proxy.cuts == 1 and client.reconnects == 1
+    assert result.id == "cut" and result.layers[0].width == 96
