@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Callable, Dict, List, Optional, Set
+from typing import Awaitable, Callable, Dict, List, Optional, Set, TypeVar
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -27,6 +27,7 @@ from .netlog import peer_of
 from .outbox import Outbox
 
 log = logging.getLogger("paintbridge.server")
+T = TypeVar("T")
 
 
 def _is_final(msg: Message) -> bool:
@@ -55,6 +56,7 @@ class Link:
         self.session: Optional["ClientSession"] = None
         self.closed_because: Optional[str] = None
         self._unsent: List[Message] = []
+        self._unconfirmed: List[Message] = []  # finals written to the socket, not yet confirmed by a pong
 
     def put(self, msg: Message) -> None:
         if self.closed_because is not None:
@@ -67,7 +69,9 @@ class Link:
                       f"wait for it")
 
     async def pump(self) -> None:
-        """Send queued messages in order until the connection closes."""
+        """Send queued messages in order until the connection closes. A final message counts as delivered only when
+        the client's websocket answers a ping sent after it: written to a socket is not received (a connection that
+        drops takes what it held with it), and an unconfirmed final is kept for the session's reconnect."""
         while True:
             msg = await self.outbox.get()
             try:
@@ -76,37 +80,49 @@ class Link:
                 log.error("not sending %s: %s", msg.type, err)  # a server bug; the connection stays usable
                 continue
             try:
-                await self._send(frame)
+                await self._watched(self.ws.send(frame))
+                if _is_final(msg):
+                    self._unconfirmed.append(msg)
+                    pong = await self._watched(self.ws.ping())  # its pong confirms every final sent before it
+                    asyncio.ensure_future(self._confirm(pong, list(self._unconfirmed)))
             except ClientNotReading as err:
-                self._unsent.append(msg)
+                if msg not in self._unconfirmed:
+                    self._unsent.append(msg)
                 self.shut(str(err))
                 return
             except (ConnectionClosed, asyncio.CancelledError):
-                self._unsent.append(msg)
+                if msg not in self._unconfirmed:
+                    self._unsent.append(msg)
                 raise
 
-    async def _send(self, frame: bytes) -> None:
-        """``ws.send(frame)``, watching the socket: no byte leaving for ``write_timeout`` s is ClientNotReading."""
-        sending = asyncio.ensure_future(self.ws.send(frame))
+    async def _confirm(self, pong: "asyncio.Future[float]", finals: List[Message]) -> None:
+        try:
+            await pong
+        except (ConnectionClosed, asyncio.CancelledError):
+            return
+        self._unconfirmed = [m for m in self._unconfirmed if all(m is not f for f in finals)]
+
+    async def _watched(self, sending: Awaitable[T]) -> T:
+        """Await a send (or ping) watching the socket: no byte leaving for ``write_timeout`` s is ClientNotReading."""
+        task = asyncio.ensure_future(sending)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # the caller handles a closed connection
         loop = asyncio.get_running_loop()
         transport = self.ws.transport
         check = max(0.01, min(1.0, self.write_timeout / 4))
         left, since = transport.get_write_buffer_size(), loop.time()
         try:
             while True:
-                done, _ = await asyncio.wait({sending}, timeout=check)
+                done, _ = await asyncio.wait({task}, timeout=check)
                 if done:
-                    sending.result()
-                    return
+                    return task.result()
                 now, size = loop.time(), transport.get_write_buffer_size()
                 if size < left:
                     left, since = size, now
                 elif now - since >= self.write_timeout:
                     raise ClientNotReading(f"the client read nothing for {self.write_timeout:g} s")
-                left = min(left, size)
         finally:
-            if not sending.done():
-                sending.cancel()
+            if not task.done():
+                task.cancel()
 
     def shut(self, reason: str) -> None:
         """Close the connection because of ``reason`` (once): close frame with code 1008, then the socket."""
@@ -130,7 +146,8 @@ class Link:
 
     def drain(self) -> List[Message]:
         """What this link did not send (it is closing): the caller keeps the final messages."""
-        left, self._unsent = self._unsent, []
+        left = self._unconfirmed + self._unsent
+        self._unconfirmed, self._unsent = [], []
         return left + self.outbox.drain()
 
 

@@ -443,3 +443,39 @@ def test_a_connection_cut_mid_job_resumes_through_the_proxy(start_server):
             result = client.run({k: v for k, v in inpaint("cut", 96, 96).items() if k != "type"}, timeout=120)
         assert proxy.cuts == 1 and client.reconnects == 1
     assert result.id == "cut" and result.layers[0].width == 96
+
+
+class NoPongs(NotReading):
+    """Reads every frame, but its websocket never answers a ping: what a connection that dropped the moment after the
+    server wrote to it looks like from the server."""
+
+    def read_until(self, kind: str, job_id: str) -> dict:
+        while True:
+            for event in self.protocol.events_received():
+                if getattr(getattr(event, "opcode", None), "name", "") == "BINARY":
+                    msg = decode(event.data)
+                    if msg["type"] == kind and msg.get("id") == job_id:
+                        return msg
+            data = self.sock.recv(1 << 20)
+            assert data, "the server closed the connection"
+            self.protocol.receive_data(data)  # the pongs it prepares are never sent
+
+
+def test_a_final_written_to_a_connection_that_then_drops_is_kept_until_a_pong_confirms_it(start_server):
+    server = start_server()
+    client = NoPongs(server.url)
+    try:
+        client.send(hello("no-pongs", "unconfirmed"))
+        client.send(inpaint("written"))
+        assert client.read_until("result", "written")["layers"]  # it reached this side's socket...
+    finally:
+        client.close()  # ...but the connection drops before any pong confirms it
+    ws, welcome = raw_session(server.url, hello("no-pongs", "unconfirmed"))
+    assert welcome["resumed"] == ["written"]
+    again = decode(ws.recv(timeout=30))
+    assert again["type"] == "result" and again["id"] == "written"
+    ws.send(encode({"type": "list_models"}))  # its answer comes after the ping that followed the result, which this
+    assert decode(ws.recv(timeout=30))["type"] == "models"  # client's websocket has answered by now
+    ws.close()
+    ws, welcome = raw_session(server.url, hello("no-pongs", "unconfirmed"))  # that client's websocket answered the ping
+    assert welcome["resumed"] == []
