@@ -86,14 +86,16 @@ class Link:
                     pong = await self._watched(self.ws.ping())  # its pong confirms every final sent before it
                     asyncio.ensure_future(self._confirm(pong, list(self._unconfirmed)))
             except ClientNotReading as err:
-                if msg not in self._unconfirmed:
-                    self._unsent.append(msg)
+                self._keep_unsent(msg)
                 self.shut(str(err))
                 return
             except (ConnectionClosed, asyncio.CancelledError):
-                if msg not in self._unconfirmed:
-                    self._unsent.append(msg)
+                self._keep_unsent(msg)
                 raise
+
+    def _keep_unsent(self, msg: Message) -> None:
+        if all(m is not msg for m in self._unconfirmed):  # (a final whose ping failed is already kept)
+            self._unsent.append(msg)
 
     async def _confirm(self, pong: "asyncio.Future[float]", finals: List[Message]) -> None:
         try:
