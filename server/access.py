@@ -2,7 +2,7 @@
 
 - ``Origin``: browsers send it on every websocket; native clients (the plugins, the CLI) send none. A connection with an
   ``Origin`` is refused unless the user allowed that origin (``paintbridge serve --allow-origin``), so no web page can
-  drive the server (cross-site websocket hijacking). ``Origin: null`` (sandboxed frames, files) is refused the same way.
+  drive the server (cross-site websocket hijacking). ``Origin: null`` (sandboxed frames, files) is always refused.
 - ``Host``: must name the address the server listens on or a loopback name, with or without a port, so a page that
   rebinds its own host name to 127.0.0.1 (DNS rebinding) is refused. On a wildcard address (``0.0.0.0``, ``::``) any
   IP literal and this machine's host name pass; other names need ``--allow-host``.
@@ -88,6 +88,9 @@ class AccessRules:
                     f"{self.listen_host} or localhost, or start the server with --allow-host {host}")
         if len(origins) > 1:
             return "the request carries more than one Origin header"
+        if origins and _origin_key(origins[0]) == "null":
+            return ("browser pages may not use this server: Origin 'null' (a sandboxed page or a local file) is "
+                    "never allowed")
         if origins and _origin_key(origins[0]) not in self._origins:
             return (f"browser pages may not use this server: Origin {origins[0]!r} is not allowed (start the server "
                     f"with --allow-origin {origins[0]} to allow it)")

@@ -96,7 +96,7 @@ def test_browser_origins_and_foreign_hosts_are_refused_in_the_http_handshake(sta
         assert http_handshake(port, host)[0] == 101, host  # native clients send no Origin
     assert http_handshake(port, f"localhost:{port}", origin="http://localhost:3000")[0] == 101  # allowed by the user
     refused = [(f"127.0.0.1:{port}", "http://evil.example", "--allow-origin http://evil.example"),
-               (f"127.0.0.1:{port}", "null", "Origin 'null' is not allowed"),
+               (f"127.0.0.1:{port}", "null", "Origin 'null' (a sandboxed page or a local file) is never allowed"),
                (f"127.0.0.1:{port}", "http://localhost:3001", "is not allowed"),
                (f"rebind.evil.example:{port}", None, "DNS rebinding"),
                (f"rebind.evil.example:{port}", "http://rebind.evil.example", "DNS rebinding"),
