@@ -365,6 +365,27 @@ def test_wrong_tokens_are_answered_ever_more_slowly(start_server):
     assert reply["type"] == "welcome"
 
 
+def test_parallel_wrong_tokens_from_one_address_are_checked_one_at_a_time(start_server):
+    server = start_server(token="right-token-123", guess_delay=0.5, guess_delay_max=2.0)
+    answered_at: List[float] = []
+    start = time.monotonic()
+
+    def guess(n: int) -> None:
+        ws, reply = raw_session(server.url, hello("guesser", token=f"parallel-{n}"))
+        assert reply["code"] == "unauthorized"
+        answered_at.append(time.monotonic() - start)
+        ws.close()
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(answered_at) == 8
+    # Checked one after another with 0, 0.5, 1, 2, 2 ... s between them: about 3 within the first 3 s, not all 8.
+    assert sum(1 for t in answered_at if t < 3.0) <= 5, sorted(answered_at)
+
+
 # --- 5. the log ---------------------------------------------------------------------------------------------------------
 
 def test_network_noise_is_one_line_without_a_traceback(start_server, caplog):
