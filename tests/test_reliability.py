@@ -9,7 +9,6 @@ import socket
 import ssl
 import threading
 import time
-from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
