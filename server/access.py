@@ -51,6 +51,16 @@ def _is_ip(name: str) -> bool:
     return True
 
 
+def _name(host: str) -> str:
+    """A host name or address in one comparable form: lower case, IP addresses compressed, no brackets."""
+    host = host.strip().lower()
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        return host
+
+
 def _origin_key(origin: str) -> str:
     return origin.strip().rstrip("/").lower()
 
@@ -67,8 +77,8 @@ class AccessRules:
 
     def __post_init__(self) -> None:
         self._origins = {_origin_key(o) for o in self.allow_origins}
-        listen = split_host(self.listen_host) or self.listen_host.lower()
-        self._hosts = set(LOOPBACK_NAMES) | {split_host(h) or h.lower() for h in self.allow_hosts}
+        listen = _name(self.listen_host)
+        self._hosts = set(LOOPBACK_NAMES) | {_name(h) for h in self.allow_hosts}
         self._wildcard = listen in WILDCARD_HOSTS
         if self._wildcard:
             machine = socket.gethostname().lower()
@@ -80,7 +90,7 @@ class AccessRules:
         """Why a handshake with these ``Origin`` and ``Host`` header values is refused, or None when it may go on."""
         if len(hosts) != 1:
             return "the request must carry exactly one Host header"
-        host = split_host(hosts[0])
+        host = _name(split_host(hosts[0]))
         if not host:
             return f"malformed Host header {hosts[0]!r}"
         if host not in self._hosts and not (self._wildcard and _is_ip(host)):

@@ -125,6 +125,10 @@ def test_host_rules_for_specific_and_wildcard_addresses():
     assert "--allow-host" in wildcard.refusal([], ["attacker.example"])
     assert wildcard.refusal([], []) and wildcard.refusal([], ["a", "b"])  # exactly one Host
     assert "more than one Origin" in wildcard.refusal(["http://a", "http://b"], ["localhost"])
+    v6 = AccessRules("fe80::5")
+    assert v6.refusal([], ["[fe80::5]:7860"]) is None and v6.refusal([], ["[FE80:0::5]"]) is None
+    assert v6.refusal([], ["[fe80::6]:7860"]) is not None
+    assert AccessRules("::1").refusal([], ["[::1]:7860"]) is None
     with pytest.raises(ValueError, match="allow-origin"):
         ServerConfig(allow_origins=["evil.example"]).validate()
 
