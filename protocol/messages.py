@@ -60,7 +60,7 @@ class Limits(WireModel):
     max_pixels: int = wire(4096 * 4096, minimum=1, doc="per image")
     max_frame_bytes: int = wire(256 * 1024 * 1024, minimum=1)
     max_batch: int = wire(8, minimum=1)
-    max_queue: int = wire(32, minimum=1)
+    max_queue: int = wire(32, minimum=1, doc="per client: its jobs queued or running")
 
 
 UNLIMITED = Limits(max_pixels=2**31, max_frame_bytes=2**31, max_batch=2**31, max_queue=2**31)
