@@ -201,6 +201,9 @@ class Listener:
     def job_result(self, job_id: str, msg: Any) -> None: ...
     def job_failed(self, job_id: str, code: str, message: str) -> None: ...
     def job_cancelled(self, job_id: str) -> None: ...
+    def pull_done(self, pull_id: str, msg: Any) -> None:
+        """A pull (``Session.pull``) finished; ``msg.models`` is the server's listing afterwards. Its progress comes
+        through ``job_event``, a cancel through ``job_cancelled``, a failure through ``job_failed``."""
 
 
 class Session:
@@ -254,6 +257,13 @@ class Session:
         job_id = str(field_of(job, "id"))
         self._commands.put(("job", job, job_id))
         return job_id
+
+    def pull(self, names: Sequence[str]) -> str:
+        """Queue a model download onto the server's machine (``client.models``); returns the pull's id. Cancel it
+        with ``cancel``."""
+        msg = protocol.Pull(new_job_id("pull"), tuple(names))
+        self._commands.put(("job", msg, msg.id))
+        return msg.id
 
     def cancel(self, job_id: str) -> None:
         """Ask the server to cancel a job (from a short-lived thread: never blocks the caller)."""
@@ -370,6 +380,8 @@ class Session:
                 kind = message_type(msg)
                 if kind == "result":
                     self.listener.job_result(job_id, msg)
+                elif kind == "pull_done":
+                    self.listener.pull_done(job_id, msg)
                 elif kind == "cancelled":
                     self.listener.job_cancelled(job_id)
                 elif kind == "error":

@@ -23,8 +23,8 @@ from protocol.connection import SERVER, Connection
 from protocol.errors import ProtocolError
 from protocol.images import BGRA8, ImagePayload
 from protocol.messages import (
-    PROTOCOL_VERSION, Cancel, Error, Hello, Job as JobMessage, ListModels, Models, Result, ResultLayer, Welcome,
-    error_from,
+    PROTOCOL_VERSION, Cancel, Error, Hello, Job as JobMessage, ListModels, ListPresets, Models, Pull, Result,
+    ResultLayer, Welcome, error_from,
 )
 
 from . import __version__
@@ -33,6 +33,7 @@ from .core import Control, Job, Layer
 from .defaults import welcome_defaults, with_family
 from .router import Router
 from .jobs import JobQueue, QueuedJob
+from .pulls import PullManager
 from .sessions import Link, SessionTable
 
 log = logging.getLogger("paintbridge.server")
@@ -97,6 +98,7 @@ class PaintbridgeServer:
         self.queue: Optional[JobQueue] = None
         self.sessions: Optional[SessionTable] = None
         self.device = ""
+        self.pulls = PullManager(config.model_dirs, self.router.rescan, self.models)
 
     def models(self) -> List[dict]:
         """The model listing, each entry with its ``family``."""
@@ -105,7 +107,8 @@ class PaintbridgeServer:
     def welcome(self, session: Optional[str] = None, resumed: tuple = ()) -> Welcome:
         return Welcome(
             protocol=PROTOCOL_VERSION, server_version=__version__, device=self.device, models=tuple(self.models()),
-            capabilities=self.router.capabilities(), limits=self.config.limits, defaults=welcome_defaults(),
+            capabilities=dict(self.router.capabilities(), pulls=True), limits=self.config.limits,
+            defaults=welcome_defaults(),
             session=session, resumed=resumed,
         )
 
@@ -189,8 +192,12 @@ class PaintbridgeServer:
                 except ProtocolError:
                     session.jobs.pop(item.id, None)
                     raise
+            elif isinstance(msg, Pull):  # model downloads: server/pulls.py
+                session.add(await self.pulls.start(session, msg))
+            elif isinstance(msg, ListPresets):
+                link.put(await asyncio.to_thread(self.pulls.presets))
             elif isinstance(msg, Cancel):
-                if not await self.queue.cancel(session, msg.id):
+                if not await self.queue.cancel(session, msg.id) and not self.pulls.cancel(session, msg.id):
                     raise ProtocolError(errors.BAD_REQUEST, f"no queued or running job with id {msg.id!r}",
                                         field="id")
             elif isinstance(msg, ListModels):
