@@ -164,3 +164,26 @@ def run_pull(client: Any, names: Sequence[str], on_status: Optional[StatusFn] = 
         raise ServerUnavailable(f"The connection to the Paintbridge server broke off during the download: {err}. "
                                 "Downloading again continues where it stopped.") from None
     return [dict(m) for m in field_of(done, "models", ()) or ()]
+
+
+def fetch_listing(url: str, token: Optional[str], client_name: str, client_version: str,
+                  timeout: float = 2.0) -> Tuple[Optional[List[dict]], Optional[List[PresetStatus]]]:
+    """(model listing, preset status) for dialog hints: None for what the server does not answer within
+    ``timeout`` (the preset status is None too for a server without model downloads)."""
+    cm = client_module()
+    from .session import make_client
+
+    client = make_client(url, token, client_name, client_version, open_timeout=timeout)
+    try:
+        welcome = client.connect()
+    except Exception:  # noqa: BLE001 - unreachable, refused, timed out: the hint says "not answering"
+        client.close()
+        return None, None
+    try:
+        models = list(field_of(welcome, "models", ()) or ())
+        try:
+            return models, presets_from(client.list_presets(timeout=timeout))
+        except (cm.JobFailed, cm.ConnectionFailed, TimeoutError, OSError):
+            return models, None
+    finally:
+        client.close()

@@ -45,6 +45,7 @@ class ProcedureSpec:
     args: Tuple[Arg, ...]
     returns_image: bool = False
     live: bool = False  # an interactive dialog that reruns on changes (no NONINTERACTIVE use)
+    download: bool = False  # downloads models onto the server's machine (no job; works without an image)
 
     def arg(self, name: str) -> Arg:
         for arg in self.args:
@@ -238,6 +239,27 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
     ),
 )
 
+FOR_CHOICES = (("all", "Every mode"),) + tuple((m, m.capitalize()) for m in ("generate", "img2img", "inpaint",
+                                                                              "outpaint", "upscale", "preprocess")) \
+    + tuple((f"control-{t}", f"Control layer: {t}") for t in CONTROL_TYPES)
+
+DOWNLOAD = ProcedureSpec(
+    PREFIX + "download-models", "pull", "_Download Models...", "Paintbridge: Download Models",
+    "Download a starter set of models onto the server's machine",
+    "Shows which starter set (preset) the server has complete and what it lacks for the chosen mode or control type, "
+    "and downloads the named presets (or catalogue files) through the server, with progress; files that are already "
+    "there are kept, a cancelled download continues where it stopped next time. The files land on the server's "
+    "machine, also for a remote server.",
+    (
+        Arg("names", "string", "_Presets to download", "Preset names or catalogue file ids, separated by commas or "
+            "spaces (e.g. 'sd15' or 'upscaler annotators')", ""),
+        Arg("for", "choice", "Show what is missing _for", "Which mode or control type the list above is about",
+            "all", choices=FOR_CHOICES),
+    ) + _server_args(),
+    download=True,
+)
+ALL_PROCEDURES = PROCEDURES + (DOWNLOAD,)
+
 # Keys the generated dialog's own buttons use (Help, Reset, Cancel, OK, Load/Save settings).
 RESERVED_MNEMONICS = frozenset("hrcols")
 
@@ -262,5 +284,5 @@ def labels_with_mnemonics(spec: ProcedureSpec) -> Dict[str, str]:
     return labels
 
 
-BY_NAME = {spec.name: spec for spec in PROCEDURES}
+BY_NAME = {spec.name: spec for spec in ALL_PROCEDURES}
 BY_MODE = {spec.mode: spec for spec in PROCEDURES if not spec.live}
