@@ -106,7 +106,7 @@ def summary(statuses: Sequence[PresetStatus], mode: str = "", control: str = "")
         return f"No starter set covers {what}"
     best = min(offers, key=lambda s: sum(f.size for f in s.missing_for(mode, control)))
     size = human_size(sum(f.size for f in best.missing_for(mode, control)))
-    return f"Models for {what}: none installed; Download Models… offers '{best.name}' ({size})"
+    return f"Models for {what}: none installed; download the preset '{best.name}' ({size})"
 
 
 def _unsupported(err: Any) -> JobError:

@@ -100,7 +100,8 @@ def test_client_core_reads_the_status_for_a_mode():
     assert sd15.line("generate").startswith("sd15: ready for generate (2 other file(s) missing)")
     assert upscaler.line("inpaint") == "upscaler: complete"
     assert cm.summary([sd15, upscaler], "upscale") == "Models for upscale: upscaler ready"
-    assert "offers 'sd15' (2.0 GB)" in cm.summary([sd15, upscaler], "inpaint")
+    assert cm.summary([sd15, upscaler], "inpaint") == \
+        "Models for inpaint: none installed; download the preset 'sd15' (2.0 GB)"
     fraction, text = cm.describe_pull(m.PullProgress("p", "inp", "checkpoints/b.safetensors", 1, 2, 500, 1000))
     assert fraction == 0.75 and text == "Downloading b.safetensors (2/2): 500 B of 1.0 KB"
 
