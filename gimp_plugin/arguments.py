@@ -23,7 +23,7 @@ class Arg:
     """One procedure argument."""
 
     name: str
-    kind: str  # "string", "int", "double", "boolean", "choice", "layer"
+    kind: str  # "string", "int", "double", "boolean", "choice", "layer", "model" (a choice of installed models)
     label: str
     blurb: str
     default: Any = None
@@ -100,8 +100,8 @@ STEPS_BLURB = "Sampling steps; 0 = the model's default"
 
 def _sampling_args(strength: Optional[float]) -> Tuple[Arg, ...]:
     args = [
-        Arg("model", "string", "_Model",
-            "Checkpoint name as the server lists it; empty = the server's default; 'classical' = built-in OpenCV", ""),
+        Arg("model", "model", "_Model",
+            "An installed checkpoint; 'default' = the server's default; 'classical' = built-in OpenCV", "default"),
     ]
     if strength is not None:
         args.append(Arg("strength", "double", "_Strength", "How much to change (denoising strength)", strength,
@@ -213,7 +213,8 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
             Arg("target", "choice", "_Result in", "Where the upscaled result goes", "new-image",
                 choices=UPSCALE_TARGETS),
         ) + _prompt_args() + (
-            Arg("model", "string", "_Model", "Checkpoint for the refine pass; empty = the server's default", ""),
+            Arg("model", "model", "_Model", "Checkpoint for the refine pass; 'default' = the server's default",
+                "default"),
             Arg("steps", "int", "S_teps", "Sampling steps of the refine pass; 0 = the model's default", 0, 0, 150),
             Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
         ) + _source_args(mask=False) + _server_args(),

@@ -45,6 +45,14 @@ def _add_argument(procedure, arg: Arg, label: str) -> None:
         for index, (nick, label) in enumerate(arg.choices):
             choice.add(nick, index, label, "")
         procedure.add_choice_argument(arg.name, arg.label, arg.blurb, choice, arg.default, flags)
+    elif arg.kind == "model":  # a choice of the installed models, fixed when the procedure is created
+        from . import host
+        from .choices import cached_model_choices
+
+        choice = Gimp.Choice.new()
+        for index, (nick, label) in enumerate(cached_model_choices(host.profile_dir())):
+            choice.add(nick, index, label, "")
+        procedure.add_choice_argument(arg.name, arg.label, arg.blurb, choice, arg.default, flags)
     elif arg.kind == "layer":
         procedure.add_layer_argument(arg.name, arg.label, arg.blurb, True, flags)
     else:  # pragma: no cover - the table only uses the kinds above

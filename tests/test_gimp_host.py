@@ -266,8 +266,13 @@ expect_failure("plug-in-paintbridge-img2img", img, [layer], "execution-error", "
                model="classical", server=P["url"])
 expect_failure("plug-in-paintbridge-generate", img, [layer], "execution-error", "needs a diffusion checkpoint",
                server=P["url"])
-expect_failure("plug-in-paintbridge-inpaint", img, [layer], "execution-error", "not-a-model",
-               model="not-a-model", server=P["url"])
+# The model argument is a choice of the installed models: a name the server does not list is not taken (GIMP keeps
+# the server's default), so an unknown model cannot even be sent.
+cfg = PDB.lookup_procedure("plug-in-paintbridge-inpaint").create_config()
+cfg.set_property("model", "not-a-model")
+check(cfg.get_property("model") == "default", "an unknown model is not a choice: %r" % cfg.get_property("model"))
+cfg.set_property("model", "classical")
+check(cfg.get_property("model") == "classical", "the built-in engine is a choice")
 expect_failure("plug-in-paintbridge-inpaint", img, [layer], "calling-error", "has no layer mask",
                model="classical", mask_source="layer-mask", server=P["url"])
 expect_failure("plug-in-paintbridge-outpaint", img, [layer], "calling-error", "at least one side",
