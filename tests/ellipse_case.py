@@ -6,6 +6,10 @@ model, ``PROMPT``, ``SEED``, ``STEPS`` and every other option at its default (fr
 host test writes the applied result layer, the whole canvas as straight-alpha RGBA, to
 ``test-artifacts/generate-ellipse-<editor>.png`` (``krita``, ``gimp``). Pure Python: the Krita driver gets the
 bytes through files.
+
+Upscale of a selection uses the same canvas (no soft selection: the rectangle ``UPSCALE_BOX``), scale
+``UPSCALE_SCALE``, every other option at its default; the new document's pixels go to
+``test-artifacts/upscale-selection-<editor>.png``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ PROMPT = "a red fox in the snow"
 SEED = 1234
 STEPS = 4
 ARTIFACT = "generate-ellipse-{editor}.png"
+# Upscale of a selection, on a fresh document with the same pattern and a rectangular selection of this box
+UPSCALE_BOX = (8, 8, 24, 16)  # x, y, width, height
+UPSCALE_SCALE = 2.0
+UPSCALE_ARTIFACT = "upscale-selection-{editor}.png"
 
 
 def pattern() -> bytes:

@@ -122,7 +122,7 @@ SERVER_LAYERS = {
     "__init__": 0, "core": 0, "device": 0, "config": 0, "defaults": 0,  # core types, device, configuration, defaults
     "imageops": 1, "models": 1, "downloads": 1,  # what engines share: image operations, the model registry and
     # loaders; the model downloader beside them
-    "classical": 2, "diffusion": 2, "upscale": 2, "preprocess": 2,  # the engines, peers
+    "classical": 2, "diffusion": 2, "families": 2, "upscale": 2, "preprocess": 2,  # the engines, peers
     "router": 3,  # picks the engine for a job
     "jobs": 4, "sessions": 4, "pulls": 4,  # the job queue, client sessions, model downloads asked for by clients
     "app": 5,  # the websocket application
@@ -130,8 +130,9 @@ SERVER_LAYERS = {
 }
 ENGINES = {name for name, layer in SERVER_LAYERS.items() if layer == 2}
 # Engines are peers and do not import each other, except: the diffusion engine runs a control layer through the
-# preprocessors when the job asks for it.
-ENGINE_USES = {("diffusion", "preprocess")}
+# preprocessors when the job asks for it; the Flux/SD3 engine shares the diffusion engine's job geometry (working
+# canvas, result layers) and prompt syntax.
+ENGINE_USES = {("diffusion", "preprocess"), ("families", "diffusion")}
 
 
 def server_part(path: Path) -> str:

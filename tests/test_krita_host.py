@@ -111,13 +111,14 @@ def _run_scenario_once(tmp_path_factory, scenario: str, width: int, height: int,
     out.mkdir()
     config = {"out": host.inside(out), "scenario": scenario, "width": width, "height": height, "deadline_s": 420,
               "model": model}
-    if scenario == "diffusion":  # the document GIMP's host test generates into too
-        (out / "ellipse-image.bin").write_bytes(ellipse_case.rgba_to_bgra(ellipse_case.pattern()))
-        (out / "ellipse-mask.bin").write_bytes(ellipse_case.selection())
-        config["ellipse"] = {"width": ellipse_case.WIDTH, "height": ellipse_case.HEIGHT, "model": ellipse_case.MODEL,
-                             "prompt": ellipse_case.PROMPT, "seed": ellipse_case.SEED, "steps": ellipse_case.STEPS,
-                             "image": host.inside(out / "ellipse-image.bin"),
-                             "selection": host.inside(out / "ellipse-mask.bin")}
+    # the document GIMP's host test generates into (diffusion) and upscales a selection of (classical) too
+    (out / "ellipse-image.bin").write_bytes(ellipse_case.rgba_to_bgra(ellipse_case.pattern()))
+    (out / "ellipse-mask.bin").write_bytes(ellipse_case.selection())
+    config["ellipse"] = {"width": ellipse_case.WIDTH, "height": ellipse_case.HEIGHT, "model": ellipse_case.MODEL,
+                         "prompt": ellipse_case.PROMPT, "seed": ellipse_case.SEED, "steps": ellipse_case.STEPS,
+                         "image": host.inside(out / "ellipse-image.bin"),
+                         "selection": host.inside(out / "ellipse-mask.bin"),
+                         "upscale_box": list(ellipse_case.UPSCALE_BOX), "upscale_scale": ellipse_case.UPSCALE_SCALE}
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     try:
@@ -162,6 +163,21 @@ def krita_run(tmp_path_factory) -> Run:
 @pytest.fixture(scope="module")
 def krita_diffusion_run(tmp_path_factory) -> Run:
     return _run_scenario(tmp_path_factory, "diffusion", DW, DH, ("sd15", "cn-sd15-canny"), model="tiny-sd15")
+
+
+@pytest.fixture(scope="module")
+def krita_flux_run(tmp_path_factory) -> Run:
+    """The plugin against a server of this checkout (the installed command would run the shared venv's copy)."""
+    import factory
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-flux-server")
+    models = factory.make_models_dir(work / "models", ("flux-split",))
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "flux", DW, DH, model="tiny-flux-split", server_url=proc.url)
+    finally:
+        proc.stop()
 
 
 def _names(layers) -> list:
@@ -370,7 +386,7 @@ def test_upscale_of_a_selection_upscales_its_box(krita_run):
     blocks = new.reshape(16, 2, 24, 2, 4).mean(axis=(1, 3))
     assert np.abs(blocks[..., :3] - source[..., :3]).mean() < 12
     assert _names(rec["source_layers_after"]) == _names(rec["source_layers"])  # the original is untouched
-    _save_png(new.astype(np.uint8), "upscale-selection-krita.png")
+    _save_png(new.astype(np.uint8), ellipse_case.UPSCALE_ARTIFACT.format(editor="krita"))
 
 
 def _save_png(bgra: np.ndarray, name: str) -> Path:
@@ -535,6 +551,42 @@ def _core_generate(models: Path, composite_bgra: np.ndarray, selection: np.ndarr
     return _CoreLayer(layer)
 
 
+def test_gimp_reads_back_the_same_ellipse_layer_and_upscale_as_krita(krita_run, krita_diffusion_run,
+                                                                    tmp_path_factory):
+    """The shared document (tests/ellipse_case.py) in both real hosts: the generated layer over the whole canvas and
+    the upscaled selection, as straight-alpha RGBA read back from each editor, are byte for byte the same. GIMP's
+    pixels are this session's (tests/crosshost.py runs GIMP here when its host test has not run)."""
+    from crosshost import gimp_pixels
+
+    gimp = gimp_pixels(tmp_path_factory.mktemp("gimp-crosscheck"))
+    run = krita_diffusion_run
+    rec = run["generate_ellipse"]
+    assert rec["error"] is False, rec["message"]
+    w, h = ellipse_case.WIDTH, ellipse_case.HEIGHT
+    krita = run.pixels(rec["new_layer_pixels"], w, h)[..., [2, 1, 0, 3]]
+    alpha = krita[..., 3]
+    assert (alpha == 255).any() and ((alpha > 0) & (alpha < 255)).any()  # a generated layer with a soft edge
+    _assert_same_pixels(krita, gimp["generate"], "generate into the soft ellipse")
+    rec = krita_run["upscale_selection"]
+    assert rec["error"] is False, rec["message"]
+    nw, nh = rec["new_document"][1:]
+    krita = krita_run.pixels(rec["new_pixels"], nw, nh)[..., [2, 1, 0, 3]]
+    assert (krita[..., 3] == 255).all() and krita[..., :3].std() > 10  # an opaque picture, not an empty document
+    _assert_same_pixels(krita, gimp["upscale"], "upscale of the selection")
+
+
+def _assert_same_pixels(krita: np.ndarray, gimp: np.ndarray, what: str) -> None:
+    assert krita.shape == gimp.shape, f"{what}: Krita {krita.shape[1::-1]}, GIMP {gimp.shape[1::-1]}"
+    differ = (krita != gimp).any(axis=2)
+    if differ.any():
+        ys, xs = np.nonzero(differ)
+        worst = np.abs(krita.astype(int) - gimp.astype(int)).max(axis=(0, 1))
+        raise AssertionError(f"{what}: {int(differ.sum())} of {differ.size} pixels differ (first at x={xs[0]}, "
+                             f"y={ys[0]}: Krita {krita[ys[0], xs[0]]}, GIMP {gimp[ys[0], xs[0]]}; largest difference "
+                             f"per RGBA channel {worst.tolist()})")
+    print(f"{what}: Krita and GIMP read back the same {krita.shape[1]}x{krita.shape[0]} RGBA pixels")
+
+
 # --- Debian 13's Krita 5.2.9 (Python 3.13) in the cached trixie root, against a server on this machine --------------
 
 @pytest.fixture(scope="module")
@@ -575,6 +627,21 @@ def test_krita_529_inpaint_live_outpaint_depths(krita_529_run):
     for depth in ("U16", "F32"):
         assert run[depth]["error"] is False and len(run[depth]["new_layers"]) == 1, run[depth]["message"]
     assert run["cmyk"]["error"] is True and "RGB" in run["cmyk"]["message"]
+
+
+def test_a_tiny_flux_model_generates_into_a_selection(krita_flux_run):
+    run = krita_flux_run
+    assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
+    assert run["connected"] == "connected" and "tiny-flux-split" in run["models"]
+    rec = run["generate"]
+    assert rec["error"] is False, rec["message"]
+    assert len(rec["new_layers"]) == 1 and rec["new_layers"][0]["name"] == "a castle on a hill (seed 5)"
+    layer = run.pixels(rec["new_layer_pixels"], DW, DH)
+    before = run.pixels(rec["composite_before"], DW, DH)
+    inside = np.zeros((DH, DW), bool)
+    inside[8:48, 16:64] = True
+    assert (layer[~inside][:, 3] == 0).all()  # composited by the selection: nothing outside it
+    assert (layer[inside][:, 3] == 255).all() and not np.array_equal(layer[inside][:, :3], before[inside][:, :3])
 
 
 def test_the_panel_downloads_a_preset_through_the_server(tmp_path_factory, tmp_path):

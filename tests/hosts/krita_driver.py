@@ -746,14 +746,24 @@ def scenario_classical():
     newest = docs[-1]
     rec["new_document"] = [newest.name(), newest.width(), newest.height()]
     rec["source_layers_after"] = layers(udoc)
+    # Upscale of a selection on the shared document (tests/ellipse_case.py), as GIMP's host test does it too.
+    case = CONFIG["ellipse"]
+    udoc = new_doc("pb-upscale", w=case["width"], h=case["height"])
+    yield 400
+    unode = udoc.createNode("Paint", "paintlayer")
+    udoc.rootNode().addChildNode(unode, None)
+    unode.setPixelData(QByteArray(open(case["image"], "rb").read()), 0, 0, case["width"], case["height"])
+    udoc.setActiveNode(unode)
+    yield 300
     mark("upscale_selection")
     R["upscale_selection"] = rec = {"documents_before": len(K.documents())}
-    yield from activate(udoc)
-    select_rect(udoc, 8, 8, 24, 16)
+    ux, uy, uw, uh = case["upscale_box"]
+    select_rect(udoc, ux, uy, uw, uh)
+    ses.set_option("scale", case["upscale_scale"])
     yield 300
     rec["active"] = K.activeDocument().name()
     rec["source_layers"] = layers(udoc)
-    rec["source_pixels"] = dump("upscale-source", native_to_bgra8(udoc, find(udoc, "Paint").pixelData(8, 8, 24, 16)))
+    rec["source_pixels"] = dump("upscale-source", native_to_bgra8(udoc, unode.pixelData(ux, uy, uw, uh)))
     yield from run_job(ses, rec)
     rec["applied"] = ses.apply()
     yield 600
@@ -929,6 +939,40 @@ def scenario_diffusion():
     mark("done")
 
 
+def scenario_flux():
+    """A tiny Flux.1 model kept as ComfyUI users keep it: generate into a rectangular selection, apply."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    R["connected"] = ses.connection_state
+    R["server_pid"] = server_pid(ses)
+    R["models"] = [panel.model_box.itemData(i) for i in range(panel.model_box.count())]
+    doc = new_doc("pb-flux")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    doc.setActiveNode(paint)
+    yield 300
+    mark("generate")
+    ses.set_mode("generate")
+    ses.set_option("model", CONFIG["model"])
+    ses.set_prompt("a castle on a hill", "")
+    ses.set_option("steps", 2)
+    ses.set_option("batch", 1)
+    ses.set_option("random_seed", False)
+    ses.set_option("seed", 5)
+    ses.set_option("grow", 0)
+    ses.set_option("feather", 0)
+    select_rect(doc, 16, 8, 48, 40)
+    yield 300
+    R["generate"] = rec = {"layers_before": layers(doc)}
+    rec["composite_before"] = composite(doc, "flux-composite-before")
+    yield from run_job(ses, rec, timeout=300)
+    yield from apply_result(ses, doc, rec, "flux-new", W, H)
+
+
+
 def scenario_pull():
     """Download a preset from the panel's Models section: the server pulls it from the hub stand-in."""
     R = RESULT
@@ -959,7 +1003,9 @@ def scenario_pull():
     R["upscaler_items"] = [panel.upscaler_box.itemData(i) for i in range(panel.upscaler_box.count())]
 
 
-SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "pull": scenario_pull}
+
+SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
+             "pull": scenario_pull}
 
 
 def _start():
