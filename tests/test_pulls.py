@@ -175,6 +175,11 @@ def test_cancel_stops_the_pull_keeps_the_partial_file_and_a_new_pull_continues(s
             if fraction and not cancelled.is_set():  # bytes arrived: cancel, then let the hub go on
                 cancelled.set()
                 client.cancel(pull_id)
+                pulls = server.server.pulls.pulls
+                for _ in range(200):  # until the server has the cancel (its download waits for the hub meanwhile)
+                    if any(p.stop.is_set() for p in list(pulls.values())):
+                        break
+                    threading.Event().wait(0.05)
                 hub.resume.set()
 
         with pytest.raises(Cancelled, match="continues where it stopped"):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from . import settings_store
+from .downloads import Downloads
 from .live import LiveLoop
 from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
 from .progress_preview import preview_of
@@ -77,10 +78,10 @@ class _Forward(csession.Listener):
         self.post(lambda: self.session.on_job_cancelled(job_id))
 
     def presets_changed(self, presets):
-        self.post(lambda: self.session.on_presets(presets))
+        self.post(lambda: self.session.downloads.on_presets(presets))
 
     def pull_done(self, pull_id, msg):
-        self.post(lambda: self.session.on_pull_done(pull_id, msg))
+        self.post(lambda: self.session.downloads.on_done(pull_id, msg))
 
 
 class Session:
@@ -109,9 +110,6 @@ class Session:
         self.last_progress = (0, 0)
         self.preview_updates = 0  # writes of a result into the document's preview layer
         self._pending_control: Optional[int] = None
-        self.presets: Optional[list] = None  # client.models.PresetStatus of the server; None: unknown or unsupported
-        self.pull_id: Optional[str] = None  # the model download in flight
-        self.pull_progress = (0, "")  # percent, text
         # Signals for the view.
         self.connection_changed = Event()  # (state, detail)
         self.models_changed = Event()  # ()
@@ -123,11 +121,10 @@ class Session:
         self.result_selected = Event()  # (index)
         self.message_changed = Event()  # (text, error)
         self.controls_changed = Event()  # ()
-        self.presets_changed = Event()  # () what each preset has and lacks changed (or the mode / controls did)
-        self.pull_changed = Event()  # () a model download started, progressed or ended
         self.connection = csession.Session(_Forward(self, post), CLIENT_NAME, CLIENT_VERSION, self.server,
                                            client.server.Autostart() if self.conn_settings.autostart else None)
         self.live = LiveLoop(self, schedule)
+        self.downloads = Downloads(self)
 
     def start(self) -> None:
         """Connect to the configured server (after the view has bound itself)."""
@@ -154,7 +151,7 @@ class Session:
         client.modes.rule(mode)
         self.settings.mode = mode
         self.settings_changed.emit("mode", mode)
-        self.presets_changed.emit()
+        self.downloads.presets_changed.emit()
         self._set("strength", None)
         self.settings_changed.emit("strength", self.shown().strength)
 
@@ -312,12 +309,7 @@ class Session:
 
     @guarded
     def on_job_event(self, job_id: str, msg) -> None:
-        if job_id == self.pull_id:
-            fraction, text = client.models.describe_pull(msg)
-            if text is not None:
-                self._pull_state(int(100 * fraction) if fraction is not None else self.pull_progress[0], text)
-            return
-        if self._current(job_id) is None:
+        if self.downloads.on_event(job_id, msg) or self._current(job_id) is None:
             return
         fraction, text = csession.describe_event(msg)
         if client.wire.message_type(msg) == "progress":
@@ -363,18 +355,13 @@ class Session:
 
     @guarded
     def on_job_failed(self, job_id: str, code: str, message: str) -> None:
-        if job_id == self.pull_id:
-            self._end_pull("Download failed", f"The download did not complete: {message}", error=True)
-            return
-        self._end_unfinished_job(job_id, "Failed", message, error=True)
+        if not self.downloads.on_failed(job_id, message):
+            self._end_unfinished_job(job_id, "Failed", message, error=True)
 
     @guarded
     def on_job_cancelled(self, job_id: str) -> None:
-        if job_id == self.pull_id:
-            self._end_pull("Download cancelled", "Download cancelled; what was fetched is kept, and downloading "
-                           "again continues where it stopped.", error=False)
-            return
-        self._end_unfinished_job(job_id, "Cancelled", "Cancelled; nothing was changed.", error=False)
+        if not self.downloads.on_cancelled(job_id):
+            self._end_unfinished_job(job_id, "Cancelled", "Cancelled; nothing was changed.", error=False)
 
     def _end_unfinished_job(self, job_id: str, status: str, message: str, error: bool) -> None:
         """A job ended without a result: reset progress, free live mode for the next job, say why."""
@@ -467,7 +454,7 @@ class Session:
             setattr(spec, name, value)
         self.live.settings_changed()
         if "type" in fields and index == 0:
-            self.presets_changed.emit()
+            self.downloads.presets_changed.emit()
 
     @guarded
     def remove_control(self, index: int) -> None:
@@ -495,71 +482,6 @@ class Session:
         inputs = self.host.capture(doc, settings, [])
         self._pending_control = index
         return self.send(doc, settings, inputs, "preprocess")
-
-    # --- model downloads (through the server: the files land on the server's machine) -------------------------------
-    def scope(self) -> tuple:
-        """(mode, control type) the preset status is about: the panel's mode and its first control layer's type."""
-        return self.settings.mode, (self.controls[0].type if self.controls else "")
-
-    def preset_lines(self) -> List[str]:
-        """One line per preset about the current mode / control type, then which one to use or download."""
-        if self.presets is None:
-            return ["This server cannot download models (or is not connected)."] if self.connected else []
-        mode, control = self.scope()
-        return [p.line(mode, control) for p in self.presets] + [client.models.summary(self.presets, mode, control)]
-
-    def suggested_preset(self) -> str:
-        """The preset to offer for the current mode: one that lacks files for it, the smallest download first."""
-        mode, control = self.scope()
-        lacking = [p for p in self.presets or [] if p.missing_for(mode, control)]
-        if not lacking:
-            return ""
-        return min(lacking, key=lambda p: sum(f.size for f in p.missing_for(mode, control))).name
-
-    def on_presets(self, presets) -> None:
-        self.presets = list(presets) if presets is not None else None
-        self.presets_changed.emit()
-
-    @guarded
-    def pull(self, names) -> Optional[str]:
-        """Download presets (or catalogue files) onto the server's machine; progress through ``pull_changed``."""
-        if isinstance(names, str):
-            names = [names]
-        if not names:
-            raise client.errors.JobInputError("Choose a preset to download.")
-        if self.pull_id is not None:
-            raise client.errors.JobInputError("A download is already running: wait for it or cancel it.")
-        if not self.connected:
-            raise client.errors.ServerUnavailable(
-                f"Not connected to the Paintbridge server ({self.connection.detail}).")
-        if self.presets is None:
-            raise client.errors.JobError("unsupported", "This Paintbridge server cannot download models: update it, "
-                                         "or run 'paintbridge models pull NAME' on its machine.")
-        self.pull_id = self.connection.pull(list(names))
-        self._pull_state(0, f"Downloading {', '.join(names)}: waiting for the server…")
-        return self.pull_id
-
-    @guarded
-    def cancel_pull(self) -> None:
-        """Stop the download (what was fetched is kept; downloading again continues)."""
-        if self.pull_id is not None:
-            self.connection.cancel(self.pull_id)
-            self._pull_state(self.pull_progress[0], "Cancelling the download…")
-
-    def on_pull_done(self, pull_id: str, msg) -> None:
-        if pull_id == self.pull_id:
-            fetched = [f for f in client.wire.field_of(msg, "files", ()) or () if f.get("downloaded")]
-            self._end_pull("Download complete", f"Downloaded {len(fetched)} file(s); the models are ready.",
-                           error=False, value=100)
-
-    def _pull_state(self, value: int, text: str) -> None:
-        self.pull_progress = (value, text)
-        self.pull_changed.emit()
-
-    def _end_pull(self, status: str, message: str, error: bool, value: int = 0) -> None:
-        self.pull_id = None
-        self._pull_state(value, status)
-        self.show_message(message, error=error)
 
     # --- messages and shutdown ----------------------------------------------------------------------------------------
     def show_message(self, text: str, error: bool = False) -> None:

@@ -86,11 +86,11 @@ class PaintbridgePanel(QtWidgets.QWidget):
         s.result_selected.connect(self._on_result_selected)
         s.message_changed.connect(self._on_message)
         s.controls_changed.connect(self._fill_controls)
-        self.pull_button.clicked.connect(lambda: s.pull(self.preset_box.currentData() or ""))
-        self.pull_cancel_button.clicked.connect(s.cancel_pull)
-        s.presets_changed.connect(self._fill_presets)
+        self.pull_button.clicked.connect(lambda: s.downloads.pull(self.preset_box.currentData() or ""))
+        self.pull_cancel_button.clicked.connect(s.downloads.cancel)
+        s.downloads.presets_changed.connect(self._fill_presets)
         s.controls_changed.connect(self._fill_presets)
-        s.pull_changed.connect(self._update_pull)
+        s.downloads.pull_changed.connect(self._update_pull)
         s.connection_changed.connect(lambda _state, _detail: self._update_pull())
 
     # --- session -> widgets -------------------------------------------------------------------------------------------
@@ -195,28 +195,28 @@ class PaintbridgePanel(QtWidgets.QWidget):
     # --- model downloads --------------------------------------------------------------------------------------------
     def _fill_presets(self) -> None:
         """What each preset has and lacks for the current mode, and the preset to download."""
-        s = self.session
-        lines = s.preset_lines()
+        s, d = self.session, self.session.downloads
+        lines = d.lines()
         self.presets_label.setText("\n".join(lines))
         self.models_box.setVisible(bool(lines))
         chosen = self.preset_box.currentData()
         self.preset_box.blockSignals(True)
         self.preset_box.clear()
-        for preset in s.presets or []:
+        for preset in d.presets or []:
             self.preset_box.addItem(f"{preset.name}{' (complete)' if preset.complete else ''}", preset.name)
-        pick = chosen if chosen and not s.suggested_preset() else s.suggested_preset() or chosen
+        pick = chosen if chosen and not d.suggested() else d.suggested() or chosen
         self.preset_box.setCurrentIndex(max(0, self.preset_box.findData(pick)))
         self.preset_box.blockSignals(False)
         self._update_pull()
 
     def _update_pull(self) -> None:
-        s = self.session
-        value, text = s.pull_progress
-        running = s.pull_id is not None
+        s, d = self.session, self.session.downloads
+        value, text = d.progress
+        running = d.pull_id is not None
         self.pull_progress.setVisible(running or bool(text))
         self.pull_progress.setValue(value)
         self.pull_progress.setFormat(text or "%p%")
-        self.pull_button.setEnabled(not running and s.connected and s.presets is not None
+        self.pull_button.setEnabled(not running and s.connected and d.presets is not None
                                     and self.preset_box.count() > 0)
         self.pull_cancel_button.setEnabled(running)
 

@@ -972,7 +972,6 @@ def scenario_flux():
     yield from apply_result(ses, doc, rec, "flux-new", W, H)
 
 
-
 def scenario_pull():
     """Download a preset from the panel's Models section: the server pulls it from the hub stand-in."""
     R = RESULT
@@ -981,7 +980,7 @@ def scenario_pull():
     ses = panel.session
     dock.show()
     dock.raise_()
-    yield Until(lambda: ses.connection_state == "connected" and ses.presets is not None, 150, poll=200)
+    yield Until(lambda: ses.connection_state == "connected" and ses.downloads.presets is not None, 150, poll=200)
     mark("connected")
     ses.set_mode("upscale")
     yield 200
@@ -990,9 +989,9 @@ def scenario_pull():
     R["upscalers_before"] = ses.upscaler_names()
     R["button_enabled"] = panel.pull_button.isEnabled()
     progress = []
-    ses.pull_changed.connect(lambda: progress.append(list(ses.pull_progress)))
+    ses.downloads.pull_changed.connect(lambda: progress.append(list(ses.downloads.progress)))
     panel.pull_button.click()  # the preset the panel suggests for the mode
-    yield Until(lambda: ses.pull_id is None and progress, 120, poll=200)
+    yield Until(lambda: ses.downloads.pull_id is None and progress, 120, poll=200)
     yield Until(lambda: "upscaler: complete" in panel.presets_label.text(), 30, poll=200)
     mark("pulled")
     R["progress"] = progress
