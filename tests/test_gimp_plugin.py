@@ -316,3 +316,21 @@ def test_download_models_arguments_and_texts():
         "Models for upscale: none installed; download the preset 'upscaler' (67.0 MB)")
     assert "not answering" in download.status_text(None, "all", "ws://h:1")
     assert arguments.BY_NAME[arguments.DOWNLOAD.name].download
+
+
+def test_a_changed_listing_makes_gimp_register_the_plug_in_again(tmp_path):
+    import os
+
+    from gimp_plugin import download
+
+    entry = tmp_path / "paintbridge.py"
+    entry.write_text("")
+    os.utime(entry, (1_000_000, 1_000_000))
+    profile = tmp_path / "profile"
+    listing = [{"name": "classical", "kind": "builtin"}, {"name": "tiny", "kind": "checkpoint"}]
+    assert download.record(profile, listing, entry) is True  # a new checkpoint: the entry file is touched
+    assert entry.stat().st_mtime > 1_000_000
+    os.utime(entry, (1_000_000, 1_000_000))
+    assert download.record(profile, list(reversed(listing)), entry) is False  # the same checkpoints: left alone
+    assert entry.stat().st_mtime == 1_000_000
+    assert download.recorded(profile) == [{"name": "tiny", "kind": "checkpoint"}, {"name": "classical", "kind": "builtin"}]
