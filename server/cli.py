@@ -283,7 +283,7 @@ def parser() -> argparse.ArgumentParser:
                         help="models folder (repeatable; ComfyUI and AUTOMATIC1111 'models' folders work); "
                              f"default {default_models_dir()}")
         sp.add_argument("--device", help="torch device (cuda, cuda:1, mps, cpu); default: the best available")
-        sp.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="default: chosen per device")
+        sp.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="default: float16 on GPUs, bfloat16 on CPUs with AMX, else float32")
         sp.add_argument("--allow-pickle", action="store_true",
                         help="also load .ckpt/.pt/.pth files (with torch's weights_only loader)")
 
