@@ -201,6 +201,13 @@ class Listener:
     def job_result(self, job_id: str, msg: Any) -> None: ...
     def job_failed(self, job_id: str, code: str, message: str) -> None: ...
     def job_cancelled(self, job_id: str) -> None: ...
+    def presets_changed(self, presets: Optional[list]) -> None:
+        """The server's starter sets (``client.models.PresetStatus`` list) after connecting, after a pull and on
+        ``Session.refresh_presets``; None when the server cannot download models."""
+
+    def pull_done(self, pull_id: str, msg: Any) -> None:
+        """A pull (``Session.pull``) finished; ``msg.models`` is the server's listing afterwards. Its progress comes
+        through ``job_event``, a cancel through ``job_cancelled``, a failure through ``job_failed``."""
 
 
 class Session:
@@ -248,6 +255,10 @@ class Session:
         else:
             self._commands.put(("reconnect",))
 
+    def refresh_presets(self) -> None:
+        """Ask the server again what each preset has (answered through ``Listener.presets_changed``)."""
+        self._commands.put(("presets",))
+
     def reconnect_now(self) -> None:
         self.backoff.reset()
         self._commands.put(("reconnect",))
@@ -257,6 +268,13 @@ class Session:
         job_id = str(field_of(job, "id"))
         self._commands.put(("job", job, job_id))
         return job_id
+
+    def pull(self, names: Sequence[str]) -> str:
+        """Queue a model download onto the server's machine (``client.models``); returns the pull's id. Cancel it
+        with ``cancel``."""
+        msg = protocol.Pull(new_job_id("pull"), tuple(names))
+        self._commands.put(("job", msg, msg.id))
+        return msg.id
 
     def cancel(self, job_id: str) -> None:
         """Ask the server to cancel a job (from a short-lived thread: never blocks the caller)."""
@@ -315,6 +333,7 @@ class Session:
             models = list(field_of(welcome, "models", ()) or ())
             self.listener.models_changed(models)
             self._set_state(CONNECTED, f"connected to {url}")
+            self._report_presets(client)
             try:
                 self._serve(client, models, cm)
             finally:
@@ -372,6 +391,9 @@ class Session:
                 continue
             if cmd[0] in ("reconnect", "stop"):
                 return
+            if cmd[0] == "presets":
+                self._report_presets(client)
+                continue
             if cmd[0] == "job" and not self._run_one(client, cmd[1], cmd[2], cm):
                 return
 
@@ -384,6 +406,10 @@ class Session:
                 kind = message_type(msg)
                 if kind == "result":
                     self.listener.job_result(job_id, msg)
+                elif kind == "pull_done":
+                    self.listener.models_changed(list(field_of(msg, "models", ()) or ()))
+                    self.listener.pull_done(job_id, msg)
+                    self._report_presets(client)
                 elif kind == "cancelled":
                     self.listener.job_cancelled(job_id)
                 elif kind == "error":
@@ -400,6 +426,20 @@ class Session:
         except Exception as err:  # a bug or a malformed frame: report it, keep the session alive
             self.listener.job_failed(job_id, "internal", f"{type(err).__name__}: {_short(str(err))}")
         return True
+
+
+    def _report_presets(self, client) -> None:
+        """Tell the listener what each preset has (None: this server cannot download models, or did not say)."""
+        from .models import presets_from
+
+        capabilities = field_of(self.welcome, "capabilities", {}) or {}
+        statuses = None
+        if capabilities.get("pulls"):
+            try:
+                statuses = presets_from(client.list_presets(timeout=30.0))
+            except Exception:  # an old or failing server: the panel says it cannot download
+                statuses = None
+        self.listener.presets_changed(statuses)
 
 
 def _short(text: str, limit: int = 240) -> str:

@@ -23,7 +23,7 @@ class Arg:
     """One procedure argument."""
 
     name: str
-    kind: str  # "string", "int", "double", "boolean", "choice", "layer"
+    kind: str  # "string", "int", "double", "boolean", "choice", "layer", "model" (a choice of installed models)
     label: str
     blurb: str
     default: Any = None
@@ -45,6 +45,7 @@ class ProcedureSpec:
     args: Tuple[Arg, ...]
     returns_image: bool = False
     live: bool = False  # an interactive dialog that reruns on changes (no NONINTERACTIVE use)
+    download: bool = False  # downloads models onto the server's machine (no job; works without an image)
 
     def arg(self, name: str) -> Arg:
         for arg in self.args:
@@ -99,8 +100,8 @@ STEPS_BLURB = "Sampling steps; 0 = the model's default"
 
 def _sampling_args(strength: Optional[float]) -> Tuple[Arg, ...]:
     args = [
-        Arg("model", "string", "_Model",
-            "Checkpoint name as the server lists it; empty = the server's default; 'classical' = built-in OpenCV", ""),
+        Arg("model", "model", "_Model",
+            "An installed checkpoint; 'default' = the server's default; 'classical' = built-in OpenCV", "default"),
     ]
     if strength is not None:
         args.append(Arg("strength", "double", "_Strength", "How much to change (denoising strength)", strength,
@@ -212,7 +213,8 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
             Arg("target", "choice", "_Result in", "Where the upscaled result goes", "new-image",
                 choices=UPSCALE_TARGETS),
         ) + _prompt_args() + (
-            Arg("model", "string", "_Model", "Checkpoint for the refine pass; empty = the server's default", ""),
+            Arg("model", "model", "_Model", "Checkpoint for the refine pass; 'default' = the server's default",
+                "default"),
             Arg("steps", "int", "S_teps", "Sampling steps of the refine pass; 0 = the model's default", 0, 0, 150),
             Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
         ) + _source_args(mask=False) + _server_args(),
@@ -238,6 +240,27 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
     ),
 )
 
+FOR_CHOICES = (("all", "Every mode"),) + tuple((m, m.capitalize()) for m in ("generate", "img2img", "inpaint",
+                                                                              "outpaint", "upscale", "preprocess")) \
+    + tuple((f"control-{t}", f"Control layer: {t}") for t in CONTROL_TYPES)
+
+DOWNLOAD = ProcedureSpec(
+    PREFIX + "download-models", "pull", "_Download Models...", "Paintbridge: Download Models",
+    "Download a starter set of models onto the server's machine",
+    "Shows which starter set (preset) the server has complete and what it lacks for the chosen mode or control type, "
+    "and downloads the named presets (or catalogue files) through the server, with progress; files that are already "
+    "there are kept, a cancelled download continues where it stopped next time. The files land on the server's "
+    "machine, also for a remote server.",
+    (
+        Arg("names", "string", "_Presets to download", "Preset names or catalogue file ids, separated by commas or "
+            "spaces (e.g. 'sd15' or 'upscaler annotators')", ""),
+        Arg("for", "choice", "Show what is missing _for", "Which mode or control type the list above is about",
+            "all", choices=FOR_CHOICES),
+    ) + _server_args(),
+    download=True,
+)
+ALL_PROCEDURES = PROCEDURES + (DOWNLOAD,)
+
 # Keys the generated dialog's own buttons use (Help, Reset, Cancel, OK, Load/Save settings).
 RESERVED_MNEMONICS = frozenset("hrcols")
 
@@ -262,5 +285,5 @@ def labels_with_mnemonics(spec: ProcedureSpec) -> Dict[str, str]:
     return labels
 
 
-BY_NAME = {spec.name: spec for spec in PROCEDURES}
+BY_NAME = {spec.name: spec for spec in ALL_PROCEDURES}
 BY_MODE = {spec.mode: spec for spec in PROCEDURES if not spec.live}

@@ -64,24 +64,105 @@ def models_hint(models: Optional[List[dict]], mode: str, url: str) -> str:
     return " · ".join(parts)
 
 
-def add_models_hint(dialog, spec: ProcedureSpec, server: str, token: str) -> None:
-    """A line under the fields saying which models the server has (or that it is not answering)."""
+def mode_hint(models: Optional[List[dict]], statuses, spec: ProcedureSpec, url: str, control: str = "") -> str:
+    """The hint of a mode dialog: what the Model fields accept, and which preset is ready for this mode (or what to
+    download with Filters > Paintbridge > Download Models)."""
+    from client import models as cm
+
+    text = models_hint(models, spec.mode, url)
+    if models is not None and statuses is not None:
+        text += "\n" + cm.summary(statuses, spec.mode, control)
+    return text
+
+
+def add_models_hint(dialog, spec: ProcedureSpec, server: str, token: str, config=None) -> None:
+    """A line under the fields saying which models the server has (or that it is not answering) and which preset is
+    ready for the mode; in Download Models, one line per preset about the chosen mode, updated when it changes."""
     import gi
 
     gi.require_version("Gtk", "3.0")
     from gi.repository import Gtk
 
-    from . import capture
-    from .connection import fetch_models
+    from client import models as cm
 
+    from . import __version__, capture, download
+    from .connection import CLIENT_NAME
+
+    label = Gtk.Label()
     try:
         url, resolved_token = capture.server_target({"server": server, "token": token})
-        text = models_hint(fetch_models(url, resolved_token), spec.mode, url)
+        listing, statuses = cm.fetch_listing(url, resolved_token, CLIENT_NAME, __version__)
+        if spec.download:
+            def update(*_args) -> None:
+                label.set_text(download.status_text(statuses, config.get_property("for"), url))
+
+            update()
+            config.connect("notify::for", update)
+        else:
+            control = str(config.get_property("preprocessor")) if config is not None and spec.mode == "preprocess" \
+                else ""
+            label.set_text(mode_hint(listing, statuses, spec, url, control))
     except JobInputError as err:
-        text = str(err)
-    label = Gtk.Label(label=text)
+        label.set_text(str(err))
     label.set_line_wrap(True)
     label.set_xalign(0.0)
-    label.set_max_width_chars(60)
+    label.set_max_width_chars(72)
     dialog.get_content_area().pack_end(label, False, False, 4)
     label.show()
+
+
+def run_download_window(values) -> list:
+    """Download Models, interactively: a window with the progress and a Cancel button while the download runs in a
+    worker thread. Returns the server's model listing; raises what ``download.execute`` raises."""
+    import threading
+
+    import gi
+
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import GLib, Gtk
+
+    from . import download
+
+    window = Gtk.Dialog(title="Paintbridge: Download Models")
+    window.add_button("_Cancel", Gtk.ResponseType.CANCEL)
+    box = window.get_content_area()
+    text = Gtk.Label(label="Connecting to the server…")
+    text.set_xalign(0.0)
+    bar = Gtk.ProgressBar()
+    box.pack_start(text, False, False, 6)
+    box.pack_start(bar, False, False, 6)
+    box.set_size_request(460, -1)
+    window.show_all()
+    outcome: dict = {}
+    target: dict = {}
+
+    def show(fraction, message) -> None:
+        def apply() -> bool:
+            if message:
+                text.set_text(message)
+            if fraction is not None:
+                bar.set_fraction(max(0.0, min(1.0, fraction)))
+            return False
+
+        GLib.idle_add(apply)
+
+    def work() -> None:
+        try:
+            outcome["listing"] = download.execute(values, show, on_pull_id=lambda c, i: target.update(client=c, id=i))
+        except BaseException as err:  # noqa: BLE001 - handed to the GIMP thread, which reports it
+            outcome["error"] = err
+        outcome["done"] = True
+        GLib.idle_add(lambda: window.response(Gtk.ResponseType.OK) and False)
+
+    worker = threading.Thread(target=work, name="paintbridge-download", daemon=True)
+    worker.start()
+    while "done" not in outcome:
+        answer = window.run()
+        if answer in (Gtk.ResponseType.CANCEL, Gtk.ResponseType.DELETE_EVENT) and "client" in target:
+            text.set_text("Cancelling (what was fetched is kept)…")
+            client, pull_id = target["client"], target["id"]
+            threading.Thread(target=lambda: client.cancel(pull_id), daemon=True).start()
+    window.destroy()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("listing", [])

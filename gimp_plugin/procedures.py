@@ -17,7 +17,9 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import GLib, GObject, Gimp  # noqa: E402
 
-from .arguments import BY_NAME, MENU_PATH, PROCEDURES, Arg, ProcedureSpec, labels_with_mnemonics  # noqa: E402
+from .arguments import (  # noqa: E402
+    ALL_PROCEDURES, BY_NAME, MENU_PATH, Arg, ProcedureSpec, labels_with_mnemonics,
+)
 from client.errors import Cancelled, JobInputError, PaintbridgeError  # noqa: E402
 
 ERROR_DOMAIN = "paintbridge-error-quark"
@@ -43,6 +45,14 @@ def _add_argument(procedure, arg: Arg, label: str) -> None:
         for index, (nick, label) in enumerate(arg.choices):
             choice.add(nick, index, label, "")
         procedure.add_choice_argument(arg.name, arg.label, arg.blurb, choice, arg.default, flags)
+    elif arg.kind == "model":  # a choice of the installed models, fixed when the procedure is created
+        from . import host
+        from .choices import cached_model_choices
+
+        choice = Gimp.Choice.new()
+        for index, (nick, label) in enumerate(cached_model_choices(host.profile_dir())):
+            choice.add(nick, index, label, "")
+        procedure.add_choice_argument(arg.name, arg.label, arg.blurb, choice, arg.default, flags)
     elif arg.kind == "layer":
         procedure.add_layer_argument(arg.name, arg.label, arg.blurb, True, flags)
     else:  # pragma: no cover - the table only uses the kinds above
@@ -60,15 +70,18 @@ class Paintbridge(Gimp.PlugIn):
         return False
 
     def do_query_procedures(self):
-        return [spec.name for spec in PROCEDURES]
+        return [spec.name for spec in ALL_PROCEDURES]
 
     def do_create_procedure(self, name):
         spec = BY_NAME[name]
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
         procedure.set_image_types("RGB*, GRAY*")
-        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE
-                                       | Gimp.ProcedureSensitivityMask.DRAWABLES
-                                       | Gimp.ProcedureSensitivityMask.NO_DRAWABLES)
+        if spec.download:
+            procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.ALWAYS)
+        else:
+            procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE
+                                           | Gimp.ProcedureSensitivityMask.DRAWABLES
+                                           | Gimp.ProcedureSensitivityMask.NO_DRAWABLES)
         procedure.set_menu_label(spec.menu_label)
         procedure.add_menu_path(MENU_PATH)
         procedure.set_documentation(spec.blurb, spec.help, name)
@@ -104,7 +117,8 @@ def _show_dialog(procedure, spec: ProcedureSpec, config) -> bool:
         config.set_property("server", settings.load(host.profile_dir()).url)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, spec.title)
     fill_dialog(dialog, spec)
-    add_models_hint(dialog, spec, str(config.get_property("server") or ""), str(config.get_property("token") or ""))
+    add_models_hint(dialog, spec, str(config.get_property("server") or ""), str(config.get_property("token") or ""),
+                    config)
     ok = dialog.run()
     dialog.destroy()
     return bool(ok)
@@ -132,6 +146,8 @@ def run(procedure, run_mode, image, drawables, config, data):
     spec = BY_NAME[procedure.get_name()]
     if spec.live:
         return _run_live(procedure, run_mode, image, drawables, config, spec)
+    if spec.download:
+        return _run_download(procedure, run_mode, config, spec)
     if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(procedure, spec, config):
         return _status(procedure, Gimp.PDBStatusType.CANCEL)
     values = _read_values(spec, config)
@@ -158,6 +174,45 @@ def run(procedure, run_mode, image, drawables, config, data):
 
         result.insert(1, host.image_value(new_image))
     return result
+
+
+def _run_download(procedure, run_mode, config, spec: ProcedureSpec):
+    """Download Models: the dialog lists what each preset lacks; the download shows progress (and, interactively, a
+    Cancel button)."""
+    from . import download
+
+    interactive = run_mode == Gimp.RunMode.INTERACTIVE
+    if interactive and not _show_dialog(procedure, spec, config):
+        return _status(procedure, Gimp.PDBStatusType.CANCEL)
+    values = _read_values(spec, config)
+    try:
+        if interactive:
+            from .dialog import run_download_window
+
+            listing = run_download_window(values)
+        else:
+            progress = _Progress("downloading models")
+            try:
+                listing = download.execute(values, progress)
+            finally:
+                progress.end()
+    except Cancelled as err:
+        Gimp.message(f"Paintbridge: {err}")
+        return _status(procedure, Gimp.PDBStatusType.CANCEL, str(err))
+    except JobInputError as err:
+        Gimp.message(f"Paintbridge: {err}")
+        return _status(procedure, Gimp.PDBStatusType.CALLING_ERROR, str(err))
+    except PaintbridgeError as err:
+        Gimp.message(f"Paintbridge: {err}")
+        return _status(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, str(err))
+    except Exception as err:  # noqa: BLE001 - a bug must end with a message, not a traceback
+        traceback.print_exc(file=sys.stderr)
+        message = f"Paintbridge: the download failed unexpectedly ({type(err).__name__}: {err}). Please report this."
+        Gimp.message(message)
+        return _status(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, message)
+    names = ", ".join(str(m.get("name")) for m in listing if m.get("kind") != "builtin")
+    Gimp.message(f"Paintbridge: download complete. The server now has: {names or 'no model files'}")
+    return _status(procedure, Gimp.PDBStatusType.SUCCESS)
 
 
 def _run_live(procedure, run_mode, image, drawables, config, spec: ProcedureSpec):

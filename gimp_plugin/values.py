@@ -13,6 +13,7 @@ from client.jobs import ControlSource
 from client.settings import Settings
 
 from .arguments import MAX_CONTROLS, SAMPLER_BY_NICK, ProcedureSpec
+from .choices import model_name
 
 MASK_SOURCES = {"selection": "selection", "layer-mask": "layer-mask"}
 
@@ -51,7 +52,7 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Sett
     def text(name: str) -> str:
         return str(values.get(name) or "").strip()
 
-    s.model, s.prompt, s.negative_prompt = text("model"), text("prompt"), text("negative-prompt")
+    s.model, s.prompt, s.negative_prompt = model_name(values.get("model")), text("prompt"), text("negative-prompt")
     for name in ("steps", "seed", "batch", "grow", "feather"):
         if name in names:
             setattr(s, name, int(values[name]))

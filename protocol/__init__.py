@@ -23,10 +23,15 @@ from .messages import (
     Job,
     Limits,
     ListModels,
+    ListPresets,
     Message,
     Models,
     Params,
+    Presets,
     Progress,
+    Pull,
+    PullDone,
+    PullProgress,
     Queued,
     Result,
     ResultLayer,
@@ -40,8 +45,8 @@ from .messages import (
 
 __all__ = [
     "BGRA8", "Box", "CONTROL_TYPES", "Cancel", "Cancelled", "ClientMessage", "Control", "ERROR_CODES", "Error",
-    "Extend", "GRAY8", "Hello", "ImagePayload", "Job", "Limits", "ListModels", "LocalProtocolError", "MODES", "Message",
-    "Models", "PROTOCOL_VERSION", "Params", "Progress", "ProtocolError", "Queued", "RGBA8", "Result", "ResultLayer",
+    "Extend", "GRAY8", "Hello", "ImagePayload", "Job", "Limits", "ListModels", "ListPresets", "LocalProtocolError", "MODES", "Message",
+    "Models", "PROTOCOL_VERSION", "Params", "Presets", "Progress", "Pull", "PullDone", "PullProgress", "ProtocolError", "Queued", "RGBA8", "Result", "ResultLayer",
     "SAMPLERS", "ServerMessage", "Started", "Welcome", "context_box", "convert_pixels", "job_params_defaults",
     "parse_client_message", "parse_server_message",
 ]

@@ -24,9 +24,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import connect as ws_connect
 
 from .connection import CLIENT, Connection
-from .errors import INTERNAL, LocalProtocolError, ProtocolError
+from .errors import INTERNAL, UNSUPPORTED, LocalProtocolError, ProtocolError
 from .messages import (
-    FINAL_TYPES, Cancel, Cancelled, Error, Job, ListModels, Message, Models, Result, Welcome, error_from, hello,
+    FINAL_TYPES, Cancel, Cancelled, Error, Job, ListModels, ListPresets, Message, Models, Presets, Pull, PullDone,
+    Result, Welcome, error_from, hello,
 )
 
 DEFAULT_URL = "ws://127.0.0.1:7860"
@@ -165,10 +166,10 @@ class Client:
                                f"{self.resume_for:g} s: {last}")
 
     # --- jobs ---------------------------------------------------------------------------------------------------
-    def submit(self, job: Union[Job, Mapping[str, Any]]) -> str:
-        """Send a job (a ``Job``, or its wire map: an id is added when missing, and it is validated here);
-        returns its id. Events are read with ``events``. A job this side finds invalid raises JobFailed."""
-        if not isinstance(job, Job):
+    def submit(self, job: Union[Job, Pull, Mapping[str, Any]]) -> str:
+        """Send a job (a ``Job``, or its wire map: an id is added when missing, and it is validated here) or a
+        ``Pull``; returns its id. Events are read with ``events``. A job this side finds invalid raises JobFailed."""
+        if not isinstance(job, (Job, Pull)):
             raw = dict(job, type="job")
             raw["id"] = raw.get("id") or new_job_id()
             limits = self.welcome.limits if self.welcome is not None else None
@@ -248,13 +249,52 @@ class Client:
 
     def list_models(self, timeout: float = 30.0) -> List[dict]:
         """The server's installed models (it looks at its folders again)."""
-        self._send(ListModels())
+        return [dict(m) for m in self._ask(ListModels(), Models, timeout).models]
+
+    def list_presets(self, timeout: float = 30.0) -> List[dict]:
+        """The catalogue's starter sets and what the server has of each (``presets``). A server without model
+        downloads raises JobFailed (``unsupported``)."""
+        self._require_pulls()
+        return [dict(p) for p in self._ask(ListPresets(), Presets, timeout).presets]
+
+    def pull(self, names: List[str], pull_id: Optional[str] = None,
+             on_event: Optional[Callable[[Message], None]] = None, timeout: Optional[float] = None) -> PullDone:
+        """Download catalogue presets or files onto the server's machine and wait for ``pull_done`` (raises
+        JobFailed or JobCancelled); ``on_event`` sees each ``pull_progress``. Cancel with ``cancel(pull_id)``."""
+        self._require_pulls()
+        msg = Pull(pull_id or new_job_id("pull"), tuple(names))
+        self.submit(msg)
+        for event in self.events(msg.id, timeout=timeout):
+            if on_event is not None:
+                on_event(event)
+            if isinstance(event, PullDone):
+                return event
+            if isinstance(event, Cancelled):
+                raise JobCancelled(msg.id)
+            if isinstance(event, Error):
+                raise JobFailed(event)
+        raise ConnectionFailed("the event stream ended without an answer to the pull")
+
+    def _require_pulls(self) -> None:
+        welcome = self.welcome
+        if welcome is not None and not welcome.capabilities.get("pulls"):
+            raise JobFailed(Error(UNSUPPORTED, f"the Paintbridge server at {self.url} (version "
+                                  f"{welcome.server_version}) cannot download models: update it, or run "
+                                  "'paintbridge models pull NAME' on the server's machine"))
+
+    def _ask(self, request: Message, answer: type, timeout: float) -> Any:
+        """Send a request without an id and wait for its answer; an id-less ``error`` about the message type (a
+        server that does not know the request) raises JobFailed."""
+        self._send(request)
         deadline = time.monotonic() + timeout
         while True:
             for i, msg in enumerate(self._other):
-                if isinstance(msg, Models):
+                if isinstance(msg, answer):
                     del self._other[i]
-                    return [dict(m) for m in msg.models]
+                    return msg
+                if isinstance(msg, Error) and msg.id is None and msg.field == "type":
+                    del self._other[i]
+                    raise JobFailed(msg)
             self._route(self._recv(timeout=max(0.0, deadline - time.monotonic())))
 
     def _route(self, msg: Message) -> None:

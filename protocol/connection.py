@@ -7,8 +7,9 @@ the messages it holds (raising ProtocolError, ready to be answered as an ``error
 - the client speaks first with ``hello``; the server answers ``welcome`` or ``error`` (a handshake ``error`` ends the
   connection); nothing else goes either way before that;
 - a job id is *open* from the client's ``job`` until the server's one final message for it (``result``, ``cancelled``,
-  or ``error`` carrying the id); ``welcome.resumed`` opens the ids the server still holds for a resumed session;
-- ``queued``/``started``/``progress`` and final messages are only about open jobs; a second ``job`` with an open id and
+  or ``error`` carrying the id); a ``pull`` id likewise, its final message being ``pull_done``, ``cancelled`` or
+  ``error`` (jobs and pulls share one space of open ids); ``welcome.resumed`` opens the ids the server still holds;
+- ``queued``/``started``/``progress``/``pull_progress`` and final messages are only about open ids; a second ``job`` with an open id and
   a ``cancel`` of an id that is not open are refused with an ``error`` that carries no id (``field: "id"``): an error
   carries an id only as the final message of exactly that job.
 """
@@ -20,8 +21,8 @@ from typing import Any, List, Optional, Set
 from .codec import decode, encode
 from .errors import BAD_REQUEST, LocalProtocolError, ProtocolError, bad_field
 from .messages import (
-    CLIENT_TYPES, FINAL_TYPES, JOB_EVENT_TYPES, SERVER_TYPES, Cancel, Error, Hello, Job, Limits, Message, UNLIMITED,
-    Welcome, check_compatible, parse_client_message, parse_server_message,
+    CLIENT_TYPES, FINAL_TYPES, JOB_EVENT_TYPES, OPENING_TYPES, SERVER_TYPES, Cancel, Error, Hello, Limits, Message,
+    UNLIMITED, Welcome, check_compatible, parse_client_message, parse_server_message,
 )
 
 CLIENT = "client"
@@ -81,9 +82,10 @@ class Connection:
             return msg
         if isinstance(msg, Hello):
             raise ProtocolError(BAD_REQUEST, "'hello' was already received on this connection", field="type")
-        if isinstance(msg, Job):
+        if isinstance(msg, OPENING_TYPES):
             if msg.id in self.open_jobs:
-                raise ProtocolError(BAD_REQUEST, f"job id {msg.id!r} is already queued or running", field="id")
+                raise ProtocolError(BAD_REQUEST, f"id {msg.id!r} is already queued or running (a job or a pull)",
+                                    field="id")
             self.open_jobs.add(msg.id)
         elif isinstance(msg, Cancel) and msg.id not in self.open_jobs:
             raise ProtocolError(BAD_REQUEST, f"no queued or running job with id {msg.id!r}", field="id")
@@ -133,9 +135,9 @@ class Connection:
             return
         if not self._hello_sent:
             raise LocalProtocolError(f"send 'hello' before '{msg.type}'")
-        if isinstance(msg, Job):
+        if isinstance(msg, OPENING_TYPES):
             if msg.id in self.open_jobs:
-                raise LocalProtocolError(f"job id {msg.id!r} is still open: each open job needs its own id")
+                raise LocalProtocolError(f"id {msg.id!r} is still open: each open job or pull needs its own id")
             self.open_jobs.add(msg.id)
         elif isinstance(msg, Cancel) and msg.id not in self.open_jobs:
             raise LocalProtocolError(f"job {msg.id!r} is not open: nothing to cancel")

@@ -14,6 +14,8 @@ UNAUTHORIZED = "unauthorized"
 VERSION_MISMATCH = "version_mismatch"
 TOO_LARGE = "too_large"
 BUSY = "busy"
+OFFLINE = "offline"
+DOWNLOAD_FAILED = "download_failed"
 
 ERROR_CODES = (
     BAD_REQUEST,
@@ -26,6 +28,8 @@ ERROR_CODES = (
     VERSION_MISMATCH,
     TOO_LARGE,
     BUSY,
+    OFFLINE,
+    DOWNLOAD_FAILED,
 )
 
 

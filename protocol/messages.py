@@ -27,6 +27,7 @@ INPAINT_FILLS = ("telea", "ns")
 MAX_ID_LENGTH = 64
 MAX_PROMPT_LENGTH = 8192
 MAX_CONTROLS = 8
+MAX_PULL_NAMES = 64
 SESSION_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 _VERSION = re.compile(r"([0-9]+)\.([0-9]+)")  # ASCII digits only: str.isdigit() also takes '²' and '①'
 
@@ -253,6 +254,27 @@ class ListModels(Message):
 
 
 @dataclasses.dataclass(frozen=True)
+class Pull(Message):
+    """Download catalogue files onto the server's machine (1.1, when ``welcome.capabilities.pulls``)."""
+
+    type: ClassVar[str] = "pull"
+    id: str = _id(doc="chosen by the client; unique among its open jobs and pulls")
+    names: Tuple[str, ...] = wire(max_items=MAX_PULL_NAMES, doc="preset names or catalogue file ids (see `presets`)")
+
+    def check(self, path: str, limits: Any) -> None:
+        if not self.names:
+            raise bad_field("names", "is empty; name at least one preset or catalogue file")
+        for i, name in enumerate(self.names):
+            if not isinstance(name, str) or not 0 < len(name) <= 128:
+                raise bad_field(f"names[{i}]", "must be a preset name or file id of 1-128 characters")
+
+
+@dataclasses.dataclass(frozen=True)
+class ListPresets(Message):
+    type: ClassVar[str] = "list_presets"
+
+
+@dataclasses.dataclass(frozen=True)
 class Welcome(Message):
     type: ClassVar[str] = "welcome"
     protocol: str = wire(max_length=16, doc="the server's protocol version")
@@ -270,6 +292,34 @@ class Welcome(Message):
 class Models(Message):
     type: ClassVar[str] = "models"
     models: Tuple[Dict[str, Any], ...] = wire(())
+
+
+@dataclasses.dataclass(frozen=True)
+class Presets(Message):
+    """The catalogue's starter sets and what the server's models folder has of each (answer to ``list_presets``)."""
+
+    type: ClassVar[str] = "presets"
+    presets: Tuple[Dict[str, Any], ...] = wire((), doc="preset entries")
+
+
+@dataclasses.dataclass(frozen=True)
+class PullProgress(Message):
+    type: ClassVar[str] = "pull_progress"
+    id: str = _id()
+    file: str = wire(doc="the catalogue file id being fetched")
+    target: str = wire("", doc="where it lands, relative to the models folder")
+    index: int = wire(0, minimum=0, doc="which file of the pull (0-based)")
+    count: int = wire(1, minimum=1, doc="files in the pull")
+    done: int = wire(0, minimum=0, doc="bytes of this file on disk so far")
+    total: int = wire(0, minimum=0, doc="bytes of this file; 0 = unknown")
+
+
+@dataclasses.dataclass(frozen=True)
+class PullDone(Message):
+    type: ClassVar[str] = "pull_done"
+    id: str = _id()
+    files: Tuple[Dict[str, Any], ...] = wire((), doc="`{id, target, downloaded, checked_with}` per file")
+    models: Tuple[Dict[str, Any], ...] = wire((), doc="the model listing after the pull (as `models`)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,13 +372,15 @@ class Error(Message):
         return ProtocolError(self.code, self.message, field=self.field, job_id=self.id)
 
 
-ClientMessage = Union[Hello, Job, Cancel, ListModels]
-ServerMessage = Union[Welcome, Models, Queued, Started, Progress, Result, Cancelled, Error]
-CLIENT_TYPES: Dict[str, Type[Message]] = {m.type: m for m in (Hello, Job, Cancel, ListModels)}
+ClientMessage = Union[Hello, Job, Cancel, ListModels, Pull, ListPresets]
+ServerMessage = Union[Welcome, Models, Queued, Started, Progress, Result, Cancelled, Error, Presets, PullProgress,
+                      PullDone]
+CLIENT_TYPES: Dict[str, Type[Message]] = {m.type: m for m in (Hello, Job, Cancel, ListModels, Pull, ListPresets)}
 SERVER_TYPES: Dict[str, Type[Message]] = {m.type: m for m in (Welcome, Models, Queued, Started, Progress, Result,
-                                                                 Cancelled, Error)}
-FINAL_TYPES = (Result, Cancelled, Error)
-JOB_EVENT_TYPES = (Queued, Started, Progress, Result, Cancelled)
+                                                                 Cancelled, Error, Presets, PullProgress, PullDone)}
+OPENING_TYPES = (Job, Pull)  # requests that open an id until its one final message
+FINAL_TYPES = (Result, PullDone, Cancelled, Error)
+JOB_EVENT_TYPES = (Queued, Started, Progress, Result, PullProgress, PullDone, Cancelled)
 
 
 def error_from(err: ProtocolError) -> Error:
@@ -345,12 +397,12 @@ def _parse(value: Any, types: Dict[str, Type[Message]], limits: Limits) -> Any:
 
 
 def parse_client_message(value: Any, limits: Limits = Limits()) -> ClientMessage:
-    """Validate a message a client sent (the server's side). A refused ``job`` whose ``id`` is a valid id carries it
+    """Validate a message a client sent (the server's side). A refused ``job`` (or ``pull``) whose ``id`` is a valid id carries it
     in the error (``job_id``); an id that is not valid is never echoed, not even cut."""
     try:
         return _parse(value, CLIENT_TYPES, limits)
     except ProtocolError as err:
-        if isinstance(value, Mapping) and value.get("type") == "job" and err.job_id is None:
+        if isinstance(value, Mapping) and value.get("type") in ("job", "pull") and err.job_id is None:
             jid = value.get("id")
             if isinstance(jid, str) and 0 < len(jid) <= MAX_ID_LENGTH:
                 err.job_id = jid

@@ -25,8 +25,8 @@ from protocol.connection import SERVER, Connection
 from protocol.errors import ProtocolError
 from protocol.images import BGRA8, ImagePayload
 from protocol.messages import (
-    PROTOCOL_VERSION, Cancel, Error, Hello, Job as JobMessage, ListModels, Models, Result, ResultLayer, Welcome,
-    error_from,
+    PROTOCOL_VERSION, Cancel, Error, Hello, Job as JobMessage, ListModels, ListPresets, Models, Pull, Result,
+    ResultLayer, Welcome, error_from,
 )
 
 from . import __version__
@@ -37,6 +37,7 @@ from .defaults import welcome_defaults, with_family
 from .router import Router
 from .jobs import JobQueue, QueuedJob
 from .netlog import NetworkLog, peer_of
+from .pulls import PullManager
 from .sessions import Link, SessionTable
 
 log = logging.getLogger("paintbridge.server")
@@ -103,6 +104,7 @@ class PaintbridgeServer:
         self.device = ""
         self.access = AccessRules(config.host, config.allow_origins, config.allow_hosts)
         self.throttle = GuessThrottle(config.guess_delay, config.guess_delay_max)
+        self.pulls = PullManager(config.model_dirs, self.router.rescan, self.models)
 
     def models(self) -> List[dict]:
         """The model listing for the wire, each entry with its ``family``; without ``path`` (where the user's files
@@ -138,7 +140,8 @@ class PaintbridgeServer:
     def welcome(self, session: Optional[str] = None, resumed: tuple = ()) -> Welcome:
         return Welcome(
             protocol=PROTOCOL_VERSION, server_version=__version__, device=self.device, models=tuple(self.models()),
-            capabilities=self.router.capabilities(), limits=self.config.limits, defaults=welcome_defaults(),
+            capabilities=dict(self.router.capabilities(), pulls=True), limits=self.config.limits,
+            defaults=welcome_defaults(),
             session=session, resumed=resumed,
         )
 
@@ -220,8 +223,12 @@ class PaintbridgeServer:
                 except ProtocolError:
                     session.jobs.pop(item.id, None)
                     raise
+            elif isinstance(msg, Pull):  # model downloads: server/pulls.py
+                session.add(await self.pulls.start(session, msg))
+            elif isinstance(msg, ListPresets):
+                link.put(await asyncio.to_thread(self.pulls.presets))
             elif isinstance(msg, Cancel):
-                if not await self.queue.cancel(session, msg.id):
+                if not await self.queue.cancel(session, msg.id) and not self.pulls.cancel(session, msg.id):
                     raise ProtocolError(errors.BAD_REQUEST, f"no queued or running job with id {msg.id!r}",
                                         field="id")
             elif isinstance(msg, ListModels):

@@ -13,10 +13,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 import pytest
 
@@ -24,115 +21,14 @@ from server.downloads import Catalogue, CatalogueError, ChecksumError, OfflineEr
 from server.downloads.catalogue import CATALOGUE_PATH, CatalogueFile
 from server.downloads.pull import DOWNLOADS_DIR, file_digest
 from server.downloads.status import catalogue_entry_for, preset_status
+from tests.hubstandin import Hub, git_sha1, hub, payload  # noqa: F401 - hub is a fixture
 
 REPO = Path(__file__).resolve().parent.parent
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def git_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-class Hub:
-    """A tiny hub on 127.0.0.1: ``files[(repo, path)] = bytes``; ``cut[(repo, path)] = n`` sends only n bytes of the
-    first GET and closes the connection; ``etags`` overrides the ETag served."""
-
-    def __init__(self) -> None:
-        self.files: Dict[Tuple[str, str], bytes] = {}
-        self.cut: Dict[Tuple[str, str], int] = {}
-        self.etags: Dict[Tuple[str, str], str] = {}
-        self.requests: List[Tuple[str, str, Optional[str]]] = []
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-            def _lookup(self) -> Optional[Tuple[Tuple[str, str], bytes]]:
-                parts = self.path.split("?", 1)[0].strip("/").split("/")
-                if len(parts) < 5 or parts[2] != "resolve":
-                    return None
-                key = ("/".join(parts[:2]), "/".join(parts[4:]))
-                return (key, hub.files[key]) if key in hub.files else None
-
-            def _headers(self, key: Tuple[str, str], data: bytes, status: int, length: int, extra=()) -> None:
-                self.send_response(status)
-                etag = hub.etags.get(key) or (hashlib.sha256(data).hexdigest() if len(data) > 1000 else git_sha1(data))
-                self.send_header("ETag", f'"{etag}"')
-                self.send_header("X-Repo-Commit", COMMIT)
-                self.send_header("Accept-Ranges", "bytes")
-                self.send_header("Content-Length", str(length))
-                for name, value in extra:
-                    self.send_header(name, value)
-                self.end_headers()
-
-            def _missing(self) -> None:
-                self.send_response(404)
-                self.send_header("X-Error-Code", "EntryNotFound")
-                self.send_header("X-Error-Message", "Entry not found")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_HEAD(self) -> None:  # noqa: N802
-                hub.requests.append(("HEAD", self.path, None))
-                found = self._lookup()
-                if found is None:
-                    return self._missing()
-                key, data = found
-                self._headers(key, data, 200, len(data))
-
-            def do_GET(self) -> None:  # noqa: N802
-                rng = self.headers.get("Range")
-                hub.requests.append(("GET", self.path, rng))
-                found = self._lookup()
-                if found is None:
-                    return self._missing()
-                key, data = found
-                start = int(rng.split("=", 1)[1].split("-", 1)[0]) if rng else 0
-                if start:
-                    self._headers(key, data, 206, len(data) - start,
-                                  [("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")])
-                else:
-                    self._headers(key, data, 200, len(data))
-                if key in hub.cut:
-                    self.wfile.write(data[start:start + hub.cut.pop(key)])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(data[start:])
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "Hub":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    import huggingface_hub.constants
-
-    with Hub() as running:
-        monkeypatch.setenv("HF_ENDPOINT", running.url)
-        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # conftest sets HF_HUB_OFFLINE=1
-        yield running
 
 
 def item(repo="org/model", file="weights.safetensors", target="checkpoints/model.safetensors", **kw) -> CatalogueFile:
     return CatalogueFile(id=kw.pop("id", "model"), repo=repo, file=file, target=target, family="sd15",
                          kind="checkpoint", what="a test model", **kw)
-
-
-def payload(size: int, seed: int = 0) -> bytes:
-    return bytes((i * 7 + seed) % 251 for i in range(size))
 
 
 # --- the shipped catalogue -------------------------------------------------------------------------------------------

@@ -266,8 +266,13 @@ expect_failure("plug-in-paintbridge-img2img", img, [layer], "execution-error", "
                model="classical", server=P["url"])
 expect_failure("plug-in-paintbridge-generate", img, [layer], "execution-error", "needs a diffusion checkpoint",
                server=P["url"])
-expect_failure("plug-in-paintbridge-inpaint", img, [layer], "execution-error", "not-a-model",
-               model="not-a-model", server=P["url"])
+# The model argument is a choice of the installed models: a name the server does not list is not taken (GIMP keeps
+# the server's default), so an unknown model cannot even be sent.
+cfg = PDB.lookup_procedure("plug-in-paintbridge-inpaint").create_config()
+cfg.set_property("model", "not-a-model")
+check(cfg.get_property("model") == "default", "an unknown model is not a choice: %r" % cfg.get_property("model"))
+cfg.set_property("model", "classical")
+check(cfg.get_property("model") == "classical", "the built-in engine is a choice")
 expect_failure("plug-in-paintbridge-inpaint", img, [layer], "calling-error", "has no layer mask",
                model="classical", mask_source="layer-mask", server=P["url"])
 expect_failure("plug-in-paintbridge-outpaint", img, [layer], "calling-error", "at least one side",
@@ -635,3 +640,46 @@ def test_gui_live_inpaint_reruns_on_selection_change_and_keeps_one_layer(profile
         raise
     finally:
         session.stop()
+
+
+def test_download_models_pulls_through_the_server_and_the_model_shows_up(profile, tmp_path):
+    """Filters > Paintbridge > Download Models in a real GIMP: a preset is pulled through the protocol from the local
+    hub stand-in onto the server's machine, and the plug-in then sees the model in the server's listing."""
+    from conftest import ServerProcess
+    from server.downloads import Catalogue
+    from tests.hubstandin import Hub, payload
+
+    upscaler = Catalogue.load().files["upscaler-4x-ultrasharp"]
+    models = tmp_path / "models"
+    models.mkdir()
+    data = payload(150_000, seed=9)
+    with Hub() as hub:
+        hub.files[(upscaler.repo, upscaler.file)] = data
+        proc = ServerProcess(["--models", str(models)], tmp_path / "server.log",
+                             env={"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}).start()
+        try:
+            result = batch(profile, PLUGIN_PATH + """
+from client import models as cm
+from client.session import fetch_models
+img, (layer,) = make_image(32, 32)
+before, statuses = cm.fetch_listing(P["url"], None, "host-test", "0", 10.0)
+check("4x-UltraSharp" not in [m["name"] for m in before], "not installed before")
+check(not {s.name: s for s in statuses}["upscaler"].complete, "the upscaler preset lacks its file")
+status, message, _r = run_proc("plug-in-paintbridge-download-models", img, [], names="", server=P["url"])
+check(status == "calling-error" and "at least one preset" in message, "an empty name is refused: %s" % message)
+expect_ok("plug-in-paintbridge-download-models", img, [], names="upscaler", server=P["url"])
+after = fetch_models(P["url"], None, "host-test", "0", 10.0)
+check(("4x-UltraSharp", "upscaler") in [(m["name"], m["kind"]) for m in after], "listed after the pull: %r" % after)
+_l, statuses = cm.fetch_listing(P["url"], None, "host-test", "0", 10.0)
+check({s.name: s for s in statuses}["upscaler"].complete, "the upscaler preset is complete now")
+status, message, _r = run_proc("plug-in-paintbridge-download-models", img, [], names="nonsense", server=P["url"])
+check(status == "execution-error" and "'nonsense' is not in the catalogue" in message, "unknown name: %s" % message)
+img.delete()
+""", url=proc.url, plugin_dir=profile.inner(profile.plugin_dir))
+        finally:
+            proc.stop()
+    assert (models / upscaler.target).read_bytes() == data
+    assert any(method == "GET" for method, _path, _range in hub.requests), "the file came from the stand-in hub"
+    recorded = json.loads((profile.gimp_dir / "paintbridge-models.json").read_text())
+    assert {"name": "4x-UltraSharp", "kind": "upscaler"} in recorded["models"]
+    assert "download complete" in result.output and "4x-UltraSharp" in result.output

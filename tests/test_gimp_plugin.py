@@ -263,3 +263,74 @@ def test_install_py_installs_the_gimp_plugin_through_its_own_loader(tmp_path):
     assert dest == tmp_path / "plug-ins" / "paintbridge"
     assert (dest / "vendor" / "websockets").is_dir() and (dest / "protocol" / "geometry.py").exists()
     assert read_server_command(dest)[0] == str(REPO / ".venv" / "bin" / "python")
+
+
+# --- models: the model choice and Download Models ---------------------------------------------------------------------
+
+def test_the_model_choice_lists_installed_checkpoints_between_default_and_classical():
+    from gimp_plugin.choices import model_choices, model_name
+
+    listing = [{"name": "classical", "kind": "builtin"}, {"name": "DreamShaper_8", "kind": "checkpoint", "family": "sd15"},
+               {"name": "inp", "kind": "checkpoint", "family": "sd15", "inpaint": True},
+               {"name": "4x", "kind": "upscaler"}]
+    assert model_choices(listing) == (("default", "Server's default"), ("DreamShaper_8", "DreamShaper_8 (sd15)"),
+                                      ("inp", "inp (sd15, inpaint)"), ("classical", "Classical (OpenCV, no AI)"))
+    assert model_choices([]) == (("default", "Server's default"), ("classical", "Classical (OpenCV, no AI)"))
+    assert model_name("default") == "" and model_name("classical") == "classical" and model_name("inp") == "inp"
+    for spec in arguments.ALL_PROCEDURES:  # every model argument is such a choice, defaulting to the server's default
+        for arg in spec.args:
+            if arg.name == "model":
+                assert arg.kind == "model" and arg.default == "default", spec.name
+    assert settings_for("inpaint").model == "" and settings_for("inpaint", model="inp").model == "inp"
+
+
+def test_the_model_choice_comes_from_the_server_else_from_the_recorded_listing(start_server, tmp_path):
+    from gimp_plugin import choices, download, settings
+    from gimp_plugin.connection import fetch_models
+
+    server = start_server()
+    profile = tmp_path / "profile"
+    settings.remember(profile, server.url, None)
+    assert [m["name"] for m in choices.installed_models(profile, fetch_models)] == ["classical"]
+    assert [m["name"] for m in download.recorded(profile)] == ["classical"]  # recorded for next time
+    download.record(profile, [{"name": "tiny", "kind": "checkpoint"}])
+    settings.remember(profile, f"ws://127.0.0.1:{free_port()}", None)  # nobody answers there
+    assert choices.installed_models(profile, fetch_models) == [{"name": "tiny", "kind": "checkpoint"}]
+
+
+def test_download_models_arguments_and_texts():
+    from client.models import presets_from
+    from gimp_plugin import download
+
+    assert download.names_of(" sd15, upscaler  annotators ") == ["sd15", "upscaler", "annotators"]
+    with pytest.raises(JobInputError, match="at least one preset"):
+        download.names_of("  ")
+    assert download.scope_of("all") == ("", "") and download.scope_of("inpaint") == ("inpaint", "")
+    assert download.scope_of("control-canny") == ("", "canny")
+    assert {nick for nick, _label in arguments.FOR_CHOICES} >= {"all", "upscale", "control-depth"}
+    statuses = presets_from([{"name": "upscaler", "files": [{"id": "u", "target": "upscale_models/u.pth",
+                                                            "size": 67_000_000, "installed": False,
+                                                            "modes": ["upscale"]}]}])
+    assert download.status_text(statuses, "upscale", "ws://h:1") == (
+        "upscaler: lacks 1 file(s) for upscale, about 67.0 MB: u.pth\n"
+        "Models for upscale: none installed; download the preset 'upscaler' (67.0 MB)")
+    assert "not answering" in download.status_text(None, "all", "ws://h:1")
+    assert arguments.BY_NAME[arguments.DOWNLOAD.name].download
+
+
+def test_a_changed_listing_makes_gimp_register_the_plug_in_again(tmp_path):
+    import os
+
+    from gimp_plugin import download
+
+    entry = tmp_path / "paintbridge.py"
+    entry.write_text("")
+    os.utime(entry, (1_000_000, 1_000_000))
+    profile = tmp_path / "profile"
+    listing = [{"name": "classical", "kind": "builtin"}, {"name": "tiny", "kind": "checkpoint"}]
+    assert download.record(profile, listing, entry) is True  # a new checkpoint: the entry file is touched
+    assert entry.stat().st_mtime > 1_000_000
+    os.utime(entry, (1_000_000, 1_000_000))
+    assert download.record(profile, list(reversed(listing)), entry) is False  # the same checkpoints: left alone
+    assert entry.stat().st_mtime == 1_000_000
+    assert download.recorded(profile) == [{"name": "tiny", "kind": "checkpoint"}, {"name": "classical", "kind": "builtin"}]

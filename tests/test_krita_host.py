@@ -665,3 +665,33 @@ def test_a_tiny_flux_model_generates_into_a_selection(krita_flux_run):
     inside[8:48, 16:64] = True
     assert (layer[~inside][:, 3] == 0).all()  # composited by the selection: nothing outside it
     assert (layer[inside][:, 3] == 255).all() and not np.array_equal(layer[inside][:, :3], before[inside][:, :3])
+
+
+def test_the_panel_downloads_a_preset_through_the_server(tmp_path_factory, tmp_path):
+    """The panel's Models section in a real Krita: the suggested preset for the mode is pulled through the protocol
+    from the local hub stand-in onto the server's machine, with progress, and the new model shows up in the panel."""
+    from conftest import ServerProcess
+    from server.downloads import Catalogue
+    from tests.hubstandin import Hub, payload
+
+    upscaler = Catalogue.load().files["upscaler-4x-ultrasharp"]
+    models = tmp_path / "models"
+    models.mkdir()
+    with Hub() as hub:
+        hub.files[(upscaler.repo, upscaler.file)] = payload(150_000, seed=4)
+        proc = ServerProcess(["--models", str(models)], tmp_path / "server.log",
+                             env={"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}).start()
+        try:
+            run = _run_scenario(tmp_path_factory, "pull", W, H, server_url=proc.url, tag="pull")
+        finally:
+            proc.stop()
+    assert run["errors"] == [], run["errors"]
+    assert "upscaler: lacks 1 file(s) for upscale" in run["lines_before"], run["lines_before"]
+    assert run["suggested"] == "upscaler" and run["button_enabled"]
+    assert "4x-UltraSharp" not in run["upscalers_before"]
+    assert not run["error"] and run["message"].startswith("Downloaded 1 file(s)"), run["message"]
+    assert any(text.startswith("Downloading 4x-UltraSharp.pth") for _value, text in run["progress"]), run["progress"]
+    assert run["progress"][-1] == [100, "Download complete"]
+    assert "upscaler: complete" in run["lines_after"]
+    assert "4x-UltraSharp" in run["upscalers_after"] and "4x-UltraSharp" in run["upscaler_items"]
+    assert (models / upscaler.target).read_bytes() == hub.files[(upscaler.repo, upscaler.file)]

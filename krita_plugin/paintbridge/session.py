@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from . import settings_store
+from .downloads import Downloads
 from .live import LiveLoop
 from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
 from .progress_preview import preview_of
@@ -76,6 +77,12 @@ class _Forward(csession.Listener):
     def job_cancelled(self, job_id):
         self.post(lambda: self.session.on_job_cancelled(job_id))
 
+    def presets_changed(self, presets):
+        self.post(lambda: self.session.downloads.on_presets(presets))
+
+    def pull_done(self, pull_id, msg):
+        self.post(lambda: self.session.downloads.on_done(pull_id, msg))
+
 
 class Session:
     """Everything the Paintbridge panel knows and does, for whichever document is active."""
@@ -117,6 +124,7 @@ class Session:
         self.connection = csession.Session(_Forward(self, post), CLIENT_NAME, CLIENT_VERSION, self.server,
                                            client.server.Autostart() if self.conn_settings.autostart else None)
         self.live = LiveLoop(self, schedule)
+        self.downloads = Downloads(self)
 
     def start(self) -> None:
         """Connect to the configured server (after the view has bound itself)."""
@@ -143,6 +151,7 @@ class Session:
         client.modes.rule(mode)
         self.settings.mode = mode
         self.settings_changed.emit("mode", mode)
+        self.downloads.presets_changed.emit()
         self._set("strength", None)
         self.settings_changed.emit("strength", self.shown().strength)
 
@@ -300,7 +309,7 @@ class Session:
 
     @guarded
     def on_job_event(self, job_id: str, msg) -> None:
-        if self._current(job_id) is None:
+        if self.downloads.on_event(job_id, msg) or self._current(job_id) is None:
             return
         fraction, text = csession.describe_event(msg)
         if client.wire.message_type(msg) == "progress":
@@ -346,11 +355,13 @@ class Session:
 
     @guarded
     def on_job_failed(self, job_id: str, code: str, message: str) -> None:
-        self._end_unfinished_job(job_id, "Failed", message, error=True)
+        if not self.downloads.on_failed(job_id, message):
+            self._end_unfinished_job(job_id, "Failed", message, error=True)
 
     @guarded
     def on_job_cancelled(self, job_id: str) -> None:
-        self._end_unfinished_job(job_id, "Cancelled", "Cancelled; nothing was changed.", error=False)
+        if not self.downloads.on_cancelled(job_id):
+            self._end_unfinished_job(job_id, "Cancelled", "Cancelled; nothing was changed.", error=False)
 
     def _end_unfinished_job(self, job_id: str, status: str, message: str, error: bool) -> None:
         """A job ended without a result: reset progress, free live mode for the next job, say why."""
@@ -442,6 +453,8 @@ class Session:
                 raise client.errors.JobInputError(f"a control layer has no field {name!r}")
             setattr(spec, name, value)
         self.live.settings_changed()
+        if "type" in fields and index == 0:
+            self.downloads.presets_changed.emit()
 
     @guarded
     def remove_control(self, index: int) -> None:

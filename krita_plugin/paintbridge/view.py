@@ -35,6 +35,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         conn = session.conn_settings
         url, token = conn.target()
         widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
+        widgets.build_models_section(self)
         self._fill_model_boxes()
         self._show_settings()
         self._bind()
@@ -85,6 +86,12 @@ class PaintbridgePanel(QtWidgets.QWidget):
         s.result_selected.connect(self._on_result_selected)
         s.message_changed.connect(self._on_message)
         s.controls_changed.connect(self._fill_controls)
+        self.pull_button.clicked.connect(lambda: s.downloads.pull(self.preset_box.currentData() or ""))
+        self.pull_cancel_button.clicked.connect(s.downloads.cancel)
+        s.downloads.presets_changed.connect(self._fill_presets)
+        s.controls_changed.connect(self._fill_presets)
+        s.downloads.pull_changed.connect(self._update_pull)
+        s.connection_changed.connect(lambda _state, _detail: self._update_pull())
 
     # --- session -> widgets -------------------------------------------------------------------------------------------
     def _show_settings(self) -> None:
@@ -184,6 +191,34 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.live_button.blockSignals(True)
             self.live_button.setChecked(s.live.on)
             self.live_button.blockSignals(False)
+
+    # --- model downloads --------------------------------------------------------------------------------------------
+    def _fill_presets(self) -> None:
+        """What each preset has and lacks for the current mode, and the preset to download."""
+        s, d = self.session, self.session.downloads
+        lines = d.lines()
+        self.presets_label.setText("\n".join(lines))
+        self.models_box.setVisible(bool(lines))
+        chosen = self.preset_box.currentData()
+        self.preset_box.blockSignals(True)
+        self.preset_box.clear()
+        for preset in d.presets or []:
+            self.preset_box.addItem(f"{preset.name}{' (complete)' if preset.complete else ''}", preset.name)
+        pick = chosen if chosen and not d.suggested() else d.suggested() or chosen
+        self.preset_box.setCurrentIndex(max(0, self.preset_box.findData(pick)))
+        self.preset_box.blockSignals(False)
+        self._update_pull()
+
+    def _update_pull(self) -> None:
+        s, d = self.session, self.session.downloads
+        value, text = d.progress
+        running = d.pull_id is not None
+        self.pull_progress.setVisible(running or bool(text))
+        self.pull_progress.setValue(value)
+        self.pull_progress.setFormat(text or "%p%")
+        self.pull_button.setEnabled(not running and s.connected and d.presets is not None
+                                    and self.preset_box.count() > 0)
+        self.pull_cancel_button.setEnabled(running)
 
     # --- progress previews and results --------------------------------------------------------------------------------
     def _show_progress_preview(self, preview: Preview) -> None:

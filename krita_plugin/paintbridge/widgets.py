@@ -350,3 +350,33 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     result_row.addWidget(panel.discard_button)
     layout.addLayout(result_row)
     layout.addStretch(1)
+
+
+def build_models_section(panel: QtWidgets.QWidget) -> None:
+    """The "Models" section under the results: what each preset has and lacks for the current mode, and a download
+    of one preset onto the server's machine with its progress and a Cancel button."""
+    layout = panel.results_list.parentWidget().layout()
+    panel.models_box = QtWidgets.QGroupBox("Models")
+    box = QtWidgets.QVBoxLayout(panel.models_box)
+    panel.presets_label = QtWidgets.QLabel("")
+    panel.presets_label.setWordWrap(True)
+    panel.presets_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    box.addWidget(panel.presets_label)
+    row = QtWidgets.QHBoxLayout()
+    panel.preset_box = QtWidgets.QComboBox()
+    panel.preset_box.setToolTip("A starter set of models from the catalogue; the files land on the server's machine")
+    panel.pull_button = QtWidgets.QPushButton("Download")
+    panel.pull_cancel_button = QtWidgets.QPushButton("Cancel")
+    panel.pull_cancel_button.setEnabled(False)
+    row.addWidget(panel.preset_box, 2)
+    row.addWidget(panel.pull_button, 1)
+    row.addWidget(panel.pull_cancel_button, 1)
+    box.addLayout(row)
+    panel.pull_progress = QtWidgets.QProgressBar()
+    panel.pull_progress.setRange(0, 100)
+    panel.pull_progress.setTextVisible(True)
+    panel.pull_progress.setMaximumHeight(14)
+    panel.pull_progress.setVisible(False)
+    box.addWidget(panel.pull_progress)
+    panel.models_box.setVisible(False)
+    layout.insertWidget(layout.count() - 1, panel.models_box)  # above the closing stretch

@@ -7,8 +7,8 @@ still missing (``paintbridge models`` and ``paintbridge models pull NAME``).
 """
 
 from .catalogue import Catalogue, CatalogueError, CatalogueFile, Preset
-from .pull import ChecksumError, OfflineError, PullError, PullResult, pull, pull_file
+from .pull import ChecksumError, OfflineError, PullCancelled, PullError, PullResult, pull, pull_file
 from .status import PresetStatus, preset_status
 
-__all__ = ["Catalogue", "CatalogueError", "CatalogueFile", "Preset", "ChecksumError", "OfflineError", "PullError",
+__all__ = ["Catalogue", "CatalogueError", "CatalogueFile", "Preset", "ChecksumError", "OfflineError", "PullCancelled", "PullError",
            "PullResult", "pull", "pull_file", "PresetStatus", "preset_status"]

@@ -29,6 +29,14 @@ class CatalogueFile:
     size_estimate: Optional[int] = None
     to_confirm: Tuple[str, ...] = ()
     licence: str = ""
+    modes: Tuple[str, ...] = ()  # the modes that need this file
+    controls: Tuple[str, ...] = ()  # the control types that need this file
+
+    def serves(self, mode: str = "", control: str = "") -> bool:
+        """True when ``mode`` (or the control type ``control``) needs this file; both empty: every file."""
+        if not mode and not control:
+            return True
+        return (bool(mode) and mode in self.modes) or (bool(control) and control in self.controls)
 
     @property
     def expected_bytes(self) -> int:
@@ -72,7 +80,8 @@ class Catalogue:
                     kind=entry["kind"], what=entry.get("what", ""), revision=entry.get("revision", "main"),
                     size=entry.get("size"), sha256=(entry.get("sha256") or None),
                     size_estimate=entry.get("size_estimate"), to_confirm=tuple(entry.get("to_confirm", ())),
-                    licence=entry.get("licence", ""))
+                    licence=entry.get("licence", ""), modes=tuple(entry.get("modes", ())),
+                    controls=tuple(entry.get("controls", ())))
             except KeyError as err:
                 raise CatalogueError(f"{path}: file '{key}' lacks the field {err}") from None
         presets: Dict[str, Preset] = {}

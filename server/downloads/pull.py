@@ -1,22 +1,24 @@
 """Download catalogue files into a models folder through ``huggingface_hub``, verified, with progress.
 
-Each file is fetched by ``hf_hub_download`` into ``<models>/.downloads/<id>/`` (a hidden folder the registry never
-lists), checked, then moved to its target (``checkpoints/...``), so a half-done download never looks like a model.
-``$HF_ENDPOINT`` is read at each call (tests point it at a local stand-in), ``$HF_TOKEN`` / a stored login is used
-for gated repos as huggingface_hub does.
+Each file is streamed by huggingface_hub's ``http_get`` (its retries, Range requests and error mapping) into a partial
+file ``<models>/.downloads/<id>/<name>.part`` (a hidden folder the registry never lists), checked, then moved to its
+target (``checkpoints/...``), so a half-done download never looks like a model. ``$HF_ENDPOINT`` is read at each call
+(tests point it at a local stand-in), ``$HF_TOKEN`` / a stored login is used for gated repos as huggingface_hub does.
 
 Verification uses the best the catalogue and the hub offer: the catalogue's sha256 if it has one, else the hub's
 etag (for large LFS files that *is* the file's sha256; for small files it is the git blob sha1), and the size
 (the catalogue's, else the hub's). A file that fails is deleted, and the error names both checksums.
 
-Resuming: a connection cut mid-file is resumed by huggingface_hub with an HTTP Range request (up to 5 tries without
-progress). A process that is stopped (Ctrl-C, power) keeps every file it finished; the file it was on starts again
-on the next run, since huggingface_hub 1.x+ keeps no partial file across processes.
+Resuming: a connection cut mid-file is resumed by ``http_get`` with an HTTP Range request (up to 5 tries without
+progress). A download that stops (a ``cancelled`` check that says yes, Ctrl-C, a network failure, power) keeps its
+partial file, and the next pull of that file continues from it with a Range request, as long as the hub still serves
+the same version of the file (same etag and size; otherwise it starts again).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -27,6 +29,7 @@ from typing import Callable, Iterable, List, Optional
 from .catalogue import CatalogueFile
 
 ProgressCallback = Callable[[CatalogueFile, int, Optional[int]], None]
+CancelCheck = Callable[[], bool]
 DOWNLOADS_DIR = ".downloads"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -44,6 +47,10 @@ class OfflineError(PullError):
         super().__init__(message)
         self.manual = manual
         self.why = why
+
+
+class PullCancelled(PullError):
+    """The download was cancelled; the partial file is kept for a later resume."""
 
 
 class ChecksumError(PullError):
@@ -85,8 +92,9 @@ def offline_message(items: Iterable[CatalogueFile], root: Path, why: str) -> str
     return "\n".join(lines)
 
 
-def _progress_class(item: CatalogueFile, callback: ProgressCallback):
-    """A tqdm class for huggingface_hub that reports bytes to ``callback`` and draws nothing itself."""
+def _progress_class(item: CatalogueFile, callback: Optional[ProgressCallback], cancelled: Optional[CancelCheck]):
+    """A tqdm class for huggingface_hub that reports bytes to ``callback``, draws nothing itself, and stops the
+    download (PullCancelled) when ``cancelled()`` says so."""
     from tqdm.auto import tqdm
 
     class Progress(tqdm):  # type: ignore[misc, valid-type]
@@ -99,7 +107,11 @@ def _progress_class(item: CatalogueFile, callback: ProgressCallback):
 
         def update(self, n=1):  # noqa: ANN001 - tqdm's signature
             self.done += int(n or 0)
-            callback(item, self.done, self.size)
+            if callback is not None:
+                callback(item, self.done, self.size)
+            if cancelled is not None and cancelled():
+                raise PullCancelled(f"the download of {item.target} was cancelled; its partial file is kept, pull "
+                                    "it again to continue")
             return super().update(n)
 
     return Progress
@@ -157,35 +169,70 @@ def _check_space(item: CatalogueFile, root: Path, size: Optional[int]) -> None:
 
 
 def pull_file(item: CatalogueFile, root: Path, progress: Optional[ProgressCallback] = None,
-              force: bool = False) -> PullResult:
-    """Download one catalogue file to ``root/item.target`` (kept when present unless ``force``)."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download
+              force: bool = False, cancelled: Optional[CancelCheck] = None) -> PullResult:
+    """Download one catalogue file to ``root/item.target`` (kept when present unless ``force``), continuing a partial
+    download of the same file. ``cancelled()`` is asked while bytes arrive: True stops it (PullCancelled)."""
+    from huggingface_hub import get_hf_file_metadata
 
     root = Path(root)
     dest = item.path_in(root)
     if dest.exists() and not force:
         return PullResult(item, dest, False, "present")
+    if cancelled is not None and cancelled():
+        raise PullCancelled(f"the download of {item.target} was cancelled before it began")
     try:
         meta = get_hf_file_metadata(file_url(item))
     except Exception as err:  # noqa: BLE001 - mapped to messages the painter can act on
         raise _hub_error(item, root, err) from err
-    _check_space(item, root, meta.size)
     staging = root / DOWNLOADS_DIR / item.id
-    tqdm_class = _progress_class(item, progress) if progress else None
     try:
-        local = Path(hf_hub_download(item.repo, item.file, revision=item.revision, local_dir=staging,
-                                     endpoint=endpoint(), tqdm_class=tqdm_class))
-        how = verify(local, item, meta.etag, meta.size)
+        part = _partial_file(item, staging, meta.etag, meta.size)
+        done = part.stat().st_size if part.exists() else 0
+        _check_space(item, root, (meta.size - done) if meta.size is not None else None)
+        if progress is not None:
+            progress(item, done, meta.size)
+        _stream(item, part, done, meta.size, progress, cancelled)
+        how = verify(part, item, meta.etag, meta.size)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(local, dest)
-    except ChecksumError:
+        os.replace(part, dest)
+    except (ChecksumError, PullCancelled):
         raise
     except Exception as err:  # noqa: BLE001
         raise _hub_error(item, root, err) from err
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        _remove_if_empty(root / DOWNLOADS_DIR)
+        if not any(staging.glob("*.part")):  # nothing to resume (done, refused, or never begun)
+            shutil.rmtree(staging, ignore_errors=True)
+            _remove_if_empty(root / DOWNLOADS_DIR)
     return PullResult(item, dest, True, how)
+
+
+def _partial_file(item: CatalogueFile, staging: Path, etag: Optional[str], size: Optional[int]) -> Path:
+    """The partial file for ``item``: kept when it belongs to the same version of the file on the hub (a stamp
+    beside it records etag and size), else removed so the download starts again."""
+    part = staging / (Path(item.file).name + ".part")
+    stamp = staging / "source.json"
+    source = {"repo": item.repo, "file": item.file, "revision": item.revision, "etag": etag, "size": size}
+    try:
+        same = json.loads(stamp.read_text(encoding="utf-8")) == source
+    except (OSError, ValueError):
+        same = False
+    if part.exists() and (not same or (size is not None and part.stat().st_size > size)):
+        part.unlink()
+    staging.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(source), encoding="utf-8")
+    return part
+
+
+def _stream(item: CatalogueFile, part: Path, done: int, size: Optional[int],
+            progress: Optional[ProgressCallback], cancelled: Optional[CancelCheck]) -> None:
+    """Append the rest of the file to ``part`` (a Range request from ``done``) with huggingface_hub's ``http_get``."""
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    with open(part, "r+b" if part.exists() else "wb") as fh:
+        fh.seek(0, os.SEEK_END)
+        http_get(file_url(item), fh, resume_size=done, headers=build_hf_headers(), expected_size=size,
+                 displayed_filename=item.target, tqdm_class=_progress_class(item, progress, cancelled))
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -201,6 +248,9 @@ def _hub_error(item: CatalogueFile, root: Path, err: Exception) -> PullError:
 
     if isinstance(err, PullError):
         return err
+    if isinstance(err, OSError) and "Consistency check failed" in str(err):
+        return PullError(f"the download of {item.target} from {endpoint()} broke off and could not be resumed "
+                         f"({err}); its partial file is kept: pull it again to continue")
     if isinstance(err, errors.GatedRepoError):
         return PullError(f"{item.repo} is gated: accept its terms on {endpoint()}/{item.repo} and log in "
                          "('hf auth login', or set HF_TOKEN), then run this again.")
@@ -228,13 +278,14 @@ def _is_connection_error(err: BaseException) -> bool:
 
 
 def pull(items: Iterable[CatalogueFile], root: Path, progress: Optional[ProgressCallback] = None,
-         force: bool = False, report: Optional[Callable[[PullResult], None]] = None) -> List[PullResult]:
+         force: bool = False, report: Optional[Callable[[PullResult], None]] = None,
+         cancelled: Optional[CancelCheck] = None) -> List[PullResult]:
     """Download each of ``items`` in order; stops at the first failure (what finished stays)."""
     items = list(items)
     results = []
     for item in items:
         try:
-            result = pull_file(item, root, progress, force)
+            result = pull_file(item, root, progress, force, cancelled)
         except OfflineError as err:
             raise OfflineError(offline_message(items, Path(root), err.why), manual_steps(items, Path(root)),
                                err.why) from err

@@ -999,8 +999,38 @@ def scenario_flux():
     yield from apply_result(ses, doc, rec, "flux-new", W, H)
 
 
+def scenario_pull():
+    """Download a preset from the panel's Models section: the server pulls it from the hub stand-in."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    dock.show()
+    dock.raise_()
+    yield Until(lambda: ses.connection_state == "connected" and ses.downloads.presets is not None, 150, poll=200)
+    mark("connected")
+    ses.set_mode("upscale")
+    yield 200
+    R["lines_before"] = panel.presets_label.text()
+    R["suggested"] = panel.preset_box.currentData()
+    R["upscalers_before"] = ses.upscaler_names()
+    R["button_enabled"] = panel.pull_button.isEnabled()
+    progress = []
+    ses.downloads.pull_changed.connect(lambda: progress.append(list(ses.downloads.progress)))
+    panel.pull_button.click()  # the preset the panel suggests for the mode
+    yield Until(lambda: ses.downloads.pull_id is None and progress, 120, poll=200)
+    yield Until(lambda: "upscaler: complete" in panel.presets_label.text(), 30, poll=200)
+    mark("pulled")
+    R["progress"] = progress
+    R["message"] = ses.message
+    R["error"] = ses.message_is_error
+    R["lines_after"] = panel.presets_label.text()
+    R["upscalers_after"] = ses.upscaler_names()
+    R["upscaler_items"] = [panel.upscaler_box.itemData(i) for i in range(panel.upscaler_box.count())]
+
+
 SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
-             "flaky": scenario_flaky}
+             "flaky": scenario_flaky, "pull": scenario_pull}
 
 
 def _start():

@@ -35,4 +35,16 @@ s.set_mode("upscale"); assert not p.upscale_box.isHidden() and p.strength_row.is
 s.show_message("hi", error=True); assert p.message_label.text() == "hi"
 s.set_live(True); assert p.live_button.isChecked(); s.set_live(False)
 s.on_state("disconnected", "x"); assert "Not connected" in p.status_label.text()
+# Model downloads: the preset lines follow the mode, the suggested preset is picked, the download button calls the session.
+from client.models import presets_from
+assert p.models_box.isHidden()
+s.set_mode("upscale")
+s.downloads.on_presets(presets_from([{"name": "sd15", "files": [{"id": "i", "target": "checkpoints/i.safetensors", "size": 2000000000, "installed": False, "modes": ["inpaint"]}]},
+                           {"name": "upscaler", "files": [{"id": "u", "target": "upscale_models/u.pth", "size": 60000000, "installed": False, "modes": ["upscale"]}]}]))
+assert not p.models_box.isHidden() and "upscaler: lacks 1 file(s) for upscale" in p.presets_label.text(), p.presets_label.text()
+assert p.preset_box.currentData() == "upscaler" and not p.pull_button.isEnabled()  # not connected
+s.set_mode("inpaint"); assert "sd15: lacks 1 file(s) for inpaint" in p.presets_label.text() and p.preset_box.currentData() == "sd15"
+p.pull_button.setEnabled(True); p.pull_button.click(); assert "Not connected" in s.message  # the button reached the session
+s.downloads.pull_id = "p1"; s.downloads._state(40, "Downloading i.safetensors (1/1)")
+assert p.pull_progress.value() == 40 and p.pull_cancel_button.isEnabled() and not p.pull_button.isEnabled()
 print("view ok")

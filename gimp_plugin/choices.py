@@ -1,0 +1,70 @@
+"""The ``model`` argument as a choice of the installed models (GIMP 3's ``add_choice_argument``).
+
+GIMP fixes a choice argument's entries when the procedure is created: at registration (GIMP caches that until the
+plug-in changes) and again in the plug-in's own process at each run, which builds the dialog. So the entries come from
+the server's listing when it answers within ``TIMEOUT`` (the remembered address), else from the listing recorded after
+the last download or dialog (``download.recorded``), plus the two that always exist: ``default`` (the server's
+default checkpoint) and ``classical`` (the built-in engine). Nicks are the model names themselves, so a script passes
+``model="my-checkpoint"`` as before; a name GIMP has not registered falls back to ``default``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+DEFAULT = "default"
+CLASSICAL = "classical"
+TIMEOUT = 1.5  # s the plug-in waits for the server's listing when it creates its procedures
+
+_cache: Dict[str, Tuple[Tuple[str, str], ...]] = {}
+
+
+def model_choices(models: Sequence[Dict[str, Any]]) -> Tuple[Tuple[str, str], ...]:
+    """(nick, label) for each checkpoint of a listing, between the server's default and the built-in engine."""
+    out = [(DEFAULT, "Server's default")]
+    seen = {DEFAULT, CLASSICAL}
+    for entry in models:
+        name = str(entry.get("name") or "")
+        if entry.get("kind") != "checkpoint" or not name or name in seen:
+            continue
+        seen.add(name)
+        family = str(entry.get("family") or entry.get("arch") or "")
+        out.append((name, f"{name} ({family}{', inpaint' if entry.get('inpaint') else ''})" if family else name))
+    out.append((CLASSICAL, "Classical (OpenCV, no AI)"))
+    return tuple(out)
+
+
+def model_name(nick: Any) -> str:
+    """The ``job.model`` for a choice nick: "" (the server's default) for ``default``."""
+    nick = str(nick or "").strip()
+    return "" if nick in ("", DEFAULT) else nick
+
+
+def installed_models(profile: Path, fetch=None) -> List[dict]:
+    """The listing to build the choice from: the server's (recorded for next time) or the last recorded one."""
+    from . import download, settings
+
+    if fetch is None:
+        from .connection import fetch_models as fetch
+    url, token = settings.load(profile).target()
+    listing: Optional[List[dict]] = None
+    try:
+        listing = fetch(url, token, TIMEOUT)
+    except Exception:  # noqa: BLE001 - registration must never fail: use what was recorded
+        listing = None
+    if listing is None:
+        return download.recorded(profile)
+    try:
+        download.record(profile, listing)
+    except OSError:
+        pass
+    return listing
+
+
+def cached_model_choices(profile: Path) -> Tuple[Tuple[str, str], ...]:
+    """``model_choices`` of the installed models, asked once per plug-in process (every procedure shares it)."""
+    key = str(profile)
+    if key not in _cache:
+        _cache[key] = model_choices(installed_models(profile))
+    return _cache[key]
