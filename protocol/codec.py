@@ -1,4 +1,9 @@
-"""msgpack framing: one message per binary websocket frame."""
+"""msgpack framing: one message per binary websocket frame.
+
+Large image payloads are not copied more than they must be: ``encode`` returns a view of the packer's own buffer
+(msgpack copies each ``bin`` once, straight from the caller's bytes, bytearray or memoryview), and ``decode`` reads a
+frame given as bytes or any bytes-like object.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,12 @@ import msgpack
 from .errors import BAD_REQUEST, TOO_LARGE, ProtocolError
 
 
-def encode(message: dict) -> bytes:
-    """Pack a message map; bytes travel as msgpack ``bin``."""
-    return msgpack.packb(message, use_bin_type=True)
+def encode(message: dict) -> memoryview:
+    """Pack a message map into a frame (a bytes-like view of the packed bytes; ``bytes(frame)`` when bytes are needed);
+    bytes, bytearray and memoryview values travel as msgpack ``bin``."""
+    packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+    packer.pack(message)
+    return packer.getbuffer()
 
 
 def decode(frame: Any, max_bytes: int = 2**31) -> Any:
