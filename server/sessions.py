@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional, Set
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from protocol.codec import fragments
 from protocol.connection import Connection
 from protocol.errors import LocalProtocolError
 from protocol.messages import FINAL_TYPES, Message, Queued, Started, Welcome
@@ -54,7 +55,7 @@ class Link:
                 log.error("not sending %s: %s", msg.type, err)  # a server bug; the connection stays usable
                 continue
             try:
-                await self.ws.send(frame)
+                await self.ws.send(fragments(frame))
             except (ConnectionClosed, asyncio.CancelledError):
                 self._unsent.append(msg)
                 raise

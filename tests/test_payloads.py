@@ -10,7 +10,7 @@ import pytest
 
 from protocol import Limits
 from protocol.client import Client
-from protocol.codec import decode, encode
+from protocol.codec import FRAGMENT_BYTES, decode, encode, fragments
 from protocol.errors import ProtocolError
 from protocol.images import BGRA8, GRAY8, LUMA_CHUNK, RGBA8, ImagePayload, convert_pixels, parse_payload
 from protocol.messages import Extend, Job, Params
@@ -44,6 +44,17 @@ def test_payload_round_trips_byte_exact_and_is_not_copied_on_the_way_out(fmt, ki
     assert wire["data"] is data  # handed to msgpack as it is
     back = parse_payload(decode(encode({"image": wire}))["image"], "image", w * h)
     assert (back.width, back.height, back.format) == (w, h, fmt) and bytes(back.data) == raw
+
+
+def test_large_frames_go_as_fragments_of_one_message_without_copies():
+    small = encode({"type": "x"})
+    assert fragments(small) is small
+    raw = random_bytes(3 * FRAGMENT_BYTES + 5)
+    frame = encode({"type": "job", "data": raw})
+    parts = fragments(frame)
+    assert [len(p) for p in parts] == [FRAGMENT_BYTES] * 3 + [len(frame) - 3 * FRAGMENT_BYTES]
+    assert all(p.obj is parts[0].obj for p in parts)  # views of the one packed frame
+    assert decode(b"".join(parts))["data"] == raw
 
 
 def test_a_received_payload_keeps_its_bytes_object():
