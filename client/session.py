@@ -214,6 +214,7 @@ class Session:
     """
 
     HEARTBEAT = 2.0
+    SERVER_WATCH = 0.5  # s between looks at the local server's process
 
     def __init__(self, listener: Listener, client_name: str, client_version: str,
                  server: Optional[LocalServer] = None, autostart: Optional[Autostart] = None,
@@ -231,6 +232,7 @@ class Session:
         self._client = None
         self._thread: Optional[threading.Thread] = None
         self._stopping = False
+        self._autostart_lock = threading.Lock()
 
     # --- any thread ---------------------------------------------------------------------------------------------------
     def configure(self, url: str, token: Optional[str]) -> None:
@@ -242,6 +244,7 @@ class Session:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="paintbridge-session", daemon=True)
             self._thread.start()
+            threading.Thread(target=self._watch_server, name="paintbridge-server-watch", daemon=True).start()
         else:
             self._commands.put(("reconnect",))
 
@@ -321,11 +324,22 @@ class Session:
                 except Exception:
                     pass
 
+    def _watch_server(self) -> None:
+        """Restart a local server this session started as soon as its process ends, even while a job waits (the
+        transport keeps reconnecting then; on the new server the lost job ends with a clear error at once)."""
+        while not self._stopping:
+            time.sleep(self.SERVER_WATCH)
+            server = self.server
+            if server is not None and server.process is not None and not server.running:
+                self._maybe_autostart(*self._target)
+
     def _maybe_autostart(self, url: str, token: Optional[str]) -> None:
         server, policy = self.server, self.autostart
-        if server is None or policy is None or not server.available or not is_local(url) or server.running:
+        if server is None or policy is None or not server.available or not url or not is_local(url):
             return
-        if policy.should_start(time.monotonic()):
+        with self._autostart_lock:
+            if server.running or not policy.should_start(time.monotonic()):
+                return
             try:
                 server.start(url, token)
                 self._set_state(CONNECTING, "starting the local server")

@@ -7,14 +7,12 @@ Called by the top-level ``install.py``; the installed folder is self-contained: 
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 PLUGIN_NAME = "paintbridge"
-SERVER_FILE = "server.json"
 _SOURCE = Path(__file__).resolve().parent
 
 
@@ -61,17 +59,14 @@ def _repo_vendor_runtime() -> Callable[[Path], None]:
 
 
 def write_server_config(plugin_dir: Path, server_command: Sequence[str]) -> Path:
-    """Record the command that starts the local server (the plugin adds ``--host``/``--port``).
+    """Record the command that starts the local server in ``server.json`` (the plugin adds ``--host``/``--port``):
+    ``install.record_server_command``, the one writer both plugins share."""
+    repo = str(_SOURCE.parent)
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    import install as repo_install
 
-    A relative program path is made absolute: Krita starts the server from its own working folder.
-    """
-    command = list(server_command)
-    program = Path(command[0])
-    if not program.is_absolute() and len(program.parts) > 1:
-        command[0] = str(program.resolve())
-    path = Path(plugin_dir) / SERVER_FILE
-    path.write_text(json.dumps({"command": command}, indent=2) + "\n")
-    return path
+    return repo_install.record_server_command(Path(plugin_dir), list(server_command))
 
 
 def enable_in_kritarc(kritarc: Path, name: str = PLUGIN_NAME) -> None:

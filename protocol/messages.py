@@ -18,7 +18,7 @@ from .schema import WireModel, type_error, wire
 
 PROTOCOL_VERSION = "1.1"
 
-MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess")
+MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", "edit")
 SAMPLERS = ("Euler a", "Euler", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ SDE Karras", "DDIM", "UniPC", "LCM")
 CONTROL_TYPES = ("canny", "lineart", "scribble", "softedge", "depth", "normal", "pose", "tile", "inpaint", "shuffle",
                  "reference")

@@ -193,7 +193,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"models in: {', '.join(str(d) for d in roots)}")
     for m in with_family(router.models()):
         family = m.get("family") or m.get("arch") or "-"
-        variant = "inpaint" if m.get("inpaint") and m["kind"] == "checkpoint" else ""
+        variant = m.get("variant") or ("inpaint" if m.get("inpaint") and m["kind"] == "checkpoint" else "")
         path = Path(m["path"]) if m.get("path") else None
         size = human_size(disk_size(path)) if path is not None and path.exists() else "-"
         known = catalogue_entry_for(path, catalogue, roots) if path is not None else None

@@ -11,6 +11,7 @@ MODE_DEFAULTS: Dict[str, dict] = {
     "inpaint": {"strength": 1.0},
     "outpaint": {"strength": 1.0},
     "upscale": {"strength": 0.35, "scale": 2.0},  # strength: of the refine pass, when the user turns it on
+    "edit": {"strength": 1.0},  # instruction edit (Flux.1 Kontext): the whole box is redrawn, kept by the mask
 }
 
 DEFAULT_SAMPLER = "DPM++ 2M Karras"
@@ -18,7 +19,18 @@ DEFAULT_SAMPLER = "DPM++ 2M Karras"
 FAMILY_DEFAULTS: Dict[str, dict] = {
     "sd15": {"steps": 25, "cfg": 7.0, "sampler": DEFAULT_SAMPLER, "resolution": 512},
     "sdxl": {"steps": 30, "cfg": 6.0, "sampler": DEFAULT_SAMPLER, "resolution": 1024},
+    "flux": {"steps": 28, "cfg": 3.5, "sampler": "Euler", "resolution": 1024},
+    "flux-fill": {"steps": 28, "cfg": 30.0, "sampler": "Euler", "resolution": 1024},
+    "flux-kontext": {"steps": 28, "cfg": 2.5, "sampler": "Euler", "resolution": 1024},
+    "sd3": {"steps": 28, "cfg": 4.5, "sampler": "Euler", "resolution": 1024},
     "classical": {"steps": 1, "cfg": 0.0, "sampler": "", "resolution": 0},
+}
+
+# Variants whose published settings differ from their family's (few-step distilled models), by listing ``variant``.
+VARIANT_DEFAULTS: Dict[str, dict] = {
+    "schnell": {"steps": 4, "cfg": 0.0},
+    "3-medium": {"cfg": 7.0},
+    "3.5-large-turbo": {"steps": 4, "cfg": 0.0},
 }
 
 LAYER_NAME_LENGTH = 40
@@ -32,10 +44,16 @@ def default_cfg(arch: str) -> float:
     return FAMILY_DEFAULTS.get(arch, FAMILY_DEFAULTS["sd15"])["cfg"]
 
 
+def family_settings(family: str, variant: str = "") -> dict:
+    """A family's defaults with its variant's differences applied (sd15's for unknown families)."""
+    return {**FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["sd15"]), **VARIANT_DEFAULTS.get(variant, {})}
+
+
 def welcome_defaults() -> dict:
-    """``welcome.defaults``."""
+    """``welcome.defaults`` (``variants``: per listing ``variant``, what differs from its family's defaults)."""
     return {"modes": {m: dict(d) for m, d in MODE_DEFAULTS.items()},
             "families": {f: dict(d) for f, d in FAMILY_DEFAULTS.items()},
+            "variants": {v: dict(d) for v, d in VARIANT_DEFAULTS.items()},
             "layer_name_length": LAYER_NAME_LENGTH}
 
 

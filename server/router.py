@@ -26,6 +26,7 @@ from .models.registry import ModelRegistry
 log = logging.getLogger("paintbridge.router")
 
 DIFFUSERS = "diffusers"
+FAMILIES = "families"  # Flux.1 and SD3/SD3.5 (server/families)
 UPSCALE = "upscale"
 PREPROCESS = "preprocess"
 TILE_CONTROL_STRENGTH = 0.6  # guides refine tiles without freezing them
@@ -64,6 +65,10 @@ class Router:
             from .diffusion.engine import DiffusionEngine
 
             return DiffusionEngine(self.registry, device=self.config.device, dtype=self.config.dtype)
+        if name == FAMILIES:
+            from .families.engine import FamilyEngine
+
+            return FamilyEngine(self.registry, device=self.config.device, dtype=self.config.dtype)
         if name == UPSCALE:
             from .upscale import UpscaleEngine
 
@@ -88,6 +93,18 @@ class Router:
     def device_description(self) -> str:
         return self.diffusion.device_description()
 
+    def checkpoint_engine(self, entry) -> Engine:
+        """The engine that runs a checkpoint: by its family (Flux/SD3 on their own engine, SD1.5/SDXL on diffusers);
+        the other one frees its model first, so two never sit in memory at once."""
+        from .families.specs import FAMILIES as TRANSFORMER_FAMILIES
+
+        name, other = (FAMILIES, DIFFUSERS) if entry.arch in TRANSFORMER_FAMILIES else (DIFFUSERS, FAMILIES)
+        with self._lock:
+            idle = self._engines.get(other)
+        if idle is not None:
+            idle.unload()
+        return self.engine(name)
+
     def preload(self) -> None:
         """Load the default checkpoint now (called in a background thread at start); failures are only logged,
         the first job that needs the model reports them."""
@@ -95,7 +112,7 @@ class Router:
         if entry is None:
             return
         try:
-            self.diffusion.warm_up(entry.name)
+            self.checkpoint_engine(entry).warm_up(entry.name)
         except Exception as err:  # noqa: BLE001 - a job will meet the same problem and report it
             log.warning("could not preload %s: %s", entry.name, err)
 
@@ -114,7 +131,7 @@ class Router:
             "modes": list(MODES),
             "samplers": list(SAMPLERS),
             "control_types": list(CONTROL_TYPES),
-            "engines": [CLASSICAL, DIFFUSERS],
+            "engines": [CLASSICAL, DIFFUSERS, FAMILIES],
             "previews": True,
             "preprocessors": available_preprocessors(self.registry),
         }
@@ -136,11 +153,11 @@ class Router:
             return self.engine(PREPROCESS)
         if job.model == CLASSICAL:
             return self.classical
-        if job.model:
-            self.registry.get(job.model, "checkpoint")  # model_not_found names what is installed
-            return self.diffusion
-        if self.registry.default_checkpoint() is not None:
-            return self.diffusion
+        if job.model:  # model_not_found names what is installed
+            return self.checkpoint_engine(self.registry.get(job.model, "checkpoint"))
+        default = self.registry.default_checkpoint()
+        if default is not None:
+            return self.checkpoint_engine(default)
         if job.mode in self.classical.modes:
             return self.classical
         folders = ", ".join(str(d / "checkpoints") for d in self.config.model_dirs)
@@ -159,9 +176,10 @@ class Router:
         """
         if job.model == CLASSICAL or (not job.model and self.registry.default_checkpoint() is None):
             return None
-        engine = self.diffusion
+        entry = self.registry.get(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
+        engine = self.checkpoint_engine(entry)
         quiet = ctx.quiet()
-        use_tile_control = self._has_tile_controlnet(engine.checkpoint_entry(job.model))
+        use_tile_control = engine.uses_controls and self._has_tile_controlnet(entry)
 
         def refine(rgba: np.ndarray, strength: float, seed: int) -> np.ndarray:
             params = dataclasses.replace(job.params, strength=strength, seed=seed, batch=1)

@@ -21,6 +21,14 @@ CLIP tokenizer, at 64 px native size.
 ``cn-sdxl-union``            union ControlNet for SDXL (ControlNetUnionModel) as a diffusers folder
 ``lora-sd15`` / ``lora-sdxl`` a kohya-format LoRA (``loras/tiny-lora-sd15.safetensors``)
 ``emb-sd15`` / ``emb-sdxl``  an A1111-format textual-inversion embedding (``embeddings/tinystyle.safetensors``)
+``flux`` / ``flux-fill`` /   Flux.1 dev / Fill / Kontext and an SD3.5-medium-like model (qk norm, dual attention) as
+``flux-kontext`` / ``sd3``   diffusers folders (``checkpoints/tiny-flux`` ...)
+``flux-split`` ...           the same model split as ComfyUI users keep it: the transformer alone in
+                             ``diffusion_models/tiny-<name>-split.safetensors`` (+ ``.config/``), its text encoders in
+                             ``text_encoders/`` (``tiny-<name>-clip_l``, ``-clip_g``, ``-t5xxl``) and its VAE
+                             (original key names) in ``vae/tiny-<name>-ae.safetensors``
+``flux-full`` / ``sd3-full`` one ComfyUI-style full checkpoint: ``model.diffusion_model.*`` + ``text_encoders.<role>.
+                             transformer.*`` + ``first_stage_model.*`` (``checkpoints/tiny-<name>-full.safetensors``)
 ==========================  ===============================================================================
 """
 
@@ -35,6 +43,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, Tuple
 
 CACHE_VERSION = "v3"
+TRANSFORMER_CHECKPOINTS = ("flux", "flux-fill", "flux-kontext", "sd3")
 NATIVE_SIZE = 64  # px: UNet sample size 8 x VAE factor 8
 
 SD15_CHECKPOINTS = ("sd15", "sd15-inpaint")
@@ -219,6 +228,140 @@ def embedding_state(arch: str, vectors: int = 2, seed: int = 0) -> dict:
     return {"clip_l": torch.randn(vectors, 32, generator=gen), "clip_g": torch.randn(vectors, 48, generator=gen)}
 
 
+# --- Flux and SD3 ----------------------------------------------------------------------------------------------------
+
+def _vae16(scale: float, shift: float):
+    """A tiny 16-channel VAE without quant convolutions, as Flux and SD3 have."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, sample_size=NATIVE_SIZE, layers_per_block=1,
+        block_out_channels=(32, 32, 64, 64), norm_num_groups=32, use_quant_conv=False, use_post_quant_conv=False,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        scaling_factor=scale, shift_factor=shift,
+    )
+
+
+def _t5(width: int):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(vocab_size=32128, d_model=width, d_ff=width * 2, d_kv=8, num_heads=4, num_layers=2,
+                                   feed_forward_proj="gated-gelu", relative_attention_num_buckets=8,
+                                   is_encoder_decoder=False, use_cache=False))
+
+
+def build_flux(variant: str = "dev", seed: int = 0):
+    """A tiny Flux.1 pipeline: ``dev`` (FluxPipeline), ``fill`` (384 input channels) or ``kontext``."""
+    torch = _torch()
+    import diffusers
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    from server.families.loading import t5_tokenizer
+    from server.models.tokenizers import clip_tokenizer
+
+    torch.manual_seed(seed + 21)
+    fill = variant == "fill"
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=384 if fill else 64, out_channels=64, num_layers=1, num_single_layers=1,
+        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+        guidance_embeds=True, axes_dims_rope=(4, 6, 6),
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
+                                                max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)
+    cls = {"dev": "FluxPipeline", "fill": "FluxFillPipeline", "kontext": "FluxKontextPipeline"}[variant]
+    return getattr(diffusers, cls)(
+        transformer=transformer, vae=_vae16(0.3611, 0.1159), text_encoder=CLIPTextModel(_clip_config(32, "quick_gelu")),
+        text_encoder_2=_t5(32), tokenizer=clip_tokenizer(), tokenizer_2=t5_tokenizer(), scheduler=scheduler,
+    )
+
+
+def build_sd3(seed: int = 0):
+    """A tiny SD3.5-medium-like pipeline (qk RMS norm, dual attention in the first layer; CLIP-L 32, CLIP-G 48, T5 96)."""
+    torch = _torch()
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    from server.families.loading import t5_tokenizer
+    from server.models.tokenizers import clip_tokenizer
+
+    torch.manual_seed(seed + 31)
+    transformer = SD3Transformer2DModel(
+        sample_size=NATIVE_SIZE // 8, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,
+        num_attention_heads=4, joint_attention_dim=96, caption_projection_dim=32, pooled_projection_dim=64,
+        pos_embed_max_size=16, qk_norm="rms_norm", dual_attention_layers=(0,),
+    )
+    return StableDiffusion3Pipeline(
+        transformer=transformer, vae=_vae16(1.5305, 0.0609),
+        text_encoder=CLIPTextModelWithProjection(_clip_config(32, "quick_gelu")),
+        text_encoder_2=CLIPTextModelWithProjection(_clip_config(48, "gelu")), text_encoder_3=_t5(96),
+        tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer("!"), tokenizer_3=t5_tokenizer(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+    )
+
+
+def _build_transformer_pipeline(name: str):
+    return build_sd3() if name == "sd3" else build_flux({"flux": "dev", "flux-fill": "fill",
+                                                          "flux-kontext": "kontext"}[name])
+
+
+def _mark_native(folder: Path) -> None:
+    """Tiny models are native at 64 px (the real ones at 1024 px): say so in ``model_index.json``."""
+    index = folder / "model_index.json"
+    data = json.loads(index.read_text())
+    data["_paintbridge_native_px"] = NATIVE_SIZE
+    index.write_text(json.dumps(data, indent=2))
+
+
+def _roles(name: str) -> Dict[str, str]:
+    """Pipeline text-encoder slot → ComfyUI role name."""
+    if name == "sd3":
+        return {"text_encoder": "clip_l", "text_encoder_2": "clip_g", "text_encoder_3": "t5xxl"}
+    return {"text_encoder": "clip_l", "text_encoder_2": "t5xxl"}
+
+
+def _split_state(name: str):
+    """(transformer state, {role: text-encoder state}, VAE state in the original layout) of a tiny folder model."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(checkpoint_folder(name), local_files_only=True, dtype=torch.float32)
+    encoders = {role: getattr(pipe, slot).state_dict() for slot, role in _roles(name).items()}
+    return pipe.transformer.state_dict(), encoders, _ldm_layout().vae_to_ldm(pipe.vae.state_dict(), prefix="")
+
+
+def split_files(name: str) -> Path:
+    """The cached ComfyUI-style split files of ``name`` (``diffusion_models/``, ``text_encoders/``, ``vae/``)."""
+    folder = checkpoint_folder(name)
+
+    def build(tmp: Path) -> None:
+        transformer, encoders, vae = _split_state(name)
+        (tmp / "diffusion_models").mkdir()
+        _save_file(transformer, tmp / "diffusion_models" / f"tiny-{name}-split.safetensors")
+        weightless_config(folder, tmp / "diffusion_models" / f"tiny-{name}-split.config")
+        (tmp / "text_encoders").mkdir()
+        for role, state in encoders.items():
+            _save_file(state, tmp / "text_encoders" / f"tiny-{name}-{role}.safetensors")
+        (tmp / "vae").mkdir()
+        _save_file(vae, tmp / "vae" / f"tiny-{name}-ae.safetensors")
+    return _cached(f"split-{name}", build)
+
+
+def full_checkpoint(name: str) -> Path:
+    """The cached ComfyUI-style full checkpoint of ``name`` (+ its ``.config`` folder beside it)."""
+    folder = checkpoint_folder(name)
+
+    def build(tmp: Path) -> None:
+        transformer, encoders, vae = _split_state(name)
+        state = {"model.diffusion_model." + k: v for k, v in transformer.items()}
+        for role, enc in encoders.items():
+            state.update({f"text_encoders.{role}.transformer.{k}": v for k, v in enc.items()})
+        state.update({"first_stage_model." + k: v for k, v in vae.items()})
+        _save_file(state, tmp / f"tiny-{name}-full.safetensors")
+        weightless_config(folder, tmp / f"tiny-{name}-full.config")
+    return _cached(f"full-{name}", build) / f"tiny-{name}-full.safetensors"
+
+
 # --- cache -----------------------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -271,7 +414,11 @@ def checkpoint_folder(name: str) -> Path:
     arch, inpaint, _ = _parse_checkpoint(name)
 
     def build(tmp: Path) -> None:
-        _build_pipeline(arch, inpaint).save_pretrained(tmp / f"tiny-{name}", safe_serialization=True)
+        if name in TRANSFORMER_CHECKPOINTS:
+            _build_transformer_pipeline(name).save_pretrained(tmp / f"tiny-{name}", safe_serialization=True)
+            _mark_native(tmp / f"tiny-{name}")
+        else:
+            _build_pipeline(arch, inpaint).save_pretrained(tmp / f"tiny-{name}", safe_serialization=True)
     return _cached(f"diffusers-{name}", build) / f"tiny-{name}"
 
 
@@ -324,11 +471,35 @@ def controlnet_path(name: str) -> Path:
 
 
 def lora_path(arch: str) -> Path:
-    """The cached kohya-format tiny LoRA for ``arch``."""
+    """The cached kohya-format tiny LoRA for ``arch`` (Flux: diffusers/PEFT format on the transformer)."""
+    if arch == "flux":
+        return _flux_lora()
+
     def build(tmp: Path) -> None:
         _save_file(lora_state(_build_pipeline(arch, False)), tmp / f"tiny-lora-{arch}.safetensors",
                    {"ss_network_module": "networks.lora"})
     return _cached(f"lora-{arch}", build) / f"tiny-lora-{arch}.safetensors"
+
+
+def _flux_lora() -> Path:
+    """A tiny Flux LoRA (random, non-zero up weights) on every attention projection, as diffusers saves it."""
+    def build(tmp: Path) -> None:
+        import torch
+        from diffusers import FluxPipeline
+        from peft import LoraConfig
+        from peft.utils import get_peft_model_state_dict
+
+        pipe = FluxPipeline.from_pretrained(checkpoint_folder("flux"), local_files_only=True, dtype=torch.float32)
+        torch.manual_seed(41)
+        pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+        with torch.no_grad():
+            for name, p in pipe.transformer.named_parameters():
+                if "lora_B" in name:
+                    p.mul_(20.0)  # visible on a tiny model after two steps
+        FluxPipeline.save_lora_weights(tmp, transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
+                                       weight_name="tiny-lora-flux.safetensors")
+    return _cached("lora-flux", build) / "tiny-lora-flux.safetensors"
 
 
 def embedding_path(arch: str) -> Path:
@@ -410,11 +581,21 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
     """Lay out a ComfyUI-style models folder at ``path`` with the chosen tiny models (links into the cache)."""
     path = Path(path)
     for item in which:
-        if item in SD15_CHECKPOINTS + SDXL_CHECKPOINTS:
+        if item in SD15_CHECKPOINTS + SDXL_CHECKPOINTS + TRANSFORMER_CHECKPOINTS:
             folder = checkpoint_folder(item)
             _link(folder, path / "checkpoints" / folder.name)
         elif item.endswith("-file") and item[:-5] in SD15_CHECKPOINTS + SDXL_CHECKPOINTS:
             f = checkpoint_file(item[:-5])
+            _link(f, path / "checkpoints" / f.name)
+            config = f.with_name(f.name[:-len(".safetensors")] + ".config")
+            _link(config, path / "checkpoints" / config.name)
+        elif item.endswith("-split") and item[:-6] in TRANSFORMER_CHECKPOINTS:
+            built = split_files(item[:-6])
+            for sub in ("diffusion_models", "text_encoders", "vae"):
+                for f in (built / sub).iterdir():
+                    _link(f, path / sub / f.name)
+        elif item.endswith("-full") and item[:-5] in TRANSFORMER_CHECKPOINTS:
+            f = full_checkpoint(item[:-5])
             _link(f, path / "checkpoints" / f.name)
             config = f.with_name(f.name[:-len(".safetensors")] + ".config")
             _link(config, path / "checkpoints" / config.name)

@@ -75,6 +75,46 @@ def test_server_never_imports_a_plugin(path):
     assert not imported_top_modules(path) & {"krita_plugin", "gimp_plugin", "krita", "gi", "PyQt5", "PyQt6"}
 
 
+def _relative_imports(path: Path) -> set:
+    """The sibling modules a file imports with ``from .x import ...`` / ``from . import x``."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+    return names
+
+
+KRITA = REPO / "krita_plugin" / "paintbridge"
+
+
+def test_only_the_document_door_imports_krita():
+    importers = sorted(p.name for p in sources("krita_plugin") if "krita" in imported_top_modules(p))
+    assert importers == ["document.py"], importers
+
+
+@pytest.mark.parametrize("name", ["session.py", "live.py", "model.py", "settings_store.py", "progress_preview.py",
+                                  "pixels.py", "wire.py"])
+def test_krita_session_side_needs_neither_qt_nor_krita(name):
+    """The session and what it uses run without Qt and without Krita (tests/test_krita_logic.py runs them so)."""
+    path = KRITA / name
+    assert not imported_top_modules(path) & HOST_BINDINGS, name
+    assert not _relative_imports(path) & {"document", "qt_compat", "view", "widgets", "docker"}, name
+
+
+def test_krita_plugin_uses_client_and_protocol_never_server():
+    used = set().union(*(_relative_imports(p) for p in KRITA.glob("*.py")))
+    assert "wire" in used  # client/ and protocol/ come in through wire.py, vendored or from the repository
+    wire = imported_top_modules(KRITA / "wire.py") | _relative_imports(KRITA / "wire.py")
+    assert {"client", "protocol"} <= wire
+    for path in KRITA.glob("*.py"):
+        assert "server" not in imported_top_modules(path), path.name
+
+
+def test_no_krita_plugin_file_is_over_500_lines():
+    for path in KRITA.glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 500, path.name
+
+
 # --- inside the server: layers, arrows only downwards ----------------------------------------------------------------
 
 # Each top-level module or package of server/ and its layer; a module may import only from its own layer or below.
@@ -82,7 +122,7 @@ SERVER_LAYERS = {
     "__init__": 0, "core": 0, "device": 0, "config": 0, "defaults": 0,  # core types, device, configuration, defaults
     "imageops": 1, "models": 1, "downloads": 1,  # what engines share: image operations, the model registry and
     # loaders; the model downloader beside them
-    "classical": 2, "diffusion": 2, "upscale": 2, "preprocess": 2,  # the engines, peers
+    "classical": 2, "diffusion": 2, "families": 2, "upscale": 2, "preprocess": 2,  # the engines, peers
     "router": 3,  # picks the engine for a job
     "jobs": 4, "sessions": 4,  # the job queue, client sessions
     "app": 5,  # the websocket application
@@ -90,8 +130,9 @@ SERVER_LAYERS = {
 }
 ENGINES = {name for name, layer in SERVER_LAYERS.items() if layer == 2}
 # Engines are peers and do not import each other, except: the diffusion engine runs a control layer through the
-# preprocessors when the job asks for it.
-ENGINE_USES = {("diffusion", "preprocess")}
+# preprocessors when the job asks for it; the Flux/SD3 engine shares the diffusion engine's job geometry (working
+# canvas, result layers) and prompt syntax.
+ENGINE_USES = {("diffusion", "preprocess"), ("families", "diffusion")}
 
 
 def server_part(path: Path) -> str:

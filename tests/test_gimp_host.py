@@ -422,6 +422,38 @@ img.delete()
         proc.stop()
 
 
+def test_tiny_flux_model_generate_into_a_selection(trixie_root, tmp_path):
+    """A Flux.1 model kept as ComfyUI users keep it (transformer in diffusion_models/, text encoders, VAE): generate
+    into a selection from GIMP, the layer composited by the selection, nothing outside it changed."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+
+    models = make_models_dir(tmp_path / "models", which=("flux-split",))
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            run_batch(prof, """
+img, (layer,) = make_image(64, 64)
+img.select_ellipse(Gimp.ChannelOps.REPLACE, 12, 12, 40, 36)
+sel = selection_mask(img)
+before = composite(img)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a tiny house", seed=5, steps=2, grow=0, feather=0,
+          server=P["url"])
+added = new_layers(img, old)
+check(len(added) == 1 and added[0].get_name() == "a tiny house (seed 5)", "one Flux layer: %r" % layer_summary(img))
+after = composite(img)
+check(all(after[i * 4:i * 4 + 4] == before[i * 4:i * 4 + 4] for i in range(64 * 64) if sel[i] == 0),
+      "outside the selection nothing changed")
+check(any(after[i * 4:i * 4 + 3] != before[i * 4:i * 4 + 3] for i in range(64 * 64) if sel[i] == 255),
+      "inside the selection the Flux model painted")
+img.delete()
+""", {"url": proc.url}, timeout=600).assert_ok()
+    finally:
+        proc.stop()
+
+
 def _generate_matches_the_client_core_job(prof, run_batch, url: str) -> None:
     """Generate into a soft ellipse in GIMP gives exactly the layer the client core's own job gives for the same
     pixels and selection (the Krita host test checks its side against the same core path)."""
@@ -461,6 +493,30 @@ img.delete()
     assert (layer.x, layer.y, layer.width, layer.height) == (x, y, w, h)
     assert any(0 < a < 255 for a in layer.data[3::4]), "the soft selection shapes the layer"
     assert layer.data == (out / "layer.rgba").read_bytes(), "GIMP's layer is the client core job's layer"
+
+
+def test_generate_into_the_shared_ellipse_and_upscale_its_box(trixie_root, tmp_path):
+    """GIMP's side of the comparison with Krita (tests/ellipse_case.py, compared at the end of test_krita_host.py):
+    the soft selection shapes the generated layer, the upscale is the selection's box at twice its size."""
+    import numpy as np
+
+    import ellipse_case
+    from crosshost import gimp_pixels
+
+    got = gimp_pixels(tmp_path)
+    w, h = ellipse_case.WIDTH, ellipse_case.HEIGHT
+    expected = np.frombuffer(ellipse_case.selection(), np.uint8).reshape(h, w)
+    alpha = got["generate"][..., 3].astype(int)
+    assert (alpha[expected == 255] == 255).all()  # fully generated inside
+    soft = (expected > 0) & (expected < 255)
+    assert ((alpha[soft] > 0) & (alpha[soft] < 255)).mean() > 0.5  # the feathered rim stays soft
+    assert alpha[expected == 0].mean() < 16
+    bx, by, bw, bh = ellipse_case.UPSCALE_BOX
+    scale = int(ellipse_case.UPSCALE_SCALE)
+    assert got["upscale"].shape == (bh * scale, bw * scale, 4)
+    source = np.frombuffer(ellipse_case.pattern(), np.uint8).reshape(h, w, 4)[by:by + bh, bx:bx + bw].astype(float)
+    blocks = got["upscale"].astype(float).reshape(bh, scale, bw, scale, 4).mean(axis=(1, 3))
+    assert np.abs(blocks[..., :3] - source[..., :3]).mean() < 12  # the selected part, not the canvas
 
 
 GUI_SCRIPT = """

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+import ellipse_case  # noqa: E402
 from hosts import krita as hk  # noqa: E402
 from krita_plugin import installer  # noqa: E402
 from protocol.geometry import Box, context_box  # noqa: E402
@@ -43,7 +44,8 @@ def _server_command(models: Path) -> list:
     sys.path.insert(0, str(REPO))
     import install  # the repository's install.py: the same command a painter's install records
 
-    return install.server_command(REPO / ".venv") + ["--models", str(models)]
+    venv = REPO / ".venv" if (REPO / ".venv").is_dir() else Path(sys.prefix)  # a worktree runs the shared venv
+    return install.server_command(venv) + ["--models", str(models)]
 
 
 class Run:
@@ -109,6 +111,14 @@ def _run_scenario_once(tmp_path_factory, scenario: str, width: int, height: int,
     out.mkdir()
     config = {"out": host.inside(out), "scenario": scenario, "width": width, "height": height, "deadline_s": 420,
               "model": model}
+    # the document GIMP's host test generates into (diffusion) and upscales a selection of (classical) too
+    (out / "ellipse-image.bin").write_bytes(ellipse_case.rgba_to_bgra(ellipse_case.pattern()))
+    (out / "ellipse-mask.bin").write_bytes(ellipse_case.selection())
+    config["ellipse"] = {"width": ellipse_case.WIDTH, "height": ellipse_case.HEIGHT, "model": ellipse_case.MODEL,
+                         "prompt": ellipse_case.PROMPT, "seed": ellipse_case.SEED, "steps": ellipse_case.STEPS,
+                         "image": host.inside(out / "ellipse-image.bin"),
+                         "selection": host.inside(out / "ellipse-mask.bin"),
+                         "upscale_box": list(ellipse_case.UPSCALE_BOX), "upscale_scale": ellipse_case.UPSCALE_SCALE}
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     try:
@@ -124,6 +134,7 @@ def _run_scenario_once(tmp_path_factory, scenario: str, width: int, height: int,
         shutil.rmtree(home.root, ignore_errors=True)
         out = work / "out"
     run = Run(out, data)
+    run.models = models
     # The plugin stops the server it started when Krita quits.
     for pid in {data.get("server_pid"), data.get("crash", {}).get("new_pid")} - {None}:
         for _ in range(50):  # give a terminating server up to 5 s
@@ -152,6 +163,21 @@ def krita_run(tmp_path_factory) -> Run:
 @pytest.fixture(scope="module")
 def krita_diffusion_run(tmp_path_factory) -> Run:
     return _run_scenario(tmp_path_factory, "diffusion", DW, DH, ("sd15", "cn-sd15-canny"), model="tiny-sd15")
+
+
+@pytest.fixture(scope="module")
+def krita_flux_run(tmp_path_factory) -> Run:
+    """The plugin against a server of this checkout (the installed command would run the shared venv's copy)."""
+    import factory
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-flux-server")
+    models = factory.make_models_dir(work / "models", ("flux-split",))
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "flux", DW, DH, model="tiny-flux-split", server_url=proc.url)
+    finally:
+        proc.stop()
 
 
 def _names(layers) -> list:
@@ -189,7 +215,7 @@ def _check_inpaint(run: Run, tag: str, selection: np.ndarray) -> None:
     assert rec["applied"] is True
     assert len(rec["new_layers"]) == 1, rec["layers_applied"]
     new = rec["new_layers"][0]
-    assert new["name"].startswith("a red fox (seed ")
+    assert new["name"].startswith("a red fox (")  # client.results' name: the prompt, then the seed or the engine
     assert PREVIEW not in _names(rec["layers_applied"])
     # Inserted right above the active layer.
     applied = _names(rec["layers_applied"])
@@ -253,7 +279,14 @@ def test_inpaint_without_selection_explains_in_the_panel(krita_run):
 def test_live_mode_updates_one_preview_in_place(krita_run):
     rec = krita_run["live"]
     assert (rec["first"], rec["second"], rec["settled"]) == (1, 2, 2)
-    assert (rec["after_paint"], rec["after_restore"]) == (3, 4)  # pixels under the box changed, twice
+    assert (rec["after_paint"], rec["after_restore"]) == (3, 4)  # a brush stroke under the box, then its undo
+    # Change detection is event-driven: while nothing changed, no pixel of the document was read.
+    assert rec["event_driven"] is True and rec["idle_reads"] == 0 and rec["idle_changes"] == 0
+    assert rec["paint_frame"]["sent_ms"] is not None and rec["undo_frame"]["sent_ms"] is not None
+    print(f"live: stroke lifted -> change noticed {rec['paint_frame']['notified_ms']} ms, frame sent "
+          f"{rec['paint_frame']['sent_ms']} ms; undo -> frame sent {rec['undo_frame']['sent_ms']} ms; "
+          f"pixel reads while idle {rec['idle_reads']}; for the stroke and its undo {rec['reads_after_idle']} "
+          f"({rec['changes_after_idle']} change notifications, 2 frames)")
     assert _names(rec["layers"]).count(PREVIEW) == 1
     assert len(_names(rec["layers"])) == len(krita_run["user_layers"]) + 1
     first = krita_run.pixels(rec["first_preview"])[..., 3]
@@ -342,6 +375,30 @@ def test_upscale_opens_a_new_document(krita_run):
     assert rec["source_layers_after"] == rec["source_layers"]
 
 
+def test_upscale_of_a_selection_upscales_its_box(krita_run):
+    rec = krita_run["upscale_selection"]
+    assert rec["error"] is False, rec["message"]
+    assert rec["applied"] is True and rec["documents_after"] == rec["documents_before"] + 1
+    assert rec["new_document"][1:] == [48, 32]  # the 24x16 selection, twice its size
+    source = krita_run.pixels(rec["source_pixels"], 24, 16).astype(float)
+    new = krita_run.pixels(rec["new_pixels"], 48, 32).astype(float)
+    # The upscale shows the selected part of the image (not the canvas): each 2x2 block is near its source pixel.
+    blocks = new.reshape(16, 2, 24, 2, 4).mean(axis=(1, 3))
+    assert np.abs(blocks[..., :3] - source[..., :3]).mean() < 12
+    assert _names(rec["source_layers_after"]) == _names(rec["source_layers"])  # the original is untouched
+    _save_png(new.astype(np.uint8), ellipse_case.UPSCALE_ARTIFACT.format(editor="krita"))
+
+
+def _save_png(bgra: np.ndarray, name: str) -> Path:
+    """Keep a bgra8 picture as an RGBA PNG under test-artifacts/."""
+    from PIL import Image
+
+    path = REPO / "test-artifacts" / name
+    path.parent.mkdir(exist_ok=True)
+    Image.fromarray(bgra[..., [2, 1, 0, 3]].copy(), "RGBA").save(path)
+    return path
+
+
 def test_other_color_models_are_refused_in_the_panel(krita_run):
     rec = krita_run["cmyk"]
     assert rec["job_id"] is None and rec["error"] is True
@@ -419,8 +476,115 @@ def test_generate_fills_the_context_box(krita_diffusion_run):
     assert len(rec["new_layers"]) == 1
     layer = run.pixels(rec["new_layer_pixels"], DW, DH)
     selected = np.zeros((DH, DW), bool)
-    selected[8:32, 8:32] = True  # the result takes the selection's shape
-    assert (layer[selected][:, 3] == 255).all() and not layer[~selected][:, 3].any()
+    selected[8:32, 8:32] = True  # the result takes the selection's shape (the server's soft edge around it)
+    assert (layer[selected][:, 3] == 255).all()
+    outside = np.ones((DH, DW), bool)
+    outside[box.y:box.bottom, box.x:box.right] = False
+    assert not layer[outside][:, 3].any() and layer[~selected][:, 3].mean() < 64
+
+
+def test_generate_into_a_soft_elliptical_selection(krita_diffusion_run):
+    """The shared ellipse document (tests/ellipse_case.py): the layer takes the soft selection as its alpha, keeps
+    the image where nothing is selected, and is kept as test-artifacts/generate-ellipse-krita.png for the comparison
+    with GIMP's result."""
+    run = krita_diffusion_run
+    rec = run["generate_ellipse"]
+    assert rec["error"] is False, rec["message"]
+    w, h = ellipse_case.WIDTH, ellipse_case.HEIGHT
+    selection = run.pixels(rec["selection_pixels"], w, h, channels=1)
+    expected = np.frombuffer(ellipse_case.selection(), np.uint8).reshape(h, w)
+    assert np.array_equal(selection, expected)  # Krita kept the soft selection as given
+    assert len(rec["new_layers"]) == 1 and rec["new_layers"][0]["name"].startswith(ellipse_case.PROMPT)
+    layer = run.pixels(rec["new_layer_pixels"], w, h)
+    alpha = layer[..., 3].astype(int)
+    assert (alpha[expected == 255] == 255).all()  # fully generated inside
+    soft = (expected > 0) & (expected < 255)
+    assert ((alpha[soft] > 0) & (alpha[soft] < 255)).mean() > 0.5  # the feathered rim stays soft
+    assert alpha[expected == 0].mean() < 16  # little beyond the rim (the server's own soft edge)
+    path = _save_png(layer, ellipse_case.ARTIFACT.format(editor="krita"))
+    print(f"Krita's generate-into-ellipse layer: {path}")
+    # The same pixels and selection through the client core's own job (what GIMP's host test checks too) give
+    # exactly this layer: both editors send the same job and show what the server made of it.
+    core = _core_generate(run.models, run.pixels(rec["composite_before"], w, h), selection)
+    x, y = core.x, core.y
+    assert np.array_equal(layer[y:y + core.height, x:x + core.width], core.pixels)
+    outside = np.ones((h, w), bool)
+    outside[y:y + core.height, x:x + core.width] = False
+    assert not layer[outside].any()
+
+
+class _CoreLayer:
+    def __init__(self, layer) -> None:
+        self.x, self.y, self.width, self.height = layer.x, layer.y, layer.width, layer.height
+        self.pixels = np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4)
+
+
+def _core_generate(models: Path, composite_bgra: np.ndarray, selection: np.ndarray) -> _CoreLayer:
+    """Generate into ``selection`` of the ``composite_bgra`` document through client/ alone, on a fresh server with
+    the same models (bgra8 in and out, as Krita asks)."""
+    from client import jobs, session, settings as cs
+    from client.server import LocalServer
+    from clientdoc import MemoryDocument, Reader
+
+    h, w = selection.shape
+    rgba = composite_bgra[..., [2, 1, 0, 3]].tobytes()
+    doc = MemoryDocument(w, h, rgba, selection.tobytes())
+    s = cs.Settings(mode="generate", model=ellipse_case.MODEL, prompt=ellipse_case.PROMPT, seed=ellipse_case.SEED,
+                    steps=ellipse_case.STEPS)
+    inputs = jobs.capture(s, doc.selection_bounds(), w, h, Reader(doc, "bgra8"))
+    url = f"ws://127.0.0.1:{_free_port()}"
+    server = LocalServer(_server_command(models), models.parent / "core-server.log")
+    server.start(url)
+    try:
+        assert server.wait_ready(240), server.last_output(20)
+        conn = session.open_client(url, None, "test", "0")
+        try:
+            welcome = conn.welcome
+            job = jobs.build_job(s, inputs, cs.Defaults.from_welcome(welcome),
+                                 cs.model_entry(list(welcome.models), s.model), job_id=session.new_job_id("core"))
+            (layer,), _params = session.run_job(conn, job)
+        finally:
+            conn.close()
+    finally:
+        server.stop()
+    assert layer.format == "bgra8"
+    return _CoreLayer(layer)
+
+
+def test_gimp_reads_back_the_same_ellipse_layer_and_upscale_as_krita(krita_run, krita_diffusion_run,
+                                                                    tmp_path_factory):
+    """The shared document (tests/ellipse_case.py) in both real hosts: the generated layer over the whole canvas and
+    the upscaled selection, as straight-alpha RGBA read back from each editor, are byte for byte the same. GIMP's
+    pixels are this session's (tests/crosshost.py runs GIMP here when its host test has not run)."""
+    from crosshost import gimp_pixels
+
+    gimp = gimp_pixels(tmp_path_factory.mktemp("gimp-crosscheck"))
+    run = krita_diffusion_run
+    rec = run["generate_ellipse"]
+    assert rec["error"] is False, rec["message"]
+    w, h = ellipse_case.WIDTH, ellipse_case.HEIGHT
+    krita = run.pixels(rec["new_layer_pixels"], w, h)[..., [2, 1, 0, 3]]
+    alpha = krita[..., 3]
+    assert (alpha == 255).any() and ((alpha > 0) & (alpha < 255)).any()  # a generated layer with a soft edge
+    _assert_same_pixels(krita, gimp["generate"], "generate into the soft ellipse")
+    rec = krita_run["upscale_selection"]
+    assert rec["error"] is False, rec["message"]
+    nw, nh = rec["new_document"][1:]
+    krita = krita_run.pixels(rec["new_pixels"], nw, nh)[..., [2, 1, 0, 3]]
+    assert (krita[..., 3] == 255).all() and krita[..., :3].std() > 10  # an opaque picture, not an empty document
+    _assert_same_pixels(krita, gimp["upscale"], "upscale of the selection")
+
+
+def _assert_same_pixels(krita: np.ndarray, gimp: np.ndarray, what: str) -> None:
+    assert krita.shape == gimp.shape, f"{what}: Krita {krita.shape[1::-1]}, GIMP {gimp.shape[1::-1]}"
+    differ = (krita != gimp).any(axis=2)
+    if differ.any():
+        ys, xs = np.nonzero(differ)
+        worst = np.abs(krita.astype(int) - gimp.astype(int)).max(axis=(0, 1))
+        raise AssertionError(f"{what}: {int(differ.sum())} of {differ.size} pixels differ (first at x={xs[0]}, "
+                             f"y={ys[0]}: Krita {krita[ys[0], xs[0]]}, GIMP {gimp[ys[0], xs[0]]}; largest difference "
+                             f"per RGBA channel {worst.tolist()})")
+    print(f"{what}: Krita and GIMP read back the same {krita.shape[1]}x{krita.shape[0]} RGBA pixels")
 
 
 # --- Debian 13's Krita 5.2.9 (Python 3.13) in the cached trixie root, against a server on this machine --------------
@@ -430,11 +594,10 @@ def krita_529_run(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the trixie root is entered with chroot, which needs root")
     host = hk.trixie_host()
-    sys.path.insert(0, str(REPO / "krita_plugin"))
-    from paintbridge.server_process import LocalServer
+    from client.server import LocalServer
 
     models = tmp_path_factory.mktemp("krita-529-models")
-    server = LocalServer(_server_command(models))
+    server = LocalServer(_server_command(models), models / "server.log")
     url = f"ws://127.0.0.1:{_free_port()}"
     server.start(url)
     try:
@@ -464,3 +627,18 @@ def test_krita_529_inpaint_live_outpaint_depths(krita_529_run):
     for depth in ("U16", "F32"):
         assert run[depth]["error"] is False and len(run[depth]["new_layers"]) == 1, run[depth]["message"]
     assert run["cmyk"]["error"] is True and "RGB" in run["cmyk"]["message"]
+
+
+def test_a_tiny_flux_model_generates_into_a_selection(krita_flux_run):
+    run = krita_flux_run
+    assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
+    assert run["connected"] == "connected" and "tiny-flux-split" in run["models"]
+    rec = run["generate"]
+    assert rec["error"] is False, rec["message"]
+    assert len(rec["new_layers"]) == 1 and rec["new_layers"][0]["name"] == "a castle on a hill (seed 5)"
+    layer = run.pixels(rec["new_layer_pixels"], DW, DH)
+    before = run.pixels(rec["composite_before"], DW, DH)
+    inside = np.zeros((DH, DW), bool)
+    inside[8:48, 16:64] = True
+    assert (layer[~inside][:, 3] == 0).all()  # composited by the selection: nothing outside it
+    assert (layer[inside][:, 3] == 255).all() and not np.array_equal(layer[inside][:, :3], before[inside][:, :3])

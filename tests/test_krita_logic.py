@@ -1,5 +1,6 @@
-"""The Krita plugin's Qt-free logic: job building, pixel conversions, result placement, live-mode scheduling, the
-installer and the server launcher. Fast; no Krita needed."""
+"""The Krita plugin without Krita: its session (the panel's state and behaviour) against a real server on an
+in-memory document, live mode's change-driven reads, pixel conversions, progress previews, the installer. The rules
+the session asks ``client/`` for (job building, modes, names, placement, launcher) are tested in tests/test_client_*."""
 
 from __future__ import annotations
 
@@ -13,101 +14,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "tests"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from krita_plugin import installer  # noqa: E402
-from krita_plugin.paintbridge import jobs, live, pixels, placement, progress_preview, server_process  # noqa: E402
-from protocol import Box, Extend, Limits, parse_client_message, parse_server_message  # noqa: E402
+from krita_plugin.paintbridge import pixels, progress_preview, settings_store  # noqa: E402
+from protocol import Box, parse_server_message  # noqa: E402
 from protocol.codec import decode, encode  # noqa: E402
 
 
 def bgra(w: int, h: int, value: int = 0) -> bytes:
     return bytes((x * 7 + y * 3 + c * 50 + value) % 256 for y in range(h) for x in range(w) for c in range(4))
-
-
-# --- jobs ------------------------------------------------------------------------------------------------------------
-
-def test_inpaint_job_is_valid_protocol_and_carries_box_mask_and_controls():
-    box = Box(16, 8, 32, 24)
-    settings = jobs.Settings(mode="inpaint", prompt="a fox", strength=0.8, steps=12, cfg=6.5, sampler="Euler a",
-                             batch=3)
-    inputs = jobs.JobInputs(box, bgra(32, 24), bytes([0, 255] * (32 * 12)),
-                            [jobs.ControlInput("canny", bgra(32, 24, 9), 0.7, 0.1, 0.9)])
-    job = jobs.build_job(settings, inputs, seed=1234)
-    msg = parse_client_message(dict(job, type="job", id="j1"), Limits())
-    assert (msg.x, msg.y) == (16, 8)
-    assert msg.image.format == "bgra8" and (msg.image.width, msg.image.height) == (32, 24)
-    assert msg.mask.format == "gray8" and msg.mask.data == inputs.mask
-    assert msg.result_format == "bgra8"
-    p = msg.params
-    assert (p.steps, p.seed, p.batch, p.strength, p.cfg, p.sampler) == (12, 1234, 3, 0.8, 6.5,
-                                                                                           "Euler a")
-    ctl = msg.controls[0]
-    assert (ctl.type, ctl.strength, ctl.start, ctl.end) == ("canny", 0.7, 0.1, 0.9)
-    assert ctl.image.data == inputs.controls[0].image
-
-
-def test_inpaint_without_selection_is_refused_with_a_clear_message():
-    inputs = jobs.JobInputs(Box(0, 0, 8, 8), bgra(8, 8), None)
-    with pytest.raises(jobs.JobError, match="selection"):
-        jobs.build_job(jobs.Settings(mode="inpaint"), inputs, seed=1)
-    with pytest.raises(jobs.JobError, match="selection"):
-        jobs.build_job(jobs.Settings(mode="inpaint"), jobs.JobInputs(Box(0, 0, 8, 8), bgra(8, 8), bytes(64)), 1)
-
-
-def test_img2img_without_selection_sends_no_mask_and_generate_sends_only_a_size():
-    job = jobs.build_job(jobs.Settings(mode="img2img", strength=0.4), jobs.JobInputs(Box(0, 0, 8, 4), bgra(8, 4),
-                                                                                     None), seed=5)
-    msg = parse_client_message(dict(job, type="job", id="a"))
-    assert msg.mask is None and msg.params.strength == 0.4
-    gen = jobs.build_job(jobs.Settings(mode="generate"), jobs.JobInputs(Box(8, 8, 64, 48), None, None), seed=5)
-    msg = parse_client_message(dict(gen, type="job", id="b"))
-    assert msg.image is None and (msg.params.width, msg.params.height) == (64, 48)
-
-
-def test_outpaint_needs_a_side_and_sends_extend():
-    inputs = jobs.JobInputs(Box(0, 0, 8, 8), bgra(8, 8), None)
-    with pytest.raises(jobs.JobError, match="side"):
-        jobs.build_job(jobs.Settings(mode="outpaint"), inputs, seed=1)
-    job = jobs.build_job(jobs.Settings(mode="outpaint", extend_left=16, extend_bottom=8), inputs, seed=1)
-    msg = parse_client_message(dict(job, type="job", id="o"))
-    assert msg.params.extend == Extend(left=16, bottom=8)
-
-
-def test_upscale_and_preprocess_jobs():
-    job = jobs.build_job(jobs.Settings(mode="upscale", scale=4.0, refine=0.3, batch=4),
-                         jobs.JobInputs(Box(0, 0, 8, 8), bgra(8, 8), None), seed=1)
-    msg = parse_client_message(dict(job, type="job", id="u"))
-    assert (msg.params.scale, msg.params.refine, msg.params.batch) == (4.0, 0.3, 1)
-    pre = jobs.build_preprocess_job("lineart", Box(0, 0, 8, 8), bgra(8, 8))
-    assert parse_client_message(dict(pre, type="job", id="p")).params.preprocessor == "lineart"
-    with pytest.raises(jobs.JobError, match="unknown control type"):
-        jobs.build_preprocess_job("sketchy", Box(0, 0, 8, 8), bgra(8, 8))
-
-
-def test_wrong_pixel_count_is_caught_before_sending():
-    with pytest.raises(jobs.JobError, match="expected 256"):
-        jobs.build_job(jobs.Settings(mode="img2img"), jobs.JobInputs(Box(0, 0, 8, 8), b"\0" * 100, None), 1)
-
-
-def test_input_box_is_the_context_box_or_the_canvas():
-    sel = Box(40, 40, 20, 10)
-    box = jobs.input_box("inpaint", sel, 200, 100)
-    assert box.x <= 40 and box.y <= 40 and box.right >= 60 and box.bottom >= 50
-    assert box.x % 8 == 0 and box.y % 8 == 0 and box.width >= 64
-    assert jobs.input_box("inpaint", None, 200, 100) == Box(0, 0, 200, 100)
-    assert jobs.input_box("outpaint", sel, 200, 100) == Box(0, 0, 200, 100)
-
-
-def test_family_defaults_and_settings_round_trip():
-    assert jobs.defaults_for({"name": "x", "arch": "sdxl"}).resolution == 1024
-    assert jobs.defaults_for({"name": "dreamshaper_lcm", "arch": "sd15"}).sampler == "LCM"
-    assert jobs.defaults_for(None) == jobs.FAMILY_DEFAULTS["classical"]
-    s = jobs.Settings(mode="outpaint", prompt="p", steps=9, strength=0.25, extend_top=32)
-    assert jobs.Settings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
-    broken = jobs.Settings.from_dict({"mode": "dance", "steps": "many", "strength": 1, "random_seed": 1})
-    assert (broken.mode, broken.steps, broken.strength, broken.random_seed) == ("inpaint", 25, 1.0, True)
 
 
 # --- pixels ----------------------------------------------------------------------------------------------------------
@@ -150,73 +68,17 @@ def test_linear_conversion_uses_the_srgb_curve():
     assert 0.21 < r < 0.22  # sRGB 128 is about 21.6 % linear light
 
 
-# --- placement -------------------------------------------------------------------------------------------------------
-
-def test_outpaint_growth_and_shift():
-    layer = Box(-16, -8, 96, 72)
-    g = placement.growth_for(layer, 64, 48)
-    assert g == placement.Growth(16, 8, 16, 16)
-    assert g.resize_args(64, 48) == (-16, -8, 96, 72)
-    assert placement.shifted(layer, g) == Box(0, 0, 96, 72)
-    assert not placement.growth_for(Box(8, 8, 16, 16), 64, 48).any
-
-
-def test_layer_names_and_crops():
-    assert placement.layer_name("a  red\nfox", 42, "inpaint") == "a red fox (seed 42)"
-    long = placement.layer_name("x" * 100, 1, "inpaint")
-    assert len(long) < 60 and long.endswith("… (seed 1)")
-    assert placement.layer_name("", 7, "outpaint") == "Outpaint (seed 7)"
-    data = bytes(range(16))  # 4x4 gray
-    assert placement.crop_rows(data, 4, 4, 1, Box(11, 21, 2, 2), Box(10, 20, 4, 4)) == bytes([5, 6, 9, 10])
-    assert placement.on_canvas(Box(-4, -4, 8, 8), 10, 10) == Box(0, 0, 4, 4)
-    assert placement.on_canvas(Box(20, 0, 8, 8), 10, 10) is None
-    shaped = placement.masked(bytes([1, 2, 3, 255, 4, 5, 6, 128]), bytes([128, 255]))
-    assert shaped == bytes([1, 2, 3, 128, 4, 5, 6, 128])
-    with pytest.raises(ValueError, match="mask has 1 pixels"):
-        placement.masked(bytes(8), bytes(1))
-
-
-# --- live mode -------------------------------------------------------------------------------------------------------
-
-def test_live_scheduler_debounces_and_keeps_one_job_in_flight():
-    s = live.LiveScheduler(debounce=0.5)
-    assert not s.observe("a", 0.0)
-    assert not s.observe("a", 0.3)
-    assert s.observe("a", 0.6)
-    s.started("a")
-    assert not s.observe("b", 0.7) and not s.observe("b", 2.0)  # in flight
-    s.finished()
-    assert s.observe("b", 2.1)  # settled since 0.7
-    s.started("b")
-    s.finished()
-    assert not s.observe("b", 5.0)  # nothing changed since the last job
-    assert not s.observe("c", 5.1) and not s.observe("d", 5.5)  # still changing
-    assert s.observe("d", 6.1)
-
-
-def test_signature_is_sensitive_to_every_byte_and_the_order():
-    big = bytes(1024 * 1024 * 4)
-    a = live.signature([1, 2, big])
-    assert a == live.signature([1, 2, big])
-    assert a != live.signature([1, 2, big[:-1] + b"\x01"])
-    assert a != live.signature([2, 1, big])
-
-
 # --- in-progress previews --------------------------------------------------------------------------------------------
-
-def test_jobs_ask_for_previews_and_the_server_accepts_the_flag():
-    inputs = jobs.JobInputs(Box(0, 0, 8, 8), bgra(8, 8), bytes([255]) * 64)
-    job = jobs.build_job(jobs.Settings(mode="inpaint"), inputs, seed=3, previews=True)
-    assert parse_client_message(dict(job, type="job", id="p")).previews is True
-
 
 def test_a_progress_preview_is_read_from_the_wire_message():
     rgba = bytes((i * 5) % 256 for i in range(12 * 8 * 4))
     wire = {"type": "progress", "id": "j", "step": 3, "total": 8,
             "preview": {"width": 12, "height": 8, "format": "rgba8", "data": rgba}}
-    msg = parse_server_message(decode(encode(wire))).to_wire()  # as the connection's worker thread hands it on
-    p = progress_preview.preview_of(msg)
-    assert (p.width, p.height, p.step, p.total) == (12, 8, 3, 8) and p.data == rgba
+    typed = parse_server_message(decode(encode(wire)))  # as the connection's worker thread hands it on
+    msg = typed.to_wire()
+    for form in (typed, msg):
+        p = progress_preview.preview_of(form)
+        assert (p.width, p.height, p.step, p.total) == (12, 8, 3, 8) and p.data == rgba
     assert progress_preview.preview_of(dict(msg, preview=None)) is None
     assert progress_preview.preview_of(dict(msg, type="started")) is None
     bad = [dict(wire["preview"], format="bgra8"), dict(wire["preview"], data=rgba[:-1]),
@@ -265,19 +127,21 @@ def test_install_makes_a_self_contained_plugin(tmp_path):
     assert dest == pykrita / "paintbridge"
     assert (pykrita / "paintbridge.desktop").read_text().count("X-KDE-Library=paintbridge") == 1
     assert (dest / "docker.py").exists() and (dest / "protocol" / "client.py").exists()
+    assert (dest / "client" / "session.py").exists()  # the client core travels next to protocol/
     assert (dest / "vendor" / "msgpack").is_dir() and (dest / "vendor" / "websockets").is_dir()
     assert not list(dest.rglob("*.so"))
     assert json.loads((dest / "server.json").read_text()) == {"command": ["/opt/pb/python", "-m", "server", "serve"]}
     assert "enable_paintbridge=true" in rc.read_text()
-    # The installed copy works on its own: its protocol copy and vendored packages import in a bare Python.
+    # The installed copy works on its own: its protocol and client copies and vendored packages import in a bare
+    # Python, and the session (everything but Qt and Krita) loads from them.
     probe = ("import sys; sys.path.insert(0, sys.argv[1]); import paintbridge.wire as w; "
-             "c = w.client_module(); import msgpack, websockets; "
-             "print(w.protocol.__name__, c.__name__, msgpack.__file__, websockets.__file__)")
+             "import paintbridge.session; c = w.client.wire.client_module(); import msgpack, websockets; "
+             "print(w.protocol.__name__, c.__name__, w.client.__name__, msgpack.__file__, websockets.__file__)")
     out = subprocess.run([sys.executable, "-I", "-c", probe, str(pykrita)], capture_output=True, text=True,
                          cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[:2] == ["paintbridge.protocol", "paintbridge.protocol.client"]
-    assert all(str(dest) in path for path in out.stdout.split()[2:])
+    assert out.stdout.split()[:3] == ["paintbridge.protocol", "paintbridge.protocol.client", "paintbridge.client"]
+    assert all(str(dest) in path for path in out.stdout.split()[3:])
     # Installing again replaces the old copy.
     (dest / "stale.py").write_text("")
     installer.install(pykrita, rc, ["x"])
@@ -289,28 +153,115 @@ def test_install_makes_a_self_contained_plugin(tmp_path):
     assert Path(recorded[0]).is_absolute() and recorded[1:] == ["-m", "server", "serve"]
 
 
-def test_local_server_launcher_starts_the_recorded_command(tmp_path):
-    (tmp_path / "server.json").write_text(json.dumps({"command": [sys.executable, "-m", "server", "serve"]}))
-    command = server_process.recorded_command(tmp_path / "server.json")
-    assert command == [sys.executable, "-m", "server", "serve"]
-    assert server_process.recorded_command(tmp_path / "missing.json") is None
-    assert server_process.local_address("ws://127.0.0.1:7860") == ("127.0.0.1", 7860)
-    assert server_process.local_address("ws://example.org:7860") is None
-    import socket
+# --- the session (the panel's state and behaviour) against a real server, on an in-memory document -------------------
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    launcher = server_process.LocalServer(command + ["--models", str(tmp_path)])
-    with pytest.raises(server_process.ServerStartError, match="not a local address"):
-        launcher.start("ws://example.org:1")
-    launcher.start(f"ws://127.0.0.1:{port}")
-    try:
-        assert launcher.wait_ready(90), launcher.last_output(20)
-        from protocol.client import Client
+from krita_memory_host import MemoryDocument, MemoryHost, UiLoop  # noqa: E402
+from client.server import LocalServer as _LocalServer  # noqa: E402
+from krita_plugin.paintbridge.session import Session  # noqa: E402
+from krita_plugin.paintbridge.settings_store import MemoryStore  # noqa: E402
 
-        with Client(f"ws://127.0.0.1:{port}") as client:
-            assert client.welcome.protocol
-    finally:
-        launcher.stop()
-    assert not launcher.running
+
+def _selection(w: int, h: int, box: Box) -> bytes:
+    return bytes(255 if box.x <= x < box.right and box.y <= y < box.bottom else 0 for y in range(h) for x in range(w))
+
+
+@pytest.fixture
+def session_setup(start_server):
+    server = start_server()
+    doc = MemoryDocument(64, 48, bgra(64, 48), _selection(64, 48, Box(20, 12, 16, 12)))
+    host, ui = MemoryHost(doc), UiLoop()
+    store = MemoryStore({"server_url": server.url, "autostart": "false",
+                         "job_settings": json.dumps({"model": "classical", "prompt": "a fox", "mode": "inpaint"})})
+    session = Session(host, store, ui.post, ui.schedule, server=_LocalServer(None, Path("unused.log")))
+    session.start()
+    assert ui.pump_until(lambda: session.connected, 30), session.connection.detail
+    yield session, host, ui
+    session.shutdown()
+
+
+def test_session_runs_a_job_shows_the_preview_and_applies_it(session_setup):
+    session, host, ui = session_setup
+    seen = []
+    session.results_changed.connect(lambda: seen.append(len(session.results)))
+    job_id = session.run()
+    assert job_id and session.busy
+    assert ui.pump_until(lambda: not session.busy, 60), session.message
+    assert session.message_is_error is False and seen == [1] and session.selected_result == 0
+    result = session.results[0]
+    assert host.doc.preview is result and session.preview_updates == 1
+    assert session.apply() is True
+    name, layer = host.doc.layers[0]
+    assert name == result.name and name.startswith("a fox (classical")  # client.results names it, as in GIMP
+    assert layer is result and host.doc.preview is None
+    assert session.results == [] and session.result_job is None
+
+
+def test_session_refuses_with_a_message_and_keeps_settings(session_setup):
+    session, host, ui = session_setup
+    session.set_option("steps", 9)
+    session.set_option("nonsense", 1)
+    assert session.message_is_error and "nonsense" in session.message
+    host.doc.selection = None
+    assert session.run() is None and "selection" in session.message.lower()
+    session.set_mode("img2img")
+    assert session.settings.strength is None  # the mode's default, as the server's welcome says
+    assert session.shown().strength == session.defaults.strength("img2img") == 0.7
+    saved = json.loads(session.store.values.get("job_settings", "{}"))
+    assert saved == {} or saved["model"] == "classical"  # saved when a job starts, not on every click
+    host.doc.selection = _selection(64, 48, Box(20, 12, 16, 12))
+    session.set_mode("inpaint")
+    assert session.run() is not None
+    assert json.loads(session.store.values["job_settings"])["steps"] == 9
+    assert ui.pump_until(lambda: not session.busy, 60)
+
+
+def test_live_mode_reads_pixels_only_after_a_change(session_setup):
+    """Live mode is driven by change notifications: while nothing changes it reads no pixels and sends nothing; a
+    notification whose pixels are as before costs one read and no frame; changed pixels or settings send a frame."""
+    session, host, ui = session_setup
+    frames = session.live.frames
+    session.set_live(True)
+    assert ui.pump_until(lambda: len(frames) == 1 and not session.busy and session.preview_updates == 1, 60)
+    reads = host.pixel_reads
+    ui.pump(1.0)  # idle: nothing changed
+    assert host.pixel_reads == reads and len(frames) == 1
+    host.changed()  # e.g. the preview layer was added: an undo-stack change, but the inputs are the same
+    ui.pump(0.3)
+    assert host.pixel_reads == reads + 2 and len(frames) == 1  # image + mask read once; same inputs: no frame
+    image = bytearray(host.doc.image)
+    image[(16 * 64 + 24) * 4:(16 * 64 + 24) * 4 + 16] = b"\x00\x00\xff\xff" * 4  # a stroke under the box
+    host.doc.image = bytes(image)
+    host.changed()
+    assert ui.pump_until(lambda: len(frames) == 2 and not session.busy, 60)
+    assert frames[1]["sent"] >= frames[1]["change"] > 0
+    session.set_prompt("a wolf")  # a setting change is a change too
+    assert ui.pump_until(lambda: len(frames) == 3 and not session.busy, 60)
+    assert session.preview_updates == 3
+    session.set_live(False)
+    reads = host.pixel_reads
+    host.changed()
+    ui.pump(0.3)
+    assert host.pixel_reads == reads and not host.watchers  # off: no watch, no reads
+
+
+def test_the_view_binds_widgets_to_the_session_both_ways(tmp_path):
+    """The panel under the system Python's PyQt5 (Krita's own binding on Debian), offscreen, on a memory document."""
+    python = Path("/usr/bin/python3")
+    probe = subprocess.run([str(python), "-c", "import PyQt5.QtWidgets"], capture_output=True) if python.exists() \
+        else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("needs the system Python's PyQt5 (python3 install.py --dev installs python3-pyqt5)")
+    site = next(Path(sys.prefix, "lib").glob("python3*/site-packages"))  # msgpack/websockets for protocol
+    out = subprocess.run([str(python), str(REPO / "tests" / "hosts" / "krita_view_check.py"), str(REPO)],
+                         capture_output=True, text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin",
+                                                              "XDG_RUNTIME_DIR": str(tmp_path)}, timeout=120)
+    assert out.returncode == 0 and "view ok" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_server_address_is_stored_in_client_form_and_read_from_older_entries():
+    old = MemoryStore({"server_url": "127.0.0.1:9000", "token": "s3cret", "autostart": "false"})
+    conn = settings_store.load_connection(old)
+    assert conn.target() == ("ws://127.0.0.1:9000", "s3cret") and conn.autostart is False
+    settings_store.save_connection(old, conn)
+    again = settings_store.load_connection(MemoryStore({"server_settings": old.values["server_settings"]}))
+    assert again.to_dict() == conn.to_dict()

@@ -1,38 +1,36 @@
-"""Everything that reads or writes a Krita document: inputs of a job, the preview layer, applying results.
+"""The one door to Krita: the only module that imports ``krita``.
 
-Runs on the UI thread and stays short: only the context box is read. The user's own layers are never written to;
-results go into new layers.
+It reads a job's inputs from a document (only the context box), writes the preview layer and results, keeps the
+panel's settings in ``kritarc``, registers the docker, and watches a document for changes (live mode) without reading
+pixels. ``KritaHost`` bundles what the session needs. Runs on the UI thread and stays short. The user's own layers
+are never written to; results go into new layers.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional
 
-from krita import Krita  # type: ignore
+from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Krita  # type: ignore  # noqa: F401
 
 from . import pixels
-from .jobs import ControlInput, JobInputs, Settings, input_box
-from .placement import PREVIEW_NAME, crop_rows, growth_for, layer_name, shifted
+from .model import ControlSpec, DocumentError, ResultImage
 from .qt_compat import QtCore, QtWidgets, byte_array, to_bytes
-from .wire import Box
+from .wire import Box, client, protocol
+
+Settings = client.settings.Settings
+PREVIEW_NAME = client.results.PREVIEW_NAME
 
 MASK_TYPES = ("selectionmask", "transparencymask")
+SETTINGS_GROUP = "paintbridge"
+READS = [0]  # pixel reads of a document (image, layer, mask, selection): the live loop's cost, counted
 
 
-class DocumentError(ValueError):
-    """The document cannot serve this job; the message tells the painter what to do."""
-
-
-@dataclass
-class ResultImage:
-    """One result as it arrived: ``bgra8`` pixels placed at (x, y) in document coordinates (before any growth)."""
-
-    box: Box
-    data: bytes
-    seed: int
-    name: str = ""
+def _pixels(source, box: Box) -> bytes:
+    """``source.pixelData`` over ``box`` (a node, a selection or the document), counted in ``READS``."""
+    READS[0] += 1
+    return to_bytes(source.pixelData(box.x, box.y, box.width, box.height))
 
 
 @dataclass
@@ -125,17 +123,17 @@ def read_mask(doc, settings: Settings, box: Box, info: ColorInfo) -> Optional[by
         layer = layer_for(doc.activeNode())
         if layer is None:
             raise DocumentError("Select the layer whose transparency should serve as the mask.")
-        raw = to_bytes(layer.pixelData(box.x, box.y, box.width, box.height))
+        raw = _pixels(layer, box)
         return pixels.alpha_of_bgra8(pixels.to_bgra8(raw, info.depth, info.linear))
     node = _mask_node(doc)
     if node is not None:
         if node.type() == "selectionmask" and hasattr(node, "selection") and node.selection() is not None:
-            return to_bytes(node.selection().pixelData(box.x, box.y, box.width, box.height))
-        return to_bytes(node.pixelData(box.x, box.y, box.width, box.height))
+            return _pixels(node.selection(), box)
+        return _pixels(node, box)
     sel = doc.selection()
     if sel is None:
         return None
-    return to_bytes(sel.pixelData(box.x, box.y, box.width, box.height))
+    return _pixels(sel, box)
 
 
 def read_image(doc, settings: Settings, box: Box, info: ColorInfo) -> bytes:
@@ -144,7 +142,7 @@ def read_image(doc, settings: Settings, box: Box, info: ColorInfo) -> bytes:
         layer = layer_for(doc.activeNode())
         if layer is None:
             raise DocumentError("Select a layer to use as input, or choose 'Visible image'.")
-        raw = to_bytes(layer.pixelData(box.x, box.y, box.width, box.height))
+        raw = _pixels(layer, box)
     else:
         hidden = []
         for node in preview_nodes(doc):
@@ -152,7 +150,7 @@ def read_image(doc, settings: Settings, box: Box, info: ColorInfo) -> bytes:
                 node.setVisible(False)
                 hidden.append(node)
         refresh(doc)
-        raw = to_bytes(doc.pixelData(box.x, box.y, box.width, box.height))
+        raw = _pixels(doc, box)
         for node in hidden:
             node.setVisible(True)
         if hidden:
@@ -160,29 +158,35 @@ def read_image(doc, settings: Settings, box: Box, info: ColorInfo) -> bytes:
     return pixels.to_bgra8(raw, info.depth, info.linear)
 
 
-def read_inputs(doc, settings: Settings, controls: List["ControlSpec"]) -> JobInputs:
-    """Read what a job of ``settings.mode`` needs from ``doc`` (only the context box)."""
+class _Reader:
+    """``client.jobs.DocumentReader`` over one Krita document: Krita's native ``bgra8``, only the box asked for."""
+
+    image_format = protocol.BGRA8
+
+    def __init__(self, doc, settings: Settings, info: ColorInfo) -> None:
+        self.doc, self.settings, self.info = doc, settings, info
+
+    def read_image(self, box: Box) -> bytes:
+        return read_image(self.doc, self.settings, box, self.info)
+
+    def read_mask(self, box: Box) -> bytes:
+        mask = read_mask(self.doc, self.settings, box, self.info)
+        return mask if mask is not None else bytes(box.width * box.height)
+
+    def read_layer(self, layer_id: str, box: Box) -> bytes:
+        node = find_node(self.doc, layer_id)
+        if node is None:
+            raise DocumentError("A control layer was deleted: pick another layer or remove the control.")
+        return pixels.to_bgra8(_pixels(node, box), self.info.depth, self.info.linear)
+
+
+def capture(doc, settings: Settings, controls: List[ControlSpec]):
+    """Read what a job of ``settings.mode`` needs from ``doc`` — the box, mask and image ``client.modes`` plans for
+    the mode, nothing else — as ``client.jobs.JobInputs``."""
     info = color_info(doc)
-    bounds = mask_bounds(doc, settings) if settings.mode in ("inpaint", "img2img", "generate") else None
-    box = input_box(settings.mode, bounds, doc.width(), doc.height())
-    if box.is_empty:
-        raise DocumentError("The selection lies outside the canvas.")
-    image = None if settings.mode == "generate" else read_image(doc, settings, box, info)
-    mask = read_mask(doc, settings, box, info) if settings.mode in ("inpaint", "img2img", "generate") else None
-    if mask is not None and not any(mask):
-        mask = None
-    return JobInputs(box=box, image=image, mask=mask, controls=read_controls(doc, controls, box, info))
-
-
-@dataclass
-class ControlSpec:
-    """A control layer as the panel lists it."""
-
-    layer_id: str  # the node's uniqueId as a string
-    type: str = "scribble"
-    strength: float = 1.0
-    start: float = 0.0
-    end: float = 1.0
+    bounds = mask_bounds(doc, settings) or Box(0, 0, 0, 0)
+    sources = [client.jobs.ControlSource(c.layer_id, c.type, c.strength, c.start, c.end) for c in controls]
+    return client.jobs.capture(settings, bounds, doc.width(), doc.height(), _Reader(doc, settings, info), sources)
 
 
 def find_node(doc, node_id: str):
@@ -199,18 +203,6 @@ def walk(node):
     for child in node.childNodes():
         yield child
         yield from walk(child)
-
-
-def read_controls(doc, specs: List[ControlSpec], box: Box, info: ColorInfo) -> List[ControlInput]:
-    out = []
-    for spec in specs:
-        node = find_node(doc, spec.layer_id)
-        if node is None:
-            raise DocumentError("A control layer was deleted: pick another layer or remove the control.")
-        raw = to_bytes(node.pixelData(box.x, box.y, box.width, box.height))
-        out.append(ControlInput(spec.type, pixels.to_bgra8(raw, info.depth, info.linear), spec.strength,
-                                spec.start, spec.end))
-    return out
 
 
 def paint_layers(doc) -> list:
@@ -250,7 +242,7 @@ def _write(node, image: ResultImage, info: ColorInfo, canvas: Optional[Box] = No
         if part.is_empty:
             return
         if part != box:
-            data, box = crop_rows(data, box.width, box.height, 4, part, box), part
+            data, box = client.results.crop(data, box, part, 4), part
     raw = pixels.from_bgra8(data, info.depth, info.linear)
     node.setPixelData(byte_array(raw), box.x, box.y, box.width, box.height)
 
@@ -297,19 +289,19 @@ def remove_preview(doc) -> bool:
     return bool(nodes)
 
 
-def apply_result(doc, image: ResultImage, prompt: str, mode: str, above_id: str):
-    """Keep ``image`` as a new paint layer named after the prompt and seed; returns the node.
+def apply_result(doc, image: ResultImage, above_id: str):
+    """Keep ``image`` as a new paint layer named ``image.name``; returns the node.
 
     The preview layer becomes that layer (renamed and filled with the chosen result), so the layer's only undo step is
     the one that added it: one undo removes it and no stale preview comes back. For outpaint the canvas grows first.
     """
     info = color_info(doc)
-    growth = growth_for(image.box, doc.width(), doc.height())
+    growth = client.results.canvas_growth([image.box], doc.width(), doc.height())
     if growth.any:
         doc.resizeImage(*growth.resize_args(doc.width(), doc.height()))
         wait_idle(doc)
-        image = ResultImage(shifted(image.box, growth), image.data, image.seed, image.name)
-    name = layer_name(prompt, image.seed, mode)
+        image = ResultImage(growth.shifted(image.box), image.data, image.seed, image.name)
+    name = image.name
     node = _preview_node(doc)
     if node is not None:
         _clear(node, info)
@@ -339,35 +331,169 @@ def open_as_new_document(image: ResultImage, name: str, source=None):
     return doc
 
 
-def insert_control_image(doc, image: ResultImage, name: str, above_id: str):
-    """Insert a preprocessed control image as a new (hidden) layer; returns the node."""
+def insert_control_image(doc, image: ResultImage, above_id: str) -> str:
+    """Insert a preprocessed control image as a new (hidden) layer named ``image.name``; returns its uniqueId."""
     info = color_info(doc)
-    node = doc.createNode(name, "paintlayer")
+    node = doc.createNode(image.name, "paintlayer")
     _write(node, image, info, Box(0, 0, doc.width(), doc.height()))
     _place(doc, node, above_id)
     node.setVisible(False)
     doc.refreshProjection()
-    return node
+    return node.uniqueId().toString()
 
 
-def live_signature_parts(doc, settings: Settings) -> list:
-    """Cheap inputs of the live-mode signature: the selection over the context box and the pixels of the visible
-    layers under it (never the preview, never the whole canvas)."""
-    bounds = mask_bounds(doc, settings)
-    if bounds is None:
-        return ["no-selection"]
-    box = input_box("inpaint", bounds, doc.width(), doc.height())
-    parts: list = [box.x, box.y, box.width, box.height]
-    info = color_info(doc)
-    mask = read_mask(doc, settings, box, info)
-    parts.append(mask or b"")
-    for node in walk(doc.rootNode()):
-        if node.name() == PREVIEW_NAME or not node.visible():
-            continue
-        if node.type() in ("paintlayer", "filelayer", "vectorlayer"):
-            parts.append(to_bytes(node.pixelData(box.x, box.y, box.width, box.height)))
-    return parts
+# --- live mode: knowing that something changed, without reading pixels -----------------------------------------------
+
+HISTORY_DOCKER = "History"  # Krita's undo history docker: its model is reset whenever the undo stack moves
+POLL_MS = 50  # the cheap state poll (no pixels): selection bounds, active layer, size, layer visibility
 
 
-def canvas_box(doc) -> Box:
-    return Box(0, 0, doc.width(), doc.height())
+def history_model():
+    """The item model of Krita's undo history docker (reset on every undo-stack change), or None without it."""
+    for dock in Krita.instance().dockers():
+        if dock.objectName() == HISTORY_DOCKER:
+            views = dock.findChildren(QtWidgets.QAbstractItemView)
+            if views and views[0].model() is not None:
+                return views[0].model()
+    return None
+
+
+def cheap_state(doc) -> tuple:
+    """What can change without a stroke and is cheap to read (no pixels): the document, its size, the selection's
+    bounds, the active node, each layer's visibility and opacity."""
+    if doc is None:
+        return (None,)
+    sel = doc.selection()
+    bounds = (sel.x(), sel.y(), sel.width(), sel.height()) if sel is not None else None
+    active = doc.activeNode()
+    layers = tuple((n.uniqueId().toString(), n.visible(), n.opacity()) for n in walk(doc.rootNode())
+                   if n.name() != PREVIEW_NAME)
+    return (doc.rootNode().uniqueId().toString(), doc.width(), doc.height(), bounds,
+            active.uniqueId().toString() if active is not None else "", layers)
+
+
+class ChangeWatch:
+    """Calls ``callback()`` on the UI thread when the active document may have changed.
+
+    Event-driven for strokes, filters, selection tools, undo/redo (the undo history's model is reset when the undo
+    stack moves), plus a cheap poll of ``cheap_state`` for what scripts and the layer docker change without an undo
+    step. Never reads pixels. Without the history docker (``event_driven`` False) every ``fallback_ms`` counts as a
+    possible change (the live loop then reads the box once per tick: the cost the event source avoids).
+    """
+
+    def __init__(self, callback: Callable[[], None], fallback_ms: int = 400) -> None:
+        self.callback = callback
+        self.events = 0  # undo-stack notifications seen
+        self._pending = False
+        self._model = history_model()
+        self.event_driven = self._model is not None
+        if self._model is not None:
+            self._model.modelReset.connect(self._on_history)
+        self._state = cheap_state(Krita.instance().activeDocument())
+        self._fallback_every = max(1, fallback_ms // POLL_MS)
+        self._ticks = 0
+        self._timer = QtCore.QTimer()
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._poll)
+        self._timer.start()
+
+    def _on_history(self) -> None:
+        self.events += 1
+        self._notify()
+
+    def _notify(self) -> None:
+        """Call back once, from the event loop (never inside Krita's own signal; two resets in a row: one call)."""
+        if not self._pending:
+            self._pending = True
+            QtCore.QTimer.singleShot(0, self._deliver)
+
+    def _deliver(self) -> None:
+        self._pending = False
+        if self._timer is not None:
+            self.callback()
+
+    def _poll(self) -> None:
+        try:
+            state = cheap_state(Krita.instance().activeDocument())
+        except RuntimeError:  # a node went away between two calls
+            return
+        if state != self._state:
+            self._state = state
+            self._notify()
+            return
+        self._ticks += 1
+        if not self.event_driven and self._ticks % self._fallback_every == 0:
+            self._notify()
+
+    def stop(self) -> None:
+        self._timer.stop()
+        self._timer = None
+        if self._model is not None:
+            try:
+                self._model.modelReset.disconnect(self._on_history)
+            except (TypeError, RuntimeError):
+                pass
+            self._model = None
+
+
+# --- the door as the session sees it ---------------------------------------------------------------------------------
+
+class KritaStore:
+    """The panel's settings in Krita's own configuration (``kritarc``, group ``paintbridge``)."""
+
+    def read(self, key: str, default: str) -> str:
+        value = Krita.instance().readSetting(SETTINGS_GROUP, key, default)
+        return value if isinstance(value, str) else default
+
+    def write(self, key: str, value: str) -> None:
+        Krita.instance().writeSetting(SETTINGS_GROUP, key, value)
+
+
+class KritaHost:
+    """What the session asks of Krita, in one object (a unit test gives the session another one)."""
+
+    @property
+    def pixel_reads(self) -> int:
+        return READS[0]
+
+    def active_document(self):
+        return active_document()
+
+    def active_document_or_none(self):
+        return Krita.instance().activeDocument()
+
+    def is_open(self, doc) -> bool:
+        return any(d == doc for d in Krita.instance().documents())
+
+    def capture(self, doc, settings: Settings, controls: List[ControlSpec]):
+        return capture(doc, settings, controls)
+
+    def mask_bounds(self, doc, settings: Settings) -> Optional[Box]:
+        return mask_bounds(doc, settings)
+
+    def active_layer_id(self, doc) -> str:
+        return active_layer_id(doc) if doc is not None else ""
+
+    def paint_layers(self) -> list:
+        doc = Krita.instance().activeDocument()
+        return paint_layers(doc) if doc is not None else []
+
+    show_preview = staticmethod(show_preview)
+    remove_preview = staticmethod(remove_preview)
+    apply_result = staticmethod(apply_result)
+    open_as_new_document = staticmethod(open_as_new_document)
+    insert_control_image = staticmethod(insert_control_image)
+
+    def watch_changes(self, callback: Callable[[], None], settings: Optional[Callable[[], Settings]] = None):
+        """Start a ``ChangeWatch`` on the active document; ``stop()`` ends it."""
+        return ChangeWatch(callback)
+
+
+def register_docker(docker_id: str, docker_class) -> None:
+    """Register the Paintbridge docker with Krita (at plugin import)."""
+    Krita.instance().addDockWidgetFactory(
+        DockWidgetFactory(docker_id, DockWidgetFactoryBase.DockPosition.DockRight, docker_class))
+
+
+def on_application_closing(callback: Callable[[], None]) -> None:
+    Krita.instance().notifier().applicationClosing.connect(callback)

@@ -1,63 +1,148 @@
-"""Live mode's decisions, without Qt: when has the input changed enough, and settled long enough, to start a job.
+"""Live mode in Krita: change notifications in, frames out, scheduled by ``client.live.LiveScheduler`` (the one
+scheduler both editors use: latest wins, debounce only for slow frames, stale slow frames cancelled).
 
-The docker feeds a cheap signature of the selection and of the pixels under the context box on a timer; this module
-debounces it and keeps one job in flight.
+The document door says *that* something may have changed (``host.watch_changes``: Krita's undo stack moved — a
+stroke ended, a selection tool, a filter, an undo —, or the cheap document state changed: selection bounds, active
+layer, size, layer visibility); no pixel is read to find out. Only then does the loop read the context box, once,
+turn it into the scheduler's signature, and keep those inputs for the frame, so a frame costs one read and nothing
+is read while nothing changes. Inputs equal to the last answered frame's send nothing.
 """
 
 from __future__ import annotations
 
-import zlib
-from typing import Hashable, Iterable, Optional
+import random
+import time
+from typing import Callable, List, Optional
+
+from .model import DocumentError
+from .wire import client
+
+clive = client.live
 
 
-def signature(parts: Iterable[object]) -> int:
-    """A cheap, order-sensitive checksum of byte strings and small values (CRC-32 runs at C speed)."""
-    crc = 0
-    for part in parts:
-        if isinstance(part, (bytes, bytearray, memoryview)):
-            crc = zlib.crc32(part, crc)
+class LiveLoop:
+    """Live mode of one session: ``switch(on)``, ``changed()`` from the watch, ``session.send(...)`` out."""
+
+    def __init__(self, session, schedule: Callable[[float, Callable[[], None]], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.session = session
+        self.schedule = schedule
+        self.clock = clock
+        self.scheduler = clive.LiveScheduler()
+        self.on = False
+        self.seed = 0
+        self.changes = 0  # change notifications acted on
+        self.frames: List[dict] = []  # per frame sent: change, sent, ended times (monotonic) and the outcome
+        self._inputs: Optional[tuple] = None  # (signature, doc, settings, inputs, changed_at) of the latest read
+        self._watch = None
+        self._waiting_until = 0.0
+        self._reading = False  # reading lets Krita run events; a change meanwhile is read again afterwards
+        self._again = False
+
+    def switch(self, on: bool) -> None:
+        if on == self.on:
+            return
+        self.on = on
+        session = self.session
+        if on:
+            seed = session.settings.seed
+            self.seed = seed if seed >= 0 else random.randrange(0, 2**31)
+            self.scheduler = clive.LiveScheduler()
+            self._watch = session.host.watch_changes(self.changed, lambda: session.settings)
+            self.changed()
         else:
-            crc = zlib.crc32(repr(part).encode(), crc)
-    return crc
+            if self._watch is not None:
+                self._watch.stop()
+                self._watch = None
+            self._inputs = None
+            if session.job is not None and session.job.kind == "live":
+                session.cancel()
 
+    def settings_changed(self) -> None:
+        """A job setting changed (prompt, strength, model, control layers): worth a new frame."""
+        if self.on:
+            self.changed()
 
-class LiveScheduler:
-    """Decides when live mode starts a job.
+    def changed(self) -> None:
+        """Something in the document or the settings may have changed (UI thread): read once, tell the scheduler."""
+        if not self.on:
+            return
+        if self._reading:
+            self._again = True
+            return
+        self._reading = True
+        try:
+            self._read_and_tell()
+        finally:
+            self._reading = False
+        if self._again:
+            self._again = False
+            self.changed()
 
-    ``observe(sig, now)`` is called on every poll with the current input signature and time (seconds); it returns True
-    when a job should start: the signature differs from the one the last job was built from, it has not changed for
-    ``debounce`` seconds, and no job is in flight. ``started`` / ``finished`` bracket each job.
-    """
+    def _read_and_tell(self) -> None:
+        self.changes += 1
+        now = self.clock()
+        session = self.session
+        host = session.host
+        doc = host.active_document_or_none()
+        settings = clive.live_settings(session.settings, self.seed)
+        if doc is None or host.mask_bounds(doc, settings) is None:
+            self._inputs = None
+            self.scheduler.changed(None, now)  # nothing to repaint until a selection appears
+            return
+        try:
+            inputs = host.capture(doc, settings, list(session.controls))
+        except (DocumentError, client.errors.PaintbridgeError) as err:
+            session.show_message(str(err), error=True)
+            self.scheduler.changed(None, now)
+            return
+        parts = [repr(sorted(settings.to_dict().items())), inputs.box, inputs.image or b"", inputs.mask or b""]
+        parts += [(c.type, c.strength, c.start, c.end, c.image) for c in inputs.controls]
+        sig = clive.signature(parts)
+        self._inputs = (sig, doc, settings, inputs, now)
+        self.scheduler.changed(sig, now)
+        self.step()
 
-    def __init__(self, debounce: float = 0.6) -> None:
-        self.debounce = debounce
-        self._seen: Optional[Hashable] = None
-        self._seen_since = 0.0
-        self._done: Optional[Hashable] = None
-        self._in_flight = False
+    def step(self) -> None:
+        """Do what the scheduler says now: start a frame, cancel the stale one, or wait."""
+        if not self.on:
+            return
+        now = self.clock()
+        action = self.scheduler.next_action(now)
+        session = self.session
+        if action.kind == clive.CANCEL:
+            if session.job is not None and session.job.id == action.job_id:
+                session.cancel()
+        elif action.kind == clive.WAIT:
+            if action.at > self._waiting_until:
+                self._waiting_until = action.at
+                self.schedule(action.at - now, self.step)
+        elif action.kind == clive.START and self._inputs is not None and self._inputs[0] == action.signature:
+            if session.job is not None or not session.connected:
+                return  # a panel job or no connection: the next event or (re)connection asks again
+            sig, doc, settings, inputs, changed_at = self._inputs
+            try:
+                job_id = session.send(doc, settings, inputs, "live")
+            except client.errors.PaintbridgeError as err:
+                session.show_message(str(err), error=True)
+                self.scheduler.changed(None, now)
+                return
+            self.scheduler.started(job_id, sig, now)
+            self.frames.append({"id": job_id, "change": changed_at, "sent": 0.0, "ended": 0.0, "outcome": ""})
 
-    @property
-    def in_flight(self) -> bool:
-        return self._in_flight
+    def _frame(self, job) -> Optional[dict]:
+        return next((f for f in reversed(self.frames) if f["id"] == job.id), None)
 
-    def observe(self, sig: Hashable, now: float) -> bool:
-        if sig != self._seen:
-            self._seen, self._seen_since = sig, now
-            return False
-        if self._in_flight or sig == self._done:
-            return False
-        return now - self._seen_since >= self.debounce
+    def frame_sent(self, job) -> None:
+        frame = self._frame(job)
+        if frame is not None:
+            frame["sent"] = job.sent
 
-    def started(self, sig: Hashable) -> None:
-        """A job was started from input with signature ``sig``."""
-        self._in_flight = True
-        self._done = sig
-
-    def finished(self) -> None:
-        """The job in flight ended (result, error or cancel)."""
-        self._in_flight = False
-
-    def forget(self) -> None:
-        """Start afresh (live mode switched on again, or the document changed)."""
-        self._seen = self._done = None
-        self._in_flight = False
+    def frame_ended(self, job, outcome: str) -> None:
+        """A job ended (any kind) with ``client.live`` RESULT, FAILED or CANCELLED: a live frame's end goes to the
+        scheduler; then the next frame may start."""
+        frame = self._frame(job) if job.kind == "live" else None
+        if frame is not None:
+            frame["ended"], frame["outcome"] = self.clock(), outcome
+            self.scheduler.finished(job.id, self.clock(), outcome)
+        self.step()

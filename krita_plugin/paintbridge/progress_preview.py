@@ -7,7 +7,9 @@ side) with its ``progress`` events. The panel only shows it; it never goes into 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
+
+from .wire import client
 
 RGBA8 = "rgba8"
 MAX_SIDE = 512  # diffusion previews are latent-sized (<= 128 px), upscale-and-refine ones <= 256 px; larger is refused
@@ -30,20 +32,25 @@ def _side(value) -> Optional[int]:
     return value
 
 
+def _get(value: Any, name: str) -> Any:
+    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+
+
 def preview_of(msg) -> Optional[Preview]:
-    """The preview a ``progress`` message carries; None when it has none or one the panel cannot show."""
-    if not isinstance(msg, dict) or msg.get("type") != "progress":
+    """The preview a ``progress`` message (typed or a wire map) carries; None when it has none or one the panel
+    cannot show."""
+    if client.wire.message_type(msg) != "progress":
         return None
-    payload = msg.get("preview")
-    if not isinstance(payload, dict) or payload.get("format") != RGBA8:
+    payload = client.wire.field_of(msg, "preview")
+    if payload is None or _get(payload, "format") != RGBA8:
         return None
-    width, height, data = _side(payload.get("width")), _side(payload.get("height")), payload.get("data")
+    width, height, data = _side(_get(payload, "width")), _side(_get(payload, "height")), _get(payload, "data")
     if width is None or height is None or not isinstance(data, (bytes, bytearray, memoryview)):
         return None
     data = bytes(data)
     if len(data) != width * height * 4:
         return None
-    step, total = msg.get("step", 0), msg.get("total", 0)
+    step, total = client.wire.field_of(msg, "step", 0), client.wire.field_of(msg, "total", 0)
     return Preview(width, height, data, step if isinstance(step, int) else 0, total if isinstance(total, int) else 0)
 
 

@@ -21,15 +21,19 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
 from . import detect
+from . import families
 from .detect import DIFFUSERS, PICKLE, SAFETENSORS, Detected, DetectError
 
-KINDS = ("checkpoint", "vae", "lora", "embedding", "controlnet", "upscaler")
-SUPPORTED_ARCHS = ("sd15", "sdxl")
-ARCH_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sdxl-refiner": "SDXL refiner", None: "unknown"}
+KINDS = ("checkpoint", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler")
+SUPPORTED_ARCHS = ("sd15", "sdxl", "flux", "flux-fill", "flux-kontext", "sd3")
+ARCH_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sdxl-refiner": "SDXL refiner", "flux": "Flux.1",
+              "flux-fill": "Flux.1 Fill", "flux-kontext": "Flux.1 Kontext", "sd3": "SD3", "clip": "CLIP", "t5": "T5",
+              None: "unknown"}
 
 KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
-    "checkpoint": ("checkpoints", "Stable-diffusion", "diffusers"),
+    "checkpoint": ("checkpoints", "Stable-diffusion", "diffusers", "diffusion_models", "unet"),
     "vae": ("vae", "VAE"),
+    "text_encoder": ("text_encoders", "clip"),
     "lora": ("loras", "Lora", "LyCORIS"),
     "embedding": ("embeddings",),
     "controlnet": ("controlnet", "ControlNet"),
@@ -73,6 +77,8 @@ class ModelEntry:
         if self.kind == "controlnet":
             entry["control_types"] = self.info.get("control_types", [])
             entry["union"] = bool(self.info.get("union"))
+        if self.info.get("variant"):
+            entry["variant"] = self.info["variant"]  # Flux/SD3: dev, schnell, fill, kontext, 3.5-large, ...
         if self.problem:
             entry["problem"] = self.problem
         return entry
@@ -144,14 +150,22 @@ def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detecte
     if kind == "upscaler":
         return Detected(None)  # spandrel recognises upscalers when it loads them
     if fmt == DIFFUSERS:
+        if kind == "checkpoint" and (path / "transformer" / "config.json").is_file():
+            return families.diffusers_folder(path)
         if kind == "checkpoint":
             return detect.diffusers_folder_arch(path)
         if kind == "controlnet":
             return detect.controlnet_folder_arch(path)
         return Detected(None)
     shapes = detect.file_shapes(path, allow_pickle)
+    if kind == "checkpoint" and families.looks_like_transformer(shapes):
+        return families.checkpoint(shapes, path.name)
     if kind == "checkpoint":
         return detect.checkpoint_arch(shapes)
+    if kind == "text_encoder":
+        return families.text_encoder(shapes)
+    if kind == "lora" and families.lora_family(shapes) is not None:
+        return Detected(families.lora_family(shapes))
     if kind == "controlnet":
         return detect.controlnet_arch(shapes)
     if kind == "lora":
@@ -220,7 +234,7 @@ class ModelRegistry:
         found, problem = cached
         if problem is None and kind in ("checkpoint", "controlnet", "lora", "embedding") and \
                 found.arch not in SUPPORTED_ARCHS:
-            problem = f"{arch_name(found.arch)} models are not supported (SD1.5 and SDXL are)"
+            problem = f"{arch_name(found.arch)} models are not supported (SD1.5, SDXL, Flux.1 and SD3 are)"
         if problem is None and found.info.get("unsupported"):
             problem = f"not supported: {found.info['unsupported']}"
         return ModelEntry(name=name, kind=kind, path=path, format=fmt, arch=found.arch, inpaint=found.inpaint,

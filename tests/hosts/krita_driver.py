@@ -242,10 +242,10 @@ def deselect(doc):
     K.action("deselect").trigger()
 
 
-def panel_state(panel):
-    return {"busy": panel.busy, "message": panel.message, "error": panel.message_is_error,
-            "results": len(panel.results), "preview_updates": panel.preview_updates,
-            "state": panel.connection_state}
+def panel_state(ses):
+    return {"busy": ses.busy, "message": ses.message, "error": ses.message_is_error,
+            "results": len(ses.results), "preview_updates": ses.preview_updates,
+            "state": ses.connection_state}
 
 
 def mark(label):
@@ -262,10 +262,10 @@ def find_panel():
     return None, None
 
 
-def apply_result(panel, doc, rec, dump_name, w, h, wait_ms=400):
+def apply_result(ses, doc, rec, dump_name, w, h, wait_ms=400):
     """Apply the chosen result, then record the layers, the new ones, and the one new layer's pixels (w x h; the
     document's size when None)."""
-    rec["applied"] = panel.apply()
+    rec["applied"] = ses.apply()
     yield wait_ms
     rec["layers_applied"] = layers(doc)
     before_ids = {m["id"] for m in rec["layers_before"]}
@@ -275,23 +275,23 @@ def apply_result(panel, doc, rec, dump_name, w, h, wait_ms=400):
         rec["new_layer_pixels"] = dump(dump_name, find(doc, rec["new_layers"][0]["name"]).pixelData(0, 0, w, h))
 
 
-def run_job(panel, record, timeout=120):
+def run_job(ses, record, timeout=120):
     """Start a job with the panel's settings and wait for it; fills ``record``."""
     t0 = time.monotonic()
-    record["job_id"] = panel.run()
-    record["start_message"] = panel.message
-    yield Until(lambda: not panel.busy, timeout)
+    record["job_id"] = ses.run()
+    record["start_message"] = ses.message
+    yield Until(lambda: not ses.busy, timeout)
     record["seconds"] = round(time.monotonic() - t0, 2)
-    record.update(panel_state(panel))
+    record.update(panel_state(ses))
     record["results_meta"] = [{"box": [r.box.x, r.box.y, r.box.width, r.box.height], "seed": r.seed}
-                              for r in panel.results]
+                              for r in ses.results]
 
 
 def watch_progress_previews(panel, doc):
     """Record, at each in-progress preview the panel shows, what it showed and the document's layer stack."""
     watch = {"shown": 0, "counts": [], "stacks": [], "sizes": [], "label_visible": [], "thumbnails_hidden": [],
              "preview_layer_writes": [], "base_count": panel.progress_previews}
-    writes_before = panel.preview_updates
+    writes_before = panel.session.preview_updates
 
     def slot(count):
         watch["shown"] += 1
@@ -303,7 +303,7 @@ def watch_progress_previews(panel, doc):
         watch["sizes"].append([pixmap.width(), pixmap.height()] if pixmap is not None else None)
         watch["label_visible"].append(panel.progress_preview.isVisible())
         watch["thumbnails_hidden"].append(not panel.results_list.isVisible())
-        watch["preview_layer_writes"].append(panel.preview_updates - writes_before)
+        watch["preview_layer_writes"].append(panel.session.preview_updates - writes_before)
         if watch["shown"] in (1, 4):  # the panel with a preview of the job in progress
             panel.grab().save(os.path.join(OUT, "panel-preview.png"))
 
@@ -312,20 +312,20 @@ def watch_progress_previews(panel, doc):
     return watch
 
 
-def inpaint_apply_undo(panel, doc, tag, record):
+def inpaint_apply_undo(ses, doc, tag, record):
     """Inpaint the current selection, apply, read back, undo."""
     record["composite_before"] = composite(doc, f"{tag}-composite-before")
     record["layers_before"] = layers(doc)
-    yield from run_job(panel, record)
+    yield from run_job(ses, record)
     record["layers_preview"] = layers(doc)
     preview = find(doc, "Paintbridge preview")
     record["preview"] = dump(f"{tag}-preview", preview.pixelData(0, 0, doc.width(), doc.height())) if preview else None
-    if panel.results:
-        r = panel.results[panel.selected_result]
+    if ses.results:
+        r = ses.results[ses.selected_result]
         record["result"] = dump(f"{tag}-result", r.data)
         record["result_box"] = [r.box.x, r.box.y, r.box.width, r.box.height]
         record["result_seed"] = r.seed
-    record["applied"] = panel.apply()
+    record["applied"] = ses.apply()
     yield 400
     record["layers_applied"] = layers(doc)
     new = [l for l in record["layers_applied"] if l["id"] not in {m["id"] for m in record["layers_before"]}]
@@ -339,6 +339,130 @@ def inpaint_apply_undo(panel, doc, tag, record):
     record["layers_undone"] = layers(doc)
 
 
+def server_pid(ses):
+    process = ses.server.process
+    return process.pid if process is not None and ses.server.running else None
+
+
+def native_to_bgra8(doc, raw):
+    from paintbridge import pixels
+    linear = doc.colorDepth() != "U8" and pixels.is_linear_profile(doc.colorProfile())
+    return pixels.to_bgra8(bytes(raw), doc.colorDepth(), linear)
+
+
+def activate(doc):
+    """Make ``doc`` the active document again (show its view)."""
+    window = K.activeWindow()
+    for view in window.views():
+        if view.document() == doc:
+            window.showView(view)
+            view.setVisible()
+            break
+    yield 400
+
+
+# --- real brush strokes on the canvas ------------------------------------------------------------------------------
+
+CANVAS = {}  # widget, and the document -> widget map: (x0, y0, scale)
+
+
+def canvas_widget():
+    from PyQt5.QtWidgets import QWidget
+    for widget in K.activeWindow().qwindow().findChildren(QWidget):
+        if widget.metaObject().className() in ("KisQPainterCanvas", "KisOpenGLCanvas2") and widget.isVisible():
+            return widget
+    return None
+
+
+def mouse(widget, kind, x, y, pressed):
+    """Send one mouse event to the canvas widget (widget coordinates), as the painter's pen would."""
+    from PyQt5.QtCore import QEvent, QPoint, QPointF, Qt
+    from PyQt5.QtGui import QMouseEvent
+    from PyQt5.QtWidgets import QApplication
+    kinds = {"press": QEvent.MouseButtonPress, "move": QEvent.MouseMove, "release": QEvent.MouseButtonRelease}
+    button = Qt.LeftButton if kind in ("press", "release") else Qt.NoButton
+    event = QMouseEvent(kinds[kind], QPointF(x, y), QPointF(widget.mapToGlobal(QPoint(int(x), int(y)))), button,
+                        Qt.LeftButton if pressed else Qt.NoButton, Qt.NoModifier)
+    QApplication.sendEvent(widget, event)
+
+
+def stroke(points):
+    """A brush stroke through document points (the active tool, the active layer); returns the time just before
+    the pen is lifted."""
+    widget, (x0, y0, scale) = CANVAS["widget"], CANVAS["map"]
+    pts = [(x0 + x * scale, y0 + y * scale) for x, y in points]
+    mouse(widget, "move", *pts[0], False)
+    mouse(widget, "press", *pts[0], True)
+    for x, y in pts[1:]:
+        mouse(widget, "move", x, y, True)
+    lifted = time.monotonic()
+    mouse(widget, "release", *pts[-1], False)
+    return lifted
+
+
+def _centroid(node, doc):
+    raw = bytes(node.pixelData(0, 0, doc.width(), doc.height()))
+    pts = [(i // 4 % doc.width(), i // 4 // doc.width()) for i in range(3, len(raw), 4) if raw[i]]
+    return (sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)) if pts else None
+
+
+def calibrate_canvas(doc, R):
+    """Two dabs on a scratch layer at known widget points give the document -> widget map; the layer goes again."""
+    from paintbridge.document import wait_idle
+    widget = canvas_widget()
+    CANVAS["widget"] = widget
+    active = doc.activeNode()
+    scratch = doc.createNode("pb-calibrate", "paintlayer")
+    doc.rootNode().addChildNode(scratch, None)
+    yield 300
+    doc.setActiveNode(scratch)
+    yield 300
+    found = []
+    for wx, wy in ((widget.width() / 2 - 60, widget.height() / 2 - 40), (widget.width() / 2 + 60, widget.height() / 2 + 40)):
+        mouse(widget, "move", wx, wy, False)
+        mouse(widget, "press", wx, wy, True)
+        mouse(widget, "move", wx + 0.5, wy, True)
+        mouse(widget, "release", wx + 0.5, wy, False)
+        yield 400
+        wait_idle(doc)
+        found.append(((wx, wy), _centroid(scratch, doc)))
+        R.setdefault("calibration", []).append(found[-1])
+        scratch.setPixelData(QByteArray(bytes(doc.width() * doc.height() * 4)), 0, 0, doc.width(), doc.height())
+        yield 200
+    (w1, d1), (w2, d2) = found
+    scale = (w2[0] - w1[0]) / (d2[0] - d1[0])
+    CANVAS["map"] = (w1[0] - d1[0] * scale, w1[1] - d1[1] * scale, scale)
+    R["canvas_map"] = CANVAS["map"]
+    scratch.remove()
+    doc.setActiveNode(active)
+    yield 400
+
+
+def frame_after(ses, t):
+    """The first live frame started by a change after ``t``: its notification and send delays in ms."""
+    for frame in ses.live.frames:
+        if frame["change"] >= t:
+            return {"notified_ms": round(1000 * (frame["change"] - t), 1),
+                    "sent_ms": round(1000 * (frame["sent"] - t), 1) if frame["sent"] else None}
+    return None
+
+
+def live_stroke(ses, doc, rec, tag, points, updates):
+    """Paint a stroke in live mode; wait for the frame it starts; record the stroke-to-job-sent latency."""
+    paint = find(doc, "Paint")
+    doc.setActiveNode(paint)
+    yield 300
+    before = bytes(paint.pixelData(0, 0, doc.width(), doc.height()))
+    changes, events = ses.live.changes, ses.live._watch.events
+    rec[f"{tag}_active"] = doc.activeNode().name()
+    lifted = stroke(points)
+    yield Until(lambda: ses.preview_updates >= updates and not ses.busy, 20, poll=5)
+    after = bytes(paint.pixelData(0, 0, doc.width(), doc.height()))
+    rec[f"{tag}_painted"] = sum(1 for i in range(3, len(after), 4) if after[i - 3:i + 1] != before[i - 3:i + 1])
+    rec[f"{tag}_changes"] = [ses.live.changes - changes, ses.live._watch.events - events]
+    rec[f"{tag}_frame"] = frame_after(ses, lifted)
+
+
 # --- scenarios -----------------------------------------------------------------------------------------------------
 
 def scenario_classical():
@@ -346,16 +470,17 @@ def scenario_classical():
     dock = panel = None
     yield Until(lambda: find_panel()[1] is not None, 30)
     dock, panel = find_panel()
+    ses = panel.session
     R["docker_found"] = panel is not None
     dock.show()
     dock.raise_()
-    yield Until(lambda: panel.connection_state == "connected", 150, poll=200)
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
     mark("connected")
-    R["connected"] = panel.connection_state
+    R["connected"] = ses.connection_state
     R["status_text"] = panel.status_label.text()
-    R["device"] = panel.device
-    R["server_pid"] = panel.server.pid
-    R["server_started_by_plugin"] = panel.server.running
+    R["device"] = ses.device
+    R["server_pid"] = server_pid(ses)
+    R["server_started_by_plugin"] = ses.server.running
 
     doc = new_doc("pb-classical")
     yield 400
@@ -366,10 +491,10 @@ def scenario_classical():
     R["user_layers"] = user
     R["user_before"] = snapshot(doc, "user-before", user)
 
-    panel.set_mode("inpaint")
-    panel.set_option("model", "classical")
-    panel.set_option("batch", 2)
-    panel.set_prompt("a red fox", "blurry")
+    ses.set_mode("inpaint")
+    ses.set_option("model", "classical")
+    ses.set_option("batch", 2)
+    ses.set_prompt("a red fox", "blurry")
 
     # Rectangular selection.
     select_rect(doc, 40, 30, 24, 20)
@@ -379,7 +504,7 @@ def scenario_classical():
     rec["selection_pixels"] = dump("rect-selection", doc.selection().pixelData(0, 0, W, H))
     rec["composite_before"] = composite(doc, "rect-composite-before")
     rec["layers_before"] = layers(doc)
-    yield from run_job(panel, rec)
+    yield from run_job(ses, rec)
     rec["layers_preview"] = layers(doc)
     # The panel with its results: the screenshot artifact (docker floated to a typical sidebar size).
     dock.setFloating(True)
@@ -391,75 +516,83 @@ def scenario_classical():
     K.activeWindow().qwindow().grab().save(os.path.join(OUT, "window.png"))
     preview = find(doc, "Paintbridge preview")
     rec["preview"] = dump("rect-preview", preview.pixelData(0, 0, W, H)) if preview else None
-    if len(panel.results) > 1:
-        panel.select_result(1)
+    if len(ses.results) > 1:
+        ses.select_result(1)
         yield 200
-        rec["flipped_to"] = panel.selected_result
-    r = panel.results[panel.selected_result] if panel.results else None
+        rec["flipped_to"] = ses.selected_result
+    r = ses.results[ses.selected_result] if ses.results else None
     if r is not None:
         rec["result"] = dump("rect-result", r.data)
         rec["result_box"] = [r.box.x, r.box.y, r.box.width, r.box.height]
         rec["result_seed"] = r.seed
-    yield from apply_result(panel, doc, rec, "rect-new", W, H)
+    yield from apply_result(ses, doc, rec, "rect-new", W, H)
     rec["composite_applied"] = composite(doc, "rect-composite-applied")
     K.action("edit_undo").trigger()
     yield 600
     rec["layers_undone"] = layers(doc)
 
     # Elliptical soft selection.
-    panel.set_option("batch", 1)
+    ses.set_option("batch", 1)
     mark('ellipse')
     R["ellipse"] = rec = {}
     rec["selection_pixels"] = select_soft_ellipse(doc, 84, 50, 22, 16, 6)
     yield 300
-    yield from inpaint_apply_undo(panel, doc, "ellipse", rec)
+    yield from inpaint_apply_undo(ses, doc, "ellipse", rec)
 
     # Discard removes the preview.
     select_rect(doc, 8, 8, 16, 16)
     mark('discard')
     R["discard"] = rec = {}
-    yield from run_job(panel, rec)
+    yield from run_job(ses, rec)
     rec["preview_present"] = find(doc, "Paintbridge preview") is not None
-    panel.discard()
+    ses.discard()
     yield 300
     rec["layers_after"] = layers(doc)
 
     # Inpaint without a selection: a clear message in the panel, no job.
     deselect(doc)
     yield 300
-    R["no_selection"] = {"job_id": panel.run(), **panel_state(panel)}
+    R["no_selection"] = {"job_id": ses.run(), **panel_state(ses)}
+
+    # Where the canvas widget shows the document (for real brush strokes in live mode).
+    yield from calibrate_canvas(doc, R)
 
     # Live mode: two selection changes, two preview updates, no extra layers.
     mark('live')
     R["live"] = rec = {}
     select_rect(doc, 16, 16, 16, 16)
     yield 300
-    base = panel.preview_updates
-    panel.set_live(True)
-    yield Until(lambda: panel.preview_updates >= base + 1 and not panel.busy, 60)
-    rec["first"] = panel.preview_updates - base
+    base = ses.preview_updates
+    ses.set_live(True)
+    yield Until(lambda: ses.preview_updates >= base + 1 and not ses.busy, 60)
+    rec["first"] = ses.preview_updates - base
     rec["first_preview"] = dump("live-1", find(doc, "Paintbridge preview").pixelData(0, 0, W, H)) \
         if find(doc, "Paintbridge preview") else None
     select_rect(doc, 80, 56, 20, 20)
-    yield Until(lambda: panel.preview_updates >= base + 2 and not panel.busy, 60)
-    rec["second"] = panel.preview_updates - base
+    yield Until(lambda: ses.preview_updates >= base + 2 and not ses.busy, 60)
+    rec["second"] = ses.preview_updates - base
     rec["second_preview"] = dump("live-2", find(doc, "Paintbridge preview").pixelData(0, 0, W, H)) \
         if find(doc, "Paintbridge preview") else None
-    yield 2500  # nothing changes now: no further jobs
-    rec["settled"] = panel.preview_updates - base
-    # Painting under the context box triggers a job too (the test's stroke is undone afterwards, also live).
-    paint = find(doc, "Paint")
-    original = bytes(paint.pixelData(84, 60, 8, 8))
-    paint.setPixelData(QByteArray(b"\x00\x00\xff\xff" * 64), 84, 60, 8, 8)
-    yield Until(lambda: panel.preview_updates >= base + 3 and not panel.busy, 60)
-    rec["after_paint"] = panel.preview_updates - base
-    paint.setPixelData(QByteArray(original), 84, 60, 8, 8)
-    yield Until(lambda: panel.preview_updates >= base + 4 and not panel.busy, 60)
-    rec["after_restore"] = panel.preview_updates - base
+    reads, changes = ses.host.pixel_reads, ses.live.changes
+    yield 2500  # nothing changes now: no further jobs, and no pixel reads
+    rec["settled"] = ses.preview_updates - base
+    rec["idle_reads"], rec["idle_changes"] = ses.host.pixel_reads - reads, ses.live.changes - changes
+    rec["event_driven"] = ses.live._watch.event_driven if ses.live._watch is not None else None
+    # A real brush stroke on the canvas under the context box triggers a frame; undoing it triggers another.
+    yield from live_stroke(ses, doc, rec, "paint", [(84, 62), (88, 64), (92, 66), (96, 70)], base + 3)
+    rec["after_paint"] = ses.preview_updates - base
+    t_undo = time.monotonic()
+    K.action("edit_undo").trigger()
+    yield Until(lambda: ses.preview_updates >= base + 4 and not ses.busy, 60, poll=5)
+    rec["after_restore"] = ses.preview_updates - base
+    rec["undo_frame"] = frame_after(ses, t_undo)
+    rec["reads_after_idle"] = ses.host.pixel_reads - reads  # the stroke and its undo
+    rec["changes_after_idle"] = ses.live.changes - changes
+    rec["frames"] = ses.live.frames
     rec["layers"] = layers(doc)
-    panel.set_live(False)
-    rec["live_off"] = not panel.live
-    panel.discard()
+    ses.set_live(False)
+    rec["live_off"] = not ses.live.on
+    ses.discard()
     yield 300
     rec["layers_after_discard"] = layers(doc)
 
@@ -477,11 +610,11 @@ def scenario_classical():
     yield 300
     rec["active"] = doc.activeNode().name()
     rec["layers_before"] = layers(doc)
-    yield from run_job(panel, rec)
+    yield from run_job(ses, rec)
     preview = find(doc, "Paintbridge preview")
     rec["preview"] = dump("masknode-preview", preview.pixelData(0, 0, W, H)) if preview else None
     rec["parent_of_preview"] = preview.parentNode().name() if preview else None
-    panel.discard()
+    ses.discard()
     mask.remove()
     doc.setActiveNode(find(doc, "Paint"))
     yield 300
@@ -491,13 +624,13 @@ def scenario_classical():
     shape.setPixelData(QByteArray(b"\x10\x80\x10\xff" * (12 * 10)), 10, 60, 12, 10)
     yield 300
     doc.setActiveNode(shape)
-    panel.set_option("mask_source", "alpha")
+    ses.set_option("mask_source", "alpha")
     yield 300
-    yield from run_job(panel, rec)
+    yield from run_job(ses, rec)
     preview = find(doc, "Paintbridge preview")
     rec["preview"] = dump("alphamask-preview", preview.pixelData(0, 0, W, H)) if preview else None
-    panel.discard()
-    panel.set_option("mask_source", "selection")
+    ses.discard()
+    ses.set_option("mask_source", "selection")
     shape.remove()
     doc.setActiveNode(find(doc, "Paint"))
     yield 300
@@ -509,16 +642,16 @@ def scenario_classical():
     doc.setActiveNode(find(doc, "Paint"))
     yield 300
     rec["layers_before"] = layers(doc)
-    rec["job_id"] = panel.control_from_image("canny")
-    yield Until(lambda: not panel.busy, 60)
-    rec.update(panel_state(panel))
+    rec["job_id"] = ses.control_from_image("canny")
+    yield Until(lambda: not ses.busy, 60)
+    rec.update(panel_state(ses))
     rec["layers_after"] = layers(doc)
-    rec["rows"] = [row.spec().__dict__ for row in panel.control_rows]
+    rec["rows"] = [dict(spec.__dict__) for spec in ses.controls]
     node = find(doc, "Control: canny")
     if node is not None:
         rec["pixels"] = dump("control-canny", node.pixelData(0, 0, W, H))
-    for row in list(panel.control_rows):
-        panel.remove_control(row)
+    while ses.controls:
+        ses.remove_control(0)
     if node is not None:
         node.remove()  # our own test layer, so that the user-layer comparison below sees only the user's
     yield 300
@@ -529,25 +662,25 @@ def scenario_classical():
     select_rect(doc, 40, 30, 24, 20)
     yield 300
     rec["layers_before"] = layers(doc)
-    pid = panel.server.pid
+    pid = server_pid(ses)
     rec["pid"] = pid
     if pid:
         os.kill(pid, signal.SIGSTOP)
         yield 200
-        rec["job_id"] = panel.run()
+        rec["job_id"] = ses.run()
         yield 1000
-        rec["busy_while_stopped"] = panel.busy
+        rec["busy_while_stopped"] = ses.busy
         os.kill(pid, signal.SIGKILL)
-        yield Until(lambda: not panel.busy, 30)
-        rec.update(panel_state(panel))
+        yield Until(lambda: not ses.busy, 30)
+        rec.update(panel_state(ses))
         rec["layers_after"] = layers(doc)
-        yield Until(lambda: panel.connection_state != "connected", 20)
-        yield Until(lambda: panel.connection_state == "connected", 150, poll=200)
-        rec["reconnected"] = panel.connection_state == "connected"
-        rec["new_pid"] = panel.server.pid
+        yield Until(lambda: ses.connection_state != "connected", 20)
+        yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+        rec["reconnected"] = ses.connection_state == "connected"
+        rec["new_pid"] = server_pid(ses)
         rec["status_text"] = panel.status_label.text()
-        yield from run_job(panel, rec.setdefault("after", {}))
-        panel.discard()
+        yield from run_job(ses, rec.setdefault("after", {}))
+        ses.discard()
         yield 300
 
     mark('user_after')
@@ -562,16 +695,16 @@ def scenario_classical():
     yield 300
     mark('outpaint')
     R["outpaint"] = rec = {"user_before": dump("out-user-before", onode.pixelData(0, 0, 64, 48))}
-    panel.set_mode("outpaint")
-    panel.set_option("extend_left", 16)
-    panel.set_option("extend_bottom", 8)
+    ses.set_mode("outpaint")
+    ses.set_option("extend_left", 16)
+    ses.set_option("extend_bottom", 8)
     rec["layers_before"] = layers(odoc)
-    yield from run_job(panel, rec)
-    yield from apply_result(panel, odoc, rec, "out-new", None, None, wait_ms=600)
+    yield from run_job(ses, rec)
+    yield from apply_result(ses, odoc, rec, "out-new", None, None, wait_ms=600)
     rec["size"] = [odoc.width(), odoc.height()]
     rec["user_after"] = dump("out-user-after", onode.pixelData(0, 0, odoc.width(), odoc.height()))
-    panel.set_option("extend_left", 0)
-    panel.set_option("extend_bottom", 0)
+    ses.set_option("extend_left", 0)
+    ses.set_option("extend_bottom", 0)
 
     # 16-bit integer and 32-bit float documents: converted on the way in and out.
     for depth in ("U16", "F32"):
@@ -584,32 +717,64 @@ def scenario_classical():
         mark(depth)
         R[depth] = rec = {"profile": ddoc.colorProfile(), "user_before": dump(f"{depth}-user-before",
                                                                              dnode.pixelData(0, 0, 64, 48))}
-        panel.set_mode("inpaint")
+        ses.set_mode("inpaint")
         rec["layers_before"] = layers(ddoc)
-        yield from run_job(panel, rec)
-        if panel.results:
-            rec["result"] = dump(f"{depth}-result", panel.results[0].data)
-            rec["result_box"] = [panel.results[0].box.x, panel.results[0].box.y, panel.results[0].box.width,
-                                 panel.results[0].box.height]
-        yield from apply_result(panel, ddoc, rec, f"{depth}-new", 64, 48)
+        yield from run_job(ses, rec)
+        if ses.results:
+            rec["result"] = dump(f"{depth}-result", ses.results[0].data)
+            rec["result_box"] = [ses.results[0].box.x, ses.results[0].box.y, ses.results[0].box.width,
+                                 ses.results[0].box.height]
+        yield from apply_result(ses, ddoc, rec, f"{depth}-new", 64, 48)
         rec["user_after"] = dump(f"{depth}-user-after", dnode.pixelData(0, 0, 64, 48))
 
-    # Upscale opens the result as a new document; the original stays as it was.
+    # Upscale opens the result as a new document; the original stays as it was. Without a selection the whole
+    # canvas is upscaled, with one only the selection's box (the same rule as in GIMP).
     mark("upscale")
     R["upscale"] = rec = {"documents_before": len(K.documents())}
     udoc = K.activeDocument()
+    deselect(udoc)
+    yield 300
     rec["source"] = [udoc.name(), udoc.width(), udoc.height()]
     rec["source_layers"] = layers(udoc)
-    panel.set_mode("upscale")
-    panel.set_option("scale", 2.0)
-    yield from run_job(panel, rec)
-    rec["applied"] = panel.apply()
+    ses.set_mode("upscale")
+    ses.set_option("scale", 2.0)
+    yield from run_job(ses, rec)
+    rec["applied"] = ses.apply()
     yield 600
     docs = K.documents()
     rec["documents_after"] = len(docs)
     newest = docs[-1]
     rec["new_document"] = [newest.name(), newest.width(), newest.height()]
     rec["source_layers_after"] = layers(udoc)
+    # Upscale of a selection on the shared document (tests/ellipse_case.py), as GIMP's host test does it too.
+    case = CONFIG["ellipse"]
+    udoc = new_doc("pb-upscale", w=case["width"], h=case["height"])
+    yield 400
+    unode = udoc.createNode("Paint", "paintlayer")
+    udoc.rootNode().addChildNode(unode, None)
+    unode.setPixelData(QByteArray(open(case["image"], "rb").read()), 0, 0, case["width"], case["height"])
+    udoc.setActiveNode(unode)
+    yield 300
+    mark("upscale_selection")
+    R["upscale_selection"] = rec = {"documents_before": len(K.documents())}
+    ux, uy, uw, uh = case["upscale_box"]
+    select_rect(udoc, ux, uy, uw, uh)
+    ses.set_option("scale", case["upscale_scale"])
+    yield 300
+    rec["active"] = K.activeDocument().name()
+    rec["source_layers"] = layers(udoc)
+    rec["source_pixels"] = dump("upscale-source", native_to_bgra8(udoc, unode.pixelData(ux, uy, uw, uh)))
+    yield from run_job(ses, rec)
+    rec["applied"] = ses.apply()
+    yield 600
+    newest = K.documents()[-1]
+    rec["documents_after"] = len(K.documents())
+    rec["new_document"] = [newest.name(), newest.width(), newest.height()]
+    newest.refreshProjection()
+    yield 300
+    rec["new_pixels"] = dump("upscale-selection-new", newest.pixelData(0, 0, newest.width(), newest.height()))
+    rec["source_layers_after"] = layers(udoc)
+    deselect(udoc)
 
     # Other colour models are refused with a message, not a dialog.
     cdoc = new_doc("pb-cmyk", model="CMYKA", depth="U8", w=32, h=32)
@@ -617,7 +782,7 @@ def scenario_classical():
     select_rect(cdoc, 4, 4, 8, 8)
     yield 200
     mark('cmyk')
-    R["cmyk"] = {"job_id": panel.run(), **panel_state(panel), "layers": layers(cdoc)}
+    R["cmyk"] = {"job_id": ses.run(), **panel_state(ses), "layers": layers(cdoc)}
 
 
 def scenario_diffusion():
@@ -625,10 +790,11 @@ def scenario_diffusion():
     R = RESULT
     yield Until(lambda: find_panel()[1] is not None, 30)
     dock, panel = find_panel()
-    yield Until(lambda: panel.connection_state == "connected", 150, poll=200)
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
     mark("connected")
-    R["connected"] = panel.connection_state
-    R["server_pid"] = panel.server.pid
+    R["connected"] = ses.connection_state
+    R["server_pid"] = server_pid(ses)
     R["models"] = [panel.model_box.itemData(i) for i in range(panel.model_box.count())]
     doc = new_doc("pb-diffusion")
     yield 400
@@ -642,14 +808,14 @@ def scenario_diffusion():
     # img2img without a selection: the whole canvas, a batch of two to flip through.
     mark("img2img")
     deselect(doc)
-    panel.set_mode("img2img")
-    panel.set_option("model", CONFIG["model"])
-    panel.set_prompt("a castle on a hill", "")
-    panel.set_option("steps", 4)
-    panel.set_option("strength", 0.6)
-    panel.set_option("batch", 2)
-    panel.set_option("random_seed", False)
-    panel.set_option("seed", 77)
+    ses.set_mode("img2img")
+    ses.set_option("model", CONFIG["model"])
+    ses.set_prompt("a castle on a hill", "")
+    ses.set_option("steps", 4)
+    ses.set_option("strength", 0.6)
+    ses.set_option("batch", 2)
+    ses.set_option("random_seed", False)
+    ses.set_option("seed", 77)
     yield 300
     # The docker floated to a typical sidebar size, for the screenshots.
     dock.setFloating(True)
@@ -658,46 +824,46 @@ def scenario_diffusion():
     R["img2img"] = rec = {"layers_before": layers(doc)}
     rec["composite_before"] = composite(doc, "img2img-composite-before")
     watch = watch_progress_previews(panel, doc)
-    yield from run_job(panel, rec, timeout=300)
+    yield from run_job(ses, rec, timeout=300)
     panel.progress_preview_shown.disconnect(watch["slot"])
     del watch["slot"]
     rec["progress_previews"] = watch
     rec["preview_label_after"] = panel.progress_preview.isVisible()
     rec["thumbnails_visible_after"] = panel.results_list.isVisible()
-    rec["progress"] = list(panel.last_progress)
+    rec["progress"] = list(ses.last_progress)
     rec["layers_preview"] = layers(doc)
     rec["thumbnails"] = panel.results_list.count()
-    if len(panel.results) > 1:
-        panel.select_result(1)
+    if len(ses.results) > 1:
+        ses.select_result(1)
         yield 300
-    rec["selected"] = panel.selected_result
+    rec["selected"] = ses.selected_result
     preview = find(doc, "Paintbridge preview")
     rec["preview"] = dump("img2img-preview", preview.pixelData(0, 0, W, H)) if preview else None
-    if panel.results:
-        r = panel.results[panel.selected_result]
+    if ses.results:
+        r = ses.results[ses.selected_result]
         rec["result"] = dump("img2img-result", r.data)
         rec["result_box"] = [r.box.x, r.box.y, r.box.width, r.box.height]
-        rec["seeds"] = [x.seed for x in panel.results]
-    yield from apply_result(panel, doc, rec, "img2img-new", W, H)
+        rec["seeds"] = [x.seed for x in ses.results]
+    yield from apply_result(ses, doc, rec, "img2img-new", W, H)
     K.action("edit_undo").trigger()
     yield 500
     rec["layers_undone"] = layers(doc)
 
     # A control layer made from the image guides an inpaint job.
     mark("control")
-    panel.set_option("batch", 1)
+    ses.set_option("batch", 1)
     doc.setActiveNode(find(doc, "Paint"))
     yield 300
     R["control"] = rec = {}
-    rec["preprocess_job"] = panel.control_from_image("canny")
-    yield Until(lambda: not panel.busy, 120)
-    rec["preprocess"] = panel_state(panel)
-    rec["rows"] = [row.spec().__dict__ for row in panel.control_rows]
+    rec["preprocess_job"] = ses.control_from_image("canny")
+    yield Until(lambda: not ses.busy, 120)
+    rec["preprocess"] = panel_state(ses)
+    rec["rows"] = [dict(spec.__dict__) for spec in ses.controls]
     doc.setActiveNode(find(doc, "Paint"))
-    panel.set_mode("inpaint")
+    ses.set_mode("inpaint")
     select_rect(doc, 40, 30, 32, 24)
     yield 300
-    yield from run_job(panel, rec, timeout=300)
+    yield from run_job(ses, rec, timeout=300)
     rec["layers_preview"] = layers(doc)
     dock.setFloating(True)
     dock.resize(330, 900)
@@ -708,9 +874,9 @@ def scenario_diffusion():
                                  (w.text() if hasattr(w, "text") and isinstance(w.text(), str) else ""))
                                 for w in panel.findChildren(QWidget) if w.minimumSizeHint().width() > 150),
                                reverse=True)[:12]
-    panel.discard()
-    for row in list(panel.control_rows):
-        panel.remove_control(row)
+    ses.discard()
+    while ses.controls:
+        ses.remove_control(0)
     node = find(doc, "Control: canny")
     if node is not None:
         node.remove()
@@ -720,30 +886,93 @@ def scenario_diffusion():
     mark("generate")
     R["generate"] = rec = {}
     select_rect(doc, 8, 8, 24, 24)
-    panel.set_mode("generate")
+    ses.set_mode("generate")
     yield 300
     rec["layers_before"] = layers(doc)
-    yield from run_job(panel, rec, timeout=300)
-    yield from apply_result(panel, doc, rec, "generate-new", W, H)
+    yield from run_job(ses, rec, timeout=300)
+    yield from apply_result(ses, doc, rec, "generate-new", W, H)
     K.action("edit_undo").trigger()
     yield 500
-    panel.set_mode("inpaint")
+    ses.set_mode("inpaint")
 
     # Cancel a long job: the panel says so and nothing is added.
     mark("cancel")
     R["cancel"] = rec = {"layers_before": layers(doc)}
-    panel.set_option("steps", 150)
-    rec["job_id"] = panel.run()
-    yield Until(lambda: panel.last_progress[0] >= 1 or not panel.busy, 120, poll=50)
-    panel.cancel()
-    yield Until(lambda: not panel.busy, 60)
-    rec.update(panel_state(panel))
+    ses.set_option("steps", 150)
+    rec["job_id"] = ses.run()
+    yield Until(lambda: ses.last_progress[0] >= 1 or not ses.busy, 120, poll=50)
+    ses.cancel()
+    yield Until(lambda: not ses.busy, 60)
+    rec.update(panel_state(ses))
     rec["layers_after"] = layers(doc)
     R["user_after"] = snapshot(doc, "user-after", user)
+
+    # Generate into a soft elliptical selection on the document GIMP's host test uses too (tests/ellipse_case.py).
+    mark("generate_ellipse")
+    case = CONFIG["ellipse"]
+    R["generate_ellipse"] = rec = {}
+    w, h = case["width"], case["height"]
+    edoc = new_doc("pb-ellipse", w=w, h=h)
+    yield 400
+    enode = edoc.createNode("Paint", "paintlayer")
+    edoc.rootNode().addChildNode(enode, None)
+    enode.setPixelData(QByteArray(open(case["image"], "rb").read()), 0, 0, w, h)
+    edoc.setActiveNode(enode)
+    yield 300
+    sel = Selection()
+    sel.select(0, 0, w, h, 0)
+    sel.setPixelData(QByteArray(open(case["selection"], "rb").read()), 0, 0, w, h)
+    edoc.setSelection(sel)
+    yield 300
+    rec["selection_pixels"] = dump("ellipse-case-selection", edoc.selection().pixelData(0, 0, w, h))
+    rec["composite_before"] = composite(edoc, "ellipse-case-composite")
+    ses.set_mode("generate")
+    ses.set_option("model", case["model"])
+    ses.set_prompt(case["prompt"], "")
+    ses.set_option("steps", case["steps"])
+    ses.set_option("batch", 1)
+    ses.set_option("random_seed", False)
+    ses.set_option("seed", case["seed"])
+    rec["layers_before"] = layers(edoc)
+    yield from run_job(ses, rec, timeout=300)
+    yield from apply_result(ses, edoc, rec, "ellipse-case-new", w, h)
     mark("done")
 
 
-SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion}
+def scenario_flux():
+    """A tiny Flux.1 model kept as ComfyUI users keep it: generate into a rectangular selection, apply."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    R["connected"] = ses.connection_state
+    R["server_pid"] = server_pid(ses)
+    R["models"] = [panel.model_box.itemData(i) for i in range(panel.model_box.count())]
+    doc = new_doc("pb-flux")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    doc.setActiveNode(paint)
+    yield 300
+    mark("generate")
+    ses.set_mode("generate")
+    ses.set_option("model", CONFIG["model"])
+    ses.set_prompt("a castle on a hill", "")
+    ses.set_option("steps", 2)
+    ses.set_option("batch", 1)
+    ses.set_option("random_seed", False)
+    ses.set_option("seed", 5)
+    ses.set_option("grow", 0)
+    ses.set_option("feather", 0)
+    select_rect(doc, 16, 8, 48, 40)
+    yield 300
+    R["generate"] = rec = {"layers_before": layers(doc)}
+    rec["composite_before"] = composite(doc, "flux-composite-before")
+    yield from run_job(ses, rec, timeout=300)
+    yield from apply_result(ses, doc, rec, "flux-new", W, H)
+
+
+SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux}
 
 
 def _start():

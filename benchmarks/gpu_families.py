@@ -1,0 +1,226 @@
+"""Flux.1 and SD3.5 on a lent GPU: the server vs plain diffusers, load time, seconds per step and peak memory per mode.
+
+    .venv/bin/python benchmarks/gpu_families.py               # real-size random Flux.1 dev and SD3.5 medium, bf16
+    .venv/bin/python benchmarks/gpu_families.py --cpu-smoke   # tiny models at 64 px on the CPU: seconds (run by tests)
+
+Builds each real-size pipeline with random weights on the GPU from the server's shipped configs (no download) and
+saves it as a diffusers folder; then, for each family, runs generate, img2img and inpaint through the server (in this
+process, jobs over the websocket) and through plain diffusers (``from_pretrained`` + ``.to(device)``, the same
+arguments), one after the other with the memory freed between them. Prints load seconds, seconds per step and the
+allocator's peak memory of each side. With ``--families sd35-large`` (or flux-schnell, ...) other shipped variants run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PROMPT = "a lighthouse on a cliff at sunset, oil painting"
+MODES = ("generate", "img2img", "inpaint")
+PLAIN = {"flux": {"generate": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline"},
+         "sd3": {"generate": "StableDiffusion3Pipeline", "img2img": "StableDiffusion3Img2ImgPipeline",
+                 "inpaint": "StableDiffusion3InpaintPipeline"}}
+
+
+def peak_gib(reset: bool = False) -> float:
+    """The CUDA allocator's peak in GiB (resident peak of the process on a CPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        value = torch.cuda.max_memory_allocated() / 2**30
+        if reset:
+            torch.cuda.reset_peak_memory_stats()
+        return value
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def picture(size: int):
+    y, x = np.mgrid[0:size, 0:size]
+    img = np.zeros((size, size, 4), np.uint8)
+    img[..., 0] = (x * 255 // size).astype(np.uint8)
+    img[..., 1] = (y * 255 // size).astype(np.uint8)
+    img[..., 2] = ((np.sin(x / 17.0) + 1) * 127).astype(np.uint8)
+    img[..., 3] = 255
+    mask = np.zeros((size, size), np.uint8)
+    mask[size // 4:size * 3 // 4, size // 4:size * 3 // 4] = 255
+    return img, mask
+
+
+def random_folder(config: str, dest: Path, device: str, dtype) -> Path:
+    """A real-size pipeline of the shipped ``config`` (flux-dev, sd35-medium, ...) with random weights, built on
+    ``device`` and saved as a diffusers folder."""
+    import diffusers
+    import torch
+    import transformers
+
+    from server.families import loading
+    from server.models.loading import CONFIGS_DIR
+
+    folder = CONFIGS_DIR / config
+    index = json.loads((folder / "model_index.json").read_text())
+    parts = {}
+    torch.manual_seed(0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            for sub, (lib, cls_name) in index.items():
+                if sub.startswith("_") or sub.startswith("tokenizer") or sub == "scheduler":
+                    continue
+                cls = getattr(diffusers if lib == "diffusers" else transformers, cls_name)
+                if lib == "diffusers":
+                    parts[sub] = cls.from_config(json.loads((folder / sub / "config.json").read_text()))
+                else:
+                    parts[sub] = cls(cls.config_class.from_json_file(str(folder / sub / "config.json")))
+    finally:
+        torch.set_default_dtype(default)
+    parts["scheduler"] = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(str(folder), subfolder="scheduler")
+    family = "sd3" if config.startswith("sd3") else "flux"
+    parts.update(loading.tokenizers(family))
+    pipe = getattr(diffusers, index["_class_name"])(**parts)
+    out = dest / f"random-{config}"
+    pipe.save_pretrained(out, safe_serialization=True)
+    del pipe, parts
+    free_memory()
+    return out
+
+
+def server_side(models: Path, name: str, size: int, steps: int, device: str, dtype: str) -> dict:
+    """Load seconds, then seconds per step and peak memory per mode, through the real server."""
+    from protocol import Limits
+    from protocol.client import Client
+    from server.app import ServerThread
+    from server.config import ServerConfig
+
+    image, mask = picture(size)
+    payload = lambda a: {"width": a.shape[1], "height": a.shape[0], "format": "gray8" if a.ndim == 2 else "rgba8",  # noqa: E731
+                         "data": a.tobytes()}
+    thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[models], limits=Limits(), device=device,
+                                       dtype=dtype)).start()
+    out: dict = {}
+    try:
+        with Client(thread.url, client_name="gpu-families") as client:
+            engine = thread.server.router.engine("families")
+            started = time.perf_counter()
+            engine.warm_up(name)
+            out["load"] = time.perf_counter() - started
+            peak_gib(reset=True)
+            for mode in MODES:
+                msg = {"mode": mode, "model": name, "prompt": PROMPT,
+                       "params": {"steps": steps, "seed": 1, "strength": 1.0, "cfg": 3.5},
+                       "image": payload(image)}
+                if mode == "inpaint":
+                    msg["mask"] = payload(mask)
+                layer = client.run(msg, timeout=900).layers[0]
+                out[mode] = (layer.info["seconds"] / steps, peak_gib(reset=True), layer.info.get("memory", ""))
+            engine.unload()
+    finally:
+        thread.stop()
+        free_memory()
+    return out
+
+
+def plain_side(folder: Path, family: str, size: int, steps: int, device: str, dtype) -> dict:
+    """The same jobs on plain diffusers pipelines made with ``from_pretrained``/``from_pipe``."""
+    import diffusers
+    import torch
+    from PIL import Image
+
+    image, mask = picture(size)
+    out: dict = {}
+    started = time.perf_counter()
+    base = getattr(diffusers, PLAIN[family]["generate"]).from_pretrained(str(folder), dtype=dtype,
+                                                                        local_files_only=True).to(device)
+    out["load"] = time.perf_counter() - started
+    base.set_progress_bar_config(disable=True)
+    peak_gib(reset=True)
+    for mode in MODES:
+        cls = getattr(diffusers, PLAIN[family][mode])
+        pipe = base if type(base) is cls else cls.from_pipe(base, dtype=dtype)
+        pipe.set_progress_bar_config(disable=True)
+        kwargs = dict(prompt=PROMPT, num_inference_steps=steps, guidance_scale=3.5, height=size, width=size,
+                      generator=torch.Generator("cpu").manual_seed(1))
+        if mode != "generate":
+            kwargs.update(image=Image.fromarray(image[..., :3]), strength=1.0)
+        if mode == "inpaint":
+            kwargs["mask_image"] = Image.fromarray(mask)
+        started = time.perf_counter()
+        pipe(**kwargs)
+        out[mode] = ((time.perf_counter() - started) / steps, peak_gib(reset=True), "")
+    del base, pipe
+    free_memory()
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cpu-smoke", action="store_true", help="tiny models on the CPU (seconds)")
+    parser.add_argument("--families", nargs="+", default=["flux-dev", "sd35-medium"],
+                        help="shipped configs to build (real size): flux-dev, flux-schnell, sd35-medium, sd35-large ...")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--size", type=int, default=1024)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(min(4, os.cpu_count() or 1))
+    work = Path(tempfile.mkdtemp(prefix="gpu-families-"))
+    if args.cpu_smoke:
+        import factory
+
+        device, dtype, size, steps = "cpu", torch.float32, 64, 2
+        runs = [(factory.checkpoint_folder("flux"), "flux"), (factory.checkpoint_folder("sd3"), "sd3")]
+    else:
+        if not torch.cuda.is_available():
+            print("gpu_families: no CUDA device here; use --cpu-smoke for the tiny run", file=sys.stderr)
+            return 2
+        device, dtype, size, steps = "cuda", torch.bfloat16, args.size, args.steps
+        runs = []
+        for config in args.families:
+            started = time.perf_counter()
+            runs.append((random_folder(config, work, device, dtype), "sd3" if config.startswith("sd3") else "flux"))
+            print(f"built random {config} in {time.perf_counter() - started:.1f} s", flush=True)
+    dtype_name = str(dtype).replace("torch.", "")
+    print(f"device {device}, {dtype_name}, {size} px, {steps} steps")
+    for folder, family in runs:
+        models = work / f"models-{folder.name}"
+        (models / "checkpoints").mkdir(parents=True, exist_ok=True)
+        link = models / "checkpoints" / folder.name
+        if not link.exists():
+            link.symlink_to(folder, target_is_directory=True)
+        ours = server_side(models, folder.name, size, steps, device, dtype_name)
+        plain = plain_side(folder, family, size, steps, device, dtype)
+        print(f"{folder.name}: load server {ours['load']:.1f} s, plain {plain['load']:.1f} s")
+        for mode in MODES:
+            (s_step, s_peak, memory), (p_step, p_peak, _) = ours[mode], plain[mode]
+            print(f"  {mode} {family:<5} s/step server {s_step:.3f} plain {p_step:.3f} (x{s_step / p_step:.2f}); "
+                  f"peak GiB server {s_peak:.1f} plain {p_peak:.1f}{'; ' + memory if memory else ''}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

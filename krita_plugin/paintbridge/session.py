@@ -1,0 +1,483 @@
+"""The panel's state and behaviour without widgets and without Krita: the session.
+
+One ``Session`` per docker. It holds the job settings, the connection and its state, the job in flight, the results
+and live mode; it talks to Krita only through ``host`` (the document door, ``document.KritaHost``) and asks
+``client`` (the editor-independent core) for every rule: which box a mode reads, the job message, defaults from
+``welcome``, layer names, the connection with reconnect and server autostart, the live scheduler. The view binds
+widgets to it: it calls the public methods below and listens to the ``Event`` attributes. Every method runs on the UI
+thread; the connection's worker thread reaches the session through ``post``.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from . import settings_store
+from .live import LiveLoop
+from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
+from .progress_preview import preview_of
+from .wire import client, protocol
+
+CLIENT_NAME = "Paintbridge for Krita"
+CLIENT_VERSION = "0.2.0"
+PLUGIN_DIR = Path(__file__).resolve().parent
+cs, cjobs, cres, csession = client.settings, client.jobs, client.results, client.session
+
+
+def guarded(method: Callable) -> Callable:
+    """Run an action so that no exception escapes into Krita (which would open a modal dialog): say it instead."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Session", *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (DocumentError, client.errors.PaintbridgeError) as err:
+            self.show_message(str(err), error=True)
+        except Exception as err:  # a bug: keep Krita usable and say what happened
+            traceback.print_exc(file=sys.stderr)
+            self.show_message(f"Internal error ({type(err).__name__}: {err}). Details are on Krita's console.",
+                              error=True)
+        return None
+
+    return wrapper
+
+
+class _Forward(csession.Listener):
+    """The connection's callbacks (worker thread) handed to the session on the UI thread."""
+
+    def __init__(self, session: "Session", post: Callable[[Callable[[], None]], None]) -> None:
+        self.session, self.post = session, post
+
+    def state_changed(self, state, detail):
+        self.post(lambda: self.session.on_state(state, detail))
+
+    def welcomed(self, welcome):
+        self.post(lambda: self.session.on_welcome(welcome))
+
+    def models_changed(self, models):
+        self.post(lambda: self.session.on_models(models))
+
+    def job_sent(self, job_id, at):
+        self.post(lambda: self.session.on_job_sent(job_id, at))
+
+    def job_event(self, job_id, msg):
+        self.post(lambda: self.session.on_job_event(job_id, msg))
+
+    def job_result(self, job_id, msg):
+        self.post(lambda: self.session.on_job_result(job_id, msg))
+
+    def job_failed(self, job_id, code, message):
+        self.post(lambda: self.session.on_job_failed(job_id, code, message))
+
+    def job_cancelled(self, job_id):
+        self.post(lambda: self.session.on_job_cancelled(job_id))
+
+
+class Session:
+    """Everything the Paintbridge panel knows and does, for whichever document is active."""
+
+    def __init__(self, host, store: settings_store.Store, post: Callable[[Callable[[], None]], None],
+                 schedule: Callable[[float, Callable[[], None]], None],
+                 server: Optional[client.server.LocalServer] = None) -> None:
+        self.host = host
+        self.store = store
+        self.server = server if server is not None else client.server.LocalServer(
+            client.server.read_server_command(PLUGIN_DIR), PLUGIN_DIR / "server.log")
+        self.conn_settings = settings_store.load_connection(store)
+        self.settings: cs.Settings = settings_store.load_job_settings(store)
+        self.fixed_seed = settings_store.load_fixed_seed(store)
+        self.defaults = cs.Defaults()
+        self.models: list = []
+        self.device = ""
+        self.controls: List[ControlSpec] = []
+        self.job: Optional[RunningJob] = None
+        self.results: List[ResultImage] = []
+        self.result_job: Optional[RunningJob] = None
+        self.selected_result = -1
+        self.message, self.message_is_error = "", False
+        self.progress = (0, "")  # percent, text
+        self.last_progress = (0, 0)
+        self.preview_updates = 0  # writes of a result into the document's preview layer
+        self._pending_control: Optional[int] = None
+        # Signals for the view.
+        self.connection_changed = Event()  # (state, detail)
+        self.models_changed = Event()  # ()
+        self.settings_changed = Event()  # (name, value)
+        self.job_changed = Event()  # () busy, progress, live
+        self.progress_preview = Event()  # (progress_preview.Preview)
+        self.progress_preview_ended = Event()  # ()
+        self.results_changed = Event()  # ()
+        self.result_selected = Event()  # (index)
+        self.message_changed = Event()  # (text, error)
+        self.controls_changed = Event()  # ()
+        self.connection = csession.Session(_Forward(self, post), CLIENT_NAME, CLIENT_VERSION, self.server,
+                                           client.server.Autostart() if self.conn_settings.autostart else None)
+        self.live = LiveLoop(self, schedule)
+
+    def start(self) -> None:
+        """Connect to the configured server (after the view has bound itself)."""
+        self.connection.configure(*self.conn_settings.target())
+
+    # --- settings -----------------------------------------------------------------------------------------------------
+    def shown(self) -> cs.Settings:
+        """The settings with every "default" filled from the server's ``welcome`` (what the widgets show)."""
+        return cs.apply_defaults(self.settings, self.defaults, cs.model_entry(self.models, self.settings.model))
+
+    @property
+    def random_seed(self) -> bool:
+        return self.settings.seed < 0
+
+    def _set(self, name: str, value) -> None:
+        if getattr(self.settings, name) != value:
+            setattr(self.settings, name, value)
+            self.settings_changed.emit(name, getattr(self.shown(), name))
+            self.live.settings_changed()
+
+    @guarded
+    def set_mode(self, mode: str) -> None:
+        """Switch to ``mode`` (generate, inpaint, img2img, outpaint, upscale); the strength goes to its default."""
+        client.modes.rule(mode)
+        self.settings.mode = mode
+        self.settings_changed.emit("mode", mode)
+        self._set("strength", None)
+        self.settings_changed.emit("strength", self.shown().strength)
+
+    @guarded
+    def set_prompt(self, prompt: str, negative: Optional[str] = None) -> None:
+        self._set("prompt", prompt.strip())
+        if negative is not None:
+            self._set("negative_prompt", negative.strip())
+
+    @guarded
+    def set_option(self, name: str, value) -> None:
+        """Set one job setting by its ``Settings`` name (e.g. ``steps``, ``seed``, ``extend_left``), or
+        ``random_seed`` (the seed field's "Random" box)."""
+        if name == "random_seed":
+            self._set("seed", -1 if value else self.fixed_seed)
+            self.settings_changed.emit("random_seed", bool(value))
+            return
+        if name in ("mode", "prompt", "negative_prompt") or not hasattr(self.settings, name):
+            raise client.errors.JobInputError(f"unknown option {name!r}")
+        if name == "model" and value not in self.model_names():
+            raise client.errors.JobInputError(f"{value!r} is not available for model")
+        if name == "upscaler" and value not in self.upscaler_names():
+            raise client.errors.JobInputError(f"{value!r} is not available for upscaler")
+        if name == "seed":
+            self.fixed_seed = int(value)
+            settings_store.save_fixed_seed(self.store, self.fixed_seed)
+            if self.random_seed:
+                return
+        current = getattr(self.settings, name)
+        value = float(value) if isinstance(current, float) or name == "strength" else type(current)(value)
+        self._set(name, value)
+        if name == "model":  # the new model's family defaults
+            for field in ("steps", "cfg", "sampler"):
+                self._set(field, type(getattr(self.settings, field))())
+                self.settings_changed.emit(field, getattr(self.shown(), field))
+
+    def model_names(self) -> List[str]:
+        """The values the model option takes: "" (the server's default), each checkpoint, the classical engine."""
+        return [""] + [m["name"] for m in self.checkpoints()] + [cs.CLASSICAL]
+
+    def upscaler_names(self) -> List[str]:
+        return [""] + [m["name"] for m in self.models if m.get("kind") == "upscaler"]
+
+    def checkpoints(self) -> List[dict]:
+        return [m for m in self.models if m.get("kind") == "checkpoint"]
+
+    # --- connection ---------------------------------------------------------------------------------------------------
+    @property
+    def connection_state(self) -> str:
+        return self.connection.state
+
+    @property
+    def connected(self) -> bool:
+        return self.connection.connected
+
+    @guarded
+    def set_server(self, url: str, token: str = "", autostart: Optional[bool] = None) -> None:
+        """Point the session at another server (kept in the host's settings) and connect at once."""
+        conn = self.conn_settings
+        conn.remember(url or settings_store.DEFAULT_URL, token)
+        if autostart is not None:
+            conn.autostart = autostart
+        settings_store.save_connection(self.store, conn)
+        self.connection.autostart = client.server.Autostart() if conn.autostart else None
+        self.connection.configure(*conn.target())
+        self.connection.reconnect_now()
+
+    @guarded
+    def start_local_server(self) -> None:
+        """Start the local server recorded by install.py for the configured address."""
+        if self.server.running:
+            self.show_message("The local server is already running.")
+            return
+        url, token = self.conn_settings.target()
+        if not client.server.is_local(url):
+            raise client.errors.AddressError(f"{url} is not on this machine; start that server where it runs")
+        self.server.start(url, token)
+        self.connection_changed.emit("connecting", "starting the local server")
+        self.connection.reconnect_now()
+
+    def on_state(self, state: str, detail: str) -> None:
+        self.connection_changed.emit(state, detail)
+        self.job_changed.emit()
+
+    def on_welcome(self, welcome) -> None:
+        self.device = str(client.wire.field_of(welcome, "device", "") or "")
+        self.defaults = cs.Defaults.from_welcome(welcome)
+
+    @guarded
+    def on_models(self, models: list) -> None:
+        self.models = list(models or [])
+        for name, choices in (("model", self.model_names()), ("upscaler", self.upscaler_names())):
+            if getattr(self.settings, name) not in choices:
+                self._set(name, "")
+        self.models_changed.emit()
+        for name in ("strength", "steps", "cfg", "sampler"):
+            self.settings_changed.emit(name, getattr(self.shown(), name))
+        if self.connected:
+            self.connection_changed.emit(csession.CONNECTED, self.connection.detail)
+
+    # --- jobs ---------------------------------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+    def _check_ready(self) -> None:
+        if self.job is not None:
+            raise client.errors.JobInputError("A job is already running: wait for it or cancel it.")
+        if not self.connected:
+            raise client.errors.ServerUnavailable(
+                f"Not connected to the Paintbridge server ({self.connection.detail}).")
+
+    @guarded
+    def run(self) -> Optional[str]:
+        """Start a job with the session's settings; returns its id (None when it could not start, with a message)."""
+        self._check_ready()
+        settings_store.save_job_settings(self.store, self.settings)
+        doc = self.host.active_document()
+        settings = self.settings.replace()
+        inputs = self.host.capture(doc, settings, list(self.controls))
+        job_id = self.send(doc, settings, inputs, "job")
+        self.show_message("")
+        return job_id
+
+    def send(self, doc, settings: cs.Settings, inputs, kind: str) -> str:
+        """Build the job for ``inputs`` read from ``doc`` and send it; the session then waits for its events."""
+        job_id = csession.new_job_id("krita")
+        job = cjobs.build_job(settings, inputs, self.defaults, cs.model_entry(self.models, settings.model),
+                              job_id=job_id, previews=kind != "preprocess", live=kind == "live")
+        self.connection.submit(job)
+        self.job = RunningJob(job_id, kind, settings, doc, self.host.active_layer_id(doc), inputs.box,
+                              control_type=settings.preprocessor if kind == "preprocess" else "")
+        self._progress(0, "Preparing the control image…" if kind == "preprocess" else "Queued…")
+        return job_id
+
+    @guarded
+    def cancel(self) -> None:
+        """Cancel the running job (the image stays as it was)."""
+        if self.job is not None:
+            self.connection.cancel(self.job.id)
+            self._progress(self.progress[0], "Cancelling…")
+
+    def _progress(self, value: int, text: str) -> None:
+        self.progress = (value, text)
+        self.job_changed.emit()
+
+    def _current(self, job_id: str) -> Optional[RunningJob]:
+        return self.job if self.job is not None and self.job.id == job_id else None
+
+    def on_job_sent(self, job_id: str, at: float) -> None:
+        job = self._current(job_id)
+        if job is not None:
+            job.sent = at
+            self.live.frame_sent(job)
+
+    @guarded
+    def on_job_event(self, job_id: str, msg) -> None:
+        if self._current(job_id) is None:
+            return
+        fraction, text = csession.describe_event(msg)
+        if client.wire.message_type(msg) == "progress":
+            self.last_progress = (int(client.wire.field_of(msg, "step", 0)), int(client.wire.field_of(msg, "total", 0)))
+        if text is not None:
+            self._progress(int(100 * fraction) if fraction is not None else self.progress[0], text)
+        preview = preview_of(msg)
+        if preview is not None:
+            self.progress_preview.emit(preview)
+
+    @guarded
+    def on_job_result(self, job_id: str, msg) -> None:
+        job = self._current(job_id)
+        if job is None:
+            return
+        self.progress_preview_ended.emit()
+        try:  # the job stays "in flight" until its result is in the document (Krita may run events meanwhile)
+            layers = client.wire.result_layers(msg)
+            if not layers:
+                raise client.errors.JobError("internal", "The server returned no image.")
+            names = cres.layer_names(job.settings.mode, job.settings.prompt, layers, self.defaults.layer_name_length)
+            images = [ResultImage(cres.box_of(layer), cres.pixels_in(layer, protocol.BGRA8), layer.seed, name)
+                      for layer, name in zip(layers, names)]
+            if not self.host.is_open(job.doc):
+                raise DocumentError("The image this job was made for was closed; the result was dropped.")
+            if job.kind == "preprocess":
+                layer_id = self.host.insert_control_image(job.doc, images[0], job.above_id)
+                self._attach_control(layer_id, job.control_type)
+                self.show_message(f"Added a {job.control_type} control layer (hidden; its eye shows it).")
+                return
+            self.results, self.result_job = images, job
+            self.results_changed.emit()
+            self.select_result(0)
+            if job.kind != "live":
+                count = len(images)
+                elapsed = float(client.wire.field_of(msg, "elapsed", 0.0) or 0.0)
+                self.show_message(f"{count} result{'s' if count > 1 else ''} in {elapsed:.1f} s: "
+                                  "pick one, then Apply or Discard.")
+        finally:
+            self.job = None
+            self._progress(100, "Done")
+            self.live.frame_ended(job, client.live.RESULT)
+
+    @guarded
+    def on_job_failed(self, job_id: str, code: str, message: str) -> None:
+        self._end_unfinished_job(job_id, "Failed", message, error=True)
+
+    @guarded
+    def on_job_cancelled(self, job_id: str) -> None:
+        self._end_unfinished_job(job_id, "Cancelled", "Cancelled; nothing was changed.", error=False)
+
+    def _end_unfinished_job(self, job_id: str, status: str, message: str, error: bool) -> None:
+        """A job ended without a result: reset progress, free live mode for the next job, say why."""
+        job = self._current(job_id)
+        if job is None:
+            return
+        self.job = None
+        self.progress_preview_ended.emit()
+        self._progress(0, status)
+        if job.kind != "live" or error:
+            self.show_message(message, error=error)
+        self.live.frame_ended(job, client.live.FAILED if error else client.live.CANCELLED)
+
+    # --- results ------------------------------------------------------------------------------------------------------
+    @guarded
+    def select_result(self, index: int) -> None:
+        """Show result ``index`` of the batch in the preview layer."""
+        if not 0 <= index < len(self.results):
+            raise client.errors.JobInputError(f"there is no result {index + 1}; the batch has {len(self.results)}")
+        self.selected_result = index
+        self.result_selected.emit(index)
+        job = self.result_job
+        if job is not None and job.settings.mode != "upscale" and self.host.is_open(job.doc):
+            self.host.show_preview(job.doc, self.results[index], job.above_id)
+            self.preview_updates += 1
+
+    @guarded
+    def apply(self, index: Optional[int] = None) -> bool:
+        """Insert the chosen result as a new layer (named by ``client.results``); True when one was inserted."""
+        job = self.result_job
+        index = self.selected_result if index is None else index
+        if job is None or not 0 <= index < len(self.results):
+            raise client.errors.JobInputError("There is no result to apply.")
+        if not self.host.is_open(job.doc):
+            raise DocumentError("The image this result was made for was closed.")
+        image = self.results[index]
+        if job.settings.mode == "upscale":
+            self.host.open_as_new_document(image, f"Upscaled {image.box.width}x{image.box.height}", job.doc)
+        else:
+            self.host.apply_result(job.doc, image, job.above_id)
+        self._clear_results()
+        self.show_message("Applied as a new layer." if job.settings.mode != "upscale"
+                          else "Opened the upscaled image as a new document.")
+        return True
+
+    @guarded
+    def discard(self) -> None:
+        """Drop the results and remove the preview layer."""
+        job = self.result_job
+        if job is not None and self.host.is_open(job.doc):
+            self.host.remove_preview(job.doc)
+        self._clear_results()
+
+    def _clear_results(self) -> None:
+        self.results, self.result_job, self.selected_result = [], None, -1
+        self.results_changed.emit()
+
+    # --- live mode ----------------------------------------------------------------------------------------------------
+    @guarded
+    def set_live(self, on: bool) -> None:
+        """Turn live inpainting on or off (off stops cleanly: the job in flight is cancelled, the preview stays)."""
+        if on and self.settings.mode not in client.modes.LIVE_MODES:
+            self.set_mode("inpaint")
+        self.live.switch(on)
+        self.job_changed.emit()
+        self.show_message("Live: change the selection or paint under it to repaint." if on else "Live mode is off.")
+
+    # --- control layers -----------------------------------------------------------------------------------------------
+    @guarded
+    def add_control(self, layer_id: Optional[str] = None, type: str = "scribble", strength: float = 1.0,
+                    start: float = 0.0, end: float = 1.0) -> Optional[ControlSpec]:
+        """Add a control layer (``layer_id``: a node's uniqueId string; default: the active layer)."""
+        if type not in protocol.CONTROL_TYPES:
+            raise client.errors.JobInputError(f"unknown control type {type!r}; choose one of "
+                                              f"{', '.join(protocol.CONTROL_TYPES)}")
+        if layer_id is None:
+            layer_id = self.host.active_layer_id(self.host.active_document_or_none())
+        spec = ControlSpec(layer_id or "", type, strength, start, end)
+        self.controls.append(spec)
+        self.controls_changed.emit()
+        return spec
+
+    @guarded
+    def update_control(self, index: int, **fields) -> None:
+        """Change fields of control ``index`` (layer_id, type, strength, start, end)."""
+        spec = self.controls[index]
+        for name, value in fields.items():
+            if not hasattr(spec, name):
+                raise client.errors.JobInputError(f"a control layer has no field {name!r}")
+            setattr(spec, name, value)
+        self.live.settings_changed()
+
+    @guarded
+    def remove_control(self, index: int) -> None:
+        if 0 <= index < len(self.controls):
+            del self.controls[index]
+            self.controls_changed.emit()
+
+    def _attach_control(self, layer_id: str, control_type: str) -> None:
+        index, self._pending_control = self._pending_control, None
+        if index is None or not 0 <= index < len(self.controls):
+            self.controls.append(ControlSpec(layer_id, control_type))
+        else:
+            self.controls[index].layer_id, self.controls[index].type = layer_id, control_type
+        self.controls_changed.emit()
+
+    @guarded
+    def control_from_image(self, control_type: Optional[str] = None, index: Optional[int] = None) -> Optional[str]:
+        """Run a ``preprocess`` job on the image (the selection's box, or the canvas) and insert the control image as
+        a new layer."""
+        self._check_ready()
+        if control_type is None:
+            control_type = self.controls[index].type if index is not None else "canny"
+        doc = self.host.active_document()
+        settings = self.settings.replace(mode="preprocess", preprocessor=control_type)
+        inputs = self.host.capture(doc, settings, [])
+        self._pending_control = index
+        return self.send(doc, settings, inputs, "preprocess")
+
+    # --- messages and shutdown ----------------------------------------------------------------------------------------
+    def show_message(self, text: str, error: bool = False) -> None:
+        """Show a message in the panel (errors in red); never a dialog."""
+        self.message, self.message_is_error = text, error and bool(text)
+        self.message_changed.emit(self.message, self.message_is_error)
+
+    def shutdown(self) -> None:
+        """Stop live mode, the connection and a server this session started."""
+        self.live.switch(False)
+        self.connection.stop()
+        self.server.stop(timeout=3.0)

@@ -1,0 +1,261 @@
+"""The Paintbridge panel: widgets bound to a ``Session``. It holds no job state; everything it shows comes from the
+session's events, and everything the painter does goes to the session's methods."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from . import widgets
+from .progress_preview import Preview, fit_size
+from .qt_compat import QtGui, QtWidgets, Qt, Signal, qimage_from_bgra8, qimage_from_rgba8
+from .session import Session
+from .settings_store import DEFAULT_URL
+from .widgets import MODES, PREVIEW_HEIGHT, SHORT_MODE_NAMES, THUMB
+from .wire import client
+
+CONNECTED, CONNECTING = client.session.CONNECTED, client.session.CONNECTING
+CLASSICAL = client.settings.CLASSICAL
+
+STATE_COLORS = {"connected": "#3fb950", "connecting": "#d29922", "disconnected": "#f85149", "refused": "#f85149"}
+SPINS = ("steps", "cfg", "seed", "batch", "refine", "extend_left", "extend_top", "extend_right", "extend_bottom")
+COMBOS = ("model", "sampler", "upscaler", "image_source", "mask_source", "scale")
+
+
+class PaintbridgePanel(QtWidgets.QWidget):
+    """The panel inside the docker."""
+
+    progress_preview_shown = Signal(int)  # on the UI thread, after an in-progress preview is shown: the running count
+
+    def __init__(self, session: Session, parent: Optional[QtWidgets.QWidget] = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.progress_previews = 0  # in-progress previews shown (never written into the document)
+        self._showing_progress_preview = False
+        self.control_rows: List[widgets.ControlRow] = []
+        conn = session.conn_settings
+        url, token = conn.target()
+        widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
+        self._fill_model_boxes()
+        self._show_settings()
+        self._bind()
+        self._update_results()
+        self._update_run()
+
+    # --- widgets -> session -------------------------------------------------------------------------------------------
+    def _option_widget(self, name: str):
+        if name.startswith("extend_"):
+            return self.extend[name[len("extend_"):]]
+        return {"steps": self.steps_spin, "cfg": self.cfg_spin, "seed": self.seed_spin, "batch": self.batch_spin,
+                "refine": self.refine_spin, "model": self.model_box, "sampler": self.sampler_box,
+                "upscaler": self.upscaler_box, "image_source": self.image_source_box,
+                "mask_source": self.mask_source_box, "scale": self.scale_box}[name]
+
+    def _bind(self) -> None:
+        s = self.session
+        for name in SPINS:
+            self._option_widget(name).valueChanged.connect(lambda v, n=name: s.set_option(n, v))
+        for name in COMBOS:
+            box = self._option_widget(name)
+            box.activated.connect(lambda i, n=name, b=box: s.set_option(n, b.itemData(i)))
+        self.random_seed_check.toggled.connect(lambda on: s.set_option("random_seed", on))
+        self.strength_slider.valueChanged.connect(lambda v: s.set_option("strength", v / 100.0))
+        self.prompt_edit.textChanged.connect(lambda: s.set_prompt(self.prompt_edit.toPlainText()))
+        self.negative_edit.textChanged.connect(
+            lambda: s.set_prompt(self.prompt_edit.toPlainText(), self.negative_edit.toPlainText()))
+        self.mode_tabs.currentChanged.connect(lambda i: s.set_mode(MODES[i]) if MODES[i] != s.settings.mode else None)
+        self.connect_button.clicked.connect(
+            lambda: s.set_server(self.url_edit.text(), self.token_edit.text(), self.autostart_check.isChecked()))
+        self.start_server_button.clicked.connect(s.start_local_server)
+        self.add_control_button.clicked.connect(lambda: s.add_control())
+        self.run_button.clicked.connect(lambda: s.run())
+        self.cancel_button.clicked.connect(s.cancel)
+        self.live_button.toggled.connect(s.set_live)
+        self.results_list.currentRowChanged.connect(
+            lambda row: s.select_result(row) if row >= 0 and row != s.selected_result else None)
+        self.apply_button.clicked.connect(lambda: s.apply())
+        self.discard_button.clicked.connect(s.discard)
+        # session -> widgets
+        s.settings_changed.connect(self._on_setting)
+        s.connection_changed.connect(self._on_connection)
+        s.models_changed.connect(self._fill_model_boxes)
+        s.job_changed.connect(self._update_run)
+        s.progress_preview.connect(self._show_progress_preview)
+        s.progress_preview_ended.connect(self._end_progress_preview)
+        s.results_changed.connect(self._fill_results)
+        s.result_selected.connect(self._on_result_selected)
+        s.message_changed.connect(self._on_message)
+        s.controls_changed.connect(self._fill_controls)
+
+    # --- session -> widgets -------------------------------------------------------------------------------------------
+    def _show_settings(self) -> None:
+        st = self.session.shown()
+        for name in ("prompt", "negative_prompt", "mode", "strength") + SPINS + COMBOS:
+            self._on_setting(name, getattr(st, name))
+        self._on_setting("random_seed", self.session.random_seed)
+
+    def _on_setting(self, name: str, value) -> None:
+        if name == "mode":
+            self.mode_tabs.blockSignals(True)
+            self.mode_tabs.setCurrentIndex(MODES.index(value))
+            self.mode_tabs.blockSignals(False)
+            self.strength_row.setVisible(value in ("img2img", "inpaint"))
+            self.outpaint_box.setVisible(value == "outpaint")
+            self.upscale_box.setVisible(value == "upscale")
+            self.live_button.setEnabled(value in client.modes.LIVE_MODES)
+            self.run_button.setText(SHORT_MODE_NAMES[value])
+            return
+        if name in ("prompt", "negative_prompt"):
+            edit = self.prompt_edit if name == "prompt" else self.negative_edit
+            if edit.toPlainText().strip() != value:
+                edit.blockSignals(True)
+                edit.setPlainText(value)
+                edit.blockSignals(False)
+            return
+        if name == "seed":
+            value = self.session.fixed_seed
+        if value is None:
+            return
+        if name == "strength":
+            widget, value = self.strength_slider, int(round(value * 100))
+            self.strength_value.setText(f"{value}%")
+        elif name == "random_seed":
+            widget = self.random_seed_check
+            self.seed_spin.setEnabled(not value)
+        else:
+            widget = self._option_widget(name) if name in SPINS + COMBOS else None
+        if widget is None:
+            return
+        widget.blockSignals(True)
+        if isinstance(widget, QtWidgets.QComboBox):
+            widget.setCurrentIndex(max(0, widget.findData(value)))
+        elif isinstance(widget, QtWidgets.QCheckBox):
+            widget.setChecked(bool(value))
+        else:
+            widget.setValue(value)
+        widget.blockSignals(False)
+
+    def _on_connection(self, state: str, detail: str) -> None:
+        s = self.session
+        self.status_dot.setStyleSheet(f"color: {STATE_COLORS.get(state, '#8b949e')}; font-size: 14px;")
+        if state == CONNECTED:
+            count = len(s.checkpoints())
+            models = f"{count} model{'s' if count != 1 else ''}" if count else "classical fill only (no models)"
+            self.status_label.setText(f"<b>Connected</b> · {models}<br><small>{s.device or detail}</small>")
+            self.status_label.setToolTip(f"{detail}\n{s.device}")
+        else:
+            starting = "starting the local server" in detail
+            text = "Starting the local server…" if starting else "Connecting…" if state == CONNECTING else \
+                "Not connected"
+            self.status_label.setText(text)
+            self.status_label.setToolTip(s.server.last_output(12) if starting and s.server.running else detail)
+
+    def _on_message(self, text: str, error: bool) -> None:
+        self.message_label.setText(text)
+        self.message_label.setStyleSheet("color: #f85149;" if error else "")
+
+    def _fill_model_boxes(self) -> None:
+        s = self.session
+        checkpoints = s.checkpoints()
+        self.model_box.blockSignals(True)
+        self.model_box.clear()
+        self.model_box.addItem("Default" + (f" ({checkpoints[0]['name']})" if checkpoints else " (classical fill)"), "")
+        for entry in checkpoints:
+            label = entry["name"] + (f"  ·  {entry.get('arch', '').upper()}" if entry.get("arch") else "")
+            self.model_box.addItem(label + (" · inpaint" if entry.get("inpaint") else ""), entry["name"])
+        self.model_box.addItem("Classical (OpenCV, no AI)", CLASSICAL)
+        self.model_box.setCurrentIndex(max(0, self.model_box.findData(s.settings.model)))
+        self.model_box.blockSignals(False)
+        self.upscaler_box.blockSignals(True)
+        self.upscaler_box.clear()
+        self.upscaler_box.addItem("Lanczos (no model)", "")
+        for name in s.upscaler_names()[1:]:
+            self.upscaler_box.addItem(name, name)
+        self.upscaler_box.setCurrentIndex(max(0, self.upscaler_box.findData(s.settings.upscaler)))
+        self.upscaler_box.blockSignals(False)
+
+    def _update_run(self) -> None:
+        s = self.session
+        value, text = s.progress
+        self.progress.setValue(value)
+        self.progress.setFormat(text)
+        self.run_button.setEnabled(not s.busy and s.connected)
+        self.cancel_button.setEnabled(s.busy)
+        if self.live_button.isChecked() != s.live.on:
+            self.live_button.blockSignals(True)
+            self.live_button.setChecked(s.live.on)
+            self.live_button.blockSignals(False)
+
+    # --- progress previews and results --------------------------------------------------------------------------------
+    def _show_progress_preview(self, preview: Preview) -> None:
+        """Show a progress event's preview in the panel (scaled to fit; the document is never touched)."""
+        width, height = fit_size(preview.width, preview.height, max(THUMB, self.progress.width() - 8),
+                                 PREVIEW_HEIGHT)
+        image = qimage_from_rgba8(preview.data, preview.width, preview.height)
+        if (width, height) != (preview.width, preview.height):
+            image = image.scaled(width, height, Qt.AspectRatioMode.IgnoreAspectRatio,
+                                 Qt.TransformationMode.SmoothTransformation)
+        self.progress_preview.setPixmap(QtGui.QPixmap.fromImage(image))
+        self.progress_preview.setToolTip(f"Step {preview.step} of {preview.total}: a rough preview; "
+                                         "the results replace it")
+        if not self._showing_progress_preview:
+            self._showing_progress_preview = True
+            self.progress_preview.setVisible(True)
+            self._update_results()
+        self.progress_previews += 1
+        self.progress_preview_shown.emit(self.progress_previews)
+
+    def _end_progress_preview(self) -> None:
+        """The job ended: drop its preview; the result thumbnails (new or earlier ones) show again."""
+        if not self._showing_progress_preview:
+            return
+        self._showing_progress_preview = False
+        self.progress_preview.setVisible(False)
+        self.progress_preview.clear()
+        self._update_results()
+
+    def _fill_results(self) -> None:
+        self.results_list.blockSignals(True)
+        self.results_list.clear()
+        for image in self.session.results:
+            icon = QtGui.QIcon(QtGui.QPixmap.fromImage(
+                qimage_from_bgra8(image.data, image.box.width, image.box.height).scaled(
+                    THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)))
+            item = QtWidgets.QListWidgetItem(icon, f"seed {image.seed}")
+            box = image.box
+            item.setToolTip(f"{box.width}×{box.height} at ({box.x}, {box.y}), seed {image.seed}")
+            self.results_list.addItem(item)
+        self.results_list.blockSignals(False)
+        self._update_results()
+
+    def _on_result_selected(self, index: int) -> None:
+        self.results_list.blockSignals(True)
+        self.results_list.setCurrentRow(index)
+        self.results_list.blockSignals(False)
+
+    def _update_results(self) -> None:
+        has = bool(self.session.results)
+        self.results_list.setVisible(has and not self._showing_progress_preview)
+        for button in (self.apply_button, self.discard_button):
+            button.setEnabled(has)
+            button.setVisible(has)
+
+    # --- control layers -----------------------------------------------------------------------------------------------
+    def _fill_controls(self) -> None:
+        for row in self.control_rows:
+            row.setParent(None)
+            row.deleteLater()
+        self.control_rows = []
+        layers = self.session.host.paint_layers()
+        for index, spec in enumerate(self.session.controls):
+            row = widgets.ControlRow(
+                spec, layers, changed=lambda field, value, i=index: self.session.update_control(i, **{field: value}),
+                from_image=lambda i=index: self.session.control_from_image(index=i),
+                remove=lambda i=index: self.session.remove_control(i))
+            self.control_rows.append(row)
+            self.controls_layout.addWidget(row)
+
+    def refresh_layers(self) -> None:
+        """The document or its layers changed: refill the control rows' layer pickers."""
+        layers = self.session.host.paint_layers()
+        for row, spec in zip(self.control_rows, self.session.controls):
+            row.refresh_layers(layers, spec.layer_id)

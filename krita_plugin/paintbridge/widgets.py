@@ -1,0 +1,352 @@
+"""The panel's widgets, built and laid out (no behaviour: ``view.PaintbridgePanel`` binds them to the session)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .model import ControlSpec
+from .qt_compat import QtCore, QtWidgets, Qt
+from .wire import protocol
+
+THUMB = 88
+PREVIEW_HEIGHT = THUMB + 26  # the in-progress preview's area (it takes the result thumbnails' place)
+MODES = ("generate", "inpaint", "img2img", "outpaint", "upscale")  # the panel's tabs (client.modes has the rules)
+MODE_LABELS = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine (img2img)", "outpaint": "Outpaint",
+               "upscale": "Upscale (the selection, or the whole image)"}
+SHORT_MODE_NAMES = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine", "outpaint": "Outpaint",
+                    "upscale": "Upscale"}
+
+
+class ControlRow(QtWidgets.QFrame):
+    """One control layer in the panel: layer, type, strength, start/end, "from image", remove.
+
+    ``changed(field, value)``, ``from_image()`` and ``remove()`` are what its widgets call; the view binds them to
+    the session's control ``index``.
+    """
+
+    def __init__(self, spec: ControlSpec, layers: list, changed: Callable, from_image: Callable,
+                 remove: Callable) -> None:
+        super().__init__()
+        self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
+        grid = QtWidgets.QGridLayout(self)
+        grid.setContentsMargins(4, 4, 4, 4)
+        grid.setHorizontalSpacing(4)
+        grid.setVerticalSpacing(2)
+        self.type_box = _combo(6)
+        self.type_box.addItems(list(protocol.CONTROL_TYPES))
+        self.type_box.setCurrentText(spec.type)
+        self.type_box.setToolTip("What the control layer holds: lines, depth, a pose…")
+        self.layer_box = _combo(6)
+        self.layer_box.setToolTip("The layer that holds the control image")
+        self.from_image = QtWidgets.QToolButton()
+        self.from_image.setText("From image")
+        self.from_image.setToolTip("Make a control image of this type from the image and put it in a new layer")
+        self.remove_button = QtWidgets.QToolButton()
+        self.remove_button.setText("✕")
+        self.remove_button.setToolTip("Remove this control layer from the job (the layer stays)")
+        self.strength = _spin(0.0, 2.0, spec.strength, 0.05, "")
+        self.strength.setToolTip("How strongly the control layer guides the image")
+        self.start = _spin(0.0, 1.0, spec.start, 0.05, "")
+        self.start.setToolTip("Guide from this fraction of the steps…")
+        self.end = _spin(0.0, 1.0, spec.end, 0.05, "")
+        self.end.setToolTip("…to this fraction of the steps")
+        top = QtWidgets.QHBoxLayout()
+        top.addWidget(self.type_box, 2)
+        top.addWidget(self.layer_box, 3)
+        top.addWidget(self.remove_button)
+        bottom = QtWidgets.QHBoxLayout()
+        bottom.addWidget(QtWidgets.QLabel("Strength"))
+        bottom.addWidget(self.strength, 1)
+        bottom.addWidget(QtWidgets.QLabel("Range"))
+        bottom.addWidget(self.start, 1)
+        bottom.addWidget(self.end, 1)
+        grid.addLayout(top, 0, 0)
+        grid.addLayout(bottom, 1, 0)
+        grid.addWidget(self.from_image, 2, 0)
+        self.from_image.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
+        self.refresh_layers(layers, spec.layer_id)
+        self.type_box.currentTextChanged.connect(lambda text: changed("type", text))
+        self.layer_box.activated.connect(lambda i: changed("layer_id", self.layer_box.itemData(i) or ""))
+        self.strength.valueChanged.connect(lambda v: changed("strength", v))
+        self.start.valueChanged.connect(lambda v: changed("start", v))
+        self.end.valueChanged.connect(lambda v: changed("end", v))
+        self.from_image.clicked.connect(lambda: from_image())
+        self.remove_button.clicked.connect(lambda: remove())
+
+    def refresh_layers(self, layers: list, keep: str) -> None:
+        """Fill the layer picker with ``layers`` ((name, id) pairs) and select ``keep``."""
+        self.layer_box.blockSignals(True)
+        self.layer_box.clear()
+        for name, node_id in layers:
+            self.layer_box.addItem(name, node_id)
+        index = self.layer_box.findData(keep) if keep else -1
+        if index >= 0:
+            self.layer_box.setCurrentIndex(index)
+        self.layer_box.blockSignals(False)
+
+
+def _combo(min_chars: int = 10) -> QtWidgets.QComboBox:
+    """A combo box that may shrink with a narrow docker (long entries are cut, the full text is in the popup)."""
+    box = QtWidgets.QComboBox()
+    box.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(min_chars)
+    box.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
+    return box
+
+
+def _spin(lo: float, hi: float, value: float, step: float, prefix: str) -> QtWidgets.QDoubleSpinBox:
+    box = QtWidgets.QDoubleSpinBox()
+    box.setMinimumWidth(40)
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    box.setDecimals(2)
+    box.setValue(value)
+    box.setPrefix(f"{prefix} ")
+    return box
+
+
+
+def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, server_available: bool,
+          default_url: str) -> None:
+    """Create the panel's widgets as attributes of ``panel`` and lay them out (top to bottom)."""
+    outer = QtWidgets.QVBoxLayout(panel)
+    outer.setContentsMargins(0, 0, 0, 0)
+    scroll = QtWidgets.QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    outer.addWidget(scroll)
+    body = QtWidgets.QWidget()
+    scroll.setWidget(body)
+    layout = QtWidgets.QVBoxLayout(body)
+    layout.setContentsMargins(6, 6, 6, 6)
+    layout.setSpacing(6)
+
+    # Connection status line with a settings toggle.
+    status_row = QtWidgets.QHBoxLayout()
+    panel.status_dot = QtWidgets.QLabel("●")
+    panel.status_label = QtWidgets.QLabel("Not connected")
+    panel.status_label.setWordWrap(True)
+    panel.status_label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding,
+                                    QtWidgets.QSizePolicy.Policy.Preferred)
+    panel.settings_button = QtWidgets.QToolButton()
+    panel.settings_button.setText("⚙")
+    panel.settings_button.setCheckable(True)
+    panel.settings_button.setToolTip("Server settings")
+    status_row.addWidget(panel.status_dot)
+    status_row.addWidget(panel.status_label, 1)
+    status_row.addWidget(panel.settings_button)
+    layout.addLayout(status_row)
+
+    panel.server_box = QtWidgets.QGroupBox("Server")
+    form = QtWidgets.QFormLayout(panel.server_box)
+    panel.url_edit = QtWidgets.QLineEdit(url)
+    panel.url_edit.setPlaceholderText(default_url)
+    panel.token_edit = QtWidgets.QLineEdit(token)
+    panel.token_edit.setEchoMode(QtWidgets.QLineEdit.EchoMode.Password)
+    panel.token_edit.setPlaceholderText("only for a remote server")
+    panel.autostart_check = QtWidgets.QCheckBox("Start the local server when needed")
+    panel.autostart_check.setChecked(autostart)
+    server_buttons = QtWidgets.QHBoxLayout()
+    panel.connect_button = QtWidgets.QPushButton("Connect")
+    panel.start_server_button = QtWidgets.QPushButton("Start local server")
+    panel.start_server_button.setEnabled(server_available)
+    if not server_available:
+        panel.start_server_button.setToolTip("install.py records where the server lives; run it to enable this")
+    server_buttons.addWidget(panel.connect_button)
+    server_buttons.addWidget(panel.start_server_button)
+    form.addRow("Address", panel.url_edit)
+    form.addRow("Token", panel.token_edit)
+    form.addRow(panel.autostart_check)
+    form.addRow(server_buttons)
+    panel.server_box.setVisible(False)
+    layout.addWidget(panel.server_box)
+    panel.settings_button.toggled.connect(panel.server_box.setVisible)
+
+    # Mode: a tab bar (scrolls when the docker is narrow).
+    panel.mode_tabs = QtWidgets.QTabBar()
+    panel.mode_tabs.setExpanding(True)
+    panel.mode_tabs.setUsesScrollButtons(True)
+    panel.mode_tabs.setDrawBase(False)
+    panel.mode_tabs.setStyleSheet("QTabBar::tab { padding: 4px 5px; }")
+    for i, mode in enumerate(MODES):
+        panel.mode_tabs.addTab(SHORT_MODE_NAMES[mode])
+        panel.mode_tabs.setTabToolTip(i, MODE_LABELS[mode])
+    layout.addWidget(panel.mode_tabs)
+
+    # Model.
+    model_row = QtWidgets.QHBoxLayout()
+    model_row.addWidget(QtWidgets.QLabel("Model"))
+    panel.model_box = _combo()
+    panel.model_box.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
+    model_row.addWidget(panel.model_box, 1)
+    layout.addLayout(model_row)
+
+    # Prompts.
+    panel.prompt_edit = QtWidgets.QPlainTextEdit()
+    panel.prompt_edit.setPlaceholderText("Describe what to paint…")
+    panel.prompt_edit.setFixedHeight(64)
+    panel.negative_edit = QtWidgets.QPlainTextEdit()
+    panel.negative_edit.setPlaceholderText("Negative prompt: what to avoid")
+    panel.negative_edit.setFixedHeight(40)
+    layout.addWidget(panel.prompt_edit)
+    layout.addWidget(panel.negative_edit)
+
+    # Strength, outpaint sides, upscale options (shown per mode).
+    panel.strength_row = QtWidgets.QWidget()
+    srow = QtWidgets.QHBoxLayout(panel.strength_row)
+    srow.setContentsMargins(0, 0, 0, 0)
+    srow.addWidget(QtWidgets.QLabel("Strength"))
+    panel.strength_slider = QtWidgets.QSlider(Qt.Orientation.Horizontal)
+    panel.strength_slider.setRange(1, 100)
+    panel.strength_value = QtWidgets.QLabel("100%")
+    panel.strength_value.setMinimumWidth(36)
+    srow.addWidget(panel.strength_slider, 1)
+    srow.addWidget(panel.strength_value)
+    panel.strength_slider.valueChanged.connect(lambda v: panel.strength_value.setText(f"{v}%"))
+    layout.addWidget(panel.strength_row)
+
+    panel.outpaint_box = QtWidgets.QGroupBox("Extend the canvas (px)")
+    ogrid = QtWidgets.QGridLayout(panel.outpaint_box)
+    panel.extend = {}
+    for i, side in enumerate(("left", "top", "right", "bottom")):
+        spin = QtWidgets.QSpinBox()
+        spin.setRange(0, 4096)
+        spin.setSingleStep(64)
+        spin.setPrefix(f"{side.capitalize()} ")
+        panel.extend[side] = spin
+        ogrid.addWidget(spin, i // 2, i % 2)
+    layout.addWidget(panel.outpaint_box)
+
+    panel.upscale_box = QtWidgets.QGroupBox("Upscale")
+    uform = QtWidgets.QFormLayout(panel.upscale_box)
+    panel.scale_box = _combo()
+    for factor in (1.5, 2.0, 3.0, 4.0):
+        panel.scale_box.addItem(f"{factor:g}×", factor)
+    panel.upscaler_box = _combo()
+    panel.refine_spin = _spin(0.0, 1.0, 0.0, 0.05, "")
+    panel.refine_spin.setToolTip("Refine the upscaled image with the diffusion model (0 = off)")
+    uform.addRow("Factor", panel.scale_box)
+    uform.addRow("Upscaler", panel.upscaler_box)
+    uform.addRow("Refine", panel.refine_spin)
+    layout.addWidget(panel.upscale_box)
+
+    # Advanced parameters.
+    panel.advanced_button = QtWidgets.QToolButton()
+    panel.advanced_button.setText("Advanced")
+    panel.advanced_button.setCheckable(True)
+    panel.advanced_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+    panel.advanced_button.setArrowType(Qt.ArrowType.RightArrow)
+    panel.advanced_button.setStyleSheet("QToolButton { border: none; font-weight: bold; }")
+    layout.addWidget(panel.advanced_button)
+    panel.advanced = QtWidgets.QWidget()
+    aform = QtWidgets.QFormLayout(panel.advanced)
+    aform.setContentsMargins(8, 0, 0, 0)
+    panel.steps_spin = QtWidgets.QSpinBox()
+    panel.steps_spin.setRange(1, 150)
+    panel.cfg_spin = _spin(0.0, 30.0, 7.0, 0.5, "")
+    panel.sampler_box = _combo()
+    panel.sampler_box.addItem("Model default", "")
+    for name in protocol.SAMPLERS:
+        panel.sampler_box.addItem(name, name)
+    seed_row = QtWidgets.QHBoxLayout()
+    panel.seed_spin = QtWidgets.QSpinBox()
+    panel.seed_spin.setRange(0, 2**31 - 1)
+    panel.random_seed_check = QtWidgets.QCheckBox("Random")
+    panel.random_seed_check.toggled.connect(lambda on: panel.seed_spin.setEnabled(not on))
+    seed_row.addWidget(panel.seed_spin, 1)
+    seed_row.addWidget(panel.random_seed_check)
+    panel.batch_spin = QtWidgets.QSpinBox()
+    panel.batch_spin.setRange(1, 8)
+    panel.image_source_box = _combo()
+    panel.image_source_box.addItem("Visible image", "visible")
+    panel.image_source_box.addItem("Active layer", "layer")
+    panel.mask_source_box = _combo()
+    panel.mask_source_box.addItem("Selection or selected mask", "selection")
+    panel.mask_source_box.addItem("Active layer's transparency", "alpha")
+    aform.addRow("Steps", panel.steps_spin)
+    aform.addRow("CFG", panel.cfg_spin)
+    aform.addRow("Sampler", panel.sampler_box)
+    aform.addRow("Seed", seed_row)
+    aform.addRow("Batch", panel.batch_spin)
+    aform.addRow("Input", panel.image_source_box)
+    aform.addRow("Mask", panel.mask_source_box)
+    panel.advanced.setVisible(False)
+    layout.addWidget(panel.advanced)
+
+    def toggle_advanced(on: bool) -> None:
+        panel.advanced.setVisible(on)
+        panel.advanced_button.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+
+    panel.advanced_button.toggled.connect(toggle_advanced)
+
+    # Control layers.
+    control_header = QtWidgets.QHBoxLayout()
+    control_title = QtWidgets.QLabel("Control layers")
+    control_title.setStyleSheet("font-weight: bold;")
+    panel.add_control_button = QtWidgets.QToolButton()
+    panel.add_control_button.setText("+ Add")
+    panel.add_control_button.setToolTip("Guide the job with a control layer (lines, depth, pose…)")
+    control_header.addWidget(control_title, 1)
+    control_header.addWidget(panel.add_control_button)
+    layout.addLayout(control_header)
+    panel.controls_layout = QtWidgets.QVBoxLayout()
+    panel.controls_layout.setSpacing(3)
+    layout.addLayout(panel.controls_layout)
+
+    # Run, cancel, live.
+    run_row = QtWidgets.QHBoxLayout()
+    panel.run_button = QtWidgets.QPushButton("Inpaint")
+    panel.run_button.setMinimumHeight(32)
+    font = panel.run_button.font()
+    font.setBold(True)
+    panel.run_button.setFont(font)
+    panel.cancel_button = QtWidgets.QPushButton("Cancel")
+    panel.cancel_button.setEnabled(False)
+    panel.live_button = QtWidgets.QPushButton("Live")
+    panel.live_button.setCheckable(True)
+    panel.live_button.setToolTip("Live inpainting: repaint the selection whenever it or the pixels under it change")
+    run_row.addWidget(panel.run_button, 2)
+    run_row.addWidget(panel.cancel_button, 1)
+    run_row.addWidget(panel.live_button, 1)
+    layout.addLayout(run_row)
+
+    panel.progress = QtWidgets.QProgressBar()
+    panel.progress.setRange(0, 100)
+    panel.progress.setValue(0)
+    panel.progress.setTextVisible(True)
+    panel.progress.setMaximumHeight(14)
+    layout.addWidget(panel.progress)
+
+    panel.message_label = QtWidgets.QLabel("")
+    panel.message_label.setWordWrap(True)
+    panel.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    layout.addWidget(panel.message_label)
+
+    # The job in progress (the server's previews), shown where the result thumbnails appear.
+    panel.progress_preview = QtWidgets.QLabel()
+    panel.progress_preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    panel.progress_preview.setFixedHeight(PREVIEW_HEIGHT + 8)
+    panel.progress_preview.setMinimumWidth(THUMB)
+    panel.progress_preview.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Fixed)
+    panel.progress_preview.setVisible(False)
+    layout.addWidget(panel.progress_preview)
+
+    # Results.
+    panel.results_list = QtWidgets.QListWidget()
+    panel.results_list.setViewMode(QtWidgets.QListView.ViewMode.IconMode)
+    panel.results_list.setFlow(QtWidgets.QListView.Flow.LeftToRight)
+    panel.results_list.setWrapping(False)
+    panel.results_list.setIconSize(QtCore.QSize(THUMB, THUMB))
+    panel.results_list.setFixedHeight(THUMB + 34)
+    panel.results_list.setMovement(QtWidgets.QListView.Movement.Static)
+    panel.results_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    layout.addWidget(panel.results_list)
+    result_row = QtWidgets.QHBoxLayout()
+    panel.apply_button = QtWidgets.QPushButton("Apply")
+    panel.apply_button.setToolTip("Insert the chosen result as a new layer")
+    panel.discard_button = QtWidgets.QPushButton("Discard")
+    result_row.addWidget(panel.apply_button)
+    result_row.addWidget(panel.discard_button)
+    layout.addLayout(result_row)
+    layout.addStretch(1)

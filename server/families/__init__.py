@@ -1,0 +1,12 @@
+"""Model families beyond SD1.5/SDXL: Flux.1 (dev, schnell, Fill, Kontext) and SD3 / SD3.5, on their own engine.
+
+A package of its own (not more branches in ``server/diffusion``) because these families share nothing with the UNet
+engine below the ``core.Engine`` interface: transformer instead of UNet, T5 + CLIP text encoders that usually come as
+separate files, flow-matching schedulers, packed latents. Modules, one job each:
+
+- ``specs``: the family table (pipelines per kind of job). Names, variants and recognition from tensors live in
+  ``server/models/families.py``, beside the registry that uses them.
+- ``parts``: finding a checkpoint's text encoders and VAE (inside the file or in the models folders).
+- ``loading``: building a pipeline offline from the parts and the weightless configs in ``server/configs``.
+- ``engine``: ``FamilyEngine``, the peer of the SD1.5/SDXL engine the router picks for these families.
+"""

@@ -1,0 +1,151 @@
+"""Build a Flux/SD3 pipeline fully offline: diffusers folders as they are, single files from their parts.
+
+A single-file checkpoint loads with a weightless config folder (``<name>.config/`` beside it, else the shipped
+``server/configs/<variant>``); its transformer is converted by diffusers, its text encoders and VAE come from inside it
+or from the files ``parts.find`` picked. Only the tensors of each part are read (a full checkpoint's T5 is not read for
+its transformer). Tensors stored in another precision (fp8, fp16, bf16) are cast to the engine's dtype as they are read.
+Tokenizers are the shipped ones (CLIP BPE, T5 SentencePiece), so nothing is fetched.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, Tuple
+
+from protocol.errors import UNSUPPORTED, ProtocolError
+
+from ..models.detect import DIFFUSERS, PICKLE
+from ..models.loading import CONFIGS_DIR, check_no_meta
+from ..models.registry import ModelEntry, ModelRegistry
+from ..models.tokenizers import clip_tokenizer
+from . import parts as part_finder
+from . import specs
+
+T5_TOKENIZER = CONFIGS_DIR / "t5-tokenizer" / "tokenizer.json.gz"
+T5_MAX_LENGTH = 512
+
+
+def config_dir(entry: ModelEntry) -> Path:
+    """The weightless config folder a single-file checkpoint loads with."""
+    if entry.config_dir is not None:
+        return entry.config_dir
+    return CONFIGS_DIR / entry.info.get("config", specs.VARIANT_CONFIGS["dev"])
+
+
+@lru_cache(maxsize=1)
+def _t5_tokenizer_json() -> str:
+    return gzip.decompress(T5_TOKENIZER.read_bytes()).decode("utf-8")
+
+
+def t5_tokenizer():
+    """The T5 v1.1 tokenizer Flux and SD3 use, from the shipped ``tokenizer.json``."""
+    from tokenizers import Tokenizer
+    from transformers import T5TokenizerFast
+
+    return T5TokenizerFast(tokenizer_object=Tokenizer.from_str(_t5_tokenizer_json()), eos_token="</s>",
+                           unk_token="<unk>", pad_token="<pad>", extra_ids=0, model_max_length=T5_MAX_LENGTH)
+
+
+def tokenizers(family: str) -> dict:
+    """The shipped tokenizers for a family's pipeline (CLIP pads SD3's CLIP-G with "!", as the originals do)."""
+    if family == specs.SD3:
+        return {"tokenizer": clip_tokenizer(), "tokenizer_2": clip_tokenizer("!"), "tokenizer_3": t5_tokenizer()}
+    return {"tokenizer": clip_tokenizer(), "tokenizer_2": t5_tokenizer()}
+
+
+def read_tensors(path: Path, prefix: str, dtype) -> Dict[str, "object"]:
+    """The tensors of ``path`` whose names start with ``prefix`` (prefix removed), floating ones cast to ``dtype``."""
+    from safetensors import safe_open
+
+    out = {}
+    with safe_open(str(path), framework="pt", device="cpu") as fh:
+        for key in fh.keys():
+            if key.startswith(prefix):
+                tensor = fh.get_tensor(key)
+                out[key[len(prefix):]] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    return out
+
+
+def _text_encoder(source: part_finder.Source, config: Path, dtype):
+    """A CLIP or T5 text encoder from a file with transformers key names (missing CLIP projection: identity)."""
+    import torch
+    import transformers
+    from accelerate import init_empty_weights
+
+    raw = json.loads((config / "config.json").read_text(encoding="utf-8"))
+    cls = getattr(transformers, raw["architectures"][0])
+    with init_empty_weights(include_buffers=False):
+        model = cls(cls.config_class.from_json_file(str(config / "config.json")))
+    wanted = set(model.state_dict())
+    state = read_tensors(source.path, source.prefix, dtype)
+    if not any(k.startswith("text_model.") for k in wanted):  # transformers 5 may drop the prefix
+        state = {k[len("text_model."):] if k.startswith("text_model.") else k: v for k, v in state.items()}
+    elif not any(k.startswith("text_model.") for k in state):
+        state = {("text_model." + k if k != "text_projection.weight" else k): v for k, v in state.items()}
+    if "shared.weight" in wanted and "shared.weight" not in state and "encoder.embed_tokens.weight" in state:
+        state["shared.weight"] = state["encoder.embed_tokens.weight"]
+    if "encoder.embed_tokens.weight" in wanted and "encoder.embed_tokens.weight" not in state and "shared.weight" in state:
+        state["encoder.embed_tokens.weight"] = state["shared.weight"]
+    if "text_projection.weight" in wanted and "text_projection.weight" not in state:
+        width = model.config.hidden_size
+        state["text_projection.weight"] = torch.eye(width, dtype=dtype)
+    state = {k: v for k, v in state.items() if k in wanted}
+    model.load_state_dict(state, strict=False, assign=True)
+    return model.to(dtype).eval()
+
+
+def _vae(source: part_finder.Source, config: Path, dtype):
+    from diffusers import AutoencoderKL
+
+    if source.folder:
+        return AutoencoderKL.from_pretrained(str(source.path), dtype=dtype, local_files_only=True)
+    state = read_tensors(source.path, source.prefix, dtype)
+    return AutoencoderKL.from_single_file(state, config=str(config), subfolder="vae", torch_dtype=dtype,
+                                          local_files_only=True)
+
+
+def _transformer(entry: ModelEntry, config: Path, dtype):
+    import diffusers
+
+    cls_name = json.loads((config / "transformer" / "config.json").read_text(encoding="utf-8"))["_class_name"]
+    state = read_tensors(entry.path, entry.info.get("transformer_prefix", ""), dtype)
+    state = {k: v for k, v in state.items() if not k.startswith(("text_encoders.", "first_stage_model.", "vae."))}
+    return getattr(diffusers, cls_name).from_single_file(state, config=str(config), subfolder="transformer",
+                                                         torch_dtype=dtype, local_files_only=True)
+
+
+def load(entry: ModelEntry, dtype, registry: ModelRegistry) -> Tuple[object, dict]:
+    """(pipeline for the family's text-to-image kind, facts for the result's info), weights on the CPU."""
+    import diffusers
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    spec = specs.SPECS[entry.arch]
+    cls = getattr(diffusers, spec.pipeline("txt2img"))
+    facts: dict = {"variant": entry.info.get("variant", "")}
+    try:
+        if entry.format == DIFFUSERS:
+            shipped = {k: v for k, v in tokenizers(entry.arch).items() if not (entry.path / k).is_dir()}
+            pipe = cls.from_pretrained(str(entry.path), dtype=dtype, local_files_only=True, **shipped)
+        else:
+            if entry.format == PICKLE:
+                raise ProtocolError(UNSUPPORTED, f"'{entry.name}' is a pickle file; Flux and SD3 checkpoints load "
+                                    "from .safetensors only", field="model")
+            config = config_dir(entry)
+            found = part_finder.find(entry, config, registry)
+            encoders = {slot: _text_encoder(src, config / slot, dtype) for slot, src in found.encoders.items()}
+            pipe = cls(transformer=_transformer(entry, config, dtype), vae=_vae(found.vae, config, dtype),
+                       scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(str(config), subfolder="scheduler"),
+                       **encoders, **tokenizers(entry.arch))
+            facts["parts"] = {**{slot: src.name for slot, src in found.encoders.items()}, "vae": found.vae.name}
+    except ProtocolError:
+        raise
+    except Exception as err:  # noqa: BLE001 - loader errors vary; the user needs the model name and the reason
+        raise ProtocolError(UNSUPPORTED, f"cannot load checkpoint '{entry.name}' "
+                            f"({specs.VARIANT_NAMES.get(entry.info.get('variant', ''), entry.arch)}): {err}",
+                            field="model") from err
+    check_no_meta(entry, pipe.transformer, pipe.vae,
+                  *(getattr(pipe, slot, None) for slot in specs.text_encoder_slots(entry.arch)))
+    return pipe, facts

@@ -1,0 +1,155 @@
+"""The parts a Flux/SD3 checkpoint needs besides its transformer: text encoders and a VAE.
+
+Each comes from inside the checkpoint when it is a full one, else from the models folders (ComfyUI's
+``text_encoders/`` or ``clip/``, and ``vae/``), matched by kind and width against the checkpoint's config. When a part
+is found nowhere, one error names every missing part and where to put it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from protocol.errors import MODEL_NOT_FOUND, ProtocolError
+
+from ..models.detect import DIFFUSERS, DetectError, file_shapes
+from ..models.registry import ModelEntry, ModelRegistry
+from ..models import families as detect
+from . import specs
+
+# Which checkpoint role fills which pipeline slot.
+SLOT_ROLES = {
+    specs.SD3: {"text_encoder": "clip_l", "text_encoder_2": "clip_g", "text_encoder_3": "t5"},
+    "flux": {"text_encoder": "clip_l", "text_encoder_2": "t5"},
+}
+ROLE_HINTS = {"clip_l": ("clip_l", "clip-l", "clipl", "vit-l", "vit_l"), "clip_g": ("clip_g", "clip-g", "clipg", "bigg"),
+              "t5": ("t5",)}
+VAE_HINTS = {"flux": ("ae", "flux"), specs.SD3: ("sd3",)}
+
+
+@dataclass
+class Source:
+    """Where a part's tensors are: a file (with a key prefix), or a diffusers folder; ``name`` is shown in info."""
+
+    path: Path
+    prefix: str = ""
+    name: str = ""
+    folder: bool = False
+
+
+@dataclass
+class EncoderSlot:
+    """A text encoder the checkpoint's config asks for."""
+
+    slot: str
+    kind: str  # "clip" or "t5"
+    width: int
+    projection: bool
+    role: str
+
+    @property
+    def label(self) -> str:
+        return detect.encoder_label(self.kind, self.width)
+
+
+@dataclass
+class Parts:
+    encoders: Dict[str, Source] = field(default_factory=dict)
+    vae: Optional[Source] = None
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _base(family: str) -> str:
+    return specs.SD3 if family == specs.SD3 else "flux"
+
+
+def encoder_slots(family: str, config: Path) -> List[EncoderSlot]:
+    """The text encoders a checkpoint's config folder asks for."""
+    slots = []
+    roles = SLOT_ROLES[_base(family)]
+    for slot in specs.text_encoder_slots(family):
+        cfg = _json(config / slot / "config.json")
+        kind = "t5" if cfg.get("model_type") == "t5" else "clip"
+        width = int(cfg.get("d_model") if kind == "t5" else cfg.get("hidden_size"))
+        projection = any("WithProjection" in a for a in cfg.get("architectures", []))
+        slots.append(EncoderSlot(slot, kind, width, projection, roles[slot]))
+    return slots
+
+
+def _hinted(name: str, hints) -> bool:
+    stem = name.lower().rsplit("/", 1)[-1]
+    return any(h in stem for h in hints)
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    return len(os.path.commonprefix([a.lower().rsplit("/", 1)[-1], b.lower().rsplit("/", 1)[-1]]))
+
+
+def _find_encoder(slot: EncoderSlot, checkpoint: ModelEntry, registry: ModelRegistry) -> Optional[ModelEntry]:
+    """The installed text encoder of the slot's kind and width; preferred: named for its role, with the projection
+    the slot needs, then the one whose name shares most with the checkpoint's."""
+    fits = [e for e in registry.entries("text_encoder")
+            if e.problem is None and e.arch == slot.kind and e.info.get("width") == slot.width]
+    fits.sort(key=lambda e: (not _hinted(e.name, ROLE_HINTS[slot.role]),
+                             slot.projection and not e.info.get("projection"),
+                             -_shared_prefix(e.name, checkpoint.name), e.name))
+    return fits[0] if fits else None
+
+
+def _vae_channels(entry: ModelEntry) -> Optional[int]:
+    try:
+        if entry.format == DIFFUSERS:
+            return int(_json(entry.path / "config.json").get("latent_channels", 4))
+        return detect.vae_latent_channels(file_shapes(entry.path, entry.format != "pickle"))
+    except (OSError, ValueError, DetectError):
+        return None
+
+
+def _find_vae(family: str, checkpoint: ModelEntry, channels: int, registry: ModelRegistry) -> Optional[ModelEntry]:
+    fits = [e for e in registry.entries("vae") if e.problem is None and _vae_channels(e) == channels]
+    fits.sort(key=lambda e: (not _hinted(e.name, VAE_HINTS[_base(family)]), -_shared_prefix(e.name, checkpoint.name),
+                             e.name))
+    return fits[0] if fits else None
+
+
+def find(entry: ModelEntry, config: Path, registry: ModelRegistry) -> Parts:
+    """Every part of a single-file checkpoint, or ``model_not_found`` naming each missing one and where it goes."""
+    parts = Parts()
+    missing: List[str] = []
+    inside = entry.info.get("encoders") or {}
+    for slot in encoder_slots(entry.arch, config):
+        if slot.role in inside:
+            parts.encoders[slot.slot] = Source(entry.path, inside[slot.role], f"{entry.name} ({slot.role})")
+            continue
+        found = _find_encoder(slot, entry, registry)
+        if found is None:
+            missing.append(slot.label)
+        else:
+            parts.encoders[slot.slot] = Source(found.path, found.info.get("prefix", ""), found.name)
+    channels = int(_json(config / "vae" / "config.json").get("latent_channels", 16))
+    if entry.info.get("vae_prefix") is not None:
+        parts.vae = Source(entry.path, entry.info["vae_prefix"], f"{entry.name} (vae)")
+    else:
+        vae = _find_vae(entry.arch, entry, channels, registry)
+        if vae is None:
+            missing.append(f"VAE ({channels} latent channels, e.g. {'ae' if entry.arch != specs.SD3 else 'sd3_vae'}"
+                           ".safetensors)")
+        else:
+            parts.vae = Source(vae.path, "", vae.name, folder=vae.format == DIFFUSERS)
+    if missing:
+        encoders = " or ".join(str(d / "text_encoders") for d in registry.dirs) or "text_encoders/"
+        vaes = " or ".join(str(d / "vae") for d in registry.dirs) or "vae/"
+        variant = specs.VARIANT_NAMES.get(entry.info.get("variant", ""), specs.NAMES.get(entry.arch, entry.arch))
+        raise ProtocolError(
+            MODEL_NOT_FOUND,
+            f"checkpoint '{entry.name}' ({variant}) holds only its transformer and needs parts that are not "
+            f"installed: {', '.join(missing)}. Put text encoders (e.g. clip_l.safetensors, "
+            f"{'clip_g.safetensors, ' if entry.arch == specs.SD3 else ''}t5xxl_fp16.safetensors) in {encoders} "
+            f"(ComfyUI's clip/ works too) and the VAE in {vaes}", field="model")
+    return parts

@@ -1,0 +1,40 @@
+"""How each family runs: the diffusers pipelines per kind of job (names and variants: ``models.families``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+from ..models.families import FAMILIES, FLUX, FLUX_FILL, FLUX_KONTEXT, NAMES, SD3, VARIANT_CONFIGS, VARIANT_NAMES
+
+__all__ = ["FAMILIES", "FLUX", "FLUX_FILL", "FLUX_KONTEXT", "NAMES", "SD3", "SPECS", "VARIANT_CONFIGS", "VARIANT_NAMES",
+           "FamilySpec", "text_encoder_slots"]
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """How a family runs: the diffusers pipeline class per job kind (txt2img, img2img, inpaint, edit)."""
+
+    name: str
+    pipelines: Dict[str, str] = field(default_factory=dict)
+    latent_multiple: int = 16  # processing sizes: VAE factor 8 x 2 (Flux packs 2x2 latents, SD3 patches 2x2)
+
+    def pipeline(self, kind: str) -> Optional[str]:
+        return self.pipelines.get(kind)
+
+
+SPECS: Dict[str, FamilySpec] = {
+    FLUX: FamilySpec(FLUX, {"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline",
+                            "inpaint": "FluxInpaintPipeline"}),
+    FLUX_FILL: FamilySpec(FLUX_FILL, {"txt2img": "FluxFillPipeline", "img2img": "FluxFillPipeline",
+                                      "inpaint": "FluxFillPipeline"}),
+    FLUX_KONTEXT: FamilySpec(FLUX_KONTEXT, {"txt2img": "FluxKontextPipeline", "img2img": "FluxImg2ImgPipeline",
+                                            "inpaint": "FluxKontextInpaintPipeline", "edit": "FluxKontextPipeline"}),
+    SD3: FamilySpec(SD3, {"txt2img": "StableDiffusion3Pipeline", "img2img": "StableDiffusion3Img2ImgPipeline",
+                          "inpaint": "StableDiffusion3InpaintPipeline"}),
+}
+
+
+def text_encoder_slots(family: str) -> Tuple[str, ...]:
+    """The pipeline's text-encoder attributes, in order."""
+    return ("text_encoder", "text_encoder_2", "text_encoder_3") if family == SD3 else ("text_encoder", "text_encoder_2")

@@ -1,0 +1,224 @@
+"""The Flux.1 and SD3/SD3.5 families (names, variants, shipped configs), recognised from files' tensor names and
+shapes (never their weights).
+
+Layouts met in the wild: the original releases (Black Forest Labs' ``double_blocks.*``, Stability's ``joint_blocks.*``),
+ComfyUI full checkpoints (``model.diffusion_model.*`` + ``text_encoders.<clip_l|clip_g|t5xxl>.transformer.*`` + a VAE
+under ``first_stage_model.*`` or ``vae.*``), transformer files with diffusers key names, and diffusers folders.
+Text encoders (CLIP-L, CLIP-G, T5-XXL) as separate files keep Hugging Face transformers key names.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from .detect import Detected, DetectError, Shapes
+
+FLUX = "flux"
+FLUX_FILL = "flux-fill"
+FLUX_KONTEXT = "flux-kontext"
+SD3 = "sd3"
+FAMILIES = (FLUX, FLUX_FILL, FLUX_KONTEXT, SD3)
+
+NAMES = {FLUX: "Flux.1", FLUX_FILL: "Flux.1 Fill", FLUX_KONTEXT: "Flux.1 Kontext", SD3: "SD3"}
+
+# Variant → the shipped weightless config folder in server/configs (real-size single files load with it).
+VARIANT_CONFIGS = {
+    "dev": "flux-dev", "schnell": "flux-schnell", "fill": "flux-fill", "kontext": "flux-kontext",
+    "3-medium": "sd3-medium", "3.5-medium": "sd35-medium", "3.5-large": "sd35-large", "3.5-large-turbo": "sd35-large",
+}
+VARIANT_NAMES = {
+    "dev": "Flux.1 dev", "schnell": "Flux.1 schnell", "fill": "Flux.1 Fill", "kontext": "Flux.1 Kontext",
+    "3-medium": "SD3 medium", "3.5-medium": "SD3.5 medium", "3.5-large": "SD3.5 large",
+    "3.5-large-turbo": "SD3.5 large turbo",
+}
+
+TRANSFORMER_PREFIXES = ("model.diffusion_model.", "")
+VAE_PREFIXES = ("first_stage_model.", "vae.")
+ENCODER_PREFIXES = {"clip_l": "text_encoders.clip_l.transformer.", "clip_g": "text_encoders.clip_g.transformer.",
+                    "t5": "text_encoders.t5xxl.transformer."}
+T5_PROBE = "encoder.block.0.layer.0.SelfAttention.q.weight"
+CLIP_PROBE = "encoder.layers.0.self_attn.q_proj.weight"
+T5_VOCAB = 32128
+
+
+def _strip(shapes: Shapes, prefix: str) -> Shapes:
+    return {k[len(prefix):]: v for k, v in shapes.items() if k.startswith(prefix)}
+
+
+def looks_like_transformer(shapes: Shapes) -> bool:
+    """Whether a file holds a Flux or SD3 transformer (any known layout, with or without a prefix)."""
+    heads = ("double_blocks", "single_blocks", "joint_blocks", "single_transformer_blocks")
+    for key in shapes:
+        key = key[len("model.diffusion_model."):] if key.startswith("model.diffusion_model.") else key
+        if key.split(".", 1)[0] in heads or key == "pos_embed.proj.weight":
+            return True
+    return False
+
+
+def _transformer_prefix(shapes: Shapes) -> str:
+    return "model.diffusion_model." if any(k.startswith("model.diffusion_model.") for k in shapes) else ""
+
+
+def _flux(t: Shapes, name: str) -> Tuple[str, str, dict]:
+    """(family, variant, facts) of a Flux transformer's tensors (BFL or diffusers names)."""
+    img_in = t.get("img_in.weight") or t.get("x_embedder.weight")
+    if img_in is None:
+        raise DetectError("a Flux transformer without its input projection (img_in / x_embedder): the file is damaged")
+    channels = img_in[1]
+    guidance = "guidance_in.in_layer.weight" in t or "time_text_embed.guidance_embedder.linear_1.weight" in t
+    facts = {"in_channels": channels, "hidden": img_in[0], "guidance": guidance,
+             "layout": "bfl" if "img_in.weight" in t else "diffusers"}
+    if channels == 64 * 6:
+        return FLUX_FILL, "fill", facts
+    if channels != 64:
+        facts["unsupported"] = (f"its transformer takes {channels} input channels: a Flux.1 Depth/Canny-style model, "
+                                "which Paintbridge does not run (64 = Flux.1 dev/schnell/Kontext, 384 = Fill)")
+    if "kontext" in name.lower():
+        return FLUX_KONTEXT, "kontext", facts
+    return FLUX, "dev" if guidance else "schnell", facts
+
+
+def _sd3(t: Shapes, name: str) -> Tuple[str, str, dict]:
+    """(family, variant, facts) of an SD3/SD3.5 MMDiT's tensors (Stability or diffusers names)."""
+    context = t.get("context_embedder.weight")
+    if context is None:
+        raise DetectError("an SD3 transformer without its context embedder: the file is damaged")
+    hidden = context[0]
+    qk_norm = any(k.endswith((".attn.ln_q.weight", ".attn.norm_q.weight")) for k in t)
+    dual = any(".x_block.attn2." in k or ".attn2.to_q." in k for k in t)
+    facts = {"hidden": hidden, "qk_norm": qk_norm, "dual_attention": dual,
+             "layout": "sai" if any(k.startswith("joint_blocks.") for k in t) else "diffusers"}
+    if not qk_norm:
+        variant = "3-medium"
+    elif dual:
+        variant = "3.5-medium"
+    else:
+        variant = "3.5-large-turbo" if "turbo" in name.lower() else "3.5-large"
+    return SD3, variant, facts
+
+
+def _encoders_inside(shapes: Shapes) -> Dict[str, str]:
+    """Text encoders a full checkpoint carries: role (clip_l, clip_g, t5) → key prefix."""
+    found = {}
+    for role, prefix in ENCODER_PREFIXES.items():
+        probe = T5_PROBE if role == "t5" else CLIP_PROBE
+        if any(k.startswith(prefix) and k.endswith(probe) for k in shapes):
+            found[role] = prefix
+    return found
+
+
+def vae_prefix(shapes: Shapes) -> Optional[str]:
+    """The key prefix of a VAE inside a full checkpoint, None when it has none."""
+    for prefix in VAE_PREFIXES:
+        if any(k.startswith(prefix + "decoder.") for k in shapes):
+            return prefix
+    return None
+
+
+def checkpoint(shapes: Shapes, name: str) -> Detected:
+    """A Flux or SD3 checkpoint file (transformer only, or full with text encoders and VAE)."""
+    prefix = _transformer_prefix(shapes)
+    t = _strip(shapes, prefix) if prefix else shapes
+    if any(k.startswith(("double_blocks.", "single_transformer_blocks.")) for k in t):
+        family, variant, facts = _flux(t, name)
+    elif any(k.startswith("joint_blocks.") for k in t) or "pos_embed.proj.weight" in t:
+        family, variant, facts = _sd3(t, name)
+    else:
+        raise DetectError("not a Flux or SD3 transformer")
+    info = dict(facts, variant=variant, config=VARIANT_CONFIGS[variant], transformer_prefix=prefix,
+                encoders=_encoders_inside(shapes))
+    vae = vae_prefix(shapes)
+    if vae is not None:
+        info["vae_prefix"] = vae
+    unsupported = info.pop("unsupported", None)
+    if unsupported:
+        info["unsupported"] = unsupported
+    return Detected(family, inpaint=family == FLUX_FILL, info=info)
+
+
+def diffusers_folder(folder: Path) -> Detected:
+    """A diffusers pipeline folder of a Flux or SD3 model (``model_index.json`` + ``transformer/``)."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        config = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DetectError(f"{folder.name} is not a readable diffusers folder: {err}") from err
+    pipeline = str(index.get("_class_name", ""))
+    cls = str(config.get("_class_name", ""))
+    if cls.startswith("SD3"):
+        family = SD3
+        variant = "3-medium" if not config.get("qk_norm") else (
+            "3.5-medium" if config.get("dual_attention_layers") else
+            "3.5-large-turbo" if "turbo" in folder.name.lower() else "3.5-large")
+    elif cls == "FluxTransformer2DModel":
+        channels = int(config.get("in_channels", 64))
+        if channels == 384 or "Fill" in pipeline:
+            family, variant = FLUX_FILL, "fill"
+        elif "Kontext" in pipeline or "kontext" in folder.name.lower():
+            family, variant = FLUX_KONTEXT, "kontext"
+        else:
+            family, variant = FLUX, "dev" if config.get("guidance_embeds", True) else "schnell"
+    else:
+        raise DetectError(f"{folder.name}: a {pipeline or 'pipeline'} with a {cls or 'transformer'} is not a model "
+                          "family Paintbridge runs")
+    return Detected(family, inpaint=family == FLUX_FILL,
+                    info={"variant": variant, "pipeline": pipeline, "layout": "diffusers-folder"})
+
+
+def text_encoder(shapes: Shapes) -> Detected:
+    """A separate text-encoder file: CLIP (``arch`` "clip") or T5 (``arch`` "t5"), with its width."""
+    for key, shape in shapes.items():
+        if key.endswith(T5_PROBE):
+            prefix = key[: -len(T5_PROBE)]
+            vocab = (shapes.get(prefix + "shared.weight") or shapes.get(prefix + "encoder.embed_tokens.weight") or (0,))[0]
+            info = {"width": shape[1], "prefix": prefix}
+            if vocab and vocab != T5_VOCAB:
+                info["unsupported"] = f"a T5 with a {vocab}-token vocabulary (UMT5 or another T5): Flux and SD3 use T5 v1.1"
+            return Detected("t5", info=info)
+        if key.endswith(CLIP_PROBE):
+            prefix = key[: -len(CLIP_PROBE)]
+            if prefix.endswith("text_model."):
+                prefix = prefix[: -len("text_model.")]
+            projection = any(k.endswith("text_projection.weight") for k in shapes)
+            return Detected("clip", info={"width": shape[1], "prefix": prefix, "projection": projection})
+    raise DetectError("not a CLIP or T5 text encoder (no encoder.layers.0.self_attn / encoder.block.0 tensors)")
+
+
+def vae_latent_channels(shapes: Shapes) -> Optional[int]:
+    """Latent channels of a VAE file (4 for SD1.5/SDXL, 16 for Flux/SD3), from its decoder's first convolution."""
+    for key, shape in shapes.items():
+        if key.endswith("decoder.conv_in.weight") and len(shape) == 4:
+            return shape[1]
+    return None
+
+
+def encoder_label(kind: str, width: int) -> str:
+    """A text encoder as users know it: "CLIP-L (768 wide)", "T5-XXL (4096 wide)"."""
+    if kind == "t5":
+        return f"T5{'-XXL' if width == 4096 else ''} text encoder ({width} wide)"
+    known = {768: "CLIP-L", 1280: "CLIP-G"}
+    return f"{known.get(width, 'CLIP')} text encoder ({width} wide)"
+
+
+def encoder_roles(kind: str, width: int) -> List[str]:
+    """Role names a text encoder of this kind and width answers to inside full checkpoints."""
+    if kind == "t5":
+        return ["t5"]
+    return ["clip_g"] if width == 1280 else ["clip_l"] if width == 768 else ["clip_l", "clip_g"]
+
+
+def lora_family(shapes: Shapes) -> Optional[str]:
+    """The family a LoRA is made for ("flux", "sd3"), None when it is not a Flux/SD3 LoRA. Kohya (``lora_unet_double_
+    blocks_*``), ComfyUI/XLabs (``double_blocks.*``) and diffusers/PEFT (``transformer.single_transformer_blocks.*``)
+    names; a diffusers LoRA touching only joint blocks is told apart by its width (Flux 3072, SD3 1536/2432)."""
+    keys = list(shapes)
+    if any(("double_blocks" in k or "single_blocks" in k or "single_transformer_blocks" in k) for k in keys):
+        return FLUX
+    if any("joint_blocks" in k for k in keys):
+        return SD3
+    for key, shape in shapes.items():
+        if key.startswith("transformer.transformer_blocks.") and ".attn.to_q.lora_A" in key and len(shape) == 2:
+            return FLUX if shape[1] == 3072 else SD3
+    return None

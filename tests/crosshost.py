@@ -1,0 +1,136 @@
+"""GIMP's side of the Krita/GIMP comparison (tests/ellipse_case.py): one run in a real GIMP 3, its read-back pixels
+kept for this pytest session only.
+
+``gimp_pixels(workdir)`` returns what GIMP made of the shared document, running it once per session: GIMP's host test
+calls it (and checks the results), the comparison at the end of tests/test_krita_host.py calls it too, so the
+comparison always sees this session's GIMP pixels, never a file left by an earlier run, whichever test files run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import pytest
+
+import ellipse_case
+
+REPO = Path(__file__).resolve().parent.parent
+_SESSION: Dict[str, np.ndarray] = {}  # this pytest session's GIMP read-backs (the module lives as long as the session)
+
+SCRIPT = """
+w, h = P["width"], P["height"]
+image_px, mask = open(P["image"], "rb").read(), open(P["selection"], "rb").read()
+
+def shared_document():
+    img = Gimp.Image.new(w, h, Gimp.ImageBaseType.RGB)
+    layer = Gimp.Layer.new(img, "Paint", w, h, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    img.insert_layer(layer, None, 0)
+    buf = layer.get_buffer()
+    buf.set(Gegl.Rectangle.new(0, 0, w, h), RGBA, image_px)
+    buf.flush()
+    layer.update(0, 0, w, h)
+    img.set_selected_layers([layer])
+    check(read(layer, 0, 0, w, h) == image_px, "the layer holds the shared pattern")
+    return img, layer
+
+# Generate into the soft elliptical selection, written into the selection channel as it is.
+img, layer = shared_document()
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 0, 0, w, h)
+channel = img.get_selection()
+buf = channel.get_buffer()
+buf.set(Gegl.Rectangle.new(0, 0, w, h), GRAY, mask)
+buf.flush()
+channel.update(0, 0, w, h)
+check(selection_mask(img) == mask, "GIMP keeps the soft selection byte for byte")
+ok, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(img)
+check(non_empty and [x1, y1, x2, y2] == P["mask_bounds"], "selection bounds %r, expected %r"
+      % ([x1, y1, x2, y2], P["mask_bounds"]))
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-generate", img, [layer], model=P["model"], prompt=P["prompt"], seed=P["seed"],
+          steps=P["steps"], server=P["url"])
+added = new_layers(img, old)
+check(len(added) == 1, "one generated layer: %r" % layer_summary(img))
+check(added[0].get_name().startswith(P["prompt"]), "named after the prompt: %r" % added[0].get_name())
+open(P["dir"] + "/generate.rgba", "wb").write(read(added[0], 0, 0, w, h))
+img.delete()
+
+# Upscale of a rectangular selection on a fresh copy of the document: a new image.
+img, layer = shared_document()
+bx, by, bw, bh = P["upscale_box"]
+img.select_rectangle(Gimp.ChannelOps.REPLACE, bx, by, bw, bh)
+result = expect_ok("plug-in-paintbridge-upscale", img, [layer], scale=P["upscale_scale"], server=P["url"])
+new = result.index(1)
+check(new is not None and len(new.get_layers()) == 1, "a new image with one layer")
+nw, nh = new.get_width(), new.get_height()
+open(P["dir"] + "/upscale.size", "w").write("%d %d" % (nw, nh))
+open(P["dir"] + "/upscale.rgba", "wb").write(read(new.get_layers()[0], 0, 0, nw, nh))
+new.delete()
+img.delete()
+"""
+
+
+def _mask_bounds(mask: bytes) -> list:
+    sel = np.frombuffer(mask, np.uint8).reshape(ellipse_case.HEIGHT, ellipse_case.WIDTH)
+    ys, xs = np.nonzero(sel)
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def _run_gimp(workdir: Path) -> Dict[str, np.ndarray]:
+    """Generate into the shared ellipse and upscale its box in a real GIMP 3 against a real server with the tiny
+    SD1.5 model; the two results as straight-alpha RGBA arrays (``generate``: the whole canvas, ``upscale``: the
+    new image)."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+    from hosts.trixie import HostRootError, ensure_trixie_root, missing_tools, root_ready
+
+    if missing_tools() and not root_ready():
+        pytest.skip(f"the GIMP 3 host tests need {', '.join(missing_tools())} (install.py --dev installs them)")
+    try:
+        ensure_trixie_root()
+    except HostRootError as err:
+        pytest.fail(f"could not build the Debian 13 root with GIMP 3: {err}")
+    models = make_models_dir(workdir / "models", which=("sd15",))
+    server = ServerProcess(["--models", str(models)], workdir / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            mask = ellipse_case.selection()
+            (prof.outside / "image.rgba").write_bytes(ellipse_case.pattern())
+            (prof.outside / "selection.gray").write_bytes(mask)
+            params = {"url": server.url, "dir": prof.inside, "image": f"{prof.inside}/image.rgba",
+                      "selection": f"{prof.inside}/selection.gray", "width": ellipse_case.WIDTH,
+                      "height": ellipse_case.HEIGHT, "mask_bounds": _mask_bounds(mask), "model": ellipse_case.MODEL,
+                      "prompt": ellipse_case.PROMPT, "seed": ellipse_case.SEED, "steps": ellipse_case.STEPS,
+                      "upscale_box": list(ellipse_case.UPSCALE_BOX), "upscale_scale": ellipse_case.UPSCALE_SCALE}
+            run_batch(prof, SCRIPT, params, timeout=600).assert_ok()
+            out = prof.outside
+            generate = np.frombuffer((out / "generate.rgba").read_bytes(), np.uint8)
+            nw, nh = map(int, (out / "upscale.size").read_text().split())
+            upscale = np.frombuffer((out / "upscale.rgba").read_bytes(), np.uint8)
+    finally:
+        server.stop()
+    return {"generate": generate.reshape(ellipse_case.HEIGHT, ellipse_case.WIDTH, 4),
+            "upscale": upscale.reshape(nh, nw, 4)}
+
+
+def gimp_pixels(workdir: Path) -> Dict[str, np.ndarray]:
+    """GIMP's read-backs of the shared document in this pytest session (run in ``workdir`` if not yet), also kept as
+    test-artifacts/generate-ellipse-gimp.png and upscale-selection-gimp.png."""
+    if not _SESSION:
+        print(f"running GIMP on the shared document in {workdir}")
+        _SESSION.update(_run_gimp(workdir))
+        save_png(_SESSION["generate"], ellipse_case.ARTIFACT.format(editor="gimp"))
+        save_png(_SESSION["upscale"], ellipse_case.UPSCALE_ARTIFACT.format(editor="gimp"))
+    return dict(_SESSION)
+
+
+def save_png(rgba: np.ndarray, name: str) -> Path:
+    """Keep a straight-alpha RGBA array as a PNG under test-artifacts/."""
+    from PIL import Image
+
+    path = REPO / "test-artifacts" / name
+    path.parent.mkdir(exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(rgba), "RGBA").save(path)
+    return path

@@ -1,0 +1,161 @@
+"""An in-memory document host for the Krita session (what ``document.KritaHost`` does, on bytes in a dict), and a
+UI-thread stand-in: ``post`` queues calls that ``pump`` runs, ``schedule`` runs them once their time has come.
+
+The session then runs without Krita and without Qt against a real server.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+from client import jobs as cjobs
+from krita_plugin.paintbridge.model import DocumentError, ResultImage
+from protocol import BGRA8, Box
+
+
+def crop(data: bytes, width: int, bpp: int, box: Box) -> bytes:
+    stride = width * bpp
+    return b"".join(data[(box.y + r) * stride + box.x * bpp:(box.y + r) * stride + box.right * bpp]
+                    for r in range(box.height))
+
+
+@dataclass
+class MemoryDocument:
+    width: int
+    height: int
+    image: bytes  # bgra8, the visible image
+    selection: Optional[bytes] = None  # gray8 over the canvas
+    preview: Optional[ResultImage] = None
+    layers: List[tuple] = field(default_factory=list)  # (name, ResultImage) applied
+
+
+class MemoryHost:
+    """The document door's interface over ``MemoryDocument`` s; pixel reads are counted like Krita's door counts."""
+
+    def __init__(self, doc: Optional[MemoryDocument] = None) -> None:
+        self.doc = doc
+        self.pixel_reads = 0
+        self.watchers: List["MemoryWatch"] = []
+
+    def active_document(self) -> MemoryDocument:
+        if self.doc is None:
+            raise DocumentError("Open or create an image first.")
+        return self.doc
+
+    def active_document_or_none(self):
+        return self.doc
+
+    def is_open(self, doc) -> bool:
+        return doc is self.doc
+
+    def mask_bounds(self, doc: MemoryDocument, settings) -> Optional[Box]:
+        if doc.selection is None:
+            return None
+        xs = [i % doc.width for i, v in enumerate(doc.selection) if v]
+        ys = [i // doc.width for i, v in enumerate(doc.selection) if v]
+        return Box(min(xs), min(ys), max(xs) - min(xs) + 1, max(ys) - min(ys) + 1) if xs else None
+
+    def capture(self, doc: MemoryDocument, settings, controls) -> cjobs.JobInputs:
+        """What the mode needs, read the way ``client.jobs.capture`` plans it (the Krita door does the same)."""
+        bounds = self.mask_bounds(doc, settings) or Box(0, 0, 0, 0)
+        sources = [cjobs.ControlSource(c.layer_id, c.type, c.strength, c.start, c.end) for c in controls]
+        return cjobs.capture(settings, bounds, doc.width, doc.height, _Reader(self, doc), sources)
+
+    def active_layer_id(self, doc) -> str:
+        return "paint" if doc is not None else ""
+
+    def paint_layers(self) -> list:
+        return [("Paint", "paint")]
+
+    def show_preview(self, doc: MemoryDocument, image: ResultImage, above_id: str) -> None:
+        doc.preview = image
+
+    def remove_preview(self, doc: MemoryDocument) -> bool:
+        had, doc.preview = doc.preview is not None, None
+        return had
+
+    def apply_result(self, doc: MemoryDocument, image: ResultImage, above_id: str) -> str:
+        doc.preview = None
+        doc.layers.append((image.name, image))
+        return image.name
+
+    def open_as_new_document(self, image: ResultImage, name: str, source=None) -> None:
+        self.doc = MemoryDocument(image.box.width, image.box.height, image.data)
+
+    def insert_control_image(self, doc: MemoryDocument, image: ResultImage, above_id: str) -> str:
+        doc.layers.append((image.name, image))
+        return f"layer-{len(doc.layers)}"
+
+    def watch_changes(self, callback: Callable[[], None], settings=None) -> "MemoryWatch":
+        watch = MemoryWatch(self, callback)
+        self.watchers.append(watch)
+        return watch
+
+    def changed(self) -> None:
+        """The painter did something (a stroke, a selection): tell the watches, as Krita's undo stack would."""
+        for watch in list(self.watchers):
+            watch.callback()
+
+
+class _Reader:
+    """``client.jobs.DocumentReader`` over a ``MemoryDocument`` (bgra8, Krita's order), counting reads."""
+
+    image_format = BGRA8
+
+    def __init__(self, host: MemoryHost, doc: MemoryDocument) -> None:
+        self.host, self.doc = host, doc
+
+    def read_image(self, box: Box) -> bytes:
+        self.host.pixel_reads += 1
+        return crop(self.doc.image, self.doc.width, 4, box)
+
+    def read_mask(self, box: Box) -> bytes:
+        self.host.pixel_reads += 1
+        return crop(self.doc.selection, self.doc.width, 1, box)
+
+    def read_layer(self, layer, box: Box) -> bytes:
+        return self.read_image(box)
+
+
+class MemoryWatch:
+    def __init__(self, host: MemoryHost, callback: Callable[[], None]) -> None:
+        self.host, self.callback = host, callback
+
+    def stop(self) -> None:
+        self.host.watchers.remove(self)
+
+
+class UiLoop:
+    """The UI thread of a test: ``post`` from any thread, ``schedule`` timers, ``pump_until`` runs them in order."""
+
+    def __init__(self) -> None:
+        self.calls: "queue.Queue[Callable[[], None]]" = queue.Queue()
+        self.timers: List[tuple] = []
+
+    def post(self, fn: Callable[[], None]) -> None:
+        self.calls.put(fn)
+
+    def schedule(self, seconds: float, fn: Callable[[], None]) -> None:
+        self.timers.append((time.monotonic() + seconds, fn))
+
+    def pump(self, seconds: float) -> None:
+        self.pump_until(lambda: False, seconds)
+
+    def pump_until(self, cond: Callable[[], bool], timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return True
+            now = time.monotonic()
+            due = [t for t in self.timers if t[0] <= now]
+            for timer in due:
+                self.timers.remove(timer)
+                timer[1]()
+            try:
+                self.calls.get(timeout=0.01)()
+            except queue.Empty:
+                pass
+        return cond()

@@ -1,0 +1,334 @@
+"""Flux.1 (dev, Fill, Kontext) and SD3.5 through the real websocket server, on tiny random-weight models at 64 px,
+offline: recognition of every layout users download, every mode, parts found in the models folders, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import factory
+from protocol import Limits
+from protocol.client import Client, JobFailed
+from server.app import ServerThread
+from server.config import ServerConfig
+from server.defaults import welcome_defaults
+from server.models.registry import ModelRegistry
+
+torch.set_num_threads(2)
+
+MODELS = ("flux", "flux-fill", "flux-kontext", "sd3", "flux-split", "sd3-split", "flux-full", "sd3-full", "lora-flux",
+          "lora-sd15", "sd15")
+W, H = 80, 56
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    return factory.make_models_dir(tmp_path_factory.mktemp("models"), MODELS)
+
+
+@pytest.fixture(scope="module")
+def server(models_dir):
+    thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[models_dir], limits=Limits())).start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture
+def client(server):
+    with Client(server.url, client_name="test-families") as c:
+        yield c
+
+
+def picture(w: int = W, h: int = H) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    img = np.zeros((h, w, 4), np.uint8)
+    img[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+    img[..., 1] = np.linspace(255, 0, h, dtype=np.uint8)[:, None]
+    img[..., 2] = rng.integers(0, 255, (h, w))
+    img[..., 3] = 255
+    return img
+
+
+def selection(w: int = W, h: int = H) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    mask[16:40, 24:56] = 255
+    return mask
+
+
+def payload(arr: np.ndarray) -> dict:
+    return {"width": arr.shape[1], "height": arr.shape[0], "format": "gray8" if arr.ndim == 2 else "rgba8",
+            "data": arr.tobytes()}
+
+
+def job(mode: str, model: str, image=True, mask=None, **params) -> dict:
+    msg = {"mode": mode, "model": model, "prompt": params.pop("prompt", "a red apple on a (wooden:1.2) table"),
+           "x": 300, "y": 200, "params": {"steps": 2, "seed": 42, "grow": 2, "feather": 2, **params}}
+    if image:
+        msg["image"] = payload(picture())
+    if mask is not None:
+        msg["mask"] = payload(mask)
+    return msg
+
+
+def pixels(result):
+    return [(layer, np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4))
+            for layer in result.layers]
+
+
+# --- recognition -----------------------------------------------------------------------------------------------------
+
+def test_every_layout_is_recognised_with_family_and_variant(models_dir):
+    got = {(e["kind"], e["name"]): e for e in ModelRegistry([models_dir]).listing()}
+    expect = {
+        "tiny-flux": ("flux", "dev", "diffusers"), "tiny-flux-fill": ("flux-fill", "fill", "diffusers"),
+        "tiny-flux-kontext": ("flux-kontext", "kontext", "diffusers"), "tiny-sd3": ("sd3", "3.5-medium", "diffusers"),
+        "tiny-flux-split": ("flux", "dev", "safetensors"), "tiny-sd3-split": ("sd3", "3.5-medium", "safetensors"),
+        "tiny-flux-full": ("flux", "dev", "safetensors"), "tiny-sd3-full": ("sd3", "3.5-medium", "safetensors"),
+    }
+    assert {n: (got[("checkpoint", n)]["arch"], got[("checkpoint", n)]["variant"], got[("checkpoint", n)]["format"])
+            for n in expect} == expect
+    encoders = {n: e["arch"] for (k, n), e in got.items() if k == "text_encoder"}
+    assert encoders == {"tiny-flux-clip_l": "clip", "tiny-flux-t5xxl": "t5", "tiny-sd3-clip_l": "clip",
+                        "tiny-sd3-clip_g": "clip", "tiny-sd3-t5xxl": "t5"}
+    assert not any("problem" in e for e in got.values())
+
+
+def _header_only_file(path: Path, shapes: dict) -> None:
+    """A safetensors file with the telling tensor names and shapes of a real model (zeros; shapes are what counts)."""
+    from safetensors.torch import save_file
+
+    save_file({k: torch.zeros(v, dtype=torch.float16) for k, v in shapes.items()}, str(path))
+
+
+@pytest.mark.parametrize("name, shapes, expect", [
+    ("flux1-dev.safetensors", {"img_in.weight": (3072, 64), "guidance_in.in_layer.weight": (3072, 256),
+                               "double_blocks.0.img_attn.qkv.weight": (9, 8)}, ("flux", "dev")),
+    ("flux1-schnell.safetensors", {"img_in.weight": (3072, 64), "double_blocks.0.img_attn.qkv.weight": (9, 8)},
+     ("flux", "schnell")),
+    ("flux1-fill-dev.safetensors", {"img_in.weight": (3072, 384), "guidance_in.in_layer.weight": (3072, 256),
+                                    "double_blocks.0.img_attn.qkv.weight": (9, 8)}, ("flux-fill", "fill")),
+    ("flux1-kontext-dev.safetensors", {"img_in.weight": (3072, 64), "guidance_in.in_layer.weight": (3072, 256),
+                                       "double_blocks.0.img_attn.qkv.weight": (9, 8)}, ("flux-kontext", "kontext")),
+    ("sd3_medium.safetensors", {"model.diffusion_model.context_embedder.weight": (1536, 4096),
+                                "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": (9, 8),
+                                "text_encoders.t5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q.weight": (8, 8)},
+     ("sd3", "3-medium")),
+    ("sd3.5_medium.safetensors", {"model.diffusion_model.context_embedder.weight": (1536, 4096),
+                                  "model.diffusion_model.joint_blocks.0.x_block.attn.ln_q.weight": (64,),
+                                  "model.diffusion_model.joint_blocks.0.x_block.attn2.qkv.weight": (9, 8)},
+     ("sd3", "3.5-medium")),
+    ("sd3.5_large.safetensors", {"model.diffusion_model.context_embedder.weight": (2432, 4096),
+                                 "model.diffusion_model.joint_blocks.0.x_block.attn.ln_q.weight": (64,)},
+     ("sd3", "3.5-large")),
+    ("sd3.5_large_turbo.safetensors", {"model.diffusion_model.context_embedder.weight": (2432, 4096),
+                                       "model.diffusion_model.joint_blocks.0.x_block.attn.ln_q.weight": (64,)},
+     ("sd3", "3.5-large-turbo")),
+])
+def test_real_layouts_are_recognised_from_tensor_names_and_shapes(tmp_path, name, shapes, expect):
+    folder = tmp_path / "diffusion_models"
+    folder.mkdir()
+    _header_only_file(folder / name, shapes)
+    entry = ModelRegistry([tmp_path]).entries("checkpoint")[0]
+    assert (entry.arch, entry.info["variant"]) == expect and entry.problem is None
+    if name == "sd3_medium.safetensors":
+        assert entry.info["encoders"] == {"t5": "text_encoders.t5xxl.transformer."}
+
+
+def test_a_flux_control_model_is_listed_with_the_reason_it_cannot_run(tmp_path):
+    (tmp_path / "unet").mkdir()
+    _header_only_file(tmp_path / "unet" / "flux1-canny-dev.safetensors",
+                      {"img_in.weight": (3072, 128), "double_blocks.0.img_attn.qkv.weight": (9, 8)})
+    entry = ModelRegistry([tmp_path]).entries("checkpoint")[0]
+    assert "128 input channels" in entry.problem
+
+
+# --- shipped configs -------------------------------------------------------------------------------------------------
+
+# Published sizes: Flux.1 [dev]/[schnell]/Fill 12 B (transformer 11.9 B), SD3 medium 2 B, SD3.5 medium 2.5 B,
+# SD3.5 large 8.1 B (stored tensors, position embedding included); CLIP-L text 123 M, OpenCLIP bigG text 695 M.
+PUBLISHED = {"flux-dev": 11.9e9, "flux-schnell": 11.9e9, "flux-fill": 11.9e9, "flux-kontext": 11.9e9,
+             "sd3-medium": 2.0e9, "sd35-medium": 2.5e9, "sd35-large": 8.1e9}
+
+
+@pytest.mark.parametrize("config", sorted(PUBLISHED))
+def test_shipped_configs_build_the_published_sizes_on_the_meta_device(config):
+    import diffusers
+    import transformers
+    from accelerate import init_empty_weights
+
+    from server.models.loading import CONFIGS_DIR
+
+    folder = CONFIGS_DIR / config
+    raw = json.loads((folder / "transformer" / "config.json").read_text())
+    with init_empty_weights():
+        model = getattr(diffusers, raw["_class_name"]).from_config(raw)
+    stored = sum(t.numel() for t in model.state_dict().values())
+    assert abs(stored - PUBLISHED[config]) / PUBLISHED[config] < 0.05, stored  # published figures are rounded
+    for sub, size in (("text_encoder", 123e6), ("text_encoder_2", 695e6)):
+        cfg = json.loads((folder / sub / "config.json").read_text())
+        if cfg["model_type"] == "t5":
+            continue
+        cls = getattr(transformers, cfg["architectures"][0])
+        with init_empty_weights():
+            enc = cls(cls.config_class.from_json_file(str(folder / sub / "config.json")))
+        assert abs(sum(p.numel() for p in enc.parameters()) - size) / size < 0.03
+
+
+def test_the_shipped_t5_tokenizer_tokenizes_like_t5():
+    from server.families.loading import t5_tokenizer
+
+    tok = t5_tokenizer()
+    assert len(tok) == 32100 and tok.eos_token_id == 1 and tok.pad_token_id == 0
+    assert tok("A photo of a cat").input_ids == [71, 1202, 13, 3, 9, 1712, 1]
+
+
+def test_welcome_defaults_have_every_family():
+    families = welcome_defaults()["families"]
+    assert {"flux", "flux-fill", "flux-kontext", "sd3"} <= set(families)
+    assert families["flux"]["sampler"] == "Euler" and families["flux"]["resolution"] == 1024
+    assert welcome_defaults()["variants"]["schnell"]["steps"] == 4
+
+
+# --- modes through the server ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-fill", "tiny-flux-kontext", "tiny-sd3"])
+@pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint", "outpaint"])
+def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, model, mode):
+    image, mask = picture(), selection()
+    msg = job(mode, model, mask=None if mode in ("img2img", "outpaint") else mask)
+    if mode == "outpaint":
+        msg["params"]["extend"] = {"left": 16, "top": 0, "right": 0, "bottom": 8}
+    progress = []
+    result = client.run(msg, on_event=lambda m: m.type == "progress" and progress.append(m), timeout=120)
+    (layer, rgba), = pixels(result)
+    assert progress and progress[-1].step == progress[-1].total
+    assert layer.info["family"] == model[5:] if model != "tiny-sd3" else layer.info["family"] == "sd3"
+    if mode == "outpaint":
+        assert (layer.x, layer.y, layer.width, layer.height) == (300 - 16, 200, W + 16, H + 8)
+        inner = rgba[:H, 16:16 + W]
+        untouched = inner[..., 3] == 0
+        assert untouched.mean() > 0.5 and np.array_equal(inner[untouched][:, :3], image[untouched][:, :3])
+    else:
+        assert (layer.x, layer.y, layer.width, layer.height) == (300, 200, W, H)
+    if mode in ("generate", "inpaint"):
+        outside = rgba[..., 3] == 0
+        assert outside.sum() > 0.4 * W * H
+        assert np.array_equal(rgba[outside][:, :3], image[outside][:, :3])
+        assert not np.array_equal(rgba[mask == 255][:, :3], image[mask == 255][:, :3])
+    if mode == "img2img":
+        assert (rgba[..., 3] == 255).all() and not np.array_equal(rgba[..., :3], image[..., :3])
+
+
+def test_edit_on_kontext_changes_the_selection_only(client):
+    mask = selection()
+    (layer, rgba), = pixels(client.run(job("edit", "tiny-flux-kontext", mask=mask, prompt="make it blue"), timeout=120))
+    outside = rgba[..., 3] == 0
+    assert np.array_equal(rgba[outside][:, :3], picture()[outside][:, :3])
+    assert not np.array_equal(rgba[mask == 255][:, :3], picture()[mask == 255][:, :3])
+    assert layer.name.startswith("edit")
+
+
+def test_edit_on_another_family_says_it_needs_kontext(client):
+    with pytest.raises(JobFailed) as err:
+        client.run(job("edit", "tiny-flux", prompt="make it blue"), timeout=120)
+    assert err.value.code == "unsupported" and "Kontext" in str(err.value)
+
+
+def test_generate_without_an_image_and_a_seed_reproduces(client):
+    a = pixels(client.run(job("generate", "tiny-flux", image=False, width=96, height=48), timeout=120))[0]
+    b = pixels(client.run(job("generate", "tiny-flux", image=False, width=96, height=48), timeout=120))[0]
+    assert (a[0].width, a[0].height) == (96, 48) and np.array_equal(a[1], b[1])
+    assert (a[1][..., 3] == 255).all() and a[1][..., :3].std() > 1
+
+
+@pytest.mark.parametrize("name", ["flux", "sd3"])
+@pytest.mark.parametrize("layout", ["split", "full"])
+def test_single_files_give_the_same_pixels_as_their_diffusers_folder(client, name, layout):
+    a = pixels(client.run(job("img2img", f"tiny-{name}"), timeout=120))[0][1]
+    result = client.run(job("img2img", f"tiny-{name}-{layout}"), timeout=120)
+    layer, b = pixels(result)[0]
+    assert np.array_equal(a, b)
+    if layout == "split":
+        assert layer.info["parts"]["vae"] == f"tiny-{name}-ae"
+        assert layer.info["parts"]["text_encoder"] == f"tiny-{name}-clip_l"
+
+
+def test_missing_text_encoders_are_named_with_where_to_put_them(tmp_path, start_server):
+    built = factory.split_files("sd3")
+    for sub in ("diffusion_models", "vae"):
+        for f in (built / sub).iterdir():
+            (tmp_path / sub).mkdir(exist_ok=True)
+            (tmp_path / sub / f.name).symlink_to(f)
+    (tmp_path / "text_encoders").mkdir()
+    (tmp_path / "text_encoders" / "tiny-sd3-clip_l.safetensors").symlink_to(
+        built / "text_encoders" / "tiny-sd3-clip_l.safetensors")
+    thread = start_server(model_dirs=[tmp_path])
+    with Client(thread.url, client_name="test-families") as c:
+        with pytest.raises(JobFailed) as err:
+            c.run(job("img2img", "tiny-sd3-split"), timeout=120)
+    message = str(err.value)
+    assert err.value.code == "model_not_found"
+    assert "CLIP text encoder (48 wide)" in message and "T5 text encoder (96 wide)" in message
+    assert "CLIP text encoder (32 wide)" not in message and str(tmp_path / "text_encoders") in message
+
+
+def test_a_flux_lora_changes_the_result_and_switches_off(client, models_dir):
+    assert {e.name: e.arch for e in ModelRegistry([models_dir]).entries("lora")} == {
+        "tiny-lora-flux": "flux", "tiny-lora-sd15": "sd15"}
+    plain = pixels(client.run(job("img2img", "tiny-flux-kontext"), timeout=120))[0][1]
+    layer, styled = pixels(client.run(job("img2img", "tiny-flux-kontext", prompt="a red apple on a (wooden:1.2) table <lora:tiny-lora-flux:1>"),
+                                      timeout=120))[0]
+    assert layer.info["loras"] == [{"name": "tiny-lora-flux", "weight": 1.0}]
+    assert np.abs(styled.astype(int) - plain.astype(int)).max() > 8
+    again = pixels(client.run(job("img2img", "tiny-flux-kontext"), timeout=120))[0][1]
+    assert np.abs(again.astype(int) - plain.astype(int)).max() <= 1
+    with pytest.raises(JobFailed) as err:
+        client.run(job("img2img", "tiny-flux", prompt="a cat <lora:tiny-lora-sd15>"), timeout=120)
+    assert "made for SD1.5" in str(err.value) and "Flux.1" in str(err.value)
+
+
+def test_the_router_picks_the_engine_by_family_and_frees_the_other(client, server):
+    router = server.server.router
+    client.run(job("img2img", "tiny-sd15"), timeout=120)
+    assert router.engine("diffusers").loaded.entry.name == "tiny-sd15"
+    (layer, _), = pixels(client.run(job("img2img", "tiny-flux"), timeout=120))
+    assert router.engine("families").loaded.entry.name == "tiny-flux" and router.engine("diffusers").loaded is None
+    assert layer.info["sampler"] == "Euler"
+    client.run(job("img2img", "tiny-sd15"), timeout=120)
+    assert router.engine("families").loaded is None
+
+
+def test_cli_run_with_a_flux_model(models_dir, tmp_path):
+    Image.fromarray(picture()).save(tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    proc = subprocess.run([sys.executable, "-m", "server", "run", "--models", str(models_dir), "--model", "tiny-flux",
+                           "img2img", "--image", str(tmp_path / "in.png"), "--steps", "2", "--seed", "3",
+                           "--prompt", "a lighthouse", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(out).size == (W, H)
+
+
+def test_gpu_benchmark_runs_in_its_cpu_smoke_mode():
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "gpu_families.py"), "--cpu-smoke"],
+                          capture_output=True, text=True, timeout=600, cwd=repo)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for line in ("tiny-flux: load server", "inpaint flux", "tiny-sd3: load server", "img2img sd3"):
+        assert line in proc.stdout, proc.stdout
+
+
+def test_upscale_and_refine_runs_its_tiles_on_the_flux_engine(client, server):
+    msg = job("upscale", "tiny-flux", scale=2.0, refine=0.5, tile=64)
+    (layer, rgba), = pixels(client.run(msg, timeout=300))
+    assert (layer.width, layer.height) == (2 * W, 2 * H)
+    assert server.server.router.engine("families").loaded.entry.name == "tiny-flux"
+    plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
+    assert not np.array_equal(rgba, plain)  # refined, not only scaled
