@@ -66,7 +66,7 @@ def main() -> None:
         switch = timed(client, inpaint)
         warm_inpaint = statistics.median(timed(client, inpaint) for _ in range(args.repeats))
         warm_classical = statistics.median(timed(client, classical) for _ in range(args.repeats))
-        print(f"device: {client.welcome['device']}; {args.size} px, {args.steps} steps")
+        print(f"device: {client.welcome.device}; {args.size} px, {args.steps} steps")
     print(f"first img2img (loads the model): {first:.3f} s")
     print(f"warm img2img (median of {args.repeats}): {warm:.3f} s")
     print(f"first inpaint after img2img (mode switch): {switch:.3f} s")

@@ -62,7 +62,7 @@ class Limits(WireModel):
                                 doc="per frame, each way (512 MiB: an image at max_pixels with its mask, or a "
                                     "result of 128 Mi px)")
     max_batch: int = wire(8, minimum=1)
-    max_queue: int = wire(32, minimum=1)
+    max_queue: int = wire(32, minimum=1, doc="per client: its jobs queued or running")
 
 
 UNLIMITED = Limits(max_pixels=2**31, max_frame_bytes=2**31, max_batch=2**31, max_queue=2**31)

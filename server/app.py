@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hmac
+import http
 import logging
 import threading
 from typing import Callable, List, Optional
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from protocol import errors
 from protocol.connection import SERVER, Connection
@@ -26,12 +28,14 @@ from protocol.messages import (
 )
 
 from . import __version__
+from .access import AccessRules, GuessThrottle
 from .config import ServerConfig
 from .core import Layer
 from .defaults import welcome_defaults, with_family
 from .router import Router
 from .jobs import JobQueue, QueuedJob
 from .payloads import encode_layers, job_from_message
+from .netlog import NetworkLog, peer_of
 from .sessions import Link, SessionTable
 
 log = logging.getLogger("paintbridge.server")
@@ -47,10 +51,39 @@ class PaintbridgeServer:
         self.queue: Optional[JobQueue] = None
         self.sessions: Optional[SessionTable] = None
         self.device = ""
+        self.access = AccessRules(config.host, config.allow_origins, config.allow_hosts)
+        self.throttle = GuessThrottle(config.guess_delay, config.guess_delay_max)
 
     def models(self) -> List[dict]:
-        """The model listing, each entry with its ``family``."""
-        return with_family(self.router.models())
+        """The model listing for the wire, each entry with its ``family``; without ``path`` (where the user's files
+        are is nobody else's business: no client uses it, and a remote client must not learn it)."""
+        return [{k: v for k, v in m.items() if k != "path"} for m in with_family(self.router.models())]
+
+    def check_request(self, connection: ServerConnection, request: Request) -> Optional[Response]:
+        """websockets' ``process_request`` hook: refuse a browser ``Origin`` that is not allowed and a ``Host`` that
+        is not this server (DNS rebinding) with 403 and the reason, before any websocket message."""
+        reason = self.access.refusal(request.headers.get_all("Origin"), request.headers.get_all("Host"))
+        if reason is None:
+            return None
+        log.warning("refused connection from %s: %s", peer_of(connection), reason)
+        return connection.respond(http.HTTPStatus.FORBIDDEN, reason + "\n")
+
+    async def _check_token(self, ws: ServerConnection, hello: Hello) -> None:
+        """Compare the token; wrong tokens from one address are answered ever more slowly (``GuessThrottle``)."""
+        if self.config.token is None:
+            return
+        address = str(ws.remote_address[0]) if ws.remote_address else "?"
+        async with self.throttle.lock(address):
+            wait = self.throttle.wait_time(address)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not hmac.compare_digest((hello.token or "").encode(), self.config.token.encode()):
+                delay = self.throttle.failed(address)
+                raise ProtocolError(errors.UNAUTHORIZED,
+                                    "wrong or missing token: this server requires the token it was started with"
+                                    + (f" (the next try from this address is checked after {delay:g} s)"
+                                       if delay >= 1 else ""))
+            self.throttle.succeeded(address)
 
     def welcome(self, session: Optional[str] = None, resumed: tuple = ()) -> Welcome:
         return Welcome(
@@ -75,14 +108,11 @@ class PaintbridgeServer:
                                     f"no 'hello' within {self.config.handshake_timeout:g} s") from None
             (hello,) = conn.receive_data(frame)
             assert isinstance(hello, Hello)
-            if self.config.token is not None and not hmac.compare_digest(
-                (hello.token or "").encode(), self.config.token.encode()
-            ):
-                raise ProtocolError(errors.UNAUTHORIZED,
-                                    "wrong or missing token: this server requires the token it was started with")
+            await self._check_token(ws, hello)
             base = await asyncio.to_thread(self.welcome)
         except ProtocolError as err:
             err.job_id = None
+            log.info("refused connection from %s in the handshake: %s: %s", peer_of(ws), err.code, err.message)
             await ws.send(conn.send(error_from(err)))
             return None
         except ConnectionClosed:
@@ -101,7 +131,8 @@ class PaintbridgeServer:
         return hello
 
     async def handler(self, ws: ServerConnection) -> None:
-        link = Link(ws, Connection(SERVER, self.config.limits))
+        link = Link(ws, Connection(SERVER, self.config.limits), self.config.max_outbox_bytes,
+                    self.config.write_timeout)
         try:
             hello = await self._handshake(ws, link)
         except ConnectionClosed:
@@ -164,7 +195,9 @@ class PaintbridgeServer:
         if self.config.preload:
             threading.Thread(target=self.router.preload, name="paintbridge-preload", daemon=True).start()
         async with serve(self.handler, self.config.host, self.config.port,
-                         max_size=self.config.limits.max_frame_bytes, compression=None) as server:
+                         max_size=self.config.limits.max_frame_bytes, compression=None,
+                         process_request=self.check_request,
+                         logger=NetworkLog(logging.getLogger("paintbridge.network"))) as server:
             if on_ready is not None:
                 on_ready(next(iter(server.sockets)).getsockname()[1])
             await (stop.wait() if stop is not None else asyncio.Future())

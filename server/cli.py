@@ -28,6 +28,8 @@ def _config(args: argparse.Namespace, port: Optional[int] = None) -> ServerConfi
         token=getattr(args, "token", None), model_dirs=dirs, device=getattr(args, "device", None),
         dtype=getattr(args, "dtype", None), allow_pickle=getattr(args, "allow_pickle", False),
         preload=not getattr(args, "no_preload", True), grace=getattr(args, "grace", 300.0),
+        allow_origins=list(getattr(args, "allow_origin", None) or []),
+        allow_hosts=list(getattr(args, "allow_host", None) or []),
     )
 
 
@@ -283,7 +285,7 @@ def parser() -> argparse.ArgumentParser:
                         help="models folder (repeatable; ComfyUI and AUTOMATIC1111 'models' folders work); "
                              f"default {default_models_dir()}")
         sp.add_argument("--device", help="torch device (cuda, cuda:1, mps, cpu); default: the best available")
-        sp.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="default: chosen per device")
+        sp.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="default: float16 on GPUs, bfloat16 on CPUs with AMX, else float32")
         sp.add_argument("--allow-pickle", action="store_true",
                         help="also load .ckpt/.pt/.pth files (with torch's weights_only loader)")
 
@@ -295,6 +297,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--grace", type=float, default=300.0, metavar="SECONDS",
                    help="how long a dropped client's jobs are kept for it to reconnect (default 300; live frames are "
                         "dropped at once)")
+    s.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   help="let browser pages from ORIGIN (e.g. http://localhost:3000) connect; repeatable. Browser "
+                        "connections are refused by default")
+    s.add_argument("--allow-host", action="append", metavar="NAME",
+                   help="a host name clients use to reach this server, besides its listen address and localhost; "
+                        "repeatable (other Host headers are refused against DNS rebinding)")
     s.add_argument("--no-preload", action="store_true",
                    help="do not load the default checkpoint at start (it then loads with the first job)")
     add_models(s)

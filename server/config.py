@@ -48,6 +48,12 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     grace: float = 300.0  # s a dropped client's jobs are kept for its reconnect (live frames are not)
     preload: bool = False  # load the default checkpoint in the background at start, so the first job is warm
+    allow_origins: List[str] = field(default_factory=list)  # browser origins allowed to connect (none by default)
+    allow_hosts: List[str] = field(default_factory=list)  # extra names the Host header may carry
+    max_outbox_bytes: int = 256 * 1024 * 1024  # unsent bytes a client may fall behind by before it is disconnected
+    write_timeout: float = 60.0  # s a client may read nothing while the server has something for it
+    guess_delay: float = 0.25  # s the first wrong token delays its address's next check (doubling, capped)
+    guess_delay_max: float = 8.0
 
     def validate(self) -> None:
         """Raise ValueError when the server must not start as configured."""
@@ -60,5 +66,10 @@ class ServerConfig:
             raise ValueError("the token is too short: use at least 8 characters")
         if self.grace < 0:
             raise ValueError(f"the grace period must not be negative, got {self.grace:g} s")
+        if self.write_timeout <= 0:
+            raise ValueError(f"the write timeout must be positive, got {self.write_timeout:g} s")
+        for origin in self.allow_origins:
+            if "://" not in origin or origin.rstrip("/").count("/") > 2:
+                raise ValueError(f"--allow-origin takes an origin like http://localhost:3000, got {origin!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not between 0 and 65535")

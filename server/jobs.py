@@ -1,9 +1,8 @@
 """The job queue: one worker runs jobs one at a time, off the event loop; cancel removes queued jobs and stops running ones.
 
 Each job belongs to an *owner* (a client session, ``server.sessions.ClientSession``) that receives the job's messages
-through ``await owner.send(message)``. Which queued job runs next is decided in one place (``_take_next``), and every
-question about an owner's jobs goes through ``jobs_of``, so per-owner queues can replace the single list without
-touching the rest.
+through ``await owner.send(message)``. Each owner has its own queue; the worker takes turns across owners (``_take_next``),
+so one client's many jobs never make another client's job wait for more than one of them.
 """
 
 from __future__ import annotations
@@ -12,8 +11,9 @@ import asyncio
 import logging
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Protocol
+from typing import Callable, Deque, Dict, List, Optional, Protocol
 
 import numpy as np
 
@@ -55,22 +55,29 @@ class QueuedJob:
 
 
 class JobQueue:
-    """Jobs of all sessions, run one at a time by ``worker``; events go to each job's owner."""
+    """Jobs of all sessions, run one at a time by ``worker``; events go to each job's owner.
+
+    Fair across clients: each owner has its own queue and its own limit of ``max_queue`` jobs (queued or running), and
+    the worker takes the next job from the owner whose last job started longest ago (an owner that has not run a job
+    yet comes first), so owners take turns one job at a time, whatever one of them queued.
+    """
 
     def __init__(self, run: RunFn, encode_result: EncodeFn, max_queue: int) -> None:
         self._run = run
         self._encode_result = encode_result
         self._max_queue = max_queue
-        self._waiting: List[QueuedJob] = []
+        self._waiting: Dict[object, Deque[QueuedJob]] = {}  # owner -> its queued jobs; dict order = arrival
+        self._last_turn: Dict[object, int] = {}  # owner -> the turn its last job started in
+        self._turns = 0
         self._wakeup = asyncio.Event()
         self.current: Optional[QueuedJob] = None
 
     def __len__(self) -> int:
-        return len(self._waiting) + (1 if self.current else 0)
+        return sum(len(q) for q in self._waiting.values()) + (1 if self.current else 0)
 
     def jobs_of(self, owner: object) -> List[QueuedJob]:
         """The owner's queued jobs in run order, then its running one."""
-        out = [q for q in self._waiting if q.owner is owner]
+        out = list(self._waiting.get(owner, ()))
         if self.current is not None and self.current.owner is owner:
             out.append(self.current)
         return out
@@ -78,23 +85,42 @@ class JobQueue:
     def find(self, owner: object, job_id: str) -> Optional[QueuedJob]:
         return next((q for q in self.jobs_of(owner) if q.id == job_id), None)
 
+    def _turn_order(self) -> List[object]:
+        """Owners with queued jobs, the next to run first (stable: arrival order among equals)."""
+        return sorted(self._waiting, key=lambda owner: self._last_turn.get(owner, -1))
+
+    def run_order(self) -> List[QueuedJob]:
+        """Every queued job in the order the worker will take them (if nothing else arrives)."""
+        owners = [self._waiting[o] for o in self._turn_order()]
+        rounds = max((len(q) for q in owners), default=0)
+        return [q[k] for k in range(rounds) for q in owners if k < len(q)]
+
     def position(self, item: QueuedJob) -> int:
         """Jobs that run before ``item`` (0 = next, or running)."""
-        if item is self.current or item not in self._waiting:
+        if item is self.current:
             return 0
-        return self._waiting.index(item) + (1 if self.current else 0)
+        order = self.run_order()
+        if item not in order:
+            return 0
+        return order.index(item) + (1 if self.current else 0)
+
+    def _remove(self, item: QueuedJob) -> None:
+        queue = self._waiting[item.owner]
+        queue.remove(item)
+        if not queue:
+            del self._waiting[item.owner]
 
     async def submit(self, item: QueuedJob) -> None:
         """Queue a job and answer ``queued``. A live frame first replaces its owner's older queued live frames
-        (each answered ``cancelled``)."""
+        (each answered ``cancelled``). An owner with ``max_queue`` jobs queued or running gets ``busy``."""
         if item.live:
-            for old in [q for q in self._waiting if q.owner is item.owner and q.live]:
-                self._waiting.remove(old)
+            for old in [q for q in self._waiting.get(item.owner, ()) if q.live]:
+                self._remove(old)
                 await old.owner.send(Cancelled(old.id))
-        if len(self) >= self._max_queue:
-            raise ProtocolError(errors.BUSY, f"the server's queue is full ({self._max_queue} jobs); try again later",
-                                job_id=item.id)
-        self._waiting.append(item)
+        if len(self.jobs_of(item.owner)) >= self._max_queue:
+            raise ProtocolError(errors.BUSY, f"this client already has {self._max_queue} jobs queued or running (the "
+                                "limit per client); wait for one to finish", job_id=item.id)
+        self._waiting.setdefault(item.owner, deque()).append(item)
         await item.owner.send(Queued(item.id, self.position(item)))
         self._wakeup.set()
 
@@ -107,22 +133,30 @@ class JobQueue:
         if item is self.current:
             item.ctx.cancel()
         else:
-            self._waiting.remove(item)
+            self._remove(item)
             await owner.send(Cancelled(job_id))
         return True
 
     def drop(self, owner: object, live_only: bool = False) -> List[QueuedJob]:
-        """Forget the owner's queued jobs and stop its running one, without any message; returns them."""
+        """Forget the owner's queued jobs and stop its running one, without any message; returns them. Dropping all
+        of them also forgets the owner's turn."""
         dropped = [q for q in self.jobs_of(owner) if q.live or not live_only]
         for item in dropped:
             if item is self.current:
                 item.ctx.cancel()
             else:
-                self._waiting.remove(item)
+                self._remove(item)
+        if not live_only:
+            self._last_turn.pop(owner, None)
         return dropped
 
     def _take_next(self) -> QueuedJob:
-        return self._waiting.pop(0)
+        owner = self._turn_order()[0]
+        item = self._waiting[owner][0]
+        self._remove(item)
+        self._turns += 1
+        self._last_turn[owner] = self._turns
+        return item
 
     async def worker(self) -> None:
         """Run queued jobs forever."""

@@ -91,7 +91,10 @@ class Router:
     # --- what the server announces ---
 
     def device_description(self) -> str:
-        return self.diffusion.device_description()
+        """What diffusion jobs run on; before the engine exists, the planned device (torch not imported)."""
+        if DIFFUSERS in self._engines:
+            return self._engines[DIFFUSERS].device_description()
+        return devices.describe_plan(self.config.device, self.config.dtype)
 
     def checkpoint_engine(self, entry) -> Engine:
         """The engine that runs a checkpoint: by its family (Flux/SD3 on their own engine, SD1.5/SDXL on diffusers);

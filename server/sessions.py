@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Callable, Dict, List, Optional, Set
+from typing import Awaitable, Callable, Dict, List, Optional, Set, TypeVar
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -24,29 +24,55 @@ from protocol.errors import LocalProtocolError
 from protocol.messages import FINAL_TYPES, Message, Queued, Started, Welcome
 
 from .jobs import JobQueue, QueuedJob
+from .netlog import peer_of
+from .outbox import Outbox
 
 log = logging.getLogger("paintbridge.server")
+T = TypeVar("T")
 
 
 def _is_final(msg: Message) -> bool:
     return isinstance(msg, FINAL_TYPES) and getattr(msg, "id", None) is not None
 
 
-class Link:
-    """One connection's ordered outgoing side."""
+class ClientNotReading(Exception):
+    """The client does not read what the server sends it."""
 
-    def __init__(self, ws: ServerConnection, conn: Connection) -> None:
+
+class Link:
+    """One connection's ordered outgoing side, bounded: a client that does not read is disconnected.
+
+    The outbox coalesces progress (the newest wins) and counts bytes; when more than ``max_bytes`` wait beyond the
+    message being sent, or a send makes no progress for ``write_timeout`` s (the client's socket stays full), the
+    connection is closed with code 1008 and a reason, and what it held is given back (final messages go to the
+    session, which keeps them for a reconnect like after any dropped connection).
+    """
+
+    def __init__(self, ws: ServerConnection, conn: Connection, max_bytes: int = 256 * 1024 * 1024,
+                 write_timeout: float = 60.0) -> None:
         self.ws = ws
         self.conn = conn
-        self.outbox: "asyncio.Queue[Message]" = asyncio.Queue()
+        self.outbox = Outbox(max_bytes)
+        self.write_timeout = write_timeout
         self.session: Optional["ClientSession"] = None
+        self.closed_because: Optional[str] = None
         self._unsent: List[Message] = []
+        self._unconfirmed: List[Message] = []  # finals written to the socket, not yet confirmed by a pong
 
     def put(self, msg: Message) -> None:
-        self.outbox.put_nowait(msg)
+        if self.closed_because is not None:
+            if _is_final(msg):
+                self._unsent.append(msg)  # the session keeps it when the link is unhooked
+            return
+        self.outbox.put(msg)
+        if self.outbox.over_limit:
+            self.shut(f"the client does not read: over {self.outbox.max_bytes // (1024 * 1024)} MiB of messages "
+                      f"wait for it")
 
     async def pump(self) -> None:
-        """Send queued messages in order until the connection closes."""
+        """Send queued messages in order until the connection closes. A final message counts as delivered only when
+        the client's websocket answers a ping sent after it: written to a socket is not received (a connection that
+        drops takes what it held with it), and an unconfirmed final is kept for the session's reconnect."""
         while True:
             msg = await self.outbox.get()
             try:
@@ -55,17 +81,77 @@ class Link:
                 log.error("not sending %s: %s", msg.type, err)  # a server bug; the connection stays usable
                 continue
             try:
-                await self.ws.send(fragments(frame))
+                await self._watched(self.ws.send(fragments(frame)))
+                if _is_final(msg):
+                    self._unconfirmed.append(msg)
+                    pong = await self._watched(self.ws.ping())  # its pong confirms every final sent before it
+                    asyncio.ensure_future(self._confirm(pong, list(self._unconfirmed)))
+            except ClientNotReading as err:
+                self._keep_unsent(msg)
+                self.shut(str(err))
+                return
             except (ConnectionClosed, asyncio.CancelledError):
-                self._unsent.append(msg)
+                self._keep_unsent(msg)
                 raise
+
+    def _keep_unsent(self, msg: Message) -> None:
+        if all(m is not msg for m in self._unconfirmed):  # (a final whose ping failed is already kept)
+            self._unsent.append(msg)
+
+    async def _confirm(self, pong: "asyncio.Future[float]", finals: List[Message]) -> None:
+        try:
+            await pong
+        except (ConnectionClosed, asyncio.CancelledError):
+            return
+        self._unconfirmed = [m for m in self._unconfirmed if all(m is not f for f in finals)]
+
+    async def _watched(self, sending: Awaitable[T]) -> T:
+        """Await a send (or ping) watching the socket: no byte leaving for ``write_timeout`` s is ClientNotReading."""
+        task = asyncio.ensure_future(sending)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # the caller handles a closed connection
+        loop = asyncio.get_running_loop()
+        transport = self.ws.transport
+        check = max(0.01, min(1.0, self.write_timeout / 4))
+        left, since = transport.get_write_buffer_size(), loop.time()
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=check)
+                if done:
+                    return task.result()
+                now, size = loop.time(), transport.get_write_buffer_size()
+                if size < left:
+                    left, since = size, now
+                elif now - since >= self.write_timeout:
+                    raise ClientNotReading(f"the client read nothing for {self.write_timeout:g} s")
+        finally:
+            if not task.done():
+                task.cancel()
+
+    def shut(self, reason: str) -> None:
+        """Close the connection because of ``reason`` (once): close frame with code 1008, then the socket."""
+        if self.closed_because is not None:
+            return
+        self.closed_because = reason
+        for msg in self.outbox.drain():  # give the memory back; final messages go to the session
+            if _is_final(msg):
+                self._unsent.append(msg)
+        client = self.session.client if self.session is not None else "?"
+        log.warning("closing the connection of %s (%s): %s", client, peer_of(self.ws), reason)
+        asyncio.ensure_future(self._close(reason))
+
+    async def _close(self, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(1008, reason[:120]), timeout=2.0)
+        except (asyncio.TimeoutError, ConnectionClosed, OSError):
+            pass
+        finally:
+            self.ws.transport.abort()
 
     def drain(self) -> List[Message]:
         """What this link did not send (it is closing): the caller keeps the final messages."""
-        left, self._unsent = self._unsent, []
-        while not self.outbox.empty():
-            left.append(self.outbox.get_nowait())
-        return left
+        left = self._unconfirmed + self._unsent
+        self._unconfirmed, self._unsent = [], []
+        return left + self.outbox.drain()
 
 
 class ClientSession:

@@ -126,6 +126,7 @@ SERVER_LAYERS = {
     "classical": 2, "diffusion": 2, "families": 2, "upscale": 2, "preprocess": 2,  # the engines, peers
     "router": 3,  # picks the engine for a job
     "jobs": 4, "sessions": 4,  # the job queue, client sessions
+    "access": 4, "netlog": 4, "outbox": 4,  # who may connect, the network log, a connection's bounded outbox
     "app": 5,  # the websocket application
     "cli": 6, "__main__": 7,  # the command line
 }

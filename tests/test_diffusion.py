@@ -157,7 +157,8 @@ def test_a_seed_reproduces_pixels_and_a_batch_counts_up_from_it(client):
     assert [l.seed for l, _ in batch] == [7, 8]
     assert not np.array_equal(batch[0][1], batch[1][1])
     (again, pixels), = layers(client.run(with_image(job("img2img", "tiny-sd15", seed=8)), timeout=120))
-    assert np.array_equal(pixels, batch[1][1])
+    # one pipeline call for the batch: the same image up to rounding (batched kernels round differently)
+    assert np.abs(pixels.astype(int) - batch[1][1].astype(int)).mean() < 1.0
     (rand, first), = layers(client.run(with_image(job("img2img", "tiny-sd15", seed=-1)), timeout=120))
     assert 0 <= rand.seed < 2**32
     (_, second), = layers(client.run(with_image(job("img2img", "tiny-sd15", seed=rand.seed)), timeout=120))
@@ -372,7 +373,9 @@ def test_device_and_precision_are_chosen_and_can_be_overridden(models_dir):
     from server.models.registry import ModelRegistry
 
     if not torch.cuda.is_available():
-        assert devices.choose() == (torch.device("cpu"), torch.float32)
+        expected = torch.bfloat16 if devices.cpu_fast_bf16() else torch.float32
+        assert devices.choose() == (torch.device("cpu"), expected)
+        assert devices.choose(dtype="float32") == (torch.device("cpu"), torch.float32)
         with pytest.raises(ValueError, match="CUDA is not available"):
             devices.choose("cuda")
     with pytest.raises(ValueError, match="float8"):

@@ -342,6 +342,27 @@ img.delete()
     assert "Traceback" not in result.output
 
 
+def test_a_connection_cut_mid_job_still_delivers_the_layer(profile, server):
+    """The network drops once while the job runs (a proxy cuts the connection right after the server queued it): the
+    plug-in reconnects with its session id, the server re-sends what it missed, and the layer arrives."""
+    from cutproxy import CuttingProxy
+
+    with CuttingProxy(server.port) as proxy:
+        batch(profile, """
+img, (layer,) = make_image(120, 96)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 30, 20, 40, 30)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-inpaint", img, [layer], prompt="over a flaky network", model="classical",
+          grow=0, feather=0, server=P["url"])
+added = new_layers(img, old)
+check(len(added) == 1, "the layer arrived after the reconnect: %r" % layer_summary(img))
+check(added[0].get_name() == "over a flaky network (classical)", "named: %r" % layer_summary(img))
+img.delete()
+""", url=proxy.url)
+        assert proxy.cuts == 1 and proxy.connections >= 2, (proxy.cuts, proxy.connections)
+    assert "resumed with 1 open job(s)" in server.log_path.read_text()
+
+
 def test_server_address_is_remembered_between_runs(profile, server):
     from hosts.gimp import gimp_profile, run_batch
 

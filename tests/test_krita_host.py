@@ -658,6 +658,29 @@ def test_krita_529_inpaint_live_outpaint_depths(krita_529_run):
     assert run["cmyk"]["error"] is True and "RGB" in run["cmyk"]["message"]
 
 
+def test_a_connection_cut_mid_job_still_delivers_the_layer(tmp_path_factory):
+    """A proxy between the panel and a running server drops the connection once, right after the server queued the
+    job: the panel reconnects with its session id, the server re-sends what it missed, and the layer arrives."""
+    from conftest import ServerProcess
+    from cutproxy import CuttingProxy
+
+    folder = tmp_path_factory.mktemp("krita-flaky-server")
+    (folder / "models").mkdir()
+    server = ServerProcess(["--models", str(folder / "models")], folder / "server.log").start()
+    try:
+        with CuttingProxy(server.port) as proxy:
+            run = _run_scenario(tmp_path_factory, "flaky", W, H, server_url=proxy.url)
+            cuts, connections = proxy.cuts, proxy.connections
+    finally:
+        server.stop()
+    assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
+    rec = run["flaky"]
+    assert rec["error"] is False and rec["results"] == 1, rec
+    assert [l["name"] for l in rec["new_layers"]] == ["over a flaky network (classical)"], rec["new_layers"]
+    assert cuts == 1 and connections >= 2, (cuts, connections)
+    assert "resumed with 1 open job(s)" in (folder / "server.log").read_text()
+
+
 def test_a_tiny_flux_model_generates_into_a_selection(krita_flux_run):
     run = krita_flux_run
     assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]

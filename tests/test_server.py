@@ -484,6 +484,8 @@ def test_a_result_finished_while_away_is_kept_for_the_reconnect(start_server, ti
     assert welcome["resumed"] == ["quick"]
     reply = decode(ws2.recv(timeout=30))
     assert reply["type"] == "result" and reply["id"] == "quick"
+    ws2.send(encode({"type": "list_models"}))  # answered after the ping that confirms the result's delivery
+    assert decode(ws2.recv(timeout=30))["type"] == "models"
     ws3, welcome = raw_session(server.url, hello_with("away"))  # delivered once: nothing is held any more
     assert welcome["resumed"] == []
 

@@ -28,8 +28,10 @@ from ..core import Engine, Job, JobContext, Layer
 from ..defaults import DEFAULT_STRENGTH
 from ..models import loading
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
+from . import cache
 from . import controls as control_plans
-from . import pipelines, prompts, samplers
+from . import latents as latents_of
+from . import pipelines, prompts, samplers, tiny_vae
 from .adapters import Adapters
 from .preview import latents_to_rgb
 
@@ -39,6 +41,9 @@ logging.getLogger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
 
 MODES = ("generate", "img2img", "inpaint", "outpaint")
 MAX_CONTROLNETS_KEPT = 4
+PREPROCESS_PARAMS = ("low_threshold", "high_threshold")
+# bytes each content-keyed cache may hold (least recently used values go first)
+CACHE_BUDGETS = {"prompts": 64 << 20, "latents": 128 << 20, "masks": 256 << 20, "controls": 128 << 20}
 # What the engine turns on, in this order, each time a job runs out of device memory (then it runs the job again).
 # A fallback stays on while the checkpoint is loaded. Model CPU offload only helps on a GPU.
 VAE_TILING = "vae tiling and slicing"
@@ -73,6 +78,8 @@ class DiffusionEngine(Engine):
         self.controlnets: Dict[str, object] = {}
         self.loads = 0
         self._lock = threading.Lock()
+        self.caches = {name: cache.BoundedCache(name, budget) for name, budget in CACHE_BUDGETS.items()}
+        self._tiny: Dict[str, object] = {}
 
     def device_description(self) -> str:
         return devices.describe(self.device, self.dtype)
@@ -117,6 +124,8 @@ class DiffusionEngine(Engine):
             return
         self.loaded = None
         self.controlnets.clear()
+        for c in self.caches.values():
+            c.clear()
         gc.collect()
         devices.empty_cache(self.device)
 
@@ -184,16 +193,23 @@ class DiffusionEngine(Engine):
         return None
 
     def _control_images(self, plans, work: Job, hard: np.ndarray, pw: int, ph: int, ctx: JobContext) -> list:
-        """Each ControlNet's input at processing size (preprocessed when asked; inpaint ones from image and mask)."""
+        """Each ControlNet's input at processing size (preprocessed when asked; inpaint ones from image and mask),
+        cached by content and the preprocessing settings."""
         images = []
+        params = work.params
         for plan in plans:
+            control = plan.control
             if control_plans.uses_inpaint_condition(plan) and work.image is not None:
-                images.append(control_plans.inpaint_tensor(imageops.resize(work.image[..., :3], pw, ph),
-                                                              imageops.resize(hard, pw, ph)))
+                key = ("inpaint", cache.digest(work.image, hard), pw, ph)
+                make = lambda: control_plans.inpaint_tensor(  # noqa: E731
+                    imageops.resize(work.image[..., :3], pw, ph), imageops.resize(hard, pw, ph))
             else:
-                rgb = ctx.interruptible(control_plans.control_image, plan.control, self.registry, work.params,
-                                        str(self.device))  # preprocessing a large control layer takes seconds
-                images.append(_pil(imageops.resize(rgb, pw, ph)))
+                settings = tuple(getattr(params, k) for k in PREPROCESS_PARAMS) if control.preprocess else ()
+                seed = params.seed if control.preprocess and control.type == "shuffle" else None
+                key = (control.type, control.preprocess, cache.digest(control.image), settings, seed, pw, ph)
+                make = lambda c=control: _pil(imageops.resize(ctx.interruptible(  # noqa: E731
+                    control_plans.control_image, c, self.registry, params, str(self.device)), pw, ph))
+            images.append(self.caches["controls"].get(key, make))
         return images
 
     def _run(self, job: Job, ctx: JobContext) -> List[Layer]:
@@ -212,7 +228,7 @@ class DiffusionEngine(Engine):
 
         work, original = _working_job(job)
         plans = [dataclasses.replace(p, control=c) for p, c in zip(plans, work.controls)]
-        hard, soft = imageops.prepare_mask(work)
+        hard, soft = self._mask(work)
         native = pipe.unet.config.sample_size * pipe.vae_scale_factor
         pw, ph = imageops.processing_size(work.width, work.height, native * native, multiple=pipe.vae_scale_factor)
 
@@ -222,76 +238,170 @@ class DiffusionEngine(Engine):
         union = bool(plans) and plans[0].entry.info.get("union")
         runner = pipelines.variant(loaded, kind, nets, union)
 
-        settings = _settings(job, entry, kind)
-        runner.scheduler = samplers.make_scheduler(settings["sampler"], loaded.scheduler_config)
+        preset = self._few_step_preset(entry, tags)
+        settings = _settings(job, entry, kind, preset)
+        runner.scheduler = samplers.make_scheduler(settings["sampler"], loaded.scheduler_config,
+                                                   preset["spacing"] if preset else None)
         steps, seeds = settings["steps"], settings["seeds"]
-        call = dict(num_inference_steps=steps, guidance_scale=settings["cfg"], num_images_per_prompt=1,
+        call = dict(num_inference_steps=steps, guidance_scale=settings["cfg"], num_images_per_prompt=len(seeds),
                     output_type="np")
-        call.update(prompts.encode(runner, prompt, negative, self.device).kwargs())
-        call.update(_image_inputs(work, kind, hard, pw, ph, settings["strength"]))
+        call.update(self._conditioning(loaded, runner, prompt, negative).kwargs())
+        init = _init_image(work, kind, pw, ph)
+        call.update(self._image_inputs(loaded, init, kind, bool(plans), hard, pw, ph, settings["strength"], len(seeds)))
         if plans:
             images = self._control_images(plans, work, hard, pw, ph, ctx)
             call.update(pipelines.control_kwargs(kind, plans, images, union))
 
         arch = entry.arch
-        done = [0]  # images finished, for progress over the whole batch
+        tiny = self.tiny_vae(arch)
+        fast_decode = tiny is not None and bool(getattr(job, "live", False))
+        # Only the box around the mask is decoded: outside it the result layer keeps the original pixels anyway.
+        box = None if fast_decode or kind != "inpaint" else \
+            latents_of.decode_box(soft, pw, ph, pipe.vae_scale_factor, pipe.vae.config)
+        if fast_decode or box is not None:
+            call["output_type"] = "latent"
 
         def on_step(pipe_, step: int, timestep, tensors: dict) -> dict:
-            per_image = getattr(pipe_, "num_timesteps", None) or steps
-            preview = latents_to_rgb(tensors["latents"], arch) if job.previews else None
-            ctx.progress(done[0] * per_image + min(step + 1, per_image), per_image * len(seeds), preview)
+            total = getattr(pipe_, "num_timesteps", None) or steps
+            preview = None
+            if job.previews:
+                latents = tensors["latents"]
+                preview = tiny_vae.preview(tiny, latents) if tiny is not None else latents_to_rgb(latents, arch)
+            ctx.progress(min(step + 1, total), total, preview)
             return tensors
 
         started = time.perf_counter()
-        images = []
-        # One call per image: each seed then gives the same pixels whether it ran alone or in a batch.
-        for s in seeds:
-            ctx.check()
-            with torch.inference_mode():
-                out = runner(**call, generator=torch.Generator("cpu").manual_seed(s), callback_on_step_end=on_step,
-                             callback_on_step_end_tensor_inputs=["latents"])
-            if not np.isfinite(out.images).all():
-                raise ProtocolError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its weights "
-                                  f"do not fit its {arch_name(arch)} architecture or precision {self.dtype}")
-            images.append(np.clip(np.rint(out.images[0] * 255), 0, 255).astype(np.uint8))
-            done[0] += 1
+        ctx.check()
+        # One call for the whole batch, one generator per image: each seed gives the same pixels alone or in a batch.
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        with torch.inference_mode():
+            out = runner(**call, generator=generators, callback_on_step_end=on_step,
+                         callback_on_step_end_tensor_inputs=["latents"])
+            if fast_decode:
+                images = tiny_vae.to_uint8(tiny_vae.decode(tiny, out.images))
+            else:
+                if box is not None:
+                    out.images = latents_of.decode_into(pipe.vae, out.images, box, init, pipe.vae_scale_factor)
+                if not np.isfinite(out.images).all():
+                    raise ProtocolError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its "
+                                        f"weights do not fit its {arch_name(arch)} architecture or precision {self.dtype}")
+                images = [np.clip(np.rint(img * 255), 0, 255).astype(np.uint8) for img in out.images]
         elapsed = time.perf_counter() - started
 
         info = {"model": entry.name, "arch": arch, "sampler": settings["sampler"], "steps": steps,
                 "cfg": settings["cfg"], "strength": settings["strength"], "size": [pw, ph], "loras": loras,
                 "embeddings": embeddings, "controlnets": [p.entry.name for p in plans], "seconds": round(elapsed, 3)}
+        if preset:
+            info["few_step"] = preset["family"]
+        if fast_decode:
+            info["decoder"] = "tiny"
+        if box is not None:
+            info["decoded"] = list(box)
         return _layers(job, work, original, soft, images, seeds, info)
 
+    # --- prepared inputs, cached by content ---
 
-def _settings(job: Job, entry: ModelEntry, kind: str) -> dict:
-    """Sampler, steps, strength, CFG and seeds of a job, with the defaults filled in."""
+    def _mask(self, work: Job) -> Tuple[np.ndarray, np.ndarray]:
+        """The job's (hard, soft) masks (imageops.prepare_mask), read-only, cached by mask content and settings."""
+        params = work.params
+        key = (cache.digest(work.mask), work.width, work.height, params.grow, params.feather)
+
+        def make():
+            hard, soft = imageops.prepare_mask(work)
+            for arr in (hard, soft):
+                arr.setflags(write=False)
+            return hard, soft
+        return self.caches["masks"].get(key, make)
+
+    def _conditioning(self, loaded: LoadedCheckpoint, runner, prompt: str, negative: str):
+        """Prompt embeddings, cached per checkpoint, precision, active LoRAs (their text-encoder part changes them),
+        loaded embeddings and prompt text."""
+        adapters = loaded.adapters
+        key = (str(loaded.entry.path), str(self.dtype), tuple(tuple(a) for a in adapters.active),
+               tuple(sorted(adapters.embeddings)), prompt, negative)
+        return self.caches["prompts"].get(key, lambda: prompts.encode(runner, prompt, negative, self.device))
+
+    def _latents(self, loaded: LoadedCheckpoint, rgb: np.ndarray, hole: Optional[np.ndarray] = None):
+        """VAE latents of an image (with ``hole`` blanked: the masked image of 9-channel UNets), cached by content."""
+        vae = loaded.pipe.vae
+        key = (str(loaded.entry.path), str(self.dtype), cache.digest(rgb, hole))
+        return self.caches["latents"].get(
+            key, lambda: latents_of.encode(vae, latents_of.to_tensor(rgb, self.device, vae.dtype, hole)))
+
+    def _image_inputs(self, loaded: LoadedCheckpoint, init: Optional[np.ndarray], kind: str, controlled: bool,
+                      hard: np.ndarray, pw: int, ph: int, strength: float, batch: int) -> dict:
+        """The pipeline's size and image arguments: processing size (txt2img, inpaint; img2img takes it from the
+        image), init image as latents (img2img, inpaint) and mask (inpaint). ControlNet inpaint pipelines take no
+        latents: they get pixels, as stock diffusers."""
+        if kind == "txt2img":
+            return {"height": ph, "width": pw}
+        if kind == "img2img":
+            return {"image": self._latents(loaded, init).repeat(batch, 1, 1, 1), "strength": strength}
+        mask = _binary(imageops.resize(hard, pw, ph))
+        out = {"mask_image": _pil(mask), "height": ph, "width": pw, "strength": strength}
+        if controlled:
+            out["image"] = _pil(init)
+            return out
+        image_latents = self._latents(loaded, init)
+        nine_channels = loaded.pipe.unet.config.in_channels == 9
+        # a regular UNet never reads the masked image's latents: the image's own stand in, unused
+        out.update(image=image_latents,
+                   masked_image_latents=self._latents(loaded, init, mask) if nine_channels else image_latents)
+        return out
+
+    def _few_step_preset(self, entry: ModelEntry, tags) -> Optional[dict]:
+        """The few-step preset of the job's LoRAs (the first that has one), else of the checkpoint, else None."""
+        for tag in tags:
+            lora = self.registry.find(tag.name, "lora", entry.arch)
+            if lora is not None and lora.info.get("few_step"):
+                return lora.info["few_step"]
+        return entry.info.get("few_step")
+
+    def tiny_vae(self, arch: str):
+        """The tiny VAE (TAESD family) for ``arch`` from the models folders, loaded once; None when none is installed."""
+        if arch not in self._tiny:
+            path = tiny_vae.find(self.registry.dirs, arch, self.registry.allow_pickle)
+            vae = None
+            if path is not None:
+                try:
+                    vae = tiny_vae.load(path, self.device, self.dtype)
+                    log.info("previews decoded by %s", path.name)
+                except Exception as err:  # noqa: BLE001 - previews fall back to the linear map
+                    log.warning("cannot load tiny VAE %s: %s", path, err)
+            self._tiny[arch] = vae
+        return self._tiny[arch]
+
+
+def _settings(job: Job, entry: ModelEntry, kind: str, preset: Optional[dict] = None) -> dict:
+    """Sampler, steps, strength, CFG and seeds of a job, with the defaults filled in. A few-step model's preset
+    gives the sampler when the job leaves it open (and then its step count too) and the CFG when left open."""
     params = job.params
-    sampler = params.sampler or samplers.DEFAULT_SAMPLER
+    sampler = params.sampler
+    steps = params.steps
+    if not sampler and preset:
+        sampler, steps = preset["sampler"], preset["steps"]
+    sampler = sampler or samplers.DEFAULT_SAMPLER
     strength = params.strength if params.strength is not None else DEFAULT_STRENGTH[job.mode]
     if job.mode == "generate":
         strength = 1.0
-    steps = params.steps
     if kind != "txt2img":  # diffusers runs int(steps * strength) steps: keep at least one
         strength = max(strength, 1.0 / steps)
-    cfg = params.cfg if params.cfg is not None else samplers.default_cfg(sampler, entry.arch)
+    if params.cfg is not None:
+        cfg = params.cfg
+    else:
+        cfg = preset["cfg"] if preset else samplers.default_cfg(sampler, entry.arch)
     seed = params.seed if params.seed >= 0 else random.randrange(2**32)
     return {"sampler": sampler, "strength": strength, "steps": steps, "cfg": cfg,
             "seeds": [(seed + i) % 2**32 for i in range(params.batch)]}
 
 
-def _image_inputs(work: Job, kind: str, hard: np.ndarray, pw: int, ph: int, strength: float) -> dict:
-    """The pipeline's size and image arguments: processing size (txt2img, inpaint; img2img takes it from the
-    image), init image (img2img, inpaint) and mask (inpaint)."""
+def _init_image(work: Job, kind: str, pw: int, ph: int) -> Optional[np.ndarray]:
+    """The init image at processing size (mid grey without an image); None for txt2img."""
     if kind == "txt2img":
-        return {"height": ph, "width": pw}
-    if work.image is not None:
-        init = np.ascontiguousarray(work.image[..., :3])
-    else:
-        init = np.full((work.height, work.width, 3), 127, np.uint8)
-    out = {"image": _pil(imageops.resize(init, pw, ph)), "strength": strength}
-    if kind == "inpaint":
-        out.update(mask_image=_pil(_binary(imageops.resize(hard, pw, ph))), height=ph, width=pw)
-    return out
+        return None
+    if work.image is None:
+        return np.full((ph, pw, 3), 127, np.uint8)
+    return imageops.resize(np.ascontiguousarray(work.image[..., :3]), pw, ph)
 
 
 def _layers(job: Job, work: Job, original: Optional[np.ndarray], soft: np.ndarray, images: List[np.ndarray],

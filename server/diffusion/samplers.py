@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from protocol.messages import SAMPLERS
 
 from ..defaults import DEFAULT_SAMPLER, default_cfg as family_cfg
@@ -21,8 +23,9 @@ SCHEDULERS = {
 assert set(SCHEDULERS) == set(SAMPLERS), "every protocol sampler needs a scheduler"
 
 
-def make_scheduler(name: str, base_config):
-    """A fresh scheduler for sampler ``name`` ("" = the default) from a checkpoint's scheduler config."""
+def make_scheduler(name: str, base_config, spacing: Optional[str] = None):
+    """A fresh scheduler for sampler ``name`` ("" = the default) from a checkpoint's scheduler config; ``spacing``
+    sets the timestep spacing (few-step models want "trailing": their first step starts from pure noise)."""
     import diffusers
 
     cls_name, overrides = SCHEDULERS[name or DEFAULT_SAMPLER]
@@ -30,6 +33,8 @@ def make_scheduler(name: str, base_config):
     for legacy in ("skip_prk_steps", "use_karras_sigmas", "algorithm_type", "interpolation_type"):
         config.pop(legacy, None)
     config.update(overrides)
+    if spacing:
+        config["timestep_spacing"] = spacing
     return getattr(diffusers, cls_name).from_config(config)
 
 

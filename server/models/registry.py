@@ -20,8 +20,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
-from . import detect
-from . import families
+from . import detect, families, fewstep
 from .detect import DIFFUSERS, PICKLE, SAFETENSORS, Detected, DetectError
 
 KINDS = ("checkpoint", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler")
@@ -79,6 +78,8 @@ class ModelEntry:
             entry["union"] = bool(self.info.get("union"))
         if self.info.get("variant"):
             entry["variant"] = self.info["variant"]  # Flux/SD3: dev, schnell, fill, kontext, 3.5-large, ...
+        if self.kind in ("checkpoint", "lora"):
+            entry.update(fewstep.listing(self.info.get("few_step")))
         if self.problem:
             entry["problem"] = self.problem
         return entry
@@ -143,6 +144,11 @@ def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
     found = _detect_arch(kind, path, fmt, allow_pickle)
     if kind == "controlnet":
         found.info["control_types"] = detect.control_types_from_name(path.name)
+    if kind in ("checkpoint", "lora"):
+        shapes = detect.safetensors_shapes(path) if fmt == SAFETENSORS else None  # a header read: a few KB
+        preset = fewstep.detect(path, shapes)
+        if preset is not None:
+            found.info["few_step"] = preset
     return found
 
 

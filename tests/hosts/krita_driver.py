@@ -939,6 +939,33 @@ def scenario_diffusion():
     mark("done")
 
 
+def scenario_flaky():
+    """The connection is cut once mid-job (a proxy between the plugin and the server, started by the test): the panel
+    reconnects with its session id and still gets its layer."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    dock.show()
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    mark("connected")
+    R["connected"] = ses.connection_state
+    doc = new_doc("pb-flaky")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    doc.setActiveNode(paint)
+    yield 400
+    ses.set_mode("inpaint")
+    ses.set_option("model", "classical")
+    ses.set_prompt("over a flaky network", "")
+    select_rect(doc, 40, 30, 24, 20)
+    yield 300
+    R["flaky"] = rec = {"layers_before": layers(doc)}
+    yield from run_job(ses, rec)
+    yield from apply_result(ses, doc, rec, "flaky-new", W, H)
+    mark("done")
+
+
 def scenario_flux():
     """A tiny Flux.1 model kept as ComfyUI users keep it: generate into a rectangular selection, apply."""
     R = RESULT
@@ -1037,7 +1064,7 @@ def scenario_large():
 
 
 SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
-             "large": scenario_large}
+             "flaky": scenario_flaky, "large": scenario_large}
 
 
 def _start():

@@ -1,0 +1,274 @@
+"""Inpaint through ``paintbridge serve`` (its defaults) vs plain diffusers' ``StableDiffusionInpaintPipeline`` (its
+defaults: fp32 on a CPU) on the same inputs, side by side in one run.
+
+    .venv/bin/python benchmarks/inpaint_vs_diffusers.py [--reps 2] [--size 512] [--mask 192] [--steps 4]
+
+Real-size SD1.5 architecture with random weights (built once by tests/factory.py, ~2 GB), a 512 x 512 image with a
+centred 192 x 192 mask, Euler, 4 steps, CFG 7, strength 1.0. Each side runs in its own process, so its start-up and
+peak memory (VmHWM) are its own. Timed, alternating plain / server:
+- first job after start: from starting the process (import, load) to the result;
+- warm job with a new prompt;
+- "generate again": the same job with only the seed changed;
+then plain diffusers in bf16 (for information). Ratios are server / plain from each side's fastest run (other load on
+the machine only ever adds time). The server is timed from the client: job sent → result received. Each job's CPU
+seconds (user + system, all threads of the side's process) are printed too: on a shared machine they are disturbed far
+less than wall-clock time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CFG = 7.0
+SAMPLER = "Euler"
+PROMPTS = ("a lighthouse on a cliff at sunset, oil painting", "a bowl of ripe pears on a wooden table",
+           "a red fox in fresh snow, watercolour", "an old tram in a rainy street at night")
+
+
+def cpu_seconds(pid: str = "self") -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_gib(pid: str = "self") -> float:
+    """Peak resident memory (VmHWM) of a process in GiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def inputs(size: int, mask_side: int):
+    """A smooth test picture (RGBA) and a centred square mask."""
+    y, x = np.mgrid[0:size, 0:size]
+    img = np.zeros((size, size, 4), np.uint8)
+    img[..., 0] = (x * 255 // size).astype(np.uint8)
+    img[..., 1] = (y * 255 // size).astype(np.uint8)
+    img[..., 2] = ((np.sin(x / 17.0) + np.cos(y / 23.0) + 2) * 63).astype(np.uint8)
+    img[..., 3] = 255
+    mask = np.zeros((size, size), np.uint8)
+    a = (size - mask_side) // 2
+    mask[a:a + mask_side, a:a + mask_side] = 255
+    return img, mask
+
+
+# --- plain diffusers, in a worker process ----------------------------------------------------------------------------
+
+def plain_worker(checkpoint: str, dtype: str, size: int, mask_side: int, steps: int) -> None:
+    """Load the pipeline as a diffusers user would, then run jobs read as JSON lines from stdin."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionInpaintPipeline
+    from PIL import Image
+
+    from server.models.loading import CONFIGS_DIR
+    from server.models.tokenizers import clip_tokenizer
+
+    # the file holds fp16 weights: a user on a CPU loads them as fp32 (fp16 convolutions on a CPU crawl)
+    pipe = StableDiffusionInpaintPipeline.from_single_file(
+        checkpoint, config=str(CONFIGS_DIR / "sd15"), tokenizer=clip_tokenizer(), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False, local_files_only=True, dtype=getattr(torch, dtype))
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    img, mask = inputs(size, mask_side)
+    image, mask_image = Image.fromarray(img[..., :3]), Image.fromarray(mask)
+    for line in sys.stdin:
+        job = json.loads(line)
+        started, cpu = time.perf_counter(), cpu_seconds()
+        pipe(job["prompt"], image=image, mask_image=mask_image, num_inference_steps=steps, guidance_scale=CFG,
+             strength=1.0, generator=torch.Generator("cpu").manual_seed(job["seed"]))
+        print(json.dumps({"seconds": time.perf_counter() - started, "cpu": cpu_seconds() - cpu,
+                          "peak_gib": peak_gib()}), flush=True)
+
+
+class Plain:
+    """The plain-diffusers worker process."""
+
+    def __init__(self, checkpoint: Path, dtype: str, opts) -> None:
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--plain-worker", str(checkpoint), "--dtype", dtype, "--size", str(opts.size),
+             "--mask", str(opts.mask), "--steps", str(opts.steps)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+        self.peak = float("nan")
+        self.cpu = float("nan")  # CPU seconds of the last job
+
+    def job(self, prompt: str, seed: int) -> float:
+        self.proc.stdin.write(json.dumps({"prompt": prompt, "seed": seed}) + "\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self.proc.stdout.readline())
+        self.peak, self.cpu = reply["peak_gib"], reply["cpu"]
+        return reply["seconds"]
+
+    def first_job(self, prompt: str, seed: int) -> float:
+        self.job(prompt, seed)
+        return time.perf_counter() - self.started
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=120)
+
+
+# --- the server --------------------------------------------------------------------------------------------------
+
+class Served:
+    """``paintbridge serve`` with its defaults, and a client connected to it."""
+
+    def __init__(self, models: Path, opts) -> None:
+        from protocol.client import Client
+
+        self.opts = opts
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", "0", "--models",
+                                      str(models)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        url = None
+        for line in self.proc.stdout:
+            m = re.search(r"listening on (ws://\S+)", line)
+            if m:
+                url = m.group(1)
+                self.listening = time.perf_counter() - self.started
+                break
+        if url is None:
+            raise SystemExit("the server did not start:\n" + self.proc.stdout.read())
+        self.client = Client(url, "benchmark").__enter__()
+        self.device = self.client.welcome.device
+        img, mask = inputs(opts.size, opts.mask)
+        self.image = {"width": opts.size, "height": opts.size, "format": "rgba8", "data": img.tobytes()}
+        self.mask = {"width": opts.size, "height": opts.size, "format": "gray8", "data": mask.tobytes()}
+        self.info: dict = {}
+        self.cpu = float("nan")  # CPU seconds of the last job
+
+    def job(self, prompt: str, seed: int) -> float:
+        started, cpu = time.perf_counter(), cpu_seconds(str(self.proc.pid))
+        result = self.client.run({"mode": "inpaint", "model": "", "prompt": prompt, "image": self.image,
+                                  "mask": self.mask, "params": {"steps": self.opts.steps, "cfg": CFG, "strength": 1.0,
+                                                                "sampler": SAMPLER, "seed": seed}}, timeout=3600)
+        self.info = result.layers[0].info
+        self.cpu = cpu_seconds(str(self.proc.pid)) - cpu
+        return time.perf_counter() - started
+
+    def first_job(self, prompt: str, seed: int) -> float:
+        self.job(prompt, seed)
+        return time.perf_counter() - self.started
+
+    def close(self) -> float:
+        peak = peak_gib(str(self.proc.pid))
+        self.client.__exit__(None, None, None)
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+        return peak
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--mask", type=int, default=192)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    p.add_argument("--plain-worker", metavar="CHECKPOINT", help=argparse.SUPPRESS)
+    opts = p.parse_args()
+    if opts.plain_worker:
+        plain_worker(opts.plain_worker, opts.dtype, opts.size, opts.mask, opts.steps)
+        return
+
+    import factory
+
+    checkpoint = factory.real_sd15_checkpoint()
+    models = Path(tempfile.mkdtemp(prefix="pb-inpaint-bench-"))
+    (models / "checkpoints").mkdir()
+    (models / "checkpoints" / checkpoint.name).symlink_to(checkpoint)
+    print(f"checkpoint: {checkpoint.name} ({checkpoint.stat().st_size / 1e9:.2f} GB, random weights); "
+          f"{opts.size} px, {opts.mask} px centred mask, {SAMPLER}, {opts.steps} steps, CFG {CFG}, strength 1.0; "
+          f"{os.cpu_count()} CPUs (shared: other work on the machine only adds time)", flush=True)
+
+    t = {k: [] for k in ("plain first", "server first", "plain new", "server new", "plain again", "server again",
+                         "bf16 new", "bf16 again", "server new (bf16 round)")}
+    cpu = {k: [] for k in t}  # CPU seconds of the warm jobs
+    plain = Plain(checkpoint, "float32", opts)
+    t["plain first"].append(plain.first_job(PROMPTS[0], 1))
+    print(f"plain diffusers first job (start, load, job): {t['plain first'][-1]:.1f} s", flush=True)
+    server = Served(models, opts)
+    t["server first"].append(server.first_job(PROMPTS[0], 1))
+    print(f"server first job (start, load, job): {t['server first'][-1]:.1f} s; listening after "
+          f"{server.listening:.2f} s; device: {server.device}", flush=True)
+    for rep in range(opts.reps):
+        prompt = PROMPTS[1 + rep % (len(PROMPTS) - 1)] + f" #{rep}"
+        for key, seed in (("new", 10 + rep), ("again", 20 + rep)):
+            for side, runner in (("plain", plain), ("server", server)):
+                t[f"{side} {key}"].append(runner.job(prompt, seed))
+                cpu[f"{side} {key}"].append(runner.cpu)
+        print(f"rep {rep + 1}: new prompt plain {t['plain new'][-1]:.1f} s ({cpu['plain new'][-1]:.0f} cpu-s), server "
+              f"{t['server new'][-1]:.1f} s ({cpu['server new'][-1]:.0f} cpu-s); again plain {t['plain again'][-1]:.1f} s "
+              f"({cpu['plain again'][-1]:.0f} cpu-s), server {t['server again'][-1]:.1f} s "
+              f"({cpu['server again'][-1]:.0f} cpu-s)", flush=True)
+    plain.close()
+    plain_peak = plain.peak
+
+    bf16 = Plain(checkpoint, "bfloat16", opts)
+    try:
+        bf16.first_job(PROMPTS[0], 1)
+        prompt = PROMPTS[-1] + " (bf16 round)"
+        t["bf16 new"].append(bf16.job(prompt, 30))
+        cpu["bf16 new"].append(bf16.cpu)
+        t["server new (bf16 round)"].append(server.job(prompt, 30))
+        cpu["server new (bf16 round)"].append(server.cpu)
+        t["bf16 again"].append(bf16.job(prompt, 31))
+        cpu["bf16 again"].append(bf16.cpu)
+        print(f"plain bf16: new prompt {t['bf16 new'][-1]:.1f} s (server {t['server new (bf16 round)'][-1]:.1f} s), "
+              f"again {t['bf16 again'][-1]:.1f} s", flush=True)
+        bf16.close()
+    except Exception as err:  # noqa: BLE001 - the bf16 round is for information; the figures above still print
+        print(f"plain bf16 round failed: {err!r}", flush=True)
+    server_peak = server.close()
+    print(f"server job info: {json.dumps(server.info)}")
+
+    report(t, cpu, plain_peak, bf16.peak, server_peak, server.listening)
+
+
+def report(t: dict, cpu: dict, plain_peak: float, bf16_peak: float, server_peak: float, listening: float) -> None:
+    """The table of fastest runs and ratios (wall clock), then the warm jobs' CPU seconds."""
+    best = {k: min(v) for k, v in t.items() if v}
+    print()
+    print(f"{'':28}{'plain':>10}{'server':>10}{'ratio':>8}{'goal':>7}")
+    for label, key, goal in (("first job after start", "first", 0.60), ("warm job, new prompt", "new", 0.50),
+                             ('"generate again" (seed)', "again", 0.40)):
+        ratio = best[f"server {key}"] / best[f"plain {key}"]
+        print(f"{label:28}{best[f'plain {key}']:>9.1f}s{best[f'server {key}']:>9.1f}s{ratio:>8.2f}{goal:>7.2f}")
+    if "bf16 new" in best and "bf16 again" in best:
+        server_new = min(best["server new"], best["server new (bf16 round)"])
+        print(f"{'vs plain bf16, new prompt':28}{best['bf16 new']:>9.1f}s{server_new:>9.1f}s"
+              f"{server_new / best['bf16 new']:>8.2f}")
+        print(f"{'vs plain bf16, again':28}{best['bf16 again']:>9.1f}s{best['server again']:>9.1f}s"
+              f"{best['server again'] / best['bf16 again']:>8.2f}")
+    low = {k: min(v) for k, v in cpu.items() if v}
+    for label, key in (("warm job, new prompt", "new"), ('"generate again" (seed)', "again")):
+        if f"plain {key}" in low and f"server {key}" in low:
+            print(f"cpu-s {label:22}{low[f'plain {key}']:>9.0f}s{low[f'server {key}']:>9.0f}s"
+                  f"{low[f'server {key}'] / low[f'plain {key}']:>8.2f}")
+    if "bf16 new" in low:
+        server_new = min(low.get("server new", float("inf")), low.get("server new (bf16 round)", float("inf")))
+        print(f"cpu-s {'vs plain bf16, new':22}{low['bf16 new']:>9.0f}s{server_new:>9.0f}s"
+              f"{server_new / low['bf16 new']:>8.2f}")
+    print(f"peak memory: plain fp32 {plain_peak:.2f} GiB, plain bf16 {bf16_peak:.2f} GiB, server {server_peak:.2f} GiB")
+    print(f"server listening after {listening:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

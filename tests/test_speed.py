@@ -1,0 +1,330 @@
+"""What makes the engine fast, checked by what it does (never by timing): one VAE encode per inpaint and none when
+only the seed changes, cached prompt embeddings, one pipeline call per batch, bf16 close to fp32, tiny-VAE previews,
+few-step presets, and a server that starts without torch. Tiny random-weight models at 64 px."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import factory
+from server import device as devices
+from server.core import Job, JobContext, Params
+from server.diffusion import cache, tiny_vae
+from server.diffusion.engine import DiffusionEngine
+from server.models import fewstep
+from server.models.registry import ModelRegistry
+
+torch.set_num_threads(2)
+REPO = Path(__file__).resolve().parent.parent
+S = 64
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    return factory.make_models_dir(tmp_path_factory.mktemp("models"), ("sd15", "sd15-inpaint"))
+
+
+def picture(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 255, (S, S, 4), dtype=np.uint8)
+    img[..., 3] = 255
+    return img
+
+
+def square() -> np.ndarray:
+    mask = np.zeros((S, S), np.uint8)
+    mask[16:48, 16:48] = 255
+    return mask
+
+
+def make_job(mode: str = "inpaint", model: str = "tiny-sd15", **params) -> Job:
+    prompt = params.pop("prompt", "a red apple")
+    return Job(id="j", mode=mode, model=model, prompt=prompt, negative_prompt="", image=picture(),
+               mask=square() if mode == "inpaint" else None, params=Params(**{"steps": 3, **params}))
+
+
+class Calls:
+    """Counts forward calls of a module (a real forward hook on the loaded model)."""
+
+    def __init__(self, module) -> None:
+        self.n = 0
+        self.handle = module.register_forward_hook(self._count)
+
+    def _count(self, *_) -> None:
+        self.n += 1
+
+    def take(self) -> int:
+        n, self.n = self.n, 0
+        return n
+
+
+@pytest.fixture(scope="module")
+def engine(models_dir) -> DiffusionEngine:
+    return DiffusionEngine(ModelRegistry([models_dir]), device="cpu")
+
+
+# --- encodes and caches ----------------------------------------------------------------------------------------------
+
+def test_stock_diffusers_encodes_twice_the_engine_once_and_not_at_all_when_only_the_seed_changes(engine):
+    from diffusers import StableDiffusionInpaintPipeline
+    from PIL import Image
+
+    engine.run(make_job(seed=1), JobContext())  # loads the checkpoint
+    pipe = engine.loaded.pipe
+    encodes, texts = Calls(pipe.vae.encoder), Calls(pipe.text_encoder)
+    stock = StableDiffusionInpaintPipeline.from_pipe(pipe, dtype=pipe.unet.dtype)
+    stock(prompt="a red apple", image=Image.fromarray(picture()[..., :3]), mask_image=Image.fromarray(square()),
+          num_inference_steps=2, height=S, width=S, output_type="np")
+    assert encodes.take() == 2, "stock inpainting with a 4-channel UNet encodes the image and the masked image"
+    texts.take()
+
+    engine.run(make_job(seed=2, prompt="a green pear"), JobContext())  # a new prompt, the same image: cached latents
+    assert (encodes.take(), texts.take()) == (0, 2)
+    engine.run(make_job(seed=3, prompt="a green pear"), JobContext())  # generate again: nothing prepared anew
+    assert (encodes.take(), texts.take()) == (0, 0)
+    other = make_job(seed=3)
+    other.image = picture(seed=5)
+    engine.run(other, JobContext())
+    assert encodes.take() == 1, "a new image is encoded once"
+    assert engine.caches["latents"].hits >= 2 and engine.caches["prompts"].hits >= 1 and engine.caches["masks"].hits >= 1
+    encodes.handle.remove()
+    texts.handle.remove()
+
+
+def test_an_inpainting_unet_gets_the_masked_image_encoded_too(engine):
+    engine.run(make_job(model="tiny-sd15-inpaint", seed=1), JobContext())
+    encodes = Calls(engine.loaded.pipe.vae.encoder)
+    job = make_job(model="tiny-sd15-inpaint", seed=1)
+    job.image = picture(seed=9)
+    engine.run(job, JobContext())
+    engine.run(dataclass_copy(job, params=dataclass_copy(job.params, seed=2)), JobContext())
+    assert encodes.take() == 2, "image and masked image, each once"
+    encodes.handle.remove()
+
+
+def dataclass_copy(value, **changes):
+    import dataclasses
+
+    return dataclasses.replace(value, **changes)
+
+
+def test_the_cache_keeps_within_its_budget_and_drops_the_oldest():
+    c = cache.BoundedCache("t", budget_bytes=3000)
+    for i in range(5):
+        assert c.get(i, lambda i=i: np.full(1000, i, np.uint8))[0] == i
+    assert len(c) == 3 and c.bytes == 3000 and c.misses == 5
+    assert c.get(4, lambda: None)[0] == 4 and c.hits == 1
+    assert c.get("big", lambda: np.zeros(5000, np.uint8)).nbytes == 5000 and len(c) == 3
+    assert cache.digest(np.zeros(3)) != cache.digest(np.zeros(4)) and cache.digest(None) == cache.digest(None)
+
+
+# --- batch and precision ---------------------------------------------------------------------------------------------
+
+def test_a_batch_is_one_pipeline_call_and_each_seed_reproduces_alone(engine):
+    job = make_job("img2img", seed=7, batch=3, sampler="Euler a", strength=1.0)
+    engine.run(job, JobContext())
+    unet = Calls(engine.loaded.pipe.unet)
+    batch = engine.run(job, JobContext())
+    assert unet.take() == 3, "one UNet call per step for the whole batch"
+    unet.handle.remove()
+    alone = engine.run(dataclass_copy(job, params=dataclass_copy(job.params, seed=8, batch=1)), JobContext())[0]
+    assert [layer.seed for layer in batch] == [7, 8, 9]
+    same = np.abs(batch[1].rgba.astype(int) - alone.rgba.astype(int))[..., :3].mean()
+    other = np.abs(batch[0].rgba.astype(int) - alone.rgba.astype(int))[..., :3].mean()
+    assert same < 1.0 and other > 10 * max(same, 0.1), (same, other)
+
+
+def test_bf16_stays_close_to_fp32_for_the_same_seed(models_dir):
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        eng = DiffusionEngine(ModelRegistry([models_dir]), device="cpu", dtype=dtype)
+        for seed in (5, 6):
+            results[dtype, seed] = eng.run(make_job("inpaint", seed=seed, steps=4), JobContext())[0].rgba.astype(int)
+        assert eng.device_description().endswith(dtype)
+    precision = np.abs(results["float32", 5] - results["bfloat16", 5])[..., :3].mean()
+    seed = np.abs(results["float32", 5] - results["float32", 6])[..., :3].mean()
+    assert precision < 3 and precision < seed / 5, (precision, seed)
+
+
+def test_the_default_precision_follows_the_cpu_and_is_named_before_torch_is_needed():
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    native = {"amx_bf16", "amx_tile"} <= set(flags.split())
+    assert devices.cpu_fast_bf16() == native
+    if not torch.cuda.is_available():
+        kind, dtype = devices.plan()
+        dev, dt = devices.choose()
+        assert (kind, dtype) == (dev.type, str(dt).replace("torch.", ""))
+        assert dtype == ("bfloat16" if native else "float32")
+        assert devices.describe_plan() == devices.describe(dev, dt)
+        assert devices.describe_plan(dtype="float32").endswith("float32")
+
+
+# --- tiny VAE --------------------------------------------------------------------------------------------------------
+
+def build_taesd(path: Path, channels: int = 16) -> None:
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    AutoencoderTiny(encoder_block_out_channels=(channels,) * 4, decoder_block_out_channels=(channels,) * 4) \
+        .save_pretrained(str(path), safe_serialization=True)
+
+
+def test_previews_come_from_a_tiny_vae_in_vae_approx(models_dir, tmp_path):
+    build_taesd(tmp_path / "vae_approx" / "taesd")
+    eng = DiffusionEngine(ModelRegistry([models_dir, tmp_path]), device="cpu")
+    previews = []
+    ctx = JobContext(lambda step, total, preview: previews.append(preview))
+    job = make_job(seed=1)
+    job.previews = True
+    (layer,) = eng.run(job, ctx)
+    assert eng.tiny_vae("sd15") is not None and eng.tiny_vae("sdxl") is None
+    assert previews and all(p.shape == (S, S, 3) and p.dtype == np.uint8 for p in previews)
+    expected = tiny_vae.preview(eng.tiny_vae("sd15"), torch.zeros(1, 4, 8, 8))
+    assert expected.shape == (S, S, 3)
+    job.live = True  # a live frame is decoded by the tiny VAE
+    (fast,) = eng.run(job, JobContext())
+    assert fast.info.get("decoder") == "tiny" and "decoder" not in layer.info
+    assert not np.array_equal(fast.rgba, layer.rgba)
+
+
+def test_an_original_taesd_decoder_file_loads_as_the_diffusers_model(tmp_path):
+    from diffusers import AutoencoderTiny
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    reference = AutoencoderTiny().eval()
+    original = {}  # madebyollin's layout: a clamp at index 0, so every layer index is one higher
+    for key, value in reference.decoder.state_dict().items():
+        index, rest = key[len("layers."):].split(".", 1)
+        original[f"{int(index) + 1}.{rest}"] = value.contiguous()
+    (tmp_path / "vae_approx").mkdir()
+    save_file(original, str(tmp_path / "vae_approx" / "taesdxl_decoder.safetensors"))
+    found = tiny_vae.find([tmp_path], "sdxl")
+    assert found is not None and found.name == "taesdxl_decoder.safetensors" and tiny_vae.find([tmp_path], "sd15") is None
+    loaded = tiny_vae.load(found, "cpu", torch.float32)
+    latents = torch.randn(1, 4, 8, 8)
+    assert torch.allclose(tiny_vae.decode(loaded, latents), tiny_vae.decode(reference, latents))
+
+
+# --- few-step models -------------------------------------------------------------------------------------------------
+
+def test_few_step_models_are_recognised_by_config_metadata_or_name(tmp_path):
+    assert fewstep.detect(Path("sdxl_lightning_4step_lora.safetensors"))["family"] == "lightning"
+    assert fewstep.detect(Path("sdxl_lightning_2step_unet.safetensors"))["steps"] == 2
+    hyper = fewstep.detect(Path("Hyper-SDXL-8steps-CFG-lora.safetensors"))
+    assert (hyper["family"], hyper["steps"], hyper["cfg"], hyper["sampler"]) == ("hyper", 8, fewstep.HYPER_CFG, "DDIM")
+    assert fewstep.detect(Path("sd_xl_turbo_1.0_fp16.safetensors"))["sampler"] == "Euler a"
+    assert fewstep.detect(Path("loras/lcm-lora-sdv1-5/pytorch_lora_weights.safetensors"))["family"] == "lcm"
+    assert fewstep.detect(Path("dreamshaper_8.safetensors")) is None
+    assert fewstep.detect(Path("clcm_photo.safetensors")) is None  # "lcm" only as a word
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "style.safetensors"), {"ss_output_name": "LCM_LoRA_sdxl"})
+    assert fewstep.detect(tmp_path / "style.safetensors")["family"] == "lcm"
+    folder = tmp_path / "dreamshaper-v7"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "unet" / "config.json").write_text(json.dumps({"time_cond_proj_dim": 256}))
+    assert fewstep.detect(folder)["family"] == "lcm"
+    assert fewstep.detect(tmp_path / "x.safetensors", {"model.diffusion_model.time_embed.cond_proj.weight": (1,)})
+
+
+def test_a_few_step_checkpoint_is_listed_with_its_preset_and_jobs_use_it(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "tiny-sd15-lightning-2step").symlink_to(factory.checkpoint_folder("sd15"),
+                                                                        target_is_directory=True)
+    registry = ModelRegistry([tmp_path])
+    (entry,) = registry.listing()
+    assert entry["few_step"] == "lightning" and entry["preset"] == {"steps": 2, "cfg": 1.0, "sampler": "Euler"}
+    eng = DiffusionEngine(registry, device="cpu")
+    (layer,) = eng.run(make_job("img2img", "tiny-sd15-lightning-2step", seed=1, steps=20), JobContext())
+    assert (layer.info["sampler"], layer.info["steps"], layer.info["cfg"]) == ("Euler", 2, 1.0)
+    assert layer.info["few_step"] == "lightning"
+    (chosen,) = eng.run(make_job("img2img", "tiny-sd15-lightning-2step", seed=1, steps=5, sampler="DDIM", cfg=3.0),
+                        JobContext())
+    assert (chosen.info["sampler"], chosen.info["steps"], chosen.info["cfg"]) == ("DDIM", 5, 3.0)
+
+
+# --- start-up --------------------------------------------------------------------------------------------------------
+
+def test_the_server_and_a_classical_job_import_neither_torch_nor_diffusers(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from protocol.client import Client
+        from server.app import ServerThread
+        from server.config import ServerConfig
+
+        img = np.full((48, 64, 4), 200, np.uint8)
+        mask = np.zeros((48, 64), np.uint8)
+        mask[10:30, 10:40] = 255
+        pay = lambda a, f: {{"width": a.shape[1], "height": a.shape[0], "format": f, "data": a.tobytes()}}
+        with ServerThread(ServerConfig(port=0, model_dirs=[{str(tmp_path)!r}])) as server:
+            with Client(server.url, "t") as client:
+                device = client.welcome.device
+                result = client.run({{"mode": "inpaint", "model": "classical", "image": pay(img, "rgba8"),
+                                      "mask": pay(mask, "gray8")}}, timeout=60)
+        heavy = [m for m in ("torch", "diffusers", "transformers", "safetensors") if m in sys.modules]
+        print(device, "|", len(result.layers), "|", heavy)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    device, layers, heavy = proc.stdout.strip().splitlines()[-1].split(" | ")
+    assert layers == "1" and heavy == "[]"
+    assert device == devices.describe_plan()
+
+
+def test_gpu_check_runs_in_its_cpu_smoke_mode():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--cpu-smoke", "--reps", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for line in ("inpaint sd15", "generate sdxl", "live 1-step", "batch 4 vs 4 singles"):
+        assert line in proc.stdout, proc.stdout
+
+
+# --- decoding only where the result can change -----------------------------------------------------------------------
+
+def test_the_decoded_box_holds_the_mask_and_a_margin_and_large_masks_decode_everything():
+    from types import SimpleNamespace
+
+    from server.diffusion import latents
+
+    config = SimpleNamespace(latents_mean=None, shift_factor=None)
+    soft = np.zeros((1000, 1000), np.uint8)
+    soft[400:600, 380:620] = 255  # a 200 x 240 px mask in a 1000 px context processed at 512
+    x0, y0, x1, y1 = latents.decode_box(soft, 512, 512, 8, config)
+    assert all(v % 8 == 0 for v in (x0, y0, x1, y1))
+    assert x0 <= 380 * 512 / 1000 - latents.DECODE_MARGIN and x1 >= 620 * 512 / 1000 + latents.DECODE_MARGIN
+    assert y0 <= 400 * 512 / 1000 - latents.DECODE_MARGIN and y1 >= 600 * 512 / 1000 + latents.DECODE_MARGIN
+    soft[100:900, 100:900] = 255
+    assert latents.decode_box(soft, 512, 512, 8, config) is None
+    assert latents.decode_box(np.zeros((64, 64), np.uint8), 512, 512, 8, config) is None
+
+
+def test_decode_into_decodes_the_box_and_keeps_the_init_image_elsewhere(engine):
+    from server.diffusion import latents
+
+    engine.run(make_job(seed=1), JobContext())
+    vae = engine.loaded.pipe.vae
+    init = picture(seed=3)[..., :3]
+    lat = torch.randn(2, 4, 8, 8, dtype=vae.dtype)
+    out = latents.decode_into(vae, lat, (16, 24, 48, 56), init, 8)
+    assert out.shape == (2, S, S, 3) and out.dtype == np.float32
+    outside = np.ones((S, S), bool)
+    outside[24:56, 16:48] = False
+    assert np.array_equal(out[1][outside], init[outside].astype(np.float32) / 255)
+    with torch.inference_mode():
+        part = vae.decode(lat[:, :, 3:7, 2:6] / vae.config.scaling_factor).sample
+    expected = ((part.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    assert np.allclose(out[:, 24:56, 16:48], expected)
