@@ -23,6 +23,7 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import connect as ws_connect
 
+from .codec import fragments
 from .connection import CLIENT, Connection
 from .errors import INTERNAL, UNSUPPORTED, LocalProtocolError, ProtocolError
 from .messages import (
@@ -312,7 +313,7 @@ class Client:
                 raise ConnectionFailed("not connected to the Paintbridge server")
             frame = conn.send(msg)
             try:
-                ws.send(frame)
+                ws.send(fragments(frame))
             except (ConnectionClosed, OSError) as err:
                 self._drop(ws)
                 raise ConnectionFailed(f"connection to {self.url} lost: {err}") from err

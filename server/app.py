@@ -15,7 +15,6 @@ import logging
 import threading
 from typing import Callable, List, Optional
 
-import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -23,73 +22,24 @@ from websockets.http11 import Request, Response
 from protocol import errors
 from protocol.connection import SERVER, Connection
 from protocol.errors import ProtocolError
-from protocol.images import BGRA8, ImagePayload
 from protocol.messages import (
     PROTOCOL_VERSION, Cancel, Error, Hello, Job as JobMessage, ListModels, ListPresets, Models, Pull, Result,
-    ResultLayer, Welcome, error_from,
+    Welcome, error_from,
 )
 
 from . import __version__
 from .access import AccessRules, GuessThrottle
 from .config import ServerConfig
-from .core import Control, Job, Layer
+from .core import Layer
 from .defaults import welcome_defaults, with_family
 from .router import Router
 from .jobs import JobQueue, QueuedJob
+from .payloads import encode_layers, job_from_message
 from .netlog import NetworkLog, peer_of
 from .pulls import PullManager
 from .sessions import Link, SessionTable
 
 log = logging.getLogger("paintbridge.server")
-
-
-def payload_to_array(payload: ImagePayload) -> np.ndarray:
-    """An image payload as H x W x 4 RGBA (or H x W for gray8) uint8, a fresh writable array."""
-    arr = np.frombuffer(payload.data, np.uint8)
-    if payload.format == "gray8":
-        return arr.reshape(payload.height, payload.width).copy()
-    arr = arr.reshape(payload.height, payload.width, 4)
-    return arr[..., [2, 1, 0, 3]].copy() if payload.format == BGRA8 else arr.copy()
-
-
-def control_pixels(payload: ImagePayload, preprocess: bool) -> np.ndarray:
-    """A control layer's pixels: RGBA kept when the server preprocesses it (the preprocessor flattens a sketch on a
-    transparent layer onto white paper); otherwise RGB over black, the "no signal" colour of control images."""
-    arr = payload_to_array(payload)
-    if arr.ndim == 2:
-        return np.repeat(arr[..., None], 3, axis=2)
-    if preprocess:
-        return arr
-    alpha = arr[..., 3:4].astype(np.uint16)
-    return ((arr[..., :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
-
-
-def job_from_message(msg: JobMessage) -> Job:
-    """Decode a validated ``job`` message's pixels into a Job (sizes were checked by ``Job.check``)."""
-    controls = [
-        Control(type=c.type, image=control_pixels(c.image, c.preprocess), strength=c.strength, start=c.start,
-                end=c.end, preprocess=c.preprocess, model=c.model)
-        for c in msg.controls
-    ]
-    return Job(
-        id=msg.id, mode=msg.mode, model=msg.model, prompt=msg.prompt, negative_prompt=msg.negative_prompt,
-        image=payload_to_array(msg.image) if msg.image is not None else None,
-        mask=payload_to_array(msg.mask) if msg.mask is not None else None,
-        params=msg.params, controls=controls, x=msg.x, y=msg.y, previews=msg.previews,
-    )
-
-
-def encode_layers(layers: List[Layer], fmt: str) -> List[ResultLayer]:
-    """Result layers in the client's pixel format."""
-    out = []
-    for layer in layers:
-        rgba = np.ascontiguousarray(layer.rgba, dtype=np.uint8)
-        pixels = rgba[..., [2, 1, 0, 3]] if fmt == BGRA8 else rgba
-        out.append(ResultLayer(
-            name=layer.name, x=int(layer.x), y=int(layer.y), width=rgba.shape[1], height=rgba.shape[0], format=fmt,
-            data=np.ascontiguousarray(pixels).tobytes(), seed=int(layer.seed), info=dict(layer.info),
-        ))
-    return out
 
 
 class PaintbridgeServer:

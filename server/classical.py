@@ -1,8 +1,8 @@
 """The built-in classical engine: OpenCV inpainting (Telea, Navier-Stokes) for fill, object removal and outpaint.
 
 Needs no weights, so the whole chain works on a fresh machine. It stops soon after a cancel on any input: each step
-(grow, feather, fill, composite) takes a bounded time, cancellation is checked between them, and the one long OpenCV
-call (the fill) is waited for interruptibly.
+(grow, feather, fill, composite) takes a bounded time, cancellation is checked between them, and the fill is waited
+for interruptibly. Its work grows with the area it changes (``imageops``): an outpaint fills only the new bands.
 """
 
 from __future__ import annotations
@@ -30,20 +30,19 @@ class ClassicalEngine(Engine):
         if job.mode not in self.modes:
             raise self.refuse_mode(job, "install a diffusion checkpoint in the models folder for generate and img2img")
         ctx.progress(0, STEPS)
-        x, y = job.x, job.y
+        label = f"{job.mode} ({NAME}, {job.params.fill})"
         if job.mode == "outpaint":
             ext = job.params.extend
-            image, mask = imageops.extend_canvas(job.image, ext)
-            grown = soft = mask
-            x, y = job.x - ext.left, job.y - ext.top
-        else:
-            image = job.image
-            grown, soft = imageops.prepare_mask(job, ctx.check)
+            ctx.progress(1, STEPS)
+            layer = ctx.interruptible(imageops.outpaint_layer, job.image, ext, job.params.fill, ctx.check)
+            ctx.progress(STEPS, STEPS)
+            return [Layer(name=label, rgba=layer, x=job.x - ext.left, y=job.y - ext.top, seed=0,
+                          info={"engine": NAME})]
+        grown, soft = imageops.prepare_mask(job, ctx.check)
         ctx.progress(1, STEPS)
-        filled = ctx.interruptible(imageops.fill, image[..., :3], grown, job.params.fill)
+        filled = ctx.interruptible(imageops.fill, job.image[..., :3], grown, job.params.fill)
         ctx.progress(2, STEPS)
-        layer = imageops.composite_layer(image, filled, soft)
+        layer = imageops.composite_layer(job.image, filled, soft)
         ctx.progress(STEPS, STEPS)
-        label = f"{job.mode} ({NAME}, {job.params.fill})"
-        return [Layer(name=label, rgba=layer, x=x, y=y, seed=0, info={"engine": NAME})]
+        return [Layer(name=label, rgba=layer, x=job.x, y=job.y, seed=0, info={"engine": NAME})]
 

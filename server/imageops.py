@@ -2,6 +2,9 @@
 
 Every operation takes a bounded time on the largest image the protocol allows (so an engine that checks for
 cancellation between them stops soon after a cancel): grow and feather with a large radius work at a reduced scale.
+Their work is proportional to the area that changes: masks are grown, feathered and filled inside the bounding box of
+their non-zero part (plus the margin the operation reads), outpaint fills each new band on its own, and compositing
+writes only inside the mask's box; pixels outside the mask are copied, never recomputed.
 """
 
 from __future__ import annotations
@@ -19,8 +22,15 @@ FINE_RADIUS = 24
 # (so the result covers the exact one; it grows at most about 4 blocks more: under 10 % of large radii).
 COARSE_RADIUS = 48
 MARGIN_BLOCKS = 1
-# Holes are filled at most at this resolution, then scaled up: big fills stay fast and smooth.
-MAX_FILL_SIDE = 768
+# Holes are filled on at most this many pixels (the area around them included), then scaled up: big fills stay fast
+# and smooth, thin ones (an 8 px outpaint band) keep full resolution.
+MAX_FILL_AREA = 768 * 768
+# A crop at least this many times longer than wide (an outpaint band, a long stroke) is a strip: it is filled
+# shortened along its length by up to STRIP_FACTOR (down to STRIP_ASPECT x its width), its width kept.
+STRIP_ASPECT = 4
+STRIP_FACTOR = 8
+# Known pixels around a hole that a fill reads (OpenCV's inpainting radius is 5 px), with room for the scaling.
+FILL_MARGIN = 16
 FILL_METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 
 
@@ -105,24 +115,116 @@ def feather_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     return cv2.max(soft, cv2.compare(core, 255, cv2.CMP_EQ))
 
 
-def fill(rgb: np.ndarray, mask: np.ndarray, method: str = "telea", radius: int = 5) -> np.ndarray:
-    """Fill the non-zero area of ``mask`` in an H x W x 3 uint8 image from its surroundings (OpenCV inpainting, Telea
-    or Navier-Stokes, at most ``MAX_FILL_SIDE`` px a side); pixels outside the mask stay exact."""
-    flag = FILL_METHODS[method]
-    hard = np.where(mask > 0, 255, 0).astype(np.uint8)
-    if not hard.any():
-        return rgb.copy()
+Rect = Tuple[int, int, int, int]  # x, y, width, height
+
+
+def nonzero_box(mask: np.ndarray, margin: int = 0) -> Optional[Rect]:
+    """The bounding box of ``mask``'s non-zero pixels grown by ``margin`` and clamped to the mask; None if all zero."""
+    x, y, w, h = cv2.boundingRect(mask)
+    if w == 0 or h == 0:
+        return None
+    x0, y0 = max(0, x - margin), max(0, y - margin)
+    x1, y1 = min(mask.shape[1], x + w + margin), min(mask.shape[0], y + h + margin)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def fill_size(width: int, height: int) -> Tuple[int, int]:
+    """The size a crop of ``width`` x ``height`` is filled at: a strip shortened along its length (``STRIP_FACTOR``),
+    then anything over ``MAX_FILL_AREA`` px reduced evenly."""
+    w, h = width, height
+    if w >= STRIP_ASPECT * h:
+        w = max(STRIP_ASPECT * h, -(-w // STRIP_FACTOR))
+    elif h >= STRIP_ASPECT * w:
+        h = max(STRIP_ASPECT * w, -(-h // STRIP_FACTOR))
+    scale = min(1.0, (MAX_FILL_AREA / float(w * h)) ** 0.5)
+    return max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+
+
+def _fill_crop(rgb: np.ndarray, hard: np.ndarray, flag: int, radius: int) -> np.ndarray:
+    """OpenCV inpainting of one crop (``hard`` 255 = hole) at ``fill_size``, scaled back up."""
     h, w = hard.shape
-    scale = min(1.0, MAX_FILL_SIDE / float(max(h, w)))
-    if scale >= 1.0:
-        filled = cv2.inpaint(np.ascontiguousarray(rgb), hard, radius, flag)
+    sw, sh = fill_size(w, h)
+    if (sw, sh) == (w, h):
+        return cv2.inpaint(np.ascontiguousarray(rgb), hard, radius, flag)
+    small = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
+    small_mask = cv2.dilate(cv2.resize(hard, (sw, sh), interpolation=cv2.INTER_NEAREST), np.ones((3, 3), np.uint8))
+    return cv2.resize(cv2.inpaint(small, small_mask, radius, flag), (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def fill_into(out: np.ndarray, hole: np.ndarray, method: str = "telea", radius: int = 5,
+              write: Optional[Rect] = None) -> None:
+    """Fill the non-zero area of ``hole`` in the H x W x 3 uint8 ``out`` in place from its surroundings (OpenCV
+    inpainting, Telea or Navier-Stokes), working only on the hole's box plus ``FILL_MARGIN``. Only hole pixels are
+    written, and only those inside ``write`` (x, y, w, h) when given."""
+    flag = FILL_METHODS[method]
+    box = nonzero_box(hole, FILL_MARGIN)
+    if box is None:
+        return
+    x, y, w, h = box
+    hard = cv2.threshold(hole[y:y + h, x:x + w], 0, 255, cv2.THRESH_BINARY)[1]
+    filled = _fill_crop(out[y:y + h, x:x + w], hard, flag, radius)
+    if write is not None:
+        wx, wy, ww, wh = write
+        x0, y0, x1, y1 = max(x, wx), max(y, wy), min(x + w, wx + ww), min(y + h, wy + wh)
+        if x0 >= x1 or y0 >= y1:
+            return
+        np.copyto(out[y0:y1, x0:x1], filled[y0 - y:y1 - y, x0 - x:x1 - x],
+                  where=hard[y0 - y:y1 - y, x0 - x:x1 - x, None] > 0)
     else:
-        sw, sh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-        small = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
-        small_mask = cv2.dilate(cv2.resize(hard, (sw, sh), interpolation=cv2.INTER_NEAREST), np.ones((3, 3), np.uint8))
-        small_filled = cv2.inpaint(small, small_mask, radius, flag)
-        filled = cv2.resize(small_filled, (w, h), interpolation=cv2.INTER_CUBIC)
-    return np.where(hard[..., None] > 0, filled, rgb)
+        np.copyto(out[y:y + h, x:x + w], filled, where=hard[..., None] > 0)
+
+
+def fill(rgb: np.ndarray, mask: np.ndarray, method: str = "telea", radius: int = 5) -> np.ndarray:
+    """Fill the non-zero area of ``mask`` in an H x W x 3 uint8 image from its surroundings (``fill_into`` on a
+    copy); pixels outside the mask stay exact."""
+    out = np.array(rgb, dtype=np.uint8, copy=True, order="C")
+    fill_into(out, mask, method, radius)
+    return out
+
+
+def outpaint_layer(image: np.ndarray, extend: Extend, method: str = "telea",
+                   check: Callable[[], None] = lambda: None) -> np.ndarray:
+    """The classical outpaint result: ``image`` (RGBA) on a canvas grown by ``extend``, the new bands filled from the
+    image's edges, alpha 255 on the new area and 0 over the image (whose RGB is copied exactly).
+
+    Each band is filled on its own strip (its width plus ``FILL_MARGIN`` of the image): the work grows with the new
+    area, not with the image. Top and bottom bands (corners included) first, then left and right between them.
+    """
+    left, top, right, bottom = extend.left, extend.top, extend.right, extend.bottom
+    h, w = image.shape[:2]
+    H, W = h + top + bottom, w + left + right
+    out = np.empty((H, W, 4), np.uint8)
+    # One pass over the image: its pixels as 32-bit words with the alpha byte cleared (byte order independent).
+    opaque = np.array([255, 255, 255, 0], np.uint8).view(np.uint32)[0]
+    inner = out[top:top + h, left:left + w].view(np.uint32)[..., 0]
+    np.bitwise_and(np.ascontiguousarray(image).view(np.uint32)[..., 0], opaque, out=inner)
+    for band in (out[:top], out[H - bottom:], out[top:top + h, :left], out[top:top + h, W - right:]):
+        band.view(np.uint32)[...] = ~opaque  # black, alpha 255
+    rgb = out[..., :3]
+    # Each step: (strip of the canvas it reads, band it writes), both as (x, y, w, h) in canvas coordinates.
+    bands = [
+        ((0, 0, W, min(H, top + FILL_MARGIN)), (0, 0, W, top)),
+        ((0, max(0, H - bottom - FILL_MARGIN), W, min(H, bottom + FILL_MARGIN)), (0, H - bottom, W, bottom)),
+        ((0, 0, min(W, left + FILL_MARGIN), H), (0, top, left, h)),
+        ((max(0, W - right - FILL_MARGIN), 0, min(W, right + FILL_MARGIN), H), (W - right, top, right, h)),
+    ]
+    done = np.zeros(4, bool)
+    for i, ((sx, sy, sw, sh), (bx, by, bw, bh)) in enumerate(bands):
+        if bw <= 0 or bh <= 0:
+            continue
+        check()
+        # The hole inside the strip: every new-area pixel not filled yet (later bands are filled as context only).
+        hole = out[sy:sy + sh, sx:sx + sw, 3].copy()
+        for j in np.flatnonzero(done):
+            jx, jy, jw, jh = bands[j][1]
+            x0, y0, x1, y1 = max(jx, sx), max(jy, sy), min(jx + jw, sx + sw), min(jy + jh, sy + sh)
+            if x0 < x1 and y0 < y1:
+                hole[y0 - sy:y1 - sy, x0 - sx:x1 - sx] = 0
+        strip = np.ascontiguousarray(rgb[sy:sy + sh, sx:sx + sw])
+        fill_into(strip, hole, method, write=(bx - sx, by - sy, bw, bh))
+        rgb[by:by + bh, bx:bx + bw] = strip[by - sy:by - sy + bh, bx - sx:bx - sx + bw]
+        done[i] = True
+    return out
 
 
 def prepare_mask(job: Job, check: Callable[[], None] = lambda: None) -> Tuple[np.ndarray, np.ndarray]:
@@ -130,29 +232,46 @@ def prepare_mask(job: Job, check: Callable[[], None] = lambda: None) -> Tuple[np
 
     The hard area is where pixels may change (mask > 0 after growing); the soft mask is the returned layer's alpha.
     A job without a mask changes the whole image. ``check`` is called between the steps (a cancellation check).
+    Both are worked out inside the mask's box plus the margin growing and feathering reach (zero elsewhere).
     """
     h, w = job.height, job.width
     if job.mask is None:
         full = np.full((h, w), 255, np.uint8)
         return full, full
-    grow = job.params.grow if job.params.grow >= 0 else default_grow(job.mask)
-    feather = job.params.feather if job.params.feather >= 0 else default_feather(job.mask)
+    mask = job.mask
+    grow = job.params.grow if job.params.grow >= 0 else default_grow(mask)
+    feather = job.params.feather if job.params.feather >= 0 else default_feather(mask)
+    grown = np.zeros((h, w), np.uint8)
+    soft = np.zeros((h, w), np.uint8)
+    # Growing reaches ``grow`` px (up to ~4 blocks more at a reduced scale); feathering reads 2 x its radius around
+    # the grown area (the blur's kernel), and works in blocks too.
+    margin = grow + 4 * _reduction(grow) + 2 * feather + 4 * _reduction(feather) + 2
+    box = nonzero_box(mask, margin)
+    if box is None:
+        return grown, soft
+    x, y, bw, bh = box
+    part = np.ascontiguousarray(mask[y:y + bh, x:x + bw])
     check()
-    grown = grow_mask(job.mask, grow)
+    grown_part = grow_mask(part, grow)
     check()
-    soft = np.maximum(feather_mask(grown, feather), job.mask)
+    grown[y:y + bh, x:x + bw] = grown_part
+    soft[y:y + bh, x:x + bw] = np.maximum(feather_mask(grown_part, feather), part)
     return grown, soft
 
 
 def composite_layer(original: np.ndarray, generated: np.ndarray, soft_mask: np.ndarray) -> np.ndarray:
     """The result layer: generated RGB where the mask is non-zero, the original's RGB elsewhere; alpha = soft mask.
 
-    Placed over the original it blends by the soft mask, and outside the mask it equals the original exactly.
+    Placed over the original it blends by the soft mask, and outside the mask it equals the original exactly (a copy;
+    only the mask's box is composited).
     """
-    rgb = np.ascontiguousarray(original[..., :3])  # a copy: the slice is not contiguous
-    cv2.copyTo(np.ascontiguousarray(generated[..., :3]), soft_mask, rgb)
-    out = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
+    out = np.array(original, dtype=np.uint8, copy=True, order="C")
     out[..., 3] = soft_mask
+    box = nonzero_box(soft_mask)
+    if box is not None:
+        x, y, w, h = box
+        np.copyto(out[y:y + h, x:x + w, :3], generated[y:y + h, x:x + w, :3],
+                  where=soft_mask[y:y + h, x:x + w, None] > 0)
     return out
 
 

@@ -18,6 +18,7 @@ from typing import Awaitable, Callable, Dict, List, Optional, Set, TypeVar
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from protocol.codec import fragments
 from protocol.connection import Connection
 from protocol.errors import LocalProtocolError
 from protocol.messages import FINAL_TYPES, Message, Queued, Started, Welcome
@@ -80,7 +81,7 @@ class Link:
                 log.error("not sending %s: %s", msg.type, err)  # a server bug; the connection stays usable
                 continue
             try:
-                await self._watched(self.ws.send(frame))
+                await self._watched(self.ws.send(fragments(frame)))
                 if _is_final(msg):
                     self._unconfirmed.append(msg)
                     pong = await self._watched(self.ws.ping())  # its pong confirms every final sent before it

@@ -122,6 +122,7 @@ SERVER_LAYERS = {
     "__init__": 0, "core": 0, "device": 0, "config": 0, "defaults": 0,  # core types, device, configuration, defaults
     "imageops": 1, "models": 1, "downloads": 1,  # what engines share: image operations, the model registry and
     # loaders; the model downloader beside them
+    "payloads": 1,  # wire pixels to numpy and back (used by the app)
     "classical": 2, "diffusion": 2, "families": 2, "upscale": 2, "preprocess": 2,  # the engines, peers
     "router": 3,  # picks the engine for a job
     "jobs": 4, "sessions": 4, "pulls": 4,  # the job queue, client sessions, model downloads asked for by clients

@@ -228,6 +228,58 @@ img.delete()
 """, url=server.url)
 
 
+def test_a_6000x4000_photo_is_outpainted_and_upscaled(profile, server):
+    """A whole 24-megapixel document through the real plug-in: outpaint (the canvas grows, no pixel of the photo moves)
+    and a 2x upscale into a new 12000x8000 image."""
+    from hosts.gimp import run_batch
+
+    run_batch(profile, """
+W, H = 6000, 4000
+img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
+layer = Gimp.Layer.new(img, "photo", W, H, Gimp.ImageType.RGB_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(layer, None, 0)
+row = b"".join(bytes(((x * 255) // (W - 1), (x * 7) % 256, (x * 13) % 251, 255)) for x in range(W))
+photo = b"".join(row[(y % 509) * 4:] + row[:(y % 509) * 4] for y in range(H))  # rows shifted: no two alike nearby
+buf = layer.get_buffer()
+buf.set(Gegl.Rectangle.new(0, 0, W, H), RGBA, photo)
+buf.flush()
+img.set_selected_layers([layer])
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-outpaint", img, [layer], model="classical", extend=16, extend_left=True,
+          extend_right=False, extend_bottom=True, server=P["url"])
+check((img.get_width(), img.get_height()) == (W + 16, H + 16), "canvas grew by 16 px left and bottom")
+check(read(layer, 16, 0, W, H) == photo, "the photo moved with the canvas and kept every pixel")
+added = new_layers(img, old)
+check(len(added) == 1 and (added[0].get_width(), added[0].get_height()) == (W + 16, H + 16),
+      "one result layer over the new canvas: %r" % layer_summary(img))
+inside = read(added[0], 16, 0, W, H)
+check(all(inside[c::4] == photo[c::4] for c in range(3)) and inside[3::4].count(0) == W * H,
+      "the result keeps the photo's pixels exactly, transparent over them")
+band = read(added[0], 0, 0, 16, H + 16) + read(added[0], 16, H, W, 16)
+check(band[3::4].count(255) == len(band) // 4, "the new area is filled")
+img.delete()
+
+img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
+layer = Gimp.Layer.new(img, "photo", W, H, Gimp.ImageType.RGB_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(layer, None, 0)
+buf = layer.get_buffer()
+buf.set(Gegl.Rectangle.new(0, 0, W, H), RGBA, photo)
+buf.flush()
+img.set_selected_layers([layer])
+result = expect_ok("plug-in-paintbridge-upscale", img, [layer], scale=2.0, server=P["url"])
+new = result.index(1)
+check(new is not None and (new.get_width(), new.get_height()) == (2 * W, 2 * H), "a new 12000x8000 image")
+(up,) = new.get_layers()
+check((up.get_width(), up.get_height()) == (2 * W, 2 * H), "holding the upscaled photo: %r" % layer_summary(new))
+line = read(up, 0, 4000, 2 * W, 1)
+reds = [line[x * 4] for x in range(1000, 2 * W - 1000, 1000)]
+check(all(a < b for a, b in zip(reds, reds[1:])), "the photo's red ramp is still a ramp: %r" % reds)
+check(line[3::4].count(255) == 2 * W, "and opaque")
+new.delete()
+img.delete()
+""", {"url": server.url}, timeout=900).assert_ok()
+
+
 def test_control_layer_from_image(profile, server):
     batch(profile, """
 img, (layer,) = make_image(64, 48)

@@ -180,6 +180,35 @@ def krita_flux_run(tmp_path_factory) -> Run:
         proc.stop()
 
 
+@pytest.fixture(scope="module")
+def krita_large_run(tmp_path_factory) -> Run:
+    """A 6000x4000 document against a server of this checkout (classical engine, Lanczos)."""
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-large-server")
+    (work / "models").mkdir()
+    proc = ServerProcess(["--models", str(work / "models")], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "large", 6000, 4000, server_url=proc.url)
+    finally:
+        proc.stop()
+
+
+def test_a_6000x4000_document_is_outpainted_and_upscaled(krita_large_run):
+    run = krita_large_run
+    assert not run["errors"], run["errors"]
+    out = run["outpaint"]
+    assert out["applied"] and out["size"] == [6016, 4008] and len(out["new_layers"]) == 1, out
+    assert out["user_kept"], "the photo layer moved with the canvas and kept every pixel"
+    assert out["composite_kept"], "the document shows the photo's own pixels where it was"
+    assert out["band_opaque"], "the new area is filled"
+    up = run["upscale"]
+    assert up["applied"] and up["documents_after"] == up["documents_before"] + 1, up
+    assert up["new_document"][1:] == [12032, 8016], up["new_document"]
+    reds = up["red_samples"]
+    assert all(a < b for a, b in zip(reds, reds[1:])) and up["row_opaque"], reds
+
+
 def _names(layers) -> list:
     """Layer names, without the global selection mask Krita adds when a selection is set."""
     return [layer["name"] for layer in layers if layer["type"] != "selectionmask"]

@@ -370,7 +370,7 @@ def test_preload_loads_the_default_checkpoint_before_the_first_job(start_server,
 
 def test_control_layers_keep_alpha_only_for_preprocessing():
     from protocol.images import parse_payload
-    from server.app import control_pixels
+    from server.payloads import control_pixels
 
     sketch = np.zeros((4, 4, 4), np.uint8)
     sketch[1, :, :3] = 255

@@ -1029,8 +1029,72 @@ def scenario_pull():
     R["upscaler_items"] = [panel.upscaler_box.itemData(i) for i in range(panel.upscaler_box.count())]
 
 
+def large_photo(w, h):
+    """A BGRA8 "photo" of w x h built at C speed: a red ramp across, other channels varying, rows shifted."""
+    row = b"".join(bytes(((x * 7) % 256, (x * 13) % 251, (x * 255) // (w - 1), 255)) for x in range(w))
+    return b"".join(row[(y % 509) * 4:] + row[:(y % 509) * 4] for y in range(h))
+
+
+def scenario_large():
+    """A 6000 x 4000 document (the size of a camera photo): outpaint grows its canvas, upscale opens it 2x larger.
+    Pixels are compared inside Krita (byte strings), only the verdicts and sizes are recorded."""
+    R = RESULT
+    w, h = CONFIG["width"], CONFIG["height"]
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    R["connected"] = ses.connection_state
+    R["server_pid"] = server_pid(ses)
+    photo = large_photo(w, h)
+    doc = new_doc("pb-large", w=w, h=h)
+    yield 400
+    node = doc.createNode("Photo", "paintlayer")
+    doc.rootNode().addChildNode(node, None)
+    node.setPixelData(QByteArray(photo), 0, 0, w, h)
+    doc.setActiveNode(node)
+    deselect(doc)
+    yield 300
+    mark("large_outpaint")
+    R["outpaint"] = rec = {"layers_before": layers(doc)}
+    ses.set_mode("outpaint")
+    ses.set_option("model", "classical")
+    ses.set_option("extend_left", 16)
+    ses.set_option("extend_bottom", 8)
+    yield from run_job(ses, rec, timeout=300)
+    rec["applied"] = ses.apply()
+    yield 1500
+    rec["size"] = [doc.width(), doc.height()]
+    before_ids = {m["id"] for m in rec["layers_before"]}
+    rec["new_layers"] = [l for l in layers(doc) if l["id"] not in before_ids]
+    rec["user_kept"] = bytes(node.pixelData(16, 0, w, h)) == photo
+    doc.refreshProjection()
+    yield 1500
+    rec["composite_kept"] = bytes(doc.pixelData(16, 0, w, h)) == photo
+    band = bytes(doc.pixelData(0, 0, 16, h + 8)) + bytes(doc.pixelData(16, h, w, 8))
+    rec["band_opaque"] = band[3::4].count(255) == len(band) // 4
+    ses.set_option("extend_left", 0)
+    ses.set_option("extend_bottom", 0)
+
+    mark("large_upscale")
+    R["upscale"] = rec = {"documents_before": len(K.documents())}
+    ses.set_mode("upscale")
+    ses.set_option("scale", 2.0)
+    yield from run_job(ses, rec, timeout=600)
+    rec["applied"] = ses.apply()
+    yield 3000
+    newest = K.documents()[-1]
+    rec["documents_after"] = len(K.documents())
+    rec["new_document"] = [newest.name(), newest.width(), newest.height()]
+    newest.refreshProjection()
+    yield 1500
+    line = bytes(newest.pixelData(0, 4000, newest.width(), 1))
+    rec["red_samples"] = [line[x * 4 + 2] for x in range(1000, newest.width() - 1000, 1000)]
+    rec["row_opaque"] = line[3::4].count(255) == newest.width()
+
+
 SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
-             "flaky": scenario_flaky, "pull": scenario_pull}
+             "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large}
 
 
 def _start():

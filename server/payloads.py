@@ -1,0 +1,78 @@
+"""Image payloads in and out of the server: wire bytes to numpy pixels and back, with as few copies as possible.
+
+Decoding views the received bytes (no copy): an ``rgba8`` image or a ``gray8`` mask becomes a *read-only* numpy view
+of the message's buffer, so an engine that wants to write makes its own copy; ``bgra8`` is swapped to RGBA once, by
+OpenCV. Encoding gives each result layer's pixels as a memoryview of the engine's array (``rgba8``, no copy) or of one
+OpenCV channel swap (``bgra8``); msgpack reads the bytes straight from it.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import cv2
+import numpy as np
+
+from protocol.images import BGRA8, GRAY8, ImagePayload
+from protocol.messages import Job as JobMessage, ResultLayer
+
+from .core import Control, Job, Layer
+
+
+def payload_to_array(payload: ImagePayload) -> np.ndarray:
+    """An image payload as H x W x 4 RGBA (H x W for gray8) uint8. ``rgba8`` and ``gray8`` give a read-only view of
+    the payload's bytes; ``bgra8`` a new array (one channel swap)."""
+    arr = np.frombuffer(payload.data, np.uint8)
+    if payload.format == GRAY8:
+        return arr.reshape(payload.height, payload.width)
+    arr = arr.reshape(payload.height, payload.width, 4)
+    if payload.format == BGRA8:
+        return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)
+    return arr
+
+
+def control_pixels(payload: ImagePayload, preprocess: bool) -> np.ndarray:
+    """A control layer's pixels: RGBA kept when the server preprocesses it (the preprocessor flattens a sketch on a
+    transparent layer onto white paper); otherwise RGB over black, the "no signal" colour of control images."""
+    arr = payload_to_array(payload)
+    if arr.ndim == 2:
+        return cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
+    if preprocess:
+        return arr
+    alpha = arr[..., 3:4].astype(np.uint16)
+    return ((arr[..., :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+
+
+def job_from_message(msg: JobMessage) -> Job:
+    """Decode a validated ``job`` message's pixels into a Job (sizes were checked when it was parsed)."""
+    controls = [
+        Control(type=c.type, image=control_pixels(c.image, c.preprocess), strength=c.strength, start=c.start,
+                end=c.end, preprocess=c.preprocess, model=c.model)
+        for c in msg.controls
+    ]
+    return Job(
+        id=msg.id, mode=msg.mode, model=msg.model, prompt=msg.prompt, negative_prompt=msg.negative_prompt,
+        image=payload_to_array(msg.image) if msg.image is not None else None,
+        mask=payload_to_array(msg.mask) if msg.mask is not None else None,
+        params=msg.params, controls=controls, x=msg.x, y=msg.y, previews=msg.previews,
+    )
+
+
+def layer_bytes(rgba: np.ndarray, fmt: str) -> memoryview:
+    """An H x W x 4 RGBA uint8 array's pixels in ``fmt`` (``rgba8`` or ``bgra8``) as a flat byte memoryview: the
+    array's own memory when it is contiguous RGBA, else one copy (the channel swap, by OpenCV)."""
+    if fmt == BGRA8:
+        out = cv2.cvtColor(np.ascontiguousarray(rgba, dtype=np.uint8), cv2.COLOR_RGBA2BGRA)
+    else:
+        out = np.ascontiguousarray(rgba, dtype=np.uint8)
+    return memoryview(out).cast("B")
+
+
+def encode_layers(layers: List[Layer], fmt: str) -> List[ResultLayer]:
+    """Result layers in the client's pixel format (pixels as memoryviews, see ``layer_bytes``)."""
+    return [
+        ResultLayer(name=layer.name, x=int(layer.x), y=int(layer.y), width=layer.rgba.shape[1],
+                    height=layer.rgba.shape[0], format=fmt, data=layer_bytes(layer.rgba, fmt), seed=int(layer.seed),
+                    info=dict(layer.info))
+        for layer in layers
+    ]
