@@ -290,3 +290,39 @@ def test_paintbridge_run_takes_reference_files(models_dir, tmp_path):
                           "--models", str(models_dir), "--reference", f"{tmp_path / 'ref.png'}:colour",
                           "--out", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "colour" in bad.stderr
+
+
+# --- downloads -------------------------------------------------------------------------------------------------------
+
+def test_models_pull_installs_the_reference_preset_where_the_registry_reads_it(tmp_path):
+    """`paintbridge models pull sd15-ipadapter` against the hub stand-in (serving tiny files under the real names):
+    the adapters land in ipadapter/, the encoder in clip_vision/, and the registry recognises them."""
+    import os
+
+    from server.downloads import Catalogue
+    from tests.hubstandin import Hub
+
+    catalogue = Catalogue.load()
+    built = factory.reference_models("ipa-sd15-plus")
+    face = factory.reference_models("ipa-sd15-face")
+    content = {"sd15-ipadapter-plus": (built / "ipadapter" / "ip-adapter-plus_tiny_sd15.safetensors").read_bytes(),
+               "sd15-ipadapter-plus-face": (face / "ipadapter" / "ip-adapter-plus-face_tiny_sd15.safetensors")
+               .read_bytes(),
+               "clip-vision-vit-h": (built / "clip_vision" / "CLIP-tiny-vit-a.safetensors").read_bytes()}
+    models = tmp_path / "models"
+    with Hub() as hub:
+        for f in catalogue.presets["sd15-ipadapter"].files:
+            hub.files[(f.repo, f.file)] = content[f.id]
+        out = subprocess.run([sys.executable, "-m", "server", "models", "pull", "sd15-ipadapter", "--models",
+                              str(models)], capture_output=True, text=True, timeout=300,
+                             cwd=Path(__file__).resolve().parent.parent,
+                             env={**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"})
+    assert out.returncode == 0, out.stderr
+    assert (models / "ipadapter" / "ip-adapter-plus_sd15.safetensors").read_bytes() == content["sd15-ipadapter-plus"]
+    registry = ModelRegistry([models])
+    plus = registry.get("ip-adapter-plus_sd15", "ipadapter")
+    assert plus.arch == "sd15" and not plus.info["face"]
+    assert registry.get("ip-adapter-plus-face_sd15", "ipadapter").info["face"]
+    encoder = registry.find("CLIP-ViT-H-14-laion2B-s32B-b79K", "clip_vision")
+    # the stand-in served a tiny encoder under the ViT-H name: recognised, and told it lacks a config of its size
+    assert encoder is not None and "config.json" in encoder.problem
