@@ -18,6 +18,7 @@ from typing import Callable, List, Optional
 
 from . import settings_store
 from .downloads import Downloads
+from .references import References
 from .live import LiveLoop
 from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
 from .progress_preview import preview_of
@@ -125,6 +126,7 @@ class Session:
                                            client.server.Autostart() if self.conn_settings.autostart else None)
         self.live = LiveLoop(self, schedule)
         self.downloads = Downloads(self)
+        self.references = References(self)  # reference images (issue 15)
 
     def start(self) -> None:
         """Connect to the configured server (after the view has bound itself)."""
