@@ -326,3 +326,17 @@ def test_models_pull_installs_the_reference_preset_where_the_registry_reads_it(t
     encoder = registry.find("CLIP-ViT-H-14-laion2B-s32B-b79K", "clip_vision")
     # the stand-in served a tiny encoder under the ViT-H name: recognised, and told it lacks a config of its size
     assert encoder is not None and "config.json" in encoder.problem
+
+
+def test_reference_arguments_parse_from_the_right(tmp_path):
+    from server.cli import parse_reference
+
+    odd = tmp_path / "a:b.png"  # a colon in the file name, as in C:\\ paths
+    Image.fromarray(picture(1, 8, 6)[..., :3]).save(odd)
+    ref = parse_reference(f"{odd}:composition:0.5")
+    assert (ref.type, ref.strength, ref.image.width, ref.image.height) == ("composition", 0.5, 8, 6)
+    assert parse_reference(str(odd)).type == "content" and parse_reference(f"{odd}:face").strength == 1.0
+    for bad, text in ((f"{odd}:style:3", "outside 0-2"), (f"{odd}:style:lots", "not a number"),
+                      (str(tmp_path / "none.png"), "no such file")):
+        with pytest.raises(SystemExit, match=text):
+            parse_reference(bad)

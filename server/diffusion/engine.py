@@ -226,7 +226,7 @@ class DiffusionEngine(Engine):
         ctx.check()
         loaded = self.checkpoint(entry)
         pipe = loaded.pipe
-        loaded.references.load(pipe, ref_plans)
+        loaded.references.load(pipe, ref_plans, entry.name)
 
         prompt, tags = prompts.extract_loras(job.prompt)
         negative, neg_tags = prompts.extract_loras(job.negative_prompt)

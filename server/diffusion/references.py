@@ -153,7 +153,7 @@ class ReferenceSet:
         self._encoders: Dict[str, object] = {}
         self._lock = threading.Lock()
 
-    def load(self, pipe, plans: List[ReferencePlan]) -> None:
+    def load(self, pipe, plans: List[ReferencePlan], checkpoint: str = "") -> None:
         """Make exactly ``plans``' adapters the UNet's IP-Adapters, one slot per reference (none: unloaded)."""
         wanted = tuple(str(p.adapter.path) for p in plans)
         if wanted == self.loaded:
@@ -170,9 +170,8 @@ class ReferenceSet:
             if getattr(pipe.unet, "encoder_hid_proj", None) is not None:
                 pipe.unload_ip_adapter()
             names = ", ".join(sorted({p.adapter.name for p in plans}))
-            raise ProtocolError(UNSUPPORTED, f"cannot load IP-Adapter {names} into checkpoint "
-                                f"'{plans[0].adapter.name if len(plans) == 1 else 'the job'}': {err}",
-                                field="references") from err
+            raise ProtocolError(UNSUPPORTED, f"cannot load IP-Adapter {names} into checkpoint '{checkpoint}' (the "
+                                f"adapter does not fit its UNet): {err}", field="references") from err
         pipe.unet.to(self.device)
         self.loaded = wanted
 
