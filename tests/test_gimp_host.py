@@ -735,3 +735,36 @@ img.delete()
     recorded = json.loads((profile.gimp_dir / "paintbridge-models.json").read_text())
     assert {"name": "4x-UltraSharp", "kind": "upscaler"} in recorded["models"]
     assert "download complete" in result.output and "4x-UltraSharp" in result.output
+
+
+# --- history (issue 13): Paintbridge data and results kept inside the .xcf --------------------------------------------
+
+def test_document_data_survives_saving_closing_and_reopening_the_xcf(profile):
+    batch(profile, PLUGIN_PATH + """
+import os, tempfile
+from client.docdata import DocumentDataError
+from gimp_plugin import host
+img, (layer,) = make_image(64, 48)
+payload = os.urandom(2000000) + bytes(1000)
+host.save_document_data(img, "history", payload)
+host.save_document_data(img, "regions", b"region prompts")
+host.save_document_data(img, "gone", b"removed before saving")
+host.save_document_data(img, "gone", None)
+img.attach_parasite(Gimp.Parasite.new("paintbridge-foreign", Gimp.PARASITE_PERSISTENT, list(b"another program")))
+path = tempfile.mkdtemp() + "/docdata.xcf"
+Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path), None)
+img.delete()
+img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+check(os.path.getsize(path) > 2000000, "the .xcf holds the data")
+check(host.load_document_data(img, "history") == payload, "2 MB of random bytes come back byte for byte")
+check(host.load_document_data(img, "regions") == b"region prompts", "a second key comes back")
+check(host.load_document_data(img, "gone") is None, "a removed key is gone")
+check(host.load_document_data(img, "never") is None, "a key never set reads as None")
+try:
+    host.load_document_data(img, "foreign")
+    check(False, "foreign data is refused")
+except DocumentDataError as err:
+    check("not written by Paintbridge" in str(err) and "'foreign'" in str(err), "a clear message: %s" % err)
+check(img.get_parasite("paintbridge-history").get_flags() & Gimp.PARASITE_PERSISTENT, "the parasite is persistent")
+img.delete()
+""", plugin_dir=profile.inner(profile.plugin_dir))

@@ -724,3 +724,24 @@ def test_the_panel_downloads_a_preset_through_the_server(tmp_path_factory, tmp_p
     assert "upscaler: complete" in run["lines_after"]
     assert "4x-UltraSharp" in run["upscalers_after"] and "4x-UltraSharp" in run["upscaler_items"]
     assert (models / upscaler.target).read_bytes() == hub.files[(upscaler.repo, upscaler.file)]
+
+
+# --- history (issue 13): Paintbridge data and results kept inside the .kra -------------------------------------------
+
+@pytest.fixture(scope="module")
+def krita_history_run(tmp_path_factory) -> Run:
+    return _run_scenario(tmp_path_factory, "history", W, H)
+
+
+def test_document_data_survives_saving_closing_and_reopening_the_kra(krita_history_run):
+    run = krita_history_run
+    assert not run["errors"], run["errors"]
+    rec = run["docdata"]
+    assert rec["saved"] is True
+    assert {"paintbridge/history", "paintbridge/regions"} <= set(rec["types_after"])
+    assert "paintbridge/gone" not in rec["types_before"] + rec["types_after"]
+    assert rec["history_same"] is True  # 2 MB of random bytes, byte for byte
+    assert rec["regions"] == "region prompts"
+    assert rec["gone"] is None and rec["never_set"] is None
+    assert "was not written by Paintbridge" in rec["foreign_error"] and "'foreign'" in rec["foreign_error"]
+    assert rec["kra_bytes"] > 2_000_000

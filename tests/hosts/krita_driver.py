@@ -1093,8 +1093,54 @@ def scenario_large():
     rec["row_opaque"] = line[3::4].count(255) == newest.width()
 
 
+def save_close_reopen(doc, path):
+    """Save ``doc`` as a .kra at ``path``, close it, open the file again (shown in the window); yields, returns it."""
+    doc.setBatchmode(True)
+    saved = doc.saveAs(path)
+    doc.close()
+    yield 500
+    again = K.openDocument(path)
+    K.activeWindow().addView(again)
+    yield 600
+    return saved, again
+
+
+def scenario_history():
+    """Paintbridge data inside the .kra (document annotations) survives save, close and reopen; then the history of
+    a classical job that was never applied comes back with the document and applies again."""
+    from paintbridge import document as door
+    from paintbridge.wire import client as pbc
+    R = RESULT
+    R["docdata"] = rec = {}
+    doc = new_doc("pb-docdata")
+    yield 400
+    payload = os.urandom(2_000_000) + bytes(1000)
+    door.save_document_data(doc, "history", payload)
+    door.save_document_data(doc, "regions", b"region prompts")
+    door.save_document_data(doc, "gone", b"removed before saving")
+    door.save_document_data(doc, "gone", None)
+    doc.setAnnotation("paintbridge/foreign", "not ours", QByteArray(b"written by another program"))
+    rec["types_before"] = list(doc.annotationTypes())
+    path = os.path.join(OUT, "docdata.kra")
+    rec["saved"], doc = yield from save_close_reopen(doc, path)
+    rec["kra_bytes"] = os.path.getsize(path)
+    rec["types_after"] = list(doc.annotationTypes())
+    rec["history_same"] = door.load_document_data(doc, "history") == payload
+    rec["regions"] = door.load_document_data(doc, "regions").decode()
+    rec["gone"] = door.load_document_data(doc, "gone")
+    rec["never_set"] = door.load_document_data(doc, "never")
+    try:
+        door.load_document_data(doc, "foreign")
+        rec["foreign_error"] = None
+    except pbc.docdata.DocumentDataError as err:
+        rec["foreign_error"] = str(err)
+    rec["size"] = [doc.width(), doc.height()]
+    doc.setModified(False)
+
+
 SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
-             "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large}
+             "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large,
+             "history": scenario_history}
 
 
 def _start():
