@@ -34,6 +34,7 @@ DEFAULT_LIMIT_MB = 64
 MAX_ENTRIES = 100
 THUMBNAIL_SIZE = 96  # the longest side of a thumbnail, in pixels
 LEVEL = 6  # zlib level: about as small as 9, several times faster
+MAX_RAW_BYTES = 64 << 20  # a job whose pixels are larger (e.g. beyond 4096 x 4096 RGBA) is not kept
 
 
 def _byte_masks(size: int) -> Tuple[int, int, int]:
@@ -320,7 +321,10 @@ class DocumentHistory:
 
     def record(self, settings: Settings, layers: Sequence[Any], names: Sequence[str], params: Dict[str, Any]
                ) -> Optional[Entry]:
-        """Keep a job's results; returns the entry (None when it alone exceeds the limit, then nothing is kept)."""
+        """Keep a job's results; returns the entry (None when it alone exceeds the limit or its pixels are larger
+        than ``MAX_RAW_BYTES``: then nothing is kept)."""
+        if not self.history.limit_bytes or sum(len(layer.data) for layer in layers) > MAX_RAW_BYTES:
+            return None
         entry = entry_from_result(settings, layers, names, params)
         dropped = self.history.add(entry)
         self.save()
@@ -331,7 +335,7 @@ class DocumentHistory:
         self.save()
 
     def set_limit(self, limit: int) -> None:
-        if self.history.set_limit(limit) or limit != self.history.limit_bytes:
+        if self.history.set_limit(limit):
             self.save()
 
     def get(self, entry_id: str) -> Entry:
