@@ -154,17 +154,19 @@ class Entry:
         if negative:
             lines.append(f"negative: {negative}")
         lines.append("seed" + ("s" if len(self.layers) > 1 else "") + ": " + ", ".join(map(str, self.seeds)))
-        lines += [f"{k}: {v}" for k, v in sorted(self.params.items()) if k not in ("prompt", "negative_prompt")]
+        lines += [f"{k}: {v}" for k, v in sorted(self.params.items())
+                  if k not in ("prompt", "negative_prompt", "seed") and _worth_showing(v)]
         size = ", ".join(f"{l.width}x{l.height} at ({l.x}, {l.y})" for l in self.layers)
         lines.append(f"{len(self.layers)} layer{'s' if len(self.layers) > 1 else ''}: {size}")
         lines.append(f"stored: {self.stored_bytes / 1e6:.2f} MB")
         return "\n".join(lines)
 
     def reuse_settings(self, layer: int = 0, current: Optional[Settings] = None) -> Settings:
-        """The job's settings with layer ``layer``'s seed (kept random when the engine had none), for a new job.
+        """The job's settings with layer ``layer``'s seed (kept random for the built-in engine, which has none).
         Settings that are not the job's (the history limit) come from ``current``."""
         out = Settings.from_dict(self.settings)
-        seed = self.layers[layer].seed if 0 <= layer < len(self.layers) else -1
+        chosen = self.layers[layer] if 0 <= layer < len(self.layers) else None
+        seed = chosen.seed if chosen is not None and chosen.info.get("engine") != "classical" else -1
         if seed is not None and seed >= 0:
             out.seed = int(seed)
         if current is not None:
@@ -196,6 +198,13 @@ class Entry:
                        (int(w), int(h), parts.get("thumb", b"")))
         except (KeyError, TypeError, ValueError) as err:
             raise docdata.DocumentDataError(f"a history entry is damaged ({type(err).__name__}: {err})") from None
+
+
+def _worth_showing(value: Any) -> bool:
+    """Whether a parameter says something (not None, not empty, not a map of zeros)."""
+    if isinstance(value, dict):
+        return any(_worth_showing(v) and v != 0 for v in value.values())
+    return value is not None and value != ""
 
 
 def entry_from_result(settings: Settings, layers: Sequence[Any], names: Sequence[str], params: Dict[str, Any],

@@ -72,6 +72,9 @@ def test_an_entry_round_trips_with_every_field():
         [(5, 6, 40, 30, RGBA8, "a cat (seed 7)"), (5, 6, 40, 30, RGBA8, "a cat (seed 8)")]
     assert back.thumbnail_rgba()[:2] == (40, 30)
     assert "negative: blurry" in back.describe() and "seeds: 7, 8" in back.describe()
+    assert "steps: 3" in back.describe() and "sampler: Euler a" in back.describe()
+    quiet = ch.entry_from_result(job(), layers, ["a", "b"], {"cfg": None, "sampler": "", "extend": {"left": 0}})
+    assert not any(word in quiet.describe() for word in ("cfg", "sampler", "extend"))
     assert "history_limit_mb" not in back.settings
 
 
@@ -80,7 +83,8 @@ def test_reuse_settings_gives_the_job_back_with_the_chosen_seed():
     entry = ch.Entry.from_bytes(ch.entry_from_result(s, [layer(seed=7), layer(seed=8)], ["a", "b"], {}).to_bytes())
     again = entry.reuse_settings(1, current=Settings(history_limit_mb=9))
     assert again == s.replace(seed=8, history_limit_mb=9)
-    classical = ch.entry_from_result(job(model="classical"), [layer(seed=-1)], ["c"], {})
+    classical = ch.entry_from_result(job(model="classical"), [layer(seed=0)], ["c"], {})
+    classical.layers[0].info = {"engine": "classical"}
     assert classical.reuse_settings(0).seed == -1  # the built-in engine has no seed: stays random
 
 

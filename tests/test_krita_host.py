@@ -745,3 +745,21 @@ def test_document_data_survives_saving_closing_and_reopening_the_kra(krita_histo
     assert rec["gone"] is None and rec["never_set"] is None
     assert "was not written by Paintbridge" in rec["foreign_error"] and "'foreign'" in rec["foreign_error"]
     assert rec["kra_bytes"] > 2_000_000
+
+
+def test_a_result_never_applied_survives_the_kra_and_applies_again_with_the_same_pixels(krita_history_run):
+    run = krita_history_run
+    assert not run["errors"], run["errors"]
+    rec = run["history"]
+    assert rec["results"] == 1 and not rec["error"], rec
+    assert rec["layers_discarded"] == rec["layers_before"]  # discarded: the document has no new layer
+    assert len(rec["entries_before"]) == 1 and rec["list_before"] == 1
+    assert rec["saved"] is True and rec["annotation_bytes"] > 0
+    assert rec["entries_after"] == rec["entries_before"] and rec["list_after"] == 1  # back with the .kra
+    assert "kept for later" in rec["tooltip"] and "classical" in rec["tooltip"]
+    assert rec["message_apply"][1] is False, rec["message_apply"]
+    assert len(rec["new_layers"]) == 1 and rec["new_layers"][0]["bounds"][2] > 0
+    assert rec["same_pixels"] is True
+    assert (run.out / "history-again.bin").read_bytes() == (run.out / "history-result.bin").read_bytes()
+    assert rec["reused_prompt"] == rec["reused_widget"] == "kept for later"
+    assert rec["list_deleted"] == 0 and "paintbridge/history" not in rec["types_deleted"]
