@@ -304,3 +304,21 @@ def save_document_data(image, key: str, data: Optional[bytes]) -> None:
         return
     signed = array("b", docdata.pack(key, data)).tolist()  # the binding takes parasite data as signed chars
     image.attach_parasite(Gimp.Parasite.new(name, Gimp.PARASITE_PERSISTENT, signed))
+
+
+def run_interactively(procedure: str, image, drawables: list) -> None:
+    """Run a Paintbridge procedure as if chosen from the menu (its dialog opens) on ``image``."""
+    proc = Gimp.get_pdb().lookup_procedure(procedure)
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", list(drawables))
+    proc.run(config)
+
+
+def flush_displays() -> None:
+    Gimp.displays_flush()
+
+
+def show_message(text: str) -> None:
+    Gimp.message(text)

@@ -768,3 +768,62 @@ except DocumentDataError as err:
 check(img.get_parasite("paintbridge-history").get_flags() & Gimp.PARASITE_PERSISTENT, "the parasite is persistent")
 img.delete()
 """, plugin_dir=profile.inner(profile.plugin_dir))
+
+
+def test_a_result_undone_survives_the_xcf_and_applies_again_with_the_same_pixels(profile, server):
+    batch(profile, PLUGIN_PATH + """
+import json, tempfile
+img, (bottom,) = make_image(120, 96)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 30, 20, 40, 30)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-inpaint", img, [bottom], prompt="kept for later", model="classical", fill="ns",
+          steps=4, server=P["url"])
+(made,) = new_layers(img, old)
+ok, ox, oy = made.get_offsets()
+w, h = made.get_width(), made.get_height()
+first = read(made, ox, oy, w, h)
+name = made.get_name()
+img.remove_layer(made)  # the painter did not keep it
+check(len(img.get_layers()) == 1, "the result layer is gone")
+path = tempfile.mkdtemp() + "/history.xcf"
+Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path), None)
+img.delete()
+img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+(bottom,) = img.get_layers()
+listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list").index(1))
+check(len(listed) == 1, "one entry after reopening: %r" % listed)
+entry = listed[0]
+check(entry["prompt"] == "kept for later" and entry["mode"] == "inpaint" and entry["model"] == "classical",
+      "the entry says what the job was: %r" % entry)
+check(entry["layers"] == [[name, ox, oy, w, h]], "and where its layer went: %r" % entry["layers"])
+check(entry["settings"]["steps"] == 4 and entry["settings"]["fill"] == "ns", "with the job's settings")
+print("stored bytes", entry["stored_bytes"], "xcf parasite", len(img.get_parasite("paintbridge-history").get_data()))
+
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-history", img, [bottom], action="apply", index=0)
+(again,) = new_layers(img, old)
+check(again.get_name() == name and tuple(again.get_offsets()[1:]) == (ox, oy), "applied where it was made")
+check(read(again, ox, oy, w, h) == first, "with exactly the same pixels")
+
+settings = json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="reuse").index(2))
+check(settings["prompt"] == "kept for later" and settings["steps"] == 4 and settings["mode"] == "inpaint",
+      "reuse gives the job's settings: %r" % settings)
+waiting = json.load(open(Gimp.directory() + "/paintbridge-reuse.json"))
+check(waiting["procedure"] == "plug-in-paintbridge-inpaint" and waiting["values"]["prompt"] == "kept for later",
+      "and keeps them for the inpaint dialog: %r" % waiting)
+
+expect_failure("plug-in-paintbridge-history", img, [bottom], "calling-error", "there is no entry 3", index=3)
+expect_ok("plug-in-paintbridge-history", img, [bottom], action="delete", index=0)
+check(json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list").index(1)) == [],
+      "deleted")
+check(img.get_parasite("paintbridge-history") is None, "nothing left in the image")
+
+img.attach_parasite(Gimp.Parasite.new("paintbridge-history", Gimp.PARASITE_PERSISTENT, list(b"garbage")))
+check(json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list").index(1)) == [],
+      "unreadable history data lists as empty, with a message, and is not fatal")
+expect_ok("plug-in-paintbridge-inpaint", img, [bottom], prompt="a new one", model="classical", server=P["url"])
+listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list", limit_mb=0).index(1))
+check(listed == [], "a limit of 0 MB keeps nothing")
+expect_ok("plug-in-paintbridge-history", img, [bottom], action="list", limit_mb=64)  # back to the default
+img.delete()
+""", url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
