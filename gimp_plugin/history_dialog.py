@@ -99,6 +99,8 @@ def run_dialog(image, drawables: list) -> None:
                 entries = _fill(listbox, kept, status)
             else:
                 dialog.destroy()
+                while Gtk.events_pending():  # let the dialog disappear before the mode's dialog opens
+                    Gtk.main_iteration()
                 problem = interactive_reuse(image, drawables, entry)
                 if problem:
                     host.show_message(f"Paintbridge: {problem}")

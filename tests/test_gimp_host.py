@@ -827,3 +827,66 @@ check(listed == [], "a limit of 0 MB keeps nothing")
 expect_ok("plug-in-paintbridge-history", img, [bottom], action="list", limit_mb=64)  # back to the default
 img.delete()
 """, url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
+
+
+HISTORY_GUI_SCRIPT = """
+import os, time
+def marker(name):
+    open(P["dir"] + "/" + name, "w").close()
+
+img, (layer,) = make_image(320, 240)
+Gimp.Display.new(img)
+kept = {}
+for prompt in ("a first try", "a second try"):
+    img.select_rectangle(Gimp.ChannelOps.REPLACE, 100, 60, 80, 70)
+    old = img.get_layers()
+    expect_ok("plug-in-paintbridge-inpaint", img, [layer], prompt=prompt, model="classical", server=P["url"])
+    (made,) = new_layers(img, old)
+    ok, x, y = made.get_offsets()
+    kept[prompt] = (made.get_name(), x, y, read(made, x, y, made.get_width(), made.get_height()))
+    img.remove_layer(made)
+Gimp.displays_flush()
+old = img.get_layers()
+proc = PDB.lookup_procedure("plug-in-paintbridge-history")
+cfg = proc.create_config()
+cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+cfg.set_property("image", img)
+cfg.set_core_object_array("drawables", [layer])
+result = proc.run(cfg)
+check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the History dialog closed normally: %r" % (result.index(0),))
+added = new_layers(img, old)
+check(len(added) == 2, "Apply again, then Reuse settings ran the inpaint dialog once: %r" % layer_summary(img))
+name, x, y, pixels = kept["a second try"]
+again = [l for l in added if read(l, x, y, l.get_width(), l.get_height()) == pixels]
+check(len(again) == 2, "both are the newest entry's result, pixel for pixel: %r" % layer_summary(img))
+check(all(l.get_name().startswith(name) for l in added), "named as it was (GIMP numbers the twin): %r"
+      % layer_summary(img))
+marker("verified")
+"""
+
+
+def test_gui_history_dialog_lists_results_and_applies_again(profile, server, artifacts_dir):
+    from hosts.gimp import GuiSession
+
+    session = GuiSession(profile)
+    try:
+        session.start(HISTORY_GUI_SCRIPT, {"url": server.url, "dir": profile.inside})
+        dialog = session.wait_window("Paintbridge: History", timeout=120)
+        time.sleep(1.0)
+        session.screenshot(artifacts_dir / "gimp-history-dialog.png")
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "alt+a")  # Apply again (the newest is selected)
+        time.sleep(1.5)
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "alt+r")  # Reuse settings: the inpaint dialog opens, filled in
+        inpaint = session.wait_window("Paintbridge: Inpaint Selection", timeout=60)
+        time.sleep(1.0)
+        session.screenshot(artifacts_dir / "gimp-history-reuse.png")
+        session.xdotool("windowfocus", "--sync", inpaint)
+        session.xdotool("key", "--clearmodifiers", "Return")
+        session.wait_file("verified", timeout=90)
+    except BaseException:
+        session.screenshot_quietly(artifacts_dir / "gimp-history-failure.png")
+        raise
+    finally:
+        session.stop()
