@@ -2,7 +2,7 @@
 
 A document's ``History`` is a list of ``Entry`` (oldest first): when, which mode, model and prompt, the client
 ``Settings`` of the job, the parameters the server reports having used, and each result layer (name, place, size,
-seed, pixels) plus a small thumbnail. The adapters keep it inside the document under ``KEY`` (``client.docdata``:
+seed, pixels, a small thumbnail). The adapters keep it inside the document under ``KEY`` (``client.docdata``:
 Krita annotation ``paintbridge/history`` in the ``.kra``, GIMP parasite ``paintbridge-history`` in the ``.xcf``).
 
 Pixels are stored losslessly as zlib-compressed raw rows (``rgba8``/``bgra8`` as they arrived) after PNG's "Up"
@@ -102,6 +102,7 @@ class StoredLayer:
     format: str
     packed: bytes  # ``encode_pixels`` of the layer's pixels
     info: Dict[str, Any] = field(default_factory=dict)
+    thumb: Tuple[int, int, bytes] = (0, 0, b"")  # (w, h, zlib-compressed rgba8)
 
     @property
     def data(self) -> bytes:
@@ -110,7 +111,7 @@ class StoredLayer:
 
     def meta(self) -> Dict[str, Any]:
         return {"name": self.name, "x": self.x, "y": self.y, "width": self.width, "height": self.height,
-                "seed": self.seed, "format": self.format, "info": self.info}
+                "seed": self.seed, "format": self.format, "info": self.info, "thumb": list(self.thumb[:2])}
 
 
 @dataclass
@@ -125,7 +126,6 @@ class Entry:
     settings: Dict[str, Any]  # ``Settings.to_dict()`` of the job
     params: Dict[str, Any]  # what the server reports having used
     layers: List[StoredLayer]
-    thumb: Tuple[int, int, bytes] = (0, 0, b"")  # (w, h, zlib-compressed rgba8)
 
     @property
     def seeds(self) -> List[int]:
@@ -134,12 +134,14 @@ class Entry:
     @property
     def stored_bytes(self) -> int:
         """What this entry adds to the document (pixels, thumbnail, text)."""
-        return sum(len(layer.packed) for layer in self.layers) + len(self.thumb[2]) + len(self._meta_json())
+        return sum(len(l.packed) + len(l.thumb[2]) for l in self.layers) + len(self._meta_json())
 
-    def thumbnail_rgba(self) -> Tuple[int, int, bytes]:
-        """(w, h, ``rgba8`` pixels) of the thumbnail."""
-        w, h, packed = self.thumb
-        return w, h, zlib.decompress(packed) if packed else b""
+    def thumbnail_rgba(self, layer: int = 0) -> Tuple[int, int, bytes]:
+        """(w, h, ``rgba8`` pixels) of layer ``layer``'s thumbnail ((0, 0, b"") when there is none)."""
+        if not 0 <= layer < len(self.layers) or not self.layers[layer].thumb[2]:
+            return 0, 0, b""
+        w, h, packed = self.layers[layer].thumb
+        return w, h, zlib.decompress(packed)
 
     def title(self) -> str:
         """A short line for a list: time, mode, prompt."""
@@ -176,12 +178,13 @@ class Entry:
     def _meta_json(self) -> bytes:
         return json.dumps({"id": self.id, "time": self.time, "mode": self.mode, "model": self.model,
                            "prompt": self.prompt, "settings": self.settings, "params": self.params,
-                           "layers": [layer.meta() for layer in self.layers], "thumb": list(self.thumb[:2])},
+                           "layers": [layer.meta() for layer in self.layers]},
                           default=str).encode()
 
     def to_bytes(self) -> bytes:
-        parts = {"meta": self._meta_json(), "thumb": self.thumb[2]}
-        parts.update({f"layer/{i}": layer.packed for i, layer in enumerate(self.layers)})
+        parts = {"meta": self._meta_json()}
+        for i, layer in enumerate(self.layers):
+            parts.update({f"layer/{i}": layer.packed, f"thumb/{i}": layer.thumb[2]})
         return docdata.pack_map(parts)
 
     @classmethod
@@ -189,13 +192,14 @@ class Entry:
         parts = docdata.unpack_map(blob)
         try:
             meta = json.loads(parts["meta"])
-            layers = [StoredLayer(str(m["name"]), int(m["x"]), int(m["y"]), int(m["width"]), int(m["height"]),
-                                  int(m["seed"]), str(m["format"]), parts[f"layer/{i}"], dict(m.get("info") or {}))
-                      for i, m in enumerate(meta["layers"])]
-            w, h = meta.get("thumb") or (0, 0)
+            layers = []
+            for i, m in enumerate(meta["layers"]):
+                w, h = m.get("thumb") or (0, 0)
+                layers.append(StoredLayer(str(m["name"]), int(m["x"]), int(m["y"]), int(m["width"]), int(m["height"]),
+                                          int(m["seed"]), str(m["format"]), parts[f"layer/{i}"],
+                                          dict(m.get("info") or {}), (int(w), int(h), parts.get(f"thumb/{i}", b""))))
             return cls(str(meta["id"]), float(meta["time"]), str(meta["mode"]), str(meta["model"]),
-                       str(meta["prompt"]), dict(meta["settings"]), dict(meta["params"]), layers,
-                       (int(w), int(h), parts.get("thumb", b"")))
+                       str(meta["prompt"]), dict(meta["settings"]), dict(meta["params"]), layers)
         except (KeyError, TypeError, ValueError) as err:
             raise docdata.DocumentDataError(f"a history entry is damaged ({type(err).__name__}: {err})") from None
 
@@ -217,18 +221,15 @@ def entry_from_result(settings: Settings, layers: Sequence[Any], names: Sequence
         if fmt not in (protocol.RGBA8, protocol.BGRA8):
             raise ValueError(f"history keeps rgba8 or bgra8 layers, not {fmt}")
         seed = layer.seed if isinstance(layer.seed, int) else -1
+        data = bytes(layer.data)
+        tw, th, small = thumbnail(data, int(layer.width), int(layer.height), fmt)
         stored.append(StoredLayer(name, int(layer.x), int(layer.y), int(layer.width), int(layer.height), seed, fmt,
-                                  encode_pixels(bytes(layer.data), int(layer.width), 4),
-                                  dict(getattr(layer, "info", None) or {})))
-    first = layers[0] if layers else None
-    thumb: Tuple[int, int, bytes] = (0, 0, b"")
-    if first is not None:
-        tw, th, small = thumbnail(bytes(first.data), int(first.width), int(first.height), str(first.format))
-        thumb = (tw, th, zlib.compress(small, LEVEL))
+                                  encode_pixels(data, int(layer.width), 4), dict(getattr(layer, "info", None) or {}),
+                                  (tw, th, zlib.compress(small, LEVEL))))
     s = settings.to_dict()
     s.pop("history_limit_mb", None)
     return Entry(uuid.uuid4().hex[:12], time.time() if now is None else now, settings.mode, settings.model,
-                 settings.prompt, s, dict(params or {}), stored, thumb)
+                 settings.prompt, s, dict(params or {}), stored)
 
 
 class History:

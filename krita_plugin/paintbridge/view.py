@@ -97,9 +97,9 @@ class PaintbridgePanel(QtWidgets.QWidget):
         h = s.history  # results history (issue 13)
         h.changed.connect(self._fill_history)
         self.history_list.currentRowChanged.connect(lambda _row: self._update_history_buttons())
-        self.history_apply_button.clicked.connect(lambda: h.apply_again(self._history_id()))
-        self.history_reuse_button.clicked.connect(lambda: h.reuse_settings(self._history_id()))
-        self.history_delete_button.clicked.connect(lambda: h.delete(self._history_id()))
+        self.history_apply_button.clicked.connect(lambda: h.apply_again(*self._history_choice()))
+        self.history_reuse_button.clicked.connect(lambda: h.reuse_settings(*self._history_choice()))
+        self.history_delete_button.clicked.connect(lambda: h.delete(self._history_choice()[0]))
         self.history_limit_spin.editingFinished.connect(lambda: h.set_limit(self.history_limit_spin.value()))
 
     # --- session -> widgets -------------------------------------------------------------------------------------------
@@ -306,20 +306,23 @@ class PaintbridgePanel(QtWidgets.QWidget):
 
     # --- results history (issue 13) ----------------------------------------------------------------------------------
     def _fill_history(self) -> None:
-        """List the active document's history, newest first (the session's ``history.entries``)."""
+        """List the active document's history, newest first, one item per result (the session's ``history``)."""
         history = self.session.history
-        current = self._history_id()
+        current = self._history_choice()
         self.history_list.blockSignals(True)
         self.history_list.clear()
         for entry in reversed(history.entries):
-            w, h, rgba = entry.thumbnail_rgba()
-            icon = QtGui.QIcon(QtGui.QPixmap.fromImage(qimage_from_rgba8(rgba, w, h))) if w and h else QtGui.QIcon()
-            item = QtWidgets.QListWidgetItem(icon, entry.title().split(" ", 1)[0])
-            item.setData(Qt.ItemDataRole.UserRole, entry.id)
-            item.setToolTip(entry.title() + "\n" + entry.describe())
-            self.history_list.addItem(item)
-            if entry.id == current:
-                self.history_list.setCurrentItem(item)
+            count = len(entry.layers)
+            for index, layer in enumerate(entry.layers):
+                w, h, rgba = entry.thumbnail_rgba(index)
+                icon = QtGui.QIcon(QtGui.QPixmap.fromImage(qimage_from_rgba8(rgba, w, h))) if w else QtGui.QIcon()
+                text = entry.title().split(" ", 1)[0] + (f" #{index + 1}" if count > 1 else "")
+                item = QtWidgets.QListWidgetItem(icon, text)
+                item.setData(Qt.ItemDataRole.UserRole, [entry.id, index])
+                item.setToolTip(f"{entry.title()}\nresult {index + 1} of {count}: {layer.name}\n{entry.describe()}")
+                self.history_list.addItem(item)
+                if [entry.id, index] == list(current):
+                    self.history_list.setCurrentItem(item)
         if self.history_list.currentRow() < 0 and self.history_list.count():
             self.history_list.setCurrentRow(0)
         self.history_list.blockSignals(False)
@@ -331,11 +334,13 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.history_size_label.setText(f"{len(history.entries)} kept, {stored:.1f} MB")
         self._update_history_buttons()
 
-    def _history_id(self) -> str:
+    def _history_choice(self) -> tuple:
+        """(entry id, result index) of the chosen item; ("", 0) when none is chosen."""
         item = self.history_list.currentItem()
-        return str(item.data(Qt.ItemDataRole.UserRole)) if item is not None else ""
+        data = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        return (str(data[0]), int(data[1])) if data else ("", 0)
 
     def _update_history_buttons(self) -> None:
-        chosen = bool(self._history_id())
+        chosen = bool(self._history_choice()[0])
         for button in (self.history_apply_button, self.history_reuse_button, self.history_delete_button):
             button.setEnabled(chosen)
