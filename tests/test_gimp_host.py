@@ -583,6 +583,7 @@ while layer_summary(img) != before_layers and time.time() < end:
     time.sleep(0.2)
 check(layer_summary(img) == before_layers, "one undo step removes the result: %r" % layer_summary(img))
 check(composite(img) == before, "and restores the original pixels")
+check(img.get_parasite("paintbridge-history") is not None, "the undone result stays in the image's history")
 marker("verified")
 """
 
@@ -658,6 +659,7 @@ while layer_summary(img) != before_layers and time.time() < end:
     time.sleep(0.2)
 check(layer_summary(img) == before_layers, "one undo step removes the kept result (previews left no undo steps)")
 check(composite(img) == before, "and restores the original pixels")
+check(img.get_parasite("paintbridge-history") is not None, "the live result stays in the image's history")
 marker("verified")
 """
 

@@ -111,3 +111,18 @@ def test_damaged_history_in_a_document_is_said_and_not_fatal(server_url):
     assert len(session.history.entries) == 1
     assert ch.History.from_bytes(docdata.unpack("history", doc.annotations["paintbridge/history"])).entries
     session.shutdown()
+
+
+def test_live_mode_keeps_its_last_frame_when_switched_off(server_url):
+    doc = MemoryDocument(64, 48, bgra(64, 48), selection(64, 48, Box(20, 12, 16, 12)))
+    host, ui = MemoryHost(doc), UiLoop()
+    session = new_session(server_url, host, ui)
+    session.set_live(True)
+    assert ui.pump_until(lambda: len(session.live.frames) >= 1 and not session.busy and session.results, 60)
+    assert session.history.entries == []  # frames are not kept one by one
+    shown = session.results[0]
+    session.set_live(False)
+    entries = session.history.entries
+    assert len(entries) == 1 and entries[0].layers[0].data == shown.data
+    assert (entries[0].layers[0].x, entries[0].layers[0].y) == (shown.box.x, shown.box.y)
+    session.shutdown()

@@ -40,6 +40,17 @@ def guarded(method: Callable) -> Callable:
     return wrapper
 
 
+class _ImageLayer:
+    """A ``ResultImage`` (what the session keeps of a result) as ``client.history`` reads a result layer."""
+
+    format = protocol.BGRA8
+
+    def __init__(self, image: ResultImage) -> None:
+        box = image.box
+        self.x, self.y, self.width, self.height = box.x, box.y, box.width, box.height
+        self.data, self.seed, self.info = image.data, image.seed, {}
+
+
 class ResultsHistory:
     """The history of the documents the session has seen; ``entries`` are the active document's (oldest first)."""
 
@@ -88,9 +99,20 @@ class ResultsHistory:
         self.show(self.host.active_document_or_none())
 
     def record(self, job: RunningJob, layers: list, names: List[str], params: dict) -> None:
-        """Keep a job's results in its document (a failure to keep them is said, never fatal to the result)."""
-        if job.kind != "job" or job.settings.mode == "preprocess":
-            return
+        """Keep a job's results in its document (a failure to keep them is said, never fatal to the result). Live
+        frames are not kept one by one: ``keep_live_result`` keeps the last one when live mode ends."""
+        if job.kind == "job" and job.settings.mode != "preprocess":
+            self._keep(job, layers, names, params)
+
+    @guarded
+    def keep_live_result(self) -> None:
+        """Live mode was switched off: keep the frame it showed last (applied or not) in its document."""
+        ses, job = self.session, self.session.result_job
+        if job is not None and job.kind == "live" and ses.results and self.host.is_open(job.doc):
+            layers = [_ImageLayer(image) for image in ses.results]
+            self._keep(job, layers, [image.name for image in ses.results], {})
+
+    def _keep(self, job: RunningJob, layers: list, names: List[str], params: dict) -> None:
         try:
             entry = self.of(job.doc).record(job.settings, layers, names, params)
         except (client.errors.PaintbridgeError, ValueError, RuntimeError) as err:

@@ -429,6 +429,7 @@ class Session:
         if on and self.settings.mode not in client.modes.LIVE_MODES:
             self.set_mode("inpaint")
         self.live.switch(on)
+        self.history.keep_live_result() if not on else None  # the last live frame, not applied, stays reachable
         self.job_changed.emit()
         self.show_message("Live: change the selection or paint under it to repaint." if on else "Live mode is off.")
 
