@@ -52,7 +52,7 @@ def record(image, s: Settings, layers: Sequence[Any], names: Sequence[str], para
         entry = kept.record(s, layers, names, params)
     except (PaintbridgeError, ValueError) as err:
         return f"the results could not be kept in the image's history: {err}"
-    if entry is None:
+    if entry is None and kept.history.limit_bytes > 0:  # a limit of 0 keeps nothing, silently
         return f"these results are larger than the history keeps ({kept.history.limit_bytes // 1_000_000} MB)"
     return ""
 

@@ -126,3 +126,14 @@ def test_live_mode_keeps_its_last_frame_when_switched_off(server_url):
     assert len(entries) == 1 and entries[0].layers[0].data == shown.data
     assert (entries[0].layers[0].x, entries[0].layers[0].y) == (shown.box.x, shown.box.y)
     session.shutdown()
+
+
+def test_a_limit_of_zero_keeps_nothing_and_says_nothing(server_url):
+    doc = MemoryDocument(64, 48, bgra(64, 48), selection(64, 48, Box(20, 12, 16, 12)))
+    host, ui = MemoryHost(doc), UiLoop()
+    session = new_session(server_url, host, ui)
+    session.history.set_limit(0)
+    run(session, ui)
+    assert session.history.entries == [] and doc.annotations == {}
+    assert "result" in session.message and not session.message_is_error
+    session.shutdown()

@@ -113,6 +113,8 @@ class ResultsHistory:
             self._keep(job, layers, [image.name for image in ses.results], {})
 
     def _keep(self, job: RunningJob, layers: list, names: List[str], params: dict) -> None:
+        if self.session.settings.history_limit_mb <= 0:  # the painter keeps no history
+            return
         try:
             entry = self.of(job.doc).record(job.settings, layers, names, params)
         except (client.errors.PaintbridgeError, ValueError, RuntimeError) as err:
