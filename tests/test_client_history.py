@@ -179,3 +179,12 @@ def test_history_limit_mb_is_a_stored_setting():
     s = Settings(history_limit_mb=12)
     assert Settings.from_dict(s.to_dict()).history_limit_mb == 12
     assert ch.limit_bytes(s) == 12_000_000 and ch.limit_bytes(None) == ch.DEFAULT_LIMIT_MB * 1_000_000
+
+
+def test_results_with_more_pixels_than_kept_at_most_are_not_encoded(monkeypatch):
+    doc = Doc()
+    dh = ch.DocumentHistory(doc.load, doc.save)
+    monkeypatch.setattr(ch, "MAX_RAW_BYTES", 40 * 30 * 4 - 1)
+    assert dh.record(job(), [layer()], ["x"], {}) is None and dh.entries == [] and doc.saves == 0
+    monkeypatch.setattr(ch, "MAX_RAW_BYTES", 40 * 30 * 4)
+    assert dh.record(job(), [layer()], ["x"], {}) is not None and len(dh.entries) == 1
