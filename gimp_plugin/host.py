@@ -281,7 +281,7 @@ def new_image_with(source_image, results: Sequence[object], names: Sequence[str]
     return image
 
 
-# --- Paintbridge data kept in the image (saved in the .xcf) ------------------------------------------------------------
+# --- Paintbridge data kept in the image (saved in the .xcf) ----------------------------------------------------------
 
 def load_document_data(image, key: str) -> Optional[bytes]:
     """The data stored under ``key`` in ``image`` (image parasite ``paintbridge-<key>``), None when there is none.

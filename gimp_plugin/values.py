@@ -105,7 +105,7 @@ def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
     return {name: value for name, value in out.items() if name in names}
 
 
-# --- "reuse settings" from the results history: values waiting for the mode's next dialog ------------------------------
+# --- "reuse settings" from the results history: values waiting for the mode's next dialog ----------------------------
 
 REUSE_FILE = "paintbridge-reuse.json"
 
