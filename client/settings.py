@@ -98,6 +98,8 @@ class Settings:
     mask_source: str = "selection"  # MASK_SOURCES (each editor offers the ones it can read)
     # reference images (issue 15): in order; each editor resolves the layer names
     references: Tuple[ReferenceSetting, ...] = ()
+    # results history (issue 13): how many MB of results each document keeps (client/history.py); 0 = none
+    history_limit_mb: int = 64
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form (a JSON-ready map)."""
