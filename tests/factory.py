@@ -587,7 +587,8 @@ def reference_models(name: str) -> Path:
             folder.mkdir(parents=True)
             encoder = build_image_encoder("b")
             encoder.save_pretrained(folder / "image_encoder", safe_serialization=True)
-            _save_file(ipadapter_state("sdxl", "base", TINY_ENCODERS["b"][1]), folder / "ip-adapter_tiny_sdxl.safetensors")
+            _save_file(ipadapter_state("sdxl", "base", TINY_ENCODERS["b"][1]),
+                       folder / "ip-adapter_tiny_sdxl.safetensors")
             return
         adapters = tmp / "ipadapter"
         adapters.mkdir()
