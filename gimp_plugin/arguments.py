@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from client.settings import FALLBACK_DEFAULTS
-from protocol.messages import CONTROL_TYPES, SAMPLERS
+from protocol.messages import CONTROL_TYPES, REFERENCE_TYPES, SAMPLERS
 
 PREFIX = "plug-in-paintbridge-"
 MENU_PATH = "<Image>/Filters/Paintbridge"
 MAX_CONTROLS = 2  # control-layer arguments per procedure
+MAX_REFERENCES = 2  # reference-image arguments per procedure (issue 15)
 GINT_MAX = 2**31 - 1
 
 
@@ -150,6 +151,31 @@ def _control_args() -> Tuple[Arg, ...]:
     return tuple(args)
 
 
+# reference images (issue 15)
+REFERENCE_CHOICES = tuple((t, {"style": "Style", "composition": "Composition", "content": "Content",
+                               "face": "Face"}[t]) for t in REFERENCE_TYPES)
+
+
+def reference_prefix(index: int) -> str:
+    """Argument-name prefix of reference slot ``index`` (1-based): ``reference``, ``reference-2`` ..."""
+    return "reference" if index == 1 else f"reference-{index}"
+
+
+def _reference_args() -> Tuple[Arg, ...]:
+    args = []
+    for i in range(1, MAX_REFERENCES + 1):
+        p, n = reference_prefix(i), "" if i == 1 else f" {i}"
+        args += [
+            Arg(f"{p}-layer", "layer", f"Reference layer{n}",
+                "A layer whose picture guides the result (IP-Adapter; SD1.5 and SDXL); none = off", None),
+            Arg(f"{p}-type", "choice", f"Reference type{n}", "What the picture gives: style, composition, content "
+                "or a face", "content", choices=REFERENCE_CHOICES),
+            Arg(f"{p}-strength", "double", f"Reference strength{n}", "How strongly the picture guides; 0 = off", 1.0,
+                0.0, 2.0),
+        ]
+    return tuple(args)
+
+
 def _server_args() -> Tuple[Arg, ...]:
     return (
         Arg("server", "string", "Ser_ver", "Server address (ws://host:port); empty = the last one used", ""),
@@ -165,7 +191,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "The result is a new layer above the active one; your layers are not changed.",
         _prompt_args() + _sampling_args(_strength("inpaint")) + _source_args(mask=True)
         + (Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),)
-        + _control_args() + _server_args(),
+        + _control_args() + _reference_args() + _server_args(),
     ),
     ProcedureSpec(
         PREFIX + "live-inpaint", "inpaint", "_Live Inpaint...", "Paintbridge: Live Inpaint",
@@ -176,7 +202,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         tuple(a for a in _prompt_args() + _sampling_args(_strength("inpaint")) if a.name != "batch")
         + _source_args(mask=True)
         + (Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),)
-        + _control_args() + _server_args(),
+        + _control_args() + _reference_args() + _server_args(),
         live=True,
     ),
     ProcedureSpec(
@@ -185,7 +211,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Redraws the selection's context box, or the whole image without a selection, keeping its composition; "
         "strength sets how much changes. The result is a new layer.",
         _prompt_args() + _sampling_args(_strength("img2img")) + _source_args(mask=True) + _control_args()
-        + _server_args(),
+        + _reference_args() + _server_args(),
     ),
     ProcedureSpec(
         PREFIX + "outpaint", "outpaint", "_Outpaint...", "Paintbridge: Outpaint",
@@ -238,7 +264,8 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Paint something new into the selection from the prompt alone",
         "Generates a new image from the prompt into the selection (or the whole canvas), ignoring what is there. "
         "The result is a new layer, masked by the selection.",
-        _prompt_args() + _sampling_args(None) + _source_args(mask=True) + _control_args() + _server_args(),
+        _prompt_args() + _sampling_args(None) + _source_args(mask=True) + _control_args() + _reference_args()
+        + _server_args(),
     ),
 )
 

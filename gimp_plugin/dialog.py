@@ -14,6 +14,8 @@ SECTIONS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("area", "Source and mask", ("source", "mask-source", "grow", "feather", "fill")),
     ("controls", "Control layers", tuple(f"{p}-{k}" for p in ("control", "control-2")
                                          for k in ("layer", "type", "strength", "preprocess"))),
+    ("references", "Reference images", tuple(f"{p}-{k}" for p in ("reference", "reference-2")  # issue 15
+                                             for k in ("layer", "type", "strength"))),
     ("server", "Server", ("server", "token")),
 )
 

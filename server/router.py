@@ -15,13 +15,14 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from protocol.errors import UNSUPPORTED, ProtocolError
-from protocol.messages import CONTROL_TYPES, MODES, SAMPLERS
+from protocol.messages import CONTROL_TYPES, MODES, REFERENCE_TYPES, SAMPLERS
 
 from . import device as devices
 from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
 from .core import Control, Engine, Job, JobContext, Layer
-from .models.registry import ModelRegistry
+from .models.ipadapter import REFERENCE_FAMILIES
+from .models.registry import ModelRegistry, arch_name
 
 log = logging.getLogger("paintbridge.router")
 
@@ -137,6 +138,9 @@ class Router:
             "engines": [CLASSICAL, DIFFUSERS, FAMILIES],
             "previews": True,
             "preprocessors": available_preprocessors(self.registry),
+            # reference images (issue 15)
+            "references": list(REFERENCE_FAMILIES),
+            "reference_types": list(REFERENCE_TYPES),
         }
 
     # --- jobs ---
@@ -146,7 +150,16 @@ class Router:
         engine = self.engine_for(job)
         if job.controls and not engine.uses_controls:
             raise engine.refuse_controls(job)
+        if job.references and not engine.reference_families:  # reference images (issue 15)
+            raise engine.refuse_references(job, self._family_of(job))
         return engine.run(job, ctx)
+
+    def _family_of(self, job: Job) -> str:
+        """The human name of the job's checkpoint family ("Flux.1"), or "" when it runs on no checkpoint."""
+        if job.model == CLASSICAL or job.mode in (UPSCALE, PREPROCESS):
+            return ""
+        entry = self.registry.find(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
+        return arch_name(entry.arch) if entry is not None else ""
 
     def engine_for(self, job: Job) -> Engine:
         """The engine for ``job``; model_not_found / unsupported when none can do it."""

@@ -27,6 +27,15 @@ CLIP tokenizer, at 64 px native size.
                              ``diffusion_models/tiny-<name>-split.safetensors`` (+ ``.config/``), its text encoders in
                              ``text_encoders/`` (``tiny-<name>-clip_l``, ``-clip_g``, ``-t5xxl``) and its VAE
                              (original key names) in ``vae/tiny-<name>-ae.safetensors``
+``ipa-sd15-plus``            reference images (issue 15): an IP-Adapter Plus (Resampler) for SD1.5 as ComfyUI keeps it,
+                             ``ipadapter/ip-adapter-plus_tiny_sd15.safetensors``, with its image encoder as a single
+                             file ``clip_vision/CLIP-tiny-vit-a.safetensors`` (+ ``.config/``: a tiny size)
+``ipa-sd15-face``            a Plus face adapter for SD1.5 (``ipadapter/ip-adapter-plus-face_tiny_sd15.safetensors``)
+``ipa-sd15-bin``             a base IP-Adapter for SD1.5 pickled as h94 once shipped them (``ip-adapter_tiny_sd15.bin``,
+                             nested ``{"image_proj", "ip_adapter"}``; read weights-only)
+``ipa-sdxl``                 a base IP-Adapter for SDXL in a copy of h94's repository layout:
+                             ``ipadapter/IP-Adapter/sdxl_models/ip-adapter_tiny_sdxl.safetensors`` and its encoder as a
+                             Hugging Face folder ``.../sdxl_models/image_encoder/``
 ``flux-full`` / ``sd3-full`` one ComfyUI-style full checkpoint: ``model.diffusion_model.*`` + ``text_encoders.<role>.
                              transformer.*`` + ``first_stage_model.*`` (``checkpoints/tiny-<name>-full.safetensors``)
 ==========================  ===============================================================================
@@ -509,6 +518,100 @@ def embedding_path(arch: str) -> Path:
     return _cached(f"emb-{arch}", build) / "tinystyle.safetensors"
 
 
+# --- reference images (issue 15) --------------------------------------------------------------------------------
+
+# tiny image encoders: (hidden size, projection dim); the two differ so each adapter matches exactly one
+TINY_ENCODERS = {"a": (32, 24), "b": (40, 16)}
+IPADAPTER_GAIN = 0.5  # std of the random ip_adapter projections: large enough to move a tiny model's pixels
+
+
+def build_image_encoder(which: str = "a", seed: int = 0):
+    """A tiny CLIPVisionModelWithProjection (32 px input, 8 px patches) with random weights."""
+    torch = _torch()
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    hidden, projection = TINY_ENCODERS[which]
+    torch.manual_seed(seed + 11)
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+        patch_size=8, projection_dim=projection))
+
+
+def ipadapter_state(arch: str, variant: str, encoder_dim: int, seed: int = 0) -> Dict[str, "object"]:
+    """An IP-Adapter for the tiny ``arch`` UNet in the original file layout (``image_proj.*``, ``ip_adapter.N.*``):
+    ``base`` (ImageProjection on the projected embedding) or ``plus`` (a 4-layer Resampler on the penultimate
+    hidden states). The ip_adapter ids are 1, 3, 5, ... over the UNet's cross-attention layers, as in h94's files."""
+    torch = _torch()
+    unet = _build_pipeline(arch, False).unet
+    gen = torch.Generator().manual_seed(seed + 23)
+
+    def rand(*shape, std=0.2):
+        return torch.randn(shape, generator=gen) * std
+
+    cross = unet.config.cross_attention_dim
+    state: Dict[str, object] = {}
+    if variant == "base":
+        state.update({"image_proj.proj.weight": rand(4 * cross, encoder_dim), "image_proj.proj.bias": rand(4 * cross),
+                      "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)})
+    else:
+        dim, queries = 64, 4  # to_q width / 64 = 1 head
+        state.update({"image_proj.latents": rand(1, queries, dim, std=1.0),
+                      "image_proj.proj_in.weight": rand(dim, encoder_dim), "image_proj.proj_in.bias": rand(dim),
+                      "image_proj.proj_out.weight": rand(cross, dim), "image_proj.proj_out.bias": rand(cross),
+                      "image_proj.norm_out.weight": torch.ones(cross), "image_proj.norm_out.bias": torch.zeros(cross)})
+        for i in range(4):
+            pre = f"image_proj.layers.{i}."
+            for norm in ("0.norm1", "0.norm2", "1.0"):
+                state[pre + norm + ".weight"], state[pre + norm + ".bias"] = torch.ones(dim), torch.zeros(dim)
+            state.update({pre + "0.to_q.weight": rand(dim, dim), pre + "0.to_kv.weight": rand(2 * dim, dim),
+                          pre + "0.to_out.weight": rand(dim, dim), pre + "1.1.weight": rand(4 * dim, dim),
+                          pre + "1.3.weight": rand(dim, 4 * dim)})
+    key_id = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        attn = unet.get_submodule(name[: -len(".processor")])
+        state[f"ip_adapter.{key_id}.to_k_ip.weight"] = rand(attn.to_k.out_features, cross, std=IPADAPTER_GAIN)
+        state[f"ip_adapter.{key_id}.to_v_ip.weight"] = rand(attn.to_v.out_features, cross, std=IPADAPTER_GAIN)
+        key_id += 2
+    return state
+
+
+def reference_models(name: str) -> Path:
+    """The cached tiny reference-image models ``name`` (see the table at the top), laid out as users download them."""
+    def build(tmp: Path) -> None:
+        import torch
+
+        if name == "ipa-sdxl":
+            folder = tmp / "IP-Adapter" / "sdxl_models"
+            folder.mkdir(parents=True)
+            encoder = build_image_encoder("b")
+            encoder.save_pretrained(folder / "image_encoder", safe_serialization=True)
+            _save_file(ipadapter_state("sdxl", "base", TINY_ENCODERS["b"][1]),
+                       folder / "ip-adapter_tiny_sdxl.safetensors")
+            return
+        adapters = tmp / "ipadapter"
+        adapters.mkdir()
+        if name == "ipa-sd15-bin":
+            flat = ipadapter_state("sd15", "base", TINY_ENCODERS["a"][1], seed=3)
+            nested = {"image_proj": {}, "ip_adapter": {}}
+            for key, value in flat.items():
+                part, rest = key.split(".", 1)
+                nested[part][rest] = value.contiguous()
+            torch.save(nested, adapters / "ip-adapter_tiny_sd15.bin")
+            return
+        face = name == "ipa-sd15-face"
+        file = "ip-adapter-plus-face_tiny_sd15" if face else "ip-adapter-plus_tiny_sd15"
+        _save_file(ipadapter_state("sd15", "plus", TINY_ENCODERS["a"][0], seed=5 if face else 0),
+                   adapters / f"{file}.safetensors")
+        vision = tmp / "clip_vision"
+        vision.mkdir()
+        encoder = build_image_encoder("a")
+        _save_file(encoder.state_dict(), vision / "CLIP-tiny-vit-a.safetensors")
+        encoder.config.save_pretrained(vision / "CLIP-tiny-vit-a.config")
+    return _cached(name, build)
+
+
 # --- real size ---------------------------------------------------------------------------------------------------
 
 def _stream_safetensors(shapes: Dict[str, "object"], path: Path, make) -> None:
@@ -608,6 +711,14 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
         elif item.startswith("lora-"):
             p = lora_path(item[5:])
             _link(p, path / "loras" / p.name)
+        elif item.startswith("ipa-"):  # reference images (issue 15)
+            built = reference_models(item)
+            if item == "ipa-sdxl":
+                _link(built / "IP-Adapter", path / "ipadapter" / "IP-Adapter")
+            else:
+                for sub in ("ipadapter", "clip_vision"):
+                    for f in (built / sub).iterdir() if (built / sub).is_dir() else ():
+                        _link(f, path / sub / f.name)
         elif item.startswith("emb-"):
             p = embedding_path(item[4:])
             _link(p, path / "embeddings" / item[4:] / p.name)

@@ -739,6 +739,40 @@ img.delete()
     assert "download complete" in result.output and "4x-UltraSharp" in result.output
 
 
+def test_reference_layers_guide_generate_and_missing_adapters_are_named(trixie_root, tmp_path):
+    """Reference images (issue 15): the same seed with and without a reference layer (type style, strength 1.5) gives
+    different pixels; a face reference without a face adapter fails with a message naming it, image untouched."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+
+    models = make_models_dir(tmp_path / "models", which=("sd15", "ipa-sd15-plus"))
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            run_batch(prof, """
+img, (layer, picture) = make_image(64, 64, layers=2)
+picture.set_visible(False)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 8, 8, 48, 40)
+results = {}
+for name, extra in (("plain", {}), ("style", dict(reference_layer=picture, reference_type="style",
+                                                    reference_strength=1.5))):
+    old = img.get_layers()
+    expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a tiny house", seed=5, steps=3, grow=0, feather=0,
+              server=P["url"], **extra)
+    added = new_layers(img, old)
+    check(len(added) == 1, "one layer (%s): %r" % (name, layer_summary(img)))
+    ok, rx, ry = added[0].get_offsets()
+    results[name] = read(added[0], rx, ry, added[0].get_width(), added[0].get_height())
+check(results["plain"] != results["style"], "the reference layer changed the result of the same seed")
+expect_failure("plug-in-paintbridge-img2img", img, [layer], "execution-error", "face", prompt="a tiny house",
+               steps=2, reference_layer=picture, reference_type="face", server=P["url"])
+img.delete()
+""", {"url": proc.url}, timeout=600).assert_ok()
+    finally:
+        proc.stop()
+
+
 # --- history (issue 13): Paintbridge data and results kept inside the .xcf --------------------------------------------
 
 def test_document_data_survives_saving_closing_and_reopening_the_xcf(profile):

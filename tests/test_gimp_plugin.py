@@ -234,7 +234,7 @@ def test_dialog_layout_and_models_hint():
 
     top, sections = layout(arguments.BY_MODE["inpaint"])
     assert top[:4] == ["prompt", "negative-prompt", "model", "strength"]
-    assert [sid for sid, _title, _members in sections] == ["sampling", "area", "controls", "server"]
+    assert [sid for sid, _title, _members in sections] == ["sampling", "area", "controls", "references", "server"]
     placed = top + [name for _sid, _title, members in sections for name in members]
     assert sorted(placed) == sorted(arg.name for arg in arguments.BY_MODE["inpaint"].args)
     models = [{"name": "classical", "kind": "builtin"}, {"name": "tiny-sd15", "kind": "checkpoint"},

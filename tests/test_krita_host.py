@@ -181,6 +181,36 @@ def krita_flux_run(tmp_path_factory) -> Run:
 
 
 @pytest.fixture(scope="module")
+def krita_references_run(tmp_path_factory) -> Run:
+    """Reference images (issue 15) against a server of this checkout, with a tiny IP-Adapter and image encoder."""
+    import factory
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-references-server")
+    models = factory.make_models_dir(work / "models", ("sd15", "ipa-sd15-plus"))
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "references", DW, DH, model="tiny-sd15", server_url=proc.url)
+    finally:
+        proc.stop()
+
+
+def test_reference_layers_from_the_panel_guide_a_job(krita_references_run):
+    run = krita_references_run
+    assert run["connected"] == "connected" and not run.data.get("errors"), run.data.get("errors")
+    for key in ("plain", "with_reference"):
+        assert run[key]["error"] is False and run[key]["results"] == 1, run[key]["message"]
+    assert run["rows"] == [{"layer": run["reference_id"], "type": "style", "strength": 1.5}]
+    assert run["row_layer"] == run["reference_id"]
+    box = run["plain"]["results_meta"][0]["box"]
+    plain = run.pixels(run["plain"]["pixels"], box[2], box[3])
+    guided = run.pixels(run["with_reference"]["pixels"], box[2], box[3])
+    assert np.abs(plain[..., :3].astype(int) - guided[..., :3].astype(int)).mean() > 0.5
+    assert run["moved"] == [run["paint_id"], run["reference_id"]]
+    assert run["after_remove"] == [run["reference_id"]] and run["rows_shown"] == 1
+
+
+@pytest.fixture(scope="module")
 def krita_large_run(tmp_path_factory) -> Run:
     """A 6000x4000 document against a server of this checkout (classical engine, Lanczos)."""
     from conftest import ServerProcess

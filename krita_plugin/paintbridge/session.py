@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from . import settings_store
+from . import references, settings_store
 from .downloads import Downloads
 from .live import LiveLoop
 from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
@@ -126,7 +126,7 @@ class Session:
                                            client.server.Autostart() if self.conn_settings.autostart else None)
         self.live = LiveLoop(self, schedule)
         self.downloads = Downloads(self)
-        self.history = ResultsHistory(self)  # every result, kept in its document (client/history.py)
+        self.history, self.references = ResultsHistory(self), references.References(self)  # issues 13, 15
 
     def start(self) -> None:
         """Connect to the configured server (after the view has bound itself)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from . import reference_widgets
 from .model import ControlSpec
 from .qt_compat import QtCore, QtWidgets, Qt
 from .wire import protocol
@@ -293,6 +294,7 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     panel.controls_layout = QtWidgets.QVBoxLayout()
     panel.controls_layout.setSpacing(3)
     layout.addLayout(panel.controls_layout)
+    reference_widgets.build_references_section(panel, layout)  # reference images (issue 15)
 
     # Run, cancel, live.
     run_row = QtWidgets.QHBoxLayout()

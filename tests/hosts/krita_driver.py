@@ -1029,6 +1029,67 @@ def scenario_pull():
     R["upscaler_items"] = [panel.upscaler_box.itemData(i) for i in range(panel.upscaler_box.count())]
 
 
+def scenario_references():
+    """Reference images (issue 15): a reference layer added from the panel (active layer, + Add), its type changed in
+    its row; generate with and without it (same seed); a second reference moved up and removed."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    R["connected"] = ses.connection_state
+    doc = new_doc("pb-references")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    ref = add_paint(doc, "Reference")
+    flipped = bytearray(ref.pixelData(0, 0, doc.width(), doc.height()))
+    flipped[0::4], flipped[2::4] = bytes(255 - v for v in flipped[2::4]), bytes(flipped[0::4])
+    ref.setPixelData(QByteArray(bytes(flipped)), 0, 0, doc.width(), doc.height())
+    doc.setActiveNode(paint)
+    yield 300
+    ses.set_mode("generate")
+    ses.set_option("model", CONFIG["model"])
+    ses.set_prompt("a castle on a hill", "")
+    for name, value in (("steps", 3), ("batch", 1), ("random_seed", False), ("seed", 5), ("grow", 0),
+                        ("feather", 0)):
+        ses.set_option(name, value)
+    select_rect(doc, 16, 8, 48, 40)
+    yield 300
+    R["plain"] = rec = {}
+    yield from run_job(ses, rec, timeout=300)
+    rec["pixels"] = dump("references-plain", ses.results[0].data) if ses.results else None
+    ses.discard()
+    yield 300
+    doc.setActiveNode(ref)
+    yield 300
+    panel.add_reference_button.click()  # the active layer becomes the reference
+    yield 300
+    row = panel.reference_rows[0]
+    row.type_box.setCurrentText("style")
+    row.strength.setValue(1.5)
+    yield 200
+    R["rows"] = [{"layer": r.layer, "type": r.type, "strength": r.strength} for r in ses.references.items]
+    R["reference_id"] = ref.uniqueId().toString()
+    R["row_layer"] = row.layer_box.currentData()
+    doc.setActiveNode(paint)
+    yield 300
+    R["with_reference"] = rec = {}
+    yield from run_job(ses, rec, timeout=300)
+    rec["pixels"] = dump("references-with", ses.results[0].data) if ses.results else None
+    ses.discard()
+    yield 300
+    panel.add_reference_button.click()  # a second one (the active layer: Paint), then up, then removed
+    yield 300
+    panel.reference_rows[1].up_button.click()
+    yield 300
+    R["moved"] = [r.layer for r in ses.references.items]
+    panel.reference_rows[0].remove_button.click()
+    yield 300
+    R["after_remove"] = [r.layer for r in ses.references.items]
+    R["rows_shown"] = len(panel.reference_rows)
+    R["paint_id"] = paint.uniqueId().toString()
+
+
 def large_photo(w, h):
     """A BGRA8 "photo" of w x h built at C speed: a red ramp across, other channels varying, rows shifted."""
     row = b"".join(bytes(((x * 7) % 256, (x * 13) % 251, (x * 255) // (w - 1), 255)) for x in range(w))
@@ -1204,7 +1265,7 @@ def scenario_history():
 
 SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
              "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large,
-             "history": scenario_history}
+             "references": scenario_references, "history": scenario_history}
 
 
 def _start():
