@@ -98,6 +98,7 @@ def test_every_layout_is_recognised_with_family_and_variant(models_dir):
     assert encoders == {"tiny-flux-clip_l": "clip", "tiny-flux-t5xxl": "t5", "tiny-sd3-clip_l": "clip",
                         "tiny-sd3-clip_g": "clip", "tiny-sd3-t5xxl": "t5"}
     assert not any("problem" in e for e in got.values())
+    assert [n for (k, n), e in got.items() if e.get("edit")] == ["tiny-flux-kontext"]  # the plugins offer edit there
 
 
 def _header_only_file(path: Path, shapes: dict) -> None:

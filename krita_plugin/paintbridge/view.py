@@ -110,7 +110,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.upscale_box.setVisible(value == "upscale")
             self.live_button.setEnabled(value in client.modes.LIVE_MODES)
             self.run_button.setText(SHORT_MODE_NAMES[value])
+            self._update_mode_tabs()
             return
+        if name == "model":
+            self._update_mode_tabs()
         if name in ("prompt", "negative_prompt"):
             edit = self.prompt_edit if name == "prompt" else self.negative_edit
             if edit.toPlainText().strip() != value:
@@ -179,6 +182,13 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.upscaler_box.addItem(name, name)
         self.upscaler_box.setCurrentIndex(max(0, self.upscaler_box.findData(s.settings.upscaler)))
         self.upscaler_box.blockSignals(False)
+        self._update_mode_tabs()
+
+    def _update_mode_tabs(self) -> None:
+        """Tabs of modes the chosen model cannot run (edit on a model that cannot edit) are disabled."""
+        entry = self.session.entry()
+        for i, mode in enumerate(MODES):
+            self.mode_tabs.setTabEnabled(i, client.modes.offered(mode, entry))
 
     def _update_run(self) -> None:
         s = self.session

@@ -20,6 +20,7 @@ FLUX_FILL = "flux-fill"
 FLUX_KONTEXT = "flux-kontext"
 SD3 = "sd3"
 FAMILIES = (FLUX, FLUX_FILL, FLUX_KONTEXT, SD3)
+EDIT_FAMILIES = (FLUX_KONTEXT,)  # instruction edit (mode "edit"); their listing entries say ``"edit": true``
 
 NAMES = {FLUX: "Flux.1", FLUX_FILL: "Flux.1 Fill", FLUX_KONTEXT: "Flux.1 Kontext", SD3: "SD3"}
 

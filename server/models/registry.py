@@ -78,6 +78,8 @@ class ModelEntry:
             entry["union"] = bool(self.info.get("union"))
         if self.info.get("variant"):
             entry["variant"] = self.info["variant"]  # Flux/SD3: dev, schnell, fill, kontext, 3.5-large, ...
+        if self.kind == "checkpoint" and self.arch in families.EDIT_FAMILIES:
+            entry["edit"] = True  # runs mode "edit" (instruction edit): the plugins offer it
         if self.kind in ("checkpoint", "lora"):
             entry.update(fewstep.listing(self.info.get("few_step")))
         if self.problem:
