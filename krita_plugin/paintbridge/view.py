@@ -187,8 +187,11 @@ class PaintbridgePanel(QtWidgets.QWidget):
     def _update_mode_tabs(self) -> None:
         """Tabs of modes the chosen model cannot run (edit on a model that cannot edit) are disabled."""
         entry = self.session.entry()
+        self.mode_tabs.blockSignals(True)  # Qt moves off a disabled current tab; the session picks the mode
         for i, mode in enumerate(MODES):
             self.mode_tabs.setTabEnabled(i, client.modes.offered(mode, entry))
+        self.mode_tabs.setCurrentIndex(MODES.index(self.session.settings.mode))
+        self.mode_tabs.blockSignals(False)
 
     def _update_run(self) -> None:
         s = self.session
