@@ -449,8 +449,52 @@ def checkpoint_file(name: str) -> Path:
     return _cached(f"file-{name}", build) / f"tiny-{name}-file.safetensors"
 
 
+def build_transformer_controlnet(family: str, union: bool = False, seed: int = 0):
+    """A tiny Flux.1 (``FluxControlNetModel``, ``union``: 10 control modes) or SD3 (``SD3ControlNetModel``) ControlNet
+    made from the tiny checkpoint's transformer; its zero-initialised output layers get random weights, so it changes
+    the result as a trained one does."""
+    import torch
+    from diffusers import FluxControlNetModel, FluxTransformer2DModel, SD3ControlNetModel, SD3Transformer2DModel
+
+    if family == "flux":
+        transformer = FluxTransformer2DModel.from_pretrained(checkpoint_folder("flux"), subfolder="transformer",
+                                                             local_files_only=True)
+        keep = ("patch_size", "in_channels", "attention_head_dim", "num_attention_heads", "joint_attention_dim",
+                "pooled_projection_dim", "guidance_embeds", "axes_dims_rope")
+        net = FluxControlNetModel(**{k: transformer.config[k] for k in keep}, num_layers=1, num_single_layers=1,
+                                  num_mode=10 if union else None)
+    else:
+        transformer = SD3Transformer2DModel.from_pretrained(checkpoint_folder("sd3"), subfolder="transformer",
+                                                            local_files_only=True)
+        keep = ("sample_size", "patch_size", "in_channels", "attention_head_dim", "num_attention_heads",
+                "joint_attention_dim", "caption_projection_dim", "pooled_projection_dim", "out_channels",
+                "pos_embed_max_size", "qk_norm", "dual_attention_layers")
+        net = SD3ControlNetModel(**{k: transformer.config[k] for k in keep}, num_layers=1)
+    net.load_state_dict(transformer.state_dict(), strict=False)  # the trunk starts as the transformer's
+    generator = torch.Generator().manual_seed(seed + 41)
+    with torch.no_grad():
+        for key, tensor in net.state_dict().items():
+            if key.startswith(("controlnet_blocks.", "controlnet_x_embedder.", "controlnet_single_blocks.",
+                               "pos_embed_input.")):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.5)
+    return net
+
+
 def controlnet_path(name: str) -> Path:
-    """The cached tiny ControlNet ``name`` ("cn-sd15-canny", "cn-sd15-depth", "cn-sdxl-canny", "cn-sdxl-union")."""
+    """The cached tiny ControlNet ``name`` ("cn-sd15-canny", "cn-sd15-depth", "cn-sdxl-canny", "cn-sdxl-union";
+    Flux/SD3: "cn-flux-union" and "cn-sd3-canny" as diffusers folders, "cn-flux-canny" one file with diffusers key
+    names and no config, as a renamed ``diffusion_pytorch_model.safetensors`` comes)."""
+    if name in ("cn-flux-union", "cn-flux-canny", "cn-sd3-canny"):
+        family, kind = name.split("-")[1:]
+
+        def build_family(tmp: Path) -> None:
+            net = build_transformer_controlnet(family, union=kind == "union", seed=len(name))
+            if name == "cn-flux-canny":
+                _save_file(net.state_dict(), tmp / "flux-controlnet-canny-tiny.safetensors")
+            else:
+                net.save_pretrained(tmp / f"{family}-controlnet-{kind}-tiny", safe_serialization=True)
+        built = _cached(name, build_family)
+        return next(p for p in built.iterdir() if not p.name.startswith("."))
     controlnet_to_ldm = _ldm_layout().controlnet_to_ldm
 
     arch = name.split("-")[1]

@@ -24,7 +24,7 @@ from server.models.registry import ModelRegistry
 torch.set_num_threads(2)
 
 MODELS = ("flux", "flux-fill", "flux-kontext", "sd3", "flux-split", "sd3-split", "flux-full", "sd3-full", "lora-flux",
-          "lora-sd15", "sd15")
+          "lora-sd15", "sd15", "cn-flux-union", "cn-flux-canny", "cn-sd3-canny", "cn-sd15-canny")
 W, H = 80, 56
 
 
@@ -333,3 +333,107 @@ def test_upscale_and_refine_runs_its_tiles_on_the_flux_engine(client, server):
     assert server.server.router.engine("families").loaded.entry.name == "tiny-flux"
     plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
     assert not np.array_equal(rgba, plain)  # refined, not only scaled
+
+
+# --- ControlNets -----------------------------------------------------------------------------------------------------
+
+def lines_image(w: int = W, h: int = H) -> np.ndarray:
+    """A control layer: white lines on black (what a canny or line-art layer holds)."""
+    img = np.zeros((h, w, 4), np.uint8)
+    img[..., 3] = 255
+    img[::8, :, :3] = 255
+    img[:, 5::11, :3] = 255
+    return img
+
+
+def with_control(msg: dict, type_: str, model: str = "", strength: float = 1.0) -> dict:
+    msg["controls"] = [{"type": type_, "image": payload(lines_image()), "strength": strength, "model": model}]
+    return msg
+
+
+def test_family_controlnets_are_recognised_as_users_download_them(models_dir):
+    got = {e["name"]: e for e in ModelRegistry([models_dir]).listing() if e["kind"] == "controlnet"}
+    assert {n: (e["arch"], e["format"], e["union"]) for n, e in got.items()} == {
+        "flux-controlnet-union-tiny": ("flux", "diffusers", True),
+        "flux-controlnet-canny-tiny": ("flux", "safetensors", False),
+        "sd3-controlnet-canny-tiny": ("sd3", "diffusers", False),
+        "control_tiny_sd15_canny": ("sd15", "safetensors", False)}
+    assert got["flux-controlnet-canny-tiny"]["control_types"] == ["canny"]
+
+
+def test_an_xlabs_flux_controlnet_is_listed_with_the_reason_it_cannot_run(tmp_path):
+    (tmp_path / "controlnet").mkdir()
+    _header_only_file(tmp_path / "controlnet" / "flux-canny-controlnet-v3.safetensors",
+                      {"controlnet_blocks.0.weight": (8, 8), "double_blocks.0.img_attn.qkv.weight": (9, 8)})
+    entry = ModelRegistry([tmp_path]).entries("controlnet")[0]
+    assert entry.arch == "flux" and "XLabs-format" in entry.problem
+
+
+def test_the_config_of_a_single_controlnet_file_comes_from_its_shapes():
+    """A renamed diffusers ControlNet file (no config.json) gets the config it was saved with."""
+    from server.families.controlnets import config_from_shapes
+    from server.models.detect import safetensors_shapes
+    from server.models.families import controlnet
+
+    for name, family, checkpoint in (("cn-flux-canny", "flux", "flux"), ("cn-sd3-canny", "sd3", "sd3")):
+        path = factory.controlnet_path(name)
+        if path.is_dir():  # the folder's own config is the answer; its weights file is what users rename
+            saved = json.loads((path / "config.json").read_text())
+            path = path / "diffusion_pytorch_model.safetensors"
+        else:
+            saved = dict(factory.build_transformer_controlnet(family).config)
+        transformer = json.loads((factory.checkpoint_folder(checkpoint) / "transformer" / "config.json").read_text())
+        got = config_from_shapes(family, controlnet(safetensors_shapes(path)).info, transformer)
+        assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in got.items()} == \
+            {k: (list(v) if isinstance(v, tuple) else v) for k, v in saved.items() if k in got}, name
+
+
+@pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint"])
+def test_a_flux_union_controlnet_changes_the_result_in_every_mode(client, mode):
+    mask = selection() if mode == "inpaint" else None
+    plain = pixels(client.run(job(mode, "tiny-flux", mask=mask), timeout=120))[0][1]
+    layer, guided = pixels(client.run(with_control(job(mode, "tiny-flux", mask=mask), "depth"), timeout=120))[0]
+    assert layer.info["controlnet"] == {"name": "flux-controlnet-union-tiny", "type": "depth", "union_mode": 2}
+    assert np.abs(guided.astype(int) - plain.astype(int)).max() > 8
+    if mode == "inpaint":  # still composited by the mask
+        outside = guided[..., 3] == 0
+        assert outside.sum() > 0.4 * W * H and np.array_equal(guided[outside][:, :3], picture()[outside][:, :3])
+
+
+def test_a_single_file_flux_controlnet_runs_by_name_and_by_type(client):
+    plain = pixels(client.run(job("img2img", "tiny-flux"), timeout=120))[0][1]
+    layer, guided = pixels(client.run(with_control(job("img2img", "tiny-flux"), "canny",
+                                                   model="flux-controlnet-canny-tiny"), timeout=120))[0]
+    assert layer.info["controlnet"]["name"] == "flux-controlnet-canny-tiny"
+    assert np.abs(guided.astype(int) - plain.astype(int)).max() > 8
+    by_type = pixels(client.run(with_control(job("img2img", "tiny-flux"), "canny"), timeout=120))[0]
+    assert by_type[0].info["controlnet"]["name"] == "flux-controlnet-canny-tiny"  # a typed one before the union
+    assert np.array_equal(by_type[1], guided)
+
+
+def test_an_sd3_controlnet_changes_generate_and_says_which_modes_it_runs(client):
+    plain = pixels(client.run(job("generate", "tiny-sd3", image=False, width=64, height=64), timeout=120))[0][1]
+    msg = with_control(job("generate", "tiny-sd3", image=False, width=64, height=64), "canny")
+    msg["controls"][0]["image"] = payload(lines_image(64, 64))
+    layer, guided = pixels(client.run(msg, timeout=120))[0]
+    assert layer.info["controlnet"]["name"] == "sd3-controlnet-canny-tiny"
+    assert np.abs(guided.astype(int) - plain.astype(int)).max() > 8
+    with pytest.raises(JobFailed) as err:
+        client.run(with_control(job("img2img", "tiny-sd3"), "canny"), timeout=120)
+    assert err.value.code == "unsupported" and "with generate only" in str(err.value)
+
+
+def test_a_controlnet_of_another_family_or_a_family_without_controlnets_is_named(client):
+    with pytest.raises(JobFailed) as err:
+        client.run(with_control(job("img2img", "tiny-flux"), "canny", model="control_tiny_sd15_canny"), timeout=120)
+    assert err.value.code == "unsupported"
+    assert "made for SD1.5 but checkpoint 'tiny-flux' is Flux.1 dev" in str(err.value)
+    with pytest.raises(JobFailed) as err:
+        client.run(with_control(job("img2img", "tiny-flux"), "canny", model="sd3-controlnet-canny-tiny"), timeout=120)
+    assert "made for SD3" in str(err.value)
+    with pytest.raises(JobFailed) as err:
+        client.run(with_control(job("img2img", "tiny-flux-kontext"), "canny"), timeout=120)
+    assert "Flux.1 Kontext, which takes no ControlNet" in str(err.value)
+    with pytest.raises(JobFailed) as err:
+        client.run(with_control(job("img2img", "tiny-flux"), "normal"), timeout=120)
+    assert err.value.code == "model_not_found" and "no Flux.1 ControlNet for control type 'normal'" in str(err.value)

@@ -30,10 +30,11 @@ from ..core import Engine, Job, JobContext, Layer
 from ..defaults import DEFAULT_STRENGTH, family_settings
 from ..diffusion import prompts
 from ..diffusion.adapters import Adapters
+from ..diffusion.controls import control_image
 from ..diffusion.engine import _layers, _working_job
 from ..models.detect import DIFFUSERS
 from ..models.registry import ModelEntry, ModelRegistry
-from . import loading, specs
+from . import controlnets, loading, specs
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ class Loaded:
     facts: dict
     native: int
     adapters: Adapters
-    variants: Dict[type, object] = dataclasses.field(default_factory=dict)
+    variants: Dict[tuple, object] = dataclasses.field(default_factory=dict)
+    controlnets: Dict[str, object] = dataclasses.field(default_factory=dict)  # ControlNet modules by file path
 
 
 def plain_prompt(text: str) -> str:
@@ -65,6 +67,7 @@ class FamilyEngine(Engine):
 
     name = "flux-sd3"
     modes = MODES
+    uses_controls = True  # Flux.1 dev/schnell and SD3 ControlNets (controlnets.py)
 
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
@@ -132,18 +135,35 @@ class FamilyEngine(Engine):
         gc.collect()
         devices.empty_cache(self.device)
 
-    def variant(self, loaded: Loaded, kind: str):
-        """The family's pipeline for ``kind`` (txt2img, img2img, inpaint, edit), sharing the loaded modules."""
+    def variant(self, loaded: Loaded, kind: str, plan: Optional[controlnets.ControlPlan] = None):
+        """The family's pipeline for ``kind`` (txt2img, img2img, inpaint, edit), sharing the loaded modules; with a
+        ControlNet ``plan``, the family's ControlNet pipeline for ``kind`` with that ControlNet."""
         import diffusers
 
-        cls_name = specs.SPECS[loaded.entry.arch].pipeline(kind)
-        cls = getattr(diffusers, cls_name)
-        if type(loaded.pipe) is cls:
+        spec = specs.SPECS[loaded.entry.arch]
+        cls = getattr(diffusers, spec.pipeline(kind) if plan is None else spec.control_pipeline(kind))
+        if type(loaded.pipe) is cls and plan is None:
             return loaded.pipe
-        if cls not in loaded.variants:
-            loaded.variants[cls] = cls.from_pipe(loaded.pipe, dtype=loaded.pipe.transformer.dtype)
-            loaded.variants[cls].set_progress_bar_config(disable=True)
-        return loaded.variants[cls]
+        key = (cls, plan.entry.path if plan is not None else None)
+        if key not in loaded.variants:
+            extra = {}
+            if plan is not None:
+                path = str(plan.entry.path)
+                if path not in loaded.controlnets:
+                    loaded.controlnets.clear()  # one ControlNet kept beside the checkpoint
+                    loaded.variants = {k: v for k, v in loaded.variants.items() if k[1] is None}
+                    loaded.controlnets[path] = self._place_module(controlnets.load(
+                        plan.entry, loaded.entry, loaded.pipe.transformer, loaded.pipe.transformer.dtype), loaded)
+                extra["controlnet"] = loaded.controlnets[path]
+            loaded.variants[key] = cls.from_pipe(loaded.pipe, dtype=loaded.pipe.transformer.dtype, **extra)
+            loaded.variants[key].set_progress_bar_config(disable=True)
+        return loaded.variants[key]
+
+    def _place_module(self, module, loaded: Loaded):
+        """A module added to a loaded pipeline goes where the pipeline's transformer runs (offload: to the CPU)."""
+        if loaded.facts.get("placement", "gpu") == "gpu" or self.device.type != "cuda":
+            return module.to(self.device)
+        return module
 
     # --- jobs ---
 
@@ -186,13 +206,16 @@ class FamilyEngine(Engine):
         multiple = specs.SPECS[entry.arch].latent_multiple
         pw, ph = imageops.processing_size(work.width, work.height, loaded.native ** 2, multiple=multiple)
         kind = {"generate": "txt2img", "img2img": "img2img", "edit": "edit"}.get(job.mode, "inpaint")
-        runner = self.variant(loaded, kind)
+        plan = controlnets.select(list(work.controls), entry, job.mode, self.registry)
+        runner = self.variant(loaded, kind, plan)
         settings = _settings(job, entry, kind)
         call = dict(prompt=plain_prompt(text), num_inference_steps=settings["steps"], guidance_scale=settings["cfg"],
                     height=ph, width=pw, output_type="np")
         if entry.arch == specs.SD3:
             call["negative_prompt"] = plain_prompt(negative)
         call.update(_image_inputs(entry.arch, kind, work, hard, pw, ph, settings["strength"]))
+        if plan is not None:
+            call.update(self._control_inputs(plan, job, pw, ph, ctx))
 
         seeds, steps = settings["seeds"], settings["steps"]
         done = [0]
@@ -216,12 +239,27 @@ class FamilyEngine(Engine):
         info = {"model": entry.name, "arch": entry.arch, "family": entry.arch, "variant": loaded.facts.get("variant"),
                 "sampler": SAMPLER, "steps": steps, "cfg": settings["cfg"], "strength": settings["strength"],
                 "size": [pw, ph], "loras": loras, "seconds": round(time.perf_counter() - started, 3)}
+        if plan is not None:
+            info["controlnet"] = {"name": plan.entry.name, "type": plan.control.type, "union_mode": plan.mode}
         if job.params.sampler and job.params.sampler != SAMPLER:
             info["sampler_note"] = f"{job.params.sampler} is an SD sampler; flow-matching models run with Euler"
         for key in ("parts", "memory"):
             if key in loaded.facts:
                 info[key] = loaded.facts[key]
         return _layers(job, work, original, soft, images, seeds, info)
+
+
+    def _control_inputs(self, plan: controlnets.ControlPlan, job: Job, pw: int, ph: int, ctx: JobContext) -> dict:
+        """The ControlNet pipeline's control arguments: the control image at processing size (preprocessed when
+        asked), its strength and step range, and a union ControlNet's mode."""
+        c = plan.control
+        image = ctx.interruptible(control_image, c, self.registry, job.params, str(self.device))
+        out = {"control_image": _pil(imageops.resize(np.ascontiguousarray(image[..., :3]), pw, ph)),
+               "controlnet_conditioning_scale": float(c.strength), "control_guidance_start": float(c.start),
+               "control_guidance_end": float(c.end)}
+        if plan.mode is not None:
+            out["control_mode"] = plan.mode
+        return out
 
 
 def _native_px(entry: ModelEntry, pipe) -> int:

@@ -11,6 +11,7 @@ the shipped configs (for models whose sizes differ from the standard architectur
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -163,7 +164,7 @@ def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detecte
         if kind == "checkpoint":
             return detect.diffusers_folder_arch(path)
         if kind == "controlnet":
-            return detect.controlnet_folder_arch(path)
+            return _family_controlnet_folder(path) or detect.controlnet_folder_arch(path)
         return Detected(None)
     shapes = detect.file_shapes(path, allow_pickle)
     if kind == "checkpoint" and families.looks_like_transformer(shapes):
@@ -174,6 +175,8 @@ def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detecte
         return families.text_encoder(shapes)
     if kind == "lora" and families.lora_family(shapes) is not None:
         return Detected(families.lora_family(shapes))
+    if kind == "controlnet" and families.looks_like_controlnet(shapes):
+        return families.controlnet(shapes)
     if kind == "controlnet":
         return detect.controlnet_arch(shapes)
     if kind == "lora":
@@ -181,6 +184,15 @@ def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detecte
     if kind == "embedding":
         return detect.embedding_arch(shapes)
     return detect.vae_check(shapes)
+
+
+def _family_controlnet_folder(path: Path) -> Optional[Detected]:
+    """A Flux.1/SD3 ControlNet folder (``FluxControlNetModel``/``SD3ControlNetModel`` config), None for others."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return families.controlnet_folder(config)
 
 
 class ModelRegistry:
