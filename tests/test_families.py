@@ -302,6 +302,7 @@ def test_the_router_picks_the_engine_by_family_and_frees_the_other(client, serve
     (layer, _), = pixels(client.run(job("img2img", "tiny-flux"), timeout=120))
     assert router.engine("families").loaded.entry.name == "tiny-flux" and router.engine("diffusers").loaded is None
     assert layer.info["sampler"] == "Euler"
+    assert layer.info["memory"] == "on the CPU" and layer.info["dtype"].startswith("fp32")  # tiny: fits the RAM
     client.run(job("img2img", "tiny-sd15"), timeout=120)
     assert router.engine("families").loaded is None
 
@@ -437,3 +438,15 @@ def test_a_controlnet_of_another_family_or_a_family_without_controlnets_is_named
     with pytest.raises(JobFailed) as err:
         client.run(with_control(job("img2img", "tiny-flux"), "normal"), timeout=120)
     assert err.value.code == "model_not_found" and "no Flux.1 ControlNet for control type 'normal'" in str(err.value)
+
+
+def test_sd35_in_bf16_on_the_cpu_stays_close_to_fp32(client, models_dir, start_server):
+    """What a CPU with native bf16 runs SD3.5 in (``memory.choose_cpu_dtype``): the tiny SD3.5 in bf16 gives nearly
+    the fp32 image (run here in bf16 by ``--dtype``, whatever this CPU would choose)."""
+    fp32 = pixels(client.run(job("img2img", "tiny-sd3"), timeout=120))[0][1]
+    thread = start_server(model_dirs=[models_dir], dtype="bfloat16")
+    with Client(thread.url, client_name="test-families") as c:
+        layer, bf16 = pixels(c.run(job("img2img", "tiny-sd3"), timeout=120))[0]
+    assert layer.info["dtype"] == "bfloat16"
+    diff = np.abs(bf16.astype(int) - fp32.astype(int))
+    assert diff.mean() < 3 and diff.max() < 40 and not np.array_equal(bf16, fp32), (diff.mean(), diff.max())

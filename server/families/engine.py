@@ -18,7 +18,7 @@ import logging
 import random
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from ..diffusion.controls import control_image
 from ..diffusion.engine import _layers, _working_job
 from ..models.detect import DIFFUSERS
 from ..models.registry import ModelEntry, ModelRegistry
-from . import controlnets, loading, specs
+from . import controlnets, loading, memory, specs
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ MODES = ("generate", "img2img", "inpaint", "outpaint", "edit")
 NATIVE_KEY = "_paintbridge_native_px"  # optional in model_index.json: a model's native side in pixels
 DEFAULT_NATIVE = 1024
 SAMPLER = "Euler"  # flow matching: the model's own FlowMatchEulerDiscreteScheduler
-OFFLOAD_MARGIN = 1.25  # weights x margin (activations, VAE decode) must fit the free memory, else offload
 
 
 @dataclasses.dataclass
@@ -72,6 +71,7 @@ class FamilyEngine(Engine):
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
         self.device, self.dtype = devices.choose(device, dtype)
+        self._dtype_asked = dtype is not None
         self.loaded: Optional[Loaded] = None
         self.loads = 0
         self._lock = threading.Lock()
@@ -96,33 +96,46 @@ class FamilyEngine(Engine):
             return self.loaded
         self.unload()
         started = time.perf_counter()
-        pipe, facts = loading.load(entry, self.dtype, self.registry)
-        self._place(pipe, facts)
+        dtype, why = self._dtype_for(entry)
+        pipe, facts = loading.load(entry, dtype, self.registry)
+        facts["dtype"] = why
+        self._place(pipe, entry, facts)
         pipe.set_progress_bar_config(disable=True)
         self.loads += 1
-        log.info("loaded %s (%s) in %.1f s", entry.name, facts.get("variant"), time.perf_counter() - started)
+        log.info("loaded %s (%s) in %.1f s: %s; %s", entry.name, facts.get("variant"), time.perf_counter() - started,
+                 facts["memory"], why)
         # LoRAs are made for the base family: a Flux LoRA also fits Fill and Kontext.
         base = dataclasses.replace(entry, arch=specs.SD3 if entry.arch == specs.SD3 else specs.FLUX)
         self.loaded = Loaded(entry, pipe, facts, _native_px(entry, pipe), Adapters(pipe, base, self.registry))
         return self.loaded
 
-    def _place(self, pipe, facts: dict) -> None:
-        """Move the pipeline to the device, or use model CPU offload when a GPU's free memory cannot hold it."""
-        if self.device.type != "cuda":
-            pipe.to(self.device)
-            return
+    def _dtype_for(self, entry: ModelEntry) -> Tuple[object, str]:
+        """The dtype to load ``entry`` in, and why: as asked (``--dtype``), the GPU's, or on the CPU bf16 where the
+        CPU has native bf16 and the fp32 weights would crowd the RAM (``memory.choose_cpu_dtype``)."""
         import torch
 
-        need = sum(p.numel() * p.element_size() for m in pipe.components.values()
-                   if isinstance(m, torch.nn.Module) for p in m.parameters())
-        free, _ = torch.cuda.mem_get_info(self.device)
-        if need * OFFLOAD_MARGIN > free:
-            pipe.enable_model_cpu_offload(device=self.device)
-            facts["memory"] = (f"model cpu offload: the model needs {need / 2**30:.1f} GB, "
-                               f"{free / 2**30:.1f} GB of the GPU were free")
-        else:
-            pipe.to(self.device)
-            facts["memory"] = f"on the GPU ({need / 2**30:.1f} GB of weights)"
+        name = str(self.dtype).rsplit(".", 1)[-1]
+        if self._dtype_asked or self.device.type != "cpu":
+            return self.dtype, name
+        parameters, _ = memory.stored(loading.weight_files(entry, self.registry))
+        chosen, why = memory.choose_cpu_dtype(memory.cpu_flags(), parameters, memory.ram_bytes(), name)
+        return getattr(torch, chosen), why
+
+    def _place(self, pipe, entry: ModelEntry, facts: dict) -> None:
+        """Place the pipeline as ``memory.choose_placement`` decides from the GPU's free memory, the modules' sizes and
+        the precision the checkpoint stores; the choice goes into each result's ``info["memory"]``."""
+        free = 0
+        if self.device.type == "cuda":
+            import torch
+
+            free, _ = torch.cuda.mem_get_info(self.device)
+        _, stored_dtype = memory.stored(loading.transformer_files(entry), loading.transformer_prefix(entry))
+        compute = str(pipe.transformer.dtype).rsplit(".", 1)[-1]
+        placement = memory.choose_placement(free, memory.module_parameters(pipe), stored_dtype, self.device.type,
+                                            compute, fp8_casting=hasattr(pipe.transformer, "enable_layerwise_casting"))
+        memory.apply(pipe, placement, self.device, pipe.transformer.dtype)
+        facts["memory"], facts["placement"] = placement.reason, placement.where
+        facts["stored_dtype"] = stored_dtype
 
     def warm_up(self, name: str = "") -> None:
         with self._lock:
@@ -157,13 +170,17 @@ class FamilyEngine(Engine):
                 extra["controlnet"] = loaded.controlnets[path]
             loaded.variants[key] = cls.from_pipe(loaded.pipe, dtype=loaded.pipe.transformer.dtype, **extra)
             loaded.variants[key].set_progress_bar_config(disable=True)
+            if loaded.facts.get("placement") in (memory.MODEL_OFFLOAD, memory.SEQUENTIAL_OFFLOAD):
+                # the new pipeline (and its ControlNet) gets the same offload hooks
+                memory.apply(loaded.variants[key], memory.Placement(loaded.facts["placement"], False, ""),
+                             self.device, loaded.pipe.transformer.dtype)
         return loaded.variants[key]
 
     def _place_module(self, module, loaded: Loaded):
         """A module added to a loaded pipeline goes where the pipeline's transformer runs (offload: to the CPU)."""
-        if loaded.facts.get("placement", "gpu") == "gpu" or self.device.type != "cuda":
-            return module.to(self.device)
-        return module
+        if loaded.facts.get("placement") in (memory.MODEL_OFFLOAD, memory.SEQUENTIAL_OFFLOAD):
+            return module  # the offload hooks move it
+        return module.to(self.device)
 
     # --- jobs ---
 
@@ -233,7 +250,7 @@ class FamilyEngine(Engine):
                 out = runner(**call, generator=torch.Generator("cpu").manual_seed(s), callback_on_step_end=on_step)
             if not np.isfinite(out.images).all():
                 raise ProtocolError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its weights "
-                                    f"do not fit its architecture or precision {self.dtype}")
+                                    f"do not fit its architecture or precision {loaded.pipe.transformer.dtype}")
             images.append(np.clip(np.rint(out.images[0] * 255), 0, 255).astype(np.uint8))
             done[0] += 1
         info = {"model": entry.name, "arch": entry.arch, "family": entry.arch, "variant": loaded.facts.get("variant"),
@@ -243,7 +260,7 @@ class FamilyEngine(Engine):
             info["controlnet"] = {"name": plan.entry.name, "type": plan.control.type, "union_mode": plan.mode}
         if job.params.sampler and job.params.sampler != SAMPLER:
             info["sampler_note"] = f"{job.params.sampler} is an SD sampler; flow-matching models run with Euler"
-        for key in ("parts", "memory"):
+        for key in ("parts", "memory", "dtype"):
             if key in loaded.facts:
                 info[key] = loaded.facts[key]
         return _layers(job, work, original, soft, images, seeds, info)

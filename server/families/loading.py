@@ -13,7 +13,7 @@ import gzip
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 from protocol.errors import UNSUPPORTED, ProtocolError
 
@@ -33,6 +33,31 @@ def config_dir(entry: ModelEntry) -> Path:
     if entry.config_dir is not None:
         return entry.config_dir
     return CONFIGS_DIR / entry.info.get("config", specs.VARIANT_CONFIGS["dev"])
+
+
+def transformer_files(entry: ModelEntry) -> List[Path]:
+    """The safetensors files holding ``entry``'s transformer (a diffusers folder's shards, or the single file)."""
+    if entry.format == DIFFUSERS:
+        return sorted((entry.path / "transformer").glob("*.safetensors"))
+    return [entry.path]
+
+
+def transformer_prefix(entry: ModelEntry) -> str:
+    """The key prefix of the transformer's tensors in ``transformer_files``."""
+    return "" if entry.format == DIFFUSERS else entry.info.get("transformer_prefix", "")
+
+
+def weight_files(entry: ModelEntry, registry: ModelRegistry) -> List[Path]:
+    """Every safetensors file ``entry`` loads weights from: a diffusers folder's, or the single file and the text
+    encoders and VAE ``parts.find`` picks for it (``model_not_found`` naming a missing part)."""
+    if entry.format == DIFFUSERS:
+        return sorted(entry.path.rglob("*.safetensors"))
+    found = part_finder.find(entry, config_dir(entry), registry)
+    sources = list(found.encoders.values()) + ([found.vae] if found.vae is not None else [])
+    files = {entry.path}
+    for src in sources:
+        files.update(sorted(src.path.rglob("*.safetensors")) if src.folder else [src.path])
+    return sorted(files)
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,158 @@
+"""Where a Flux/SD3 model's weights live, decided from numbers: free device memory, parameter counts, the precision
+the file stores, the device; and the CPU's dtype for these families.
+
+``choose_placement`` and ``choose_cpu_dtype`` are pure functions (tested with the published sizes); ``apply`` does what
+the placement says with diffusers' own tools (``enable_model_cpu_offload``, ``enable_sequential_cpu_offload``,
+``ModelMixin.enable_layerwise_casting`` to keep the transformer's weights in float8_e4m3fn and compute in bf16/fp16);
+``stored`` reads parameter counts and the stored dtype from safetensors headers (no tensor is read).
+
+Published sizes, for scale: Flux.1 dev transformer 11.9 B parameters (23.8 GB in bf16, 11.9 GB in fp8), T5-XXL
+encoder 4.76 B (9.5 GB bf16), CLIP-L 0.12 B, VAE 0.08 B. So a 24 GB card holds the transformer alone in bf16 with
+nothing to spare: it runs Flux dev with the transformer stored in fp8 and model CPU offload (one model on the GPU at a
+time); a 12 GB card holds no whole fp8 transformer and runs with sequential CPU offload (weights streamed per layer).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, Mapping, Tuple
+
+GIB = 2**30
+WEIGHT_MARGIN = 1.1  # weights x margin + ACTIVATIONS must fit the free memory
+ACTIVATIONS = 2 * GIB  # attention and VAE decode at 1024² px, and the CUDA context's growth
+ENCODER_ACTIVATIONS = GIB // 2  # a text encoder's, on its own on the GPU (model offload)
+FP8 = "float8_e4m3fn"
+SAFETENSORS_DTYPES = {"F8_E4M3": FP8, "F8_E5M2": "float8_e5m2", "BF16": "bfloat16", "F16": "float16",
+                      "F32": "float32", "F64": "float64"}
+BYTES = {FP8: 1, "float8_e5m2": 1, "bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
+# CPU flags of native bf16 arithmetic (Linux /proc/cpuinfo): AVX512-BF16 dot products, AMX bf16 tiles.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPU_RAM_SHARE = 0.5  # fp32 weights above this share of the RAM run in bf16 where the CPU has native bf16
+
+GPU, FP8_GPU, MODEL_OFFLOAD, SEQUENTIAL_OFFLOAD, DEVICE = "gpu", "gpu-fp8", "model-offload", "sequential-offload", \
+    "device"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How a pipeline is placed: ``where`` (GPU, DEVICE for a CPU/MPS run, or an offload), whether the transformer
+    keeps its weights in fp8 (``fp8``), and the sentence the result's ``info["memory"]`` carries."""
+
+    where: str
+    fp8: bool
+    reason: str
+
+
+def _fits(weights: float, free: int) -> bool:
+    return weights * WEIGHT_MARGIN + ACTIVATIONS <= free
+
+
+def choose_placement(free: int, parameters: Mapping[str, int], file_dtype: str, device: str,
+                     compute_dtype: str = "bfloat16", fp8_casting: bool = True) -> Placement:
+    """The placement of a pipeline whose modules have ``parameters`` (name → count; ``transformer`` among them) on
+    ``device`` ("cuda", "cpu", "mps", ...) with ``free`` bytes free. Whole on the GPU when it fits; the transformer in
+    fp8 (``fp8_casting``: diffusers' layerwise casting is there) when the file is fp8 or the transformer does not fit
+    alone in ``compute_dtype``; then model CPU offload when the largest module fits, else sequential CPU offload."""
+    if device != "cuda":
+        return Placement(DEVICE, False, f"on the {device.upper()}")
+    size = BYTES.get(compute_dtype, 2)
+    transformer = parameters.get("transformer", 0)
+    total = sum(parameters.values())
+    gb = lambda n: f"{n / 1e9:.1f} GB"  # noqa: E731
+    if _fits(total * size, free):
+        return Placement(GPU, False, f"on the GPU ({gb(total * size)} of weights, {gb(free)} free)")
+    fp8 = fp8_casting and (file_dtype == FP8 or not _fits(transformer * size, free))
+    saved = transformer * (size - 1) if fp8 else 0
+    stored = "the transformer stored in fp8, " if fp8 else ""
+    why = "the file is fp8" if file_dtype == FP8 else f"{gb(transformer * size)} of transformer"
+    if fp8 and _fits(total * size - saved, free):
+        return Placement(FP8_GPU, True, f"on the GPU with {stored.rstrip(', ')} ({why}; {gb(free)} free)")
+    sizes = {name: n * (1 if fp8 and name == "transformer" else size) for name, n in parameters.items()}
+    largest = max(sizes.values() or [0])
+    if all(w * WEIGHT_MARGIN + (ENCODER_ACTIVATIONS if name.startswith("text_encoder") else ACTIVATIONS) <= free
+           for name, w in sizes.items()):  # model offload: one module at a time on the GPU
+        return Placement(MODEL_OFFLOAD, fp8, f"model CPU offload, {stored}the largest part {gb(largest)} "
+                         f"({gb(total * size - saved)} in all, {gb(free)} of the GPU free)")
+    return Placement(SEQUENTIAL_OFFLOAD, False, f"sequential CPU offload (a part of {gb(largest)} does not fit the "
+                     f"{gb(free)} free)")
+
+
+def choose_cpu_dtype(cpu_flags: Iterable[str], parameters: int, ram: int, default: str) -> Tuple[str, str]:
+    """(dtype, why) for a Flux/SD3 model on the CPU: bf16 where the CPU computes bf16 natively (AVX512-BF16 or AMX)
+    and the fp32 weights would take more than half the RAM (SD3.5 medium with T5-XXL: 8 B parameters, 32 GB in fp32);
+    else ``default`` (the device chooser's: bf16 with AMX, fp32 otherwise)."""
+    native = sorted(set(cpu_flags) & set(NATIVE_BF16_FLAGS))
+    if default == "bfloat16":
+        return default, "bf16: the CPU has bf16 matrix units"
+    if native and parameters * 4 > CPU_RAM_SHARE * ram:
+        return "bfloat16", (f"bf16: {parameters * 4 / 1e9:.1f} GB of fp32 weights against {ram / 1e9:.1f} GB of RAM, "
+                            f"and the CPU computes bf16 natively ({', '.join(native)})")
+    return default, "fp32" if not native else "fp32: the weights fit the RAM, and fp32 is faster without AMX"
+
+
+def cpu_flags() -> Tuple[str, ...]:
+    """This CPU's flags (Linux /proc/cpuinfo; empty where unknown)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return tuple(line.split(":", 1)[-1].split())
+    return ()
+
+
+def ram_bytes() -> int:
+    """Physical memory in bytes (0 where unknown)."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def stored(paths: Iterable[Path], prefix: str = "") -> Tuple[int, str]:
+    """(parameter count, the dtype most of them are stored in) of the tensors in safetensors ``paths`` whose names
+    start with ``prefix``, from the files' headers."""
+    counts: Dict[str, int] = {}
+    for path in paths:
+        with open(path, "rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(length))
+        for key, meta in header.items():
+            if key == "__metadata__" or not key.startswith(prefix):
+                continue
+            n = 1
+            for d in meta["shape"]:
+                n *= int(d)
+            dtype = SAFETENSORS_DTYPES.get(meta["dtype"], meta["dtype"])
+            counts[dtype] = counts.get(dtype, 0) + n
+    floats = {k: v for k, v in counts.items() if k in BYTES}
+    dominant = max(floats, key=floats.get) if floats else ""
+    return sum(counts.values()), dominant
+
+
+def module_parameters(pipe) -> Dict[str, int]:
+    """Parameter count of each torch module of a pipeline."""
+    import torch
+
+    return {name: sum(p.numel() for p in m.parameters()) for name, m in pipe.components.items()
+            if isinstance(m, torch.nn.Module)}
+
+
+def apply(pipe, placement: Placement, device, compute_dtype) -> None:
+    """Place ``pipe`` as ``placement`` says (the transformer's fp8 storage first, then the offload or the move)."""
+    import torch
+
+    if placement.fp8:
+        pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype)
+    if placement.where == MODEL_OFFLOAD:
+        pipe.enable_model_cpu_offload(device=device)
+    elif placement.where == SEQUENTIAL_OFFLOAD:
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe.to(device)
