@@ -450,3 +450,46 @@ def test_sd35_in_bf16_on_the_cpu_stays_close_to_fp32(client, models_dir, start_s
     assert layer.info["dtype"] == "bfloat16"
     diff = np.abs(bf16.astype(int) - fp32.astype(int))
     assert diff.mean() < 3 and diff.max() < 40 and not np.array_equal(bf16, fp32), (diff.mean(), diff.max())
+
+
+# --- progress previews -----------------------------------------------------------------------------------------------
+
+def test_preview_unpack_inverts_flux_packing():
+    from diffusers import FluxPipeline
+
+    from server.families.preview import unpack
+
+    latents = torch.randn(2, 16, 6, 10)
+    packed = FluxPipeline._pack_latents(latents, 2, 16, 6, 10)
+    assert torch.equal(unpack(packed, 6 * 8, 10 * 8), latents)
+
+
+def test_the_preview_map_fitted_to_a_vae_explains_its_fitting_picture():
+    """The least-squares map from a (random tiny) VAE's latents to RGB beats the mean colour on the picture it was
+    fitted to; with a trained VAE the map is close (latents are nearly linear in colour), not measurable here."""
+    from diffusers import AutoencoderKL
+
+    from server.families import preview
+
+    vae = AutoencoderKL.from_pretrained(factory.checkpoint_folder("flux"), subfolder="vae", local_files_only=True)
+    weights, bias = preview.fit(vae)
+    picture = preview.fitting_picture()
+    z = vae.encode(torch.from_numpy(picture.transpose(2, 0, 1)[None])).latent_dist.mean
+    z = (z - vae.config.shift_factor) * vae.config.scaling_factor
+    rgb = preview.to_rgb(z, weights, bias).astype(float) / 127.5 - 1
+    target = picture.reshape(16, 8, 16, 8, 3).mean((1, 3))
+    assert weights.shape == (16, 3)
+    assert ((rgb - target) ** 2).sum() < 0.95 * ((target - target.mean((0, 1))) ** 2).sum()
+
+
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-sd3", "tiny-flux-kontext"])
+def test_progress_previews_arrive_for_these_families(client, model):
+    msg = job("edit" if model.endswith("kontext") else "img2img", model, steps=3)
+    msg["previews"] = True
+    previews = []
+    client.run(msg, on_event=lambda m: m.type == "progress" and m.preview is not None and previews.append(m.preview),
+               timeout=120)
+    assert len(previews) == 3
+    sizes = {(p.width, p.height) for p in previews}
+    assert len(sizes) == 1 and max(sizes.pop()) <= 128
+    assert len({bytes(p.data) for p in previews}) > 1  # the picture changes as the steps go

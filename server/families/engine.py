@@ -34,7 +34,7 @@ from ..diffusion.controls import control_image
 from ..diffusion.engine import _layers, _working_job
 from ..models.detect import DIFFUSERS
 from ..models.registry import ModelEntry, ModelRegistry
-from . import controlnets, loading, memory, specs
+from . import controlnets, loading, memory, preview, specs
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class Loaded:
     adapters: Adapters
     variants: Dict[tuple, object] = dataclasses.field(default_factory=dict)
     controlnets: Dict[str, object] = dataclasses.field(default_factory=dict)  # ControlNet modules by file path
+    preview: Optional[tuple] = None  # (W, b) of preview.fit: latents -> RGB for progress previews
 
 
 def plain_prompt(text: str) -> str:
@@ -99,6 +100,11 @@ class FamilyEngine(Engine):
         dtype, why = self._dtype_for(entry)
         pipe, facts = loading.load(entry, dtype, self.registry)
         facts["dtype"] = why
+        try:  # measured on the CPU, before the model is placed
+            rgb_map = preview.fit(pipe.vae)
+        except Exception as err:  # noqa: BLE001 - previews are optional; the job must not fail for them
+            log.warning("no progress previews for %s: %s", entry.name, err)
+            rgb_map = None
         self._place(pipe, entry, facts)
         pipe.set_progress_bar_config(disable=True)
         self.loads += 1
@@ -106,7 +112,8 @@ class FamilyEngine(Engine):
                  facts["memory"], why)
         # LoRAs are made for the base family: a Flux LoRA also fits Fill and Kontext.
         base = dataclasses.replace(entry, arch=specs.SD3 if entry.arch == specs.SD3 else specs.FLUX)
-        self.loaded = Loaded(entry, pipe, facts, _native_px(entry, pipe), Adapters(pipe, base, self.registry))
+        self.loaded = Loaded(entry, pipe, facts, _native_px(entry, pipe), Adapters(pipe, base, self.registry),
+                             preview=rgb_map)
         return self.loaded
 
     def _dtype_for(self, entry: ModelEntry) -> Tuple[object, str]:
@@ -239,7 +246,12 @@ class FamilyEngine(Engine):
 
         def on_step(pipe_, step: int, timestep, tensors: dict) -> dict:
             per_image = getattr(pipe_, "num_timesteps", None) or steps
-            ctx.progress(done[0] * per_image + min(step + 1, per_image), per_image * len(seeds), None)
+            image = None
+            latents = tensors.get("latents")
+            if job.previews and loaded.preview is not None and latents is not None:
+                image = preview.to_rgb(preview.unpack(latents, ph, pw) if latents.dim() == 3 else latents,
+                                       *loaded.preview)
+            ctx.progress(done[0] * per_image + min(step + 1, per_image), per_image * len(seeds), image)
             return tensors
 
         started = time.perf_counter()
@@ -323,7 +335,8 @@ def _image_inputs(family: str, kind: str, work: Job, hard: np.ndarray, pw: int, 
     else:
         init = np.full((ph, pw, 3), 127, np.uint8)
     mask = np.where(imageops.resize(hard, pw, ph) > 0, 255, 0).astype(np.uint8)
-    kontext = {"_auto_resize": False} if family == specs.FLUX_KONTEXT else {}
+    # Kontext scales every job to max_area (1024² px by default) unless told the job's own area
+    kontext = {"_auto_resize": False, "max_area": pw * ph} if family == specs.FLUX_KONTEXT else {}
     if family == specs.FLUX_FILL:  # Fill always takes an image and a mask: generate = fill everything
         if kind == "txt2img":
             return {"image": _pil(init), "mask_image": _pil(np.full((ph, pw), 255, np.uint8)), "strength": 1.0}
@@ -331,7 +344,7 @@ def _image_inputs(family: str, kind: str, work: Job, hard: np.ndarray, pw: int, 
             return {"image": _pil(init), "mask_image": _pil(np.full((ph, pw), 255, np.uint8)), "strength": strength}
         return {"image": _pil(init), "mask_image": _pil(mask), "strength": strength}
     if kind == "txt2img":
-        return {}
+        return {"max_area": pw * ph} if family == specs.FLUX_KONTEXT else {}
     if kind == "edit":
         return {"image": _pil(init), **kontext}
     if kind == "img2img":
