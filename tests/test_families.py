@@ -323,7 +323,8 @@ def test_gpu_benchmark_runs_in_its_cpu_smoke_mode():
     proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "gpu_families.py"), "--cpu-smoke"],
                           capture_output=True, text=True, timeout=600, cwd=repo)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    for line in ("tiny-flux: load server", "inpaint flux", "tiny-sd3: load server", "img2img sd3"):
+    for line in ("tiny-flux: load server", "inpaint flux", "control flux", "tiny-flux-kontext: load server",
+                 "edit flux-kontext", "tiny-sd3: load server", "img2img sd3", "control sd3"):
         assert line in proc.stdout, proc.stdout
 
 
