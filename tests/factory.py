@@ -449,6 +449,32 @@ def checkpoint_file(name: str) -> Path:
     return _cached(f"file-{name}", build) / f"tiny-{name}-file.safetensors"
 
 
+def gguf_transformer(name: str) -> Path:
+    """The tiny checkpoint's transformer as a GGUF file (diffusers key names): 2-D weights whose rows are a multiple of
+    32 quantized to Q8_0 as city96's Flux GGUFs do, the rest kept in F32."""
+    def build(tmp: Path) -> None:
+        import gguf
+        import numpy as np
+        from diffusers import FluxTransformer2DModel
+
+        transformer = FluxTransformer2DModel.from_pretrained(checkpoint_folder(name), subfolder="transformer",
+                                                             local_files_only=True)
+        writer = gguf.GGUFWriter(str(tmp / f"tiny-{name}-Q8_0.gguf"), arch="flux")
+        for key, tensor in transformer.state_dict().items():
+            array = tensor.float().numpy()
+            if array.ndim == 2 and array.shape[-1] % 32 == 0:
+                quantized = gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0)
+                writer.add_tensor(key, quantized, raw_shape=quantized.shape,
+                                  raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            else:
+                writer.add_tensor(key, array.astype(np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    return _cached(f"gguf-{name}", build) / f"tiny-{name}-Q8_0.gguf"
+
+
 def build_transformer_controlnet(family: str, union: bool = False, seed: int = 0):
     """A tiny Flux.1 (``FluxControlNetModel``, ``union``: 10 control modes) or SD3 (``SD3ControlNetModel``) ControlNet
     made from the tiny checkpoint's transformer; its zero-initialised output layers get random weights, so it changes
@@ -636,6 +662,13 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
         elif item.endswith("-split") and item[:-6] in TRANSFORMER_CHECKPOINTS:
             built = split_files(item[:-6])
             for sub in ("diffusion_models", "text_encoders", "vae"):
+                for f in (built / sub).iterdir():
+                    _link(f, path / sub / f.name)
+        elif item == "flux-gguf":  # a Q8_0 GGUF transformer in diffusion_models/, its parts beside it
+            _link(gguf_transformer("flux"), path / "diffusion_models" / "tiny-flux-Q8_0.gguf")
+            built = split_files("flux")
+            _link(built / "diffusion_models" / "tiny-flux-split.config", path / "diffusion_models" / "tiny-flux-Q8_0.config")
+            for sub in ("text_encoders", "vae"):
                 for f in (built / sub).iterdir():
                     _link(f, path / sub / f.name)
         elif item.endswith("-full") and item[:-5] in TRANSFORMER_CHECKPOINTS:

@@ -24,7 +24,7 @@ from server.models.registry import ModelRegistry
 torch.set_num_threads(2)
 
 MODELS = ("flux", "flux-fill", "flux-kontext", "sd3", "flux-split", "sd3-split", "flux-full", "sd3-full", "lora-flux",
-          "lora-sd15", "sd15", "cn-flux-union", "cn-flux-canny", "cn-sd3-canny", "cn-sd15-canny")
+          "lora-sd15", "sd15", "cn-flux-union", "cn-flux-canny", "cn-sd3-canny", "cn-sd15-canny", "flux-gguf")
 W, H = 80, 56
 
 
@@ -494,3 +494,15 @@ def test_progress_previews_arrive_for_these_families(client, model):
     sizes = {(p.width, p.height) for p in previews}
     assert len(sizes) == 1 and max(sizes.pop()) <= 128
     assert len({bytes(p.data) for p in previews}) > 1  # the picture changes as the steps go
+
+
+# --- GGUF ------------------------------------------------------------------------------------------------------------
+
+def test_a_gguf_flux_transformer_is_recognised_and_runs_close_to_the_full_precision_one(client, models_dir):
+    entry = ModelRegistry([models_dir]).get("tiny-flux-Q8_0", "checkpoint")
+    assert (entry.arch, entry.info["variant"], entry.format) == ("flux", "dev", "gguf")
+    full = pixels(client.run(job("img2img", "tiny-flux-split"), timeout=120))[0][1]
+    layer, quantized = pixels(client.run(job("img2img", "tiny-flux-Q8_0"), timeout=120))[0]
+    assert layer.info["parts"]["vae"] == "tiny-flux-ae" and layer.info["memory"] == "on the CPU"
+    diff = np.abs(quantized.astype(int) - full.astype(int))
+    assert diff.mean() < 4 and not np.array_equal(quantized, full), (diff.mean(), diff.max())

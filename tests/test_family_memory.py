@@ -101,3 +101,14 @@ def test_fp8_storage_through_layerwise_casting_stays_close_to_full_precision():
 
     full, stored = run(False), run(True)
     assert np.abs(full - stored).mean() < 0.05 and not np.array_equal(full, stored)
+
+
+def test_gguf_transformers_stay_quantized_on_the_gpu():
+    """A Q4_K Flux.1 dev GGUF (6.7 GB of transformer) runs on a 12 GB card with model offload; Q8_0 on a 24 GB card
+    with model offload; no fp8 casting of a GGUF file."""
+    p = choose_placement(FREE_12GB, FLUX_DEV, "gguf-Q4_K", "cuda")
+    assert (p.where, p.fp8) == (MODEL_OFFLOAD, False) and "gguf-Q4_K" in p.reason
+    assert choose_placement(FREE_24GB, FLUX_DEV, "gguf-Q8_0", "cuda").where == MODEL_OFFLOAD
+    assert choose_placement(int(5 * GIB), FLUX_DEV, "gguf-Q4_K", "cuda").where == SEQUENTIAL_OFFLOAD
+    assert choose_placement(FREE_80GB, FLUX_DEV, "gguf-Q8_0", "cuda").where == GPU
+    assert memory.stored([factory.gguf_transformer("flux")])[1] == "gguf-Q8_0"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import inspect
 import json
 import logging
 import random
@@ -137,10 +138,11 @@ class FamilyEngine(Engine):
 
             free, _ = torch.cuda.mem_get_info(self.device)
         _, stored_dtype = memory.stored(loading.transformer_files(entry), loading.transformer_prefix(entry))
-        compute = str(pipe.transformer.dtype).rsplit(".", 1)[-1]
+        compute = str(pipe.vae.dtype).rsplit(".", 1)[-1]  # the VAE runs in the compute dtype (a GGUF transformer's
+        # parameters are uint8 blocks)
         placement = memory.choose_placement(free, memory.module_parameters(pipe), stored_dtype, self.device.type,
                                             compute, fp8_casting=hasattr(pipe.transformer, "enable_layerwise_casting"))
-        memory.apply(pipe, placement, self.device, pipe.transformer.dtype)
+        memory.apply(pipe, placement, self.device, pipe.vae.dtype)
         facts["memory"], facts["placement"] = placement.reason, placement.where
         facts["stored_dtype"] = stored_dtype
 
@@ -173,14 +175,18 @@ class FamilyEngine(Engine):
                     loaded.controlnets.clear()  # one ControlNet kept beside the checkpoint
                     loaded.variants = {k: v for k, v in loaded.variants.items() if k[1] is None}
                     loaded.controlnets[path] = self._place_module(controlnets.load(
-                        plan.entry, loaded.entry, loaded.pipe.transformer, loaded.pipe.transformer.dtype), loaded)
+                        plan.entry, loaded.entry, loaded.pipe.transformer, loaded.pipe.vae.dtype), loaded)
                 extra["controlnet"] = loaded.controlnets[path]
-            loaded.variants[key] = cls.from_pipe(loaded.pipe, dtype=loaded.pipe.transformer.dtype, **extra)
+            if getattr(loaded.pipe.transformer, "is_quantized", False):  # GGUF: from_pipe would cast it, and fail
+                names = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+                loaded.variants[key] = cls(**{n: extra.get(n, loaded.pipe.components.get(n)) for n in names})
+            else:
+                loaded.variants[key] = cls.from_pipe(loaded.pipe, dtype=loaded.pipe.vae.dtype, **extra)
             loaded.variants[key].set_progress_bar_config(disable=True)
             if loaded.facts.get("placement") in (memory.MODEL_OFFLOAD, memory.SEQUENTIAL_OFFLOAD):
                 # the new pipeline (and its ControlNet) gets the same offload hooks
                 memory.apply(loaded.variants[key], memory.Placement(loaded.facts["placement"], False, ""),
-                             self.device, loaded.pipe.transformer.dtype)
+                             self.device, loaded.pipe.vae.dtype)
         return loaded.variants[key]
 
     def _place_module(self, module, loaded: Loaded):
@@ -262,7 +268,7 @@ class FamilyEngine(Engine):
                 out = runner(**call, generator=torch.Generator("cpu").manual_seed(s), callback_on_step_end=on_step)
             if not np.isfinite(out.images).all():
                 raise ProtocolError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its weights "
-                                    f"do not fit its architecture or precision {loaded.pipe.transformer.dtype}")
+                                    f"do not fit its architecture or precision {loaded.pipe.vae.dtype}")
             images.append(np.clip(np.rint(out.images[0] * 255), 0, 255).astype(np.uint8))
             done[0] += 1
         info = {"model": entry.name, "arch": entry.arch, "family": entry.arch, "variant": loaded.facts.get("variant"),

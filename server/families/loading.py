@@ -3,7 +3,8 @@
 A single-file checkpoint loads with a weightless config folder (``<name>.config/`` beside it, else the shipped
 ``server/configs/<variant>``); its transformer is converted by diffusers, its text encoders and VAE come from inside it
 or from the files ``parts.find`` picked. Only the tensors of each part are read (a full checkpoint's T5 is not read for
-its transformer). Tensors stored in another precision (fp8, fp16, bf16) are cast to the engine's dtype as they are read.
+its transformer). Tensors stored in another precision (fp8, fp16, bf16) are cast to the engine's dtype as they are read;
+a GGUF transformer keeps its quantized weights (diffusers' GGUF support, with the optional ``gguf`` package).
 Tokenizers are the shipped ones (CLIP BPE, T5 SentencePiece), so nothing is fetched.
 """
 
@@ -17,7 +18,7 @@ from typing import Dict, List, Tuple
 
 from protocol.errors import UNSUPPORTED, ProtocolError
 
-from ..models.detect import DIFFUSERS, PICKLE
+from ..models.detect import DIFFUSERS, GGUF, PICKLE
 from ..models.loading import CONFIGS_DIR, check_no_meta
 from ..models.registry import ModelEntry, ModelRegistry
 from ..models.tokenizers import clip_tokenizer
@@ -136,6 +137,12 @@ def _transformer(entry: ModelEntry, config: Path, dtype):
     import diffusers
 
     cls_name = json.loads((config / "transformer" / "config.json").read_text(encoding="utf-8"))["_class_name"]
+    if entry.format == GGUF:  # quantized weights stay quantized; diffusers dequantizes each layer as it runs
+        from diffusers import GGUFQuantizationConfig
+
+        return getattr(diffusers, cls_name).from_single_file(
+            str(entry.path), config=str(config), subfolder="transformer", torch_dtype=dtype, local_files_only=True,
+            quantization_config=GGUFQuantizationConfig(compute_dtype=dtype))
     state = read_tensors(entry.path, entry.info.get("transformer_prefix", ""), dtype)
     state = {k: v for k, v in state.items() if not k.startswith(("text_encoders.", "first_stage_model.", "vae."))}
     return getattr(diffusers, cls_name).from_single_file(state, config=str(config), subfolder="transformer",

@@ -28,6 +28,10 @@ FP8 = "float8_e4m3fn"
 SAFETENSORS_DTYPES = {"F8_E4M3": FP8, "F8_E5M2": "float8_e5m2", "BF16": "bfloat16", "F16": "float16",
                       "F32": "float32", "F64": "float64"}
 BYTES = {FP8: 1, "float8_e5m2": 1, "bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
+# Bytes per weight of GGUF tensor types (GGML block layouts: Q8_0 = 32 weights in 34 bytes, Q4_K = 256 in 144, ...).
+GGUF_BYTES = {"Q8_0": 34 / 32, "Q6_K": 210 / 256, "Q5_K": 176 / 256, "Q5_0": 22 / 32, "Q5_1": 24 / 32,
+              "Q4_K": 144 / 256, "Q4_0": 18 / 32, "Q4_1": 20 / 32, "Q3_K": 110 / 256, "Q2_K": 84 / 256, "F16": 2,
+              "BF16": 2, "F32": 4}
 # CPU flags of native bf16 arithmetic (Linux /proc/cpuinfo): AVX512-BF16 dot products, AMX bf16 tiles.
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 CPU_RAM_SHARE = 0.5  # fp32 weights above this share of the RAM run in bf16 where the CPU has native bf16
@@ -60,10 +64,22 @@ def choose_placement(free: int, parameters: Mapping[str, int], file_dtype: str, 
         return Placement(DEVICE, False, f"on the {device.upper()}")
     size = BYTES.get(compute_dtype, 2)
     transformer = parameters.get("transformer", 0)
+    gguf = file_dtype.startswith("gguf-")
+    # a GGUF transformer stays quantized on the device: its own bytes per weight
+    t_size = GGUF_BYTES.get(file_dtype[len("gguf-"):], 1.0) if gguf else size
     total = sum(parameters.values())
+    whole = total * size - transformer * (size - t_size)
     gb = lambda n: f"{n / 1e9:.1f} GB"  # noqa: E731
-    if _fits(total * size, free):
-        return Placement(GPU, False, f"on the GPU ({gb(total * size)} of weights, {gb(free)} free)")
+    if _fits(whole, free):
+        return Placement(GPU, False, f"on the GPU ({gb(whole)} of weights, {gb(free)} free)")
+    if gguf:
+        size_of = {name: n * (t_size if name == "transformer" else size) for name, n in parameters.items()}
+        if all(w * WEIGHT_MARGIN + (ENCODER_ACTIVATIONS if name.startswith("text_encoder") else ACTIVATIONS) <= free
+               for name, w in size_of.items()):
+            return Placement(MODEL_OFFLOAD, False, f"model CPU offload, the {file_dtype} transformer "
+                             f"{gb(size_of.get('transformer', 0))} ({gb(whole)} in all, {gb(free)} of the GPU free)")
+        return Placement(SEQUENTIAL_OFFLOAD, False, f"sequential CPU offload (a part of {gb(max(size_of.values()))} "
+                         f"does not fit the {gb(free)} free)")
     fp8 = fp8_casting and (file_dtype == FP8 or not _fits(transformer * size, free))
     saved = transformer * (size - 1) if fp8 else 0
     stored = "the transformer stored in fp8, " if fp8 else ""
@@ -115,11 +131,23 @@ def ram_bytes() -> int:
         return 0
 
 
+def _gguf_counts(path: Path, counts: Dict[str, int]) -> None:
+    import gguf
+
+    for tensor in gguf.GGUFReader(str(path)).tensors:
+        key = "gguf-" + tensor.tensor_type.name
+        counts[key] = counts.get(key, 0) + int(tensor.n_elements)
+
+
 def stored(paths: Iterable[Path], prefix: str = "") -> Tuple[int, str]:
-    """(parameter count, the dtype most of them are stored in) of the tensors in safetensors ``paths`` whose names
-    start with ``prefix``, from the files' headers."""
+    """(parameter count, the dtype most of them are stored in: ``float8_e4m3fn``, ``bfloat16``, ... or
+    ``gguf-Q4_K`` ...) of the tensors in safetensors or GGUF ``paths`` whose names start with ``prefix``, from the
+    files' headers."""
     counts: Dict[str, int] = {}
     for path in paths:
+        if Path(path).suffix.lower() == ".gguf":
+            _gguf_counts(Path(path), counts)
+            continue
         with open(path, "rb") as fh:
             (length,) = struct.unpack("<Q", fh.read(8))
             header = json.loads(fh.read(length))
@@ -131,7 +159,7 @@ def stored(paths: Iterable[Path], prefix: str = "") -> Tuple[int, str]:
                 n *= int(d)
             dtype = SAFETENSORS_DTYPES.get(meta["dtype"], meta["dtype"])
             counts[dtype] = counts.get(dtype, 0) + n
-    floats = {k: v for k, v in counts.items() if k in BYTES}
+    floats = {k: v for k, v in counts.items() if k in BYTES or k.startswith("gguf-")}
     dominant = max(floats, key=floats.get) if floats else ""
     return sum(counts.values()), dominant
 

@@ -22,7 +22,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
 from . import detect, families, fewstep
-from .detect import DIFFUSERS, PICKLE, SAFETENSORS, Detected, DetectError
+from .detect import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
 KINDS = ("checkpoint", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler")
 SUPPORTED_ARCHS = ("sd15", "sdxl", "flux", "flux-fill", "flux-kontext", "sd3")
@@ -39,7 +39,7 @@ KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
     "controlnet": ("controlnet", "ControlNet"),
     "upscaler": ("upscale_models", "ESRGAN", "RealESRGAN"),
 }
-WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 CONFIG_SUFFIX = ".config"
 log = logging.getLogger(__name__)
 
@@ -137,10 +137,10 @@ def _walk(folder: Path, kind: str) -> Iterable[Tuple[str, Path, str]]:
         for f in sorted(filenames):
             path = here / f
             suffix = path.suffix.lower()
-            if f.startswith(".") or suffix not in WEIGHT_SUFFIXES:
-                continue
+            if f.startswith(".") or suffix not in WEIGHT_SUFFIXES or (suffix == ".gguf" and kind != "checkpoint"):
+                continue  # GGUF: quantized Flux/SD3 transformers only
             rel = path.relative_to(folder).with_suffix("").as_posix()
-            yield rel, path, SAFETENSORS if suffix == ".safetensors" else PICKLE
+            yield rel, path, SAFETENSORS if suffix == ".safetensors" else GGUF if suffix == ".gguf" else PICKLE
 
 
 def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
