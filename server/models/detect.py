@@ -18,7 +18,7 @@ Shapes = Dict[str, Tuple[int, ...]]
 SAFETENSORS = "safetensors"
 PICKLE = "pickle"
 DIFFUSERS = "diffusers"
-GGUF = "gguf"  # quantized transformer files (city96's Flux GGUFs); read with the optional ``gguf`` package
+GGUF = "gguf"  # quantized transformer files (city96's Flux GGUFs); read with the ``gguf`` package
 
 UNET = "model.diffusion_model."
 SDXL_CLIP_G = "conditioner.embedders.1.model."
