@@ -5,8 +5,10 @@ is kept warm and every mode's pipeline is made from it with ``from_pipe`` (share
 the SD engine's: the context box is processed at the model's native area and scaled back, outpaint works on the
 extended canvas, and the result equals the input outside the (grown, feathered) mask.
 
-On a GPU whose free memory cannot hold the whole model, the model is run with model CPU offload; the choice is made
-when the checkpoint loads and reported in each result layer's ``info["memory"]``.
+Where the weights live (whole on the GPU, the transformer in fp8, model or sequential CPU offload) and, on a CPU, the
+dtype are decided by ``memory`` when the checkpoint loads and reported in each result layer's ``info["memory"]`` and
+``info["dtype"]``. A job's control layer runs through the family's ControlNet pipeline (``controlnets``); progress
+previews come from ``preview``.
 """
 
 from __future__ import annotations
