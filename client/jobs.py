@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Sequence, Tuple
 
 from .errors import JobInputError
-from .modes import NEVER, REQUIRED, plan_read, rule
+from .modes import NEVER, REQUIRED, check_offered, plan_read, rule
 from .settings import Defaults, Settings, apply_defaults
 from .wire import Box, job_message, protocol
 
@@ -191,6 +191,7 @@ def build_job(
     resolved = apply_defaults(settings, defaults or Defaults(), entry)
     mode = resolved.mode
     r = rule(mode)
+    check_offered(mode, entry)
     box = inputs.box
     if box.is_empty:
         raise JobInputError("The area to work on is empty: select part of the image")

@@ -166,6 +166,8 @@ class Defaults:
         default_factory=lambda: {k: dict(v) for k, v in FALLBACK_DEFAULTS["modes"].items()})
     families: Mapping[str, FamilyDefaults] = field(default_factory=lambda: _families(FALLBACK_DEFAULTS["families"]))
     layer_name_length: int = FALLBACK_DEFAULTS["layer_name_length"]
+    # per listing ``variant`` (Flux.1 schnell, SD3.5 large turbo ...): what differs from its family's defaults
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_welcome(cls, welcome: Any) -> "Defaults":
@@ -181,7 +183,8 @@ class Defaults:
         length = raw.get("layer_name_length")
         length = length if isinstance(length, int) and not isinstance(length, bool) and length >= 8 else \
             FALLBACK_DEFAULTS["layer_name_length"]
-        return cls(modes, families, length)
+        variants = {str(k): dict(v) for k, v in (raw.get("variants") or {}).items() if isinstance(v, Mapping)}
+        return cls(modes, families, length, variants)
 
     def strength(self, mode: str) -> Optional[float]:
         """The mode's default strength (None when the server names none)."""
@@ -192,8 +195,17 @@ class Defaults:
         return float(self.modes.get(mode, {}).get(key, fallback))
 
     def family(self, entry: Optional[Mapping[str, Any]]) -> Optional[FamilyDefaults]:
-        """The defaults of a model listing entry's family (None when the family is unknown here)."""
-        return self.families.get(family_of(entry)) if entry is not None else None
+        """The defaults of a model listing entry's family with its ``variant``'s differences applied (None when the
+        family is unknown here)."""
+        fam = self.families.get(family_of(entry)) if entry is not None else None
+        if fam is None:
+            return None
+        changes = self.variants.get(str(entry.get("variant") or ""), {})
+        try:
+            return dataclasses.replace(fam, **{k: type(getattr(fam, k))(v) for k, v in changes.items()
+                                               if k in ("steps", "cfg", "sampler", "resolution")})
+        except (TypeError, ValueError):
+            return fam
 
 
 def _families(raw: Mapping[str, Any]) -> Dict[str, FamilyDefaults]:

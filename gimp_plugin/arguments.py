@@ -269,6 +269,24 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
     ),
 )
 
+PROCEDURES += (  # instruction edit (issue 14): offered with the models whose listing says they can (Flux.1 Kontext)
+    ProcedureSpec(
+        PREFIX + "edit", "edit", "_Edit Selection from Instruction...", "Paintbridge: Edit from Instruction",
+        "Change the selection as an instruction says (\"make the jacket red\") with an instruction-edit model",
+        "Redraws the selection's context box (or the whole image without a selection) as the instruction asks, with "
+        "a model that edits from instructions (Flux.1 Kontext); the Model list offers only such models. The result "
+        "is a new layer, masked by the selection.",
+        (Arg("prompt", "string", "_Instruction", "What to change, e.g. 'make the jacket red'", ""),
+         Arg("model", "model", "_Model", "An instruction-edit checkpoint (Flux.1 Kontext); 'default' = the server's "
+             "default", "default"),
+         Arg("steps", "int", "S_teps", STEPS_BLURB, 0, 0, 150),
+         Arg("cfg", "double", "_Guidance", "Instruction guidance; 0 = the model's default", 0.0, 0.0, 30.0),
+         Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
+         Arg("batch", "int", "_Batch", "How many results (one layer each)", 1, 1, 8))
+        + _source_args(mask=True) + _server_args(),
+    ),
+)
+
 FOR_CHOICES = (("all", "Every mode"),) + tuple((m, m.capitalize()) for m in ("generate", "img2img", "inpaint",
                                                                               "outpaint", "upscale", "preprocess")) \
     + tuple((f"control-{t}", f"Control layer: {t}") for t in CONTROL_TYPES)

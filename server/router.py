@@ -195,7 +195,7 @@ class Router:
         entry = self.registry.get(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
         engine = self.checkpoint_engine(entry)
         quiet = ctx.quiet()
-        use_tile_control = engine.uses_controls and self._has_tile_controlnet(entry)
+        use_tile_control = engine.uses_controls and self._has_tile_controlnet(entry, engine)
 
         def refine(rgba: np.ndarray, strength: float, seed: int) -> np.ndarray:
             params = dataclasses.replace(job.params, strength=strength, seed=seed, batch=1)
@@ -207,11 +207,16 @@ class Router:
 
         return refine
 
-    def _has_tile_controlnet(self, checkpoint) -> bool:
-        from .diffusion.controls import select
-
+    def _has_tile_controlnet(self, checkpoint, engine: Engine) -> bool:
         probe = Control("tile", np.zeros((8, 8, 3), np.uint8))
         try:
+            if engine is self._engines.get(FAMILIES):  # Flux.1 / SD3 ControlNets (server/families/controlnets.py)
+                from .families.controlnets import select as select_family
+
+                select_family([probe], checkpoint, "img2img", self.registry)
+                return True
+            from .diffusion.controls import select
+
             select([probe], checkpoint, self.registry)
         except ProtocolError:
             return False

@@ -458,8 +458,78 @@ def checkpoint_file(name: str) -> Path:
     return _cached(f"file-{name}", build) / f"tiny-{name}-file.safetensors"
 
 
+def gguf_transformer(name: str) -> Path:
+    """The tiny checkpoint's transformer as a GGUF file (diffusers key names): 2-D weights whose rows are a multiple of
+    32 quantized to Q8_0 as city96's Flux GGUFs do, the rest kept in F32."""
+    def build(tmp: Path) -> None:
+        import gguf
+        import numpy as np
+        from diffusers import FluxTransformer2DModel
+
+        transformer = FluxTransformer2DModel.from_pretrained(checkpoint_folder(name), subfolder="transformer",
+                                                             local_files_only=True)
+        writer = gguf.GGUFWriter(str(tmp / f"tiny-{name}-Q8_0.gguf"), arch="flux")
+        for key, tensor in transformer.state_dict().items():
+            array = tensor.float().numpy()
+            if array.ndim == 2 and array.shape[-1] % 32 == 0:
+                quantized = gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0)
+                writer.add_tensor(key, quantized, raw_shape=quantized.shape,
+                                  raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            else:
+                writer.add_tensor(key, array.astype(np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    return _cached(f"gguf-{name}", build) / f"tiny-{name}-Q8_0.gguf"
+
+
+def build_transformer_controlnet(family: str, union: bool = False, seed: int = 0):
+    """A tiny Flux.1 (``FluxControlNetModel``, ``union``: 10 control modes) or SD3 (``SD3ControlNetModel``) ControlNet
+    made from the tiny checkpoint's transformer; its zero-initialised output layers get random weights, so it changes
+    the result as a trained one does."""
+    import torch
+    from diffusers import FluxControlNetModel, FluxTransformer2DModel, SD3ControlNetModel, SD3Transformer2DModel
+
+    if family == "flux":
+        transformer = FluxTransformer2DModel.from_pretrained(checkpoint_folder("flux"), subfolder="transformer",
+                                                             local_files_only=True)
+        keep = ("patch_size", "in_channels", "attention_head_dim", "num_attention_heads", "joint_attention_dim",
+                "pooled_projection_dim", "guidance_embeds", "axes_dims_rope")
+        net = FluxControlNetModel(**{k: transformer.config[k] for k in keep}, num_layers=1, num_single_layers=1,
+                                  num_mode=10 if union else None)
+    else:
+        transformer = SD3Transformer2DModel.from_pretrained(checkpoint_folder("sd3"), subfolder="transformer",
+                                                            local_files_only=True)
+        keep = ("sample_size", "patch_size", "in_channels", "attention_head_dim", "num_attention_heads",
+                "joint_attention_dim", "caption_projection_dim", "pooled_projection_dim", "out_channels",
+                "pos_embed_max_size", "qk_norm", "dual_attention_layers")
+        net = SD3ControlNetModel(**{k: transformer.config[k] for k in keep}, num_layers=1)
+    net.load_state_dict(transformer.state_dict(), strict=False)  # the trunk starts as the transformer's
+    generator = torch.Generator().manual_seed(seed + 41)
+    with torch.no_grad():
+        for key, tensor in net.state_dict().items():
+            if key.startswith(("controlnet_blocks.", "controlnet_x_embedder.", "controlnet_single_blocks.",
+                               "pos_embed_input.")):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.5)
+    return net
+
+
 def controlnet_path(name: str) -> Path:
-    """The cached tiny ControlNet ``name`` ("cn-sd15-canny", "cn-sd15-depth", "cn-sdxl-canny", "cn-sdxl-union")."""
+    """The cached tiny ControlNet ``name`` ("cn-sd15-canny", "cn-sd15-depth", "cn-sdxl-canny", "cn-sdxl-union";
+    Flux/SD3: "cn-flux-union" and "cn-sd3-canny" as diffusers folders, "cn-flux-canny" one file with diffusers key
+    names and no config, as a renamed ``diffusion_pytorch_model.safetensors`` comes)."""
+    if name in ("cn-flux-union", "cn-flux-canny", "cn-sd3-canny"):
+        family, kind = name.split("-")[1:]
+
+        def build_family(tmp: Path) -> None:
+            net = build_transformer_controlnet(family, union=kind == "union", seed=len(name))
+            if name == "cn-flux-canny":
+                _save_file(net.state_dict(), tmp / "flux-controlnet-canny-tiny.safetensors")
+            else:
+                net.save_pretrained(tmp / f"{family}-controlnet-{kind}-tiny", safe_serialization=True)
+        built = _cached(name, build_family)
+        return next(p for p in built.iterdir() if not p.name.startswith("."))
     controlnet_to_ldm = _ldm_layout().controlnet_to_ldm
 
     arch = name.split("-")[1]
@@ -695,6 +765,13 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
         elif item.endswith("-split") and item[:-6] in TRANSFORMER_CHECKPOINTS:
             built = split_files(item[:-6])
             for sub in ("diffusion_models", "text_encoders", "vae"):
+                for f in (built / sub).iterdir():
+                    _link(f, path / sub / f.name)
+        elif item == "flux-gguf":  # a Q8_0 GGUF transformer in diffusion_models/, its parts beside it
+            _link(gguf_transformer("flux"), path / "diffusion_models" / "tiny-flux-Q8_0.gguf")
+            built = split_files("flux")
+            _link(built / "diffusion_models" / "tiny-flux-split.config", path / "diffusion_models" / "tiny-flux-Q8_0.config")
+            for sub in ("text_encoders", "vae"):
                 for f in (built / sub).iterdir():
                     _link(f, path / sub / f.name)
         elif item.endswith("-full") and item[:-5] in TRANSFORMER_CHECKPOINTS:

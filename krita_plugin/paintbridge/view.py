@@ -122,7 +122,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.upscale_box.setVisible(value == "upscale")
             self.live_button.setEnabled(value in client.modes.LIVE_MODES)
             self.run_button.setText(SHORT_MODE_NAMES[value])
+            self._update_mode_tabs()
             return
+        if name == "model":
+            self._update_mode_tabs()
         if name in ("prompt", "negative_prompt"):
             edit = self.prompt_edit if name == "prompt" else self.negative_edit
             if edit.toPlainText().strip() != value:
@@ -191,6 +194,16 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.upscaler_box.addItem(name, name)
         self.upscaler_box.setCurrentIndex(max(0, self.upscaler_box.findData(s.settings.upscaler)))
         self.upscaler_box.blockSignals(False)
+        self._update_mode_tabs()
+
+    def _update_mode_tabs(self) -> None:
+        """Tabs of modes the chosen model cannot run (edit on a model that cannot edit) are disabled."""
+        entry = self.session.entry()
+        self.mode_tabs.blockSignals(True)  # Qt moves off a disabled current tab; the session picks the mode
+        for i, mode in enumerate(MODES):
+            self.mode_tabs.setTabEnabled(i, client.modes.offered(mode, entry))
+        self.mode_tabs.setCurrentIndex(MODES.index(self.session.settings.mode))
+        self.mode_tabs.blockSignals(False)
 
     def _update_run(self) -> None:
         s = self.session

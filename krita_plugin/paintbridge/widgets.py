@@ -11,11 +11,14 @@ from .wire import protocol
 
 THUMB = 88
 PREVIEW_HEIGHT = THUMB + 26  # the in-progress preview's area (it takes the result thumbnails' place)
-MODES = ("generate", "inpaint", "img2img", "outpaint", "upscale")  # the panel's tabs (client.modes has the rules)
+MODES = ("generate", "inpaint", "img2img", "outpaint", "upscale",
+         "edit")  # the panel's tabs (client.modes has the rules; edit: instruction edit, issue 14)
 MODE_LABELS = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine (img2img)", "outpaint": "Outpaint",
-               "upscale": "Upscale (the selection, or the whole image)"}
+               "upscale": "Upscale (the selection, or the whole image)",
+               "edit": "Edit the selection from an instruction in the prompt (\"make the jacket red\"); "
+                       "on models that can, e.g. Flux.1 Kontext"}
 SHORT_MODE_NAMES = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine", "outpaint": "Outpaint",
-                    "upscale": "Upscale"}
+                    "upscale": "Upscale", "edit": "Edit"}
 
 
 class ControlRow(QtWidgets.QFrame):

@@ -11,6 +11,7 @@ the shipped configs (for models whose sizes differ from the standard architectur
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -21,7 +22,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
 from . import detect, families, fewstep, ipadapter
-from .detect import DIFFUSERS, PICKLE, SAFETENSORS, Detected, DetectError
+from .detect import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
 KINDS = ("checkpoint", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler",
          "ipadapter", "clip_vision")  # reference images (issue 15): IP-Adapters and their image encoders
@@ -42,7 +43,7 @@ KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
     "ipadapter": ("ipadapter", "ip_adapter", "IP-Adapter"),
     "clip_vision": ("clip_vision", "image_encoders"),
 }
-WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 CONFIG_SUFFIX = ".config"
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class ModelEntry:
             entry["union"] = bool(self.info.get("union"))
         if self.info.get("variant"):
             entry["variant"] = self.info["variant"]  # Flux/SD3: dev, schnell, fill, kontext, 3.5-large, ...
+        if self.kind == "checkpoint" and self.arch in families.EDIT_FAMILIES:
+            entry["edit"] = True  # runs mode "edit" (instruction edit): the plugins offer it
         if self.kind in ("checkpoint", "lora"):
             entry.update(fewstep.listing(self.info.get("few_step")))
         if self.kind == "ipadapter":  # reference images (issue 15)
@@ -152,10 +155,10 @@ def _walk(folder: Path, kind: str) -> Iterable[Tuple[str, Path, str]]:
         for f in sorted(filenames):
             path = here / f
             suffix = path.suffix.lower()
-            if f.startswith(".") or suffix not in WEIGHT_SUFFIXES:
-                continue
+            if f.startswith(".") or suffix not in WEIGHT_SUFFIXES or (suffix == ".gguf" and kind != "checkpoint"):
+                continue  # GGUF: quantized Flux/SD3 transformers only
             rel = path.relative_to(folder).with_suffix("").as_posix()
-            yield rel, path, SAFETENSORS if suffix == ".safetensors" else PICKLE
+            yield rel, path, SAFETENSORS if suffix == ".safetensors" else GGUF if suffix == ".gguf" else PICKLE
 
 
 def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
@@ -189,7 +192,7 @@ def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detecte
         if kind == "checkpoint":
             return detect.diffusers_folder_arch(path)
         if kind == "controlnet":
-            return detect.controlnet_folder_arch(path)
+            return _family_controlnet_folder(path) or detect.controlnet_folder_arch(path)
         return Detected(None)
     shapes = detect.file_shapes(path, allow_pickle)
     if kind == "checkpoint" and families.looks_like_transformer(shapes):
@@ -200,6 +203,8 @@ def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detecte
         return families.text_encoder(shapes)
     if kind == "lora" and families.lora_family(shapes) is not None:
         return Detected(families.lora_family(shapes))
+    if kind == "controlnet" and families.looks_like_controlnet(shapes):
+        return families.controlnet(shapes)
     if kind == "controlnet":
         return detect.controlnet_arch(shapes)
     if kind == "lora":
@@ -207,6 +212,15 @@ def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detecte
     if kind == "embedding":
         return detect.embedding_arch(shapes)
     return detect.vae_check(shapes)
+
+
+def _family_controlnet_folder(path: Path) -> Optional[Detected]:
+    """A Flux.1/SD3 ControlNet folder (``FluxControlNetModel``/``SD3ControlNetModel`` config), None for others."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return families.controlnet_folder(config)
 
 
 class ModelRegistry:

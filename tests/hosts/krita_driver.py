@@ -1154,6 +1154,60 @@ def scenario_large():
     rec["row_opaque"] = line[3::4].count(255) == newest.width()
 
 
+def scenario_edit():
+    """Instruction edit on a tiny Flux.1 Kontext model: the Edit tab is offered only for a model whose listing says it
+    can edit; the edit of a selection comes back as one layer composited by the selection."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected" and ses.models, 150, poll=200)
+    R["connected"] = ses.connection_state
+    R["server_pid"] = server_pid(ses)
+    edit_tab = list(panel_modes()).index("edit")
+    doc = new_doc("pb-edit")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    doc.setActiveNode(paint)
+    yield 300
+    ses.set_option("model", "tiny-flux")
+    yield 200
+    R["tab_enabled_flux"] = panel.mode_tabs.isTabEnabled(edit_tab)
+    ses.set_mode("edit")
+    R["mode_after_refused"], R["refused_message"] = ses.settings.mode, ses.message
+    ses.set_option("model", CONFIG["model"])
+    yield 200
+    R["tab_enabled_kontext"] = panel.mode_tabs.isTabEnabled(edit_tab)
+    panel.mode_tabs.setCurrentIndex(edit_tab)  # as a click on the tab does
+    yield 200
+    R["mode"] = ses.settings.mode
+    R["run_button"] = panel.run_button.text()
+    ses.set_prompt("make the roof red", "")
+    ses.set_option("steps", 2)
+    ses.set_option("batch", 1)
+    ses.set_option("random_seed", False)
+    ses.set_option("seed", 9)
+    ses.set_option("grow", 0)
+    ses.set_option("feather", 0)
+    select_rect(doc, 16, 8, 48, 40)
+    yield 300
+    mark("edit")
+    R["edit"] = rec = {"layers_before": layers(doc)}
+    rec["composite_before"] = composite(doc, "edit-composite-before")
+    yield from run_job(ses, rec, timeout=300)
+    yield from apply_result(ses, doc, rec, "edit-new", W, H)
+    ses.set_option("model", "tiny-flux")  # a model that cannot edit: the panel leaves the Edit mode
+    yield 200
+    R["mode_after_switch"] = ses.settings.mode
+    R["tab_enabled_after_switch"] = panel.mode_tabs.isTabEnabled(edit_tab)
+
+
+def panel_modes():
+    from paintbridge.widgets import MODES  # the panel's own tab order
+
+    return MODES
+
+
 def save_close_reopen(doc, path):
     """Save ``doc`` as a .kra at ``path``, close it, open the file again (shown in the window); yields, returns it."""
     doc.setBatchmode(True)
@@ -1265,7 +1319,7 @@ def scenario_history():
 
 SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
              "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large,
-             "references": scenario_references, "history": scenario_history}
+             "references": scenario_references, "history": scenario_history, "edit": scenario_edit}
 
 
 def _start():
