@@ -15,8 +15,9 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from protocol.errors import UNSUPPORTED, ProtocolError
-from protocol.messages import CONTROL_TYPES, MODES, SAMPLERS
+from protocol.messages import CONTROL_TYPES, MODES
 
+from . import batches
 from . import device as devices
 from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
@@ -128,11 +129,14 @@ class Router:
         self.registry.scan()
 
     def capabilities(self) -> dict:
+        from .diffusion import samplers
         from .preprocess import available_preprocessors
 
         return {
             "modes": list(MODES),
-            "samplers": list(SAMPLERS),
+            **samplers.capabilities(),  # samplers, schedulers, sampler_schedules
+            "vaes": [e.name for e in self.registry.entries("vae") if e.problem is None],
+            "refiners": [e.name for e in self.registry.entries("refiner") if e.problem is None],
             "control_types": list(CONTROL_TYPES),
             "engines": [CLASSICAL, DIFFUSERS, FAMILIES],
             "previews": True,
@@ -146,7 +150,7 @@ class Router:
         engine = self.engine_for(job)
         if job.controls and not engine.uses_controls:
             raise engine.refuse_controls(job)
-        return engine.run(job, ctx)
+        return batches.run_counted(engine.run, job, ctx)
 
     def engine_for(self, job: Job) -> Engine:
         """The engine for ``job``; model_not_found / unsupported when none can do it."""
