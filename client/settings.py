@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from .modes import MODES
+from .sampling import SamplingChoices
 
 CLASSICAL = "classical"
 IMAGE_SOURCES = ("visible", "layer")
@@ -59,6 +60,13 @@ class Settings:
     high_threshold: int = 200
     image_source: str = "visible"  # IMAGE_SOURCES
     mask_source: str = "selection"  # MASK_SOURCES (each editor offers the ones it can read)
+    # sampling: schedule, batch count, VAE, CLIP skip, SDXL refiner (issue 13)
+    scheduler: str = ""  # "" = the sampler's own schedule
+    batch_count: int = 1  # pipeline calls one after another, ``batch`` images each
+    vae: str = ""  # "" = the checkpoint's own VAE
+    clip_skip: int = 0  # 0/1 = none, 2 = the penultimate CLIP layer
+    refiner: str = ""  # an SDXL refiner by name; "" = off
+    refiner_start: float = 0.8  # fraction of the steps after which the refiner takes over
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form (a JSON-ready map)."""
@@ -120,6 +128,8 @@ class Defaults:
         default_factory=lambda: {k: dict(v) for k, v in FALLBACK_DEFAULTS["modes"].items()})
     families: Mapping[str, FamilyDefaults] = field(default_factory=lambda: _families(FALLBACK_DEFAULTS["families"]))
     layer_name_length: int = FALLBACK_DEFAULTS["layer_name_length"]
+    # sampling (issue 13): the samplers, schedules, VAEs and refiners the server offers
+    sampling: SamplingChoices = field(default_factory=SamplingChoices)
 
     @classmethod
     def from_welcome(cls, welcome: Any) -> "Defaults":
@@ -135,7 +145,7 @@ class Defaults:
         length = raw.get("layer_name_length")
         length = length if isinstance(length, int) and not isinstance(length, bool) and length >= 8 else \
             FALLBACK_DEFAULTS["layer_name_length"]
-        return cls(modes, families, length)
+        return cls(modes, families, length, SamplingChoices.from_welcome(welcome))
 
     def strength(self, mode: str) -> Optional[float]:
         """The mode's default strength (None when the server names none)."""

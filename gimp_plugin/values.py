@@ -12,7 +12,7 @@ from client.errors import JobInputError
 from client.jobs import ControlSource
 from client.settings import Settings
 
-from .arguments import MAX_CONTROLS, SAMPLER_BY_NICK, ProcedureSpec
+from .arguments import MAX_CONTROLS, SAMPLER_BY_NICK, SCHEDULER_BY_NICK, ProcedureSpec
 from .choices import model_name
 
 MASK_SOURCES = {"selection": "selection", "layer-mask": "layer-mask"}
@@ -42,6 +42,14 @@ def sampler_of(nick: Any) -> str:
     if nick != "default" and nick not in SAMPLER_BY_NICK:
         raise JobInputError(f"Unknown sampler {nick!r}; choose one of: default, {', '.join(SAMPLER_BY_NICK)}")
     return SAMPLER_BY_NICK.get(nick, "")
+
+
+def scheduler_of(nick: Any) -> str:
+    """The protocol's schedule name for a choice nick ("default" = the sampler's own, "")."""
+    nick = str(nick or "default")
+    if nick != "default" and nick not in SCHEDULER_BY_NICK:
+        raise JobInputError(f"Unknown schedule {nick!r}; choose one of: default, {', '.join(SCHEDULER_BY_NICK)}")
+    return SCHEDULER_BY_NICK.get(nick, "")
 
 
 def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Settings:
@@ -79,6 +87,17 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Sett
     if spec.mode == "preprocess":
         s.preprocessor = str(values["preprocessor"])
         s.low_threshold, s.high_threshold = int(values["low-threshold"]), int(values["high-threshold"])
+    # sampling (issue 13)
+    if "scheduler" in names:
+        s.scheduler = scheduler_of(values["scheduler"])
+    for name in ("batch-count", "clip-skip"):
+        if name in names:
+            setattr(s, name.replace("-", "_"), int(values[name]))
+    if "vae" in names:
+        s.vae = text("vae")
+    if "refiner" in names:
+        s.refiner, s.refiner_start = text("refiner"), float(values.get("refiner-start", 0.8))
     if spec.live:
         s.batch = 1
+        s.batch_count = 1
     return s

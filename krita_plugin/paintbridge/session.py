@@ -175,6 +175,7 @@ class Session:
             raise client.errors.JobInputError(f"{value!r} is not available for model")
         if name == "upscaler" and value not in self.upscaler_names():
             raise client.errors.JobInputError(f"{value!r} is not available for upscaler")
+        client.sampling.check_choice(self.defaults.sampling, self.models, self.shown(), name, value)  # issue 13
         if name == "seed":
             self.fixed_seed = int(value)
             settings_store.save_fixed_seed(self.store, self.fixed_seed)
@@ -187,6 +188,8 @@ class Session:
             for field in ("steps", "cfg", "sampler"):
                 self._set(field, type(getattr(self.settings, field))())
                 self.settings_changed.emit(field, getattr(self.shown(), field))
+        if name in ("model", "sampler"):  # a schedule the sampler cannot take goes back to the sampler's own
+            self._set("scheduler", client.sampling.fitting_scheduler(self.defaults.sampling, self.shown()))
 
     def model_names(self) -> List[str]:
         """The values the model option takes: "" (the server's default), each checkpoint, the classical engine."""
@@ -243,7 +246,8 @@ class Session:
     @guarded
     def on_models(self, models: list) -> None:
         self.models = list(models or [])
-        for name, choices in (("model", self.model_names()), ("upscaler", self.upscaler_names())):
+        for name, choices in (("model", self.model_names()), ("upscaler", self.upscaler_names())) + \
+                client.sampling.listed_choices(self.defaults.sampling, self.models):
             if getattr(self.settings, name) not in choices:
                 self._set(name, "")
         self.models_changed.emit()
