@@ -15,7 +15,7 @@ from PIL import Image
 import factory
 from protocol import Limits
 from protocol.client import Client, JobFailed
-from protocol.messages import SAMPLERS, Result
+from protocol.messages import Result
 from protocol.sampling import resolve
 from server.app import ServerThread
 from server.config import ServerConfig
