@@ -112,3 +112,19 @@ def capabilities(missing: Tuple[str, ...] = ()) -> Dict[str, object]:
             "schedulers": schedules,
             "sampler_schedules": {name: [s for s in sampler.schedules if s in schedules]
                                   for name, sampler in SAMPLER_TABLE.items() if name not in left_out}}
+
+
+def markdown_table() -> str:
+    """The table as protocol/README.md shows it (a test keeps the two the same)."""
+    rows = ["| sampler | diffusers scheduler | options | schedules besides its own |", "|---|---|---|---|"]
+    for name, s in SAMPLER_TABLE.items():
+        options = ", ".join(f"`{k}={v!r}`" for k, v in s.options.items()) or "–"
+        needs = f" (needs {NEEDS[name]})" if name in NEEDS else ""
+        rows.append(f"| {name}{needs} | `{s.scheduler_class}` | {options} | {', '.join(s.schedules) or '–'} |")
+    rows += ["", "| schedule | diffusers options |", "|---|---|"]
+    for name, options in SCHEDULES.items():
+        needs = f" (needs {NEEDS[name]})" if name in NEEDS else ""
+        rows.append(f"| {name}{needs} | {', '.join(f'`{k}={v!r}`' for k, v in options.items())} |")
+    rows += ["", "| old name | sampler + schedule |", "|---|---|"]
+    rows += [f"| {old} | {pair[0]} + {pair[1]} |" for old, pair in ALIASES.items()]
+    return "\n".join(rows) + "\n"
