@@ -32,7 +32,7 @@ from ..diffusion import prompts
 from ..diffusion.adapters import Adapters
 from ..diffusion.engine import _layers, _working_job
 from ..models.detect import DIFFUSERS
-from ..models.registry import ModelEntry, ModelRegistry
+from ..models.registry import ModelEntry, ModelRegistry, arch_name
 from . import loading, specs
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,7 @@ class FamilyEngine(Engine):
                                 "model, or use inpaint with a prompt", field="mode")
         if job.mode == "edit" and job.image is None:
             raise ProtocolError(UNSUPPORTED, "edit needs the image to edit", field="image")
+        refuse_sd_sampling_options(job, entry)
         with self._lock:
             try:
                 return self._run(job, entry, ctx)
@@ -216,8 +217,9 @@ class FamilyEngine(Engine):
         info = {"model": entry.name, "arch": entry.arch, "family": entry.arch, "variant": loaded.facts.get("variant"),
                 "sampler": SAMPLER, "steps": steps, "cfg": settings["cfg"], "strength": settings["strength"],
                 "size": [pw, ph], "loras": loras, "seconds": round(time.perf_counter() - started, 3)}
-        if job.params.sampler and job.params.sampler != SAMPLER:
-            info["sampler_note"] = f"{job.params.sampler} is an SD sampler; flow-matching models run with Euler"
+        if job.params.sampler and job.params.sampler != SAMPLER or job.params.scheduler:
+            info["sampler_note"] = f"{job.params.sampler or job.params.scheduler} is an SD sampler or schedule; " \
+                "flow-matching models run with Euler"
         for key in ("parts", "memory"):
             if key in loaded.facts:
                 info[key] = loaded.facts[key]
@@ -282,3 +284,13 @@ def _image_inputs(family: str, kind: str, work: Job, hard: np.ndarray, pw: int, 
     if kind == "img2img":
         return {"image": _pil(init), "strength": strength}
     return {"image": _pil(init), "mask_image": _pil(mask), "strength": strength, **kontext}
+
+
+def refuse_sd_sampling_options(job: Job, entry: ModelEntry) -> None:
+    """A VAE, CLIP skip or SDXL refiner (issue 13) belong to SD1.5/SDXL checkpoints: refused by name here."""
+    params = job.params
+    for field, given, what in (("vae", params.vae, "another VAE"), ("clip_skip", params.clip_skip > 1, "CLIP skip"),
+                               ("refiner", params.refiner, "an SDXL refiner")):
+        if given:
+            raise ProtocolError(UNSUPPORTED, f"{what} works with SD1.5 and SDXL checkpoints; '{entry.name}' is "
+                                f"{arch_name(entry.arch)}: leave {field} empty", field=f"params.{field}")
