@@ -5,7 +5,7 @@ protocol's own table and no VAEs or refiners."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import JobInputError
 from .wire import field_of, sampling
@@ -69,9 +69,14 @@ def option_values(choices: SamplingChoices, models: Sequence[Mapping[str, Any]],
 
 
 def check_choice(choices: SamplingChoices, models: Sequence[Mapping[str, Any]], settings: Any, name: str,
-                 value: Any) -> None:
-    """Refuse (JobInputError) a value of a sampling option that the server does not offer; other options pass."""
-    if name in SAMPLING_OPTIONS[1:] and value not in option_values(choices, models, name, settings.sampler):
+                 value: Any, others: Optional[Mapping[str, Callable[[], Sequence[str]]]] = None) -> None:
+    """Refuse (JobInputError) a value the server does not offer: of a sampling option, or of an option in ``others``
+    (name → the function that lists its values); other options pass."""
+    if name in SAMPLING_OPTIONS[1:]:
+        offered: Optional[Sequence[str]] = option_values(choices, models, name, settings.sampler)
+    else:
+        offered = others[name]() if others and name in others else None
+    if offered is not None and value not in offered:
         raise JobInputError(f"{value!r} is not available for {name}")
 
 

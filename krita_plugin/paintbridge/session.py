@@ -173,11 +173,8 @@ class Session:
             return
         if name in ("mode", "prompt", "negative_prompt") or not hasattr(self.settings, name):
             raise client.errors.JobInputError(f"unknown option {name!r}")
-        if name == "model" and value not in self.model_names():
-            raise client.errors.JobInputError(f"{value!r} is not available for model")
-        if name == "upscaler" and value not in self.upscaler_names():
-            raise client.errors.JobInputError(f"{value!r} is not available for upscaler")
-        client.sampling.check_choice(self.defaults.sampling, self.models, self.shown(), name, value)  # issue 13
+        client.sampling.check_choice(self.defaults.sampling, self.models, self.shown(), name, value,
+                                     {"model": self.model_names, "upscaler": self.upscaler_names})
         if name == "seed":
             self.fixed_seed = int(value)
             settings_store.save_fixed_seed(self.store, self.fixed_seed)
@@ -190,8 +187,7 @@ class Session:
             for field in ("steps", "cfg", "sampler"):
                 self._set(field, type(getattr(self.settings, field))())
                 self.settings_changed.emit(field, getattr(self.shown(), field))
-        if name in ("model", "sampler"):  # a schedule the sampler cannot take goes back to the sampler's own
-            self._set("scheduler", client.sampling.fitting_scheduler(self.defaults.sampling, self.shown()))
+        self._set("scheduler", client.sampling.fitting_scheduler(self.defaults.sampling, self.shown()))  # issue 13
 
     def model_names(self) -> List[str]:
         """The values the model option takes: "" (the server's default), each checkpoint, the classical engine."""
