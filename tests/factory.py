@@ -28,7 +28,8 @@ CLIP tokenizer, at 64 px native size.
                              ``text_encoders/`` (``tiny-<name>-clip_l``, ``-clip_g``, ``-t5xxl``) and its VAE
                              (original key names) in ``vae/tiny-<name>-ae.safetensors``
 ``sdxl-refiner``             an SDXL refiner (OpenCLIP-G-like text encoder only, aesthetic-score time ids) as the
-                             diffusers folder ``checkpoints/tiny-sdxl-refiner``
+                             diffusers folder ``checkpoints/tiny-sdxl-refiner``; ``sdxl-refiner-file``: the same as
+                             one original-layout ``.safetensors`` (+ ``.config/``)
 ``vae-file`` / ``vae-folder`` a stand-alone VAE (other weights than the checkpoints' own): one ``.safetensors`` with
                              original key names (``vae/tiny-vae-ft-mse.safetensors``, as VAEs ship) or a diffusers
                              folder (``vae/tiny-vae-diffusers``)
@@ -194,6 +195,25 @@ def refiner_folder() -> Path:
     def build(tmp: Path) -> None:
         build_sdxl_refiner().save_pretrained(tmp / "tiny-sdxl-refiner", safe_serialization=True)
     return _cached("sdxl-refiner", build) / "tiny-sdxl-refiner"
+
+
+def refiner_file() -> Path:
+    """The cached tiny SDXL refiner as one original-layout file (``model.diffusion_model.*``, OpenCLIP-G under
+    ``conditioner.embedders.0.model.*``, ``first_stage_model.*``) with its weightless ``.config`` folder beside it."""
+    import torch
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    layout = _ldm_layout()
+    folder = refiner_folder()
+
+    def build(tmp: Path) -> None:
+        pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+        state = layout.unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config.layers_per_block)
+        state.update(layout.vae_to_ldm(pipe.vae.state_dict()))
+        state.update(layout.open_clip_to_ldm(pipe.text_encoder_2.state_dict(), "conditioner.embedders.0.model."))
+        _save_file(state, tmp / "tiny-sdxl-refiner-file.safetensors", {"format": "pt"})
+        weightless_config(folder, tmp / "tiny-sdxl-refiner-file.config")
+    return _cached("file-sdxl-refiner", build) / "tiny-sdxl-refiner-file.safetensors"
 
 
 def vae_path(layout: str) -> Path:
@@ -654,6 +674,10 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
         elif item == "sdxl-refiner":
             folder = refiner_folder()
             _link(folder, path / "checkpoints" / folder.name)
+        elif item == "sdxl-refiner-file":
+            f = refiner_file()
+            _link(f, path / "checkpoints" / f.name)
+            _link(f.with_name(f.stem + ".config"), path / "checkpoints" / (f.stem + ".config"))
         elif item in ("vae-file", "vae-folder"):
             p = vae_path(item[4:])
             _link(p, path / "vae" / p.name)

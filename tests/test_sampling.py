@@ -27,7 +27,7 @@ from server.diffusion import samplers
 
 torch.set_num_threads(2)
 
-MODELS = ("sd15", "sdxl", "sdxl-refiner", "vae-file", "vae-folder")
+MODELS = ("sd15", "sdxl", "sdxl-refiner", "sdxl-refiner-file", "vae-file", "vae-folder")
 W, H = 64, 64
 
 
@@ -145,7 +145,7 @@ def test_welcome_lists_samplers_schedules_vaes_and_refiners(client):
     assert caps["sampler_schedules"]["DDIM"] == ["Normal", "Simple", "SGM Uniform"]
     assert ("LMS" in caps["samplers"]) == installed("scipy")
     assert sorted(caps["vaes"]) == ["tiny-vae-diffusers", "tiny-vae-ft-mse"]
-    assert caps["refiners"] == ["tiny-sdxl-refiner"]
+    assert caps["refiners"] == ["tiny-sdxl-refiner", "tiny-sdxl-refiner-file"]
     kinds = {m["name"]: m["kind"] for m in client.welcome.models}
     assert kinds["tiny-sdxl-refiner"] == "refiner" and kinds["tiny-vae-ft-mse"] == "vae"
 
@@ -250,6 +250,13 @@ def test_the_refiner_takes_the_last_steps_and_is_reported(client, server):
     img2img = client.run(job("img2img", model="tiny-sdxl", steps=10, strength=0.7, refiner="tiny-sdxl-refiner"),
                          timeout=240)
     assert img2img.layers[0].info["refiner"] == "tiny-sdxl-refiner"
+
+
+def test_a_single_file_refiner_gives_the_pixels_of_its_diffusers_folder(client):
+    folder = client.run(job(model="tiny-sdxl", steps=6, refiner="tiny-sdxl-refiner"), timeout=240)
+    single = client.run(job(model="tiny-sdxl", steps=6, refiner="tiny-sdxl-refiner-file"), timeout=240)
+    assert np.array_equal(pixels(folder)[0], pixels(single)[0])
+    assert single.layers[0].info["refiner"] == "tiny-sdxl-refiner-file"
 
 
 def test_the_refiner_is_refused_after_sd15_and_alone(client):

@@ -69,7 +69,7 @@ class ModelEntry:
         if self.format == DIFFUSERS:
             return None
         candidate = self.path.with_name(self.path.stem + CONFIG_SUFFIX)
-        wanted = "model_index.json" if self.kind == "checkpoint" else "config.json"
+        wanted = "model_index.json" if self.kind in ("checkpoint", "refiner") else "config.json"
         return candidate if (candidate / wanted).is_file() else None
 
     def listing(self) -> dict:
