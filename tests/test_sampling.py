@@ -252,6 +252,18 @@ def test_the_refiner_takes_the_last_steps_and_is_reported(client, server):
     assert img2img.layers[0].info["refiner"] == "tiny-sdxl-refiner"
 
 
+def test_the_refiner_after_an_inpaint_keeps_the_pixels_outside_the_mask(client):
+    msg = job("inpaint", model="tiny-sdxl", steps=6, grow=0, feather=0, refiner="tiny-sdxl-refiner", refiner_start=0.5)
+    mask = np.zeros((H, W), np.uint8)
+    mask[16:48, 16:48] = 255
+    msg["mask"] = {"width": W, "height": H, "format": "gray8", "data": mask.tobytes()}
+    result = client.run(msg, timeout=240)
+    rgba, image = pixels(result)[0], picture()
+    assert np.array_equal(rgba[mask == 0][:, :3], image[mask == 0][:, :3]) and (rgba[mask == 0][:, 3] == 0).all()
+    assert not np.array_equal(rgba[mask > 0][:, :3], image[mask > 0][:, :3])
+    assert result.layers[0].info["refiner"] == "tiny-sdxl-refiner"
+
+
 def test_a_single_file_refiner_gives_the_pixels_of_its_diffusers_folder(client):
     folder = client.run(job(model="tiny-sdxl", steps=6, refiner="tiny-sdxl-refiner"), timeout=240)
     single = client.run(job(model="tiny-sdxl", steps=6, refiner="tiny-sdxl-refiner-file"), timeout=240)
