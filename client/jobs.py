@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Sequence, T
 from .errors import JobInputError
 from .modes import NEVER, REQUIRED, check_offered, plan_read, rule
 from .settings import Defaults, Settings, apply_defaults
-from .wire import Box, job_message, protocol
+from .wire import Box, job_message, protocol, sampling
 
 MAX_CONTROLS = 8
 MAX_REFERENCES = 8  # reference images (issue 15)
@@ -145,6 +145,10 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
                 "high_threshold": int(settings.high_threshold)}
     if settings.sampler and settings.sampler not in protocol.SAMPLERS:
         raise JobInputError(f"unknown sampler {settings.sampler!r}; choose one of {', '.join(protocol.SAMPLERS)}")
+    try:
+        sampling.resolve(settings.sampler, settings.scheduler)
+    except ValueError as err:
+        raise JobInputError(f"{str(err)[:1].upper()}{str(err)[1:]}") from None
     if settings.steps > 0:
         params["steps"] = int(settings.steps)
     if settings.cfg > 0:
@@ -167,11 +171,38 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
         if min(extend.values()) < 0 or not any(extend.values()):
             raise JobInputError("Outpaint needs at least one side to extend: set a number of pixels above 0 for it")
         params["extend"] = {k: int(v) for k, v in extend.items()}
+    params.update(sampling_params(settings, r.batch, mode in DIFFUSION_MODES))
     if mode == "upscale":
         params.update(scale=float(settings.scale), upscaler=settings.upscaler.strip(), refine=float(settings.refine))
         if settings.tile:
             params["tile"] = int(settings.tile)
     return params
+
+
+# modes whose pipeline a VAE, CLIP skip or refiner changes (sampling options, issue 13)
+DIFFUSION_MODES = ("generate", "img2img", "inpaint", "outpaint")
+
+
+def sampling_params(settings: Settings, batch: bool, diffusion: bool) -> Dict[str, Any]:
+    """The sampling options of ``settings`` that differ from the protocol's defaults (so a job to an older server
+    stays as it was): schedule, batch count (modes with batches), VAE, CLIP skip and refiner (diffusion modes)."""
+    out: Dict[str, Any] = {}
+    if settings.scheduler:
+        out["scheduler"] = settings.scheduler
+    if batch and settings.batch_count > 1:
+        out["batch_count"] = int(settings.batch_count)
+    if not diffusion:
+        return out
+    if settings.vae.strip():
+        out["vae"] = settings.vae.strip()
+    if settings.clip_skip > 1:
+        out["clip_skip"] = int(settings.clip_skip)
+    if settings.refiner.strip():
+        if not 0.0 < settings.refiner_start < 1.0:
+            raise JobInputError("The refiner's start must be between 0 and 1 (the fraction of the steps after which "
+                                "it takes over)")
+        out["refiner"], out["refiner_start"] = settings.refiner.strip(), float(settings.refiner_start)
+    return out
 
 
 def build_job(

@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from client.settings import FALLBACK_DEFAULTS
 from protocol.messages import CONTROL_TYPES, REFERENCE_TYPES, SAMPLERS
+from protocol.sampling import SCHEDULE_NAMES
 
 PREFIX = "plug-in-paintbridge-"
 MENU_PATH = "<Image>/Filters/Paintbridge"
@@ -76,6 +77,8 @@ def slug(text: str) -> str:
 
 SAMPLER_CHOICES = (("default", "Model's default"),) + tuple((slug(s), s) for s in SAMPLERS)
 SAMPLER_BY_NICK = {slug(s): s for s in SAMPLERS}
+SCHEDULER_CHOICES = (("default", "Sampler's own"),) + tuple((slug(s), s) for s in SCHEDULE_NAMES)
+SCHEDULER_BY_NICK = {slug(s): s for s in SCHEDULE_NAMES}
 CONTROL_CHOICES = tuple((t, t.capitalize()) for t in CONTROL_TYPES)
 SOURCE_CHOICES = (("visible", "Visible image"), ("layer", "Active layer"))
 MASK_CHOICES = (("selection", "Selection"), ("layer-mask", "Active layer's mask (white = repaint)"))
@@ -116,7 +119,23 @@ def _sampling_args(strength: Optional[float]) -> Tuple[Arg, ...]:
         Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
         Arg("batch", "int", "_Batch", "How many results (one layer each)", 1, 1, 8),
     ]
+    args += _more_sampling_args()
     return tuple(args)
+
+
+def _more_sampling_args() -> Tuple[Arg, ...]:
+    """Sampling options of issue 13: schedule, batch count, VAE, CLIP skip, SDXL refiner."""
+    return (
+        Arg("scheduler", "choice", "Sc_hedule", "Noise schedule (Karras, Exponential, ...); one the sampler cannot "
+            "run with is refused", "default", choices=SCHEDULER_CHOICES),
+        Arg("batch-count", "int", "Batch _count", "Runs one after another, each making 'Batch' results", 1, 1, 100),
+        Arg("vae", "string", "_VAE", "A VAE from the models folder by name; empty = the checkpoint's own", ""),
+        Arg("clip-skip", "int", "CLIP s_kip", "CLIP layers to skip: 0 or 1 = none, 2 = the penultimate layer", 0, 0,
+            12),
+        Arg("refiner", "string", "Re_finer", "An SDXL refiner by name for the last steps; empty = none", ""),
+        Arg("refiner-start", "double", "Refiner _from", "Fraction of the steps after which the refiner takes over",
+            0.8, 0.05, 0.95),
+    )
 
 
 def _source_args(mask: bool) -> Tuple[Arg, ...]:
@@ -199,7 +218,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Opens a dialog that stays open: each time the selection or a setting changes, the selection is repainted "
         "into a preview layer. OK keeps the latest result as a layer; Cancel removes the preview. Interactive only: "
         "scripts use plug-in-paintbridge-inpaint.",
-        tuple(a for a in _prompt_args() + _sampling_args(_strength("inpaint")) if a.name != "batch")
+        tuple(a for a in _prompt_args() + _sampling_args(_strength("inpaint")) if a.name not in ("batch", "batch-count"))
         + _source_args(mask=True)
         + (Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),)
         + _control_args() + _reference_args() + _server_args(),

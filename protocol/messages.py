@@ -14,12 +14,12 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, Union
 
 from .errors import TOO_LARGE, VERSION_MISMATCH, ProtocolError, bad_field
 from .images import BGRA8, GRAY8, PIXEL_FORMATS, RGBA8, ImagePayload, parse_payload
+from .sampling import SAMPLERS, SCHEDULE_NAMES, resolve as resolve_sampler
 from .schema import WireModel, type_error, wire
 
 PROTOCOL_VERSION = "1.1"
 
 MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", "edit")
-SAMPLERS = ("Euler a", "Euler", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ SDE Karras", "DDIM", "UniPC", "LCM")
 CONTROL_TYPES = ("canny", "lineart", "scribble", "softedge", "depth", "normal", "pose", "tile", "inpaint", "shuffle",
                  "reference")
 INPAINT_FILLS = ("telea", "ns")
@@ -107,6 +107,25 @@ class Params(WireModel):
     preprocessor: str = wire("", max_length=64, doc="mode `preprocess`: which preprocessor")
     low_threshold: int = wire(100, minimum=0, maximum=255, doc="canny")
     high_threshold: int = wire(200, minimum=0, maximum=255, doc="canny")
+    # sampling: schedule, batch count, VAE, CLIP skip, SDXL refiner (issue 13)
+    scheduler: str = wire("", choices=("",) + SCHEDULE_NAMES,
+                          doc='noise schedule; `""`: the sampler\'s own (a combination the sampler cannot do is refused)')
+    batch_count: int = wire(1, minimum=1, maximum=100, doc="pipeline calls one after another, `batch` images each")
+    vae: str = wire("", max_length=256, doc='a VAE of the models folder by name; `""` = the checkpoint\'s own')
+    clip_skip: int = wire(0, minimum=0, maximum=12, doc="CLIP layers skipped from the end: 0/1 = none, 2 = penultimate")
+    refiner: str = wire("", max_length=256, doc='an SDXL refiner by name for the last steps; `""` = off')
+    refiner_start: float = wire(0.8, minimum=0.0, maximum=1.0,
+                                doc="fraction of the steps after which the refiner takes over")
+
+    def check(self, path: str, limits: Any) -> None:
+        """A sampler with a schedule it cannot do is refused naming both."""
+        try:
+            resolve_sampler(self.sampler, self.scheduler)
+        except ValueError as err:
+            raise bad_field(f"{path}.scheduler" if path else "scheduler", f"does not fit the sampler: {err}")
+        if self.refiner and not 0.0 < self.refiner_start < 1.0:
+            raise bad_field(f"{path}.refiner_start" if path else "refiner_start",
+                            f"({self.refiner_start}) must be between 0 and 1 (exclusive) when a refiner is chosen")
 
     def as_dict(self) -> dict:
         """Every field as a plain map, None included (``extend`` as a map): the engines' view of the parameters."""

@@ -13,8 +13,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from protocol import (MODES, REFERENCE_TYPES, SAMPLERS, Extend, Job, Message, Params, Progress, Queued, Reference,
-                      ResultLayer)
+from protocol import (MODES, REFERENCE_TYPES, SAMPLERS, SCHEDULE_NAMES, Extend, Job, Message, Params, Progress, Queued,
+                      Reference, ResultLayer)
 from protocol.client import Client, ConnectionFailed, JobCancelled, JobFailed, new_job_id
 from protocol.images import GRAY8, RGBA8, ImagePayload
 
@@ -116,7 +116,10 @@ def parse_reference(spec: str) -> Reference:
 def build_job(args: argparse.Namespace) -> tuple:
     """The ``Job`` for ``paintbridge run`` and the input image (None for generate without one)."""
     given = {key: getattr(args, key) for key in ("strength", "cfg", "sampler", "upscaler", "refine", "grow", "feather",
-                                                   "width", "height", "fill", "preprocessor")}
+                                                   "width", "height", "fill", "preprocessor",
+                                                   # sampling (issue 13)
+                                                   "scheduler", "batch_count", "vae", "clip_skip", "refiner",
+                                                   "refiner_start")}
     params = Params(steps=args.steps, seed=args.seed, batch=args.batch, scale=args.scale, extend=_extend(args.extend),
                     **{k: v for k, v in given.items() if v is not None})
     image = mask = None
@@ -361,6 +364,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--reference", action="append", metavar="FILE[:TYPE[:STRENGTH]]",
                    help="a reference image (IP-Adapter); TYPE: " + ", ".join(REFERENCE_TYPES) +
                         " (default content), STRENGTH 0-2 (default 1); repeat for several")
+    # sampling (issue 13)
+    r.add_argument("--scheduler", choices=SCHEDULE_NAMES,
+                   help="noise schedule (default: the sampler's own); a pair the sampler cannot do is refused")
+    r.add_argument("--batch-count", type=int, help="pipeline calls one after another, --batch images each")
+    r.add_argument("--vae", help="a VAE of the models folder by name (default: the checkpoint's own)")
+    r.add_argument("--clip-skip", type=int, help="CLIP layers skipped: 0/1 none, 2 = penultimate")
+    r.add_argument("--refiner", help="an SDXL refiner by name for the last steps")
+    r.add_argument("--refiner-start", type=float, help="fraction of the steps after which the refiner runs (0.8)")
     add_models(r)
     r.set_defaults(func=cmd_run, port=0)
 

@@ -15,8 +15,9 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from protocol.errors import UNSUPPORTED, ProtocolError
-from protocol.messages import CONTROL_TYPES, MODES, REFERENCE_TYPES, SAMPLERS
+from protocol.messages import CONTROL_TYPES, MODES, REFERENCE_TYPES
 
+from . import batches
 from . import device as devices
 from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
@@ -129,11 +130,14 @@ class Router:
         self.registry.scan()
 
     def capabilities(self) -> dict:
+        from .diffusion import samplers
         from .preprocess import available_preprocessors
 
         return {
             "modes": list(MODES),
-            "samplers": list(SAMPLERS),
+            **samplers.capabilities(),  # samplers, schedulers, sampler_schedules
+            "vaes": [e.name for e in self.registry.entries("vae") if e.problem is None],
+            "refiners": [e.name for e in self.registry.entries("refiner") if e.problem is None],
             "control_types": list(CONTROL_TYPES),
             "engines": [CLASSICAL, DIFFUSERS, FAMILIES],
             "previews": True,
@@ -152,7 +156,7 @@ class Router:
             raise engine.refuse_controls(job)
         if job.references and not engine.reference_families:  # reference images (issue 15)
             raise engine.refuse_references(job, self._family_of(job))
-        return engine.run(job, ctx)
+        return batches.run_counted(engine.run, job, ctx)
 
     def _family_of(self, job: Job) -> str:
         """The human name of the job's checkpoint family ("Flux.1"), or "" when it runs on no checkpoint."""

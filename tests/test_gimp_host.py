@@ -968,3 +968,46 @@ def test_gui_history_dialog_lists_results_and_applies_again(profile, server, art
         raise
     finally:
         session.stop()
+
+
+# --- sampling (issue 13) ---------------------------------------------------------------------------------------------
+
+def test_sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments(trixie_root, tmp_path):
+    """Generate from GIMP with a sampler and a schedule chosen apart, a batch count, a VAE and CLIP skip: one layer
+    per image with its seed, each exactly the server's own image for those parameters; an impossible pair is refused
+    naming both."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+    from protocol.client import Client
+
+    models = make_models_dir(tmp_path / "models", which=("sd15", "vae-file"))
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            run_batch(prof, """
+img, (layer,) = make_image(64, 64)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a tiny house", seed=21, steps=3, cfg=7.0, batch=1,
+          batch_count=2, sampler="euler", scheduler="karras", vae="tiny-vae-ft-mse", clip_skip=2, server=P["url"])
+added = new_layers(img, old)
+names = sorted(l.get_name() for l in added)
+check(names == ["a tiny house (seed 21)", "a tiny house (seed 22)"], "two calls, one layer each: %r" % names)
+for res in added:
+    ok, rx, ry = res.get_offsets()
+    check((rx, ry, res.get_width(), res.get_height()) == (0, 0, 64, 64), "the whole canvas")
+    seed = res.get_name().rsplit(" ", 1)[1].strip(")")
+    open(P["dir"] + "/layer-" + seed + ".rgba", "wb").write(read(res, 0, 0, 64, 64))
+expect_failure("plug-in-paintbridge-generate", img, [layer], "calling-error", "'DDIM'", prompt="x", steps=2,
+               sampler="ddim", scheduler="karras", server=P["url"])
+img.delete()
+""", {"url": proc.url, "dir": prof.inside}, timeout=600).assert_ok()
+            with Client(proc.url, client_name="gimp-sampling-check") as client:
+                for seed in (21, 22):
+                    result = client.run({"mode": "generate", "model": "", "prompt": "a tiny house", "params": {
+                        "seed": seed, "steps": 3, "cfg": 7.0, "sampler": "Euler", "scheduler": "Karras",
+                        "vae": "tiny-vae-ft-mse", "clip_skip": 2, "width": 64, "height": 64}}, timeout=300)
+                    assert result.layers[0].info["vae"] == "tiny-vae-ft-mse"
+                    assert result.layers[0].data == (prof.outside / f"layer-{seed}.rgba").read_bytes(), seed
+    finally:
+        proc.stop()

@@ -90,8 +90,22 @@ def test_argument_defaults_leave_the_model_defaults_to_the_welcome():
 
 
 def test_unknown_sampler_is_named():
-    with pytest.raises(JobInputError, match="Unknown sampler 'heun'"):
-        settings_for("inpaint", sampler="heun")
+    with pytest.raises(JobInputError, match="Unknown sampler 'dpmpp-9m'"):
+        settings_for("inpaint", sampler="dpmpp-9m")
+
+
+def test_sampling_arguments_reach_the_settings_and_the_job_params():
+    s = settings_for("img2img", sampler="heun", scheduler="karras", **{"batch-count": 3, "clip-skip": 2,
+                                                                     "vae": " my-vae ", "refiner": "ref",
+                                                                     "refiner-start": 0.7})
+    assert (s.sampler, s.scheduler, s.batch_count, s.clip_skip, s.vae, s.refiner, s.refiner_start) == \
+        ("Heun", "Karras", 3, 2, "my-vae", "ref", 0.7)
+    assert [nick for nick, _ in arguments.SCHEDULER_CHOICES][1:] == ["karras", "exponential", "beta", "normal",
+                                                                       "simple", "sgm-uniform"]
+    with pytest.raises(JobInputError, match="Unknown schedule 'sgm'"):
+        settings_for("inpaint", scheduler="sgm")
+    live = next(spec for spec in arguments.PROCEDURES if spec.live)
+    assert "batch-count" not in {a.name for a in live.args} and "scheduler" in {a.name for a in live.args}
 
 
 def test_outpaint_extends_the_chosen_sides_only():

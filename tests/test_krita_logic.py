@@ -265,3 +265,21 @@ def test_the_server_address_is_stored_in_client_form_and_read_from_older_entries
     settings_store.save_connection(old, conn)
     again = settings_store.load_connection(MemoryStore({"server_settings": old.values["server_settings"]}))
     assert again.to_dict() == conn.to_dict()
+
+
+def test_session_offers_the_servers_schedules_and_resets_one_the_sampler_cannot_take(session_setup):
+    """Sampling options (issue 13) come from the server's welcome; a schedule the new sampler cannot take goes back
+    to the sampler's own, one the server does not offer is refused with a message."""
+    session, host, ui = session_setup
+    assert "DPM++ 2M SDE" in session.defaults.sampling.samplers
+    session.set_option("sampler", "Euler")
+    session.set_option("scheduler", "Karras")
+    assert session.settings.scheduler == "Karras"
+    session.set_option("sampler", "DDIM")
+    assert session.settings.scheduler == ""  # DDIM has no Karras sigmas
+    session.set_option("scheduler", "Karras")
+    assert session.message_is_error and "Karras" in session.message and session.settings.scheduler == ""
+    session.set_option("vae", "not-installed")
+    assert session.message_is_error and session.settings.vae == ""
+    session.set_option("batch_count", 3)
+    assert session.settings.batch_count == 3

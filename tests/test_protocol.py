@@ -430,3 +430,10 @@ def test_garbage_is_a_bad_request_and_the_connection_goes_on():
     with pytest.raises(ProtocolError):
         server.receive_data("text")
     server.receive_data(client.send(job_msg()))
+
+
+def test_readme_sampler_table_is_the_table():
+    from protocol.sampling import markdown_table as sampler_table
+
+    readme = (Path(__file__).resolve().parent.parent / "protocol" / "README.md").read_text()
+    assert sampler_table() in readme, "protocol/README.md's sampler table is out of date (protocol.sampling)"

@@ -142,10 +142,8 @@ class Session:
             return
         if name in ("mode", "prompt", "negative_prompt") or not hasattr(self.settings, name):
             raise client.errors.JobInputError(f"unknown option {name!r}")
-        if name == "model" and value not in self.model_names():
-            raise client.errors.JobInputError(f"{value!r} is not available for model")
-        if name == "upscaler" and value not in self.upscaler_names():
-            raise client.errors.JobInputError(f"{value!r} is not available for upscaler")
+        client.sampling.check_choice(self.defaults.sampling, self.models, self.shown(), name, value,
+                                     {"model": self.model_names, "upscaler": self.upscaler_names})
         if name == "seed":
             self.fixed_seed = int(value)
             settings_store.save_fixed_seed(self.store, self.fixed_seed)
@@ -159,6 +157,7 @@ class Session:
                 self._set(field, type(getattr(self.settings, field))())
                 self.settings_changed.emit(field, getattr(self.shown(), field))
             self._leave_mode_not_offered()
+        self._set("scheduler", client.sampling.fitting_scheduler(self.defaults.sampling, self.shown()))  # issue 13
 
     def _leave_mode_not_offered(self) -> None:
         if not client.modes.offered(self.settings.mode, self.entry()):  # e.g. edit, and the model cannot
@@ -219,7 +218,8 @@ class Session:
     @guarded
     def on_models(self, models: list) -> None:
         self.models = list(models or [])
-        for name, choices in (("model", self.model_names()), ("upscaler", self.upscaler_names())):
+        for name, choices in (("model", self.model_names()), ("upscaler", self.upscaler_names())) + \
+                client.sampling.listed_choices(self.defaults.sampling, self.models):
             if getattr(self.settings, name) not in choices:
                 self._set(name, "")
         self.models_changed.emit()

@@ -17,8 +17,10 @@ CONNECTED, CONNECTING = client.session.CONNECTED, client.session.CONNECTING
 CLASSICAL = client.settings.CLASSICAL
 
 STATE_COLORS = {"connected": "#3fb950", "connecting": "#d29922", "disconnected": "#f85149", "refused": "#f85149"}
-SPINS = ("steps", "cfg", "seed", "batch", "refine", "extend_left", "extend_top", "extend_right", "extend_bottom")
-COMBOS = ("model", "sampler", "upscaler", "image_source", "mask_source", "scale")
+SPINS = ("steps", "cfg", "seed", "batch", "refine", "extend_left", "extend_top", "extend_right", "extend_bottom",
+         "batch_count", "clip_skip", "refiner_start")  # the last three: sampling (issue 13)
+COMBOS = ("model", "sampler", "upscaler", "image_source", "mask_source", "scale",
+          "scheduler", "vae", "refiner")  # the last three: sampling (issue 13)
 
 
 class PaintbridgePanel(QtWidgets.QWidget):
@@ -52,7 +54,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
         return {"steps": self.steps_spin, "cfg": self.cfg_spin, "seed": self.seed_spin, "batch": self.batch_spin,
                 "refine": self.refine_spin, "model": self.model_box, "sampler": self.sampler_box,
                 "upscaler": self.upscaler_box, "image_source": self.image_source_box,
-                "mask_source": self.mask_source_box, "scale": self.scale_box}[name]
+                "mask_source": self.mask_source_box, "scale": self.scale_box,
+                "scheduler": self.scheduler_box, "batch_count": self.batch_count_spin, "vae": self.vae_box,
+                "clip_skip": self.clip_skip_spin, "refiner": self.refiner_box,
+                "refiner_start": self.refiner_start_spin}[name]
 
     def _bind(self) -> None:
         s = self.session
@@ -133,6 +138,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
                 edit.setPlainText(value)
                 edit.blockSignals(False)
             return
+        if name in ("model", "sampler"):
+            self._fill_sampling_boxes()
         if name == "seed":
             value = self.session.fixed_seed
         if value is None:
@@ -195,6 +202,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.upscaler_box.setCurrentIndex(max(0, self.upscaler_box.findData(s.settings.upscaler)))
         self.upscaler_box.blockSignals(False)
         self._update_mode_tabs()
+        self._fill_sampling_boxes()
 
     def _update_mode_tabs(self) -> None:
         """Tabs of modes the chosen model cannot run (edit on a model that cannot edit) are disabled."""
@@ -204,6 +212,20 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.mode_tabs.setTabEnabled(i, client.modes.offered(mode, entry))
         self.mode_tabs.setCurrentIndex(MODES.index(self.session.settings.mode))
         self.mode_tabs.blockSignals(False)
+
+    def _fill_sampling_boxes(self) -> None:
+        """Samplers and schedules from the server's welcome, VAEs and refiners from its listing (issue 13)."""
+        s = self.session
+        labels = {"sampler": "Model default", "scheduler": "Sampler's own", "vae": "Checkpoint's own", "refiner": "None"}
+        for name, default_label in labels.items():
+            names = client.sampling.option_values(s.defaults.sampling, s.models, name, s.shown().sampler)
+            box, current = self._option_widget(name), getattr(s.settings, name)
+            box.blockSignals(True)
+            box.clear()
+            for value in names:
+                box.addItem(value or default_label, value)
+            box.setCurrentIndex(max(0, box.findData(current)))
+            box.blockSignals(False)
 
     def _update_run(self) -> None:
         s = self.session
