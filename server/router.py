@@ -21,7 +21,8 @@ from . import device as devices
 from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
 from .core import Control, Engine, Job, JobContext, Layer
-from .models.registry import ModelRegistry
+from .diffusion.regions import FAMILIES as REGION_FAMILIES
+from .models.registry import ModelRegistry, arch_name
 
 log = logging.getLogger("paintbridge.router")
 
@@ -137,6 +138,7 @@ class Router:
             "engines": [CLASSICAL, DIFFUSERS, FAMILIES],
             "previews": True,
             "preprocessors": available_preprocessors(self.registry),
+            "regions": list(REGION_FAMILIES),  # regions (issue 15): the families whose checkpoints take them
         }
 
     # --- jobs ---
@@ -146,7 +148,20 @@ class Router:
         engine = self.engine_for(job)
         if job.controls and not engine.uses_controls:
             raise engine.refuse_controls(job)
+        if job.regions:  # regions (issue 15)
+            self._check_regions(job, engine)
         return engine.run(job, ctx)
+
+    def _check_regions(self, job: Job, engine: Engine) -> None:
+        """regions (issue 15): refuse a job with regions unless its checkpoint's family takes them (the error names
+        the family and the model)."""
+        if engine is self.classical or engine.name in (UPSCALE, PREPROCESS):
+            raise engine.refuse_regions(job)
+        entry = self.registry.get(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
+        if entry is None:
+            raise engine.refuse_regions(job)
+        if entry.arch not in REGION_FAMILIES:
+            raise engine.refuse_regions(job, arch_name(entry.arch), entry.name)
 
     def engine_for(self, job: Job) -> Engine:
         """The engine for ``job``; model_not_found / unsupported when none can do it."""
