@@ -21,6 +21,7 @@ from .downloads import Downloads
 from .live import LiveLoop
 from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
 from .progress_preview import preview_of
+from .regions import Regions
 from .wire import client, protocol
 
 CLIENT_NAME = "Paintbridge for Krita"
@@ -125,6 +126,7 @@ class Session:
                                            client.server.Autostart() if self.conn_settings.autostart else None)
         self.live = LiveLoop(self, schedule)
         self.downloads = Downloads(self)
+        self.regions = Regions(self)  # regions (issue 15): prompts bound to layers, kept in the document
 
     def start(self) -> None:
         """Connect to the configured server (after the view has bound itself)."""
@@ -271,7 +273,7 @@ class Session:
         settings_store.save_job_settings(self.store, self.settings)
         doc = self.host.active_document()
         settings = self.settings.replace()
-        inputs = self.host.capture(doc, settings, list(self.controls))
+        inputs = self.host.capture(doc, settings, list(self.controls), self.regions.sources(doc))
         job_id = self.send(doc, settings, inputs, "job")
         self.show_message("")
         return job_id

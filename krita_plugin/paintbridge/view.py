@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 from . import widgets
+from .regions_view import RegionsSection
 from .progress_preview import Preview, fit_size
 from .qt_compat import QtGui, QtWidgets, Qt, Signal, qimage_from_bgra8, qimage_from_rgba8
 from .session import Session
@@ -36,6 +37,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
         url, token = conn.target()
         widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
         widgets.build_models_section(self)
+        self.regions_section = RegionsSection(session, self)  # regions (issue 15)
+        self.regions_section.place(self.results_list.parentWidget().layout(), self.controls_layout)
         self._fill_model_boxes()
         self._show_settings()
         self._bind()
@@ -294,3 +297,4 @@ class PaintbridgePanel(QtWidgets.QWidget):
         layers = self.session.host.paint_layers()
         for row, spec in zip(self.control_rows, self.session.controls):
             row.refresh_layers(layers, spec.layer_id)
+        self.regions_section.refresh()  # regions (issue 15): the active document's
