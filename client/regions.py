@@ -98,6 +98,25 @@ class RegionList:
             return cls()
 
 
+def binding_to_bytes(binding: RegionBinding) -> bytes:
+    """One region's stored form where the editor keeps it on the layer itself (GIMP: a parasite on the item)."""
+    b = binding.checked()
+    return json.dumps({"format": FORMAT, "prompt": b.prompt, "negative_prompt": b.negative_prompt,
+                       "strength": b.strength}).encode()
+
+
+def binding_from_bytes(data: Optional[bytes], layer: str = "") -> Optional[RegionBinding]:
+    """The region stored on a layer (None for none or unreadable data)."""
+    try:
+        raw = json.loads(bytes(data or b"").decode())
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            return None
+        return RegionBinding(layer, str(raw.get("prompt", "")), str(raw.get("negative_prompt", "")),
+                             float(raw.get("strength", 1.0))).checked()
+    except (ValueError, TypeError):
+        return None
+
+
 def opacity(pixels: bytes, fmt: str) -> bytes:
     """A layer's opacity as gray8: the alpha of ``rgba8``/``bgra8`` pixels (both keep it 4th), ``gray8`` as it is."""
     if fmt == "gray8":
@@ -107,4 +126,5 @@ def opacity(pixels: bytes, fmt: str) -> bytes:
     return bytes(memoryview(pixels)[3::4])
 
 
-__all__ = ["DOCUMENT_KEY", "MAX_REGIONS", "RegionBinding", "RegionList", "opacity"]
+__all__ = ["DOCUMENT_KEY", "MAX_REGIONS", "RegionBinding", "RegionList", "binding_from_bytes", "binding_to_bytes",
+           "opacity"]

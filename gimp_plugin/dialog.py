@@ -15,6 +15,7 @@ SECTIONS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("controls", "Control layers", tuple(f"{p}-{k}" for p in ("control", "control-2")
                                          for k in ("layer", "type", "strength", "preprocess"))),
     ("server", "Server", ("server", "token")),
+    ("regions", "Regions", ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")),  # issue 15
 )
 
 

@@ -10,6 +10,7 @@ from typing import Any, List, Mapping
 
 from client.errors import JobInputError
 from client.jobs import ControlSource
+from client.regions import RegionBinding
 from client.settings import Settings
 
 from .arguments import MAX_CONTROLS, SAMPLER_BY_NICK, ProcedureSpec
@@ -82,3 +83,16 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Sett
     if spec.live:
         s.batch = 1
     return s
+
+
+# regions (issue 15)
+def region_binding(values: Mapping[str, Any]) -> Any:
+    """(item, RegionBinding or None) when the run binds a prompt to a layer or channel (an empty prompt removes the
+    item's region), else None."""
+    item = values.get("region-layer")
+    if item is None:
+        return None
+    prompt = str(values.get("region-prompt") or "").strip()
+    if not prompt:
+        return item, None
+    return item, RegionBinding("", prompt, str(values.get("region-negative-prompt") or "").strip())
