@@ -120,6 +120,7 @@ def test_protocol_checks_mask_size_count_prompt_and_mode():
     cases = [
         (job("generate", "tiny-sd15", [{"prompt": "car", "mask": left_half(32, 32)}]), "regions[0].mask", "32x32"),
         (job("generate", "tiny-sd15", [{"prompt": " ", "mask": left_half()}]), "regions[0].prompt", "empty"),
+        (job("generate", "tiny-sd15", [{"prompt": "x" * 8193, "mask": left_half()}]), "regions[0].prompt", "8192"),
         (job("generate", "tiny-sd15", [{"prompt": "car", "mask": left_half()}] * (MAX_REGIONS + 1)), "regions",
          str(MAX_REGIONS)),
         (job("generate", "tiny-sd15", [{"prompt": "car", "mask": left_half(), "strength": 1.5}]),
