@@ -12,7 +12,7 @@ layer's output scale (and its output projection's bias). Self-attention and the 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
@@ -71,14 +71,13 @@ class RegionPlan:
     latent_weights: "object"  # torch tensor [1 + regions, 1, h, w]
     embeds: List[Tuple["object", "object"]]
     batch: int  # images per call: with classifier-free guidance the UNet sees 2 x batch rows
-    _by_tokens: Optional[Dict[int, "object"]] = None
+    _by_tokens: Dict[int, "object"] = field(default_factory=dict)
 
     def weights_for(self, tokens: int, like) -> "object":
         """The weights at the attention resolution of ``tokens`` query positions, as ``[1 + regions, 1, tokens, 1]``."""
         import torch.nn.functional as F
 
-        cache = self._by_tokens if self._by_tokens is not None else {}
-        self._by_tokens = cache
+        cache = self._by_tokens
         if tokens not in cache:
             h, w = self.latent_weights.shape[-2:]
             while h * w > tokens:  # each UNet level halves the size, rounding up (stride-2 convolutions, padding 1)
@@ -117,8 +116,12 @@ class RegionAttention:
         weights = self.plan.weights_for(hidden_states.shape[1], hidden_states)
         out = weights[0] * self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args,
                                       **kwargs)
+        # With IP-Adapters loaded the UNet hands (text states, image embeds): a region swaps only the text part.
+        extra = tuple(encoder_hidden_states[1:]) if isinstance(encoder_hidden_states, tuple) else None
+        text = encoder_hidden_states[0] if extra is not None else encoder_hidden_states
         for weight, states in zip(weights[1:], self.plan.region_states(hidden_states.shape[0])):
-            states = states.to(device=encoder_hidden_states.device, dtype=encoder_hidden_states.dtype)
+            states = states.to(device=text.device, dtype=text.dtype)
+            states = (states,) + extra if extra is not None else states
             out = out + weight * self.inner(attn, hidden_states, states, attention_mask, temb, *args, **kwargs)
         return out
 
