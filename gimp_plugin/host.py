@@ -281,7 +281,7 @@ def new_image_with(source_image, results: Sequence[object], names: Sequence[str]
     return image
 
 
-# --- Paintbridge data kept in the image (saved in the .xcf) ------------------------------------------------------------
+# --- Paintbridge data kept in the image (saved in the .xcf) ----------------------------------------------------------
 
 def load_document_data(image, key: str) -> Optional[bytes]:
     """The data stored under ``key`` in ``image`` (image parasite ``paintbridge-<key>``), None when there is none.
@@ -351,3 +351,21 @@ def region_items(image) -> List[object]:
 def read_opacity(item, box: Box) -> bytes:
     """A region's mask over ``box`` as gray8: a channel's value, a layer's alpha (a group's: of its projection)."""
     return _read(item, box, "Y u8" if isinstance(item, Gimp.Channel) else "A u8")
+
+
+def run_interactively(procedure: str, image, drawables: list) -> None:
+    """Run a Paintbridge procedure as if chosen from the menu (its dialog opens) on ``image``."""
+    proc = Gimp.get_pdb().lookup_procedure(procedure)
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", list(drawables))
+    proc.run(config)
+
+
+def flush_displays() -> None:
+    Gimp.displays_flush()
+
+
+def show_message(text: str) -> None:
+    Gimp.message(text)

@@ -342,7 +342,7 @@ def insert_control_image(doc, image: ResultImage, above_id: str) -> str:
 
 
 def load_document_data(doc, key: str) -> Optional[bytes]:
-    """``key``'s data in ``doc`` (annotation ``paintbridge/<key>``, in the .kra) or None; bad data: DocumentDataError."""
+    """``key``'s data in ``doc`` (annotation ``paintbridge/<key>``, in the .kra) or None; DocumentDataError if bad."""
     kind = client.docdata.KRITA_PREFIX + client.docdata.check_key(key)
     return client.docdata.unpack(key, to_bytes(doc.annotation(kind))) if kind in doc.annotationTypes() else None
 

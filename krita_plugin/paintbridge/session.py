@@ -1,11 +1,9 @@
 """The panel's state and behaviour without widgets and without Krita: the session.
 
-One ``Session`` per docker. It holds the job settings, the connection and its state, the job in flight, the results
-and live mode; it talks to Krita only through ``host`` (the document door, ``document.KritaHost``) and asks
-``client`` (the editor-independent core) for every rule: which box a mode reads, the job message, defaults from
-``welcome``, layer names, the connection with reconnect and server autostart, the live scheduler. The view binds
-widgets to it: it calls the public methods below and listens to the ``Event`` attributes. Every method runs on the UI
-thread; the connection's worker thread reaches the session through ``post``.
+One ``Session`` per docker: job settings, the connection, the job in flight, results and live mode (downloads, regions,
+history in helpers it owns). It reaches Krita only through ``host`` (``document.KritaHost``) and asks ``client`` for
+every rule (boxes, job messages, defaults, names, connection, live scheduler). The view calls its methods and listens
+to its ``Event`` attributes; all runs on the UI thread (the worker thread uses ``post``).
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from .live import LiveLoop
 from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
 from .progress_preview import preview_of
 from .regions import Regions
+from .results_history import ResultsHistory
 from .wire import client, protocol
 
 CLIENT_NAME = "Paintbridge for Krita"
@@ -127,6 +126,7 @@ class Session:
         self.live = LiveLoop(self, schedule)
         self.downloads = Downloads(self)
         self.regions = Regions(self)  # regions (issue 15): prompts bound to layers, kept in the document
+        self.history = ResultsHistory(self)  # every result, kept in its document (client/history.py)
 
     def start(self) -> None:
         """Connect to the configured server (after the view has bound itself)."""
@@ -342,6 +342,7 @@ class Session:
                 self._attach_control(layer_id, job.control_type)
                 self.show_message(f"Added a {job.control_type} control layer (hidden; its eye shows it).")
                 return
+            self.history.record(job, layers, names, dict(client.wire.field_of(msg, "params", {}) or {}))
             self.results, self.result_job = images, job
             self.results_changed.emit()
             self.select_result(0)
@@ -428,6 +429,7 @@ class Session:
         if on and self.settings.mode not in client.modes.LIVE_MODES:
             self.set_mode("inpaint")
         self.live.switch(on)
+        self.history.keep_live_result() if not on else None  # the last live frame, not applied, stays reachable
         self.job_changed.emit()
         self.show_message("Live: change the selection or paint under it to repaint." if on else "Live mode is off.")
 
