@@ -44,6 +44,7 @@ def job_message(
     previews: bool,
     live: bool,
     references: Sequence[Dict[str, Any]] = (),  # reference images (issue 15)
+    regions: Sequence[Dict[str, Any]] = (),  # regions (issue 15)
 ) -> "protocol.Job":
     """The ``protocol.Job`` for these fields: the only function that knows how a job travels."""
     params = dict(params)
@@ -54,6 +55,7 @@ def job_message(
         controls=tuple(protocol.Control(**c) for c in controls), params=protocol.Params(**params), x=int(x),
         y=int(y), result_format=result_format, previews=bool(previews), live=bool(live),
         references=tuple(protocol.Reference(**r) for r in references),
+        regions=tuple(protocol.Region(**r) for r in regions),
     )
 
 

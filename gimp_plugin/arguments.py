@@ -25,7 +25,8 @@ class Arg:
     """One procedure argument."""
 
     name: str
-    kind: str  # "string", "int", "double", "boolean", "choice", "layer", "model" (a choice of installed models)
+    kind: str  # "string", "int", "double", "boolean", "choice", "layer", "model" (a choice of installed models),
+    # "drawable" (a layer or a channel; regions)
     label: str
     blurb: str
     default: Any = None
@@ -202,6 +203,24 @@ def _server_args() -> Tuple[Arg, ...]:
     )
 
 
+# regions (issue 15)
+REGION_ARGS = ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")
+
+
+def _region_args() -> Tuple[Arg, ...]:
+    return (
+        Arg("use-regions", "boolean", "Use _regions",
+            "Give each layer or channel that carries a region prompt its own prompt over its area (its opacity; a "
+            "channel's value); the main prompt applies everywhere. SD1.5/SDXL models", True),
+        Arg("region-layer", "drawable", "Region layer",
+            "A layer or channel to bind the region prompt below to (kept on it, saved in the .xcf); none = no change",
+            None),
+        Arg("region-prompt", "string", "Region prompt", "The prompt for the region layer's area; empty removes the "
+            "layer's region", ""),
+        Arg("region-negative-prompt", "string", "Region negative prompt", "What to avoid in that area", ""),
+    )
+
+
 PROCEDURES: Tuple[ProcedureSpec, ...] = (
     ProcedureSpec(
         PREFIX + "inpaint", "inpaint", "_Inpaint Selection...", "Paintbridge: Inpaint Selection",
@@ -210,7 +229,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "The result is a new layer above the active one; your layers are not changed.",
         _prompt_args() + _sampling_args(_strength("inpaint")) + _source_args(mask=True)
         + (Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),)
-        + _control_args() + _reference_args() + _server_args(),
+        + _control_args() + _reference_args() + _server_args() + _region_args(),
     ),
     ProcedureSpec(
         PREFIX + "live-inpaint", "inpaint", "_Live Inpaint...", "Paintbridge: Live Inpaint",
@@ -221,7 +240,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         tuple(a for a in _prompt_args() + _sampling_args(_strength("inpaint")) if a.name not in ("batch", "batch-count"))
         + _source_args(mask=True)
         + (Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),)
-        + _control_args() + _reference_args() + _server_args(),
+        + _control_args() + _reference_args() + _server_args() + _region_args(),
         live=True,
     ),
     ProcedureSpec(
@@ -230,7 +249,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Redraws the selection's context box, or the whole image without a selection, keeping its composition; "
         "strength sets how much changes. The result is a new layer.",
         _prompt_args() + _sampling_args(_strength("img2img")) + _source_args(mask=True) + _control_args()
-        + _reference_args() + _server_args(),
+        + _reference_args() + _server_args() + _region_args(),
     ),
     ProcedureSpec(
         PREFIX + "outpaint", "outpaint", "_Outpaint...", "Paintbridge: Outpaint",
@@ -244,7 +263,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
             Arg("extend-right", "boolean", "_Right", "Extend the right side", True),
             Arg("extend-bottom", "boolean", "_Bottom", "Extend the bottom side", False),
             Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),
-        ) + _server_args(),
+        ) + _server_args() + _region_args(),
     ),
     ProcedureSpec(
         PREFIX + "upscale", "upscale", "_Upscale...", "Paintbridge: Upscale",
@@ -284,7 +303,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Generates a new image from the prompt into the selection (or the whole canvas), ignoring what is there. "
         "The result is a new layer, masked by the selection.",
         _prompt_args() + _sampling_args(None) + _source_args(mask=True) + _control_args() + _reference_args()
-        + _server_args(),
+        + _server_args() + _region_args(),
     ),
 )
 

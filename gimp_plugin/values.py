@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping
 
 from client.errors import JobInputError
 from client.jobs import ControlSource, ReferenceSource
+from client.regions import RegionBinding
 from client.settings import Settings
 
 from .arguments import (MAX_CONTROLS, MAX_REFERENCES, SAMPLER_BY_NICK, SCHEDULER_BY_NICK, ProcedureSpec,
@@ -116,6 +117,19 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Sett
         s.batch = 1
         s.batch_count = 1
     return s
+
+
+# regions (issue 15)
+def region_binding(values: Mapping[str, Any]) -> Any:
+    """(item, RegionBinding or None) when the run binds a prompt to a layer or channel (an empty prompt removes the
+    item's region), else None."""
+    item = values.get("region-layer")
+    if item is None:
+        return None
+    prompt = str(values.get("region-prompt") or "").strip()
+    if not prompt:
+        return item, None
+    return item, RegionBinding("", prompt, str(values.get("region-negative-prompt") or "").strip())
 
 
 def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:

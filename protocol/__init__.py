@@ -35,6 +35,7 @@ from .messages import (
     PullProgress,
     Queued,
     Reference,
+    Region,
     Result,
     ResultLayer,
     ServerMessage,
@@ -52,4 +53,5 @@ __all__ = [
     "SAMPLERS", "SAMPLER_NAMES", "SCHEDULE_NAMES", "ServerMessage", "Started", "Welcome", "context_box", "convert_pixels", "job_params_defaults",
     "parse_client_message", "parse_server_message",
     "Reference", "REFERENCE_TYPES",  # reference images (issue 15)
+    "Region",  # regions (issue 15)
 ]

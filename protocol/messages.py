@@ -30,6 +30,8 @@ MAX_PROMPT_LENGTH = 8192
 MAX_CONTROLS = 8
 MAX_PULL_NAMES = 64
 MAX_REFERENCES = 8  # reference images (issue 15)
+MAX_REGIONS = 16  # regions (issue 15)
+REGION_MODES = ("generate", "img2img", "inpaint", "outpaint")  # regions (issue 15)
 SESSION_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 _VERSION = re.compile(r"([0-9]+)\.([0-9]+)")  # ASCII digits only: str.isdigit() also takes '²' and '①'
 
@@ -173,6 +175,23 @@ class Reference(WireModel):
             raise bad_field(f"{path}.start", f"({self.start}) is after end ({self.end})")
 
 
+# regions (issue 15)
+@dataclasses.dataclass(frozen=True)
+class Region(WireModel):
+    """A region of a job: an area of the context box (the bound layer's opacity) conditioned by its own prompt."""
+
+    prompt: str = wire(max_length=MAX_PROMPT_LENGTH, doc="the area's prompt; the job's prompt is added to it")
+    mask: ImagePayload = wire(formats=(GRAY8,), doc="the job's size (the context box): 255 = the region, soft "
+                                                    "values blend with the job's prompt")
+    negative_prompt: str = wire("", max_length=MAX_PROMPT_LENGTH, doc="added to the job's negative prompt there")
+    strength: float = wire(1.0, minimum=0.0, maximum=1.0, doc="how much of the area follows the region's prompt; "
+                                                              "0 = none")
+
+    def check(self, path: str, limits: Any) -> None:
+        if not self.prompt.strip():
+            raise bad_field(f"{path}.prompt", "is empty; a region needs a prompt of its own")
+
+
 @dataclasses.dataclass(frozen=True)
 class ResultLayer(WireModel):
     """One layer of a ``result``: where it goes in the document (``x``, ``y``) and its pixels."""
@@ -257,6 +276,10 @@ class Job(Message):
     references: Tuple[Reference, ...] = wire((), max_items=MAX_REFERENCES,
                                              doc="reference images (IP-Adapter); `welcome.capabilities.references` "
                                                  "lists the model families that take them")
+    # regions (issue 15)
+    regions: Tuple[Region, ...] = wire((), max_items=MAX_REGIONS,
+                                       doc="areas with prompts of their own; `welcome.capabilities.regions` lists "
+                                           "the model families that take them")
 
     def check(self, path: str, limits: Any) -> None:
         """Cross-field rules: what each mode needs, matching sizes, the size of what the job would make."""
@@ -277,6 +300,14 @@ class Job(Message):
             if ref.mask is not None and (ref.mask.width, ref.mask.height) != size:
                 raise bad_field(f"references[{i}].mask", f"is {ref.mask.width}x{ref.mask.height} but the job is "
                                 f"{size[0]}x{size[1]}")
+        for i, region in enumerate(self.regions):  # regions (issue 15)
+            size = (image.width, image.height) if image is not None else (params.width, params.height)
+            if (region.mask.width, region.mask.height) != size:
+                raise bad_field(f"regions[{i}].mask", f"is {region.mask.width}x{region.mask.height} but the job is "
+                                f"{size[0]}x{size[1]} (the context box)")
+        if self.regions and mode not in REGION_MODES:
+            raise bad_field("regions", f"are not used by mode '{mode}'; regions work in "
+                            f"{', '.join(REGION_MODES)}")
         if mode == "preprocess" and not params.preprocessor:
             raise bad_field("params.preprocessor", "is missing; mode 'preprocess' needs one (e.g. 'canny')")
         ext = params.extend

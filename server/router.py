@@ -23,6 +23,7 @@ from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
 from .core import Control, Engine, Job, JobContext, Layer
 from .models.ipadapter import REFERENCE_FAMILIES
+from .diffusion.regions import FAMILIES as REGION_FAMILIES
 from .models.registry import ModelRegistry, arch_name
 
 log = logging.getLogger("paintbridge.router")
@@ -145,6 +146,7 @@ class Router:
             # reference images (issue 15)
             "references": list(REFERENCE_FAMILIES),
             "reference_types": list(REFERENCE_TYPES),
+            "regions": list(REGION_FAMILIES),  # regions (issue 15): the families whose checkpoints take them
         }
 
     # --- jobs ---
@@ -156,6 +158,8 @@ class Router:
             raise engine.refuse_controls(job)
         if job.references and not engine.reference_families:  # reference images (issue 15)
             raise engine.refuse_references(job, self._family_of(job))
+        if job.regions:  # regions (issue 15)
+            self._check_regions(job, engine)
         return batches.run_counted(engine.run, job, ctx)
 
     def _family_of(self, job: Job) -> str:
@@ -164,6 +168,17 @@ class Router:
             return ""
         entry = self.registry.find(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
         return arch_name(entry.arch) if entry is not None else ""
+
+    def _check_regions(self, job: Job, engine: Engine) -> None:
+        """regions (issue 15): refuse a job with regions unless its checkpoint's family takes them (the error names
+        the family and the model)."""
+        if engine is self.classical or engine.name in (UPSCALE, PREPROCESS):
+            raise engine.refuse_regions(job)
+        entry = self.registry.get(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
+        if entry is None:
+            raise engine.refuse_regions(job)
+        if entry.arch not in REGION_FAMILIES:
+            raise engine.refuse_regions(job, arch_name(entry.arch), entry.name)
 
     def engine_for(self, job: Job) -> Engine:
         """The engine for ``job``; model_not_found / unsupported when none can do it."""

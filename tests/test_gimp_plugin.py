@@ -248,7 +248,8 @@ def test_dialog_layout_and_models_hint():
 
     top, sections = layout(arguments.BY_MODE["inpaint"])
     assert top[:4] == ["prompt", "negative-prompt", "model", "strength"]
-    assert [sid for sid, _title, _members in sections] == ["sampling", "area", "controls", "references", "server"]
+    assert [sid for sid, _title, _members in sections] == ["sampling", "area", "controls", "references", "server",
+                                                         "regions"]
     placed = top + [name for _sid, _title, members in sections for name in members]
     assert sorted(placed) == sorted(arg.name for arg in arguments.BY_MODE["inpaint"].args)
     models = [{"name": "classical", "kind": "builtin"}, {"name": "tiny-sd15", "kind": "checkpoint"},
@@ -352,3 +353,20 @@ def test_a_changed_listing_makes_gimp_register_the_plug_in_again(tmp_path):
     assert download.record(profile, list(reversed(listing)), entry) is False  # the same checkpoints: left alone
     assert entry.stat().st_mtime == 1_000_000
     assert download.recorded(profile) == [{"name": "tiny", "kind": "checkpoint"}, {"name": "classical", "kind": "builtin"}]
+
+
+def test_region_arguments_bind_or_remove_a_prompt():
+    """regions (issue 15): the procedures that paint take the region arguments; a layer with a prompt is a binding,
+    with an empty prompt a removal, none leaves the image's regions as they are."""
+    from client.regions import binding_from_bytes, binding_to_bytes
+    from gimp_plugin.values import region_binding
+
+    for mode in ("inpaint", "img2img", "outpaint", "generate"):
+        assert set(arguments.REGION_ARGS) <= {a.name for a in arguments.BY_MODE[mode].args}, mode
+    assert not set(arguments.REGION_ARGS) & {a.name for a in arguments.BY_MODE["upscale"].args}
+    assert region_binding({"region-layer": None, "region-prompt": "car"}) is None
+    item, binding = region_binding({"region-layer": "L", "region-prompt": " a car ", "region-negative-prompt": "x"})
+    assert item == "L" and (binding.prompt, binding.negative_prompt) == ("a car", "x")
+    assert region_binding({"region-layer": "L", "region-prompt": ""}) == ("L", None)
+    assert binding_from_bytes(binding_to_bytes(binding), "L") == binding.__class__("L", "a car", "x", 1.0)
+    assert binding_from_bytes(b"junk") is None

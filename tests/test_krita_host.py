@@ -816,6 +816,40 @@ def _check_docdata(run: Run) -> None:
     assert rec["kra_bytes"] > 2_000_000
 
 
+# --- regions (issue 15): a prompt bound to a layer, kept in the .kra ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def krita_regions_run(tmp_path_factory) -> Run:
+    """Against a server of this checkout (the installed command would run the shared venv's copy)."""
+    import factory
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-regions-server")
+    models = factory.make_models_dir(work / "models", ("sd15",))
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "regions", DW, DH, model="tiny-sd15", server_url=proc.url)
+    finally:
+        proc.stop()
+
+
+def test_a_region_bound_in_the_panel_steers_the_job_and_survives_reopening_the_kra(krita_regions_run):
+    run = krita_regions_run
+    assert not run["errors"], run["errors"]
+    rec = run["regions"]
+    assert rec["labels"] == ["Car: a red sports car"]
+    assert rec["saved"] is True and rec["car_id_after"] == rec["car_id"]
+    assert rec["labels_after"] == ["Car: a red sports car"]  # kept in the .kra
+    assert rec["labels_removed"] == []
+    for name in ("with", "reopened", "without"):
+        assert not rec[name]["error"], rec[name]["message"]
+        assert rec[name]["data"], name
+    with_region, reopened, without = ((run.out / f"{rec[n]['data']}.bin").read_bytes()
+                                      for n in ("with", "reopened", "without"))
+    assert with_region == reopened  # the same region prompt after reopening: the same pixels (same seed)
+    assert with_region != without  # the region's prompt changed the result
+
+
 def test_a_result_never_applied_survives_the_kra_and_applies_again_with_the_same_pixels(krita_history_run):
     _check_history(krita_history_run)
 

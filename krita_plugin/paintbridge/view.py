@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 from . import reference_widgets, widgets
+from .regions_view import RegionsSection
 from .progress_preview import Preview, fit_size
 from .qt_compat import QtGui, QtWidgets, Qt, Signal, qimage_from_bgra8, qimage_from_rgba8
 from .session import Session
@@ -39,6 +40,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
         url, token = conn.target()
         widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
         widgets.build_models_section(self)
+        self.regions_section = RegionsSection(session, self)  # regions (issue 15)
+        self.regions_section.place(self.results_list.parentWidget().layout(), self.controls_layout)
         widgets.build_history_section(self)
         self._fill_model_boxes()
         self._show_settings()
@@ -343,6 +346,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
             row.refresh_layers(layers, spec.layer_id)
         for row, ref in zip(self.reference_rows, self.session.references.items):
             row.refresh_layers(layers, ref.layer)
+        self.regions_section.refresh()  # regions (issue 15): the active document's
 
     # --- reference images (issue 15) ------------------------------------------------------------------------------
     def _fill_references(self) -> None:

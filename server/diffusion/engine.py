@@ -31,7 +31,7 @@ from ..models.registry import ModelEntry, ModelRegistry, arch_name
 from . import cache
 from . import controls as control_plans
 from . import latents as latents_of
-from . import pipelines, prompts, samplers, tiny_vae
+from . import pipelines, prompts, regions, samplers, tiny_vae
 from . import references as refs
 from .adapters import Adapters
 from .preview import latents_to_rgb
@@ -80,6 +80,7 @@ class DiffusionEngine(Engine):
     modes = MODES
     uses_controls = True
     reference_families = refs.ipa.REFERENCE_FAMILIES
+    region_families = regions.FAMILIES  # regions (issue 15)
 
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
@@ -234,6 +235,8 @@ class DiffusionEngine(Engine):
         import torch
 
         entry = self.checkpoint_entry(job.model)
+        if job.regions and entry.arch not in regions.FAMILIES:
+            raise self.refuse_regions(job, arch_name(entry.arch), entry.name)
         plans = control_plans.select(job.controls, entry, self.registry) if job.controls else []
         ref_plans = refs.select(job.references, entry, self.registry) if job.references else []
         ctx.check()
@@ -243,8 +246,9 @@ class DiffusionEngine(Engine):
 
         prompt, tags = prompts.extract_loras(job.prompt)
         negative, neg_tags = prompts.extract_loras(job.negative_prompt)
-        loras = loaded.adapters.apply_loras(tags + neg_tags)
-        embeddings = loaded.adapters.load_embeddings(prompt, negative)
+        region_texts, region_tags = regions.texts(job.regions, prompt, negative)
+        loras = loaded.adapters.apply_loras(tags + neg_tags + region_tags)
+        embeddings = loaded.adapters.load_embeddings(prompt, negative, *(t for pair in region_texts for t in pair))
 
         vae_name = self._use_vae(loaded, job.params.vae)
         refiner = self._refiner(entry, job.params.refiner, bool(plans))
@@ -268,6 +272,7 @@ class DiffusionEngine(Engine):
         call = dict(num_inference_steps=steps, guidance_scale=settings["cfg"], num_images_per_prompt=len(seeds),
                     output_type="np")
         call.update(self._conditioning(loaded, runner, prompt, negative, job.params.clip_skip).kwargs())
+        region_plan = self._region_plan(loaded, runner, work, region_texts, pw, ph, len(seeds)) if work.regions else None
         init = _init_image(work, kind, pw, ph)
         call.update(self._image_inputs(loaded, init, kind, bool(plans), hard, pw, ph, settings["strength"], len(seeds)))
         if plans:
@@ -316,7 +321,7 @@ class DiffusionEngine(Engine):
         ctx.check()
         # One call for the whole batch, one generator per image: each seed gives the same pixels alone or in a batch.
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        with torch.inference_mode():
+        with torch.inference_mode(), regions.applied(runner.unet, region_plan):
             out = runner(**call, generator=generators, callback_on_step_end=on_step,
                          callback_on_step_end_tensor_inputs=["latents"])
             if refiner is not None:
@@ -353,6 +358,8 @@ class DiffusionEngine(Engine):
             info["decoder"] = "tiny"
         if box is not None:
             info["decoded"] = list(box)
+        if work.regions:
+            info["regions"] = len(work.regions)
         return _layers(job, work, original, soft, images, seeds, info)
 
     # --- prepared inputs, cached by content ---
@@ -428,6 +435,14 @@ class DiffusionEngine(Engine):
         key = (str(plan.encoder.path), str(self.dtype), plan.adapter.info["encoder_output"], cfg,
                cache.digest(plan.reference.image))
         return self.caches["references"].get(key, lambda: loaded.references.embeddings(plan, cfg))
+
+    def _region_plan(self, loaded: LoadedCheckpoint, runner, work: Job, texts, pw: int, ph: int,
+                     batch: int) -> regions.RegionPlan:
+        """The regions of a job for one pipeline call: blend weights at latent size, each region's embeddings."""
+        conditionings = [self._conditioning(loaded, runner, text, negative) for text, negative in texts]
+        factor = loaded.pipe.vae_scale_factor
+        return regions.plan(work.regions, conditionings, work.width, work.height, pw // factor, ph // factor, batch,
+                            self.device, loaded.pipe.unet.dtype)
 
     def _latents(self, loaded: LoadedCheckpoint, rgb: np.ndarray, hole: Optional[np.ndarray] = None):
         """VAE latents of an image (with ``hole`` blanked: the masked image of 9-channel UNets), cached by content."""
@@ -539,10 +554,12 @@ def _working_job(job: Job) -> Tuple[Job, Optional[np.ndarray]]:
     filled[..., :3] = imageops.fill(np.ascontiguousarray(canvas[..., :3]), new_area, job.params.fill)
     controls = [dataclasses.replace(c, image=imageops.extend_canvas(imageops.rgba(c.image), ext)[0][..., :3])
                 for c in job.controls]  # control layers cover the original area; the new area gets none (black)
-    references = [dataclasses.replace(r, mask=np.pad(r.mask, ((ext.top, ext.bottom), (ext.left, ext.right))))
+    pad = ((ext.top, ext.bottom), (ext.left, ext.right))  # regions too: the new area follows the job's prompt
+    references = [dataclasses.replace(r, mask=np.pad(r.mask, pad))
                   if r.mask is not None else r for r in job.references]  # a reference mask covers the original area
+    region_list = [dataclasses.replace(r, mask=np.pad(r.mask, pad)) for r in getattr(job, "regions", ())]
     work = dataclasses.replace(job, image=filled, mask=new_area, x=job.x - ext.left, y=job.y - ext.top,
-                               controls=controls, references=references)
+                               controls=controls, references=references, regions=region_list)
     return work, canvas
 
 

@@ -1387,10 +1387,79 @@ def scenario_sampling():
     panel.grab().save(os.path.join(OUT, "panel.png"))
 
 
+def scenario_regions():
+    """regions (issue 15): bind a prompt to a layer in the panel's Regions section, inpaint with it, save the .kra,
+    close, reopen: the region comes back and the same job gives the same pixels; without it they differ."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    R["regions"] = rec = {}
+    doc = new_doc("pb-regions")
+    yield 400
+    add_paint(doc, "Paint")
+    car = doc.createNode("Car", "paintlayer")
+    doc.rootNode().addChildNode(car, None)
+    left = bytearray(W * H * 4)
+    for y in range(H):
+        for x in range(W // 2):
+            left[(y * W + x) * 4:(y * W + x) * 4 + 4] = b"\x00\x00\xff\xff"
+    car.setPixelData(QByteArray(bytes(left)), 0, 0, W, H)
+    doc.setActiveNode(car)
+    yield 400
+    section = panel.regions_section
+    section.refresh()
+    section.bind_button.click()
+    yield 200
+    section.prompt_edit.setText("a red sports car")
+    section.prompt_edit.textEdited.emit("a red sports car")
+    yield 200
+    rec["labels"] = [section.list.item(i).text() for i in range(section.list.count())]
+    rec["car_id"] = car.uniqueId().toString()
+    ses.set_mode("inpaint")
+    ses.set_option("model", CONFIG["model"])
+    ses.set_prompt("a street", "")
+    ses.set_option("steps", 3)
+    ses.set_option("random_seed", False)
+    ses.set_option("seed", 11)
+    doc.setActiveNode(find(doc, "Paint"))
+    select_rect(doc, 8, 8, W - 16, H - 16)
+    yield 300
+
+    def job(tag):
+        out = {}
+        yield from run_job(ses, out, timeout=300)
+        out["data"] = dump(f"regions-{tag}", ses.results[0].data) if ses.results else None
+        ses.discard()
+        yield 300
+        return out
+
+    rec["with"] = yield from job("with")
+    path = os.path.join(OUT, "regions.kra")
+    doc.setModified(False)
+    rec["saved"], doc = yield from save_close_reopen(doc, path)
+    yield 300
+    section.refresh()
+    yield 200
+    rec["labels_after"] = [section.list.item(i).text() for i in range(section.list.count())]
+    rec["car_id_after"] = find(doc, "Car").uniqueId().toString()
+    doc.setActiveNode(find(doc, "Paint"))
+    select_rect(doc, 8, 8, W - 16, H - 16)
+    yield 300
+    rec["reopened"] = yield from job("reopened")
+    section.list.setCurrentRow(0)
+    section.remove_button.click()
+    yield 200
+    rec["labels_removed"] = [section.list.item(i).text() for i in range(section.list.count())]
+    rec["without"] = yield from job("without")
+    doc.setModified(False)
+
+
 SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
              "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large,
              "references": scenario_references, "history": scenario_history, "edit": scenario_edit,
-             "sampling": scenario_sampling}
+             "sampling": scenario_sampling, "regions": scenario_regions}
 
 
 def _start():
