@@ -20,6 +20,7 @@ from server.config import ServerConfig
 from server.detect import Detectors, FaceDetector
 from server.diffusion import hires as hires_fix
 from test_upscale import build_upscalers
+from tests.hubstandin import hub  # noqa: F401 - a fixture
 
 torch.set_num_threads(2)
 
@@ -249,3 +250,60 @@ def test_params_carry_hires_and_detail_on_the_wire():
                               Limits())
     assert params.hires == Hires(enabled=True, upscaler="lanczos") and params.detail == Detail(separate=True)
     assert Params().as_dict()["hires"]["enabled"] is False and Params().as_dict()["detail"]["targets"] == ("face",)
+
+
+def test_readme_tables_cover_hires_and_detail():
+    from protocol import messages as m
+    from protocol.schema import markdown_table
+
+    readme = (Path(__file__).resolve().parent.parent / "protocol" / "README.md").read_text()
+    for model in (m.Job, m.Params, m.Hires, m.Detail):
+        assert markdown_table(model) in readme, f"protocol/README.md's table of {model.__name__} is out of date"
+
+
+def test_models_pull_detailer_gets_a_detector_the_detailer_finds(hub, tmp_path):
+    """The catalogue's face detector, pulled from the hub stand-in (serving the real YuNet weights: the catalogue's
+    exact size and checksum are those of the zoo's 2023mar file, so this copy's are put in), is what the detailer
+    loads."""
+    import dataclasses
+    import hashlib
+
+    from server.downloads import Catalogue
+    from server.downloads.pull import pull_file
+
+    (item,) = Catalogue.load().resolve("detailer")
+    assert item.kind == "detector" and item.target.startswith("detectors/") and item.serves("detail")
+    data = WEIGHTS.read_bytes()
+    hub.files[(item.repo, item.file)] = data
+    here = dataclasses.replace(item, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    pull_file(here, tmp_path)
+    faces = Detectors([tmp_path]).detect(astronaut()[..., :3], ("face",), 0.5)
+    assert [f.target for f in faces] == ["face"]
+
+
+def test_paintbridge_run_hires_and_detail_from_the_command_line(models_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "server.cli", "run", *args, "--models", str(models_dir),
+                               "--model", "tiny-sd15", "--steps", "2", "--seed", "5"], capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    out = tmp_path / "hires.png"
+    said = cli("generate", "--width", str(W), "--height", str(H), "--hires", "--hires-upscaler", "lanczos",
+               "--hires-strength", "0.5", "--out", str(out))
+    assert f"{out}: {W}x{H} at (0, 0), seed 5" in said and Image.open(out).size == (W, H)
+    Image.fromarray(astronaut()).save(tmp_path / "in.png")
+    out = tmp_path / "face.png"
+    said = cli("detail", "--image", str(tmp_path / "in.png"), "--detail-strength", "0.6", "--detail-separate",
+               "--out", str(out))
+    assert f"{out}: " in said and "seed 5" in said
+    result = np.asarray(Image.open(out).convert("RGBA"))
+    assert result.shape == (512, 512, 4), "the detected face over the input"
+    x, y, w, h = FACE
+    changed = np.any(result[..., :3] != astronaut()[..., :3], axis=2)
+    assert changed[y + h // 2, x + w // 2] and not changed[:y - 40].any() and not changed[y + h + 40:].any()
