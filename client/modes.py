@@ -11,6 +11,7 @@ native pixel order, the mask as ``gray8`` when ``plan.mask`` says so) and hands 
 | outpaint   | the canvas                                           | never                | always                  |
 | upscale    | the selection's bounds, else the canvas              | never                | always                  |
 | preprocess | the selection's bounds, else the canvas              | never                | always                  |
+| detail     | context box around the selection, else the canvas    | the selection, if any| always                  |
 
 Generate into a selection sends the image and the soft mask, and the server composites (the layer's alpha is the
 mask); without a selection only the size travels.
@@ -54,6 +55,8 @@ RULES: Dict[str, ModeRule] = {
     "outpaint": ModeRule("outpaint", "Outpaint", CANVAS, NEVER, strength=True),
     "upscale": ModeRule("upscale", "Upscale", SELECTION, NEVER, batch=False, controls=False),
     "preprocess": ModeRule("preprocess", "Control", SELECTION, NEVER, batch=False, controls=False),
+    # detailer on its own (issue 13): faces inside the selection, or in the whole image
+    "detail": ModeRule("detail", "Detail", CONTEXT, OPTIONAL, batch=False, controls=False),
 }
 MODES: Tuple[str, ...] = tuple(RULES)
 LIVE_MODES = ("inpaint", "img2img")

@@ -59,6 +59,21 @@ class Settings:
     high_threshold: int = 200
     image_source: str = "visible"  # IMAGE_SOURCES
     mask_source: str = "selection"  # MASK_SOURCES (each editor offers the ones it can read)
+    # hires fix and detailer (issue 13)
+    hires: bool = False  # two passes for a box larger than the model's native area
+    hires_upscaler: str = "latent"  # "latent", "lanczos" or an upscale model's name
+    hires_strength: float = 0.4  # denoise of the second pass
+    hires_steps: int = 0  # 0 = the job's steps
+    hires_scale: float = 0.0  # 0 = the box's own size
+    detail: bool = False  # run the detailer after generate/img2img/inpaint/outpaint (mode "detail" runs it alone)
+    detail_targets: str = "face"  # comma-separated: face, hand
+    detail_prompt: str = ""  # "" = the job's prompt
+    detail_negative_prompt: str = ""
+    detail_strength: float = 0.4
+    detail_steps: int = 0  # 0 = the job's steps
+    detail_padding: int = 32
+    detail_confidence: float = 0.5
+    detail_separate: bool = False  # one layer per detection
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form (a JSON-ready map)."""
@@ -77,6 +92,8 @@ class Settings:
             if f.name == "strength":
                 ok = value is None or _is_number(value)
                 value = None if value is None else float(value) if ok else default
+            elif isinstance(default, bool):
+                ok = isinstance(value, bool)
             elif isinstance(default, float):
                 ok = _is_number(value)
                 value = float(value) if ok else default

@@ -42,6 +42,7 @@ from .messages import (
     parse_client_message,
     parse_server_message,
 )
+from .messages import DETAIL_TARGETS, HIRES_UPSCALERS, Detail, Hires  # hires fix and detailer (issue 13)
 
 __all__ = [
     "BGRA8", "Box", "CONTROL_TYPES", "Cancel", "Cancelled", "ClientMessage", "Control", "ERROR_CODES", "Error",
@@ -49,4 +50,5 @@ __all__ = [
     "Models", "PROTOCOL_VERSION", "Params", "Presets", "Progress", "Pull", "PullDone", "PullProgress", "ProtocolError", "Queued", "RGBA8", "Result", "ResultLayer",
     "SAMPLERS", "ServerMessage", "Started", "Welcome", "context_box", "convert_pixels", "job_params_defaults",
     "parse_client_message", "parse_server_message",
+    "DETAIL_TARGETS", "Detail", "HIRES_UPSCALERS", "Hires",  # hires fix and detailer (issue 13)
 ]
