@@ -68,3 +68,25 @@ def test_settings_keep_hires_and_detail_through_storage():
     broken = Settings.from_dict({"hires": "yes", "detail_padding": 1.5, "detail_separate": 1})
     assert broken.hires is False and broken.detail_padding == 32 and broken.detail_separate is False
     assert Settings.from_dict({"mode": "detail"}).mode == "detail"
+
+
+# --- GIMP: the procedures' arguments → the same settings ----------------------------------------------------------------
+
+def test_gimp_detail_procedure_and_hires_arguments_make_the_settings():
+    from gimp_plugin import arguments
+    from gimp_plugin.values import settings_from_values
+
+    spec = arguments.BY_MODE["detail"]
+    assert spec.name == arguments.PREFIX + "detail" and "detail" not in {a.name for a in spec.args}
+    values = dict(spec.defaults(), **{"detail-prompt": " a calm face ", "detail-separate": True, "steps": 6})
+    s = settings_from_values(spec, values)
+    assert s.mode == "detail" and s.detail_prompt == "a calm face" and s.detail_separate and s.steps == 6
+    msg = job_for(s, doc())
+    assert msg.mode == "detail" and msg.params.detail.prompt == "a calm face" and msg.params.detail.separate
+    for mode in ("generate", "img2img", "inpaint", "outpaint"):
+        gen = arguments.BY_MODE[mode]
+        assert {"hires", "hires-upscaler", "detail", "detail-strength"} <= {a.name for a in gen.args}, mode
+    gen = arguments.BY_MODE["generate"]
+    s = settings_from_values(gen, dict(gen.defaults(), hires=True, **{"hires-upscaler": "", "hires-scale": 1.5}))
+    assert s.hires and s.hires_upscaler == "latent" and s.hires_scale == 1.5 and not s.detail
+    assert job_for(s, doc(selected=False)).params.hires == Hires(enabled=True, scale=1.5)

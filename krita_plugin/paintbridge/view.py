@@ -10,6 +10,7 @@ from .progress_preview import Preview, fit_size
 from .qt_compat import QtGui, QtWidgets, Qt, Signal, qimage_from_bgra8, qimage_from_rgba8
 from .session import Session
 from .settings_store import DEFAULT_URL
+from .techniques import TechniquesSection
 from .widgets import MODES, PREVIEW_HEIGHT, SHORT_MODE_NAMES, THUMB
 from .wire import client
 
@@ -36,6 +37,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         url, token = conn.target()
         widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
         widgets.build_models_section(self)
+        self.techniques = TechniquesSection(self, session)  # hires fix and detailer (issue 13)
         self._fill_model_boxes()
         self._show_settings()
         self._bind()

@@ -10,11 +10,12 @@ from .wire import protocol
 
 THUMB = 88
 PREVIEW_HEIGHT = THUMB + 26  # the in-progress preview's area (it takes the result thumbnails' place)
-MODES = ("generate", "inpaint", "img2img", "outpaint", "upscale")  # the panel's tabs (client.modes has the rules)
+MODES = ("generate", "inpaint", "img2img", "outpaint", "upscale", "detail")  # the panel's tabs (client.modes: rules)
 MODE_LABELS = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine (img2img)", "outpaint": "Outpaint",
-               "upscale": "Upscale (the selection, or the whole image)"}
+               "upscale": "Upscale (the selection, or the whole image)",
+               "detail": "Detailer: repaint the faces in the selection, or in the whole image"}
 SHORT_MODE_NAMES = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine", "outpaint": "Outpaint",
-                    "upscale": "Upscale"}
+                    "upscale": "Upscale", "detail": "Detail"}
 
 
 class ControlRow(QtWidgets.QFrame):
