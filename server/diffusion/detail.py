@@ -105,7 +105,8 @@ def detail_image(run: RunFn, job: Job, rgba: np.ndarray, found: Sequence[Detecti
                                      steps=d.steps or job.params.steps, batch=1, seed=(seed + i) % 2**32, grow=0,
                                      feather=feather, hires=Hires(), detail=Detail())
         sub = dataclasses.replace(job, mode="inpaint", image=crop, mask=region_mask(region), params=params,
-                                  prompt=d.prompt or job.prompt, negative_prompt=d.negative_prompt or job.negative_prompt,
+                                  prompt=d.prompt or job.prompt,
+                                  negative_prompt=d.negative_prompt or job.negative_prompt,
                                   controls=[], x=job.x + x0, y=job.y + y0)
         layer = run(sub, SpanContext(ctx, offset + i * per, total))[0]
         alpha = layer.rgba[..., 3:4].astype(np.float32) / 255.0
