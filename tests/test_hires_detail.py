@@ -33,7 +33,7 @@ FACE = (178, 62, 91, 115)  # where YuNet finds the astronaut's face (x, y, w, h)
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory, paintbridge_cache) -> Path:
     models = factory.make_models_dir(tmp_path_factory.mktemp("models"),
-                                     ("sd15", "sdxl", "sd15-inpaint", "cn-sd15-canny"))
+                                     ("sd15", "sdxl", "sd15-inpaint", "cn-sd15-canny", "flux"))
     ups = build_upscalers(paintbridge_cache / "upscale-models")
     shutil.copytree(ups / "upscale_models", models / "upscale_models")
     (models / "detectors").mkdir()
@@ -345,3 +345,15 @@ def test_paintbridge_run_hires_and_detail_from_the_command_line(models_dir, tmp_
     x, y, w, h = FACE
     changed = np.any(result[..., :3] != astronaut()[..., :3], axis=2)
     assert changed[y + h // 2, x + w // 2] and not changed[:y - 40].any() and not changed[y + h + 40:].any()
+
+
+def test_flux_and_sd3_checkpoints_refuse_hires_and_detail_naming_the_field(client):
+    with pytest.raises(JobFailed) as err:
+        run(client, job("generate", "tiny-flux", width=W, height=H, hires={"enabled": True}))
+    assert err.value.code == "unsupported" and err.value.field == "params.hires" and "SD1.5" in str(err.value)
+    with pytest.raises(JobFailed) as err:
+        run(client, job("img2img", "tiny-flux", image=picture(), detail={"enabled": True}))
+    assert err.value.code == "unsupported" and err.value.field == "params.detail"
+    with pytest.raises(JobFailed) as err:
+        run(client, job("detail", "tiny-flux", image=picture()))
+    assert err.value.code == "unsupported" and err.value.field == "mode" and "SD1.5 and SDXL" in str(err.value)
