@@ -767,6 +767,7 @@ def test_detail_tab_repaints_the_face_and_hires_generate_runs_two_passes(krita_t
     assert not np.array_equal(layer[changed][:, :3], before[changed][:, :3])
     rec = run["hires"]
     assert rec["hires"] is True and rec["scale"] == 2.0 and rec["strength"] == 0.5 and rec["upscaler_shown"] == "lanczos"
-    assert rec["hires_visible"] and rec["detail_checkable"]
+    assert rec["hires_visible"] and rec["detail_checkable"] and rec["detail"] is False, "leaving the Detail tab " \
+        "does not switch the detailer on"
     assert rec["results"] == 1 and rec["results_meta"][0]["box"] == [0, 0, 512, 512], rec
     assert rec["last_progress"] == [6, 6], "4 steps at 64 px, then int(4 x 0.5) at 128 px, in one count"

@@ -127,11 +127,13 @@ class TechniquesSection:
             self.hires_box.setVisible(value in HIRES_MODES)
             self.detail_box.setVisible(value in HIRES_MODES or value == "detail")
             alone = value == "detail"  # the detailer on its own: always on, no check box
-            self.detail_box.setCheckable(not alone)
+            # QGroupBox.setCheckable(True) also checks the box: never let that reach the settings
+            self.detail_box.blockSignals(True)
+            if self.detail_box.isCheckable() == alone:
+                self.detail_box.setCheckable(not alone)
             if not alone:
-                self.detail_box.blockSignals(True)
                 self.detail_box.setChecked(bool(self.session.settings.detail))
-                self.detail_box.blockSignals(False)
+            self.detail_box.blockSignals(False)
             return
         widget = self.fields.get(name)
         if widget is None or value is None:

@@ -1150,7 +1150,8 @@ def scenario_techniques():
     t.hires_strength.setValue(0.5)
     ses.set_option("hires_upscaler", "lanczos")
     yield 200
-    R["hires"] = rec = {"layers_before": layers(doc), "hires": ses.settings.hires, "scale": ses.settings.hires_scale,
+    R["hires"] = rec = {"layers_before": layers(doc), "hires": ses.settings.hires, "detail": ses.settings.detail,
+                        "scale": ses.settings.hires_scale,
                         "strength": ses.settings.hires_strength, "upscaler_shown": t.hires_upscaler.currentData(),
                         "hires_visible": t.hires_box.isVisible(), "detail_checkable": t.detail_box.isCheckable()}
     yield from run_job(ses, rec, timeout=300)
