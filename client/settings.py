@@ -59,6 +59,8 @@ class Settings:
     high_threshold: int = 200
     image_source: str = "visible"  # IMAGE_SOURCES
     mask_source: str = "selection"  # MASK_SOURCES (each editor offers the ones it can read)
+    # results history (issue 13): how many MB of results each document keeps (client/history.py); 0 = none
+    history_limit_mb: int = 64
     # hires fix and detailer (issue 13)
     hires: bool = False  # two passes for a box larger than the model's native area
     hires_upscaler: str = "latent"  # "latent", "lanczos" or an upscale model's name
