@@ -221,6 +221,7 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
         params.update(scale=float(settings.scale), upscaler=settings.upscaler.strip(), refine=float(settings.refine))
         if settings.tile:
             params["tile"] = int(settings.tile)
+    params.update(technique_params(settings))
     return params
 
 
@@ -247,6 +248,34 @@ def sampling_params(settings: Settings, batch: bool, diffusion: bool) -> Dict[st
             raise JobInputError("The refiner's start must be between 0 and 1 (the fraction of the steps after which "
                                 "it takes over)")
         out["refiner"], out["refiner_start"] = settings.refiner.strip(), float(settings.refiner_start)
+    return out
+
+
+HIRES_MODES = ("generate", "img2img", "inpaint", "outpaint")  # hires fix and detailer after the job (issue 13)
+
+
+def technique_params(settings: Settings) -> Dict[str, Any]:
+    """``params.hires`` and ``params.detail`` for ``settings`` (issue 13): hires when on (modes that sample), detail
+    for mode ``detail`` and when the detailer runs after the job; nothing otherwise (the server's defaults: off)."""
+    out: Dict[str, Any] = {}
+    mode = settings.mode
+    if mode in HIRES_MODES and settings.hires:
+        upscaler = settings.hires_upscaler.strip() or "latent"
+        if not 0.0 <= settings.hires_strength <= 1.0:
+            raise JobInputError("The hires denoise must lie between 0 and 1")
+        out["hires"] = {"enabled": True, "upscaler": upscaler, "strength": float(settings.hires_strength),
+                        "steps": max(0, int(settings.hires_steps)), "scale": max(0.0, float(settings.hires_scale))}
+    if mode == "detail" or (mode in HIRES_MODES and settings.detail):
+        targets = [t.strip() for t in settings.detail_targets.split(",") if t.strip()] or ["face"]
+        unknown = [t for t in targets if t not in protocol.DETAIL_TARGETS]
+        if unknown:
+            raise JobInputError(f"the detailer cannot look for {', '.join(unknown)}; choose among "
+                                f"{', '.join(protocol.DETAIL_TARGETS)}")
+        out["detail"] = {"enabled": mode != "detail", "targets": targets, "prompt": settings.detail_prompt.strip(),
+                         "negative_prompt": settings.detail_negative_prompt.strip(),
+                         "strength": float(settings.detail_strength), "steps": max(0, int(settings.detail_steps)),
+                         "padding": max(0, int(settings.detail_padding)),
+                         "confidence": float(settings.detail_confidence), "separate": bool(settings.detail_separate)}
     return out
 
 

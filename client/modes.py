@@ -12,6 +12,7 @@ native pixel order, the mask as ``gray8`` when ``plan.mask`` says so) and hands 
 | upscale    | the selection's bounds, else the canvas              | never                | always                  |
 | preprocess | the selection's bounds, else the canvas              | never                | always                  |
 | edit       | context box around the selection, else the canvas    | the selection, if any| always                  |
+| detail     | context box around the selection, else the canvas    | the selection, if any| always                  |
 
 Generate into a selection sends the image and the soft mask, and the server composites (the layer's alpha is the
 mask); without a selection only the size travels.
@@ -62,6 +63,8 @@ RULES: Dict[str, ModeRule] = {
     "preprocess": ModeRule("preprocess", "Control", SELECTION, NEVER, batch=False, controls=False),
     # instruction edit (issue 14): the box and an instruction in, an edited layer out, composited by the soft mask
     "edit": ModeRule("edit", "Edit", CONTEXT, OPTIONAL, controls=False, listing="edit"),
+    # detailer on its own (issue 13): faces inside the selection, or in the whole image
+    "detail": ModeRule("detail", "Detail", CONTEXT, OPTIONAL, batch=False, controls=False),
 }
 MODES: Tuple[str, ...] = tuple(RULES)
 LIVE_MODES = ("inpaint", "img2img")

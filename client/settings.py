@@ -108,6 +108,21 @@ class Settings:
     clip_skip: int = 0  # 0/1 = none, 2 = the penultimate CLIP layer
     refiner: str = ""  # an SDXL refiner by name; "" = off
     refiner_start: float = 0.8  # fraction of the steps after which the refiner takes over
+    # hires fix and detailer (issue 13)
+    hires: bool = False  # two passes for a box larger than the model's native area
+    hires_upscaler: str = "latent"  # "latent", "lanczos" or an upscale model's name
+    hires_strength: float = 0.4  # denoise of the second pass
+    hires_steps: int = 0  # 0 = the job's steps
+    hires_scale: float = 0.0  # 0 = the box's own size
+    detail: bool = False  # run the detailer after generate/img2img/inpaint/outpaint (mode "detail" runs it alone)
+    detail_targets: str = "face"  # comma-separated: face, hand
+    detail_prompt: str = ""  # "" = the job's prompt
+    detail_negative_prompt: str = ""
+    detail_strength: float = 0.4
+    detail_steps: int = 0  # 0 = the job's steps
+    detail_padding: int = 32
+    detail_confidence: float = 0.5
+    detail_separate: bool = False  # one layer per detection
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form (a JSON-ready map)."""
@@ -131,6 +146,8 @@ class Settings:
             if f.name == "strength":
                 ok = value is None or _is_number(value)
                 value = None if value is None else float(value) if ok else default
+            elif isinstance(default, bool):
+                ok = isinstance(value, bool)
             elif isinstance(default, float):
                 ok = _is_number(value)
                 value = float(value) if ok else default

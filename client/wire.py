@@ -50,6 +50,10 @@ def job_message(
     params = dict(params)
     if "extend" in params:
         params["extend"] = protocol.Extend(**params["extend"])
+    if "hires" in params:  # hires fix and detailer (issue 13)
+        params["hires"] = protocol.Hires(**params["hires"])
+    if "detail" in params:
+        params["detail"] = protocol.Detail(**dict(params["detail"], targets=tuple(params["detail"]["targets"])))
     return protocol.Job(
         id=job_id, mode=mode, model=model, prompt=prompt, negative_prompt=negative_prompt, image=image, mask=mask,
         controls=tuple(protocol.Control(**c) for c in controls), params=protocol.Params(**params), x=int(x),

@@ -221,6 +221,39 @@ def _region_args() -> Tuple[Arg, ...]:
     )
 
 
+# hires fix and detailer (issue 13)
+HIRES_BLURB = ("Hires fix: for an area larger than the model's native size, paint at the native size, upscale, then "
+               "paint again at the full size")
+
+
+def _hires_args() -> Tuple[Arg, ...]:
+    return (
+        Arg("hires", "boolean", "Hires fix", HIRES_BLURB, False),
+        Arg("hires-upscaler", "string", "Hires upscaler",
+            "'latent' (the latents), 'lanczos' or an upscale model's name (the pixels)", "latent"),
+        Arg("hires-strength", "double", "Hires denoise", "Denoise of the second pass (0.3-0.5 keeps the composition)",
+            0.4, 0.0, 1.0),
+        Arg("hires-steps", "int", "Hires steps", "Steps of the second pass; 0 = the job's steps", 0, 0, 150),
+        Arg("hires-scale", "double", "Hires size", "Second pass size as a multiple of the first; 0 = the area's size",
+            0.0, 0.0, 8.0),
+    )
+
+
+def _detail_args(after: bool) -> Tuple[Arg, ...]:
+    switch = (Arg("detail", "boolean", "Detail faces", "After the job, find faces and repaint each at the model's "
+                  "native size", False),) if after else ()
+    return switch + (
+        Arg("detail-prompt", "string", "Face prompt", "Prompt for the faces; empty = the prompt", ""),
+        Arg("detail-negative-prompt", "string", "Face negative prompt", "Empty = the negative prompt", ""),
+        Arg("detail-strength", "double", "Face denoise", "How much each face changes", 0.4, 0.0, 1.0),
+        Arg("detail-steps", "int", "Face steps", "Steps for each face; 0 = the job's steps", 0, 0, 150),
+        Arg("detail-padding", "int", "Face padding", "Pixels of surroundings painted with each face", 32, 0, 1024),
+        Arg("detail-confidence", "double", "Face confidence", "Faces the detector is less sure of are left alone",
+            0.5, 0.0, 1.0),
+        Arg("detail-separate", "boolean", "One layer per face", "A layer for each face instead of one layer", False),
+    )
+
+
 PROCEDURES: Tuple[ProcedureSpec, ...] = (
     ProcedureSpec(
         PREFIX + "inpaint", "inpaint", "_Inpaint Selection...", "Paintbridge: Inpaint Selection",
@@ -229,7 +262,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "The result is a new layer above the active one; your layers are not changed.",
         _prompt_args() + _sampling_args(_strength("inpaint")) + _source_args(mask=True)
         + (Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),)
-        + _control_args() + _reference_args() + _server_args() + _region_args(),
+        + _control_args() + _reference_args() + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
     ),
     ProcedureSpec(
         PREFIX + "live-inpaint", "inpaint", "_Live Inpaint...", "Paintbridge: Live Inpaint",
@@ -249,7 +282,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Redraws the selection's context box, or the whole image without a selection, keeping its composition; "
         "strength sets how much changes. The result is a new layer.",
         _prompt_args() + _sampling_args(_strength("img2img")) + _source_args(mask=True) + _control_args()
-        + _reference_args() + _server_args() + _region_args(),
+        + _reference_args() + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
     ),
     ProcedureSpec(
         PREFIX + "outpaint", "outpaint", "_Outpaint...", "Paintbridge: Outpaint",
@@ -263,7 +296,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
             Arg("extend-right", "boolean", "_Right", "Extend the right side", True),
             Arg("extend-bottom", "boolean", "_Bottom", "Extend the bottom side", False),
             Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),
-        ) + _server_args() + _region_args(),
+        ) + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
     ),
     ProcedureSpec(
         PREFIX + "upscale", "upscale", "_Upscale...", "Paintbridge: Upscale",
@@ -303,7 +336,18 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Generates a new image from the prompt into the selection (or the whole canvas), ignoring what is there. "
         "The result is a new layer, masked by the selection.",
         _prompt_args() + _sampling_args(None) + _source_args(mask=True) + _control_args() + _reference_args()
-        + _server_args() + _region_args(),
+        + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
+    ),
+    # the detailer on its own (issue 13)
+    ProcedureSpec(
+        PREFIX + "detail", "detail", "_Detail Faces...", "Paintbridge: Detail Faces",
+        "Find the faces in the selection (or the whole image) and repaint each at the model's native size",
+        "Finds faces with the YuNet face detector (download the 'detailer' preset with Download Models) in the "
+        "selection's context box, or the whole image without a selection, repaints each one at the model's native "
+        "resolution with the face prompt (the prompt when empty) and blends it back through a soft mask. The result "
+        "is one new layer holding the repainted faces, or one layer per face.",
+        _prompt_args() + tuple(a for a in _sampling_args(None) if a.name not in ("batch", "batch-count"))
+        + _source_args(mask=True) + _server_args() + _detail_args(after=False),
     ),
 )
 
@@ -326,7 +370,8 @@ PROCEDURES += (  # instruction edit (issue 14): offered with the models whose li
 )
 
 FOR_CHOICES = (("all", "Every mode"),) + tuple((m, m.capitalize()) for m in ("generate", "img2img", "inpaint",
-                                                                              "outpaint", "upscale", "preprocess")) \
+                                                                              "outpaint", "upscale", "preprocess",
+                                                                              "detail")) \
     + tuple((f"control-{t}", f"Control layer: {t}") for t in CONTROL_TYPES)
 
 DOWNLOAD = ProcedureSpec(

@@ -113,6 +113,16 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Sett
         s.vae = text("vae")
     if "refiner" in names:
         s.refiner, s.refiner_start = text("refiner"), float(values.get("refiner-start", 0.8))
+    if "hires" in names:  # hires fix (issue 13)
+        s.hires, s.hires_upscaler = bool(values["hires"]), text("hires-upscaler") or "latent"
+        s.hires_strength, s.hires_steps = float(values["hires-strength"]), int(values["hires-steps"])
+        s.hires_scale = float(values["hires-scale"])
+    if "detail-strength" in names:  # detailer (issue 13): after the job when switched on; mode detail always
+        s.detail = bool(values.get("detail", False))
+        s.detail_prompt, s.detail_negative_prompt = text("detail-prompt"), text("detail-negative-prompt")
+        s.detail_strength, s.detail_steps = float(values["detail-strength"]), int(values["detail-steps"])
+        s.detail_padding, s.detail_confidence = int(values["detail-padding"]), float(values["detail-confidence"])
+        s.detail_separate = bool(values["detail-separate"])
     if spec.live:
         s.batch = 1
         s.batch_count = 1

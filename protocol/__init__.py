@@ -45,6 +45,7 @@ from .messages import (
     parse_client_message,
     parse_server_message,
 )
+from .messages import DETAIL_TARGETS, HIRES_UPSCALERS, Detail, Hires  # hires fix and detailer (issue 13)
 
 __all__ = [
     "BGRA8", "Box", "CONTROL_TYPES", "Cancel", "Cancelled", "ClientMessage", "Control", "ERROR_CODES", "Error",
@@ -54,4 +55,5 @@ __all__ = [
     "parse_client_message", "parse_server_message",
     "Reference", "REFERENCE_TYPES",  # reference images (issue 15)
     "Region",  # regions (issue 15)
+    "DETAIL_TARGETS", "Detail", "HIRES_UPSCALERS", "Hires",  # hires fix and detailer (issue 13)
 ]

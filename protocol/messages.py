@@ -19,11 +19,13 @@ from .schema import WireModel, type_error, wire
 
 PROTOCOL_VERSION = "1.1"
 
-MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", "edit")
+MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", "edit", "detail")
 CONTROL_TYPES = ("canny", "lineart", "scribble", "softedge", "depth", "normal", "pose", "tile", "inpaint", "shuffle",
                  "reference")
 INPAINT_FILLS = ("telea", "ns")
 REFERENCE_TYPES = ("style", "composition", "content", "face")  # reference images (issue 15)
+HIRES_UPSCALERS = ("latent", "lanczos")  # or an upscale model's name (hires fix, issue 13)
+DETAIL_TARGETS = ("face", "hand")  # what the detailer looks for (issue 13)
 
 MAX_ID_LENGTH = 64
 MAX_PROMPT_LENGTH = 8192
@@ -87,6 +89,39 @@ class Extend(WireModel):
 
 
 @dataclasses.dataclass(frozen=True)
+class Hires(WireModel):
+    """Hires fix (two passes): generate at the model's native area, upscale, then sample again at the full size."""
+
+    enabled: bool = wire(False, doc="off: one pass at the native area, scaled to the box")
+    upscaler: str = wire("latent", max_length=256, doc='`"latent"`, `"lanczos"` or an upscale model\'s name')
+    strength: float = wire(0.4, minimum=0.0, maximum=1.0, doc="denoise of the second pass")
+    steps: int = wire(0, minimum=0, maximum=150, doc="steps of the second pass; 0 = the job's steps")
+    scale: float = wire(0.0, minimum=0.0, maximum=8.0, doc="second pass size = scale x the first; 0 = the box's size")
+
+
+@dataclasses.dataclass(frozen=True)
+class Detail(WireModel):
+    """Detailer: find faces (hands where a detector exists), inpaint each at the model's native area, blend back."""
+
+    enabled: bool = wire(False, doc="run after the job (mode `detail` runs it on its own)")
+    targets: Tuple[str, ...] = wire(("face",), max_items=len(DETAIL_TARGETS), doc="`face`, `hand`")
+    prompt: str = wire("", max_length=MAX_PROMPT_LENGTH, doc='`""`: the job\'s prompt')
+    negative_prompt: str = wire("", max_length=MAX_PROMPT_LENGTH, doc='`""`: the job\'s negative prompt')
+    strength: float = wire(0.4, minimum=0.0, maximum=1.0, doc="denoise of each region")
+    steps: int = wire(0, minimum=0, maximum=150, doc="0 = the job's steps")
+    padding: int = wire(32, minimum=0, maximum=1024, doc="px of context around each detection")
+    confidence: float = wire(0.5, minimum=0.0, maximum=1.0, doc="detections scored below are ignored")
+    separate: bool = wire(False, doc="one result layer per detection")
+
+    def check(self, path: str, limits: Any) -> None:
+        for i, target in enumerate(self.targets):
+            if target not in DETAIL_TARGETS:
+                raise bad_field(f"{path}.targets[{i}]", f"must be one of {', '.join(DETAIL_TARGETS)}, got {target!r}")
+        if self.enabled and not self.targets:
+            raise bad_field(f"{path}.targets", "is empty; name at least one of " + ", ".join(DETAIL_TARGETS))
+
+
+@dataclasses.dataclass(frozen=True)
 class Params(WireModel):
     """A job's parameters; every field is optional on the wire."""
 
@@ -119,6 +154,10 @@ class Params(WireModel):
     refiner_start: float = wire(0.8, minimum=0.0, maximum=1.0,
                                 doc="fraction of the steps after which the refiner takes over")
 
+    # hires fix and detailer (issue 13)
+    hires: Hires = wire(factory=Hires, doc="hires fix: two passes (generate, img2img, inpaint, outpaint)")
+    detail: Detail = wire(factory=Detail, doc="detailer after the job; mode `detail` uses it on its own")
+
     def check(self, path: str, limits: Any) -> None:
         """A sampler with a schedule it cannot do is refused naming both."""
         try:
@@ -133,6 +172,8 @@ class Params(WireModel):
         """Every field as a plain map, None included (``extend`` as a map): the engines' view of the parameters."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["extend"] = dataclasses.asdict(self.extend)
+        out["hires"] = dataclasses.asdict(self.hires)
+        out["detail"] = dataclasses.asdict(self.detail)
         return out
 
 

@@ -28,7 +28,10 @@ class ClassicalEngine(Engine):
 
     def run(self, job: Job, ctx: JobContext) -> List[Layer]:
         if job.mode not in self.modes:
-            raise self.refuse_mode(job, "install a diffusion checkpoint in the models folder for generate and img2img")
+            hint = ("the detailer repaints faces with a diffusion model: choose a diffusion checkpoint (install one in "
+                    "the models folder)") if job.mode == "detail" else \
+                "install a diffusion checkpoint in the models folder for generate and img2img"
+            raise self.refuse_mode(job, hint)
         ctx.progress(0, STEPS)
         label = f"{job.mode} ({NAME}, {job.params.fill})"
         if job.mode == "outpaint":

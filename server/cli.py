@@ -16,6 +16,7 @@ from PIL import Image
 
 from protocol import (MODES, REFERENCE_TYPES, SAMPLERS, SCHEDULE_NAMES, Extend, Job, Message, Params, Progress, Queued,
                       Reference, Region, ResultLayer)
+from protocol.messages import DETAIL_TARGETS, Detail, Hires
 from protocol.client import Client, ConnectionFailed, JobCancelled, JobFailed, new_job_id
 from protocol.images import GRAY8, RGBA8, ImagePayload
 
@@ -128,6 +129,20 @@ def _region(text: str) -> Region:
     return Region(prompt=prompt, mask=_payload(_read_mask(path, None), GRAY8))
 
 
+def _hires(args: argparse.Namespace) -> Hires:
+    """``params.hires`` from the ``--hires*`` flags (hires fix, issue 13)."""
+    return Hires(enabled=args.hires, upscaler=args.hires_upscaler, strength=args.hires_strength,
+                 steps=args.hires_steps, scale=args.hires_scale)
+
+
+def _detail(args: argparse.Namespace) -> Detail:
+    """``params.detail`` from the ``--detail*`` flags (detailer, issue 13; mode ``detail`` uses them too)."""
+    targets = tuple(t.strip() for t in args.detail_targets.split(",") if t.strip())
+    return Detail(enabled=args.detail, targets=targets, prompt=args.detail_prompt, negative_prompt=args.detail_negative,
+                  strength=args.detail_strength, steps=args.detail_steps, padding=args.detail_padding,
+                  confidence=args.detail_confidence, separate=args.detail_separate)
+
+
 def build_job(args: argparse.Namespace) -> tuple:
     """The ``Job`` for ``paintbridge run`` and the input image (None for generate without one)."""
     given = {key: getattr(args, key) for key in ("strength", "cfg", "sampler", "upscaler", "refine", "grow", "feather",
@@ -136,7 +151,7 @@ def build_job(args: argparse.Namespace) -> tuple:
                                                    "scheduler", "batch_count", "vae", "clip_skip", "refiner",
                                                    "refiner_start")}
     params = Params(steps=args.steps, seed=args.seed, batch=args.batch, scale=args.scale, extend=_extend(args.extend),
-                    **{k: v for k, v in given.items() if v is not None})
+                    hires=_hires(args), detail=_detail(args), **{k: v for k, v in given.items() if v is not None})
     image = mask = None
     if args.image:
         image = _read_rgba(args.image)
@@ -391,6 +406,25 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--region", action="append", metavar="MASK.png:PROMPT",  # regions (issue 15)
                    help="an area with its own prompt (white, or the alpha of a transparent PNG, at the image's size); "
                         "repeat for more regions (SD1.5/SDXL checkpoints)")
+    # hires fix and detailer (issue 13)
+    r.add_argument("--hires", action="store_true", help="hires fix: sample at the model's native area, upscale, sample "
+                   "again at the full size (generate, img2img, inpaint, outpaint)")
+    r.add_argument("--hires-upscaler", default="latent", metavar="NAME",
+                   help="'latent' (default), 'lanczos' or an upscale model's name")
+    r.add_argument("--hires-strength", type=float, default=0.4, help="denoise of the second pass (default 0.4)")
+    r.add_argument("--hires-steps", type=int, default=0, help="steps of the second pass (default: --steps)")
+    r.add_argument("--hires-scale", type=float, default=0.0,
+                   help="second pass size as a multiple of the first (default: the image's own size)")
+    r.add_argument("--detail", action="store_true", help="run the detailer (faces) after the job; mode 'detail' "
+                   "runs it on its own")
+    r.add_argument("--detail-targets", default="face", help=f"comma-separated: {', '.join(DETAIL_TARGETS)}")
+    r.add_argument("--detail-prompt", default="", help="prompt for the detected regions (default: --prompt)")
+    r.add_argument("--detail-negative", default="", help="negative prompt for the regions (default: --negative)")
+    r.add_argument("--detail-strength", type=float, default=0.4, help="denoise of each region (default 0.4)")
+    r.add_argument("--detail-steps", type=int, default=0, help="steps per region (default: --steps)")
+    r.add_argument("--detail-padding", type=int, default=32, help="px of context around each detection")
+    r.add_argument("--detail-confidence", type=float, default=0.5, help="ignore detections scored below (0-1)")
+    r.add_argument("--detail-separate", action="store_true", help="one output file per detection")
     add_models(r)
     r.set_defaults(func=cmd_run, port=0)
 

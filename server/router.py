@@ -67,7 +67,9 @@ class Router:
         if name == DIFFUSERS:
             from .diffusion.engine import DiffusionEngine
 
-            return DiffusionEngine(self.registry, device=self.config.device, dtype=self.config.dtype)
+            engine = DiffusionEngine(self.registry, device=self.config.device, dtype=self.config.dtype)
+            engine.pixel_upscaler = self._upscale_pixels  # hires fix with an upscale model (issue 13)
+            return engine
         if name == FAMILIES:
             from .families.engine import FamilyEngine
 
@@ -225,6 +227,12 @@ class Router:
             return engine.run(tile_job, quiet)[0].rgba
 
         return refine
+
+    def _upscale_pixels(self, rgb: np.ndarray, name: str, width: int, height: int) -> np.ndarray:
+        """The hires fix's pixel upscale by the upscale model ``name`` (on the upscale engine's device)."""
+        from .upscale import upscale_rgb
+
+        return upscale_rgb(rgb, self.registry.get(name, "upscaler").path, width, height, device=self.device)
 
     def _has_tile_controlnet(self, checkpoint, engine: Engine) -> bool:
         probe = Control("tile", np.zeros((8, 8, 3), np.uint8))

@@ -124,6 +124,7 @@ SERVER_LAYERS = {
     # loaders; the model downloader beside them
     "payloads": 1,  # wire pixels to numpy and back (used by the app)
     "batches": 1,  # batch count: a job's pipeline calls one after another (issue 13)
+    "detect": 1,  # face detection for the detailer (OpenCV's YuNet)
     "classical": 2, "diffusion": 2, "families": 2, "upscale": 2, "preprocess": 2,  # the engines, peers
     "router": 3,  # picks the engine for a job
     "jobs": 4, "sessions": 4, "pulls": 4,  # the job queue, client sessions, model downloads asked for by clients

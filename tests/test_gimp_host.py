@@ -815,6 +815,65 @@ img.delete()
         proc.stop()
 
 
+def test_detail_faces_procedure_and_hires_generate_on_a_photo(trixie_root, tmp_path):
+    """Hires fix and detailer (issue 13) on the tiny SD1.5 model: Filters > Paintbridge > Detail Faces on the
+    astronaut photo repaints only around her face; generate with the hires fix differs from one pass."""
+    import shutil
+
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+
+    models = make_models_dir(tmp_path / "models", which=("sd15",))
+    (models / "detectors").mkdir()
+    shutil.copyfile(REPO / "tests" / "data" / "face_detection_yunet_2026may.onnx",
+                    models / "detectors" / "face_detection_yunet_2026may.onnx")
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            shutil.copyfile(REPO / "tests" / "data" / "astronaut.png", prof.outside / "astronaut.png")
+            run_batch(prof, """
+img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(P["photo"]))
+layer = img.get_layers()[0]
+check((img.get_width(), img.get_height()) == (512, 512), "the photo loaded")
+before = composite(img)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-detail", img, [layer], prompt="a portrait", seed=5, steps=4, detail_strength=0.6,
+          detail_prompt="a smiling face", server=P["url"])
+added = new_layers(img, old)
+check(len(added) == 1, "one layer with the repainted face: %r" % layer_summary(img))
+res = added[0]
+ok, rx, ry = res.get_offsets()
+w, h = res.get_width(), res.get_height()
+alpha = read(res, rx, ry, w, h)[3::4]
+xs = [rx + i % w for i in range(w * h) if alpha[i]]
+ys = [ry + i // w for i in range(w * h) if alpha[i]]
+check(xs and min(xs) > 100 and max(xs) < 330 and max(ys) < 260, "only around the face: x %r-%r, y %r-%r"
+      % (min(xs), max(xs), min(ys), max(ys)))
+cx, cy = 178 + 45 - rx, 62 + 57 - ry
+check(alpha[cy * w + cx] == 255, "the face's centre is repainted")
+after = composite(img)
+check(after != before, "the face changed")
+check(all(after[i * 4:i * 4 + 4] == before[i * 4:i * 4 + 4] for i in range(0, 512 * 512, 7) if i // 512 > 300),
+      "below the face nothing changed")
+
+res.set_visible(False)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a portrait", seed=3, steps=4, server=P["url"])
+plain = new_layers(img, old)[0]
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a portrait", seed=3, steps=4, hires=True,
+          hires_upscaler="lanczos", hires_scale=2.0, hires_strength=0.5, server=P["url"])
+two = new_layers(img, old)
+check(len(two) == 1 and (two[0].get_width(), two[0].get_height()) == (512, 512), "hires: one 512x512 layer: %r"
+      % layer_summary(img))
+check(read(two[0], 0, 0, 512, 512) != read(plain, 0, 0, 512, 512), "two passes paint differently from one")
+img.delete()
+""", {"url": proc.url, "photo": prof.inside + "/astronaut.png"}, timeout=600).assert_ok()
+    finally:
+        proc.stop()
+
+
 # --- history (issue 13): Paintbridge data and results kept inside the .xcf --------------------------------------------
 
 def test_document_data_survives_saving_closing_and_reopening_the_xcf(profile):

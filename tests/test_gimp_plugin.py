@@ -38,7 +38,8 @@ def rgba(box: Box, value: int = 128) -> bytes:
 
 def test_every_procedure_has_a_consistent_argument_table():
     assert {spec.mode for spec in arguments.PROCEDURES} == {"inpaint", "img2img", "outpaint", "upscale", "generate",
-                                                            "preprocess", "edit"}
+                                                            "preprocess", "edit",
+                                                            "detail"}
     assert [spec.name for spec in arguments.PROCEDURES if spec.live] == [arguments.PREFIX + "live-inpaint"]
     for spec in arguments.PROCEDURES:
         assert spec.name.startswith(arguments.PREFIX)

@@ -114,6 +114,8 @@ def _run_scenario_once(tmp_path_factory, scenario: str, width: int, height: int,
     # the document GIMP's host test generates into (diffusion) and upscales a selection of (classical) too
     (out / "ellipse-image.bin").write_bytes(ellipse_case.rgba_to_bgra(ellipse_case.pattern()))
     (out / "ellipse-mask.bin").write_bytes(ellipse_case.selection())
+    shutil.copyfile(REPO / "tests" / "data" / "astronaut.png", out / "astronaut.png")  # the detailer's photo
+    config["photo"] = host.inside(out / "astronaut.png")
     config["ellipse"] = {"width": ellipse_case.WIDTH, "height": ellipse_case.HEIGHT, "model": ellipse_case.MODEL,
                          "prompt": ellipse_case.PROMPT, "seed": ellipse_case.SEED, "steps": ellipse_case.STEPS,
                          "image": host.inside(out / "ellipse-image.bin"),
@@ -790,6 +792,51 @@ def test_the_panel_downloads_a_preset_through_the_server(tmp_path_factory, tmp_p
     assert "upscaler: complete" in run["lines_after"]
     assert "4x-UltraSharp" in run["upscalers_after"] and "4x-UltraSharp" in run["upscaler_items"]
     assert (models / upscaler.target).read_bytes() == hub.files[(upscaler.repo, upscaler.file)]
+
+
+# --- hires fix and detailer (issue 13) --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def krita_techniques_run(tmp_path_factory) -> Run:
+    """A 512 x 512 photo document against a server of this checkout with the tiny SD1.5 model and the face detector."""
+    import factory
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-techniques-server")
+    models = factory.make_models_dir(work / "models", ("sd15",))
+    (models / "detectors").mkdir()
+    shutil.copyfile(REPO / "tests" / "data" / "face_detection_yunet_2026may.onnx",
+                    models / "detectors" / "face_detection_yunet_2026may.onnx")
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "techniques", 512, 512, model="tiny-sd15", server_url=proc.url)
+    finally:
+        proc.stop()
+
+
+def test_detail_tab_repaints_the_face_and_hires_generate_runs_two_passes(krita_techniques_run):
+    run = krita_techniques_run
+    assert not run["errors"], run["errors"]
+    assert "Detail" in run["mode_tabs"]
+    rec = run["detail"]
+    assert rec["mode"] == "detail" and rec["detail_visible"] and not rec["hires_visible"] and not rec["detail_checkable"]
+    assert rec["prompt"] == "a smiling face" and rec["strength"] == pytest.approx(0.6) and rec["run_label"] == "Detail"
+    assert rec["results"] == 1 and rec["results_meta"][0]["box"] == [0, 0, 512, 512], rec
+    assert rec["last_progress"] == [2, 2], "one face, int(4 x 0.6) steps"
+    assert len(rec["new_layers"]) == 1
+    layer = run.pixels(rec["new_layer_pixels"], 512, 512)
+    changed = layer[..., 3] > 0
+    ys, xs = np.nonzero(changed)
+    assert layer[62 + 57, 178 + 45, 3] == 255, "the face's centre is repainted"
+    assert xs.min() > 100 and xs.max() < 330 and ys.min() > 0 and ys.max() < 260, "only around the face"
+    before = run.pixels(rec["composite_before"], 512, 512)
+    assert not np.array_equal(layer[changed][:, :3], before[changed][:, :3])
+    rec = run["hires"]
+    assert rec["hires"] is True and rec["scale"] == 2.0 and rec["strength"] == 0.5 and rec["upscaler_shown"] == "lanczos"
+    assert rec["hires_visible"] and rec["detail_checkable"] and rec["detail"] is False, "leaving the Detail tab " \
+        "does not switch the detailer on"
+    assert rec["results"] == 1 and rec["results_meta"][0]["box"] == [0, 0, 512, 512], rec
+    assert rec["last_progress"] == [6, 6], "4 steps at 64 px, then int(4 x 0.5) at 128 px, in one count"
 
 
 # --- history (issue 13): Paintbridge data and results kept inside the .kra -------------------------------------------

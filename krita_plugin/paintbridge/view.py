@@ -11,6 +11,7 @@ from .progress_preview import Preview, fit_size
 from .qt_compat import QtGui, QtWidgets, Qt, Signal, qimage_from_bgra8, qimage_from_rgba8
 from .session import Session
 from .settings_store import DEFAULT_URL
+from .techniques import TechniquesSection
 from .widgets import MODES, PREVIEW_HEIGHT, SHORT_MODE_NAMES, THUMB
 from .wire import client
 
@@ -42,6 +43,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         widgets.build_models_section(self)
         self.regions_section = RegionsSection(session, self)  # regions (issue 15)
         self.regions_section.place(self.results_list.parentWidget().layout(), self.controls_layout)
+        self.techniques = TechniquesSection(self, session)  # hires fix and detailer (issue 13)
         widgets.build_history_section(self)
         self._fill_model_boxes()
         self._show_settings()

@@ -12,13 +12,14 @@ from .wire import protocol
 THUMB = 88
 PREVIEW_HEIGHT = THUMB + 26  # the in-progress preview's area (it takes the result thumbnails' place)
 MODES = ("generate", "inpaint", "img2img", "outpaint", "upscale",
-         "edit")  # the panel's tabs (client.modes has the rules; edit: instruction edit, issue 14)
+         "edit", "detail")  # the panel's tabs (client.modes has the rules; edit: instruction edit, issue 14)
 MODE_LABELS = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine (img2img)", "outpaint": "Outpaint",
                "upscale": "Upscale (the selection, or the whole image)",
                "edit": "Edit the selection from an instruction in the prompt (\"make the jacket red\"); "
-                       "on models that can, e.g. Flux.1 Kontext"}
+                       "on models that can, e.g. Flux.1 Kontext",
+               "detail": "Detailer: repaint the faces in the selection, or in the whole image"}
 SHORT_MODE_NAMES = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine", "outpaint": "Outpaint",
-                    "upscale": "Upscale", "edit": "Edit"}
+                    "upscale": "Upscale", "edit": "Edit", "detail": "Detail"}
 
 
 class ControlRow(QtWidgets.QFrame):

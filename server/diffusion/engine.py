@@ -26,11 +26,14 @@ from .. import device as devices
 from .. import imageops
 from ..core import Engine, Job, JobContext, Layer
 from ..defaults import DEFAULT_STRENGTH
+from ..detect import Detectors
 from ..models import loading
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
 from . import cache
 from . import controls as control_plans
 from . import latents as latents_of
+from . import detail as detailer
+from . import hires as hires_fix
 from . import pipelines, prompts, regions, samplers, tiny_vae
 from . import references as refs
 from .adapters import Adapters
@@ -40,7 +43,7 @@ log = logging.getLogger(__name__)
 # diffusers warns on every ``.to()`` of a model even when no module needs keeping in float32; that says nothing here.
 logging.getLogger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
 
-MODES = ("generate", "img2img", "inpaint", "outpaint")
+MODES = ("generate", "img2img", "inpaint", "outpaint", "detail")
 MAX_CONTROLNETS_KEPT = 4
 PREPROCESS_PARAMS = ("low_threshold", "high_threshold")
 # bytes each content-keyed cache may hold (least recently used values go first)
@@ -96,6 +99,10 @@ class DiffusionEngine(Engine):
         # when the checkpoint is unloaded, and a different choice replaces them.
         self.vae: Optional[Tuple[str, object]] = None
         self.refiner: Optional[Tuple[str, object]] = None
+        # hires fix and detailer (issue 13): face detectors of the models folders; the upscale-model function of the
+        # hires fix's pixel upscale (the router wires the upscale engine's)
+        self.detectors = Detectors(registry.dirs)
+        self.pixel_upscaler: Optional[hires_fix.PixelUpscaler] = None
 
     def device_description(self) -> str:
         return devices.describe(self.device, self.dtype)
@@ -234,6 +241,9 @@ class DiffusionEngine(Engine):
     def _run(self, job: Job, ctx: JobContext) -> List[Layer]:
         import torch
 
+        if job.mode == "detail":  # the detailer on its own: an inpaint sub-job per detection
+            self.checkpoint_entry(job.model)
+            return detailer.run_detail_mode(self._run, self.detectors.detect, job, ctx)
         entry = self.checkpoint_entry(job.model)
         if job.regions and entry.arch not in regions.FAMILIES:
             raise self.refuse_regions(job, arch_name(entry.arch), entry.name)
@@ -292,38 +302,63 @@ class DiffusionEngine(Engine):
         tiny = self.tiny_vae(arch)
         fast_decode = tiny is not None and bool(getattr(job, "live", False)) and refiner is None
         # Only the box around the mask is decoded: outside it the result layer keeps the original pixels anyway.
+        # hires fix: a second pass at the target size (fw x fh) after this one at the native area
+        two = hires_fix.plan(job.params.hires, work.width, work.height, pw, ph, pipe.vae_scale_factor, steps,
+                             bool(getattr(job, "live", False)))
+        if two is not None and refiner is not None:
+            raise ProtocolError(UNSUPPORTED, "the SDXL refiner and the hires fix do not run in one job: switch one of "
+                                "them off", field="params.refiner")
+        if two is not None and two.upscaler not in (hires_fix.LATENT, hires_fix.LANCZOS):
+            self.registry.get(two.upscaler, "upscaler")  # model_not_found names what is installed
+        fw, fh = (two.width, two.height) if two is not None else (pw, ph)
         box = None if fast_decode or kind != "inpaint" or refiner is not None else \
-            latents_of.decode_box(soft, pw, ph, pipe.vae_scale_factor, pipe.vae.config)
+            latents_of.decode_box(soft, fw, fh, pipe.vae_scale_factor, pipe.vae.config)
         if fast_decode or box is not None or refiner is not None:
             call["output_type"] = "latent"
         if refiner is not None:
             call["denoising_end"] = job.params.refiner_start
         done = [0]  # steps of the base pass, once the refiner runs
+        # progress counts both hires passes: steps done before this pass, steps still to come after it
+        count = {"before": 0, "after": hires_fix.second_pass_steps(two) if two is not None else 0, "total": 0}
 
         def on_step(pipe_, step: int, timestep, tensors: dict) -> dict:
             nonlocal ref_scales
-            total = getattr(pipe_, "num_timesteps", None) or steps
+            this_pass = getattr(pipe_, "num_timesteps", None) or steps
             if ref_scales is not None and pipe_ is not refiner:  # the next step's reference scales (0 outside its range)
-                wanted = refs.scales(entry.arch, work.references, (step + 1) / total)
+                wanted = refs.scales(entry.arch, work.references, (step + 1) / this_pass)
                 if wanted != ref_scales:
                     pipe_.set_ip_adapter_scale(wanted)
                     ref_scales = wanted
+            total = count["before"] + this_pass + count["after"]
             if refiner is not None:  # the base pass, then the refiner's steps after it
-                total = max(done[0] + total, steps) if done[0] else steps
+                total = max(done[0] + this_pass, steps) if done[0] else steps
+            count["total"] = total
             preview = None
             if job.previews:
                 latents = tensors["latents"]
                 preview = tiny_vae.preview(tiny, latents) if tiny is not None else latents_to_rgb(latents, arch)
-            ctx.progress(min(done[0] + step + 1, total), total, preview)
+            ctx.progress(min(count["before"] + done[0] + step + 1, total), total, preview)
             return tensors
 
         started = time.perf_counter()
         ctx.check()
         # One call for the whole batch, one generator per image: each seed gives the same pixels alone or in a batch.
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        with torch.inference_mode(), regions.applied(runner.unet, region_plan):
-            out = runner(**call, generator=generators, callback_on_step_end=on_step,
-                         callback_on_step_end_tensor_inputs=["latents"])
+        with torch.inference_mode():
+            if two is not None:
+                with regions.applied(runner.unet, region_plan):  # regions shape the first pass: the composition
+                    first = runner(**dict(call, output_type="latent"), generator=generators,
+                                   callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"])
+                count.update(before=getattr(runner, "num_timesteps", None) or steps, after=0)
+                ctx.check()
+                runner, call = self._second_pass(loaded, two, kind, plans, nets, union, work, hard, first.images,
+                                                 settings, call, preset, ctx)
+                init = _init_image(work, kind, fw, fh)
+                generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+                region_plan = None  # the second pass refines the whole picture at the target size
+            with regions.applied(runner.unet, region_plan):
+                out = runner(**call, generator=generators, callback_on_step_end=on_step,
+                             callback_on_step_end_tensor_inputs=["latents"])
             if refiner is not None:
                 done[0] = getattr(runner, "num_timesteps", 0) or int(steps * job.params.refiner_start)
                 out = self._run_refiner(refiner, pipe, out.images, prompt, negative, settings, generators, on_step)
@@ -360,7 +395,57 @@ class DiffusionEngine(Engine):
             info["decoded"] = list(box)
         if work.regions:
             info["regions"] = len(work.regions)
-        return _layers(job, work, original, soft, images, seeds, info)
+        if two is not None:
+            info["hires"] = {"size": [fw, fh], "upscaler": two.upscaler, "strength": two.strength, "steps": two.steps}
+        layers = _layers(job, work, original, soft, images, seeds, info)
+        if job.params.detail.enabled:  # the detailer after the job, its steps counted after the job's
+            layers = detailer.after_job(self._run, self.detectors.detect, job, layers, ctx, count["total"])
+        return layers
+
+    def _second_pass(self, loaded: LoadedCheckpoint, two: "hires_fix.HiresPlan", kind: str, plans, nets, union: bool,
+                     work: Job, hard: np.ndarray, latents, settings: dict, first_call: dict, preset: Optional[dict],
+                     ctx: JobContext):
+        """The hires fix's second pass: its pipeline (img2img, inpaint for masked jobs) and call arguments at the
+        target size, on the first pass's latents upscaled in latent or pixel space as the plan says."""
+        import torch
+
+        pipe = loaded.pipe
+        factor = pipe.vae_scale_factor
+        tw, th = two.width, two.height
+        kind2 = "inpaint" if kind == "inpaint" else "img2img"
+        runner = pipelines.variant(loaded, kind2, nets, union)
+        runner.scheduler = samplers.make_scheduler(settings["sampler"], loaded.scheduler_config,
+                                                   preset["spacing"] if preset else None, settings["scheduler"])
+        if two.upscaler == hires_fix.LATENT:
+            upscaled = hires_fix.upscale_latents(latents, tw, th, factor)
+            pixels = None
+        else:
+            h, w = latents.shape[-2] * factor, latents.shape[-1] * factor
+            decoded = latents_of.decode_into(pipe.vae, latents, (0, 0, w, h), np.zeros((h, w, 3), np.uint8), factor)
+            pixels = ctx.interruptible(hires_fix.upscale_pixels, decoded, tw, th, two.upscaler, self.pixel_upscaler)
+            upscaled = torch.cat([latents_of.encode(pipe.vae, latents_of.to_tensor(p, self.device, pipe.vae.dtype))
+                                  for p in pixels])
+        image_keys = ("height", "width", "image", "mask_image", "masked_image_latents", "strength", "control_image",
+                      "controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end", "control_mode")
+        call = {k: v for k, v in first_call.items() if k not in image_keys}
+        call.update(num_inference_steps=two.steps, strength=two.strength, image=upscaled)
+        if kind2 == "inpaint":
+            init = _init_image(work, kind, tw, th)
+            mask = _binary(imageops.resize(hard, tw, th))
+            call.update(mask_image=_pil(mask), height=th, width=tw)
+            if plans:  # ControlNet inpaint pipelines take pixels
+                if pixels is None:
+                    size = (th, tw)
+                    pixels = [np.clip(np.rint(p * 255), 0, 255).astype(np.uint8) for p in latents_of.decode_into(
+                        pipe.vae, upscaled, (0, 0, tw, th), np.zeros(size + (3,), np.uint8), factor)]
+                call["image"] = _pil(pixels[0])
+            else:
+                nine = pipe.unet.config.in_channels == 9
+                call["masked_image_latents"] = self._latents(loaded, init, mask) if nine else upscaled
+        if plans:
+            images = self._control_images(plans, work, hard, tw, th, ctx)
+            call.update(pipelines.control_kwargs(kind2, plans, images, union))
+        return runner, call
 
     # --- prepared inputs, cached by content ---
 

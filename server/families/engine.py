@@ -201,8 +201,13 @@ class FamilyEngine(Engine):
 
     def run(self, job: Job, ctx: JobContext) -> List[Layer]:
         if job.mode not in self.modes:
-            raise self.refuse_mode(job)
+            raise self.refuse_mode(job, "the detailer runs on SD1.5 and SDXL checkpoints" if job.mode == "detail" else "")
         entry = self.checkpoint_entry(job.model)
+        refused = "hires" if job.params.hires.enabled else "detail" if job.params.detail.enabled else ""
+        if refused:  # hires fix and detailer (issue 13) run on the SD1.5/SDXL engine only
+            raise ProtocolError(UNSUPPORTED, f"the {'hires fix' if refused == 'hires' else 'detailer'} runs on SD1.5 "
+                                f"and SDXL checkpoints; '{entry.name}' is a Flux/SD3 model: turn it off, or pick an "
+                                "SD1.5/SDXL model", field=f"params.{refused}")
         if job.mode == "edit" and entry.arch != specs.FLUX_KONTEXT:
             raise ProtocolError(UNSUPPORTED, f"instruction edit needs a Flux.1 Kontext checkpoint; '{entry.name}' is "
                                 f"{specs.VARIANT_NAMES.get(entry.info.get('variant', ''), entry.arch)}: pick a Kontext "

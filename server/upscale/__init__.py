@@ -31,7 +31,7 @@ from .refine import DEFAULT_REFINE_TILE, RefineFn, refine_overlap, refine_tiled
 from .scaling import count_model_tiles, model_pass, model_tile_size, plan_passes, resize_alpha, resize_rgba
 from .tiling import tile_grid
 
-__all__ = ["UpscaleEngine", "run_upscale", "upscaled_size"]
+__all__ = ["UpscaleEngine", "run_upscale", "upscale_rgb", "upscaled_size"]
 
 # The result travels in one frame: keep its RGBA bytes under the default frame limit, with room for the envelope.
 MAX_OUTPUT_PIXELS = (Limits().max_frame_bytes - (1 << 20)) // 4
@@ -137,6 +137,17 @@ def run_upscale(
         info["memory_fallbacks"] = [f"upscaler tiles of {min(splits)} px"]
     return [Layer(name=name, rgba=result, x=int(round(job.x * scale)), y=int(round(job.y * scale)),
                   seed=seed if strength > 0 else -1, info=info)]
+
+
+def upscale_rgb(rgb: np.ndarray, path, width: int, height: int, device: str = "cpu") -> np.ndarray:
+    """An H x W x 3 uint8 image upscaled to ``width`` x ``height`` by the upscale model at ``path`` (model passes,
+    then Lanczos/area to the exact size): the hires fix's pixel upscale."""
+    model = upscalers.get(path, device)
+    h, w = rgb.shape[:2]
+    tile = model_tile_size(model, 0)
+    for step in plan_passes(model.scale, max(width / w, height / h)):
+        rgb = model_pass(np.ascontiguousarray(rgb), model, step, tile, lambda: None)
+    return resize(rgb, width, height)
 
 
 class UpscaleEngine(Engine):

@@ -1208,6 +1208,72 @@ def panel_modes():
     return MODES
 
 
+def load_photo(doc, path):
+    """A paint layer holding the PNG at ``path`` (read by Qt; ARGB32 is BGRA in memory)."""
+    from PyQt5.QtGui import QImage
+    image = QImage(path).convertToFormat(QImage.Format_ARGB32)
+    bits = image.constBits()
+    bits.setsize(image.byteCount())
+    node = doc.createNode("Photo", "paintlayer")
+    doc.rootNode().addChildNode(node, None)
+    node.setPixelData(QByteArray(bytes(bits)), 0, 0, image.width(), image.height())
+    return node
+
+
+def scenario_techniques():
+    """Hires fix and detailer (issue 13) from the panel's own widgets: the detailer on its own on a photo (mode tab
+    "Detail"), applied; then generate with the hires fix on (Lanczos, 2x the first pass)."""
+    from paintbridge.widgets import MODES
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    R["connected"] = ses.connection_state
+    R["server_pid"] = server_pid(ses)
+    R["mode_tabs"] = [panel.mode_tabs.tabText(i) for i in range(panel.mode_tabs.count())]
+    doc = new_doc("pb-techniques")
+    yield 400
+    photo = load_photo(doc, CONFIG["photo"])
+    doc.setActiveNode(photo)
+    yield 300
+    ses.set_option("model", CONFIG["model"])
+    ses.set_prompt("a portrait of an astronaut", "")
+    ses.set_option("steps", 4)
+    ses.set_option("random_seed", False)
+    ses.set_option("seed", 5)
+    t = panel.techniques
+    mark("detail")
+    panel.mode_tabs.setCurrentIndex(MODES.index("detail"))
+    yield 200
+    t.detail_strength.setValue(0.6)
+    t.detail_prompt.setText("a smiling face")
+    yield 200
+    R["detail"] = rec = {"layers_before": layers(doc), "mode": ses.settings.mode,
+                         "detail_visible": t.detail_box.isVisible(), "hires_visible": t.hires_box.isVisible(),
+                         "detail_checkable": t.detail_box.isCheckable(), "prompt": ses.settings.detail_prompt,
+                         "strength": ses.settings.detail_strength, "run_label": panel.run_button.text()}
+    rec["composite_before"] = composite(doc, "techniques-before")
+    yield from run_job(ses, rec, timeout=300)
+    rec["last_progress"] = list(ses.last_progress)
+    yield from apply_result(ses, doc, rec, "techniques-detail", W, H)
+    mark("hires")
+    panel.mode_tabs.setCurrentIndex(MODES.index("generate"))
+    yield 200
+    t.hires_box.setChecked(True)
+    t.hires_scale.setValue(2.0)
+    t.hires_strength.setValue(0.5)
+    ses.set_option("hires_upscaler", "lanczos")
+    yield 200
+    R["hires"] = rec = {"layers_before": layers(doc), "hires": ses.settings.hires, "detail": ses.settings.detail,
+                        "scale": ses.settings.hires_scale,
+                        "strength": ses.settings.hires_strength, "upscaler_shown": t.hires_upscaler.currentData(),
+                        "hires_visible": t.hires_box.isVisible(), "detail_checkable": t.detail_box.isCheckable()}
+    yield from run_job(ses, rec, timeout=300)
+    rec["last_progress"] = list(ses.last_progress)
+    mark("done")
+
+
 def save_close_reopen(doc, path):
     """Save ``doc`` as a .kra at ``path``, close it, open the file again (shown in the window); yields, returns it."""
     doc.setBatchmode(True)
@@ -1459,7 +1525,7 @@ def scenario_regions():
 SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
              "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large,
              "references": scenario_references, "history": scenario_history, "edit": scenario_edit,
-             "sampling": scenario_sampling, "regions": scenario_regions}
+             "sampling": scenario_sampling, "regions": scenario_regions, "techniques": scenario_techniques}
 
 
 def _start():

@@ -1,0 +1,66 @@
+"""The detailer's face detector, YuNet (``cv2.FaceDetectorYN``), beside OpenCV's Haar cascade where the installed
+OpenCV still has one (the 4.x wheels; the 5.x wheels dropped ``cv2.CascadeClassifier``): faces found and milliseconds
+per image on the shipped public-domain photo and variants of it (side by side, half size, rotated 20 degrees, dark).
+
+    .venv/bin/python benchmarks/detectors.py [--weights tests/data/face_detection_yunet_2026may.onnx] [--reps 20]
+    PYTHONPATH=/path/to/opencv4 .venv/bin/python benchmarks/detectors.py   # to include Haar
+
+Figures only; nothing here is a test. Both detectors run on this process's CPU threads, one after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data"
+
+
+def images() -> dict:
+    import cv2
+
+    base = cv2.imread(str(DATA / "astronaut.png"))
+    turn = cv2.getRotationMatrix2D((256, 256), 20, 1.0)
+    return {"astronaut 512": base, "two side by side": np.concatenate([base, base], 1),
+            "half size": cv2.resize(base, (256, 256), interpolation=cv2.INTER_AREA),
+            "rotated 20°": cv2.warpAffine(base, turn, (512, 512), borderMode=cv2.BORDER_REFLECT),
+            "dark (35 %)": (base * 0.35).astype(np.uint8)}
+
+
+def timed(fn, reps: int) -> tuple:
+    found = fn()
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return found, (time.perf_counter() - start) / reps * 1000
+
+
+def main() -> None:
+    import cv2
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default=str(DATA / "face_detection_yunet_2026may.onnx"))
+    parser.add_argument("--reps", type=int, default=20)
+    args = parser.parse_args()
+    haar = getattr(cv2, "CascadeClassifier", None)
+    print(f"OpenCV {cv2.__version__}; Haar cascade {'available' if haar else 'not in this OpenCV'}")
+    for name, img in images().items():
+        h, w = img.shape[:2]
+        net = cv2.FaceDetectorYN.create(args.weights, "", (w, h), 0.5, 0.3, 5000)
+        faces, ms = timed(lambda: net.detect(img)[1], args.reps)
+        boxes = [] if faces is None else [[int(v) for v in f[:4]] + [round(float(f[-1]), 2)] for f in faces]
+        line = f"{name:18s} YuNet {ms:7.1f} ms {boxes}"
+        if haar:
+            cascade = haar(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+            gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            found, hms = timed(lambda: cascade.detectMultiScale(gray, 1.1, 5, minSize=(20, 20)), args.reps)
+            line += f" | Haar {hms:7.1f} ms {[list(map(int, b)) for b in found]}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

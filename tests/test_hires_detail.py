@@ -1,0 +1,359 @@
+"""Hires fix and detailer through the real websocket server, on tiny random-weight models (native 64 px), offline;
+the detailer's face detector is the real YuNet on a real photo (tests/data/astronaut.png)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import factory
+from protocol import Limits
+from protocol.client import Client, JobFailed
+from protocol.messages import Detail, Hires, Params
+from server.app import ServerThread
+from server.config import ServerConfig
+from server.detect import Detectors, FaceDetector
+from server.diffusion import hires as hires_fix
+from test_upscale import build_upscalers
+from tests.hubstandin import hub  # noqa: F401 - a fixture
+
+torch.set_num_threads(2)
+
+DATA = Path(__file__).resolve().parent / "data"
+WEIGHTS = DATA / "face_detection_yunet_2026may.onnx"
+W, H = 128, 96  # larger than the tiny models' native 64 x 64: the first pass runs at 72 x 56
+FACE = (178, 62, 91, 115)  # where YuNet finds the astronaut's face (x, y, w, h)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory, paintbridge_cache) -> Path:
+    models = factory.make_models_dir(tmp_path_factory.mktemp("models"),
+                                     ("sd15", "sdxl", "sd15-inpaint", "cn-sd15-canny", "flux"))
+    ups = build_upscalers(paintbridge_cache / "upscale-models")
+    shutil.copytree(ups / "upscale_models", models / "upscale_models")
+    (models / "detectors").mkdir()
+    shutil.copy(WEIGHTS, models / "detectors" / WEIGHTS.name)
+    return models
+
+
+@pytest.fixture(scope="module")
+def server(models_dir):
+    thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[models_dir], limits=Limits())).start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture
+def client(server):
+    with Client(server.url, client_name="test-hires") as c:
+        yield c
+
+
+def astronaut() -> np.ndarray:
+    rgb = np.asarray(Image.open(DATA / "astronaut.png").convert("RGB"))
+    return np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+
+
+def picture(w: int = W, h: int = H) -> np.ndarray:
+    img = np.zeros((h, w, 4), np.uint8)
+    img[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+    img[..., 1] = np.linspace(255, 0, h, dtype=np.uint8)[:, None]
+    img[..., 2] = np.random.default_rng(0).integers(0, 255, (h, w))
+    img[..., 3] = 255
+    return img
+
+
+def payload(arr: np.ndarray) -> dict:
+    fmt = "gray8" if arr.ndim == 2 else "rgba8"
+    return {"width": arr.shape[1], "height": arr.shape[0], "format": fmt, "data": arr.tobytes()}
+
+
+def job(mode: str, model: str = "tiny-sd15", image=None, mask=None, **params) -> dict:
+    msg = {"mode": mode, "model": model, "prompt": "a portrait", "x": 10, "y": 20,
+           "params": {"steps": 4, "seed": 7, "grow": 0, "feather": 2, **params}}
+    if image is not None:
+        msg["image"] = payload(image)
+    if mask is not None:
+        msg["mask"] = payload(mask)
+    return msg
+
+
+def run(client, msg: dict, progress: list = None):
+    result = client.run(msg, on_event=lambda m: progress is not None and m.type == "progress" and progress.append(m),
+                        timeout=300)
+    return [(layer, np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4))
+            for layer in result.layers]
+
+
+# --- hires fix ---------------------------------------------------------------------------------------------------------
+
+def test_the_plan_runs_a_second_pass_only_for_a_box_larger_than_the_first_pass():
+    on = Hires(enabled=True, strength=0.5)
+    assert hires_fix.plan(Hires(), 128, 96, 72, 56, 8, 20) is None
+    assert hires_fix.plan(on, 64, 48, 72, 56, 8, 20) is None, "a box within the native area needs one pass"
+    assert hires_fix.plan(on, 128, 96, 72, 56, 8, 20, live=True) is None
+    p = hires_fix.plan(on, 128, 96, 72, 56, 8, 20)
+    assert (p.width, p.height, p.upscaler, p.steps) == (128, 96, "latent", 20) and hires_fix.second_pass_steps(p) == 10
+    p = hires_fix.plan(Hires(enabled=True, scale=1.5, steps=6, upscaler="lanczos"), 4000, 3000, 72, 56, 8, 20)
+    assert (p.width, p.height, p.steps, p.upscaler) == (112, 88, 6, "lanczos")
+    capped = hires_fix.plan(on, 4000, 3000, 72, 56, 8, 20)
+    assert (capped.width, capped.height) == (288, 216), "at most 4x the first pass's side"
+
+
+@pytest.mark.parametrize("model", ["tiny-sd15", "tiny-sdxl"])
+def test_hires_generate_gives_the_target_size_and_progress_counts_both_passes(client, model):
+    progress = []
+    msg = job("generate", model, width=W, height=H, hires={"enabled": True, "strength": 0.5, "steps": 6})
+    (layer, rgba), = run(client, dict(msg, previews=True), progress)
+    assert (layer.width, layer.height, layer.x, layer.y) == (W, H, 10, 20) and (rgba[..., 3] == 255).all()
+    assert layer.info["hires"] == {"size": [W, H], "upscaler": "latent", "strength": 0.5, "steps": 6}
+    assert layer.info["size"] == [72, 56], "the first pass runs at the native area"
+    totals = {p.total for p in progress}
+    assert totals == {4 + 3}, "one total: 4 first-pass steps and int(6 x 0.5) second-pass steps"
+    steps = [p.step for p in progress]  # the server coalesces progress a slow reader has not taken yet
+    assert steps == sorted(set(steps)) and steps[-1] == 7 and all(p.preview is not None for p in progress)
+
+
+def test_every_step_of_both_passes_reports_progress_with_a_preview(server):
+    from server.core import Job, JobContext
+
+    seen = []
+    ctx = JobContext(lambda step, total, preview: seen.append((step, total, preview.shape[:2])))
+    params = Params(steps=4, seed=1, width=W, height=H, hires=Hires(enabled=True, strength=0.5, steps=6))
+    server.server.router.diffusion.run(Job("j", "generate", model="tiny-sd15", params=params, previews=True), ctx)
+    assert [(s, t) for s, t, _ in seen] == [(i, 7) for i in range(1, 8)]
+    first, second = {size for _, _, size in seen[:4]}, {size for _, _, size in seen[4:]}
+    assert len(first) == len(second) == 1 and second.pop()[1] > first.pop()[1], "pass two previews its larger latents"
+
+
+def test_hires_batch_gives_each_image_at_the_target_size_with_its_seed(client):
+    results = run(client, job("generate", width=W, height=H, batch=2, hires={"enabled": True, "upscaler": "lanczos"}))
+    assert [(layer.width, layer.height, layer.seed) for layer, _ in results] == [(W, H, 7), (W, H, 8)]
+    assert not np.array_equal(results[0][1], results[1][1])
+    (alone, rgba), = run(client, job("generate", width=W, height=H, seed=8, hires={"enabled": True,
+                                                                                 "upscaler": "lanczos"}))
+    # one pipeline call per pass for the batch: the same image up to rounding (batched kernels round differently)
+    assert np.abs(rgba.astype(int) - results[1][1].astype(int)).mean() < 1.0
+
+
+@pytest.mark.parametrize("mode", ["img2img", "inpaint"])
+def test_hires_with_a_control_layer(client, mode):
+    edges = np.zeros((H, W, 4), np.uint8)
+    edges[::8, :, :3] = 255
+    edges[..., 3] = 255
+    mask = np.zeros((H, W), np.uint8)
+    mask[20:70, 30:100] = 255
+    msg = job(mode, image=picture(), mask=mask if mode == "inpaint" else None, strength=0.6,
+              hires={"enabled": True, "upscaler": "latent"})
+    msg["controls"] = [{"type": "canny", "image": payload(edges)}]
+    (layer, rgba), = run(client, msg)
+    assert layer.info["hires"]["size"] == [W, H] and layer.info["controlnets"] == ["control_tiny_sd15_canny"]
+
+
+def test_latent_lanczos_and_model_upscale_differ_and_a_plain_job_differs_from_all(client):
+    def make(**hires):
+        (layer, rgba), = run(client, job("generate", width=W, height=H, hires={"enabled": True, **hires}))
+        return layer, rgba
+
+    plain = run(client, job("generate", width=W, height=H))[0]
+    latent = make(upscaler="latent")
+    lanczos = make(upscaler="lanczos")
+    model = make(upscaler="tiny-esrgan-x2")
+    assert "hires" not in plain[0].info and model[0].info["hires"]["upscaler"] == "tiny-esrgan-x2"
+    pictures = [plain[1], latent[1], lanczos[1], model[1]]
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not np.array_equal(pictures[i], pictures[j]), (i, j)
+    assert np.array_equal(make(upscaler="lanczos")[1], lanczos[1]), "the same seed gives the same pixels"
+
+
+@pytest.mark.parametrize("model", ["tiny-sd15", "tiny-sd15-inpaint", "tiny-sdxl"])
+def test_hires_inpaint_keeps_pixels_outside_the_mask(client, model):
+    image = picture()
+    mask = np.zeros((H, W), np.uint8)
+    mask[20:70, 30:100] = 255
+    progress = []
+    (layer, rgba), = run(client, job("inpaint", model, image, mask, hires={"enabled": True, "upscaler": "lanczos"}),
+                         progress)
+    assert layer.info["hires"]["size"] == [W, H] and (layer.width, layer.height) == (W, H)
+    outside = rgba[..., 3] == 0
+    assert outside.mean() > 0.5 and np.array_equal(rgba[outside][:, :3], image[outside][:, :3])
+    assert rgba[45, 65, 3] == 255 and not np.array_equal(rgba[20:70, 30:100, :3], image[20:70, 30:100, :3])
+    assert progress[-1].step == progress[-1].total == 4 + 1
+
+
+def test_hires_img2img_runs_two_passes(client):
+    progress = []
+    (layer, rgba), = run(client, job("img2img", image=picture(), strength=0.5, hires={"enabled": True}), progress)
+    assert layer.info["hires"]["size"] == [W, H] and progress[-1].step == progress[-1].total == 2 + 1
+
+
+def test_an_unknown_hires_upscaler_is_refused_naming_what_is_installed(client):
+    with pytest.raises(JobFailed) as err:
+        run(client, job("generate", width=W, height=H, hires={"enabled": True, "upscaler": "nope"}))
+    assert err.value.code == "model_not_found" and "nope" in str(err.value)
+
+
+# --- detailer ----------------------------------------------------------------------------------------------------------
+
+def test_the_real_detector_finds_the_astronauts_face():
+    faces = FaceDetector(WEIGHTS).detect(astronaut()[..., :3], 0.5)
+    assert len(faces) == 1 and faces[0].score > 0.8
+    x, y, w, h = FACE
+    f = faces[0]
+    assert abs(f.x - x) <= 4 and abs(f.y - y) <= 4 and abs(f.width - w) <= 6 and abs(f.height - h) <= 6
+    assert FaceDetector(WEIGHTS).detect(picture()[..., :3], 0.5) == [], "no face in a gradient"
+
+
+def test_without_weights_the_detailer_names_the_pull(tmp_path):
+    with pytest.raises(Exception) as err:
+        Detectors([tmp_path]).face()
+    assert err.value.code == "model_not_found" and "paintbridge models pull detailer" in str(err.value)
+
+
+def test_detail_mode_repaints_only_the_face(client):
+    image = astronaut()
+    progress = []
+    (layer, rgba), = run(client, job("detail", image=image, detail={"strength": 0.5, "padding": 16}), progress)
+    assert (layer.x, layer.y, layer.width, layer.height) == (10, 20, 512, 512)
+    (found,) = layer.info["detections"]
+    assert found["target"] == "face" and found["score"] > 0.8
+    x, y, w, h = found["box"]
+    changed = rgba[..., 3] > 0
+    ys, xs = np.nonzero(changed)
+    assert changed.any() and xs.min() >= x - 16 and xs.max() < x + w + 16 and ys.min() >= y - 16 and ys.max() < y + h + 16
+    assert rgba[y + h // 2, x + w // 2, 3] == 255, "the face's centre is repainted fully"
+    assert np.array_equal(rgba[~changed][:, :3], image[~changed][:, :3]), "outside the face the pixels stay"
+    assert not np.array_equal(rgba[y:y + h, x:x + w, :3], image[y:y + h, x:x + w, :3])
+    assert progress[-1].step == progress[-1].total == 2
+
+
+def test_detail_separate_gives_one_layer_per_face_at_its_place(client):
+    image = np.concatenate([astronaut(), astronaut()], axis=1)
+    results = run(client, job("detail", image=image, detail={"separate": True}))
+    assert len(results) == 2
+    boxes = sorted(layer.info["detection"]["box"][0] for layer, _ in results)
+    assert abs(boxes[0] - FACE[0]) <= 4 and abs(boxes[1] - FACE[0] - 512) <= 4
+    for layer, rgba in results:
+        bx, by, bw, bh = layer.info["detection"]["box"]
+        assert layer.x - 10 <= bx and layer.x - 10 + layer.width >= bx + bw and layer.width < 256
+        assert rgba[by + bh // 2 - (layer.y - 20), bx + bw // 2 - (layer.x - 10), 3] == 255
+        assert layer.name.startswith("detail face")
+
+
+def test_detail_mode_on_a_selection_only_takes_faces_inside_it(client):
+    image = np.concatenate([astronaut(), astronaut()], axis=1)
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[:, 512:] = 255
+    (layer, rgba), = run(client, job("detail", image=image, mask=mask))
+    (found,) = layer.info["detections"]
+    assert found["box"][0] > 512 and (rgba[:, :512, 3] == 0).all()
+
+
+def test_detail_after_an_inpaint_job_repaints_the_faces_in_its_box(client):
+    image = astronaut()
+    mask = np.zeros((512, 512), np.uint8)
+    mask[400:500, 20:120] = 255  # far from the face
+    progress = []
+    job_msg = job("inpaint", image=image, mask=mask, strength=0.5, detail={"enabled": True, "separate": True})
+    (plain, plain_rgba), (part, _) = run(client, job_msg, progress)
+    assert plain.info["detections"][0]["target"] == "face" and part.info["detection"]["target"] == "face"
+    assert plain_rgba[FACE[1] + 50, FACE[0] + 45, 3] == 0, "separate: the job's own layer stays as it was"
+    assert progress[-1].step == progress[-1].total == 2 + 1, "the job's 2 steps, then int(4 x 0.4) for the face"
+    job_msg["params"]["detail"]["separate"] = False
+    (layer, rgba), = run(client, job_msg)
+    assert rgba[FACE[1] + 50, FACE[0] + 45, 3] == 255 and rgba[450, 70, 3] == 255
+    assert layer.name.endswith("+ detail")
+
+
+def test_hands_and_the_classical_engine_are_refused_with_what_to_do(client):
+    with pytest.raises(JobFailed) as err:
+        run(client, job("detail", image=picture(), detail={"targets": ["hand"]}))
+    assert err.value.code == "unsupported" and "no hand detector" in str(err.value)
+    with pytest.raises(JobFailed) as err:
+        run(client, job("detail", model="classical", image=picture()))
+    assert err.value.code == "unsupported" and "diffusion checkpoint" in str(err.value)
+    with pytest.raises(JobFailed) as err:
+        run(client, job("detail", image=picture(), detail={"targets": ["feet"]}))
+    assert err.value.code == "bad_request" and err.value.field == "params.detail.targets[0]"
+
+
+def test_params_carry_hires_and_detail_on_the_wire():
+    params = Params.parse_map({"hires": {"enabled": True, "upscaler": "lanczos"}, "detail": {"separate": True}}, "",
+                              Limits())
+    assert params.hires == Hires(enabled=True, upscaler="lanczos") and params.detail == Detail(separate=True)
+    assert Params().as_dict()["hires"]["enabled"] is False and Params().as_dict()["detail"]["targets"] == ("face",)
+
+
+def test_readme_tables_cover_hires_and_detail():
+    from protocol import messages as m
+    from protocol.schema import markdown_table
+
+    readme = (Path(__file__).resolve().parent.parent / "protocol" / "README.md").read_text()
+    for model in (m.Job, m.Params, m.Hires, m.Detail):
+        assert markdown_table(model) in readme, f"protocol/README.md's table of {model.__name__} is out of date"
+
+
+def test_models_pull_detailer_gets_a_detector_the_detailer_finds(hub, tmp_path):
+    """The catalogue's face detector, pulled from the hub stand-in (serving the real YuNet weights: the catalogue's
+    exact size and checksum are those of the zoo's 2023mar file, so this copy's are put in), is what the detailer
+    loads."""
+    import dataclasses
+    import hashlib
+
+    from server.downloads import Catalogue
+    from server.downloads.pull import pull_file
+
+    (item,) = Catalogue.load().resolve("detailer")
+    assert item.kind == "detector" and item.target.startswith("detectors/") and item.serves("detail")
+    data = WEIGHTS.read_bytes()
+    hub.files[(item.repo, item.file)] = data
+    here = dataclasses.replace(item, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    pull_file(here, tmp_path)
+    faces = Detectors([tmp_path]).detect(astronaut()[..., :3], ("face",), 0.5)
+    assert [f.target for f in faces] == ["face"]
+
+
+def test_paintbridge_run_hires_and_detail_from_the_command_line(models_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "server.cli", "run", *args, "--models", str(models_dir),
+                               "--model", "tiny-sd15", "--steps", "2", "--seed", "5"], capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    out = tmp_path / "hires.png"
+    said = cli("generate", "--width", str(W), "--height", str(H), "--hires", "--hires-upscaler", "lanczos",
+               "--hires-strength", "0.5", "--out", str(out))
+    assert f"{out}: {W}x{H} at (0, 0), seed 5" in said and Image.open(out).size == (W, H)
+    Image.fromarray(astronaut()).save(tmp_path / "in.png")
+    out = tmp_path / "face.png"
+    said = cli("detail", "--image", str(tmp_path / "in.png"), "--detail-strength", "0.6", "--detail-separate",
+               "--out", str(out))
+    assert f"{out}: " in said and "seed 5" in said
+    result = np.asarray(Image.open(out).convert("RGBA"))
+    assert result.shape == (512, 512, 4), "the detected face over the input"
+    x, y, w, h = FACE
+    changed = np.any(result[..., :3] != astronaut()[..., :3], axis=2)
+    assert changed[y + h // 2, x + w // 2] and not changed[:y - 40].any() and not changed[y + h + 40:].any()
+
+
+def test_flux_and_sd3_checkpoints_refuse_hires_and_detail_naming_the_field(client):
+    with pytest.raises(JobFailed) as err:
+        run(client, job("generate", "tiny-flux", width=W, height=H, hires={"enabled": True}))
+    assert err.value.code == "unsupported" and err.value.field == "params.hires" and "SD1.5" in str(err.value)
+    with pytest.raises(JobFailed) as err:
+        run(client, job("img2img", "tiny-flux", image=picture(), detail={"enabled": True}))
+    assert err.value.code == "unsupported" and err.value.field == "params.detail"
+    with pytest.raises(JobFailed) as err:
+        run(client, job("detail", "tiny-flux", image=picture()))
+    assert err.value.code == "unsupported" and err.value.field == "mode" and "SD1.5 and SDXL" in str(err.value)
