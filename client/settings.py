@@ -15,6 +15,10 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 from .modes import MODES
 
 CLASSICAL = "classical"
+# The fills (protocol ``params.fill``): texture copied from around the hole, smooth (Telea, Navier-Stokes), a LaMa
+# network (its weights pulled with 'paintbridge models pull lama'); value → label.
+FILLS = {"patch": "Texture (patch)", "telea": "Smooth (Telea)", "ns": "Smooth (Navier-Stokes)",
+         "lama": "LaMa network"}
 IMAGE_SOURCES = ("visible", "layer")
 MASK_SOURCES = ("selection", "layer-mask", "alpha")
 
@@ -45,7 +49,7 @@ class Settings:
     batch: int = 1
     grow: int = -1  # -1 = scaled to the selection
     feather: int = -1  # -1 = scaled to the selection
-    fill: str = "telea"  # classical fill / pre-fill: "telea" or "ns"
+    fill: str = "patch"  # classical fill / pre-fill: FILLS
     extend_left: int = 0
     extend_top: int = 0
     extend_right: int = 0
@@ -59,6 +63,8 @@ class Settings:
     high_threshold: int = 200
     image_source: str = "visible"  # IMAGE_SOURCES
     mask_source: str = "selection"  # MASK_SOURCES (each editor offers the ones it can read)
+    # fills (issue 13)
+    color_match: bool = False  # inpaint/outpaint: match the result's colours to the area around the mask
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form (a JSON-ready map)."""
@@ -77,6 +83,8 @@ class Settings:
             if f.name == "strength":
                 ok = value is None or _is_number(value)
                 value = None if value is None else float(value) if ok else default
+            elif isinstance(default, bool):
+                ok = isinstance(value, bool)
             elif isinstance(default, float):
                 ok = _is_number(value)
                 value = float(value) if ok else default
@@ -91,6 +99,8 @@ class Settings:
             out.image_source = cls.image_source
         if out.mask_source not in MASK_SOURCES:
             out.mask_source = cls.mask_source
+        if out.fill not in FILLS:
+            out.fill = cls.fill
         return out
 
     def replace(self, **changes: Any) -> "Settings":

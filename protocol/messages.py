@@ -22,7 +22,7 @@ MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", 
 SAMPLERS = ("Euler a", "Euler", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ SDE Karras", "DDIM", "UniPC", "LCM")
 CONTROL_TYPES = ("canny", "lineart", "scribble", "softedge", "depth", "normal", "pose", "tile", "inpaint", "shuffle",
                  "reference")
-INPAINT_FILLS = ("telea", "ns")
+INPAINT_FILLS = ("telea", "ns", "patch", "lama")
 
 MAX_ID_LENGTH = 64
 MAX_PROMPT_LENGTH = 8192
@@ -94,7 +94,9 @@ class Params(WireModel):
     batch: int = wire(1, minimum=1, limit="max_batch")
     grow: int = wire(-1, minimum=-1, maximum=1024, doc="px the mask grows by; -1 = scaled to the selection")
     feather: int = wire(-1, minimum=-1, maximum=1024, doc="px of soft edge; -1 = scaled to the selection")
-    fill: str = wire("telea", choices=INPAINT_FILLS, doc="classical fill method")
+    fill: str = wire("patch", choices=INPAINT_FILLS,
+                     doc='classical fill and diffusion pre-fill: `"patch"` copies texture from around the hole, '
+                         '`"telea"`/`"ns"` smooth it in, `"lama"` runs a LaMa network (`models pull lama`)')
     scale: float = wire(2.0, minimum=1.0, maximum=8.0, doc="upscale factor")
     upscaler: str = wire("", max_length=256, doc='upscale model name; `""` = Lanczos')
     refine: float = wire(0.0, minimum=0.0, maximum=1.0, doc="upscale-and-refine strength; 0 = off")
@@ -105,6 +107,8 @@ class Params(WireModel):
     preprocessor: str = wire("", max_length=64, doc="mode `preprocess`: which preprocessor")
     low_threshold: int = wire(100, minimum=0, maximum=255, doc="canny")
     high_threshold: int = wire(200, minimum=0, maximum=255, doc="canny")
+    # fills (issue 13)
+    color_match: bool = wire(False, doc="match the result's colours to the area around the mask (inpaint, outpaint)")
 
     def as_dict(self) -> dict:
         """Every field as a plain map, None included (``extend`` as a map): the engines' view of the parameters."""

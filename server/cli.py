@@ -16,6 +16,7 @@ from PIL import Image
 from protocol import MODES, SAMPLERS, Extend, Job, Message, Params, Progress, Queued, ResultLayer
 from protocol.client import Client, ConnectionFailed, JobCancelled, JobFailed, new_job_id
 from protocol.images import GRAY8, RGBA8, ImagePayload
+from protocol.messages import INPAINT_FILLS
 
 from . import __version__
 from .config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, default_models_dir
@@ -94,6 +95,7 @@ def build_job(args: argparse.Namespace) -> tuple:
     """The ``Job`` for ``paintbridge run`` and the input image (None for generate without one)."""
     given = {key: getattr(args, key) for key in ("strength", "cfg", "sampler", "upscaler", "refine", "grow", "feather",
                                                    "width", "height", "fill", "preprocessor")}
+    given.update({key: getattr(args, key, None) for key in ("color_match",)})  # fills (issue 13)
     params = Params(steps=args.steps, seed=args.seed, batch=args.batch, scale=args.scale, extend=_extend(args.extend),
                     **{k: v for k, v in given.items() if v is not None})
     image = mask = None
@@ -326,7 +328,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--batch", type=int, default=1)
     r.add_argument("--grow", type=int)
     r.add_argument("--feather", type=int)
-    r.add_argument("--fill", choices=("telea", "ns"))
+    r.add_argument("--fill", choices=INPAINT_FILLS,
+                   help="inpaint/outpaint fill and diffusion pre-fill: patch (texture from around the hole, the "
+                        "default), telea, ns (smooth), lama (a LaMa network: 'paintbridge models pull lama')")
     r.add_argument("--scale", type=float, default=2.0, help="upscale factor")
     r.add_argument("--upscaler", help="upscale model name (default Lanczos)")
     r.add_argument("--refine", type=float, help="upscale-and-refine strength (0 = off)")
@@ -334,6 +338,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--width", type=int, help="generate without --image: width")
     r.add_argument("--height", type=int, help="generate without --image: height")
     r.add_argument("--preprocessor", help="preprocess mode: canny, lineart, scribble, ...")
+    # fills (issue 13)
+    r.add_argument("--color-match", action="store_true", default=None,
+                   help="inpaint/outpaint: match the result's colours to the area around the mask")
     add_models(r)
     r.set_defaults(func=cmd_run, port=0)
 

@@ -144,3 +144,12 @@ def test_capture_reads_only_what_the_mode_needs():
     reader = Reader(doc(False), RGBA8)
     capture(Settings(mode="generate"), Box(0, 0, 0, 0), W, H, reader)
     assert reader.reads == []
+
+
+# fills (issue 13)
+@pytest.mark.parametrize("mode", ["inpaint", "outpaint"])
+def test_fill_and_colour_match_travel_for_inpaint_and_outpaint(mode):
+    s = Settings(mode=mode, fill="telea", color_match=True, extend_right=16)
+    msg = accepted(job_for(s, doc()))
+    assert msg.params.fill == "telea" and msg.params.color_match is True
+    assert accepted(job_for(Settings(mode=mode, extend_right=16), doc())).params.fill == "patch"

@@ -71,3 +71,11 @@ def test_fresh_settings_for_a_mode():
     d = Defaults.from_welcome({"defaults": {"modes": {"upscale": {"scale": 4.0}}}})
     assert defaults_for_mode("upscale", d).scale == 4.0
     assert defaults_for_mode("img2img", d).strength == 0.7
+
+
+# fills (issue 13)
+def test_fill_defaults_to_patch_colour_match_round_trips_and_bad_values_fall_back():
+    assert Settings().fill == "patch" and Settings().color_match is False
+    s = Settings(fill="lama", color_match=True)
+    assert Settings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    assert Settings.from_dict({"fill": "blur", "color_match": 1}) == Settings()

@@ -37,6 +37,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
         widgets.build_models_section(self)
         self._fill_model_boxes()
+        self.fill_widgets = {"fill": self.fill_box, "color_match": self.color_match_check}  # fills (issue 13)
         self._show_settings()
         self._bind()
         self._update_results()
@@ -92,6 +93,9 @@ class PaintbridgePanel(QtWidgets.QWidget):
         s.controls_changed.connect(self._fill_presets)
         s.downloads.pull_changed.connect(self._update_pull)
         s.connection_changed.connect(lambda _state, _detail: self._update_pull())
+        # fills (issue 13)
+        self.fill_box.activated.connect(lambda i: s.set_option("fill", self.fill_box.itemData(i)))
+        self.color_match_check.toggled.connect(lambda on: s.set_option("color_match", on))
 
     # --- session -> widgets -------------------------------------------------------------------------------------------
     def _show_settings(self) -> None:
@@ -99,6 +103,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
         for name in ("prompt", "negative_prompt", "mode", "strength") + SPINS + COMBOS:
             self._on_setting(name, getattr(st, name))
         self._on_setting("random_seed", self.session.random_seed)
+        for name in self.fill_widgets:  # fills (issue 13)
+            self._on_setting(name, getattr(st, name))
 
     def _on_setting(self, name: str, value) -> None:
         if name == "mode":
@@ -129,7 +135,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
             widget = self.random_seed_check
             self.seed_spin.setEnabled(not value)
         else:
-            widget = self._option_widget(name) if name in SPINS + COMBOS else None
+            widget = self._option_widget(name) if name in SPINS + COMBOS else self.fill_widgets.get(name)
         if widget is None:
             return
         widget.blockSignals(True)

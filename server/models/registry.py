@@ -23,7 +23,8 @@ from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 from . import detect, families, fewstep
 from .detect import DIFFUSERS, PICKLE, SAFETENSORS, Detected, DetectError
 
-KINDS = ("checkpoint", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler")
+KINDS = ("checkpoint", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler",
+         "inpainter")  # inpainter: LaMa-class fill networks (fill "lama", issue 13)
 SUPPORTED_ARCHS = ("sd15", "sdxl", "flux", "flux-fill", "flux-kontext", "sd3")
 ARCH_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sdxl-refiner": "SDXL refiner", "flux": "Flux.1",
               "flux-fill": "Flux.1 Fill", "flux-kontext": "Flux.1 Kontext", "sd3": "SD3", "clip": "CLIP", "t5": "T5",
@@ -37,6 +38,7 @@ KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
     "embedding": ("embeddings",),
     "controlnet": ("controlnet", "ControlNet"),
     "upscaler": ("upscale_models", "ESRGAN", "RealESRGAN"),
+    "inpainter": ("inpaint", "lama"),
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 CONFIG_SUFFIX = ".config"
@@ -153,8 +155,8 @@ def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
 
 
 def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
-    if kind == "upscaler":
-        return Detected(None)  # spandrel recognises upscalers when it loads them
+    if kind in ("upscaler", "inpainter"):
+        return Detected(None)  # spandrel recognises upscalers and inpainters when it loads them
     if fmt == DIFFUSERS:
         if kind == "checkpoint" and (path / "transformer" / "config.json").is_file():
             return families.diffusers_folder(path)
@@ -219,7 +221,7 @@ class ModelRegistry:
             self._skipped = skipped
 
     def _entry(self, kind: str, name: str, path: Path, fmt: str) -> Optional[ModelEntry]:
-        if fmt == PICKLE and kind != "upscaler" and not self.allow_pickle:
+        if fmt == PICKLE and kind not in ("upscaler", "inpainter") and not self.allow_pickle:
             return None  # never listed: it could not be loaded anyway
         try:
             stat = path.stat()
