@@ -227,7 +227,8 @@ def fill(rgb: np.ndarray, mask: np.ndarray, method: Method = "patch", radius: in
 def color_match(result: np.ndarray, original: np.ndarray, mask: np.ndarray, ring: int = 0) -> np.ndarray:
     """``result`` (H x W x 3 uint8) with the colours inside ``mask`` moved to match the ``original``'s around it:
     the mean and spread of each Lab channel inside the mask made those of the ring ``ring`` px wide around it
-    (default: a tenth of the mask's larger side, at least 8 px), spreads scaled by at most 2x either way. Pixels
+    (default: a tenth of the mask's larger side, at least 8 px), spreads scaled by at most 1.25x either way (more
+    would sharpen or flatten the result's own texture). Pixels
     outside the mask are returned unchanged; the work stays inside the mask's box plus the ring."""
     out = np.array(result, dtype=np.uint8, copy=True, order="C")
     tight = nonzero_box(mask)
@@ -243,7 +244,7 @@ def color_match(result: np.ndarray, original: np.ndarray, mask: np.ndarray, ring
     lab_original = cv2.cvtColor(np.ascontiguousarray(original[y:y + h, x:x + w, :3]),
                                 cv2.COLOR_RGB2LAB).astype(np.float32)
     have, want = lab_result[inside], lab_original[around]
-    spread = np.clip(want.std(axis=0) / np.maximum(have.std(axis=0), 1e-3), 0.5, 2.0)
+    spread = np.clip(want.std(axis=0) / np.maximum(have.std(axis=0), 1e-3), 0.8, 1.25)
     moved = (have - have.mean(axis=0)) * spread + want.mean(axis=0)
     lab_result[inside] = moved
     back = cv2.cvtColor(np.clip(np.rint(lab_result), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)

@@ -59,7 +59,7 @@ def stripes(h: int = 128, w: int = 160) -> np.ndarray:
     return img
 
 
-# --- quality -----------------------------------------------------------------------------------------------------------
+# --- quality ---------------------------------------------------------------------------------------------------------
 
 def test_patch_fill_carries_the_photos_texture_into_a_hole_where_telea_blurs(artifacts_dir):
     """960 x 540 photo, an ellipse 15 % of its width over the fabric of the suit: telea's fill is a blur (a fifth of
@@ -286,7 +286,8 @@ def test_models_pull_lama_through_the_hub_stand_in_lands_where_the_fill_finds_it
     entry = Catalogue.load().files["lama"]
     with Hub() as hub:
         hub.files[(entry.repo, entry.file)] = hub_payload(150_000, seed=7)
-        out = _cli(["models", "pull", "lama", "--models", str(tmp_path)], {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"})
+        env = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}
+        out = _cli(["models", "pull", "lama", "--models", str(tmp_path)], env)
         assert out.returncode == 0, out.stderr
         assert (tmp_path / "inpaint" / "big-lama.safetensors").read_bytes() == hub.files[(entry.repo, entry.file)]
     listing = _cli(["models", "--models", str(tmp_path)])
