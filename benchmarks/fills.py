@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from server import imageops  # noqa: E402
-from tests.test_fills import detail_ratio, ellipse, photo_960x540  # noqa: E402
+from tests.fillcases import detail_ratio, ellipse, photo_960x540  # noqa: E402
 
 PLACES = {"fabric": (200, 420), "machinery": (750, 300), "neck": (480, 120)}
 
