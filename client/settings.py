@@ -65,6 +65,8 @@ class Settings:
     mask_source: str = "selection"  # MASK_SOURCES (each editor offers the ones it can read)
     # fills (issue 13)
     color_match: bool = False  # inpaint/outpaint: match the result's colours to the area around the mask
+    # results history (issue 13): how many MB of results each document keeps (client/history.py); 0 = none
+    history_limit_mb: int = 64
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form (a JSON-ready map)."""

@@ -46,6 +46,8 @@ class ProcedureSpec:
     returns_image: bool = False
     live: bool = False  # an interactive dialog that reruns on changes (no NONINTERACTIVE use)
     download: bool = False  # downloads models onto the server's machine (no job; works without an image)
+    # results history (issue 13): lists, applies, reuses and deletes the image's earlier results (no job)
+    history: bool = False
 
     def arg(self, name: str) -> Arg:
         for arg in self.args:
@@ -267,7 +269,25 @@ DOWNLOAD = ProcedureSpec(
     ) + _server_args(),
     download=True,
 )
-ALL_PROCEDURES = PROCEDURES + (DOWNLOAD,)
+# results history (issue 13)
+HISTORY_ACTIONS = (("apply", "Apply again (insert the entry's layers)"), ("reuse", "Reuse settings (run its mode "
+                   "with them)"), ("delete", "Delete the entry"), ("list", "List the entries (return value)"))
+HISTORY = ProcedureSpec(
+    PREFIX + "history", "history", "_History...", "Paintbridge: History",
+    "Earlier results of this image: apply again, reuse their settings, delete",
+    "Every Paintbridge result made for this image is kept inside it (saved with the .xcf), within a size limit: "
+    "the dialog lists them with thumbnails and settings. Scripts pick an entry by index (0 = the newest) and an "
+    "action; 'list' returns the entries as JSON, 'reuse' returns the entry's settings as JSON.",
+    (
+        Arg("action", "choice", "_Action", "What to do with the entry", "apply", choices=HISTORY_ACTIONS),
+        Arg("index", "int", "_Entry", "Which entry: 0 = the newest, 1 = the one before ...", 0, 0, 10000),
+        Arg("layer", "int", "_Layer", "Apply again: which of the entry's layers (-1 = all of them)", -1, -1, 1000),
+        Arg("limit-mb", "int", "_Keep at most (MB)", "How many MB of results each image keeps (the oldest go "
+            "first; 0 = no history); -1 = leave as it is", -1, -1, 100000),
+    ),
+    history=True,
+)
+ALL_PROCEDURES = PROCEDURES + (DOWNLOAD, HISTORY)
 
 # Keys the generated dialog's own buttons use (Help, Reset, Cancel, OK, Load/Save settings).
 RESERVED_MNEMONICS = frozenset("hrcols")

@@ -80,7 +80,7 @@ def server_target(values: Dict[str, Any]) -> Tuple[str, Optional[str]]:
 def place_results(spec: ProcedureSpec, image, active, s: Settings, layers: List[Any], welcome: Any,
                   values: Dict[str, Any], interactive: bool = False):
     """Insert the results (one undo step); an upscale into a new image returns that image, else None."""
-    names = results.layer_names(spec.mode, s.prompt, layers, Defaults.from_welcome(welcome).layer_name_length)
+    names = names_of(spec, s, layers, welcome)
     if spec.mode == "upscale" and values.get("target") != "layer":
         new_image = host.new_image_with(image, layers, names)
         if interactive:
@@ -92,3 +92,8 @@ def place_results(spec: ProcedureSpec, image, active, s: Settings, layers: List[
     host.insert_results(image, active, layers, names, canvas)
     return None
 
+
+
+def names_of(spec: ProcedureSpec, s: Settings, layers: List[Any], welcome: Any) -> List[str]:
+    """The result layers' names (``client.results``, with the length this server announced)."""
+    return results.layer_names(spec.mode, s.prompt, layers, Defaults.from_welcome(welcome).layer_name_length)

@@ -6,7 +6,9 @@ decided by ``client`` from these settings, the same way as in Krita.
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping
 
 from client.errors import JobInputError
 from client.jobs import ControlSource
@@ -84,3 +86,47 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Sett
     if spec.live:
         s.batch = 1
     return s
+
+
+def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
+    """Argument values of ``spec`` that make ``settings_from_values`` give ``s`` back (results history: "reuse
+    settings"); arguments ``s`` has nothing for (server, controls) are left out."""
+    names = {arg.name for arg in spec.args}
+    nick_of = {name: nick for nick, name in SAMPLER_BY_NICK.items()}
+    out: Dict[str, Any] = {"prompt": s.prompt, "negative-prompt": s.negative_prompt, "model": s.model or "default",
+                           "steps": s.steps, "seed": s.seed, "batch": s.batch, "grow": s.grow, "feather": s.feather,
+                           "cfg": s.cfg, "sampler": nick_of.get(s.sampler, "default"), "fill": s.fill,
+                           "source": s.image_source, "mask-source": s.mask_source, "scale": s.scale,
+                           "upscaler": s.upscaler, "refine": s.refine, "preprocessor": s.preprocessor,
+                           "low-threshold": s.low_threshold, "high-threshold": s.high_threshold}
+    if s.strength is not None:
+        out["strength"] = s.strength
+    sides = {side: getattr(s, f"extend_{side}") for side in ("left", "top", "right", "bottom")}
+    out["extend"] = max(sides.values())
+    out.update({f"extend-{side}": amount > 0 for side, amount in sides.items()})
+    return {name: value for name, value in out.items() if name in names}
+
+
+# --- "reuse settings" from the results history: values waiting for the mode's next dialog ----------------------------
+
+REUSE_FILE = "paintbridge-reuse.json"
+
+
+def save_reuse(profile: Path, procedure: str, values: Mapping[str, Any]) -> None:
+    """Keep ``values`` for the next interactive run of ``procedure`` (its dialog opens with them)."""
+    Path(profile).mkdir(parents=True, exist_ok=True)
+    (Path(profile) / REUSE_FILE).write_text(json.dumps({"procedure": procedure, "values": dict(values)}),
+                                            encoding="utf-8")
+
+
+def take_reuse(profile: Path, procedure: str) -> Dict[str, Any]:
+    """The values kept for ``procedure`` (then forgotten), or {} when none are."""
+    path = Path(profile) / REUSE_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("procedure") != procedure or not isinstance(data.get("values"), dict):
+        return {}
+    path.unlink()
+    return dict(data["values"])

@@ -583,6 +583,7 @@ while layer_summary(img) != before_layers and time.time() < end:
     time.sleep(0.2)
 check(layer_summary(img) == before_layers, "one undo step removes the result: %r" % layer_summary(img))
 check(composite(img) == before, "and restores the original pixels")
+check(img.get_parasite("paintbridge-history") is not None, "the undone result stays in the image's history")
 marker("verified")
 """
 
@@ -658,6 +659,7 @@ while layer_summary(img) != before_layers and time.time() < end:
     time.sleep(0.2)
 check(layer_summary(img) == before_layers, "one undo step removes the kept result (previews left no undo steps)")
 check(composite(img) == before, "and restores the original pixels")
+check(img.get_parasite("paintbridge-history") is not None, "the live result stays in the image's history")
 marker("verified")
 """
 
@@ -735,3 +737,158 @@ img.delete()
     recorded = json.loads((profile.gimp_dir / "paintbridge-models.json").read_text())
     assert {"name": "4x-UltraSharp", "kind": "upscaler"} in recorded["models"]
     assert "download complete" in result.output and "4x-UltraSharp" in result.output
+
+
+# --- history (issue 13): Paintbridge data and results kept inside the .xcf --------------------------------------------
+
+def test_document_data_survives_saving_closing_and_reopening_the_xcf(profile):
+    batch(profile, PLUGIN_PATH + """
+import os, tempfile
+from client.docdata import DocumentDataError
+from gimp_plugin import host
+img, (layer,) = make_image(64, 48)
+payload = os.urandom(2000000) + bytes(1000)
+host.save_document_data(img, "history", payload)
+host.save_document_data(img, "regions", b"region prompts")
+host.save_document_data(img, "gone", b"removed before saving")
+host.save_document_data(img, "gone", None)
+img.attach_parasite(Gimp.Parasite.new("paintbridge-foreign", Gimp.PARASITE_PERSISTENT, list(b"another program")))
+path = tempfile.mkdtemp() + "/docdata.xcf"
+Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path), None)
+img.delete()
+img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+check(os.path.getsize(path) > 2000000, "the .xcf holds the data")
+check(host.load_document_data(img, "history") == payload, "2 MB of random bytes come back byte for byte")
+check(host.load_document_data(img, "regions") == b"region prompts", "a second key comes back")
+check(host.load_document_data(img, "gone") is None, "a removed key is gone")
+check(host.load_document_data(img, "never") is None, "a key never set reads as None")
+try:
+    host.load_document_data(img, "foreign")
+    check(False, "foreign data is refused")
+except DocumentDataError as err:
+    check("not written by Paintbridge" in str(err) and "'foreign'" in str(err), "a clear message: %s" % err)
+check(img.get_parasite("paintbridge-history").get_flags() & Gimp.PARASITE_PERSISTENT, "the parasite is persistent")
+img.delete()
+""", plugin_dir=profile.inner(profile.plugin_dir))
+
+
+def test_a_result_undone_survives_the_xcf_and_applies_again_with_the_same_pixels(profile, server):
+    batch(profile, PLUGIN_PATH + """
+import json, tempfile
+img, (bottom,) = make_image(120, 96)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 30, 20, 40, 30)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-inpaint", img, [bottom], prompt="kept for later", model="classical", fill="ns",
+          steps=4, server=P["url"])
+(made,) = new_layers(img, old)
+ok, ox, oy = made.get_offsets()
+w, h = made.get_width(), made.get_height()
+first = read(made, ox, oy, w, h)
+name = made.get_name()
+img.remove_layer(made)  # the painter did not keep it
+check(len(img.get_layers()) == 1, "the result layer is gone")
+path = tempfile.mkdtemp() + "/history.xcf"
+Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path), None)
+img.delete()
+img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+(bottom,) = img.get_layers()
+listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list").index(1))
+check(len(listed) == 1, "one entry after reopening: %r" % listed)
+entry = listed[0]
+check(entry["prompt"] == "kept for later" and entry["mode"] == "inpaint" and entry["model"] == "classical",
+      "the entry says what the job was: %r" % entry)
+check(entry["layers"] == [[name, ox, oy, w, h]], "and where its layer went: %r" % entry["layers"])
+check(entry["settings"]["steps"] == 4 and entry["settings"]["fill"] == "ns", "with the job's settings")
+print("stored bytes", entry["stored_bytes"], "xcf parasite", len(img.get_parasite("paintbridge-history").get_data()))
+
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-history", img, [bottom], action="apply", index=0)
+(again,) = new_layers(img, old)
+check(again.get_name() == name and tuple(again.get_offsets()[1:]) == (ox, oy), "applied where it was made")
+check(read(again, ox, oy, w, h) == first, "with exactly the same pixels")
+
+settings = json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="reuse").index(2))
+check(settings["prompt"] == "kept for later" and settings["steps"] == 4 and settings["mode"] == "inpaint",
+      "reuse gives the job's settings: %r" % settings)
+waiting = json.load(open(Gimp.directory() + "/paintbridge-reuse.json"))
+check(waiting["procedure"] == "plug-in-paintbridge-inpaint" and waiting["values"]["prompt"] == "kept for later",
+      "and keeps them for the inpaint dialog: %r" % waiting)
+
+expect_failure("plug-in-paintbridge-history", img, [bottom], "calling-error", "there is no entry 3", index=3)
+expect_ok("plug-in-paintbridge-history", img, [bottom], action="delete", index=0)
+check(json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list").index(1)) == [],
+      "deleted")
+check(img.get_parasite("paintbridge-history") is None, "nothing left in the image")
+
+img.attach_parasite(Gimp.Parasite.new("paintbridge-history", Gimp.PARASITE_PERSISTENT, list(b"garbage")))
+check(json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list").index(1)) == [],
+      "unreadable history data lists as empty, with a message, and is not fatal")
+expect_ok("plug-in-paintbridge-inpaint", img, [bottom], prompt="a new one", model="classical", server=P["url"])
+listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list", limit_mb=0).index(1))
+check(listed == [], "a limit of 0 MB keeps nothing")
+expect_ok("plug-in-paintbridge-history", img, [bottom], action="list", limit_mb=64)  # back to the default
+img.delete()
+""", url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
+
+
+HISTORY_GUI_SCRIPT = """
+import os, time
+def marker(name):
+    open(P["dir"] + "/" + name, "w").close()
+
+img, (layer,) = make_image(320, 240)
+Gimp.Display.new(img)
+kept = {}
+for prompt in ("a first try", "a second try"):
+    img.select_rectangle(Gimp.ChannelOps.REPLACE, 100, 60, 80, 70)
+    old = img.get_layers()
+    expect_ok("plug-in-paintbridge-inpaint", img, [layer], prompt=prompt, model="classical", server=P["url"])
+    (made,) = new_layers(img, old)
+    ok, x, y = made.get_offsets()
+    kept[prompt] = (made.get_name(), x, y, read(made, x, y, made.get_width(), made.get_height()))
+    img.remove_layer(made)
+Gimp.displays_flush()
+old = img.get_layers()
+proc = PDB.lookup_procedure("plug-in-paintbridge-history")
+cfg = proc.create_config()
+cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+cfg.set_property("image", img)
+cfg.set_core_object_array("drawables", [layer])
+result = proc.run(cfg)
+check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the History dialog closed normally: %r" % (result.index(0),))
+added = new_layers(img, old)
+check(len(added) == 2, "Apply again, then Reuse settings ran the inpaint dialog once: %r" % layer_summary(img))
+name, x, y, pixels = kept["a second try"]
+again = [l for l in added if read(l, x, y, l.get_width(), l.get_height()) == pixels]
+check(len(again) == 2, "both are the newest entry's result, pixel for pixel: %r" % layer_summary(img))
+check(all(l.get_name().startswith(name) for l in added), "named as it was (GIMP numbers the twin): %r"
+      % layer_summary(img))
+marker("verified")
+"""
+
+
+def test_gui_history_dialog_lists_results_and_applies_again(profile, server, artifacts_dir):
+    from hosts.gimp import GuiSession
+
+    session = GuiSession(profile)
+    try:
+        session.start(HISTORY_GUI_SCRIPT, {"url": server.url, "dir": profile.inside})
+        dialog = session.wait_window("Paintbridge: History", timeout=120)
+        time.sleep(1.0)
+        session.screenshot(artifacts_dir / "gimp-history-dialog.png")
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "alt+a")  # Apply again (the newest is selected)
+        time.sleep(1.5)
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "alt+r")  # Reuse settings: the inpaint dialog opens, filled in
+        inpaint = session.wait_window("Paintbridge: Inpaint Selection", timeout=60)
+        time.sleep(1.0)
+        session.screenshot(artifacts_dir / "gimp-history-reuse.png")
+        session.xdotool("windowfocus", "--sync", inpaint)
+        session.xdotool("key", "--clearmodifiers", "Return")
+        session.wait_file("verified", timeout=90)
+    except BaseException:
+        session.screenshot_quietly(artifacts_dir / "gimp-history-failure.png")
+        raise
+    finally:
+        session.stop()

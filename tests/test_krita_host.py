@@ -724,3 +724,72 @@ def test_the_panel_downloads_a_preset_through_the_server(tmp_path_factory, tmp_p
     assert "upscaler: complete" in run["lines_after"]
     assert "4x-UltraSharp" in run["upscalers_after"] and "4x-UltraSharp" in run["upscaler_items"]
     assert (models / upscaler.target).read_bytes() == hub.files[(upscaler.repo, upscaler.file)]
+
+
+# --- history (issue 13): Paintbridge data and results kept inside the .kra -------------------------------------------
+
+@pytest.fixture(scope="module")
+def krita_history_run(tmp_path_factory) -> Run:
+    return _run_scenario(tmp_path_factory, "history", W, H)
+
+
+def test_document_data_survives_saving_closing_and_reopening_the_kra(krita_history_run):
+    _check_docdata(krita_history_run)
+
+
+def _check_docdata(run: Run) -> None:
+    assert not run["errors"], run["errors"]
+    rec = run["docdata"]
+    assert rec["saved"] is True
+    assert {"paintbridge/history", "paintbridge/regions"} <= set(rec["types_after"])
+    assert "paintbridge/gone" not in rec["types_before"] + rec["types_after"]
+    assert rec["history_same"] is True  # 2 MB of random bytes, byte for byte
+    assert rec["regions"] == "region prompts"
+    assert rec["gone"] is None and rec["never_set"] is None
+    assert "was not written by Paintbridge" in rec["foreign_error"] and "'foreign'" in rec["foreign_error"]
+    assert rec["kra_bytes"] > 2_000_000
+
+
+def test_a_result_never_applied_survives_the_kra_and_applies_again_with_the_same_pixels(krita_history_run):
+    _check_history(krita_history_run)
+
+
+def _check_history(run: Run) -> None:
+    assert not run["errors"], run["errors"]
+    rec = run["history"]
+    assert rec["results"] == 1 and not rec["error"], rec
+    assert rec["layers_discarded"] == rec["layers_before"]  # discarded: the document has no new layer
+    assert len(rec["entries_before"]) == 1 and rec["list_before"] == 1
+    assert rec["saved"] is True and rec["annotation_bytes"] > 0
+    assert rec["entries_after"] == rec["entries_before"] and rec["list_after"] == 1  # back with the .kra
+    assert "kept for later" in rec["tooltip"] and "classical" in rec["tooltip"]
+    assert rec["message_apply"][1] is False, rec["message_apply"]
+    assert len(rec["new_layers"]) == 1 and rec["new_layers"][0]["bounds"][2] > 0
+    assert rec["same_pixels"] is True
+    assert (run.out / "history-again.bin").read_bytes() == (run.out / "history-result.bin").read_bytes()
+    assert rec["reused_prompt"] == rec["reused_widget"] == "kept for later"
+    assert rec["list_deleted"] == 0 and "paintbridge/history" not in rec["types_deleted"]
+
+
+@pytest.fixture(scope="module")
+def krita_529_history_run(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the trixie root is entered with chroot, which needs root")
+    from client.server import LocalServer
+
+    models = tmp_path_factory.mktemp("krita-529-history-models")
+    server = LocalServer(_server_command(models), models / "server.log")
+    url = f"ws://127.0.0.1:{_free_port()}"
+    server.start(url)
+    try:
+        assert server.wait_ready(120), server.last_output(20)
+        yield _run_scenario(tmp_path_factory, "history", W, H, host=hk.trixie_host(), server_url=url,
+                            tag="5.2.9-history")
+    finally:
+        server.stop()
+
+
+def test_krita_529_keeps_document_data_and_the_history_in_the_kra(krita_529_history_run):
+    assert krita_529_history_run["_krita"]["version"] == "5.2.9"
+    _check_docdata(krita_529_history_run)
+    _check_history(krita_529_history_run)

@@ -21,6 +21,7 @@ from .downloads import Downloads
 from .live import LiveLoop
 from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
 from .progress_preview import preview_of
+from .results_history import ResultsHistory
 from .wire import client, protocol
 
 CLIENT_NAME = "Paintbridge for Krita"
@@ -125,6 +126,7 @@ class Session:
                                            client.server.Autostart() if self.conn_settings.autostart else None)
         self.live = LiveLoop(self, schedule)
         self.downloads = Downloads(self)
+        self.history = ResultsHistory(self)  # every result, kept in its document (client/history.py)
 
     def start(self) -> None:
         """Connect to the configured server (after the view has bound itself)."""
@@ -340,6 +342,7 @@ class Session:
                 self._attach_control(layer_id, job.control_type)
                 self.show_message(f"Added a {job.control_type} control layer (hidden; its eye shows it).")
                 return
+            self.history.record(job, layers, names, dict(client.wire.field_of(msg, "params", {}) or {}))
             self.results, self.result_job = images, job
             self.results_changed.emit()
             self.select_result(0)
@@ -426,6 +429,7 @@ class Session:
         if on and self.settings.mode not in client.modes.LIVE_MODES:
             self.set_mode("inpaint")
         self.live.switch(on)
+        self.history.keep_live_result() if not on else None  # the last live frame, not applied, stays reachable
         self.job_changed.emit()
         self.show_message("Live: change the selection or paint under it to repaint." if on else "Live mode is off.")
 

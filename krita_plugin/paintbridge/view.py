@@ -36,12 +36,14 @@ class PaintbridgePanel(QtWidgets.QWidget):
         url, token = conn.target()
         widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
         widgets.build_models_section(self)
+        widgets.build_history_section(self)
         self._fill_model_boxes()
         self.fill_widgets = {"fill": self.fill_box, "color_match": self.color_match_check}  # fills (issue 13)
         self._show_settings()
         self._bind()
         self._update_results()
         self._update_run()
+        self._fill_history()
 
     # --- widgets -> session -------------------------------------------------------------------------------------------
     def _option_widget(self, name: str):
@@ -96,6 +98,13 @@ class PaintbridgePanel(QtWidgets.QWidget):
         # fills (issue 13)
         self.fill_box.activated.connect(lambda i: s.set_option("fill", self.fill_box.itemData(i)))
         self.color_match_check.toggled.connect(lambda on: s.set_option("color_match", on))
+        h = s.history  # results history (issue 13)
+        h.changed.connect(self._fill_history)
+        self.history_list.currentRowChanged.connect(lambda _row: self._update_history_buttons())
+        self.history_apply_button.clicked.connect(lambda: h.apply_again(*self._history_choice()))
+        self.history_reuse_button.clicked.connect(lambda: h.reuse_settings(*self._history_choice()))
+        self.history_delete_button.clicked.connect(lambda: h.delete(self._history_choice()[0]))
+        self.history_limit_spin.editingFinished.connect(lambda: h.set_limit(self.history_limit_spin.value()))
 
     # --- session -> widgets -------------------------------------------------------------------------------------------
     def _show_settings(self) -> None:
@@ -300,3 +309,44 @@ class PaintbridgePanel(QtWidgets.QWidget):
         layers = self.session.host.paint_layers()
         for row, spec in zip(self.control_rows, self.session.controls):
             row.refresh_layers(layers, spec.layer_id)
+
+    # --- results history (issue 13) ----------------------------------------------------------------------------------
+    def _fill_history(self) -> None:
+        """List the active document's history, newest first, one item per result (the session's ``history``)."""
+        history = self.session.history
+        current = self._history_choice()
+        self.history_list.blockSignals(True)
+        self.history_list.clear()
+        for entry in reversed(history.entries):
+            count = len(entry.layers)
+            for index, layer in enumerate(entry.layers):
+                w, h, rgba = entry.thumbnail_rgba(index)
+                icon = QtGui.QIcon(QtGui.QPixmap.fromImage(qimage_from_rgba8(rgba, w, h))) if w else QtGui.QIcon()
+                text = entry.title().split(" ", 1)[0] + (f" #{index + 1}" if count > 1 else "")
+                item = QtWidgets.QListWidgetItem(icon, text)
+                item.setData(Qt.ItemDataRole.UserRole, [entry.id, index])
+                item.setToolTip(f"{entry.title()}\nresult {index + 1} of {count}: {layer.name}\n{entry.describe()}")
+                self.history_list.addItem(item)
+                if [entry.id, index] == list(current):
+                    self.history_list.setCurrentItem(item)
+        if self.history_list.currentRow() < 0 and self.history_list.count():
+            self.history_list.setCurrentRow(0)
+        self.history_list.blockSignals(False)
+        limit = self.session.settings.history_limit_mb
+        self.history_limit_spin.blockSignals(True)
+        self.history_limit_spin.setValue(limit)
+        self.history_limit_spin.blockSignals(False)
+        stored = sum(e.stored_bytes for e in history.entries) / 1e6
+        self.history_size_label.setText(f"{len(history.entries)} kept, {stored:.1f} MB")
+        self._update_history_buttons()
+
+    def _history_choice(self) -> tuple:
+        """(entry id, result index) of the chosen item; ("", 0) when none is chosen."""
+        item = self.history_list.currentItem()
+        data = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        return (str(data[0]), int(data[1])) if data else ("", 0)
+
+    def _update_history_buttons(self) -> None:
+        chosen = bool(self._history_choice()[0])
+        for button in (self.history_apply_button, self.history_reuse_button, self.history_delete_button):
+            button.setEnabled(chosen)

@@ -390,3 +390,40 @@ def build_models_section(panel: QtWidgets.QWidget) -> None:
     box.addWidget(panel.pull_progress)
     panel.models_box.setVisible(False)
     layout.insertWidget(layout.count() - 1, panel.models_box)  # above the closing stretch
+
+
+def build_history_section(panel: QtWidgets.QWidget) -> None:
+    """The "History" section: this document's earlier results (thumbnails; the job's parameters as tooltips), with
+    Apply again, Reuse settings, Delete, and how many MB each document keeps."""
+    layout = panel.results_list.parentWidget().layout()
+    panel.history_box = QtWidgets.QGroupBox("History")
+    box = QtWidgets.QVBoxLayout(panel.history_box)
+    panel.history_list = QtWidgets.QListWidget()
+    panel.history_list.setViewMode(QtWidgets.QListView.ViewMode.IconMode)
+    panel.history_list.setFlow(QtWidgets.QListView.Flow.LeftToRight)
+    panel.history_list.setWrapping(False)
+    panel.history_list.setIconSize(QtCore.QSize(THUMB - 24, THUMB - 24))
+    panel.history_list.setFixedHeight(THUMB + 20)
+    panel.history_list.setMovement(QtWidgets.QListView.Movement.Static)
+    panel.history_list.setToolTip("Results of this image, kept in the image file; the newest on the left")
+    box.addWidget(panel.history_list)
+    row = QtWidgets.QHBoxLayout()
+    panel.history_apply_button = QtWidgets.QPushButton("Apply again")
+    panel.history_apply_button.setToolTip("Insert the chosen result as a new layer, where it was made")
+    panel.history_reuse_button = QtWidgets.QPushButton("Reuse settings")
+    panel.history_reuse_button.setToolTip("Put the chosen result's settings and seed back into the panel")
+    panel.history_delete_button = QtWidgets.QPushButton("Delete")
+    for button in (panel.history_apply_button, panel.history_reuse_button, panel.history_delete_button):
+        row.addWidget(button)
+    box.addLayout(row)
+    limit_row = QtWidgets.QHBoxLayout()
+    panel.history_limit_spin = QtWidgets.QSpinBox()
+    panel.history_limit_spin.setRange(0, 4096)
+    panel.history_limit_spin.setSuffix(" MB")
+    panel.history_limit_spin.setToolTip("How much each image keeps (0 = no history); the oldest results go first")
+    panel.history_size_label = QtWidgets.QLabel("")
+    limit_row.addWidget(QtWidgets.QLabel("Keep at most"))
+    limit_row.addWidget(panel.history_limit_spin)
+    limit_row.addWidget(panel.history_size_label, 1)
+    box.addLayout(limit_row)
+    layout.insertWidget(layout.count() - 1, panel.history_box)  # above the closing stretch

@@ -1093,8 +1093,118 @@ def scenario_large():
     rec["row_opaque"] = line[3::4].count(255) == newest.width()
 
 
+def save_close_reopen(doc, path):
+    """Save ``doc`` as a .kra at ``path``, close it, open the file again (shown in the window); yields, returns it."""
+    doc.setBatchmode(True)
+    saved = doc.saveAs(path)
+    doc.close()
+    yield 500
+    again = K.openDocument(path)
+    K.activeWindow().addView(again)
+    yield 600
+    return saved, again
+
+
+def scenario_history():
+    """Paintbridge data inside the .kra (document annotations) survives save, close and reopen; then the history of
+    a classical job that was never applied comes back with the document and applies again."""
+    from paintbridge import document as door
+    from paintbridge.wire import client as pbc
+    R = RESULT
+    R["docdata"] = rec = {}
+    doc = new_doc("pb-docdata")
+    yield 400
+    payload = os.urandom(2_000_000) + bytes(1000)
+    door.save_document_data(doc, "history", payload)
+    door.save_document_data(doc, "regions", b"region prompts")
+    door.save_document_data(doc, "gone", b"removed before saving")
+    door.save_document_data(doc, "gone", None)
+    doc.setAnnotation("paintbridge/foreign", "not ours", QByteArray(b"written by another program"))
+    rec["types_before"] = list(doc.annotationTypes())
+    path = os.path.join(OUT, "docdata.kra")
+    rec["saved"], doc = yield from save_close_reopen(doc, path)
+    rec["kra_bytes"] = os.path.getsize(path)
+    rec["types_after"] = list(doc.annotationTypes())
+    rec["history_same"] = door.load_document_data(doc, "history") == payload
+    rec["regions"] = door.load_document_data(doc, "regions").decode()
+    rec["gone"] = door.load_document_data(doc, "gone")
+    rec["never_set"] = door.load_document_data(doc, "never")
+    try:
+        door.load_document_data(doc, "foreign")
+        rec["foreign_error"] = None
+    except pbc.docdata.DocumentDataError as err:
+        rec["foreign_error"] = str(err)
+    rec["size"] = [doc.width(), doc.height()]
+    doc.setModified(False)
+
+    # A classical inpaint whose result is discarded (never applied) stays in the document's history.
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    dock.show()
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    R["connected"] = ses.connection_state
+    R["server_pid"] = server_pid(ses)
+    R["history"] = rec = {}
+    doc = new_doc("pb-history")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    doc.setActiveNode(paint)
+    yield 400
+    ses.set_mode("inpaint")
+    ses.set_option("model", "classical")
+    ses.set_prompt("kept for later", "")
+    select_rect(doc, 40, 30, 24, 20)
+    yield 300
+    rec["layers_before"] = layers(doc)
+    yield from run_job(ses, rec)
+    result = ses.results[0]
+    rec["result"] = {"box": [result.box.x, result.box.y, result.box.width, result.box.height], "name": result.name,
+                     "seed": result.seed}
+    dump("history-result", result.data)
+    ses.discard()
+    yield 300
+    rec["entries_before"] = [e.id for e in ses.history.entries]
+    rec["list_before"] = panel.history_list.count()
+    rec["layers_discarded"] = layers(doc)
+    path = os.path.join(OUT, "history.kra")
+    rec["saved"], doc = yield from save_close_reopen(doc, path)
+    rec["kra_bytes"] = os.path.getsize(path)
+    stored = doc.annotation("paintbridge/history")
+    rec["annotation_bytes"] = len(bytes(stored))
+    yield Until(lambda: panel.history_list.count() > 0, 20)  # the panel follows the active document
+    rec["list_after"] = panel.history_list.count()
+    rec["entries_after"] = [e.id for e in ses.history.entries]
+    rec["tooltip"] = panel.history_list.item(0).toolTip() if panel.history_list.count() else ""
+    K.activeWindow().qwindow().grab().save(os.path.join(OUT, "window.png"))
+    doc.setActiveNode(find(doc, "Paint"))
+    yield 300
+    panel.history_list.setCurrentRow(0)
+    panel.history_apply_button.click()
+    yield 600
+    rec["message_apply"] = [ses.message, ses.message_is_error]
+    before_ids = {m["id"] for m in rec["layers_discarded"]}
+    rec["new_layers"] = [l for l in layers(doc) if l["name"] == result.name]
+    node = find(doc, result.name)
+    box = result.box
+    again = bytes(node.pixelData(box.x, box.y, box.width, box.height)) if node is not None else b""
+    rec["same_pixels"] = again == result.data
+    dump("history-again", again)
+    ses.set_prompt("something else", "")
+    panel.history_reuse_button.click()
+    yield 300
+    rec["reused_prompt"] = ses.settings.prompt
+    rec["reused_widget"] = panel.prompt_edit.toPlainText()
+    panel.history_delete_button.click()
+    yield 300
+    rec["list_deleted"] = panel.history_list.count()
+    rec["types_deleted"] = list(doc.annotationTypes())
+    doc.setModified(False)
+
+
 SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
-             "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large}
+             "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large,
+             "history": scenario_history}
 
 
 def _start():
