@@ -12,14 +12,15 @@ Every adapter makes a job the same two calls::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Sequence, Tuple
 
 from .errors import JobInputError
-from .modes import NEVER, REQUIRED, plan_read, rule
+from .modes import NEVER, REQUIRED, check_offered, plan_read, rule
 from .settings import Defaults, Settings, apply_defaults
 from .wire import Box, job_message, protocol
 
 MAX_CONTROLS = 8
+MAX_REFERENCES = 8  # reference images (issue 15)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,45 @@ class JobInputs:
     image_format: str = protocol.RGBA8  # rgba8 (GIMP) or bgra8 (Krita's native order)
     mask: Optional[bytes] = None  # gray8 of the box; None when the plan reads no mask
     controls: Tuple[ControlInput, ...] = field(default_factory=tuple)
+    references: Tuple["ReferenceInput", ...] = field(default_factory=tuple)  # reference images (issue 15)
+
+
+# reference images (issue 15)
+@dataclass(frozen=True)
+class ReferenceInput:
+    """A reference layer's pixels over the job's box (the image's pixel format) and how to use them."""
+
+    type: str
+    image: bytes
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    mask: Optional[bytes] = None  # gray8 over the box: the reference applies only inside
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class ReferenceSource:
+    """A reference layer the painter picked: ``layer`` is the host's handle, read by ``DocumentReader.read_layer``."""
+
+    layer: Any
+    type: str = "content"
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    model: str = ""
+
+
+def reference_sources(settings: Settings, find_layer: Callable[[str], Any]) -> Tuple[ReferenceSource, ...]:
+    """``settings.references`` with each layer name resolved by the adapter's ``find_layer`` (None = not there)."""
+    out = []
+    for ref in settings.references:
+        layer = find_layer(ref.layer)
+        if layer is None:
+            raise JobInputError(f"The reference layer '{ref.layer}' is not in the document: pick another layer or "
+                                "remove the reference")
+        out.append(ReferenceSource(layer, ref.type, ref.strength, ref.start, ref.end))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -75,16 +115,19 @@ class DocumentReader(Protocol):
 
 
 def capture(settings: Settings, selection: Box, canvas_width: int, canvas_height: int, reader: DocumentReader,
-            controls: Sequence[ControlSource] = ()) -> JobInputs:
+            controls: Sequence[ControlSource] = (), references: Sequence[ReferenceSource] = ()) -> JobInputs:
     """Read one job's inputs the way ``settings.mode`` says (``modes.plan_read``): the same reads in every editor.
-    ``selection`` is the bounds of the selection (or mask source); empty when nothing is selected."""
+    ``selection`` is the bounds of the selection (or mask source); empty when nothing is selected. Reference layers
+    are read over the same box as control layers (modes that take controls take references)."""
     plan = plan_read(settings.mode, selection, canvas_width, canvas_height)
     box = plan.box
     mask = reader.read_mask(box) if plan.mask else None
     image = reader.read_image(box) if plan.image else None
     read = tuple(ControlInput(c.type, reader.read_layer(c.layer, box), c.strength, c.start, c.end, c.preprocess,
                               c.model) for c in controls) if rule(settings.mode).controls else ()
-    return JobInputs(box, image, reader.image_format, mask, read)
+    refs = tuple(ReferenceInput(r.type, reader.read_layer(r.layer, box), r.strength, r.start, r.end, model=r.model)
+                 for r in references) if rule(settings.mode).controls else ()
+    return JobInputs(box, image, reader.image_format, mask, read, refs)
 
 
 def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) -> Dict[str, Any]:
@@ -149,6 +192,7 @@ def build_job(
     resolved = apply_defaults(settings, defaults or Defaults(), entry)
     mode = resolved.mode
     r = rule(mode)
+    check_offered(mode, entry)
     box = inputs.box
     if box.is_empty:
         raise JobInputError("The area to work on is empty: select part of the image")
@@ -177,12 +221,36 @@ def build_job(
         controls.append({"type": ctl.type, "image": _payload(box, fmt, ctl.image, f"control {i + 1}"),
                          "strength": float(ctl.strength), "start": float(ctl.start), "end": float(ctl.end),
                          "preprocess": bool(ctl.preprocess), "model": ctl.model})
+    references = _references(inputs, box, fmt)
     return job_message(
         job_id=job_id, mode=mode, model=resolved.model.strip(), prompt=resolved.prompt.strip(),
         negative_prompt=resolved.negative_prompt.strip(), image=image, mask=mask, controls=controls,
         params=build_params(resolved, box, image is not None, mask is not None), x=box.x, y=box.y,
-        result_format=result_format or fmt, previews=previews, live=live,
+        result_format=result_format or fmt, previews=previews, live=live, references=references,
     )
+
+
+def _references(inputs: JobInputs, box: Box, fmt: str) -> list:
+    """The job's reference images (issue 15) as wire maps; JobInputError naming what is wrong."""
+    if len(inputs.references) > MAX_REFERENCES:
+        raise JobInputError(f"{len(inputs.references)} reference images; a job takes at most {MAX_REFERENCES}")
+    out = []
+    for i, ref in enumerate(inputs.references):
+        if ref.type not in protocol.REFERENCE_TYPES:
+            raise JobInputError(f"unknown reference type {ref.type!r}; choose one of "
+                                f"{', '.join(protocol.REFERENCE_TYPES)}")
+        if not 0.0 <= ref.strength <= 2.0 or not 0.0 <= ref.start <= ref.end <= 1.0:
+            raise JobInputError(f"reference {i + 1}: strength must be 0-2 and 0 ≤ start ≤ end ≤ 1")
+        alpha = ref.image[3::4]
+        if alpha.count(0) == len(alpha):
+            raise JobInputError(f"reference {i + 1} ({ref.type}) is empty over the area to work on: paint or place "
+                                "the reference picture inside it")
+        item = {"image": _payload(box, fmt, ref.image, f"reference {i + 1}"), "type": ref.type,
+                "strength": float(ref.strength), "start": float(ref.start), "end": float(ref.end), "model": ref.model}
+        if ref.mask is not None:
+            item["mask"] = _payload(box, protocol.GRAY8, ref.mask, f"reference {i + 1}'s mask")
+        out.append(item)
+    return out
 
 
 def _payload(box: Box, fmt: str, data: bytes, what: str):
@@ -193,5 +261,5 @@ def _payload(box: Box, fmt: str, data: bytes, what: str):
     return protocol.ImagePayload(box.width, box.height, fmt, bytes(data))
 
 
-__all__ = ["ControlInput", "ControlSource", "DocumentReader", "JobInputs", "build_job", "build_params", "capture",
-           "plan_read"]
+__all__ = ["ControlInput", "ControlSource", "DocumentReader", "JobInputs", "ReferenceInput", "ReferenceSource",
+           "build_job", "build_params", "capture", "plan_read", "reference_sources"]

@@ -42,6 +42,7 @@ def job_message(
     result_format: str,
     previews: bool,
     live: bool,
+    references: Sequence[Dict[str, Any]] = (),  # reference images (issue 15)
 ) -> "protocol.Job":
     """The ``protocol.Job`` for these fields: the only function that knows how a job travels."""
     params = dict(params)
@@ -51,6 +52,7 @@ def job_message(
         id=job_id, mode=mode, model=model, prompt=prompt, negative_prompt=negative_prompt, image=image, mask=mask,
         controls=tuple(protocol.Control(**c) for c in controls), params=protocol.Params(**params), x=int(x),
         y=int(y), result_format=result_format, previews=bool(previews), live=bool(live),
+        references=tuple(protocol.Reference(**r) for r in references),
     )
 
 

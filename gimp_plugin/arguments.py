@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from client.settings import FALLBACK_DEFAULTS, FILLS
-from protocol.messages import CONTROL_TYPES, SAMPLERS
+from protocol.messages import CONTROL_TYPES, REFERENCE_TYPES, SAMPLERS
 
 PREFIX = "plug-in-paintbridge-"
 MENU_PATH = "<Image>/Filters/Paintbridge"
 MAX_CONTROLS = 2  # control-layer arguments per procedure
+MAX_REFERENCES = 2  # reference-image arguments per procedure (issue 15)
 GINT_MAX = 2**31 - 1
 
 
@@ -159,6 +160,31 @@ def _fill_args() -> Tuple[Arg, ...]:
     )
 
 
+# reference images (issue 15)
+REFERENCE_CHOICES = tuple((t, {"style": "Style", "composition": "Composition", "content": "Content",
+                               "face": "Face"}[t]) for t in REFERENCE_TYPES)
+
+
+def reference_prefix(index: int) -> str:
+    """Argument-name prefix of reference slot ``index`` (1-based): ``reference``, ``reference-2`` ..."""
+    return "reference" if index == 1 else f"reference-{index}"
+
+
+def _reference_args() -> Tuple[Arg, ...]:
+    args = []
+    for i in range(1, MAX_REFERENCES + 1):
+        p, n = reference_prefix(i), "" if i == 1 else f" {i}"
+        args += [
+            Arg(f"{p}-layer", "layer", f"Reference layer{n}",
+                "A layer whose picture guides the result (IP-Adapter; SD1.5 and SDXL); none = off", None),
+            Arg(f"{p}-type", "choice", f"Reference type{n}", "What the picture gives: style, composition, content "
+                "or a face", "content", choices=REFERENCE_CHOICES),
+            Arg(f"{p}-strength", "double", f"Reference strength{n}", "How strongly the picture guides; 0 = off", 1.0,
+                0.0, 2.0),
+        ]
+    return tuple(args)
+
+
 def _server_args() -> Tuple[Arg, ...]:
     return (
         Arg("server", "string", "Ser_ver", "Server address (ws://host:port); empty = the last one used", ""),
@@ -174,7 +200,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "The result is a new layer above the active one; your layers are not changed.",
         _prompt_args() + _sampling_args(_strength("inpaint")) + _source_args(mask=True)
         + _fill_args()
-        + _control_args() + _server_args(),
+        + _control_args() + _reference_args() + _server_args(),
     ),
     ProcedureSpec(
         PREFIX + "live-inpaint", "inpaint", "_Live Inpaint...", "Paintbridge: Live Inpaint",
@@ -185,7 +211,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         tuple(a for a in _prompt_args() + _sampling_args(_strength("inpaint")) if a.name != "batch")
         + _source_args(mask=True)
         + _fill_args()
-        + _control_args() + _server_args(),
+        + _control_args() + _reference_args() + _server_args(),
         live=True,
     ),
     ProcedureSpec(
@@ -194,7 +220,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Redraws the selection's context box, or the whole image without a selection, keeping its composition; "
         "strength sets how much changes. The result is a new layer.",
         _prompt_args() + _sampling_args(_strength("img2img")) + _source_args(mask=True) + _control_args()
-        + _server_args(),
+        + _reference_args() + _server_args(),
     ),
     ProcedureSpec(
         PREFIX + "outpaint", "outpaint", "_Outpaint...", "Paintbridge: Outpaint",
@@ -246,7 +272,26 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Paint something new into the selection from the prompt alone",
         "Generates a new image from the prompt into the selection (or the whole canvas), ignoring what is there. "
         "The result is a new layer, masked by the selection.",
-        _prompt_args() + _sampling_args(None) + _source_args(mask=True) + _control_args() + _server_args(),
+        _prompt_args() + _sampling_args(None) + _source_args(mask=True) + _control_args() + _reference_args()
+        + _server_args(),
+    ),
+)
+
+PROCEDURES += (  # instruction edit (issue 14): offered with the models whose listing says they can (Flux.1 Kontext)
+    ProcedureSpec(
+        PREFIX + "edit", "edit", "_Edit Selection from Instruction...", "Paintbridge: Edit from Instruction",
+        "Change the selection as an instruction says (\"make the jacket red\") with an instruction-edit model",
+        "Redraws the selection's context box (or the whole image without a selection) as the instruction asks, with "
+        "a model that edits from instructions (Flux.1 Kontext); the Model list offers only such models. The result "
+        "is a new layer, masked by the selection.",
+        (Arg("prompt", "string", "_Instruction", "What to change, e.g. 'make the jacket red'", ""),
+         Arg("model", "model", "_Model", "An instruction-edit checkpoint (Flux.1 Kontext); 'default' = the server's "
+             "default", "default"),
+         Arg("steps", "int", "S_teps", STEPS_BLURB, 0, 0, 150),
+         Arg("cfg", "double", "_Guidance", "Instruction guidance; 0 = the model's default", 0.0, 0.0, 30.0),
+         Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
+         Arg("batch", "int", "_Batch", "How many results (one layer each)", 1, 1, 8))
+        + _source_args(mask=True) + _server_args(),
     ),
 )
 

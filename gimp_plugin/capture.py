@@ -15,7 +15,7 @@ from protocol.images import RGBA8
 
 from . import host, settings
 from .arguments import ProcedureSpec
-from .values import control_sources, settings_from_values
+from .values import control_sources, reference_sources, settings_from_values
 
 
 class GimpReader:
@@ -61,7 +61,8 @@ def read_inputs(spec: ProcedureSpec, image, active, values: Dict[str, Any],
         raise JobInputError("The image has a floating selection: anchor it or make it a new layer first")
     s = settings_from_values(spec, values)
     reader = GimpReader(image, active, s, hide)
-    inputs = jobs.capture(s, reader.selection_bounds(), reader.width, reader.height, reader, control_sources(values))
+    inputs = jobs.capture(s, reader.selection_bounds(), reader.width, reader.height, reader, control_sources(values),
+                          reference_sources(values))
     return s, inputs
 
 

@@ -27,7 +27,7 @@ ERROR_DOMAIN = "paintbridge-error-quark"
 
 # --- registration ----------------------------------------------------------------------------------------------------
 
-def _add_argument(procedure, arg: Arg, label: str) -> None:
+def _add_argument(procedure, arg: Arg, label: str, mode: str = "") -> None:
     flags = GObject.ParamFlags.READWRITE
     arg = replace(arg, label=label)
     if arg.kind == "string":
@@ -50,7 +50,7 @@ def _add_argument(procedure, arg: Arg, label: str) -> None:
         from .choices import cached_model_choices
 
         choice = Gimp.Choice.new()
-        for index, (nick, label) in enumerate(cached_model_choices(host.profile_dir())):
+        for index, (nick, label) in enumerate(cached_model_choices(host.profile_dir(), mode)):
             choice.add(nick, index, label, "")
         procedure.add_choice_argument(arg.name, arg.label, arg.blurb, choice, arg.default, flags)
     elif arg.kind == "layer":
@@ -88,7 +88,7 @@ class Paintbridge(Gimp.PlugIn):
         procedure.set_attribution("Paintbridge contributors", "Paintbridge contributors", "2026")
         labels = labels_with_mnemonics(spec)
         for arg in spec.args:
-            _add_argument(procedure, arg, labels[arg.name])
+            _add_argument(procedure, arg, labels[arg.name], spec.mode)
         if spec.returns_image:
             procedure.add_image_return_value("new-image", "New image",
                                              "The upscaled image (none when the result went into a layer)", True,

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
 from client.errors import JobInputError
-from client.jobs import ControlSource
+from client.jobs import ControlSource, ReferenceSource
 from client.settings import Settings
 
-from .arguments import MAX_CONTROLS, SAMPLER_BY_NICK, ProcedureSpec
+from .arguments import MAX_CONTROLS, MAX_REFERENCES, SAMPLER_BY_NICK, ProcedureSpec, reference_prefix
 from .choices import model_name
 
 MASK_SOURCES = {"selection": "selection", "layer-mask": "layer-mask"}
@@ -35,6 +35,18 @@ def control_sources(values: Mapping[str, Any]) -> List[ControlSource]:
             out.append(ControlSource(layer, str(values.get(f"{p}-type") or "canny"),
                                      float(values.get(f"{p}-strength", 1.0)),
                                      preprocess=bool(values.get(f"{p}-preprocess", False))))
+    return out
+
+
+def reference_sources(values: Mapping[str, Any]) -> List[ReferenceSource]:
+    """The reference slots (issue 15) whose layer argument is set, in order (``layer`` is the GIMP layer)."""
+    out = []
+    for i in range(1, MAX_REFERENCES + 1):
+        p = reference_prefix(i)
+        layer = values.get(f"{p}-layer")
+        if layer is not None:
+            out.append(ReferenceSource(layer, str(values.get(f"{p}-type") or "content"),
+                                       float(values.get(f"{p}-strength", 1.0))))
     return out
 
 

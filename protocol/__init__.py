@@ -11,6 +11,7 @@ from .images import BGRA8, GRAY8, RGBA8, ImagePayload, convert_pixels
 from .messages import (
     CONTROL_TYPES,
     MODES,
+    REFERENCE_TYPES,
     PROTOCOL_VERSION,
     SAMPLERS,
     Cancel,
@@ -33,6 +34,7 @@ from .messages import (
     PullDone,
     PullProgress,
     Queued,
+    Reference,
     Result,
     ResultLayer,
     ServerMessage,
@@ -49,4 +51,5 @@ __all__ = [
     "Models", "PROTOCOL_VERSION", "Params", "Presets", "Progress", "Pull", "PullDone", "PullProgress", "ProtocolError", "Queued", "RGBA8", "Result", "ResultLayer",
     "SAMPLERS", "ServerMessage", "Started", "Welcome", "context_box", "convert_pixels", "job_params_defaults",
     "parse_client_message", "parse_server_message",
+    "Reference", "REFERENCE_TYPES",  # reference images (issue 15)
 ]

@@ -23,11 +23,13 @@ SAMPLERS = ("Euler a", "Euler", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ SDE Karras
 CONTROL_TYPES = ("canny", "lineart", "scribble", "softedge", "depth", "normal", "pose", "tile", "inpaint", "shuffle",
                  "reference")
 INPAINT_FILLS = ("telea", "ns", "patch", "lama")
+REFERENCE_TYPES = ("style", "composition", "content", "face")  # reference images (issue 15)
 
 MAX_ID_LENGTH = 64
 MAX_PROMPT_LENGTH = 8192
 MAX_CONTROLS = 8
 MAX_PULL_NAMES = 64
+MAX_REFERENCES = 8  # reference images (issue 15)
 SESSION_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 _VERSION = re.compile(r"([0-9]+)\.([0-9]+)")  # ASCII digits only: str.isdigit() also takes '²' and '①'
 
@@ -134,6 +136,28 @@ class Control(WireModel):
             raise bad_field(f"{path}.start", f"({self.start}) is after end ({self.end})")
 
 
+# reference images (issue 15)
+@dataclasses.dataclass(frozen=True)
+class Reference(WireModel):
+    """A reference image of a job (IP-Adapter): the picture guides the result by its style, composition, content or
+    face."""
+
+    image: ImagePayload = wire(formats=(RGBA8, BGRA8), doc="the reference layer's pixels at the context box, or a "
+                               "whole picture (any size)")
+    type: str = wire("content", choices=REFERENCE_TYPES, doc="what the picture gives: `style` and `composition` use "
+                     "only the adapter's style or layout blocks; `face` needs a face adapter")
+    strength: float = wire(1.0, minimum=0.0, maximum=2.0, doc="the adapter's scale; 0 = no effect")
+    start: float = wire(0.0, minimum=0.0, maximum=1.0, doc="fraction of the steps; start ≤ end")
+    end: float = wire(1.0, minimum=0.0, maximum=1.0)
+    mask: Optional[ImagePayload] = wire(None, formats=(GRAY8,), doc="the job's size (the context box): the reference "
+                                        "applies only inside (255); none = everywhere")
+    model: str = wire("", max_length=256, doc='an IP-Adapter by name; `""` = the one matching type and checkpoint')
+
+    def check(self, path: str, limits: Any) -> None:
+        if self.start > self.end:
+            raise bad_field(f"{path}.start", f"({self.start}) is after end ({self.end})")
+
+
 @dataclasses.dataclass(frozen=True)
 class ResultLayer(WireModel):
     """One layer of a ``result``: where it goes in the document (``x``, ``y``) and its pixels."""
@@ -214,6 +238,10 @@ class Job(Message):
     previews: bool = wire(False, doc="attach small previews to `progress`")
     live: bool = wire(False, doc="a live frame (1.1): not kept across a dropped connection; replaces the "
                                  "client's older queued live frame")
+    # reference images (issue 15)
+    references: Tuple[Reference, ...] = wire((), max_items=MAX_REFERENCES,
+                                             doc="reference images (IP-Adapter); `welcome.capabilities.references` "
+                                                 "lists the model families that take them")
 
     def check(self, path: str, limits: Any) -> None:
         """Cross-field rules: what each mode needs, matching sizes, the size of what the job would make."""
@@ -229,6 +257,11 @@ class Job(Message):
             if image is not None and (ctl.image.width, ctl.image.height) != (image.width, image.height):
                 raise bad_field(f"controls[{i}].image", f"is {ctl.image.width}x{ctl.image.height} but the image is "
                                 f"{image.width}x{image.height}")
+        for i, ref in enumerate(self.references):  # reference images (issue 15)
+            size = (image.width, image.height) if image is not None else (params.width, params.height)
+            if ref.mask is not None and (ref.mask.width, ref.mask.height) != size:
+                raise bad_field(f"references[{i}].mask", f"is {ref.mask.width}x{ref.mask.height} but the job is "
+                                f"{size[0]}x{size[1]}")
         if mode == "preprocess" and not params.preprocessor:
             raise bad_field("params.preprocessor", "is missing; mode 'preprocess' needs one (e.g. 'canny')")
         ext = params.extend

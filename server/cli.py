@@ -13,7 +13,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from protocol import MODES, SAMPLERS, Extend, Job, Message, Params, Progress, Queued, ResultLayer
+from protocol import (MODES, REFERENCE_TYPES, SAMPLERS, Extend, Job, Message, Params, Progress, Queued, Reference,
+                      ResultLayer)
 from protocol.client import Client, ConnectionFailed, JobCancelled, JobFailed, new_job_id
 from protocol.images import GRAY8, RGBA8, ImagePayload
 from protocol.messages import INPAINT_FILLS
@@ -91,6 +92,28 @@ def _extend(text: Optional[str]) -> Extend:
     return Extend(*values)
 
 
+def parse_reference(spec: str) -> Reference:
+    """``FILE[:type[:strength]]`` (reference images, issue 15) as a Reference of the whole picture; the file may hold
+    colons itself (``C:\\pictures\\cat.png:style``)."""
+    path, rest = spec, []
+    while not Path(path).is_file() and ":" in path and len(rest) < 2:
+        path, _, tail = path.rpartition(":")
+        rest.insert(0, tail)
+    if not Path(path).is_file():
+        raise SystemExit(f"paintbridge run: --reference {spec!r}: no such file")
+    kind = rest[0] if rest else "content"
+    if kind not in REFERENCE_TYPES:
+        raise SystemExit(f"paintbridge run: --reference {spec!r}: type '{kind}' is not one of "
+                         f"{', '.join(REFERENCE_TYPES)}")
+    try:
+        strength = float(rest[1]) if len(rest) > 1 else 1.0
+    except ValueError:
+        raise SystemExit(f"paintbridge run: --reference {spec!r}: strength '{rest[1]}' is not a number") from None
+    if not 0.0 <= strength <= 2.0:
+        raise SystemExit(f"paintbridge run: --reference {spec!r}: strength {strength} is outside 0-2")
+    return Reference(image=_payload(_read_rgba(path), RGBA8), type=kind, strength=strength)
+
+
 def build_job(args: argparse.Namespace) -> tuple:
     """The ``Job`` for ``paintbridge run`` and the input image (None for generate without one)."""
     given = {key: getattr(args, key) for key in ("strength", "cfg", "sampler", "upscaler", "refine", "grow", "feather",
@@ -105,7 +128,7 @@ def build_job(args: argparse.Namespace) -> tuple:
             mask = _payload(_read_mask(args.mask, (image.shape[1], image.shape[0])), GRAY8)
     job = Job(new_job_id("cli"), args.mode, model=args.model, prompt=args.prompt, negative_prompt=args.negative,
               image=_payload(image, RGBA8) if image is not None else None, mask=mask, params=params,
-              result_format=RGBA8)
+              result_format=RGBA8, references=tuple(parse_reference(r) for r in args.reference or ()))
     return job, image
 
 
@@ -341,6 +364,10 @@ def parser() -> argparse.ArgumentParser:
     # fills (issue 13)
     r.add_argument("--color-match", action="store_true", default=None,
                    help="inpaint/outpaint: match the result's colours to the area around the mask")
+    # reference images (issue 15)
+    r.add_argument("--reference", action="append", metavar="FILE[:TYPE[:STRENGTH]]",
+                   help="a reference image (IP-Adapter); TYPE: " + ", ".join(REFERENCE_TYPES) +
+                        " (default content), STRENGTH 0-2 (default 1); repeat for several")
     add_models(r)
     r.set_defaults(func=cmd_run, port=0)
 

@@ -17,7 +17,8 @@ import numpy as np
 from protocol.errors import UNSUPPORTED, ProtocolError
 from protocol.messages import Extend, Params
 
-__all__ = ["Control", "Engine", "Extend", "Job", "JobCancelled", "JobContext", "Layer", "Params", "ProtocolError"]
+__all__ = ["Control", "Engine", "Extend", "Job", "JobCancelled", "JobContext", "Layer", "Params", "ProtocolError",
+           "Reference"]
 
 T = TypeVar("T")
 # How often a wait on uninterruptible work looks at the cancel flag.
@@ -42,6 +43,20 @@ class Control:
     model: str = ""
 
 
+# reference images (issue 15)
+@dataclass
+class Reference:
+    """A reference image: ``image`` H x W x 3 uint8 RGB (any size), ``mask`` H x W uint8 at the job's size or None."""
+
+    image: np.ndarray
+    type: str = "content"
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    mask: Optional[np.ndarray] = None
+    model: str = ""
+
+
 @dataclass
 class Job:
     """A validated job with its pixels decoded.
@@ -63,6 +78,8 @@ class Job:
     x: int = 0
     y: int = 0
     previews: bool = False
+    # reference images (issue 15)
+    references: List[Reference] = field(default_factory=list)
 
     @property
     def width(self) -> int:
@@ -155,6 +172,8 @@ class Engine(abc.ABC):
     modes: Sequence[str] = ()
     #: Whether the engine can use a job's control layers (ControlNets); the router refuses controls otherwise.
     uses_controls: bool = False
+    #: The model families (archs) whose jobs may carry reference images (issue 15); the router refuses them otherwise.
+    reference_families: Sequence[str] = ()
 
     def models(self) -> List[dict]:
         """Model listing entries (name, kind, arch, ...) this engine adds to the server's listing."""
@@ -178,3 +197,11 @@ class Engine(abc.ABC):
         return ProtocolError(UNSUPPORTED, f"the {self.name} engine cannot use {what} (mode '{job.mode}'): send the job "
                              "without control layers, or choose a diffusion checkpoint as the model for "
                              "generate, img2img, inpaint and outpaint", field=field)
+
+    def refuse_references(self, job: Job, family: str = "") -> ProtocolError:
+        """The ``unsupported`` error for a job with reference images this engine (or this family) cannot use."""
+        what = f"{family} models" if family else f"the {self.name} engine"
+        takes = ", ".join(self.reference_families) or "none"
+        return ProtocolError(UNSUPPORTED, f"reference images are not supported for {what} (mode '{job.mode}'): send "
+                             f"the job without references, or choose a checkpoint of a family that takes them "
+                             f"(this server: {takes})", field="references")

@@ -15,13 +15,14 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from protocol.errors import UNSUPPORTED, ProtocolError
-from protocol.messages import CONTROL_TYPES, MODES, SAMPLERS
+from protocol.messages import CONTROL_TYPES, MODES, REFERENCE_TYPES, SAMPLERS
 
 from . import device as devices
 from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
 from .core import Control, Engine, Job, JobContext, Layer
-from .models.registry import ModelRegistry
+from .models.ipadapter import REFERENCE_FAMILIES
+from .models.registry import ModelRegistry, arch_name
 
 log = logging.getLogger("paintbridge.router")
 
@@ -137,6 +138,9 @@ class Router:
             "engines": [CLASSICAL, DIFFUSERS, FAMILIES],
             "previews": True,
             "preprocessors": available_preprocessors(self.registry),
+            # reference images (issue 15)
+            "references": list(REFERENCE_FAMILIES),
+            "reference_types": list(REFERENCE_TYPES),
         }
 
     # --- jobs ---
@@ -146,7 +150,16 @@ class Router:
         engine = self.engine_for(job)
         if job.controls and not engine.uses_controls:
             raise engine.refuse_controls(job)
+        if job.references and not engine.reference_families:  # reference images (issue 15)
+            raise engine.refuse_references(job, self._family_of(job))
         return engine.run(job, ctx)
+
+    def _family_of(self, job: Job) -> str:
+        """The human name of the job's checkpoint family ("Flux.1"), or "" when it runs on no checkpoint."""
+        if job.model == CLASSICAL or job.mode in (UPSCALE, PREPROCESS):
+            return ""
+        entry = self.registry.find(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
+        return arch_name(entry.arch) if entry is not None else ""
 
     def engine_for(self, job: Job) -> Engine:
         """The engine for ``job``; model_not_found / unsupported when none can do it."""
@@ -182,7 +195,7 @@ class Router:
         entry = self.registry.get(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
         engine = self.checkpoint_engine(entry)
         quiet = ctx.quiet()
-        use_tile_control = engine.uses_controls and self._has_tile_controlnet(entry)
+        use_tile_control = engine.uses_controls and self._has_tile_controlnet(entry, engine)
 
         def refine(rgba: np.ndarray, strength: float, seed: int) -> np.ndarray:
             params = dataclasses.replace(job.params, strength=strength, seed=seed, batch=1)
@@ -194,11 +207,16 @@ class Router:
 
         return refine
 
-    def _has_tile_controlnet(self, checkpoint) -> bool:
-        from .diffusion.controls import select
-
+    def _has_tile_controlnet(self, checkpoint, engine: Engine) -> bool:
         probe = Control("tile", np.zeros((8, 8, 3), np.uint8))
         try:
+            if engine is self._engines.get(FAMILIES):  # Flux.1 / SD3 ControlNets (server/families/controlnets.py)
+                from .families.controlnets import select as select_family
+
+                select_family([probe], checkpoint, "img2img", self.registry)
+                return True
+            from .diffusion.controls import select
+
             select([probe], checkpoint, self.registry)
         except ProtocolError:
             return False

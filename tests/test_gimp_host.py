@@ -480,6 +480,48 @@ img.delete()
         proc.stop()
 
 
+def test_instruction_edit_on_a_tiny_kontext_model(trixie_root, tmp_path):
+    """Filters > Paintbridge > Edit Selection from Instruction: its model choice lists only models whose listing says
+    they can edit (a tiny Flux.1 Kontext, not the tiny Flux.1 dev beside it); the server's default (dev) is refused
+    before anything is sent; the edit of an ellipse comes back as one layer composited by the selection."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from gimp_plugin import settings as gimp_settings
+    from hosts.gimp import gimp_profile, run_batch
+
+    models = make_models_dir(tmp_path / "models", which=("flux", "flux-kontext"))
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            gimp_settings.remember(prof.gimp_dir, proc.url, None)  # GIMP registers the choices from this server
+            run_batch(prof, """
+img, (layer,) = make_image(64, 64)
+cfg = PDB.lookup_procedure("plug-in-paintbridge-edit").create_config()
+cfg.set_property("model", "tiny-flux")
+check(cfg.get_property("model") == "default", "a model that cannot edit is no choice: %r" % cfg.get_property("model"))
+cfg.set_property("model", "tiny-flux-kontext")
+check(cfg.get_property("model") == "tiny-flux-kontext", "the Kontext model is a choice")
+expect_failure("plug-in-paintbridge-edit", img, [layer], "calling-error", "needs a model that edits from an instruction",
+               prompt="make it red", server=P["url"])
+img.select_ellipse(Gimp.ChannelOps.REPLACE, 12, 12, 40, 36)
+sel = selection_mask(img)
+before = composite(img)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-edit", img, [layer], model="tiny-flux-kontext", prompt="make the roof red", seed=5,
+          steps=2, grow=0, feather=0, server=P["url"])
+added = new_layers(img, old)
+check(len(added) == 1 and added[0].get_name() == "make the roof red (seed 5)", "one edited layer: %r" % layer_summary(img))
+after = composite(img)
+check(all(after[i * 4:i * 4 + 4] == before[i * 4:i * 4 + 4] for i in range(64 * 64) if sel[i] == 0),
+      "outside the selection nothing changed")
+check(any(after[i * 4:i * 4 + 3] != before[i * 4:i * 4 + 3] for i in range(64 * 64) if sel[i] == 255),
+      "inside the selection the Kontext model edited")
+img.delete()
+""", {"url": proc.url}, timeout=600).assert_ok()
+    finally:
+        proc.stop()
+
+
 def _generate_matches_the_client_core_job(prof, run_batch, url: str) -> None:
     """Generate into a soft ellipse in GIMP gives exactly the layer the client core's own job gives for the same
     pixels and selection (the Krita host test checks its side against the same core path)."""
@@ -737,6 +779,40 @@ img.delete()
     recorded = json.loads((profile.gimp_dir / "paintbridge-models.json").read_text())
     assert {"name": "4x-UltraSharp", "kind": "upscaler"} in recorded["models"]
     assert "download complete" in result.output and "4x-UltraSharp" in result.output
+
+
+def test_reference_layers_guide_generate_and_missing_adapters_are_named(trixie_root, tmp_path):
+    """Reference images (issue 15): the same seed with and without a reference layer (type style, strength 1.5) gives
+    different pixels; a face reference without a face adapter fails with a message naming it, image untouched."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+
+    models = make_models_dir(tmp_path / "models", which=("sd15", "ipa-sd15-plus"))
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            run_batch(prof, """
+img, (layer, picture) = make_image(64, 64, layers=2)
+picture.set_visible(False)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 8, 8, 48, 40)
+results = {}
+for name, extra in (("plain", {}), ("style", dict(reference_layer=picture, reference_type="style",
+                                                    reference_strength=1.5))):
+    old = img.get_layers()
+    expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a tiny house", seed=5, steps=3, grow=0, feather=0,
+              server=P["url"], **extra)
+    added = new_layers(img, old)
+    check(len(added) == 1, "one layer (%s): %r" % (name, layer_summary(img)))
+    ok, rx, ry = added[0].get_offsets()
+    results[name] = read(added[0], rx, ry, added[0].get_width(), added[0].get_height())
+check(results["plain"] != results["style"], "the reference layer changed the result of the same seed")
+expect_failure("plug-in-paintbridge-img2img", img, [layer], "execution-error", "face", prompt="a tiny house",
+               steps=2, reference_layer=picture, reference_type="face", server=P["url"])
+img.delete()
+""", {"url": proc.url}, timeout=600).assert_ok()
+    finally:
+        proc.stop()
 
 
 # --- history (issue 13): Paintbridge data and results kept inside the .xcf --------------------------------------------

@@ -38,7 +38,7 @@ def rgba(box: Box, value: int = 128) -> bytes:
 
 def test_every_procedure_has_a_consistent_argument_table():
     assert {spec.mode for spec in arguments.PROCEDURES} == {"inpaint", "img2img", "outpaint", "upscale", "generate",
-                                                            "preprocess"}
+                                                            "preprocess", "edit"}
     assert [spec.name for spec in arguments.PROCEDURES if spec.live] == [arguments.PREFIX + "live-inpaint"]
     for spec in arguments.PROCEDURES:
         assert spec.name.startswith(arguments.PREFIX)
@@ -235,7 +235,7 @@ def test_dialog_layout_and_models_hint():
 
     top, sections = layout(arguments.BY_MODE["inpaint"])
     assert top[:4] == ["prompt", "negative-prompt", "model", "strength"]
-    assert [sid for sid, _title, _members in sections] == ["sampling", "area", "controls", "server"]
+    assert [sid for sid, _title, _members in sections] == ["sampling", "area", "controls", "references", "server"]
     placed = top + [name for _sid, _title, members in sections for name in members]
     assert sorted(placed) == sorted(arg.name for arg in arguments.BY_MODE["inpaint"].args)
     models = [{"name": "classical", "kind": "builtin"}, {"name": "tiny-sd15", "kind": "checkpoint"},
@@ -278,6 +278,10 @@ def test_the_model_choice_lists_installed_checkpoints_between_default_and_classi
                                       ("inp", "inp (sd15, inpaint)"), ("classical", "Classical (OpenCV, no AI)"))
     assert model_choices([]) == (("default", "Server's default"), ("classical", "Classical (OpenCV, no AI)"))
     assert model_name("default") == "" and model_name("classical") == "classical" and model_name("inp") == "inp"
+    kontext = {"name": "flux1-kontext-dev", "kind": "checkpoint", "family": "flux-kontext", "edit": True}
+    assert model_choices(listing + [kontext], "edit") == (("default", "Server's default"),
+                                                          ("flux1-kontext-dev", "flux1-kontext-dev (flux-kontext)"))
+    assert len(model_choices(listing + [kontext], "inpaint")) == 5  # every other mode lists every checkpoint
     for spec in arguments.ALL_PROCEDURES:  # every model argument is such a choice, defaulting to the server's default
         for arg in spec.args:
             if arg.name == "model":

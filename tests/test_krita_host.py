@@ -181,6 +181,52 @@ def krita_flux_run(tmp_path_factory) -> Run:
 
 
 @pytest.fixture(scope="module")
+def krita_references_run(tmp_path_factory) -> Run:
+    """Reference images (issue 15) against a server of this checkout, with a tiny IP-Adapter and image encoder."""
+    import factory
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-references-server")
+    models = factory.make_models_dir(work / "models", ("sd15", "ipa-sd15-plus"))
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "references", DW, DH, model="tiny-sd15", server_url=proc.url)
+    finally:
+        proc.stop()
+
+
+def test_reference_layers_from_the_panel_guide_a_job(krita_references_run):
+    run = krita_references_run
+    assert run["connected"] == "connected" and not run.data.get("errors"), run.data.get("errors")
+    for key in ("plain", "with_reference"):
+        assert run[key]["error"] is False and run[key]["results"] == 1, run[key]["message"]
+    assert run["rows"] == [{"layer": run["reference_id"], "type": "style", "strength": 1.5}]
+    assert run["row_layer"] == run["reference_id"]
+    box = run["plain"]["results_meta"][0]["box"]
+    plain = run.pixels(run["plain"]["pixels"], box[2], box[3])
+    guided = run.pixels(run["with_reference"]["pixels"], box[2], box[3])
+    assert np.abs(plain[..., :3].astype(int) - guided[..., :3].astype(int)).mean() > 0.5
+    assert run["moved"] == [run["paint_id"], run["reference_id"]]
+    assert run["after_remove"] == [run["reference_id"]] and run["rows_shown"] == 1
+
+
+@pytest.fixture(scope="module")
+def krita_edit_run(tmp_path_factory) -> Run:
+    """Instruction edit: a tiny Flux.1 Kontext and a tiny Flux.1 dev, against a server of this checkout."""
+    import factory
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-edit-server")
+    models = factory.make_models_dir(work / "models", ("flux", "flux-kontext"))
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "edit", DW, DH, model="tiny-flux-kontext", server_url=proc.url,
+                             tag="edit")
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
 def krita_large_run(tmp_path_factory) -> Run:
     """A 6000x4000 document against a server of this checkout (classical engine, Lanczos)."""
     from conftest import ServerProcess
@@ -694,6 +740,26 @@ def test_a_tiny_flux_model_generates_into_a_selection(krita_flux_run):
     inside[8:48, 16:64] = True
     assert (layer[~inside][:, 3] == 0).all()  # composited by the selection: nothing outside it
     assert (layer[inside][:, 3] == 255).all() and not np.array_equal(layer[inside][:, :3], before[inside][:, :3])
+
+
+def test_instruction_edit_on_a_tiny_kontext_model_is_offered_and_composited_by_the_selection(krita_edit_run):
+    run = krita_edit_run
+    assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
+    assert run["tab_enabled_flux"] is False and run["tab_enabled_kontext"] is True
+    assert run["mode_after_refused"] != "edit" and "needs a model that edits from an instruction" in \
+        run["refused_message"]
+    assert run["mode"] == "edit" and run["run_button"] == "Edit"
+    rec = run["edit"]
+    assert rec["error"] is False, rec["message"]
+    assert len(rec["new_layers"]) == 1 and rec["new_layers"][0]["name"].startswith("make the roof red"), \
+        rec["new_layers"]
+    layer = run.pixels(rec["new_layer_pixels"], DW, DH)
+    before = run.pixels(rec["composite_before"], DW, DH)
+    inside = np.zeros((DH, DW), bool)
+    inside[8:48, 16:64] = True
+    assert (layer[~inside][:, 3] == 0).all()  # composited by the selection: nothing outside it
+    assert (layer[inside][:, 3] == 255).all() and not np.array_equal(layer[inside][:, :3], before[inside][:, :3])
+    assert run["mode_after_switch"] == "inpaint" and run["tab_enabled_after_switch"] is False
 
 
 def test_the_panel_downloads_a_preset_through_the_server(tmp_path_factory, tmp_path):

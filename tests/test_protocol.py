@@ -286,7 +286,7 @@ def test_versions_need_ascii_digits(version):
 def test_readme_tables_are_the_schema():
     readme = (Path(__file__).resolve().parent.parent / "protocol" / "README.md").read_text()
     for model in (m.Hello, m.Welcome, m.Job, m.Params, m.Control, m.Extend, m.Limits, m.ResultLayer, m.Cancel,
-                  m.Queued, m.Started, m.Progress, m.Result, m.Cancelled, m.Error, m.Models):
+                  m.Queued, m.Started, m.Progress, m.Result, m.Cancelled, m.Error, m.Models, m.Reference):
         assert markdown_table(model) in readme, f"protocol/README.md's table of {model.__name__} is out of date"
 
 

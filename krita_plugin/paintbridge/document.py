@@ -183,7 +183,8 @@ def capture(doc, settings: Settings, controls: List[ControlSpec]):
     info = color_info(doc)
     bounds = mask_bounds(doc, settings) or Box(0, 0, 0, 0)
     sources = [client.jobs.ControlSource(c.layer_id, c.type, c.strength, c.start, c.end) for c in controls]
-    return client.jobs.capture(settings, bounds, doc.width(), doc.height(), _Reader(doc, settings, info), sources)
+    refs = client.jobs.reference_sources(settings, lambda i: i if find_node(doc, i) else None)  # issue 15
+    return client.jobs.capture(settings, bounds, doc.width(), doc.height(), _Reader(doc, settings, info), sources, refs)
 
 
 def find_node(doc, node_id: str):

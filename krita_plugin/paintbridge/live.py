@@ -98,6 +98,7 @@ class LiveLoop:
             return
         parts = [repr(sorted(settings.to_dict().items())), inputs.box, inputs.image or b"", inputs.mask or b""]
         parts += [(c.type, c.strength, c.start, c.end, c.image) for c in inputs.controls]
+        parts += [(r.type, r.strength, r.start, r.end, r.image) for r in inputs.references]  # issue 15
         sig = clive.signature(parts)
         self._inputs = (sig, doc, settings, inputs, now)
         self.scheduler.changed(sig, now)

@@ -168,6 +168,7 @@ class ResultsHistory:
             new.model = ""
         ses.set_mode(new.mode)
         ses.settings = new
+        ses.references.changed.emit()  # the job's reference images (issue 15) are the panel's again
         if new.seed >= 0:
             ses.fixed_seed = new.seed
             settings_store.save_fixed_seed(ses.store, new.seed)

@@ -16,8 +16,9 @@ import traceback
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from . import settings_store
+from . import references, settings_store
 from .downloads import Downloads
+from .forward import Forward
 from .live import LiveLoop
 from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
 from .progress_preview import preview_of
@@ -46,43 +47,6 @@ def guarded(method: Callable) -> Callable:
         return None
 
     return wrapper
-
-
-class _Forward(csession.Listener):
-    """The connection's callbacks (worker thread) handed to the session on the UI thread."""
-
-    def __init__(self, session: "Session", post: Callable[[Callable[[], None]], None]) -> None:
-        self.session, self.post = session, post
-
-    def state_changed(self, state, detail):
-        self.post(lambda: self.session.on_state(state, detail))
-
-    def welcomed(self, welcome):
-        self.post(lambda: self.session.on_welcome(welcome))
-
-    def models_changed(self, models):
-        self.post(lambda: self.session.on_models(models))
-
-    def job_sent(self, job_id, at):
-        self.post(lambda: self.session.on_job_sent(job_id, at))
-
-    def job_event(self, job_id, msg):
-        self.post(lambda: self.session.on_job_event(job_id, msg))
-
-    def job_result(self, job_id, msg):
-        self.post(lambda: self.session.on_job_result(job_id, msg))
-
-    def job_failed(self, job_id, code, message):
-        self.post(lambda: self.session.on_job_failed(job_id, code, message))
-
-    def job_cancelled(self, job_id):
-        self.post(lambda: self.session.on_job_cancelled(job_id))
-
-    def presets_changed(self, presets):
-        self.post(lambda: self.session.downloads.on_presets(presets))
-
-    def pull_done(self, pull_id, msg):
-        self.post(lambda: self.session.downloads.on_done(pull_id, msg))
 
 
 class Session:
@@ -122,11 +86,11 @@ class Session:
         self.result_selected = Event()  # (index)
         self.message_changed = Event()  # (text, error)
         self.controls_changed = Event()  # ()
-        self.connection = csession.Session(_Forward(self, post), CLIENT_NAME, CLIENT_VERSION, self.server,
+        self.connection = csession.Session(Forward(self, post), CLIENT_NAME, CLIENT_VERSION, self.server,
                                            client.server.Autostart() if self.conn_settings.autostart else None)
         self.live = LiveLoop(self, schedule)
         self.downloads = Downloads(self)
-        self.history = ResultsHistory(self)  # every result, kept in its document (client/history.py)
+        self.history, self.references = ResultsHistory(self), references.References(self)  # issues 13, 15
 
     def start(self) -> None:
         """Connect to the configured server (after the view has bound itself)."""
@@ -135,7 +99,11 @@ class Session:
     # --- settings -----------------------------------------------------------------------------------------------------
     def shown(self) -> cs.Settings:
         """The settings with every "default" filled from the server's ``welcome`` (what the widgets show)."""
-        return cs.apply_defaults(self.settings, self.defaults, cs.model_entry(self.models, self.settings.model))
+        return cs.apply_defaults(self.settings, self.defaults, self.entry())
+
+    def entry(self, model: Optional[str] = None) -> Optional[dict]:
+        """The listing entry of ``model`` (default: the chosen one); None when the server does not list it."""
+        return cs.model_entry(self.models, self.settings.model if model is None else model)
 
     @property
     def random_seed(self) -> bool:
@@ -149,8 +117,9 @@ class Session:
 
     @guarded
     def set_mode(self, mode: str) -> None:
-        """Switch to ``mode`` (generate, inpaint, img2img, outpaint, upscale); the strength goes to its default."""
-        client.modes.rule(mode)
+        """Switch to ``mode`` (generate, inpaint, img2img, outpaint, upscale, edit where the model can); the strength
+        goes to its default."""
+        client.modes.check_offered(mode, self.entry())
         self.settings.mode = mode
         self.settings_changed.emit("mode", mode)
         self.downloads.presets_changed.emit()
@@ -189,6 +158,11 @@ class Session:
             for field in ("steps", "cfg", "sampler"):
                 self._set(field, type(getattr(self.settings, field))())
                 self.settings_changed.emit(field, getattr(self.shown(), field))
+            self._leave_mode_not_offered()
+
+    def _leave_mode_not_offered(self) -> None:
+        if not client.modes.offered(self.settings.mode, self.entry()):  # e.g. edit, and the model cannot
+            self.set_mode("inpaint")
 
     def model_names(self) -> List[str]:
         """The values the model option takes: "" (the server's default), each checkpoint, the classical engine."""
@@ -249,6 +223,7 @@ class Session:
             if getattr(self.settings, name) not in choices:
                 self._set(name, "")
         self.models_changed.emit()
+        self._leave_mode_not_offered()
         for name in ("strength", "steps", "cfg", "sampler"):
             self.settings_changed.emit(name, getattr(self.shown(), name))
         if self.connected:
@@ -281,8 +256,8 @@ class Session:
     def send(self, doc, settings: cs.Settings, inputs, kind: str) -> str:
         """Build the job for ``inputs`` read from ``doc`` and send it; the session then waits for its events."""
         job_id = csession.new_job_id("krita")
-        job = cjobs.build_job(settings, inputs, self.defaults, cs.model_entry(self.models, settings.model),
-                              job_id=job_id, previews=kind != "preprocess", live=kind == "live")
+        job = cjobs.build_job(settings, inputs, self.defaults, self.entry(settings.model), job_id=job_id,
+                              previews=kind != "preprocess", live=kind == "live")
         self.connection.submit(job)
         self.job = RunningJob(job_id, kind, settings, doc, self.host.active_layer_id(doc), inputs.box,
                               control_type=settings.preprocessor if kind == "preprocess" else "")

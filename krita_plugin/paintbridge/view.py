@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from . import widgets
+from . import reference_widgets, widgets
 from .progress_preview import Preview, fit_size
 from .qt_compat import QtGui, QtWidgets, Qt, Signal, qimage_from_bgra8, qimage_from_rgba8
 from .session import Session
@@ -32,6 +32,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.progress_previews = 0  # in-progress previews shown (never written into the document)
         self._showing_progress_preview = False
         self.control_rows: List[widgets.ControlRow] = []
+        self.reference_rows: List[reference_widgets.ReferenceRow] = []  # reference images (issue 15)
         conn = session.conn_settings
         url, token = conn.target()
         widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
@@ -89,6 +90,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
         s.result_selected.connect(self._on_result_selected)
         s.message_changed.connect(self._on_message)
         s.controls_changed.connect(self._fill_controls)
+        self.add_reference_button.clicked.connect(lambda: s.references.add())  # reference images (issue 15)
+        s.references.changed.connect(self._fill_references)
         self.pull_button.clicked.connect(lambda: s.downloads.pull(self.preset_box.currentData() or ""))
         self.pull_cancel_button.clicked.connect(s.downloads.cancel)
         s.downloads.presets_changed.connect(self._fill_presets)
@@ -125,7 +128,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.upscale_box.setVisible(value == "upscale")
             self.live_button.setEnabled(value in client.modes.LIVE_MODES)
             self.run_button.setText(SHORT_MODE_NAMES[value])
+            self._update_mode_tabs()
             return
+        if name == "model":
+            self._update_mode_tabs()
         if name in ("prompt", "negative_prompt"):
             edit = self.prompt_edit if name == "prompt" else self.negative_edit
             if edit.toPlainText().strip() != value:
@@ -194,6 +200,16 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.upscaler_box.addItem(name, name)
         self.upscaler_box.setCurrentIndex(max(0, self.upscaler_box.findData(s.settings.upscaler)))
         self.upscaler_box.blockSignals(False)
+        self._update_mode_tabs()
+
+    def _update_mode_tabs(self) -> None:
+        """Tabs of modes the chosen model cannot run (edit on a model that cannot edit) are disabled."""
+        entry = self.session.entry()
+        self.mode_tabs.blockSignals(True)  # Qt moves off a disabled current tab; the session picks the mode
+        for i, mode in enumerate(MODES):
+            self.mode_tabs.setTabEnabled(i, client.modes.offered(mode, entry))
+        self.mode_tabs.setCurrentIndex(MODES.index(self.session.settings.mode))
+        self.mode_tabs.blockSignals(False)
 
     def _update_run(self) -> None:
         s = self.session
@@ -305,10 +321,27 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.controls_layout.addWidget(row)
 
     def refresh_layers(self) -> None:
-        """The document or its layers changed: refill the control rows' layer pickers."""
+        """The document or its layers changed: refill the control and reference rows' layer pickers."""
         layers = self.session.host.paint_layers()
         for row, spec in zip(self.control_rows, self.session.controls):
             row.refresh_layers(layers, spec.layer_id)
+        for row, ref in zip(self.reference_rows, self.session.references.items):
+            row.refresh_layers(layers, ref.layer)
+
+    # --- reference images (issue 15) ------------------------------------------------------------------------------
+    def _fill_references(self) -> None:
+        for row in self.reference_rows:
+            row.setParent(None)
+            row.deleteLater()
+        self.reference_rows = []
+        refs = self.session.references
+        layers = self.session.host.paint_layers()
+        for index, ref in enumerate(refs.items):
+            row = reference_widgets.ReferenceRow(
+                ref, layers, changed=lambda field, value, i=index: refs.update(i, **{field: value}),
+                move=lambda delta, i=index: refs.move(i, delta), remove=lambda i=index: refs.remove(i))
+            self.reference_rows.append(row)
+            self.references_layout.addWidget(row)
 
     # --- results history (issue 13) ----------------------------------------------------------------------------------
     def _fill_history(self) -> None:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from typing import Callable
 
+from . import reference_widgets
 from .model import ControlSpec
 from .qt_compat import QtCore, QtWidgets, Qt
 from .wire import client, protocol
 
 THUMB = 88
 PREVIEW_HEIGHT = THUMB + 26  # the in-progress preview's area (it takes the result thumbnails' place)
-MODES = ("generate", "inpaint", "img2img", "outpaint", "upscale")  # the panel's tabs (client.modes has the rules)
+MODES = ("generate", "inpaint", "img2img", "outpaint", "upscale",
+         "edit")  # the panel's tabs (client.modes has the rules; edit: instruction edit, issue 14)
 MODE_LABELS = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine (img2img)", "outpaint": "Outpaint",
-               "upscale": "Upscale (the selection, or the whole image)"}
+               "upscale": "Upscale (the selection, or the whole image)",
+               "edit": "Edit the selection from an instruction in the prompt (\"make the jacket red\"); "
+                       "on models that can, e.g. Flux.1 Kontext"}
 SHORT_MODE_NAMES = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine", "outpaint": "Outpaint",
-                    "upscale": "Upscale"}
+                    "upscale": "Upscale", "edit": "Edit"}
 
 
 class ControlRow(QtWidgets.QFrame):
@@ -303,6 +307,7 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     panel.controls_layout = QtWidgets.QVBoxLayout()
     panel.controls_layout.setSpacing(3)
     layout.addLayout(panel.controls_layout)
+    reference_widgets.build_references_section(panel, layout)  # reference images (issue 15)
 
     # Run, cancel, live.
     run_row = QtWidgets.QHBoxLayout()

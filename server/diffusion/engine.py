@@ -32,6 +32,7 @@ from . import cache
 from . import controls as control_plans
 from . import latents as latents_of
 from . import pipelines, prompts, samplers, tiny_vae
+from . import references as refs
 from .adapters import Adapters
 from .preview import latents_to_rgb
 
@@ -43,7 +44,8 @@ MODES = ("generate", "img2img", "inpaint", "outpaint")
 MAX_CONTROLNETS_KEPT = 4
 PREPROCESS_PARAMS = ("low_threshold", "high_threshold")
 # bytes each content-keyed cache may hold (least recently used values go first)
-CACHE_BUDGETS = {"prompts": 64 << 20, "latents": 128 << 20, "masks": 256 << 20, "controls": 128 << 20}
+CACHE_BUDGETS = {"prompts": 64 << 20, "latents": 128 << 20, "masks": 256 << 20, "controls": 128 << 20,
+                 "references": 64 << 20}
 # What the engine turns on, in this order, each time a job runs out of device memory (then it runs the job again).
 # A fallback stays on while the checkpoint is loaded. Model CPU offload only helps on a GPU.
 VAE_TILING = "vae tiling and slicing"
@@ -61,6 +63,7 @@ class LoadedCheckpoint:
     scheduler_config: dict
     variants: Dict[type, object] = dataclasses.field(default_factory=dict)
     memory_fallbacks: List[str] = dataclasses.field(default_factory=list)
+    references: Optional[refs.ReferenceSet] = None  # reference images (issue 15): IP-Adapters in the UNet
 
 
 class DiffusionEngine(Engine):
@@ -69,6 +72,7 @@ class DiffusionEngine(Engine):
     name = "diffusers"
     modes = MODES
     uses_controls = True
+    reference_families = refs.ipa.REFERENCE_FAMILIES
 
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
@@ -110,7 +114,8 @@ class DiffusionEngine(Engine):
         pipe.set_progress_bar_config(disable=True)
         self.loads += 1
         log.info("loaded %s (%s) in %.1f s", entry.name, arch_name(entry.arch), time.perf_counter() - started)
-        self.loaded = LoadedCheckpoint(entry, pipe, Adapters(pipe, entry, self.registry), dict(pipe.scheduler.config))
+        self.loaded = LoadedCheckpoint(entry, pipe, Adapters(pipe, entry, self.registry), dict(pipe.scheduler.config),
+                                       references=refs.ReferenceSet(self.registry, self.device, self.dtype))
         return self.loaded
 
     def warm_up(self, name: str = "") -> None:
@@ -217,9 +222,11 @@ class DiffusionEngine(Engine):
 
         entry = self.checkpoint_entry(job.model)
         plans = control_plans.select(job.controls, entry, self.registry) if job.controls else []
+        ref_plans = refs.select(job.references, entry, self.registry) if job.references else []
         ctx.check()
         loaded = self.checkpoint(entry)
         pipe = loaded.pipe
+        loaded.references.load(pipe, ref_plans, entry.name)
 
         prompt, tags = prompts.extract_loras(job.prompt)
         negative, neg_tags = prompts.extract_loras(job.negative_prompt)
@@ -251,6 +258,15 @@ class DiffusionEngine(Engine):
         if plans:
             images = self._control_images(plans, work, hard, pw, ph, ctx)
             call.update(pipelines.control_kwargs(kind, plans, images, union))
+        ref_scales = None
+        if ref_plans:  # reference images (issue 15): embeddings, masks, and the scales of the first step
+            cfg_on = settings["cfg"] > 1 and pipe.unet.config.time_cond_proj_dim is None
+            call["ip_adapter_image_embeds"] = [self._reference_embeddings(loaded, p, cfg_on) for p in ref_plans]
+            ref_masks = refs.masks(work.references, pw, ph)
+            if ref_masks is not None:
+                call["cross_attention_kwargs"] = {"ip_adapter_masks": ref_masks}
+            ref_scales = refs.scales(entry.arch, work.references, 0.0)
+            runner.set_ip_adapter_scale(ref_scales)
 
         arch = entry.arch
         tiny = self.tiny_vae(arch)
@@ -262,7 +278,13 @@ class DiffusionEngine(Engine):
             call["output_type"] = "latent"
 
         def on_step(pipe_, step: int, timestep, tensors: dict) -> dict:
+            nonlocal ref_scales
             total = getattr(pipe_, "num_timesteps", None) or steps
+            if ref_scales is not None:  # the next step's reference scales (0 outside a reference's range)
+                wanted = refs.scales(entry.arch, work.references, (step + 1) / total)
+                if wanted != ref_scales:
+                    pipe_.set_ip_adapter_scale(wanted)
+                    ref_scales = wanted
             preview = None
             if job.previews:
                 latents = tensors["latents"]
@@ -291,6 +313,10 @@ class DiffusionEngine(Engine):
         info = {"model": entry.name, "arch": arch, "sampler": settings["sampler"], "steps": steps,
                 "cfg": settings["cfg"], "strength": settings["strength"], "size": [pw, ph], "loras": loras,
                 "embeddings": embeddings, "controlnets": [p.entry.name for p in plans], "seconds": round(elapsed, 3)}
+        if ref_plans:
+            info["references"] = [{"type": p.reference.type, "strength": p.reference.strength, "adapter": p.adapter.name,
+                                   "encoder": p.encoder.name, "start": p.reference.start, "end": p.reference.end,
+                                   "masked": p.reference.mask is not None} for p in ref_plans]
         if preset:
             info["few_step"] = preset["family"]
         if fast_decode:
@@ -320,6 +346,12 @@ class DiffusionEngine(Engine):
         key = (str(loaded.entry.path), str(self.dtype), tuple(tuple(a) for a in adapters.active),
                tuple(sorted(adapters.embeddings)), prompt, negative)
         return self.caches["prompts"].get(key, lambda: prompts.encode(runner, prompt, negative, self.device))
+
+    def _reference_embeddings(self, loaded: LoadedCheckpoint, plan: "refs.ReferencePlan", cfg: bool):
+        """A reference's image embeddings, cached by encoder, precision, image content and CFG."""
+        key = (str(plan.encoder.path), str(self.dtype), plan.adapter.info["encoder_output"], cfg,
+               cache.digest(plan.reference.image))
+        return self.caches["references"].get(key, lambda: loaded.references.embeddings(plan, cfg))
 
     def _latents(self, loaded: LoadedCheckpoint, rgb: np.ndarray, hole: Optional[np.ndarray] = None):
         """VAE latents of an image (with ``hole`` blanked: the masked image of 9-channel UNets), cached by content."""
@@ -436,8 +468,10 @@ def _working_job(job: Job, registry=None, check: Callable[[], None] = lambda: No
     filled[..., 3] = canvas[..., 3]
     controls = [dataclasses.replace(c, image=imageops.extend_canvas(imageops.rgba(c.image), ext)[0][..., :3])
                 for c in job.controls]  # control layers cover the original area; the new area gets none (black)
+    references = [dataclasses.replace(r, mask=np.pad(r.mask, ((ext.top, ext.bottom), (ext.left, ext.right))))
+                  if r.mask is not None else r for r in job.references]  # a reference mask covers the original area
     work = dataclasses.replace(job, image=filled, mask=new_area, x=job.x - ext.left, y=job.y - ext.top,
-                               controls=controls)
+                               controls=controls, references=references)
     return work, canvas
 
 

@@ -1029,6 +1029,67 @@ def scenario_pull():
     R["upscaler_items"] = [panel.upscaler_box.itemData(i) for i in range(panel.upscaler_box.count())]
 
 
+def scenario_references():
+    """Reference images (issue 15): a reference layer added from the panel (active layer, + Add), its type changed in
+    its row; generate with and without it (same seed); a second reference moved up and removed."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    R["connected"] = ses.connection_state
+    doc = new_doc("pb-references")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    ref = add_paint(doc, "Reference")
+    flipped = bytearray(ref.pixelData(0, 0, doc.width(), doc.height()))
+    flipped[0::4], flipped[2::4] = bytes(255 - v for v in flipped[2::4]), bytes(flipped[0::4])
+    ref.setPixelData(QByteArray(bytes(flipped)), 0, 0, doc.width(), doc.height())
+    doc.setActiveNode(paint)
+    yield 300
+    ses.set_mode("generate")
+    ses.set_option("model", CONFIG["model"])
+    ses.set_prompt("a castle on a hill", "")
+    for name, value in (("steps", 3), ("batch", 1), ("random_seed", False), ("seed", 5), ("grow", 0),
+                        ("feather", 0)):
+        ses.set_option(name, value)
+    select_rect(doc, 16, 8, 48, 40)
+    yield 300
+    R["plain"] = rec = {}
+    yield from run_job(ses, rec, timeout=300)
+    rec["pixels"] = dump("references-plain", ses.results[0].data) if ses.results else None
+    ses.discard()
+    yield 300
+    doc.setActiveNode(ref)
+    yield 300
+    panel.add_reference_button.click()  # the active layer becomes the reference
+    yield 300
+    row = panel.reference_rows[0]
+    row.type_box.setCurrentText("style")
+    row.strength.setValue(1.5)
+    yield 200
+    R["rows"] = [{"layer": r.layer, "type": r.type, "strength": r.strength} for r in ses.references.items]
+    R["reference_id"] = ref.uniqueId().toString()
+    R["row_layer"] = row.layer_box.currentData()
+    doc.setActiveNode(paint)
+    yield 300
+    R["with_reference"] = rec = {}
+    yield from run_job(ses, rec, timeout=300)
+    rec["pixels"] = dump("references-with", ses.results[0].data) if ses.results else None
+    ses.discard()
+    yield 300
+    panel.add_reference_button.click()  # a second one (the active layer: Paint), then up, then removed
+    yield 300
+    panel.reference_rows[1].up_button.click()
+    yield 300
+    R["moved"] = [r.layer for r in ses.references.items]
+    panel.reference_rows[0].remove_button.click()
+    yield 300
+    R["after_remove"] = [r.layer for r in ses.references.items]
+    R["rows_shown"] = len(panel.reference_rows)
+    R["paint_id"] = paint.uniqueId().toString()
+
+
 def large_photo(w, h):
     """A BGRA8 "photo" of w x h built at C speed: a red ramp across, other channels varying, rows shifted."""
     row = b"".join(bytes(((x * 7) % 256, (x * 13) % 251, (x * 255) // (w - 1), 255)) for x in range(w))
@@ -1091,6 +1152,60 @@ def scenario_large():
     line = bytes(newest.pixelData(0, 4000, newest.width(), 1))
     rec["red_samples"] = [line[x * 4 + 2] for x in range(1000, newest.width() - 1000, 1000)]
     rec["row_opaque"] = line[3::4].count(255) == newest.width()
+
+
+def scenario_edit():
+    """Instruction edit on a tiny Flux.1 Kontext model: the Edit tab is offered only for a model whose listing says it
+    can edit; the edit of a selection comes back as one layer composited by the selection."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected" and ses.models, 150, poll=200)
+    R["connected"] = ses.connection_state
+    R["server_pid"] = server_pid(ses)
+    edit_tab = list(panel_modes()).index("edit")
+    doc = new_doc("pb-edit")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    doc.setActiveNode(paint)
+    yield 300
+    ses.set_option("model", "tiny-flux")
+    yield 200
+    R["tab_enabled_flux"] = panel.mode_tabs.isTabEnabled(edit_tab)
+    ses.set_mode("edit")
+    R["mode_after_refused"], R["refused_message"] = ses.settings.mode, ses.message
+    ses.set_option("model", CONFIG["model"])
+    yield 200
+    R["tab_enabled_kontext"] = panel.mode_tabs.isTabEnabled(edit_tab)
+    panel.mode_tabs.setCurrentIndex(edit_tab)  # as a click on the tab does
+    yield 200
+    R["mode"] = ses.settings.mode
+    R["run_button"] = panel.run_button.text()
+    ses.set_prompt("make the roof red", "")
+    ses.set_option("steps", 2)
+    ses.set_option("batch", 1)
+    ses.set_option("random_seed", False)
+    ses.set_option("seed", 9)
+    ses.set_option("grow", 0)
+    ses.set_option("feather", 0)
+    select_rect(doc, 16, 8, 48, 40)
+    yield 300
+    mark("edit")
+    R["edit"] = rec = {"layers_before": layers(doc)}
+    rec["composite_before"] = composite(doc, "edit-composite-before")
+    yield from run_job(ses, rec, timeout=300)
+    yield from apply_result(ses, doc, rec, "edit-new", W, H)
+    ses.set_option("model", "tiny-flux")  # a model that cannot edit: the panel leaves the Edit mode
+    yield 200
+    R["mode_after_switch"] = ses.settings.mode
+    R["tab_enabled_after_switch"] = panel.mode_tabs.isTabEnabled(edit_tab)
+
+
+def panel_modes():
+    from paintbridge.widgets import MODES  # the panel's own tab order
+
+    return MODES
 
 
 def save_close_reopen(doc, path):
@@ -1204,7 +1319,7 @@ def scenario_history():
 
 SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
              "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large,
-             "history": scenario_history}
+             "references": scenario_references, "history": scenario_history, "edit": scenario_edit}
 
 
 def _start():
