@@ -16,8 +16,9 @@ from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Sequence, T
 
 from .errors import JobInputError
 from .modes import NEVER, REQUIRED, check_offered, plan_read, rule
+from .regions import MAX_REGIONS, opacity
 from .settings import Defaults, Settings, apply_defaults
-from .wire import Box, job_message, protocol
+from .wire import Box, job_message, protocol, sampling
 
 MAX_CONTROLS = 8
 MAX_REFERENCES = 8  # reference images (issue 15)
@@ -46,6 +47,7 @@ class JobInputs:
     mask: Optional[bytes] = None  # gray8 of the box; None when the plan reads no mask
     controls: Tuple[ControlInput, ...] = field(default_factory=tuple)
     references: Tuple["ReferenceInput", ...] = field(default_factory=tuple)  # reference images (issue 15)
+    regions: Tuple["RegionInput", ...] = field(default_factory=tuple)  # regions (issue 15)
 
 
 # reference images (issue 15)
@@ -86,6 +88,44 @@ def reference_sources(settings: Settings, find_layer: Callable[[str], Any]) -> T
     return tuple(out)
 
 
+# regions (issue 15)
+@dataclass(frozen=True)
+class RegionInput:
+    """One region over the job's box: its layer's opacity as gray8 and its prompts."""
+
+    prompt: str
+    mask: bytes
+    negative_prompt: str = ""
+    strength: float = 1.0
+
+
+@dataclass(frozen=True)
+class RegionSource:
+    """A layer bound to a prompt: ``layer`` is the host's handle; its opacity over the box is the region's mask
+    (``DocumentReader.read_opacity`` when the adapter has it, else the alpha of ``read_layer``)."""
+
+    layer: Any
+    prompt: str
+    negative_prompt: str = ""
+    strength: float = 1.0
+
+
+REGION_MODES = ("generate", "img2img", "inpaint", "outpaint")
+
+
+def read_regions(reader: "DocumentReader", box: Box, regions: Sequence[RegionSource]) -> Tuple[RegionInput, ...]:
+    """Each region's mask over ``box``, read the same way in every editor; regions without a prompt are skipped."""
+    out = []
+    for region in regions:
+        if not region.prompt.strip():
+            continue
+        read_opacity = getattr(reader, "read_opacity", None)
+        mask = read_opacity(region.layer, box) if read_opacity is not None else \
+            opacity(reader.read_layer(region.layer, box), reader.image_format)
+        out.append(RegionInput(region.prompt, mask, region.negative_prompt, region.strength))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class ControlSource:
     """A control layer the painter picked: ``layer`` is the host's handle, read by ``DocumentReader.read_layer``."""
@@ -113,9 +153,13 @@ class DocumentReader(Protocol):
     def read_layer(self, layer: Any, box: Box) -> bytes:
         """A control layer's pixels over ``box``."""
 
+    # optional (regions, issue 15): ``read_opacity(layer, box) -> bytes`` gives a layer's (or channel's) opacity as
+    # gray8; without it a region's mask is the alpha of ``read_layer``.
+
 
 def capture(settings: Settings, selection: Box, canvas_width: int, canvas_height: int, reader: DocumentReader,
-            controls: Sequence[ControlSource] = (), references: Sequence[ReferenceSource] = ()) -> JobInputs:
+            controls: Sequence[ControlSource] = (), references: Sequence[ReferenceSource] = (),
+            regions: Sequence[RegionSource] = ()) -> JobInputs:
     """Read one job's inputs the way ``settings.mode`` says (``modes.plan_read``): the same reads in every editor.
     ``selection`` is the bounds of the selection (or mask source); empty when nothing is selected. Reference layers
     are read over the same box as control layers (modes that take controls take references)."""
@@ -127,7 +171,8 @@ def capture(settings: Settings, selection: Box, canvas_width: int, canvas_height
                               c.model) for c in controls) if rule(settings.mode).controls else ()
     refs = tuple(ReferenceInput(r.type, reader.read_layer(r.layer, box), r.strength, r.start, r.end, model=r.model)
                  for r in references) if rule(settings.mode).controls else ()
-    return JobInputs(box, image, reader.image_format, mask, read, refs)
+    areas = read_regions(reader, box, regions) if settings.mode in REGION_MODES else ()
+    return JobInputs(box, image, reader.image_format, mask, read, refs, areas)
 
 
 def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) -> Dict[str, Any]:
@@ -145,6 +190,10 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
                 "high_threshold": int(settings.high_threshold)}
     if settings.sampler and settings.sampler not in protocol.SAMPLERS:
         raise JobInputError(f"unknown sampler {settings.sampler!r}; choose one of {', '.join(protocol.SAMPLERS)}")
+    try:
+        sampling.resolve(settings.sampler, settings.scheduler)
+    except ValueError as err:
+        raise JobInputError(f"{str(err)[:1].upper()}{str(err)[1:]}") from None
     if settings.steps > 0:
         params["steps"] = int(settings.steps)
     if settings.cfg > 0:
@@ -168,11 +217,38 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
         if min(extend.values()) < 0 or not any(extend.values()):
             raise JobInputError("Outpaint needs at least one side to extend: set a number of pixels above 0 for it")
         params["extend"] = {k: int(v) for k, v in extend.items()}
+    params.update(sampling_params(settings, r.batch, mode in DIFFUSION_MODES))
     if mode == "upscale":
         params.update(scale=float(settings.scale), upscaler=settings.upscaler.strip(), refine=float(settings.refine))
         if settings.tile:
             params["tile"] = int(settings.tile)
     return params
+
+
+# modes whose pipeline a VAE, CLIP skip or refiner changes (sampling options, issue 13)
+DIFFUSION_MODES = ("generate", "img2img", "inpaint", "outpaint")
+
+
+def sampling_params(settings: Settings, batch: bool, diffusion: bool) -> Dict[str, Any]:
+    """The sampling options of ``settings`` that differ from the protocol's defaults (so a job to an older server
+    stays as it was): schedule, batch count (modes with batches), VAE, CLIP skip and refiner (diffusion modes)."""
+    out: Dict[str, Any] = {}
+    if settings.scheduler:
+        out["scheduler"] = settings.scheduler
+    if batch and settings.batch_count > 1:
+        out["batch_count"] = int(settings.batch_count)
+    if not diffusion:
+        return out
+    if settings.vae.strip():
+        out["vae"] = settings.vae.strip()
+    if settings.clip_skip > 1:
+        out["clip_skip"] = int(settings.clip_skip)
+    if settings.refiner.strip():
+        if not 0.0 < settings.refiner_start < 1.0:
+            raise JobInputError("The refiner's start must be between 0 and 1 (the fraction of the steps after which "
+                                "it takes over)")
+        out["refiner"], out["refiner_start"] = settings.refiner.strip(), float(settings.refiner_start)
+    return out
 
 
 def build_job(
@@ -222,8 +298,9 @@ def build_job(
                          "strength": float(ctl.strength), "start": float(ctl.start), "end": float(ctl.end),
                          "preprocess": bool(ctl.preprocess), "model": ctl.model})
     references = _references(inputs, box, fmt)
+    regions = _regions(inputs, box) if mode in REGION_MODES else []
     return job_message(
-        job_id=job_id, mode=mode, model=resolved.model.strip(), prompt=resolved.prompt.strip(),
+        regions=regions, job_id=job_id, mode=mode, model=resolved.model.strip(), prompt=resolved.prompt.strip(),
         negative_prompt=resolved.negative_prompt.strip(), image=image, mask=mask, controls=controls,
         params=build_params(resolved, box, image is not None, mask is not None), x=box.x, y=box.y,
         result_format=result_format or fmt, previews=previews, live=live, references=references,
@@ -253,6 +330,20 @@ def _references(inputs: JobInputs, box: Box, fmt: str) -> list:
     return out
 
 
+def _regions(inputs: JobInputs, box: Box) -> list:
+    """regions (issue 15): the job's regions; one whose layer is empty over the box is left out."""
+    if len(inputs.regions) > MAX_REGIONS:
+        raise JobInputError(f"{len(inputs.regions)} regions; a job takes at most {MAX_REGIONS}")
+    out = []
+    for i, region in enumerate(inputs.regions):
+        if region.mask.count(0) == len(region.mask):
+            continue
+        out.append({"prompt": region.prompt.strip(), "negative_prompt": region.negative_prompt.strip(),
+                    "mask": _payload(box, protocol.GRAY8, region.mask, f"region {i + 1}"),
+                    "strength": min(1.0, max(0.0, float(region.strength)))})
+    return out
+
+
 def _payload(box: Box, fmt: str, data: bytes, what: str):
     expected = box.width * box.height * (1 if fmt == protocol.GRAY8 else 4)
     if len(data) != expected:
@@ -262,4 +353,5 @@ def _payload(box: Box, fmt: str, data: bytes, what: str):
 
 
 __all__ = ["ControlInput", "ControlSource", "DocumentReader", "JobInputs", "ReferenceInput", "ReferenceSource",
-           "build_job", "build_params", "capture", "plan_read", "reference_sources"]
+           "RegionInput", "RegionSource", "build_job", "build_params", "capture", "plan_read", "read_regions",
+           "reference_sources"]

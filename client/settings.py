@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from .modes import MODES
+from .sampling import SamplingChoices
 
 CLASSICAL = "classical"
 # The fills (protocol ``params.fill``): texture copied from around the hole, smooth (Telea, Navier-Stokes), a LaMa
@@ -106,6 +107,13 @@ class Settings:
     references: Tuple[ReferenceSetting, ...] = ()
     # results history (issue 13): how many MB of results each document keeps (client/history.py); 0 = none
     history_limit_mb: int = 64
+    # sampling: schedule, batch count, VAE, CLIP skip, SDXL refiner (issue 13)
+    scheduler: str = ""  # "" = the sampler's own schedule
+    batch_count: int = 1  # pipeline calls one after another, ``batch`` images each
+    vae: str = ""  # "" = the checkpoint's own VAE
+    clip_skip: int = 0  # 0/1 = none, 2 = the penultimate CLIP layer
+    refiner: str = ""  # an SDXL refiner by name; "" = off
+    refiner_start: float = 0.8  # fraction of the steps after which the refiner takes over
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form (a JSON-ready map)."""
@@ -178,6 +186,8 @@ class Defaults:
     layer_name_length: int = FALLBACK_DEFAULTS["layer_name_length"]
     # per listing ``variant`` (Flux.1 schnell, SD3.5 large turbo ...): what differs from its family's defaults
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # sampling (issue 13): the samplers, schedules, VAEs and refiners the server offers
+    sampling: SamplingChoices = field(default_factory=SamplingChoices)
 
     @classmethod
     def from_welcome(cls, welcome: Any) -> "Defaults":
@@ -194,7 +204,7 @@ class Defaults:
         length = length if isinstance(length, int) and not isinstance(length, bool) and length >= 8 else \
             FALLBACK_DEFAULTS["layer_name_length"]
         variants = {str(k): dict(v) for k, v in (raw.get("variants") or {}).items() if isinstance(v, Mapping)}
-        return cls(modes, families, length, variants)
+        return cls(modes, families, length, variants, SamplingChoices.from_welcome(welcome))
 
     def strength(self, mode: str) -> Optional[float]:
         """The mode's default strength (None when the server names none)."""

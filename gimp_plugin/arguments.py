@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from client.settings import FALLBACK_DEFAULTS, FILLS
 from protocol.messages import CONTROL_TYPES, REFERENCE_TYPES, SAMPLERS
+from protocol.sampling import SCHEDULE_NAMES
 
 PREFIX = "plug-in-paintbridge-"
 MENU_PATH = "<Image>/Filters/Paintbridge"
@@ -24,7 +25,8 @@ class Arg:
     """One procedure argument."""
 
     name: str
-    kind: str  # "string", "int", "double", "boolean", "choice", "layer", "model" (a choice of installed models)
+    kind: str  # "string", "int", "double", "boolean", "choice", "layer", "model" (a choice of installed models),
+    # "drawable" (a layer or a channel; regions)
     label: str
     blurb: str
     default: Any = None
@@ -76,6 +78,8 @@ def slug(text: str) -> str:
 
 SAMPLER_CHOICES = (("default", "Model's default"),) + tuple((slug(s), s) for s in SAMPLERS)
 SAMPLER_BY_NICK = {slug(s): s for s in SAMPLERS}
+SCHEDULER_CHOICES = (("default", "Sampler's own"),) + tuple((slug(s), s) for s in SCHEDULE_NAMES)
+SCHEDULER_BY_NICK = {slug(s): s for s in SCHEDULE_NAMES}
 CONTROL_CHOICES = tuple((t, t.capitalize()) for t in CONTROL_TYPES)
 SOURCE_CHOICES = (("visible", "Visible image"), ("layer", "Active layer"))
 MASK_CHOICES = (("selection", "Selection"), ("layer-mask", "Active layer's mask (white = repaint)"))
@@ -116,7 +120,23 @@ def _sampling_args(strength: Optional[float]) -> Tuple[Arg, ...]:
         Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
         Arg("batch", "int", "_Batch", "How many results (one layer each)", 1, 1, 8),
     ]
+    args += _more_sampling_args()
     return tuple(args)
+
+
+def _more_sampling_args() -> Tuple[Arg, ...]:
+    """Sampling options of issue 13: schedule, batch count, VAE, CLIP skip, SDXL refiner."""
+    return (
+        Arg("scheduler", "choice", "Sc_hedule", "Noise schedule (Karras, Exponential, ...); one the sampler cannot "
+            "run with is refused", "default", choices=SCHEDULER_CHOICES),
+        Arg("batch-count", "int", "Batch _count", "Runs one after another, each making 'Batch' results", 1, 1, 100),
+        Arg("vae", "string", "_VAE", "A VAE from the models folder by name; empty = the checkpoint's own", ""),
+        Arg("clip-skip", "int", "CLIP s_kip", "CLIP layers to skip: 0 or 1 = none, 2 = the penultimate layer", 0, 0,
+            12),
+        Arg("refiner", "string", "Re_finer", "An SDXL refiner by name for the last steps; empty = none", ""),
+        Arg("refiner-start", "double", "Refiner _from", "Fraction of the steps after which the refiner takes over",
+            0.8, 0.05, 0.95),
+    )
 
 
 def _source_args(mask: bool) -> Tuple[Arg, ...]:
@@ -192,6 +212,24 @@ def _server_args() -> Tuple[Arg, ...]:
     )
 
 
+# regions (issue 15)
+REGION_ARGS = ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")
+
+
+def _region_args() -> Tuple[Arg, ...]:
+    return (
+        Arg("use-regions", "boolean", "Use _regions",
+            "Give each layer or channel that carries a region prompt its own prompt over its area (its opacity; a "
+            "channel's value); the main prompt applies everywhere. SD1.5/SDXL models", True),
+        Arg("region-layer", "drawable", "Region layer",
+            "A layer or channel to bind the region prompt below to (kept on it, saved in the .xcf); none = no change",
+            None),
+        Arg("region-prompt", "string", "Region prompt", "The prompt for the region layer's area; empty removes the "
+            "layer's region", ""),
+        Arg("region-negative-prompt", "string", "Region negative prompt", "What to avoid in that area", ""),
+    )
+
+
 PROCEDURES: Tuple[ProcedureSpec, ...] = (
     ProcedureSpec(
         PREFIX + "inpaint", "inpaint", "_Inpaint Selection...", "Paintbridge: Inpaint Selection",
@@ -200,7 +238,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "The result is a new layer above the active one; your layers are not changed.",
         _prompt_args() + _sampling_args(_strength("inpaint")) + _source_args(mask=True)
         + _fill_args()
-        + _control_args() + _reference_args() + _server_args(),
+        + _control_args() + _reference_args() + _server_args() + _region_args(),
     ),
     ProcedureSpec(
         PREFIX + "live-inpaint", "inpaint", "_Live Inpaint...", "Paintbridge: Live Inpaint",
@@ -208,10 +246,10 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Opens a dialog that stays open: each time the selection or a setting changes, the selection is repainted "
         "into a preview layer. OK keeps the latest result as a layer; Cancel removes the preview. Interactive only: "
         "scripts use plug-in-paintbridge-inpaint.",
-        tuple(a for a in _prompt_args() + _sampling_args(_strength("inpaint")) if a.name != "batch")
+        tuple(a for a in _prompt_args() + _sampling_args(_strength("inpaint")) if a.name not in ("batch", "batch-count"))
         + _source_args(mask=True)
         + _fill_args()
-        + _control_args() + _reference_args() + _server_args(),
+        + _control_args() + _reference_args() + _server_args() + _region_args(),
         live=True,
     ),
     ProcedureSpec(
@@ -220,7 +258,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Redraws the selection's context box, or the whole image without a selection, keeping its composition; "
         "strength sets how much changes. The result is a new layer.",
         _prompt_args() + _sampling_args(_strength("img2img")) + _source_args(mask=True) + _control_args()
-        + _reference_args() + _server_args(),
+        + _reference_args() + _server_args() + _region_args(),
     ),
     ProcedureSpec(
         PREFIX + "outpaint", "outpaint", "_Outpaint...", "Paintbridge: Outpaint",
@@ -233,7 +271,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
             Arg("extend-top", "boolean", "_Top", "Extend the top side", False),
             Arg("extend-right", "boolean", "_Right", "Extend the right side", True),
             Arg("extend-bottom", "boolean", "_Bottom", "Extend the bottom side", False),
-        ) + _fill_args() + _server_args(),
+        ) + _fill_args() + _server_args() + _region_args(),
     ),
     ProcedureSpec(
         PREFIX + "upscale", "upscale", "_Upscale...", "Paintbridge: Upscale",
@@ -273,7 +311,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Generates a new image from the prompt into the selection (or the whole canvas), ignoring what is there. "
         "The result is a new layer, masked by the selection.",
         _prompt_args() + _sampling_args(None) + _source_args(mask=True) + _control_args() + _reference_args()
-        + _server_args(),
+        + _server_args() + _region_args(),
     ),
 )
 

@@ -17,6 +17,7 @@ SECTIONS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("references", "Reference images", tuple(f"{p}-{k}" for p in ("reference", "reference-2")  # issue 15
                                              for k in ("layer", "type", "strength"))),
     ("server", "Server", ("server", "token")),
+    ("regions", "Regions", ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")),  # issue 15
 )
 
 

@@ -55,6 +55,8 @@ def _add_argument(procedure, arg: Arg, label: str, mode: str = "") -> None:
         procedure.add_choice_argument(arg.name, arg.label, arg.blurb, choice, arg.default, flags)
     elif arg.kind == "layer":
         procedure.add_layer_argument(arg.name, arg.label, arg.blurb, True, flags)
+    elif arg.kind == "drawable":  # regions (issue 15): a layer or a channel
+        procedure.add_drawable_argument(arg.name, arg.label, arg.blurb, True, flags)
     else:  # pragma: no cover - the table only uses the kinds above
         raise ValueError(f"unknown argument kind {arg.kind!r}")
 

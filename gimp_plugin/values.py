@@ -12,9 +12,11 @@ from typing import Any, Dict, List, Mapping
 
 from client.errors import JobInputError
 from client.jobs import ControlSource, ReferenceSource
+from client.regions import RegionBinding
 from client.settings import Settings
 
-from .arguments import MAX_CONTROLS, MAX_REFERENCES, SAMPLER_BY_NICK, ProcedureSpec, reference_prefix
+from .arguments import (MAX_CONTROLS, MAX_REFERENCES, SAMPLER_BY_NICK, SCHEDULER_BY_NICK, ProcedureSpec,
+                        reference_prefix)
 from .choices import model_name
 
 MASK_SOURCES = {"selection": "selection", "layer-mask": "layer-mask"}
@@ -58,6 +60,14 @@ def sampler_of(nick: Any) -> str:
     return SAMPLER_BY_NICK.get(nick, "")
 
 
+def scheduler_of(nick: Any) -> str:
+    """The protocol's schedule name for a choice nick ("default" = the sampler's own, "")."""
+    nick = str(nick or "default")
+    if nick != "default" and nick not in SCHEDULER_BY_NICK:
+        raise JobInputError(f"Unknown schedule {nick!r}; choose one of: default, {', '.join(SCHEDULER_BY_NICK)}")
+    return SCHEDULER_BY_NICK.get(nick, "")
+
+
 def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Settings:
     """The client ``Settings`` of one procedure run (arguments a procedure lacks keep the client's defaults)."""
     names = {arg.name for arg in spec.args}
@@ -95,9 +105,33 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Sett
     if spec.mode == "preprocess":
         s.preprocessor = str(values["preprocessor"])
         s.low_threshold, s.high_threshold = int(values["low-threshold"]), int(values["high-threshold"])
+    # sampling (issue 13)
+    if "scheduler" in names:
+        s.scheduler = scheduler_of(values["scheduler"])
+    for name in ("batch-count", "clip-skip"):
+        if name in names:
+            setattr(s, name.replace("-", "_"), int(values[name]))
+    if "vae" in names:
+        s.vae = text("vae")
+    if "refiner" in names:
+        s.refiner, s.refiner_start = text("refiner"), float(values.get("refiner-start", 0.8))
     if spec.live:
         s.batch = 1
+        s.batch_count = 1
     return s
+
+
+# regions (issue 15)
+def region_binding(values: Mapping[str, Any]) -> Any:
+    """(item, RegionBinding or None) when the run binds a prompt to a layer or channel (an empty prompt removes the
+    item's region), else None."""
+    item = values.get("region-layer")
+    if item is None:
+        return None
+    prompt = str(values.get("region-prompt") or "").strip()
+    if not prompt:
+        return item, None
+    return item, RegionBinding("", prompt, str(values.get("region-negative-prompt") or "").strip())
 
 
 def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:

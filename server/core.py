@@ -18,7 +18,7 @@ from protocol.errors import UNSUPPORTED, ProtocolError
 from protocol.messages import Extend, Params
 
 __all__ = ["Control", "Engine", "Extend", "Job", "JobCancelled", "JobContext", "Layer", "Params", "ProtocolError",
-           "Reference"]
+           "Reference", "Region"]
 
 T = TypeVar("T")
 # How often a wait on uninterruptible work looks at the cancel flag.
@@ -57,6 +57,17 @@ class Reference:
     model: str = ""
 
 
+# regions (issue 15)
+@dataclass
+class Region:
+    """An area of the job with its own prompt: ``mask`` is H x W uint8 at the job's context size (255 = the region)."""
+
+    prompt: str
+    mask: np.ndarray
+    negative_prompt: str = ""
+    strength: float = 1.0
+
+
 @dataclass
 class Job:
     """A validated job with its pixels decoded.
@@ -80,6 +91,8 @@ class Job:
     previews: bool = False
     # reference images (issue 15)
     references: List[Reference] = field(default_factory=list)
+    # regions (issue 15)
+    regions: List[Region] = field(default_factory=list)
 
     @property
     def width(self) -> int:
@@ -174,6 +187,8 @@ class Engine(abc.ABC):
     uses_controls: bool = False
     #: The model families (archs) whose jobs may carry reference images (issue 15); the router refuses them otherwise.
     reference_families: Sequence[str] = ()
+    #: regions (issue 15): the model families whose checkpoints this engine runs with regions (none: refused).
+    region_families: Sequence[str] = ()
 
     def models(self) -> List[dict]:
         """Model listing entries (name, kind, arch, ...) this engine adds to the server's listing."""
@@ -187,6 +202,12 @@ class Engine(abc.ABC):
         """The ``unsupported`` error for a job of a mode this engine does not do."""
         return ProtocolError(UNSUPPORTED, f"the {self.name} engine cannot do '{job.mode}': it does "
                              f"{', '.join(self.modes)}{'; ' + hint if hint else ''}", field="mode")
+
+    def refuse_regions(self, job: Job, family: str = "", model: str = "") -> ProtocolError:
+        """regions (issue 15): the ``unsupported`` error for a job with regions on a model that cannot take them."""
+        what = f"checkpoint '{model}' ({family})" if model else f"the {self.name} engine"
+        return ProtocolError(UNSUPPORTED, f"regions cannot be used with {what}: they work on SD1.5 and SDXL "
+                             "checkpoints (send the job without regions, or choose such a model)", field="regions")
 
     def refuse_controls(self, job: Job) -> ProtocolError:
         """The ``unsupported`` error for a job with control layers on an engine that cannot use them; it names the

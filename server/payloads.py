@@ -16,7 +16,7 @@ import numpy as np
 from protocol.images import BGRA8, GRAY8, ImagePayload
 from protocol.messages import Job as JobMessage, ResultLayer
 
-from .core import Control, Job, Layer, Reference
+from .core import Control, Job, Layer, Reference, Region
 
 
 def payload_to_array(payload: ImagePayload) -> np.ndarray:
@@ -69,6 +69,7 @@ def job_from_message(msg: JobMessage) -> Job:
         image=payload_to_array(msg.image) if msg.image is not None else None,
         mask=payload_to_array(msg.mask) if msg.mask is not None else None,
         params=msg.params, controls=controls, x=msg.x, y=msg.y, previews=msg.previews, references=references,
+        regions=[Region(r.prompt, payload_to_array(r.mask), r.negative_prompt, r.strength) for r in msg.regions],
     )
 
 

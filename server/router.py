@@ -15,13 +15,15 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from protocol.errors import UNSUPPORTED, ProtocolError
-from protocol.messages import CONTROL_TYPES, MODES, REFERENCE_TYPES, SAMPLERS
+from protocol.messages import CONTROL_TYPES, MODES, REFERENCE_TYPES
 
+from . import batches
 from . import device as devices
 from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
 from .core import Control, Engine, Job, JobContext, Layer
 from .models.ipadapter import REFERENCE_FAMILIES
+from .diffusion.regions import FAMILIES as REGION_FAMILIES
 from .models.registry import ModelRegistry, arch_name
 
 log = logging.getLogger("paintbridge.router")
@@ -129,11 +131,14 @@ class Router:
         self.registry.scan()
 
     def capabilities(self) -> dict:
+        from .diffusion import samplers
         from .preprocess import available_preprocessors
 
         return {
             "modes": list(MODES),
-            "samplers": list(SAMPLERS),
+            **samplers.capabilities(),  # samplers, schedulers, sampler_schedules
+            "vaes": [e.name for e in self.registry.entries("vae") if e.problem is None],
+            "refiners": [e.name for e in self.registry.entries("refiner") if e.problem is None],
             "control_types": list(CONTROL_TYPES),
             "engines": [CLASSICAL, DIFFUSERS, FAMILIES],
             "previews": True,
@@ -141,6 +146,7 @@ class Router:
             # reference images (issue 15)
             "references": list(REFERENCE_FAMILIES),
             "reference_types": list(REFERENCE_TYPES),
+            "regions": list(REGION_FAMILIES),  # regions (issue 15): the families whose checkpoints take them
         }
 
     # --- jobs ---
@@ -152,7 +158,9 @@ class Router:
             raise engine.refuse_controls(job)
         if job.references and not engine.reference_families:  # reference images (issue 15)
             raise engine.refuse_references(job, self._family_of(job))
-        return engine.run(job, ctx)
+        if job.regions:  # regions (issue 15)
+            self._check_regions(job, engine)
+        return batches.run_counted(engine.run, job, ctx)
 
     def _family_of(self, job: Job) -> str:
         """The human name of the job's checkpoint family ("Flux.1"), or "" when it runs on no checkpoint."""
@@ -160,6 +168,17 @@ class Router:
             return ""
         entry = self.registry.find(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
         return arch_name(entry.arch) if entry is not None else ""
+
+    def _check_regions(self, job: Job, engine: Engine) -> None:
+        """regions (issue 15): refuse a job with regions unless its checkpoint's family takes them (the error names
+        the family and the model)."""
+        if engine is self.classical or engine.name in (UPSCALE, PREPROCESS):
+            raise engine.refuse_regions(job)
+        entry = self.registry.get(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
+        if entry is None:
+            raise engine.refuse_regions(job)
+        if entry.arch not in REGION_FAMILIES:
+            raise engine.refuse_regions(job, arch_name(entry.arch), entry.name)
 
     def engine_for(self, job: Job) -> Engine:
         """The engine for ``job``; model_not_found / unsupported when none can do it."""

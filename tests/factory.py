@@ -36,6 +36,12 @@ CLIP tokenizer, at 64 px native size.
 ``ipa-sdxl``                 a base IP-Adapter for SDXL in a copy of h94's repository layout:
                              ``ipadapter/IP-Adapter/sdxl_models/ip-adapter_tiny_sdxl.safetensors`` and its encoder as a
                              Hugging Face folder ``.../sdxl_models/image_encoder/``
+``sdxl-refiner``             an SDXL refiner (OpenCLIP-G-like text encoder only, aesthetic-score time ids) as the
+                             diffusers folder ``checkpoints/tiny-sdxl-refiner``; ``sdxl-refiner-file``: the same as
+                             one original-layout ``.safetensors`` (+ ``.config/``)
+``vae-file`` / ``vae-folder`` a stand-alone VAE (other weights than the checkpoints' own): one ``.safetensors`` with
+                             original key names (``vae/tiny-vae-ft-mse.safetensors``, as VAEs ship) or a diffusers
+                             folder (``vae/tiny-vae-diffusers``)
 ``flux-full`` / ``sd3-full`` one ComfyUI-style full checkpoint: ``model.diffusion_model.*`` + ``text_encoders.<role>.
                              transformer.*`` + ``first_stage_model.*`` (``checkpoints/tiny-<name>-full.safetensors``)
 ==========================  ===============================================================================
@@ -165,6 +171,72 @@ def build_sdxl(inpaint: bool = False, seed: int = 0):
     if inpaint:
         return StableDiffusionXLInpaintPipeline(**kwargs, requires_aesthetics_score=False, force_zeros_for_empty_prompt=True)
     return StableDiffusionXLPipeline(**kwargs, force_zeros_for_empty_prompt=True, add_watermarker=False)
+
+
+def build_sdxl_refiner(seed: int = 0):
+    """A tiny SDXL refiner: only the second (OpenCLIP-G-like, width 48) text encoder, UNet conditioned on it alone
+    with five time ids of 8 (size, crop, aesthetic score) + the pooled projection (32)."""
+    torch = _torch()
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModelWithProjection
+
+    from server.models.tokenizers import clip_tokenizer
+
+    torch.manual_seed(seed + 7)
+    unet = UNet2DConditionModel(
+        sample_size=NATIVE_SIZE // 8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(32, 64, 64), cross_attention_dim=48, attention_head_dim=(2, 4, 4),
+        transformer_layers_per_block=(1, 1, 2), use_linear_projection=True, norm_num_groups=32,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=5 * 8 + 32,
+    )
+    return StableDiffusionXLImg2ImgPipeline(
+        vae=_vae(), text_encoder=None, text_encoder_2=CLIPTextModelWithProjection(_clip_config(48, "gelu")),
+        tokenizer=None, tokenizer_2=clip_tokenizer("!"), unet=unet,
+        scheduler=EulerDiscreteScheduler(timestep_spacing="leading", **_sd_scheduler_config()),
+        requires_aesthetics_score=True, force_zeros_for_empty_prompt=False, add_watermarker=False,
+    )
+
+
+def refiner_folder() -> Path:
+    """The cached tiny SDXL refiner (diffusers folder ``tiny-sdxl-refiner``)."""
+    def build(tmp: Path) -> None:
+        build_sdxl_refiner().save_pretrained(tmp / "tiny-sdxl-refiner", safe_serialization=True)
+    return _cached("sdxl-refiner", build) / "tiny-sdxl-refiner"
+
+
+def refiner_file() -> Path:
+    """The cached tiny SDXL refiner as one original-layout file (``model.diffusion_model.*``, OpenCLIP-G under
+    ``conditioner.embedders.0.model.*``, ``first_stage_model.*``) with its weightless ``.config`` folder beside it."""
+    import torch
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    layout = _ldm_layout()
+    folder = refiner_folder()
+
+    def build(tmp: Path) -> None:
+        pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+        state = layout.unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config.layers_per_block)
+        state.update(layout.vae_to_ldm(pipe.vae.state_dict()))
+        state.update(layout.open_clip_to_ldm(pipe.text_encoder_2.state_dict(), "conditioner.embedders.0.model."))
+        _save_file(state, tmp / "tiny-sdxl-refiner-file.safetensors", {"format": "pt"})
+        weightless_config(folder, tmp / "tiny-sdxl-refiner-file.config")
+    return _cached("file-sdxl-refiner", build) / "tiny-sdxl-refiner-file.safetensors"
+
+
+def vae_path(layout: str) -> Path:
+    """The cached stand-alone tiny VAE (random weights of its own, the checkpoints' VAE layout): ``"file"`` one
+    ``.safetensors`` with original key names, ``"folder"`` a diffusers folder."""
+    def build(tmp: Path) -> None:
+        _torch().manual_seed(99)
+        vae = _vae()
+        if layout == "file":
+            _save_file(_ldm_layout().vae_to_ldm(vae.state_dict(), prefix=""), tmp / "tiny-vae-ft-mse.safetensors")
+        else:
+            vae.save_pretrained(tmp / "tiny-vae-diffusers", safe_serialization=True)
+    built = _cached(f"vae-{layout}", build)
+    return next(p for p in built.iterdir() if not p.name.startswith("."))
 
 
 def _randomize_zero_modules(model, seed: int) -> None:
@@ -779,6 +851,16 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
             _link(f, path / "checkpoints" / f.name)
             config = f.with_name(f.name[:-len(".safetensors")] + ".config")
             _link(config, path / "checkpoints" / config.name)
+        elif item == "sdxl-refiner":
+            folder = refiner_folder()
+            _link(folder, path / "checkpoints" / folder.name)
+        elif item == "sdxl-refiner-file":
+            f = refiner_file()
+            _link(f, path / "checkpoints" / f.name)
+            _link(f.with_name(f.stem + ".config"), path / "checkpoints" / (f.stem + ".config"))
+        elif item in ("vae-file", "vae-folder"):
+            p = vae_path(item[4:])
+            _link(p, path / "vae" / p.name)
         elif item.startswith("cn-"):
             p = controlnet_path(item)
             _link(p, path / "controlnet" / p.name)

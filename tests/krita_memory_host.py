@@ -59,11 +59,11 @@ class MemoryHost:
         ys = [i // doc.width for i, v in enumerate(doc.selection) if v]
         return Box(min(xs), min(ys), max(xs) - min(xs) + 1, max(ys) - min(ys) + 1) if xs else None
 
-    def capture(self, doc: MemoryDocument, settings, controls) -> cjobs.JobInputs:
+    def capture(self, doc: MemoryDocument, settings, controls, regions=()) -> cjobs.JobInputs:
         """What the mode needs, read the way ``client.jobs.capture`` plans it (the Krita door does the same)."""
         bounds = self.mask_bounds(doc, settings) or Box(0, 0, 0, 0)
         sources = [cjobs.ControlSource(c.layer_id, c.type, c.strength, c.start, c.end) for c in controls]
-        return cjobs.capture(settings, bounds, doc.width, doc.height, _Reader(self, doc), sources)
+        return cjobs.capture(settings, bounds, doc.width, doc.height, _Reader(self, doc), sources, regions)
 
     def active_layer_id(self, doc) -> str:
         return "paint" if doc is not None else ""

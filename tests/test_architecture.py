@@ -123,6 +123,7 @@ SERVER_LAYERS = {
     "imageops": 1, "models": 1, "downloads": 1,  # what engines share: image operations, the model registry and
     # loaders; the model downloader beside them
     "payloads": 1,  # wire pixels to numpy and back (used by the app)
+    "batches": 1,  # batch count: a job's pipeline calls one after another (issue 13)
     "patchfill": 1, "lama": 1,  # the fills engines share: exemplar-based (numpy) and the LaMa network (spandrel)
     "classical": 2, "diffusion": 2, "families": 2, "upscale": 2, "preprocess": 2,  # the engines, peers
     "router": 3,  # picks the engine for a job

@@ -242,6 +242,19 @@ def test_edit_on_another_family_says_it_needs_kontext(client):
     assert err.value.code == "unsupported" and "Kontext" in str(err.value)
 
 
+@pytest.mark.parametrize("field, value", [("vae", "some-vae"), ("clip_skip", 2), ("refiner", "some-refiner")])
+def test_sd_sampling_options_are_refused_by_name(client, field, value):
+    with pytest.raises(JobFailed) as err:
+        client.run(job("generate", "tiny-flux", image=False, width=64, height=64, **{field: value}), timeout=120)
+    assert err.value.code == "unsupported" and err.value.field == f"params.{field}"
+
+
+def test_batch_count_runs_on_flow_models_too(client):
+    result = client.run(job("generate", "tiny-flux", image=False, width=64, height=64, batch_count=2, steps=2,
+                            scheduler="Karras"), timeout=240)
+    assert [layer.seed for layer in result.layers] == [42, 43] and "sampler_note" in result.layers[0].info
+
+
 def test_generate_without_an_image_and_a_seed_reproduces(client):
     a = pixels(client.run(job("generate", "tiny-flux", image=False, width=96, height=48), timeout=120))[0]
     b = pixels(client.run(job("generate", "tiny-flux", image=False, width=96, height=48), timeout=120))[0]

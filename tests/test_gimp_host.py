@@ -848,6 +848,83 @@ img.delete()
 """, plugin_dir=profile.inner(profile.plugin_dir))
 
 
+# --- regions (issue 15): a prompt kept on a layer or channel, saved in the .xcf ---------------------------------------
+
+def test_region_prompts_on_a_layer_and_a_channel_steer_inpaint_and_survive_the_xcf(trixie_root, tmp_path):
+    """Bind a prompt to a layer (its alpha is the area) through the procedure's arguments, inpaint; save the .xcf,
+    close, reopen: the layer still carries its region and the same job gives the same pixels; a channel works as a
+    region too; with regions off the pixels differ. Outside the selection nothing changes."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+
+    models = make_models_dir(tmp_path / "models", which=("sd15",))
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            run_batch(prof, PLUGIN_PATH + """
+import tempfile
+W, H = 64, 48
+img, (layer,) = make_image(W, H)
+car = Gimp.Layer.new(img, "Car", W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(car, None, 0)
+left = b"".join(b"\\xff\\x00\\x00\\xff" if x < W // 2 else b"\\x00\\x00\\x00\\x00" for y in range(H) for x in range(W))
+buf = car.get_buffer()
+buf.set(Gegl.Rectangle.new(0, 0, W, H), "R'G'B'A u8", left)
+buf.flush()
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 4, 4, W - 8, H - 8)
+sel = selection_mask(img)
+args = dict(prompt="a street", seed=11, steps=3, grow=0, feather=0, server=P["url"])
+
+def inpaint(**extra):
+    old = img.get_layers()
+    before = composite(img)
+    expect_ok("plug-in-paintbridge-inpaint", img, [layer], **dict(args, **extra))
+    added = new_layers(img, old)
+    check(len(added) == 1, "one result layer: %r" % layer_summary(img))
+    after = composite(img)
+    check(all(after[i * 4:i * 4 + 4] == before[i * 4:i * 4 + 4] for i in range(W * H) if sel[i] == 0),
+          "outside the selection nothing changed")
+    pixels = read(added[0], 0, 0, W, H)
+    img.remove_layer(added[0])
+    return pixels
+
+with_region = inpaint(region_layer=car, region_prompt="a red sports car")
+check(car.get_parasite("paintbridge-region") is not None, "the prompt is kept on the layer")
+without = inpaint(use_regions=False)
+check(without != with_region, "the region's prompt changed the result")
+
+path = tempfile.mkdtemp() + "/regions.xcf"
+Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path), None)
+img.delete()
+img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+layer = next(l for l in img.get_layers() if l.get_name() != "Car")
+car = next(l for l in img.get_layers() if l.get_name() == "Car")
+from client.regions import binding_from_bytes
+from gimp_plugin import host as gimp_host
+region = binding_from_bytes(gimp_host.load_region(car))
+check(region is not None and region.prompt == "a red sports car", "the region came back with the .xcf: %r" % region)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 4, 4, W - 8, H - 8)
+check(inpaint() == with_region, "after reopening, the same job gives the same pixels")
+
+sky = Gimp.Channel.new(img, "Sky", W, H, 100.0, Gegl.Color.new("white"))
+img.insert_channel(sky, None, 0)
+top = b"".join(b"\\xff" if y < H // 2 else b"\\x00" for y in range(H) for x in range(W))
+sbuf = sky.get_buffer()
+sbuf.set(Gegl.Rectangle.new(0, 0, W, H), "Y u8", top)
+sbuf.flush()
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 4, 4, W - 8, H - 8)
+with_channel = inpaint(region_layer=sky, region_prompt="a blue sky")
+check(with_channel != with_region, "the channel's region changed the result")
+check(gimp_host.read_opacity(sky, Box(0, 0, W, H)) == top, "a channel's value is its region's area")
+inpaint(region_layer=sky, region_prompt="")
+check(sky.get_parasite("paintbridge-region") is None, "an empty region prompt removes the channel's region")
+img.delete()
+""", {"url": proc.url, "plugin_dir": prof.inner(prof.plugin_dir)}, timeout=600).assert_ok()
+    finally:
+        proc.stop()
+
+
 def test_a_result_undone_survives_the_xcf_and_applies_again_with_the_same_pixels(profile, server):
     batch(profile, PLUGIN_PATH + """
 import json, tempfile
@@ -968,3 +1045,46 @@ def test_gui_history_dialog_lists_results_and_applies_again(profile, server, art
         raise
     finally:
         session.stop()
+
+
+# --- sampling (issue 13) ---------------------------------------------------------------------------------------------
+
+def test_sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments(trixie_root, tmp_path):
+    """Generate from GIMP with a sampler and a schedule chosen apart, a batch count, a VAE and CLIP skip: one layer
+    per image with its seed, each exactly the server's own image for those parameters; an impossible pair is refused
+    naming both."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+    from protocol.client import Client
+
+    models = make_models_dir(tmp_path / "models", which=("sd15", "vae-file"))
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            run_batch(prof, """
+img, (layer,) = make_image(64, 64)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a tiny house", seed=21, steps=3, cfg=7.0, batch=1,
+          batch_count=2, sampler="euler", scheduler="karras", vae="tiny-vae-ft-mse", clip_skip=2, server=P["url"])
+added = new_layers(img, old)
+names = sorted(l.get_name() for l in added)
+check(names == ["a tiny house (seed 21)", "a tiny house (seed 22)"], "two calls, one layer each: %r" % names)
+for res in added:
+    ok, rx, ry = res.get_offsets()
+    check((rx, ry, res.get_width(), res.get_height()) == (0, 0, 64, 64), "the whole canvas")
+    seed = res.get_name().rsplit(" ", 1)[1].strip(")")
+    open(P["dir"] + "/layer-" + seed + ".rgba", "wb").write(read(res, 0, 0, 64, 64))
+expect_failure("plug-in-paintbridge-generate", img, [layer], "calling-error", "'DDIM'", prompt="x", steps=2,
+               sampler="ddim", scheduler="karras", server=P["url"])
+img.delete()
+""", {"url": proc.url, "dir": prof.inside}, timeout=600).assert_ok()
+            with Client(proc.url, client_name="gimp-sampling-check") as client:
+                for seed in (21, 22):
+                    result = client.run({"mode": "generate", "model": "", "prompt": "a tiny house", "params": {
+                        "seed": seed, "steps": 3, "cfg": 7.0, "sampler": "Euler", "scheduler": "Karras",
+                        "vae": "tiny-vae-ft-mse", "clip_skip": 2, "width": 64, "height": 64}}, timeout=300)
+                    assert result.layers[0].info["vae"] == "tiny-vae-ft-mse"
+                    assert result.layers[0].data == (prof.outside / f"layer-{seed}.rgba").read_bytes(), seed
+    finally:
+        proc.stop()

@@ -816,6 +816,40 @@ def _check_docdata(run: Run) -> None:
     assert rec["kra_bytes"] > 2_000_000
 
 
+# --- regions (issue 15): a prompt bound to a layer, kept in the .kra ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def krita_regions_run(tmp_path_factory) -> Run:
+    """Against a server of this checkout (the installed command would run the shared venv's copy)."""
+    import factory
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-regions-server")
+    models = factory.make_models_dir(work / "models", ("sd15",))
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "regions", DW, DH, model="tiny-sd15", server_url=proc.url)
+    finally:
+        proc.stop()
+
+
+def test_a_region_bound_in_the_panel_steers_the_job_and_survives_reopening_the_kra(krita_regions_run):
+    run = krita_regions_run
+    assert not run["errors"], run["errors"]
+    rec = run["regions"]
+    assert rec["labels"] == ["Car: a red sports car"]
+    assert rec["saved"] is True and rec["car_id_after"] == rec["car_id"]
+    assert rec["labels_after"] == ["Car: a red sports car"]  # kept in the .kra
+    assert rec["labels_removed"] == []
+    for name in ("with", "reopened", "without"):
+        assert not rec[name]["error"], rec[name]["message"]
+        assert rec[name]["data"], name
+    with_region, reopened, without = ((run.out / f"{rec[n]['data']}.bin").read_bytes()
+                                      for n in ("with", "reopened", "without"))
+    assert with_region == reopened  # the same region prompt after reopening: the same pixels (same seed)
+    assert with_region != without  # the region's prompt changed the result
+
+
 def test_a_result_never_applied_survives_the_kra_and_applies_again_with_the_same_pixels(krita_history_run):
     _check_history(krita_history_run)
 
@@ -859,3 +893,59 @@ def test_krita_529_keeps_document_data_and_the_history_in_the_kra(krita_529_hist
     assert krita_529_history_run["_krita"]["version"] == "5.2.9"
     _check_docdata(krita_529_history_run)
     _check_history(krita_529_history_run)
+
+
+# --- sampling (issue 13) ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def krita_sampling_run(tmp_path_factory) -> Run:
+    """The plugin against a server of this checkout (the installed command would run the shared venv's copy)."""
+    import factory
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-sampling-server")
+    models = factory.make_models_dir(work / "models", ("sd15", "vae-file"))
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        run = _run_scenario(tmp_path_factory, "sampling", DW, DH, model="tiny-sd15", server_url=proc.url)
+    finally:
+        proc.stop()
+    run.models = models
+    return run
+
+
+def test_sampler_schedule_batch_count_vae_and_clip_skip_from_the_panel(krita_sampling_run):
+    """Picked in the panel's widgets, sent as the job: the result is the server's own for those parameters."""
+    from client.jobs import build_params
+    from client.settings import Settings
+    from protocol import Box
+    from protocol.client import Client
+    from server.app import ServerThread
+    from server.config import ServerConfig
+
+    run = krita_sampling_run
+    assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
+    rec = run["rec"]
+    assert all(rec["picked"].values()), rec["picked"]
+    assert "DPM++ 2M SDE" in rec["samplers"] and "DPM++ 2M Karras" in rec["samplers"]
+    assert rec["vaes"] == ["", "tiny-vae-ft-mse"]
+    assert rec["ddim_schedules"] == ["", "Normal", "Simple", "SGM Uniform"]
+    assert "Karras" in rec["euler_schedules"] and rec["ddim_resets"] == ""
+    assert {k: rec["settings"][k] for k in ("sampler", "scheduler", "batch_count", "vae", "clip_skip")} == \
+        {"sampler": "Euler", "scheduler": "Karras", "batch_count": 2, "vae": "tiny-vae-ft-mse", "clip_skip": 2}
+    assert rec["error"] is False, rec["message"]
+    assert rec["results"] == 2 and rec["seeds"] == [11, 12] and rec["boxes"] == [[0, 0, DW, DH]] * 2
+    settings = Settings(**rec["job_settings"])
+    params = build_params(settings, Box(0, 0, DW, DH), False, False)
+    assert params["scheduler"] == "Karras" and params["batch_count"] == 2 and params["vae"] == "tiny-vae-ft-mse"
+    thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[run.models])).start()
+    try:
+        with Client(thread.url, client_name="krita-sampling-check") as c:
+            result = c.run({"mode": "generate", "model": settings.model, "prompt": settings.prompt,
+                            "negative_prompt": settings.negative_prompt, "params": params}, timeout=300)
+    finally:
+        thread.stop()
+    for i, layer in enumerate(result.layers):
+        rgba = np.frombuffer(layer.data, np.uint8).reshape(DH, DW, 4)
+        bgra = run.pixels(f"sampling-{i}", DW, DH)
+        assert np.array_equal(bgra[..., [2, 1, 0, 3]], rgba), f"result {i} differs from the server's own"

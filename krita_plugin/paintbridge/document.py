@@ -173,18 +173,20 @@ class _Reader:
     def read_layer(self, layer_id: str, box: Box) -> bytes:
         node = find_node(self.doc, layer_id)
         if node is None:
-            raise DocumentError("A control layer was deleted: pick another layer or remove the control.")
+            raise DocumentError("A control or region layer was deleted: pick another layer or remove it.")
         return pixels.to_bgra8(_pixels(node, box), self.info.depth, self.info.linear)
 
 
-def capture(doc, settings: Settings, controls: List[ControlSpec]):
+def capture(doc, settings: Settings, controls: List[ControlSpec], regions=()):
     """Read what a job of ``settings.mode`` needs from ``doc`` — the box, mask and image ``client.modes`` plans for
-    the mode, nothing else — as ``client.jobs.JobInputs``."""
+    the mode, nothing else, and each region layer's opacity (``client.jobs.RegionSource``) — as
+    ``client.jobs.JobInputs``."""
     info = color_info(doc)
     bounds = mask_bounds(doc, settings) or Box(0, 0, 0, 0)
     sources = [client.jobs.ControlSource(c.layer_id, c.type, c.strength, c.start, c.end) for c in controls]
     refs = client.jobs.reference_sources(settings, lambda i: i if find_node(doc, i) else None)  # issue 15
-    return client.jobs.capture(settings, bounds, doc.width(), doc.height(), _Reader(doc, settings, info), sources, refs)
+    return client.jobs.capture(settings, bounds, doc.width(), doc.height(), _Reader(doc, settings, info), sources, refs,
+                               regions)
 
 
 def find_node(doc, node_id: str):

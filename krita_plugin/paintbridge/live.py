@@ -91,7 +91,7 @@ class LiveLoop:
             self.scheduler.changed(None, now)  # nothing to repaint until a selection appears
             return
         try:
-            inputs = host.capture(doc, settings, list(session.controls))
+            inputs = host.capture(doc, settings, list(session.controls), session.regions.sources(doc))
         except (DocumentError, client.errors.PaintbridgeError) as err:
             session.show_message(str(err), error=True)
             self.scheduler.changed(None, now)

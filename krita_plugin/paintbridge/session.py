@@ -1,11 +1,9 @@
 """The panel's state and behaviour without widgets and without Krita: the session.
 
-One ``Session`` per docker. It holds the job settings, the connection and its state, the job in flight, the results
-and live mode; it talks to Krita only through ``host`` (the document door, ``document.KritaHost``) and asks
-``client`` (the editor-independent core) for every rule: which box a mode reads, the job message, defaults from
-``welcome``, layer names, the connection with reconnect and server autostart, the live scheduler. The view binds
-widgets to it: it calls the public methods below and listens to the ``Event`` attributes. Every method runs on the UI
-thread; the connection's worker thread reaches the session through ``post``.
+One ``Session`` per docker: job settings, the connection, the job in flight, results and live mode (downloads, regions,
+history in helpers it owns). It reaches Krita only through ``host`` (``document.KritaHost``) and asks ``client`` for
+every rule (boxes, job messages, defaults, names, connection, live scheduler). The view calls its methods and listens
+to its ``Event`` attributes; all runs on the UI thread (the worker thread uses ``post``).
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from .forward import Forward
 from .live import LiveLoop
 from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
 from .progress_preview import preview_of
+from .regions import Regions
 from .results_history import ResultsHistory
 from .wire import client, protocol
 
@@ -91,6 +90,7 @@ class Session:
         self.live = LiveLoop(self, schedule)
         self.downloads = Downloads(self)
         self.history, self.references = ResultsHistory(self), references.References(self)  # issues 13, 15
+        self.regions = Regions(self)  # regions (issue 15): prompts bound to layers, kept in the document
 
     def start(self) -> None:
         """Connect to the configured server (after the view has bound itself)."""
@@ -142,10 +142,8 @@ class Session:
             return
         if name in ("mode", "prompt", "negative_prompt") or not hasattr(self.settings, name):
             raise client.errors.JobInputError(f"unknown option {name!r}")
-        if name == "model" and value not in self.model_names():
-            raise client.errors.JobInputError(f"{value!r} is not available for model")
-        if name == "upscaler" and value not in self.upscaler_names():
-            raise client.errors.JobInputError(f"{value!r} is not available for upscaler")
+        client.sampling.check_choice(self.defaults.sampling, self.models, self.shown(), name, value,
+                                     {"model": self.model_names, "upscaler": self.upscaler_names})
         if name == "seed":
             self.fixed_seed = int(value)
             settings_store.save_fixed_seed(self.store, self.fixed_seed)
@@ -159,6 +157,7 @@ class Session:
                 self._set(field, type(getattr(self.settings, field))())
                 self.settings_changed.emit(field, getattr(self.shown(), field))
             self._leave_mode_not_offered()
+        self._set("scheduler", client.sampling.fitting_scheduler(self.defaults.sampling, self.shown()))  # issue 13
 
     def _leave_mode_not_offered(self) -> None:
         if not client.modes.offered(self.settings.mode, self.entry()):  # e.g. edit, and the model cannot
@@ -219,7 +218,8 @@ class Session:
     @guarded
     def on_models(self, models: list) -> None:
         self.models = list(models or [])
-        for name, choices in (("model", self.model_names()), ("upscaler", self.upscaler_names())):
+        for name, choices in (("model", self.model_names()), ("upscaler", self.upscaler_names())) + \
+                client.sampling.listed_choices(self.defaults.sampling, self.models):
             if getattr(self.settings, name) not in choices:
                 self._set(name, "")
         self.models_changed.emit()
@@ -248,7 +248,7 @@ class Session:
         settings_store.save_job_settings(self.store, self.settings)
         doc = self.host.active_document()
         settings = self.settings.replace()
-        inputs = self.host.capture(doc, settings, list(self.controls))
+        inputs = self.host.capture(doc, settings, list(self.controls), self.regions.sources(doc))
         job_id = self.send(doc, settings, inputs, "job")
         self.show_message("")
         return job_id

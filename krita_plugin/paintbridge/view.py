@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 from . import reference_widgets, widgets
+from .regions_view import RegionsSection
 from .progress_preview import Preview, fit_size
 from .qt_compat import QtGui, QtWidgets, Qt, Signal, qimage_from_bgra8, qimage_from_rgba8
 from .session import Session
@@ -17,8 +18,10 @@ CONNECTED, CONNECTING = client.session.CONNECTED, client.session.CONNECTING
 CLASSICAL = client.settings.CLASSICAL
 
 STATE_COLORS = {"connected": "#3fb950", "connecting": "#d29922", "disconnected": "#f85149", "refused": "#f85149"}
-SPINS = ("steps", "cfg", "seed", "batch", "refine", "extend_left", "extend_top", "extend_right", "extend_bottom")
-COMBOS = ("model", "sampler", "upscaler", "image_source", "mask_source", "scale")
+SPINS = ("steps", "cfg", "seed", "batch", "refine", "extend_left", "extend_top", "extend_right", "extend_bottom",
+         "batch_count", "clip_skip", "refiner_start")  # the last three: sampling (issue 13)
+COMBOS = ("model", "sampler", "upscaler", "image_source", "mask_source", "scale",
+          "scheduler", "vae", "refiner")  # the last three: sampling (issue 13)
 
 
 class PaintbridgePanel(QtWidgets.QWidget):
@@ -37,6 +40,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
         url, token = conn.target()
         widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
         widgets.build_models_section(self)
+        self.regions_section = RegionsSection(session, self)  # regions (issue 15)
+        self.regions_section.place(self.results_list.parentWidget().layout(), self.controls_layout)
         widgets.build_history_section(self)
         self._fill_model_boxes()
         self.fill_widgets = {"fill": self.fill_box, "color_match": self.color_match_check}  # fills (issue 13)
@@ -53,7 +58,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
         return {"steps": self.steps_spin, "cfg": self.cfg_spin, "seed": self.seed_spin, "batch": self.batch_spin,
                 "refine": self.refine_spin, "model": self.model_box, "sampler": self.sampler_box,
                 "upscaler": self.upscaler_box, "image_source": self.image_source_box,
-                "mask_source": self.mask_source_box, "scale": self.scale_box}[name]
+                "mask_source": self.mask_source_box, "scale": self.scale_box,
+                "scheduler": self.scheduler_box, "batch_count": self.batch_count_spin, "vae": self.vae_box,
+                "clip_skip": self.clip_skip_spin, "refiner": self.refiner_box,
+                "refiner_start": self.refiner_start_spin}[name]
 
     def _bind(self) -> None:
         s = self.session
@@ -139,6 +147,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
                 edit.setPlainText(value)
                 edit.blockSignals(False)
             return
+        if name in ("model", "sampler"):
+            self._fill_sampling_boxes()
         if name == "seed":
             value = self.session.fixed_seed
         if value is None:
@@ -201,6 +211,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.upscaler_box.setCurrentIndex(max(0, self.upscaler_box.findData(s.settings.upscaler)))
         self.upscaler_box.blockSignals(False)
         self._update_mode_tabs()
+        self._fill_sampling_boxes()
 
     def _update_mode_tabs(self) -> None:
         """Tabs of modes the chosen model cannot run (edit on a model that cannot edit) are disabled."""
@@ -210,6 +221,20 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.mode_tabs.setTabEnabled(i, client.modes.offered(mode, entry))
         self.mode_tabs.setCurrentIndex(MODES.index(self.session.settings.mode))
         self.mode_tabs.blockSignals(False)
+
+    def _fill_sampling_boxes(self) -> None:
+        """Samplers and schedules from the server's welcome, VAEs and refiners from its listing (issue 13)."""
+        s = self.session
+        labels = {"sampler": "Model default", "scheduler": "Sampler's own", "vae": "Checkpoint's own", "refiner": "None"}
+        for name, default_label in labels.items():
+            names = client.sampling.option_values(s.defaults.sampling, s.models, name, s.shown().sampler)
+            box, current = self._option_widget(name), getattr(s.settings, name)
+            box.blockSignals(True)
+            box.clear()
+            for value in names:
+                box.addItem(value or default_label, value)
+            box.setCurrentIndex(max(0, box.findData(current)))
+            box.blockSignals(False)
 
     def _update_run(self) -> None:
         s = self.session
@@ -327,6 +352,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
             row.refresh_layers(layers, spec.layer_id)
         for row, ref in zip(self.reference_rows, self.session.references.items):
             row.refresh_layers(layers, ref.layer)
+        self.regions_section.refresh()  # regions (issue 15): the active document's
 
     # --- reference images (issue 15) ------------------------------------------------------------------------------
     def _fill_references(self) -> None:

@@ -275,6 +275,7 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     aform.addRow("Batch", panel.batch_spin)
     aform.addRow("Input", panel.image_source_box)
     aform.addRow("Mask", panel.mask_source_box)
+    build_sampling_rows(panel, aform)
     # fills (issue 13)
     panel.fill_box = _combo()
     for value, label in client.settings.FILLS.items():
@@ -365,6 +366,31 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     result_row.addWidget(panel.discard_button)
     layout.addLayout(result_row)
     layout.addStretch(1)
+
+
+def build_sampling_rows(panel: QtWidgets.QWidget, form: QtWidgets.QFormLayout) -> None:
+    """The advanced rows of issue 13: schedule, batch count, VAE, CLIP skip, SDXL refiner (the view fills the
+    combo boxes from the server's welcome and model listing)."""
+    panel.scheduler_box = _combo()
+    panel.scheduler_box.setToolTip("Noise schedule; the choices are those the sampler can run with")
+    panel.batch_count_spin = QtWidgets.QSpinBox()
+    panel.batch_count_spin.setRange(1, 100)
+    panel.batch_count_spin.setToolTip("Runs one after another, each making 'Batch' images")
+    panel.vae_box = _combo()
+    panel.vae_box.setToolTip("Decode with another VAE from the models folder")
+    panel.clip_skip_spin = QtWidgets.QSpinBox()
+    panel.clip_skip_spin.setRange(0, 12)
+    panel.clip_skip_spin.setToolTip("CLIP layers to skip: 0 or 1 = none, 2 = the penultimate layer")
+    panel.refiner_box = _combo()
+    panel.refiner_box.setToolTip("An SDXL refiner for the last steps (SDXL checkpoints)")
+    panel.refiner_start_spin = _spin(0.05, 0.95, 0.8, 0.05, "")
+    panel.refiner_start_spin.setToolTip("Fraction of the steps after which the refiner takes over")
+    form.addRow("Schedule", panel.scheduler_box)
+    form.addRow("Batch count", panel.batch_count_spin)
+    form.addRow("VAE", panel.vae_box)
+    form.addRow("CLIP skip", panel.clip_skip_spin)
+    form.addRow("Refiner", panel.refiner_box)
+    form.addRow("Refiner from", panel.refiner_start_spin)
 
 
 def build_models_section(panel: QtWidgets.QWidget) -> None:

@@ -36,7 +36,7 @@ from ..diffusion.adapters import Adapters
 from ..diffusion.controls import control_image
 from ..diffusion.engine import _layers, _working_job
 from ..models.detect import DIFFUSERS
-from ..models.registry import ModelEntry, ModelRegistry
+from ..models.registry import ModelEntry, ModelRegistry, arch_name
 from . import controlnets, loading, memory, preview, specs
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,7 @@ class FamilyEngine(Engine):
                                 "model, or use inpaint with a prompt", field="mode")
         if job.mode == "edit" and job.image is None:
             raise ProtocolError(UNSUPPORTED, "edit needs the image to edit", field="image")
+        refuse_sd_sampling_options(job, entry)
         with self._lock:
             try:
                 return self._run(job, entry, ctx)
@@ -278,8 +279,9 @@ class FamilyEngine(Engine):
                 "size": [pw, ph], "loras": loras, "seconds": round(time.perf_counter() - started, 3)}
         if plan is not None:
             info["controlnet"] = {"name": plan.entry.name, "type": plan.control.type, "union_mode": plan.mode}
-        if job.params.sampler and job.params.sampler != SAMPLER:
-            info["sampler_note"] = f"{job.params.sampler} is an SD sampler; flow-matching models run with Euler"
+        if job.params.sampler and job.params.sampler != SAMPLER or job.params.scheduler:
+            info["sampler_note"] = f"{job.params.sampler or job.params.scheduler} is an SD sampler or schedule; " \
+                "flow-matching models run with Euler"
         for key in ("parts", "memory", "dtype"):
             if key in loaded.facts:
                 info[key] = loaded.facts[key]
@@ -358,3 +360,13 @@ def _image_inputs(family: str, kind: str, work: Job, hard: np.ndarray, pw: int, 
     if kind == "img2img":
         return {"image": _pil(init), "strength": strength}
     return {"image": _pil(init), "mask_image": _pil(mask), "strength": strength, **kontext}
+
+
+def refuse_sd_sampling_options(job: Job, entry: ModelEntry) -> None:
+    """A VAE, CLIP skip or SDXL refiner (issue 13) belong to SD1.5/SDXL checkpoints: refused by name here."""
+    params = job.params
+    for field, given, what in (("vae", params.vae, "another VAE"), ("clip_skip", params.clip_skip > 1, "CLIP skip"),
+                               ("refiner", params.refiner, "an SDXL refiner")):
+        if given:
+            raise ProtocolError(UNSUPPORTED, f"{what} works with SD1.5 and SDXL checkpoints; '{entry.name}' is "
+                                f"{arch_name(entry.arch)}: leave {field} empty", field=f"params.{field}")

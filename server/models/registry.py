@@ -24,7 +24,7 @@ from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 from . import detect, families, fewstep, ipadapter
 from .detect import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
-KINDS = ("checkpoint", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler",
+KINDS = ("checkpoint", "refiner", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler",
          "ipadapter", "clip_vision",  # reference images (issue 15): IP-Adapters and their image encoders
          "inpainter")  # inpainter: LaMa-class fill networks (fill "lama", issue 13)
 SUPPORTED_ARCHS = ("sd15", "sdxl", "flux", "flux-fill", "flux-kontext", "sd3")
@@ -34,6 +34,7 @@ ARCH_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sdxl-refiner": "SD
 
 KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
     "checkpoint": ("checkpoints", "Stable-diffusion", "diffusers", "diffusion_models", "unet"),
+    "refiner": (),  # SDXL refiners sit among the checkpoints and are recognised from their tensors
     "vae": ("vae", "VAE"),
     "text_encoder": ("text_encoders", "clip"),
     "lora": ("loras", "Lora", "LyCORIS"),
@@ -47,6 +48,7 @@ KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 CONFIG_SUFFIX = ".config"
+REFINER_ARCH = "sdxl-refiner"
 log = logging.getLogger(__name__)
 
 
@@ -74,7 +76,7 @@ class ModelEntry:
         if self.format == DIFFUSERS:
             return None
         candidate = self.path.with_name(self.path.stem + CONFIG_SUFFIX)
-        wanted = "model_index.json" if self.kind == "checkpoint" else "config.json"
+        wanted = "model_index.json" if self.kind in ("checkpoint", "refiner") else "config.json"
         return candidate if (candidate / wanted).is_file() else None
 
     def listing(self) -> dict:
@@ -258,11 +260,13 @@ class ModelRegistry:
                         if (kind, name) in entries:
                             continue
                         entry = self._entry(kind, name, path, fmt)
+                        if entry is not None and kind == "checkpoint" and entry.arch == REFINER_ARCH:
+                            entry.kind = "refiner"  # only the OpenCLIP-G text encoder: a second model, never alone
                         if entry is None:
                             skipped[(kind, name)] = f"{path} is a pickle file; convert it to .safetensors or start " \
                                                     "the server with --allow-pickle"
                         else:
-                            entries[(kind, name)] = entry
+                            entries[(entry.kind, name)] = entry
         with self._lock:
             self._entries = entries
             self._skipped = skipped
@@ -288,7 +292,7 @@ class ModelRegistry:
                 self._cache[key] = cached
         found, problem = cached
         if problem is None and kind in ("checkpoint", "controlnet", "lora", "embedding") and \
-                found.arch not in SUPPORTED_ARCHS:
+                found.arch not in SUPPORTED_ARCHS + (REFINER_ARCH,) * (kind == "checkpoint"):
             problem = f"{arch_name(found.arch)} models are not supported (SD1.5, SDXL, Flux.1 and SD3 are)"
         if problem is None and kind == "ipadapter" and found.arch not in ipadapter.REFERENCE_FAMILIES:
             problem = f"{arch_name(found.arch)} IP-Adapters are not supported (SD1.5 and SDXL ones are)"
@@ -320,6 +324,9 @@ class ModelRegistry:
         of ``arch`` first); ``model_not_found`` names what is installed when there is none; an unusable model raises
         ``unsupported`` saying why."""
         entry = self.find(name, kind, arch)
+        if entry is None and kind == "checkpoint" and self.find(name, "refiner") is not None:
+            raise ProtocolError(UNSUPPORTED, f"'{name}' is an SDXL refiner: it cannot run alone; choose an SDXL "
+                                "checkpoint as the model and this one as its refiner", field="model")
         if entry is None:
             with self._lock:
                 skipped = next((why for (k, n), why in self._skipped.items()
@@ -327,7 +334,8 @@ class ModelRegistry:
             if skipped:
                 raise ProtocolError(UNSUPPORTED, f"{kind} '{name}' cannot be loaded: {skipped}", field="model")
             installed = [e.name for e in self.entries(kind)]
-            where = " or ".join(str(d / KIND_FOLDERS[kind][0]) for d in self.dirs) or "(no models folder)"
+            folder = (KIND_FOLDERS[kind] or KIND_FOLDERS["checkpoint"])[0]
+            where = " or ".join(str(d / folder) for d in self.dirs) or "(no models folder)"
             have = f"installed: {', '.join(installed)}" if installed else f"none is installed in {where}"
             raise ProtocolError(MODEL_NOT_FOUND, f"no {kind} named '{name}'; {have}", field="model")
         if entry.problem:
