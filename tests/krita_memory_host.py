@@ -63,7 +63,7 @@ class MemoryHost:
         """What the mode needs, read the way ``client.jobs.capture`` plans it (the Krita door does the same)."""
         bounds = self.mask_bounds(doc, settings) or Box(0, 0, 0, 0)
         sources = [cjobs.ControlSource(c.layer_id, c.type, c.strength, c.start, c.end) for c in controls]
-        return cjobs.capture(settings, bounds, doc.width, doc.height, _Reader(self, doc), sources, regions)
+        return cjobs.capture(settings, bounds, doc.width, doc.height, _Reader(self, doc), sources, regions=regions)
 
     def active_layer_id(self, doc) -> str:
         return "paint" if doc is not None else ""
