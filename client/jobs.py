@@ -208,6 +208,7 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
         params["grow"], params["feather"] = int(settings.grow), int(settings.feather)
     if mode in ("inpaint", "outpaint"):
         params["fill"] = settings.fill
+        params["color_match"] = bool(settings.color_match)
     if mode == "generate" and not has_image:
         params["width"], params["height"] = box.width, box.height
     if mode == "outpaint":

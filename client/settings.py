@@ -16,6 +16,10 @@ from .modes import MODES
 from .sampling import SamplingChoices
 
 CLASSICAL = "classical"
+# The fills (protocol ``params.fill``): texture copied from around the hole, smooth (Telea, Navier-Stokes), a LaMa
+# network (its weights pulled with 'paintbridge models pull lama'); value → label.
+FILLS = {"patch": "Texture (patch)", "telea": "Smooth (Telea)", "ns": "Smooth (Navier-Stokes)",
+         "lama": "LaMa network"}
 IMAGE_SOURCES = ("visible", "layer")
 MASK_SOURCES = ("selection", "layer-mask", "alpha")
 
@@ -83,7 +87,7 @@ class Settings:
     batch: int = 1
     grow: int = -1  # -1 = scaled to the selection
     feather: int = -1  # -1 = scaled to the selection
-    fill: str = "telea"  # classical fill / pre-fill: "telea" or "ns"
+    fill: str = "patch"  # classical fill / pre-fill: FILLS
     extend_left: int = 0
     extend_top: int = 0
     extend_right: int = 0
@@ -97,6 +101,8 @@ class Settings:
     high_threshold: int = 200
     image_source: str = "visible"  # IMAGE_SOURCES
     mask_source: str = "selection"  # MASK_SOURCES (each editor offers the ones it can read)
+    # fills (issue 13)
+    color_match: bool = False  # inpaint/outpaint: match the result's colours to the area around the mask
     # reference images (issue 15): in order; each editor resolves the layer names
     references: Tuple[ReferenceSetting, ...] = ()
     # results history (issue 13): how many MB of results each document keeps (client/history.py); 0 = none
@@ -162,6 +168,8 @@ class Settings:
             out.image_source = cls.image_source
         if out.mask_source not in MASK_SOURCES:
             out.mask_source = cls.mask_source
+        if out.fill not in FILLS:
+            out.fill = cls.fill
         return out
 
     def replace(self, **changes: Any) -> "Settings":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from client.settings import FALLBACK_DEFAULTS
+from client.settings import FALLBACK_DEFAULTS, FILLS
 from protocol.messages import CONTROL_TYPES, REFERENCE_TYPES, SAMPLERS
 from protocol.sampling import SCHEDULE_NAMES
 
@@ -83,7 +83,7 @@ SCHEDULER_BY_NICK = {slug(s): s for s in SCHEDULE_NAMES}
 CONTROL_CHOICES = tuple((t, t.capitalize()) for t in CONTROL_TYPES)
 SOURCE_CHOICES = (("visible", "Visible image"), ("layer", "Active layer"))
 MASK_CHOICES = (("selection", "Selection"), ("layer-mask", "Active layer's mask (white = repaint)"))
-FILL_CHOICES = (("telea", "Telea"), ("ns", "Navier-Stokes"))
+FILL_CHOICES = tuple(FILLS.items())  # fills (issue 13): patch (the default), telea, ns, lama
 PREPROCESSOR_CHOICES = (("canny", "Canny edges"), ("lineart", "Line art"), ("scribble", "Scribble"),
                         ("softedge", "Soft edges"), ("depth", "Depth"), ("normal", "Normal map"), ("pose", "Pose"),
                         ("shuffle", "Shuffle"), ("tile", "Tile (blurred)"))
@@ -169,6 +169,15 @@ def _control_args() -> Tuple[Arg, ...]:
                 "Turn the layer into a control image on the server (e.g. a photo into Canny edges)", False),
         ]
     return tuple(args)
+
+
+def _fill_args() -> Tuple[Arg, ...]:
+    """Fills (issue 13): the fill / pre-fill and the colour match."""
+    return (
+        Arg("fill", "choice", "F_ill", "Fill without a model and diffusion pre-fill: texture from around the hole, "
+            "smooth, or a LaMa network ('paintbridge models pull lama')", "patch", choices=FILL_CHOICES),
+        Arg("color-match", "boolean", "_Match colours", "Match the result's colours to the area around it", False),
+    )
 
 
 # reference images (issue 15)
@@ -261,8 +270,8 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Repaints the selected area (soft edges kept) from the prompt, using the surroundings as context. "
         "The result is a new layer above the active one; your layers are not changed.",
         _prompt_args() + _sampling_args(_strength("inpaint")) + _source_args(mask=True)
-        + (Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),)
-        + _control_args() + _reference_args() + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
+        + _fill_args() + _control_args() + _reference_args() + _server_args() + _region_args() + _hires_args()
+        + _detail_args(after=True),
     ),
     ProcedureSpec(
         PREFIX + "live-inpaint", "inpaint", "_Live Inpaint...", "Paintbridge: Live Inpaint",
@@ -272,7 +281,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "scripts use plug-in-paintbridge-inpaint.",
         tuple(a for a in _prompt_args() + _sampling_args(_strength("inpaint")) if a.name not in ("batch", "batch-count"))
         + _source_args(mask=True)
-        + (Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),)
+        + _fill_args()
         + _control_args() + _reference_args() + _server_args() + _region_args(),
         live=True,
     ),
@@ -295,8 +304,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
             Arg("extend-top", "boolean", "_Top", "Extend the top side", False),
             Arg("extend-right", "boolean", "_Right", "Extend the right side", True),
             Arg("extend-bottom", "boolean", "_Bottom", "Extend the bottom side", False),
-            Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),
-        ) + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
+        ) + _fill_args() + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
     ),
     ProcedureSpec(
         PREFIX + "upscale", "upscale", "_Upscale...", "Paintbridge: Upscale",

@@ -11,7 +11,7 @@ from .arguments import ProcedureSpec
 # (section id, title, argument names); arguments in no section are shown at the top, in table order.
 SECTIONS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("sampling", "Sampling", ("steps", "cfg", "sampler", "seed", "batch")),
-    ("area", "Source and mask", ("source", "mask-source", "grow", "feather", "fill")),
+    ("area", "Source and mask", ("source", "mask-source", "grow", "feather", "fill", "color-match")),
     ("controls", "Control layers", tuple(f"{p}-{k}" for p in ("control", "control-2")
                                          for k in ("layer", "type", "strength", "preprocess"))),
     ("references", "Reference images", tuple(f"{p}-{k}" for p in ("reference", "reference-2")  # issue 15

@@ -88,6 +88,8 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Sett
         s.sampler = sampler_of(values["sampler"])
     if "fill" in names:
         s.fill = str(values["fill"])
+    if "color-match" in names:  # fills (issue 13)
+        s.color_match = bool(values["color-match"])
     if "source" in names:
         s.image_source = str(values["source"] or "visible")
     if "mask-source" in names:

@@ -22,7 +22,7 @@ PROTOCOL_VERSION = "1.1"
 MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", "edit", "detail")
 CONTROL_TYPES = ("canny", "lineart", "scribble", "softedge", "depth", "normal", "pose", "tile", "inpaint", "shuffle",
                  "reference")
-INPAINT_FILLS = ("telea", "ns")
+INPAINT_FILLS = ("telea", "ns", "patch", "lama")
 REFERENCE_TYPES = ("style", "composition", "content", "face")  # reference images (issue 15)
 HIRES_UPSCALERS = ("latent", "lanczos")  # or an upscale model's name (hires fix, issue 13)
 DETAIL_TARGETS = ("face", "hand")  # what the detailer looks for (issue 13)
@@ -133,7 +133,9 @@ class Params(WireModel):
     batch: int = wire(1, minimum=1, limit="max_batch")
     grow: int = wire(-1, minimum=-1, maximum=1024, doc="px the mask grows by; -1 = scaled to the selection")
     feather: int = wire(-1, minimum=-1, maximum=1024, doc="px of soft edge; -1 = scaled to the selection")
-    fill: str = wire("telea", choices=INPAINT_FILLS, doc="classical fill method")
+    fill: str = wire("patch", choices=INPAINT_FILLS,
+                     doc='classical fill and diffusion pre-fill: `"patch"` copies texture from around the hole, '
+                         '`"telea"`/`"ns"` smooth it in, `"lama"` runs a LaMa network (`models pull lama`)')
     scale: float = wire(2.0, minimum=1.0, maximum=8.0, doc="upscale factor")
     upscaler: str = wire("", max_length=256, doc='upscale model name; `""` = Lanczos')
     refine: float = wire(0.0, minimum=0.0, maximum=1.0, doc="upscale-and-refine strength; 0 = off")
@@ -153,6 +155,8 @@ class Params(WireModel):
     refiner: str = wire("", max_length=256, doc='an SDXL refiner by name for the last steps; `""` = off')
     refiner_start: float = wire(0.8, minimum=0.0, maximum=1.0,
                                 doc="fraction of the steps after which the refiner takes over")
+    # fills (issue 13)
+    color_match: bool = wire(False, doc="match the result's colours to the area around the mask (inpaint, outpaint)")
 
     # hires fix and detailer (issue 13)
     hires: Hires = wire(factory=Hires, doc="hires fix: two passes (generate, img2img, inpaint, outpaint)")

@@ -1,15 +1,20 @@
-"""The built-in classical engine: OpenCV inpainting (Telea, Navier-Stokes) for fill, object removal and outpaint.
+"""The built-in classical engine: fill, object removal and outpaint without a diffusion model.
 
-Needs no weights, so the whole chain works on a fresh machine. It stops soon after a cancel on any input: each step
-(grow, feather, fill, composite) takes a bounded time, cancellation is checked between them, and the fill is waited
-for interruptibly. Its work grows with the area it changes (``imageops``): an outpaint fills only the new bands.
+Fills (``params.fill``): "patch", the exemplar-based fill (``patchfill``: texture copied from around the hole, the
+default), "telea" and "ns" (OpenCV's smooth inpainting), and "lama" (a LaMa-class network, when its weights are
+installed: ``lama``). ``params.color_match`` moves the result's colours to those around the hole.
+
+Needs no weights for "patch", "telea" and "ns", so the whole chain works on a fresh machine. It stops soon after a
+cancel on any input: each step (grow, feather, fill, composite) takes a bounded time, cancellation is checked between
+them (and between the exemplar fill's iterations), and the fill is waited for interruptibly. Its work grows with the
+area it changes (``imageops``): an outpaint fills only the new bands.
 """
 
 from __future__ import annotations
 
-from typing import List
+from typing import Callable, List, Optional
 
-from . import imageops
+from . import imageops, lama
 from .core import Engine, Job, JobContext, Layer
 
 NAME = "classical"
@@ -17,10 +22,14 @@ STEPS = 3  # progress steps: mask ready, filled, composited
 
 
 class ClassicalEngine(Engine):
-    """Runs inpaint and outpaint jobs with OpenCV."""
+    """Runs inpaint and outpaint jobs with the built-in fills."""
 
     name = NAME
     modes = ("inpaint", "outpaint")
+
+    def __init__(self, registry=None, device: Optional[Callable[[], str]] = None) -> None:
+        self.registry = registry
+        self.device = device or (lambda: "cpu")
 
     def models(self) -> List[dict]:
         return [{"name": NAME, "kind": "builtin", "arch": "", "inpaint": True, "format": "builtin",
@@ -33,19 +42,24 @@ class ClassicalEngine(Engine):
                 "install a diffusion checkpoint in the models folder for generate and img2img"
             raise self.refuse_mode(job, hint)
         ctx.progress(0, STEPS)
-        label = f"{job.mode} ({NAME}, {job.params.fill})"
+        params = job.params
+        label = f"{job.mode} ({NAME}, {params.fill})"
+        info = {"engine": NAME, "fill": params.fill, "color_match": params.color_match}
+        method = lama.fill_method(params.fill, self.registry, self.device)
         if job.mode == "outpaint":
-            ext = job.params.extend
+            ext = params.extend
             ctx.progress(1, STEPS)
-            layer = ctx.interruptible(imageops.outpaint_layer, job.image, ext, job.params.fill, ctx.check)
+            layer = ctx.interruptible(imageops.outpaint_layer, job.image, ext, method, ctx.check)
+            if params.color_match:
+                layer[..., :3] = imageops.color_match(layer[..., :3], layer[..., :3], layer[..., 3])  # alpha: new area
             ctx.progress(STEPS, STEPS)
-            return [Layer(name=label, rgba=layer, x=job.x - ext.left, y=job.y - ext.top, seed=0,
-                          info={"engine": NAME})]
+            return [Layer(name=label, rgba=layer, x=job.x - ext.left, y=job.y - ext.top, seed=0, info=info)]
         grown, soft = imageops.prepare_mask(job, ctx.check)
         ctx.progress(1, STEPS)
-        filled = ctx.interruptible(imageops.fill, job.image[..., :3], grown, job.params.fill)
+        filled = ctx.interruptible(imageops.fill, job.image[..., :3], grown, method, check=ctx.check)
+        if params.color_match:
+            filled = imageops.color_match(filled, job.image, grown)
         ctx.progress(2, STEPS)
         layer = imageops.composite_layer(job.image, filled, soft)
         ctx.progress(STEPS, STEPS)
-        return [Layer(name=label, rgba=layer, x=job.x, y=job.y, seed=0, info={"engine": NAME})]
-
+        return [Layer(name=label, rgba=layer, x=job.x, y=job.y, seed=0, info=info)]

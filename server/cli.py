@@ -19,6 +19,7 @@ from protocol import (MODES, REFERENCE_TYPES, SAMPLERS, SCHEDULE_NAMES, Extend, 
 from protocol.messages import DETAIL_TARGETS, Detail, Hires
 from protocol.client import Client, ConnectionFailed, JobCancelled, JobFailed, new_job_id
 from protocol.images import GRAY8, RGBA8, ImagePayload
+from protocol.messages import INPAINT_FILLS
 
 from . import __version__
 from .config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, default_models_dir
@@ -150,6 +151,7 @@ def build_job(args: argparse.Namespace) -> tuple:
                                                    # sampling (issue 13)
                                                    "scheduler", "batch_count", "vae", "clip_skip", "refiner",
                                                    "refiner_start")}
+    given.update({key: getattr(args, key, None) for key in ("color_match",)})  # fills (issue 13)
     params = Params(steps=args.steps, seed=args.seed, batch=args.batch, scale=args.scale, extend=_extend(args.extend),
                     hires=_hires(args), detail=_detail(args), **{k: v for k, v in given.items() if v is not None})
     image = mask = None
@@ -383,7 +385,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--batch", type=int, default=1)
     r.add_argument("--grow", type=int)
     r.add_argument("--feather", type=int)
-    r.add_argument("--fill", choices=("telea", "ns"))
+    r.add_argument("--fill", choices=INPAINT_FILLS,
+                   help="inpaint/outpaint fill and diffusion pre-fill: patch (texture from around the hole, the "
+                        "default), telea, ns (smooth), lama (a LaMa network: 'paintbridge models pull lama')")
     r.add_argument("--scale", type=float, default=2.0, help="upscale factor")
     r.add_argument("--upscaler", help="upscale model name (default Lanczos)")
     r.add_argument("--refine", type=float, help="upscale-and-refine strength (0 = off)")
@@ -391,6 +395,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--width", type=int, help="generate without --image: width")
     r.add_argument("--height", type=int, help="generate without --image: height")
     r.add_argument("--preprocessor", help="preprocess mode: canny, lineart, scribble, ...")
+    # fills (issue 13)
+    r.add_argument("--color-match", action="store_true", default=None,
+                   help="inpaint/outpaint: match the result's colours to the area around the mask")
     # reference images (issue 15)
     r.add_argument("--reference", action="append", metavar="FILE[:TYPE[:STRENGTH]]",
                    help="a reference image (IP-Adapter); TYPE: " + ", ".join(REFERENCE_TYPES) +

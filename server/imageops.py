@@ -9,12 +9,13 @@ writes only inside the mask's box; pixels outside the mask are copied, never rec
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 
 from .core import Extend, Job
+from .patchfill import patch_fill
 
 # Up to this radius, grow and feather work at full resolution (an OpenCV disc costs about radius² per pixel).
 FINE_RADIUS = 24
@@ -32,6 +33,15 @@ STRIP_FACTOR = 8
 # Known pixels around a hole that a fill reads (OpenCV's inpainting radius is 5 px), with room for the scaling.
 FILL_MARGIN = 16
 FILL_METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
+# Fills that copy texture or need a view of the scene (the exemplar fill "patch", a LaMa-class network) read a wider
+# margin around the hole: half its larger side, within these bounds (px).
+CONTEXT_MARGIN = (32, 512)
+# ... and work on at most this many pixels of the crop (the hole and that margin), never shortening strips (which
+# would stretch the texture): the time stays bounded on any document.
+MAX_CONTEXT_AREA = 384 * 384
+# A fill given as a function: (H x W x 3 uint8 crop, H x W uint8 hole (255), check) -> the crop filled.
+Filler = Callable[[np.ndarray, np.ndarray, Callable[[], None]], np.ndarray]
+Method = Union[str, Filler]
 
 
 def default_grow(mask: np.ndarray) -> int:
@@ -128,41 +138,72 @@ def nonzero_box(mask: np.ndarray, margin: int = 0) -> Optional[Rect]:
     return x0, y0, x1 - x0, y1 - y0
 
 
-def fill_size(width: int, height: int) -> Tuple[int, int]:
-    """The size a crop of ``width`` x ``height`` is filled at: a strip shortened along its length (``STRIP_FACTOR``),
-    then anything over ``MAX_FILL_AREA`` px reduced evenly."""
+def fill_size(width: int, height: int, strips: bool = True, max_area: int = MAX_FILL_AREA) -> Tuple[int, int]:
+    """The size a crop of ``width`` x ``height`` is filled at: a strip shortened along its length (``STRIP_FACTOR``;
+    only with ``strips``), then anything over ``max_area`` px reduced evenly."""
     w, h = width, height
-    if w >= STRIP_ASPECT * h:
+    if strips and w >= STRIP_ASPECT * h:
         w = max(STRIP_ASPECT * h, -(-w // STRIP_FACTOR))
-    elif h >= STRIP_ASPECT * w:
+    elif strips and h >= STRIP_ASPECT * w:
         h = max(STRIP_ASPECT * w, -(-h // STRIP_FACTOR))
-    scale = min(1.0, (MAX_FILL_AREA / float(w * h)) ** 0.5)
+    scale = min(1.0, (max_area / float(w * h)) ** 0.5)
     return max(1, int(round(w * scale))), max(1, int(round(h * scale)))
 
 
-def _fill_crop(rgb: np.ndarray, hard: np.ndarray, flag: int, radius: int) -> np.ndarray:
-    """OpenCV inpainting of one crop (``hard`` 255 = hole) at ``fill_size``, scaled back up."""
+def _smooth_filler(flag: int, radius: int) -> Filler:
+    return lambda rgb, hard, check: cv2.inpaint(np.ascontiguousarray(rgb), hard, radius, flag)
+
+
+def _exemplar(rgb: np.ndarray, hard: np.ndarray, check: Callable[[], None]) -> np.ndarray:
+    return patch_fill(rgb, hard, check)
+
+
+def _filler(method: Method, radius: int) -> Tuple[Filler, bool]:
+    """The fill function for ``method`` and whether it is a smooth (diffusion-style) fill."""
+    if callable(method):
+        return method, False
+    if method == "patch":
+        return _exemplar, False
+    if method in FILL_METHODS:
+        return _smooth_filler(FILL_METHODS[method], radius), True
+    raise ValueError(f"unknown fill method {method!r}: expected 'patch', 'telea', 'ns' or a fill function")
+
+
+def fill_margin(method: Method, width: int, height: int) -> int:
+    """Known pixels around a hole box of ``width`` x ``height`` that ``method`` reads."""
+    if not callable(method) and method in FILL_METHODS:
+        return FILL_MARGIN
+    low, high = CONTEXT_MARGIN
+    return int(min(high, max(low, max(width, height) // 2)))
+
+
+def _fill_crop(rgb: np.ndarray, hard: np.ndarray, filler: Filler, smooth: bool,
+               check: Callable[[], None]) -> np.ndarray:
+    """One crop (``hard`` 255 = hole) filled at ``fill_size``, scaled back up."""
     h, w = hard.shape
-    sw, sh = fill_size(w, h)
+    sw, sh = fill_size(w, h) if smooth else fill_size(w, h, strips=False, max_area=MAX_CONTEXT_AREA)
     if (sw, sh) == (w, h):
-        return cv2.inpaint(np.ascontiguousarray(rgb), hard, radius, flag)
+        return filler(np.ascontiguousarray(rgb), hard, check)
     small = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
     small_mask = cv2.dilate(cv2.resize(hard, (sw, sh), interpolation=cv2.INTER_NEAREST), np.ones((3, 3), np.uint8))
-    return cv2.resize(cv2.inpaint(small, small_mask, radius, flag), (w, h), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(filler(small, small_mask, check), (w, h), interpolation=cv2.INTER_CUBIC)
 
 
-def fill_into(out: np.ndarray, hole: np.ndarray, method: str = "telea", radius: int = 5,
-              write: Optional[Rect] = None) -> None:
-    """Fill the non-zero area of ``hole`` in the H x W x 3 uint8 ``out`` in place from its surroundings (OpenCV
-    inpainting, Telea or Navier-Stokes), working only on the hole's box plus ``FILL_MARGIN``. Only hole pixels are
-    written, and only those inside ``write`` (x, y, w, h) when given."""
-    flag = FILL_METHODS[method]
-    box = nonzero_box(hole, FILL_MARGIN)
-    if box is None:
+def fill_into(out: np.ndarray, hole: np.ndarray, method: Method = "patch", radius: int = 5,
+              write: Optional[Rect] = None, check: Callable[[], None] = lambda: None) -> None:
+    """Fill the non-zero area of ``hole`` in the H x W x 3 uint8 ``out`` in place from its surroundings, working only
+    on the hole's box plus the margin the method reads (``fill_margin``). ``method``: "patch" (exemplar-based:
+    texture copied from around the hole), "telea" or "ns" (OpenCV's smooth inpainting) or a fill function
+    (``Filler``, e.g. a LaMa network). Only hole pixels are written, and only those inside ``write`` (x, y, w, h)
+    when given. ``check`` is called between the steps of the exemplar fill (a cancellation check)."""
+    filler, smooth = _filler(method, radius)
+    tight = nonzero_box(hole)
+    if tight is None:
         return
+    box = nonzero_box(hole, fill_margin(method, tight[2], tight[3]))
     x, y, w, h = box
     hard = cv2.threshold(hole[y:y + h, x:x + w], 0, 255, cv2.THRESH_BINARY)[1]
-    filled = _fill_crop(out[y:y + h, x:x + w], hard, flag, radius)
+    filled = _fill_crop(out[y:y + h, x:x + w], hard, filler, smooth, check)
     if write is not None:
         wx, wy, ww, wh = write
         x0, y0, x1, y1 = max(x, wx), max(y, wy), min(x + w, wx + ww), min(y + h, wy + wh)
@@ -174,21 +215,51 @@ def fill_into(out: np.ndarray, hole: np.ndarray, method: str = "telea", radius: 
         np.copyto(out[y:y + h, x:x + w], filled, where=hard[..., None] > 0)
 
 
-def fill(rgb: np.ndarray, mask: np.ndarray, method: str = "telea", radius: int = 5) -> np.ndarray:
+def fill(rgb: np.ndarray, mask: np.ndarray, method: Method = "patch", radius: int = 5,
+         check: Callable[[], None] = lambda: None) -> np.ndarray:
     """Fill the non-zero area of ``mask`` in an H x W x 3 uint8 image from its surroundings (``fill_into`` on a
     copy); pixels outside the mask stay exact."""
     out = np.array(rgb, dtype=np.uint8, copy=True, order="C")
-    fill_into(out, mask, method, radius)
+    fill_into(out, mask, method, radius, check=check)
     return out
 
 
-def outpaint_layer(image: np.ndarray, extend: Extend, method: str = "telea",
+def color_match(result: np.ndarray, original: np.ndarray, mask: np.ndarray, ring: int = 0) -> np.ndarray:
+    """``result`` (H x W x 3 uint8) with the colours inside ``mask`` moved to match the ``original``'s around it:
+    the mean and spread of each Lab channel inside the mask made those of the ring ``ring`` px wide around it
+    (default: a tenth of the mask's larger side, at least 8 px), spreads scaled by at most 1.25x either way (more
+    would sharpen or flatten the result's own texture). Pixels
+    outside the mask are returned unchanged; the work stays inside the mask's box plus the ring."""
+    out = np.array(result, dtype=np.uint8, copy=True, order="C")
+    tight = nonzero_box(mask)
+    if tight is None:
+        return out
+    ring = ring or max(8, max(tight[2], tight[3]) // 10)
+    x, y, w, h = nonzero_box(mask, ring + 1)
+    inside = mask[y:y + h, x:x + w] > 0
+    around = (cv2.dilate(inside.astype(np.uint8), _disc(ring)) > 0) & ~inside
+    if not around.any():
+        return out
+    lab_result = cv2.cvtColor(np.ascontiguousarray(out[y:y + h, x:x + w]), cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab_original = cv2.cvtColor(np.ascontiguousarray(original[y:y + h, x:x + w, :3]),
+                                cv2.COLOR_RGB2LAB).astype(np.float32)
+    have, want = lab_result[inside], lab_original[around]
+    spread = np.clip(want.std(axis=0) / np.maximum(have.std(axis=0), 1e-3), 0.8, 1.25)
+    moved = (have - have.mean(axis=0)) * spread + want.mean(axis=0)
+    lab_result[inside] = moved
+    back = cv2.cvtColor(np.clip(np.rint(lab_result), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    np.copyto(out[y:y + h, x:x + w], back, where=inside[..., None])
+    return out
+
+
+def outpaint_layer(image: np.ndarray, extend: Extend, method: Method = "patch",
                    check: Callable[[], None] = lambda: None) -> np.ndarray:
     """The classical outpaint result: ``image`` (RGBA) on a canvas grown by ``extend``, the new bands filled from the
     image's edges, alpha 255 on the new area and 0 over the image (whose RGB is copied exactly).
 
-    Each band is filled on its own strip (its width plus ``FILL_MARGIN`` of the image): the work grows with the new
-    area, not with the image. Top and bottom bands (corners included) first, then left and right between them.
+    Each band is filled on its own strip (its width plus the margin of the image the method reads, ``fill_margin``):
+    the work grows with the new area, not with the image. Top and bottom bands (corners included) first, then left
+    and right between them.
     """
     left, top, right, bottom = extend.left, extend.top, extend.right, extend.bottom
     h, w = image.shape[:2]
@@ -201,12 +272,15 @@ def outpaint_layer(image: np.ndarray, extend: Extend, method: str = "telea",
     for band in (out[:top], out[H - bottom:], out[top:top + h, :left], out[top:top + h, W - right:]):
         band.view(np.uint32)[...] = ~opaque  # black, alpha 255
     rgb = out[..., :3]
+    # The margin each band reads: by its thickness (a band's box is as long as the canvas side).
+    mt, mb = (fill_margin(method, side, side) for side in (top, bottom))
+    ml, mr = (fill_margin(method, side, side) for side in (left, right))
     # Each step: (strip of the canvas it reads, band it writes), both as (x, y, w, h) in canvas coordinates.
     bands = [
-        ((0, 0, W, min(H, top + FILL_MARGIN)), (0, 0, W, top)),
-        ((0, max(0, H - bottom - FILL_MARGIN), W, min(H, bottom + FILL_MARGIN)), (0, H - bottom, W, bottom)),
-        ((0, 0, min(W, left + FILL_MARGIN), H), (0, top, left, h)),
-        ((max(0, W - right - FILL_MARGIN), 0, min(W, right + FILL_MARGIN), H), (W - right, top, right, h)),
+        ((0, 0, W, min(H, top + mt)), (0, 0, W, top)),
+        ((0, max(0, H - bottom - mb), W, min(H, bottom + mb)), (0, H - bottom, W, bottom)),
+        ((0, 0, min(W, left + ml), H), (0, top, left, h)),
+        ((max(0, W - right - mr), 0, min(W, right + mr), H), (W - right, top, right, h)),
     ]
     done = np.zeros(4, bool)
     for i, ((sx, sy, sw, sh), (bx, by, bw, bh)) in enumerate(bands):
@@ -221,7 +295,7 @@ def outpaint_layer(image: np.ndarray, extend: Extend, method: str = "telea",
             if x0 < x1 and y0 < y1:
                 hole[y0 - sy:y1 - sy, x0 - sx:x1 - sx] = 0
         strip = np.ascontiguousarray(rgb[sy:sy + sh, sx:sx + sw])
-        fill_into(strip, hole, method, write=(bx - sx, by - sy, bw, bh))
+        fill_into(strip, hole, method, write=(bx - sx, by - sy, bw, bh), check=check)
         rgb[by:by + bh, bx:bx + bw] = strip[by - sy:by - sy + bh, bx - sx:bx - sx + bw]
         done[i] = True
     return out

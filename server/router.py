@@ -43,7 +43,7 @@ class Router:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.registry = ModelRegistry(config.model_dirs, allow_pickle=config.allow_pickle)
-        self._engines: Dict[str, Engine] = {CLASSICAL: ClassicalEngine()}
+        self._engines: Dict[str, Engine] = {CLASSICAL: ClassicalEngine(self.registry, lambda: self.device)}
         self._lock = threading.Lock()
         self._device: Optional[str] = None
 

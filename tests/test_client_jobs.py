@@ -155,3 +155,12 @@ def test_edit_job_carries_the_box_the_mask_and_the_instruction_only_for_a_model_
     assert whole.mask is None and (whole.image.width, whole.image.height) == (W, H)
     with pytest.raises(JobInputError, match="Edit needs a model that edits from an instruction"):
         job_for(Settings(mode="edit", model="big"), doc(), entry=SDXL)
+
+
+# fills (issue 13)
+@pytest.mark.parametrize("mode", ["inpaint", "outpaint"])
+def test_fill_and_colour_match_travel_for_inpaint_and_outpaint(mode):
+    s = Settings(mode=mode, fill="telea", color_match=True, extend_right=16)
+    msg = accepted(job_for(s, doc()))
+    assert msg.params.fill == "telea" and msg.params.color_match is True
+    assert accepted(job_for(Settings(mode=mode, extend_right=16), doc())).params.fill == "patch"

@@ -93,3 +93,11 @@ def test_the_servers_own_welcome_defaults_are_what_the_plugins_use():
         fam = d.family({"name": "m", "kind": "checkpoint", "family": family, "variant": variant})
         want = family_settings(family, variant)
         assert (fam.steps, fam.cfg, fam.sampler) == (want["steps"], want["cfg"], want["sampler"])
+
+
+# fills (issue 13)
+def test_fill_defaults_to_patch_colour_match_round_trips_and_bad_values_fall_back():
+    assert Settings().fill == "patch" and Settings().color_match is False
+    s = Settings(fill="lama", color_match=True)
+    assert Settings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    assert Settings.from_dict({"fill": "blur", "color_match": 1}) == Settings()

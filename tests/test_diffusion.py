@@ -461,3 +461,27 @@ def test_out_of_memory_on_the_device_degrades_to_vae_tiling_and_says_so(models_d
     finally:
         hook.remove()
     assert err.value.code == "out_of_memory" and VAE_TILING in err.value.message
+
+
+# --- fills (issue 13) ------------------------------------------------------------------------------------------------
+
+def test_outpaint_pre_fills_the_new_area_with_the_chosen_fill_and_matches_colours(client, server, monkeypatch):
+    """The diffusion outpaint pre-fills only the new bands (``imageops.outpaint_layer``, like the classical engine)
+    with the job's fill; a LaMa fill without weights names the pull; colour match keeps the original area exact."""
+    from server import imageops
+
+    seen = []
+    real = imageops.outpaint_layer
+    monkeypatch.setattr(imageops, "outpaint_layer", lambda *a, **k: seen.append(a[2]) or real(*a, **k))
+    image = picture()
+    msg = with_image(job("outpaint", "tiny-sd15", extend={"right": 16}, color_match=True), image)
+    (layer, rgba), = layers(client.run(msg, timeout=120))
+    assert seen == ["patch"], "the default pre-fill"
+    inner = rgba[:, :W]
+    untouched = inner[..., 3] == 0
+    assert untouched.mean() > 0.5 and np.array_equal(inner[untouched][:, :3], image[untouched][:, :3])
+    with pytest.raises(JobFailed) as err:
+        client.run(with_image(job("outpaint", "tiny-sd15", extend={"right": 16}, fill="lama"), image), timeout=120)
+    assert err.value.error.code == "model_not_found" and "models pull lama" in err.value.error.message
+    # an inpaint does not pre-fill: a fill it cannot use is not asked for
+    client.run(with_image(job("inpaint", "tiny-sd15", fill="lama"), image, selection()), timeout=120)

@@ -25,7 +25,7 @@ MAX_RADIUS = 1024
 CANCEL_BOUND_S = 2.0
 
 
-def worst_classical_job(mode: str = "inpaint") -> Job:
+def worst_classical_job(mode: str = "inpaint", fill: str = "telea") -> Job:
     """4096 x 4096 noise, a tiny selection grown and feathered by the maximum radius: the hole to fill covers about a
     fifth of the image (the most any grow can make of it), at the maximum size."""
     rng = np.random.default_rng(0)
@@ -34,7 +34,7 @@ def worst_classical_job(mode: str = "inpaint") -> Job:
     mask = np.zeros((SIDE, SIDE), np.uint8)
     mask[SIDE // 2 - 8:SIDE // 2 + 8, SIDE // 2 - 8:SIDE // 2 + 8] = 255
     return Job(id="worst", mode=mode, model="classical", image=image, mask=mask,
-               params=Params(grow=MAX_RADIUS, feather=MAX_RADIUS, fill="telea"))
+               params=Params(grow=MAX_RADIUS, feather=MAX_RADIUS, fill=fill))
 
 
 # (progress step after which the cancel comes, seconds later): inside grow, inside feather, inside the fill, inside the
@@ -64,16 +64,18 @@ def cancel_latency(job: Job, after_step: int, delay: float) -> Optional[float]:
     return None
 
 
-def test_classical_engine_stops_soon_after_a_cancel_at_any_point_of_the_worst_input():
-    job = worst_classical_job()
+@pytest.mark.parametrize("fill", ["telea", "patch"])
+def test_classical_engine_stops_soon_after_a_cancel_at_any_point_of_the_worst_input(fill):
+    job = worst_classical_job(fill=fill)
     latencies = {point: cancel_latency(job, *point) for point in CANCEL_POINTS}
     stopped = {point: t for point, t in latencies.items() if t is not None}
     assert len(stopped) >= 3, f"most cancels must land while the job runs: {latencies}"
     assert max(stopped.values()) < CANCEL_BOUND_S, f"latency (s) per (step, delay): {latencies}"
 
 
-def test_classical_engine_on_the_worst_input_finishes_with_the_hole_filled():
-    job = worst_classical_job()
+@pytest.mark.parametrize("fill", ["telea", "patch"])
+def test_classical_engine_on_the_worst_input_finishes_with_the_hole_filled(fill):
+    job = worst_classical_job(fill=fill)
     (layer,) = ClassicalEngine().run(job, JobContext())
     alpha = layer.rgba[..., 3]
     assert layer.rgba.shape == (SIDE, SIDE, 4)

@@ -91,7 +91,7 @@ layers = img.get_layers()
 added = new_layers(img, old)
 check(len(added) == 1, "one new layer, got %r" % layer_summary(img))
 res = added[0]
-check(res.get_name() == "a red apple (classical)", "named after the prompt: %r" % res.get_name())
+check(res.get_name() == "a red apple (classical, patch)", "named after the prompt: %r" % res.get_name())
 check([l.get_id() for l in layers] == [top.get_id(), res.get_id(), bottom.get_id()],
       "inserted just above the active layer: %r" % layer_summary(img))
 check(tuple(res.get_offsets()[1:]) == (box.x, box.y), "at the context box offsets %r: %r" % (box, res.get_offsets()))
@@ -126,7 +126,7 @@ expect_ok("plug-in-paintbridge-inpaint", img, [mask], model="classical", source=
 added = new_layers(img, old)
 check(len(added) == 1, "one new layer: %r" % layer_summary(img))
 res = added[0]
-check(res.get_name() == "Inpaint (classical)", "named after the mode without a prompt: %r" % res.get_name())
+check(res.get_name() == "Inpaint (classical, patch)", "named after the mode without a prompt: %r" % res.get_name())
 ok, rx, ry = res.get_offsets()
 w, h = res.get_width(), res.get_height()
 check(rx <= 10 and ry <= 12 and rx + w >= 30 and ry + h >= 26, "the box holds the mask's white area")
@@ -182,7 +182,7 @@ check(len(added) == 1, "one new layer")
 res = added[0]
 check(tuple(res.get_offsets()[1:]) == (0, 0) and (res.get_width(), res.get_height()) == (80, 64),
       "the result covers the new canvas: %r" % layer_summary(img))
-check(res.get_name() == "Outpaint (classical)", "named: %r" % res.get_name())
+check(res.get_name() == "Outpaint (classical, patch)", "named: %r" % res.get_name())
 after = composite(img)
 same = all(after[((y * 80) + x + 16) * 4:((y * 80) + x + 16) * 4 + 4] == before[(y * 64 + x) * 4:(y * 64 + x) * 4 + 4]
            for y in range(48) for x in range(64))
@@ -361,7 +361,7 @@ expect_ok("plug-in-paintbridge-inpaint", img, [layer], prompt="over a flaky netw
           grow=0, feather=0, server=P["url"])
 added = new_layers(img, old)
 check(len(added) == 1, "the layer arrived after the reconnect: %r" % layer_summary(img))
-check(added[0].get_name() == "over a flaky network (classical)", "named: %r" % layer_summary(img))
+check(added[0].get_name() == "over a flaky network (classical, patch)", "named: %r" % layer_summary(img))
 img.delete()
 """, url=proxy.url)
         assert proxy.cuts == 1 and proxy.connections >= 2, (proxy.cuts, proxy.connections)
@@ -614,7 +614,7 @@ cfg.set_property("model", "classical")
 cfg.set_property("server", P["url"])
 result = proc.run(cfg)
 check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the dialog's run succeeded: %r" % (result.index(0),))
-check(len(img.get_layers()) == 2 and img.get_layers()[0].get_name() == "a quiet lake (classical)",
+check(len(img.get_layers()) == 2 and img.get_layers()[0].get_name() == "a quiet lake (classical, patch)",
       "one new layer: %r" % layer_summary(img))
 check(composite(img) != before, "the image shows the result")
 Gimp.displays_flush()
@@ -690,7 +690,7 @@ ok, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(img)
 check((x1, y1, x2, y2) != first_bounds, "the test changed the selection while the dialog was open")
 box = context_box(Box(x1, y1, x2 - x1, y2 - y1), 320, 240)
 layers = img.get_layers()
-check(len(layers) == 2 and layers[0].get_name() == "live lake (classical)", "one kept layer, no preview left: %r"
+check(len(layers) == 2 and layers[0].get_name() == "live lake (classical, patch)", "one kept layer, no preview left: %r"
       % layer_summary(img))
 check(tuple(layers[0].get_offsets()[1:]) == (box.x, box.y) and layers[0].get_width() == box.width,
       "the kept result is the one for the changed selection: %r vs %r" % (layer_summary(img), box))

@@ -142,7 +142,8 @@ def test_a_built_job_passes_the_servers_validation():
     assert msg.mode == "inpaint" and msg.prompt == "a red apple" and msg.model == "classical"
     assert (msg.x, msg.y) == (8, 16) and msg.mask.data == mask and msg.image.width == 24
     assert msg.controls[0].preprocess is True and msg.controls[0].strength == 0.8
-    assert msg.params.seed == 5 and msg.params.strength == 1.0 and msg.params.fill == "telea"
+    assert msg.params.seed == 5 and msg.params.strength == 1.0 and msg.params.fill == "patch"  # the default fill
+    assert msg.params.color_match is False
 
 
 # --- remembered settings ---------------------------------------------------------------------------------------------
@@ -371,3 +372,18 @@ def test_region_arguments_bind_or_remove_a_prompt():
     assert region_binding({"region-layer": "L", "region-prompt": ""}) == ("L", None)
     assert binding_from_bytes(binding_to_bytes(binding), "L") == binding.__class__("L", "a car", "x", 1.0)
     assert binding_from_bytes(b"junk") is None
+
+
+# fills (issue 13)
+def test_inpaint_and_outpaint_offer_every_fill_and_the_colour_match():
+    from protocol.messages import INPAINT_FILLS
+
+    for mode in ("inpaint", "outpaint"):
+        args = {a.name: a for a in arguments.BY_MODE[mode].args}
+        assert args["fill"].default == "patch" and [n for n, _ in args["fill"].choices] == [
+            "patch", "telea", "ns", "lama"]
+        assert set(n for n, _ in args["fill"].choices) == set(INPAINT_FILLS)
+        assert args["color-match"].kind == "boolean" and args["color-match"].default is False
+    s = values.settings_from_values(arguments.BY_MODE["inpaint"], dict(arguments.BY_MODE["inpaint"].defaults(),
+                                                                         **{"fill": "lama", "color-match": True}))
+    assert s.fill == "lama" and s.color_match is True

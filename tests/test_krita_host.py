@@ -724,7 +724,7 @@ def test_a_connection_cut_mid_job_still_delivers_the_layer(tmp_path_factory):
     assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
     rec = run["flaky"]
     assert rec["error"] is False and rec["results"] == 1, rec
-    assert [l["name"] for l in rec["new_layers"]] == ["over a flaky network (classical)"], rec["new_layers"]
+    assert [l["name"] for l in rec["new_layers"]] == ["over a flaky network (classical, patch)"], rec["new_layers"]
     assert cuts == 1 and connections >= 2, (cuts, connections)
     assert "resumed with 1 open job(s)" in (folder / "server.log").read_text()
 

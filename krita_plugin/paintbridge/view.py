@@ -46,6 +46,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.techniques = TechniquesSection(self, session)  # hires fix and detailer (issue 13)
         widgets.build_history_section(self)
         self._fill_model_boxes()
+        self.fill_widgets = {"fill": self.fill_box, "color_match": self.color_match_check}  # fills (issue 13)
         self._show_settings()
         self._bind()
         self._update_results()
@@ -107,6 +108,9 @@ class PaintbridgePanel(QtWidgets.QWidget):
         s.controls_changed.connect(self._fill_presets)
         s.downloads.pull_changed.connect(self._update_pull)
         s.connection_changed.connect(lambda _state, _detail: self._update_pull())
+        # fills (issue 13)
+        self.fill_box.activated.connect(lambda i: s.set_option("fill", self.fill_box.itemData(i)))
+        self.color_match_check.toggled.connect(lambda on: s.set_option("color_match", on))
         h = s.history  # results history (issue 13)
         h.changed.connect(self._fill_history)
         self.history_list.currentRowChanged.connect(lambda _row: self._update_history_buttons())
@@ -121,6 +125,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
         for name in ("prompt", "negative_prompt", "mode", "strength") + SPINS + COMBOS:
             self._on_setting(name, getattr(st, name))
         self._on_setting("random_seed", self.session.random_seed)
+        for name in self.fill_widgets:  # fills (issue 13)
+            self._on_setting(name, getattr(st, name))
 
     def _on_setting(self, name: str, value) -> None:
         if name == "mode":
@@ -156,7 +162,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
             widget = self.random_seed_check
             self.seed_spin.setEnabled(not value)
         else:
-            widget = self._option_widget(name) if name in SPINS + COMBOS else None
+            widget = self._option_widget(name) if name in SPINS + COMBOS else self.fill_widgets.get(name)
         if widget is None:
             return
         widget.blockSignals(True)

@@ -7,7 +7,7 @@ from typing import Callable
 from . import reference_widgets
 from .model import ControlSpec
 from .qt_compat import QtCore, QtWidgets, Qt
-from .wire import protocol
+from .wire import client, protocol
 
 THUMB = 88
 PREVIEW_HEIGHT = THUMB + 26  # the in-progress preview's area (it takes the result thumbnails' place)
@@ -277,6 +277,16 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     aform.addRow("Input", panel.image_source_box)
     aform.addRow("Mask", panel.mask_source_box)
     build_sampling_rows(panel, aform)
+    # fills (issue 13)
+    panel.fill_box = _combo()
+    for value, label in client.settings.FILLS.items():
+        panel.fill_box.addItem(label, value)
+    panel.fill_box.setToolTip("Inpaint and outpaint: how the area is filled without a model (and pre-filled for a "
+                              "diffusion outpaint). Texture copies it from around the hole; LaMa needs its weights "
+                              "('paintbridge models pull lama').")
+    panel.color_match_check = QtWidgets.QCheckBox("Match colours to the surroundings")
+    aform.addRow("Fill", panel.fill_box)
+    aform.addRow(panel.color_match_check)
     panel.advanced.setVisible(False)
     layout.addWidget(panel.advanced)
 

@@ -16,14 +16,14 @@ import logging
 import random
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from protocol.errors import MODEL_NOT_FOUND, OUT_OF_MEMORY, UNSUPPORTED, ProtocolError
 
 from .. import device as devices
-from .. import imageops
+from .. import imageops, lama
 from ..core import Engine, Job, JobContext, Layer
 from ..defaults import DEFAULT_STRENGTH
 from ..detect import Detectors
@@ -262,7 +262,7 @@ class DiffusionEngine(Engine):
 
         vae_name = self._use_vae(loaded, job.params.vae)
         refiner = self._refiner(entry, job.params.refiner, bool(plans))
-        work, original = _working_job(job)
+        work, original = _working_job(job, self.registry, ctx.check, lambda: str(self.device))
         plans = [dataclasses.replace(p, control=c) for p, c in zip(plans, work.controls)]
         hard, soft = self._mask(work)
         native = pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -620,7 +620,10 @@ def _layers(job: Job, work: Job, original: Optional[np.ndarray], soft: np.ndarra
     base = original if original is not None else np.zeros((height, width, 4), np.uint8)
     layers = []
     for i, (img, s) in enumerate(zip(images, seeds)):
-        rgba = imageops.composite_layer(base, imageops.resize(img, width, height), soft)
+        img = imageops.resize(img, width, height)
+        if job.params.color_match and original is not None:
+            img = imageops.color_match(img, base, soft)
+        rgba = imageops.composite_layer(base, img, soft)
         if original is None:
             rgba[..., 3] = 255
         name = f"{job.mode} {s}" if len(seeds) == 1 else f"{job.mode} {i + 1}/{len(seeds)} ({s})"
@@ -628,15 +631,18 @@ def _layers(job: Job, work: Job, original: Optional[np.ndarray], soft: np.ndarra
     return layers
 
 
-def _working_job(job: Job) -> Tuple[Job, Optional[np.ndarray]]:
-    """The job as processed (outpaint: on the extended canvas, pre-filled; placed further up/left) and the original
-    RGBA pixels the result is composited over (None when generating without an image)."""
+def _working_job(job: Job, registry=None, check: Callable[[], None] = lambda: None,
+                 device: Callable[[], str] = lambda: "cpu") -> Tuple[Job, Optional[np.ndarray]]:
+    """The job as processed (outpaint: on the extended canvas, the new area pre-filled with the job's
+    ``params.fill`` band by band like the classical outpaint — "lama" from ``registry`` —, placed further up/left)
+    and the original RGBA pixels the result is composited over (None when generating without an image)."""
     if job.mode != "outpaint":
         return job, job.image
     ext = job.params.extend
     canvas, new_area = imageops.extend_canvas(job.image, ext)
-    filled = canvas.copy()
-    filled[..., :3] = imageops.fill(np.ascontiguousarray(canvas[..., :3]), new_area, job.params.fill)
+    fill = lama.fill_method(job.params.fill, registry, device)
+    filled = imageops.outpaint_layer(job.image, ext, fill, check)
+    filled[..., 3] = canvas[..., 3]
     controls = [dataclasses.replace(c, image=imageops.extend_canvas(imageops.rgba(c.image), ext)[0][..., :3])
                 for c in job.controls]  # control layers cover the original area; the new area gets none (black)
     pad = ((ext.top, ext.bottom), (ext.left, ext.right))  # regions too: the new area follows the job's prompt

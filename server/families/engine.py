@@ -239,7 +239,7 @@ class FamilyEngine(Engine):
         negative, neg_tags = prompts.extract_loras(job.negative_prompt)
         loaded = self.checkpoint(entry)
         loras = loaded.adapters.apply_loras(tags + neg_tags)
-        work, original = _working_job(job)
+        work, original = _working_job(job, self.registry, ctx.check)
         hard, soft = imageops.prepare_mask(work)
         multiple = specs.SPECS[entry.arch].latent_multiple
         pw, ph = imageops.processing_size(work.width, work.height, loaded.native ** 2, multiple=multiple)

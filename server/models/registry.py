@@ -25,7 +25,8 @@ from . import detect, families, fewstep, ipadapter
 from .detect import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
 KINDS = ("checkpoint", "refiner", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler",
-         "ipadapter", "clip_vision")  # reference images (issue 15): IP-Adapters and their image encoders
+         "ipadapter", "clip_vision",  # reference images (issue 15): IP-Adapters and their image encoders
+         "inpainter")  # inpainter: LaMa-class fill networks (fill "lama", issue 13)
 SUPPORTED_ARCHS = ("sd15", "sdxl", "flux", "flux-fill", "flux-kontext", "sd3")
 ARCH_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sdxl-refiner": "SDXL refiner", "flux": "Flux.1",
               "flux-fill": "Flux.1 Fill", "flux-kontext": "Flux.1 Kontext", "sd3": "SD3", "clip": "CLIP", "t5": "T5",
@@ -43,6 +44,7 @@ KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
     # reference images (issue 15); image encoders inside an IP-Adapter folder (h94's ``image_encoder/``) count too
     "ipadapter": ("ipadapter", "ip_adapter", "IP-Adapter"),
     "clip_vision": ("clip_vision", "image_encoders"),
+    "inpainter": ("inpaint", "lama"),
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 CONFIG_SUFFIX = ".config"
@@ -176,8 +178,8 @@ def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
 
 
 def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
-    if kind == "upscaler":
-        return Detected(None)  # spandrel recognises upscalers when it loads them
+    if kind in ("upscaler", "inpainter"):
+        return Detected(None)  # spandrel recognises upscalers and inpainters when it loads them
     if kind == "clip_vision":  # reference images (issue 15)
         if fmt == DIFFUSERS:
             return ipadapter.encoder_folder_info(path)
@@ -270,7 +272,7 @@ class ModelRegistry:
             self._skipped = skipped
 
     def _entry(self, kind: str, name: str, path: Path, fmt: str) -> Optional[ModelEntry]:
-        if fmt == PICKLE and kind != "upscaler" and not self.allow_pickle:
+        if fmt == PICKLE and kind not in ("upscaler", "inpainter") and not self.allow_pickle:
             return None  # never listed: it could not be loaded anyway
         try:
             stat = path.stat()
