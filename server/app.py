@@ -192,15 +192,19 @@ class PaintbridgeServer:
                 and link.conn.is_open(msg.id) else None
             link.put(Error(errors.INTERNAL, f"internal error: {type(err).__name__}: {err}", id=job_id))
 
+    async def prepare(self) -> None:
+        """Before listening: the device description and the job queue (the cluster front end connects its pool)."""
+        self.device = await asyncio.to_thread(self.router.device_description)
+        self.queue = JobQueue(self.router.run, self._encode_result, self.config.limits.max_queue)
+        if self.config.preload:
+            threading.Thread(target=self.router.preload, name="paintbridge-preload", daemon=True).start()
+
     async def run(self, on_ready: Optional[Callable[[int], None]] = None,
                   stop: Optional[asyncio.Event] = None) -> None:
         """Serve until ``stop`` is set (forever without one); ``on_ready(port)`` is called once listening."""
-        self.device = await asyncio.to_thread(self.router.device_description)
-        self.queue = JobQueue(self.router.run, self._encode_result, self.config.limits.max_queue)
+        await self.prepare()
         self.sessions = SessionTable(self.queue, self.config.grace)
         worker = asyncio.create_task(self.queue.worker())
-        if self.config.preload:
-            threading.Thread(target=self.router.preload, name="paintbridge-preload", daemon=True).start()
         async with serve(self.handler, self.config.host, self.config.port,
                          max_size=self.config.limits.max_frame_bytes, compression=None,
                          process_request=self.check_request,
@@ -209,8 +213,7 @@ class PaintbridgeServer:
                 on_ready(next(iter(server.sockets)).getsockname()[1])
             await (stop.wait() if stop is not None else asyncio.Future())
         worker.cancel()
-        if self.queue.current is not None:
-            self.queue.current.ctx.cancel()
+        self.queue.stop_running()
 
 
 class ServerThread:
