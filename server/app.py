@@ -219,8 +219,9 @@ class PaintbridgeServer:
 class ServerThread:
     """Run a server in a background thread (tests, the CLI's self-started server). Use as a context manager."""
 
-    def __init__(self, config: ServerConfig, router: Optional[Router] = None) -> None:
-        self.server = PaintbridgeServer(config, router)
+    def __init__(self, config: ServerConfig, router: Optional[Router] = None,
+                 server: Optional[PaintbridgeServer] = None) -> None:
+        self.server = server or PaintbridgeServer(config, router)
         self.port = 0
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None

@@ -1,0 +1,121 @@
+"""Starting the pieces of a studio: a Ray head (or joining one), the front end, and a worker machine's replicas.
+
+``paintbridge serve --cluster`` calls ``serve_cluster``; ``paintbridge worker`` calls ``run_worker``. Ray is started
+with its dashboard off and Serve with no HTTP or gRPC proxy (the websocket front end is the only way in); every Ray
+node advertises the address the operator gives (``--ray-bind``, default 127.0.0.1: a one-machine studio).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import ray
+
+from ..config import ServerConfig
+from .frontend import ClusterServer
+from .pool import deploy_replicas, remove_replicas, start_serve
+
+log = logging.getLogger("paintbridge.cluster")
+
+DEFAULT_RAY_PORT = 6379
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def ray_command() -> str:
+    """The ``ray`` program of this Python's environment."""
+    beside = Path(sys.executable).with_name("ray")
+    return str(beside) if beside.exists() else (shutil.which("ray") or "ray")
+
+
+def start_ray_node(bind: str, head_address: Optional[str] = None, port: int = DEFAULT_RAY_PORT,
+                   num_cpus: Optional[float] = None, num_gpus: Optional[int] = None,
+                   object_store_bytes: Optional[int] = None) -> None:
+    """``ray start``: a head on ``bind:port`` (no ``head_address``) or a node joining ``head_address``; the dashboard
+    stays off."""
+    cmd = [ray_command(), "start", "--node-ip-address", bind, "--disable-usage-stats"]
+    if head_address is None:
+        cmd += ["--head", "--port", str(port), "--include-dashboard", "false"]
+    else:
+        cmd += ["--address", head_address]
+    if num_cpus is not None:
+        cmd += ["--num-cpus", str(int(num_cpus))]
+    if num_gpus is not None:
+        cmd += ["--num-gpus", str(num_gpus)]
+    if object_store_bytes:
+        cmd += ["--object-store-memory", str(object_store_bytes)]
+    log.info("starting Ray: %s", " ".join(cmd))
+    subprocess.run(cmd, check=True, env=dict(os.environ, **RAY_ENV))
+
+
+def attach(address: str) -> None:
+    """Connect this process to the Ray cluster at ``address`` and make sure Serve runs there without proxies."""
+    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    start_serve()
+
+
+def local_device_count(device: Optional[str]) -> int:
+    """GPUs this machine offers for replicas (0 when ``device`` is the CPU or none is there)."""
+    if device == "cpu":
+        return 0
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no torch build with CUDA: the CPU
+        return 0
+
+
+def deploy_here(replicas: Optional[int], model_dirs: Sequence[Path], device: Optional[str], dtype: Optional[str],
+                replica_cpus: float, allow_pickle: bool, machine: str = "") -> List[str]:
+    """Replicas on this machine: one per GPU (``--replicas`` overrides), else ``--replicas`` CPU workers (1)."""
+    gpus = local_device_count(device)
+    count = replicas if replicas is not None else max(1, gpus)
+    per_gpu = 1.0 if gpus and count <= gpus else 0.0
+    return deploy_replicas(count, [str(d) for d in model_dirs], machine=machine, device=device, dtype=dtype,
+                           num_cpus=replica_cpus, num_gpus=per_gpu, threads=0 if per_gpu else max(1, int(replica_cpus)),
+                           allow_pickle=allow_pickle, pin_node=True)
+
+
+def serve_cluster(config: ServerConfig, cluster: str, bind: str, port: int, replicas: Optional[int],
+                  replica_cpus: float, on_ready: Callable[[int], None]) -> None:
+    """The front end of a studio: start a Ray head here (``cluster == "start"``) or join ``cluster``, put this
+    machine's replicas in the pool, then serve the websocket until interrupted."""
+    if cluster == "start":
+        start_ray_node(bind, port=port)
+        address = f"{bind}:{port}"
+    else:
+        address = cluster
+    attach(address)
+    ids = deploy_here(replicas, config.model_dirs, config.device, config.dtype, replica_cpus, config.allow_pickle,
+                      machine="head") if replicas != 0 else []
+    server = ClusterServer(config)
+    try:
+        asyncio.run(server.run(on_ready=on_ready))
+    finally:
+        remove_replicas(ids)
+
+
+def run_worker(address: str, bind: str, model_dirs: Sequence[Path], replicas: Optional[int], device: Optional[str],
+               dtype: Optional[str], replica_cpus: float, allow_pickle: bool, machine: str = "") -> None:
+    """Add this machine to the studio at ``address``: join Ray, deploy its replicas, keep them until interrupted."""
+    start_ray_node(bind, head_address=address)
+    attach(address)
+    ids = deploy_here(replicas, model_dirs, device, dtype, replica_cpus, allow_pickle, machine=machine)
+    print(f"Paintbridge worker: replicas {', '.join(ids)} in the pool at {address} (Ctrl-C removes them)", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        remove_replicas(ids)
