@@ -45,6 +45,13 @@ class ClusterServer(PaintbridgeServer):
         self._refresher = asyncio.ensure_future(self._refresh_forever())
         log.info("cluster front end: %s", self.device)
 
+    async def run(self, on_ready=None, stop: Optional[asyncio.Event] = None) -> None:
+        try:
+            await super().run(on_ready, stop)
+        finally:
+            if self._refresher is not None:
+                self._refresher.cancel()
+
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(REFRESH_SECONDS)

@@ -3,7 +3,8 @@
 The queue hands ``plan`` its waiting jobs in fair order (``JobQueue.run_order``: owners take turns). ``plan`` places
 them one by one, as list scheduling does, on the replica where each would finish first: a replica's time to become
 free (the rest of its running job, then the jobs placed on it in this pass), plus loading the job's checkpoint when the
-replica would not hold it by then, plus the job itself. A job placed on a replica that is free now starts now; a job
+replica would not hold it by then, plus the job itself (and, to choose, not to wait: loading over another checkpoint
+counts that checkpoint's reload too, so an empty replica is taken before a warm one is evicted). A job placed on a replica that is free now starts now; a job
 placed on a busy replica waits for it, so a warm replica that is about to finish beats a cold one that would first load
 (a painter's consecutive jobs stay on the replica that holds their model), and a backlog spills over to a cold replica
 once waiting costs more than loading. Ties go to the replica the owner used last, then to the least loaded one.
@@ -54,8 +55,11 @@ class ReplicaState:
         name = self.resolve(model)
         return self.alive and (name is None or (name in self.models and name not in self.refused))
 
-    def load_estimate(self, name: str) -> float:
-        return self.load_seconds.get(name, max(self.load_seconds.values(), default=DEFAULT_LOAD_SECONDS))
+    def load_estimate(self, name: str, elsewhere: Optional[Dict[str, float]] = None) -> float:
+        """Seconds to load ``name`` here: measured here, else measured on another replica, else a default."""
+        if name in self.load_seconds:
+            return self.load_seconds[name]
+        return (elsewhere or {}).get(name, DEFAULT_LOAD_SECONDS)
 
     def learn_job(self, seconds: float) -> None:
         self.job_seconds += LEARN_RATE * (seconds - self.job_seconds)
@@ -108,6 +112,10 @@ def plan(waiting: Sequence[Want], replicas: Sequence[ReplicaState], last_replica
     ready_in = {r.id: (max(0.0, r.job_seconds - r.busy_for) if r.busy_for is not None else 0.0)
                 for r in replicas if r.alive}
     holds = {r.id: r.loaded for r in replicas}
+    measured: Dict[str, float] = {}
+    for r in replicas:
+        for name, seconds in r.load_seconds.items():
+            measured[name] = max(seconds, measured.get(name, 0.0))
     starting: Set[str] = set()
     for want in waiting:
         candidates = [r for r in replicas if r.can_run(want.model)]
@@ -117,16 +125,21 @@ def plan(waiting: Sequence[Want], replicas: Sequence[ReplicaState], last_replica
             out.refusals.append((want.key, *refusal(want.model, replicas)))
             continue
 
-        def finish(r: ReplicaState) -> Tuple[float, int, int, str]:
+        def finish(r: ReplicaState) -> float:
             name = r.resolve(want.model)
-            load = 0.0 if name is None or holds[r.id] == name else r.load_estimate(name)
-            sticky = 0 if last_replica.get(want.owner) == r.id else 1
-            return ready_in[r.id] + load + r.job_seconds, sticky, r.jobs, r.id
+            load = 0.0 if name is None or holds[r.id] == name else r.load_estimate(name, measured)
+            return ready_in[r.id] + load + r.job_seconds
 
-        best = min(candidates, key=finish)
+        def cost(r: ReplicaState) -> Tuple[float, int, int, str]:
+            name, held = r.resolve(want.model), holds[r.id]
+            evicts = name is not None and held and held != name
+            sticky = 0 if last_replica.get(want.owner) == r.id else 1
+            return finish(r) + (r.load_estimate(held, measured) if evicts else 0.0), sticky, r.jobs, r.id
+
+        best = min(candidates, key=cost)
         if best.free and best.id not in starting:
             starting.add(best.id)
             out.starts.append((want.key, best.id))
-        ready_in[best.id] = finish(best)[0]
+        ready_in[best.id] = finish(best)
         holds[best.id] = best.resolve(want.model) or holds[best.id]
     return out
