@@ -194,7 +194,7 @@ def test_three_painters_ten_jobs_each_spread_over_the_replicas(studio):
 
 def test_cancel_reaches_the_replica(studio):
     ws, _ = session(studio.url, "cancel")
-    ws.send(encode(img2img("c1", steps=400)))
+    ws.send(encode(img2img("c1", steps=150)))
     while True:
         msg = decode(ws.recv(timeout=240))
         if msg["type"] == "progress" and msg["step"] >= 1:
@@ -212,7 +212,7 @@ def test_cancel_reaches_the_replica(studio):
 
 def test_a_replica_killed_mid_job_costs_a_restart_on_another(studio):
     ws, _ = session(studio.url, "crash")
-    ws.send(encode(img2img("k1", steps=300)))
+    ws.send(encode(img2img("k1", steps=150)))
     seen = []
     while not any(m["type"] == "progress" and m["step"] >= 2 for m in seen):
         seen.append(decode(ws.recv(timeout=240)))

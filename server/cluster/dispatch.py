@@ -100,12 +100,12 @@ class PoolQueue(JobQueue):
                 await self._answer_refused(item, err)
         for jid, rid in decision.starts:
             self._occupy(rid, jid)
+            self.routes.append((jid, rid))
             if jid in self._rerouting:
                 self._rerouting.pop(jid).set_result(rid)
                 continue
             item = self._take(queued[jid])
             self._running_items[jid] = item
-            self.routes.append((jid, rid))
             asyncio.ensure_future(self._run_placed(item))
 
     async def _answer_refused(self, item: QueuedJob, err: ProtocolError) -> None:
