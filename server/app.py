@@ -13,7 +13,7 @@ import hmac
 import http
 import logging
 import threading
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -23,7 +23,7 @@ from protocol import errors
 from protocol.connection import SERVER, Connection
 from protocol.errors import ProtocolError
 from protocol.messages import (
-    PROTOCOL_VERSION, Cancel, Error, Hello, Job as JobMessage, ListModels, ListPresets, Models, Pull, Result,
+    PROTOCOL_VERSION, Cancel, Error, Hello, Job as JobMessage, ListModels, ListPresets, Message, Models, Pull, Result,
     Welcome, error_from,
 )
 
@@ -37,7 +37,7 @@ from .jobs import JobQueue, QueuedJob
 from .payloads import encode_layers, job_from_message
 from .netlog import NetworkLog, peer_of
 from .pulls import PullManager
-from .sessions import Link, SessionTable
+from .sessions import FinalKeeper, Link, SessionTable
 
 log = logging.getLogger("paintbridge.server")
 
@@ -51,6 +51,8 @@ class PaintbridgeServer:
         self.router = router or Router(config)
         self.queue: Optional[JobQueue] = None
         self.sessions: Optional[SessionTable] = None
+        self.keeper: Optional[FinalKeeper] = None  # keeps finals outside this process (cluster mode)
+        self.kept: Dict[str, Tuple[str, List[Message]]] = {}  # what a previous run kept, restored at start
         self.device = ""
         self.access = AccessRules(config.host, config.allow_origins, config.allow_hosts)
         self.throttle = GuessThrottle(config.guess_delay, config.guess_delay_max)
@@ -203,7 +205,8 @@ class PaintbridgeServer:
                   stop: Optional[asyncio.Event] = None) -> None:
         """Serve until ``stop`` is set (forever without one); ``on_ready(port)`` is called once listening."""
         await self.prepare()
-        self.sessions = SessionTable(self.queue, self.config.grace)
+        self.sessions = SessionTable(self.queue, self.config.grace, self.keeper)
+        self.sessions.restore(self.kept)
         worker = asyncio.create_task(self.queue.worker())
         async with serve(self.handler, self.config.host, self.config.port,
                          max_size=self.config.limits.max_frame_bytes, compression=None,

@@ -85,6 +85,17 @@ class Studio:
     def pool(self):
         return self.server.server.pool
 
+    def restart(self) -> None:
+        """Stop the front end and start a new one over the same pool (a new port)."""
+        from server.app import ServerThread
+        from server.cluster.frontend import ClusterServer
+
+        config = self.server.server.config
+        self.server.stop()
+        self.server = ServerThread(config, server=ClusterServer(config)).start(timeout=300)
+        self.url = self.server.url
+        self.wait_all_alive()
+
     def replica_of(self, job_id: str) -> List[str]:
         """The replicas the job was started on, in order."""
         first = [rid for jid, rid in self.queue.routes if jid == job_id]
@@ -126,20 +137,19 @@ def studio(tmp_path_factory):
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     ray.init(num_cpus=4, object_store_memory=96 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
              configure_logging=False, namespace="paintbridge-tests", runtime_env={"env_vars": env})
-    server = None
+    studio = None
     try:
         start_serve()
         deploy_replicas(2, [str(models)], machine="t", num_cpus=1, threads=1, device="cpu")
         deploy_replicas(1, [str(more)], machine="u", num_cpus=1, threads=1, device="cpu")
         config = ServerConfig(port=0, model_dirs=[root / "front"], limits=Limits(max_queue=16), grace=60)
         (root / "front").mkdir()
-        server = ServerThread(config, server=ClusterServer(config)).start(timeout=300)
-        studio = Studio(server)
+        studio = Studio(ServerThread(config, server=ClusterServer(config)).start(timeout=300))
         studio.wait_all_alive()
         yield studio
     finally:
-        if server is not None:
-            server.stop()
+        if studio is not None:
+            studio.server.stop()
         serve.shutdown()
         ray.shutdown()
 
@@ -244,6 +254,28 @@ def test_a_replica_that_cannot_load_a_model_is_taken_out_of_routing_for_it(studi
     ws.send(encode(img2img("x4", "no-such-model")))
     missing = until_final(ws, "x4")[-1]
     assert missing["code"] == "model_not_found" and "tiny-sd15" in missing["message"]
+    ws.close()
+
+
+def test_a_restarted_front_end_delivers_what_finished_while_the_painter_was_away(studio):
+    name = f"ses-away-{time.time_ns()}"
+    ws = connect(studio.url, compression=None, max_size=None)
+    ws.send(encode({"type": "hello", "protocol": "1.1", "client": "away", "session": name}))
+    assert decode(ws.recv(timeout=60))["type"] == "welcome"
+    ws.send(encode(img2img("r1", steps=20)))
+    assert decode(ws.recv(timeout=60))["type"] == "queued"
+    ws.close()  # the painter goes away; the job finishes while nobody is connected
+    deadline = time.monotonic() + 120
+    while "r1" not in studio.server.server.sessions.sessions[name].finals:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    studio.restart()  # a new front end process would do the same: the kept results live in a Ray actor
+    ws = connect(studio.url, compression=None, max_size=None)
+    ws.send(encode({"type": "hello", "protocol": "1.1", "client": "away", "session": name}))
+    welcome = decode(ws.recv(timeout=60))
+    assert welcome["resumed"] == ["r1"]
+    result = decode(ws.recv(timeout=60))
+    assert result["type"] == "result" and result["id"] == "r1" and result["layers"][0]["width"] == 64
     ws.close()
 
 

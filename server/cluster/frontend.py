@@ -1,5 +1,6 @@
 """The cluster front end: the same websocket server (handshake, token and origin rules, sessions, outboxes) whose jobs
-run on the pool's replicas (``dispatch.PoolQueue``) instead of in this process; ``welcome`` reports the pool."""
+run on the pool's replicas (``dispatch.PoolQueue``) instead of in this process; ``welcome`` reports the pool, and
+final messages are also kept outside this process (``results``) until delivered, so a restart loses none."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ..defaults import with_family
 from ..router import Router
 from .dispatch import PoolQueue
 from .pool import Pool
+from .results import RayKeeper
 
 log = logging.getLogger("paintbridge.cluster")
 
@@ -39,6 +41,8 @@ class ClusterServer(PaintbridgeServer):
         return dataclasses.replace(base, capabilities=dict(base.capabilities, pool=self.pool.capabilities()))
 
     async def prepare(self) -> None:
+        self.keeper = RayKeeper()
+        self.kept = await asyncio.to_thread(self.keeper.restore, self.config.grace)
         await self.pool.refresh(rescan=True)
         self.device = self.pool.device_description()
         self.queue = PoolQueue(self.pool, self._encode_result, self.config.limits.max_queue)
