@@ -35,9 +35,13 @@ def _config(args: argparse.Namespace, port: Optional[int] = None) -> ServerConfi
 
 def _cluster_missing() -> Optional[str]:
     """None when Ray Serve is installed, else what to install."""
-    try:
-        import ray.serve  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    try:  # looked up, not imported: Ray reads its settings when imported (server/cluster/launch.py sets them)
+        ray = importlib.util.find_spec("ray")
+    except (ImportError, ValueError):
+        ray = None
+    if ray is None or not any((Path(p) / "serve").is_dir() for p in ray.submodule_search_locations or ()):
         return "cluster mode needs Ray Serve: pip install 'paintbridge[cluster]' (or python3 install.py --cluster)"
     return None
 

@@ -18,16 +18,21 @@ import threading
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-import ray
+# Ray's token authentication, explicitly: a head started here requires the token (~/.ray/auth_token, made when
+# missing), and this process and every node joining sends it. Set before Ray is imported (it reads its mode then).
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+for _key, _value in RAY_ENV.items():
+    os.environ.setdefault(_key, _value)
 
-from ..config import ServerConfig
-from .frontend import ClusterServer
-from .pool import deploy_replicas, remove_replicas, start_serve
+import ray  # noqa: E402
+
+from ..config import ServerConfig  # noqa: E402
+from .frontend import ClusterServer  # noqa: E402
+from .pool import deploy_replicas, remove_replicas, start_serve  # noqa: E402
 
 log = logging.getLogger("paintbridge.cluster")
 
 DEFAULT_RAY_PORT = 6379
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def ray_command() -> str:
@@ -53,7 +58,7 @@ def start_ray_node(bind: str, head_address: Optional[str] = None, port: int = DE
     if object_store_bytes:
         cmd += ["--object-store-memory", str(object_store_bytes)]
     log.info("starting Ray: %s", " ".join(cmd))
-    subprocess.run(cmd, check=True, env=dict(os.environ, **RAY_ENV))
+    subprocess.run(cmd, check=True, env=dict(os.environ, **RAY_ENV))  # (a join needs the head's token file)
 
 
 def attach(address: str) -> None:
@@ -102,6 +107,9 @@ def serve_cluster(config: ServerConfig, cluster: str, bind: str, port: int, repl
         asyncio.run(server.run(on_ready=on_ready))
     finally:
         remove_replicas(ids)
+        if cluster == "start":  # the Ray head this command started goes with it
+            ray.shutdown()
+            subprocess.run([ray_command(), "stop"], check=False, env=dict(os.environ, **RAY_ENV))
 
 
 def run_worker(address: str, bind: str, model_dirs: Sequence[Path], replicas: Optional[int], device: Optional[str],
@@ -119,3 +127,5 @@ def run_worker(address: str, bind: str, model_dirs: Sequence[Path], replicas: Op
         pass
     finally:
         remove_replicas(ids)
+        ray.shutdown()
+        print("replicas removed; this machine's Ray node keeps running ('ray stop' ends it)", flush=True)
