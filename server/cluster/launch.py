@@ -43,10 +43,11 @@ def ray_command() -> str:
 
 def start_ray_node(bind: str, head_address: Optional[str] = None, port: int = DEFAULT_RAY_PORT,
                    num_cpus: Optional[float] = None, num_gpus: Optional[int] = None,
-                   object_store_bytes: Optional[int] = None) -> None:
-    """``ray start``: a head on ``bind:port`` (no ``head_address``) or a node joining ``head_address``; the dashboard
-    stays off."""
-    cmd = [ray_command(), "start", "--node-ip-address", bind, "--disable-usage-stats"]
+                   object_store_bytes: Optional[int] = None, timeout: float = 120.0) -> subprocess.Popen:
+    """``ray start --block``: a head on ``bind:port`` (no ``head_address``) or a node joining ``head_address``, with
+    the dashboard off. Returns once the node runs; stopping the returned process (``stop_ray_node``) stops the node
+    and nothing else of Ray on this machine."""
+    cmd = [ray_command(), "start", "--block", "--node-ip-address", bind, "--disable-usage-stats"]
     if head_address is None:
         cmd += ["--head", "--port", str(port), "--include-dashboard", "false"]
     else:
@@ -58,7 +59,35 @@ def start_ray_node(bind: str, head_address: Optional[str] = None, port: int = DE
     if object_store_bytes:
         cmd += ["--object-store-memory", str(object_store_bytes)]
     log.info("starting Ray: %s", " ".join(cmd))
-    subprocess.run(cmd, check=True, env=dict(os.environ, **RAY_ENV))  # (a join needs the head's token file)
+    proc = subprocess.Popen(cmd, env=dict(os.environ, **RAY_ENV), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # (a join needs the head's token file)
+    seen: List[str] = []
+    started = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line.rstrip())
+            if "Ray runtime started" in line:
+                started.set()
+        started.set()
+
+    threading.Thread(target=read, name="ray-start-output", daemon=True).start()
+    if not started.wait(timeout) or proc.poll() is not None:
+        stop_ray_node(proc)
+        raise RuntimeError("ray start failed:\n" + "\n".join(seen[-20:]))
+    return proc
+
+
+def stop_ray_node(proc: subprocess.Popen) -> None:
+    """Stop a node ``start_ray_node`` started (its ``ray start --block`` takes the node's processes with it)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
 
 
 def attach(address: str) -> None:
@@ -94,38 +123,40 @@ def serve_cluster(config: ServerConfig, cluster: str, bind: str, port: int, repl
                   replica_cpus: float, on_ready: Callable[[int], None]) -> None:
     """The front end of a studio: start a Ray head here (``cluster == "start"``) or join ``cluster``, put this
     machine's replicas in the pool, then serve the websocket until interrupted."""
-    if cluster == "start":
-        start_ray_node(bind, port=port)
-        address = f"{bind}:{port}"
-    else:
-        address = cluster
-    attach(address)
-    ids = deploy_here(replicas, config.model_dirs, config.device, config.dtype, replica_cpus, config.allow_pickle,
-                      machine="head") if replicas != 0 else []
-    server = ClusterServer(config)
+    head = start_ray_node(bind, port=port) if cluster == "start" else None
+    ids: List[str] = []
     try:
-        asyncio.run(server.run(on_ready=on_ready))
+        attach(f"{bind}:{port}" if head is not None else cluster)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # (after Ray's own) a stop cleans up like Ctrl-C
+        if replicas != 0:
+            ids = deploy_here(replicas, config.model_dirs, config.device, config.dtype, replica_cpus,
+                              config.allow_pickle, machine="head")
+        asyncio.run(ClusterServer(config).run(on_ready=on_ready))
     finally:
-        remove_replicas(ids)
-        if cluster == "start":  # the Ray head this command started goes with it
+        if head is not None:  # the Ray head this command started goes with it (and its replicas)
             ray.shutdown()
-            subprocess.run([ray_command(), "stop"], check=False, env=dict(os.environ, **RAY_ENV))
+            stop_ray_node(head)
+        elif ids:
+            remove_replicas(ids)
 
 
 def run_worker(address: str, bind: str, model_dirs: Sequence[Path], replicas: Optional[int], device: Optional[str],
                dtype: Optional[str], replica_cpus: float, allow_pickle: bool, machine: str = "") -> None:
     """Add this machine to the studio at ``address``: join Ray, deploy its replicas, keep them until interrupted."""
-    start_ray_node(bind, head_address=address)
-    attach(address)
-    ids = deploy_here(replicas, model_dirs, device, dtype, replica_cpus, allow_pickle, machine=machine)
-    print(f"Paintbridge worker: replicas {', '.join(ids)} in the pool at {address} (Ctrl-C removes them)", flush=True)
+    node = start_ray_node(bind, head_address=address)
+    ids: List[str] = []
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        attach(address)
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # (after Ray's own handler)
+        ids = deploy_here(replicas, model_dirs, device, dtype, replica_cpus, allow_pickle, machine=machine)
+        print(f"Paintbridge worker: replicas {', '.join(ids)} in the pool at {address} (Ctrl-C removes them)",
+              flush=True)
         stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        remove_replicas(ids)
+        if ids:
+            remove_replicas(ids)
         ray.shutdown()
-        print("replicas removed; this machine's Ray node keeps running ('ray stop' ends it)", flush=True)
+        stop_ray_node(node)
