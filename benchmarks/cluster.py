@@ -38,7 +38,8 @@ from protocol.codec import decode, encode  # noqa: E402
 
 def job(job_id: str, steps: int) -> dict:
     rng = np.random.default_rng(len(job_id))
-    image = {"width": 64, "height": 64, "format": "rgba8", "data": rng.integers(0, 255, (64, 64, 4), np.uint8).tobytes()}
+    pixels = rng.integers(0, 255, (64, 64, 4), np.uint8).tobytes()
+    image = {"width": 64, "height": 64, "format": "rgba8", "data": pixels}
     return {"type": "job", "id": job_id, "mode": "img2img", "model": "tiny-sd15", "prompt": "a red apple",
             "image": image, "params": {"steps": steps, "strength": 1.0, "seed": 1}}
 

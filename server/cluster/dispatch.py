@@ -19,7 +19,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import RequestCancelledError
 
 from protocol.errors import INTERNAL, ProtocolError
-from protocol.messages import Progress
+from protocol.messages import error_from
 
 from ..core import JobCancelled, Layer
 from ..jobs import EncodeFn, JobQueue, QueuedJob
@@ -108,9 +108,8 @@ class PoolQueue(JobQueue):
             self._running_items[jid] = item
             asyncio.ensure_future(self._run_placed(item))
 
-    async def _answer_refused(self, item: QueuedJob, err: ProtocolError) -> None:
-        from protocol.messages import error_from
-
+    @staticmethod
+    async def _answer_refused(item: QueuedJob, err: ProtocolError) -> None:
         await item.owner.send(error_from(err))
 
     def _occupy(self, rid: str, jid: str) -> None:

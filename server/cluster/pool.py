@@ -149,8 +149,3 @@ class Pool:
         alive = [s for s in self.states.values() if s.alive]
         devices = sorted({s.device for s in alive})
         return f"pool of {len(alive)} replica(s): {'; '.join(devices) or 'none yet'}"
-
-    def counters(self) -> Dict[str, dict]:
-        """Each replica's last reported counters (loads, jobs, cancelled, pid, loaded)."""
-        return {rid: {k: f[k] for k in ("loads", "jobs", "cancelled", "pid", "loaded")} for rid, f in self.facts.items()}
-

@@ -4,10 +4,11 @@ The queue hands ``plan`` its waiting jobs in fair order (``JobQueue.run_order``:
 them one by one, as list scheduling does, on the replica where each would finish first: a replica's time to become
 free (the rest of its running job, then the jobs placed on it in this pass), plus loading the job's checkpoint when the
 replica would not hold it by then, plus the job itself (and, to choose, not to wait: loading over another checkpoint
-counts that checkpoint's reload too, so an empty replica is taken before a warm one is evicted). A job placed on a replica that is free now starts now; a job
-placed on a busy replica waits for it, so a warm replica that is about to finish beats a cold one that would first load
-(a painter's consecutive jobs stay on the replica that holds their model), and a backlog spills over to a cold replica
-once waiting costs more than loading. Ties go to the replica the owner used last, then to the least loaded one.
+counts that checkpoint's reload too, so an empty replica is taken before a warm one is evicted). A job placed on a
+replica that is free now starts now; a job placed on a busy replica waits for it, so a warm replica that is about to
+finish beats a cold one that would first load (a painter's consecutive jobs stay on the replica that holds their
+model), and a backlog spills over to a cold replica once waiting costs more than loading. Ties go to the replica the
+owner used last, then to the least used one.
 
 Times are estimates that the dispatcher learns (each replica's job time, each model's load time); they steer the
 choice and never decide whether a job runs.
