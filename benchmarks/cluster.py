@@ -130,7 +130,8 @@ def main() -> None:
     env = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     if os.environ.get("PAINTBRIDGE_CACHE"):
         env["PAINTBRIDGE_CACHE"] = os.environ["PAINTBRIDGE_CACHE"]
-    ray.init(num_cpus=4, object_store_memory=96 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=4, object_store_memory=96 * 1024 * 1024, include_dashboard=False,
+             log_to_driver=False,
              configure_logging=False, runtime_env={"env_vars": env})
     start_serve()
     front = work / "front"

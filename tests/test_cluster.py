@@ -135,7 +135,8 @@ def studio(tmp_path_factory):
         if key in os.environ:
             env[key] = os.environ[key]
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(num_cpus=4, object_store_memory=96 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=4, object_store_memory=96 * 1024 * 1024, include_dashboard=False,
+             log_to_driver=False,
              configure_logging=False, namespace="paintbridge-tests", runtime_env={"env_vars": env})
     studio = None
     try:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -79,8 +80,12 @@ def start_ray_node(bind: str, head_address: Optional[str] = None, port: int = DE
     return proc
 
 
-def stop_ray_node(proc: subprocess.Popen) -> None:
-    """Stop a node ``start_ray_node`` started (its ``ray start --block`` takes the node's processes with it)."""
+def stop_ray_node(proc: subprocess.Popen, head_port: Optional[int] = None) -> None:
+    """Stop a node ``start_ray_node`` started (its ``ray start --block`` takes the node's processes with it); for a
+    head, also the note Ray leaves for ``ray.init()`` to find it (``ray stop`` would remove it)."""
+    note = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    if head_port is not None and note.is_file() and note.read_text().strip().endswith(f":{head_port}"):
+        note.unlink()
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -135,7 +140,7 @@ def serve_cluster(config: ServerConfig, cluster: str, bind: str, port: int, repl
     finally:
         if head is not None:  # the Ray head this command started goes with it (and its replicas)
             ray.shutdown()
-            stop_ray_node(head)
+            stop_ray_node(head, head_port=port)
         elif ids:
             remove_replicas(ids)
 
