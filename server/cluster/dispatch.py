@@ -89,15 +89,6 @@ class PoolQueue(JobQueue):
             return
         queued = {item.id: item for item in self.run_order()}
         decision = routing.plan(self._wants(), self._states(), self.last_replica)
-        for jid, code, message in decision.refusals:
-            if jid in self._rerouting:
-                self._rerouting.pop(jid).set_exception(ProtocolError(code, message))
-            else:
-                item = queued[jid]
-                self._take(item)
-                self.running.remove(item)
-                err = ProtocolError(code, message, job_id=jid)
-                await self._answer_refused(item, err)
         for jid, rid in decision.starts:
             self._occupy(rid, jid)
             self.routes.append((jid, rid))
@@ -107,10 +98,16 @@ class PoolQueue(JobQueue):
             item = self._take(queued[jid])
             self._running_items[jid] = item
             asyncio.ensure_future(self._run_placed(item))
-
-    @staticmethod
-    async def _answer_refused(item: QueuedJob, err: ProtocolError) -> None:
-        await item.owner.send(error_from(err))
+        refused = []  # (answered after every start: sending yields to other tasks)
+        for jid, code, message in decision.refusals:
+            if jid in self._rerouting:
+                self._rerouting.pop(jid).set_exception(ProtocolError(code, message))
+            else:
+                item = self._take(queued[jid])
+                self.running.remove(item)
+                refused.append((item, ProtocolError(code, message, job_id=jid)))
+        for item, err in refused:
+            await item.owner.send(error_from(err))
 
     def _occupy(self, rid: str, jid: str) -> None:
         self.placed[jid] = rid
