@@ -2,10 +2,10 @@
 
     .venv/bin/python benchmarks/cluster.py [--jobs 8] [--clients 3] [--steps 8] [--replicas 1,2,3]
 
-1. The single-machine server: the same jobs (img2img, tiny SD1.5, 64 px) from ``--clients`` painters at once, then
-   ``--latency`` jobs one after another (end-to-end time per job as a client sees it).
-2. The cluster front end over 1, 2 and 3 CPU replicas (one torch thread each): the same load, after a warm-up that
-   loads the checkpoint on every replica. Prints jobs per minute for each, and the routing overhead per job: the
+1. The single-machine server (``paintbridge serve`` in its own process, one torch thread like a replica): the same
+   jobs (img2img, tiny SD1.5, 64 px) from ``--clients`` painters at once, then ``--latency`` jobs one after another (end-to-end time per job as a client sees it).
+2. The cluster front end (in this process) over 1, 2 and 3 CPU replicas (one torch thread each): the same load,
+   after a warm-up that loads the checkpoint on every replica. Prints jobs per minute for each, and the routing overhead per job: the
    cluster's sequential end-to-end time minus the single machine's (1 replica, median of the sequential jobs).
 On a machine with few cores more replicas than cores cannot add throughput; the figures say what this machine does.
 """
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -101,9 +103,6 @@ def main() -> None:
     p.add_argument("--replicas", default="1,2,3")
     args = p.parse_args()
 
-    import torch
-
-    torch.set_num_threads(1)
     import ray
     from ray import serve
 
@@ -119,11 +118,18 @@ def main() -> None:
     print(f"tiny SD1.5 img2img, 64 px, {args.steps} steps; {args.clients} painters x {args.jobs} jobs; "
           f"{os.cpu_count()} CPU cores", flush=True)
 
-    config = ServerConfig(port=0, model_dirs=[models], limits=limits)
-    with ServerThread(config) as single:
-        sequential(single.url, 2, args.steps, "warm")
-        single_rate = throughput(single.url, args.clients, args.jobs, args.steps, "s")
-        single_lat = sequential(single.url, args.latency, args.steps, "sl")
+    single = subprocess.Popen(  # its own process, one torch thread: the same compute as one replica
+        [sys.executable, "-m", "server", "serve", "--port", "0", "--models", str(models)], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"))
+    try:
+        url = next(m.group(1) for m in map(re.compile(r"listening on (ws://\S+)").search, single.stdout) if m)
+        sequential(url, 2, args.steps, "warm")
+        single_rate = throughput(url, args.clients, args.jobs, args.steps, "s")
+        single_lat = sequential(url, args.latency, args.steps, "sl")
+    finally:
+        single.terminate()
+        single.wait(30)
     print(f"single machine: {single_rate:6.1f} jobs/min; one job end to end {statistics.median(single_lat):.3f} s "
           f"(median of {args.latency})", flush=True)
 
