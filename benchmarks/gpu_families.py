@@ -4,10 +4,13 @@
     .venv/bin/python benchmarks/gpu_families.py --cpu-smoke   # tiny models at 64 px on the CPU: seconds (run by tests)
 
 Builds each real-size pipeline with random weights on the GPU from the server's shipped configs (no download) and
-saves it as a diffusers folder; then, for each family, runs generate, img2img and inpaint through the server (in this
-process, jobs over the websocket) and through plain diffusers (``from_pretrained`` + ``.to(device)``, the same
-arguments), one after the other with the memory freed between them. Prints load seconds, seconds per step and the
-allocator's peak memory of each side. With ``--families sd35-large`` (or flux-schnell, ...) other shipped variants run.
+saves it as a diffusers folder; then, for each family, runs generate, img2img, inpaint and generate with a ControlNet
+(``control``: a random ControlNet of the family's width, Flux as a union model) through the server (in this process,
+jobs over the websocket) and through plain diffusers (``from_pretrained`` + ``.to(device)``, the same arguments), one
+after the other with the memory freed between them; Flux.1 Kontext's instruction ``edit`` runs on the same random
+Flux weights (a Kontext folder linking the dev folder's parts). Prints load seconds, seconds per step and the
+allocator's peak memory of each side, and the server's memory placement. With ``--families sd35-large`` (or
+flux-schnell, ...) other shipped variants run.
 """
 
 from __future__ import annotations
@@ -29,10 +32,14 @@ sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PROMPT = "a lighthouse on a cliff at sunset, oil painting"
-MODES = ("generate", "img2img", "inpaint")
-PLAIN = {"flux": {"generate": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline"},
+MODES = {"flux": ("generate", "img2img", "inpaint", "control"), "sd3": ("generate", "img2img", "inpaint", "control"),
+         "flux-kontext": ("edit",)}
+PLAIN = {"flux": {"generate": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline",
+                  "control": "FluxControlNetPipeline"},
          "sd3": {"generate": "StableDiffusion3Pipeline", "img2img": "StableDiffusion3Img2ImgPipeline",
-                 "inpaint": "StableDiffusion3InpaintPipeline"}}
+                 "inpaint": "StableDiffusion3InpaintPipeline", "control": "StableDiffusion3ControlNetPipeline"},
+         "flux-kontext": {"generate": "FluxKontextPipeline", "edit": "FluxKontextPipeline"}}
+CONTROLNET_LAYERS = {"flux": (5, 10), "sd3": (6, 0)}  # (joint, single) blocks: InstantX's Flux union, SD3 ControlNets
 
 
 def peak_gib(reset: bool = False) -> float:
@@ -109,7 +116,69 @@ def random_folder(config: str, dest: Path, device: str, dtype) -> Path:
     return out
 
 
-def server_side(models: Path, name: str, size: int, steps: int, device: str, dtype: str) -> dict:
+def edges(size: int) -> np.ndarray:
+    """A control layer: white lines on black."""
+    img = np.zeros((size, size, 4), np.uint8)
+    img[..., 3] = 255
+    img[:: max(4, size // 16), :, :3] = 255
+    img[:, :: max(4, size // 12), :3] = 255
+    return img
+
+
+def kontext_folder(dev: Path) -> Path:
+    """A Flux.1 Kontext diffusers folder on the weights of a Flux.1 dev folder (same architecture): links to its
+    parts and a model_index naming FluxKontextPipeline."""
+    out = dev.with_name(dev.name.replace("dev", "kontext") if "dev" in dev.name else dev.name + "-kontext")
+    if out.name == dev.name or "kontext" not in out.name:
+        out = dev.with_name("random-flux-kontext")
+    out.mkdir(exist_ok=True)
+    index = json.loads((dev / "model_index.json").read_text())
+    index["_class_name"] = "FluxKontextPipeline"
+    for key in ("image_encoder", "feature_extractor"):
+        index.setdefault(key, [None, None])
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+    for sub in dev.iterdir():
+        if sub.is_dir() and not (out / sub.name).exists():
+            (out / sub.name).symlink_to(sub, target_is_directory=True)
+    return out
+
+
+def random_controlnet(folder: Path, family: str, dest: Path, device: str, dtype) -> Path:
+    """A random ControlNet (diffusers folder) of the width of ``folder``'s transformer: a Flux union ControlNet of
+    InstantX's size, or an SD3 ControlNet of 6 blocks."""
+    import diffusers
+    import torch
+
+    t = json.loads((folder / "transformer" / "config.json").read_text())
+    joint, single = CONTROLNET_LAYERS[family]
+    if family == "flux":
+        keep = ("patch_size", "in_channels", "attention_head_dim", "num_attention_heads", "joint_attention_dim",
+                "pooled_projection_dim", "guidance_embeds", "axes_dims_rope")
+        config = dict({k: t[k] for k in keep if k in t}, num_layers=joint, num_single_layers=single, num_mode=10)
+        cls, name = diffusers.FluxControlNetModel, f"{folder.name}-controlnet-union"
+    else:
+        keep = ("sample_size", "patch_size", "in_channels", "attention_head_dim", "num_attention_heads",
+                "joint_attention_dim", "caption_projection_dim", "pooled_projection_dim", "out_channels",
+                "pos_embed_max_size", "qk_norm", "dual_attention_layers")
+        config = dict({k: t[k] for k in keep if k in t}, num_layers=joint)
+        config["dual_attention_layers"] = [i for i in config.get("dual_attention_layers") or () if i < joint]
+        cls, name = diffusers.SD3ControlNetModel, f"{folder.name}-controlnet-canny"
+    torch.manual_seed(1)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            net = cls.from_config(config)
+    finally:
+        torch.set_default_dtype(default)
+    out = dest / "controlnet" / name
+    net.save_pretrained(out, safe_serialization=True)
+    del net
+    free_memory()
+    return out
+
+
+def server_side(models: Path, name: str, family: str, size: int, steps: int, device: str, dtype: str) -> dict:
     """Load seconds, then seconds per step and peak memory per mode, through the real server."""
     from protocol import Limits
     from protocol.client import Client
@@ -129,10 +198,14 @@ def server_side(models: Path, name: str, size: int, steps: int, device: str, dty
             engine.warm_up(name)
             out["load"] = time.perf_counter() - started
             peak_gib(reset=True)
-            for mode in MODES:
-                msg = {"mode": mode, "model": name, "prompt": PROMPT,
-                       "params": {"steps": steps, "seed": 1, "strength": 1.0, "cfg": 3.5},
-                       "image": payload(image)}
+            for mode in MODES[family]:
+                msg = {"mode": "generate" if mode == "control" else mode, "model": name, "prompt": PROMPT,
+                       "params": {"steps": steps, "seed": 1, "strength": 1.0, "cfg": 3.5}}
+                if mode != "control":
+                    msg["image"] = payload(image)
+                else:
+                    msg["params"].update(width=size, height=size)
+                    msg["controls"] = [{"type": "canny", "image": payload(edges(size))}]
                 if mode == "inpaint":
                     msg["mask"] = payload(mask)
                 layer = client.run(msg, timeout=900).layers[0]
@@ -144,7 +217,8 @@ def server_side(models: Path, name: str, size: int, steps: int, device: str, dty
     return out
 
 
-def plain_side(folder: Path, family: str, size: int, steps: int, device: str, dtype) -> dict:
+def plain_side(folder: Path, family: str, size: int, steps: int, device: str, dtype,
+               controlnet: Path = None) -> dict:
     """The same jobs on plain diffusers pipelines made with ``from_pretrained``/``from_pipe``."""
     import diffusers
     import torch
@@ -158,14 +232,24 @@ def plain_side(folder: Path, family: str, size: int, steps: int, device: str, dt
     out["load"] = time.perf_counter() - started
     base.set_progress_bar_config(disable=True)
     peak_gib(reset=True)
-    for mode in MODES:
+    for mode in MODES[family]:
         cls = getattr(diffusers, PLAIN[family][mode])
-        pipe = base if type(base) is cls else cls.from_pipe(base, dtype=dtype)
+        extra = {}
+        if mode == "control":
+            net_cls = diffusers.FluxControlNetModel if family == "flux" else diffusers.SD3ControlNetModel
+            extra["controlnet"] = net_cls.from_pretrained(str(controlnet), dtype=dtype).to(device)
+        pipe = base if type(base) is cls and not extra else cls.from_pipe(base, dtype=dtype, **extra)
         pipe.set_progress_bar_config(disable=True)
         kwargs = dict(prompt=PROMPT, num_inference_steps=steps, guidance_scale=3.5, height=size, width=size,
                       generator=torch.Generator("cpu").manual_seed(1))
-        if mode != "generate":
+        if mode in ("img2img", "inpaint"):
             kwargs.update(image=Image.fromarray(image[..., :3]), strength=1.0)
+        if mode == "edit":
+            kwargs.update(image=Image.fromarray(image[..., :3]), max_area=size * size, _auto_resize=False)
+        if mode == "control":
+            kwargs["control_image"] = Image.fromarray(edges(size)[..., :3])
+            if family == "flux":
+                kwargs["control_mode"] = 0
         if mode == "inpaint":
             kwargs["mask_image"] = Image.fromarray(mask)
         started = time.perf_counter()
@@ -193,7 +277,9 @@ def main(argv=None) -> int:
         import factory
 
         device, dtype, size, steps = "cpu", torch.float32, 64, 2
-        runs = [(factory.checkpoint_folder("flux"), "flux"), (factory.checkpoint_folder("sd3"), "sd3")]
+        runs = [(factory.checkpoint_folder("flux"), "flux", factory.controlnet_path("cn-flux-union")),
+                (factory.checkpoint_folder("flux-kontext"), "flux-kontext", None),
+                (factory.checkpoint_folder("sd3"), "sd3", factory.controlnet_path("cn-sd3-canny"))]
     else:
         if not torch.cuda.is_available():
             print("gpu_families: no CUDA device here; use --cpu-smoke for the tiny run", file=sys.stderr)
@@ -202,20 +288,27 @@ def main(argv=None) -> int:
         runs = []
         for config in args.families:
             started = time.perf_counter()
-            runs.append((random_folder(config, work, device, dtype), "sd3" if config.startswith("sd3") else "flux"))
+            family = "sd3" if config.startswith("sd3") else "flux"
+            folder = random_folder(config, work, device, dtype)
+            runs.append((folder, family, random_controlnet(folder, family, work, device, dtype)))
+            if config == "flux-dev":
+                runs.append((kontext_folder(folder), "flux-kontext", None))
             print(f"built random {config} in {time.perf_counter() - started:.1f} s", flush=True)
     dtype_name = str(dtype).replace("torch.", "")
     print(f"device {device}, {dtype_name}, {size} px, {steps} steps")
-    for folder, family in runs:
+    for folder, family, controlnet in runs:
         models = work / f"models-{folder.name}"
         (models / "checkpoints").mkdir(parents=True, exist_ok=True)
         link = models / "checkpoints" / folder.name
         if not link.exists():
             link.symlink_to(folder, target_is_directory=True)
-        ours = server_side(models, folder.name, size, steps, device, dtype_name)
-        plain = plain_side(folder, family, size, steps, device, dtype)
+        if controlnet is not None and not (models / "controlnet" / controlnet.name).exists():
+            (models / "controlnet").mkdir(exist_ok=True)
+            (models / "controlnet" / controlnet.name).symlink_to(controlnet, target_is_directory=True)
+        ours = server_side(models, folder.name, family, size, steps, device, dtype_name)
+        plain = plain_side(folder, family, size, steps, device, dtype, controlnet)
         print(f"{folder.name}: load server {ours['load']:.1f} s, plain {plain['load']:.1f} s")
-        for mode in MODES:
+        for mode in MODES[family]:
             (s_step, s_peak, memory), (p_step, p_peak, _) = ours[mode], plain[mode]
             print(f"  {mode} {family:<5} s/step server {s_step:.3f} plain {p_step:.3f} (x{s_step / p_step:.2f}); "
                   f"peak GiB server {s_peak:.1f} plain {p_peak:.1f}{'; ' + memory if memory else ''}", flush=True)

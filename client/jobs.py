@@ -12,14 +12,16 @@ Every adapter makes a job the same two calls::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Sequence, Tuple
 
 from .errors import JobInputError
-from .modes import NEVER, REQUIRED, plan_read, rule
+from .modes import NEVER, REQUIRED, check_offered, plan_read, rule
+from .regions import MAX_REGIONS, opacity
 from .settings import Defaults, Settings, apply_defaults
-from .wire import Box, job_message, protocol
+from .wire import Box, job_message, protocol, sampling
 
 MAX_CONTROLS = 8
+MAX_REFERENCES = 8  # reference images (issue 15)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,84 @@ class JobInputs:
     image_format: str = protocol.RGBA8  # rgba8 (GIMP) or bgra8 (Krita's native order)
     mask: Optional[bytes] = None  # gray8 of the box; None when the plan reads no mask
     controls: Tuple[ControlInput, ...] = field(default_factory=tuple)
+    references: Tuple["ReferenceInput", ...] = field(default_factory=tuple)  # reference images (issue 15)
+    regions: Tuple["RegionInput", ...] = field(default_factory=tuple)  # regions (issue 15)
+
+
+# reference images (issue 15)
+@dataclass(frozen=True)
+class ReferenceInput:
+    """A reference layer's pixels over the job's box (the image's pixel format) and how to use them."""
+
+    type: str
+    image: bytes
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    mask: Optional[bytes] = None  # gray8 over the box: the reference applies only inside
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class ReferenceSource:
+    """A reference layer the painter picked: ``layer`` is the host's handle, read by ``DocumentReader.read_layer``."""
+
+    layer: Any
+    type: str = "content"
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    model: str = ""
+
+
+def reference_sources(settings: Settings, find_layer: Callable[[str], Any]) -> Tuple[ReferenceSource, ...]:
+    """``settings.references`` with each layer name resolved by the adapter's ``find_layer`` (None = not there)."""
+    out = []
+    for ref in settings.references:
+        layer = find_layer(ref.layer)
+        if layer is None:
+            raise JobInputError(f"The reference layer '{ref.layer}' is not in the document: pick another layer or "
+                                "remove the reference")
+        out.append(ReferenceSource(layer, ref.type, ref.strength, ref.start, ref.end))
+    return tuple(out)
+
+
+# regions (issue 15)
+@dataclass(frozen=True)
+class RegionInput:
+    """One region over the job's box: its layer's opacity as gray8 and its prompts."""
+
+    prompt: str
+    mask: bytes
+    negative_prompt: str = ""
+    strength: float = 1.0
+
+
+@dataclass(frozen=True)
+class RegionSource:
+    """A layer bound to a prompt: ``layer`` is the host's handle; its opacity over the box is the region's mask
+    (``DocumentReader.read_opacity`` when the adapter has it, else the alpha of ``read_layer``)."""
+
+    layer: Any
+    prompt: str
+    negative_prompt: str = ""
+    strength: float = 1.0
+
+
+REGION_MODES = ("generate", "img2img", "inpaint", "outpaint")
+
+
+def read_regions(reader: "DocumentReader", box: Box, regions: Sequence[RegionSource]) -> Tuple[RegionInput, ...]:
+    """Each region's mask over ``box``, read the same way in every editor; regions without a prompt are skipped."""
+    out = []
+    for region in regions:
+        if not region.prompt.strip():
+            continue
+        read_opacity = getattr(reader, "read_opacity", None)
+        mask = read_opacity(region.layer, box) if read_opacity is not None else \
+            opacity(reader.read_layer(region.layer, box), reader.image_format)
+        out.append(RegionInput(region.prompt, mask, region.negative_prompt, region.strength))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -73,18 +153,26 @@ class DocumentReader(Protocol):
     def read_layer(self, layer: Any, box: Box) -> bytes:
         """A control layer's pixels over ``box``."""
 
+    # optional (regions, issue 15): ``read_opacity(layer, box) -> bytes`` gives a layer's (or channel's) opacity as
+    # gray8; without it a region's mask is the alpha of ``read_layer``.
+
 
 def capture(settings: Settings, selection: Box, canvas_width: int, canvas_height: int, reader: DocumentReader,
-            controls: Sequence[ControlSource] = ()) -> JobInputs:
+            controls: Sequence[ControlSource] = (), references: Sequence[ReferenceSource] = (),
+            regions: Sequence[RegionSource] = ()) -> JobInputs:
     """Read one job's inputs the way ``settings.mode`` says (``modes.plan_read``): the same reads in every editor.
-    ``selection`` is the bounds of the selection (or mask source); empty when nothing is selected."""
+    ``selection`` is the bounds of the selection (or mask source); empty when nothing is selected. Reference layers
+    are read over the same box as control layers (modes that take controls take references)."""
     plan = plan_read(settings.mode, selection, canvas_width, canvas_height)
     box = plan.box
     mask = reader.read_mask(box) if plan.mask else None
     image = reader.read_image(box) if plan.image else None
     read = tuple(ControlInput(c.type, reader.read_layer(c.layer, box), c.strength, c.start, c.end, c.preprocess,
                               c.model) for c in controls) if rule(settings.mode).controls else ()
-    return JobInputs(box, image, reader.image_format, mask, read)
+    refs = tuple(ReferenceInput(r.type, reader.read_layer(r.layer, box), r.strength, r.start, r.end, model=r.model)
+                 for r in references) if rule(settings.mode).controls else ()
+    areas = read_regions(reader, box, regions) if settings.mode in REGION_MODES else ()
+    return JobInputs(box, image, reader.image_format, mask, read, refs, areas)
 
 
 def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) -> Dict[str, Any]:
@@ -102,6 +190,10 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
                 "high_threshold": int(settings.high_threshold)}
     if settings.sampler and settings.sampler not in protocol.SAMPLERS:
         raise JobInputError(f"unknown sampler {settings.sampler!r}; choose one of {', '.join(protocol.SAMPLERS)}")
+    try:
+        sampling.resolve(settings.sampler, settings.scheduler)
+    except ValueError as err:
+        raise JobInputError(f"{str(err)[:1].upper()}{str(err)[1:]}") from None
     if settings.steps > 0:
         params["steps"] = int(settings.steps)
     if settings.cfg > 0:
@@ -124,11 +216,38 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
         if min(extend.values()) < 0 or not any(extend.values()):
             raise JobInputError("Outpaint needs at least one side to extend: set a number of pixels above 0 for it")
         params["extend"] = {k: int(v) for k, v in extend.items()}
+    params.update(sampling_params(settings, r.batch, mode in DIFFUSION_MODES))
     if mode == "upscale":
         params.update(scale=float(settings.scale), upscaler=settings.upscaler.strip(), refine=float(settings.refine))
         if settings.tile:
             params["tile"] = int(settings.tile)
     return params
+
+
+# modes whose pipeline a VAE, CLIP skip or refiner changes (sampling options, issue 13)
+DIFFUSION_MODES = ("generate", "img2img", "inpaint", "outpaint")
+
+
+def sampling_params(settings: Settings, batch: bool, diffusion: bool) -> Dict[str, Any]:
+    """The sampling options of ``settings`` that differ from the protocol's defaults (so a job to an older server
+    stays as it was): schedule, batch count (modes with batches), VAE, CLIP skip and refiner (diffusion modes)."""
+    out: Dict[str, Any] = {}
+    if settings.scheduler:
+        out["scheduler"] = settings.scheduler
+    if batch and settings.batch_count > 1:
+        out["batch_count"] = int(settings.batch_count)
+    if not diffusion:
+        return out
+    if settings.vae.strip():
+        out["vae"] = settings.vae.strip()
+    if settings.clip_skip > 1:
+        out["clip_skip"] = int(settings.clip_skip)
+    if settings.refiner.strip():
+        if not 0.0 < settings.refiner_start < 1.0:
+            raise JobInputError("The refiner's start must be between 0 and 1 (the fraction of the steps after which "
+                                "it takes over)")
+        out["refiner"], out["refiner_start"] = settings.refiner.strip(), float(settings.refiner_start)
+    return out
 
 
 def build_job(
@@ -148,6 +267,7 @@ def build_job(
     resolved = apply_defaults(settings, defaults or Defaults(), entry)
     mode = resolved.mode
     r = rule(mode)
+    check_offered(mode, entry)
     box = inputs.box
     if box.is_empty:
         raise JobInputError("The area to work on is empty: select part of the image")
@@ -176,12 +296,51 @@ def build_job(
         controls.append({"type": ctl.type, "image": _payload(box, fmt, ctl.image, f"control {i + 1}"),
                          "strength": float(ctl.strength), "start": float(ctl.start), "end": float(ctl.end),
                          "preprocess": bool(ctl.preprocess), "model": ctl.model})
+    references = _references(inputs, box, fmt)
+    regions = _regions(inputs, box) if mode in REGION_MODES else []
     return job_message(
-        job_id=job_id, mode=mode, model=resolved.model.strip(), prompt=resolved.prompt.strip(),
+        regions=regions, job_id=job_id, mode=mode, model=resolved.model.strip(), prompt=resolved.prompt.strip(),
         negative_prompt=resolved.negative_prompt.strip(), image=image, mask=mask, controls=controls,
         params=build_params(resolved, box, image is not None, mask is not None), x=box.x, y=box.y,
-        result_format=result_format or fmt, previews=previews, live=live,
+        result_format=result_format or fmt, previews=previews, live=live, references=references,
     )
+
+
+def _references(inputs: JobInputs, box: Box, fmt: str) -> list:
+    """The job's reference images (issue 15) as wire maps; JobInputError naming what is wrong."""
+    if len(inputs.references) > MAX_REFERENCES:
+        raise JobInputError(f"{len(inputs.references)} reference images; a job takes at most {MAX_REFERENCES}")
+    out = []
+    for i, ref in enumerate(inputs.references):
+        if ref.type not in protocol.REFERENCE_TYPES:
+            raise JobInputError(f"unknown reference type {ref.type!r}; choose one of "
+                                f"{', '.join(protocol.REFERENCE_TYPES)}")
+        if not 0.0 <= ref.strength <= 2.0 or not 0.0 <= ref.start <= ref.end <= 1.0:
+            raise JobInputError(f"reference {i + 1}: strength must be 0-2 and 0 ≤ start ≤ end ≤ 1")
+        alpha = ref.image[3::4]
+        if alpha.count(0) == len(alpha):
+            raise JobInputError(f"reference {i + 1} ({ref.type}) is empty over the area to work on: paint or place "
+                                "the reference picture inside it")
+        item = {"image": _payload(box, fmt, ref.image, f"reference {i + 1}"), "type": ref.type,
+                "strength": float(ref.strength), "start": float(ref.start), "end": float(ref.end), "model": ref.model}
+        if ref.mask is not None:
+            item["mask"] = _payload(box, protocol.GRAY8, ref.mask, f"reference {i + 1}'s mask")
+        out.append(item)
+    return out
+
+
+def _regions(inputs: JobInputs, box: Box) -> list:
+    """regions (issue 15): the job's regions; one whose layer is empty over the box is left out."""
+    if len(inputs.regions) > MAX_REGIONS:
+        raise JobInputError(f"{len(inputs.regions)} regions; a job takes at most {MAX_REGIONS}")
+    out = []
+    for i, region in enumerate(inputs.regions):
+        if region.mask.count(0) == len(region.mask):
+            continue
+        out.append({"prompt": region.prompt.strip(), "negative_prompt": region.negative_prompt.strip(),
+                    "mask": _payload(box, protocol.GRAY8, region.mask, f"region {i + 1}"),
+                    "strength": min(1.0, max(0.0, float(region.strength)))})
+    return out
 
 
 def _payload(box: Box, fmt: str, data: bytes, what: str):
@@ -192,5 +351,6 @@ def _payload(box: Box, fmt: str, data: bytes, what: str):
     return protocol.ImagePayload(box.width, box.height, fmt, bytes(data))
 
 
-__all__ = ["ControlInput", "ControlSource", "DocumentReader", "JobInputs", "build_job", "build_params", "capture",
-           "plan_read"]
+__all__ = ["ControlInput", "ControlSource", "DocumentReader", "JobInputs", "ReferenceInput", "ReferenceSource",
+           "RegionInput", "RegionSource", "build_job", "build_params", "capture", "plan_read", "read_regions",
+           "reference_sources"]

@@ -11,15 +11,20 @@ native pixel order, the mask as ``gray8`` when ``plan.mask`` says so) and hands 
 | outpaint   | the canvas                                           | never                | always                  |
 | upscale    | the selection's bounds, else the canvas              | never                | always                  |
 | preprocess | the selection's bounds, else the canvas              | never                | always                  |
+| edit       | context box around the selection, else the canvas    | the selection, if any| always                  |
 
 Generate into a selection sends the image and the soft mask, and the server composites (the layer's alpha is the
 mask); without a selection only the size travels.
+
+Some modes run only on models whose listing entry says they can (``ModeRule.listing``): instruction ``edit`` needs
+``"edit": true`` (Flux.1 Kontext). ``offered(mode, entry)`` tells an adapter whether to offer a mode for the chosen
+model, so the plugins hold no family names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .errors import JobInputError
 from .wire import Box, protocol
@@ -45,6 +50,7 @@ class ModeRule:
     strength: bool = False  # the mode sends params.strength
     batch: bool = True  # the mode makes several results in one job
     controls: bool = True  # the mode takes control layers
+    listing: str = ""  # a model listing key that must be true for the mode to be offered ("" = every model)
 
 
 RULES: Dict[str, ModeRule] = {
@@ -54,9 +60,26 @@ RULES: Dict[str, ModeRule] = {
     "outpaint": ModeRule("outpaint", "Outpaint", CANVAS, NEVER, strength=True),
     "upscale": ModeRule("upscale", "Upscale", SELECTION, NEVER, batch=False, controls=False),
     "preprocess": ModeRule("preprocess", "Control", SELECTION, NEVER, batch=False, controls=False),
+    # instruction edit (issue 14): the box and an instruction in, an edited layer out, composited by the soft mask
+    "edit": ModeRule("edit", "Edit", CONTEXT, OPTIONAL, controls=False, listing="edit"),
 }
 MODES: Tuple[str, ...] = tuple(RULES)
 LIVE_MODES = ("inpaint", "img2img")
+
+
+def offered(mode: str, entry: Optional[Mapping[str, Any]]) -> bool:
+    """Whether ``mode`` can run on the model of listing ``entry`` (None: unknown here, the server decides)."""
+    key = rule(mode).listing
+    return not key or entry is None or bool(entry.get(key))
+
+
+def check_offered(mode: str, entry: Optional[Mapping[str, Any]]) -> None:
+    """A JobInputError naming the model when ``mode`` cannot run on it (``offered``)."""
+    if not offered(mode, entry):
+        r = rule(mode)
+        name = str((entry or {}).get("name") or "the server's default")
+        raise JobInputError(f"{r.label} needs a model that edits from an instruction (Flux.1 Kontext); '{name}' "
+                            "cannot: pick such a model, or use Inpaint with a prompt")
 
 
 def rule(mode: str) -> ModeRule:

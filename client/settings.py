@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from .modes import MODES
+from .sampling import SamplingChoices
 
 CLASSICAL = "classical"
 IMAGE_SOURCES = ("visible", "layer")
@@ -27,6 +28,43 @@ FALLBACK_DEFAULTS: Dict[str, Any] = {
                  CLASSICAL: {"steps": 1, "cfg": 0.0, "sampler": "", "resolution": 0}},
     "layer_name_length": 40,
 }
+
+
+# reference images (issue 15)
+REFERENCE_TYPES = ("style", "composition", "content", "face")
+
+
+@dataclass(frozen=True)
+class ReferenceSetting:
+    """A reference image the painter picked: a layer (by the name the adapter finds it by), what it gives, how
+    strongly, and over which fraction of the steps."""
+
+    layer: str
+    type: str = "content"
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Optional["ReferenceSetting"]:
+        """A stored reference, or None when it is not one (a missing layer name); odd values fall back."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("layer"), str) or not data["layer"]:
+            return None
+        kind = data.get("type") if data.get("type") in REFERENCE_TYPES else cls.type
+
+        def number(key: str, default: float, low: float, high: float) -> float:
+            value = data.get(key)
+            return min(max(float(value), low), high) if _is_number(value) else default
+        start, end = number("start", 0.0, 0.0, 1.0), number("end", 1.0, 0.0, 1.0)
+        return cls(data["layer"], kind, number("strength", 1.0, 0.0, 2.0), min(start, end), max(start, end))
+
+
+def parse_references(value: Any) -> Tuple[ReferenceSetting, ...]:
+    """Stored references (a list of maps) as settings; entries that are not references are dropped."""
+    if not isinstance(value, (list, tuple)):
+        return ()
+    found = (ReferenceSetting.from_dict(v) for v in value)
+    return tuple(r for r in found if r is not None)
 
 
 @dataclass
@@ -59,10 +97,23 @@ class Settings:
     high_threshold: int = 200
     image_source: str = "visible"  # IMAGE_SOURCES
     mask_source: str = "selection"  # MASK_SOURCES (each editor offers the ones it can read)
+    # reference images (issue 15): in order; each editor resolves the layer names
+    references: Tuple[ReferenceSetting, ...] = ()
+    # results history (issue 13): how many MB of results each document keeps (client/history.py); 0 = none
+    history_limit_mb: int = 64
+    # sampling: schedule, batch count, VAE, CLIP skip, SDXL refiner (issue 13)
+    scheduler: str = ""  # "" = the sampler's own schedule
+    batch_count: int = 1  # pipeline calls one after another, ``batch`` images each
+    vae: str = ""  # "" = the checkpoint's own VAE
+    clip_skip: int = 0  # 0/1 = none, 2 = the penultimate CLIP layer
+    refiner: str = ""  # an SDXL refiner by name; "" = off
+    refiner_start: float = 0.8  # fraction of the steps after which the refiner takes over
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form (a JSON-ready map)."""
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["references"] = [dataclasses.asdict(r) for r in self.references]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Settings":
@@ -74,6 +125,9 @@ class Settings:
             if f.name not in data:
                 continue
             value, default = data[f.name], getattr(out, f.name)
+            if f.name == "references":
+                setattr(out, f.name, parse_references(value))
+                continue
             if f.name == "strength":
                 ok = value is None or _is_number(value)
                 value = None if value is None else float(value) if ok else default
@@ -120,6 +174,10 @@ class Defaults:
         default_factory=lambda: {k: dict(v) for k, v in FALLBACK_DEFAULTS["modes"].items()})
     families: Mapping[str, FamilyDefaults] = field(default_factory=lambda: _families(FALLBACK_DEFAULTS["families"]))
     layer_name_length: int = FALLBACK_DEFAULTS["layer_name_length"]
+    # per listing ``variant`` (Flux.1 schnell, SD3.5 large turbo ...): what differs from its family's defaults
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # sampling (issue 13): the samplers, schedules, VAEs and refiners the server offers
+    sampling: SamplingChoices = field(default_factory=SamplingChoices)
 
     @classmethod
     def from_welcome(cls, welcome: Any) -> "Defaults":
@@ -135,7 +193,8 @@ class Defaults:
         length = raw.get("layer_name_length")
         length = length if isinstance(length, int) and not isinstance(length, bool) and length >= 8 else \
             FALLBACK_DEFAULTS["layer_name_length"]
-        return cls(modes, families, length)
+        variants = {str(k): dict(v) for k, v in (raw.get("variants") or {}).items() if isinstance(v, Mapping)}
+        return cls(modes, families, length, variants, SamplingChoices.from_welcome(welcome))
 
     def strength(self, mode: str) -> Optional[float]:
         """The mode's default strength (None when the server names none)."""
@@ -146,8 +205,17 @@ class Defaults:
         return float(self.modes.get(mode, {}).get(key, fallback))
 
     def family(self, entry: Optional[Mapping[str, Any]]) -> Optional[FamilyDefaults]:
-        """The defaults of a model listing entry's family (None when the family is unknown here)."""
-        return self.families.get(family_of(entry)) if entry is not None else None
+        """The defaults of a model listing entry's family with its ``variant``'s differences applied (None when the
+        family is unknown here)."""
+        fam = self.families.get(family_of(entry)) if entry is not None else None
+        if fam is None:
+            return None
+        changes = self.variants.get(str(entry.get("variant") or ""), {})
+        try:
+            return dataclasses.replace(fam, **{k: type(getattr(fam, k))(v) for k, v in changes.items()
+                                               if k in ("steps", "cfg", "sampler", "resolution")})
+        except (TypeError, ValueError):
+            return fam
 
 
 def _families(raw: Mapping[str, Any]) -> Dict[str, FamilyDefaults]:

@@ -7,6 +7,7 @@ package first (``from .. import protocol``) and as a top-level one otherwise.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any, Dict, Optional, Sequence
 
 try:  # vendored inside a plugin package: paintbridge/client next to paintbridge/protocol
@@ -16,13 +17,13 @@ except (ImportError, ValueError):  # top-level: the repository, or the GIMP plug
 
 Box = protocol.Box
 
-__all__ = ["protocol", "Box", "job_message", "client_module"]
+sampling = import_module(".sampling", protocol.__name__)  # the sampler x schedule table (pure data)
+
+__all__ = ["protocol", "Box", "job_message", "client_module", "sampling"]
 
 
 def client_module():
     """``protocol.client`` (imports websockets, so it is loaded only when a connection is made)."""
-    from importlib import import_module
-
     return import_module(".client", protocol.__name__)
 
 
@@ -42,6 +43,8 @@ def job_message(
     result_format: str,
     previews: bool,
     live: bool,
+    references: Sequence[Dict[str, Any]] = (),  # reference images (issue 15)
+    regions: Sequence[Dict[str, Any]] = (),  # regions (issue 15)
 ) -> "protocol.Job":
     """The ``protocol.Job`` for these fields: the only function that knows how a job travels."""
     params = dict(params)
@@ -51,6 +54,8 @@ def job_message(
         id=job_id, mode=mode, model=model, prompt=prompt, negative_prompt=negative_prompt, image=image, mask=mask,
         controls=tuple(protocol.Control(**c) for c in controls), params=protocol.Params(**params), x=int(x),
         y=int(y), result_format=result_format, previews=bool(previews), live=bool(live),
+        references=tuple(protocol.Reference(**r) for r in references),
+        regions=tuple(protocol.Region(**r) for r in regions),
     )
 
 

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from client.settings import FALLBACK_DEFAULTS
-from protocol.messages import CONTROL_TYPES, SAMPLERS
+from protocol.messages import CONTROL_TYPES, REFERENCE_TYPES, SAMPLERS
+from protocol.sampling import SCHEDULE_NAMES
 
 PREFIX = "plug-in-paintbridge-"
 MENU_PATH = "<Image>/Filters/Paintbridge"
 MAX_CONTROLS = 2  # control-layer arguments per procedure
+MAX_REFERENCES = 2  # reference-image arguments per procedure (issue 15)
 GINT_MAX = 2**31 - 1
 
 
@@ -23,7 +25,8 @@ class Arg:
     """One procedure argument."""
 
     name: str
-    kind: str  # "string", "int", "double", "boolean", "choice", "layer", "model" (a choice of installed models)
+    kind: str  # "string", "int", "double", "boolean", "choice", "layer", "model" (a choice of installed models),
+    # "drawable" (a layer or a channel; regions)
     label: str
     blurb: str
     default: Any = None
@@ -46,6 +49,8 @@ class ProcedureSpec:
     returns_image: bool = False
     live: bool = False  # an interactive dialog that reruns on changes (no NONINTERACTIVE use)
     download: bool = False  # downloads models onto the server's machine (no job; works without an image)
+    # results history (issue 13): lists, applies, reuses and deletes the image's earlier results (no job)
+    history: bool = False
 
     def arg(self, name: str) -> Arg:
         for arg in self.args:
@@ -73,6 +78,8 @@ def slug(text: str) -> str:
 
 SAMPLER_CHOICES = (("default", "Model's default"),) + tuple((slug(s), s) for s in SAMPLERS)
 SAMPLER_BY_NICK = {slug(s): s for s in SAMPLERS}
+SCHEDULER_CHOICES = (("default", "Sampler's own"),) + tuple((slug(s), s) for s in SCHEDULE_NAMES)
+SCHEDULER_BY_NICK = {slug(s): s for s in SCHEDULE_NAMES}
 CONTROL_CHOICES = tuple((t, t.capitalize()) for t in CONTROL_TYPES)
 SOURCE_CHOICES = (("visible", "Visible image"), ("layer", "Active layer"))
 MASK_CHOICES = (("selection", "Selection"), ("layer-mask", "Active layer's mask (white = repaint)"))
@@ -113,7 +120,23 @@ def _sampling_args(strength: Optional[float]) -> Tuple[Arg, ...]:
         Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
         Arg("batch", "int", "_Batch", "How many results (one layer each)", 1, 1, 8),
     ]
+    args += _more_sampling_args()
     return tuple(args)
+
+
+def _more_sampling_args() -> Tuple[Arg, ...]:
+    """Sampling options of issue 13: schedule, batch count, VAE, CLIP skip, SDXL refiner."""
+    return (
+        Arg("scheduler", "choice", "Sc_hedule", "Noise schedule (Karras, Exponential, ...); one the sampler cannot "
+            "run with is refused", "default", choices=SCHEDULER_CHOICES),
+        Arg("batch-count", "int", "Batch _count", "Runs one after another, each making 'Batch' results", 1, 1, 100),
+        Arg("vae", "string", "_VAE", "A VAE from the models folder by name; empty = the checkpoint's own", ""),
+        Arg("clip-skip", "int", "CLIP s_kip", "CLIP layers to skip: 0 or 1 = none, 2 = the penultimate layer", 0, 0,
+            12),
+        Arg("refiner", "string", "Re_finer", "An SDXL refiner by name for the last steps; empty = none", ""),
+        Arg("refiner-start", "double", "Refiner _from", "Fraction of the steps after which the refiner takes over",
+            0.8, 0.05, 0.95),
+    )
 
 
 def _source_args(mask: bool) -> Tuple[Arg, ...]:
@@ -148,10 +171,53 @@ def _control_args() -> Tuple[Arg, ...]:
     return tuple(args)
 
 
+# reference images (issue 15)
+REFERENCE_CHOICES = tuple((t, {"style": "Style", "composition": "Composition", "content": "Content",
+                               "face": "Face"}[t]) for t in REFERENCE_TYPES)
+
+
+def reference_prefix(index: int) -> str:
+    """Argument-name prefix of reference slot ``index`` (1-based): ``reference``, ``reference-2`` ..."""
+    return "reference" if index == 1 else f"reference-{index}"
+
+
+def _reference_args() -> Tuple[Arg, ...]:
+    args = []
+    for i in range(1, MAX_REFERENCES + 1):
+        p, n = reference_prefix(i), "" if i == 1 else f" {i}"
+        args += [
+            Arg(f"{p}-layer", "layer", f"Reference layer{n}",
+                "A layer whose picture guides the result (IP-Adapter; SD1.5 and SDXL); none = off", None),
+            Arg(f"{p}-type", "choice", f"Reference type{n}", "What the picture gives: style, composition, content "
+                "or a face", "content", choices=REFERENCE_CHOICES),
+            Arg(f"{p}-strength", "double", f"Reference strength{n}", "How strongly the picture guides; 0 = off", 1.0,
+                0.0, 2.0),
+        ]
+    return tuple(args)
+
+
 def _server_args() -> Tuple[Arg, ...]:
     return (
         Arg("server", "string", "Ser_ver", "Server address (ws://host:port); empty = the last one used", ""),
         Arg("token", "string", "To_ken", "Access token for a server that needs one; empty = the last one used", ""),
+    )
+
+
+# regions (issue 15)
+REGION_ARGS = ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")
+
+
+def _region_args() -> Tuple[Arg, ...]:
+    return (
+        Arg("use-regions", "boolean", "Use _regions",
+            "Give each layer or channel that carries a region prompt its own prompt over its area (its opacity; a "
+            "channel's value); the main prompt applies everywhere. SD1.5/SDXL models", True),
+        Arg("region-layer", "drawable", "Region layer",
+            "A layer or channel to bind the region prompt below to (kept on it, saved in the .xcf); none = no change",
+            None),
+        Arg("region-prompt", "string", "Region prompt", "The prompt for the region layer's area; empty removes the "
+            "layer's region", ""),
+        Arg("region-negative-prompt", "string", "Region negative prompt", "What to avoid in that area", ""),
     )
 
 
@@ -163,7 +229,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "The result is a new layer above the active one; your layers are not changed.",
         _prompt_args() + _sampling_args(_strength("inpaint")) + _source_args(mask=True)
         + (Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),)
-        + _control_args() + _server_args(),
+        + _control_args() + _reference_args() + _server_args() + _region_args(),
     ),
     ProcedureSpec(
         PREFIX + "live-inpaint", "inpaint", "_Live Inpaint...", "Paintbridge: Live Inpaint",
@@ -171,10 +237,10 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Opens a dialog that stays open: each time the selection or a setting changes, the selection is repainted "
         "into a preview layer. OK keeps the latest result as a layer; Cancel removes the preview. Interactive only: "
         "scripts use plug-in-paintbridge-inpaint.",
-        tuple(a for a in _prompt_args() + _sampling_args(_strength("inpaint")) if a.name != "batch")
+        tuple(a for a in _prompt_args() + _sampling_args(_strength("inpaint")) if a.name not in ("batch", "batch-count"))
         + _source_args(mask=True)
         + (Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),)
-        + _control_args() + _server_args(),
+        + _control_args() + _reference_args() + _server_args() + _region_args(),
         live=True,
     ),
     ProcedureSpec(
@@ -183,7 +249,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Redraws the selection's context box, or the whole image without a selection, keeping its composition; "
         "strength sets how much changes. The result is a new layer.",
         _prompt_args() + _sampling_args(_strength("img2img")) + _source_args(mask=True) + _control_args()
-        + _server_args(),
+        + _reference_args() + _server_args() + _region_args(),
     ),
     ProcedureSpec(
         PREFIX + "outpaint", "outpaint", "_Outpaint...", "Paintbridge: Outpaint",
@@ -197,7 +263,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
             Arg("extend-right", "boolean", "_Right", "Extend the right side", True),
             Arg("extend-bottom", "boolean", "_Bottom", "Extend the bottom side", False),
             Arg("fill", "choice", "F_ill", "Pre-fill / classical fill method", "telea", choices=FILL_CHOICES),
-        ) + _server_args(),
+        ) + _server_args() + _region_args(),
     ),
     ProcedureSpec(
         PREFIX + "upscale", "upscale", "_Upscale...", "Paintbridge: Upscale",
@@ -236,7 +302,26 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Paint something new into the selection from the prompt alone",
         "Generates a new image from the prompt into the selection (or the whole canvas), ignoring what is there. "
         "The result is a new layer, masked by the selection.",
-        _prompt_args() + _sampling_args(None) + _source_args(mask=True) + _control_args() + _server_args(),
+        _prompt_args() + _sampling_args(None) + _source_args(mask=True) + _control_args() + _reference_args()
+        + _server_args() + _region_args(),
+    ),
+)
+
+PROCEDURES += (  # instruction edit (issue 14): offered with the models whose listing says they can (Flux.1 Kontext)
+    ProcedureSpec(
+        PREFIX + "edit", "edit", "_Edit Selection from Instruction...", "Paintbridge: Edit from Instruction",
+        "Change the selection as an instruction says (\"make the jacket red\") with an instruction-edit model",
+        "Redraws the selection's context box (or the whole image without a selection) as the instruction asks, with "
+        "a model that edits from instructions (Flux.1 Kontext); the Model list offers only such models. The result "
+        "is a new layer, masked by the selection.",
+        (Arg("prompt", "string", "_Instruction", "What to change, e.g. 'make the jacket red'", ""),
+         Arg("model", "model", "_Model", "An instruction-edit checkpoint (Flux.1 Kontext); 'default' = the server's "
+             "default", "default"),
+         Arg("steps", "int", "S_teps", STEPS_BLURB, 0, 0, 150),
+         Arg("cfg", "double", "_Guidance", "Instruction guidance; 0 = the model's default", 0.0, 0.0, 30.0),
+         Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
+         Arg("batch", "int", "_Batch", "How many results (one layer each)", 1, 1, 8))
+        + _source_args(mask=True) + _server_args(),
     ),
 )
 
@@ -259,7 +344,25 @@ DOWNLOAD = ProcedureSpec(
     ) + _server_args(),
     download=True,
 )
-ALL_PROCEDURES = PROCEDURES + (DOWNLOAD,)
+# results history (issue 13)
+HISTORY_ACTIONS = (("apply", "Apply again (insert the entry's layers)"), ("reuse", "Reuse settings (run its mode "
+                   "with them)"), ("delete", "Delete the entry"), ("list", "List the entries (return value)"))
+HISTORY = ProcedureSpec(
+    PREFIX + "history", "history", "_History...", "Paintbridge: History",
+    "Earlier results of this image: apply again, reuse their settings, delete",
+    "Every Paintbridge result made for this image is kept inside it (saved with the .xcf), within a size limit: "
+    "the dialog lists them with thumbnails and settings. Scripts pick an entry by index (0 = the newest) and an "
+    "action; 'list' returns the entries as JSON, 'reuse' returns the entry's settings as JSON.",
+    (
+        Arg("action", "choice", "_Action", "What to do with the entry", "apply", choices=HISTORY_ACTIONS),
+        Arg("index", "int", "_Entry", "Which entry: 0 = the newest, 1 = the one before ...", 0, 0, 10000),
+        Arg("layer", "int", "_Layer", "Apply again: which of the entry's layers (-1 = all of them)", -1, -1, 1000),
+        Arg("limit-mb", "int", "_Keep at most (MB)", "How many MB of results each image keeps (the oldest go "
+            "first; 0 = no history); -1 = leave as it is", -1, -1, 100000),
+    ),
+    history=True,
+)
+ALL_PROCEDURES = PROCEDURES + (DOWNLOAD, HISTORY)
 
 # Keys the generated dialog's own buttons use (Help, Reset, Cancel, OK, Load/Save settings).
 RESERVED_MNEMONICS = frozenset("hrcols")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from client import jobs, results
+from client import docdata, jobs, regions, results
 from client.errors import JobInputError
 from client.settings import Defaults, Settings, model_entry
 from client.wire import field_of
@@ -15,7 +15,7 @@ from protocol.images import RGBA8
 
 from . import host, settings
 from .arguments import ProcedureSpec
-from .values import control_sources, settings_from_values
+from .values import control_sources, reference_sources, region_binding, settings_from_values
 
 
 class GimpReader:
@@ -52,6 +52,29 @@ class GimpReader:
     def read_layer(self, layer: Any, box: Box) -> bytes:
         return host.read_layer(layer, box)
 
+    def read_opacity(self, item: Any, box: Box) -> bytes:
+        return host.read_opacity(item, box)
+
+
+def region_sources(image, values: Dict[str, Any]) -> List[jobs.RegionSource]:
+    """regions (issue 15): store the run's binding on its layer or channel (when one is given), then every item of
+    the image carrying a region prompt, when the run uses regions."""
+    binding = region_binding(values)
+    if binding is not None:
+        item, region = binding
+        host.save_region(item, regions.binding_to_bytes(region) if region is not None else None)
+    if not values.get("use-regions", False):
+        return []
+    out = []
+    for item in host.region_items(image):
+        try:
+            region = regions.binding_from_bytes(host.load_region(item))
+        except docdata.DocumentDataError:
+            region = None  # foreign or damaged data on a layer: not a region
+        if region is not None and region.prompt:
+            out.append(jobs.RegionSource(item, region.prompt, region.negative_prompt, region.strength))
+    return out
+
 
 def read_inputs(spec: ProcedureSpec, image, active, values: Dict[str, Any],
                 hide: Sequence[object] = ()) -> Tuple[Settings, jobs.JobInputs]:
@@ -61,7 +84,8 @@ def read_inputs(spec: ProcedureSpec, image, active, values: Dict[str, Any],
         raise JobInputError("The image has a floating selection: anchor it or make it a new layer first")
     s = settings_from_values(spec, values)
     reader = GimpReader(image, active, s, hide)
-    inputs = jobs.capture(s, reader.selection_bounds(), reader.width, reader.height, reader, control_sources(values))
+    inputs = jobs.capture(s, reader.selection_bounds(), reader.width, reader.height, reader, control_sources(values),
+                          reference_sources(values), region_sources(image, values))
     return s, inputs
 
 
@@ -80,7 +104,7 @@ def server_target(values: Dict[str, Any]) -> Tuple[str, Optional[str]]:
 def place_results(spec: ProcedureSpec, image, active, s: Settings, layers: List[Any], welcome: Any,
                   values: Dict[str, Any], interactive: bool = False):
     """Insert the results (one undo step); an upscale into a new image returns that image, else None."""
-    names = results.layer_names(spec.mode, s.prompt, layers, Defaults.from_welcome(welcome).layer_name_length)
+    names = names_of(spec, s, layers, welcome)
     if spec.mode == "upscale" and values.get("target") != "layer":
         new_image = host.new_image_with(image, layers, names)
         if interactive:
@@ -92,3 +116,8 @@ def place_results(spec: ProcedureSpec, image, active, s: Settings, layers: List[
     host.insert_results(image, active, layers, names, canvas)
     return None
 
+
+
+def names_of(spec: ProcedureSpec, s: Settings, layers: List[Any], welcome: Any) -> List[str]:
+    """The result layers' names (``client.results``, with the length this server announced)."""
+    return results.layer_names(spec.mode, s.prompt, layers, Defaults.from_welcome(welcome).layer_name_length)

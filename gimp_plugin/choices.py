@@ -17,21 +17,26 @@ DEFAULT = "default"
 CLASSICAL = "classical"
 TIMEOUT = 1.5  # s the plug-in waits for the server's listing when it creates its procedures
 
-_cache: Dict[str, Tuple[Tuple[str, str], ...]] = {}
+_cache: Dict[str, List[dict]] = {}
 
 
-def model_choices(models: Sequence[Dict[str, Any]]) -> Tuple[Tuple[str, str], ...]:
-    """(nick, label) for each checkpoint of a listing, between the server's default and the built-in engine."""
+def model_choices(models: Sequence[Dict[str, Any]], mode: str = "") -> Tuple[Tuple[str, str], ...]:
+    """(nick, label) for each checkpoint of a listing, between the server's default and the built-in engine; for a
+    ``mode`` only some models run (``client.modes.offered``: edit), only those and the server's default."""
+    from client.modes import offered, rule
+
+    special = bool(mode) and bool(rule(mode).listing)
     out = [(DEFAULT, "Server's default")]
     seen = {DEFAULT, CLASSICAL}
     for entry in models:
         name = str(entry.get("name") or "")
-        if entry.get("kind") != "checkpoint" or not name or name in seen:
+        if entry.get("kind") != "checkpoint" or not name or name in seen or (special and not offered(mode, entry)):
             continue
         seen.add(name)
         family = str(entry.get("family") or entry.get("arch") or "")
         out.append((name, f"{name} ({family}{', inpaint' if entry.get('inpaint') else ''})" if family else name))
-    out.append((CLASSICAL, "Classical (OpenCV, no AI)"))
+    if not special:
+        out.append((CLASSICAL, "Classical (OpenCV, no AI)"))
     return tuple(out)
 
 
@@ -62,9 +67,10 @@ def installed_models(profile: Path, fetch=None) -> List[dict]:
     return listing
 
 
-def cached_model_choices(profile: Path) -> Tuple[Tuple[str, str], ...]:
-    """``model_choices`` of the installed models, asked once per plug-in process (every procedure shares it)."""
+def cached_model_choices(profile: Path, mode: str = "") -> Tuple[Tuple[str, str], ...]:
+    """``model_choices`` of the installed models for ``mode``, the listing asked once per plug-in process (every
+    procedure shares it)."""
     key = str(profile)
     if key not in _cache:
-        _cache[key] = model_choices(installed_models(profile))
-    return _cache[key]
+        _cache[key] = installed_models(profile)
+    return model_choices(_cache[key], mode)

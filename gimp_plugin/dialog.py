@@ -14,7 +14,10 @@ SECTIONS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("area", "Source and mask", ("source", "mask-source", "grow", "feather", "fill")),
     ("controls", "Control layers", tuple(f"{p}-{k}" for p in ("control", "control-2")
                                          for k in ("layer", "type", "strength", "preprocess"))),
+    ("references", "Reference images", tuple(f"{p}-{k}" for p in ("reference", "reference-2")  # issue 15
+                                             for k in ("layer", "type", "strength"))),
     ("server", "Server", ("server", "token")),
+    ("regions", "Regions", ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")),  # issue 15
 )
 
 
@@ -56,6 +59,13 @@ def models_hint(models: Optional[List[dict]], mode: str, url: str) -> str:
 
     checkpoints = names("checkpoint")
     parts = [f"Checkpoints: {', '.join(checkpoints)}" if checkpoints else "No checkpoint installed"]
+    if mode == "edit":  # only models whose listing says they can (Flux.1 Kontext)
+        from client.modes import offered
+
+        able = [str(m.get("name")) for m in models if m.get("kind") == "checkpoint" and offered(mode, m)]
+        parts = [f"Instruction-edit models: {', '.join(able)}" if able else
+                 "No instruction-edit model installed (e.g. Flux.1 Kontext: flux1-kontext-dev.safetensors in "
+                 "diffusion_models/, with its text encoders and VAE)"]
     if mode == "upscale":
         upscalers = names("upscaler")
         parts.insert(0, f"Upscalers: {', '.join(upscalers)}" if upscalers else "Upscaler: Lanczos only")

@@ -6,6 +6,7 @@ read as transparent / unselected. New layers are created, filled and inserted; e
 
 from __future__ import annotations
 
+from array import array
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -15,6 +16,7 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
 
+from client import docdata  # noqa: E402
 from client.errors import JobInputError as InputError  # noqa: E402
 from client.results import box_of, canvas_growth, pixels_in  # noqa: E402
 from protocol.geometry import Box, selection_bounds_from_mask  # noqa: E402
@@ -277,3 +279,93 @@ def new_image_with(source_image, results: Sequence[object], names: Sequence[str]
         image.delete()
         raise
     return image
+
+
+# --- Paintbridge data kept in the image (saved in the .xcf) ----------------------------------------------------------
+
+def load_document_data(image, key: str) -> Optional[bytes]:
+    """The data stored under ``key`` in ``image`` (image parasite ``paintbridge-<key>``), None when there is none.
+    Damaged or foreign data raises ``client.docdata.DocumentDataError`` (the image itself is not affected)."""
+    parasite = image.get_parasite(docdata.GIMP_PREFIX + docdata.check_key(key))
+    if parasite is None:
+        return None
+    raw = parasite.get_data()  # GIMP hands parasite bytes to Python as signed chars
+    blob = array("b", raw).tobytes() if isinstance(raw, list) else bytes(raw)
+    return docdata.unpack(key, blob)
+
+
+def save_document_data(image, key: str, data: Optional[bytes]) -> None:
+    """Store ``data`` under ``key`` in ``image`` as a PERSISTENT parasite (kept in the .xcf); None removes it.
+    Not an undo step."""
+    name = docdata.GIMP_PREFIX + docdata.check_key(key)
+    if data is None:
+        if image.get_parasite(name) is not None:
+            image.detach_parasite(name)
+        return
+    signed = array("b", docdata.pack(key, data)).tolist()  # the binding takes parasite data as signed chars
+    image.attach_parasite(Gimp.Parasite.new(name, Gimp.PARASITE_PERSISTENT, signed))
+
+
+# --- regions (issue 15): a prompt kept on a layer or channel itself (PERSISTENT parasite, saved in the .xcf) --------
+
+REGION_KEY = "region"
+
+
+def _parasite_bytes(parasite) -> bytes:
+    raw = parasite.get_data()  # GIMP hands parasite bytes to Python as signed chars
+    return array("b", raw).tobytes() if isinstance(raw, list) else bytes(raw)
+
+
+def load_region(item) -> Optional[bytes]:
+    """The region data stored on a layer or channel (parasite ``paintbridge-region``), None when it has none.
+    Damaged or foreign data raises ``client.docdata.DocumentDataError``."""
+    parasite = item.get_parasite(docdata.GIMP_PREFIX + REGION_KEY)
+    return None if parasite is None else docdata.unpack(REGION_KEY, _parasite_bytes(parasite))
+
+
+def save_region(item, data: Optional[bytes]) -> None:
+    """Store region data on a layer or channel as a PERSISTENT parasite (kept in the .xcf); None removes it."""
+    name = docdata.GIMP_PREFIX + REGION_KEY
+    if data is None:
+        if item.get_parasite(name) is not None:
+            item.detach_parasite(name)
+        return
+    signed = array("b", docdata.pack(REGION_KEY, data)).tolist()
+    item.attach_parasite(Gimp.Parasite.new(name, Gimp.PARASITE_PERSISTENT, signed))
+
+
+def region_items(image) -> List[object]:
+    """Every layer (inside groups too, top first) and channel of ``image`` that carries region data."""
+    name = docdata.GIMP_PREFIX + REGION_KEY
+
+    def walk(items):
+        for item in items:
+            yield item
+            if item.is_group():
+                yield from walk(item.get_children())
+
+    return [item for item in list(walk(image.get_layers())) + list(image.get_channels())
+            if item.get_parasite(name) is not None]
+
+
+def read_opacity(item, box: Box) -> bytes:
+    """A region's mask over ``box`` as gray8: a channel's value, a layer's alpha (a group's: of its projection)."""
+    return _read(item, box, "Y u8" if isinstance(item, Gimp.Channel) else "A u8")
+
+
+def run_interactively(procedure: str, image, drawables: list) -> None:
+    """Run a Paintbridge procedure as if chosen from the menu (its dialog opens) on ``image``."""
+    proc = Gimp.get_pdb().lookup_procedure(procedure)
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", list(drawables))
+    proc.run(config)
+
+
+def flush_displays() -> None:
+    Gimp.displays_flush()
+
+
+def show_message(text: str) -> None:
+    Gimp.message(text)

@@ -27,7 +27,7 @@ from client.results import PREVIEW_NAME, layer_names  # noqa: E402
 from client.session import new_job_id  # noqa: E402
 from client.settings import Defaults  # noqa: E402
 
-from . import capture, connection, host, settings  # noqa: E402
+from . import capture, connection, history, host, settings  # noqa: E402
 from .arguments import ProcedureSpec  # noqa: E402
 from .dialog import add_models_hint, fill_dialog  # noqa: E402
 
@@ -181,12 +181,17 @@ class LiveInpaint:
         if host.is_valid(self.image):
             host.remove_preview(self.image, self.preview)
             self.preview = None
-            if keep and self.latest is not None:
+            if self.latest is not None:
                 _sig, job_settings, result = self.latest
                 names = layer_names(self.spec.mode, job_settings.prompt, [result],
                                     Defaults.from_welcome(self.welcome).layer_name_length)
-                host.insert_results(self.image, self._active(), [result], names)
-                self.kept = True
+                if keep:
+                    host.insert_results(self.image, self._active(), [result], names)
+                    self.kept = True
+                # results history (issue 13): the last frame shown stays reachable, kept or not
+                note = history.record(self.image, job_settings, [result], names, {})
+                if note:
+                    host.show_message(f"Paintbridge: {note}")
         if self.client is not None:
             self.client.close()
         Gtk.main_quit()

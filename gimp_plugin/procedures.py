@@ -27,7 +27,7 @@ ERROR_DOMAIN = "paintbridge-error-quark"
 
 # --- registration ----------------------------------------------------------------------------------------------------
 
-def _add_argument(procedure, arg: Arg, label: str) -> None:
+def _add_argument(procedure, arg: Arg, label: str, mode: str = "") -> None:
     flags = GObject.ParamFlags.READWRITE
     arg = replace(arg, label=label)
     if arg.kind == "string":
@@ -50,11 +50,13 @@ def _add_argument(procedure, arg: Arg, label: str) -> None:
         from .choices import cached_model_choices
 
         choice = Gimp.Choice.new()
-        for index, (nick, label) in enumerate(cached_model_choices(host.profile_dir())):
+        for index, (nick, label) in enumerate(cached_model_choices(host.profile_dir(), mode)):
             choice.add(nick, index, label, "")
         procedure.add_choice_argument(arg.name, arg.label, arg.blurb, choice, arg.default, flags)
     elif arg.kind == "layer":
         procedure.add_layer_argument(arg.name, arg.label, arg.blurb, True, flags)
+    elif arg.kind == "drawable":  # regions (issue 15): a layer or a channel
+        procedure.add_drawable_argument(arg.name, arg.label, arg.blurb, True, flags)
     else:  # pragma: no cover - the table only uses the kinds above
         raise ValueError(f"unknown argument kind {arg.kind!r}")
 
@@ -88,11 +90,16 @@ class Paintbridge(Gimp.PlugIn):
         procedure.set_attribution("Paintbridge contributors", "Paintbridge contributors", "2026")
         labels = labels_with_mnemonics(spec)
         for arg in spec.args:
-            _add_argument(procedure, arg, labels[arg.name])
+            _add_argument(procedure, arg, labels[arg.name], spec.mode)
         if spec.returns_image:
             procedure.add_image_return_value("new-image", "New image",
                                              "The upscaled image (none when the result went into a layer)", True,
                                              GObject.ParamFlags.READWRITE)
+        if spec.history:  # results history (issue 13)
+            procedure.add_string_return_value("entries", "Entries", "'list': the entries as JSON (newest first)", "",
+                                              GObject.ParamFlags.READWRITE)
+            procedure.add_string_return_value("settings", "Settings", "'reuse': the entry's settings as JSON", "",
+                                              GObject.ParamFlags.READWRITE)
         return procedure
 
 
@@ -115,6 +122,10 @@ def _show_dialog(procedure, spec: ProcedureSpec, config) -> bool:
 
     if not str(config.get_property("server") or "").strip():
         config.set_property("server", settings.load(host.profile_dir()).url)
+    from .values import take_reuse  # "Reuse settings" in the History dialog (issue 13)
+
+    for name, value in take_reuse(host.profile_dir(), spec.name).items():
+        config.set_property(name, value)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, spec.title)
     fill_dialog(dialog, spec)
     add_models_hint(dialog, spec, str(config.get_property("server") or ""), str(config.get_property("token") or ""),
@@ -148,6 +159,10 @@ def run(procedure, run_mode, image, drawables, config, data):
         return _run_live(procedure, run_mode, image, drawables, config, spec)
     if spec.download:
         return _run_download(procedure, run_mode, config, spec)
+    if spec.history:
+        from .history_procedure import run_history
+
+        return run_history(procedure, run_mode, image, list(drawables or []), config, spec)
     if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(procedure, spec, config):
         return _status(procedure, Gimp.PDBStatusType.CANCEL)
     values = _read_values(spec, config)
@@ -236,7 +251,7 @@ def execute(spec: ProcedureSpec, image, drawables: list, values: Dict[str, Any],
     """One run: read, connect, send, wait, insert. Returns the new image of an upscale into a new image, else None."""
     from client.session import new_job_id
 
-    from . import capture, connection, host, settings
+    from . import capture, connection, history, host, settings
 
     active = drawables[0] if drawables else None
     job_settings, inputs = capture.read_inputs(spec, image, active, values)
@@ -248,10 +263,16 @@ def execute(spec: ProcedureSpec, image, drawables: list, values: Dict[str, Any],
         try:
             job = capture.make_job(job_settings, inputs, client.welcome, new_job_id("gimp"))
             settings.remember(profile, url, token)
-            layers, _used = connection.run_job(client, job, progress)
+            layers, used = connection.run_job(client, job, progress)
         finally:
             client.close()
-        return capture.place_results(spec, image, active, job_settings, layers, client.welcome, values, interactive)
+        new_image = capture.place_results(spec, image, active, job_settings, layers, client.welcome, values,
+                                          interactive)
+        note = history.record(image, job_settings, layers, capture.names_of(spec, job_settings, layers,
+                                                                            client.welcome), used)
+        if note:
+            Gimp.message(f"Paintbridge: {note}")
+        return new_image
     finally:
         progress.end()
 

@@ -6,13 +6,17 @@ decided by ``client`` from these settings, the same way as in Krita.
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping
 
 from client.errors import JobInputError
-from client.jobs import ControlSource
+from client.jobs import ControlSource, ReferenceSource
+from client.regions import RegionBinding
 from client.settings import Settings
 
-from .arguments import MAX_CONTROLS, SAMPLER_BY_NICK, ProcedureSpec
+from .arguments import (MAX_CONTROLS, MAX_REFERENCES, SAMPLER_BY_NICK, SCHEDULER_BY_NICK, ProcedureSpec,
+                        reference_prefix)
 from .choices import model_name
 
 MASK_SOURCES = {"selection": "selection", "layer-mask": "layer-mask"}
@@ -36,12 +40,32 @@ def control_sources(values: Mapping[str, Any]) -> List[ControlSource]:
     return out
 
 
+def reference_sources(values: Mapping[str, Any]) -> List[ReferenceSource]:
+    """The reference slots (issue 15) whose layer argument is set, in order (``layer`` is the GIMP layer)."""
+    out = []
+    for i in range(1, MAX_REFERENCES + 1):
+        p = reference_prefix(i)
+        layer = values.get(f"{p}-layer")
+        if layer is not None:
+            out.append(ReferenceSource(layer, str(values.get(f"{p}-type") or "content"),
+                                       float(values.get(f"{p}-strength", 1.0))))
+    return out
+
+
 def sampler_of(nick: Any) -> str:
     """The protocol's sampler name for a choice nick ("default" = the model family's default, "")."""
     nick = str(nick or "default")
     if nick != "default" and nick not in SAMPLER_BY_NICK:
         raise JobInputError(f"Unknown sampler {nick!r}; choose one of: default, {', '.join(SAMPLER_BY_NICK)}")
     return SAMPLER_BY_NICK.get(nick, "")
+
+
+def scheduler_of(nick: Any) -> str:
+    """The protocol's schedule name for a choice nick ("default" = the sampler's own, "")."""
+    nick = str(nick or "default")
+    if nick != "default" and nick not in SCHEDULER_BY_NICK:
+        raise JobInputError(f"Unknown schedule {nick!r}; choose one of: default, {', '.join(SCHEDULER_BY_NICK)}")
+    return SCHEDULER_BY_NICK.get(nick, "")
 
 
 def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Settings:
@@ -79,6 +103,74 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Sett
     if spec.mode == "preprocess":
         s.preprocessor = str(values["preprocessor"])
         s.low_threshold, s.high_threshold = int(values["low-threshold"]), int(values["high-threshold"])
+    # sampling (issue 13)
+    if "scheduler" in names:
+        s.scheduler = scheduler_of(values["scheduler"])
+    for name in ("batch-count", "clip-skip"):
+        if name in names:
+            setattr(s, name.replace("-", "_"), int(values[name]))
+    if "vae" in names:
+        s.vae = text("vae")
+    if "refiner" in names:
+        s.refiner, s.refiner_start = text("refiner"), float(values.get("refiner-start", 0.8))
     if spec.live:
         s.batch = 1
+        s.batch_count = 1
     return s
+
+
+# regions (issue 15)
+def region_binding(values: Mapping[str, Any]) -> Any:
+    """(item, RegionBinding or None) when the run binds a prompt to a layer or channel (an empty prompt removes the
+    item's region), else None."""
+    item = values.get("region-layer")
+    if item is None:
+        return None
+    prompt = str(values.get("region-prompt") or "").strip()
+    if not prompt:
+        return item, None
+    return item, RegionBinding("", prompt, str(values.get("region-negative-prompt") or "").strip())
+
+
+def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
+    """Argument values of ``spec`` that make ``settings_from_values`` give ``s`` back (results history: "reuse
+    settings"); arguments ``s`` has nothing for (server, controls) are left out."""
+    names = {arg.name for arg in spec.args}
+    nick_of = {name: nick for nick, name in SAMPLER_BY_NICK.items()}
+    out: Dict[str, Any] = {"prompt": s.prompt, "negative-prompt": s.negative_prompt, "model": s.model or "default",
+                           "steps": s.steps, "seed": s.seed, "batch": s.batch, "grow": s.grow, "feather": s.feather,
+                           "cfg": s.cfg, "sampler": nick_of.get(s.sampler, "default"), "fill": s.fill,
+                           "source": s.image_source, "mask-source": s.mask_source, "scale": s.scale,
+                           "upscaler": s.upscaler, "refine": s.refine, "preprocessor": s.preprocessor,
+                           "low-threshold": s.low_threshold, "high-threshold": s.high_threshold}
+    if s.strength is not None:
+        out["strength"] = s.strength
+    sides = {side: getattr(s, f"extend_{side}") for side in ("left", "top", "right", "bottom")}
+    out["extend"] = max(sides.values())
+    out.update({f"extend-{side}": amount > 0 for side, amount in sides.items()})
+    return {name: value for name, value in out.items() if name in names}
+
+
+# --- "reuse settings" from the results history: values waiting for the mode's next dialog ----------------------------
+
+REUSE_FILE = "paintbridge-reuse.json"
+
+
+def save_reuse(profile: Path, procedure: str, values: Mapping[str, Any]) -> None:
+    """Keep ``values`` for the next interactive run of ``procedure`` (its dialog opens with them)."""
+    Path(profile).mkdir(parents=True, exist_ok=True)
+    (Path(profile) / REUSE_FILE).write_text(json.dumps({"procedure": procedure, "values": dict(values)}),
+                                            encoding="utf-8")
+
+
+def take_reuse(profile: Path, procedure: str) -> Dict[str, Any]:
+    """The values kept for ``procedure`` (then forgotten), or {} when none are."""
+    path = Path(profile) / REUSE_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("procedure") != procedure or not isinstance(data.get("values"), dict):
+        return {}
+    path.unlink()
+    return dict(data["values"])

@@ -8,11 +8,12 @@ are relative: a plugin may vendor it under any name.
 from .errors import ERROR_CODES, LocalProtocolError, ProtocolError
 from .geometry import Box, context_box
 from .images import BGRA8, GRAY8, RGBA8, ImagePayload, convert_pixels
+from .sampling import SAMPLER_NAMES, SAMPLERS, SCHEDULE_NAMES
 from .messages import (
     CONTROL_TYPES,
     MODES,
+    REFERENCE_TYPES,
     PROTOCOL_VERSION,
-    SAMPLERS,
     Cancel,
     Cancelled,
     ClientMessage,
@@ -33,6 +34,8 @@ from .messages import (
     PullDone,
     PullProgress,
     Queued,
+    Reference,
+    Region,
     Result,
     ResultLayer,
     ServerMessage,
@@ -47,6 +50,8 @@ __all__ = [
     "BGRA8", "Box", "CONTROL_TYPES", "Cancel", "Cancelled", "ClientMessage", "Control", "ERROR_CODES", "Error",
     "Extend", "GRAY8", "Hello", "ImagePayload", "Job", "Limits", "ListModels", "ListPresets", "LocalProtocolError", "MODES", "Message",
     "Models", "PROTOCOL_VERSION", "Params", "Presets", "Progress", "Pull", "PullDone", "PullProgress", "ProtocolError", "Queued", "RGBA8", "Result", "ResultLayer",
-    "SAMPLERS", "ServerMessage", "Started", "Welcome", "context_box", "convert_pixels", "job_params_defaults",
+    "SAMPLERS", "SAMPLER_NAMES", "SCHEDULE_NAMES", "ServerMessage", "Started", "Welcome", "context_box", "convert_pixels", "job_params_defaults",
     "parse_client_message", "parse_server_message",
+    "Reference", "REFERENCE_TYPES",  # reference images (issue 15)
+    "Region",  # regions (issue 15)
 ]

@@ -14,20 +14,24 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, Union
 
 from .errors import TOO_LARGE, VERSION_MISMATCH, ProtocolError, bad_field
 from .images import BGRA8, GRAY8, PIXEL_FORMATS, RGBA8, ImagePayload, parse_payload
+from .sampling import SAMPLERS, SCHEDULE_NAMES, resolve as resolve_sampler
 from .schema import WireModel, type_error, wire
 
 PROTOCOL_VERSION = "1.1"
 
 MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", "edit")
-SAMPLERS = ("Euler a", "Euler", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ SDE Karras", "DDIM", "UniPC", "LCM")
 CONTROL_TYPES = ("canny", "lineart", "scribble", "softedge", "depth", "normal", "pose", "tile", "inpaint", "shuffle",
                  "reference")
 INPAINT_FILLS = ("telea", "ns")
+REFERENCE_TYPES = ("style", "composition", "content", "face")  # reference images (issue 15)
 
 MAX_ID_LENGTH = 64
 MAX_PROMPT_LENGTH = 8192
 MAX_CONTROLS = 8
 MAX_PULL_NAMES = 64
+MAX_REFERENCES = 8  # reference images (issue 15)
+MAX_REGIONS = 16  # regions (issue 15)
+REGION_MODES = ("generate", "img2img", "inpaint", "outpaint")  # regions (issue 15)
 SESSION_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 _VERSION = re.compile(r"([0-9]+)\.([0-9]+)")  # ASCII digits only: str.isdigit() also takes '²' and '①'
 
@@ -105,6 +109,25 @@ class Params(WireModel):
     preprocessor: str = wire("", max_length=64, doc="mode `preprocess`: which preprocessor")
     low_threshold: int = wire(100, minimum=0, maximum=255, doc="canny")
     high_threshold: int = wire(200, minimum=0, maximum=255, doc="canny")
+    # sampling: schedule, batch count, VAE, CLIP skip, SDXL refiner (issue 13)
+    scheduler: str = wire("", choices=("",) + SCHEDULE_NAMES,
+                          doc='noise schedule; `""`: the sampler\'s own (a combination the sampler cannot do is refused)')
+    batch_count: int = wire(1, minimum=1, maximum=100, doc="pipeline calls one after another, `batch` images each")
+    vae: str = wire("", max_length=256, doc='a VAE of the models folder by name; `""` = the checkpoint\'s own')
+    clip_skip: int = wire(0, minimum=0, maximum=12, doc="CLIP layers skipped from the end: 0/1 = none, 2 = penultimate")
+    refiner: str = wire("", max_length=256, doc='an SDXL refiner by name for the last steps; `""` = off')
+    refiner_start: float = wire(0.8, minimum=0.0, maximum=1.0,
+                                doc="fraction of the steps after which the refiner takes over")
+
+    def check(self, path: str, limits: Any) -> None:
+        """A sampler with a schedule it cannot do is refused naming both."""
+        try:
+            resolve_sampler(self.sampler, self.scheduler)
+        except ValueError as err:
+            raise bad_field(f"{path}.scheduler" if path else "scheduler", f"does not fit the sampler: {err}")
+        if self.refiner and not 0.0 < self.refiner_start < 1.0:
+            raise bad_field(f"{path}.refiner_start" if path else "refiner_start",
+                            f"({self.refiner_start}) must be between 0 and 1 (exclusive) when a refiner is chosen")
 
     def as_dict(self) -> dict:
         """Every field as a plain map, None included (``extend`` as a map): the engines' view of the parameters."""
@@ -128,6 +151,45 @@ class Control(WireModel):
     def check(self, path: str, limits: Any) -> None:
         if self.start > self.end:
             raise bad_field(f"{path}.start", f"({self.start}) is after end ({self.end})")
+
+
+# reference images (issue 15)
+@dataclasses.dataclass(frozen=True)
+class Reference(WireModel):
+    """A reference image of a job (IP-Adapter): the picture guides the result by its style, composition, content or
+    face."""
+
+    image: ImagePayload = wire(formats=(RGBA8, BGRA8), doc="the reference layer's pixels at the context box, or a "
+                               "whole picture (any size)")
+    type: str = wire("content", choices=REFERENCE_TYPES, doc="what the picture gives: `style` and `composition` use "
+                     "only the adapter's style or layout blocks; `face` needs a face adapter")
+    strength: float = wire(1.0, minimum=0.0, maximum=2.0, doc="the adapter's scale; 0 = no effect")
+    start: float = wire(0.0, minimum=0.0, maximum=1.0, doc="fraction of the steps; start ≤ end")
+    end: float = wire(1.0, minimum=0.0, maximum=1.0)
+    mask: Optional[ImagePayload] = wire(None, formats=(GRAY8,), doc="the job's size (the context box): the reference "
+                                        "applies only inside (255); none = everywhere")
+    model: str = wire("", max_length=256, doc='an IP-Adapter by name; `""` = the one matching type and checkpoint')
+
+    def check(self, path: str, limits: Any) -> None:
+        if self.start > self.end:
+            raise bad_field(f"{path}.start", f"({self.start}) is after end ({self.end})")
+
+
+# regions (issue 15)
+@dataclasses.dataclass(frozen=True)
+class Region(WireModel):
+    """A region of a job: an area of the context box (the bound layer's opacity) conditioned by its own prompt."""
+
+    prompt: str = wire(max_length=MAX_PROMPT_LENGTH, doc="the area's prompt; the job's prompt is added to it")
+    mask: ImagePayload = wire(formats=(GRAY8,), doc="the job's size (the context box): 255 = the region, soft "
+                                                    "values blend with the job's prompt")
+    negative_prompt: str = wire("", max_length=MAX_PROMPT_LENGTH, doc="added to the job's negative prompt there")
+    strength: float = wire(1.0, minimum=0.0, maximum=1.0, doc="how much of the area follows the region's prompt; "
+                                                              "0 = none")
+
+    def check(self, path: str, limits: Any) -> None:
+        if not self.prompt.strip():
+            raise bad_field(f"{path}.prompt", "is empty; a region needs a prompt of its own")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +272,14 @@ class Job(Message):
     previews: bool = wire(False, doc="attach small previews to `progress`")
     live: bool = wire(False, doc="a live frame (1.1): not kept across a dropped connection; replaces the "
                                  "client's older queued live frame")
+    # reference images (issue 15)
+    references: Tuple[Reference, ...] = wire((), max_items=MAX_REFERENCES,
+                                             doc="reference images (IP-Adapter); `welcome.capabilities.references` "
+                                                 "lists the model families that take them")
+    # regions (issue 15)
+    regions: Tuple[Region, ...] = wire((), max_items=MAX_REGIONS,
+                                       doc="areas with prompts of their own; `welcome.capabilities.regions` lists "
+                                           "the model families that take them")
 
     def check(self, path: str, limits: Any) -> None:
         """Cross-field rules: what each mode needs, matching sizes, the size of what the job would make."""
@@ -225,6 +295,19 @@ class Job(Message):
             if image is not None and (ctl.image.width, ctl.image.height) != (image.width, image.height):
                 raise bad_field(f"controls[{i}].image", f"is {ctl.image.width}x{ctl.image.height} but the image is "
                                 f"{image.width}x{image.height}")
+        for i, ref in enumerate(self.references):  # reference images (issue 15)
+            size = (image.width, image.height) if image is not None else (params.width, params.height)
+            if ref.mask is not None and (ref.mask.width, ref.mask.height) != size:
+                raise bad_field(f"references[{i}].mask", f"is {ref.mask.width}x{ref.mask.height} but the job is "
+                                f"{size[0]}x{size[1]}")
+        for i, region in enumerate(self.regions):  # regions (issue 15)
+            size = (image.width, image.height) if image is not None else (params.width, params.height)
+            if (region.mask.width, region.mask.height) != size:
+                raise bad_field(f"regions[{i}].mask", f"is {region.mask.width}x{region.mask.height} but the job is "
+                                f"{size[0]}x{size[1]} (the context box)")
+        if self.regions and mode not in REGION_MODES:
+            raise bad_field("regions", f"are not used by mode '{mode}'; regions work in "
+                            f"{', '.join(REGION_MODES)}")
         if mode == "preprocess" and not params.preprocessor:
             raise bad_field("params.preprocessor", "is missing; mode 'preprocess' needs one (e.g. 'canny')")
         ext = params.extend

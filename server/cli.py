@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -13,7 +14,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from protocol import MODES, SAMPLERS, Extend, Job, Message, Params, Progress, Queued, ResultLayer
+from protocol import (MODES, REFERENCE_TYPES, SAMPLERS, SCHEDULE_NAMES, Extend, Job, Message, Params, Progress, Queued,
+                      Reference, Region, ResultLayer)
 from protocol.client import Client, ConnectionFailed, JobCancelled, JobFailed, new_job_id
 from protocol.images import GRAY8, RGBA8, ImagePayload
 
@@ -119,13 +121,13 @@ def _read_rgba(path: str) -> np.ndarray:
         return np.asarray(img.convert("RGBA")).copy()
 
 
-def _read_mask(path: str, size: tuple) -> np.ndarray:
+def _read_mask(path: str, size: Optional[tuple]) -> np.ndarray:
     with Image.open(path) as img:
         if img.mode in ("RGBA", "LA") and img.getchannel("A").getextrema() != (255, 255):
             mask = img.getchannel("A")  # a transparent-background mask: alpha is the mask
         else:
             mask = img.convert("L")
-        if mask.size != size:
+        if size is not None and mask.size != size:
             raise SystemExit(f"paintbridge run: the mask is {mask.size[0]}x{mask.size[1]} but the image is "
                              f"{size[0]}x{size[1]}")
         return np.asarray(mask).copy()
@@ -147,10 +149,49 @@ def _extend(text: Optional[str]) -> Extend:
     return Extend(*values)
 
 
+def parse_reference(spec: str) -> Reference:
+    """``FILE[:type[:strength]]`` (reference images, issue 15) as a Reference of the whole picture; the file may hold
+    colons itself (``C:\\pictures\\cat.png:style``)."""
+    path, rest = spec, []
+    while not Path(path).is_file() and ":" in path and len(rest) < 2:
+        path, _, tail = path.rpartition(":")
+        rest.insert(0, tail)
+    if not Path(path).is_file():
+        raise SystemExit(f"paintbridge run: --reference {spec!r}: no such file")
+    kind = rest[0] if rest else "content"
+    if kind not in REFERENCE_TYPES:
+        raise SystemExit(f"paintbridge run: --reference {spec!r}: type '{kind}' is not one of "
+                         f"{', '.join(REFERENCE_TYPES)}")
+    try:
+        strength = float(rest[1]) if len(rest) > 1 else 1.0
+    except ValueError:
+        raise SystemExit(f"paintbridge run: --reference {spec!r}: strength '{rest[1]}' is not a number") from None
+    if not 0.0 <= strength <= 2.0:
+        raise SystemExit(f"paintbridge run: --reference {spec!r}: strength {strength} is outside 0-2")
+    return Reference(image=_payload(_read_rgba(path), RGBA8), type=kind, strength=strength)
+
+
+# regions (issue 15)
+def _region(text: str) -> Region:
+    """``--region MASK.png:PROMPT`` (a Windows drive letter's colon is part of the path) as a Region; the mask's size
+    is checked by the server against the job's (the image, or --width/--height)."""
+    start = 2 if re.match(r"[A-Za-z]:[\\/]", text) else 0
+    cut = text.find(":", start)
+    if cut <= 0 or not text[cut + 1:].strip():
+        raise SystemExit(f"paintbridge run: --region takes MASK.png:PROMPT, got {text!r}")
+    path, prompt = text[:cut], text[cut + 1:]
+    if not Path(path).is_file():
+        raise SystemExit(f"paintbridge run: --region mask {path!r} is not a file")
+    return Region(prompt=prompt, mask=_payload(_read_mask(path, None), GRAY8))
+
+
 def build_job(args: argparse.Namespace) -> tuple:
     """The ``Job`` for ``paintbridge run`` and the input image (None for generate without one)."""
     given = {key: getattr(args, key) for key in ("strength", "cfg", "sampler", "upscaler", "refine", "grow", "feather",
-                                                   "width", "height", "fill", "preprocessor")}
+                                                   "width", "height", "fill", "preprocessor",
+                                                   # sampling (issue 13)
+                                                   "scheduler", "batch_count", "vae", "clip_skip", "refiner",
+                                                   "refiner_start")}
     params = Params(steps=args.steps, seed=args.seed, batch=args.batch, scale=args.scale, extend=_extend(args.extend),
                     **{k: v for k, v in given.items() if v is not None})
     image = mask = None
@@ -160,7 +201,8 @@ def build_job(args: argparse.Namespace) -> tuple:
             mask = _payload(_read_mask(args.mask, (image.shape[1], image.shape[0])), GRAY8)
     job = Job(new_job_id("cli"), args.mode, model=args.model, prompt=args.prompt, negative_prompt=args.negative,
               image=_payload(image, RGBA8) if image is not None else None, mask=mask, params=params,
-              result_format=RGBA8)
+              result_format=RGBA8, references=tuple(parse_reference(r) for r in args.reference or ()),
+              regions=tuple(_region(r) for r in args.region or ()))
     return job, image
 
 
@@ -412,6 +454,21 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--width", type=int, help="generate without --image: width")
     r.add_argument("--height", type=int, help="generate without --image: height")
     r.add_argument("--preprocessor", help="preprocess mode: canny, lineart, scribble, ...")
+    # reference images (issue 15)
+    r.add_argument("--reference", action="append", metavar="FILE[:TYPE[:STRENGTH]]",
+                   help="a reference image (IP-Adapter); TYPE: " + ", ".join(REFERENCE_TYPES) +
+                        " (default content), STRENGTH 0-2 (default 1); repeat for several")
+    # sampling (issue 13)
+    r.add_argument("--scheduler", choices=SCHEDULE_NAMES,
+                   help="noise schedule (default: the sampler's own); a pair the sampler cannot do is refused")
+    r.add_argument("--batch-count", type=int, help="pipeline calls one after another, --batch images each")
+    r.add_argument("--vae", help="a VAE of the models folder by name (default: the checkpoint's own)")
+    r.add_argument("--clip-skip", type=int, help="CLIP layers skipped: 0/1 none, 2 = penultimate")
+    r.add_argument("--refiner", help="an SDXL refiner by name for the last steps")
+    r.add_argument("--refiner-start", type=float, help="fraction of the steps after which the refiner runs (0.8)")
+    r.add_argument("--region", action="append", metavar="MASK.png:PROMPT",  # regions (issue 15)
+                   help="an area with its own prompt (white, or the alpha of a transparent PNG, at the image's size); "
+                        "repeat for more regions (SD1.5/SDXL checkpoints)")
     add_models(r)
     r.set_defaults(func=cmd_run, port=0)
 

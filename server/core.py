@@ -17,7 +17,8 @@ import numpy as np
 from protocol.errors import UNSUPPORTED, ProtocolError
 from protocol.messages import Extend, Params
 
-__all__ = ["Control", "Engine", "Extend", "Job", "JobCancelled", "JobContext", "Layer", "Params", "ProtocolError"]
+__all__ = ["Control", "Engine", "Extend", "Job", "JobCancelled", "JobContext", "Layer", "Params", "ProtocolError",
+           "Reference", "Region"]
 
 T = TypeVar("T")
 # How often a wait on uninterruptible work looks at the cancel flag.
@@ -42,6 +43,31 @@ class Control:
     model: str = ""
 
 
+# reference images (issue 15)
+@dataclass
+class Reference:
+    """A reference image: ``image`` H x W x 3 uint8 RGB (any size), ``mask`` H x W uint8 at the job's size or None."""
+
+    image: np.ndarray
+    type: str = "content"
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    mask: Optional[np.ndarray] = None
+    model: str = ""
+
+
+# regions (issue 15)
+@dataclass
+class Region:
+    """An area of the job with its own prompt: ``mask`` is H x W uint8 at the job's context size (255 = the region)."""
+
+    prompt: str
+    mask: np.ndarray
+    negative_prompt: str = ""
+    strength: float = 1.0
+
+
 @dataclass
 class Job:
     """A validated job with its pixels decoded.
@@ -63,6 +89,10 @@ class Job:
     x: int = 0
     y: int = 0
     previews: bool = False
+    # reference images (issue 15)
+    references: List[Reference] = field(default_factory=list)
+    # regions (issue 15)
+    regions: List[Region] = field(default_factory=list)
 
     @property
     def width(self) -> int:
@@ -155,6 +185,10 @@ class Engine(abc.ABC):
     modes: Sequence[str] = ()
     #: Whether the engine can use a job's control layers (ControlNets); the router refuses controls otherwise.
     uses_controls: bool = False
+    #: The model families (archs) whose jobs may carry reference images (issue 15); the router refuses them otherwise.
+    reference_families: Sequence[str] = ()
+    #: regions (issue 15): the model families whose checkpoints this engine runs with regions (none: refused).
+    region_families: Sequence[str] = ()
 
     def models(self) -> List[dict]:
         """Model listing entries (name, kind, arch, ...) this engine adds to the server's listing."""
@@ -169,6 +203,12 @@ class Engine(abc.ABC):
         return ProtocolError(UNSUPPORTED, f"the {self.name} engine cannot do '{job.mode}': it does "
                              f"{', '.join(self.modes)}{'; ' + hint if hint else ''}", field="mode")
 
+    def refuse_regions(self, job: Job, family: str = "", model: str = "") -> ProtocolError:
+        """regions (issue 15): the ``unsupported`` error for a job with regions on a model that cannot take them."""
+        what = f"checkpoint '{model}' ({family})" if model else f"the {self.name} engine"
+        return ProtocolError(UNSUPPORTED, f"regions cannot be used with {what}: they work on SD1.5 and SDXL "
+                             "checkpoints (send the job without regions, or choose such a model)", field="regions")
+
     def refuse_controls(self, job: Job) -> ProtocolError:
         """The ``unsupported`` error for a job with control layers on an engine that cannot use them; it names the
         first control's ``model`` when one names a ControlNet, else ``controls``."""
@@ -178,3 +218,11 @@ class Engine(abc.ABC):
         return ProtocolError(UNSUPPORTED, f"the {self.name} engine cannot use {what} (mode '{job.mode}'): send the job "
                              "without control layers, or choose a diffusion checkpoint as the model for "
                              "generate, img2img, inpaint and outpaint", field=field)
+
+    def refuse_references(self, job: Job, family: str = "") -> ProtocolError:
+        """The ``unsupported`` error for a job with reference images this engine (or this family) cannot use."""
+        what = f"{family} models" if family else f"the {self.name} engine"
+        takes = ", ".join(self.reference_families) or "none"
+        return ProtocolError(UNSUPPORTED, f"reference images are not supported for {what} (mode '{job.mode}'): send "
+                             f"the job without references, or choose a checkpoint of a family that takes them "
+                             f"(this server: {takes})", field="references")

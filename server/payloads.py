@@ -16,7 +16,7 @@ import numpy as np
 from protocol.images import BGRA8, GRAY8, ImagePayload
 from protocol.messages import Job as JobMessage, ResultLayer
 
-from .core import Control, Job, Layer
+from .core import Control, Job, Layer, Reference, Region
 
 
 def payload_to_array(payload: ImagePayload) -> np.ndarray:
@@ -43,18 +43,33 @@ def control_pixels(payload: ImagePayload, preprocess: bool) -> np.ndarray:
     return ((arr[..., :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
 
 
+def reference_pixels(payload: ImagePayload) -> np.ndarray:
+    """A reference image as RGB: transparent parts over mid grey (what the image encoder sees as "nothing")."""
+    arr = payload_to_array(payload)
+    alpha = arr[..., 3:4].astype(np.uint16)
+    rgb = arr[..., :3].astype(np.uint16) * alpha + 127 * (255 - alpha)
+    return ((rgb + 127) // 255).astype(np.uint8)
+
+
 def job_from_message(msg: JobMessage) -> Job:
-    """Decode a validated ``job`` message's pixels into a Job (sizes were checked when it was parsed)."""
+    """Decode a validated ``job`` message's pixels into a Job (sizes were checked when it was parsed). A control of
+    the old type ``reference`` becomes a reference image of type ``content`` (issue 15)."""
     controls = [
         Control(type=c.type, image=control_pixels(c.image, c.preprocess), strength=c.strength, start=c.start,
                 end=c.end, preprocess=c.preprocess, model=c.model)
-        for c in msg.controls
+        for c in msg.controls if c.type != "reference"
     ]
+    references = [Reference(image=reference_pixels(r.image), type=r.type, strength=r.strength, start=r.start,
+                            end=r.end, mask=payload_to_array(r.mask) if r.mask is not None else None, model=r.model)
+                  for r in msg.references]
+    references += [Reference(image=reference_pixels(c.image), type="content", strength=c.strength, start=c.start,
+                             end=c.end, model=c.model) for c in msg.controls if c.type == "reference"]
     return Job(
         id=msg.id, mode=msg.mode, model=msg.model, prompt=msg.prompt, negative_prompt=msg.negative_prompt,
         image=payload_to_array(msg.image) if msg.image is not None else None,
         mask=payload_to_array(msg.mask) if msg.mask is not None else None,
-        params=msg.params, controls=controls, x=msg.x, y=msg.y, previews=msg.previews,
+        params=msg.params, controls=controls, x=msg.x, y=msg.y, previews=msg.previews, references=references,
+        regions=[Region(r.prompt, payload_to_array(r.mask), r.negative_prompt, r.strength) for r in msg.regions],
     )
 
 

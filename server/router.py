@@ -15,13 +15,16 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from protocol.errors import UNSUPPORTED, ProtocolError
-from protocol.messages import CONTROL_TYPES, MODES, SAMPLERS
+from protocol.messages import CONTROL_TYPES, MODES, REFERENCE_TYPES
 
+from . import batches
 from . import device as devices
 from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
 from .core import Control, Engine, Job, JobContext, Layer
-from .models.registry import ModelRegistry
+from .models.ipadapter import REFERENCE_FAMILIES
+from .diffusion.regions import FAMILIES as REGION_FAMILIES
+from .models.registry import ModelRegistry, arch_name
 
 log = logging.getLogger("paintbridge.router")
 
@@ -128,15 +131,22 @@ class Router:
         self.registry.scan()
 
     def capabilities(self) -> dict:
+        from .diffusion import samplers
         from .preprocess import available_preprocessors
 
         return {
             "modes": list(MODES),
-            "samplers": list(SAMPLERS),
+            **samplers.capabilities(),  # samplers, schedulers, sampler_schedules
+            "vaes": [e.name for e in self.registry.entries("vae") if e.problem is None],
+            "refiners": [e.name for e in self.registry.entries("refiner") if e.problem is None],
             "control_types": list(CONTROL_TYPES),
             "engines": [CLASSICAL, DIFFUSERS, FAMILIES],
             "previews": True,
             "preprocessors": available_preprocessors(self.registry),
+            # reference images (issue 15)
+            "references": list(REFERENCE_FAMILIES),
+            "reference_types": list(REFERENCE_TYPES),
+            "regions": list(REGION_FAMILIES),  # regions (issue 15): the families whose checkpoints take them
         }
 
     # --- jobs ---
@@ -146,7 +156,29 @@ class Router:
         engine = self.engine_for(job)
         if job.controls and not engine.uses_controls:
             raise engine.refuse_controls(job)
-        return engine.run(job, ctx)
+        if job.references and not engine.reference_families:  # reference images (issue 15)
+            raise engine.refuse_references(job, self._family_of(job))
+        if job.regions:  # regions (issue 15)
+            self._check_regions(job, engine)
+        return batches.run_counted(engine.run, job, ctx)
+
+    def _family_of(self, job: Job) -> str:
+        """The human name of the job's checkpoint family ("Flux.1"), or "" when it runs on no checkpoint."""
+        if job.model == CLASSICAL or job.mode in (UPSCALE, PREPROCESS):
+            return ""
+        entry = self.registry.find(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
+        return arch_name(entry.arch) if entry is not None else ""
+
+    def _check_regions(self, job: Job, engine: Engine) -> None:
+        """regions (issue 15): refuse a job with regions unless its checkpoint's family takes them (the error names
+        the family and the model)."""
+        if engine is self.classical or engine.name in (UPSCALE, PREPROCESS):
+            raise engine.refuse_regions(job)
+        entry = self.registry.get(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
+        if entry is None:
+            raise engine.refuse_regions(job)
+        if entry.arch not in REGION_FAMILIES:
+            raise engine.refuse_regions(job, arch_name(entry.arch), entry.name)
 
     def engine_for(self, job: Job) -> Engine:
         """The engine for ``job``; model_not_found / unsupported when none can do it."""
@@ -182,7 +214,7 @@ class Router:
         entry = self.registry.get(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
         engine = self.checkpoint_engine(entry)
         quiet = ctx.quiet()
-        use_tile_control = engine.uses_controls and self._has_tile_controlnet(entry)
+        use_tile_control = engine.uses_controls and self._has_tile_controlnet(entry, engine)
 
         def refine(rgba: np.ndarray, strength: float, seed: int) -> np.ndarray:
             params = dataclasses.replace(job.params, strength=strength, seed=seed, batch=1)
@@ -194,11 +226,16 @@ class Router:
 
         return refine
 
-    def _has_tile_controlnet(self, checkpoint) -> bool:
-        from .diffusion.controls import select
-
+    def _has_tile_controlnet(self, checkpoint, engine: Engine) -> bool:
         probe = Control("tile", np.zeros((8, 8, 3), np.uint8))
         try:
+            if engine is self._engines.get(FAMILIES):  # Flux.1 / SD3 ControlNets (server/families/controlnets.py)
+                from .families.controlnets import select as select_family
+
+                select_family([probe], checkpoint, "img2img", self.registry)
+                return True
+            from .diffusion.controls import select
+
             select([probe], checkpoint, self.registry)
         except ProtocolError:
             return False

@@ -27,6 +27,21 @@ CLIP tokenizer, at 64 px native size.
                              ``diffusion_models/tiny-<name>-split.safetensors`` (+ ``.config/``), its text encoders in
                              ``text_encoders/`` (``tiny-<name>-clip_l``, ``-clip_g``, ``-t5xxl``) and its VAE
                              (original key names) in ``vae/tiny-<name>-ae.safetensors``
+``ipa-sd15-plus``            reference images (issue 15): an IP-Adapter Plus (Resampler) for SD1.5 as ComfyUI keeps it,
+                             ``ipadapter/ip-adapter-plus_tiny_sd15.safetensors``, with its image encoder as a single
+                             file ``clip_vision/CLIP-tiny-vit-a.safetensors`` (+ ``.config/``: a tiny size)
+``ipa-sd15-face``            a Plus face adapter for SD1.5 (``ipadapter/ip-adapter-plus-face_tiny_sd15.safetensors``)
+``ipa-sd15-bin``             a base IP-Adapter for SD1.5 pickled as h94 once shipped them (``ip-adapter_tiny_sd15.bin``,
+                             nested ``{"image_proj", "ip_adapter"}``; read weights-only)
+``ipa-sdxl``                 a base IP-Adapter for SDXL in a copy of h94's repository layout:
+                             ``ipadapter/IP-Adapter/sdxl_models/ip-adapter_tiny_sdxl.safetensors`` and its encoder as a
+                             Hugging Face folder ``.../sdxl_models/image_encoder/``
+``sdxl-refiner``             an SDXL refiner (OpenCLIP-G-like text encoder only, aesthetic-score time ids) as the
+                             diffusers folder ``checkpoints/tiny-sdxl-refiner``; ``sdxl-refiner-file``: the same as
+                             one original-layout ``.safetensors`` (+ ``.config/``)
+``vae-file`` / ``vae-folder`` a stand-alone VAE (other weights than the checkpoints' own): one ``.safetensors`` with
+                             original key names (``vae/tiny-vae-ft-mse.safetensors``, as VAEs ship) or a diffusers
+                             folder (``vae/tiny-vae-diffusers``)
 ``flux-full`` / ``sd3-full`` one ComfyUI-style full checkpoint: ``model.diffusion_model.*`` + ``text_encoders.<role>.
                              transformer.*`` + ``first_stage_model.*`` (``checkpoints/tiny-<name>-full.safetensors``)
 ==========================  ===============================================================================
@@ -156,6 +171,72 @@ def build_sdxl(inpaint: bool = False, seed: int = 0):
     if inpaint:
         return StableDiffusionXLInpaintPipeline(**kwargs, requires_aesthetics_score=False, force_zeros_for_empty_prompt=True)
     return StableDiffusionXLPipeline(**kwargs, force_zeros_for_empty_prompt=True, add_watermarker=False)
+
+
+def build_sdxl_refiner(seed: int = 0):
+    """A tiny SDXL refiner: only the second (OpenCLIP-G-like, width 48) text encoder, UNet conditioned on it alone
+    with five time ids of 8 (size, crop, aesthetic score) + the pooled projection (32)."""
+    torch = _torch()
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModelWithProjection
+
+    from server.models.tokenizers import clip_tokenizer
+
+    torch.manual_seed(seed + 7)
+    unet = UNet2DConditionModel(
+        sample_size=NATIVE_SIZE // 8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(32, 64, 64), cross_attention_dim=48, attention_head_dim=(2, 4, 4),
+        transformer_layers_per_block=(1, 1, 2), use_linear_projection=True, norm_num_groups=32,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=5 * 8 + 32,
+    )
+    return StableDiffusionXLImg2ImgPipeline(
+        vae=_vae(), text_encoder=None, text_encoder_2=CLIPTextModelWithProjection(_clip_config(48, "gelu")),
+        tokenizer=None, tokenizer_2=clip_tokenizer("!"), unet=unet,
+        scheduler=EulerDiscreteScheduler(timestep_spacing="leading", **_sd_scheduler_config()),
+        requires_aesthetics_score=True, force_zeros_for_empty_prompt=False, add_watermarker=False,
+    )
+
+
+def refiner_folder() -> Path:
+    """The cached tiny SDXL refiner (diffusers folder ``tiny-sdxl-refiner``)."""
+    def build(tmp: Path) -> None:
+        build_sdxl_refiner().save_pretrained(tmp / "tiny-sdxl-refiner", safe_serialization=True)
+    return _cached("sdxl-refiner", build) / "tiny-sdxl-refiner"
+
+
+def refiner_file() -> Path:
+    """The cached tiny SDXL refiner as one original-layout file (``model.diffusion_model.*``, OpenCLIP-G under
+    ``conditioner.embedders.0.model.*``, ``first_stage_model.*``) with its weightless ``.config`` folder beside it."""
+    import torch
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    layout = _ldm_layout()
+    folder = refiner_folder()
+
+    def build(tmp: Path) -> None:
+        pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+        state = layout.unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config.layers_per_block)
+        state.update(layout.vae_to_ldm(pipe.vae.state_dict()))
+        state.update(layout.open_clip_to_ldm(pipe.text_encoder_2.state_dict(), "conditioner.embedders.0.model."))
+        _save_file(state, tmp / "tiny-sdxl-refiner-file.safetensors", {"format": "pt"})
+        weightless_config(folder, tmp / "tiny-sdxl-refiner-file.config")
+    return _cached("file-sdxl-refiner", build) / "tiny-sdxl-refiner-file.safetensors"
+
+
+def vae_path(layout: str) -> Path:
+    """The cached stand-alone tiny VAE (random weights of its own, the checkpoints' VAE layout): ``"file"`` one
+    ``.safetensors`` with original key names, ``"folder"`` a diffusers folder."""
+    def build(tmp: Path) -> None:
+        _torch().manual_seed(99)
+        vae = _vae()
+        if layout == "file":
+            _save_file(_ldm_layout().vae_to_ldm(vae.state_dict(), prefix=""), tmp / "tiny-vae-ft-mse.safetensors")
+        else:
+            vae.save_pretrained(tmp / "tiny-vae-diffusers", safe_serialization=True)
+    built = _cached(f"vae-{layout}", build)
+    return next(p for p in built.iterdir() if not p.name.startswith("."))
 
 
 def _randomize_zero_modules(model, seed: int) -> None:
@@ -449,8 +530,78 @@ def checkpoint_file(name: str) -> Path:
     return _cached(f"file-{name}", build) / f"tiny-{name}-file.safetensors"
 
 
+def gguf_transformer(name: str) -> Path:
+    """The tiny checkpoint's transformer as a GGUF file (diffusers key names): 2-D weights whose rows are a multiple of
+    32 quantized to Q8_0 as city96's Flux GGUFs do, the rest kept in F32."""
+    def build(tmp: Path) -> None:
+        import gguf
+        import numpy as np
+        from diffusers import FluxTransformer2DModel
+
+        transformer = FluxTransformer2DModel.from_pretrained(checkpoint_folder(name), subfolder="transformer",
+                                                             local_files_only=True)
+        writer = gguf.GGUFWriter(str(tmp / f"tiny-{name}-Q8_0.gguf"), arch="flux")
+        for key, tensor in transformer.state_dict().items():
+            array = tensor.float().numpy()
+            if array.ndim == 2 and array.shape[-1] % 32 == 0:
+                quantized = gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0)
+                writer.add_tensor(key, quantized, raw_shape=quantized.shape,
+                                  raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            else:
+                writer.add_tensor(key, array.astype(np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    return _cached(f"gguf-{name}", build) / f"tiny-{name}-Q8_0.gguf"
+
+
+def build_transformer_controlnet(family: str, union: bool = False, seed: int = 0):
+    """A tiny Flux.1 (``FluxControlNetModel``, ``union``: 10 control modes) or SD3 (``SD3ControlNetModel``) ControlNet
+    made from the tiny checkpoint's transformer; its zero-initialised output layers get random weights, so it changes
+    the result as a trained one does."""
+    import torch
+    from diffusers import FluxControlNetModel, FluxTransformer2DModel, SD3ControlNetModel, SD3Transformer2DModel
+
+    if family == "flux":
+        transformer = FluxTransformer2DModel.from_pretrained(checkpoint_folder("flux"), subfolder="transformer",
+                                                             local_files_only=True)
+        keep = ("patch_size", "in_channels", "attention_head_dim", "num_attention_heads", "joint_attention_dim",
+                "pooled_projection_dim", "guidance_embeds", "axes_dims_rope")
+        net = FluxControlNetModel(**{k: transformer.config[k] for k in keep}, num_layers=1, num_single_layers=1,
+                                  num_mode=10 if union else None)
+    else:
+        transformer = SD3Transformer2DModel.from_pretrained(checkpoint_folder("sd3"), subfolder="transformer",
+                                                            local_files_only=True)
+        keep = ("sample_size", "patch_size", "in_channels", "attention_head_dim", "num_attention_heads",
+                "joint_attention_dim", "caption_projection_dim", "pooled_projection_dim", "out_channels",
+                "pos_embed_max_size", "qk_norm", "dual_attention_layers")
+        net = SD3ControlNetModel(**{k: transformer.config[k] for k in keep}, num_layers=1)
+    net.load_state_dict(transformer.state_dict(), strict=False)  # the trunk starts as the transformer's
+    generator = torch.Generator().manual_seed(seed + 41)
+    with torch.no_grad():
+        for key, tensor in net.state_dict().items():
+            if key.startswith(("controlnet_blocks.", "controlnet_x_embedder.", "controlnet_single_blocks.",
+                               "pos_embed_input.")):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.5)
+    return net
+
+
 def controlnet_path(name: str) -> Path:
-    """The cached tiny ControlNet ``name`` ("cn-sd15-canny", "cn-sd15-depth", "cn-sdxl-canny", "cn-sdxl-union")."""
+    """The cached tiny ControlNet ``name`` ("cn-sd15-canny", "cn-sd15-depth", "cn-sdxl-canny", "cn-sdxl-union";
+    Flux/SD3: "cn-flux-union" and "cn-sd3-canny" as diffusers folders, "cn-flux-canny" one file with diffusers key
+    names and no config, as a renamed ``diffusion_pytorch_model.safetensors`` comes)."""
+    if name in ("cn-flux-union", "cn-flux-canny", "cn-sd3-canny"):
+        family, kind = name.split("-")[1:]
+
+        def build_family(tmp: Path) -> None:
+            net = build_transformer_controlnet(family, union=kind == "union", seed=len(name))
+            if name == "cn-flux-canny":
+                _save_file(net.state_dict(), tmp / "flux-controlnet-canny-tiny.safetensors")
+            else:
+                net.save_pretrained(tmp / f"{family}-controlnet-{kind}-tiny", safe_serialization=True)
+        built = _cached(name, build_family)
+        return next(p for p in built.iterdir() if not p.name.startswith("."))
     controlnet_to_ldm = _ldm_layout().controlnet_to_ldm
 
     arch = name.split("-")[1]
@@ -507,6 +658,100 @@ def embedding_path(arch: str) -> Path:
     def build(tmp: Path) -> None:
         _save_file(embedding_state(arch), tmp / "tinystyle.safetensors")
     return _cached(f"emb-{arch}", build) / "tinystyle.safetensors"
+
+
+# --- reference images (issue 15) --------------------------------------------------------------------------------
+
+# tiny image encoders: (hidden size, projection dim); the two differ so each adapter matches exactly one
+TINY_ENCODERS = {"a": (32, 24), "b": (40, 16)}
+IPADAPTER_GAIN = 0.5  # std of the random ip_adapter projections: large enough to move a tiny model's pixels
+
+
+def build_image_encoder(which: str = "a", seed: int = 0):
+    """A tiny CLIPVisionModelWithProjection (32 px input, 8 px patches) with random weights."""
+    torch = _torch()
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    hidden, projection = TINY_ENCODERS[which]
+    torch.manual_seed(seed + 11)
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+        patch_size=8, projection_dim=projection))
+
+
+def ipadapter_state(arch: str, variant: str, encoder_dim: int, seed: int = 0) -> Dict[str, "object"]:
+    """An IP-Adapter for the tiny ``arch`` UNet in the original file layout (``image_proj.*``, ``ip_adapter.N.*``):
+    ``base`` (ImageProjection on the projected embedding) or ``plus`` (a 4-layer Resampler on the penultimate
+    hidden states). The ip_adapter ids are 1, 3, 5, ... over the UNet's cross-attention layers, as in h94's files."""
+    torch = _torch()
+    unet = _build_pipeline(arch, False).unet
+    gen = torch.Generator().manual_seed(seed + 23)
+
+    def rand(*shape, std=0.2):
+        return torch.randn(shape, generator=gen) * std
+
+    cross = unet.config.cross_attention_dim
+    state: Dict[str, object] = {}
+    if variant == "base":
+        state.update({"image_proj.proj.weight": rand(4 * cross, encoder_dim), "image_proj.proj.bias": rand(4 * cross),
+                      "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)})
+    else:
+        dim, queries = 64, 4  # to_q width / 64 = 1 head
+        state.update({"image_proj.latents": rand(1, queries, dim, std=1.0),
+                      "image_proj.proj_in.weight": rand(dim, encoder_dim), "image_proj.proj_in.bias": rand(dim),
+                      "image_proj.proj_out.weight": rand(cross, dim), "image_proj.proj_out.bias": rand(cross),
+                      "image_proj.norm_out.weight": torch.ones(cross), "image_proj.norm_out.bias": torch.zeros(cross)})
+        for i in range(4):
+            pre = f"image_proj.layers.{i}."
+            for norm in ("0.norm1", "0.norm2", "1.0"):
+                state[pre + norm + ".weight"], state[pre + norm + ".bias"] = torch.ones(dim), torch.zeros(dim)
+            state.update({pre + "0.to_q.weight": rand(dim, dim), pre + "0.to_kv.weight": rand(2 * dim, dim),
+                          pre + "0.to_out.weight": rand(dim, dim), pre + "1.1.weight": rand(4 * dim, dim),
+                          pre + "1.3.weight": rand(dim, 4 * dim)})
+    key_id = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        attn = unet.get_submodule(name[: -len(".processor")])
+        state[f"ip_adapter.{key_id}.to_k_ip.weight"] = rand(attn.to_k.out_features, cross, std=IPADAPTER_GAIN)
+        state[f"ip_adapter.{key_id}.to_v_ip.weight"] = rand(attn.to_v.out_features, cross, std=IPADAPTER_GAIN)
+        key_id += 2
+    return state
+
+
+def reference_models(name: str) -> Path:
+    """The cached tiny reference-image models ``name`` (see the table at the top), laid out as users download them."""
+    def build(tmp: Path) -> None:
+        import torch
+
+        if name == "ipa-sdxl":
+            folder = tmp / "IP-Adapter" / "sdxl_models"
+            folder.mkdir(parents=True)
+            encoder = build_image_encoder("b")
+            encoder.save_pretrained(folder / "image_encoder", safe_serialization=True)
+            _save_file(ipadapter_state("sdxl", "base", TINY_ENCODERS["b"][1]),
+                       folder / "ip-adapter_tiny_sdxl.safetensors")
+            return
+        adapters = tmp / "ipadapter"
+        adapters.mkdir()
+        if name == "ipa-sd15-bin":
+            flat = ipadapter_state("sd15", "base", TINY_ENCODERS["a"][1], seed=3)
+            nested = {"image_proj": {}, "ip_adapter": {}}
+            for key, value in flat.items():
+                part, rest = key.split(".", 1)
+                nested[part][rest] = value.contiguous()
+            torch.save(nested, adapters / "ip-adapter_tiny_sd15.bin")
+            return
+        face = name == "ipa-sd15-face"
+        file = "ip-adapter-plus-face_tiny_sd15" if face else "ip-adapter-plus_tiny_sd15"
+        _save_file(ipadapter_state("sd15", "plus", TINY_ENCODERS["a"][0], seed=5 if face else 0),
+                   adapters / f"{file}.safetensors")
+        vision = tmp / "clip_vision"
+        vision.mkdir()
+        encoder = build_image_encoder("a")
+        _save_file(encoder.state_dict(), vision / "CLIP-tiny-vit-a.safetensors")
+        encoder.config.save_pretrained(vision / "CLIP-tiny-vit-a.config")
+    return _cached(name, build)
 
 
 # --- real size ---------------------------------------------------------------------------------------------------
@@ -594,11 +839,28 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
             for sub in ("diffusion_models", "text_encoders", "vae"):
                 for f in (built / sub).iterdir():
                     _link(f, path / sub / f.name)
+        elif item == "flux-gguf":  # a Q8_0 GGUF transformer in diffusion_models/, its parts beside it
+            _link(gguf_transformer("flux"), path / "diffusion_models" / "tiny-flux-Q8_0.gguf")
+            built = split_files("flux")
+            _link(built / "diffusion_models" / "tiny-flux-split.config", path / "diffusion_models" / "tiny-flux-Q8_0.config")
+            for sub in ("text_encoders", "vae"):
+                for f in (built / sub).iterdir():
+                    _link(f, path / sub / f.name)
         elif item.endswith("-full") and item[:-5] in TRANSFORMER_CHECKPOINTS:
             f = full_checkpoint(item[:-5])
             _link(f, path / "checkpoints" / f.name)
             config = f.with_name(f.name[:-len(".safetensors")] + ".config")
             _link(config, path / "checkpoints" / config.name)
+        elif item == "sdxl-refiner":
+            folder = refiner_folder()
+            _link(folder, path / "checkpoints" / folder.name)
+        elif item == "sdxl-refiner-file":
+            f = refiner_file()
+            _link(f, path / "checkpoints" / f.name)
+            _link(f.with_name(f.stem + ".config"), path / "checkpoints" / (f.stem + ".config"))
+        elif item in ("vae-file", "vae-folder"):
+            p = vae_path(item[4:])
+            _link(p, path / "vae" / p.name)
         elif item.startswith("cn-"):
             p = controlnet_path(item)
             _link(p, path / "controlnet" / p.name)
@@ -608,6 +870,14 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
         elif item.startswith("lora-"):
             p = lora_path(item[5:])
             _link(p, path / "loras" / p.name)
+        elif item.startswith("ipa-"):  # reference images (issue 15)
+            built = reference_models(item)
+            if item == "ipa-sdxl":
+                _link(built / "IP-Adapter", path / "ipadapter" / "IP-Adapter")
+            else:
+                for sub in ("ipadapter", "clip_vision"):
+                    for f in (built / sub).iterdir() if (built / sub).is_dir() else ():
+                        _link(f, path / sub / f.name)
         elif item.startswith("emb-"):
             p = embedding_path(item[4:])
             _link(p, path / "embeddings" / item[4:] / p.name)

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-from client import jobs as cjobs
+from client import docdata, jobs as cjobs
 from krita_plugin.paintbridge.model import DocumentError, ResultImage
 from protocol import BGRA8, Box
 
@@ -30,6 +30,7 @@ class MemoryDocument:
     selection: Optional[bytes] = None  # gray8 over the canvas
     preview: Optional[ResultImage] = None
     layers: List[tuple] = field(default_factory=list)  # (name, ResultImage) applied
+    annotations: dict = field(default_factory=dict)  # what Krita keeps as document annotations (in the .kra)
 
 
 class MemoryHost:
@@ -58,11 +59,11 @@ class MemoryHost:
         ys = [i // doc.width for i, v in enumerate(doc.selection) if v]
         return Box(min(xs), min(ys), max(xs) - min(xs) + 1, max(ys) - min(ys) + 1) if xs else None
 
-    def capture(self, doc: MemoryDocument, settings, controls) -> cjobs.JobInputs:
+    def capture(self, doc: MemoryDocument, settings, controls, regions=()) -> cjobs.JobInputs:
         """What the mode needs, read the way ``client.jobs.capture`` plans it (the Krita door does the same)."""
         bounds = self.mask_bounds(doc, settings) or Box(0, 0, 0, 0)
         sources = [cjobs.ControlSource(c.layer_id, c.type, c.strength, c.start, c.end) for c in controls]
-        return cjobs.capture(settings, bounds, doc.width, doc.height, _Reader(self, doc), sources)
+        return cjobs.capture(settings, bounds, doc.width, doc.height, _Reader(self, doc), sources, regions)
 
     def active_layer_id(self, doc) -> str:
         return "paint" if doc is not None else ""
@@ -88,6 +89,17 @@ class MemoryHost:
     def insert_control_image(self, doc: MemoryDocument, image: ResultImage, above_id: str) -> str:
         doc.layers.append((image.name, image))
         return f"layer-{len(doc.layers)}"
+
+    def load_document_data(self, doc: MemoryDocument, key: str) -> Optional[bytes]:
+        blob = doc.annotations.get(docdata.KRITA_PREFIX + docdata.check_key(key))
+        return None if blob is None else docdata.unpack(key, blob)
+
+    def save_document_data(self, doc: MemoryDocument, key: str, data: Optional[bytes]) -> None:
+        kind = docdata.KRITA_PREFIX + docdata.check_key(key)
+        if data is None:
+            doc.annotations.pop(kind, None)
+        else:
+            doc.annotations[kind] = docdata.pack(key, data)
 
     def watch_changes(self, callback: Callable[[], None], settings=None) -> "MemoryWatch":
         watch = MemoryWatch(self, callback)

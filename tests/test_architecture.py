@@ -123,6 +123,7 @@ SERVER_LAYERS = {
     "imageops": 1, "models": 1, "downloads": 1,  # what engines share: image operations, the model registry and
     # loaders; the model downloader beside them
     "payloads": 1,  # wire pixels to numpy and back (used by the app)
+    "batches": 1,  # batch count: a job's pipeline calls one after another (issue 13)
     "classical": 2, "diffusion": 2, "families": 2, "upscale": 2, "preprocess": 2,  # the engines, peers
     "router": 3,  # picks the engine for a job
     "jobs": 4, "sessions": 4, "pulls": 4,  # the job queue, client sessions, model downloads asked for by clients

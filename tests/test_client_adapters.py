@@ -21,10 +21,14 @@ from protocol.messages import Limits, parse_client_message
 
 W, H = 120, 96
 WELCOME = {"type": "welcome", "protocol": "1.1", "server_version": "t",
-           "models": [{"name": "tiny", "kind": "checkpoint", "arch": "sd15", "family": "sd15"}],
+           "models": [{"name": "tiny", "kind": "checkpoint", "arch": "sd15", "family": "sd15"},
+                      {"name": "kontext", "kind": "checkpoint", "arch": "flux-kontext", "family": "flux-kontext",
+                       "variant": "kontext", "edit": True}],
            "defaults": {"modes": {"img2img": {"strength": 0.7}},
                         "families": {"sd15": {"steps": 25, "cfg": 7.0, "sampler": "DPM++ 2M Karras",
-                                              "resolution": 512}}}}
+                                              "resolution": 512},
+                                     "flux-kontext": {"steps": 28, "cfg": 2.5, "sampler": "Euler",
+                                                      "resolution": 1024}}}}
 
 # (mode, the GIMP procedure's argument values, the Krita panel's settings): the same choices in both editors
 CASES = [
@@ -41,6 +45,8 @@ CASES = [
      Settings(mode="upscale", scale=2.0)),
     ("preprocess", {"preprocessor": "canny"},
      Settings(mode="preprocess", preprocessor="canny")),
+    ("edit", {"prompt": "make it red", "model": "kontext", "seed": 4},
+     Settings(mode="edit", prompt="make it red", model="kontext", seed=4)),
 ]
 KRITA_CONTROLS = {"img2img": [ControlSource("sketch", "canny", 0.5)]}
 

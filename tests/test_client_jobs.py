@@ -144,3 +144,14 @@ def test_capture_reads_only_what_the_mode_needs():
     reader = Reader(doc(False), RGBA8)
     capture(Settings(mode="generate"), Box(0, 0, 0, 0), W, H, reader)
     assert reader.reads == []
+
+
+def test_edit_job_carries_the_box_the_mask_and_the_instruction_only_for_a_model_that_can():
+    kontext = {"name": "k", "kind": "checkpoint", "family": "flux-kontext", "variant": "kontext", "edit": True}
+    msg = accepted(job_for(Settings(mode="edit", model="k", prompt="make it red"), doc(), entry=kontext))
+    assert msg.mode == "edit" and msg.image is not None and msg.mask is not None and msg.controls == ()
+    assert msg.params.strength is None and msg.prompt == "make it red"
+    whole = accepted(job_for(Settings(mode="edit", model="k"), doc(selected=False), entry=kontext))
+    assert whole.mask is None and (whole.image.width, whole.image.height) == (W, H)
+    with pytest.raises(JobInputError, match="Edit needs a model that edits from an instruction"):
+        job_for(Settings(mode="edit", model="big"), doc(), entry=SDXL)

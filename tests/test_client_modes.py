@@ -51,3 +51,22 @@ def test_unknown_mode_and_empty_canvas_are_named():
         plan_read("paint", SEL, 200, 100)
     with pytest.raises(JobInputError, match="0x100"):
         plan_read("img2img", NONE, 0, 100)
+
+
+def test_edit_reads_the_context_box_with_the_selection_and_the_canvas_without():
+    plan = plan_read("edit", SEL, 200, 100)
+    assert (plan.box, plan.mask, plan.image) == (context_box(SEL, 200, 100), True, True)
+    plan = plan_read("edit", NONE, 200, 100)
+    assert (plan.box, plan.mask, plan.image) == (CANVAS, False, True)
+
+
+def test_edit_is_offered_only_for_models_whose_listing_says_they_can():
+    from client.modes import check_offered, offered
+
+    kontext = {"name": "flux1-kontext-dev", "kind": "checkpoint", "family": "flux-kontext", "edit": True}
+    dev = {"name": "flux1-dev", "kind": "checkpoint", "family": "flux"}
+    assert offered("edit", kontext) and not offered("edit", dev)
+    assert offered("edit", None)  # a model the plugin does not know: the server decides
+    assert all(offered(m, dev) for m in MODES if m != "edit")
+    with pytest.raises(JobInputError, match="'flux1-dev' cannot"):
+        check_offered("edit", dev)

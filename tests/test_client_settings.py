@@ -71,3 +71,25 @@ def test_fresh_settings_for_a_mode():
     d = Defaults.from_welcome({"defaults": {"modes": {"upscale": {"scale": 4.0}}}})
     assert defaults_for_mode("upscale", d).scale == 4.0
     assert defaults_for_mode("img2img", d).strength == 0.7
+
+
+def test_a_variants_differences_from_its_family_come_from_the_welcome():
+    d = Defaults.from_welcome({"defaults": {
+        "families": {"flux": {"steps": 28, "cfg": 3.5, "sampler": "Euler", "resolution": 1024}},
+        "variants": {"schnell": {"steps": 4, "cfg": 0.0}, "bad": "not a map"}}})
+    schnell = {"name": "flux1-schnell", "kind": "checkpoint", "family": "flux", "variant": "schnell"}
+    dev = {"name": "flux1-dev", "kind": "checkpoint", "family": "flux", "variant": "dev"}
+    assert (d.family(schnell).steps, d.family(schnell).cfg, d.family(schnell).sampler) == (4, 0.0, "Euler")
+    assert (d.family(dev).steps, d.family(dev).cfg) == (28, 3.5)
+    filled = apply_defaults(Settings(mode="generate"), d, schnell)
+    assert (filled.steps, filled.cfg) == (4, 0.0)
+
+
+def test_the_servers_own_welcome_defaults_are_what_the_plugins_use():
+    from server.defaults import family_settings, welcome_defaults
+
+    d = Defaults.from_welcome({"defaults": welcome_defaults()})
+    for family, variant in (("flux", "schnell"), ("sd3", "3.5-large-turbo"), ("sd3", "3-medium"), ("flux", "dev")):
+        fam = d.family({"name": "m", "kind": "checkpoint", "family": family, "variant": variant})
+        want = family_settings(family, variant)
+        assert (fam.steps, fam.cfg, fam.sampler) == (want["steps"], want["cfg"], want["sampler"])

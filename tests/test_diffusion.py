@@ -15,10 +15,11 @@ from PIL import Image
 import factory
 from protocol import Limits
 from protocol.client import Client, JobFailed
-from protocol.messages import SAMPLERS, Result
+from protocol.messages import Result
+from protocol.sampling import resolve
 from server.app import ServerThread
 from server.config import ServerConfig
-from server.diffusion import prompts
+from server.diffusion import prompts, samplers
 
 torch.set_num_threads(2)
 
@@ -188,11 +189,12 @@ def test_the_lowest_strength_still_runs_one_step(client, mode):
     assert layer.info["strength"] == 0.25
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("sampler", samplers.capabilities()["samplers"])
 def test_every_sampler_runs(client, sampler):
+    """Every sampler the server offers (an old combined name runs as its sampler + schedule)."""
     (layer, rgba), = layers(client.run(with_image(job("img2img", "tiny-sd15", sampler=sampler, strength=0.8)),
                                        timeout=120))
-    assert layer.info["sampler"] == sampler and rgba[..., :3].std() > 1
+    assert layer.info["sampler"] == resolve(sampler)[0] and rgba[..., :3].std() > 1
 
 
 def test_switching_modes_reuses_the_loaded_weights(client, server):

@@ -24,7 +24,7 @@ from server.models.registry import ModelRegistry
 torch.set_num_threads(2)
 
 MODELS = ("flux", "flux-fill", "flux-kontext", "sd3", "flux-split", "sd3-split", "flux-full", "sd3-full", "lora-flux",
-          "lora-sd15", "sd15")
+          "lora-sd15", "sd15", "cn-flux-union", "cn-flux-canny", "cn-sd3-canny", "cn-sd15-canny", "flux-gguf")
 W, H = 80, 56
 
 
@@ -98,6 +98,7 @@ def test_every_layout_is_recognised_with_family_and_variant(models_dir):
     assert encoders == {"tiny-flux-clip_l": "clip", "tiny-flux-t5xxl": "t5", "tiny-sd3-clip_l": "clip",
                         "tiny-sd3-clip_g": "clip", "tiny-sd3-t5xxl": "t5"}
     assert not any("problem" in e for e in got.values())
+    assert [n for (k, n), e in got.items() if e.get("edit")] == ["tiny-flux-kontext"]  # the plugins offer edit there
 
 
 def _header_only_file(path: Path, shapes: dict) -> None:
@@ -241,6 +242,19 @@ def test_edit_on_another_family_says_it_needs_kontext(client):
     assert err.value.code == "unsupported" and "Kontext" in str(err.value)
 
 
+@pytest.mark.parametrize("field, value", [("vae", "some-vae"), ("clip_skip", 2), ("refiner", "some-refiner")])
+def test_sd_sampling_options_are_refused_by_name(client, field, value):
+    with pytest.raises(JobFailed) as err:
+        client.run(job("generate", "tiny-flux", image=False, width=64, height=64, **{field: value}), timeout=120)
+    assert err.value.code == "unsupported" and err.value.field == f"params.{field}"
+
+
+def test_batch_count_runs_on_flow_models_too(client):
+    result = client.run(job("generate", "tiny-flux", image=False, width=64, height=64, batch_count=2, steps=2,
+                            scheduler="Karras"), timeout=240)
+    assert [layer.seed for layer in result.layers] == [42, 43] and "sampler_note" in result.layers[0].info
+
+
 def test_generate_without_an_image_and_a_seed_reproduces(client):
     a = pixels(client.run(job("generate", "tiny-flux", image=False, width=96, height=48), timeout=120))[0]
     b = pixels(client.run(job("generate", "tiny-flux", image=False, width=96, height=48), timeout=120))[0]
@@ -301,6 +315,7 @@ def test_the_router_picks_the_engine_by_family_and_frees_the_other(client, serve
     (layer, _), = pixels(client.run(job("img2img", "tiny-flux"), timeout=120))
     assert router.engine("families").loaded.entry.name == "tiny-flux" and router.engine("diffusers").loaded is None
     assert layer.info["sampler"] == "Euler"
+    assert layer.info["memory"] == "on the CPU" and layer.info["dtype"].startswith("fp32")  # tiny: fits the RAM
     client.run(job("img2img", "tiny-sd15"), timeout=120)
     assert router.engine("families").loaded is None
 
@@ -321,7 +336,8 @@ def test_gpu_benchmark_runs_in_its_cpu_smoke_mode():
     proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "gpu_families.py"), "--cpu-smoke"],
                           capture_output=True, text=True, timeout=600, cwd=repo)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    for line in ("tiny-flux: load server", "inpaint flux", "tiny-sd3: load server", "img2img sd3"):
+    for line in ("tiny-flux: load server", "inpaint flux", "control flux", "tiny-flux-kontext: load server",
+                 "edit flux-kontext", "tiny-sd3: load server", "img2img sd3", "control sd3"):
         assert line in proc.stdout, proc.stdout
 
 
@@ -332,3 +348,174 @@ def test_upscale_and_refine_runs_its_tiles_on_the_flux_engine(client, server):
     assert server.server.router.engine("families").loaded.entry.name == "tiny-flux"
     plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
     assert not np.array_equal(rgba, plain)  # refined, not only scaled
+
+
+# --- ControlNets -----------------------------------------------------------------------------------------------------
+
+def lines_image(w: int = W, h: int = H) -> np.ndarray:
+    """A control layer: white lines on black (what a canny or line-art layer holds)."""
+    img = np.zeros((h, w, 4), np.uint8)
+    img[..., 3] = 255
+    img[::8, :, :3] = 255
+    img[:, 5::11, :3] = 255
+    return img
+
+
+def with_control(msg: dict, type_: str, model: str = "", strength: float = 1.0) -> dict:
+    msg["controls"] = [{"type": type_, "image": payload(lines_image()), "strength": strength, "model": model}]
+    return msg
+
+
+def test_family_controlnets_are_recognised_as_users_download_them(models_dir):
+    got = {e["name"]: e for e in ModelRegistry([models_dir]).listing() if e["kind"] == "controlnet"}
+    assert {n: (e["arch"], e["format"], e["union"]) for n, e in got.items()} == {
+        "flux-controlnet-union-tiny": ("flux", "diffusers", True),
+        "flux-controlnet-canny-tiny": ("flux", "safetensors", False),
+        "sd3-controlnet-canny-tiny": ("sd3", "diffusers", False),
+        "control_tiny_sd15_canny": ("sd15", "safetensors", False)}
+    assert got["flux-controlnet-canny-tiny"]["control_types"] == ["canny"]
+
+
+def test_an_xlabs_flux_controlnet_is_listed_with_the_reason_it_cannot_run(tmp_path):
+    (tmp_path / "controlnet").mkdir()
+    _header_only_file(tmp_path / "controlnet" / "flux-canny-controlnet-v3.safetensors",
+                      {"controlnet_blocks.0.weight": (8, 8), "double_blocks.0.img_attn.qkv.weight": (9, 8)})
+    entry = ModelRegistry([tmp_path]).entries("controlnet")[0]
+    assert entry.arch == "flux" and "XLabs-format" in entry.problem
+
+
+def test_the_config_of_a_single_controlnet_file_comes_from_its_shapes():
+    """A renamed diffusers ControlNet file (no config.json) gets the config it was saved with."""
+    from server.families.controlnets import config_from_shapes
+    from server.models.detect import safetensors_shapes
+    from server.models.families import controlnet
+
+    for name, family, checkpoint in (("cn-flux-canny", "flux", "flux"), ("cn-sd3-canny", "sd3", "sd3")):
+        path = factory.controlnet_path(name)
+        if path.is_dir():  # the folder's own config is the answer; its weights file is what users rename
+            saved = json.loads((path / "config.json").read_text())
+            path = path / "diffusion_pytorch_model.safetensors"
+        else:
+            saved = dict(factory.build_transformer_controlnet(family).config)
+        transformer = json.loads((factory.checkpoint_folder(checkpoint) / "transformer" / "config.json").read_text())
+        got = config_from_shapes(family, controlnet(safetensors_shapes(path)).info, transformer)
+        assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in got.items()} == \
+            {k: (list(v) if isinstance(v, tuple) else v) for k, v in saved.items() if k in got}, name
+
+
+@pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint"])
+def test_a_flux_union_controlnet_changes_the_result_in_every_mode(client, mode):
+    mask = selection() if mode == "inpaint" else None
+    plain = pixels(client.run(job(mode, "tiny-flux", mask=mask), timeout=120))[0][1]
+    layer, guided = pixels(client.run(with_control(job(mode, "tiny-flux", mask=mask), "depth"), timeout=120))[0]
+    assert layer.info["controlnet"] == {"name": "flux-controlnet-union-tiny", "type": "depth", "union_mode": 2}
+    assert np.abs(guided.astype(int) - plain.astype(int)).max() > 8
+    if mode == "inpaint":  # still composited by the mask
+        outside = guided[..., 3] == 0
+        assert outside.sum() > 0.4 * W * H and np.array_equal(guided[outside][:, :3], picture()[outside][:, :3])
+
+
+def test_a_single_file_flux_controlnet_runs_by_name_and_by_type(client):
+    plain = pixels(client.run(job("img2img", "tiny-flux"), timeout=120))[0][1]
+    layer, guided = pixels(client.run(with_control(job("img2img", "tiny-flux"), "canny",
+                                                   model="flux-controlnet-canny-tiny"), timeout=120))[0]
+    assert layer.info["controlnet"]["name"] == "flux-controlnet-canny-tiny"
+    assert np.abs(guided.astype(int) - plain.astype(int)).max() > 8
+    by_type = pixels(client.run(with_control(job("img2img", "tiny-flux"), "canny"), timeout=120))[0]
+    assert by_type[0].info["controlnet"]["name"] == "flux-controlnet-canny-tiny"  # a typed one before the union
+    assert np.array_equal(by_type[1], guided)
+
+
+def test_an_sd3_controlnet_changes_generate_and_says_which_modes_it_runs(client):
+    plain = pixels(client.run(job("generate", "tiny-sd3", image=False, width=64, height=64), timeout=120))[0][1]
+    msg = with_control(job("generate", "tiny-sd3", image=False, width=64, height=64), "canny")
+    msg["controls"][0]["image"] = payload(lines_image(64, 64))
+    layer, guided = pixels(client.run(msg, timeout=120))[0]
+    assert layer.info["controlnet"]["name"] == "sd3-controlnet-canny-tiny"
+    assert np.abs(guided.astype(int) - plain.astype(int)).max() > 8
+    with pytest.raises(JobFailed) as err:
+        client.run(with_control(job("img2img", "tiny-sd3"), "canny"), timeout=120)
+    assert err.value.code == "unsupported" and "with generate only" in str(err.value)
+
+
+def test_a_controlnet_of_another_family_or_a_family_without_controlnets_is_named(client):
+    with pytest.raises(JobFailed) as err:
+        client.run(with_control(job("img2img", "tiny-flux"), "canny", model="control_tiny_sd15_canny"), timeout=120)
+    assert err.value.code == "unsupported"
+    assert "made for SD1.5 but checkpoint 'tiny-flux' is Flux.1 dev" in str(err.value)
+    with pytest.raises(JobFailed) as err:
+        client.run(with_control(job("img2img", "tiny-flux"), "canny", model="sd3-controlnet-canny-tiny"), timeout=120)
+    assert "made for SD3" in str(err.value)
+    with pytest.raises(JobFailed) as err:
+        client.run(with_control(job("img2img", "tiny-flux-kontext"), "canny"), timeout=120)
+    assert "Flux.1 Kontext, which takes no ControlNet" in str(err.value)
+    with pytest.raises(JobFailed) as err:
+        client.run(with_control(job("img2img", "tiny-flux"), "normal"), timeout=120)
+    assert err.value.code == "model_not_found" and "no Flux.1 ControlNet for control type 'normal'" in str(err.value)
+
+
+def test_sd35_in_bf16_on_the_cpu_stays_close_to_fp32(client, models_dir, start_server):
+    """What a CPU with native bf16 runs SD3.5 in (``memory.choose_cpu_dtype``): the tiny SD3.5 in bf16 gives nearly
+    the fp32 image (run here in bf16 by ``--dtype``, whatever this CPU would choose)."""
+    fp32 = pixels(client.run(job("img2img", "tiny-sd3"), timeout=120))[0][1]
+    thread = start_server(model_dirs=[models_dir], dtype="bfloat16")
+    with Client(thread.url, client_name="test-families") as c:
+        layer, bf16 = pixels(c.run(job("img2img", "tiny-sd3"), timeout=120))[0]
+    assert layer.info["dtype"] == "bfloat16"
+    diff = np.abs(bf16.astype(int) - fp32.astype(int))
+    assert diff.mean() < 3 and diff.max() < 40 and not np.array_equal(bf16, fp32), (diff.mean(), diff.max())
+
+
+# --- progress previews -----------------------------------------------------------------------------------------------
+
+def test_preview_unpack_inverts_flux_packing():
+    from diffusers import FluxPipeline
+
+    from server.families.preview import unpack
+
+    latents = torch.randn(2, 16, 6, 10)
+    packed = FluxPipeline._pack_latents(latents, 2, 16, 6, 10)
+    assert torch.equal(unpack(packed, 6 * 8, 10 * 8), latents)
+
+
+def test_the_preview_map_fitted_to_a_vae_explains_its_fitting_picture():
+    """The least-squares map from a (random tiny) VAE's latents to RGB beats the mean colour on the picture it was
+    fitted to; with a trained VAE the map is close (latents are nearly linear in colour), not measurable here."""
+    from diffusers import AutoencoderKL
+
+    from server.families import preview
+
+    vae = AutoencoderKL.from_pretrained(factory.checkpoint_folder("flux"), subfolder="vae", local_files_only=True)
+    weights, bias = preview.fit(vae)
+    picture = preview.fitting_picture()
+    z = vae.encode(torch.from_numpy(picture.transpose(2, 0, 1)[None])).latent_dist.mean
+    z = (z - vae.config.shift_factor) * vae.config.scaling_factor
+    rgb = preview.to_rgb(z, weights, bias).astype(float) / 127.5 - 1
+    target = picture.reshape(16, 8, 16, 8, 3).mean((1, 3))
+    assert weights.shape == (16, 3)
+    assert ((rgb - target) ** 2).sum() < 0.95 * ((target - target.mean((0, 1))) ** 2).sum()
+
+
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-sd3", "tiny-flux-kontext"])
+def test_progress_previews_arrive_for_these_families(client, model):
+    msg = job("edit" if model.endswith("kontext") else "img2img", model, steps=3)
+    msg["previews"] = True
+    previews = []
+    client.run(msg, on_event=lambda m: m.type == "progress" and m.preview is not None and previews.append(m.preview),
+               timeout=120)
+    assert len(previews) == 3
+    sizes = {(p.width, p.height) for p in previews}
+    assert len(sizes) == 1 and max(sizes.pop()) <= 128
+    assert len({bytes(p.data) for p in previews}) > 1  # the picture changes as the steps go
+
+
+# --- GGUF ------------------------------------------------------------------------------------------------------------
+
+def test_a_gguf_flux_transformer_is_recognised_and_runs_close_to_the_full_precision_one(client, models_dir):
+    entry = ModelRegistry([models_dir]).get("tiny-flux-Q8_0", "checkpoint")
+    assert (entry.arch, entry.info["variant"], entry.format) == ("flux", "dev", "gguf")
+    full = pixels(client.run(job("img2img", "tiny-flux-split"), timeout=120))[0][1]
+    layer, quantized = pixels(client.run(job("img2img", "tiny-flux-Q8_0"), timeout=120))[0]
+    assert layer.info["parts"]["vae"] == "tiny-flux-ae" and layer.info["memory"] == "on the CPU"
+    diff = np.abs(quantized.astype(int) - full.astype(int))
+    assert diff.mean() < 4 and not np.array_equal(quantized, full), (diff.mean(), diff.max())

@@ -480,6 +480,48 @@ img.delete()
         proc.stop()
 
 
+def test_instruction_edit_on_a_tiny_kontext_model(trixie_root, tmp_path):
+    """Filters > Paintbridge > Edit Selection from Instruction: its model choice lists only models whose listing says
+    they can edit (a tiny Flux.1 Kontext, not the tiny Flux.1 dev beside it); the server's default (dev) is refused
+    before anything is sent; the edit of an ellipse comes back as one layer composited by the selection."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from gimp_plugin import settings as gimp_settings
+    from hosts.gimp import gimp_profile, run_batch
+
+    models = make_models_dir(tmp_path / "models", which=("flux", "flux-kontext"))
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            gimp_settings.remember(prof.gimp_dir, proc.url, None)  # GIMP registers the choices from this server
+            run_batch(prof, """
+img, (layer,) = make_image(64, 64)
+cfg = PDB.lookup_procedure("plug-in-paintbridge-edit").create_config()
+cfg.set_property("model", "tiny-flux")
+check(cfg.get_property("model") == "default", "a model that cannot edit is no choice: %r" % cfg.get_property("model"))
+cfg.set_property("model", "tiny-flux-kontext")
+check(cfg.get_property("model") == "tiny-flux-kontext", "the Kontext model is a choice")
+expect_failure("plug-in-paintbridge-edit", img, [layer], "calling-error", "needs a model that edits from an instruction",
+               prompt="make it red", server=P["url"])
+img.select_ellipse(Gimp.ChannelOps.REPLACE, 12, 12, 40, 36)
+sel = selection_mask(img)
+before = composite(img)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-edit", img, [layer], model="tiny-flux-kontext", prompt="make the roof red", seed=5,
+          steps=2, grow=0, feather=0, server=P["url"])
+added = new_layers(img, old)
+check(len(added) == 1 and added[0].get_name() == "make the roof red (seed 5)", "one edited layer: %r" % layer_summary(img))
+after = composite(img)
+check(all(after[i * 4:i * 4 + 4] == before[i * 4:i * 4 + 4] for i in range(64 * 64) if sel[i] == 0),
+      "outside the selection nothing changed")
+check(any(after[i * 4:i * 4 + 3] != before[i * 4:i * 4 + 3] for i in range(64 * 64) if sel[i] == 255),
+      "inside the selection the Kontext model edited")
+img.delete()
+""", {"url": proc.url}, timeout=600).assert_ok()
+    finally:
+        proc.stop()
+
+
 def _generate_matches_the_client_core_job(prof, run_batch, url: str) -> None:
     """Generate into a soft ellipse in GIMP gives exactly the layer the client core's own job gives for the same
     pixels and selection (the Krita host test checks its side against the same core path)."""
@@ -583,6 +625,7 @@ while layer_summary(img) != before_layers and time.time() < end:
     time.sleep(0.2)
 check(layer_summary(img) == before_layers, "one undo step removes the result: %r" % layer_summary(img))
 check(composite(img) == before, "and restores the original pixels")
+check(img.get_parasite("paintbridge-history") is not None, "the undone result stays in the image's history")
 marker("verified")
 """
 
@@ -658,6 +701,7 @@ while layer_summary(img) != before_layers and time.time() < end:
     time.sleep(0.2)
 check(layer_summary(img) == before_layers, "one undo step removes the kept result (previews left no undo steps)")
 check(composite(img) == before, "and restores the original pixels")
+check(img.get_parasite("paintbridge-history") is not None, "the live result stays in the image's history")
 marker("verified")
 """
 
@@ -735,3 +779,312 @@ img.delete()
     recorded = json.loads((profile.gimp_dir / "paintbridge-models.json").read_text())
     assert {"name": "4x-UltraSharp", "kind": "upscaler"} in recorded["models"]
     assert "download complete" in result.output and "4x-UltraSharp" in result.output
+
+
+def test_reference_layers_guide_generate_and_missing_adapters_are_named(trixie_root, tmp_path):
+    """Reference images (issue 15): the same seed with and without a reference layer (type style, strength 1.5) gives
+    different pixels; a face reference without a face adapter fails with a message naming it, image untouched."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+
+    models = make_models_dir(tmp_path / "models", which=("sd15", "ipa-sd15-plus"))
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            run_batch(prof, """
+img, (layer, picture) = make_image(64, 64, layers=2)
+picture.set_visible(False)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 8, 8, 48, 40)
+results = {}
+for name, extra in (("plain", {}), ("style", dict(reference_layer=picture, reference_type="style",
+                                                    reference_strength=1.5))):
+    old = img.get_layers()
+    expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a tiny house", seed=5, steps=3, grow=0, feather=0,
+              server=P["url"], **extra)
+    added = new_layers(img, old)
+    check(len(added) == 1, "one layer (%s): %r" % (name, layer_summary(img)))
+    ok, rx, ry = added[0].get_offsets()
+    results[name] = read(added[0], rx, ry, added[0].get_width(), added[0].get_height())
+check(results["plain"] != results["style"], "the reference layer changed the result of the same seed")
+expect_failure("plug-in-paintbridge-img2img", img, [layer], "execution-error", "face", prompt="a tiny house",
+               steps=2, reference_layer=picture, reference_type="face", server=P["url"])
+img.delete()
+""", {"url": proc.url}, timeout=600).assert_ok()
+    finally:
+        proc.stop()
+
+
+# --- history (issue 13): Paintbridge data and results kept inside the .xcf --------------------------------------------
+
+def test_document_data_survives_saving_closing_and_reopening_the_xcf(profile):
+    batch(profile, PLUGIN_PATH + """
+import os, tempfile
+from client.docdata import DocumentDataError
+from gimp_plugin import host
+img, (layer,) = make_image(64, 48)
+payload = os.urandom(2000000) + bytes(1000)
+host.save_document_data(img, "history", payload)
+host.save_document_data(img, "regions", b"region prompts")
+host.save_document_data(img, "gone", b"removed before saving")
+host.save_document_data(img, "gone", None)
+img.attach_parasite(Gimp.Parasite.new("paintbridge-foreign", Gimp.PARASITE_PERSISTENT, list(b"another program")))
+path = tempfile.mkdtemp() + "/docdata.xcf"
+Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path), None)
+img.delete()
+img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+check(os.path.getsize(path) > 2000000, "the .xcf holds the data")
+check(host.load_document_data(img, "history") == payload, "2 MB of random bytes come back byte for byte")
+check(host.load_document_data(img, "regions") == b"region prompts", "a second key comes back")
+check(host.load_document_data(img, "gone") is None, "a removed key is gone")
+check(host.load_document_data(img, "never") is None, "a key never set reads as None")
+try:
+    host.load_document_data(img, "foreign")
+    check(False, "foreign data is refused")
+except DocumentDataError as err:
+    check("not written by Paintbridge" in str(err) and "'foreign'" in str(err), "a clear message: %s" % err)
+check(img.get_parasite("paintbridge-history").get_flags() & Gimp.PARASITE_PERSISTENT, "the parasite is persistent")
+img.delete()
+""", plugin_dir=profile.inner(profile.plugin_dir))
+
+
+# --- regions (issue 15): a prompt kept on a layer or channel, saved in the .xcf ---------------------------------------
+
+def test_region_prompts_on_a_layer_and_a_channel_steer_inpaint_and_survive_the_xcf(trixie_root, tmp_path):
+    """Bind a prompt to a layer (its alpha is the area) through the procedure's arguments, inpaint; save the .xcf,
+    close, reopen: the layer still carries its region and the same job gives the same pixels; a channel works as a
+    region too; with regions off the pixels differ. Outside the selection nothing changes."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+
+    models = make_models_dir(tmp_path / "models", which=("sd15",))
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            run_batch(prof, PLUGIN_PATH + """
+import tempfile
+W, H = 64, 48
+img, (layer,) = make_image(W, H)
+car = Gimp.Layer.new(img, "Car", W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(car, None, 0)
+left = b"".join(b"\\xff\\x00\\x00\\xff" if x < W // 2 else b"\\x00\\x00\\x00\\x00" for y in range(H) for x in range(W))
+buf = car.get_buffer()
+buf.set(Gegl.Rectangle.new(0, 0, W, H), "R'G'B'A u8", left)
+buf.flush()
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 4, 4, W - 8, H - 8)
+sel = selection_mask(img)
+args = dict(prompt="a street", seed=11, steps=3, grow=0, feather=0, server=P["url"])
+
+def inpaint(**extra):
+    old = img.get_layers()
+    before = composite(img)
+    expect_ok("plug-in-paintbridge-inpaint", img, [layer], **dict(args, **extra))
+    added = new_layers(img, old)
+    check(len(added) == 1, "one result layer: %r" % layer_summary(img))
+    after = composite(img)
+    check(all(after[i * 4:i * 4 + 4] == before[i * 4:i * 4 + 4] for i in range(W * H) if sel[i] == 0),
+          "outside the selection nothing changed")
+    pixels = read(added[0], 0, 0, W, H)
+    img.remove_layer(added[0])
+    return pixels
+
+with_region = inpaint(region_layer=car, region_prompt="a red sports car")
+check(car.get_parasite("paintbridge-region") is not None, "the prompt is kept on the layer")
+without = inpaint(use_regions=False)
+check(without != with_region, "the region's prompt changed the result")
+
+path = tempfile.mkdtemp() + "/regions.xcf"
+Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path), None)
+img.delete()
+img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+layer = next(l for l in img.get_layers() if l.get_name() != "Car")
+car = next(l for l in img.get_layers() if l.get_name() == "Car")
+from client.regions import binding_from_bytes
+from gimp_plugin import host as gimp_host
+region = binding_from_bytes(gimp_host.load_region(car))
+check(region is not None and region.prompt == "a red sports car", "the region came back with the .xcf: %r" % region)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 4, 4, W - 8, H - 8)
+check(inpaint() == with_region, "after reopening, the same job gives the same pixels")
+
+sky = Gimp.Channel.new(img, "Sky", W, H, 100.0, Gegl.Color.new("white"))
+img.insert_channel(sky, None, 0)
+top = b"".join(b"\\xff" if y < H // 2 else b"\\x00" for y in range(H) for x in range(W))
+sbuf = sky.get_buffer()
+sbuf.set(Gegl.Rectangle.new(0, 0, W, H), "Y u8", top)
+sbuf.flush()
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 4, 4, W - 8, H - 8)
+with_channel = inpaint(region_layer=sky, region_prompt="a blue sky")
+check(with_channel != with_region, "the channel's region changed the result")
+check(gimp_host.read_opacity(sky, Box(0, 0, W, H)) == top, "a channel's value is its region's area")
+inpaint(region_layer=sky, region_prompt="")
+check(sky.get_parasite("paintbridge-region") is None, "an empty region prompt removes the channel's region")
+img.delete()
+""", {"url": proc.url, "plugin_dir": prof.inner(prof.plugin_dir)}, timeout=600).assert_ok()
+    finally:
+        proc.stop()
+
+
+def test_a_result_undone_survives_the_xcf_and_applies_again_with_the_same_pixels(profile, server):
+    batch(profile, PLUGIN_PATH + """
+import json, tempfile
+img, (bottom,) = make_image(120, 96)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 30, 20, 40, 30)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-inpaint", img, [bottom], prompt="kept for later", model="classical", fill="ns",
+          steps=4, server=P["url"])
+(made,) = new_layers(img, old)
+ok, ox, oy = made.get_offsets()
+w, h = made.get_width(), made.get_height()
+first = read(made, ox, oy, w, h)
+name = made.get_name()
+img.remove_layer(made)  # the painter did not keep it
+check(len(img.get_layers()) == 1, "the result layer is gone")
+path = tempfile.mkdtemp() + "/history.xcf"
+Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path), None)
+img.delete()
+img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+(bottom,) = img.get_layers()
+listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list").index(1))
+check(len(listed) == 1, "one entry after reopening: %r" % listed)
+entry = listed[0]
+check(entry["prompt"] == "kept for later" and entry["mode"] == "inpaint" and entry["model"] == "classical",
+      "the entry says what the job was: %r" % entry)
+check(entry["layers"] == [[name, ox, oy, w, h]], "and where its layer went: %r" % entry["layers"])
+check(entry["settings"]["steps"] == 4 and entry["settings"]["fill"] == "ns", "with the job's settings")
+print("stored bytes", entry["stored_bytes"], "xcf parasite", len(img.get_parasite("paintbridge-history").get_data()))
+
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-history", img, [bottom], action="apply", index=0)
+(again,) = new_layers(img, old)
+check(again.get_name() == name and tuple(again.get_offsets()[1:]) == (ox, oy), "applied where it was made")
+check(read(again, ox, oy, w, h) == first, "with exactly the same pixels")
+
+settings = json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="reuse").index(2))
+check(settings["prompt"] == "kept for later" and settings["steps"] == 4 and settings["mode"] == "inpaint",
+      "reuse gives the job's settings: %r" % settings)
+waiting = json.load(open(Gimp.directory() + "/paintbridge-reuse.json"))
+check(waiting["procedure"] == "plug-in-paintbridge-inpaint" and waiting["values"]["prompt"] == "kept for later",
+      "and keeps them for the inpaint dialog: %r" % waiting)
+
+expect_failure("plug-in-paintbridge-history", img, [bottom], "calling-error", "there is no entry 3", index=3)
+expect_ok("plug-in-paintbridge-history", img, [bottom], action="delete", index=0)
+check(json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list").index(1)) == [],
+      "deleted")
+check(img.get_parasite("paintbridge-history") is None, "nothing left in the image")
+
+img.attach_parasite(Gimp.Parasite.new("paintbridge-history", Gimp.PARASITE_PERSISTENT, list(b"garbage")))
+check(json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list").index(1)) == [],
+      "unreadable history data lists as empty, with a message, and is not fatal")
+expect_ok("plug-in-paintbridge-inpaint", img, [bottom], prompt="a new one", model="classical", server=P["url"])
+listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list", limit_mb=0).index(1))
+check(listed == [], "a limit of 0 MB keeps nothing")
+expect_ok("plug-in-paintbridge-history", img, [bottom], action="list", limit_mb=64)  # back to the default
+img.delete()
+""", url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
+
+
+HISTORY_GUI_SCRIPT = """
+import os, time
+def marker(name):
+    open(P["dir"] + "/" + name, "w").close()
+
+img, (layer,) = make_image(320, 240)
+Gimp.Display.new(img)
+kept = {}
+for prompt in ("a first try", "a second try"):
+    img.select_rectangle(Gimp.ChannelOps.REPLACE, 100, 60, 80, 70)
+    old = img.get_layers()
+    expect_ok("plug-in-paintbridge-inpaint", img, [layer], prompt=prompt, model="classical", server=P["url"])
+    (made,) = new_layers(img, old)
+    ok, x, y = made.get_offsets()
+    kept[prompt] = (made.get_name(), x, y, read(made, x, y, made.get_width(), made.get_height()))
+    img.remove_layer(made)
+Gimp.displays_flush()
+old = img.get_layers()
+proc = PDB.lookup_procedure("plug-in-paintbridge-history")
+cfg = proc.create_config()
+cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+cfg.set_property("image", img)
+cfg.set_core_object_array("drawables", [layer])
+result = proc.run(cfg)
+check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the History dialog closed normally: %r" % (result.index(0),))
+added = new_layers(img, old)
+check(len(added) == 2, "Apply again, then Reuse settings ran the inpaint dialog once: %r" % layer_summary(img))
+name, x, y, pixels = kept["a second try"]
+again = [l for l in added if read(l, x, y, l.get_width(), l.get_height()) == pixels]
+check(len(again) == 2, "both are the newest entry's result, pixel for pixel: %r" % layer_summary(img))
+check(all(l.get_name().startswith(name) for l in added), "named as it was (GIMP numbers the twin): %r"
+      % layer_summary(img))
+marker("verified")
+"""
+
+
+def test_gui_history_dialog_lists_results_and_applies_again(profile, server, artifacts_dir):
+    from hosts.gimp import GuiSession
+
+    session = GuiSession(profile)
+    try:
+        session.start(HISTORY_GUI_SCRIPT, {"url": server.url, "dir": profile.inside})
+        dialog = session.wait_window("Paintbridge: History", timeout=120)
+        time.sleep(1.0)
+        session.screenshot(artifacts_dir / "gimp-history-dialog.png")
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "alt+a")  # Apply again (the newest is selected)
+        time.sleep(1.5)
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "alt+r")  # Reuse settings: the inpaint dialog opens, filled in
+        inpaint = session.wait_window("Paintbridge: Inpaint Selection", timeout=60)
+        time.sleep(1.0)
+        session.screenshot(artifacts_dir / "gimp-history-reuse.png")
+        session.xdotool("windowfocus", "--sync", inpaint)
+        session.xdotool("key", "--clearmodifiers", "Return")
+        session.wait_file("verified", timeout=90)
+    except BaseException:
+        session.screenshot_quietly(artifacts_dir / "gimp-history-failure.png")
+        raise
+    finally:
+        session.stop()
+
+
+# --- sampling (issue 13) ---------------------------------------------------------------------------------------------
+
+def test_sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments(trixie_root, tmp_path):
+    """Generate from GIMP with a sampler and a schedule chosen apart, a batch count, a VAE and CLIP skip: one layer
+    per image with its seed, each exactly the server's own image for those parameters; an impossible pair is refused
+    naming both."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+    from protocol.client import Client
+
+    models = make_models_dir(tmp_path / "models", which=("sd15", "vae-file"))
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            run_batch(prof, """
+img, (layer,) = make_image(64, 64)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a tiny house", seed=21, steps=3, cfg=7.0, batch=1,
+          batch_count=2, sampler="euler", scheduler="karras", vae="tiny-vae-ft-mse", clip_skip=2, server=P["url"])
+added = new_layers(img, old)
+names = sorted(l.get_name() for l in added)
+check(names == ["a tiny house (seed 21)", "a tiny house (seed 22)"], "two calls, one layer each: %r" % names)
+for res in added:
+    ok, rx, ry = res.get_offsets()
+    check((rx, ry, res.get_width(), res.get_height()) == (0, 0, 64, 64), "the whole canvas")
+    seed = res.get_name().rsplit(" ", 1)[1].strip(")")
+    open(P["dir"] + "/layer-" + seed + ".rgba", "wb").write(read(res, 0, 0, 64, 64))
+expect_failure("plug-in-paintbridge-generate", img, [layer], "calling-error", "'DDIM'", prompt="x", steps=2,
+               sampler="ddim", scheduler="karras", server=P["url"])
+img.delete()
+""", {"url": proc.url, "dir": prof.inside}, timeout=600).assert_ok()
+            with Client(proc.url, client_name="gimp-sampling-check") as client:
+                for seed in (21, 22):
+                    result = client.run({"mode": "generate", "model": "", "prompt": "a tiny house", "params": {
+                        "seed": seed, "steps": 3, "cfg": 7.0, "sampler": "Euler", "scheduler": "Karras",
+                        "vae": "tiny-vae-ft-mse", "clip_skip": 2, "width": 64, "height": 64}}, timeout=300)
+                    assert result.layers[0].info["vae"] == "tiny-vae-ft-mse"
+                    assert result.layers[0].data == (prof.outside / f"layer-{seed}.rgba").read_bytes(), seed
+    finally:
+        proc.stop()

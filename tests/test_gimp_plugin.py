@@ -38,7 +38,7 @@ def rgba(box: Box, value: int = 128) -> bytes:
 
 def test_every_procedure_has_a_consistent_argument_table():
     assert {spec.mode for spec in arguments.PROCEDURES} == {"inpaint", "img2img", "outpaint", "upscale", "generate",
-                                                            "preprocess"}
+                                                            "preprocess", "edit"}
     assert [spec.name for spec in arguments.PROCEDURES if spec.live] == [arguments.PREFIX + "live-inpaint"]
     for spec in arguments.PROCEDURES:
         assert spec.name.startswith(arguments.PREFIX)
@@ -90,8 +90,22 @@ def test_argument_defaults_leave_the_model_defaults_to_the_welcome():
 
 
 def test_unknown_sampler_is_named():
-    with pytest.raises(JobInputError, match="Unknown sampler 'heun'"):
-        settings_for("inpaint", sampler="heun")
+    with pytest.raises(JobInputError, match="Unknown sampler 'dpmpp-9m'"):
+        settings_for("inpaint", sampler="dpmpp-9m")
+
+
+def test_sampling_arguments_reach_the_settings_and_the_job_params():
+    s = settings_for("img2img", sampler="heun", scheduler="karras", **{"batch-count": 3, "clip-skip": 2,
+                                                                     "vae": " my-vae ", "refiner": "ref",
+                                                                     "refiner-start": 0.7})
+    assert (s.sampler, s.scheduler, s.batch_count, s.clip_skip, s.vae, s.refiner, s.refiner_start) == \
+        ("Heun", "Karras", 3, 2, "my-vae", "ref", 0.7)
+    assert [nick for nick, _ in arguments.SCHEDULER_CHOICES][1:] == ["karras", "exponential", "beta", "normal",
+                                                                       "simple", "sgm-uniform"]
+    with pytest.raises(JobInputError, match="Unknown schedule 'sgm'"):
+        settings_for("inpaint", scheduler="sgm")
+    live = next(spec for spec in arguments.PROCEDURES if spec.live)
+    assert "batch-count" not in {a.name for a in live.args} and "scheduler" in {a.name for a in live.args}
 
 
 def test_outpaint_extends_the_chosen_sides_only():
@@ -234,7 +248,8 @@ def test_dialog_layout_and_models_hint():
 
     top, sections = layout(arguments.BY_MODE["inpaint"])
     assert top[:4] == ["prompt", "negative-prompt", "model", "strength"]
-    assert [sid for sid, _title, _members in sections] == ["sampling", "area", "controls", "server"]
+    assert [sid for sid, _title, _members in sections] == ["sampling", "area", "controls", "references", "server",
+                                                         "regions"]
     placed = top + [name for _sid, _title, members in sections for name in members]
     assert sorted(placed) == sorted(arg.name for arg in arguments.BY_MODE["inpaint"].args)
     models = [{"name": "classical", "kind": "builtin"}, {"name": "tiny-sd15", "kind": "checkpoint"},
@@ -277,6 +292,10 @@ def test_the_model_choice_lists_installed_checkpoints_between_default_and_classi
                                       ("inp", "inp (sd15, inpaint)"), ("classical", "Classical (OpenCV, no AI)"))
     assert model_choices([]) == (("default", "Server's default"), ("classical", "Classical (OpenCV, no AI)"))
     assert model_name("default") == "" and model_name("classical") == "classical" and model_name("inp") == "inp"
+    kontext = {"name": "flux1-kontext-dev", "kind": "checkpoint", "family": "flux-kontext", "edit": True}
+    assert model_choices(listing + [kontext], "edit") == (("default", "Server's default"),
+                                                          ("flux1-kontext-dev", "flux1-kontext-dev (flux-kontext)"))
+    assert len(model_choices(listing + [kontext], "inpaint")) == 5  # every other mode lists every checkpoint
     for spec in arguments.ALL_PROCEDURES:  # every model argument is such a choice, defaulting to the server's default
         for arg in spec.args:
             if arg.name == "model":
@@ -334,3 +353,20 @@ def test_a_changed_listing_makes_gimp_register_the_plug_in_again(tmp_path):
     assert download.record(profile, list(reversed(listing)), entry) is False  # the same checkpoints: left alone
     assert entry.stat().st_mtime == 1_000_000
     assert download.recorded(profile) == [{"name": "tiny", "kind": "checkpoint"}, {"name": "classical", "kind": "builtin"}]
+
+
+def test_region_arguments_bind_or_remove_a_prompt():
+    """regions (issue 15): the procedures that paint take the region arguments; a layer with a prompt is a binding,
+    with an empty prompt a removal, none leaves the image's regions as they are."""
+    from client.regions import binding_from_bytes, binding_to_bytes
+    from gimp_plugin.values import region_binding
+
+    for mode in ("inpaint", "img2img", "outpaint", "generate"):
+        assert set(arguments.REGION_ARGS) <= {a.name for a in arguments.BY_MODE[mode].args}, mode
+    assert not set(arguments.REGION_ARGS) & {a.name for a in arguments.BY_MODE["upscale"].args}
+    assert region_binding({"region-layer": None, "region-prompt": "car"}) is None
+    item, binding = region_binding({"region-layer": "L", "region-prompt": " a car ", "region-negative-prompt": "x"})
+    assert item == "L" and (binding.prompt, binding.negative_prompt) == ("a car", "x")
+    assert region_binding({"region-layer": "L", "region-prompt": ""}) == ("L", None)
+    assert binding_from_bytes(binding_to_bytes(binding), "L") == binding.__class__("L", "a car", "x", 1.0)
+    assert binding_from_bytes(b"junk") is None

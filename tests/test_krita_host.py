@@ -181,6 +181,52 @@ def krita_flux_run(tmp_path_factory) -> Run:
 
 
 @pytest.fixture(scope="module")
+def krita_references_run(tmp_path_factory) -> Run:
+    """Reference images (issue 15) against a server of this checkout, with a tiny IP-Adapter and image encoder."""
+    import factory
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-references-server")
+    models = factory.make_models_dir(work / "models", ("sd15", "ipa-sd15-plus"))
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "references", DW, DH, model="tiny-sd15", server_url=proc.url)
+    finally:
+        proc.stop()
+
+
+def test_reference_layers_from_the_panel_guide_a_job(krita_references_run):
+    run = krita_references_run
+    assert run["connected"] == "connected" and not run.data.get("errors"), run.data.get("errors")
+    for key in ("plain", "with_reference"):
+        assert run[key]["error"] is False and run[key]["results"] == 1, run[key]["message"]
+    assert run["rows"] == [{"layer": run["reference_id"], "type": "style", "strength": 1.5}]
+    assert run["row_layer"] == run["reference_id"]
+    box = run["plain"]["results_meta"][0]["box"]
+    plain = run.pixels(run["plain"]["pixels"], box[2], box[3])
+    guided = run.pixels(run["with_reference"]["pixels"], box[2], box[3])
+    assert np.abs(plain[..., :3].astype(int) - guided[..., :3].astype(int)).mean() > 0.5
+    assert run["moved"] == [run["paint_id"], run["reference_id"]]
+    assert run["after_remove"] == [run["reference_id"]] and run["rows_shown"] == 1
+
+
+@pytest.fixture(scope="module")
+def krita_edit_run(tmp_path_factory) -> Run:
+    """Instruction edit: a tiny Flux.1 Kontext and a tiny Flux.1 dev, against a server of this checkout."""
+    import factory
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-edit-server")
+    models = factory.make_models_dir(work / "models", ("flux", "flux-kontext"))
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "edit", DW, DH, model="tiny-flux-kontext", server_url=proc.url,
+                             tag="edit")
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
 def krita_large_run(tmp_path_factory) -> Run:
     """A 6000x4000 document against a server of this checkout (classical engine, Lanczos)."""
     from conftest import ServerProcess
@@ -696,6 +742,26 @@ def test_a_tiny_flux_model_generates_into_a_selection(krita_flux_run):
     assert (layer[inside][:, 3] == 255).all() and not np.array_equal(layer[inside][:, :3], before[inside][:, :3])
 
 
+def test_instruction_edit_on_a_tiny_kontext_model_is_offered_and_composited_by_the_selection(krita_edit_run):
+    run = krita_edit_run
+    assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
+    assert run["tab_enabled_flux"] is False and run["tab_enabled_kontext"] is True
+    assert run["mode_after_refused"] != "edit" and "needs a model that edits from an instruction" in \
+        run["refused_message"]
+    assert run["mode"] == "edit" and run["run_button"] == "Edit"
+    rec = run["edit"]
+    assert rec["error"] is False, rec["message"]
+    assert len(rec["new_layers"]) == 1 and rec["new_layers"][0]["name"].startswith("make the roof red"), \
+        rec["new_layers"]
+    layer = run.pixels(rec["new_layer_pixels"], DW, DH)
+    before = run.pixels(rec["composite_before"], DW, DH)
+    inside = np.zeros((DH, DW), bool)
+    inside[8:48, 16:64] = True
+    assert (layer[~inside][:, 3] == 0).all()  # composited by the selection: nothing outside it
+    assert (layer[inside][:, 3] == 255).all() and not np.array_equal(layer[inside][:, :3], before[inside][:, :3])
+    assert run["mode_after_switch"] == "inpaint" and run["tab_enabled_after_switch"] is False
+
+
 def test_the_panel_downloads_a_preset_through_the_server(tmp_path_factory, tmp_path):
     """The panel's Models section in a real Krita: the suggested preset for the mode is pulled through the protocol
     from the local hub stand-in onto the server's machine, with progress, and the new model shows up in the panel."""
@@ -724,3 +790,162 @@ def test_the_panel_downloads_a_preset_through_the_server(tmp_path_factory, tmp_p
     assert "upscaler: complete" in run["lines_after"]
     assert "4x-UltraSharp" in run["upscalers_after"] and "4x-UltraSharp" in run["upscaler_items"]
     assert (models / upscaler.target).read_bytes() == hub.files[(upscaler.repo, upscaler.file)]
+
+
+# --- history (issue 13): Paintbridge data and results kept inside the .kra -------------------------------------------
+
+@pytest.fixture(scope="module")
+def krita_history_run(tmp_path_factory) -> Run:
+    return _run_scenario(tmp_path_factory, "history", W, H)
+
+
+def test_document_data_survives_saving_closing_and_reopening_the_kra(krita_history_run):
+    _check_docdata(krita_history_run)
+
+
+def _check_docdata(run: Run) -> None:
+    assert not run["errors"], run["errors"]
+    rec = run["docdata"]
+    assert rec["saved"] is True
+    assert {"paintbridge/history", "paintbridge/regions"} <= set(rec["types_after"])
+    assert "paintbridge/gone" not in rec["types_before"] + rec["types_after"]
+    assert rec["history_same"] is True  # 2 MB of random bytes, byte for byte
+    assert rec["regions"] == "region prompts"
+    assert rec["gone"] is None and rec["never_set"] is None
+    assert "was not written by Paintbridge" in rec["foreign_error"] and "'foreign'" in rec["foreign_error"]
+    assert rec["kra_bytes"] > 2_000_000
+
+
+# --- regions (issue 15): a prompt bound to a layer, kept in the .kra ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def krita_regions_run(tmp_path_factory) -> Run:
+    """Against a server of this checkout (the installed command would run the shared venv's copy)."""
+    import factory
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-regions-server")
+    models = factory.make_models_dir(work / "models", ("sd15",))
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "regions", DW, DH, model="tiny-sd15", server_url=proc.url)
+    finally:
+        proc.stop()
+
+
+def test_a_region_bound_in_the_panel_steers_the_job_and_survives_reopening_the_kra(krita_regions_run):
+    run = krita_regions_run
+    assert not run["errors"], run["errors"]
+    rec = run["regions"]
+    assert rec["labels"] == ["Car: a red sports car"]
+    assert rec["saved"] is True and rec["car_id_after"] == rec["car_id"]
+    assert rec["labels_after"] == ["Car: a red sports car"]  # kept in the .kra
+    assert rec["labels_removed"] == []
+    for name in ("with", "reopened", "without"):
+        assert not rec[name]["error"], rec[name]["message"]
+        assert rec[name]["data"], name
+    with_region, reopened, without = ((run.out / f"{rec[n]['data']}.bin").read_bytes()
+                                      for n in ("with", "reopened", "without"))
+    assert with_region == reopened  # the same region prompt after reopening: the same pixels (same seed)
+    assert with_region != without  # the region's prompt changed the result
+
+
+def test_a_result_never_applied_survives_the_kra_and_applies_again_with_the_same_pixels(krita_history_run):
+    _check_history(krita_history_run)
+
+
+def _check_history(run: Run) -> None:
+    assert not run["errors"], run["errors"]
+    rec = run["history"]
+    assert rec["results"] == 1 and not rec["error"], rec
+    assert rec["layers_discarded"] == rec["layers_before"]  # discarded: the document has no new layer
+    assert len(rec["entries_before"]) == 1 and rec["list_before"] == 1
+    assert rec["saved"] is True and rec["annotation_bytes"] > 0
+    assert rec["entries_after"] == rec["entries_before"] and rec["list_after"] == 1  # back with the .kra
+    assert "kept for later" in rec["tooltip"] and "classical" in rec["tooltip"]
+    assert rec["message_apply"][1] is False, rec["message_apply"]
+    assert len(rec["new_layers"]) == 1 and rec["new_layers"][0]["bounds"][2] > 0
+    assert rec["same_pixels"] is True
+    assert (run.out / "history-again.bin").read_bytes() == (run.out / "history-result.bin").read_bytes()
+    assert rec["reused_prompt"] == rec["reused_widget"] == "kept for later"
+    assert rec["list_deleted"] == 0 and "paintbridge/history" not in rec["types_deleted"]
+
+
+@pytest.fixture(scope="module")
+def krita_529_history_run(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the trixie root is entered with chroot, which needs root")
+    from client.server import LocalServer
+
+    models = tmp_path_factory.mktemp("krita-529-history-models")
+    server = LocalServer(_server_command(models), models / "server.log")
+    url = f"ws://127.0.0.1:{_free_port()}"
+    server.start(url)
+    try:
+        assert server.wait_ready(120), server.last_output(20)
+        yield _run_scenario(tmp_path_factory, "history", W, H, host=hk.trixie_host(), server_url=url,
+                            tag="5.2.9-history")
+    finally:
+        server.stop()
+
+
+def test_krita_529_keeps_document_data_and_the_history_in_the_kra(krita_529_history_run):
+    assert krita_529_history_run["_krita"]["version"] == "5.2.9"
+    _check_docdata(krita_529_history_run)
+    _check_history(krita_529_history_run)
+
+
+# --- sampling (issue 13) ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def krita_sampling_run(tmp_path_factory) -> Run:
+    """The plugin against a server of this checkout (the installed command would run the shared venv's copy)."""
+    import factory
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-sampling-server")
+    models = factory.make_models_dir(work / "models", ("sd15", "vae-file"))
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        run = _run_scenario(tmp_path_factory, "sampling", DW, DH, model="tiny-sd15", server_url=proc.url)
+    finally:
+        proc.stop()
+    run.models = models
+    return run
+
+
+def test_sampler_schedule_batch_count_vae_and_clip_skip_from_the_panel(krita_sampling_run):
+    """Picked in the panel's widgets, sent as the job: the result is the server's own for those parameters."""
+    from client.jobs import build_params
+    from client.settings import Settings
+    from protocol import Box
+    from protocol.client import Client
+    from server.app import ServerThread
+    from server.config import ServerConfig
+
+    run = krita_sampling_run
+    assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
+    rec = run["rec"]
+    assert all(rec["picked"].values()), rec["picked"]
+    assert "DPM++ 2M SDE" in rec["samplers"] and "DPM++ 2M Karras" in rec["samplers"]
+    assert rec["vaes"] == ["", "tiny-vae-ft-mse"]
+    assert rec["ddim_schedules"] == ["", "Normal", "Simple", "SGM Uniform"]
+    assert "Karras" in rec["euler_schedules"] and rec["ddim_resets"] == ""
+    assert {k: rec["settings"][k] for k in ("sampler", "scheduler", "batch_count", "vae", "clip_skip")} == \
+        {"sampler": "Euler", "scheduler": "Karras", "batch_count": 2, "vae": "tiny-vae-ft-mse", "clip_skip": 2}
+    assert rec["error"] is False, rec["message"]
+    assert rec["results"] == 2 and rec["seeds"] == [11, 12] and rec["boxes"] == [[0, 0, DW, DH]] * 2
+    settings = Settings(**rec["job_settings"])
+    params = build_params(settings, Box(0, 0, DW, DH), False, False)
+    assert params["scheduler"] == "Karras" and params["batch_count"] == 2 and params["vae"] == "tiny-vae-ft-mse"
+    thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[run.models])).start()
+    try:
+        with Client(thread.url, client_name="krita-sampling-check") as c:
+            result = c.run({"mode": "generate", "model": settings.model, "prompt": settings.prompt,
+                            "negative_prompt": settings.negative_prompt, "params": params}, timeout=300)
+    finally:
+        thread.stop()
+    for i, layer in enumerate(result.layers):
+        rgba = np.frombuffer(layer.data, np.uint8).reshape(DH, DW, 4)
+        bgra = run.pixels(f"sampling-{i}", DW, DH)
+        assert np.array_equal(bgra[..., [2, 1, 0, 3]], rgba), f"result {i} differs from the server's own"

@@ -159,6 +159,7 @@ from krita_memory_host import MemoryDocument, MemoryHost, UiLoop  # noqa: E402
 from client.server import LocalServer as _LocalServer  # noqa: E402
 from krita_plugin.paintbridge.session import Session  # noqa: E402
 from krita_plugin.paintbridge.settings_store import MemoryStore  # noqa: E402
+from krita_plugin.paintbridge.wire import client  # noqa: E402
 
 
 def _selection(w: int, h: int, box: Box) -> bytes:
@@ -265,3 +266,44 @@ def test_the_server_address_is_stored_in_client_form_and_read_from_older_entries
     settings_store.save_connection(old, conn)
     again = settings_store.load_connection(MemoryStore({"server_settings": old.values["server_settings"]}))
     assert again.to_dict() == conn.to_dict()
+
+
+def test_session_offers_the_servers_schedules_and_resets_one_the_sampler_cannot_take(session_setup):
+    """Sampling options (issue 13) come from the server's welcome; a schedule the new sampler cannot take goes back
+    to the sampler's own, one the server does not offer is refused with a message."""
+    session, host, ui = session_setup
+    assert "DPM++ 2M SDE" in session.defaults.sampling.samplers
+    session.set_option("sampler", "Euler")
+    session.set_option("scheduler", "Karras")
+    assert session.settings.scheduler == "Karras"
+    session.set_option("sampler", "DDIM")
+    assert session.settings.scheduler == ""  # DDIM has no Karras sigmas
+    session.set_option("scheduler", "Karras")
+    assert session.message_is_error and "Karras" in session.message and session.settings.scheduler == ""
+    session.set_option("vae", "not-installed")
+    assert session.message_is_error and session.settings.vae == ""
+    session.set_option("batch_count", 3)
+    assert session.settings.batch_count == 3
+
+
+def test_regions_bind_the_active_layer_travel_with_a_job_and_stay_in_the_document(session_setup):
+    """regions (issue 15): a prompt bound to the active layer is kept in the document's data (the .kra annotation
+    in Krita), comes back in a new session, and travels with the job (the classical engine refuses it by name)."""
+    session, host, ui = session_setup
+    regions = session.regions
+    regions.refresh()
+    assert regions.bind_active() == 0
+    regions.set_prompt(0, "a red car", "blurry")
+    assert regions.labels() == ["Paint: a red car"]
+    stored = client.regions.RegionList.from_bytes(host.load_document_data(host.doc, "regions"))
+    assert [(b.layer, b.prompt, b.negative_prompt) for b in stored.items] == [("paint", "a red car", "blurry")]
+    again = Session(host, session.store, ui.post, ui.schedule, server=_LocalServer(None, Path("unused.log")))
+    again.regions.refresh()
+    assert again.regions.list.items == regions.list.items
+    assert session.run() is not None
+    assert ui.pump_until(lambda: not session.busy, 60)
+    assert session.message_is_error and "regions" in session.message and "classical" in session.message
+    regions.remove(0)
+    assert host.load_document_data(host.doc, "regions") is None
+    assert session.run() is not None and ui.pump_until(lambda: not session.busy, 60)
+    assert not session.message_is_error, session.message

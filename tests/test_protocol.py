@@ -286,7 +286,8 @@ def test_versions_need_ascii_digits(version):
 def test_readme_tables_are_the_schema():
     readme = (Path(__file__).resolve().parent.parent / "protocol" / "README.md").read_text()
     for model in (m.Hello, m.Welcome, m.Job, m.Params, m.Control, m.Extend, m.Limits, m.ResultLayer, m.Cancel,
-                  m.Queued, m.Started, m.Progress, m.Result, m.Cancelled, m.Error, m.Models):
+                  m.Queued, m.Started, m.Progress, m.Result, m.Cancelled, m.Error, m.Models, m.Reference,
+                  m.Region):
         assert markdown_table(model) in readme, f"protocol/README.md's table of {model.__name__} is out of date"
 
 
@@ -430,3 +431,10 @@ def test_garbage_is_a_bad_request_and_the_connection_goes_on():
     with pytest.raises(ProtocolError):
         server.receive_data("text")
     server.receive_data(client.send(job_msg()))
+
+
+def test_readme_sampler_table_is_the_table():
+    from protocol.sampling import markdown_table as sampler_table
+
+    readme = (Path(__file__).resolve().parent.parent / "protocol" / "README.md").read_text()
+    assert sampler_table() in readme, "protocol/README.md's sampler table is out of date (protocol.sampling)"

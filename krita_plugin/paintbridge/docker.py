@@ -53,3 +53,4 @@ class PaintbridgeDocker(document.DockWidget):
             self.panel.refresh_layers()
         except Exception as err:  # never let Krita open an error dialog for this
             self.panel.session.show_message(f"Could not list the layers: {err}", error=True)
+        self.panel.session.history.show_active()  # another document: its results history (guarded)

@@ -41,11 +41,8 @@ class ColorInfo:
 
 
 def wait_idle(doc, timeout: float = 15.0) -> None:
-    """Wait until Krita has finished updating ``doc`` (its projection is current), letting Qt process events meanwhile.
-
-    Unlike ``Document.waitForDone`` this never blocks the UI thread in a way that can dead-lock with work Krita must do
-    on that thread; after ``timeout`` seconds it gives up with a message instead of freezing Krita.
-    """
+    """Wait until Krita has updated ``doc``, letting Qt process events (unlike ``waitForDone`` this cannot dead-lock
+    with Krita's own UI-thread work); after ``timeout`` seconds it gives up with a message instead of freezing."""
     if not hasattr(doc, "tryBarrierLock"):
         doc.waitForDone()
         return
@@ -176,17 +173,20 @@ class _Reader:
     def read_layer(self, layer_id: str, box: Box) -> bytes:
         node = find_node(self.doc, layer_id)
         if node is None:
-            raise DocumentError("A control layer was deleted: pick another layer or remove the control.")
+            raise DocumentError("A control or region layer was deleted: pick another layer or remove it.")
         return pixels.to_bgra8(_pixels(node, box), self.info.depth, self.info.linear)
 
 
-def capture(doc, settings: Settings, controls: List[ControlSpec]):
+def capture(doc, settings: Settings, controls: List[ControlSpec], regions=()):
     """Read what a job of ``settings.mode`` needs from ``doc`` — the box, mask and image ``client.modes`` plans for
-    the mode, nothing else — as ``client.jobs.JobInputs``."""
+    the mode, nothing else, and each region layer's opacity (``client.jobs.RegionSource``) — as
+    ``client.jobs.JobInputs``."""
     info = color_info(doc)
     bounds = mask_bounds(doc, settings) or Box(0, 0, 0, 0)
     sources = [client.jobs.ControlSource(c.layer_id, c.type, c.strength, c.start, c.end) for c in controls]
-    return client.jobs.capture(settings, bounds, doc.width(), doc.height(), _Reader(doc, settings, info), sources)
+    refs = client.jobs.reference_sources(settings, lambda i: i if find_node(doc, i) else None)  # issue 15
+    return client.jobs.capture(settings, bounds, doc.width(), doc.height(), _Reader(doc, settings, info), sources, refs,
+                               regions)
 
 
 def find_node(doc, node_id: str):
@@ -342,6 +342,21 @@ def insert_control_image(doc, image: ResultImage, above_id: str) -> str:
     return node.uniqueId().toString()
 
 
+def load_document_data(doc, key: str) -> Optional[bytes]:
+    """``key``'s data in ``doc`` (annotation ``paintbridge/<key>``, in the .kra) or None; DocumentDataError if bad."""
+    kind = client.docdata.KRITA_PREFIX + client.docdata.check_key(key)
+    return client.docdata.unpack(key, to_bytes(doc.annotation(kind))) if kind in doc.annotationTypes() else None
+
+
+def save_document_data(doc, key: str, data: Optional[bytes]) -> None:
+    """Store ``data`` under ``key`` in ``doc`` (saved with the .kra; marks the document modified); None removes it."""
+    kind = client.docdata.KRITA_PREFIX + client.docdata.check_key(key)
+    if data is not None:
+        doc.setAnnotation(kind, f"Paintbridge {key}", byte_array(client.docdata.pack(key, data)))
+    elif kind in doc.annotationTypes():
+        doc.removeAnnotation(kind)
+
+
 # --- live mode: knowing that something changed, without reading pixels -----------------------------------------------
 
 HISTORY_DOCKER = "History"  # Krita's undo history docker: its model is reset whenever the undo stack moves
@@ -373,13 +388,9 @@ def cheap_state(doc) -> tuple:
 
 
 class ChangeWatch:
-    """Calls ``callback()`` on the UI thread when the active document may have changed.
-
-    Event-driven for strokes, filters, selection tools, undo/redo (the undo history's model is reset when the undo
-    stack moves), plus a cheap poll of ``cheap_state`` for what scripts and the layer docker change without an undo
-    step. Never reads pixels. Without the history docker (``event_driven`` False) every ``fallback_ms`` counts as a
-    possible change (the live loop then reads the box once per tick: the cost the event source avoids).
-    """
+    """Calls ``callback()`` on the UI thread when the active document may have changed: on undo-stack moves (the undo
+    history's model is reset), and on a cheap poll of ``cheap_state`` (no pixels) for changes without an undo step.
+    Without the history docker (``event_driven`` False) every ``fallback_ms`` counts as a possible change."""
 
     def __init__(self, callback: Callable[[], None], fallback_ms: int = 400) -> None:
         self.callback = callback
@@ -456,20 +467,11 @@ class KritaHost:
     def pixel_reads(self) -> int:
         return READS[0]
 
-    def active_document(self):
-        return active_document()
-
     def active_document_or_none(self):
         return Krita.instance().activeDocument()
 
     def is_open(self, doc) -> bool:
         return any(d == doc for d in Krita.instance().documents())
-
-    def capture(self, doc, settings: Settings, controls: List[ControlSpec]):
-        return capture(doc, settings, controls)
-
-    def mask_bounds(self, doc, settings: Settings) -> Optional[Box]:
-        return mask_bounds(doc, settings)
 
     def active_layer_id(self, doc) -> str:
         return active_layer_id(doc) if doc is not None else ""
@@ -478,11 +480,10 @@ class KritaHost:
         doc = Krita.instance().activeDocument()
         return paint_layers(doc) if doc is not None else []
 
-    show_preview = staticmethod(show_preview)
-    remove_preview = staticmethod(remove_preview)
-    apply_result = staticmethod(apply_result)
-    open_as_new_document = staticmethod(open_as_new_document)
-    insert_control_image = staticmethod(insert_control_image)
+    (active_document, capture, mask_bounds, show_preview, remove_preview, apply_result, open_as_new_document,
+     insert_control_image, load_document_data, save_document_data) = map(staticmethod, (
+        active_document, capture, mask_bounds, show_preview, remove_preview, apply_result, open_as_new_document,
+        insert_control_image, load_document_data, save_document_data))
 
     def watch_changes(self, callback: Callable[[], None], settings: Optional[Callable[[], Settings]] = None):
         """Start a ``ChangeWatch`` on the active document; ``stop()`` ends it."""

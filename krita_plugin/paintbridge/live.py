@@ -91,13 +91,14 @@ class LiveLoop:
             self.scheduler.changed(None, now)  # nothing to repaint until a selection appears
             return
         try:
-            inputs = host.capture(doc, settings, list(session.controls))
+            inputs = host.capture(doc, settings, list(session.controls), session.regions.sources(doc))
         except (DocumentError, client.errors.PaintbridgeError) as err:
             session.show_message(str(err), error=True)
             self.scheduler.changed(None, now)
             return
         parts = [repr(sorted(settings.to_dict().items())), inputs.box, inputs.image or b"", inputs.mask or b""]
         parts += [(c.type, c.strength, c.start, c.end, c.image) for c in inputs.controls]
+        parts += [(r.type, r.strength, r.start, r.end, r.image) for r in inputs.references]  # issue 15
         sig = clive.signature(parts)
         self._inputs = (sig, doc, settings, inputs, now)
         self.scheduler.changed(sig, now)

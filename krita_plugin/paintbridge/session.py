@@ -1,11 +1,9 @@
 """The panel's state and behaviour without widgets and without Krita: the session.
 
-One ``Session`` per docker. It holds the job settings, the connection and its state, the job in flight, the results
-and live mode; it talks to Krita only through ``host`` (the document door, ``document.KritaHost``) and asks
-``client`` (the editor-independent core) for every rule: which box a mode reads, the job message, defaults from
-``welcome``, layer names, the connection with reconnect and server autostart, the live scheduler. The view binds
-widgets to it: it calls the public methods below and listens to the ``Event`` attributes. Every method runs on the UI
-thread; the connection's worker thread reaches the session through ``post``.
+One ``Session`` per docker: job settings, the connection, the job in flight, results and live mode (downloads, regions,
+history in helpers it owns). It reaches Krita only through ``host`` (``document.KritaHost``) and asks ``client`` for
+every rule (boxes, job messages, defaults, names, connection, live scheduler). The view calls its methods and listens
+to its ``Event`` attributes; all runs on the UI thread (the worker thread uses ``post``).
 """
 
 from __future__ import annotations
@@ -16,11 +14,14 @@ import traceback
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from . import settings_store
+from . import references, settings_store
 from .downloads import Downloads
+from .forward import Forward
 from .live import LiveLoop
 from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
 from .progress_preview import preview_of
+from .regions import Regions
+from .results_history import ResultsHistory
 from .wire import client, protocol
 
 CLIENT_NAME = "Paintbridge for Krita"
@@ -45,43 +46,6 @@ def guarded(method: Callable) -> Callable:
         return None
 
     return wrapper
-
-
-class _Forward(csession.Listener):
-    """The connection's callbacks (worker thread) handed to the session on the UI thread."""
-
-    def __init__(self, session: "Session", post: Callable[[Callable[[], None]], None]) -> None:
-        self.session, self.post = session, post
-
-    def state_changed(self, state, detail):
-        self.post(lambda: self.session.on_state(state, detail))
-
-    def welcomed(self, welcome):
-        self.post(lambda: self.session.on_welcome(welcome))
-
-    def models_changed(self, models):
-        self.post(lambda: self.session.on_models(models))
-
-    def job_sent(self, job_id, at):
-        self.post(lambda: self.session.on_job_sent(job_id, at))
-
-    def job_event(self, job_id, msg):
-        self.post(lambda: self.session.on_job_event(job_id, msg))
-
-    def job_result(self, job_id, msg):
-        self.post(lambda: self.session.on_job_result(job_id, msg))
-
-    def job_failed(self, job_id, code, message):
-        self.post(lambda: self.session.on_job_failed(job_id, code, message))
-
-    def job_cancelled(self, job_id):
-        self.post(lambda: self.session.on_job_cancelled(job_id))
-
-    def presets_changed(self, presets):
-        self.post(lambda: self.session.downloads.on_presets(presets))
-
-    def pull_done(self, pull_id, msg):
-        self.post(lambda: self.session.downloads.on_done(pull_id, msg))
 
 
 class Session:
@@ -121,10 +85,12 @@ class Session:
         self.result_selected = Event()  # (index)
         self.message_changed = Event()  # (text, error)
         self.controls_changed = Event()  # ()
-        self.connection = csession.Session(_Forward(self, post), CLIENT_NAME, CLIENT_VERSION, self.server,
+        self.connection = csession.Session(Forward(self, post), CLIENT_NAME, CLIENT_VERSION, self.server,
                                            client.server.Autostart() if self.conn_settings.autostart else None)
         self.live = LiveLoop(self, schedule)
         self.downloads = Downloads(self)
+        self.history, self.references = ResultsHistory(self), references.References(self)  # issues 13, 15
+        self.regions = Regions(self)  # regions (issue 15): prompts bound to layers, kept in the document
 
     def start(self) -> None:
         """Connect to the configured server (after the view has bound itself)."""
@@ -133,7 +99,11 @@ class Session:
     # --- settings -----------------------------------------------------------------------------------------------------
     def shown(self) -> cs.Settings:
         """The settings with every "default" filled from the server's ``welcome`` (what the widgets show)."""
-        return cs.apply_defaults(self.settings, self.defaults, cs.model_entry(self.models, self.settings.model))
+        return cs.apply_defaults(self.settings, self.defaults, self.entry())
+
+    def entry(self, model: Optional[str] = None) -> Optional[dict]:
+        """The listing entry of ``model`` (default: the chosen one); None when the server does not list it."""
+        return cs.model_entry(self.models, self.settings.model if model is None else model)
 
     @property
     def random_seed(self) -> bool:
@@ -147,8 +117,9 @@ class Session:
 
     @guarded
     def set_mode(self, mode: str) -> None:
-        """Switch to ``mode`` (generate, inpaint, img2img, outpaint, upscale); the strength goes to its default."""
-        client.modes.rule(mode)
+        """Switch to ``mode`` (generate, inpaint, img2img, outpaint, upscale, edit where the model can); the strength
+        goes to its default."""
+        client.modes.check_offered(mode, self.entry())
         self.settings.mode = mode
         self.settings_changed.emit("mode", mode)
         self.downloads.presets_changed.emit()
@@ -171,10 +142,8 @@ class Session:
             return
         if name in ("mode", "prompt", "negative_prompt") or not hasattr(self.settings, name):
             raise client.errors.JobInputError(f"unknown option {name!r}")
-        if name == "model" and value not in self.model_names():
-            raise client.errors.JobInputError(f"{value!r} is not available for model")
-        if name == "upscaler" and value not in self.upscaler_names():
-            raise client.errors.JobInputError(f"{value!r} is not available for upscaler")
+        client.sampling.check_choice(self.defaults.sampling, self.models, self.shown(), name, value,
+                                     {"model": self.model_names, "upscaler": self.upscaler_names})
         if name == "seed":
             self.fixed_seed = int(value)
             settings_store.save_fixed_seed(self.store, self.fixed_seed)
@@ -187,6 +156,12 @@ class Session:
             for field in ("steps", "cfg", "sampler"):
                 self._set(field, type(getattr(self.settings, field))())
                 self.settings_changed.emit(field, getattr(self.shown(), field))
+            self._leave_mode_not_offered()
+        self._set("scheduler", client.sampling.fitting_scheduler(self.defaults.sampling, self.shown()))  # issue 13
+
+    def _leave_mode_not_offered(self) -> None:
+        if not client.modes.offered(self.settings.mode, self.entry()):  # e.g. edit, and the model cannot
+            self.set_mode("inpaint")
 
     def model_names(self) -> List[str]:
         """The values the model option takes: "" (the server's default), each checkpoint, the classical engine."""
@@ -243,10 +218,12 @@ class Session:
     @guarded
     def on_models(self, models: list) -> None:
         self.models = list(models or [])
-        for name, choices in (("model", self.model_names()), ("upscaler", self.upscaler_names())):
+        for name, choices in (("model", self.model_names()), ("upscaler", self.upscaler_names())) + \
+                client.sampling.listed_choices(self.defaults.sampling, self.models):
             if getattr(self.settings, name) not in choices:
                 self._set(name, "")
         self.models_changed.emit()
+        self._leave_mode_not_offered()
         for name in ("strength", "steps", "cfg", "sampler"):
             self.settings_changed.emit(name, getattr(self.shown(), name))
         if self.connected:
@@ -271,7 +248,7 @@ class Session:
         settings_store.save_job_settings(self.store, self.settings)
         doc = self.host.active_document()
         settings = self.settings.replace()
-        inputs = self.host.capture(doc, settings, list(self.controls))
+        inputs = self.host.capture(doc, settings, list(self.controls), self.regions.sources(doc))
         job_id = self.send(doc, settings, inputs, "job")
         self.show_message("")
         return job_id
@@ -279,8 +256,8 @@ class Session:
     def send(self, doc, settings: cs.Settings, inputs, kind: str) -> str:
         """Build the job for ``inputs`` read from ``doc`` and send it; the session then waits for its events."""
         job_id = csession.new_job_id("krita")
-        job = cjobs.build_job(settings, inputs, self.defaults, cs.model_entry(self.models, settings.model),
-                              job_id=job_id, previews=kind != "preprocess", live=kind == "live")
+        job = cjobs.build_job(settings, inputs, self.defaults, self.entry(settings.model), job_id=job_id,
+                              previews=kind != "preprocess", live=kind == "live")
         self.connection.submit(job)
         self.job = RunningJob(job_id, kind, settings, doc, self.host.active_layer_id(doc), inputs.box,
                               control_type=settings.preprocessor if kind == "preprocess" else "")
@@ -340,6 +317,7 @@ class Session:
                 self._attach_control(layer_id, job.control_type)
                 self.show_message(f"Added a {job.control_type} control layer (hidden; its eye shows it).")
                 return
+            self.history.record(job, layers, names, dict(client.wire.field_of(msg, "params", {}) or {}))
             self.results, self.result_job = images, job
             self.results_changed.emit()
             self.select_result(0)
@@ -426,6 +404,7 @@ class Session:
         if on and self.settings.mode not in client.modes.LIVE_MODES:
             self.set_mode("inpaint")
         self.live.switch(on)
+        self.history.keep_live_result() if not on else None  # the last live frame, not applied, stays reachable
         self.job_changed.emit()
         self.show_message("Live: change the selection or paint under it to repaint." if on else "Live mode is off.")
 

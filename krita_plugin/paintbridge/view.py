@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from . import widgets
+from . import reference_widgets, widgets
+from .regions_view import RegionsSection
 from .progress_preview import Preview, fit_size
 from .qt_compat import QtGui, QtWidgets, Qt, Signal, qimage_from_bgra8, qimage_from_rgba8
 from .session import Session
@@ -17,8 +18,10 @@ CONNECTED, CONNECTING = client.session.CONNECTED, client.session.CONNECTING
 CLASSICAL = client.settings.CLASSICAL
 
 STATE_COLORS = {"connected": "#3fb950", "connecting": "#d29922", "disconnected": "#f85149", "refused": "#f85149"}
-SPINS = ("steps", "cfg", "seed", "batch", "refine", "extend_left", "extend_top", "extend_right", "extend_bottom")
-COMBOS = ("model", "sampler", "upscaler", "image_source", "mask_source", "scale")
+SPINS = ("steps", "cfg", "seed", "batch", "refine", "extend_left", "extend_top", "extend_right", "extend_bottom",
+         "batch_count", "clip_skip", "refiner_start")  # the last three: sampling (issue 13)
+COMBOS = ("model", "sampler", "upscaler", "image_source", "mask_source", "scale",
+          "scheduler", "vae", "refiner")  # the last three: sampling (issue 13)
 
 
 class PaintbridgePanel(QtWidgets.QWidget):
@@ -32,15 +35,20 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.progress_previews = 0  # in-progress previews shown (never written into the document)
         self._showing_progress_preview = False
         self.control_rows: List[widgets.ControlRow] = []
+        self.reference_rows: List[reference_widgets.ReferenceRow] = []  # reference images (issue 15)
         conn = session.conn_settings
         url, token = conn.target()
         widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
         widgets.build_models_section(self)
+        self.regions_section = RegionsSection(session, self)  # regions (issue 15)
+        self.regions_section.place(self.results_list.parentWidget().layout(), self.controls_layout)
+        widgets.build_history_section(self)
         self._fill_model_boxes()
         self._show_settings()
         self._bind()
         self._update_results()
         self._update_run()
+        self._fill_history()
 
     # --- widgets -> session -------------------------------------------------------------------------------------------
     def _option_widget(self, name: str):
@@ -49,7 +57,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
         return {"steps": self.steps_spin, "cfg": self.cfg_spin, "seed": self.seed_spin, "batch": self.batch_spin,
                 "refine": self.refine_spin, "model": self.model_box, "sampler": self.sampler_box,
                 "upscaler": self.upscaler_box, "image_source": self.image_source_box,
-                "mask_source": self.mask_source_box, "scale": self.scale_box}[name]
+                "mask_source": self.mask_source_box, "scale": self.scale_box,
+                "scheduler": self.scheduler_box, "batch_count": self.batch_count_spin, "vae": self.vae_box,
+                "clip_skip": self.clip_skip_spin, "refiner": self.refiner_box,
+                "refiner_start": self.refiner_start_spin}[name]
 
     def _bind(self) -> None:
         s = self.session
@@ -86,12 +97,21 @@ class PaintbridgePanel(QtWidgets.QWidget):
         s.result_selected.connect(self._on_result_selected)
         s.message_changed.connect(self._on_message)
         s.controls_changed.connect(self._fill_controls)
+        self.add_reference_button.clicked.connect(lambda: s.references.add())  # reference images (issue 15)
+        s.references.changed.connect(self._fill_references)
         self.pull_button.clicked.connect(lambda: s.downloads.pull(self.preset_box.currentData() or ""))
         self.pull_cancel_button.clicked.connect(s.downloads.cancel)
         s.downloads.presets_changed.connect(self._fill_presets)
         s.controls_changed.connect(self._fill_presets)
         s.downloads.pull_changed.connect(self._update_pull)
         s.connection_changed.connect(lambda _state, _detail: self._update_pull())
+        h = s.history  # results history (issue 13)
+        h.changed.connect(self._fill_history)
+        self.history_list.currentRowChanged.connect(lambda _row: self._update_history_buttons())
+        self.history_apply_button.clicked.connect(lambda: h.apply_again(*self._history_choice()))
+        self.history_reuse_button.clicked.connect(lambda: h.reuse_settings(*self._history_choice()))
+        self.history_delete_button.clicked.connect(lambda: h.delete(self._history_choice()[0]))
+        self.history_limit_spin.editingFinished.connect(lambda: h.set_limit(self.history_limit_spin.value()))
 
     # --- session -> widgets -------------------------------------------------------------------------------------------
     def _show_settings(self) -> None:
@@ -110,7 +130,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.upscale_box.setVisible(value == "upscale")
             self.live_button.setEnabled(value in client.modes.LIVE_MODES)
             self.run_button.setText(SHORT_MODE_NAMES[value])
+            self._update_mode_tabs()
             return
+        if name == "model":
+            self._update_mode_tabs()
         if name in ("prompt", "negative_prompt"):
             edit = self.prompt_edit if name == "prompt" else self.negative_edit
             if edit.toPlainText().strip() != value:
@@ -118,6 +141,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
                 edit.setPlainText(value)
                 edit.blockSignals(False)
             return
+        if name in ("model", "sampler"):
+            self._fill_sampling_boxes()
         if name == "seed":
             value = self.session.fixed_seed
         if value is None:
@@ -179,6 +204,31 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.upscaler_box.addItem(name, name)
         self.upscaler_box.setCurrentIndex(max(0, self.upscaler_box.findData(s.settings.upscaler)))
         self.upscaler_box.blockSignals(False)
+        self._update_mode_tabs()
+        self._fill_sampling_boxes()
+
+    def _update_mode_tabs(self) -> None:
+        """Tabs of modes the chosen model cannot run (edit on a model that cannot edit) are disabled."""
+        entry = self.session.entry()
+        self.mode_tabs.blockSignals(True)  # Qt moves off a disabled current tab; the session picks the mode
+        for i, mode in enumerate(MODES):
+            self.mode_tabs.setTabEnabled(i, client.modes.offered(mode, entry))
+        self.mode_tabs.setCurrentIndex(MODES.index(self.session.settings.mode))
+        self.mode_tabs.blockSignals(False)
+
+    def _fill_sampling_boxes(self) -> None:
+        """Samplers and schedules from the server's welcome, VAEs and refiners from its listing (issue 13)."""
+        s = self.session
+        labels = {"sampler": "Model default", "scheduler": "Sampler's own", "vae": "Checkpoint's own", "refiner": "None"}
+        for name, default_label in labels.items():
+            names = client.sampling.option_values(s.defaults.sampling, s.models, name, s.shown().sampler)
+            box, current = self._option_widget(name), getattr(s.settings, name)
+            box.blockSignals(True)
+            box.clear()
+            for value in names:
+                box.addItem(value or default_label, value)
+            box.setCurrentIndex(max(0, box.findData(current)))
+            box.blockSignals(False)
 
     def _update_run(self) -> None:
         s = self.session
@@ -290,7 +340,66 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.controls_layout.addWidget(row)
 
     def refresh_layers(self) -> None:
-        """The document or its layers changed: refill the control rows' layer pickers."""
+        """The document or its layers changed: refill the control and reference rows' layer pickers."""
         layers = self.session.host.paint_layers()
         for row, spec in zip(self.control_rows, self.session.controls):
             row.refresh_layers(layers, spec.layer_id)
+        for row, ref in zip(self.reference_rows, self.session.references.items):
+            row.refresh_layers(layers, ref.layer)
+        self.regions_section.refresh()  # regions (issue 15): the active document's
+
+    # --- reference images (issue 15) ------------------------------------------------------------------------------
+    def _fill_references(self) -> None:
+        for row in self.reference_rows:
+            row.setParent(None)
+            row.deleteLater()
+        self.reference_rows = []
+        refs = self.session.references
+        layers = self.session.host.paint_layers()
+        for index, ref in enumerate(refs.items):
+            row = reference_widgets.ReferenceRow(
+                ref, layers, changed=lambda field, value, i=index: refs.update(i, **{field: value}),
+                move=lambda delta, i=index: refs.move(i, delta), remove=lambda i=index: refs.remove(i))
+            self.reference_rows.append(row)
+            self.references_layout.addWidget(row)
+
+    # --- results history (issue 13) ----------------------------------------------------------------------------------
+    def _fill_history(self) -> None:
+        """List the active document's history, newest first, one item per result (the session's ``history``)."""
+        history = self.session.history
+        current = self._history_choice()
+        self.history_list.blockSignals(True)
+        self.history_list.clear()
+        for entry in reversed(history.entries):
+            count = len(entry.layers)
+            for index, layer in enumerate(entry.layers):
+                w, h, rgba = entry.thumbnail_rgba(index)
+                icon = QtGui.QIcon(QtGui.QPixmap.fromImage(qimage_from_rgba8(rgba, w, h))) if w else QtGui.QIcon()
+                text = entry.title().split(" ", 1)[0] + (f" #{index + 1}" if count > 1 else "")
+                item = QtWidgets.QListWidgetItem(icon, text)
+                item.setData(Qt.ItemDataRole.UserRole, [entry.id, index])
+                item.setToolTip(f"{entry.title()}\nresult {index + 1} of {count}: {layer.name}\n{entry.describe()}")
+                self.history_list.addItem(item)
+                if [entry.id, index] == list(current):
+                    self.history_list.setCurrentItem(item)
+        if self.history_list.currentRow() < 0 and self.history_list.count():
+            self.history_list.setCurrentRow(0)
+        self.history_list.blockSignals(False)
+        limit = self.session.settings.history_limit_mb
+        self.history_limit_spin.blockSignals(True)
+        self.history_limit_spin.setValue(limit)
+        self.history_limit_spin.blockSignals(False)
+        stored = sum(e.stored_bytes for e in history.entries) / 1e6
+        self.history_size_label.setText(f"{len(history.entries)} kept, {stored:.1f} MB")
+        self._update_history_buttons()
+
+    def _history_choice(self) -> tuple:
+        """(entry id, result index) of the chosen item; ("", 0) when none is chosen."""
+        item = self.history_list.currentItem()
+        data = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        return (str(data[0]), int(data[1])) if data else ("", 0)
+
+    def _update_history_buttons(self) -> None:
+        chosen = bool(self._history_choice()[0])
+        for button in (self.history_apply_button, self.history_reuse_button, self.history_delete_button):
+            button.setEnabled(chosen)

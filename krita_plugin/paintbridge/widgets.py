@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from typing import Callable
 
+from . import reference_widgets
 from .model import ControlSpec
 from .qt_compat import QtCore, QtWidgets, Qt
 from .wire import protocol
 
 THUMB = 88
 PREVIEW_HEIGHT = THUMB + 26  # the in-progress preview's area (it takes the result thumbnails' place)
-MODES = ("generate", "inpaint", "img2img", "outpaint", "upscale")  # the panel's tabs (client.modes has the rules)
+MODES = ("generate", "inpaint", "img2img", "outpaint", "upscale",
+         "edit")  # the panel's tabs (client.modes has the rules; edit: instruction edit, issue 14)
 MODE_LABELS = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine (img2img)", "outpaint": "Outpaint",
-               "upscale": "Upscale (the selection, or the whole image)"}
+               "upscale": "Upscale (the selection, or the whole image)",
+               "edit": "Edit the selection from an instruction in the prompt (\"make the jacket red\"); "
+                       "on models that can, e.g. Flux.1 Kontext"}
 SHORT_MODE_NAMES = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine", "outpaint": "Outpaint",
-                    "upscale": "Upscale"}
+                    "upscale": "Upscale", "edit": "Edit"}
 
 
 class ControlRow(QtWidgets.QFrame):
@@ -271,6 +275,7 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     aform.addRow("Batch", panel.batch_spin)
     aform.addRow("Input", panel.image_source_box)
     aform.addRow("Mask", panel.mask_source_box)
+    build_sampling_rows(panel, aform)
     panel.advanced.setVisible(False)
     layout.addWidget(panel.advanced)
 
@@ -293,6 +298,7 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     panel.controls_layout = QtWidgets.QVBoxLayout()
     panel.controls_layout.setSpacing(3)
     layout.addLayout(panel.controls_layout)
+    reference_widgets.build_references_section(panel, layout)  # reference images (issue 15)
 
     # Run, cancel, live.
     run_row = QtWidgets.QHBoxLayout()
@@ -352,6 +358,31 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     layout.addStretch(1)
 
 
+def build_sampling_rows(panel: QtWidgets.QWidget, form: QtWidgets.QFormLayout) -> None:
+    """The advanced rows of issue 13: schedule, batch count, VAE, CLIP skip, SDXL refiner (the view fills the
+    combo boxes from the server's welcome and model listing)."""
+    panel.scheduler_box = _combo()
+    panel.scheduler_box.setToolTip("Noise schedule; the choices are those the sampler can run with")
+    panel.batch_count_spin = QtWidgets.QSpinBox()
+    panel.batch_count_spin.setRange(1, 100)
+    panel.batch_count_spin.setToolTip("Runs one after another, each making 'Batch' images")
+    panel.vae_box = _combo()
+    panel.vae_box.setToolTip("Decode with another VAE from the models folder")
+    panel.clip_skip_spin = QtWidgets.QSpinBox()
+    panel.clip_skip_spin.setRange(0, 12)
+    panel.clip_skip_spin.setToolTip("CLIP layers to skip: 0 or 1 = none, 2 = the penultimate layer")
+    panel.refiner_box = _combo()
+    panel.refiner_box.setToolTip("An SDXL refiner for the last steps (SDXL checkpoints)")
+    panel.refiner_start_spin = _spin(0.05, 0.95, 0.8, 0.05, "")
+    panel.refiner_start_spin.setToolTip("Fraction of the steps after which the refiner takes over")
+    form.addRow("Schedule", panel.scheduler_box)
+    form.addRow("Batch count", panel.batch_count_spin)
+    form.addRow("VAE", panel.vae_box)
+    form.addRow("CLIP skip", panel.clip_skip_spin)
+    form.addRow("Refiner", panel.refiner_box)
+    form.addRow("Refiner from", panel.refiner_start_spin)
+
+
 def build_models_section(panel: QtWidgets.QWidget) -> None:
     """The "Models" section under the results: what each preset has and lacks for the current mode, and a download
     of one preset onto the server's machine with its progress and a Cancel button."""
@@ -380,3 +411,40 @@ def build_models_section(panel: QtWidgets.QWidget) -> None:
     box.addWidget(panel.pull_progress)
     panel.models_box.setVisible(False)
     layout.insertWidget(layout.count() - 1, panel.models_box)  # above the closing stretch
+
+
+def build_history_section(panel: QtWidgets.QWidget) -> None:
+    """The "History" section: this document's earlier results (thumbnails; the job's parameters as tooltips), with
+    Apply again, Reuse settings, Delete, and how many MB each document keeps."""
+    layout = panel.results_list.parentWidget().layout()
+    panel.history_box = QtWidgets.QGroupBox("History")
+    box = QtWidgets.QVBoxLayout(panel.history_box)
+    panel.history_list = QtWidgets.QListWidget()
+    panel.history_list.setViewMode(QtWidgets.QListView.ViewMode.IconMode)
+    panel.history_list.setFlow(QtWidgets.QListView.Flow.LeftToRight)
+    panel.history_list.setWrapping(False)
+    panel.history_list.setIconSize(QtCore.QSize(THUMB - 24, THUMB - 24))
+    panel.history_list.setFixedHeight(THUMB + 20)
+    panel.history_list.setMovement(QtWidgets.QListView.Movement.Static)
+    panel.history_list.setToolTip("Results of this image, kept in the image file; the newest on the left")
+    box.addWidget(panel.history_list)
+    row = QtWidgets.QHBoxLayout()
+    panel.history_apply_button = QtWidgets.QPushButton("Apply again")
+    panel.history_apply_button.setToolTip("Insert the chosen result as a new layer, where it was made")
+    panel.history_reuse_button = QtWidgets.QPushButton("Reuse settings")
+    panel.history_reuse_button.setToolTip("Put the chosen result's settings and seed back into the panel")
+    panel.history_delete_button = QtWidgets.QPushButton("Delete")
+    for button in (panel.history_apply_button, panel.history_reuse_button, panel.history_delete_button):
+        row.addWidget(button)
+    box.addLayout(row)
+    limit_row = QtWidgets.QHBoxLayout()
+    panel.history_limit_spin = QtWidgets.QSpinBox()
+    panel.history_limit_spin.setRange(0, 4096)
+    panel.history_limit_spin.setSuffix(" MB")
+    panel.history_limit_spin.setToolTip("How much each image keeps (0 = no history); the oldest results go first")
+    panel.history_size_label = QtWidgets.QLabel("")
+    limit_row.addWidget(QtWidgets.QLabel("Keep at most"))
+    limit_row.addWidget(panel.history_limit_spin)
+    limit_row.addWidget(panel.history_size_label, 1)
+    box.addLayout(limit_row)
+    layout.insertWidget(layout.count() - 1, panel.history_box)  # above the closing stretch

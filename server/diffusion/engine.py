@@ -31,7 +31,8 @@ from ..models.registry import ModelEntry, ModelRegistry, arch_name
 from . import cache
 from . import controls as control_plans
 from . import latents as latents_of
-from . import pipelines, prompts, samplers, tiny_vae
+from . import pipelines, prompts, regions, samplers, tiny_vae
+from . import references as refs
 from .adapters import Adapters
 from .preview import latents_to_rgb
 
@@ -43,7 +44,8 @@ MODES = ("generate", "img2img", "inpaint", "outpaint")
 MAX_CONTROLNETS_KEPT = 4
 PREPROCESS_PARAMS = ("low_threshold", "high_threshold")
 # bytes each content-keyed cache may hold (least recently used values go first)
-CACHE_BUDGETS = {"prompts": 64 << 20, "latents": 128 << 20, "masks": 256 << 20, "controls": 128 << 20}
+CACHE_BUDGETS = {"prompts": 64 << 20, "latents": 128 << 20, "masks": 256 << 20, "controls": 128 << 20,
+                 "references": 64 << 20}
 # What the engine turns on, in this order, each time a job runs out of device memory (then it runs the job again).
 # A fallback stays on while the checkpoint is loaded. Model CPU offload only helps on a GPU.
 VAE_TILING = "vae tiling and slicing"
@@ -61,6 +63,14 @@ class LoadedCheckpoint:
     scheduler_config: dict
     variants: Dict[type, object] = dataclasses.field(default_factory=dict)
     memory_fallbacks: List[str] = dataclasses.field(default_factory=list)
+    references: Optional[refs.ReferenceSet] = None  # reference images (issue 15): IP-Adapters in the UNet
+    own_vae: object = None  # the checkpoint's VAE (a job may decode with another one: ``params.vae``)
+
+    def use_vae(self, vae) -> None:
+        """Decode and encode with ``vae`` in the pipeline and every mode variant (shared modules)."""
+        for pipe in (self.pipe, *self.variants.values()):
+            if pipe.vae is not vae:
+                pipe.vae = vae
 
 
 class DiffusionEngine(Engine):
@@ -69,6 +79,8 @@ class DiffusionEngine(Engine):
     name = "diffusers"
     modes = MODES
     uses_controls = True
+    reference_families = refs.ipa.REFERENCE_FAMILIES
+    region_families = regions.FAMILIES  # regions (issue 15)
 
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
@@ -80,6 +92,10 @@ class DiffusionEngine(Engine):
         self._lock = threading.Lock()
         self.caches = {name: cache.BoundedCache(name, budget) for name, budget in CACHE_BUDGETS.items()}
         self._tiny: Dict[str, object] = {}
+        # Besides the checkpoint, at most one job-chosen VAE and one SDXL refiner stay loaded (path, module); both go
+        # when the checkpoint is unloaded, and a different choice replaces them.
+        self.vae: Optional[Tuple[str, object]] = None
+        self.refiner: Optional[Tuple[str, object]] = None
 
     def device_description(self) -> str:
         return devices.describe(self.device, self.dtype)
@@ -110,7 +126,9 @@ class DiffusionEngine(Engine):
         pipe.set_progress_bar_config(disable=True)
         self.loads += 1
         log.info("loaded %s (%s) in %.1f s", entry.name, arch_name(entry.arch), time.perf_counter() - started)
-        self.loaded = LoadedCheckpoint(entry, pipe, Adapters(pipe, entry, self.registry), dict(pipe.scheduler.config))
+        self.loaded = LoadedCheckpoint(entry, pipe, Adapters(pipe, entry, self.registry), dict(pipe.scheduler.config),
+                                       references=refs.ReferenceSet(self.registry, self.device, self.dtype),
+                                       own_vae=pipe.vae)
         return self.loaded
 
     def warm_up(self, name: str = "") -> None:
@@ -123,6 +141,7 @@ class DiffusionEngine(Engine):
         if self.loaded is None:
             return
         self.loaded = None
+        self.vae = self.refiner = None
         self.controlnets.clear()
         for c in self.caches.values():
             c.clear()
@@ -216,16 +235,23 @@ class DiffusionEngine(Engine):
         import torch
 
         entry = self.checkpoint_entry(job.model)
+        if job.regions and entry.arch not in regions.FAMILIES:
+            raise self.refuse_regions(job, arch_name(entry.arch), entry.name)
         plans = control_plans.select(job.controls, entry, self.registry) if job.controls else []
+        ref_plans = refs.select(job.references, entry, self.registry) if job.references else []
         ctx.check()
         loaded = self.checkpoint(entry)
         pipe = loaded.pipe
+        loaded.references.load(pipe, ref_plans, entry.name)
 
         prompt, tags = prompts.extract_loras(job.prompt)
         negative, neg_tags = prompts.extract_loras(job.negative_prompt)
-        loras = loaded.adapters.apply_loras(tags + neg_tags)
-        embeddings = loaded.adapters.load_embeddings(prompt, negative)
+        region_texts, region_tags = regions.texts(job.regions, prompt, negative)
+        loras = loaded.adapters.apply_loras(tags + neg_tags + region_tags)
+        embeddings = loaded.adapters.load_embeddings(prompt, negative, *(t for pair in region_texts for t in pair))
 
+        vae_name = self._use_vae(loaded, job.params.vae)
+        refiner = self._refiner(entry, job.params.refiner, bool(plans))
         work, original = _working_job(job)
         plans = [dataclasses.replace(p, control=c) for p, c in zip(plans, work.controls)]
         hard, soft = self._mask(work)
@@ -241,42 +267,66 @@ class DiffusionEngine(Engine):
         preset = self._few_step_preset(entry, tags)
         settings = _settings(job, entry, kind, preset)
         runner.scheduler = samplers.make_scheduler(settings["sampler"], loaded.scheduler_config,
-                                                   preset["spacing"] if preset else None)
+                                                   preset["spacing"] if preset else None, settings["scheduler"])
         steps, seeds = settings["steps"], settings["seeds"]
         call = dict(num_inference_steps=steps, guidance_scale=settings["cfg"], num_images_per_prompt=len(seeds),
                     output_type="np")
-        call.update(self._conditioning(loaded, runner, prompt, negative).kwargs())
+        call.update(self._conditioning(loaded, runner, prompt, negative, job.params.clip_skip).kwargs())
+        region_plan = self._region_plan(loaded, runner, work, region_texts, pw, ph, len(seeds)) if work.regions else None
         init = _init_image(work, kind, pw, ph)
         call.update(self._image_inputs(loaded, init, kind, bool(plans), hard, pw, ph, settings["strength"], len(seeds)))
         if plans:
             images = self._control_images(plans, work, hard, pw, ph, ctx)
             call.update(pipelines.control_kwargs(kind, plans, images, union))
+        ref_scales = None
+        if ref_plans:  # reference images (issue 15): embeddings, masks, and the scales of the first step
+            cfg_on = settings["cfg"] > 1 and pipe.unet.config.time_cond_proj_dim is None
+            call["ip_adapter_image_embeds"] = [self._reference_embeddings(loaded, p, cfg_on) for p in ref_plans]
+            ref_masks = refs.masks(work.references, pw, ph)
+            if ref_masks is not None:
+                call["cross_attention_kwargs"] = {"ip_adapter_masks": ref_masks}
+            ref_scales = refs.scales(entry.arch, work.references, 0.0)
+            runner.set_ip_adapter_scale(ref_scales)
 
         arch = entry.arch
         tiny = self.tiny_vae(arch)
-        fast_decode = tiny is not None and bool(getattr(job, "live", False))
+        fast_decode = tiny is not None and bool(getattr(job, "live", False)) and refiner is None
         # Only the box around the mask is decoded: outside it the result layer keeps the original pixels anyway.
-        box = None if fast_decode or kind != "inpaint" else \
+        box = None if fast_decode or kind != "inpaint" or refiner is not None else \
             latents_of.decode_box(soft, pw, ph, pipe.vae_scale_factor, pipe.vae.config)
-        if fast_decode or box is not None:
+        if fast_decode or box is not None or refiner is not None:
             call["output_type"] = "latent"
+        if refiner is not None:
+            call["denoising_end"] = job.params.refiner_start
+        done = [0]  # steps of the base pass, once the refiner runs
 
         def on_step(pipe_, step: int, timestep, tensors: dict) -> dict:
+            nonlocal ref_scales
             total = getattr(pipe_, "num_timesteps", None) or steps
+            if ref_scales is not None and pipe_ is not refiner:  # the next step's reference scales (0 outside its range)
+                wanted = refs.scales(entry.arch, work.references, (step + 1) / total)
+                if wanted != ref_scales:
+                    pipe_.set_ip_adapter_scale(wanted)
+                    ref_scales = wanted
+            if refiner is not None:  # the base pass, then the refiner's steps after it
+                total = max(done[0] + total, steps) if done[0] else steps
             preview = None
             if job.previews:
                 latents = tensors["latents"]
                 preview = tiny_vae.preview(tiny, latents) if tiny is not None else latents_to_rgb(latents, arch)
-            ctx.progress(min(step + 1, total), total, preview)
+            ctx.progress(min(done[0] + step + 1, total), total, preview)
             return tensors
 
         started = time.perf_counter()
         ctx.check()
         # One call for the whole batch, one generator per image: each seed gives the same pixels alone or in a batch.
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        with torch.inference_mode():
+        with torch.inference_mode(), regions.applied(runner.unet, region_plan):
             out = runner(**call, generator=generators, callback_on_step_end=on_step,
                          callback_on_step_end_tensor_inputs=["latents"])
+            if refiner is not None:
+                done[0] = getattr(runner, "num_timesteps", 0) or int(steps * job.params.refiner_start)
+                out = self._run_refiner(refiner, pipe, out.images, prompt, negative, settings, generators, on_step)
             if fast_decode:
                 images = tiny_vae.to_uint8(tiny_vae.decode(tiny, out.images))
             else:
@@ -288,15 +338,28 @@ class DiffusionEngine(Engine):
                 images = [np.clip(np.rint(img * 255), 0, 255).astype(np.uint8) for img in out.images]
         elapsed = time.perf_counter() - started
 
-        info = {"model": entry.name, "arch": arch, "sampler": settings["sampler"], "steps": steps,
+        info = {"model": entry.name, "arch": arch, "sampler": settings["sampler"],
+                "scheduler": settings["scheduler"] or "default", "steps": steps,
                 "cfg": settings["cfg"], "strength": settings["strength"], "size": [pw, ph], "loras": loras,
                 "embeddings": embeddings, "controlnets": [p.entry.name for p in plans], "seconds": round(elapsed, 3)}
+        if ref_plans:
+            info["references"] = [{"type": p.reference.type, "strength": p.reference.strength, "adapter": p.adapter.name,
+                                   "encoder": p.encoder.name, "start": p.reference.start, "end": p.reference.end,
+                                   "masked": p.reference.mask is not None} for p in ref_plans]
         if preset:
             info["few_step"] = preset["family"]
+        info["vae"] = vae_name or "default"
+        if job.params.clip_skip > 1:
+            info["clip_skip"] = job.params.clip_skip
+        if refiner is not None:
+            info.update(refiner=self.registry.get(job.params.refiner, "refiner").name,
+                        refiner_start=job.params.refiner_start)
         if fast_decode:
             info["decoder"] = "tiny"
         if box is not None:
             info["decoded"] = list(box)
+        if work.regions:
+            info["regions"] = len(work.regions)
         return _layers(job, work, original, soft, images, seeds, info)
 
     # --- prepared inputs, cached by content ---
@@ -313,18 +376,79 @@ class DiffusionEngine(Engine):
             return hard, soft
         return self.caches["masks"].get(key, make)
 
-    def _conditioning(self, loaded: LoadedCheckpoint, runner, prompt: str, negative: str):
+    def _conditioning(self, loaded: LoadedCheckpoint, runner, prompt: str, negative: str, clip_skip: int = 0):
         """Prompt embeddings, cached per checkpoint, precision, active LoRAs (their text-encoder part changes them),
-        loaded embeddings and prompt text."""
+        loaded embeddings, CLIP skip and prompt text."""
         adapters = loaded.adapters
+        skip = prompts.skipped_layers(clip_skip)
         key = (str(loaded.entry.path), str(self.dtype), tuple(tuple(a) for a in adapters.active),
-               tuple(sorted(adapters.embeddings)), prompt, negative)
-        return self.caches["prompts"].get(key, lambda: prompts.encode(runner, prompt, negative, self.device))
+               tuple(sorted(adapters.embeddings)), skip, prompt, negative)
+        return self.caches["prompts"].get(key, lambda: prompts.encode(runner, prompt, negative, self.device, clip_skip))
+
+    def _use_vae(self, loaded: LoadedCheckpoint, name: str) -> str:
+        """Put the job's VAE on the loaded pipeline (``""``: the checkpoint's own); the VAE's name, "" for the own."""
+        if not name:
+            loaded.use_vae(loaded.own_vae)
+            return ""
+        entry = self.registry.get(name, "vae")
+        if self.vae is None or self.vae[0] != str(entry.path):
+            self.vae = None
+            vae = loading.load_vae(entry, loaded.entry, self.dtype, allow_pickle=self.registry.allow_pickle)
+            self.vae = (str(entry.path), vae.to(self.device))
+        loaded.use_vae(self.vae[1])
+        return entry.name
+
+    def _refiner(self, entry: ModelEntry, name: str, controlled: bool):
+        """The SDXL refiner pipeline a job names (loaded once, kept beside the checkpoint), or None."""
+        if not name:
+            return None
+        if entry.arch != "sdxl":
+            raise ProtocolError(UNSUPPORTED, f"the SDXL refiner '{name}' works only after an SDXL checkpoint; "
+                                f"'{entry.name}' is {arch_name(entry.arch)}", field="params.refiner")
+        if controlled:
+            raise ProtocolError(UNSUPPORTED, f"the SDXL refiner '{name}' cannot follow a job with control layers "
+                                "(ControlNets): send the job without one of them", field="params.refiner")
+        ref = self.registry.get(name, "refiner")
+        if self.refiner is None or self.refiner[0] != str(ref.path):
+            self.refiner = None
+            gc.collect()
+            pipe = loading.load_refiner(ref, self.dtype, allow_pickle=self.registry.allow_pickle)
+            pipe.to(self.device)
+            pipe.set_progress_bar_config(disable=True)
+            self.refiner = (str(ref.path), pipe)
+        return self.refiner[1]
+
+    def _run_refiner(self, refiner, pipe, latents, prompt: str, negative: str, settings: dict, generators, on_step):
+        """The refiner's img2img pass over the base pass's latents from ``refiner_start`` on, decoded with the job's
+        VAE. The refiner reads the prompts as plain text (its one text encoder; weights are dropped)."""
+        refiner.vae = pipe.vae
+        refiner.scheduler = samplers.make_scheduler(settings["sampler"], refiner.scheduler.config,
+                                                    schedule=settings["scheduler"])
+        start = settings["refiner_start"]
+        return refiner(prompt=prompts.plain_text(prompt), negative_prompt=prompts.plain_text(negative),
+                       image=latents, num_inference_steps=settings["steps"], denoising_start=start,
+                       guidance_scale=settings["cfg"], num_images_per_prompt=len(generators), generator=generators,
+                       output_type="np", callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"])
+
+    def _reference_embeddings(self, loaded: LoadedCheckpoint, plan: "refs.ReferencePlan", cfg: bool):
+        """A reference's image embeddings, cached by encoder, precision, image content and CFG."""
+        key = (str(plan.encoder.path), str(self.dtype), plan.adapter.info["encoder_output"], cfg,
+               cache.digest(plan.reference.image))
+        return self.caches["references"].get(key, lambda: loaded.references.embeddings(plan, cfg))
+
+    def _region_plan(self, loaded: LoadedCheckpoint, runner, work: Job, texts, pw: int, ph: int,
+                     batch: int) -> regions.RegionPlan:
+        """The regions of a job for one pipeline call: blend weights at latent size, each region's embeddings."""
+        conditionings = [self._conditioning(loaded, runner, text, negative) for text, negative in texts]
+        factor = loaded.pipe.vae_scale_factor
+        return regions.plan(work.regions, conditionings, work.width, work.height, pw // factor, ph // factor, batch,
+                            self.device, loaded.pipe.unet.dtype)
 
     def _latents(self, loaded: LoadedCheckpoint, rgb: np.ndarray, hole: Optional[np.ndarray] = None):
         """VAE latents of an image (with ``hole`` blanked: the masked image of 9-channel UNets), cached by content."""
         vae = loaded.pipe.vae
-        key = (str(loaded.entry.path), str(self.dtype), cache.digest(rgb, hole))
+        chosen = self.vae[0] if self.vae is not None and vae is self.vae[1] else ""
+        key = (str(loaded.entry.path), str(self.dtype), chosen, cache.digest(rgb, hole))
         return self.caches["latents"].get(
             key, lambda: latents_of.encode(vae, latents_of.to_tensor(rgb, self.device, vae.dtype, hole)))
 
@@ -380,7 +504,7 @@ def _settings(job: Job, entry: ModelEntry, kind: str, preset: Optional[dict] = N
     steps = params.steps
     if not sampler and preset:
         sampler, steps = preset["sampler"], preset["steps"]
-    sampler = sampler or samplers.DEFAULT_SAMPLER
+    sampler, scheduler = samplers.choose(sampler, params.scheduler)
     strength = params.strength if params.strength is not None else DEFAULT_STRENGTH[job.mode]
     if job.mode == "generate":
         strength = 1.0
@@ -391,7 +515,7 @@ def _settings(job: Job, entry: ModelEntry, kind: str, preset: Optional[dict] = N
     else:
         cfg = preset["cfg"] if preset else samplers.default_cfg(sampler, entry.arch)
     seed = params.seed if params.seed >= 0 else random.randrange(2**32)
-    return {"sampler": sampler, "strength": strength, "steps": steps, "cfg": cfg,
+    return {"sampler": sampler, "scheduler": scheduler, "refiner_start": params.refiner_start, "strength": strength, "steps": steps, "cfg": cfg,
             "seeds": [(seed + i) % 2**32 for i in range(params.batch)]}
 
 
@@ -430,8 +554,12 @@ def _working_job(job: Job) -> Tuple[Job, Optional[np.ndarray]]:
     filled[..., :3] = imageops.fill(np.ascontiguousarray(canvas[..., :3]), new_area, job.params.fill)
     controls = [dataclasses.replace(c, image=imageops.extend_canvas(imageops.rgba(c.image), ext)[0][..., :3])
                 for c in job.controls]  # control layers cover the original area; the new area gets none (black)
+    pad = ((ext.top, ext.bottom), (ext.left, ext.right))  # regions too: the new area follows the job's prompt
+    references = [dataclasses.replace(r, mask=np.pad(r.mask, pad))
+                  if r.mask is not None else r for r in job.references]  # a reference mask covers the original area
+    region_list = [dataclasses.replace(r, mask=np.pad(r.mask, pad)) for r in getattr(job, "regions", ())]
     work = dataclasses.replace(job, image=filled, mask=new_area, x=job.x - ext.left, y=job.y - ext.top,
-                               controls=controls)
+                               controls=controls, references=references, regions=region_list)
     return work, canvas
 
 

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from protocol.errors import UNSUPPORTED, ProtocolError
+
 ROUND_UP = 1.1
 SQUARE_DOWN = 1 / 1.1
 CHUNK = 75  # tokens per 77-token window, without BOS/EOS
@@ -86,6 +88,11 @@ def parse_weights(text: str) -> List[Tuple[str, float]]:
     return [(t, w) for t, w in merged] or [("", 1.0)]
 
 
+def plain_text(prompt: str) -> str:
+    """The prompt's text without weight syntax (for pipelines that encode prompts themselves)."""
+    return "".join(text for text, _ in parse_weights(prompt))
+
+
 def token_chunks(tokenizer, runs: List[Tuple[str, float]], convert=None) -> List[Tuple[List[int], List[float]]]:
     """Tokens and weights in chunks of at most 75; a chunk ends at ``BREAK``. ``convert`` expands
     textual-inversion triggers (diffusers' ``maybe_convert_prompt``)."""
@@ -114,13 +121,23 @@ def _pad(tokenizer, ids: List[int], weights: List[float]) -> Tuple[List[int], Li
     return ids, weights
 
 
-def _encode_chunks(encoder, tokenizer, chunks, penultimate: bool, device):
-    """(hidden states [1, 77*n, dim], pooled output of the first chunk or None) for one encoder."""
+def _encode_chunks(encoder, tokenizer, chunks, layer: int, device, normalize: bool = False):
+    """(hidden states [1, 77*n, dim], pooled output of the first chunk or None) for one encoder. ``layer`` 0 takes
+    the encoder's output; ``n`` > 0 the hidden states ``n`` from the end, passed through the final layer norm when
+    ``normalize`` (SD1.5's CLIP skip, as diffusers)."""
     import torch
 
     def run(ids):
         out = encoder(torch.tensor([ids], device=device), output_hidden_states=True)
-        return (out.hidden_states[-2] if penultimate else out[0]), getattr(out, "text_embeds", None)
+        if layer <= 0:
+            return out[0], getattr(out, "text_embeds", None)
+        if layer > len(out.hidden_states):
+            raise ProtocolError(UNSUPPORTED, f"CLIP skip reaches past the text encoder's {len(out.hidden_states) - 1} "
+                                "layers: choose a smaller clip_skip", field="params.clip_skip")
+        hidden = out.hidden_states[-layer]
+        if normalize:
+            hidden = getattr(encoder, "text_model", encoder).final_layer_norm(hidden)  # transformers 4 / 5
+        return hidden, getattr(out, "text_embeds", None)
 
     hidden, pooled, empty = [], None, None
     for ids, weights in chunks:
@@ -160,20 +177,30 @@ def _same_length(a: list, b: list) -> None:
         b.append(([], []))
 
 
-def encode(pipe, prompt: str, negative: str, device) -> Conditioning:
-    """Weighted, chunked embeddings of ``prompt`` and ``negative`` for an SD1.5-class or SDXL-class pipeline."""
+def skipped_layers(clip_skip: int) -> int:
+    """Painters' CLIP skip (0/1 = none, 2 = penultimate, like A1111 and ComfyUI) as diffusers' ``clip_skip``
+    (layers skipped before the one used: 0 = none)."""
+    return max(0, clip_skip - 1)
+
+
+def encode(pipe, prompt: str, negative: str, device, clip_skip: int = 0) -> Conditioning:
+    """Weighted, chunked embeddings of ``prompt`` and ``negative`` for an SD1.5-class or SDXL-class pipeline;
+    ``clip_skip`` in painters' convention (diffusers' meaning: SD1.5 takes hidden state ``-(skip + 1)``, SDXL, already
+    on the penultimate layer, ``-(skip + 2)``)."""
     import torch
 
     convert = getattr(pipe, "maybe_convert_prompt", None)
     pos_runs, neg_runs = parse_weights(prompt), parse_weights(negative)
     sdxl = getattr(pipe, "text_encoder_2", None) is not None
+    skip = skipped_layers(clip_skip)
     with torch.no_grad():
         if not sdxl:
             pos = token_chunks(pipe.tokenizer, pos_runs, convert)
             neg = token_chunks(pipe.tokenizer, neg_runs, convert)
             _same_length(pos, neg)
-            p, _ = _encode_chunks(pipe.text_encoder, pipe.tokenizer, pos, False, device)
-            n, _ = _encode_chunks(pipe.text_encoder, pipe.tokenizer, neg, False, device)
+            layer = skip + 1 if skip else 0
+            p, _ = _encode_chunks(pipe.text_encoder, pipe.tokenizer, pos, layer, device, normalize=True)
+            n, _ = _encode_chunks(pipe.text_encoder, pipe.tokenizer, neg, layer, device, normalize=True)
             return Conditioning(p, n)
         encoders = [(pipe.text_encoder, pipe.tokenizer), (pipe.text_encoder_2, pipe.tokenizer_2)]
         results = [[token_chunks(tok, runs, convert) for _, tok in encoders] for runs in (pos_runs, neg_runs)]
@@ -185,7 +212,7 @@ def encode(pipe, prompt: str, negative: str, device) -> Conditioning:
         for chunks in results:
             per_encoder, pooled = [], None
             for (enc, tok), enc_chunks in zip(encoders, chunks):
-                z, pool = _encode_chunks(enc, tok, enc_chunks, True, device)
+                z, pool = _encode_chunks(enc, tok, enc_chunks, skip + 2, device)
                 per_encoder.append(z)
                 pooled = pool if pool is not None else pooled
             embeds.append((torch.cat(per_encoder, dim=-1), pooled))

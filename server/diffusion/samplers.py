@@ -1,45 +1,74 @@
-"""Sampler names users know, mapped onto diffusers schedulers built from the checkpoint's own scheduler config."""
+"""Samplers and noise schedules by the names users know (``protocol.sampling``'s table), built as diffusers schedulers
+from the checkpoint's own scheduler config."""
 
 from __future__ import annotations
 
-from typing import Optional
+import importlib.util
+from typing import Optional, Tuple
 
-from protocol.messages import SAMPLERS
+from protocol.errors import UNSUPPORTED, ProtocolError
+from protocol.sampling import NEEDS, SAMPLER_TABLE, SCHEDULES, capabilities as table_capabilities, resolve
 
 from ..defaults import DEFAULT_SAMPLER, default_cfg as family_cfg
 
-# name -> (diffusers class name, config overrides)
-SCHEDULERS = {
-    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
-    "Euler": ("EulerDiscreteScheduler", {}),
-    "DPM++ 2M": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": False}),
-    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
-    # The SDE variant of DPM++ with Karras sigmas, multistep (needs no torchsde).
-    "DPM++ SDE Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}),
-    "DDIM": ("DDIMScheduler", {"set_alpha_to_one": False, "clip_sample": False}),
-    "UniPC": ("UniPCMultistepScheduler", {}),
-    "LCM": ("LCMScheduler", {}),
-}
-assert set(SCHEDULERS) == set(SAMPLERS), "every protocol sampler needs a scheduler"
+# options of another sampler or schedule that a checkpoint's saved scheduler config may carry: dropped first, so the
+# scheduler is exactly the table's
+FOREIGN_OPTIONS = ("skip_prk_steps", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
+                   "use_lu_lambdas", "algorithm_type", "interpolation_type", "solver_order", "final_sigmas_type")
 
 
-def make_scheduler(name: str, base_config, spacing: Optional[str] = None):
-    """A fresh scheduler for sampler ``name`` ("" = the default) from a checkpoint's scheduler config; ``spacing``
-    sets the timestep spacing (few-step models want "trailing": their first step starts from pure noise)."""
+def missing_packages() -> Tuple[str, ...]:
+    """The packages of ``protocol.sampling.NEEDS`` that are not installed."""
+    return tuple(sorted({p for p in NEEDS.values() if importlib.util.find_spec(p) is None}))
+
+
+def capabilities() -> dict:
+    """``welcome.capabilities`` entries: the samplers and schedules this server can run."""
+    return table_capabilities(missing_packages())
+
+
+def choose(sampler: str, schedule: str = "") -> Tuple[str, str]:
+    """The (sampler, schedule) a job runs with: aliases expanded, ``""`` sampler = the default; a pair that does not
+    exist or needs a missing package is refused by name."""
+    try:
+        if sampler:
+            name, sched = resolve(sampler, schedule)
+        else:  # the default sampler with the job's schedule, else with its own
+            name, implied = resolve(DEFAULT_SAMPLER)
+            name, sched = resolve(name, schedule or implied)
+    except ValueError as err:
+        raise ProtocolError(UNSUPPORTED, str(err), field="params.scheduler") from None
+    for what in (name, sched):
+        package = NEEDS.get(what)
+        if package and importlib.util.find_spec(package) is None:
+            kind = "sampler" if what == name else "schedule"
+            raise ProtocolError(UNSUPPORTED, f"the {kind} '{what}' needs the Python package {package}, which is not "
+                                f"installed on the server (pip install {package})",
+                                field="params.sampler" if kind == "sampler" else "params.scheduler")
+    return name, sched
+
+
+def make_scheduler(name: str, base_config, spacing: Optional[str] = None, schedule: str = ""):
+    """A fresh scheduler for sampler ``name`` (a name or old combined name, "" = the default) with ``schedule``
+    ("" = the sampler's own) from a checkpoint's scheduler config; ``spacing`` sets the timestep spacing (few-step
+    models want "trailing": their first step starts from pure noise) unless the schedule sets one."""
     import diffusers
 
-    cls_name, overrides = SCHEDULERS[name or DEFAULT_SAMPLER]
+    name, schedule = choose(name, schedule)
+    sampler = SAMPLER_TABLE[name]
     config = {k: v for k, v in dict(base_config).items() if not k.startswith("_")}
-    for legacy in ("skip_prk_steps", "use_karras_sigmas", "algorithm_type", "interpolation_type"):
-        config.pop(legacy, None)
-    config.update(overrides)
+    for foreign in FOREIGN_OPTIONS:
+        config.pop(foreign, None)
+    config.update(sampler.options)
     if spacing:
         config["timestep_spacing"] = spacing
-    return getattr(diffusers, cls_name).from_config(config)
+    if schedule:
+        config.update(SCHEDULES[schedule])
+    return getattr(diffusers, sampler.scheduler_class).from_config(config)
 
 
 def default_cfg(sampler: str, arch: str) -> float:
     """Guidance scale when the job leaves it open."""
-    if sampler == "LCM":
+    if sampler in ("LCM", "TCD"):
         return 1.5
     return family_cfg(arch)

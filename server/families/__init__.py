@@ -7,6 +7,10 @@ separate files, flow-matching schedulers, packed latents. Modules, one job each:
 - ``specs``: the family table (pipelines per kind of job). Names, variants and recognition from tensors live in
   ``server/models/families.py``, beside the registry that uses them.
 - ``parts``: finding a checkpoint's text encoders and VAE (inside the file or in the models folders).
-- ``loading``: building a pipeline offline from the parts and the weightless configs in ``server/configs``.
+- ``loading``: building a pipeline offline from the parts and the weightless configs in ``server/configs`` (GGUF
+  transformers stay quantized).
+- ``controlnets``: which Flux/SD3 ControlNet a control layer uses, its config from a single file's shapes, loading.
+- ``memory``: where the weights live (GPU, fp8 storage, model or sequential offload) and the CPU dtype, from numbers.
+- ``preview``: progress previews from a latents → RGB map fitted to the checkpoint's VAE.
 - ``engine``: ``FamilyEngine``, the peer of the SD1.5/SDXL engine the router picks for these families.
 """

@@ -5,20 +5,23 @@ is kept warm and every mode's pipeline is made from it with ``from_pipe`` (share
 the SD engine's: the context box is processed at the model's native area and scaled back, outpaint works on the
 extended canvas, and the result equals the input outside the (grown, feathered) mask.
 
-On a GPU whose free memory cannot hold the whole model, the model is run with model CPU offload; the choice is made
-when the checkpoint loads and reported in each result layer's ``info["memory"]``.
+Where the weights live (whole on the GPU, the transformer in fp8, model or sequential CPU offload) and, on a CPU, the
+dtype are decided by ``memory`` when the checkpoint loads and reported in each result layer's ``info["memory"]`` and
+``info["dtype"]``. A job's control layer runs through the family's ControlNet pipeline (``controlnets``); progress
+previews come from ``preview``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gc
+import inspect
 import json
 import logging
 import random
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -30,10 +33,11 @@ from ..core import Engine, Job, JobContext, Layer
 from ..defaults import DEFAULT_STRENGTH, family_settings
 from ..diffusion import prompts
 from ..diffusion.adapters import Adapters
+from ..diffusion.controls import control_image
 from ..diffusion.engine import _layers, _working_job
 from ..models.detect import DIFFUSERS
-from ..models.registry import ModelEntry, ModelRegistry
-from . import loading, specs
+from ..models.registry import ModelEntry, ModelRegistry, arch_name
+from . import controlnets, loading, memory, preview, specs
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,6 @@ MODES = ("generate", "img2img", "inpaint", "outpaint", "edit")
 NATIVE_KEY = "_paintbridge_native_px"  # optional in model_index.json: a model's native side in pixels
 DEFAULT_NATIVE = 1024
 SAMPLER = "Euler"  # flow matching: the model's own FlowMatchEulerDiscreteScheduler
-OFFLOAD_MARGIN = 1.25  # weights x margin (activations, VAE decode) must fit the free memory, else offload
 
 
 @dataclasses.dataclass
@@ -51,7 +54,9 @@ class Loaded:
     facts: dict
     native: int
     adapters: Adapters
-    variants: Dict[type, object] = dataclasses.field(default_factory=dict)
+    variants: Dict[tuple, object] = dataclasses.field(default_factory=dict)
+    controlnets: Dict[str, object] = dataclasses.field(default_factory=dict)  # ControlNet modules by file path
+    preview: Optional[tuple] = None  # (W, b) of preview.fit: latents -> RGB for progress previews
 
 
 def plain_prompt(text: str) -> str:
@@ -65,10 +70,12 @@ class FamilyEngine(Engine):
 
     name = "flux-sd3"
     modes = MODES
+    uses_controls = True  # Flux.1 dev/schnell and SD3 ControlNets (controlnets.py)
 
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
         self.device, self.dtype = devices.choose(device, dtype)
+        self._dtype_asked = dtype is not None
         self.loaded: Optional[Loaded] = None
         self.loads = 0
         self._lock = threading.Lock()
@@ -93,33 +100,53 @@ class FamilyEngine(Engine):
             return self.loaded
         self.unload()
         started = time.perf_counter()
-        pipe, facts = loading.load(entry, self.dtype, self.registry)
-        self._place(pipe, facts)
+        dtype, why = self._dtype_for(entry)
+        pipe, facts = loading.load(entry, dtype, self.registry)
+        facts["dtype"] = why
+        try:  # measured on the CPU, before the model is placed
+            rgb_map = preview.fit(pipe.vae)
+        except Exception as err:  # noqa: BLE001 - previews are optional; the job must not fail for them
+            log.warning("no progress previews for %s: %s", entry.name, err)
+            rgb_map = None
+        self._place(pipe, entry, facts)
         pipe.set_progress_bar_config(disable=True)
         self.loads += 1
-        log.info("loaded %s (%s) in %.1f s", entry.name, facts.get("variant"), time.perf_counter() - started)
+        log.info("loaded %s (%s) in %.1f s: %s; %s", entry.name, facts.get("variant"), time.perf_counter() - started,
+                 facts["memory"], why)
         # LoRAs are made for the base family: a Flux LoRA also fits Fill and Kontext.
         base = dataclasses.replace(entry, arch=specs.SD3 if entry.arch == specs.SD3 else specs.FLUX)
-        self.loaded = Loaded(entry, pipe, facts, _native_px(entry, pipe), Adapters(pipe, base, self.registry))
+        self.loaded = Loaded(entry, pipe, facts, _native_px(entry, pipe), Adapters(pipe, base, self.registry),
+                             preview=rgb_map)
         return self.loaded
 
-    def _place(self, pipe, facts: dict) -> None:
-        """Move the pipeline to the device, or use model CPU offload when a GPU's free memory cannot hold it."""
-        if self.device.type != "cuda":
-            pipe.to(self.device)
-            return
+    def _dtype_for(self, entry: ModelEntry) -> Tuple[object, str]:
+        """The dtype to load ``entry`` in, and why: as asked (``--dtype``), the GPU's, or on the CPU bf16 where the
+        CPU has native bf16 and the fp32 weights would crowd the RAM (``memory.choose_cpu_dtype``)."""
         import torch
 
-        need = sum(p.numel() * p.element_size() for m in pipe.components.values()
-                   if isinstance(m, torch.nn.Module) for p in m.parameters())
-        free, _ = torch.cuda.mem_get_info(self.device)
-        if need * OFFLOAD_MARGIN > free:
-            pipe.enable_model_cpu_offload(device=self.device)
-            facts["memory"] = (f"model cpu offload: the model needs {need / 2**30:.1f} GB, "
-                               f"{free / 2**30:.1f} GB of the GPU were free")
-        else:
-            pipe.to(self.device)
-            facts["memory"] = f"on the GPU ({need / 2**30:.1f} GB of weights)"
+        name = str(self.dtype).rsplit(".", 1)[-1]
+        if self._dtype_asked or self.device.type != "cpu":
+            return self.dtype, name
+        parameters, _ = memory.stored(loading.weight_files(entry, self.registry))
+        chosen, why = memory.choose_cpu_dtype(memory.cpu_flags(), parameters, memory.ram_bytes(), name)
+        return getattr(torch, chosen), why
+
+    def _place(self, pipe, entry: ModelEntry, facts: dict) -> None:
+        """Place the pipeline as ``memory.choose_placement`` decides from the GPU's free memory, the modules' sizes and
+        the precision the checkpoint stores; the choice goes into each result's ``info["memory"]``."""
+        free = 0
+        if self.device.type == "cuda":
+            import torch
+
+            free, _ = torch.cuda.mem_get_info(self.device)
+        _, stored_dtype = memory.stored(loading.transformer_files(entry), loading.transformer_prefix(entry))
+        compute = str(pipe.vae.dtype).rsplit(".", 1)[-1]  # the VAE runs in the compute dtype (a GGUF transformer's
+        # parameters are uint8 blocks)
+        placement = memory.choose_placement(free, memory.module_parameters(pipe), stored_dtype, self.device.type,
+                                            compute, fp8_casting=hasattr(pipe.transformer, "enable_layerwise_casting"))
+        memory.apply(pipe, placement, self.device, pipe.vae.dtype)
+        facts["memory"], facts["placement"] = placement.reason, placement.where
+        facts["stored_dtype"] = stored_dtype
 
     def warm_up(self, name: str = "") -> None:
         with self._lock:
@@ -132,18 +159,43 @@ class FamilyEngine(Engine):
         gc.collect()
         devices.empty_cache(self.device)
 
-    def variant(self, loaded: Loaded, kind: str):
-        """The family's pipeline for ``kind`` (txt2img, img2img, inpaint, edit), sharing the loaded modules."""
+    def variant(self, loaded: Loaded, kind: str, plan: Optional[controlnets.ControlPlan] = None):
+        """The family's pipeline for ``kind`` (txt2img, img2img, inpaint, edit), sharing the loaded modules; with a
+        ControlNet ``plan``, the family's ControlNet pipeline for ``kind`` with that ControlNet."""
         import diffusers
 
-        cls_name = specs.SPECS[loaded.entry.arch].pipeline(kind)
-        cls = getattr(diffusers, cls_name)
-        if type(loaded.pipe) is cls:
+        spec = specs.SPECS[loaded.entry.arch]
+        cls = getattr(diffusers, spec.pipeline(kind) if plan is None else spec.control_pipeline(kind))
+        if type(loaded.pipe) is cls and plan is None:
             return loaded.pipe
-        if cls not in loaded.variants:
-            loaded.variants[cls] = cls.from_pipe(loaded.pipe, dtype=loaded.pipe.transformer.dtype)
-            loaded.variants[cls].set_progress_bar_config(disable=True)
-        return loaded.variants[cls]
+        key = (cls, plan.entry.path if plan is not None else None)
+        if key not in loaded.variants:
+            extra = {}
+            if plan is not None:
+                path = str(plan.entry.path)
+                if path not in loaded.controlnets:
+                    loaded.controlnets.clear()  # one ControlNet kept beside the checkpoint
+                    loaded.variants = {k: v for k, v in loaded.variants.items() if k[1] is None}
+                    loaded.controlnets[path] = self._place_module(controlnets.load(
+                        plan.entry, loaded.entry, loaded.pipe.transformer, loaded.pipe.vae.dtype), loaded)
+                extra["controlnet"] = loaded.controlnets[path]
+            if getattr(loaded.pipe.transformer, "is_quantized", False):  # GGUF: from_pipe would cast it, and fail
+                names = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+                loaded.variants[key] = cls(**{n: extra.get(n, loaded.pipe.components.get(n)) for n in names})
+            else:
+                loaded.variants[key] = cls.from_pipe(loaded.pipe, dtype=loaded.pipe.vae.dtype, **extra)
+            loaded.variants[key].set_progress_bar_config(disable=True)
+            if loaded.facts.get("placement") in (memory.MODEL_OFFLOAD, memory.SEQUENTIAL_OFFLOAD):
+                # the new pipeline (and its ControlNet) gets the same offload hooks
+                memory.apply(loaded.variants[key], memory.Placement(loaded.facts["placement"], False, ""),
+                             self.device, loaded.pipe.vae.dtype)
+        return loaded.variants[key]
+
+    def _place_module(self, module, loaded: Loaded):
+        """A module added to a loaded pipeline goes where the pipeline's transformer runs (offload: to the CPU)."""
+        if loaded.facts.get("placement") in (memory.MODEL_OFFLOAD, memory.SEQUENTIAL_OFFLOAD):
+            return module  # the offload hooks move it
+        return module.to(self.device)
 
     # --- jobs ---
 
@@ -157,6 +209,7 @@ class FamilyEngine(Engine):
                                 "model, or use inpaint with a prompt", field="mode")
         if job.mode == "edit" and job.image is None:
             raise ProtocolError(UNSUPPORTED, "edit needs the image to edit", field="image")
+        refuse_sd_sampling_options(job, entry)
         with self._lock:
             try:
                 return self._run(job, entry, ctx)
@@ -186,20 +239,28 @@ class FamilyEngine(Engine):
         multiple = specs.SPECS[entry.arch].latent_multiple
         pw, ph = imageops.processing_size(work.width, work.height, loaded.native ** 2, multiple=multiple)
         kind = {"generate": "txt2img", "img2img": "img2img", "edit": "edit"}.get(job.mode, "inpaint")
-        runner = self.variant(loaded, kind)
+        plan = controlnets.select(list(work.controls), entry, job.mode, self.registry)
+        runner = self.variant(loaded, kind, plan)
         settings = _settings(job, entry, kind)
         call = dict(prompt=plain_prompt(text), num_inference_steps=settings["steps"], guidance_scale=settings["cfg"],
                     height=ph, width=pw, output_type="np")
         if entry.arch == specs.SD3:
             call["negative_prompt"] = plain_prompt(negative)
         call.update(_image_inputs(entry.arch, kind, work, hard, pw, ph, settings["strength"]))
+        if plan is not None:
+            call.update(self._control_inputs(plan, job, pw, ph, ctx))
 
         seeds, steps = settings["seeds"], settings["steps"]
         done = [0]
 
         def on_step(pipe_, step: int, timestep, tensors: dict) -> dict:
             per_image = getattr(pipe_, "num_timesteps", None) or steps
-            ctx.progress(done[0] * per_image + min(step + 1, per_image), per_image * len(seeds), None)
+            image = None
+            latents = tensors.get("latents")
+            if job.previews and loaded.preview is not None and latents is not None:
+                image = preview.to_rgb(preview.unpack(latents, ph, pw) if latents.dim() == 3 else latents,
+                                       *loaded.preview)
+            ctx.progress(done[0] * per_image + min(step + 1, per_image), per_image * len(seeds), image)
             return tensors
 
         started = time.perf_counter()
@@ -210,18 +271,34 @@ class FamilyEngine(Engine):
                 out = runner(**call, generator=torch.Generator("cpu").manual_seed(s), callback_on_step_end=on_step)
             if not np.isfinite(out.images).all():
                 raise ProtocolError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its weights "
-                                    f"do not fit its architecture or precision {self.dtype}")
+                                    f"do not fit its architecture or precision {loaded.pipe.vae.dtype}")
             images.append(np.clip(np.rint(out.images[0] * 255), 0, 255).astype(np.uint8))
             done[0] += 1
         info = {"model": entry.name, "arch": entry.arch, "family": entry.arch, "variant": loaded.facts.get("variant"),
                 "sampler": SAMPLER, "steps": steps, "cfg": settings["cfg"], "strength": settings["strength"],
                 "size": [pw, ph], "loras": loras, "seconds": round(time.perf_counter() - started, 3)}
-        if job.params.sampler and job.params.sampler != SAMPLER:
-            info["sampler_note"] = f"{job.params.sampler} is an SD sampler; flow-matching models run with Euler"
-        for key in ("parts", "memory"):
+        if plan is not None:
+            info["controlnet"] = {"name": plan.entry.name, "type": plan.control.type, "union_mode": plan.mode}
+        if job.params.sampler and job.params.sampler != SAMPLER or job.params.scheduler:
+            info["sampler_note"] = f"{job.params.sampler or job.params.scheduler} is an SD sampler or schedule; " \
+                "flow-matching models run with Euler"
+        for key in ("parts", "memory", "dtype"):
             if key in loaded.facts:
                 info[key] = loaded.facts[key]
         return _layers(job, work, original, soft, images, seeds, info)
+
+
+    def _control_inputs(self, plan: controlnets.ControlPlan, job: Job, pw: int, ph: int, ctx: JobContext) -> dict:
+        """The ControlNet pipeline's control arguments: the control image at processing size (preprocessed when
+        asked), its strength and step range, and a union ControlNet's mode."""
+        c = plan.control
+        image = ctx.interruptible(control_image, c, self.registry, job.params, str(self.device))
+        out = {"control_image": _pil(imageops.resize(np.ascontiguousarray(image[..., :3]), pw, ph)),
+               "controlnet_conditioning_scale": float(c.strength), "control_guidance_start": float(c.start),
+               "control_guidance_end": float(c.end)}
+        if plan.mode is not None:
+            out["control_mode"] = plan.mode
+        return out
 
 
 def _native_px(entry: ModelEntry, pipe) -> int:
@@ -268,7 +345,8 @@ def _image_inputs(family: str, kind: str, work: Job, hard: np.ndarray, pw: int, 
     else:
         init = np.full((ph, pw, 3), 127, np.uint8)
     mask = np.where(imageops.resize(hard, pw, ph) > 0, 255, 0).astype(np.uint8)
-    kontext = {"_auto_resize": False} if family == specs.FLUX_KONTEXT else {}
+    # Kontext scales every job to max_area (1024² px by default) unless told the job's own area
+    kontext = {"_auto_resize": False, "max_area": pw * ph} if family == specs.FLUX_KONTEXT else {}
     if family == specs.FLUX_FILL:  # Fill always takes an image and a mask: generate = fill everything
         if kind == "txt2img":
             return {"image": _pil(init), "mask_image": _pil(np.full((ph, pw), 255, np.uint8)), "strength": 1.0}
@@ -276,9 +354,19 @@ def _image_inputs(family: str, kind: str, work: Job, hard: np.ndarray, pw: int, 
             return {"image": _pil(init), "mask_image": _pil(np.full((ph, pw), 255, np.uint8)), "strength": strength}
         return {"image": _pil(init), "mask_image": _pil(mask), "strength": strength}
     if kind == "txt2img":
-        return {}
+        return {"max_area": pw * ph} if family == specs.FLUX_KONTEXT else {}
     if kind == "edit":
         return {"image": _pil(init), **kontext}
     if kind == "img2img":
         return {"image": _pil(init), "strength": strength}
     return {"image": _pil(init), "mask_image": _pil(mask), "strength": strength, **kontext}
+
+
+def refuse_sd_sampling_options(job: Job, entry: ModelEntry) -> None:
+    """A VAE, CLIP skip or SDXL refiner (issue 13) belong to SD1.5/SDXL checkpoints: refused by name here."""
+    params = job.params
+    for field, given, what in (("vae", params.vae, "another VAE"), ("clip_skip", params.clip_skip > 1, "CLIP skip"),
+                               ("refiner", params.refiner, "an SDXL refiner")):
+        if given:
+            raise ProtocolError(UNSUPPORTED, f"{what} works with SD1.5 and SDXL checkpoints; '{entry.name}' is "
+                                f"{arch_name(entry.arch)}: leave {field} empty", field=f"params.{field}")

@@ -3,7 +3,8 @@
 A single-file checkpoint loads with a weightless config folder (``<name>.config/`` beside it, else the shipped
 ``server/configs/<variant>``); its transformer is converted by diffusers, its text encoders and VAE come from inside it
 or from the files ``parts.find`` picked. Only the tensors of each part are read (a full checkpoint's T5 is not read for
-its transformer). Tensors stored in another precision (fp8, fp16, bf16) are cast to the engine's dtype as they are read.
+its transformer). Tensors stored in another precision (fp8, fp16, bf16) are cast to the engine's dtype as they are read;
+a GGUF transformer keeps its quantized weights (diffusers' GGUF support, with the optional ``gguf`` package).
 Tokenizers are the shipped ones (CLIP BPE, T5 SentencePiece), so nothing is fetched.
 """
 
@@ -13,11 +14,11 @@ import gzip
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 from protocol.errors import UNSUPPORTED, ProtocolError
 
-from ..models.detect import DIFFUSERS, PICKLE
+from ..models.detect import DIFFUSERS, GGUF, PICKLE
 from ..models.loading import CONFIGS_DIR, check_no_meta
 from ..models.registry import ModelEntry, ModelRegistry
 from ..models.tokenizers import clip_tokenizer
@@ -33,6 +34,31 @@ def config_dir(entry: ModelEntry) -> Path:
     if entry.config_dir is not None:
         return entry.config_dir
     return CONFIGS_DIR / entry.info.get("config", specs.VARIANT_CONFIGS["dev"])
+
+
+def transformer_files(entry: ModelEntry) -> List[Path]:
+    """The safetensors files holding ``entry``'s transformer (a diffusers folder's shards, or the single file)."""
+    if entry.format == DIFFUSERS:
+        return sorted((entry.path / "transformer").glob("*.safetensors"))
+    return [entry.path]
+
+
+def transformer_prefix(entry: ModelEntry) -> str:
+    """The key prefix of the transformer's tensors in ``transformer_files``."""
+    return "" if entry.format == DIFFUSERS else entry.info.get("transformer_prefix", "")
+
+
+def weight_files(entry: ModelEntry, registry: ModelRegistry) -> List[Path]:
+    """Every safetensors file ``entry`` loads weights from: a diffusers folder's, or the single file and the text
+    encoders and VAE ``parts.find`` picks for it (``model_not_found`` naming a missing part)."""
+    if entry.format == DIFFUSERS:
+        return sorted(entry.path.rglob("*.safetensors"))
+    found = part_finder.find(entry, config_dir(entry), registry)
+    sources = list(found.encoders.values()) + ([found.vae] if found.vae is not None else [])
+    files = {entry.path}
+    for src in sources:
+        files.update(sorted(src.path.rglob("*.safetensors")) if src.folder else [src.path])
+    return sorted(files)
 
 
 @lru_cache(maxsize=1)
@@ -111,6 +137,12 @@ def _transformer(entry: ModelEntry, config: Path, dtype):
     import diffusers
 
     cls_name = json.loads((config / "transformer" / "config.json").read_text(encoding="utf-8"))["_class_name"]
+    if entry.format == GGUF:  # quantized weights stay quantized; diffusers dequantizes each layer as it runs
+        from diffusers import GGUFQuantizationConfig
+
+        return getattr(diffusers, cls_name).from_single_file(
+            str(entry.path), config=str(config), subfolder="transformer", torch_dtype=dtype, local_files_only=True,
+            quantization_config=GGUFQuantizationConfig(compute_dtype=dtype))
     state = read_tensors(entry.path, entry.info.get("transformer_prefix", ""), dtype)
     state = {k: v for k, v in state.items() if not k.startswith(("text_encoders.", "first_stage_model.", "vae."))}
     return getattr(diffusers, cls_name).from_single_file(state, config=str(config), subfolder="transformer",

@@ -18,20 +18,27 @@ class FamilySpec:
     name: str
     pipelines: Dict[str, str] = field(default_factory=dict)
     latent_multiple: int = 16  # processing sizes: VAE factor 8 x 2 (Flux packs 2x2 latents, SD3 patches 2x2)
+    control_pipelines: Dict[str, str] = field(default_factory=dict)  # with a ControlNet, per job kind
 
     def pipeline(self, kind: str) -> Optional[str]:
         return self.pipelines.get(kind)
 
+    def control_pipeline(self, kind: str) -> Optional[str]:
+        return self.control_pipelines.get(kind)
+
 
 SPECS: Dict[str, FamilySpec] = {
     FLUX: FamilySpec(FLUX, {"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline",
-                            "inpaint": "FluxInpaintPipeline"}),
+                            "inpaint": "FluxInpaintPipeline"},
+                     control_pipelines={"txt2img": "FluxControlNetPipeline", "img2img": "FluxControlNetImg2ImgPipeline",
+                                        "inpaint": "FluxControlNetInpaintPipeline"}),
     FLUX_FILL: FamilySpec(FLUX_FILL, {"txt2img": "FluxFillPipeline", "img2img": "FluxFillPipeline",
                                       "inpaint": "FluxFillPipeline"}),
     FLUX_KONTEXT: FamilySpec(FLUX_KONTEXT, {"txt2img": "FluxKontextPipeline", "img2img": "FluxImg2ImgPipeline",
                                             "inpaint": "FluxKontextInpaintPipeline", "edit": "FluxKontextPipeline"}),
     SD3: FamilySpec(SD3, {"txt2img": "StableDiffusion3Pipeline", "img2img": "StableDiffusion3Img2ImgPipeline",
-                          "inpaint": "StableDiffusion3InpaintPipeline"}),
+                          "inpaint": "StableDiffusion3InpaintPipeline"},
+                    control_pipelines={"txt2img": "StableDiffusion3ControlNetPipeline"}),
 }
 
 

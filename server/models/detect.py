@@ -18,6 +18,7 @@ Shapes = Dict[str, Tuple[int, ...]]
 SAFETENSORS = "safetensors"
 PICKLE = "pickle"
 DIFFUSERS = "diffusers"
+GGUF = "gguf"  # quantized transformer files (city96's Flux GGUFs); read with the ``gguf`` package
 
 UNET = "model.diffusion_model."
 SDXL_CLIP_G = "conditioner.embedders.1.model."
@@ -79,9 +80,26 @@ def pickle_shapes(path: Path) -> Shapes:
     return {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
 
 
+def gguf_shapes(path: Path) -> Shapes:
+    """Tensor names and (torch-order) shapes of a GGUF file, from its header; a DetectError when the optional
+    ``gguf`` package is missing."""
+    try:
+        import gguf
+    except ImportError as err:
+        raise DetectError(f"{path.name} is a GGUF file, which needs the gguf package: pip install gguf (or "
+                          "paintbridge[gguf]) where the server runs") from err
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as err:  # noqa: BLE001 - any parse failure means a damaged file
+        raise DetectError(f"{path.name} is not a readable GGUF file: {err}") from err
+    return {t.name: tuple(int(d) for d in reversed(t.shape.tolist())) for t in reader.tensors}
+
+
 def file_shapes(path: Path, allow_pickle: bool) -> Shapes:
     if path.suffix.lower() == ".safetensors":
         return safetensors_shapes(path)
+    if path.suffix.lower() == ".gguf":
+        return gguf_shapes(path)
     if not allow_pickle:
         raise DetectError(
             f"{path.name} is a pickle file, which can run code when loaded; convert it to .safetensors, or start the "

@@ -20,6 +20,7 @@ FLUX_FILL = "flux-fill"
 FLUX_KONTEXT = "flux-kontext"
 SD3 = "sd3"
 FAMILIES = (FLUX, FLUX_FILL, FLUX_KONTEXT, SD3)
+EDIT_FAMILIES = (FLUX_KONTEXT,)  # instruction edit (mode "edit"); their listing entries say ``"edit": true``
 
 NAMES = {FLUX: "Flux.1", FLUX_FILL: "Flux.1 Fill", FLUX_KONTEXT: "Flux.1 Kontext", SD3: "SD3"}
 
@@ -221,4 +222,79 @@ def lora_family(shapes: Shapes) -> Optional[str]:
     for key, shape in shapes.items():
         if key.startswith("transformer.transformer_blocks.") and ".attn.to_q.lora_A" in key and len(shape) == 2:
             return FLUX if shape[1] == 3072 else SD3
+    return None
+
+
+# --- ControlNets -----------------------------------------------------------------------------------------------------
+
+def _block_count(shapes: Shapes, prefix: str) -> int:
+    """How many numbered blocks ``prefix<N>.`` a state holds."""
+    found = {k[len(prefix):].split(".", 1)[0] for k in shapes if k.startswith(prefix)}
+    return len([n for n in found if n.isdigit()])
+
+
+def looks_like_controlnet(shapes: Shapes) -> bool:
+    """Whether a file holds a Flux.1 or SD3 ControlNet (diffusers names, or XLabs' Flux layout)."""
+    return "controlnet_blocks.0.weight" in shapes and (
+        "x_embedder.weight" in shapes or "pos_embed_input.proj.weight" in shapes or
+        any(k.startswith("double_blocks.") for k in shapes))
+
+
+def controlnet(shapes: Shapes) -> Detected:
+    """A Flux.1 (InstantX / Shakker-Labs, union or single type) or SD3/SD3.5 ControlNet with diffusers key names;
+    ``info`` holds what its config needs (widths, block counts, union modes). XLabs' Flux layout is listed with the
+    reason it cannot run."""
+    if any(k.startswith("double_blocks.") for k in shapes):
+        return Detected(FLUX, info={"layout": "xlabs", "unsupported": (
+            "an XLabs-format Flux ControlNet, which diffusers cannot load: use a diffusers-format one (e.g. InstantX "
+            "or Shakker-Labs FLUX.1-dev-ControlNet-Union-Pro: config.json + diffusion_pytorch_model.safetensors)")})
+    if "x_embedder.weight" in shapes:
+        hidden, channels = shapes["x_embedder.weight"]
+        norm = shapes.get("transformer_blocks.0.attn.norm_q.weight") or \
+            shapes.get("single_transformer_blocks.0.attn.norm_q.weight") or (128,)
+        mode = shapes.get("controlnet_mode_embedder.weight")
+        hint = shapes.get("input_hint_block.conv_out.weight")
+        info = {"layout": "diffusers", "hidden": hidden, "in_channels": channels, "head_dim": norm[0],
+                "layers": _block_count(shapes, "transformer_blocks."),
+                "single_layers": _block_count(shapes, "single_transformer_blocks."),
+                "joint_attention_dim": shapes["context_embedder.weight"][1],
+                "pooled_projection_dim": shapes["time_text_embed.text_embedder.linear_1.weight"][1],
+                "guidance": "time_text_embed.guidance_embedder.linear_1.weight" in shapes,
+                "num_mode": mode[0] if mode else None, "conditioning_channels": hint[0] if hint else None,
+                "union": mode is not None}
+        return Detected(FLUX, info=info)
+    if "pos_embed_input.proj.weight" in shapes:
+        hidden, channels, patch, _ = shapes["pos_embed_input.proj.weight"]
+        norm = shapes.get("transformer_blocks.0.attn.norm_q.weight")
+        context = shapes.get("context_embedder.weight")
+        pooled = shapes.get("time_text_embed.text_embedder.linear_1.weight")
+        table = shapes.get("pos_embed.pos_embed")
+        layers = _block_count(shapes, "transformer_blocks.")
+        info = {"layout": "diffusers", "hidden": hidden, "in_channels": channels, "patch": patch,
+                "head_dim": norm[0] if norm else None, "layers": layers,
+                "dual_attention_layers": [i for i in range(layers) if f"transformer_blocks.{i}.attn2.to_q.weight" in
+                                          shapes],
+                "qk_norm": norm is not None, "use_pos_embed": "pos_embed.proj.weight" in shapes,
+                "pos_embed_max_size": int(round((table[1]) ** 0.5)) if table else None,
+                "joint_attention_dim": context[1] if context else None,
+                "caption_projection_dim": context[0] if context else None,
+                "pooled_projection_dim": pooled[1] if pooled else None, "union": False}
+        return Detected(SD3, info=info)
+    raise DetectError("not a Flux or SD3 ControlNet")
+
+
+def controlnet_folder(config: dict) -> Optional[Detected]:
+    """A diffusers ControlNet folder of Flux.1 or SD3 from its ``config.json``; None for other ControlNets."""
+    cls = str(config.get("_class_name", ""))
+    if cls == "FluxControlNetModel":
+        return Detected(FLUX, info={"layout": "diffusers-folder", "union": bool(config.get("num_mode")),
+                                    "hidden": config.get("num_attention_heads", 24) *
+                                    config.get("attention_head_dim", 128)})
+    if cls == "SD3ControlNetModel":
+        info = {"layout": "diffusers-folder", "union": False,
+                "hidden": config.get("num_attention_heads", 18) * config.get("attention_head_dim", 64)}
+        if config.get("extra_conditioning_channels"):
+            info["unsupported"] = ("an SD3 inpainting ControlNet (extra conditioning channels), which Paintbridge "
+                                   "does not run; SD3 ControlNets for canny, depth, tile, pose work")
+        return Detected(SD3, info=info)
     return None

@@ -192,3 +192,62 @@ def _controlnet_from_diffusers_file(entry: ModelEntry, cls, torch_dtype, unet_co
         raise ProtocolError(UNSUPPORTED, f"ControlNet '{entry.name}' ({arch_name(entry.arch)}) {what}; put its "
                           f"diffusers config.json in {sidecar.parent.name}/ beside it", field="model")
     return net.to(torch_dtype)
+
+
+def load_vae(entry: ModelEntry, checkpoint: ModelEntry, torch_dtype, allow_pickle: bool = False):
+    """An AutoencoderKL for ``entry`` (a diffusers folder, or a single file read with the VAE config of
+    ``checkpoint``: SD1.5-class and SDXL-class VAEs share one layout), offline."""
+    import diffusers
+
+    try:
+        if entry.format == DIFFUSERS:
+            vae = diffusers.AutoencoderKL.from_pretrained(str(entry.path), dtype=torch_dtype, local_files_only=True)
+        else:
+            if entry.format == PICKLE and not allow_pickle:
+                raise ProtocolError(UNSUPPORTED, f"VAE '{entry.name}' is a pickle file; start the server with "
+                                    "--allow-pickle to load it (weights only)", field="params.vae")
+            if entry.config_dir is not None:
+                config, sub = entry.config_dir, None
+            elif checkpoint.format == DIFFUSERS:
+                config, sub = checkpoint.path, "vae"
+            else:
+                config, sub = config_dir_for(checkpoint), "vae"
+            vae = diffusers.AutoencoderKL.from_single_file(str(entry.path), config=str(config), subfolder=sub,
+                                                           dtype=torch_dtype, local_files_only=True)
+    except ProtocolError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise ProtocolError(UNSUPPORTED, f"cannot load VAE '{entry.name}' for {arch_name(checkpoint.arch)} "
+                            f"checkpoint '{checkpoint.name}': {err}", field="params.vae") from err
+    check_no_meta(entry, vae)
+    return vae
+
+
+def load_refiner(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
+    """An SDXL refiner as a ``StableDiffusionXLImg2ImgPipeline`` (OpenCLIP-G text encoder only), offline: a diffusers
+    folder, or a single file with a ``<name>.config/`` folder or the shipped ``sdxl-refiner`` configs."""
+    import diffusers
+
+    cls = diffusers.StableDiffusionXLImg2ImgPipeline
+    extra = dict(dtype=torch_dtype, local_files_only=True)
+    try:
+        if entry.format == DIFFUSERS:
+            pipe = cls.from_pretrained(str(entry.path), variant=_variant(entry.path), **extra)
+        else:
+            if entry.format == PICKLE and not allow_pickle:
+                raise ProtocolError(UNSUPPORTED, f"refiner '{entry.name}' is a pickle file; start the server with "
+                                    "--allow-pickle to load it (weights only)", field="params.refiner")
+            config = entry.config_dir or CONFIGS_DIR / "sdxl-refiner"
+            if not (config / "model_index.json").is_file():
+                raise ProtocolError(UNSUPPORTED, f"refiner '{entry.name}' is a single file and no config for it ships "
+                                    f"with the server; put a diffusers config folder {entry.path.stem}.config/ "
+                                    "beside it, or use the diffusers folder of the refiner", field="params.refiner")
+            pipe = cls.from_single_file(str(entry.path), config=str(config), text_encoder=None, tokenizer=None,
+                                        tokenizer_2=_tokenizers(config, True)["tokenizer_2"], **extra)
+    except ProtocolError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise ProtocolError(UNSUPPORTED, f"cannot load SDXL refiner '{entry.name}': {err}",
+                            field="params.refiner") from err
+    check_no_meta(entry, pipe.unet, pipe.vae, pipe.text_encoder_2)
+    return pipe

@@ -11,6 +11,7 @@ the shipped configs (for models whose sizes differ from the standard architectur
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -20,10 +21,11 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
-from . import detect, families, fewstep
-from .detect import DIFFUSERS, PICKLE, SAFETENSORS, Detected, DetectError
+from . import detect, families, fewstep, ipadapter
+from .detect import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
-KINDS = ("checkpoint", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler")
+KINDS = ("checkpoint", "refiner", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler",
+         "ipadapter", "clip_vision")  # reference images (issue 15): IP-Adapters and their image encoders
 SUPPORTED_ARCHS = ("sd15", "sdxl", "flux", "flux-fill", "flux-kontext", "sd3")
 ARCH_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sdxl-refiner": "SDXL refiner", "flux": "Flux.1",
               "flux-fill": "Flux.1 Fill", "flux-kontext": "Flux.1 Kontext", "sd3": "SD3", "clip": "CLIP", "t5": "T5",
@@ -31,15 +33,20 @@ ARCH_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sdxl-refiner": "SD
 
 KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
     "checkpoint": ("checkpoints", "Stable-diffusion", "diffusers", "diffusion_models", "unet"),
+    "refiner": (),  # SDXL refiners sit among the checkpoints and are recognised from their tensors
     "vae": ("vae", "VAE"),
     "text_encoder": ("text_encoders", "clip"),
     "lora": ("loras", "Lora", "LyCORIS"),
     "embedding": ("embeddings",),
     "controlnet": ("controlnet", "ControlNet"),
     "upscaler": ("upscale_models", "ESRGAN", "RealESRGAN"),
+    # reference images (issue 15); image encoders inside an IP-Adapter folder (h94's ``image_encoder/``) count too
+    "ipadapter": ("ipadapter", "ip_adapter", "IP-Adapter"),
+    "clip_vision": ("clip_vision", "image_encoders"),
 }
-WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 CONFIG_SUFFIX = ".config"
+REFINER_ARCH = "sdxl-refiner"
 log = logging.getLogger(__name__)
 
 
@@ -67,7 +74,7 @@ class ModelEntry:
         if self.format == DIFFUSERS:
             return None
         candidate = self.path.with_name(self.path.stem + CONFIG_SUFFIX)
-        wanted = "model_index.json" if self.kind == "checkpoint" else "config.json"
+        wanted = "model_index.json" if self.kind in ("checkpoint", "refiner") else "config.json"
         return candidate if (candidate / wanted).is_file() else None
 
     def listing(self) -> dict:
@@ -78,8 +85,15 @@ class ModelEntry:
             entry["union"] = bool(self.info.get("union"))
         if self.info.get("variant"):
             entry["variant"] = self.info["variant"]  # Flux/SD3: dev, schnell, fill, kontext, 3.5-large, ...
+        if self.kind == "checkpoint" and self.arch in families.EDIT_FAMILIES:
+            entry["edit"] = True  # runs mode "edit" (instruction edit): the plugins offer it
         if self.kind in ("checkpoint", "lora"):
             entry.update(fewstep.listing(self.info.get("few_step")))
+        if self.kind == "ipadapter":  # reference images (issue 15)
+            entry["reference_types"] = ["face"] if self.info.get("face") else ["style", "composition", "content"]
+            entry["variant"] = self.info.get("variant", "")
+        if self.kind == "clip_vision":
+            entry["encoder"] = ipadapter.describe_encoder(self.info)
         if self.problem:
             entry["problem"] = self.problem
         return entry
@@ -110,9 +124,15 @@ def _is_diffusers_model(path: Path) -> bool:
         (path / f"diffusion_pytorch_model{s}").is_file() for s in (".safetensors", ".fp16.safetensors", ".bin"))
 
 
+def _is_hf_model(path: Path) -> bool:
+    """A Hugging Face transformers model folder (an IP-Adapter's ``image_encoder/``)."""
+    return (path / "config.json").is_file() and any(
+        (path / f).is_file() for f in ("model.safetensors", "pytorch_model.bin"))
+
+
 def _walk(folder: Path, kind: str) -> Iterable[Tuple[str, Path, str]]:
     """(name, path, format) of every model under ``folder``; follows links (each real folder once, so link loops
-    end), skips ``*.config`` folders."""
+    end), skips ``*.config`` folders. Image-encoder folders are models of kind ``clip_vision`` only."""
     seen = {os.path.realpath(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         here = Path(dirpath)
@@ -128,16 +148,19 @@ def _walk(folder: Path, kind: str) -> Iterable[Tuple[str, Path, str]]:
                 yield rel, sub, DIFFUSERS
             elif kind in ("controlnet", "vae") and _is_diffusers_model(sub):
                 yield rel, sub, DIFFUSERS
+            elif kind in ("clip_vision", "ipadapter") and _is_hf_model(sub):
+                if kind == "clip_vision":
+                    yield rel, sub, DIFFUSERS
             else:
                 keep.append(d)
         dirnames[:] = keep
         for f in sorted(filenames):
             path = here / f
             suffix = path.suffix.lower()
-            if f.startswith(".") or suffix not in WEIGHT_SUFFIXES:
-                continue
+            if f.startswith(".") or suffix not in WEIGHT_SUFFIXES or (suffix == ".gguf" and kind != "checkpoint"):
+                continue  # GGUF: quantized Flux/SD3 transformers only
             rel = path.relative_to(folder).with_suffix("").as_posix()
-            yield rel, path, SAFETENSORS if suffix == ".safetensors" else PICKLE
+            yield rel, path, SAFETENSORS if suffix == ".safetensors" else GGUF if suffix == ".gguf" else PICKLE
 
 
 def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
@@ -155,13 +178,23 @@ def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
 def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
     if kind == "upscaler":
         return Detected(None)  # spandrel recognises upscalers when it loads them
+    if kind == "clip_vision":  # reference images (issue 15)
+        if fmt == DIFFUSERS:
+            return ipadapter.encoder_folder_info(path)
+        return ipadapter.encoder_info(detect.file_shapes(path, allow_pickle))
+    if kind == "ipadapter":
+        if fmt == PICKLE:
+            if not allow_pickle:
+                detect.file_shapes(path, allow_pickle)  # raises the pickle explanation
+            return ipadapter.adapter_info(ipadapter.nested_pickle_shapes(path), path.name)
+        return ipadapter.adapter_info(detect.safetensors_shapes(path), path.name)
     if fmt == DIFFUSERS:
         if kind == "checkpoint" and (path / "transformer" / "config.json").is_file():
             return families.diffusers_folder(path)
         if kind == "checkpoint":
             return detect.diffusers_folder_arch(path)
         if kind == "controlnet":
-            return detect.controlnet_folder_arch(path)
+            return _family_controlnet_folder(path) or detect.controlnet_folder_arch(path)
         return Detected(None)
     shapes = detect.file_shapes(path, allow_pickle)
     if kind == "checkpoint" and families.looks_like_transformer(shapes):
@@ -172,6 +205,8 @@ def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detecte
         return families.text_encoder(shapes)
     if kind == "lora" and families.lora_family(shapes) is not None:
         return Detected(families.lora_family(shapes))
+    if kind == "controlnet" and families.looks_like_controlnet(shapes):
+        return families.controlnet(shapes)
     if kind == "controlnet":
         return detect.controlnet_arch(shapes)
     if kind == "lora":
@@ -179,6 +214,15 @@ def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detecte
     if kind == "embedding":
         return detect.embedding_arch(shapes)
     return detect.vae_check(shapes)
+
+
+def _family_controlnet_folder(path: Path) -> Optional[Detected]:
+    """A Flux.1/SD3 ControlNet folder (``FluxControlNetModel``/``SD3ControlNetModel`` config), None for others."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return families.controlnet_folder(config)
 
 
 class ModelRegistry:
@@ -204,16 +248,23 @@ class ModelRegistry:
         skipped: Dict[Tuple[str, str], str] = {}
         for root in self.dirs:
             for kind in KINDS:
-                for folder in _kind_dirs(root, kind):
+                folders = [(f, False) for f in _kind_dirs(root, kind)]
+                if kind == "clip_vision":  # an IP-Adapter repository's own image_encoder/ folders
+                    folders += [(f, True) for f in _kind_dirs(root, "ipadapter")]
+                for folder, folders_only in folders:
                     for name, path, fmt in _walk(folder, kind):
+                        if folders_only and fmt != DIFFUSERS:
+                            continue
                         if (kind, name) in entries:
                             continue
                         entry = self._entry(kind, name, path, fmt)
+                        if entry is not None and kind == "checkpoint" and entry.arch == REFINER_ARCH:
+                            entry.kind = "refiner"  # only the OpenCLIP-G text encoder: a second model, never alone
                         if entry is None:
                             skipped[(kind, name)] = f"{path} is a pickle file; convert it to .safetensors or start " \
                                                     "the server with --allow-pickle"
                         else:
-                            entries[(kind, name)] = entry
+                            entries[(entry.kind, name)] = entry
         with self._lock:
             self._entries = entries
             self._skipped = skipped
@@ -239,8 +290,14 @@ class ModelRegistry:
                 self._cache[key] = cached
         found, problem = cached
         if problem is None and kind in ("checkpoint", "controlnet", "lora", "embedding") and \
-                found.arch not in SUPPORTED_ARCHS:
+                found.arch not in SUPPORTED_ARCHS + (REFINER_ARCH,) * (kind == "checkpoint"):
             problem = f"{arch_name(found.arch)} models are not supported (SD1.5, SDXL, Flux.1 and SD3 are)"
+        if problem is None and kind == "ipadapter" and found.arch not in ipadapter.REFERENCE_FAMILIES:
+            problem = f"{arch_name(found.arch)} IP-Adapters are not supported (SD1.5 and SDXL ones are)"
+        if problem is None and kind == "clip_vision" and fmt != DIFFUSERS and not found.info.get("config") and \
+                not path.with_name(path.stem + CONFIG_SUFFIX).joinpath("config.json").is_file():
+            problem = (f"an image encoder of a size Paintbridge ships no config for "
+                       f"({ipadapter.describe_encoder(found.info)}): put its config.json in {path.stem}.config/")
         if problem is None and found.info.get("unsupported"):
             problem = f"not supported: {found.info['unsupported']}"
         return ModelEntry(name=name, kind=kind, path=path, format=fmt, arch=found.arch, inpaint=found.inpaint,
@@ -265,6 +322,9 @@ class ModelRegistry:
         of ``arch`` first); ``model_not_found`` names what is installed when there is none; an unusable model raises
         ``unsupported`` saying why."""
         entry = self.find(name, kind, arch)
+        if entry is None and kind == "checkpoint" and self.find(name, "refiner") is not None:
+            raise ProtocolError(UNSUPPORTED, f"'{name}' is an SDXL refiner: it cannot run alone; choose an SDXL "
+                                "checkpoint as the model and this one as its refiner", field="model")
         if entry is None:
             with self._lock:
                 skipped = next((why for (k, n), why in self._skipped.items()
@@ -272,7 +332,8 @@ class ModelRegistry:
             if skipped:
                 raise ProtocolError(UNSUPPORTED, f"{kind} '{name}' cannot be loaded: {skipped}", field="model")
             installed = [e.name for e in self.entries(kind)]
-            where = " or ".join(str(d / KIND_FOLDERS[kind][0]) for d in self.dirs) or "(no models folder)"
+            folder = (KIND_FOLDERS[kind] or KIND_FOLDERS["checkpoint"])[0]
+            where = " or ".join(str(d / folder) for d in self.dirs) or "(no models folder)"
             have = f"installed: {', '.join(installed)}" if installed else f"none is installed in {where}"
             raise ProtocolError(MODEL_NOT_FOUND, f"no {kind} named '{name}'; {have}", field="model")
         if entry.problem:

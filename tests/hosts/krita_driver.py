@@ -1029,6 +1029,67 @@ def scenario_pull():
     R["upscaler_items"] = [panel.upscaler_box.itemData(i) for i in range(panel.upscaler_box.count())]
 
 
+def scenario_references():
+    """Reference images (issue 15): a reference layer added from the panel (active layer, + Add), its type changed in
+    its row; generate with and without it (same seed); a second reference moved up and removed."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    R["connected"] = ses.connection_state
+    doc = new_doc("pb-references")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    ref = add_paint(doc, "Reference")
+    flipped = bytearray(ref.pixelData(0, 0, doc.width(), doc.height()))
+    flipped[0::4], flipped[2::4] = bytes(255 - v for v in flipped[2::4]), bytes(flipped[0::4])
+    ref.setPixelData(QByteArray(bytes(flipped)), 0, 0, doc.width(), doc.height())
+    doc.setActiveNode(paint)
+    yield 300
+    ses.set_mode("generate")
+    ses.set_option("model", CONFIG["model"])
+    ses.set_prompt("a castle on a hill", "")
+    for name, value in (("steps", 3), ("batch", 1), ("random_seed", False), ("seed", 5), ("grow", 0),
+                        ("feather", 0)):
+        ses.set_option(name, value)
+    select_rect(doc, 16, 8, 48, 40)
+    yield 300
+    R["plain"] = rec = {}
+    yield from run_job(ses, rec, timeout=300)
+    rec["pixels"] = dump("references-plain", ses.results[0].data) if ses.results else None
+    ses.discard()
+    yield 300
+    doc.setActiveNode(ref)
+    yield 300
+    panel.add_reference_button.click()  # the active layer becomes the reference
+    yield 300
+    row = panel.reference_rows[0]
+    row.type_box.setCurrentText("style")
+    row.strength.setValue(1.5)
+    yield 200
+    R["rows"] = [{"layer": r.layer, "type": r.type, "strength": r.strength} for r in ses.references.items]
+    R["reference_id"] = ref.uniqueId().toString()
+    R["row_layer"] = row.layer_box.currentData()
+    doc.setActiveNode(paint)
+    yield 300
+    R["with_reference"] = rec = {}
+    yield from run_job(ses, rec, timeout=300)
+    rec["pixels"] = dump("references-with", ses.results[0].data) if ses.results else None
+    ses.discard()
+    yield 300
+    panel.add_reference_button.click()  # a second one (the active layer: Paint), then up, then removed
+    yield 300
+    panel.reference_rows[1].up_button.click()
+    yield 300
+    R["moved"] = [r.layer for r in ses.references.items]
+    panel.reference_rows[0].remove_button.click()
+    yield 300
+    R["after_remove"] = [r.layer for r in ses.references.items]
+    R["rows_shown"] = len(panel.reference_rows)
+    R["paint_id"] = paint.uniqueId().toString()
+
+
 def large_photo(w, h):
     """A BGRA8 "photo" of w x h built at C speed: a red ramp across, other channels varying, rows shifted."""
     row = b"".join(bytes(((x * 7) % 256, (x * 13) % 251, (x * 255) // (w - 1), 255)) for x in range(w))
@@ -1093,8 +1154,312 @@ def scenario_large():
     rec["row_opaque"] = line[3::4].count(255) == newest.width()
 
 
+def scenario_edit():
+    """Instruction edit on a tiny Flux.1 Kontext model: the Edit tab is offered only for a model whose listing says it
+    can edit; the edit of a selection comes back as one layer composited by the selection."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected" and ses.models, 150, poll=200)
+    R["connected"] = ses.connection_state
+    R["server_pid"] = server_pid(ses)
+    edit_tab = list(panel_modes()).index("edit")
+    doc = new_doc("pb-edit")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    doc.setActiveNode(paint)
+    yield 300
+    ses.set_option("model", "tiny-flux")
+    yield 200
+    R["tab_enabled_flux"] = panel.mode_tabs.isTabEnabled(edit_tab)
+    ses.set_mode("edit")
+    R["mode_after_refused"], R["refused_message"] = ses.settings.mode, ses.message
+    ses.set_option("model", CONFIG["model"])
+    yield 200
+    R["tab_enabled_kontext"] = panel.mode_tabs.isTabEnabled(edit_tab)
+    panel.mode_tabs.setCurrentIndex(edit_tab)  # as a click on the tab does
+    yield 200
+    R["mode"] = ses.settings.mode
+    R["run_button"] = panel.run_button.text()
+    ses.set_prompt("make the roof red", "")
+    ses.set_option("steps", 2)
+    ses.set_option("batch", 1)
+    ses.set_option("random_seed", False)
+    ses.set_option("seed", 9)
+    ses.set_option("grow", 0)
+    ses.set_option("feather", 0)
+    select_rect(doc, 16, 8, 48, 40)
+    yield 300
+    mark("edit")
+    R["edit"] = rec = {"layers_before": layers(doc)}
+    rec["composite_before"] = composite(doc, "edit-composite-before")
+    yield from run_job(ses, rec, timeout=300)
+    yield from apply_result(ses, doc, rec, "edit-new", W, H)
+    ses.set_option("model", "tiny-flux")  # a model that cannot edit: the panel leaves the Edit mode
+    yield 200
+    R["mode_after_switch"] = ses.settings.mode
+    R["tab_enabled_after_switch"] = panel.mode_tabs.isTabEnabled(edit_tab)
+
+
+def panel_modes():
+    from paintbridge.widgets import MODES  # the panel's own tab order
+
+    return MODES
+
+
+def save_close_reopen(doc, path):
+    """Save ``doc`` as a .kra at ``path``, close it, open the file again (shown in the window); yields, returns it."""
+    doc.setBatchmode(True)
+    saved = doc.saveAs(path)
+    doc.close()
+    yield 500
+    again = K.openDocument(path)
+    K.activeWindow().addView(again)
+    yield 600
+    return saved, again
+
+
+def scenario_history():
+    """Paintbridge data inside the .kra (document annotations) survives save, close and reopen; then the history of
+    a classical job that was never applied comes back with the document and applies again."""
+    from paintbridge import document as door
+    from paintbridge.wire import client as pbc
+    R = RESULT
+    R["docdata"] = rec = {}
+    doc = new_doc("pb-docdata")
+    yield 400
+    payload = os.urandom(2_000_000) + bytes(1000)
+    door.save_document_data(doc, "history", payload)
+    door.save_document_data(doc, "regions", b"region prompts")
+    door.save_document_data(doc, "gone", b"removed before saving")
+    door.save_document_data(doc, "gone", None)
+    doc.setAnnotation("paintbridge/foreign", "not ours", QByteArray(b"written by another program"))
+    rec["types_before"] = list(doc.annotationTypes())
+    path = os.path.join(OUT, "docdata.kra")
+    rec["saved"], doc = yield from save_close_reopen(doc, path)
+    rec["kra_bytes"] = os.path.getsize(path)
+    rec["types_after"] = list(doc.annotationTypes())
+    rec["history_same"] = door.load_document_data(doc, "history") == payload
+    rec["regions"] = door.load_document_data(doc, "regions").decode()
+    rec["gone"] = door.load_document_data(doc, "gone")
+    rec["never_set"] = door.load_document_data(doc, "never")
+    try:
+        door.load_document_data(doc, "foreign")
+        rec["foreign_error"] = None
+    except pbc.docdata.DocumentDataError as err:
+        rec["foreign_error"] = str(err)
+    rec["size"] = [doc.width(), doc.height()]
+    doc.setModified(False)
+
+    # A classical inpaint whose result is discarded (never applied) stays in the document's history.
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    dock.show()
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    R["connected"] = ses.connection_state
+    R["server_pid"] = server_pid(ses)
+    R["history"] = rec = {}
+    doc = new_doc("pb-history")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    doc.setActiveNode(paint)
+    yield 400
+    ses.set_mode("inpaint")
+    ses.set_option("model", "classical")
+    ses.set_prompt("kept for later", "")
+    select_rect(doc, 40, 30, 24, 20)
+    yield 300
+    rec["layers_before"] = layers(doc)
+    yield from run_job(ses, rec)
+    result = ses.results[0]
+    rec["result"] = {"box": [result.box.x, result.box.y, result.box.width, result.box.height], "name": result.name,
+                     "seed": result.seed}
+    dump("history-result", result.data)
+    ses.discard()
+    yield 300
+    rec["entries_before"] = [e.id for e in ses.history.entries]
+    rec["list_before"] = panel.history_list.count()
+    rec["layers_discarded"] = layers(doc)
+    path = os.path.join(OUT, "history.kra")
+    rec["saved"], doc = yield from save_close_reopen(doc, path)
+    rec["kra_bytes"] = os.path.getsize(path)
+    stored = doc.annotation("paintbridge/history")
+    rec["annotation_bytes"] = len(bytes(stored))
+    yield Until(lambda: panel.history_list.count() > 0, 20)  # the panel follows the active document
+    rec["list_after"] = panel.history_list.count()
+    rec["entries_after"] = [e.id for e in ses.history.entries]
+    rec["tooltip"] = panel.history_list.item(0).toolTip() if panel.history_list.count() else ""
+    K.activeWindow().qwindow().grab().save(os.path.join(OUT, "window.png"))
+    doc.setActiveNode(find(doc, "Paint"))
+    yield 300
+    panel.history_list.setCurrentRow(0)
+    panel.history_apply_button.click()
+    yield 600
+    rec["message_apply"] = [ses.message, ses.message_is_error]
+    before_ids = {m["id"] for m in rec["layers_discarded"]}
+    rec["new_layers"] = [l for l in layers(doc) if l["name"] == result.name]
+    node = find(doc, result.name)
+    box = result.box
+    again = bytes(node.pixelData(box.x, box.y, box.width, box.height)) if node is not None else b""
+    rec["same_pixels"] = again == result.data
+    dump("history-again", again)
+    ses.set_prompt("something else", "")
+    panel.history_reuse_button.click()
+    yield 300
+    rec["reused_prompt"] = ses.settings.prompt
+    rec["reused_widget"] = panel.prompt_edit.toPlainText()
+    panel.history_delete_button.click()
+    yield 300
+    rec["list_deleted"] = panel.history_list.count()
+    rec["types_deleted"] = list(doc.annotationTypes())
+    doc.setModified(False)
+
+
+def pick(box, value):
+    """Choose ``value`` in a panel combo box as a painter does (the ``activated`` signal); False when not offered."""
+    index = box.findData(value)
+    if index >= 0:
+        box.setCurrentIndex(index)
+        box.activated.emit(index)
+    return index >= 0
+
+
+def items(box):
+    return [box.itemData(i) for i in range(box.count())]
+
+
+def scenario_sampling():
+    """Issue 13 in the panel: sampler and schedule picked separately, batch count, a VAE, CLIP skip; generate."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    R["connected"] = ses.connection_state
+    R["server_pid"] = server_pid(ses)
+    doc = new_doc("pb-sampling")
+    yield 400
+    doc.setActiveNode(add_paint(doc, "Paint"))
+    yield 300
+    deselect(doc)
+    ses.set_mode("generate")
+    ses.set_prompt("a castle on a hill", "")
+    R["rec"] = rec = {"picked": {}}
+    rec["picked"]["model"] = pick(panel.model_box, CONFIG["model"])
+    rec["samplers"], rec["vaes"] = items(panel.sampler_box), items(panel.vae_box)
+    rec["picked"]["ddim"] = pick(panel.sampler_box, "DDIM")
+    yield 200
+    rec["ddim_schedules"] = items(panel.scheduler_box)
+    rec["picked"]["sampler"] = pick(panel.sampler_box, "Euler")
+    yield 200
+    rec["euler_schedules"] = items(panel.scheduler_box)
+    rec["picked"]["scheduler"] = pick(panel.scheduler_box, "Karras")
+    rec["picked"]["vae"] = pick(panel.vae_box, "tiny-vae-ft-mse")
+    panel.batch_count_spin.setValue(2)
+    panel.clip_skip_spin.setValue(2)
+    panel.steps_spin.setValue(3)
+    ses.set_option("batch", 1)
+    ses.set_option("random_seed", False)
+    ses.set_option("seed", 11)
+    yield 300
+    shown = ses.shown()
+    rec["settings"] = {k: getattr(shown, k) for k in ("sampler", "scheduler", "batch_count", "vae", "clip_skip",
+                                                      "steps", "cfg", "seed")}
+    # DDIM cannot run with Karras: choosing it puts the schedule back to the sampler's own
+    pick(panel.sampler_box, "DDIM")
+    yield 200
+    rec["ddim_resets"] = ses.settings.scheduler
+    pick(panel.sampler_box, "Euler")
+    pick(panel.scheduler_box, "Karras")
+    yield 200
+    rec["layers_before"] = layers(doc)
+    yield from run_job(ses, rec, timeout=300)
+    rec["seeds"] = [x.seed for x in ses.results]
+    rec["results_data"] = [dump(f"sampling-{i}", r.data) for i, r in enumerate(ses.results)]
+    rec["boxes"] = [[r.box.x, r.box.y, r.box.width, r.box.height] for r in ses.results]
+    rec["job_settings"] = dict(ses.result_job.settings.__dict__) if ses.result_job else None
+    dock.setFloating(True)
+    dock.resize(330, 1000)
+    panel.advanced_button.setChecked(True)
+    yield 500
+    panel.grab().save(os.path.join(OUT, "panel.png"))
+
+
+def scenario_regions():
+    """regions (issue 15): bind a prompt to a layer in the panel's Regions section, inpaint with it, save the .kra,
+    close, reopen: the region comes back and the same job gives the same pixels; without it they differ."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    R["regions"] = rec = {}
+    doc = new_doc("pb-regions")
+    yield 400
+    add_paint(doc, "Paint")
+    car = doc.createNode("Car", "paintlayer")
+    doc.rootNode().addChildNode(car, None)
+    left = bytearray(W * H * 4)
+    for y in range(H):
+        for x in range(W // 2):
+            left[(y * W + x) * 4:(y * W + x) * 4 + 4] = b"\x00\x00\xff\xff"
+    car.setPixelData(QByteArray(bytes(left)), 0, 0, W, H)
+    doc.setActiveNode(car)
+    yield 400
+    section = panel.regions_section
+    section.refresh()
+    section.bind_button.click()
+    yield 200
+    section.prompt_edit.setText("a red sports car")
+    section.prompt_edit.textEdited.emit("a red sports car")
+    yield 200
+    rec["labels"] = [section.list.item(i).text() for i in range(section.list.count())]
+    rec["car_id"] = car.uniqueId().toString()
+    ses.set_mode("inpaint")
+    ses.set_option("model", CONFIG["model"])
+    ses.set_prompt("a street", "")
+    ses.set_option("steps", 3)
+    ses.set_option("random_seed", False)
+    ses.set_option("seed", 11)
+    doc.setActiveNode(find(doc, "Paint"))
+    select_rect(doc, 8, 8, W - 16, H - 16)
+    yield 300
+
+    def job(tag):
+        out = {}
+        yield from run_job(ses, out, timeout=300)
+        out["data"] = dump(f"regions-{tag}", ses.results[0].data) if ses.results else None
+        ses.discard()
+        yield 300
+        return out
+
+    rec["with"] = yield from job("with")
+    path = os.path.join(OUT, "regions.kra")
+    doc.setModified(False)
+    rec["saved"], doc = yield from save_close_reopen(doc, path)
+    yield 300
+    section.refresh()
+    yield 200
+    rec["labels_after"] = [section.list.item(i).text() for i in range(section.list.count())]
+    rec["car_id_after"] = find(doc, "Car").uniqueId().toString()
+    doc.setActiveNode(find(doc, "Paint"))
+    select_rect(doc, 8, 8, W - 16, H - 16)
+    yield 300
+    rec["reopened"] = yield from job("reopened")
+    section.list.setCurrentRow(0)
+    section.remove_button.click()
+    yield 200
+    rec["labels_removed"] = [section.list.item(i).text() for i in range(section.list.count())]
+    rec["without"] = yield from job("without")
+    doc.setModified(False)
+
+
 SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
-             "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large}
+             "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large,
+             "references": scenario_references, "history": scenario_history, "edit": scenario_edit,
+             "sampling": scenario_sampling, "regions": scenario_regions}
 
 
 def _start():

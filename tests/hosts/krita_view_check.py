@@ -47,4 +47,19 @@ s.set_mode("inpaint"); assert "sd15: lacks 1 file(s) for inpaint" in p.presets_l
 p.pull_button.setEnabled(True); p.pull_button.click(); assert "Not connected" in s.message  # the button reached the session
 s.downloads.pull_id = "p1"; s.downloads._state(40, "Downloading i.safetensors (1/1)")
 assert p.pull_progress.value() == 40 and p.pull_cancel_button.isEnabled() and not p.pull_button.isEnabled()
+# Results history: the active document's entries as thumbnails with the job's parameters, the buttons reach the session.
+from protocol import ResultLayer
+from client.settings import Settings
+layer = ResultLayer(name="a cat (seed 5)", x=2, y=3, width=20, height=10, format="bgra8", data=bytes(range(200)) * 4, seed=5)
+other = ResultLayer(name="a cat (seed 6)", x=2, y=3, width=20, height=10, format="bgra8", data=bytes(range(1, 201)) * 4, seed=6)
+s.history.of(doc).record(Settings(mode="inpaint", model="classical", prompt="a cat", steps=3), [other, layer], [other.name, layer.name], {"steps": 3})
+s.history.show(doc)
+assert p.history_list.count() == 2 and p.history_apply_button.isEnabled(), p.history_list.count()  # one item per result
+p.history_list.setCurrentRow(1)
+tip = p.history_list.item(1).toolTip(); assert "a cat" in tip and "seeds: 6, 5" in tip and "steps: 3" in tip and "result 2 of 2" in tip, tip
+assert not p.history_list.item(0).icon().isNull() and "1 kept" in p.history_size_label.text()
+s.set_prompt("something else"); p.history_reuse_button.click()
+assert s.settings.prompt == "a cat" and p.prompt_edit.toPlainText() == "a cat" and s.settings.seed == 5 and p.seed_spin.value() == 5
+p.history_apply_button.click(); assert doc.layers and doc.layers[-1][1].data == layer.data, s.message
+p.history_delete_button.click(); assert p.history_list.count() == 0, p.history_list.count() and not p.history_apply_button.isEnabled()
 print("view ok")

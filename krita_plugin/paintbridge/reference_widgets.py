@@ -1,0 +1,98 @@
+"""The panel's reference-image widgets (issue 15): one row per reference and the section they sit in (no behaviour:
+``view.PaintbridgePanel`` binds them to ``session.references``)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .qt_compat import QtWidgets
+from .wire import protocol
+
+
+class ReferenceRow(QtWidgets.QFrame):
+    """One reference image in the panel: type, layer, move up/down, remove, strength, start/end.
+
+    ``changed(field, value)``, ``move(delta)`` and ``remove()`` are what its widgets call; the view binds them to
+    the session's reference ``index``.
+    """
+
+    def __init__(self, ref, layers: list, changed: Callable, move: Callable, remove: Callable) -> None:
+        super().__init__()
+        self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
+        grid = QtWidgets.QGridLayout(self)
+        grid.setContentsMargins(4, 4, 4, 4)
+        grid.setVerticalSpacing(2)
+        self.type_box = _combo()
+        self.type_box.addItems(list(protocol.REFERENCE_TYPES))
+        self.type_box.setCurrentText(ref.type)
+        self.type_box.setToolTip("What the picture gives: its style, its composition, its content, or a face")
+        self.layer_box = _combo()
+        self.layer_box.setToolTip("The layer that holds the reference picture (read over the job's area)")
+        self.up_button, self.down_button, self.remove_button = (QtWidgets.QToolButton() for _ in range(3))
+        for button, text, tip in ((self.up_button, "▲", "Move up"), (self.down_button, "▼", "Move down"),
+                                  (self.remove_button, "✕", "Remove this reference from the job (the layer stays)")):
+            button.setText(text)
+            button.setToolTip(tip)
+        self.strength = _spin(0.0, 2.0, ref.strength, 0.05, "")
+        self.strength.setToolTip("How strongly the reference guides the image (0 = not at all)")
+        self.start = _spin(0.0, 1.0, ref.start, 0.05, "")
+        self.start.setToolTip("Guide from this fraction of the steps…")
+        self.end = _spin(0.0, 1.0, ref.end, 0.05, "")
+        self.end.setToolTip("…to this fraction of the steps")
+        top = QtWidgets.QHBoxLayout()
+        top.addWidget(self.type_box, 2)
+        top.addWidget(self.layer_box, 3)
+        for button in (self.up_button, self.down_button, self.remove_button):
+            top.addWidget(button)
+        bottom = QtWidgets.QHBoxLayout()
+        bottom.addWidget(QtWidgets.QLabel("Strength"))
+        bottom.addWidget(self.strength, 1)
+        bottom.addWidget(QtWidgets.QLabel("Range"))
+        bottom.addWidget(self.start, 1)
+        bottom.addWidget(self.end, 1)
+        grid.addLayout(top, 0, 0)
+        grid.addLayout(bottom, 1, 0)
+        self.refresh_layers(layers, ref.layer)
+        self.type_box.currentTextChanged.connect(lambda text: changed("type", text))
+        self.layer_box.activated.connect(lambda i: changed("layer", self.layer_box.itemData(i) or ""))
+        self.strength.valueChanged.connect(lambda v: changed("strength", v))
+        self.start.valueChanged.connect(lambda v: changed("start", v))
+        self.end.valueChanged.connect(lambda v: changed("end", v))
+        self.up_button.clicked.connect(lambda: move(-1))
+        self.down_button.clicked.connect(lambda: move(1))
+        self.remove_button.clicked.connect(lambda: remove())
+
+    def refresh_layers(self, layers: list, keep: str) -> None:
+        """Fill the layer picker with ``layers`` ((name, id) pairs) and select ``keep``."""
+        from .widgets import ControlRow
+
+        ControlRow.refresh_layers(self, layers, keep)
+
+
+def build_references_section(panel: QtWidgets.QWidget, layout) -> None:
+    """The "Reference images" header (+ Add) and the box its rows go in (``panel.references_layout``)."""
+    header = QtWidgets.QHBoxLayout()
+    title = QtWidgets.QLabel("Reference images")
+    title.setStyleSheet("font-weight: bold;")
+    panel.add_reference_button = QtWidgets.QToolButton()
+    panel.add_reference_button.setText("+ Add")
+    panel.add_reference_button.setToolTip("Guide the job by a picture on a layer: its style, composition, content or "
+                                          "a face (IP-Adapter; SD1.5 and SDXL)")
+    header.addWidget(title, 1)
+    header.addWidget(panel.add_reference_button)
+    layout.addLayout(header)
+    panel.references_layout = QtWidgets.QVBoxLayout()
+    panel.references_layout.setSpacing(3)
+    layout.addLayout(panel.references_layout)
+
+
+def _combo():
+    from .widgets import _combo as combo
+
+    return combo(6)
+
+
+def _spin(lo: float, hi: float, value: float, step: float, prefix: str):
+    from .widgets import _spin as spin
+
+    return spin(lo, hi, value, step, prefix)

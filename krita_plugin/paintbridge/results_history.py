@@ -1,0 +1,197 @@
+"""The panel's results history, without widgets and without Krita (``session.history``).
+
+Every finished job's results (applied or not; live frames and control images excepted) are kept in their document by
+``client.history`` through the door's ``load_document_data``/``save_document_data`` (annotation ``paintbridge/history``,
+saved in the ``.kra``). The panel lists the active document's entries; "apply again" inserts an entry's layer as a
+new layer (an upscale opens a new document, as the first time), "reuse settings" puts the job's settings (with that
+result's seed) back into the panel, "delete" forgets an entry.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from dataclasses import fields
+from typing import Any, Callable, List, Optional, Tuple
+
+from . import settings_store
+from .model import DocumentError, Event, ResultImage, RunningJob
+from .wire import client, protocol
+
+ch = client.history
+
+
+def guarded(method: Callable) -> Callable:
+    """A painter's action: a failure becomes a message in the panel, never an exception inside Krita."""
+
+    @functools.wraps(method)
+    def wrapper(self: "ResultsHistory", *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (DocumentError, client.errors.PaintbridgeError) as err:
+            self.session.show_message(str(err), error=True)
+        except Exception as err:  # a bug: keep Krita usable and say what happened
+            traceback.print_exc(file=sys.stderr)
+            self.session.show_message(f"Internal error ({type(err).__name__}: {err}). Details are on Krita's "
+                                      "console.", error=True)
+        return None
+
+    return wrapper
+
+
+class _ImageLayer:
+    """A ``ResultImage`` (what the session keeps of a result) as ``client.history`` reads a result layer."""
+
+    format = protocol.BGRA8
+
+    def __init__(self, image: ResultImage) -> None:
+        box = image.box
+        self.x, self.y, self.width, self.height = box.x, box.y, box.width, box.height
+        self.data, self.seed, self.info = image.data, image.seed, {}
+
+
+class ResultsHistory:
+    """The history of the documents the session has seen; ``entries`` are the active document's (oldest first)."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.changed = Event()  # () the shown list changed
+        self._docs: List[Tuple[Any, "ch.DocumentHistory"]] = []
+        self.doc: Any = None
+
+    @property
+    def host(self):
+        return self.session.host
+
+    @property
+    def entries(self) -> List["ch.Entry"]:
+        current = self._find(self.doc) if self.doc is not None else None
+        return list(current.entries) if current is not None else []
+
+    def _limit(self) -> int:
+        return ch.limit_bytes(self.session.settings)
+
+    def _find(self, doc) -> Optional["ch.DocumentHistory"]:
+        return next((kept for d, kept in self._docs if d == doc), None)
+
+    def of(self, doc) -> "ch.DocumentHistory":
+        """``doc``'s history, read from the document the first time (a message says when it could not be read)."""
+        self._docs = [(d, kept) for d, kept in self._docs if self.host.is_open(d)]
+        kept = self._find(doc)
+        if kept is None:
+            kept = ch.DocumentHistory(lambda: self.host.load_document_data(doc, ch.KEY),
+                                      lambda data: self.host.save_document_data(doc, ch.KEY, data), self._limit())
+            self._docs.append((doc, kept))
+            if kept.problem:
+                self.session.show_message(kept.problem, error=True)
+        return kept
+
+    def show(self, doc) -> None:
+        """List ``doc``'s entries (the active document; None: nothing)."""
+        if doc is not None:
+            self.of(doc)
+        self.doc = doc
+        self.changed.emit()
+
+    @guarded
+    def show_active(self) -> None:
+        self.show(self.host.active_document_or_none())
+
+    def record(self, job: RunningJob, layers: list, names: List[str], params: dict) -> None:
+        """Keep a job's results in its document (a failure to keep them is said, never fatal to the result). Live
+        frames are not kept one by one: ``keep_live_result`` keeps the last one when live mode ends."""
+        if job.kind == "job" and job.settings.mode != "preprocess":
+            self._keep(job, layers, names, params)
+
+    @guarded
+    def keep_live_result(self) -> None:
+        """Live mode was switched off: keep the frame it showed last (applied or not) in its document."""
+        ses, job = self.session, self.session.result_job
+        if job is not None and job.kind == "live" and ses.results and self.host.is_open(job.doc):
+            layers = [_ImageLayer(image) for image in ses.results]
+            self._keep(job, layers, [image.name for image in ses.results], {})
+
+    def _keep(self, job: RunningJob, layers: list, names: List[str], params: dict) -> None:
+        if self.session.settings.history_limit_mb <= 0:  # the painter keeps no history
+            return
+        try:
+            entry = self.of(job.doc).record(job.settings, layers, names, params)
+        except (client.errors.PaintbridgeError, ValueError, RuntimeError) as err:
+            self.session.show_message(f"The results could not be kept in the image's history: {err}", error=True)
+            return
+        if entry is None:
+            self.session.show_message("These results are larger than the history limit "
+                                      f"({self.session.settings.history_limit_mb} MB): not kept in the history.")
+        self.show(job.doc)
+
+    def _entry(self, entry_id: str) -> "ch.Entry":
+        try:
+            return self.of(self._active()).get(entry_id)
+        except KeyError:
+            raise client.errors.JobInputError("That history entry is gone.") from None
+
+    def _active(self):
+        doc = self.host.active_document()
+        if self.doc is None or not self.doc == doc:
+            self.show(doc)
+        return doc
+
+    @guarded
+    def apply_again(self, entry_id: str, layer: int = 0) -> None:
+        """Insert layer ``layer`` of an entry into the active document as a new layer, where it was first placed."""
+        doc = self._active()
+        entry = self._entry(entry_id)
+        if not 0 <= layer < len(entry.layers):
+            raise client.errors.JobInputError(f"That entry has {len(entry.layers)} layer(s), not {layer + 1}.")
+        stored = entry.layers[layer]
+        image = ResultImage(client.results.box_of(stored), client.results.pixels_in(stored, protocol.BGRA8),
+                            stored.seed, stored.name)
+        ses = self.session
+        if ses.result_job is not None and ses.result_job.doc == doc:
+            ses.discard()  # the pending results are in the history too; their preview layer goes
+        if entry.mode == "upscale":
+            self.host.open_as_new_document(image, f"Upscaled {image.box.width}x{image.box.height}", doc)
+            ses.show_message("Opened the upscaled image from the history as a new document.")
+        else:
+            self.host.apply_result(doc, image, self.host.active_layer_id(doc))
+            ses.show_message(f"Applied '{stored.name}' from the history as a new layer.")
+
+    @guarded
+    def reuse_settings(self, entry_id: str, layer: int = 0) -> None:
+        """Put an entry's job settings, with layer ``layer``'s seed, into the panel."""
+        ses = self.session
+        entry = self._entry(entry_id)
+        new = entry.reuse_settings(layer, ses.settings)
+        if ses.models and new.model not in ses.model_names():
+            ses.show_message(f"The model '{new.model}' is not on this server; the server's default is used.")
+            new.model = ""
+        ses.set_mode(new.mode)
+        ses.settings = new
+        ses.references.changed.emit()  # the job's reference images (issue 15) are the panel's again
+        if new.seed >= 0:
+            ses.fixed_seed = new.seed
+            settings_store.save_fixed_seed(ses.store, new.seed)
+        settings_store.save_job_settings(ses.store, new)
+        shown = ses.shown()
+        for f in fields(shown):
+            ses.settings_changed.emit(f.name, getattr(shown, f.name))
+        ses.settings_changed.emit("random_seed", ses.random_seed)
+        ses.live.settings_changed()
+        if not ses.message_is_error:
+            ses.show_message("The panel has this result's settings and seed again.")
+
+    @guarded
+    def delete(self, entry_id: str) -> None:
+        doc = self._active()
+        self.of(doc).delete(entry_id)
+        self.changed.emit()
+
+    @guarded
+    def set_limit(self, mb: int) -> None:
+        """Change how many MB each document keeps (``Settings.history_limit_mb``); trims the active document's."""
+        self.session.set_option("history_limit_mb", max(0, int(mb)))
+        settings_store.save_job_settings(self.session.store, self.session.settings)
+        for _doc, kept in self._docs:
+            kept.set_limit(self._limit())
+        self.changed.emit()
