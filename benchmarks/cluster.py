@@ -2,11 +2,12 @@
 
     .venv/bin/python benchmarks/cluster.py [--jobs 8] [--clients 3] [--steps 8] [--replicas 1,2,3]
 
-1. The single-machine server (``paintbridge serve`` in its own process, one torch thread like a replica): the same
-   jobs (img2img, tiny SD1.5, 64 px) from ``--clients`` painters at once, then ``--latency`` jobs one after another (end-to-end time per job as a client sees it).
+1. The single-machine server (``paintbridge serve`` in its own process, one torch thread like a replica): the
+   same jobs (img2img, tiny SD1.5, 64 px) from ``--clients`` painters at once, then ``--latency`` jobs one after
+   another (end-to-end time per job as a client sees it).
 2. The cluster front end (in this process) over 1, 2 and 3 CPU replicas (one torch thread each): the same load,
-   after a warm-up that loads the checkpoint on every replica. Prints jobs per minute for each, and the routing overhead per job: the
-   cluster's sequential end-to-end time minus the single machine's (1 replica, median of the sequential jobs).
+   after a warm-up that loads the checkpoint on every replica. Prints jobs per minute for each, and the routing
+   overhead per job: the cluster's sequential end-to-end time minus the single machine's (1 replica, medians).
 On a machine with few cores more replicas than cores cannot add throughput; the figures say what this machine does.
 """
 
