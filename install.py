@@ -4,7 +4,9 @@ needs Python 3.11+, found on PATH or given with --python).
 
     python3 install.py              venv + server + the right PyTorch, the Krita and GIMP 3 plugins, the models folder
     python3 install.py --uv         the same, with uv installing the packages (faster; reads pip's settings)
-    python3 install.py --dev        the same plus test tools and the system packages the real-host tests need
+    python3 install.py --dev        the same plus test tools, the cluster extra and the system packages the real-host
+                                    tests need
+    python3 install.py --cluster    the same as the first plus studio mode (Ray Serve: serve --cluster, worker)
     python3 install.py --dry-run    print every action (folders, packages, PyTorch build) and change nothing
     python3 install.py --uninstall  remove exactly what earlier runs installed (listed in the install record)
 
@@ -143,9 +145,11 @@ def plan_server(plan: Plan, args: argparse.Namespace, system: System, record: Re
     if torch_args:
         plan.add(f"install PyTorch ({choice.build} build) from {choice.index_url}"
                  + (" with uv" if args.uv else ""), lambda: run(installer(python, args.uv, True) + torch_args, system))
-    target = f"{REPO}[dev]" if args.dev else str(REPO)
+    extras = (["dev", "cluster"] if args.dev else []) + (["cluster"] if args.cluster and not args.dev else [])
+    target = f"{REPO}[{','.join(extras)}]" if extras else str(REPO)
     what = "with PyTorch " + ("(kept)" if installed and not args.torch else f"({choice.build} build)")
-    plan.add(f"install Paintbridge {'and its test tools ' if args.dev else ''}into {venv_dir} (editable), {what}"
+    plan.add(f"install Paintbridge {'and its test tools ' if args.dev else ''}"
+             f"{'with the cluster extra (Ray Serve) ' if 'cluster' in extras else ''}into {venv_dir} (editable), {what}"
              + (" with uv" if args.uv else ""), lambda: run(installer(python, args.uv) + ["-e", target], system))
 
 
@@ -333,7 +337,10 @@ def plan_uninstall(plan: Plan, record: Record) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Set up the Paintbridge server and the Krita and GIMP 3 plugins.")
-    p.add_argument("--dev", action="store_true", help="also install test tools and the real-host test packages")
+    p.add_argument("--dev", action="store_true", help="also install test tools, the real-host test packages and the "
+                                                      "cluster extra (Ray Serve; its tests run in the normal suite)")
+    p.add_argument("--cluster", action="store_true", help="also install studio mode (Ray Serve): paintbridge serve "
+                                                          "--cluster and paintbridge worker")
     p.add_argument("--venv", type=Path, default=REPO / ".venv", help="where the server's virtual environment goes")
     p.add_argument("--python", type=Path, help="the Python 3.11+ to create the venv with (default: this one if new "
                                                "enough, else python3.13/3.12/3.11 from PATH)")

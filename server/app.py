@@ -13,7 +13,7 @@ import hmac
 import http
 import logging
 import threading
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -23,7 +23,7 @@ from protocol import errors
 from protocol.connection import SERVER, Connection
 from protocol.errors import ProtocolError
 from protocol.messages import (
-    PROTOCOL_VERSION, Cancel, Error, Hello, Job as JobMessage, ListModels, ListPresets, Models, Pull, Result,
+    PROTOCOL_VERSION, Cancel, Error, Hello, Job as JobMessage, ListModels, ListPresets, Message, Models, Pull, Result,
     Welcome, error_from,
 )
 
@@ -37,7 +37,7 @@ from .jobs import JobQueue, QueuedJob
 from .payloads import encode_layers, job_from_message
 from .netlog import NetworkLog, peer_of
 from .pulls import PullManager
-from .sessions import Link, SessionTable
+from .sessions import FinalKeeper, Link, SessionTable
 
 log = logging.getLogger("paintbridge.server")
 
@@ -51,6 +51,8 @@ class PaintbridgeServer:
         self.router = router or Router(config)
         self.queue: Optional[JobQueue] = None
         self.sessions: Optional[SessionTable] = None
+        self.keeper: Optional[FinalKeeper] = None  # keeps finals outside this process (cluster mode)
+        self.kept: Dict[str, Tuple[str, List[Message]]] = {}  # what a previous run kept, restored at start
         self.device = ""
         self.access = AccessRules(config.host, config.allow_origins, config.allow_hosts)
         self.throttle = GuessThrottle(config.guess_delay, config.guess_delay_max)
@@ -192,15 +194,20 @@ class PaintbridgeServer:
                 and link.conn.is_open(msg.id) else None
             link.put(Error(errors.INTERNAL, f"internal error: {type(err).__name__}: {err}", id=job_id))
 
+    async def prepare(self) -> None:
+        """Before listening: the device description and the job queue (the cluster front end connects its pool)."""
+        self.device = await asyncio.to_thread(self.router.device_description)
+        self.queue = JobQueue(self.router.run, self._encode_result, self.config.limits.max_queue)
+        if self.config.preload:
+            threading.Thread(target=self.router.preload, name="paintbridge-preload", daemon=True).start()
+
     async def run(self, on_ready: Optional[Callable[[int], None]] = None,
                   stop: Optional[asyncio.Event] = None) -> None:
         """Serve until ``stop`` is set (forever without one); ``on_ready(port)`` is called once listening."""
-        self.device = await asyncio.to_thread(self.router.device_description)
-        self.queue = JobQueue(self.router.run, self._encode_result, self.config.limits.max_queue)
-        self.sessions = SessionTable(self.queue, self.config.grace)
+        await self.prepare()
+        self.sessions = SessionTable(self.queue, self.config.grace, self.keeper)
+        self.sessions.restore(self.kept)
         worker = asyncio.create_task(self.queue.worker())
-        if self.config.preload:
-            threading.Thread(target=self.router.preload, name="paintbridge-preload", daemon=True).start()
         async with serve(self.handler, self.config.host, self.config.port,
                          max_size=self.config.limits.max_frame_bytes, compression=None,
                          process_request=self.check_request,
@@ -209,15 +216,15 @@ class PaintbridgeServer:
                 on_ready(next(iter(server.sockets)).getsockname()[1])
             await (stop.wait() if stop is not None else asyncio.Future())
         worker.cancel()
-        if self.queue.current is not None:
-            self.queue.current.ctx.cancel()
+        self.queue.stop_running()
 
 
 class ServerThread:
     """Run a server in a background thread (tests, the CLI's self-started server). Use as a context manager."""
 
-    def __init__(self, config: ServerConfig, router: Optional[Router] = None) -> None:
-        self.server = PaintbridgeServer(config, router)
+    def __init__(self, config: ServerConfig, router: Optional[Router] = None,
+                 server: Optional[PaintbridgeServer] = None) -> None:
+        self.server = server or PaintbridgeServer(config, router)
         self.port = 0
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None

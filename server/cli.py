@@ -37,10 +37,25 @@ def _config(args: argparse.Namespace, port: Optional[int] = None) -> ServerConfi
     )
 
 
+def _cluster_missing() -> Optional[str]:
+    """None when Ray Serve is installed, else what to install."""
+    import importlib.util
+
+    try:  # looked up, not imported: Ray reads its settings when imported (server/cluster/launch.py sets them)
+        ray = importlib.util.find_spec("ray")
+    except (ImportError, ValueError):
+        ray = None
+    if ray is None or not any((Path(p) / "serve").is_dir() for p in ray.submodule_search_locations or ()):
+        return "cluster mode needs Ray Serve: pip install 'paintbridge[cluster]' (or python3 install.py --cluster)"
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import PaintbridgeServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.cluster:
+        return cmd_serve_cluster(args)
     try:
         server = PaintbridgeServer(_config(args))
     except ValueError as err:
@@ -58,6 +73,48 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"paintbridge serve: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_serve_cluster(args: argparse.Namespace) -> int:
+    """``serve --cluster``: the front end of a studio over a pool of engine replicas on Ray Serve."""
+    missing = _cluster_missing()
+    if missing:
+        print(f"paintbridge serve: {missing}", file=sys.stderr)
+        return 2
+    from .cluster.launch import serve_cluster
+
+    config = _config(args)
+    try:
+        config.validate()
+    except ValueError as err:
+        print(f"paintbridge serve: {err}", file=sys.stderr)
+        return 2
+
+    def ready(port: int) -> None:
+        print(f"Paintbridge server listening on ws://{args.host}:{port}", flush=True)
+        print(f"cluster: Ray at {args.cluster if args.cluster != 'start' else f'{args.ray_bind}:{args.ray_port}'}; "
+              f"add a machine with: paintbridge worker --address {args.ray_bind}:{args.ray_port}", flush=True)
+
+    try:
+        serve_cluster(config, args.cluster, args.ray_bind, args.ray_port, args.replicas, args.replica_cpus, ready)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """``worker``: add this machine's GPUs (or CPU workers) to a studio's pool."""
+    missing = _cluster_missing()
+    if missing:
+        print(f"paintbridge worker: {missing}", file=sys.stderr)
+        return 2
+    from .cluster.launch import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    dirs = [Path(d).expanduser() for d in (args.models or [])] or [default_models_dir()]
+    run_worker(args.address, args.ray_bind, dirs, args.replicas, args.device, args.dtype, args.replica_cpus,
+               args.allow_pickle, machine=args.name or "")
     return 0
 
 
@@ -348,6 +405,15 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--allow-pickle", action="store_true",
                         help="also load .ckpt/.pt/.pth files (with torch's weights_only loader)")
 
+    def add_cluster(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--ray-bind", default="127.0.0.1", metavar="ADDRESS",
+                        help="cluster mode: the address this machine's Ray node uses and announces (default "
+                             "127.0.0.1: a one-machine studio; give the LAN address to let workers join)")
+        sp.add_argument("--replicas", type=int, metavar="N",
+                        help="cluster mode: engine replicas on this machine (default: one per GPU, else 1)")
+        sp.add_argument("--replica-cpus", type=float, default=1.0, metavar="N",
+                        help="cluster mode: CPU cores each replica reserves (default 1)")
+
     s = sub.add_parser("serve", help="run the server the plugins connect to")
     s.add_argument("--host", default=DEFAULT_HOST, help="address to listen on; anything but loopback needs --token")
     s.add_argument("--port", type=int, default=DEFAULT_PORT)
@@ -365,7 +431,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-preload", action="store_true",
                    help="do not load the default checkpoint at start (it then loads with the first job)")
     add_models(s)
+    add_cluster(s)
+    s.add_argument("--cluster", nargs="?", const="start", metavar="ADDRESS",
+                   help="studio mode: run jobs on a pool of engine replicas on Ray Serve. Without ADDRESS a Ray head "
+                        "starts here (on --ray-bind:--ray-port); with ADDRESS (HOST:PORT) this joins that Ray cluster")
+    s.add_argument("--ray-port", type=int, default=6379, help="cluster mode: the Ray head's port (default 6379)")
     s.set_defaults(func=cmd_serve)
+
+    w = sub.add_parser("worker", help="studio mode: add this machine's GPUs (or CPU workers) to a pool")
+    w.add_argument("--address", required=True, metavar="HOST:PORT", help="the Ray head of 'serve --cluster'")
+    w.add_argument("--name", help="this machine's name in the pool (default: its host name)")
+    add_models(w)
+    add_cluster(w)
+    w.set_defaults(func=cmd_worker)
 
     r = sub.add_parser("run", help="run one job on image files")
     r.add_argument("mode", choices=MODES)

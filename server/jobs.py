@@ -3,6 +3,9 @@
 Each job belongs to an *owner* (a client session, ``server.sessions.ClientSession``) that receives the job's messages
 through ``await owner.send(message)``. Each owner has its own queue; the worker takes turns across owners (``_take_next``),
 so one client's many jobs never make another client's job wait for more than one of them.
+
+The turn-taking and job bookkeeping are shared with the cluster front end (``server.cluster.dispatch``), whose queue
+runs several jobs at once (one per engine replica) and overrides only how a job is picked and executed.
 """
 
 from __future__ import annotations
@@ -70,17 +73,19 @@ class JobQueue:
         self._last_turn: Dict[object, int] = {}  # owner -> the turn its last job started in
         self._turns = 0
         self._wakeup = asyncio.Event()
-        self.current: Optional[QueuedJob] = None
+        self.running: List[QueuedJob] = []  # one on a single machine; one per busy replica in a cluster
+
+    @property
+    def current(self) -> Optional[QueuedJob]:
+        """The running job (the first one where several run at once), or None."""
+        return self.running[0] if self.running else None
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self._waiting.values()) + (1 if self.current else 0)
+        return sum(len(q) for q in self._waiting.values()) + len(self.running)
 
     def jobs_of(self, owner: object) -> List[QueuedJob]:
-        """The owner's queued jobs in run order, then its running one."""
-        out = list(self._waiting.get(owner, ()))
-        if self.current is not None and self.current.owner is owner:
-            out.append(self.current)
-        return out
+        """The owner's queued jobs in run order, then its running ones."""
+        return list(self._waiting.get(owner, ())) + [q for q in self.running if q.owner is owner]
 
     def find(self, owner: object, job_id: str) -> Optional[QueuedJob]:
         return next((q for q in self.jobs_of(owner) if q.id == job_id), None)
@@ -97,12 +102,12 @@ class JobQueue:
 
     def position(self, item: QueuedJob) -> int:
         """Jobs that run before ``item`` (0 = next, or running)."""
-        if item is self.current:
+        if item in self.running:
             return 0
         order = self.run_order()
         if item not in order:
             return 0
-        return order.index(item) + (1 if self.current else 0)
+        return order.index(item) + len(self.running)
 
     def _remove(self, item: QueuedJob) -> None:
         queue = self._waiting[item.owner]
@@ -130,7 +135,7 @@ class JobQueue:
         item = self.find(owner, job_id)
         if item is None:
             return False
-        if item is self.current:
+        if item in self.running:
             item.ctx.cancel()
         else:
             self._remove(item)
@@ -142,7 +147,7 @@ class JobQueue:
         of them also forgets the owner's turn."""
         dropped = [q for q in self.jobs_of(owner) if q.live or not live_only]
         for item in dropped:
-            if item is self.current:
+            if item in self.running:
                 item.ctx.cancel()
             else:
                 self._remove(item)
@@ -150,26 +155,37 @@ class JobQueue:
             self._last_turn.pop(owner, None)
         return dropped
 
-    def _take_next(self) -> QueuedJob:
-        owner = self._turn_order()[0]
-        item = self._waiting[owner][0]
+    def _take(self, item: QueuedJob) -> QueuedJob:
+        """Move a queued job to the running ones; its owner's turn is used up."""
         self._remove(item)
         self._turns += 1
-        self._last_turn[owner] = self._turns
+        self._last_turn[item.owner] = self._turns
+        self.running.append(item)
         return item
 
+    def _take_next(self) -> QueuedJob:
+        return self._take(self._waiting[self._turn_order()[0]][0])
+
     async def worker(self) -> None:
-        """Run queued jobs forever."""
+        """Run queued jobs forever, one at a time."""
         while True:
             while not self._waiting:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             item = self._take_next()
-            self.current = item
             try:
                 await self._run_one(item)
             finally:
-                self.current = None
+                self.running.remove(item)
+
+    def stop_running(self) -> None:
+        """Stop every running job (the server is shutting down)."""
+        for item in self.running:
+            item.ctx.cancel()
+
+    async def _execute(self, item: QueuedJob) -> List[Layer]:
+        """Run the job's engine work (in a thread: engines block); the cluster queue runs it on a replica instead."""
+        return await asyncio.to_thread(self._run, item.job, item.ctx)
 
     async def _run_one(self, item: QueuedJob) -> None:
         loop = asyncio.get_running_loop()
@@ -189,7 +205,7 @@ class JobQueue:
         try:
             if item.ctx.cancelled:
                 raise JobCancelled()
-            layers = await asyncio.to_thread(self._run, job, item.ctx)
+            layers = await self._execute(item)
             elapsed = time.perf_counter() - started
             reply = await asyncio.to_thread(self._encode_result, item, layers, elapsed)
         except JobCancelled:

@@ -6,6 +6,9 @@ A ``Link`` is one websocket connection's sending side: an outbox drained in orde
 while it is detached, final messages are kept (not those of live frames) and other events are dropped. On attach the
 session answers ``welcome`` with ``resumed`` = its open job ids, then re-sends each job's state: ``queued`` or
 ``started`` for the ones still waiting or running, the kept final message for the finished ones.
+
+A ``FinalKeeper`` (optional; the cluster front end has one outside its process) also holds each final message of a
+named session until the client confirms it, so a restarted server can ``restore`` the finished jobs of its sessions.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Awaitable, Callable, Dict, List, Optional, Set, TypeVar
+from typing import Awaitable, Callable, Dict, List, Optional, Protocol, Set, Tuple, TypeVar
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -33,6 +36,16 @@ T = TypeVar("T")
 
 def _is_final(msg: Message) -> bool:
     return isinstance(msg, FINAL_TYPES) and getattr(msg, "id", None) is not None
+
+
+class FinalKeeper(Protocol):
+    """Holds final messages outside the server's process until the client has them (fire-and-forget calls)."""
+
+    def keep(self, session_id: str, client: str, msg: Message) -> None: ...
+
+    def delivered(self, session_id: str, job_id: str) -> None: ...
+
+    def forget(self, session_id: str) -> None: ...
 
 
 class ClientNotReading(Exception):
@@ -58,6 +71,7 @@ class Link:
         self.closed_because: Optional[str] = None
         self._unsent: List[Message] = []
         self._unconfirmed: List[Message] = []  # finals written to the socket, not yet confirmed by a pong
+        self.on_confirmed: Optional[Callable[[Message], None]] = None  # a final the client has for sure
 
     def put(self, msg: Message) -> None:
         if self.closed_because is not None:
@@ -104,6 +118,9 @@ class Link:
         except (ConnectionClosed, asyncio.CancelledError):
             return
         self._unconfirmed = [m for m in self._unconfirmed if all(m is not f for f in finals)]
+        if self.on_confirmed is not None:
+            for msg in finals:
+                self.on_confirmed(msg)
 
     async def _watched(self, sending: Awaitable[T]) -> T:
         """Await a send (or ping) watching the socket: no byte leaving for ``write_timeout`` s is ClientNotReading."""
@@ -157,8 +174,9 @@ class Link:
 class ClientSession:
     """A client's jobs across connections."""
 
-    def __init__(self, session_id: str, client: str, named: bool) -> None:
+    def __init__(self, session_id: str, client: str, named: bool, keeper: Optional[FinalKeeper] = None) -> None:
         self.id = session_id
+        self.keeper = keeper if named else None
         self.client = client
         self.named = named  # the client chose the id (and can resume); else the session ends with its connection
         self.link: Optional[Link] = None
@@ -188,7 +206,10 @@ class ClientSession:
     async def send(self, msg: Message) -> None:
         """A message from the queue about one of this session's jobs (or about a request of its link)."""
         if _is_final(msg):
-            self.jobs.pop(msg.id, None)  # type: ignore[attr-defined]
+            job_id = msg.id  # type: ignore[attr-defined]
+            self.jobs.pop(job_id, None)
+            if self.keeper is not None and job_id not in self.forgotten and job_id not in self.live:
+                self.keeper.keep(self.id, self.client, msg)
             self.keep_final(msg)
         elif self.link is not None and getattr(msg, "id", None) not in self.forgotten:
             self.link.put(msg)
@@ -210,10 +231,23 @@ class ClientSession:
 class SessionTable:
     """Every session the server holds, by id; attaches links and expires detached sessions after ``grace`` s."""
 
-    def __init__(self, queue: JobQueue, grace: float) -> None:
+    def __init__(self, queue: JobQueue, grace: float, keeper: Optional[FinalKeeper] = None) -> None:
         self.queue = queue
         self.grace = grace
+        self.keeper = keeper
         self.sessions: Dict[str, ClientSession] = {}
+
+    def restore(self, kept: Dict[str, Tuple[str, List[Message]]]) -> None:
+        """Sessions with finished jobs a previous run of the server kept (``{session id: (client, finals)}``): each
+        waits ``grace`` s for its client, like a session whose connection dropped."""
+        for session_id, (client, finals) in kept.items():
+            session = ClientSession(session_id, client, True, self.keeper)
+            session.finals = {m.id: m for m in finals}  # type: ignore[attr-defined]
+            self.sessions[session_id] = session
+            session.expiry = asyncio.get_running_loop().call_later(self.grace, self._expire, session)
+        if kept:
+            log.info("restored %d session(s) with %d finished job(s) kept for their clients", len(kept),
+                     sum(len(f) for _, f in kept.values()))
 
     @staticmethod
     def new_id() -> str:
@@ -225,7 +259,7 @@ class SessionTable:
         named = session_id is not None
         session = self.sessions.get(session_id) if named else None
         if session is None:
-            session = ClientSession(session_id or self.new_id(), client, named)
+            session = ClientSession(session_id or self.new_id(), client, named, self.keeper)
             self.sessions[session.id] = session
         if session.expiry is not None:
             session.expiry.cancel()
@@ -237,6 +271,9 @@ class SessionTable:
             asyncio.ensure_future(old.ws.close(1001, "replaced by a new connection of the same session"))
         session.client = client
         link.session = session
+        if session.keeper is not None:
+            keeper, sid = session.keeper, session.id
+            link.on_confirmed = lambda msg: keeper.delivered(sid, msg.id)  # type: ignore[attr-defined]
         resumed = session.open_ids()
         link.put(welcome(session=session.id, resumed=tuple(resumed)))
         for job_id in resumed:
@@ -283,3 +320,5 @@ class SessionTable:
         session.forget(dropped)
         session.finals.clear()
         self.sessions.pop(session.id, None)
+        if session.keeper is not None:
+            session.keeper.forget(session.id)

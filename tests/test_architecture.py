@@ -131,6 +131,7 @@ SERVER_LAYERS = {
     "jobs": 4, "sessions": 4, "pulls": 4,  # the job queue, client sessions, model downloads asked for by clients
     "access": 4, "netlog": 4, "outbox": 4,  # who may connect, the network log, a connection's bounded outbox
     "app": 5,  # the websocket application
+    "cluster": 5,  # cluster mode: the same application over a pool of engine replicas on Ray Serve (issue 16)
     "cli": 6, "__main__": 7,  # the command line
 }
 ENGINES = {name for name, layer in SERVER_LAYERS.items() if layer == 2}
