@@ -41,6 +41,35 @@ def artifacts_dir() -> Path:
     return ARTIFACTS
 
 
+@pytest.fixture(scope="module")
+def models_dir(request, tmp_path_factory) -> Path:
+    """The tiny random-weight models the test module names in its ``MODELS`` (tests/factory.py), built per module."""
+    import factory
+
+    return factory.make_models_dir(tmp_path_factory.mktemp("models"), request.module.MODELS)
+
+
+@pytest.fixture(scope="module")
+def server(models_dir: Path) -> Iterator:
+    """A real server in a thread on loopback over ``models_dir``, shared by the module's tests."""
+    from protocol.messages import Limits
+    from server.app import ServerThread
+    from server.config import ServerConfig
+
+    thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[models_dir], limits=Limits())).start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture
+def client(server, request) -> Iterator:
+    """A protocol client connected to ``server``, named after the test module."""
+    from protocol.client import Client
+
+    with Client(server.url, client_name=request.module.__name__.replace("_", "-")) as c:
+        yield c
+
+
 @pytest.fixture
 def empty_models_dir(tmp_path: Path) -> Path:
     path = tmp_path / "models"

@@ -5,20 +5,15 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import factory
-from protocol import Limits
-from protocol.client import Client, JobFailed
+from protocol.client import JobFailed
 from protocol.messages import Result
 from protocol.sampling import resolve
-from server.app import ServerThread
-from server.config import ServerConfig
 from server.diffusion import prompts, samplers
 
 torch.set_num_threads(2)
@@ -26,24 +21,6 @@ torch.set_num_threads(2)
 MODELS = ("sd15", "sd15-inpaint", "sdxl", "sd15-file", "sdxl-file", "sd15-inpaint-file", "cn-sd15-canny",
           "cn-sd15-depth", "cn-sd15-inpaint", "cn-sdxl-canny", "cn-sdxl-union", "lora-sd15", "lora-sdxl", "emb-sd15", "emb-sdxl")
 W, H = 80, 56  # a context box that is not the native 64 x 64
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory) -> Path:
-    return factory.make_models_dir(tmp_path_factory.mktemp("models"), MODELS)
-
-
-@pytest.fixture(scope="module")
-def server(models_dir):
-    thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[models_dir], limits=Limits())).start()
-    yield thread
-    thread.stop()
-
-
-@pytest.fixture
-def client(server):
-    with Client(server.url, client_name="test-diffusion") as c:
-        yield c
 
 
 def engine(server):

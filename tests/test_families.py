@@ -14,10 +14,7 @@ import torch
 from PIL import Image
 
 import factory
-from protocol import Limits
 from protocol.client import Client, JobFailed
-from server.app import ServerThread
-from server.config import ServerConfig
 from server.defaults import welcome_defaults
 from server.models.registry import ModelRegistry
 
@@ -26,24 +23,6 @@ torch.set_num_threads(2)
 MODELS = ("flux", "flux-fill", "flux-kontext", "sd3", "flux-split", "sd3-split", "flux-full", "sd3-full", "lora-flux",
           "lora-sd15", "sd15", "cn-flux-union", "cn-flux-canny", "cn-sd3-canny", "cn-sd15-canny", "flux-gguf")
 W, H = 80, 56
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory) -> Path:
-    return factory.make_models_dir(tmp_path_factory.mktemp("models"), MODELS)
-
-
-@pytest.fixture(scope="module")
-def server(models_dir):
-    thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[models_dir], limits=Limits())).start()
-    yield thread
-    thread.stop()
-
-
-@pytest.fixture
-def client(server):
-    with Client(server.url, client_name="test-families") as c:
-        yield c
 
 
 def picture(w: int = W, h: int = H) -> np.ndarray:

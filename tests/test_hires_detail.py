@@ -13,10 +13,8 @@ from PIL import Image
 
 import factory
 from protocol import Limits
-from protocol.client import Client, JobFailed
+from protocol.client import JobFailed
 from protocol.messages import Detail, Hires, Params
-from server.app import ServerThread
-from server.config import ServerConfig
 from server.detect import Detectors, FaceDetector
 from server.diffusion import hires as hires_fix
 from test_upscale import build_upscalers
@@ -39,19 +37,6 @@ def models_dir(tmp_path_factory, paintbridge_cache) -> Path:
     (models / "detectors").mkdir()
     shutil.copy(WEIGHTS, models / "detectors" / WEIGHTS.name)
     return models
-
-
-@pytest.fixture(scope="module")
-def server(models_dir):
-    thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[models_dir], limits=Limits())).start()
-    yield thread
-    thread.stop()
-
-
-@pytest.fixture
-def client(server):
-    with Client(server.url, client_name="test-hires") as c:
-        yield c
 
 
 def astronaut() -> np.ndarray:

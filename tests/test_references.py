@@ -13,10 +13,7 @@ import torch
 from PIL import Image
 
 import factory
-from protocol import Limits
-from protocol.client import Client, JobFailed
-from server.app import ServerThread
-from server.config import ServerConfig
+from protocol.client import JobFailed
 from server.diffusion import references as refs
 from server.models.registry import ModelRegistry
 
@@ -24,24 +21,6 @@ torch.set_num_threads(2)
 
 MODELS = ("sd15", "sdxl", "flux", "ipa-sd15-plus", "ipa-sd15-face", "ipa-sdxl")
 W, H = 64, 64
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory) -> Path:
-    return factory.make_models_dir(tmp_path_factory.mktemp("models"), MODELS)
-
-
-@pytest.fixture(scope="module")
-def server(models_dir):
-    thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[models_dir], limits=Limits())).start()
-    yield thread
-    thread.stop()
-
-
-@pytest.fixture
-def client(server):
-    with Client(server.url, client_name="test-references") as c:
-        yield c
 
 
 def payload(arr: np.ndarray) -> dict:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +13,9 @@ import torch
 from PIL import Image
 
 import factory
-from protocol import Limits
-from protocol.client import Client, JobFailed
+from protocol.client import JobFailed
 from protocol.errors import ProtocolError
 from protocol.messages import MAX_REGIONS, Job, Result
-from server.app import ServerThread
-from server.config import ServerConfig
 from server.core import Region
 from server.diffusion import regions
 
@@ -29,24 +25,6 @@ MODELS = ("sd15", "sdxl", "sd15-inpaint", "flux")
 W = H = 64
 PROMPT = "a landscape"
 REGION_PROMPT = "a bright red sports car, chrome wheels"
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory) -> Path:
-    return factory.make_models_dir(tmp_path_factory.mktemp("models"), MODELS)
-
-
-@pytest.fixture(scope="module")
-def server(models_dir):
-    thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[models_dir], limits=Limits())).start()
-    yield thread
-    thread.stop()
-
-
-@pytest.fixture
-def client(server):
-    with Client(server.url, client_name="test-regions") as c:
-        yield c
 
 
 def payload(arr: np.ndarray) -> dict:

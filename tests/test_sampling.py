@@ -8,21 +8,17 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import factory
 from protocol import Limits
-from protocol.client import Client, JobFailed
+from protocol.client import JobFailed
 from protocol.errors import ProtocolError
 from protocol.messages import Params
 from protocol.sampling import ALIASES, NEEDS, SAMPLER_TABLE, SCHEDULES, SAMPLERS, resolve
-from server.app import ServerThread
-from server.config import ServerConfig
 from server.diffusion import samplers
 
 torch.set_num_threads(2)
@@ -99,24 +95,6 @@ def test_no_sampler_means_the_default_with_the_jobs_schedule():
 
 
 # --- through the server ----------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory) -> Path:
-    return factory.make_models_dir(tmp_path_factory.mktemp("models"), MODELS)
-
-
-@pytest.fixture(scope="module")
-def server(models_dir):
-    thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[models_dir], limits=Limits())).start()
-    yield thread
-    thread.stop()
-
-
-@pytest.fixture
-def client(server):
-    with Client(server.url, client_name="test-sampling") as c:
-        yield c
-
 
 def picture(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
