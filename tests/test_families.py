@@ -479,13 +479,16 @@ def test_the_preview_map_fitted_to_a_vae_explains_its_fitting_picture():
 def test_progress_previews_arrive_for_these_families(client, model):
     msg = job("edit" if model.endswith("kontext") else "img2img", model, steps=3)
     msg["previews"] = True
-    previews = []
-    client.run(msg, on_event=lambda m: m.type == "progress" and m.preview is not None and previews.append(m.preview),
-               timeout=120)
-    assert len(previews) == 3
+    events = []
+    client.run(msg, on_event=lambda m: m.type == "progress" and events.append(m), timeout=120)
+    # The outbox coalesces a job's unsent progress (the newest wins) when the connection lags, so fewer than 3 may
+    # arrive; the last step's always does, and every progress carries a preview.
+    assert events and all(e.preview is not None for e in events), [(e.step, e.preview) for e in events]
+    assert (events[-1].step, events[-1].total) == (3, 3)
+    previews = [e.preview for e in events]
     sizes = {(p.width, p.height) for p in previews}
     assert len(sizes) == 1 and max(sizes.pop()) <= 128
-    assert len({bytes(p.data) for p in previews}) > 1  # the picture changes as the steps go
+    assert len(previews) == 1 or len({bytes(p.data) for p in previews}) > 1  # the picture changes as the steps go
 
 
 # --- GGUF ------------------------------------------------------------------------------------------------------------
