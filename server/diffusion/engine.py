@@ -13,19 +13,17 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-import random
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from protocol.errors import MODEL_NOT_FOUND, OUT_OF_MEMORY, UNSUPPORTED, ProtocolError
 
 from .. import device as devices
-from .. import imageops, lama
+from .. import imageops
 from ..core import Engine, Job, JobContext, Layer
-from ..defaults import DEFAULT_STRENGTH
 from ..detect import Detectors
 from ..models import loading
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
@@ -37,6 +35,8 @@ from . import hires as hires_fix
 from . import pipelines, prompts, regions, samplers, tiny_vae
 from . import references as refs
 from .adapters import Adapters
+from .hires_pass import second_pass
+from .jobparts import _binary, _init_image, _layers, _pil, _settings, _working_job  # noqa: F401
 from .preview import latents_to_rgb
 
 log = logging.getLogger(__name__)
@@ -351,7 +351,7 @@ class DiffusionEngine(Engine):
                                    callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"])
                 count.update(before=getattr(runner, "num_timesteps", None) or steps, after=0)
                 ctx.check()
-                runner, call = self._second_pass(loaded, two, kind, plans, nets, union, work, hard, first.images,
+                runner, call = second_pass(self, loaded, two, kind, plans, nets, union, work, hard, first.images,
                                                  settings, call, preset, ctx)
                 init = _init_image(work, kind, fw, fh)
                 generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
@@ -401,53 +401,6 @@ class DiffusionEngine(Engine):
         if job.params.detail.enabled:  # the detailer after the job, its steps counted after the job's
             layers = detailer.after_job(self._run, self.detectors.detect, job, layers, ctx, count["total"])
         return layers
-
-    def _second_pass(self, loaded: LoadedCheckpoint, two: "hires_fix.HiresPlan", kind: str, plans, nets, union: bool,
-                     work: Job, hard: np.ndarray, latents, settings: dict, first_call: dict, preset: Optional[dict],
-                     ctx: JobContext):
-        """The hires fix's second pass: its pipeline (img2img, inpaint for masked jobs) and call arguments at the
-        target size, on the first pass's latents upscaled in latent or pixel space as the plan says."""
-        import torch
-
-        pipe = loaded.pipe
-        factor = pipe.vae_scale_factor
-        tw, th = two.width, two.height
-        kind2 = "inpaint" if kind == "inpaint" else "img2img"
-        runner = pipelines.variant(loaded, kind2, nets, union)
-        runner.scheduler = samplers.make_scheduler(settings["sampler"], loaded.scheduler_config,
-                                                   preset["spacing"] if preset else None, settings["scheduler"])
-        if two.upscaler == hires_fix.LATENT:
-            upscaled = hires_fix.upscale_latents(latents, tw, th, factor)
-            pixels = None
-        else:
-            h, w = latents.shape[-2] * factor, latents.shape[-1] * factor
-            decoded = latents_of.decode_into(pipe.vae, latents, (0, 0, w, h), np.zeros((h, w, 3), np.uint8), factor)
-            pixels = ctx.interruptible(hires_fix.upscale_pixels, decoded, tw, th, two.upscaler, self.pixel_upscaler)
-            upscaled = torch.cat([latents_of.encode(pipe.vae, latents_of.to_tensor(p, self.device, pipe.vae.dtype))
-                                  for p in pixels])
-        image_keys = ("height", "width", "image", "mask_image", "masked_image_latents", "strength", "control_image",
-                      "controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end", "control_mode")
-        call = {k: v for k, v in first_call.items() if k not in image_keys}
-        call.update(num_inference_steps=two.steps, strength=two.strength, image=upscaled)
-        if kind2 == "inpaint":
-            init = _init_image(work, kind, tw, th)
-            mask = _binary(imageops.resize(hard, tw, th))
-            call.update(mask_image=_pil(mask), height=th, width=tw)
-            if plans:  # ControlNet inpaint pipelines take pixels
-                if pixels is None:
-                    size = (th, tw)
-                    pixels = [np.clip(np.rint(p * 255), 0, 255).astype(np.uint8) for p in latents_of.decode_into(
-                        pipe.vae, upscaled, (0, 0, tw, th), np.zeros(size + (3,), np.uint8), factor)]
-                call["image"] = _pil(pixels[0])
-            else:
-                nine = pipe.unet.config.in_channels == 9
-                call["masked_image_latents"] = self._latents(loaded, init, mask) if nine else upscaled
-        if plans:
-            images = self._control_images(plans, work, hard, tw, th, ctx)
-            call.update(pipelines.control_kwargs(kind2, plans, images, union))
-        return runner, call
-
-    # --- prepared inputs, cached by content ---
 
     def _mask(self, work: Job) -> Tuple[np.ndarray, np.ndarray]:
         """The job's (hard, soft) masks (imageops.prepare_mask), read-only, cached by mask content and settings."""
@@ -579,89 +532,6 @@ class DiffusionEngine(Engine):
                     log.warning("cannot load tiny VAE %s: %s", path, err)
             self._tiny[arch] = vae
         return self._tiny[arch]
-
-
-def _settings(job: Job, entry: ModelEntry, kind: str, preset: Optional[dict] = None) -> dict:
-    """Sampler, steps, strength, CFG and seeds of a job, with the defaults filled in. A few-step model's preset
-    gives the sampler when the job leaves it open (and then its step count too) and the CFG when left open."""
-    params = job.params
-    sampler = params.sampler
-    steps = params.steps
-    if not sampler and preset:
-        sampler, steps = preset["sampler"], preset["steps"]
-    sampler, scheduler = samplers.choose(sampler, params.scheduler)
-    strength = params.strength if params.strength is not None else DEFAULT_STRENGTH[job.mode]
-    if job.mode == "generate":
-        strength = 1.0
-    if kind != "txt2img":  # diffusers runs int(steps * strength) steps: keep at least one
-        strength = max(strength, 1.0 / steps)
-    if params.cfg is not None:
-        cfg = params.cfg
-    else:
-        cfg = preset["cfg"] if preset else samplers.default_cfg(sampler, entry.arch)
-    seed = params.seed if params.seed >= 0 else random.randrange(2**32)
-    return {"sampler": sampler, "scheduler": scheduler, "refiner_start": params.refiner_start, "strength": strength, "steps": steps, "cfg": cfg,
-            "seeds": [(seed + i) % 2**32 for i in range(params.batch)]}
-
-
-def _init_image(work: Job, kind: str, pw: int, ph: int) -> Optional[np.ndarray]:
-    """The init image at processing size (mid grey without an image); None for txt2img."""
-    if kind == "txt2img":
-        return None
-    if work.image is None:
-        return np.full((ph, pw, 3), 127, np.uint8)
-    return imageops.resize(np.ascontiguousarray(work.image[..., :3]), pw, ph)
-
-
-def _layers(job: Job, work: Job, original: Optional[np.ndarray], soft: np.ndarray, images: List[np.ndarray],
-            seeds: List[int], info: dict) -> List[Layer]:
-    """Result layers at the context size: generated pixels inside the soft mask, the original exactly outside."""
-    width, height = work.width, work.height
-    base = original if original is not None else np.zeros((height, width, 4), np.uint8)
-    layers = []
-    for i, (img, s) in enumerate(zip(images, seeds)):
-        img = imageops.resize(img, width, height)
-        if job.params.color_match and original is not None:
-            img = imageops.color_match(img, base, soft)
-        rgba = imageops.composite_layer(base, img, soft)
-        if original is None:
-            rgba[..., 3] = 255
-        name = f"{job.mode} {s}" if len(seeds) == 1 else f"{job.mode} {i + 1}/{len(seeds)} ({s})"
-        layers.append(Layer(name=name, rgba=rgba, x=work.x, y=work.y, seed=s, info=dict(info)))
-    return layers
-
-
-def _working_job(job: Job, registry=None, check: Callable[[], None] = lambda: None,
-                 device: Callable[[], str] = lambda: "cpu") -> Tuple[Job, Optional[np.ndarray]]:
-    """The job as processed (outpaint: on the extended canvas, the new area pre-filled with the job's
-    ``params.fill`` band by band like the classical outpaint — "lama" from ``registry`` —, placed further up/left)
-    and the original RGBA pixels the result is composited over (None when generating without an image)."""
-    if job.mode != "outpaint":
-        return job, job.image
-    ext = job.params.extend
-    canvas, new_area = imageops.extend_canvas(job.image, ext)
-    fill = lama.fill_method(job.params.fill, registry, device)
-    filled = imageops.outpaint_layer(job.image, ext, fill, check)
-    filled[..., 3] = canvas[..., 3]
-    controls = [dataclasses.replace(c, image=imageops.extend_canvas(imageops.rgba(c.image), ext)[0][..., :3])
-                for c in job.controls]  # control layers cover the original area; the new area gets none (black)
-    pad = ((ext.top, ext.bottom), (ext.left, ext.right))  # regions too: the new area follows the job's prompt
-    references = [dataclasses.replace(r, mask=np.pad(r.mask, pad))
-                  if r.mask is not None else r for r in job.references]  # a reference mask covers the original area
-    region_list = [dataclasses.replace(r, mask=np.pad(r.mask, pad)) for r in getattr(job, "regions", ())]
-    work = dataclasses.replace(job, image=filled, mask=new_area, x=job.x - ext.left, y=job.y - ext.top,
-                               controls=controls, references=references, regions=region_list)
-    return work, canvas
-
-
-def _binary(mask: np.ndarray) -> np.ndarray:
-    return np.where(mask > 0, 255, 0).astype(np.uint8)
-
-
-def _pil(array: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(array)
 
 
 def _quiet_loaders() -> None:
