@@ -139,6 +139,8 @@ def item_id(item) -> int:
 
 def stable_id(item) -> str:
     """The id of a layer or channel that survives saving and reopening the .xcf (its tattoo), as text."""
+    if not item.is_valid():
+        raise InputError("A layer or channel picked in the dialog was deleted: pick another one")
     return str(item.get_tattoo())
 
 
@@ -148,10 +150,15 @@ def layer_by_stable_id(image, ident: str):
 
 
 def item_by_stable_id(image, ident: str):
-    """The layer or channel whose ``stable_id`` is ``ident``, or None (regions, issue 15)."""
+    """The layer, channel or layer mask whose ``stable_id`` is ``ident``, or None (regions, issue 15)."""
     if not ident.isdigit():
         return None
-    return image.get_layer_by_tattoo(int(ident)) or image.get_channel_by_tattoo(int(ident))
+    tattoo = int(ident)
+    found = image.get_layer_by_tattoo(tattoo) or image.get_channel_by_tattoo(tattoo)
+    if found is None:  # a layer mask picked as a reference's region
+        masks = (layer.get_mask() for layer in _all_layers(image))
+        found = next((mask for mask in masks if mask is not None and mask.get_tattoo() == tattoo), None)
+    return found
 
 
 def selected_drawable(image, exclude=None):
@@ -357,15 +364,18 @@ def save_region(item, data: Optional[bytes]) -> None:
 def region_items(image) -> List[object]:
     """Every layer (inside groups too, top first) and channel of ``image`` that carries region data."""
     name = docdata.GIMP_PREFIX + REGION_KEY
+    return [item for item in _all_layers(image) + list(image.get_channels()) if item.get_parasite(name) is not None]
 
+
+def _all_layers(image) -> List[object]:
+    """Every layer of ``image``, inside groups too, top first."""
     def walk(items):
         for item in items:
             yield item
             if item.is_group():
                 yield from walk(item.get_children())
 
-    return [item for item in list(walk(image.get_layers())) + list(image.get_channels())
-            if item.get_parasite(name) is not None]
+    return list(walk(image.get_layers()))
 
 
 def read_opacity(item, box: Box) -> bytes:

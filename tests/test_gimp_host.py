@@ -1230,8 +1230,16 @@ expect_ok("plug-in-paintbridge-outpaint", img, [layer], prompt="a street", seed=
           reference_4_layer=pictures[3], reference_4_strength=0.5)
 check(len(new_layers(img, old)) == 1 and img.get_width() == W + 16, "one result layer, canvas extended: %%r"
       %% layer_summary(img))
+sys.path[:0] = [P["plugin_dir"] + "/vendor", P["plugin_dir"]]
+from gimp_plugin import host as gimp_host
+mask = car.create_mask(Gimp.AddMaskType.WHITE)
+car.add_mask(mask)
+for item in (car, sky, mask, pictures[2]):  # what a reference slot names survives as the item's tattoo
+    check(gimp_host.item_by_stable_id(img, gimp_host.stable_id(item)) == item, "found by tattoo: %%r" %% item)
+check(gimp_host.layer_by_stable_id(img, gimp_host.stable_id(sky)) is None, "a channel is not a reference layer")
 img.delete()
-""" % (REF_W, REF_H, REF_COLOURS), {"url": thread.url}, timeout=600).assert_ok()
+""" % (REF_W, REF_H, REF_COLOURS), {"url": thread.url, "plugin_dir": prof.inner(prof.plugin_dir)},
+                  timeout=600).assert_ok()
         jobs = [job for job in router.jobs if job.mode == "outpaint"]
     assert len(jobs) == 1, [job.mode for job in router.jobs]
     job = jobs[0]
