@@ -312,7 +312,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
             Arg("extend-top", "boolean", "_Top", "Extend the top side", False),
             Arg("extend-right", "boolean", "_Right", "Extend the right side", True),
             Arg("extend-bottom", "boolean", "_Bottom", "Extend the bottom side", False),
-        ) + _fill_args() + _reference_args() + _server_args() + _region_args() + _hires_args()
+        ) + _fill_args() + _control_args() + _reference_args() + _server_args() + _region_args() + _hires_args()
         + _detail_args(after=True),
     ),
     ProcedureSpec(

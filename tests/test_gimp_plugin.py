@@ -61,8 +61,12 @@ def test_sampler_nicks_map_back_to_every_protocol_sampler():
     assert arguments.SAMPLER_BY_NICK["euler-a"] == "Euler a"
 
 
-def test_mask_generation_procedures_have_two_control_slots():
-    for mode in ("inpaint", "img2img", "generate"):
+def test_every_mode_that_takes_controls_has_two_control_slots():
+    from client.modes import rule
+
+    modes = [spec.mode for spec in arguments.PROCEDURES if rule(spec.mode).controls]
+    assert sorted(set(modes)) == ["generate", "img2img", "inpaint", "outpaint"]
+    for mode in modes:
         names = {arg.name for arg in arguments.BY_MODE[mode].args}
         assert {"control-layer", "control-type", "control-strength", "control-preprocess",
                 "control-2-layer", "control-2-preprocess"} <= names
