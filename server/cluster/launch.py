@@ -1,8 +1,18 @@
 """Starting the pieces of a studio: a Ray head (or joining one), the front end, and a worker machine's replicas.
 
 ``paintbridge serve --cluster`` calls ``serve_cluster``; ``paintbridge worker`` calls ``run_worker``. Ray is started
-with its dashboard off and Serve with no HTTP or gRPC proxy (the websocket front end is the only way in); every Ray
-node advertises the address the operator gives (``--ray-bind``, default 127.0.0.1: a one-machine studio).
+with its dashboard, autoscaler monitor and usage stats off and Serve with no HTTP or gRPC proxy (the websocket front
+end is the only way in).
+
+Ports (measured with Ray 2.60, see ``tests/test_cluster_ports.py``): with ``--ray-bind`` on a loopback address (the
+default, a one-machine studio) every port of every Ray process listens on 127.0.0.1 only. Ray would otherwise replace a
+loopback node address with the machine's routable one (``ray/scripts/scripts.py``: ``resolve_ip_for_localhost``, which
+calls ``services.get_node_ip_address``); that lookup keeps 127.0.0.1 when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+(``ray_constants.ENABLE_RAY_CLUSTER``), and Ray's servers then bind loopback (``src/ray/rpc/grpc_server.cc``:
+``listen_to_localhost_only_ ? "127.0.0.1" : "0.0.0.0"``; ``dashboard/agent.py``: ``get_localhost_ip() if
+is_localhost(self.ip) else get_all_interfaces_ip()``). With any other address Ray offers no bind option for the GCS,
+the raylet's node and object managers, the dashboard agent's gRPC and metrics servers and the head's metrics server:
+they listen on every interface, and Ray's token authentication is what guards them.
 """
 
 from __future__ import annotations
@@ -36,6 +46,20 @@ log = logging.getLogger("paintbridge.cluster")
 DEFAULT_RAY_PORT = 6379
 
 
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` is this machine's loopback (a one-machine studio)."""
+    return address in ("localhost", "::1") or address.startswith("127.")
+
+
+def node_env(bind: str) -> dict:
+    """The environment of ``ray start`` for a node on ``bind``: ``RAY_ENV``, and for a loopback address the setting
+    that keeps Ray from replacing it with the machine's routable address (see the module docstring)."""
+    env = dict(os.environ, **RAY_ENV)
+    if is_loopback(bind):
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    return env
+
+
 def ray_command() -> str:
     """The ``ray`` program of this Python's environment."""
     beside = Path(sys.executable).with_name("ray")
@@ -46,11 +70,11 @@ def start_ray_node(bind: str, head_address: Optional[str] = None, port: int = DE
                    num_cpus: Optional[float] = None, num_gpus: Optional[int] = None,
                    object_store_bytes: Optional[int] = None, timeout: float = 120.0) -> subprocess.Popen:
     """``ray start --block``: a head on ``bind:port`` (no ``head_address``) or a node joining ``head_address``, with
-    the dashboard off. Returns once the node runs; stopping the returned process (``stop_ray_node``) stops the node
+    the dashboard and the autoscaler monitor off (a studio has no autoscaler). Returns once the node runs; stopping the returned process (``stop_ray_node``) stops the node
     and nothing else of Ray on this machine."""
     cmd = [ray_command(), "start", "--block", "--node-ip-address", bind, "--disable-usage-stats"]
     if head_address is None:
-        cmd += ["--head", "--port", str(port), "--include-dashboard", "false"]
+        cmd += ["--head", "--port", str(port), "--include-dashboard", "false", "--no-monitor"]
     else:
         cmd += ["--address", head_address]
     if num_cpus is not None:
@@ -60,7 +84,7 @@ def start_ray_node(bind: str, head_address: Optional[str] = None, port: int = DE
     if object_store_bytes:
         cmd += ["--object-store-memory", str(object_store_bytes)]
     log.info("starting Ray: %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd, env=dict(os.environ, **RAY_ENV), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, env=node_env(bind), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)  # (a join needs the head's token file)
     seen: List[str] = []
     started = threading.Event()
