@@ -32,3 +32,37 @@ def test_a_one_machine_studio_listens_on_loopback_only():
     assert any(lst.port == port for lst in found), found
     assert [lst for lst in found if not lst.loopback] == [], "Ray listens beyond loopback"
     assert "monitor.py" not in programs, found  # the autoscaler monitor (and its metrics port) is not started
+
+
+def routable_address() -> str:
+    """This machine's address on its default route (no packet is sent), or "" when it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.254", 9))
+            return s.getsockname()[0]
+        except OSError:
+            return ""
+
+
+def test_on_a_network_address_ray_binds_its_core_servers_to_every_interface():
+    """What Ray 2.60 cannot bind to a given address (no option exists; README's studio section says so): the GCS,
+    the raylet's node and object managers, the dashboard agent's gRPC and metrics servers and the head's metrics
+    server. Every other port listens on the given address (or loopback). A change in Ray shows up here."""
+    from collections import Counter
+
+    from server.cluster.launch import start_ray_node, stop_ray_node
+
+    bind = routable_address()
+    if not bind or bind.startswith("127."):
+        pytest.skip("this machine has no network address besides loopback")
+    port = free_port()
+    head = start_ray_node(bind, port=port, num_cpus=1, object_store_bytes=80 * 1024 * 1024)
+    try:
+        found = listeners(head.pid)
+    finally:
+        stop_ray_node(head, head_port=port)
+    wide = [lst for lst in found if lst.wildcard]
+    assert Counter(lst.program for lst in wide) == {"gcs_server": 1, "raylet": 2, "ray::DashboardAgent": 2,
+                                                   "dashboard.py": 1}, found
+    assert any(lst.port == port for lst in wide)  # the GCS itself
+    assert all(lst.loopback or lst.address.endswith(bind) for lst in found if not lst.wildcard), found
