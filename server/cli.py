@@ -82,6 +82,9 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
     if missing:
         print(f"paintbridge serve: {missing}", file=sys.stderr)
         return 2
+    from .cluster import rayenv
+
+    rayenv.prepare(args.ray_bind if args.cluster == "start" else args.cluster)
     from .cluster.launch import serve_cluster
 
     config = _config(args)
@@ -109,6 +112,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if missing:
         print(f"paintbridge worker: {missing}", file=sys.stderr)
         return 2
+    from .cluster import rayenv
+
+    rayenv.prepare(args.ray_bind)
     from .cluster.launch import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

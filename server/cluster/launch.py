@@ -4,15 +4,10 @@
 with its dashboard, autoscaler monitor and usage stats off and Serve with no HTTP or gRPC proxy (the websocket front
 end is the only way in).
 
-Ports (measured with Ray 2.60, see ``tests/test_cluster_ports.py``): with ``--ray-bind`` on a loopback address (the
-default, a one-machine studio) every port of every Ray process listens on 127.0.0.1 only. Ray would otherwise replace a
-loopback node address with the machine's routable one (``ray/scripts/scripts.py``: ``resolve_ip_for_localhost``, which
-calls ``services.get_node_ip_address``); that lookup keeps 127.0.0.1 when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
-(``ray_constants.ENABLE_RAY_CLUSTER``), and Ray's servers then bind loopback (``src/ray/rpc/grpc_server.cc``:
-``listen_to_localhost_only_ ? "127.0.0.1" : "0.0.0.0"``; ``dashboard/agent.py``: ``get_localhost_ip() if
-is_localhost(self.ip) else get_all_interfaces_ip()``). With any other address Ray offers no bind option for the GCS,
-the raylet's node and object managers, the dashboard agent's gRPC and metrics servers and the head's metrics server:
-they listen on every interface, and Ray's token authentication is what guards them.
+Ports (measured with Ray 2.60, ``tests/test_cluster_ports.py``): with ``--ray-bind`` on a loopback address (the
+default, a one-machine studio) every port of every Ray process listens on 127.0.0.1 only (``rayenv`` says how). With
+any other address Ray offers no bind option for the GCS, the raylet's node and object managers, the dashboard agent's
+gRPC and metrics servers and the head's metrics server: they listen on every interface, guarded by Ray's token.
 """
 
 from __future__ import annotations
@@ -29,10 +24,9 @@ import threading
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-# Ray's token authentication, explicitly: a head started here requires the token (~/.ray/auth_token, made when
-# missing), and this process and every node joining sends it. Set before Ray is imported (it reads its mode then).
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
-for _key, _value in RAY_ENV.items():
+from .rayenv import RAY_ENV, ray_env
+
+for _key, _value in RAY_ENV.items():  # (the CLI calls ``rayenv.prepare`` with the address before importing this)
     os.environ.setdefault(_key, _value)
 
 import ray  # noqa: E402
@@ -46,18 +40,9 @@ log = logging.getLogger("paintbridge.cluster")
 DEFAULT_RAY_PORT = 6379
 
 
-def is_loopback(address: str) -> bool:
-    """Whether ``address`` is this machine's loopback (a one-machine studio)."""
-    return address in ("localhost", "::1") or address.startswith("127.")
-
-
 def node_env(bind: str) -> dict:
-    """The environment of ``ray start`` for a node on ``bind``: ``RAY_ENV``, and for a loopback address the setting
-    that keeps Ray from replacing it with the machine's routable address (see the module docstring)."""
-    env = dict(os.environ, **RAY_ENV)
-    if is_loopback(bind):
-        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    return env
+    """The environment of ``ray start`` for a node on ``bind`` (``rayenv.ray_env``)."""
+    return dict(os.environ, **ray_env(bind))
 
 
 def ray_command() -> str:
