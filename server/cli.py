@@ -96,8 +96,10 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
 
     def ready(port: int) -> None:
         print(f"Paintbridge server listening on ws://{args.host}:{port}", flush=True)
-        print(f"cluster: Ray at {args.cluster if args.cluster != 'start' else f'{args.ray_bind}:{args.ray_port}'}; "
-              f"add a machine with: paintbridge worker --address {args.ray_bind}:{args.ray_port}", flush=True)
+        head = args.cluster if args.cluster != "start" else f"{args.ray_bind}:{args.ray_port}"
+        more = ("one machine (Ray on loopback; --ray-bind ADDRESS lets other machines join)"
+                if rayenv.is_loopback(head) else f"add a machine with: paintbridge worker --address {head}")
+        print(f"cluster: Ray at {head}; {more}", flush=True)
 
     try:
         serve_cluster(config, args.cluster, args.ray_bind, args.ray_port, args.replicas, args.replica_cpus, ready)
@@ -114,7 +116,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 2
     from .cluster import rayenv
 
-    rayenv.prepare(args.ray_bind)
+    if rayenv.is_loopback(args.address):
+        print(f"paintbridge worker: {rayenv.LOOPBACK_HEAD}", file=sys.stderr)
+        return 2
+    rayenv.prepare(args.address)
     from .cluster.launch import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

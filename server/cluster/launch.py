@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from .rayenv import RAY_ENV, ray_env
+from .rayenv import LOOPBACK_HEAD, RAY_ENV, is_loopback, ray_env
 
 for _key, _value in RAY_ENV.items():  # (the CLI calls ``rayenv.prepare`` with the address before importing this)
     os.environ.setdefault(_key, _value)
@@ -40,9 +40,10 @@ log = logging.getLogger("paintbridge.cluster")
 DEFAULT_RAY_PORT = 6379
 
 
-def node_env(bind: str) -> dict:
-    """The environment of ``ray start`` for a node on ``bind`` (``rayenv.ray_env``)."""
-    return dict(os.environ, **ray_env(bind))
+def node_env(bind: str, head_address: Optional[str] = None) -> dict:
+    """The environment of ``ray start`` for a head on ``bind`` or a node joining ``head_address``
+    (``rayenv.ray_env``)."""
+    return dict(os.environ, **ray_env(head_address or bind))
 
 
 def ray_command() -> str:
@@ -69,7 +70,7 @@ def start_ray_node(bind: str, head_address: Optional[str] = None, port: int = DE
     if object_store_bytes:
         cmd += ["--object-store-memory", str(object_store_bytes)]
     log.info("starting Ray: %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd, env=node_env(bind), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, env=node_env(bind, head_address), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)  # (a join needs the head's token file)
     seen: List[str] = []
     started = threading.Event()
@@ -157,6 +158,8 @@ def serve_cluster(config: ServerConfig, cluster: str, bind: str, port: int, repl
 def run_worker(address: str, bind: str, model_dirs: Sequence[Path], replicas: Optional[int], device: Optional[str],
                dtype: Optional[str], replica_cpus: float, allow_pickle: bool, machine: str = "") -> None:
     """Add this machine to the studio at ``address``: join Ray, deploy its replicas, keep them until interrupted."""
+    if is_loopback(address):
+        raise ValueError(LOOPBACK_HEAD)
     node = start_ray_node(bind, head_address=address)
     ids: List[str] = []
     stop = threading.Event()
