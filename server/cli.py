@@ -41,7 +41,7 @@ def _cluster_missing() -> Optional[str]:
     """None when Ray Serve is installed, else what to install."""
     import importlib.util
 
-    try:  # looked up, not imported: Ray reads its settings when imported (server/cluster/launch.py sets them)
+    try:  # looked up, not imported: Ray reads its settings when imported (server/cluster/rayenv.py sets them)
         ray = importlib.util.find_spec("ray")
     except (ImportError, ValueError):
         ray = None

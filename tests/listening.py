@@ -21,9 +21,7 @@ class Listener:
 
     @property
     def loopback(self) -> bool:
-        ip = ipaddress.ip_address(self.address)
-        mapped = getattr(ip, "ipv4_mapped", None)
-        return (mapped or ip).is_loopback
+        return ipaddress.ip_address(self.address).is_loopback
 
 
 def _children() -> Dict[int, List[int]]:
@@ -68,7 +66,9 @@ def _address(hex_addr: str) -> str:
     raw = bytes.fromhex(hex_addr)
     # /proc/net/tcp{,6} print each 32-bit word in host (little-endian) order
     words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    return str(ipaddress.ip_address(words))
+    ip = ipaddress.ip_address(words)
+    mapped = getattr(ip, "ipv4_mapped", None)  # an IPv6 socket bound to an IPv4 address: ::ffff:a.b.c.d
+    return str(mapped or ip)
 
 
 def _listening() -> Dict[int, Tuple[str, int]]:

@@ -4,12 +4,28 @@
 from __future__ import annotations
 
 import socket
+import time
+from typing import List
 
 import pytest
 
 pytest.importorskip("ray.serve", reason="cluster mode needs the 'cluster' extra (python3 install.py --dev has it)")
 
-from listening import listeners  # noqa: E402
+from listening import Listener, listeners  # noqa: E402
+
+# every Ray process of a head that listens (the autoscaler monitor is not started)
+LISTENING = {"gcs_server", "raylet", "ray.util.client.server", "dashboard.py", "ray::DashboardAgent",
+             "ray::RuntimeEnvAgent"}
+
+
+def all_listening(pid: int) -> List[Listener]:
+    """The head's listeners once each of its listening processes has started listening (they start one by one)."""
+    deadline = time.monotonic() + 120
+    while True:
+        found = listeners(pid)
+        if {lst.program for lst in found} >= LISTENING or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 def free_port() -> int:
@@ -24,11 +40,11 @@ def test_a_one_machine_studio_listens_on_loopback_only():
     port = free_port()
     head = start_ray_node("127.0.0.1", port=port, num_cpus=1, object_store_bytes=80 * 1024 * 1024)
     try:
-        found = listeners(head.pid)
+        found = all_listening(head.pid)
     finally:
         stop_ray_node(head, head_port=port)
     programs = {lst.program for lst in found}
-    assert "gcs_server" in programs and "raylet" in programs, found  # the probe sees Ray's own servers
+    assert programs == LISTENING, found  # the probe sees each of Ray's servers
     assert any(lst.port == port for lst in found), found
     assert [lst for lst in found if not lst.loopback] == [], "Ray listens beyond loopback"
     assert "monitor.py" not in programs, found  # the autoscaler monitor (and its metrics port) is not started
@@ -58,11 +74,12 @@ def test_on_a_network_address_ray_binds_its_core_servers_to_every_interface():
     port = free_port()
     head = start_ray_node(bind, port=port, num_cpus=1, object_store_bytes=80 * 1024 * 1024)
     try:
-        found = listeners(head.pid)
+        found = all_listening(head.pid)
     finally:
         stop_ray_node(head, head_port=port)
     wide = [lst for lst in found if lst.wildcard]
     assert Counter(lst.program for lst in wide) == {"gcs_server": 1, "raylet": 2, "ray::DashboardAgent": 2,
                                                    "dashboard.py": 1}, found
     assert any(lst.port == port for lst in wide)  # the GCS itself
-    assert all(lst.loopback or lst.address.endswith(bind) for lst in found if not lst.wildcard), found
+    elsewhere = [lst for lst in found if not (lst.wildcard or lst.loopback or lst.address.endswith(bind))]
+    assert elsewhere == [], f"listening beyond {bind} and loopback: {elsewhere}"

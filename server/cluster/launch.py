@@ -8,6 +8,8 @@ Ports (measured with Ray 2.60, ``tests/test_cluster_ports.py``): with ``--ray-bi
 default, a one-machine studio) every port of every Ray process listens on 127.0.0.1 only (``rayenv`` says how). With
 any other address Ray offers no bind option for the GCS, the raylet's node and object managers, the dashboard agent's
 gRPC and metrics servers and the head's metrics server: they listen on every interface, guarded by Ray's token.
+
+Ray reads its settings when imported: the CLI calls ``rayenv.prepare`` with the address before importing this module.
 """
 
 from __future__ import annotations
@@ -24,16 +26,12 @@ import threading
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from .rayenv import LOOPBACK_HEAD, RAY_ENV, is_loopback, ray_env
+import ray
 
-for _key, _value in RAY_ENV.items():  # (the CLI calls ``rayenv.prepare`` with the address before importing this)
-    os.environ.setdefault(_key, _value)
-
-import ray  # noqa: E402
-
-from ..config import ServerConfig  # noqa: E402
-from .frontend import ClusterServer  # noqa: E402
-from .pool import deploy_replicas, remove_replicas, start_serve  # noqa: E402
+from ..config import ServerConfig
+from .frontend import ClusterServer
+from .pool import deploy_replicas, remove_replicas, start_serve
+from .rayenv import LOOPBACK_HEAD, is_loopback, ray_env
 
 log = logging.getLogger("paintbridge.cluster")
 
