@@ -59,7 +59,7 @@ class LiveLoop:
                 session.cancel()
 
     def settings_changed(self) -> None:
-        """A job setting changed (prompt, strength, model, control layers): worth a new frame."""
+        """A job setting changed (prompt, strength, model, control layers, references, regions): worth a new frame."""
         if self.on:
             self.changed()
 
@@ -98,7 +98,8 @@ class LiveLoop:
             return
         parts = [repr(sorted(settings.to_dict().items())), inputs.box, inputs.image or b"", inputs.mask or b""]
         parts += [(c.type, c.strength, c.start, c.end, c.image) for c in inputs.controls]
-        parts += [(r.type, r.strength, r.start, r.end, r.image) for r in inputs.references]  # issue 15
+        parts += [(r.type, r.strength, r.start, r.end, r.image, r.mask) for r in inputs.references]  # issue 15
+        parts += [(r.prompt, r.negative_prompt, r.strength, r.mask) for r in inputs.regions]  # issue 15
         sig = clive.signature(parts)
         self._inputs = (sig, doc, settings, inputs, now)
         self.scheduler.changed(sig, now)
