@@ -378,3 +378,17 @@ def test_live_mode_sends_a_frame_when_a_region_or_a_reference_changes(session_se
     assert ui.pump_until(lambda: len(frames) == 5 and not session.busy, 60)
     assert sent[-1].references[0].mask.data == sent[-1].regions[0].mask.data
     session.set_live(False)
+
+
+def test_live_mode_starts_the_frame_when_its_debounce_timer_fires_early(session_setup):
+    """With slow frames a change waits out the debounce on a timer; Qt's coarse timers may fire a little early: the
+    loop then arms another timer instead of waiting for a change that never comes."""
+    session, host, ui = session_setup
+    frames = session.live.frames
+    session.set_live(True)
+    assert ui.pump_until(lambda: len(frames) == 1 and not session.busy, 60)
+    session.live.scheduler._times.extend([1.0] * 5)  # measured frames of 1 s: a change waits 0.5 s
+    session.live.schedule = lambda seconds, fn: ui.schedule(seconds * 0.95, fn)  # 5 % early
+    session.set_prompt("a wolf")
+    assert ui.pump_until(lambda: len(frames) == 2, 10)
+    session.set_live(False)

@@ -116,9 +116,9 @@ class LiveLoop:
             if session.job is not None and session.job.id == action.job_id:
                 session.cancel()
         elif action.kind == clive.WAIT:
-            if action.at > self._waiting_until:
+            if action.at > self._waiting_until:  # one timer per deadline
                 self._waiting_until = action.at
-                self.schedule(action.at - now, self.step)
+                self.schedule(action.at - now, self._wake)
         elif action.kind == clive.START and self._inputs is not None and self._inputs[0] == action.signature:
             if session.job is not None or not session.connected:
                 return  # a panel job or no connection: the next event or (re)connection asks again
@@ -131,6 +131,11 @@ class LiveLoop:
                 return
             self.scheduler.started(job_id, sig, now)
             self.frames.append({"id": job_id, "change": changed_at, "sent": 0.0, "ended": 0.0, "outcome": ""})
+
+    def _wake(self) -> None:
+        """A debounce timer fired: ask again; a timer that fired early (Qt's coarse timers may) arms a new one."""
+        self._waiting_until = 0.0
+        self.step()
 
     def _frame(self, job) -> Optional[dict]:
         return next((f for f in reversed(self.frames) if f["id"] == job.id), None)

@@ -1588,13 +1588,16 @@ def scenario_region_references():
     ses.set_live(True)
     yield Until(lambda: frames and frames[-1]["ended"] and not ses.busy, 300, poll=200)
     yield 1000  # the preview layer's own change settles (same inputs: no frame)
-    before = len(frames)
+    before, changes = len(frames), ses.live.changes
     section.list.setCurrentRow(0)
     section.prompt_edit.setText("a blue boat")
     section.prompt_edit.textEdited.emit("a blue boat")
-    yield Until(lambda: len(frames) > before and frames[-1]["ended"] and not ses.busy, 300, poll=200)
+    yield Until(lambda: len(frames) > before and frames[-1]["ended"] and not ses.busy, 120, poll=200)
+    sched = ses.live.scheduler
     R["live"] = {"before": [f["id"] for f in frames[:before]], "after": [f["id"] for f in frames[before:]],
-                 "outcomes": [f["outcome"] for f in frames], "message": ses.message}
+                 "outcomes": [f["outcome"] for f in frames], "message": ses.message,
+                 "changes": ses.live.changes - changes, "prompts": [b.prompt for b in ses.regions.list.items],
+                 "scheduler": [sched.latest, sched._answered, sched.running], "busy": ses.busy}
     ses.set_live(False)
     yield 300
     ses.discard()
