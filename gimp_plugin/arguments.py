@@ -16,7 +16,7 @@ from protocol.sampling import SCHEDULE_NAMES
 PREFIX = "plug-in-paintbridge-"
 MENU_PATH = "<Image>/Filters/Paintbridge"
 MAX_CONTROLS = 2  # control-layer arguments per procedure
-MAX_REFERENCES = 2  # reference-image arguments per procedure (issue 15)
+MAX_REFERENCES = 4  # reference-image slots per procedure (issue 15; a job takes up to 8, a dialog shows 4)
 GINT_MAX = 2**31 - 1
 
 
@@ -191,6 +191,7 @@ def reference_prefix(index: int) -> str:
 
 
 def _reference_args() -> Tuple[Arg, ...]:
+    """Reference slots: a layer (none = the slot is off), its type, strength, step range and region."""
     args = []
     for i in range(1, MAX_REFERENCES + 1):
         p, n = reference_prefix(i), "" if i == 1 else f" {i}"
@@ -201,6 +202,13 @@ def _reference_args() -> Tuple[Arg, ...]:
                 "or a face", "content", choices=REFERENCE_CHOICES),
             Arg(f"{p}-strength", "double", f"Reference strength{n}", "How strongly the picture guides; 0 = off", 1.0,
                 0.0, 2.0),
+            Arg(f"{p}-start", "double", f"Reference from{n}", "Fraction of the steps where the picture starts "
+                "guiding", 0.0, 0.0, 1.0),
+            Arg(f"{p}-end", "double", f"Reference until{n}", "Fraction of the steps where the picture stops guiding",
+                1.0, 0.0, 1.0),
+            Arg(f"{p}-region", "drawable", f"Reference region{n}", "A layer or channel (usually one bound as a "
+                "region): the picture guides only where it is opaque (a channel: white); none = the whole image",
+                None),
         ]
     return tuple(args)
 
@@ -304,7 +312,8 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
             Arg("extend-top", "boolean", "_Top", "Extend the top side", False),
             Arg("extend-right", "boolean", "_Right", "Extend the right side", True),
             Arg("extend-bottom", "boolean", "_Bottom", "Extend the bottom side", False),
-        ) + _fill_args() + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
+        ) + _fill_args() + _control_args() + _reference_args() + _server_args() + _region_args() + _hires_args()
+        + _detail_args(after=True),
     ),
     ProcedureSpec(
         PREFIX + "upscale", "upscale", "_Upscale...", "Paintbridge: Upscale",

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from client import docdata, jobs, regions, results
 from client.errors import JobInputError
+from client.modes import plan_read, rule
 from client.settings import Defaults, Settings, model_entry
 from client.wire import field_of
 from protocol.geometry import Box, crop_gray
@@ -15,7 +16,7 @@ from protocol.images import RGBA8
 
 from . import host, settings
 from .arguments import ProcedureSpec
-from .values import control_sources, reference_sources, region_binding, settings_from_values
+from .values import control_sources, region_binding, settings_from_values
 
 
 class GimpReader:
@@ -82,11 +83,38 @@ def read_inputs(spec: ProcedureSpec, image, active, values: Dict[str, Any],
     Layers in ``hide`` are left out of the visible image (the live preview)."""
     if host.has_floating_selection(image):
         raise JobInputError("The image has a floating selection: anchor it or make it a new layer first")
-    s = settings_from_values(spec, values)
+    s = settings_from_values(spec, values, host.stable_id)
     reader = GimpReader(image, active, s, hide)
     inputs = jobs.capture(s, reader.selection_bounds(), reader.width, reader.height, reader, control_sources(values),
-                          reference_sources(values), region_sources(image, values))
+                          reference_sources(image, s), region_sources(image, values))
     return s, inputs
+
+
+def reference_sources(image, s: Settings) -> Tuple[jobs.ReferenceSource, ...]:
+    """The run's reference layers (issue 15), each with the layer or channel of its region, found in ``image`` by
+    their stable ids (the client core names what is missing)."""
+    return jobs.reference_sources(s, lambda ident: host.layer_by_stable_id(image, ident),
+                                  lambda ident: host.item_by_stable_id(image, ident))
+
+
+def reference_state(spec: ProcedureSpec, image, values: Dict[str, Any], selection: Box) -> List[object]:
+    """What a live frame reads of its references (issue 15): each reference layer's pixels and its region's opacity
+    over the box the job would read, so that painting on a reference layer counts as a change. A reference that
+    cannot be read (a layer deleted meanwhile) is named by its error, which the job then reports."""
+    try:
+        s = settings_from_values(spec, values, host.stable_id)
+        if not s.references or not rule(s.mode).controls or selection.is_empty:
+            return []
+        w, h = host.canvas_size(image)
+        box = plan_read(s.mode, selection, w, h).box
+        out: List[object] = [(box.x, box.y, box.width, box.height)]
+        for ref in reference_sources(image, s):
+            out.append(host.read_layer(ref.layer, box))
+            if ref.mask_layer is not None:
+                out.append(host.read_opacity(ref.mask_layer, box))
+        return out
+    except Exception as err:  # noqa: BLE001 - a stale layer handle: the frame's own read reports it
+        return [f"{type(err).__name__}: {err}"]
 
 
 def make_job(s: Settings, inputs: jobs.JobInputs, welcome: Any, job_id: str, live: bool = False):

@@ -6,7 +6,7 @@ from typing import List, Optional, Tuple
 
 from client.errors import JobInputError
 
-from .arguments import ProcedureSpec
+from .arguments import MAX_REFERENCES, ProcedureSpec, reference_prefix
 
 # (section id, title, argument names); arguments in no section are shown at the top, in table order.
 SECTIONS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
@@ -14,8 +14,8 @@ SECTIONS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("area", "Source and mask", ("source", "mask-source", "grow", "feather", "fill", "color-match")),
     ("controls", "Control layers", tuple(f"{p}-{k}" for p in ("control", "control-2")
                                          for k in ("layer", "type", "strength", "preprocess"))),
-    ("references", "Reference images", tuple(f"{p}-{k}" for p in ("reference", "reference-2")  # issue 15
-                                             for k in ("layer", "type", "strength"))),
+    ("references", "Reference images", tuple(f"{reference_prefix(i)}-{k}" for i in range(1, MAX_REFERENCES + 1)
+                                             for k in ("layer", "type", "strength", "start", "end", "region"))),
     ("server", "Server", ("server", "token")),
     ("regions", "Regions", ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")),  # issue 15
 )

@@ -137,6 +137,30 @@ def item_id(item) -> int:
     return item.get_id() if item is not None else -1
 
 
+def stable_id(item) -> str:
+    """The id of a layer or channel that survives saving and reopening the .xcf (its tattoo), as text."""
+    if not item.is_valid():
+        raise InputError("A layer or channel picked in the dialog was deleted: pick another one")
+    return str(item.get_tattoo())
+
+
+def layer_by_stable_id(image, ident: str):
+    """The layer whose ``stable_id`` is ``ident``, or None."""
+    return image.get_layer_by_tattoo(int(ident)) if ident.isdigit() else None
+
+
+def item_by_stable_id(image, ident: str):
+    """The layer, channel or layer mask whose ``stable_id`` is ``ident``, or None (regions, issue 15)."""
+    if not ident.isdigit():
+        return None
+    tattoo = int(ident)
+    found = image.get_layer_by_tattoo(tattoo) or image.get_channel_by_tattoo(tattoo)
+    if found is None:  # a layer mask picked as a reference's region
+        masks = (layer.get_mask() for layer in _all_layers(image))
+        found = next((mask for mask in masks if mask is not None and mask.get_tattoo() == tattoo), None)
+    return found
+
+
 def selected_drawable(image, exclude=None):
     """The first selected drawable that is not ``exclude`` (the live preview), or None."""
     for drawable in image.get_selected_drawables():
@@ -233,6 +257,7 @@ def insert_results(
 def replace_preview(image, drawable, old, result, name: str):
     """Show ``result`` as the preview layer above the active layer, replacing ``old``; not recorded in the undo
     history (undo is frozen meanwhile, as GIMP's own in-canvas previews do)."""
+    selected = [item for item in image.get_selected_layers() if old is None or item.get_id() != old.get_id()]
     image.undo_freeze()
     try:
         if old is not None and old.is_valid():
@@ -241,6 +266,8 @@ def replace_preview(image, drawable, old, result, name: str):
         layer = _new_layer(image, result, name, result.x, result.y)
         image.insert_layer(layer, parent, position)
         _fill(layer, result)
+        if selected:  # the painter's layer stays the one they paint on, not the preview
+            image.set_selected_layers([item for item in selected if item.is_valid()])
     finally:
         image.undo_thaw()
     Gimp.displays_flush()
@@ -337,15 +364,18 @@ def save_region(item, data: Optional[bytes]) -> None:
 def region_items(image) -> List[object]:
     """Every layer (inside groups too, top first) and channel of ``image`` that carries region data."""
     name = docdata.GIMP_PREFIX + REGION_KEY
+    return [item for item in _all_layers(image) + list(image.get_channels()) if item.get_parasite(name) is not None]
 
+
+def _all_layers(image) -> List[object]:
+    """Every layer of ``image``, inside groups too, top first."""
     def walk(items):
         for item in items:
             yield item
             if item.is_group():
                 yield from walk(item.get_children())
 
-    return [item for item in list(walk(image.get_layers())) + list(image.get_channels())
-            if item.get_parasite(name) is not None]
+    return list(walk(image.get_layers()))
 
 
 def read_opacity(item, box: Box) -> bytes:

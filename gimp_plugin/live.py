@@ -1,7 +1,8 @@
 """Live inpaint: a dialog that stays open and repaints the selection whenever it (or a setting) changes.
 
 When to start, and when to cancel a stale frame, is the client core's one live scheduler (``client.live``); this
-dialog feeds it a signature of its inputs on a timer and does what it says. Each result replaces one preview layer
+dialog feeds it a signature of its inputs (the selection, the settings, the active layer, and the pixels of the
+reference layers and their regions over the job's box) on a timer and does what it says. Each result replaces one preview layer
 above the active layer; the preview is kept out of the undo history (undo is frozen while it changes) and out of what
 the model sees. OK keeps the result for the current inputs as a normal layer in one undo step; Cancel removes the
 preview. Network work runs in a worker thread; every GIMP call stays on the main thread.
@@ -69,7 +70,10 @@ class LiveInpaint:
             return None
         mask = host.read_selection(self.image, bounds)
         plain = sorted((k, host.item_id(v) if host.is_item(v) else v) for k, v in values.items())
-        return live.signature([bounds.x, bounds.y, bounds.width, bounds.height, mask, plain, host.item_id(active)])
+        # reference images (issue 15): painting on a reference layer (or its region) is a change too
+        references = capture.reference_state(self.spec, self.image, values, bounds)
+        return live.signature([bounds.x, bounds.y, bounds.width, bounds.height, mask, plain, host.item_id(active),
+                               *references])
 
     # --- the loop -----------------------------------------------------------------------------------------------------
     def _tick(self) -> bool:

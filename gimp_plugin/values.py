@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 from client.errors import JobInputError
-from client.jobs import ControlSource, ReferenceSource
+from client.jobs import ControlSource
 from client.regions import RegionBinding
-from client.settings import Settings
+from client.settings import ReferenceSetting, Settings
 
 from .arguments import (MAX_CONTROLS, MAX_REFERENCES, SAMPLER_BY_NICK, SCHEDULER_BY_NICK, ProcedureSpec,
                         reference_prefix)
@@ -40,16 +40,25 @@ def control_sources(values: Mapping[str, Any]) -> List[ControlSource]:
     return out
 
 
-def reference_sources(values: Mapping[str, Any]) -> List[ReferenceSource]:
-    """The reference slots (issue 15) whose layer argument is set, in order (``layer`` is the GIMP layer)."""
+def reference_settings(values: Mapping[str, Any], stable_id: Callable[[Any], str] = str
+                       ) -> Tuple[ReferenceSetting, ...]:
+    """The reference slots (issue 15) whose layer argument is set, in order, as the client's settings: the layer and
+    the region (a layer or channel; none = the whole image) by their stable ids (``stable_id``; GIMP: the tattoo)."""
     out = []
     for i in range(1, MAX_REFERENCES + 1):
         p = reference_prefix(i)
         layer = values.get(f"{p}-layer")
-        if layer is not None:
-            out.append(ReferenceSource(layer, str(values.get(f"{p}-type") or "content"),
-                                       float(values.get(f"{p}-strength", 1.0))))
-    return out
+        if layer is None:
+            continue
+        start, end = float(values.get(f"{p}-start", 0.0)), float(values.get(f"{p}-end", 1.0))
+        if start > end:
+            raise JobInputError(f"Reference {i}: 'from' ({start:g}) is after 'until' ({end:g}); the picture guides "
+                                "from one fraction of the steps until a later one")
+        region = values.get(f"{p}-region")
+        out.append(ReferenceSetting(stable_id(layer), str(values.get(f"{p}-type") or "content"),
+                                    float(values.get(f"{p}-strength", 1.0)), start, end,
+                                    region="" if region is None else stable_id(region)))
+    return tuple(out)
 
 
 def sampler_of(nick: Any) -> str:
@@ -68,8 +77,10 @@ def scheduler_of(nick: Any) -> str:
     return SCHEDULER_BY_NICK.get(nick, "")
 
 
-def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Settings:
-    """The client ``Settings`` of one procedure run (arguments a procedure lacks keep the client's defaults)."""
+def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
+                         stable_id: Callable[[Any], str] = str) -> Settings:
+    """The client ``Settings`` of one procedure run (arguments a procedure lacks keep the client's defaults).
+    ``stable_id`` names a layer or channel argument for the settings (GIMP: ``host.stable_id``, the tattoo)."""
     names = {arg.name for arg in spec.args}
     s = Settings(mode=spec.mode)
 
@@ -125,6 +136,8 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any]) -> Sett
         s.detail_strength, s.detail_steps = float(values["detail-strength"]), int(values["detail-steps"])
         s.detail_padding, s.detail_confidence = int(values["detail-padding"]), float(values["detail-confidence"])
         s.detail_separate = bool(values["detail-separate"])
+    if "reference-layer" in names:  # reference images (issue 15)
+        s.references = reference_settings(values, stable_id)
     if spec.live:
         s.batch = 1
         s.batch_count = 1
@@ -146,7 +159,8 @@ def region_binding(values: Mapping[str, Any]) -> Any:
 
 def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
     """Argument values of ``spec`` that make ``settings_from_values`` give ``s`` back (results history: "reuse
-    settings"); arguments ``s`` has nothing for (server, controls) are left out."""
+    settings"); arguments ``s`` has nothing for (server, controls) and layer arguments (reference layers and regions:
+    the stored ids name items of the image the entry came from) are left out."""
     names = {arg.name for arg in spec.args}
     nick_of = {name: nick for nick, name in SAMPLER_BY_NICK.items()}
     out: Dict[str, Any] = {"prompt": s.prompt, "negative-prompt": s.negative_prompt, "model": s.model or "default",

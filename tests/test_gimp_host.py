@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -1147,3 +1148,191 @@ img.delete()
                     assert result.layers[0].data == (prof.outside / f"layer-{seed}.rgba").read_bytes(), seed
     finally:
         proc.stop()
+
+
+# --- reference images on every procedure, bound to regions, in live (issue 15) ----------------------------------------
+
+@contextmanager
+def recording_server(models: Path):
+    """A real server in this process whose router keeps every job it is given (``router.jobs``) before running it."""
+    from protocol.messages import Limits
+    from server.app import ServerThread
+    from server.config import ServerConfig
+    from server.router import Router
+
+    class RecordingRouter(Router):
+        def __init__(self, config) -> None:
+            super().__init__(config)
+            self.jobs: list = []
+
+        def run(self, job, ctx):
+            self.jobs.append(job)
+            return super().run(job, ctx)
+
+    config = ServerConfig(host="127.0.0.1", port=0, model_dirs=[models], limits=Limits())
+    router = RecordingRouter(config)
+    thread = ServerThread(config, router=router).start()
+    try:
+        yield thread, router
+    finally:
+        thread.stop()
+
+
+REF_W, REF_H = 64, 48
+REF_COLOURS = ((200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40))
+
+
+def car_alpha(x: int, y: int) -> int:
+    """The region layer's alpha: opaque on the left third, half on the next sixth, empty on the right half."""
+    return 255 if x < REF_W // 3 else 128 if x < REF_W // 2 else 0
+
+
+def test_outpaint_sends_four_references_and_a_regions_opacity_masks_its_reference(trixie_root, tmp_path):
+    """Outpaint with all four reference slots set: the server receives four references in slot order with their
+    types, strengths and step ranges and each layer's pixels; slot 1 is bound to a region layer (its mask is the
+    layer's alpha, the same as that region's own mask), slot 2 to a channel (its mask is the channel's value)."""
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+
+    models = make_models_dir(tmp_path / "models", which=("sd15", "ipa-sd15-plus"))
+    with recording_server(models) as (thread, router), gimp_profile() as prof:
+        run_batch(prof, """
+W, H = %d, %d
+COLOURS = %r
+img, (layer,) = make_image(W, H)
+pictures = []
+for i, colour in enumerate(COLOURS):
+    pic = Gimp.Layer.new(img, "picture %%d" %% i, W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    img.insert_layer(pic, None, 0)
+    buf = pic.get_buffer()
+    buf.set(Gegl.Rectangle.new(0, 0, W, H), RGBA, bytes(list(colour) + [255]) * (W * H))
+    buf.flush()
+    pic.set_visible(False)
+    pictures.append(pic)
+car = Gimp.Layer.new(img, "Car", W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(car, None, 0)
+alpha = [255 if x < W // 3 else 128 if x < W // 2 else 0 for x in range(W)]
+buf = car.get_buffer()
+buf.set(Gegl.Rectangle.new(0, 0, W, H), RGBA, b"".join(bytes((250, 0, 0, alpha[x])) for y in range(H) for x in range(W)))
+buf.flush()
+sky = Gimp.Channel.new(img, "Sky", W, H, 100.0, Gegl.Color.new("white"))
+img.insert_channel(sky, None, 0)
+sbuf = sky.get_buffer()
+sbuf.set(Gegl.Rectangle.new(0, 0, W, H), GRAY, b"".join(b"\\xff" if y < H // 2 else b"\\x00" for y in range(H) for x in range(W)))
+sbuf.flush()
+img.set_selected_layers([layer])
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-outpaint", img, [layer], prompt="a street", seed=3, steps=2, extend=16,
+          extend_right=True, server=P["url"], region_layer=car, region_prompt="a red car",
+          reference_layer=pictures[0], reference_type="content", reference_region=car,
+          reference_2_layer=pictures[1], reference_2_type="style", reference_2_strength=1.5, reference_2_region=sky,
+          reference_3_layer=pictures[2], reference_3_type="composition", reference_3_start=0.25, reference_3_end=0.75,
+          reference_4_layer=pictures[3], reference_4_strength=0.5)
+check(len(new_layers(img, old)) == 1 and img.get_width() == W + 16, "one result layer, canvas extended: %%r"
+      %% layer_summary(img))
+sys.path[:0] = [P["plugin_dir"] + "/vendor", P["plugin_dir"]]
+from gimp_plugin import host as gimp_host
+mask = car.create_mask(Gimp.AddMaskType.WHITE)
+car.add_mask(mask)
+for item in (car, sky, mask, pictures[2]):  # what a reference slot names survives as the item's tattoo
+    check(gimp_host.item_by_stable_id(img, gimp_host.stable_id(item)) == item, "found by tattoo: %%r" %% item)
+check(gimp_host.layer_by_stable_id(img, gimp_host.stable_id(sky)) is None, "a channel is not a reference layer")
+img.delete()
+""" % (REF_W, REF_H, REF_COLOURS), {"url": thread.url, "plugin_dir": prof.inner(prof.plugin_dir)},
+                  timeout=600).assert_ok()
+        jobs = [job for job in router.jobs if job.mode == "outpaint"]
+    assert len(jobs) == 1, [job.mode for job in router.jobs]
+    job = jobs[0]
+    refs = job.references
+    assert [(r.type, r.strength, r.start, r.end) for r in refs] == [
+        ("content", 1.0, 0.0, 1.0), ("style", 1.5, 0.0, 1.0), ("composition", 1.0, 0.25, 0.75),
+        ("content", 0.5, 0.0, 1.0)]
+    assert (job.x, job.y) == (0, 0) and job.image.shape[:2] == (REF_H, REF_W)  # outpaint reads the whole canvas
+    for ref, colour in zip(refs, REF_COLOURS):  # the server holds a reference as RGB, the job's size here
+        assert ref.image.shape == (REF_H, REF_W, 3) and (ref.image == colour).all()
+    car_mask = bytes(car_alpha(x, y) for y in range(REF_H) for x in range(REF_W))
+    sky_mask = bytes(255 if y < REF_H // 2 else 0 for y in range(REF_H) for x in range(REF_W))
+    assert refs[0].mask is not None and refs[0].mask.shape == (REF_H, REF_W) and refs[0].mask.tobytes() == car_mask
+    assert [r.mask.tobytes() for r in job.regions] == [car_mask]  # the region's own mask: the same read
+    assert refs[1].mask is not None and refs[1].mask.tobytes() == sky_mask
+    assert refs[2].mask is None and refs[3].mask is None
+
+
+LIVE_REFERENCE_SCRIPT = """
+import os, time
+sys.path[:0] = [P["plugin_dir"] + "/vendor", P["plugin_dir"]]
+def marker(name):
+    open(P["dir"] + "/" + name, "w").close()
+
+W, H = 96, 80
+img, (layer,) = make_image(W, H)
+picture = Gimp.Layer.new(img, "Reference", W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(picture, None, 0)
+buf = picture.get_buffer()
+buf.set(Gegl.Rectangle.new(0, 0, W, H), RGBA, bytes((30, 160, 220, 255)) * (W * H))
+buf.flush()
+img.set_selected_layers([picture])
+Gimp.Display.new(img)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 24, 20, 40, 36)
+Gimp.displays_flush()
+proc = PDB.lookup_procedure("plug-in-paintbridge-live-inpaint")
+cfg = proc.create_config()
+cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+cfg.set_property("image", img)
+cfg.set_core_object_array("drawables", [picture])
+cfg.set_property("prompt", "live lake")
+cfg.set_property("steps", 2)
+cfg.set_property("server", P["url"])
+cfg.set_property("reference-layer", picture)
+cfg.set_property("reference-type", "style")
+result = proc.run(cfg)
+check(result.index(0) == Gimp.PDBStatusType.CANCEL, "the dialog was cancelled: %r" % (result.index(0),))
+check([l.get_name() for l in img.get_layers()] == ["Reference", "user layer 1"], "no preview left: %r"
+      % layer_summary(img))
+marker("verified")
+"""
+
+
+def test_gui_live_inpaint_carries_the_reference_and_reruns_when_its_layer_is_painted(trixie_root, tmp_path,
+                                                                                     artifacts_dir):
+    """Live Inpaint with a reference layer in a real GIMP under Xvfb: the live frame carries the reference (the
+    layer's pixels over the box); filling the selection on the reference layer (Edit > Fill with FG Color, ctrl+,),
+    which changes neither the selection nor a setting nor the active layer, makes a new frame with the new pixels."""
+    from factory import make_models_dir
+    from hosts.gimp import GuiSession, gimp_profile
+
+    models = make_models_dir(tmp_path / "models", which=("sd15", "ipa-sd15-plus"))
+    with recording_server(models) as (thread, router), gimp_profile() as prof:
+        session = GuiSession(prof)
+        try:
+            session.start(LIVE_REFERENCE_SCRIPT, {"url": thread.url, "dir": prof.inside,
+                                                  "plugin_dir": prof.inner(prof.plugin_dir)})
+            dialog = session.wait_window("Paintbridge: Live Inpaint", timeout=120)
+            session.xdotool("windowmove", "--sync", dialog, "820", "0")
+            session.wait_window(r"\[Untitled\].*3 layers.* GIMP$", timeout=120)  # the first preview is in
+            first = router.jobs[-1]
+            assert first.id.startswith("gimp-live") and first.mode == "inpaint"  # a live frame
+            assert len(first.references) == 1 and first.references[0].type == "style"
+            assert (first.references[0].image == (30, 160, 220)).all()  # the layer over the frame's box
+            frames = len(router.jobs)
+            time.sleep(2.0)
+            assert len(router.jobs) == frames, "no new frame while nothing changes"
+            image_window = session.wait_window(r"\[Untitled\].* GIMP$", timeout=30)
+            session.xdotool("windowfocus", "--sync", image_window)
+            session.xdotool("key", "--clearmodifiers", "ctrl+comma")  # Edit > Fill with FG Color (black)
+            deadline = time.monotonic() + 120
+            while len(router.jobs) == frames and time.monotonic() < deadline:
+                time.sleep(0.2)
+            session.screenshot(artifacts_dir / "gimp-live-reference.png")
+            assert len(router.jobs) > frames, "painting on the reference layer started a new live frame"
+            later = router.jobs[-1].references[0].image
+            black = int((later == 0).all(axis=2).sum())
+            assert black == 40 * 36  # the filled selection, seen in the reference
+            session.xdotool("windowfocus", "--sync", dialog)
+            session.xdotool("key", "--clearmodifiers", "Escape")
+            session.wait_file("verified", timeout=120)
+        except BaseException:
+            session.screenshot_quietly(artifacts_dir / "gimp-live-reference-failure.png")
+            raise
+        finally:
+            session.stop()

@@ -61,8 +61,12 @@ def test_sampler_nicks_map_back_to_every_protocol_sampler():
     assert arguments.SAMPLER_BY_NICK["euler-a"] == "Euler a"
 
 
-def test_mask_generation_procedures_have_two_control_slots():
-    for mode in ("inpaint", "img2img", "generate"):
+def test_every_mode_that_takes_controls_has_two_control_slots():
+    from client.modes import rule
+
+    modes = [spec.mode for spec in arguments.PROCEDURES if rule(spec.mode).controls]
+    assert sorted(set(modes)) == ["generate", "img2img", "inpaint", "outpaint"]
+    for mode in modes:
         names = {arg.name for arg in arguments.BY_MODE[mode].args}
         assert {"control-layer", "control-type", "control-strength", "control-preprocess",
                 "control-2-layer", "control-2-preprocess"} <= names
@@ -387,3 +391,88 @@ def test_inpaint_and_outpaint_offer_every_fill_and_the_colour_match():
     s = values.settings_from_values(arguments.BY_MODE["inpaint"], dict(arguments.BY_MODE["inpaint"].defaults(),
                                                                          **{"fill": "lama", "color-match": True}))
     assert s.fill == "lama" and s.color_match is True
+
+
+# --- reference images (issue 15): slots on every procedure whose mode takes controls --------------------------------
+
+REFERENCE_KEYS = ("layer", "type", "strength", "start", "end", "region")
+
+
+def test_every_procedure_whose_mode_takes_controls_has_four_reference_slots():
+    from client.modes import rule
+
+    assert arguments.MAX_REFERENCES >= 4
+    for spec in arguments.PROCEDURES:
+        names = {a.name for a in spec.args}
+        slots = [arguments.reference_prefix(i) for i in range(1, arguments.MAX_REFERENCES + 1)]
+        wanted = {f"{p}-{k}" for p in slots for k in REFERENCE_KEYS}
+        if rule(spec.mode).controls:
+            assert wanted <= names, spec.name
+            for p in slots:  # GIMP's arguments are fixed: each slot is off ("none") until a layer is picked
+                assert spec.arg(f"{p}-layer").default is None and spec.arg(f"{p}-region").default is None
+                assert spec.arg(f"{p}-region").kind == "drawable"  # a layer or a channel
+                assert (spec.arg(f"{p}-start").default, spec.arg(f"{p}-end").default) == (0.0, 1.0)
+        else:
+            assert not any(n.startswith("reference") for n in names), spec.name
+    assert "reference-4-region" in {a.name for a in arguments.BY_NAME[arguments.PREFIX + "outpaint"].args}
+    assert "reference-4-layer" in {a.name for a in arguments.BY_NAME[arguments.PREFIX + "live-inpaint"].args}
+
+
+def test_reference_arguments_become_the_settings_references_by_stable_id():
+    from client.settings import ReferenceSetting
+
+    ids = {"photo": "17", "face": "23", "sky": "31"}
+    s = values.settings_from_values(arguments.BY_MODE["outpaint"], values_for("outpaint", **{
+        "reference-layer": "photo", "reference-type": "style", "reference-strength": 1.5, "reference-start": 0.2,
+        "reference-end": 0.8, "reference-region": "sky",
+        "reference-3-layer": "face", "reference-3-type": "face",
+        "reference-4-layer": "photo", "reference-4-region": None}), ids.__getitem__)
+    assert s.references == (ReferenceSetting("17", "style", 1.5, 0.2, 0.8, region="31"),
+                            ReferenceSetting("23", "face", 1.0, 0.0, 1.0, region=""),
+                            ReferenceSetting("17", "content", 1.0, 0.0, 1.0, region=""))
+    assert settings_for("generate").references == ()  # no layer picked: no reference
+    with pytest.raises(JobInputError, match="Reference 2: 'from' \\(0.7\\) is after 'until' \\(0.3\\)"):
+        settings_for("img2img", **{"reference-2-layer": "photo", "reference-2-start": 0.7, "reference-2-end": 0.3})
+
+
+def test_four_gimp_reference_slots_reach_the_job_and_a_region_masks_its_reference():
+    """Procedure values → settings → the client core's reference_sources/capture/build_job: every slot arrives in
+    order with its step range; the one bound to a region carries that region layer's opacity as its mask."""
+    from client.jobs import capture, reference_sources
+    from client.regions import opacity
+    from client.settings import Defaults
+    from clientdoc import MemoryDocument, Reader, ellipse_mask, gradient
+    from protocol.images import RGBA8
+
+    w, h = 96, 64
+    region = bytearray(w * h * 4)
+    for i in range(w * h):
+        region[i * 4:i * 4 + 4] = bytes((9, 9, 9, 255 if i % w < w // 2 else 0))
+    doc = MemoryDocument(w, h, gradient(w, h), ellipse_mask(w, h, 48, 32, 20, 14, soft=6),
+                         {"photo": gradient(w, h)[::-1], "region": bytes(region)})
+    vals = values_for("inpaint", prompt="x", **{f"{arguments.reference_prefix(i)}-layer": "photo"
+                                                for i in range(1, 5)})
+    vals.update({"reference-2-region": "region", "reference-3-type": "style", "reference-4-start": 0.5})
+    s = values.settings_from_values(arguments.BY_MODE["inpaint"], vals, lambda item: f"id-{item}")
+    sources = reference_sources(s, lambda ident: ident[3:] if ident[3:] in doc.layers else None,
+                                lambda ident: ident[3:] if ident[3:] in doc.layers else None)
+    reader = Reader(doc, RGBA8)
+    inputs = capture(s, doc.selection_bounds(), w, h, reader, (), sources)
+    job = build_job(s, inputs, Defaults(), None, job_id="refs")
+    assert [(r.type, r.start, r.mask is not None) for r in job.references] == [
+        ("content", 0.0, False), ("content", 0.0, True), ("style", 0.0, False), ("content", 0.5, False)]
+    box = inputs.box
+    assert job.references[1].mask.data == opacity(reader.read_layer("region", box), RGBA8)
+    assert {0, 255} == set(job.references[1].mask.data)
+    parse_client_message(job.to_wire(), Limits())  # the server's validation takes it
+
+
+def test_dialog_places_every_reference_argument_in_its_section():
+    from gimp_plugin.dialog import layout
+
+    for mode in ("outpaint", "generate"):
+        spec = arguments.BY_MODE[mode]
+        top, sections = layout(spec)
+        refs = dict((sid, members) for sid, _t, members in sections)["references"]
+        assert len(refs) == 6 * arguments.MAX_REFERENCES
+        assert not any(name.startswith("reference") for name in top)
