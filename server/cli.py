@@ -52,6 +52,9 @@ def _cluster_missing() -> Optional[str]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import PaintbridgeServer
+    from .memtune import keep_freed_memory
+
+    keep_freed_memory()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.cluster:
