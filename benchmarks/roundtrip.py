@@ -1,10 +1,11 @@
 """Payload speed: a 4000x4000 RGBA round trip on loopback, and the server's per-frame overhead on a live frame.
 
-    .venv/bin/python benchmarks/roundtrip.py [--size 4000] [--reps 5] [--live-reps 5] [--no-live]
+    .venv/bin/python benchmarks/roundtrip.py [--size 4000] [--reps 5] [--live-reps 5] [--no-live] [--fill telea]
 
 1. Round trip: ``paintbridge serve`` (classical engine only) in its own process and the real synchronous client
-   (``protocol.client.Client``) in this one. The job is a classical outpaint by 8 px on every side, so the engine does
-   almost nothing: the time is the payload's way there and back (encode, websocket, decode, the result's encode and
+   (``protocol.client.Client``) in this one. The job is a classical outpaint by 8 px on every side with the Telea fill
+   (``--fill``; the default exemplar fill spends seconds on a 4000 px band), so the engine does almost nothing: the
+   time is the payload's way there and back (encode, websocket, decode, the result's encode and
    decode). Printed: the best of ``--reps`` round trips, the server's own time for the job (``result.elapsed``), and the
    ratio to a floor measured in the same run: ``FLOOR_COPIES`` numpy copies of the image's bytes into new arrays.
 2. Per-frame overhead: a live img2img frame at 512 px on the tiny SD1.5 model (``tests/factory.py``), handled in this
