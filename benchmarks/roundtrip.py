@@ -110,6 +110,7 @@ def live_overhead(reps: int) -> None:
     sys.path.insert(0, str(REPO / "tests"))
     from factory import make_models_dir
 
+    from protocol.codec import fragments
     from protocol.connection import SERVER, Connection
     from protocol.messages import Result, Welcome, hello
     from server.config import ServerConfig
@@ -134,7 +135,7 @@ def live_overhead(reps: int) -> None:
             t1 = time.perf_counter()
             layers = router.run(job, JobContext())
             t2 = time.perf_counter()
-            server.send(Result(msg.id, tuple(encode_layers(layers, msg.result_format)), 0.0, {}))
+            fragments(server.send_pieces(Result(msg.id, tuple(encode_layers(layers, msg.result_format)), 0.0, {})))
             t3 = time.perf_counter()
             pipeline = float(layers[0].info.get("seconds", 0.0))
             if i:
