@@ -2,7 +2,7 @@
 OpenCV still has one (the 4.x wheels; the 5.x wheels dropped ``cv2.CascadeClassifier``): faces found and milliseconds
 per image on the shipped public-domain photo and variants of it (side by side, half size, rotated 20 degrees, dark).
 
-    .venv/bin/python benchmarks/detectors.py [--weights tests/data/face_detection_yunet_2026may.onnx] [--reps 20]
+    .venv/bin/python benchmarks/detectors.py [--weights tests/data/face_detection_yunet_vendored.onnx] [--reps 20]
     PYTHONPATH=/path/to/opencv4 .venv/bin/python benchmarks/detectors.py   # to include Haar
 
 Figures only; nothing here is a test. Both detectors run on this process's CPU threads, one after the other.
@@ -43,7 +43,7 @@ def main() -> None:
     import cv2
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", default=str(DATA / "face_detection_yunet_2026may.onnx"))
+    parser.add_argument("--weights", default=str(DATA / "face_detection_yunet_vendored.onnx"))
     parser.add_argument("--reps", type=int, default=20)
     args = parser.parse_args()
     haar = getattr(cv2, "CascadeClassifier", None)

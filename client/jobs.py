@@ -74,17 +74,27 @@ class ReferenceSource:
     start: float = 0.0
     end: float = 1.0
     model: str = ""
+    mask_layer: Any = None  # a region's layer (host handle): its opacity over the box limits the reference
 
 
-def reference_sources(settings: Settings, find_layer: Callable[[str], Any]) -> Tuple[ReferenceSource, ...]:
-    """``settings.references`` with each layer name resolved by the adapter's ``find_layer`` (None = not there)."""
+def reference_sources(settings: Settings, find_layer: Callable[[str], Any],
+                      find_region: Optional[Callable[[str], Any]] = None) -> Tuple[ReferenceSource, ...]:
+    """``settings.references`` with each layer name resolved by the adapter's ``find_layer`` (None = not there), and
+    a reference bound to a region (``ReferenceSetting.region``, the region layer's stable id) resolved by
+    ``find_region`` to the layer whose opacity masks it."""
     out = []
     for ref in settings.references:
         layer = find_layer(ref.layer)
         if layer is None:
             raise JobInputError(f"The reference layer '{ref.layer}' is not in the document: pick another layer or "
                                 "remove the reference")
-        out.append(ReferenceSource(layer, ref.type, ref.strength, ref.start, ref.end))
+        mask_layer = None
+        if ref.region:
+            mask_layer = find_region(ref.region) if find_region is not None else None
+            if mask_layer is None:
+                raise JobInputError(f"The region the reference '{ref.layer}' belongs to is no longer in the "
+                                    "document: bind the reference to another region or to the whole image")
+        out.append(ReferenceSource(layer, ref.type, ref.strength, ref.start, ref.end, mask_layer=mask_layer))
     return tuple(out)
 
 
@@ -113,17 +123,25 @@ class RegionSource:
 REGION_MODES = ("generate", "img2img", "inpaint", "outpaint")
 
 
+def read_opacity(reader: "DocumentReader", layer: Any, box: Box) -> bytes:
+    """A layer's (or channel's) opacity over ``box`` as gray8: ``reader.read_opacity`` when the adapter has it, else
+    the alpha of ``read_layer``. Regions' masks and region-bound references' masks are read this one way."""
+    read = getattr(reader, "read_opacity", None)
+    return read(layer, box) if read is not None else opacity(reader.read_layer(layer, box), reader.image_format)
+
+
 def read_regions(reader: "DocumentReader", box: Box, regions: Sequence[RegionSource]) -> Tuple[RegionInput, ...]:
     """Each region's mask over ``box``, read the same way in every editor; regions without a prompt are skipped."""
-    out = []
-    for region in regions:
-        if not region.prompt.strip():
-            continue
-        read_opacity = getattr(reader, "read_opacity", None)
-        mask = read_opacity(region.layer, box) if read_opacity is not None else \
-            opacity(reader.read_layer(region.layer, box), reader.image_format)
-        out.append(RegionInput(region.prompt, mask, region.negative_prompt, region.strength))
-    return tuple(out)
+    return tuple(RegionInput(region.prompt, read_opacity(reader, region.layer, box), region.negative_prompt,
+                             region.strength) for region in regions if region.prompt.strip())
+
+
+def read_references(reader: "DocumentReader", box: Box,
+                    references: Sequence[ReferenceSource]) -> Tuple[ReferenceInput, ...]:
+    """Each reference layer's pixels over ``box``; a region-bound one also gets its region's opacity as mask."""
+    return tuple(ReferenceInput(r.type, reader.read_layer(r.layer, box), r.strength, r.start, r.end,
+                                mask=None if r.mask_layer is None else read_opacity(reader, r.mask_layer, box),
+                                model=r.model) for r in references)
 
 
 @dataclass(frozen=True)
@@ -169,8 +187,7 @@ def capture(settings: Settings, selection: Box, canvas_width: int, canvas_height
     image = reader.read_image(box) if plan.image else None
     read = tuple(ControlInput(c.type, reader.read_layer(c.layer, box), c.strength, c.start, c.end, c.preprocess,
                               c.model) for c in controls) if rule(settings.mode).controls else ()
-    refs = tuple(ReferenceInput(r.type, reader.read_layer(r.layer, box), r.strength, r.start, r.end, model=r.model)
-                 for r in references) if rule(settings.mode).controls else ()
+    refs = read_references(reader, box, references) if rule(settings.mode).controls else ()
     areas = read_regions(reader, box, regions) if settings.mode in REGION_MODES else ()
     return JobInputs(box, image, reader.image_format, mask, read, refs, areas)
 
@@ -347,6 +364,8 @@ def _references(inputs: JobInputs, box: Box, fmt: str) -> list:
                                 f"{', '.join(protocol.REFERENCE_TYPES)}")
         if not 0.0 <= ref.strength <= 2.0 or not 0.0 <= ref.start <= ref.end <= 1.0:
             raise JobInputError(f"reference {i + 1}: strength must be 0-2 and 0 ≤ start ≤ end ≤ 1")
+        if ref.mask is not None and ref.mask.count(0) == len(ref.mask):
+            continue  # bound to a region that is empty over the box, as such a region is left out
         alpha = ref.image[3::4]
         if alpha.count(0) == len(alpha):
             raise JobInputError(f"reference {i + 1} ({ref.type}) is empty over the area to work on: paint or place "

@@ -48,6 +48,7 @@ class ReferenceSetting:
     strength: float = 1.0
     start: float = 0.0
     end: float = 1.0
+    region: str = ""  # the stable id of a region's layer (``RegionBinding.layer``): applies only there; "" = everywhere
 
     @classmethod
     def from_dict(cls, data: Any) -> Optional["ReferenceSetting"]:
@@ -60,7 +61,8 @@ class ReferenceSetting:
             value = data.get(key)
             return min(max(float(value), low), high) if _is_number(value) else default
         start, end = number("start", 0.0, 0.0, 1.0), number("end", 1.0, 0.0, 1.0)
-        return cls(data["layer"], kind, number("strength", 1.0, 0.0, 2.0), min(start, end), max(start, end))
+        region = data.get("region") if isinstance(data.get("region"), str) else ""
+        return cls(data["layer"], kind, number("strength", 1.0, 0.0, 2.0), min(start, end), max(start, end), region)
 
 
 def parse_references(value: Any) -> Tuple[ReferenceSetting, ...]:

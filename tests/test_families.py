@@ -501,3 +501,27 @@ def test_a_gguf_flux_transformer_is_recognised_and_runs_close_to_the_full_precis
     assert layer.info["parts"]["vae"] == "tiny-flux-ae" and layer.info["memory"] == "on the CPU"
     diff = np.abs(quantized.astype(int) - full.astype(int))
     assert diff.mean() < 4 and not np.array_equal(quantized, full), (diff.mean(), diff.max())
+
+
+def test_the_shipped_sdxl_refiner_config_builds_the_published_refiner():
+    """server/configs/sdxl-refiner (from Stability's sd_xl_refiner.yaml by diffusers' own conversion): the refiner's
+    UNet (2.3 B published), its OpenCLIP-G text encoder (695 M) and an img2img pipeline without the CLIP-L encoder."""
+    import diffusers
+    import transformers
+    from accelerate import init_empty_weights
+
+    from server.models.loading import CONFIGS_DIR
+
+    folder = CONFIGS_DIR / "sdxl-refiner"
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionXLImg2ImgPipeline" and index["requires_aesthetics_score"]
+    assert index["text_encoder"] == [None, None] and index["text_encoder_2"][1] == "CLIPTextModelWithProjection"
+    raw = json.loads((folder / "unet" / "config.json").read_text())
+    with init_empty_weights():
+        unet = diffusers.UNet2DConditionModel.from_config(raw)
+    assert abs(sum(p.numel() for p in unet.parameters()) - 2.3e9) / 2.3e9 < 0.03
+    assert unet.config.projection_class_embeddings_input_dim == 2560 and unet.config.cross_attention_dim == 1280
+    cfg = transformers.CLIPTextConfig.from_json_file(str(folder / "text_encoder_2" / "config.json"))
+    with init_empty_weights():
+        enc = transformers.CLIPTextModelWithProjection(cfg)
+    assert abs(sum(p.numel() for p in enc.parameters()) - 695e6) / 695e6 < 0.03

@@ -826,8 +826,8 @@ def test_detail_faces_procedure_and_hires_generate_on_a_photo(trixie_root, tmp_p
 
     models = make_models_dir(tmp_path / "models", which=("sd15",))
     (models / "detectors").mkdir()
-    shutil.copyfile(REPO / "tests" / "data" / "face_detection_yunet_2026may.onnx",
-                    models / "detectors" / "face_detection_yunet_2026may.onnx")
+    shutil.copyfile(REPO / "tests" / "data" / "face_detection_yunet_vendored.onnx",
+                    models / "detectors" / "face_detection_yunet_vendored.onnx")
     proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
     try:
         with gimp_profile() as prof:

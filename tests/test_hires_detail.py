@@ -23,7 +23,7 @@ from tests.hubstandin import hub  # noqa: F401 - a fixture
 torch.set_num_threads(2)
 
 DATA = Path(__file__).resolve().parent / "data"
-WEIGHTS = DATA / "face_detection_yunet_2026may.onnx"
+WEIGHTS = DATA / "face_detection_yunet_vendored.onnx"
 W, H = 128, 96  # larger than the tiny models' native 64 x 64: the first pass runs at 72 x 56
 FACE = (178, 62, 91, 115)  # where YuNet finds the astronaut's face (x, y, w, h)
 
@@ -342,3 +342,41 @@ def test_flux_and_sd3_checkpoints_refuse_hires_and_detail_naming_the_field(clien
     with pytest.raises(JobFailed) as err:
         run(client, job("detail", "tiny-flux", image=picture()))
     assert err.value.code == "unsupported" and err.value.field == "mode" and "SD1.5 and SDXL" in str(err.value)
+
+
+def test_a_detail_crop_cuts_controls_reference_masks_and_regions_to_the_crop():
+    from server.core import Job, Region
+    from server.diffusion.detail import crop_area, crop_parts
+    image = np.arange(6 * 8, dtype=np.uint8).reshape(6, 8)
+    cut = crop_area(image, (10, 20), (16, 23, 20, 27))  # document box partly right of and below the image
+    assert cut.shape == (4, 4) and np.array_equal(cut[:3, :2], image[3:6, 6:8]) and not cut[:, 2:].any()
+    assert not crop_area(image, (10, 20), (0, 0, 5, 5)).any()
+    far, near = np.zeros((6, 8), np.uint8), np.zeros((6, 8), np.uint8)
+    far[0, 0], near[4, 7] = 255, 255
+    edges = np.full((6, 8, 3), 9, np.uint8)
+    from protocol.messages import Control
+    parts = crop_parts(Job("j", "inpaint", controls=[Control("canny", edges)],
+                           regions=[Region("far", far), Region("near", near)]), (10, 20), (15, 22, 18, 26))
+    assert parts["controls"][0].image.shape == (4, 3, 3) and parts["controls"][0].image[:, :3].max() == 9
+    assert [r.prompt for r in parts["regions"]] == ["near"] and parts["regions"][0].mask[2, 2] == 255
+
+
+def test_detail_keeps_the_jobs_control_layer_and_region_on_the_faces_crop(client):
+    image = astronaut()
+    edges = np.zeros((512, 512, 4), np.uint8)
+    edges[::6, :, :3] = 255
+    edges[..., 3] = 255
+    near, far = np.zeros((512, 512), np.uint8), np.zeros((512, 512), np.uint8)
+    near[FACE[1]:FACE[1] + FACE[3], FACE[0]:FACE[0] + FACE[2]] = 255
+    far[480:, :40] = 255
+    mask = np.zeros((512, 512), np.uint8)
+    mask[400:500, 20:120] = 255  # far from the face
+    plain = job("inpaint", image=image, mask=mask, strength=0.5, detail={"enabled": True, "separate": True})
+    guided = dict(plain, controls=[{"type": "canny", "image": payload(edges)}],
+                  regions=[{"prompt": "a bronze statue", "mask": payload(near)},
+                           {"prompt": "grass", "mask": payload(far)}])
+    _, (face, rgba) = run(client, guided)
+    assert face.info["controlnets"] == ["control_tiny_sd15_canny"], "the control layer guides the face's inpaint"
+    assert face.info["regions"] == 1, "the region over the face applies there, the far one is left out"
+    _, (plain_face, plain_rgba) = run(client, plain)
+    assert not plain_face.info.get("controlnets") and not np.array_equal(rgba, plain_rgba)

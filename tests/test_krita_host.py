@@ -805,8 +805,8 @@ def krita_techniques_run(tmp_path_factory) -> Run:
     work = tmp_path_factory.mktemp("krita-techniques-server")
     models = factory.make_models_dir(work / "models", ("sd15",))
     (models / "detectors").mkdir()
-    shutil.copyfile(REPO / "tests" / "data" / "face_detection_yunet_2026may.onnx",
-                    models / "detectors" / "face_detection_yunet_2026may.onnx")
+    shutil.copyfile(REPO / "tests" / "data" / "face_detection_yunet_vendored.onnx",
+                    models / "detectors" / "face_detection_yunet_vendored.onnx")
     proc = ServerProcess(["--models", str(models)], work / "server.log").start()
     try:
         return _run_scenario(tmp_path_factory, "techniques", 512, 512, model="tiny-sd15", server_url=proc.url)

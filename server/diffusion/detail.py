@@ -86,10 +86,42 @@ def steps_per_region(job: Job) -> int:
     return max(1, min(int(steps * max(d.strength, 1.0 / steps)), steps))
 
 
+def crop_area(image: np.ndarray, origin: Tuple[int, int], box: Tuple[int, int, int, int]) -> np.ndarray:
+    """The part of ``image`` (anchored at document point ``origin``) under the document box (x0, y0, x1, y1); what
+    lies outside the image is zeros (no control, no mask) — as outpaint treats a control's new area."""
+    x0, y0, x1, y1 = box
+    out = np.zeros((y1 - y0, x1 - x0) + image.shape[2:], image.dtype)
+    ox, oy = origin
+    sx0, sy0 = max(x0 - ox, 0), max(y0 - oy, 0)
+    sx1, sy1 = min(x1 - ox, image.shape[1]), min(y1 - oy, image.shape[0])
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - (y0 - oy):sy1 - (y0 - oy), sx0 - (x0 - ox):sx1 - (x0 - ox)] = image[sy0:sy1, sx0:sx1]
+    return out
+
+
+def crop_parts(job: Job, origin: Tuple[int, int], box: Tuple[int, int, int, int]) -> dict:
+    """The job's control layers, reference masks and regions cut to a detection's crop (document box ``box``):
+    controls keep guiding the face they drew, a masked reference or a region applies where it did, and one that
+    does not reach the crop is left out. ``origin`` is where the job's own box (that of its controls) lies."""
+    controls = [dataclasses.replace(c, image=crop_area(c.image, origin, box)) for c in job.controls]
+    references = []
+    for ref in job.references:
+        mask = None if ref.mask is None else crop_area(ref.mask, origin, box)
+        if mask is None or mask.any():
+            references.append(ref if mask is None else dataclasses.replace(ref, mask=mask))
+    regions = [dataclasses.replace(r, mask=m) for r in job.regions for m in [crop_area(r.mask, origin, box)]
+               if m.any()]
+    return {"controls": controls, "references": references, "regions": regions}
+
+
 def detail_image(run: RunFn, job: Job, rgba: np.ndarray, found: Sequence[Detection], seed: int,
-                 ctx: JobContext, offset: int) -> Tuple[np.ndarray, np.ndarray, List[Layer]]:
-    """Inpaint every detection of ``rgba`` (H x W x 4): the detailed RGBA, the alpha of what changed (H x W), and one
-    layer per detection (at its crop, in the image's coordinates). Progress continues from ``offset``."""
+                 ctx: JobContext, offset: int, origin: Optional[Tuple[int, int]] = None,
+                 ) -> Tuple[np.ndarray, np.ndarray, List[Layer]]:
+    """Inpaint every detection of ``rgba`` (H x W x 4, placed at ``job.x``/``job.y``): the detailed RGBA, the alpha of
+    what changed (H x W), and one layer per detection (at its crop, in the image's coordinates). The job's controls,
+    reference masks and regions (anchored at ``origin``, default the image's place) are cut to each crop. Progress
+    continues from ``offset``."""
+    origin = origin if origin is not None else (job.x, job.y)
     d = job.params.detail
     h, w = rgba.shape[:2]
     out = rgba.copy()
@@ -107,7 +139,8 @@ def detail_image(run: RunFn, job: Job, rgba: np.ndarray, found: Sequence[Detecti
         sub = dataclasses.replace(job, mode="inpaint", image=crop, mask=region_mask(region), params=params,
                                   prompt=d.prompt or job.prompt,
                                   negative_prompt=d.negative_prompt or job.negative_prompt,
-                                  controls=[], x=job.x + x0, y=job.y + y0)
+                                  x=job.x + x0, y=job.y + y0,
+                                  **crop_parts(job, origin, (job.x + x0, job.y + y0, job.x + x1, job.y + y1)))
         layer = run(sub, SpanContext(ctx, offset + i * per, total))[0]
         alpha = layer.rgba[..., 3:4].astype(np.float32) / 255.0
         part = out[y0:y1, x0:x1, :3].astype(np.float32)
@@ -164,7 +197,7 @@ def after_job(run: RunFn, detect: Callable[[np.ndarray, Sequence[str], float], L
             out_layers.append(layer)
             continue
         base = dataclasses.replace(job, x=layer.x, y=layer.y)
-        detailed, changed, parts = detail_image(run, base, layer.rgba, found, layer.seed, ctx, offset)
+        detailed, changed, parts = detail_image(run, base, layer.rgba, found, layer.seed, ctx, offset, (job.x, job.y))
         offset += steps_per_region(job) * len(found)
         detections = [p.info["detection"] for p in parts]
         layer.info["detections"] = detections
