@@ -52,8 +52,10 @@ def _cluster_missing() -> Optional[str]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import PaintbridgeServer
+    from . import tuning
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("paintbridge.tuning").info("process settings applied: %s", tuning.apply())
     if args.cluster:
         return cmd_serve_cluster(args)
     try:

@@ -92,7 +92,7 @@ class Link:
         while True:
             msg = await self.outbox.get()
             try:
-                frame = self.conn.send(msg)
+                frame = self.conn.send_pieces(msg)
             except LocalProtocolError as err:
                 log.error("not sending %s: %s", msg.type, err)  # a server bug; the connection stays usable
                 continue
