@@ -133,7 +133,7 @@ SERVER_LAYERS = {
     "access": 4, "netlog": 4, "outbox": 4,  # who may connect, the network log, a connection's bounded outbox
     "app": 5,  # the websocket application
     "cluster": 5,  # cluster mode: the same application over a pool of engine replicas on Ray Serve (issue 16)
-    "cli": 6, "__main__": 7,  # the command line
+    "cli": 6, "runjob": 6, "__main__": 7,  # the command line, its job read from files
 }
 ENGINES = {name for name, layer in SERVER_LAYERS.items() if layer == 2}
 # Engines are peers and do not import each other, except: the diffusion engine runs a control layer through the

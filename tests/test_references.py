@@ -323,7 +323,7 @@ def test_models_pull_installs_the_reference_preset_where_the_registry_reads_it(t
 
 
 def test_reference_arguments_parse_from_the_right(tmp_path):
-    from server.cli import parse_reference
+    from server.runjob import parse_reference
 
     odd = tmp_path / "a:b.png"  # a colon in the file name, as in C:\\ paths
     Image.fromarray(picture(1, 8, 6)[..., :3]).save(odd)
