@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 from typing import Dict, List, Set, Tuple
 
@@ -110,3 +111,13 @@ def listeners(root: int) -> List[Listener]:
             if inode in table:
                 found.append(Listener(pid, _program(pid), *table[inode]))
     return sorted(set(found), key=lambda lst: (lst.program, lst.port))
+
+
+def routable_address() -> str:
+    """This machine's address on its default route (no packet is sent), or "" when it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.254", 9))
+            return s.getsockname()[0]
+        except OSError:
+            return ""

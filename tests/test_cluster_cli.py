@@ -18,6 +18,7 @@ from protocol.client import Client
 pytest.importorskip("ray.serve", reason="cluster mode needs the 'cluster' extra (python3 install.py --dev has it)")
 
 from factory import make_models_dir  # noqa: E402
+from listening import routable_address  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,16 +32,6 @@ def free_port() -> int:
 def pool_ids(url: str) -> list:
     with Client(url, "cli-test") as client:
         return [r["id"] for r in client.welcome.capabilities["pool"]["replicas"] if r["alive"]]
-
-
-def routable_address() -> str:
-    """This machine's address on its default route (no packet is sent), or "" when it has none."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.254", 9))
-            return s.getsockname()[0]
-        except OSError:
-            return ""
 
 
 def test_a_worker_cannot_join_a_loopback_head():

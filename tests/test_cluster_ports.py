@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("ray.serve", reason="cluster mode needs the 'cluster' extra (python3 install.py --dev has it)")
 
-from listening import Listener, listeners  # noqa: E402
+from listening import Listener, listeners, routable_address  # noqa: E402
 
 # every Ray process of a head that listens (the autoscaler monitor is not started)
 LISTENING = {"gcs_server", "raylet", "ray.util.client.server", "dashboard.py", "ray::DashboardAgent",
@@ -48,16 +48,6 @@ def test_a_one_machine_studio_listens_on_loopback_only():
     assert any(lst.port == port for lst in found), found
     assert [lst for lst in found if not lst.loopback] == [], "Ray listens beyond loopback"
     assert "monitor.py" not in programs, found  # the autoscaler monitor (and its metrics port) is not started
-
-
-def routable_address() -> str:
-    """This machine's address on its default route (no packet is sent), or "" when it has none."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.254", 9))
-            return s.getsockname()[0]
-        except OSError:
-            return ""
 
 
 def test_on_a_network_address_ray_binds_its_core_servers_to_every_interface():
