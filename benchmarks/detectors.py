@@ -2,7 +2,10 @@
 OpenCV still has one (the 4.x wheels; the 5.x wheels dropped ``cv2.CascadeClassifier``): faces found and milliseconds
 per image on the shipped public-domain photo and variants of it (side by side, half size, rotated 20 degrees, dark).
 
-    .venv/bin/python benchmarks/detectors.py [--weights tests/data/face_detection_yunet_vendored.onnx] [--reps 20]
+    .venv/bin/python benchmarks/detectors.py [--weights PATH] [--models DIR] [--reps 20]
+
+The weights are YuNet's real ones (``paintbridge models pull detailer`` puts them in the models folder's
+``detectors/``; none ship with the repository); ``--weights`` names a file instead.
     PYTHONPATH=/path/to/opencv4 .venv/bin/python benchmarks/detectors.py   # to include Haar
 
 Figures only; nothing here is a test. Both detectors run on this process's CPU threads, one after the other.
@@ -43,9 +46,19 @@ def main() -> None:
     import cv2
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", default=str(DATA / "face_detection_yunet_vendored.onnx"))
+    parser.add_argument("--weights", help="a YuNet ONNX file (default: the one in the models folder's detectors/)")
+    parser.add_argument("--models", help="the models folder (default: the server's)")
     parser.add_argument("--reps", type=int, default=20)
     args = parser.parse_args()
+    if not args.weights:
+        from server.config import default_models_dir
+        from server.detect import find_weights
+
+        found = find_weights([Path(args.models).expanduser() if args.models else default_models_dir()])
+        if found is None:
+            raise SystemExit("no YuNet weights in the models folder's detectors/: run `paintbridge models pull "
+                             "detailer` or pass --weights FILE")
+        args.weights = str(found)
     haar = getattr(cv2, "CascadeClassifier", None)
     print(f"OpenCV {cv2.__version__}; Haar cascade {'available' if haar else 'not in this OpenCV'}")
     for name, img in images().items():

@@ -1,5 +1,6 @@
 """Hires fix and detailer through the real websocket server, on tiny random-weight models (native 64 px), offline;
-the detailer's face detector is the real YuNet on a real photo (tests/data/astronaut.png)."""
+the detailer's face detector is a YuNet-format network the tests build (tests/tiny_yunet.py), run by the real
+loading and detection code (``server.detect``, OpenCV's FaceDetectorYN), on a synthetic face drawn by the tests."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from PIL import Image
 
 import factory
+import tiny_yunet
 from protocol import Limits
 from protocol.client import JobFailed
 from protocol.messages import Detail, Hires, Params
@@ -22,10 +24,8 @@ from tests.hubstandin import hub  # noqa: F401 - a fixture
 
 torch.set_num_threads(2)
 
-DATA = Path(__file__).resolve().parent / "data"
-WEIGHTS = DATA / "face_detection_yunet_vendored.onnx"
 W, H = 128, 96  # larger than the tiny models' native 64 x 64: the first pass runs at 72 x 56
-FACE = (178, 62, 91, 115)  # where YuNet finds the astronaut's face (x, y, w, h)
+FACE = (180, 66, 88, 104)  # the drawn face in tiny_yunet.portrait() (x, y, w, h)
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +34,13 @@ def models_dir(tmp_path_factory, paintbridge_cache) -> Path:
                                      ("sd15", "sdxl", "sd15-inpaint", "cn-sd15-canny", "flux"))
     ups = build_upscalers(paintbridge_cache / "upscale-models")
     shutil.copytree(ups / "upscale_models", models / "upscale_models")
-    (models / "detectors").mkdir()
-    shutil.copy(WEIGHTS, models / "detectors" / WEIGHTS.name)
+    tiny_yunet.write_detector(models / "detectors")
     return models
 
 
-def astronaut() -> np.ndarray:
-    rgb = np.asarray(Image.open(DATA / "astronaut.png").convert("RGB"))
-    return np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+def portrait() -> np.ndarray:
+    """The test portrait (512 x 512): a textured background and one drawn face at ``FACE``."""
+    return tiny_yunet.portrait()
 
 
 def picture(w: int = W, h: int = H) -> np.ndarray:
@@ -186,13 +185,14 @@ def test_an_unknown_hires_upscaler_is_refused_naming_what_is_installed(client):
 
 # --- detailer ----------------------------------------------------------------------------------------------------------
 
-def test_the_real_detector_finds_the_astronauts_face():
-    faces = FaceDetector(WEIGHTS).detect(astronaut()[..., :3], 0.5)
+def test_the_detector_finds_the_drawn_face(tmp_path):
+    detector = FaceDetector(tiny_yunet.write_detector(tmp_path))
+    faces = detector.detect(portrait()[..., :3], 0.5)
     assert len(faces) == 1 and faces[0].score > 0.8
     x, y, w, h = FACE
     f = faces[0]
     assert abs(f.x - x) <= 4 and abs(f.y - y) <= 4 and abs(f.width - w) <= 6 and abs(f.height - h) <= 6
-    assert FaceDetector(WEIGHTS).detect(picture()[..., :3], 0.5) == [], "no face in a gradient"
+    assert detector.detect(picture()[..., :3], 0.5) == [], "no face in a gradient"
 
 
 def test_without_weights_the_detailer_names_the_pull(tmp_path):
@@ -202,7 +202,7 @@ def test_without_weights_the_detailer_names_the_pull(tmp_path):
 
 
 def test_detail_mode_repaints_only_the_face(client):
-    image = astronaut()
+    image = portrait()
     progress = []
     (layer, rgba), = run(client, job("detail", image=image, detail={"strength": 0.5, "padding": 16}), progress)
     assert (layer.x, layer.y, layer.width, layer.height) == (10, 20, 512, 512)
@@ -219,7 +219,7 @@ def test_detail_mode_repaints_only_the_face(client):
 
 
 def test_detail_separate_gives_one_layer_per_face_at_its_place(client):
-    image = np.concatenate([astronaut(), astronaut()], axis=1)
+    image = np.concatenate([portrait(), portrait()], axis=1)
     results = run(client, job("detail", image=image, detail={"separate": True}))
     assert len(results) == 2
     boxes = sorted(layer.info["detection"]["box"][0] for layer, _ in results)
@@ -232,7 +232,7 @@ def test_detail_separate_gives_one_layer_per_face_at_its_place(client):
 
 
 def test_detail_mode_on_a_selection_only_takes_faces_inside_it(client):
-    image = np.concatenate([astronaut(), astronaut()], axis=1)
+    image = np.concatenate([portrait(), portrait()], axis=1)
     mask = np.zeros(image.shape[:2], np.uint8)
     mask[:, 512:] = 255
     (layer, rgba), = run(client, job("detail", image=image, mask=mask))
@@ -241,7 +241,7 @@ def test_detail_mode_on_a_selection_only_takes_faces_inside_it(client):
 
 
 def test_detail_after_an_inpaint_job_repaints_the_faces_in_its_box(client):
-    image = astronaut()
+    image = portrait()
     mask = np.zeros((512, 512), np.uint8)
     mask[400:500, 20:120] = 255  # far from the face
     progress = []
@@ -285,8 +285,8 @@ def test_readme_tables_cover_hires_and_detail():
 
 
 def test_models_pull_detailer_gets_a_detector_the_detailer_finds(hub, tmp_path):
-    """The catalogue's face detector, pulled from the hub stand-in (serving the real YuNet weights: the catalogue's
-    exact size and checksum are those of the zoo's 2023mar file, so this copy's are put in), is what the detailer
+    """The catalogue's face detector, pulled from the hub stand-in (serving the tests' detector: the catalogue's
+    exact size and checksum are those of the zoo's 2023mar file, so this file's are put in), is what the detailer
     loads."""
     import dataclasses
     import hashlib
@@ -296,11 +296,11 @@ def test_models_pull_detailer_gets_a_detector_the_detailer_finds(hub, tmp_path):
 
     (item,) = Catalogue.load().resolve("detailer")
     assert item.kind == "detector" and item.target.startswith("detectors/") and item.serves("detail")
-    data = WEIGHTS.read_bytes()
+    data = tiny_yunet.model_bytes()
     hub.files[(item.repo, item.file)] = data
     here = dataclasses.replace(item, size=len(data), sha256=hashlib.sha256(data).hexdigest())
     pull_file(here, tmp_path)
-    faces = Detectors([tmp_path]).detect(astronaut()[..., :3], ("face",), 0.5)
+    faces = Detectors([tmp_path]).detect(portrait()[..., :3], ("face",), 0.5)
     assert [f.target for f in faces] == ["face"]
 
 
@@ -320,7 +320,7 @@ def test_paintbridge_run_hires_and_detail_from_the_command_line(models_dir, tmp_
     said = cli("generate", "--width", str(W), "--height", str(H), "--hires", "--hires-upscaler", "lanczos",
                "--hires-strength", "0.5", "--out", str(out))
     assert f"{out}: {W}x{H} at (0, 0), seed 5" in said and Image.open(out).size == (W, H)
-    Image.fromarray(astronaut()).save(tmp_path / "in.png")
+    Image.fromarray(portrait()).save(tmp_path / "in.png")
     out = tmp_path / "face.png"
     said = cli("detail", "--image", str(tmp_path / "in.png"), "--detail-strength", "0.6", "--detail-separate",
                "--out", str(out))
@@ -328,7 +328,7 @@ def test_paintbridge_run_hires_and_detail_from_the_command_line(models_dir, tmp_
     result = np.asarray(Image.open(out).convert("RGBA"))
     assert result.shape == (512, 512, 4), "the detected face over the input"
     x, y, w, h = FACE
-    changed = np.any(result[..., :3] != astronaut()[..., :3], axis=2)
+    changed = np.any(result[..., :3] != portrait()[..., :3], axis=2)
     assert changed[y + h // 2, x + w // 2] and not changed[:y - 40].any() and not changed[y + h + 40:].any()
 
 
@@ -362,7 +362,7 @@ def test_a_detail_crop_cuts_controls_reference_masks_and_regions_to_the_crop():
 
 
 def test_detail_keeps_the_jobs_control_layer_and_region_on_the_faces_crop(client):
-    image = astronaut()
+    image = portrait()
     edges = np.zeros((512, 512, 4), np.uint8)
     edges[::6, :, :3] = 255
     edges[..., 3] = 255

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import ellipse_case  # noqa: E402
+import tiny_yunet  # noqa: E402
 from hosts import krita as hk  # noqa: E402
 from krita_plugin import installer  # noqa: E402
 from protocol.geometry import Box, context_box  # noqa: E402
@@ -114,8 +116,8 @@ def _run_scenario_once(tmp_path_factory, scenario: str, width: int, height: int,
     # the document GIMP's host test generates into (diffusion) and upscales a selection of (classical) too
     (out / "ellipse-image.bin").write_bytes(ellipse_case.rgba_to_bgra(ellipse_case.pattern()))
     (out / "ellipse-mask.bin").write_bytes(ellipse_case.selection())
-    shutil.copyfile(REPO / "tests" / "data" / "astronaut.png", out / "astronaut.png")  # the detailer's photo
-    config["photo"] = host.inside(out / "astronaut.png")
+    Image.fromarray(tiny_yunet.portrait()).save(out / "portrait.png")  # the detailer's picture: a face at 180,66
+    config["photo"] = host.inside(out / "portrait.png")
     config["ellipse"] = {"width": ellipse_case.WIDTH, "height": ellipse_case.HEIGHT, "model": ellipse_case.MODEL,
                          "prompt": ellipse_case.PROMPT, "seed": ellipse_case.SEED, "steps": ellipse_case.STEPS,
                          "image": host.inside(out / "ellipse-image.bin"),
@@ -855,15 +857,14 @@ def test_the_panel_downloads_a_preset_through_the_server(tmp_path_factory, tmp_p
 
 @pytest.fixture(scope="module")
 def krita_techniques_run(tmp_path_factory) -> Run:
-    """A 512 x 512 photo document against a server of this checkout with the tiny SD1.5 model and the face detector."""
+    """A 512 x 512 portrait document (a drawn face) against a server of this checkout with the tiny SD1.5 model and
+    the tests' YuNet-format face detector (tests/tiny_yunet.py)."""
     import factory
     from conftest import ServerProcess
 
     work = tmp_path_factory.mktemp("krita-techniques-server")
     models = factory.make_models_dir(work / "models", ("sd15",))
-    (models / "detectors").mkdir()
-    shutil.copyfile(REPO / "tests" / "data" / "face_detection_yunet_vendored.onnx",
-                    models / "detectors" / "face_detection_yunet_vendored.onnx")
+    tiny_yunet.write_detector(models / "detectors")
     proc = ServerProcess(["--models", str(models)], work / "server.log").start()
     try:
         return _run_scenario(tmp_path_factory, "techniques", 512, 512, model="tiny-sd15", server_url=proc.url)
@@ -884,7 +885,7 @@ def test_detail_tab_repaints_the_face_and_hires_generate_runs_two_passes(krita_t
     layer = run.pixels(rec["new_layer_pixels"], 512, 512)
     changed = layer[..., 3] > 0
     ys, xs = np.nonzero(changed)
-    assert layer[62 + 57, 178 + 45, 3] == 255, "the face's centre is repainted"
+    assert layer[66 + 52, 180 + 44, 3] == 255, "the face's centre is repainted"
     assert xs.min() > 100 and xs.max() < 330 and ys.min() > 0 and ys.max() < 260, "only around the face"
     before = run.pixels(rec["composite_before"], 512, 512)
     assert not np.array_equal(layer[changed][:, :3], before[changed][:, :3])

@@ -1238,7 +1238,7 @@ def scenario_techniques():
     doc.setActiveNode(photo)
     yield 300
     ses.set_option("model", CONFIG["model"])
-    ses.set_prompt("a portrait of an astronaut", "")
+    ses.set_prompt("a portrait", "")
     ses.set_option("steps", 4)
     ses.set_option("random_seed", False)
     ses.set_option("seed", 5)
