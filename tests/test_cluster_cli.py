@@ -52,8 +52,8 @@ def test_serve_cluster_and_a_worker_joining_it(start_server_process, tmp_path):
     assert pool_ids(front.url) == ["head-0"]
     log = open(tmp_path / "worker.log", "w")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "server", "worker", "--address", f"{bind}:{ray_port}", "--ray-bind", bind, "--replicas", "1",
-         "--name", "w", "--models", str(models)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "server", "worker", "--address", f"{bind}:{ray_port}", "--ray-bind", bind,
+         "--replicas", "1", "--name", "w", "--models", str(models)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         env=dict(os.environ, PYTHONPATH=str(REPO)), start_new_session=True)
     try:
         deadline = time.monotonic() + 240

@@ -7,7 +7,8 @@ end is the only way in).
 Ports (measured with Ray 2.60, ``tests/test_cluster_ports.py``): with ``--ray-bind`` on a loopback address (the
 default, a one-machine studio) every port of every Ray process listens on 127.0.0.1 only (``rayenv`` says how). With
 any other address Ray offers no bind option for the GCS, the raylet's node and object managers, the dashboard agent's
-gRPC and metrics servers and the head's metrics server: they listen on every interface, guarded by Ray's token.
+gRPC server and the dashboard process's metrics server: they listen on every interface, guarded by Ray's token (README's
+studio section names the Ray source lines). The dashboard agent's metrics export is off (``rayenv``).
 
 Ray reads its settings when imported: the CLI calls ``rayenv.prepare`` with the address before importing this module.
 """
@@ -54,8 +55,8 @@ def start_ray_node(bind: str, head_address: Optional[str] = None, port: int = DE
                    num_cpus: Optional[float] = None, num_gpus: Optional[int] = None,
                    object_store_bytes: Optional[int] = None, timeout: float = 120.0) -> subprocess.Popen:
     """``ray start --block``: a head on ``bind:port`` (no ``head_address``) or a node joining ``head_address``, with
-    the dashboard and the autoscaler monitor off (a studio has no autoscaler). Returns once the node runs; stopping the returned process (``stop_ray_node``) stops the node
-    and nothing else of Ray on this machine."""
+    the dashboard and the autoscaler monitor off (a studio has no autoscaler). Returns once the node runs; stopping
+    the returned process (``stop_ray_node``) stops the node and nothing else of Ray on this machine."""
     cmd = [ray_command(), "start", "--block", "--node-ip-address", bind, "--disable-usage-stats"]
     if head_address is None:
         cmd += ["--head", "--port", str(port), "--include-dashboard", "false", "--no-monitor"]

@@ -1,7 +1,10 @@
 """Ray's settings for a studio, set in the environment before Ray is imported (Ray reads them when imported).
 
 - ``RAY_AUTH_MODE=token``: a head started here requires Ray's token (~/.ray/auth_token, made when missing), and this
-  process and every node joining sends it; ``RAY_USAGE_STATS_ENABLED=0``: no usage reports.
+  process and every node joining sends it; ``RAY_USAGE_STATS_ENABLED=0``: no usage reports;
+  ``RAY_enable_metrics_collection=0``: the raylet starts its dashboard agent with ``--disable-metrics-collection``, so
+  the agent opens no Prometheus export port (``dashboard/modules/reporter/reporter_agent.py``: ``if not
+  self._metrics_collection_disabled``, which would serve on every interface unless the node's address is loopback).
 - On a loopback address (a one-machine studio), ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``: Ray 2.60 otherwise replaces a
   loopback node address with the machine's routable one (``ray/scripts/scripts.py``, ``ray start``:
   ``services.resolve_ip_for_localhost``, which asks ``services.get_node_ip_address``; that answers 127.0.0.1 only when
@@ -18,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import Dict
 
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_enable_metrics_collection": "0"}
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 LOOPBACK_HEAD = ("a studio's Ray head on a loopback address (the default --ray-bind 127.0.0.1) is a one-machine "
                  "studio that no machine can join: run more replicas on it with --replicas N, or start the front end "
