@@ -181,6 +181,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--mask", type=int, default=192)
     p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--no-bf16", action="store_true", help="skip the plain-diffusers bf16 round (for information)")
     p.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     p.add_argument("--plain-worker", metavar="CHECKPOINT", help=argparse.SUPPRESS)
     opts = p.parse_args()
@@ -221,8 +222,10 @@ def main() -> None:
     plain.close()
     plain_peak = plain.peak
 
-    bf16 = Plain(checkpoint, "bfloat16", opts)
+    bf16 = Plain(checkpoint, "bfloat16", opts) if not opts.no_bf16 else None
     try:
+        if bf16 is None:
+            raise RuntimeError("skipped (--no-bf16)")
         bf16.first_job(PROMPTS[0], 1)
         prompt = PROMPTS[-1] + " (bf16 round)"
         t["bf16 new"].append(bf16.job(prompt, 30))
@@ -239,7 +242,7 @@ def main() -> None:
     server_peak = server.close()
     print(f"server job info: {json.dumps(server.info)}")
 
-    report(t, cpu, plain_peak, bf16.peak, server_peak, server.listening)
+    report(t, cpu, plain_peak, bf16.peak if bf16 is not None else float("nan"), server_peak, server.listening)
 
 
 def report(t: dict, cpu: dict, plain_peak: float, bf16_peak: float, server_peak: float, listening: float) -> None:

@@ -1,10 +1,11 @@
 """Payload speed: a 4000x4000 RGBA round trip on loopback, and the server's per-frame overhead on a live frame.
 
-    .venv/bin/python benchmarks/roundtrip.py [--size 4000] [--reps 5] [--live-reps 5] [--no-live]
+    .venv/bin/python benchmarks/roundtrip.py [--size 4000] [--reps 5] [--live-reps 5] [--no-live] [--fill telea]
 
 1. Round trip: ``paintbridge serve`` (classical engine only) in its own process and the real synchronous client
-   (``protocol.client.Client``) in this one. The job is a classical outpaint by 8 px on every side, so the engine does
-   almost nothing: the time is the payload's way there and back (encode, websocket, decode, the result's encode and
+   (``protocol.client.Client``) in this one. The job is a classical outpaint by 8 px on every side with the Telea fill
+   (``--fill``; the default exemplar fill spends seconds on a 4000 px band), so the engine does almost nothing: the
+   time is the payload's way there and back (encode, websocket, decode, the result's encode and
    decode). Printed: the best of ``--reps`` round trips, the server's own time for the job (``result.elapsed``), and the
    ratio to a floor measured in the same run: ``FLOOR_COPIES`` numpy copies of the image's bytes into new arrays.
 2. Per-frame overhead: a live img2img frame at 512 px on the tiny SD1.5 model (``tests/factory.py``), handled in this
@@ -72,7 +73,7 @@ def start_server(models: Path) -> tuple:
     raise SystemExit("the server did not start:\n" + proc.stdout.read())
 
 
-def round_trip(size: int, reps: int) -> None:
+def round_trip(size: int, reps: int, fill: str) -> None:
     from protocol.client import Client, new_job_id
     from protocol.images import RGBA8, ImagePayload
     from protocol.messages import Extend, Job, Params
@@ -86,7 +87,7 @@ def round_trip(size: int, reps: int) -> None:
 
                 def one() -> None:
                     job = Job(new_job_id("bench"), "outpaint", model="classical",
-                              image=ImagePayload(size, size, RGBA8, pixels), params=Params(extend=Extend(8, 8, 8, 8)))
+                              image=ImagePayload(size, size, RGBA8, pixels), params=Params(extend=Extend(8, 8, 8, 8), fill=fill))
                     result = client.run(job)
                     layer = result.layers[0]
                     assert (layer.width, layer.height) == (size + 16, size + 16) and len(layer.data) == layer.width \
@@ -99,7 +100,7 @@ def round_trip(size: int, reps: int) -> None:
             proc.terminate()
             proc.wait(30)
     floor = floor_seconds(len(pixels), reps)
-    print(f"round trip {size}x{size} rgba8, classical outpaint by 8 px: best of {reps} = {best:.3f} s "
+    print(f"round trip {size}x{size} rgba8, classical outpaint by 8 px ({fill} fill): best of {reps} = {best:.3f} s "
           f"(goal <= {GOAL_SECONDS} s); server job time {min(elapsed):.3f} s")
     print(f"floor ({FLOOR_COPIES} numpy copies of {len(pixels) / 2**20:.0f} MiB): {floor:.3f} s; "
           f"round trip / floor = {best / floor:.2f}")
@@ -109,6 +110,7 @@ def live_overhead(reps: int) -> None:
     sys.path.insert(0, str(REPO / "tests"))
     from factory import make_models_dir
 
+    from protocol.codec import fragments
     from protocol.connection import SERVER, Connection
     from protocol.messages import Result, Welcome, hello
     from server.config import ServerConfig
@@ -133,7 +135,7 @@ def live_overhead(reps: int) -> None:
             t1 = time.perf_counter()
             layers = router.run(job, JobContext())
             t2 = time.perf_counter()
-            server.send(Result(msg.id, tuple(encode_layers(layers, msg.result_format)), 0.0, {}))
+            fragments(server.send_pieces(Result(msg.id, tuple(encode_layers(layers, msg.result_format)), 0.0, {})))
             t3 = time.perf_counter()
             pipeline = float(layers[0].info.get("seconds", 0.0))
             if i:
@@ -159,9 +161,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4000)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--live-reps", type=int, default=5)
+    parser.add_argument("--fill", default="telea",
+                        help="the outpaint's fill (default telea: the cheapest, so the payload's way is what is timed)")
     parser.add_argument("--no-live", action="store_true", help="skip the per-frame overhead (needs torch)")
     args = parser.parse_args()
-    round_trip(args.size, args.reps)
+    round_trip(args.size, args.reps, args.fill)
     if not args.no_live:
         live_overhead(args.live_reps)
 

@@ -311,7 +311,7 @@ class Client:
             ws, conn = self._ws, self._conn
             if ws is None or conn is None:
                 raise ConnectionFailed("not connected to the Paintbridge server")
-            frame = conn.send(msg)
+            frame = conn.send_pieces(msg)
             try:
                 ws.send(fragments(frame))
             except (ConnectionClosed, OSError) as err:

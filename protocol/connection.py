@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Set
 
-from .codec import decode, encode
+from .codec import decode, encode, encode_pieces
 from .errors import BAD_REQUEST, LocalProtocolError, ProtocolError, bad_field
 from .messages import (
     CLIENT_TYPES, FINAL_TYPES, JOB_EVENT_TYPES, OPENING_TYPES, SERVER_TYPES, Cancel, Error, Hello, Limits, Message,
@@ -117,11 +117,20 @@ class Connection:
     # --- sending ----------------------------------------------------------------------------------------------------
     def send(self, message: Message) -> bytes:
         """The frame for ``message``; LocalProtocolError when this side may not send it now."""
+        self._check_send(message)
+        return encode(message.to_wire())
+
+    def send_pieces(self, message: Message) -> List[Any]:
+        """``send`` without copying large payloads: the frame as ``codec.encode_pieces`` gives it (for
+        ``codec.fragments``); LocalProtocolError when this side may not send ``message`` now."""
+        self._check_send(message)
+        return encode_pieces(message.to_wire())
+
+    def _check_send(self, message: Message) -> None:
         if self.role == CLIENT:
             self._send_client(message)
         else:
             self._send_server(message)
-        return encode(message.to_wire())
 
     def _send_client(self, msg: Message) -> None:
         if msg.type not in CLIENT_TYPES:

@@ -175,6 +175,7 @@ class PaintbridgeServer:
                 except ProtocolError:
                     session.jobs.pop(item.id, None)
                     raise
+                session.queued(item)
             elif isinstance(msg, Pull):  # model downloads: server/pulls.py
                 session.add(await self.pulls.start(session, msg))
             elif isinstance(msg, ListPresets):

@@ -41,7 +41,7 @@ def _cluster_missing() -> Optional[str]:
     """None when Ray Serve is installed, else what to install."""
     import importlib.util
 
-    try:  # looked up, not imported: Ray reads its settings when imported (server/cluster/launch.py sets them)
+    try:  # looked up, not imported: Ray reads its settings when imported (server/cluster/rayenv.py sets them)
         ray = importlib.util.find_spec("ray")
     except (ImportError, ValueError):
         ray = None
@@ -52,8 +52,10 @@ def _cluster_missing() -> Optional[str]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import PaintbridgeServer
+    from . import tuning
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("paintbridge.tuning").info("process settings applied: %s", tuning.apply())
     if args.cluster:
         return cmd_serve_cluster(args)
     try:
@@ -82,6 +84,9 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
     if missing:
         print(f"paintbridge serve: {missing}", file=sys.stderr)
         return 2
+    from .cluster import rayenv
+
+    rayenv.prepare(args.ray_bind if args.cluster == "start" else args.cluster)
     from .cluster.launch import serve_cluster
 
     config = _config(args)
@@ -93,8 +98,10 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
 
     def ready(port: int) -> None:
         print(f"Paintbridge server listening on ws://{args.host}:{port}", flush=True)
-        print(f"cluster: Ray at {args.cluster if args.cluster != 'start' else f'{args.ray_bind}:{args.ray_port}'}; "
-              f"add a machine with: paintbridge worker --address {args.ray_bind}:{args.ray_port}", flush=True)
+        head = args.cluster if args.cluster != "start" else f"{args.ray_bind}:{args.ray_port}"
+        more = ("one machine (Ray on loopback; --ray-bind ADDRESS lets other machines join)"
+                if rayenv.is_loopback(head) else f"add a machine with: paintbridge worker --address {head}")
+        print(f"cluster: Ray at {head}; {more}", flush=True)
 
     try:
         serve_cluster(config, args.cluster, args.ray_bind, args.ray_port, args.replicas, args.replica_cpus, ready)
@@ -109,6 +116,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if missing:
         print(f"paintbridge worker: {missing}", file=sys.stderr)
         return 2
+    from .cluster import rayenv
+
+    if rayenv.is_loopback(args.address):
+        print(f"paintbridge worker: {rayenv.LOOPBACK_HEAD}", file=sys.stderr)
+        return 2
+    rayenv.prepare(args.address)
     from .cluster.launch import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

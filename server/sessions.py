@@ -47,6 +47,8 @@ class FinalKeeper(Protocol):
 
     def forget(self, session_id: str) -> None: ...
 
+    def opened(self, session_id: str, client: str, job_id: str) -> None: ...
+
 
 class ClientNotReading(Exception):
     """The client does not read what the server sends it."""
@@ -90,7 +92,7 @@ class Link:
         while True:
             msg = await self.outbox.get()
             try:
-                frame = self.conn.send(msg)
+                frame = self.conn.send_pieces(msg)
             except LocalProtocolError as err:
                 log.error("not sending %s: %s", msg.type, err)  # a server bug; the connection stays usable
                 continue
@@ -194,6 +196,12 @@ class ClientSession:
         self.forgotten.discard(item.id)
         if item.live:
             self.live.add(item.id)
+
+    def queued(self, item: QueuedJob) -> None:
+        """``item`` was accepted into the queue: the keeper notes it open until its final message (a restarted server
+        answers a job still open as lost). Live frames are not noted: their answers are never kept."""
+        if self.keeper is not None and not item.live:
+            self.keeper.opened(self.id, self.client, item.id)
 
     def forget(self, items: List[QueuedJob]) -> None:
         """These jobs were dropped (live frames of a lost connection, an expired session): no message about them."""

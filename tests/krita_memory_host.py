@@ -31,6 +31,7 @@ class MemoryDocument:
     preview: Optional[ResultImage] = None
     layers: List[tuple] = field(default_factory=list)  # (name, ResultImage) applied
     annotations: dict = field(default_factory=dict)  # what Krita keeps as document annotations (in the .kra)
+    extra: dict = field(default_factory=dict)  # layer id -> (name, bgra8 over the canvas): the painter's other layers
 
 
 class MemoryHost:
@@ -40,6 +41,7 @@ class MemoryHost:
         self.doc = doc
         self.pixel_reads = 0
         self.watchers: List["MemoryWatch"] = []
+        self.active = "paint"  # the active layer's id
 
     def active_document(self) -> MemoryDocument:
         if self.doc is None:
@@ -63,13 +65,17 @@ class MemoryHost:
         """What the mode needs, read the way ``client.jobs.capture`` plans it (the Krita door does the same)."""
         bounds = self.mask_bounds(doc, settings) or Box(0, 0, 0, 0)
         sources = [cjobs.ControlSource(c.layer_id, c.type, c.strength, c.start, c.end) for c in controls]
-        return cjobs.capture(settings, bounds, doc.width, doc.height, _Reader(self, doc), sources, regions=regions)
+        ids = {layer_id for _name, layer_id in self.paint_layers()}
+        exists = lambda layer_id: layer_id if layer_id in ids else None  # noqa: E731
+        refs = cjobs.reference_sources(settings, exists, exists)
+        return cjobs.capture(settings, bounds, doc.width, doc.height, _Reader(self, doc), sources, refs, regions)
 
     def active_layer_id(self, doc) -> str:
-        return "paint" if doc is not None else ""
+        return self.active if doc is not None else ""
 
     def paint_layers(self) -> list:
-        return [("Paint", "paint")]
+        extra = self.doc.extra if self.doc is not None else {}
+        return [("Paint", "paint")] + [(name, layer_id) for layer_id, (name, _data) in extra.items()]
 
     def show_preview(self, doc: MemoryDocument, image: ResultImage, above_id: str) -> None:
         doc.preview = image
@@ -129,6 +135,9 @@ class _Reader:
         return crop(self.doc.selection, self.doc.width, 1, box)
 
     def read_layer(self, layer, box: Box) -> bytes:
+        if layer in self.doc.extra:
+            self.host.pixel_reads += 1
+            return crop(self.doc.extra[layer][1], self.doc.width, 4, box)
         return self.read_image(box)
 
 

@@ -119,7 +119,8 @@ def test_no_krita_plugin_file_is_over_500_lines():
 
 # Each top-level module or package of server/ and its layer; a module may import only from its own layer or below.
 SERVER_LAYERS = {
-    "__init__": 0, "core": 0, "device": 0, "config": 0, "defaults": 0,  # core types, device, configuration, defaults
+    "__init__": 0, "core": 0, "device": 0, "config": 0, "defaults": 0, "tuning": 0,  # core types, device, configuration,
+    # defaults, process settings for speed
     "imageops": 1, "models": 1, "downloads": 1,  # what engines share: image operations, the model registry and
     # loaders; the model downloader beside them
     "payloads": 1,  # wire pixels to numpy and back (used by the app)

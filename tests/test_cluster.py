@@ -1,8 +1,9 @@
 """Cluster mode on a real local Ray cluster: one front end, three CPU engine replicas on Ray Serve, tiny models.
 
 One Ray cluster (small: 4 logical CPUs, a 96 MB object store, no dashboard, no Serve proxy) serves the whole module.
-Replicas ``t-0`` and ``t-1`` see a models folder with tiny SD1.5 and SDXL checkpoints; ``u-0`` sees the same plus
-``tiny-broken`` (an SD1.5 folder whose UNet weights are cut short: it is listed, and cannot load).
+Replicas ``t-0`` and ``t-1`` see a models folder with tiny SD1.5 and SDXL checkpoints and ``tiny-two`` (the SD1.5 one
+again: a checkpoint only those two replicas have); ``u-0`` sees SD1.5, SDXL and ``tiny-broken`` (an SD1.5 folder whose
+UNet weights are cut short: it is listed, and cannot load).
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def studio(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("studio")
     models = make_models_dir(root / "models", which=("sd15", "sdxl"))
+    shutil.copytree(checkpoint_folder("sd15"), models / "checkpoints" / "tiny-two")  # (a link is the same model)
     more = make_models_dir(root / "models-u", which=("sd15", "sdxl"))
     broken_checkpoint(more / "checkpoints" / "tiny-broken")
     env = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
@@ -203,6 +205,33 @@ def test_three_painters_ten_jobs_each_spread_over_the_replicas(studio):
     assert len(used) >= 2, studio.queue.routes
 
 
+def test_a_painter_with_many_jobs_does_not_hold_up_another_across_the_pool(studio):
+    """Fair turns across the pool, counted in start order: painter A queues 8 jobs of a checkpoint two replicas have,
+    then painter B queues one; after B's job is queued, at most one more of A's jobs per replica starts before it."""
+    a, _ = session(studio.url, "fair-a")
+    b, _ = session(studio.url, "fair-b")
+    mine = [f"fa{n}" for n in range(8)]
+    for jid in mine:
+        a.send(encode(img2img(jid, "tiny-two")))
+    queued = 0
+    while queued < len(mine):
+        queued += decode(a.recv(timeout=60))["type"] == "queued"
+    b.send(encode(img2img("fb", "tiny-two")))
+    assert decode(b.recv(timeout=60))["type"] == "queued"
+    started_before = {jid for jid, _ in list(studio.queue.routes) if jid in mine}  # (at most: some may follow it)
+    assert len(started_before) <= 4, "A's jobs finished before B's was queued: the pool was not busy"
+    assert until_final(b, "fb")[-1]["type"] == "result"
+    order = [jid for jid, _ in studio.queue.routes if jid in mine or jid == "fb"]
+    ahead = [jid for jid in order[:order.index("fb")] if jid not in started_before]
+    assert len(ahead) <= 2, f"{len(ahead)} of A's jobs started after B's was queued and before it: {order}"
+    finals = 0
+    while finals < len(mine):
+        finals += decode(a.recv(timeout=300))["type"] == "result"
+    assert {rid for jid, rid in studio.queue.routes if jid in mine} <= {"t-0", "t-1"}
+    a.close()
+    b.close()
+
+
 def test_cancel_reaches_the_replica(studio):
     ws, _ = session(studio.url, "cancel")
     ws.send(encode(img2img("c1", steps=150)))
@@ -277,6 +306,43 @@ def test_a_restarted_front_end_delivers_what_finished_while_the_painter_was_away
     assert welcome["resumed"] == ["r1"]
     result = decode(ws.recv(timeout=60))
     assert result["type"] == "result" and result["id"] == "r1" and result["layers"][0]["width"] == 64
+    ws.close()
+
+
+def test_jobs_open_when_the_front_end_stops_are_answered_as_lost_after_it_restarts(studio):
+    """A queued or running job dies with the front end (its images lived there): the painter's reconnect gets the job
+    among ``resumed`` and an ``error`` that says it was lost, not silence."""
+    name = f"ses-lost-{time.time_ns()}"
+    ws = connect(studio.url, compression=None, max_size=None)
+    ws.send(encode({"type": "hello", "protocol": "1.1", "client": "lost", "session": name}))
+    assert decode(ws.recv(timeout=60))["type"] == "welcome"
+    ws.send(encode(img2img("l1", steps=150)))
+    ws.send(encode(img2img("l2", steps=150)))
+    while True:
+        msg = decode(ws.recv(timeout=240))
+        if msg["type"] == "progress" and msg["step"] >= 1:
+            break
+    ws.close()
+    studio.restart()
+    ws = connect(studio.url, compression=None, max_size=None)
+    ws.send(encode({"type": "hello", "protocol": "1.1", "client": "lost", "session": name}))
+    welcome = decode(ws.recv(timeout=60))
+    assert sorted(welcome["resumed"]) == ["l1", "l2"], welcome
+    errors = {}
+    while len(errors) < 2:
+        msg = decode(ws.recv(timeout=60))
+        assert msg["type"] == "error", msg
+        errors[msg["id"]] = msg
+    assert all(m["code"] == "internal" and "lost" in m["message"] and "restarted" in m["message"]
+               for m in errors.values()), errors
+    ws.close()
+    ws = connect(studio.url, compression=None, max_size=None)  # the jobs stay answered (an unconfirmed one again)
+    ws.send(encode({"type": "hello", "protocol": "1.1", "client": "lost", "session": name}))
+    again = decode(ws.recv(timeout=60))["resumed"]
+    assert set(again) <= {"l1", "l2"}
+    for _ in again:
+        msg = decode(ws.recv(timeout=60))
+        assert msg["type"] == "error" and "lost" in msg["message"], msg
     ws.close()
 
 

@@ -213,6 +213,63 @@ def test_reference_layers_from_the_panel_guide_a_job(krita_references_run):
 
 
 @pytest.fixture(scope="module")
+def krita_region_references_run(tmp_path_factory) -> Run:
+    """A reference bound to a region (issue 15), against a server of this checkout behind a proxy that records each
+    job the server receives (``run.jobs``)."""
+    import factory
+    from conftest import ServerProcess
+    from recordproxy import RecordingProxy
+
+    work = tmp_path_factory.mktemp("krita-region-references-server")
+    models = factory.make_models_dir(work / "models", ("sd15", "ipa-sd15-plus"))
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    proxy = RecordingProxy(proc.url)
+    try:
+        run = _run_scenario(tmp_path_factory, "region_references", DW, DH, model="tiny-sd15", server_url=proxy.url)
+        run.jobs = proxy
+        return run
+    finally:
+        proxy.close()
+        proc.stop()
+
+
+def _payload(image: dict) -> bytes:
+    return bytes(image["data"])
+
+
+def test_a_reference_bound_to_a_region_is_masked_by_the_region_layers_opacity(krita_region_references_run):
+    run = krita_region_references_run
+    assert run["connected"] == "connected" and not run.data.get("errors"), run.data.get("errors")
+    assert run["choices"] == ["— whole image —", "Car"] and run["region_setting"] == run["car_id"]
+    for key in ("unbound", "bound"):
+        assert run[key]["error"] is False and run[key]["results"] == 1, run[key]["message"]
+    unbound, bound = (run.jobs.job(run[key]["job_id"]) for key in ("unbound", "bound"))
+    assert [r.get("mask") for r in unbound["references"]] == [None]
+    ref = bound["references"][0]
+    w, h = ref["image"]["width"], ref["image"]["height"]
+    alpha = run.pixels(run["car_alpha"], DW, DH, channels=1)
+    expected = alpha[bound["y"]:bound["y"] + h, bound["x"]:bound["x"] + w].tobytes()
+    assert ref["mask"]["format"] == "gray8" and (ref["mask"]["width"], ref["mask"]["height"]) == (w, h)
+    assert _payload(ref["mask"]) == expected and set(expected) == {0, 180}  # the region layer's opacity, as read
+    assert _payload(ref["mask"]) == _payload(bound["regions"][0]["mask"])  # the same read as the region's own mask
+    box = run["bound"]["results_meta"][0]["box"]
+    with_mask, without = (run.pixels(run[key]["pixels"], box[2], box[3]) for key in ("bound", "unbound"))
+    assert not np.array_equal(with_mask, without)  # same seed: the mask changed where the reference applies
+    assert run["region_after_remove"] == "" and run["row_after_remove"] == "— whole image —"
+
+
+def test_live_mode_sends_a_new_frame_when_a_region_prompt_is_edited(krita_region_references_run):
+    run = krita_region_references_run
+    live = run["live"]
+    assert live["before"] and live["after"], live
+    assert [run.jobs.job(i)["regions"][0]["prompt"] for i in live["before"]] == ["a red sports car"] * len(
+        live["before"])
+    last = run.jobs.job(live["after"][-1])
+    assert last["live"] is True and last["regions"][0]["prompt"] == "a blue boat"
+    assert live["outcomes"][-1] == "result", live
+
+
+@pytest.fixture(scope="module")
 def krita_edit_run(tmp_path_factory) -> Run:
     """Instruction edit: a tiny Flux.1 Kontext and a tiny Flux.1 dev, against a server of this checkout."""
     import factory

@@ -307,3 +307,88 @@ def test_regions_bind_the_active_layer_travel_with_a_job_and_stay_in_the_documen
     assert host.load_document_data(host.doc, "regions") is None
     assert session.run() is not None and ui.pump_until(lambda: not session.busy, 60)
     assert not session.message_is_error, session.message
+
+
+# --- a reference that belongs to a region; live mode hears of region and reference edits (issue 15) -------------------
+
+def _half_layer(w: int, h: int, alpha: int) -> bytes:
+    """bgra8 over the canvas: red with ``alpha`` on the left half, empty on the right."""
+    return b"".join(b"\x00\x00\xff" + bytes([alpha]) if x < w // 2 else bytes(4) for y in range(h) for x in range(w))
+
+
+def test_a_reference_row_chooses_a_bound_region_and_falls_back_when_it_goes(session_setup):
+    """The region chooser lists the whole image and each bound region by its layer's name; the choice is kept in the
+    reference's settings and the job reads the region layer's opacity as the reference's mask; a region unbound
+    (or whose layer went) sends its references back to the whole image."""
+    session, host, ui = session_setup
+    host.doc.extra = {"car": ("Car", _half_layer(64, 48, 200)), "ref": ("Reference", bgra(64, 48, 90))}
+    refs, regions = session.references, session.regions
+    regions.refresh()
+    host.active = "car"
+    regions.bind_active("a red car")
+    ref = refs.add("ref", "style")
+    assert refs.region_choices() == [("— whole image —", ""), ("Car", "car")] and ref.region == ""
+    refs.update(0, region="ref")  # not a bound region: refused by name, nothing changes
+    assert session.message_is_error and "not a bound region" in session.message and refs.items[0].region == ""
+    refs.update(0, region="car")
+    assert refs.items[0].region == "car" and session.settings.references[0].region == "car"
+    doc = host.doc
+    inputs = host.capture(doc, session.settings, [], regions.sources(doc))
+    box = inputs.box
+    alpha = _half_layer(64, 48, 200)[3::4]
+    expected = b"".join(alpha[(box.y + r) * 64 + box.x:(box.y + r) * 64 + box.right] for r in range(box.height))
+    assert inputs.references[0].mask == expected and inputs.regions[0].mask == expected
+    assert set(expected) == {0, 200}  # the selection's box straddles the region's edge
+    seen = []
+    refs.changed.connect(lambda: seen.append([r.region for r in refs.items]))
+    regions.remove(0)
+    assert refs.items[0].region == "" and seen == [[""]]
+    assert host.capture(doc, session.settings, [], regions.sources(doc)).references[0].mask is None
+
+
+def test_live_mode_sends_a_frame_when_a_region_or_a_reference_changes(session_setup):
+    """A region's prompt edit, binding a region, and a reference's region choice are changes for live mode: each
+    sends a frame that carries it (the classical engine answers regions with an error: the frame still went out);
+    an edit that changes nothing sends nothing."""
+    session, host, ui = session_setup
+    host.doc.extra = {"car": ("Car", _half_layer(64, 48, 255))}
+    sent = []
+    submit = session.connection.submit
+    session.connection.submit = lambda job: (sent.append(job), submit(job))[1]
+    frames = session.live.frames
+    session.set_live(True)
+    assert ui.pump_until(lambda: len(frames) == 1 and not session.busy, 60)
+    regions = session.regions
+    regions.refresh()
+    host.active = "car"
+    regions.bind_active("a red car")  # a new region: a new frame with it
+    assert ui.pump_until(lambda: len(frames) == 2 and not session.busy, 60)
+    assert [r.prompt for r in sent[-1].regions] == ["a red car"]
+    regions.set_prompt(0, "a blue boat")
+    assert ui.pump_until(lambda: len(frames) == 3 and not session.busy, 60)
+    assert sent[-1].live and [r.prompt for r in sent[-1].regions] == ["a blue boat"]
+    reads = host.pixel_reads
+    regions.set_prompt(0, "a blue boat")  # the same prompt again: read once, nothing sent
+    ui.pump(0.5)
+    assert len(frames) == 3 and host.pixel_reads > reads
+    session.references.add("car", "style")
+    assert ui.pump_until(lambda: len(frames) == 4 and not session.busy, 60)
+    assert sent[-1].references[0].mask is None
+    session.references.update(0, region="car")  # the reference now belongs to the region: a frame with its mask
+    assert ui.pump_until(lambda: len(frames) == 5 and not session.busy, 60)
+    assert sent[-1].references[0].mask.data == sent[-1].regions[0].mask.data
+    session.set_live(False)
+
+
+def test_live_mode_starts_the_frame_when_its_debounce_timer_fires_early(session_setup):
+    """With slow frames a change waits out the debounce on a timer; Qt's coarse timers may fire a little early: the
+    loop then arms another timer instead of waiting for a change that never comes."""
+    session, host, ui = session_setup
+    frames = session.live.frames
+    session.set_live(True)
+    assert ui.pump_until(lambda: len(frames) == 1 and not session.busy, 60)
+    session.live.scheduler._times.extend([1.0] * 5)  # measured frames of 1 s: a change waits 0.5 s
+    session.live.schedule = lambda seconds, fn: ui.schedule(seconds * 0.95, fn)  # 5 % early
+    session.set_prompt("a wolf")
+    assert ui.pump_until(lambda: len(frames) == 2, 10)
+    session.set_live(False)

@@ -10,7 +10,9 @@ import pytest
 
 from protocol import Limits
 from protocol.client import Client
-from protocol.codec import FRAGMENT_BYTES, decode, encode, fragments
+import msgpack
+
+from protocol.codec import BIG_BIN, FRAGMENT_BYTES, decode, encode, encode_pieces, fragments
 from protocol.errors import ProtocolError
 from protocol.images import BGRA8, GRAY8, LUMA_CHUNK, RGBA8, ImagePayload, convert_pixels, parse_payload
 from protocol.messages import Extend, Job, Params
@@ -55,6 +57,29 @@ def test_large_frames_go_as_fragments_of_one_message_without_copies():
     assert [len(p) for p in parts] == [FRAGMENT_BYTES] * 3 + [len(frame) - 3 * FRAGMENT_BYTES]
     assert all(p.obj is parts[0].obj for p in parts)  # views of the one packed frame
     assert decode(b"".join(parts))["data"] == raw
+
+
+def test_pieces_pack_exactly_like_msgpack_and_hand_large_values_over_uncopied():
+    big = np.random.default_rng(3).integers(0, 256, (300, 200, 4), dtype=np.uint8)
+    raw = random_bytes(2 * FRAGMENT_BYTES + 11)
+    message = {"type": "job", "id": "j1", "n": [1, -2, 3.5, None, True, "é"], "image": {"data": raw, "w": 7},
+               "layers": ({"data": memoryview(big), "seed": 2**40}, {"data": bytearray(b"small"), "x": -1}),
+               "edge": b"e" * BIG_BIN, "below": b"b" * (BIG_BIN - 1)}
+    pieces = encode_pieces(message)
+    assert b"".join(pieces) == msgpack.packb(message, use_bin_type=True) == bytes(encode(message))
+    handed = [p for p in pieces if isinstance(p, memoryview)]
+    assert len(handed) == 3 and all(p.obj is o for p, o in zip(handed, (raw, big, message["edge"])))  # not copies
+    assert sum(len(p) for p in pieces if not isinstance(p, memoryview)) < 300 + BIG_BIN  # the rest, "below" too
+    parts = fragments(pieces)
+    assert max(len(p) for p in parts) <= FRAGMENT_BYTES and decode(b"".join(parts)) == decode(encode(message))
+    small = fragments(encode_pieces({"type": "x", "data": b"y" * BIG_BIN}))
+    assert isinstance(small, bytes) and decode(small)["data"] == b"y" * BIG_BIN  # one frame
+
+
+def test_pieces_refuse_a_strided_buffer_like_msgpack_does():
+    arr = np.zeros((300, 300, 4), np.uint8)
+    with pytest.raises(ValueError, match="contiguous"):
+        encode_pieces({"data": memoryview(arr[:, ::2])})
 
 
 def test_a_received_payload_keeps_its_bytes_object():

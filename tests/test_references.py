@@ -243,6 +243,21 @@ def test_welcome_says_which_families_take_references(client):
     assert caps["references"] == ["sd15", "sdxl"] and "face" in caps["reference_types"]
 
 
+def test_a_masked_reference_keeps_its_mask_in_a_job_with_regions(client):
+    """A reference bound to a region (issue 15) comes with that region: the regions' cross-attention processor passes
+    the IP-Adapter masks on (diffusers drops keyword arguments a processor does not name), so an all-zero mask still
+    leaves the picture as without the reference, and a half mask differs from none."""
+    left = np.zeros((H, W), np.uint8)
+    left[:, : W // 2] = 200
+    areas = [{"prompt": "a red car", "mask": payload(left)}]
+    plain = run(client, regions=areas)
+    empty = payload(np.zeros((H, W), np.uint8))
+    assert np.array_equal(run(client, regions=areas, references=[reference(1, mask=empty)]), plain)
+    everywhere = run(client, regions=areas, references=[reference(1)])
+    masked = run(client, regions=areas, references=[reference(1, mask=payload(left))])
+    assert changed(everywhere, plain) > 0.5 and changed(masked, everywhere) > 0.5
+
+
 def test_a_reference_mask_of_another_size_is_a_bad_request(client):
     with pytest.raises(JobFailed) as err:
         run(client, references=[reference(1, mask=payload(np.zeros((8, 8), np.uint8)))])

@@ -3,6 +3,7 @@ the connection's worker thread and the UI thread."""
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from . import document
@@ -29,7 +30,7 @@ class UiThread(QtCore.QObject):
         self._call.emit(fn)
 
     def schedule(self, seconds: float, fn: Callable[[], None]) -> None:
-        QtCore.QTimer.singleShot(max(0, int(seconds * 1000)), fn)
+        QtCore.QTimer.singleShot(max(0, math.ceil(seconds * 1000)), fn)  # never before ``seconds``
 
 
 class PaintbridgeDocker(document.DockWidget):

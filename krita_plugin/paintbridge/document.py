@@ -178,13 +178,13 @@ class _Reader:
 
 
 def capture(doc, settings: Settings, controls: List[ControlSpec], regions=()):
-    """Read what a job of ``settings.mode`` needs from ``doc`` — the box, mask and image ``client.modes`` plans for
-    the mode, nothing else, and each region layer's opacity (``client.jobs.RegionSource``) — as
-    ``client.jobs.JobInputs``."""
+    """Read what a job of ``settings.mode`` needs from ``doc`` (``client.jobs.JobInputs``): the box, mask and image
+    ``client.modes`` plans for, and each region layer's opacity (regions' and region-bound references' masks)."""
     info = color_info(doc)
     bounds = mask_bounds(doc, settings) or Box(0, 0, 0, 0)
     sources = [client.jobs.ControlSource(c.layer_id, c.type, c.strength, c.start, c.end) for c in controls]
-    refs = client.jobs.reference_sources(settings, lambda i: i if find_node(doc, i) else None)  # issue 15
+    exists = lambda node_id: node_id if find_node(doc, node_id) else None  # noqa: E731  layers by uniqueId
+    refs = client.jobs.reference_sources(settings, exists, exists)  # issue 15: a region's layer masks its references
     return client.jobs.capture(settings, bounds, doc.width(), doc.height(), _Reader(doc, settings, info), sources, refs,
                                regions)
 

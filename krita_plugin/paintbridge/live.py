@@ -59,7 +59,7 @@ class LiveLoop:
                 session.cancel()
 
     def settings_changed(self) -> None:
-        """A job setting changed (prompt, strength, model, control layers): worth a new frame."""
+        """A job setting changed (prompt, strength, model, control layers, references, regions): worth a new frame."""
         if self.on:
             self.changed()
 
@@ -98,7 +98,8 @@ class LiveLoop:
             return
         parts = [repr(sorted(settings.to_dict().items())), inputs.box, inputs.image or b"", inputs.mask or b""]
         parts += [(c.type, c.strength, c.start, c.end, c.image) for c in inputs.controls]
-        parts += [(r.type, r.strength, r.start, r.end, r.image) for r in inputs.references]  # issue 15
+        parts += [(r.type, r.strength, r.start, r.end, r.image, r.mask) for r in inputs.references]  # issue 15
+        parts += [(r.prompt, r.negative_prompt, r.strength, r.mask) for r in inputs.regions]  # issue 15
         sig = clive.signature(parts)
         self._inputs = (sig, doc, settings, inputs, now)
         self.scheduler.changed(sig, now)
@@ -115,9 +116,9 @@ class LiveLoop:
             if session.job is not None and session.job.id == action.job_id:
                 session.cancel()
         elif action.kind == clive.WAIT:
-            if action.at > self._waiting_until:
+            if action.at > self._waiting_until:  # one timer per deadline
                 self._waiting_until = action.at
-                self.schedule(action.at - now, self.step)
+                self.schedule(action.at - now, self._wake)
         elif action.kind == clive.START and self._inputs is not None and self._inputs[0] == action.signature:
             if session.job is not None or not session.connected:
                 return  # a panel job or no connection: the next event or (re)connection asks again
@@ -130,6 +131,11 @@ class LiveLoop:
                 return
             self.scheduler.started(job_id, sig, now)
             self.frames.append({"id": job_id, "change": changed_at, "sent": 0.0, "ended": 0.0, "outcome": ""})
+
+    def _wake(self) -> None:
+        """A debounce timer fired: ask again; a timer that fired early (Qt's coarse timers may) arms a new one."""
+        self._waiting_until = 0.0
+        self.step()
 
     def _frame(self, job) -> Optional[dict]:
         return next((f for f in reversed(self.frames) if f["id"] == job.id), None)

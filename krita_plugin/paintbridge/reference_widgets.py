@@ -10,13 +10,15 @@ from .wire import protocol
 
 
 class ReferenceRow(QtWidgets.QFrame):
-    """One reference image in the panel: type, layer, move up/down, remove, strength, start/end.
+    """One reference image in the panel: type, layer, move up/down, remove, strength, start/end, and the region it
+    belongs to (the whole image, or a bound region: the region layer's opacity masks the reference).
 
     ``changed(field, value)``, ``move(delta)`` and ``remove()`` are what its widgets call; the view binds them to
     the session's reference ``index``.
     """
 
-    def __init__(self, ref, layers: list, changed: Callable, move: Callable, remove: Callable) -> None:
+    def __init__(self, ref, layers: list, changed: Callable, move: Callable, remove: Callable,
+                 regions: list = ()) -> None:
         super().__init__()
         self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
         grid = QtWidgets.QGridLayout(self)
@@ -39,6 +41,9 @@ class ReferenceRow(QtWidgets.QFrame):
         self.start.setToolTip("Guide from this fraction of the steps…")
         self.end = _spin(0.0, 1.0, ref.end, 0.05, "")
         self.end.setToolTip("…to this fraction of the steps")
+        self.region_box = _combo()
+        self.region_box.setToolTip("Where the reference applies: the whole image, or only inside a region (the "
+                                   "region layer's opacity; SD1.5 and SDXL)")
         top = QtWidgets.QHBoxLayout()
         top.addWidget(self.type_box, 2)
         top.addWidget(self.layer_box, 3)
@@ -50,11 +55,17 @@ class ReferenceRow(QtWidgets.QFrame):
         bottom.addWidget(QtWidgets.QLabel("Range"))
         bottom.addWidget(self.start, 1)
         bottom.addWidget(self.end, 1)
+        region = QtWidgets.QHBoxLayout()
+        region.addWidget(QtWidgets.QLabel("Region"))
+        region.addWidget(self.region_box, 1)
         grid.addLayout(top, 0, 0)
         grid.addLayout(bottom, 1, 0)
+        grid.addLayout(region, 2, 0)
         self.refresh_layers(layers, ref.layer)
+        self.refresh_regions(list(regions), ref.region)
         self.type_box.currentTextChanged.connect(lambda text: changed("type", text))
         self.layer_box.activated.connect(lambda i: changed("layer", self.layer_box.itemData(i) or ""))
+        self.region_box.activated.connect(lambda i: changed("region", self.region_box.itemData(i) or ""))
         self.strength.valueChanged.connect(lambda v: changed("strength", v))
         self.start.valueChanged.connect(lambda v: changed("start", v))
         self.end.valueChanged.connect(lambda v: changed("end", v))
@@ -67,6 +78,17 @@ class ReferenceRow(QtWidgets.QFrame):
         from .widgets import ControlRow
 
         ControlRow.refresh_layers(self, layers, keep)
+
+    def refresh_regions(self, choices: list, keep: str) -> None:
+        """Fill the region chooser with ``choices`` ((label, region id) pairs, "" = the whole image) and select
+        ``keep``."""
+        box = self.region_box
+        box.blockSignals(True)
+        box.clear()
+        for label, region_id in choices:
+            box.addItem(label, region_id)
+        box.setCurrentIndex(max(0, box.findData(keep)))
+        box.blockSignals(False)
 
 
 def build_references_section(panel: QtWidgets.QWidget, layout) -> None:

@@ -1,17 +1,19 @@
 """The panel's reference images (issue 15), without widgets and without Krita: an ordered list of reference layers,
-each with a type (style, composition, content, face), a strength and a step range, kept in the session's settings
-(``settings.references``; layers by their uniqueId). Owned by the ``Session`` (``session.references``); the view binds
-its "Reference images" section to it."""
+each with a type (style, composition, content, face), a strength, a step range and optionally a region it belongs to
+(the region layer's opacity masks it), kept in the session's settings (``settings.references``; layers and regions by
+their uniqueId). Owned by the ``Session`` (``session.references``); the view binds its "Reference images" section to
+it."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from .model import Event
 from .wire import client, protocol
 
-FIELDS = ("layer", "type", "strength", "start", "end")
+FIELDS = ("layer", "type", "strength", "start", "end", "region")
+WHOLE_IMAGE = "— whole image —"  # the region chooser's entry for "no region" (``ReferenceSetting.region`` "")
 
 
 class References:
@@ -22,6 +24,7 @@ class References:
         self.changed = Event()  # () a reference was added, removed, moved or changed
         # layer ids of another session's documents mean nothing here: a session starts with no references
         session.settings = session.settings.replace(references=())
+        session.regions.changed.connect(self._follow_regions)
 
     @property
     def items(self) -> tuple:
@@ -50,11 +53,16 @@ class References:
         return ref
 
     def update(self, index: int, **fields) -> None:
-        """Change fields of reference ``index`` (layer, type, strength, start, end)."""
+        """Change fields of reference ``index`` (layer, type, strength, start, end, region: a bound region's layer id
+        or "" for the whole image)."""
         unknown = [name for name in fields if name not in FIELDS]
         if unknown or not 0 <= index < len(self.items):
             self._say(client.errors.JobInputError(f"a reference has no field {unknown[0]!r}" if unknown else
                                                   f"there is no reference {index + 1}"))
+            return
+        if fields.get("region") and fields["region"] not in self._region_ids():
+            self._say(client.errors.JobInputError("That layer is not a bound region: bind it in the Regions section "
+                                                  "first, or choose the whole image"))
             return
         items = list(self.items)
         items[index] = dataclasses.replace(items[index], **fields)
@@ -71,3 +79,21 @@ class References:
             items = list(self.items)
             items[index], items[target] = items[target], items[index]
             self._set(items)
+
+    # --- the region a reference belongs to ----------------------------------------------------------------------------
+    def region_choices(self) -> List[Tuple[str, str]]:
+        """(label, region id) for the region chooser: the whole image (""), then each bound region by its layer's
+        current name."""
+        names = {layer_id: name for name, layer_id in self.session.host.paint_layers()}
+        return [(WHOLE_IMAGE, "")] + [(names.get(b.layer, b.name) or "?", b.layer)
+                                      for b in self.session.regions.list.items]
+
+    def _region_ids(self) -> set:
+        return {b.layer for b in self.session.regions.list.items}
+
+    def _follow_regions(self) -> None:
+        """The regions changed: a reference whose region is no longer bound (removed, its layer deleted, another
+        document) falls back to the whole image."""
+        alive = self._region_ids()
+        if any(ref.region and ref.region not in alive for ref in self.items):
+            self._set(ref if ref.region in alive else dataclasses.replace(ref, region="") for ref in self.items)

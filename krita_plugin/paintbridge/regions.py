@@ -1,7 +1,7 @@
 """The panel's regions, without widgets: prompts bound to layers (paint layers or groups, by uniqueId) of the active
 document, kept in the document (``save_document_data(doc, "regions", ...)``: saved in the .kra) and read as masks
-(the layer's opacity over the job's box) when a job runs. Owned by the ``Session`` (``session.regions``); the view's
-Regions section binds to it."""
+(the layer's opacity over the job's box) when a job runs; every change is a change for live mode. Owned by the
+``Session`` (``session.regions``); the view's Regions section binds to it."""
 
 from __future__ import annotations
 
@@ -51,8 +51,10 @@ class Regions:
             return client.regions.RegionList()
 
     def _save(self) -> None:
+        """Write the list into the document; live mode hears of it like of a prompt edit."""
         if self.doc is not None:
             self.host.save_document_data(self.doc, KEY, self.list.to_bytes() if len(self.list) else None)
+        self.session.live.settings_changed()
 
     def _current(self):
         doc = self.host.active_document()

@@ -89,8 +89,8 @@ class Session:
                                            client.server.Autostart() if self.conn_settings.autostart else None)
         self.live = LiveLoop(self, schedule)
         self.downloads = Downloads(self)
-        self.history, self.references = ResultsHistory(self), references.References(self)  # issues 13, 15
         self.regions = Regions(self)  # regions (issue 15): prompts bound to layers, kept in the document
+        self.history, self.references = ResultsHistory(self), references.References(self)  # issues 13, 15
 
     def start(self) -> None:
         """Connect to the configured server (after the view has bound itself)."""

@@ -102,6 +102,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         s.controls_changed.connect(self._fill_controls)
         self.add_reference_button.clicked.connect(lambda: s.references.add())  # reference images (issue 15)
         s.references.changed.connect(self._fill_references)
+        s.regions.changed.connect(self._refresh_reference_regions)  # a reference's region chooser lists the regions
         self.pull_button.clicked.connect(lambda: s.downloads.pull(self.preset_box.currentData() or ""))
         self.pull_cancel_button.clicked.connect(s.downloads.cancel)
         s.downloads.presets_changed.connect(self._fill_presets)
@@ -354,7 +355,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
             row.refresh_layers(layers, spec.layer_id)
         for row, ref in zip(self.reference_rows, self.session.references.items):
             row.refresh_layers(layers, ref.layer)
-        self.regions_section.refresh()  # regions (issue 15): the active document's
+        self.regions_section.refresh()  # regions (issue 15): the active document's (and the rows' region choosers)
 
     # --- reference images (issue 15) ------------------------------------------------------------------------------
     def _fill_references(self) -> None:
@@ -363,13 +364,19 @@ class PaintbridgePanel(QtWidgets.QWidget):
             row.deleteLater()
         self.reference_rows = []
         refs = self.session.references
-        layers = self.session.host.paint_layers()
+        layers, regions = self.session.host.paint_layers(), refs.region_choices()
         for index, ref in enumerate(refs.items):
             row = reference_widgets.ReferenceRow(
                 ref, layers, changed=lambda field, value, i=index: refs.update(i, **{field: value}),
-                move=lambda delta, i=index: refs.move(i, delta), remove=lambda i=index: refs.remove(i))
+                move=lambda delta, i=index: refs.move(i, delta), remove=lambda i=index: refs.remove(i),
+                regions=regions)
             self.reference_rows.append(row)
             self.references_layout.addWidget(row)
+
+    def _refresh_reference_regions(self) -> None:
+        choices = self.session.references.region_choices()
+        for row, ref in zip(self.reference_rows, self.session.references.items):
+            row.refresh_regions(choices, ref.region)
 
     # --- results history (issue 13) ----------------------------------------------------------------------------------
     def _fill_history(self) -> None:

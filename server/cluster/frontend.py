@@ -53,6 +53,8 @@ class ClusterServer(PaintbridgeServer):
         try:
             await super().run(on_ready, stop)
         finally:
+            if isinstance(self.keeper, RayKeeper):  # (before the running jobs' ``cancelled``: those jobs are lost)
+                self.keeper.close()
             if self._refresher is not None:
                 self._refresher.cancel()
 

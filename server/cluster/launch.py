@@ -1,8 +1,15 @@
 """Starting the pieces of a studio: a Ray head (or joining one), the front end, and a worker machine's replicas.
 
 ``paintbridge serve --cluster`` calls ``serve_cluster``; ``paintbridge worker`` calls ``run_worker``. Ray is started
-with its dashboard off and Serve with no HTTP or gRPC proxy (the websocket front end is the only way in); every Ray
-node advertises the address the operator gives (``--ray-bind``, default 127.0.0.1: a one-machine studio).
+with its dashboard, autoscaler monitor and usage stats off and Serve with no HTTP or gRPC proxy (the websocket front
+end is the only way in).
+
+Ports (measured with Ray 2.60, ``tests/test_cluster_ports.py``): with ``--ray-bind`` on a loopback address (the
+default, a one-machine studio) every port of every Ray process listens on 127.0.0.1 only (``rayenv`` says how). With
+any other address Ray offers no bind option for the GCS, the raylet's node and object managers, the dashboard agent's
+gRPC and metrics servers and the head's metrics server: they listen on every interface, guarded by Ray's token.
+
+Ray reads its settings when imported: the CLI calls ``rayenv.prepare`` with the address before importing this module.
 """
 
 from __future__ import annotations
@@ -19,21 +26,22 @@ import threading
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-# Ray's token authentication, explicitly: a head started here requires the token (~/.ray/auth_token, made when
-# missing), and this process and every node joining sends it. Set before Ray is imported (it reads its mode then).
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
-for _key, _value in RAY_ENV.items():
-    os.environ.setdefault(_key, _value)
+import ray
 
-import ray  # noqa: E402
-
-from ..config import ServerConfig  # noqa: E402
-from .frontend import ClusterServer  # noqa: E402
-from .pool import deploy_replicas, remove_replicas, start_serve  # noqa: E402
+from ..config import ServerConfig
+from .frontend import ClusterServer
+from .pool import deploy_replicas, remove_replicas, start_serve
+from .rayenv import LOOPBACK_HEAD, is_loopback, ray_env
 
 log = logging.getLogger("paintbridge.cluster")
 
 DEFAULT_RAY_PORT = 6379
+
+
+def node_env(bind: str, head_address: Optional[str] = None) -> dict:
+    """The environment of ``ray start`` for a head on ``bind`` or a node joining ``head_address``
+    (``rayenv.ray_env``)."""
+    return dict(os.environ, **ray_env(head_address or bind))
 
 
 def ray_command() -> str:
@@ -46,11 +54,11 @@ def start_ray_node(bind: str, head_address: Optional[str] = None, port: int = DE
                    num_cpus: Optional[float] = None, num_gpus: Optional[int] = None,
                    object_store_bytes: Optional[int] = None, timeout: float = 120.0) -> subprocess.Popen:
     """``ray start --block``: a head on ``bind:port`` (no ``head_address``) or a node joining ``head_address``, with
-    the dashboard off. Returns once the node runs; stopping the returned process (``stop_ray_node``) stops the node
+    the dashboard and the autoscaler monitor off (a studio has no autoscaler). Returns once the node runs; stopping the returned process (``stop_ray_node``) stops the node
     and nothing else of Ray on this machine."""
     cmd = [ray_command(), "start", "--block", "--node-ip-address", bind, "--disable-usage-stats"]
     if head_address is None:
-        cmd += ["--head", "--port", str(port), "--include-dashboard", "false"]
+        cmd += ["--head", "--port", str(port), "--include-dashboard", "false", "--no-monitor"]
     else:
         cmd += ["--address", head_address]
     if num_cpus is not None:
@@ -60,7 +68,7 @@ def start_ray_node(bind: str, head_address: Optional[str] = None, port: int = DE
     if object_store_bytes:
         cmd += ["--object-store-memory", str(object_store_bytes)]
     log.info("starting Ray: %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd, env=dict(os.environ, **RAY_ENV), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, env=node_env(bind, head_address), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)  # (a join needs the head's token file)
     seen: List[str] = []
     started = threading.Event()
@@ -148,6 +156,8 @@ def serve_cluster(config: ServerConfig, cluster: str, bind: str, port: int, repl
 def run_worker(address: str, bind: str, model_dirs: Sequence[Path], replicas: Optional[int], device: Optional[str],
                dtype: Optional[str], replica_cpus: float, allow_pickle: bool, machine: str = "") -> None:
     """Add this machine to the studio at ``address``: join Ray, deploy its replicas, keep them until interrupted."""
+    if is_loopback(address):
+        raise ValueError(LOOPBACK_HEAD)
     node = start_ray_node(bind, head_address=address)
     ids: List[str] = []
     stop = threading.Event()

@@ -110,7 +110,11 @@ class RegionAttention:
         self.plan = plan
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
-                 **kwargs):
+                 ip_adapter_masks=None, **kwargs):
+        # diffusers hands a processor only the cross-attention kwargs its signature names: masked references' masks
+        # must be named here to reach the wrapped IP-Adapter processor
+        if ip_adapter_masks is not None:
+            kwargs["ip_adapter_masks"] = ip_adapter_masks
         if encoder_hidden_states is None or hidden_states.ndim != 3:
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
         weights = self.plan.weights_for(hidden_states.shape[1], hidden_states)

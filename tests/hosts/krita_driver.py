@@ -1522,10 +1522,99 @@ def scenario_regions():
     doc.setModified(False)
 
 
+def scenario_region_references():
+    """A reference that belongs to a region (issue 15): bind a region in the panel, add a reference, generate with it
+    for the whole image, then choose the region in its row and generate again (same seed); live mode with a region
+    prompt edited in the panel; the region removed sends the reference back to the whole image."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    R["connected"] = ses.connection_state
+    doc = new_doc("pb-region-references")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    ref = add_paint(doc, "Reference")
+    flipped = bytearray(ref.pixelData(0, 0, W, H))
+    flipped[0::4], flipped[2::4] = bytes(255 - v for v in flipped[2::4]), bytes(flipped[0::4])
+    ref.setPixelData(QByteArray(bytes(flipped)), 0, 0, W, H)
+    car = doc.createNode("Car", "paintlayer")
+    doc.rootNode().addChildNode(car, None)
+    left = bytearray(W * H * 4)
+    for y in range(H):
+        for x in range(W // 2):
+            left[(y * W + x) * 4:(y * W + x) * 4 + 4] = b"\x00\x00\xff\xb4"  # red, 70 % opaque: a soft region
+    car.setPixelData(QByteArray(bytes(left)), 0, 0, W, H)
+    doc.setActiveNode(car)
+    yield 400
+    section = panel.regions_section
+    section.refresh()
+    section.bind_button.click()
+    yield 200
+    section.prompt_edit.setText("a red sports car")
+    section.prompt_edit.textEdited.emit("a red sports car")
+    yield 200
+    R["car_id"], R["reference_id"] = car.uniqueId().toString(), ref.uniqueId().toString()
+    R["car_alpha"] = dump("car-alpha", bytes(car.pixelData(0, 0, W, H))[3::4])
+    ses.set_mode("generate")
+    ses.set_option("model", CONFIG["model"])
+    ses.set_prompt("a street", "")
+    for name, value in (("steps", 3), ("batch", 1), ("random_seed", False), ("seed", 5), ("grow", 0),
+                        ("feather", 0)):
+        ses.set_option(name, value)
+    doc.setActiveNode(ref)
+    yield 300
+    panel.add_reference_button.click()  # the active layer becomes the reference, for the whole image
+    yield 300
+    row = panel.reference_rows[0]
+    R["choices"] = [row.region_box.itemText(i) for i in range(row.region_box.count())]
+    doc.setActiveNode(paint)
+    select_rect(doc, 8, 8, W - 16, H - 16)
+    yield 300
+    for tag in ("unbound", "bound"):
+        if tag == "bound":  # the painter picks the region in the reference's row
+            row = panel.reference_rows[0]
+            row.region_box.setCurrentIndex(row.region_box.findData(R["car_id"]))
+            row.region_box.activated.emit(row.region_box.currentIndex())
+            yield 200
+            R["region_setting"] = ses.references.items[0].region
+        R[tag] = rec = {}
+        yield from run_job(ses, rec, timeout=300)
+        rec["pixels"] = dump(f"region-references-{tag}", ses.results[0].data) if ses.results else None
+        ses.discard()
+        yield 300
+    frames = ses.live.frames  # live: the region's prompt edited in the panel makes a new frame
+    ses.set_live(True)
+    yield Until(lambda: frames and frames[-1]["ended"] and not ses.busy, 300, poll=200)
+    yield 1000  # the preview layer's own change settles (same inputs: no frame)
+    before, changes = len(frames), ses.live.changes
+    section.list.setCurrentRow(0)
+    section.prompt_edit.setText("a blue boat")
+    section.prompt_edit.textEdited.emit("a blue boat")
+    yield Until(lambda: len(frames) > before and frames[-1]["ended"] and not ses.busy, 120, poll=200)
+    sched = ses.live.scheduler
+    R["live"] = {"before": [f["id"] for f in frames[:before]], "after": [f["id"] for f in frames[before:]],
+                 "outcomes": [f["outcome"] for f in frames], "message": ses.message,
+                 "changes": ses.live.changes - changes, "prompts": [b.prompt for b in ses.regions.list.items],
+                 "scheduler": [sched.latest, sched._answered, sched.running], "busy": ses.busy}
+    ses.set_live(False)
+    yield 300
+    ses.discard()
+    yield 300
+    section.list.setCurrentRow(0)
+    section.remove_button.click()  # the region goes: its reference falls back to the whole image
+    yield 300
+    R["region_after_remove"] = ses.references.items[0].region
+    R["row_after_remove"] = panel.reference_rows[0].region_box.currentText()
+    doc.setModified(False)
+
+
 SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
              "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large,
              "references": scenario_references, "history": scenario_history, "edit": scenario_edit,
-             "sampling": scenario_sampling, "regions": scenario_regions, "techniques": scenario_techniques}
+             "sampling": scenario_sampling, "regions": scenario_regions, "techniques": scenario_techniques,
+             "region_references": scenario_region_references}
 
 
 def _start():

@@ -62,4 +62,12 @@ s.set_prompt("something else"); p.history_reuse_button.click()
 assert s.settings.prompt == "a cat" and p.prompt_edit.toPlainText() == "a cat" and s.settings.seed == 5 and p.seed_spin.value() == 5
 p.history_apply_button.click(); assert doc.layers and doc.layers[-1][1].data == layer.data, s.message
 p.history_delete_button.click(); assert p.history_list.count() == 0, p.history_list.count() and not p.history_apply_button.isEnabled()
+# A reference row's region chooser (issue 15): the whole image and each bound region; the choice reaches the session.
+doc.extra = {"car": ("Car", bytes(64*48*4))}
+s.regions.refresh(); host.active = "car"; s.regions.bind_active("a red car")
+s.references.add("paint", "style"); row = p.reference_rows[0]
+assert [row.region_box.itemText(i) for i in range(row.region_box.count())] == ["— whole image —", "Car"]
+row.region_box.setCurrentIndex(1); row.region_box.activated.emit(1); assert s.references.items[0].region == "car"
+s.regions.remove(0); row = p.reference_rows[0]
+assert s.references.items[0].region == "" and row.region_box.count() == 1 and row.region_box.currentIndex() == 0
 print("view ok")

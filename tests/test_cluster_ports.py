@@ -1,0 +1,85 @@
+"""Where a studio's Ray processes listen: a head started as ``paintbridge serve --cluster start`` starts it
+(``server.cluster.launch.start_ray_node``), every listening TCP socket of its process tree read from /proc."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import List
+
+import pytest
+
+pytest.importorskip("ray.serve", reason="cluster mode needs the 'cluster' extra (python3 install.py --dev has it)")
+
+from listening import Listener, listeners  # noqa: E402
+
+# every Ray process of a head that listens (the autoscaler monitor is not started)
+LISTENING = {"gcs_server", "raylet", "ray.util.client.server", "dashboard.py", "ray::DashboardAgent",
+             "ray::RuntimeEnvAgent"}
+
+
+def all_listening(pid: int) -> List[Listener]:
+    """The head's listeners once each of its listening processes has started listening (they start one by one)."""
+    deadline = time.monotonic() + 120
+    while True:
+        found = listeners(pid)
+        if {lst.program for lst in found} >= LISTENING or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_one_machine_studio_listens_on_loopback_only():
+    from server.cluster.launch import start_ray_node, stop_ray_node
+
+    port = free_port()
+    head = start_ray_node("127.0.0.1", port=port, num_cpus=1, object_store_bytes=80 * 1024 * 1024)
+    try:
+        found = all_listening(head.pid)
+    finally:
+        stop_ray_node(head, head_port=port)
+    programs = {lst.program for lst in found}
+    assert programs == LISTENING, found  # the probe sees each of Ray's servers
+    assert any(lst.port == port for lst in found), found
+    assert [lst for lst in found if not lst.loopback] == [], "Ray listens beyond loopback"
+    assert "monitor.py" not in programs, found  # the autoscaler monitor (and its metrics port) is not started
+
+
+def routable_address() -> str:
+    """This machine's address on its default route (no packet is sent), or "" when it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.254", 9))
+            return s.getsockname()[0]
+        except OSError:
+            return ""
+
+
+def test_on_a_network_address_ray_binds_its_core_servers_to_every_interface():
+    """What Ray 2.60 cannot bind to a given address (no option exists; README's studio section says so): the GCS,
+    the raylet's node and object managers, the dashboard agent's gRPC and metrics servers and the head's metrics
+    server. Every other port listens on the given address (or loopback). A change in Ray shows up here."""
+    from collections import Counter
+
+    from server.cluster.launch import start_ray_node, stop_ray_node
+
+    bind = routable_address()
+    if not bind or bind.startswith("127."):
+        pytest.skip("this machine has no network address besides loopback")
+    port = free_port()
+    head = start_ray_node(bind, port=port, num_cpus=1, object_store_bytes=80 * 1024 * 1024)
+    try:
+        found = all_listening(head.pid)
+    finally:
+        stop_ray_node(head, head_port=port)
+    wide = [lst for lst in found if lst.wildcard]
+    assert Counter(lst.program for lst in wide) == {"gcs_server": 1, "raylet": 2, "ray::DashboardAgent": 2,
+                                                   "dashboard.py": 1}, found
+    assert any(lst.port == port for lst in wide)  # the GCS itself
+    elsewhere = [lst for lst in found if not (lst.wildcard or lst.loopback or lst.address.endswith(bind))]
+    assert elsewhere == [], f"listening beyond {bind} and loopback: {elsewhere}"
