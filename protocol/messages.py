@@ -166,19 +166,21 @@ class Control(WireModel):
 # reference images (issue 15)
 @dataclasses.dataclass(frozen=True)
 class Reference(WireModel):
-    """A reference image of a job (IP-Adapter): the picture guides the result by its style, composition, content or
-    face."""
+    """A reference image of a job (IP-Adapter on SD1.5/SDXL, Redux on Flux.1): the picture guides the result by its
+    style, composition, content or face."""
 
     image: ImagePayload = wire(formats=(RGBA8, BGRA8), doc="the reference layer's pixels at the context box, or a "
                                "whole picture (any size)")
     type: str = wire("content", choices=REFERENCE_TYPES, doc="what the picture gives: `style` and `composition` use "
-                     "only the adapter's style or layout blocks; `face` needs a face adapter")
+                     "only the adapter's style or layout blocks; `face` needs a face adapter; Flux.1 takes `content` "
+                     "and `style` (`welcome.capabilities.reference_types_by_family`)")
     strength: float = wire(1.0, minimum=0.0, maximum=2.0, doc="the adapter's scale; 0 = no effect")
     start: float = wire(0.0, minimum=0.0, maximum=1.0, doc="fraction of the steps; start ≤ end")
     end: float = wire(1.0, minimum=0.0, maximum=1.0)
     mask: Optional[ImagePayload] = wire(None, formats=(GRAY8,), doc="the job's size (the context box): the reference "
                                         "applies only inside (255); none = everywhere")
-    model: str = wire("", max_length=256, doc='an IP-Adapter by name; `""` = the one matching type and checkpoint')
+    model: str = wire("", max_length=256, doc='an IP-Adapter (Flux.1: a Redux model) by name; `""` = the one matching '
+                      'type and checkpoint')
 
     def check(self, path: str, limits: Any) -> None:
         if self.start > self.end:
@@ -284,8 +286,9 @@ class Job(Message):
                                  "client's older queued live frame")
     # reference images (issue 15)
     references: Tuple[Reference, ...] = wire((), max_items=MAX_REFERENCES,
-                                             doc="reference images (IP-Adapter); `welcome.capabilities.references` "
-                                                 "lists the model families that take them")
+                                             doc="reference images (IP-Adapter, Flux.1 Redux); "
+                                                 "`welcome.capabilities.references` lists the model families that "
+                                                 "take them")
     # regions (issue 15)
     regions: Tuple[Region, ...] = wire((), max_items=MAX_REGIONS,
                                        doc="areas with prompts of their own; `welcome.capabilities.regions` lists "

@@ -23,6 +23,7 @@ from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
 from .core import Control, Engine, Job, JobContext, Layer
 from .models.ipadapter import REFERENCE_FAMILIES
+from .models.redux import REDUX_FAMILIES, REDUX_TYPES
 from .diffusion.regions import FAMILIES as REGION_FAMILIES
 from .models.registry import ModelRegistry, arch_name
 
@@ -146,8 +147,10 @@ class Router:
             "previews": True,
             "preprocessors": available_preprocessors(self.registry),
             # reference images (issue 15)
-            "references": list(REFERENCE_FAMILIES),
+            "references": list(REFERENCE_FAMILIES + REDUX_FAMILIES),  # IP-Adapter (SD1.5, SDXL), Redux (Flux.1)
             "reference_types": list(REFERENCE_TYPES),
+            "reference_types_by_family": {**{f: list(REFERENCE_TYPES) for f in REFERENCE_FAMILIES},
+                                          **{f: list(REDUX_TYPES) for f in REDUX_FAMILIES}},
             "regions": list(REGION_FAMILIES),  # regions (issue 15): the families whose checkpoints take them
         }
 

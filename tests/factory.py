@@ -42,6 +42,8 @@ CLIP tokenizer, at 64 px native size.
 ``vae-file`` / ``vae-folder`` a stand-alone VAE (other weights than the checkpoints' own): one ``.safetensors`` with
                              original key names (``vae/tiny-vae-ft-mse.safetensors``, as VAEs ship) or a diffusers
                              folder (``vae/tiny-vae-diffusers``)
+``redux-file`` /             Flux Redux (tests/tiny_redux.py): ComfyUI's ``style_models/`` file + a SigLIP file in
+``redux-folder``             ``clip_vision/``, or a diffusers FluxPriorReduxPipeline folder in ``style_models/``
 ``flux-full`` / ``sd3-full`` one ComfyUI-style full checkpoint: ``model.diffusion_model.*`` + ``text_encoders.<role>.
                              transformer.*`` + ``first_stage_model.*`` (``checkpoints/tiny-<name>-full.safetensors``)
 ==========================  ===============================================================================
@@ -878,6 +880,10 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
                 for sub in ("ipadapter", "clip_vision"):
                     for f in (built / sub).iterdir() if (built / sub).is_dir() else ():
                         _link(f, path / sub / f.name)
+        elif item.startswith("redux-"):  # reference images on Flux (issue 15): tests/tiny_redux.py
+            import tiny_redux
+
+            tiny_redux.link_into(path, item)
         elif item.startswith("emb-"):
             p = embedding_path(item[4:])
             _link(p, path / "embeddings" / item[4:] / p.name)

@@ -222,9 +222,9 @@ def test_references_work_in_every_diffusion_mode_on_sdxl_too(client, mode):
 # --- refusals --------------------------------------------------------------------------------------------------------
 
 def test_unsupported_families_and_missing_adapters_are_named(client, tmp_path):
-    with pytest.raises(JobFailed) as err:
+    with pytest.raises(JobFailed) as err:  # Flux takes references through Redux (test_references_flux.py): none here
         run(client, model="tiny-flux", references=[reference(1)])
-    assert err.value.error.code == "unsupported" and "Flux" in err.value.error.message
+    assert err.value.error.code == "model_not_found" and "flux-redux" in err.value.error.message
     assert err.value.error.field == "references"
     with pytest.raises(JobFailed) as err:
         run(client, model="classical", mode="inpaint", references=[reference(1)])
@@ -240,7 +240,8 @@ def test_unsupported_families_and_missing_adapters_are_named(client, tmp_path):
 
 def test_welcome_says_which_families_take_references(client):
     caps = client.welcome.capabilities
-    assert caps["references"] == ["sd15", "sdxl"] and "face" in caps["reference_types"]
+    assert caps["references"][:2] == ["sd15", "sdxl"] and "face" in caps["reference_types"]
+    assert caps["reference_types_by_family"]["sd15"] == ["style", "composition", "content", "face"]
 
 
 def test_a_masked_reference_keeps_its_mask_in_a_job_with_regions(client):

@@ -89,7 +89,7 @@ def select(references: List[Reference], checkpoint: ModelEntry, registry: ModelR
 def encoder_for(adapter: ModelEntry, registry: ModelRegistry, field: str) -> ModelEntry:
     """The installed image encoder whose width fits ``adapter`` (an encoder inside the adapter's own folder first)."""
     output, width = adapter.info["encoder_output"], adapter.info["encoder_dim"]
-    encoders = [e for e in registry.entries("clip_vision") if e.problem is None]
+    encoders = [e for e in registry.entries("clip_vision") if e.problem is None and e.arch == "clip"]
     fits = [e for e in encoders if ipa.encoder_dim(e.info, output) == width]
     fits.sort(key=lambda e: (e.path.parent != adapter.path.parent, e.name.lower()))
     if fits:

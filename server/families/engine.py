@@ -37,7 +37,7 @@ from ..diffusion.controls import control_image
 from ..diffusion.engine import _layers, _working_job
 from ..models.detect import DIFFUSERS
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
-from . import controlnets, loading, memory, preview, specs
+from . import controlnets, loading, memory, preview, redux, specs
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class Loaded:
     variants: Dict[tuple, object] = dataclasses.field(default_factory=dict)
     controlnets: Dict[str, object] = dataclasses.field(default_factory=dict)  # ControlNet modules by file path
     preview: Optional[tuple] = None  # (W, b) of preview.fit: latents -> RGB for progress previews
+    redux: Optional[redux.ReduxSet] = None  # reference images (issue 15): Flux Redux parts, loaded on first use
 
 
 def plain_prompt(text: str) -> str:
@@ -71,6 +72,7 @@ class FamilyEngine(Engine):
     name = "flux-sd3"
     modes = MODES
     uses_controls = True  # Flux.1 dev/schnell and SD3 ControlNets (controlnets.py)
+    reference_families = redux.rdx.REDUX_FAMILIES  # reference images (issue 15): Flux Redux; SD3 refuses them
 
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
@@ -215,6 +217,8 @@ class FamilyEngine(Engine):
         if job.mode == "edit" and job.image is None:
             raise ProtocolError(UNSUPPORTED, "edit needs the image to edit", field="image")
         refuse_sd_sampling_options(job, entry)
+        if job.references:  # reference images (issue 15): what Flux Redux can honour, refused by name otherwise
+            redux.check(job.references, entry)
         with self._lock:
             try:
                 return self._run(job, entry, ctx)
@@ -254,6 +258,13 @@ class FamilyEngine(Engine):
         call.update(_image_inputs(entry.arch, kind, work, hard, pw, ph, settings["strength"]))
         if plan is not None:
             call.update(self._control_inputs(plan, job, pw, ph, ctx))
+        ref_plan = None
+        if work.references:  # reference images (issue 15): Redux image tokens appended to the prompt's T5 tokens
+            ref_plan = redux.select(work.references, entry, redux.txt_dim(loaded.pipe), self.registry)
+            if loaded.redux is None:
+                loaded.redux = redux.ReduxSet(self.device, loaded.pipe.vae.dtype)
+            ctx.check()
+            call.update(loaded.redux.prompt_inputs(runner, ref_plan, call.pop("prompt"), work.references))
 
         seeds, steps = settings["seeds"], settings["steps"]
         done = [0]
@@ -284,6 +295,8 @@ class FamilyEngine(Engine):
                 "size": [pw, ph], "loras": loras, "seconds": round(time.perf_counter() - started, 3)}
         if plan is not None:
             info["controlnet"] = {"name": plan.entry.name, "type": plan.control.type, "union_mode": plan.mode}
+        if ref_plan is not None:
+            info["references"] = redux.info(ref_plan, work.references)
         if job.params.sampler and job.params.sampler != SAMPLER or job.params.scheduler:
             info["sampler_note"] = f"{job.params.sampler or job.params.scheduler} is an SD sampler or schedule; " \
                 "flow-matching models run with Euler"

@@ -21,11 +21,12 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
-from . import detect, families, fewstep, ipadapter
+from . import detect, families, fewstep, ipadapter, redux
 from .detect import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
 KINDS = ("checkpoint", "refiner", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler",
          "ipadapter", "clip_vision",  # reference images (issue 15): IP-Adapters and their image encoders
+         "redux",  # reference images on Flux (issue 15): Flux Redux image embedders (SigLIP towers: clip_vision)
          "inpainter")  # inpainter: LaMa-class fill networks (fill "lama", issue 13)
 SUPPORTED_ARCHS = ("sd15", "sdxl", "flux", "flux-fill", "flux-kontext", "sd3")
 ARCH_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sdxl-refiner": "SDXL refiner", "flux": "Flux.1",
@@ -44,6 +45,7 @@ KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
     # reference images (issue 15); image encoders inside an IP-Adapter folder (h94's ``image_encoder/``) count too
     "ipadapter": ("ipadapter", "ip_adapter", "IP-Adapter"),
     "clip_vision": ("clip_vision", "image_encoders"),
+    "redux": ("style_models", "redux"),  # ComfyUI's style_models/; FluxPriorReduxPipeline folders also in checkpoints/
     "inpainter": ("inpaint", "lama"),
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
@@ -95,7 +97,10 @@ class ModelEntry:
             entry["reference_types"] = ["face"] if self.info.get("face") else ["style", "composition", "content"]
             entry["variant"] = self.info.get("variant", "")
         if self.kind == "clip_vision":
-            entry["encoder"] = ipadapter.describe_encoder(self.info)
+            entry["encoder"] = redux.describe_siglip(self.info) if self.arch == redux.SIGLIP else \
+                ipadapter.describe_encoder(self.info)
+        if self.kind == "redux":  # reference images on Flux (issue 15)
+            entry["reference_types"] = list(redux.REDUX_TYPES)
         if self.problem:
             entry["problem"] = self.problem
         return entry
@@ -146,8 +151,9 @@ def _walk(folder: Path, kind: str) -> Iterable[Tuple[str, Path, str]]:
             if d.startswith(".") or d.endswith(CONFIG_SUFFIX) or real in seen:
                 continue
             seen.add(real)
-            if kind == "checkpoint" and _is_diffusers_pipeline(sub):
-                yield rel, sub, DIFFUSERS
+            if _is_diffusers_pipeline(sub) and kind in ("checkpoint", "redux"):
+                if (kind == "redux") == redux.is_redux_pipeline(sub):  # a Redux pipeline is no checkpoint
+                    yield rel, sub, DIFFUSERS
             elif kind in ("controlnet", "vae") and _is_diffusers_model(sub):
                 yield rel, sub, DIFFUSERS
             elif kind in ("clip_vision", "ipadapter") and _is_hf_model(sub):
@@ -180,10 +186,15 @@ def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
 def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
     if kind in ("upscaler", "inpainter"):
         return Detected(None)  # spandrel recognises upscalers and inpainters when it loads them
-    if kind == "clip_vision":  # reference images (issue 15)
+    if kind == "clip_vision":  # reference images (issue 15): CLIP towers (IP-Adapter) and SigLIP towers (Redux)
         if fmt == DIFFUSERS:
-            return ipadapter.encoder_folder_info(path)
-        return ipadapter.encoder_info(detect.file_shapes(path, allow_pickle))
+            return redux.siglip_folder(path) or ipadapter.encoder_folder_info(path)
+        shapes = detect.file_shapes(path, allow_pickle)
+        return redux.siglip_info(shapes) if redux.looks_like_siglip(shapes) else ipadapter.encoder_info(shapes)
+    if kind == "redux":
+        if fmt == DIFFUSERS:
+            return redux.redux_folder_info(path)
+        return redux.redux_info(detect.file_shapes(path, allow_pickle))
     if kind == "ipadapter":
         if fmt == PICKLE:
             if not allow_pickle:
@@ -253,6 +264,8 @@ class ModelRegistry:
                 folders = [(f, False) for f in _kind_dirs(root, kind)]
                 if kind == "clip_vision":  # an IP-Adapter repository's own image_encoder/ folders
                     folders += [(f, True) for f in _kind_dirs(root, "ipadapter")]
+                if kind == "redux":  # a FluxPriorReduxPipeline folder kept among the checkpoints
+                    folders += [(f, True) for f in _kind_dirs(root, "checkpoint")]
                 for folder, folders_only in folders:
                     for name, path, fmt in _walk(folder, kind):
                         if folders_only and fmt != DIFFUSERS:
@@ -298,8 +311,10 @@ class ModelRegistry:
             problem = f"{arch_name(found.arch)} IP-Adapters are not supported (SD1.5 and SDXL ones are)"
         if problem is None and kind == "clip_vision" and fmt != DIFFUSERS and not found.info.get("config") and \
                 not path.with_name(path.stem + CONFIG_SUFFIX).joinpath("config.json").is_file():
-            problem = (f"an image encoder of a size Paintbridge ships no config for "
-                       f"({ipadapter.describe_encoder(found.info)}): put its config.json in {path.stem}.config/")
+            what = redux.describe_siglip(found.info) if found.arch == redux.SIGLIP else \
+                ipadapter.describe_encoder(found.info)
+            problem = (f"an image encoder of a size Paintbridge ships no config for ({what}): put its config.json in "
+                       f"{path.stem}.config/")
         if problem is None and found.info.get("unsupported"):
             problem = f"not supported: {found.info['unsupported']}"
         return ModelEntry(name=name, kind=kind, path=path, format=fmt, arch=found.arch, inpaint=found.inpaint,
