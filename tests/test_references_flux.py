@@ -117,6 +117,26 @@ def test_the_shipped_siglip_config_matches_the_real_towers_key_layout():
 
 # --- the reference reaches the transformer ---------------------------------------------------------------------------
 
+def test_a_siglip_file_without_a_config_of_its_size_is_named(tmp_path):
+    import tiny_redux
+
+    vision = tmp_path / "models" / "clip_vision"
+    vision.mkdir(parents=True)
+    source = tiny_redux.redux_models("redux-file") / "clip_vision" / "sigclip_vision_tiny.safetensors"
+    (vision / "odd-siglip.safetensors").write_bytes(source.read_bytes())
+    entry = ModelRegistry([tmp_path / "models"]).find("odd-siglip", "clip_vision")
+    assert entry.arch == rdx.SIGLIP and "config.json" in entry.problem and "SigLIP 24-wide" in entry.problem
+
+
+def test_files_that_are_not_redux_models_are_named():
+    from server.models.detect import DetectError
+
+    with pytest.raises(DetectError, match="redux_up"):
+        rdx.redux_info({"foo.weight": (3, 4)})
+    with pytest.raises(DetectError, match="do not fit"):
+        rdx.redux_info({"redux_up.weight": (96, 24), "redux_down.weight": (32, 64)})
+
+
 def test_a_reference_changes_flux_pixels_and_the_image_matters(client):
     plain = run(client)
     with_ref = run(client, references=[reference(1)])
