@@ -451,12 +451,14 @@ img.delete()
 
 def test_tiny_flux_model_generate_into_a_selection(trixie_root, tmp_path):
     """A Flux.1 model kept as ComfyUI users keep it (transformer in diffusion_models/, text encoders, VAE): generate
-    into a selection from GIMP, the layer composited by the selection, nothing outside it changed."""
+    into a selection from GIMP, the layer composited by the selection, nothing outside it changed. Then the same job
+    with a reference layer in slot 1 runs through Flux Redux (a ComfyUI style_models/ file and SigLIP tower): same
+    seed, other pixels."""
     from conftest import ServerProcess
     from factory import make_models_dir
     from hosts.gimp import gimp_profile, run_batch
 
-    models = make_models_dir(tmp_path / "models", which=("flux-split",))
+    models = make_models_dir(tmp_path / "models", which=("flux-split", "redux-file"))
     proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
     try:
         with gimp_profile() as prof:
@@ -475,6 +477,19 @@ check(all(after[i * 4:i * 4 + 4] == before[i * 4:i * 4 + 4] for i in range(64 * 
       "outside the selection nothing changed")
 check(any(after[i * 4:i * 4 + 3] != before[i * 4:i * 4 + 3] for i in range(64 * 64) if sel[i] == 255),
       "inside the selection the Flux model painted")
+plain = read(added[0], 0, 0, 64, 64)
+picture = Gimp.Layer.new(img, "Reference", 64, 64, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(picture, None, 0)
+buf = picture.get_buffer()
+buf.set(Gegl.Rectangle.new(0, 0, 64, 64), RGBA, bytes((220, 40, 30, 255)) * (64 * 64))
+buf.flush()
+picture.set_visible(False)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a tiny house", seed=5, steps=2, grow=0, feather=0,
+          server=P["url"], **{"reference-layer": picture, "reference-type": "style", "reference-strength": 1.0})
+guided = new_layers(img, old)
+check(len(guided) == 1, "one layer guided by the reference: %r" % layer_summary(img))
+check(read(guided[0], 0, 0, 64, 64) != plain, "the Redux reference changed the Flux layer at the same seed")
 img.delete()
 """, {"url": proc.url}, timeout=600).assert_ok()
     finally:
