@@ -20,6 +20,7 @@ from protocol.errors import UNSUPPORTED, ProtocolError
 
 from ..models.detect import DIFFUSERS, GGUF, PICKLE
 from ..models.loading import CONFIGS_DIR, check_no_meta
+from ..models.tensors import read_tensors
 from ..models.registry import ModelEntry, ModelRegistry
 from ..models.tokenizers import clip_tokenizer
 from . import parts as part_finder
@@ -82,19 +83,6 @@ def tokenizers(family: str) -> dict:
     return {"tokenizer": clip_tokenizer(), "tokenizer_2": t5_tokenizer()}
 
 
-def read_tensors(path: Path, prefix: str, dtype) -> Dict[str, "object"]:
-    """The tensors of ``path`` whose names start with ``prefix`` (prefix removed), floating ones cast to ``dtype``."""
-    from safetensors import safe_open
-
-    out = {}
-    with safe_open(str(path), framework="pt", device="cpu") as fh:
-        for key in fh.keys():
-            if key.startswith(prefix):
-                tensor = fh.get_tensor(key)
-                out[key[len(prefix):]] = tensor.to(dtype) if tensor.is_floating_point() else tensor
-    return out
-
-
 def _text_encoder(source: part_finder.Source, config: Path, dtype):
     """A CLIP or T5 text encoder from a file with transformers key names (missing CLIP projection: identity)."""
     import torch
@@ -106,7 +94,7 @@ def _text_encoder(source: part_finder.Source, config: Path, dtype):
     with init_empty_weights(include_buffers=False):
         model = cls(cls.config_class.from_json_file(str(config / "config.json")))
     wanted = set(model.state_dict())
-    state = read_tensors(source.path, source.prefix, dtype)
+    state = read_tensors(source.path, dtype, source.prefix)
     if not any(k.startswith("text_model.") for k in wanted):  # transformers 5 may drop the prefix
         state = {k[len("text_model."):] if k.startswith("text_model.") else k: v for k, v in state.items()}
     elif not any(k.startswith("text_model.") for k in state):
@@ -128,7 +116,7 @@ def _vae(source: part_finder.Source, config: Path, dtype):
 
     if source.folder:
         return AutoencoderKL.from_pretrained(str(source.path), dtype=dtype, local_files_only=True)
-    state = read_tensors(source.path, source.prefix, dtype)
+    state = read_tensors(source.path, dtype, source.prefix)
     return AutoencoderKL.from_single_file(state, config=str(config), subfolder="vae", torch_dtype=dtype,
                                           local_files_only=True)
 
@@ -143,7 +131,7 @@ def _transformer(entry: ModelEntry, config: Path, dtype):
         return getattr(diffusers, cls_name).from_single_file(
             str(entry.path), config=str(config), subfolder="transformer", torch_dtype=dtype, local_files_only=True,
             quantization_config=GGUFQuantizationConfig(compute_dtype=dtype))
-    state = read_tensors(entry.path, entry.info.get("transformer_prefix", ""), dtype)
+    state = read_tensors(entry.path, dtype, entry.info.get("transformer_prefix", ""))
     state = {k: v for k, v in state.items() if not k.startswith(("text_encoders.", "first_stage_model.", "vae."))}
     return getattr(diffusers, cls_name).from_single_file(state, config=str(config), subfolder="transformer",
                                                          torch_dtype=dtype, local_files_only=True)

@@ -14,8 +14,9 @@ from typing import Optional
 
 from protocol.errors import UNSUPPORTED, ProtocolError
 
-from .detect import DIFFUSERS, PICKLE, SDXL_CLIP_G, SD15_CLIP, SDXL_CLIP_L, UNET, file_shapes
+from .detect import DIFFUSERS, PICKLE, SAFETENSORS, SDXL_CLIP_G, SD15_CLIP, SDXL_CLIP_L, UNET, file_shapes
 from .registry import ModelEntry, arch_name
+from .tensors import read_tensors
 from .tokenizers import clip_tokenizer
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -115,6 +116,30 @@ def _variant(folder: Path) -> Optional[str]:
     return None
 
 
+WEIGHT_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")  # the parts of a pipeline that hold weights
+
+
+def _weight_parts(entry: ModelEntry, config: Path, torch_dtype) -> dict:
+    """A single-file checkpoint's networks, built by diffusers' own per-part converter from tensors read already cast
+    (``tensors.read_tensors``): the file is never mapped whole beside its cast copy, which is what a pipeline's
+    ``from_single_file`` does (the load's peak memory: 6.77 -> about 4.8 GB for a real-size SD1.5 file in fp32)."""
+    import diffusers
+    from diffusers.loaders.single_file import load_single_file_sub_model
+
+    index = _json(config / "model_index.json")
+    state = read_tensors(entry.path, torch_dtype)
+    parts = {}
+    for name in WEIGHT_PARTS:
+        library, class_name = index.get(name) or (None, None)
+        if library is None:
+            continue
+        parts[name] = load_single_file_sub_model(
+            library_name=library, class_name=class_name, name=name, checkpoint=state, pipelines=diffusers.pipelines,
+            is_pipeline_module=False, cached_model_config_path=str(config), torch_dtype=torch_dtype,
+            local_files_only=True)
+    return parts
+
+
 def load_checkpoint(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
     """A pipeline for ``entry``, offline, weights in ``torch_dtype`` on the CPU (the caller moves it)."""
     cls = pipeline_class(entry)
@@ -131,8 +156,9 @@ def load_checkpoint(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
                                   "--allow-pickle to load it (weights only)", field="model")
             config = config_dir_for(entry)
             check_checkpoint_shapes(entry, config, allow_pickle)
+            parts = _weight_parts(entry, config, torch_dtype) if entry.format == SAFETENSORS else {}
             pipe = cls.from_single_file(str(entry.path), config=str(config), **_tokenizers(config, entry.arch == "sdxl"),
-                                        **extra)
+                                        **parts, **extra)
     except ProtocolError:
         raise
     except Exception as err:  # noqa: BLE001 - loader errors vary; the user needs the model name and the reason
