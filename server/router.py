@@ -17,7 +17,7 @@ import numpy as np
 from protocol.errors import UNSUPPORTED, ProtocolError
 from protocol.messages import CONTROL_TYPES, MODES, REFERENCE_TYPES
 
-from . import batches
+from . import batches, tuning
 from . import device as devices
 from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
@@ -65,6 +65,8 @@ class Router:
             return self._engines[name]
 
     def _make(self, name: str) -> Engine:
+        if name != CLASSICAL:  # engines that run networks: malloc's defaults suit their tensors (tuning.py)
+            tuning.give_back_freed_memory()
         if name == DIFFUSERS:
             from .diffusion.engine import DiffusionEngine
 

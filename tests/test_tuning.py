@@ -30,9 +30,18 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def probe(value: str) -> tuple:
+# The same after a network engine is made: the router gives the kept memory back and malloc maps large blocks again.
+PROBE_ENGINE = PROBE.replace("applied = tuning.keep_freed_memory()", textwrap.dedent("""\
+    applied = tuning.keep_freed_memory()
+    from server.config import ServerConfig
+    from server.router import Router
+    Router(ServerConfig(model_dirs=[])).engine("preprocess")
+    applied = applied and not tuning._kept"""))
+
+
+def probe(value: str, script: str = PROBE) -> tuple:
     env = dict(os.environ, PYTHONPATH=str(REPO), **{tuning.ENV: value})
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
     applied, new_maps = out.split()
     return applied == "True", int(new_maps)
 
@@ -43,6 +52,13 @@ def test_a_freed_large_buffer_is_reused_unless_turned_off():
     assert probe("1") == (True, 0)
     applied, new_maps = probe("0")
     assert not applied and new_maps == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
+                    reason="glibc only")
+def test_making_an_engine_that_runs_networks_gives_the_kept_memory_back():
+    assert probe("1", PROBE_ENGINE) == (True, 1)  # applied, then undone: the second buffer is mapped anew
+    assert not tuning.give_back_freed_memory()  # nothing kept in this process: nothing to undo
 
 
 @pytest.mark.parametrize("value,on", [("", True), ("1", True), ("0", False), ("off", False), ("No", False)])
