@@ -9,6 +9,7 @@ writes only inside the mask's box; pixels outside the mask are copied, never rec
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, Optional, Tuple, Union
 
 import cv2
@@ -283,9 +284,9 @@ def outpaint_layer(image: np.ndarray, extend: Extend, method: Method = "patch",
         ((max(0, W - right - mr), 0, min(W, right + mr), H), (W - right, top, right, h)),
     ]
     done = np.zeros(4, bool)
-    for i, ((sx, sy, sw, sh), (bx, by, bw, bh)) in enumerate(bands):
-        if bw <= 0 or bh <= 0:
-            continue
+
+    def fill_band(i: int) -> None:
+        (sx, sy, sw, sh), (bx, by, bw, bh) = bands[i]
         check()
         # The hole inside the strip: every new-area pixel not filled yet (later bands are filled as context only).
         hole = out[sy:sy + sh, sx:sx + sw, 3].copy()
@@ -297,8 +298,41 @@ def outpaint_layer(image: np.ndarray, extend: Extend, method: Method = "patch",
         strip = np.ascontiguousarray(rgb[sy:sy + sh, sx:sx + sw])
         fill_into(strip, hole, method, write=(bx - sx, by - sy, bw, bh), check=check)
         rgb[by:by + bh, bx:bx + bw] = strip[by - sy:by - sy + bh, bx - sx:bx - sx + bw]
-        done[i] = True
+
+    # Opposite bands (top/bottom, then left/right) are filled at the same time when neither's strip reaches the other
+    # (OpenCV releases the GIL): on a large canvas each is a long, thin fill of its own.
+    for pair in ((0, 1), (2, 3)):
+        todo = [i for i in pair if bands[i][1][2] > 0 and bands[i][1][3] > 0]
+        if len(todo) == 2 and _apart(bands[pair[0]][0], bands[pair[1]][0]) and not callable(method):
+            failed: list = []
+            worker = threading.Thread(target=_capture(fill_band, todo[1], failed), daemon=True)
+            worker.start()
+            try:
+                fill_band(todo[0])
+            finally:
+                worker.join()
+            if failed:
+                raise failed[0]
+        else:
+            for i in todo:
+                fill_band(i)
+        done[list(todo)] = True
     return out
+
+
+def _apart(a: Rect, b: Rect) -> bool:
+    """True when the rectangles (x, y, w, h) do not overlap."""
+    return a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1]
+
+
+def _capture(fn: Callable[[int], None], arg: int, failed: list) -> Callable[[], None]:
+    """``fn(arg)`` for a thread, its exception kept in ``failed`` (re-raised by the caller after ``join``)."""
+    def run() -> None:
+        try:
+            fn(arg)
+        except BaseException as err:  # noqa: BLE001 - handed to the calling thread
+            failed.append(err)
+    return run
 
 
 def prepare_mask(job: Job, check: Callable[[], None] = lambda: None) -> Tuple[np.ndarray, np.ndarray]:

@@ -196,6 +196,24 @@ def test_outpaint_keeps_the_image_bit_exact_and_fills_only_the_new_bands(extend)
     assert abs(float(out[..., :3][new].mean()) - float(img[..., :3].mean())) < 30
 
 
+@pytest.mark.parametrize("method", ["telea", "patch"])
+def test_opposite_bands_filled_at_once_give_the_pixels_of_one_after_the_other(monkeypatch, method):
+    img = np.random.default_rng(8).integers(0, 256, (300, 260, 4), dtype=np.uint8)
+    extend = Extend(12, 9, 20, 6)
+    started = []
+    real_thread = imageops.threading.Thread
+
+    def counted(*args, **kwargs):
+        started.append(1)
+        return real_thread(*args, **kwargs)
+
+    monkeypatch.setattr(imageops.threading, "Thread", counted)
+    together = imageops.outpaint_layer(img, extend, method)
+    assert len(started) == 2  # top with bottom, then left with right
+    monkeypatch.setattr(imageops, "_apart", lambda a, b: False)  # strips that touch: one band after the other
+    assert (imageops.outpaint_layer(img, extend, method) == together).all() and len(started) == 2
+
+
 def test_a_large_outpaint_by_a_few_pixels_is_exact_inside(tmp_path):
     img = np.random.default_rng(7).integers(0, 256, (3000, 4000, 4), dtype=np.uint8)
     out = imageops.outpaint_layer(img, Extend(8, 8, 8, 8))
