@@ -18,6 +18,7 @@ import factory
 from protocol.client import Client, JobFailed
 from server.models import redux as rdx
 from server.models.registry import ModelRegistry
+from tests.test_references import changed, payload, picture, reference
 
 torch.set_num_threads(2)
 
@@ -25,22 +26,6 @@ MODELS = ("flux", "flux-fill", "sd3", "redux-file", "redux-folder")
 W, H = 64, 64
 MOVED = 0.05  # mean |Δ| per channel: the tiny Flux (1 + 1 blocks) reads its text tokens weakly, so changes are small
 FILE, FOLDER = "flux1-redux-tiny", "FLUX.1-Redux-tiny"
-
-
-def payload(arr: np.ndarray) -> dict:
-    fmt = "gray8" if arr.ndim == 2 else "rgba8"
-    return {"width": arr.shape[1], "height": arr.shape[0], "format": fmt, "data": np.ascontiguousarray(arr).tobytes()}
-
-
-def picture(seed: int, w: int = W, h: int = H) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, 255, (h, w, 4), dtype=np.uint8)
-    img[..., 3] = 255
-    return img
-
-
-def reference(seed: int = 1, **extra) -> dict:
-    return {"image": payload(picture(seed, 48, 40)), **extra}
 
 
 def run(client, model: str = "tiny-flux", references=(), mode: str = "generate", **extra) -> np.ndarray:
@@ -57,10 +42,6 @@ def run(client, model: str = "tiny-flux", references=(), mode: str = "generate",
     layer = result.layers[0]
     run.last = result
     return np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4).copy()
-
-
-def changed(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a[..., :3].astype(int) - b[..., :3].astype(int)).mean())
 
 
 def refused(client, code: str = "unsupported", **job) -> object:
