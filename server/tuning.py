@@ -14,7 +14,7 @@ image buffer of a job (the received frame, the decoded pixels, the result's fram
 again, every time: on this machine a copy into a fresh 64 MB buffer takes ~34 ms, into a reused one ~9 ms.
 ``keep_freed_memory`` tells malloc to serve large blocks from its heap and to keep up to ``keep`` bytes of freed
 memory at the heap's top (``mallopt(M_MMAP_MAX, 0)`` and ``M_TRIM_THRESHOLD``), so the next job reuses pages that are
-already mapped. The process's peak memory is unchanged; between jobs it keeps what it used.
+already mapped. For such jobs the process's peak memory is unchanged; between jobs it keeps what it used.
 
 ``PAINTBRIDGE_MALLOC_REUSE=0`` turns it off. Elsewhere (musl, macOS, Windows) it does nothing.
 
