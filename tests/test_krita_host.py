@@ -184,17 +184,28 @@ def krita_flux_run(tmp_path_factory) -> Run:
         proc.stop()
 
 
-@pytest.fixture(scope="module")
-def krita_references_run(tmp_path_factory) -> Run:
-    """Reference images (issue 15) against a server of this checkout, with a tiny IP-Adapter and image encoder."""
+# (models in the folder, the checkpoint chosen in the panel, least mean |change| per channel the reference makes)
+REFERENCE_SETUPS = {"sd15": (("sd15", "ipa-sd15-plus"), "tiny-sd15", 0.5),  # IP-Adapter Plus + image encoder
+                    # Flux.1 as ComfyUI keeps it, references through Redux (style_models/ + SigLIP in clip_vision/);
+                    # the tiny Flux reads its context weakly, so its pixels move less
+                    "flux": (("flux-split", "redux-file"), "tiny-flux-split", 0.05)}
+
+
+@pytest.fixture(scope="module", params=sorted(REFERENCE_SETUPS))
+def krita_references_run(tmp_path_factory, request) -> Run:
+    """Reference images (issue 15) against a server of this checkout: a tiny SD1.5 with an IP-Adapter and its image
+    encoder, and a tiny Flux.1 with a Redux model and its SigLIP encoder; the same panel steps for both."""
     import factory
     from conftest import ServerProcess
 
-    work = tmp_path_factory.mktemp("krita-references-server")
-    models = factory.make_models_dir(work / "models", ("sd15", "ipa-sd15-plus"))
+    which, model, least_change = REFERENCE_SETUPS[request.param]
+    work = tmp_path_factory.mktemp(f"krita-references-{request.param}-server")
+    models = factory.make_models_dir(work / "models", which)
     proc = ServerProcess(["--models", str(models)], work / "server.log").start()
     try:
-        return _run_scenario(tmp_path_factory, "references", DW, DH, model="tiny-sd15", server_url=proc.url)
+        run = _run_scenario(tmp_path_factory, "references", DW, DH, model=model, server_url=proc.url)
+        run.least_change = least_change
+        return run
     finally:
         proc.stop()
 
@@ -209,7 +220,7 @@ def test_reference_layers_from_the_panel_guide_a_job(krita_references_run):
     box = run["plain"]["results_meta"][0]["box"]
     plain = run.pixels(run["plain"]["pixels"], box[2], box[3])
     guided = run.pixels(run["with_reference"]["pixels"], box[2], box[3])
-    assert np.abs(plain[..., :3].astype(int) - guided[..., :3].astype(int)).mean() > 0.5
+    assert np.abs(plain[..., :3].astype(int) - guided[..., :3].astype(int)).mean() > run.least_change
     assert run["moved"] == [run["paint_id"], run["reference_id"]]
     assert run["after_remove"] == [run["reference_id"]] and run["rows_shown"] == 1
 
