@@ -9,7 +9,7 @@ writes only inside the mask's box; pixels outside the mask are copied, never rec
 
 from __future__ import annotations
 
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, Tuple, Union
 
 import cv2
@@ -304,15 +304,10 @@ def outpaint_layer(image: np.ndarray, extend: Extend, method: Method = "patch",
     for pair in ((0, 1), (2, 3)):
         todo = [i for i in pair if bands[i][1][2] > 0 and bands[i][1][3] > 0]
         if len(todo) == 2 and _apart(bands[pair[0]][0], bands[pair[1]][0]) and not callable(method):
-            failed: list = []
-            worker = threading.Thread(target=_capture(fill_band, todo[1], failed), daemon=True)
-            worker.start()
-            try:
+            with ThreadPoolExecutor(max_workers=1) as pool:  # waits for the other band even when this one fails
+                other = pool.submit(fill_band, todo[1])
                 fill_band(todo[0])
-            finally:
-                worker.join()
-            if failed:
-                raise failed[0]
+                other.result()
         else:
             for i in todo:
                 fill_band(i)
@@ -323,16 +318,6 @@ def outpaint_layer(image: np.ndarray, extend: Extend, method: Method = "patch",
 def _apart(a: Rect, b: Rect) -> bool:
     """True when the rectangles (x, y, w, h) do not overlap."""
     return a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1]
-
-
-def _capture(fn: Callable[[int], None], arg: int, failed: list) -> Callable[[], None]:
-    """``fn(arg)`` for a thread, its exception kept in ``failed`` (re-raised by the caller after ``join``)."""
-    def run() -> None:
-        try:
-            fn(arg)
-        except BaseException as err:  # noqa: BLE001 - handed to the calling thread
-            failed.append(err)
-    return run
 
 
 def prepare_mask(job: Job, check: Callable[[], None] = lambda: None) -> Tuple[np.ndarray, np.ndarray]:

@@ -201,13 +201,15 @@ def test_opposite_bands_filled_at_once_give_the_pixels_of_one_after_the_other(mo
     img = np.random.default_rng(8).integers(0, 256, (300, 260, 4), dtype=np.uint8)
     extend = Extend(12, 9, 20, 6)
     started = []
-    real_thread = imageops.threading.Thread
+    import threading
+
+    real_thread = threading.Thread
 
     def counted(*args, **kwargs):
         started.append(1)
         return real_thread(*args, **kwargs)
 
-    monkeypatch.setattr(imageops.threading, "Thread", counted)
+    monkeypatch.setattr(threading, "Thread", counted)
     together = imageops.outpaint_layer(img, extend, method)
     assert len(started) == 2  # top with bottom, then left with right
     monkeypatch.setattr(imageops, "_apart", lambda a, b: False)  # strips that touch: one band after the other

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -39,8 +40,12 @@ def reference(seed: int = 1, **extra) -> dict:
     return {"image": payload(picture(seed, 48, 40)), **extra}
 
 
-def run(client, model: str = "tiny-sd15", references=(), mode: str = "generate", steps: int = 4, **extra) -> np.ndarray:
-    msg = {"mode": mode, "model": model, "prompt": "a cat", "params": {"steps": steps, "seed": 7, "cfg": 5.0}}
+def run(client, model: str = "tiny-sd15", references=(), mode: str = "generate", steps: int = 4,
+        cfg: Optional[float] = 5.0, timeout: Optional[float] = None, **extra) -> np.ndarray:
+    """The job's first layer as pixels (read-only); the result is kept in ``run.last``. ``cfg`` None: the model's."""
+    msg = {"mode": mode, "model": model, "prompt": "a cat", "params": {"steps": steps, "seed": 7}}
+    if cfg is not None:
+        msg["params"]["cfg"] = cfg
     if mode == "generate":
         msg["params"].update(width=W, height=H)
     else:
@@ -49,7 +54,7 @@ def run(client, model: str = "tiny-sd15", references=(), mode: str = "generate",
     if references:
         msg["references"] = list(references)
     msg.update(extra)
-    result = client.run(msg)
+    result = client.run(msg, timeout=timeout)
     layer = result.layers[0]
     out = np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4).copy()
     out.flags.writeable = False

@@ -19,6 +19,7 @@ from protocol.client import Client, JobFailed
 from server.models import redux as rdx
 from server.models.registry import ModelRegistry
 from tests.test_references import changed, payload, picture, reference
+from tests.test_references import run as sd_run
 
 torch.set_num_threads(2)
 
@@ -29,19 +30,10 @@ FILE, FOLDER = "flux1-redux-tiny", "FLUX.1-Redux-tiny"
 
 
 def run(client, model: str = "tiny-flux", references=(), mode: str = "generate", **extra) -> np.ndarray:
-    msg = {"mode": mode, "model": model, "prompt": "a cat", "params": {"steps": 3, "seed": 7}}
-    if mode == "generate":
-        msg["params"].update(width=W, height=H)
-    else:
-        msg["image"] = payload(picture(99))
-        msg["params"]["strength"] = 0.8
-    if references:
-        msg["references"] = list(references)
-    msg.update(extra)
-    result = client.run(msg, timeout=300)
-    layer = result.layers[0]
-    run.last = result
-    return np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4).copy()
+    """``tests/test_references.run`` on the tiny Flux: 3 steps, the family's own guidance, more time."""
+    out = sd_run(client, model, references, mode, steps=3, cfg=None, timeout=300, **extra)
+    run.last = sd_run.last
+    return out
 
 
 def refused(client, code: str = "unsupported", **job) -> object:
