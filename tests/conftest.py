@@ -30,6 +30,50 @@ def cache_dir() -> Path:
     return path
 
 
+TIERS = ("unit", "engine", "host", "cluster")
+"""Test tiers, cheapest first: unit (no server, no model), engine (a real server over loopback and/or tiny models),
+host (a real Krita, a real GIMP 3), cluster (a real Ray). ``pytest --tier unit,engine`` runs the fast two; the
+README's test command runs all four."""
+
+ENGINE_FIXTURES = frozenset({"server", "client", "start_server", "start_server_process", "models_dir"})
+
+
+def tier_of(item: pytest.Item) -> str:
+    """A test's tier, by rule: its module's ``host``/``cluster`` mark (or a ``test_cluster*`` module), else engine if
+    it asks for a server or the tiny models (a fixture of ``ENGINE_FIXTURES``, or a module that imports ``factory``),
+    else unit."""
+    if item.get_closest_marker("host"):
+        return "host"
+    module = getattr(item, "module", None)
+    if item.get_closest_marker("cluster") or item.path.name.startswith("test_cluster"):
+        return "cluster"
+    if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("engine"):
+        return "engine"
+    if module is not None and any(getattr(module, name, None) is not None for name in ("factory", "MODELS")):
+        return "engine"
+    return "unit"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--tier", default=",".join(TIERS),
+                     help=f"comma-separated test tiers to run, of {', '.join(TIERS)} (default: all)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    wanted = {t.strip() for t in config.getoption("--tier").split(",") if t.strip()}
+    unknown = wanted - set(TIERS)
+    if unknown:
+        raise pytest.UsageError(f"--tier: unknown tier(s) {', '.join(sorted(unknown))}; the tiers are {', '.join(TIERS)}")
+    kept, dropped = [], []
+    for item in items:
+        tier = tier_of(item)
+        item.add_marker(getattr(pytest.mark, tier))
+        (kept if tier in wanted else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(scope="session")
 def paintbridge_cache() -> Path:
     return cache_dir()
