@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from .errors import AddressError, ServerStartError
+from .wire import protocol
 
 DEFAULT_PORT = 7860
 DEFAULT_URL = f"ws://127.0.0.1:{DEFAULT_PORT}"
@@ -65,12 +65,7 @@ def is_local(url: str) -> bool:
         host, _port = host_port(url)
     except AddressError:
         return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return protocol.is_loopback_host(host)
 
 
 # --- the recorded command --------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Pure Python (plus msgpack and websockets), so the plugins can carry a copy of th
 are relative: a plugin may vendor it under any name.
 """
 
+from .addresses import is_loopback_host
 from .errors import ERROR_CODES, LocalProtocolError, ProtocolError
 from .geometry import Box, context_box
 from .images import BGRA8, GRAY8, RGBA8, ImagePayload, convert_pixels
@@ -52,7 +53,7 @@ __all__ = [
     "Extend", "GRAY8", "Hello", "ImagePayload", "Job", "Limits", "ListModels", "ListPresets", "LocalProtocolError", "MODES", "Message",
     "Models", "PROTOCOL_VERSION", "Params", "Presets", "Progress", "Pull", "PullDone", "PullProgress", "ProtocolError", "Queued", "RGBA8", "Result", "ResultLayer",
     "SAMPLERS", "SAMPLER_NAMES", "SCHEDULE_NAMES", "ServerMessage", "Started", "Welcome", "context_box", "convert_pixels", "job_params_defaults",
-    "parse_client_message", "parse_server_message",
+    "is_loopback_host", "parse_client_message", "parse_server_message",
     "Reference", "REFERENCE_TYPES",  # reference images (issue 15)
     "Region",  # regions (issue 15)
     "DETAIL_TARGETS", "Detail", "HIRES_UPSCALERS", "Hires",  # hires fix and detailer (issue 13)

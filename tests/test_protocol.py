@@ -438,3 +438,22 @@ def test_readme_sampler_table_is_the_table():
 
     readme = (Path(__file__).resolve().parent.parent / "protocol" / "README.md").read_text()
     assert sampler_table() in readme, "protocol/README.md's sampler table is out of date (protocol.sampling)"
+
+
+@pytest.mark.parametrize("host, loopback", [
+    ("localhost", True), ("LocalHost", True), ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True),
+    ("[::1]", True), ("0.0.0.0", False), ("192.168.1.2", False), ("::", False), ("localhost.example", False),
+    ("", False), ("not a host", False)])
+def test_one_loopback_rule_for_server_and_client(host, loopback):
+    from client.server import is_local
+    from protocol import is_loopback_host
+    from server.cluster.rayenv import is_loopback as ray_is_loopback
+    from server.config import is_loopback
+
+    assert is_loopback_host(host) is loopback
+    assert is_loopback(host) is loopback
+    assert ray_is_loopback(host) is loopback
+    if host and " " not in host:
+        url_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        assert is_local(f"ws://{url_host}:7860") is loopback
+        assert ray_is_loopback(f"{url_host}:6379") is loopback

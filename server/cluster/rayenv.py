@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 from typing import Dict
 
+from protocol.addresses import is_loopback_host
+
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_enable_metrics_collection": "0"}
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 LOOPBACK_HEAD = ("a studio's Ray head on a loopback address (the default --ray-bind 127.0.0.1) is a one-machine "
@@ -30,8 +32,11 @@ LOOPBACK_HEAD = ("a studio's Ray head on a loopback address (the default --ray-b
 
 def is_loopback(address: str) -> bool:
     """Whether ``address`` (a host, or host:port) is this machine's loopback."""
-    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
-    return host in ("localhost", "::1") or host.startswith("127.")
+    if address.startswith("["):
+        host = address[1:address.find("]")]
+    else:
+        host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+    return is_loopback_host(host)
 
 
 def ray_env(address: str) -> Dict[str, str]:
