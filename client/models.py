@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from .errors import Cancelled, JobError, ServerUnavailable
-from .wire import client_module, field_of, message_type
+from .wire import client_module, field_of, make_client, message_type
 
 StatusFn = Callable[[Optional[float], Optional[str]], None]
 
@@ -171,8 +171,6 @@ def fetch_listing(url: str, token: Optional[str], client_name: str, client_versi
     """(model listing, preset status) for dialog hints: None for what the server does not answer within
     ``timeout`` (the preset status is None too for a server without model downloads)."""
     cm = client_module()
-    from .session import make_client
-
     client = make_client(url, token, client_name, client_version, open_timeout=timeout)
     try:
         welcome = client.connect()

@@ -18,7 +18,8 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from .errors import Cancelled, JobError, ServerStartError, ServerUnavailable
 from .server import Autostart, LocalServer, is_local
-from .wire import client_module, field_of, message_type, protocol, result_layers
+from .models import presets_from
+from .wire import client_module, field_of, make_client, message_type, protocol, result_layers
 
 START_TIMEOUT = 180.0  # a first start may import torch and scan model folders
 StatusFn = Callable[[Optional[float], Optional[str]], None]
@@ -79,16 +80,6 @@ def unavailable_message(url: str, reason: str) -> str:
 def _reason(err: Exception) -> str:
     text = str(err)
     return text.split(": ", 1)[1] if text.startswith("cannot reach") and ": " in text else text
-
-
-def make_client(url: str, token: Optional[str], client_name: str, client_version: str,
-                session_id: Optional[str] = None, open_timeout: float = 5.0, resume_for: Optional[float] = None):
-    """A ``protocol.client.Client`` for ``url`` (not connected yet) carrying the plugin's session id (a fresh one
-    when None). While a job waits, the transport reconnects with back-off and that id for ``resume_for`` seconds
-    (None: the transport's default)."""
-    extra = {} if resume_for is None else {"resume_for": resume_for}
-    return client_module().Client(url, client_name=client_name, client_version=client_version, token=token,
-                                  open_timeout=open_timeout, session=session_id, **extra)
 
 
 def handshake(client) -> Any:
@@ -430,8 +421,6 @@ class Session:
 
     def _report_presets(self, client) -> None:
         """Tell the listener what each preset has (None: this server cannot download models, or did not say)."""
-        from .models import presets_from
-
         capabilities = field_of(self.welcome, "capabilities", {}) or {}
         statuses = None
         if capabilities.get("pulls"):

@@ -27,6 +27,16 @@ def client_module():
     return import_module(".client", protocol.__name__)
 
 
+def make_client(url: str, token: Optional[str], client_name: str, client_version: str,
+                session_id: Optional[str] = None, open_timeout: float = 5.0, resume_for: Optional[float] = None):
+    """A ``protocol.client.Client`` for ``url`` (not connected yet) carrying the plugin's session id (a fresh one
+    when None). While a job waits, the transport reconnects with back-off and that id for ``resume_for`` seconds
+    (None: the transport's default)."""
+    extra = {} if resume_for is None else {"resume_for": resume_for}
+    return client_module().Client(url, client_name=client_name, client_version=client_version, token=token,
+                                  open_timeout=open_timeout, session=session_id, **extra)
+
+
 def job_message(
     *,
     job_id: str,

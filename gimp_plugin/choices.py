@@ -3,17 +3,21 @@
 GIMP fixes a choice argument's entries when the procedure is created: at registration (GIMP caches that until the
 plug-in changes) and again in the plug-in's own process at each run, which builds the dialog. So the entries come from
 the server's listing when it answers within ``TIMEOUT`` (the remembered address), else from the listing recorded after
-the last download or dialog (``download.recorded``), plus the two that always exist: ``default`` (the server's
+the last download or dialog (``recorded``: after each download and whenever the procedures are
+created; when the checkpoints changed the plug-in's entry file is touched, so GIMP registers it again), plus the two that always exist: ``default`` (the server's
 default checkpoint) and ``classical`` (the built-in engine). Nicks are the model names themselves, so a script passes
 ``model="my-checkpoint"`` as before; a name GIMP has not registered falls back to ``default``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 DEFAULT = "default"
+RECORD_NAME = "paintbridge-models.json"
 CLASSICAL = "classical"
 TIMEOUT = 1.5  # s the plug-in waits for the server's listing when it creates its procedures
 
@@ -46,9 +50,42 @@ def model_name(nick: Any) -> str:
     return "" if nick in ("", DEFAULT) else nick
 
 
+def record(profile: Path, models: Sequence[Mapping[str, Any]], entry: Optional[Path] = None) -> bool:
+    """Remember the server's model listing (names and kinds) in the plug-in's profile; returns True when the
+    checkpoints changed, and then touches ``entry`` (the plug-in's entry file: GIMP registers it again at its next
+    start)."""
+    listing = [{"name": str(m.get("name", "")), "kind": str(m.get("kind", ""))} for m in models if m.get("name")]
+
+    def checkpoints(entries: Sequence[Mapping[str, Any]]) -> List[str]:
+        return sorted(str(m["name"]) for m in entries if m.get("kind") == "checkpoint")
+
+    changed = checkpoints(listing) != checkpoints(recorded(profile))
+    Path(profile).mkdir(parents=True, exist_ok=True)
+    (Path(profile) / RECORD_NAME).write_text(json.dumps({"models": listing}, indent=1), encoding="utf-8")
+    if entry is None:
+        from .connection import PLUGIN_DIR
+
+        entry = PLUGIN_DIR / "paintbridge.py"
+    if changed and Path(entry).is_file():
+        try:
+            os.utime(entry)
+        except OSError:
+            pass
+    return changed
+
+
+def recorded(profile: Path) -> List[dict]:
+    """The last model listing recorded (empty when none)."""
+    try:
+        data = json.loads((Path(profile) / RECORD_NAME).read_text(encoding="utf-8"))
+        return [dict(m) for m in data.get("models", []) if isinstance(m, dict)]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
 def installed_models(profile: Path, fetch=None) -> List[dict]:
     """The listing to build the choice from: the server's (recorded for next time) or the last recorded one."""
-    from . import download, settings
+    from . import settings
 
     if fetch is None:
         from .connection import fetch_models as fetch
@@ -59,9 +96,9 @@ def installed_models(profile: Path, fetch=None) -> List[dict]:
     except Exception:  # noqa: BLE001 - registration must never fail: use what was recorded
         listing = None
     if listing is None:
-        return download.recorded(profile)
+        return recorded(profile)
     try:
-        download.record(profile, listing)
+        record(profile, listing)
     except OSError:
         pass
     return listing

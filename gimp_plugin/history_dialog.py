@@ -3,6 +3,8 @@ Apply again / Reuse settings / Delete buttons plus how many MB each image keeps.
 
 from __future__ import annotations
 
+from typing import Any, Callable, Optional
+
 import gi
 
 gi.require_version("Gtk", "3.0")
@@ -47,10 +49,9 @@ def _fill(listbox: Gtk.ListBox, kept, status: Gtk.Label) -> list:
     return entries
 
 
-def run_dialog(image, drawables: list) -> None:
-    """Show the dialog until the painter closes it (or reuses an entry's settings: its mode's dialog opens)."""
-    from .history_procedure import interactive_reuse
-
+def run_dialog(image, drawables: list, interactive_reuse: Callable[[Any, list, Any], Optional[str]]) -> None:
+    """Show the dialog until the painter closes it, or reuses an entry's settings through ``interactive_reuse``
+    (image, drawables, entry) → an error text or None (its mode's dialog opens)."""
     GimpUi.init("paintbridge")
     profile = host.profile_dir()
     kept = history.of(image)

@@ -76,7 +76,7 @@ def run_history(procedure, run_mode, image, drawables: list, config, spec: Proce
         if run_mode == Gimp.RunMode.INTERACTIVE:
             from .history_dialog import run_dialog
 
-            run_dialog(image, drawables)
+            run_dialog(image, drawables, interactive_reuse)
             out: Dict[str, str] = {}
         else:
             out = act(image, drawables, values)

@@ -310,15 +310,15 @@ def test_the_model_choice_lists_installed_checkpoints_between_default_and_classi
 
 
 def test_the_model_choice_comes_from_the_server_else_from_the_recorded_listing(start_server, tmp_path):
-    from gimp_plugin import choices, download, settings
+    from gimp_plugin import choices, settings
     from gimp_plugin.connection import fetch_models
 
     server = start_server()
     profile = tmp_path / "profile"
     settings.remember(profile, server.url, None)
     assert [m["name"] for m in choices.installed_models(profile, fetch_models)] == ["classical"]
-    assert [m["name"] for m in download.recorded(profile)] == ["classical"]  # recorded for next time
-    download.record(profile, [{"name": "tiny", "kind": "checkpoint"}])
+    assert [m["name"] for m in choices.recorded(profile)] == ["classical"]  # recorded for next time
+    choices.record(profile, [{"name": "tiny", "kind": "checkpoint"}])
     settings.remember(profile, f"ws://127.0.0.1:{free_port()}", None)  # nobody answers there
     assert choices.installed_models(profile, fetch_models) == [{"name": "tiny", "kind": "checkpoint"}]
 
@@ -346,19 +346,19 @@ def test_download_models_arguments_and_texts():
 def test_a_changed_listing_makes_gimp_register_the_plug_in_again(tmp_path):
     import os
 
-    from gimp_plugin import download
+    from gimp_plugin import choices
 
     entry = tmp_path / "paintbridge.py"
     entry.write_text("")
     os.utime(entry, (1_000_000, 1_000_000))
     profile = tmp_path / "profile"
     listing = [{"name": "classical", "kind": "builtin"}, {"name": "tiny", "kind": "checkpoint"}]
-    assert download.record(profile, listing, entry) is True  # a new checkpoint: the entry file is touched
+    assert choices.record(profile, listing, entry) is True  # a new checkpoint: the entry file is touched
     assert entry.stat().st_mtime > 1_000_000
     os.utime(entry, (1_000_000, 1_000_000))
-    assert download.record(profile, list(reversed(listing)), entry) is False  # the same checkpoints: left alone
+    assert choices.record(profile, list(reversed(listing)), entry) is False  # the same checkpoints: left alone
     assert entry.stat().st_mtime == 1_000_000
-    assert download.recorded(profile) == [{"name": "tiny", "kind": "checkpoint"}, {"name": "classical", "kind": "builtin"}]
+    assert choices.recorded(profile) == [{"name": "tiny", "kind": "checkpoint"}, {"name": "classical", "kind": "builtin"}]
 
 
 def test_region_arguments_bind_or_remove_a_prompt():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .basic_widgets import combo, fill_layer_picker, spin
 from .qt_compat import QtWidgets
 from .wire import protocol
 
@@ -24,24 +25,24 @@ class ReferenceRow(QtWidgets.QFrame):
         grid = QtWidgets.QGridLayout(self)
         grid.setContentsMargins(4, 4, 4, 4)
         grid.setVerticalSpacing(2)
-        self.type_box = _combo()
+        self.type_box = combo(6)
         self.type_box.addItems(list(protocol.REFERENCE_TYPES))
         self.type_box.setCurrentText(ref.type)
         self.type_box.setToolTip("What the picture gives: its style, its composition, its content, or a face")
-        self.layer_box = _combo()
+        self.layer_box = combo(6)
         self.layer_box.setToolTip("The layer that holds the reference picture (read over the job's area)")
         self.up_button, self.down_button, self.remove_button = (QtWidgets.QToolButton() for _ in range(3))
         for button, text, tip in ((self.up_button, "▲", "Move up"), (self.down_button, "▼", "Move down"),
                                   (self.remove_button, "✕", "Remove this reference from the job (the layer stays)")):
             button.setText(text)
             button.setToolTip(tip)
-        self.strength = _spin(0.0, 2.0, ref.strength, 0.05, "")
+        self.strength = spin(0.0, 2.0, ref.strength, 0.05, "")
         self.strength.setToolTip("How strongly the reference guides the image (0 = not at all)")
-        self.start = _spin(0.0, 1.0, ref.start, 0.05, "")
+        self.start = spin(0.0, 1.0, ref.start, 0.05, "")
         self.start.setToolTip("Guide from this fraction of the steps…")
-        self.end = _spin(0.0, 1.0, ref.end, 0.05, "")
+        self.end = spin(0.0, 1.0, ref.end, 0.05, "")
         self.end.setToolTip("…to this fraction of the steps")
-        self.region_box = _combo()
+        self.region_box = combo(6)
         self.region_box.setToolTip("Where the reference applies: the whole image, or only inside a region (the "
                                    "region layer's opacity; SD1.5 and SDXL)")
         top = QtWidgets.QHBoxLayout()
@@ -75,9 +76,7 @@ class ReferenceRow(QtWidgets.QFrame):
 
     def refresh_layers(self, layers: list, keep: str) -> None:
         """Fill the layer picker with ``layers`` ((name, id) pairs) and select ``keep``."""
-        from .widgets import ControlRow
-
-        ControlRow.refresh_layers(self, layers, keep)
+        fill_layer_picker(self.layer_box, layers, keep)
 
     def refresh_regions(self, choices: list, keep: str) -> None:
         """Fill the region chooser with ``choices`` ((label, region id) pairs, "" = the whole image) and select
@@ -106,15 +105,3 @@ def build_references_section(panel: QtWidgets.QWidget, layout) -> None:
     panel.references_layout = QtWidgets.QVBoxLayout()
     panel.references_layout.setSpacing(3)
     layout.addLayout(panel.references_layout)
-
-
-def _combo():
-    from .widgets import _combo as combo
-
-    return combo(6)
-
-
-def _spin(lo: float, hi: float, value: float, step: float, prefix: str):
-    from .widgets import _spin as spin
-
-    return spin(lo, hi, value, step, prefix)

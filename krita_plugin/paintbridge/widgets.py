@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from . import reference_widgets
+from .basic_widgets import combo as _combo, fill_layer_picker, spin as _spin
 from .model import ControlSpec
 from .qt_compat import QtCore, QtWidgets, Qt
 from .wire import client, protocol
@@ -80,35 +81,7 @@ class ControlRow(QtWidgets.QFrame):
 
     def refresh_layers(self, layers: list, keep: str) -> None:
         """Fill the layer picker with ``layers`` ((name, id) pairs) and select ``keep``."""
-        self.layer_box.blockSignals(True)
-        self.layer_box.clear()
-        for name, node_id in layers:
-            self.layer_box.addItem(name, node_id)
-        index = self.layer_box.findData(keep) if keep else -1
-        if index >= 0:
-            self.layer_box.setCurrentIndex(index)
-        self.layer_box.blockSignals(False)
-
-
-def _combo(min_chars: int = 10) -> QtWidgets.QComboBox:
-    """A combo box that may shrink with a narrow docker (long entries are cut, the full text is in the popup)."""
-    box = QtWidgets.QComboBox()
-    box.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-    box.setMinimumContentsLength(min_chars)
-    box.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
-    return box
-
-
-def _spin(lo: float, hi: float, value: float, step: float, prefix: str) -> QtWidgets.QDoubleSpinBox:
-    box = QtWidgets.QDoubleSpinBox()
-    box.setMinimumWidth(40)
-    box.setRange(lo, hi)
-    box.setSingleStep(step)
-    box.setDecimals(2)
-    box.setValue(value)
-    box.setPrefix(f"{prefix} ")
-    return box
-
+        fill_layer_picker(self.layer_box, layers, keep)
 
 
 def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, server_available: bool,
