@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protocol.client import Client  # noqa: E402
-from server.app import ServerThread  # noqa: E402
-from server.config import ServerConfig  # noqa: E402
+from protocol.client import Client
+from server.app import ServerThread
+from server.config import ServerConfig
 
 
 def payload(arr: np.ndarray, fmt: str) -> dict:

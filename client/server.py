@@ -102,7 +102,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    except Exception:
+    except Exception:  # noqa: BLE001 - best effort: a system without prctl starts the server all the same
         pass
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from .errors import Cancelled, JobError, ServerStartError, ServerUnavailable
@@ -276,7 +275,7 @@ class Session:
         def send() -> None:
             try:
                 client.cancel(job_id)
-            except Exception:  # the connection died; the job's own stream reports that
+            except Exception:  # noqa: BLE001 - the connection died; the job's own stream reports that
                 pass
 
         threading.Thread(target=send, name="paintbridge-cancel", daemon=True).start()
@@ -311,7 +310,7 @@ class Session:
                 self._set_state(REFUSED, str(err))
                 self._idle_wait(self.backoff.longest)
                 continue
-            except Exception as err:  # ConnectionFailed, timeouts
+            except Exception as err:  # noqa: BLE001 - ConnectionFailed, timeouts
                 self._set_state(DISCONNECTED, _short(str(err)) or f"cannot reach {url}")
                 self._maybe_autostart(url, token)
                 self._idle_wait(self.backoff.next())
@@ -331,7 +330,7 @@ class Session:
                 self._client = None
                 try:
                     client.close()
-                except Exception:
+                except Exception:  # noqa: BLE001 - closing a broken connection: nothing to report
                     pass
 
     def _watch_server(self) -> None:
@@ -373,7 +372,7 @@ class Session:
             except queue.Empty:
                 try:
                     fresh = client.list_models(timeout=10.0)
-                except Exception as err:
+                except Exception as err:  # noqa: BLE001 - any failure of the connection: the session reconnects
                     self._set_state(DISCONNECTED, f"lost the connection: {_short(str(err))}")
                     return
                 if fresh != models:
@@ -414,7 +413,7 @@ class Session:
                                      "Nothing was changed in your image.")
             self._set_state(DISCONNECTED, f"lost the connection: {_short(str(err))}")
             return False
-        except Exception as err:  # a bug or a malformed frame: report it, keep the session alive
+        except Exception as err:  # noqa: BLE001 - a bug or a malformed frame: report it, keep the session alive
             self.listener.job_failed(job_id, "internal", f"{type(err).__name__}: {_short(str(err))}")
         return True
 
@@ -426,7 +425,7 @@ class Session:
         if capabilities.get("pulls"):
             try:
                 statuses = presets_from(client.list_presets(timeout=30.0))
-            except Exception:  # an old or failing server: the panel says it cannot download
+            except Exception:  # noqa: BLE001 - an old or failing server: the panel says it cannot download
                 statuses = None
         self.listener.presets_changed(statuses)
 

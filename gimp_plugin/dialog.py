@@ -171,7 +171,7 @@ def run_download_window(values) -> list:
         if answer in (Gtk.ResponseType.CANCEL, Gtk.ResponseType.DELETE_EVENT) and "client" in target:
             text.set_text("Cancelling (what was fetched is kept)…")
             client, pull_id = target["client"], target["id"]
-            threading.Thread(target=lambda: client.cancel(pull_id), daemon=True).start()
+            threading.Thread(target=client.cancel, args=(pull_id,), daemon=True).start()
     window.destroy()
     if "error" in outcome:
         raise outcome["error"]

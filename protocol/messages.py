@@ -132,7 +132,7 @@ class Params(WireModel):
         try:
             resolve_sampler(self.sampler, self.scheduler)
         except ValueError as err:
-            raise bad_field(f"{path}.scheduler" if path else "scheduler", f"does not fit the sampler: {err}")
+            raise bad_field(f"{path}.scheduler" if path else "scheduler", f"does not fit the sampler: {err}") from None
         if self.refiner and not 0.0 < self.refiner_start < 1.0:
             raise bad_field(f"{path}.refiner_start" if path else "refiner_start",
                             f"({self.refiner_start}) must be between 0 and 1 (exclusive) when a refiner is chosen")

@@ -122,7 +122,7 @@ class PaintbridgeServer:
             return None
         except ConnectionClosed:
             raise
-        except Exception as err:  # noqa: BLE001 - a bug: still an error message, never a bare 1011
+        except Exception as err:  # a bug: still an error message, never a bare 1011
             log.exception("handshake failed")
             await ws.send(conn.send(Error(errors.INTERNAL, f"internal error in the handshake: "
                                                            f"{type(err).__name__}: {err}")))
@@ -189,7 +189,7 @@ class PaintbridgeServer:
                 link.put(Models(tuple(self.models())))
         except ProtocolError as err:
             link.put(error_from(err))
-        except Exception as err:  # noqa: BLE001 - a bug: answer it and keep the connection
+        except Exception as err:  # a bug: answer it and keep the connection
             log.exception("could not handle a message")
             job_id = msg.id if isinstance(msg, JobMessage) and session is not None and msg.id not in session.jobs \
                 and link.conn.is_open(msg.id) else None

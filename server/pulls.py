@@ -127,7 +127,7 @@ class PullManager:
             async with self._lock:
                 item.running = True
                 reply = await self._pull(item)
-        except Exception as err:  # noqa: BLE001 - every failure reaches the client as a message
+        except Exception as err:  # every failure reaches the client as a message
             log.exception("pull %s failed", item.id)
             reply = error_from(ProtocolError(errors.INTERNAL, f"internal error: {type(err).__name__}: {err}",
                                              job_id=item.id))

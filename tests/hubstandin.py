@@ -66,7 +66,7 @@ class Hub:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 hub.requests.append(("HEAD", self.path, None))
                 found = self._lookup()
                 if found is None:
@@ -74,7 +74,7 @@ class Hub:
                 key, data = found
                 self._headers(key, data, 200, len(data))
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 rng = self.headers.get("Range")
                 hub.requests.append(("GET", self.path, rng))
                 found = self._lookup()

@@ -44,7 +44,7 @@ class RecordingProxy:
                 if from_client and isinstance(message, bytes):
                     try:
                         msg = decode(message)
-                    except Exception:  # not ours to judge: the server answers it
+                    except Exception:  # noqa: BLE001 - not ours to judge: the server answers it
                         msg = None
                     if isinstance(msg, dict) and msg.get("type") == "job":
                         with self._lock:

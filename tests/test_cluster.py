@@ -26,7 +26,7 @@ from protocol.codec import decode, encode
 
 pytest.importorskip("ray.serve", reason="cluster mode needs the 'cluster' extra (python3 install.py --dev has it)")
 
-from factory import checkpoint_folder, make_models_dir  # noqa: E402
+from factory import checkpoint_folder, make_models_dir
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = 8

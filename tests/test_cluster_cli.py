@@ -17,8 +17,8 @@ from protocol.client import Client
 
 pytest.importorskip("ray.serve", reason="cluster mode needs the 'cluster' extra (python3 install.py --dev has it)")
 
-from factory import make_models_dir  # noqa: E402
-from listening import routable_address  # noqa: E402
+from factory import make_models_dir
+from listening import routable_address
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,7 +61,7 @@ def test_serve_cluster_and_a_worker_joining_it(start_server_process, tmp_path):
             assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
             time.sleep(1)
         with Client(front.url, "cli-test") as client:
-            for n in range(2):
+            for _ in range(2):
                 result = client.run({"mode": "generate", "model": "tiny-sd15", "prompt": "a pear",
                                      "params": {"steps": 2, "width": 64, "height": 64}}, timeout=240)
                 assert result.layers[0].width == 64

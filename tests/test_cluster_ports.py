@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("ray.serve", reason="cluster mode needs the 'cluster' extra (python3 install.py --dev has it)")
 
-from listening import Listener, listeners, routable_address  # noqa: E402
+from listening import Listener, listeners, routable_address
 
 # every Ray process of a head that listens (the autoscaler monitor is not started)
 LISTENING = {"gcs_server", "raylet", "ray.util.client.server", "dashboard.py", "ray::DashboardAgent",

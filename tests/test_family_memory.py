@@ -5,7 +5,6 @@ safetensors headers; fp8 storage through diffusers' layerwise casting on a tiny 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 import factory

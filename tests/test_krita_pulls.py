@@ -12,7 +12,6 @@ from client.server import LocalServer
 from krita_memory_host import MemoryDocument, MemoryHost, UiLoop
 from krita_plugin.paintbridge.session import Session
 from krita_plugin.paintbridge.settings_store import MemoryStore
-from protocol import Box
 from server.downloads import Catalogue
 from tests.hubstandin import hub, payload  # noqa: F401 - hub is a fixture
 

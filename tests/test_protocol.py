@@ -24,7 +24,7 @@ def job(**overrides) -> dict:
     return msg
 
 
-def error_of(msg, limits: Limits = Limits()) -> ProtocolError:
+def error_of(msg, limits: Limits = Limits()) -> ProtocolError:  # noqa: B008 - Limits is frozen: one default is fine
     with pytest.raises(ProtocolError) as info:
         parse_client_message(msg, limits)
     return info.value

@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from protocol import Limits, LocalProtocolError, Progress, ResultLayer
-from protocol.client import Client, JobCancelled, JobFailed
+from protocol.client import Client, JobFailed
 from protocol.codec import decode, encode
 from server.config import ServerConfig
 

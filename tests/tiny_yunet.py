@@ -18,7 +18,6 @@ NodeProto, AttributeProto, TensorProto, ValueInfoProto), since the ``onnx`` pack
 from __future__ import annotations
 
 import math
-import struct
 from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple
 

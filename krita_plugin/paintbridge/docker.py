@@ -52,6 +52,6 @@ class PaintbridgeDocker(document.DockWidget):
     def canvasChanged(self, canvas) -> None:  # noqa: N802 (Krita's name)
         try:
             self.panel.refresh_layers()
-        except Exception as err:  # never let Krita open an error dialog for this
+        except Exception as err:  # noqa: BLE001 - never let Krita open an error dialog for this
             self.panel.session.show_message(f"Could not list the layers: {err}", error=True)
         self.panel.session.history.show_active()  # another document: its results history (guarded)

@@ -31,7 +31,7 @@ def guarded(method: Callable) -> Callable:
             return method(self, *args, **kwargs)
         except (DocumentError, client.errors.PaintbridgeError) as err:
             self.session.show_message(str(err), error=True)
-        except Exception as err:  # a bug: keep Krita usable and say what happened
+        except Exception as err:  # noqa: BLE001 - a bug: keep Krita usable and say what happened
             traceback.print_exc(file=sys.stderr)
             self.session.show_message(f"Internal error ({type(err).__name__}: {err}). Details are on Krita's "
                                       "console.", error=True)

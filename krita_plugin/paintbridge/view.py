@@ -254,7 +254,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
     # --- model downloads --------------------------------------------------------------------------------------------
     def _fill_presets(self) -> None:
         """What each preset has and lacks for the current mode, and the preset to download."""
-        s, d = self.session, self.session.downloads
+        d = self.session.downloads
         lines = d.lines()
         self.presets_label.setText("\n".join(lines))
         self.models_box.setVisible(bool(lines))

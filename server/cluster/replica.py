@@ -135,7 +135,7 @@ class EngineReplica:
             yield ("cancelled",)
         except ProtocolError as err:
             yield ("error", err.code, err.message, err.field)
-        except Exception as err:  # noqa: BLE001 - every failure reaches the client as a message
+        except Exception as err:  # every failure reaches the client as a message
             if devices.is_out_of_memory(err):
                 yield ("error", OUT_OF_MEMORY, f"out of memory on replica {self.id} while running the job: {err}. "
                        "Try a smaller selection, a smaller batch or a smaller model", None)

@@ -126,12 +126,12 @@ def plan(waiting: Sequence[Want], replicas: Sequence[ReplicaState], last_replica
             out.refusals.append((want.key, *refusal(want.model, replicas)))
             continue
 
-        def finish(r: ReplicaState) -> float:
+        def finish(r: ReplicaState, want: Want = want) -> float:
             name = r.resolve(want.model)
             load = 0.0 if name is None or holds[r.id] == name else r.load_estimate(name, measured)
             return ready_in[r.id] + load + r.job_seconds
 
-        def cost(r: ReplicaState) -> Tuple[float, int, int, str]:
+        def cost(r: ReplicaState, want: Want = want) -> Tuple[float, int, int, str]:
             name, held = r.resolve(want.model), holds[r.id]
             evicts = name is not None and held and held != name
             sticky = 0 if last_replica.get(want.owner) == r.id else 1

@@ -56,7 +56,7 @@ class Adapters:
                 self._load_embedding(entry, token)
             except ProtocolError:
                 raise
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 raise ProtocolError(UNSUPPORTED, f"cannot load embedding '{entry.name}': {err}") from err
             self.embeddings.add(token)
         return names
@@ -100,7 +100,7 @@ class Adapters:
                 name = f"lora{len(self.loras)}"
                 try:
                     self.pipe.load_lora_weights(str(entry.path), adapter_name=name)
-                except Exception as err:  # noqa: BLE001
+                except Exception as err:
                     raise ProtocolError(UNSUPPORTED, f"cannot load LoRA '{entry.name}': {err}", field="prompt") from err
                 self.loras[str(entry.path)] = name
         if self.loras:

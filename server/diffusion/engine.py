@@ -36,7 +36,7 @@ from . import pipelines, prompts, regions, samplers, tiny_vae
 from . import references as refs
 from .adapters import Adapters
 from .hires_pass import second_pass
-from .jobparts import _binary, _init_image, _layers, _pil, _settings, _working_job  # noqa: F401
+from .jobparts import _binary, _init_image, _layers, _pil, _settings, _working_job
 from .preview import latents_to_rgb
 
 log = logging.getLogger(__name__)

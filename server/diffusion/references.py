@@ -166,7 +166,7 @@ class ReferenceSet:
         states = [self._state(p.adapter) for p in plans]
         try:
             pipe.load_ip_adapter(states, subfolder="", weight_name=[""] * len(states), image_encoder_folder=None)
-        except Exception as err:  # noqa: BLE001 - a file that does not fit the UNet
+        except Exception as err:  # a file that does not fit the UNet
             if getattr(pipe.unet, "encoder_hid_proj", None) is not None:
                 pipe.unload_ip_adapter()
             names = ", ".join(sorted({p.adapter.name for p in plans}))

@@ -105,7 +105,7 @@ def _progress_class(item: CatalogueFile, callback: Optional[ProgressCallback], c
             self.done = int(kwargs.get("initial") or 0)
             self.size = kwargs.get("total")
 
-        def update(self, n=1):  # noqa: ANN001 - tqdm's signature
+        def update(self, n=1):  # tqdm's signature
             self.done += int(n or 0)
             if callback is not None:
                 callback(item, self.done, self.size)
@@ -182,7 +182,7 @@ def pull_file(item: CatalogueFile, root: Path, progress: Optional[ProgressCallba
         raise PullCancelled(f"the download of {item.target} was cancelled before it began")
     try:
         meta = get_hf_file_metadata(file_url(item))
-    except Exception as err:  # noqa: BLE001 - mapped to messages the painter can act on
+    except Exception as err:  # mapped to messages the painter can act on
         raise _hub_error(item, root, err) from err
     staging = root / DOWNLOADS_DIR / item.id
     try:
@@ -197,7 +197,7 @@ def pull_file(item: CatalogueFile, root: Path, progress: Optional[ProgressCallba
         os.replace(part, dest)
     except (ChecksumError, PullCancelled):
         raise
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise _hub_error(item, root, err) from err
     finally:
         if not any(staging.glob("*.part")):  # nothing to resume (done, refused, or never begun)

@@ -148,7 +148,7 @@ def load(entry: ModelEntry, checkpoint: ModelEntry, transformer, dtype):
             model.load_state_dict(state, strict=True, assign=True)
     except ProtocolError:
         raise
-    except Exception as err:  # noqa: BLE001 - loader errors vary; the user needs the model name and the reason
+    except Exception as err:  # loader errors vary; the user needs the model name and the reason
         raise ProtocolError(UNSUPPORTED, f"cannot load ControlNet '{entry.name}' ({arch_name(family)}): {err}",
                             field="controls[0].model") from err
     check_no_meta(entry, model)

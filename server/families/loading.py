@@ -14,7 +14,7 @@ import gzip
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 from protocol.errors import UNSUPPORTED, ProtocolError
 
@@ -162,7 +162,7 @@ def load(entry: ModelEntry, dtype, registry: ModelRegistry) -> Tuple[object, dic
             facts["parts"] = {**{slot: src.name for slot, src in found.encoders.items()}, "vae": found.vae.name}
     except ProtocolError:
         raise
-    except Exception as err:  # noqa: BLE001 - loader errors vary; the user needs the model name and the reason
+    except Exception as err:  # loader errors vary; the user needs the model name and the reason
         raise ProtocolError(UNSUPPORTED, f"cannot load checkpoint '{entry.name}' "
                             f"({specs.VARIANT_NAMES.get(entry.info.get('variant', ''), entry.arch)}): {err}",
                             field="model") from err

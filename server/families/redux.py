@@ -123,7 +123,7 @@ class ReduxSet:
                     self._parts[key] = self._load(plan)
                 except ProtocolError:
                     raise
-                except Exception as err:  # noqa: BLE001 - loader errors vary; name the files and the reason
+                except Exception as err:  # loader errors vary; name the files and the reason
                     raise ProtocolError(UNSUPPORTED, f"cannot load Redux model '{plan.redux.name}'"
                                         f"{f' with image encoder {plan.encoder.name!r}' if plan.encoder else ''}: {err}",
                                         field="references") from err

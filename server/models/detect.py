@@ -69,7 +69,7 @@ def pickle_shapes(path: Path) -> Shapes:
     except Exception as err:  # noqa: BLE001 - any unpickling failure is reported the same way
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception:
+        except Exception:  # noqa: BLE001 - torch's own message goes into the error
             raise DetectError(f"cannot read {path.name} safely (weights only): {err}") from err
     for key in ("state_dict", "params_ema", "params", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -90,7 +90,7 @@ def gguf_shapes(path: Path) -> Shapes:
                           "paintbridge[gguf]) where the server runs") from err
     try:
         reader = gguf.GGUFReader(str(path))
-    except Exception as err:  # noqa: BLE001 - any parse failure means a damaged file
+    except Exception as err:  # any parse failure means a damaged file
         raise DetectError(f"{path.name} is not a readable GGUF file: {err}") from err
     return {t.name: tuple(int(d) for d in reversed(t.shape.tolist())) for t in reader.tensors}
 

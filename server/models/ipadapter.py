@@ -98,7 +98,7 @@ def nested_pickle_shapes(path: Path) -> Shapes:
 
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is reported the same way
+    except Exception as err:  # any unpickling failure is reported the same way
         raise DetectError(f"cannot read {path.name} safely (weights only): {err}") from err
     return {k: tuple(v.shape) for k, v in flatten(state).items() if hasattr(v, "shape")}
 

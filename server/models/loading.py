@@ -161,7 +161,7 @@ def load_checkpoint(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
                                         **parts, **extra)
     except ProtocolError:
         raise
-    except Exception as err:  # noqa: BLE001 - loader errors vary; the user needs the model name and the reason
+    except Exception as err:  # loader errors vary; the user needs the model name and the reason
         raise ProtocolError(UNSUPPORTED, f"cannot load checkpoint '{entry.name}' ({arch_name(entry.arch)}): {err}",
                           field="model") from err
     check_no_meta(entry, pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
@@ -189,7 +189,7 @@ def load_controlnet(entry: ModelEntry, torch_dtype, allow_pickle: bool = False, 
                                        local_files_only=True)
     except ProtocolError:
         raise
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ProtocolError(UNSUPPORTED, f"cannot load ControlNet '{entry.name}' ({arch_name(entry.arch)}): {err}",
                           field="model") from err
     check_no_meta(entry, net)
@@ -242,7 +242,7 @@ def load_vae(entry: ModelEntry, checkpoint: ModelEntry, torch_dtype, allow_pickl
                                                            dtype=torch_dtype, local_files_only=True)
     except ProtocolError:
         raise
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ProtocolError(UNSUPPORTED, f"cannot load VAE '{entry.name}' for {arch_name(checkpoint.arch)} "
                             f"checkpoint '{checkpoint.name}': {err}", field="params.vae") from err
     check_no_meta(entry, vae)
@@ -272,7 +272,7 @@ def load_refiner(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
                                         tokenizer_2=_tokenizers(config, True)["tokenizer_2"], **extra)
     except ProtocolError:
         raise
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ProtocolError(UNSUPPORTED, f"cannot load SDXL refiner '{entry.name}': {err}",
                             field="params.refiner") from err
     check_no_meta(entry, pipe.unet, pipe.vae, pipe.text_encoder_2)

@@ -7,7 +7,7 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, Gio, GObject  # noqa: E402
+from gi.repository import Gegl, Gimp  # noqa: E402
 
 PDB = Gimp.get_pdb()
 RGBA = "R'G'B'A u8"

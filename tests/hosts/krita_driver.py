@@ -115,7 +115,7 @@ class Runner:
         except StopIteration:
             _finish()
             return
-        except Exception:
+        except Exception:  # noqa: BLE001 - every failure of a step goes into the result
             RESULT["errors"].append(traceback.format_exc())
             _finish()
             return
@@ -126,7 +126,7 @@ class Runner:
                 LAST_STEP[0] = time.monotonic()
                 try:
                     ok = bool(cmd.cond())
-                except Exception:
+                except Exception:  # noqa: BLE001 - every failure of a condition goes into the result
                     RESULT["errors"].append(traceback.format_exc())
                     ok = False
                     return self.step(False)
@@ -1364,7 +1364,6 @@ def scenario_history():
     panel.history_apply_button.click()
     yield 600
     rec["message_apply"] = [ses.message, ses.message_is_error]
-    before_ids = {m["id"] for m in rec["layers_discarded"]}
     rec["new_layers"] = [l for l in layers(doc) if l["name"] == result.name]
     node = find(doc, result.name)
     box = result.box

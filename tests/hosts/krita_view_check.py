@@ -1,6 +1,7 @@
 """The Krita panel (view) bound to a session, under the system Python's PyQt5 without Krita (offscreen Qt): widget
 changes reach the session, session changes reach the widgets. Run by tests/test_krita_logic.py; prints "view ok"."""
-import os, sys
+import os
+import sys
 
 sys.path.pop(0)  # tests/hosts holds a krita.py of its own: not the Krita API
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
