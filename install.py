@@ -27,8 +27,6 @@ if sys.version_info < (3, 10):  # keep this file parseable by old Pythons so thi
              + sys.version.split()[0])
 
 import argparse
-import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -36,21 +34,16 @@ import venv
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from pbsetup import checks, hosts, torchbuild, uvpip
+from pbsetup import checks, hosts, plugins, torchbuild, uvpip
 from pbsetup.checks import InstallError
 from pbsetup.plan import Plan, log
 from pbsetup.record import Record, disable_in_kritarc, remove_if_empty, remove_path
 from pbsetup.system import System, models_dir, record_path
 
 REPO = Path(__file__).resolve().parent
-VENDORED = ("msgpack", "websockets")
-OWN_PACKAGES = ("protocol", "client")  # copied into each plugin, next to each other
-SERVER_FILE = "server.json"  # in each plugin folder: {"command": [...]}, read by client.server.read_server_command
 # What the real-host tests need on a Debian machine: Krita under Xvfb, X tools, debootstrap for the GIMP 3 root.
 DEV_APT_PACKAGES = ("krita", "python3-pyqt5", "xvfb", "xauth", "xdotool", "debootstrap", "imagemagick")
 MODEL_SUBFOLDERS = ("checkpoints", "vae", "loras", "embeddings", "controlnet", "upscale_models", "annotators")
-# The Python whose msgpack/websockets the plugins vendor when a caller names none (set to the server's venv).
-VENDOR_PYTHON: Optional[Path] = None
 
 
 def run(cmd: Sequence[str], system: Optional[System] = None, **kwargs) -> None:
@@ -174,68 +167,6 @@ def _create_venv(venv_dir: Path, python_cmd: List[str], record: Record) -> None:
 
 # --- plugins ---------------------------------------------------------------------------------------------------------
 
-def _package_dir(name: str, python: Optional[Path]) -> Path:
-    """Where package ``name`` lives for ``python``; else for VENDOR_PYTHON, this interpreter, or the default venv."""
-    python = python or VENDOR_PYTHON
-    if python is None:
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.origin is not None:
-            return Path(spec.origin).parent
-        python = venv_python(REPO / ".venv")
-    out = subprocess.run([str(python), "-c", f"import {name}, os; print(os.path.dirname({name}.__file__))"],
-                         capture_output=True, text=True, check=True)
-    return Path(out.stdout.strip())
-
-
-def vendor_runtime(dest: Path, python: Optional[Path] = None) -> None:
-    """Make ``dest`` self-contained: ``dest/protocol`` and ``dest/client`` (copies of ours, side by side) and
-    ``dest/vendor/{msgpack,websockets}``.
-
-    Only pure-Python files are copied (compiled speed-ups are dropped; both packages fall back to pure Python), so the
-    plugin works in any host Python 3.10+ whatever Python the server runs on.
-    """
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.pyd", "*.c", "*.pyx", "README.md")
-    for package in OWN_PACKAGES:
-        if (dest / package).exists():
-            shutil.rmtree(dest / package)
-        shutil.copytree(REPO / package, dest / package, ignore=ignore)
-    vendor = dest / "vendor"
-    if vendor.exists():
-        shutil.rmtree(vendor)
-    vendor.mkdir(parents=True)
-    for name in VENDORED:
-        shutil.copytree(_package_dir(name, python), vendor / name, ignore=ignore)
-
-
-def record_server_command(dest: Path, command: Optional[Sequence[str]]) -> Optional[Path]:
-    """Record in ``dest/server.json`` how to start the local server (both plugins read it with
-    ``client.server.read_server_command``; they add ``--host``/``--port``). A relative program path is made absolute:
-    the editors start the server from their own working folders. No command: no file (the plugin then only says the
-    server is down)."""
-    path = Path(dest) / SERVER_FILE
-    if not command:
-        if path.exists():
-            path.unlink()
-        return None
-    command = [str(part) for part in command]
-    if not all(command):
-        raise ValueError(f"the server command has an empty part: {command!r}")
-    program = Path(command[0])
-    if not program.is_absolute() and len(program.parts) > 1:  # not a bare name found on PATH; links kept (a venv)
-        command[0] = os.path.abspath(program)
-    path.write_text(json.dumps({"command": command}, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def _load_installer(folder: str):
-    path = REPO / folder / "installer.py"
-    spec = importlib.util.spec_from_file_location(f"paintbridge_{folder}_installer", path)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
 def _missing_dirs(folder: Path) -> List[Path]:
     """``folder`` and those above it that do not exist yet (what creating it creates)."""
     out = []
@@ -279,20 +210,19 @@ def plan_plugins(plan: Plan, args: argparse.Namespace, system: System, record: R
 
 
 def _install_plugin(target: hosts.HostTarget, command: List[str], python: Path, record: Record) -> None:
-    global VENDOR_PYTHON
-    VENDOR_PYTHON = python if python.exists() else None
+    """One editor's plugin, vendoring the server venv's msgpack/websockets, recorded for --uninstall."""
+    vendor_python = python if python.exists() else None
     for folder in _missing_dirs(target.plugin_dir) + (_missing_dirs(target.kritarc.parent) if target.kritarc else []):
         record.add("created_dirs", folder)
     if target.app == hosts.KRITA:
         assert target.kritarc is not None
-        dest = _load_installer("krita_plugin").install(target.plugin_dir, target.kritarc, command,
-                                                       lambda d: vendor_runtime(d, VENDOR_PYTHON))
+        dest = plugins.install_krita(target.plugin_dir, target.kritarc, command, vendor_python)
         record.add("files", dest)
         record.add("files", target.plugin_dir / f"{dest.name}.desktop")
         record.add("kritarcs", target.kritarc)
         log(f"Krita plugin installed in {dest}: restart Krita, then Settings > Dockers > Paintbridge")
     else:
-        dest = _load_installer("gimp_plugin").install(target.plugin_dir, command)
+        dest = plugins.install_gimp(target.plugin_dir, command, vendor_python)
         record.add("files", dest)
         log(f"GIMP 3 plug-in installed in {dest}: restart GIMP, then Filters > Paintbridge")
     record.save()

@@ -3,7 +3,7 @@
 - ``normalise_url(text)``: ``ws://host:port`` from what a painter typed (``host``, ``host:port``, ``ws://...``).
 - ``is_local(url)``: the address is this machine (127.0.0.0/8, ::1, ``localhost``) — the only servers a plugin starts.
 - ``server.json`` ``{"command": [...]}`` in the plugin folder: how to start the server, written by both installers
-  (``install.record_server_command``); the launcher adds ``--host``/``--port`` (and ``--token``).
+  (``pbsetup.plugins.record_server_command``); the launcher adds ``--host``/``--port`` (and ``--token``).
 - ``LocalServer``: starts that command (output to a log file), says when it listens, stops it.
 - ``Autostart``: at most one start per pause, and none after a few starts that never reached a welcome.
 - ``ServerSettings``: the remembered address, tokens (kept per address, so a token never travels to another server)

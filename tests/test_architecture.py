@@ -62,8 +62,7 @@ def test_client_core_finds_protocol_as_a_sibling_when_vendored(tmp_path):
 
 @pytest.mark.parametrize("path", sources("krita_plugin") + sources("gimp_plugin"), ids=lambda p: p.name)
 def test_plugins_use_only_what_the_host_python_has(path):
-    own = {"protocol", "client", "paintbridge", "krita_plugin", "gimp_plugin"} | ({"install"} if path.name == "installer.py"
-                                                                         else set()) | {
+    own = {"protocol", "client", "paintbridge", "krita_plugin", "gimp_plugin"} | {
         p.stem for p in path.parent.glob("*.py")} | {p.name for p in path.parent.iterdir() if p.is_dir()}
     extra = imported_top_modules(path, feature_version=(3, 10)) - STDLIB - VENDORED - HOST_BINDINGS - own
     assert not extra, f"{path.relative_to(REPO)} imports {extra}"
@@ -254,3 +253,13 @@ def test_only_host_py_touches_gimps_document_api(path):
     assert "Gegl" not in path.read_text(), f"{path.name} uses GEGL buffers; pixel access belongs in host.py"
     used = gimp_attributes(path) & GIMP_DOCUMENT_API
     assert not used, f"{path.name} uses Gimp.{', Gimp.'.join(sorted(used))}; document access belongs in host.py"
+
+
+def test_one_installer_for_both_plugins():
+    """pbsetup/plugins.py installs both editors' plugins (stage, swap, roll back); the plugin folders hold only what
+    runs inside the editor, and install.py loads nothing of them by file."""
+    assert not (REPO / "krita_plugin" / "installer.py").exists() and not (REPO / "gimp_plugin" / "installer.py").exists()
+    assert "spec_from_file_location" not in (REPO / "install.py").read_text()
+    assert {"install_krita", "install_gimp", "swap_in"} <= {
+        node.name for node in ast.parse((REPO / "pbsetup" / "plugins.py").read_text()).body
+        if isinstance(node, ast.FunctionDef)}

@@ -2,7 +2,7 @@
 NONINTERACTIVE batch runs against the real server on loopback, and one GUI run under Xvfb (dialog, Return, undo).
 
 Each test is one gimp-console batch script whose checks raise on failure (exit status checked here). The plug-in is
-installed with the project's installer (``gimp_plugin.installer.install``) into a throw-away GIMP profile.
+installed with the project's installer (``pbsetup.plugins.install_gimp``) into a throw-away GIMP profile.
 """
 
 from __future__ import annotations

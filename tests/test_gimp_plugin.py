@@ -17,7 +17,7 @@ from client.jobs import ControlInput, ControlSource, JobInputs, build_job
 from client.server import read_server_command
 from client.settings import FALLBACK_DEFAULTS, Settings
 from gimp_plugin import arguments, connection, settings, values
-from gimp_plugin.installer import install
+from pbsetup.plugins import install_gimp as install
 from protocol.geometry import Box
 from protocol.messages import SAMPLERS, Limits, parse_client_message
 
@@ -272,18 +272,49 @@ def test_fetch_models_for_the_dialog(start_server):
     assert connection.fetch_models(f"ws://127.0.0.1:{free_port()}", None, timeout=0.5) is None
 
 
-def test_install_py_installs_the_gimp_plugin_through_its_own_loader(tmp_path):
-    """The path install.py takes: its loader imports installer.py by file, which vendors through install.py."""
-    script = ("import sys; from pathlib import Path; import install; "
-              "dest = install._load_installer('gimp_plugin').install(Path(sys.argv[1]), "
-              "install.server_command(Path(sys.argv[2]))); print(dest)")
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "plug-ins"), str(REPO / ".venv")],
+def test_install_py_installs_both_plugins_and_records_them(tmp_path):
+    """The path install.py takes for each editor found or given: pbsetup.plugins vendoring the venv's packages, and
+    the install record listing what --uninstall removes."""
+    script = ("import sys; from pathlib import Path; import install; from pbsetup import hosts; "
+              "from pbsetup.record import Record; from pbsetup.system import System; "
+              "r = Record(Path(sys.argv[1]) / 'record.json'); cmd = install.server_command(Path(sys.argv[2])); "
+              "py = install.venv_python(Path(sys.argv[2])); "
+              "install._install_plugin(hosts.HostTarget(hosts.GIMP, 'given', Path(sys.argv[1]) / 'plug-ins', None, 'test'), "
+              "cmd, py, r); "
+              "install._install_plugin(hosts.HostTarget(hosts.KRITA, 'given', Path(sys.argv[1]) / 'pykrita', "
+              "Path(sys.argv[1]) / 'kritarc', 'test'), cmd, py, r); print(r.files, r.kritarcs)")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(REPO / ".venv")],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    dest = Path(out.stdout.strip())
-    assert dest == tmp_path / "plug-ins" / "paintbridge"
-    assert (dest / "vendor" / "websockets").is_dir() and (dest / "protocol" / "geometry.py").exists()
-    assert read_server_command(dest)[0] == str(REPO / ".venv" / "bin" / "python")
+    gimp, krita = tmp_path / "plug-ins" / "paintbridge", tmp_path / "pykrita" / "paintbridge"
+    for dest in (gimp, krita):
+        assert (dest / "vendor" / "websockets").is_dir() and (dest / "protocol" / "geometry.py").exists()
+        assert read_server_command(dest)[0] == str(REPO / ".venv" / "bin" / "python")
+    assert str(gimp) in out.stdout and str(krita) in out.stdout and str(tmp_path / "kritarc") in out.stdout
+    assert "enable_paintbridge=true" in (tmp_path / "kritarc").read_text()
+
+
+@pytest.mark.parametrize("editor", ["gimp", "krita"])
+def test_a_failed_install_leaves_the_old_plugin_working(tmp_path, monkeypatch, editor):
+    """Both editors' plugins are assembled beside the target and swapped in: a failure half-way (here: vendoring)
+    leaves the installed copy as it was and no half-built folder."""
+    from pbsetup import plugins
+
+    folder = tmp_path / editor
+    install_one = {"gimp": lambda: plugins.install_gimp(folder, ["x"]),
+                   "krita": lambda: plugins.install_krita(folder, tmp_path / "kritarc", ["x"])}[editor]
+    dest = install_one()
+    (dest / "marker.txt").write_text("the old copy")
+
+    def broken(staging, python=None):
+        (staging / "half.txt").write_text("")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(plugins, "vendor_runtime", broken)
+    with pytest.raises(OSError, match="disk full"):
+        install_one()
+    assert (dest / "marker.txt").read_text() == "the old copy" and not (dest / "half.txt").exists()
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["paintbridge"]
 
 
 # --- models: the model choice and Download Models ---------------------------------------------------------------------

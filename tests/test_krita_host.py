@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import ellipse_case  # noqa: E402
 import tiny_yunet  # noqa: E402
 from hosts import krita as hk  # noqa: E402
-from krita_plugin import installer  # noqa: E402
+from pbsetup import plugins  # noqa: E402
 from protocol.geometry import Box, context_box  # noqa: E402
 
 pytestmark = [pytest.mark.host]
@@ -103,7 +103,7 @@ def _run_scenario_once(tmp_path_factory, scenario: str, width: int, height: int,
         import factory
 
         factory.make_models_dir(models, models_which)
-    installer.install(home.pykrita, home.kritarc, _server_command(models))
+    plugins.install_krita(home.pykrita, home.kritarc, _server_command(models))
     url = server_url or f"ws://127.0.0.1:{_free_port()}"
     with open(home.kritarc, "a") as rc:
         rc.write(f"\n[paintbridge]\nserver_url={url}\nautostart={'false' if server_url else 'true'}\n")

@@ -18,7 +18,7 @@ for _path in (REPO, REPO / "tests"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from krita_plugin import installer  # noqa: E402
+from pbsetup import plugins  # noqa: E402
 from krita_plugin.paintbridge import pixels, progress_preview, settings_store  # noqa: E402
 from protocol import Box, parse_server_message  # noqa: E402
 from protocol.codec import decode, encode  # noqa: E402
@@ -106,24 +106,24 @@ def test_previews_are_fitted_to_the_panel_keeping_their_shape():
 def test_enable_in_kritarc_keeps_other_lines(tmp_path):
     rc = tmp_path / "kritarc"
     rc.write_text("[General]\nfoo=1\n\n[python]\nenable_other=true\nenable_paintbridge=false\n\n[Window]\nx=2\n")
-    installer.enable_in_kritarc(rc)
+    plugins.enable_in_kritarc(rc)
     text = rc.read_text()
     assert "enable_paintbridge=true" in text and "enable_paintbridge=false" not in text
     assert "enable_other=true" in text and "[Window]\nx=2" in text and "[General]\nfoo=1" in text
-    installer.enable_in_kritarc(rc)
+    plugins.enable_in_kritarc(rc)
     assert rc.read_text() == text
     fresh = tmp_path / "new" / "kritarc"
-    installer.enable_in_kritarc(fresh)
+    plugins.enable_in_kritarc(fresh)
     assert fresh.read_text() == "[python]\nenable_paintbridge=true\n"
     rc2 = tmp_path / "kritarc2"
     rc2.write_text("[python]\nenable_a=true\n[Other]\nk=v\n")
-    installer.enable_in_kritarc(rc2)
+    plugins.enable_in_kritarc(rc2)
     assert rc2.read_text() == "[python]\nenable_a=true\nenable_paintbridge=true\n[Other]\nk=v\n"
 
 
 def test_install_makes_a_self_contained_plugin(tmp_path):
     pykrita, rc = tmp_path / "pykrita", tmp_path / "kritarc"
-    dest = installer.install(pykrita, rc, ["/opt/pb/python", "-m", "server", "serve"])
+    dest = plugins.install_krita(pykrita, rc, ["/opt/pb/python", "-m", "server", "serve"])
     assert dest == pykrita / "paintbridge"
     assert (pykrita / "paintbridge.desktop").read_text().count("X-KDE-Library=paintbridge") == 1
     assert (dest / "docker.py").exists() and (dest / "protocol" / "client.py").exists()
@@ -144,11 +144,11 @@ def test_install_makes_a_self_contained_plugin(tmp_path):
     assert all(str(dest) in path for path in out.stdout.split()[3:])
     # Installing again replaces the old copy.
     (dest / "stale.py").write_text("")
-    installer.install(pykrita, rc, ["x"])
+    plugins.install_krita(pykrita, rc, ["x"])
     assert not (dest / "stale.py").exists()
     with pytest.raises(ValueError, match="server_command"):
-        installer.install(pykrita, rc, [])
-    installer.write_server_config(dest, ["venv/bin/python", "-m", "server", "serve"])
+        plugins.install_krita(pykrita, rc, [])
+    plugins.record_server_command(dest, ["venv/bin/python", "-m", "server", "serve"])
     recorded = json.loads((dest / "server.json").read_text())["command"]
     assert Path(recorded[0]).is_absolute() and recorded[1:] == ["-m", "server", "serve"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-from gimp_plugin.installer import install
+from pbsetup.plugins import install_gimp as install
 
 from .trixie import ensure_trixie_root, popen_in_root, run_in_root
 
@@ -86,7 +86,7 @@ class BatchResult:
 
 @contextmanager
 def gimp_profile(install_plugin: bool = True, server_command: Optional[List[str]] = None) -> Iterator[GimpProfile]:
-    """A fresh profile in the root with the plug-in installed by ``gimp_plugin.installer``; removed afterwards."""
+    """A fresh profile in the root with the plug-in installed by ``pbsetup.plugins.install_gimp``; removed afterwards."""
     root = ensure_trixie_root()
     outside = Path(tempfile.mkdtemp(prefix="pb-gimp-", dir=root / "tmp"))
     try:

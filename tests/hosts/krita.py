@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
-from krita_plugin.installer import enable_in_kritarc
+from pbsetup.plugins import enable_in_kritarc
 
 SCREEN = "1600x1000x24"
 
