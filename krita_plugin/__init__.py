@@ -1,1 +1,1 @@
-"""Paintbridge's Krita plugin: the pykrita package ``paintbridge`` and its installer (``krita_plugin.installer``)."""
+"""Paintbridge's Krita plugin: the pykrita package ``paintbridge`` (installed by ``pbsetup.plugins.install_krita``)."""
