@@ -1,5 +1,6 @@
-"""An in-memory document host for the Krita session (what ``document.KritaHost`` does, on bytes in a dict), and a
-UI-thread stand-in: ``post`` queues calls that ``pump`` runs, ``schedule`` runs them once their time has come.
+"""An in-memory document host for the Krita session (what ``document.KritaHost`` does, on bytes in a dict), a
+settings store in a dict (what ``document.KritaStore`` does on kritarc), and a UI-thread stand-in: ``post`` queues
+calls that ``pump`` runs, ``schedule`` runs them once their time has come.
 
 The session then runs without Krita and without Qt against a real server.
 """
@@ -9,11 +10,25 @@ from __future__ import annotations
 import queue
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from client import docdata, jobs as cjobs
 from krita_plugin.paintbridge.model import DocumentError, ResultImage
 from protocol import BGRA8, Box
+
+
+class MemoryStore:
+    """A ``settings_store.Store`` kept in a dict."""
+
+    def __init__(self, values: Optional[Dict[str, str]] = None) -> None:
+        self.values = dict(values or {})
+
+    def read(self, key: str, default: str) -> str:
+        value = self.values.get(key, default)
+        return value if isinstance(value, str) else default
+
+    def write(self, key: str, value: str) -> None:
+        self.values[key] = value
 
 
 def crop(data: bytes, width: int, bpp: int, box: Box) -> bytes:

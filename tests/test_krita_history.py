@@ -16,9 +16,8 @@ for _path in (REPO, REPO / "tests"):
 
 from client import docdata, history as ch  # noqa: E402
 from client.server import LocalServer  # noqa: E402
-from krita_memory_host import MemoryDocument, MemoryHost, UiLoop  # noqa: E402
+from krita_memory_host import MemoryDocument, MemoryHost, MemoryStore, UiLoop  # noqa: E402
 from krita_plugin.paintbridge.session import Session  # noqa: E402
-from krita_plugin.paintbridge.settings_store import MemoryStore  # noqa: E402
 from protocol import Box  # noqa: E402
 
 

@@ -155,10 +155,9 @@ def test_install_makes_a_self_contained_plugin(tmp_path):
 
 # --- the session (the panel's state and behaviour) against a real server, on an in-memory document -------------------
 
-from krita_memory_host import MemoryDocument, MemoryHost, UiLoop  # noqa: E402
+from krita_memory_host import MemoryDocument, MemoryHost, MemoryStore, UiLoop  # noqa: E402
 from client.server import LocalServer as _LocalServer  # noqa: E402
 from krita_plugin.paintbridge.session import Session  # noqa: E402
-from krita_plugin.paintbridge.settings_store import MemoryStore  # noqa: E402
 from krita_plugin.paintbridge.wire import client  # noqa: E402
 
 

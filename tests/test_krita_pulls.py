@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from client.server import LocalServer
-from krita_memory_host import MemoryDocument, MemoryHost, UiLoop
+from krita_memory_host import MemoryDocument, MemoryHost, MemoryStore, UiLoop
 from krita_plugin.paintbridge.session import Session
-from krita_plugin.paintbridge.settings_store import MemoryStore
 from server.downloads import Catalogue
 from tests.hubstandin import hub, payload  # noqa: F401 - hub is a fixture
 

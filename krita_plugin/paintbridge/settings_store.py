@@ -7,7 +7,7 @@ The job settings are ``client.settings.Settings`` in its stored form (the same f
 from __future__ import annotations
 
 import json
-from typing import Dict, Optional, Protocol
+from typing import Protocol
 
 from .wire import client
 
@@ -18,20 +18,6 @@ Settings = client.settings.Settings
 class Store(Protocol):
     def read(self, key: str, default: str) -> str: ...
     def write(self, key: str, value: str) -> None: ...
-
-
-class MemoryStore:
-    """A ``Store`` kept in a dict (tests, and a host without persistent settings)."""
-
-    def __init__(self, values: Optional[Dict[str, str]] = None) -> None:
-        self.values = dict(values or {})
-
-    def read(self, key: str, default: str) -> str:
-        value = self.values.get(key, default)
-        return value if isinstance(value, str) else default
-
-    def write(self, key: str, value: str) -> None:
-        self.values[key] = value
 
 
 def load_connection(store: Store) -> client.server.ServerSettings:

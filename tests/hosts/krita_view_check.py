@@ -11,7 +11,7 @@ from PyQt5.QtWidgets import QApplication
 app = QApplication([])
 from krita_memory_host import MemoryDocument, MemoryHost, UiLoop
 from paintbridge.session import Session
-from paintbridge.settings_store import MemoryStore
+from krita_memory_host import MemoryStore
 from paintbridge.view import PaintbridgePanel
 from client.server import LocalServer
 from pathlib import Path
