@@ -762,7 +762,12 @@ def test_krita_529_runs_the_panel(krita_529_run):
 
 
 def test_krita_529_inpaint_live_outpaint_depths(krita_529_run):
-    run = krita_529_run
+    _check_classical_scenario(krita_529_run)
+
+
+def _check_classical_scenario(run) -> None:
+    """The classical scenario on a Krita in a Debian root: inpaint (rectangle, ellipse), live frames, the painter's
+    layers untouched, outpaint, 16-bit and float documents, CMYK refused."""
     _check_inpaint(run, "rect", run.pixels(run["rect"]["selection_pixels"], channels=1))
     _check_inpaint(run, "ellipse", run.pixels(run["ellipse"]["selection_pixels"], channels=1))
     live = run["live"]
@@ -774,6 +779,38 @@ def test_krita_529_inpaint_live_outpaint_depths(krita_529_run):
     for depth in ("U16", "F32"):
         assert run[depth]["error"] is False and len(run[depth]["new_layers"]) == 1, run[depth]["message"]
     assert run["cmyk"]["error"] is True and "RGB" in run["cmyk"]["message"]
+
+
+# --- Krita 6 (Qt 6, PyQt6; Debian experimental) in a cached Debian unstable root ---------------------------------------
+
+@pytest.fixture(scope="module")
+def krita_6_run(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the Krita 6 root is entered with chroot, which needs root")
+    host = hk.krita6_host()
+    from client.server import LocalServer
+
+    models = tmp_path_factory.mktemp("krita-6-models")
+    server = LocalServer(_server_command(models), models / "server.log")
+    url = f"ws://127.0.0.1:{_free_port()}"
+    server.start(url)
+    try:
+        assert server.wait_ready(120), server.last_output(20)
+        yield _run_scenario(tmp_path_factory, "classical", W, H, host=host, server_url=url, tag="6")
+    finally:
+        server.stop()
+
+
+def test_krita_6_runs_the_panel_on_pyqt6(krita_6_run):
+    run = krita_6_run
+    assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
+    assert run["_krita"]["version"].startswith("6."), run["_krita"]["version"]
+    assert run["qt"] == "PyQt6", run["qt"]
+    assert run["connected"] == "connected" and run["server_started_by_plugin"] is False
+
+
+def test_krita_6_inpaint_live_outpaint_depths(krita_6_run):
+    _check_classical_scenario(krita_6_run)
 
 
 def test_a_connection_cut_mid_job_still_delivers_the_layer(tmp_path_factory):

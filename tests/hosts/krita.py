@@ -29,7 +29,10 @@ SCREEN = "1600x1000x24"
 _QUIT_PLUGIN = '''
 import os
 from krita import Krita
-from PyQt5.QtCore import QTimer
+try:
+    from PyQt5.QtCore import QTimer
+except ImportError:  # Krita 6
+    from PyQt6.QtCore import QTimer
 
 def _quit():
     with open(os.environ["PB_TEMPLATE_DONE"], "w") as f:
@@ -102,6 +105,13 @@ def trixie_host() -> KritaHost:
     from . import trixie
 
     return KritaHost(trixie.ensure_trixie_root(["krita", "python3-pyqt5"]))
+
+
+def krita6_host() -> KritaHost:
+    """Krita 6 (Qt 6, PyQt6) from Debian experimental in a cached Debian unstable root."""
+    from . import trixie
+
+    return KritaHost(trixie.ensure_root(trixie.KRITA6))
 
 
 def missing_tools() -> list[str]:

@@ -15,12 +15,17 @@ import time
 import traceback
 
 from krita import Krita, Selection
-from PyQt5.QtCore import QByteArray, QTimer
+
+try:  # Krita 5: PyQt5; Krita 6: PyQt6 (the names below are spelt the way both accept: scoped enums)
+    from PyQt5 import QtCore, QtGui, QtWidgets
+except ImportError:
+    from PyQt6 import QtCore, QtGui, QtWidgets
+QByteArray, QTimer = QtCore.QByteArray, QtCore.QTimer
 
 K = Krita.instance()
 CONFIG = json.loads(os.environ["PB_DRIVER_CONFIG"])
 OUT = CONFIG["out"]
-RESULT = {"steps": [], "errors": []}
+RESULT = {"steps": [], "errors": [], "qt": QtCore.__name__.split(".")[0]}
 W, H = CONFIG.get("width", 128), CONFIG.get("height", 96)
 
 
@@ -367,8 +372,7 @@ CANVAS = {}  # widget, and the document -> widget map: (x0, y0, scale)
 
 
 def canvas_widget():
-    from PyQt5.QtWidgets import QWidget
-    for widget in K.activeWindow().qwindow().findChildren(QWidget):
+    for widget in K.activeWindow().qwindow().findChildren(QtWidgets.QWidget):
         if widget.metaObject().className() in ("KisQPainterCanvas", "KisOpenGLCanvas2") and widget.isVisible():
             return widget
     return None
@@ -376,13 +380,14 @@ def canvas_widget():
 
 def mouse(widget, kind, x, y, pressed):
     """Send one mouse event to the canvas widget (widget coordinates), as the painter's pen would."""
-    from PyQt5.QtCore import QEvent, QPoint, QPointF, Qt
-    from PyQt5.QtGui import QMouseEvent
-    from PyQt5.QtWidgets import QApplication
-    kinds = {"press": QEvent.MouseButtonPress, "move": QEvent.MouseMove, "release": QEvent.MouseButtonRelease}
-    button = Qt.LeftButton if kind in ("press", "release") else Qt.NoButton
+    QEvent, QPoint, QPointF, Qt = QtCore.QEvent, QtCore.QPoint, QtCore.QPointF, QtCore.Qt
+    QMouseEvent, QApplication = QtGui.QMouseEvent, QtWidgets.QApplication
+    kinds = {"press": QEvent.Type.MouseButtonPress, "move": QEvent.Type.MouseMove,
+             "release": QEvent.Type.MouseButtonRelease}
+    button = Qt.MouseButton.LeftButton if kind in ("press", "release") else Qt.MouseButton.NoButton
     event = QMouseEvent(kinds[kind], QPointF(x, y), QPointF(widget.mapToGlobal(QPoint(int(x), int(y)))), button,
-                        Qt.LeftButton if pressed else Qt.NoButton, Qt.NoModifier)
+                        Qt.MouseButton.LeftButton if pressed else Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, event)
 
 
@@ -869,7 +874,7 @@ def scenario_diffusion():
     dock.resize(330, 900)
     yield 500
     panel.grab().save(os.path.join(OUT, "panel.png"))
-    from PyQt5.QtWidgets import QWidget
+    QWidget = QtWidgets.QWidget
     R["wide_widgets"] = sorted(((w.minimumSizeHint().width(), type(w).__name__, w.objectName() or
                                  (w.text() if hasattr(w, "text") and isinstance(w.text(), str) else ""))
                                 for w in panel.findChildren(QWidget) if w.minimumSizeHint().width() > 150),
@@ -1210,10 +1215,10 @@ def panel_modes():
 
 def load_photo(doc, path):
     """A paint layer holding the PNG at ``path`` (read by Qt; ARGB32 is BGRA in memory)."""
-    from PyQt5.QtGui import QImage
-    image = QImage(path).convertToFormat(QImage.Format_ARGB32)
+    QImage = QtGui.QImage
+    image = QImage(path).convertToFormat(QImage.Format.Format_ARGB32)
     bits = image.constBits()
-    bits.setsize(image.byteCount())
+    bits.setsize(image.sizeInBytes())
     node = doc.createNode("Photo", "paintlayer")
     doc.rootNode().addChildNode(node, None)
     node.setPixelData(QByteArray(bytes(bits)), 0, 0, image.width(), image.height())

@@ -1,4 +1,5 @@
-"""A cached Debian 13 ("trixie") root folder to run real host applications (GIMP 3.0, Krita 5.2.9) from tests.
+"""Cached Debian root folders to run real host applications from tests: Debian 13 ("trixie": GIMP 3.0, Krita 5.2.9)
+and Debian unstable with experimental's Krita 6 (Qt 6, PyQt6).
 
 Built once with ``debootstrap`` and entered with ``chroot`` (no mounts needed for batch runs; the chroot shares the
 network namespace, so a program inside reaches a server on 127.0.0.1 outside it). The build is atomic: it happens in a
@@ -18,16 +19,34 @@ import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence, Tuple
 
-SUITE = "trixie"
 MIRROR = os.environ.get("PAINTBRIDGE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-# What the base root holds: GIMP 3 with its Python plug-in support, and the tools for GUI tests under Xvfb.
-BASE_PACKAGES = (
+
+
+@dataclass(frozen=True)
+class RootSpec:
+    """One cached root: its folder name, Debian suite, the packages it is built with (apt arguments, e.g.
+    ``krita/experimental``) and extra apt sources; ``dated`` suites carry a Valid-Until that a registry mirror's
+    frozen copy may have passed, so apt is told not to judge the lists' age."""
+
+    name: str
+    suite: str
+    packages: Tuple[str, ...]
+    extra_sources: Tuple[str, ...] = ()
+    dated: bool = False
+
+
+# Debian 13: GIMP 3 with its Python plug-in support, and the tools for GUI tests under Xvfb.
+TRIXIE = RootSpec("trixie", "trixie", (
     "gimp", "python3", "python3-gi", "gir1.2-gimp-3.0",
     "xvfb", "xauth", "xdotool", "imagemagick", "fonts-dejavu-core",
-)
+))
+# Debian unstable with experimental's Krita 6 (Qt 6; its Python plugins use PyQt6).
+KRITA6 = RootSpec("sid-krita6", "sid", ("krita/experimental", "python3-pyqt6", "xvfb", "xauth", "fonts-dejavu-core"),
+                  extra_sources=(f"deb {MIRROR} experimental main",), dated=True)
 BASE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LANG": "C.UTF-8",
@@ -48,14 +67,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PAINTBRIDGE_CACHE") or Path.home() / ".cache" / "paintbridge")
 
 
+def root_path(spec: RootSpec = TRIXIE) -> Path:
+    """Where a cached root lives (it may not exist yet)."""
+    return cache_dir() / "hosts" / spec.name
+
+
 def trixie_root_path() -> Path:
-    """Where the cached root lives (it may not exist yet)."""
-    return cache_dir() / "hosts" / SUITE
+    return root_path(TRIXIE)
 
 
-def root_ready() -> bool:
+def root_ready(spec: RootSpec = TRIXIE) -> bool:
     """Whether a complete cached root is there (it then runs without debootstrap)."""
-    return (trixie_root_path() / _READY).exists()
+    return (root_path(spec) / _READY).exists()
 
 
 def missing_tools() -> list[str]:
@@ -128,22 +151,28 @@ def _remove_tree(path: Path) -> None:
 
 
 def _marker(root: Path, package: str) -> Path:
-    return root / "var" / "lib" / _PACKAGES_DIR / package
+    return root / "var" / "lib" / _PACKAGES_DIR / package.replace("/", "@")
 
 
-def _build(final: Path) -> None:
+def _build(spec: RootSpec, final: Path) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{SUITE}-build-*"):
+    for stale in final.parent.glob(f".{spec.name}-build-*"):
         _log(f"removing an interrupted build: {stale}")
         _remove_tree(stale)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SUITE}-build-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-build-", dir=final.parent))
     try:
-        _check(["debootstrap", "--variant=minbase", SUITE, str(tmp), MIRROR], "debootstrap", 1800)
-        _apt_install(tmp, BASE_PACKAGES)
-        for package in BASE_PACKAGES:
+        _check(["debootstrap", "--variant=minbase", spec.suite, str(tmp), MIRROR], "debootstrap", 1800)
+        if spec.extra_sources:
+            (tmp / "etc" / "apt" / "sources.list.d" / "paintbridge.list").write_text(
+                "\n".join(spec.extra_sources) + "\n")
+        if spec.dated:
+            (tmp / "etc" / "apt" / "apt.conf.d" / "99paintbridge-dated").write_text(
+                'Acquire::Check-Valid-Until "false";\n')
+        _apt_install(tmp, spec.packages)
+        for package in spec.packages:
             _marker(tmp, package).parent.mkdir(parents=True, exist_ok=True)
             _marker(tmp, package).touch()
-        (tmp / _READY).write_text(" ".join(BASE_PACKAGES) + "\n")
+        (tmp / _READY).write_text(" ".join(spec.packages) + "\n")
         os.rename(tmp, final)
     except BaseException:
         _remove_tree(tmp)
@@ -155,19 +184,24 @@ def ensure_trixie_root(extra_packages: Sequence[str] = ()) -> Path:
 
     Builds it when missing (a few minutes, about 1.3 GB); safe to call from several processes at once.
     """
-    final = trixie_root_path()
-    lock = final.parent / f".{SUITE}.lock"
+    return ensure_root(TRIXIE, extra_packages)
+
+
+def ensure_root(spec: RootSpec, extra_packages: Sequence[str] = ()) -> Path:
+    """The cached root ``spec`` with ``extra_packages`` installed; built when missing, safe from several processes."""
+    final = root_path(spec)
+    lock = final.parent / f".{spec.name}.lock"
     if (final / _READY).exists() and all(_marker(final, p).exists() for p in extra_packages):
         return final
     missing = missing_tools()
     if missing:
-        raise HostRootError(f"building the Debian {SUITE} test root needs {', '.join(missing)}")
+        raise HostRootError(f"building the Debian {spec.suite} test root needs {', '.join(missing)}")
     with _locked(lock):
         if not (final / _READY).exists():
             if final.exists():  # a root without the ready marker is not trusted
                 _remove_tree(final)
-            _log(f"building the Debian {SUITE} root in {final} (a few minutes, once)")
-            _build(final)
+            _log(f"building the Debian {spec.suite} root in {final} (a few minutes, once)")
+            _build(spec, final)
         todo = [p for p in extra_packages if not _marker(final, p).exists()]
         if todo:
             _apt_install(final, todo)
@@ -224,5 +258,7 @@ def scratch_dir(root: Path, prefix: str = "pb-") -> Iterator[tuple[Path, str]]:
 if __name__ == "__main__":
     import sys
 
-    packages = sys.argv[1:]
-    print(ensure_trixie_root(packages))
+    roots = {spec.name: spec for spec in (TRIXIE, KRITA6)}
+    name = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in roots else TRIXIE.name
+    packages = [p for p in sys.argv[1:] if p != name]
+    print(ensure_root(roots[name], packages))
