@@ -219,8 +219,9 @@ def test_a_config_declaring_a_huge_model_is_refused_before_anything_is_built(mod
 def test_a_config_changed_after_listing_is_checked_again_when_loading(models):
     registry = ModelRegistry([models])
     entry = registry.get("tiny-sd15-file", "checkpoint")
-    shutil.copytree(factory.checkpoint_file("sd15").with_name("tiny-sd15-file.config"),
-                    models / "checkpoints" / "tiny-sd15-file.config")
+    sidecar = models / "checkpoints" / "tiny-sd15-file.config"
+    sidecar.unlink()  # a link into the shared cache: replaced by a copy to edit
+    shutil.copytree(factory.checkpoint_file("sd15").with_name("tiny-sd15-file.config"), sidecar)
     config = models / "checkpoints" / "tiny-sd15-file.config" / "unet" / "config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "cross_attention_dim": 10**9}))
     with pytest.raises(ProtocolError) as err:
@@ -237,7 +238,8 @@ def test_a_sidecar_config_bigger_than_its_weights_is_refused_before_the_model_is
             "attention_head_dim", "transformer_layers_per_block", "addition_embed_type", "addition_time_embed_dim",
             "projection_class_embeddings_input_dim", "norm_num_groups")
     config = {k: config[k] for k in keys if k in config}
-    config["block_out_channels"] = [4096, 8192]  # within every bound, but ~10 GB of parameters: not these weights
+    config["block_out_channels"] = [c * 128 for c in config["block_out_channels"]]  # within every bound, but
+    # tens of GB of parameters: not these weights
     config["norm_num_groups"] = 32
     sidecar = models / "controlnet" / "controlnet-canny-tiny-sdxl.config"
     sidecar.mkdir()
@@ -277,8 +279,7 @@ def test_a_pickled_upscaler_that_would_run_code_is_refused_and_runs_nothing(tmp_
         assert f"{name}.pth" in err.value.message and "besides tensors" in err.value.message
         assert "posix.system" in err.value.message or "system" in err.value.message
     with open(ups / "4x-legacy.pth", "rb") as fh:
-        with pytest.raises(Exception):
-            pickle.load(fh)  # noqa: S301 - proves the payload is live: a full unpickler runs it...
+        pickle.load(fh)  # noqa: S301 - our own payload, to prove it is live: a full unpickler runs it...
     assert marker.exists()
     marker.unlink()
     for name in ("4x-zip", "4x-legacy"):
@@ -351,3 +352,23 @@ def test_links_out_of_the_models_folder_and_special_files_are_refused_by_name(mo
         assert file in problem and "not a regular file" in problem, problem
     assert "hostname.safetensors" in found[("lora", "hostname")]["problem"]  # a linked file is read as a model
     assert_good_still_listed(found)
+
+
+def test_pickles_are_refused_on_a_torch_whose_weights_only_loader_has_a_known_hole(tmp_path, monkeypatch):
+    path = tmp_path / "4x-fine.pth"
+    torch.save({"conv_first.weight": torch.zeros(2)}, path)
+    assert "conv_first.weight" in pickles.load_weights_only(path)
+    monkeypatch.setattr(torch, "__version__", torch.torch_version.TorchVersion("2.5.1"))
+    with pytest.raises(pickles.PickleRefused) as err:
+        pickles.load_weights_only(path, "upscaler")
+    assert "4x-fine.pth" in str(err.value) and "CVE-2025-32434" in str(err.value)
+
+
+def test_pickled_upscalers_are_listed_by_default_and_other_pickles_only_when_allowed(tmp_path):
+    for folder, name in (("upscale_models", "4x-plain.pth"), ("checkpoints", "plain.ckpt"), ("loras", "plain.pt")):
+        (tmp_path / folder).mkdir()
+        torch.save({"w": torch.zeros(1)}, tmp_path / folder / name)
+    kinds = {(e["kind"], e["name"]) for e in ModelRegistry([tmp_path]).listing()}
+    assert kinds == {("upscaler", "4x-plain")}
+    allowed = {(e["kind"], e["name"]) for e in ModelRegistry([tmp_path], allow_pickle=True).listing()}
+    assert allowed == {("upscaler", "4x-plain"), ("checkpoint", "plain"), ("lora", "plain")}

@@ -1,8 +1,8 @@
 """Bounded, validating readers of model-file headers: safetensors (8-byte length + JSON) and GGUF (counts).
 
 A header is untrusted: it is checked against the file's real size before anything it declares is believed, every
-tensor's dtype, shape and byte range must agree with each other and lie inside the file without overlapping, and
-nothing is allocated from a declared size. Faults raise ``HeaderError`` (a ``ValueError``) whose message names the file
+tensor's dtype, shape and byte range must agree with each other, and the tensors must tile the data without gaps or
+overlaps (the rules safetensors itself enforces when it loads); nothing is allocated from a declared size. Faults raise ``HeaderError`` (a ``ValueError``) whose message names the file
 and what is wrong with it, in words a painter can act on.
 """
 
@@ -113,10 +113,18 @@ def safetensors_header(path: Path) -> Tuple[Shapes, Dict[str, str]]:
         shapes[key] = shape
         spans.append((begin, end, key))
     spans.sort()
-    for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
-        if begin < end:
-            raise HeaderError(f"{name}: tensors {first[:60]!r} and {second[:60]!r} overlap in the file "
+    cursor, previous = 0, ""
+    for begin, end, key in spans:  # safetensors' own rule: tensors tile the data, in order, without gaps
+        if begin < cursor:
+            raise HeaderError(f"{name}: tensors {previous[:60]!r} and {key[:60]!r} overlap in the file "
                               "(a damaged or hand-made header)")
+        if begin > cursor:
+            raise HeaderError(f"{name}: {begin - cursor} bytes before tensor {key[:60]!r} belong to no tensor "
+                              "(a damaged or hand-made header)")
+        cursor, previous = end, key
+    if cursor != data_len:
+        raise HeaderError(f"{name}: {data_len - cursor} bytes after the last tensor belong to no tensor "
+                          "(a damaged or hand-made header)")
     return shapes, {str(k): str(v) for k, v in metadata.items()}
 
 
