@@ -264,6 +264,8 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
         progress.end()
         state = f"downloaded, checked with {result.checked_with}" if result.downloaded else "already there"
         print(f"  {result.file.target}: {state}")
+        if result.downloaded and result.note:
+            print(f"    note: {result.note}")
 
     try:
         pull(items, root, progress=progress, force=args.force, report=report)
