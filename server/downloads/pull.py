@@ -149,7 +149,8 @@ def verify(path: Path, item: CatalogueFile, hub_etag: Optional[str], hub_size: O
     if item.sha256:
         algorithm, want, how = "sha256", item.sha256.lower(), "sha256 (catalogue)"
     elif first is not None:
-        algorithm, want, how = "sha256", first["sha256"], f"sha256 (recorded at its first download, {first['recorded']})"
+        how = f"sha256 (recorded at its first download, {first['recorded']})"
+        algorithm, want = "sha256", first["sha256"]
     elif _SHA256.match(etag):
         algorithm, want, how = "sha256", etag, "sha256 (hub etag)"
     elif _SHA1.match(etag):
@@ -177,8 +178,8 @@ def _refuse_before_download(item: CatalogueFile, root: Path, etag: Optional[str]
     if want is not None and etag != want:
         pin = f"the catalogue pins {want} (revision {item.revision})" if item.sha256 else \
             f"the copy first downloaded here ({first['recorded']}) had {want}"
-        raise ChecksumError(f"refused {item.repo}/{item.file}: the hub serves a file whose sha256 is {etag}, but {pin}. "
-                            "Nothing was downloaded: the file on the hub has changed (update Paintbridge, or check "
+        raise ChecksumError(f"refused {item.repo}/{item.file}: the hub serves a file whose sha256 is {etag}, but "
+                            f"{pin}. Nothing was downloaded: the file on the hub has changed (update Paintbridge, or check "
                             f"{endpoint()}/{item.repo})")
 
 

@@ -2,8 +2,9 @@
 
 A header is untrusted: it is checked against the file's real size before anything it declares is believed, every
 tensor's dtype, shape and byte range must agree with each other, and the tensors must tile the data without gaps or
-overlaps (the rules safetensors itself enforces when it loads); nothing is allocated from a declared size. Faults raise ``HeaderError`` (a ``ValueError``) whose message names the file
-and what is wrong with it, in words a painter can act on.
+overlaps (the rules safetensors itself enforces when it loads); nothing is allocated from a declared size. Faults
+raise ``HeaderError`` (a ``ValueError``) whose message names the file and what is wrong with it, in words a painter
+can act on.
 """
 
 from __future__ import annotations
