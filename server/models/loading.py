@@ -28,7 +28,10 @@ def config_dir_for(entry: ModelEntry) -> Path:
     """The weightless config folder a single-file model loads with (a user's ``<name>.config/`` is checked again:
     it may have changed since the models were listed)."""
     if entry.config_dir is not None:
-        configcheck.check_folder(entry.config_dir)
+        try:
+            configcheck.check_folder(entry.config_dir)
+        except configcheck.ConfigError as err:
+            raise ProtocolError(UNSUPPORTED, f"{entry.kind} '{entry.name}' cannot be used: {err}", field="model") from None
         return entry.config_dir
     if entry.kind == "controlnet":
         return CONFIGS_DIR / f"controlnet-{entry.arch}"
