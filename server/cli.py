@@ -264,6 +264,8 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
         progress.end()
         state = f"downloaded, checked with {result.checked_with}" if result.downloaded else "already there"
         print(f"  {result.file.target}: {state}")
+        if result.downloaded and result.note:
+            print(f"    note: {result.note}")
 
     try:
         pull(items, root, progress=progress, force=args.force, report=report)
@@ -291,7 +293,9 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", help="torch device (cuda, cuda:1, mps, cpu); default: the best available")
         sp.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="default: float16 on GPUs, bfloat16 on CPUs with AMX, else float32")
         sp.add_argument("--allow-pickle", action="store_true",
-                        help="also load .ckpt/.pt/.pth files (with torch's weights_only loader)")
+                        help="also list and load pickled (.ckpt/.pt/.pth/.bin) checkpoints, VAEs, LoRAs, embeddings, "
+                             "ControlNets, IP-Adapters and image encoders, with torch's weights_only loader (pickled "
+                             "upscalers, LaMa and annotators are always read that way)")
 
     def add_cluster(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--ray-bind", default="127.0.0.1", metavar="ADDRESS",

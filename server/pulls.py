@@ -153,6 +153,9 @@ class PullManager:
             if item.stop.is_set():
                 raise PullCancelled("cancelled before it began")
             results = await asyncio.to_thread(pull, item.files, self.root, progress, False, None, item.stop.is_set)
+            for result in results:
+                if result.downloaded and result.note:
+                    log.warning("%s", result.note)
             await asyncio.to_thread(self._rescan)
             models = tuple(await asyncio.to_thread(self._models))
             reply = PullDone(item.id, tuple({"id": r.file.id, "target": r.file.target, "downloaded": r.downloaded,

@@ -8,8 +8,11 @@ a connection half-way through a file, hold it half-way until told to go on, and 
 from __future__ import annotations
 
 import hashlib
+import json
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
@@ -103,6 +106,10 @@ class Hub:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._dir = tempfile.TemporaryDirectory(prefix="hubstandin-")
+        self.catalogue = unpinned_catalogue(Path(self._dir.name) / "catalogue.json")
+        # what a server process needs to download from this stand-in (its files are test bytes, not the pinned ones)
+        self.env = {"HF_ENDPOINT": self.url, "HF_HUB_OFFLINE": "0", "PAINTBRIDGE_CATALOGUE": str(self.catalogue)}
 
     def __enter__(self) -> "Hub":
         self.thread.start()
@@ -111,6 +118,19 @@ class Hub:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self._dir.cleanup()
+
+
+def unpinned_catalogue(dest: Path) -> Path:
+    """A copy of the shipped catalogue with every file's pin (sha256, size) dropped, for tests whose stand-in hub
+    serves made-up bytes under the catalogue's names (pins themselves are tested in test_pins)."""
+    from server.downloads.catalogue import CATALOGUE_PATH
+
+    data = json.loads(CATALOGUE_PATH.read_text(encoding="utf-8"))
+    for entry in data["files"].values():
+        entry.update(sha256=None, size=None, unpinned="served by the test stand-in hub")
+    dest.write_text(json.dumps(data), encoding="utf-8")
+    return dest
 
 
 @pytest.fixture
@@ -120,6 +140,7 @@ def hub(monkeypatch):
 
     with Hub() as running:
         monkeypatch.setenv("HF_ENDPOINT", running.url)
+        monkeypatch.setenv("PAINTBRIDGE_CATALOGUE", str(running.catalogue))
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # conftest sets HF_HUB_OFFLINE=1
         yield running
         running.resume.set()

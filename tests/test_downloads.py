@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -118,13 +119,13 @@ def test_a_file_whose_checksum_does_not_match_is_refused_and_deleted(hub, tmp_pa
     data = payload(300_000)
     hub.files[("org/model", "weights.safetensors")] = data
     wrong = hashlib.sha256(b"something else").hexdigest()
+    hub.etags[("org/model", "weights.safetensors")] = wrong  # the hub claims the pinned file: only its bytes tell
     with pytest.raises(ChecksumError, match=f"expected {wrong}") as err:
         pull_file(item(sha256=wrong), tmp_path)
     assert hashlib.sha256(data).hexdigest() in str(err.value) and "deleted" in str(err.value)
     assert not (tmp_path / "checkpoints" / "model.safetensors").exists()
     assert not (tmp_path / DOWNLOADS_DIR).exists()
     # The hub's own checksum is used when the catalogue has none: a corrupt copy on the hub is refused too.
-    hub.etags[("org/model", "weights.safetensors")] = wrong
     with pytest.raises(ChecksumError, match="sha256"):
         pull_file(item(), tmp_path)
     # And the catalogue's size, when known.
@@ -167,28 +168,37 @@ def _cli(args, env) -> subprocess.CompletedProcess:
 def test_models_pull_command_downloads_a_preset_and_models_lists_it(tmp_path):
     catalogue = Catalogue.load()
     with Hub() as hub:
-        for f in catalogue.presets["annotators"].files:
+        for f in [*catalogue.presets["annotators"].files, *catalogue.presets["lama"].files]:
             hub.files[(f.repo, f.file)] = payload(2000 if f.file.endswith(".json") else 150_000, seed=len(f.id))
         env = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}
-        out = _cli(["models", "pull", "annotators", "--models", str(tmp_path)], env)
+        # LaMa's file has no published pin: checked with the hub's sha256, recorded, and the command says so.
+        out = _cli(["models", "pull", "lama", "--models", str(tmp_path)], env)
         assert out.returncode == 0, out.stderr
-        assert "4 to download" in out.stdout and "checked with sha256 (hub etag)" in out.stdout
+        assert "1 to download" in out.stdout and "checked with sha256 (hub etag)" in out.stdout
+        assert "note: inpaint/big-lama.safetensors has no published sha256" in out.stdout
         assert "100%" in out.stderr, "progress is shown"
-        for f in catalogue.presets["annotators"].files:
-            assert f.path_in(tmp_path).read_bytes() == hub.files[(f.repo, f.file)]
-        again = _cli(["models", "pull", "annotators", "--models", str(tmp_path)], env)
-        assert again.returncode == 0 and "4 already there, 0 to download" in again.stdout
+        lama = catalogue.presets["lama"].files[0]
+        assert lama.path_in(tmp_path).read_bytes() == hub.files[(lama.repo, lama.file)]
+        again = _cli(["models", "pull", "lama", "--models", str(tmp_path)], env)
+        assert again.returncode == 0 and "1 already there, 0 to download" in again.stdout
+        # The annotators are pinned: the stand-in's bytes are not theirs, so they are refused, both digests named.
+        pinned = _cli(["models", "pull", "annotators", "--models", str(tmp_path)], env)
+        assert pinned.returncode != 0 and "the catalogue pins" in pinned.stderr
+        first = catalogue.presets["annotators"].files[0]
+        assert first.sha256 in pinned.stderr and hashlib.sha256(hub.files[(first.repo, first.file)]).hexdigest() \
+            in pinned.stderr
+        assert not first.path_in(tmp_path).exists()
     listing = _cli(["models", "--models", str(tmp_path)], {})
     assert listing.returncode == 0, listing.stderr
-    assert "annotators  complete" in listing.stdout
-    assert "sd15        lacks 11 of 15 files" in listing.stdout
+    assert re.search(r"lama\s+complete", listing.stdout), listing.stdout
+    assert "sd15        lacks 15 of 15 files" in listing.stdout
     assert "controlnet/control_v11p_sd15_canny_fp16.safetensors  (sd15 controlnet" in listing.stdout
 
 
 def test_models_pull_offline_says_so_and_where_to_put_each_file(tmp_path):
     out = _cli(["models", "pull", "upscaler", "--models", str(tmp_path)], {"HF_HUB_OFFLINE": "1"})
     assert out.returncode == 3
-    assert "offline mode is on (unset HF_HUB_OFFLINE" in out.stderr and "https://huggingface.co/lokCX/4x-Ultrasharp/resolve/main/4x-UltraSharp.pth" \
+    assert "offline mode is on (unset HF_HUB_OFFLINE" in out.stderr and "https://huggingface.co/lokCX/4x-Ultrasharp/resolve/1856559b50de25116a7c07261177dd128f1f5664/4x-UltraSharp.pth" \
         in out.stderr and str(tmp_path / "upscale_models" / "4x-UltraSharp.pth") in out.stderr
     bad = _cli(["models", "pull", "nonsense", "--models", str(tmp_path)], {})
     assert bad.returncode == 2 and "not in the catalogue" in bad.stderr

@@ -251,7 +251,7 @@ def test_models_pull_lama_through_the_hub_stand_in_lands_where_the_fill_finds_it
     entry = Catalogue.load().files["lama"]
     with Hub() as hub:
         hub.files[(entry.repo, entry.file)] = hub_payload(150_000, seed=7)
-        env = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}
+        env = hub.env
         out = _cli(["models", "pull", "lama", "--models", str(tmp_path)], env)
         assert out.returncode == 0, out.stderr
         assert (tmp_path / "inpaint" / "big-lama.safetensors").read_bytes() == hub.files[(entry.repo, entry.file)]

@@ -768,7 +768,7 @@ def test_download_models_pulls_through_the_server_and_the_model_shows_up(profile
     with Hub() as hub:
         hub.files[(upscaler.repo, upscaler.file)] = data
         proc = ServerProcess(["--models", str(models)], tmp_path / "server.log",
-                             env={"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}).start()
+                             env=hub.env).start()
         try:
             result = batch(profile, PLUGIN_PATH + """
 from client import models as cm

@@ -884,7 +884,7 @@ def test_the_panel_downloads_a_preset_through_the_server(tmp_path_factory, tmp_p
     with Hub() as hub:
         hub.files[(upscaler.repo, upscaler.file)] = payload(150_000, seed=4)
         proc = ServerProcess(["--models", str(models)], tmp_path / "server.log",
-                             env={"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}).start()
+                             env=hub.env).start()
         try:
             run = _run_scenario(tmp_path_factory, "pull", W, H, server_url=proc.url, tag="pull")
         finally:

@@ -316,7 +316,7 @@ def test_models_pull_installs_the_reference_preset_where_the_registry_reads_it(t
         out = subprocess.run([sys.executable, "-m", "server", "models", "pull", "sd15-ipadapter", "--models",
                               str(models)], capture_output=True, text=True, timeout=300,
                              cwd=Path(__file__).resolve().parent.parent,
-                             env={**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"})
+                             env={**os.environ, **hub.env})
     assert out.returncode == 0, out.stderr
     assert (models / "ipadapter" / "ip-adapter-plus_sd15.safetensors").read_bytes() == content["sd15-ipadapter-plus"]
     registry = ModelRegistry([models])

@@ -258,7 +258,7 @@ def test_models_pull_flux_redux_lands_where_the_registry_reads_it(tmp_path):
             hub.files[(f.repo, f.file)] = content[f.kind]
         out = subprocess.run([sys.executable, "-m", "server", "models", "pull", "flux-redux", "--models", str(models)],
                              capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent,
-                             env={**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"})
+                             env={**os.environ, **hub.env})
     assert out.returncode == 0, out.stderr
     registry = ModelRegistry([models])
     assert registry.get("flux1-redux-dev", "redux").info["txt_dim"] == 32

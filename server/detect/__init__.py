@@ -17,11 +17,15 @@ import numpy as np
 
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
+from ..models.headers import HeaderError, regular_size
+
 DETECTORS_DIR = "detectors"
 FACE_PATTERN = "*yunet*.onnx"
 PULL_NAME = "detailer"  # the catalogue preset with the face detector's weights
 MAX_SIDE = 2048  # larger images are searched scaled down (YuNet finds faces of about 10-300 px)
 MAX_DETECTIONS = 32
+# YuNet files are ~0.2 MB; OpenCV holds about 4x a network's file size while it parses it, so larger files are refused
+MAX_DETECTOR_BYTES = 8 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +56,14 @@ class FaceDetector:
         import cv2
 
         self.path = Path(path)
+        try:
+            size = regular_size(self.path)
+        except HeaderError as err:
+            raise ProtocolError(UNSUPPORTED, str(err), field="params.detail") from None
+        if size > MAX_DETECTOR_BYTES:
+            raise ProtocolError(UNSUPPORTED, f"{self.path.name} is {size / 1e6:.1f} MB; a YuNet face detector is about "
+                                f"0.2 MB (at most {MAX_DETECTOR_BYTES >> 20} MB are read): not a YuNet file",
+                                field="params.detail")
         try:
             self._net = cv2.FaceDetectorYN.create(str(self.path), "", (320, 320), 0.1, 0.3, 5000)
         except cv2.error as err:

@@ -26,6 +26,7 @@ from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
 from ..core import Reference
 from ..models import ipadapter as ipa
+from ..models import pickles
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
 
 # InstantStyle's split (Wang et al. 2024, as diffusers documents it for SDXL): the layout is read in the lowest-
@@ -183,9 +184,7 @@ class ReferenceSet:
                 if not self.registry.allow_pickle:
                     raise ProtocolError(UNSUPPORTED, f"IP-Adapter '{entry.name}' is a pickle file: convert it to "
                                         ".safetensors or start the server with --allow-pickle", field="references")
-                import torch
-
-                flat = ipa.flatten(torch.load(key, map_location="cpu", weights_only=True))
+                flat = ipa.flatten(_weights_only(entry.path, "IP-Adapter"))
             else:
                 from safetensors.torch import load_file
 
@@ -217,9 +216,7 @@ class ReferenceSet:
             config_dir = entry.config_dir or ipa.standard_config(entry.info)
             config = CLIPVisionConfig.from_pretrained(str(config_dir), local_files_only=True)
             if entry.format == "pickle":
-                import torch
-
-                state = torch.load(str(entry.path), map_location="cpu", weights_only=True)
+                state = _weights_only(entry.path, "image encoder")
             else:
                 from safetensors.torch import load_file
 
@@ -246,3 +243,15 @@ class ReferenceSet:
             positive, negative = StableDiffusionPipeline.encode_image(owner, image, self.device, 1, hidden)
         positive, negative = positive[None], negative[None]
         return torch.cat([negative, positive]) if cfg else positive
+
+
+def _weights_only(path, what: str) -> dict:
+    """A pickled state dict read by ``models.pickles`` (weights only); a refusal is ``unsupported`` naming the file."""
+    try:
+        state = pickles.load_weights_only(path, what)
+    except pickles.PickleRefused as err:
+        raise ProtocolError(UNSUPPORTED, str(err), field="references") from None
+    if not isinstance(state, dict):
+        raise ProtocolError(UNSUPPORTED, f"{what} file {path.name} holds a {type(state).__name__}, not a state dict",
+                            field="references")
+    return state

@@ -17,6 +17,8 @@ from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 
+from ..models import pickles
+
 log = logging.getLogger(__name__)
 
 FOLDERS = ("vae_approx", "vae", "VAE")
@@ -69,7 +71,6 @@ def decoder_keys(state: dict) -> dict:
 
 def load(path: Path, device, dtype):
     """An ``AutoencoderTiny`` from a diffusers folder or an original decoder file, on ``device`` in ``dtype``."""
-    import torch
     from diffusers import AutoencoderTiny
 
     if path.is_dir():
@@ -80,7 +81,9 @@ def load(path: Path, device, dtype):
 
             state = load_file(str(path))
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            state = pickles.load_weights_only(path, "tiny VAE")
+            if not isinstance(state, dict):
+                raise ValueError(f"{path.name} holds a {type(state).__name__}, not a state dict")
         vae = AutoencoderTiny()
         wanted = decoder_keys(state)
         missing, unexpected = vae.load_state_dict(wanted, strict=False)

@@ -5,8 +5,11 @@ file ``<models>/.downloads/<id>/<name>.part`` (a hidden folder the registry neve
 target (``checkpoints/...``), so a half-done download never looks like a model. ``$HF_ENDPOINT`` is read at each call
 (tests point it at a local stand-in), ``$HF_TOKEN`` / a stored login is used for gated repos as huggingface_hub does.
 
-Verification uses the best the catalogue and the hub offer: the catalogue's sha256 if it has one, else the hub's
-etag (for large LFS files that *is* the file's sha256; for small files it is the git blob sha1), and the size
+Verification: catalogue files are pinned to a commit (``revision``) and the sha256 of their content, found in public
+sources; a file whose hub sha256 (the etag of a large LFS file) differs from its pin is refused before it is
+downloaded, and a downloaded file whose content differs is refused after. For the few files without a published pin
+(the catalogue says why), the hub's etag is checked (the sha256 of a large file, the git blob sha1 of a small one)
+and the sha256 of the first download is recorded (``pins``): later downloads must match it. Sizes are checked too
 (the catalogue's, else the hub's). A file that fails is deleted, and the error names both checksums.
 
 Resuming: a connection cut mid-file is resumed by ``http_get`` with an HTTP Range request (up to 5 tries without
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional
 
+from . import pins
 from .catalogue import CatalogueFile
 
 ProgressCallback = Callable[[CatalogueFile, int, Optional[int]], None]
@@ -62,7 +66,9 @@ class PullResult:
     file: CatalogueFile
     path: Path
     downloaded: bool  # False: it was already there
-    checked_with: str  # "sha256 (catalogue)", "sha256 (hub etag)", "git sha1 (hub etag)", "size", "present"
+    checked_with: str  # "sha256 (catalogue)", "sha256 (recorded at its first download, ...)", "sha256 (hub etag)",
+    # "git sha1 (hub etag)", "size", "present"
+    note: str = ""  # for a file without a catalogue pin: why, and that its first download's sha256 is recorded
 
 
 def endpoint() -> str:
@@ -128,27 +134,61 @@ def file_digest(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def verify(path: Path, item: CatalogueFile, hub_etag: Optional[str], hub_size: Optional[int]) -> str:
-    """Check ``path`` against the catalogue (sha256, size) or else the hub (etag, size); returns how it was checked.
-    Raises ChecksumError (after deleting the file) on a mismatch."""
+def verify(path: Path, item: CatalogueFile, hub_etag: Optional[str], hub_size: Optional[int],
+           root: Optional[Path] = None) -> str:
+    """Check ``path`` against the catalogue's pin (sha256, size), else the digest recorded at the first download into
+    ``root`` (see ``pins``), else the hub (etag, size); returns how it was checked. A file without a catalogue pin
+    has its sha256 recorded at its first download into ``root``. Raises ChecksumError (after deleting the file),
+    naming both digests, on a mismatch."""
     size = path.stat().st_size
     want_size = item.size or hub_size
     if want_size is not None and size != want_size:
         _refuse(path, item, f"its size is {size} bytes, expected {want_size}")
     etag = (hub_etag or "").strip('"').lower()
-    checks = []
+    first = pins.recorded(root, item) if root is not None and not item.sha256 else None
     if item.sha256:
-        checks.append(("sha256", item.sha256.lower(), "sha256 (catalogue)"))
+        algorithm, want, how = "sha256", item.sha256.lower(), "sha256 (catalogue)"
+    elif first is not None:
+        how = f"sha256 (recorded at its first download, {first['recorded']})"
+        algorithm, want = "sha256", first["sha256"]
     elif _SHA256.match(etag):
-        checks.append(("sha256", etag, "sha256 (hub etag)"))
+        algorithm, want, how = "sha256", etag, "sha256 (hub etag)"
     elif _SHA1.match(etag):
-        checks.append(("git-sha1", etag, "git sha1 (hub etag)"))
-    for algorithm, want, how in checks:
-        got = file_digest(path, algorithm)
-        if got != want:
-            _refuse(path, item, f"its {algorithm} is {got}, expected {want}")
-        return how
-    return "size" if want_size is not None else "unchecked (no checksum known)"
+        algorithm, want, how = "git-sha1", etag, "git sha1 (hub etag)"
+    else:
+        algorithm, want, how = "", "", "size" if want_size is not None else "unchecked (no checksum known)"
+    got = file_digest(path, algorithm) if algorithm else ""
+    if got != want:
+        if first is not None:
+            _refuse(path, item, f"its sha256 is {got}, but the copy first downloaded here ({first['recorded']}) had "
+                                f"{want}: the file on the hub has changed since")
+        _refuse(path, item, f"its {algorithm} is {got}, expected {want}")
+    if root is not None and not item.sha256 and first is None:
+        pins.record(root, item, got if algorithm == "sha256" else file_digest(path, "sha256"), size)
+    return how
+
+
+def _refuse_before_download(item: CatalogueFile, root: Path, etag: Optional[str]) -> None:
+    """Refuse a file whose hub sha256 (the etag of a large file) already differs from its pin: nothing is fetched."""
+    etag = (etag or "").strip('"').lower()
+    if not _SHA256.match(etag):
+        return
+    first = None if item.sha256 else pins.recorded(root, item)
+    want = item.sha256.lower() if item.sha256 else first["sha256"] if first else None
+    if want is not None and etag != want:
+        pin = f"the catalogue pins {want} (revision {item.revision})" if item.sha256 else \
+            f"the copy first downloaded here ({first['recorded']}) had {want}"
+        raise ChecksumError(f"refused {item.repo}/{item.file}: the hub serves a file whose sha256 is {etag}, but "
+                            f"{pin}. Nothing was downloaded: the file on the hub has changed (update Paintbridge, or check "
+                            f"{endpoint()}/{item.repo})")
+
+
+def unpinned_note(item: CatalogueFile) -> str:
+    """What a download of a file without a catalogue pin says (empty for pinned files)."""
+    if item.sha256:
+        return ""
+    return (f"{item.target} has no published sha256 in the catalogue ({item.unpinned or 'none was found'}); the "
+            "sha256 of its first download is recorded, and later downloads must match it")
 
 
 def _refuse(path: Path, item: CatalogueFile, problem: str) -> None:
@@ -184,6 +224,7 @@ def pull_file(item: CatalogueFile, root: Path, progress: Optional[ProgressCallba
         meta = get_hf_file_metadata(file_url(item))
     except Exception as err:  # mapped to messages the painter can act on
         raise _hub_error(item, root, err) from err
+    _refuse_before_download(item, root, meta.etag)
     staging = root / DOWNLOADS_DIR / item.id
     try:
         part = _partial_file(item, staging, meta.etag, meta.size)
@@ -192,7 +233,7 @@ def pull_file(item: CatalogueFile, root: Path, progress: Optional[ProgressCallba
         if progress is not None:
             progress(item, done, meta.size)
         _stream(item, part, done, meta.size, progress, cancelled)
-        how = verify(part, item, meta.etag, meta.size)
+        how = verify(part, item, meta.etag, meta.size, root)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, dest)
     except (ChecksumError, PullCancelled):
@@ -203,7 +244,7 @@ def pull_file(item: CatalogueFile, root: Path, progress: Optional[ProgressCallba
         if not any(staging.glob("*.part")):  # nothing to resume (done, refused, or never begun)
             shutil.rmtree(staging, ignore_errors=True)
             _remove_if_empty(root / DOWNLOADS_DIR)
-    return PullResult(item, dest, True, how)
+    return PullResult(item, dest, True, how, unpinned_note(item))
 
 
 def _partial_file(item: CatalogueFile, staging: Path, etag: Optional[str], size: Optional[int]) -> Path:

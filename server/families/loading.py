@@ -18,6 +18,7 @@ from typing import List, Tuple
 
 from protocol.errors import UNSUPPORTED, ProtocolError
 
+from ..models import configcheck
 from ..models.detect import DIFFUSERS, GGUF, PICKLE
 from ..models.loading import CONFIGS_DIR, check_no_meta
 from ..models.tensors import read_tensors
@@ -31,8 +32,13 @@ T5_MAX_LENGTH = 512
 
 
 def config_dir(entry: ModelEntry) -> Path:
-    """The weightless config folder a single-file checkpoint loads with."""
+    """The weightless config folder a single-file checkpoint loads with (a user's ``<name>.config/`` is checked
+    again: it may have changed since the models were listed)."""
     if entry.config_dir is not None:
+        try:
+            configcheck.check_folder(entry.config_dir)
+        except configcheck.ConfigError as err:
+            raise ProtocolError(UNSUPPORTED, f"{entry.kind} '{entry.name}' cannot be used: {err}", field="model") from None
         return entry.config_dir
     return CONFIGS_DIR / entry.info.get("config", specs.VARIANT_CONFIGS["dev"])
 
@@ -147,6 +153,7 @@ def load(entry: ModelEntry, dtype, registry: ModelRegistry) -> Tuple[object, dic
     facts: dict = {"variant": entry.info.get("variant", "")}
     try:
         if entry.format == DIFFUSERS:
+            configcheck.check_folder(entry.path)
             shipped = {k: v for k, v in tokenizers(entry.arch).items() if not (entry.path / k).is_dir()}
             pipe = cls.from_pretrained(str(entry.path), dtype=dtype, local_files_only=True, **shipped)
         else:

@@ -1,17 +1,19 @@
 """Recognise what a model file is from its tensors' names and shapes, without loading the weights.
 
-Safetensors headers are read directly (8-byte length + JSON). Pickles (``.ckpt``/``.pt``/``.pth``/``.bin``) are read
-only when the caller allows it, and then with ``torch.load(weights_only=True, mmap=True)``, which refuses code objects.
+Safetensors and GGUF headers are read and validated by ``headers`` (bounded, checked against the file). Pickles
+(``.ckpt``/``.pt``/``.pth``/``.bin``) are read only when the caller allows it, and then through ``pickles``
+(``torch.load(weights_only=True)``, which refuses code).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Tuple
+
+from . import headers, pickles
 
 Shapes = Dict[str, Tuple[int, ...]]
 
@@ -25,7 +27,6 @@ SDXL_CLIP_G = "conditioner.embedders.1.model."
 SDXL_CLIP_L = "conditioner.embedders.0.transformer."
 SD15_CLIP = "cond_stage_model.transformer."
 SD2_CLIP = "cond_stage_model.model."
-MAX_HEADER = 100 * 1024 * 1024
 
 
 class DetectError(ValueError):
@@ -43,34 +44,19 @@ class Detected:
 
 
 def safetensors_shapes(path: Path) -> Shapes:
-    """Tensor names → shapes from a ``.safetensors`` header (reads a few KB, never the weights)."""
+    """Tensor names → shapes from a ``.safetensors`` header, validated against the file (reads the header only)."""
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(8)
-            if len(raw) != 8:
-                raise DetectError(f"{path.name} is too short to be a safetensors file")
-            (length,) = struct.unpack("<Q", raw)
-            if length > MAX_HEADER:
-                raise DetectError(f"{path.name} has a {length}-byte header: not a valid safetensors file")
-            header = json.loads(fh.read(length))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DetectError(f"cannot read {path.name} as safetensors: {err}") from err
-    if not isinstance(header, dict):
-        raise DetectError(f"{path.name}: the safetensors header is not a map")
-    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+        return headers.safetensors_header(path)[0]
+    except headers.HeaderError as err:
+        raise DetectError(str(err)) from None
 
 
 def pickle_shapes(path: Path) -> Shapes:
     """Tensor names → shapes from a PyTorch pickle, loaded with ``weights_only=True`` (no code runs)."""
-    import torch
-
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is reported the same way
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - torch's own message goes into the error
-            raise DetectError(f"cannot read {path.name} safely (weights only): {err}") from err
+        state = pickles.load_weights_only(path, mmap=True)
+    except pickles.PickleRefused as err:
+        raise DetectError(str(err)) from None
     for key in ("state_dict", "params_ema", "params", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -81,8 +67,13 @@ def pickle_shapes(path: Path) -> Shapes:
 
 
 def gguf_shapes(path: Path) -> Shapes:
-    """Tensor names and (torch-order) shapes of a GGUF file, from its header; a DetectError when the optional
-    ``gguf`` package is missing."""
+    """Tensor names and (torch-order) shapes of a GGUF file, from its header (counts checked against the file size
+    first, every tensor's data checked to lie inside the file); a DetectError when the optional ``gguf`` package is
+    missing."""
+    try:
+        headers.check_gguf_counts(path)
+    except headers.HeaderError as err:
+        raise DetectError(str(err)) from None
     try:
         import gguf
     except ImportError as err:
@@ -90,9 +81,15 @@ def gguf_shapes(path: Path) -> Shapes:
                           "paintbridge[gguf]) where the server runs") from err
     try:
         reader = gguf.GGUFReader(str(path))
-    except Exception as err:  # any parse failure means a damaged file
-        raise DetectError(f"{path.name} is not a readable GGUF file: {err}") from err
-    return {t.name: tuple(int(d) for d in reversed(t.shape.tolist())) for t in reader.tensors}
+        size = path.stat().st_size
+        shapes = {}
+        for t in reader.tensors:
+            if int(t.data_offset) + int(t.n_bytes) > size:
+                raise ValueError(f"tensor {t.name[:60]!r} lies beyond the end of the file")
+            shapes[t.name] = tuple(int(d) for d in reversed(t.shape.tolist()))
+    except Exception as err:  # noqa: BLE001 - any parse failure means a damaged file
+        raise DetectError(f"{path.name} is not a readable GGUF file: {str(err)[:200]}") from None
+    return shapes
 
 
 def file_shapes(path: Path, allow_pickle: bool) -> Shapes:

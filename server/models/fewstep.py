@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from pathlib import Path
 from typing import Dict, Optional
+
+from . import headers
 
 # family -> (sampler, steps, cfg, timestep spacing the distillation expects or None)
 PRESETS = {
@@ -35,18 +36,12 @@ _STEPS = re.compile(r"(\d+)[-_ ]?steps?(?![a-z])")
 
 def metadata(path: Path) -> Dict[str, str]:
     """The ``__metadata__`` map of a ``.safetensors`` header ({} for other files or when unreadable)."""
-    if path.suffix.lower() != ".safetensors" or not path.is_file():
+    if path.suffix.lower() != ".safetensors":
         return {}
     try:
-        with open(path, "rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            if length > 100 * 1024 * 1024:
-                return {}
-            header = json.loads(fh.read(length))
-    except (OSError, ValueError, struct.error):
+        return headers.safetensors_header(path)[1]
+    except headers.HeaderError:
         return {}
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
 def _from_text(text: str) -> Optional[dict]:

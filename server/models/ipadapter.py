@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+from . import pickles
 from .detect import Detected, DetectError, Shapes
 
 REFERENCE_FAMILIES = ("sd15", "sdxl")  # checkpoint families whose jobs take reference images
@@ -94,12 +95,12 @@ def encoder_dim(info: dict, output: str) -> int:
 
 def nested_pickle_shapes(path: Path) -> Shapes:
     """Shapes of a pickled IP-Adapter (``{"image_proj": {...}, "ip_adapter": {...}}``), read weights-only."""
-    import torch
-
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # any unpickling failure is reported the same way
-        raise DetectError(f"cannot read {path.name} safely (weights only): {err}") from err
+        state = pickles.load_weights_only(path, "IP-Adapter", mmap=True)
+    except pickles.PickleRefused as err:
+        raise DetectError(str(err)) from None
+    if not isinstance(state, dict):
+        raise DetectError(f"{path.name} holds a {type(state).__name__}, not a dict of tensors")
     return {k: tuple(v.shape) for k, v in flatten(state).items() if hasattr(v, "shape")}
 
 

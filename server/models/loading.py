@@ -14,6 +14,7 @@ from typing import Optional
 
 from protocol.errors import UNSUPPORTED, ProtocolError
 
+from . import configcheck
 from .detect import DIFFUSERS, PICKLE, SAFETENSORS, SDXL_CLIP_G, SD15_CLIP, SDXL_CLIP_L, UNET, file_shapes
 from .registry import ModelEntry, arch_name
 from .tensors import read_tensors
@@ -24,8 +25,13 @@ log = logging.getLogger(__name__)
 
 
 def config_dir_for(entry: ModelEntry) -> Path:
-    """The weightless config folder a single-file model loads with."""
+    """The weightless config folder a single-file model loads with (a user's ``<name>.config/`` is checked again:
+    it may have changed since the models were listed)."""
     if entry.config_dir is not None:
+        try:
+            configcheck.check_folder(entry.config_dir)
+        except configcheck.ConfigError as err:
+            raise ProtocolError(UNSUPPORTED, f"{entry.kind} '{entry.name}' cannot be used: {err}", field="model") from None
         return entry.config_dir
     if entry.kind == "controlnet":
         return CONFIGS_DIR / f"controlnet-{entry.arch}"
@@ -148,6 +154,7 @@ def load_checkpoint(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
         extra.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     try:
         if entry.format == DIFFUSERS:
+            configcheck.check_folder(entry.path)
             variant = _variant(entry.path)
             pipe = cls.from_pretrained(str(entry.path), variant=variant, **extra)
         else:
@@ -176,6 +183,7 @@ def load_controlnet(entry: ModelEntry, torch_dtype, allow_pickle: bool = False, 
     cls = diffusers.ControlNetUnionModel if entry.info.get("union") else diffusers.ControlNetModel
     try:
         if entry.format == DIFFUSERS:
+            configcheck.check_folder(entry.path)
             net = cls.from_pretrained(str(entry.path), dtype=torch_dtype, local_files_only=True)
         elif entry.info.get("layout") == "diffusers":
             net = _controlnet_from_diffusers_file(entry, cls, torch_dtype, unet_config)
@@ -205,10 +213,11 @@ def _controlnet_from_diffusers_file(entry: ModelEntry, cls, torch_dtype, unet_co
 
     sidecar = entry.path.with_name(entry.path.stem + ".config") / "config.json"
     if sidecar.is_file():
-        config = _json(sidecar)
+        config = configcheck.read_config(sidecar)
     else:
         config = controlnet_config.infer(file_shapes(entry.path, False), entry.arch, bool(entry.info.get("union")),
                                          dict(unet_config) if unet_config is not None else None)
+    configcheck.check_declared_bytes(cls, config, entry.path.stat().st_size, f"ControlNet '{entry.name}'")
     net = cls.from_config(config)
     state = load_file(str(entry.path))
     missing, unexpected = net.load_state_dict(state, strict=False)

@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
-from . import detect, families, fewstep, ipadapter, redux
+from . import configcheck, detect, families, fewstep, headers, ipadapter, redux
 from .detect import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
 KINDS = ("checkpoint", "refiner", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler",
@@ -50,6 +50,7 @@ KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 CONFIG_SUFFIX = ".config"
+LINK_OUT = "link"  # the format of a linked folder outside the models folders: listed with the reason, not searched
 REFINER_ARCH = "sdxl-refiner"
 log = logging.getLogger(__name__)
 
@@ -137,9 +138,17 @@ def _is_hf_model(path: Path) -> bool:
         (path / f).is_file() for f in ("model.safetensors", "pytorch_model.bin"))
 
 
-def _walk(folder: Path, kind: str) -> Iterable[Tuple[str, Path, str]]:
+def _inside(real: str, roots: Iterable[str]) -> bool:
+    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def _walk(folder: Path, kind: str, roots: Iterable[str] = ()) -> Iterable[Tuple[str, Path, str]]:
     """(name, path, format) of every model under ``folder``; follows links (each real folder once, so link loops
-    end), skips ``*.config`` folders. Image-encoder folders are models of kind ``clip_vision`` only."""
+    end), skips ``*.config`` folders. Image-encoder folders are models of kind ``clip_vision`` only. A linked folder
+    that resolves outside ``folder`` and ``roots`` (the models folders) is not searched: it is yielded with format
+    ``LINK_OUT`` (a link to ``/`` would otherwise list every model file on the disk); linked model files and linked
+    model folders (a diffusers folder) are used."""
+    trusted = [os.path.realpath(folder), *roots]
     seen = {os.path.realpath(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         here = Path(dirpath)
@@ -151,6 +160,10 @@ def _walk(folder: Path, kind: str) -> Iterable[Tuple[str, Path, str]]:
             if d.startswith(".") or d.endswith(CONFIG_SUFFIX) or real in seen:
                 continue
             seen.add(real)
+            is_model = _is_diffusers_pipeline(sub) or _is_diffusers_model(sub) or _is_hf_model(sub)
+            if not is_model and not _inside(real, trusted):
+                yield rel, sub, LINK_OUT
+                continue
             if _is_diffusers_pipeline(sub) and kind in ("checkpoint", "redux"):
                 if (kind == "redux") == redux.is_redux_pipeline(sub):  # a Redux pipeline is no checkpoint
                     yield rel, sub, DIFFUSERS
@@ -172,6 +185,7 @@ def _walk(folder: Path, kind: str) -> Iterable[Tuple[str, Path, str]]:
 
 
 def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
+    _check_files(path, fmt)
     found = _detect_arch(kind, path, fmt, allow_pickle)
     if kind == "controlnet":
         found.info["control_types"] = detect.control_types_from_name(path.name)
@@ -181,6 +195,24 @@ def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
         if preset is not None:
             found.info["few_step"] = preset
     return found
+
+
+def _check_files(path: Path, fmt: str) -> None:
+    """Refuse a model that is (or whose folder holds) something other than regular files, such as a named pipe that
+    would block a read forever, or whose configs (its own folder's, or a ``<name>.config/`` beside a single file)
+    declare sizes no real model has, before anything is read or built from them."""
+    try:
+        if fmt != DIFFUSERS:
+            headers.regular_size(path)
+        else:
+            for part in [*path.glob("*"), *path.glob("*/*")]:
+                if not part.is_dir():
+                    headers.regular_size(part)
+        folder = path if fmt == DIFFUSERS else path.with_name(path.stem + CONFIG_SUFFIX)
+        if folder.is_dir():
+            configcheck.check_folder(folder)
+    except (headers.HeaderError, configcheck.ConfigError) as err:
+        raise DetectError(str(err)) from None
 
 
 def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
@@ -259,6 +291,7 @@ class ModelRegistry:
     def _scan(self) -> None:
         entries: Dict[Tuple[str, str], ModelEntry] = {}
         skipped: Dict[Tuple[str, str], str] = {}
+        roots = [os.path.realpath(d) for d in self.dirs]
         for root in self.dirs:
             for kind in KINDS:
                 folders = [(f, False) for f in _kind_dirs(root, kind)]
@@ -267,7 +300,7 @@ class ModelRegistry:
                 if kind == "redux":  # a FluxPriorReduxPipeline folder kept among the checkpoints
                     folders += [(f, True) for f in _kind_dirs(root, "checkpoint")]
                 for folder, folders_only in folders:
-                    for name, path, fmt in _walk(folder, kind):
+                    for name, path, fmt in _walk(folder, kind, roots):
                         if folders_only and fmt != DIFFUSERS:
                             continue
                         if (kind, name) in entries:
@@ -287,6 +320,10 @@ class ModelRegistry:
     def _entry(self, kind: str, name: str, path: Path, fmt: str) -> Optional[ModelEntry]:
         if fmt == PICKLE and kind not in ("upscaler", "inpainter") and not self.allow_pickle:
             return None  # never listed: it could not be loaded anyway
+        if fmt == LINK_OUT:
+            return ModelEntry(name=name, kind=kind, path=path, format=fmt, problem=(
+                f"{path.name} is a link to the folder {os.path.realpath(path)}, outside the models folders: it is not "
+                "searched. Link the model files or model folders themselves, or add that folder with --models"))
         try:
             stat = path.stat()
             key = (kind, str(path), stat.st_mtime, stat.st_size)
