@@ -136,6 +136,7 @@ class Router:
         self.registry.scan()
 
     def capabilities(self) -> dict:
+        from .detect import installed_targets
         from .diffusion import samplers
         from .preprocess import available_preprocessors
 
@@ -154,6 +155,7 @@ class Router:
             "reference_types_by_family": {**{f: list(REFERENCE_TYPES) for f in REFERENCE_FAMILIES},
                                           **{f: list(REDUX_TYPES) for f in REDUX_FAMILIES}},
             "regions": list(REGION_FAMILIES),  # regions (issue 15): the families whose checkpoints take them
+            "detail_targets": installed_targets(self.registry.dirs),  # what the detailer's detectors can find
         }
 
     # --- jobs ---

@@ -11,75 +11,30 @@ holds the whole face) and puts a fixed-size box there; strides 16 and 32 score n
 run the real loading and detection code (``server.detect``, OpenCV's decoding and NMS) on a model they build; there
 is no weights file in the repository.
 
-The ONNX file is written with a minimal protobuf encoder (field numbers of onnx.proto: ModelProto, GraphProto,
-NodeProto, AttributeProto, TensorProto, ValueInfoProto), since the ``onnx`` package is not a dependency.
+The ONNX file is written with the tests' minimal encoder (``onnx_write``), since the ``onnx`` package is not a
+dependency.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from onnx_write import bytes_field as _bytes
+from onnx_write import model
+from onnx_write import node as _node
+from onnx_write import str_field as _str
+from onnx_write import tensor as _tensor
+from onnx_write import value_info as _value_info
 
 FACE_W, FACE_H = 88, 104  # the size of the face the detector finds (and of the box it reports)
 SKIN = (245, 205, 80)  # RGB of the drawn face: what the detector calls skin
 FILE_NAME = "face_detection_yunet_tests.onnx"
 COVER_FLOOR, COVER_SPAN = 0.45, 0.3  # share of skin in the face-sized window that scores 0, and the rise to 1
-
-
-# --- a minimal protobuf encoder ---------------------------------------------------------------------------------------
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # negative int64 as two's complement, as protobuf does
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _int(field: int, value: int) -> bytes:
-    return _varint(field << 3) + _varint(value)
-
-
-def _bytes(field: int, value: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(value)) + value
-
-
-def _str(field: int, value: str) -> bytes:
-    return _bytes(field, value.encode())
-
-
-# --- onnx.proto messages ----------------------------------------------------------------------------------------------
-
-FLOAT, INT64 = 1, 7  # TensorProto.DataType
-ATTR_INT, ATTR_INTS = 2, 7  # AttributeProto.AttributeType
-
-
-def _tensor(name: str, array: np.ndarray) -> bytes:
-    kind = INT64 if array.dtype == np.int64 else FLOAT
-    data = np.ascontiguousarray(array, "<i8" if kind == INT64 else "<f4").tobytes()
-    return b"".join(_int(1, d) for d in array.shape) + _int(2, kind) + _str(8, name) + _bytes(9, data)
-
-
-def _attribute(name: str, value) -> bytes:
-    if isinstance(value, int):
-        return _str(1, name) + _int(3, value) + _int(20, ATTR_INT)
-    return _str(1, name) + b"".join(_int(8, v) for v in value) + _int(20, ATTR_INTS)
-
-
-def _node(op: str, inputs: Sequence[str], output: str, **attributes) -> bytes:
-    return (b"".join(_str(1, i) for i in inputs) + _str(2, output) + _str(3, output) + _str(4, op)
-            + b"".join(_bytes(5, _attribute(k, v)) for k, v in attributes.items()))
-
-
-def _value_info(name: str, dims: Iterable) -> bytes:
-    shape = b"".join(_bytes(1, _int(1, d) if isinstance(d, int) else _str(2, d)) for d in dims)
-    return _str(1, name) + _bytes(2, _bytes(1, _int(1, FLOAT) + _bytes(2, shape)))
 
 
 # --- the network ------------------------------------------------------------------------------------------------------
@@ -149,8 +104,7 @@ def _landmarks() -> List[Tuple[float, float]]:
 
 def model_bytes() -> bytes:
     """The detector as an ONNX file (IR version 6, opset 11, as the YuNet releases)."""
-    opset = _str(1, "") + _int(2, 11)
-    return _int(1, 6) + _str(2, "paintbridge tests") + _bytes(7, _graph()) + _bytes(8, opset)
+    return model(_graph())
 
 
 def write_detector(folder: Path) -> Path:
