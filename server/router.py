@@ -128,8 +128,10 @@ class Router:
             log.warning("could not preload %s: %s", entry.name, err)
 
     def models(self) -> List[dict]:
-        """The built-in engine followed by every installed model."""
-        return self.classical.models() + self.registry.listing()
+        """The built-in engine followed by every installed model, then the detailer's detectors."""
+        from .detect import listing as detectors
+
+        return self.classical.models() + self.registry.listing() + detectors(self.registry.dirs)
 
     def rescan(self) -> None:
         """Look at the model folders again (a user may have added files)."""

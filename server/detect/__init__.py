@@ -29,7 +29,7 @@ MAX_DETECTIONS = 32
 PATTERNS: Dict[str, Tuple[str, ...]] = {"face": (FACE_PATTERN, "*face_detection_short_range*.tflite"),
                                         "hand": ("*palm_detection*.onnx", "*palm_detection*.tflite")}
 PULLED = {"face": "face_detection_yunet_2023mar.onnx", "hand": "palm_detection_mediapipe_2023feb.onnx"}
-__all__ = ["Detection", "Detectors", "FaceDetector", "find_weights", "installed_targets"]
+__all__ = ["Detection", "Detectors", "FaceDetector", "find_weights", "installed_targets", "listing"]
 
 
 def find_weights(dirs: Iterable[Path], target: str = "face") -> Optional[Path]:
@@ -48,6 +48,20 @@ def installed_targets(dirs: Iterable[Path]) -> List[str]:
     """The detailer targets whose detector weights are in the models folders (what the editors may offer)."""
     dirs = list(dirs)
     return [t for t in PATTERNS if find_weights(dirs, t) is not None]
+
+
+def listing(dirs: Iterable[Path]) -> List[dict]:
+    """The detector each installed target uses, as model listing entries (kind ``detector``, its ``targets``): what
+    the editors read to offer a target."""
+    dirs = list(dirs)
+    out = []
+    for target in PATTERNS:
+        path = find_weights(dirs, target)
+        if path is not None:
+            arch = "yunet" if path.match(FACE_PATTERN) else "mediapipe"
+            out.append({"name": path.stem, "kind": "detector", "arch": arch, "inpaint": False,
+                        "format": path.suffix.lstrip(".").lower(), "path": str(path), "targets": [target]})
+    return out
 
 
 class FaceDetector:
