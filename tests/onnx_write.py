@@ -4,7 +4,8 @@ package is not a dependency."""
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from pathlib import Path
+from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -64,3 +65,36 @@ def model(graph: bytes, opset: int = 11) -> bytes:
     """A ModelProto (IR version 6) around ``graph`` for the default domain's ``opset``."""
     return int_field(1, 6) + str_field(2, "paintbridge tests") + bytes_field(7, graph) + \
         bytes_field(8, str_field(1, "") + int_field(2, opset))
+
+
+class Graph:
+    """A GraphProto being built: nodes in order and the constants they use."""
+
+    def __init__(self) -> None:
+        self.nodes: List[bytes] = []
+        self.weights: List[Tuple[str, np.ndarray]] = []
+
+    def const(self, name: str, array) -> str:
+        """A constant tensor (an initializer) named ``name``."""
+        self.weights.append((name, np.asarray(array)))
+        return name
+
+    def add(self, op: str, inputs: Sequence[str], output: str, **attributes) -> str:
+        """A node computing ``output``; returns its name."""
+        self.nodes.append(node(op, inputs, output, **attributes))
+        return output
+
+    def encode(self, name: str, inputs: Sequence[Tuple[str, Iterable]], outputs: Sequence[Tuple[str, Iterable]]) -> bytes:
+        """The GraphProto: ``inputs`` and ``outputs`` as (name, dims), a dim a number or a symbolic name."""
+        return (b"".join(bytes_field(1, n) for n in self.nodes) + str_field(2, name)
+                + b"".join(bytes_field(5, tensor(n, a)) for n, a in self.weights)
+                + b"".join(bytes_field(11, value_info(n, dims)) for n, dims in inputs)
+                + b"".join(bytes_field(12, value_info(n, dims)) for n, dims in outputs))
+
+
+def write(folder: Path, file_name: str, data: bytes) -> Path:
+    """``data`` as ``folder/file_name`` (the folder made when missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / file_name
+    path.write_bytes(data)
+    return path

@@ -15,12 +15,11 @@ repository.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Tuple
 
 import cv2
 import numpy as np
 
-from onnx_write import bytes_field, model, node, str_field, tensor, value_info
+from onnx_write import Graph, model, write
 
 SIDE = 192  # the network's input side
 PALM_IN = 24  # the palm's side in input pixels (64 px in a 512 px image)
@@ -31,16 +30,8 @@ COVER_FLOOR, COVER_GAIN = 0.7, 10.0  # score logit = (share of palm in the windo
 
 
 def _graph() -> bytes:
-    nodes: List[bytes] = []
-    weights: List[Tuple[str, np.ndarray]] = []
-
-    def const(name: str, array) -> str:
-        weights.append((name, np.asarray(array)))
-        return name
-
-    def add(op: str, inputs, output: str, **attributes) -> str:
-        nodes.append(node(op, inputs, output, **attributes))
-        return output
+    net = Graph()
+    const, add = net.const, net.add
 
     def factor(name: str, channel: int, low: float, rising: bool) -> str:
         """1 where the channel is well past ``low`` (0-255) in the given direction, 0 well before it."""
@@ -72,11 +63,8 @@ def _graph() -> bytes:
     box[0, 0, 8:10] = (0, -PALM_IN / 2)  # keypoint 2: the middle finger's base, above it
     add("Mul", ["classificators", const("nothing", np.float32(0))], "zeros")  # [1, 2016, 1]
     add("Add", ["zeros", const("box", box)], "regressors")  # broadcast to [1, 2016, 18]
-    return (b"".join(bytes_field(1, n) for n in nodes) + str_field(2, "tiny_palm")
-            + b"".join(bytes_field(5, tensor(name, array)) for name, array in weights)
-            + bytes_field(11, value_info("input", [1, SIDE, SIDE, 3]))
-            + bytes_field(12, value_info("regressors", [1, 2016, 18]))
-            + bytes_field(12, value_info("classificators", [1, 2016, 1])))
+    return net.encode("tiny_palm", [("input", [1, SIDE, SIDE, 3])],
+                    [("regressors", [1, 2016, 18]), ("classificators", [1, 2016, 1])])
 
 
 def model_bytes() -> bytes:
@@ -86,10 +74,7 @@ def model_bytes() -> bytes:
 
 def write_detector(folder: Path) -> Path:
     """The detector as ``folder/palm_detection_tests.onnx`` (where the detailer looks: ``detectors/``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / FILE_NAME
-    path.write_bytes(model_bytes())
-    return path
+    return write(folder, FILE_NAME, model_bytes())
 
 
 def draw_hand(rgba: np.ndarray, cx: int, cy: int, palm: int) -> None:

@@ -24,12 +24,7 @@ from typing import List, Sequence, Tuple
 import cv2
 import numpy as np
 
-from onnx_write import bytes_field as _bytes
-from onnx_write import model
-from onnx_write import node as _node
-from onnx_write import str_field as _str
-from onnx_write import tensor as _tensor
-from onnx_write import value_info as _value_info
+from onnx_write import Graph, model, write
 
 FACE_W, FACE_H = 88, 104  # the size of the face the detector finds (and of the box it reports)
 SKIN = (245, 205, 80)  # RGB of the drawn face: what the detector calls skin
@@ -40,21 +35,17 @@ COVER_FLOOR, COVER_SPAN = 0.45, 0.3  # share of skin in the face-sized window th
 # --- the network ------------------------------------------------------------------------------------------------------
 
 def _graph() -> bytes:
-    nodes: List[bytes] = []
-    weights: List[Tuple[str, np.ndarray]] = []
-
-    def const(name: str, array) -> str:
-        weights.append((name, np.asarray(array)))
-        return name
+    net = Graph()
+    const = net.const
 
     def conv(name: str, source: str, weight, bias) -> str:
         w = np.asarray(weight, np.float32).reshape(len(bias), 3, 1, 1)
-        nodes.append(_node("Conv", [source, const(name + ".w", w), const(name + ".b", np.float32(bias))], name,
-                           kernel_shape=[1, 1]))
+        net.add("Conv", [source, const(name + ".w", w), const(name + ".b", np.float32(bias))], name,
+              kernel_shape=[1, 1])
         return name
 
     def clip01(name: str, source: str) -> str:
-        nodes.append(_node("Clip", [source, "zero", "one"], name))
+        net.add("Clip", [source, "zero", "one"], name)
         return name
 
     const("zero", np.float32(0.0))
@@ -63,20 +54,20 @@ def _graph() -> bytes:
     clip01("red", conv("red.raw", "input", [0, 0, 1 / 30], [-(r - 45) / 30]))
     clip01("green", conv("green.raw", "input", [0, 1 / 25, 0], [-(g - 35) / 25]))
     clip01("blue", conv("blue.raw", "input", [-1 / 30, 0, 0], [(b + 40) / 30]))
-    nodes.append(_node("Mul", ["red", "green"], "red_green"))
-    nodes.append(_node("Mul", ["red_green", "blue"], "skin"))
+    net.add("Mul", ["red", "green"], "red_green")
+    net.add("Mul", ["red_green", "blue"], "skin")
     pad_h, pad_w = (FACE_H - 8) // 2, (FACE_W - 8) // 2
-    nodes.append(_node("AveragePool", ["skin"], "cover", kernel_shape=[FACE_H, FACE_W], strides=[8, 8],
-                       pads=[pad_h, pad_w, pad_h, pad_w], count_include_pad=1))
+    net.add("AveragePool", ["skin"], "cover", kernel_shape=[FACE_H, FACE_W], strides=[8, 8],
+          pads=[pad_h, pad_w, pad_h, pad_w], count_include_pad=1)
     # the score rises steeply with the share of the window that is skin, so only the window centred on the face
     # scores high and NMS keeps one box per face
-    nodes.append(_node("Sub", ["cover", const("cover.floor", np.float32(COVER_FLOOR))], "cover.above"))
-    nodes.append(_node("Mul", ["cover.above", const("cover.gain", np.float32(1 / COVER_SPAN))], "cover.scaled"))
+    net.add("Sub", ["cover", const("cover.floor", np.float32(COVER_FLOOR))], "cover.above")
+    net.add("Mul", ["cover.above", const("cover.gain", np.float32(1 / COVER_SPAN))], "cover.scaled")
     clip01("cls_8.map", "cover.scaled")
     outputs = []
     for stride in (8, 16, 32):
         grid = f"grid_{stride}"
-        nodes.append(_node("AveragePool", ["input"], grid, kernel_shape=[stride, stride], strides=[stride, stride]))
+        net.add("AveragePool", ["input"], grid, kernel_shape=[stride, stride], strides=[stride, stride])
         # keypoints (eyes, nose, mouth corners) at their place in the drawn face, relative to the cell
         kps = [0.5 + d / stride for point in _landmarks() for d in point]
         maps = {"cls": "cls_8.map" if stride == 8 else conv(f"cls_{stride}.map", grid, [0] * 3, [0.0]),
@@ -86,14 +77,11 @@ def _graph() -> bytes:
                 "kps": conv(f"kps_{stride}.map", grid, [0] * 30, kps)}
         for kind, width in (("cls", 1), ("obj", 1), ("bbox", 4), ("kps", 10)):
             out = f"{kind}_{stride}"
-            nodes.append(_node("Transpose", [maps[kind]], out + ".t", perm=[0, 2, 3, 1]))
-            nodes.append(_node("Reshape", [out + ".t", const(out + ".shape", np.array([1, -1, width], np.int64))],
-                               out))
+            net.add("Transpose", [maps[kind]], out + ".t", perm=[0, 2, 3, 1])
+            net.add("Reshape", [out + ".t", const(out + ".shape", np.array([1, -1, width], np.int64))], out)
             outputs.append((out, width))
-    return (b"".join(_bytes(1, n) for n in nodes) + _str(2, "tiny_yunet")
-            + b"".join(_bytes(5, _tensor(name, array)) for name, array in weights)
-            + _bytes(11, _value_info("input", [1, 3, "height", "width"]))
-            + b"".join(_bytes(12, _value_info(name, [1, "cells", width])) for name, width in outputs))
+    return net.encode("tiny_yunet", [("input", [1, 3, "height", "width"])],
+                    [(name, [1, "cells", width]) for name, width in outputs])
 
 
 def _landmarks() -> List[Tuple[float, float]]:
@@ -109,10 +97,7 @@ def model_bytes() -> bytes:
 
 def write_detector(folder: Path) -> Path:
     """The detector as ``folder/face_detection_yunet_tests.onnx`` (where the detailer looks: ``detectors/``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / FILE_NAME
-    path.write_bytes(model_bytes())
-    return path
+    return write(folder, FILE_NAME, model_bytes())
 
 
 def draw_face(rgba: np.ndarray, cx: int, cy: int) -> Tuple[int, int, int, int]:
