@@ -286,6 +286,9 @@ def test_one_detail_job_repaints_a_hand_and_a_face_and_nothing_else(client):
 
 def test_the_server_names_the_detail_targets_whose_detectors_are_installed(client, start_server, empty_models_dir):
     assert client.welcome.capabilities["detail_targets"] == ["face", "hand"]
+    detectors = [(m["name"], m["targets"]) for m in client.welcome.models if m["kind"] == "detector"]
+    assert detectors == [("face_detection_yunet_tests", ["face"]), ("palm_detection_tests", ["hand"])]
+    assert all("path" not in m for m in client.welcome.models), "where the files lie is not told"
     tiny_yunet.write_detector(empty_models_dir / "detectors")
     from protocol.client import Client
 
