@@ -1,8 +1,13 @@
 """The detailer's face detector, YuNet (``cv2.FaceDetectorYN``), beside OpenCV's Haar cascade where the installed
-OpenCV still has one (the 4.x wheels; the 5.x wheels dropped ``cv2.CascadeClassifier``): faces found and milliseconds
-per image on the shipped public-domain photo and variants of it (side by side, half size, rotated 20 degrees, dark).
+OpenCV still has one (the 4.x wheels; the 5.x wheels dropped ``cv2.CascadeClassifier``) and MediaPipe's detectors
+(BlazeFace, the palm detector; ``server.detect.blaze``) where their files are given: faces (and hands) found and
+milliseconds per image on the shipped public-domain photo and variants of it (side by side, half size, rotated 20
+degrees, dark).
 
-    .venv/bin/python benchmarks/detectors.py [--weights PATH] [--models DIR] [--reps 20]
+    .venv/bin/python benchmarks/detectors.py [--weights PATH] [--models DIR] [--reps 20] [--mediapipe FILE ...]
+
+``--mediapipe`` takes ``face_detection_short_range.tflite`` and ``palm_detection_*.tflite`` / ``.onnx`` files (the
+tests keep MediaPipe 0.10.21's in the tests' cache folder, ``mediapipe-0.10.21/``).
 
 The weights are YuNet's real ones (``paintbridge models pull detailer`` puts them in the models folder's
 ``detectors/``; none ship with the repository); ``--weights`` names a file instead.
@@ -49,29 +54,40 @@ def main() -> None:
     parser.add_argument("--weights", help="a YuNet ONNX file (default: the one in the models folder's detectors/)")
     parser.add_argument("--models", help="the models folder (default: the server's)")
     parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--mediapipe", nargs="*", default=[], help="MediaPipe face or palm detector files")
     args = parser.parse_args()
     if not args.weights:
         from server.config import default_models_dir
         from server.detect import find_weights
 
         found = find_weights([Path(args.models).expanduser() if args.models else default_models_dir()])
-        if found is None:
+        if found is None and not args.mediapipe:
             raise SystemExit("no YuNet weights in the models folder's detectors/: run `paintbridge models pull "
-                             "detailer` or pass --weights FILE")
-        args.weights = str(found)
+                             "detailer` or pass --weights FILE (or --mediapipe FILE ...)")
+        args.weights = str(found) if found is not None and found.match("*yunet*") else ""
+    from server.detect.blaze import FACE, PALM, BlazeDetector
+
+    blaze = [BlazeDetector(Path(f), PALM if "palm" in Path(f).name else FACE) for f in args.mediapipe]
     haar = getattr(cv2, "CascadeClassifier", None)
     print(f"OpenCV {cv2.__version__}; Haar cascade {'available' if haar else 'not in this OpenCV'}")
     for name, img in images().items():
         h, w = img.shape[:2]
-        net = cv2.FaceDetectorYN.create(args.weights, "", (w, h), 0.5, 0.3, 5000)
-        faces, ms = timed(lambda: net.detect(img)[1], args.reps)
-        boxes = [] if faces is None else [[int(v) for v in f[:4]] + [round(float(f[-1]), 2)] for f in faces]
-        line = f"{name:18s} YuNet {ms:7.1f} ms {boxes}"
+        line = f"{name:18s}"
+        if args.weights:
+            net = cv2.FaceDetectorYN.create(args.weights, "", (w, h), 0.5, 0.3, 5000)
+            faces, ms = timed(lambda: net.detect(img)[1], args.reps)
+            boxes = [] if faces is None else [[int(v) for v in f[:4]] + [round(float(f[-1]), 2)] for f in faces]
+            line += f" YuNet {ms:7.1f} ms {boxes}"
         if haar:
             cascade = haar(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
             gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
             found, hms = timed(lambda: cascade.detectMultiScale(gray, 1.1, 5, minSize=(20, 20)), args.reps)
             line += f" | Haar {hms:7.1f} ms {[list(map(int, b)) for b in found]}"
+        rgb = np.ascontiguousarray(img[..., ::-1])
+        for det in blaze:
+            found, bms = timed(lambda d=det: d.detect(rgb, 0.5), args.reps)
+            line += (f" | {det.path.stem} {bms:6.1f} ms "
+                     f"{[[d.x, d.y, d.width, d.height, round(d.score, 2)] for d in found]}")
         print(line)
 
 

@@ -272,6 +272,13 @@ def sampling_params(settings: Settings, batch: bool, diffusion: bool) -> Dict[st
 HIRES_MODES = ("generate", "img2img", "inpaint", "outpaint")  # hires fix and detailer after the job (issue 13)
 
 
+def offered_detail_targets(models: Sequence[Mapping[str, Any]]) -> Tuple[str, ...]:
+    """The detailer targets an editor offers for the server's model listing: ``face`` always (without its detector
+    the server answers with the download to run), ``hand`` only when the listing has a hand detector."""
+    found = {str(t) for m in models if m.get("kind") == "detector" for t in (m.get("targets") or ())}
+    return tuple(t for t in protocol.DETAIL_TARGETS if t == "face" or t in found)
+
+
 def technique_params(settings: Settings) -> Dict[str, Any]:
     """``params.hires`` and ``params.detail`` for ``settings`` (issue 13): hires when on (modes that sample), detail
     for mode ``detail`` and when the detailer runs after the job; nothing otherwise (the server's defaults: off)."""

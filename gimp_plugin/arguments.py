@@ -26,7 +26,8 @@ class Arg:
 
     name: str
     kind: str  # "string", "int", "double", "boolean", "choice", "layer", "model" (a choice of installed models),
-    # "drawable" (a layer or a channel; regions)
+    # "drawable" (a layer or a channel; regions), "detail-targets" (what the detailer looks for: hands only when the
+    # server has a hand detector)
     label: str
     blurb: str
     default: Any = None
@@ -260,6 +261,8 @@ def _detail_args(after: bool) -> Tuple[Arg, ...]:
     switch = (Arg("detail", "boolean", "Detail faces", "After the job, find faces and repaint each at the model's "
                   "native size", False),) if after else ()
     return switch + (
+        Arg("detail-targets", "detail-targets", "Find", "What the detailer repaints: faces, and hands where the "
+            "server has a hand detector ('detailer' in Download Models)", "face"),
         Arg("detail-prompt", "string", "Face prompt", "Prompt for the faces; empty = the prompt", ""),
         Arg("detail-negative-prompt", "string", "Face negative prompt", "Empty = the negative prompt", ""),
         Arg("detail-strength", "double", "Face denoise", "How much each face changes", 0.4, 0.0, 1.0),
@@ -359,10 +362,11 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
     ProcedureSpec(
         PREFIX + "detail", "detail", "_Detail Faces...", "Paintbridge: Detail Faces",
         "Find the faces in the selection (or the whole image) and repaint each at the model's native size",
-        "Finds faces with the YuNet face detector (download the 'detailer' preset with Download Models) in the "
-        "selection's context box, or the whole image without a selection, repaints each one at the model's native "
-        "resolution with the face prompt (the prompt when empty) and blends it back through a soft mask. The result "
-        "is one new layer holding the repainted faces, or one layer per face.",
+        "Finds faces with the YuNet face detector, and hands with MediaPipe's palm detector (download the 'detailer' "
+        "preset with Download Models), in the selection's context box, or the whole image without a selection, "
+        "repaints each one at the model's native resolution with the face prompt (the prompt when empty) and blends "
+        "it back through a soft mask. The result is one new layer holding the repainted faces and hands, or one layer "
+        "for each.",
         _prompt_args() + tuple(a for a in _sampling_args(None) if a.name not in ("batch", "batch-count"))
         + _source_args(mask=True) + _server_args() + _detail_args(after=False),
     ),

@@ -50,16 +50,36 @@ def model_name(nick: Any) -> str:
     return "" if nick in ("", DEFAULT) else nick
 
 
+def target_choices(models: Sequence[Mapping[str, Any]]) -> Tuple[Tuple[str, str], ...]:
+    """(nick, label) of the detailer's ``detail-targets`` choice: faces, and hands and both only when the listing has
+    a hand detector (``client.jobs.offered_detail_targets``)."""
+    from client.jobs import offered_detail_targets
+
+    out = (("face", "Faces"),)
+    if "hand" in offered_detail_targets(models):
+        out += (("hand", "Hands"), ("face-hand", "Faces and hands"))
+    return out
+
+
+def detail_targets(nick: Any) -> str:
+    """``Settings.detail_targets`` for a ``detail-targets`` nick (``face-hand``: ``face,hand``); faces for anything
+    else."""
+    nick = str(nick or "").strip()
+    return {"hand": "hand", "face-hand": "face,hand"}.get(nick, "face")
+
+
 def record(profile: Path, models: Sequence[Mapping[str, Any]], entry: Optional[Path] = None) -> bool:
-    """Remember the server's model listing (names and kinds) in the plug-in's profile; returns True when the
-    checkpoints changed, and then touches ``entry`` (the plug-in's entry file: GIMP registers it again at its next
-    start)."""
-    listing = [{"name": str(m.get("name", "")), "kind": str(m.get("kind", ""))} for m in models if m.get("name")]
+    """Remember the server's model listing (names, kinds, detectors' targets) in the plug-in's profile; returns True
+    when the checkpoints or the detailer's targets changed, and then touches ``entry`` (the plug-in's entry file: GIMP
+    registers it again at its next start)."""
+    listing = [dict({"name": str(m.get("name", "")), "kind": str(m.get("kind", ""))},
+                    **({"targets": [str(t) for t in m.get("targets") or ()]} if m.get("kind") == "detector" else {}))
+               for m in models if m.get("name")]
 
-    def checkpoints(entries: Sequence[Mapping[str, Any]]) -> List[str]:
-        return sorted(str(m["name"]) for m in entries if m.get("kind") == "checkpoint")
+    def choices(entries: Sequence[Mapping[str, Any]]) -> Tuple[List[str], Tuple[Tuple[str, str], ...]]:
+        return sorted(str(m["name"]) for m in entries if m.get("kind") == "checkpoint"), target_choices(entries)
 
-    changed = checkpoints(listing) != checkpoints(recorded(profile))
+    changed = choices(listing) != choices(recorded(profile))
     Path(profile).mkdir(parents=True, exist_ok=True)
     (Path(profile) / RECORD_NAME).write_text(json.dumps({"models": listing}, indent=1), encoding="utf-8")
     if entry is None:
@@ -104,10 +124,19 @@ def installed_models(profile: Path, fetch=None) -> List[dict]:
     return listing
 
 
-def cached_model_choices(profile: Path, mode: str = "") -> Tuple[Tuple[str, str], ...]:
-    """``model_choices`` of the installed models for ``mode``, the listing asked once per plug-in process (every
-    procedure shares it)."""
+def cached_listing(profile: Path) -> List[dict]:
+    """The installed models, asked once per plug-in process (every procedure shares the listing)."""
     key = str(profile)
     if key not in _cache:
         _cache[key] = installed_models(profile)
-    return model_choices(_cache[key], mode)
+    return _cache[key]
+
+
+def cached_model_choices(profile: Path, mode: str = "") -> Tuple[Tuple[str, str], ...]:
+    """``model_choices`` of the installed models for ``mode``."""
+    return model_choices(cached_listing(profile), mode)
+
+
+def cached_target_choices(profile: Path) -> Tuple[Tuple[str, str], ...]:
+    """``target_choices`` of the installed models."""
+    return target_choices(cached_listing(profile))

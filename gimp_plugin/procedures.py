@@ -53,6 +53,14 @@ def _add_argument(procedure, arg: Arg, label: str, mode: str = "") -> None:
         for index, (nick, label) in enumerate(cached_model_choices(host.profile_dir(), mode)):
             choice.add(nick, index, label, "")
         procedure.add_choice_argument(arg.name, arg.label, arg.blurb, choice, arg.default, flags)
+    elif arg.kind == "detail-targets":  # hands only where the server's listing has a hand detector
+        from . import host
+        from .choices import cached_target_choices
+
+        choice = Gimp.Choice.new()
+        for index, (nick, label) in enumerate(cached_target_choices(host.profile_dir())):
+            choice.add(nick, index, label, "")
+        procedure.add_choice_argument(arg.name, arg.label, arg.blurb, choice, arg.default, flags)
     elif arg.kind == "layer":
         procedure.add_layer_argument(arg.name, arg.label, arg.blurb, True, flags)
     elif arg.kind == "drawable":  # regions (issue 15): a layer or a channel

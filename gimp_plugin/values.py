@@ -17,7 +17,7 @@ from client.settings import ReferenceSetting, Settings
 
 from .arguments import (MAX_CONTROLS, MAX_REFERENCES, SAMPLER_BY_NICK, SCHEDULER_BY_NICK, ProcedureSpec,
                         reference_prefix)
-from .choices import model_name
+from .choices import detail_targets, model_name
 
 MASK_SOURCES = {"selection": "selection", "layer-mask": "layer-mask"}
 
@@ -136,6 +136,7 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
         s.detail_strength, s.detail_steps = float(values["detail-strength"]), int(values["detail-steps"])
         s.detail_padding, s.detail_confidence = int(values["detail-padding"]), float(values["detail-confidence"])
         s.detail_separate = bool(values["detail-separate"])
+        s.detail_targets = detail_targets(values.get("detail-targets"))
     if "reference-layer" in names:  # reference images (issue 15)
         s.references = reference_settings(values, stable_id)
     if spec.live:

@@ -128,14 +128,17 @@ class Router:
             log.warning("could not preload %s: %s", entry.name, err)
 
     def models(self) -> List[dict]:
-        """The built-in engine followed by every installed model."""
-        return self.classical.models() + self.registry.listing()
+        """The built-in engine followed by every installed model, then the detailer's detectors."""
+        from .detect import listing as detectors
+
+        return self.classical.models() + self.registry.listing() + detectors(self.registry.dirs)
 
     def rescan(self) -> None:
         """Look at the model folders again (a user may have added files)."""
         self.registry.scan()
 
     def capabilities(self) -> dict:
+        from .detect import installed_targets
         from .diffusion import samplers
         from .preprocess import available_preprocessors
 
@@ -154,6 +157,7 @@ class Router:
             "reference_types_by_family": {**{f: list(REFERENCE_TYPES) for f in REFERENCE_FAMILIES},
                                           **{f: list(REDUX_TYPES) for f in REDUX_FAMILIES}},
             "regions": list(REGION_FAMILIES),  # regions (issue 15): the families whose checkpoints take them
+            "detail_targets": installed_targets(self.registry.dirs),  # what the detailer's detectors can find
         }
 
     # --- jobs ---

@@ -90,3 +90,41 @@ def test_gimp_detail_procedure_and_hires_arguments_make_the_settings():
     s = settings_from_values(gen, dict(gen.defaults(), hires=True, **{"hires-upscaler": "", "hires-scale": 1.5}))
     assert s.hires and s.hires_upscaler == "latent" and s.hires_scale == 1.5 and not s.detail
     assert job_for(s, doc(selected=False)).params.hires == Hires(enabled=True, scale=1.5)
+
+
+def test_hands_are_offered_only_where_the_listing_has_a_hand_detector():
+    from client.jobs import offered_detail_targets
+
+    checkpoint = {"name": "tiny", "kind": "checkpoint"}
+    assert offered_detail_targets([checkpoint]) == ("face",), "faces always: a missing detector is named by the server"
+    palm = {"name": "palm_detection_mediapipe_2023feb", "kind": "detector", "targets": ["hand"]}
+    assert offered_detail_targets([checkpoint, palm]) == ("face", "hand")
+    assert offered_detail_targets([{"name": "x", "kind": "checkpoint", "targets": ["hand"]}]) == ("face",)
+
+
+def test_gimp_offers_hands_in_its_detail_targets_choice_only_with_a_hand_detector(tmp_path):
+    import os
+
+    from gimp_plugin import arguments, choices
+    from gimp_plugin.values import settings_from_values
+
+    palm = {"name": "palm_detection_tests", "kind": "detector", "targets": ["hand"]}
+    assert choices.target_choices([]) == (("face", "Faces"),)
+    assert [n for n, _ in choices.target_choices([palm])] == ["face", "hand", "face-hand"]
+    entry = tmp_path / "paintbridge.py"
+    entry.write_text("")
+    profile = tmp_path / "profile"
+    choices.record(profile, [{"name": "tiny", "kind": "checkpoint"}], entry)
+    os.utime(entry, (1_000_000, 1_000_000))
+    assert choices.record(profile, [{"name": "tiny", "kind": "checkpoint"}, palm], entry) is True
+    assert entry.stat().st_mtime > 1_000_000, "a hand detector arrived: GIMP registers the choice again"
+    assert choices.target_choices(choices.recorded(profile)) == choices.target_choices([palm])
+    for mode in ("detail", "generate", "inpaint"):
+        spec = arguments.BY_MODE[mode]
+        assert {a.name: a.kind for a in spec.args}["detail-targets"] == "detail-targets"
+        s = settings_from_values(spec, dict(spec.defaults(), **{"detail-targets": "face-hand"}))
+        assert s.detail_targets == "face,hand"
+        assert settings_from_values(spec, spec.defaults()).detail_targets == "face"
+    s = settings_from_values(arguments.BY_MODE["detail"], dict(arguments.BY_MODE["detail"].defaults(),
+                                                               **{"detail-targets": "face-hand"}))
+    assert job_for(s, doc()).params.detail.targets == ("face", "hand")

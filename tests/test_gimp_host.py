@@ -831,47 +831,57 @@ img.delete()
         proc.stop()
 
 
-def test_detail_faces_procedure_and_hires_generate_on_a_portrait(trixie_root, tmp_path):
-    """Hires fix and detailer (issue 13) on the tiny SD1.5 model: Filters > Paintbridge > Detail Faces on a
-    portrait with a drawn face (found by the tests' YuNet-format detector, tests/tiny_yunet.py) repaints only around
-    the face; generate with the hires fix differs from one pass."""
+def test_detail_faces_and_hands_procedure_and_hires_generate_on_a_portrait(trixie_root, tmp_path):
+    """Hires fix and detailer on the tiny SD1.5 model: Filters > Paintbridge > Detail Faces on a portrait with a
+    drawn face and hand (found by the tests' YuNet- and palm-detector-format networks, tests/tiny_yunet.py and
+    tests/tiny_palm.py) repaints both in one job and only around them, its Find choice offering hands because the
+    server (remembered in the profile) lists a hand detector; generate with the hires fix differs from one pass."""
     from PIL import Image
 
+    import tiny_palm
     import tiny_yunet
     from conftest import ServerProcess
     from factory import make_models_dir
+    from gimp_plugin import settings as gimp_settings
     from hosts.gimp import gimp_profile, run_batch
 
     models = make_models_dir(tmp_path / "models", which=("sd15",))
     tiny_yunet.write_detector(models / "detectors")
+    tiny_palm.write_detector(models / "detectors")
     proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
     try:
         with gimp_profile() as prof:
-            Image.fromarray(tiny_yunet.portrait()).save(prof.outside / "portrait.png")  # the face at 180,66 88x104
+            photo = tiny_yunet.portrait()  # the face at 180,66 88x104
+            tiny_palm.draw_hand(photo, 373, 352, 64)  # the hand found at 302,249 142x142
+            Image.fromarray(photo).save(prof.outside / "portrait.png")
+            gimp_settings.remember(prof.gimp_dir, proc.url, None)  # the listing GIMP registers the choices from
             run_batch(prof, """
 img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(P["photo"]))
 layer = img.get_layers()[0]
 check((img.get_width(), img.get_height()) == (512, 512), "the portrait loaded")
+spec = Gimp.get_pdb().lookup_procedure("plug-in-paintbridge-detail").find_argument("detail-targets")
+nicks = list(Gimp.param_spec_choice_get_choice(spec).list_nicks())
+check(nicks == ["face", "hand", "face-hand"], "hands offered with the server's hand detector: %r" % nicks)
 before = composite(img)
 old = img.get_layers()
 expect_ok("plug-in-paintbridge-detail", img, [layer], prompt="a portrait", seed=5, steps=4, detail_strength=0.6,
-          detail_prompt="a smiling face", server=P["url"])
+          detail_prompt="a smiling face", detail_targets="face-hand", server=P["url"])
 added = new_layers(img, old)
-check(len(added) == 1, "one layer with the repainted face: %r" % layer_summary(img))
+check(len(added) == 1, "one layer with the repainted face and hand: %r" % layer_summary(img))
 res = added[0]
 ok, rx, ry = res.get_offsets()
 w, h = res.get_width(), res.get_height()
 alpha = read(res, rx, ry, w, h)[3::4]
-xs = [rx + i % w for i in range(w * h) if alpha[i]]
-ys = [ry + i // w for i in range(w * h) if alpha[i]]
-check(xs and min(xs) > 100 and max(xs) < 330 and max(ys) < 260, "only around the face: x %r-%r, y %r-%r"
-      % (min(xs), max(xs), min(ys), max(ys)))
-cx, cy = 180 + 44 - rx, 66 + 52 - ry
-check(alpha[cy * w + cx] == 255, "the face's centre is repainted")
+outside = [(rx + i % w, ry + i // w) for i in range(w * h) if alpha[i]
+           and not (100 < rx + i % w < 330 and ry + i // w < 260)  # the face's crop
+           and not (250 < rx + i % w < 490 and 200 < ry + i // w < 440)]  # the hand's crop
+check(not outside, "only around the face and the hand: %r" % outside[:5])
+check(alpha[(66 + 52 - ry) * w + 180 + 44 - rx] == 255, "the face's centre is repainted")
+check(alpha[(320 - ry) * w + 373 - rx] == 255, "the hand's centre is repainted")
 after = composite(img)
-check(after != before, "the face changed")
-check(all(after[i * 4:i * 4 + 4] == before[i * 4:i * 4 + 4] for i in range(0, 512 * 512, 7) if i // 512 > 300),
-      "below the face nothing changed")
+check(after != before, "the face and the hand changed")
+check(all(after[i * 4:i * 4 + 4] == before[i * 4:i * 4 + 4] for i in range(0, 512 * 512, 7) if i // 512 > 440),
+      "below the hand nothing changed")
 
 res.set_visible(False)
 old = img.get_layers()

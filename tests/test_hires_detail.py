@@ -1,6 +1,8 @@
 """Hires fix and detailer through the real websocket server, on tiny random-weight models (native 64 px), offline;
-the detailer's face detector is a YuNet-format network the tests build (tests/tiny_yunet.py), run by the real
-loading and detection code (``server.detect``, OpenCV's FaceDetectorYN), on a synthetic face drawn by the tests."""
+the detailer's face and hand detectors are networks with YuNet's and MediaPipe's palm detector's interfaces that the
+tests build (tests/tiny_yunet.py, tests/tiny_palm.py), run by the real loading and detection code (``server.detect``,
+OpenCV's FaceDetectorYN and dnn), on a synthetic face and hand drawn by the tests; tests/test_detectors.py runs
+trained detectors on a real photograph."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch
 from PIL import Image
 
 import factory
+import tiny_palm
 import tiny_yunet
 from protocol import Limits
 from protocol.client import JobFailed
@@ -26,6 +29,7 @@ torch.set_num_threads(2)
 
 W, H = 128, 96  # larger than the tiny models' native 64 x 64: the first pass runs at 72 x 56
 FACE = (180, 66, 88, 104)  # the drawn face in tiny_yunet.portrait() (x, y, w, h)
+HAND = (302, 249, 142, 142)  # the hand box found for tiny_palm.draw_hand(image, 373, 352, 64) (tests/test_detectors.py)
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +39,7 @@ def models_dir(tmp_path_factory, paintbridge_cache) -> Path:
     ups = build_upscalers(paintbridge_cache / "upscale-models")
     shutil.copytree(ups / "upscale_models", models / "upscale_models")
     tiny_yunet.write_detector(models / "detectors")
+    tiny_palm.write_detector(models / "detectors")
     return models
 
 
@@ -256,10 +261,42 @@ def test_detail_after_an_inpaint_job_repaints_the_faces_in_its_box(client):
     assert layer.name.endswith("+ detail")
 
 
-def test_hands_and_the_classical_engine_are_refused_with_what_to_do(client):
-    with pytest.raises(JobFailed) as err:
-        run(client, job("detail", image=picture(), detail={"targets": ["hand"]}))
-    assert err.value.code == "unsupported" and "no hand detector" in str(err.value)
+def test_one_detail_job_repaints_a_hand_and_a_face_and_nothing_else(client):
+    image = portrait()
+    tiny_palm.draw_hand(image, 373, 352, 64)
+    progress = []
+    msg = job("detail", image=image, detail={"targets": ["face", "hand"], "strength": 0.5, "padding": 16})
+    (layer, rgba), = run(client, msg, progress)
+    found = {d["target"]: d for d in layer.info["detections"]}
+    assert sorted(found) == ["face", "hand"] and layer.name == "detail 2 face/hand (7)"
+    assert all(abs(a - b) <= 4 for a, b in zip(found["face"]["box"], FACE))
+    assert all(abs(a - b) <= 3 for a, b in zip(found["hand"]["box"], HAND))
+    inside = np.zeros((512, 512), bool)
+    for target in ("face", "hand"):
+        x, y, w, h = found[target]["box"]
+        pad = max(16, max(w, h) // 4)  # the crop each region is inpainted in
+        inside[max(0, y - pad):y + h + pad, max(0, x - pad):x + w + pad] = True
+        assert rgba[y + h // 2, x + w // 2, 3] == 255, f"the {target}'s centre is repainted fully"
+        assert not np.array_equal(rgba[y:y + h, x:x + w, :3], image[y:y + h, x:x + w, :3]), f"the {target} changed"
+    changed = rgba[..., 3] > 0
+    assert not (changed & ~inside).any(), "nothing changes outside the two regions"
+    assert np.array_equal(rgba[~changed][:, :3], image[~changed][:, :3])
+    assert progress[-1].step == progress[-1].total == 2 * 2, "int(4 x 0.5) steps for each of the two regions"
+
+
+def test_the_server_names_the_detail_targets_whose_detectors_are_installed(client, start_server, empty_models_dir):
+    assert client.welcome.capabilities["detail_targets"] == ["face", "hand"]
+    detectors = [(m["name"], m["targets"]) for m in client.welcome.models if m["kind"] == "detector"]
+    assert detectors == [("face_detection_yunet_tests", ["face"]), ("palm_detection_tests", ["hand"])]
+    assert all("path" not in m for m in client.welcome.models), "where the files lie is not told"
+    tiny_yunet.write_detector(empty_models_dir / "detectors")
+    from protocol.client import Client
+
+    with Client(start_server([empty_models_dir]).url, client_name="faces-only") as other:
+        assert other.welcome.capabilities["detail_targets"] == ["face"]
+
+
+def test_without_a_detector_and_on_the_classical_engine_the_detailer_says_what_to_do(client):
     with pytest.raises(JobFailed) as err:
         run(client, job("detail", model="classical", image=picture()))
     assert err.value.code == "unsupported" and "diffusion checkpoint" in str(err.value)
@@ -285,23 +322,26 @@ def test_readme_tables_cover_hires_and_detail():
 
 
 def test_models_pull_detailer_gets_a_detector_the_detailer_finds(hub, tmp_path):
-    """The catalogue's face detector, pulled from the hub stand-in (serving the tests' detector: the catalogue's
-    exact size and checksum are those of the zoo's 2023mar file, so this file's are put in), is what the detailer
-    loads."""
+    """The catalogue's face and hand detectors, pulled from the hub stand-in (serving the tests' detectors: the
+    catalogue's exact sizes and checksums are those of the zoo's files, so these files' are put in), are what the
+    detailer loads."""
     import dataclasses
     import hashlib
 
     from server.downloads import Catalogue
     from server.downloads.pull import pull_file
 
-    (item,) = Catalogue.load().resolve("detailer")
-    assert item.kind == "detector" and item.target.startswith("detectors/") and item.serves("detail")
-    data = tiny_yunet.model_bytes()
-    hub.files[(item.repo, item.file)] = data
-    here = dataclasses.replace(item, size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    pull_file(here, tmp_path)
-    faces = Detectors([tmp_path]).detect(portrait()[..., :3], ("face",), 0.5)
-    assert [f.target for f in faces] == ["face"]
+    items = Catalogue.load().resolve("detailer")
+    assert [i.target for i in items] == ["detectors/face_detection_yunet_2023mar.onnx",
+                                         "detectors/palm_detection_mediapipe_2023feb.onnx"]
+    for item, data in zip(items, (tiny_yunet.model_bytes(), tiny_palm.model_bytes())):
+        assert item.kind == "detector" and item.serves("detail") and item.licence
+        hub.files[(item.repo, item.file)] = data
+        pull_file(dataclasses.replace(item, size=len(data), sha256=hashlib.sha256(data).hexdigest()), tmp_path)
+    image = portrait()
+    tiny_palm.draw_hand(image, 373, 352, 64)
+    found = Detectors([tmp_path]).detect(image[..., :3], ("face", "hand"), 0.5)
+    assert [f.target for f in found] == ["face", "hand"]
 
 
 def test_paintbridge_run_hires_and_detail_from_the_command_line(models_dir, tmp_path):

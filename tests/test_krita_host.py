@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import ellipse_case  # noqa: E402
+import tiny_palm  # noqa: E402
 import tiny_yunet  # noqa: E402
 from hosts import krita as hk  # noqa: E402
 from pbsetup import plugins  # noqa: E402
@@ -86,10 +88,12 @@ def _run_scenario(tmp_path_factory, scenario: str, *args, **kwargs) -> Run:
 
 
 def _run_scenario_once(tmp_path_factory, scenario: str, width: int, height: int, models_which=(),
-                       model: str = "", host: hk.KritaHost = hk.NATIVE, server_url: str = "", tag: str = "") -> Run:
+                       model: str = "", host: hk.KritaHost = hk.NATIVE, server_url: str = "", tag: str = "",
+                       hand_detector_to: Optional[Path] = None) -> Run:
     """Install Paintbridge (the installer install.py uses) and the driver into a fresh Krita HOME, run ``scenario``.
 
     Without ``server_url`` the plugin starts the server itself (as recorded by the installer) on a free port.
+    ``hand_detector_to``: where the driver puts the tests' hand detector while Krita runs (a server's models folder).
     """
     missing = host.missing_tools()
     if missing:
@@ -116,8 +120,13 @@ def _run_scenario_once(tmp_path_factory, scenario: str, width: int, height: int,
     # the document GIMP's host test generates into (diffusion) and upscales a selection of (classical) too
     (out / "ellipse-image.bin").write_bytes(ellipse_case.rgba_to_bgra(ellipse_case.pattern()))
     (out / "ellipse-mask.bin").write_bytes(ellipse_case.selection())
-    Image.fromarray(tiny_yunet.portrait()).save(out / "portrait.png")  # the detailer's picture: a face at 180,66
+    photo = tiny_yunet.portrait()  # the detailer's picture: a face at 180,66 and a hand (its palm centred at 373,352)
+    tiny_palm.draw_hand(photo, 373, 352, 64)
+    Image.fromarray(photo).save(out / "portrait.png")
     config["photo"] = host.inside(out / "portrait.png")
+    if hand_detector_to is not None:
+        config["hand_detector"] = {"from": host.inside(tiny_palm.write_detector(out)),
+                                   "to": host.inside(hand_detector_to)}
     config["ellipse"] = {"width": ellipse_case.WIDTH, "height": ellipse_case.HEIGHT, "model": ellipse_case.MODEL,
                          "prompt": ellipse_case.PROMPT, "seed": ellipse_case.SEED, "steps": ellipse_case.STEPS,
                          "image": host.inside(out / "ellipse-image.bin"),
@@ -905,8 +914,9 @@ def test_the_panel_downloads_a_preset_through_the_server(tmp_path_factory, tmp_p
 
 @pytest.fixture(scope="module")
 def krita_techniques_run(tmp_path_factory) -> Run:
-    """A 512 x 512 portrait document (a drawn face) against a server of this checkout with the tiny SD1.5 model and
-    the tests' YuNet-format face detector (tests/tiny_yunet.py)."""
+    """A 512 x 512 portrait document (a drawn face and hand) against a server of this checkout with the tiny SD1.5
+    model and the tests' YuNet-format face detector (tests/tiny_yunet.py); the tests' hand detector
+    (tests/tiny_palm.py) is put into its models folder while Krita runs."""
     import factory
     from conftest import ServerProcess
 
@@ -915,26 +925,32 @@ def krita_techniques_run(tmp_path_factory) -> Run:
     tiny_yunet.write_detector(models / "detectors")
     proc = ServerProcess(["--models", str(models)], work / "server.log").start()
     try:
-        return _run_scenario(tmp_path_factory, "techniques", 512, 512, model="tiny-sd15", server_url=proc.url)
+        return _run_scenario(tmp_path_factory, "techniques", 512, 512, model="tiny-sd15", server_url=proc.url,
+                             hand_detector_to=models / "detectors" / tiny_palm.FILE_NAME)
     finally:
         proc.stop()
 
 
-def test_detail_tab_repaints_the_face_and_hires_generate_runs_two_passes(krita_techniques_run):
+def test_detail_tab_repaints_a_face_and_a_hand_and_hires_generate_runs_two_passes(krita_techniques_run):
     run = krita_techniques_run
     assert not run["errors"], run["errors"]
     assert "Detail" in run["mode_tabs"]
     rec = run["detail"]
     assert rec["mode"] == "detail" and rec["detail_visible"] and not rec["hires_visible"] and not rec["detail_checkable"]
     assert rec["prompt"] == "a smiling face" and rec["strength"] == pytest.approx(0.6) and rec["run_label"] == "Detail"
+    assert rec["offered_before"] == {"faces": True, "hands": False}, "no hand detector yet: hands are not offered"
+    assert rec["hands_offered"] and rec["targets"] == "face,hand", "the detector arrived: hands offered and chosen"
     assert rec["results"] == 1 and rec["results_meta"][0]["box"] == [0, 0, 512, 512], rec
-    assert rec["last_progress"] == [2, 2], "one face, int(4 x 0.6) steps"
+    assert rec["last_progress"] == [4, 4], "a face and a hand in one job, int(4 x 0.6) steps each"
     assert len(rec["new_layers"]) == 1
     layer = run.pixels(rec["new_layer_pixels"], 512, 512)
     changed = layer[..., 3] > 0
-    ys, xs = np.nonzero(changed)
     assert layer[66 + 52, 180 + 44, 3] == 255, "the face's centre is repainted"
-    assert xs.min() > 100 and xs.max() < 330 and ys.min() > 0 and ys.max() < 260, "only around the face"
+    assert layer[320, 373, 3] == 255, "the hand's centre is repainted"
+    around = np.zeros((512, 512), bool)
+    around[0:260, 100:330] = True  # the face's crop
+    around[200:440, 250:490] = True  # the hand's crop
+    assert not (changed & ~around).any(), "only around the face and the hand"
     before = run.pixels(rec["composite_before"], 512, 512)
     assert not np.array_equal(layer[changed][:, :3], before[changed][:, :3])
     rec = run["hires"]

@@ -11,18 +11,20 @@ holds the whole face) and puts a fixed-size box there; strides 16 and 32 score n
 run the real loading and detection code (``server.detect``, OpenCV's decoding and NMS) on a model they build; there
 is no weights file in the repository.
 
-The ONNX file is written with a minimal protobuf encoder (field numbers of onnx.proto: ModelProto, GraphProto,
-NodeProto, AttributeProto, TensorProto, ValueInfoProto), since the ``onnx`` package is not a dependency.
+The ONNX file is written with the tests' minimal encoder (``onnx_write``), since the ``onnx`` package is not a
+dependency.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from onnx_write import Graph, model, write
 
 FACE_W, FACE_H = 88, 104  # the size of the face the detector finds (and of the box it reports)
 SKIN = (245, 205, 80)  # RGB of the drawn face: what the detector calls skin
@@ -30,76 +32,20 @@ FILE_NAME = "face_detection_yunet_tests.onnx"
 COVER_FLOOR, COVER_SPAN = 0.45, 0.3  # share of skin in the face-sized window that scores 0, and the rise to 1
 
 
-# --- a minimal protobuf encoder ---------------------------------------------------------------------------------------
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # negative int64 as two's complement, as protobuf does
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _int(field: int, value: int) -> bytes:
-    return _varint(field << 3) + _varint(value)
-
-
-def _bytes(field: int, value: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(value)) + value
-
-
-def _str(field: int, value: str) -> bytes:
-    return _bytes(field, value.encode())
-
-
-# --- onnx.proto messages ----------------------------------------------------------------------------------------------
-
-FLOAT, INT64 = 1, 7  # TensorProto.DataType
-ATTR_INT, ATTR_INTS = 2, 7  # AttributeProto.AttributeType
-
-
-def _tensor(name: str, array: np.ndarray) -> bytes:
-    kind = INT64 if array.dtype == np.int64 else FLOAT
-    data = np.ascontiguousarray(array, "<i8" if kind == INT64 else "<f4").tobytes()
-    return b"".join(_int(1, d) for d in array.shape) + _int(2, kind) + _str(8, name) + _bytes(9, data)
-
-
-def _attribute(name: str, value) -> bytes:
-    if isinstance(value, int):
-        return _str(1, name) + _int(3, value) + _int(20, ATTR_INT)
-    return _str(1, name) + b"".join(_int(8, v) for v in value) + _int(20, ATTR_INTS)
-
-
-def _node(op: str, inputs: Sequence[str], output: str, **attributes) -> bytes:
-    return (b"".join(_str(1, i) for i in inputs) + _str(2, output) + _str(3, output) + _str(4, op)
-            + b"".join(_bytes(5, _attribute(k, v)) for k, v in attributes.items()))
-
-
-def _value_info(name: str, dims: Iterable) -> bytes:
-    shape = b"".join(_bytes(1, _int(1, d) if isinstance(d, int) else _str(2, d)) for d in dims)
-    return _str(1, name) + _bytes(2, _bytes(1, _int(1, FLOAT) + _bytes(2, shape)))
-
-
 # --- the network ------------------------------------------------------------------------------------------------------
 
 def _graph() -> bytes:
-    nodes: List[bytes] = []
-    weights: List[Tuple[str, np.ndarray]] = []
-
-    def const(name: str, array) -> str:
-        weights.append((name, np.asarray(array)))
-        return name
+    net = Graph()
+    const = net.const
 
     def conv(name: str, source: str, weight, bias) -> str:
         w = np.asarray(weight, np.float32).reshape(len(bias), 3, 1, 1)
-        nodes.append(_node("Conv", [source, const(name + ".w", w), const(name + ".b", np.float32(bias))], name,
-                           kernel_shape=[1, 1]))
+        net.add("Conv", [source, const(name + ".w", w), const(name + ".b", np.float32(bias))], name,
+              kernel_shape=[1, 1])
         return name
 
     def clip01(name: str, source: str) -> str:
-        nodes.append(_node("Clip", [source, "zero", "one"], name))
+        net.add("Clip", [source, "zero", "one"], name)
         return name
 
     const("zero", np.float32(0.0))
@@ -108,20 +54,20 @@ def _graph() -> bytes:
     clip01("red", conv("red.raw", "input", [0, 0, 1 / 30], [-(r - 45) / 30]))
     clip01("green", conv("green.raw", "input", [0, 1 / 25, 0], [-(g - 35) / 25]))
     clip01("blue", conv("blue.raw", "input", [-1 / 30, 0, 0], [(b + 40) / 30]))
-    nodes.append(_node("Mul", ["red", "green"], "red_green"))
-    nodes.append(_node("Mul", ["red_green", "blue"], "skin"))
+    net.add("Mul", ["red", "green"], "red_green")
+    net.add("Mul", ["red_green", "blue"], "skin")
     pad_h, pad_w = (FACE_H - 8) // 2, (FACE_W - 8) // 2
-    nodes.append(_node("AveragePool", ["skin"], "cover", kernel_shape=[FACE_H, FACE_W], strides=[8, 8],
-                       pads=[pad_h, pad_w, pad_h, pad_w], count_include_pad=1))
+    net.add("AveragePool", ["skin"], "cover", kernel_shape=[FACE_H, FACE_W], strides=[8, 8],
+          pads=[pad_h, pad_w, pad_h, pad_w], count_include_pad=1)
     # the score rises steeply with the share of the window that is skin, so only the window centred on the face
     # scores high and NMS keeps one box per face
-    nodes.append(_node("Sub", ["cover", const("cover.floor", np.float32(COVER_FLOOR))], "cover.above"))
-    nodes.append(_node("Mul", ["cover.above", const("cover.gain", np.float32(1 / COVER_SPAN))], "cover.scaled"))
+    net.add("Sub", ["cover", const("cover.floor", np.float32(COVER_FLOOR))], "cover.above")
+    net.add("Mul", ["cover.above", const("cover.gain", np.float32(1 / COVER_SPAN))], "cover.scaled")
     clip01("cls_8.map", "cover.scaled")
     outputs = []
     for stride in (8, 16, 32):
         grid = f"grid_{stride}"
-        nodes.append(_node("AveragePool", ["input"], grid, kernel_shape=[stride, stride], strides=[stride, stride]))
+        net.add("AveragePool", ["input"], grid, kernel_shape=[stride, stride], strides=[stride, stride])
         # keypoints (eyes, nose, mouth corners) at their place in the drawn face, relative to the cell
         kps = [0.5 + d / stride for point in _landmarks() for d in point]
         maps = {"cls": "cls_8.map" if stride == 8 else conv(f"cls_{stride}.map", grid, [0] * 3, [0.0]),
@@ -131,14 +77,11 @@ def _graph() -> bytes:
                 "kps": conv(f"kps_{stride}.map", grid, [0] * 30, kps)}
         for kind, width in (("cls", 1), ("obj", 1), ("bbox", 4), ("kps", 10)):
             out = f"{kind}_{stride}"
-            nodes.append(_node("Transpose", [maps[kind]], out + ".t", perm=[0, 2, 3, 1]))
-            nodes.append(_node("Reshape", [out + ".t", const(out + ".shape", np.array([1, -1, width], np.int64))],
-                               out))
+            net.add("Transpose", [maps[kind]], out + ".t", perm=[0, 2, 3, 1])
+            net.add("Reshape", [out + ".t", const(out + ".shape", np.array([1, -1, width], np.int64))], out)
             outputs.append((out, width))
-    return (b"".join(_bytes(1, n) for n in nodes) + _str(2, "tiny_yunet")
-            + b"".join(_bytes(5, _tensor(name, array)) for name, array in weights)
-            + _bytes(11, _value_info("input", [1, 3, "height", "width"]))
-            + b"".join(_bytes(12, _value_info(name, [1, "cells", width])) for name, width in outputs))
+    return net.encode("tiny_yunet", [("input", [1, 3, "height", "width"])],
+                    [(name, [1, "cells", width]) for name, width in outputs])
 
 
 def _landmarks() -> List[Tuple[float, float]]:
@@ -149,16 +92,12 @@ def _landmarks() -> List[Tuple[float, float]]:
 
 def model_bytes() -> bytes:
     """The detector as an ONNX file (IR version 6, opset 11, as the YuNet releases)."""
-    opset = _str(1, "") + _int(2, 11)
-    return _int(1, 6) + _str(2, "paintbridge tests") + _bytes(7, _graph()) + _bytes(8, opset)
+    return model(_graph())
 
 
 def write_detector(folder: Path) -> Path:
     """The detector as ``folder/face_detection_yunet_tests.onnx`` (where the detailer looks: ``detectors/``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / FILE_NAME
-    path.write_bytes(model_bytes())
-    return path
+    return write(folder, FILE_NAME, model_bytes())
 
 
 def draw_face(rgba: np.ndarray, cx: int, cy: int) -> Tuple[int, int, int, int]:

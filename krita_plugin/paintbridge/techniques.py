@@ -54,19 +54,27 @@ class TechniquesSection:
         form.addRow("Steps", self.hires_steps)
         form.addRow("Size", self.hires_scale)
 
-        self.detail_box = QtWidgets.QGroupBox("Detailer (faces)")
+        self.detail_box = QtWidgets.QGroupBox("Detailer")
         self.detail_box.setCheckable(True)
-        self.detail_box.setToolTip("Find faces and repaint each at the model's native size, blended back softly")
+        self.detail_box.setToolTip("Find faces (and hands, with a hand detector installed) and repaint each at the "
+                                   "model's native size, blended back softly")
         dform = QtWidgets.QFormLayout(self.detail_box)
+        self.detail_faces = QtWidgets.QCheckBox("Faces")
+        self.detail_hands = QtWidgets.QCheckBox("Hands")
+        self.detail_hands.setToolTip("Offered when the server has a hand detector ('detailer' download)")
+        find = QtWidgets.QHBoxLayout()
+        find.addWidget(self.detail_faces)
+        find.addWidget(self.detail_hands)
         self.detail_prompt = QtWidgets.QLineEdit()
-        self.detail_prompt.setPlaceholderText("Prompt for the faces (empty: the job's)")
+        self.detail_prompt.setPlaceholderText("Prompt for the faces and hands (empty: the job's)")
         self.detail_negative = QtWidgets.QLineEdit()
         self.detail_negative.setPlaceholderText("Negative prompt (empty: the job's)")
         self.detail_strength = _double(0.0, 1.0, 0.05, "Denoise of each face")
         self.detail_steps = _int(0, 150, 1, "Steps for each face", "Job's steps")
         self.detail_padding = _int(0, 1024, 8, "Pixels of surroundings painted with each face")
         self.detail_confidence = _double(0.0, 1.0, 0.05, "Faces the detector is less sure of are left alone")
-        self.detail_separate = QtWidgets.QCheckBox("One layer per face")
+        self.detail_separate = QtWidgets.QCheckBox("One layer per face or hand")
+        dform.addRow("Find", find)
         dform.addRow(self.detail_prompt)
         dform.addRow(self.detail_negative)
         dform.addRow("Denoise", self.detail_strength)
@@ -88,6 +96,7 @@ class TechniquesSection:
             "detail_separate": self.detail_separate,
         }
         self.fill_upscalers()
+        self.offer_targets()
         for name in self.fields:
             self.on_setting(name, getattr(session.settings, name))
         self.on_setting("mode", session.settings.mode)
@@ -106,8 +115,33 @@ class TechniquesSection:
                 widget.toggled.connect(lambda on, n=name: s.set_option(n, bool(on)))
             else:
                 widget.valueChanged.connect(lambda v, n=name: s.set_option(n, v))
+        for box in (self.detail_faces, self.detail_hands):
+            box.toggled.connect(lambda _on: s.set_option("detail_targets", self.chosen_targets()))
         s.settings_changed.connect(self.on_setting)
         s.models_changed.connect(self.fill_upscalers)
+        s.models_changed.connect(self.offer_targets)
+
+    def chosen_targets(self) -> str:
+        """The ticked targets as ``Settings.detail_targets`` (faces when none is ticked)."""
+        ticked = [t for t, box in (("face", self.detail_faces), ("hand", self.detail_hands))
+                  if box.isChecked() and not box.isHidden()]
+        return ",".join(ticked) or "face"
+
+    def offer_targets(self, *_models) -> None:
+        """Hands only where the server's listing has a hand detector; a hand chosen before and no longer offered is
+        dropped from the settings."""
+        offered = client.jobs.offered_detail_targets(self.session.models)
+        self.detail_hands.setVisible("hand" in offered)
+        self.show_targets(self.session.settings.detail_targets)
+        if "hand" not in offered and "hand" in self.session.settings.detail_targets:
+            self.session.set_option("detail_targets", self.chosen_targets())
+
+    def show_targets(self, value: str) -> None:
+        chosen = {t.strip() for t in str(value or "face").split(",")}
+        for target, box in (("face", self.detail_faces), ("hand", self.detail_hands)):
+            box.blockSignals(True)
+            box.setChecked(target in chosen)
+            box.blockSignals(False)
 
     def fill_upscalers(self) -> None:
         """Latent, Lanczos and the server's upscale models."""
@@ -134,6 +168,9 @@ class TechniquesSection:
             if not alone:
                 self.detail_box.setChecked(bool(self.session.settings.detail))
             self.detail_box.blockSignals(False)
+            return
+        if name == "detail_targets":
+            self.show_targets(value)
             return
         widget = self.fields.get(name)
         if widget is None or value is None:

@@ -1,52 +1,67 @@
-"""Find faces in an image for the detailer, offline, with OpenCV's YuNet face detector (``cv2.FaceDetectorYN``).
+"""Find faces and hands in an image for the detailer, offline, with detectors OpenCV runs itself (no new dependency).
 
-YuNet (MIT licence, Shiqi Yu; distributed in the OpenCV model zoo) is a 0.23 MB ONNX network that OpenCV runs itself:
-no new dependency. Its weights come through ``paintbridge models pull detailer`` into the models folder's
-``detectors/``. OpenCV 5's Python wheels no longer carry the Haar cascade classifier, and no hand detector runs
-offline with Paintbridge's dependencies: asking for hands is refused with a message that says so.
+Faces: YuNet (``cv2.FaceDetectorYN``; MIT licence, Shiqi Yu, OpenCV model zoo), or else MediaPipe's BlazeFace (short
+range, ``face_detection_short_range.tflite``; Apache-2.0, Google). Hands: MediaPipe's palm detector (Apache-2.0,
+Google; the OpenCV model zoo's ONNX conversion ``palm_detection_mediapipe_2023feb.onnx`` or MediaPipe's own
+``palm_detection_*.tflite``), each palm grown into the hand around it (``blaze``). ``paintbridge models pull detailer``
+puts YuNet and the palm detector into the models folder's ``detectors/``; a target whose detector is missing is refused
+with a message naming the pull, and ``installed_targets`` tells the editors which targets they may offer.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
-from ..models.headers import HeaderError, regular_size
+from .found import Detection, checked_weights_size
 
 DETECTORS_DIR = "detectors"
 FACE_PATTERN = "*yunet*.onnx"
-PULL_NAME = "detailer"  # the catalogue preset with the face detector's weights
+PULL_NAME = "detailer"  # the catalogue preset with the detectors' weights
 MAX_SIDE = 2048  # larger images are searched scaled down (YuNet finds faces of about 10-300 px)
 MAX_DETECTIONS = 32
-# YuNet files are ~0.2 MB; OpenCV holds about 4x a network's file size while it parses it, so larger files are refused
-MAX_DETECTOR_BYTES = 8 << 20
+# per target, the weights files looked for in detectors/, best kind first, and the file the pull brings
+PATTERNS: Dict[str, Tuple[str, ...]] = {"face": (FACE_PATTERN, "*face_detection_short_range*.tflite"),
+                                        "hand": ("*palm_detection*.onnx", "*palm_detection*.tflite")}
+PULLED = {"face": "face_detection_yunet_2023mar.onnx", "hand": "palm_detection_mediapipe_2023feb.onnx"}
+__all__ = ["Detection", "Detectors", "FaceDetector", "find_weights", "installed_targets", "listing"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Detection:
-    """One found object: its box in the image's pixels and its score (0-1)."""
-
-    target: str
-    x: int
-    y: int
-    width: int
-    height: int
-    score: float
-
-
-def find_weights(dirs: Iterable[Path]) -> Optional[Path]:
-    """The first YuNet ONNX file under a models folder's ``detectors/`` (newest name last-sorted wins), or None."""
-    for root in dirs:
-        found = sorted(Path(root, DETECTORS_DIR).rglob(FACE_PATTERN)) if Path(root, DETECTORS_DIR).is_dir() else []
-        if found:
-            return found[-1]
+def find_weights(dirs: Iterable[Path], target: str = "face") -> Optional[Path]:
+    """The first weights file for ``target`` under a models folder's ``detectors/`` (the first pattern of
+    ``PATTERNS`` that matches anything; of its files the last-sorted name wins), or None."""
+    dirs = [Path(root, DETECTORS_DIR) for root in dirs]
+    for pattern in PATTERNS[target]:
+        for folder in dirs:
+            found = sorted(folder.rglob(pattern)) if folder.is_dir() else []
+            if found:
+                return found[-1]
     return None
+
+
+def installed_targets(dirs: Iterable[Path]) -> List[str]:
+    """The detailer targets whose detector weights are in the models folders (what the editors may offer)."""
+    dirs = list(dirs)
+    return [t for t in PATTERNS if find_weights(dirs, t) is not None]
+
+
+def listing(dirs: Iterable[Path]) -> List[dict]:
+    """The detector each installed target uses, as model listing entries (kind ``detector``, its ``targets``): what
+    the editors read to offer a target."""
+    dirs = list(dirs)
+    out = []
+    for target in PATTERNS:
+        path = find_weights(dirs, target)
+        if path is not None:
+            arch = "yunet" if path.match(FACE_PATTERN) else "mediapipe"
+            out.append({"name": path.stem, "kind": "detector", "arch": arch, "inpaint": False,
+                        "format": path.suffix.lstrip(".").lower(), "path": str(path), "targets": [target]})
+    return out
 
 
 class FaceDetector:
@@ -56,14 +71,7 @@ class FaceDetector:
         import cv2
 
         self.path = Path(path)
-        try:
-            size = regular_size(self.path)
-        except HeaderError as err:
-            raise ProtocolError(UNSUPPORTED, str(err), field="params.detail") from None
-        if size > MAX_DETECTOR_BYTES:
-            raise ProtocolError(UNSUPPORTED, f"{self.path.name} is {size / 1e6:.1f} MB; a YuNet face detector is about "
-                                f"0.2 MB (at most {MAX_DETECTOR_BYTES >> 20} MB are read): not a YuNet file",
-                                field="params.detail")
+        checked_weights_size(self.path, "a YuNet face detector is about 0.2 MB: not a YuNet file")
         try:
             self._net = cv2.FaceDetectorYN.create(str(self.path), "", (320, 320), 0.1, 0.3, 5000)
         except cv2.error as err:
@@ -96,30 +104,48 @@ class FaceDetector:
 
 
 class Detectors:
-    """The detectors of the models folders, loaded on first use."""
+    """The detectors of the models folders, loaded on first use and again when their weights file changes."""
 
     def __init__(self, dirs: Sequence[Path]) -> None:
         self.dirs = list(dirs)
-        self._face: Optional[FaceDetector] = None
+        self._loaded: Dict[str, object] = {}
         self._lock = threading.Lock()
 
-    def face(self) -> FaceDetector:
-        """The face detector; model_not_found naming the pull and the folder when its weights are missing."""
-        path = find_weights(self.dirs)
+    def detector(self, target: str):
+        """The detector of ``target`` (``face`` or ``hand``); model_not_found naming the pull and the folder when its
+        weights are missing."""
+        path = find_weights(self.dirs, target)
         if path is None:
             folders = " or ".join(str(Path(d, DETECTORS_DIR)) for d in self.dirs) or "the models folder's detectors/"
-            raise ProtocolError(MODEL_NOT_FOUND, "the detailer needs the YuNet face detector: run 'paintbridge models "
-                                f"pull {PULL_NAME}' (or download it from the plugin), or put "
-                                f"face_detection_yunet_2023mar.onnx into {folders}", field="params.detail")
+            what = "YuNet face detector" if target == "face" else "MediaPipe palm (hand) detector"
+            raise ProtocolError(MODEL_NOT_FOUND, f"the detailer needs the {what} to find {target}s: run 'paintbridge "
+                                f"models pull {PULL_NAME}' (or download it from the plugin), or put "
+                                f"{PULLED[target]} into {folders}", field="params.detail.targets")
         with self._lock:
-            if self._face is None or self._face.path != path:
-                self._face = FaceDetector(path)
-            return self._face
+            current = self._loaded.get(target)
+            if current is None or current.path != path:
+                current = self._loaded[target] = _load(target, path)
+            return current
+
+    def face(self):
+        """The face detector (see ``detector``)."""
+        return self.detector("face")
 
     def detect(self, rgb: np.ndarray, targets: Sequence[str], confidence: float) -> List[Detection]:
-        """Every target's detections in ``rgb``; hands are refused (no offline hand detector is available)."""
-        if "hand" in targets:
-            raise ProtocolError(UNSUPPORTED, "the detailer finds faces only: no hand detector runs offline with "
-                                "Paintbridge's dependencies (OpenCV ships none); set detail targets to ['face']",
+        """Every target's detections in ``rgb``, each target's best first; every target's detector is checked before
+        any runs."""
+        unknown = [t for t in targets if t not in PATTERNS]
+        if unknown:
+            raise ProtocolError(UNSUPPORTED, f"the detailer finds {' and '.join(PATTERNS)}, not {unknown[0]!r}",
                                 field="params.detail.targets")
-        return self.face().detect(rgb, confidence) if "face" in targets else []
+        detectors = [self.detector(t) for t in dict.fromkeys(targets)]
+        return [found for d in detectors for found in d.detect(rgb, confidence)]
+
+
+def _load(target: str, path: Path):
+    """The detector for a weights file of ``target``: YuNet for ``*yunet*.onnx``, else a MediaPipe SSD detector."""
+    if target == "face" and path.match(FACE_PATTERN):
+        return FaceDetector(path)
+    from .blaze import FACE, PALM, BlazeDetector
+
+    return BlazeDetector(path, FACE if target == "face" else PALM)

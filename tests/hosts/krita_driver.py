@@ -9,6 +9,7 @@ waits 300 ms, ``yield Until(cond, timeout)`` polls ``cond``), so every Krita cal
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -1254,10 +1255,18 @@ def scenario_techniques():
     t.detail_strength.setValue(0.6)
     t.detail_prompt.setText("a smiling face")
     yield 200
+    offered_before = {"faces": t.detail_faces.isVisible(), "hands": t.detail_hands.isVisible()}
+    hand = CONFIG["hand_detector"]  # the hand detector arrives while Krita runs: the panel offers hands then
+    shutil.copyfile(hand["from"], hand["to"])
+    yield Until(lambda: t.detail_hands.isVisible(), 30)
+    t.detail_hands.setChecked(True)
+    yield 200
     R["detail"] = rec = {"layers_before": layers(doc), "mode": ses.settings.mode,
                          "detail_visible": t.detail_box.isVisible(), "hires_visible": t.hires_box.isVisible(),
                          "detail_checkable": t.detail_box.isCheckable(), "prompt": ses.settings.detail_prompt,
-                         "strength": ses.settings.detail_strength, "run_label": panel.run_button.text()}
+                         "strength": ses.settings.detail_strength, "run_label": panel.run_button.text(),
+                         "offered_before": offered_before, "hands_offered": t.detail_hands.isVisible(),
+                         "targets": ses.settings.detail_targets}
     rec["composite_before"] = composite(doc, "techniques-before")
     yield from run_job(ses, rec, timeout=300)
     rec["last_progress"] = list(ses.last_progress)
