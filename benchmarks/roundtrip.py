@@ -34,9 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -145,22 +144,6 @@ def krita_row(url: str, size: int, reps: int, fills: List[str], scratch: Path) -
     return host_round_trip([KRITA_PYTHON, "-I"], paths, "paintbridge.", url, size, reps, fills, "bgra8")
 
 
-@contextmanager
-def shared_dev_shm(root: Path) -> Iterator[bool]:
-    """This machine's /dev/shm bind-mounted on the host root's (True), for as long as the block runs; False when it
-    cannot be (not root, no mount)."""
-    target = root / "dev" / "shm"
-    if os.path.ismount(target):
-        yield True
-        return
-    mounted = subprocess.run(["mount", "--bind", "/dev/shm", str(target)], capture_output=True).returncode == 0
-    try:
-        yield mounted
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(target)], capture_output=True)
-
-
 def gimp_row(url: str, size: int, reps: int, fills: List[str]) -> Optional[Dict]:
     """The GIMP plug-in installed under the Debian 13 root's /tmp, its client code run by that root's python3."""
     sys.path.insert(0, str(REPO / "tests"))
@@ -174,7 +157,7 @@ def gimp_row(url: str, size: int, reps: int, fills: List[str]) -> Optional[Dict]
     with tempfile.TemporaryDirectory(dir=root / "tmp") as scratch:
         folder = install(Path(scratch) / "plug-ins")
         inside = "/" + str(folder.relative_to(root))
-        with shared_dev_shm(root) as mounted:
+        with trixie.shared_dev_shm(root) as mounted:
             row = host_round_trip(["chroot", str(root), "python3", "-I"], [inside + "/vendor", inside], "", url, size,
                                   reps, fills, "rgba8")
         row["dev_shm_mounted"] = mounted

@@ -13,10 +13,12 @@ the messages it holds (raising ProtocolError, ready to be answered as an ``error
   a ``cancel`` of an id that is not open are refused with an ``error`` that carries no id (``field: "id"``): an error
   carries an id only as the final message of exactly that job.
 
-Payloads through shared memory (``shared``): once both sides agreed in the handshake, the transport gives the
-connection its ``SharedFolder``; ``send``/``send_pieces`` then write large payloads there and carry handles, and
-``receive_data`` reads the handles it finds back into bytes before validating (``protocol.shared``). Files this side
-wrote are removed when the peer answers about that id (it has read them by then) or on ``release``.
+Payloads through shared memory (``shared``): once the handshake offered a folder, the transport gives the connection
+its ``SharedFolder`` (the client only when it can use the folder); ``send``/``send_pieces`` then write large payloads
+there and carry handles - the client's jobs, marked ``job.shared_memory``, and the server's answers to jobs so marked
+(a client that could not use the folder never gets a handle) - and ``receive_data`` reads the handles it finds back into
+bytes before validating (``protocol.shared``). Files this side wrote are removed when the peer answers about that id
+(it has read them by then) or on ``release``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, Dict, List, Optional, Set
 from .codec import decode, encode, encode_pieces
 from .errors import BAD_REQUEST, LocalProtocolError, ProtocolError, bad_field
 from .messages import (
-    CLIENT_TYPES, FINAL_TYPES, JOB_EVENT_TYPES, OPENING_TYPES, SERVER_TYPES, Cancel, Error, Hello, Limits, Message,
+    CLIENT_TYPES, FINAL_TYPES, JOB_EVENT_TYPES, OPENING_TYPES, SERVER_TYPES, Cancel, Error, Hello, Job, Limits, Message,
     UNLIMITED, Welcome, check_compatible, parse_client_message, parse_server_message,
 )
 from .shared import SharedFolder, export, resolve
@@ -54,6 +56,7 @@ class Connection:
         self._hello_sent = False
         self.shared: Optional[SharedFolder] = None  # set by the transport when both sides share memory
         self._written: Dict[str, List[str]] = {}  # message id -> payload files written for it, not known read yet
+        self._shared_jobs: Set[str] = set()  # (server) open jobs whose client takes results through the folder
 
     def is_open(self, job_id: str) -> bool:
         """True while ``job_id`` waits for its final message."""
@@ -106,6 +109,8 @@ class Connection:
                 raise ProtocolError(BAD_REQUEST, f"id {msg.id!r} is already queued or running (a job or a pull)",
                                     field="id")
             self.open_jobs.add(msg.id)
+            if isinstance(msg, Job) and msg.shared_memory and self.shared is not None:
+                self._shared_jobs.add(msg.id)
         elif isinstance(msg, Cancel) and msg.id not in self.open_jobs:
             raise ProtocolError(BAD_REQUEST, f"no queued or running job with id {msg.id!r}", field="id")
         return msg
@@ -148,13 +153,22 @@ class Connection:
         return encode_pieces(self._outgoing(message))
 
     def _outgoing(self, message: Message) -> Any:
-        """The wire map of ``message``, large payloads written to the shared folder when there is one."""
+        """The wire map of ``message``, large payloads written to the shared folder when the peer takes them."""
         value = message.to_wire()
         if self.shared is None:
             return value
+        message_id = getattr(message, "id", None)
+        if self.role == SERVER:
+            if message_id not in self._shared_jobs:
+                return value
+            if isinstance(message, FINAL_TYPES):
+                self._shared_jobs.discard(message_id)
+            return export(value, self.shared)[0]  # (read by the client, or removed with the folder)
+        if isinstance(message, Job):
+            value["shared_memory"] = True
         value, names = export(value, self.shared)
-        if names and self.role == CLIENT:  # (the server's files are read by the client or go with the folder)
-            self._written.setdefault(str(getattr(message, "id", "")), []).extend(names)
+        if names:
+            self._written.setdefault(str(message_id), []).extend(names)
         return value
 
     def _check_send(self, message: Message) -> None:

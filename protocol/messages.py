@@ -286,6 +286,8 @@ class Job(Message):
     previews: bool = wire(False, doc="attach small previews to `progress`")
     live: bool = wire(False, doc="a live frame (1.1): not kept across a dropped connection; replaces the "
                                  "client's older queued live frame")
+    shared_memory: bool = wire(False, doc="the client reads `welcome.shared_folder`: result payloads may come back "
+                                          "as `shm` handles (set by the reference client itself)")
     # reference images (issue 15)
     references: Tuple[Reference, ...] = wire((), max_items=MAX_REFERENCES,
                                              doc="reference images (IP-Adapter, Flux.1 Redux); "

@@ -93,6 +93,7 @@ def test_the_wire_path_whenever_memory_is_not_shared(start_server):
         client._conn.shared = SharedFolder.join(path + "-elsewhere")
         assert client.shared_folder is None
         assert np.array_equal(layer_pixels(client.run(big_job(), timeout=120).layers[0]), wire)
+        assert client.reconnects == 0  # the server sent no handle to a client that did not take the folder
 
 
 def test_a_folder_that_is_not_private_and_ours_is_not_joined(tmp_path):
@@ -149,11 +150,13 @@ def test_bad_handles_are_refused_naming_the_field_and_the_server_keeps_serving(s
     plain.send(encode(handle_job("unshared", {"name": "a.px", "size": size})))
     reply = final_of(plain, "unshared")
     assert reply["field"] == "image.shm" and "does not share memory" in reply["message"], reply
-    # Every connection still works, and the other client's file was not touched.
-    good = handle_job("good", mine.put(pixels))
-    ws.send(encode(good))
-    result = final_of(ws, "good")
-    assert result["type"] == "result" and "shm" in result["layers"][0]
+    # Every connection still works, and the other client's file was not touched. Results come back as handles only
+    # for a job that says its client takes them.
+    for job_id, takes in (("good", True), ("good-inline", False)):
+        ws.send(encode(handle_job(job_id, mine.put(pixels), shared_memory=takes)))
+        result = final_of(ws, job_id)
+        assert result["type"] == "result" and ("shm" in result["layers"][0]) == takes
+        assert ("data" in result["layers"][0]) != takes
     assert secret.read_bytes() == pixels
     for sock in (ws, other_ws, plain):
         sock.close()
