@@ -65,6 +65,23 @@ def batch(profile, body: str, **params):
     return run_batch(profile, body, params).assert_ok()
 
 
+# A W x H photo layer outpainted by 16 px left and bottom through the plug-in (img, layer, photo, old are left set).
+PHOTO_OUTPAINT = """
+img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
+layer = Gimp.Layer.new(img, "photo", W, H, Gimp.ImageType.RGB_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(layer, None, 0)
+row = b"".join(bytes(((x * 255) // (W - 1), (x * 7) % 256, (x * 13) % 251, 255)) for x in range(W))
+photo = b"".join(row[(y % 509) * 4:] + row[:(y % 509) * 4] for y in range(H))  # rows shifted: no two alike nearby
+buf = layer.get_buffer()
+buf.set(Gegl.Rectangle.new(0, 0, W, H), RGBA, photo)
+buf.flush()
+img.set_selected_layers([layer])
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-outpaint", img, [layer], model="classical", extend=16, extend_left=True,
+          extend_right=False, extend_bottom=True, server=P["url"])
+"""
+
+
 PLUGIN_PATH = """
 sys.path[:0] = [P["plugin_dir"] + "/vendor", P["plugin_dir"]]
 from protocol.geometry import Box, context_box
@@ -202,21 +219,7 @@ def test_outpaint_travels_through_shared_memory_with_the_wire_paths_pixels(profi
     from hosts.gimp import run_batch
     from hosts.trixie import shared_dev_shm
 
-    body = """
-import hashlib
-W, H = 1000, 800
-img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
-layer = Gimp.Layer.new(img, "photo", W, H, Gimp.ImageType.RGB_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-img.insert_layer(layer, None, 0)
-row = b"".join(bytes(((x * 255) // (W - 1), (x * 7) % 256, (x * 13) % 251, 255)) for x in range(W))
-photo = b"".join(row[(y % 509) * 4:] + row[:(y % 509) * 4] for y in range(H))
-buf = layer.get_buffer()
-buf.set(Gegl.Rectangle.new(0, 0, W, H), RGBA, photo)
-buf.flush()
-img.set_selected_layers([layer])
-old = img.get_layers()
-expect_ok("plug-in-paintbridge-outpaint", img, [layer], model="classical", extend=16, extend_left=True,
-          extend_right=False, extend_bottom=True, server=P["url"])
+    body = "import hashlib\nW, H = 1000, 800\n" + PHOTO_OUTPAINT + """
 added = new_layers(img, old)
 check(len(added) == 1 and (added[0].get_width(), added[0].get_height()) == (W + 16, H + 16), "one result layer")
 with open(P["digest"], "w") as f:
@@ -282,20 +285,7 @@ def test_a_6000x4000_photo_is_outpainted_and_upscaled(profile, server):
     and a 2x upscale into a new 12000x8000 image."""
     from hosts.gimp import run_batch
 
-    run_batch(profile, """
-W, H = 6000, 4000
-img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
-layer = Gimp.Layer.new(img, "photo", W, H, Gimp.ImageType.RGB_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-img.insert_layer(layer, None, 0)
-row = b"".join(bytes(((x * 255) // (W - 1), (x * 7) % 256, (x * 13) % 251, 255)) for x in range(W))
-photo = b"".join(row[(y % 509) * 4:] + row[:(y % 509) * 4] for y in range(H))  # rows shifted: no two alike nearby
-buf = layer.get_buffer()
-buf.set(Gegl.Rectangle.new(0, 0, W, H), RGBA, photo)
-buf.flush()
-img.set_selected_layers([layer])
-old = img.get_layers()
-expect_ok("plug-in-paintbridge-outpaint", img, [layer], model="classical", extend=16, extend_left=True,
-          extend_right=False, extend_bottom=True, server=P["url"])
+    run_batch(profile, "W, H = 6000, 4000\n" + PHOTO_OUTPAINT + """
 check((img.get_width(), img.get_height()) == (W + 16, H + 16), "canvas grew by 16 px left and bottom")
 check(read(layer, 16, 0, W, H) == photo, "the photo moved with the canvas and kept every pixel")
 added = new_layers(img, old)
