@@ -96,6 +96,13 @@ def test_the_wire_path_whenever_memory_is_not_shared(start_server):
         assert client.reconnects == 0  # the server sent no handle to a client that did not take the folder
 
 
+def test_serve_no_shared_memory_keeps_payloads_on_the_wire(start_server_process):
+    server = start_server_process(extra_args=["--no-shared-memory"])
+    with Client(server.url, "shared-test") as client:
+        assert client.welcome.shared_folder is None and client.shared_folder is None
+        assert client.run(big_job(), timeout=120).layers[0].data
+
+
 def test_a_folder_that_is_not_private_and_ours_is_not_joined(tmp_path):
     good = SharedFolder.create(str(tmp_path))
     assert SharedFolder.join(good.path) is not None
