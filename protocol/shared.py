@@ -33,6 +33,9 @@ from .images import payload_size
 
 # Payloads at least this large travel as files; smaller ones (previews, small masks) stay inline.
 MIN_SHARED_BYTES = 1 << 20
+# Payloads sit at most this many maps and lists deep in any message (``controls[1].image``: 3); deeper nesting is not
+# looked into (it is never a payload position).
+PAYLOAD_DEPTH = 4
 FILE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\.px")
 FOLDER_PREFIX = "paintbridge-"
 _FOLDER_NAME = re.compile(r"paintbridge-([0-9]+)-[A-Za-z0-9_]+")
@@ -200,7 +203,9 @@ def resolve(value: Any, folder: Optional[SharedFolder], max_pixels: int, max_byt
     connection) or a bad one is a ProtocolError naming the field."""
     budget = [max_bytes]
 
-    def walk(item: Any, path: str) -> None:
+    def walk(item: Any, path: str, depth: int) -> None:
+        if depth > PAYLOAD_DEPTH:
+            return
         if isinstance(item, dict):
             handle = item.get("shm")
             if handle is not None and _is_payload(item):
@@ -209,11 +214,11 @@ def resolve(value: Any, folder: Optional[SharedFolder], max_pixels: int, max_byt
                 return
             for key, sub in item.items():
                 if isinstance(sub, (dict, list)):
-                    walk(sub, f"{path}.{key}" if path else str(key))
+                    walk(sub, f"{path}.{key}" if path else str(key), depth + 1)
         elif isinstance(item, list):
             for i, sub in enumerate(item):
                 if isinstance(sub, (dict, list)):
-                    walk(sub, f"{path}[{i}]")
+                    walk(sub, f"{path}[{i}]", depth + 1)
 
     def _take(item: dict, handle: Any, path: str) -> Any:
         field = f"{path}.shm"
@@ -235,7 +240,7 @@ def resolve(value: Any, folder: Optional[SharedFolder], max_pixels: int, max_byt
         budget[0] -= declared
         return folder.take(handle, field, declared)
 
-    walk(value, "")
+    walk(value, "", 0)
     return value
 
 

@@ -169,6 +169,26 @@ def test_bad_handles_are_refused_naming_the_field_and_the_server_keeps_serving(s
         sock.close()
 
 
+def test_deep_nesting_is_not_walked_for_handles():
+    """Looking for handles stops at the depth payloads sit at: a job nested a thousand lists deep is refused for what
+    it lacks, like before, not with an internal error."""
+    import msgpack
+
+    from protocol import ProtocolError
+    from protocol.connection import SERVER, Connection
+    from protocol.messages import hello
+
+    conn = Connection(SERVER)
+    conn.receive_data(encode(hello("deep").to_wire()))
+    deep = inner = []
+    for _ in range(1000):
+        inner.append([])
+        inner = inner[0]
+    with pytest.raises(ProtocolError) as err:
+        conn.receive_data(msgpack.packb({"type": "job", "id": "deep", "x": deep}))
+    assert err.value.code == "bad_request" and err.value.field == "mode"
+
+
 def slow_job() -> dict:
     """A patch fill of most of a 1200 x 1000 picture: seconds of work, checked for cancellation between steps."""
     img = rgba_image(1200, 1000, seed=5)
