@@ -71,6 +71,20 @@ def floor_seconds(nbytes: int, reps: int) -> float:
     return best_of(reps, copies)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
 def start_server(models: Path) -> tuple:
     proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", "0", "--models", str(models)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -214,6 +228,8 @@ def round_trip(size: int, reps: int, fills: List[str], hosts: bool) -> None:
             proc.terminate()
             proc.wait(30)
     floor = floor_seconds(len(pixels), reps)
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other processes "
+          "add time: compare ratios)")
     print(f"round trip {size}x{size} rgba8 on loopback, classical outpaint by 8 px; best of {reps} after a warm-up, "
           f"shared memory and wire alternating")
     print(f"{'client':42} {'fill':6} {'shared memory':>14} {'wire':>8} {'wire/shared':>12} {'goal':>7}")
