@@ -1,24 +1,33 @@
-"""Payload speed: a 4000x4000 RGBA round trip on loopback, and the server's per-frame overhead on a live frame.
+"""Payload speed: a 4000x4000 RGBA round trip on loopback, through shared memory and on the wire, from this process
+and from the plugins' own client code in the hosts' Pythons; and the server's per-frame overhead on a live frame.
 
-    .venv/bin/python benchmarks/roundtrip.py [--size 4000] [--reps 5] [--live-reps 5] [--no-live] [--fill telea]
+    .venv/bin/python benchmarks/roundtrip.py [--size 4000] [--reps 3] [--fills patch,telea] [--no-hosts]
+                                             [--live-reps 5] [--no-live]
 
-1. Round trip: ``paintbridge serve`` (classical engine only) in its own process and the real synchronous client
-   (``protocol.client.Client``) in this one. The job is a classical outpaint by 8 px on every side with the Telea fill
-   (``--fill``; the default exemplar fill spends seconds on a 4000 px band), so the engine does almost nothing: the
-   time is the payload's way there and back (encode, websocket, decode, the result's encode and
-   decode). Printed: the best of ``--reps`` round trips, the server's own time for the job (``result.elapsed``), and the
-   ratio to a floor measured in the same run: ``FLOOR_COPIES`` numpy copies of the image's bytes into new arrays.
+1. Round trip: ``paintbridge serve`` (classical engine only) in its own process; the job is a classical outpaint by
+   8 px on every side with the default fill (``patch``) and with the trivial one (``telea``). Each client runs it
+   with shared memory (the default on one machine: ``welcome.shared_folder``) and on the wire
+   (``shared_memory=False``, what a remote server gets), alternating, best of ``--reps``:
+   - this process: ``protocol.client.Client`` in the server's venv;
+   - Krita: the installed Krita plugin's own client path (``client.session.handshake``/``run_job`` of its vendored
+     copy, bgra8 both ways as the plugin sends) under ``/usr/bin/python3.11``, the Python Debian's Krita embeds;
+   - GIMP: the installed GIMP plug-in's client path (rgba8) under Debian 13's ``python3.13`` in the GIMP host root
+     (``tests/hosts/trixie.py``; its ``/dev/shm`` is bind-mounted from this machine's for the run, as a real GIMP
+     there sees it in the host tests).
+   Printed per row: both times, their ratio, the server's own job time (``result.elapsed``); and the floor measured
+   in the same run: ``FLOOR_COPIES`` numpy copies of the image's bytes into new arrays.
 2. Per-frame overhead: a live img2img frame at 512 px on the tiny SD1.5 model (``tests/factory.py``), handled in this
    process the way the server handles it — frame decoded and validated (``Connection.receive_data``), pixels decoded
    (``payloads.job_from_message``), the router's engine call, the result encoded (``encode_layers`` and the result
    frame) — minus the pipeline's own calls (the engine's ``info["seconds"]``). Printed: the best of ``--live-reps``.
 
-Figures only; nothing here is a test.
+Figures only; nothing here is a test. Other processes on the machine only add time: compare the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -26,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -35,7 +44,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FLOOR_COPIES = 4
-GOAL_SECONDS = 0.25
+GOAL_SECONDS = {"patch": 0.25, "telea": 0.10}
+KRITA_PYTHON = "/usr/bin/python3.11"  # Debian 12's Krita 5.1 embeds libpython3.11
 OVERHEAD_GOAL_MS = 15.0
 
 
@@ -61,6 +71,20 @@ def floor_seconds(nbytes: int, reps: int) -> float:
     return best_of(reps, copies)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
 def start_server(models: Path) -> tuple:
     proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", "0", "--models", str(models)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -73,37 +97,154 @@ def start_server(models: Path) -> tuple:
     raise SystemExit("the server did not start:\n" + proc.stdout.read())
 
 
-def round_trip(size: int, reps: int, fill: str) -> None:
+# Runs in a host's Python with only the plugin's folder on sys.path: the plugin's own client path, timed.
+HOST_SCRIPT = r"""
+import json, os, sys, time
+args = json.loads(sys.argv[1])
+sys.path[:0] = args["paths"]
+from importlib import import_module
+session = import_module(args["package"] + "client.session")
+results = import_module(args["package"] + "client.results")
+protocol = import_module(args["package"] + "client.wire").protocol
+size, fmt = args["size"], args["format"]
+pixels = os.urandom(size * size * 4)
+clients = {}
+for shared in (True, False):
+    client = session.make_client(args["url"], None, "roundtrip-benchmark-host", "")
+    client.shared_memory = shared
+    session.handshake(client)
+    clients[shared] = client
+best, used = {}, {}
+for fill in args["fills"]:
+    for rep in range(args["reps"] + 1):  # the first of each is a warm-up
+        for shared, client in clients.items():
+            job = protocol.Job(id=session.new_job_id("bench"), mode="outpaint", model="classical",
+                               image=protocol.ImagePayload(size, size, fmt, pixels), result_format=fmt,
+                               params=protocol.Params(extend=protocol.Extend(8, 8, 8, 8), fill=fill))
+            started = time.perf_counter()
+            layers, _ = session.run_job(client, job)
+            data = results.pixels_in(layers[0], fmt)
+            took = time.perf_counter() - started
+            assert len(data) == (size + 16) ** 2 * 4
+            if rep:
+                key = f"{fill} {'shared' if shared else 'wire'}"
+                best[key] = min(best.get(key, 1e9), took)
+folder = clients[True].shared_folder
+print(json.dumps({"best": best, "python": sys.version.split()[0],
+                  "shared": folder is not None and folder.read > 0}))
+"""
+
+
+def host_round_trip(python: List[str], paths: List[str], package: str, url: str, size: int, reps: int,
+                    fills: List[str], fmt: str) -> Dict:
+    """The plugin's client code in a host's Python (``python``: the command), timed there."""
+    args = json.dumps({"paths": paths, "package": package, "url": url, "size": size, "reps": reps, "fills": fills,
+                       "format": fmt})
+    done = subprocess.run(python + ["-c", HOST_SCRIPT, args], capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def krita_row(url: str, size: int, reps: int, fills: List[str], scratch: Path) -> Optional[Dict]:
+    """The Krita plugin installed into a scratch pykrita folder, its client code run by Krita's Python."""
+    if not os.path.exists(KRITA_PYTHON):
+        return None
+    from krita_plugin.installer import install
+
+    pykrita = scratch / "pykrita"
+    install(pykrita, scratch / "kritarc", [sys.executable, "-m", "server", "serve"])
+    paths = [str(pykrita), str(pykrita / "paintbridge" / "vendor")]  # (as the plugin's wire.py puts them)
+    return host_round_trip([KRITA_PYTHON, "-I"], paths, "paintbridge.", url, size, reps, fills, "bgra8")
+
+
+def gimp_row(url: str, size: int, reps: int, fills: List[str]) -> Optional[Dict]:
+    """The GIMP plug-in installed under the Debian 13 root's /tmp, its client code run by that root's python3."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from hosts import trixie
+
+    if not trixie.root_ready():
+        return None
+    root = trixie.ensure_trixie_root()
+    from gimp_plugin.installer import install
+
+    with tempfile.TemporaryDirectory(dir=root / "tmp") as scratch:
+        folder = install(Path(scratch) / "plug-ins")
+        inside = "/" + str(folder.relative_to(root))
+        with trixie.shared_dev_shm(root) as mounted:
+            row = host_round_trip(["chroot", str(root), "python3", "-I"], [inside + "/vendor", inside], "", url, size,
+                                  reps, fills, "rgba8")
+        row["dev_shm_mounted"] = mounted
+        return row
+
+
+def round_trip(size: int, reps: int, fills: List[str], hosts: bool) -> None:
     from protocol.client import Client, new_job_id
     from protocol.images import RGBA8, ImagePayload
     from protocol.messages import Extend, Job, Params
 
     pixels = np.random.default_rng(0).integers(0, 255, (size, size, 4), dtype=np.uint8).tobytes()
+    rows: Dict[str, Dict] = {}
     with tempfile.TemporaryDirectory() as models:
         proc, url = start_server(Path(models))
         try:
-            with Client(url, "roundtrip-benchmark") as client:
-                elapsed: List[float] = []
-
-                def one() -> None:
-                    job = Job(new_job_id("bench"), "outpaint", model="classical",
-                              image=ImagePayload(size, size, RGBA8, pixels), params=Params(extend=Extend(8, 8, 8, 8), fill=fill))
-                    result = client.run(job)
-                    layer = result.layers[0]
-                    assert (layer.width, layer.height) == (size + 16, size + 16) and len(layer.data) == layer.width \
-                        * layer.height * 4
-                    elapsed.append(result.elapsed)
-
-                one()  # warm-up: imports, first allocations
-                best = best_of(reps, one)
+            clients = {shared: Client(url, "roundtrip-benchmark", shared_memory=shared).__enter__()
+                       for shared in (True, False)}
+            best: Dict[str, float] = {}
+            elapsed: Dict[str, float] = {}
+            for fill in fills:
+                for rep in range(reps + 1):  # the first of each is a warm-up
+                    for shared, client in clients.items():
+                        job = Job(new_job_id("bench"), "outpaint", model="classical",
+                                  image=ImagePayload(size, size, RGBA8, pixels),
+                                  params=Params(extend=Extend(8, 8, 8, 8), fill=fill))
+                        started = time.perf_counter()
+                        result = client.run(job)
+                        took = time.perf_counter() - started
+                        layer = result.layers[0]
+                        assert (layer.width, layer.height) == (size + 16, size + 16)
+                        if rep:
+                            key = f"{fill} {'shared' if shared else 'wire'}"
+                            best[key] = min(best.get(key, 1e9), took)
+                            elapsed[fill] = min(elapsed.get(fill, 1e9), result.elapsed)
+            shared_used = clients[True].shared_folder is not None and clients[True].shared_folder.read > 0
+            for client in clients.values():
+                client.close()
+            rows[f"this process (Python {sys.version.split()[0]})"] = {"best": best, "shared": shared_used}
+            if hosts:
+                with tempfile.TemporaryDirectory() as scratch:
+                    for name, make in (("Krita plugin code", lambda: krita_row(url, size, reps, fills, Path(scratch))),
+                                       ("GIMP plug-in code", lambda: gimp_row(url, size, reps, fills))):
+                        try:
+                            row = make()
+                        except Exception as err:  # noqa: BLE001 - a missing host is reported, not fatal
+                            print(f"{name}: not run ({type(err).__name__}: {str(err)[-300:]})")
+                            continue
+                        if row is None:
+                            print(f"{name}: not run (the host's Python is not on this machine)")
+                            continue
+                        rows[f"{name} (Python {row['python']})"] = row
         finally:
             proc.terminate()
             proc.wait(30)
     floor = floor_seconds(len(pixels), reps)
-    print(f"round trip {size}x{size} rgba8, classical outpaint by 8 px ({fill} fill): best of {reps} = {best:.3f} s "
-          f"(goal <= {GOAL_SECONDS} s); server job time {min(elapsed):.3f} s")
-    print(f"floor ({FLOOR_COPIES} numpy copies of {len(pixels) / 2**20:.0f} MiB): {floor:.3f} s; "
-          f"round trip / floor = {best / floor:.2f}")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other processes "
+          "add time: compare ratios)")
+    print(f"round trip {size}x{size} rgba8 on loopback, classical outpaint by 8 px; best of {reps} after a warm-up, "
+          f"shared memory and wire alternating")
+    print(f"{'client':42} {'fill':6} {'shared memory':>14} {'wire':>8} {'wire/shared':>12} {'goal':>7}")
+    for name, row in rows.items():
+        for fill in fills:
+            shared_s, wire_s = row["best"][f"{fill} shared"], row["best"][f"{fill} wire"]
+            goal = GOAL_SECONDS.get(fill)
+            note = "" if row.get("shared") else "  (shared memory NOT used: wire both times)"
+            print(f"{name:42} {fill:6} {shared_s:13.3f}s {wire_s:7.3f}s {wire_s / shared_s:11.2f}x "
+                  f"{'<= %.2fs' % goal if goal else '':>7}{note}")
+    for fill in fills:
+        print(f"server's job time ({fill} fill, result.elapsed, best): {elapsed[fill]:.3f} s")
+    print(f"floor ({FLOOR_COPIES} numpy copies of {len(pixels) / 2**20:.0f} MiB): {floor:.3f} s; this process's "
+          + ", ".join(f"{fill} round trip / floor = {rows[next(iter(rows))]['best'][fill + ' shared'] / floor:.2f}"
+                      for fill in fills))
 
 
 def live_overhead(reps: int) -> None:
@@ -159,13 +300,14 @@ def _job_frame(i: int, pixels: bytes) -> bytes:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=4000)
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--live-reps", type=int, default=5)
-    parser.add_argument("--fill", default="telea",
-                        help="the outpaint's fill (default telea: the cheapest, so the payload's way is what is timed)")
+    parser.add_argument("--fills", default="patch,telea",
+                        help="the outpaint's fills, comma-separated (patch: the default; telea: the trivial one)")
+    parser.add_argument("--no-hosts", action="store_true", help="only this process's client (no Krita, GIMP rows)")
     parser.add_argument("--no-live", action="store_true", help="skip the per-frame overhead (needs torch)")
     args = parser.parse_args()
-    round_trip(args.size, args.reps, args.fill)
+    round_trip(args.size, args.reps, [f for f in args.fills.split(",") if f], not args.no_hosts)
     if not args.no_live:
         live_overhead(args.live_reps)
 

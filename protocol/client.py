@@ -8,6 +8,9 @@ Every ``Client`` carries a session id (``hello.session``). When the connection d
 for a job, the client reconnects with back-off and the same session id; the server answers with the jobs it still holds
 (``welcome.resumed``) and re-sends what was missed, so the job goes on. A job the server no longer holds ends with
 ``ConnectionFailed``.
+
+When the server offers a shared folder (``welcome.shared_folder``: same machine, same user), large payloads travel
+as files there instead of through the websocket (``protocol.shared``); ``shared_memory=False`` keeps the wire path.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from websockets.sync.client import connect as ws_connect
 from .codec import fragments
 from .connection import CLIENT, Connection
 from .errors import INTERNAL, UNSUPPORTED, LocalProtocolError, ProtocolError
+from .shared import AVAILABLE as SHARED_AVAILABLE, SharedFolder
 from .messages import (
     FINAL_TYPES, Cancel, Cancelled, Error, Job, ListModels, ListPresets, Message, Models, Presets, Pull, PullDone,
     Result, Welcome, error_from, hello,
@@ -79,6 +83,7 @@ class Client:
         max_frame_bytes: int = 512 * 1024 * 1024,
         session: Optional[str] = None,
         resume_for: float = 60.0,
+        shared_memory: bool = True,
     ) -> None:
         self.url = url
         self.client_name = client_name
@@ -88,6 +93,7 @@ class Client:
         self.max_frame_bytes = max_frame_bytes
         self.session = session or new_session_id()
         self.resume_for = resume_for  # s to keep reconnecting while a job waits; 0 = never
+        self.shared_memory = shared_memory and SHARED_AVAILABLE  # offer to pass payloads through shared memory
         self.welcome: Optional[Welcome] = None
         self.reconnects = 0
         self._closed = False  # closed by the user: no automatic reconnect
@@ -109,7 +115,8 @@ class Client:
             raise ConnectionFailed(f"cannot reach the Paintbridge server at {self.url}: {err}") from err
         conn = Connection(CLIENT)
         try:
-            ws.send(conn.send(hello(self.client_name, self.client_version, self.token, self.session)))
+            ws.send(conn.send(hello(self.client_name, self.client_version, self.token, self.session,
+                                    self.shared_memory)))
             (reply,) = conn.receive_data(ws.recv(timeout=self.open_timeout + 25))
         except (ConnectionClosed, OSError, TimeoutError) as err:
             ws.close()
@@ -122,6 +129,8 @@ class Client:
             ws.close()
             raise JobFailed(reply)
         assert isinstance(reply, Welcome)
+        if self.shared_memory and reply.shared_folder:
+            conn.shared = SharedFolder.join(reply.shared_folder)  # None: not this machine's; the wire path
         with self._lock:
             self._ws, self._conn, self.welcome, self._closed = ws, conn, reply, False
         return reply
@@ -130,12 +139,21 @@ class Client:
     def connected(self) -> bool:
         return self._ws is not None
 
+    @property
+    def shared_folder(self) -> Optional[SharedFolder]:
+        """The folder payloads travel through on this connection (its ``written``/``read`` count them); None when
+        they travel on the wire."""
+        conn = self._conn
+        return conn.shared if conn is not None else None
+
     def close(self) -> None:
         """Close the connection; a closed client does not reconnect on its own (``connect`` opens it again)."""
         self._closed = True
         ws, self._ws = self._ws, None
         if ws is not None:
             ws.close()
+        if self._conn is not None:
+            self._conn.release()
 
     def __enter__(self) -> "Client":
         if self._ws is None:
@@ -326,6 +344,8 @@ class Client:
             ws.close()
         except Exception:  # noqa: BLE001 - it is already broken
             pass
+        if self._conn is not None:
+            self._conn.release()  # files the server did not read: it will not now
 
     def _recv(self, timeout: Optional[float] = None) -> Message:
         ws = self._ws

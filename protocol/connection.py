@@ -12,18 +12,26 @@ the messages it holds (raising ProtocolError, ready to be answered as an ``error
 - ``queued``/``started``/``progress``/``pull_progress`` and final messages are only about open ids; a second ``job`` with an open id and
   a ``cancel`` of an id that is not open are refused with an ``error`` that carries no id (``field: "id"``): an error
   carries an id only as the final message of exactly that job.
+
+Payloads through shared memory (``shared``): once the handshake offered a folder, the transport gives the connection
+its ``SharedFolder`` (the client only when it can use the folder); ``send``/``send_pieces`` then write large payloads
+there and carry handles - the client's jobs, marked ``job.shared_memory``, and the server's answers to jobs so marked
+(a client that could not use the folder never gets a handle) - and ``receive_data`` reads the handles it finds back into
+bytes before validating (``protocol.shared``). Files this side wrote are removed when the peer answers about that id
+(it has read them by then) or on ``release``.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set
 
 from .codec import decode, encode, encode_pieces
 from .errors import BAD_REQUEST, LocalProtocolError, ProtocolError, bad_field
 from .messages import (
-    CLIENT_TYPES, FINAL_TYPES, JOB_EVENT_TYPES, OPENING_TYPES, SERVER_TYPES, Cancel, Error, Hello, Limits, Message,
+    CLIENT_TYPES, FINAL_TYPES, JOB_EVENT_TYPES, OPENING_TYPES, SERVER_TYPES, Cancel, Error, Hello, Job, Limits, Message,
     UNLIMITED, Welcome, check_compatible, parse_client_message, parse_server_message,
 )
+from .shared import SharedFolder, export, resolve
 
 CLIENT = "client"
 SERVER = "server"
@@ -46,6 +54,9 @@ class Connection:
         self.welcome: Optional[Welcome] = None
         self.open_jobs: Set[str] = set()
         self._hello_sent = False
+        self.shared: Optional[SharedFolder] = None  # set by the transport when both sides share memory
+        self._written: Dict[str, List[str]] = {}  # message id -> payload files written for it, not known read yet
+        self._shared_jobs: Set[str] = set()  # (server) open jobs whose client takes results through the folder
 
     def is_open(self, job_id: str) -> bool:
         """True while ``job_id`` waits for its final message."""
@@ -61,9 +72,20 @@ class Connection:
             return [self._receive_client(value)]
         return [self._receive_server(value)]
 
+    def _resolve(self, value: Any) -> Any:
+        return resolve(value, self.shared, self.limits.max_pixels, self.limits.max_frame_bytes)
+
+    def release(self, message_id: Optional[str] = None) -> None:
+        """Remove the payload files written for ``message_id`` (all of them when None) that the peer did not read."""
+        ids = list(self._written) if message_id is None else [message_id]
+        for key in ids:
+            names = self._written.pop(key, None)
+            if names and self.shared is not None:
+                self.shared.discard(names)
+
     def _receive_client(self, value: Any) -> Message:
         try:
-            msg = parse_client_message(value, self.limits)
+            msg = parse_client_message(value, self.limits, self._resolve)
         except ProtocolError as err:
             if self.hello is None:
                 err.job_id = None
@@ -87,12 +109,16 @@ class Connection:
                 raise ProtocolError(BAD_REQUEST, f"id {msg.id!r} is already queued or running (a job or a pull)",
                                     field="id")
             self.open_jobs.add(msg.id)
+            if isinstance(msg, Job) and msg.shared_memory and self.shared is not None:
+                self._shared_jobs.add(msg.id)
         elif isinstance(msg, Cancel) and msg.id not in self.open_jobs:
             raise ProtocolError(BAD_REQUEST, f"no queued or running job with id {msg.id!r}", field="id")
         return msg
 
     def _receive_server(self, value: Any) -> Message:
-        msg = parse_server_message(value, self.limits)
+        msg = parse_server_message(self._resolve(value), self.limits)
+        if self._written and isinstance(getattr(msg, "id", None), str):
+            self.release(msg.id)  # the server answered about it: it has read the job's files
         if self.state == HANDSHAKE:
             if isinstance(msg, Welcome):
                 check_compatible(msg.protocol, peer="server")
@@ -118,13 +144,32 @@ class Connection:
     def send(self, message: Message) -> bytes:
         """The frame for ``message``; LocalProtocolError when this side may not send it now."""
         self._check_send(message)
-        return encode(message.to_wire())
+        return encode(self._outgoing(message))
 
     def send_pieces(self, message: Message) -> List[Any]:
         """``send`` without copying large payloads: the frame as ``codec.encode_pieces`` gives it (for
         ``codec.fragments``); LocalProtocolError when this side may not send ``message`` now."""
         self._check_send(message)
-        return encode_pieces(message.to_wire())
+        return encode_pieces(self._outgoing(message))
+
+    def _outgoing(self, message: Message) -> Any:
+        """The wire map of ``message``, large payloads written to the shared folder when the peer takes them."""
+        value = message.to_wire()
+        if self.shared is None:
+            return value
+        message_id = getattr(message, "id", None)
+        if self.role == SERVER:
+            if message_id not in self._shared_jobs:
+                return value
+            if isinstance(message, FINAL_TYPES):
+                self._shared_jobs.discard(message_id)
+            return export(value, self.shared)[0]  # (read by the client, or removed with the folder)
+        if isinstance(message, Job):
+            value["shared_memory"] = True
+        value, names = export(value, self.shared)
+        if names:
+            self._written.setdefault(str(message_id), []).extend(names)
+        return value
 
     def _check_send(self, message: Message) -> None:
         if self.role == CLIENT:

@@ -101,15 +101,9 @@ def _luma(pixels: memoryview, red: int, blue: int) -> bytes:
     return (((eighths * 33555) >> 22) & byte).to_bytes(4 * n, "little")[0::4]
 
 
-def parse_payload(
-    value: Any,
-    field: str,
-    max_pixels: int,
-    formats: tuple = PIXEL_FORMATS,
-) -> ImagePayload:
-    """Validate a wire map as an image payload; sizes are checked before the bytes are touched."""
-    if not isinstance(value, Mapping):
-        raise bad_field(field, f"must be a map with width, height, format and data, got {type(value).__name__}")
+def payload_size(value: Mapping, field: str, max_pixels: int, formats: tuple = PIXEL_FORMATS) -> int:
+    """The bytes a payload map's ``width``, ``height`` and ``format`` need, each checked (positive, within
+    ``MAX_SIDE`` and ``max_pixels``, a format of ``formats``) before anything is allocated."""
     for key in ("width", "height"):
         v = value.get(key)
         if isinstance(v, bool) or not isinstance(v, int):
@@ -129,6 +123,20 @@ def parse_payload(
     fmt = value.get("format")
     if fmt not in formats:
         raise bad_field(f"{field}.format", f"must be one of {', '.join(formats)}, got {fmt!r}")
+    return width * height * BYTES_PER_PIXEL[fmt]
+
+
+def parse_payload(
+    value: Any,
+    field: str,
+    max_pixels: int,
+    formats: tuple = PIXEL_FORMATS,
+) -> ImagePayload:
+    """Validate a wire map as an image payload; sizes are checked before the bytes are touched."""
+    if not isinstance(value, Mapping):
+        raise bad_field(field, f"must be a map with width, height, format and data, got {type(value).__name__}")
+    expected = payload_size(value, field, max_pixels, formats)
+    width, height, fmt = value["width"], value["height"], value["format"]
     data = value.get("data")
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise bad_field(f"{field}.data", "must be binary (msgpack bin)" if "data" in value else "is missing")
@@ -136,7 +144,6 @@ def parse_payload(
         if not data.c_contiguous:
             raise bad_field(f"{field}.data", "must be one contiguous block of bytes")
         data = data.cast("B") if data.format != "B" or data.ndim != 1 else data
-    expected = width * height * BYTES_PER_PIXEL[fmt]
     if len(data) != expected:
         raise bad_field(
             f"{field}.data",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, Union
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple, Type, Union
 
 from .errors import TOO_LARGE, VERSION_MISMATCH, ProtocolError, bad_field
 from .images import BGRA8, GRAY8, PIXEL_FORMATS, RGBA8, ImagePayload, parse_payload
@@ -264,6 +264,8 @@ class Hello(Message):
     token: Optional[str] = wire(None, max_length=1024, doc="the server's token, when it has one")
     session: Optional[str] = wire(None, pattern=SESSION_PATTERN,
                                   doc="client session id, made once per plugin session (1.1)")
+    shared_memory: bool = wire(False, doc="the client can send and take payloads as files of a shared folder "
+                                          "(`welcome.shared_folder`)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,6 +286,8 @@ class Job(Message):
     previews: bool = wire(False, doc="attach small previews to `progress`")
     live: bool = wire(False, doc="a live frame (1.1): not kept across a dropped connection; replaces the "
                                  "client's older queued live frame")
+    shared_memory: bool = wire(False, doc="the client reads `welcome.shared_folder`: result payloads may come back "
+                                          "as `shm` handles (set by the reference client itself)")
     # reference images (issue 15)
     references: Tuple[Reference, ...] = wire((), max_items=MAX_REFERENCES,
                                              doc="reference images (IP-Adapter, Flux.1 Redux); "
@@ -384,6 +388,9 @@ class Welcome(Message):
     defaults: Dict[str, Any] = wire(factory=dict, doc="defaults the plugins use (1.1)")
     session: Optional[str] = wire(None, pattern=SESSION_PATTERN, doc="the client session id (1.1)")
     resumed: Tuple[str, ...] = wire((), doc="open jobs the server still holds for this session (1.1)")
+    shared_folder: Optional[str] = wire(None, max_length=4096,
+                                        doc="this connection's private folder for payloads as files (`shm` "
+                                            "handles), when the client asked and shares the server's machine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -494,10 +501,14 @@ def _parse(value: Any, types: Dict[str, Type[Message]], limits: Limits) -> Any:
     return cls.parse_map(value, "", limits)
 
 
-def parse_client_message(value: Any, limits: Limits = Limits()) -> ClientMessage:
-    """Validate a message a client sent (the server's side). A refused ``job`` (or ``pull``) whose ``id`` is a valid id carries it
-    in the error (``job_id``); an id that is not valid is never echoed, not even cut."""
+def parse_client_message(value: Any, limits: Limits = Limits(),
+                         resolve: Optional[Callable[[Any], Any]] = None) -> ClientMessage:
+    """Validate a message a client sent (the server's side), after ``resolve`` (shared-memory handles to bytes, see
+    ``shared.resolve``) when given. A refused ``job`` (or ``pull``) whose ``id`` is a valid id carries it in the error
+    (``job_id``); an id that is not valid is never echoed, not even cut."""
     try:
+        if resolve is not None:
+            value = resolve(value)
         return _parse(value, CLIENT_TYPES, limits)
     except ProtocolError as err:
         if isinstance(value, Mapping) and value.get("type") in ("job", "pull") and err.job_id is None:
@@ -517,6 +528,7 @@ def job_params_defaults() -> dict:
     return Params().as_dict()
 
 
-def hello(client: str, client_version: str = "", token: Optional[str] = None, session: Optional[str] = None) -> Hello:
+def hello(client: str, client_version: str = "", token: Optional[str] = None, session: Optional[str] = None,
+          shared_memory: bool = False) -> Hello:
     """This library's ``hello``."""
-    return Hello(PROTOCOL_VERSION, client, client_version, token or None, session)
+    return Hello(PROTOCOL_VERSION, client, client_version, token or None, session, shared_memory)

@@ -19,7 +19,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from protocol import errors
+from protocol import errors, shared
 from protocol.connection import SERVER, Connection
 from protocol.errors import ProtocolError
 from protocol.messages import (
@@ -29,7 +29,7 @@ from protocol.messages import (
 
 from . import __version__
 from .access import AccessRules, GuessThrottle
-from .config import ServerConfig
+from .config import ServerConfig, is_loopback
 from .core import Layer
 from .defaults import welcome_defaults, with_family
 from .router import Router
@@ -97,6 +97,19 @@ class PaintbridgeServer:
             session=session, resumed=resumed,
         )
 
+    def _shared_folder(self, ws: ServerConnection, hello: Hello) -> Optional[shared.SharedFolder]:
+        """A private folder for this connection's payloads when the client asked for one and connected over
+        loopback (so it shares this machine; ``SharedFolder.join`` on its side checks it is the same user)."""
+        address = ws.remote_address
+        peer = str(address[0]) if isinstance(address, tuple) and address else ""
+        if not (hello.shared_memory and self.config.shared_memory and shared.AVAILABLE and is_loopback(peer)):
+            return None
+        try:
+            return shared.SharedFolder.create()
+        except OSError as err:
+            log.warning("no shared folder for %s (payloads go on the wire): %s", peer_of(ws), err)
+            return None
+
     def _encode_result(self, item: QueuedJob, layers: List[Layer], elapsed: float) -> Result:
         return Result(item.id, tuple(encode_layers(layers, item.result_format)), round(elapsed, 4),
                       item.job.params.as_dict())
@@ -128,9 +141,11 @@ class PaintbridgeServer:
                                                            f"{type(err).__name__}: {err}")))
             return None
         client = f"{hello.client} {hello.client_version}".strip()
+        conn.shared = self._shared_folder(ws, hello)
+        folder = conn.shared.path if conn.shared is not None else None
 
         def welcome(session: str, resumed: tuple) -> Welcome:
-            return dataclasses.replace(base, session=session, resumed=resumed)
+            return dataclasses.replace(base, session=session, resumed=resumed, shared_folder=folder)
 
         self.sessions.attach(link, hello.session, client, welcome)
         return hello
@@ -158,14 +173,20 @@ class PaintbridgeServer:
             except (asyncio.CancelledError, ConnectionClosed):
                 pass
             self.sessions.detach(link)
+            if link.conn.shared is not None:
+                link.conn.shared.remove()
 
     async def _dispatch(self, link: Link, frame) -> None:
         session = link.session
         msg = None
         try:
+            before = link.conn.shared.read if link.conn.shared is not None else 0
             (msg,) = link.conn.receive_data(frame)
             if session is None:  # replaced by a newer connection of the same session
                 return
+            if link.conn.shared is not None and link.conn.shared.read > before:
+                log.info("job %s: %d payload(s) read from shared memory", getattr(msg, "id", "?"),
+                         link.conn.shared.read - before)
             if isinstance(msg, JobMessage):
                 job = job_from_message(msg)
                 item = QueuedJob(job, session, msg.result_format, live=msg.live)
@@ -198,6 +219,10 @@ class PaintbridgeServer:
     async def prepare(self) -> None:
         """Before listening: the device description and the job queue (the cluster front end connects its pool)."""
         self.device = await asyncio.to_thread(self.router.device_description)
+        if self.config.shared_memory and shared.AVAILABLE:
+            swept = await asyncio.to_thread(shared.sweep)
+            if swept:
+                log.info("removed %d shared folder(s) left by server processes that are gone", swept)
         self.queue = JobQueue(self.router.run, self._encode_result, self.config.limits.max_queue)
         if self.config.preload:
             threading.Thread(target=self.router.preload, name="paintbridge-preload", daemon=True).start()

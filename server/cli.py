@@ -31,6 +31,7 @@ def _config(args: argparse.Namespace, port: Optional[int] = None) -> ServerConfi
         preload=not getattr(args, "no_preload", True), grace=getattr(args, "grace", 300.0),
         allow_origins=list(getattr(args, "allow_origin", None) or []),
         allow_hosts=list(getattr(args, "allow_host", None) or []),
+        shared_memory=not getattr(args, "no_shared_memory", False),
     )
 
 
@@ -320,6 +321,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-host", action="append", metavar="NAME",
                    help="a host name clients use to reach this server, besides its listen address and localhost; "
                         "repeatable (other Host headers are refused against DNS rebinding)")
+    s.add_argument("--no-shared-memory", action="store_true",
+                   help="keep payloads on the wire for clients on this machine too (no folder in /dev/shm)")
     s.add_argument("--no-preload", action="store_true",
                    help="do not load the default checkpoint at start (it then loads with the first job)")
     add_models(s)

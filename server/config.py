@@ -47,6 +47,7 @@ class ServerConfig:
     write_timeout: float = 60.0  # s a client may read nothing while the server has something for it
     guess_delay: float = 0.25  # s the first wrong token delays its address's next check (doubling, capped)
     guess_delay_max: float = 8.0
+    shared_memory: bool = True  # offer payloads through a shared folder to clients on this machine
 
     def validate(self) -> None:
         """Raise ValueError when the server must not start as configured."""

@@ -29,6 +29,14 @@ JUMP = 8
 # A target patch's vote weighs CONFIDENCE ** -(its distance into the hole, px): the hole's edge, where the known
 # pixels pin the match down, leads.
 CONFIDENCE = 1.3
+# A thin hole - no pixel deeper than THIN px inside it, at least THIN_ASPECT * THIN px long (an outpaint band, a
+# scratch) - is matched on its own neighbourhood: patch centres on a grid of THIN_STRIDE px at the finest level (each
+# hole pixel still gets about 5 overlapping votes, for a ninth of the matching work) and random search within
+# THIN_REACH px (not across the whole crop).
+THIN = 16
+THIN_ASPECT = 4
+THIN_STRIDE = 3
+THIN_REACH = 64
 
 
 def _downscale(img: np.ndarray, hole: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -46,8 +54,9 @@ def _downscale(img: np.ndarray, hole: np.ndarray) -> Tuple[np.ndarray, np.ndarra
 class _Level:
     """One pyramid level on a grid padded by the patch radius: positions are flat indices into that grid."""
 
-    def __init__(self, img: np.ndarray, hole: np.ndarray) -> None:
+    def __init__(self, img: np.ndarray, hole: np.ndarray, grid: int = 1) -> None:
         self.h, self.w = hole.shape
+        self.grid = grid  # px between target centres
         self.stride = self.w + 2 * RADIUS
         self.hole = hole
         padded_hole = cv2.copyMakeBorder(hole.astype(np.uint8), RADIUS, RADIUS, RADIUS, RADIUS,
@@ -62,6 +71,11 @@ class _Level:
         self.source_ys, self.source_xs = np.nonzero(self.valid)
         # Targets: every centre whose patch touches the hole.
         touched = cv2.dilate(hole.astype(np.uint8), np.ones((PATCH, PATCH), np.uint8)) > 0
+        if grid > 1:  # centres on a grid (and the last row and column) still cover every hole pixel (grid <= 4)
+            on_grid = np.zeros_like(touched)
+            on_grid[np.ix_(np.r_[np.arange(0, self.h, grid), self.h - 1],
+                           np.r_[np.arange(0, self.w, grid), self.w - 1])] = True
+            touched &= on_grid
         self.ty, self.tx = np.nonzero(touched)
         self.targets = self.flat(self.ty, self.tx)
         self.index = np.full((self.h, self.w), -1, np.int64)
@@ -123,12 +137,13 @@ class _Field:
         sel = sel[better]
         self.sy[sel], self.sx[sel], self.cost[sel] = cy[better], cx[better], cost[better]
 
-    def search(self, rng: np.random.Generator) -> None:
-        """One PatchMatch pass: propagation from neighbours at jump distances, then random search."""
+    def search(self, rng: np.random.Generator, reach: int = 0) -> None:
+        """One PatchMatch pass: propagation from neighbours at jump distances, then random search (within
+        ``reach`` px when given)."""
         lv = self.level
         everyone = np.arange(len(lv.ty))
-        step = JUMP
-        while step >= 1:
+        step = JUMP * lv.grid
+        while step >= lv.grid:
             for dy, dx in ((0, step), (0, -step), (step, 0), (-step, 0)):
                 ny, nx = lv.ty + dy, lv.tx + dx
                 inside = (ny >= 0) & (ny < lv.h) & (nx >= 0) & (nx < lv.w)
@@ -138,7 +153,7 @@ class _Field:
                 k = k[sel]
                 self._try(sel, self.sy[k] - dy, self.sx[k] - dx)
             step //= 2
-        radius = max(lv.h, lv.w)
+        radius = min(max(lv.h, lv.w), reach) if reach else max(lv.h, lv.w)
         n = len(everyone)
         while radius >= 1:
             self._try(everyone, self.sy + rng.integers(-radius, radius + 1, n),
@@ -190,6 +205,14 @@ def _smooth(img: np.ndarray, hole: np.ndarray) -> np.ndarray:
     return filled.astype(np.float32)
 
 
+def _thin(hole: np.ndarray) -> bool:
+    """True for a thin hole (see THIN): no pixel deeper than THIN px inside it, and THIN_ASPECT * THIN px long."""
+    x, y, w, h = cv2.boundingRect(hole.astype(np.uint8))
+    if max(w, h) < THIN_ASPECT * THIN:
+        return False
+    return float(cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3).max()) <= THIN
+
+
 def patch_fill(rgb: np.ndarray, hole: np.ndarray, check: Callable[[], None] = lambda: None,
                seed: int = 0) -> np.ndarray:
     """Fill the pixels of the H x W x 3 uint8 ``rgb`` where ``hole`` (H x W, non-zero = hole) with patches from the
@@ -212,11 +235,13 @@ def patch_fill(rgb: np.ndarray, hole: np.ndarray, check: Callable[[], None] = la
             break
         pyramid.append(_downscale(img, hl))
     levels = len(pyramid)
+    thin = _thin(hole)
     field = None
     for depth in range(levels - 1, -1, -1):
         check()
         img, hl = pyramid[depth]
-        level = _Level(img, hl)
+        fine_thin = thin and depth == 0  # (coarser levels are cheap, and their matches seed this one)
+        level = _Level(img, hl, THIN_STRIDE if fine_thin else 1)
         if len(level.source_ys) == 0:  # nothing to copy from: smooth fill at this level
             pyramid[depth] = (_smooth(img, hl), hl)
             field = None
@@ -231,7 +256,7 @@ def patch_fill(rgb: np.ndarray, hole: np.ndarray, check: Callable[[], None] = la
         iterations = FINE_ITERATIONS + round((COARSE_ITERATIONS - FINE_ITERATIONS) * depth / max(1, levels - 1))
         for _ in range(iterations):
             check()
-            field.search(rng)
+            field.search(rng, THIN_REACH if fine_thin else 0)
             level.set_image(field.vote())
             field.rescore()
         pyramid[depth] = (level.img, hl)

@@ -91,11 +91,15 @@ class Link:
         drops takes what it held with it), and an unconfirmed final is kept for the session's reconnect."""
         while True:
             msg = await self.outbox.get()
+            written = self.conn.shared.written if self.conn.shared is not None else 0
             try:
                 frame = self.conn.send_pieces(msg)
             except LocalProtocolError as err:
                 log.error("not sending %s: %s", msg.type, err)  # a server bug; the connection stays usable
                 continue
+            if self.conn.shared is not None and self.conn.shared.written > written:
+                log.info("%s %s: %d payload(s) written to shared memory", msg.type, getattr(msg, "id", "?"),
+                         self.conn.shared.written - written)
             try:
                 await self._watched(self.ws.send(fragments(frame)))
                 if _is_final(msg):

@@ -72,6 +72,51 @@ def test_outpaint_with_patch_continues_the_pattern_into_the_new_bands():
     assert error[:, :32].mean() < 10 and error[:, 160:].mean() < 10
 
 
+def test_an_8px_outpaint_band_is_filled_on_its_neighbourhood_with_the_full_fills_quality(monkeypatch):
+    """The photo with an 8 px frame cut off and outpainted back: the thin-band fill (centres on a grid, search nearby)
+    comes within 20 % of the full exemplar fill's error against the true frame and stays far better than telea; the
+    image itself is untouched."""
+    import server.patchfill as patchfill
+
+    photo = photo_960x540()
+    inner = imageops.rgba(np.ascontiguousarray(photo[8:-8, 8:-8]))
+
+    def band_error(method: str) -> float:
+        layer = imageops.outpaint_layer(inner, imageops.Extend(8, 8, 8, 8), method)
+        assert np.array_equal(layer[8:-8, 8:-8, :3], inner[..., :3]) and not layer[8:-8, 8:-8, 3].any()
+        new = layer[..., 3] > 0
+        assert new.sum() == photo.shape[0] * photo.shape[1] - inner.shape[0] * inner.shape[1]
+        return float(np.abs(layer[..., :3].astype(int) - photo.astype(int))[new].mean())
+
+    targets = []
+    real = patchfill._Level.__init__
+
+    def counted(level, img, hole, grid=1):
+        real(level, img, hole, grid)
+        targets.append((int(np.count_nonzero(hole)), len(level.ty), grid))
+
+    monkeypatch.setattr(patchfill._Level, "__init__", counted)
+    thin, telea = band_error("patch"), band_error("telea")
+    assert targets and all(grid == patchfill.THIN_STRIDE and n <= holes / 4 for holes, n, grid in targets), targets
+    monkeypatch.setattr(patchfill, "THIN", 0)  # every hole filled the full way
+    full = band_error("patch")
+    assert thin <= 1.2 * full and thin < 0.6 * telea, (thin, full, telea)
+
+
+def test_only_thin_holes_are_matched_on_a_grid():
+    from server.patchfill import _thin
+
+    band, scratch, blob = (np.zeros((200, 300), np.uint8) for _ in range(3))
+    band[:8] = 255
+    cv2.line(scratch, (10, 20), (280, 180), 255, 9)
+    blob[50:150, 50:200] = 255
+    assert _thin(band) and _thin(scratch) and not _thin(blob) and not _thin(band[:, :40])
+    img = photo_960x540()[100:300, 300:600]
+    out = patch_fill(img, scratch)
+    assert np.array_equal(out[scratch == 0], img[scratch == 0])
+    assert np.abs(out.astype(int) - img.astype(int))[scratch > 0].mean() < 40
+
+
 # --- behaviour of the exemplar fill ----------------------------------------------------------------------------------
 
 def test_patch_fill_changes_only_the_hole_and_repeats_for_a_seed():

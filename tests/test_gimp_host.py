@@ -65,6 +65,23 @@ def batch(profile, body: str, **params):
     return run_batch(profile, body, params).assert_ok()
 
 
+# A W x H photo layer outpainted by 16 px left and bottom through the plug-in (img, layer, photo, old are left set).
+PHOTO_OUTPAINT = """
+img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
+layer = Gimp.Layer.new(img, "photo", W, H, Gimp.ImageType.RGB_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(layer, None, 0)
+row = b"".join(bytes(((x * 255) // (W - 1), (x * 7) % 256, (x * 13) % 251, 255)) for x in range(W))
+photo = b"".join(row[(y % 509) * 4:] + row[:(y % 509) * 4] for y in range(H))  # rows shifted: no two alike nearby
+buf = layer.get_buffer()
+buf.set(Gegl.Rectangle.new(0, 0, W, H), RGBA, photo)
+buf.flush()
+img.set_selected_layers([layer])
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-outpaint", img, [layer], model="classical", extend=16, extend_left=True,
+          extend_right=False, extend_bottom=True, server=P["url"])
+"""
+
+
 PLUGIN_PATH = """
 sys.path[:0] = [P["plugin_dir"] + "/vendor", P["plugin_dir"]]
 from protocol.geometry import Box, context_box
@@ -194,6 +211,40 @@ img.delete()
 """, url=server.url)
 
 
+def test_outpaint_travels_through_shared_memory_with_the_wire_paths_pixels(profile, server, trixie_root):
+    """GIMP's plug-in and the server on one machine: with this machine's /dev/shm seen inside the GIMP root, the
+    3 MB layer goes to the server as a file of the connection's shared folder and the result comes back as one (the
+    server's log says so); without it the plug-in cannot see the folder and keeps to the wire, and the result layer is
+    the same, byte for byte."""
+    from hosts.gimp import run_batch
+    from hosts.trixie import shared_dev_shm
+
+    body = "import hashlib\nW, H = 1000, 800\n" + PHOTO_OUTPAINT + """
+added = new_layers(img, old)
+check(len(added) == 1 and (added[0].get_width(), added[0].get_height()) == (W + 16, H + 16), "one result layer")
+with open(P["digest"], "w") as f:
+    f.write(hashlib.sha256(read(added[0], 0, 0, W + 16, H + 16)).hexdigest())
+img.delete()
+"""
+    digests, logs = {}, {}
+    for shared in (True, False):
+        before = server.log_path.read_text(errors="replace")
+        name = f"digest-{shared}.txt"
+        if shared:
+            with shared_dev_shm(trixie_root) as mounted:
+                if not mounted:
+                    pytest.skip("cannot bind-mount /dev/shm into the GIMP root (needs root)")
+                batch(profile, body, url=server.url, digest=f"{profile.inside}/{name}")
+        else:
+            batch(profile, body, url=server.url, digest=f"{profile.inside}/{name}")
+        time.sleep(0.5)  # the server's log lines of the job
+        logs[shared] = server.log_path.read_text(errors="replace")[len(before):]
+        digests[shared] = (profile.outside / name).read_text()
+    assert "payload(s) read from shared memory" in logs[True] and "written to shared memory" in logs[True]
+    assert "shared memory" not in logs[False]
+    assert digests[True] == digests[False]
+
+
 def test_upscale_into_a_new_image_or_a_new_layer(profile, server):
     batch(profile, """
 img, (layer,) = make_image(40, 30)
@@ -234,20 +285,7 @@ def test_a_6000x4000_photo_is_outpainted_and_upscaled(profile, server):
     and a 2x upscale into a new 12000x8000 image."""
     from hosts.gimp import run_batch
 
-    run_batch(profile, """
-W, H = 6000, 4000
-img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
-layer = Gimp.Layer.new(img, "photo", W, H, Gimp.ImageType.RGB_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-img.insert_layer(layer, None, 0)
-row = b"".join(bytes(((x * 255) // (W - 1), (x * 7) % 256, (x * 13) % 251, 255)) for x in range(W))
-photo = b"".join(row[(y % 509) * 4:] + row[:(y % 509) * 4] for y in range(H))  # rows shifted: no two alike nearby
-buf = layer.get_buffer()
-buf.set(Gegl.Rectangle.new(0, 0, W, H), RGBA, photo)
-buf.flush()
-img.set_selected_layers([layer])
-old = img.get_layers()
-expect_ok("plug-in-paintbridge-outpaint", img, [layer], model="classical", extend=16, extend_left=True,
-          extend_right=False, extend_bottom=True, server=P["url"])
+    run_batch(profile, "W, H = 6000, 4000\n" + PHOTO_OUTPAINT + """
 check((img.get_width(), img.get_height()) == (W + 16, H + 16), "canvas grew by 16 px left and bottom")
 check(read(layer, 16, 0, W, H) == photo, "the photo moved with the canvas and kept every pixel")
 added = new_layers(img, old)

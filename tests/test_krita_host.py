@@ -316,9 +316,11 @@ def krita_large_run(tmp_path_factory) -> Run:
     (work / "models").mkdir()
     proc = ServerProcess(["--models", str(work / "models")], work / "server.log").start()
     try:
-        return _run_scenario(tmp_path_factory, "large", 6000, 4000, server_url=proc.url)
+        run = _run_scenario(tmp_path_factory, "large", 6000, 4000, server_url=proc.url)
     finally:
         proc.stop()
+    run.data["server_log"] = (work / "server.log").read_text(errors="replace")
+    return run
 
 
 def test_a_6000x4000_document_is_outpainted_and_upscaled(krita_large_run):
@@ -334,6 +336,20 @@ def test_a_6000x4000_document_is_outpainted_and_upscaled(krita_large_run):
     assert up["new_document"][1:] == [12032, 8016], up["new_document"]
     reds = up["red_samples"]
     assert all(a < b for a, b in zip(reds, reds[1:])) and up["row_opaque"], reds
+
+
+def test_the_large_outpaint_travels_through_shared_memory_with_the_wire_paths_pixels(krita_large_run):
+    """The plugin in Krita and the server on one machine: the 6000x4000 photo goes to the server as a file of the
+    connection's shared folder and the result comes back as one; the same job after the plugin reconnected without
+    shared memory gives the same result layer, byte for byte."""
+    out = krita_large_run["outpaint"]
+    shared, wire = out["shared"], out["wire"]
+    assert shared["folder"] and not wire["folder"], (shared, wire)
+    (written_before, read_before), (written_after, read_after) = shared["before"], shared["after"]
+    assert written_after - written_before >= 1 and read_after - read_before == 1, shared
+    assert shared["digests"] and shared["digests"] == wire["digests"], (shared, wire)
+    log = krita_large_run.data["server_log"]
+    assert "payload(s) read from shared memory" in log and "written to shared memory" in log
 
 
 def _names(layers) -> list:

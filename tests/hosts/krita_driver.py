@@ -1128,7 +1128,30 @@ def scenario_large():
     ses.set_option("model", "classical")
     ses.set_option("extend_left", 16)
     ses.set_option("extend_bottom", 8)
+    # The same job through shared memory (the default on one machine), then on the wire (the plugin reconnected
+    # without offering it): both results are kept as digests, the wire one is applied.
+    import hashlib
+    from paintbridge.wire import protocol as vendored
+
+    client = ses.connection._client
+    folder = client.shared_folder if client is not None else None
+    before = (folder.written, folder.read) if folder is not None else None
     yield from run_job(ses, rec, timeout=300)
+    rec["shared"] = {"folder": folder is not None, "before": before,
+                     "after": (folder.written, folder.read) if folder is not None else None,
+                     "digests": [hashlib.sha256(r.data).hexdigest() for r in ses.results],
+                     "boxes": [[r.box.x, r.box.y, r.box.width, r.box.height] for r in ses.results]}
+    ses.discard()
+    yield 500
+    shared_client_module = sys.modules[vendored.__name__ + ".client"]
+    shared_client_module.SHARED_AVAILABLE = False
+    ses.connection.reconnect_now()
+    yield Until(lambda: ses.connection._client is not None and ses.connection._client is not client
+                and ses.connection_state == "connected", 60, poll=200)
+    rec["wire"] = {"folder": ses.connection._client.shared_folder is not None}
+    yield from run_job(ses, rec, timeout=300)
+    rec["wire"]["digests"] = [hashlib.sha256(r.data).hexdigest() for r in ses.results]
+    shared_client_module.SHARED_AVAILABLE = True
     rec["applied"] = ses.apply()
     yield 1500
     rec["size"] = [doc.width(), doc.height()]

@@ -255,6 +255,22 @@ def scratch_dir(root: Path, prefix: str = "pb-") -> Iterator[tuple[Path, str]]:
         shutil.rmtree(outside, ignore_errors=True)
 
 
+@contextmanager
+def shared_dev_shm(root: Path) -> Iterator[bool]:
+    """This machine's ``/dev/shm`` bind-mounted on the root's for as long as the block runs, so a program inside sees
+    the server's shared folders as on one machine (True); False when it cannot be mounted (not root)."""
+    target = root / "dev" / "shm"
+    if os.path.ismount(target):
+        yield True
+        return
+    mounted = subprocess.run(["mount", "--bind", "/dev/shm", str(target)], capture_output=True).returncode == 0
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
 if __name__ == "__main__":
     import sys
 

@@ -1,0 +1,257 @@
+"""Payloads through shared memory on one machine (``protocol/shared.py``), end to end through the real server on
+loopback: the same pixels as the wire path, the wire path whenever memory cannot be shared, bad handles refused with
+the field named, and no file left behind after a job, a cancel or a disconnect."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from protocol import Limits
+from protocol.client import Client, JobCancelled
+from protocol.codec import decode, encode
+from protocol.shared import MIN_SHARED_BYTES, SharedFolder, sweep
+from tests.test_server import inpaint_job, layer_pixels, payload, rect_mask, rgba_image
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="shared memory is offered on POSIX systems only")
+
+W, H = 640, 480  # 1.2 MB of RGBA: over MIN_SHARED_BYTES, so the image goes through shared memory
+
+
+def big_job(**extra) -> dict:
+    return inpaint_job(rgba_image(W, H, seed=3), rect_mask(W, H, (200, 150, 420, 330)),
+                       params={"grow": 0, "feather": 0, "fill": "telea"}, **extra)
+
+
+def raw_session(url: str, shared: bool = True):
+    ws = connect(url, compression=None, max_size=None)
+    hello = {"type": "hello", "protocol": "1.1", "client": "raw-shared-test"}
+    if shared:
+        hello["shared_memory"] = True
+    ws.send(encode(hello))
+    return ws, decode(ws.recv(timeout=30))
+
+
+def final_of(ws, job_id: str, timeout: float = 120) -> dict:
+    while True:
+        msg = decode(ws.recv(timeout=timeout))
+        if msg.get("id") == job_id and msg["type"] in ("result", "error", "cancelled"):
+            return msg
+
+
+def handle_job(job_id: str, handle: dict, **extra) -> dict:
+    job = big_job(id=job_id, type="job", **extra)
+    job["image"] = {"width": W, "height": H, "format": "rgba8", "shm": handle}
+    return job
+
+
+def test_the_image_and_the_result_travel_through_shared_memory_with_the_wire_paths_pixels(start_server):
+    server = start_server()
+    assert W * H * 4 >= MIN_SHARED_BYTES
+    results = {}
+    for shared in (True, False):
+        with Client(server.url, "shared-test", shared_memory=shared) as client:
+            folder = client.shared_folder
+            assert (folder is not None) == shared and (client.welcome.shared_folder is not None) == shared
+            for fmt in ("rgba8", "bgra8"):
+                result = client.run(big_job(result_format=fmt), timeout=120)
+                results[shared, fmt] = layer_pixels(result.layers[0]).copy()
+            if shared:
+                # The image went as a file (the 300 KB mask stays inline), each result came back as one.
+                assert (folder.written, folder.read) == (2, 2)
+                assert os.listdir(folder.path) == []
+    for fmt in ("rgba8", "bgra8"):
+        assert np.array_equal(results[True, fmt], results[False, fmt])
+    # The pixels are the job's: outside the mask the image exactly.
+    img = rgba_image(W, H, seed=3)
+    assert np.array_equal(results[True, "rgba8"][:150, :, :3], img[:150, :, :3])
+
+
+def test_the_wire_path_whenever_memory_is_not_shared(start_server):
+    offering, refusing = start_server(), start_server(shared_memory=False)
+    # A server that does not offer it (a remote one, or switched off): the client uses the wire.
+    with Client(refusing.url, "shared-test") as client:
+        assert client.welcome.shared_folder is None and client.shared_folder is None
+        wire = layer_pixels(client.run(big_job(), timeout=120).layers[0]).copy()
+    # An old client (no shared_memory in hello) is not offered a folder.
+    ws, welcome = raw_session(offering.url, shared=False)
+    assert welcome["type"] == "welcome" and "shared_folder" not in welcome
+    ws.close()
+    # A folder the client cannot see (the server runs on another machine, e.g. through a tunnel) is not joined.
+    with Client(offering.url, "shared-test") as client:
+        path = client.welcome.shared_folder
+        assert SharedFolder.join(path) is not None
+        client._conn.shared = SharedFolder.join(path + "-elsewhere")
+        assert client.shared_folder is None
+        assert np.array_equal(layer_pixels(client.run(big_job(), timeout=120).layers[0]), wire)
+        assert client.reconnects == 0  # the server sent no handle to a client that did not take the folder
+
+
+def test_serve_no_shared_memory_keeps_payloads_on_the_wire(start_server_process):
+    server = start_server_process(extra_args=["--no-shared-memory"])
+    with Client(server.url, "shared-test") as client:
+        assert client.welcome.shared_folder is None and client.shared_folder is None
+        assert client.run(big_job(), timeout=120).layers[0].data
+
+
+def test_a_folder_that_is_not_private_and_ours_is_not_joined(tmp_path):
+    good = SharedFolder.create(str(tmp_path))
+    assert SharedFolder.join(good.path) is not None
+    assert SharedFolder.join(os.path.relpath(good.path)) is None
+    link = tmp_path / "paintbridge-1-link"
+    link.symlink_to(good.path)
+    assert SharedFolder.join(str(link)) is None
+    os.chmod(good.path, 0o755)
+    assert SharedFolder.join(good.path) is None
+    other = tmp_path / "somewhere"
+    other.mkdir(mode=0o700)
+    assert SharedFolder.join(str(other)) is None
+    assert SharedFolder.join(None) is None and SharedFolder.join(str(tmp_path / "paintbridge-2-gone")) is None
+
+
+def test_bad_handles_are_refused_naming_the_field_and_the_server_keeps_serving(start_server, tmp_path):
+    server = start_server(limits=Limits(max_frame_bytes=2 * W * H * 4 - 1))
+    ws, welcome = raw_session(server.url)
+    other_ws, other_welcome = raw_session(server.url)
+    mine, theirs = SharedFolder(welcome["shared_folder"]), SharedFolder(other_welcome["shared_folder"])
+    pixels = rgba_image(W, H, seed=3).tobytes()
+    size = len(pixels)
+    secret = tmp_path / "secret.px"
+    secret.write_bytes(pixels)
+    os.symlink(secret, os.path.join(mine.path, "link.px"))
+    cases = [
+        ({"name": "../" + os.path.basename(theirs.path) + "/x.px", "size": size}, "image.shm.name", "file in"),
+        ({"name": "/etc/passwd", "size": size}, "image.shm.name", "file in"),
+        ({"name": "x.px/..", "size": size}, "image.shm.name", "file in"),
+        (theirs.put(pixels), "image.shm.name", "names no file"),  # another client's file, by its name
+        ({"name": "link.px", "size": size}, "image.shm.name", "cannot be opened"),  # a link out of the folder
+        (dict(mine.put(pixels), size=size - 4), "image.shm.size", "needs"),  # declared size vs width x height
+        (dict(mine.put(pixels[:-4]), size=size), "image.shm.size", "holds"),  # declared size vs the file's
+        ({"name": "a.px"}, "image.shm.size", "missing"),
+        ("a.px", "image.shm", "must be a map"),
+    ]
+    for i, (handle, field, words) in enumerate(cases):
+        job = handle_job(f"bad-{i}", handle)
+        ws.send(encode(job))
+        reply = final_of(ws, job["id"])
+        assert reply["type"] == "error" and reply["code"] == "bad_request", (field, reply)
+        assert reply["field"] == field and words in reply["message"], (field, reply)
+    # The frame limit holds for shared payloads too: an image and a control of that size together are over it.
+    job = handle_job("too-large", mine.put(pixels))
+    job["controls"] = [{"type": "canny", "image": {"width": W, "height": H, "format": "rgba8",
+                                                   "shm": mine.put(pixels)}}]
+    ws.send(encode(job))
+    reply = final_of(ws, "too-large")
+    assert reply["code"] == "too_large" and reply["field"] == "controls[0].image.shm", reply
+    # A handle on a connection that did not agree to share memory.
+    plain, _ = raw_session(server.url, shared=False)
+    plain.send(encode(handle_job("unshared", {"name": "a.px", "size": size})))
+    reply = final_of(plain, "unshared")
+    assert reply["field"] == "image.shm" and "does not share memory" in reply["message"], reply
+    # Every connection still works, and the other client's file was not touched. Results come back as handles only
+    # for a job that says its client takes them.
+    for job_id, takes in (("good", True), ("good-inline", False)):
+        ws.send(encode(handle_job(job_id, mine.put(pixels), shared_memory=takes)))
+        result = final_of(ws, job_id)
+        assert result["type"] == "result" and ("shm" in result["layers"][0]) == takes
+        assert ("data" in result["layers"][0]) != takes
+    assert secret.read_bytes() == pixels
+    for sock in (ws, other_ws, plain):
+        sock.close()
+
+
+def test_deep_nesting_is_not_walked_for_handles():
+    """Looking for handles stops at the depth payloads sit at: a job nested a thousand lists deep is refused for what
+    it lacks, like before, not with an internal error."""
+    import msgpack
+
+    from protocol import ProtocolError
+    from protocol.connection import SERVER, Connection
+    from protocol.messages import hello
+
+    conn = Connection(SERVER)
+    conn.receive_data(encode(hello("deep").to_wire()))
+    deep = inner = []
+    for _ in range(1000):
+        inner.append([])
+        inner = inner[0]
+    with pytest.raises(ProtocolError) as err:
+        conn.receive_data(msgpack.packb({"type": "job", "id": "deep", "x": deep}))
+    assert err.value.code == "bad_request" and err.value.field == "mode"
+
+
+def slow_job() -> dict:
+    """A patch fill of most of a 1200 x 1000 picture: seconds of work, checked for cancellation between steps."""
+    img = rgba_image(1200, 1000, seed=5)
+    return inpaint_job(img, rect_mask(1200, 1000, (100, 100, 1100, 900)), params={"grow": 0, "feather": 0})
+
+
+def test_no_file_is_left_after_a_job_a_cancel_or_a_disconnect(start_server):
+    server = start_server(grace=0)
+    with Client(server.url, "shared-test") as client:
+        folder = client.shared_folder
+        client.run(big_job(), timeout=120)
+        assert os.listdir(folder.path) == []
+        running = client.submit(slow_job())
+        queued = client.submit(big_job())
+        client.cancel(queued)
+        client.cancel(running)
+        for job_id in (queued, running):
+            with pytest.raises(JobCancelled):
+                for msg in client.events(job_id, timeout=120):
+                    if msg.type == "cancelled":
+                        raise JobCancelled(job_id)
+        # (written: the first image, the slow job's image and mask, the cancelled image; read: one result)
+        assert folder.written == 4 and folder.read == 1 and os.listdir(folder.path) == []
+    # The connection ended: its folder went with it.
+    deadline = time.monotonic() + 10
+    while os.path.exists(folder.path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(folder.path)
+    # A client that vanishes with files written and never sent: the server removes them with the folder.
+    ws, welcome = raw_session(server.url)
+    SharedFolder(welcome["shared_folder"]).put(b"x" * MIN_SHARED_BYTES)
+    ws.socket.shutdown(socket.SHUT_RDWR)
+    deadline = time.monotonic() + 10
+    while os.path.exists(welcome["shared_folder"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(welcome["shared_folder"])
+
+
+def test_a_client_removes_the_files_a_stopped_server_never_read(start_server_process):
+    server = start_server_process()
+    client = Client(server.url, "shared-test", resume_for=0)
+    client.connect()
+    folder = client.shared_folder
+    os.kill(server.proc.pid, signal.SIGSTOP)  # the server hangs: it reads nothing more
+    try:
+        client.submit(big_job())
+        assert folder.written == 1 and len(os.listdir(folder.path)) == 1
+        client.close()
+        assert os.listdir(folder.path) == []
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+
+
+def test_folders_of_server_processes_that_are_gone_are_swept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = tmp_path / f"paintbridge-{dead.pid}-abc_123"
+    gone.mkdir(mode=0o700)
+    (gone / "left.px").write_bytes(b"z")
+    alive = tmp_path / f"paintbridge-{os.getpid()}-abc"
+    alive.mkdir(mode=0o700)
+    unrelated = tmp_path / "paintbridge-models"
+    unrelated.mkdir()
+    assert sweep(str(tmp_path)) == 1
+    assert not gone.exists() and alive.exists() and unrelated.exists()
+    assert Path(SharedFolder.create(str(tmp_path)).path).stat().st_mode & 0o777 == 0o700
