@@ -216,7 +216,6 @@ def test_outpaint_travels_through_shared_memory_with_the_wire_paths_pixels(profi
     3 MB layer goes to the server as a file of the connection's shared folder and the result comes back as one (the
     server's log says so); without it the plug-in cannot see the folder and keeps to the wire, and the result layer is
     the same, byte for byte."""
-    from hosts.gimp import run_batch
     from hosts.trixie import shared_dev_shm
 
     body = "import hashlib\nW, H = 1000, 800\n" + PHOTO_OUTPAINT + """
