@@ -323,11 +323,12 @@ class History:
                                             f"reads ({FORMAT}): update Paintbridge to use it")
         out = cls(limit_bytes, max_entries)
         for key, value in items.items():
-            if key.startswith("entry/"):
-                try:
-                    out.entries.append(Entry.from_bytes(value, key[len("entry/"):]))
-                except docdata.DocumentDataError as err:
-                    out.damaged.append(str(err))
+            try:
+                if not key.startswith("entry/"):
+                    raise docdata.DocumentDataError(f"the stored history holds an unknown item {key[:40]!r}")
+                out.entries.append(Entry.from_bytes(value, key[len("entry/"):]))
+            except docdata.DocumentDataError as err:
+                out.damaged.append(str(err))
         return out
 
 
