@@ -172,7 +172,8 @@ class PaintbridgeServer:
                 session.add(item)
                 try:
                     await self.queue.submit(item)
-                except ProtocolError:
+                except BaseException:  # refused (busy) or a bug: the job is not held, its answer carries its id
+                    self.queue.withdraw(item)
                     session.jobs.pop(item.id, None)
                     raise
                 session.queued(item)
