@@ -11,10 +11,11 @@ peak memory in a subprocess of its own.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
-import zlib
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -175,31 +176,13 @@ def test_the_container_readers_answer_only_document_data_errors(blob, key):
 # --- zlib bombs: small in the document, 1 GiB once inflated ----------------------------------------------------------
 
 BOMB_SCRIPT = textwrap.dedent("""
-    import json, resource, sys, tracemalloc, zlib
+    import json, resource, sys, tracemalloc
     from client import docdata, history as ch
-    from client.settings import Settings
-    from protocol import RGBA8, ResultLayer
+    from docbombs import bomb_history
 
-    def bomb(size):  # a zlib stream of ``size`` zero bytes, built without holding them
-        packer, zeros, parts = zlib.compressobj(9), bytes(1 << 20), []
-        for _ in range(size >> 20):
-            parts.append(packer.compress(zeros))
-        return b"".join(parts) + packer.flush()
-
-    GIB = 1 << 30
-    big = bomb(GIB)
-    def layer(side, seed):
-        return ResultLayer(name="r", x=0, y=0, width=side, height=side, format=RGBA8, data=bytes(side * side * 4),
-                           seed=seed, info={})
-
-    good = ch.entry_from_result(Settings(prompt="kept"), [layer(8, 5)], ["ok"], {})
-    bad = ch.entry_from_result(Settings(prompt="bomb"), [layer(64, 6), layer(64, 7)], ["thumb bomb", "layer bomb"], {})
-    bad.layers[0].thumb = bad.layers[0].thumb[:2] + (big,)  # declares 64x64 (16 KiB); inflates to 1 GiB
-    bad.layers[1].packed = big  # declares 64x64 (16 KiB); inflates to 1 GiB
-    history = ch.History()
-    history.entries = [good, bad]
-    stored = docdata.pack(ch.KEY, history.to_bytes())
-    del big, history
+    blob, good, bad = bomb_history()
+    stored = docdata.pack(ch.KEY, blob)
+    del blob
     errors = []
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     tracemalloc.start()
@@ -220,7 +203,10 @@ BOMB_SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def bomb_report():
-    done = subprocess.run([sys.executable, "-c", BOMB_SCRIPT], capture_output=True, text=True, timeout=300)
+    tests = Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]))
+    done = subprocess.run([sys.executable, "-c", BOMB_SCRIPT], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=tests.parent)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])
 
