@@ -1059,6 +1059,42 @@ img.delete()
 """, url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
 
 
+def test_an_xcf_whose_history_holds_zlib_bombs_opens_and_names_the_damaged_part(profile, server):
+    """A thumbnail and a layer that would each inflate to 1 GiB (tests/docbombs.py) in the .xcf's history: the image
+    opens, the history the History dialog shows has the good result and a note naming the damaged part, the reading
+    process's peak memory hardly grows, and GIMP goes on (the good result applies again)."""
+    import docbombs
+
+    blob, _good, _bad = docbombs.bomb_history()
+    (profile.outside / "bomb-history.bin").write_bytes(blob)
+    done = batch(profile, PLUGIN_PATH + """
+import json, resource, tempfile
+from gimp_plugin import history, host
+img, (layer,) = make_image(64, 48)
+host.save_document_data(img, "history", open(P["bomb"], "rb").read())
+path = tempfile.mkdtemp() + "/bomb.xcf"
+Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path), None)
+img.delete()
+img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+(layer,) = img.get_layers()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+kept = history.of(img)  # what the History dialog shows: its entries, and ``problem`` as its note
+growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+print("peak memory growth reading the bomb history: %.1f MiB" % (growth / 2 ** 20))
+check(growth < 128 << 20, "bounded: an unbounded read takes at least 1 GiB, this took %d bytes" % growth)
+check([e.prompt for e in kept.entries] == ["kept"], "the good result is read: %r" % [e.prompt for e in kept.entries])
+check("the thumbnail of result 1 of history entry" in kept.problem and "decompresses to more than" in kept.problem,
+      "the note names the damaged part: %s" % kept.problem)
+listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [layer], action="list").index(1))
+check([e["prompt"] for e in listed] == ["kept"], "the History procedure lists the good result: %r" % listed)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-history", img, [layer], action="apply", index=0)
+check(len(new_layers(img, old)) == 1, "and applies it again: GIMP and the plug-in stay up")
+img.delete()
+""", plugin_dir=profile.inner(profile.plugin_dir), bomb=profile.inside + "/bomb-history.bin")
+    print(next(line for line in done.output.splitlines() if line.startswith("peak memory growth")))
+
+
 HISTORY_GUI_SCRIPT = """
 import os, time
 def marker(name):
