@@ -1158,6 +1158,47 @@ def test_gui_history_dialog_lists_results_and_applies_again(profile, server, art
         session.stop()
 
 
+BOMB_GUI_SCRIPT = """
+from array import array
+img, (layer,) = make_image(320, 240)
+blob = open(P["bomb"], "rb").read()
+img.attach_parasite(Gimp.Parasite.new("paintbridge-history", Gimp.PARASITE_PERSISTENT, array("b", blob).tolist()))
+Gimp.Display.new(img)
+Gimp.displays_flush()
+proc = PDB.lookup_procedure("plug-in-paintbridge-history")
+cfg = proc.create_config()
+cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+cfg.set_property("image", img)
+cfg.set_core_object_array("drawables", [layer])
+result = proc.run(cfg)
+check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the History dialog closed normally: %r" % (result.index(0),))
+open(P["dir"] + "/verified", "w").close()
+"""
+
+
+def test_gui_history_dialog_opens_on_an_image_whose_history_holds_zlib_bombs(profile, artifacts_dir):
+    """The History dialog on an image with the bombs of ``docbombs`` opens (its note names the damaged part: the
+    screenshot shows it; the batch test above checks the note's text), and closes normally."""
+    import docbombs
+    from hosts.gimp import GuiSession
+
+    (profile.outside / "bomb-packed.bin").write_bytes(docbombs.packed_bomb_history())
+    session = GuiSession(profile)
+    try:
+        session.start(BOMB_GUI_SCRIPT, {"bomb": profile.inside + "/bomb-packed.bin", "dir": profile.inside})
+        dialog = session.wait_window("Paintbridge: History", timeout=120)
+        time.sleep(1.0)
+        session.screenshot(artifacts_dir / "gimp-history-bomb-dialog.png")
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "alt+c")  # Close
+        session.wait_file("verified", timeout=90)
+    except BaseException:
+        session.screenshot_quietly(artifacts_dir / "gimp-history-bomb-failure.png")
+        raise
+    finally:
+        session.stop()
+
+
 # --- sampling (issue 13) ---------------------------------------------------------------------------------------------
 
 def test_sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments(trixie_root, tmp_path):
