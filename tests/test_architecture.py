@@ -131,6 +131,7 @@ SERVER_LAYERS = {
     "router": 3,  # picks the engine for a job
     "jobs": 4, "sessions": 4, "pulls": 4,  # the job queue, client sessions, model downloads asked for by clients
     "access": 4, "netlog": 4, "outbox": 4,  # who may connect, the network log, a connection's bounded outbox
+    "inflight": 4,  # the server-wide budget for incoming frame bytes
     "app": 5,  # the websocket application
     "cluster": 5,  # cluster mode: the same application over a pool of engine replicas on Ray Serve (issue 16)
     "cli": 6, "runjob": 6, "__main__": 7,  # the command line, its job read from files
