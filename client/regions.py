@@ -111,9 +111,10 @@ class RegionList:
                                          _strength(r.get("strength", 1.0)), str(r.get("name", ""))))
             except (ValueError, KeyError, TypeError, AttributeError) as err:
                 damaged.append(f"region {index + 1} is damaged ({type(err).__name__}: {err})")
+        if len(out) > MAX_REGIONS:
+            damaged.append(f"{len(out) - MAX_REGIONS} region(s) beyond the {MAX_REGIONS} a job takes")
         found = cls(out)
-        found.damaged = damaged + [f"{len(out) - MAX_REGIONS} region(s) beyond the {MAX_REGIONS} a job takes"
-                                   ] * (len(out) > MAX_REGIONS)
+        found.damaged = damaged
         return found
 
 
