@@ -1095,7 +1095,18 @@ img.delete()
     print(next(line for line in done.output.splitlines() if line.startswith("peak memory growth")))
 
 
-HISTORY_GUI_SCRIPT = """
+RUN_HISTORY_DIALOG = """
+def run_history_dialog(img, drawables):
+    proc = PDB.lookup_procedure("plug-in-paintbridge-history")
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+    cfg.set_property("image", img)
+    cfg.set_core_object_array("drawables", drawables)
+    result = proc.run(cfg)
+    check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the History dialog closed normally: %r" % (result.index(0),))
+"""
+
+HISTORY_GUI_SCRIPT = RUN_HISTORY_DIALOG + """
 import os, time
 def marker(name):
     open(P["dir"] + "/" + name, "w").close()
@@ -1113,13 +1124,7 @@ for prompt in ("a first try", "a second try"):
     img.remove_layer(made)
 Gimp.displays_flush()
 old = img.get_layers()
-proc = PDB.lookup_procedure("plug-in-paintbridge-history")
-cfg = proc.create_config()
-cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
-cfg.set_property("image", img)
-cfg.set_core_object_array("drawables", [layer])
-result = proc.run(cfg)
-check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the History dialog closed normally: %r" % (result.index(0),))
+run_history_dialog(img, [layer])
 added = new_layers(img, old)
 check(len(added) == 2, "Apply again, then Reuse settings ran the inpaint dialog once: %r" % layer_summary(img))
 name, x, y, pixels = kept["a second try"]
@@ -1158,20 +1163,14 @@ def test_gui_history_dialog_lists_results_and_applies_again(profile, server, art
         session.stop()
 
 
-BOMB_GUI_SCRIPT = """
+BOMB_GUI_SCRIPT = RUN_HISTORY_DIALOG + """
 from array import array
 img, (layer,) = make_image(320, 240)
 blob = open(P["bomb"], "rb").read()
 img.attach_parasite(Gimp.Parasite.new("paintbridge-history", Gimp.PARASITE_PERSISTENT, array("b", blob).tolist()))
 Gimp.Display.new(img)
 Gimp.displays_flush()
-proc = PDB.lookup_procedure("plug-in-paintbridge-history")
-cfg = proc.create_config()
-cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
-cfg.set_property("image", img)
-cfg.set_core_object_array("drawables", [layer])
-result = proc.run(cfg)
-check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the History dialog closed normally: %r" % (result.index(0),))
+run_history_dialog(img, [layer])
 open(P["dir"] + "/verified", "w").close()
 """
 
