@@ -10,7 +10,7 @@ import logging
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from protocol.client import JobCancelled, JobFailed
@@ -104,17 +104,24 @@ def tracebacks():
     logging.getLogger("paintbridge").removeHandler(handler)
 
 
-def answer(client, job: dict):
-    """The result, or the refusal: never ``internal``; a refusal names its field."""
+def answer(client, job: dict, counted: bool = False):
+    """The result, or the refusal: never ``internal``; a refusal names its field. ``counted``: each outcome is a
+    Hypothesis event (``--hypothesis-show-statistics`` lists them)."""
+    def outcome(text: str) -> None:
+        if counted:
+            event(f"{job['mode']}: {text}")
+
     try:
         result = client.run(job, timeout=600)
     except JobFailed as err:
         assert err.code != INTERNAL, f"{err.code}: {err}"
         assert err.code in ("bad_request", "unsupported", "model_not_found") and (err.field or err.code != "bad_request"), \
             (err.code, err.field, str(err))
+        outcome(f"{err.code} ({err.field})")
         return err
     except JobCancelled:
         raise AssertionError("nobody cancelled this job")
+    outcome("result")
     for layer in result.layers:
         assert layer.width >= 1 and layer.height >= 1 and len(layer.data) == layer.width * layer.height * 4
     return result
@@ -123,7 +130,7 @@ def answer(client, job: dict):
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(jobs("classical", ["inpaint", "outpaint", "upscale"]))
 def test_degenerate_jobs_on_the_classical_engine_never_answer_internal(client, tracebacks, job):
-    answer(client, job)
+    answer(client, job, counted=True)
     assert tracebacks.seen == []
 
 
@@ -131,7 +138,7 @@ def test_degenerate_jobs_on_the_classical_engine_never_answer_internal(client, t
 @given(st.sampled_from(["tiny-sd15", "tiny-sd15-inpaint"]).flatmap(
     lambda model: jobs(model, ["generate", "img2img", "inpaint", "outpaint"])))
 def test_degenerate_jobs_on_a_tiny_sd15_never_answer_internal(client, tracebacks, job):
-    answer(client, job)
+    answer(client, job, counted=True)
     assert tracebacks.seen == []
 
 
