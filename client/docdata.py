@@ -8,7 +8,9 @@ Each adapter stores one blob per key (Krita: annotation ``paintbridge/<key>``; G
 ``pack``/``unpack`` wrap and check one payload: a blob from another program, a newer format, another key, a short
 or damaged blob raise ``DocumentDataError`` whose message names the key and what is wrong (the adapter's caller
 says so and goes on: such data is never fatal to opening a document). ``pack_map``/``unpack_map`` serialise a
-``str → bytes`` map, for records with several parts (history entries). Standard library only.
+``str → bytes`` map, for records with several parts (history entries). ``inflate`` decompresses a zlib part of such
+a record with a bound: never more than the size the record declares (a small part that would inflate to gigabytes is
+refused after at most that many bytes). Standard library only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ _HEAD = struct.Struct("<4sHH")
 _TAIL = struct.Struct("<QI")
 _MAP_COUNT = struct.Struct("<I")
 _MAP_ITEM = struct.Struct("<HQ")
+_CHUNK = 1 << 20  # what ``inflate`` holds at once when it only checks a stream
 
 
 class DocumentDataError(PaintbridgeError, ValueError):
@@ -112,3 +115,34 @@ def unpack_map(blob: bytes) -> Dict[str, bytes]:
     if pos != len(view):
         raise DocumentDataError(f"Paintbridge document data has {len(view) - pos} stray bytes after its map")
     return out
+
+
+def inflate(packed: bytes, size: int, what: str, keep: bool = True) -> bytes:
+    """The ``size`` bytes the zlib stream ``packed`` holds, decompressed with a bound: never more than ``size`` (+1)
+    bytes are produced, whatever the stream would inflate to. ``DocumentDataError`` naming ``what`` (the document
+    part) when the stream is damaged, shorter or longer than ``size``, or followed by stray bytes. With ``keep`` False
+    the stream is only checked, ``_CHUNK`` bytes at a time, and b"" is returned."""
+    if size < 0:
+        raise DocumentDataError(f"{what} declares a negative size ({size} bytes)")
+    stream, out, produced = zlib.decompressobj(), [], 0
+    data = bytes(packed)
+    try:
+        while True:
+            piece = stream.decompress(data, min(size + 1 - produced, size + 1 if keep else _CHUNK))
+            produced += len(piece)
+            if produced > size:
+                raise DocumentDataError(f"{what} is damaged: it decompresses to more than the {size} bytes it declares")
+            if keep:
+                out.append(piece)
+            data = stream.unconsumed_tail
+            if stream.eof or (not data and not piece):
+                break
+    except zlib.error as err:
+        raise DocumentDataError(f"{what} is damaged ({err})") from None
+    if not stream.eof:
+        raise DocumentDataError(f"{what} is damaged (its compressed data is cut short)")
+    if stream.unused_data:
+        raise DocumentDataError(f"{what} is damaged ({len(stream.unused_data)} stray bytes after its data)")
+    if produced != size:
+        raise DocumentDataError(f"{what} holds {produced} bytes, not the {size} it declares: it is damaged")
+    return b"".join(out)

@@ -55,14 +55,11 @@ def encode_pixels(data: bytes, width: int, bytes_per_pixel: int) -> bytes:
     return zlib.compress(filtered.to_bytes(size, "big"), LEVEL)
 
 
-def decode_pixels(packed: bytes, width: int, bytes_per_pixel: int, size: int) -> bytes:
-    """The exact bytes ``encode_pixels`` was given; ``DocumentDataError`` when they cannot be."""
-    try:
-        filtered = zlib.decompress(packed)
-    except zlib.error as err:
-        raise docdata.DocumentDataError(f"a stored history image is damaged ({err})") from None
-    if len(filtered) != size:
-        raise docdata.DocumentDataError(f"a stored history image has {len(filtered)} bytes, not {size}")
+def decode_pixels(packed: bytes, width: int, bytes_per_pixel: int, size: int, what: str = "a stored history image"
+                  ) -> bytes:
+    """The exact bytes ``encode_pixels`` was given; ``DocumentDataError`` naming ``what`` when they cannot be (never
+    decompressing more than ``size`` bytes)."""
+    filtered = docdata.inflate(packed, size, what)
     stride = width * bytes_per_pixel
     if not size or not stride:
         return filtered
@@ -103,11 +100,36 @@ class StoredLayer:
     packed: bytes  # ``encode_pixels`` of the layer's pixels
     info: Dict[str, Any] = field(default_factory=dict)
     thumb: Tuple[int, int, bytes] = (0, 0, b"")  # (w, h, zlib-compressed rgba8)
+    part: str = field(default="a stored history layer", compare=False, repr=False)  # how errors name it
 
     @property
     def data(self) -> bytes:
-        """The layer's pixels, exactly as they arrived."""
-        return decode_pixels(self.packed, self.width, 4, self.width * self.height * 4)
+        """The layer's pixels, exactly as they arrived (``DocumentDataError`` when they are damaged)."""
+        return decode_pixels(self.packed, self.width, 4, self.width * self.height * 4, f"the pixels of {self.part}")
+
+    def thumbnail_rgba(self) -> Tuple[int, int, bytes]:
+        """(w, h, ``rgba8`` pixels) of the thumbnail ((0, 0, b"") when there is none); ``DocumentDataError`` when it
+        is damaged (never decompressing more than its declared w x h)."""
+        w, h, packed = self.thumb
+        if not packed:
+            return 0, 0, b""
+        return w, h, docdata.inflate(packed, w * h * 4, f"the thumbnail of {self.part}")
+
+    def check(self) -> None:
+        """``DocumentDataError`` naming this layer and the fault unless its declared sizes are possible and both its
+        pixels and its thumbnail decompress to exactly those sizes (checked as a stream: nothing is kept)."""
+        if not (0 <= self.width and 0 <= self.height and self.width * self.height * 4 <= MAX_RAW_BYTES):
+            raise docdata.DocumentDataError(f"{self.part} declares an impossible size {self.width}x{self.height} "
+                                            f"(a history keeps at most {MAX_RAW_BYTES} bytes of pixels per layer)")
+        w, h, packed = self.thumb
+        if not (0 <= w <= THUMBNAIL_SIZE and 0 <= h <= THUMBNAIL_SIZE):
+            raise docdata.DocumentDataError(f"the thumbnail of {self.part} declares an impossible size {w}x{h} "
+                                            f"(at most {THUMBNAIL_SIZE}x{THUMBNAIL_SIZE})")
+        if self.format not in (protocol.RGBA8, protocol.BGRA8):
+            raise docdata.DocumentDataError(f"{self.part} has pixel format {self.format!r}, not rgba8 or bgra8")
+        if packed:
+            docdata.inflate(packed, w * h * 4, f"the thumbnail of {self.part}", keep=False)
+        docdata.inflate(self.packed, self.width * self.height * 4, f"the pixels of {self.part}", keep=False)
 
     def meta(self) -> Dict[str, Any]:
         return {"name": self.name, "x": self.x, "y": self.y, "width": self.width, "height": self.height,
@@ -138,10 +160,9 @@ class Entry:
 
     def thumbnail_rgba(self, layer: int = 0) -> Tuple[int, int, bytes]:
         """(w, h, ``rgba8`` pixels) of layer ``layer``'s thumbnail ((0, 0, b"") when there is none)."""
-        if not 0 <= layer < len(self.layers) or not self.layers[layer].thumb[2]:
+        if not 0 <= layer < len(self.layers):
             return 0, 0, b""
-        w, h, packed = self.layers[layer].thumb
-        return w, h, zlib.decompress(packed)
+        return self.layers[layer].thumbnail_rgba()
 
     def title(self) -> str:
         """A short line for a list: time, mode, prompt."""
@@ -188,20 +209,28 @@ class Entry:
         return docdata.pack_map(parts)
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "Entry":
+    def from_bytes(cls, blob: bytes, name: str = "") -> "Entry":
+        """The entry stored in ``blob`` (kept under ``entry/<name>``), every layer checked (``StoredLayer.check``):
+        ``DocumentDataError`` naming the entry, the part and the fault when any part is damaged."""
+        where = f"history entry {name!r}" if name else "a history entry"
         parts = docdata.unpack_map(blob)
         try:
             meta = json.loads(parts["meta"])
+            label = f"{where} ({str(meta['mode'])}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(meta['time']))})"
             layers = []
             for i, m in enumerate(meta["layers"]):
                 w, h = m.get("thumb") or (0, 0)
                 layers.append(StoredLayer(str(m["name"]), int(m["x"]), int(m["y"]), int(m["width"]), int(m["height"]),
                                           int(m["seed"]), str(m["format"]), parts[f"layer/{i}"],
-                                          dict(m.get("info") or {}), (int(w), int(h), parts.get(f"thumb/{i}", b""))))
-            return cls(str(meta["id"]), float(meta["time"]), str(meta["mode"]), str(meta["model"]),
-                       str(meta["prompt"]), dict(meta["settings"]), dict(meta["params"]), layers)
-        except (KeyError, TypeError, ValueError) as err:
-            raise docdata.DocumentDataError(f"a history entry is damaged ({type(err).__name__}: {err})") from None
+                                          dict(m.get("info") or {}), (int(w), int(h), parts.get(f"thumb/{i}", b"")),
+                                          f"result {i + 1} of {label}"))
+            entry = cls(str(meta["id"]), float(meta["time"]), str(meta["mode"]), str(meta["model"]),
+                        str(meta["prompt"]), dict(meta["settings"]), dict(meta["params"]), layers)
+        except (KeyError, TypeError, ValueError, OverflowError, OSError, RecursionError) as err:
+            raise docdata.DocumentDataError(f"{where} is damaged ({type(err).__name__}: {err})") from None
+        for layer in layers:
+            layer.check()
+        return entry
 
 
 def _worth_showing(value: Any) -> bool:
@@ -238,6 +267,7 @@ class History:
     def __init__(self, limit_bytes: int = DEFAULT_LIMIT_MB * 1_000_000, max_entries: int = MAX_ENTRIES) -> None:
         self.limit_bytes, self.max_entries = int(limit_bytes), int(max_entries)
         self.entries: List[Entry] = []
+        self.damaged: List[str] = []  # why each entry that could not be read was left out (``from_bytes``)
 
     @property
     def stored_bytes(self) -> int:
@@ -282,7 +312,8 @@ class History:
     @classmethod
     def from_bytes(cls, blob: bytes, limit_bytes: int = DEFAULT_LIMIT_MB * 1_000_000,
                    max_entries: int = MAX_ENTRIES) -> "History":
-        """The history stored in ``blob``; ``DocumentDataError`` when it is damaged or newer than this plugin."""
+        """The history stored in ``blob``; ``DocumentDataError`` when the container is damaged or newer than this
+        plugin. A damaged entry is left out (``damaged`` says which and why); the others are read."""
         items = docdata.unpack_map(blob)
         version = items.pop("format", b"")
         if not version.isdigit():
@@ -291,7 +322,13 @@ class History:
             raise docdata.DocumentDataError(f"the stored history has format {int(version)}, newer than this plugin "
                                             f"reads ({FORMAT}): update Paintbridge to use it")
         out = cls(limit_bytes, max_entries)
-        out.entries = [Entry.from_bytes(v) for k, v in items.items() if k.startswith("entry/")]
+        for key, value in items.items():
+            try:
+                if not key.startswith("entry/"):
+                    raise docdata.DocumentDataError(f"the stored history holds an unknown item {key[:40]!r}")
+                out.entries.append(Entry.from_bytes(value, key[len("entry/"):]))
+            except docdata.DocumentDataError as err:
+                out.damaged.append(str(err))
         return out
 
 
@@ -307,8 +344,8 @@ Saver = Callable[[Optional[bytes]], None]
 
 class DocumentHistory:
     """One document's history, read through the adapter's ``load()`` (``load_document_data(doc, KEY)``) and written
-    back with ``save(bytes)`` after every change. Damaged or foreign data is never fatal: the history starts empty,
-    ``problem`` says why, and the old data is replaced only when something new is kept."""
+    back with ``save(bytes)`` after every change. Damaged or foreign data is never fatal: the history starts empty (or
+    without its damaged entries), ``problem`` says why, and the old data is replaced only when something is saved."""
 
     def __init__(self, load: Loader, save: Saver, limit: int = DEFAULT_LIMIT_MB * 1_000_000) -> None:
         self._save = save
@@ -319,6 +356,11 @@ class DocumentHistory:
         except docdata.DocumentDataError as err:
             self.history = History(limit)
             self.problem = f"The results history stored in this image cannot be read ({err}); it starts empty."
+        if self.history.damaged:
+            count = len(self.history.damaged)
+            self.problem = (f"{count} result{'s' if count > 1 else ''} of the history stored in this image "
+                            f"{'are' if count > 1 else 'is'} damaged and left out (the others are read; the damaged "
+                            f"data is dropped when the history is next saved): " + "; ".join(self.history.damaged))
         if self.history.trim():
             self.save()
 

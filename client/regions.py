@@ -10,9 +10,11 @@ Standard library only.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, List, Optional, Sequence
 
+from .docdata import DocumentDataError
 from .errors import JobInputError
 
 DOCUMENT_KEY = "regions"
@@ -43,6 +45,7 @@ class RegionList:
 
     def __init__(self, bindings: Sequence[RegionBinding] = ()) -> None:
         self.items: List[RegionBinding] = [b.checked() for b in bindings][:MAX_REGIONS]
+        self.damaged: List[str] = []  # why each stored region that could not be read was left out (``from_bytes``)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -86,16 +89,40 @@ class RegionList:
 
     @classmethod
     def from_bytes(cls, data: Optional[bytes]) -> "RegionList":
-        """The list stored in a document; None or unreadable data gives an empty list (never fatal)."""
+        """The list stored in a document (None or b"": an empty list). ``DocumentDataError`` naming the fault when the
+        stored list cannot be read at all; a damaged region is left out (``damaged`` says which and why)."""
         if not data:
             return cls()
+        what = "The region prompts kept in this document"
         try:
             raw = json.loads(bytes(data).decode())
-            items = raw["regions"] if isinstance(raw, dict) and raw.get("format") == FORMAT else []
-            return cls([RegionBinding(str(r["layer"]), str(r.get("prompt", "")), str(r.get("negative_prompt", "")),
-                                      float(r.get("strength", 1.0)), str(r.get("name", ""))) for r in items])
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return cls()
+        except (ValueError, RecursionError) as err:
+            raise DocumentDataError(f"{what} are damaged (not readable JSON: {type(err).__name__})") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("format"), int) or not isinstance(raw.get("regions"),
+                                                                                                 list):
+            raise DocumentDataError(f"{what} are not in a format Paintbridge writes")
+        if raw["format"] > FORMAT:
+            raise DocumentDataError(f"{what} have format {raw['format']}, newer than this plugin reads ({FORMAT}): "
+                                    "update Paintbridge to use them")
+        out, damaged = [], []
+        for index, r in enumerate(raw["regions"]):
+            try:
+                out.append(RegionBinding(str(r["layer"]), str(r.get("prompt", "")), str(r.get("negative_prompt", "")),
+                                         _strength(r.get("strength", 1.0)), str(r.get("name", ""))))
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                damaged.append(f"region {index + 1} is damaged ({type(err).__name__}: {err})")
+        if len(out) > MAX_REGIONS:
+            damaged.append(f"{len(out) - MAX_REGIONS} region(s) beyond the {MAX_REGIONS} a job takes")
+        found = cls(out)
+        found.damaged = damaged
+        return found
+
+
+def _strength(value: Any) -> float:
+    """A stored strength: a finite number (``RegionBinding.checked`` brings it within 0-1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"strength {value!r} is not a number")
+    return float(value)
 
 
 def binding_to_bytes(binding: RegionBinding) -> bytes:
@@ -106,15 +133,22 @@ def binding_to_bytes(binding: RegionBinding) -> bytes:
 
 
 def binding_from_bytes(data: Optional[bytes], layer: str = "") -> Optional[RegionBinding]:
-    """The region stored on a layer (None for none or unreadable data)."""
-    try:
-        raw = json.loads(bytes(data or b"").decode())
-        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-            return None
-        return RegionBinding(layer, str(raw.get("prompt", "")), str(raw.get("negative_prompt", "")),
-                             float(raw.get("strength", 1.0))).checked()
-    except (ValueError, TypeError):
+    """The region stored on a layer (None when it has none); ``DocumentDataError`` naming the layer and the fault
+    when the stored region cannot be read."""
+    if not data:
         return None
+    what = f"The region prompt kept on layer {layer!r}" if layer else "A region prompt kept on a layer"
+    try:
+        raw = json.loads(bytes(data).decode())
+    except (ValueError, RecursionError) as err:
+        raise DocumentDataError(f"{what} is damaged (not readable JSON: {type(err).__name__})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise DocumentDataError(f"{what} is not in a format this Paintbridge reads")
+    try:
+        return RegionBinding(layer, str(raw.get("prompt", "")), str(raw.get("negative_prompt", "")),
+                             _strength(raw.get("strength", 1.0))).checked()
+    except ValueError as err:
+        raise DocumentDataError(f"{what} is damaged ({err})") from None
 
 
 def opacity(pixels: bytes, fmt: str) -> bytes:

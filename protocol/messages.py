@@ -68,9 +68,13 @@ class Limits(WireModel):
                                     "result of 128 Mi px)")
     max_batch: int = wire(8, minimum=1)
     max_queue: int = wire(32, minimum=1, doc="per client: its jobs queued or running")
+    max_bytes_in_flight: int = wire(1024 * 1024 * 1024, minimum=1,
+                                    doc="server-wide: incoming frame bytes held at once across all clients (1 GiB); "
+                                        "beyond it the server reads the next frame only once others are handled")
 
 
-UNLIMITED = Limits(max_pixels=2**31, max_frame_bytes=2**31, max_batch=2**31, max_queue=2**31)
+UNLIMITED = Limits(max_pixels=2**31, max_frame_bytes=2**31, max_batch=2**31, max_queue=2**31,
+                   max_bytes_in_flight=2**62)
 
 
 @dataclasses.dataclass(frozen=True)

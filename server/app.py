@@ -35,6 +35,7 @@ from .defaults import welcome_defaults, with_family
 from .router import Router
 from .jobs import JobQueue, QueuedJob
 from .payloads import encode_layers, job_from_message
+from .inflight import BudgetedConnection, FrameBudget, connection_factory
 from .netlog import NetworkLog, peer_of
 from .pulls import PullManager
 from .sessions import FinalKeeper, Link, SessionTable
@@ -57,6 +58,7 @@ class PaintbridgeServer:
         self.access = AccessRules(config.host, config.allow_origins, config.allow_hosts)
         self.throttle = GuessThrottle(config.guess_delay, config.guess_delay_max)
         self.pulls = PullManager(config.model_dirs, self.router.rescan, self.models)
+        self.budget = FrameBudget(config.limits.max_bytes_in_flight)  # incoming frame bytes, all connections
 
     def models(self) -> List[dict]:
         """The model listing for the wire, each entry with its ``family``; without ``path`` (where the user's files
@@ -114,7 +116,7 @@ class PaintbridgeServer:
         return Result(item.id, tuple(encode_layers(layers, item.result_format)), round(elapsed, 4),
                       item.job.params.as_dict())
 
-    async def _handshake(self, ws: ServerConnection, link: Link) -> Optional[Hello]:
+    async def _handshake(self, ws: BudgetedConnection, link: Link) -> Optional[Hello]:
         """Read and check ``hello``; on success the session is attached and ``welcome`` queued. Every refusal is
         answered with an ``error`` message."""
         conn = link.conn
@@ -124,7 +126,11 @@ class PaintbridgeServer:
             except asyncio.TimeoutError:
                 raise ProtocolError(errors.BAD_REQUEST,
                                     f"no 'hello' within {self.config.handshake_timeout:g} s") from None
-            (hello,) = conn.receive_data(frame)
+            ws.taken()
+            try:
+                (hello,) = conn.receive_data(frame)
+            finally:
+                ws.handled(frame)
             assert isinstance(hello, Hello)
             await self._check_token(ws, hello)
             base = await asyncio.to_thread(self.welcome)
@@ -150,7 +156,7 @@ class PaintbridgeServer:
         self.sessions.attach(link, hello.session, client, welcome)
         return hello
 
-    async def handler(self, ws: ServerConnection) -> None:
+    async def handler(self, ws: BudgetedConnection) -> None:
         link = Link(ws, Connection(SERVER, self.config.limits), self.config.max_outbox_bytes,
                     self.config.write_timeout)
         try:
@@ -163,7 +169,11 @@ class PaintbridgeServer:
         pump = asyncio.create_task(link.pump())
         try:
             async for frame in ws:
-                await self._dispatch(link, frame)
+                ws.taken()
+                try:
+                    await self._dispatch(link, frame)
+                finally:
+                    ws.handled(frame)
         except ConnectionClosed:
             pass
         finally:
@@ -193,7 +203,8 @@ class PaintbridgeServer:
                 session.add(item)
                 try:
                     await self.queue.submit(item)
-                except ProtocolError:
+                except BaseException:  # refused (busy) or a bug: the job is not held, its answer carries its id
+                    self.queue.withdraw(item)
                     session.jobs.pop(item.id, None)
                     raise
                 session.queued(item)
@@ -236,7 +247,7 @@ class PaintbridgeServer:
         worker = asyncio.create_task(self.queue.worker())
         async with serve(self.handler, self.config.host, self.config.port,
                          max_size=self.config.limits.max_frame_bytes, compression=None,
-                         process_request=self.check_request,
+                         process_request=self.check_request, create_connection=connection_factory(self.budget),
                          logger=NetworkLog(logging.getLogger("paintbridge.network"))) as server:
             if on_ready is not None:
                 on_ready(next(iter(server.sockets)).getsockname()[1])

@@ -122,8 +122,9 @@ def feather_mask(mask: np.ndarray, radius: int) -> np.ndarray:
         core = _upsample(small_core, factor, w, h)
         blurred = _upsample(cv2.convertScaleAbs(small_blur), factor, w, h)
     soft = cv2.min(blurred, mask)
-    # Never lose a pixel the original (ungrown) selection fully covered.
-    return cv2.max(soft, cv2.compare(core, 255, cv2.CMP_EQ))
+    # Never lose a pixel the original (ungrown) selection fully covered. (A threshold, not ``cv2.compare`` with a
+    # number: OpenCV reads a 1 x 1 array beside a number as a 4-channel scalar and answers 4 x 1.)
+    return cv2.max(soft, cv2.threshold(core, 254, 255, cv2.THRESH_BINARY)[1])
 
 
 Rect = Tuple[int, int, int, int]  # x, y, width, height
@@ -381,7 +382,9 @@ def flatten_over(layer: np.ndarray, base: np.ndarray) -> np.ndarray:
 
 
 def resize(image: np.ndarray, width: int, height: int, interpolation: Optional[int] = None) -> np.ndarray:
-    """Resize with area averaging when shrinking and Lanczos when enlarging (or the given OpenCV interpolation)."""
+    """Resize with area averaging when shrinking and Lanczos when enlarging (or the given OpenCV interpolation).
+    At the same size this is ``image`` itself, not a copy: a caller that writes into the result copies it first
+    (a received payload is read-only)."""
     if image.shape[1] == width and image.shape[0] == height:
         return image
     if interpolation is None:

@@ -11,6 +11,7 @@ runs several jobs at once (one per engine replica) and overrides only how a job 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import traceback
@@ -38,12 +39,14 @@ class Owner(Protocol):
 
 
 RunFn = Callable[[Job, JobContext], List[Layer]]
+_serials = itertools.count(1)
 EncodeFn = Callable[["QueuedJob", List[Layer], float], Result]
 
 
-@dataclass
+@dataclass(eq=False)
 class QueuedJob:
-    """A job waiting or running, with the session it belongs to."""
+    """A job waiting or running, with the session it belongs to. Compared by identity: job ids are per client (two
+    clients may both have a job "a" queued), and a job's pixels are never compared."""
 
     job: Job
     owner: Owner
@@ -51,6 +54,7 @@ class QueuedJob:
     live: bool = False
     ctx: JobContext = field(default_factory=JobContext)
     running: bool = False
+    key: int = field(default_factory=lambda: next(_serials))  # unique in this server (ids are unique per client)
 
     @property
     def id(self) -> str:
@@ -114,6 +118,11 @@ class JobQueue:
         queue.remove(item)
         if not queue:
             del self._waiting[item.owner]
+
+    def withdraw(self, item: QueuedJob) -> None:
+        """Forget ``item`` if it is queued (its submission failed), without any message."""
+        if any(q is item for q in self._waiting.get(item.owner, ())):
+            self._remove(item)
 
     async def submit(self, item: QueuedJob) -> None:
         """Queue a job and answer ``queued``. A live frame first replaces its owner's older queued live frames

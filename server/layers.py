@@ -15,8 +15,9 @@ LAYERS: Dict[str, int] = {
     "classical": 2, "diffusion": 2, "families": 2, "upscale": 2, "preprocess": 2,
     # 3: picks the engine for a job
     "router": 3,
-    # 4: the job queue, client sessions, downloads asked for by clients, who may connect, the network log, outboxes
-    "jobs": 4, "sessions": 4, "pulls": 4, "access": 4, "netlog": 4, "outbox": 4,
+    # 4: the job queue, client sessions, downloads asked for by clients, who may connect, the network log, outboxes,
+#    the server-wide budget for incoming frame bytes
+    "jobs": 4, "sessions": 4, "pulls": 4, "access": 4, "netlog": 4, "outbox": 4, "inflight": 4,
     # 5: the websocket application, and the same application over a pool of engine replicas on Ray Serve
     "app": 5, "cluster": 5,
     # 6: the command line and its job read from files; 7: python -m server

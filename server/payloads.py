@@ -20,14 +20,20 @@ from .core import Control, Job, Layer, Reference, Region
 
 
 def payload_to_array(payload: ImagePayload) -> np.ndarray:
-    """An image payload as H x W x 4 RGBA (H x W for gray8) uint8. ``rgba8`` and ``gray8`` give a read-only view of
+    """An image payload as H x W x 4 RGBA (H x W for gray8) uint8, read-only. ``rgba8`` and ``gray8`` give a view of
     the payload's bytes; ``bgra8`` a new array (one channel swap)."""
     arr = np.frombuffer(payload.data, np.uint8)
     if payload.format == GRAY8:
-        return arr.reshape(payload.height, payload.width)
+        return _read_only(arr.reshape(payload.height, payload.width))
     arr = arr.reshape(payload.height, payload.width, 4)
     if payload.format == BGRA8:
-        return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)
+        return _read_only(cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA))
+    return _read_only(arr)
+
+
+def _read_only(arr: np.ndarray) -> np.ndarray:
+    """``arr`` marked read-only: engines never write into what a client sent (whatever its pixel format)."""
+    arr.flags.writeable = False
     return arr
 
 

@@ -46,8 +46,10 @@ def test_damaged_pixels_raise_a_clear_error():
     packed = ch.encode_pixels(os.urandom(64), 4, 4)
     with pytest.raises(docdata.DocumentDataError, match="damaged"):
         ch.decode_pixels(packed[:-3], 4, 4, 64)
-    with pytest.raises(docdata.DocumentDataError, match="not 60"):
+    with pytest.raises(docdata.DocumentDataError, match="more than the 60 bytes"):
         ch.decode_pixels(packed, 4, 4, 60)
+    with pytest.raises(docdata.DocumentDataError, match="holds 64 bytes, not the 68"):
+        ch.decode_pixels(packed, 4, 4, 68)
 
 
 def test_thumbnail_keeps_the_aspect_and_is_rgba8():
@@ -170,9 +172,13 @@ def test_a_damaged_entry_inside_a_good_container_is_reported():
     entry = ch.entry_from_result(job(), [layer()], ["x"], {})
     parts = docdata.unpack_map(entry.to_bytes())
     parts["meta"] = b'{"id": 1}'
-    blob = docdata.pack_map({"format": b"1", "entry/x": docdata.pack_map(parts)})
-    with pytest.raises(docdata.DocumentDataError, match="history entry is damaged"):
-        ch.History.from_bytes(blob)
+    good = ch.entry_from_result(job(), [layer()], ["y"], {})
+    blob = docdata.pack_map({"format": b"1", "entry/x": docdata.pack_map(parts), f"entry/{good.id}": good.to_bytes()})
+    with pytest.raises(docdata.DocumentDataError, match="history entry 'x' is damaged"):
+        ch.Entry.from_bytes(docdata.pack_map(parts), "x")
+    read = ch.History.from_bytes(blob)  # the damaged entry does not hide the good one
+    assert [e.id for e in read.entries] == [good.id] and len(read.damaged) == 1
+    assert "history entry 'x' is damaged" in read.damaged[0]
 
 
 def test_history_limit_mb_is_a_stored_setting():

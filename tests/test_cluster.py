@@ -205,6 +205,28 @@ def test_three_painters_ten_jobs_each_spread_over_the_replicas(studio):
     assert len(used) >= 2, studio.queue.routes
 
 
+def test_painters_whose_job_ids_collide_each_get_their_own_results_across_the_pool(studio):
+    """Job ids are per client: two painters both number their jobs c0, c1, ... and cancel one; the front end places
+    and streams each job as its own (each result has its painter's width), and each job ends once."""
+    widths = {"u": 64, "v": 72}
+    clients = {name: session(studio.url, name)[0] for name in widths}
+    for n in range(4):
+        for name, ws in clients.items():
+            ws.send(encode(dict(img2img(f"c{n}"), image=image_map(w=widths[name], seed=n))))
+    clients["v"].send(encode({"type": "cancel", "id": "c3"}))
+    for name, ws in clients.items():
+        finals: Dict[str, list] = {}
+        while len(finals) < 4:
+            msg = decode(ws.recv(timeout=300))
+            if msg["type"] in ("result", "cancelled", "error") and msg.get("id"):
+                finals.setdefault(msg["id"], []).append(msg)
+        assert sorted(finals) == ["c0", "c1", "c2", "c3"] and all(len(m) == 1 for m in finals.values()), finals
+        results = [m[0] for m in finals.values() if m[0]["type"] == "result"]
+        assert len(results) >= 3 and all(m["layers"][0]["width"] == widths[name] for m in results), finals
+        assert all(m[0]["type"] in ("result", "cancelled") for m in finals.values()), finals
+        ws.close()
+
+
 def test_a_painter_with_many_jobs_does_not_hold_up_another_across_the_pool(studio):
     """Fair turns across the pool, counted in start order: painter A queues 8 jobs of a checkpoint two replicas have,
     then painter B queues one; after B's job is queued, at most one more of A's jobs per replica starts before it."""

@@ -1106,7 +1106,54 @@ img.delete()
 """, url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
 
 
-HISTORY_GUI_SCRIPT = """
+def test_an_xcf_whose_history_holds_zlib_bombs_opens_and_names_the_damaged_part(profile, server):
+    """A thumbnail and a layer that would each inflate to 1 GiB (tests/docbombs.py) in the .xcf's history: the image
+    opens, the history the History dialog shows has the good result and a note naming the damaged part, the reading
+    process's peak memory hardly grows, and GIMP goes on (the good result applies again)."""
+    import docbombs
+
+    blob, _good, _bad = docbombs.bomb_history()
+    (profile.outside / "bomb-history.bin").write_bytes(blob)
+    done = batch(profile, PLUGIN_PATH + """
+import json, resource, tempfile
+from gimp_plugin import history, host
+img, (layer,) = make_image(64, 48)
+host.save_document_data(img, "history", open(P["bomb"], "rb").read())
+path = tempfile.mkdtemp() + "/bomb.xcf"
+Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path), None)
+img.delete()
+img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+(layer,) = img.get_layers()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+kept = history.of(img)  # what the History dialog shows: its entries, and ``problem`` as its note
+growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+print("peak memory growth reading the bomb history: %.1f MiB" % (growth / 2 ** 20))
+check(growth < 128 << 20, "bounded: an unbounded read takes at least 1 GiB, this took %d bytes" % growth)
+check([e.prompt for e in kept.entries] == ["kept"], "the good result is read: %r" % [e.prompt for e in kept.entries])
+check("the thumbnail of result 1 of history entry" in kept.problem and "decompresses to more than" in kept.problem,
+      "the note names the damaged part: %s" % kept.problem)
+listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [layer], action="list").index(1))
+check([e["prompt"] for e in listed] == ["kept"], "the History procedure lists the good result: %r" % listed)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-history", img, [layer], action="apply", index=0)
+check(len(new_layers(img, old)) == 1, "and applies it again: GIMP and the plug-in stay up")
+img.delete()
+""", plugin_dir=profile.inner(profile.plugin_dir), bomb=profile.inside + "/bomb-history.bin")
+    print(next(line for line in done.output.splitlines() if line.startswith("peak memory growth")))
+
+
+RUN_HISTORY_DIALOG = """
+def run_history_dialog(img, drawables):
+    proc = PDB.lookup_procedure("plug-in-paintbridge-history")
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+    cfg.set_property("image", img)
+    cfg.set_core_object_array("drawables", drawables)
+    result = proc.run(cfg)
+    check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the History dialog closed normally: %r" % (result.index(0),))
+"""
+
+HISTORY_GUI_SCRIPT = RUN_HISTORY_DIALOG + """
 import os, time
 def marker(name):
     open(P["dir"] + "/" + name, "w").close()
@@ -1124,13 +1171,7 @@ for prompt in ("a first try", "a second try"):
     img.remove_layer(made)
 Gimp.displays_flush()
 old = img.get_layers()
-proc = PDB.lookup_procedure("plug-in-paintbridge-history")
-cfg = proc.create_config()
-cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
-cfg.set_property("image", img)
-cfg.set_core_object_array("drawables", [layer])
-result = proc.run(cfg)
-check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the History dialog closed normally: %r" % (result.index(0),))
+run_history_dialog(img, [layer])
 added = new_layers(img, old)
 check(len(added) == 2, "Apply again, then Reuse settings ran the inpaint dialog once: %r" % layer_summary(img))
 name, x, y, pixels = kept["a second try"]
@@ -1164,6 +1205,41 @@ def test_gui_history_dialog_lists_results_and_applies_again(profile, server, art
         session.wait_file("verified", timeout=90)
     except BaseException:
         session.screenshot_quietly(artifacts_dir / "gimp-history-failure.png")
+        raise
+    finally:
+        session.stop()
+
+
+BOMB_GUI_SCRIPT = RUN_HISTORY_DIALOG + """
+from array import array
+img, (layer,) = make_image(320, 240)
+blob = open(P["bomb"], "rb").read()
+img.attach_parasite(Gimp.Parasite.new("paintbridge-history", Gimp.PARASITE_PERSISTENT, array("b", blob).tolist()))
+Gimp.Display.new(img)
+Gimp.displays_flush()
+run_history_dialog(img, [layer])
+open(P["dir"] + "/verified", "w").close()
+"""
+
+
+def test_gui_history_dialog_opens_on_an_image_whose_history_holds_zlib_bombs(profile, artifacts_dir):
+    """The History dialog on an image with the bombs of ``docbombs`` opens (its note names the damaged part: the
+    screenshot shows it; the batch test above checks the note's text), and closes normally."""
+    import docbombs
+    from hosts.gimp import GuiSession
+
+    (profile.outside / "bomb-packed.bin").write_bytes(docbombs.packed_bomb_history())
+    session = GuiSession(profile)
+    try:
+        session.start(BOMB_GUI_SCRIPT, {"bomb": profile.inside + "/bomb-packed.bin", "dir": profile.inside})
+        dialog = session.wait_window("Paintbridge: History", timeout=120)
+        time.sleep(1.0)
+        session.screenshot(artifacts_dir / "gimp-history-bomb-dialog.png")
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "alt+c")  # Close
+        session.wait_file("verified", timeout=90)
+    except BaseException:
+        session.screenshot_quietly(artifacts_dir / "gimp-history-bomb-failure.png")
         raise
     finally:
         session.stop()

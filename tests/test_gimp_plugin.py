@@ -395,6 +395,7 @@ def test_a_changed_listing_makes_gimp_register_the_plug_in_again(tmp_path):
 def test_region_arguments_bind_or_remove_a_prompt():
     """regions (issue 15): the procedures that paint take the region arguments; a layer with a prompt is a binding,
     with an empty prompt a removal, none leaves the image's regions as they are."""
+    from client.docdata import DocumentDataError
     from client.regions import binding_from_bytes, binding_to_bytes
     from gimp_plugin.values import region_binding
 
@@ -406,7 +407,9 @@ def test_region_arguments_bind_or_remove_a_prompt():
     assert item == "L" and (binding.prompt, binding.negative_prompt) == ("a car", "x")
     assert region_binding({"region-layer": "L", "region-prompt": ""}) == ("L", None)
     assert binding_from_bytes(binding_to_bytes(binding), "L") == binding.__class__("L", "a car", "x", 1.0)
-    assert binding_from_bytes(b"junk") is None
+    assert binding_from_bytes(b"") is None
+    with pytest.raises(DocumentDataError, match="region prompt kept on layer 'L' is damaged"):
+        binding_from_bytes(b"junk", "L")
 
 
 # fills (issue 13)

@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
 import pytest
@@ -89,11 +89,12 @@ def _run_scenario(tmp_path_factory, scenario: str, *args, **kwargs) -> Run:
 
 def _run_scenario_once(tmp_path_factory, scenario: str, width: int, height: int, models_which=(),
                        model: str = "", host: hk.KritaHost = hk.NATIVE, server_url: str = "", tag: str = "",
-                       hand_detector_to: Optional[Path] = None) -> Run:
+                       hand_detector_to: Optional[Path] = None, files: Optional[Dict[str, bytes]] = None) -> Run:
     """Install Paintbridge (the installer install.py uses) and the driver into a fresh Krita HOME, run ``scenario``.
 
     Without ``server_url`` the plugin starts the server itself (as recorded by the installer) on a free port.
     ``hand_detector_to``: where the driver puts the tests' hand detector while Krita runs (a server's models folder).
+    ``files`` are written into the driver's ``out`` folder first (name: bytes).
     """
     missing = host.missing_tools()
     if missing:
@@ -115,6 +116,8 @@ def _run_scenario_once(tmp_path_factory, scenario: str, width: int, height: int,
     hk.write_plugin(home.pykrita, "pb_test_driver", driver, enable_in=home.kritarc)
     out = home.root / "out"
     out.mkdir()
+    for name, data in (files or {}).items():
+        (out / name).write_bytes(data)
     config = {"out": host.inside(out), "scenario": scenario, "width": width, "height": height, "deadline_s": 420,
               "model": model}
     # the document GIMP's host test generates into (diffusion) and upscales a selection of (classical) too
@@ -1054,6 +1057,28 @@ def _check_history(run: Run) -> None:
     assert (run.out / "history-again.bin").read_bytes() == (run.out / "history-result.bin").read_bytes()
     assert rec["reused_prompt"] == rec["reused_widget"] == "kept for later"
     assert rec["list_deleted"] == 0 and "paintbridge/history" not in rec["types_deleted"]
+
+
+@pytest.fixture(scope="module")
+def krita_history_bomb_run(tmp_path_factory) -> Run:
+    import docbombs
+
+    return _run_scenario(tmp_path_factory, "history_bomb", W, H,
+                         files={"bomb-history.bin": docbombs.packed_bomb_history()})
+
+
+def test_a_kra_whose_history_holds_zlib_bombs_opens_and_the_panel_names_the_damaged_part(krita_history_bomb_run):
+    run = krita_history_bomb_run
+    assert not run["errors"], run["errors"]
+    rec = run["bomb"]
+    assert rec["saved"] is True and rec["kra_bytes"] < 8_000_000  # the bombs are small in the file
+    assert rec["list"] == 1 and rec["prompts"] == ["kept"]  # the good result is listed and usable
+    damaged = [text for text, error in rec["messages"] if error and "damaged" in text]
+    assert damaged, rec["messages"]
+    assert "the thumbnail of result 1 of history entry" in damaged[-1] and "decompresses to more than" in damaged[-1]
+    growth = rec["peak_after"] - rec["peak_before"]
+    print(f"Krita peak memory grew by {growth / 2**20:.1f} MiB while opening the bomb .kra")
+    assert growth < 256 << 20, growth  # an unbounded read takes at least 1 GiB
 
 
 @pytest.fixture(scope="module")

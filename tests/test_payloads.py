@@ -152,7 +152,7 @@ def test_server_views_rgba_and_gray_in_place_and_swaps_bgra_once():
     assert (view == rgba).all()
     bgra = rgba[..., [2, 1, 0, 3]].tobytes()
     swapped = payload_to_array(ImagePayload(w, h, BGRA8, bgra))
-    assert (swapped == rgba).all() and swapped.flags.writeable
+    assert (swapped == rgba).all() and not swapped.flags.writeable  # read-only like every received array
     mask = payload_to_array(ImagePayload(w, h, GRAY8, rgba[..., 0].tobytes()))
     assert mask.shape == (h, w) and (mask == rgba[..., 0]).all()
 

@@ -45,10 +45,14 @@ class Regions:
         if doc is None:
             return client.regions.RegionList()
         try:
-            return client.regions.RegionList.from_bytes(self.host.load_document_data(doc, KEY))
+            found = client.regions.RegionList.from_bytes(self.host.load_document_data(doc, KEY))
         except client.docdata.DocumentDataError as err:
             self.session.show_message(f"The regions kept in this document cannot be read: {err}", error=True)
             return client.regions.RegionList()
+        if found.damaged:
+            self.session.show_message("Some regions kept in this document are damaged and left out: "
+                                      + "; ".join(found.damaged), error=True)
+        return found
 
     def _save(self) -> None:
         """Write the list into the document; live mode hears of it like of a prompt edit."""

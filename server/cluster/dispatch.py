@@ -45,13 +45,13 @@ class PoolQueue(JobQueue):
     def __init__(self, pool: Pool, encode_result: EncodeFn, max_queue: int) -> None:
         super().__init__(self._no_local_run, encode_result, max_queue)
         self.pool = pool
-        self.placed: Dict[str, str] = {}  # running job id -> replica id
+        self.placed: Dict[int, str] = {}  # running job's key (``QueuedJob.key``: ids repeat across clients) -> replica
         self.started_at: Dict[str, float] = {}  # replica id -> when its job started
         self.last_replica: Dict[object, str] = {}  # owner -> the replica of its last job
         self.routes: List[tuple] = []  # (job id, replica id) in start order: what ran where (tests, benchmarks)
-        self._rerouting: Dict[str, "asyncio.Future[str]"] = {}  # running job id -> waiting for another replica
-        self._running_items: Dict[str, QueuedJob] = {}
-        self._totals: Dict[str, int] = {}  # running job id -> its steps as last reported
+        self._rerouting: Dict[int, "asyncio.Future[str]"] = {}  # running job's key -> waiting for another replica
+        self._running_items: Dict[int, QueuedJob] = {}
+        self._totals: Dict[int, int] = {}  # running job's key -> its steps as last reported
 
     @staticmethod
     def _no_local_run(job, ctx) -> List[Layer]:
@@ -60,9 +60,9 @@ class PoolQueue(JobQueue):
     # --- placing ---
 
     def _wants(self) -> List[routing.Want]:
-        again = [routing.Want(jid, self._running_items[jid].owner, self._model(self._running_items[jid]), False)
-                 for jid in self._rerouting]
-        return again + [routing.Want(item.id, item.owner, self._model(item), item.live) for item in self.run_order()]
+        again = [routing.Want(key, self._running_items[key].owner, self._model(self._running_items[key]), False)
+                 for key in self._rerouting]
+        return again + [routing.Want(item.key, item.owner, self._model(item), item.live) for item in self.run_order()]
 
     def _model(self, item: QueuedJob) -> Optional[str]:
         key = checkpoint_key(item.job)
@@ -87,34 +87,35 @@ class PoolQueue(JobQueue):
     async def _place(self) -> None:
         if not self._waiting and not self._rerouting:
             return
-        queued = {item.id: item for item in self.run_order()}
+        queued = {item.key: item for item in self.run_order()}
         decision = routing.plan(self._wants(), self._states(), self.last_replica)
-        for jid, rid in decision.starts:
-            self._occupy(rid, jid)
-            self.routes.append((jid, rid))
-            if jid in self._rerouting:
-                self._rerouting.pop(jid).set_result(rid)
+        for key, rid in decision.starts:
+            self._occupy(rid, key)
+            if key in self._rerouting:
+                self.routes.append((self._running_items[key].id, rid))
+                self._rerouting.pop(key).set_result(rid)
                 continue
-            item = self._take(queued[jid])
-            self._running_items[jid] = item
+            item = self._take(queued[key])
+            self.routes.append((item.id, rid))
+            self._running_items[key] = item
             asyncio.ensure_future(self._run_placed(item))
         refused = []  # (answered after every start: sending yields to other tasks)
-        for jid, code, message in decision.refusals:
-            if jid in self._rerouting:
-                self._rerouting.pop(jid).set_exception(ProtocolError(code, message))
+        for key, code, message in decision.refusals:
+            if key in self._rerouting:
+                self._rerouting.pop(key).set_exception(ProtocolError(code, message))
             else:
-                item = self._take(queued[jid])
+                item = self._take(queued[key])
                 self.running.remove(item)
-                refused.append((item, ProtocolError(code, message, job_id=jid)))
+                refused.append((item, ProtocolError(code, message, job_id=item.id)))
         for item, err in refused:
             await item.owner.send(error_from(err))
 
-    def _occupy(self, rid: str, jid: str) -> None:
-        self.placed[jid] = rid
+    def _occupy(self, rid: str, key: int) -> None:
+        self.placed[key] = rid
         self.started_at[rid] = time.monotonic()
 
-    def _free(self, jid: str) -> Optional[str]:
-        rid = self.placed.pop(jid, None)
+    def _free(self, key: int) -> Optional[str]:
+        rid = self.placed.pop(key, None)
         if rid is not None:
             self.started_at.pop(rid, None)
             self._wakeup.set()
@@ -124,18 +125,18 @@ class PoolQueue(JobQueue):
         try:
             await self._run_one(item)
         finally:
-            self._free(item.id)
-            self._running_items.pop(item.id, None)
-            self._totals.pop(item.id, None)
+            self._free(item.key)
+            self._running_items.pop(item.key, None)
+            self._totals.pop(item.key, None)
             if item in self.running:
                 self.running.remove(item)
             self._wakeup.set()
 
     async def _reroute(self, item: QueuedJob) -> str:
         """Free the job's replica and wait for routing to place it again (first in line)."""
-        self._free(item.id)
+        self._free(item.key)
         future: "asyncio.Future[str]" = asyncio.get_running_loop().create_future()
-        self._rerouting[item.id] = future
+        self._rerouting[item.key] = future
         self._wakeup.set()
         try:
             while True:
@@ -145,10 +146,10 @@ class PoolQueue(JobQueue):
                 if item.ctx.cancelled:
                     raise JobCancelled()
         finally:
-            if self._rerouting.get(item.id) is future:
-                del self._rerouting[item.id]
+            if self._rerouting.get(item.key) is future:
+                del self._rerouting[item.key]
             if future.done() and not future.exception() and item.ctx.cancelled:
-                self._free(item.id)
+                self._free(item.key)
 
     # --- running on a replica ---
 
@@ -156,7 +157,7 @@ class PoolQueue(JobQueue):
         """Stream the job from its replica; on a lost replica or a refused load, route it again."""
         tries = 0
         while True:
-            rid = self.placed[item.id]
+            rid = self.placed[item.key]
             state = self.pool.states[rid]
             tries += 1
             try:
@@ -170,7 +171,7 @@ class PoolQueue(JobQueue):
                     raise ProtocolError(INTERNAL, f"the job was started on {tries} replicas and each was lost "
                                         f"(last: {err})") from None
                 if item.ctx._report is not None:  # the client sees its progress start again
-                    item.ctx._report(0, self._totals.get(item.id, 0), None)
+                    item.ctx._report(0, self._totals.get(item.key, 0), None)
                 await self._reroute(item)
                 continue
             if layers is None:  # the replica could not load the checkpoint: routing knows now
@@ -196,7 +197,7 @@ class PoolQueue(JobQueue):
             async for event in stream:
                 kind = event[0]
                 if kind == "progress":
-                    self._totals[item.id] = event[2]
+                    self._totals[item.key] = event[2]
                     if item.ctx._report is not None:
                         item.ctx._report(*event[1:])
                 elif kind == "loaded":

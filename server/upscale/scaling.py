@@ -112,6 +112,8 @@ def resize_rgba(image: np.ndarray, width: int, height: int) -> np.ndarray:
     alpha = image[..., 3]
     if alpha.min() == 255:
         out = resize(image, width, height)
+        if out is image:  # the same size: ``resize`` hands back the (read-only) input itself
+            return image.copy()
         out[..., 3] = 255
         return out
     a = alpha.astype(np.float32)[..., None] / 255.0

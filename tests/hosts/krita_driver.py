@@ -1419,6 +1419,43 @@ def scenario_history():
     doc.setModified(False)
 
 
+def peak_rss():
+    """Krita's peak resident memory so far, in bytes (``VmHWM``)."""
+    with open("/proc/self/status") as status:
+        line = next(l for l in status if l.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def scenario_history_bomb():
+    """A .kra whose history holds zlib bombs (a thumbnail and a layer that would each inflate to 1 GiB, written by
+    the test: out/bomb-history.bin) opens; the panel lists the good result, says which part is damaged, and Krita's
+    peak memory does not grow by the bombs."""
+    R = RESULT
+    R["bomb"] = rec = {}
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    dock.show()
+    messages = rec["messages"] = []
+    ses.message_changed.connect(lambda text, error: messages.append([text, bool(error)]))
+    doc = new_doc("pb-bomb")
+    yield 400
+    rec["peak_before"] = peak_rss()
+    blob = open(os.path.join(OUT, "bomb-history.bin"), "rb").read()
+    doc.setAnnotation("paintbridge/history", "Paintbridge history", QByteArray(blob))
+    path = os.path.join(OUT, "bomb.kra")
+    rec["saved"], doc = yield from save_close_reopen(doc, path)
+    rec["kra_bytes"] = os.path.getsize(path)
+    yield Until(lambda: panel.history_list.count() > 0, 30)
+    yield 500
+    rec["list"] = panel.history_list.count()
+    rec["prompts"] = [e.prompt for e in ses.history.entries]
+    rec["tooltip"] = panel.history_list.item(0).toolTip() if panel.history_list.count() else ""
+    rec["peak_after"] = peak_rss()
+    K.activeWindow().qwindow().grab().save(os.path.join(OUT, "window.png"))
+    doc.setModified(False)
+
+
 def pick(box, value):
     """Choose ``value`` in a panel combo box as a painter does (the ``activated`` signal); False when not offered."""
     index = box.findData(value)
@@ -1650,7 +1687,7 @@ SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "
              "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large,
              "references": scenario_references, "history": scenario_history, "edit": scenario_edit,
              "sampling": scenario_sampling, "regions": scenario_regions, "techniques": scenario_techniques,
-             "region_references": scenario_region_references}
+             "region_references": scenario_region_references, "history_bomb": scenario_history_bomb}
 
 
 def _start():
