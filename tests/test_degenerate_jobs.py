@@ -120,7 +120,7 @@ def answer(client, job: dict, counted: bool = False):
         outcome(f"{err.code} ({err.field})")
         return err
     except JobCancelled:
-        raise AssertionError("nobody cancelled this job")
+        raise AssertionError("nobody cancelled this job") from None
     outcome("result")
     for layer in result.layers:
         assert layer.width >= 1 and layer.height >= 1 and len(layer.data) == layer.width * layer.height * 4
