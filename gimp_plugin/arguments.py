@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from client.settings import FALLBACK_DEFAULTS, FILLS
-from protocol.messages import CONTROL_TYPES, REFERENCE_TYPES, SAMPLERS
+from protocol.messages import CONTROL_TYPES, MAX_CONTROLS, REFERENCE_TYPES, SAMPLERS
 from protocol.sampling import SCHEDULE_NAMES
 
 PREFIX = "plug-in-paintbridge-"
 MENU_PATH = "<Image>/Filters/Paintbridge"
-MAX_CONTROLS = 2  # control-layer arguments per procedure
+# MAX_CONTROLS (the protocol's): control-layer slots per procedure, as many as a job takes
 MAX_REFERENCES = 4  # reference-image slots per procedure (issue 15; a job takes up to 8, a dialog shows 4)
 GINT_MAX = 2**31 - 1
 
@@ -153,11 +153,20 @@ def _source_args(mask: bool) -> Tuple[Arg, ...]:
     return tuple(args)
 
 
+def control_prefix(index: int) -> str:
+    """Argument-name prefix of control slot ``index`` (1-based): ``control``, ``control-2`` ..."""
+    return "control" if index == 1 else f"control-{index}"
+
+
+CONTROL_KEYS = ("layer", "type", "strength", "start", "end", "preprocess")  # one control slot's arguments
+
+
 def _control_args() -> Tuple[Arg, ...]:
+    """Control slots: a layer (none = the slot is off), its type, strength, step range and whether the server
+    preprocesses it."""
     args = []
     for i in range(1, MAX_CONTROLS + 1):
-        p = "control" if i == 1 else f"control-{i}"
-        n = "" if i == 1 else f" {i}"
+        p, n = control_prefix(i), "" if i == 1 else f" {i}"
         args += [
             Arg(f"{p}-layer", "layer", f"Control layer{n}", "A layer that guides the result (ControlNet); none = off",
                 None),
@@ -165,6 +174,10 @@ def _control_args() -> Tuple[Arg, ...]:
                 choices=CONTROL_CHOICES),
             Arg(f"{p}-strength", "double", f"Control strength{n}", "How strongly the control layer guides", 1.0,
                 0.0, 2.0),
+            Arg(f"{p}-start", "double", f"Control from{n}", "Fraction of the steps where the control layer starts "
+                "guiding", 0.0, 0.0, 1.0),
+            Arg(f"{p}-end", "double", f"Control until{n}", "Fraction of the steps where the control layer stops "
+                "guiding", 1.0, 0.0, 1.0),
             Arg(f"{p}-preprocess", "boolean", f"Preprocess control{n}",
                 "Turn the layer into a control image on the server (e.g. a photo into Canny edges)", False),
         ]
@@ -188,6 +201,9 @@ REFERENCE_CHOICES = tuple((t, {"style": "Style", "composition": "Composition", "
 def reference_prefix(index: int) -> str:
     """Argument-name prefix of reference slot ``index`` (1-based): ``reference``, ``reference-2`` ..."""
     return "reference" if index == 1 else f"reference-{index}"
+
+
+REFERENCE_KEYS = ("layer", "type", "strength", "start", "end", "region")  # one reference slot's arguments
 
 
 def _reference_args() -> Tuple[Arg, ...]:

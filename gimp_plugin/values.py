@@ -16,15 +16,19 @@ from client.regions import RegionBinding
 from client.settings import ReferenceSetting, Settings
 
 from .arguments import (MAX_CONTROLS, MAX_REFERENCES, SAMPLER_BY_NICK, SCHEDULER_BY_NICK, ProcedureSpec,
-                        reference_prefix)
+                        control_prefix, reference_prefix)
 from .choices import model_name
 
 MASK_SOURCES = {"selection": "selection", "layer-mask": "layer-mask"}
 
 
-def control_prefix(index: int) -> str:
-    """Argument-name prefix of control slot ``index`` (1-based): ``control``, ``control-2`` ..."""
-    return "control" if index == 1 else f"control-{index}"
+def _step_range(what: str, values: Mapping[str, Any], p: str) -> Tuple[float, float]:
+    """A slot's (from, until) fractions of the steps; from after until is refused naming the slot."""
+    start, end = float(values.get(f"{p}-start", 0.0)), float(values.get(f"{p}-end", 1.0))
+    if start > end:
+        raise JobInputError(f"{what}: 'from' ({start:g}) is after 'until' ({end:g}); it guides from one fraction of "
+                            "the steps until a later one")
+    return start, end
 
 
 def control_sources(values: Mapping[str, Any]) -> List[ControlSource]:
@@ -34,8 +38,9 @@ def control_sources(values: Mapping[str, Any]) -> List[ControlSource]:
         p = control_prefix(i)
         layer = values.get(f"{p}-layer")
         if layer is not None:
+            start, end = _step_range(f"Control {i}", values, p)
             out.append(ControlSource(layer, str(values.get(f"{p}-type") or "canny"),
-                                     float(values.get(f"{p}-strength", 1.0)),
+                                     float(values.get(f"{p}-strength", 1.0)), start, end,
                                      preprocess=bool(values.get(f"{p}-preprocess", False))))
     return out
 
@@ -50,10 +55,7 @@ def reference_settings(values: Mapping[str, Any], stable_id: Callable[[Any], str
         layer = values.get(f"{p}-layer")
         if layer is None:
             continue
-        start, end = float(values.get(f"{p}-start", 0.0)), float(values.get(f"{p}-end", 1.0))
-        if start > end:
-            raise JobInputError(f"Reference {i}: 'from' ({start:g}) is after 'until' ({end:g}); the picture guides "
-                                "from one fraction of the steps until a later one")
+        start, end = _step_range(f"Reference {i}", values, p)
         region = values.get(f"{p}-region")
         out.append(ReferenceSetting(stable_id(layer), str(values.get(f"{p}-type") or "content"),
                                     float(values.get(f"{p}-strength", 1.0)), start, end,

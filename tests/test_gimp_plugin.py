@@ -61,15 +61,25 @@ def test_sampler_nicks_map_back_to_every_protocol_sampler():
     assert arguments.SAMPLER_BY_NICK["euler-a"] == "Euler a"
 
 
-def test_every_mode_that_takes_controls_has_two_control_slots():
+def test_every_mode_that_takes_controls_has_as_many_control_slots_as_a_job_takes():
     from client.modes import rule
+    from protocol.messages import MAX_CONTROLS
 
+    assert arguments.MAX_CONTROLS == MAX_CONTROLS == 8
     modes = [spec.mode for spec in arguments.PROCEDURES if rule(spec.mode).controls]
     assert sorted(set(modes)) == ["generate", "img2img", "inpaint", "outpaint"]
-    for mode in modes:
-        names = {arg.name for arg in arguments.BY_MODE[mode].args}
-        assert {"control-layer", "control-type", "control-strength", "control-preprocess",
-                "control-2-layer", "control-2-preprocess"} <= names
+    for spec in arguments.PROCEDURES:
+        names = {arg.name for arg in spec.args}
+        slots = [arguments.control_prefix(i) for i in range(1, MAX_CONTROLS + 1)]
+        wanted = {f"{p}-{k}" for p in slots for k in ("layer", "type", "strength", "start", "end", "preprocess")}
+        if rule(spec.mode).controls:
+            assert wanted <= names, spec.name
+            for p in slots:
+                assert spec.arg(f"{p}-layer").default is None
+                assert (spec.arg(f"{p}-start").default, spec.arg(f"{p}-end").default) == (0.0, 1.0)
+        else:
+            assert not any(n.startswith("control-") for n in names), spec.name
+    assert "control-8-end" in {a.name for a in arguments.BY_NAME[arguments.PREFIX + "live-inpaint"].args}
 
 
 # --- procedure values → client settings → job --------------------------------------------------------------------
@@ -135,6 +145,27 @@ def test_control_sources_only_for_set_layers():
                                                                "control-2-type": "scribble",
                                                                "control-2-strength": 0.5}))
     assert sources == [ControlSource("sketch", "scribble", 0.5)]
+
+
+def test_eight_control_slots_with_their_step_ranges_reach_the_job():
+    vals = values_for("inpaint", prompt="x")
+    for i in range(1, 9):
+        p = arguments.control_prefix(i)
+        vals.update({f"{p}-layer": f"layer{i}", f"{p}-type": "depth" if i % 2 else "canny",
+                     f"{p}-start": i / 20, f"{p}-end": 1 - i / 20, f"{p}-preprocess": i == 8})
+    sources = values.control_sources(vals)
+    assert [(c.layer, c.start, c.end, c.preprocess) for c in sources] == [
+        (f"layer{i}", i / 20, 1 - i / 20, i == 8) for i in range(1, 9)]
+    box = Box(0, 0, 16, 16)
+    inputs = JobInputs(box, rgba(box), "rgba8", rgba(box)[: 16 * 16],
+                       tuple(ControlInput(c.type, rgba(box, i), c.strength, c.start, c.end, c.preprocess)
+                             for i, c in enumerate(sources)))
+    msg = parse_client_message(build_job(values.settings_from_values(arguments.BY_MODE["inpaint"], vals), inputs,
+                                         job_id="c8").to_wire(), Limits())
+    assert [(c.type, c.start, c.end) for c in msg.controls] == [(c.type, c.start, c.end) for c in sources]
+    with pytest.raises(JobInputError, match="Control 3: 'from' \\(0.9\\) is after 'until' \\(0.2\\)"):
+        values.control_sources(values_for("img2img", **{"control-3-layer": "x", "control-3-start": 0.9,
+                                                         "control-3-end": 0.2}))
 
 
 def test_a_built_job_passes_the_servers_validation():
@@ -249,6 +280,11 @@ def test_installer_makes_a_self_contained_plugin_folder(tmp_path):
 
 # --- dialogs ---------------------------------------------------------------------------------------------------------
 
+def flat(section) -> list:
+    """Every argument name of a dialog section, folded sections included."""
+    return [n for m in section[2] for n in ([m] if isinstance(m, str) else flat(m))]
+
+
 def test_dialog_layout_and_models_hint():
     from gimp_plugin.dialog import layout, models_hint
 
@@ -256,7 +292,7 @@ def test_dialog_layout_and_models_hint():
     assert top[:4] == ["prompt", "negative-prompt", "model", "strength"]
     assert [sid for sid, _title, _members in sections] == ["sampling", "area", "controls", "references", "server",
                                                          "regions"]
-    placed = top + [name for _sid, _title, members in sections for name in members]
+    placed = top + [name for section in sections for name in flat(section)]
     assert sorted(placed) == sorted(arg.name for arg in arguments.BY_MODE["inpaint"].args)
     models = [{"name": "classical", "kind": "builtin"}, {"name": "tiny-sd15", "kind": "checkpoint"},
               {"name": "4x-tiny", "kind": "upscaler"}]
@@ -498,12 +534,19 @@ def test_four_gimp_reference_slots_reach_the_job_and_a_region_masks_its_referenc
     parse_client_message(job.to_wire(), Limits())  # the server's validation takes it
 
 
-def test_dialog_places_every_reference_argument_in_its_section():
+def test_dialog_places_every_reference_and_control_argument_in_its_section():
     from gimp_plugin.dialog import layout
 
     for mode in ("outpaint", "generate"):
         spec = arguments.BY_MODE[mode]
         top, sections = layout(spec)
-        refs = dict((sid, members) for sid, _t, members in sections)["references"]
-        assert len(refs) == 6 * arguments.MAX_REFERENCES
-        assert not any(name.startswith("reference") for name in top)
+        by_id = {section[0]: section for section in sections}
+        assert len(flat(by_id["references"])) == 6 * arguments.MAX_REFERENCES
+        assert len(flat(by_id["controls"])) == 6 * arguments.MAX_CONTROLS
+        assert not any(name.startswith(("reference", "control")) for name in top)
+        # the first slot open in its section, every further slot folded in its own expander
+        controls = by_id["controls"][2]
+        assert controls[:6] == tuple(f"control-{k}" for k in ("layer", "type", "strength", "start", "end",
+                                                                "preprocess"))
+        assert [(sid, title) for sid, title, _m in controls[6:]] == [(f"control-{i}", f"Control layer {i}")
+                                                                     for i in range(2, 9)]
