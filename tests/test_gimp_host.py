@@ -1351,3 +1351,72 @@ def test_gui_live_inpaint_carries_the_reference_and_reruns_when_its_layer_is_pai
             raise
         finally:
             session.stop()
+
+
+# --- live follows the brush: change tokens from GIMP's thumbnails, counted pixel reads -------------------------------
+
+LIVE_STATE_SCRIPT = PLUGIN_PATH + """
+from gimp_plugin import arguments, capture, host
+W, H = 600, 400
+img, (layer,) = make_image(W, H)
+def new_layer(name, visible=True):
+    made = Gimp.Layer.new(img, name, W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    img.insert_layer(made, None, 0)
+    made.set_visible(visible)
+    return made
+above, control, preview = new_layer("above"), new_layer("control", visible=False), new_layer("preview")
+far = new_layer("far away")
+far.resize(40, 40, 0, 0)  # a 40x40 layer in the corner, outside the job's box
+def paint(drawable, x, y, w, h, rgba=(0, 0, 0, 255)):
+    buf = drawable.get_buffer()
+    buf.set(Gegl.Rectangle.new(x, y, w, h), RGBA, bytes(rgba) * (w * h))
+    buf.flush()
+    drawable.update(x, y, w, h)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 200, 120, 240, 160)
+bounds = host.selection_bounds(img)
+box = context_box(bounds, W, H)
+check(box.width > 256 or box.height > 256, "the box is downsampled for its thumbnail: %r" % (box,))
+spec = arguments.BY_NAME[arguments.PREFIX + "live-inpaint"]
+values = dict(spec.defaults(), prompt="x", **{"control-layer": control})
+def state(**changes):
+    v = dict(values)
+    v.update({k.replace("_", "-"): x for k, x in changes.items()})
+    return capture.live_state(spec, img, layer, v, host.selection_bounds(img), hide=[preview])
+reads = host.pixel_reads()
+first = state()
+check(not any(isinstance(part, str) for part in first), "no error in the state: %r" % first[:1])
+check(first == state(), "nothing changed: the same state")
+def changed_by(what, change, **settings):
+    before = state(**settings)
+    change()
+    after = state(**settings)
+    check(after != before, what + " is a change")
+    return after
+changed_by("a 1-px write under the selection on the active layer", lambda: paint(layer, 300, 200, 1, 1))
+changed_by("a 3x3 write on a visible layer above it", lambda: paint(above, 250, 150, 3, 3, (255, 255, 255, 255)))
+changed_by("a 2-px write on the hidden control layer", lambda: paint(control, 420, 260, 2, 1, (255, 0, 0, 255)))
+changed_by("a 2-px write on the painted layer with Source = Active layer", lambda: paint(layer, 210, 130, 2, 1),
+           source="layer")
+changed_by("hiding a visible layer", lambda: above.set_visible(False))
+changed_by("growing the selection by one pixel", lambda: img.select_rectangle(Gimp.ChannelOps.ADD, 199, 120, 1, 1))
+same = state()
+paint(preview, 300, 200, 20, 20)
+check(state() == same, "painting the preview layer (skipped, as in the frame's read) is no change")
+paint(far, 0, 0, 10, 10)
+check(state() == same, "painting outside the job's box is no change")
+paint(above, 250, 150, 3, 3, (9, 9, 9, 255))
+check(state() == same, "painting a hidden layer that is no control is no change")
+paint(layer, 250, 150, 3, 3, (1, 2, 3, 255))
+check(state(source="layer") != same, "and a 3x3 write outside the selection but inside the box is")
+check(host.pixel_reads() == reads, "no full pixel read for any of it: %d" % (host.pixel_reads() - reads))
+host.read_layer(layer, bounds)
+check(host.pixel_reads() == reads + 1, "a full read is counted")
+img.delete()
+"""
+
+
+def test_live_state_sees_one_pixel_under_the_selection_without_reading_pixels(profile):
+    """The live loop's change signal in a real GIMP: equal while nothing changes, different after a 1-px or 3x3
+    write on the layers the frame reads (the source, a hidden control layer, the selection), the same after writes
+    the frame would not see (the preview, outside the box, a hidden unused layer); never a full pixel read."""
+    batch(profile, LIVE_STATE_SCRIPT, plugin_dir=profile.inner(profile.plugin_dir))
