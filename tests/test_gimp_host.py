@@ -8,6 +8,7 @@ installed with the project's installer (``pbsetup.plugins.install_gimp``) into a
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from contextlib import contextmanager
@@ -1420,3 +1421,119 @@ def test_live_state_sees_one_pixel_under_the_selection_without_reading_pixels(pr
     write on the layers the frame reads (the source, a hidden control layer, the selection), the same after writes
     the frame would not see (the preview, outside the box, a hidden unused layer); never a full pixel read."""
     batch(profile, LIVE_STATE_SCRIPT, plugin_dir=profile.inner(profile.plugin_dir))
+
+
+LIVE_BRUSH_SCRIPT = """
+import os, time
+def marker(name):
+    open(P["dir"] + "/" + name, "w").close()
+
+W, H = P["size"]
+img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
+layer = Gimp.Layer.new(img, "painted", W, H, Gimp.ImageType.RGB_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(layer, None, 0)
+buf = layer.get_buffer()
+buf.set(Gegl.Rectangle.new(0, 0, W, H), RGBA, bytes((255, 0, 255, 255)) * (W * H))
+buf.flush()
+img.set_selected_layers([layer])
+Gimp.Display.new(img)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, *P["selection"])
+Gimp.displays_flush()
+proc = PDB.lookup_procedure("plug-in-paintbridge-live-inpaint")
+cfg = proc.create_config()
+cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+cfg.set_property("image", img)
+cfg.set_core_object_array("drawables", [layer])
+cfg.set_property("prompt", "live brush")
+cfg.set_property("model", "classical")
+cfg.set_property("server", P["url"])
+result = proc.run(cfg)
+check(result.index(0) == Gimp.PDBStatusType.CANCEL, "the dialog was cancelled: %r" % (result.index(0),))
+check([l.get_name() for l in img.get_layers()] == ["painted"], "no preview left: %r" % layer_summary(img))
+marker("verified")
+"""
+# A stroke starts a frame within the live loop's budget: one poll (live.POLL_MS, 0.15 s), the scheduler's largest
+# debounce (0.6 s), reading and sending the frame; the rest is room for a shared test machine.
+LIVE_BUDGET_S = 5.0
+FRAME_LOG = re.compile(r"paintbridge live: frame (\S+) after (\d+) pixel reads while idle")
+
+
+def _canvas_on_screen(shot: Path, size) -> tuple:
+    """(left, top, scale) of the image on the screen, from the magenta of its one layer in a screenshot."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    magenta = (pixels[..., 0] > 230) & (pixels[..., 1] < 30) & (pixels[..., 2] > 230)
+    assert magenta.any(), "the image is on the screen"
+    # the canvas holds far more magenta per row and column than the thumbnails of the image tab and the layers list
+    columns, rows = magenta.sum(axis=0), magenta.sum(axis=1)
+    xs, ys = np.nonzero(columns > 0.6 * columns.max())[0], np.nonzero(rows > 0.6 * rows.max())[0]
+    return int(xs.min()), int(ys.min()), (int(xs.max()) - int(xs.min()) + 1) / size[0]
+
+
+def test_gui_live_inpaint_reruns_on_a_brush_stroke_under_the_selection_without_reading_pixels_while_idle(
+        trixie_root, tmp_path, artifacts_dir):
+    """Live Inpaint in a real GIMP under Xvfb: while nothing changes no frame starts and no pixel is read in full
+    (the plug-in's per-frame log line counts them); a pencil stroke dragged with the mouse across the selection on the
+    active layer starts a new frame within the live loop's budget, and that frame carries the stroke's pixels."""
+    import numpy as np
+
+    from hosts.gimp import GuiSession, gimp_profile
+
+    size, (sx, sy, sw, sh) = (200, 160), (60, 50, 80, 60)
+    models = tmp_path / "models"
+    models.mkdir()
+    with recording_server(models) as (thread, router), gimp_profile() as prof:
+        session = GuiSession(prof)
+        try:
+            session.start(LIVE_BRUSH_SCRIPT, {"url": thread.url, "dir": prof.inside, "size": size,
+                                              "selection": (sx, sy, sw, sh)})
+            dialog = session.wait_window("Paintbridge: Live Inpaint", timeout=120)
+            session.xdotool("windowmove", "--sync", dialog, "820", "0")  # no window manager: keep it off the canvas
+            session.wait_window(r"\[Untitled\].*2 layers.* GIMP$", timeout=120)  # the first preview is in
+            first = router.jobs[-1]
+            assert first.id.startswith("gimp-live") and len(router.jobs) == 1
+            frames = len(router.jobs)
+            time.sleep(3.0)  # 20 polls with nothing changed
+            assert len(router.jobs) == frames, "no new frame while nothing changes"
+            left, top, scale = _canvas_on_screen(session.screenshot(artifacts_dir / "gimp-live-brush-before.png"),
+                                                 size)
+            image_window = session.wait_window(r"\[Untitled\].* GIMP$", timeout=30)
+            session.xdotool("windowfocus", "--sync", image_window)
+            session.xdotool("key", "--clearmodifiers", "n")  # the pencil tool; black is the foreground colour
+            row = sy + sh // 2
+
+            def at(x: int) -> list:
+                return [str(left + round((x + 0.5) * scale)), str(top + round((row + 0.5) * scale))]
+
+            session.xdotool("mousemove", "--sync", *at(sx + 5))
+            session.xdotool("mousedown", "1")
+            for x in range(sx + 10, sx + sw - 5, 5):
+                session.xdotool("mousemove", "--sync", *at(x))
+            session.xdotool("mouseup", "1")
+            painted = time.monotonic()
+            while len(router.jobs) == frames and time.monotonic() < painted + 60:
+                time.sleep(0.05)
+            waited = time.monotonic() - painted
+            session.screenshot(artifacts_dir / "gimp-live-brush-after.png")
+            assert len(router.jobs) > frames, "the brush stroke under the selection started a new live frame"
+            print(f"a new frame reached the server {waited:.2f} s after the stroke")
+            assert waited < LIVE_BUDGET_S, f"the frame came {waited:.1f} s after the stroke"
+            later = router.jobs[-1]
+            inside = later.image[sy - later.y:sy - later.y + sh, sx - later.x:sx - later.x + sw, :3]
+            before = first.image[sy - first.y:sy - first.y + sh, sx - first.x:sx - first.x + sw, :3]
+            assert not (before < 40).all(axis=2).any()
+            assert int((inside < 40).all(axis=2).sum()) >= sw // 2, "the new frame carries the stroke's pixels"
+            session.xdotool("windowfocus", "--sync", dialog)
+            session.xdotool("key", "--clearmodifiers", "Escape")
+            session.wait_file("verified", timeout=120)
+            logged = {m.group(1): int(m.group(2)) for m in FRAME_LOG.finditer(session.log.read_text())}
+            assert first.id in logged and later.id in logged, f"each frame logs its reads: {logged}"
+            assert logged[first.id] == 0 and logged[later.id] == 0, f"no full pixel read while idle: {logged}"
+            assert np.array_equal(first.image.shape, later.image.shape)
+        except BaseException:
+            session.screenshot_quietly(artifacts_dir / "gimp-live-brush-failure.png")
+            raise
+        finally:
+            session.stop()
