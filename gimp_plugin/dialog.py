@@ -6,8 +6,16 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from client.errors import JobInputError
 
-from .arguments import (CONTROL_KEYS, MAX_CONTROLS, MAX_REFERENCES, REFERENCE_KEYS, ProcedureSpec, control_prefix,
-                        reference_prefix)
+from .arguments import (
+    CONTROL_KEYS,
+    MAX_CONTROLS,
+    MAX_REFERENCES,
+    REFERENCE_KEYS,
+    ProcedureSpec,
+    control_prefix,
+    reference_prefix,
+)
+from .choices import OVERRIDE_SUFFIX
 
 # A section: (id, title, members); a member is an argument name or a section folded inside it.
 Section = Tuple[str, str, Tuple[Union[str, "Section"], ...]]
@@ -26,6 +34,8 @@ SECTIONS: Tuple[Section, ...] = (
     ("area", "Source and mask", ("source", "mask-source", "grow", "feather", "fill", "color-match")),
     ("controls", "Control layers", _slots(control_prefix, MAX_CONTROLS, CONTROL_KEYS, "Control layer")),
     ("references", "Reference images", _slots(reference_prefix, MAX_REFERENCES, REFERENCE_KEYS, "Reference image")),
+    ("names", "Models by name", tuple(name + OVERRIDE_SUFFIX for name in ("model", "vae", "refiner", "upscaler",
+                                                                      "hires-upscaler"))),
     ("server", "Server", ("server", "token")),
     ("regions", "Regions", ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")),  # issue 15
 )

@@ -1142,7 +1142,8 @@ def test_sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments(t
 img, (layer,) = make_image(64, 64)
 old = img.get_layers()
 expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a tiny house", seed=21, steps=3, cfg=7.0, batch=1,
-          batch_count=2, sampler="euler", scheduler="karras", vae="tiny-vae-ft-mse", clip_skip=2, server=P["url"])
+          batch_count=2, sampler="euler", scheduler="karras", vae_name="tiny-vae-ft-mse", clip_skip=2,
+          server=P["url"])
 added = new_layers(img, old)
 names = sorted(l.get_name() for l in added)
 check(names == ["a tiny house (seed 21)", "a tiny house (seed 22)"], "two calls, one layer each: %r" % names)
@@ -1537,3 +1538,71 @@ def test_gui_live_inpaint_reruns_on_a_brush_stroke_under_the_selection_without_r
             raise
         finally:
             session.stop()
+
+
+# --- reuse settings refills every slot ------------------------------------------------------------------------------
+
+REUSE_SLOTS_SCRIPT = PLUGIN_PATH + """
+import tempfile
+from client.settings import Settings
+from gimp_plugin import arguments, host, procedures, values
+W, H = 64, 48
+img, (bottom,) = make_image(W, H)
+def add(name):
+    made = Gimp.Layer.new(img, name, W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    img.insert_layer(made, None, 0)
+    return made
+sketch, depth, photo, face = add("sketch"), add("depth"), add("photo"), add("face")
+sky = Gimp.Channel.new(img, "Sky", W, H, 100.0, Gegl.Color.new("white"))
+img.insert_channel(sky, None, 0)
+spec = arguments.BY_MODE["inpaint"]
+chosen = dict(spec.defaults(), prompt="again", vae="default", **{
+    "control-layer": sketch, "control-type": "scribble", "control-strength": 0.6, "control-end": 0.7,
+    "control-5-layer": depth, "control-5-type": "depth", "control-5-start": 0.2, "control-5-preprocess": True,
+    "reference-layer": photo, "reference-type": "style", "reference-region": sky,
+    "reference-3-layer": face, "reference-3-type": "face", "reference-3-strength": 0.5})
+kept = values.settings_from_values(spec, chosen, host.stable_id)
+stored = Settings.from_dict(json.loads(json.dumps(kept.to_dict())))  # as the history keeps it
+path = tempfile.mkdtemp() + "/reuse.xcf"
+Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path), None)
+img.delete()
+img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))  # tattoos survive the .xcf
+by_name = {l.get_name(): l for l in img.get_layers()}
+by_name["Sky"] = img.get_channels()[0]
+def reuse_into_a_new_config():
+    values.save_reuse(host.profile_dir(), spec.name, values.values_from_settings(spec, stored))
+    cfg = PDB.lookup_procedure(spec.name).create_config()
+    cfg.set_property("image", img)
+    procedures.apply_reuse(spec, cfg)
+    return cfg
+cfg = reuse_into_a_new_config()
+def item(name):
+    found = cfg.get_property(name)
+    return None if found is None else found.get_name()
+# the kept slots come back in order (an empty slot between set ones is skipped, as in the job)
+check([item("control-layer"), item("control-2-layer"), item("reference-layer"), item("reference-region"),
+       item("reference-2-layer")] == ["sketch", "depth", "photo", "Sky", "face"],
+      "every slot's layer found again in the reopened image: %r" % [item("control-layer"), item("control-2-layer")])
+check(all(cfg.get_property("control-%d-layer" % i) is None for i in range(3, 9)), "the other slots off")
+check((cfg.get_property("control-type"), cfg.get_property("control-strength"), cfg.get_property("control-end"))
+      == ("scribble", 0.6, 0.7), "with their settings")
+check((cfg.get_property("control-2-type"), cfg.get_property("control-2-start"),
+       cfg.get_property("control-2-preprocess")) == ("depth", 0.2, True), "the second one too")
+check((cfg.get_property("reference-2-type"), cfg.get_property("reference-2-strength")) == ("face", 0.5),
+      "and the references' settings")
+again = values.settings_from_values(spec, {a.name: cfg.get_property(a.name) for a in spec.args}, host.stable_id)
+check(again.controls == stored.controls and again.references == stored.references and again.prompt == "again",
+      "the same settings come back")
+img.remove_layer(by_name["depth"])
+cfg = reuse_into_a_new_config()
+check(cfg.get_property("control-2-layer") is None and item("control-layer") == "sketch",
+      "a layer the image lost leaves its slot empty, the others refilled")
+img.delete()
+"""
+
+
+def test_reuse_settings_refills_control_and_reference_slots_by_tattoo_after_reopening_the_xcf(profile):
+    """History's "Reuse settings" path in a real GIMP: the settings a job keeps (eight control slots, references
+    and their regions by tattoo) fill a new procedure config with the same layers of the image, also after the .xcf
+    was saved and opened again; a slot whose layer was deleted stays empty."""
+    batch(profile, REUSE_SLOTS_SCRIPT, plugin_dir=profile.inner(profile.plugin_dir))

@@ -290,8 +290,8 @@ def test_dialog_layout_and_models_hint():
 
     top, sections = layout(arguments.BY_MODE["inpaint"])
     assert top[:4] == ["prompt", "negative-prompt", "model", "strength"]
-    assert [sid for sid, _title, _members in sections] == ["sampling", "area", "controls", "references", "server",
-                                                         "regions"]
+    assert [sid for sid, _title, _members in sections] == ["sampling", "area", "controls", "references", "names",
+                                                         "server", "regions"]
     placed = top + [name for section in sections for name in flat(section)]
     assert sorted(placed) == sorted(arg.name for arg in arguments.BY_MODE["inpaint"].args)
     models = [{"name": "classical", "kind": "builtin"}, {"name": "tiny-sd15", "kind": "checkpoint"},
@@ -374,6 +374,61 @@ def test_the_model_choice_lists_installed_checkpoints_between_default_and_classi
             if arg.name == "model":
                 assert arg.kind == "model" and arg.default == "default", spec.name
     assert settings_for("inpaint").model == "" and settings_for("inpaint", model="inp").model == "inp"
+
+
+LISTING = [{"name": "classical", "kind": "builtin"}, {"name": "sdxl-base", "kind": "checkpoint"},
+           {"name": "vae-ft-mse", "kind": "vae"}, {"name": "broken-vae", "kind": "vae", "problem": "truncated"},
+           {"name": "sdxl-refiner", "kind": "refiner"}, {"name": "4x-ultra", "kind": "upscaler"},
+           {"name": "2x-tiny", "kind": "upscaler"}, {"name": "a-lora", "kind": "lora"}]
+
+
+def test_every_model_like_argument_is_a_choice_of_what_is_installed_with_a_free_text_override():
+    from gimp_plugin.choices import listed_choices, listed_value
+
+    assert listed_choices("vae", LISTING) == (("default", "Checkpoint's own"), ("vae-ft-mse", "vae-ft-mse"))
+    assert listed_choices("refiner", LISTING) == (("none", "None"), ("sdxl-refiner", "sdxl-refiner"))
+    assert listed_choices("upscaler", LISTING) == (("lanczos", "Lanczos (no model)"), ("4x-ultra", "4x-ultra"),
+                                                   ("2x-tiny", "2x-tiny"))
+    assert [nick for nick, _ in listed_choices("hires-upscaler", LISTING)] == ["latent", "lanczos", "4x-ultra",
+                                                                              "2x-tiny"]
+    assert [nick for nick, _ in listed_choices("model", LISTING)] == ["default", "sdxl-base", "classical"]
+    assert listed_value("vae", "default") == "" and listed_value("refiner", "none") == ""
+    assert listed_value("upscaler", "lanczos") == "" and listed_value("hires-upscaler", "lanczos") == "lanczos"
+    assert listed_value("vae", "vae-ft-mse", "  my-own-vae ") == "my-own-vae"  # the override wins when set
+    model_like = {"model", "vae", "refiner", "upscaler", "hires-upscaler"}
+    for spec in arguments.ALL_PROCEDURES:
+        for arg in spec.args:
+            if arg.name in model_like:
+                assert arg.kind == "model" and arg.listing == ("model" if arg.name == "model" else arg.name)
+                assert arg.default in [nick for nick, _ in listed_choices(arg.listing, [])], (spec.name, arg.name)
+                override = spec.arg(arg.name + "-name")
+                assert override.kind == "string" and override.default == "", (spec.name, arg.name)
+            assert arg.kind != "model" or arg.name in model_like, (spec.name, arg.name)
+    s = settings_for("inpaint", vae="vae-ft-mse", refiner="sdxl-refiner", **{"hires-upscaler": "4x-ultra"})
+    assert (s.vae, s.refiner, s.hires_upscaler) == ("vae-ft-mse", "sdxl-refiner", "4x-ultra")
+    s = settings_for("inpaint")
+    assert (s.vae, s.refiner, s.hires_upscaler, s.model) == ("", "", "latent", "")
+    s = settings_for("inpaint", vae="vae-ft-mse", **{"vae-name": "other-vae", "refiner-name": "r2",
+                                                     "hires-upscaler-name": "8x", "model-name": "unlisted"})
+    assert (s.vae, s.refiner, s.hires_upscaler, s.model) == ("other-vae", "r2", "8x", "unlisted")
+    up = settings_for("upscale", **{"upscaler-name": "4x-new"})
+    assert up.upscaler == "4x-new" and settings_for("upscale").upscaler == ""  # lanczos
+
+
+def test_a_reused_name_the_choice_does_not_offer_goes_to_the_override():
+    from gimp_plugin.choices import listed_choices
+
+    spec = arguments.BY_MODE["inpaint"]
+    reused = values.values_from_settings(spec, Settings(mode="inpaint", model="gone-model", vae="vae-ft-mse",
+                                                        refiner="old-refiner", hires_upscaler="4x-ultra"))
+    placed = values.place_unlisted(spec, reused, lambda arg: [n for n, _ in listed_choices(arg.listing, LISTING)])
+    assert (placed["model"], placed["model-name"]) == ("default", "gone-model")
+    assert (placed["vae"], placed["vae-name"]) == ("vae-ft-mse", "")  # offered: stays in the choice
+    assert (placed["refiner"], placed["refiner-name"]) == ("none", "old-refiner")
+    assert (placed["hires-upscaler"], placed["hires-upscaler-name"]) == ("4x-ultra", "")
+    again = values.settings_from_values(spec, dict(spec.defaults(), **placed))
+    assert (again.model, again.vae, again.refiner, again.hires_upscaler) == ("gone-model", "vae-ft-mse",
+                                                                             "old-refiner", "4x-ultra")
 
 
 def test_the_model_choice_comes_from_the_server_else_from_the_recorded_listing(start_server, tmp_path):
