@@ -110,8 +110,9 @@ def _status(procedure, status, message: str = ""):
     return procedure.new_return_values(status, error)
 
 
-def _show_dialog(procedure, spec: ProcedureSpec, config) -> bool:
-    """The dialog generated from the procedure's arguments; False when the user cancelled it."""
+def _show_dialog(procedure, spec: ProcedureSpec, config, image=None) -> bool:
+    """The dialog generated from the procedure's arguments (filled with what "Reuse settings" kept for it, layers
+    found in ``image``); False when the user cancelled it."""
     gi.require_version("GimpUi", "3.0")
     from gi.repository import GimpUi
 
@@ -122,7 +123,7 @@ def _show_dialog(procedure, spec: ProcedureSpec, config) -> bool:
 
     if not str(config.get_property("server") or "").strip():
         config.set_property("server", settings.load(host.profile_dir()).url)
-    apply_reuse(spec, config)
+    apply_reuse(spec, config, image)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, spec.title)
     fill_dialog(dialog, spec)
     add_models_hint(dialog, spec, str(config.get_property("server") or ""), str(config.get_property("token") or ""),
@@ -132,10 +133,10 @@ def _show_dialog(procedure, spec: ProcedureSpec, config) -> bool:
     return bool(ok)
 
 
-def apply_reuse(spec: ProcedureSpec, config) -> None:
+def apply_reuse(spec: ProcedureSpec, config, image) -> None:
     """Fill ``config`` with the values History's "Reuse settings" kept for this procedure, if any: every slot, the
-    control and reference layers (and regions) found in the image by their stable ids (a missing one is named and
-    left empty), a model name the choice does not offer put in its override."""
+    control and reference layers (and regions) found in ``image`` by their stable ids (a missing one, or every one
+    without an image, is named and left empty), a model name the choice does not offer put in its override."""
     from . import host
     from .choices import cached_listed_choices
     from .values import place_unlisted, resolve_items, take_reuse
@@ -143,11 +144,11 @@ def apply_reuse(spec: ProcedureSpec, config) -> None:
     reused = take_reuse(host.profile_dir(), spec.name)
     if not reused:
         return
-    image = config.get_property("image")
     reused = place_unlisted(spec, reused, lambda arg: [nick for nick, _label in cached_listed_choices(
         host.profile_dir(), arg.listing, spec.mode)])
-    reused, missing = resolve_items(spec, reused, lambda ident: host.layer_by_stable_id(image, ident),
-                                    lambda ident: host.item_by_stable_id(image, ident))
+    reused, missing = resolve_items(spec, reused,
+                                    lambda ident: host.layer_by_stable_id(image, ident) if image else None,
+                                    lambda ident: host.item_by_stable_id(image, ident) if image else None)
     if missing:
         Gimp.message("Paintbridge: the image no longer has the layers of " + ", ".join(missing)
                      + "; those slots are left empty")
@@ -183,7 +184,7 @@ def run(procedure, run_mode, image, drawables, config, data):
         from .history_procedure import run_history
 
         return run_history(procedure, run_mode, image, list(drawables or []), config, spec)
-    if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(procedure, spec, config):
+    if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(procedure, spec, config, image):
         return _status(procedure, Gimp.PDBStatusType.CANCEL)
     values = _read_values(spec, config)
     try:

@@ -1361,13 +1361,8 @@ LIVE_STATE_SCRIPT = PLUGIN_PATH + """
 from gimp_plugin import arguments, capture, host
 W, H = 600, 400
 img, (layer,) = make_image(W, H)
-def new_layer(name, visible=True):
-    made = Gimp.Layer.new(img, name, W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-    img.insert_layer(made, None, 0)
-    made.set_visible(visible)
-    return made
-above, control, preview = new_layer("above"), new_layer("control", visible=False), new_layer("preview")
-far = new_layer("far away")
+above, control = add_layer(img, "above", W, H), add_layer(img, "control", W, H, visible=False)
+preview, far = add_layer(img, "preview", W, H), add_layer(img, "far away", W, H)
 far.resize(40, 40, 0, 0)  # a 40x40 layer in the corner, outside the job's box
 def paint(drawable, x, y, w, h, rgba=(0, 0, 0, 255)):
     buf = drawable.get_buffer()
@@ -1548,11 +1543,7 @@ from client.settings import Settings
 from gimp_plugin import arguments, host, procedures, values
 W, H = 64, 48
 img, (bottom,) = make_image(W, H)
-def add(name):
-    made = Gimp.Layer.new(img, name, W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-    img.insert_layer(made, None, 0)
-    return made
-sketch, depth, photo, face = add("sketch"), add("depth"), add("photo"), add("face")
+sketch, depth, photo, face = (add_layer(img, name, W, H) for name in ("sketch", "depth", "photo", "face"))
 sky = Gimp.Channel.new(img, "Sky", W, H, 100.0, Gegl.Color.new("white"))
 img.insert_channel(sky, None, 0)
 spec = arguments.BY_MODE["inpaint"]
@@ -1572,8 +1563,7 @@ by_name["Sky"] = img.get_channels()[0]
 def reuse_into_a_new_config():
     values.save_reuse(host.profile_dir(), spec.name, values.values_from_settings(spec, stored))
     cfg = PDB.lookup_procedure(spec.name).create_config()
-    cfg.set_property("image", img)
-    procedures.apply_reuse(spec, cfg)
+    procedures.apply_reuse(spec, cfg, img)
     return cfg
 cfg = reuse_into_a_new_config()
 def item(name):

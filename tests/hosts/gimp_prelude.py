@@ -53,6 +53,14 @@ def make_image(width, height, gray=False, layers=1):
     return img, made
 
 
+def add_layer(img, name, width, height, visible=True):
+    """A new transparent RGBA layer on top of ``img``."""
+    made = Gimp.Layer.new(img, name, width, height, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    img.insert_layer(made, None, 0)
+    made.set_visible(visible)
+    return made
+
+
 def read(drawable, x, y, w, h, fmt=RGBA):
     ok, ox, oy = drawable.get_offsets()
     return bytes(drawable.get_buffer().get(Gegl.Rectangle.new(x - ox, y - oy, w, h), 1.0, fmt,
