@@ -97,10 +97,11 @@ def read_visible(image, box: Box, hide: Sequence[object] = ()) -> bytes:
 # --- change tokens: what the live loop compares instead of reading pixels ---------------------------------------------
 
 # A thumbnail's longest side. GIMP keeps thumbnails in its mipmap pyramid and drops them as soon as a pixel changes, so
-# one costs a small fraction of a buffer read (at most 256 x 256 x bpp bytes, against box width x height x 4); 256 px
-# keeps a typical context box (512-1024 px) at 2-4x downsampling, where a one-pixel write still changes the box-filtered
-# thumbnail (measured in GIMP 3.0.4: a 1-px write seen at 2x, a 3x3 write at larger factors).
-THUMB_SIDE = 256
+# a live tick compares thumbnails instead of reading pixels. Measured in GIMP 3.0.4 (benchmarks/gimp_live_watch.py: a
+# 1448 x 1248 box, the selection and 5 layers): 128 px take 3 ms a tick (0.3 MB over the plug-in pipe) against 29 ms
+# for full reads, 256 px take 12 ms; the box-filtered 128 px thumbnail still sees a single black pixel at 11x
+# downsampling (and a 3x3 dab), while a much smaller one would start to miss faint single-pixel changes.
+THUMB_SIDE = 128
 
 
 def _thumbnail(drawable, x: int, y: int, width: int, height: int) -> bytes:

@@ -1372,7 +1372,7 @@ def paint(drawable, x, y, w, h, rgba=(0, 0, 0, 255)):
 img.select_rectangle(Gimp.ChannelOps.REPLACE, 200, 120, 240, 160)
 bounds = host.selection_bounds(img)
 box = context_box(bounds, W, H)
-check(box.width > 256 or box.height > 256, "the box is downsampled for its thumbnail: %r" % (box,))
+check(max(box.width, box.height) > 2 * host.THUMB_SIDE, "the box is downsampled for its thumbnail: %r" % (box,))
 spec = arguments.BY_NAME[arguments.PREFIX + "live-inpaint"]
 values = dict(spec.defaults(), prompt="x", **{"control-layer": control})
 def state(**changes):
