@@ -1364,9 +1364,9 @@ img, (layer,) = make_image(W, H)
 above, control = add_layer(img, "above", W, H), add_layer(img, "control", W, H, visible=False)
 preview, far = add_layer(img, "preview", W, H), add_layer(img, "far away", W, H)
 far.resize(40, 40, 0, 0)  # a 40x40 layer in the corner, outside the job's box
-def paint(drawable, x, y, w, h, rgba=(0, 0, 0, 255)):
+def paint(drawable, x, y, w, h, rgba=(0, 0, 0, 255), fmt=RGBA):
     buf = drawable.get_buffer()
-    buf.set(Gegl.Rectangle.new(x, y, w, h), RGBA, bytes(rgba) * (w * h))
+    buf.set(Gegl.Rectangle.new(x, y, w, h), fmt, bytes(rgba) * (w * h))
     buf.flush()
     drawable.update(x, y, w, h)
 img.select_rectangle(Gimp.ChannelOps.REPLACE, 200, 120, 240, 160)
@@ -1396,6 +1396,14 @@ changed_by("a 2-px write on the painted layer with Source = Active layer", lambd
            source="layer")
 changed_by("hiding a visible layer", lambda: above.set_visible(False))
 changed_by("growing the selection by one pixel", lambda: img.select_rectangle(Gimp.ChannelOps.ADD, 199, 120, 1, 1))
+mask = layer.create_mask(Gimp.AddMaskType.WHITE)
+layer.add_mask(mask)
+changed_by("a 2-px write on the active layer's mask with Mask = layer mask", lambda: paint(mask, 10, 10, 2, 1, (0,), GRAY),
+           mask_source="layer-mask")
+region = add_layer(img, "region", W, H, visible=False)
+from client.regions import RegionBinding, binding_to_bytes
+host.save_region(region, binding_to_bytes(RegionBinding("", "a red car", "")))
+changed_by("a 3x3 write on a hidden layer bound as a region", lambda: paint(region, 300, 200, 3, 3))
 same = state()
 paint(preview, 300, 200, 20, 20)
 check(state() == same, "painting the preview layer (skipped, as in the frame's read) is no change")
