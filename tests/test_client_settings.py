@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings as hsettings, strategies as st
+
 from client.settings import (CLASSICAL, FALLBACK_DEFAULTS, Defaults, Settings, apply_defaults, defaults_for_mode,
                              family_of, model_entry)
 
@@ -121,3 +123,26 @@ def test_control_slots_are_kept_with_the_settings_and_older_stored_settings_have
     assert odd.controls[0] == ControlSetting("4", "canny", 2.0, 0.2, 0.8, False)  # clamped, ordered, bool kept
     assert len(odd.controls) == 8  # at most a job's worth
     assert Settings.from_dict({"controls": "not a list"}).controls == ()
+
+
+def test_any_stored_controls_read_as_valid_control_settings_or_none():
+    from client.settings import ControlSetting
+    from protocol.messages import CONTROL_TYPES
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
+                        st.sampled_from(CONTROL_TYPES))
+    entry = st.dictionaries(st.sampled_from(["layer", "type", "strength", "start", "end", "preprocess", "x"]),
+                            scalars, max_size=7)
+    stored = st.one_of(scalars, st.lists(st.one_of(entry, scalars), max_size=12))
+
+    @hsettings(max_examples=300, deadline=None)
+    @given(stored)
+    def check(value):
+        controls = Settings.from_dict({"controls": value}).controls
+        assert len(controls) <= 8
+        for c in controls:
+            assert isinstance(c, ControlSetting) and c.layer and c.type in CONTROL_TYPES
+            assert 0.0 <= c.start <= c.end <= 1.0 and 0.0 <= c.strength <= 2.0 and isinstance(c.preprocess, bool)
+        assert Settings.from_dict(json.loads(json.dumps(Settings(controls=controls).to_dict()))).controls == controls
+
+    check()
