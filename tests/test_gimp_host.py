@@ -1275,6 +1275,29 @@ img.delete()
     assert refs[2].mask is None and refs[3].mask is None
 
 
+@contextmanager
+def live_dialog(prof, script: str, params: dict, failure_shot: Path):
+    """GIMP under Xvfb running ``script``, which opens Live Inpaint: yields (session, dialog) with the dialog moved
+    off the canvas; on the way out Escape closes the dialog and the script's "verified" marker is awaited. A failure
+    leaves a screenshot at ``failure_shot``."""
+    from hosts.gimp import GuiSession
+
+    session = GuiSession(prof)
+    try:
+        session.start(script, params)
+        dialog = session.wait_window("Paintbridge: Live Inpaint", timeout=120)
+        session.xdotool("windowmove", "--sync", dialog, "820", "0")  # no window manager: keep it off the canvas
+        yield session, dialog
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "Escape")
+        session.wait_file("verified", timeout=120)
+    except BaseException:
+        session.screenshot_quietly(failure_shot)
+        raise
+    finally:
+        session.stop()
+
+
 LIVE_REFERENCE_SCRIPT = """
 import os, time
 sys.path[:0] = [P["plugin_dir"] + "/vendor", P["plugin_dir"]]
@@ -1316,43 +1339,32 @@ def test_gui_live_inpaint_carries_the_reference_and_reruns_when_its_layer_is_pai
     layer's pixels over the box); filling the selection on the reference layer (Edit > Fill with FG Color, ctrl+,),
     which changes neither the selection nor a setting nor the active layer, makes a new frame with the new pixels."""
     from factory import make_models_dir
-    from hosts.gimp import GuiSession, gimp_profile
+    from hosts.gimp import gimp_profile
 
     models = make_models_dir(tmp_path / "models", which=("sd15", "ipa-sd15-plus"))
-    with recording_server(models) as (thread, router), gimp_profile() as prof:
-        session = GuiSession(prof)
-        try:
-            session.start(LIVE_REFERENCE_SCRIPT, {"url": thread.url, "dir": prof.inside,
-                                                  "plugin_dir": prof.inner(prof.plugin_dir)})
-            dialog = session.wait_window("Paintbridge: Live Inpaint", timeout=120)
-            session.xdotool("windowmove", "--sync", dialog, "820", "0")
-            session.wait_window(r"\[Untitled\].*3 layers.* GIMP$", timeout=120)  # the first preview is in
-            first = router.jobs[-1]
-            assert first.id.startswith("gimp-live") and first.mode == "inpaint"  # a live frame
-            assert len(first.references) == 1 and first.references[0].type == "style"
-            assert (first.references[0].image == (30, 160, 220)).all()  # the layer over the frame's box
-            frames = len(router.jobs)
-            time.sleep(2.0)
-            assert len(router.jobs) == frames, "no new frame while nothing changes"
-            image_window = session.wait_window(r"\[Untitled\].* GIMP$", timeout=30)
-            session.xdotool("windowfocus", "--sync", image_window)
-            session.xdotool("key", "--clearmodifiers", "ctrl+comma")  # Edit > Fill with FG Color (black)
-            deadline = time.monotonic() + 120
-            while len(router.jobs) == frames and time.monotonic() < deadline:
-                time.sleep(0.2)
-            session.screenshot(artifacts_dir / "gimp-live-reference.png")
-            assert len(router.jobs) > frames, "painting on the reference layer started a new live frame"
-            later = router.jobs[-1].references[0].image
-            black = int((later == 0).all(axis=2).sum())
-            assert black == 40 * 36  # the filled selection, seen in the reference
-            session.xdotool("windowfocus", "--sync", dialog)
-            session.xdotool("key", "--clearmodifiers", "Escape")
-            session.wait_file("verified", timeout=120)
-        except BaseException:
-            session.screenshot_quietly(artifacts_dir / "gimp-live-reference-failure.png")
-            raise
-        finally:
-            session.stop()
+    with recording_server(models) as (thread, router), gimp_profile() as prof, live_dialog(
+            prof, LIVE_REFERENCE_SCRIPT, {"url": thread.url, "dir": prof.inside,
+                                          "plugin_dir": prof.inner(prof.plugin_dir)},
+            artifacts_dir / "gimp-live-reference-failure.png") as (session, _dialog):
+        session.wait_window(r"\[Untitled\].*3 layers.* GIMP$", timeout=120)  # the first preview is in
+        first = router.jobs[-1]
+        assert first.id.startswith("gimp-live") and first.mode == "inpaint"  # a live frame
+        assert len(first.references) == 1 and first.references[0].type == "style"
+        assert (first.references[0].image == (30, 160, 220)).all()  # the layer over the frame's box
+        frames = len(router.jobs)
+        time.sleep(2.0)
+        assert len(router.jobs) == frames, "no new frame while nothing changes"
+        image_window = session.wait_window(r"\[Untitled\].* GIMP$", timeout=30)
+        session.xdotool("windowfocus", "--sync", image_window)
+        session.xdotool("key", "--clearmodifiers", "ctrl+comma")  # Edit > Fill with FG Color (black)
+        deadline = time.monotonic() + 120
+        while len(router.jobs) == frames and time.monotonic() < deadline:
+            time.sleep(0.2)
+        session.screenshot(artifacts_dir / "gimp-live-reference.png")
+        assert len(router.jobs) > frames, "painting on the reference layer started a new live frame"
+        later = router.jobs[-1].references[0].image
+        black = int((later == 0).all(axis=2).sum())
+        assert black == 40 * 36  # the filled selection, seen in the reference
 
 
 # --- live follows the brush: change tokens from GIMP's thumbnails, counted pixel reads -------------------------------
@@ -1443,16 +1455,9 @@ img.set_selected_layers([layer])
 Gimp.Display.new(img)
 img.select_rectangle(Gimp.ChannelOps.REPLACE, *P["selection"])
 Gimp.displays_flush()
-proc = PDB.lookup_procedure("plug-in-paintbridge-live-inpaint")
-cfg = proc.create_config()
-cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
-cfg.set_property("image", img)
-cfg.set_core_object_array("drawables", [layer])
-cfg.set_property("prompt", "live brush")
-cfg.set_property("model", "classical")
-cfg.set_property("server", P["url"])
-result = proc.run(cfg)
-check(result.index(0) == Gimp.PDBStatusType.CANCEL, "the dialog was cancelled: %r" % (result.index(0),))
+status, _message, _result = run_proc("plug-in-paintbridge-live-inpaint", img, [layer], Gimp.RunMode.INTERACTIVE,
+                                     prompt="live brush", model="classical", server=P["url"])
+check(status == "cancel", "the dialog was cancelled: %r" % status)
 check([l.get_name() for l in img.get_layers()] == ["painted"], "no preview left: %r" % layer_summary(img))
 marker("verified")
 """
@@ -1481,20 +1486,15 @@ def test_gui_live_inpaint_reruns_on_a_brush_stroke_under_the_selection_without_r
     """Live Inpaint in a real GIMP under Xvfb: while nothing changes no frame starts and no pixel is read in full
     (the plug-in's per-frame log line counts them); a pencil stroke dragged with the mouse across the selection on the
     active layer starts a new frame within the live loop's budget, and that frame carries the stroke's pixels."""
-    import numpy as np
-
-    from hosts.gimp import GuiSession, gimp_profile
+    from hosts.gimp import gimp_profile
 
     size, (sx, sy, sw, sh) = (200, 160), (60, 50, 80, 60)
     models = tmp_path / "models"
     models.mkdir()
     with recording_server(models) as (thread, router), gimp_profile() as prof:
-        session = GuiSession(prof)
-        try:
-            session.start(LIVE_BRUSH_SCRIPT, {"url": thread.url, "dir": prof.inside, "size": size,
-                                              "selection": (sx, sy, sw, sh)})
-            dialog = session.wait_window("Paintbridge: Live Inpaint", timeout=120)
-            session.xdotool("windowmove", "--sync", dialog, "820", "0")  # no window manager: keep it off the canvas
+        with live_dialog(prof, LIVE_BRUSH_SCRIPT, {"url": thread.url, "dir": prof.inside, "size": size,
+                                                   "selection": (sx, sy, sw, sh)},
+                         artifacts_dir / "gimp-live-brush-failure.png") as (session, _dialog):
             session.wait_window(r"\[Untitled\].*2 layers.* GIMP$", timeout=120)  # the first preview is in
             first = router.jobs[-1]
             assert first.id.startswith("gimp-live") and len(router.jobs) == 1
@@ -1529,18 +1529,9 @@ def test_gui_live_inpaint_reruns_on_a_brush_stroke_under_the_selection_without_r
             before = first.image[sy - first.y:sy - first.y + sh, sx - first.x:sx - first.x + sw, :3]
             assert not (before < 40).all(axis=2).any()
             assert int((inside < 40).all(axis=2).sum()) >= sw // 2, "the new frame carries the stroke's pixels"
-            session.xdotool("windowfocus", "--sync", dialog)
-            session.xdotool("key", "--clearmodifiers", "Escape")
-            session.wait_file("verified", timeout=120)
-            logged = {m.group(1): int(m.group(2)) for m in FRAME_LOG.finditer(session.log.read_text())}
-            assert first.id in logged and later.id in logged, f"each frame logs its reads: {logged}"
-            assert logged[first.id] == 0 and logged[later.id] == 0, f"no full pixel read while idle: {logged}"
-            assert np.array_equal(first.image.shape, later.image.shape)
-        except BaseException:
-            session.screenshot_quietly(artifacts_dir / "gimp-live-brush-failure.png")
-            raise
-        finally:
-            session.stop()
+        logged = {m.group(1): int(m.group(2)) for m in FRAME_LOG.finditer(session.log.read_text())}
+        assert first.id in logged and later.id in logged, f"each frame logs its reads: {logged}"
+        assert logged[first.id] == 0 and logged[later.id] == 0, f"no full pixel read while idle: {logged}"
 
 
 # --- reuse settings refills every slot ------------------------------------------------------------------------------

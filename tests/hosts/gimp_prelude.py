@@ -84,12 +84,13 @@ def layer_summary(img):
     return [(l.get_name(), tuple(l.get_offsets()[1:]), l.get_width(), l.get_height()) for l in img.get_layers()]
 
 
-def run_proc(name, img, drawables, **props):
-    """Run a procedure NONINTERACTIVE; returns (status nick, error message or '', the result ValueArray)."""
+def run_proc(name, img, drawables, run_mode=Gimp.RunMode.NONINTERACTIVE, **props):
+    """Run a procedure (NONINTERACTIVE unless ``run_mode`` says otherwise); returns (status nick, error message or '',
+    the result ValueArray)."""
     proc = PDB.lookup_procedure(name)
     check(proc is not None, "procedure %s is registered" % name)
     cfg = proc.create_config()
-    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    cfg.set_property("run-mode", run_mode)
     cfg.set_property("image", img)
     cfg.set_core_object_array("drawables", drawables)
     for key, value in props.items():
