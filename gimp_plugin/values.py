@@ -194,7 +194,8 @@ def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
                            "hires-scale": s.hires_scale, "detail": s.detail, "detail-prompt": s.detail_prompt,
                            "detail-negative-prompt": s.detail_negative_prompt, "detail-strength": s.detail_strength,
                            "detail-steps": s.detail_steps, "detail-padding": s.detail_padding,
-                           "detail-confidence": s.detail_confidence, "detail-separate": s.detail_separate}
+                           "detail-confidence": s.detail_confidence, "detail-separate": s.detail_separate,
+                           "detail-targets": {"hand": "hand", "face,hand": "face-hand"}.get(s.detail_targets, "face")}
     for name, value in (("model", s.model), ("vae", s.vae), ("refiner", s.refiner), ("upscaler", s.upscaler),
                         ("hires-upscaler", s.hires_upscaler)):
         if name in names:
