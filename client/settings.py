@@ -14,6 +14,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from .modes import MODES
 from .sampling import SamplingChoices
+from .wire import protocol
 
 CLASSICAL = "classical"
 # The fills (protocol ``params.fill``): texture copied from around the hole, smooth (Telea, Navier-Stokes), a LaMa
@@ -73,6 +74,46 @@ def parse_references(value: Any) -> Tuple[ReferenceSetting, ...]:
     return tuple(r for r in found if r is not None)
 
 
+@dataclass(frozen=True)
+class ControlSetting:
+    """A control layer the painter picked, as a job's settings keep it (results history: "reuse settings" puts it
+    back): the layer by the stable id the adapter finds it by (GIMP: its tattoo; Krita: its uniqueId), its control
+    type, strength, step range and whether the server preprocesses it."""
+
+    layer: str
+    type: str = "canny"
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    preprocess: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Optional["ControlSetting"]:
+        """A stored control, or None when it is not one (a missing layer id or an unknown type); odd values fall
+        back."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("layer"), str) or not data["layer"]:
+            return None
+        if data.get("type") not in protocol.messages.CONTROL_TYPES:
+            return None
+
+        def number(key: str, default: float, low: float, high: float) -> float:
+            value = data.get(key)
+            return min(max(float(value), low), high) if _is_number(value) else default
+        start, end = number("start", 0.0, 0.0, 1.0), number("end", 1.0, 0.0, 1.0)
+        preprocess = data.get("preprocess") if isinstance(data.get("preprocess"), bool) else False
+        return cls(data["layer"], data["type"], number("strength", 1.0, 0.0, 2.0), min(start, end), max(start, end),
+                   preprocess)
+
+
+def parse_controls(value: Any) -> Tuple[ControlSetting, ...]:
+    """Stored controls (a list of maps) as settings; entries that are not controls are dropped, at most
+    ``protocol.messages.MAX_CONTROLS`` kept."""
+    if not isinstance(value, (list, tuple)):
+        return ()
+    found = (ControlSetting.from_dict(v) for v in value)
+    return tuple(c for c in found if c is not None)[:protocol.messages.MAX_CONTROLS]
+
+
 @dataclass
 class Settings:
     """Everything a painter can choose for one job, in either editor."""
@@ -107,6 +148,9 @@ class Settings:
     color_match: bool = False  # inpaint/outpaint: match the result's colours to the area around the mask
     # reference images (issue 15): in order; each editor resolves the layer names
     references: Tuple[ReferenceSetting, ...] = ()
+    # control layers, in order, by stable id (kept with a job so "reuse settings" refills them; older stored
+    # settings have none); the job itself takes the adapter's control sources
+    controls: Tuple[ControlSetting, ...] = ()
     # results history (issue 13): how many MB of results each document keeps (client/history.py); 0 = none
     history_limit_mb: int = 64
     # sampling: schedule, batch count, VAE, CLIP skip, SDXL refiner (issue 13)
@@ -136,6 +180,7 @@ class Settings:
         """The stored form (a JSON-ready map)."""
         out = dataclasses.asdict(self)
         out["references"] = [dataclasses.asdict(r) for r in self.references]
+        out["controls"] = [dataclasses.asdict(c) for c in self.controls]
         return out
 
     @classmethod
@@ -150,6 +195,9 @@ class Settings:
             value, default = data[f.name], getattr(out, f.name)
             if f.name == "references":
                 setattr(out, f.name, parse_references(value))
+                continue
+            if f.name == "controls":
+                setattr(out, f.name, parse_controls(value))
                 continue
             if f.name == "strength":
                 ok = value is None or _is_number(value)

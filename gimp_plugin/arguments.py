@@ -6,16 +6,16 @@ Each procedure is one mode of the protocol. Argument names are the PDB names (wi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, Optional, Tuple
 
 from client.settings import FALLBACK_DEFAULTS, FILLS
-from protocol.messages import CONTROL_TYPES, REFERENCE_TYPES, SAMPLERS
+from protocol.messages import CONTROL_TYPES, MAX_CONTROLS, REFERENCE_TYPES, SAMPLERS
 from protocol.sampling import SCHEDULE_NAMES
 
 PREFIX = "plug-in-paintbridge-"
 MENU_PATH = "<Image>/Filters/Paintbridge"
-MAX_CONTROLS = 2  # control-layer arguments per procedure
+# MAX_CONTROLS (the protocol's): control-layer slots per procedure, as many as a job takes
 MAX_REFERENCES = 4  # reference-image slots per procedure (issue 15; a job takes up to 8, a dialog shows 4)
 GINT_MAX = 2**31 - 1
 
@@ -25,15 +25,16 @@ class Arg:
     """One procedure argument."""
 
     name: str
-    kind: str  # "string", "int", "double", "boolean", "choice", "layer", "model" (a choice of installed models),
-    # "drawable" (a layer or a channel; regions), "detail-targets" (what the detailer looks for: hands only when the
-    # server has a hand detector)
+    kind: str  # "string", "int", "double", "boolean", "choice", "layer", "model" (a choice of installed models of
+    # the ``listing`` named: ``choices.listed_choices``), "drawable" (a layer or a channel; regions),
+    # "detail-targets" (what the detailer looks for: hands only when the server has a hand detector)
     label: str
     blurb: str
     default: Any = None
     minimum: Optional[float] = None
     maximum: Optional[float] = None
     choices: Tuple[Tuple[str, str], ...] = ()
+    listing: str = "model"  # kind "model": which models it lists ("model" = checkpoints, or a ``choices.LISTED`` key)
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,12 @@ def _more_sampling_args() -> Tuple[Arg, ...]:
         Arg("scheduler", "choice", "Sc_hedule", "Noise schedule (Karras, Exponential, ...); one the sampler cannot "
             "run with is refused", "default", choices=SCHEDULER_CHOICES),
         Arg("batch-count", "int", "Batch _count", "Runs one after another, each making 'Batch' results", 1, 1, 100),
-        Arg("vae", "string", "_VAE", "A VAE from the models folder by name; empty = the checkpoint's own", ""),
+        Arg("vae", "model", "_VAE", "An installed VAE; 'default' = the checkpoint's own", "default",
+            listing="vae"),
         Arg("clip-skip", "int", "CLIP s_kip", "CLIP layers to skip: 0 or 1 = none, 2 = the penultimate layer", 0, 0,
             12),
-        Arg("refiner", "string", "Re_finer", "An SDXL refiner by name for the last steps; empty = none", ""),
+        Arg("refiner", "model", "Re_finer", "An installed SDXL refiner for the last steps; 'none' = off", "none",
+            listing="refiner"),
         Arg("refiner-start", "double", "Refiner _from", "Fraction of the steps after which the refiner takes over",
             0.8, 0.05, 0.95),
     )
@@ -154,11 +157,20 @@ def _source_args(mask: bool) -> Tuple[Arg, ...]:
     return tuple(args)
 
 
+def control_prefix(index: int) -> str:
+    """Argument-name prefix of control slot ``index`` (1-based): ``control``, ``control-2`` ..."""
+    return "control" if index == 1 else f"control-{index}"
+
+
+CONTROL_KEYS = ("layer", "type", "strength", "start", "end", "preprocess")  # one control slot's arguments
+
+
 def _control_args() -> Tuple[Arg, ...]:
+    """Control slots: a layer (none = the slot is off), its type, strength, step range and whether the server
+    preprocesses it."""
     args = []
     for i in range(1, MAX_CONTROLS + 1):
-        p = "control" if i == 1 else f"control-{i}"
-        n = "" if i == 1 else f" {i}"
+        p, n = control_prefix(i), "" if i == 1 else f" {i}"
         args += [
             Arg(f"{p}-layer", "layer", f"Control layer{n}", "A layer that guides the result (ControlNet); none = off",
                 None),
@@ -166,6 +178,10 @@ def _control_args() -> Tuple[Arg, ...]:
                 choices=CONTROL_CHOICES),
             Arg(f"{p}-strength", "double", f"Control strength{n}", "How strongly the control layer guides", 1.0,
                 0.0, 2.0),
+            Arg(f"{p}-start", "double", f"Control from{n}", "Fraction of the steps where the control layer starts "
+                "guiding", 0.0, 0.0, 1.0),
+            Arg(f"{p}-end", "double", f"Control until{n}", "Fraction of the steps where the control layer stops "
+                "guiding", 1.0, 0.0, 1.0),
             Arg(f"{p}-preprocess", "boolean", f"Preprocess control{n}",
                 "Turn the layer into a control image on the server (e.g. a photo into Canny edges)", False),
         ]
@@ -189,6 +205,9 @@ REFERENCE_CHOICES = tuple((t, {"style": "Style", "composition": "Composition", "
 def reference_prefix(index: int) -> str:
     """Argument-name prefix of reference slot ``index`` (1-based): ``reference``, ``reference-2`` ..."""
     return "reference" if index == 1 else f"reference-{index}"
+
+
+REFERENCE_KEYS = ("layer", "type", "strength", "start", "end", "region")  # one reference slot's arguments
 
 
 def _reference_args() -> Tuple[Arg, ...]:
@@ -247,8 +266,9 @@ HIRES_BLURB = ("Hires fix: for an area larger than the model's native size, pain
 def _hires_args() -> Tuple[Arg, ...]:
     return (
         Arg("hires", "boolean", "Hires fix", HIRES_BLURB, False),
-        Arg("hires-upscaler", "string", "Hires upscaler",
-            "'latent' (the latents), 'lanczos' or an upscale model's name (the pixels)", "latent"),
+        Arg("hires-upscaler", "model", "Hires upscaler",
+            "'latent' (the latents), 'lanczos' or an installed upscale model (the pixels)", "latent",
+            listing="hires-upscaler"),
         Arg("hires-strength", "double", "Hires denoise", "Denoise of the second pass (0.3-0.5 keeps the composition)",
             0.4, 0.0, 1.0),
         Arg("hires-steps", "int", "Hires steps", "Steps of the second pass; 0 = the job's steps", 0, 0, 150),
@@ -326,7 +346,8 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         (
             Arg("scale", "double", "_Scale", "Scale factor", float(FALLBACK_DEFAULTS["modes"]["upscale"]["scale"]),
                 1.0, 8.0),
-            Arg("upscaler", "string", "_Upscaler", "Upscaler model name; empty = Lanczos", ""),
+            Arg("upscaler", "model", "_Upscaler", "An installed upscale model; 'lanczos' = no model", "lanczos",
+                listing="upscaler"),
             Arg("refine", "double", "_Refine strength", "img2img strength of a refine pass; 0 = no refine", 0.0,
                 0.0, 1.0),
             Arg("target", "choice", "_Result in", "Where the upscaled result goes", "new-image",
@@ -389,6 +410,27 @@ PROCEDURES += (  # instruction edit (issue 14): offered with the models whose li
         + _source_args(mask=True) + _server_args(),
     ),
 )
+
+def override_name(arg: Arg) -> str:
+    """The free-text argument that overrides a model-like choice: ``<argument>-name``."""
+    return arg.name + "-name"
+
+
+def _with_overrides(args: Tuple[Arg, ...]) -> Tuple[Arg, ...]:
+    """Each model-like choice followed by its free-text override (for scripts: a model GIMP has not registered in
+    the choice yet)."""
+    out = []
+    for arg in args:
+        out.append(arg)
+        if arg.kind == "model":
+            label = arg.label.replace("_", "")
+            out.append(Arg(override_name(arg), "string", f"{label} by name",
+                           f"A {label.lower()} name that wins over the list when set (scripts: any name the server "
+                           "has, listed or not); empty = the list's", ""))
+    return tuple(out)
+
+
+PROCEDURES = tuple(replace(spec, args=_with_overrides(spec.args)) for spec in PROCEDURES)
 
 FOR_CHOICES = (("all", "Every mode"),) + tuple((m, m.capitalize()) for m in ("generate", "img2img", "inpaint",
                                                                               "outpaint", "upscale", "preprocess",

@@ -97,21 +97,33 @@ def reference_sources(image, s: Settings) -> Tuple[jobs.ReferenceSource, ...]:
                                   lambda ident: host.item_by_stable_id(image, ident))
 
 
-def reference_state(spec: ProcedureSpec, image, values: Dict[str, Any], selection: Box) -> List[object]:
-    """What a live frame reads of its references (issue 15): each reference layer's pixels and its region's opacity
-    over the box the job would read, so that painting on a reference layer counts as a change. A reference that
-    cannot be read (a layer deleted meanwhile) is named by its error, which the job then reports."""
+def live_state(spec: ProcedureSpec, image, active, values: Dict[str, Any], selection: Box,
+               hide: Sequence[object] = ()) -> List[object]:
+    """What a live frame would read, as cheap change tokens (``host.change_token``: GIMP's thumbnails, no pixel
+    read): the job's box, the selection over its bounds, the source over the box (the active layer, or every visible
+    layer reaching into it except those in ``hide``: the preview), the active layer's mask when it is the mask source,
+    the control layers, the reference layers and their regions, and the region layers. A part that cannot be read
+    (a layer deleted meanwhile) is named by its error, which the frame's own read then reports."""
     try:
         s = settings_from_values(spec, values, host.stable_id)
-        if not s.references or not rule(s.mode).controls or selection.is_empty:
-            return []
-        w, h = host.canvas_size(image)
-        box = plan_read(s.mode, selection, w, h).box
-        out: List[object] = [(box.x, box.y, box.width, box.height)]
-        for ref in reference_sources(image, s):
-            out.append(host.read_layer(ref.layer, box))
-            if ref.mask_layer is not None:
-                out.append(host.read_opacity(ref.mask_layer, box))
+        width, height = host.canvas_size(image)
+        box = plan_read(s.mode, selection, width, height).box
+        out: List[object] = [(box.x, box.y, box.width, box.height), host.selection_token(image, selection)]
+        if s.image_source == "layer":
+            out.append(host.change_token(host.layer_of(active), box) if active is not None else ())
+        else:
+            out.extend(host.visible_tokens(image, box, hide))
+        mask = host.layer_mask_of(active) if s.mask_source == "layer-mask" else None
+        if mask is not None:
+            out.append(host.change_token(mask, Box(0, 0, width, height)))
+        if rule(s.mode).controls:
+            out.extend(host.change_token(c.layer, box) for c in control_sources(values))
+            for ref in reference_sources(image, s):
+                out.append(host.change_token(ref.layer, box))
+                if ref.mask_layer is not None:
+                    out.append(host.change_token(ref.mask_layer, box))
+        if values.get("use-regions", False):
+            out.extend(host.change_token(item, box) for item in host.region_items(image))
         return out
     except Exception as err:  # noqa: BLE001 - a stale layer handle: the frame's own read reports it
         return [f"{type(err).__name__}: {err}"]

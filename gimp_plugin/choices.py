@@ -1,12 +1,14 @@
-"""The ``model`` argument as a choice of the installed models (GIMP 3's ``add_choice_argument``).
+"""Model-like arguments (``model``, ``vae``, ``refiner``, ``upscaler``, ``hires-upscaler``) as choices of the installed
+models (GIMP 3's ``add_choice_argument``), each with a free-text override ``<argument>-name`` for scripts.
 
 GIMP fixes a choice argument's entries when the procedure is created: at registration (GIMP caches that until the
 plug-in changes) and again in the plug-in's own process at each run, which builds the dialog. So the entries come from
 the server's listing when it answers within ``TIMEOUT`` (the remembered address), else from the listing recorded after
 the last download or dialog (``recorded``: after each download and whenever the procedures are
-created; when the checkpoints changed the plug-in's entry file is touched, so GIMP registers it again), plus the two that always exist: ``default`` (the server's
-default checkpoint) and ``classical`` (the built-in engine). Nicks are the model names themselves, so a script passes
-``model="my-checkpoint"`` as before; a name GIMP has not registered falls back to ``default``.
+created; when the listed models changed the plug-in's entry file is touched, so GIMP registers it again), plus the
+fixed entries: for ``model`` ``default`` (the server's default checkpoint) and ``classical`` (the built-in engine),
+for the others ``LISTED``'s. Nicks are the model names themselves, so a script passes ``model="my-checkpoint"`` as
+before; a name GIMP has not registered falls back to the default entry, which is what ``<argument>-name`` is for.
 """
 
 from __future__ import annotations
@@ -44,6 +46,63 @@ def model_choices(models: Sequence[Dict[str, Any]], mode: str = "") -> Tuple[Tup
     return tuple(out)
 
 
+# Model-like arguments other than ``model`` (listing → (kind in the server's listing, the fixed entries first as
+# (nick, label, the setting's value))): a VAE, an SDXL refiner, an upscaler, the hires fix's upscaler.
+LISTED: Dict[str, Tuple[str, Tuple[Tuple[str, str, str], ...]]] = {
+    "vae": ("vae", (("default", "Checkpoint's own", ""),)),
+    "refiner": ("refiner", (("none", "None", ""),)),
+    "upscaler": ("upscaler", (("lanczos", "Lanczos (no model)", ""),)),
+    "hires-upscaler": ("upscaler", (("latent", "Latent (the latents)", "latent"),
+                                    ("lanczos", "Lanczos (the pixels)", "lanczos"))),
+}
+OVERRIDE_SUFFIX = "-name"  # ``<argument>-name``: a free-text model name that wins over the choice when set
+
+
+def listed_choices(listing: str, models: Sequence[Dict[str, Any]], mode: str = "") -> Tuple[Tuple[str, str], ...]:
+    """(nick, label) of a model-like argument's choice: ``model`` (``model_choices``) or a ``LISTED`` one: its fixed
+    entries, then the installed models of its kind (nick = the model's name; entries the server marks as a problem
+    are left out)."""
+    if listing == "model":
+        return model_choices(models, mode)
+    kind, fixed = LISTED[listing]
+    out = [(nick, label) for nick, label, _value in fixed]
+    seen = {nick for nick, _label in out}
+    for entry in models:
+        name = str(entry.get("name") or "")
+        if entry.get("kind") == kind and name and name not in seen and not entry.get("problem"):
+            seen.add(name)
+            out.append((name, name))
+    return tuple(out)
+
+
+def default_nick(listing: str) -> str:
+    """The nick a model-like argument starts at."""
+    return DEFAULT if listing == "model" else LISTED[listing][1][0][0]
+
+
+def listed_value(listing: str, nick: Any, override: Any = "") -> str:
+    """The setting's value of a model-like argument: the override when set (``<argument>-name``), else the choice's
+    nick (a fixed entry's value, or a model's name)."""
+    name = str(override or "").strip()
+    if name:
+        return name
+    nick = str(nick or "").strip()
+    if listing == "model":
+        return model_name(nick)
+    fixed = {n: value for n, _label, value in LISTED[listing][1]}
+    return fixed.get(nick or default_nick(listing), nick)
+
+
+def listed_nick(listing: str, value: str) -> str:
+    """The choice nick that gives ``value`` back (``listed_value``'s inverse)."""
+    if listing == "model":
+        return value or DEFAULT
+    for nick, _label, fixed in LISTED[listing][1]:
+        if fixed == value:
+            return nick
+    return value
+
+
 def model_name(nick: Any) -> str:
     """The ``job.model`` for a choice nick: "" (the server's default) for ``default``."""
     nick = str(nick or "").strip()
@@ -77,7 +136,9 @@ def record(profile: Path, models: Sequence[Mapping[str, Any]], entry: Optional[P
                for m in models if m.get("name")]
 
     def choices(entries: Sequence[Mapping[str, Any]]) -> Tuple[List[str], Tuple[Tuple[str, str], ...]]:
-        return sorted(str(m["name"]) for m in entries if m.get("kind") == "checkpoint"), target_choices(entries)
+        kinds = {"checkpoint"} | {kind for kind, _fixed in LISTED.values()}  # every kind a choice lists
+        return (sorted(f"{m['kind']}/{m['name']}" for m in entries if m.get("kind") in kinds),
+                target_choices(entries))
 
     changed = choices(listing) != choices(recorded(profile))
     Path(profile).mkdir(parents=True, exist_ok=True)
@@ -132,9 +193,9 @@ def cached_listing(profile: Path) -> List[dict]:
     return _cache[key]
 
 
-def cached_model_choices(profile: Path, mode: str = "") -> Tuple[Tuple[str, str], ...]:
-    """``model_choices`` of the installed models for ``mode``."""
-    return model_choices(cached_listing(profile), mode)
+def cached_listed_choices(profile: Path, listing: str, mode: str = "") -> Tuple[Tuple[str, str], ...]:
+    """``listed_choices`` of the installed models."""
+    return listed_choices(listing, cached_listing(profile), mode)
 
 
 def cached_target_choices(profile: Path) -> Tuple[Tuple[str, str], ...]:

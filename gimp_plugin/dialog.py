@@ -2,49 +2,87 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from client.errors import JobInputError
 
-from .arguments import MAX_REFERENCES, ProcedureSpec, reference_prefix
+from .arguments import (
+    CONTROL_KEYS,
+    MAX_CONTROLS,
+    MAX_REFERENCES,
+    REFERENCE_KEYS,
+    ProcedureSpec,
+    control_prefix,
+    reference_prefix,
+)
+from .choices import OVERRIDE_SUFFIX
 
-# (section id, title, argument names); arguments in no section are shown at the top, in table order.
-SECTIONS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
+# A section: (id, title, members); a member is an argument name or a section folded inside it.
+Section = Tuple[str, str, Tuple[Union[str, "Section"], ...]]
+
+
+def _slots(prefix: Callable[[int], str], count: int, keys: Tuple[str, ...], title: str) -> Tuple[Union[str, Section], ...]:
+    """Numbered slots: the first one's arguments open, each further slot folded in its own expander."""
+    first = tuple(f"{prefix(1)}-{k}" for k in keys)
+    return first + tuple((prefix(i), f"{title} {i}", tuple(f"{prefix(i)}-{k}" for k in keys))
+                         for i in range(2, count + 1))
+
+
+# Arguments in no section are shown at the top, in table order.
+SECTIONS: Tuple[Section, ...] = (
     ("sampling", "Sampling", ("steps", "cfg", "sampler", "seed", "batch")),
     ("area", "Source and mask", ("source", "mask-source", "grow", "feather", "fill", "color-match")),
-    ("controls", "Control layers", tuple(f"{p}-{k}" for p in ("control", "control-2")
-                                         for k in ("layer", "type", "strength", "preprocess"))),
-    ("references", "Reference images", tuple(f"{reference_prefix(i)}-{k}" for i in range(1, MAX_REFERENCES + 1)
-                                             for k in ("layer", "type", "strength", "start", "end", "region"))),
+    ("controls", "Control layers", _slots(control_prefix, MAX_CONTROLS, CONTROL_KEYS, "Control layer")),
+    ("references", "Reference images", _slots(reference_prefix, MAX_REFERENCES, REFERENCE_KEYS, "Reference image")),
+    ("names", "Models by name", tuple(name + OVERRIDE_SUFFIX for name in ("model", "vae", "refiner", "upscaler",
+                                                                      "hires-upscaler"))),
     ("server", "Server", ("server", "token")),
     ("regions", "Regions", ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")),  # issue 15
 )
 
 
-def layout(spec: ProcedureSpec) -> Tuple[List[str], List[Tuple[str, str, List[str]]]]:
-    """(top-level argument names, [(section id, title, argument names)]) for a procedure, empty sections dropped."""
+def _names(section: Section) -> List[str]:
+    """Every argument name of a section, its folded sections included."""
+    out: List[str] = []
+    for member in section[2]:
+        out.extend([member] if isinstance(member, str) else _names(member))
+    return out
+
+
+def _present(section: Section, names: Sequence[str]) -> Optional[Section]:
+    """``section`` with only the arguments in ``names`` (folded sections left empty dropped); None when empty."""
+    members: List[Union[str, Section]] = []
+    for member in section[2]:
+        kept = (member if member in names else None) if isinstance(member, str) else _present(member, names)
+        if kept is not None:
+            members.append(kept)
+    return (section[0], section[1], tuple(members)) if members else None
+
+
+def layout(spec: ProcedureSpec) -> Tuple[List[str], List[Section]]:
+    """(top-level argument names, [sections]) for a procedure, empty sections dropped."""
     names = [arg.name for arg in spec.args]
-    placed = {name for _sid, _title, members in SECTIONS for name in members}
+    placed = {name for section in SECTIONS for name in _names(section)}
     top = [name for name in names if name not in placed]
-    sections = []
-    for sid, title, members in SECTIONS:
-        present = [name for name in members if name in names]
-        if present:
-            sections.append((sid, title, present))
+    sections = [kept for kept in (_present(section, names) for section in SECTIONS) if kept is not None]
     return top, sections
+
+
+def _fill_section(dialog, section: Section) -> str:
+    """Build a section's expander (its folded sections first) and return its id."""
+    sid, title, members = section
+    ids = [member if isinstance(member, str) else _fill_section(dialog, member) for member in members]
+    dialog.get_label(f"{sid}-label", title, False, False)
+    dialog.fill_box(f"{sid}-box", ids)
+    dialog.fill_expander(f"{sid}-expander", f"{sid}-label", False, f"{sid}-box")
+    return f"{sid}-expander"
 
 
 def fill_dialog(dialog, spec: ProcedureSpec) -> None:
     """Fill a GimpUi.ProcedureDialog: main arguments, then one expander per section (plain list if that fails)."""
     top, sections = layout(spec)
     try:
-        order = list(top)
-        for sid, title, members in sections:
-            dialog.get_label(f"{sid}-label", title, False, False)
-            dialog.fill_box(f"{sid}-box", members)
-            dialog.fill_expander(f"{sid}-expander", f"{sid}-label", False, f"{sid}-box")
-            order.append(f"{sid}-expander")
-        dialog.fill(order)
+        dialog.fill(list(top) + [_fill_section(dialog, section) for section in sections])
     except Exception:  # noqa: BLE001 - an older GimpUi without expanders still gets a usable dialog
         dialog.fill(None)
 

@@ -1,16 +1,19 @@
 """Live inpaint: a dialog that stays open and repaints the selection whenever it (or a setting) changes.
 
 When to start, and when to cancel a stale frame, is the client core's one live scheduler (``client.live``); this
-dialog feeds it a signature of its inputs (the selection, the settings, the active layer, and the pixels of the
-reference layers and their regions over the job's box) on a timer and does what it says. Each result replaces one preview layer
-above the active layer; the preview is kept out of the undo history (undo is frozen while it changes) and out of what
-the model sees. OK keeps the result for the current inputs as a normal layer in one undo step; Cancel removes the
-preview. Network work runs in a worker thread; every GIMP call stays on the main thread.
+dialog feeds it a signature of its inputs on a timer and does what it says. The signature is made of GIMP's
+thumbnails (the selection over its bounds; over the job's box the source pixels, the control and reference layers and
+their regions), which GIMP drops as soon as a pixel changes: painting under the selection starts a frame, and nothing
+is read in full while nothing changes (each frame logs to stderr the full reads made since the last one). Each result
+replaces one preview layer above the active layer; the preview is kept out of the undo history (undo is frozen while
+it changes) and out of what the model sees. OK keeps the result for the current inputs as a normal layer in one undo
+step; Cancel removes the preview. Network work runs in a worker thread; every GIMP call stays on the main thread.
 """
 
 from __future__ import annotations
 
 import random
+import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional
@@ -51,6 +54,7 @@ class LiveInpaint:
         self.keep_when_ready = False
         self.kept = False
         self.client = None
+        self.reads_seen = host.pixel_reads()
         seed = int(config.get_property("seed"))
         self.live_seed = seed if seed >= 0 else random.randrange(2**31)  # one seed per dialog: frames differ only
         # where the inputs did
@@ -65,15 +69,17 @@ class LiveInpaint:
         return host.selected_drawable(self.image, self.preview) or self.fallback_active
 
     def _signature(self, values: Dict[str, Any], active) -> Optional[int]:
+        """Everything a frame depends on, from GIMP's thumbnails (no pixel read): the selection, the settings, the
+        active layer and the pixels the job would read (source, masks, controls, references, regions)."""
         bounds = host.selection_bounds(self.image)
         if bounds.is_empty:
             return None
-        mask = host.read_selection(self.image, bounds)
         plain = sorted((k, host.item_id(v) if host.is_item(v) else v) for k, v in values.items())
-        # reference images (issue 15): painting on a reference layer (or its region) is a change too
-        references = capture.reference_state(self.spec, self.image, values, bounds)
-        return live.signature([bounds.x, bounds.y, bounds.width, bounds.height, mask, plain, host.item_id(active),
-                               *references])
+        parts: List[object] = [bounds.x, bounds.y, bounds.width, bounds.height, plain, host.item_id(active)]
+        hide = [self.preview] if self.preview is not None else []
+        for token in capture.live_state(self.spec, self.image, active, values, bounds, hide):
+            parts.extend(token if isinstance(token, tuple) else (token,))  # thumbnails as bytes: checksummed as is
+        return live.signature(parts)
 
     # --- the loop -----------------------------------------------------------------------------------------------------
     def _tick(self) -> bool:
@@ -101,16 +107,21 @@ class LiveInpaint:
     def _start(self, sig: int, values: Dict[str, Any], active) -> None:
         job_id = new_job_id("gimp-live")
         now = time.monotonic()
+        # the cost of watching: full pixel reads since the last frame read its inputs (none while nothing changed)
+        print(f"paintbridge live: frame {job_id} after {host.pixel_reads() - self.reads_seen} pixel reads while idle",
+              file=sys.stderr, flush=True)
         try:
             job_settings, inputs = capture.read_inputs(self.spec, self.image, active, values,
                                                        hide=[self.preview] if self.preview is not None else [])
             url, token = capture.server_target(values)
             job_settings = live.live_settings(job_settings, self.live_seed)
         except PaintbridgeError as err:
+            self.reads_seen = host.pixel_reads()
             self.scheduler.started(job_id, sig, now)
             self.scheduler.finished(job_id, now, live.FAILED)  # not again until something changes
             self._set_status(str(err), None)
             return
+        self.reads_seen = host.pixel_reads()
         self.scheduler.started(job_id, sig, now)
         self._set_status("Painting…", 0.0)
         threading.Thread(target=self._work, args=(job_id, sig, job_settings, inputs, url, token, active,

@@ -47,10 +47,10 @@ def _add_argument(procedure, arg: Arg, label: str, mode: str = "") -> None:
         procedure.add_choice_argument(arg.name, arg.label, arg.blurb, choice, arg.default, flags)
     elif arg.kind == "model":  # a choice of the installed models, fixed when the procedure is created
         from . import host
-        from .choices import cached_model_choices
+        from .choices import cached_listed_choices
 
         choice = Gimp.Choice.new()
-        for index, (nick, label) in enumerate(cached_model_choices(host.profile_dir(), mode)):
+        for index, (nick, label) in enumerate(cached_listed_choices(host.profile_dir(), arg.listing, mode)):
             choice.add(nick, index, label, "")
         procedure.add_choice_argument(arg.name, arg.label, arg.blurb, choice, arg.default, flags)
     elif arg.kind == "detail-targets":  # hands only where the server's listing has a hand detector
@@ -118,8 +118,9 @@ def _status(procedure, status, message: str = ""):
     return procedure.new_return_values(status, error)
 
 
-def _show_dialog(procedure, spec: ProcedureSpec, config) -> bool:
-    """The dialog generated from the procedure's arguments; False when the user cancelled it."""
+def _show_dialog(procedure, spec: ProcedureSpec, config, image=None) -> bool:
+    """The dialog generated from the procedure's arguments (filled with what "Reuse settings" kept for it, layers
+    found in ``image``); False when the user cancelled it."""
     gi.require_version("GimpUi", "3.0")
     from gi.repository import GimpUi
 
@@ -130,10 +131,7 @@ def _show_dialog(procedure, spec: ProcedureSpec, config) -> bool:
 
     if not str(config.get_property("server") or "").strip():
         config.set_property("server", settings.load(host.profile_dir()).url)
-    from .values import take_reuse  # "Reuse settings" in the History dialog (issue 13)
-
-    for name, value in take_reuse(host.profile_dir(), spec.name).items():
-        config.set_property(name, value)
+    apply_reuse(spec, config, image)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, spec.title)
     fill_dialog(dialog, spec)
     add_models_hint(dialog, spec, str(config.get_property("server") or ""), str(config.get_property("token") or ""),
@@ -141,6 +139,29 @@ def _show_dialog(procedure, spec: ProcedureSpec, config) -> bool:
     ok = dialog.run()
     dialog.destroy()
     return bool(ok)
+
+
+def apply_reuse(spec: ProcedureSpec, config, image) -> None:
+    """Fill ``config`` with the values History's "Reuse settings" kept for this procedure, if any: every slot, the
+    control and reference layers (and regions) found in ``image`` by their stable ids (a missing one, or every one
+    without an image, is named and left empty), a model name the choice does not offer put in its override."""
+    from . import host
+    from .choices import cached_listed_choices
+    from .values import place_unlisted, resolve_items, take_reuse
+
+    reused = take_reuse(host.profile_dir(), spec.name)
+    if not reused:
+        return
+    reused = place_unlisted(spec, reused, lambda arg: [nick for nick, _label in cached_listed_choices(
+        host.profile_dir(), arg.listing, spec.mode)])
+    reused, missing = resolve_items(spec, reused,
+                                    lambda ident: host.layer_by_stable_id(image, ident) if image else None,
+                                    lambda ident: host.item_by_stable_id(image, ident) if image else None)
+    if missing:
+        Gimp.message("Paintbridge: the image no longer has the layers of " + ", ".join(missing)
+                     + "; those slots are left empty")
+    for name, value in reused.items():
+        config.set_property(name, value)
 
 
 class _Progress:
@@ -171,7 +192,7 @@ def run(procedure, run_mode, image, drawables, config, data):
         from .history_procedure import run_history
 
         return run_history(procedure, run_mode, image, list(drawables or []), config, spec)
-    if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(procedure, spec, config):
+    if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(procedure, spec, config, image):
         return _status(procedure, Gimp.PDBStatusType.CANCEL)
     values = _read_values(spec, config)
     try:

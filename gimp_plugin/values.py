@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 from client.errors import JobInputError
 from client.jobs import ControlSource
 from client.regions import RegionBinding
-from client.settings import ReferenceSetting, Settings
+from client.settings import ControlSetting, ReferenceSetting, Settings
 
-from .arguments import (MAX_CONTROLS, MAX_REFERENCES, SAMPLER_BY_NICK, SCHEDULER_BY_NICK, ProcedureSpec,
-                        reference_prefix)
-from .choices import detail_targets, model_name
+from .arguments import (MAX_CONTROLS, MAX_REFERENCES, SAMPLER_BY_NICK, SCHEDULER_BY_NICK, Arg, ProcedureSpec,
+                        control_prefix, reference_prefix)
+from .choices import OVERRIDE_SUFFIX, detail_targets, listed_nick, listed_value
 
 MASK_SOURCES = {"selection": "selection", "layer-mask": "layer-mask"}
 
 
-def control_prefix(index: int) -> str:
-    """Argument-name prefix of control slot ``index`` (1-based): ``control``, ``control-2`` ..."""
-    return "control" if index == 1 else f"control-{index}"
+def _step_range(what: str, values: Mapping[str, Any], p: str) -> Tuple[float, float]:
+    """A slot's (from, until) fractions of the steps; from after until is refused naming the slot."""
+    start, end = float(values.get(f"{p}-start", 0.0)), float(values.get(f"{p}-end", 1.0))
+    if start > end:
+        raise JobInputError(f"{what}: 'from' ({start:g}) is after 'until' ({end:g}); it guides from one fraction of "
+                            "the steps until a later one")
+    return start, end
 
 
 def control_sources(values: Mapping[str, Any]) -> List[ControlSource]:
@@ -34,10 +38,19 @@ def control_sources(values: Mapping[str, Any]) -> List[ControlSource]:
         p = control_prefix(i)
         layer = values.get(f"{p}-layer")
         if layer is not None:
+            start, end = _step_range(f"Control {i}", values, p)
             out.append(ControlSource(layer, str(values.get(f"{p}-type") or "canny"),
-                                     float(values.get(f"{p}-strength", 1.0)),
+                                     float(values.get(f"{p}-strength", 1.0)), start, end,
                                      preprocess=bool(values.get(f"{p}-preprocess", False))))
     return out
+
+
+def control_settings(values: Mapping[str, Any], stable_id: Callable[[Any], str] = str
+                     ) -> Tuple[ControlSetting, ...]:
+    """The control slots whose layer argument is set, in order, as the client's settings (the layer by its stable
+    id; kept with the job so that "reuse settings" refills the slots)."""
+    return tuple(ControlSetting(stable_id(c.layer), c.type, c.strength, c.start, c.end, c.preprocess)
+                 for c in control_sources(values))
 
 
 def reference_settings(values: Mapping[str, Any], stable_id: Callable[[Any], str] = str
@@ -50,10 +63,7 @@ def reference_settings(values: Mapping[str, Any], stable_id: Callable[[Any], str
         layer = values.get(f"{p}-layer")
         if layer is None:
             continue
-        start, end = float(values.get(f"{p}-start", 0.0)), float(values.get(f"{p}-end", 1.0))
-        if start > end:
-            raise JobInputError(f"Reference {i}: 'from' ({start:g}) is after 'until' ({end:g}); the picture guides "
-                                "from one fraction of the steps until a later one")
+        start, end = _step_range(f"Reference {i}", values, p)
         region = values.get(f"{p}-region")
         out.append(ReferenceSetting(stable_id(layer), str(values.get(f"{p}-type") or "content"),
                                     float(values.get(f"{p}-strength", 1.0)), start, end,
@@ -87,7 +97,11 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
     def text(name: str) -> str:
         return str(values.get(name) or "").strip()
 
-    s.model, s.prompt, s.negative_prompt = model_name(values.get("model")), text("prompt"), text("negative-prompt")
+    def listed(name: str) -> str:  # a model-like choice, or the name typed into its override
+        return listed_value(spec.arg(name).listing, values.get(name), values.get(name + OVERRIDE_SUFFIX))
+
+    s.model = listed("model") if "model" in names else ""
+    s.prompt, s.negative_prompt = text("prompt"), text("negative-prompt")
     for name in ("steps", "seed", "batch", "grow", "feather"):
         if name in names:
             setattr(s, name, int(values[name]))
@@ -111,7 +125,7 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
             setattr(s, f"extend_{side}", amount if values.get(f"extend-{side}") else 0)
     if spec.mode == "upscale":
         s.scale = float(values["scale"])
-        s.upscaler = text("upscaler")
+        s.upscaler = listed("upscaler")
         s.refine = float(values.get("refine", 0.0))
     if spec.mode == "preprocess":
         s.preprocessor = str(values["preprocessor"])
@@ -123,11 +137,11 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
         if name in names:
             setattr(s, name.replace("-", "_"), int(values[name]))
     if "vae" in names:
-        s.vae = text("vae")
+        s.vae = listed("vae")
     if "refiner" in names:
-        s.refiner, s.refiner_start = text("refiner"), float(values.get("refiner-start", 0.8))
+        s.refiner, s.refiner_start = listed("refiner"), float(values.get("refiner-start", 0.8))
     if "hires" in names:  # hires fix (issue 13)
-        s.hires, s.hires_upscaler = bool(values["hires"]), text("hires-upscaler") or "latent"
+        s.hires, s.hires_upscaler = bool(values["hires"]), listed("hires-upscaler") or "latent"
         s.hires_strength, s.hires_steps = float(values["hires-strength"]), int(values["hires-steps"])
         s.hires_scale = float(values["hires-scale"])
     if "detail-strength" in names:  # detailer (issue 13): after the job when switched on; mode detail always
@@ -139,6 +153,8 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
         s.detail_targets = detail_targets(values.get("detail-targets"))
     if "reference-layer" in names:  # reference images (issue 15)
         s.references = reference_settings(values, stable_id)
+    if "control-layer" in names:
+        s.controls = control_settings(values, stable_id)
     if spec.live:
         s.batch = 1
         s.batch_count = 1
@@ -160,22 +176,82 @@ def region_binding(values: Mapping[str, Any]) -> Any:
 
 def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
     """Argument values of ``spec`` that make ``settings_from_values`` give ``s`` back (results history: "reuse
-    settings"); arguments ``s`` has nothing for (server, controls) and layer arguments (reference layers and regions:
-    the stored ids name items of the image the entry came from) are left out."""
+    settings"), every slot included: layer and channel arguments (control and reference layers, regions) hold the
+    stable ids the settings keep (``resolve_items`` finds them in the image); model-like choices hold the model's
+    name as the nick (``place_unlisted`` moves a name the choice does not offer to the override). Arguments ``s``
+    has nothing for (server, token, region binding) are left out."""
     names = {arg.name for arg in spec.args}
     nick_of = {name: nick for nick, name in SAMPLER_BY_NICK.items()}
-    out: Dict[str, Any] = {"prompt": s.prompt, "negative-prompt": s.negative_prompt, "model": s.model or "default",
+    schedule_of = {name: nick for nick, name in SCHEDULER_BY_NICK.items()}
+    out: Dict[str, Any] = {"prompt": s.prompt, "negative-prompt": s.negative_prompt,
                            "steps": s.steps, "seed": s.seed, "batch": s.batch, "grow": s.grow, "feather": s.feather,
                            "cfg": s.cfg, "sampler": nick_of.get(s.sampler, "default"), "fill": s.fill,
-                           "source": s.image_source, "mask-source": s.mask_source, "scale": s.scale,
-                           "upscaler": s.upscaler, "refine": s.refine, "preprocessor": s.preprocessor,
-                           "low-threshold": s.low_threshold, "high-threshold": s.high_threshold}
+                           "color-match": s.color_match, "source": s.image_source, "mask-source": s.mask_source,
+                           "scale": s.scale, "refine": s.refine, "preprocessor": s.preprocessor,
+                           "low-threshold": s.low_threshold, "high-threshold": s.high_threshold,
+                           "scheduler": schedule_of.get(s.scheduler, "default"), "batch-count": s.batch_count,
+                           "clip-skip": s.clip_skip, "refiner-start": s.refiner_start, "hires": s.hires,
+                           "hires-strength": s.hires_strength, "hires-steps": s.hires_steps,
+                           "hires-scale": s.hires_scale, "detail": s.detail, "detail-prompt": s.detail_prompt,
+                           "detail-negative-prompt": s.detail_negative_prompt, "detail-strength": s.detail_strength,
+                           "detail-steps": s.detail_steps, "detail-padding": s.detail_padding,
+                           "detail-confidence": s.detail_confidence, "detail-separate": s.detail_separate,
+                           "detail-targets": {"hand": "hand", "face,hand": "face-hand"}.get(s.detail_targets, "face")}
+    for name, value in (("model", s.model), ("vae", s.vae), ("refiner", s.refiner), ("upscaler", s.upscaler),
+                        ("hires-upscaler", s.hires_upscaler)):
+        if name in names:
+            out[name] = listed_nick(spec.arg(name).listing, value)
+            out[name + OVERRIDE_SUFFIX] = ""
     if s.strength is not None:
         out["strength"] = s.strength
     sides = {side: getattr(s, f"extend_{side}") for side in ("left", "top", "right", "bottom")}
     out["extend"] = max(sides.values())
     out.update({f"extend-{side}": amount > 0 for side, amount in sides.items()})
+    for i in range(1, MAX_CONTROLS + 1):  # every slot: the kept ones, the rest off
+        c = s.controls[i - 1] if i <= len(s.controls) else ControlSetting("")
+        p = control_prefix(i)
+        out.update({f"{p}-layer": c.layer or None, f"{p}-type": c.type, f"{p}-strength": c.strength,
+                    f"{p}-start": c.start, f"{p}-end": c.end, f"{p}-preprocess": c.preprocess})
+    for i in range(1, MAX_REFERENCES + 1):
+        r = s.references[i - 1] if i <= len(s.references) else ReferenceSetting("")
+        p = reference_prefix(i)
+        out.update({f"{p}-layer": r.layer or None, f"{p}-type": r.type, f"{p}-strength": r.strength,
+                    f"{p}-start": r.start, f"{p}-end": r.end, f"{p}-region": r.region or None})
     return {name: value for name, value in out.items() if name in names}
+
+
+def place_unlisted(spec: ProcedureSpec, values: Mapping[str, Any], offered: Callable[[Arg], Sequence[str]]
+                   ) -> Dict[str, Any]:
+    """``values`` with each model-like choice whose nick the choice does not offer (``offered``: its nicks now)
+    turned into its default entry plus the name in its override ``<argument>-name``, which wins."""
+    out = dict(values)
+    for arg in spec.args:
+        if arg.kind != "model" or arg.name not in out:
+            continue
+        nick = str(out[arg.name] or "")
+        if nick and nick not in offered(arg):
+            out[arg.name] = arg.default
+            out[arg.name + OVERRIDE_SUFFIX] = nick
+    return out
+
+
+def resolve_items(spec: ProcedureSpec, values: Mapping[str, Any], find_layer: Callable[[str], Any],
+                  find_item: Callable[[str], Any]) -> Tuple[Dict[str, Any], List[str]]:
+    """``values`` with the stable ids of layer arguments replaced by the image's layers (``find_layer``) and of
+    layer-or-channel arguments by its items (``find_item``); (values, the labels of arguments whose item the image
+    no longer has: left empty)."""
+    out, missing = dict(values), []
+    for arg in spec.args:
+        if arg.kind not in ("layer", "drawable") or arg.name not in out:
+            continue
+        ident = out[arg.name]
+        if ident is None:
+            continue
+        found = (find_layer if arg.kind == "layer" else find_item)(str(ident))
+        out[arg.name] = found
+        if found is None:
+            missing.append(arg.label.replace("_", ""))
+    return out, missing
 
 
 # --- "reuse settings" from the results history: values waiting for the mode's next dialog ----------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings as hsettings, strategies as st
+
 from client.settings import (CLASSICAL, FALLBACK_DEFAULTS, Defaults, Settings, apply_defaults, defaults_for_mode,
                              family_of, model_entry)
 
@@ -101,3 +103,46 @@ def test_fill_defaults_to_patch_colour_match_round_trips_and_bad_values_fall_bac
     s = Settings(fill="lama", color_match=True)
     assert Settings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
     assert Settings.from_dict({"fill": "blur", "color_match": 1}) == Settings()
+
+
+def test_control_slots_are_kept_with_the_settings_and_older_stored_settings_have_none():
+    from client.settings import ControlSetting
+
+    s = Settings(prompt="x", controls=(ControlSetting("12", "depth", 0.5, 0.1, 0.9, True), ControlSetting("7")))
+    stored = json.loads(json.dumps(s.to_dict()))
+    assert stored["controls"][0] == {"layer": "12", "type": "depth", "strength": 0.5, "start": 0.1, "end": 0.9,
+                                     "preprocess": True}
+    assert Settings.from_dict(stored) == s
+    older = dict(stored)
+    del older["controls"]  # settings stored before control slots were kept
+    assert Settings.from_dict(older).controls == () and Settings.from_dict(older).prompt == "x"
+    odd = Settings.from_dict({"controls": [{"layer": "3", "type": "no-such-type"}, {"type": "canny"}, "x",
+                                           {"layer": "4", "type": "canny", "strength": 9, "start": 0.8, "end": 0.2,
+                                            "preprocess": "yes"}] + [{"layer": str(i), "type": "pose"}
+                                                                     for i in range(10)]})
+    assert odd.controls[0] == ControlSetting("4", "canny", 2.0, 0.2, 0.8, False)  # clamped, ordered, bool kept
+    assert len(odd.controls) == 8  # at most a job's worth
+    assert Settings.from_dict({"controls": "not a list"}).controls == ()
+
+
+def test_any_stored_controls_read_as_valid_control_settings_or_none():
+    from client.settings import ControlSetting
+    from protocol.messages import CONTROL_TYPES
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
+                        st.sampled_from(CONTROL_TYPES))
+    entry = st.dictionaries(st.sampled_from(["layer", "type", "strength", "start", "end", "preprocess", "x"]),
+                            scalars, max_size=7)
+    stored = st.one_of(scalars, st.lists(st.one_of(entry, scalars), max_size=12))
+
+    @hsettings(max_examples=300, deadline=None)
+    @given(stored)
+    def check(value):
+        controls = Settings.from_dict({"controls": value}).controls
+        assert len(controls) <= 8
+        for c in controls:
+            assert isinstance(c, ControlSetting) and c.layer and c.type in CONTROL_TYPES
+            assert 0.0 <= c.start <= c.end <= 1.0 and 0.0 <= c.strength <= 2.0 and isinstance(c.preprocess, bool)
+        assert Settings.from_dict(json.loads(json.dumps(Settings(controls=controls).to_dict()))).controls == controls
+
+    check()

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from client.settings import Settings
@@ -47,3 +49,53 @@ def test_the_history_procedure_is_registered_with_its_actions():
     assert spec.defaults() == {"action": "apply", "index": 0, "layer": -1, "limit-mb": -1}
     labels = arguments.labels_with_mnemonics(spec)
     assert len({label[label.index("_") + 1].lower() for label in labels.values()}) == len(labels)
+
+
+@pytest.mark.parametrize("mode", ["inpaint", "outpaint", "generate", "img2img"])
+def test_reuse_refills_every_slot_control_and_reference_layers_by_stable_id(mode):
+    """Every argument a run sets, the eight control slots and four reference slots (layers and regions kept by
+    their stable ids) included, comes back from the kept settings; layers the image lost are named and left empty."""
+    spec = arguments.BY_MODE[mode]
+    layers = {f"layer{i}": str(100 + i) for i in range(1, 13)}  # GIMP items and their tattoos
+    by_id = {ident: name for name, ident in layers.items()}
+    chosen = spec.defaults()
+    chosen.update({"prompt": "a lighthouse", "vae": "vae-ft-mse", "refiner": "sdxl-refiner", "refiner-start": 0.7,
+                   "scheduler": "karras", "batch-count": 2, "clip-skip": 2, "hires": True,
+                   "hires-upscaler": "4x-ultra", "hires-strength": 0.3, "hires-steps": 9, "hires-scale": 1.5,
+                   "detail": True, "detail-prompt": "a face", "detail-strength": 0.6, "detail-padding": 40,
+                   "detail-separate": True, "color-match": True})
+    for i in range(1, 9):
+        p = arguments.control_prefix(i)
+        chosen.update({f"{p}-layer": f"layer{i}", f"{p}-type": ("depth", "canny", "pose", "lineart")[i % 4],
+                       f"{p}-strength": 0.1 * i, f"{p}-start": 0.05 * i, f"{p}-end": 1 - 0.05 * i,
+                       f"{p}-preprocess": i % 3 == 0})
+    for i in range(1, 5):
+        p = arguments.reference_prefix(i)
+        chosen.update({f"{p}-layer": f"layer{8 + i}", f"{p}-type": ("style", "face", "content", "composition")[i - 1],
+                       f"{p}-strength": 0.4 * i, f"{p}-start": 0.1, f"{p}-end": 0.9,
+                       f"{p}-region": "layer1" if i == 2 else None})
+    chosen = {k: v for k, v in chosen.items() if k in {a.name for a in spec.args}}
+    original = values.settings_from_values(spec, chosen, layers.__getitem__)
+    assert len(original.controls) == 8 and len(original.references) == 4
+    kept = Settings.from_dict(json.loads(json.dumps(original.to_dict())))  # as the history stores it
+    reused = json.loads(json.dumps(values.values_from_settings(spec, kept)))  # as save_reuse keeps it
+    resolved, missing = values.resolve_items(spec, reused, by_id.get, by_id.get)
+    assert missing == []
+    assert {k: v for k, v in resolved.items() if k in chosen} == {k: v for k, v in chosen.items() if k in resolved}
+    again = spec.defaults()
+    again.update(resolved)
+    assert values.settings_from_values(spec, again, layers.__getitem__) == original
+    # the image lost control layer 3 and reference layer 2: named, left empty, the others refilled
+    lost = {layers["layer3"], layers["layer10"]}
+    resolved, missing = values.resolve_items(spec, reused, lambda i: None if i in lost else by_id.get(i), by_id.get)
+    assert missing == ["Control layer 3", "Reference layer 2"]
+    assert resolved["control-3-layer"] is None and resolved["control-4-layer"] == "layer4"
+
+
+def test_reuse_of_settings_kept_before_control_slots_were_kept_leaves_them_off():
+    spec = arguments.BY_MODE["inpaint"]
+    older = Settings(prompt="x").to_dict()
+    del older["controls"]
+    out = values.values_from_settings(spec, Settings.from_dict(older))
+    assert all(out[f"{arguments.control_prefix(i)}-layer"] is None for i in range(1, 9))
+    assert out["prompt"] == "x"

@@ -8,6 +8,7 @@ installed with the project's installer (``pbsetup.plugins.install_gimp``) into a
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from contextlib import contextmanager
@@ -1264,7 +1265,8 @@ def test_sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments(t
 img, (layer,) = make_image(64, 64)
 old = img.get_layers()
 expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a tiny house", seed=21, steps=3, cfg=7.0, batch=1,
-          batch_count=2, sampler="euler", scheduler="karras", vae="tiny-vae-ft-mse", clip_skip=2, server=P["url"])
+          batch_count=2, sampler="euler", scheduler="karras", vae_name="tiny-vae-ft-mse", clip_skip=2,
+          server=P["url"])
 added = new_layers(img, old)
 names = sorted(l.get_name() for l in added)
 check(names == ["a tiny house (seed 21)", "a tiny house (seed 22)"], "two calls, one layer each: %r" % names)
@@ -1396,6 +1398,29 @@ img.delete()
     assert refs[2].mask is None and refs[3].mask is None
 
 
+@contextmanager
+def live_dialog(prof, script: str, params: dict, failure_shot: Path):
+    """GIMP under Xvfb running ``script``, which opens Live Inpaint: yields (session, dialog) with the dialog moved
+    off the canvas; on the way out Escape closes the dialog and the script's "verified" marker is awaited. A failure
+    leaves a screenshot at ``failure_shot``."""
+    from hosts.gimp import GuiSession
+
+    session = GuiSession(prof)
+    try:
+        session.start(script, params)
+        dialog = session.wait_window("Paintbridge: Live Inpaint", timeout=120)
+        session.xdotool("windowmove", "--sync", dialog, "820", "0")  # no window manager: keep it off the canvas
+        yield session, dialog
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "Escape")
+        session.wait_file("verified", timeout=120)
+    except BaseException:
+        session.screenshot_quietly(failure_shot)
+        raise
+    finally:
+        session.stop()
+
+
 LIVE_REFERENCE_SCRIPT = """
 import os, time
 sys.path[:0] = [P["plugin_dir"] + "/vendor", P["plugin_dir"]]
@@ -1437,40 +1462,259 @@ def test_gui_live_inpaint_carries_the_reference_and_reruns_when_its_layer_is_pai
     layer's pixels over the box); filling the selection on the reference layer (Edit > Fill with FG Color, ctrl+,),
     which changes neither the selection nor a setting nor the active layer, makes a new frame with the new pixels."""
     from factory import make_models_dir
-    from hosts.gimp import GuiSession, gimp_profile
+    from hosts.gimp import gimp_profile
 
     models = make_models_dir(tmp_path / "models", which=("sd15", "ipa-sd15-plus"))
+    with recording_server(models) as (thread, router), gimp_profile() as prof, live_dialog(
+            prof, LIVE_REFERENCE_SCRIPT, {"url": thread.url, "dir": prof.inside,
+                                          "plugin_dir": prof.inner(prof.plugin_dir)},
+            artifacts_dir / "gimp-live-reference-failure.png") as (session, _dialog):
+        session.wait_window(r"\[Untitled\].*3 layers.* GIMP$", timeout=120)  # the first preview is in
+        first = router.jobs[-1]
+        assert first.id.startswith("gimp-live") and first.mode == "inpaint"  # a live frame
+        assert len(first.references) == 1 and first.references[0].type == "style"
+        assert (first.references[0].image == (30, 160, 220)).all()  # the layer over the frame's box
+        frames = len(router.jobs)
+        time.sleep(2.0)
+        assert len(router.jobs) == frames, "no new frame while nothing changes"
+        image_window = session.wait_window(r"\[Untitled\].* GIMP$", timeout=30)
+        session.xdotool("windowfocus", "--sync", image_window)
+        session.xdotool("key", "--clearmodifiers", "ctrl+comma")  # Edit > Fill with FG Color (black)
+        deadline = time.monotonic() + 120
+        while len(router.jobs) == frames and time.monotonic() < deadline:
+            time.sleep(0.2)
+        session.screenshot(artifacts_dir / "gimp-live-reference.png")
+        assert len(router.jobs) > frames, "painting on the reference layer started a new live frame"
+        later = router.jobs[-1].references[0].image
+        black = int((later == 0).all(axis=2).sum())
+        assert black == 40 * 36  # the filled selection, seen in the reference
+
+
+# --- live follows the brush: change tokens from GIMP's thumbnails, counted pixel reads -------------------------------
+
+LIVE_STATE_SCRIPT = PLUGIN_PATH + """
+from gimp_plugin import arguments, capture, host
+W, H = 600, 400
+img, (layer,) = make_image(W, H)
+above, control = add_layer(img, "above", W, H), add_layer(img, "control", W, H, visible=False)
+preview, far = add_layer(img, "preview", W, H), add_layer(img, "far away", W, H)
+far.resize(40, 40, 0, 0)  # a 40x40 layer in the corner, outside the job's box
+def paint(drawable, x, y, w, h, rgba=(0, 0, 0, 255), fmt=RGBA):
+    buf = drawable.get_buffer()
+    buf.set(Gegl.Rectangle.new(x, y, w, h), fmt, bytes(rgba) * (w * h))
+    buf.flush()
+    drawable.update(x, y, w, h)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 200, 120, 240, 160)
+bounds = host.selection_bounds(img)
+box = context_box(bounds, W, H)
+check(max(box.width, box.height) > 2 * host.THUMB_SIDE, "the box is downsampled for its thumbnail: %r" % (box,))
+spec = arguments.BY_NAME[arguments.PREFIX + "live-inpaint"]
+values = dict(spec.defaults(), prompt="x", **{"control-layer": control})
+def state(**changes):
+    v = dict(values)
+    v.update({k.replace("_", "-"): x for k, x in changes.items()})
+    return capture.live_state(spec, img, layer, v, host.selection_bounds(img), hide=[preview])
+reads = host.pixel_reads()
+first = state()
+check(not any(isinstance(part, str) for part in first), "no error in the state: %r" % first[:1])
+check(first == state(), "nothing changed: the same state")
+def changed_by(what, change, **settings):
+    before = state(**settings)
+    change()
+    after = state(**settings)
+    check(after != before, what + " is a change")
+    return after
+changed_by("a 1-px write under the selection on the active layer", lambda: paint(layer, 300, 200, 1, 1))
+changed_by("a 3x3 write on a visible layer above it", lambda: paint(above, 250, 150, 3, 3, (255, 255, 255, 255)))
+changed_by("a 2-px write on the hidden control layer", lambda: paint(control, 420, 260, 2, 1, (255, 0, 0, 255)))
+changed_by("a 2-px write on the painted layer with Source = Active layer", lambda: paint(layer, 210, 130, 2, 1),
+           source="layer")
+changed_by("hiding a visible layer", lambda: above.set_visible(False))
+changed_by("growing the selection by one pixel", lambda: img.select_rectangle(Gimp.ChannelOps.ADD, 199, 120, 1, 1))
+mask = layer.create_mask(Gimp.AddMaskType.WHITE)
+layer.add_mask(mask)
+changed_by("a 2-px write on the active layer's mask with Mask = layer mask", lambda: paint(mask, 10, 10, 2, 1, (0,), GRAY),
+           mask_source="layer-mask")
+region = add_layer(img, "region", W, H, visible=False)
+from client.regions import RegionBinding, binding_to_bytes
+host.save_region(region, binding_to_bytes(RegionBinding("", "a red car", "")))
+changed_by("a 3x3 write on a hidden layer bound as a region", lambda: paint(region, 300, 200, 3, 3))
+same = state()
+paint(preview, 300, 200, 20, 20)
+check(state() == same, "painting the preview layer (skipped, as in the frame's read) is no change")
+paint(far, 0, 0, 10, 10)
+check(state() == same, "painting outside the job's box is no change")
+paint(above, 250, 150, 3, 3, (9, 9, 9, 255))
+check(state() == same, "painting a hidden layer that is no control is no change")
+paint(layer, 250, 150, 3, 3, (1, 2, 3, 255))
+check(state(source="layer") != same, "and a 3x3 write outside the selection but inside the box is")
+check(host.pixel_reads() == reads, "no full pixel read for any of it: %d" % (host.pixel_reads() - reads))
+host.read_layer(layer, bounds)
+check(host.pixel_reads() == reads + 1, "a full read is counted")
+img.delete()
+"""
+
+
+def test_live_state_sees_one_pixel_under_the_selection_without_reading_pixels(profile):
+    """The live loop's change signal in a real GIMP: equal while nothing changes, different after a 1-px or 3x3
+    write on the layers the frame reads (the source, a hidden control layer, the selection), the same after writes
+    the frame would not see (the preview, outside the box, a hidden unused layer); never a full pixel read."""
+    batch(profile, LIVE_STATE_SCRIPT, plugin_dir=profile.inner(profile.plugin_dir))
+
+
+LIVE_BRUSH_SCRIPT = """
+import os, time
+def marker(name):
+    open(P["dir"] + "/" + name, "w").close()
+
+W, H = P["size"]
+img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
+layer = Gimp.Layer.new(img, "painted", W, H, Gimp.ImageType.RGB_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+img.insert_layer(layer, None, 0)
+buf = layer.get_buffer()
+buf.set(Gegl.Rectangle.new(0, 0, W, H), RGBA, bytes((255, 0, 255, 255)) * (W * H))
+buf.flush()
+img.set_selected_layers([layer])
+Gimp.Display.new(img)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, *P["selection"])
+Gimp.displays_flush()
+status, _message, _result = run_proc("plug-in-paintbridge-live-inpaint", img, [layer], Gimp.RunMode.INTERACTIVE,
+                                     prompt="live brush", model="classical", server=P["url"])
+check(status == "cancel", "the dialog was cancelled: %r" % status)
+check([l.get_name() for l in img.get_layers()] == ["painted"], "no preview left: %r" % layer_summary(img))
+marker("verified")
+"""
+# A stroke starts a frame within the live loop's budget: one poll (live.POLL_MS, 0.15 s), the scheduler's largest
+# debounce (0.6 s), reading and sending the frame; the rest is room for a shared test machine.
+LIVE_BUDGET_S = 5.0
+FRAME_LOG = re.compile(r"paintbridge live: frame (\S+) after (\d+) pixel reads while idle")
+
+
+def _canvas_on_screen(shot: Path, size) -> tuple:
+    """(left, top, scale) of the image on the screen, from the magenta of its one layer in a screenshot."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    magenta = (pixels[..., 0] > 230) & (pixels[..., 1] < 30) & (pixels[..., 2] > 230)
+    assert magenta.any(), "the image is on the screen"
+    # the canvas holds far more magenta per row and column than the thumbnails of the image tab and the layers list
+    columns, rows = magenta.sum(axis=0), magenta.sum(axis=1)
+    xs, ys = np.nonzero(columns > 0.6 * columns.max())[0], np.nonzero(rows > 0.6 * rows.max())[0]
+    return int(xs.min()), int(ys.min()), (int(xs.max()) - int(xs.min()) + 1) / size[0]
+
+
+def test_gui_live_inpaint_reruns_on_a_brush_stroke_under_the_selection_without_reading_pixels_while_idle(
+        trixie_root, tmp_path, artifacts_dir):
+    """Live Inpaint in a real GIMP under Xvfb: while nothing changes no frame starts and no pixel is read in full
+    (the plug-in's per-frame log line counts them); a pencil stroke dragged with the mouse across the selection on the
+    active layer starts a new frame within the live loop's budget, and that frame carries the stroke's pixels."""
+    from hosts.gimp import gimp_profile
+
+    size, (sx, sy, sw, sh) = (200, 160), (60, 50, 80, 60)
+    models = tmp_path / "models"
+    models.mkdir()
     with recording_server(models) as (thread, router), gimp_profile() as prof:
-        session = GuiSession(prof)
-        try:
-            session.start(LIVE_REFERENCE_SCRIPT, {"url": thread.url, "dir": prof.inside,
-                                                  "plugin_dir": prof.inner(prof.plugin_dir)})
-            dialog = session.wait_window("Paintbridge: Live Inpaint", timeout=120)
-            session.xdotool("windowmove", "--sync", dialog, "820", "0")
-            session.wait_window(r"\[Untitled\].*3 layers.* GIMP$", timeout=120)  # the first preview is in
+        with live_dialog(prof, LIVE_BRUSH_SCRIPT, {"url": thread.url, "dir": prof.inside, "size": size,
+                                                   "selection": (sx, sy, sw, sh)},
+                         artifacts_dir / "gimp-live-brush-failure.png") as (session, _dialog):
+            session.wait_window(r"\[Untitled\].*2 layers.* GIMP$", timeout=120)  # the first preview is in
             first = router.jobs[-1]
-            assert first.id.startswith("gimp-live") and first.mode == "inpaint"  # a live frame
-            assert len(first.references) == 1 and first.references[0].type == "style"
-            assert (first.references[0].image == (30, 160, 220)).all()  # the layer over the frame's box
+            assert first.id.startswith("gimp-live") and len(router.jobs) == 1
             frames = len(router.jobs)
-            time.sleep(2.0)
+            time.sleep(3.0)  # 20 polls with nothing changed
             assert len(router.jobs) == frames, "no new frame while nothing changes"
+            left, top, scale = _canvas_on_screen(session.screenshot(artifacts_dir / "gimp-live-brush-before.png"),
+                                                 size)
             image_window = session.wait_window(r"\[Untitled\].* GIMP$", timeout=30)
             session.xdotool("windowfocus", "--sync", image_window)
-            session.xdotool("key", "--clearmodifiers", "ctrl+comma")  # Edit > Fill with FG Color (black)
-            deadline = time.monotonic() + 120
-            while len(router.jobs) == frames and time.monotonic() < deadline:
-                time.sleep(0.2)
-            session.screenshot(artifacts_dir / "gimp-live-reference.png")
-            assert len(router.jobs) > frames, "painting on the reference layer started a new live frame"
-            later = router.jobs[-1].references[0].image
-            black = int((later == 0).all(axis=2).sum())
-            assert black == 40 * 36  # the filled selection, seen in the reference
-            session.xdotool("windowfocus", "--sync", dialog)
-            session.xdotool("key", "--clearmodifiers", "Escape")
-            session.wait_file("verified", timeout=120)
-        except BaseException:
-            session.screenshot_quietly(artifacts_dir / "gimp-live-reference-failure.png")
-            raise
-        finally:
-            session.stop()
+            session.xdotool("key", "--clearmodifiers", "n")  # the pencil tool; black is the foreground colour
+            row = sy + sh // 2
+
+            def at(x: int) -> list:
+                return [str(left + round((x + 0.5) * scale)), str(top + round((row + 0.5) * scale))]
+
+            session.xdotool("mousemove", "--sync", *at(sx + 5))
+            session.xdotool("mousedown", "1")
+            for x in range(sx + 10, sx + sw - 5, 5):
+                session.xdotool("mousemove", "--sync", *at(x))
+            session.xdotool("mouseup", "1")
+            painted = time.monotonic()
+            while len(router.jobs) == frames and time.monotonic() < painted + 60:
+                time.sleep(0.05)
+            waited = time.monotonic() - painted
+            session.screenshot(artifacts_dir / "gimp-live-brush-after.png")
+            assert len(router.jobs) > frames, "the brush stroke under the selection started a new live frame"
+            print(f"a new frame reached the server {waited:.2f} s after the stroke")
+            assert waited < LIVE_BUDGET_S, f"the frame came {waited:.1f} s after the stroke"
+            later = router.jobs[-1]
+            inside = later.image[sy - later.y:sy - later.y + sh, sx - later.x:sx - later.x + sw, :3]
+            before = first.image[sy - first.y:sy - first.y + sh, sx - first.x:sx - first.x + sw, :3]
+            assert not (before < 40).all(axis=2).any()
+            assert int((inside < 40).all(axis=2).sum()) >= sw // 2, "the new frame carries the stroke's pixels"
+        logged = {m.group(1): int(m.group(2)) for m in FRAME_LOG.finditer(session.log.read_text())}
+        assert first.id in logged and later.id in logged, f"each frame logs its reads: {logged}"
+        assert logged[first.id] == 0 and logged[later.id] == 0, f"no full pixel read while idle: {logged}"
+
+
+# --- reuse settings refills every slot ------------------------------------------------------------------------------
+
+REUSE_SLOTS_SCRIPT = PLUGIN_PATH + """
+import tempfile
+from client.settings import Settings
+from gimp_plugin import arguments, host, procedures, values
+W, H = 64, 48
+img, (bottom,) = make_image(W, H)
+sketch, depth, photo, face = (add_layer(img, name, W, H) for name in ("sketch", "depth", "photo", "face"))
+sky = Gimp.Channel.new(img, "Sky", W, H, 100.0, Gegl.Color.new("white"))
+img.insert_channel(sky, None, 0)
+spec = arguments.BY_MODE["inpaint"]
+chosen = dict(spec.defaults(), prompt="again", vae="default", **{
+    "control-layer": sketch, "control-type": "scribble", "control-strength": 0.6, "control-end": 0.7,
+    "control-5-layer": depth, "control-5-type": "depth", "control-5-start": 0.2, "control-5-preprocess": True,
+    "reference-layer": photo, "reference-type": "style", "reference-region": sky,
+    "reference-3-layer": face, "reference-3-type": "face", "reference-3-strength": 0.5})
+kept = values.settings_from_values(spec, chosen, host.stable_id)
+stored = Settings.from_dict(json.loads(json.dumps(kept.to_dict())))  # as the history keeps it
+path = tempfile.mkdtemp() + "/reuse.xcf"
+Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path), None)
+img.delete()
+img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))  # tattoos survive the .xcf
+by_name = {l.get_name(): l for l in img.get_layers()}
+by_name["Sky"] = img.get_channels()[0]
+def reuse_into_a_new_config():
+    values.save_reuse(host.profile_dir(), spec.name, values.values_from_settings(spec, stored))
+    cfg = PDB.lookup_procedure(spec.name).create_config()
+    procedures.apply_reuse(spec, cfg, img)
+    return cfg
+cfg = reuse_into_a_new_config()
+def item(name):
+    found = cfg.get_property(name)
+    return None if found is None else found.get_name()
+# the kept slots come back in order (an empty slot between set ones is skipped, as in the job)
+check([item("control-layer"), item("control-2-layer"), item("reference-layer"), item("reference-region"),
+       item("reference-2-layer")] == ["sketch", "depth", "photo", "Sky", "face"],
+      "every slot's layer found again in the reopened image: %r" % [item("control-layer"), item("control-2-layer")])
+check(all(cfg.get_property("control-%d-layer" % i) is None for i in range(3, 9)), "the other slots off")
+check((cfg.get_property("control-type"), cfg.get_property("control-strength"), cfg.get_property("control-end"))
+      == ("scribble", 0.6, 0.7), "with their settings")
+check((cfg.get_property("control-2-type"), cfg.get_property("control-2-start"),
+       cfg.get_property("control-2-preprocess")) == ("depth", 0.2, True), "the second one too")
+check((cfg.get_property("reference-2-type"), cfg.get_property("reference-2-strength")) == ("face", 0.5),
+      "and the references' settings")
+again = values.settings_from_values(spec, {a.name: cfg.get_property(a.name) for a in spec.args}, host.stable_id)
+check(again.controls == stored.controls and again.references == stored.references and again.prompt == "again",
+      "the same settings come back")
+img.remove_layer(by_name["depth"])
+cfg = reuse_into_a_new_config()
+check(cfg.get_property("control-2-layer") is None and item("control-layer") == "sketch",
+      "a layer the image lost leaves its slot empty, the others refilled")
+img.delete()
+"""
+
+
+def test_reuse_settings_refills_control_and_reference_slots_by_tattoo_after_reopening_the_xcf(profile):
+    """History's "Reuse settings" path in a real GIMP: the settings a job keeps (eight control slots, references
+    and their regions by tattoo) fill a new procedure config with the same layers of the image, also after the .xcf
+    was saved and opened again; a slot whose layer was deleted stays empty."""
+    batch(profile, REUSE_SLOTS_SCRIPT, plugin_dir=profile.inner(profile.plugin_dir))

@@ -61,15 +61,25 @@ def test_sampler_nicks_map_back_to_every_protocol_sampler():
     assert arguments.SAMPLER_BY_NICK["euler-a"] == "Euler a"
 
 
-def test_every_mode_that_takes_controls_has_two_control_slots():
+def test_every_mode_that_takes_controls_has_as_many_control_slots_as_a_job_takes():
     from client.modes import rule
+    from protocol.messages import MAX_CONTROLS
 
+    assert arguments.MAX_CONTROLS == MAX_CONTROLS == 8
     modes = [spec.mode for spec in arguments.PROCEDURES if rule(spec.mode).controls]
     assert sorted(set(modes)) == ["generate", "img2img", "inpaint", "outpaint"]
-    for mode in modes:
-        names = {arg.name for arg in arguments.BY_MODE[mode].args}
-        assert {"control-layer", "control-type", "control-strength", "control-preprocess",
-                "control-2-layer", "control-2-preprocess"} <= names
+    for spec in arguments.PROCEDURES:
+        names = {arg.name for arg in spec.args}
+        slots = [arguments.control_prefix(i) for i in range(1, MAX_CONTROLS + 1)]
+        wanted = {f"{p}-{k}" for p in slots for k in ("layer", "type", "strength", "start", "end", "preprocess")}
+        if rule(spec.mode).controls:
+            assert wanted <= names, spec.name
+            for p in slots:
+                assert spec.arg(f"{p}-layer").default is None
+                assert (spec.arg(f"{p}-start").default, spec.arg(f"{p}-end").default) == (0.0, 1.0)
+        else:
+            assert not any(n.startswith("control-") for n in names), spec.name
+    assert "control-8-end" in {a.name for a in arguments.BY_NAME[arguments.PREFIX + "live-inpaint"].args}
 
 
 # --- procedure values → client settings → job --------------------------------------------------------------------
@@ -135,6 +145,27 @@ def test_control_sources_only_for_set_layers():
                                                                "control-2-type": "scribble",
                                                                "control-2-strength": 0.5}))
     assert sources == [ControlSource("sketch", "scribble", 0.5)]
+
+
+def test_eight_control_slots_with_their_step_ranges_reach_the_job():
+    vals = values_for("inpaint", prompt="x")
+    for i in range(1, 9):
+        p = arguments.control_prefix(i)
+        vals.update({f"{p}-layer": f"layer{i}", f"{p}-type": "depth" if i % 2 else "canny",
+                     f"{p}-start": i / 20, f"{p}-end": 1 - i / 20, f"{p}-preprocess": i == 8})
+    sources = values.control_sources(vals)
+    assert [(c.layer, c.start, c.end, c.preprocess) for c in sources] == [
+        (f"layer{i}", i / 20, 1 - i / 20, i == 8) for i in range(1, 9)]
+    box = Box(0, 0, 16, 16)
+    inputs = JobInputs(box, rgba(box), "rgba8", rgba(box)[: 16 * 16],
+                       tuple(ControlInput(c.type, rgba(box, i), c.strength, c.start, c.end, c.preprocess)
+                             for i, c in enumerate(sources)))
+    msg = parse_client_message(build_job(values.settings_from_values(arguments.BY_MODE["inpaint"], vals), inputs,
+                                         job_id="c8").to_wire(), Limits())
+    assert [(c.type, c.start, c.end) for c in msg.controls] == [(c.type, c.start, c.end) for c in sources]
+    with pytest.raises(JobInputError, match="Control 3: 'from' \\(0.9\\) is after 'until' \\(0.2\\)"):
+        values.control_sources(values_for("img2img", **{"control-3-layer": "x", "control-3-start": 0.9,
+                                                         "control-3-end": 0.2}))
 
 
 def test_a_built_job_passes_the_servers_validation():
@@ -249,14 +280,19 @@ def test_installer_makes_a_self_contained_plugin_folder(tmp_path):
 
 # --- dialogs ---------------------------------------------------------------------------------------------------------
 
+def flat(section) -> list:
+    """Every argument name of a dialog section, folded sections included."""
+    return [n for m in section[2] for n in ([m] if isinstance(m, str) else flat(m))]
+
+
 def test_dialog_layout_and_models_hint():
     from gimp_plugin.dialog import layout, models_hint
 
     top, sections = layout(arguments.BY_MODE["inpaint"])
     assert top[:4] == ["prompt", "negative-prompt", "model", "strength"]
-    assert [sid for sid, _title, _members in sections] == ["sampling", "area", "controls", "references", "server",
-                                                         "regions"]
-    placed = top + [name for _sid, _title, members in sections for name in members]
+    assert [sid for sid, _title, _members in sections] == ["sampling", "area", "controls", "references", "names",
+                                                         "server", "regions"]
+    placed = top + [name for section in sections for name in flat(section)]
     assert sorted(placed) == sorted(arg.name for arg in arguments.BY_MODE["inpaint"].args)
     models = [{"name": "classical", "kind": "builtin"}, {"name": "tiny-sd15", "kind": "checkpoint"},
               {"name": "4x-tiny", "kind": "upscaler"}]
@@ -338,6 +374,61 @@ def test_the_model_choice_lists_installed_checkpoints_between_default_and_classi
             if arg.name == "model":
                 assert arg.kind == "model" and arg.default == "default", spec.name
     assert settings_for("inpaint").model == "" and settings_for("inpaint", model="inp").model == "inp"
+
+
+LISTING = [{"name": "classical", "kind": "builtin"}, {"name": "sdxl-base", "kind": "checkpoint"},
+           {"name": "vae-ft-mse", "kind": "vae"}, {"name": "broken-vae", "kind": "vae", "problem": "truncated"},
+           {"name": "sdxl-refiner", "kind": "refiner"}, {"name": "4x-ultra", "kind": "upscaler"},
+           {"name": "2x-tiny", "kind": "upscaler"}, {"name": "a-lora", "kind": "lora"}]
+
+
+def test_every_model_like_argument_is_a_choice_of_what_is_installed_with_a_free_text_override():
+    from gimp_plugin.choices import listed_choices, listed_value
+
+    assert listed_choices("vae", LISTING) == (("default", "Checkpoint's own"), ("vae-ft-mse", "vae-ft-mse"))
+    assert listed_choices("refiner", LISTING) == (("none", "None"), ("sdxl-refiner", "sdxl-refiner"))
+    assert listed_choices("upscaler", LISTING) == (("lanczos", "Lanczos (no model)"), ("4x-ultra", "4x-ultra"),
+                                                   ("2x-tiny", "2x-tiny"))
+    assert [nick for nick, _ in listed_choices("hires-upscaler", LISTING)] == ["latent", "lanczos", "4x-ultra",
+                                                                              "2x-tiny"]
+    assert [nick for nick, _ in listed_choices("model", LISTING)] == ["default", "sdxl-base", "classical"]
+    assert listed_value("vae", "default") == "" and listed_value("refiner", "none") == ""
+    assert listed_value("upscaler", "lanczos") == "" and listed_value("hires-upscaler", "lanczos") == "lanczos"
+    assert listed_value("vae", "vae-ft-mse", "  my-own-vae ") == "my-own-vae"  # the override wins when set
+    model_like = {"model", "vae", "refiner", "upscaler", "hires-upscaler"}
+    for spec in arguments.ALL_PROCEDURES:
+        for arg in spec.args:
+            if arg.name in model_like:
+                assert arg.kind == "model" and arg.listing == ("model" if arg.name == "model" else arg.name)
+                assert arg.default in [nick for nick, _ in listed_choices(arg.listing, [])], (spec.name, arg.name)
+                override = spec.arg(arg.name + "-name")
+                assert override.kind == "string" and override.default == "", (spec.name, arg.name)
+            assert arg.kind != "model" or arg.name in model_like, (spec.name, arg.name)
+    s = settings_for("inpaint", vae="vae-ft-mse", refiner="sdxl-refiner", **{"hires-upscaler": "4x-ultra"})
+    assert (s.vae, s.refiner, s.hires_upscaler) == ("vae-ft-mse", "sdxl-refiner", "4x-ultra")
+    s = settings_for("inpaint")
+    assert (s.vae, s.refiner, s.hires_upscaler, s.model) == ("", "", "latent", "")
+    s = settings_for("inpaint", vae="vae-ft-mse", **{"vae-name": "other-vae", "refiner-name": "r2",
+                                                     "hires-upscaler-name": "8x", "model-name": "unlisted"})
+    assert (s.vae, s.refiner, s.hires_upscaler, s.model) == ("other-vae", "r2", "8x", "unlisted")
+    up = settings_for("upscale", **{"upscaler-name": "4x-new"})
+    assert up.upscaler == "4x-new" and settings_for("upscale").upscaler == ""  # lanczos
+
+
+def test_a_reused_name_the_choice_does_not_offer_goes_to_the_override():
+    from gimp_plugin.choices import listed_choices
+
+    spec = arguments.BY_MODE["inpaint"]
+    reused = values.values_from_settings(spec, Settings(mode="inpaint", model="gone-model", vae="vae-ft-mse",
+                                                        refiner="old-refiner", hires_upscaler="4x-ultra"))
+    placed = values.place_unlisted(spec, reused, lambda arg: [n for n, _ in listed_choices(arg.listing, LISTING)])
+    assert (placed["model"], placed["model-name"]) == ("default", "gone-model")
+    assert (placed["vae"], placed["vae-name"]) == ("vae-ft-mse", "")  # offered: stays in the choice
+    assert (placed["refiner"], placed["refiner-name"]) == ("none", "old-refiner")
+    assert (placed["hires-upscaler"], placed["hires-upscaler-name"]) == ("4x-ultra", "")
+    again = values.settings_from_values(spec, dict(spec.defaults(), **placed))
+    assert (again.model, again.vae, again.refiner, again.hires_upscaler) == ("gone-model", "vae-ft-mse",
+                                                                             "old-refiner", "4x-ultra")
 
 
 def test_the_model_choice_comes_from_the_server_else_from_the_recorded_listing(start_server, tmp_path):
@@ -501,12 +592,19 @@ def test_four_gimp_reference_slots_reach_the_job_and_a_region_masks_its_referenc
     parse_client_message(job.to_wire(), Limits())  # the server's validation takes it
 
 
-def test_dialog_places_every_reference_argument_in_its_section():
+def test_dialog_places_every_reference_and_control_argument_in_its_section():
     from gimp_plugin.dialog import layout
 
     for mode in ("outpaint", "generate"):
         spec = arguments.BY_MODE[mode]
         top, sections = layout(spec)
-        refs = dict((sid, members) for sid, _t, members in sections)["references"]
-        assert len(refs) == 6 * arguments.MAX_REFERENCES
-        assert not any(name.startswith("reference") for name in top)
+        by_id = {section[0]: section for section in sections}
+        assert len(flat(by_id["references"])) == 6 * arguments.MAX_REFERENCES
+        assert len(flat(by_id["controls"])) == 6 * arguments.MAX_CONTROLS
+        assert not any(name.startswith(("reference", "control")) for name in top)
+        # the first slot open in its section, every further slot folded in its own expander
+        controls = by_id["controls"][2]
+        assert controls[:6] == tuple(f"control-{k}" for k in ("layer", "type", "strength", "start", "end",
+                                                                "preprocess"))
+        assert [(sid, title) for sid, title, _m in controls[6:]] == [(f"control-{i}", f"Control layer {i}")
+                                                                     for i in range(2, 9)]

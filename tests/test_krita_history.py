@@ -136,3 +136,45 @@ def test_a_limit_of_zero_keeps_nothing_and_says_nothing(server_url):
     assert session.history.entries == [] and doc.annotations == {}
     assert "result" in session.message and not session.message_is_error
     session.shutdown()
+
+
+def test_reuse_settings_puts_the_jobs_control_layers_back_in_the_panel(server_url):
+    """The control layers a job used are kept with its settings (``client.settings.ControlSetting``, the format GIMP
+    keeps too) and *Reuse settings* puts them back; an entry kept before control layers were kept leaves the panel's
+    own control layers alone."""
+    from client.settings import ControlSetting
+
+    w, h = 64, 48
+    doc = MemoryDocument(w, h, bgra(w, h), selection(w, h, Box(20, 12, 16, 12)),
+                         extra={"sketch-id": ("Sketch", bgra(w, h)), "depth-id": ("Depth", bgra(w, h))})
+    host, ui = MemoryHost(doc), UiLoop()
+    session = new_session(server_url, host, ui)
+    session.add_control("sketch-id", "scribble", 0.7, 0.1, 0.9)
+    session.add_control("depth-id", "depth", 1.2, 0.0, 0.6)
+    assert session.run() is not None, session.message
+    kept = (ControlSetting("sketch-id", "scribble", 0.7, 0.1, 0.9), ControlSetting("depth-id", "depth", 1.2, 0.0, 0.6))
+    assert session.job.settings.controls == kept  # the job's settings carry them
+    assert session.settings.controls == ()  # the panel keeps its own list
+    ui.pump_until(lambda: not session.busy, 60)  # the built-in engine refuses control layers: no result, no entry
+    history = session.history.of(doc)
+    from protocol.messages import ResultLayer
+
+    image = ResultLayer(name="kept", x=0, y=0, width=8, height=8, format="bgra8", data=bytes(8 * 8 * 4), seed=5)
+    settings = session.settings.replace(prompt="with controls", controls=kept)
+    history.record(settings, [image], ["kept"], {})
+    older = session.settings.replace(prompt="before controls were kept")
+    history.record(older, [image], ["older"], {})
+    stored = history.entries[-1]
+    del stored.settings["controls"]  # as an entry stored by an earlier version reads
+    session.history.show_active()
+    by_prompt = {e.prompt: e for e in session.history.entries}
+
+    for index in range(len(session.controls) - 1, -1, -1):
+        session.remove_control(index)
+    session.history.reuse_settings(by_prompt["with controls"].id)
+    assert session.control_settings() == kept and session.settings.controls == ()
+    assert session.settings.prompt == "with controls"
+    session.add_control("sketch-id", "lineart")
+    session.history.reuse_settings(by_prompt["before controls were kept"].id)
+    assert session.control_settings() == kept + (ControlSetting("sketch-id", "lineart"),)  # left as they were
+    session.shutdown()

@@ -167,6 +167,9 @@ class ResultsHistory:
             ses.show_message(f"The model '{new.model}' is not on this server; the server's default is used.")
             new.model = ""
         ses.set_mode(new.mode)
+        if "controls" in entry.settings:  # the job's control layers (entries kept before they were have none)
+            ses.set_controls(new.controls)
+        new.controls = ()  # the panel keeps its control layers itself
         ses.settings = new
         ses.references.changed.emit()  # the job's reference images (issue 15) are the panel's again
         if new.seed >= 0:

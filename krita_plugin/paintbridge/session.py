@@ -12,7 +12,7 @@ import functools
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from . import references, settings_store
 from .downloads import Downloads
@@ -247,7 +247,7 @@ class Session:
         self._check_ready()
         settings_store.save_job_settings(self.store, self.settings)
         doc = self.host.active_document()
-        settings = self.settings.replace()
+        settings = self.settings.replace(controls=self.control_settings())  # kept with the job (history)
         inputs = self.host.capture(doc, settings, list(self.controls), self.regions.sources(doc))
         job_id = self.send(doc, settings, inputs, "job")
         self.show_message("")
@@ -434,6 +434,17 @@ class Session:
         self.live.settings_changed()
         if "type" in fields and index == 0:
             self.downloads.presets_changed.emit()
+
+    def control_settings(self) -> Tuple["cs.ControlSetting", ...]:
+        """The control layers as a job's settings keep them (``client.settings.ControlSetting``, by uniqueId)."""
+        return tuple(cs.ControlSetting(c.layer_id, c.type, c.strength, c.start, c.end)
+                     for c in self.controls if c.layer_id)
+
+    def set_controls(self, kept) -> None:
+        """Put kept control layers (``ControlSetting`` s, results history: "reuse settings") back in the panel."""
+        self.controls[:] = [ControlSpec(c.layer, c.type, c.strength, c.start, c.end) for c in kept]
+        self.controls_changed.emit()
+        self.live.settings_changed()
 
     @guarded
     def remove_control(self, index: int) -> None:

@@ -53,6 +53,14 @@ def make_image(width, height, gray=False, layers=1):
     return img, made
 
 
+def add_layer(img, name, width, height, visible=True):
+    """A new transparent RGBA layer on top of ``img``."""
+    made = Gimp.Layer.new(img, name, width, height, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    img.insert_layer(made, None, 0)
+    made.set_visible(visible)
+    return made
+
+
 def read(drawable, x, y, w, h, fmt=RGBA):
     ok, ox, oy = drawable.get_offsets()
     return bytes(drawable.get_buffer().get(Gegl.Rectangle.new(x - ox, y - oy, w, h), 1.0, fmt,
@@ -76,12 +84,13 @@ def layer_summary(img):
     return [(l.get_name(), tuple(l.get_offsets()[1:]), l.get_width(), l.get_height()) for l in img.get_layers()]
 
 
-def run_proc(name, img, drawables, **props):
-    """Run a procedure NONINTERACTIVE; returns (status nick, error message or '', the result ValueArray)."""
+def run_proc(name, img, drawables, run_mode=Gimp.RunMode.NONINTERACTIVE, **props):
+    """Run a procedure (NONINTERACTIVE unless ``run_mode`` says otherwise); returns (status nick, error message or '',
+    the result ValueArray)."""
     proc = PDB.lookup_procedure(name)
     check(proc is not None, "procedure %s is registered" % name)
     cfg = proc.create_config()
-    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    cfg.set_property("run-mode", run_mode)
     cfg.set_property("image", img)
     cfg.set_core_object_array("drawables", drawables)
     for key, value in props.items():
