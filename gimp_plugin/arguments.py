@@ -413,14 +413,18 @@ HISTORY = ProcedureSpec(
     PREFIX + "history", "history", "_History...", "Paintbridge: History",
     "Earlier results of this image: apply again, reuse their settings, delete",
     "Every Paintbridge result made for this image is kept inside it (saved with the .xcf), within a size limit: "
-    "the dialog lists them with thumbnails and settings. Scripts pick an entry by index (0 = the newest) and an "
-    "action; 'list' returns the entries as JSON, 'reuse' returns the entry's settings as JSON.",
+    "the dialog lists them with thumbnails and settings, and searches them. Scripts pick an entry by index (0 = the "
+    "newest of those 'search' finds) and an action; 'list' returns the entries as JSON, 'reuse' returns the entry's settings as JSON.",
     (
         Arg("action", "choice", "_Action", "What to do with the entry", "apply", choices=HISTORY_ACTIONS),
-        Arg("index", "int", "_Entry", "Which entry: 0 = the newest, 1 = the one before ...", 0, 0, 10000),
+        Arg("index", "int", "_Entry", "Which entry: 0 = the newest, 1 = the one before ... (among those the search "
+            "finds)", 0, 0, 10000),
         Arg("layer", "int", "_Layer", "Apply again: which of the entry's layers (-1 = all of them)", -1, -1, 1000),
         Arg("limit-mb", "int", "_Keep at most (MB)", "How many MB of results each image keeps (the oldest go "
             "first; 0 = no history); -1 = leave as it is", -1, -1, 100000),
+        Arg("search", "string", "Sea_rch", "Only the entries that match: words of the prompt, the model, a seed, the "
+            "mode or the date (every word must match; prompt:, model:, mode:, seed:, date: name a field, "
+            "date:>2026-12-01 from a day on); empty = all", ""),
     ),
     history=True,
 )

@@ -1059,6 +1059,39 @@ img.delete()
 """, url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
 
 
+def test_the_history_search_finds_a_result_by_a_word_of_its_prompt(profile, server):
+    batch(profile, PLUGIN_PATH + """
+import json
+img, (bottom,) = make_image(96, 80)
+made = {}
+for prompt in ("a mossy stone", "a rusty gate"):
+    img.select_rectangle(Gimp.ChannelOps.REPLACE, 20, 16, 30, 24)
+    old = img.get_layers()
+    expect_ok("plug-in-paintbridge-inpaint", img, [bottom], prompt=prompt, model="classical",
+              fill="telea" if "stone" in prompt else "ns", server=P["url"])
+    (layer,) = new_layers(img, old)
+    ok, x, y = layer.get_offsets()
+    made[prompt] = read(layer, x, y, layer.get_width(), layer.get_height())
+    img.remove_layer(layer)
+listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list", search="MOSSY").index(1))
+check([e["prompt"] for e in listed] == ["a mossy stone"], "a word of its prompt finds the older entry: %r" % listed)
+listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list",
+                              search="mode:inpaint model:classical").index(1))
+check([e["prompt"] for e in listed] == ["a rusty gate", "a mossy stone"], "fields narrow too, newest first")
+check(json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list", search="zebra").index(1))
+      == [], "a word no prompt has finds nothing")
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-history", img, [bottom], action="apply", index=0, search="stone")
+(again,) = new_layers(img, old)
+ok, x, y = again.get_offsets()
+check(read(again, x, y, again.get_width(), again.get_height()) == made["a mossy stone"],
+      "index 0 of the search is the entry it found, applied pixel for pixel")
+expect_failure("plug-in-paintbridge-history", img, [bottom], "calling-error", "matches 'zebra'", search="zebra")
+expect_failure("plug-in-paintbridge-history", img, [bottom], "calling-error", "whole number", search="seed:abc")
+img.delete()
+""", url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
+
+
 HISTORY_GUI_SCRIPT = """
 import os, time
 def marker(name):

@@ -987,6 +987,17 @@ def _check_history(run: Run) -> None:
     assert rec["list_deleted"] == 0 and "paintbridge/history" not in rec["types_deleted"]
 
 
+def test_the_history_search_field_finds_a_result_by_a_word_of_its_prompt(krita_history_run):
+    run = krita_history_run
+    assert not run["errors"], run["errors"]
+    found = run["history"]["search"]
+    assert found["LATER"]["count"] == 1 and found["LATER"]["apply"] is True, found  # a word of "kept for later"
+    assert "1 found" in found["LATER"]["label"], found
+    assert found["zebra"]["count"] == 0 and found["zebra"]["apply"] is False, found  # nothing chosen, nothing applied
+    assert found["mode:inpaint model:classical kept"]["count"] == 1, found
+    assert found[""]["count"] == 1 and "found" not in found[""]["label"], found  # cleared: everything again
+
+
 @pytest.fixture(scope="module")
 def krita_529_history_run(tmp_path_factory):
     if os.geteuid() != 0:

@@ -45,6 +45,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.regions_section.place(self.results_list.parentWidget().layout(), self.controls_layout)
         self.techniques = TechniquesSection(self, session)  # hires fix and detailer (issue 13)
         widgets.build_history_section(self)
+        self.history_search_tip = self.history_search.toolTip()
         self._fill_model_boxes()
         self.fill_widgets = {"fill": self.fill_box, "color_match": self.color_match_check}  # fills (issue 13)
         self._show_settings()
@@ -119,6 +120,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.history_reuse_button.clicked.connect(lambda: h.reuse_settings(*self._history_choice()))
         self.history_delete_button.clicked.connect(lambda: h.delete(self._history_choice()[0]))
         self.history_limit_spin.editingFinished.connect(lambda: h.set_limit(self.history_limit_spin.value()))
+        self.history_search.textChanged.connect(h.set_query)
 
     # --- session -> widgets -------------------------------------------------------------------------------------------
     def _show_settings(self) -> None:
@@ -385,7 +387,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         current = self._history_choice()
         self.history_list.blockSignals(True)
         self.history_list.clear()
-        for entry in reversed(history.entries):
+        for entry in reversed(history.shown):
             count = len(entry.layers)
             for index, layer in enumerate(entry.layers):
                 w, h, rgba = entry.thumbnail_rgba(index)
@@ -405,7 +407,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.history_limit_spin.setValue(limit)
         self.history_limit_spin.blockSignals(False)
         stored = sum(e.stored_bytes for e in history.entries) / 1e6
-        self.history_size_label.setText(f"{len(history.entries)} kept, {stored:.1f} MB")
+        found = "" if not history.query.strip() else f", {len(history.shown)} found"
+        self.history_size_label.setText(f"{len(history.entries)} kept{found}, {stored:.1f} MB")
+        self.history_search.setStyleSheet("color: #d04040" if history.query_problem else "")
+        self.history_search.setToolTip(history.query_problem or self.history_search_tip)
         self._update_history_buttons()
 
     def _history_choice(self) -> tuple:

@@ -430,6 +430,14 @@ def build_history_section(panel: QtWidgets.QWidget) -> None:
     layout = panel.results_list.parentWidget().layout()
     panel.history_box = QtWidgets.QGroupBox("History")
     box = QtWidgets.QVBoxLayout(panel.history_box)
+    panel.history_search = QtWidgets.QLineEdit()
+    panel.history_search.setPlaceholderText("Search: words of the prompt, model, seed, mode, date")
+    panel.history_search.setClearButtonEnabled(True)
+    panel.history_search.setToolTip("Every word must match (prompt, negative prompt, model, mode, a seed or the date "
+                                    "2026-12-07 14:05); \"quoted words\" match as a phrase; a word may name its field: "
+                                    "prompt:cat model:sdxl mode:inpaint seed:1234 date:2026-12 date:>2026-12-01 "
+                                    "date:today")
+    box.addWidget(panel.history_search)
     panel.history_list = QtWidgets.QListWidget()
     panel.history_list.setViewMode(QtWidgets.QListView.ViewMode.IconMode)
     panel.history_list.setFlow(QtWidgets.QListView.Flow.LeftToRight)

@@ -1376,6 +1376,13 @@ def scenario_history():
     yield 300
     rec["reused_prompt"] = ses.settings.prompt
     rec["reused_widget"] = panel.prompt_edit.toPlainText()
+    # the History section's search field, typed into as a painter does
+    searched = rec["search"] = {}
+    for query in ("LATER", "zebra", "mode:inpaint model:classical kept", ""):
+        panel.history_search.setText(query)
+        yield 200
+        searched[query] = {"count": panel.history_list.count(), "label": panel.history_size_label.text(),
+                           "apply": panel.history_apply_button.isEnabled()}
     panel.history_delete_button.click()
     yield 300
     rec["list_deleted"] = panel.history_list.count()
