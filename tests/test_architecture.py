@@ -127,6 +127,7 @@ SERVER_LAYERS = {
     "batches": 1,  # batch count: a job's pipeline calls one after another (issue 13)
     "detect": 1,  # face detection for the detailer (OpenCV's YuNet)
     "patchfill": 1, "lama": 1,  # the fills engines share: exemplar-based (numpy) and the LaMa network (spandrel)
+    "seamless": 1,  # seamless textures: wrap-around padding, latent rolling, wrapped resizes, the seam check
     "classical": 2, "diffusion": 2, "families": 2, "upscale": 2, "preprocess": 2,  # the engines, peers
     "router": 3,  # picks the engine for a job
     "jobs": 4, "sessions": 4, "pulls": 4,  # the job queue, client sessions, model downloads asked for by clients
