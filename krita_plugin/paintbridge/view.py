@@ -13,7 +13,7 @@ from .session import Session
 from .settings_store import DEFAULT_URL
 from .techniques import TechniquesSection
 from .widgets import MODES, PREVIEW_HEIGHT, SHORT_MODE_NAMES, THUMB
-from .wire import client
+from .wire import client, protocol
 
 CONNECTED, CONNECTING = client.session.CONNECTED, client.session.CONNECTING
 CLASSICAL = client.settings.CLASSICAL
@@ -47,7 +47,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
         widgets.build_history_section(self)
         self.history_search_tip = self.history_search.toolTip()
         self._fill_model_boxes()
-        self.fill_widgets = {"fill": self.fill_box, "color_match": self.color_match_check}  # fills (issue 13)
+        self.fill_widgets = {"fill": self.fill_box, "color_match": self.color_match_check,  # fills (issue 13)
+                             "tileable": self.tileable_check, "wrap_view": self.wrap_view_check}
         self._show_settings()
         self._bind()
         self._update_results()
@@ -113,6 +114,9 @@ class PaintbridgePanel(QtWidgets.QWidget):
         # fills (issue 13)
         self.fill_box.activated.connect(lambda i: s.set_option("fill", self.fill_box.itemData(i)))
         self.color_match_check.toggled.connect(lambda on: s.set_option("color_match", on))
+        self.tileable_check.toggled.connect(lambda on: s.set_option("tileable", on))  # seamless textures
+        self.tileable_check.toggled.connect(self.wrap_view_check.setEnabled)
+        self.wrap_view_check.toggled.connect(lambda on: s.set_option("wrap_view", on))
         h = s.history  # results history (issue 13)
         h.changed.connect(self._fill_history)
         self.history_list.currentRowChanged.connect(lambda _row: self._update_history_buttons())
@@ -139,6 +143,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.strength_row.setVisible(value in ("img2img", "inpaint"))
             self.outpaint_box.setVisible(value == "outpaint")
             self.upscale_box.setVisible(value == "upscale")
+            self.tileable_row.setVisible(value in protocol.TILEABLE_MODES)
             self.live_button.setEnabled(value in client.modes.LIVE_MODES)
             self.run_button.setText(SHORT_MODE_NAMES[value])
             self._update_mode_tabs()
@@ -173,6 +178,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
             widget.setCurrentIndex(max(0, widget.findData(value)))
         elif isinstance(widget, QtWidgets.QCheckBox):
             widget.setChecked(bool(value))
+            if widget is self.tileable_check:
+                self.wrap_view_check.setEnabled(bool(value))
         else:
             widget.setValue(value)
         widget.blockSignals(False)

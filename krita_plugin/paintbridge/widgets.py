@@ -211,6 +211,21 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     panel.strength_slider.valueChanged.connect(lambda v: panel.strength_value.setText(f"{v}%"))
     layout.addWidget(panel.strength_row)
 
+    # Seamless textures (generate, img2img, upscale): the result wraps at its edges; Krita can show it wrapped.
+    panel.tileable_row = QtWidgets.QWidget()
+    trow = QtWidgets.QHBoxLayout(panel.tileable_row)
+    trow.setContentsMargins(0, 0, 0, 0)
+    panel.tileable_check = QtWidgets.QCheckBox("Seamless texture")
+    panel.tileable_check.setToolTip("Make a result whose right edge continues into its left and its bottom into its "
+                                    "top, to repeat as a tile (a pattern, a texture)")
+    panel.wrap_view_check = QtWidgets.QCheckBox("Show wrapped")
+    panel.wrap_view_check.setToolTip("Show a seamless result in Krita's wrap-around mode (View > Wrap Around Mode, "
+                                     "Shift+W): the canvas repeats in every direction, so any seam shows")
+    trow.addWidget(panel.tileable_check)
+    trow.addWidget(panel.wrap_view_check)
+    trow.addStretch(1)
+    layout.addWidget(panel.tileable_row)
+
     panel.outpaint_box = QtWidgets.QGroupBox("Extend the canvas (px)")
     ogrid = QtWidgets.QGridLayout(panel.outpaint_box)
     panel.extend = {}
