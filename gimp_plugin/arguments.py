@@ -171,6 +171,12 @@ def _control_args() -> Tuple[Arg, ...]:
     return tuple(args)
 
 
+def _tileable_args() -> Tuple[Arg, ...]:
+    """Seamless textures: generate, img2img and upscale."""
+    return (Arg("tileable", "boolean", "Seamless te_xture", "Make a result that tiles: its right edge continues into "
+                "its left and its bottom into its top (Filters > Map > Tile repeats it to look)", False),)
+
+
 def _fill_args() -> Tuple[Arg, ...]:
     """Fills (issue 13): the fill / pre-fill and the colour match."""
     return (
@@ -298,8 +304,9 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Redraw the selection (or the whole image) guided by a prompt",
         "Redraws the selection's context box, or the whole image without a selection, keeping its composition; "
         "strength sets how much changes. The result is a new layer.",
-        _prompt_args() + _sampling_args(_strength("img2img")) + _source_args(mask=True) + _control_args()
-        + _reference_args() + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
+        _prompt_args() + _sampling_args(_strength("img2img")) + _tileable_args() + _source_args(mask=True)
+        + _control_args() + _reference_args() + _server_args() + _region_args() + _hires_args()
+        + _detail_args(after=True),
     ),
     ProcedureSpec(
         PREFIX + "outpaint", "outpaint", "_Outpaint...", "Paintbridge: Outpaint",
@@ -328,7 +335,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
                 0.0, 1.0),
             Arg("target", "choice", "_Result in", "Where the upscaled result goes", "new-image",
                 choices=UPSCALE_TARGETS),
-        ) + _prompt_args() + (
+        ) + _tileable_args() + _prompt_args() + (
             Arg("model", "model", "_Model", "Checkpoint for the refine pass; 'default' = the server's default",
                 "default"),
             Arg("steps", "int", "S_teps", "Sampling steps of the refine pass; 0 = the model's default", 0, 0, 150),
@@ -352,8 +359,8 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Paint something new into the selection from the prompt alone",
         "Generates a new image from the prompt into the selection (or the whole canvas), ignoring what is there. "
         "The result is a new layer, masked by the selection.",
-        _prompt_args() + _sampling_args(None) + _source_args(mask=True) + _control_args() + _reference_args()
-        + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
+        _prompt_args() + _sampling_args(None) + _tileable_args() + _source_args(mask=True) + _control_args()
+        + _reference_args() + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
     ),
     # the detailer on its own (issue 13)
     ProcedureSpec(

@@ -101,6 +101,8 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
         s.fill = str(values["fill"])
     if "color-match" in names:  # fills (issue 13)
         s.color_match = bool(values["color-match"])
+    if "tileable" in names:  # seamless textures
+        s.tileable = bool(values["tileable"])
     if "source" in names:
         s.image_source = str(values["source"] or "visible")
     if "mask-source" in names:
@@ -168,7 +170,8 @@ def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
                            "cfg": s.cfg, "sampler": nick_of.get(s.sampler, "default"), "fill": s.fill,
                            "source": s.image_source, "mask-source": s.mask_source, "scale": s.scale,
                            "upscaler": s.upscaler, "refine": s.refine, "preprocessor": s.preprocessor,
-                           "low-threshold": s.low_threshold, "high-threshold": s.high_threshold}
+                           "low-threshold": s.low_threshold, "high-threshold": s.high_threshold,
+                           "color-match": s.color_match, "tileable": s.tileable}
     if s.strength is not None:
         out["strength"] = s.strength
     sides = {side: getattr(s, f"extend_{side}") for side in ("left", "top", "right", "bottom")}

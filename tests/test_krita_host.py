@@ -998,6 +998,17 @@ def test_the_history_search_field_finds_a_result_by_a_word_of_its_prompt(krita_h
     assert found[""]["count"] == 1 and "found" not in found[""]["label"], found  # cleared: everything again
 
 
+def test_a_seamless_upscale_opens_in_krita_wrap_around_mode(krita_history_run):
+    run = krita_history_run
+    assert not run["errors"], run["errors"]
+    rec = run["seamless"]
+    assert rec["row_in_inpaint"] is False and rec["row_in_upscale"] is True  # offered where a whole picture is made
+    assert rec["wrap_enabled_before"] is False and rec["settings"] == [True, True, True]
+    assert rec["results"] == 1 and not rec["error"] and rec["applied"] is True, rec
+    assert rec["wrap_before"] is False and rec["wrap_after"] is True, rec  # View > Wrap Around Mode is on
+    assert rec["active"].startswith("Upscaled"), rec
+
+
 @pytest.fixture(scope="module")
 def krita_529_history_run(tmp_path_factory):
     if os.geteuid() != 0:
