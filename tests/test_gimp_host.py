@@ -194,6 +194,34 @@ img.delete()
 """, url=server.url)
 
 
+def test_a_seamless_upscale_keeps_a_texture_seamless(profile, server):
+    """GIMP's Upscale with *Seamless texture* on a texture that wraps: the result still wraps (the seam check of
+    ``server.seamless``), and without the option it does not."""
+    import numpy as np
+
+    from server import seamless
+    from test_seamless import texture
+
+    tex = texture(40, 32, seed=4)
+    (profile.outside / "texture.raw").write_bytes(tex.tobytes())
+    batch(profile, """
+img, (layer,) = make_image(40, 32)
+buf = layer.get_buffer()
+buf.set(Gegl.Rectangle.new(0, 0, 40, 32), RGBA, open(P["dir"] + "/texture.raw", "rb").read())
+buf.flush()
+for tileable in (True, False):
+    new = expect_ok("plug-in-paintbridge-upscale", img, [layer], scale=2.5, tileable=tileable, server=P["url"]).index(1)
+    check((new.get_width(), new.get_height()) == (100, 80), "a new 100x80 image")
+    open(P["dir"] + "/upscaled-%s.raw" % tileable, "wb").write(read(new.get_layers()[0], 0, 0, 100, 80))
+    new.delete()
+img.delete()
+""", url=server.url, dir=profile.inside)
+    for tileable in (True, False):
+        out = np.frombuffer((profile.outside / f"upscaled-{tileable}.raw").read_bytes(), np.uint8).reshape(80, 100, 4)
+        report = seamless.seam_check(out[..., :3])
+        assert (seamless.continuous(report, 0.1) is None) is tileable, (tileable, report)
+
+
 def test_upscale_into_a_new_image_or_a_new_layer(profile, server):
     batch(profile, """
 img, (layer,) = make_image(40, 30)
