@@ -421,7 +421,8 @@ HISTORY = ProcedureSpec(
     "Earlier results of this image: apply again, reuse their settings, delete",
     "Every Paintbridge result made for this image is kept inside it (saved with the .xcf), within a size limit: "
     "the dialog lists them with thumbnails and settings, and searches them. Scripts pick an entry by index (0 = the "
-    "newest of those 'search' finds) and an action; 'list' returns the entries as JSON, 'reuse' returns the entry's settings as JSON.",
+    "newest of those 'search' finds) and an action; 'list' returns the entries as JSON, 'reuse' returns the entry's "
+    "settings as JSON.",
     (
         Arg("action", "choice", "_Action", "What to do with the entry", "apply", choices=HISTORY_ACTIONS),
         Arg("index", "int", "_Entry", "Which entry: 0 = the newest, 1 = the one before ... (among those the search "

@@ -1,6 +1,6 @@
-"""The History dialog: the image's earlier results, newest first, as thumbnails with their settings as tooltips, a search
-entry that narrows them (``client.history_search``), Apply again / Reuse settings / Delete buttons and how many MB
-each image keeps."""
+"""The History dialog: the image's earlier results, newest first, as thumbnails with their settings as tooltips, a
+search entry that narrows them (``client.history_search``), Apply again / Reuse settings / Delete buttons and how
+many MB each image keeps."""
 
 from __future__ import annotations
 

@@ -125,8 +125,8 @@ class Params(WireModel):
     color_match: bool = wire(False, doc="match the result's colours to the area around the mask (inpaint, outpaint)")
 
     # seamless textures
-    tileable: bool = wire(False, doc="a result that wraps at its edges, a seamless texture (generate, img2img and their "
-                                     "hires fix, upscale and upscale-and-refine)")
+    tileable: bool = wire(False, doc="a result that wraps at its edges, a seamless texture (generate, img2img and "
+                                     "their hires fix, upscale and upscale-and-refine)")
 
     # hires fix and detailer (issue 13)
     hires: Hires = wire(factory=Hires, doc="hires fix: two passes (generate, img2img, inpaint, outpaint)")

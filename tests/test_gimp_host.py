@@ -1183,6 +1183,62 @@ def test_gui_history_dialog_lists_results_and_applies_again(profile, server, art
         session.stop()
 
 
+HISTORY_SEARCH_GUI_SCRIPT = """
+def marker(name):
+    open(P["dir"] + "/" + name, "w").close()
+
+img, (layer,) = make_image(320, 240)
+Gimp.Display.new(img)
+kept = {}
+for prompt, fill in (("a first try", "telea"), ("a second try", "ns")):
+    img.select_rectangle(Gimp.ChannelOps.REPLACE, 100, 60, 80, 70)
+    old = img.get_layers()
+    expect_ok("plug-in-paintbridge-inpaint", img, [layer], prompt=prompt, model="classical", fill=fill,
+              server=P["url"])
+    (made,) = new_layers(img, old)
+    ok, x, y = made.get_offsets()
+    kept[prompt] = (x, y, made.get_width(), made.get_height(), read(made, x, y, made.get_width(), made.get_height()))
+    img.remove_layer(made)
+Gimp.displays_flush()
+old = img.get_layers()
+proc = PDB.lookup_procedure("plug-in-paintbridge-history")
+cfg = proc.create_config()
+cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+cfg.set_property("image", img)
+cfg.set_core_object_array("drawables", [layer])
+cfg.set_property("search", "FIRST")
+result = proc.run(cfg)
+check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the History dialog closed normally: %r" % (result.index(0),))
+(added,) = new_layers(img, old)
+x, y, w, h, pixels = kept["a first try"]
+check(read(added, x, y, w, h) == pixels and pixels != kept["a second try"][4],
+      "Apply again took the entry the search found (the older one), pixel for pixel")
+marker("verified")
+"""
+
+
+def test_gui_history_dialog_searches_by_a_word_of_the_prompt(profile, server, artifacts_dir):
+    from hosts.gimp import GuiSession
+
+    session = GuiSession(profile)
+    try:
+        session.start(HISTORY_SEARCH_GUI_SCRIPT, {"url": server.url, "dir": profile.inside})
+        dialog = session.wait_window("Paintbridge: History", timeout=120)
+        time.sleep(1.0)
+        session.screenshot(artifacts_dir / "gimp-history-search.png")
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "alt+a")  # Apply again: the one entry the search lists
+        time.sleep(1.5)
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "alt+c")  # Close
+        session.wait_file("verified", timeout=90)
+    except BaseException:
+        session.screenshot_quietly(artifacts_dir / "gimp-history-search-failure.png")
+        raise
+    finally:
+        session.stop()
+
+
 # --- sampling (issue 13) ---------------------------------------------------------------------------------------------
 
 def test_sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments(trixie_root, tmp_path):

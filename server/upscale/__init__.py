@@ -64,7 +64,8 @@ def _check_size(job: Job, out_w: int, out_h: int, what: str = "") -> None:
         raise ProtocolError(
             TOO_LARGE,
             f"upscaling {job.width}x{job.height} by {job.params.scale:g} gives {out_w}x{out_h} px{what}, over the "
-            f"limit of {MAX_SIDE} px a side and {MAX_OUTPUT_PIXELS} px in all; choose a smaller scale or a smaller area",
+            f"limit of {MAX_SIDE} px a side and {MAX_OUTPUT_PIXELS} px in all; choose a smaller scale or a smaller "
+            "area",
             field="params.scale",
         )
 
