@@ -53,9 +53,9 @@ def _fill(listbox: Gtk.ListBox, kept, status: Gtk.Label, search: str = "") -> li
     return entries
 
 
-def run_dialog(image, drawables: list, search: str = "") -> None:
-    """Show the dialog until the painter closes it (or reuses an entry's settings: its mode's dialog opens); the
-    search entry starts with ``search``."""
+def run_dialog(image, drawables: list) -> None:
+    """Show the dialog until the painter closes it (or reuses an entry's settings: its mode's dialog opens); typing
+    goes to the search entry first."""
     from .history_procedure import interactive_reuse
 
     GimpUi.init("paintbridge")
@@ -72,7 +72,6 @@ def run_dialog(image, drawables: list, search: str = "") -> None:
     find.set_placeholder_text("Search: words of the prompt, model, seed, mode, date")
     find.set_tooltip_text("Every word must match; \"quoted words\" as a phrase; prompt:, model:, mode:, seed:, date: "
                           "name a field (date:2026-12, date:>2026-12-01, date:today)")
-    find.set_text(search)
     listbox = Gtk.ListBox()
     scrolled = Gtk.ScrolledWindow()
     scrolled.set_size_request(460, 360)
@@ -87,6 +86,7 @@ def run_dialog(image, drawables: list, search: str = "") -> None:
     for widget in (note, find, scrolled, status, limit_row):
         box.pack_start(widget, widget is scrolled, widget is scrolled, 4)
     dialog.show_all()
+    find.grab_focus()
     entries = _fill(listbox, kept, status, find.get_text())
 
     def searched(_entry) -> None:

@@ -78,7 +78,7 @@ def run_history(procedure, run_mode, image, drawables: list, config, spec: Proce
         if run_mode == Gimp.RunMode.INTERACTIVE:
             from .history_dialog import run_dialog
 
-            run_dialog(image, drawables, str(values.get("search") or ""))
+            run_dialog(image, drawables)  # its search entry starts empty (GIMP hands interactive runs the last values)
             out: Dict[str, str] = {}
         else:
             out = act(image, drawables, values)
