@@ -1120,6 +1120,18 @@ img.delete()
 """, url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
 
 
+RUN_HISTORY_DIALOG = """
+Gimp.displays_flush()
+old = img.get_layers()
+proc = PDB.lookup_procedure("plug-in-paintbridge-history")
+cfg = proc.create_config()
+cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+cfg.set_property("image", img)
+cfg.set_core_object_array("drawables", [layer])
+result = proc.run(cfg)
+check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the History dialog closed normally: %r" % (result.index(0),))
+"""  # opens the History dialog of img; returns when it closes
+
 HISTORY_GUI_SCRIPT = """
 import os, time
 def marker(name):
@@ -1136,15 +1148,7 @@ for prompt in ("a first try", "a second try"):
     ok, x, y = made.get_offsets()
     kept[prompt] = (made.get_name(), x, y, read(made, x, y, made.get_width(), made.get_height()))
     img.remove_layer(made)
-Gimp.displays_flush()
-old = img.get_layers()
-proc = PDB.lookup_procedure("plug-in-paintbridge-history")
-cfg = proc.create_config()
-cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
-cfg.set_property("image", img)
-cfg.set_core_object_array("drawables", [layer])
-result = proc.run(cfg)
-check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the History dialog closed normally: %r" % (result.index(0),))
+""" + RUN_HISTORY_DIALOG + """
 added = new_layers(img, old)
 check(len(added) == 2, "Apply again, then Reuse settings ran the inpaint dialog once: %r" % layer_summary(img))
 name, x, y, pixels = kept["a second try"]
@@ -1199,15 +1203,7 @@ for prompt, fill in (("a first try", "telea"), ("a second try", "ns")):
     ok, x, y = made.get_offsets()
     kept[prompt] = (x, y, made.get_width(), made.get_height(), read(made, x, y, made.get_width(), made.get_height()))
     img.remove_layer(made)
-Gimp.displays_flush()
-old = img.get_layers()
-proc = PDB.lookup_procedure("plug-in-paintbridge-history")
-cfg = proc.create_config()
-cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
-cfg.set_property("image", img)
-cfg.set_core_object_array("drawables", [layer])
-result = proc.run(cfg)
-check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the History dialog closed normally: %r" % (result.index(0),))
+""" + RUN_HISTORY_DIALOG + """
 (added,) = new_layers(img, old)
 x, y, w, h, pixels = kept["a first try"]
 check(read(added, x, y, w, h) == pixels and pixels != kept["a second try"][4],
