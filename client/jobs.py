@@ -226,6 +226,8 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
     if mode in ("inpaint", "outpaint"):
         params["fill"] = settings.fill
         params["color_match"] = bool(settings.color_match)
+    if settings.tileable and mode in protocol.TILEABLE_MODES:  # sent only when on: older servers stay as they were
+        params["tileable"] = True
     if mode == "generate" and not has_image:
         params["width"], params["height"] = box.width, box.height
     if mode == "outpaint":

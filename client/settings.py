@@ -146,6 +146,8 @@ class Settings:
     mask_source: str = "selection"  # MASK_SOURCES (each editor offers the ones it can read)
     # fills (issue 13)
     color_match: bool = False  # inpaint/outpaint: match the result's colours to the area around the mask
+    tileable: bool = False  # generate/img2img/upscale: a seamless texture (its edges wrap around)
+    wrap_view: bool = True  # Krita: a tileable result is shown in the canvas's wrap-around mode
     # reference images (issue 15): in order; each editor resolves the layer names
     references: Tuple[ReferenceSetting, ...] = ()
     # control layers, in order, by stable id (kept with a job so "reuse settings" refills them; older stored

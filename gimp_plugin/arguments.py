@@ -188,6 +188,12 @@ def _control_args() -> Tuple[Arg, ...]:
     return tuple(args)
 
 
+def _tileable_args() -> Tuple[Arg, ...]:
+    """Seamless textures: generate, img2img and upscale."""
+    return (Arg("tileable", "boolean", "Seamless te_xture", "Make a result that tiles: its right edge continues into "
+                "its left and its bottom into its top (Filters > Map > Tile repeats it to look)", False),)
+
+
 def _fill_args() -> Tuple[Arg, ...]:
     """Fills (issue 13): the fill / pre-fill and the colour match."""
     return (
@@ -321,8 +327,9 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Redraw the selection (or the whole image) guided by a prompt",
         "Redraws the selection's context box, or the whole image without a selection, keeping its composition; "
         "strength sets how much changes. The result is a new layer.",
-        _prompt_args() + _sampling_args(_strength("img2img")) + _source_args(mask=True) + _control_args()
-        + _reference_args() + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
+        _prompt_args() + _sampling_args(_strength("img2img")) + _tileable_args() + _source_args(mask=True)
+        + _control_args() + _reference_args() + _server_args() + _region_args() + _hires_args()
+        + _detail_args(after=True),
     ),
     ProcedureSpec(
         PREFIX + "outpaint", "outpaint", "_Outpaint...", "Paintbridge: Outpaint",
@@ -352,7 +359,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
                 0.0, 1.0),
             Arg("target", "choice", "_Result in", "Where the upscaled result goes", "new-image",
                 choices=UPSCALE_TARGETS),
-        ) + _prompt_args() + (
+        ) + _tileable_args() + _prompt_args() + (
             Arg("model", "model", "_Model", "Checkpoint for the refine pass; 'default' = the server's default",
                 "default"),
             Arg("steps", "int", "S_teps", "Sampling steps of the refine pass; 0 = the model's default", 0, 0, 150),
@@ -376,8 +383,8 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Paint something new into the selection from the prompt alone",
         "Generates a new image from the prompt into the selection (or the whole canvas), ignoring what is there. "
         "The result is a new layer, masked by the selection.",
-        _prompt_args() + _sampling_args(None) + _source_args(mask=True) + _control_args() + _reference_args()
-        + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
+        _prompt_args() + _sampling_args(None) + _tileable_args() + _source_args(mask=True) + _control_args()
+        + _reference_args() + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
     ),
     # the detailer on its own (issue 13)
     ProcedureSpec(
@@ -459,14 +466,19 @@ HISTORY = ProcedureSpec(
     PREFIX + "history", "history", "_History...", "Paintbridge: History",
     "Earlier results of this image: apply again, reuse their settings, delete",
     "Every Paintbridge result made for this image is kept inside it (saved with the .xcf), within a size limit: "
-    "the dialog lists them with thumbnails and settings. Scripts pick an entry by index (0 = the newest) and an "
-    "action; 'list' returns the entries as JSON, 'reuse' returns the entry's settings as JSON.",
+    "the dialog lists them with thumbnails and settings, and searches them. Scripts pick an entry by index (0 = the "
+    "newest of those 'search' finds) and an action; 'list' returns the entries as JSON, 'reuse' returns the entry's "
+    "settings as JSON.",
     (
         Arg("action", "choice", "_Action", "What to do with the entry", "apply", choices=HISTORY_ACTIONS),
-        Arg("index", "int", "_Entry", "Which entry: 0 = the newest, 1 = the one before ...", 0, 0, 10000),
+        Arg("index", "int", "_Entry", "Which entry: 0 = the newest, 1 = the one before ... (among those the search "
+            "finds)", 0, 0, 10000),
         Arg("layer", "int", "_Layer", "Apply again: which of the entry's layers (-1 = all of them)", -1, -1, 1000),
         Arg("limit-mb", "int", "_Keep at most (MB)", "How many MB of results each image keeps (the oldest go "
             "first; 0 = no history); -1 = leave as it is", -1, -1, 100000),
+        Arg("search", "string", "Sea_rch", "Only the entries that match: words of the prompt, the model, a seed, the "
+            "mode or the date (every word must match; prompt:, model:, mode:, seed:, date: name a field, "
+            "date:>2026-12-01 from a day on); empty = all", ""),
     ),
     history=True,
 )

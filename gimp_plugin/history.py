@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from client import history as ch
+from client import history_search
 from client.errors import JobInputError, PaintbridgeError
 from client.settings import Settings
 
@@ -57,18 +58,25 @@ def record(image, s: Settings, layers: Sequence[Any], names: Sequence[str], para
     return ""
 
 
-def newest_first(kept: ch.DocumentHistory) -> List[ch.Entry]:
-    return list(reversed(kept.entries))
+def newest_first(kept: ch.DocumentHistory, search: str = "") -> List[ch.Entry]:
+    """The entries that match ``search`` (``client.history_search``; all for ""), the newest first; a query that
+    cannot be read is a ``JobInputError`` saying why."""
+    try:
+        return list(reversed(history_search.search(kept.entries, search)))
+    except history_search.SearchError as err:
+        raise JobInputError(f"The history search cannot be read: {err}") from None
 
 
-def pick(kept: ch.DocumentHistory, index: int) -> ch.Entry:
-    """Entry ``index`` counted from the newest (0)."""
-    entries = newest_first(kept)
+def pick(kept: ch.DocumentHistory, index: int, search: str = "") -> ch.Entry:
+    """Entry ``index`` counted from the newest (0) among those that match ``search``."""
+    entries = newest_first(kept, search)
     if not entries:
-        raise JobInputError("This image has no Paintbridge results in its history")
+        raise JobInputError(f"No result in this image's history matches '{search}'" if search.strip() and
+                            kept.entries else "This image has no Paintbridge results in its history")
     if not 0 <= index < len(entries):
-        raise JobInputError(f"The history of this image has {len(entries)} entries (0 = the newest); there is no "
-                            f"entry {index}")
+        found = f" that match '{search}'" if search.strip() else ""
+        raise JobInputError(f"The history of this image has {len(entries)} entries{found} (0 = the newest); there is "
+                            f"no entry {index}")
     return entries[index]
 
 
@@ -85,9 +93,9 @@ def apply_again(image, drawable, entry: ch.Entry, layer: int = -1):
     return None
 
 
-def listing(kept: ch.DocumentHistory) -> str:
-    """The entries (newest first) as JSON, for scripts."""
+def listing(kept: ch.DocumentHistory, search: str = "") -> str:
+    """The entries that match ``search`` (newest first) as JSON, for scripts."""
     return json.dumps([{"index": i, "id": e.id, "time": e.time, "mode": e.mode, "model": e.model, "prompt": e.prompt,
                         "seeds": e.seeds, "layers": [[l.name, l.x, l.y, l.width, l.height] for l in e.layers],
                         "stored_bytes": e.stored_bytes, "settings": e.settings, "params": e.params}
-                       for i, e in enumerate(newest_first(kept))], default=str)
+                       for i, e in enumerate(newest_first(kept, search))], default=str)

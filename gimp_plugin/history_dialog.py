@@ -1,5 +1,6 @@
-"""The History dialog: the image's earlier results, newest first, as thumbnails with their settings as tooltips, and
-Apply again / Reuse settings / Delete buttons plus how many MB each image keeps."""
+"""The History dialog: the image's earlier results, newest first, as thumbnails with their settings as tooltips, a
+search entry that narrows them (``client.history_search``), Apply again / Reuse settings / Delete buttons and how
+many MB each image keeps."""
 
 from __future__ import annotations
 
@@ -26,10 +27,14 @@ def _thumbnail(entry) -> Gtk.Image:
     return Gtk.Image.new_from_pixbuf(pixbuf)
 
 
-def _fill(listbox: Gtk.ListBox, kept, status: Gtk.Label) -> list:
+def _fill(listbox: Gtk.ListBox, kept, status: Gtk.Label, search: str = "") -> list:
     for row in listbox.get_children():
         listbox.remove(row)
-    entries = history.newest_first(kept)
+    try:
+        entries = history.newest_first(kept, search)
+        problem = ""
+    except PaintbridgeError as err:
+        entries, problem = [], str(err)
     for entry in entries:
         line = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=8)
         line.pack_start(_thumbnail(entry), False, False, 2)
@@ -43,15 +48,17 @@ def _fill(listbox: Gtk.ListBox, kept, status: Gtk.Label) -> list:
     listbox.show_all()
     if entries:
         listbox.select_row(listbox.get_row_at_index(0))
-    stored = sum(e.stored_bytes for e in entries) / 1e6
-    status.set_text(f"{len(entries)} result(s) kept in this image, {stored:.1f} MB" if entries else
-                    "No Paintbridge results are kept in this image yet.")
+    stored = sum(e.stored_bytes for e in kept.entries) / 1e6
+    found = f", {len(entries)} found" if search.strip() else ""
+    status.set_text(problem or (f"{len(kept.entries)} result(s) kept in this image{found}, {stored:.1f} MB"
+                                if kept.entries else "No Paintbridge results are kept in this image yet."))
     return entries
 
 
 def run_dialog(image, drawables: list, interactive_reuse: Callable[[Any, list, Any], Optional[str]]) -> None:
     """Show the dialog until the painter closes it, or reuses an entry's settings through ``interactive_reuse``
-    (image, drawables, entry) → an error text or None (its mode's dialog opens)."""
+    (image, drawables, entry) → an error text or None (its mode's dialog opens); typing goes to the search entry
+    first."""
     GimpUi.init("paintbridge")
     profile = host.profile_dir()
     kept = history.of(image)
@@ -62,6 +69,10 @@ def run_dialog(image, drawables: list, interactive_reuse: Callable[[Any, list, A
     box = dialog.get_content_area()
     note = Gtk.Label(label=kept.problem)
     note.set_line_wrap(True)
+    find = Gtk.SearchEntry()
+    find.set_placeholder_text("Search: words of the prompt, model, seed, mode, date")
+    find.set_tooltip_text("Every word must match; \"quoted words\" as a phrase; prompt:, model:, mode:, seed:, date: "
+                          "name a field (date:2026-12, date:>2026-12-01, date:today)")
     listbox = Gtk.ListBox()
     scrolled = Gtk.ScrolledWindow()
     scrolled.set_size_request(460, 360)
@@ -73,16 +84,23 @@ def run_dialog(image, drawables: list, interactive_reuse: Callable[[Any, list, A
     limit.set_value(history.limit_mb(profile))
     limit_row.pack_start(Gtk.Label(label="Keep at most (MB, per image):"), False, False, 0)
     limit_row.pack_start(limit, False, False, 0)
-    for widget in (note, scrolled, status, limit_row):
+    for widget in (note, find, scrolled, status, limit_row):
         box.pack_start(widget, widget is scrolled, widget is scrolled, 4)
     dialog.show_all()
-    entries = _fill(listbox, kept, status)
+    find.grab_focus()
+    entries = _fill(listbox, kept, status, find.get_text())
+
+    def searched(_entry) -> None:
+        nonlocal entries
+        entries = _fill(listbox, kept, status, find.get_text())
+
+    find.connect("search-changed", searched)
     while True:
         answer = dialog.run()
         if int(limit.get_value()) != history.limit_mb(profile):
             history.set_limit_mb(profile, int(limit.get_value()))
             kept.set_limit(int(limit.get_value()) * 1_000_000)
-            entries = _fill(listbox, kept, status)
+            entries = _fill(listbox, kept, status, find.get_text())
         if answer not in (APPLY, REUSE, DELETE):
             break
         row = listbox.get_selected_row()
@@ -97,7 +115,7 @@ def run_dialog(image, drawables: list, interactive_reuse: Callable[[Any, list, A
                 host.flush_displays()
             elif answer == DELETE:
                 kept.delete(entry.id)
-                entries = _fill(listbox, kept, status)
+                entries = _fill(listbox, kept, status, find.get_text())
             else:
                 dialog.destroy()
                 while Gtk.events_pending():  # let the dialog disappear before the mode's dialog opens

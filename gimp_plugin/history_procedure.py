@@ -1,5 +1,6 @@
 """The History procedure (Filters > Paintbridge > History…): the image's earlier results, from its dialog or from a
-script (``action`` on entry ``index``, 0 = the newest). See ``history`` for where the results are kept."""
+script (``action`` on entry ``index``, 0 = the newest of those ``search`` finds). See ``history`` for where the results
+are kept."""
 
 from __future__ import annotations
 
@@ -52,9 +53,10 @@ def act(image, drawables: list, values: Dict[str, Any], interactive: bool = Fals
     if kept.problem:
         Gimp.message(f"Paintbridge: {kept.problem}")
     action = str(values.get("action") or "apply")
+    search = str(values.get("search") or "")
     if action == "list":
-        return {"entries": history.listing(kept)}
-    entry = history.pick(kept, int(values.get("index", 0)))
+        return {"entries": history.listing(kept, search)}
+    entry = history.pick(kept, int(values.get("index", 0)), search)
     drawable = drawables[0] if drawables else None
     if action == "apply":
         new_image = history.apply_again(image, drawable, entry, int(values.get("layer", -1)))
@@ -76,7 +78,8 @@ def run_history(procedure, run_mode, image, drawables: list, config, spec: Proce
         if run_mode == Gimp.RunMode.INTERACTIVE:
             from .history_dialog import run_dialog
 
-            run_dialog(image, drawables, interactive_reuse)
+            run_dialog(image, drawables, interactive_reuse)  # its search entry starts empty (GIMP hands interactive
+            # runs the last values)
             out: Dict[str, str] = {}
         else:
             out = act(image, drawables, values)

@@ -115,6 +115,8 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
         s.fill = str(values["fill"])
     if "color-match" in names:  # fills (issue 13)
         s.color_match = bool(values["color-match"])
+    if "tileable" in names:  # seamless textures
+        s.tileable = bool(values["tileable"])
     if "source" in names:
         s.image_source = str(values["source"] or "visible")
     if "mask-source" in names:
@@ -196,7 +198,8 @@ def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
                            "detail-negative-prompt": s.detail_negative_prompt, "detail-strength": s.detail_strength,
                            "detail-steps": s.detail_steps, "detail-padding": s.detail_padding,
                            "detail-confidence": s.detail_confidence, "detail-separate": s.detail_separate,
-                           "detail-targets": {"hand": "hand", "face,hand": "face-hand"}.get(s.detail_targets, "face")}
+                           "detail-targets": {"hand": "hand", "face,hand": "face-hand"}.get(s.detail_targets, "face"),
+                           "tileable": s.tileable}
     for name, value in (("model", s.model), ("vae", s.vae), ("refiner", s.refiner), ("upscaler", s.upscaler),
                         ("hires-upscaler", s.hires_upscaler)):
         if name in names:

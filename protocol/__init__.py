@@ -15,6 +15,7 @@ from .messages import (
     MODES,
     REFERENCE_TYPES,
     PROTOCOL_VERSION,
+    TILEABLE_MODES,
     Cancel,
     Cancelled,
     ClientMessage,
@@ -57,4 +58,5 @@ __all__ = [
     "Reference", "REFERENCE_TYPES",  # reference images (issue 15)
     "Region",  # regions (issue 15)
     "DETAIL_TARGETS", "Detail", "HIRES_UPSCALERS", "Hires",  # hires fix and detailer (issue 13)
+    "TILEABLE_MODES",  # seamless textures
 ]

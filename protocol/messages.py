@@ -21,6 +21,7 @@ from .techniques import DETAIL_TARGETS, HIRES_UPSCALERS, MAX_PROMPT_LENGTH, Deta
 PROTOCOL_VERSION = "1.1"
 
 MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", "edit", "detail")
+TILEABLE_MODES = ("generate", "img2img", "upscale")  # seamless textures: the modes that make a whole picture
 CONTROL_TYPES = ("canny", "lineart", "scribble", "softedge", "depth", "normal", "pose", "tile", "inpaint", "shuffle",
                  "reference")
 INPAINT_FILLS = ("telea", "ns", "patch", "lama")
@@ -126,6 +127,10 @@ class Params(WireModel):
                                 doc="fraction of the steps after which the refiner takes over")
     # fills (issue 13)
     color_match: bool = wire(False, doc="match the result's colours to the area around the mask (inpaint, outpaint)")
+
+    # seamless textures
+    tileable: bool = wire(False, doc="a result that wraps at its edges, a seamless texture (generate, img2img and "
+                                     "their hires fix, upscale and upscale-and-refine)")
 
     # hires fix and detailer (issue 13)
     hires: Hires = wire(factory=Hires, doc="hires fix: two passes (generate, img2img, inpaint, outpaint)")
@@ -329,6 +334,9 @@ class Job(Message):
         if self.regions and mode not in REGION_MODES:
             raise bad_field("regions", f"are not used by mode '{mode}'; regions work in "
                             f"{', '.join(REGION_MODES)}")
+        if params.tileable and mode not in TILEABLE_MODES:
+            raise bad_field("params.tileable", f"is for pictures made whole ({', '.join(TILEABLE_MODES)}), not mode "
+                            f"'{mode}': switch it off")
         if mode == "preprocess" and not params.preprocessor:
             raise bad_field("params.preprocessor", "is missing; mode 'preprocess' needs one (e.g. 'canny')")
         ext = params.extend

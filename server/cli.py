@@ -371,6 +371,8 @@ def parser() -> argparse.ArgumentParser:
     # fills (issue 13)
     r.add_argument("--color-match", action="store_true", default=None,
                    help="inpaint/outpaint: match the result's colours to the area around the mask")
+    r.add_argument("--tileable", action="store_true", default=None,
+                   help="generate/img2img/upscale: a seamless texture, its edges wrap around")
     # reference images (issue 15)
     r.add_argument("--reference", action="append", metavar="FILE[:TYPE[:STRENGTH]]",
                    help="a reference image (IP-Adapter); TYPE: " + ", ".join(REFERENCE_TYPES) +

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from protocol.errors import UNSUPPORTED, ProtocolError
-from protocol.messages import CONTROL_TYPES, MODES, REFERENCE_TYPES
+from protocol.messages import CONTROL_TYPES, MODES, REFERENCE_TYPES, TILEABLE_MODES
 
 from . import batches, tuning
 from . import device as devices
@@ -158,6 +158,7 @@ class Router:
                                           **{f: list(REDUX_TYPES) for f in REDUX_FAMILIES}},
             "regions": list(REGION_FAMILIES),  # regions (issue 15): the families whose checkpoints take them
             "detail_targets": installed_targets(self.registry.dirs),  # what the detailer's detectors can find
+            "tileable": list(TILEABLE_MODES),  # seamless textures: the modes that take params.tileable
         }
 
     # --- jobs ---
@@ -228,7 +229,7 @@ class Router:
         use_tile_control = engine.uses_controls and self._has_tile_controlnet(entry, engine)
 
         def refine(rgba: np.ndarray, strength: float, seed: int) -> np.ndarray:
-            params = dataclasses.replace(job.params, strength=strength, seed=seed, batch=1)
+            params = dataclasses.replace(job.params, strength=strength, seed=seed, batch=1, tileable=False)
             controls = [Control("tile", rgba[..., :3].copy(), strength=TILE_CONTROL_STRENGTH)] if use_tile_control else []
             tile_job = dataclasses.replace(
                 job, mode="img2img", image=rgba, mask=None, params=params, x=0, y=0, previews=False, controls=controls,

@@ -107,6 +107,10 @@ class MemoryHost:
     def open_as_new_document(self, image: ResultImage, name: str, source=None) -> None:
         self.doc = MemoryDocument(image.box.width, image.box.height, image.data)
 
+    def show_wrap_around(self) -> bool:
+        self.wrap_around = True
+        return True
+
     def insert_control_image(self, doc: MemoryDocument, image: ResultImage, above_id: str) -> str:
         doc.layers.append((image.name, image))
         return f"layer-{len(doc.layers)}"

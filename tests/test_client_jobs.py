@@ -157,6 +157,13 @@ def test_edit_job_carries_the_box_the_mask_and_the_instruction_only_for_a_model_
         job_for(Settings(mode="edit", model="big"), doc(), entry=SDXL)
 
 
+@pytest.mark.parametrize("mode", ["generate", "img2img", "upscale", "inpaint"])
+def test_tileable_travels_only_for_the_modes_that_make_a_whole_picture(mode):
+    msg = accepted(job_for(Settings(mode=mode, tileable=True), doc()))
+    assert msg.params.tileable is (mode != "inpaint")
+    assert accepted(job_for(Settings(mode=mode), doc())).params.tileable is False
+
+
 # fills (issue 13)
 @pytest.mark.parametrize("mode", ["inpaint", "outpaint"])
 def test_fill_and_colour_match_travel_for_inpaint_and_outpaint(mode):

@@ -245,6 +245,34 @@ img.delete()
     assert digests[True] == digests[False]
 
 
+def test_a_seamless_upscale_keeps_a_texture_seamless(profile, server):
+    """GIMP's Upscale with *Seamless texture* on a texture that wraps: the result still wraps (the seam check of
+    ``server.seamless``), and without the option it does not."""
+    import numpy as np
+
+    from server import seamless
+    from test_seamless import texture
+
+    tex = texture(40, 32, seed=4)
+    (profile.outside / "texture.raw").write_bytes(tex.tobytes())
+    batch(profile, """
+img, (layer,) = make_image(40, 32)
+buf = layer.get_buffer()
+buf.set(Gegl.Rectangle.new(0, 0, 40, 32), RGBA, open(P["dir"] + "/texture.raw", "rb").read())
+buf.flush()
+for tileable in (True, False):
+    new = expect_ok("plug-in-paintbridge-upscale", img, [layer], scale=2.5, tileable=tileable, server=P["url"]).index(1)
+    check((new.get_width(), new.get_height()) == (100, 80), "a new 100x80 image")
+    open(P["dir"] + "/upscaled-%s.raw" % tileable, "wb").write(read(new.get_layers()[0], 0, 0, 100, 80))
+    new.delete()
+img.delete()
+""", url=server.url, dir=profile.inside)
+    for tileable in (True, False):
+        out = np.frombuffer((profile.outside / f"upscaled-{tileable}.raw").read_bytes(), np.uint8).reshape(80, 100, 4)
+        report = seamless.seam_check(out[..., :3])
+        assert (seamless.continuous(report, 0.1) is None) is tileable, (tileable, report)
+
+
 def test_upscale_into_a_new_image_or_a_new_layer(profile, server):
     batch(profile, """
 img, (layer,) = make_image(40, 30)
@@ -1107,6 +1135,39 @@ img.delete()
 """, url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
 
 
+def test_the_history_search_finds_a_result_by_a_word_of_its_prompt(profile, server):
+    batch(profile, PLUGIN_PATH + """
+import json
+img, (bottom,) = make_image(96, 80)
+made = {}
+for prompt in ("a mossy stone", "a rusty gate"):
+    img.select_rectangle(Gimp.ChannelOps.REPLACE, 20, 16, 30, 24)
+    old = img.get_layers()
+    expect_ok("plug-in-paintbridge-inpaint", img, [bottom], prompt=prompt, model="classical",
+              fill="telea" if "stone" in prompt else "ns", server=P["url"])
+    (layer,) = new_layers(img, old)
+    ok, x, y = layer.get_offsets()
+    made[prompt] = read(layer, x, y, layer.get_width(), layer.get_height())
+    img.remove_layer(layer)
+listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list", search="MOSSY").index(1))
+check([e["prompt"] for e in listed] == ["a mossy stone"], "a word of its prompt finds the older entry: %r" % listed)
+listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list",
+                              search="mode:inpaint model:classical").index(1))
+check([e["prompt"] for e in listed] == ["a rusty gate", "a mossy stone"], "fields narrow too, newest first")
+check(json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], action="list", search="zebra").index(1))
+      == [], "a word no prompt has finds nothing")
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-history", img, [bottom], action="apply", index=0, search="stone")
+(again,) = new_layers(img, old)
+ok, x, y = again.get_offsets()
+check(read(again, x, y, again.get_width(), again.get_height()) == made["a mossy stone"],
+      "index 0 of the search is the entry it found, applied pixel for pixel")
+expect_failure("plug-in-paintbridge-history", img, [bottom], "calling-error", "matches 'zebra'", search="zebra")
+expect_failure("plug-in-paintbridge-history", img, [bottom], "calling-error", "whole number", search="seed:abc")
+img.delete()
+""", url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
+
+
 def test_an_xcf_whose_history_holds_zlib_bombs_opens_and_names_the_damaged_part(profile, server):
     """A thumbnail and a layer that would each inflate to 1 GiB (tests/docbombs.py) in the .xcf's history: the image
     opens, the history the History dialog shows has the good result and a note naming the damaged part, the reading
@@ -1206,6 +1267,58 @@ def test_gui_history_dialog_lists_results_and_applies_again(profile, server, art
         session.wait_file("verified", timeout=90)
     except BaseException:
         session.screenshot_quietly(artifacts_dir / "gimp-history-failure.png")
+        raise
+    finally:
+        session.stop()
+
+
+HISTORY_SEARCH_GUI_SCRIPT = RUN_HISTORY_DIALOG + """
+def marker(name):
+    open(P["dir"] + "/" + name, "w").close()
+
+img, (layer,) = make_image(320, 240)
+Gimp.Display.new(img)
+kept = {}
+for prompt, fill in (("a first try", "telea"), ("a second try", "ns")):
+    img.select_rectangle(Gimp.ChannelOps.REPLACE, 100, 60, 80, 70)
+    old = img.get_layers()
+    expect_ok("plug-in-paintbridge-inpaint", img, [layer], prompt=prompt, model="classical", fill=fill,
+              server=P["url"])
+    (made,) = new_layers(img, old)
+    ok, x, y = made.get_offsets()
+    kept[prompt] = (x, y, made.get_width(), made.get_height(), read(made, x, y, made.get_width(), made.get_height()))
+    img.remove_layer(made)
+Gimp.displays_flush()
+old = img.get_layers()
+run_history_dialog(img, [layer])
+(added,) = new_layers(img, old)
+x, y, w, h, pixels = kept["a first try"]
+check(read(added, x, y, w, h) == pixels and pixels != kept["a second try"][4],
+      "Apply again took the entry the search found (the older one), pixel for pixel")
+marker("verified-search")
+"""
+
+
+def test_gui_history_dialog_searches_by_a_word_of_the_prompt(profile, server, artifacts_dir):
+    from hosts.gimp import GuiSession
+
+    session = GuiSession(profile)
+    try:
+        session.start(HISTORY_SEARCH_GUI_SCRIPT, {"url": server.url, "dir": profile.inside})
+        dialog = session.wait_window("Paintbridge: History", timeout=120)
+        time.sleep(1.0)
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("type", "--delay", "60", "FIRST")  # into the search entry, which has the focus
+        time.sleep(1.5)
+        session.screenshot(artifacts_dir / "gimp-history-search.png")
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "alt+a")  # Apply again: the one entry the search lists
+        time.sleep(1.5)
+        session.xdotool("windowfocus", "--sync", dialog)
+        session.xdotool("key", "--clearmodifiers", "alt+c")  # Close
+        session.wait_file("verified-search", timeout=90)
+    except BaseException:
+        session.screenshot_quietly(artifacts_dir / "gimp-history-search-failure.png")
         raise
     finally:
         session.stop()

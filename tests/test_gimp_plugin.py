@@ -518,6 +518,21 @@ def test_inpaint_and_outpaint_offer_every_fill_and_the_colour_match():
     assert s.fill == "lama" and s.color_match is True
 
 
+def test_seamless_texture_is_an_argument_of_generate_img2img_and_upscale_only():
+    having = sorted(spec.mode for spec in arguments.PROCEDURES if any(a.name == "tileable" for a in spec.args))
+    assert having == ["generate", "img2img", "upscale"]
+    for mode in having:
+        spec = arguments.BY_MODE[mode]
+        assert spec.arg("tileable").kind == "boolean" and spec.arg("tileable").default is False
+        s = values.settings_from_values(spec, dict(spec.defaults(), tileable=True))
+        assert s.tileable is True and values.values_from_settings(spec, s)["tileable"] is True
+    box = Box(0, 0, 32, 16)
+    s = settings_for("generate", prompt="moss", model="classical", tileable=True)
+    msg = parse_client_message(build_job(s, JobInputs(box, rgba(box), "rgba8", None, ()), job_id="t").to_wire(),
+                               Limits())
+    assert msg.params.tileable is True
+
+
 # --- reference images (issue 15): slots on every procedure whose mode takes controls --------------------------------
 
 REFERENCE_KEYS = ("layer", "type", "strength", "start", "end", "region")

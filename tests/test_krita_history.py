@@ -77,6 +77,17 @@ def test_results_never_applied_come_back_with_the_document_and_apply_again(serve
     assert [e.prompt for e in entries] == ["a fox", "a wolf"]
     assert entries[1].settings["steps"] == 7 and entries[0].seeds == [first.seed]
 
+    listed = []
+    session2.history.changed.connect(lambda: listed.append([e.prompt for e in session2.history.shown]))
+    session2.history.set_query("WOLF")  # the panel's search field: a word of a prompt, any case
+    assert listed == [["a wolf"]]  # the list follows
+    session2.history.set_query("mode:inpaint model:classical fox")
+    assert [e.prompt for e in session2.history.shown] == ["a fox"] and not session2.history.query_problem
+    session2.history.set_query("seed:fox")  # a query that cannot be read lists nothing and says why
+    assert session2.history.shown == [] and "whole number" in session2.history.query_problem
+    session2.history.set_query("")
+    assert session2.history.shown == session2.history.entries
+
     session2.history.apply_again(entries[0].id)
     assert not session2.message_is_error, session2.message
     name, layer = reopened.layers[0]

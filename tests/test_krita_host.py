@@ -1059,6 +1059,28 @@ def _check_history(run: Run) -> None:
     assert rec["list_deleted"] == 0 and "paintbridge/history" not in rec["types_deleted"]
 
 
+def test_the_history_search_field_finds_a_result_by_a_word_of_its_prompt(krita_history_run):
+    run = krita_history_run
+    assert not run["errors"], run["errors"]
+    found = run["history"]["search"]
+    assert found["LATER"]["count"] == 1 and found["LATER"]["apply"] is True, found  # a word of "kept for later"
+    assert "1 found" in found["LATER"]["label"], found
+    assert found["zebra"]["count"] == 0 and found["zebra"]["apply"] is False, found  # nothing chosen, nothing applied
+    assert found["mode:inpaint model:classical kept"]["count"] == 1, found
+    assert found[""]["count"] == 1 and "found" not in found[""]["label"], found  # cleared: everything again
+
+
+def test_a_seamless_upscale_opens_in_krita_wrap_around_mode(krita_history_run):
+    run = krita_history_run
+    assert not run["errors"], run["errors"]
+    rec = run["seamless"]
+    assert rec["row_in_inpaint"] is False and rec["row_in_upscale"] is True  # offered where a whole picture is made
+    assert rec["wrap_enabled_before"] is False and rec["settings"] == [True, True, True]
+    assert rec["results"] == 1 and not rec["error"] and rec["applied"] is True, rec
+    assert rec["wrap_before"] is False and rec["wrap_after"] is True, rec  # View > Wrap Around Mode is on
+    assert rec["active"].startswith("Upscaled"), rec
+
+
 @pytest.fixture(scope="module")
 def krita_history_bomb_run(tmp_path_factory) -> Run:
     import docbombs

@@ -196,6 +196,24 @@ def test_session_runs_a_job_shows_the_preview_and_applies_it(session_setup):
     assert session.results == [] and session.result_job is None
 
 
+def test_a_seamless_result_is_shown_in_krita_wrap_around_mode_when_asked(session_setup):
+    session, host, ui = session_setup
+    session.set_option("tileable", True)  # inpaint makes no whole picture: the option is not sent, nothing wraps
+    session.run()
+    assert ui.pump_until(lambda: not session.busy, 60) and not session.message_is_error, session.message
+    assert not getattr(host, "wrap_around", False)
+    session.discard()
+    session.set_mode("upscale")
+    session.run()
+    assert ui.pump_until(lambda: not session.busy, 60) and not session.message_is_error, session.message
+    assert session.apply() is True and host.wrap_around is True  # the upscaled texture opens, shown wrapped
+    host.wrap_around = False
+    session.set_option("wrap_view", False)
+    session.run()
+    assert ui.pump_until(lambda: not session.busy, 60) and session.apply() is True
+    assert host.wrap_around is False
+
+
 def test_session_refuses_with_a_message_and_keeps_settings(session_setup):
     session, host, ui = session_setup
     session.set_option("steps", 9)

@@ -9,12 +9,12 @@ are never written to; results go into new layers.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable, List, Optional
 
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Krita  # type: ignore  # noqa: F401
 
 from . import pixels
+from .pixels import ColorInfo
 from .model import ControlSpec, DocumentError, ResultImage
 from .qt_compat import QtCore, QtWidgets, byte_array, to_bytes
 from .wire import Box, client, protocol
@@ -31,13 +31,6 @@ def _pixels(source, box: Box) -> bytes:
     """``source.pixelData`` over ``box`` (a node, a selection or the document), counted in ``READS``."""
     READS[0] += 1
     return to_bytes(source.pixelData(box.x, box.y, box.width, box.height))
-
-
-@dataclass
-class ColorInfo:
-    model: str
-    depth: str
-    linear: bool
 
 
 def wait_idle(doc, timeout: float = 15.0) -> None:
@@ -201,8 +194,7 @@ def find_node(doc, node_id: str):
 
 def walk(node):
     for child in node.childNodes():
-        yield child
-        yield from walk(child)
+        yield from (child, *walk(child))
 
 
 def paint_layers(doc) -> list:
@@ -329,6 +321,14 @@ def open_as_new_document(image: ResultImage, name: str, source=None):
         window.addView(doc)
     doc.refreshProjection()
     return doc
+
+
+def show_wrap_around() -> bool:
+    """Turn on View > Wrap Around Mode (the canvas repeated all around: a seam would show); True when it is on."""
+    action = Krita.instance().action("wrap_around_mode")  # checkable, Shift+W
+    if action is not None and not action.isChecked():
+        action.trigger()
+    return action is not None and action.isChecked()
 
 
 def insert_control_image(doc, image: ResultImage, above_id: str) -> str:
@@ -481,9 +481,9 @@ class KritaHost:
         return paint_layers(doc) if doc is not None else []
 
     (active_document, capture, mask_bounds, show_preview, remove_preview, apply_result, open_as_new_document,
-     insert_control_image, load_document_data, save_document_data) = map(staticmethod, (
+     insert_control_image, load_document_data, save_document_data, show_wrap_around) = map(staticmethod, (
         active_document, capture, mask_bounds, show_preview, remove_preview, apply_result, open_as_new_document,
-        insert_control_image, load_document_data, save_document_data))
+        insert_control_image, load_document_data, save_document_data, show_wrap_around))
 
     def watch_changes(self, callback: Callable[[], None], settings: Optional[Callable[[], Settings]] = None):
         """Start a ``ChangeWatch`` on the active document; ``stop()`` ends it."""

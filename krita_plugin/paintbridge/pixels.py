@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import struct
 from array import array
+from dataclasses import dataclass
 from typing import List
 
 SUPPORTED_MODEL = "RGBA"
 DEPTHS = ("U8", "U16", "F16", "F32")
 _LINEAR_MARKERS = ("g10", "linear", "scrgb", "lin")
+
+
+@dataclass
+class ColorInfo:
+    """A document's colour model, channel depth, and whether its profile's tone curve is linear."""
+
+    model: str
+    depth: str
+    linear: bool
 
 
 class UnsupportedColorSpace(ValueError):

@@ -4,7 +4,8 @@ Every finished job's results (applied or not; live frames and control images exc
 ``client.history`` through the door's ``load_document_data``/``save_document_data`` (annotation ``paintbridge/history``,
 saved in the ``.kra``). The panel lists the active document's entries; "apply again" inserts an entry's layer as a
 new layer (an upscale opens a new document, as the first time), "reuse settings" puts the job's settings (with that
-result's seed) back into the panel, "delete" forgets an entry.
+result's seed) back into the panel, "delete" forgets an entry. A search (``set_query``, ``client.history_search``)
+narrows the listed entries by prompt, model, seed, mode or date.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class ResultsHistory:
         self.changed = Event()  # () the shown list changed
         self._docs: List[Tuple[Any, "ch.DocumentHistory"]] = []
         self.doc: Any = None
+        self.query = ""  # the search field's text: ``shown`` lists the entries that match it
+        self.query_problem = ""  # why the query cannot be read ("" when it can)
 
     @property
     def host(self):
@@ -68,6 +71,25 @@ class ResultsHistory:
     def entries(self) -> List["ch.Entry"]:
         current = self._find(self.doc) if self.doc is not None else None
         return list(current.entries) if current is not None else []
+
+    @property
+    def shown(self) -> List["ch.Entry"]:
+        """The active document's entries that match the search (all of them without one; none when the query
+        cannot be read), oldest first."""
+        try:
+            return client.history_search.search(self.entries, self.query)
+        except client.history_search.SearchError:
+            return []
+
+    def set_query(self, text: str) -> None:
+        """Search the kept results (``client.history_search``'s query language); the list follows."""
+        self.query = str(text or "")
+        try:
+            client.history_search.parse(self.query)
+            self.query_problem = ""
+        except client.history_search.SearchError as err:
+            self.query_problem = f"Search: {err}"
+        self.changed.emit()
 
     def _limit(self) -> int:
         return ch.limit_bytes(self.session.settings)

@@ -321,6 +321,8 @@ class Session:
             self.results, self.result_job = images, job
             self.results_changed.emit()
             self.select_result(0)
+            if job.settings.mode != "upscale":  # an upscale is shown wrapped once it opens as a new document
+                self._show_wrapped(job.settings)
             if job.kind != "live":
                 count = len(images)
                 elapsed = float(client.wire.field_of(msg, "elapsed", 0.0) or 0.0)
@@ -378,12 +380,19 @@ class Session:
         image = self.results[index]
         if job.settings.mode == "upscale":
             self.host.open_as_new_document(image, f"Upscaled {image.box.width}x{image.box.height}", job.doc)
+            self._show_wrapped(job.settings)
         else:
             self.host.apply_result(job.doc, image, job.above_id)
         self._clear_results()
         self.show_message("Applied as a new layer." if job.settings.mode != "upscale"
                           else "Opened the upscaled image as a new document.")
         return True
+
+    def _show_wrapped(self, settings: cs.Settings) -> None:
+        """A seamless texture (``tileable``) is shown in Krita's wrap-around mode when the painter asks for it."""
+        if settings.tileable and settings.wrap_view and settings.mode in protocol.TILEABLE_MODES:
+            if not self.host.show_wrap_around():
+                self.show_message("Krita has no wrap-around mode here (View > Wrap Around Mode).", error=True)
 
     @guarded
     def discard(self) -> None:

@@ -13,7 +13,7 @@ from .session import Session
 from .settings_store import DEFAULT_URL
 from .techniques import TechniquesSection
 from .widgets import MODES, PREVIEW_HEIGHT, SHORT_MODE_NAMES, THUMB
-from .wire import client
+from .wire import client, protocol
 
 CONNECTED, CONNECTING = client.session.CONNECTED, client.session.CONNECTING
 CLASSICAL = client.settings.CLASSICAL
@@ -45,8 +45,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.regions_section.place(self.results_list.parentWidget().layout(), self.controls_layout)
         self.techniques = TechniquesSection(self, session)  # hires fix and detailer (issue 13)
         widgets.build_history_section(self)
+        self.history_search_tip = self.history_search.toolTip()
         self._fill_model_boxes()
-        self.fill_widgets = {"fill": self.fill_box, "color_match": self.color_match_check}  # fills (issue 13)
+        self.fill_widgets = {"fill": self.fill_box, "color_match": self.color_match_check,  # fills (issue 13)
+                             "tileable": self.tileable_check, "wrap_view": self.wrap_view_check}
         self._show_settings()
         self._bind()
         self._update_results()
@@ -112,6 +114,9 @@ class PaintbridgePanel(QtWidgets.QWidget):
         # fills (issue 13)
         self.fill_box.activated.connect(lambda i: s.set_option("fill", self.fill_box.itemData(i)))
         self.color_match_check.toggled.connect(lambda on: s.set_option("color_match", on))
+        self.tileable_check.toggled.connect(lambda on: s.set_option("tileable", on))  # seamless textures
+        self.tileable_check.toggled.connect(self.wrap_view_check.setEnabled)
+        self.wrap_view_check.toggled.connect(lambda on: s.set_option("wrap_view", on))
         h = s.history  # results history (issue 13)
         h.changed.connect(self._fill_history)
         self.history_list.currentRowChanged.connect(lambda _row: self._update_history_buttons())
@@ -119,6 +124,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.history_reuse_button.clicked.connect(lambda: h.reuse_settings(*self._history_choice()))
         self.history_delete_button.clicked.connect(lambda: h.delete(self._history_choice()[0]))
         self.history_limit_spin.editingFinished.connect(lambda: h.set_limit(self.history_limit_spin.value()))
+        self.history_search.textChanged.connect(h.set_query)
 
     # --- session -> widgets -------------------------------------------------------------------------------------------
     def _show_settings(self) -> None:
@@ -137,6 +143,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.strength_row.setVisible(value in ("img2img", "inpaint"))
             self.outpaint_box.setVisible(value == "outpaint")
             self.upscale_box.setVisible(value == "upscale")
+            self.tileable_row.setVisible(value in protocol.TILEABLE_MODES)
             self.live_button.setEnabled(value in client.modes.LIVE_MODES)
             self.run_button.setText(SHORT_MODE_NAMES[value])
             self._update_mode_tabs()
@@ -171,6 +178,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
             widget.setCurrentIndex(max(0, widget.findData(value)))
         elif isinstance(widget, QtWidgets.QCheckBox):
             widget.setChecked(bool(value))
+            if widget is self.tileable_check:
+                self.wrap_view_check.setEnabled(bool(value))
         else:
             widget.setValue(value)
         widget.blockSignals(False)
@@ -385,7 +394,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         current = self._history_choice()
         self.history_list.blockSignals(True)
         self.history_list.clear()
-        for entry in reversed(history.entries):
+        for entry in reversed(history.shown):
             count = len(entry.layers)
             for index, layer in enumerate(entry.layers):
                 w, h, rgba = entry.thumbnail_rgba(index)
@@ -405,7 +414,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.history_limit_spin.setValue(limit)
         self.history_limit_spin.blockSignals(False)
         stored = sum(e.stored_bytes for e in history.entries) / 1e6
-        self.history_size_label.setText(f"{len(history.entries)} kept, {stored:.1f} MB")
+        found = "" if not history.query.strip() else f", {len(history.shown)} found"
+        self.history_size_label.setText(f"{len(history.entries)} kept{found}, {stored:.1f} MB")
+        self.history_search.setStyleSheet("color: #d04040" if history.query_problem else "")
+        self.history_search.setToolTip(history.query_problem or self.history_search_tip)
         self._update_history_buttons()
 
     def _history_choice(self) -> tuple:

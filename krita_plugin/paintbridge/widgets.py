@@ -184,6 +184,21 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     panel.strength_slider.valueChanged.connect(lambda v: panel.strength_value.setText(f"{v}%"))
     layout.addWidget(panel.strength_row)
 
+    # Seamless textures (generate, img2img, upscale): the result wraps at its edges; Krita can show it wrapped.
+    panel.tileable_row = QtWidgets.QWidget()
+    trow = QtWidgets.QHBoxLayout(panel.tileable_row)
+    trow.setContentsMargins(0, 0, 0, 0)
+    panel.tileable_check = QtWidgets.QCheckBox("Seamless texture")
+    panel.tileable_check.setToolTip("Make a result whose right edge continues into its left and its bottom into its "
+                                    "top, to repeat as a tile (a pattern, a texture)")
+    panel.wrap_view_check = QtWidgets.QCheckBox("Show wrapped")
+    panel.wrap_view_check.setToolTip("Show a seamless result in Krita's wrap-around mode (View > Wrap Around Mode, "
+                                     "Shift+W): the canvas repeats in every direction, so any seam shows")
+    trow.addWidget(panel.tileable_check)
+    trow.addWidget(panel.wrap_view_check)
+    trow.addStretch(1)
+    layout.addWidget(panel.tileable_row)
+
     panel.outpaint_box = QtWidgets.QGroupBox("Extend the canvas (px)")
     ogrid = QtWidgets.QGridLayout(panel.outpaint_box)
     panel.extend = {}
@@ -403,6 +418,14 @@ def build_history_section(panel: QtWidgets.QWidget) -> None:
     layout = panel.results_list.parentWidget().layout()
     panel.history_box = QtWidgets.QGroupBox("History")
     box = QtWidgets.QVBoxLayout(panel.history_box)
+    panel.history_search = QtWidgets.QLineEdit()
+    panel.history_search.setPlaceholderText("Search: words of the prompt, model, seed, mode, date")
+    panel.history_search.setClearButtonEnabled(True)
+    panel.history_search.setToolTip("Every word must match (prompt, negative prompt, model, mode, a seed or the date "
+                                    "2026-12-07 14:05); \"quoted words\" match as a phrase; a word may name its field: "
+                                    "prompt:cat model:sdxl mode:inpaint seed:1234 date:2026-12 date:>2026-12-01 "
+                                    "date:today")
+    box.addWidget(panel.history_search)
     panel.history_list = QtWidgets.QListWidget()
     panel.history_list.setViewMode(QtWidgets.QListView.ViewMode.IconMode)
     panel.history_list.setFlow(QtWidgets.QListView.Flow.LeftToRight)

@@ -10,6 +10,7 @@ result layer's ``info["memory_fallbacks"]``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -22,7 +23,7 @@ import numpy as np
 from protocol.errors import MODEL_NOT_FOUND, OUT_OF_MEMORY, UNSUPPORTED, ProtocolError
 
 from .. import device as devices
-from .. import imageops
+from .. import imageops, seamless
 from ..core import Engine, Job, JobContext, Layer
 from ..detect import Detectors
 from ..models import loading
@@ -103,6 +104,7 @@ class DiffusionEngine(Engine):
         # hires fix's pixel upscale (the router wires the upscale engine's)
         self.detectors = Detectors(registry.dirs)
         self.pixel_upscaler: Optional[hires_fix.PixelUpscaler] = None
+        self._wrapping = contextlib.ExitStack()  # a tileable job's circular padding, undone when its ``run`` ends
 
     def device_description(self) -> str:
         return devices.describe(self.device, self.dtype)
@@ -175,7 +177,7 @@ class DiffusionEngine(Engine):
         """
         if job.mode not in self.modes:
             raise self.refuse_mode(job)
-        with self._lock:
+        with self._lock, contextlib.ExitStack() as self._wrapping:  # tileable jobs' circular padding ends with the job
             while True:
                 try:
                     layers = self._run(job, ctx)
@@ -271,6 +273,10 @@ class DiffusionEngine(Engine):
         masked = job.mode in ("inpaint", "outpaint") or entry.inpaint
         kind = "inpaint" if masked else "img2img" if job.mode == "img2img" else "txt2img"
         nets = [self.controlnet(p.entry) for p in plans]
+        tileable = bool(job.params.tileable) and job.mode in seamless.MODES
+        if tileable:  # every convolution wraps around: the picture is a torus (put back when ``run`` ends)
+            self._wrapping.enter_context(seamless.circular(pipe.unet, pipe.vae, *nets,
+                                                           getattr(refiner, "unet", None)))
         union = bool(plans) and plans[0].entry.info.get("union")
         runner = pipelines.variant(loaded, kind, nets, union)
 
@@ -283,8 +289,9 @@ class DiffusionEngine(Engine):
                     output_type="np")
         call.update(self._conditioning(loaded, runner, prompt, negative, job.params.clip_skip).kwargs())
         region_plan = self._region_plan(loaded, runner, work, region_texts, pw, ph, len(seeds)) if work.regions else None
-        init = _init_image(work, kind, pw, ph)
-        call.update(self._image_inputs(loaded, init, kind, bool(plans), hard, pw, ph, settings["strength"], len(seeds)))
+        init = _init_image(work, kind, pw, ph, tileable)
+        call.update(self._image_inputs(loaded, init, kind, bool(plans), hard, pw, ph, settings["strength"], len(seeds),
+                                       tileable))
         if plans:
             images = self._control_images(plans, work, hard, pw, ph, ctx)
             call.update(pipelines.control_kwargs(kind, plans, images, union))
@@ -353,7 +360,7 @@ class DiffusionEngine(Engine):
                 ctx.check()
                 runner, call = second_pass(self, loaded, two, kind, plans, nets, union, work, hard, first.images,
                                                  settings, call, preset, ctx)
-                init = _init_image(work, kind, fw, fh)
+                init = _init_image(work, kind, fw, fh, tileable)
                 generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
                 region_plan = None  # the second pass refines the whole picture at the target size
             with regions.applied(runner.unet, region_plan):
@@ -397,6 +404,8 @@ class DiffusionEngine(Engine):
             info["regions"] = len(work.regions)
         if two is not None:
             info["hires"] = {"size": [fw, fh], "upscaler": two.upscaler, "strength": two.strength, "steps": two.steps}
+        if tileable:
+            info["tileable"] = "circular padding in the UNet and VAE"
         layers = _layers(job, work, original, soft, images, seeds, info)
         if job.params.detail.enabled:  # the detailer after the job, its steps counted after the job's
             layers = detailer.after_job(self._run, self.detectors.detect, job, layers, ctx, count["total"])
@@ -482,23 +491,26 @@ class DiffusionEngine(Engine):
         return regions.plan(work.regions, conditionings, work.width, work.height, pw // factor, ph // factor, batch,
                             self.device, loaded.pipe.unet.dtype)
 
-    def _latents(self, loaded: LoadedCheckpoint, rgb: np.ndarray, hole: Optional[np.ndarray] = None):
-        """VAE latents of an image (with ``hole`` blanked: the masked image of 9-channel UNets), cached by content."""
+    def _latents(self, loaded: LoadedCheckpoint, rgb: np.ndarray, hole: Optional[np.ndarray] = None,
+                 tileable: bool = False):
+        """VAE latents of an image (with ``hole`` blanked: the masked image of 9-channel UNets), cached by content
+        (and by the padding: a tileable job's encoder wraps around)."""
         vae = loaded.pipe.vae
         chosen = self.vae[0] if self.vae is not None and vae is self.vae[1] else ""
-        key = (str(loaded.entry.path), str(self.dtype), chosen, cache.digest(rgb, hole))
+        key = (str(loaded.entry.path), str(self.dtype), chosen, cache.digest(rgb, hole), tileable)
         return self.caches["latents"].get(
             key, lambda: latents_of.encode(vae, latents_of.to_tensor(rgb, self.device, vae.dtype, hole)))
 
     def _image_inputs(self, loaded: LoadedCheckpoint, init: Optional[np.ndarray], kind: str, controlled: bool,
-                      hard: np.ndarray, pw: int, ph: int, strength: float, batch: int) -> dict:
+                      hard: np.ndarray, pw: int, ph: int, strength: float, batch: int, tileable: bool = False) -> dict:
         """The pipeline's size and image arguments: processing size (txt2img, inpaint; img2img takes it from the
         image), init image as latents (img2img, inpaint) and mask (inpaint). ControlNet inpaint pipelines take no
         latents: they get pixels, as stock diffusers."""
         if kind == "txt2img":
             return {"height": ph, "width": pw}
         if kind == "img2img":
-            return {"image": self._latents(loaded, init).repeat(batch, 1, 1, 1), "strength": strength}
+            return {"image": self._latents(loaded, init, tileable=tileable).repeat(batch, 1, 1, 1),
+                    "strength": strength}
         mask = _binary(imageops.resize(hard, pw, ph))
         out = {"mask_image": _pil(mask), "height": ph, "width": pw, "strength": strength}
         if controlled:

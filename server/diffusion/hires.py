@@ -70,19 +70,23 @@ def upscale_latents(latents, width: int, height: int, factor: int):
 
 
 def upscale_pixels(images: np.ndarray, width: int, height: int, upscaler: str,
-                   model_upscaler: Optional[PixelUpscaler]) -> list:
+                   model_upscaler: Optional[PixelUpscaler], tileable: bool = False) -> list:
     """Each image of [B, H, W, 3] floats in [0, 1] (a decoded first pass) upscaled to ``width`` x ``height``:
-    H x W x 3 uint8 each, by Lanczos or the named upscale model."""
-    from .. import imageops
+    H x W x 3 uint8 each, by Lanczos or the named upscale model (a tileable job's as a picture that wraps)."""
+    from .. import imageops, seamless
 
     out = []
     for img in images:
         rgb = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
         if upscaler == LANCZOS:
-            out.append(imageops.resize(rgb, width, height))
+            out.append((seamless.resize if tileable else imageops.resize)(rgb, width, height))
         else:
             if model_upscaler is None:
                 raise ProtocolError("unsupported", f"hires upscaler '{upscaler}' needs the upscale engine, which this "
                                     "server did not wire", field="params.hires.upscaler")
-            out.append(imageops.resize(model_upscaler(rgb, upscaler, width, height), width, height))
+
+            def model(pixels: np.ndarray, w: int, h: int) -> np.ndarray:
+                return imageops.resize(model_upscaler(pixels, upscaler, w, h), w, h)
+
+            out.append(seamless.wrapped(model, rgb, width, height, 16) if tileable else model(rgb, width, height))
     return out

@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from .. import imageops
+from .. import imageops, seamless
 from ..core import Job, JobContext
 from . import hires as hires_fix
 from . import latents as latents_of
@@ -28,13 +28,16 @@ def second_pass(engine, loaded, two: "hires_fix.HiresPlan", kind: str, plans, ne
     runner = pipelines.variant(loaded, kind2, nets, union)
     runner.scheduler = samplers.make_scheduler(settings["sampler"], loaded.scheduler_config,
                                                preset["spacing"] if preset else None, settings["scheduler"])
+    tileable = bool(work.params.tileable)
     if two.upscaler == hires_fix.LATENT:
-        upscaled = hires_fix.upscale_latents(latents, tw, th, factor)
+        upscaled = seamless.upscale_latents(latents, th // factor, tw // factor) if tileable else \
+            hires_fix.upscale_latents(latents, tw, th, factor)
         pixels = None
     else:
         h, w = latents.shape[-2] * factor, latents.shape[-1] * factor
         decoded = latents_of.decode_into(pipe.vae, latents, (0, 0, w, h), np.zeros((h, w, 3), np.uint8), factor)
-        pixels = ctx.interruptible(hires_fix.upscale_pixels, decoded, tw, th, two.upscaler, engine.pixel_upscaler)
+        pixels = ctx.interruptible(hires_fix.upscale_pixels, decoded, tw, th, two.upscaler, engine.pixel_upscaler,
+                                   tileable)
         upscaled = torch.cat([latents_of.encode(pipe.vae, latents_of.to_tensor(p, engine.device, pipe.vae.dtype))
                               for p in pixels])
     image_keys = ("height", "width", "image", "mask_image", "masked_image_latents", "strength", "control_image",

@@ -9,7 +9,7 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-from .. import imageops, lama
+from .. import imageops, lama, seamless
 from ..core import Job, Layer
 from ..defaults import DEFAULT_STRENGTH
 from ..models.registry import ModelEntry
@@ -39,13 +39,14 @@ def _settings(job: Job, entry: ModelEntry, kind: str, preset: Optional[dict] = N
             "seeds": [(seed + i) % 2**32 for i in range(params.batch)]}
 
 
-def _init_image(work: Job, kind: str, pw: int, ph: int) -> Optional[np.ndarray]:
-    """The init image at processing size (mid grey without an image); None for txt2img."""
+def _init_image(work: Job, kind: str, pw: int, ph: int, tileable: bool = False) -> Optional[np.ndarray]:
+    """The init image at processing size (mid grey without an image); None for txt2img. A tileable job's image is
+    scaled as a picture that wraps."""
     if kind == "txt2img":
         return None
     if work.image is None:
         return np.full((ph, pw, 3), 127, np.uint8)
-    return imageops.resize(np.ascontiguousarray(work.image[..., :3]), pw, ph)
+    return (seamless.resize if tileable else imageops.resize)(np.ascontiguousarray(work.image[..., :3]), pw, ph)
 
 
 def _layers(job: Job, work: Job, original: Optional[np.ndarray], soft: np.ndarray, images: List[np.ndarray],
@@ -54,8 +55,9 @@ def _layers(job: Job, work: Job, original: Optional[np.ndarray], soft: np.ndarra
     width, height = work.width, work.height
     base = original if original is not None else np.zeros((height, width, 4), np.uint8)
     layers = []
+    scale = seamless.resize if job.params.tileable else imageops.resize  # a tileable result is scaled as it wraps
     for i, (img, s) in enumerate(zip(images, seeds)):
-        img = imageops.resize(img, width, height)
+        img = scale(img, width, height)
         if job.params.color_match and original is not None:
             img = imageops.color_match(img, base, soft)
         rgba = imageops.composite_layer(base, img, soft)

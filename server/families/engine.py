@@ -13,6 +13,7 @@ previews come from ``preview``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import inspect
@@ -28,7 +29,7 @@ import numpy as np
 from protocol.errors import MODEL_NOT_FOUND, OUT_OF_MEMORY, UNSUPPORTED, ProtocolError
 
 from .. import device as devices
-from .. import imageops
+from .. import imageops, seamless
 from ..core import Engine, Job, JobContext, Layer
 from ..defaults import DEFAULT_STRENGTH, family_settings
 from ..diffusion import prompts
@@ -251,11 +252,14 @@ class FamilyEngine(Engine):
         plan = controlnets.select(list(work.controls), entry, job.mode, self.registry)
         runner = self.variant(loaded, kind, plan)
         settings = _settings(job, entry, kind)
+        tileable = bool(job.params.tileable) and job.mode in seamless.MODES
+        # Rolling moves the latents only: a ControlNet's image and Fill's/Kontext's image tokens stay where they are.
+        rolling = tileable and plan is None and entry.arch in (specs.FLUX, specs.SD3)
         call = dict(prompt=plain_prompt(text), num_inference_steps=settings["steps"], guidance_scale=settings["cfg"],
                     height=ph, width=pw, output_type="np")
         if entry.arch == specs.SD3:
             call["negative_prompt"] = plain_prompt(negative)
-        call.update(_image_inputs(entry.arch, kind, work, hard, pw, ph, settings["strength"]))
+        call.update(_image_inputs(entry.arch, kind, work, hard, pw, ph, settings["strength"], tileable))
         if plan is not None:
             call.update(self._control_inputs(plan, job, pw, ph, ctx))
         ref_plan = None
@@ -268,12 +272,16 @@ class FamilyEngine(Engine):
 
         seeds, steps = settings["seeds"], settings["steps"]
         done = [0]
+        roller: List[Optional[seamless.LatentRoller]] = [None]
 
         def on_step(pipe_, step: int, timestep, tensors: dict) -> dict:
             per_image = getattr(pipe_, "num_timesteps", None) or steps
             image = None
             latents = tensors.get("latents")
+            if roller[0] is not None and latents is not None:  # tileable: a new random offset, back after the last step
+                tensors["latents"] = latents = roller[0].step(latents, last=step + 1 >= per_image)
             if job.previews and loaded.preview is not None and latents is not None:
+                latents = roller[0].unrolled(latents) if roller[0] is not None else latents
                 image = preview.to_rgb(preview.unpack(latents, ph, pw) if latents.dim() == 3 else latents,
                                        *loaded.preview)
             ctx.progress(done[0] * per_image + min(step + 1, per_image), per_image * len(seeds), image)
@@ -283,7 +291,10 @@ class FamilyEngine(Engine):
         images = []
         for s in seeds:
             ctx.check()
-            with torch.inference_mode():
+            if rolling:
+                roller[0] = seamless.LatentRoller(s, *_latent_layout(runner, entry.arch, ph, pw))
+            wrapping = seamless.circular(loaded.pipe.vae) if tileable else contextlib.nullcontext()
+            with torch.inference_mode(), wrapping:
                 out = runner(**call, generator=torch.Generator("cpu").manual_seed(s), callback_on_step_end=on_step)
             if not np.isfinite(out.images).all():
                 raise ProtocolError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its weights "
@@ -297,6 +308,8 @@ class FamilyEngine(Engine):
             info["controlnet"] = {"name": plan.entry.name, "type": plan.control.type, "union_mode": plan.mode}
         if ref_plan is not None:
             info["references"] = redux.info(ref_plan, work.references)
+        if tileable:
+            info["tileable"] = "circular padding in the VAE" + (", latents rolled between steps" if rolling else "")
         if job.params.sampler and job.params.sampler != SAMPLER or job.params.scheduler:
             info["sampler_note"] = f"{job.params.sampler or job.params.scheduler} is an SD sampler or schedule; " \
                 "flow-matching models run with Euler"
@@ -356,10 +369,28 @@ def _pil(array: np.ndarray):
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def _image_inputs(family: str, kind: str, work: Job, hard: np.ndarray, pw: int, ph: int, strength: float) -> dict:
-    """Image, mask and strength arguments of the family's pipeline for ``kind``."""
+def _latent_layout(runner, family: str, ph: int, pw: int) -> tuple:
+    """(unpack, pack) between the pipeline's latents and (batch, channels, height, width): Flux packs 2 x 2 latent
+    pixels into one token; SD3's latents are 4-D already."""
+    if family == specs.SD3:
+        return (lambda t: t), (lambda t: t)
+    factor = runner.vae_scale_factor
+
+    def unpack(latents):
+        return runner._unpack_latents(latents, ph, pw, factor)
+
+    def pack(full):
+        return runner._pack_latents(full, full.shape[0], full.shape[1], full.shape[2], full.shape[3])
+
+    return unpack, pack
+
+
+def _image_inputs(family: str, kind: str, work: Job, hard: np.ndarray, pw: int, ph: int, strength: float,
+                  tileable: bool = False) -> dict:
+    """Image, mask and strength arguments of the family's pipeline for ``kind`` (a tileable job's image is scaled as
+    a picture that wraps)."""
     if work.image is not None:
-        init = imageops.resize(np.ascontiguousarray(work.image[..., :3]), pw, ph)
+        init = (seamless.resize if tileable else imageops.resize)(np.ascontiguousarray(work.image[..., :3]), pw, ph)
     else:
         init = np.full((ph, pw, 3), 127, np.uint8)
     mask = np.where(imageops.resize(hard, pw, ph) > 0, 255, 0).astype(np.uint8)

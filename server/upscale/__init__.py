@@ -11,6 +11,9 @@ the canvas by ``scale`` and the layer lands at (0, 0).
 
 Masks are ignored: upscaling always covers the job's whole image (send the selection's bounds as the image to upscale
 only a part). Transparency is kept: alpha is resized with Lanczos, RGB by the model.
+
+``tileable`` (a seamless texture stays seamless): the image is padded with its own opposite edges (``seamless``),
+upscaled and refined with them, and cropped back with each edge band cross-faded with its copy from the other side.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from protocol import Limits
 from protocol.errors import BAD_REQUEST, MODEL_NOT_FOUND, TOO_LARGE, ProtocolError
 from protocol.images import MAX_SIDE
 
+from .. import seamless
 from ..core import Engine, Job, JobContext, Layer
 from ..imageops import resize
 from .models import upscalers
 from .refine import DEFAULT_REFINE_TILE, RefineFn, refine_overlap, refine_tiled
-from .scaling import count_model_tiles, model_pass, model_tile_size, plan_passes, resize_alpha, resize_rgba
+from .scaling import (MODEL_TILE_OVERLAP, count_model_tiles, model_pass, model_tile_size, plan_passes, resize_alpha,
+                      resize_rgba)
 from .tiling import tile_grid
 
 __all__ = ["UpscaleEngine", "run_upscale", "upscale_rgb", "upscaled_size"]
@@ -54,12 +59,13 @@ def refine_tile_size(job: Job, registry) -> int:
     return SDXL_REFINE_TILE if getattr(entry, "arch", None) == "sdxl" else DEFAULT_REFINE_TILE
 
 
-def _check_size(job: Job, out_w: int, out_h: int) -> None:
+def _check_size(job: Job, out_w: int, out_h: int, what: str = "") -> None:
     if out_w > MAX_SIDE or out_h > MAX_SIDE or out_w * out_h > MAX_OUTPUT_PIXELS:
         raise ProtocolError(
             TOO_LARGE,
-            f"upscaling {job.width}x{job.height} by {job.params.scale:g} gives {out_w}x{out_h} px, over the limit "
-            f"of {MAX_SIDE} px a side and {MAX_OUTPUT_PIXELS} px in all; choose a smaller scale or a smaller area",
+            f"upscaling {job.width}x{job.height} by {job.params.scale:g} gives {out_w}x{out_h} px{what}, over the "
+            f"limit of {MAX_SIDE} px a side and {MAX_OUTPUT_PIXELS} px in all; choose a smaller scale or a smaller "
+            "area",
             field="params.scale",
         )
 
@@ -104,6 +110,17 @@ def run_upscale(
     passes = plan_passes(model.scale, scale) if model is not None else []
     model_tile = model_tile_size(model, tile_param) if model is not None else None
     refine_tile = (tile_param or refine_tile_size(job, registry)) if strength > 0 else 0
+    final_w, final_h, margin = out_w, out_h, (0, 0)
+    if params.tileable:  # work on the image padded with its opposite edges; ``seamless.fold`` crops it back
+        reach = max(8, MODEL_TILE_OVERLAP // 2 * scale if model is not None else 0,
+                    refine_overlap(refine_tile) if strength > 0 else 0)  # in result pixels
+        wanted = seamless.margin_for(scale, int(reach))
+        mx, my = seamless.aligned_margin(w, out_w, wanted), seamless.aligned_margin(h, out_h, wanted)
+        margin = (int(round(mx * out_w / w)), int(round(my * out_h / h)))
+        image = seamless.wrap_pad(image, mx, my)
+        h, w = image.shape[:2]
+        out_w, out_h = final_w + 2 * margin[0], final_h + 2 * margin[1]
+        _check_size(job, out_w, out_h, f" with its wrap margins of {margin[0]}x{margin[1]} px")
     n_model = count_model_tiles(w, h, model_tile, passes) if model is not None else 0
     n_refine = len(tile_grid(out_w, out_h, refine_tile, refine_overlap(refine_tile))) if strength > 0 else 0
     total = max(1, n_model + n_refine)
@@ -130,9 +147,13 @@ def run_upscale(
                               progress_offset=n_model, progress_total=total, previews=job.previews)
     elif n_model == 0:
         ctx.progress(1, 1)
+    if params.tileable:
+        result = seamless.fold(result, margin[0], margin[1], final_w, final_h)
 
     name = f"Upscaled {scale:g}x ({upscaler_name})" + (f", refined {strength:g}" if strength > 0 else "")
     info = {"scale": scale, "upscaler": params.upscaler, "refine": strength, "tiles": n_model + n_refine}
+    if params.tileable:
+        info["tileable"] = f"wrap margins of {margin[0]}x{margin[1]} px, edges cross-faded"
     if splits:
         info["memory_fallbacks"] = [f"upscaler tiles of {min(splits)} px"]
     return [Layer(name=name, rgba=result, x=int(round(job.x * scale)), y=int(round(job.y * scale)),

@@ -1412,11 +1412,37 @@ def scenario_history():
     yield 300
     rec["reused_prompt"] = ses.settings.prompt
     rec["reused_widget"] = panel.prompt_edit.toPlainText()
+    # the History section's search field, typed into as a painter does
+    searched = rec["search"] = {}
+    for query in ("LATER", "zebra", "mode:inpaint model:classical kept", ""):
+        panel.history_search.setText(query)
+        yield 200
+        searched[query] = {"count": panel.history_list.count(), "label": panel.history_size_label.text(),
+                           "apply": panel.history_apply_button.isEnabled()}
     panel.history_delete_button.click()
     yield 300
     rec["list_deleted"] = panel.history_list.count()
     rec["types_deleted"] = list(doc.annotationTypes())
     doc.setModified(False)
+
+    # Seamless textures: the panel's checkboxes; an upscaled (Lanczos) texture opens shown in wrap-around mode.
+    R["seamless"] = rec = {"wrap_before": K.action("wrap_around_mode").isChecked()}
+    rec["row_in_inpaint"] = panel.tileable_row.isVisibleTo(panel)
+    ses.set_mode("upscale")
+    yield 200
+    rec["row_in_upscale"] = panel.tileable_row.isVisibleTo(panel)
+    rec["wrap_enabled_before"] = panel.wrap_view_check.isEnabled()
+    panel.tileable_check.click()
+    yield 200
+    rec["settings"] = [ses.settings.tileable, ses.settings.wrap_view, panel.wrap_view_check.isEnabled()]
+    deselect(doc)
+    yield 200
+    yield from run_job(ses, rec)
+    rec["applied"] = ses.apply()
+    yield 800
+    rec["wrap_after"] = K.action("wrap_around_mode").isChecked()
+    rec["active"] = K.activeDocument().name() if K.activeDocument() is not None else None
+    K.activeWindow().qwindow().grab().save(os.path.join(OUT, "wrapped.png"))
 
 
 def peak_rss():
