@@ -46,7 +46,7 @@ def test_the_history_procedure_is_registered_with_its_actions():
     spec = arguments.BY_NAME["plug-in-paintbridge-history"]
     assert spec.history and not spec.download and spec in arguments.ALL_PROCEDURES
     assert [nick for nick, _ in spec.arg("action").choices] == ["apply", "reuse", "delete", "list"]
-    assert spec.defaults() == {"action": "apply", "index": 0, "layer": -1, "limit-mb": -1}
+    assert spec.defaults() == {"action": "apply", "index": 0, "layer": -1, "limit-mb": -1, "search": ""}
     labels = arguments.labels_with_mnemonics(spec)
     assert len({label[label.index("_") + 1].lower() for label in labels.values()}) == len(labels)
 
