@@ -476,7 +476,7 @@ HISTORY = ProcedureSpec(
         Arg("layer", "int", "_Layer", "Apply again: which of the entry's layers (-1 = all of them)", -1, -1, 1000),
         Arg("limit-mb", "int", "_Keep at most (MB)", "How many MB of results each image keeps (the oldest go "
             "first; 0 = no history); -1 = leave as it is", -1, -1, 100000),
-        Arg("search", "string", "Sea_rch", "Only the entries that match: words of the prompt, the model, a seed, the "
+        Arg("search", "string", "_Find", "Only the entries that match: words of the prompt, the model, a seed, the "
             "mode or the date (every word must match; prompt:, model:, mode:, seed:, date: name a field, "
             "date:>2026-12-01 from a day on); empty = all", ""),
     ),
