@@ -603,6 +603,46 @@ def test_control_layer_guides_an_inpaint_job(krita_diffusion_run):
     assert rec["results"] == 1 and PREVIEW in _names(rec["layers_preview"])
 
 
+@pytest.fixture(scope="module")
+def krita_pose_run(tmp_path_factory) -> Run:
+    """The tiny SD1.5 with a tiny pose ControlNet (found by its name) and the pose preprocessor's three files, on a
+    server of this checkout (the installed command would run the shared venv's copy)."""
+    import factory
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-pose-server")
+    models = factory.make_models_dir(work / "models", ("sd15", "cn-sd15-openpose", "pose-annotators"))
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "pose", DW, DH, model="tiny-sd15", server_url=proc.url)
+    finally:
+        proc.stop()
+
+
+def test_a_pose_layer_made_from_the_image_guides_a_job_and_its_edits_count(krita_pose_run):
+    run = krita_pose_run
+    assert run["errors"] == [], run["errors"]
+    assert run["row_type"] == "pose"
+    assert run["from_image"]["error"] is False, run["from_image"]["message"]
+    names = _names(run["layers"])
+    assert "Control: pose" in names and names.index("Control: pose") > names.index("Paint")
+    # The control row now points at the new layer, still as a pose control.
+    assert [(r["type"], r["layer_id"]) for r in run["rows"]] == [("pose", run["pose_layer_id"])]
+    # The pose image: opaque black (the constructed body model finds nobody in the picture).
+    pose = run.pixels("pose-layer", DW, DH)
+    assert (pose[..., :3] == 0).all() and (pose[..., 3] == 255).all()
+    # The jobs ran with the pose control (the only ControlNet is the pose one; without it a pose control is refused).
+    for tag in ("made", "again", "edited"):
+        assert run[tag]["error"] is False, run[tag]["message"]
+        assert run[tag]["results"] == 1
+    # The painter's green block on the pose layer reaches the job: the same job paints other pixels than twice before.
+    assert (run.pixels("pose-layer-edited", DW, DH)[..., 1] == 255).any()
+    made, again, edited = ((run.out / f"pose-{tag}-result.bin").read_bytes() for tag in ("made", "again", "edited"))
+    assert made == again and len(edited) == len(made) and edited != made
+    # The painter's own layer is untouched.
+    assert run.pixels("user-after-Paint", DW, DH).tobytes() == run.pixels("user-before-Paint", DW, DH).tobytes()
+
+
 def test_cancel_stops_the_job_and_changes_nothing(krita_diffusion_run):
     run = krita_diffusion_run
     rec = run["cancel"]

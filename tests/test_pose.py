@@ -15,7 +15,7 @@ import pytest
 from protocol.errors import ProtocolError
 from server.preprocess import available_preprocessors, posedecode, posedraw, posenet, preprocess_image
 from server.preprocess.pose import POSE_FILES
-from tiny_pose import build_pose_models
+from tiny_pose import build_pose_models, random_state
 
 
 class Registry:
@@ -44,12 +44,11 @@ def test_each_network_has_the_published_tensors_and_output_shapes(part):
     import torch
 
     count, some = PUBLISHED[part]
-    net = posenet.network(part).eval()
-    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    assert len(shapes) == count and shapes == posenet.SPECS[part]().state_shapes()
-    assert {k: shapes[k] for k in some} == some
+    shapes = posenet.SPECS[part]().state_shapes()
+    assert len(shapes) == count and {k: shapes[k] for k in some} == some
+    net = posenet.network(part, random_state(part, 0))
     with torch.inference_mode():
-        outputs = net(torch.zeros(1, 3, 48, 40))
+        outputs = net(torch.rand(1, 3, 48, 40) - 0.5)
     expected = {"body": [38, 19], "hand": [22], "face": [71]}[part]
     assert [tuple(o.shape) for o in outputs] == [(1, c, 6, 5) for c in expected]
 
@@ -217,3 +216,16 @@ def test_a_file_of_another_network_is_refused_by_name(pose_models, tmp_path):
         preprocess_image("pose", np.zeros((32, 32, 3), np.uint8), Registry(tmp_path))
     assert err.value.code == "unsupported" and "facenet.pth" in err.value.message
     assert "wrong shape conv6_2_CPM.weight (22, 512, 1, 1) (expected (71, 512, 1, 1))" in err.value.message
+
+
+def test_pose_loads_while_accelerate_makes_empty_models(pose_models, tmp_path):
+    """The server loads diffusers models (accelerate's init_empty_weights patches torch.nn globally) on other
+    threads while a pose job loads its networks: those must still get their weights."""
+    from accelerate import init_empty_weights
+
+    (tmp_path / "annotators").mkdir()
+    for filename in POSE_FILES.values():  # another path: loaded afresh, not taken from the cache
+        (tmp_path / "annotators" / filename).symlink_to(pose_models / "annotators" / filename)
+    with init_empty_weights():
+        out = preprocess_image("pose", np.zeros((40, 40, 3), np.uint8), Registry(tmp_path))
+    assert out.shape == (40, 40, 3) and out.max() == 0

@@ -13,19 +13,30 @@ from pathlib import Path
 from server.preprocess.pose import POSE_FILES
 
 
-def pose_state(part: str, seed: int) -> dict:
-    """Random weights of the ``part`` network ("body", "hand", "face"), float16; the body's heatmaps all negative."""
+def random_state(part: str, seed: int) -> dict:
+    """Random float32 weights of the ``part`` network ("body", "hand", "face"), drawn as torch initialises a
+    convolution: uniform within 1 / sqrt(fan-in)."""
     import torch
 
     from server.preprocess import posenet
 
-    torch.manual_seed(seed)
-    net = posenet.network(part)
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape in posenet.SPECS[part]().state_shapes().items():
+        fan_in = 1
+        for n in (shape[1:] if name.endswith(".weight") else state[name[:-5] + ".weight"].shape[1:]):
+            fan_in *= n
+        state[name] = (torch.rand(shape, generator=gen) * 2 - 1) / fan_in ** 0.5
+    return state
+
+
+def pose_state(part: str, seed: int) -> dict:
+    """``random_state`` in float16 (as the files are written); the body's heatmaps all negative."""
+    state = random_state(part, seed)
     if part == "body":
-        with torch.no_grad():
-            net.Mconv7_stage6_L2.weight.zero_()
-            net.Mconv7_stage6_L2.bias.fill_(-1.0)
-    return {k: v.detach().half().contiguous() for k, v in net.state_dict().items()}
+        state["Mconv7_stage6_L2.weight"].zero_()
+        state["Mconv7_stage6_L2.bias"].fill_(-1.0)
+    return {k: v.half().contiguous() for k, v in state.items()}
 
 
 def build_pose_models(models: Path) -> Path:

@@ -24,12 +24,13 @@ from . import annotators, classical
 from . import pose as openpose
 from .classical import inpaint_condition
 
-__all__ = ["PREPROCESSORS", "ALIASES", "PreprocessEngine", "available_preprocessors", "canonical_name",
+__all__ = ["PREPROCESSORS", "NOT_RUN", "ALIASES", "PreprocessEngine", "available_preprocessors", "canonical_name",
            "preprocess_image", "inpaint_condition"]
 
 BUILT_IN = ("canny", "lineart", "scribble", "shuffle", "tile", "inpaint", "reference")
 WITH_WEIGHTS = ("depth", "normal") + tuple(annotators.WEIGHT_FILES)
 PREPROCESSORS = BUILT_IN + WITH_WEIGHTS
+NOT_RUN = ("lineart_anime", "lineart_realistic", "mlsd")  # known by the file they need; this server does not run them
 
 ALIASES = {
     "lineart_standard": "lineart",

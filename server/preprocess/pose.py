@@ -58,17 +58,16 @@ def missing_error(missing: List[str], registry) -> ProtocolError:
 
 
 def load_network(path: Path, device: str = "cpu"):
-    """The network a pose file holds (which one by its name's stem: body, hand or face), float32, eval, on
-    ``device``; a file whose tensors are not exactly that network's is ``unsupported``."""
+    """The network a pose file holds (which one by its name's stem: body, hand or face), float32, on ``device``; a file whose tensors are not exactly that network's is ``unsupported``."""
+    import torch
+
     from ..models.weights import read_state_dict
 
     part = next(p for p, f in POSE_FILES.items() if Path(f).stem == path.stem)
     state = read_state_dict(path, what=WHAT[part])
     check_tensors(state, posenet.SPECS[part]().state_shapes(), path,
                   f"the {WHAT[part]} ({POSE_FILES[part]} from lllyasviel/Annotators)")
-    net = posenet.network(part)
-    net.load_state_dict({k: v.float() for k, v in state.items()})
-    return net.to(device).eval()
+    return posenet.network(part, {k: v.to(device=device, dtype=torch.float32) for k, v in state.items()})
 
 
 _loaded = {part: LastLoaded(load_network) for part in POSE_FILES}

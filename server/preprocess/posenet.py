@@ -10,7 +10,6 @@ BGR pictures scaled as ``pixel / 256 - 0.5``, N x 3 x H x W.
 
 from __future__ import annotations
 
-import functools
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 POOL = "pool"
@@ -99,44 +98,45 @@ def face_spec() -> Spec:
 SPECS = {"body": body_spec, "hand": hand_spec, "face": face_spec}
 
 
-@functools.lru_cache(maxsize=None)
-def _cascade_class():
-    """The torch class, made on first use (importing this module does not import torch)."""
-    import torch
-    from torch import nn
-    from torch.nn import functional as F
+class Cascade:
+    """A ``Spec`` run on a state dict with the published file's names (torch tensors, one device and dtype).
+    Calling it returns the last stage's maps, one tensor per branch (body: PAFs, heatmaps; hand and face: heatmaps),
+    at 1/8 scale. Plain tensors, no ``nn.Module``: nothing here can be swapped for empty (meta) parameters while
+    another thread loads a diffusers model under accelerate's ``init_empty_weights``."""
 
-    class Cascade(nn.Module):
-        """A ``Spec`` as a torch module whose state dict has the published file's names. ``forward`` returns the
-        last stage's maps, one tensor per branch (body: PAFs, heatmaps; hand and face: heatmaps), at 1/8 scale."""
+    def __init__(self, spec: Spec, state: Dict[str, "object"]) -> None:
+        self.spec = spec
+        self.state = state
+        self.kernel = {name: k for name, _cin, _cout, k in spec.convs()}
 
-        def __init__(self, spec: Spec) -> None:
-            super().__init__()
-            self.trunk = [layer if layer == POOL else layer[0] for layer in spec.trunk]
-            self.branches = [[[conv[0] for conv in stage] for stage in stages] for stages in spec.branches.values()]
-            for name, cin, cout, k in spec.convs():
-                self.add_module(name, nn.Conv2d(cin, cout, k, padding=k // 2))
+    def _conv(self, name: str, x):
+        from torch.nn import functional as F
 
-        def _run(self, names: List[str], x):
-            for i, name in enumerate(names):
-                x = getattr(self, name)(x)
-                if i < len(names) - 1:  # every convolution but a stage's last is followed by a ReLU
-                    x = F.relu(x)
-            return x
+        return F.conv2d(x, self.state[f"{name}.weight"], self.state[f"{name}.bias"], padding=self.kernel[name] // 2)
 
-        def forward(self, x):
-            for layer in self.trunk:
-                x = F.max_pool2d(x, 2, 2) if layer == POOL else F.relu(getattr(self, layer)(x))
-            features = x
-            outputs: Optional[list] = None
-            for stage in range(STAGES):
-                inputs = features if outputs is None else torch.cat([*outputs, features], dim=1)
-                outputs = [self._run(stages[stage], inputs) for stages in self.branches]
-            return outputs
+    def _stage(self, layers: List[Conv], x):
+        from torch.nn import functional as F
 
-    return Cascade
+        for i, (name, *_shape) in enumerate(layers):
+            x = self._conv(name, x)
+            if i < len(layers) - 1:  # every convolution but a stage's last is followed by a ReLU
+                x = F.relu(x)
+        return x
+
+    def __call__(self, x) -> list:
+        import torch
+        from torch.nn import functional as F
+
+        for layer in self.spec.trunk:
+            x = F.max_pool2d(x, 2, 2) if layer == POOL else F.relu(self._conv(layer[0], x))
+        features = x
+        outputs: Optional[list] = None
+        for stage in range(STAGES):
+            inputs = features if outputs is None else torch.cat([*outputs, features], dim=1)
+            outputs = [self._stage(stages[stage], inputs) for stages in self.spec.branches.values()]
+        return outputs
 
 
-def network(kind: str):
-    """A new network of ``kind`` ("body", "hand", "face"): random weights, float32, CPU."""
-    return _cascade_class()(SPECS[kind]())
+def network(kind: str, state: dict) -> Cascade:
+    """The ``kind`` network ("body", "hand", "face") on ``state`` (its tensors, already checked against the spec)."""
+    return Cascade(SPECS[kind](), state)
