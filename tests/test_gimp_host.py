@@ -452,7 +452,7 @@ img.delete()
 def test_a_pose_layer_made_from_the_image_guides_img2img_and_its_edits_count(trixie_root, tmp_path):
     """*Control Layer from Image* with the pose preprocessor (the OpenPose files constructed by tests/tiny_pose.py,
     whose body model finds nobody: a black layer), that layer as img2img's pose control (a tiny pose ControlNet,
-    found by its name), then the painter's green bar on the pose layer changes what the same seed paints."""
+    found by its name), then the painter's green block on the pose layer changes what the same seed paints."""
     from conftest import ServerProcess
     from factory import make_models_dir
     from hosts.gimp import gimp_profile, run_batch
@@ -482,13 +482,12 @@ def img2img(seed):
     return data
 
 made = img2img(7)
+check(img2img(7) == made, "the same job twice paints the same pixels")
 buf = pose.get_buffer()
-buf.set(Gegl.Rectangle.new(16, 29, 32, 6), RGBA, bytes((0, 255, 0, 255)) * (32 * 6))  # the painter's green limb
+buf.set(Gegl.Rectangle.new(16, 21, 32, 21), RGBA, bytes((0, 255, 0, 255)) * (32 * 21))  # the painter's green block
 buf.flush()
 edited = img2img(7)
-check(len(made) == len(edited), "the same box twice")
-diff = sum(abs(a - b) for a, b in zip(made, edited)) / len(made)
-check(diff > 0.5, "the edited pose layer changes the result (mean difference %.2f)" % diff)
+check(len(made) == len(edited) and edited != made, "the edited pose layer reaches the job")
 check(read(layer, 0, 0, 64, 64) == before, "the user's layer is untouched")
 img.delete()
 """, {"url": proc.url}, timeout=600).assert_ok()
