@@ -229,3 +229,26 @@ def test_pose_loads_while_accelerate_makes_empty_models(pose_models, tmp_path):
     with init_empty_weights():
         out = preprocess_image("pose", np.zeros((40, 40, 3), np.uint8), Registry(tmp_path))
     assert out.shape == (40, 40, 3) and out.max() == 0
+
+
+def test_hands_and_faces_are_looked_for_in_the_boxes_the_body_implies():
+    """A known body in a picture, the hand and face networks (random weights, seen at a reduced size) run on the
+    boxes beside its wrists and around its head: the body is drawn, and nothing outside those boxes and its limbs."""
+    from server.preprocess.pose import draw_people, face_heatmaps, hand_heatmaps
+
+    nets = {part: posenet.network(part, random_state(part, i)) for i, part in enumerate(("hand", "face"))}
+    crop = np.random.default_rng(1).integers(0, 255, (50, 50, 3), dtype=np.uint8)
+    assert hand_heatmaps(nets["hand"], crop, sides=(32, 48)).shape == (50, 50, 22)
+    assert face_heatmaps(nets["face"], crop, seen_side=32).shape == (50, 50, 71)
+    bgr = np.random.default_rng(2).integers(0, 255, (320, 240, 3), dtype=np.uint8)
+    person = posedecode.Person([tuple(map(float, j)) for j in JOINTS])
+    image = draw_people(nets, bgr, [person], hand_sides=(32,), face_side=32)
+    assert image.shape == (320, 240, 3)
+    for part in (9, 10, 12, 13):  # knees and ankles, away from the hands and the face
+        assert tuple(image[JOINTS[part][1], JOINTS[part][0]]) == posedraw.BODY_COLOURS[part]
+    allowed = np.zeros((320, 240), np.uint8)
+    for a, b in posedecode.LIMBS[:17]:
+        cv2.line(allowed, JOINTS[a], JOINTS[b], 1, thickness=16)
+    for x, y, side in posedecode.hand_boxes(person, 240, 320) + [posedecode.face_box(person, 240, 320)]:
+        allowed[max(0, y - 5):y + side + 5, max(0, x - 5):x + side + 5] = 1  # a drawn point reaches 4 px out
+    assert image[allowed == 0].max() == 0

@@ -84,22 +84,30 @@ def pose(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     work = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
     bgr = np.ascontiguousarray(work[:, :, ::-1])
-    people = detect_people(nets["body"], bgr, device)
-    hands, faces = [], []
-    wh, ww = bgr.shape[:2]
-    for person in people:
-        for x, y, side in posedecode.hand_boxes(person, ww, wh):
-            points = posedecode.hand_keypoints(hand_heatmaps(nets["hand"], bgr[y:y + side, x:x + side], device))
-            hands.append(posedecode.offset(points, x, y))
-        box = posedecode.face_box(person, ww, wh)
-        if box is not None:
-            x, y, side = box
-            points = posedecode.face_keypoints(face_heatmaps(nets["face"], bgr[y:y + side, x:x + side], device))
-            faces.append(posedecode.offset(points, x, y))
-    drawing = posedraw.pose_image(wh, ww, people, hands, faces)
+    drawing = draw_people(nets, bgr, detect_people(nets["body"], bgr, device), device)
+    wh, ww = drawing.shape[:2]
     if (wh, ww) == (h, w):
         return drawing
     return cv2.resize(drawing, (w, h), interpolation=cv2.INTER_AREA if scale > 1 else cv2.INTER_LINEAR)
+
+
+def draw_people(nets: dict, bgr: np.ndarray, people: List[posedecode.Person], device: str = "cpu",
+                hand_sides: Tuple[int, ...] = HAND_SIDES, face_side: int = FACE_SIDE) -> np.ndarray:
+    """The pose image of ``people`` found in the BGR picture: their bodies, and the hands and faces the hand and face
+    networks (``nets["hand"]``, ``nets["face"]``) find in the boxes each body implies (seen at ``hand_sides`` and
+    ``face_side`` px)."""
+    hands, faces = [], []
+    h, w = bgr.shape[:2]
+    for person in people:
+        for x, y, side in posedecode.hand_boxes(person, w, h):
+            maps = hand_heatmaps(nets["hand"], bgr[y:y + side, x:x + side], device, hand_sides)
+            hands.append(posedecode.offset(posedecode.hand_keypoints(maps), x, y))
+        box = posedecode.face_box(person, w, h)
+        if box is not None:
+            x, y, side = box
+            maps = face_heatmaps(nets["face"], bgr[y:y + side, x:x + side], device, face_side)
+            faces.append(posedecode.offset(posedecode.face_keypoints(maps), x, y))
+    return posedraw.pose_image(h, w, people, hands, faces)
 
 
 def _run(net, bgr: np.ndarray, device: str) -> list:
@@ -135,22 +143,24 @@ def detect_people(net, bgr: np.ndarray, device: str = "cpu") -> List[posedecode.
     return posedecode.assemble_people(posedecode.body_peaks(heatmaps), pafs)
 
 
-def hand_heatmaps(net, crop: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """The hand model's heatmaps for a square BGR crop, averaged over ``HAND_SIDES``, at the crop's size."""
+def hand_heatmaps(net, crop: np.ndarray, device: str = "cpu", sides: Tuple[int, ...] = HAND_SIDES) -> np.ndarray:
+    """The hand model's heatmaps for a square BGR crop seen at each of ``sides`` (px) and averaged, at the crop's
+    size."""
     side = crop.shape[0]
     blurred = cv2.GaussianBlur(crop, (0, 0), 0.8)
     total = np.zeros((HAND_MAP_SIDE, HAND_MAP_SIDE, posenet.HAND_PARTS + 1), np.float32)
-    for s in HAND_SIDES:
+    for s in sides:
         seen = cv2.resize(blurred, (s, s), interpolation=cv2.INTER_AREA if s < side else cv2.INTER_CUBIC)
         (maps,) = _run(net, _padded(seen), device)
         total += _upsampled(maps, (s, s), (HAND_MAP_SIDE, HAND_MAP_SIDE))
-    return cv2.resize(total / len(HAND_SIDES), (side, side), interpolation=cv2.INTER_LINEAR).reshape(side, side, -1)
+    return cv2.resize(total / len(sides), (side, side), interpolation=cv2.INTER_LINEAR).reshape(side, side, -1)
 
 
-def face_heatmaps(net, crop: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """The face model's heatmaps for a square BGR crop seen at ``FACE_SIDE``, at the crop's size."""
+def face_heatmaps(net, crop: np.ndarray, device: str = "cpu", seen_side: int = FACE_SIDE) -> np.ndarray:
+    """The face model's heatmaps for a square BGR crop seen at ``seen_side`` px (a multiple of 8), at the crop's
+    size."""
     side = crop.shape[0]
-    seen = cv2.resize(crop, (FACE_SIDE, FACE_SIDE), interpolation=cv2.INTER_AREA if FACE_SIDE < side
+    seen = cv2.resize(crop, (seen_side, seen_side), interpolation=cv2.INTER_AREA if seen_side < side
                       else cv2.INTER_CUBIC)
     (maps,) = _run(net, seen, device)
     return cv2.resize(maps, (side, side), interpolation=cv2.INTER_LINEAR).reshape(side, side, -1)
