@@ -169,19 +169,24 @@ def krita_diffusion_run(tmp_path_factory) -> Run:
     return _run_scenario(tmp_path_factory, "diffusion", DW, DH, ("sd15", "cn-sd15-canny"), model="tiny-sd15")
 
 
-@pytest.fixture(scope="module")
-def krita_flux_run(tmp_path_factory) -> Run:
-    """The plugin against a server of this checkout (the installed command would run the shared venv's copy)."""
+def _run_on_own_server(tmp_path_factory, scenario: str, which, model: str, tag: str = "") -> Run:
+    """``scenario`` against a server of this checkout with the tiny models ``which`` (the installed command would run
+    the shared venv's copy)."""
     import factory
     from conftest import ServerProcess
 
-    work = tmp_path_factory.mktemp("krita-flux-server")
-    models = factory.make_models_dir(work / "models", ("flux-split",))
+    work = tmp_path_factory.mktemp(f"krita-{scenario}-server")
+    models = factory.make_models_dir(work / "models", which)
     proc = ServerProcess(["--models", str(models)], work / "server.log").start()
     try:
-        return _run_scenario(tmp_path_factory, "flux", DW, DH, model="tiny-flux-split", server_url=proc.url)
+        return _run_scenario(tmp_path_factory, scenario, DW, DH, model=model, server_url=proc.url, tag=tag)
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def krita_flux_run(tmp_path_factory) -> Run:
+    return _run_on_own_server(tmp_path_factory, "flux", ("flux-split",), "tiny-flux-split")
 
 
 # (models in the folder, the checkpoint chosen in the panel, least mean |change| per channel the reference makes)
@@ -285,17 +290,7 @@ def test_live_mode_sends_a_new_frame_when_a_region_prompt_is_edited(krita_region
 @pytest.fixture(scope="module")
 def krita_edit_run(tmp_path_factory) -> Run:
     """Instruction edit: a tiny Flux.1 Kontext and a tiny Flux.1 dev, against a server of this checkout."""
-    import factory
-    from conftest import ServerProcess
-
-    work = tmp_path_factory.mktemp("krita-edit-server")
-    models = factory.make_models_dir(work / "models", ("flux", "flux-kontext"))
-    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
-    try:
-        return _run_scenario(tmp_path_factory, "edit", DW, DH, model="tiny-flux-kontext", server_url=proc.url,
-                             tag="edit")
-    finally:
-        proc.stop()
+    return _run_on_own_server(tmp_path_factory, "edit", ("flux", "flux-kontext"), "tiny-flux-kontext", tag="edit")
 
 
 @pytest.fixture(scope="module")
@@ -605,18 +600,8 @@ def test_control_layer_guides_an_inpaint_job(krita_diffusion_run):
 
 @pytest.fixture(scope="module")
 def krita_pose_run(tmp_path_factory) -> Run:
-    """The tiny SD1.5 with a tiny pose ControlNet (found by its name) and the pose preprocessor's three files, on a
-    server of this checkout (the installed command would run the shared venv's copy)."""
-    import factory
-    from conftest import ServerProcess
-
-    work = tmp_path_factory.mktemp("krita-pose-server")
-    models = factory.make_models_dir(work / "models", ("sd15", "cn-sd15-openpose", "pose-annotators"))
-    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
-    try:
-        return _run_scenario(tmp_path_factory, "pose", DW, DH, model="tiny-sd15", server_url=proc.url)
-    finally:
-        proc.stop()
+    """The tiny SD1.5 with a tiny pose ControlNet (found by its name) and the pose preprocessor's three files."""
+    return _run_on_own_server(tmp_path_factory, "pose", ("sd15", "cn-sd15-openpose", "pose-annotators"), "tiny-sd15")
 
 
 def test_a_pose_layer_made_from_the_image_guides_a_job_and_its_edits_count(krita_pose_run):

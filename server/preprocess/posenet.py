@@ -4,7 +4,7 @@
 and ``facenet.pth`` (the 70-landmark face model built like the hand model), as lllyasviel/Annotators publishes them.
 Each is a VGG-like trunk (3x3 convolutions, three 2x2 max pools: stride 8) and six cascaded stages; a stage after the
 first sees the previous stage's maps beside the trunk's features. Every tensor is named as in the published file
-(``conv1_1.weight``, ``Mconv7_stage6_L2.bias``, ...), so a file loads into these networks by name. The networks take
+(``conv1_1.weight``, ``Mconv7_stage6_L2.bias``, ...): a network runs on a file's tensors as they are. The networks take
 BGR pictures scaled as ``pixel / 256 - 0.5``, N x 3 x H x W.
 """
 
