@@ -187,8 +187,21 @@ def test_pose_runs_the_three_files_and_draws_nobody_on_black(pose_models):
     assert out.shape == img.shape and out.dtype == np.uint8 and out.max() == 0  # these weights find no one
     rgba = np.dstack([img, np.full((90, 70), 255, np.uint8)])
     assert np.array_equal(preprocess_image("openpose", rgba, Registry(pose_models)), out)
+    for strip in ((6, 900), (900, 6), (1, 1)):  # not blown up to a short side of 512 px
+        assert preprocess_image("pose", np.zeros((*strip, 3), np.uint8), Registry(pose_models)).shape == (*strip, 3)
     ready = {p["name"]: p for p in available_preprocessors(Registry(pose_models))}
     assert ready["pose"] == {"name": "pose", "ready": True, "needs": ""}
+
+
+@pytest.mark.parametrize("h, w", [(6, 900), (900, 6), (1, 1), (768, 512), (4000, 6000)])
+def test_the_networks_see_bounded_sizes(h, w):
+    from server.preprocess.pose import body_scale, working_scale
+
+    s = working_scale(h, w)
+    wh, ww = max(1, round(h * s)), max(1, round(w * s))
+    assert max(wh, ww) <= 2048 and (min(wh, ww) == 512 or max(wh, ww) >= 2047)
+    b = body_scale(wh, ww)
+    assert round(wh * b) <= 184 and round(ww * b) <= 736
 
 
 def test_missing_pose_files_are_named(pose_models, tmp_path):

@@ -1,10 +1,11 @@
 """The pose preprocessor: ControlNet's OpenPose (body, hands and face) from lllyasviel/Annotators' three weight files.
 
-The picture is brought to a working size (short side 512 px, as ControlNet's detect resolution); the body model sees
-it at 184 px high and gives heatmaps and part affinity fields, from which people are assembled; each person's hand
-and face boxes are cropped from the working picture and run through the hand model (four scales averaged) and the
-face model; everything is drawn on black at the working size and the drawing is resized to the picture's size.
-The ``.pth`` files are read with torch's weights-only loader (or the same tensors as ``.safetensors``).
+The picture is brought to a working size (short side 512 px, as ControlNet's detect resolution; a thin strip's long
+side at most 2048 px); the body model sees it 184 px high (at most 736 px wide) and gives heatmaps and part affinity
+fields, from which people are assembled; each person's hand and face boxes are cropped from the working picture and
+run through the hand model (four scales averaged) and the face model; everything is drawn on black at the working
+size and the drawing is resized to the picture's size. The ``.pth`` files are read with torch's weights-only loader
+(or the same tensors as ``.safetensors``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from .annotators import ANNOTATORS_DIR, check_tensors, model_roots, where
 POSE_FILES = {"body": "body_pose_model.pth", "hand": "hand_pose_model.pth", "face": "facenet.pth"}
 WHAT = {"body": "OpenPose body model", "hand": "OpenPose hand model", "face": "OpenPose face model"}
 WORKING_SHORT_SIDE = 512
+WORKING_LONG_SIDE_MAX = 2048  # a thin strip is not blown up past this
 BODY_HEIGHT = 184  # 0.5 x the 368 px box of the body model, ControlNet's single scale
+BODY_MAX_WIDTH = 4 * BODY_HEIGHT  # a wide strip is seen narrower than that height would make it
 HAND_SIDES = (184, 368, 552, 736)  # the hand crop is looked at at these sides and the heatmaps averaged
 HAND_MAP_SIDE = 128  # the side the hand heatmaps are averaged at
 FACE_SIDE = 384
@@ -80,15 +83,29 @@ def pose(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
         raise missing_error(missing, registry)
     nets = {part: _loaded[part].get(path, device) for part, path in found.items()}
     h, w = rgb.shape[:2]
-    scale = WORKING_SHORT_SIDE / min(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    work = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    scale = working_scale(h, w)
+    work = cv2.resize(rgb, _scaled(w, h, scale), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
     bgr = np.ascontiguousarray(work[:, :, ::-1])
     drawing = draw_people(nets, bgr, detect_people(nets["body"], bgr, device), device)
     wh, ww = drawing.shape[:2]
     if (wh, ww) == (h, w):
         return drawing
     return cv2.resize(drawing, (w, h), interpolation=cv2.INTER_AREA if scale > 1 else cv2.INTER_LINEAR)
+
+
+def working_scale(h: int, w: int) -> float:
+    """The scale of the working picture: short side 512 px, unless that makes the long side longer than 2048 px."""
+    return min(WORKING_SHORT_SIDE / min(h, w), max(1.0, WORKING_LONG_SIDE_MAX / max(h, w)))
+
+
+def body_scale(h: int, w: int) -> float:
+    """The scale at which the body model sees the working picture: 184 px high, at most 736 px wide."""
+    return min(BODY_HEIGHT / h, BODY_MAX_WIDTH / w)
+
+
+def _scaled(w: int, h: int, scale: float) -> Tuple[int, int]:
+    """(w, h) times ``scale``, at least 1 px each."""
+    return max(1, round(w * scale)), max(1, round(h * scale))
 
 
 def draw_people(nets: dict, bgr: np.ndarray, people: List[posedecode.Person], device: str = "cpu",
@@ -135,8 +152,8 @@ def _upsampled(maps: np.ndarray, seen: Tuple[int, int], size: Tuple[int, int]) -
 def detect_people(net, bgr: np.ndarray, device: str = "cpu") -> List[posedecode.Person]:
     """The people the body model finds in a BGR picture, in its pixels."""
     h, w = bgr.shape[:2]
-    scale = BODY_HEIGHT / h
-    seen = cv2.resize(bgr, (max(1, round(w * scale)), BODY_HEIGHT), interpolation=cv2.INTER_AREA)
+    scale = body_scale(h, w)
+    seen = cv2.resize(bgr, _scaled(w, h, scale), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
     pafs, heatmaps = _run(net, _padded(seen), device)
     heatmaps = _upsampled(heatmaps, seen.shape[:2], (h, w))
     pafs = _upsampled(pafs, seen.shape[:2], (h, w))
