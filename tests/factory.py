@@ -42,6 +42,8 @@ CLIP tokenizer, at 64 px native size.
 ``vae-file`` / ``vae-folder`` a stand-alone VAE (other weights than the checkpoints' own): one ``.safetensors`` with
                              original key names (``vae/tiny-vae-ft-mse.safetensors``, as VAEs ship) or a diffusers
                              folder (``vae/tiny-vae-diffusers``)
+``pose-annotators``          the pose preprocessor's OpenPose files in ``annotators/`` (tests/tiny_pose.py: the real
+                             layer shapes, weights with which the body model finds nobody)
 ``redux-file`` /             Flux Redux (tests/tiny_redux.py): ComfyUI's ``style_models/`` file + a SigLIP file in
 ``redux-folder``             ``clip_vision/``, or a diffusers FluxPriorReduxPipeline folder in ``style_models/``
 ``flux-full`` / ``sd3-full`` one ComfyUI-style full checkpoint: ``model.diffusion_model.*`` + ``text_encoders.<role>.
@@ -884,6 +886,12 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
             import tiny_redux
 
             tiny_redux.link_into(path, item)
+        elif item == "pose-annotators":  # the pose preprocessor's three files: tests/tiny_pose.py
+            import tiny_pose
+
+            built = tiny_pose.build_pose_models(cache_root() / "pose-models") / "annotators"
+            for name in tiny_pose.POSE_FILES.values():
+                _link(built / name, path / "annotators" / name)
         elif item.startswith("emb-"):
             p = embedding_path(item[4:])
             _link(p, path / "embeddings" / item[4:] / p.name)

@@ -47,7 +47,7 @@ def test_the_shipped_catalogue_is_complete_and_consistent():
     assert {("sd15", "checkpoint"), ("sd15", "controlnet"), ("sd15", "lora"), ("sd15", "vae"), ("any", "upscaler"),
             ("any", "annotator")} <= kinds
     controls = " ".join(f.target for f in catalogue.presets["sd15"].files if f.kind == "controlnet")
-    for control in ("inpaint", "canny", "depth", "lineart", "tile"):
+    for control in ("inpaint", "canny", "depth", "lineart", "tile", "openpose"):
         assert control in controls
     assert any("inpainting" in f.target for f in catalogue.presets["sd15"].files if f.kind == "checkpoint")
     # Targets follow the folders the registry and the annotators read.
@@ -56,6 +56,13 @@ def test_the_shipped_catalogue_is_complete_and_consistent():
     targets = {f.target for f in catalogue.files.values()}
     assert {f"annotators/{DEPTH_FOLDER}/{name}" for name in DEPTH_FILES} <= targets
     assert f"annotators/{WEIGHT_FILES['softedge']}" in targets
+    from server.preprocess.pose import POSE_FILES
+
+    assert {f"annotators/{name}" for name in POSE_FILES.values()} <= targets
+    for preset in ("sd15", "sdxl", "annotators"):
+        pose = [f for f in catalogue.presets[preset].files if "pose" in (f.controls or [])]
+        assert {f.target for f in pose if f.kind == "annotator"} == {f"annotators/{n}" for n in POSE_FILES.values()}
+        assert preset == "annotators" or any(f.kind == "controlnet" for f in pose), preset
 
 
 def test_unknown_names_are_refused_naming_what_exists():
@@ -191,7 +198,7 @@ def test_models_pull_command_downloads_a_preset_and_models_lists_it(tmp_path):
     listing = _cli(["models", "--models", str(tmp_path)], {})
     assert listing.returncode == 0, listing.stderr
     assert re.search(r"lama\s+complete", listing.stdout), listing.stdout
-    assert "sd15        lacks 15 of 15 files" in listing.stdout
+    assert "sd15        lacks 19 of 19 files" in listing.stdout
     assert "controlnet/control_v11p_sd15_canny_fp16.safetensors  (sd15 controlnet" in listing.stdout
 
 

@@ -515,6 +515,52 @@ img.delete()
         proc.stop()
 
 
+def test_a_pose_layer_made_from_the_image_guides_img2img_and_its_edits_count(trixie_root, tmp_path):
+    """*Control Layer from Image* with the pose preprocessor (the OpenPose files constructed by tests/tiny_pose.py,
+    whose body model finds nobody: a black layer), that layer as img2img's pose control (a tiny pose ControlNet,
+    found by its name), then the painter's green block on the pose layer changes what the same seed paints."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+
+    models = make_models_dir(tmp_path / "models", which=("sd15", "cn-sd15-openpose", "pose-annotators"))
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            run_batch(prof, """
+img, (layer,) = make_image(64, 64)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-control-layer", img, [layer], preprocessor="pose", server=P["url"])
+added = new_layers(img, old)
+check(len(added) == 1 and added[0].get_name() == "Control: pose", "one pose layer: %r" % layer_summary(img))
+pose = added[0]
+px = read(pose, 0, 0, 64, 64)
+check(set(px[3::4]) == {255} and set(px[0::4]) | set(px[1::4]) | set(px[2::4]) == {0}, "opaque black: nobody found")
+before = read(layer, 0, 0, 64, 64)
+
+def img2img(seed):
+    old = img.get_layers()
+    expect_ok("plug-in-paintbridge-img2img", img, [layer], prompt="a dancer", seed=seed, steps=2, strength=0.8,
+              control_layer=pose, control_type="pose", control_strength=1.0, server=P["url"])
+    (new,) = new_layers(img, old)
+    data = read(new, *new.get_offsets()[1:], new.get_width(), new.get_height())
+    img.remove_layer(new)
+    return data
+
+made = img2img(7)
+check(img2img(7) == made, "the same job twice paints the same pixels")
+buf = pose.get_buffer()
+buf.set(Gegl.Rectangle.new(16, 21, 32, 21), RGBA, bytes((0, 255, 0, 255)) * (32 * 21))  # the painter's green block
+buf.flush()
+edited = img2img(7)
+check(len(made) == len(edited) and edited != made, "the edited pose layer reaches the job")
+check(read(layer, 0, 0, 64, 64) == before, "the user's layer is untouched")
+img.delete()
+""", {"url": proc.url}, timeout=600).assert_ok()
+    finally:
+        proc.stop()
+
+
 def test_tiny_flux_model_generate_into_a_selection(trixie_root, tmp_path):
     """A Flux.1 model kept as ComfyUI users keep it (transformer in diffusion_models/, text encoders, VAE): generate
     into a selection from GIMP, the layer composited by the selection, nothing outside it changed. Then the same job

@@ -135,6 +135,14 @@ def test_upscale_and_control_layer_settings():
     assert (s.preprocessor, s.low_threshold, s.high_threshold) == ("depth", 20, 200)
 
 
+def test_the_control_layer_procedure_offers_exactly_what_the_server_runs_as_a_control():
+    from server.preprocess import NOT_RUN, PREPROCESSORS
+
+    offered = [nick for nick, _ in arguments.PREPROCESSOR_CHOICES]
+    runs = [name for name in PREPROCESSORS if name not in NOT_RUN and name not in ("inpaint", "reference")]
+    assert sorted(offered) == sorted(runs) and "pose" in offered
+
+
 def test_live_procedure_makes_one_result():
     spec = arguments.BY_NAME[arguments.PREFIX + "live-inpaint"]
     assert values.settings_from_values(spec, dict(spec.defaults(), batch=4)).batch == 1

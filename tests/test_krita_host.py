@@ -181,19 +181,24 @@ def krita_diffusion_run(tmp_path_factory) -> Run:
     return _run_scenario(tmp_path_factory, "diffusion", DW, DH, ("sd15", "cn-sd15-canny"), model="tiny-sd15")
 
 
-@pytest.fixture(scope="module")
-def krita_flux_run(tmp_path_factory) -> Run:
-    """The plugin against a server of this checkout (the installed command would run the shared venv's copy)."""
+def _run_on_own_server(tmp_path_factory, scenario: str, which, model: str, tag: str = "") -> Run:
+    """``scenario`` against a server of this checkout with the tiny models ``which`` (the installed command would run
+    the shared venv's copy)."""
     import factory
     from conftest import ServerProcess
 
-    work = tmp_path_factory.mktemp("krita-flux-server")
-    models = factory.make_models_dir(work / "models", ("flux-split",))
+    work = tmp_path_factory.mktemp(f"krita-{scenario}-server")
+    models = factory.make_models_dir(work / "models", which)
     proc = ServerProcess(["--models", str(models)], work / "server.log").start()
     try:
-        return _run_scenario(tmp_path_factory, "flux", DW, DH, model="tiny-flux-split", server_url=proc.url)
+        return _run_scenario(tmp_path_factory, scenario, DW, DH, model=model, server_url=proc.url, tag=tag)
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def krita_flux_run(tmp_path_factory) -> Run:
+    return _run_on_own_server(tmp_path_factory, "flux", ("flux-split",), "tiny-flux-split")
 
 
 # (models in the folder, the checkpoint chosen in the panel, least mean |change| per channel the reference makes)
@@ -297,17 +302,7 @@ def test_live_mode_sends_a_new_frame_when_a_region_prompt_is_edited(krita_region
 @pytest.fixture(scope="module")
 def krita_edit_run(tmp_path_factory) -> Run:
     """Instruction edit: a tiny Flux.1 Kontext and a tiny Flux.1 dev, against a server of this checkout."""
-    import factory
-    from conftest import ServerProcess
-
-    work = tmp_path_factory.mktemp("krita-edit-server")
-    models = factory.make_models_dir(work / "models", ("flux", "flux-kontext"))
-    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
-    try:
-        return _run_scenario(tmp_path_factory, "edit", DW, DH, model="tiny-flux-kontext", server_url=proc.url,
-                             tag="edit")
-    finally:
-        proc.stop()
+    return _run_on_own_server(tmp_path_factory, "edit", ("flux", "flux-kontext"), "tiny-flux-kontext", tag="edit")
 
 
 @pytest.fixture(scope="module")
@@ -629,6 +624,36 @@ def test_control_layer_guides_an_inpaint_job(krita_diffusion_run):
     assert rec["rows"] and rec["rows"][0]["type"] == "canny" and rec["rows"][0]["layer_id"]
     assert rec["error"] is False, rec["message"]
     assert rec["results"] == 1 and PREVIEW in _names(rec["layers_preview"])
+
+
+@pytest.fixture(scope="module")
+def krita_pose_run(tmp_path_factory) -> Run:
+    """The tiny SD1.5 with a tiny pose ControlNet (found by its name) and the pose preprocessor's three files."""
+    return _run_on_own_server(tmp_path_factory, "pose", ("sd15", "cn-sd15-openpose", "pose-annotators"), "tiny-sd15")
+
+
+def test_a_pose_layer_made_from_the_image_guides_a_job_and_its_edits_count(krita_pose_run):
+    run = krita_pose_run
+    assert run["errors"] == [], run["errors"]
+    assert run["row_type"] == "pose"
+    assert run["from_image"]["error"] is False, run["from_image"]["message"]
+    names = _names(run["layers"])
+    assert "Control: pose" in names and names.index("Control: pose") > names.index("Paint")
+    # The control row now points at the new layer, still as a pose control.
+    assert [(r["type"], r["layer_id"]) for r in run["rows"]] == [("pose", run["pose_layer_id"])]
+    # The pose image: opaque black (the constructed body model finds nobody in the picture).
+    pose = run.pixels("pose-layer", DW, DH)
+    assert (pose[..., :3] == 0).all() and (pose[..., 3] == 255).all()
+    # The jobs ran with the pose control (the only ControlNet is the pose one; without it a pose control is refused).
+    for tag in ("made", "again", "edited"):
+        assert run[tag]["error"] is False, run[tag]["message"]
+        assert run[tag]["results"] == 1
+    # The painter's green block on the pose layer reaches the job: the same job paints other pixels than twice before.
+    assert (run.pixels("pose-layer-edited", DW, DH)[..., 1] == 255).any()
+    made, again, edited = ((run.out / f"pose-{tag}-result.bin").read_bytes() for tag in ("made", "again", "edited"))
+    assert made == again and len(edited) == len(made) and edited != made
+    # The painter's own layer is untouched.
+    assert run.pixels("user-after-Paint", DW, DH).tobytes() == run.pixels("user-before-Paint", DW, DH).tobytes()
 
 
 def test_cancel_stops_the_job_and_changes_nothing(krita_diffusion_run):

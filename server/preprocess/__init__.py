@@ -4,8 +4,9 @@ Two entry points: ``preprocess_image`` (used by the diffusion engine for a contr
 ``PreprocessEngine`` (mode ``preprocess``: the control image comes back as a layer the painter can edit and reuse).
 
 Built in, no weights: canny, lineart, scribble, shuffle, tile, inpaint, reference (the image itself). With annotator
-weights in ``<models>/annotators/``: depth, normal (derived from depth), softedge (HED, ``ControlNetHED.pth``). Known
-by name with the file they need, not run by this server: pose, lineart_anime, lineart_realistic, mlsd.
+weights in ``<models>/annotators/``: depth, normal (derived from depth), softedge (HED, ``ControlNetHED.pth``), pose
+(OpenPose body, hands and face: ``body_pose_model.pth``, ``hand_pose_model.pth``, ``facenet.pth``). Known by name with
+the file they need, not run by this server: lineart_anime, lineart_realistic, mlsd.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from protocol.errors import BAD_REQUEST, ProtocolError
 from ..core import Engine, Job, JobContext, Layer
 from ..imageops import rgba
 from . import annotators, classical
+from . import pose as openpose
 from .classical import inpaint_condition
 
-__all__ = ["PREPROCESSORS", "ALIASES", "PreprocessEngine", "available_preprocessors", "canonical_name",
+__all__ = ["PREPROCESSORS", "NOT_RUN", "ALIASES", "PreprocessEngine", "available_preprocessors", "canonical_name",
            "preprocess_image", "inpaint_condition"]
 
 BUILT_IN = ("canny", "lineart", "scribble", "shuffle", "tile", "inpaint", "reference")
 WITH_WEIGHTS = ("depth", "normal") + tuple(annotators.WEIGHT_FILES)
 PREPROCESSORS = BUILT_IN + WITH_WEIGHTS
+NOT_RUN = ("lineart_anime", "lineart_realistic", "mlsd")  # known by the file they need; this server does not run them
 
 ALIASES = {
     "lineart_standard": "lineart",
@@ -60,6 +63,10 @@ def available_preprocessors(registry) -> List[dict]:
         elif name == "softedge":
             ready = softedge_ready
             needs = "" if ready else f"{annotators.ANNOTATORS_DIR}/{annotators.WEIGHT_FILES[name]}"
+        elif name == "pose":
+            missing = openpose.find_weights(registry)[1]
+            ready = not missing
+            needs = ", ".join(f"{annotators.ANNOTATORS_DIR}/{f}" for f in missing)
         else:
             ready, needs = False, f"{annotators.ANNOTATORS_DIR}/{annotators.WEIGHT_FILES[name]}"
         out.append({"name": name, "ready": ready, "needs": needs})
@@ -87,7 +94,7 @@ def preprocess_image(kind: str, rgb: np.ndarray, registry, *, low_threshold: int
     ``rgb`` is H x W x 3 uint8; an H x W x 4 RGBA layer is flattened over white first (a sketch on a transparent
     layer reads as lines on paper). Options: ``low_threshold``/``high_threshold`` (canny), ``seed`` (shuffle; < 0
     counts as 0), ``mask`` (H x W uint8, inpaint), ``tile_downscale``/``tile_blur`` (tile). ``registry`` locates
-    annotator weights; annotator networks (depth, normal, soft edge) run on ``device`` (a torch device string).
+    annotator weights; annotator networks (depth, normal, soft edge, pose) run on ``device`` (a torch device string).
     """
     if rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or rgb.dtype != np.uint8:
         raise ProtocolError(BAD_REQUEST, f"a preprocessor needs an H x W x 3 uint8 image, got {rgb.shape} {rgb.dtype}")
@@ -116,6 +123,8 @@ def preprocess_image(kind: str, rgb: np.ndarray, registry, *, low_threshold: int
         out = annotators.normal(rgb, registry, device)
     elif name == "softedge":
         out = annotators.softedge(rgb, registry, device)
+    elif name == "pose":
+        out = openpose.pose(rgb, registry, device)
     else:
         annotators.needs_weights(name, registry)
         raise AssertionError("unreachable")

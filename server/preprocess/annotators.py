@@ -4,8 +4,8 @@ Depth runs a depth-estimation model through transformers (Depth Anything V2 as p
 a folder with ``config.json``, ``model.safetensors`` and ``preprocessor_config.json``); normal maps are derived from
 that depth. Soft edge runs lllyasviel's ControlNet 1.1 HED annotator (``ControlNetHED.pth`` from lllyasviel/Annotators,
 or the same tensors as ``ControlNetHED.safetensors``) on a small network defined here; the ``.pth`` is read with torch's
-weights-only loader, never unpickled. The other annotators (pose, anime/realistic line art, M-LSD) are named with the
-file they need, so a painter knows exactly what is missing.
+weights-only loader, never unpickled. Pose runs ControlNet's OpenPose networks (``pose.py``). The other annotators
+(anime/realistic line art, M-LSD) are named with the file they need, so a painter knows exactly what is missing.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ DEPTH_FOLDER = "Depth-Anything-V2-Small-hf"
 DEPTH_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 DEPTH_MODEL_TYPES = ("depth_anything", "dpt", "zoedepth", "depth_pro", "glpn", "prompt_depth_anything")
 
-# The ControlNet 1.1 annotators Paintbridge knows by the weights file they need. Of these only softedge runs here
-# (see ``softedge``); the others answer ``unsupported`` when their file is installed.
+# The ControlNet 1.1 annotators Paintbridge knows by the weights file they need. Of these softedge and pose run here
+# (``softedge``; ``pose.py``, which needs the hand and face files as well); the others answer ``unsupported`` when
+# their file is installed.
 WEIGHT_FILES = {
     "softedge": "ControlNetHED.pth",
     "pose": "body_pose_model.pth",
@@ -49,7 +50,8 @@ def model_roots(registry) -> List[Path]:
     return []
 
 
-def _where(registry) -> str:
+def where(registry) -> str:
+    """The annotators folder of the first models folder, for messages."""
     roots = model_roots(registry)
     return str(roots[0] / ANNOTATORS_DIR) if roots else f"<models folder>/{ANNOTATORS_DIR}"
 
@@ -105,7 +107,7 @@ def _depth_map(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
             "model_not_found",
             f"the 'depth' preprocessor needs a depth model: put the Depth Anything V2 Small model in the transformers "
             f"format ({', '.join(DEPTH_FILES)} from depth-anything/{DEPTH_FOLDER}) into the folder "
-            f"{_where(registry)}/{DEPTH_FOLDER}/",
+            f"{where(registry)}/{DEPTH_FOLDER}/",
         )
     model, processor = _depth_models.get(folder / "model.safetensors", device)
     inputs = processor(images=rgb, return_tensors="pt").to(device)
@@ -225,22 +227,8 @@ def load_hed(path: Path, device: str = "cpu"):
     from ..models.weights import read_state_dict
 
     state = read_state_dict(path, what="soft-edge annotator")
-    expected = hed_state_shapes()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {expected[k]})" for k in expected
-             if k in state and tuple(getattr(state[k], "shape", ())) != expected[k]]
-    if missing or unexpected or wrong:
-        details = "; ".join(part for part in (
-            missing and f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}",
-            unexpected and f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}",
-            wrong and f"wrong shape {', '.join(wrong[:4])}") if part)
-        raise ProtocolError(
-            "unsupported",
-            f"{path} is not lllyasviel's ControlNetHED soft-edge annotator (ControlNetHED.pth from "
-            f"lllyasviel/Annotators): {details}",
-            field="params.preprocessor",
-        )
+    check_tensors(state, hed_state_shapes(), path,
+                  "lllyasviel's ControlNetHED soft-edge annotator (ControlNetHED.pth from lllyasviel/Annotators)")
     net = hed_network()
     net.load_state_dict({k: v.float() for k, v in state.items()})  # the published file is float16
     return net.to(device).eval()
@@ -261,7 +249,7 @@ def softedge(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
         raise ProtocolError(
             "model_not_found",
             f"the 'softedge' preprocessor needs the annotator weights {WEIGHT_FILES['softedge']} (from "
-            f"lllyasviel/Annotators), which are not installed: put the file at {_where(registry)}/"
+            f"lllyasviel/Annotators), which are not installed: put the file at {where(registry)}/"
             f"{WEIGHT_FILES['softedge']} (or the same tensors as {SOFTEDGE_FILES[0]})",
             field="params.preprocessor",
         )
@@ -293,8 +281,23 @@ def softedge(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
     return _rgb(gray)
 
 
+def check_tensors(state: dict, expected: Dict[str, Tuple[int, ...]], path: Path, what: str) -> None:
+    """``unsupported`` naming the first missing, unexpected and wrongly shaped tensors unless ``state`` holds exactly
+    the ``expected`` names and shapes; ``what`` says what the file should have been."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {expected[k]})" for k in expected
+             if k in state and tuple(getattr(state[k], "shape", ())) != expected[k]]
+    if missing or unexpected or wrong:
+        details = "; ".join(part for part in (
+            missing and f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}",
+            unexpected and f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}",
+            wrong and f"wrong shape {', '.join(wrong[:4])}") if part)
+        raise ProtocolError("unsupported", f"{path} is not {what}: {details}", field="params.preprocessor")
+
+
 def needs_weights(kind: str, registry) -> None:
-    """Raise the error of an annotator this server does not run (pose, anime/realistic line art, M-LSD): missing →
+    """Raise the error of an annotator this server does not run (anime/realistic line art, M-LSD): missing →
     model_not_found naming the file and folder; present → unsupported (this server version does not run it)."""
     filename = WEIGHT_FILES[kind]
     for root in model_roots(registry):
@@ -309,7 +312,7 @@ def needs_weights(kind: str, registry) -> None:
     raise ProtocolError(
         "model_not_found",
         f"the '{kind}' preprocessor needs the annotator weights {filename} (from lllyasviel/Annotators), "
-        f"which are not installed: put the file at {_where(registry)}/{filename}",
+        f"which are not installed: put the file at {where(registry)}/{filename}",
         field="params.preprocessor",
     )
 

@@ -1709,7 +1709,71 @@ def scenario_region_references():
     doc.setModified(False)
 
 
-SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
+def scenario_pose():
+    """A pose control layer: the control row's *From image* on a pose control makes the layer from the picture, a job
+    uses it; the painter paints on the pose layer and the same job (same seed) follows the edited layer."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
+    mark("connected")
+    R["server_pid"] = server_pid(ses)
+    doc = new_doc("pb-pose")
+    yield 400
+    photo = add_paint(doc, "Paint")
+    doc.setActiveNode(photo)
+    yield 300
+    R["user_before"] = snapshot(doc, "user-before", ["Paint"])
+    ses.set_mode("img2img")
+    ses.set_option("model", CONFIG["model"])
+    ses.set_prompt("a dancer", "")
+    for key, value in (("steps", 3), ("strength", 0.8), ("batch", 1), ("random_seed", False), ("seed", 11)):
+        ses.set_option(key, value)
+    ses.add_control(type="pose")
+    yield 300
+    row = panel.control_rows[0]
+    R["row_type"] = row.type_box.currentText()
+    mark("from_image")
+    row.from_image.click()  # the row's own button, as the painter presses it
+    yield Until(lambda: not ses.busy, 240)
+    R["from_image"] = panel_state(ses)
+    node = find(doc, "Control: pose")
+    R["layers"] = layers(doc)
+    R["rows"] = [dict(spec.__dict__) for spec in ses.controls]
+    R["pose_layer_id"] = node.uniqueId().toString() if node is not None else None
+    if node is None:
+        return
+    R["pose_layer"] = dump("pose-layer", node.pixelData(0, 0, W, H))
+    doc.setActiveNode(photo)
+    yield 300
+    deselect(doc)
+    R["made"] = rec = {}
+    yield from run_job(ses, rec, timeout=300)
+    rec["result"] = dump("pose-made-result", ses.results[0].data) if ses.results else None
+    ses.discard()
+    yield 300
+    R["again"] = rec = {}  # the same job again: the same pixels (so a change below comes from the edit)
+    yield from run_job(ses, rec, timeout=300)
+    rec["result"] = dump("pose-again-result", ses.results[0].data) if ses.results else None
+    ses.discard()
+    yield 300
+    # The painter paints into the pose layer: a green block over the middle.
+    bar_w, bar_h = W // 2, H // 3
+    node.setPixelData(QByteArray(bytes([0, 255, 0, 255]) * (bar_w * bar_h)), W // 4, H // 3, bar_w, bar_h)
+    doc.refreshProjection()
+    yield 300
+    R["pose_layer_edited"] = dump("pose-layer-edited", node.pixelData(0, 0, W, H))
+    R["edited"] = rec = {}
+    yield from run_job(ses, rec, timeout=300)
+    rec["result"] = dump("pose-edited-result", ses.results[0].data) if ses.results else None
+    ses.discard()
+    yield 300
+    R["user_after"] = snapshot(doc, "user-after", ["Paint"])
+    mark("done")
+
+
+SCENARIOS = {"pose": scenario_pose, "classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
              "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large,
              "references": scenario_references, "history": scenario_history, "edit": scenario_edit,
              "sampling": scenario_sampling, "regions": scenario_regions, "techniques": scenario_techniques,
