@@ -20,7 +20,8 @@ from .techniques import DETAIL_TARGETS, HIRES_UPSCALERS, MAX_PROMPT_LENGTH, Deta
 
 PROTOCOL_VERSION = "1.1"
 
-MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", "edit", "detail")
+MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", "edit", "detail", "caption")
+CAPTION_STYLES = ("sentence", "tags")
 CONTROL_TYPES = ("canny", "lineart", "scribble", "softedge", "depth", "normal", "pose", "tile", "inpaint", "shuffle",
                  "reference")
 INPAINT_FILLS = ("telea", "ns", "patch", "lama")
@@ -122,6 +123,9 @@ class Params(WireModel):
                                 doc="fraction of the steps after which the refiner takes over")
     # fills (issue 13)
     color_match: bool = wire(False, doc="match the result's colours to the area around the mask (inpaint, outpaint)")
+    caption_style: str = wire("sentence", choices=CAPTION_STYLES,
+                              doc="mode `caption`: `\"sentence\"` describes the picture in words, `\"tags\"` as "
+                                  "comma-separated tags")
 
     # hires fix and detailer (issue 13)
     hires: Hires = wire(factory=Hires, doc="hires fix: two passes (generate, img2img, inpaint, outpaint)")
@@ -271,7 +275,8 @@ class Job(Message):
     type: ClassVar[str] = "job"
     id: str = _id(doc="chosen by the client; unique among its open jobs")
     mode: str = wire(choices=MODES)
-    model: str = wire("", max_length=256, doc='a checkpoint name, `"classical"`, or `""` for the default')
+    model: str = wire("", max_length=256, doc='a checkpoint name, `"classical"`, or `""` for the default; mode '
+                      '`caption`: a captioner by name, `""` = the first installed')
     prompt: str = wire("", max_length=MAX_PROMPT_LENGTH)
     negative_prompt: str = wire("", max_length=MAX_PROMPT_LENGTH)
     image: Optional[ImagePayload] = wire(None, formats=(RGBA8, BGRA8), doc="the context box's pixels")
@@ -450,6 +455,7 @@ class Result(Message):
     elapsed: float = wire(0.0, minimum=0.0, doc="seconds")
     params: Dict[str, Any] = wire(factory=dict, doc="the parameters the server used")
     info: Dict[str, Any] = wire(factory=dict)
+    text: str = wire("", doc="mode `caption`: the picture described as a prompt to start from (`layers` is empty)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from protocol.errors import UNSUPPORTED, ProtocolError
-from protocol.messages import CONTROL_TYPES, MODES, REFERENCE_TYPES
+from protocol.messages import CAPTION_STYLES, CONTROL_TYPES, MODES, REFERENCE_TYPES
 
 from . import batches, tuning
 from . import device as devices
@@ -33,6 +33,7 @@ DIFFUSERS = "diffusers"
 FAMILIES = "families"  # Flux.1 and SD3/SD3.5 (server/families)
 UPSCALE = "upscale"
 PREPROCESS = "preprocess"
+CAPTION = "caption"
 TILE_CONTROL_STRENGTH = 0.6  # guides refine tiles without freezing them
 
 RefineFn = Callable[[np.ndarray, float, int], np.ndarray]
@@ -85,6 +86,10 @@ class Router:
             from .preprocess import PreprocessEngine
 
             return PreprocessEngine(self.registry, device=self.device)
+        if name == CAPTION:
+            from .caption import CaptionEngine
+
+            return CaptionEngine(self.registry, device=self.device)
         raise KeyError(name)
 
     @property
@@ -154,6 +159,8 @@ class Router:
             "reference_types_by_family": {**{f: list(REFERENCE_TYPES) for f in REFERENCE_FAMILIES},
                                           **{f: list(REDUX_TYPES) for f in REDUX_FAMILIES}},
             "regions": list(REGION_FAMILIES),  # regions (issue 15): the families whose checkpoints take them
+            "caption_styles": list(CAPTION_STYLES),
+            "captioners": [e.name for e in self.registry.entries("captioner") if e.problem is None],
         }
 
     # --- jobs ---
@@ -171,7 +178,7 @@ class Router:
 
     def _family_of(self, job: Job) -> str:
         """The human name of the job's checkpoint family ("Flux.1"), or "" when it runs on no checkpoint."""
-        if job.model == CLASSICAL or job.mode in (UPSCALE, PREPROCESS):
+        if job.model == CLASSICAL or job.mode in (UPSCALE, PREPROCESS, CAPTION):
             return ""
         entry = self.registry.find(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
         return arch_name(entry.arch) if entry is not None else ""
@@ -179,7 +186,7 @@ class Router:
     def _check_regions(self, job: Job, engine: Engine) -> None:
         """regions (issue 15): refuse a job with regions unless its checkpoint's family takes them (the error names
         the family and the model)."""
-        if engine is self.classical or engine.name in (UPSCALE, PREPROCESS):
+        if engine is self.classical or engine.name in (UPSCALE, PREPROCESS, CAPTION):
             raise engine.refuse_regions(job)
         entry = self.registry.get(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
         if entry is None:
@@ -193,6 +200,8 @@ class Router:
             return self.engine(UPSCALE)
         if job.mode == PREPROCESS:
             return self.engine(PREPROCESS)
+        if job.mode == CAPTION:
+            return self.engine(CAPTION)
         if job.model == CLASSICAL:
             return self.classical
         if job.model:  # model_not_found names what is installed

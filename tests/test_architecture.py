@@ -128,6 +128,7 @@ SERVER_LAYERS = {
     "detect": 1,  # face detection for the detailer (OpenCV's YuNet)
     "patchfill": 1, "lama": 1,  # the fills engines share: exemplar-based (numpy) and the LaMa network (spandrel)
     "classical": 2, "diffusion": 2, "families": 2, "upscale": 2, "preprocess": 2,  # the engines, peers
+    "caption": 2,  # the captioning engine (mode caption), a peer of the others
     "router": 3,  # picks the engine for a job
     "jobs": 4, "sessions": 4, "pulls": 4,  # the job queue, client sessions, model downloads asked for by clients
     "access": 4, "netlog": 4, "outbox": 4,  # who may connect, the network log, a connection's bounded outbox
