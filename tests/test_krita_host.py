@@ -283,6 +283,41 @@ def test_live_mode_sends_a_new_frame_when_a_region_prompt_is_edited(krita_region
 
 
 @pytest.fixture(scope="module")
+def krita_caption_run(tmp_path_factory) -> Run:
+    """Prompt from the picture: a tiny random BLIP captioner, against a server of this checkout."""
+    import tiny_blip
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-caption-server")
+    models = work / "models"
+    tiny_blip.install(models)
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "caption", W, H, server_url=proc.url, tag="caption")
+    finally:
+        proc.stop()
+
+
+def test_the_describe_button_fills_the_prompt_with_the_captioners_words(krita_caption_run):
+    import tiny_blip
+    from server.caption.tags import as_tags
+    from test_caption import direct_caption
+
+    run = krita_caption_run
+    assert not run["errors"], run["errors"]
+    assert run["captioners"] == ["tiny-blip"] and run["button"]["enabled"] and run["button"]["beside_prompt"]
+    box = run.pixels("caption-box", 64, 48)[..., [2, 1, 0, 3]]  # Krita's BGRA as RGBA
+    sentence = direct_caption(tiny_blip.captioner_folder(), np.ascontiguousarray(box))
+    assert sentence and sentence != "an old prompt"
+    for style, expected in (("sentence", sentence), ("tags", as_tags(sentence))):
+        got = run[style]
+        assert run[f"picked_{style}"] and run[f"busy_{style}"] and got["style"] == style
+        assert got["prompt"] == expected and got["prompt_edit"] == expected, (style, got)
+        assert not got["error"], got["message"]
+    assert run["layers_after"] == run["layers_before"], "describing adds and changes no layer"
+
+
+@pytest.fixture(scope="module")
 def krita_edit_run(tmp_path_factory) -> Run:
     """Instruction edit: a tiny Flux.1 Kontext and a tiny Flux.1 dev, against a server of this checkout."""
     import factory

@@ -22,7 +22,8 @@ STATE_COLORS = {"connected": "#3fb950", "connecting": "#d29922", "disconnected":
 SPINS = ("steps", "cfg", "seed", "batch", "refine", "extend_left", "extend_top", "extend_right", "extend_bottom",
          "batch_count", "clip_skip", "refiner_start")  # the last three: sampling (issue 13)
 COMBOS = ("model", "sampler", "upscaler", "image_source", "mask_source", "scale",
-          "scheduler", "vae", "refiner")  # the last three: sampling (issue 13)
+          "scheduler", "vae", "refiner",  # these three: sampling (issue 13)
+          "caption_style")  # prompt from the picture
 
 
 class PaintbridgePanel(QtWidgets.QWidget):
@@ -63,7 +64,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
                 "mask_source": self.mask_source_box, "scale": self.scale_box,
                 "scheduler": self.scheduler_box, "batch_count": self.batch_count_spin, "vae": self.vae_box,
                 "clip_skip": self.clip_skip_spin, "refiner": self.refiner_box,
-                "refiner_start": self.refiner_start_spin}[name]
+                "refiner_start": self.refiner_start_spin, "caption_style": self.caption_style_box}[name]
 
     def _bind(self) -> None:
         s = self.session
@@ -83,6 +84,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.start_server_button.clicked.connect(s.start_local_server)
         self.add_control_button.clicked.connect(lambda: s.add_control())
         self.run_button.clicked.connect(lambda: s.run())
+        self.describe_button.clicked.connect(lambda: s.describe())
         self.cancel_button.clicked.connect(s.cancel)
         self.live_button.toggled.connect(s.set_live)
         self.results_list.currentRowChanged.connect(
@@ -245,6 +247,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.progress.setValue(value)
         self.progress.setFormat(text)
         self.run_button.setEnabled(not s.busy and s.connected)
+        self.describe_button.setEnabled(not s.busy and s.connected)
         self.cancel_button.setEnabled(s.busy)
         if self.live_button.isChecked() != s.live.on:
             self.live_button.blockSignals(True)

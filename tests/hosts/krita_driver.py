@@ -1610,7 +1610,50 @@ def scenario_region_references():
     doc.setModified(False)
 
 
-SCENARIOS = {"classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
+def scenario_caption():
+    """Prompt from the picture: the Describe button beside the prompt fills it with the server captioner's words for
+    the selection's box, in the caption style chosen beside it; the document's layers stay as they were."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected" and ses.models, 150, poll=200)
+    R["connected"] = ses.connection_state
+    R["captioners"] = [m["name"] for m in ses.models if m.get("kind") == "captioner"]
+    doc = new_doc("pb-caption")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    doc.setActiveNode(paint)
+    yield 300
+    ses.set_prompt("an old prompt", "")
+    yield 100
+    select_rect(doc, 20, 10, 64, 48)
+    yield 300
+    R["layers_before"] = layers(doc)
+    doc.refreshProjection()
+    doc.waitForDone()
+    dump("caption-box", doc.pixelData(20, 10, 64, 48))
+    button, edit = panel.describe_button.geometry(), panel.prompt_edit.geometry()  # the same parent widget
+    R["button"] = {"text": panel.describe_button.text(), "enabled": panel.describe_button.isEnabled(),
+                   "beside_prompt": button.left() >= edit.right() and button.top() < edit.bottom()
+                   and button.bottom() > edit.top() and panel.describe_button.isVisible()}
+    for style in ("sentence", "tags"):
+        R[f"picked_{style}"] = pick(panel.caption_style_box, style)
+        yield 200
+        mark(f"describe {style}")
+        panel.describe_button.click()
+        R[f"busy_{style}"] = ses.busy
+        yield Until(lambda: not ses.busy, 120)
+        R[style] = {"prompt_edit": panel.prompt_edit.toPlainText(), "prompt": ses.settings.prompt,
+                    "style": ses.settings.caption_style, "message": ses.message, "error": ses.message_is_error}
+    R["layers_after"] = layers(doc)
+    dock.raise_()
+    yield 200
+    panel.grab().save(os.path.join(OUT, "panel.png"))
+    doc.setModified(False)
+
+
+SCENARIOS = {"caption": scenario_caption, "classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
              "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large,
              "references": scenario_references, "history": scenario_history, "edit": scenario_edit,
              "sampling": scenario_sampling, "regions": scenario_regions, "techniques": scenario_techniques,
