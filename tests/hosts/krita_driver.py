@@ -511,7 +511,7 @@ def scenario_classical():
     dock.resize(330, 900)
     panel.advanced_button.setChecked(True)
     yield 500
-    panel.grab().save(os.path.join(OUT, "panel.png"))
+    K.activeWindow().qwindow().grab().save(os.path.join(OUT, "window.png"))
     panel.advanced_button.setChecked(False)
     K.activeWindow().qwindow().grab().save(os.path.join(OUT, "window.png"))
     preview = find(doc, "Paintbridge preview")
@@ -868,7 +868,7 @@ def scenario_diffusion():
     dock.setFloating(True)
     dock.resize(330, 900)
     yield 500
-    panel.grab().save(os.path.join(OUT, "panel.png"))
+    K.activeWindow().qwindow().grab().save(os.path.join(OUT, "window.png"))
     from PyQt5.QtWidgets import QWidget
     R["wide_widgets"] = sorted(((w.minimumSizeHint().width(), type(w).__name__, w.objectName() or
                                  (w.text() if hasattr(w, "text") and isinstance(w.text(), str) else ""))
@@ -1450,7 +1450,7 @@ def scenario_sampling():
     dock.resize(330, 1000)
     panel.advanced_button.setChecked(True)
     yield 500
-    panel.grab().save(os.path.join(OUT, "panel.png"))
+    K.activeWindow().qwindow().grab().save(os.path.join(OUT, "window.png"))
 
 
 def scenario_regions():
@@ -1649,7 +1649,7 @@ def scenario_caption():
     R["layers_after"] = layers(doc)
     dock.raise_()
     yield 200
-    panel.grab().save(os.path.join(OUT, "panel.png"))
+    K.activeWindow().qwindow().grab().save(os.path.join(OUT, "window.png"))
     doc.setModified(False)
 
 
