@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from client.settings import FALLBACK_DEFAULTS, FILLS
+from client.settings import CAPTION_STYLE_LABELS, CAPTION_STYLES, FALLBACK_DEFAULTS, FILLS
 from protocol.messages import CONTROL_TYPES, REFERENCE_TYPES, SAMPLERS
 from protocol.sampling import SCHEDULE_NAMES
 
@@ -18,6 +18,7 @@ MENU_PATH = "<Image>/Filters/Paintbridge"
 MAX_CONTROLS = 2  # control-layer arguments per procedure
 MAX_REFERENCES = 4  # reference-image slots per procedure (issue 15; a job takes up to 8, a dialog shows 4)
 GINT_MAX = 2**31 - 1
+DESCRIBED_MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "detail")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,12 @@ class ProcedureSpec:
             if arg.name == name:
                 return arg
         raise KeyError(f"procedure {self.name} has no argument {name!r}")
+
+    @property
+    def takes_description(self) -> bool:
+        """Whether the words of the last Describe (prompt from the picture) fill this procedure's prompt (not an
+        instruction edit's: an instruction is no description)."""
+        return self.mode in DESCRIBED_MODES and any(arg.name == "prompt" for arg in self.args)
 
     def defaults(self) -> Dict[str, Any]:
         """Every argument's default value (layers default to None)."""
@@ -424,7 +431,21 @@ HISTORY = ProcedureSpec(
     ),
     history=True,
 )
-ALL_PROCEDURES = PROCEDURES + (DOWNLOAD, HISTORY)
+# prompt from the picture: the words fill the prompt of the next run of a procedure that takes a description
+DESCRIBE = ProcedureSpec(
+    PREFIX + "describe", "caption", "_Describe...", "Paintbridge: Describe",
+    "Describe the selection (or the whole image) as a prompt to start from",
+    "Asks the server's captioner (Download Models › 'captioner') for words that describe the selection's bounds, or "
+    "the whole image without a selection: a sentence, or comma-separated tags. The words are shown, returned to "
+    "scripts ('caption'), and fill the prompt of the next Paintbridge run: its dialog opens with them, and a script "
+    "that runs a procedure with an empty prompt gets them.",
+    (
+        Arg("caption-style", "choice", "_Style", "A sentence, or comma-separated tags", CAPTION_STYLES[0],
+            choices=tuple((style, CAPTION_STYLE_LABELS[style]) for style in CAPTION_STYLES)),
+        Arg("captioner", "string", "_Captioner", "A captioner of the server by name; empty = its first", ""),
+    ) + _source_args(mask=False) + _server_args(),
+)
+ALL_PROCEDURES = PROCEDURES + (DOWNLOAD, HISTORY, DESCRIBE)
 
 # Keys the generated dialog's own buttons use (Help, Reset, Cancel, OK, Load/Save settings).
 RESERVED_MNEMONICS = frozenset("hrcols")

@@ -95,6 +95,9 @@ class Paintbridge(Gimp.PlugIn):
             procedure.add_image_return_value("new-image", "New image",
                                              "The upscaled image (none when the result went into a layer)", True,
                                              GObject.ParamFlags.READWRITE)
+        if spec.mode == "caption":  # prompt from the picture
+            procedure.add_string_return_value("caption", "Caption", "The words that describe the picture", "",
+                                              GObject.ParamFlags.READWRITE)
         if spec.history:  # results history (issue 13)
             procedure.add_string_return_value("entries", "Entries", "'list': the entries as JSON (newest first)", "",
                                               GObject.ParamFlags.READWRITE)
@@ -155,6 +158,8 @@ class _Progress:
 def run(procedure, run_mode, image, drawables, config, data):
     """Run function of every Paintbridge procedure."""
     spec = BY_NAME[procedure.get_name()]
+    if spec.takes_description:
+        _fill_prompt_from_description(config, run_mode)
     if spec.live:
         return _run_live(procedure, run_mode, image, drawables, config, spec)
     if spec.download:
@@ -167,8 +172,12 @@ def run(procedure, run_mode, image, drawables, config, data):
         return _status(procedure, Gimp.PDBStatusType.CANCEL)
     values = _read_values(spec, config)
     try:
-        new_image = execute(spec, image, list(drawables or []), values,
-                            interactive=run_mode == Gimp.RunMode.INTERACTIVE)
+        if spec.mode == "caption":
+            caption = describe(spec, image, list(drawables or []), values,
+                               interactive=run_mode == Gimp.RunMode.INTERACTIVE)
+        else:
+            new_image = execute(spec, image, list(drawables or []), values,
+                                interactive=run_mode == Gimp.RunMode.INTERACTIVE)
     except Cancelled as err:
         return _status(procedure, Gimp.PDBStatusType.CANCEL, str(err))
     except JobInputError as err:
@@ -183,12 +192,56 @@ def run(procedure, run_mode, image, drawables, config, data):
         Gimp.message(message)
         return _status(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, message)
     result = _status(procedure, Gimp.PDBStatusType.SUCCESS)
+    if spec.mode == "caption":
+        result.remove(1)
+        result.insert(1, GObject.Value(GObject.TYPE_STRING, caption))
     if spec.returns_image:
         result.remove(1)
         from . import host
 
         result.insert(1, host.image_value(new_image))
     return result
+
+
+def _fill_prompt_from_description(config, run_mode) -> None:
+    """The last Describe's words become the prompt: of a dialog (interactive runs), or of a scripted run that sends
+    none; they are used once."""
+    if run_mode != Gimp.RunMode.INTERACTIVE and str(config.get_property("prompt") or "").strip():
+        return
+    from . import host
+    from .values import take_description
+
+    text = take_description(host.profile_dir())
+    if text:
+        config.set_property("prompt", text)
+
+
+def describe(spec: ProcedureSpec, image, drawables: list, values: Dict[str, Any], interactive: bool = False) -> str:
+    """Describe: read the selection's bounds (or the image), ask the server's captioner, keep the words for the next
+    run's prompt; returns them."""
+    from client.session import new_job_id
+
+    from . import capture, connection, host, settings
+    from .values import save_description
+
+    job_settings, inputs = capture.read_inputs(spec, image, drawables[0] if drawables else None, values)
+    url, token = capture.server_target(values)
+    progress = _Progress("describing the picture")
+    try:
+        profile = host.profile_dir()
+        client = connection.connect(url, token, profile, progress)
+        try:
+            job = capture.make_job(job_settings, inputs, client.welcome, new_job_id("gimp"))
+            settings.remember(profile, url, token)
+            text = connection.run_caption(client, job, progress)
+        finally:
+            client.close()
+    finally:
+        progress.end()
+    save_description(profile, text)
+    if interactive:
+        Gimp.message(f"Paintbridge: the next run's prompt will be: {text}")
+    return text
 
 
 def _run_download(procedure, run_mode, config, spec: ProcedureSpec):

@@ -1351,3 +1351,55 @@ def test_gui_live_inpaint_carries_the_reference_and_reruns_when_its_layer_is_pai
             raise
         finally:
             session.stop()
+
+
+def test_describe_fills_the_prompt_of_the_next_run_with_the_captioners_words(trixie_root, tmp_path):
+    """Prompt from the picture: Filters › Paintbridge › Describe… on a tiny random BLIP returns the captioner's words
+    for the selection's bounds (a sentence, or tags), keeps them, and the next run without a prompt of its own uses
+    them (its history entry says so); a run with a prompt of its own leaves them waiting."""
+    import numpy as np
+
+    import tiny_blip
+    from conftest import ServerProcess
+    from hosts.gimp import gimp_profile, run_batch
+    from server.caption.tags import as_tags
+    from test_caption import direct_caption
+
+    models = tmp_path / "models"
+    tiny_blip.install(models)
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            run_batch(prof, """
+import json, os
+img, (layer,) = make_image(64, 48)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 8, 6, 40, 30)
+whole = composite(img)
+box = b"".join(whole[((6 + y) * 64 + 8) * 4:((6 + y) * 64 + 48) * 4] for y in range(30))
+open(P["dir"] + "/box.bin", "wb").write(box)
+kept = Gimp.directory() + "/paintbridge-description.json"
+old = img.get_layers()
+sentence = expect_ok("plug-in-paintbridge-describe", img, [layer], server=P["url"]).index(1)
+check(sentence.strip() != "", "Describe returns words: %r" % sentence)
+check(img.get_layers() == old and composite(img) == whole, "Describe adds and changes nothing in the image")
+check(json.load(open(kept))["prompt"] == sentence, "and keeps them for the next run's prompt")
+tags = expect_ok("plug-in-paintbridge-describe", img, [layer], caption_style="tags", server=P["url"]).index(1)
+open(P["dir"] + "/captions.json", "w").write(json.dumps({"sentence": sentence, "tags": tags}))
+check(json.load(open(kept))["prompt"] == tags, "the newest words wait")
+
+expect_ok("plug-in-paintbridge-inpaint", img, [layer], prompt="my own words", model="classical", server=P["url"])
+check(os.path.exists(kept), "a run with a prompt of its own leaves the words waiting")
+expect_ok("plug-in-paintbridge-inpaint", img, [layer], prompt="", model="classical", server=P["url"])
+check(not os.path.exists(kept), "the next run without a prompt took them")
+expect_ok("plug-in-paintbridge-inpaint", img, [layer], prompt="", model="classical", server=P["url"])
+listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [layer], action="list").index(1))
+check([e["prompt"] for e in listed] == ["", tags, "my own words"], "the runs' prompts: %r"
+      % [e["prompt"] for e in listed])
+img.delete()
+""", {"url": proc.url, "dir": prof.inside}, timeout=300).assert_ok()
+            captions = json.loads((prof.outside / "captions.json").read_text())
+            box = np.frombuffer((prof.outside / "box.bin").read_bytes(), np.uint8).reshape(30, 40, 4)
+    finally:
+        proc.stop()
+    sentence = direct_caption(tiny_blip.captioner_folder(), np.ascontiguousarray(box))
+    assert captions == {"sentence": sentence, "tags": as_tags(sentence)}
