@@ -201,3 +201,24 @@ def test_the_client_builds_a_caption_job_of_the_selection_with_the_captioner():
     assert (job.mode, job.model, job.params.caption_style, job.x, job.y) == ("caption", "tiny-blip", "tags", 4, 6)
     with pytest.raises(Exception, match="caption style"):
         jobs.build_job(settings.replace(caption_style="poem"), jobs.JobInputs(plan.box, bytes(320)), job_id="k2")
+
+
+def test_a_cluster_replica_answers_a_caption_with_its_words_and_loads_no_checkpoint(captioner, tmp_path):
+    """The engine replica of cluster mode (run here without Ray): the caption's words travel in its ``done`` event."""
+    import asyncio
+
+    import tiny_blip
+    from server.cluster.replica import EngineReplica, checkpoint_key
+    from server.core import Job as EngineJob
+
+    tiny_blip.install(tmp_path)
+    job = EngineJob("c", "caption", model="tiny-blip", image=picture(3))
+    assert checkpoint_key(job) is None
+    replica = EngineReplica("r0", [str(tmp_path)])
+
+    async def events() -> list:
+        return [event async for event in replica.run(job)]
+
+    done = [e for e in asyncio.run(events()) if e[0] != "progress"]
+    assert [e[0] for e in done] == ["done"] and done[0][1] == []
+    assert done[0][3] == direct_caption(captioner, picture(3))
