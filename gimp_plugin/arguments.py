@@ -358,8 +358,10 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         PREFIX + "generate", "generate", "_Generate into Selection...", "Paintbridge: Generate into Selection",
         "Paint something new into the selection from the prompt alone",
         "Generates a new image from the prompt into the selection (or the whole canvas), ignoring what is there. "
-        "The result is a new layer, masked by the selection.",
-        _prompt_args() + _sampling_args(None) + _source_args(mask=True) + _control_args() + _reference_args()
+        "The result is a new layer, masked by the selection. 'Transparent layer' gives the layer real alpha "
+        "(LayerDiffuse on SD1.5/SDXL models: Download Models › 'layerdiffuse-sd15' or 'layerdiffuse-sdxl').",
+        _prompt_args() + (Arg("transparent", "boolean", "Trans_parent layer", "Generate an object with real alpha "
+                              "(LayerDiffuse; SD1.5 and SDXL models)", False),) + _sampling_args(None) + _source_args(mask=True) + _control_args() + _reference_args()
         + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
     ),
     # the detailer on its own (issue 13)

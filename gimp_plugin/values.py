@@ -136,6 +136,8 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
         s.detail_strength, s.detail_steps = float(values["detail-strength"]), int(values["detail-steps"])
         s.detail_padding, s.detail_confidence = int(values["detail-padding"]), float(values["detail-confidence"])
         s.detail_separate = bool(values["detail-separate"])
+    if "transparent" in names:  # transparent layers (LayerDiffuse)
+        s.transparent = bool(values["transparent"])
     if "caption-style" in names:  # prompt from the picture
         s.caption_style, s.captioner = str(values["caption-style"] or "sentence"), text("captioner")
     if "reference-layer" in names:  # reference images (issue 15)
@@ -170,7 +172,8 @@ def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
                            "cfg": s.cfg, "sampler": nick_of.get(s.sampler, "default"), "fill": s.fill,
                            "source": s.image_source, "mask-source": s.mask_source, "scale": s.scale,
                            "upscaler": s.upscaler, "refine": s.refine, "preprocessor": s.preprocessor,
-                           "low-threshold": s.low_threshold, "high-threshold": s.high_threshold}
+                           "low-threshold": s.low_threshold, "high-threshold": s.high_threshold,
+                           "transparent": s.transparent}
     if s.strength is not None:
         out["strength"] = s.strength
     sides = {side: getattr(s, f"extend_{side}") for side in ("left", "top", "right", "bottom")}

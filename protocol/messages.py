@@ -123,6 +123,8 @@ class Params(WireModel):
                                 doc="fraction of the steps after which the refiner takes over")
     # fills (issue 13)
     color_match: bool = wire(False, doc="match the result's colours to the area around the mask (inpaint, outpaint)")
+    transparent: bool = wire(False, doc="mode `generate` on SD1.5/SDXL: a layer with real alpha (LayerDiffuse: "
+                                        "`models pull layerdiffuse-sd15` / `layerdiffuse-sdxl`)")
     caption_style: str = wire("sentence", choices=CAPTION_STYLES,
                               doc="mode `caption`: `\"sentence\"` describes the picture in words, `\"tags\"` as "
                                   "comma-separated tags")

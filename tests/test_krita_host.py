@@ -318,6 +318,41 @@ def test_the_describe_button_fills_the_prompt_with_the_captioners_words(krita_ca
 
 
 @pytest.fixture(scope="module")
+def krita_transparent_run(tmp_path_factory) -> Run:
+    """Transparent layers: a tiny SD1.5 model with LayerDiffuse files of the published layouts, against a server of
+    this checkout."""
+    import factory
+    import tiny_layerdiffuse
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp("krita-transparent-server")
+    models = factory.make_models_dir(work / "models", ("sd15",))
+    tiny_layerdiffuse.install(models, "sd15")
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, "transparent", DW, DH, model="tiny-sd15", server_url=proc.url,
+                             tag="transparent")
+    finally:
+        proc.stop()
+
+
+def test_a_transparent_generate_arrives_as_a_layer_with_the_decoders_alpha(krita_transparent_run):
+    run = krita_transparent_run
+    assert not run["errors"], run["errors"]
+    assert run["mode"] == "generate" and run["check_visible"] and run["transparent_setting"] is True
+    rec = run["transparent"]
+    assert rec["results"] == 1 and not rec["error"], rec["message"]
+    assert len(rec["new_layers"]) == 1, rec
+    alpha = run.pixels("transparent-new", DW, DH)[..., 3]
+    box = context_box(Box(16, 8, 48, 40), DW, DH)
+    inside = alpha[8:48, 16:64]
+    assert inside.std() > 0 and len(np.unique(inside)) > 2, "the layer carries the decoder's alpha"
+    outside = np.ones_like(alpha, bool)
+    outside[8:48, 16:64] = False
+    assert (alpha[outside] == 0).all(), f"nothing outside the selection (context box {box})"
+
+
+@pytest.fixture(scope="module")
 def krita_edit_run(tmp_path_factory) -> Run:
     """Instruction edit: a tiny Flux.1 Kontext and a tiny Flux.1 dev, against a server of this checkout."""
     import factory

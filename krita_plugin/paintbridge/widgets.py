@@ -227,6 +227,11 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     srow.addWidget(panel.strength_value)
     panel.strength_slider.valueChanged.connect(lambda v: panel.strength_value.setText(f"{v}%"))
     layout.addWidget(panel.strength_row)
+    panel.transparent_check = QtWidgets.QCheckBox("Transparent layer")
+    panel.transparent_check.setToolTip("Generate an object with real alpha (hair, glass, smoke) instead of a picture "
+                                       "to cut out: LayerDiffuse on SD1.5 and SDXL models ('paintbridge models pull "
+                                       "layerdiffuse-sd15' or 'layerdiffuse-sdxl')")
+    layout.addWidget(panel.transparent_check)
 
     panel.outpaint_box = QtWidgets.QGroupBox("Extend the canvas (px)")
     ogrid = QtWidgets.QGridLayout(panel.outpaint_box)

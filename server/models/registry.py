@@ -21,14 +21,15 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
-from . import captioners, detect, families, fewstep, ipadapter, redux
+from . import captioners, detect, families, fewstep, ipadapter, layerdiffuse, redux
 from .detect import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
 KINDS = ("checkpoint", "refiner", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler",
          "ipadapter", "clip_vision",  # reference images (issue 15): IP-Adapters and their image encoders
          "redux",  # reference images on Flux (issue 15): Flux Redux image embedders (SigLIP towers: clip_vision)
          "inpainter",  # inpainter: LaMa-class fill networks (fill "lama", issue 13)
-         "captioner")  # image-to-text models for mode "caption" (transformers folders)
+         "captioner",  # image-to-text models for mode "caption" (transformers folders)
+         "layerdiffuse")  # LayerDiffuse transparency weights and decoders (params.transparent)
 SUPPORTED_ARCHS = ("sd15", "sdxl", "flux", "flux-fill", "flux-kontext", "sd3")
 ARCH_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sdxl-refiner": "SDXL refiner", "flux": "Flux.1",
               "flux-fill": "Flux.1 Fill", "flux-kontext": "Flux.1 Kontext", "sd3": "SD3", "clip": "CLIP", "t5": "T5",
@@ -49,6 +50,7 @@ KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
     "redux": ("style_models", "redux"),  # ComfyUI's style_models/; FluxPriorReduxPipeline folders also in checkpoints/
     "inpainter": ("inpaint", "lama"),
     "captioner": ("captioners", "caption"),
+    "layerdiffuse": ("layer_model", "layerdiffuse"),
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 CONFIG_SUFFIX = ".config"
@@ -101,6 +103,8 @@ class ModelEntry:
         if self.kind == "clip_vision":
             entry["encoder"] = redux.describe_siglip(self.info) if self.arch == redux.SIGLIP else \
                 ipadapter.describe_encoder(self.info)
+        if self.kind == "layerdiffuse":
+            entry["role"] = self.info.get("role", "")
         if self.kind == "redux":  # reference images on Flux (issue 15)
             entry["reference_types"] = list(redux.REDUX_TYPES)
         if self.problem:
@@ -196,6 +200,10 @@ def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detecte
                                                        "(config.json, model.safetensors, processor and tokenizer "
                                                        f"files); `{captioners.PULL_HINT}` fetches one"})
         return captioners.folder_info(path)
+    if kind == "layerdiffuse":
+        if fmt != SAFETENSORS:
+            return Detected(None, info={"unsupported": "LayerDiffuse files are read as .safetensors only"})
+        return layerdiffuse.info(detect.safetensors_shapes(path), path.name)
     if kind == "clip_vision":  # reference images (issue 15): CLIP towers (IP-Adapter) and SigLIP towers (Redux)
         if fmt == DIFFUSERS:
             return redux.siglip_folder(path) or ipadapter.encoder_folder_info(path)

@@ -1653,7 +1653,42 @@ def scenario_caption():
     doc.setModified(False)
 
 
-SCENARIOS = {"caption": scenario_caption, "classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
+def scenario_transparent():
+    """Transparent layers: Generate with the panel's "Transparent layer" box ticked on a tiny SD1.5 model with
+    LayerDiffuse files; the applied layer carries the decoder's alpha inside the selection and nothing outside."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected" and ses.models, 150, poll=200)
+    R["connected"] = ses.connection_state
+    doc = new_doc("pb-transparent")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    doc.setActiveNode(paint)
+    yield 300
+    ses.set_option("model", CONFIG["model"])
+    panel.mode_tabs.setCurrentIndex(list(panel_modes()).index("generate"))  # as a click on the tab does
+    yield 200
+    R["mode"] = ses.settings.mode
+    R["check_visible"] = panel.transparent_check.isVisible()
+    panel.transparent_check.click()
+    yield 200
+    R["transparent_setting"] = ses.settings.transparent
+    ses.set_prompt("a glass bottle", "")
+    for name, value in (("steps", 2), ("batch", 1), ("random_seed", False), ("seed", 3), ("grow", 0),
+                        ("feather", 0)):
+        ses.set_option(name, value)
+    select_rect(doc, 16, 8, 48, 40)
+    yield 300
+    mark("transparent")
+    R["transparent"] = rec = {"layers_before": layers(doc)}
+    yield from run_job(ses, rec, timeout=300)
+    yield from apply_result(ses, doc, rec, "transparent-new", W, H)
+    doc.setModified(False)
+
+
+SCENARIOS = {"transparent": scenario_transparent, "caption": scenario_caption, "classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
              "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large,
              "references": scenario_references, "history": scenario_history, "edit": scenario_edit,
              "sampling": scenario_sampling, "regions": scenario_regions, "techniques": scenario_techniques,
