@@ -1403,3 +1403,42 @@ img.delete()
         proc.stop()
     sentence = direct_caption(tiny_blip.captioner_folder(), np.ascontiguousarray(box))
     assert captions == {"sentence": sentence, "tags": as_tags(sentence)}
+
+
+def test_generate_with_a_transparent_layer_arrives_with_the_decoders_alpha(trixie_root, tmp_path):
+    """Transparent layers: Generate into Selection with 'Transparent layer' on a tiny SD1.5 model with LayerDiffuse
+    files of the published layouts; the new layer's alpha is the decoder's inside the selection, 0 outside."""
+    import factory
+    import tiny_layerdiffuse
+    from conftest import ServerProcess
+    from hosts.gimp import gimp_profile, run_batch
+
+    models = factory.make_models_dir(tmp_path / "models", ("sd15",))
+    tiny_layerdiffuse.install(models, "sd15")
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            run_batch(prof, """
+img, (layer,) = make_image(96, 64)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 16, 8, 48, 40)
+before = composite(img)
+user_pixels = read(layer, 0, 0, 96, 64)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a glass bottle", transparent=True, seed=3, steps=2,
+          grow=0, feather=0, server=P["url"])
+added = new_layers(img, old)
+check(len(added) == 1, "one new layer: %r" % layer_summary(img))
+res = added[0]
+ok, rx, ry = res.get_offsets()
+w, h = res.get_width(), res.get_height()
+alpha = read(res, rx, ry, w, h)[3::4]
+inside = [alpha[(y - ry) * w + (x - rx)] for y in range(8, 48) for x in range(16, 64)]
+outside = [alpha[i] for i in range(w * h) if not (8 <= ry + i // w < 48 and 16 <= rx + i % w < 64)]
+check(len(set(inside)) > 2, "the layer carries the decoder's alpha inside the selection: %r" % sorted(set(inside))[:8])
+check(not any(outside), "and nothing outside it")
+check(composite(img) != before, "the layer shows")
+check(read(layer, 0, 0, 96, 64) == user_pixels, "the user's layer is untouched")
+img.delete()
+""", {"url": proc.url}, timeout=600).assert_ok()
+    finally:
+        proc.stop()

@@ -165,3 +165,16 @@ def test_transparent_jobs_say_what_is_missing_or_not_possible(start_server, tmp_
             client.run(Job("t2", "img2img", image=image, params=Params(steps=2, transparent=True)))
         assert info.value.code == "unsupported" and "mode 'generate'" in str(info.value)
         assert client.run(generate("p1", False)).layers  # the server keeps serving
+
+
+def test_the_catalogue_pulls_the_files_where_the_registry_finds_them():
+    from server.downloads import Catalogue
+    from server.models import layerdiffuse as ld
+
+    catalogue = Catalogue.load()
+    for arch in ld.FAMILIES:
+        preset = catalogue.presets[ld.PRESETS[arch]]
+        targets = {f.target for f in preset.files}
+        assert targets == {f"layer_model/{ld.FILES[(arch, role)]}" for role in (ld.ATTENTION, ld.DECODER)}
+        assert all(f.kind == ld.KIND and f.family == arch and f.licence and "generate" in f.modes
+                   for f in preset.files)
