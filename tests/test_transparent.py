@@ -178,3 +178,19 @@ def test_the_catalogue_pulls_the_files_where_the_registry_finds_them():
         assert targets == {f"layer_model/{ld.FILES[(arch, role)]}" for role in (ld.ATTENTION, ld.DECODER)}
         assert all(f.kind == ld.KIND and f.family == arch and f.licence and "generate" in f.modes
                    for f in preset.files)
+
+
+def test_sdxl_patches_as_low_rank_pairs_with_alpha_or_whole_differences():
+    import torch
+
+    from server.diffusion.layer_attention import sdxl_deltas
+
+    key = "diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight"
+    up, down = torch.randn(6, 2), torch.randn(2, 5)
+    whole = torch.randn(6, 5)
+    deltas = sdxl_deltas({f"{key}::lora::0": up, f"{key}::lora::1": down, f"{key}::lora::2": torch.tensor(1.0),
+                          key.replace("attn1", "attn2") + "::diff::0": whole})
+    name = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+    assert torch.allclose(deltas[name], up @ down / 2) and torch.equal(deltas[name.replace("attn1", "attn2")], whole)
+    with pytest.raises(ValueError, match="lacks its up or down"):
+        sdxl_deltas({f"{key}::lora::0": up})

@@ -1,7 +1,8 @@
 """LayerDiffuse's transparency weights on a diffusers UNet, for the length of one job.
 
 SDXL (``layer_xl_transparent_attn.safetensors``): low-rank changes of the UNet's attention weights, stored in
-ComfyUI's patch layout ``diffusion_model.<original key>::lora::<i>`` (0: up, 1: down, 2: optional alpha); they are
+ComfyUI's patch layout ``diffusion_model.<original key>::lora::<i>`` (0: up, 1: down, 2: optional alpha; a
+``::diff::0`` entry is a whole difference); they are
 added to the weights while the job runs and the old weights are put back after.
 
 SD1.5 (``layer_sd15_transparent_attn.safetensors``): "attention sharing" units, one per self- and cross-attention of
@@ -18,7 +19,7 @@ import re
 from typing import Dict, Iterator, List, Tuple
 
 SD15_UNIT = re.compile(r"hookers\.layers\.(\d+)\.(.+)")
-PATCH = re.compile(r"diffusion_model\.(.+)::lora::(\d+)")
+PATCH = re.compile(r"diffusion_model\.(.+)::(lora|diff)::(\d+)")
 LORAS = ("to_q", "to_k", "to_v", "to_out")
 TEMPORAL = ("temporal_n", "temporal_i", "temporal_q", "temporal_k", "temporal_v", "temporal_o")
 
@@ -44,12 +45,15 @@ def diffusers_key(ldm_key: str) -> str:
 def sdxl_deltas(state: Dict[str, "object"]) -> Dict[str, "object"]:
     """Each patched UNet weight (diffusers name) → the change to add (float32)."""
     parts: Dict[str, Dict[int, object]] = {}
+    out = {}
     for key, tensor in state.items():
         m = PATCH.fullmatch(key)
         if m is None:
             raise ValueError(f"'{key}' is not a LayerDiffuse patch key (diffusion_model.<key>::lora::<n>)")
-        parts.setdefault(m[1], {})[int(m[2])] = tensor
-    out = {}
+        if m[2] == "diff":  # a whole difference of the weight
+            out[diffusers_key(m[1])] = tensor.float()
+        else:
+            parts.setdefault(m[1], {})[int(m[3])] = tensor
     for key, p in parts.items():
         if 0 not in p or 1 not in p:
             raise ValueError(f"the patch of '{key}' lacks its up or down matrix")

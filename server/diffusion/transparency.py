@@ -19,6 +19,7 @@ from ..models import layerdiffuse as ld
 from ..models.cache import LastLoaded
 from ..models.registry import ModelEntry, arch_name
 from . import transparent_decoder
+from .latents import _full_precision as full_precision
 
 _decoders: LastLoaded = LastLoaded(transparent_decoder.load)
 _attention: LastLoaded = LastLoaded(lambda path, device: _read(path))
@@ -84,11 +85,11 @@ def decode(vae, latents, decoder, augment: bool = True) -> Tuple[List[np.ndarray
     import torch
 
     config = vae.config
-    z = latents.to(vae.dtype) / config.scaling_factor
+    z = latents.float() / config.scaling_factor
     if getattr(config, "shift_factor", None):
         z = z + config.shift_factor
-    with torch.inference_mode():
-        pixels = (vae.decode(z).sample.float() * 0.5 + 0.5).clamp(0, 1)
+    with torch.inference_mode(), full_precision(vae):
+        pixels = (vae.decode(z.to(vae.dtype)).sample.float() * 0.5 + 0.5).clamp(0, 1)
     colours, alphas = [], []
     for i in range(z.shape[0]):
         rgb, alpha = transparent_decoder.decode(decoder, pixels[i:i + 1], z[i:i + 1].float(), augment)
