@@ -233,7 +233,7 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
         params["color_match"] = bool(settings.color_match)
     if mode == "generate" and not has_image:
         params["width"], params["height"] = box.width, box.height
-    if mode == "generate" and settings.transparent:
+    if mode in ("generate", "img2img") and settings.transparent:
         params["transparent"] = True
     if mode == "outpaint":
         extend = {"left": settings.extend_left, "top": settings.extend_top, "right": settings.extend_right,

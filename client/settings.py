@@ -134,7 +134,7 @@ class Settings:
     detail_padding: int = 32
     detail_confidence: float = 0.5
     detail_separate: bool = False  # one layer per detection
-    transparent: bool = False  # generate: a layer with real alpha (LayerDiffuse, SD1.5/SDXL)
+    transparent: bool = False  # generate, img2img: a layer with real alpha (LayerDiffuse, SD1.5/SDXL)
     # prompt from the picture (mode "caption")
     caption_style: str = "sentence"  # protocol CAPTION_STYLES: "sentence" or "tags"
     captioner: str = ""  # a captioner by name; "" = the server's first

@@ -220,6 +220,11 @@ def _reference_args() -> Tuple[Arg, ...]:
     return tuple(args)
 
 
+def _transparent_arg() -> Arg:
+    return Arg("transparent", "boolean", "Trans_parent layer", "A layer with real alpha (LayerDiffuse; SD1.5 and SDXL "
+               "models)", False)
+
+
 def _server_args() -> Tuple[Arg, ...]:
     return (
         Arg("server", "string", "Ser_ver", "Server address (ws://host:port); empty = the last one used", ""),
@@ -304,8 +309,9 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         PREFIX + "img2img", "img2img", "I_mg2img...", "Paintbridge: Img2img",
         "Redraw the selection (or the whole image) guided by a prompt",
         "Redraws the selection's context box, or the whole image without a selection, keeping its composition; "
-        "strength sets how much changes. The result is a new layer.",
-        _prompt_args() + _sampling_args(_strength("img2img")) + _source_args(mask=True) + _control_args()
+        "strength sets how much changes. The result is a new layer. 'Transparent layer' keeps and redraws alpha "
+        "(use Source: active layer for a layer with transparency; LayerDiffuse, SD1.5/SDXL).",
+        _prompt_args() + (_transparent_arg(),) + _sampling_args(_strength("img2img")) + _source_args(mask=True) + _control_args()
         + _reference_args() + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
     ),
     ProcedureSpec(
@@ -360,8 +366,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Generates a new image from the prompt into the selection (or the whole canvas), ignoring what is there. "
         "The result is a new layer, masked by the selection. 'Transparent layer' gives the layer real alpha "
         "(LayerDiffuse on SD1.5/SDXL models: Download Models › 'layerdiffuse-sd15' or 'layerdiffuse-sdxl').",
-        _prompt_args() + (Arg("transparent", "boolean", "Trans_parent layer", "Generate an object with real alpha "
-                              "(LayerDiffuse; SD1.5 and SDXL models)", False),) + _sampling_args(None) + _source_args(mask=True) + _control_args() + _reference_args()
+        _prompt_args() + (_transparent_arg(),) + _sampling_args(None) + _source_args(mask=True) + _control_args() + _reference_args()
         + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
     ),
     # the detailer on its own (issue 13)

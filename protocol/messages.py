@@ -22,6 +22,7 @@ PROTOCOL_VERSION = "1.1"
 
 MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", "edit", "detail", "caption")
 CAPTION_STYLES = ("sentence", "tags")
+TRANSPARENT_MODES = ("generate", "img2img")  # params.transparent: layers with real alpha
 CONTROL_TYPES = ("canny", "lineart", "scribble", "softedge", "depth", "normal", "pose", "tile", "inpaint", "shuffle",
                  "reference")
 INPAINT_FILLS = ("telea", "ns", "patch", "lama")
@@ -123,8 +124,9 @@ class Params(WireModel):
                                 doc="fraction of the steps after which the refiner takes over")
     # fills (issue 13)
     color_match: bool = wire(False, doc="match the result's colours to the area around the mask (inpaint, outpaint)")
-    transparent: bool = wire(False, doc="mode `generate` on SD1.5/SDXL: a layer with real alpha (LayerDiffuse: "
-                                        "`models pull layerdiffuse-sd15` / `layerdiffuse-sdxl`)")
+    transparent: bool = wire(False, doc="modes `generate` and `img2img` (of a transparent layer) on SD1.5/SDXL: a "
+                                        "layer with real alpha (LayerDiffuse: `models pull layerdiffuse-sd15` / "
+                                        "`layerdiffuse-sdxl`)")
     caption_style: str = wire("sentence", choices=CAPTION_STYLES,
                               doc="mode `caption`: `\"sentence\"` describes the picture in words, `\"tags\"` as "
                                   "comma-separated tags")
@@ -328,6 +330,8 @@ class Job(Message):
         if self.regions and mode not in REGION_MODES:
             raise bad_field("regions", f"are not used by mode '{mode}'; regions work in "
                             f"{', '.join(REGION_MODES)}")
+        if params.transparent and mode not in TRANSPARENT_MODES:
+            raise bad_field("params.transparent", f"is for modes {', '.join(TRANSPARENT_MODES)}, not '{mode}'")
         if mode == "preprocess" and not params.preprocessor:
             raise bad_field("params.preprocessor", "is missing; mode 'preprocess' needs one (e.g. 'canny')")
         ext = params.extend

@@ -174,6 +174,11 @@ class Router:
             raise engine.refuse_references(job, self._family_of(job))
         if job.regions:  # regions (issue 15)
             self._check_regions(job, engine)
+        if job.params.transparent and engine.name != DIFFUSERS:
+            family = self._family_of(job)
+            raise ProtocolError(UNSUPPORTED, f"a transparent layer needs an SD1.5 or SDXL checkpoint (LayerDiffuse); "
+                                f"{family + ' models' if family else 'the ' + engine.name + ' engine'} cannot make one",
+                                field="params.transparent")
         return batches.run_counted(engine.run, job, ctx)
 
     def _family_of(self, job: Job) -> str:

@@ -42,6 +42,8 @@ def test_layerdiffuse_files_are_recognised_by_their_tensors(tmp_path):
     assert roles["layer_sd15_vae_transparent_decoder"] == ("sd15", "decoder", True)
     assert roles["layer_xl_transparent_attn"] == ("sdxl", "attention", True)
     assert roles["vae_transparent_decoder"] == ("sdxl", "decoder", True)
+    assert roles["layer_sd15_vae_transparent_encoder"] == ("sd15", "encoder", True)
+    assert roles["vae_transparent_encoder"] == ("sdxl", "encoder", True)
     assert "conv injection" in found["layer_xl_transparent_conv"].problem
     assert "2-frame" in found["layer_sd15_joint"].problem
     assert found["notes"].problem
@@ -152,6 +154,37 @@ def test_a_transparent_generate_returns_a_layer_with_real_alpha(arch, start_serv
     assert sel[8:56, 16:48].std() > 0
 
 
+def test_colour_is_carried_into_the_transparent_parts():
+    from server.diffusion.transparent_encoder import extend_colour
+
+    rgba = np.zeros((32, 48, 4), np.uint8)
+    rgba[:, :16] = (255, 0, 0, 255)  # red and opaque on the left, nothing on the right
+    rgba[:, 16:24, 3] = 128
+    rgba[:, 16:24, 1] = 255  # half-transparent green between
+    out = extend_colour(rgba)
+    assert np.allclose(out[:, :16], (1, 0, 0), atol=1e-6), "opaque colour stays as it is"
+    assert (out[:, 30:, 0] > 0.5).all() and (out[:, 30:, 2] < 0.05).all(), "the transparent side takes the colours"
+    assert np.isfinite(out).all() and extend_colour(np.zeros((8, 8, 4), np.uint8)).max() == 0
+
+
+@pytest.mark.parametrize("arch", ["sd15"])
+def test_img2img_of_a_transparent_layer_keeps_real_alpha(arch, start_server, tmp_path):
+    models = factory.make_models_dir(tmp_path / "models", (arch,))
+    tld.install(models, arch)
+    server = start_server(model_dirs=[models])
+    yy, xx = np.mgrid[0:H, 0:W]
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[..., 0], rgba[..., 1], rgba[..., 2] = 40, 160, 220
+    rgba[..., 3] = np.where((xx - 48) ** 2 + (yy - 32) ** 2 < 20 ** 2, 255, 0)  # an opaque disc on nothing
+    job = Job("i1", "img2img", prompt="a glass ball", image=ImagePayload(W, H, "rgba8", rgba.tobytes()),
+              params=Params(steps=2, seed=4, strength=0.5, transparent=True))
+    with Client(server.url, "transparent-test") as client:
+        result = client.run(job)
+    alpha = alpha_of(result)
+    assert alpha.std() > 0 and len(np.unique(alpha)) > 2
+    assert result.layers[0].info["transparent"]["decoder"].endswith("decoder")
+
+
 def test_transparent_jobs_say_what_is_missing_or_not_possible(start_server, tmp_path):
     models = factory.make_models_dir(tmp_path / "models", ("sd15",))
     server = start_server(model_dirs=[models])
@@ -162,9 +195,24 @@ def test_transparent_jobs_say_what_is_missing_or_not_possible(start_server, tmp_
         assert "layer_sd15_transparent_attn.safetensors" in str(info.value)
         image = ImagePayload(64, 64, "rgba8", bytes(64 * 64 * 4))
         with pytest.raises(JobFailed) as info:
-            client.run(Job("t2", "img2img", image=image, params=Params(steps=2, transparent=True)))
-        assert info.value.code == "unsupported" and "mode 'generate'" in str(info.value)
+            client.run(Job("t2", "upscale", image=image, params=Params(transparent=True)))
+        assert info.value.code == "bad_request" and info.value.field == "params.transparent"
+        with pytest.raises(JobFailed) as info:
+            client.run(Job("t3", "generate", model="classical", params=Params(width=64, height=64,
+                                                                               transparent=True)))
+        assert info.value.field in ("params.transparent", "mode", "model")
         assert client.run(generate("p1", False)).layers  # the server keeps serving
+    for f in (models / "layer_model").glob("*") if (models / "layer_model").exists() else ():
+        f.unlink()
+    tld.install(models, "sd15")
+    (models / "layer_model" / "layer_sd15_vae_transparent_encoder.safetensors").unlink()
+    server = start_server(model_dirs=[models])
+    with Client(server.url, "transparent-test") as client:
+        assert client.run(generate("t4", True)).layers, "generate needs no encoder"
+        with pytest.raises(JobFailed) as info:
+            client.run(Job("t5", "img2img", image=image, params=Params(steps=2, transparent=True)))
+        assert info.value.code == "model_not_found"
+        assert "layer_sd15_vae_transparent_encoder.safetensors" in str(info.value)
 
 
 def test_the_catalogue_pulls_the_files_where_the_registry_finds_them():
@@ -175,9 +223,8 @@ def test_the_catalogue_pulls_the_files_where_the_registry_finds_them():
     for arch in ld.FAMILIES:
         preset = catalogue.presets[ld.PRESETS[arch]]
         targets = {f.target for f in preset.files}
-        assert targets == {f"layer_model/{ld.FILES[(arch, role)]}" for role in (ld.ATTENTION, ld.DECODER)}
-        assert all(f.kind == ld.KIND and f.family == arch and f.licence and "generate" in f.modes
-                   for f in preset.files)
+        assert targets == {f"layer_model/{ld.FILES[(arch, role)]}" for role in (ld.ATTENTION, ld.DECODER, ld.ENCODER)}
+        assert all(f.kind == ld.KIND and f.family == arch and f.licence and f.modes for f in preset.files)
 
 
 def test_sdxl_patches_as_low_rank_pairs_with_alpha_or_whole_differences():

@@ -7,7 +7,9 @@
   (up) and ``::lora::1`` (down) for every attention's q/k/v/out weight, the original key names made by
   ``ldm_layout`` from the diffusers model;
 - the transparent VAE decoder (``vae_transparent_decoder.safetensors`` / ``layer_sd15_vae_transparent_decoder``):
-  the real module layout with the level widths scaled down (4, 4, 8, 16, 32, 64, 64) and the real key names.
+  the real module layout with the level widths scaled down (4, 4, 8, 16, 32, 64, 64) and the real key names;
+- the latent transparency encoder (``vae_transparent_encoder.safetensors`` / ``layer_sd15_vae_transparent_encoder``):
+  ``blocks.<n>.weight/bias`` of its nine convolutions, widths scaled down.
 
 The low-rank size is 4 instead of 256 (the architecture allows any)."""
 
@@ -87,6 +89,25 @@ def decoder(seed: int = 0) -> dict:
     return transparent_decoder.build(DECODER_WIDTHS).state_dict()
 
 
+ENCODER_CHANNELS = [4, 4, 4, 8, 8, 16, 16, 32, 32, 4]  # the real ones: 4, 32, 32, 64, 64, 128, 128, 256, 256, 4
+
+
+def encoder(seed: int = 0) -> dict:
+    """A latent transparency encoder in the published ``blocks.<n>`` layout (scaled-down widths)."""
+    torch = _torch()
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from server.diffusion import transparent_encoder
+
+    torch.manual_seed(seed)
+    net = transparent_encoder.build(ENCODER_CHANNELS)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(0.01)  # small offsets: the latent stays inside the VAE's spread
+    return {f"blocks.{k}": v for k, v in net.state_dict().items()}
+
+
 def files(arch: str) -> Path:
     """A cached ``layer_model`` folder with the family's attention file and decoder under their published names."""
     def build(tmp: Path) -> None:
@@ -94,11 +115,13 @@ def files(arch: str) -> Path:
         if arch == "sd15":
             _save_file(sd15_attention(pipe.unet), tmp / "layer_sd15_transparent_attn.safetensors")
             _save_file(decoder(), tmp / "layer_sd15_vae_transparent_decoder.safetensors")
+            _save_file(encoder(), tmp / "layer_sd15_vae_transparent_encoder.safetensors")
         else:
             _save_file(sdxl_attention(pipe.unet), tmp / "layer_xl_transparent_attn.safetensors")
             _save_file(decoder(1), tmp / "vae_transparent_decoder.safetensors")
+            _save_file(encoder(1), tmp / "vae_transparent_encoder.safetensors")
 
-    return _cached(f"layerdiffuse-{arch}-1", build)
+    return _cached(f"layerdiffuse-{arch}-2", build)
 
 
 def install(models: Path, arch: str) -> Path:

@@ -139,7 +139,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.mode_tabs.setCurrentIndex(MODES.index(value))
             self.mode_tabs.blockSignals(False)
             self.strength_row.setVisible(value in ("img2img", "inpaint"))
-            self.transparent_check.setVisible(value == "generate")
+            self.transparent_check.setVisible(value in ("generate", "img2img"))
             self.outpaint_box.setVisible(value == "outpaint")
             self.upscale_box.setVisible(value == "upscale")
             self.live_button.setEnabled(value in client.modes.LIVE_MODES)

@@ -288,6 +288,9 @@ class DiffusionEngine(Engine):
         region_plan = self._region_plan(loaded, runner, work, region_texts, pw, ph, len(seeds)) if work.regions else None
         init = _init_image(work, kind, pw, ph)
         call.update(self._image_inputs(loaded, init, kind, bool(plans), hard, pw, ph, settings["strength"], len(seeds)))
+        if layer_plan is not None and kind == "img2img":  # the layer's alpha travels in the latents
+            rgba = imageops.resize(np.ascontiguousarray(imageops.rgba(work.image)), pw, ph)
+            call["image"] = layer_plan.encoded(pipe.vae, rgba, str(self.device)).repeat(len(seeds), 1, 1, 1)
         if plans:
             images = self._control_images(plans, work, hard, pw, ph, ctx)
             call.update(pipelines.control_kwargs(kind, plans, images, union))

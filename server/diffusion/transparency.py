@@ -1,6 +1,7 @@
 """Transparent layers (``params.transparent``): what a job needs of LayerDiffuse, and the decode to colour and alpha.
 
-``plan`` checks the job and finds the family's attention weights and transparent decoder in ``layer_model/``;
+``plan`` checks the job and finds the family's attention weights and transparent decoder (img2img: and its latent
+transparency encoder) in ``layer_model/``;
 ``layer_attention.applied`` puts the weights on the UNet while it samples; ``decode`` turns the final latents into
 straight colour and alpha (the VAE's picture and the latent through the transparent decoder).
 """
@@ -9,19 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
+from protocol.messages import TRANSPARENT_MODES
 
 from ..models import layerdiffuse as ld
 from ..models.cache import LastLoaded
 from ..models.registry import ModelEntry, arch_name
-from . import transparent_decoder
+from . import transparent_decoder, transparent_encoder
 from .latents import _full_precision as full_precision
 
 _decoders: LastLoaded = LastLoaded(transparent_decoder.load)
+_encoders: LastLoaded = LastLoaded(transparent_encoder.load)
 _attention: LastLoaded = LastLoaded(lambda path, device: _read(path))
 
 
@@ -36,6 +39,7 @@ class TransparencyPlan:
     arch: str
     attention: ModelEntry
     decoder: ModelEntry
+    encoder: Optional[ModelEntry] = None  # img2img only
 
     def weights(self) -> dict:
         """The attention file's tensors (kept between jobs)."""
@@ -43,6 +47,10 @@ class TransparencyPlan:
 
     def decoder_model(self, device: str):
         return _decoders.get(self.decoder.path, device)
+
+    def encoded(self, vae, rgba: np.ndarray, device: str):
+        """Scaled latents of the RGBA picture ``rgba`` (img2img of a transparent layer)."""
+        return transparent_encoder.encode(vae, _encoders.get(self.encoder.path, device), rgba)
 
 
 def _refuse(field: str, why: str) -> ProtocolError:
@@ -53,9 +61,9 @@ def plan(job, entry: ModelEntry, registry, live: bool = False) -> TransparencyPl
     """The LayerDiffuse files for ``job`` on checkpoint ``entry``; a job the method cannot do, or missing files, are
     refused naming what to change or pull."""
     params = job.params
-    if job.mode != "generate":
-        raise _refuse("params.transparent", f"is made by mode 'generate' (into a selection or a new layer), not "
-                      f"'{job.mode}'")
+    if job.mode not in TRANSPARENT_MODES:
+        raise _refuse("params.transparent", f"is made by mode 'generate' (into a selection or a new layer) or "
+                      f"'img2img' (of a transparent layer), not '{job.mode}'")
     if entry.arch not in ld.FAMILIES or entry.inpaint:
         raise _refuse("model", f"needs an SD1.5 or SDXL checkpoint (not an inpainting one); '{entry.name}' is "
                       f"{arch_name(entry.arch)}{' inpainting' if entry.inpaint else ''}")
@@ -67,7 +75,7 @@ def plan(job, entry: ModelEntry, registry, live: bool = False) -> TransparencyPl
         if on:
             raise _refuse(field, f"is not made together with {what}: switch one of them off")
     found = {}
-    for role in (ld.ATTENTION, ld.DECODER):
+    for role in (ld.ATTENTION, ld.DECODER) + ((ld.ENCODER,) if job.mode == "img2img" else ()):
         usable = [e for e in registry.entries(ld.KIND) if e.arch == entry.arch and e.problem is None
                   and e.info.get("role") == role]
         if not usable:
@@ -76,7 +84,7 @@ def plan(job, entry: ModelEntry, registry, live: bool = False) -> TransparencyPl
                                 f"{ld.FILES[(entry.arch, role)]} in {folders}: run `paintbridge models pull "
                                 f"{ld.PRESETS[entry.arch]}`", field="params.transparent")
         found[role] = usable[0]
-    return TransparencyPlan(entry.arch, found[ld.ATTENTION], found[ld.DECODER])
+    return TransparencyPlan(entry.arch, found[ld.ATTENTION], found[ld.DECODER], found.get(ld.ENCODER))
 
 
 def decode(vae, latents, decoder, augment: bool = True) -> Tuple[List[np.ndarray], List[np.ndarray]]:

@@ -19,7 +19,9 @@ PRESETS = {"sd15": "layerdiffuse-sd15", "sdxl": "layerdiffuse-sdxl"}
 FILES = {("sd15", ATTENTION): "layer_sd15_transparent_attn.safetensors",
          ("sd15", DECODER): "layer_sd15_vae_transparent_decoder.safetensors",
          ("sdxl", ATTENTION): "layer_xl_transparent_attn.safetensors",
-         ("sdxl", DECODER): "vae_transparent_decoder.safetensors"}
+         ("sdxl", DECODER): "vae_transparent_decoder.safetensors",
+         ("sd15", ENCODER): "layer_sd15_vae_transparent_encoder.safetensors",
+         ("sdxl", ENCODER): "vae_transparent_encoder.safetensors"}
 
 Shapes = Dict[str, Tuple[int, ...]]
 
