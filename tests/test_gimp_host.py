@@ -1407,7 +1407,8 @@ img.delete()
 
 def test_generate_with_a_transparent_layer_arrives_with_the_decoders_alpha(trixie_root, tmp_path):
     """Transparent layers: Generate into Selection with 'Transparent layer' on a tiny SD1.5 model with LayerDiffuse
-    files of the published layouts; the new layer's alpha is the decoder's inside the selection, 0 outside."""
+    files of the published layouts; the new layer's alpha is the decoder's inside the selection, 0 outside; Img2img of
+    that layer (Source: active layer) brings real alpha back."""
     import factory
     import tiny_layerdiffuse
     from conftest import ServerProcess
@@ -1438,6 +1439,16 @@ check(len(set(inside)) > 2, "the layer carries the decoder's alpha inside the se
 check(not any(outside), "and nothing outside it")
 check(composite(img) != before, "the layer shows")
 check(read(layer, 0, 0, 96, 64) == user_pixels, "the user's layer is untouched")
+
+# img2img of the new transparent layer itself (Source: active layer): its alpha goes in and comes back redrawn
+Gimp.Selection.none(img)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-img2img", img, [res], prompt="a glass bottle", transparent=True, source="layer",
+          strength=0.5, seed=4, steps=2, server=P["url"])
+(again,) = new_layers(img, old)
+ok, ax, ay = again.get_offsets()
+alpha2 = read(again, ax, ay, again.get_width(), again.get_height())[3::4]
+check(len(set(alpha2)) > 2, "img2img with a transparent layer gives real alpha back: %r" % sorted(set(alpha2))[:8])
 img.delete()
 """, {"url": proc.url}, timeout=600).assert_ok()
     finally:
