@@ -105,11 +105,18 @@ def test_the_attention_weights_change_the_unet_for_the_job_only(arch):
         extra["added_cond_kwargs"] = {"text_embeds": torch.randn(1, pooled, generator=g), "time_ids": torch.zeros(1, 6)}
     with torch.no_grad():
         before = unet(sample, 10, context, **extra).sample
-        with layer_attention.applied(unet, arch, state):
+        with layer_attention.applied(unet, layer_attention.prepare(unet, arch, state)):
             during = unet(sample, 10, context, **extra).sample
         after = unet(sample, 10, context, **extra).sample
     assert (during - before).abs().max() > 1e-4, "the weights take part"
     assert torch.equal(before, after), "and are gone after the job"
+    other = "sdxl" if arch == "sd15" else "sd15"  # the other family's file does not fit: said, nothing changed
+    wrong = tld.sdxl_attention(factory.build_sdxl().unet) if other == "sdxl" else tld.sd15_attention(
+        factory.build_sd15().unet)
+    with pytest.raises(ValueError, match="fit|units|not a LayerDiffuse"):
+        layer_attention.prepare(unet, arch, wrong)
+    with torch.no_grad():
+        assert torch.equal(unet(sample, 10, context, **extra).sample, before)
 
 
 # --- through the server ------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from . import controls as control_plans
 from . import latents as latents_of
 from . import detail as detailer
 from . import hires as hires_fix
-from . import layer_attention, pipelines, prompts, regions, samplers, tiny_vae, transparency
+from . import pipelines, prompts, regions, samplers, tiny_vae, transparency
 from . import references as refs
 from .adapters import Adapters
 from .hires_pass import second_pass
@@ -362,8 +362,7 @@ class DiffusionEngine(Engine):
                 init = _init_image(work, kind, fw, fh)
                 generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
                 region_plan = None  # the second pass refines the whole picture at the target size
-            transparent = layer_attention.applied(runner.unet, arch, layer_plan.weights()) \
-                if layer_plan is not None else contextlib.nullcontext()
+            transparent = layer_plan.applied(runner.unet) if layer_plan is not None else contextlib.nullcontext()
             with regions.applied(runner.unet, region_plan), transparent:
                 out = runner(**call, generator=generators, callback_on_step_end=on_step,
                              callback_on_step_end_tensor_inputs=["latents"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Tuple
 
 SD15_UNIT = re.compile(r"hookers\.layers\.(\d+)\.(.+)")
@@ -112,43 +113,67 @@ def _unit_deltas(attn, unit: Dict[str, "object"]) -> List[Tuple[object, object]]
     out = []
     for name in LORAS:
         up, down = unit[f"{name}_lora.0.up.weight"].float(), unit[f"{name}_lora.0.down.weight"].float()
-        out.append((targets[name].weight, up @ down))
+        delta = up @ down
+        if tuple(delta.shape) != tuple(targets[name].weight.shape):
+            raise ValueError(f"its {name} change is {tuple(delta.shape)}, the attention's weight "
+                             f"{tuple(targets[name].weight.shape)}")
+        out.append((targets[name].weight, delta))
+    return out
+
+
+@dataclass
+class Prepared:
+    """What ``applied`` changes: (parameter, delta) pairs and, for SD1.5, the attention processors to install."""
+
+    changes: List[Tuple[object, object]]
+    processors: List[Tuple[object, object]] = field(default_factory=list)  # (attention, processor)
+
+
+def prepare(unet, arch: str, state: Dict[str, "object"]) -> Prepared:
+    """Check the transparency weights ``state`` of ``arch`` against the UNet and work out the changes; ValueError
+    saying what does not fit."""
+    params = dict(unet.named_parameters())
+    if arch == "sdxl":
+        changes = []
+        for key, delta in sdxl_deltas(state).items():
+            if key not in params or tuple(params[key].shape) != tuple(delta.shape):
+                raise ValueError(f"the patch of {key} does not fit this UNet")
+            changes.append((params[key], delta))
+        return Prepared(changes)
+    units = sd15_units(state)
+    modules = attention_modules(unet)
+    if sorted(units) != list(range(len(modules))):
+        raise ValueError(f"it holds {len(units)} units; this UNet has {len(modules)} attentions")
+    like = next(unet.parameters())
+    out = Prepared([])
+    for n, attn in enumerate(modules):
+        try:
+            out.changes += _unit_deltas(attn, units[n])
+            out.processors.append((attn, SharedAttention(attn.processor, units[n], like)))
+        except KeyError as err:
+            raise ValueError(f"unit {n} lacks {err.args[0]}") from None
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"unit {n} does not fit this UNet: {err}") from None
     return out
 
 
 @contextlib.contextmanager
-def applied(unet, arch: str, state: Dict[str, "object"], weight: float = 1.0) -> Iterator[None]:
-    """The UNet with the transparency weights ``state`` of ``arch`` while the block runs; as it was afterwards."""
+def applied(unet, prepared: Prepared, weight: float = 1.0) -> Iterator[None]:
+    """The UNet with the ``prepared`` changes while the block runs; exactly as it was afterwards."""
     import torch
 
-    params = dict(unet.named_parameters())
-    changes: List[Tuple[object, object]] = []
-    processors = None
-    if arch == "sdxl":
-        for key, delta in sdxl_deltas(state).items():
-            if key not in params or tuple(params[key].shape) != tuple(delta.shape):
-                raise ValueError(f"the transparency weights do not fit this UNet ({key})")
-            changes.append((params[key], delta))
-    else:
-        units = sd15_units(state)
-        modules = attention_modules(unet)
-        if sorted(units) != list(range(len(modules))):
-            raise ValueError(f"the transparency weights hold {len(units)} units; this UNet has {len(modules)} "
-                             "attentions")
-        processors = unet.attn_processors
-        like = next(unet.parameters())
-        for n, attn in enumerate(modules):
-            changes += _unit_deltas(attn, units[n])
-            attn.set_processor(SharedAttention(attn.processor, units[n], like))
-    kept = [(p, p.detach().clone()) for p, _ in changes]
+    before = unet.attn_processors if prepared.processors else None
+    kept = [(p, p.detach().clone()) for p, _ in prepared.changes]
     try:
+        for attn, processor in prepared.processors:
+            attn.set_processor(processor)
         with torch.no_grad():
-            for p, delta in changes:
+            for p, delta in prepared.changes:
                 p.add_(delta.to(p) * weight)
         yield
     finally:
         with torch.no_grad():
             for p, old in kept:
                 p.copy_(old)
-        if processors is not None:
-            unet.set_attn_processor(processors)
+        if before is not None:
+            unet.set_attn_processor(before)

@@ -20,7 +20,7 @@ from protocol.messages import TRANSPARENT_MODES
 from ..models import layerdiffuse as ld
 from ..models.cache import LastLoaded
 from ..models.registry import ModelEntry, arch_name
-from . import transparent_decoder, transparent_encoder
+from . import layer_attention, transparent_decoder, transparent_encoder
 from .latents import _full_precision as full_precision
 
 _decoders: LastLoaded = LastLoaded(transparent_decoder.load)
@@ -44,6 +44,16 @@ class TransparencyPlan:
     def weights(self) -> dict:
         """The attention file's tensors (kept between jobs)."""
         return _attention.get(self.attention.path, "cpu")
+
+    def applied(self, unet):
+        """The attention weights on ``unet`` for the block that uses it (``layer_attention.applied``); a file that
+        does not fit the checkpoint is refused naming it."""
+        try:
+            prepared = layer_attention.prepare(unet, self.arch, self.weights())
+        except ValueError as err:
+            raise ProtocolError(UNSUPPORTED, f"LayerDiffuse file '{self.attention.name}' does not fit this "
+                                f"{arch_name(self.arch)} checkpoint: {err}", field="params.transparent") from None
+        return layer_attention.applied(unet, prepared)
 
     def decoder_model(self, device: str):
         return _decoders.get(self.decoder.path, device)
