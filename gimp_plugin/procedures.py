@@ -219,26 +219,16 @@ def _fill_prompt_from_description(config, run_mode) -> None:
 def describe(spec: ProcedureSpec, image, drawables: list, values: Dict[str, Any], interactive: bool = False) -> str:
     """Describe: read the selection's bounds (or the image), ask the server's captioner, keep the words for the next
     run's prompt; returns them."""
-    from client.session import new_job_id
-
-    from . import capture, connection, host, settings
+    from . import connection, host
     from .values import save_description
 
-    job_settings, inputs = capture.read_inputs(spec, image, drawables[0] if drawables else None, values)
-    url, token = capture.server_target(values)
     progress = _Progress("describing the picture")
     try:
-        profile = host.profile_dir()
-        client = connection.connect(url, token, profile, progress)
-        try:
-            job = capture.make_job(job_settings, inputs, client.welcome, new_job_id("gimp"))
-            settings.remember(profile, url, token)
-            text = connection.run_caption(client, job, progress)
-        finally:
-            client.close()
+        _settings, _welcome, text = _send(spec, image, drawables[0] if drawables else None, values, progress,
+                                          connection.run_caption)
     finally:
         progress.end()
-    save_description(profile, text)
+    save_description(host.profile_dir(), text)
     if interactive:
         Gimp.message(f"Paintbridge: the next run's prompt will be: {text}")
     return text
@@ -300,29 +290,36 @@ def _run_live(procedure, run_mode, image, drawables, config, spec: ProcedureSpec
     return _status(procedure, Gimp.PDBStatusType.SUCCESS if kept else Gimp.PDBStatusType.CANCEL)
 
 
-def execute(spec: ProcedureSpec, image, drawables: list, values: Dict[str, Any], interactive: bool = False):
-    """One run: read, connect, send, wait, insert. Returns the new image of an upscale into a new image, else None."""
+def _send(spec: ProcedureSpec, image, active, values: Dict[str, Any], progress: "_Progress", wait):
+    """Read what the run's mode needs, connect, send its job and ``wait(client, job, progress)`` for the answer:
+    (the run's settings, the server's welcome, what ``wait`` returned)."""
     from client.session import new_job_id
 
-    from . import capture, connection, history, host, settings
+    from . import capture, connection, host, settings
 
-    active = drawables[0] if drawables else None
     job_settings, inputs = capture.read_inputs(spec, image, active, values)
     url, token = capture.server_target(values)
+    profile = host.profile_dir()
+    client = connection.connect(url, token, profile, progress)
+    try:
+        job = capture.make_job(job_settings, inputs, client.welcome, new_job_id("gimp"))
+        settings.remember(profile, url, token)
+        return job_settings, client.welcome, wait(client, job, progress)
+    finally:
+        client.close()
+
+
+def execute(spec: ProcedureSpec, image, drawables: list, values: Dict[str, Any], interactive: bool = False):
+    """One run: read, connect, send, wait, insert. Returns the new image of an upscale into a new image, else None."""
+    from . import capture, connection, history
+
+    active = drawables[0] if drawables else None
     progress = _Progress(spec.title.split(": ", 1)[-1])
     try:
-        profile = host.profile_dir()
-        client = connection.connect(url, token, profile, progress)
-        try:
-            job = capture.make_job(job_settings, inputs, client.welcome, new_job_id("gimp"))
-            settings.remember(profile, url, token)
-            layers, used = connection.run_job(client, job, progress)
-        finally:
-            client.close()
-        new_image = capture.place_results(spec, image, active, job_settings, layers, client.welcome, values,
-                                          interactive)
-        note = history.record(image, job_settings, layers, capture.names_of(spec, job_settings, layers,
-                                                                            client.welcome), used)
+        job_settings, welcome, (layers, used) = _send(spec, image, active, values, progress, connection.run_job)
+        new_image = capture.place_results(spec, image, active, job_settings, layers, welcome, values, interactive)
+        note = history.record(image, job_settings, layers, capture.names_of(spec, job_settings, layers, welcome),
+                              used)
         if note:
             Gimp.message(f"Paintbridge: {note}")
         return new_image

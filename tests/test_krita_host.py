@@ -284,18 +284,10 @@ def test_live_mode_sends_a_new_frame_when_a_region_prompt_is_edited(krita_region
 
 @pytest.fixture(scope="module")
 def krita_caption_run(tmp_path_factory) -> Run:
-    """Prompt from the picture: a tiny random BLIP captioner, against a server of this checkout."""
+    """Prompt from the picture: a tiny random BLIP captioner."""
     import tiny_blip
-    from conftest import ServerProcess
 
-    work = tmp_path_factory.mktemp("krita-caption-server")
-    models = work / "models"
-    tiny_blip.install(models)
-    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
-    try:
-        return _run_scenario(tmp_path_factory, "caption", W, H, server_url=proc.url, tag="caption")
-    finally:
-        proc.stop()
+    return _run_with_own_server(tmp_path_factory, "caption", tiny_blip.install, W, H)
 
 
 def test_the_describe_button_fills_the_prompt_with_the_captioners_words(krita_caption_run):
@@ -317,23 +309,34 @@ def test_the_describe_button_fills_the_prompt_with_the_captioners_words(krita_ca
     assert run["layers_after"] == run["layers_before"], "describing adds and changes no layer"
 
 
-@pytest.fixture(scope="module")
-def krita_transparent_run(tmp_path_factory) -> Run:
-    """Transparent layers: a tiny SD1.5 model with LayerDiffuse files of the published layouts, against a server of
-    this checkout."""
-    import factory
-    import tiny_layerdiffuse
+def _run_with_own_server(tmp_path_factory, scenario: str, fill_models, width: int, height: int,
+                         model: str = "") -> Run:
+    """``scenario`` against a server of this checkout over a models folder that ``fill_models(folder)`` lays out."""
     from conftest import ServerProcess
 
-    work = tmp_path_factory.mktemp("krita-transparent-server")
-    models = factory.make_models_dir(work / "models", ("sd15",))
-    tiny_layerdiffuse.install(models, "sd15")
+    work = tmp_path_factory.mktemp(f"krita-{scenario}-server")
+    models = work / "models"
+    models.mkdir()
+    fill_models(models)
     proc = ServerProcess(["--models", str(models)], work / "server.log").start()
     try:
-        return _run_scenario(tmp_path_factory, "transparent", DW, DH, model="tiny-sd15", server_url=proc.url,
-                             tag="transparent")
+        return _run_scenario(tmp_path_factory, scenario, width, height, model=model, server_url=proc.url,
+                             tag=scenario)
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def krita_transparent_run(tmp_path_factory) -> Run:
+    """Transparent layers: a tiny SD1.5 model with LayerDiffuse files of the published layouts."""
+    import factory
+    import tiny_layerdiffuse
+
+    def fill(models: Path) -> None:
+        factory.make_models_dir(models, ("sd15",))
+        tiny_layerdiffuse.install(models, "sd15")
+
+    return _run_with_own_server(tmp_path_factory, "transparent", fill, DW, DH, model="tiny-sd15")
 
 
 def test_a_transparent_generate_arrives_as_a_layer_with_the_decoders_alpha(krita_transparent_run):

@@ -1614,17 +1614,9 @@ def scenario_caption():
     """Prompt from the picture: the Describe button beside the prompt fills it with the server captioner's words for
     the selection's box, in the caption style chosen beside it; the document's layers stay as they were."""
     R = RESULT
-    yield Until(lambda: find_panel()[1] is not None, 30)
-    dock, panel = find_panel()
+    dock, panel, doc = yield from connected_panel_and_document("pb-caption")
     ses = panel.session
-    yield Until(lambda: ses.connection_state == "connected" and ses.models, 150, poll=200)
-    R["connected"] = ses.connection_state
     R["captioners"] = [m["name"] for m in ses.models if m.get("kind") == "captioner"]
-    doc = new_doc("pb-caption")
-    yield 400
-    paint = add_paint(doc, "Paint")
-    doc.setActiveNode(paint)
-    yield 300
     ses.set_prompt("an old prompt", "")
     yield 100
     select_rect(doc, 20, 10, 64, 48)
@@ -1653,20 +1645,27 @@ def scenario_caption():
     doc.setModified(False)
 
 
-def scenario_transparent():
-    """Transparent layers: Generate with the panel's "Transparent layer" box ticked on a tiny SD1.5 model with
-    LayerDiffuse files; the applied layer carries the decoder's alpha inside the selection and nothing outside."""
-    R = RESULT
+def connected_panel_and_document(name):
+    """Steps: wait for the panel and its connection (with models), then a new document with a painted layer,
+    active; returns (dock, panel, document) and records the connection state."""
     yield Until(lambda: find_panel()[1] is not None, 30)
     dock, panel = find_panel()
     ses = panel.session
     yield Until(lambda: ses.connection_state == "connected" and ses.models, 150, poll=200)
-    R["connected"] = ses.connection_state
-    doc = new_doc("pb-transparent")
+    RESULT["connected"] = ses.connection_state
+    doc = new_doc(name)
     yield 400
-    paint = add_paint(doc, "Paint")
-    doc.setActiveNode(paint)
+    doc.setActiveNode(add_paint(doc, "Paint"))
     yield 300
+    return dock, panel, doc
+
+
+def scenario_transparent():
+    """Transparent layers: Generate with the panel's "Transparent layer" box ticked on a tiny SD1.5 model with
+    LayerDiffuse files; the applied layer carries the decoder's alpha inside the selection and nothing outside."""
+    R = RESULT
+    dock, panel, doc = yield from connected_panel_and_document("pb-transparent")
+    ses = panel.session
     ses.set_option("model", CONFIG["model"])
     panel.mode_tabs.setCurrentIndex(list(panel_modes()).index("generate"))  # as a click on the tab does
     yield 200
