@@ -197,6 +197,11 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
     mode = settings.mode
     r = rule(mode)
     params: Dict[str, Any] = {}
+    if mode == "caption":
+        if settings.caption_style not in protocol.CAPTION_STYLES:
+            raise JobInputError(f"unknown caption style {settings.caption_style!r}; choose one of "
+                                f"{', '.join(protocol.CAPTION_STYLES)}")
+        return {"caption_style": settings.caption_style}
     if mode == "preprocess":
         if settings.preprocessor not in protocol.CONTROL_TYPES:
             raise JobInputError(f"unknown control image kind {settings.preprocessor!r}; choose one of "
@@ -230,6 +235,8 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
         params["tileable"] = True
     if mode == "generate" and not has_image:
         params["width"], params["height"] = box.width, box.height
+    if mode in ("generate", "img2img") and settings.transparent:
+        params["transparent"] = True
     if mode == "outpaint":
         extend = {"left": settings.extend_left, "top": settings.extend_top, "right": settings.extend_right,
                   "bottom": settings.extend_bottom}
@@ -354,8 +361,9 @@ def build_job(
                          "preprocess": bool(ctl.preprocess), "model": ctl.model})
     references = _references(inputs, box, fmt)
     regions = _regions(inputs, box) if mode in REGION_MODES else []
+    model = resolved.captioner if mode == "caption" else resolved.model  # caption: a captioner, not a checkpoint
     return job_message(
-        regions=regions, job_id=job_id, mode=mode, model=resolved.model.strip(), prompt=resolved.prompt.strip(),
+        regions=regions, job_id=job_id, mode=mode, model=model.strip(), prompt=resolved.prompt.strip(),
         negative_prompt=resolved.negative_prompt.strip(), image=image, mask=mask, controls=controls,
         params=build_params(resolved, box, image is not None, mask is not None), x=box.x, y=box.y,
         result_format=result_format or fmt, previews=previews, live=live, references=references,

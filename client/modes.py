@@ -13,6 +13,7 @@ native pixel order, the mask as ``gray8`` when ``plan.mask`` says so) and hands 
 | preprocess | the selection's bounds, else the canvas              | never                | always                  |
 | edit       | context box around the selection, else the canvas    | the selection, if any| always                  |
 | detail     | context box around the selection, else the canvas    | the selection, if any| always                  |
+| caption    | the selection's bounds, else the canvas              | never                | always                  |
 
 Generate into a selection sends the image and the soft mask, and the server composites (the layer's alpha is the
 mask); without a selection only the size travels.
@@ -65,6 +66,8 @@ RULES: Dict[str, ModeRule] = {
     "edit": ModeRule("edit", "Edit", CONTEXT, OPTIONAL, controls=False, listing="edit"),
     # detailer on its own (issue 13): faces inside the selection, or in the whole image
     "detail": ModeRule("detail", "Detail", CONTEXT, OPTIONAL, batch=False, controls=False),
+    # prompt from the picture: the selection (or the canvas) described in words, no layer back
+    "caption": ModeRule("caption", "Describe", SELECTION, NEVER, batch=False, controls=False),
 }
 MODES: Tuple[str, ...] = tuple(RULES)
 LIVE_MODES = ("inpaint", "img2img")

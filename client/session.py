@@ -18,7 +18,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 from .errors import Cancelled, JobError, ServerStartError, ServerUnavailable
 from .server import Autostart, LocalServer, is_local
 from .models import presets_from
-from .wire import client_module, field_of, make_client, message_type, protocol, result_layers
+from .wire import client_module, field_of, make_client, message_type, protocol, result_layers, result_text
 
 START_TIMEOUT = 180.0  # a first start may import torch and scan model folders
 StatusFn = Callable[[Optional[float], Optional[str]], None]
@@ -136,6 +136,27 @@ def open_client(
 def run_job(client, job: Any, on_status: Optional[StatusFn] = None, timeout: Optional[float] = None
             ) -> Tuple[list, dict]:
     """Run ``job`` to its end: (result layers, the parameters the server used). Failures raise PaintbridgeError."""
+    result = _finished(client, job, on_status, timeout)
+    try:
+        layers = result_layers(result)
+    except (protocol.ProtocolError, TypeError, ValueError) as err:
+        raise JobError("internal", f"The server sent a result this plugin cannot read: {err}") from None
+    if not layers:
+        raise JobError("internal", "The server finished the job but sent no layer back.")
+    return layers, dict(field_of(result, "params", {}) or {})
+
+
+def run_caption(client, job: Any, on_status: Optional[StatusFn] = None, timeout: Optional[float] = None) -> str:
+    """Run a ``caption`` job to its end: the words describing the picture. Failures raise PaintbridgeError."""
+    text = result_text(_finished(client, job, on_status, timeout))
+    if not text:
+        raise JobError("internal", "The captioner found no words for this picture.")
+    return text
+
+
+def _finished(client, job: Any, on_status: Optional[StatusFn], timeout: Optional[float]) -> Any:
+    """The ``result`` of ``job`` (progress to ``on_status``); a failure, cancel or lost connection raises the
+    matching PaintbridgeError."""
     cm = client_module()
 
     def on_event(msg: Any) -> None:
@@ -155,13 +176,7 @@ def run_job(client, job: Any, on_status: Optional[StatusFn] = None, timeout: Opt
         raise ServerUnavailable(f"The connection to the Paintbridge server broke off during the job: {err}") from None
     except TimeoutError as err:
         raise ServerUnavailable(f"The Paintbridge server did not finish the job: {err}") from None
-    try:
-        layers = result_layers(result)
-    except (protocol.ProtocolError, TypeError, ValueError) as err:
-        raise JobError("internal", f"The server sent a result this plugin cannot read: {err}") from None
-    if not layers:
-        raise JobError("internal", "The server finished the job but sent no layer back.")
-    return layers, dict(field_of(result, "params", {}) or {})
+    return result
 
 
 def fetch_models(url: str, token: Optional[str], client_name: str, client_version: str,

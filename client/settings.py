@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from .modes import MODES
-from .sampling import SamplingChoices
 from .wire import protocol
+from .sampling import SamplingChoices
 
 CLASSICAL = "classical"
 # The fills (protocol ``params.fill``): texture copied from around the hole, smooth (Telea, Navier-Stokes), a LaMa
@@ -22,6 +22,8 @@ CLASSICAL = "classical"
 FILLS = {"patch": "Texture (patch)", "telea": "Smooth (Telea)", "ns": "Smooth (Navier-Stokes)",
          "lama": "LaMa network"}
 IMAGE_SOURCES = ("visible", "layer")
+CAPTION_STYLES = tuple(protocol.CAPTION_STYLES)  # value → the painter's word: CAPTION_STYLE_LABELS
+CAPTION_STYLE_LABELS = {"sentence": "Sentence", "tags": "Tags"}
 MASK_SOURCES = ("selection", "layer-mask", "alpha")
 
 # What a 1.0 server (which sends no ``welcome.defaults``) gets: the server's own tables at protocol 1.1.
@@ -177,6 +179,10 @@ class Settings:
     detail_padding: int = 32
     detail_confidence: float = 0.5
     detail_separate: bool = False  # one layer per detection
+    transparent: bool = False  # generate, img2img: a layer with real alpha (LayerDiffuse, SD1.5/SDXL)
+    # prompt from the picture (mode "caption")
+    caption_style: str = "sentence"  # protocol CAPTION_STYLES: "sentence" or "tags"
+    captioner: str = ""  # a captioner by name; "" = the server's first
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form (a JSON-ready map)."""
@@ -222,6 +228,8 @@ class Settings:
             out.mask_source = cls.mask_source
         if out.fill not in FILLS:
             out.fill = cls.fill
+        if out.caption_style not in CAPTION_STYLES:
+            out.caption_style = cls.caption_style
         return out
 
     def replace(self, **changes: Any) -> "Settings":

@@ -92,3 +92,9 @@ def result_layers(msg: Any) -> list:
     layers = field_of(msg, "layers", ()) or ()
     return [layer if isinstance(layer, protocol.ResultLayer) else protocol.ResultLayer.from_wire(layer)
             for layer in layers]
+
+
+def result_text(msg: Any) -> str:
+    """The words of a ``result`` (mode ``caption``: the picture described), stripped; "" when it has none."""
+    text = field_of(msg, "text", "") or ""
+    return " ".join(str(text).split())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Dict, Optional, Tuple
 
-from client.settings import FALLBACK_DEFAULTS, FILLS
+from client.settings import CAPTION_STYLE_LABELS, CAPTION_STYLES, FALLBACK_DEFAULTS, FILLS
 from protocol.messages import CONTROL_TYPES, MAX_CONTROLS, REFERENCE_TYPES, SAMPLERS
 from protocol.sampling import SCHEDULE_NAMES
 
@@ -18,6 +18,7 @@ MENU_PATH = "<Image>/Filters/Paintbridge"
 # MAX_CONTROLS (the protocol's): control-layer slots per procedure, as many as a job takes
 MAX_REFERENCES = 4  # reference-image slots per procedure (issue 15; a job takes up to 8, a dialog shows 4)
 GINT_MAX = 2**31 - 1
+DESCRIBED_MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "detail")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ class ProcedureSpec:
             if arg.name == name:
                 return arg
         raise KeyError(f"procedure {self.name} has no argument {name!r}")
+
+    @property
+    def takes_description(self) -> bool:
+        """Whether the words of the last Describe (prompt from the picture) fill this procedure's prompt (not an
+        instruction edit's: an instruction is no description)."""
+        return self.mode in DESCRIBED_MODES and any(arg.name == "prompt" for arg in self.args)
 
     def defaults(self) -> Dict[str, Any]:
         """Every argument's default value (layers default to None)."""
@@ -239,6 +246,11 @@ def _reference_args() -> Tuple[Arg, ...]:
     return tuple(args)
 
 
+def _transparent_arg() -> Arg:
+    return Arg("transparent", "boolean", "Trans_parent layer", "A layer with real alpha (LayerDiffuse; SD1.5 and SDXL "
+               "models)", False)
+
+
 def _server_args() -> Tuple[Arg, ...]:
     return (
         Arg("server", "string", "Ser_ver", "Server address (ws://host:port); empty = the last one used", ""),
@@ -326,10 +338,11 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         PREFIX + "img2img", "img2img", "I_mg2img...", "Paintbridge: Img2img",
         "Redraw the selection (or the whole image) guided by a prompt",
         "Redraws the selection's context box, or the whole image without a selection, keeping its composition; "
-        "strength sets how much changes. The result is a new layer.",
-        _prompt_args() + _sampling_args(_strength("img2img")) + _tileable_args() + _source_args(mask=True)
-        + _control_args() + _reference_args() + _server_args() + _region_args() + _hires_args()
-        + _detail_args(after=True),
+        "strength sets how much changes. The result is a new layer. 'Transparent layer' keeps and redraws alpha "
+        "(use Source: active layer for a layer with transparency; LayerDiffuse, SD1.5/SDXL).",
+        _prompt_args() + (_transparent_arg(),) + _sampling_args(_strength("img2img")) + _tileable_args()
+        + _source_args(mask=True) + _control_args() + _reference_args() + _server_args() + _region_args()
+        + _hires_args() + _detail_args(after=True),
     ),
     ProcedureSpec(
         PREFIX + "outpaint", "outpaint", "_Outpaint...", "Paintbridge: Outpaint",
@@ -382,9 +395,11 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         PREFIX + "generate", "generate", "_Generate into Selection...", "Paintbridge: Generate into Selection",
         "Paint something new into the selection from the prompt alone",
         "Generates a new image from the prompt into the selection (or the whole canvas), ignoring what is there. "
-        "The result is a new layer, masked by the selection.",
-        _prompt_args() + _sampling_args(None) + _tileable_args() + _source_args(mask=True) + _control_args()
-        + _reference_args() + _server_args() + _region_args() + _hires_args() + _detail_args(after=True),
+        "The result is a new layer, masked by the selection. 'Transparent layer' gives the layer real alpha "
+        "(LayerDiffuse on SD1.5/SDXL models: Download Models › 'layerdiffuse-sd15' or 'layerdiffuse-sdxl').",
+        _prompt_args() + (_transparent_arg(),) + _sampling_args(None) + _tileable_args() + _source_args(mask=True)
+        + _control_args() + _reference_args() + _server_args() + _region_args() + _hires_args()
+        + _detail_args(after=True),
     ),
     # the detailer on its own (issue 13)
     ProcedureSpec(
@@ -482,7 +497,21 @@ HISTORY = ProcedureSpec(
     ),
     history=True,
 )
-ALL_PROCEDURES = PROCEDURES + (DOWNLOAD, HISTORY)
+# prompt from the picture: the words fill the prompt of the next run of a procedure that takes a description
+DESCRIBE = ProcedureSpec(
+    PREFIX + "describe", "caption", "_Describe...", "Paintbridge: Describe",
+    "Describe the selection (or the whole image) as a prompt to start from",
+    "Asks the server's captioner (Download Models › 'captioner') for words that describe the selection's bounds, or "
+    "the whole image without a selection: a sentence, or comma-separated tags. The words are shown, returned to "
+    "scripts ('caption'), and fill the prompt of the next Paintbridge run: its dialog opens with them, and a script "
+    "that runs a procedure with an empty prompt gets them.",
+    (
+        Arg("caption-style", "choice", "_Style", "A sentence, or comma-separated tags", CAPTION_STYLES[0],
+            choices=tuple((style, CAPTION_STYLE_LABELS[style]) for style in CAPTION_STYLES)),
+        Arg("captioner", "string", "_Captioner", "A captioner of the server by name; empty = its first", ""),
+    ) + _source_args(mask=False) + _server_args(),
+)
+ALL_PROCEDURES = PROCEDURES + (DOWNLOAD, HISTORY, DESCRIBE)
 
 # Keys the generated dialog's own buttons use (Help, Reset, Cancel, OK, Load/Save settings).
 RESERVED_MNEMONICS = frozenset("hrcols")

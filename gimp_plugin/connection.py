@@ -17,6 +17,7 @@ PLUGIN_DIR = Path(__file__).resolve().parent.parent  # installed: plug-ins/paint
 LOG_NAME = "paintbridge-server.log"
 
 run_job = session.run_job
+run_caption = session.run_caption
 describe_event = session.describe_event
 
 

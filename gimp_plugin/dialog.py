@@ -104,6 +104,10 @@ def models_hint(models: Optional[List[dict]], mode: str, url: str) -> str:
         parts = [f"Instruction-edit models: {', '.join(able)}" if able else
                  "No instruction-edit model installed (e.g. Flux.1 Kontext: flux1-kontext-dev.safetensors in "
                  "diffusion_models/, with its text encoders and VAE)"]
+    if mode == "caption":  # prompt from the picture: a captioner, no checkpoint
+        captioners = names("captioner")
+        parts = [f"Captioners: {', '.join(captioners)}" if captioners else
+                 "No captioner installed: Download Models › 'captioner'"]
     if mode == "upscale":
         upscalers = names("upscaler")
         parts.insert(0, f"Upscalers: {', '.join(upscalers)}" if upscalers else "Upscaler: Lanczos only")

@@ -103,6 +103,9 @@ class Paintbridge(Gimp.PlugIn):
             procedure.add_image_return_value("new-image", "New image",
                                              "The upscaled image (none when the result went into a layer)", True,
                                              GObject.ParamFlags.READWRITE)
+        if spec.mode == "caption":  # prompt from the picture
+            procedure.add_string_return_value("caption", "Caption", "The words that describe the picture", "",
+                                              GObject.ParamFlags.READWRITE)
         if spec.history:  # results history (issue 13)
             procedure.add_string_return_value("entries", "Entries", "'list': the entries as JSON (newest first)", "",
                                               GObject.ParamFlags.READWRITE)
@@ -184,6 +187,8 @@ class _Progress:
 def run(procedure, run_mode, image, drawables, config, data):
     """Run function of every Paintbridge procedure."""
     spec = BY_NAME[procedure.get_name()]
+    if spec.takes_description:
+        _fill_prompt_from_description(config, run_mode)
     if spec.live:
         return _run_live(procedure, run_mode, image, drawables, config, spec)
     if spec.download:
@@ -196,8 +201,12 @@ def run(procedure, run_mode, image, drawables, config, data):
         return _status(procedure, Gimp.PDBStatusType.CANCEL)
     values = _read_values(spec, config)
     try:
-        new_image = execute(spec, image, list(drawables or []), values,
-                            interactive=run_mode == Gimp.RunMode.INTERACTIVE)
+        if spec.mode == "caption":
+            caption = describe(spec, image, list(drawables or []), values,
+                               interactive=run_mode == Gimp.RunMode.INTERACTIVE)
+        else:
+            new_image = execute(spec, image, list(drawables or []), values,
+                                interactive=run_mode == Gimp.RunMode.INTERACTIVE)
     except Cancelled as err:
         return _status(procedure, Gimp.PDBStatusType.CANCEL, str(err))
     except JobInputError as err:
@@ -212,12 +221,46 @@ def run(procedure, run_mode, image, drawables, config, data):
         Gimp.message(message)
         return _status(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, message)
     result = _status(procedure, Gimp.PDBStatusType.SUCCESS)
+    if spec.mode == "caption":
+        result.remove(1)
+        result.insert(1, GObject.Value(GObject.TYPE_STRING, caption))
     if spec.returns_image:
         result.remove(1)
         from . import host
 
         result.insert(1, host.image_value(new_image))
     return result
+
+
+def _fill_prompt_from_description(config, run_mode) -> None:
+    """The last Describe's words become the prompt: of a dialog (interactive runs), or of a scripted run that sends
+    none; they are used once."""
+    if run_mode != Gimp.RunMode.INTERACTIVE and str(config.get_property("prompt") or "").strip():
+        return
+    from . import host
+    from .values import take_description
+
+    text = take_description(host.profile_dir())
+    if text:
+        config.set_property("prompt", text)
+
+
+def describe(spec: ProcedureSpec, image, drawables: list, values: Dict[str, Any], interactive: bool = False) -> str:
+    """Describe: read the selection's bounds (or the image), ask the server's captioner, keep the words for the next
+    run's prompt; returns them."""
+    from . import connection, host
+    from .values import save_description
+
+    progress = _Progress("describing the picture")
+    try:
+        _settings, _welcome, text = _send(spec, image, drawables[0] if drawables else None, values, progress,
+                                          connection.run_caption)
+    finally:
+        progress.end()
+    save_description(host.profile_dir(), text)
+    if interactive:
+        Gimp.message(f"Paintbridge: the next run's prompt will be: {text}")
+    return text
 
 
 def _run_download(procedure, run_mode, config, spec: ProcedureSpec):
@@ -276,29 +319,36 @@ def _run_live(procedure, run_mode, image, drawables, config, spec: ProcedureSpec
     return _status(procedure, Gimp.PDBStatusType.SUCCESS if kept else Gimp.PDBStatusType.CANCEL)
 
 
-def execute(spec: ProcedureSpec, image, drawables: list, values: Dict[str, Any], interactive: bool = False):
-    """One run: read, connect, send, wait, insert. Returns the new image of an upscale into a new image, else None."""
+def _send(spec: ProcedureSpec, image, active, values: Dict[str, Any], progress: "_Progress", wait):
+    """Read what the run's mode needs, connect, send its job and ``wait(client, job, progress)`` for the answer:
+    (the run's settings, the server's welcome, what ``wait`` returned)."""
     from client.session import new_job_id
 
-    from . import capture, connection, history, host, settings
+    from . import capture, connection, host, settings
 
-    active = drawables[0] if drawables else None
     job_settings, inputs = capture.read_inputs(spec, image, active, values)
     url, token = capture.server_target(values)
+    profile = host.profile_dir()
+    client = connection.connect(url, token, profile, progress)
+    try:
+        job = capture.make_job(job_settings, inputs, client.welcome, new_job_id("gimp"))
+        settings.remember(profile, url, token)
+        return job_settings, client.welcome, wait(client, job, progress)
+    finally:
+        client.close()
+
+
+def execute(spec: ProcedureSpec, image, drawables: list, values: Dict[str, Any], interactive: bool = False):
+    """One run: read, connect, send, wait, insert. Returns the new image of an upscale into a new image, else None."""
+    from . import capture, connection, history
+
+    active = drawables[0] if drawables else None
     progress = _Progress(spec.title.split(": ", 1)[-1])
     try:
-        profile = host.profile_dir()
-        client = connection.connect(url, token, profile, progress)
-        try:
-            job = capture.make_job(job_settings, inputs, client.welcome, new_job_id("gimp"))
-            settings.remember(profile, url, token)
-            layers, used = connection.run_job(client, job, progress)
-        finally:
-            client.close()
-        new_image = capture.place_results(spec, image, active, job_settings, layers, client.welcome, values,
-                                          interactive)
-        note = history.record(image, job_settings, layers, capture.names_of(spec, job_settings, layers,
-                                                                            client.welcome), used)
+        job_settings, welcome, (layers, used) = _send(spec, image, active, values, progress, connection.run_job)
+        new_image = capture.place_results(spec, image, active, job_settings, layers, welcome, values, interactive)
+        note = history.record(image, job_settings, layers, capture.names_of(spec, job_settings, layers, welcome),
+                              used)
         if note:
             Gimp.message(f"Paintbridge: {note}")
         return new_image

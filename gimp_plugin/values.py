@@ -153,6 +153,10 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
         s.detail_padding, s.detail_confidence = int(values["detail-padding"]), float(values["detail-confidence"])
         s.detail_separate = bool(values["detail-separate"])
         s.detail_targets = detail_targets(values.get("detail-targets"))
+    if "transparent" in names:  # transparent layers (LayerDiffuse)
+        s.transparent = bool(values["transparent"])
+    if "caption-style" in names:  # prompt from the picture
+        s.caption_style, s.captioner = str(values["caption-style"] or "sentence"), text("captioner")
     if "reference-layer" in names:  # reference images (issue 15)
         s.references = reference_settings(values, stable_id)
     if "control-layer" in names:
@@ -199,7 +203,7 @@ def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
                            "detail-steps": s.detail_steps, "detail-padding": s.detail_padding,
                            "detail-confidence": s.detail_confidence, "detail-separate": s.detail_separate,
                            "detail-targets": {"hand": "hand", "face,hand": "face-hand"}.get(s.detail_targets, "face"),
-                           "tileable": s.tileable}
+                           "tileable": s.tileable, "transparent": s.transparent}
     for name, value in (("model", s.model), ("vae", s.vae), ("refiner", s.refiner), ("upscaler", s.upscaler),
                         ("hires-upscaler", s.hires_upscaler)):
         if name in names:
@@ -280,3 +284,26 @@ def take_reuse(profile: Path, procedure: str) -> Dict[str, Any]:
         return {}
     path.unlink()
     return dict(data["values"])
+
+
+# --- prompt from the picture: the last Describe's words, waiting for the next run's prompt ---------------------------
+
+DESCRIPTION_FILE = "paintbridge-description.json"
+
+
+def save_description(profile: Path, text: str) -> None:
+    """Keep the words of a Describe run for the prompt of the next run that takes them."""
+    Path(profile).mkdir(parents=True, exist_ok=True)
+    (Path(profile) / DESCRIPTION_FILE).write_text(json.dumps({"prompt": text}), encoding="utf-8")
+
+
+def take_description(profile: Path) -> str:
+    """The words kept by the last Describe (then forgotten), or "" when none wait."""
+    path = Path(profile) / DESCRIPTION_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    path.unlink()
+    text = data.get("prompt") if isinstance(data, dict) else None
+    return " ".join(text.split()) if isinstance(text, str) else ""

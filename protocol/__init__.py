@@ -11,6 +11,7 @@ from .geometry import Box, context_box
 from .images import BGRA8, GRAY8, RGBA8, ImagePayload, convert_pixels
 from .sampling import SAMPLER_NAMES, SAMPLERS, SCHEDULE_NAMES
 from .messages import (
+    CAPTION_STYLES,
     CONTROL_TYPES,
     MODES,
     REFERENCE_TYPES,
@@ -50,7 +51,7 @@ from .messages import (
 from .messages import DETAIL_TARGETS, HIRES_UPSCALERS, Detail, Hires  # hires fix and detailer (issue 13)
 
 __all__ = [
-    "BGRA8", "Box", "CONTROL_TYPES", "Cancel", "Cancelled", "ClientMessage", "Control", "ERROR_CODES", "Error",
+    "BGRA8", "Box", "CAPTION_STYLES", "CONTROL_TYPES", "Cancel", "Cancelled", "ClientMessage", "Control", "ERROR_CODES", "Error",
     "Extend", "GRAY8", "Hello", "ImagePayload", "Job", "Limits", "ListModels", "ListPresets", "LocalProtocolError", "MODES", "Message",
     "Models", "PROTOCOL_VERSION", "Params", "Presets", "Progress", "Pull", "PullDone", "PullProgress", "ProtocolError", "Queued", "RGBA8", "Result", "ResultLayer",
     "SAMPLERS", "SAMPLER_NAMES", "SCHEDULE_NAMES", "ServerMessage", "Started", "Welcome", "context_box", "convert_pixels", "job_params_defaults",

@@ -20,8 +20,10 @@ from .techniques import DETAIL_TARGETS, HIRES_UPSCALERS, MAX_PROMPT_LENGTH, Deta
 
 PROTOCOL_VERSION = "1.1"
 
-MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", "edit", "detail")
+MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", "edit", "detail", "caption")
 TILEABLE_MODES = ("generate", "img2img", "upscale")  # seamless textures: the modes that make a whole picture
+CAPTION_STYLES = ("sentence", "tags")
+TRANSPARENT_MODES = ("generate", "img2img")  # params.transparent: layers with real alpha
 CONTROL_TYPES = ("canny", "lineart", "scribble", "softedge", "depth", "normal", "pose", "tile", "inpaint", "shuffle",
                  "reference")
 INPAINT_FILLS = ("telea", "ns", "patch", "lama")
@@ -127,6 +129,12 @@ class Params(WireModel):
                                 doc="fraction of the steps after which the refiner takes over")
     # fills (issue 13)
     color_match: bool = wire(False, doc="match the result's colours to the area around the mask (inpaint, outpaint)")
+    transparent: bool = wire(False, doc="modes `generate` and `img2img` (of a transparent layer) on SD1.5/SDXL: a "
+                                        "layer with real alpha (LayerDiffuse: `models pull layerdiffuse-sd15` / "
+                                        "`layerdiffuse-sdxl`)")
+    caption_style: str = wire("sentence", choices=CAPTION_STYLES,
+                              doc="mode `caption`: `\"sentence\"` describes the picture in words, `\"tags\"` as "
+                                  "comma-separated tags")
 
     # seamless textures
     tileable: bool = wire(False, doc="a result that wraps at its edges, a seamless texture (generate, img2img and "
@@ -282,7 +290,8 @@ class Job(Message):
     type: ClassVar[str] = "job"
     id: str = _id(doc="chosen by the client; unique among its open jobs")
     mode: str = wire(choices=MODES)
-    model: str = wire("", max_length=256, doc='a checkpoint name, `"classical"`, or `""` for the default')
+    model: str = wire("", max_length=256, doc='a checkpoint name, `"classical"`, or `""` for the default; mode '
+                      '`caption`: a captioner by name, `""` = the first installed')
     prompt: str = wire("", max_length=MAX_PROMPT_LENGTH)
     negative_prompt: str = wire("", max_length=MAX_PROMPT_LENGTH)
     image: Optional[ImagePayload] = wire(None, formats=(RGBA8, BGRA8), doc="the context box's pixels")
@@ -337,6 +346,8 @@ class Job(Message):
         if params.tileable and mode not in TILEABLE_MODES:
             raise bad_field("params.tileable", f"is for pictures made whole ({', '.join(TILEABLE_MODES)}), not mode "
                             f"'{mode}': switch it off")
+        if params.transparent and mode not in TRANSPARENT_MODES:
+            raise bad_field("params.transparent", f"is for modes {', '.join(TRANSPARENT_MODES)}, not '{mode}'")
         if mode == "preprocess" and not params.preprocessor:
             raise bad_field("params.preprocessor", "is missing; mode 'preprocess' needs one (e.g. 'canny')")
         ext = params.extend
@@ -469,6 +480,7 @@ class Result(Message):
     elapsed: float = wire(0.0, minimum=0.0, doc="seconds")
     params: Dict[str, Any] = wire(factory=dict, doc="the parameters the server used")
     info: Dict[str, Any] = wire(factory=dict)
+    text: str = wire("", doc="mode `caption`: the picture described as a prompt to start from (`layers` is empty)")
 
 
 @dataclasses.dataclass(frozen=True)

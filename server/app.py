@@ -114,7 +114,7 @@ class PaintbridgeServer:
 
     def _encode_result(self, item: QueuedJob, layers: List[Layer], elapsed: float) -> Result:
         return Result(item.id, tuple(encode_layers(layers, item.result_format)), round(elapsed, 4),
-                      item.job.params.as_dict())
+                      item.job.params.as_dict(), text=item.ctx.text or "")
 
     async def _handshake(self, ws: BudgetedConnection, link: Link) -> Optional[Hello]:
         """Read and check ``hello``; on success the session is attached and ``welcome`` queued. Every refusal is

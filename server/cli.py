@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 
 from PIL import Image
 
-from protocol import MODES, REFERENCE_TYPES, SAMPLERS, SCHEDULE_NAMES, Message, Progress, Queued
+from protocol import CAPTION_STYLES, MODES, REFERENCE_TYPES, SAMPLERS, SCHEDULE_NAMES, Message, Progress, Queued
 from protocol.messages import DETAIL_TARGETS
 from protocol.client import Client, ConnectionFailed, JobCancelled, JobFailed
 from protocol.messages import INPAINT_FILLS
@@ -177,6 +177,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if own_server is not None:
             own_server.stop()
     bar.end()
+    if args.mode == "caption":
+        print(result.text)
+        return 0
     layers = result.layers
     for layer, path in zip(layers, _out_paths(args.out, len(layers))):
         Image.fromarray(flatten_result(layer, image), "RGBA").save(path)
@@ -346,7 +349,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--mask", help="mask image: white = change (or the alpha of a transparent PNG)")
     r.add_argument("--prompt", default="")
     r.add_argument("--negative", default="", help="negative prompt")
-    r.add_argument("--out", required=True, help="output PNG (a batch writes OUT-1.png, OUT-2.png, ...)")
+    r.add_argument("--out", help="output PNG (a batch writes OUT-1.png, OUT-2.png, ...); required except for caption")
     r.add_argument("--server", help="ws://HOST:PORT of a running server; default: start one in this process")
     r.add_argument("--token", default=os.environ.get("PAINTBRIDGE_TOKEN"))
     r.add_argument("--model", default="", help="checkpoint name, or 'classical' (default: the server's default)")
@@ -368,6 +371,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--width", type=int, help="generate without --image: width")
     r.add_argument("--height", type=int, help="generate without --image: height")
     r.add_argument("--preprocessor", help="preprocess mode: canny, lineart, scribble, ...")
+    r.add_argument("--caption-style", choices=CAPTION_STYLES,
+                   help="caption mode (prompt from the picture, printed): a sentence (default) or tags; --model "
+                        "names a captioner")
     # fills (issue 13)
     r.add_argument("--color-match", action="store_true", default=None,
                    help="inpaint/outpaint: match the result's colours to the area around the mask")
@@ -428,6 +434,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "run" and args.mode != "generate" and not args.image:
         parser().error(f"mode '{args.mode}' needs --image")
+    if args.command == "run" and args.mode != "caption" and not args.out:
+        parser().error(f"mode '{args.mode}' needs --out")
     return args.func(args)
 
 

@@ -124,6 +124,7 @@ class JobContext:
     def __init__(self, report: Optional[ProgressFn] = None) -> None:
         self._report = report
         self.cancel_event = threading.Event()
+        self.text: Optional[str] = None  # what a job that answers in words (mode caption) says
 
     def cancel(self) -> None:
         self.cancel_event.set()

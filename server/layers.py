@@ -12,8 +12,8 @@ LAYERS: Dict[str, int] = {
     #    the model registry and loaders, the model downloader, seamless textures (wrap padding, the seam check)
     "imageops": 1, "payloads": 1, "batches": 1, "patchfill": 1, "lama": 1, "detect": 1, "models": 1, "downloads": 1,
     "seamless": 1,
-    # 2: the engines, peers
-    "classical": 2, "diffusion": 2, "families": 2, "upscale": 2, "preprocess": 2,
+    # 2: the engines, peers (caption: describing a picture in words)
+    "classical": 2, "diffusion": 2, "families": 2, "upscale": 2, "preprocess": 2, "caption": 2,
     # 3: picks the engine for a job
     "router": 3,
     # 4: the job queue, client sessions, downloads asked for by clients, who may connect, the network log, outboxes,

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from protocol.errors import UNSUPPORTED, ProtocolError
-from protocol.messages import CONTROL_TYPES, MODES, REFERENCE_TYPES, TILEABLE_MODES
+from protocol.messages import CAPTION_STYLES, CONTROL_TYPES, MODES, REFERENCE_TYPES, TILEABLE_MODES
 
 from . import batches, tuning
 from . import device as devices
@@ -33,6 +33,7 @@ DIFFUSERS = "diffusers"
 FAMILIES = "families"  # Flux.1 and SD3/SD3.5 (server/families)
 UPSCALE = "upscale"
 PREPROCESS = "preprocess"
+CAPTION = "caption"
 TILE_CONTROL_STRENGTH = 0.6  # guides refine tiles without freezing them
 
 RefineFn = Callable[[np.ndarray, float, int], np.ndarray]
@@ -85,6 +86,10 @@ class Router:
             from .preprocess import PreprocessEngine
 
             return PreprocessEngine(self.registry, device=self.device)
+        if name == CAPTION:
+            from .caption import CaptionEngine
+
+            return CaptionEngine(self.registry, device=self.device)
         raise KeyError(name)
 
     @property
@@ -159,6 +164,8 @@ class Router:
             "regions": list(REGION_FAMILIES),  # regions (issue 15): the families whose checkpoints take them
             "detail_targets": installed_targets(self.registry.dirs),  # what the detailer's detectors can find
             "tileable": list(TILEABLE_MODES),  # seamless textures: the modes that take params.tileable
+            "caption_styles": list(CAPTION_STYLES),
+            "captioners": [e.name for e in self.registry.entries("captioner") if e.problem is None],
         }
 
     # --- jobs ---
@@ -172,11 +179,16 @@ class Router:
             raise engine.refuse_references(job, self._family_of(job))
         if job.regions:  # regions (issue 15)
             self._check_regions(job, engine)
+        if job.params.transparent and engine.name != DIFFUSERS:
+            family = self._family_of(job)
+            raise ProtocolError(UNSUPPORTED, f"a transparent layer needs an SD1.5 or SDXL checkpoint (LayerDiffuse); "
+                                f"{family + ' models' if family else 'the ' + engine.name + ' engine'} cannot make one",
+                                field="params.transparent")
         return batches.run_counted(engine.run, job, ctx)
 
     def _family_of(self, job: Job) -> str:
         """The human name of the job's checkpoint family ("Flux.1"), or "" when it runs on no checkpoint."""
-        if job.model == CLASSICAL or job.mode in (UPSCALE, PREPROCESS):
+        if job.model == CLASSICAL or job.mode in (UPSCALE, PREPROCESS, CAPTION):
             return ""
         entry = self.registry.find(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
         return arch_name(entry.arch) if entry is not None else ""
@@ -184,7 +196,7 @@ class Router:
     def _check_regions(self, job: Job, engine: Engine) -> None:
         """regions (issue 15): refuse a job with regions unless its checkpoint's family takes them (the error names
         the family and the model)."""
-        if engine is self.classical or engine.name in (UPSCALE, PREPROCESS):
+        if engine is self.classical or engine.name in (UPSCALE, PREPROCESS, CAPTION):
             raise engine.refuse_regions(job)
         entry = self.registry.get(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
         if entry is None:
@@ -198,6 +210,8 @@ class Router:
             return self.engine(UPSCALE)
         if job.mode == PREPROCESS:
             return self.engine(PREPROCESS)
+        if job.mode == CAPTION:
+            return self.engine(CAPTION)
         if job.model == CLASSICAL:
             return self.classical
         if job.model:  # model_not_found names what is installed

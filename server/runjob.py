@@ -106,7 +106,7 @@ def build_job(args: argparse.Namespace) -> tuple:
                                                    "width", "height", "fill", "preprocessor",
                                                    # sampling (issue 13)
                                                    "scheduler", "batch_count", "vae", "clip_skip", "refiner",
-                                                   "refiner_start")}
+                                                   "refiner_start", "caption_style")}
     given.update({key: getattr(args, key, None) for key in ("color_match", "tileable")})
     params = Params(steps=args.steps, seed=args.seed, batch=args.batch, scale=args.scale, extend=_extend(args.extend),
                     hires=_hires(args), detail=_detail(args), **{k: v for k, v in given.items() if v is not None})

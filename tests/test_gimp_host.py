@@ -1877,3 +1877,105 @@ def test_reuse_settings_refills_control_and_reference_slots_by_tattoo_after_reop
     and their regions by tattoo) fill a new procedure config with the same layers of the image, also after the .xcf
     was saved and opened again; a slot whose layer was deleted stays empty."""
     batch(profile, REUSE_SLOTS_SCRIPT, plugin_dir=profile.inner(profile.plugin_dir))
+
+
+def test_describe_fills_the_prompt_of_the_next_run_with_the_captioners_words(trixie_root, tmp_path):
+    """Prompt from the picture: Filters › Paintbridge › Describe… on a tiny random BLIP returns the captioner's words
+    for the selection's bounds (a sentence, or tags), keeps them, and the next run without a prompt of its own uses
+    them (its history entry says so); a run with a prompt of its own leaves them waiting."""
+    import numpy as np
+
+    import tiny_blip
+    from conftest import ServerProcess
+    from hosts.gimp import gimp_profile, run_batch
+    from server.caption.tags import as_tags
+    from test_caption import direct_caption
+
+    models = tmp_path / "models"
+    tiny_blip.install(models)
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            run_batch(prof, """
+import json, os
+img, (layer,) = make_image(64, 48)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 8, 6, 40, 30)
+whole = composite(img)
+box = b"".join(whole[((6 + y) * 64 + 8) * 4:((6 + y) * 64 + 48) * 4] for y in range(30))
+open(P["dir"] + "/box.bin", "wb").write(box)
+kept = Gimp.directory() + "/paintbridge-description.json"
+old = img.get_layers()
+sentence = expect_ok("plug-in-paintbridge-describe", img, [layer], server=P["url"]).index(1)
+check(sentence.strip() != "", "Describe returns words: %r" % sentence)
+check(img.get_layers() == old and composite(img) == whole, "Describe adds and changes nothing in the image")
+check(json.load(open(kept))["prompt"] == sentence, "and keeps them for the next run's prompt")
+tags = expect_ok("plug-in-paintbridge-describe", img, [layer], caption_style="tags", server=P["url"]).index(1)
+open(P["dir"] + "/captions.json", "w").write(json.dumps({"sentence": sentence, "tags": tags}))
+check(json.load(open(kept))["prompt"] == tags, "the newest words wait")
+
+expect_ok("plug-in-paintbridge-inpaint", img, [layer], prompt="my own words", model="classical", server=P["url"])
+check(os.path.exists(kept), "a run with a prompt of its own leaves the words waiting")
+expect_ok("plug-in-paintbridge-inpaint", img, [layer], prompt="", model="classical", server=P["url"])
+check(not os.path.exists(kept), "the next run without a prompt took them")
+expect_ok("plug-in-paintbridge-inpaint", img, [layer], prompt="", model="classical", server=P["url"])
+listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [layer], action="list").index(1))
+check([e["prompt"] for e in listed] == ["", tags, "my own words"], "the runs' prompts: %r"
+      % [e["prompt"] for e in listed])
+img.delete()
+""", {"url": proc.url, "dir": prof.inside}, timeout=300).assert_ok()
+            captions = json.loads((prof.outside / "captions.json").read_text())
+            box = np.frombuffer((prof.outside / "box.bin").read_bytes(), np.uint8).reshape(30, 40, 4)
+    finally:
+        proc.stop()
+    sentence = direct_caption(tiny_blip.captioner_folder(), np.ascontiguousarray(box))
+    assert captions == {"sentence": sentence, "tags": as_tags(sentence)}
+
+
+def test_generate_with_a_transparent_layer_arrives_with_the_decoders_alpha(trixie_root, tmp_path):
+    """Transparent layers: Generate into Selection with 'Transparent layer' on a tiny SD1.5 model with LayerDiffuse
+    files of the published layouts; the new layer's alpha is the decoder's inside the selection, 0 outside; Img2img of
+    that layer (Source: active layer) brings real alpha back."""
+    import factory
+    import tiny_layerdiffuse
+    from conftest import ServerProcess
+    from hosts.gimp import gimp_profile, run_batch
+
+    models = factory.make_models_dir(tmp_path / "models", ("sd15",))
+    tiny_layerdiffuse.install(models, "sd15")
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            run_batch(prof, """
+img, (layer,) = make_image(96, 64)
+img.select_rectangle(Gimp.ChannelOps.REPLACE, 16, 8, 48, 40)
+before = composite(img)
+user_pixels = read(layer, 0, 0, 96, 64)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a glass bottle", transparent=True, seed=3, steps=2,
+          grow=0, feather=0, server=P["url"])
+added = new_layers(img, old)
+check(len(added) == 1, "one new layer: %r" % layer_summary(img))
+res = added[0]
+ok, rx, ry = res.get_offsets()
+w, h = res.get_width(), res.get_height()
+alpha = read(res, rx, ry, w, h)[3::4]
+inside = [alpha[(y - ry) * w + (x - rx)] for y in range(8, 48) for x in range(16, 64)]
+outside = [alpha[i] for i in range(w * h) if not (8 <= ry + i // w < 48 and 16 <= rx + i % w < 64)]
+check(len(set(inside)) > 2, "the layer carries the decoder's alpha inside the selection: %r" % sorted(set(inside))[:8])
+check(not any(outside), "and nothing outside it")
+check(composite(img) != before, "the layer shows")
+check(read(layer, 0, 0, 96, 64) == user_pixels, "the user's layer is untouched")
+
+# img2img of the new transparent layer itself (Source: active layer): its alpha goes in and comes back redrawn
+Gimp.Selection.none(img)
+old = img.get_layers()
+expect_ok("plug-in-paintbridge-img2img", img, [res], prompt="a glass bottle", transparent=True, source="layer",
+          strength=0.5, seed=4, steps=2, server=P["url"])
+(again,) = new_layers(img, old)
+ok, ax, ay = again.get_offsets()
+alpha2 = read(again, ax, ay, again.get_width(), again.get_height())[3::4]
+check(len(set(alpha2)) > 2, "img2img with a transparent layer gives real alpha back: %r" % sorted(set(alpha2))[:8])
+img.delete()
+""", {"url": proc.url}, timeout=600).assert_ok()
+    finally:
+        proc.stop()

@@ -300,6 +300,79 @@ def test_live_mode_sends_a_new_frame_when_a_region_prompt_is_edited(krita_region
 
 
 @pytest.fixture(scope="module")
+def krita_caption_run(tmp_path_factory) -> Run:
+    """Prompt from the picture: a tiny random BLIP captioner."""
+    import tiny_blip
+
+    return _run_with_own_server(tmp_path_factory, "caption", tiny_blip.install, W, H)
+
+
+def test_the_describe_button_fills_the_prompt_with_the_captioners_words(krita_caption_run):
+    import tiny_blip
+    from server.caption.tags import as_tags
+    from test_caption import direct_caption
+
+    run = krita_caption_run
+    assert not run["errors"], run["errors"]
+    assert run["captioners"] == ["tiny-blip"] and run["button"]["enabled"] and run["button"]["beside_prompt"]
+    box = run.pixels("caption-box", 64, 48)[..., [2, 1, 0, 3]]  # Krita's BGRA as RGBA
+    sentence = direct_caption(tiny_blip.captioner_folder(), np.ascontiguousarray(box))
+    assert sentence and sentence != "an old prompt"
+    for style, expected in (("sentence", sentence), ("tags", as_tags(sentence))):
+        got = run[style]
+        assert run[f"picked_{style}"] and run[f"busy_{style}"] and got["style"] == style
+        assert got["prompt"] == expected and got["prompt_edit"] == expected, (style, got)
+        assert not got["error"], got["message"]
+    assert run["layers_after"] == run["layers_before"], "describing adds and changes no layer"
+
+
+def _run_with_own_server(tmp_path_factory, scenario: str, fill_models, width: int, height: int,
+                         model: str = "") -> Run:
+    """``scenario`` against a server of this checkout over a models folder that ``fill_models(folder)`` lays out."""
+    from conftest import ServerProcess
+
+    work = tmp_path_factory.mktemp(f"krita-{scenario}-server")
+    models = work / "models"
+    models.mkdir()
+    fill_models(models)
+    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    try:
+        return _run_scenario(tmp_path_factory, scenario, width, height, model=model, server_url=proc.url,
+                             tag=scenario)
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def krita_transparent_run(tmp_path_factory) -> Run:
+    """Transparent layers: a tiny SD1.5 model with LayerDiffuse files of the published layouts."""
+    import factory
+    import tiny_layerdiffuse
+
+    def fill(models: Path) -> None:
+        factory.make_models_dir(models, ("sd15",))
+        tiny_layerdiffuse.install(models, "sd15")
+
+    return _run_with_own_server(tmp_path_factory, "transparent", fill, DW, DH, model="tiny-sd15")
+
+
+def test_a_transparent_generate_arrives_as_a_layer_with_the_decoders_alpha(krita_transparent_run):
+    run = krita_transparent_run
+    assert not run["errors"], run["errors"]
+    assert run["mode"] == "generate" and run["check_visible"] and run["transparent_setting"] is True
+    rec = run["transparent"]
+    assert rec["results"] == 1 and not rec["error"], rec["message"]
+    assert len(rec["new_layers"]) == 1, rec
+    alpha = run.pixels("transparent-new", DW, DH)[..., 3]
+    box = context_box(Box(16, 8, 48, 40), DW, DH)
+    inside = alpha[8:48, 16:64]
+    assert inside.std() > 0 and len(np.unique(inside)) > 2, "the layer carries the decoder's alpha"
+    outside = np.ones_like(alpha, bool)
+    outside[8:48, 16:64] = False
+    assert (alpha[outside] == 0).all(), f"nothing outside the selection (context box {box})"
+
+
+@pytest.fixture(scope="module")
 def krita_edit_run(tmp_path_factory) -> Run:
     """Instruction edit: a tiny Flux.1 Kontext and a tiny Flux.1 dev, against a server of this checkout."""
     return _run_on_own_server(tmp_path_factory, "edit", ("flux", "flux-kontext"), "tiny-flux-kontext", tag="edit")

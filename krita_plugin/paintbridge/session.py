@@ -257,11 +257,12 @@ class Session:
         """Build the job for ``inputs`` read from ``doc`` and send it; the session then waits for its events."""
         job_id = csession.new_job_id("krita")
         job = cjobs.build_job(settings, inputs, self.defaults, self.entry(settings.model), job_id=job_id,
-                              previews=kind != "preprocess", live=kind == "live")
+                              previews=kind not in ("preprocess", "caption"), live=kind == "live")
         self.connection.submit(job)
         self.job = RunningJob(job_id, kind, settings, doc, self.host.active_layer_id(doc), inputs.box,
                               control_type=settings.preprocessor if kind == "preprocess" else "")
-        self._progress(0, "Preparing the control image…" if kind == "preprocess" else "Queued…")
+        self._progress(0, {"preprocess": "Preparing the control image…",
+                           "caption": "Describing the picture…"}.get(kind, "Queued…"))
         return job_id
 
     @guarded
@@ -304,6 +305,9 @@ class Session:
             return
         self.progress_preview_ended.emit()
         try:  # the job stays "in flight" until its result is in the document (Krita may run events meanwhile)
+            if job.kind == "caption":
+                self._take_caption(client.wire.result_text(msg))
+                return
             layers = client.wire.result_layers(msg)
             if not layers:
                 raise client.errors.JobError("internal", "The server returned no image.")
@@ -481,6 +485,24 @@ class Session:
         inputs = self.host.capture(doc, settings, [])
         self._pending_control = index
         return self.send(doc, settings, inputs, "preprocess")
+
+    # --- prompt from the picture --------------------------------------------------------------------------------------
+    @guarded
+    def describe(self) -> Optional[str]:
+        """Describe the selection (or the whole image) with the server's captioner, in the chosen caption style; the
+        words replace the prompt when they arrive. Returns the job's id (None when it could not start)."""
+        self._check_ready()
+        doc = self.host.active_document()
+        settings = self.settings.replace(mode="caption")
+        inputs = self.host.capture(doc, settings, [])
+        return self.send(doc, settings, inputs, "caption")
+
+    def _take_caption(self, text: str) -> None:
+        if not text:
+            raise client.errors.JobError("internal", "The captioner found no words for this picture.")
+        self._set("prompt", text)
+        settings_store.save_job_settings(self.store, self.settings)
+        self.show_message("The prompt now describes the picture: edit it, then Generate.")
 
     # --- messages and shutdown ----------------------------------------------------------------------------------------
     def show_message(self, text: str, error: bool = False) -> None:

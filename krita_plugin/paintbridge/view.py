@@ -22,7 +22,8 @@ STATE_COLORS = {"connected": "#3fb950", "connecting": "#d29922", "disconnected":
 SPINS = ("steps", "cfg", "seed", "batch", "refine", "extend_left", "extend_top", "extend_right", "extend_bottom",
          "batch_count", "clip_skip", "refiner_start")  # the last three: sampling (issue 13)
 COMBOS = ("model", "sampler", "upscaler", "image_source", "mask_source", "scale",
-          "scheduler", "vae", "refiner")  # the last three: sampling (issue 13)
+          "scheduler", "vae", "refiner",  # these three: sampling (issue 13)
+          "caption_style")  # prompt from the picture
 
 
 class PaintbridgePanel(QtWidgets.QWidget):
@@ -48,7 +49,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.history_search_tip = self.history_search.toolTip()
         self._fill_model_boxes()
         self.fill_widgets = {"fill": self.fill_box, "color_match": self.color_match_check,  # fills (issue 13)
-                             "tileable": self.tileable_check, "wrap_view": self.wrap_view_check}
+                             "tileable": self.tileable_check, "wrap_view": self.wrap_view_check,
+                             "transparent": self.transparent_check}  # and the transparent-layer switch
         self._show_settings()
         self._bind()
         self._update_results()
@@ -65,7 +67,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
                 "mask_source": self.mask_source_box, "scale": self.scale_box,
                 "scheduler": self.scheduler_box, "batch_count": self.batch_count_spin, "vae": self.vae_box,
                 "clip_skip": self.clip_skip_spin, "refiner": self.refiner_box,
-                "refiner_start": self.refiner_start_spin}[name]
+                "refiner_start": self.refiner_start_spin, "caption_style": self.caption_style_box}[name]
 
     def _bind(self) -> None:
         s = self.session
@@ -85,6 +87,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.start_server_button.clicked.connect(s.start_local_server)
         self.add_control_button.clicked.connect(lambda: s.add_control())
         self.run_button.clicked.connect(lambda: s.run())
+        self.describe_button.clicked.connect(lambda: s.describe())
         self.cancel_button.clicked.connect(s.cancel)
         self.live_button.toggled.connect(s.set_live)
         self.results_list.currentRowChanged.connect(
@@ -117,6 +120,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.tileable_check.toggled.connect(lambda on: s.set_option("tileable", on))  # seamless textures
         self.tileable_check.toggled.connect(self.wrap_view_check.setEnabled)
         self.wrap_view_check.toggled.connect(lambda on: s.set_option("wrap_view", on))
+        self.transparent_check.toggled.connect(lambda on: s.set_option("transparent", on))
         h = s.history  # results history (issue 13)
         h.changed.connect(self._fill_history)
         self.history_list.currentRowChanged.connect(lambda _row: self._update_history_buttons())
@@ -141,6 +145,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.mode_tabs.setCurrentIndex(MODES.index(value))
             self.mode_tabs.blockSignals(False)
             self.strength_row.setVisible(value in ("img2img", "inpaint"))
+            self.transparent_check.setVisible(value in ("generate", "img2img"))
             self.outpaint_box.setVisible(value == "outpaint")
             self.upscale_box.setVisible(value == "upscale")
             self.tileable_row.setVisible(value in protocol.TILEABLE_MODES)
@@ -254,6 +259,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.progress.setValue(value)
         self.progress.setFormat(text)
         self.run_button.setEnabled(not s.busy and s.connected)
+        self.describe_button.setEnabled(not s.busy and s.connected)
         self.cancel_button.setEnabled(s.busy)
         if self.live_button.isChecked() != s.live.on:
             self.live_button.blockSignals(True)

@@ -167,7 +167,24 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     panel.negative_edit = QtWidgets.QPlainTextEdit()
     panel.negative_edit.setPlaceholderText("Negative prompt: what to avoid")
     panel.negative_edit.setFixedHeight(40)
-    layout.addWidget(panel.prompt_edit)
+    prompt_row = QtWidgets.QHBoxLayout()
+    prompt_row.setSpacing(4)
+    prompt_row.addWidget(panel.prompt_edit, 1)
+    describe = QtWidgets.QVBoxLayout()
+    describe.setSpacing(2)
+    panel.describe_button = QtWidgets.QToolButton()
+    panel.describe_button.setText("Describe")
+    panel.describe_button.setToolTip("Fill the prompt with a description of the selection (or the whole image), made "
+                                     "by the server's captioner ('paintbridge models pull captioner')")
+    panel.caption_style_box = _combo(6)
+    for value in client.settings.CAPTION_STYLES:
+        panel.caption_style_box.addItem(client.settings.CAPTION_STYLE_LABELS[value], value)
+    panel.caption_style_box.setToolTip("Describe as a sentence, or as comma-separated tags")
+    describe.addWidget(panel.describe_button)
+    describe.addWidget(panel.caption_style_box)
+    describe.addStretch(1)
+    prompt_row.addLayout(describe)
+    layout.addLayout(prompt_row)
     layout.addWidget(panel.negative_edit)
 
     # Strength, outpaint sides, upscale options (shown per mode).
@@ -183,6 +200,11 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     srow.addWidget(panel.strength_value)
     panel.strength_slider.valueChanged.connect(lambda v: panel.strength_value.setText(f"{v}%"))
     layout.addWidget(panel.strength_row)
+    panel.transparent_check = QtWidgets.QCheckBox("Transparent layer")
+    panel.transparent_check.setToolTip("Generate an object with real alpha (hair, glass, smoke) instead of a picture "
+                                       "to cut out: LayerDiffuse on SD1.5 and SDXL models ('paintbridge models pull "
+                                       "layerdiffuse-sd15' or 'layerdiffuse-sdxl')")
+    layout.addWidget(panel.transparent_check)
 
     # Seamless textures (generate, img2img, upscale): the result wraps at its edges; Krita can show it wrapped.
     panel.tileable_row = QtWidgets.QWidget()

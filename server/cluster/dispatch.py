@@ -209,6 +209,7 @@ class PoolQueue(JobQueue):
                 elif kind == "done":
                     state.learn_job(event[2])
                     state.jobs += 1
+                    item.ctx.text = event[3] if len(event) > 3 else None  # mode caption's words
                     return event[1]
                 elif kind == "cancelled":
                     raise JobCancelled()

@@ -3,7 +3,8 @@ Ray Serve deployment (``pool.deploy_replicas`` wraps this class; it imports no R
 
 ``run`` is an async generator that Ray Serve streams to the front end (``DeploymentHandle.options(stream=True)``):
 ``("loaded", name, seconds)`` after loading the job's checkpoint, ``("progress", step, total, preview)`` per step,
-then exactly one of ``("done", layers, seconds)``, ``("cancelled",)``, ``("error", code, message, field)`` or
+then exactly one of ``("done", layers, seconds, text)`` (``text``: the words of a job that answers in words, mode
+caption; else None), ``("cancelled",)``, ``("error", code, message, field)`` or
 ``("load_failed", name, reason)``. When the front end cancels the stream, Serve cancels ``run`` here; the job's
 ``JobContext`` is cancelled and the engine stops within a step, as on one machine.
 """
@@ -23,15 +24,15 @@ from .. import device as devices
 from ..classical import NAME as CLASSICAL
 from ..config import ServerConfig
 from ..core import Job, JobCancelled, JobContext
-from ..router import PREPROCESS, UPSCALE, Router
+from ..router import CAPTION, PREPROCESS, UPSCALE, Router
 
 log = logging.getLogger("paintbridge.replica")
 
 
 def checkpoint_key(job: Job) -> Optional[str]:
     """The checkpoint a job needs as the pool routes it: its model name, "" for the replica's default, None for jobs
-    that need no checkpoint (the classical engine, upscales, preprocessors)."""
-    if job.mode in (UPSCALE, PREPROCESS) or job.model == CLASSICAL:
+    that need no checkpoint (the classical engine, upscales, preprocessors, captions)."""
+    if job.mode in (UPSCALE, PREPROCESS, CAPTION) or job.model == CLASSICAL:
         return None
     return job.model
 
@@ -143,4 +144,4 @@ class EngineReplica:
                 log.exception("replica %s: job %s failed", self.id, job.id)
                 yield ("error", INTERNAL, f"internal error on replica {self.id}: {type(err).__name__}: {err}", None)
         else:
-            yield ("done", layers, time.perf_counter() - started)
+            yield ("done", layers, time.perf_counter() - started, ctx.text)

@@ -33,7 +33,7 @@ from . import controls as control_plans
 from . import latents as latents_of
 from . import detail as detailer
 from . import hires as hires_fix
-from . import pipelines, prompts, regions, samplers, tiny_vae
+from . import pipelines, prompts, regions, samplers, tiny_vae, transparency
 from . import references as refs
 from .adapters import Adapters
 from .hires_pass import second_pass
@@ -280,6 +280,8 @@ class DiffusionEngine(Engine):
         union = bool(plans) and plans[0].entry.info.get("union")
         runner = pipelines.variant(loaded, kind, nets, union)
 
+        layer_plan = transparency.plan(job, entry, self.registry, bool(getattr(job, "live", False))) \
+            if job.params.transparent else None
         preset = self._few_step_preset(entry, tags)
         settings = _settings(job, entry, kind, preset)
         runner.scheduler = samplers.make_scheduler(settings["sampler"], loaded.scheduler_config,
@@ -292,6 +294,9 @@ class DiffusionEngine(Engine):
         init = _init_image(work, kind, pw, ph, tileable)
         call.update(self._image_inputs(loaded, init, kind, bool(plans), hard, pw, ph, settings["strength"], len(seeds),
                                        tileable))
+        if layer_plan is not None and kind == "img2img":  # the layer's alpha travels in the latents
+            rgba = imageops.resize(np.ascontiguousarray(imageops.rgba(work.image)), pw, ph)
+            call["image"] = layer_plan.encoded(pipe.vae, rgba, str(self.device)).repeat(len(seeds), 1, 1, 1)
         if plans:
             images = self._control_images(plans, work, hard, pw, ph, ctx)
             call.update(pipelines.control_kwargs(kind, plans, images, union))
@@ -320,7 +325,7 @@ class DiffusionEngine(Engine):
         fw, fh = (two.width, two.height) if two is not None else (pw, ph)
         box = None if fast_decode or kind != "inpaint" or refiner is not None else \
             latents_of.decode_box(soft, fw, fh, pipe.vae_scale_factor, pipe.vae.config)
-        if fast_decode or box is not None or refiner is not None:
+        if fast_decode or box is not None or refiner is not None or layer_plan is not None:
             call["output_type"] = "latent"
         if refiner is not None:
             call["denoising_end"] = job.params.refiner_start
@@ -363,14 +368,18 @@ class DiffusionEngine(Engine):
                 init = _init_image(work, kind, fw, fh, tileable)
                 generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
                 region_plan = None  # the second pass refines the whole picture at the target size
-            with regions.applied(runner.unet, region_plan):
+            transparent = layer_plan.applied(runner.unet) if layer_plan is not None else contextlib.nullcontext()
+            with regions.applied(runner.unet, region_plan), transparent:
                 out = runner(**call, generator=generators, callback_on_step_end=on_step,
                              callback_on_step_end_tensor_inputs=["latents"])
             if refiner is not None:
                 done[0] = getattr(runner, "num_timesteps", 0) or int(steps * job.params.refiner_start)
                 out = self._run_refiner(refiner, pipe, out.images, prompt, negative, settings, generators, on_step)
+            alphas = None
             if fast_decode:
                 images = tiny_vae.to_uint8(tiny_vae.decode(tiny, out.images))
+            elif layer_plan is not None:  # colour and alpha from LayerDiffuse's transparent decoder
+                images, alphas = transparency.decode(pipe.vae, out.images, layer_plan.decoder_model(str(self.device)))
             else:
                 if box is not None:
                     out.images = latents_of.decode_into(pipe.vae, out.images, box, init, pipe.vae_scale_factor)
@@ -406,7 +415,9 @@ class DiffusionEngine(Engine):
             info["hires"] = {"size": [fw, fh], "upscaler": two.upscaler, "strength": two.strength, "steps": two.steps}
         if tileable:
             info["tileable"] = "circular padding in the UNet and VAE"
-        layers = _layers(job, work, original, soft, images, seeds, info)
+        if layer_plan is not None:
+            info["transparent"] = {"attention": layer_plan.attention.name, "decoder": layer_plan.decoder.name}
+        layers = _layers(job, work, original, soft, images, seeds, info, alphas)
         if job.params.detail.enabled:  # the detailer after the job, its steps counted after the job's
             layers = detailer.after_job(self._run, self.detectors.detect, job, layers, ctx, count["total"])
         return layers

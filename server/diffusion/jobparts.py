@@ -50,19 +50,24 @@ def _init_image(work: Job, kind: str, pw: int, ph: int, tileable: bool = False) 
 
 
 def _layers(job: Job, work: Job, original: Optional[np.ndarray], soft: np.ndarray, images: List[np.ndarray],
-            seeds: List[int], info: dict) -> List[Layer]:
-    """Result layers at the context size: generated pixels inside the soft mask, the original exactly outside."""
+            seeds: List[int], info: dict, alphas: Optional[List[np.ndarray]] = None) -> List[Layer]:
+    """Result layers at the context size: generated pixels inside the soft mask, the original exactly outside. With
+    ``alphas`` (transparent layers) each layer is the generated colour with that alpha times the soft mask."""
     width, height = work.width, work.height
     base = original if original is not None else np.zeros((height, width, 4), np.uint8)
     layers = []
     scale = seamless.resize if job.params.tileable else imageops.resize  # a tileable result is scaled as it wraps
     for i, (img, s) in enumerate(zip(images, seeds)):
         img = scale(img, width, height)
-        if job.params.color_match and original is not None:
-            img = imageops.color_match(img, base, soft)
-        rgba = imageops.composite_layer(base, img, soft)
-        if original is None:
-            rgba[..., 3] = 255
+        if alphas is not None:  # the decoder's alpha inside the soft mask
+            alpha = scale(alphas[i], width, height).astype(np.uint16) * soft.astype(np.uint16)
+            rgba = np.dstack([img, ((alpha + 127) // 255).astype(np.uint8)])
+        else:
+            if job.params.color_match and original is not None:
+                img = imageops.color_match(img, base, soft)
+            rgba = imageops.composite_layer(base, img, soft)
+            if original is None:
+                rgba[..., 3] = 255
         name = f"{job.mode} {s}" if len(seeds) == 1 else f"{job.mode} {i + 1}/{len(seeds)} ({s})"
         layers.append(Layer(name=name, rgba=rgba, x=work.x, y=work.y, seed=s, info=dict(info)))
     return layers

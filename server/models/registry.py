@@ -21,17 +21,19 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
-from . import configcheck, detect, families, fewstep, headers, ipadapter, redux
+from . import captioners, configcheck, detect, families, fewstep, headers, ipadapter, layerdiffuse, redux
 from .detect import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
 KINDS = ("checkpoint", "refiner", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler",
          "ipadapter", "clip_vision",  # reference images (issue 15): IP-Adapters and their image encoders
          "redux",  # reference images on Flux (issue 15): Flux Redux image embedders (SigLIP towers: clip_vision)
-         "inpainter")  # inpainter: LaMa-class fill networks (fill "lama", issue 13)
+         "inpainter",  # inpainter: LaMa-class fill networks (fill "lama", issue 13)
+         "captioner",  # image-to-text models for mode "caption" (transformers folders)
+         "layerdiffuse")  # LayerDiffuse transparency weights and decoders (params.transparent)
 SUPPORTED_ARCHS = ("sd15", "sdxl", "flux", "flux-fill", "flux-kontext", "sd3")
 ARCH_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sdxl-refiner": "SDXL refiner", "flux": "Flux.1",
               "flux-fill": "Flux.1 Fill", "flux-kontext": "Flux.1 Kontext", "sd3": "SD3", "clip": "CLIP", "t5": "T5",
-              None: "unknown"}
+              **captioners.ARCH_NAMES, None: "unknown"}
 
 KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
     "checkpoint": ("checkpoints", "Stable-diffusion", "diffusers", "diffusion_models", "unet"),
@@ -47,6 +49,8 @@ KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
     "clip_vision": ("clip_vision", "image_encoders"),
     "redux": ("style_models", "redux"),  # ComfyUI's style_models/; FluxPriorReduxPipeline folders also in checkpoints/
     "inpainter": ("inpaint", "lama"),
+    "captioner": ("captioners", "caption"),
+    "layerdiffuse": ("layer_model", "layerdiffuse"),
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 CONFIG_SUFFIX = ".config"
@@ -100,6 +104,8 @@ class ModelEntry:
         if self.kind == "clip_vision":
             entry["encoder"] = redux.describe_siglip(self.info) if self.arch == redux.SIGLIP else \
                 ipadapter.describe_encoder(self.info)
+        if self.kind == "layerdiffuse":
+            entry["role"] = self.info.get("role", "")
         if self.kind == "redux":  # reference images on Flux (issue 15)
             entry["reference_types"] = list(redux.REDUX_TYPES)
         if self.problem:
@@ -172,6 +178,8 @@ def _walk(folder: Path, kind: str, roots: Iterable[str] = ()) -> Iterable[Tuple[
             elif kind in ("clip_vision", "ipadapter") and _is_hf_model(sub):
                 if kind == "clip_vision":
                     yield rel, sub, DIFFUSERS
+            elif kind == "captioner" and (sub / "config.json").is_file():
+                yield rel, sub, DIFFUSERS
             else:
                 keep.append(d)
         dirnames[:] = keep
@@ -218,6 +226,16 @@ def _check_files(path: Path, fmt: str) -> None:
 def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
     if kind in ("upscaler", "inpainter"):
         return Detected(None)  # spandrel recognises upscalers and inpainters when it loads them
+    if kind == "captioner":
+        if fmt != DIFFUSERS:
+            return Detected(None, info={"unsupported": "a captioner is a folder in the transformers format "
+                                                       "(config.json, model.safetensors, processor and tokenizer "
+                                                       f"files); `{captioners.PULL_HINT}` fetches one"})
+        return captioners.folder_info(path)
+    if kind == "layerdiffuse":
+        if fmt != SAFETENSORS:
+            return Detected(None, info={"unsupported": "LayerDiffuse files are read as .safetensors only"})
+        return layerdiffuse.info(detect.safetensors_shapes(path), path.name)
     if kind == "clip_vision":  # reference images (issue 15): CLIP towers (IP-Adapter) and SigLIP towers (Redux)
         if fmt == DIFFUSERS:
             return redux.siglip_folder(path) or ipadapter.encoder_folder_info(path)

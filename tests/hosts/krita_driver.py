@@ -1549,7 +1549,7 @@ def scenario_sampling():
     dock.resize(330, 1000)
     panel.advanced_button.setChecked(True)
     yield 500
-    panel.grab().save(os.path.join(OUT, "panel.png"))
+    K.activeWindow().qwindow().grab().save(os.path.join(OUT, "window.png"))
 
 
 def scenario_regions():
@@ -1773,7 +1773,84 @@ def scenario_pose():
     mark("done")
 
 
-SCENARIOS = {"pose": scenario_pose, "classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
+def scenario_caption():
+    """Prompt from the picture: the Describe button beside the prompt fills it with the server captioner's words for
+    the selection's box, in the caption style chosen beside it; the document's layers stay as they were."""
+    R = RESULT
+    dock, panel, doc = yield from connected_panel_and_document("pb-caption")
+    ses = panel.session
+    R["captioners"] = [m["name"] for m in ses.models if m.get("kind") == "captioner"]
+    ses.set_prompt("an old prompt", "")
+    yield 100
+    select_rect(doc, 20, 10, 64, 48)
+    yield 300
+    R["layers_before"] = layers(doc)
+    doc.refreshProjection()
+    doc.waitForDone()
+    dump("caption-box", doc.pixelData(20, 10, 64, 48))
+    button, edit = panel.describe_button.geometry(), panel.prompt_edit.geometry()  # the same parent widget
+    R["button"] = {"text": panel.describe_button.text(), "enabled": panel.describe_button.isEnabled(),
+                   "beside_prompt": button.left() >= edit.right() and button.top() < edit.bottom()
+                   and button.bottom() > edit.top() and panel.describe_button.isVisible()}
+    for style in ("sentence", "tags"):
+        R[f"picked_{style}"] = pick(panel.caption_style_box, style)
+        yield 200
+        mark(f"describe {style}")
+        panel.describe_button.click()
+        R[f"busy_{style}"] = ses.busy
+        yield Until(lambda: not ses.busy, 120)
+        R[style] = {"prompt_edit": panel.prompt_edit.toPlainText(), "prompt": ses.settings.prompt,
+                    "style": ses.settings.caption_style, "message": ses.message, "error": ses.message_is_error}
+    R["layers_after"] = layers(doc)
+    dock.raise_()
+    yield 200
+    K.activeWindow().qwindow().grab().save(os.path.join(OUT, "window.png"))
+    doc.setModified(False)
+
+
+def connected_panel_and_document(name):
+    """Steps: wait for the panel and its connection (with models), then a new document with a painted layer,
+    active; returns (dock, panel, document) and records the connection state."""
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected" and ses.models, 150, poll=200)
+    RESULT["connected"] = ses.connection_state
+    doc = new_doc(name)
+    yield 400
+    doc.setActiveNode(add_paint(doc, "Paint"))
+    yield 300
+    return dock, panel, doc
+
+
+def scenario_transparent():
+    """Transparent layers: Generate with the panel's "Transparent layer" box ticked on a tiny SD1.5 model with
+    LayerDiffuse files; the applied layer carries the decoder's alpha inside the selection and nothing outside."""
+    R = RESULT
+    dock, panel, doc = yield from connected_panel_and_document("pb-transparent")
+    ses = panel.session
+    ses.set_option("model", CONFIG["model"])
+    panel.mode_tabs.setCurrentIndex(list(panel_modes()).index("generate"))  # as a click on the tab does
+    yield 200
+    R["mode"] = ses.settings.mode
+    R["check_visible"] = panel.transparent_check.isVisible()
+    panel.transparent_check.click()
+    yield 200
+    R["transparent_setting"] = ses.settings.transparent
+    ses.set_prompt("a glass bottle", "")
+    for name, value in (("steps", 2), ("batch", 1), ("random_seed", False), ("seed", 3), ("grow", 0),
+                        ("feather", 0)):
+        ses.set_option(name, value)
+    select_rect(doc, 16, 8, 48, 40)
+    yield 300
+    mark("transparent")
+    R["transparent"] = rec = {"layers_before": layers(doc)}
+    yield from run_job(ses, rec, timeout=300)
+    yield from apply_result(ses, doc, rec, "transparent-new", W, H)
+    doc.setModified(False)
+
+
+SCENARIOS = {"transparent": scenario_transparent, "caption": scenario_caption, "pose": scenario_pose, "classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
              "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large,
              "references": scenario_references, "history": scenario_history, "edit": scenario_edit,
              "sampling": scenario_sampling, "regions": scenario_regions, "techniques": scenario_techniques,
