@@ -21,7 +21,7 @@ from .settings import Defaults, Settings, apply_defaults
 from .wire import Box, job_message, protocol, sampling
 
 MAX_CONTROLS = 8
-MAX_REFERENCES = 8  # reference images (issue 15)
+MAX_REFERENCES = 8  # reference images
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,11 @@ class JobInputs:
     image_format: str = protocol.RGBA8  # rgba8 (GIMP) or bgra8 (Krita's native order)
     mask: Optional[bytes] = None  # gray8 of the box; None when the plan reads no mask
     controls: Tuple[ControlInput, ...] = field(default_factory=tuple)
-    references: Tuple["ReferenceInput", ...] = field(default_factory=tuple)  # reference images (issue 15)
-    regions: Tuple["RegionInput", ...] = field(default_factory=tuple)  # regions (issue 15)
+    references: Tuple["ReferenceInput", ...] = field(default_factory=tuple)  # reference images
+    regions: Tuple["RegionInput", ...] = field(default_factory=tuple)  # regions
 
 
-# reference images (issue 15)
+# reference images
 @dataclass(frozen=True)
 class ReferenceInput:
     """A reference layer's pixels over the job's box (the image's pixel format) and how to use them."""
@@ -98,7 +98,7 @@ def reference_sources(settings: Settings, find_layer: Callable[[str], Any],
     return tuple(out)
 
 
-# regions (issue 15)
+# regions
 @dataclass(frozen=True)
 class RegionInput:
     """One region over the job's box: its layer's opacity as gray8 and its prompts."""
@@ -171,7 +171,7 @@ class DocumentReader(Protocol):
     def read_layer(self, layer: Any, box: Box) -> bytes:
         """A control layer's pixels over ``box``."""
 
-    # optional (regions, issue 15): ``read_opacity(layer, box) -> bytes`` gives a layer's (or channel's) opacity as
+    # optional (regions): ``read_opacity(layer, box) -> bytes`` gives a layer's (or channel's) opacity as
     # gray8; without it a region's mask is the alpha of ``read_layer``.
 
 
@@ -252,7 +252,7 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
     return params
 
 
-# modes whose pipeline a VAE, CLIP skip or refiner changes (sampling options, issue 13)
+# modes whose pipeline a VAE, CLIP skip or refiner changes (sampling options)
 DIFFUSION_MODES = ("generate", "img2img", "inpaint", "outpaint")
 
 
@@ -278,7 +278,7 @@ def sampling_params(settings: Settings, batch: bool, diffusion: bool) -> Dict[st
     return out
 
 
-HIRES_MODES = ("generate", "img2img", "inpaint", "outpaint")  # hires fix and detailer after the job (issue 13)
+HIRES_MODES = ("generate", "img2img", "inpaint", "outpaint")  # hires fix and detailer after the job
 
 
 def offered_detail_targets(models: Sequence[Mapping[str, Any]]) -> Tuple[str, ...]:
@@ -289,7 +289,7 @@ def offered_detail_targets(models: Sequence[Mapping[str, Any]]) -> Tuple[str, ..
 
 
 def technique_params(settings: Settings) -> Dict[str, Any]:
-    """``params.hires`` and ``params.detail`` for ``settings`` (issue 13): hires when on (modes that sample), detail
+    """``params.hires`` and ``params.detail`` for ``settings``: hires when on (modes that sample), detail
     for mode ``detail`` and when the detailer runs after the job; nothing otherwise (the server's defaults: off)."""
     out: Dict[str, Any] = {}
     mode = settings.mode
@@ -371,7 +371,7 @@ def build_job(
 
 
 def _references(inputs: JobInputs, box: Box, fmt: str) -> list:
-    """The job's reference images (issue 15) as wire maps; JobInputError naming what is wrong."""
+    """The job's reference images as wire maps; JobInputError naming what is wrong."""
     if len(inputs.references) > MAX_REFERENCES:
         raise JobInputError(f"{len(inputs.references)} reference images; a job takes at most {MAX_REFERENCES}")
     out = []
@@ -396,7 +396,7 @@ def _references(inputs: JobInputs, box: Box, fmt: str) -> list:
 
 
 def _regions(inputs: JobInputs, box: Box) -> list:
-    """regions (issue 15): the job's regions; one whose layer is empty over the box is left out."""
+    """regions: the job's regions; one whose layer is empty over the box is left out."""
     if len(inputs.regions) > MAX_REGIONS:
         raise JobInputError(f"{len(inputs.regions)} regions; a job takes at most {MAX_REGIONS}")
     out = []

@@ -62,9 +62,9 @@ RULES: Dict[str, ModeRule] = {
     "outpaint": ModeRule("outpaint", "Outpaint", CANVAS, NEVER, strength=True),
     "upscale": ModeRule("upscale", "Upscale", SELECTION, NEVER, batch=False, controls=False),
     "preprocess": ModeRule("preprocess", "Control", SELECTION, NEVER, batch=False, controls=False),
-    # instruction edit (issue 14): the box and an instruction in, an edited layer out, composited by the soft mask
+    # instruction edit: the box and an instruction in, an edited layer out, composited by the soft mask
     "edit": ModeRule("edit", "Edit", CONTEXT, OPTIONAL, controls=False, listing="edit"),
-    # detailer on its own (issue 13): faces inside the selection, or in the whole image
+    # detailer on its own: faces inside the selection, or in the whole image
     "detail": ModeRule("detail", "Detail", CONTEXT, OPTIONAL, batch=False, controls=False),
     # prompt from the picture: the selection (or the canvas) described in words, no layer back
     "caption": ModeRule("caption", "Describe", SELECTION, NEVER, batch=False, controls=False),

@@ -1,5 +1,5 @@
-"""What a painter may pick for sampling (issue 13), from the server's ``welcome``: samplers, the schedules each one
-takes, the VAEs and the SDXL refiners installed. A server that announces none (protocol 1.1 before issue 13) gets the
+"""What a painter may pick for sampling, from the server's ``welcome``: samplers, the schedules each one
+takes, the VAEs and the SDXL refiners installed. A server that announces none (an older protocol 1.1 server) gets the
 protocol's own table and no VAEs or refiners."""
 
 from __future__ import annotations

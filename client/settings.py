@@ -37,7 +37,7 @@ FALLBACK_DEFAULTS: Dict[str, Any] = {
 }
 
 
-# reference images (issue 15)
+# reference images
 REFERENCE_TYPES = ("style", "composition", "content", "face")
 
 
@@ -146,25 +146,25 @@ class Settings:
     high_threshold: int = 200
     image_source: str = "visible"  # IMAGE_SOURCES
     mask_source: str = "selection"  # MASK_SOURCES (each editor offers the ones it can read)
-    # fills (issue 13)
+    # fills
     color_match: bool = False  # inpaint/outpaint: match the result's colours to the area around the mask
     tileable: bool = False  # generate/img2img/upscale: a seamless texture (its edges wrap around)
     wrap_view: bool = True  # Krita: a tileable result is shown in the canvas's wrap-around mode
-    # reference images (issue 15): in order; each editor resolves the layer names
+    # reference images: in order; each editor resolves the layer names
     references: Tuple[ReferenceSetting, ...] = ()
     # control layers, in order, by stable id (kept with a job so "reuse settings" refills them; older stored
     # settings have none); the job itself takes the adapter's control sources
     controls: Tuple[ControlSetting, ...] = ()
-    # results history (issue 13): how many MB of results each document keeps (client/history.py); 0 = none
+    # results history: how many MB of results each document keeps (client/history.py); 0 = none
     history_limit_mb: int = 64
-    # sampling: schedule, batch count, VAE, CLIP skip, SDXL refiner (issue 13)
+    # sampling: schedule, batch count, VAE, CLIP skip, SDXL refiner
     scheduler: str = ""  # "" = the sampler's own schedule
     batch_count: int = 1  # pipeline calls one after another, ``batch`` images each
     vae: str = ""  # "" = the checkpoint's own VAE
     clip_skip: int = 0  # 0/1 = none, 2 = the penultimate CLIP layer
     refiner: str = ""  # an SDXL refiner by name; "" = off
     refiner_start: float = 0.8  # fraction of the steps after which the refiner takes over
-    # hires fix and detailer (issue 13)
+    # hires fix and detailer
     hires: bool = False  # two passes for a box larger than the model's native area
     hires_upscaler: str = "latent"  # "latent", "lanczos" or an upscale model's name
     hires_strength: float = 0.4  # denoise of the second pass
@@ -261,7 +261,7 @@ class Defaults:
     layer_name_length: int = FALLBACK_DEFAULTS["layer_name_length"]
     # per listing ``variant`` (Flux.1 schnell, SD3.5 large turbo ...): what differs from its family's defaults
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    # sampling (issue 13): the samplers, schedules, VAEs and refiners the server offers
+    # sampling: the samplers, schedules, VAEs and refiners the server offers
     sampling: SamplingChoices = field(default_factory=SamplingChoices)
 
     @classmethod

@@ -53,14 +53,14 @@ def job_message(
     result_format: str,
     previews: bool,
     live: bool,
-    references: Sequence[Dict[str, Any]] = (),  # reference images (issue 15)
-    regions: Sequence[Dict[str, Any]] = (),  # regions (issue 15)
+    references: Sequence[Dict[str, Any]] = (),  # reference images
+    regions: Sequence[Dict[str, Any]] = (),  # regions
 ) -> "protocol.Job":
     """The ``protocol.Job`` for these fields: the only function that knows how a job travels."""
     params = dict(params)
     if "extend" in params:
         params["extend"] = protocol.Extend(**params["extend"])
-    if "hires" in params:  # hires fix and detailer (issue 13)
+    if "hires" in params:  # hires fix and detailer
         params["hires"] = protocol.Hires(**params["hires"])
     if "detail" in params:
         params["detail"] = protocol.Detail(**dict(params["detail"], targets=tuple(params["detail"]["targets"])))

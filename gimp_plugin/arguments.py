@@ -16,7 +16,7 @@ from protocol.sampling import SCHEDULE_NAMES
 PREFIX = "plug-in-paintbridge-"
 MENU_PATH = "<Image>/Filters/Paintbridge"
 # MAX_CONTROLS (the protocol's): control-layer slots per procedure, as many as a job takes
-MAX_REFERENCES = 4  # reference-image slots per procedure (issue 15; a job takes up to 8, a dialog shows 4)
+MAX_REFERENCES = 4  # reference-image slots per procedure (a job takes up to 8, a dialog shows 4)
 GINT_MAX = 2**31 - 1
 DESCRIBED_MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "detail")
 
@@ -52,7 +52,7 @@ class ProcedureSpec:
     returns_image: bool = False
     live: bool = False  # an interactive dialog that reruns on changes (no NONINTERACTIVE use)
     download: bool = False  # downloads models onto the server's machine (no job; works without an image)
-    # results history (issue 13): lists, applies, reuses and deletes the image's earlier results (no job)
+    # results history: lists, applies, reuses and deletes the image's earlier results (no job)
     history: bool = False
 
     def arg(self, name: str) -> Arg:
@@ -92,7 +92,7 @@ SCHEDULER_BY_NICK = {slug(s): s for s in SCHEDULE_NAMES}
 CONTROL_CHOICES = tuple((t, t.capitalize()) for t in CONTROL_TYPES)
 SOURCE_CHOICES = (("visible", "Visible image"), ("layer", "Active layer"))
 MASK_CHOICES = (("selection", "Selection"), ("layer-mask", "Active layer's mask (white = repaint)"))
-FILL_CHOICES = tuple(FILLS.items())  # fills (issue 13): patch (the default), telea, ns, lama
+FILL_CHOICES = tuple(FILLS.items())  # fills: patch (the default), telea, ns, lama
 PREPROCESSOR_CHOICES = (("canny", "Canny edges"), ("lineart", "Line art"), ("scribble", "Scribble"),
                         ("softedge", "Soft edges"), ("depth", "Depth"), ("normal", "Normal map"), ("pose", "Pose"),
                         ("shuffle", "Shuffle"), ("tile", "Tile (blurred)"))
@@ -134,7 +134,7 @@ def _sampling_args(strength: Optional[float]) -> Tuple[Arg, ...]:
 
 
 def _more_sampling_args() -> Tuple[Arg, ...]:
-    """Sampling options of issue 13: schedule, batch count, VAE, CLIP skip, SDXL refiner."""
+    """Sampling options: schedule, batch count, VAE, CLIP skip, SDXL refiner."""
     return (
         Arg("scheduler", "choice", "Sc_hedule", "Noise schedule (Karras, Exponential, ...); one the sampler cannot "
             "run with is refused", "default", choices=SCHEDULER_CHOICES),
@@ -202,7 +202,7 @@ def _tileable_args() -> Tuple[Arg, ...]:
 
 
 def _fill_args() -> Tuple[Arg, ...]:
-    """Fills (issue 13): the fill / pre-fill and the colour match."""
+    """Fills: the fill / pre-fill and the colour match."""
     return (
         Arg("fill", "choice", "F_ill", "Fill without a model and diffusion pre-fill: texture from around the hole, "
             "smooth, or a LaMa network ('paintbridge models pull lama')", "patch", choices=FILL_CHOICES),
@@ -210,7 +210,7 @@ def _fill_args() -> Tuple[Arg, ...]:
     )
 
 
-# reference images (issue 15)
+# reference images
 REFERENCE_CHOICES = tuple((t, {"style": "Style", "composition": "Composition", "content": "Content",
                                "face": "Face"}[t]) for t in REFERENCE_TYPES)
 
@@ -258,7 +258,7 @@ def _server_args() -> Tuple[Arg, ...]:
     )
 
 
-# regions (issue 15)
+# regions
 REGION_ARGS = ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")
 
 
@@ -276,7 +276,7 @@ def _region_args() -> Tuple[Arg, ...]:
     )
 
 
-# hires fix and detailer (issue 13)
+# hires fix and detailer
 HIRES_BLURB = ("Hires fix: for an area larger than the model's native size, paint at the native size, upscale, then "
                "paint again at the full size")
 
@@ -401,7 +401,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         + _control_args() + _reference_args() + _server_args() + _region_args() + _hires_args()
         + _detail_args(after=True),
     ),
-    # the detailer on its own (issue 13)
+    # the detailer on its own
     ProcedureSpec(
         PREFIX + "detail", "detail", "_Detail Faces...", "Paintbridge: Detail Faces",
         "Find the faces in the selection (or the whole image) and repaint each at the model's native size",
@@ -415,7 +415,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
     ),
 )
 
-PROCEDURES += (  # instruction edit (issue 14): offered with the models whose listing says they can (Flux.1 Kontext)
+PROCEDURES += (  # instruction edit: offered with the models whose listing says they can (Flux.1 Kontext)
     ProcedureSpec(
         PREFIX + "edit", "edit", "_Edit Selection from Instruction...", "Paintbridge: Edit from Instruction",
         "Change the selection as an instruction says (\"make the jacket red\") with an instruction-edit model",
@@ -474,7 +474,7 @@ DOWNLOAD = ProcedureSpec(
     ) + _server_args(),
     download=True,
 )
-# results history (issue 13)
+# results history
 HISTORY_ACTIONS = (("apply", "Apply again (insert the entry's layers)"), ("reuse", "Reuse settings (run its mode "
                    "with them)"), ("delete", "Delete the entry"), ("list", "List the entries (return value)"))
 HISTORY = ProcedureSpec(

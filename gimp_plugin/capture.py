@@ -58,7 +58,7 @@ class GimpReader:
 
 
 def region_sources(image, values: Dict[str, Any]) -> List[jobs.RegionSource]:
-    """regions (issue 15): store the run's binding on its layer or channel (when one is given), then every item of
+    """regions: store the run's binding on its layer or channel (when one is given), then every item of
     the image carrying a region prompt, when the run uses regions."""
     binding = region_binding(values)
     if binding is not None:
@@ -91,7 +91,7 @@ def read_inputs(spec: ProcedureSpec, image, active, values: Dict[str, Any],
 
 
 def reference_sources(image, s: Settings) -> Tuple[jobs.ReferenceSource, ...]:
-    """The run's reference layers (issue 15), each with the layer or channel of its region, found in ``image`` by
+    """The run's reference layers, each with the layer or channel of its region, found in ``image`` by
     their stable ids (the client core names what is missing)."""
     return jobs.reference_sources(s, lambda ident: host.layer_by_stable_id(image, ident),
                                   lambda ident: host.item_by_stable_id(image, ident))

@@ -37,7 +37,7 @@ SECTIONS: Tuple[Section, ...] = (
     ("names", "Models by name", tuple(name + OVERRIDE_SUFFIX for name in ("model", "vae", "refiner", "upscaler",
                                                                       "hires-upscaler"))),
     ("server", "Server", ("server", "token")),
-    ("regions", "Regions", ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")),  # issue 15
+    ("regions", "Regions", ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")),
 )
 
 

@@ -237,7 +237,7 @@ def layer_by_stable_id(image, ident: str):
 
 
 def item_by_stable_id(image, ident: str):
-    """The layer, channel or layer mask whose ``stable_id`` is ``ident``, or None (regions, issue 15)."""
+    """The layer, channel or layer mask whose ``stable_id`` is ``ident``, or None (regions)."""
     if not ident.isdigit():
         return None
     tattoo = int(ident)
@@ -420,7 +420,7 @@ def save_document_data(image, key: str, data: Optional[bytes]) -> None:
     image.attach_parasite(Gimp.Parasite.new(name, Gimp.PARASITE_PERSISTENT, signed))
 
 
-# --- regions (issue 15): a prompt kept on a layer or channel itself (PERSISTENT parasite, saved in the .xcf) --------
+# --- regions: a prompt kept on a layer or channel itself (PERSISTENT parasite, saved in the .xcf) --------
 
 REGION_KEY = "region"
 

@@ -203,7 +203,7 @@ class LiveInpaint:
                 if keep:
                     host.insert_results(self.image, self._active(), [result], names)
                     self.kept = True
-                # results history (issue 13): the last frame shown stays reachable, kept or not
+                # results history: the last frame shown stays reachable, kept or not
                 note = history.record(self.image, job_settings, [result], names, {})
                 if note:
                     host.show_message(f"Paintbridge: {note}")

@@ -63,7 +63,7 @@ def _add_argument(procedure, arg: Arg, label: str, mode: str = "") -> None:
         procedure.add_choice_argument(arg.name, arg.label, arg.blurb, choice, arg.default, flags)
     elif arg.kind == "layer":
         procedure.add_layer_argument(arg.name, arg.label, arg.blurb, True, flags)
-    elif arg.kind == "drawable":  # regions (issue 15): a layer or a channel
+    elif arg.kind == "drawable":  # regions: a layer or a channel
         procedure.add_drawable_argument(arg.name, arg.label, arg.blurb, True, flags)
     else:  # pragma: no cover - the table only uses the kinds above
         raise ValueError(f"unknown argument kind {arg.kind!r}")
@@ -106,7 +106,7 @@ class Paintbridge(Gimp.PlugIn):
         if spec.mode == "caption":  # prompt from the picture
             procedure.add_string_return_value("caption", "Caption", "The words that describe the picture", "",
                                               GObject.ParamFlags.READWRITE)
-        if spec.history:  # results history (issue 13)
+        if spec.history:  # results history
             procedure.add_string_return_value("entries", "Entries", "'list': the entries as JSON (newest first)", "",
                                               GObject.ParamFlags.READWRITE)
             procedure.add_string_return_value("settings", "Settings", "'reuse': the entry's settings as JSON", "",

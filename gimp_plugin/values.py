@@ -55,7 +55,7 @@ def control_settings(values: Mapping[str, Any], stable_id: Callable[[Any], str] 
 
 def reference_settings(values: Mapping[str, Any], stable_id: Callable[[Any], str] = str
                        ) -> Tuple[ReferenceSetting, ...]:
-    """The reference slots (issue 15) whose layer argument is set, in order, as the client's settings: the layer and
+    """The reference slots whose layer argument is set, in order, as the client's settings: the layer and
     the region (a layer or channel; none = the whole image) by their stable ids (``stable_id``; GIMP: the tattoo)."""
     out = []
     for i in range(1, MAX_REFERENCES + 1):
@@ -113,7 +113,7 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
         s.sampler = sampler_of(values["sampler"])
     if "fill" in names:
         s.fill = str(values["fill"])
-    if "color-match" in names:  # fills (issue 13)
+    if "color-match" in names:  # fills
         s.color_match = bool(values["color-match"])
     if "tileable" in names:  # seamless textures
         s.tileable = bool(values["tileable"])
@@ -132,7 +132,7 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
     if spec.mode == "preprocess":
         s.preprocessor = str(values["preprocessor"])
         s.low_threshold, s.high_threshold = int(values["low-threshold"]), int(values["high-threshold"])
-    # sampling (issue 13)
+    # sampling
     if "scheduler" in names:
         s.scheduler = scheduler_of(values["scheduler"])
     for name in ("batch-count", "clip-skip"):
@@ -142,11 +142,11 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
         s.vae = listed("vae")
     if "refiner" in names:
         s.refiner, s.refiner_start = listed("refiner"), float(values.get("refiner-start", 0.8))
-    if "hires" in names:  # hires fix (issue 13)
+    if "hires" in names:  # hires fix
         s.hires, s.hires_upscaler = bool(values["hires"]), listed("hires-upscaler") or "latent"
         s.hires_strength, s.hires_steps = float(values["hires-strength"]), int(values["hires-steps"])
         s.hires_scale = float(values["hires-scale"])
-    if "detail-strength" in names:  # detailer (issue 13): after the job when switched on; mode detail always
+    if "detail-strength" in names:  # detailer: after the job when switched on; mode detail always
         s.detail = bool(values.get("detail", False))
         s.detail_prompt, s.detail_negative_prompt = text("detail-prompt"), text("detail-negative-prompt")
         s.detail_strength, s.detail_steps = float(values["detail-strength"]), int(values["detail-steps"])
@@ -157,7 +157,7 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
         s.transparent = bool(values["transparent"])
     if "caption-style" in names:  # prompt from the picture
         s.caption_style, s.captioner = str(values["caption-style"] or "sentence"), text("captioner")
-    if "reference-layer" in names:  # reference images (issue 15)
+    if "reference-layer" in names:  # reference images
         s.references = reference_settings(values, stable_id)
     if "control-layer" in names:
         s.controls = control_settings(values, stable_id)
@@ -167,7 +167,7 @@ def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
     return s
 
 
-# regions (issue 15)
+# regions
 def region_binding(values: Mapping[str, Any]) -> Any:
     """(item, RegionBinding or None) when the run binds a prompt to a layer or channel (an empty prompt removes the
     item's region), else None."""

@@ -48,7 +48,7 @@ from .messages import (
     parse_client_message,
     parse_server_message,
 )
-from .messages import DETAIL_TARGETS, HIRES_UPSCALERS, Detail, Hires  # hires fix and detailer (issue 13)
+from .messages import DETAIL_TARGETS, HIRES_UPSCALERS, Detail, Hires  # hires fix and detailer
 
 __all__ = [
     "BGRA8", "Box", "CAPTION_STYLES", "CONTROL_TYPES", "Cancel", "Cancelled", "ClientMessage", "Control", "ERROR_CODES", "Error",
@@ -56,8 +56,8 @@ __all__ = [
     "Models", "PROTOCOL_VERSION", "Params", "Presets", "Progress", "Pull", "PullDone", "PullProgress", "ProtocolError", "Queued", "RGBA8", "Result", "ResultLayer",
     "SAMPLERS", "SAMPLER_NAMES", "SCHEDULE_NAMES", "ServerMessage", "Started", "Welcome", "context_box", "convert_pixels", "job_params_defaults",
     "is_loopback_host", "parse_client_message", "parse_server_message",
-    "Reference", "REFERENCE_TYPES",  # reference images (issue 15)
-    "Region",  # regions (issue 15)
-    "DETAIL_TARGETS", "Detail", "HIRES_UPSCALERS", "Hires",  # hires fix and detailer (issue 13)
+    "Reference", "REFERENCE_TYPES",  # reference images
+    "Region",  # regions
+    "DETAIL_TARGETS", "Detail", "HIRES_UPSCALERS", "Hires",  # hires fix and detailer
     "TILEABLE_MODES",  # seamless textures
 ]

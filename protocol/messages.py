@@ -27,14 +27,14 @@ TRANSPARENT_MODES = ("generate", "img2img")  # params.transparent: layers with r
 CONTROL_TYPES = ("canny", "lineart", "scribble", "softedge", "depth", "normal", "pose", "tile", "inpaint", "shuffle",
                  "reference")
 INPAINT_FILLS = ("telea", "ns", "patch", "lama")
-REFERENCE_TYPES = ("style", "composition", "content", "face")  # reference images (issue 15)
+REFERENCE_TYPES = ("style", "composition", "content", "face")  # reference images
 
 MAX_ID_LENGTH = 64
 MAX_CONTROLS = 8
 MAX_PULL_NAMES = 64
-MAX_REFERENCES = 8  # reference images (issue 15)
-MAX_REGIONS = 16  # regions (issue 15)
-REGION_MODES = ("generate", "img2img", "inpaint", "outpaint")  # regions (issue 15)
+MAX_REFERENCES = 8  # reference images
+MAX_REGIONS = 16  # regions
+REGION_MODES = ("generate", "img2img", "inpaint", "outpaint")  # regions
 SESSION_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 _VERSION = re.compile(r"([0-9]+)\.([0-9]+)")  # ASCII digits only: str.isdigit() also takes '²' and '①'
 
@@ -118,7 +118,7 @@ class Params(WireModel):
     preprocessor: str = wire("", max_length=64, doc="mode `preprocess`: which preprocessor")
     low_threshold: int = wire(100, minimum=0, maximum=255, doc="canny")
     high_threshold: int = wire(200, minimum=0, maximum=255, doc="canny")
-    # sampling: schedule, batch count, VAE, CLIP skip, SDXL refiner (issue 13)
+    # sampling: schedule, batch count, VAE, CLIP skip, SDXL refiner
     scheduler: str = wire("", choices=("",) + SCHEDULE_NAMES,
                           doc='noise schedule; `""`: the sampler\'s own (a combination the sampler cannot do is refused)')
     batch_count: int = wire(1, minimum=1, maximum=100, doc="pipeline calls one after another, `batch` images each")
@@ -127,7 +127,7 @@ class Params(WireModel):
     refiner: str = wire("", max_length=256, doc='an SDXL refiner by name for the last steps; `""` = off')
     refiner_start: float = wire(0.8, minimum=0.0, maximum=1.0,
                                 doc="fraction of the steps after which the refiner takes over")
-    # fills (issue 13)
+    # fills
     color_match: bool = wire(False, doc="match the result's colours to the area around the mask (inpaint, outpaint)")
     transparent: bool = wire(False, doc="modes `generate` and `img2img` (of a transparent layer) on SD1.5/SDXL: a "
                                         "layer with real alpha (LayerDiffuse: `models pull layerdiffuse-sd15` / "
@@ -140,7 +140,7 @@ class Params(WireModel):
     tileable: bool = wire(False, doc="a result that wraps at its edges, a seamless texture (generate, img2img and "
                                      "their hires fix, upscale and upscale-and-refine)")
 
-    # hires fix and detailer (issue 13)
+    # hires fix and detailer
     hires: Hires = wire(factory=Hires, doc="hires fix: two passes (generate, img2img, inpaint, outpaint)")
     detail: Detail = wire(factory=Detail, doc="detailer after the job; mode `detail` uses it on its own")
 
@@ -180,7 +180,7 @@ class Control(WireModel):
             raise bad_field(f"{path}.start", f"({self.start}) is after end ({self.end})")
 
 
-# reference images (issue 15)
+# reference images
 @dataclasses.dataclass(frozen=True)
 class Reference(WireModel):
     """A reference image of a job (IP-Adapter on SD1.5/SDXL, Redux on Flux.1): the picture guides the result by its
@@ -204,7 +204,7 @@ class Reference(WireModel):
             raise bad_field(f"{path}.start", f"({self.start}) is after end ({self.end})")
 
 
-# regions (issue 15)
+# regions
 @dataclasses.dataclass(frozen=True)
 class Region(WireModel):
     """A region of a job: an area of the context box (the bound layer's opacity) conditioned by its own prompt."""
@@ -306,12 +306,12 @@ class Job(Message):
                                  "client's older queued live frame")
     shared_memory: bool = wire(False, doc="the client reads `welcome.shared_folder`: result payloads may come back "
                                           "as `shm` handles (set by the reference client itself)")
-    # reference images (issue 15)
+    # reference images
     references: Tuple[Reference, ...] = wire((), max_items=MAX_REFERENCES,
                                              doc="reference images (IP-Adapter, Flux.1 Redux); "
                                                  "`welcome.capabilities.references` lists the model families that "
                                                  "take them")
-    # regions (issue 15)
+    # regions
     regions: Tuple[Region, ...] = wire((), max_items=MAX_REGIONS,
                                        doc="areas with prompts of their own; `welcome.capabilities.regions` lists "
                                            "the model families that take them")
@@ -330,12 +330,12 @@ class Job(Message):
             if image is not None and (ctl.image.width, ctl.image.height) != (image.width, image.height):
                 raise bad_field(f"controls[{i}].image", f"is {ctl.image.width}x{ctl.image.height} but the image is "
                                 f"{image.width}x{image.height}")
-        for i, ref in enumerate(self.references):  # reference images (issue 15)
+        for i, ref in enumerate(self.references):  # reference images
             size = (image.width, image.height) if image is not None else (params.width, params.height)
             if ref.mask is not None and (ref.mask.width, ref.mask.height) != size:
                 raise bad_field(f"references[{i}].mask", f"is {ref.mask.width}x{ref.mask.height} but the job is "
                                 f"{size[0]}x{size[1]}")
-        for i, region in enumerate(self.regions):  # regions (issue 15)
+        for i, region in enumerate(self.regions):  # regions
             size = (image.width, image.height) if image is not None else (params.width, params.height)
             if (region.mask.width, region.mask.height) != size:
                 raise bad_field(f"regions[{i}].mask", f"is {region.mask.width}x{region.mask.height} but the job is "

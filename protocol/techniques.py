@@ -1,4 +1,4 @@
-"""The nested maps of ``params`` for the hires fix and the detailer (issue 13)."""
+"""The nested maps of ``params`` for the hires fix and the detailer."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any, Tuple
 from .errors import bad_field
 from .schema import WireModel, wire
 
-HIRES_UPSCALERS = ("latent", "lanczos")  # or an upscale model's name (hires fix, issue 13)
-DETAIL_TARGETS = ("face", "hand")  # what the detailer looks for (issue 13)
+HIRES_UPSCALERS = ("latent", "lanczos")  # or an upscale model's name (hires fix)
+DETAIL_TARGETS = ("face", "hand")  # what the detailer looks for
 MAX_PROMPT_LENGTH = 8192
 
 

@@ -374,16 +374,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--caption-style", choices=CAPTION_STYLES,
                    help="caption mode (prompt from the picture, printed): a sentence (default) or tags; --model "
                         "names a captioner")
-    # fills (issue 13)
+    # fills
     r.add_argument("--color-match", action="store_true", default=None,
                    help="inpaint/outpaint: match the result's colours to the area around the mask")
     r.add_argument("--tileable", action="store_true", default=None,
                    help="generate/img2img/upscale: a seamless texture, its edges wrap around")
-    # reference images (issue 15)
+    # reference images
     r.add_argument("--reference", action="append", metavar="FILE[:TYPE[:STRENGTH]]",
                    help="a reference image (IP-Adapter); TYPE: " + ", ".join(REFERENCE_TYPES) +
                         " (default content), STRENGTH 0-2 (default 1); repeat for several")
-    # sampling (issue 13)
+    # sampling
     r.add_argument("--scheduler", choices=SCHEDULE_NAMES,
                    help="noise schedule (default: the sampler's own); a pair the sampler cannot do is refused")
     r.add_argument("--batch-count", type=int, help="pipeline calls one after another, --batch images each")
@@ -391,10 +391,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--clip-skip", type=int, help="CLIP layers skipped: 0/1 none, 2 = penultimate")
     r.add_argument("--refiner", help="an SDXL refiner by name for the last steps")
     r.add_argument("--refiner-start", type=float, help="fraction of the steps after which the refiner runs (0.8)")
-    r.add_argument("--region", action="append", metavar="MASK.png:PROMPT",  # regions (issue 15)
+    r.add_argument("--region", action="append", metavar="MASK.png:PROMPT",  # regions
                    help="an area with its own prompt (white, or the alpha of a transparent PNG, at the image's size); "
                         "repeat for more regions (SD1.5/SDXL checkpoints)")
-    # hires fix and detailer (issue 13)
+    # hires fix and detailer
     r.add_argument("--hires", action="store_true", help="hires fix: sample at the model's native area, upscale, sample "
                    "again at the full size (generate, img2img, inpaint, outpaint)")
     r.add_argument("--hires-upscaler", default="latent", metavar="NAME",

@@ -43,7 +43,7 @@ class Control:
     model: str = ""
 
 
-# reference images (issue 15)
+# reference images
 @dataclass
 class Reference:
     """A reference image: ``image`` H x W x 3 uint8 RGB (any size), ``mask`` H x W uint8 at the job's size or None."""
@@ -57,7 +57,7 @@ class Reference:
     model: str = ""
 
 
-# regions (issue 15)
+# regions
 @dataclass
 class Region:
     """An area of the job with its own prompt: ``mask`` is H x W uint8 at the job's context size (255 = the region)."""
@@ -89,9 +89,9 @@ class Job:
     x: int = 0
     y: int = 0
     previews: bool = False
-    # reference images (issue 15)
+    # reference images
     references: List[Reference] = field(default_factory=list)
-    # regions (issue 15)
+    # regions
     regions: List[Region] = field(default_factory=list)
 
     @property
@@ -186,9 +186,9 @@ class Engine(abc.ABC):
     modes: Sequence[str] = ()
     #: Whether the engine can use a job's control layers (ControlNets); the router refuses controls otherwise.
     uses_controls: bool = False
-    #: The model families (archs) whose jobs may carry reference images (issue 15); the router refuses them otherwise.
+    #: The model families (archs) whose jobs may carry reference images; the router refuses them otherwise.
     reference_families: Sequence[str] = ()
-    #: regions (issue 15): the model families whose checkpoints this engine runs with regions (none: refused).
+    #: regions: the model families whose checkpoints this engine runs with regions (none: refused).
     region_families: Sequence[str] = ()
 
     def models(self) -> List[dict]:
@@ -205,7 +205,7 @@ class Engine(abc.ABC):
                              f"{', '.join(self.modes)}{'; ' + hint if hint else ''}", field="mode")
 
     def refuse_regions(self, job: Job, family: str = "", model: str = "") -> ProtocolError:
-        """regions (issue 15): the ``unsupported`` error for a job with regions on a model that cannot take them."""
+        """regions: the ``unsupported`` error for a job with regions on a model that cannot take them."""
         what = f"checkpoint '{model}' ({family})" if model else f"the {self.name} engine"
         return ProtocolError(UNSUPPORTED, f"regions cannot be used with {what}: they work on SD1.5 and SDXL "
                              "checkpoints (send the job without regions, or choose such a model)", field="regions")

@@ -59,7 +59,7 @@ def reference_pixels(payload: ImagePayload) -> np.ndarray:
 
 def job_from_message(msg: JobMessage) -> Job:
     """Decode a validated ``job`` message's pixels into a Job (sizes were checked when it was parsed). A control of
-    the old type ``reference`` becomes a reference image of type ``content`` (issue 15)."""
+    the old type ``reference`` becomes a reference image of type ``content``."""
     controls = [
         Control(type=c.type, image=control_pixels(c.image, c.preprocess), strength=c.strength, start=c.start,
                 end=c.end, preprocess=c.preprocess, model=c.model)

@@ -72,7 +72,7 @@ class Router:
             from .diffusion.engine import DiffusionEngine
 
             engine = DiffusionEngine(self.registry, device=self.config.device, dtype=self.config.dtype)
-            engine.pixel_upscaler = self._upscale_pixels  # hires fix with an upscale model (issue 13)
+            engine.pixel_upscaler = self._upscale_pixels  # hires fix with an upscale model
             return engine
         if name == FAMILIES:
             from .families.engine import FamilyEngine
@@ -156,12 +156,12 @@ class Router:
             "engines": [CLASSICAL, DIFFUSERS, FAMILIES],
             "previews": True,
             "preprocessors": available_preprocessors(self.registry),
-            # reference images (issue 15)
+            # reference images
             "references": list(REFERENCE_FAMILIES + REDUX_FAMILIES),  # IP-Adapter (SD1.5, SDXL), Redux (Flux.1)
             "reference_types": list(REFERENCE_TYPES),
             "reference_types_by_family": {**{f: list(REFERENCE_TYPES) for f in REFERENCE_FAMILIES},
                                           **{f: list(REDUX_TYPES) for f in REDUX_FAMILIES}},
-            "regions": list(REGION_FAMILIES),  # regions (issue 15): the families whose checkpoints take them
+            "regions": list(REGION_FAMILIES),  # regions: the families whose checkpoints take them
             "detail_targets": installed_targets(self.registry.dirs),  # what the detailer's detectors can find
             "tileable": list(TILEABLE_MODES),  # seamless textures: the modes that take params.tileable
             "caption_styles": list(CAPTION_STYLES),
@@ -175,9 +175,9 @@ class Router:
         engine = self.engine_for(job)
         if job.controls and not engine.uses_controls:
             raise engine.refuse_controls(job)
-        if job.references and not engine.reference_families:  # reference images (issue 15)
+        if job.references and not engine.reference_families:  # reference images
             raise engine.refuse_references(job, self._family_of(job))
-        if job.regions:  # regions (issue 15)
+        if job.regions:  # regions
             self._check_regions(job, engine)
         if job.params.transparent and engine.name != DIFFUSERS:
             family = self._family_of(job)
@@ -194,7 +194,7 @@ class Router:
         return arch_name(entry.arch) if entry is not None else ""
 
     def _check_regions(self, job: Job, engine: Engine) -> None:
-        """regions (issue 15): refuse a job with regions unless its checkpoint's family takes them (the error names
+        """regions: refuse a job with regions unless its checkpoint's family takes them (the error names
         the family and the model)."""
         if engine is self.classical or engine.name in (UPSCALE, PREPROCESS, CAPTION):
             raise engine.refuse_regions(job)

@@ -51,7 +51,7 @@ def _extend(text: Optional[str]) -> Extend:
 
 
 def parse_reference(spec: str) -> Reference:
-    """``FILE[:type[:strength]]`` (reference images, issue 15) as a Reference of the whole picture; the file may hold
+    """``FILE[:type[:strength]]`` (reference images) as a Reference of the whole picture; the file may hold
     colons itself (``C:\\pictures\\cat.png:style``)."""
     path, rest = spec, []
     while not Path(path).is_file() and ":" in path and len(rest) < 2:
@@ -72,7 +72,7 @@ def parse_reference(spec: str) -> Reference:
     return Reference(image=_payload(_read_rgba(path), RGBA8), type=kind, strength=strength)
 
 
-# regions (issue 15)
+# regions
 def _region(text: str) -> Region:
     """``--region MASK.png:PROMPT`` (a Windows drive letter's colon is part of the path) as a Region; the mask's size
     is checked by the server against the job's (the image, or --width/--height)."""
@@ -87,13 +87,13 @@ def _region(text: str) -> Region:
 
 
 def _hires(args: argparse.Namespace) -> Hires:
-    """``params.hires`` from the ``--hires*`` flags (hires fix, issue 13)."""
+    """``params.hires`` from the ``--hires*`` flags (hires fix)."""
     return Hires(enabled=args.hires, upscaler=args.hires_upscaler, strength=args.hires_strength,
                  steps=args.hires_steps, scale=args.hires_scale)
 
 
 def _detail(args: argparse.Namespace) -> Detail:
-    """``params.detail`` from the ``--detail*`` flags (detailer, issue 13; mode ``detail`` uses them too)."""
+    """``params.detail`` from the ``--detail*`` flags (the detailer; mode ``detail`` uses them too)."""
     targets = tuple(t.strip() for t in args.detail_targets.split(",") if t.strip())
     return Detail(enabled=args.detail, targets=targets, prompt=args.detail_prompt, negative_prompt=args.detail_negative,
                   strength=args.detail_strength, steps=args.detail_steps, padding=args.detail_padding,
@@ -104,7 +104,7 @@ def build_job(args: argparse.Namespace) -> tuple:
     """The ``Job`` for ``paintbridge run`` and the input image (None for generate without one)."""
     given = {key: getattr(args, key) for key in ("strength", "cfg", "sampler", "upscaler", "refine", "grow", "feather",
                                                    "width", "height", "fill", "preprocessor",
-                                                   # sampling (issue 13)
+                                                   # sampling
                                                    "scheduler", "batch_count", "vae", "clip_skip", "refiner",
                                                    "refiner_start", "caption_style")}
     given.update({key: getattr(args, key, None) for key in ("color_match", "tileable")})

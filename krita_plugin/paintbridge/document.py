@@ -177,7 +177,7 @@ def capture(doc, settings: Settings, controls: List[ControlSpec], regions=()):
     bounds = mask_bounds(doc, settings) or Box(0, 0, 0, 0)
     sources = [client.jobs.ControlSource(c.layer_id, c.type, c.strength, c.start, c.end) for c in controls]
     exists = lambda node_id: node_id if find_node(doc, node_id) else None  # noqa: E731  layers by uniqueId
-    refs = client.jobs.reference_sources(settings, exists, exists)  # issue 15: a region's layer masks its references
+    refs = client.jobs.reference_sources(settings, exists, exists)  # a region's layer masks its references
     return client.jobs.capture(settings, bounds, doc.width(), doc.height(), _Reader(doc, settings, info), sources, refs,
                                regions)
 

@@ -1,4 +1,4 @@
-"""The panel's reference-image widgets (issue 15): one row per reference and the section they sit in (no behaviour:
+"""The panel's reference-image widgets: one row per reference and the section they sit in (no behaviour:
 ``view.PaintbridgePanel`` binds them to ``session.references``)."""
 
 from __future__ import annotations

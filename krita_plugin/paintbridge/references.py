@@ -1,4 +1,4 @@
-"""The panel's reference images (issue 15), without widgets and without Krita: an ordered list of reference layers,
+"""The panel's reference images, without widgets and without Krita: an ordered list of reference layers,
 each with a type (style, composition, content, face), a strength, a step range and optionally a region it belongs to
 (the region layer's opacity masks it), kept in the session's settings (``settings.references``; layers and regions by
 their uniqueId). Owned by the ``Session`` (``session.references``); the view binds its "Reference images" section to

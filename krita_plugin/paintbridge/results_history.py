@@ -193,7 +193,7 @@ class ResultsHistory:
             ses.set_controls(new.controls)
         new.controls = ()  # the panel keeps its control layers itself
         ses.settings = new
-        ses.references.changed.emit()  # the job's reference images (issue 15) are the panel's again
+        ses.references.changed.emit()  # the job's reference images are the panel's again
         if new.seed >= 0:
             ses.fixed_seed = new.seed
             settings_store.save_fixed_seed(ses.store, new.seed)

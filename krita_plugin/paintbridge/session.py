@@ -89,8 +89,8 @@ class Session:
                                            client.server.Autostart() if self.conn_settings.autostart else None)
         self.live = LiveLoop(self, schedule)
         self.downloads = Downloads(self)
-        self.regions = Regions(self)  # regions (issue 15): prompts bound to layers, kept in the document
-        self.history, self.references = ResultsHistory(self), references.References(self)  # issues 13, 15
+        self.regions = Regions(self)  # regions: prompts bound to layers, kept in the document
+        self.history, self.references = ResultsHistory(self), references.References(self)
 
     def start(self) -> None:
         """Connect to the configured server (after the view has bound itself)."""
@@ -157,7 +157,7 @@ class Session:
                 self._set(field, type(getattr(self.settings, field))())
                 self.settings_changed.emit(field, getattr(self.shown(), field))
             self._leave_mode_not_offered()
-        self._set("scheduler", client.sampling.fitting_scheduler(self.defaults.sampling, self.shown()))  # issue 13
+        self._set("scheduler", client.sampling.fitting_scheduler(self.defaults.sampling, self.shown()))
 
     def _leave_mode_not_offered(self) -> None:
         if not client.modes.offered(self.settings.mode, self.entry()):  # e.g. edit, and the model cannot

@@ -1,4 +1,4 @@
-"""The panel's hires fix and detailer sections (issue 13): widgets built into the panel and bound to the session.
+"""The panel's hires fix and detailer sections: widgets built into the panel and bound to the session.
 
 The hires fix shows for the modes that sample (generate, img2img, inpaint, outpaint); the detailer for those (as a
 step after the job, switched on by its check box) and for the ``detail`` mode (the detailer on its own: the section

@@ -20,9 +20,9 @@ CLASSICAL = client.settings.CLASSICAL
 
 STATE_COLORS = {"connected": "#3fb950", "connecting": "#d29922", "disconnected": "#f85149", "refused": "#f85149"}
 SPINS = ("steps", "cfg", "seed", "batch", "refine", "extend_left", "extend_top", "extend_right", "extend_bottom",
-         "batch_count", "clip_skip", "refiner_start")  # the last three: sampling (issue 13)
+         "batch_count", "clip_skip", "refiner_start")  # the last three: sampling
 COMBOS = ("model", "sampler", "upscaler", "image_source", "mask_source", "scale",
-          "scheduler", "vae", "refiner",  # these three: sampling (issue 13)
+          "scheduler", "vae", "refiner",  # these three: sampling
           "caption_style")  # prompt from the picture
 
 
@@ -37,18 +37,18 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.progress_previews = 0  # in-progress previews shown (never written into the document)
         self._showing_progress_preview = False
         self.control_rows: List[widgets.ControlRow] = []
-        self.reference_rows: List[reference_widgets.ReferenceRow] = []  # reference images (issue 15)
+        self.reference_rows: List[reference_widgets.ReferenceRow] = []  # reference images
         conn = session.conn_settings
         url, token = conn.target()
         widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
         widgets.build_models_section(self)
-        self.regions_section = RegionsSection(session, self)  # regions (issue 15)
+        self.regions_section = RegionsSection(session, self)  # regions
         self.regions_section.place(self.results_list.parentWidget().layout(), self.controls_layout)
-        self.techniques = TechniquesSection(self, session)  # hires fix and detailer (issue 13)
+        self.techniques = TechniquesSection(self, session)  # hires fix and detailer
         widgets.build_history_section(self)
         self.history_search_tip = self.history_search.toolTip()
         self._fill_model_boxes()
-        self.fill_widgets = {"fill": self.fill_box, "color_match": self.color_match_check,  # fills (issue 13)
+        self.fill_widgets = {"fill": self.fill_box, "color_match": self.color_match_check,  # fills
                              "tileable": self.tileable_check, "wrap_view": self.wrap_view_check,
                              "transparent": self.transparent_check}  # and the transparent-layer switch
         self._show_settings()
@@ -105,7 +105,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         s.result_selected.connect(self._on_result_selected)
         s.message_changed.connect(self._on_message)
         s.controls_changed.connect(self._fill_controls)
-        self.add_reference_button.clicked.connect(lambda: s.references.add())  # reference images (issue 15)
+        self.add_reference_button.clicked.connect(lambda: s.references.add())  # reference images
         s.references.changed.connect(self._fill_references)
         s.regions.changed.connect(self._refresh_reference_regions)  # a reference's region chooser lists the regions
         self.pull_button.clicked.connect(lambda: s.downloads.pull(self.preset_box.currentData() or ""))
@@ -114,14 +114,14 @@ class PaintbridgePanel(QtWidgets.QWidget):
         s.controls_changed.connect(self._fill_presets)
         s.downloads.pull_changed.connect(self._update_pull)
         s.connection_changed.connect(lambda _state, _detail: self._update_pull())
-        # fills (issue 13)
+        # fills
         self.fill_box.activated.connect(lambda i: s.set_option("fill", self.fill_box.itemData(i)))
         self.color_match_check.toggled.connect(lambda on: s.set_option("color_match", on))
         self.tileable_check.toggled.connect(lambda on: s.set_option("tileable", on))  # seamless textures
         self.tileable_check.toggled.connect(self.wrap_view_check.setEnabled)
         self.wrap_view_check.toggled.connect(lambda on: s.set_option("wrap_view", on))
         self.transparent_check.toggled.connect(lambda on: s.set_option("transparent", on))
-        h = s.history  # results history (issue 13)
+        h = s.history  # results history
         h.changed.connect(self._fill_history)
         self.history_list.currentRowChanged.connect(lambda _row: self._update_history_buttons())
         self.history_apply_button.clicked.connect(lambda: h.apply_again(*self._history_choice()))
@@ -136,7 +136,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         for name in ("prompt", "negative_prompt", "mode", "strength") + SPINS + COMBOS:
             self._on_setting(name, getattr(st, name))
         self._on_setting("random_seed", self.session.random_seed)
-        for name in self.fill_widgets:  # fills (issue 13)
+        for name in self.fill_widgets:  # fills
             self._on_setting(name, getattr(st, name))
 
     def _on_setting(self, name: str, value) -> None:
@@ -240,7 +240,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.mode_tabs.blockSignals(False)
 
     def _fill_sampling_boxes(self) -> None:
-        """Samplers and schedules from the server's welcome, VAEs and refiners from its listing (issue 13)."""
+        """Samplers and schedules from the server's welcome, VAEs and refiners from its listing."""
         s = self.session
         labels = {"sampler": "Model default", "scheduler": "Sampler's own", "vae": "Checkpoint's own", "refiner": "None"}
         for name, default_label in labels.items():
@@ -370,9 +370,9 @@ class PaintbridgePanel(QtWidgets.QWidget):
             row.refresh_layers(layers, spec.layer_id)
         for row, ref in zip(self.reference_rows, self.session.references.items):
             row.refresh_layers(layers, ref.layer)
-        self.regions_section.refresh()  # regions (issue 15): the active document's (and the rows' region choosers)
+        self.regions_section.refresh()  # regions: the active document's (and the rows' region choosers)
 
-    # --- reference images (issue 15) ------------------------------------------------------------------------------
+    # --- reference images ------------------------------------------------------------------------------
     def _fill_references(self) -> None:
         for row in self.reference_rows:
             row.setParent(None)
@@ -393,7 +393,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         for row, ref in zip(self.reference_rows, self.session.references.items):
             row.refresh_regions(choices, ref.region)
 
-    # --- results history (issue 13) ----------------------------------------------------------------------------------
+    # --- results history ----------------------------------------------------------------------------------
     def _fill_history(self) -> None:
         """List the active document's history, newest first, one item per result (the session's ``history``)."""
         history = self.session.history

@@ -13,7 +13,7 @@ from .wire import client, protocol
 THUMB = 88
 PREVIEW_HEIGHT = THUMB + 26  # the in-progress preview's area (it takes the result thumbnails' place)
 MODES = ("generate", "inpaint", "img2img", "outpaint", "upscale",
-         "edit", "detail")  # the panel's tabs (client.modes has the rules; edit: instruction edit, issue 14)
+         "edit", "detail")  # the panel's tabs (client.modes has the rules; edit: instruction edit)
 MODE_LABELS = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine (img2img)", "outpaint": "Outpaint",
                "upscale": "Upscale (the selection, or the whole image)",
                "edit": "Edit the selection from an instruction in the prompt (\"make the jacket red\"); "
@@ -287,7 +287,7 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     aform.addRow("Input", panel.image_source_box)
     aform.addRow("Mask", panel.mask_source_box)
     build_sampling_rows(panel, aform)
-    # fills (issue 13)
+    # fills
     panel.fill_box = _combo()
     for value, label in client.settings.FILLS.items():
         panel.fill_box.addItem(label, value)
@@ -319,7 +319,7 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     panel.controls_layout = QtWidgets.QVBoxLayout()
     panel.controls_layout.setSpacing(3)
     layout.addLayout(panel.controls_layout)
-    reference_widgets.build_references_section(panel, layout)  # reference images (issue 15)
+    reference_widgets.build_references_section(panel, layout)  # reference images
 
     # Run, cancel, live.
     run_row = QtWidgets.QHBoxLayout()
@@ -380,7 +380,7 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
 
 
 def build_sampling_rows(panel: QtWidgets.QWidget, form: QtWidgets.QFormLayout) -> None:
-    """The advanced rows of issue 13: schedule, batch count, VAE, CLIP skip, SDXL refiner (the view fills the
+    """The advanced sampling rows: schedule, batch count, VAE, CLIP skip, SDXL refiner (the view fills the
     combo boxes from the server's welcome and model listing)."""
     panel.scheduler_box = _combo()
     panel.scheduler_box.setToolTip("Noise schedule; the choices are those the sampler can run with")

@@ -67,7 +67,7 @@ class LoadedCheckpoint:
     scheduler_config: dict
     variants: Dict[type, object] = dataclasses.field(default_factory=dict)
     memory_fallbacks: List[str] = dataclasses.field(default_factory=list)
-    references: Optional[refs.ReferenceSet] = None  # reference images (issue 15): IP-Adapters in the UNet
+    references: Optional[refs.ReferenceSet] = None  # reference images: IP-Adapters in the UNet
     own_vae: object = None  # the checkpoint's VAE (a job may decode with another one: ``params.vae``)
 
     def use_vae(self, vae) -> None:
@@ -84,7 +84,7 @@ class DiffusionEngine(Engine):
     modes = MODES
     uses_controls = True
     reference_families = refs.ipa.REFERENCE_FAMILIES
-    region_families = regions.FAMILIES  # regions (issue 15)
+    region_families = regions.FAMILIES  # regions
 
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
@@ -100,7 +100,7 @@ class DiffusionEngine(Engine):
         # when the checkpoint is unloaded, and a different choice replaces them.
         self.vae: Optional[Tuple[str, object]] = None
         self.refiner: Optional[Tuple[str, object]] = None
-        # hires fix and detailer (issue 13): face detectors of the models folders; the upscale-model function of the
+        # hires fix and detailer: face detectors of the models folders; the upscale-model function of the
         # hires fix's pixel upscale (the router wires the upscale engine's)
         self.detectors = Detectors(registry.dirs)
         self.pixel_upscaler: Optional[hires_fix.PixelUpscaler] = None
@@ -301,7 +301,7 @@ class DiffusionEngine(Engine):
             images = self._control_images(plans, work, hard, pw, ph, ctx)
             call.update(pipelines.control_kwargs(kind, plans, images, union))
         ref_scales = None
-        if ref_plans:  # reference images (issue 15): embeddings, masks, and the scales of the first step
+        if ref_plans:  # reference images: embeddings, masks, and the scales of the first step
             cfg_on = settings["cfg"] > 1 and pipe.unet.config.time_cond_proj_dim is None
             call["ip_adapter_image_embeds"] = [self._reference_embeddings(loaded, p, cfg_on) for p in ref_plans]
             ref_masks = refs.masks(work.references, pw, ph)

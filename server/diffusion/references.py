@@ -1,4 +1,4 @@
-"""Reference images (IP-Adapter, issue 15) on a loaded SD1.5/SDXL checkpoint, through diffusers' own IP-Adapter support.
+"""Reference images (IP-Adapter) on a loaded SD1.5/SDXL checkpoint, through diffusers' own IP-Adapter support.
 
 1. ``select``: an installed IP-Adapter of the checkpoint's family for each reference (by name, else by type: ``face``
    takes a face adapter, the others a regular one, Plus first) and the image encoder it was trained with (by width).

@@ -58,7 +58,7 @@ class Loaded:
     variants: Dict[tuple, object] = dataclasses.field(default_factory=dict)
     controlnets: Dict[str, object] = dataclasses.field(default_factory=dict)  # ControlNet modules by file path
     preview: Optional[tuple] = None  # (W, b) of preview.fit: latents -> RGB for progress previews
-    redux: Optional[redux.ReduxSet] = None  # reference images (issue 15): Flux Redux parts, loaded on first use
+    redux: Optional[redux.ReduxSet] = None  # reference images: Flux Redux parts, loaded on first use
 
 
 def plain_prompt(text: str) -> str:
@@ -73,7 +73,7 @@ class FamilyEngine(Engine):
     name = "flux-sd3"
     modes = MODES
     uses_controls = True  # Flux.1 dev/schnell and SD3 ControlNets (controlnets.py)
-    reference_families = redux.rdx.REDUX_FAMILIES  # reference images (issue 15): Flux Redux; SD3 refuses them
+    reference_families = redux.rdx.REDUX_FAMILIES  # reference images: Flux Redux; SD3 refuses them
 
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
@@ -207,7 +207,7 @@ class FamilyEngine(Engine):
             raise self.refuse_mode(job, "the detailer runs on SD1.5 and SDXL checkpoints" if job.mode == "detail" else "")
         entry = self.checkpoint_entry(job.model)
         refused = "hires" if job.params.hires.enabled else "detail" if job.params.detail.enabled else ""
-        if refused:  # hires fix and detailer (issue 13) run on the SD1.5/SDXL engine only
+        if refused:  # hires fix and detailer run on the SD1.5/SDXL engine only
             raise ProtocolError(UNSUPPORTED, f"the {'hires fix' if refused == 'hires' else 'detailer'} runs on SD1.5 "
                                 f"and SDXL checkpoints; '{entry.name}' is a Flux/SD3 model: turn it off, or pick an "
                                 "SD1.5/SDXL model", field=f"params.{refused}")
@@ -218,7 +218,7 @@ class FamilyEngine(Engine):
         if job.mode == "edit" and job.image is None:
             raise ProtocolError(UNSUPPORTED, "edit needs the image to edit", field="image")
         refuse_sd_sampling_options(job, entry)
-        if job.references:  # reference images (issue 15): what Flux Redux can honour, refused by name otherwise
+        if job.references:  # reference images: what Flux Redux can honour, refused by name otherwise
             redux.check(job.references, entry)
         with self._lock:
             try:
@@ -263,7 +263,7 @@ class FamilyEngine(Engine):
         if plan is not None:
             call.update(self._control_inputs(plan, job, pw, ph, ctx))
         ref_plan = None
-        if work.references:  # reference images (issue 15): Redux image tokens appended to the prompt's T5 tokens
+        if work.references:  # reference images: Redux image tokens appended to the prompt's T5 tokens
             ref_plan = redux.select(work.references, entry, redux.txt_dim(loaded.pipe), self.registry)
             if loaded.redux is None:
                 loaded.redux = redux.ReduxSet(self.device, loaded.pipe.vae.dtype)
@@ -412,7 +412,7 @@ def _image_inputs(family: str, kind: str, work: Job, hard: np.ndarray, pw: int, 
 
 
 def refuse_sd_sampling_options(job: Job, entry: ModelEntry) -> None:
-    """A VAE, CLIP skip or SDXL refiner (issue 13) belong to SD1.5/SDXL checkpoints: refused by name here."""
+    """A VAE, CLIP skip or SDXL refiner belong to SD1.5/SDXL checkpoints: refused by name here."""
     params = job.params
     for field, given, what in (("vae", params.vae, "another VAE"), ("clip_skip", params.clip_skip > 1, "CLIP skip"),
                                ("refiner", params.refiner, "an SDXL refiner")):

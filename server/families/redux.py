@@ -1,4 +1,4 @@
-"""Reference images on Flux.1 (issue 15) through diffusers' ``FluxPriorReduxPipeline``.
+"""Reference images on Flux.1 through diffusers' ``FluxPriorReduxPipeline``.
 
 1. ``check``: what Redux can honour. It serves ``content`` and ``style`` references (both the same way: Redux has no
    style/layout split) over the whole picture for every step; ``composition`` and ``face`` references, masked ones and

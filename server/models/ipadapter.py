@@ -1,4 +1,4 @@
-"""Recognise IP-Adapters and CLIP image encoders from their tensors' names and shapes (reference images, issue 15).
+"""Recognise IP-Adapters and CLIP image encoders from their tensors' names and shapes (reference images).
 
 Layouts users download: IP-Adapters as single files (``ipadapter/ip-adapter-plus_sd15.safetensors``, ComfyUI's folder;
 or inside a copy of the h94/IP-Adapter repository, ``models/`` / ``sdxl_models/``), with keys ``image_proj.*`` and

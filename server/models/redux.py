@@ -1,4 +1,4 @@
-"""Recognise Flux Redux models and SigLIP image encoders from their tensors (reference images on Flux, issue 15).
+"""Recognise Flux Redux models and SigLIP image encoders from their tensors (reference images on Flux).
 
 Layouts users download:
 

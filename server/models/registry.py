@@ -25,9 +25,9 @@ from . import captioners, configcheck, detect, families, fewstep, headers, ipada
 from .detect import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
 KINDS = ("checkpoint", "refiner", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler",
-         "ipadapter", "clip_vision",  # reference images (issue 15): IP-Adapters and their image encoders
-         "redux",  # reference images on Flux (issue 15): Flux Redux image embedders (SigLIP towers: clip_vision)
-         "inpainter",  # inpainter: LaMa-class fill networks (fill "lama", issue 13)
+         "ipadapter", "clip_vision",  # reference images: IP-Adapters and their image encoders
+         "redux",  # reference images on Flux: Flux Redux image embedders (SigLIP towers: clip_vision)
+         "inpainter",  # inpainter: LaMa-class fill networks (fill "lama")
          "captioner",  # image-to-text models for mode "caption" (transformers folders)
          "layerdiffuse")  # LayerDiffuse transparency weights and decoders (params.transparent)
 SUPPORTED_ARCHS = ("sd15", "sdxl", "flux", "flux-fill", "flux-kontext", "sd3")
@@ -44,7 +44,7 @@ KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
     "embedding": ("embeddings",),
     "controlnet": ("controlnet", "ControlNet"),
     "upscaler": ("upscale_models", "ESRGAN", "RealESRGAN"),
-    # reference images (issue 15); image encoders inside an IP-Adapter folder (h94's ``image_encoder/``) count too
+    # reference images; image encoders inside an IP-Adapter folder (h94's ``image_encoder/``) count too
     "ipadapter": ("ipadapter", "ip_adapter", "IP-Adapter"),
     "clip_vision": ("clip_vision", "image_encoders"),
     "redux": ("style_models", "redux"),  # ComfyUI's style_models/; FluxPriorReduxPipeline folders also in checkpoints/
@@ -98,7 +98,7 @@ class ModelEntry:
             entry["edit"] = True  # runs mode "edit" (instruction edit): the plugins offer it
         if self.kind in ("checkpoint", "lora"):
             entry.update(fewstep.listing(self.info.get("few_step")))
-        if self.kind == "ipadapter":  # reference images (issue 15)
+        if self.kind == "ipadapter":  # reference images
             entry["reference_types"] = ["face"] if self.info.get("face") else ["style", "composition", "content"]
             entry["variant"] = self.info.get("variant", "")
         if self.kind == "clip_vision":
@@ -106,7 +106,7 @@ class ModelEntry:
                 ipadapter.describe_encoder(self.info)
         if self.kind == "layerdiffuse":
             entry["role"] = self.info.get("role", "")
-        if self.kind == "redux":  # reference images on Flux (issue 15)
+        if self.kind == "redux":  # reference images on Flux
             entry["reference_types"] = list(redux.REDUX_TYPES)
         if self.problem:
             entry["problem"] = self.problem
@@ -236,7 +236,7 @@ def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detecte
         if fmt != SAFETENSORS:
             return Detected(None, info={"unsupported": "LayerDiffuse files are read as .safetensors only"})
         return layerdiffuse.info(detect.safetensors_shapes(path), path.name)
-    if kind == "clip_vision":  # reference images (issue 15): CLIP towers (IP-Adapter) and SigLIP towers (Redux)
+    if kind == "clip_vision":  # reference images: CLIP towers (IP-Adapter) and SigLIP towers (Redux)
         if fmt == DIFFUSERS:
             return redux.siglip_folder(path) or ipadapter.encoder_folder_info(path)
         shapes = detect.file_shapes(path, allow_pickle)
