@@ -384,6 +384,7 @@ class Welcome(Message):
     defaults: Dict[str, Any] = wire(factory=dict, doc="defaults the plugins use (1.1)")
     session: Optional[str] = wire(None, pattern=SESSION_PATTERN, doc="the client session id (1.1)")
     resumed: Tuple[str, ...] = wire((), doc="open jobs the server still holds for this session (1.1)")
+    dtypes: Dict[str, Any] = wire(factory=dict, doc="how the server chose its precision per model family: see below")
 
 
 @dataclasses.dataclass(frozen=True)

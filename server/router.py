@@ -17,7 +17,7 @@ import numpy as np
 from protocol.errors import UNSUPPORTED, ProtocolError
 from protocol.messages import CONTROL_TYPES, MODES, REFERENCE_TYPES
 
-from . import batches, tuning
+from . import batches, calibration, tuning
 from . import device as devices
 from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
@@ -103,6 +103,33 @@ class Router:
         if DIFFUSERS in self._engines:
             return self._engines[DIFFUSERS].device_description()
         return devices.describe_plan(self.config.device, self.config.dtype)
+
+    def calibrate(self) -> None:
+        """Before listening: measure this machine's dtypes once (in a child process, so torch stays out of this one
+        until a job needs it), unless ``--dtype`` decides or a calibration is cached (``--recalibrate`` measures
+        again)."""
+        if self.config.dtype:
+            return
+        kind, _ = devices.plan(self.config.device)
+        if self.config.recalibrate or calibration.load(calibration.key(calibration.accelerator(kind))) is None:
+            result = calibration.calibrate_in_child(kind, again=self.config.recalibrate)
+            if result is not None:
+                log.info("dtype calibration:\n%s", calibration.table(result))
+
+    def dtype_report(self) -> dict:
+        """What ``welcome.dtypes`` says: the dtype per model family and where it came from (``--dtype``, or the
+        calibration with its measured GFLOPS), without importing torch."""
+        kind, _ = devices.plan(self.config.device)
+        if self.config.dtype:
+            return {"source": "override", "device": kind,
+                    "chosen": {family: self.config.dtype for family in calibration.FAMILIES}}
+        result = calibration.load(calibration.key(calibration.accelerator(kind)))
+        if result is None:
+            chosen, why = calibration.choose({}, kind)
+            return {"source": "rule", "device": kind, "chosen": chosen, "why": why}
+        return {"source": "measured", "device": kind, "chosen": result["chosen"], "why": result["why"],
+                "measured": result["measured"], "unit": "GFLOPS", "seconds": result["seconds"],
+                "when": result.get("when", ""), "complete": result.get("complete", True)}
 
     def checkpoint_engine(self, entry) -> Engine:
         """The engine that runs a checkpoint: by its family (Flux/SD3 on their own engine, SD1.5/SDXL on diffusers);

@@ -76,7 +76,7 @@ class FamilyEngine(Engine):
 
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
-        self.device, self.dtype = devices.choose(device, dtype)
+        self.device, self.dtype = devices.choose(device, dtype, devices.DIT)
         self._dtype_asked = dtype is not None
         self.loaded: Optional[Loaded] = None
         self.loads = 0
