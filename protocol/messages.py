@@ -24,6 +24,9 @@ MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", 
 CONTROL_TYPES = ("canny", "lineart", "scribble", "softedge", "depth", "normal", "pose", "tile", "inpaint", "shuffle",
                  "reference")
 INPAINT_FILLS = ("telea", "ns", "patch", "lama")
+# Speed levels a painter picks per job: "quality" computes every step in full; "fast" reuses the UNet's deep
+# features on alternate steps (DeepCache-style) — for live frames and previews, never chosen by the server itself.
+SPEED_LEVELS = ("quality", "fast")
 REFERENCE_TYPES = ("style", "composition", "content", "face")  # reference images (issue 15)
 
 MAX_ID_LENGTH = 64
@@ -122,6 +125,9 @@ class Params(WireModel):
                                 doc="fraction of the steps after which the refiner takes over")
     # fills (issue 13)
     color_match: bool = wire(False, doc="match the result's colours to the area around the mask (inpaint, outpaint)")
+    speed: str = wire("quality", choices=SPEED_LEVELS,
+                      doc='`"quality"`: every step in full; `"fast"`: deep UNet features reused on alternate steps '
+                          '(`welcome.capabilities.speed_levels`: the families that take it)')
 
     # hires fix and detailer (issue 13)
     hires: Hires = wire(factory=Hires, doc="hires fix: two passes (generate, img2img, inpaint, outpaint)")

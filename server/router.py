@@ -25,6 +25,7 @@ from .core import Control, Engine, Job, JobContext, Layer
 from .models.ipadapter import REFERENCE_FAMILIES
 from .models.redux import REDUX_FAMILIES, REDUX_TYPES
 from .diffusion.regions import FAMILIES as REGION_FAMILIES
+from .diffusion.stepcache import FAMILIES as FAST_FAMILIES
 from .models.registry import ModelRegistry, arch_name
 
 log = logging.getLogger("paintbridge.router")
@@ -181,6 +182,7 @@ class Router:
             "reference_types_by_family": {**{f: list(REFERENCE_TYPES) for f in REFERENCE_FAMILIES},
                                           **{f: list(REDUX_TYPES) for f in REDUX_FAMILIES}},
             "regions": list(REGION_FAMILIES),  # regions (issue 15): the families whose checkpoints take them
+            "speed_levels": {"quality": ["all"], "fast": list(FAST_FAMILIES)},
         }
 
     # --- jobs ---
@@ -194,6 +196,8 @@ class Router:
             raise engine.refuse_references(job, self._family_of(job))
         if job.regions:  # regions (issue 15)
             self._check_regions(job, engine)
+        if job.params.speed != "quality":
+            self._check_speed(job, engine)
         return batches.run_counted(engine.run, job, ctx)
 
     def _family_of(self, job: Job) -> str:
@@ -213,6 +217,15 @@ class Router:
             raise engine.refuse_regions(job)
         if entry.arch not in REGION_FAMILIES:
             raise engine.refuse_regions(job, arch_name(entry.arch), entry.name)
+
+    def _check_speed(self, job: Job, engine: Engine) -> None:
+        """Refuse a speed level the job's engine or its checkpoint's family does not offer."""
+        families = engine.speed_families.get(job.params.speed, ())
+        if not families or engine is self.classical:
+            raise engine.refuse_speed(job)
+        entry = self.registry.get(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
+        if entry is None or entry.arch not in families:
+            raise engine.refuse_speed(job, arch_name(entry.arch) if entry is not None else "")
 
     def engine_for(self, job: Job) -> Engine:
         """The engine for ``job``; model_not_found / unsupported when none can do it."""
