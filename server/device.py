@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from pathlib import Path
 from typing import Optional, Tuple
 
 from . import calibration

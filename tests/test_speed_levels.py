@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-import factory
 from protocol.client import JobFailed
 from protocol.errors import ProtocolError
 from protocol.messages import Params, parse_client_message

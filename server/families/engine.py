@@ -27,6 +27,7 @@ import numpy as np
 
 from protocol.errors import MODEL_NOT_FOUND, OUT_OF_MEMORY, UNSUPPORTED, ProtocolError
 
+from .. import calibration
 from .. import device as devices
 from .. import imageops
 from ..core import Engine, Job, JobContext, Layer
@@ -130,7 +131,7 @@ class FamilyEngine(Engine):
         if self._dtype_asked or self.device.type != "cpu":
             return self.dtype, name
         parameters, _ = memory.stored(loading.weight_files(entry, self.registry))
-        chosen, why = memory.choose_cpu_dtype(memory.cpu_flags(), parameters, memory.ram_bytes(), name)
+        chosen, why = memory.choose_cpu_dtype(calibration.cpu_flags(), parameters, memory.ram_bytes(), name)
         return getattr(torch, chosen), why
 
     def _place(self, pipe, entry: ModelEntry, facts: dict) -> None:

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, Mapping, Tuple
 
-from ..calibration import cpu_flags  # noqa: F401 - the families engine reads the flags here
-
 GIB = 2**30
 WEIGHT_MARGIN = 1.1  # weights x margin + ACTIVATIONS must fit the free memory
 ACTIVATIONS = 2 * GIB  # attention and VAE decode at 1024² px, and the CUDA context's growth
