@@ -202,10 +202,10 @@ def choose(measured: Mapping[str, Mapping[str, float]], device_type: str = "cpu"
             if rel is not None and rel * MARGIN <= best_time:
                 best, best_time = dtype, rel
         chosen[family] = best
+        others = [f"{d} measured {1 / r:.2f}x as fast" for d in SAFE[family] if d != FP32
+                  for r in [relative_time(measured, family, d)] if r]
         why[family] = (f"{best}: measured {1 / best_time:.2f}x as fast as float32" if best != FP32 else
-                       "float32: " + ", ".join(f"{d} measured {1 / r:.2f}x" for d in SAFE[family] if d != FP32
-                                               for r in [relative_time(measured, family, d)] if r) or
-                       "float32: nothing else was measured")
+                       f"float32: {', '.join(others) if others else 'nothing else was measured'}")
     return chosen, why
 
 
