@@ -20,7 +20,6 @@ from typing import Optional, Tuple
 from . import calibration
 
 DTYPES = ("float16", "bfloat16", "float32")
-ACCELERATORS = calibration.ACCELERATORS
 UNET, DIT = calibration.UNET, calibration.DIT
 
 
