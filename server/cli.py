@@ -15,7 +15,7 @@ from PIL import Image
 from protocol import MODES, REFERENCE_TYPES, SAMPLERS, SCHEDULE_NAMES, Message, Progress, Queued
 from protocol.messages import DETAIL_TARGETS
 from protocol.client import Client, ConnectionFailed, JobCancelled, JobFailed
-from protocol.messages import INPAINT_FILLS
+from protocol.messages import INPAINT_FILLS, SPEED_LEVELS
 
 from . import __version__
 from .config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, default_models_dir
@@ -369,6 +369,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--cfg", type=float)
     r.add_argument("--sampler", choices=SAMPLERS)
     r.add_argument("--batch", type=int, default=1)
+    r.add_argument("--speed", choices=SPEED_LEVELS,
+                   help="quality (default: every step in full) or fast (SD1.5/SDXL: the UNet's deep features reused on "
+                        "alternate steps; for drafts, changes the pixels a little)")
     r.add_argument("--grow", type=int)
     r.add_argument("--feather", type=int)
     r.add_argument("--fill", choices=INPAINT_FILLS,
