@@ -154,3 +154,12 @@ def test_the_first_start_on_a_machine_calibrates_and_recalibrate_measures_again(
     with Client(server.url, "t") as client:
         assert client.welcome.dtypes["measured"] != INTEL
     assert calibration.load(calibration.key("cpu"))["measured"] != INTEL
+
+
+def test_the_calibrate_command_prints_the_table(cache, capsys):
+    from server.cli import main
+
+    write({UNET: BF16, DIT: BF16}, EPYC)
+    assert main(["calibrate", "--cached", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "251.0" in out and "unet: bfloat16: test table" in out and str(cache) in out
