@@ -231,6 +231,14 @@ def main() -> None:
     results = []
     with ServerThread(ServerConfig(port=0, model_dirs=[models])) as server, Client(server.url, "gpu-check") as client:
         print(f"server device: {client.welcome.device}", flush=True)
+        dtypes = client.welcome.dtypes
+        print(f"server dtypes ({dtypes.get('source')}): {dtypes.get('chosen')}; measured GFLOPS "
+              f"{json.dumps(dtypes.get('measured', {}))}", flush=True)
+        if not opts.cpu_smoke:  # the GPU rule: fp16 for SD1.5/SDXL (fp32-safe VAE), bf16 for Flux/SD3 where supported
+            want = {"unet": "float16", "dit": "bfloat16" if torch.cuda.is_bf16_supported(False) else "float32"}
+            results.append(f"dtype choice on {torch.cuda.get_device_name()}: {dtypes.get('chosen')} "
+                           f"({'as expected' if dtypes.get('chosen') == want else f'EXPECTED {want}'})")
+            print(results[-1], flush=True)
         for arch, (model, size, steps) in archs.items():
             folder = str(models / "checkpoints" / model)
             for kind in ("inpaint", "generate"):

@@ -188,12 +188,16 @@ def server_side(models: Path, name: str, family: str, size: int, steps: int, dev
     image, mask = picture(size)
     payload = lambda a: {"width": a.shape[1], "height": a.shape[0], "format": "gray8" if a.ndim == 2 else "rgba8",  # noqa: E731
                          "data": a.tobytes()}
+    # on a GPU the server runs on its defaults: the dtype is its own choice (bf16 for these families), checked here
     thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[models], limits=Limits(), device=device,
-                                       dtype=dtype)).start()
+                                       dtype=None if device == "cuda" else dtype)).start()
     out: dict = {}
     try:
         with Client(thread.url, client_name="gpu-families") as client:
             engine = thread.server.router.engine("families")
+            chosen = str(engine.dtype).replace("torch.", "")
+            print(f"server dtype for {family} ({client.welcome.dtypes.get('source')}): {chosen}"
+                  f"{'' if chosen == dtype else f' (EXPECTED {dtype})'}", flush=True)
             started = time.perf_counter()
             engine.warm_up(name)
             out["load"] = time.perf_counter() - started

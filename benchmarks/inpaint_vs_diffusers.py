@@ -1,18 +1,20 @@
-"""Inpaint through ``paintbridge serve`` (its defaults) vs plain diffusers' ``StableDiffusionInpaintPipeline`` (its
-defaults: fp32 on a CPU) on the same inputs, side by side in one run.
+"""Inpaint through ``paintbridge serve`` (no flags: the dtype its calibration chose) vs plain diffusers'
+``StableDiffusionInpaintPipeline`` at plain's best dtype on this machine, side by side in one run.
 
-    .venv/bin/python benchmarks/inpaint_vs_diffusers.py [--reps 2] [--size 512] [--mask 192] [--steps 4]
+    .venv/bin/python benchmarks/inpaint_vs_diffusers.py [--reps 2] [--size 512] [--mask 192] [--steps 4] [--no-phases]
 
 Real-size SD1.5 architecture with random weights (built once by tests/factory.py, ~2 GB), a 512 x 512 image with a
 centred 192 x 192 mask, Euler, 4 steps, CFG 7, strength 1.0. Each side runs in its own process, so its start-up and
-peak memory (VmHWM) are its own. Timed, alternating plain / server:
+peak memory (VmHWM) are its own. Plain diffusers runs in fp32 and then in bf16 (each process next to the server's,
+jobs alternating plain / server); the dtype whose warm new-prompt job was faster is plain's, and its figures are the
+ones compared. Timed:
 - first job after start: from starting the process (import, load) to the result;
 - warm job with a new prompt;
-- "generate again": the same job with only the seed changed;
-then plain diffusers in bf16 (for information). Ratios are server / plain from each side's fastest run (other load on
-the machine only ever adds time). The server is timed from the client: job sent → result received. Each job's CPU
-seconds (user + system, all threads of the side's process) are printed too: on a shared machine they are disturbed far
-less than wall-clock time.
+- "generate again": the same job with only the seed changed.
+Ratios are server / plain from each side's fastest run (other load on the machine only ever adds time). The server is
+timed from the client: job sent → result received. Each job's CPU seconds (user + system, all threads of the side's
+process) are printed too: on a shared machine they are disturbed far less than wall-clock time. Then the per-phase
+table of ``phases.py`` (FLOPs, time, GFLOPS against the GEMM peak measured in the same run).
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ class Served:
             raise SystemExit("the server did not start:\n" + self.proc.stdout.read())
         self.client = Client(url, "benchmark").__enter__()
         self.device = self.client.welcome.device
+        self.dtypes = self.client.welcome.dtypes
         img, mask = inputs(opts.size, opts.mask)
         self.image = {"width": opts.size, "height": opts.size, "format": "rgba8", "data": img.tobytes()}
         self.mask = {"width": opts.size, "height": opts.size, "format": "gray8", "data": mask.tobytes()}
@@ -175,13 +178,16 @@ class Served:
         return peak
 
 
+GOALS = {"first": 0.80, "new": 0.72, "again": 0.70}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--mask", type=int, default=192)
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--no-bf16", action="store_true", help="skip the plain-diffusers bf16 round (for information)")
+    p.add_argument("--no-phases", action="store_true", help="skip the per-phase table")
     p.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     p.add_argument("--plain-worker", metavar="CHECKPOINT", help=argparse.SUPPRESS)
     opts = p.parse_args()
@@ -199,77 +205,64 @@ def main() -> None:
           f"{opts.size} px, {opts.mask} px centred mask, {SAMPLER}, {opts.steps} steps, CFG {CFG}, strength 1.0; "
           f"{os.cpu_count()} CPUs (shared: other work on the machine only adds time)", flush=True)
 
-    t = {k: [] for k in ("plain first", "server first", "plain new", "server new", "plain again", "server again",
-                         "bf16 new", "bf16 again", "server new (bf16 round)")}
+    t = {k: [] for k in ("server first", "server new", "server again")}
     cpu = {k: [] for k in t}  # CPU seconds of the warm jobs
-    plain = Plain(checkpoint, "float32", opts)
-    t["plain first"].append(plain.first_job(PROMPTS[0], 1))
-    print(f"plain diffusers first job (start, load, job): {t['plain first'][-1]:.1f} s", flush=True)
-    server = Served(models, opts)
-    t["server first"].append(server.first_job(PROMPTS[0], 1))
-    print(f"server first job (start, load, job): {t['server first'][-1]:.1f} s; listening after "
-          f"{server.listening:.2f} s; device: {server.device}", flush=True)
-    for rep in range(opts.reps):
-        prompt = PROMPTS[1 + rep % (len(PROMPTS) - 1)] + f" #{rep}"
-        for key, seed in (("new", 10 + rep), ("again", 20 + rep)):
-            for side, runner in (("plain", plain), ("server", server)):
-                t[f"{side} {key}"].append(runner.job(prompt, seed))
-                cpu[f"{side} {key}"].append(runner.cpu)
-        print(f"rep {rep + 1}: new prompt plain {t['plain new'][-1]:.1f} s ({cpu['plain new'][-1]:.0f} cpu-s), server "
-              f"{t['server new'][-1]:.1f} s ({cpu['server new'][-1]:.0f} cpu-s); again plain {t['plain again'][-1]:.1f} s "
-              f"({cpu['plain again'][-1]:.0f} cpu-s), server {t['server again'][-1]:.1f} s "
-              f"({cpu['server again'][-1]:.0f} cpu-s)", flush=True)
-    plain.close()
-    plain_peak = plain.peak
-
-    bf16 = Plain(checkpoint, "bfloat16", opts) if not opts.no_bf16 else None
-    try:
-        if bf16 is None:
-            raise RuntimeError("skipped (--no-bf16)")
-        bf16.first_job(PROMPTS[0], 1)
-        prompt = PROMPTS[-1] + " (bf16 round)"
-        t["bf16 new"].append(bf16.job(prompt, 30))
-        cpu["bf16 new"].append(bf16.cpu)
-        t["server new (bf16 round)"].append(server.job(prompt, 30))
-        cpu["server new (bf16 round)"].append(server.cpu)
-        t["bf16 again"].append(bf16.job(prompt, 31))
-        cpu["bf16 again"].append(bf16.cpu)
-        print(f"plain bf16: new prompt {t['bf16 new'][-1]:.1f} s (server {t['server new (bf16 round)'][-1]:.1f} s), "
-              f"again {t['bf16 again'][-1]:.1f} s", flush=True)
-        bf16.close()
-    except Exception as err:  # noqa: BLE001 - the bf16 round is for information; the figures above still print
-        print(f"plain bf16 round failed: {err!r}", flush=True)
-    server_peak = server.close()
+    peaks = {}
+    server = None
+    for dtype in ("float32", "bfloat16"):
+        plain = Plain(checkpoint, dtype, opts)
+        for key in ("first", "new", "again"):
+            t[f"{dtype} {key}"], cpu[f"{dtype} {key}"] = [], []
+        t[f"{dtype} first"].append(plain.first_job(PROMPTS[0], 1))
+        print(f"plain diffusers {dtype} first job (start, load, job): {t[f'{dtype} first'][-1]:.1f} s", flush=True)
+        if server is None:
+            server = Served(models, opts)
+            t["server first"].append(server.first_job(PROMPTS[0], 1))
+            print(f"server first job (start, load, job): {t['server first'][-1]:.1f} s; listening after "
+                  f"{server.listening:.2f} s; device: {server.device}; dtypes: {json.dumps(server.dtypes)}", flush=True)
+        for rep in range(opts.reps):
+            prompt = PROMPTS[1 + rep % (len(PROMPTS) - 1)] + f" #{dtype} {rep}"
+            for key, seed in (("new", 10 + rep), ("again", 20 + rep)):
+                for side, runner in ((dtype, plain), ("server", server)):
+                    t[f"{side} {key}"].append(runner.job(prompt, seed))
+                    cpu[f"{side} {key}"].append(runner.cpu)
+            print(f"{dtype} rep {rep + 1}: new prompt plain {t[f'{dtype} new'][-1]:.1f} s "
+                  f"({cpu[f'{dtype} new'][-1]:.0f} cpu-s), server {t['server new'][-1]:.1f} s "
+                  f"({cpu['server new'][-1]:.0f} cpu-s); again plain {t[f'{dtype} again'][-1]:.1f} s "
+                  f"({cpu[f'{dtype} again'][-1]:.0f} cpu-s), server {t['server again'][-1]:.1f} s "
+                  f"({cpu['server again'][-1]:.0f} cpu-s)", flush=True)
+        plain.close()
+        peaks[dtype] = plain.peak
+    peaks["server"] = server.close()
     print(f"server job info: {json.dumps(server.info)}")
+    report(t, cpu, peaks, server.listening)
+    if not opts.no_phases:
+        import phases
 
-    report(t, cpu, plain_peak, bf16.peak if bf16 is not None else float("nan"), server_peak, server.listening)
+        print()
+        print(phases.table(phases.measure(opts.size, opts.mask, opts.steps)), flush=True)
 
 
-def report(t: dict, cpu: dict, plain_peak: float, bf16_peak: float, server_peak: float, listening: float) -> None:
-    """The table of fastest runs and ratios (wall clock), then the warm jobs' CPU seconds."""
+def report(t: dict, cpu: dict, peaks: dict, listening: float) -> None:
+    """Plain's best dtype, then the table of fastest runs and ratios (wall clock), then CPU seconds and memory."""
     best = {k: min(v) for k, v in t.items() if v}
+    plain = min(("float32", "bfloat16"), key=lambda d: best.get(f"{d} new", float("inf")))
     print()
+    print(f"plain diffusers' best dtype here: {plain} (warm new prompt fp32 {best['float32 new']:.1f} s, bf16 "
+          f"{best['bfloat16 new']:.1f} s)")
     print(f"{'':28}{'plain':>10}{'server':>10}{'ratio':>8}{'goal':>7}")
-    for label, key, goal in (("first job after start", "first", 0.60), ("warm job, new prompt", "new", 0.50),
-                             ('"generate again" (seed)', "again", 0.40)):
-        ratio = best[f"server {key}"] / best[f"plain {key}"]
-        print(f"{label:28}{best[f'plain {key}']:>9.1f}s{best[f'server {key}']:>9.1f}s{ratio:>8.2f}{goal:>7.2f}")
-    if "bf16 new" in best and "bf16 again" in best:
-        server_new = min(best["server new"], best["server new (bf16 round)"])
-        print(f"{'vs plain bf16, new prompt':28}{best['bf16 new']:>9.1f}s{server_new:>9.1f}s"
-              f"{server_new / best['bf16 new']:>8.2f}")
-        print(f"{'vs plain bf16, again':28}{best['bf16 again']:>9.1f}s{best['server again']:>9.1f}s"
-              f"{best['server again'] / best['bf16 again']:>8.2f}")
+    for label, key in (("first job after start", "first"), ("warm job, new prompt", "new"),
+                       ('"generate again" (seed)', "again")):
+        ratio = best[f"server {key}"] / best[f"{plain} {key}"]
+        print(f"{label:28}{best[f'{plain} {key}']:>9.1f}s{best[f'server {key}']:>9.1f}s{ratio:>8.2f}"
+              f"{GOALS[key]:>7.2f}")
     low = {k: min(v) for k, v in cpu.items() if v}
     for label, key in (("warm job, new prompt", "new"), ('"generate again" (seed)', "again")):
-        if f"plain {key}" in low and f"server {key}" in low:
-            print(f"cpu-s {label:22}{low[f'plain {key}']:>9.0f}s{low[f'server {key}']:>9.0f}s"
-                  f"{low[f'server {key}'] / low[f'plain {key}']:>8.2f}")
-    if "bf16 new" in low:
-        server_new = min(low.get("server new", float("inf")), low.get("server new (bf16 round)", float("inf")))
-        print(f"cpu-s {'vs plain bf16, new':22}{low['bf16 new']:>9.0f}s{server_new:>9.0f}s"
-              f"{server_new / low['bf16 new']:>8.2f}")
-    print(f"peak memory: plain fp32 {plain_peak:.2f} GiB, plain bf16 {bf16_peak:.2f} GiB, server {server_peak:.2f} GiB")
+        if f"{plain} {key}" in low and f"server {key}" in low:
+            print(f"cpu-s {label:22}{low[f'{plain} {key}']:>9.0f}s{low[f'server {key}']:>9.0f}s"
+                  f"{low[f'server {key}'] / low[f'{plain} {key}']:>8.2f}")
+    print(f"peak memory: plain fp32 {peaks['float32']:.2f} GiB, plain bf16 {peaks['bfloat16']:.2f} GiB, server "
+          f"{peaks['server']:.2f} GiB (server / plain {plain}: {peaks['server'] / peaks[plain]:.2f})")
     print(f"server listening after {listening:.2f} s")
 
 

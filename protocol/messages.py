@@ -27,6 +27,9 @@ TRANSPARENT_MODES = ("generate", "img2img")  # params.transparent: layers with r
 CONTROL_TYPES = ("canny", "lineart", "scribble", "softedge", "depth", "normal", "pose", "tile", "inpaint", "shuffle",
                  "reference")
 INPAINT_FILLS = ("telea", "ns", "patch", "lama")
+# Speed levels a painter picks per job: "quality" computes every step in full; "fast" reuses the UNet's deep
+# features on alternate steps (DeepCache-style) — for live frames and previews, never chosen by the server itself.
+SPEED_LEVELS = ("quality", "fast")
 REFERENCE_TYPES = ("style", "composition", "content", "face")  # reference images
 
 MAX_ID_LENGTH = 64
@@ -135,6 +138,9 @@ class Params(WireModel):
     caption_style: str = wire("sentence", choices=CAPTION_STYLES,
                               doc="mode `caption`: `\"sentence\"` describes the picture in words, `\"tags\"` as "
                                   "comma-separated tags")
+    speed: str = wire("quality", choices=SPEED_LEVELS,
+                      doc='`"quality"`: every step in full; `"fast"`: deep UNet features reused on alternate steps '
+                          '(`welcome.capabilities.speed_levels`: the families that take it)')
 
     # seamless textures
     tileable: bool = wire(False, doc="a result that wraps at its edges, a seamless texture (generate, img2img and "
@@ -414,6 +420,7 @@ class Welcome(Message):
     shared_folder: Optional[str] = wire(None, max_length=4096,
                                         doc="this connection's private folder for payloads as files (`shm` "
                                             "handles), when the client asked and shares the server's machine")
+    dtypes: Dict[str, Any] = wire(factory=dict, doc="how the server chose its precision per model family: see below")
 
 
 @dataclasses.dataclass(frozen=True)

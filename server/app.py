@@ -55,6 +55,7 @@ class PaintbridgeServer:
         self.keeper: Optional[FinalKeeper] = None  # keeps finals outside this process (cluster mode)
         self.kept: Dict[str, Tuple[str, List[Message]]] = {}  # what a previous run kept, restored at start
         self.device = ""
+        self.dtypes: dict = {}  # welcome.dtypes
         self.access = AccessRules(config.host, config.allow_origins, config.allow_hosts)
         self.throttle = GuessThrottle(config.guess_delay, config.guess_delay_max)
         self.pulls = PullManager(config.model_dirs, self.router.rescan, self.models)
@@ -96,7 +97,7 @@ class PaintbridgeServer:
             protocol=PROTOCOL_VERSION, server_version=__version__, device=self.device, models=tuple(self.models()),
             capabilities=dict(self.router.capabilities(), pulls=True), limits=self.config.limits,
             defaults=welcome_defaults(),
-            session=session, resumed=resumed,
+            session=session, resumed=resumed, dtypes=self.dtypes,
         )
 
     def _shared_folder(self, ws: ServerConnection, hello: Hello) -> Optional[shared.SharedFolder]:
@@ -229,11 +230,13 @@ class PaintbridgeServer:
 
     async def prepare(self) -> None:
         """Before listening: the device description and the job queue (the cluster front end connects its pool)."""
+        await asyncio.to_thread(self.router.calibrate)
         self.device = await asyncio.to_thread(self.router.device_description)
         if self.config.shared_memory and shared.AVAILABLE:
             swept = await asyncio.to_thread(shared.sweep)
             if swept:
                 log.info("removed %d shared folder(s) left by server processes that are gone", swept)
+        self.dtypes = await asyncio.to_thread(self.router.dtype_report)
         self.queue = JobQueue(self.router.run, self._encode_result, self.config.limits.max_queue)
         if self.config.preload:
             threading.Thread(target=self.router.preload, name="paintbridge-preload", daemon=True).start()

@@ -15,7 +15,7 @@ from PIL import Image
 from protocol import CAPTION_STYLES, MODES, REFERENCE_TYPES, SAMPLERS, SCHEDULE_NAMES, Message, Progress, Queued
 from protocol.messages import DETAIL_TARGETS
 from protocol.client import Client, ConnectionFailed, JobCancelled, JobFailed
-from protocol.messages import INPAINT_FILLS
+from protocol.messages import INPAINT_FILLS, SPEED_LEVELS
 
 from . import __version__
 from .config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, default_models_dir
@@ -27,7 +27,7 @@ def _config(args: argparse.Namespace, port: Optional[int] = None) -> ServerConfi
     return ServerConfig(
         host=getattr(args, "host", DEFAULT_HOST), port=port if port is not None else args.port,
         token=getattr(args, "token", None), model_dirs=dirs, device=getattr(args, "device", None),
-        dtype=getattr(args, "dtype", None), allow_pickle=getattr(args, "allow_pickle", False),
+        dtype=getattr(args, "dtype", None), recalibrate=getattr(args, "recalibrate", False), allow_pickle=getattr(args, "allow_pickle", False),
         preload=not getattr(args, "no_preload", True), grace=getattr(args, "grace", 300.0),
         allow_origins=list(getattr(args, "allow_origin", None) or []),
         allow_hosts=list(getattr(args, "allow_host", None) or []),
@@ -73,6 +73,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"paintbridge serve: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """``calibrate``: measure this machine's dtypes now (or show the cached result) and print the table."""
+    from . import calibration, device as devices
+
+    kind, _ = devices.plan(args.device)
+    result = calibration.calibrated(kind, again=not args.cached)
+    print(calibration.table(result))
+    print(f"cached in {calibration.default_path()}")
     return 0
 
 
@@ -295,7 +306,8 @@ def parser() -> argparse.ArgumentParser:
                         help="models folder (repeatable; ComfyUI and AUTOMATIC1111 'models' folders work); "
                              f"default {default_models_dir()}")
         sp.add_argument("--device", help="torch device (cuda, cuda:1, mps, cpu); default: the best available")
-        sp.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="default: float16 on GPUs, bfloat16 on CPUs with AMX, else float32")
+        sp.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="default: what this machine's calibration measured fastest per model family (on GPUs "
+                             "float16 for SD1.5/SDXL, bfloat16 for Flux/SD3); see 'paintbridge calibrate'")
         sp.add_argument("--allow-pickle", action="store_true",
                         help="also list and load pickled (.ckpt/.pt/.pth/.bin) checkpoints, VAEs, LoRAs, embeddings, "
                              "ControlNets, IP-Adapters and image encoders, with torch's weights_only loader (pickled "
@@ -326,6 +338,9 @@ def parser() -> argparse.ArgumentParser:
                         "repeatable (other Host headers are refused against DNS rebinding)")
     s.add_argument("--no-shared-memory", action="store_true",
                    help="keep payloads on the wire for clients on this machine too (no folder in /dev/shm)")
+    s.add_argument("--recalibrate", action="store_true",
+                   help="measure again which dtype runs fastest on this machine (done once per machine at the first "
+                        "start, and again after a torch update)")
     s.add_argument("--no-preload", action="store_true",
                    help="do not load the default checkpoint at start (it then loads with the first job)")
     add_models(s)
@@ -335,6 +350,11 @@ def parser() -> argparse.ArgumentParser:
                         "starts here (on --ray-bind:--ray-port); with ADDRESS (HOST:PORT) this joins that Ray cluster")
     s.add_argument("--ray-port", type=int, default=6379, help="cluster mode: the Ray head's port (default 6379)")
     s.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("calibrate", help="measure which dtype runs fastest on this machine, cache and print it")
+    c.add_argument("--device", help="cpu, cuda, xpu or mps (default: the best available)")
+    c.add_argument("--cached", action="store_true", help="print the cached calibration instead of measuring again")
+    c.set_defaults(func=cmd_calibrate)
 
     w = sub.add_parser("worker", help="studio mode: add this machine's GPUs (or CPU workers) to a pool")
     w.add_argument("--address", required=True, metavar="HOST:PORT", help="the Ray head of 'serve --cluster'")
@@ -359,6 +379,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--cfg", type=float)
     r.add_argument("--sampler", choices=SAMPLERS)
     r.add_argument("--batch", type=int, default=1)
+    r.add_argument("--speed", choices=SPEED_LEVELS,
+                   help="quality (default: every step in full) or fast (SD1.5/SDXL: the UNet's deep features reused on "
+                        "alternate steps; for drafts, changes the pixels a little)")
     r.add_argument("--grow", type=int)
     r.add_argument("--feather", type=int)
     r.add_argument("--fill", choices=INPAINT_FILLS,

@@ -23,6 +23,16 @@ def default_models_dir() -> Path:
     return Path(data) / "paintbridge" / "models"
 
 
+def default_cache_dir() -> Path:
+    """``$PAINTBRIDGE_CACHE``, else ``$XDG_CACHE_HOME/paintbridge`` (``~/.cache/paintbridge``; on Windows
+    ``%LOCALAPPDATA%\\paintbridge``): what the server measures once per machine (``calibration.py``)."""
+    env = os.environ.get("PAINTBRIDGE_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or (os.environ.get("LOCALAPPDATA") if os.name == "nt" else None)
+    return Path(base or Path.home() / ".cache") / "paintbridge"
+
+
 is_loopback = is_loopback_host
 
 
@@ -37,6 +47,7 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     device: Optional[str] = None
     dtype: Optional[str] = None
+    recalibrate: bool = False  # measure the dtypes again at start, though this machine has a cached calibration
     allow_pickle: bool = False
     handshake_timeout: float = 10.0
     grace: float = 300.0  # s a dropped client's jobs are kept for its reconnect (live frames are not)

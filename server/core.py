@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, TypeVar
+from typing import Callable, List, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -190,6 +190,8 @@ class Engine(abc.ABC):
     reference_families: Sequence[str] = ()
     #: regions: the model families whose checkpoints this engine runs with regions (none: refused).
     region_families: Sequence[str] = ()
+    #: The model families whose jobs this engine runs at each speed level other than "quality" (level → families).
+    speed_families: Mapping[str, Sequence[str]] = {}
 
     def models(self) -> List[dict]:
         """Model listing entries (name, kind, arch, ...) this engine adds to the server's listing."""
@@ -219,6 +221,14 @@ class Engine(abc.ABC):
         return ProtocolError(UNSUPPORTED, f"the {self.name} engine cannot use {what} (mode '{job.mode}'): send the job "
                              "without control layers, or choose a diffusion checkpoint as the model for "
                              "generate, img2img, inpaint and outpaint", field=field)
+
+    def refuse_speed(self, job: Job, family: str = "") -> ProtocolError:
+        """The ``unsupported`` error for a speed level this engine (or this family) does not offer."""
+        what = f"{family} models" if family else f"the {self.name} engine"
+        takes = ", ".join(self.speed_families.get(job.params.speed, ())) or "none"
+        return ProtocolError(UNSUPPORTED, f"speed level '{job.params.speed}' is not offered for {what}: send the job "
+                             f"with speed 'quality' (families that take '{job.params.speed}': {takes})",
+                             field="params.speed")
 
     def refuse_references(self, job: Job, family: str = "") -> ProtocolError:
         """The ``unsupported`` error for a job with reference images this engine (or this family) cannot use."""

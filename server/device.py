@@ -1,50 +1,35 @@
 """The one place that picks the torch device and dtype, frees device memory and recognises out-of-memory errors.
 
-CUDA (fp16, or bf16 when asked), Apple MPS (fp16), else the CPU (bf16 where the CPU has bf16 matrix units, fp32
-elsewhere); ``--device`` / ``--dtype`` override. Importing this module does not import torch.
+Device: CUDA, Intel XPU, Apple MPS, else the CPU; ``--device`` overrides. Dtype: ``--dtype`` when given, else the
+one the machine's calibration (``calibration.py``) chose for the model family: measured once per machine on the CPU
+(fp32 or bf16, whichever runs the jobs' shapes faster), fp16 for SD1.5/SDXL and bf16 for Flux/SD3 on GPUs.
+Importing this module does not import torch.
 
-Only AMX makes bf16 faster than fp32 on a CPU. AVX512-BF16 alone does not: on this project's Xeon (AVX512-BF16, no
-AMX exposed; torch 2.14.1, oneDNN avx512_core_bf16 kernels) a 2048² matmul ran at 100 GFLOPS in bf16 against 145 in
-fp32, and the SD1.5 VAE decoder took about twice as long in bf16 (measured side by side, 2 threads).
-
-``plan`` and ``describe_plan`` decide the same without importing torch (a few file reads), so the server can say in
-``welcome`` what it will run on before any job has imported torch; ``choose`` is the real decision once torch is in.
+``plan`` and ``describe_plan`` decide the same without importing torch (a few file reads, the calibration cache), so
+the server can say in ``welcome`` what it will run on before any job has imported torch; ``choose`` is the real
+decision once torch is in (it measures, in this process, when the machine has not been calibrated yet).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import sys
-from functools import lru_cache
-from pathlib import Path
 from typing import Optional, Tuple
 
+from . import calibration
+
 DTYPES = ("float16", "bfloat16", "float32")
-# x86 CPU flags (Linux /proc/cpuinfo) of bf16 matrix units (AMX tiles with bf16).
-FAST_BF16_FLAGS = ("amx_bf16", "amx_tile")
+UNET, DIT = calibration.UNET, calibration.DIT
 
 
-@lru_cache(maxsize=1)
-def cpu_fast_bf16() -> bool:
-    """Whether this CPU has bf16 matrix units (AMX flags in /proc/cpuinfo; False where unknown)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[-1].split())
-            return all(f in flags for f in FAST_BF16_FLAGS)
-    return False
-
-
-def default_dtype(device_type: str) -> str:
-    """The dtype a device runs in unless told: fp16 on GPUs, bf16 on CPUs with AMX, else fp32."""
-    if device_type in ("cuda", "mps", "xpu"):
-        return "float16"
-    return "bfloat16" if cpu_fast_bf16() else "float32"
+def default_dtype(device_type: str, family: str = UNET) -> str:
+    """The dtype ``family`` runs in on ``device_type`` unless told, without torch: the cached calibration's choice;
+    before the machine is calibrated, the GPU rule on accelerators and fp32 on the CPU."""
+    cached = calibration.load(calibration.key(calibration.accelerator(device_type)))
+    if cached is not None:
+        return cached["chosen"][family]
+    return calibration.choose({}, device_type)[0][family]
 
 
 def _check_dtype(dtype: str) -> str:
@@ -55,43 +40,30 @@ def _check_dtype(dtype: str) -> str:
 
 def _torch_cuda_build() -> bool:
     """Whether the installed torch was built with CUDA (read from its version file, torch not imported)."""
-    spec = importlib.util.find_spec("torch")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    version = Path(list(spec.submodule_search_locations)[0]) / "version.py"
-    try:
-        for line in version.read_text(encoding="utf-8").splitlines():
-            if line.startswith("cuda"):
-                return "None" not in line.split("=", 1)[-1]
-    except OSError:
-        return False
-    return False
+    return calibration.torch_build_value("cuda") not in ("", "None")
 
 
-def _nvidia_gpu_names() -> list:
-    """GPU model names the NVIDIA driver reports (Linux), [] when there is none or it cannot be read."""
-    names = []
-    for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
-        try:
-            for line in info.read_text(encoding="utf-8", errors="replace").splitlines():
-                if line.startswith("Model:"):
-                    names.append(line.split(":", 1)[1].strip())
-        except OSError:
-            continue
-    return names
+_nvidia_gpu_names = calibration.nvidia_gpu_names
 
 
-def plan(device: Optional[str] = None, dtype: Optional[str] = None) -> Tuple[str, str]:
-    """(device type, dtype name) the engine will use, decided without importing torch."""
+def _torch_xpu_build() -> bool:
+    """Whether the installed torch is an Intel XPU build (its version says ``+xpu``; torch not imported)."""
+    return "+xpu" in calibration.torch_version()
+
+
+def plan(device: Optional[str] = None, dtype: Optional[str] = None, family: str = UNET) -> Tuple[str, str]:
+    """(device type, dtype name) the engine will use for ``family``, decided without importing torch."""
     if device:
         kind = device.split(":", 1)[0]
     elif _torch_cuda_build() and (_nvidia_gpu_names() or sys.platform == "win32"):
         kind = "cuda"
+    elif _torch_xpu_build():
+        kind = "xpu"
     elif sys.platform == "darwin" and platform.machine() == "arm64":
         kind = "mps"
     else:
         kind = "cpu"
-    return kind, _check_dtype(dtype) if dtype else default_dtype(kind)
+    return kind, _check_dtype(dtype) if dtype else default_dtype(kind, family)
 
 
 def describe_plan(device: Optional[str] = None, dtype: Optional[str] = None) -> str:
@@ -104,13 +76,23 @@ def describe_plan(device: Optional[str] = None, dtype: Optional[str] = None) -> 
         return f"CUDA {index}{model}, {name}"
     if kind == "mps":
         return f"Apple MPS, {name}"
+    if kind == "xpu":
+        return f"Intel XPU, {name}"
     if kind == "cpu":
         return f"CPU ({os.cpu_count() or 1} cores), {name}"
     return f"{device}, {name}"
 
 
-def choose(device: Optional[str] = None, dtype: Optional[str] = None) -> Tuple["object", "object"]:
-    """(torch.device, torch.dtype): the given ones, else the best available; a bad name raises ValueError."""
+def _xpu_available() -> bool:
+    import torch
+
+    return hasattr(torch, "xpu") and torch.xpu.is_available()
+
+
+def choose(device: Optional[str] = None, dtype: Optional[str] = None,
+           family: str = UNET) -> Tuple["object", "object"]:
+    """(torch.device, torch.dtype) for ``family``'s models: the given ones, else the best available device and the
+    dtype its calibration chose (measured now when the machine has none yet); a bad name raises ValueError."""
     import torch
 
     if dtype:
@@ -121,13 +103,19 @@ def choose(device: Optional[str] = None, dtype: Optional[str] = None) -> Tuple["
             raise ValueError(f"device {device!r} was asked for but CUDA is not available on this machine")
         if dev.type == "mps" and not torch.backends.mps.is_available():
             raise ValueError(f"device {device!r} was asked for but MPS is not available on this machine")
+        if dev.type == "xpu" and not _xpu_available():
+            raise ValueError(f"device {device!r} was asked for but no Intel XPU is available on this machine")
     elif torch.cuda.is_available():
         dev = torch.device("cuda")
+    elif _xpu_available():
+        dev = torch.device("xpu")
     elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         dev = torch.device("mps")
     else:
         dev = torch.device("cpu")
-    return dev, getattr(torch, dtype or default_dtype(dev.type))
+    if dtype is None:
+        dtype = calibration.calibrated(dev.type)["chosen"][family]
+    return dev, getattr(torch, dtype)
 
 
 def describe(device, dtype) -> str:
@@ -141,6 +129,8 @@ def describe(device, dtype) -> str:
         return f"CUDA {index}: {props.name} ({props.total_memory / 2**30:.0f} GB), {name}"
     if device.type == "mps":
         return f"Apple MPS, {name}"
+    if device.type == "xpu":
+        return f"Intel XPU: {torch.xpu.get_device_name()}, {name}"
     return f"CPU ({os.cpu_count() or 1} cores), {name}"
 
 

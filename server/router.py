@@ -17,7 +17,7 @@ import numpy as np
 from protocol.errors import UNSUPPORTED, ProtocolError
 from protocol.messages import CAPTION_STYLES, CONTROL_TYPES, MODES, REFERENCE_TYPES, TILEABLE_MODES
 
-from . import batches, tuning
+from . import batches, calibration, tuning
 from . import device as devices
 from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
@@ -25,6 +25,7 @@ from .core import Control, Engine, Job, JobContext, Layer
 from .models.ipadapter import REFERENCE_FAMILIES
 from .models.redux import REDUX_FAMILIES, REDUX_TYPES
 from .diffusion.regions import FAMILIES as REGION_FAMILIES
+from .diffusion.stepcache import FAMILIES as FAST_FAMILIES
 from .models.registry import ModelRegistry, arch_name
 
 log = logging.getLogger("paintbridge.router")
@@ -109,6 +110,33 @@ class Router:
             return self._engines[DIFFUSERS].device_description()
         return devices.describe_plan(self.config.device, self.config.dtype)
 
+    def calibrate(self) -> None:
+        """Before listening: measure this machine's dtypes once (in a child process, so torch stays out of this one
+        until a job needs it), unless ``--dtype`` decides or a calibration is cached (``--recalibrate`` measures
+        again)."""
+        if self.config.dtype:
+            return
+        kind, _ = devices.plan(self.config.device)
+        if self.config.recalibrate or calibration.load(calibration.key(calibration.accelerator(kind))) is None:
+            result = calibration.calibrate_in_child(kind, again=self.config.recalibrate)
+            if result is not None:
+                log.info("dtype calibration:\n%s", calibration.table(result))
+
+    def dtype_report(self) -> dict:
+        """What ``welcome.dtypes`` says: the dtype per model family and where it came from (``--dtype``, or the
+        calibration with its measured GFLOPS), without importing torch."""
+        kind, _ = devices.plan(self.config.device)
+        if self.config.dtype:
+            return {"source": "override", "device": kind,
+                    "chosen": {family: self.config.dtype for family in calibration.FAMILIES}}
+        result = calibration.load(calibration.key(calibration.accelerator(kind)))
+        if result is None:
+            chosen, why = calibration.choose({}, kind)
+            return {"source": "rule", "device": kind, "chosen": chosen, "why": why}
+        return {"source": "measured", "device": kind, "chosen": result["chosen"], "why": result["why"],
+                "measured": result["measured"], "unit": "GFLOPS", "seconds": result["seconds"],
+                "when": result.get("when", ""), "complete": result.get("complete", True)}
+
     def checkpoint_engine(self, entry) -> Engine:
         """The engine that runs a checkpoint: by its family (Flux/SD3 on their own engine, SD1.5/SDXL on diffusers);
         the other one frees its model first, so two never sit in memory at once."""
@@ -166,6 +194,7 @@ class Router:
             "tileable": list(TILEABLE_MODES),  # seamless textures: the modes that take params.tileable
             "caption_styles": list(CAPTION_STYLES),
             "captioners": [e.name for e in self.registry.entries("captioner") if e.problem is None],
+            "speed_levels": {"quality": ["all"], "fast": list(FAST_FAMILIES)},
         }
 
     # --- jobs ---
@@ -184,6 +213,8 @@ class Router:
             raise ProtocolError(UNSUPPORTED, f"a transparent layer needs an SD1.5 or SDXL checkpoint (LayerDiffuse); "
                                 f"{family + ' models' if family else 'the ' + engine.name + ' engine'} cannot make one",
                                 field="params.transparent")
+        if job.params.speed != "quality":
+            self._check_speed(job, engine)
         return batches.run_counted(engine.run, job, ctx)
 
     def _family_of(self, job: Job) -> str:
@@ -203,6 +234,15 @@ class Router:
             raise engine.refuse_regions(job)
         if entry.arch not in REGION_FAMILIES:
             raise engine.refuse_regions(job, arch_name(entry.arch), entry.name)
+
+    def _check_speed(self, job: Job, engine: Engine) -> None:
+        """Refuse a speed level the job's engine or its checkpoint's family does not offer."""
+        families = engine.speed_families.get(job.params.speed, ())
+        if not families or engine is self.classical:
+            raise engine.refuse_speed(job)
+        entry = self.registry.get(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
+        if entry is None or entry.arch not in families:
+            raise engine.refuse_speed(job, arch_name(entry.arch) if entry is not None else "")
 
     def engine_for(self, job: Job) -> Engine:
         """The engine for ``job``; model_not_found / unsupported when none can do it."""

@@ -107,7 +107,7 @@ def build_job(args: argparse.Namespace) -> tuple:
                                                    # sampling
                                                    "scheduler", "batch_count", "vae", "clip_skip", "refiner",
                                                    "refiner_start", "caption_style")}
-    given.update({key: getattr(args, key, None) for key in ("color_match", "tileable")})
+    given.update({key: getattr(args, key, None) for key in ("color_match", "tileable", "speed")})
     params = Params(steps=args.steps, seed=args.seed, batch=args.batch, scale=args.scale, extend=_extend(args.extend),
                     hires=_hires(args), detail=_detail(args), **{k: v for k, v in given.items() if v is not None})
     image = mask = None

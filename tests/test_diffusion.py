@@ -352,7 +352,7 @@ def test_device_and_precision_are_chosen_and_can_be_overridden(models_dir):
     from server.models.registry import ModelRegistry
 
     if not torch.cuda.is_available():
-        expected = torch.bfloat16 if devices.cpu_fast_bf16() else torch.float32
+        expected = getattr(torch, devices.calibration.calibrated("cpu")["chosen"][devices.UNET])
         assert devices.choose() == (torch.device("cpu"), expected)
         assert devices.choose(dtype="float32") == (torch.device("cpu"), torch.float32)
         with pytest.raises(ValueError, match="CUDA is not available"):

@@ -155,15 +155,14 @@ def test_bf16_stays_close_to_fp32_for_the_same_seed(models_dir):
     assert precision < 3 and precision < seed / 5, (precision, seed)
 
 
-def test_the_default_precision_follows_the_cpu_and_is_named_before_torch_is_needed():
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    native = {"amx_bf16", "amx_tile"} <= set(flags.split())
-    assert devices.cpu_fast_bf16() == native
+def test_the_default_precision_is_the_calibrated_one_and_is_named_before_torch_is_needed():
+    chosen = devices.calibration.calibrated("cpu")["chosen"]
     if not torch.cuda.is_available():
         kind, dtype = devices.plan()
         dev, dt = devices.choose()
         assert (kind, dtype) == (dev.type, str(dt).replace("torch.", ""))
-        assert dtype == ("bfloat16" if native else "float32")
+        assert dtype == chosen[devices.UNET]
+        assert devices.plan(family=devices.DIT)[1] == chosen[devices.DIT]
         assert devices.describe_plan() == devices.describe(dev, dt)
         assert devices.describe_plan(dtype="float32").endswith("float32")
 

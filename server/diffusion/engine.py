@@ -33,7 +33,7 @@ from . import controls as control_plans
 from . import latents as latents_of
 from . import detail as detailer
 from . import hires as hires_fix
-from . import pipelines, prompts, regions, samplers, tiny_vae, transparency
+from . import pipelines, prompts, regions, samplers, stepcache, tiny_vae, transparency
 from . import references as refs
 from .adapters import Adapters
 from .hires_pass import second_pass
@@ -85,6 +85,7 @@ class DiffusionEngine(Engine):
     uses_controls = True
     reference_families = refs.ipa.REFERENCE_FAMILIES
     region_families = regions.FAMILIES  # regions
+    speed_families = {"fast": stepcache.FAMILIES}
 
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
@@ -357,8 +358,10 @@ class DiffusionEngine(Engine):
         # One call for the whole batch, one generator per image: each seed gives the same pixels alone or in a batch.
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         with torch.inference_mode():
+            fast = job.params.speed == "fast"
             if two is not None:
-                with regions.applied(runner.unet, region_plan):  # regions shape the first pass: the composition
+                with regions.applied(runner.unet, region_plan), stepcache.maybe_applied(runner.unet, fast):
+                    # regions shape the first pass: the composition
                     first = runner(**dict(call, output_type="latent"), generator=generators,
                                    callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"])
                 count.update(before=getattr(runner, "num_timesteps", None) or steps, after=0)
@@ -369,7 +372,8 @@ class DiffusionEngine(Engine):
                 generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
                 region_plan = None  # the second pass refines the whole picture at the target size
             transparent = layer_plan.applied(runner.unet) if layer_plan is not None else contextlib.nullcontext()
-            with regions.applied(runner.unet, region_plan), transparent:
+            with regions.applied(runner.unet, region_plan), transparent, \
+                    stepcache.maybe_applied(runner.unet, fast) as reuse:
                 out = runner(**call, generator=generators, callback_on_step_end=on_step,
                              callback_on_step_end_tensor_inputs=["latents"])
             if refiner is not None:
@@ -407,6 +411,8 @@ class DiffusionEngine(Engine):
                         refiner_start=job.params.refiner_start)
         if fast_decode:
             info["decoder"] = "tiny"
+        if reuse is not None:
+            info["speed"] = {"level": "fast", "reused_steps": reuse.reused, "steps": reuse.calls}
         if box is not None:
             info["decoded"] = list(box)
         if work.regions:

@@ -28,6 +28,7 @@ import numpy as np
 
 from protocol.errors import MODEL_NOT_FOUND, OUT_OF_MEMORY, UNSUPPORTED, ProtocolError
 
+from .. import calibration
 from .. import device as devices
 from .. import imageops, seamless
 from ..core import Engine, Job, JobContext, Layer
@@ -77,7 +78,7 @@ class FamilyEngine(Engine):
 
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
-        self.device, self.dtype = devices.choose(device, dtype)
+        self.device, self.dtype = devices.choose(device, dtype, devices.DIT)
         self._dtype_asked = dtype is not None
         self.loaded: Optional[Loaded] = None
         self.loads = 0
@@ -131,7 +132,7 @@ class FamilyEngine(Engine):
         if self._dtype_asked or self.device.type != "cpu":
             return self.dtype, name
         parameters, _ = memory.stored(loading.weight_files(entry, self.registry))
-        chosen, why = memory.choose_cpu_dtype(memory.cpu_flags(), parameters, memory.ram_bytes(), name)
+        chosen, why = memory.choose_cpu_dtype(calibration.cpu_flags(), parameters, memory.ram_bytes(), name)
         return getattr(torch, chosen), why
 
     def _place(self, pipe, entry: ModelEntry, facts: dict) -> None:

@@ -99,26 +99,14 @@ def choose_placement(free: int, parameters: Mapping[str, int], file_dtype: str, 
 def choose_cpu_dtype(cpu_flags: Iterable[str], parameters: int, ram: int, default: str) -> Tuple[str, str]:
     """(dtype, why) for a Flux/SD3 model on the CPU: bf16 where the CPU computes bf16 natively (AVX512-BF16 or AMX)
     and the fp32 weights would take more than half the RAM (SD3.5 medium with T5-XXL: 8 B parameters, 32 GB in fp32);
-    else ``default`` (the device chooser's: bf16 with AMX, fp32 otherwise)."""
+    else ``default`` (the dtype the machine's calibration measured fastest for these families)."""
     native = sorted(set(cpu_flags) & set(NATIVE_BF16_FLAGS))
     if default == "bfloat16":
-        return default, "bf16: the CPU has bf16 matrix units"
+        return default, "bf16: measured faster than fp32 on this CPU"
     if native and parameters * 4 > CPU_RAM_SHARE * ram:
         return "bfloat16", (f"bf16: {parameters * 4 / 1e9:.1f} GB of fp32 weights against {ram / 1e9:.1f} GB of RAM, "
                             f"and the CPU computes bf16 natively ({', '.join(native)})")
-    return default, "fp32" if not native else "fp32: the weights fit the RAM, and fp32 is faster without AMX"
-
-
-def cpu_flags() -> Tuple[str, ...]:
-    """This CPU's flags (Linux /proc/cpuinfo; empty where unknown)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return tuple(line.split(":", 1)[-1].split())
-    return ()
+    return default, "fp32" if not native else "fp32: the weights fit the RAM, and fp32 measured faster on this CPU"
 
 
 def ram_bytes() -> int:
