@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Dict, FrozenSet, Tuple
 
 LAYERS: Dict[str, int] = {
-    # 0: core types and errors, the device and its dtype (measured once per machine), configuration, job defaults, process settings for speed
+    # 0: core types and errors, the device and its dtype (measured once per machine), configuration, job defaults,
+    #    process settings for speed
     "__init__": 0, "core": 0, "device": 0, "calibration": 0, "config": 0, "defaults": 0, "tuning": 0, "layers": 0,
     # 1: what engines share: image operations, wire pixels <-> numpy, batch counts, the fills, face detection,
     #    the model registry and loaders, the model downloader, seamless textures (wrap padding, the seam check)
