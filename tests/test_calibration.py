@@ -75,7 +75,8 @@ def test_the_measurement_stops_at_its_budget():
 def test_a_real_calibration_is_cached_per_machine_and_reused(cache):
     first = calibration.calibrated("cpu")
     assert first["cached"] is False and cache.exists()
-    assert first["seconds"] <= first["budget"] == calibration.BUDGET_S or not first["complete"]
+    # the budget logic itself is checked on a fake clock above; a real run on a loaded machine may end one call late
+    assert first["budget"] == calibration.BUDGET_S and first["seconds"] <= first["budget"] + 1.0
     assert set(first["measured"]) == {"gemm", "conv", "attention"}
     assert all(v[FP32] > 0 for v in first["measured"].values())
     assert first["key"] == calibration.key("cpu")
