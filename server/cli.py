@@ -141,8 +141,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 class _ProgressBar:
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
+    def __init__(self, stream=None) -> None:
+        self.stream = stream if stream is not None else sys.stderr  # the stream at the time of the run
         self.shown = False
 
     def __call__(self, msg: Message) -> None:
@@ -235,8 +235,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 class _PullProgress:
     """One line per file on stderr, redrawn at each whole percent."""
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
+    def __init__(self, stream=None) -> None:
+        self.stream = stream if stream is not None else sys.stderr  # the stream at the time of the run
         self.last: tuple = ("", -1)
 
     def __call__(self, item, done: int, total: Optional[int]) -> None:

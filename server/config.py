@@ -36,6 +36,10 @@ def default_cache_dir() -> Path:
 is_loopback = is_loopback_host
 
 
+DTYPES = ("float16", "bfloat16", "float32")
+DTYPE_ENV = "PAINTBRIDGE_DTYPE"  # the dtype when --dtype is not given (unset: measured per machine)
+
+
 @dataclass
 class ServerConfig:
     """Everything the server needs to start; ``validate`` refuses unsafe combinations."""
@@ -59,6 +63,12 @@ class ServerConfig:
     guess_delay: float = 0.25  # s the first wrong token delays its address's next check (doubling, capped)
     guess_delay_max: float = 8.0
     shared_memory: bool = True  # offer payloads through a shared folder to clients on this machine
+
+    def __post_init__(self) -> None:
+        if self.dtype is None:  # a service manager's (or a test suite's) setting; --dtype wins
+            self.dtype = os.environ.get(DTYPE_ENV) or None
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} (--dtype or ${DTYPE_ENV}) is not one of {', '.join(DTYPES)}")
 
     def validate(self) -> None:
         """Raise ValueError when the server must not start as configured."""

@@ -22,6 +22,7 @@ EPYC = {"gemm": {FP32: 116.0, BF16: 251.0}, "conv": {FP32: 140.0, BF16: 304.0}, 
 def cache(tmp_path, monkeypatch) -> Path:
     """An empty cache folder of the user's (``PAINTBRIDGE_CACHE``) for this test."""
     monkeypatch.setenv("PAINTBRIDGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PAINTBRIDGE_DTYPE", raising=False)  # the measured default, not the suite's fp32
     return tmp_path / "cache" / calibration.FILE_NAME
 
 

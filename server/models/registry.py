@@ -148,12 +148,18 @@ def _inside(real: str, roots: Iterable[str]) -> bool:
     return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
+def _is_ipadapter_repository(folder: Path) -> bool:
+    """A copy of h94/IP-Adapter as downloaded (``models/`` and/or ``sdxl_models/`` beside each other): one model
+    download, searched also when linked from elsewhere."""
+    return (folder / "sdxl_models").is_dir() or (folder / "models" / "image_encoder").is_dir()
+
+
 def _walk(folder: Path, kind: str, roots: Iterable[str] = ()) -> Iterable[Tuple[str, Path, str]]:
     """(name, path, format) of every model under ``folder``; follows links (each real folder once, so link loops
     end), skips ``*.config`` folders. Image-encoder folders are models of kind ``clip_vision`` only. A linked folder
     that resolves outside ``folder`` and ``roots`` (the models folders) is not searched: it is yielded with format
     ``LINK_OUT`` (a link to ``/`` would otherwise list every model file on the disk); linked model files and linked
-    model folders (a diffusers folder) are used."""
+    model folders (a diffusers folder, a copy of h94/IP-Adapter) are used."""
     trusted = [os.path.realpath(folder), *roots]
     seen = {os.path.realpath(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
@@ -166,10 +172,13 @@ def _walk(folder: Path, kind: str, roots: Iterable[str] = ()) -> Iterable[Tuple[
             if d.startswith(".") or d.endswith(CONFIG_SUFFIX) or real in seen:
                 continue
             seen.add(real)
-            is_model = _is_diffusers_pipeline(sub) or _is_diffusers_model(sub) or _is_hf_model(sub)
-            if not is_model and not _inside(real, trusted):
-                yield rel, sub, LINK_OUT
-                continue
+            is_model = (_is_diffusers_pipeline(sub) or _is_diffusers_model(sub) or _is_hf_model(sub)
+                        or _is_ipadapter_repository(sub))
+            if not _inside(real, trusted):
+                if not is_model:
+                    yield rel, sub, LINK_OUT
+                    continue
+                trusted.append(real)  # a linked model folder is searched whole (an IP-Adapter copy's subfolders)
             if _is_diffusers_pipeline(sub) and kind in ("checkpoint", "redux"):
                 if (kind == "redux") == redux.is_redux_pipeline(sub):  # a Redux pipeline is no checkpoint
                     yield rel, sub, DIFFUSERS
