@@ -256,15 +256,15 @@ def test_a_painter_with_many_jobs_does_not_hold_up_another_across_the_pool(studi
 
 def test_cancel_reaches_the_replica(studio):
     ws, _ = session(studio.url, "cancel")
-    ws.send(encode(img2img("c1", steps=150)))
+    ws.send(encode(img2img("cancel-1", steps=150)))
     while True:
         msg = decode(ws.recv(timeout=240))
         if msg["type"] == "progress" and msg["step"] >= 1:
             break
-    (rid,) = studio.replica_of("c1")
+    (rid,) = studio.replica_of("cancel-1")
     before = studio.facts(rid)["cancelled"]
-    ws.send(encode({"type": "cancel", "id": "c1"}))
-    assert until_final(ws, "c1")[-1]["type"] == "cancelled"
+    ws.send(encode({"type": "cancel", "id": "cancel-1"}))
+    assert until_final(ws, "cancel-1")[-1]["type"] == "cancelled"
     deadline = time.monotonic() + 60
     while studio.facts(rid)["cancelled"] == before:  # the replica's run was cancelled, and its engine stopped
         assert time.monotonic() < deadline
