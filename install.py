@@ -23,8 +23,10 @@ from __future__ import annotations
 import sys
 
 if sys.version_info < (3, 10):  # keep this file parseable by old Pythons so this message is what they print
-    sys.exit("install.py needs Python 3.10 or newer (the Paintbridge server itself needs 3.11+); this is "
-             + sys.version.split()[0])
+    sys.exit(
+        "install.py needs Python 3.10 or newer (the Paintbridge server itself needs 3.11+); this is "
+        + sys.version.split()[0]
+    )
 
 import argparse
 import os
@@ -57,6 +59,7 @@ def run(cmd: Sequence[str], system: Optional[System] = None, **kwargs) -> None:
 
 # --- system packages -------------------------------------------------------------------------------------------------
 
+
 def missing_apt_packages(packages: Sequence[str]) -> List[str]:
     """Packages from ``packages`` that dpkg does not report as installed."""
     missing = []
@@ -83,6 +86,7 @@ def install_apt_packages(packages: Sequence[str]) -> None:
 
 # --- the server's virtual environment --------------------------------------------------------------------------------
 
+
 def venv_python(venv_dir: Path) -> Path:
     return Path(venv_dir) / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
@@ -96,8 +100,9 @@ def torch_version(python: Path) -> Optional[str]:
     """The torch version installed for ``python``, or None (no venv yet, or no torch in it)."""
     if not python.exists():
         return None
-    out = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('torch'))"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('torch'))"], capture_output=True, text=True
+    )
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
 
 
@@ -122,28 +127,38 @@ def plan_server(plan: Plan, args: argparse.Namespace, system: System, record: Re
             torch_args = ["torch", "torchvision", "--index-url", choice.index_url]
             if installed:
                 torch_args[2:2] = ["--force-reinstall", "--no-deps"]
-    need = (0.0 if installed and not args.torch else choice.size_gb(system)) + \
-        (torchbuild.OTHER_PACKAGES_GB if new_venv else 0.0)
+    need = (0.0 if installed and not args.torch else choice.size_gb(system)) + (
+        torchbuild.OTHER_PACKAGES_GB if new_venv else 0.0
+    )
     if need:
         checks.check_disk_space(system, venv_dir, need, f"the server's packages (PyTorch {choice.build} and the rest)")
     if new_venv:
         python_cmd = checks.given_python(system, args.python) if args.python else checks.find_server_python(system)
-        plan.add(f"create the virtual environment {venv_dir} with {' '.join(python_cmd)}",
-                 lambda: _create_venv(venv_dir, python_cmd, record))
+        plan.add(
+            f"create the virtual environment {venv_dir} with {' '.join(python_cmd)}",
+            lambda: _create_venv(venv_dir, python_cmd, record),
+        )
     else:
         plan.add(f"update the server in the existing virtual environment {venv_dir}")
     if args.uv:
-        plan.add(f"install uv into {venv_dir} (it installs the rest, reading pip's settings)",
-                 lambda: run(installer(python, False) + ["uv"], system))
+        plan.add(
+            f"install uv into {venv_dir} (it installs the rest, reading pip's settings)",
+            lambda: run(installer(python, False) + ["uv"], system),
+        )
     if torch_args:
-        plan.add(f"install PyTorch ({choice.build} build) from {choice.index_url}"
-                 + (" with uv" if args.uv else ""), lambda: run(installer(python, args.uv, True) + torch_args, system))
+        plan.add(
+            f"install PyTorch ({choice.build} build) from {choice.index_url}" + (" with uv" if args.uv else ""),
+            lambda: run(installer(python, args.uv, True) + torch_args, system),
+        )
     extras = (["dev", "cluster"] if args.dev else []) + (["cluster"] if args.cluster and not args.dev else [])
     target = f"{REPO}[{','.join(extras)}]" if extras else str(REPO)
     what = "with PyTorch " + ("(kept)" if installed and not args.torch else f"({choice.build} build)")
-    plan.add(f"install Paintbridge {'and its test tools ' if args.dev else ''}"
-             f"{'with the cluster extra (Ray Serve) ' if 'cluster' in extras else ''}into {venv_dir} (editable), {what}"
-             + (" with uv" if args.uv else ""), lambda: run(installer(python, args.uv) + ["-e", target], system))
+    plan.add(
+        f"install Paintbridge {'and its test tools ' if args.dev else ''}"
+        f"{'with the cluster extra (Ray Serve) ' if 'cluster' in extras else ''}into {venv_dir} (editable), {what}"
+        + (" with uv" if args.uv else ""),
+        lambda: run(installer(python, args.uv) + ["-e", target], system),
+    )
 
 
 def installer(python: Path, use_uv: bool, own_index: bool = False) -> List[str]:
@@ -167,6 +182,7 @@ def _create_venv(venv_dir: Path, python_cmd: List[str], record: Record) -> None:
 
 # --- plugins ---------------------------------------------------------------------------------------------------------
 
+
 def _missing_dirs(folder: Path) -> List[Path]:
     """``folder`` and those above it that do not exist yet (what creating it creates)."""
     out = []
@@ -179,8 +195,10 @@ def _missing_dirs(folder: Path) -> List[Path]:
 def plugin_targets(args: argparse.Namespace, system: System) -> List[hosts.HostTarget]:
     """Where the plugins go: the folders given on the command line, else every Krita and GIMP 3 install found."""
     targets: List[hosts.HostTarget] = []
-    for app, given, find in ((hosts.KRITA, args.krita_dir, hosts.find_krita), (hosts.GIMP, args.gimp_dir,
-                                                                                 hosts.find_gimp)):
+    for app, given, find in (
+        (hosts.KRITA, args.krita_dir, hosts.find_krita),
+        (hosts.GIMP, args.gimp_dir, hosts.find_gimp),
+    ):
         if given:
             targets.append(hosts.given_target(app, given, system))
             continue
@@ -204,8 +222,10 @@ def plan_plugins(plan: Plan, args: argparse.Namespace, system: System, record: R
         if target.kritarc is not None:
             text += f" and enable it in {target.kritarc}"
         if target.sandboxed:
-            text += (f" (it runs sandboxed and may not be allowed to start the server itself: start the server with "
-                     f"'{' '.join(command)}' before using the plugin)")
+            text += (
+                f" (it runs sandboxed and may not be allowed to start the server itself: start the server with "
+                f"'{' '.join(command)}' before using the plugin)"
+            )
         plan.add(text, lambda t=target: _install_plugin(t, command, python, record))
 
 
@@ -230,17 +250,20 @@ def _install_plugin(target: hosts.HostTarget, command: List[str], python: Path, 
 
 # --- models folder, uninstall ----------------------------------------------------------------------------------------
 
+
 def plan_models(plan: Plan, system: System, record: Record) -> Path:
     models = models_dir(system)
     checks.check_writable(models, "the models folder", "Set PAINTBRIDGE_MODELS to a folder you can write.")
     missing = [models / sub for sub in MODEL_SUBFOLDERS if not (models / sub).is_dir()]
     if missing:
+
         def make() -> None:
             for folder in missing:
                 for created in reversed(_missing_dirs(folder)):
                     record.add("created_dirs", created)
                 folder.mkdir(parents=True, exist_ok=True)
             record.save()
+
         plan.add(f"create the models folder {models} ({', '.join(p.name + '/' for p in missing)})", make)
     return models
 
@@ -254,35 +277,61 @@ def plan_uninstall(plan: Plan, record: Record) -> None:
     if record.venv_created and record.venv:
         plan.add(f"remove the virtual environment {record.venv}", lambda p=Path(record.venv): remove_path(p))
     plan.add(f"remove the install record {record.path}", lambda: remove_path(record.path))
-    for folder in sorted(set(record.created_dirs) | {str(record.path.parent)}, key=lambda d: len(Path(d).parts),
-                         reverse=True):
+    for folder in sorted(
+        set(record.created_dirs) | {str(record.path.parent)}, key=lambda d: len(Path(d).parts), reverse=True
+    ):
+
         def drop(p: Path = Path(folder)) -> None:
             if p.is_dir() and not remove_if_empty(p) and p.name in MODEL_SUBFOLDERS + ("models",):
-                log(f"kept {p}: it holds files that are not Paintbridge's (your models?); delete it by hand if you "
-                    "want them gone")
+                log(
+                    f"kept {p}: it holds files that are not Paintbridge's (your models?); delete it by hand if you "
+                    "want them gone"
+                )
+
         plan.add(f"remove {folder} if it is empty", drop)
 
 
 # --- main ------------------------------------------------------------------------------------------------------------
 
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Set up the Paintbridge server and the Krita and GIMP 3 plugins.")
-    p.add_argument("--dev", action="store_true", help="also install test tools, the real-host test packages and the "
-                                                      "cluster extra (Ray Serve; its tests run in the normal suite)")
-    p.add_argument("--cluster", action="store_true", help="also install studio mode (Ray Serve): paintbridge serve "
-                                                          "--cluster and paintbridge worker")
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        help="also install test tools, the real-host test packages and the "
+        "cluster extra (Ray Serve; its tests run in the normal suite)",
+    )
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also install studio mode (Ray Serve): paintbridge serve --cluster and paintbridge worker",
+    )
     p.add_argument("--venv", type=Path, default=REPO / ".venv", help="where the server's virtual environment goes")
-    p.add_argument("--python", type=Path, help="the Python 3.11+ to create the venv with (default: this one if new "
-                                               "enough, else python3.13/3.12/3.11 from PATH)")
-    p.add_argument("--torch", choices=torchbuild.BUILDS,
-                   help="PyTorch build (default: detected from the GPU; 'default' = whatever pip picks)")
-    p.add_argument("--uv", action="store_true",
-                   help="install the server's packages with uv (faster; pip's settings are passed on to it)")
+    p.add_argument(
+        "--python",
+        type=Path,
+        help="the Python 3.11+ to create the venv with (default: this one if new "
+        "enough, else python3.13/3.12/3.11 from PATH)",
+    )
+    p.add_argument(
+        "--torch",
+        choices=torchbuild.BUILDS,
+        help="PyTorch build (default: detected from the GPU; 'default' = whatever pip picks)",
+    )
+    p.add_argument(
+        "--uv",
+        action="store_true",
+        help="install the server's packages with uv (faster; pip's settings are passed on to it)",
+    )
     p.add_argument("--krita-dir", type=Path, help="Krita's pykrita folder (default: found for this system)")
     p.add_argument("--gimp-dir", type=Path, help="GIMP 3's plug-ins folder (default: found for this system)")
     p.add_argument("--no-plugins", action="store_true", help="do not install the Krita and GIMP plugins")
-    p.add_argument("--plugins-only", action="store_true",
-                   help="only install the plugins (and the models folder) for the existing venv at --venv")
+    p.add_argument(
+        "--plugins-only",
+        action="store_true",
+        help="only install the plugins (and the models folder) for the existing venv at --venv",
+    )
     p.add_argument("--dry-run", action="store_true", help="print every action and change nothing")
     p.add_argument("--uninstall", action="store_true", help="remove what earlier runs installed")
     return p
@@ -303,12 +352,16 @@ def main(argv: Optional[Sequence[str]] = None, system: Optional[System] = None) 
             plan.run()
             return 0
         if args.dev:
-            plan.add("install the system packages the real-host tests need (" + ", ".join(DEV_APT_PACKAGES) + ")",
-                     lambda: install_apt_packages(DEV_APT_PACKAGES))
+            plan.add(
+                "install the system packages the real-host tests need (" + ", ".join(DEV_APT_PACKAGES) + ")",
+                lambda: install_apt_packages(DEV_APT_PACKAGES),
+            )
         if args.plugins_only:
             if not venv_python(args.venv).exists():
-                raise InstallError(f"--plugins-only: there is no virtual environment at {args.venv}; run install.py "
-                                   "without --plugins-only first, or pass --venv with an existing one")
+                raise InstallError(
+                    f"--plugins-only: there is no virtual environment at {args.venv}; run install.py "
+                    "without --plugins-only first, or pass --venv with an existing one"
+                )
         else:
             plan_server(plan, args, system, record)
         plan.run()  # the server first: plugins vendor packages from its venv
@@ -322,10 +375,15 @@ def main(argv: Optional[Sequence[str]] = None, system: Optional[System] = None) 
     except ValueError as err:  # a --torch build this system has none of
         log(f"error: {err}")
         return 2
-    log(f"models folder: {models} (checkpoints/, loras/, vae/, controlnet/, upscale_models/, annotators/); "
-        f"get a starter set with: {venv_python(args.venv)} -m server models pull sd15")
-    log(("dry run: nothing was changed. " if args.dry_run else "done. ")
-        + "Start the server with: " + " ".join(server_command(args.venv)))
+    log(
+        f"models folder: {models} (checkpoints/, loras/, vae/, controlnet/, upscale_models/, annotators/); "
+        f"get a starter set with: {venv_python(args.venv)} -m server models pull sd15"
+    )
+    log(
+        ("dry run: nothing was changed. " if args.dry_run else "done. ")
+        + "Start the server with: "
+        + " ".join(server_command(args.venv))
+    )
     return 0
 
 

@@ -17,16 +17,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.caption import NUM_BEAMS
 
-SIZES = {"base": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
-         "large": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16)}
+SIZES = {
+    "base": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+    "large": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
+}
 
 
 def model(size: str):
     from transformers import BlipConfig, BlipForConditionalGeneration
 
     vision = dict(SIZES[size], image_size=384, patch_size=16)
-    text = dict(vocab_size=30524, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                num_attention_heads=12, bos_token_id=30522, sep_token_id=102, pad_token_id=0)
+    text = dict(
+        vocab_size=30524,
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        bos_token_id=30522,
+        sep_token_id=102,
+        pad_token_id=0,
+    )
     return BlipForConditionalGeneration(BlipConfig(vision_config=vision, text_config=text)).eval()
 
 
@@ -55,8 +65,10 @@ def main() -> None:
         net = model(size)
         params = sum(p.numel() for p in net.parameters()) / 1e6
         times[size] = seconds(net, args.tokens)
-        print(f"BLIP {size:5s} ({params:.0f} M parameters): {times[size]:.2f} s for {args.tokens} tokens, "
-              f"{NUM_BEAMS} beams, 384 px, {torch.get_num_threads()} threads")
+        print(
+            f"BLIP {size:5s} ({params:.0f} M parameters): {times[size]:.2f} s for {args.tokens} tokens, "
+            f"{NUM_BEAMS} beams, 384 px, {torch.get_num_threads()} threads"
+        )
         del net
     print(f"large / base: {times['large'] / times['base']:.2f}")
 

@@ -43,8 +43,15 @@ def job(job_id: str, steps: int) -> dict:
     rng = np.random.default_rng(len(job_id))
     pixels = rng.integers(0, 255, (64, 64, 4), np.uint8).tobytes()
     image = {"width": 64, "height": 64, "format": "rgba8", "data": pixels}
-    return {"type": "job", "id": job_id, "mode": "img2img", "model": "tiny-sd15", "prompt": "a red apple",
-            "image": image, "params": {"steps": steps, "strength": 1.0, "seed": 1}}
+    return {
+        "type": "job",
+        "id": job_id,
+        "mode": "img2img",
+        "model": "tiny-sd15",
+        "prompt": "a red apple",
+        "image": image,
+        "params": {"steps": steps, "strength": 1.0, "seed": 1},
+    }
 
 
 def open_session(url: str, name: str):
@@ -116,13 +123,20 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pb-cluster-bench-"))
     models = make_models_dir(work / "models", which=("sd15",))
     limits = Limits(max_queue=max(32, args.jobs))
-    print(f"tiny SD1.5 img2img, 64 px, {args.steps} steps; {args.clients} painters x {args.jobs} jobs; "
-          f"{os.cpu_count()} CPU cores", flush=True)
+    print(
+        f"tiny SD1.5 img2img, 64 px, {args.steps} steps; {args.clients} painters x {args.jobs} jobs; "
+        f"{os.cpu_count()} CPU cores",
+        flush=True,
+    )
 
     single = subprocess.Popen(  # its own process, one torch thread: the same compute as one replica
-        [sys.executable, "-m", "server", "serve", "--port", "0", "--models", str(models)], cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"))
+        [sys.executable, "-m", "server", "serve", "--port", "0", "--models", str(models)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
+    )
     try:
         url = next(m.group(1) for m in map(re.compile(r"listening on (ws://\S+)").search, single.stdout) if m)
         sequential(url, 2, args.steps, "warm")
@@ -131,15 +145,24 @@ def main() -> None:
     finally:
         single.terminate()
         single.wait(30)
-    print(f"single machine: {single_rate:6.1f} jobs/min; one job end to end {statistics.median(single_lat):.3f} s "
-          f"(median of {args.latency})", flush=True)
+    print(
+        f"single machine: {single_rate:6.1f} jobs/min; one job end to end {statistics.median(single_lat):.3f} s "
+        f"(median of {args.latency})",
+        flush=True,
+    )
 
     env = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     if os.environ.get("PAINTBRIDGE_CACHE"):
         env["PAINTBRIDGE_CACHE"] = os.environ["PAINTBRIDGE_CACHE"]
-    ray.init(address="local", num_cpus=4, object_store_memory=96 * 1024 * 1024, include_dashboard=False,
-             log_to_driver=False,
-             configure_logging=False, runtime_env={"env_vars": env})
+    ray.init(
+        address="local",
+        num_cpus=4,
+        object_store_memory=96 * 1024 * 1024,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": env},
+    )
     start_serve()
     front = work / "front"
     front.mkdir()
@@ -163,8 +186,11 @@ def main() -> None:
         serve.shutdown()
         ray.shutdown()
     if overhead is not None:
-        print(f"routing overhead per job (cluster with 1 replica minus single machine, medians): "
-              f"{overhead * 1000:.0f} ms", flush=True)
+        print(
+            f"routing overhead per job (cluster with 1 replica minus single machine, medians): "
+            f"{overhead * 1000:.0f} ms",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

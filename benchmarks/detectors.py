@@ -33,10 +33,13 @@ def images() -> dict:
 
     base = cv2.imread(str(DATA / "astronaut.png"))
     turn = cv2.getRotationMatrix2D((256, 256), 20, 1.0)
-    return {"astronaut 512": base, "two side by side": np.concatenate([base, base], 1),
-            "half size": cv2.resize(base, (256, 256), interpolation=cv2.INTER_AREA),
-            "rotated 20°": cv2.warpAffine(base, turn, (512, 512), borderMode=cv2.BORDER_REFLECT),
-            "dark (35 %)": (base * 0.35).astype(np.uint8)}
+    return {
+        "astronaut 512": base,
+        "two side by side": np.concatenate([base, base], 1),
+        "half size": cv2.resize(base, (256, 256), interpolation=cv2.INTER_AREA),
+        "rotated 20°": cv2.warpAffine(base, turn, (512, 512), borderMode=cv2.BORDER_REFLECT),
+        "dark (35 %)": (base * 0.35).astype(np.uint8),
+    }
 
 
 def timed(fn, reps: int) -> tuple:
@@ -62,8 +65,10 @@ def main() -> None:
 
         found = find_weights([Path(args.models).expanduser() if args.models else default_models_dir()])
         if found is None and not args.mediapipe:
-            raise SystemExit("no YuNet weights in the models folder's detectors/: run `paintbridge models pull "
-                             "detailer` or pass --weights FILE (or --mediapipe FILE ...)")
+            raise SystemExit(
+                "no YuNet weights in the models folder's detectors/: run `paintbridge models pull "
+                "detailer` or pass --weights FILE (or --mediapipe FILE ...)"
+            )
         args.weights = str(found) if found is not None and found.match("*yunet*") else ""
     from server.detect.blaze import FACE, PALM, BlazeDetector
 
@@ -86,8 +91,9 @@ def main() -> None:
         rgb = np.ascontiguousarray(img[..., ::-1])
         for det in blaze:
             found, bms = timed(lambda d=det: d.detect(rgb, 0.5), args.reps)
-            line += (f" | {det.path.stem} {bms:6.1f} ms "
-                     f"{[[d.x, d.y, d.width, d.height, round(d.score, 2)] for d in found]}")
+            line += (
+                f" | {det.path.stem} {bms:6.1f} ms {[[d.x, d.y, d.width, d.height, round(d.score, 2)] for d in found]}"
+            )
         print(line)
 
 

@@ -44,6 +44,7 @@ def xphoto_fill(name: str):
         out = np.zeros_like(rgb)
         xphoto.inpaint(rgb, np.where(mask > 0, 0, 255).astype(np.uint8), out, flag)
         return out
+
     return run
 
 

@@ -91,13 +91,15 @@ def main() -> None:
         result = run_batch(prof, SCRIPT, {"size": size, "plugin_dir": prof.inner(prof.plugin_dir)}, timeout=900)
         result.assert_ok()
     line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
-    r = json.loads(line[len("RESULT "):])
+    r = json.loads(line[len("RESULT ") :])
     print(f"canvas {size[0]}x{size[1]}, job box {r['box'][0]}x{r['box'][1]}, selection + 5 layers")
     print(f"thumbnails (live_state): {r['tokens_s'] * 1000:.1f} ms, {r['token_bytes'] / 1e6:.2f} MB")
     print(f"thumbnails after a dab:  {r['changed_s'] * 1000:.1f} ms (one layer's thumbnail made again)")
     print(f"full reads:              {r['full_s'] * 1000:.1f} ms, {r['full_bytes'] / 1e6:.2f} MB")
-    print(f"thumbnails at most {r['side']} px a side; a black dab on the pattern seen at "
-          + ", ".join(f"{k}x{k}: {'yes' if v else 'no'}" for k, v in r["seen"].items()))
+    print(
+        f"thumbnails at most {r['side']} px a side; a black dab on the pattern seen at "
+        + ", ".join(f"{k}x{k}: {'yes' if v else 'no'}" for k, v in r["seen"].items())
+    )
     print(f"full reads / thumbnails time ratio: {r['full_s'] / r['tokens_s']:.1f}")
 
 

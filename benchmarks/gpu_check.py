@@ -30,9 +30,11 @@ sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PROMPT = "a lighthouse on a cliff at sunset, oil painting"
-PLAIN_CLASSES = {"inpaint": ("StableDiffusionInpaintPipeline", "StableDiffusionXLInpaintPipeline"),
-                 "generate": ("StableDiffusionPipeline", "StableDiffusionXLPipeline"),
-                 "live": ("StableDiffusionImg2ImgPipeline", "StableDiffusionXLImg2ImgPipeline")}
+PLAIN_CLASSES = {
+    "inpaint": ("StableDiffusionInpaintPipeline", "StableDiffusionXLInpaintPipeline"),
+    "generate": ("StableDiffusionPipeline", "StableDiffusionXLPipeline"),
+    "live": ("StableDiffusionImg2ImgPipeline", "StableDiffusionXLImg2ImgPipeline"),
+}
 
 
 def peak_memory() -> float:
@@ -56,18 +58,24 @@ def picture(size: int):
     img[..., 2] = ((np.sin(x / 17.0) + 1) * 127).astype(np.uint8)
     img[..., 3] = 255
     mask = np.zeros((size, size), np.uint8)
-    mask[size * 5 // 16:size * 11 // 16, size * 5 // 16:size * 11 // 16] = 255
+    mask[size * 5 // 16 : size * 11 // 16, size * 5 // 16 : size * 11 // 16] = 255
     return img, mask
 
 
 # --- models ------------------------------------------------------------------------------------------------------
 
+
 def random_folder(arch: str, dest: Path, device: str, dtype) -> Path:
     """A real-size ``arch`` pipeline with random weights (normal(0, 0.02), unit norms), built on ``device`` and saved
     as a diffusers folder."""
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, \
-        UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from server.models.loading import CONFIGS_DIR
@@ -80,8 +88,11 @@ def random_folder(arch: str, dest: Path, device: str, dtype) -> Path:
         unet = UNet2DConditionModel.from_config(read("unet"))
         vae = AutoencoderKL.from_config(read("vae"))
         text = CLIPTextModel(CLIPTextConfig.from_json_file(str(configs / "text_encoder" / "config.json")))
-        text2 = CLIPTextModelWithProjection(CLIPTextConfig.from_json_file(
-            str(configs / "text_encoder_2" / "config.json"))) if arch == "sdxl" else None
+        text2 = (
+            CLIPTextModelWithProjection(CLIPTextConfig.from_json_file(str(configs / "text_encoder_2" / "config.json")))
+            if arch == "sdxl"
+            else None
+        )
     with torch.no_grad():
         for module in (unet, vae, text, text2):
             if module is None:
@@ -94,12 +105,26 @@ def random_folder(arch: str, dest: Path, device: str, dtype) -> Path:
             module.to(dtype)
     scheduler = EulerDiscreteScheduler.from_pretrained(str(configs / "scheduler"))
     if arch == "sdxl":
-        pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text, text_encoder_2=text2, tokenizer=clip_tokenizer(),
-                                         tokenizer_2=clip_tokenizer("!"), unet=unet, scheduler=scheduler)
+        pipe = StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=text,
+            text_encoder_2=text2,
+            tokenizer=clip_tokenizer(),
+            tokenizer_2=clip_tokenizer("!"),
+            unet=unet,
+            scheduler=scheduler,
+        )
     else:
-        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=clip_tokenizer(), unet=unet,
-                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
+        pipe = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text,
+            tokenizer=clip_tokenizer(),
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
     folder = dest / "checkpoints" / f"random-{arch}"
     pipe.save_pretrained(str(folder), safe_serialization=True)
     del pipe, unet, vae, text, text2
@@ -107,6 +132,7 @@ def random_folder(arch: str, dest: Path, device: str, dtype) -> Path:
 
 
 # --- plain diffusers worker --------------------------------------------------------------------------------------
+
 
 def plain_worker() -> None:
     """Runs jobs read as JSON lines from stdin with plain diffusers; one checkpoint kept at a time."""
@@ -134,12 +160,21 @@ def plain_worker() -> None:
         from PIL import Image
 
         img, mask = picture(job["size"])
-        call = dict(prompt=PROMPT, num_inference_steps=job["steps"], guidance_scale=job["cfg"],
-                    num_images_per_prompt=job.get("batch", 1),
-                    generator=torch.Generator("cpu").manual_seed(job["seed"]))
+        call = dict(
+            prompt=PROMPT,
+            num_inference_steps=job["steps"],
+            guidance_scale=job["cfg"],
+            num_images_per_prompt=job.get("batch", 1),
+            generator=torch.Generator("cpu").manual_seed(job["seed"]),
+        )
         if job["kind"] == "inpaint":
-            call.update(image=Image.fromarray(img[..., :3]), mask_image=Image.fromarray(mask), strength=1.0,
-                        height=job["size"], width=job["size"])
+            call.update(
+                image=Image.fromarray(img[..., :3]),
+                mask_image=Image.fromarray(mask),
+                strength=1.0,
+                height=job["size"],
+                width=job["size"],
+            )
         elif job["kind"] == "live":
             call.update(image=Image.fromarray(img[..., :3]), strength=1.0)
         else:
@@ -155,8 +190,13 @@ def plain_worker() -> None:
 
 class Plain:
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, __file__, "--plain-worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, cwd=REPO)
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--plain-worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
         self.peak = 0.0
 
     def run(self, **job) -> float:
@@ -175,6 +215,7 @@ class Plain:
 
 
 # --- the check ---------------------------------------------------------------------------------------------------
+
 
 def server_job(client, kind: str, model: str, size: int, steps: int, cfg: float, seed: int, batch: int = 1) -> float:
     img, mask = picture(size)
@@ -232,12 +273,17 @@ def main() -> None:
     with ServerThread(ServerConfig(port=0, model_dirs=[models])) as server, Client(server.url, "gpu-check") as client:
         print(f"server device: {client.welcome.device}", flush=True)
         dtypes = client.welcome.dtypes
-        print(f"server dtypes ({dtypes.get('source')}): {dtypes.get('chosen')}; measured GFLOPS "
-              f"{json.dumps(dtypes.get('measured', {}))}", flush=True)
+        print(
+            f"server dtypes ({dtypes.get('source')}): {dtypes.get('chosen')}; measured GFLOPS "
+            f"{json.dumps(dtypes.get('measured', {}))}",
+            flush=True,
+        )
         if not opts.cpu_smoke:  # the GPU rule: fp16 for SD1.5/SDXL (fp32-safe VAE), bf16 for Flux/SD3 where supported
             want = {"unet": "float16", "dit": "bfloat16" if torch.cuda.is_bf16_supported(False) else "float32"}
-            results.append(f"dtype choice on {torch.cuda.get_device_name()}: {dtypes.get('chosen')} "
-                           f"({'as expected' if dtypes.get('chosen') == want else f'EXPECTED {want}'})")
+            results.append(
+                f"dtype choice on {torch.cuda.get_device_name()}: {dtypes.get('chosen')} "
+                f"({'as expected' if dtypes.get('chosen') == want else f'EXPECTED {want}'})"
+            )
             print(results[-1], flush=True)
         for arch, (model, size, steps) in archs.items():
             folder = str(models / "checkpoints" / model)
@@ -251,8 +297,9 @@ def main() -> None:
                         times["plain"].append(a)
                         times["server"].append(b)
                 pl, sv = min(times["plain"]), min(times["server"])
-                results.append(f"{kind} {arch} {size} px {steps} steps: plain {pl:.3f} s, server {sv:.3f} s, "
-                               f"ratio {sv / pl:.2f}")
+                results.append(
+                    f"{kind} {arch} {size} px {steps} steps: plain {pl:.3f} s, server {sv:.3f} s, ratio {sv / pl:.2f}"
+                )
                 print(results[-1], flush=True)
         model = archs["sd15"][0]
         folder = str(models / "checkpoints" / model)
@@ -264,22 +311,30 @@ def main() -> None:
                 live["plain"].append(a)
                 live["server"].append(b)
         pl, sv = min(live["plain"]), min(live["server"])
-        results.append(f"live 1-step {live_size} px frame (sd15 img2img, no CFG): plain {pl * 1000:.0f} ms, "
-                       f"server {sv * 1000:.0f} ms (job sent to result received), ratio {sv / pl:.2f}")
+        results.append(
+            f"live 1-step {live_size} px frame (sd15 img2img, no CFG): plain {pl * 1000:.0f} ms, "
+            f"server {sv * 1000:.0f} ms (job sent to result received), ratio {sv / pl:.2f}"
+        )
         print(results[-1], flush=True)
         size, steps = archs["sd15"][1], archs["sd15"][2]
         server_job(client, "generate", model, size, steps, 7.0, seed=0, batch=4)  # warm the batch shapes
         batch = min(server_job(client, "generate", model, size, steps, 7.0, seed=1, batch=4) for _ in range(opts.reps))
-        singles = min(sum(server_job(client, "generate", model, size, steps, 7.0, seed=s) for s in range(4))
-                      for _ in range(opts.reps))
-        results.append(f"batch 4 vs 4 singles (sd15 generate {size} px, server): batch {batch:.3f} s, "
-                       f"singles {singles:.3f} s, ratio {batch / singles:.2f}")
+        singles = min(
+            sum(server_job(client, "generate", model, size, steps, 7.0, seed=s) for s in range(4))
+            for _ in range(opts.reps)
+        )
+        results.append(
+            f"batch 4 vs 4 singles (sd15 generate {size} px, server): batch {batch:.3f} s, "
+            f"singles {singles:.3f} s, ratio {batch / singles:.2f}"
+        )
         print(results[-1], flush=True)
     plain.close()
     print()
     print("\n".join(results))
-    print(f"peak memory: server {peak_memory():.2f} GiB, plain diffusers {plain.peak:.2f} GiB "
-          f"({'GPU allocator' if torch.cuda.is_available() else 'resident'}); total {time.perf_counter() - started:.0f} s")
+    print(
+        f"peak memory: server {peak_memory():.2f} GiB, plain diffusers {plain.peak:.2f} GiB "
+        f"({'GPU allocator' if torch.cuda.is_available() else 'resident'}); total {time.perf_counter() - started:.0f} s"
+    )
 
 
 if __name__ == "__main__":

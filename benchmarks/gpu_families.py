@@ -32,13 +32,26 @@ sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PROMPT = "a lighthouse on a cliff at sunset, oil painting"
-MODES = {"flux": ("generate", "img2img", "inpaint", "control"), "sd3": ("generate", "img2img", "inpaint", "control"),
-         "flux-kontext": ("edit",)}
-PLAIN = {"flux": {"generate": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline",
-                  "control": "FluxControlNetPipeline"},
-         "sd3": {"generate": "StableDiffusion3Pipeline", "img2img": "StableDiffusion3Img2ImgPipeline",
-                 "inpaint": "StableDiffusion3InpaintPipeline", "control": "StableDiffusion3ControlNetPipeline"},
-         "flux-kontext": {"generate": "FluxKontextPipeline", "edit": "FluxKontextPipeline"}}
+MODES = {
+    "flux": ("generate", "img2img", "inpaint", "control"),
+    "sd3": ("generate", "img2img", "inpaint", "control"),
+    "flux-kontext": ("edit",),
+}
+PLAIN = {
+    "flux": {
+        "generate": "FluxPipeline",
+        "img2img": "FluxImg2ImgPipeline",
+        "inpaint": "FluxInpaintPipeline",
+        "control": "FluxControlNetPipeline",
+    },
+    "sd3": {
+        "generate": "StableDiffusion3Pipeline",
+        "img2img": "StableDiffusion3Img2ImgPipeline",
+        "inpaint": "StableDiffusion3InpaintPipeline",
+        "control": "StableDiffusion3ControlNetPipeline",
+    },
+    "flux-kontext": {"generate": "FluxKontextPipeline", "edit": "FluxKontextPipeline"},
+}
 CONTROLNET_LAYERS = {"flux": (5, 10), "sd3": (6, 0)}  # (joint, single) blocks: InstantX's Flux union, SD3 ControlNets
 
 
@@ -73,7 +86,7 @@ def picture(size: int):
     img[..., 2] = ((np.sin(x / 17.0) + 1) * 127).astype(np.uint8)
     img[..., 3] = 255
     mask = np.zeros((size, size), np.uint8)
-    mask[size // 4:size * 3 // 4, size // 4:size * 3 // 4] = 255
+    mask[size // 4 : size * 3 // 4, size // 4 : size * 3 // 4] = 255
     return img, mask
 
 
@@ -152,14 +165,33 @@ def random_controlnet(folder: Path, family: str, dest: Path, device: str, dtype)
     t = json.loads((folder / "transformer" / "config.json").read_text())
     joint, single = CONTROLNET_LAYERS[family]
     if family == "flux":
-        keep = ("patch_size", "in_channels", "attention_head_dim", "num_attention_heads", "joint_attention_dim",
-                "pooled_projection_dim", "guidance_embeds", "axes_dims_rope")
+        keep = (
+            "patch_size",
+            "in_channels",
+            "attention_head_dim",
+            "num_attention_heads",
+            "joint_attention_dim",
+            "pooled_projection_dim",
+            "guidance_embeds",
+            "axes_dims_rope",
+        )
         config = dict({k: t[k] for k in keep if k in t}, num_layers=joint, num_single_layers=single, num_mode=10)
         cls, name = diffusers.FluxControlNetModel, f"{folder.name}-controlnet-union"
     else:
-        keep = ("sample_size", "patch_size", "in_channels", "attention_head_dim", "num_attention_heads",
-                "joint_attention_dim", "caption_projection_dim", "pooled_projection_dim", "out_channels",
-                "pos_embed_max_size", "qk_norm", "dual_attention_layers")
+        keep = (
+            "sample_size",
+            "patch_size",
+            "in_channels",
+            "attention_head_dim",
+            "num_attention_heads",
+            "joint_attention_dim",
+            "caption_projection_dim",
+            "pooled_projection_dim",
+            "out_channels",
+            "pos_embed_max_size",
+            "qk_norm",
+            "dual_attention_layers",
+        )
         config = dict({k: t[k] for k in keep if k in t}, num_layers=joint)
         config["dual_attention_layers"] = [i for i in config.get("dual_attention_layers") or () if i < joint]
         cls, name = diffusers.SD3ControlNetModel, f"{folder.name}-controlnet-canny"
@@ -186,25 +218,47 @@ def server_side(models: Path, name: str, family: str, size: int, steps: int, dev
     from server.config import ServerConfig
 
     image, mask = picture(size)
-    payload = lambda a: {"width": a.shape[1], "height": a.shape[0], "format": "gray8" if a.ndim == 2 else "rgba8",  # noqa: E731
-                         "data": a.tobytes()}
+
+    def payload(a):
+        return {
+            "width": a.shape[1],
+            "height": a.shape[0],
+            "format": "gray8" if a.ndim == 2 else "rgba8",
+            "data": a.tobytes(),
+        }
+
     # on a GPU the server runs on its defaults: the dtype is its own choice (bf16 for these families), checked here
-    thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[models], limits=Limits(), device=device,
-                                       dtype=None if device == "cuda" else dtype)).start()
+    thread = ServerThread(
+        ServerConfig(
+            host="127.0.0.1",
+            port=0,
+            model_dirs=[models],
+            limits=Limits(),
+            device=device,
+            dtype=None if device == "cuda" else dtype,
+        )
+    ).start()
     out: dict = {}
     try:
         with Client(thread.url, client_name="gpu-families") as client:
             engine = thread.server.router.engine("families")
             chosen = str(engine.dtype).replace("torch.", "")
-            print(f"server dtype for {family} ({client.welcome.dtypes.get('source')}): {chosen}"
-                  f"{'' if chosen == dtype else f' (EXPECTED {dtype})'}", flush=True)
+            print(
+                f"server dtype for {family} ({client.welcome.dtypes.get('source')}): {chosen}"
+                f"{'' if chosen == dtype else f' (EXPECTED {dtype})'}",
+                flush=True,
+            )
             started = time.perf_counter()
             engine.warm_up(name)
             out["load"] = time.perf_counter() - started
             peak_gib(reset=True)
             for mode in MODES[family]:
-                msg = {"mode": "generate" if mode == "control" else mode, "model": name, "prompt": PROMPT,
-                       "params": {"steps": steps, "seed": 1, "strength": 1.0, "cfg": 3.5}}
+                msg = {
+                    "mode": "generate" if mode == "control" else mode,
+                    "model": name,
+                    "prompt": PROMPT,
+                    "params": {"steps": steps, "seed": 1, "strength": 1.0, "cfg": 3.5},
+                }
                 if mode != "control":
                     msg["image"] = payload(image)
                 else:
@@ -221,8 +275,7 @@ def server_side(models: Path, name: str, family: str, size: int, steps: int, dev
     return out
 
 
-def plain_side(folder: Path, family: str, size: int, steps: int, device: str, dtype,
-               controlnet: Path = None) -> dict:
+def plain_side(folder: Path, family: str, size: int, steps: int, device: str, dtype, controlnet: Path = None) -> dict:
     """The same jobs on plain diffusers pipelines made with ``from_pretrained``/``from_pipe``."""
     import diffusers
     import torch
@@ -231,8 +284,11 @@ def plain_side(folder: Path, family: str, size: int, steps: int, device: str, dt
     image, mask = picture(size)
     out: dict = {}
     started = time.perf_counter()
-    base = getattr(diffusers, PLAIN[family]["generate"]).from_pretrained(str(folder), dtype=dtype,
-                                                                        local_files_only=True).to(device)
+    base = (
+        getattr(diffusers, PLAIN[family]["generate"])
+        .from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+        .to(device)
+    )
     out["load"] = time.perf_counter() - started
     base.set_progress_bar_config(disable=True)
     peak_gib(reset=True)
@@ -244,8 +300,14 @@ def plain_side(folder: Path, family: str, size: int, steps: int, device: str, dt
             extra["controlnet"] = net_cls.from_pretrained(str(controlnet), dtype=dtype).to(device)
         pipe = base if type(base) is cls and not extra else cls.from_pipe(base, dtype=dtype, **extra)
         pipe.set_progress_bar_config(disable=True)
-        kwargs = dict(prompt=PROMPT, num_inference_steps=steps, guidance_scale=3.5, height=size, width=size,
-                      generator=torch.Generator("cpu").manual_seed(1))
+        kwargs = dict(
+            prompt=PROMPT,
+            num_inference_steps=steps,
+            guidance_scale=3.5,
+            height=size,
+            width=size,
+            generator=torch.Generator("cpu").manual_seed(1),
+        )
         if mode in ("img2img", "inpaint"):
             kwargs.update(image=Image.fromarray(image[..., :3]), strength=1.0)
         if mode == "edit":
@@ -267,8 +329,12 @@ def plain_side(folder: Path, family: str, size: int, steps: int, device: str, dt
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny models on the CPU (seconds)")
-    parser.add_argument("--families", nargs="+", default=["flux-dev", "sd35-medium"],
-                        help="shipped configs to build (real size): flux-dev, flux-schnell, sd35-medium, sd35-large ...")
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        default=["flux-dev", "sd35-medium"],
+        help="shipped configs to build (real size): flux-dev, flux-schnell, sd35-medium, sd35-large ...",
+    )
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--size", type=int, default=1024)
     args = parser.parse_args(argv)
@@ -281,9 +347,11 @@ def main(argv=None) -> int:
         import factory
 
         device, dtype, size, steps = "cpu", torch.float32, 64, 2
-        runs = [(factory.checkpoint_folder("flux"), "flux", factory.controlnet_path("cn-flux-union")),
-                (factory.checkpoint_folder("flux-kontext"), "flux-kontext", None),
-                (factory.checkpoint_folder("sd3"), "sd3", factory.controlnet_path("cn-sd3-canny"))]
+        runs = [
+            (factory.checkpoint_folder("flux"), "flux", factory.controlnet_path("cn-flux-union")),
+            (factory.checkpoint_folder("flux-kontext"), "flux-kontext", None),
+            (factory.checkpoint_folder("sd3"), "sd3", factory.controlnet_path("cn-sd3-canny")),
+        ]
     else:
         if not torch.cuda.is_available():
             print("gpu_families: no CUDA device here; use --cpu-smoke for the tiny run", file=sys.stderr)
@@ -314,8 +382,11 @@ def main(argv=None) -> int:
         print(f"{folder.name}: load server {ours['load']:.1f} s, plain {plain['load']:.1f} s")
         for mode in MODES[family]:
             (s_step, s_peak, memory), (p_step, p_peak, _) = ours[mode], plain[mode]
-            print(f"  {mode} {family:<5} s/step server {s_step:.3f} plain {p_step:.3f} (x{s_step / p_step:.2f}); "
-                  f"peak GiB server {s_peak:.1f} plain {p_peak:.1f}{'; ' + memory if memory else ''}", flush=True)
+            print(
+                f"  {mode} {family:<5} s/step server {s_step:.3f} plain {p_step:.3f} (x{s_step / p_step:.2f}); "
+                f"peak GiB server {s_peak:.1f} plain {p_peak:.1f}{'; ' + memory if memory else ''}",
+                flush=True,
+            )
     return 0
 
 

@@ -58,8 +58,10 @@ def main(paths) -> None:
         t_keep = best(lambda: history.encode_pixels(raw, w, 4))
         t_read = best(lambda: history.decode_pixels(ours, w, 4, len(raw)))
         plain = len(zlib.compress(raw, history.LEVEL))
-        print(f"{name} ({w}x{h}): raw {len(raw)} B, zlib {plain} B, PNG (Pillow) {len(png.getvalue())} B, "
-              f"history {len(ours)} B; keep {t_keep * 1000:.0f} ms, read back {t_read * 1000:.0f} ms")
+        print(
+            f"{name} ({w}x{h}): raw {len(raw)} B, zlib {plain} B, PNG (Pillow) {len(png.getvalue())} B, "
+            f"history {len(ours)} B; keep {t_keep * 1000:.0f} ms, read back {t_read * 1000:.0f} ms"
+        )
         ratios.append(len(ours) / len(png.getvalue()))
     print(f"history/png size ratio: {sum(ratios) / len(ratios):.2f}")
 

@@ -38,8 +38,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 CFG = 7.0
 SAMPLER = "Euler"
-PROMPTS = ("a lighthouse on a cliff at sunset, oil painting", "a bowl of ripe pears on a wooden table",
-           "a red fox in fresh snow, watercolour", "an old tram in a rainy street at night")
+PROMPTS = (
+    "a lighthouse on a cliff at sunset, oil painting",
+    "a bowl of ripe pears on a wooden table",
+    "a red fox in fresh snow, watercolour",
+    "an old tram in a rainy street at night",
+)
 
 
 def cpu_seconds(pid: str = "self") -> float:
@@ -66,11 +70,12 @@ def inputs(size: int, mask_side: int):
     img[..., 3] = 255
     mask = np.zeros((size, size), np.uint8)
     a = (size - mask_side) // 2
-    mask[a:a + mask_side, a:a + mask_side] = 255
+    mask[a : a + mask_side, a : a + mask_side] = 255
     return img, mask
 
 
 # --- plain diffusers, in a worker process ----------------------------------------------------------------------------
+
 
 def plain_worker(checkpoint: str, dtype: str, size: int, mask_side: int, steps: int) -> None:
     """Load the pipeline as a diffusers user would, then run jobs read as JSON lines from stdin."""
@@ -83,8 +88,15 @@ def plain_worker(checkpoint: str, dtype: str, size: int, mask_side: int, steps: 
 
     # the file holds fp16 weights: a user on a CPU loads them as fp32 (fp16 convolutions on a CPU crawl)
     pipe = StableDiffusionInpaintPipeline.from_single_file(
-        checkpoint, config=str(CONFIGS_DIR / "sd15"), tokenizer=clip_tokenizer(), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False, local_files_only=True, dtype=getattr(torch, dtype))
+        checkpoint,
+        config=str(CONFIGS_DIR / "sd15"),
+        tokenizer=clip_tokenizer(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        local_files_only=True,
+        dtype=getattr(torch, dtype),
+    )
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     img, mask = inputs(size, mask_side)
@@ -92,10 +104,19 @@ def plain_worker(checkpoint: str, dtype: str, size: int, mask_side: int, steps: 
     for line in sys.stdin:
         job = json.loads(line)
         started, cpu = time.perf_counter(), cpu_seconds()
-        pipe(job["prompt"], image=image, mask_image=mask_image, num_inference_steps=steps, guidance_scale=CFG,
-             strength=1.0, generator=torch.Generator("cpu").manual_seed(job["seed"]))
-        print(json.dumps({"seconds": time.perf_counter() - started, "cpu": cpu_seconds() - cpu,
-                          "peak_gib": peak_gib()}), flush=True)
+        pipe(
+            job["prompt"],
+            image=image,
+            mask_image=mask_image,
+            num_inference_steps=steps,
+            guidance_scale=CFG,
+            strength=1.0,
+            generator=torch.Generator("cpu").manual_seed(job["seed"]),
+        )
+        print(
+            json.dumps({"seconds": time.perf_counter() - started, "cpu": cpu_seconds() - cpu, "peak_gib": peak_gib()}),
+            flush=True,
+        )
 
 
 class Plain:
@@ -104,9 +125,25 @@ class Plain:
     def __init__(self, checkpoint: Path, dtype: str, opts) -> None:
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--plain-worker", str(checkpoint), "--dtype", dtype, "--size", str(opts.size),
-             "--mask", str(opts.mask), "--steps", str(opts.steps)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+            [
+                sys.executable,
+                __file__,
+                "--plain-worker",
+                str(checkpoint),
+                "--dtype",
+                dtype,
+                "--size",
+                str(opts.size),
+                "--mask",
+                str(opts.mask),
+                "--steps",
+                str(opts.steps),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
         self.peak = float("nan")
         self.cpu = float("nan")  # CPU seconds of the last job
 
@@ -128,6 +165,7 @@ class Plain:
 
 # --- the server --------------------------------------------------------------------------------------------------
 
+
 class Served:
     """``paintbridge serve`` with its defaults, and a client connected to it."""
 
@@ -136,9 +174,13 @@ class Served:
 
         self.opts = opts
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", "0", "--models",
-                                      str(models)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--models", str(models)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         url = None
         for line in self.proc.stdout:
             m = re.search(r"listening on (ws://\S+)", line)
@@ -159,9 +201,17 @@ class Served:
 
     def job(self, prompt: str, seed: int) -> float:
         started, cpu = time.perf_counter(), cpu_seconds(str(self.proc.pid))
-        result = self.client.run({"mode": "inpaint", "model": "", "prompt": prompt, "image": self.image,
-                                  "mask": self.mask, "params": {"steps": self.opts.steps, "cfg": CFG, "strength": 1.0,
-                                                                "sampler": SAMPLER, "seed": seed}}, timeout=3600)
+        result = self.client.run(
+            {
+                "mode": "inpaint",
+                "model": "",
+                "prompt": prompt,
+                "image": self.image,
+                "mask": self.mask,
+                "params": {"steps": self.opts.steps, "cfg": CFG, "strength": 1.0, "sampler": SAMPLER, "seed": seed},
+            },
+            timeout=3600,
+        )
         self.info = result.layers[0].info
         self.cpu = cpu_seconds(str(self.proc.pid)) - cpu
         return time.perf_counter() - started
@@ -201,9 +251,12 @@ def main() -> None:
     models = Path(tempfile.mkdtemp(prefix="pb-inpaint-bench-"))
     (models / "checkpoints").mkdir()
     (models / "checkpoints" / checkpoint.name).symlink_to(checkpoint)
-    print(f"checkpoint: {checkpoint.name} ({checkpoint.stat().st_size / 1e9:.2f} GB, random weights); "
-          f"{opts.size} px, {opts.mask} px centred mask, {SAMPLER}, {opts.steps} steps, CFG {CFG}, strength 1.0; "
-          f"{os.cpu_count()} CPUs (shared: other work on the machine only adds time)", flush=True)
+    print(
+        f"checkpoint: {checkpoint.name} ({checkpoint.stat().st_size / 1e9:.2f} GB, random weights); "
+        f"{opts.size} px, {opts.mask} px centred mask, {SAMPLER}, {opts.steps} steps, CFG {CFG}, strength 1.0; "
+        f"{os.cpu_count()} CPUs (shared: other work on the machine only adds time)",
+        flush=True,
+    )
 
     t = {k: [] for k in ("server first", "server new", "server again")}
     cpu = {k: [] for k in t}  # CPU seconds of the warm jobs
@@ -218,19 +271,25 @@ def main() -> None:
         if server is None:
             server = Served(models, opts)
             t["server first"].append(server.first_job(PROMPTS[0], 1))
-            print(f"server first job (start, load, job): {t['server first'][-1]:.1f} s; listening after "
-                  f"{server.listening:.2f} s; device: {server.device}; dtypes: {json.dumps(server.dtypes)}", flush=True)
+            print(
+                f"server first job (start, load, job): {t['server first'][-1]:.1f} s; listening after "
+                f"{server.listening:.2f} s; device: {server.device}; dtypes: {json.dumps(server.dtypes)}",
+                flush=True,
+            )
         for rep in range(opts.reps):
             prompt = PROMPTS[1 + rep % (len(PROMPTS) - 1)] + f" #{dtype} {rep}"
             for key, seed in (("new", 10 + rep), ("again", 20 + rep)):
                 for side, runner in ((dtype, plain), ("server", server)):
                     t[f"{side} {key}"].append(runner.job(prompt, seed))
                     cpu[f"{side} {key}"].append(runner.cpu)
-            print(f"{dtype} rep {rep + 1}: new prompt plain {t[f'{dtype} new'][-1]:.1f} s "
-                  f"({cpu[f'{dtype} new'][-1]:.0f} cpu-s), server {t['server new'][-1]:.1f} s "
-                  f"({cpu['server new'][-1]:.0f} cpu-s); again plain {t[f'{dtype} again'][-1]:.1f} s "
-                  f"({cpu[f'{dtype} again'][-1]:.0f} cpu-s), server {t['server again'][-1]:.1f} s "
-                  f"({cpu['server again'][-1]:.0f} cpu-s)", flush=True)
+            print(
+                f"{dtype} rep {rep + 1}: new prompt plain {t[f'{dtype} new'][-1]:.1f} s "
+                f"({cpu[f'{dtype} new'][-1]:.0f} cpu-s), server {t['server new'][-1]:.1f} s "
+                f"({cpu['server new'][-1]:.0f} cpu-s); again plain {t[f'{dtype} again'][-1]:.1f} s "
+                f"({cpu[f'{dtype} again'][-1]:.0f} cpu-s), server {t['server again'][-1]:.1f} s "
+                f"({cpu['server again'][-1]:.0f} cpu-s)",
+                flush=True,
+            )
         plain.close()
         peaks[dtype] = plain.peak
     peaks["server"] = server.close()
@@ -248,21 +307,29 @@ def report(t: dict, cpu: dict, peaks: dict, listening: float) -> None:
     best = {k: min(v) for k, v in t.items() if v}
     plain = min(("float32", "bfloat16"), key=lambda d: best.get(f"{d} new", float("inf")))
     print()
-    print(f"plain diffusers' best dtype here: {plain} (warm new prompt fp32 {best['float32 new']:.1f} s, bf16 "
-          f"{best['bfloat16 new']:.1f} s)")
+    print(
+        f"plain diffusers' best dtype here: {plain} (warm new prompt fp32 {best['float32 new']:.1f} s, bf16 "
+        f"{best['bfloat16 new']:.1f} s)"
+    )
     print(f"{'':28}{'plain':>10}{'server':>10}{'ratio':>8}{'goal':>7}")
-    for label, key in (("first job after start", "first"), ("warm job, new prompt", "new"),
-                       ('"generate again" (seed)', "again")):
+    for label, key in (
+        ("first job after start", "first"),
+        ("warm job, new prompt", "new"),
+        ('"generate again" (seed)', "again"),
+    ):
         ratio = best[f"server {key}"] / best[f"{plain} {key}"]
-        print(f"{label:28}{best[f'{plain} {key}']:>9.1f}s{best[f'server {key}']:>9.1f}s{ratio:>8.2f}"
-              f"{GOALS[key]:>7.2f}")
+        print(f"{label:28}{best[f'{plain} {key}']:>9.1f}s{best[f'server {key}']:>9.1f}s{ratio:>8.2f}{GOALS[key]:>7.2f}")
     low = {k: min(v) for k, v in cpu.items() if v}
     for label, key in (("warm job, new prompt", "new"), ('"generate again" (seed)', "again")):
         if f"{plain} {key}" in low and f"server {key}" in low:
-            print(f"cpu-s {label:22}{low[f'{plain} {key}']:>9.0f}s{low[f'server {key}']:>9.0f}s"
-                  f"{low[f'server {key}'] / low[f'{plain} {key}']:>8.2f}")
-    print(f"peak memory: plain fp32 {peaks['float32']:.2f} GiB, plain bf16 {peaks['bfloat16']:.2f} GiB, server "
-          f"{peaks['server']:.2f} GiB (server / plain {plain}: {peaks['server'] / peaks[plain]:.2f})")
+            print(
+                f"cpu-s {label:22}{low[f'{plain} {key}']:>9.0f}s{low[f'server {key}']:>9.0f}s"
+                f"{low[f'server {key}'] / low[f'{plain} {key}']:>8.2f}"
+            )
+    print(
+        f"peak memory: plain fp32 {peaks['float32']:.2f} GiB, plain bf16 {peaks['bfloat16']:.2f} GiB, server "
+        f"{peaks['server']:.2f} GiB (server / plain {plain}: {peaks['server'] / peaks[plain]:.2f})"
+    )
     print(f"server listening after {listening:.2f} s")
 
 

@@ -44,8 +44,15 @@ def plain_pipeline(checkpoint: Path):
     from server.models.tokenizers import clip_tokenizer
 
     pipe = StableDiffusionImg2ImgPipeline.from_single_file(
-        str(checkpoint), config=str(CONFIGS_DIR / "sd15"), tokenizer=clip_tokenizer(), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False, local_files_only=True, dtype=torch.float32)
+        str(checkpoint),
+        config=str(CONFIGS_DIR / "sd15"),
+        tokenizer=clip_tokenizer(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        local_files_only=True,
+        dtype=torch.float32,
+    )
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -55,15 +62,25 @@ def run_plain(pipe, image: Image.Image, steps: int) -> float:
     import torch
 
     started = time.perf_counter()
-    pipe(PROMPT, image=image, strength=1.0, num_inference_steps=steps, guidance_scale=CFG,
-         generator=torch.Generator("cpu").manual_seed(SEED))
+    pipe(
+        PROMPT,
+        image=image,
+        strength=1.0,
+        num_inference_steps=steps,
+        guidance_scale=CFG,
+        generator=torch.Generator("cpu").manual_seed(SEED),
+    )
     return time.perf_counter() - started
 
 
 def start_server(models: Path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--models", str(models)], cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--models", str(models)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for line in proc.stdout:
         m = re.search(r"listening on (ws://\S+)", line)
         if m:
@@ -75,10 +92,38 @@ def run_server(url: str, image_path: Path, out: Path, model: str, steps: int) ->
     """(seconds end to end, seconds the server reports for the job itself)."""
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "server.cli", "run", "img2img", "--server", url, "--image", str(image_path),
-         "--prompt", PROMPT, "--model", model, "--steps", str(steps), "--strength", "1.0", "--cfg", str(CFG),
-         "--sampler", SAMPLER, "--seed", str(SEED), "--out", str(out)],
-        cwd=REPO, check=True, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "run",
+            "img2img",
+            "--server",
+            url,
+            "--image",
+            str(image_path),
+            "--prompt",
+            PROMPT,
+            "--model",
+            model,
+            "--steps",
+            str(steps),
+            "--strength",
+            "1.0",
+            "--cfg",
+            str(CFG),
+            "--sampler",
+            SAMPLER,
+            "--seed",
+            str(SEED),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     total = time.perf_counter() - started
     m = re.search(r"done in ([\d.]+) s", proc.stdout)
     return total, float(m.group(1)) if m else float("nan")
@@ -103,8 +148,11 @@ def main() -> None:
     image_path = work / "in.png"
     image.save(image_path)
 
-    print(f"checkpoint: {checkpoint} ({checkpoint.stat().st_size / 1e9:.2f} GB); {opts.size} px, {opts.steps} steps, "
-          f"img2img strength 1.0, {SAMPLER}, CFG {CFG}", flush=True)
+    print(
+        f"checkpoint: {checkpoint} ({checkpoint.stat().st_size / 1e9:.2f} GB); {opts.size} px, {opts.steps} steps, "
+        f"img2img strength 1.0, {SAMPLER}, CFG {CFG}",
+        flush=True,
+    )
     server, url = start_server(work)
     try:
         pipe = plain_pipeline(checkpoint)
@@ -117,16 +165,20 @@ def main() -> None:
             total, job = run_server(url, image_path, work / "out.png", checkpoint.stem, opts.steps)
             served.append(total)
             jobs.append(job)
-            print(f"rep {rep + 1}: plain {plain[-1]:.2f} s, server {total:.2f} s (job in the server {job:.2f} s)",
-                  flush=True)
+            print(
+                f"rep {rep + 1}: plain {plain[-1]:.2f} s, server {total:.2f} s (job in the server {job:.2f} s)",
+                flush=True,
+            )
     finally:
         server.terminate()
         server.wait(timeout=60)
     # Other work on the machine only ever adds time: the fastest run of each side is the least disturbed one.
     p, s, j = min(plain), min(served), min(jobs)
     print(f"median ratio {statistics.median(served) / statistics.median(plain):.3f} (disturbed by other load)")
-    print(f"fastest: plain {p:.2f} s, server {s:.2f} s ({s - p:+.2f} s; of which outside the job: client start, "
-          f"PNG files, connection {s - j:.2f} s)")
+    print(
+        f"fastest: plain {p:.2f} s, server {s:.2f} s ({s - p:+.2f} s; of which outside the job: client start, "
+        f"PNG files, connection {s - j:.2f} s)"
+    )
     print(f"overhead ratio: {s / p:.2f}")
 
 

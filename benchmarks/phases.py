@@ -36,7 +36,7 @@ def gemm_peak(dtype, n: int = 2048, seconds: float = 1.5) -> float:
         t0 = time.perf_counter()
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 class PhaseClock:
@@ -47,8 +47,12 @@ class PhaseClock:
         self.counter = counter
         self.calls: List[Tuple[str, float, int]] = []
         self._open: Dict[str, Tuple[float, int]] = {}
-        modules = {"text encode": pipe.text_encoder, "VAE encode": pipe.vae.encoder, "UNet step": pipe.unet,
-                   "VAE decode": pipe.vae.decoder}
+        modules = {
+            "text encode": pipe.text_encoder,
+            "VAE encode": pipe.vae.encoder,
+            "UNet step": pipe.unet,
+            "VAE decode": pipe.vae.decoder,
+        }
         self.handles = []
         for name, module in modules.items():
             self.handles.append(module.register_forward_pre_hook(lambda m, a, n=name: self._start(n)))
@@ -84,8 +88,9 @@ def numbered(calls: List[Tuple[str, float, int]]) -> List[Tuple[str, float, int]
     return out
 
 
-def measure(size: int = 512, mask_side: int = 192, steps: int = 4, dtype: Optional[str] = None,
-            channels_last: bool = False) -> dict:
+def measure(
+    size: int = 512, mask_side: int = 192, steps: int = 4, dtype: Optional[str] = None, channels_last: bool = False
+) -> dict:
     """Run the job three times in this process (warm-up, timed, FLOP-counted) and return the phase table's data."""
     import numpy as np
     import torch
@@ -107,8 +112,16 @@ def measure(size: int = 512, mask_side: int = 192, steps: int = 4, dtype: Option
     img, mask = inputs(size, mask_side)
 
     def job(prompt: str, seed: int) -> Job:
-        return Job(id="p", mode="inpaint", model="", prompt=prompt, negative_prompt="", image=img, mask=mask,
-                   params=Params(steps=steps, cfg=CFG, strength=1.0, sampler=SAMPLER, seed=seed))
+        return Job(
+            id="p",
+            mode="inpaint",
+            model="",
+            prompt=prompt,
+            negative_prompt="",
+            image=img,
+            mask=mask,
+            params=Params(steps=steps, cfg=CFG, strength=1.0, sampler=SAMPLER, seed=seed),
+        )
 
     peaks = {str(d).replace("torch.", ""): gemm_peak(d) for d in (torch.float32, torch.bfloat16)}
     engine.run(job("warm-up", 1), JobContext())
@@ -134,18 +147,27 @@ def measure(size: int = 512, mask_side: int = 192, steps: int = 4, dtype: Option
         counted.close()
     timed, flops = numbered(clock.calls), numbered(counted.calls)
     phases = [(name, seconds, f) for (name, seconds, _), (_, _, f) in zip(timed, flops)]
-    return {"dtype": str(engine.dtype).replace("torch.", ""), "peaks": peaks, "phases": phases, "total": total,
-            "threads": torch.get_num_threads(), "info": layer.info, "channels_last": channels_last,
-            "checksum": float(np.asarray(layer.rgba, dtype=np.float64).mean())}
+    return {
+        "dtype": str(engine.dtype).replace("torch.", ""),
+        "peaks": peaks,
+        "phases": phases,
+        "total": total,
+        "threads": torch.get_num_threads(),
+        "info": layer.info,
+        "channels_last": channels_last,
+        "checksum": float(np.asarray(layer.rgba, dtype=np.float64).mean()),
+    }
 
 
 def table(result: dict) -> str:
     """The phase table as text."""
     peak = result["peaks"][result["dtype"]]
-    lines = [f"phases of one job ({result['dtype']}, {result['threads']} threads"
-             f"{', channels_last' if result.get('channels_last') else ''}); GEMM peak measured in the same run: "
-             + ", ".join(f"{d} {g:.0f} GFLOPS" for d, g in result["peaks"].items()),
-             f"{'phase':<16}{'GFLOP':>9}{'seconds':>9}{'GFLOPS':>9}{'of peak':>9}"]
+    lines = [
+        f"phases of one job ({result['dtype']}, {result['threads']} threads"
+        f"{', channels_last' if result.get('channels_last') else ''}); GEMM peak measured in the same run: "
+        + ", ".join(f"{d} {g:.0f} GFLOPS" for d, g in result["peaks"].items()),
+        f"{'phase':<16}{'GFLOP':>9}{'seconds':>9}{'GFLOPS':>9}{'of peak':>9}",
+    ]
     inside = 0.0
     for name, seconds, flops in result["phases"]:
         inside += seconds

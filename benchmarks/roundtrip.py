@@ -86,9 +86,14 @@ def cpu_name() -> str:
 
 
 def start_server(models: Path) -> tuple:
-    proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", "0", "--models", str(models)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--port", "0", "--models", str(models)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1"),
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         match = re.search(r"listening on (ws://\S+)", line)
@@ -135,11 +140,13 @@ print(json.dumps({"best": best, "python": sys.version.split()[0],
 """
 
 
-def host_round_trip(python: List[str], paths: List[str], package: str, url: str, size: int, reps: int,
-                    fills: List[str], fmt: str) -> Dict:
+def host_round_trip(
+    python: List[str], paths: List[str], package: str, url: str, size: int, reps: int, fills: List[str], fmt: str
+) -> Dict:
     """The plugin's client code in a host's Python (``python``: the command), timed there."""
-    args = json.dumps({"paths": paths, "package": package, "url": url, "size": size, "reps": reps, "fills": fills,
-                       "format": fmt})
+    args = json.dumps(
+        {"paths": paths, "package": package, "url": url, "size": size, "reps": reps, "fills": fills, "format": fmt}
+    )
     done = subprocess.run(python + ["-c", HOST_SCRIPT, args], capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
@@ -172,8 +179,16 @@ def gimp_row(url: str, size: int, reps: int, fills: List[str]) -> Optional[Dict]
         folder = install(Path(scratch) / "plug-ins")
         inside = "/" + str(folder.relative_to(root))
         with trixie.shared_dev_shm(root) as mounted:
-            row = host_round_trip(["chroot", str(root), "python3", "-I"], [inside + "/vendor", inside], "", url, size,
-                                  reps, fills, "rgba8")
+            row = host_round_trip(
+                ["chroot", str(root), "python3", "-I"],
+                [inside + "/vendor", inside],
+                "",
+                url,
+                size,
+                reps,
+                fills,
+                "rgba8",
+            )
         row["dev_shm_mounted"] = mounted
         return row
 
@@ -188,16 +203,21 @@ def round_trip(size: int, reps: int, fills: List[str], hosts: bool) -> None:
     with tempfile.TemporaryDirectory() as models:
         proc, url = start_server(Path(models))
         try:
-            clients = {shared: Client(url, "roundtrip-benchmark", shared_memory=shared).__enter__()
-                       for shared in (True, False)}
+            clients = {
+                shared: Client(url, "roundtrip-benchmark", shared_memory=shared).__enter__() for shared in (True, False)
+            }
             best: Dict[str, float] = {}
             elapsed: Dict[str, float] = {}
             for fill in fills:
                 for rep in range(reps + 1):  # the first of each is a warm-up
                     for shared, client in clients.items():
-                        job = Job(new_job_id("bench"), "outpaint", model="classical",
-                                  image=ImagePayload(size, size, RGBA8, pixels),
-                                  params=Params(extend=Extend(8, 8, 8, 8), fill=fill))
+                        job = Job(
+                            new_job_id("bench"),
+                            "outpaint",
+                            model="classical",
+                            image=ImagePayload(size, size, RGBA8, pixels),
+                            params=Params(extend=Extend(8, 8, 8, 8), fill=fill),
+                        )
                         started = time.perf_counter()
                         result = client.run(job)
                         took = time.perf_counter() - started
@@ -213,8 +233,10 @@ def round_trip(size: int, reps: int, fills: List[str], hosts: bool) -> None:
             rows[f"this process (Python {sys.version.split()[0]})"] = {"best": best, "shared": shared_used}
             if hosts:
                 with tempfile.TemporaryDirectory() as scratch:
-                    for name, make in (("Krita plugin code", lambda: krita_row(url, size, reps, fills, Path(scratch))),
-                                       ("GIMP plug-in code", lambda: gimp_row(url, size, reps, fills))):
+                    for name, make in (
+                        ("Krita plugin code", lambda: krita_row(url, size, reps, fills, Path(scratch))),
+                        ("GIMP plug-in code", lambda: gimp_row(url, size, reps, fills)),
+                    ):
                         try:
                             row = make()
                         except Exception as err:  # noqa: BLE001 - a missing host is reported, not fatal
@@ -228,23 +250,33 @@ def round_trip(size: int, reps: int, fills: List[str], hosts: bool) -> None:
             proc.terminate()
             proc.wait(30)
     floor = floor_seconds(len(pixels), reps)
-    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other processes "
-          "add time: compare ratios)")
-    print(f"round trip {size}x{size} rgba8 on loopback, classical outpaint by 8 px; best of {reps} after a warm-up, "
-          f"shared memory and wire alternating")
+    print(
+        f"machine: {cpu_name()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other processes "
+        "add time: compare ratios)"
+    )
+    print(
+        f"round trip {size}x{size} rgba8 on loopback, classical outpaint by 8 px; best of {reps} after a warm-up, "
+        f"shared memory and wire alternating"
+    )
     print(f"{'client':42} {'fill':6} {'shared memory':>14} {'wire':>8} {'wire/shared':>12} {'goal':>7}")
     for name, row in rows.items():
         for fill in fills:
             shared_s, wire_s = row["best"][f"{fill} shared"], row["best"][f"{fill} wire"]
             goal = GOAL_SECONDS.get(fill)
             note = "" if row.get("shared") else "  (shared memory NOT used: wire both times)"
-            print(f"{name:42} {fill:6} {shared_s:13.3f}s {wire_s:7.3f}s {wire_s / shared_s:11.2f}x "
-                  f"{'<= %.2fs' % goal if goal else '':>7}{note}")
+            print(
+                f"{name:42} {fill:6} {shared_s:13.3f}s {wire_s:7.3f}s {wire_s / shared_s:11.2f}x "
+                f"{'<= %.2fs' % goal if goal else '':>7}{note}"
+            )
     for fill in fills:
         print(f"server's job time ({fill} fill, result.elapsed, best): {elapsed[fill]:.3f} s")
-    print(f"floor ({FLOOR_COPIES} numpy copies of {len(pixels) / 2**20:.0f} MiB): {floor:.3f} s; this process's "
-          + ", ".join(f"{fill} round trip / floor = {rows[next(iter(rows))]['best'][fill + ' shared'] / floor:.2f}"
-                      for fill in fills))
+    print(
+        f"floor ({FLOOR_COPIES} numpy copies of {len(pixels) / 2**20:.0f} MiB): {floor:.3f} s; this process's "
+        + ", ".join(
+            f"{fill} round trip / floor = {rows[next(iter(rows))]['best'][fill + ' shared'] / floor:.2f}"
+            for fill in fills
+        )
+    )
 
 
 def live_overhead(reps: int) -> None:
@@ -282,9 +314,11 @@ def live_overhead(reps: int) -> None:
             if i:
                 rows.append((t3 - t0 - pipeline, t3 - t0, t1 - t0, t2 - t1 - pipeline, t3 - t2))
     overhead, total, decode, engine, encode = (x * 1000 for x in min(rows))
-    print(f"live frame 512x512 img2img, tiny SD1.5, 1 step (best of {reps}): total {total:.1f} ms; per-frame server "
-          f"overhead (all but the pipeline calls) {overhead:.1f} ms (goal <= {OVERHEAD_GOAL_MS:g} ms) = decode "
-          f"{decode:.1f} + engine outside the pipeline {engine:.1f} + encode {encode:.1f} ms")
+    print(
+        f"live frame 512x512 img2img, tiny SD1.5, 1 step (best of {reps}): total {total:.1f} ms; per-frame server "
+        f"overhead (all but the pipeline calls) {overhead:.1f} ms (goal <= {OVERHEAD_GOAL_MS:g} ms) = decode "
+        f"{decode:.1f} + engine outside the pipeline {engine:.1f} + encode {encode:.1f} ms"
+    )
 
 
 def _job_frame(i: int, pixels: bytes) -> bytes:
@@ -292,8 +326,13 @@ def _job_frame(i: int, pixels: bytes) -> bytes:
     from protocol.images import RGBA8, ImagePayload
     from protocol.messages import Job, Params
 
-    job = Job(f"live-{i}", "img2img", image=ImagePayload(512, 512, RGBA8, pixels),
-              params=Params(steps=1, strength=0.5, seed=1), live=True)
+    job = Job(
+        f"live-{i}",
+        "img2img",
+        image=ImagePayload(512, 512, RGBA8, pixels),
+        params=Params(steps=1, strength=0.5, seed=1),
+        live=True,
+    )
     return bytes(encode(job.to_wire()))
 
 
@@ -302,8 +341,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--live-reps", type=int, default=5)
-    parser.add_argument("--fills", default="patch,telea",
-                        help="the outpaint's fills, comma-separated (patch: the default; telea: the trivial one)")
+    parser.add_argument(
+        "--fills",
+        default="patch,telea",
+        help="the outpaint's fills, comma-separated (patch: the default; telea: the trivial one)",
+    )
     parser.add_argument("--no-hosts", action="store_true", help="only this process's client (no Krita, GIMP rows)")
     parser.add_argument("--no-live", action="store_true", help="skip the per-frame overhead (needs torch)")
     args = parser.parse_args()

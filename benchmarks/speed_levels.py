@@ -31,7 +31,7 @@ from protocol.messages import SPEED_LEVELS  # noqa: E402
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def main() -> None:
@@ -59,16 +59,25 @@ def main() -> None:
     box = (slice(a, a + opts.mask), slice(a, a + opts.mask))
 
     def run(level: str):
-        job = Job(id="l", mode="inpaint", model="", prompt="a red fox in fresh snow, watercolour",
-                  negative_prompt="", image=img, mask=mask,
-                  params=Params(steps=opts.steps, cfg=CFG, strength=1.0, sampler=SAMPLER, seed=42, speed=level))
+        job = Job(
+            id="l",
+            mode="inpaint",
+            model="",
+            prompt="a red fox in fresh snow, watercolour",
+            negative_prompt="",
+            image=img,
+            mask=mask,
+            params=Params(steps=opts.steps, cfg=CFG, strength=1.0, sampler=SAMPLER, seed=42, speed=level),
+        )
         started = time.perf_counter()
         (layer,) = engine.run(job, JobContext())
         return time.perf_counter() - started, layer
 
-    print(f"{checkpoint.name}, {opts.size} px, {opts.mask} px mask, {SAMPLER}, {opts.steps} steps, CFG {CFG}; "
-          f"{os.cpu_count()} CPUs shared with other work (times are noisy: the fastest of {opts.reps} runs counts)",
-          flush=True)
+    print(
+        f"{checkpoint.name}, {opts.size} px, {opts.mask} px mask, {SAMPLER}, {opts.steps} steps, CFG {CFG}; "
+        f"{os.cpu_count()} CPUs shared with other work (times are noisy: the fastest of {opts.reps} runs counts)",
+        flush=True,
+    )
     run("quality")  # warm-up: load, prompt, latents
     times = {level: [] for level in SPEED_LEVELS}
     layers = {}
@@ -84,8 +93,10 @@ def main() -> None:
         best = min(times[level])
         pixels = layers[level].rgba[box][..., :3]
         diff = float(np.abs(pixels.astype(int) - reference.astype(int)).mean())
-        print(f"{'':>21}{level:<10}{best:>9.1f}{best / min(times['quality']):>12.2f}{diff:>13.2f}"
-              f"{psnr(pixels, reference):>9.1f}")
+        print(
+            f"{'':>21}{level:<10}{best:>9.1f}{best / min(times['quality']):>12.2f}{diff:>13.2f}"
+            f"{psnr(pixels, reference):>9.1f}"
+        )
 
 
 if __name__ == "__main__":

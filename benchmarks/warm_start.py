@@ -53,9 +53,13 @@ def main() -> None:
     img = rng.integers(0, 255, (args.size, args.size, 4), dtype=np.uint8)
     img[..., 3] = 255
     mask = np.zeros((args.size, args.size), np.uint8)
-    mask[args.size // 4: 3 * args.size // 4, args.size // 4: 3 * args.size // 4] = 255
-    base = {"model": args.model, "prompt": "a bowl of fruit", "image": payload(img, "rgba8"),
-            "params": {"steps": args.steps, "seed": 1, "strength": 0.6}}
+    mask[args.size // 4 : 3 * args.size // 4, args.size // 4 : 3 * args.size // 4] = 255
+    base = {
+        "model": args.model,
+        "prompt": "a bowl of fruit",
+        "image": payload(img, "rgba8"),
+        "params": {"steps": args.steps, "seed": 1, "strength": 0.6},
+    }
     img2img = dict(base, mode="img2img")
     inpaint = dict(base, mode="inpaint", mask=payload(mask, "gray8"))
     classical = dict(inpaint, model="classical")

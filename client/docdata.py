@@ -39,8 +39,11 @@ class DocumentDataError(PaintbridgeError, ValueError):
 
 def check_key(key: str) -> str:
     """``key`` when it is a usable name (1–64 characters of letters, digits, ``_``, ``-``, ``.``)."""
-    if not isinstance(key, str) or not 0 < len(key) <= 64 or not all(c.isascii() and (c.isalnum() or c in "_-.")
-                                                                      for c in key):
+    if (
+        not isinstance(key, str)
+        or not 0 < len(key) <= 64
+        or not all(c.isascii() and (c.isalnum() or c in "_-.") for c in key)
+    ):
         raise DocumentDataError(f"{key!r} is not a usable document data key (1-64 letters, digits, '_', '-', '.')")
     return key
 
@@ -64,12 +67,13 @@ def unpack(key: str, blob: bytes, limit: int = MAX_BYTES) -> bytes:
         raise DocumentDataError(f"{what} was not written by Paintbridge (unknown format); it is left alone")
     _magic, version, name_len = _HEAD.unpack_from(blob)
     if version > VERSION:
-        raise DocumentDataError(f"{what} has format {version}, newer than this plugin reads ({VERSION}): "
-                                "update Paintbridge to use it")
+        raise DocumentDataError(
+            f"{what} has format {version}, newer than this plugin reads ({VERSION}): update Paintbridge to use it"
+        )
     start = _HEAD.size + name_len
     if len(blob) < start + _TAIL.size:
         raise DocumentDataError(f"{what} is cut short ({len(blob)} bytes)")
-    stored_key = blob[_HEAD.size:start].decode("utf-8", "replace")
+    stored_key = blob[_HEAD.size : start].decode("utf-8", "replace")
     if stored_key != key:
         raise DocumentDataError(f"{what} is labelled '{stored_key}', not '{key}'")
     size, crc = _TAIL.unpack_from(blob, start)
@@ -109,8 +113,8 @@ def unpack_map(blob: bytes) -> Dict[str, bytes]:
         pos += _MAP_ITEM.size
         if pos + name_len + size > len(view):
             raise DocumentDataError(f"Paintbridge document data is cut short at item {index + 1} of {count}")
-        name = bytes(view[pos:pos + name_len]).decode("utf-8", "replace")
-        out[name] = bytes(view[pos + name_len:pos + name_len + size])
+        name = bytes(view[pos : pos + name_len]).decode("utf-8", "replace")
+        out[name] = bytes(view[pos + name_len : pos + name_len + size])
         pos += name_len + size
     if pos != len(view):
         raise DocumentDataError(f"Paintbridge document data has {len(view) - pos} stray bytes after its map")

@@ -55,8 +55,9 @@ def encode_pixels(data: bytes, width: int, bytes_per_pixel: int) -> bytes:
     return zlib.compress(filtered.to_bytes(size, "big"), LEVEL)
 
 
-def decode_pixels(packed: bytes, width: int, bytes_per_pixel: int, size: int, what: str = "a stored history image"
-                  ) -> bytes:
+def decode_pixels(
+    packed: bytes, width: int, bytes_per_pixel: int, size: int, what: str = "a stored history image"
+) -> bytes:
     """The exact bytes ``encode_pixels`` was given; ``DocumentDataError`` naming ``what`` when they cannot be (never
     decompressing more than ``size`` bytes)."""
     filtered = docdata.inflate(packed, size, what)
@@ -80,8 +81,8 @@ def thumbnail(data: bytes, width: int, height: int, fmt: str, size: int = THUMBN
     rows = []
     for y in range(th):
         sy = min(height - 1, int((y + 0.5) * height / th))
-        row = data[sy * width * 4:(sy + 1) * width * 4]
-        rows.append(b"".join(row[x * 4:x * 4 + 4] for x in xs))
+        row = data[sy * width * 4 : (sy + 1) * width * 4]
+        rows.append(b"".join(row[x * 4 : x * 4 + 4] for x in xs))
     small = b"".join(rows)
     return tw, th, small if fmt == protocol.RGBA8 else protocol.convert_pixels(small, fmt, protocol.RGBA8)
 
@@ -119,12 +120,16 @@ class StoredLayer:
         """``DocumentDataError`` naming this layer and the fault unless its declared sizes are possible and both its
         pixels and its thumbnail decompress to exactly those sizes (checked as a stream: nothing is kept)."""
         if not (0 <= self.width and 0 <= self.height and self.width * self.height * 4 <= MAX_RAW_BYTES):
-            raise docdata.DocumentDataError(f"{self.part} declares an impossible size {self.width}x{self.height} "
-                                            f"(a history keeps at most {MAX_RAW_BYTES} bytes of pixels per layer)")
+            raise docdata.DocumentDataError(
+                f"{self.part} declares an impossible size {self.width}x{self.height} "
+                f"(a history keeps at most {MAX_RAW_BYTES} bytes of pixels per layer)"
+            )
         w, h, packed = self.thumb
         if not (0 <= w <= THUMBNAIL_SIZE and 0 <= h <= THUMBNAIL_SIZE):
-            raise docdata.DocumentDataError(f"the thumbnail of {self.part} declares an impossible size {w}x{h} "
-                                            f"(at most {THUMBNAIL_SIZE}x{THUMBNAIL_SIZE})")
+            raise docdata.DocumentDataError(
+                f"the thumbnail of {self.part} declares an impossible size {w}x{h} "
+                f"(at most {THUMBNAIL_SIZE}x{THUMBNAIL_SIZE})"
+            )
         if self.format not in (protocol.RGBA8, protocol.BGRA8):
             raise docdata.DocumentDataError(f"{self.part} has pixel format {self.format!r}, not rgba8 or bgra8")
         if packed:
@@ -132,8 +137,17 @@ class StoredLayer:
         docdata.inflate(self.packed, self.width * self.height * 4, f"the pixels of {self.part}", keep=False)
 
     def meta(self) -> Dict[str, Any]:
-        return {"name": self.name, "x": self.x, "y": self.y, "width": self.width, "height": self.height,
-                "seed": self.seed, "format": self.format, "info": self.info, "thumb": list(self.thumb[:2])}
+        return {
+            "name": self.name,
+            "x": self.x,
+            "y": self.y,
+            "width": self.width,
+            "height": self.height,
+            "seed": self.seed,
+            "format": self.format,
+            "info": self.info,
+            "thumb": list(self.thumb[:2]),
+        }
 
 
 @dataclass
@@ -177,8 +191,11 @@ class Entry:
         if negative:
             lines.append(f"negative: {negative}")
         lines.append("seed" + ("s" if len(self.layers) > 1 else "") + ": " + ", ".join(map(str, self.seeds)))
-        lines += [f"{k}: {v}" for k, v in sorted(self.params.items())
-                  if k not in ("prompt", "negative_prompt", "seed") and _worth_showing(v)]
+        lines += [
+            f"{k}: {v}"
+            for k, v in sorted(self.params.items())
+            if k not in ("prompt", "negative_prompt", "seed") and _worth_showing(v)
+        ]
         size = ", ".join(f"{l.width}x{l.height} at ({l.x}, {l.y})" for l in self.layers)
         lines.append(f"{len(self.layers)} layer{'s' if len(self.layers) > 1 else ''}: {size}")
         lines.append(f"stored: {self.stored_bytes / 1e6:.2f} MB")
@@ -197,10 +214,19 @@ class Entry:
         return out
 
     def _meta_json(self) -> bytes:
-        return json.dumps({"id": self.id, "time": self.time, "mode": self.mode, "model": self.model,
-                           "prompt": self.prompt, "settings": self.settings, "params": self.params,
-                           "layers": [layer.meta() for layer in self.layers]},
-                          default=str).encode()
+        return json.dumps(
+            {
+                "id": self.id,
+                "time": self.time,
+                "mode": self.mode,
+                "model": self.model,
+                "prompt": self.prompt,
+                "settings": self.settings,
+                "params": self.params,
+                "layers": [layer.meta() for layer in self.layers],
+            },
+            default=str,
+        ).encode()
 
     def to_bytes(self) -> bytes:
         parts = {"meta": self._meta_json()}
@@ -220,12 +246,31 @@ class Entry:
             layers = []
             for i, m in enumerate(meta["layers"]):
                 w, h = m.get("thumb") or (0, 0)
-                layers.append(StoredLayer(str(m["name"]), int(m["x"]), int(m["y"]), int(m["width"]), int(m["height"]),
-                                          int(m["seed"]), str(m["format"]), parts[f"layer/{i}"],
-                                          dict(m.get("info") or {}), (int(w), int(h), parts.get(f"thumb/{i}", b"")),
-                                          f"result {i + 1} of {label}"))
-            entry = cls(str(meta["id"]), float(meta["time"]), str(meta["mode"]), str(meta["model"]),
-                        str(meta["prompt"]), dict(meta["settings"]), dict(meta["params"]), layers)
+                layers.append(
+                    StoredLayer(
+                        str(m["name"]),
+                        int(m["x"]),
+                        int(m["y"]),
+                        int(m["width"]),
+                        int(m["height"]),
+                        int(m["seed"]),
+                        str(m["format"]),
+                        parts[f"layer/{i}"],
+                        dict(m.get("info") or {}),
+                        (int(w), int(h), parts.get(f"thumb/{i}", b"")),
+                        f"result {i + 1} of {label}",
+                    )
+                )
+            entry = cls(
+                str(meta["id"]),
+                float(meta["time"]),
+                str(meta["mode"]),
+                str(meta["model"]),
+                str(meta["prompt"]),
+                dict(meta["settings"]),
+                dict(meta["params"]),
+                layers,
+            )
         except (KeyError, TypeError, ValueError, OverflowError, OSError, RecursionError) as err:
             raise docdata.DocumentDataError(f"{where} is damaged ({type(err).__name__}: {err})") from None
         for layer in layers:
@@ -240,8 +285,9 @@ def _worth_showing(value: Any) -> bool:
     return value is not None and value != ""
 
 
-def entry_from_result(settings: Settings, layers: Sequence[Any], names: Sequence[str], params: Dict[str, Any],
-                      now: Optional[float] = None) -> Entry:
+def entry_from_result(
+    settings: Settings, layers: Sequence[Any], names: Sequence[str], params: Dict[str, Any], now: Optional[float] = None
+) -> Entry:
     """A history entry for a job's result layers (``protocol`` result layers, or anything with ``x, y, width,
     height, seed, format, data, info``) named ``names``."""
     stored = []
@@ -252,13 +298,32 @@ def entry_from_result(settings: Settings, layers: Sequence[Any], names: Sequence
         seed = layer.seed if isinstance(layer.seed, int) else -1
         data = bytes(layer.data)
         tw, th, small = thumbnail(data, int(layer.width), int(layer.height), fmt)
-        stored.append(StoredLayer(name, int(layer.x), int(layer.y), int(layer.width), int(layer.height), seed, fmt,
-                                  encode_pixels(data, int(layer.width), 4), dict(getattr(layer, "info", None) or {}),
-                                  (tw, th, zlib.compress(small, LEVEL))))
+        stored.append(
+            StoredLayer(
+                name,
+                int(layer.x),
+                int(layer.y),
+                int(layer.width),
+                int(layer.height),
+                seed,
+                fmt,
+                encode_pixels(data, int(layer.width), 4),
+                dict(getattr(layer, "info", None) or {}),
+                (tw, th, zlib.compress(small, LEVEL)),
+            )
+        )
     s = settings.to_dict()
     s.pop("history_limit_mb", None)
-    return Entry(uuid.uuid4().hex[:12], time.time() if now is None else now, settings.mode, settings.model,
-                 settings.prompt, s, dict(params or {}), stored)
+    return Entry(
+        uuid.uuid4().hex[:12],
+        time.time() if now is None else now,
+        settings.mode,
+        settings.model,
+        settings.prompt,
+        s,
+        dict(params or {}),
+        stored,
+    )
 
 
 class History:
@@ -310,8 +375,9 @@ class History:
         return docdata.pack_map(items)
 
     @classmethod
-    def from_bytes(cls, blob: bytes, limit_bytes: int = DEFAULT_LIMIT_MB * 1_000_000,
-                   max_entries: int = MAX_ENTRIES) -> "History":
+    def from_bytes(
+        cls, blob: bytes, limit_bytes: int = DEFAULT_LIMIT_MB * 1_000_000, max_entries: int = MAX_ENTRIES
+    ) -> "History":
         """The history stored in ``blob``; ``DocumentDataError`` when the container is damaged or newer than this
         plugin. A damaged entry is left out (``damaged`` says which and why); the others are read."""
         items = docdata.unpack_map(blob)
@@ -319,14 +385,16 @@ class History:
         if not version.isdigit():
             raise docdata.DocumentDataError("the stored history has no format number")
         if int(version) > FORMAT:
-            raise docdata.DocumentDataError(f"the stored history has format {int(version)}, newer than this plugin "
-                                            f"reads ({FORMAT}): update Paintbridge to use it")
+            raise docdata.DocumentDataError(
+                f"the stored history has format {int(version)}, newer than this plugin "
+                f"reads ({FORMAT}): update Paintbridge to use it"
+            )
         out = cls(limit_bytes, max_entries)
         for key, value in items.items():
             try:
                 if not key.startswith("entry/"):
                     raise docdata.DocumentDataError(f"the stored history holds an unknown item {key[:40]!r}")
-                out.entries.append(Entry.from_bytes(value, key[len("entry/"):]))
+                out.entries.append(Entry.from_bytes(value, key[len("entry/") :]))
             except docdata.DocumentDataError as err:
                 out.damaged.append(str(err))
         return out
@@ -358,9 +426,11 @@ class DocumentHistory:
             self.problem = f"The results history stored in this image cannot be read ({err}); it starts empty."
         if self.history.damaged:
             count = len(self.history.damaged)
-            self.problem = (f"{count} result{'s' if count > 1 else ''} of the history stored in this image "
-                            f"{'are' if count > 1 else 'is'} damaged and left out (the others are read; the damaged "
-                            f"data is dropped when the history is next saved): " + "; ".join(self.history.damaged))
+            self.problem = (
+                f"{count} result{'s' if count > 1 else ''} of the history stored in this image "
+                f"{'are' if count > 1 else 'is'} damaged and left out (the others are read; the damaged "
+                f"data is dropped when the history is next saved): " + "; ".join(self.history.damaged)
+            )
         if self.history.trim():
             self.save()
 
@@ -371,8 +441,9 @@ class DocumentHistory:
     def save(self) -> None:
         self._save(self.history.to_bytes() if self.history.entries else None)
 
-    def record(self, settings: Settings, layers: Sequence[Any], names: Sequence[str], params: Dict[str, Any]
-               ) -> Optional[Entry]:
+    def record(
+        self, settings: Settings, layers: Sequence[Any], names: Sequence[str], params: Dict[str, Any]
+    ) -> Optional[Entry]:
         """Keep a job's results; returns the entry (None when it alone exceeds the limit or its pixels are larger
         than ``MAX_RAW_BYTES``: then nothing is kept)."""
         if not self.history.limit_bytes or sum(len(layer.data) for layer in layers) > MAX_RAW_BYTES:

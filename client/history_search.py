@@ -61,8 +61,10 @@ def _check_date(text: str) -> None:
     if day == "today":
         return
     if not (_DAY.fullmatch(day) if bound else re.fullmatch(r"[\d: -]+", day)):
-        raise SearchError(f"date:{text} — write a day as 2026-12-07 (or a prefix: 2026-12), before it as "
-                          "date:<2026-12-07, from it on as date:>2026-12-07, or date:today")
+        raise SearchError(
+            f"date:{text} — write a day as 2026-12-07 (or a prefix: 2026-12), before it as "
+            "date:<2026-12-07, from it on as date:>2026-12-07, or date:today"
+        )
 
 
 def _when(entry) -> str:
@@ -85,7 +87,7 @@ def _date_matches(entry, text: str, today: str) -> bool:
     when = _when(entry)
     if text[:1] in "<>":
         day = today if text[1:] == "today" else text[1:]
-        return when[:len(day)] >= day if text[0] == ">" else when[:len(day)] < day
+        return when[: len(day)] >= day if text[0] == ">" else when[: len(day)] < day
     return when.startswith(today if text == "today" else text)
 
 

@@ -77,8 +77,9 @@ class ReferenceSource:
     mask_layer: Any = None  # a region's layer (host handle): its opacity over the box limits the reference
 
 
-def reference_sources(settings: Settings, find_layer: Callable[[str], Any],
-                      find_region: Optional[Callable[[str], Any]] = None) -> Tuple[ReferenceSource, ...]:
+def reference_sources(
+    settings: Settings, find_layer: Callable[[str], Any], find_region: Optional[Callable[[str], Any]] = None
+) -> Tuple[ReferenceSource, ...]:
     """``settings.references`` with each layer name resolved by the adapter's ``find_layer`` (None = not there), and
     a reference bound to a region (``ReferenceSetting.region``, the region layer's stable id) resolved by
     ``find_region`` to the layer whose opacity masks it."""
@@ -86,14 +87,17 @@ def reference_sources(settings: Settings, find_layer: Callable[[str], Any],
     for ref in settings.references:
         layer = find_layer(ref.layer)
         if layer is None:
-            raise JobInputError(f"The reference layer '{ref.layer}' is not in the document: pick another layer or "
-                                "remove the reference")
+            raise JobInputError(
+                f"The reference layer '{ref.layer}' is not in the document: pick another layer or remove the reference"
+            )
         mask_layer = None
         if ref.region:
             mask_layer = find_region(ref.region) if find_region is not None else None
             if mask_layer is None:
-                raise JobInputError(f"The region the reference '{ref.layer}' belongs to is no longer in the "
-                                    "document: bind the reference to another region or to the whole image")
+                raise JobInputError(
+                    f"The region the reference '{ref.layer}' belongs to is no longer in the "
+                    "document: bind the reference to another region or to the whole image"
+                )
         out.append(ReferenceSource(layer, ref.type, ref.strength, ref.start, ref.end, mask_layer=mask_layer))
     return tuple(out)
 
@@ -132,16 +136,29 @@ def read_opacity(reader: "DocumentReader", layer: Any, box: Box) -> bytes:
 
 def read_regions(reader: "DocumentReader", box: Box, regions: Sequence[RegionSource]) -> Tuple[RegionInput, ...]:
     """Each region's mask over ``box``, read the same way in every editor; regions without a prompt are skipped."""
-    return tuple(RegionInput(region.prompt, read_opacity(reader, region.layer, box), region.negative_prompt,
-                             region.strength) for region in regions if region.prompt.strip())
+    return tuple(
+        RegionInput(region.prompt, read_opacity(reader, region.layer, box), region.negative_prompt, region.strength)
+        for region in regions
+        if region.prompt.strip()
+    )
 
 
-def read_references(reader: "DocumentReader", box: Box,
-                    references: Sequence[ReferenceSource]) -> Tuple[ReferenceInput, ...]:
+def read_references(
+    reader: "DocumentReader", box: Box, references: Sequence[ReferenceSource]
+) -> Tuple[ReferenceInput, ...]:
     """Each reference layer's pixels over ``box``; a region-bound one also gets its region's opacity as mask."""
-    return tuple(ReferenceInput(r.type, reader.read_layer(r.layer, box), r.strength, r.start, r.end,
-                                mask=None if r.mask_layer is None else read_opacity(reader, r.mask_layer, box),
-                                model=r.model) for r in references)
+    return tuple(
+        ReferenceInput(
+            r.type,
+            reader.read_layer(r.layer, box),
+            r.strength,
+            r.start,
+            r.end,
+            mask=None if r.mask_layer is None else read_opacity(reader, r.mask_layer, box),
+            model=r.model,
+        )
+        for r in references
+    )
 
 
 @dataclass(frozen=True)
@@ -175,9 +192,16 @@ class DocumentReader(Protocol):
     # gray8; without it a region's mask is the alpha of ``read_layer``.
 
 
-def capture(settings: Settings, selection: Box, canvas_width: int, canvas_height: int, reader: DocumentReader,
-            controls: Sequence[ControlSource] = (), references: Sequence[ReferenceSource] = (),
-            regions: Sequence[RegionSource] = ()) -> JobInputs:
+def capture(
+    settings: Settings,
+    selection: Box,
+    canvas_width: int,
+    canvas_height: int,
+    reader: DocumentReader,
+    controls: Sequence[ControlSource] = (),
+    references: Sequence[ReferenceSource] = (),
+    regions: Sequence[RegionSource] = (),
+) -> JobInputs:
     """Read one job's inputs the way ``settings.mode`` says (``modes.plan_read``): the same reads in every editor.
     ``selection`` is the bounds of the selection (or mask source); empty when nothing is selected. Reference layers
     are read over the same box as control layers (modes that take controls take references)."""
@@ -185,8 +209,14 @@ def capture(settings: Settings, selection: Box, canvas_width: int, canvas_height
     box = plan.box
     mask = reader.read_mask(box) if plan.mask else None
     image = reader.read_image(box) if plan.image else None
-    read = tuple(ControlInput(c.type, reader.read_layer(c.layer, box), c.strength, c.start, c.end, c.preprocess,
-                              c.model) for c in controls) if rule(settings.mode).controls else ()
+    read = (
+        tuple(
+            ControlInput(c.type, reader.read_layer(c.layer, box), c.strength, c.start, c.end, c.preprocess, c.model)
+            for c in controls
+        )
+        if rule(settings.mode).controls
+        else ()
+    )
     refs = read_references(reader, box, references) if rule(settings.mode).controls else ()
     areas = read_regions(reader, box, regions) if settings.mode in REGION_MODES else ()
     return JobInputs(box, image, reader.image_format, mask, read, refs, areas)
@@ -199,17 +229,23 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
     params: Dict[str, Any] = {}
     if mode == "caption":
         if settings.caption_style not in protocol.CAPTION_STYLES:
-            raise JobInputError(f"unknown caption style {settings.caption_style!r}; choose one of "
-                                f"{', '.join(protocol.CAPTION_STYLES)}")
+            raise JobInputError(
+                f"unknown caption style {settings.caption_style!r}; choose one of {', '.join(protocol.CAPTION_STYLES)}"
+            )
         return {"caption_style": settings.caption_style}
     if mode == "preprocess":
         if settings.preprocessor not in protocol.CONTROL_TYPES:
-            raise JobInputError(f"unknown control image kind {settings.preprocessor!r}; choose one of "
-                                f"{', '.join(protocol.CONTROL_TYPES)}")
+            raise JobInputError(
+                f"unknown control image kind {settings.preprocessor!r}; choose one of "
+                f"{', '.join(protocol.CONTROL_TYPES)}"
+            )
         if settings.low_threshold > settings.high_threshold:
             raise JobInputError("The low threshold is above the high threshold")
-        return {"preprocessor": settings.preprocessor, "low_threshold": int(settings.low_threshold),
-                "high_threshold": int(settings.high_threshold)}
+        return {
+            "preprocessor": settings.preprocessor,
+            "low_threshold": int(settings.low_threshold),
+            "high_threshold": int(settings.high_threshold),
+        }
     if settings.sampler and settings.sampler not in protocol.SAMPLERS:
         raise JobInputError(f"unknown sampler {settings.sampler!r}; choose one of {', '.join(protocol.SAMPLERS)}")
     try:
@@ -238,8 +274,12 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
     if mode in ("generate", "img2img") and settings.transparent:
         params["transparent"] = True
     if mode == "outpaint":
-        extend = {"left": settings.extend_left, "top": settings.extend_top, "right": settings.extend_right,
-                  "bottom": settings.extend_bottom}
+        extend = {
+            "left": settings.extend_left,
+            "top": settings.extend_top,
+            "right": settings.extend_right,
+            "bottom": settings.extend_bottom,
+        }
         if min(extend.values()) < 0 or not any(extend.values()):
             raise JobInputError("Outpaint needs at least one side to extend: set a number of pixels above 0 for it")
         params["extend"] = {k: int(v) for k, v in extend.items()}
@@ -272,8 +312,9 @@ def sampling_params(settings: Settings, batch: bool, diffusion: bool) -> Dict[st
         out["clip_skip"] = int(settings.clip_skip)
     if settings.refiner.strip():
         if not 0.0 < settings.refiner_start < 1.0:
-            raise JobInputError("The refiner's start must be between 0 and 1 (the fraction of the steps after which "
-                                "it takes over)")
+            raise JobInputError(
+                "The refiner's start must be between 0 and 1 (the fraction of the steps after which it takes over)"
+            )
         out["refiner"], out["refiner_start"] = settings.refiner.strip(), float(settings.refiner_start)
     return out
 
@@ -297,19 +338,31 @@ def technique_params(settings: Settings) -> Dict[str, Any]:
         upscaler = settings.hires_upscaler.strip() or "latent"
         if not 0.0 <= settings.hires_strength <= 1.0:
             raise JobInputError("The hires denoise must lie between 0 and 1")
-        out["hires"] = {"enabled": True, "upscaler": upscaler, "strength": float(settings.hires_strength),
-                        "steps": max(0, int(settings.hires_steps)), "scale": max(0.0, float(settings.hires_scale))}
+        out["hires"] = {
+            "enabled": True,
+            "upscaler": upscaler,
+            "strength": float(settings.hires_strength),
+            "steps": max(0, int(settings.hires_steps)),
+            "scale": max(0.0, float(settings.hires_scale)),
+        }
     if mode == "detail" or (mode in HIRES_MODES and settings.detail):
         targets = [t.strip() for t in settings.detail_targets.split(",") if t.strip()] or ["face"]
         unknown = [t for t in targets if t not in protocol.DETAIL_TARGETS]
         if unknown:
-            raise JobInputError(f"the detailer cannot look for {', '.join(unknown)}; choose among "
-                                f"{', '.join(protocol.DETAIL_TARGETS)}")
-        out["detail"] = {"enabled": mode != "detail", "targets": targets, "prompt": settings.detail_prompt.strip(),
-                         "negative_prompt": settings.detail_negative_prompt.strip(),
-                         "strength": float(settings.detail_strength), "steps": max(0, int(settings.detail_steps)),
-                         "padding": max(0, int(settings.detail_padding)),
-                         "confidence": float(settings.detail_confidence), "separate": bool(settings.detail_separate)}
+            raise JobInputError(
+                f"the detailer cannot look for {', '.join(unknown)}; choose among {', '.join(protocol.DETAIL_TARGETS)}"
+            )
+        out["detail"] = {
+            "enabled": mode != "detail",
+            "targets": targets,
+            "prompt": settings.detail_prompt.strip(),
+            "negative_prompt": settings.detail_negative_prompt.strip(),
+            "strength": float(settings.detail_strength),
+            "steps": max(0, int(settings.detail_steps)),
+            "padding": max(0, int(settings.detail_padding)),
+            "confidence": float(settings.detail_confidence),
+            "separate": bool(settings.detail_separate),
+        }
     return out
 
 
@@ -344,8 +397,10 @@ def build_job(
     mask = None
     if inputs.mask is not None:
         if inputs.mask.count(0) == len(inputs.mask):  # C speed, also for a 24-megapixel mask
-            raise JobInputError("The mask is empty inside the area to work on: select (or paint white on the mask) "
-                                "where the image should change")
+            raise JobInputError(
+                "The mask is empty inside the area to work on: select (or paint white on the mask) "
+                "where the image should change"
+            )
         mask = _payload(box, protocol.GRAY8, inputs.mask, "mask")
     image = _payload(box, fmt, inputs.image, "image") if inputs.image is not None else None
     if image is None and (mode != "generate" or mask is not None):
@@ -356,17 +411,37 @@ def build_job(
     for i, ctl in enumerate(inputs.controls):
         if ctl.type not in protocol.CONTROL_TYPES:
             raise JobInputError(f"unknown control type {ctl.type!r}; choose one of {', '.join(protocol.CONTROL_TYPES)}")
-        controls.append({"type": ctl.type, "image": _payload(box, fmt, ctl.image, f"control {i + 1}"),
-                         "strength": float(ctl.strength), "start": float(ctl.start), "end": float(ctl.end),
-                         "preprocess": bool(ctl.preprocess), "model": ctl.model})
+        controls.append(
+            {
+                "type": ctl.type,
+                "image": _payload(box, fmt, ctl.image, f"control {i + 1}"),
+                "strength": float(ctl.strength),
+                "start": float(ctl.start),
+                "end": float(ctl.end),
+                "preprocess": bool(ctl.preprocess),
+                "model": ctl.model,
+            }
+        )
     references = _references(inputs, box, fmt)
     regions = _regions(inputs, box) if mode in REGION_MODES else []
     model = resolved.captioner if mode == "caption" else resolved.model  # caption: a captioner, not a checkpoint
     return job_message(
-        regions=regions, job_id=job_id, mode=mode, model=model.strip(), prompt=resolved.prompt.strip(),
-        negative_prompt=resolved.negative_prompt.strip(), image=image, mask=mask, controls=controls,
-        params=build_params(resolved, box, image is not None, mask is not None), x=box.x, y=box.y,
-        result_format=result_format or fmt, previews=previews, live=live, references=references,
+        regions=regions,
+        job_id=job_id,
+        mode=mode,
+        model=model.strip(),
+        prompt=resolved.prompt.strip(),
+        negative_prompt=resolved.negative_prompt.strip(),
+        image=image,
+        mask=mask,
+        controls=controls,
+        params=build_params(resolved, box, image is not None, mask is not None),
+        x=box.x,
+        y=box.y,
+        result_format=result_format or fmt,
+        previews=previews,
+        live=live,
+        references=references,
     )
 
 
@@ -377,18 +452,27 @@ def _references(inputs: JobInputs, box: Box, fmt: str) -> list:
     out = []
     for i, ref in enumerate(inputs.references):
         if ref.type not in protocol.REFERENCE_TYPES:
-            raise JobInputError(f"unknown reference type {ref.type!r}; choose one of "
-                                f"{', '.join(protocol.REFERENCE_TYPES)}")
+            raise JobInputError(
+                f"unknown reference type {ref.type!r}; choose one of {', '.join(protocol.REFERENCE_TYPES)}"
+            )
         if not 0.0 <= ref.strength <= 2.0 or not 0.0 <= ref.start <= ref.end <= 1.0:
             raise JobInputError(f"reference {i + 1}: strength must be 0-2 and 0 ≤ start ≤ end ≤ 1")
         if ref.mask is not None and ref.mask.count(0) == len(ref.mask):
             continue  # bound to a region that is empty over the box, as such a region is left out
         alpha = ref.image[3::4]
         if alpha.count(0) == len(alpha):
-            raise JobInputError(f"reference {i + 1} ({ref.type}) is empty over the area to work on: paint or place "
-                                "the reference picture inside it")
-        item = {"image": _payload(box, fmt, ref.image, f"reference {i + 1}"), "type": ref.type,
-                "strength": float(ref.strength), "start": float(ref.start), "end": float(ref.end), "model": ref.model}
+            raise JobInputError(
+                f"reference {i + 1} ({ref.type}) is empty over the area to work on: paint or place "
+                "the reference picture inside it"
+            )
+        item = {
+            "image": _payload(box, fmt, ref.image, f"reference {i + 1}"),
+            "type": ref.type,
+            "strength": float(ref.strength),
+            "start": float(ref.start),
+            "end": float(ref.end),
+            "model": ref.model,
+        }
         if ref.mask is not None:
             item["mask"] = _payload(box, protocol.GRAY8, ref.mask, f"reference {i + 1}'s mask")
         out.append(item)
@@ -403,20 +487,39 @@ def _regions(inputs: JobInputs, box: Box) -> list:
     for i, region in enumerate(inputs.regions):
         if region.mask.count(0) == len(region.mask):
             continue
-        out.append({"prompt": region.prompt.strip(), "negative_prompt": region.negative_prompt.strip(),
-                    "mask": _payload(box, protocol.GRAY8, region.mask, f"region {i + 1}"),
-                    "strength": min(1.0, max(0.0, float(region.strength)))})
+        out.append(
+            {
+                "prompt": region.prompt.strip(),
+                "negative_prompt": region.negative_prompt.strip(),
+                "mask": _payload(box, protocol.GRAY8, region.mask, f"region {i + 1}"),
+                "strength": min(1.0, max(0.0, float(region.strength))),
+            }
+        )
     return out
 
 
 def _payload(box: Box, fmt: str, data: bytes, what: str):
     expected = box.width * box.height * (1 if fmt == protocol.GRAY8 else 4)
     if len(data) != expected:
-        raise JobInputError(f"the {what} read holds {len(data)} bytes; a {box.width}x{box.height} {fmt} image needs "
-                            f"{expected}")
+        raise JobInputError(
+            f"the {what} read holds {len(data)} bytes; a {box.width}x{box.height} {fmt} image needs {expected}"
+        )
     return protocol.ImagePayload(box.width, box.height, fmt, bytes(data))
 
 
-__all__ = ["ControlInput", "ControlSource", "DocumentReader", "JobInputs", "ReferenceInput", "ReferenceSource",
-           "RegionInput", "RegionSource", "build_job", "build_params", "capture", "plan_read", "read_regions",
-           "reference_sources"]
+__all__ = [
+    "ControlInput",
+    "ControlSource",
+    "DocumentReader",
+    "JobInputs",
+    "ReferenceInput",
+    "ReferenceSource",
+    "RegionInput",
+    "RegionSource",
+    "build_job",
+    "build_params",
+    "capture",
+    "plan_read",
+    "read_regions",
+    "reference_sources",
+]

@@ -72,8 +72,10 @@ class PresetStatus:
         if not missing:
             return f"{self.name}: ready for {what} ({len(self.missing_for())} other file(s) missing)"
         names = ", ".join(f.target.rsplit("/", 1)[-1] for f in missing[:3]) + (" …" if len(missing) > 3 else "")
-        return (f"{self.name}: lacks {len(missing)} file(s){' for ' + what if what else ''}, about "
-                f"{human_size(sum(f.size for f in missing))}: {names}")
+        return (
+            f"{self.name}: lacks {len(missing)} file(s){' for ' + what if what else ''}, about "
+            f"{human_size(sum(f.size for f in missing))}: {names}"
+        )
 
 
 def human_size(size: int) -> str:
@@ -87,10 +89,19 @@ def presets_from(entries: Sequence[Any]) -> List[PresetStatus]:
     """``presets`` message entries as PresetStatus objects."""
     out = []
     for entry in entries:
-        files = tuple(PresetFile(str(f.get("id", "")), str(f.get("target", "")), str(f.get("kind", "")),
-                                 str(f.get("what", "")), int(f.get("size") or 0), bool(f.get("installed")),
-                                 tuple(f.get("modes") or ()), tuple(f.get("controls") or ()))
-                      for f in entry.get("files") or ())
+        files = tuple(
+            PresetFile(
+                str(f.get("id", "")),
+                str(f.get("target", "")),
+                str(f.get("kind", "")),
+                str(f.get("what", "")),
+                int(f.get("size") or 0),
+                bool(f.get("installed")),
+                tuple(f.get("modes") or ()),
+                tuple(f.get("controls") or ()),
+            )
+            for f in entry.get("files") or ()
+        )
         out.append(PresetStatus(str(entry.get("name", "")), str(entry.get("title", "")), files))
     return out
 
@@ -110,8 +121,11 @@ def summary(statuses: Sequence[PresetStatus], mode: str = "", control: str = "")
 
 
 def _unsupported(err: Any) -> JobError:
-    return JobError("unsupported", f"This Paintbridge server cannot download models ({err}). Update the server, or "
-                    "run 'paintbridge models pull NAME' on its machine.")
+    return JobError(
+        "unsupported",
+        f"This Paintbridge server cannot download models ({err}). Update the server, or "
+        "run 'paintbridge models pull NAME' on its machine.",
+    )
 
 
 def fetch_presets(client: Any, timeout: float = 30.0) -> List[PresetStatus]:
@@ -140,8 +154,13 @@ def describe_pull(msg: Any) -> Tuple[Optional[float], Optional[str]]:
     return (index + part) / count, f"Downloading {name} ({index + 1}/{count}): {human_size(done)}{of}"
 
 
-def run_pull(client: Any, names: Sequence[str], on_status: Optional[StatusFn] = None,
-             pull_id: Optional[str] = None, timeout: Optional[float] = None) -> List[dict]:
+def run_pull(
+    client: Any,
+    names: Sequence[str],
+    on_status: Optional[StatusFn] = None,
+    pull_id: Optional[str] = None,
+    timeout: Optional[float] = None,
+) -> List[dict]:
     """Pull presets or files onto the server's machine; returns the server's model listing afterwards."""
     cm = client_module()
 
@@ -158,16 +177,20 @@ def run_pull(client: Any, names: Sequence[str], on_status: Optional[StatusFn] = 
             raise _unsupported(err) from None
         raise JobError(err.code, f"The download did not complete: {err}") from None
     except cm.JobCancelled:
-        raise Cancelled("The download was cancelled; what was fetched is kept, and downloading again continues "
-                        "where it stopped.") from None
+        raise Cancelled(
+            "The download was cancelled; what was fetched is kept, and downloading again continues where it stopped."
+        ) from None
     except (cm.ConnectionFailed, TimeoutError) as err:
-        raise ServerUnavailable(f"The connection to the Paintbridge server broke off during the download: {err}. "
-                                "Downloading again continues where it stopped.") from None
+        raise ServerUnavailable(
+            f"The connection to the Paintbridge server broke off during the download: {err}. "
+            "Downloading again continues where it stopped."
+        ) from None
     return [dict(m) for m in field_of(done, "models", ()) or ()]
 
 
-def fetch_listing(url: str, token: Optional[str], client_name: str, client_version: str,
-                  timeout: float = 2.0) -> Tuple[Optional[List[dict]], Optional[List[PresetStatus]]]:
+def fetch_listing(
+    url: str, token: Optional[str], client_name: str, client_version: str, timeout: float = 2.0
+) -> Tuple[Optional[List[dict]], Optional[List[PresetStatus]]]:
     """(model listing, preset status) for dialog hints: None for what the server does not answer within
     ``timeout`` (the preset status is None too for a server without model downloads)."""
     cm = client_module()

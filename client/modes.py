@@ -84,8 +84,10 @@ def check_offered(mode: str, entry: Optional[Mapping[str, Any]]) -> None:
     if not offered(mode, entry):
         r = rule(mode)
         name = str((entry or {}).get("name") or "the server's default")
-        raise JobInputError(f"{r.label} needs a model that edits from an instruction (Flux.1 Kontext); '{name}' "
-                            "cannot: pick such a model, or use Inpaint with a prompt")
+        raise JobInputError(
+            f"{r.label} needs a model that edits from an instruction (Flux.1 Kontext); '{name}' "
+            "cannot: pick such a model, or use Inpaint with a prompt"
+        )
 
 
 def rule(mode: str) -> ModeRule:

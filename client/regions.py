@@ -36,8 +36,9 @@ class RegionBinding:
     def checked(self) -> "RegionBinding":
         """This binding with a usable strength (0–1) and prompts cut to the protocol's length."""
         strength = min(1.0, max(0.0, float(self.strength)))
-        return replace(self, prompt=self.prompt[:MAX_PROMPT], negative_prompt=self.negative_prompt[:MAX_PROMPT],
-                       strength=strength)
+        return replace(
+            self, prompt=self.prompt[:MAX_PROMPT], negative_prompt=self.negative_prompt[:MAX_PROMPT], strength=strength
+        )
 
 
 class RegionList:
@@ -53,8 +54,9 @@ class RegionList:
     def find(self, layer: str) -> Optional[int]:
         return next((i for i, b in enumerate(self.items) if b.layer == layer), None)
 
-    def bind(self, layer: str, prompt: str = "", name: str = "", negative_prompt: str = "",
-             strength: float = 1.0) -> int:
+    def bind(
+        self, layer: str, prompt: str = "", name: str = "", negative_prompt: str = "", strength: float = 1.0
+    ) -> int:
         """Bind ``layer`` (a layer already bound keeps its place and gets the new prompt); its index."""
         index = self.find(layer)
         binding = RegionBinding(layer, prompt, negative_prompt, strength, name).checked()
@@ -98,17 +100,29 @@ class RegionList:
             raw = json.loads(bytes(data).decode())
         except (ValueError, RecursionError) as err:
             raise DocumentDataError(f"{what} are damaged (not readable JSON: {type(err).__name__})") from None
-        if not isinstance(raw, dict) or not isinstance(raw.get("format"), int) or not isinstance(raw.get("regions"),
-                                                                                                 list):
+        if (
+            not isinstance(raw, dict)
+            or not isinstance(raw.get("format"), int)
+            or not isinstance(raw.get("regions"), list)
+        ):
             raise DocumentDataError(f"{what} are not in a format Paintbridge writes")
         if raw["format"] > FORMAT:
-            raise DocumentDataError(f"{what} have format {raw['format']}, newer than this plugin reads ({FORMAT}): "
-                                    "update Paintbridge to use them")
+            raise DocumentDataError(
+                f"{what} have format {raw['format']}, newer than this plugin reads ({FORMAT}): "
+                "update Paintbridge to use them"
+            )
         out, damaged = [], []
         for index, r in enumerate(raw["regions"]):
             try:
-                out.append(RegionBinding(str(r["layer"]), str(r.get("prompt", "")), str(r.get("negative_prompt", "")),
-                                         _strength(r.get("strength", 1.0)), str(r.get("name", ""))))
+                out.append(
+                    RegionBinding(
+                        str(r["layer"]),
+                        str(r.get("prompt", "")),
+                        str(r.get("negative_prompt", "")),
+                        _strength(r.get("strength", 1.0)),
+                        str(r.get("name", "")),
+                    )
+                )
             except (ValueError, KeyError, TypeError, AttributeError) as err:
                 damaged.append(f"region {index + 1} is damaged ({type(err).__name__}: {err})")
         if len(out) > MAX_REGIONS:
@@ -128,8 +142,9 @@ def _strength(value: Any) -> float:
 def binding_to_bytes(binding: RegionBinding) -> bytes:
     """One region's stored form where the editor keeps it on the layer itself (GIMP: a parasite on the item)."""
     b = binding.checked()
-    return json.dumps({"format": FORMAT, "prompt": b.prompt, "negative_prompt": b.negative_prompt,
-                       "strength": b.strength}).encode()
+    return json.dumps(
+        {"format": FORMAT, "prompt": b.prompt, "negative_prompt": b.negative_prompt, "strength": b.strength}
+    ).encode()
 
 
 def binding_from_bytes(data: Optional[bytes], layer: str = "") -> Optional[RegionBinding]:
@@ -145,8 +160,9 @@ def binding_from_bytes(data: Optional[bytes], layer: str = "") -> Optional[Regio
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise DocumentDataError(f"{what} is not in a format this Paintbridge reads")
     try:
-        return RegionBinding(layer, str(raw.get("prompt", "")), str(raw.get("negative_prompt", "")),
-                             _strength(raw.get("strength", 1.0))).checked()
+        return RegionBinding(
+            layer, str(raw.get("prompt", "")), str(raw.get("negative_prompt", "")), _strength(raw.get("strength", 1.0))
+        ).checked()
     except ValueError as err:
         raise DocumentDataError(f"{what} is damaged ({err})") from None
 
@@ -160,5 +176,12 @@ def opacity(pixels: bytes, fmt: str) -> bytes:
     return bytes(memoryview(pixels)[3::4])
 
 
-__all__ = ["DOCUMENT_KEY", "MAX_REGIONS", "RegionBinding", "RegionList", "binding_from_bytes", "binding_to_bytes",
-           "opacity"]
+__all__ = [
+    "DOCUMENT_KEY",
+    "MAX_REGIONS",
+    "RegionBinding",
+    "RegionList",
+    "binding_from_bytes",
+    "binding_to_bytes",
+    "opacity",
+]

@@ -23,7 +23,7 @@ def subject(mode: str, prompt: str, max_length: int = NAME_LENGTH) -> str:
         return RULES[mode].label if mode in RULES else mode.capitalize()
     if len(text) <= max_length:
         return text
-    cut = text[:max_length - 1]
+    cut = text[: max_length - 1]
     if " " in cut and text[max_length - 1] != " ":
         cut = cut.rsplit(" ", 1)[0]
     return cut.rstrip(",.;: ") + "…"
@@ -94,8 +94,9 @@ def box_of(layer: Any) -> Box:
     return Box(int(layer.x), int(layer.y), int(layer.width), int(layer.height))
 
 
-def canvas_growth(boxes: Iterable[Box], canvas_width: int, canvas_height: int,
-                  minimum: Optional[Tuple[int, int]] = None) -> Growth:
+def canvas_growth(
+    boxes: Iterable[Box], canvas_width: int, canvas_height: int, minimum: Optional[Tuple[int, int]] = None
+) -> Growth:
     """The growth that makes the canvas hold the old canvas, every box, and at least ``minimum`` = (w, h)."""
     boxes = list(boxes)
     want_w, want_h = minimum or (canvas_width, canvas_height)
@@ -124,9 +125,11 @@ def crop(data: bytes, origin: Box, part: Box, bytes_per_pixel: int) -> bytes:
         raise ValueError(f"{part} does not lie inside {origin}")
     stride = origin.width * bytes_per_pixel
     if x0 == 0 and part.width == origin.width:
-        return bytes(data[y0 * stride:(y0 + part.height) * stride])
-    return b"".join(data[(y0 + row) * stride + x0 * bytes_per_pixel:(y0 + row) * stride
-                         + (x0 + part.width) * bytes_per_pixel] for row in range(part.height))
+        return bytes(data[y0 * stride : (y0 + part.height) * stride])
+    return b"".join(
+        data[(y0 + row) * stride + x0 * bytes_per_pixel : (y0 + row) * stride + (x0 + part.width) * bytes_per_pixel]
+        for row in range(part.height)
+    )
 
 
 def pixels_in(layer: Any, fmt: str) -> bytes:

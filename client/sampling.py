@@ -18,7 +18,8 @@ class SamplingChoices:
     samplers: Tuple[str, ...] = sampling.SAMPLERS
     schedulers: Tuple[str, ...] = sampling.SCHEDULE_NAMES
     schedules: Mapping[str, Tuple[str, ...]] = field(
-        default_factory=lambda: {n: s.schedules for n, s in sampling.SAMPLER_TABLE.items()})
+        default_factory=lambda: {n: s.schedules for n, s in sampling.SAMPLER_TABLE.items()}
+    )
     vaes: Tuple[str, ...] = ()
     refiners: Tuple[str, ...] = ()
 
@@ -36,11 +37,16 @@ class SamplingChoices:
             return tuple(str(m.get("name", "")) for m in models if m.get("kind") == kind and not m.get("problem"))
 
         raw = caps.get("sampler_schedules")
-        schedules: Dict[str, Tuple[str, ...]] = {str(k): tuple(v) for k, v in raw.items()} \
-            if isinstance(raw, Mapping) else dict(default.schedules)
-        return cls(samplers=tuple(caps.get("samplers") or default.samplers),
-                   schedulers=tuple(caps.get("schedulers") or default.schedulers),
-                   schedules=schedules, vaes=names("vae"), refiners=names("refiner"))
+        schedules: Dict[str, Tuple[str, ...]] = (
+            {str(k): tuple(v) for k, v in raw.items()} if isinstance(raw, Mapping) else dict(default.schedules)
+        )
+        return cls(
+            samplers=tuple(caps.get("samplers") or default.samplers),
+            schedulers=tuple(caps.get("schedulers") or default.schedulers),
+            schedules=schedules,
+            vaes=names("vae"),
+            refiners=names("refiner"),
+        )
 
     def schedules_for(self, sampler: str) -> Tuple[str, ...]:
         """The schedules ``sampler`` takes besides its own ("" = the model's default sampler: every schedule the
@@ -55,8 +61,9 @@ class SamplingChoices:
 SAMPLING_OPTIONS = ("sampler", "scheduler", "vae", "refiner")
 
 
-def option_values(choices: SamplingChoices, models: Sequence[Mapping[str, Any]], name: str,
-                  sampler: str = "") -> List[str]:
+def option_values(
+    choices: SamplingChoices, models: Sequence[Mapping[str, Any]], name: str, sampler: str = ""
+) -> List[str]:
     """The values a sampling option (``SAMPLING_OPTIONS``) takes, ``""`` (the default) first: samplers and the
     schedules of ``sampler`` from the welcome, VAEs and refiners from the model listing ``models``."""
     if name == "sampler":
@@ -68,8 +75,14 @@ def option_values(choices: SamplingChoices, models: Sequence[Mapping[str, Any]],
     raise KeyError(f"{name!r} is not a sampling option")
 
 
-def check_choice(choices: SamplingChoices, models: Sequence[Mapping[str, Any]], settings: Any, name: str,
-                 value: Any, others: Optional[Mapping[str, Callable[[], Sequence[str]]]] = None) -> None:
+def check_choice(
+    choices: SamplingChoices,
+    models: Sequence[Mapping[str, Any]],
+    settings: Any,
+    name: str,
+    value: Any,
+    others: Optional[Mapping[str, Callable[[], Sequence[str]]]] = None,
+) -> None:
     """Refuse (JobInputError) a value the server does not offer: of a sampling option, or of an option in ``others``
     (name → the function that lists its values); other options pass."""
     if name in SAMPLING_OPTIONS[1:]:

@@ -35,6 +35,7 @@ HOST_PYTHON_VARS = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTAB
 
 # --- addresses -------------------------------------------------------------------------------------------------------
 
+
 def normalise_url(text: str) -> str:
     """``ws://host:port[/path]`` from ``host``, ``host:port``, ``ws://...`` or ``wss://...``; AddressError otherwise."""
     text = text.strip()
@@ -70,6 +71,7 @@ def is_local(url: str) -> bool:
 
 # --- the recorded command --------------------------------------------------------------------------------------------
 
+
 def read_server_command(plugin_dir: Path) -> Optional[List[str]]:
     """The command the installer recorded in ``plugin_dir/server.json`` (None when there is none or unreadable)."""
     try:
@@ -94,6 +96,7 @@ def launch_args(command: Sequence[str], url: str, token: Optional[str] = None) -
 
 
 # --- the launcher ----------------------------------------------------------------------------------------------------
+
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     """In the child, before exec (Linux): the kernel stops the server when the editor goes away, even on a crash."""
@@ -131,8 +134,10 @@ class LocalServer:
     def start(self, url: str, token: Optional[str] = None) -> None:
         """Start the server for ``url`` (a local address); returns at once (``wait_ready`` waits)."""
         if not self.command:
-            raise ServerStartError("The installer recorded no server command: run install.py again, or start the "
-                                   "server yourself with 'paintbridge serve'")
+            raise ServerStartError(
+                "The installer recorded no server command: run install.py again, or start the "
+                "server yourself with 'paintbridge serve'"
+            )
         if self.running:
             return
         args = launch_args(self.command, url, token)
@@ -143,8 +148,13 @@ class LocalServer:
             self._log_start = log.tell()
             try:
                 self.process = subprocess.Popen(
-                    args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                    start_new_session=True, close_fds=True,
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
                     preexec_fn=None if self.outlive or not sys.platform.startswith("linux") else _die_with_parent,
                 )
             except OSError as err:
@@ -180,8 +190,10 @@ class LocalServer:
     def failure(self) -> str:
         """A message for a server that exited: its status and the end of its log."""
         code = self.process.poll() if self.process is not None else None
-        return (f"The Paintbridge server did not start (exit status {code}). Its log {self.log_path} ends with:\n"
-                f"{self.last_output()}")
+        return (
+            f"The Paintbridge server did not start (exit status {code}). Its log {self.log_path} ends with:\n"
+            f"{self.last_output()}"
+        )
 
     def stop(self, timeout: float = 5.0) -> None:
         """Terminate the server (kill it if it does not stop within ``timeout``)."""
@@ -225,6 +237,7 @@ class Autostart:
 
 
 # --- remembered server settings --------------------------------------------------------------------------------------
+
 
 @dataclass
 class ServerSettings:

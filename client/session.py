@@ -72,8 +72,10 @@ def describe_event(msg: Any) -> Tuple[Optional[float], Optional[str]]:
 
 
 def unavailable_message(url: str, reason: str) -> str:
-    return (f"Cannot reach the Paintbridge server at {url} ({reason}). Start it with 'paintbridge serve' "
-            "(or run install.py) and try again, or check the server address.")
+    return (
+        f"Cannot reach the Paintbridge server at {url} ({reason}). Start it with 'paintbridge serve' "
+        "(or run install.py) and try again, or check the server address."
+    )
 
 
 def _reason(err: Exception) -> str:
@@ -89,8 +91,9 @@ def handshake(client) -> Any:
     except cm.JobFailed as err:
         client.close()
         hint = " Check the token." if err.code == "unauthorized" else ""
-        raise JobError(err.code, f"The Paintbridge server at {client.url} refused the connection: {err}.{hint}") \
-            from None
+        raise JobError(
+            err.code, f"The Paintbridge server at {client.url} refused the connection: {err}.{hint}"
+        ) from None
     except protocol.ProtocolError as err:
         client.close()
         raise JobError(err.code, f"The Paintbridge server at {client.url} cannot be used: {err.message}") from None
@@ -129,12 +132,18 @@ def open_client(
             return client
         except cm.ConnectionFailed:
             continue
-    raise ServerUnavailable(unavailable_message(url, f"{_reason(first_error)}; started it, but it did not answer "
-                                                     f"within {start_timeout:.0f} s: see {server.log_path}"))
+    raise ServerUnavailable(
+        unavailable_message(
+            url,
+            f"{_reason(first_error)}; started it, but it did not answer "
+            f"within {start_timeout:.0f} s: see {server.log_path}",
+        )
+    )
 
 
-def run_job(client, job: Any, on_status: Optional[StatusFn] = None, timeout: Optional[float] = None
-            ) -> Tuple[list, dict]:
+def run_job(
+    client, job: Any, on_status: Optional[StatusFn] = None, timeout: Optional[float] = None
+) -> Tuple[list, dict]:
     """Run ``job`` to its end: (result layers, the parameters the server used). Failures raise PaintbridgeError."""
     result = _finished(client, job, on_status, timeout)
     try:
@@ -179,8 +188,9 @@ def _finished(client, job: Any, on_status: Optional[StatusFn], timeout: Optional
     return result
 
 
-def fetch_models(url: str, token: Optional[str], client_name: str, client_version: str,
-                 timeout: float = 2.0) -> Optional[List[dict]]:
+def fetch_models(
+    url: str, token: Optional[str], client_name: str, client_version: str, timeout: float = 2.0
+) -> Optional[List[dict]]:
     """The server's model listing, or None when it does not answer within ``timeout`` (for hints only)."""
     cm = client_module()
     client = make_client(url, token, client_name, client_version, open_timeout=timeout)
@@ -228,9 +238,16 @@ class Session:
     HEARTBEAT = 2.0
     SERVER_WATCH = 0.5  # s between looks at the local server's process
 
-    def __init__(self, listener: Listener, client_name: str, client_version: str,
-                 server: Optional[LocalServer] = None, autostart: Optional[Autostart] = None,
-                 backoff: Optional[Backoff] = None, resume_for: float = 10.0) -> None:
+    def __init__(
+        self,
+        listener: Listener,
+        client_name: str,
+        client_version: str,
+        server: Optional[LocalServer] = None,
+        autostart: Optional[Autostart] = None,
+        backoff: Optional[Backoff] = None,
+        resume_for: float = 10.0,
+    ) -> None:
         self.listener = listener
         self.client_name, self.client_version = client_name, client_version
         self.server, self.autostart = server, autostart
@@ -317,8 +334,9 @@ class Session:
                 self._idle_wait(self.backoff.longest)
                 continue
             self._set_state(CONNECTING, f"connecting to {url}")
-            client = make_client(url, token, self.client_name, self.client_version, self.session_id, 3.0,
-                                 self.resume_for)
+            client = make_client(
+                url, token, self.client_name, self.client_version, self.session_id, 3.0, self.resume_for
+            )
             try:
                 welcome = handshake(client)
             except JobError as err:
@@ -377,8 +395,9 @@ class Session:
         except queue.Empty:
             return
         if cmd[0] == "job":
-            self.listener.job_failed(cmd[2], "not_connected",
-                                     f"Not connected to the Paintbridge server at {self._target[0]}: {self.detail}")
+            self.listener.job_failed(
+                cmd[2], "not_connected", f"Not connected to the Paintbridge server at {self._target[0]}: {self.detail}"
+            )
 
     def _serve(self, client, models: list, cm) -> None:
         while not self._stopping:
@@ -418,20 +437,23 @@ class Session:
                 elif kind == "cancelled":
                     self.listener.job_cancelled(job_id)
                 elif kind == "error":
-                    self.listener.job_failed(job_id, str(field_of(msg, "code", "internal")),
-                                             str(field_of(msg, "message", "")))
+                    self.listener.job_failed(
+                        job_id, str(field_of(msg, "code", "internal")), str(field_of(msg, "message", ""))
+                    )
                 else:
                     self.listener.job_event(job_id, msg)
         except cm.ConnectionFailed as err:
-            self.listener.job_failed(job_id, "connection_lost",
-                                     f"The server stopped while working on this job ({_short(str(err))}). "
-                                     "Nothing was changed in your image.")
+            self.listener.job_failed(
+                job_id,
+                "connection_lost",
+                f"The server stopped while working on this job ({_short(str(err))}). "
+                "Nothing was changed in your image.",
+            )
             self._set_state(DISCONNECTED, f"lost the connection: {_short(str(err))}")
             return False
         except Exception as err:  # noqa: BLE001 - a bug or a malformed frame: report it, keep the session alive
             self.listener.job_failed(job_id, "internal", f"{type(err).__name__}: {_short(str(err))}")
         return True
-
 
     def _report_presets(self, client) -> None:
         """Tell the listener what each preset has (None: this server cannot download models, or did not say)."""

@@ -19,8 +19,7 @@ from .sampling import SamplingChoices
 CLASSICAL = "classical"
 # The fills (protocol ``params.fill``): texture copied from around the hole, smooth (Telea, Navier-Stokes), a LaMa
 # network (its weights pulled with 'paintbridge models pull lama'); value → label.
-FILLS = {"patch": "Texture (patch)", "telea": "Smooth (Telea)", "ns": "Smooth (Navier-Stokes)",
-         "lama": "LaMa network"}
+FILLS = {"patch": "Texture (patch)", "telea": "Smooth (Telea)", "ns": "Smooth (Navier-Stokes)", "lama": "LaMa network"}
 IMAGE_SOURCES = ("visible", "layer")
 CAPTION_STYLES = tuple(protocol.CAPTION_STYLES)  # value → the painter's word: CAPTION_STYLE_LABELS
 CAPTION_STYLE_LABELS = {"sentence": "Sentence", "tags": "Tags"}
@@ -28,11 +27,18 @@ MASK_SOURCES = ("selection", "layer-mask", "alpha")
 
 # What a 1.0 server (which sends no ``welcome.defaults``) gets: the server's own tables at protocol 1.1.
 FALLBACK_DEFAULTS: Dict[str, Any] = {
-    "modes": {"generate": {"strength": 1.0}, "img2img": {"strength": 0.7}, "inpaint": {"strength": 1.0},
-              "outpaint": {"strength": 1.0}, "upscale": {"strength": 0.35, "scale": 2.0}},
-    "families": {"sd15": {"steps": 25, "cfg": 7.0, "sampler": "DPM++ 2M Karras", "resolution": 512},
-                 "sdxl": {"steps": 30, "cfg": 6.0, "sampler": "DPM++ 2M Karras", "resolution": 1024},
-                 CLASSICAL: {"steps": 1, "cfg": 0.0, "sampler": "", "resolution": 0}},
+    "modes": {
+        "generate": {"strength": 1.0},
+        "img2img": {"strength": 0.7},
+        "inpaint": {"strength": 1.0},
+        "outpaint": {"strength": 1.0},
+        "upscale": {"strength": 0.35, "scale": 2.0},
+    },
+    "families": {
+        "sd15": {"steps": 25, "cfg": 7.0, "sampler": "DPM++ 2M Karras", "resolution": 512},
+        "sdxl": {"steps": 30, "cfg": 6.0, "sampler": "DPM++ 2M Karras", "resolution": 1024},
+        CLASSICAL: {"steps": 1, "cfg": 0.0, "sampler": "", "resolution": 0},
+    },
     "layer_name_length": 40,
 }
 
@@ -63,6 +69,7 @@ class ReferenceSetting:
         def number(key: str, default: float, low: float, high: float) -> float:
             value = data.get(key)
             return min(max(float(value), low), high) if _is_number(value) else default
+
         start, end = number("start", 0.0, 0.0, 1.0), number("end", 1.0, 0.0, 1.0)
         region = data.get("region") if isinstance(data.get("region"), str) else ""
         return cls(data["layer"], kind, number("strength", 1.0, 0.0, 2.0), min(start, end), max(start, end), region)
@@ -101,10 +108,12 @@ class ControlSetting:
         def number(key: str, default: float, low: float, high: float) -> float:
             value = data.get(key)
             return min(max(float(value), low), high) if _is_number(value) else default
+
         start, end = number("start", 0.0, 0.0, 1.0), number("end", 1.0, 0.0, 1.0)
         preprocess = data.get("preprocess") if isinstance(data.get("preprocess"), bool) else False
-        return cls(data["layer"], data["type"], number("strength", 1.0, 0.0, 2.0), min(start, end), max(start, end),
-                   preprocess)
+        return cls(
+            data["layer"], data["type"], number("strength", 1.0, 0.0, 2.0), min(start, end), max(start, end), preprocess
+        )
 
 
 def parse_controls(value: Any) -> Tuple[ControlSetting, ...]:
@@ -113,7 +122,7 @@ def parse_controls(value: Any) -> Tuple[ControlSetting, ...]:
     if not isinstance(value, (list, tuple)):
         return ()
     found = (ControlSetting.from_dict(v) for v in value)
-    return tuple(c for c in found if c is not None)[:protocol.messages.MAX_CONTROLS]
+    return tuple(c for c in found if c is not None)[: protocol.messages.MAX_CONTROLS]
 
 
 @dataclass
@@ -256,7 +265,8 @@ class Defaults:
     """The defaults a server announces in ``welcome.defaults`` (the 1.1 server tables when it announces none)."""
 
     modes: Mapping[str, Mapping[str, float]] = field(
-        default_factory=lambda: {k: dict(v) for k, v in FALLBACK_DEFAULTS["modes"].items()})
+        default_factory=lambda: {k: dict(v) for k, v in FALLBACK_DEFAULTS["modes"].items()}
+    )
     families: Mapping[str, FamilyDefaults] = field(default_factory=lambda: _families(FALLBACK_DEFAULTS["families"]))
     layer_name_length: int = FALLBACK_DEFAULTS["layer_name_length"]
     # per listing ``variant`` (Flux.1 schnell, SD3.5 large turbo ...): what differs from its family's defaults
@@ -276,8 +286,11 @@ class Defaults:
         families = _families(FALLBACK_DEFAULTS["families"])
         families.update(_families(raw.get("families") or {}))
         length = raw.get("layer_name_length")
-        length = length if isinstance(length, int) and not isinstance(length, bool) and length >= 8 else \
-            FALLBACK_DEFAULTS["layer_name_length"]
+        length = (
+            length
+            if isinstance(length, int) and not isinstance(length, bool) and length >= 8
+            else FALLBACK_DEFAULTS["layer_name_length"]
+        )
         variants = {str(k): dict(v) for k, v in (raw.get("variants") or {}).items() if isinstance(v, Mapping)}
         return cls(modes, families, length, variants, SamplingChoices.from_welcome(welcome))
 
@@ -297,8 +310,14 @@ class Defaults:
             return None
         changes = self.variants.get(str(entry.get("variant") or ""), {})
         try:
-            return dataclasses.replace(fam, **{k: type(getattr(fam, k))(v) for k, v in changes.items()
-                                               if k in ("steps", "cfg", "sampler", "resolution")})
+            return dataclasses.replace(
+                fam,
+                **{
+                    k: type(getattr(fam, k))(v)
+                    for k, v in changes.items()
+                    if k in ("steps", "cfg", "sampler", "resolution")
+                },
+            )
         except (TypeError, ValueError):
             return fam
 
@@ -309,8 +328,9 @@ def _families(raw: Mapping[str, Any]) -> Dict[str, FamilyDefaults]:
         if not isinstance(v, Mapping):
             continue
         try:
-            out[str(name)] = FamilyDefaults(int(v.get("steps", 0)), float(v.get("cfg", 0.0)),
-                                            str(v.get("sampler", "")), int(v.get("resolution", 0)))
+            out[str(name)] = FamilyDefaults(
+                int(v.get("steps", 0)), float(v.get("cfg", 0.0)), str(v.get("sampler", "")), int(v.get("resolution", 0))
+            )
         except (TypeError, ValueError):
             continue
     return out
@@ -359,5 +379,6 @@ def apply_defaults(settings: Settings, defaults: Defaults, entry: Optional[Mappi
 
 def defaults_for_mode(mode: str, defaults: Defaults) -> Settings:
     """Fresh settings for ``mode``: what a reset button or a new procedure run starts from."""
-    return Settings(mode=mode, strength=defaults.strength(mode),
-                    scale=defaults.mode_value("upscale", "scale", Settings.scale))
+    return Settings(
+        mode=mode, strength=defaults.strength(mode), scale=defaults.mode_value("upscale", "scale", Settings.scale)
+    )

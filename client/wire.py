@@ -27,14 +27,28 @@ def client_module():
     return import_module(".client", protocol.__name__)
 
 
-def make_client(url: str, token: Optional[str], client_name: str, client_version: str,
-                session_id: Optional[str] = None, open_timeout: float = 5.0, resume_for: Optional[float] = None):
+def make_client(
+    url: str,
+    token: Optional[str],
+    client_name: str,
+    client_version: str,
+    session_id: Optional[str] = None,
+    open_timeout: float = 5.0,
+    resume_for: Optional[float] = None,
+):
     """A ``protocol.client.Client`` for ``url`` (not connected yet) carrying the plugin's session id (a fresh one
     when None). While a job waits, the transport reconnects with back-off and that id for ``resume_for`` seconds
     (None: the transport's default)."""
     extra = {} if resume_for is None else {"resume_for": resume_for}
-    return client_module().Client(url, client_name=client_name, client_version=client_version, token=token,
-                                  open_timeout=open_timeout, session=session_id, **extra)
+    return client_module().Client(
+        url,
+        client_name=client_name,
+        client_version=client_version,
+        token=token,
+        open_timeout=open_timeout,
+        session=session_id,
+        **extra,
+    )
 
 
 def job_message(
@@ -65,9 +79,20 @@ def job_message(
     if "detail" in params:
         params["detail"] = protocol.Detail(**dict(params["detail"], targets=tuple(params["detail"]["targets"])))
     return protocol.Job(
-        id=job_id, mode=mode, model=model, prompt=prompt, negative_prompt=negative_prompt, image=image, mask=mask,
-        controls=tuple(protocol.Control(**c) for c in controls), params=protocol.Params(**params), x=int(x),
-        y=int(y), result_format=result_format, previews=bool(previews), live=bool(live),
+        id=job_id,
+        mode=mode,
+        model=model,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        image=image,
+        mask=mask,
+        controls=tuple(protocol.Control(**c) for c in controls),
+        params=protocol.Params(**params),
+        x=int(x),
+        y=int(y),
+        result_format=result_format,
+        previews=bool(previews),
+        live=bool(live),
         references=tuple(protocol.Reference(**r) for r in references),
         regions=tuple(protocol.Region(**r) for r in regions),
     )
@@ -90,8 +115,9 @@ def field_of(msg: Any, name: str, default: Any = None) -> Any:
 def result_layers(msg: Any) -> list:
     """The typed result layers of a ``result`` message (wire maps are validated here)."""
     layers = field_of(msg, "layers", ()) or ()
-    return [layer if isinstance(layer, protocol.ResultLayer) else protocol.ResultLayer.from_wire(layer)
-            for layer in layers]
+    return [
+        layer if isinstance(layer, protocol.ResultLayer) else protocol.ResultLayer.from_wire(layer) for layer in layers
+    ]
 
 
 def result_text(msg: Any) -> str:

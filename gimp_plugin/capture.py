@@ -77,28 +77,39 @@ def region_sources(image, values: Dict[str, Any]) -> List[jobs.RegionSource]:
     return out
 
 
-def read_inputs(spec: ProcedureSpec, image, active, values: Dict[str, Any],
-                hide: Sequence[object] = ()) -> Tuple[Settings, jobs.JobInputs]:
+def read_inputs(
+    spec: ProcedureSpec, image, active, values: Dict[str, Any], hide: Sequence[object] = ()
+) -> Tuple[Settings, jobs.JobInputs]:
     """The settings of a run and what the client core says to read for them, from the image's current state.
     Layers in ``hide`` are left out of the visible image (the live preview)."""
     if host.has_floating_selection(image):
         raise JobInputError("The image has a floating selection: anchor it or make it a new layer first")
     s = settings_from_values(spec, values, host.stable_id)
     reader = GimpReader(image, active, s, hide)
-    inputs = jobs.capture(s, reader.selection_bounds(), reader.width, reader.height, reader, control_sources(values),
-                          reference_sources(image, s), region_sources(image, values))
+    inputs = jobs.capture(
+        s,
+        reader.selection_bounds(),
+        reader.width,
+        reader.height,
+        reader,
+        control_sources(values),
+        reference_sources(image, s),
+        region_sources(image, values),
+    )
     return s, inputs
 
 
 def reference_sources(image, s: Settings) -> Tuple[jobs.ReferenceSource, ...]:
     """The run's reference layers, each with the layer or channel of its region, found in ``image`` by
     their stable ids (the client core names what is missing)."""
-    return jobs.reference_sources(s, lambda ident: host.layer_by_stable_id(image, ident),
-                                  lambda ident: host.item_by_stable_id(image, ident))
+    return jobs.reference_sources(
+        s, lambda ident: host.layer_by_stable_id(image, ident), lambda ident: host.item_by_stable_id(image, ident)
+    )
 
 
-def live_state(spec: ProcedureSpec, image, active, values: Dict[str, Any], selection: Box,
-               hide: Sequence[object] = ()) -> List[object]:
+def live_state(
+    spec: ProcedureSpec, image, active, values: Dict[str, Any], selection: Box, hide: Sequence[object] = ()
+) -> List[object]:
     """What a live frame would read, as cheap change tokens (``host.change_token``: GIMP's thumbnails, no pixel
     read): the job's box, the selection over its bounds, the source over the box (the active layer, or every visible
     layer reaching into it except those in ``hide``: the preview), the active layer's mask when it is the mask source,
@@ -132,8 +143,9 @@ def live_state(spec: ProcedureSpec, image, active, values: Dict[str, Any], selec
 def make_job(s: Settings, inputs: jobs.JobInputs, welcome: Any, job_id: str, live: bool = False):
     """The job for a run, with the defaults this server announced (``welcome``)."""
     models = list(field_of(welcome, "models", ()) or ())
-    return jobs.build_job(s, inputs, Defaults.from_welcome(welcome), model_entry(models, s.model), job_id=job_id,
-                          live=live)
+    return jobs.build_job(
+        s, inputs, Defaults.from_welcome(welcome), model_entry(models, s.model), job_id=job_id, live=live
+    )
 
 
 def server_target(values: Dict[str, Any]) -> Tuple[str, Optional[str]]:
@@ -141,8 +153,16 @@ def server_target(values: Dict[str, Any]) -> Tuple[str, Optional[str]]:
     return settings.resolve(host.profile_dir(), str(values.get("server") or ""), str(values.get("token") or ""))
 
 
-def place_results(spec: ProcedureSpec, image, active, s: Settings, layers: List[Any], welcome: Any,
-                  values: Dict[str, Any], interactive: bool = False):
+def place_results(
+    spec: ProcedureSpec,
+    image,
+    active,
+    s: Settings,
+    layers: List[Any],
+    welcome: Any,
+    values: Dict[str, Any],
+    interactive: bool = False,
+):
     """Insert the results (one undo step); an upscale into a new image returns that image, else None."""
     names = names_of(spec, s, layers, welcome)
     if spec.mode == "upscale" and values.get("target") != "layer":
@@ -155,7 +175,6 @@ def place_results(spec: ProcedureSpec, image, active, s: Settings, layers: List[
         canvas = results.upscaled_size(*host.canvas_size(image), s.scale)
     host.insert_results(image, active, layers, names, canvas)
     return None
-
 
 
 def names_of(spec: ProcedureSpec, s: Settings, layers: List[Any], welcome: Any) -> List[str]:

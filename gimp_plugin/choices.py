@@ -52,8 +52,10 @@ LISTED: Dict[str, Tuple[str, Tuple[Tuple[str, str, str], ...]]] = {
     "vae": ("vae", (("default", "Checkpoint's own", ""),)),
     "refiner": ("refiner", (("none", "None", ""),)),
     "upscaler": ("upscaler", (("lanczos", "Lanczos (no model)", ""),)),
-    "hires-upscaler": ("upscaler", (("latent", "Latent (the latents)", "latent"),
-                                    ("lanczos", "Lanczos (the pixels)", "lanczos"))),
+    "hires-upscaler": (
+        "upscaler",
+        (("latent", "Latent (the latents)", "latent"), ("lanczos", "Lanczos (the pixels)", "lanczos")),
+    ),
 }
 OVERRIDE_SUFFIX = "-name"  # ``<argument>-name``: a free-text model name that wins over the choice when set
 
@@ -131,14 +133,18 @@ def record(profile: Path, models: Sequence[Mapping[str, Any]], entry: Optional[P
     """Remember the server's model listing (names, kinds, detectors' targets) in the plug-in's profile; returns True
     when the checkpoints or the detailer's targets changed, and then touches ``entry`` (the plug-in's entry file: GIMP
     registers it again at its next start)."""
-    listing = [dict({"name": str(m.get("name", "")), "kind": str(m.get("kind", ""))},
-                    **({"targets": [str(t) for t in m.get("targets") or ()]} if m.get("kind") == "detector" else {}))
-               for m in models if m.get("name")]
+    listing = [
+        dict(
+            {"name": str(m.get("name", "")), "kind": str(m.get("kind", ""))},
+            **({"targets": [str(t) for t in m.get("targets") or ()]} if m.get("kind") == "detector" else {}),
+        )
+        for m in models
+        if m.get("name")
+    ]
 
     def choices(entries: Sequence[Mapping[str, Any]]) -> Tuple[List[str], Tuple[Tuple[str, str], ...]]:
         kinds = {"checkpoint"} | {kind for kind, _fixed in LISTED.values()}  # every kind a choice lists
-        return (sorted(f"{m['kind']}/{m['name']}" for m in entries if m.get("kind") in kinds),
-                target_choices(entries))
+        return (sorted(f"{m['kind']}/{m['name']}" for m in entries if m.get("kind") in kinds), target_choices(entries))
 
     changed = choices(listing) != choices(recorded(profile))
     Path(profile).mkdir(parents=True, exist_ok=True)

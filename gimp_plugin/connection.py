@@ -27,8 +27,13 @@ def local_server(profile: Path, plugin_dir: Path = PLUGIN_DIR) -> LocalServer:
     return LocalServer(read_server_command(plugin_dir), Path(profile) / LOG_NAME, outlive=True)
 
 
-def connect(url: str, token: Optional[str], profile: Optional[Path] = None,
-            on_status: Optional[session.StatusFn] = None, server: Optional[LocalServer] = None):
+def connect(
+    url: str,
+    token: Optional[str],
+    profile: Optional[Path] = None,
+    on_status: Optional[session.StatusFn] = None,
+    server: Optional[LocalServer] = None,
+):
     """A connected client; a local server that is down is started when the install recorded how."""
     if server is None and profile is not None:
         server = local_server(profile)

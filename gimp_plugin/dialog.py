@@ -21,11 +21,14 @@ from .choices import OVERRIDE_SUFFIX
 Section = Tuple[str, str, Tuple[Union[str, "Section"], ...]]
 
 
-def _slots(prefix: Callable[[int], str], count: int, keys: Tuple[str, ...], title: str) -> Tuple[Union[str, Section], ...]:
+def _slots(
+    prefix: Callable[[int], str], count: int, keys: Tuple[str, ...], title: str
+) -> Tuple[Union[str, Section], ...]:
     """Numbered slots: the first one's arguments open, each further slot folded in its own expander."""
     first = tuple(f"{prefix(1)}-{k}" for k in keys)
-    return first + tuple((prefix(i), f"{title} {i}", tuple(f"{prefix(i)}-{k}" for k in keys))
-                         for i in range(2, count + 1))
+    return first + tuple(
+        (prefix(i), f"{title} {i}", tuple(f"{prefix(i)}-{k}" for k in keys)) for i in range(2, count + 1)
+    )
 
 
 # Arguments in no section are shown at the top, in table order.
@@ -34,8 +37,11 @@ SECTIONS: Tuple[Section, ...] = (
     ("area", "Source and mask", ("source", "mask-source", "grow", "feather", "fill", "color-match")),
     ("controls", "Control layers", _slots(control_prefix, MAX_CONTROLS, CONTROL_KEYS, "Control layer")),
     ("references", "Reference images", _slots(reference_prefix, MAX_REFERENCES, REFERENCE_KEYS, "Reference image")),
-    ("names", "Models by name", tuple(name + OVERRIDE_SUFFIX for name in ("model", "vae", "refiner", "upscaler",
-                                                                      "hires-upscaler"))),
+    (
+        "names",
+        "Models by name",
+        tuple(name + OVERRIDE_SUFFIX for name in ("model", "vae", "refiner", "upscaler", "hires-upscaler")),
+    ),
     ("server", "Server", ("server", "token")),
     ("regions", "Regions", ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")),
 )
@@ -101,13 +107,19 @@ def models_hint(models: Optional[List[dict]], mode: str, url: str) -> str:
         from client.modes import offered
 
         able = [str(m.get("name")) for m in models if m.get("kind") == "checkpoint" and offered(mode, m)]
-        parts = [f"Instruction-edit models: {', '.join(able)}" if able else
-                 "No instruction-edit model installed (e.g. Flux.1 Kontext: flux1-kontext-dev.safetensors in "
-                 "diffusion_models/, with its text encoders and VAE)"]
+        parts = [
+            f"Instruction-edit models: {', '.join(able)}"
+            if able
+            else "No instruction-edit model installed (e.g. Flux.1 Kontext: flux1-kontext-dev.safetensors in "
+            "diffusion_models/, with its text encoders and VAE)"
+        ]
     if mode == "caption":  # prompt from the picture: a captioner, no checkpoint
         captioners = names("captioner")
-        parts = [f"Captioners: {', '.join(captioners)}" if captioners else
-                 "No captioner installed: Download Models › 'captioner'"]
+        parts = [
+            f"Captioners: {', '.join(captioners)}"
+            if captioners
+            else "No captioner installed: Download Models › 'captioner'"
+        ]
     if mode == "upscale":
         upscalers = names("upscaler")
         parts.insert(0, f"Upscalers: {', '.join(upscalers)}" if upscalers else "Upscaler: Lanczos only")
@@ -145,14 +157,16 @@ def add_models_hint(dialog, spec: ProcedureSpec, server: str, token: str, config
         url, resolved_token = capture.server_target({"server": server, "token": token})
         listing, statuses = cm.fetch_listing(url, resolved_token, CLIENT_NAME, __version__)
         if spec.download:
+
             def update(*_args) -> None:
                 label.set_text(download.status_text(statuses, config.get_property("for"), url))
 
             update()
             config.connect("notify::for", update)
         else:
-            control = str(config.get_property("preprocessor")) if config is not None and spec.mode == "preprocess" \
-                else ""
+            control = (
+                str(config.get_property("preprocessor")) if config is not None and spec.mode == "preprocess" else ""
+            )
             label.set_text(mode_hint(listing, statuses, spec, url, control))
     except JobInputError as err:
         label.set_text(str(err))

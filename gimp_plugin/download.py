@@ -15,12 +15,15 @@ from client.errors import JobInputError
 
 from .choices import record
 
+
 def names_of(text: str) -> List[str]:
     """Preset names or file ids typed in the dialog (commas or spaces between them)."""
     names = [n for n in re.split(r"[\s,]+", str(text or "").strip()) if n]
     if not names:
-        raise JobInputError("Name at least one preset to download (e.g. 'sd15', 'sdxl', 'upscaler', 'annotators'); "
-                            "the dialog lists what each one holds")
+        raise JobInputError(
+            "Name at least one preset to download (e.g. 'sd15', 'sdxl', 'upscaler', 'annotators'); "
+            "the dialog lists what each one holds"
+        )
     return names
 
 
@@ -28,15 +31,17 @@ def scope_of(nick: Any) -> Tuple[str, str]:
     """(mode, control type) for the dialog's "show what is missing for" choice."""
     nick = str(nick or "all")
     if nick.startswith("control-"):
-        return "", nick[len("control-"):]
+        return "", nick[len("control-") :]
     return ("" if nick == "all" else nick), ""
 
 
 def status_text(statuses: Optional[Sequence[cm.PresetStatus]], nick: Any, url: str) -> str:
     """The dialog's list: one line per preset, about the chosen mode or control type."""
     if statuses is None:
-        return (f"The server at {url} is not answering, or cannot download models; start or update it "
-                "('paintbridge serve') and open this dialog again.")
+        return (
+            f"The server at {url} is not answering, or cannot download models; start or update it "
+            "('paintbridge serve') and open this dialog again."
+        )
     mode, control = scope_of(nick)
     lines = [s.line(mode, control) for s in statuses]
     lines.append(cm.summary(statuses, mode, control))

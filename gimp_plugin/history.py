@@ -40,8 +40,11 @@ def set_limit_mb(profile: Path, mb: int) -> None:
 def of(image, profile: Optional[Path] = None) -> ch.DocumentHistory:
     """``image``'s history (empty, with ``problem`` set, when what the image holds cannot be read)."""
     mb = limit_mb(profile if profile is not None else host.profile_dir())
-    return ch.DocumentHistory(lambda: host.load_document_data(image, ch.KEY),
-                              lambda data: host.save_document_data(image, ch.KEY, data), mb * 1_000_000)
+    return ch.DocumentHistory(
+        lambda: host.load_document_data(image, ch.KEY),
+        lambda data: host.save_document_data(image, ch.KEY, data),
+        mb * 1_000_000,
+    )
 
 
 def record(image, s: Settings, layers: Sequence[Any], names: Sequence[str], params: Dict[str, Any]) -> str:
@@ -71,12 +74,16 @@ def pick(kept: ch.DocumentHistory, index: int, search: str = "") -> ch.Entry:
     """Entry ``index`` counted from the newest (0) among those that match ``search``."""
     entries = newest_first(kept, search)
     if not entries:
-        raise JobInputError(f"No result in this image's history matches '{search}'" if search.strip() and
-                            kept.entries else "This image has no Paintbridge results in its history")
+        raise JobInputError(
+            f"No result in this image's history matches '{search}'"
+            if search.strip() and kept.entries
+            else "This image has no Paintbridge results in its history"
+        )
     if not 0 <= index < len(entries):
         found = f" that match '{search}'" if search.strip() else ""
-        raise JobInputError(f"The history of this image has {len(entries)} entries{found} (0 = the newest); there is "
-                            f"no entry {index}")
+        raise JobInputError(
+            f"The history of this image has {len(entries)} entries{found} (0 = the newest); there is no entry {index}"
+        )
     return entries[index]
 
 
@@ -95,7 +102,22 @@ def apply_again(image, drawable, entry: ch.Entry, layer: int = -1):
 
 def listing(kept: ch.DocumentHistory, search: str = "") -> str:
     """The entries that match ``search`` (newest first) as JSON, for scripts."""
-    return json.dumps([{"index": i, "id": e.id, "time": e.time, "mode": e.mode, "model": e.model, "prompt": e.prompt,
-                        "seeds": e.seeds, "layers": [[l.name, l.x, l.y, l.width, l.height] for l in e.layers],
-                        "stored_bytes": e.stored_bytes, "settings": e.settings, "params": e.params}
-                       for i, e in enumerate(newest_first(kept, search))], default=str)
+    return json.dumps(
+        [
+            {
+                "index": i,
+                "id": e.id,
+                "time": e.time,
+                "mode": e.mode,
+                "model": e.model,
+                "prompt": e.prompt,
+                "seeds": e.seeds,
+                "layers": [[l.name, l.x, l.y, l.width, l.height] for l in e.layers],
+                "stored_bytes": e.stored_bytes,
+                "settings": e.settings,
+                "params": e.params,
+            }
+            for i, e in enumerate(newest_first(kept, search))
+        ],
+        default=str,
+    )

@@ -50,8 +50,14 @@ def _fill(listbox: Gtk.ListBox, kept, status: Gtk.Label, search: str = "") -> li
         listbox.select_row(listbox.get_row_at_index(0))
     stored = sum(e.stored_bytes for e in kept.entries) / 1e6
     found = f", {len(entries)} found" if search.strip() else ""
-    status.set_text(problem or (f"{len(kept.entries)} result(s) kept in this image{found}, {stored:.1f} MB"
-                                if kept.entries else "No Paintbridge results are kept in this image yet."))
+    status.set_text(
+        problem
+        or (
+            f"{len(kept.entries)} result(s) kept in this image{found}, {stored:.1f} MB"
+            if kept.entries
+            else "No Paintbridge results are kept in this image yet."
+        )
+    )
     return entries
 
 
@@ -63,16 +69,22 @@ def run_dialog(image, drawables: list, interactive_reuse: Callable[[Any, list, A
     profile = host.profile_dir()
     kept = history.of(image)
     dialog = Gtk.Dialog(title="Paintbridge: History")
-    for label, response in (("_Apply again", APPLY), ("_Reuse settings", REUSE), ("_Delete", DELETE),
-                            ("_Close", Gtk.ResponseType.CLOSE)):
+    for label, response in (
+        ("_Apply again", APPLY),
+        ("_Reuse settings", REUSE),
+        ("_Delete", DELETE),
+        ("_Close", Gtk.ResponseType.CLOSE),
+    ):
         dialog.add_button(label, response)
     box = dialog.get_content_area()
     note = Gtk.Label(label=kept.problem)
     note.set_line_wrap(True)
     find = Gtk.SearchEntry()
     find.set_placeholder_text("Search: words of the prompt, model, seed, mode, date")
-    find.set_tooltip_text("Every word must match; \"quoted words\" as a phrase; prompt:, model:, mode:, seed:, date: "
-                          "name a field (date:2026-12, date:>2026-12-01, date:today)")
+    find.set_tooltip_text(
+        'Every word must match; "quoted words" as a phrase; prompt:, model:, mode:, seed:, date: '
+        "name a field (date:2026-12, date:>2026-12-01, date:today)"
+    )
     listbox = Gtk.ListBox()
     scrolled = Gtk.ScrolledWindow()
     scrolled.set_size_request(460, 360)

@@ -87,7 +87,9 @@ def read_visible(image, box: Box, hide: Sequence[object] = ()) -> bytes:
             if twin is not None:
                 twin.set_visible(False)
         if not any(layer.get_visible() for layer in copy.get_layers()):
-            raise InputError("No layer is visible: show the layers Paintbridge should see, or use Source = Active layer")
+            raise InputError(
+                "No layer is visible: show the layers Paintbridge should see, or use Source = Active layer"
+            )
         merged = copy.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE)
         return _read(merged, box, RGBA_FORMAT)
     finally:
@@ -108,8 +110,9 @@ def _thumbnail(drawable, x: int, y: int, width: int, height: int) -> bytes:
     """GIMP's thumbnail of a drawable's own area (drawable-local coordinates, inside the drawable), at most
     ``THUMB_SIDE`` px a side."""
     scale = min(1.0, THUMB_SIDE / max(width, height))
-    data, w, h, bpp = drawable.get_sub_thumbnail_data(x, y, width, height, max(1, round(width * scale)),
-                                                      max(1, round(height * scale)))
+    data, w, h, bpp = drawable.get_sub_thumbnail_data(
+        x, y, width, height, max(1, round(width * scale)), max(1, round(height * scale))
+    )
     raw = data.get_data() if hasattr(data, "get_data") else data
     return b"%d,%d,%d:" % (w, h, bpp) + bytes(raw or b"")
 
@@ -190,8 +193,9 @@ def read_layer_mask(drawable, width: int, height: int) -> Tuple[bytes, Box]:
     layer = layer_of(drawable)
     mask = drawable if isinstance(drawable, Gimp.LayerMask) else layer.get_mask()
     if mask is None:
-        raise InputError(f"Layer '{layer.get_name()}' has no layer mask: add one (white = repaint) or use "
-                         "Mask = Selection")
+        raise InputError(
+            f"Layer '{layer.get_name()}' has no layer mask: add one (white = repaint) or use Mask = Selection"
+        )
     full = _read(mask, Box(0, 0, width, height), GRAY_FORMAT)
     return full, selection_bounds_from_mask(full, width, height)
 
@@ -275,8 +279,7 @@ def show_image(image) -> None:
 
 
 def _new_layer(image, result, name: str, x: int, y: int):
-    layer = Gimp.Layer.new(image, name, result.width, result.height, _layer_type(image), 100.0,
-                           Gimp.LayerMode.NORMAL)
+    layer = Gimp.Layer.new(image, name, result.width, result.height, _layer_type(image), 100.0, Gimp.LayerMode.NORMAL)
     layer.set_offsets(x, y)
     return layer
 
@@ -377,7 +380,9 @@ def new_image_with(source_image, results: Sequence[object], names: Sequence[str]
     """A new image holding the results as layers at (0, 0) (for upscale); the source image is not touched."""
     width = max(r.width for r in results)
     height = max(r.height for r in results)
-    base = Gimp.ImageBaseType.GRAY if source_image.get_base_type() == Gimp.ImageBaseType.GRAY else Gimp.ImageBaseType.RGB
+    base = (
+        Gimp.ImageBaseType.GRAY if source_image.get_base_type() == Gimp.ImageBaseType.GRAY else Gimp.ImageBaseType.RGB
+    )
     image = Gimp.Image.new(width, height, base)
     try:
         profile = source_image.get_color_profile()
@@ -396,6 +401,7 @@ def new_image_with(source_image, results: Sequence[object], names: Sequence[str]
 
 
 # --- Paintbridge data kept in the image (saved in the .xcf) ----------------------------------------------------------
+
 
 def load_document_data(image, key: str) -> Optional[bytes]:
     """The data stored under ``key`` in ``image`` (image parasite ``paintbridge-<key>``), None when there is none.
@@ -456,6 +462,7 @@ def region_items(image) -> List[object]:
 
 def _all_layers(image) -> List[object]:
     """Every layer of ``image``, inside groups too, top first."""
+
     def walk(items):
         for item in items:
             yield item

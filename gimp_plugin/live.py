@@ -108,11 +108,15 @@ class LiveInpaint:
         job_id = new_job_id("gimp-live")
         now = time.monotonic()
         # the cost of watching: full pixel reads since the last frame read its inputs (none while nothing changed)
-        print(f"paintbridge live: frame {job_id} after {host.pixel_reads() - self.reads_seen} pixel reads while idle",
-              file=sys.stderr, flush=True)
+        print(
+            f"paintbridge live: frame {job_id} after {host.pixel_reads() - self.reads_seen} pixel reads while idle",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
-            job_settings, inputs = capture.read_inputs(self.spec, self.image, active, values,
-                                                       hide=[self.preview] if self.preview is not None else [])
+            job_settings, inputs = capture.read_inputs(
+                self.spec, self.image, active, values, hide=[self.preview] if self.preview is not None else []
+            )
             url, token = capture.server_target(values)
             job_settings = live.live_settings(job_settings, self.live_seed)
         except PaintbridgeError as err:
@@ -124,11 +128,15 @@ class LiveInpaint:
         self.reads_seen = host.pixel_reads()
         self.scheduler.started(job_id, sig, now)
         self._set_status("Painting…", 0.0)
-        threading.Thread(target=self._work, args=(job_id, sig, job_settings, inputs, url, token, active,
-                                                  host.profile_dir()), daemon=True).start()
+        threading.Thread(
+            target=self._work,
+            args=(job_id, sig, job_settings, inputs, url, token, active, host.profile_dir()),
+            daemon=True,
+        ).start()
 
-    def _work(self, job_id: str, sig: int, job_settings, inputs, url: str, token: Optional[str], active,
-              profile) -> None:
+    def _work(
+        self, job_id: str, sig: int, job_settings, inputs, url: str, token: Optional[str], active, profile
+    ) -> None:
         def status(fraction, text):
             GLib.idle_add(self._set_status, text, fraction)
 
@@ -198,8 +206,9 @@ class LiveInpaint:
             self.preview = None
             if self.latest is not None:
                 _sig, job_settings, result = self.latest
-                names = layer_names(self.spec.mode, job_settings.prompt, [result],
-                                    Defaults.from_welcome(self.welcome).layer_name_length)
+                names = layer_names(
+                    self.spec.mode, job_settings.prompt, [result], Defaults.from_welcome(self.welcome).layer_name_length
+                )
                 if keep:
                     host.insert_results(self.image, self._active(), [result], names)
                     self.kept = True
@@ -224,8 +233,12 @@ class LiveInpaint:
         GimpUi.init("paintbridge-live")
         dialog = GimpUi.ProcedureDialog.new(self.procedure, self.config, self.spec.title)
         fill_dialog(dialog, self.spec)
-        add_models_hint(dialog, self.spec, str(self.config.get_property("server") or ""),
-                        str(self.config.get_property("token") or ""))
+        add_models_hint(
+            dialog,
+            self.spec,
+            str(self.config.get_property("server") or ""),
+            str(self.config.get_property("token") or ""),
+        )
         self.status = Gtk.Label(label="Select the area to repaint")
         self.status.set_line_wrap(True)
         self.status.set_xalign(0.0)

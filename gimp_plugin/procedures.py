@@ -18,7 +18,12 @@ gi.require_version("Gimp", "3.0")
 from gi.repository import GLib, GObject, Gimp  # noqa: E402
 
 from .arguments import (  # noqa: E402
-    ALL_PROCEDURES, BY_NAME, MENU_PATH, Arg, ProcedureSpec, labels_with_mnemonics,
+    ALL_PROCEDURES,
+    BY_NAME,
+    MENU_PATH,
+    Arg,
+    ProcedureSpec,
+    labels_with_mnemonics,
 )
 from client.errors import Cancelled, JobInputError, PaintbridgeError  # noqa: E402
 
@@ -27,17 +32,20 @@ ERROR_DOMAIN = "paintbridge-error-quark"
 
 # --- registration ----------------------------------------------------------------------------------------------------
 
+
 def _add_argument(procedure, arg: Arg, label: str, mode: str = "") -> None:
     flags = GObject.ParamFlags.READWRITE
     arg = replace(arg, label=label)
     if arg.kind == "string":
         procedure.add_string_argument(arg.name, arg.label, arg.blurb, arg.default, flags)
     elif arg.kind == "int":
-        procedure.add_int_argument(arg.name, arg.label, arg.blurb, int(arg.minimum), int(arg.maximum), arg.default,
-                                   flags)
+        procedure.add_int_argument(
+            arg.name, arg.label, arg.blurb, int(arg.minimum), int(arg.maximum), arg.default, flags
+        )
     elif arg.kind == "double":
-        procedure.add_double_argument(arg.name, arg.label, arg.blurb, float(arg.minimum), float(arg.maximum),
-                                      float(arg.default), flags)
+        procedure.add_double_argument(
+            arg.name, arg.label, arg.blurb, float(arg.minimum), float(arg.maximum), float(arg.default), flags
+        )
     elif arg.kind == "boolean":
         procedure.add_boolean_argument(arg.name, arg.label, arg.blurb, bool(arg.default), flags)
     elif arg.kind == "choice":
@@ -89,9 +97,11 @@ class Paintbridge(Gimp.PlugIn):
         if spec.download:
             procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.ALWAYS)
         else:
-            procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE
-                                           | Gimp.ProcedureSensitivityMask.DRAWABLES
-                                           | Gimp.ProcedureSensitivityMask.NO_DRAWABLES)
+            procedure.set_sensitivity_mask(
+                Gimp.ProcedureSensitivityMask.DRAWABLE
+                | Gimp.ProcedureSensitivityMask.DRAWABLES
+                | Gimp.ProcedureSensitivityMask.NO_DRAWABLES
+            )
         procedure.set_menu_label(spec.menu_label)
         procedure.add_menu_path(MENU_PATH)
         procedure.set_documentation(spec.blurb, spec.help, name)
@@ -100,21 +110,29 @@ class Paintbridge(Gimp.PlugIn):
         for arg in spec.args:
             _add_argument(procedure, arg, labels[arg.name], spec.mode)
         if spec.returns_image:
-            procedure.add_image_return_value("new-image", "New image",
-                                             "The upscaled image (none when the result went into a layer)", True,
-                                             GObject.ParamFlags.READWRITE)
+            procedure.add_image_return_value(
+                "new-image",
+                "New image",
+                "The upscaled image (none when the result went into a layer)",
+                True,
+                GObject.ParamFlags.READWRITE,
+            )
         if spec.mode == "caption":  # prompt from the picture
-            procedure.add_string_return_value("caption", "Caption", "The words that describe the picture", "",
-                                              GObject.ParamFlags.READWRITE)
+            procedure.add_string_return_value(
+                "caption", "Caption", "The words that describe the picture", "", GObject.ParamFlags.READWRITE
+            )
         if spec.history:  # results history
-            procedure.add_string_return_value("entries", "Entries", "'list': the entries as JSON (newest first)", "",
-                                              GObject.ParamFlags.READWRITE)
-            procedure.add_string_return_value("settings", "Settings", "'reuse': the entry's settings as JSON", "",
-                                              GObject.ParamFlags.READWRITE)
+            procedure.add_string_return_value(
+                "entries", "Entries", "'list': the entries as JSON (newest first)", "", GObject.ParamFlags.READWRITE
+            )
+            procedure.add_string_return_value(
+                "settings", "Settings", "'reuse': the entry's settings as JSON", "", GObject.ParamFlags.READWRITE
+            )
         return procedure
 
 
 # --- running ---------------------------------------------------------------------------------------------------------
+
 
 def _status(procedure, status, message: str = ""):
     error = GLib.Error.new_literal(GLib.quark_from_string(ERROR_DOMAIN), message, 0) if message else GLib.Error()
@@ -137,8 +155,9 @@ def _show_dialog(procedure, spec: ProcedureSpec, config, image=None) -> bool:
     apply_reuse(spec, config, image)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, spec.title)
     fill_dialog(dialog, spec)
-    add_models_hint(dialog, spec, str(config.get_property("server") or ""), str(config.get_property("token") or ""),
-                    config)
+    add_models_hint(
+        dialog, spec, str(config.get_property("server") or ""), str(config.get_property("token") or ""), config
+    )
     ok = dialog.run()
     dialog.destroy()
     return bool(ok)
@@ -155,14 +174,21 @@ def apply_reuse(spec: ProcedureSpec, config, image) -> None:
     reused = take_reuse(host.profile_dir(), spec.name)
     if not reused:
         return
-    reused = place_unlisted(spec, reused, lambda arg: [nick for nick, _label in cached_listed_choices(
-        host.profile_dir(), arg.listing, spec.mode)])
-    reused, missing = resolve_items(spec, reused,
-                                    lambda ident: host.layer_by_stable_id(image, ident) if image else None,
-                                    lambda ident: host.item_by_stable_id(image, ident) if image else None)
+    reused = place_unlisted(
+        spec,
+        reused,
+        lambda arg: [nick for nick, _label in cached_listed_choices(host.profile_dir(), arg.listing, spec.mode)],
+    )
+    reused, missing = resolve_items(
+        spec,
+        reused,
+        lambda ident: host.layer_by_stable_id(image, ident) if image else None,
+        lambda ident: host.item_by_stable_id(image, ident) if image else None,
+    )
     if missing:
-        Gimp.message("Paintbridge: the image no longer has the layers of " + ", ".join(missing)
-                     + "; those slots are left empty")
+        Gimp.message(
+            "Paintbridge: the image no longer has the layers of " + ", ".join(missing) + "; those slots are left empty"
+        )
     for name, value in reused.items():
         config.set_property(name, value)
 
@@ -202,11 +228,13 @@ def run(procedure, run_mode, image, drawables, config, data):
     values = _read_values(spec, config)
     try:
         if spec.mode == "caption":
-            caption = describe(spec, image, list(drawables or []), values,
-                               interactive=run_mode == Gimp.RunMode.INTERACTIVE)
+            caption = describe(
+                spec, image, list(drawables or []), values, interactive=run_mode == Gimp.RunMode.INTERACTIVE
+            )
         else:
-            new_image = execute(spec, image, list(drawables or []), values,
-                                interactive=run_mode == Gimp.RunMode.INTERACTIVE)
+            new_image = execute(
+                spec, image, list(drawables or []), values, interactive=run_mode == Gimp.RunMode.INTERACTIVE
+            )
     except Cancelled as err:
         return _status(procedure, Gimp.PDBStatusType.CANCEL, str(err))
     except JobInputError as err:
@@ -253,8 +281,9 @@ def describe(spec: ProcedureSpec, image, drawables: list, values: Dict[str, Any]
 
     progress = _Progress("describing the picture")
     try:
-        _settings, _welcome, text = _send(spec, image, drawables[0] if drawables else None, values, progress,
-                                          connection.run_caption)
+        _settings, _welcome, text = _send(
+            spec, image, drawables[0] if drawables else None, values, progress, connection.run_caption
+        )
     finally:
         progress.end()
     save_description(host.profile_dir(), text)
@@ -304,8 +333,7 @@ def _run_download(procedure, run_mode, config, spec: ProcedureSpec):
 
 def _run_live(procedure, run_mode, image, drawables, config, spec: ProcedureSpec):
     if run_mode == Gimp.RunMode.NONINTERACTIVE:  # Filters > Repeat (last values) opens the dialog again
-        message = (f"{spec.title.split(': ', 1)[-1]} needs its dialog; scripts call "
-                   "plug-in-paintbridge-inpaint instead")
+        message = f"{spec.title.split(': ', 1)[-1]} needs its dialog; scripts call plug-in-paintbridge-inpaint instead"
         return _status(procedure, Gimp.PDBStatusType.CALLING_ERROR, message)
     try:
         from .live import run_live
@@ -347,8 +375,7 @@ def execute(spec: ProcedureSpec, image, drawables: list, values: Dict[str, Any],
     try:
         job_settings, welcome, (layers, used) = _send(spec, image, active, values, progress, connection.run_job)
         new_image = capture.place_results(spec, image, active, job_settings, layers, welcome, values, interactive)
-        note = history.record(image, job_settings, layers, capture.names_of(spec, job_settings, layers, welcome),
-                              used)
+        note = history.record(image, job_settings, layers, capture.names_of(spec, job_settings, layers, welcome), used)
         if note:
             Gimp.message(f"Paintbridge: {note}")
         return new_image

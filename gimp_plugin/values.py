@@ -15,8 +15,16 @@ from client.jobs import ControlSource
 from client.regions import RegionBinding
 from client.settings import ControlSetting, ReferenceSetting, Settings
 
-from .arguments import (MAX_CONTROLS, MAX_REFERENCES, SAMPLER_BY_NICK, SCHEDULER_BY_NICK, Arg, ProcedureSpec,
-                        control_prefix, reference_prefix)
+from .arguments import (
+    MAX_CONTROLS,
+    MAX_REFERENCES,
+    SAMPLER_BY_NICK,
+    SCHEDULER_BY_NICK,
+    Arg,
+    ProcedureSpec,
+    control_prefix,
+    reference_prefix,
+)
 from .choices import OVERRIDE_SUFFIX, detail_targets, listed_nick, listed_value
 
 MASK_SOURCES = {"selection": "selection", "layer-mask": "layer-mask"}
@@ -26,8 +34,10 @@ def _step_range(what: str, values: Mapping[str, Any], p: str) -> Tuple[float, fl
     """A slot's (from, until) fractions of the steps; from after until is refused naming the slot."""
     start, end = float(values.get(f"{p}-start", 0.0)), float(values.get(f"{p}-end", 1.0))
     if start > end:
-        raise JobInputError(f"{what}: 'from' ({start:g}) is after 'until' ({end:g}); it guides from one fraction of "
-                            "the steps until a later one")
+        raise JobInputError(
+            f"{what}: 'from' ({start:g}) is after 'until' ({end:g}); it guides from one fraction of "
+            "the steps until a later one"
+        )
     return start, end
 
 
@@ -39,22 +49,31 @@ def control_sources(values: Mapping[str, Any]) -> List[ControlSource]:
         layer = values.get(f"{p}-layer")
         if layer is not None:
             start, end = _step_range(f"Control {i}", values, p)
-            out.append(ControlSource(layer, str(values.get(f"{p}-type") or "canny"),
-                                     float(values.get(f"{p}-strength", 1.0)), start, end,
-                                     preprocess=bool(values.get(f"{p}-preprocess", False))))
+            out.append(
+                ControlSource(
+                    layer,
+                    str(values.get(f"{p}-type") or "canny"),
+                    float(values.get(f"{p}-strength", 1.0)),
+                    start,
+                    end,
+                    preprocess=bool(values.get(f"{p}-preprocess", False)),
+                )
+            )
     return out
 
 
-def control_settings(values: Mapping[str, Any], stable_id: Callable[[Any], str] = str
-                     ) -> Tuple[ControlSetting, ...]:
+def control_settings(values: Mapping[str, Any], stable_id: Callable[[Any], str] = str) -> Tuple[ControlSetting, ...]:
     """The control slots whose layer argument is set, in order, as the client's settings (the layer by its stable
     id; kept with the job so that "reuse settings" refills the slots)."""
-    return tuple(ControlSetting(stable_id(c.layer), c.type, c.strength, c.start, c.end, c.preprocess)
-                 for c in control_sources(values))
+    return tuple(
+        ControlSetting(stable_id(c.layer), c.type, c.strength, c.start, c.end, c.preprocess)
+        for c in control_sources(values)
+    )
 
 
-def reference_settings(values: Mapping[str, Any], stable_id: Callable[[Any], str] = str
-                       ) -> Tuple[ReferenceSetting, ...]:
+def reference_settings(
+    values: Mapping[str, Any], stable_id: Callable[[Any], str] = str
+) -> Tuple[ReferenceSetting, ...]:
     """The reference slots whose layer argument is set, in order, as the client's settings: the layer and
     the region (a layer or channel; none = the whole image) by their stable ids (``stable_id``; GIMP: the tattoo)."""
     out = []
@@ -65,9 +84,16 @@ def reference_settings(values: Mapping[str, Any], stable_id: Callable[[Any], str
             continue
         start, end = _step_range(f"Reference {i}", values, p)
         region = values.get(f"{p}-region")
-        out.append(ReferenceSetting(stable_id(layer), str(values.get(f"{p}-type") or "content"),
-                                    float(values.get(f"{p}-strength", 1.0)), start, end,
-                                    region="" if region is None else stable_id(region)))
+        out.append(
+            ReferenceSetting(
+                stable_id(layer),
+                str(values.get(f"{p}-type") or "content"),
+                float(values.get(f"{p}-strength", 1.0)),
+                start,
+                end,
+                region="" if region is None else stable_id(region),
+            )
+        )
     return tuple(out)
 
 
@@ -87,8 +113,9 @@ def scheduler_of(nick: Any) -> str:
     return SCHEDULER_BY_NICK.get(nick, "")
 
 
-def settings_from_values(spec: ProcedureSpec, values: Mapping[str, Any],
-                         stable_id: Callable[[Any], str] = str) -> Settings:
+def settings_from_values(
+    spec: ProcedureSpec, values: Mapping[str, Any], stable_id: Callable[[Any], str] = str
+) -> Settings:
     """The client ``Settings`` of one procedure run (arguments a procedure lacks keep the client's defaults).
     ``stable_id`` names a layer or channel argument for the settings (GIMP: ``host.stable_id``, the tattoo)."""
     names = {arg.name for arg in spec.args}
@@ -189,23 +216,52 @@ def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
     names = {arg.name for arg in spec.args}
     nick_of = {name: nick for nick, name in SAMPLER_BY_NICK.items()}
     schedule_of = {name: nick for nick, name in SCHEDULER_BY_NICK.items()}
-    out: Dict[str, Any] = {"prompt": s.prompt, "negative-prompt": s.negative_prompt,
-                           "steps": s.steps, "seed": s.seed, "batch": s.batch, "grow": s.grow, "feather": s.feather,
-                           "cfg": s.cfg, "sampler": nick_of.get(s.sampler, "default"), "fill": s.fill,
-                           "color-match": s.color_match, "source": s.image_source, "mask-source": s.mask_source,
-                           "scale": s.scale, "refine": s.refine, "preprocessor": s.preprocessor,
-                           "low-threshold": s.low_threshold, "high-threshold": s.high_threshold,
-                           "scheduler": schedule_of.get(s.scheduler, "default"), "batch-count": s.batch_count,
-                           "clip-skip": s.clip_skip, "refiner-start": s.refiner_start, "hires": s.hires,
-                           "hires-strength": s.hires_strength, "hires-steps": s.hires_steps,
-                           "hires-scale": s.hires_scale, "detail": s.detail, "detail-prompt": s.detail_prompt,
-                           "detail-negative-prompt": s.detail_negative_prompt, "detail-strength": s.detail_strength,
-                           "detail-steps": s.detail_steps, "detail-padding": s.detail_padding,
-                           "detail-confidence": s.detail_confidence, "detail-separate": s.detail_separate,
-                           "detail-targets": {"hand": "hand", "face,hand": "face-hand"}.get(s.detail_targets, "face"),
-                           "tileable": s.tileable, "transparent": s.transparent}
-    for name, value in (("model", s.model), ("vae", s.vae), ("refiner", s.refiner), ("upscaler", s.upscaler),
-                        ("hires-upscaler", s.hires_upscaler)):
+    out: Dict[str, Any] = {
+        "prompt": s.prompt,
+        "negative-prompt": s.negative_prompt,
+        "steps": s.steps,
+        "seed": s.seed,
+        "batch": s.batch,
+        "grow": s.grow,
+        "feather": s.feather,
+        "cfg": s.cfg,
+        "sampler": nick_of.get(s.sampler, "default"),
+        "fill": s.fill,
+        "color-match": s.color_match,
+        "source": s.image_source,
+        "mask-source": s.mask_source,
+        "scale": s.scale,
+        "refine": s.refine,
+        "preprocessor": s.preprocessor,
+        "low-threshold": s.low_threshold,
+        "high-threshold": s.high_threshold,
+        "scheduler": schedule_of.get(s.scheduler, "default"),
+        "batch-count": s.batch_count,
+        "clip-skip": s.clip_skip,
+        "refiner-start": s.refiner_start,
+        "hires": s.hires,
+        "hires-strength": s.hires_strength,
+        "hires-steps": s.hires_steps,
+        "hires-scale": s.hires_scale,
+        "detail": s.detail,
+        "detail-prompt": s.detail_prompt,
+        "detail-negative-prompt": s.detail_negative_prompt,
+        "detail-strength": s.detail_strength,
+        "detail-steps": s.detail_steps,
+        "detail-padding": s.detail_padding,
+        "detail-confidence": s.detail_confidence,
+        "detail-separate": s.detail_separate,
+        "detail-targets": {"hand": "hand", "face,hand": "face-hand"}.get(s.detail_targets, "face"),
+        "tileable": s.tileable,
+        "transparent": s.transparent,
+    }
+    for name, value in (
+        ("model", s.model),
+        ("vae", s.vae),
+        ("refiner", s.refiner),
+        ("upscaler", s.upscaler),
+        ("hires-upscaler", s.hires_upscaler),
+    ):
         if name in names:
             out[name] = listed_nick(spec.arg(name).listing, value)
             out[name + OVERRIDE_SUFFIX] = ""
@@ -217,18 +273,35 @@ def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
     for i in range(1, MAX_CONTROLS + 1):  # every slot: the kept ones, the rest off
         c = s.controls[i - 1] if i <= len(s.controls) else ControlSetting("")
         p = control_prefix(i)
-        out.update({f"{p}-layer": c.layer or None, f"{p}-type": c.type, f"{p}-strength": c.strength,
-                    f"{p}-start": c.start, f"{p}-end": c.end, f"{p}-preprocess": c.preprocess})
+        out.update(
+            {
+                f"{p}-layer": c.layer or None,
+                f"{p}-type": c.type,
+                f"{p}-strength": c.strength,
+                f"{p}-start": c.start,
+                f"{p}-end": c.end,
+                f"{p}-preprocess": c.preprocess,
+            }
+        )
     for i in range(1, MAX_REFERENCES + 1):
         r = s.references[i - 1] if i <= len(s.references) else ReferenceSetting("")
         p = reference_prefix(i)
-        out.update({f"{p}-layer": r.layer or None, f"{p}-type": r.type, f"{p}-strength": r.strength,
-                    f"{p}-start": r.start, f"{p}-end": r.end, f"{p}-region": r.region or None})
+        out.update(
+            {
+                f"{p}-layer": r.layer or None,
+                f"{p}-type": r.type,
+                f"{p}-strength": r.strength,
+                f"{p}-start": r.start,
+                f"{p}-end": r.end,
+                f"{p}-region": r.region or None,
+            }
+        )
     return {name: value for name, value in out.items() if name in names}
 
 
-def place_unlisted(spec: ProcedureSpec, values: Mapping[str, Any], offered: Callable[[Arg], Sequence[str]]
-                   ) -> Dict[str, Any]:
+def place_unlisted(
+    spec: ProcedureSpec, values: Mapping[str, Any], offered: Callable[[Arg], Sequence[str]]
+) -> Dict[str, Any]:
     """``values`` with each model-like choice whose nick the choice does not offer (``offered``: its nicks now)
     turned into its default entry plus the name in its override ``<argument>-name``, which wins."""
     out = dict(values)
@@ -242,8 +315,9 @@ def place_unlisted(spec: ProcedureSpec, values: Mapping[str, Any], offered: Call
     return out
 
 
-def resolve_items(spec: ProcedureSpec, values: Mapping[str, Any], find_layer: Callable[[str], Any],
-                  find_item: Callable[[str], Any]) -> Tuple[Dict[str, Any], List[str]]:
+def resolve_items(
+    spec: ProcedureSpec, values: Mapping[str, Any], find_layer: Callable[[str], Any], find_item: Callable[[str], Any]
+) -> Tuple[Dict[str, Any], List[str]]:
     """``values`` with the stable ids of layer arguments replaced by the image's layers (``find_layer``) and of
     layer-or-channel arguments by its items (``find_item``); (values, the labels of arguments whose item the image
     no longer has: left empty)."""
@@ -269,8 +343,9 @@ REUSE_FILE = "paintbridge-reuse.json"
 def save_reuse(profile: Path, procedure: str, values: Mapping[str, Any]) -> None:
     """Keep ``values`` for the next interactive run of ``procedure`` (its dialog opens with them)."""
     Path(profile).mkdir(parents=True, exist_ok=True)
-    (Path(profile) / REUSE_FILE).write_text(json.dumps({"procedure": procedure, "values": dict(values)}),
-                                            encoding="utf-8")
+    (Path(profile) / REUSE_FILE).write_text(
+        json.dumps({"procedure": procedure, "values": dict(values)}), encoding="utf-8"
+    )
 
 
 def take_reuse(profile: Path, procedure: str) -> Dict[str, Any]:

@@ -31,8 +31,9 @@ def python_version(system: System, program: Sequence[str]) -> Optional[tuple]:
         return None
 
 
-def find_server_python(system: System, current: tuple = tuple(sys.version_info[:2]),
-                       executable: str = sys.executable) -> List[str]:
+def find_server_python(
+    system: System, current: tuple = tuple(sys.version_info[:2]), executable: str = sys.executable
+) -> List[str]:
     """The command of a Python 3.11+ for the server's venv: this one when new enough, else one found on PATH."""
     if current >= SERVER_PYTHON:
         return [executable]
@@ -52,7 +53,8 @@ def find_server_python(system: System, current: tuple = tuple(sys.version_info[:
         f"{SERVER_PYTHON[0]}.{SERVER_PYTHON[1]} or newer, and this is {current[0]}.{current[1]} with none newer on "
         "PATH (looked for python3.13, python3.12, python3.11" + (", py -3.x" if system.windows else "") + "). "
         "Install Python 3.11 or newer (python.org, or your system's packages, e.g. 'apt install python3.11'), "
-        "then run install.py with it, or pass --python PATH_TO_PYTHON3.11+.")
+        "then run install.py with it, or pass --python PATH_TO_PYTHON3.11+."
+    )
 
 
 def given_python(system: System, program: Path) -> List[str]:
@@ -60,8 +62,10 @@ def given_python(system: System, program: Path) -> List[str]:
     version = python_version(system, [str(program)])
     if version is None or version < SERVER_PYTHON:
         found = "it does not run" if version is None else f"it is Python {version[0]}.{version[1]}"
-        raise InstallError(f"no suitable Python: --python {program} cannot host the server ({found}); it needs "
-                           f"Python {SERVER_PYTHON[0]}.{SERVER_PYTHON[1]} or newer.")
+        raise InstallError(
+            f"no suitable Python: --python {program} cannot host the server ({found}); it needs "
+            f"Python {SERVER_PYTHON[0]}.{SERVER_PYTHON[1]} or newer."
+        )
     return [str(program)]
 
 
@@ -83,8 +87,10 @@ def check_writable(folder: Path, what: str, hint: str = "") -> None:
             if not os.access(probe, os.W_OK):
                 problem = f"no write permission in {probe}"
     if problem:
-        raise InstallError(f"cannot write {what} to {folder}: {problem}. "
-                           + (hint or "Run install.py as the user who owns that folder, or choose another one."))
+        raise InstallError(
+            f"cannot write {what} to {folder}: {problem}. "
+            + (hint or "Run install.py as the user who owns that folder, or choose another one.")
+        )
 
 
 def check_disk_space(system: System, folder: Path, need_gb: float, what: str) -> None:
@@ -93,7 +99,8 @@ def check_disk_space(system: System, folder: Path, need_gb: float, what: str) ->
     if free < need_gb * 1e9:
         raise InstallError(
             f"not enough disk space for {what}: about {need_gb:.1f} GB is needed in {folder}, only "
-            f"{free / 1e9:.1f} GB is free. Free some space (or pass --venv on a disk with more room) and run again.")
+            f"{free / 1e9:.1f} GB is free. Free some space (or pass --venv on a disk with more room) and run again."
+        )
 
 
 def pip_failure(system: System, returncode: int, command: str) -> InstallError:
@@ -102,6 +109,9 @@ def pip_failure(system: System, returncode: int, command: str) -> InstallError:
         return InstallError(
             f"no network: the package index ({PYPI}) cannot be reached, so '{command}' could not download what it "
             "needs. Connect to the internet (or set up a package mirror for pip) and run install.py again: "
-            "it continues where it stopped.")
-    return InstallError(f"'{command}' failed (exit status {returncode}); its messages are above. "
-                        "Fix what they name and run install.py again.")
+            "it continues where it stopped."
+        )
+    return InstallError(
+        f"'{command}' failed (exit status {returncode}); its messages are above. "
+        "Fix what they name and run install.py again."
+    )

@@ -52,8 +52,10 @@ class Search:
     def not_found_message(self) -> str:
         name = "Krita" if self.app == KRITA else "GIMP 3"
         flag = "--krita-dir PYKRITA_FOLDER" if self.app == KRITA else "--gimp-dir PLUG_INS_FOLDER"
-        return (f"{name} was not found (looked for: {'; '.join(self.looked_at)}), so its plugin was not installed. "
-                f"Install {name} and run this again, or pass {flag}.")
+        return (
+            f"{name} was not found (looked for: {'; '.join(self.looked_at)}), so its plugin was not installed. "
+            f"Install {name} and run this again, or pass {flag}."
+        )
 
 
 def _first_evidence(checks: List[tuple]) -> str:
@@ -63,6 +65,7 @@ def _first_evidence(checks: List[tuple]) -> str:
 
 # --- Krita -----------------------------------------------------------------------------------------------------------
 
+
 def find_krita(system: System) -> Search:
     """Krita's pykrita folder(s) and kritarc for this user."""
     search = Search(KRITA)
@@ -71,41 +74,89 @@ def find_krita(system: System) -> Search:
         data = system.appdata() / "krita"
         program_files = system.env_path("ProgramFiles", Path("C:/Program Files"))
         exe = program_files / "Krita (x64)" / "bin" / "krita.exe"
-        _add(search, KRITA, "windows", data / "pykrita", system.local_appdata() / "kritarc", [
-            ("krita on PATH", bool(system.which("krita"))), (str(data), data.is_dir()), (str(exe), exe.is_file())])
+        _add(
+            search,
+            KRITA,
+            "windows",
+            data / "pykrita",
+            system.local_appdata() / "kritarc",
+            [("krita on PATH", bool(system.which("krita"))), (str(data), data.is_dir()), (str(exe), exe.is_file())],
+        )
         return search
     if system.macos:
         data = system.app_support() / "krita"
         app = system.system_path("Applications", "krita.app")
-        _add(search, KRITA, "macos", data / "pykrita", home / "Library" / "Preferences" / "kritarc", [
-            (str(app), app.is_dir()), (str(data), data.is_dir()), ("krita on PATH", bool(system.which("krita")))])
+        _add(
+            search,
+            KRITA,
+            "macos",
+            data / "pykrita",
+            home / "Library" / "Preferences" / "kritarc",
+            [(str(app), app.is_dir()), (str(data), data.is_dir()), ("krita on PATH", bool(system.which("krita")))],
+        )
         return search
     data, config = system.data_home(), system.config_home()
-    _add(search, KRITA, "linux", data / "krita" / "pykrita", config / "kritarc", [
-        ("krita on PATH", bool(system.which("krita"))), (str(data / "krita"), (data / "krita").is_dir()),
-        (str(config / "kritarc"), (config / "kritarc").is_file())])
+    _add(
+        search,
+        KRITA,
+        "linux",
+        data / "krita" / "pykrita",
+        config / "kritarc",
+        [
+            ("krita on PATH", bool(system.which("krita"))),
+            (str(data / "krita"), (data / "krita").is_dir()),
+            (str(config / "kritarc"), (config / "kritarc").is_file()),
+        ],
+    )
     flat = home / ".var" / "app" / "org.kde.krita"
-    _add(search, KRITA, "flatpak", flat / "data" / "krita" / "pykrita", flat / "config" / "kritarc",
-         _flatpak_checks(system, "org.kde.krita"), sandboxed=True)
+    _add(
+        search,
+        KRITA,
+        "flatpak",
+        flat / "data" / "krita" / "pykrita",
+        flat / "config" / "kritarc",
+        _flatpak_checks(system, "org.kde.krita"),
+        sandboxed=True,
+    )
     snap = home / "snap" / "krita" / "current"
-    _add(search, KRITA, "snap", snap / ".local" / "share" / "krita" / "pykrita", snap / ".config" / "kritarc",
-         _snap_checks(system, "krita"), sandboxed=True)
+    _add(
+        search,
+        KRITA,
+        "snap",
+        snap / ".local" / "share" / "krita" / "pykrita",
+        snap / ".config" / "kritarc",
+        _snap_checks(system, "krita"),
+        sandboxed=True,
+    )
     return search
 
 
 def _flatpak_checks(system: System, app_id: str) -> List[tuple]:
     user = system.home / ".var" / "app" / app_id
-    installs = [system.data_home() / "flatpak" / "app" / app_id, system.system_path("var", "lib", "flatpak", "app", app_id)]
+    installs = [
+        system.data_home() / "flatpak" / "app" / app_id,
+        system.system_path("var", "lib", "flatpak", "app", app_id),
+    ]
     return [(str(user), user.is_dir())] + [(str(p), p.is_dir()) for p in installs]
 
 
 def _snap_checks(system: System, name: str) -> List[tuple]:
     user = system.home / "snap" / name
-    return [(str(user), user.is_dir()), (str(system.system_path("snap", name)), system.system_path("snap", name).is_dir())]
+    return [
+        (str(user), user.is_dir()),
+        (str(system.system_path("snap", name)), system.system_path("snap", name).is_dir()),
+    ]
 
 
-def _add(search: Search, app: str, variant: str, plugin_dir: Path, kritarc: Optional[Path], checks: List[tuple],
-         sandboxed: bool = False) -> None:
+def _add(
+    search: Search,
+    app: str,
+    variant: str,
+    plugin_dir: Path,
+    kritarc: Optional[Path],
+    checks: List[tuple],
+    sandboxed: bool = False,
+) -> None:
     search.looked_at.extend(what for what, _ in checks)
     evidence = _first_evidence(checks)
     if evidence:
@@ -113,6 +164,7 @@ def _add(search: Search, app: str, variant: str, plugin_dir: Path, kritarc: Opti
 
 
 # --- GIMP 3 ----------------------------------------------------------------------------------------------------------
+
 
 def gimp_series_from_version(text: Optional[str]) -> Optional[str]:
     """``"3.2"`` from ``gimp --version`` output such as ``GNU Image Manipulation Program version 3.2.4``."""
@@ -130,7 +182,7 @@ def _gimp_program_series(system: System) -> tuple:
             continue
         series = gimp_series_from_version(system.output([path, "--version"]))
         if series is None and name != "gimp":
-            series = name[len("gimp-"):] if _GIMP3_SERIES.match(name[len("gimp-"):]) else GIMP_FALLBACK_SERIES
+            series = name[len("gimp-") :] if _GIMP3_SERIES.match(name[len("gimp-") :]) else GIMP_FALLBACK_SERIES
         if series:
             return series, f"{name} on PATH (GIMP {series})"
     return None, ""
@@ -139,8 +191,11 @@ def _gimp_program_series(system: System) -> tuple:
 def gimp_profile_dirs(gimp_root: Path, series: Optional[str]) -> List[Path]:
     """The profile folders under ``gimp_root`` (``.../GIMP``) to install into: every existing ``3.x`` one, else the
     found version's, else ``3.0``."""
-    existing = sorted(p for p in gimp_root.iterdir() if p.is_dir() and _GIMP3_SERIES.match(p.name)) \
-        if gimp_root.is_dir() else []
+    existing = (
+        sorted(p for p in gimp_root.iterdir() if p.is_dir() and _GIMP3_SERIES.match(p.name))
+        if gimp_root.is_dir()
+        else []
+    )
     if existing:
         return existing
     return [gimp_root / (series or GIMP_FALLBACK_SERIES)]
@@ -157,39 +212,67 @@ def find_gimp(system: System) -> Search:
     if custom:
         profile = Path(custom) if Path(custom).is_absolute() else system.home / custom
         search.looked_at.append(f"$GIMP3_DIRECTORY={custom}")
-        search.targets.append(HostTarget(GIMP, "linux" if not (system.windows or system.macos) else
-                                         ("windows" if system.windows else "macos"), profile / "plug-ins",
-                                         found_by="$GIMP3_DIRECTORY"))
+        search.targets.append(
+            HostTarget(
+                GIMP,
+                "linux" if not (system.windows or system.macos) else ("windows" if system.windows else "macos"),
+                profile / "plug-ins",
+                found_by="$GIMP3_DIRECTORY",
+            )
+        )
         return search
     series, program = _gimp_program_series(system)
     if system.windows:
         root = system.appdata() / "GIMP"
         program_files = system.env_path("ProgramFiles", Path("C:/Program Files"))
         install = program_files / "GIMP 3"
-        _add_gimp(search, "windows", root, series, [
-            (program or "gimp-3 on PATH", bool(program)), (str(root) + "\\3.x", _gimp_root_has_profile(root)),
-            (str(install), install.is_dir())])
+        _add_gimp(
+            search,
+            "windows",
+            root,
+            series,
+            [
+                (program or "gimp-3 on PATH", bool(program)),
+                (str(root) + "\\3.x", _gimp_root_has_profile(root)),
+                (str(install), install.is_dir()),
+            ],
+        )
         return search
     if system.macos:
         root = system.app_support() / "GIMP"
         app = system.system_path("Applications", "GIMP.app")
-        _add_gimp(search, "macos", root, series, [
-            (str(app), app.is_dir()), (str(root / "3.x"), _gimp_root_has_profile(root)),
-            (program or "gimp-3 on PATH", bool(program))])
+        _add_gimp(
+            search,
+            "macos",
+            root,
+            series,
+            [
+                (str(app), app.is_dir()),
+                (str(root / "3.x"), _gimp_root_has_profile(root)),
+                (program or "gimp-3 on PATH", bool(program)),
+            ],
+        )
         return search
     root = system.config_home() / "GIMP"
-    _add_gimp(search, "linux", root, series, [
-        (program or "gimp 3 on PATH", bool(program)), (str(root / "3.x"), _gimp_root_has_profile(root))])
+    _add_gimp(
+        search,
+        "linux",
+        root,
+        series,
+        [(program or "gimp 3 on PATH", bool(program)), (str(root / "3.x"), _gimp_root_has_profile(root))],
+    )
     flat = system.home / ".var" / "app" / "org.gimp.GIMP"
-    _add_gimp(search, "flatpak", flat / "config" / "GIMP", None, _flatpak_checks(system, "org.gimp.GIMP"),
-              sandboxed=True)
+    _add_gimp(
+        search, "flatpak", flat / "config" / "GIMP", None, _flatpak_checks(system, "org.gimp.GIMP"), sandboxed=True
+    )
     snap = system.home / "snap" / "gimp" / "current"
     _add_gimp(search, "snap", snap / ".config" / "GIMP", None, _snap_checks(system, "gimp"), sandboxed=True)
     return search
 
 
-def _add_gimp(search: Search, variant: str, gimp_root: Path, series: Optional[str], checks: List[tuple],
-              sandboxed: bool = False) -> None:
+def _add_gimp(
+    search: Search, variant: str, gimp_root: Path, series: Optional[str], checks: List[tuple], sandboxed: bool = False
+) -> None:
     search.looked_at.extend(what for what, _ in checks)
     evidence = _first_evidence(checks)
     if evidence:

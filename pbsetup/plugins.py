@@ -40,8 +40,12 @@ def package_dir(name: str, python: Optional[Path] = None) -> Path:
         if spec is None or spec.origin is None:
             raise ModuleNotFoundError(f"{name} is not installed for {sys.executable}: the plugins vendor it from there")
         return Path(spec.origin).parent
-    out = subprocess.run([str(python), "-c", f"import {name}, os; print(os.path.dirname({name}.__file__))"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(python), "-c", f"import {name}, os; print(os.path.dirname({name}.__file__))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return Path(out.stdout.strip())
 
 
@@ -119,16 +123,18 @@ def _checked_command(server_command: Optional[Sequence[str]]) -> Optional[List[s
     return list(server_command)
 
 
-def install_krita(pykrita_dir: Path, kritarc: Path, server_command: Optional[Sequence[str]],
-                  python: Optional[Path] = None) -> Path:
+def install_krita(
+    pykrita_dir: Path, kritarc: Path, server_command: Optional[Sequence[str]], python: Optional[Path] = None
+) -> Path:
     """The Krita plugin into ``pykrita_dir/paintbridge`` (with its ``.desktop`` file), enabled in ``kritarc``;
     ``python``: whose msgpack/websockets to vendor. Returns the plugin's folder."""
     command = _checked_command(server_command)
     source = REPO / "krita_plugin"
 
     def build(staging: Path) -> None:
-        shutil.copytree(source / NAME, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-                        dirs_exist_ok=True)
+        shutil.copytree(
+            source / NAME, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True
+        )
         vendor_runtime(staging, python)
         record_server_command(staging, command)
 
@@ -138,8 +144,9 @@ def install_krita(pykrita_dir: Path, kritarc: Path, server_command: Optional[Seq
     return dest
 
 
-def install_gimp(plugins_dir: Path, server_command: Optional[Sequence[str]] = None,
-                 python: Optional[Path] = None) -> Path:
+def install_gimp(
+    plugins_dir: Path, server_command: Optional[Sequence[str]] = None, python: Optional[Path] = None
+) -> Path:
     """The GIMP 3 plug-in into ``plugins_dir/paintbridge`` (GIMP runs ``paintbridge/paintbridge.py``); ``python``:
     whose msgpack/websockets to vendor. Without a server command the plug-in only reports that the server is down.
     Returns the plug-in's folder."""

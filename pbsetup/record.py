@@ -32,8 +32,14 @@ class Record:
         if not path.is_file():
             return cls(path)
         data: Dict = json.loads(path.read_text(encoding="utf-8"))
-        return cls(path, data.get("venv"), bool(data.get("venv_created")), list(data.get("files", [])),
-                   list(data.get("kritarcs", [])), list(data.get("created_dirs", [])))
+        return cls(
+            path,
+            data.get("venv"),
+            bool(data.get("venv_created")),
+            list(data.get("files", [])),
+            list(data.get("kritarcs", [])),
+            list(data.get("created_dirs", [])),
+        )
 
     def add(self, kind: str, value: Path) -> None:
         """Add ``value`` to the list ``kind`` ("files", "kritarcs", "created_dirs") unless it is there already."""
@@ -49,8 +55,14 @@ class Record:
             self.add("created_dirs", folder)
             folder = folder.parent
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"version": VERSION, "venv": self.venv, "venv_created": self.venv_created, "files": self.files,
-                "kritarcs": self.kritarcs, "created_dirs": self.created_dirs}
+        data = {
+            "version": VERSION,
+            "venv": self.venv,
+            "venv_created": self.venv_created,
+            "files": self.files,
+            "kritarcs": self.kritarcs,
+            "created_dirs": self.created_dirs,
+        }
         self.path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
     @property

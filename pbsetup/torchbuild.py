@@ -26,8 +26,12 @@ from typing import Optional
 from .system import System
 
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
-INDEXES = {"cuda": f"{PYTORCH_INDEX}/cu128", "rocm": f"{PYTORCH_INDEX}/rocm6.4", "xpu": f"{PYTORCH_INDEX}/xpu",
-           "cpu": f"{PYTORCH_INDEX}/cpu"}
+INDEXES = {
+    "cuda": f"{PYTORCH_INDEX}/cu128",
+    "rocm": f"{PYTORCH_INDEX}/rocm6.4",
+    "xpu": f"{PYTORCH_INDEX}/xpu",
+    "cpu": f"{PYTORCH_INDEX}/cpu",
+}
 BUILDS = ("cpu", "cuda", "rocm", "xpu", "mps", "default")
 # Rough download + install size of torch and torchvision per build, in GB (for the disk-space check).
 SIZES_GB = {"cuda": 6.0, "rocm": 16.0, "xpu": 5.0, "cpu": 1.2, "mps": 0.9}
@@ -70,17 +74,21 @@ def _pci_gpus(system: System) -> str:
 
 
 def _windows_gpus(system: System) -> str:
-    return system.output(["powershell", "-NoProfile", "-Command",
-                          "(Get-CimInstance Win32_VideoController).Name"]) or ""
+    return system.output(["powershell", "-NoProfile", "-Command", "(Get-CimInstance Win32_VideoController).Name"]) or ""
 
 
 def detect_hardware(system: System) -> Hardware:
     """The GPU family PyTorch can use here, from the system's own tools."""
     if system.macos:
-        arm = system.machine.lower() in ("arm64", "aarch64") or \
-            (system.output(["sysctl", "-n", "hw.optional.arm64"]) or "").strip() == "1"
-        return Hardware("apple", "Apple silicon (sysctl hw.optional.arm64)") if arm else \
-            Hardware(None, "an Intel Mac (no GPU PyTorch can use)")
+        arm = (
+            system.machine.lower() in ("arm64", "aarch64")
+            or (system.output(["sysctl", "-n", "hw.optional.arm64"]) or "").strip() == "1"
+        )
+        return (
+            Hardware("apple", "Apple silicon (sysctl hw.optional.arm64)")
+            if arm
+            else Hardware(None, "an Intel Mac (no GPU PyTorch can use)")
+        )
     if system.which("nvidia-smi"):
         names = system.output(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
         if names and names.strip():
@@ -125,7 +133,9 @@ def choose_torch(system: System, hardware: Hardware, override: Optional[str] = N
     if hardware.gpu == "amd":
         if linux:
             return _build(system, "rocm", hardware.detail)
-        return TorchChoice("cpu", None, f"{hardware.detail}; PyTorch has no ROCm build for this system, so the CPU build")
+        return TorchChoice(
+            "cpu", None, f"{hardware.detail}; PyTorch has no ROCm build for this system, so the CPU build"
+        )
     if hardware.gpu == "intel":
         return _build(system, "xpu", hardware.detail)
     if hardware.gpu == "apple":
@@ -159,9 +169,14 @@ def reachable_choice(system: System, choice: TorchChoice) -> tuple:
     if choice.index_url is None or system.reachable(choice.index_url + "/"):
         return choice, ""
     fallback = TorchChoice("default", None, f"fallback: {choice.index_url} cannot be reached")
-    note = (f"PyTorch's package index for the {choice.build} build ({choice.index_url}) cannot be reached from here, "
-            f"so the default build from your usual package index is installed instead"
-            + (" (on Linux that is a CUDA build, about 5 GB, which also runs on the CPU)"
-               if system.platform.startswith("linux") else "")
-            + f". Run again with --torch {choice.build} once that index is reachable.")
+    note = (
+        f"PyTorch's package index for the {choice.build} build ({choice.index_url}) cannot be reached from here, "
+        f"so the default build from your usual package index is installed instead"
+        + (
+            " (on Linux that is a CUDA build, about 5 GB, which also runs on the CPU)"
+            if system.platform.startswith("linux")
+            else ""
+        )
+        + f". Run again with --torch {choice.build} once that index is reachable."
+    )
     return fallback, note

@@ -15,8 +15,12 @@ import shlex
 from typing import Dict, List
 
 # pip's option name -> uv pip install's
-_OPTIONS: Dict[str, str] = {"constraint": "--constraint", "index-url": "--index-url",
-                            "extra-index-url": "--extra-index-url", "find-links": "--find-links"}
+_OPTIONS: Dict[str, str] = {
+    "constraint": "--constraint",
+    "index-url": "--index-url",
+    "extra-index-url": "--extra-index-url",
+    "find-links": "--find-links",
+}
 _LINE = re.compile(r"^(?P<scope>[^=]*?)\.(?P<key>[a-z-]+)=(?P<value>.*)$")
 
 
@@ -39,6 +43,6 @@ def uv_options(pip_config_list: str, with_index_url: bool = True) -> List[str]:
             values = [raw.strip("'\"")]
         for value in (v for item in values for v in item.split()):
             pair = [_OPTIONS[key], value]
-            if not any(out[i:i + 2] == pair for i in range(0, len(out), 2)):
+            if not any(out[i : i + 2] == pair for i in range(0, len(out), 2)):
                 out += pair
     return out

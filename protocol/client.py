@@ -31,8 +31,22 @@ from .connection import CLIENT, Connection
 from .errors import INTERNAL, UNSUPPORTED, LocalProtocolError, ProtocolError
 from .shared import AVAILABLE as SHARED_AVAILABLE, SharedFolder
 from .messages import (
-    FINAL_TYPES, Cancel, Cancelled, Error, Job, ListModels, ListPresets, Message, Models, Presets, Pull, PullDone,
-    Result, Welcome, error_from, hello,
+    FINAL_TYPES,
+    Cancel,
+    Cancelled,
+    Error,
+    Job,
+    ListModels,
+    ListPresets,
+    Message,
+    Models,
+    Presets,
+    Pull,
+    PullDone,
+    Result,
+    Welcome,
+    error_from,
+    hello,
 )
 
 DEFAULT_URL = "ws://127.0.0.1:7860"
@@ -109,19 +123,20 @@ class Client:
         """Open the connection and handshake; returns ``welcome``. Raises ConnectionFailed (unreachable), JobFailed
         (refused: token, bad hello) or ProtocolError (``version_mismatch``)."""
         try:
-            ws = ws_connect(self.url, open_timeout=self.open_timeout, max_size=self.max_frame_bytes,
-                            compression=None)
+            ws = ws_connect(self.url, open_timeout=self.open_timeout, max_size=self.max_frame_bytes, compression=None)
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as err:
             raise ConnectionFailed(f"cannot reach the Paintbridge server at {self.url}: {err}") from err
         conn = Connection(CLIENT)
         try:
-            ws.send(conn.send(hello(self.client_name, self.client_version, self.token, self.session,
-                                    self.shared_memory)))
+            ws.send(
+                conn.send(hello(self.client_name, self.client_version, self.token, self.session, self.shared_memory))
+            )
             (reply,) = conn.receive_data(ws.recv(timeout=self.open_timeout + 25))
         except (ConnectionClosed, OSError, TimeoutError) as err:
             ws.close()
-            raise ConnectionFailed(f"the Paintbridge server at {self.url} did not complete the handshake: "
-                                   f"{err}") from err
+            raise ConnectionFailed(
+                f"the Paintbridge server at {self.url} did not complete the handshake: {err}"
+            ) from err
         except ProtocolError:
             ws.close()
             raise
@@ -181,8 +196,9 @@ class Client:
                 return
             except ConnectionFailed as err:
                 last = err
-        raise ConnectionFailed(f"lost the connection to {self.url} and could not reconnect within "
-                               f"{self.resume_for:g} s: {last}")
+        raise ConnectionFailed(
+            f"lost the connection to {self.url} and could not reconnect within {self.resume_for:g} s: {last}"
+        )
 
     # --- jobs ---------------------------------------------------------------------------------------------------
     def submit(self, job: Union[Job, Pull, Mapping[str, Any]]) -> str:
@@ -240,8 +256,10 @@ class Client:
                         raise
                     self._resume()
                     if not self._is_open(job_id):
-                        raise ConnectionFailed(f"the server at {self.url} no longer holds job {job_id} (it restarted, "
-                                               "or the connection was down longer than its grace period)") from None
+                        raise ConnectionFailed(
+                            f"the server at {self.url} no longer holds job {job_id} (it restarted, "
+                            "or the connection was down longer than its grace period)"
+                        ) from None
                     continue
                 self._route(msg)
         finally:
@@ -276,8 +294,13 @@ class Client:
         self._require_pulls()
         return [dict(p) for p in self._ask(ListPresets(), Presets, timeout).presets]
 
-    def pull(self, names: List[str], pull_id: Optional[str] = None,
-             on_event: Optional[Callable[[Message], None]] = None, timeout: Optional[float] = None) -> PullDone:
+    def pull(
+        self,
+        names: List[str],
+        pull_id: Optional[str] = None,
+        on_event: Optional[Callable[[Message], None]] = None,
+        timeout: Optional[float] = None,
+    ) -> PullDone:
         """Download catalogue presets or files onto the server's machine and wait for ``pull_done`` (raises
         JobFailed or JobCancelled); ``on_event`` sees each ``pull_progress``. Cancel with ``cancel(pull_id)``."""
         self._require_pulls()
@@ -297,9 +320,14 @@ class Client:
     def _require_pulls(self) -> None:
         welcome = self.welcome
         if welcome is not None and not welcome.capabilities.get("pulls"):
-            raise JobFailed(Error(UNSUPPORTED, f"the Paintbridge server at {self.url} (version "
-                                  f"{welcome.server_version}) cannot download models: update it, or run "
-                                  "'paintbridge models pull NAME' on the server's machine"))
+            raise JobFailed(
+                Error(
+                    UNSUPPORTED,
+                    f"the Paintbridge server at {self.url} (version "
+                    f"{welcome.server_version}) cannot download models: update it, or run "
+                    "'paintbridge models pull NAME' on the server's machine",
+                )
+            )
 
     def _ask(self, request: Message, answer: type, timeout: float) -> Any:
         """Send a request without an id and wait for its answer; an id-less ``error`` about the message type (a

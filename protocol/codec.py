@@ -83,11 +83,11 @@ def fragments(frame: Any, size: int = FRAGMENT_BYTES) -> Union[Any, List[memoryv
         views = [memoryview(p).cast("B") for p in frame if len(p)]
         if sum(len(v) for v in views) <= size:
             return b"".join(views)
-        return [v[i:i + size] for v in views for i in range(0, len(v), size)]
+        return [v[i : i + size] for v in views for i in range(0, len(v), size)]
     view = memoryview(frame).cast("B")
     if len(view) <= size:
         return frame
-    return [view[i:i + size] for i in range(0, len(view), size)]
+    return [view[i : i + size] for i in range(0, len(view), size)]
 
 
 def decode(frame: Any, max_bytes: int = 2**31) -> Any:

@@ -28,8 +28,22 @@ from typing import Any, Dict, List, Optional, Set
 from .codec import decode, encode, encode_pieces
 from .errors import BAD_REQUEST, LocalProtocolError, ProtocolError, bad_field
 from .messages import (
-    CLIENT_TYPES, FINAL_TYPES, JOB_EVENT_TYPES, OPENING_TYPES, SERVER_TYPES, Cancel, Error, Hello, Job, Limits, Message,
-    UNLIMITED, Welcome, check_compatible, parse_client_message, parse_server_message,
+    CLIENT_TYPES,
+    FINAL_TYPES,
+    JOB_EVENT_TYPES,
+    OPENING_TYPES,
+    SERVER_TYPES,
+    Cancel,
+    Error,
+    Hello,
+    Job,
+    Limits,
+    Message,
+    UNLIMITED,
+    Welcome,
+    check_compatible,
+    parse_client_message,
+    parse_server_message,
 )
 from .shared import SharedFolder, export, resolve
 
@@ -97,8 +111,7 @@ class Connection:
             raise
         if self.hello is None:
             if not isinstance(msg, Hello):
-                raise ProtocolError(BAD_REQUEST, f"the first message must be 'hello', got '{msg.type}'",
-                                    field="type")
+                raise ProtocolError(BAD_REQUEST, f"the first message must be 'hello', got '{msg.type}'", field="type")
             check_compatible(msg.protocol)
             self.hello = msg
             return msg
@@ -106,8 +119,9 @@ class Connection:
             raise ProtocolError(BAD_REQUEST, "'hello' was already received on this connection", field="type")
         if isinstance(msg, OPENING_TYPES):
             if msg.id in self.open_jobs:
-                raise ProtocolError(BAD_REQUEST, f"id {msg.id!r} is already queued or running (a job or a pull)",
-                                    field="id")
+                raise ProtocolError(
+                    BAD_REQUEST, f"id {msg.id!r} is already queued or running (a job or a pull)", field="id"
+                )
             self.open_jobs.add(msg.id)
             if isinstance(msg, Job) and msg.shared_memory and self.shared is not None:
                 self._shared_jobs.add(msg.id)
@@ -127,8 +141,7 @@ class Connection:
             elif isinstance(msg, Error):
                 self.state = CLOSED
             else:
-                raise ProtocolError(BAD_REQUEST, f"the server answered '{msg.type}' instead of 'welcome'",
-                                    field="type")
+                raise ProtocolError(BAD_REQUEST, f"the server answered '{msg.type}' instead of 'welcome'", field="type")
             return msg
         if isinstance(msg, Welcome):
             raise ProtocolError(BAD_REQUEST, "'welcome' was already received on this connection", field="type")

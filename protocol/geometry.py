@@ -78,12 +78,12 @@ def context_box(selection: Box, canvas_width: int, canvas_height: int) -> Box:
 
 def selection_bounds_from_mask(mask: bytes, width: int, height: int) -> Box:
     """Bounds of the non-zero bytes of a ``gray8`` mask (``Box(0, 0, 0, 0)`` when all zero)."""
-    rows = [y for y in range(height) if mask[y * width:(y + 1) * width].strip(b"\x00")]
+    rows = [y for y in range(height) if mask[y * width : (y + 1) * width].strip(b"\x00")]
     if not rows:
         return Box(0, 0, 0, 0)
     x0, x1 = width, 0
     for y in rows:
-        row = mask[y * width:(y + 1) * width]
+        row = mask[y * width : (y + 1) * width]
         x0 = min(x0, len(row) - len(row.lstrip(b"\x00")))
         x1 = max(x1, len(row.rstrip(b"\x00")))
     return Box(x0, rows[0], x1 - x0, rows[-1] + 1 - rows[0])
@@ -91,4 +91,4 @@ def selection_bounds_from_mask(mask: bytes, width: int, height: int) -> Box:
 
 def crop_gray(mask: bytes, width: int, box: Box) -> bytes:
     """Cut ``box`` out of a ``gray8`` buffer that is ``width`` px wide."""
-    return b"".join(mask[(y * width + box.x):(y * width + box.right)] for y in range(box.y, box.bottom))
+    return b"".join(mask[(y * width + box.x) : (y * width + box.right)] for y in range(box.y, box.bottom))

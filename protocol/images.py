@@ -72,7 +72,7 @@ def convert_pixels(data: BytesLike, src: str, dst: str) -> bytes:
         red, blue = (0, 16) if src == RGBA8 else (16, 0)
         out = bytearray()
         for start in range(0, len(view), LUMA_CHUNK * 4):
-            out += _luma(view[start:start + LUMA_CHUNK * 4], red, blue)
+            out += _luma(view[start : start + LUMA_CHUNK * 4], red, blue)
         return bytes(out)
     raise ValueError(f"cannot convert {src} to {dst}")
 
@@ -84,8 +84,11 @@ LUMA_CHUNK = 1 << 18
 @lru_cache(maxsize=4)
 def _lane_masks(n: int) -> Tuple[int, int, int]:
     """Big integers with ``n`` 32-bit lanes holding 0xFF, 0x7FFF and 1."""
-    return (int.from_bytes(b"\xff\x00\x00\x00" * n, "little"), int.from_bytes(b"\xff\x7f\x00\x00" * n, "little"),
-            int.from_bytes(b"\x01\x00\x00\x00" * n, "little"))
+    return (
+        int.from_bytes(b"\xff\x00\x00\x00" * n, "little"),
+        int.from_bytes(b"\xff\x7f\x00\x00" * n, "little"),
+        int.from_bytes(b"\x01\x00\x00\x00" * n, "little"),
+    )
 
 
 def _luma(pixels: memoryview, red: int, blue: int) -> bytes:
@@ -111,8 +114,9 @@ def payload_size(value: Mapping, field: str, max_pixels: int, formats: tuple = P
         if v <= 0:
             raise bad_field(f"{field}.{key}", f"must be positive, got {v}")
         if v > MAX_SIDE:
-            raise ProtocolError(TOO_LARGE, f"field '{field}.{key}' is {v}, over the limit of {MAX_SIDE} px",
-                                field=f"{field}.{key}")
+            raise ProtocolError(
+                TOO_LARGE, f"field '{field}.{key}' is {v}, over the limit of {MAX_SIDE} px", field=f"{field}.{key}"
+            )
     width, height = value["width"], value["height"]
     if width * height > max_pixels:
         raise ProtocolError(

@@ -18,9 +18,28 @@ from .schema import WireModel, type_error, wire
 
 # The nested maps a message carries, and the names the messages' module has always offered, kept importable from it.
 from .fields import (  # noqa: F401
-    CAPTION_STYLES, CONTROL_TYPES, INPAINT_FILLS, MAX_CONTROLS, MAX_ID_LENGTH, MAX_PULL_NAMES, MAX_REFERENCES,
-    MAX_REGIONS, MODES, REFERENCE_TYPES, REGION_MODES, SPEED_LEVELS, TILEABLE_MODES, TRANSPARENT_MODES, UNLIMITED,
-    Control, Extend, Limits, Params, Reference, Region, ResultLayer,
+    CAPTION_STYLES,
+    CONTROL_TYPES,
+    INPAINT_FILLS,
+    MAX_CONTROLS,
+    MAX_ID_LENGTH,
+    MAX_PULL_NAMES,
+    MAX_REFERENCES,
+    MAX_REGIONS,
+    MODES,
+    REFERENCE_TYPES,
+    REGION_MODES,
+    SPEED_LEVELS,
+    TILEABLE_MODES,
+    TRANSPARENT_MODES,
+    UNLIMITED,
+    Control,
+    Extend,
+    Limits,
+    Params,
+    Reference,
+    Region,
+    ResultLayer,
 )
 from .images import PIXEL_FORMATS, parse_payload  # noqa: F401
 from .sampling import SAMPLERS, SCHEDULE_NAMES, resolve as resolve_sampler  # noqa: F401
@@ -46,13 +65,20 @@ def check_compatible(peer_version: str, ours: str = PROTOCOL_VERSION, peer: str 
     """Refuse a peer whose major version differs, saying which side to update."""
     theirs, mine = parse_version(peer_version), parse_version(ours)
     if theirs[0] != mine[0]:
-        update = "the server" if theirs[0] > mine[0] else (
-            f"the {peer} (Paintbridge plugin)" if peer == "client" else f"the {peer}")
-        raise ProtocolError(VERSION_MISMATCH, f"protocol {peer_version} of the {peer} is incompatible with protocol "
-                            f"{ours}: update {update}", field="protocol")
+        update = (
+            "the server"
+            if theirs[0] > mine[0]
+            else (f"the {peer} (Paintbridge plugin)" if peer == "client" else f"the {peer}")
+        )
+        raise ProtocolError(
+            VERSION_MISMATCH,
+            f"protocol {peer_version} of the {peer} is incompatible with protocol {ours}: update {update}",
+            field="protocol",
+        )
 
 
 # --- messages ------------------------------------------------------------------------------------------------------
+
 
 class Message(WireModel):
     """A message of either direction; ``type`` is its wire ``type``."""
@@ -78,10 +104,12 @@ class Hello(Message):
     client: str = wire(max_length=128, doc='client name, e.g. `"krita"`, `"gimp"`')
     client_version: str = wire("", max_length=64)
     token: Optional[str] = wire(None, max_length=1024, doc="the server's token, when it has one")
-    session: Optional[str] = wire(None, pattern=SESSION_PATTERN,
-                                  doc="client session id, made once per plugin session (1.1)")
-    shared_memory: bool = wire(False, doc="the client can send and take payloads as files of a shared folder "
-                                          "(`welcome.shared_folder`)")
+    session: Optional[str] = wire(
+        None, pattern=SESSION_PATTERN, doc="client session id, made once per plugin session (1.1)"
+    )
+    shared_memory: bool = wire(
+        False, doc="the client can send and take payloads as files of a shared folder (`welcome.shared_folder`)"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +117,12 @@ class Job(Message):
     type: ClassVar[str] = "job"
     id: str = _id(doc="chosen by the client; unique among its open jobs")
     mode: str = wire(choices=MODES)
-    model: str = wire("", max_length=256, doc='a checkpoint name, `"classical"`, or `""` for the default; mode '
-                      '`caption`: a captioner by name, `""` = the first installed')
+    model: str = wire(
+        "",
+        max_length=256,
+        doc='a checkpoint name, `"classical"`, or `""` for the default; mode '
+        '`caption`: a captioner by name, `""` = the first installed',
+    )
     prompt: str = wire("", max_length=MAX_PROMPT_LENGTH)
     negative_prompt: str = wire("", max_length=MAX_PROMPT_LENGTH)
     image: Optional[ImagePayload] = wire(None, formats=(RGBA8, BGRA8), doc="the context box's pixels")
@@ -101,19 +133,29 @@ class Job(Message):
     y: int = wire(0, minimum=-(2**31), maximum=2**31 - 1)
     result_format: str = wire(RGBA8, choices=(RGBA8, BGRA8), doc="pixel format of the result layers")
     previews: bool = wire(False, doc="attach small previews to `progress`")
-    live: bool = wire(False, doc="a live frame (1.1): not kept across a dropped connection; replaces the "
-                                 "client's older queued live frame")
-    shared_memory: bool = wire(False, doc="the client reads `welcome.shared_folder`: result payloads may come back "
-                                          "as `shm` handles (set by the reference client itself)")
+    live: bool = wire(
+        False,
+        doc="a live frame (1.1): not kept across a dropped connection; replaces the client's older queued live frame",
+    )
+    shared_memory: bool = wire(
+        False,
+        doc="the client reads `welcome.shared_folder`: result payloads may come back "
+        "as `shm` handles (set by the reference client itself)",
+    )
     # reference images
-    references: Tuple[Reference, ...] = wire((), max_items=MAX_REFERENCES,
-                                             doc="reference images (IP-Adapter, Flux.1 Redux); "
-                                                 "`welcome.capabilities.references` lists the model families that "
-                                                 "take them")
+    references: Tuple[Reference, ...] = wire(
+        (),
+        max_items=MAX_REFERENCES,
+        doc="reference images (IP-Adapter, Flux.1 Redux); "
+        "`welcome.capabilities.references` lists the model families that "
+        "take them",
+    )
     # regions
-    regions: Tuple[Region, ...] = wire((), max_items=MAX_REGIONS,
-                                       doc="areas with prompts of their own; `welcome.capabilities.regions` lists "
-                                           "the model families that take them")
+    regions: Tuple[Region, ...] = wire(
+        (),
+        max_items=MAX_REGIONS,
+        doc="areas with prompts of their own; `welcome.capabilities.regions` lists the model families that take them",
+    )
 
     def check(self, path: str, limits: Any) -> None:
         """Cross-field rules: what each mode needs, matching sizes, the size of what the job would make."""
@@ -127,24 +169,30 @@ class Job(Message):
             raise bad_field("mask", f"is {mask.width}x{mask.height} but the image is {image.width}x{image.height}")
         for i, ctl in enumerate(self.controls):
             if image is not None and (ctl.image.width, ctl.image.height) != (image.width, image.height):
-                raise bad_field(f"controls[{i}].image", f"is {ctl.image.width}x{ctl.image.height} but the image is "
-                                f"{image.width}x{image.height}")
+                raise bad_field(
+                    f"controls[{i}].image",
+                    f"is {ctl.image.width}x{ctl.image.height} but the image is {image.width}x{image.height}",
+                )
         for i, ref in enumerate(self.references):  # reference images
             size = (image.width, image.height) if image is not None else (params.width, params.height)
             if ref.mask is not None and (ref.mask.width, ref.mask.height) != size:
-                raise bad_field(f"references[{i}].mask", f"is {ref.mask.width}x{ref.mask.height} but the job is "
-                                f"{size[0]}x{size[1]}")
+                raise bad_field(
+                    f"references[{i}].mask", f"is {ref.mask.width}x{ref.mask.height} but the job is {size[0]}x{size[1]}"
+                )
         for i, region in enumerate(self.regions):  # regions
             size = (image.width, image.height) if image is not None else (params.width, params.height)
             if (region.mask.width, region.mask.height) != size:
-                raise bad_field(f"regions[{i}].mask", f"is {region.mask.width}x{region.mask.height} but the job is "
-                                f"{size[0]}x{size[1]} (the context box)")
+                raise bad_field(
+                    f"regions[{i}].mask",
+                    f"is {region.mask.width}x{region.mask.height} but the job is {size[0]}x{size[1]} (the context box)",
+                )
         if self.regions and mode not in REGION_MODES:
-            raise bad_field("regions", f"are not used by mode '{mode}'; regions work in "
-                            f"{', '.join(REGION_MODES)}")
+            raise bad_field("regions", f"are not used by mode '{mode}'; regions work in {', '.join(REGION_MODES)}")
         if params.tileable and mode not in TILEABLE_MODES:
-            raise bad_field("params.tileable", f"is for pictures made whole ({', '.join(TILEABLE_MODES)}), not mode "
-                            f"'{mode}': switch it off")
+            raise bad_field(
+                "params.tileable",
+                f"is for pictures made whole ({', '.join(TILEABLE_MODES)}), not mode '{mode}': switch it off",
+            )
         if params.transparent and mode not in TRANSPARENT_MODES:
             raise bad_field("params.transparent", f"is for modes {', '.join(TRANSPARENT_MODES)}, not '{mode}'")
         if mode == "preprocess" and not params.preprocessor:
@@ -155,15 +203,19 @@ class Job(Message):
 
         def within_limit(field: str, what: str, width: int, height: int) -> None:
             if width * height > limits.max_pixels:
-                raise ProtocolError(TOO_LARGE, f"field '{field}' asks for {what} of {width}x{height} = "
-                                    f"{width * height} px, over the server's limit of {limits.max_pixels} px",
-                                    field=field)
+                raise ProtocolError(
+                    TOO_LARGE,
+                    f"field '{field}' asks for {what} of {width}x{height} = "
+                    f"{width * height} px, over the server's limit of {limits.max_pixels} px",
+                    field=field,
+                )
 
         if mode == "generate" and image is None:
             within_limit("params.width", "an image", params.width, params.height)
         if mode == "outpaint" and image is not None:
-            within_limit("params.extend", "a canvas", image.width + ext.left + ext.right,
-                         image.height + ext.top + ext.bottom)
+            within_limit(
+                "params.extend", "a canvas", image.width + ext.left + ext.right, image.height + ext.top + ext.bottom
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,9 +262,12 @@ class Welcome(Message):
     defaults: Dict[str, Any] = wire(factory=dict, doc="defaults the plugins use (1.1)")
     session: Optional[str] = wire(None, pattern=SESSION_PATTERN, doc="the client session id (1.1)")
     resumed: Tuple[str, ...] = wire((), doc="open jobs the server still holds for this session (1.1)")
-    shared_folder: Optional[str] = wire(None, max_length=4096,
-                                        doc="this connection's private folder for payloads as files (`shm` "
-                                            "handles), when the client asked and shares the server's machine")
+    shared_folder: Optional[str] = wire(
+        None,
+        max_length=4096,
+        doc="this connection's private folder for payloads as files (`shm` "
+        "handles), when the client asked and shares the server's machine",
+    )
     dtypes: Dict[str, Any] = wire(factory=dict, doc="how the server chose its precision per model family: see below")
 
 
@@ -302,11 +357,14 @@ class Error(Message):
 
 
 ClientMessage = Union[Hello, Job, Cancel, ListModels, Pull, ListPresets]
-ServerMessage = Union[Welcome, Models, Queued, Started, Progress, Result, Cancelled, Error, Presets, PullProgress,
-                      PullDone]
+ServerMessage = Union[
+    Welcome, Models, Queued, Started, Progress, Result, Cancelled, Error, Presets, PullProgress, PullDone
+]
 CLIENT_TYPES: Dict[str, Type[Message]] = {m.type: m for m in (Hello, Job, Cancel, ListModels, Pull, ListPresets)}
-SERVER_TYPES: Dict[str, Type[Message]] = {m.type: m for m in (Welcome, Models, Queued, Started, Progress, Result,
-                                                                 Cancelled, Error, Presets, PullProgress, PullDone)}
+SERVER_TYPES: Dict[str, Type[Message]] = {
+    m.type: m
+    for m in (Welcome, Models, Queued, Started, Progress, Result, Cancelled, Error, Presets, PullProgress, PullDone)
+}
 OPENING_TYPES = (Job, Pull)  # requests that open an id until its one final message
 FINAL_TYPES = (Result, PullDone, Cancelled, Error)
 JOB_EVENT_TYPES = (Queued, Started, Progress, Result, PullProgress, PullDone, Cancelled)
@@ -325,8 +383,9 @@ def _parse(value: Any, types: Dict[str, Type[Message]], limits: Limits) -> Any:
     return cls.parse_map(value, "", limits)
 
 
-def parse_client_message(value: Any, limits: Limits = Limits(),
-                         resolve: Optional[Callable[[Any], Any]] = None) -> ClientMessage:
+def parse_client_message(
+    value: Any, limits: Limits = Limits(), resolve: Optional[Callable[[Any], Any]] = None
+) -> ClientMessage:
     """Validate a message a client sent (the server's side), after ``resolve`` (shared-memory handles to bytes, see
     ``shared.resolve``) when given. A refused ``job`` (or ``pull``) whose ``id`` is a valid id carries it in the error
     (``job_id``); an id that is not valid is never echoed, not even cut."""
@@ -352,7 +411,12 @@ def job_params_defaults() -> dict:
     return Params().as_dict()
 
 
-def hello(client: str, client_version: str = "", token: Optional[str] = None, session: Optional[str] = None,
-          shared_memory: bool = False) -> Hello:
+def hello(
+    client: str,
+    client_version: str = "",
+    token: Optional[str] = None,
+    session: Optional[str] = None,
+    shared_memory: bool = False,
+) -> Hello:
     """This library's ``hello``."""
     return Hello(PROTOCOL_VERSION, client, client_version, token or None, session, shared_memory)

@@ -40,10 +40,12 @@ ALL_SCHEDULES = SIGMA_SCHEDULES + SPACING_SCHEDULES
 SAMPLER_TABLE: Dict[str, Sampler] = {
     "Euler": Sampler("EulerDiscreteScheduler", {}, ALL_SCHEDULES),
     "Euler a": Sampler("EulerAncestralDiscreteScheduler", {}, SPACING_SCHEDULES),
-    "DPM++ 2M": Sampler("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2},
-                        ALL_SCHEDULES),
-    "DPM++ 2M SDE": Sampler("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
-                            ALL_SCHEDULES),
+    "DPM++ 2M": Sampler(
+        "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, ALL_SCHEDULES
+    ),
+    "DPM++ 2M SDE": Sampler(
+        "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, ALL_SCHEDULES
+    ),
     "DPM++ SDE": Sampler("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver++"}, SIGMA_SCHEDULES),
     "DPM2": Sampler("KDPM2DiscreteScheduler", {}, ALL_SCHEDULES),
     "DPM2 a": Sampler("KDPM2AncestralDiscreteScheduler", {}, ALL_SCHEDULES),
@@ -80,8 +82,10 @@ def resolve(sampler: str, schedule: str = "") -> Tuple[str, str]:
     if sampler in ALIASES:
         base, implied = ALIASES[sampler]
         if schedule and schedule != implied:
-            raise ValueError(f"sampler '{sampler}' already sets the schedule '{implied}' and cannot take the schedule "
-                             f"'{schedule}': choose sampler '{base}' with schedule '{schedule}'")
+            raise ValueError(
+                f"sampler '{sampler}' already sets the schedule '{implied}' and cannot take the schedule "
+                f"'{schedule}': choose sampler '{base}' with schedule '{schedule}'"
+            )
         return base, implied
     if sampler and sampler not in SAMPLER_TABLE:
         raise ValueError(f"unknown sampler '{sampler}'; samplers: {', '.join(SAMPLERS)}")
@@ -89,9 +93,11 @@ def resolve(sampler: str, schedule: str = "") -> Tuple[str, str]:
         raise ValueError(f"unknown schedule '{schedule}'; schedules: {', '.join(SCHEDULE_NAMES)}")
     if sampler and schedule and schedule not in SAMPLER_TABLE[sampler].schedules:
         takes = SAMPLER_TABLE[sampler].schedules
-        raise ValueError(f"sampler '{sampler}' cannot run with the schedule '{schedule}' (its diffusers scheduler "
-                         f"has no such option); '{sampler}' takes "
-                         + (", ".join(repr(s) for s in takes) if takes else "only its own schedule"))
+        raise ValueError(
+            f"sampler '{sampler}' cannot run with the schedule '{schedule}' (its diffusers scheduler "
+            f"has no such option); '{sampler}' takes "
+            + (", ".join(repr(s) for s in takes) if takes else "only its own schedule")
+        )
     return sampler, schedule
 
 
@@ -108,10 +114,15 @@ def capabilities(missing: Tuple[str, ...] = ()) -> Dict[str, object]:
     ``sampler_schedules`` (which schedules each sampler takes); what needs a package in ``missing`` is left out."""
     left_out = {name for name, package in NEEDS.items() if package in missing}
     schedules = [s for s in SCHEDULE_NAMES if s not in left_out]
-    return {"samplers": [s for s in SAMPLERS if s not in left_out and resolve(s)[0] not in left_out],
-            "schedulers": schedules,
-            "sampler_schedules": {name: [s for s in sampler.schedules if s in schedules]
-                                  for name, sampler in SAMPLER_TABLE.items() if name not in left_out}}
+    return {
+        "samplers": [s for s in SAMPLERS if s not in left_out and resolve(s)[0] not in left_out],
+        "schedulers": schedules,
+        "sampler_schedules": {
+            name: [s for s in sampler.schedules if s in schedules]
+            for name, sampler in SAMPLER_TABLE.items()
+            if name not in left_out
+        },
+    }
 
 
 def markdown_table() -> str:

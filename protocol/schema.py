@@ -144,8 +144,9 @@ def convert(tp: Any, value: Any, path: str, rules: Rules, limits: Any) -> Any:
         if rules.max_items is not None and len(value) > rules.max_items:
             raise bad_field(path, f"has {len(value)} entries, over the limit of {rules.max_items}")
         item_tp = typing.get_args(tp)[0]
-        return tuple(convert(item_tp, v, f"{path}[{i}]", Rules(formats=rules.formats), limits)
-                     for i, v in enumerate(value))
+        return tuple(
+            convert(item_tp, v, f"{path}[{i}]", Rules(formats=rules.formats), limits) for i, v in enumerate(value)
+        )
     if tp is dict or origin is dict:
         if not isinstance(value, Mapping):
             raise bad_field(path, f"must be a map, got {type(value).__name__}")
@@ -188,6 +189,7 @@ def _scalar(tp: Any, value: Any, path: str, rules: Rules, limits: Any) -> Any:
 
 
 # --- documentation -----------------------------------------------------------------------------------------------
+
 
 def _type_doc(tp: Any) -> str:
     tp = _optional_inner(tp)
@@ -262,5 +264,6 @@ def type_error(allowed: tuple, value: Any) -> ProtocolError:
         return bad_field("type", "is missing")
     if not isinstance(value["type"], str):
         return bad_field("type", "must be a string")
-    return ProtocolError(BAD_REQUEST, f"unknown message type {value['type']!r}; expected one of {', '.join(allowed)}",
-                         field="type")
+    return ProtocolError(
+        BAD_REQUEST, f"unknown message type {value['type']!r}; expected one of {', '.join(allowed)}", field="type"
+    )

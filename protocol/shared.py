@@ -72,8 +72,12 @@ class SharedFolder:
         """The peer's folder when this process can share it (the client side): an absolute path to a folder named
         like the server's, not a link, owned by this user and private; None otherwise (a server on another
         machine or of another user): the wire path is used then."""
-        if not AVAILABLE or not isinstance(path, str) or not os.path.isabs(path) \
-                or not _FOLDER_NAME.fullmatch(os.path.basename(path)):
+        if (
+            not AVAILABLE
+            or not isinstance(path, str)
+            or not os.path.isabs(path)
+            or not _FOLDER_NAME.fullmatch(os.path.basename(path))
+        ):
             return None
         try:
             info = os.lstat(path)
@@ -93,7 +97,7 @@ class SharedFolder:
         try:
             left = view
             while len(left):
-                left = left[os.write(fd, left):]
+                left = left[os.write(fd, left) :]
         except BaseException:
             os.close(fd)
             _unlink(path)
@@ -107,14 +111,19 @@ class SharedFolder:
         Anything wrong is a ``bad_request`` ProtocolError naming ``field`` (the handle's path)."""
         name = handle.get("name")
         if not isinstance(name, str) or not FILE_NAME.fullmatch(name):
-            raise bad_field(f"{field}.name", "must be the name of a file in this connection's shared folder "
-                                             f"(letters, digits, '_' or '-', ending in '.px'), got {name!r}"[:300])
+            raise bad_field(
+                f"{field}.name",
+                "must be the name of a file in this connection's shared folder "
+                f"(letters, digits, '_' or '-', ending in '.px'), got {name!r}"[:300],
+            )
         path = os.path.join(self.path, name)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS)
         except FileNotFoundError:
-            raise bad_field(f"{field}.name", f"names no file of this connection's shared folder ({name}: never "
-                                             "written there, or already read)") from None
+            raise bad_field(
+                f"{field}.name",
+                f"names no file of this connection's shared folder ({name}: never written there, or already read)",
+            ) from None
         except OSError as err:
             raise bad_field(f"{field}.name", f"cannot be opened ({name}: {err.strerror})") from None
         try:
@@ -125,8 +134,9 @@ class SharedFolder:
             if info.st_size != size:
                 raise bad_field(f"{field}.size", f"is {size} but the shared file {name} holds {info.st_size} bytes")
             if self.mapped:
-                data: Any = memoryview(mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
-                                                 prot=mmap.PROT_READ))
+                data: Any = memoryview(
+                    mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
+                )
             else:
                 data = _read_exact(fd, size)
         finally:
@@ -180,8 +190,11 @@ def export(value: Any, folder: SharedFolder, min_bytes: int = MIN_SHARED_BYTES) 
     def walk(item: Any) -> Any:
         if isinstance(item, dict):
             data = item.get("data")
-            if _is_payload(item) and isinstance(data, (bytes, bytearray, memoryview)) \
-                    and memoryview(data).nbytes >= min_bytes:
+            if (
+                _is_payload(item)
+                and isinstance(data, (bytes, bytearray, memoryview))
+                and memoryview(data).nbytes >= min_bytes
+            ):
                 try:
                     handle = folder.put(data)
                 except (OSError, ValueError, TypeError):
@@ -223,8 +236,11 @@ def resolve(value: Any, folder: Optional[SharedFolder], max_pixels: int, max_byt
     def _take(item: dict, handle: Any, path: str) -> Any:
         field = f"{path}.shm"
         if folder is None:
-            raise bad_field(field, "is a shared-memory handle, but this connection does not share memory (it was "
-                                   "not offered in 'welcome'): send the pixels in 'data'")
+            raise bad_field(
+                field,
+                "is a shared-memory handle, but this connection does not share memory (it was "
+                "not offered in 'welcome'): send the pixels in 'data'",
+            )
         if not isinstance(handle, Mapping):
             raise bad_field(field, f"must be a map with name and size, got {type(handle).__name__}")
         declared = handle.get("size")
@@ -232,11 +248,16 @@ def resolve(value: Any, folder: Optional[SharedFolder], max_pixels: int, max_byt
             raise bad_field(f"{field}.size", "must be an integer" if "size" in handle else "is missing")
         needed = payload_size(item, path, max_pixels)
         if declared != needed:
-            raise bad_field(f"{field}.size", f"is {declared} but {item['width']}x{item['height']} "
-                                             f"{item['format']} needs {needed} bytes")
+            raise bad_field(
+                f"{field}.size",
+                f"is {declared} but {item['width']}x{item['height']} {item['format']} needs {needed} bytes",
+            )
         if declared > budget[0]:
-            raise ProtocolError(TOO_LARGE, f"field '{field}' brings the message's shared payloads over the limit of "
-                                           f"{max_bytes} bytes", field=field)
+            raise ProtocolError(
+                TOO_LARGE,
+                f"field '{field}' brings the message's shared payloads over the limit of {max_bytes} bytes",
+                field=field,
+            )
         budget[0] -= declared
         return folder.take(handle, field, declared)
 
@@ -278,5 +299,4 @@ def _alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["AVAILABLE", "MIN_SHARED_BYTES", "SharedFolder", "export", "resolve", "shared_base",
-           "sweep"]
+__all__ = ["AVAILABLE", "MIN_SHARED_BYTES", "SharedFolder", "export", "resolve", "shared_base", "sweep"]

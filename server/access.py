@@ -30,7 +30,7 @@ def split_host(value: str) -> str:
     value = value.strip().lower()
     if value.startswith("["):
         end = value.find("]")
-        if end < 0 or (value[end + 1:] and not _is_port(value[end + 1:])):
+        if end < 0 or (value[end + 1 :] and not _is_port(value[end + 1 :])):
             return ""
         return value[1:end]
     name, sep, port = value.rpartition(":")
@@ -94,16 +94,22 @@ class AccessRules:
         if not host:
             return f"malformed Host header {hosts[0]!r}"
         if host not in self._hosts and not (self._wildcard and _is_ip(host)):
-            return (f"Host {hosts[0]!r} is not an address of this server (possible DNS rebinding); connect to "
-                    f"{self.listen_host} or localhost, or start the server with --allow-host {host}")
+            return (
+                f"Host {hosts[0]!r} is not an address of this server (possible DNS rebinding); connect to "
+                f"{self.listen_host} or localhost, or start the server with --allow-host {host}"
+            )
         if len(origins) > 1:
             return "the request carries more than one Origin header"
         if origins and _origin_key(origins[0]) == "null":
-            return ("browser pages may not use this server: Origin 'null' (a sandboxed page or a local file) is "
-                    "never allowed")
+            return (
+                "browser pages may not use this server: Origin 'null' (a sandboxed page or a local file) is "
+                "never allowed"
+            )
         if origins and _origin_key(origins[0]) not in self._origins:
-            return (f"browser pages may not use this server: Origin {origins[0]!r} is not allowed (start the server "
-                    f"with --allow-origin {origins[0]} to allow it)")
+            return (
+                f"browser pages may not use this server: Origin {origins[0]!r} is not allowed (start the server "
+                f"with --allow-origin {origins[0]} to allow it)"
+            )
         return None
 
 

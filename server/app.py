@@ -23,8 +23,19 @@ from protocol import errors, shared
 from protocol.connection import SERVER, Connection
 from protocol.errors import ProtocolError
 from protocol.messages import (
-    PROTOCOL_VERSION, Cancel, Error, Hello, Job as JobMessage, ListModels, ListPresets, Message, Models, Pull, Result,
-    Welcome, error_from,
+    PROTOCOL_VERSION,
+    Cancel,
+    Error,
+    Hello,
+    Job as JobMessage,
+    ListModels,
+    ListPresets,
+    Message,
+    Models,
+    Pull,
+    Result,
+    Welcome,
+    error_from,
 )
 
 from . import __version__
@@ -86,18 +97,25 @@ class PaintbridgeServer:
                 await asyncio.sleep(wait)
             if not hmac.compare_digest((hello.token or "").encode(), self.config.token.encode()):
                 delay = self.throttle.failed(address)
-                raise ProtocolError(errors.UNAUTHORIZED,
-                                    "wrong or missing token: this server requires the token it was started with"
-                                    + (f" (the next try from this address is checked after {delay:g} s)"
-                                       if delay >= 1 else ""))
+                raise ProtocolError(
+                    errors.UNAUTHORIZED,
+                    "wrong or missing token: this server requires the token it was started with"
+                    + (f" (the next try from this address is checked after {delay:g} s)" if delay >= 1 else ""),
+                )
             self.throttle.succeeded(address)
 
     def welcome(self, session: Optional[str] = None, resumed: tuple = ()) -> Welcome:
         return Welcome(
-            protocol=PROTOCOL_VERSION, server_version=__version__, device=self.device, models=tuple(self.models()),
-            capabilities=dict(self.router.capabilities(), pulls=True), limits=self.config.limits,
+            protocol=PROTOCOL_VERSION,
+            server_version=__version__,
+            device=self.device,
+            models=tuple(self.models()),
+            capabilities=dict(self.router.capabilities(), pulls=True),
+            limits=self.config.limits,
             defaults=welcome_defaults(),
-            session=session, resumed=resumed, dtypes=self.dtypes,
+            session=session,
+            resumed=resumed,
+            dtypes=self.dtypes,
         )
 
     def _shared_folder(self, ws: ServerConnection, hello: Hello) -> Optional[shared.SharedFolder]:
@@ -114,8 +132,13 @@ class PaintbridgeServer:
             return None
 
     def _encode_result(self, item: QueuedJob, layers: List[Layer], elapsed: float) -> Result:
-        return Result(item.id, tuple(encode_layers(layers, item.result_format)), round(elapsed, 4),
-                      item.job.params.as_dict(), text=item.ctx.text or "")
+        return Result(
+            item.id,
+            tuple(encode_layers(layers, item.result_format)),
+            round(elapsed, 4),
+            item.job.params.as_dict(),
+            text=item.ctx.text or "",
+        )
 
     async def _handshake(self, ws: BudgetedConnection, link: Link) -> Optional[Hello]:
         """Read and check ``hello``; on success the session is attached and ``welcome`` queued. Every refusal is
@@ -125,8 +148,9 @@ class PaintbridgeServer:
             try:
                 frame = await asyncio.wait_for(ws.recv(), timeout=self.config.handshake_timeout)
             except asyncio.TimeoutError:
-                raise ProtocolError(errors.BAD_REQUEST,
-                                    f"no 'hello' within {self.config.handshake_timeout:g} s") from None
+                raise ProtocolError(
+                    errors.BAD_REQUEST, f"no 'hello' within {self.config.handshake_timeout:g} s"
+                ) from None
             ws.taken()
             try:
                 (hello,) = conn.receive_data(frame)
@@ -144,8 +168,9 @@ class PaintbridgeServer:
             raise
         except Exception as err:  # a bug: still an error message, never a bare 1011
             log.exception("handshake failed")
-            await ws.send(conn.send(Error(errors.INTERNAL, f"internal error in the handshake: "
-                                                           f"{type(err).__name__}: {err}")))
+            await ws.send(
+                conn.send(Error(errors.INTERNAL, f"internal error in the handshake: {type(err).__name__}: {err}"))
+            )
             return None
         client = f"{hello.client} {hello.client_version}".strip()
         conn.shared = self._shared_folder(ws, hello)
@@ -158,8 +183,7 @@ class PaintbridgeServer:
         return hello
 
     async def handler(self, ws: BudgetedConnection) -> None:
-        link = Link(ws, Connection(SERVER, self.config.limits), self.config.max_outbox_bytes,
-                    self.config.write_timeout)
+        link = Link(ws, Connection(SERVER, self.config.limits), self.config.max_outbox_bytes, self.config.write_timeout)
         try:
             hello = await self._handshake(ws, link)
         except ConnectionClosed:
@@ -196,8 +220,11 @@ class PaintbridgeServer:
             if session is None:  # replaced by a newer connection of the same session
                 return
             if link.conn.shared is not None and link.conn.shared.read > before:
-                log.info("job %s: %d payload(s) read from shared memory", getattr(msg, "id", "?"),
-                         link.conn.shared.read - before)
+                log.info(
+                    "job %s: %d payload(s) read from shared memory",
+                    getattr(msg, "id", "?"),
+                    link.conn.shared.read - before,
+                )
             if isinstance(msg, JobMessage):
                 job = job_from_message(msg)
                 item = QueuedJob(job, session, msg.result_format, live=msg.live)
@@ -215,8 +242,7 @@ class PaintbridgeServer:
                 link.put(await asyncio.to_thread(self.pulls.presets))
             elif isinstance(msg, Cancel):
                 if not await self.queue.cancel(session, msg.id) and not self.pulls.cancel(session, msg.id):
-                    raise ProtocolError(errors.BAD_REQUEST, f"no queued or running job with id {msg.id!r}",
-                                        field="id")
+                    raise ProtocolError(errors.BAD_REQUEST, f"no queued or running job with id {msg.id!r}", field="id")
             elif isinstance(msg, ListModels):
                 await asyncio.to_thread(self.router.rescan)
                 link.put(Models(tuple(self.models())))
@@ -224,8 +250,14 @@ class PaintbridgeServer:
             link.put(error_from(err))
         except Exception as err:  # a bug: answer it and keep the connection
             log.exception("could not handle a message")
-            job_id = msg.id if isinstance(msg, JobMessage) and session is not None and msg.id not in session.jobs \
-                and link.conn.is_open(msg.id) else None
+            job_id = (
+                msg.id
+                if isinstance(msg, JobMessage)
+                and session is not None
+                and msg.id not in session.jobs
+                and link.conn.is_open(msg.id)
+                else None
+            )
             link.put(Error(errors.INTERNAL, f"internal error: {type(err).__name__}: {err}", id=job_id))
 
     async def prepare(self) -> None:
@@ -241,17 +273,22 @@ class PaintbridgeServer:
         if self.config.preload:
             threading.Thread(target=self.router.preload, name="paintbridge-preload", daemon=True).start()
 
-    async def run(self, on_ready: Optional[Callable[[int], None]] = None,
-                  stop: Optional[asyncio.Event] = None) -> None:
+    async def run(self, on_ready: Optional[Callable[[int], None]] = None, stop: Optional[asyncio.Event] = None) -> None:
         """Serve until ``stop`` is set (forever without one); ``on_ready(port)`` is called once listening."""
         await self.prepare()
         self.sessions = SessionTable(self.queue, self.config.grace, self.keeper)
         self.sessions.restore(self.kept)
         worker = asyncio.create_task(self.queue.worker())
-        async with serve(self.handler, self.config.host, self.config.port,
-                         max_size=self.config.limits.max_frame_bytes, compression=None,
-                         process_request=self.check_request, create_connection=connection_factory(self.budget),
-                         logger=NetworkLog(logging.getLogger("paintbridge.network"))) as server:
+        async with serve(
+            self.handler,
+            self.config.host,
+            self.config.port,
+            max_size=self.config.limits.max_frame_bytes,
+            compression=None,
+            process_request=self.check_request,
+            create_connection=connection_factory(self.budget),
+            logger=NetworkLog(logging.getLogger("paintbridge.network")),
+        ) as server:
             if on_ready is not None:
                 on_ready(next(iter(server.sockets)).getsockname()[1])
             await (stop.wait() if stop is not None else asyncio.Future())
@@ -262,8 +299,9 @@ class PaintbridgeServer:
 class ServerThread:
     """Run a server in a background thread (tests, the CLI's self-started server). Use as a context manager."""
 
-    def __init__(self, config: ServerConfig, router: Optional[Router] = None,
-                 server: Optional[PaintbridgeServer] = None) -> None:
+    def __init__(
+        self, config: ServerConfig, router: Optional[Router] = None, server: Optional[PaintbridgeServer] = None
+    ) -> None:
         self.server = server or PaintbridgeServer(config, router)
         self.port = 0
         self._thread: Optional[threading.Thread] = None

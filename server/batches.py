@@ -40,8 +40,9 @@ def run_counted(run: RunFn, job: Job, ctx: JobContext) -> List[Layer]:
     layers: List[Layer] = []
     for k in range(count):
         ctx.check()
-        call = dataclasses.replace(job, params=dataclasses.replace(
-            params, seed=(first + k * params.batch) % 2**32, batch_count=1))
+        call = dataclasses.replace(
+            job, params=dataclasses.replace(params, seed=(first + k * params.batch) % 2**32, batch_count=1)
+        )
         layers += run(call, CallContext(ctx, k, count))
     total = len(layers)
     for i, layer in enumerate(layers):

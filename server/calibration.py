@@ -53,6 +53,7 @@ CPU_FP16_FLAGS = ("avx512_fp16", "amx_fp16")
 
 # --- the cache key and file (no torch) ---------------------------------------------------------------------------
 
+
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo on Linux, else the platform's), "unknown CPU" where none is known."""
     try:
@@ -143,10 +144,12 @@ def _valid(result: object) -> bool:
     if not isinstance(result, dict):
         return False
     chosen, measured = result.get("chosen"), result.get("measured")
-    return (isinstance(chosen, dict) and all(chosen.get(f) in SAFE[f] for f in FAMILIES)
-            and isinstance(measured, dict)
-            and all(isinstance(v, dict) and all(isinstance(x, (int, float)) for x in v.values())
-                    for v in measured.values()))
+    return (
+        isinstance(chosen, dict)
+        and all(chosen.get(f) in SAFE[f] for f in FAMILIES)
+        and isinstance(measured, dict)
+        and all(isinstance(v, dict) and all(isinstance(x, (int, float)) for x in v.values()) for v in measured.values())
+    )
 
 
 def load(cache_key: str, path: Optional[Path] = None) -> Optional[dict]:
@@ -168,6 +171,7 @@ def save(result: dict, path: Optional[Path] = None) -> None:
 
 # --- the choice (pure) -------------------------------------------------------------------------------------------
 
+
 def relative_time(measured: Mapping[str, Mapping[str, float]], family: str, dtype: str) -> Optional[float]:
     """``family``'s estimated time in ``dtype`` relative to fp32 (0.5 = twice as fast), from GFLOPS per operation
     and dtype; None when no operation of the family was measured in both."""
@@ -180,8 +184,9 @@ def relative_time(measured: Mapping[str, Mapping[str, float]], family: str, dtyp
     return total / weight if weight else None
 
 
-def choose(measured: Mapping[str, Mapping[str, float]], device_type: str = "cpu",
-           accelerator_bf16: bool = True) -> Tuple[Dict[str, str], Dict[str, str]]:
+def choose(
+    measured: Mapping[str, Mapping[str, float]], device_type: str = "cpu", accelerator_bf16: bool = True
+) -> Tuple[Dict[str, str], Dict[str, str]]:
     """({family: dtype}, {family: why}) from a table of GFLOPS (operation → dtype → GFLOPS).
 
     CPUs: the fastest safe dtype by ``relative_time`` (fp32 unless another is at least ``MARGIN`` faster).
@@ -202,10 +207,18 @@ def choose(measured: Mapping[str, Mapping[str, float]], device_type: str = "cpu"
             if rel is not None and rel * MARGIN <= best_time:
                 best, best_time = dtype, rel
         chosen[family] = best
-        others = [f"{d} measured {1 / r:.2f}x as fast" for d in SAFE[family] if d != FP32
-                  for r in [relative_time(measured, family, d)] if r]
-        why[family] = (f"{best}: measured {1 / best_time:.2f}x as fast as float32" if best != FP32 else
-                       f"float32: {', '.join(others) if others else 'nothing else was measured'}")
+        others = [
+            f"{d} measured {1 / r:.2f}x as fast"
+            for d in SAFE[family]
+            if d != FP32
+            for r in [relative_time(measured, family, d)]
+            if r
+        ]
+        why[family] = (
+            f"{best}: measured {1 / best_time:.2f}x as fast as float32"
+            if best != FP32
+            else f"float32: {', '.join(others) if others else 'nothing else was measured'}"
+        )
     return chosen, why
 
 
@@ -233,8 +246,11 @@ def operations(device) -> List[Op]:
         q, k, v = (torch.randn(2, 8, 1024, 40, device=device, dtype=getattr(torch, dtype)) for _ in range(3))
         return lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)
 
-    return [("gemm", 2.0 * 2048 * 1024 * 1024, gemm), ("conv", 2.0 * 2 * 320 * 320 * 9 * 32 * 32, conv),
-            ("attention", 4.0 * 2 * 8 * 1024 * 1024 * 40, attention)]
+    return [
+        ("gemm", 2.0 * 2048 * 1024 * 1024, gemm),
+        ("conv", 2.0 * 2 * 320 * 320 * 9 * 32 * 32, conv),
+        ("attention", 4.0 * 2 * 8 * 1024 * 1024 * 40, attention),
+    ]
 
 
 def _sync(device_type: str) -> None:
@@ -248,9 +264,13 @@ def _sync(device_type: str) -> None:
         torch.mps.synchronize()
 
 
-def run_budgeted(ops: Sequence[Op], dtypes: Sequence[str], budget_s: float,
-                 clock: Callable[[], float] = time.perf_counter,
-                 sync: Callable[[], None] = lambda: None) -> Tuple[Dict[str, Dict[str, float]], float, bool]:
+def run_budgeted(
+    ops: Sequence[Op],
+    dtypes: Sequence[str],
+    budget_s: float,
+    clock: Callable[[], float] = time.perf_counter,
+    sync: Callable[[], None] = lambda: None,
+) -> Tuple[Dict[str, Dict[str, float]], float, bool]:
     """(GFLOPS per op and dtype, seconds spent, whether everything was measured). Each op gets an equal share of the
     budget left; within it the dtypes take turns (so load on the machine hits them alike) and the fastest call
     counts, the first call of each being its warm-up. No call starts that is predicted to end after the budget: a
@@ -336,13 +356,25 @@ def measure(device_type: str = "cpu", budget_s: float = BUDGET_S) -> dict:
 
     device = torch.device(device_type)
     with torch.inference_mode():
-        measured, seconds, complete = run_budgeted(operations(device), dtypes_to_measure(device_type), budget_s,
-                                                   sync=lambda: _sync(device_type))
+        measured, seconds, complete = run_budgeted(
+            operations(device), dtypes_to_measure(device_type), budget_s, sync=lambda: _sync(device_type)
+        )
     chosen, why = choose(measured, device_type, _accelerator_bf16(device_type))
-    return {"key": key(accelerator(device_type)), "device": device_type, "cpu": cpu_model(), "cores": os.cpu_count() or 1,
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "measured": measured, "chosen": chosen,
-            "why": why, "seconds": round(seconds, 3), "budget": budget_s, "complete": complete,
-            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        "key": key(accelerator(device_type)),
+        "device": device_type,
+        "cpu": cpu_model(),
+        "cores": os.cpu_count() or 1,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "measured": measured,
+        "chosen": chosen,
+        "why": why,
+        "seconds": round(seconds, 3),
+        "budget": budget_s,
+        "complete": complete,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def calibrated(device_type: str = "cpu", path: Optional[Path] = None, again: bool = False) -> dict:
@@ -350,8 +382,13 @@ def calibrated(device_type: str = "cpu", path: Optional[Path] = None, again: boo
     result = None if again else load(key(accelerator(device_type)), path)
     if result is None:
         result = dict(measure(device_type), cached=False)
-        log.info("calibrated the %s in %.2f s: %s; chose %s", device_type, result["seconds"], result["measured"],
-                 result["chosen"])
+        log.info(
+            "calibrated the %s in %.2f s: %s; chose %s",
+            device_type,
+            result["seconds"],
+            result["measured"],
+            result["chosen"],
+        )
         try:
             save(result, path)
         except OSError as err:
@@ -386,11 +423,13 @@ def calibrate_in_child(device: Optional[str] = None, again: bool = False, timeou
 def table(result: Mapping) -> str:
     """The calibration as lines of text (operation, GFLOPS per dtype, the choice)."""
     dtypes = sorted({d for v in result["measured"].values() for d in v}, key=[FP32, BF16, FP16].index)
-    lines = [f"{result.get('cpu', '')} ({result.get('cores', '?')} cores), torch {result.get('torch', '?')}, "
-             f"{result['device']}: measured in {result['seconds']:.2f} s of a {result['budget']:g} s budget"
-             + ("" if result.get("complete", True) else " (stopped at the budget: some cells unmeasured)")
-             + (" (cached)" if result.get("cached") else ""),
-             f"{'GFLOPS':<12}" + "".join(f"{d:>11}" for d in dtypes)]
+    lines = [
+        f"{result.get('cpu', '')} ({result.get('cores', '?')} cores), torch {result.get('torch', '?')}, "
+        f"{result['device']}: measured in {result['seconds']:.2f} s of a {result['budget']:g} s budget"
+        + ("" if result.get("complete", True) else " (stopped at the budget: some cells unmeasured)")
+        + (" (cached)" if result.get("cached") else ""),
+        f"{'GFLOPS':<12}" + "".join(f"{d:>11}" for d in dtypes),
+    ]
     for op, speeds in result["measured"].items():
         lines.append(f"{op:<12}" + "".join(f"{speeds[d]:>11.1f}" if d in speeds else f"{'-':>11}" for d in dtypes))
     for family in FAMILIES:

@@ -32,14 +32,27 @@ class ClassicalEngine(Engine):
         self.device = device or (lambda: "cpu")
 
     def models(self) -> List[dict]:
-        return [{"name": NAME, "kind": "builtin", "arch": "", "inpaint": True, "format": "builtin",
-                 "modes": list(self.modes)}]
+        return [
+            {
+                "name": NAME,
+                "kind": "builtin",
+                "arch": "",
+                "inpaint": True,
+                "format": "builtin",
+                "modes": list(self.modes),
+            }
+        ]
 
     def run(self, job: Job, ctx: JobContext) -> List[Layer]:
         if job.mode not in self.modes:
-            hint = ("the detailer repaints faces with a diffusion model: choose a diffusion checkpoint (install one in "
-                    "the models folder)") if job.mode == "detail" else \
-                "install a diffusion checkpoint in the models folder for generate and img2img"
+            hint = (
+                (
+                    "the detailer repaints faces with a diffusion model: choose a diffusion checkpoint (install one in "
+                    "the models folder)"
+                )
+                if job.mode == "detail"
+                else "install a diffusion checkpoint in the models folder for generate and img2img"
+            )
             raise self.refuse_mode(job, hint)
         ctx.progress(0, STEPS)
         params = job.params

@@ -25,10 +25,16 @@ from .runjob import build_job, flatten_result
 def _config(args: argparse.Namespace, port: Optional[int] = None) -> ServerConfig:
     dirs = [Path(d).expanduser() for d in (args.models or [])] or [default_models_dir()]
     return ServerConfig(
-        host=getattr(args, "host", DEFAULT_HOST), port=port if port is not None else args.port,
-        token=getattr(args, "token", None), model_dirs=dirs, device=getattr(args, "device", None),
-        dtype=getattr(args, "dtype", None), recalibrate=getattr(args, "recalibrate", False), allow_pickle=getattr(args, "allow_pickle", False),
-        preload=not getattr(args, "no_preload", True), grace=getattr(args, "grace", 300.0),
+        host=getattr(args, "host", DEFAULT_HOST),
+        port=port if port is not None else args.port,
+        token=getattr(args, "token", None),
+        model_dirs=dirs,
+        device=getattr(args, "device", None),
+        dtype=getattr(args, "dtype", None),
+        recalibrate=getattr(args, "recalibrate", False),
+        allow_pickle=getattr(args, "allow_pickle", False),
+        preload=not getattr(args, "no_preload", True),
+        grace=getattr(args, "grace", 300.0),
         allow_origins=list(getattr(args, "allow_origin", None) or []),
         allow_hosts=list(getattr(args, "allow_host", None) or []),
         shared_memory=not getattr(args, "no_shared_memory", False),
@@ -108,8 +114,11 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
     def ready(port: int) -> None:
         print(f"Paintbridge server listening on ws://{args.host}:{port}", flush=True)
         head = args.cluster if args.cluster != "start" else f"{args.ray_bind}:{args.ray_port}"
-        more = ("one machine (Ray on loopback; --ray-bind ADDRESS lets other machines join)"
-                if rayenv.is_loopback(head) else f"add a machine with: paintbridge worker --address {head}")
+        more = (
+            "one machine (Ray on loopback; --ray-bind ADDRESS lets other machines join)"
+            if rayenv.is_loopback(head)
+            else f"add a machine with: paintbridge worker --address {head}"
+        )
         print(f"cluster: Ray at {head}; {more}", flush=True)
 
     try:
@@ -135,8 +144,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     dirs = [Path(d).expanduser() for d in (args.models or [])] or [default_models_dir()]
-    run_worker(args.address, args.ray_bind, dirs, args.replicas, args.device, args.dtype, args.replica_cpus,
-               args.allow_pickle, machine=args.name or "")
+    run_worker(
+        args.address,
+        args.ray_bind,
+        dirs,
+        args.replicas,
+        args.device,
+        args.dtype,
+        args.replica_cpus,
+        args.allow_pickle,
+        machine=args.name or "",
+    )
     return 0
 
 
@@ -225,8 +243,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         if status.complete:
             print(f"  {status.preset.name:<11} complete")
             continue
-        print(f"  {status.preset.name:<11} lacks {len(status.missing)} of {len(status.preset.files)} files "
-              f"(about {human_size(status.missing_bytes)}):")
+        print(
+            f"  {status.preset.name:<11} lacks {len(status.missing)} of {len(status.preset.files)} files "
+            f"(about {human_size(status.missing_bytes)}):"
+        )
         for item in status.missing:
             print(f"      {item.target}  ({item.family} {item.kind}, about {human_size(item.expected_bytes)})")
     return 0
@@ -271,8 +291,10 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
         return 2
     items = list({f.id: f for f in items}.values())
     todo = [f for f in items if args.force or not f.path_in(root).exists()]
-    print(f"{len(items)} file(s) for {', '.join(args.names)} into {root}: {len(items) - len(todo)} already there, "
-          f"{len(todo)} to download (about {human_size(sum(f.expected_bytes for f in todo))})")
+    print(
+        f"{len(items)} file(s) for {', '.join(args.names)} into {root}: {len(items) - len(todo)} already there, "
+        f"{len(todo)} to download (about {human_size(sum(f.expected_bytes for f in todo))})"
+    )
     progress = _PullProgress()
 
     def report(result) -> None:
@@ -302,52 +324,106 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def add_models(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--models", action="append", metavar="DIR",
-                        help="models folder (repeatable; ComfyUI and AUTOMATIC1111 'models' folders work); "
-                             f"default {default_models_dir()}")
+        sp.add_argument(
+            "--models",
+            action="append",
+            metavar="DIR",
+            help="models folder (repeatable; ComfyUI and AUTOMATIC1111 'models' folders work); "
+            f"default {default_models_dir()}",
+        )
         sp.add_argument("--device", help="torch device (cuda, cuda:1, mps, cpu); default: the best available")
-        sp.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="default: what this machine's calibration measured fastest per model family (on GPUs "
-                             "float16 for SD1.5/SDXL, bfloat16 for Flux/SD3); see 'paintbridge calibrate'")
-        sp.add_argument("--allow-pickle", action="store_true",
-                        help="also list and load pickled (.ckpt/.pt/.pth/.bin) checkpoints, VAEs, LoRAs, embeddings, "
-                             "ControlNets, IP-Adapters and image encoders, with torch's weights_only loader (pickled "
-                             "upscalers, LaMa and annotators are always read that way)")
+        sp.add_argument(
+            "--dtype",
+            choices=("float16", "bfloat16", "float32"),
+            help="default: what this machine's calibration measured fastest per model family (on GPUs "
+            "float16 for SD1.5/SDXL, bfloat16 for Flux/SD3); see 'paintbridge calibrate'",
+        )
+        sp.add_argument(
+            "--allow-pickle",
+            action="store_true",
+            help="also list and load pickled (.ckpt/.pt/.pth/.bin) checkpoints, VAEs, LoRAs, embeddings, "
+            "ControlNets, IP-Adapters and image encoders, with torch's weights_only loader (pickled "
+            "upscalers, LaMa and annotators are always read that way)",
+        )
 
     def add_cluster(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--ray-bind", default="127.0.0.1", metavar="ADDRESS",
-                        help="cluster mode: the address this machine's Ray node uses and announces (default "
-                             "127.0.0.1: a one-machine studio; give the LAN address to let workers join)")
-        sp.add_argument("--replicas", type=int, metavar="N",
-                        help="cluster mode: engine replicas on this machine (default: one per GPU, else 1)")
-        sp.add_argument("--replica-cpus", type=float, default=1.0, metavar="N",
-                        help="cluster mode: CPU cores each replica reserves (default 1)")
+        sp.add_argument(
+            "--ray-bind",
+            default="127.0.0.1",
+            metavar="ADDRESS",
+            help="cluster mode: the address this machine's Ray node uses and announces (default "
+            "127.0.0.1: a one-machine studio; give the LAN address to let workers join)",
+        )
+        sp.add_argument(
+            "--replicas",
+            type=int,
+            metavar="N",
+            help="cluster mode: engine replicas on this machine (default: one per GPU, else 1)",
+        )
+        sp.add_argument(
+            "--replica-cpus",
+            type=float,
+            default=1.0,
+            metavar="N",
+            help="cluster mode: CPU cores each replica reserves (default 1)",
+        )
 
     s = sub.add_parser("serve", help="run the server the plugins connect to")
     s.add_argument("--host", default=DEFAULT_HOST, help="address to listen on; anything but loopback needs --token")
     s.add_argument("--port", type=int, default=DEFAULT_PORT)
-    s.add_argument("--token", default=os.environ.get("PAINTBRIDGE_TOKEN"),
-                   help="secret clients must send (default $PAINTBRIDGE_TOKEN)")
-    s.add_argument("--grace", type=float, default=300.0, metavar="SECONDS",
-                   help="how long a dropped client's jobs are kept for it to reconnect (default 300; live frames are "
-                        "dropped at once)")
-    s.add_argument("--allow-origin", action="append", metavar="ORIGIN",
-                   help="let browser pages from ORIGIN (e.g. http://localhost:3000) connect; repeatable. Browser "
-                        "connections are refused by default")
-    s.add_argument("--allow-host", action="append", metavar="NAME",
-                   help="a host name clients use to reach this server, besides its listen address and localhost; "
-                        "repeatable (other Host headers are refused against DNS rebinding)")
-    s.add_argument("--no-shared-memory", action="store_true",
-                   help="keep payloads on the wire for clients on this machine too (no folder in /dev/shm)")
-    s.add_argument("--recalibrate", action="store_true",
-                   help="measure again which dtype runs fastest on this machine (done once per machine at the first "
-                        "start, and again after a torch update)")
-    s.add_argument("--no-preload", action="store_true",
-                   help="do not load the default checkpoint at start (it then loads with the first job)")
+    s.add_argument(
+        "--token",
+        default=os.environ.get("PAINTBRIDGE_TOKEN"),
+        help="secret clients must send (default $PAINTBRIDGE_TOKEN)",
+    )
+    s.add_argument(
+        "--grace",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long a dropped client's jobs are kept for it to reconnect (default 300; live frames are "
+        "dropped at once)",
+    )
+    s.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="let browser pages from ORIGIN (e.g. http://localhost:3000) connect; repeatable. Browser "
+        "connections are refused by default",
+    )
+    s.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="a host name clients use to reach this server, besides its listen address and localhost; "
+        "repeatable (other Host headers are refused against DNS rebinding)",
+    )
+    s.add_argument(
+        "--no-shared-memory",
+        action="store_true",
+        help="keep payloads on the wire for clients on this machine too (no folder in /dev/shm)",
+    )
+    s.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="measure again which dtype runs fastest on this machine (done once per machine at the first "
+        "start, and again after a torch update)",
+    )
+    s.add_argument(
+        "--no-preload",
+        action="store_true",
+        help="do not load the default checkpoint at start (it then loads with the first job)",
+    )
     add_models(s)
     add_cluster(s)
-    s.add_argument("--cluster", nargs="?", const="start", metavar="ADDRESS",
-                   help="studio mode: run jobs on a pool of engine replicas on Ray Serve. Without ADDRESS a Ray head "
-                        "starts here (on --ray-bind:--ray-port); with ADDRESS (HOST:PORT) this joins that Ray cluster")
+    s.add_argument(
+        "--cluster",
+        nargs="?",
+        const="start",
+        metavar="ADDRESS",
+        help="studio mode: run jobs on a pool of engine replicas on Ray Serve. Without ADDRESS a Ray head "
+        "starts here (on --ray-bind:--ray-port); with ADDRESS (HOST:PORT) this joins that Ray cluster",
+    )
     s.add_argument("--ray-port", type=int, default=6379, help="cluster mode: the Ray head's port (default 6379)")
     s.set_defaults(func=cmd_serve)
 
@@ -379,14 +455,20 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--cfg", type=float)
     r.add_argument("--sampler", choices=SAMPLERS)
     r.add_argument("--batch", type=int, default=1)
-    r.add_argument("--speed", choices=SPEED_LEVELS,
-                   help="quality (default: every step in full) or fast (SD1.5/SDXL: the UNet's deep features reused on "
-                        "alternate steps; for drafts, changes the pixels a little)")
+    r.add_argument(
+        "--speed",
+        choices=SPEED_LEVELS,
+        help="quality (default: every step in full) or fast (SD1.5/SDXL: the UNet's deep features reused on "
+        "alternate steps; for drafts, changes the pixels a little)",
+    )
     r.add_argument("--grow", type=int)
     r.add_argument("--feather", type=int)
-    r.add_argument("--fill", choices=INPAINT_FILLS,
-                   help="inpaint/outpaint fill and diffusion pre-fill: patch (texture from around the hole, the "
-                        "default), telea, ns (smooth), lama (a LaMa network: 'paintbridge models pull lama')")
+    r.add_argument(
+        "--fill",
+        choices=INPAINT_FILLS,
+        help="inpaint/outpaint fill and diffusion pre-fill: patch (texture from around the hole, the "
+        "default), telea, ns (smooth), lama (a LaMa network: 'paintbridge models pull lama')",
+    )
     r.add_argument("--scale", type=float, default=2.0, help="upscale factor")
     r.add_argument("--upscaler", help="upscale model name (default Lanczos)")
     r.add_argument("--refine", type=float, help="upscale-and-refine strength (0 = off)")
@@ -394,40 +476,75 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--width", type=int, help="generate without --image: width")
     r.add_argument("--height", type=int, help="generate without --image: height")
     r.add_argument("--preprocessor", help="preprocess mode: canny, lineart, scribble, ...")
-    r.add_argument("--caption-style", choices=CAPTION_STYLES,
-                   help="caption mode (prompt from the picture, printed): a sentence (default) or tags; --model "
-                        "names a captioner")
+    r.add_argument(
+        "--caption-style",
+        choices=CAPTION_STYLES,
+        help="caption mode (prompt from the picture, printed): a sentence (default) or tags; --model names a captioner",
+    )
     # fills
-    r.add_argument("--color-match", action="store_true", default=None,
-                   help="inpaint/outpaint: match the result's colours to the area around the mask")
-    r.add_argument("--tileable", action="store_true", default=None,
-                   help="generate/img2img/upscale: a seamless texture, its edges wrap around")
+    r.add_argument(
+        "--color-match",
+        action="store_true",
+        default=None,
+        help="inpaint/outpaint: match the result's colours to the area around the mask",
+    )
+    r.add_argument(
+        "--tileable",
+        action="store_true",
+        default=None,
+        help="generate/img2img/upscale: a seamless texture, its edges wrap around",
+    )
     # reference images
-    r.add_argument("--reference", action="append", metavar="FILE[:TYPE[:STRENGTH]]",
-                   help="a reference image (IP-Adapter); TYPE: " + ", ".join(REFERENCE_TYPES) +
-                        " (default content), STRENGTH 0-2 (default 1); repeat for several")
+    r.add_argument(
+        "--reference",
+        action="append",
+        metavar="FILE[:TYPE[:STRENGTH]]",
+        help="a reference image (IP-Adapter); TYPE: "
+        + ", ".join(REFERENCE_TYPES)
+        + " (default content), STRENGTH 0-2 (default 1); repeat for several",
+    )
     # sampling
-    r.add_argument("--scheduler", choices=SCHEDULE_NAMES,
-                   help="noise schedule (default: the sampler's own); a pair the sampler cannot do is refused")
+    r.add_argument(
+        "--scheduler",
+        choices=SCHEDULE_NAMES,
+        help="noise schedule (default: the sampler's own); a pair the sampler cannot do is refused",
+    )
     r.add_argument("--batch-count", type=int, help="pipeline calls one after another, --batch images each")
     r.add_argument("--vae", help="a VAE of the models folder by name (default: the checkpoint's own)")
     r.add_argument("--clip-skip", type=int, help="CLIP layers skipped: 0/1 none, 2 = penultimate")
     r.add_argument("--refiner", help="an SDXL refiner by name for the last steps")
     r.add_argument("--refiner-start", type=float, help="fraction of the steps after which the refiner runs (0.8)")
-    r.add_argument("--region", action="append", metavar="MASK.png:PROMPT",  # regions
-                   help="an area with its own prompt (white, or the alpha of a transparent PNG, at the image's size); "
-                        "repeat for more regions (SD1.5/SDXL checkpoints)")
+    r.add_argument(
+        "--region",
+        action="append",
+        metavar="MASK.png:PROMPT",  # regions
+        help="an area with its own prompt (white, or the alpha of a transparent PNG, at the image's size); "
+        "repeat for more regions (SD1.5/SDXL checkpoints)",
+    )
     # hires fix and detailer
-    r.add_argument("--hires", action="store_true", help="hires fix: sample at the model's native area, upscale, sample "
-                   "again at the full size (generate, img2img, inpaint, outpaint)")
-    r.add_argument("--hires-upscaler", default="latent", metavar="NAME",
-                   help="'latent' (default), 'lanczos' or an upscale model's name")
+    r.add_argument(
+        "--hires",
+        action="store_true",
+        help="hires fix: sample at the model's native area, upscale, sample "
+        "again at the full size (generate, img2img, inpaint, outpaint)",
+    )
+    r.add_argument(
+        "--hires-upscaler",
+        default="latent",
+        metavar="NAME",
+        help="'latent' (default), 'lanczos' or an upscale model's name",
+    )
     r.add_argument("--hires-strength", type=float, default=0.4, help="denoise of the second pass (default 0.4)")
     r.add_argument("--hires-steps", type=int, default=0, help="steps of the second pass (default: --steps)")
-    r.add_argument("--hires-scale", type=float, default=0.0,
-                   help="second pass size as a multiple of the first (default: the image's own size)")
-    r.add_argument("--detail", action="store_true", help="run the detailer (faces) after the job; mode 'detail' "
-                   "runs it on its own")
+    r.add_argument(
+        "--hires-scale",
+        type=float,
+        default=0.0,
+        help="second pass size as a multiple of the first (default: the image's own size)",
+    )
+    r.add_argument(
+        "--detail", action="store_true", help="run the detailer (faces) after the job; mode 'detail' runs it on its own"
+    )
     r.add_argument("--detail-targets", default="face", help=f"comma-separated: {', '.join(DETAIL_TARGETS)}")
     r.add_argument("--detail-prompt", default="", help="prompt for the detected regions (default: --prompt)")
     r.add_argument("--detail-negative", default="", help="negative prompt for the regions (default: --negative)")
@@ -443,12 +560,20 @@ def parser() -> argparse.ArgumentParser:
     add_models(m)
     m.set_defaults(func=cmd_models, port=0)
     msub = m.add_subparsers(dest="models_command")
-    mp = msub.add_parser("pull", help="download a starter set (sd15, sdxl, annotators, upscaler) or one catalogue file "
-                                      "into the first models folder ($HF_ENDPOINT is honoured)")
+    mp = msub.add_parser(
+        "pull",
+        help="download a starter set (sd15, sdxl, annotators, upscaler) or one catalogue file "
+        "into the first models folder ($HF_ENDPOINT is honoured)",
+    )
     mp.add_argument("names", nargs="+", metavar="NAME")
     mp.add_argument("--force", action="store_true", help="download again even when the file is there")
-    mp.add_argument("--models", action="append", metavar="DIR", default=argparse.SUPPRESS,
-                    help=f"models folder to download into (default {default_models_dir()})")
+    mp.add_argument(
+        "--models",
+        action="append",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help=f"models folder to download into (default {default_models_dir()})",
+    )
     mp.set_defaults(func=cmd_models, port=0)
     return p
 

@@ -17,8 +17,19 @@ import numpy as np
 from protocol.errors import UNSUPPORTED, ProtocolError
 from protocol.messages import Extend, Params
 
-__all__ = ["Control", "Engine", "Extend", "Job", "JobCancelled", "JobContext", "Layer", "Params", "ProtocolError",
-           "Reference", "Region"]
+__all__ = [
+    "Control",
+    "Engine",
+    "Extend",
+    "Job",
+    "JobCancelled",
+    "JobContext",
+    "Layer",
+    "Params",
+    "ProtocolError",
+    "Reference",
+    "Region",
+]
 
 T = TypeVar("T")
 # How often a wait on uninterruptible work looks at the cancel flag.
@@ -203,14 +214,22 @@ class Engine(abc.ABC):
 
     def refuse_mode(self, job: Job, hint: str = "") -> ProtocolError:
         """The ``unsupported`` error for a job of a mode this engine does not do."""
-        return ProtocolError(UNSUPPORTED, f"the {self.name} engine cannot do '{job.mode}': it does "
-                             f"{', '.join(self.modes)}{'; ' + hint if hint else ''}", field="mode")
+        return ProtocolError(
+            UNSUPPORTED,
+            f"the {self.name} engine cannot do '{job.mode}': it does "
+            f"{', '.join(self.modes)}{'; ' + hint if hint else ''}",
+            field="mode",
+        )
 
     def refuse_regions(self, job: Job, family: str = "", model: str = "") -> ProtocolError:
         """regions: the ``unsupported`` error for a job with regions on a model that cannot take them."""
         what = f"checkpoint '{model}' ({family})" if model else f"the {self.name} engine"
-        return ProtocolError(UNSUPPORTED, f"regions cannot be used with {what}: they work on SD1.5 and SDXL "
-                             "checkpoints (send the job without regions, or choose such a model)", field="regions")
+        return ProtocolError(
+            UNSUPPORTED,
+            f"regions cannot be used with {what}: they work on SD1.5 and SDXL "
+            "checkpoints (send the job without regions, or choose such a model)",
+            field="regions",
+        )
 
     def refuse_controls(self, job: Job) -> ProtocolError:
         """The ``unsupported`` error for a job with control layers on an engine that cannot use them; it names the
@@ -218,22 +237,33 @@ class Engine(abc.ABC):
         named = [i for i, c in enumerate(job.controls) if c.model]
         field = f"controls[{named[0]}].model" if named else "controls"
         what = f"ControlNet '{job.controls[named[0]].model}'" if named else "control layers"
-        return ProtocolError(UNSUPPORTED, f"the {self.name} engine cannot use {what} (mode '{job.mode}'): send the job "
-                             "without control layers, or choose a diffusion checkpoint as the model for "
-                             "generate, img2img, inpaint and outpaint", field=field)
+        return ProtocolError(
+            UNSUPPORTED,
+            f"the {self.name} engine cannot use {what} (mode '{job.mode}'): send the job "
+            "without control layers, or choose a diffusion checkpoint as the model for "
+            "generate, img2img, inpaint and outpaint",
+            field=field,
+        )
 
     def refuse_speed(self, job: Job, family: str = "") -> ProtocolError:
         """The ``unsupported`` error for a speed level this engine (or this family) does not offer."""
         what = f"{family} models" if family else f"the {self.name} engine"
         takes = ", ".join(self.speed_families.get(job.params.speed, ())) or "none"
-        return ProtocolError(UNSUPPORTED, f"speed level '{job.params.speed}' is not offered for {what}: send the job "
-                             f"with speed 'quality' (families that take '{job.params.speed}': {takes})",
-                             field="params.speed")
+        return ProtocolError(
+            UNSUPPORTED,
+            f"speed level '{job.params.speed}' is not offered for {what}: send the job "
+            f"with speed 'quality' (families that take '{job.params.speed}': {takes})",
+            field="params.speed",
+        )
 
     def refuse_references(self, job: Job, family: str = "") -> ProtocolError:
         """The ``unsupported`` error for a job with reference images this engine (or this family) cannot use."""
         what = f"{family} models" if family else f"the {self.name} engine"
         takes = ", ".join(self.reference_families) or "none"
-        return ProtocolError(UNSUPPORTED, f"reference images are not supported for {what} (mode '{job.mode}'): send "
-                             f"the job without references, or choose a checkpoint of a family that takes them "
-                             f"(this server: {takes})", field="references")
+        return ProtocolError(
+            UNSUPPORTED,
+            f"reference images are not supported for {what} (mode '{job.mode}'): send "
+            f"the job without references, or choose a checkpoint of a family that takes them "
+            f"(this server: {takes})",
+            field="references",
+        )

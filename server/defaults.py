@@ -51,10 +51,12 @@ def family_settings(family: str, variant: str = "") -> dict:
 
 def welcome_defaults() -> dict:
     """``welcome.defaults`` (``variants``: per listing ``variant``, what differs from its family's defaults)."""
-    return {"modes": {m: dict(d) for m, d in MODE_DEFAULTS.items()},
-            "families": {f: dict(d) for f, d in FAMILY_DEFAULTS.items()},
-            "variants": {v: dict(d) for v, d in VARIANT_DEFAULTS.items()},
-            "layer_name_length": LAYER_NAME_LENGTH}
+    return {
+        "modes": {m: dict(d) for m, d in MODE_DEFAULTS.items()},
+        "families": {f: dict(d) for f, d in FAMILY_DEFAULTS.items()},
+        "variants": {v: dict(d) for v, d in VARIANT_DEFAULTS.items()},
+        "layer_name_length": LAYER_NAME_LENGTH,
+    }
 
 
 def family_of(entry: dict) -> str:

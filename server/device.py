@@ -89,8 +89,7 @@ def _xpu_available() -> bool:
     return hasattr(torch, "xpu") and torch.xpu.is_available()
 
 
-def choose(device: Optional[str] = None, dtype: Optional[str] = None,
-           family: str = UNET) -> Tuple["object", "object"]:
+def choose(device: Optional[str] = None, dtype: Optional[str] = None, family: str = UNET) -> Tuple["object", "object"]:
     """(torch.device, torch.dtype) for ``family``'s models: the given ones, else the best available device and the
     dtype its calibration chose (measured now when the machine has none yet); a bad name raises ValueError."""
     import torch
@@ -153,4 +152,5 @@ def is_out_of_memory(err: BaseException) -> bool:
 
     text = str(err).lower()
     return isinstance(err, torch.OutOfMemoryError) or (
-        isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))
+        isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )

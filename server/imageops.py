@@ -179,8 +179,9 @@ def fill_margin(method: Method, width: int, height: int) -> int:
     return int(min(high, max(low, max(width, height) // 2)))
 
 
-def _fill_crop(rgb: np.ndarray, hard: np.ndarray, filler: Filler, smooth: bool,
-               check: Callable[[], None]) -> np.ndarray:
+def _fill_crop(
+    rgb: np.ndarray, hard: np.ndarray, filler: Filler, smooth: bool, check: Callable[[], None]
+) -> np.ndarray:
     """One crop (``hard`` 255 = hole) filled at ``fill_size``, scaled back up."""
     h, w = hard.shape
     sw, sh = fill_size(w, h) if smooth else fill_size(w, h, strips=False, max_area=MAX_CONTEXT_AREA)
@@ -191,8 +192,14 @@ def _fill_crop(rgb: np.ndarray, hard: np.ndarray, filler: Filler, smooth: bool,
     return cv2.resize(filler(small, small_mask, check), (w, h), interpolation=cv2.INTER_CUBIC)
 
 
-def fill_into(out: np.ndarray, hole: np.ndarray, method: Method = "patch", radius: int = 5,
-              write: Optional[Rect] = None, check: Callable[[], None] = lambda: None) -> None:
+def fill_into(
+    out: np.ndarray,
+    hole: np.ndarray,
+    method: Method = "patch",
+    radius: int = 5,
+    write: Optional[Rect] = None,
+    check: Callable[[], None] = lambda: None,
+) -> None:
     """Fill the non-zero area of ``hole`` in the H x W x 3 uint8 ``out`` in place from its surroundings, working only
     on the hole's box plus the margin the method reads (``fill_margin``). ``method``: "patch" (exemplar-based:
     texture copied from around the hole), "telea" or "ns" (OpenCV's smooth inpainting) or a fill function
@@ -204,21 +211,29 @@ def fill_into(out: np.ndarray, hole: np.ndarray, method: Method = "patch", radiu
         return
     box = nonzero_box(hole, fill_margin(method, tight[2], tight[3]))
     x, y, w, h = box
-    hard = cv2.threshold(hole[y:y + h, x:x + w], 0, 255, cv2.THRESH_BINARY)[1]
-    filled = _fill_crop(out[y:y + h, x:x + w], hard, filler, smooth, check)
+    hard = cv2.threshold(hole[y : y + h, x : x + w], 0, 255, cv2.THRESH_BINARY)[1]
+    filled = _fill_crop(out[y : y + h, x : x + w], hard, filler, smooth, check)
     if write is not None:
         wx, wy, ww, wh = write
         x0, y0, x1, y1 = max(x, wx), max(y, wy), min(x + w, wx + ww), min(y + h, wy + wh)
         if x0 >= x1 or y0 >= y1:
             return
-        np.copyto(out[y0:y1, x0:x1], filled[y0 - y:y1 - y, x0 - x:x1 - x],
-                  where=hard[y0 - y:y1 - y, x0 - x:x1 - x, None] > 0)
+        np.copyto(
+            out[y0:y1, x0:x1],
+            filled[y0 - y : y1 - y, x0 - x : x1 - x],
+            where=hard[y0 - y : y1 - y, x0 - x : x1 - x, None] > 0,
+        )
     else:
-        np.copyto(out[y:y + h, x:x + w], filled, where=hard[..., None] > 0)
+        np.copyto(out[y : y + h, x : x + w], filled, where=hard[..., None] > 0)
 
 
-def fill(rgb: np.ndarray, mask: np.ndarray, method: Method = "patch", radius: int = 5,
-         check: Callable[[], None] = lambda: None) -> np.ndarray:
+def fill(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    method: Method = "patch",
+    radius: int = 5,
+    check: Callable[[], None] = lambda: None,
+) -> np.ndarray:
     """Fill the non-zero area of ``mask`` in an H x W x 3 uint8 image from its surroundings (``fill_into`` on a
     copy); pixels outside the mask stay exact."""
     out = np.array(rgb, dtype=np.uint8, copy=True, order="C")
@@ -238,24 +253,26 @@ def color_match(result: np.ndarray, original: np.ndarray, mask: np.ndarray, ring
         return out
     ring = ring or max(8, max(tight[2], tight[3]) // 10)
     x, y, w, h = nonzero_box(mask, ring + 1)
-    inside = mask[y:y + h, x:x + w] > 0
+    inside = mask[y : y + h, x : x + w] > 0
     around = (cv2.dilate(inside.astype(np.uint8), _disc(ring)) > 0) & ~inside
     if not around.any():
         return out
-    lab_result = cv2.cvtColor(np.ascontiguousarray(out[y:y + h, x:x + w]), cv2.COLOR_RGB2LAB).astype(np.float32)
-    lab_original = cv2.cvtColor(np.ascontiguousarray(original[y:y + h, x:x + w, :3]),
-                                cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab_result = cv2.cvtColor(np.ascontiguousarray(out[y : y + h, x : x + w]), cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab_original = cv2.cvtColor(np.ascontiguousarray(original[y : y + h, x : x + w, :3]), cv2.COLOR_RGB2LAB).astype(
+        np.float32
+    )
     have, want = lab_result[inside], lab_original[around]
     spread = np.clip(want.std(axis=0) / np.maximum(have.std(axis=0), 1e-3), 0.8, 1.25)
     moved = (have - have.mean(axis=0)) * spread + want.mean(axis=0)
     lab_result[inside] = moved
     back = cv2.cvtColor(np.clip(np.rint(lab_result), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
-    np.copyto(out[y:y + h, x:x + w], back, where=inside[..., None])
+    np.copyto(out[y : y + h, x : x + w], back, where=inside[..., None])
     return out
 
 
-def outpaint_layer(image: np.ndarray, extend: Extend, method: Method = "patch",
-                   check: Callable[[], None] = lambda: None) -> np.ndarray:
+def outpaint_layer(
+    image: np.ndarray, extend: Extend, method: Method = "patch", check: Callable[[], None] = lambda: None
+) -> np.ndarray:
     """The classical outpaint result: ``image`` (RGBA) on a canvas grown by ``extend``, the new bands filled from the
     image's edges, alpha 255 on the new area and 0 over the image (whose RGB is copied exactly).
 
@@ -269,9 +286,9 @@ def outpaint_layer(image: np.ndarray, extend: Extend, method: Method = "patch",
     out = np.empty((H, W, 4), np.uint8)
     # One pass over the image: its pixels as 32-bit words with the alpha byte cleared (byte order independent).
     opaque = np.array([255, 255, 255, 0], np.uint8).view(np.uint32)[0]
-    inner = out[top:top + h, left:left + w].view(np.uint32)[..., 0]
+    inner = out[top : top + h, left : left + w].view(np.uint32)[..., 0]
     np.bitwise_and(np.ascontiguousarray(image).view(np.uint32)[..., 0], opaque, out=inner)
-    for band in (out[:top], out[H - bottom:], out[top:top + h, :left], out[top:top + h, W - right:]):
+    for band in (out[:top], out[H - bottom :], out[top : top + h, :left], out[top : top + h, W - right :]):
         band.view(np.uint32)[...] = ~opaque  # black, alpha 255
     rgb = out[..., :3]
     # The margin each band reads: by its thickness (a band's box is as long as the canvas side).
@@ -290,15 +307,15 @@ def outpaint_layer(image: np.ndarray, extend: Extend, method: Method = "patch",
         (sx, sy, sw, sh), (bx, by, bw, bh) = bands[i]
         check()
         # The hole inside the strip: every new-area pixel not filled yet (later bands are filled as context only).
-        hole = out[sy:sy + sh, sx:sx + sw, 3].copy()
+        hole = out[sy : sy + sh, sx : sx + sw, 3].copy()
         for j in np.flatnonzero(done):
             jx, jy, jw, jh = bands[j][1]
             x0, y0, x1, y1 = max(jx, sx), max(jy, sy), min(jx + jw, sx + sw), min(jy + jh, sy + sh)
             if x0 < x1 and y0 < y1:
-                hole[y0 - sy:y1 - sy, x0 - sx:x1 - sx] = 0
-        strip = np.ascontiguousarray(rgb[sy:sy + sh, sx:sx + sw])
+                hole[y0 - sy : y1 - sy, x0 - sx : x1 - sx] = 0
+        strip = np.ascontiguousarray(rgb[sy : sy + sh, sx : sx + sw])
         fill_into(strip, hole, method, write=(bx - sx, by - sy, bw, bh), check=check)
-        rgb[by:by + bh, bx:bx + bw] = strip[by - sy:by - sy + bh, bx - sx:bx - sx + bw]
+        rgb[by : by + bh, bx : bx + bw] = strip[by - sy : by - sy + bh, bx - sx : bx - sx + bw]
 
     # Opposite bands (top/bottom, then left/right) are filled at the same time when neither's strip reaches the other
     # (OpenCV releases the GIL): on a large canvas each is a long, thin fill of its own.
@@ -344,12 +361,12 @@ def prepare_mask(job: Job, check: Callable[[], None] = lambda: None) -> Tuple[np
     if box is None:
         return grown, soft
     x, y, bw, bh = box
-    part = np.ascontiguousarray(mask[y:y + bh, x:x + bw])
+    part = np.ascontiguousarray(mask[y : y + bh, x : x + bw])
     check()
     grown_part = grow_mask(part, grow)
     check()
-    grown[y:y + bh, x:x + bw] = grown_part
-    soft[y:y + bh, x:x + bw] = np.maximum(feather_mask(grown_part, feather), part)
+    grown[y : y + bh, x : x + bw] = grown_part
+    soft[y : y + bh, x : x + bw] = np.maximum(feather_mask(grown_part, feather), part)
     return grown, soft
 
 
@@ -364,8 +381,11 @@ def composite_layer(original: np.ndarray, generated: np.ndarray, soft_mask: np.n
     box = nonzero_box(soft_mask)
     if box is not None:
         x, y, w, h = box
-        np.copyto(out[y:y + h, x:x + w, :3], generated[y:y + h, x:x + w, :3],
-                  where=soft_mask[y:y + h, x:x + w, None] > 0)
+        np.copyto(
+            out[y : y + h, x : x + w, :3],
+            generated[y : y + h, x : x + w, :3],
+            where=soft_mask[y : y + h, x : x + w, None] > 0,
+        )
     return out
 
 
@@ -407,9 +427,9 @@ def extend_canvas(image: np.ndarray, extend: Extend) -> Tuple[np.ndarray, np.nda
     left, top, right, bottom = extend.left, extend.top, extend.right, extend.bottom
     h, w = image.shape[:2]
     canvas = np.zeros((h + top + bottom, w + left + right, 4), np.uint8)
-    canvas[top:top + h, left:left + w] = image
+    canvas[top : top + h, left : left + w] = image
     mask = np.full(canvas.shape[:2], 255, np.uint8)
-    mask[top:top + h, left:left + w] = 0
+    mask[top : top + h, left : left + w] = 0
     return canvas, mask
 
 

@@ -133,8 +133,13 @@ class BudgetedConnection(ServerConnection):
         queued frame, none with the app): the count is exactly zero (control frames and headers leave no residue)."""
         partial = getattr(getattr(self.protocol, "reader", None), "buffer", b"x")
         assembling = getattr(self.protocol, "cur_size", 0) is not None
-        if (self.budget.held(self) and not partial and not assembling and not len(self.recv_messages.frames)
-                and not self._handling):
+        if (
+            self.budget.held(self)
+            and not partial
+            and not assembling
+            and not len(self.recv_messages.frames)
+            and not self._handling
+        ):
             self.budget.release(self)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:

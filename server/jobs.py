@@ -132,8 +132,12 @@ class JobQueue:
                 self._remove(old)
                 await old.owner.send(Cancelled(old.id))
         if len(self.jobs_of(item.owner)) >= self._max_queue:
-            raise ProtocolError(errors.BUSY, f"this client already has {self._max_queue} jobs queued or running (the "
-                                "limit per client); wait for one to finish", job_id=item.id)
+            raise ProtocolError(
+                errors.BUSY,
+                f"this client already has {self._max_queue} jobs queued or running (the "
+                "limit per client); wait for one to finish",
+                job_id=item.id,
+            )
         self._waiting.setdefault(item.owner, deque()).append(item)
         await item.owner.send(Queued(item.id, self.position(item)))
         self._wakeup.set()
@@ -224,8 +228,12 @@ class JobQueue:
             reply = error_from(err)
         except Exception as err:  # noqa: BLE001 - every failure must reach the client as a message
             if devices.is_out_of_memory(err):
-                reply = Error(errors.OUT_OF_MEMORY, f"out of memory while running the job: {err}. Try a smaller "
-                              "selection, a smaller batch or a smaller model", id=job.id)
+                reply = Error(
+                    errors.OUT_OF_MEMORY,
+                    f"out of memory while running the job: {err}. Try a smaller "
+                    "selection, a smaller batch or a smaller model",
+                    id=job.id,
+                )
             else:
                 log.error("job %s failed:\n%s", job.id, traceback.format_exc())
                 reply = Error(errors.INTERNAL, f"internal error: {type(err).__name__}: {err}", id=job.id)

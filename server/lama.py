@@ -28,9 +28,13 @@ def entry(registry: ModelRegistry) -> ModelEntry:
     usable = [e for e in registry.entries(KIND) if e.problem is None]
     if not usable:
         where = " or ".join(str(d / KIND_FOLDERS[KIND][0]) for d in registry.dirs) or "the models folder"
-        raise ProtocolError(MODEL_NOT_FOUND, f"fill 'lama' needs LaMa weights, and none are installed in {where}: "
-                            f"run 'paintbridge models pull {PULL}' (or pull it from the plugin's model list), "
-                            "or choose the fill 'patch'", field="params.fill")
+        raise ProtocolError(
+            MODEL_NOT_FOUND,
+            f"fill 'lama' needs LaMa weights, and none are installed in {where}: "
+            f"run 'paintbridge models pull {PULL}' (or pull it from the plugin's model list), "
+            "or choose the fill 'patch'",
+            field="params.fill",
+        )
     return usable[0]
 
 

@@ -59,10 +59,11 @@ class _Level:
         self.grid = grid  # px between target centres
         self.stride = self.w + 2 * RADIUS
         self.hole = hole
-        padded_hole = cv2.copyMakeBorder(hole.astype(np.uint8), RADIUS, RADIUS, RADIUS, RADIUS,
-                                         cv2.BORDER_CONSTANT, value=0)
+        padded_hole = cv2.copyMakeBorder(
+            hole.astype(np.uint8), RADIUS, RADIUS, RADIUS, RADIUS, cv2.BORDER_CONSTANT, value=0
+        )
         self.hole_flat = padded_hole.ravel() > 0
-        dy, dx = np.mgrid[-RADIUS:RADIUS + 1, -RADIUS:RADIUS + 1]
+        dy, dx = np.mgrid[-RADIUS : RADIUS + 1, -RADIUS : RADIUS + 1]
         self.offsets = (dy * self.stride + dx).ravel()
         # Valid sources: patches entirely inside the image and entirely known.
         known = (~hole).astype(np.uint8)
@@ -73,8 +74,9 @@ class _Level:
         touched = cv2.dilate(hole.astype(np.uint8), np.ones((PATCH, PATCH), np.uint8)) > 0
         if grid > 1:  # centres on a grid (and the last row and column) still cover every hole pixel (grid <= 4)
             on_grid = np.zeros_like(touched)
-            on_grid[np.ix_(np.r_[np.arange(0, self.h, grid), self.h - 1],
-                           np.r_[np.arange(0, self.w, grid), self.w - 1])] = True
+            on_grid[
+                np.ix_(np.r_[np.arange(0, self.h, grid), self.h - 1], np.r_[np.arange(0, self.w, grid), self.w - 1])
+            ] = True
             touched &= on_grid
         self.ty, self.tx = np.nonzero(touched)
         self.targets = self.flat(self.ty, self.tx)
@@ -82,7 +84,7 @@ class _Level:
         self.index[self.ty, self.tx] = np.arange(len(self.ty))
         # Confidence of each target patch: high next to the known pixels, falling off inside the hole.
         depth = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)[self.ty, self.tx]
-        self.confidence = (CONFIDENCE ** -depth).astype(np.float32)
+        self.confidence = (CONFIDENCE**-depth).astype(np.float32)
         self.set_image(img)
 
     def set_image(self, img: np.ndarray) -> None:
@@ -156,8 +158,9 @@ class _Field:
         radius = min(max(lv.h, lv.w), reach) if reach else max(lv.h, lv.w)
         n = len(everyone)
         while radius >= 1:
-            self._try(everyone, self.sy + rng.integers(-radius, radius + 1, n),
-                      self.sx + rng.integers(-radius, radius + 1, n))
+            self._try(
+                everyone, self.sy + rng.integers(-radius, radius + 1, n), self.sx + rng.integers(-radius, radius + 1, n)
+            )
             radius //= 2
 
     def vote(self) -> np.ndarray:
@@ -213,8 +216,9 @@ def _thin(hole: np.ndarray) -> bool:
     return float(cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3).max()) <= THIN
 
 
-def patch_fill(rgb: np.ndarray, hole: np.ndarray, check: Callable[[], None] = lambda: None,
-               seed: int = 0) -> np.ndarray:
+def patch_fill(
+    rgb: np.ndarray, hole: np.ndarray, check: Callable[[], None] = lambda: None, seed: int = 0
+) -> np.ndarray:
     """Fill the pixels of the H x W x 3 uint8 ``rgb`` where ``hole`` (H x W, non-zero = hole) with patches from the
     rest of the image; pixels outside the hole are returned unchanged. Deterministic for a given ``seed``.
 

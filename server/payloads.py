@@ -61,20 +61,56 @@ def job_from_message(msg: JobMessage) -> Job:
     """Decode a validated ``job`` message's pixels into a Job (sizes were checked when it was parsed). A control of
     the old type ``reference`` becomes a reference image of type ``content``."""
     controls = [
-        Control(type=c.type, image=control_pixels(c.image, c.preprocess), strength=c.strength, start=c.start,
-                end=c.end, preprocess=c.preprocess, model=c.model)
-        for c in msg.controls if c.type != "reference"
+        Control(
+            type=c.type,
+            image=control_pixels(c.image, c.preprocess),
+            strength=c.strength,
+            start=c.start,
+            end=c.end,
+            preprocess=c.preprocess,
+            model=c.model,
+        )
+        for c in msg.controls
+        if c.type != "reference"
     ]
-    references = [Reference(image=reference_pixels(r.image), type=r.type, strength=r.strength, start=r.start,
-                            end=r.end, mask=payload_to_array(r.mask) if r.mask is not None else None, model=r.model)
-                  for r in msg.references]
-    references += [Reference(image=reference_pixels(c.image), type="content", strength=c.strength, start=c.start,
-                             end=c.end, model=c.model) for c in msg.controls if c.type == "reference"]
+    references = [
+        Reference(
+            image=reference_pixels(r.image),
+            type=r.type,
+            strength=r.strength,
+            start=r.start,
+            end=r.end,
+            mask=payload_to_array(r.mask) if r.mask is not None else None,
+            model=r.model,
+        )
+        for r in msg.references
+    ]
+    references += [
+        Reference(
+            image=reference_pixels(c.image),
+            type="content",
+            strength=c.strength,
+            start=c.start,
+            end=c.end,
+            model=c.model,
+        )
+        for c in msg.controls
+        if c.type == "reference"
+    ]
     return Job(
-        id=msg.id, mode=msg.mode, model=msg.model, prompt=msg.prompt, negative_prompt=msg.negative_prompt,
+        id=msg.id,
+        mode=msg.mode,
+        model=msg.model,
+        prompt=msg.prompt,
+        negative_prompt=msg.negative_prompt,
         image=payload_to_array(msg.image) if msg.image is not None else None,
         mask=payload_to_array(msg.mask) if msg.mask is not None else None,
-        params=msg.params, controls=controls, x=msg.x, y=msg.y, previews=msg.previews, references=references,
+        params=msg.params,
+        controls=controls,
+        x=msg.x,
+        y=msg.y,
+        previews=msg.previews,
+        references=references,
         regions=[Region(r.prompt, payload_to_array(r.mask), r.negative_prompt, r.strength) for r in msg.regions],
     )
 
@@ -92,8 +128,16 @@ def layer_bytes(rgba: np.ndarray, fmt: str) -> memoryview:
 def encode_layers(layers: List[Layer], fmt: str) -> List[ResultLayer]:
     """Result layers in the client's pixel format (pixels as memoryviews, see ``layer_bytes``)."""
     return [
-        ResultLayer(name=layer.name, x=int(layer.x), y=int(layer.y), width=layer.rgba.shape[1],
-                    height=layer.rgba.shape[0], format=fmt, data=layer_bytes(layer.rgba, fmt), seed=int(layer.seed),
-                    info=dict(layer.info))
+        ResultLayer(
+            name=layer.name,
+            x=int(layer.x),
+            y=int(layer.y),
+            width=layer.rgba.shape[1],
+            height=layer.rgba.shape[0],
+            format=fmt,
+            data=layer_bytes(layer.rgba, fmt),
+            seed=int(layer.seed),
+            info=dict(layer.info),
+        )
         for layer in layers
     ]

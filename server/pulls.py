@@ -22,7 +22,14 @@ from protocol.errors import ProtocolError
 from protocol.messages import Cancelled, Message, Presets, Pull, PullDone, PullProgress, error_from
 
 from .downloads import (
-    Catalogue, CatalogueError, CatalogueFile, ChecksumError, OfflineError, PullCancelled, PullError, pull,
+    Catalogue,
+    CatalogueError,
+    CatalogueFile,
+    ChecksumError,
+    OfflineError,
+    PullCancelled,
+    PullError,
+    pull,
 )
 from .downloads.status import installed_path
 
@@ -49,9 +56,17 @@ class PullItem:
 
 def file_entry(item: CatalogueFile, roots: List[Path]) -> dict:
     """A catalogue file as the protocol lists it."""
-    return {"id": item.id, "target": item.target, "family": item.family, "kind": item.kind, "what": item.what,
-            "modes": list(item.modes), "controls": list(item.controls), "size": item.expected_bytes,
-            "installed": installed_path(item, roots) is not None}
+    return {
+        "id": item.id,
+        "target": item.target,
+        "family": item.family,
+        "kind": item.kind,
+        "what": item.what,
+        "modes": list(item.modes),
+        "controls": list(item.controls),
+        "size": item.expected_bytes,
+        "installed": installed_path(item, roots) is not None,
+    }
 
 
 def preset_entries(catalogue: Catalogue, roots: List[Path]) -> List[dict]:
@@ -61,17 +76,31 @@ def preset_entries(catalogue: Catalogue, roots: List[Path]) -> List[dict]:
         files = [file_entry(f, roots) for f in preset.files]
         missing = [f for f in files if not f["installed"]]
         families = sorted({f.family for f in preset.files if f.family not in ("any", "")})
-        out.append({"name": preset.name, "title": preset.title, "families": families, "complete": not missing,
-                    "missing": [f["id"] for f in missing], "missing_bytes": sum(f["size"] for f in missing),
-                    "files": files})
+        out.append(
+            {
+                "name": preset.name,
+                "title": preset.title,
+                "families": families,
+                "complete": not missing,
+                "missing": [f["id"] for f in missing],
+                "missing_bytes": sum(f["size"] for f in missing),
+                "files": files,
+            }
+        )
     return out
 
 
 class PullManager:
     """Runs pulls one at a time and answers ``list_presets``."""
 
-    def __init__(self, roots: List[Path], rescan: Callable[[], None], models: Callable[[], List[dict]],
-                 catalogue: Optional[Catalogue] = None, interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        roots: List[Path],
+        rescan: Callable[[], None],
+        models: Callable[[], List[dict]],
+        catalogue: Optional[Catalogue] = None,
+        interval: float = 0.25,
+    ) -> None:
         self.roots = [Path(r).expanduser() for r in roots]
         self._rescan = rescan
         self._models = models
@@ -129,8 +158,9 @@ class PullManager:
                 reply = await self._pull(item)
         except Exception as err:  # every failure reaches the client as a message
             log.exception("pull %s failed", item.id)
-            reply = error_from(ProtocolError(errors.INTERNAL, f"internal error: {type(err).__name__}: {err}",
-                                             job_id=item.id))
+            reply = error_from(
+                ProtocolError(errors.INTERNAL, f"internal error: {type(err).__name__}: {err}", job_id=item.id)
+            )
         finally:
             self.pulls.pop((id(item.owner), item.id), None)
         await item.owner.send(reply)
@@ -144,8 +174,9 @@ class PullManager:
         def progress(file: CatalogueFile, done: int, total: Optional[int]) -> None:  # a worker thread
             force = file.id not in seen or (total is not None and done >= total)
             seen.add(file.id)
-            msg = PullProgress(item.id, file.id, file.target, index[file.id], len(item.files), int(done),
-                               int(total or 0))
+            msg = PullProgress(
+                item.id, file.id, file.target, index[file.id], len(item.files), int(done), int(total or 0)
+            )
             loop.call_soon_threadsafe(throttle.offer, msg, force)
 
         reply: Message
@@ -158,13 +189,25 @@ class PullManager:
                     log.warning("%s", result.note)
             await asyncio.to_thread(self._rescan)
             models = tuple(await asyncio.to_thread(self._models))
-            reply = PullDone(item.id, tuple({"id": r.file.id, "target": r.file.target, "downloaded": r.downloaded,
-                                             "checked_with": r.checked_with} for r in results), models)
+            reply = PullDone(
+                item.id,
+                tuple(
+                    {
+                        "id": r.file.id,
+                        "target": r.file.target,
+                        "downloaded": r.downloaded,
+                        "checked_with": r.checked_with,
+                    }
+                    for r in results
+                ),
+                models,
+            )
         except PullCancelled:
             reply = Cancelled(item.id)
         except OfflineError as err:
-            reply = error_from(ProtocolError(errors.OFFLINE, f"the server cannot download models: {err}",
-                                             job_id=item.id))
+            reply = error_from(
+                ProtocolError(errors.OFFLINE, f"the server cannot download models: {err}", job_id=item.id)
+            )
         except (ChecksumError, PullError) as err:
             reply = error_from(ProtocolError(errors.DOWNLOAD_FAILED, str(err), job_id=item.id))
         await asyncio.sleep(0)  # progress handed over by the worker thread reaches the throttle first
@@ -176,8 +219,9 @@ class Throttle:
     """At most one message per ``interval`` seconds, the latest one winning; a held message goes out when its time
     comes even if nothing newer arrives. ``force`` sends at once (the first and the last event of a file)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, send: Callable[[Message], Awaitable[None]],
-                 interval: float) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, send: Callable[[Message], Awaitable[None]], interval: float
+    ) -> None:
         self.loop, self.send, self.interval = loop, send, interval
         self.sent_at = -float("inf")
         self.pending: Optional[Message] = None

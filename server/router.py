@@ -127,15 +127,26 @@ class Router:
         calibration with its measured GFLOPS), without importing torch."""
         kind, _ = devices.plan(self.config.device)
         if self.config.dtype:
-            return {"source": "override", "device": kind,
-                    "chosen": {family: self.config.dtype for family in calibration.FAMILIES}}
+            return {
+                "source": "override",
+                "device": kind,
+                "chosen": {family: self.config.dtype for family in calibration.FAMILIES},
+            }
         result = calibration.load(calibration.key(calibration.accelerator(kind)))
         if result is None:
             chosen, why = calibration.choose({}, kind)
             return {"source": "rule", "device": kind, "chosen": chosen, "why": why}
-        return {"source": "measured", "device": kind, "chosen": result["chosen"], "why": result["why"],
-                "measured": result["measured"], "unit": "GFLOPS", "seconds": result["seconds"],
-                "when": result.get("when", ""), "complete": result.get("complete", True)}
+        return {
+            "source": "measured",
+            "device": kind,
+            "chosen": result["chosen"],
+            "why": result["why"],
+            "measured": result["measured"],
+            "unit": "GFLOPS",
+            "seconds": result["seconds"],
+            "when": result.get("when", ""),
+            "complete": result.get("complete", True),
+        }
 
     def checkpoint_engine(self, entry) -> Engine:
         """The engine that runs a checkpoint: by its family (Flux/SD3 on their own engine, SD1.5/SDXL on diffusers);
@@ -187,8 +198,10 @@ class Router:
             # reference images
             "references": list(REFERENCE_FAMILIES + REDUX_FAMILIES),  # IP-Adapter (SD1.5, SDXL), Redux (Flux.1)
             "reference_types": list(REFERENCE_TYPES),
-            "reference_types_by_family": {**{f: list(REFERENCE_TYPES) for f in REFERENCE_FAMILIES},
-                                          **{f: list(REDUX_TYPES) for f in REDUX_FAMILIES}},
+            "reference_types_by_family": {
+                **{f: list(REFERENCE_TYPES) for f in REFERENCE_FAMILIES},
+                **{f: list(REDUX_TYPES) for f in REDUX_FAMILIES},
+            },
             "regions": list(REGION_FAMILIES),  # regions: the families whose checkpoints take them
             "detail_targets": installed_targets(self.registry.dirs),  # what the detailer's detectors can find
             "tileable": list(TILEABLE_MODES),  # seamless textures: the modes that take params.tileable
@@ -210,9 +223,12 @@ class Router:
             self._check_regions(job, engine)
         if job.params.transparent and engine.name != DIFFUSERS:
             family = self._family_of(job)
-            raise ProtocolError(UNSUPPORTED, f"a transparent layer needs an SD1.5 or SDXL checkpoint (LayerDiffuse); "
-                                f"{family + ' models' if family else 'the ' + engine.name + ' engine'} cannot make one",
-                                field="params.transparent")
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"a transparent layer needs an SD1.5 or SDXL checkpoint (LayerDiffuse); "
+                f"{family + ' models' if family else 'the ' + engine.name + ' engine'} cannot make one",
+                field="params.transparent",
+            )
         if job.params.speed != "quality":
             self._check_speed(job, engine)
         return batches.run_counted(engine.run, job, ctx)
@@ -284,9 +300,19 @@ class Router:
 
         def refine(rgba: np.ndarray, strength: float, seed: int) -> np.ndarray:
             params = dataclasses.replace(job.params, strength=strength, seed=seed, batch=1, tileable=False)
-            controls = [Control("tile", rgba[..., :3].copy(), strength=TILE_CONTROL_STRENGTH)] if use_tile_control else []
+            controls = (
+                [Control("tile", rgba[..., :3].copy(), strength=TILE_CONTROL_STRENGTH)] if use_tile_control else []
+            )
             tile_job = dataclasses.replace(
-                job, mode="img2img", image=rgba, mask=None, params=params, x=0, y=0, previews=False, controls=controls,
+                job,
+                mode="img2img",
+                image=rgba,
+                mask=None,
+                params=params,
+                x=0,
+                y=0,
+                previews=False,
+                controls=controls,
             )
             return engine.run(tile_job, quiet)[0].rgba
 

@@ -29,8 +29,9 @@ def _read_mask(path: str, size: Optional[tuple]) -> np.ndarray:
         else:
             mask = img.convert("L")
         if size is not None and mask.size != size:
-            raise SystemExit(f"paintbridge run: the mask is {mask.size[0]}x{mask.size[1]} but the image is "
-                             f"{size[0]}x{size[1]}")
+            raise SystemExit(
+                f"paintbridge run: the mask is {mask.size[0]}x{mask.size[1]} but the image is {size[0]}x{size[1]}"
+            )
         return np.asarray(mask).copy()
 
 
@@ -61,8 +62,9 @@ def parse_reference(spec: str) -> Reference:
         raise SystemExit(f"paintbridge run: --reference {spec!r}: no such file")
     kind = rest[0] if rest else "content"
     if kind not in REFERENCE_TYPES:
-        raise SystemExit(f"paintbridge run: --reference {spec!r}: type '{kind}' is not one of "
-                         f"{', '.join(REFERENCE_TYPES)}")
+        raise SystemExit(
+            f"paintbridge run: --reference {spec!r}: type '{kind}' is not one of {', '.join(REFERENCE_TYPES)}"
+        )
     try:
         strength = float(rest[1]) if len(rest) > 1 else 1.0
     except ValueError:
@@ -78,9 +80,9 @@ def _region(text: str) -> Region:
     is checked by the server against the job's (the image, or --width/--height)."""
     start = 2 if re.match(r"[A-Za-z]:[\\/]", text) else 0
     cut = text.find(":", start)
-    if cut <= 0 or not text[cut + 1:].strip():
+    if cut <= 0 or not text[cut + 1 :].strip():
         raise SystemExit(f"paintbridge run: --region takes MASK.png:PROMPT, got {text!r}")
-    path, prompt = text[:cut], text[cut + 1:]
+    path, prompt = text[:cut], text[cut + 1 :]
     if not Path(path).is_file():
         raise SystemExit(f"paintbridge run: --region mask {path!r} is not a file")
     return Region(prompt=prompt, mask=_payload(_read_mask(path, None), GRAY8))
@@ -88,37 +90,86 @@ def _region(text: str) -> Region:
 
 def _hires(args: argparse.Namespace) -> Hires:
     """``params.hires`` from the ``--hires*`` flags (hires fix)."""
-    return Hires(enabled=args.hires, upscaler=args.hires_upscaler, strength=args.hires_strength,
-                 steps=args.hires_steps, scale=args.hires_scale)
+    return Hires(
+        enabled=args.hires,
+        upscaler=args.hires_upscaler,
+        strength=args.hires_strength,
+        steps=args.hires_steps,
+        scale=args.hires_scale,
+    )
 
 
 def _detail(args: argparse.Namespace) -> Detail:
     """``params.detail`` from the ``--detail*`` flags (the detailer; mode ``detail`` uses them too)."""
     targets = tuple(t.strip() for t in args.detail_targets.split(",") if t.strip())
-    return Detail(enabled=args.detail, targets=targets, prompt=args.detail_prompt, negative_prompt=args.detail_negative,
-                  strength=args.detail_strength, steps=args.detail_steps, padding=args.detail_padding,
-                  confidence=args.detail_confidence, separate=args.detail_separate)
+    return Detail(
+        enabled=args.detail,
+        targets=targets,
+        prompt=args.detail_prompt,
+        negative_prompt=args.detail_negative,
+        strength=args.detail_strength,
+        steps=args.detail_steps,
+        padding=args.detail_padding,
+        confidence=args.detail_confidence,
+        separate=args.detail_separate,
+    )
 
 
 def build_job(args: argparse.Namespace) -> tuple:
     """The ``Job`` for ``paintbridge run`` and the input image (None for generate without one)."""
-    given = {key: getattr(args, key) for key in ("strength", "cfg", "sampler", "upscaler", "refine", "grow", "feather",
-                                                   "width", "height", "fill", "preprocessor",
-                                                   # sampling
-                                                   "scheduler", "batch_count", "vae", "clip_skip", "refiner",
-                                                   "refiner_start", "caption_style")}
+    given = {
+        key: getattr(args, key)
+        for key in (
+            "strength",
+            "cfg",
+            "sampler",
+            "upscaler",
+            "refine",
+            "grow",
+            "feather",
+            "width",
+            "height",
+            "fill",
+            "preprocessor",
+            # sampling
+            "scheduler",
+            "batch_count",
+            "vae",
+            "clip_skip",
+            "refiner",
+            "refiner_start",
+            "caption_style",
+        )
+    }
     given.update({key: getattr(args, key, None) for key in ("color_match", "tileable", "speed")})
-    params = Params(steps=args.steps, seed=args.seed, batch=args.batch, scale=args.scale, extend=_extend(args.extend),
-                    hires=_hires(args), detail=_detail(args), **{k: v for k, v in given.items() if v is not None})
+    params = Params(
+        steps=args.steps,
+        seed=args.seed,
+        batch=args.batch,
+        scale=args.scale,
+        extend=_extend(args.extend),
+        hires=_hires(args),
+        detail=_detail(args),
+        **{k: v for k, v in given.items() if v is not None},
+    )
     image = mask = None
     if args.image:
         image = _read_rgba(args.image)
         if args.mask:
             mask = _payload(_read_mask(args.mask, (image.shape[1], image.shape[0])), GRAY8)
-    job = Job(new_job_id("cli"), args.mode, model=args.model, prompt=args.prompt, negative_prompt=args.negative,
-              image=_payload(image, RGBA8) if image is not None else None, mask=mask, params=params,
-              result_format=RGBA8, references=tuple(parse_reference(r) for r in args.reference or ()),
-              regions=tuple(_region(r) for r in args.region or ()))
+    job = Job(
+        new_job_id("cli"),
+        args.mode,
+        model=args.model,
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        image=_payload(image, RGBA8) if image is not None else None,
+        mask=mask,
+        params=params,
+        result_format=RGBA8,
+        references=tuple(parse_reference(r) for r in args.reference or ()),
+        regions=tuple(_region(r) for r in args.region or ()),
+    )
     return job, image
 
 
@@ -133,7 +184,7 @@ def flatten_result(layer: ResultLayer, image: Optional[np.ndarray]) -> np.ndarra
     x0, y0 = min(0, x), min(0, y)
     x1, y1 = max(image.shape[1], x + pixels.shape[1]), max(image.shape[0], y + pixels.shape[0])
     base = np.zeros((y1 - y0, x1 - x0, 4), np.uint8)
-    base[-y0:-y0 + image.shape[0], -x0:-x0 + image.shape[1]] = image
+    base[-y0 : -y0 + image.shape[0], -x0 : -x0 + image.shape[1]] = image
     top = np.zeros_like(base)
-    top[y - y0:y - y0 + pixels.shape[0], x - x0:x - x0 + pixels.shape[1]] = pixels
+    top[y - y0 : y - y0 + pixels.shape[0], x - x0 : x - x0 + pixels.shape[1]] = pixels
     return flatten_over(top, base)

@@ -91,7 +91,7 @@ def _fold_axis(padded: np.ndarray, margin: int, size: int, axis: int) -> np.ndar
     """The ``size`` pixels after ``margin`` along ``axis``, their bands near both ends cross-faded with the other copy
     of the same pixels in the margins, half and half at the seam (float32)."""
     a = np.moveaxis(padded.astype(np.float32), axis, 0)
-    out = a[margin:margin + size].copy()
+    out = a[margin : margin + size].copy()
     band = min(margin, a.shape[0] - margin - size, size // 2)
     for k in range(band):
         weight = 0.5 * (band - k - 0.5) / band  # k pixels from the seam: 0.5 at the seam down to 0 at the band's end
@@ -118,8 +118,9 @@ def aligned_margin(size: int, target: int, wanted: int) -> int:
     return aligned if aligned <= max(4 * wanted, 16) else max(1, wanted)
 
 
-def wrapped(scale: Callable[[np.ndarray, int, int], np.ndarray], image: np.ndarray, width: int, height: int,
-            reach: int = 8) -> np.ndarray:
+def wrapped(
+    scale: Callable[[np.ndarray, int, int], np.ndarray], image: np.ndarray, width: int, height: int, reach: int = 8
+) -> np.ndarray:
     """``scale(picture, w, h)`` (a resize, an upscale model) of a picture that wraps: run on the picture padded with
     ``reach`` or more pixels of its opposite edges, then cropped back and ``fold``-ed, so the result wraps too."""
     h, w = image.shape[:2]
@@ -178,8 +179,9 @@ def seam_check(image: np.ndarray) -> Dict[str, float]:
         seam = float(np.abs(a[:, -1] - a[:, 0]).mean())
         out[f"{name}_ratio"] = seam / inner if inner > 0 else (0.0 if seam == 0 else math.inf)
         out[f"{name}_correlation"] = _correlation(a[:, -1], a[:, 0])
-        out[f"{name}_inner_correlation"] = float(np.mean([_correlation(a[:, k], a[:, k + 1])
-                                                          for k in range(a.shape[1] - 1)]))
+        out[f"{name}_inner_correlation"] = float(
+            np.mean([_correlation(a[:, k], a[:, k + 1]) for k in range(a.shape[1] - 1)])
+        )
     return out
 
 
@@ -194,8 +196,11 @@ def continuous(report: Dict[str, float], tolerance: float = 0.0) -> Optional[str
     neighbouring pixels' (within ``tolerance``) and a correlation across the seam no lower than theirs (within
     ``tolerance``) —, else which seam is not and why."""
     for axis in ("x", "y"):
-        ratio, corr, inner = (report[f"{axis}_ratio"], report[f"{axis}_correlation"],
-                              report[f"{axis}_inner_correlation"])
+        ratio, corr, inner = (
+            report[f"{axis}_ratio"],
+            report[f"{axis}_correlation"],
+            report[f"{axis}_inner_correlation"],
+        )
         if ratio > 1 + tolerance:
             return f"the {axis} seam differs {ratio:.2f}x as much as the inner neighbouring pixels"
         if corr < inner - tolerance:

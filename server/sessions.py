@@ -63,8 +63,9 @@ class Link:
     session, which keeps them for a reconnect like after any dropped connection).
     """
 
-    def __init__(self, ws: ServerConnection, conn: Connection, max_bytes: int = 256 * 1024 * 1024,
-                 write_timeout: float = 60.0) -> None:
+    def __init__(
+        self, ws: ServerConnection, conn: Connection, max_bytes: int = 256 * 1024 * 1024, write_timeout: float = 60.0
+    ) -> None:
         self.ws = ws
         self.conn = conn
         self.outbox = Outbox(max_bytes)
@@ -82,8 +83,9 @@ class Link:
             return
         self.outbox.put(msg)
         if self.outbox.over_limit:
-            self.shut(f"the client does not read: over {self.outbox.max_bytes // (1024 * 1024)} MiB of messages "
-                      f"wait for it")
+            self.shut(
+                f"the client does not read: over {self.outbox.max_bytes // (1024 * 1024)} MiB of messages wait for it"
+            )
 
     async def pump(self) -> None:
         """Send queued messages in order until the connection closes. A final message counts as delivered only when
@@ -98,8 +100,12 @@ class Link:
                 log.error("not sending %s: %s", msg.type, err)  # a server bug; the connection stays usable
                 continue
             if self.conn.shared is not None and self.conn.shared.written > written:
-                log.info("%s %s: %d payload(s) written to shared memory", msg.type, getattr(msg, "id", "?"),
-                         self.conn.shared.written - written)
+                log.info(
+                    "%s %s: %d payload(s) written to shared memory",
+                    msg.type,
+                    getattr(msg, "id", "?"),
+                    self.conn.shared.written - written,
+                )
             try:
                 await self._watched(self.ws.send(fragments(frame)))
                 if _is_final(msg):
@@ -258,8 +264,11 @@ class SessionTable:
             self.sessions[session_id] = session
             session.expiry = asyncio.get_running_loop().call_later(self.grace, self._expire, session)
         if kept:
-            log.info("restored %d session(s) with %d finished job(s) kept for their clients", len(kept),
-                     sum(len(f) for _, f in kept.values()))
+            log.info(
+                "restored %d session(s) with %d finished job(s) kept for their clients",
+                len(kept),
+                sum(len(f) for _, f in kept.values()),
+            )
 
     @staticmethod
     def new_id() -> str:

@@ -21,9 +21,9 @@ def crop(data: bytes, width: int, bpp: int, box: Box) -> bytes:
         x0, x1 = max(0, box.x), min(width, box.right)
         if x1 <= x0:
             continue
-        src = data[(y * width + x0) * bpp:(y * width + x1) * bpp]
+        src = data[(y * width + x0) * bpp : (y * width + x1) * bpp]
         start = (row * box.width + (x0 - box.x)) * bpp
-        out[start:start + len(src)] = src
+        out[start : start + len(src)] = src
     return bytes(out)
 
 
@@ -39,8 +39,9 @@ def ellipse_mask(width: int, height: int, cx: float, cy: float, rx: float, ry: f
 
 
 def gradient(width: int, height: int) -> bytes:
-    return bytes(v for y in range(height) for x in range(width)
-                 for v in ((x * 7) % 256, (y * 5) % 256, (x + y) % 256, 255))
+    return bytes(
+        v for y in range(height) for x in range(width) for v in ((x * 7) % 256, (y * 5) % 256, (x + y) % 256, 255)
+    )
 
 
 @dataclass

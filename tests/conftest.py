@@ -58,15 +58,20 @@ def tier_of(item: pytest.Item) -> str:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--tier", default=",".join(TIERS),
-                     help=f"comma-separated test tiers to run, of {', '.join(TIERS)} (default: all)")
+    parser.addoption(
+        "--tier",
+        default=",".join(TIERS),
+        help=f"comma-separated test tiers to run, of {', '.join(TIERS)} (default: all)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
     wanted = {t.strip() for t in config.getoption("--tier").split(",") if t.strip()}
     unknown = wanted - set(TIERS)
     if unknown:
-        raise pytest.UsageError(f"--tier: unknown tier(s) {', '.join(sorted(unknown))}; the tiers are {', '.join(TIERS)}")
+        raise pytest.UsageError(
+            f"--tier: unknown tier(s) {', '.join(sorted(unknown))}; the tiers are {', '.join(TIERS)}"
+        )
     kept, dropped = [], []
     for item in items:
         tier = tier_of(item)
@@ -138,8 +143,14 @@ def start_server(tmp_path: Path) -> Iterator:
             empty = tmp_path / f"models-{len(started)}"
             empty.mkdir(exist_ok=True)
             model_dirs = [empty]
-        config = ServerConfig(host=kwargs.pop("host", "127.0.0.1"), port=0, token=token,
-                              model_dirs=[Path(d) for d in model_dirs], limits=limits or Limits(), **kwargs)
+        config = ServerConfig(
+            host=kwargs.pop("host", "127.0.0.1"),
+            port=0,
+            token=token,
+            model_dirs=[Path(d) for d in model_dirs],
+            limits=limits or Limits(),
+            **kwargs,
+        )
         thread = ServerThread(config).start()
         started.append(thread)
         return thread
@@ -165,8 +176,9 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "server", "serve", "--port", str(port)] + self.args
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(self.env or {}))
         log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True
+        )
         found: List[str] = []
 
         def read() -> None:
@@ -214,8 +226,9 @@ def start_server_process(tmp_path: Path) -> Iterator:
     """Factory: ``start_server_process(model_dirs=[...], token=None, extra_args=[])`` → a running ServerProcess."""
     started: List[ServerProcess] = []
 
-    def start(model_dirs=None, token: Optional[str] = None, extra_args: Optional[List[str]] = None,
-              env: Optional[dict] = None) -> ServerProcess:
+    def start(
+        model_dirs=None, token: Optional[str] = None, extra_args: Optional[List[str]] = None, env: Optional[dict] = None
+    ) -> ServerProcess:
         if model_dirs is None:
             empty = tmp_path / f"proc-models-{len(started)}"
             empty.mkdir(exist_ok=True)

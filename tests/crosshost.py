@@ -99,11 +99,21 @@ def _run_gimp(workdir: Path) -> Dict[str, np.ndarray]:
             mask = ellipse_case.selection()
             (prof.outside / "image.rgba").write_bytes(ellipse_case.pattern())
             (prof.outside / "selection.gray").write_bytes(mask)
-            params = {"url": server.url, "dir": prof.inside, "image": f"{prof.inside}/image.rgba",
-                      "selection": f"{prof.inside}/selection.gray", "width": ellipse_case.WIDTH,
-                      "height": ellipse_case.HEIGHT, "mask_bounds": _mask_bounds(mask), "model": ellipse_case.MODEL,
-                      "prompt": ellipse_case.PROMPT, "seed": ellipse_case.SEED, "steps": ellipse_case.STEPS,
-                      "upscale_box": list(ellipse_case.UPSCALE_BOX), "upscale_scale": ellipse_case.UPSCALE_SCALE}
+            params = {
+                "url": server.url,
+                "dir": prof.inside,
+                "image": f"{prof.inside}/image.rgba",
+                "selection": f"{prof.inside}/selection.gray",
+                "width": ellipse_case.WIDTH,
+                "height": ellipse_case.HEIGHT,
+                "mask_bounds": _mask_bounds(mask),
+                "model": ellipse_case.MODEL,
+                "prompt": ellipse_case.PROMPT,
+                "seed": ellipse_case.SEED,
+                "steps": ellipse_case.STEPS,
+                "upscale_box": list(ellipse_case.UPSCALE_BOX),
+                "upscale_scale": ellipse_case.UPSCALE_SCALE,
+            }
             run_batch(prof, SCRIPT, params, timeout=600).assert_ok()
             out = prof.outside
             generate = np.frombuffer((out / "generate.rgba").read_bytes(), np.uint8)
@@ -111,8 +121,10 @@ def _run_gimp(workdir: Path) -> Dict[str, np.ndarray]:
             upscale = np.frombuffer((out / "upscale.rgba").read_bytes(), np.uint8)
     finally:
         server.stop()
-    return {"generate": generate.reshape(ellipse_case.HEIGHT, ellipse_case.WIDTH, 4),
-            "upscale": upscale.reshape(nh, nw, 4)}
+    return {
+        "generate": generate.reshape(ellipse_case.HEIGHT, ellipse_case.WIDTH, 4),
+        "upscale": upscale.reshape(nh, nw, 4),
+    }
 
 
 def gimp_pixels(workdir: Path) -> Dict[str, np.ndarray]:

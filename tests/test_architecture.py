@@ -53,17 +53,22 @@ def test_client_core_finds_protocol_as_a_sibling_when_vendored(tmp_path):
     shutil.copytree(REPO / "client", pkg / "client")
     shutil.copytree(REPO / "protocol", pkg / "protocol")
     (pkg / "__init__.py").write_text("")
-    probe = ("import sys; import plugin.client.jobs as jobs, plugin.client.wire as wire; "
-             "assert wire.protocol.__name__ == 'plugin.protocol', wire.protocol.__name__; "
-             "assert 'protocol' not in sys.modules; print('ok')")
+    probe = (
+        "import sys; import plugin.client.jobs as jobs, plugin.client.wire as wire; "
+        "assert wire.protocol.__name__ == 'plugin.protocol', wire.protocol.__name__; "
+        "assert 'protocol' not in sys.modules; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-E", "-S", "-c", probe], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
 
 
 @pytest.mark.parametrize("path", sources("krita_plugin") + sources("gimp_plugin"), ids=lambda p: p.name)
 def test_plugins_use_only_what_the_host_python_has(path):
-    own = {"protocol", "client", "paintbridge", "krita_plugin", "gimp_plugin"} | {
-        p.stem for p in path.parent.glob("*.py")} | {p.name for p in path.parent.iterdir() if p.is_dir()}
+    own = (
+        {"protocol", "client", "paintbridge", "krita_plugin", "gimp_plugin"}
+        | {p.stem for p in path.parent.glob("*.py")}
+        | {p.name for p in path.parent.iterdir() if p.is_dir()}
+    )
     extra = imported_top_modules(path, feature_version=(3, 10)) - STDLIB - VENDORED - HOST_BINDINGS - own
     assert not extra, f"{path.relative_to(REPO)} imports {extra}"
     assert "server" not in imported_top_modules(path), f"{path.relative_to(REPO)} imports the server"
@@ -78,8 +83,13 @@ def runtime_sibling_imports(path: Path) -> set:
     """The sibling modules ``path`` imports at run time (``from .x import``, ``from . import x``, at module level or in a
     function; an ``if TYPE_CHECKING:`` block is no arrow)."""
     tree = ast.parse(path.read_text(), str(path))
-    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-                   for stmt in node.body for n in ast.walk(stmt)}
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for stmt in node.body
+        for n in ast.walk(stmt)
+    }
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level == 1 and id(node) not in typing_only:
@@ -88,8 +98,14 @@ def runtime_sibling_imports(path: Path) -> set:
     return (names & siblings) - {path.stem}
 
 
-PACKAGES = sorted({p.parent for folder in ("protocol", "client", "server", "krita_plugin", "gimp_plugin")
-                   for p in (REPO / folder).rglob("*.py") if "vendor" not in p.parts})
+PACKAGES = sorted(
+    {
+        p.parent
+        for folder in ("protocol", "client", "server", "krita_plugin", "gimp_plugin")
+        for p in (REPO / folder).rglob("*.py")
+        if "vendor" not in p.parts
+    }
+)
 
 
 def import_cycle(folder: Path) -> list:
@@ -101,7 +117,7 @@ def import_cycle(folder: Path) -> list:
         state[name] = "open"
         for other in sorted(graph.get(name, ())):
             if state.get(other) == "open":
-                return path[path.index(other):] + [other]
+                return path[path.index(other) :] + [other]
             if other not in state:
                 found = visit(other, path + [other])
                 if found:
@@ -169,7 +185,9 @@ def test_krita_state_side_needs_neither_qt_nor_krita():
     for name in sorted(reached):
         path = KRITA / f"{name}.py"
         assert not imported_top_modules(path) & HOST_BINDINGS, f"{name}.py (reached from session.py) imports Qt/Krita"
-        assert "qt_compat" not in runtime_sibling_imports(path) and "document" not in runtime_sibling_imports(path), name
+        assert "qt_compat" not in runtime_sibling_imports(path) and "document" not in runtime_sibling_imports(path), (
+            name
+        )
 
 
 def test_krita_plugin_uses_client_and_protocol_never_server():
@@ -201,7 +219,7 @@ def server_imports(path: Path) -> set:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[:len(package) - (node.level - 1)]
+                base = package[: len(package) - (node.level - 1)]
                 module = base + (node.module.split(".") if node.module else [])
             else:
                 module = (node.module or "").split(".")
@@ -227,7 +245,8 @@ def test_server_imports_only_downwards(path):
         assert part in SERVER_LAYERS, f"{path.relative_to(REPO)} imports server.{part}, which has no layer"
         assert SERVER_LAYERS[part] <= SERVER_LAYERS[own], (
             f"{path.relative_to(REPO)} ({own}, layer {SERVER_LAYERS[own]}) imports upwards: server.{part} "
-            f"(layer {SERVER_LAYERS[part]})")
+            f"(layer {SERVER_LAYERS[part]})"
+        )
         if own in ENGINES and part in ENGINES:
             assert (own, part) in ENGINE_USES, f"engine {own} imports engine {part}: engines are peers"
 
@@ -238,14 +257,30 @@ def test_the_layer_check_sees_relative_and_lazy_imports():
 
 
 # GIMP's document API: only gimp_plugin/host.py reads or writes images, layers, selections and buffers.
-GIMP_DOCUMENT_API = {"Image", "Layer", "LayerMask", "GroupLayer", "Selection", "Item", "Drawable", "Channel",
-                     "Display", "displays_flush", "edit_copy", "edit_paste", "directory"}
+GIMP_DOCUMENT_API = {
+    "Image",
+    "Layer",
+    "LayerMask",
+    "GroupLayer",
+    "Selection",
+    "Item",
+    "Drawable",
+    "Channel",
+    "Display",
+    "displays_flush",
+    "edit_copy",
+    "edit_paste",
+    "directory",
+}
 
 
 def gimp_attributes(path: Path) -> set:
     tree = ast.parse(path.read_text(), str(path))
-    return {node.attr for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "Gimp"}
+    return {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "Gimp"
+    }
 
 
 @pytest.mark.parametrize("path", [p for p in sources("gimp_plugin") if p.name != "host.py"], ids=lambda p: p.name)
@@ -258,8 +293,12 @@ def test_only_host_py_touches_gimps_document_api(path):
 def test_one_installer_for_both_plugins():
     """pbsetup/plugins.py installs both editors' plugins (stage, swap, roll back); the plugin folders hold only what
     runs inside the editor, and install.py loads nothing of them by file."""
-    assert not (REPO / "krita_plugin" / "installer.py").exists() and not (REPO / "gimp_plugin" / "installer.py").exists()
+    assert (
+        not (REPO / "krita_plugin" / "installer.py").exists() and not (REPO / "gimp_plugin" / "installer.py").exists()
+    )
     assert "spec_from_file_location" not in (REPO / "install.py").read_text()
     assert {"install_krita", "install_gimp", "swap_in"} <= {
-        node.name for node in ast.parse((REPO / "pbsetup" / "plugins.py").read_text()).body
-        if isinstance(node, ast.FunctionDef)}
+        node.name
+        for node in ast.parse((REPO / "pbsetup" / "plugins.py").read_text()).body
+        if isinstance(node, ast.FunctionDef)
+    }

@@ -58,7 +58,9 @@ def test_the_measurement_stops_at_its_budget():
             def call():
                 calls.append((name, dtype))
                 now[0] += fp32_s if dtype == FP32 else bf16_s
+
             return call
+
         return name, 1e9, make
 
     ops = [op("gemm", 0.05, 0.02), op("conv", 0.2, 0.5), op("attention", 0.4, 0.4)]
@@ -102,9 +104,17 @@ def test_a_broken_cache_file_is_ignored(cache):
 
 
 def write(chosen: dict, measured: dict) -> dict:
-    result = {"key": calibration.key("cpu"), "device": "cpu", "measured": measured, "chosen": chosen,
-              "why": {f: f"{d}: test table" for f, d in chosen.items()}, "seconds": 1.5, "budget": 2.0,
-              "complete": True, "when": "2026-01-01T00:00:00Z"}
+    result = {
+        "key": calibration.key("cpu"),
+        "device": "cpu",
+        "measured": measured,
+        "chosen": chosen,
+        "why": {f: f"{d}: test table" for f, d in chosen.items()},
+        "seconds": 1.5,
+        "budget": 2.0,
+        "complete": True,
+        "when": "2026-01-01T00:00:00Z",
+    }
     calibration.save(result)
     return result
 

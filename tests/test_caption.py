@@ -32,6 +32,7 @@ def caption_job(image: np.ndarray, style: str = "sentence", model: str = "", job
 
 # --- protocol ---------------------------------------------------------------------------------------------------------
 
+
 def test_caption_style_and_result_text_are_typed_fields():
     assert CAPTION_STYLES == ("sentence", "tags")
     job = caption_job(picture(0), "tags")
@@ -58,15 +59,21 @@ def test_caption_style_and_result_text_are_typed_fields():
 
 # --- tags -------------------------------------------------------------------------------------------------------------
 
+
 def test_a_sentence_becomes_its_phrases_as_tags():
     assert caption_tags("a woman sitting on a bench with a dog in the park") == [
-        "woman sitting", "bench", "dog", "park"]
+        "woman sitting",
+        "bench",
+        "dog",
+        "park",
+    ]
     assert as_tags("There is a red car, and a red car near a house.") == "red car, house"
     assert caption_tags("") == [] and caption_tags("the of a") == []
     assert len(caption_tags(" and ".join(f"thing{i}" for i in range(50)))) == 24
 
 
 # --- the registry -----------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def captioner() -> Path:
@@ -91,8 +98,10 @@ def test_captioner_folders_are_recognised_and_odd_ones_say_why(captioner, tmp_pa
     found = {e.name: e for e in registry.entries("captioner")}
     assert set(found) == {"blip", "vqa", "bare", "other", "single"}
     assert found["blip"].problem is None and found["blip"].arch == "blip"
-    assert "BlipForQuestionAnswering" in found["vqa"].problem and "paintbridge models pull captioner" in \
-        found["vqa"].problem
+    assert (
+        "BlipForQuestionAnswering" in found["vqa"].problem
+        and "paintbridge models pull captioner" in found["vqa"].problem
+    )
     assert "preprocessor_config.json" in found["bare"].problem
     assert "'llama'" in found["other"].problem
     assert "folder in the transformers format" in found["single"].problem
@@ -116,6 +125,7 @@ def test_the_catalogue_pulls_a_whole_captioner_folder():
 
 # --- through the server -----------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def caption_server(captioner, tmp_path_factory):
     from protocol.messages import Limits
@@ -138,8 +148,12 @@ def direct_caption(folder: Path, image: np.ndarray) -> str:
 
     model, processor = load_captioner(folder)
     with torch.inference_mode():
-        ids = model.generate(**processor(images=seen(image), return_tensors="pt"), max_new_tokens=MAX_NEW_TOKENS,
-                             num_beams=NUM_BEAMS, no_repeat_ngram_size=3)
+        ids = model.generate(
+            **processor(images=seen(image), return_tensors="pt"),
+            max_new_tokens=MAX_NEW_TOKENS,
+            num_beams=NUM_BEAMS,
+            no_repeat_ngram_size=3,
+        )
     return " ".join(processor.decode(ids[0], skip_special_tokens=True).split())
 
 
@@ -239,11 +253,16 @@ def test_the_command_line_prints_the_caption_and_lists_the_captioner(captioner, 
     Image.fromarray(picture(4), "RGBA").save(tmp_path / "in.png")
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=300,
-                              cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
+        return subprocess.run(
+            [sys.executable, "-m", "server", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=repo,
+            env={**os.environ, "PYTHONPATH": str(repo)},
+        )
 
-    run = cli("run", "caption", "--models", str(models), "--image", str(tmp_path / "in.png"), "--caption-style",
-              "tags")
+    run = cli("run", "caption", "--models", str(models), "--image", str(tmp_path / "in.png"), "--caption-style", "tags")
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == as_tags(direct_caption(captioner, picture(4)))
     listed = cli("models", "--models", str(models))

@@ -34,9 +34,13 @@ def test_a_single_file_loads_the_same_weights_as_diffusers_whole_file_load(tmp_p
     ours = loading.load_checkpoint(entry, torch.float32)
     config = loading.config_dir_for(entry)
     plain = loading.pipeline_class(entry).from_single_file(
-        str(path), config=str(config), **loading._tokenizers(config, entry.arch == "sdxl"), dtype=torch.float32,
-        local_files_only=True, **({"safety_checker": None, "requires_safety_checker": False} if entry.arch == "sd15"
-                                  else {}))
+        str(path),
+        config=str(config),
+        **loading._tokenizers(config, entry.arch == "sdxl"),
+        dtype=torch.float32,
+        local_files_only=True,
+        **({"safety_checker": None, "requires_safety_checker": False} if entry.arch == "sd15" else {}),
+    )
     parts = [p for p in loading.WEIGHT_PARTS if getattr(plain, p, None) is not None]
     assert "unet" in parts and "vae" in parts and "text_encoder" in parts
     for part in parts:
@@ -50,8 +54,15 @@ def test_tensors_are_read_window_by_window_cast_and_named_without_the_prefix(tmp
     import safetensors
 
     path = tmp_path / "parts.safetensors"
-    save_file({"model.a": torch.arange(6, dtype=torch.float16).reshape(2, 3), "model.b": torch.ones(4, dtype=torch.bfloat16),
-               "model.steps": torch.tensor([3, 4], dtype=torch.int64), "other.c": torch.zeros(2)}, str(path))
+    save_file(
+        {
+            "model.a": torch.arange(6, dtype=torch.float16).reshape(2, 3),
+            "model.b": torch.ones(4, dtype=torch.bfloat16),
+            "model.steps": torch.tensor([3, 4], dtype=torch.int64),
+            "other.c": torch.zeros(2),
+        },
+        str(path),
+    )
     opened = []
     real_open = safetensors.safe_open
 

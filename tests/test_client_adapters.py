@@ -20,33 +20,55 @@ from protocol.images import BGRA8, RGBA8, convert_pixels
 from protocol.messages import Limits, parse_client_message
 
 W, H = 120, 96
-WELCOME = {"type": "welcome", "protocol": "1.1", "server_version": "t",
-           "models": [{"name": "tiny", "kind": "checkpoint", "arch": "sd15", "family": "sd15"},
-                      {"name": "kontext", "kind": "checkpoint", "arch": "flux-kontext", "family": "flux-kontext",
-                       "variant": "kontext", "edit": True}],
-           "defaults": {"modes": {"img2img": {"strength": 0.7}},
-                        "families": {"sd15": {"steps": 25, "cfg": 7.0, "sampler": "DPM++ 2M Karras",
-                                              "resolution": 512},
-                                     "flux-kontext": {"steps": 28, "cfg": 2.5, "sampler": "Euler",
-                                                      "resolution": 1024}}}}
+WELCOME = {
+    "type": "welcome",
+    "protocol": "1.1",
+    "server_version": "t",
+    "models": [
+        {"name": "tiny", "kind": "checkpoint", "arch": "sd15", "family": "sd15"},
+        {
+            "name": "kontext",
+            "kind": "checkpoint",
+            "arch": "flux-kontext",
+            "family": "flux-kontext",
+            "variant": "kontext",
+            "edit": True,
+        },
+    ],
+    "defaults": {
+        "modes": {"img2img": {"strength": 0.7}},
+        "families": {
+            "sd15": {"steps": 25, "cfg": 7.0, "sampler": "DPM++ 2M Karras", "resolution": 512},
+            "flux-kontext": {"steps": 28, "cfg": 2.5, "sampler": "Euler", "resolution": 1024},
+        },
+    },
+}
 
 # (mode, the GIMP procedure's argument values, the Krita panel's settings): the same choices in both editors
 CASES = [
-    ("generate", {"prompt": "a house", "seed": 3, "batch": 2},
-     Settings(mode="generate", prompt="a house", seed=3, batch=2)),
-    ("inpaint", {"prompt": "a lake", "model": "tiny", "grow": 0, "feather": 0},
-     Settings(mode="inpaint", prompt="a lake", model="tiny", grow=0, feather=0, strength=1.0)),
-    ("img2img", {"prompt": "oil", "strength": 0.7, "control-layer": "sketch", "control-type": "canny",
-                 "control-strength": 0.5},
-     Settings(mode="img2img", prompt="oil")),
-    ("outpaint", {"extend": 32, "extend-left": True, "extend-right": False},
-     Settings(mode="outpaint", extend_left=32)),
-    ("upscale", {"scale": 2.0, "upscaler": "", "refine": 0.0},
-     Settings(mode="upscale", scale=2.0)),
-    ("preprocess", {"preprocessor": "canny"},
-     Settings(mode="preprocess", preprocessor="canny")),
-    ("edit", {"prompt": "make it red", "model": "kontext", "seed": 4},
-     Settings(mode="edit", prompt="make it red", model="kontext", seed=4)),
+    (
+        "generate",
+        {"prompt": "a house", "seed": 3, "batch": 2},
+        Settings(mode="generate", prompt="a house", seed=3, batch=2),
+    ),
+    (
+        "inpaint",
+        {"prompt": "a lake", "model": "tiny", "grow": 0, "feather": 0},
+        Settings(mode="inpaint", prompt="a lake", model="tiny", grow=0, feather=0, strength=1.0),
+    ),
+    (
+        "img2img",
+        {"prompt": "oil", "strength": 0.7, "control-layer": "sketch", "control-type": "canny", "control-strength": 0.5},
+        Settings(mode="img2img", prompt="oil"),
+    ),
+    ("outpaint", {"extend": 32, "extend-left": True, "extend-right": False}, Settings(mode="outpaint", extend_left=32)),
+    ("upscale", {"scale": 2.0, "upscaler": "", "refine": 0.0}, Settings(mode="upscale", scale=2.0)),
+    ("preprocess", {"preprocessor": "canny"}, Settings(mode="preprocess", preprocessor="canny")),
+    (
+        "edit",
+        {"prompt": "make it red", "model": "kontext", "seed": 4},
+        Settings(mode="edit", prompt="make it red", model="kontext", seed=4),
+    ),
 ]
 KRITA_CONTROLS = {"img2img": [ControlSource("sketch", "canny", 0.5)]}
 
@@ -61,14 +83,16 @@ def gimp_job(mode: str, changes: dict, doc: MemoryDocument):
     vals = dict(spec.defaults(), **changes)
     s = values.settings_from_values(spec, vals)
     inputs = capture(s, doc.selection_bounds(), W, H, Reader(doc, RGBA8), values.control_sources(vals))
-    return build_job(s, inputs, Defaults.from_welcome(WELCOME), model_entry(WELCOME["models"], s.model),
-                     job_id="gimp-1")
+    return build_job(
+        s, inputs, Defaults.from_welcome(WELCOME), model_entry(WELCOME["models"], s.model), job_id="gimp-1"
+    )
 
 
 def krita_job(mode: str, s: Settings, doc: MemoryDocument):
     inputs = capture(s, doc.selection_bounds(), W, H, Reader(doc, BGRA8), KRITA_CONTROLS.get(mode, ()))
-    return build_job(s, inputs, Defaults.from_welcome(WELCOME), model_entry(WELCOME["models"], s.model),
-                     job_id="krita-1")
+    return build_job(
+        s, inputs, Defaults.from_welcome(WELCOME), model_entry(WELCOME["models"], s.model), job_id="krita-1"
+    )
 
 
 def comparable(typed) -> dict:
@@ -78,17 +102,20 @@ def comparable(typed) -> dict:
     for key in ("image",):
         if key in out and out[key]["format"] == BGRA8:
             out[key] = dict(out[key], format=RGBA8, data=convert_pixels(out[key]["data"], BGRA8, RGBA8))
-    out["controls"] = [dict(c, image=dict(c["image"], format=RGBA8,
-                                          data=convert_pixels(c["image"]["data"], c["image"]["format"], RGBA8)))
-                       for c in job["controls"]]
+    out["controls"] = [
+        dict(
+            c,
+            image=dict(c["image"], format=RGBA8, data=convert_pixels(c["image"]["data"], c["image"]["format"], RGBA8)),
+        )
+        for c in job["controls"]
+    ]
     return out
 
 
 RUNS = [(case, selected) for case in CASES for selected in (True, False) if case[0] != "inpaint" or selected]
 
 
-@pytest.mark.parametrize("case, selected", RUNS,
-                         ids=[f"{c[0]}-{'selection' if sel else 'canvas'}" for c, sel in RUNS])
+@pytest.mark.parametrize("case, selected", RUNS, ids=[f"{c[0]}-{'selection' if sel else 'canvas'}" for c, sel in RUNS])
 def test_both_editors_send_the_same_job(case, selected):
     mode, gimp_values, krita_settings = case
     doc = document(selected)

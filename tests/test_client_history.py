@@ -14,18 +14,31 @@ from protocol import BGRA8, RGBA8, ResultLayer, convert_pixels
 
 
 def gradient(w: int, h: int) -> bytes:
-    return b"".join(bytes(((x * 255) // max(1, w - 1), (y * 255) // max(1, h - 1), (x * y) % 256, 255))
-                    for y in range(h) for x in range(w))
+    return b"".join(
+        bytes(((x * 255) // max(1, w - 1), (y * 255) // max(1, h - 1), (x * y) % 256, 255))
+        for y in range(h)
+        for x in range(w)
+    )
 
 
 def layer(w=40, h=30, x=5, y=6, seed=7, data=None, fmt=RGBA8, name="a cat (seed 7)") -> ResultLayer:
-    return ResultLayer(name=name, x=x, y=y, width=w, height=h, format=fmt, data=data or os.urandom(w * h * 4),
-                       seed=seed, info={"engine": "diffusers"})
+    return ResultLayer(
+        name=name,
+        x=x,
+        y=y,
+        width=w,
+        height=h,
+        format=fmt,
+        data=data or os.urandom(w * h * 4),
+        seed=seed,
+        info={"engine": "diffusers"},
+    )
 
 
 def job(**changes) -> Settings:
-    return Settings(mode="inpaint", model="tiny-sd15", prompt="a cat", negative_prompt="blurry", steps=3, cfg=5.0,
-                    seed=-1, batch=2).replace(**changes)
+    return Settings(
+        mode="inpaint", model="tiny-sd15", prompt="a cat", negative_prompt="blurry", steps=3, cfg=5.0, seed=-1, batch=2
+    ).replace(**changes)
 
 
 @given(st.integers(1, 17), st.integers(1, 9), st.data())
@@ -57,7 +70,7 @@ def test_thumbnail_keeps_the_aspect_and_is_rgba8():
     w, h, small = ch.thumbnail(raw, 300, 150, BGRA8)
     assert (w, h) == (96, 48) and len(small) == 96 * 48 * 4
     full = gradient(300, 150)
-    pixel = lambda x, y: full[(y * 300 + x) * 4:(y * 300 + x) * 4 + 4]  # noqa: E731
+    pixel = lambda x, y: full[(y * 300 + x) * 4 : (y * 300 + x) * 4 + 4]  # noqa: E731
     assert small[:4] == pixel(1, 1)  # sampled at the cell centres, back in rgba8 order
     assert small[-4:] == pixel(298, 148)
     assert ch.thumbnail(gradient(10, 5), 10, 5, RGBA8)[:2] == (10, 5)  # small images are not enlarged
@@ -70,8 +83,10 @@ def test_an_entry_round_trips_with_every_field():
     assert (back.id, back.mode, back.model, back.prompt) == (entry.id, "inpaint", "tiny-sd15", "a cat")
     assert back.params == {"steps": 3, "sampler": "Euler a"} and back.seeds == [7, 8]
     assert [l.data for l in back.layers] == [bytes(l.data) for l in layers]
-    assert [(l.x, l.y, l.width, l.height, l.format, l.name) for l in back.layers] == \
-        [(5, 6, 40, 30, RGBA8, "a cat (seed 7)"), (5, 6, 40, 30, RGBA8, "a cat (seed 8)")]
+    assert [(l.x, l.y, l.width, l.height, l.format, l.name) for l in back.layers] == [
+        (5, 6, 40, 30, RGBA8, "a cat (seed 7)"),
+        (5, 6, 40, 30, RGBA8, "a cat (seed 8)"),
+    ]
     assert back.thumbnail_rgba()[:2] == (40, 30)
     assert "negative: blurry" in back.describe() and "seeds: 7, 8" in back.describe()
     assert "steps: 3" in back.describe() and "sampler: Euler a" in back.describe()
@@ -157,8 +172,10 @@ def test_document_history_survives_reopening_and_stays_bounded():
     assert small.entries == [] and doc.blob is None
 
 
-@pytest.mark.parametrize("blob", [docdata.pack(ch.KEY, b"garbage"), b"not ours at all",
-                                  docdata.pack(ch.KEY, docdata.pack_map({"format": b"9"}))])
+@pytest.mark.parametrize(
+    "blob",
+    [docdata.pack(ch.KEY, b"garbage"), b"not ours at all", docdata.pack(ch.KEY, docdata.pack_map({"format": b"9"}))],
+)
 def test_unreadable_history_starts_empty_with_a_message_and_is_replaced_only_on_a_new_result(blob):
     doc = Doc()
     doc.blob = blob

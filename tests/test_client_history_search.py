@@ -10,8 +10,14 @@ from client import history as ch
 from client import history_search as hs
 
 
-def entry(prompt: str, mode: str = "generate", model: str = "tiny-sd15", seeds=(7,), when: str = "2025-12-07 14:05",
-          negative: str = "") -> ch.Entry:
+def entry(
+    prompt: str,
+    mode: str = "generate",
+    model: str = "tiny-sd15",
+    seeds=(7,),
+    when: str = "2025-12-07 14:05",
+    negative: str = "",
+) -> ch.Entry:
     stamp = time.mktime(time.strptime(when, "%Y-%m-%d %H:%M"))
     layers = [ch.StoredLayer(f"r{s}", 0, 0, 1, 1, s, "rgba8", ch.encode_pixels(bytes(4), 1, 4)) for s in seeds]
     return ch.Entry(f"id{prompt[:3]}{seeds[0]}", stamp, mode, model, prompt, {"negative_prompt": negative}, {}, layers)
@@ -72,8 +78,9 @@ def test_an_unknown_field_is_a_plain_word():
     assert [e.prompt for e in hs.search(ALL + [ratio], "16:9")] == ["poster 16:9 format"]
 
 
-@pytest.mark.parametrize("query, says", [("seed:abc", "whole number"), ("date:yesterday", "2026-12-07"),
-                                         ("date:>12-2026", "date:>")])
+@pytest.mark.parametrize(
+    "query, says", [("seed:abc", "whole number"), ("date:yesterday", "2026-12-07"), ("date:>12-2026", "date:>")]
+)
 def test_a_query_that_cannot_be_read_names_what_is_wrong(query, says):
     with pytest.raises(hs.SearchError, match=says):
         hs.search(ALL, query)

@@ -14,10 +14,16 @@ from protocol.images import BGRA8, RGBA8
 from protocol.messages import Extend, Limits, Params, parse_client_message
 
 W, H = 96, 64
-WELCOME = {"type": "welcome", "protocol": "1.1", "server_version": "x", "defaults": {
-    "modes": {"img2img": {"strength": 0.65}, "upscale": {"strength": 0.35, "scale": 3.0}},
-    "families": {"sdxl": {"steps": 28, "cfg": 5.0, "sampler": "Euler a", "resolution": 1024}},
-    "layer_name_length": 32}}
+WELCOME = {
+    "type": "welcome",
+    "protocol": "1.1",
+    "server_version": "x",
+    "defaults": {
+        "modes": {"img2img": {"strength": 0.65}, "upscale": {"strength": 0.35, "scale": 3.0}},
+        "families": {"sdxl": {"steps": 28, "cfg": 5.0, "sampler": "Euler a", "resolution": 1024}},
+        "layer_name_length": 32,
+    },
+}
 SDXL = {"name": "big", "kind": "checkpoint", "arch": "sdxl", "family": "sdxl"}
 
 
@@ -40,8 +46,12 @@ def accepted(job):
 
 def test_inpaint_job_carries_the_context_box_the_soft_mask_and_the_controls():
     d = doc()
-    job = job_for(Settings(mode="inpaint", prompt="  a fox ", model="big", seed=5), d, entry=SDXL,
-                  controls=[ControlSource("sketch", "scribble", 0.8, 0.0, 0.9, preprocess=True)])
+    job = job_for(
+        Settings(mode="inpaint", prompt="  a fox ", model="big", seed=5),
+        d,
+        entry=SDXL,
+        controls=[ControlSource("sketch", "scribble", 0.8, 0.0, 0.9, preprocess=True)],
+    )
     msg = accepted(job)
     box = context_box(d.selection_bounds(), W, H)
     assert (msg.x, msg.y, msg.image.width, msg.image.height) == (box.x, box.y, box.width, box.height)
@@ -73,8 +83,9 @@ def test_unknown_family_leaves_the_defaults_to_the_server():
 
 
 def test_classical_sends_no_guidance():
-    params = job_for(Settings(mode="inpaint", model="classical"), doc(),
-                     entry={"name": "classical", "kind": "builtin"}).params
+    params = job_for(
+        Settings(mode="inpaint", model="classical"), doc(), entry={"name": "classical", "kind": "builtin"}
+    ).params
     assert params.steps == 1 and params.cfg is None and params.sampler == ""
 
 
@@ -88,8 +99,13 @@ def test_outpaint_needs_a_side_and_reads_the_canvas():
 
 def test_upscale_reads_the_selection_bounds_and_sends_no_batch_or_controls():
     d = doc()
-    msg = accepted(job_for(Settings(mode="upscale", scale=3.0, upscaler=" 4x ", refine=0.2, batch=4), d,
-                           controls=[ControlSource("sketch", "canny")]))
+    msg = accepted(
+        job_for(
+            Settings(mode="upscale", scale=3.0, upscaler=" 4x ", refine=0.2, batch=4),
+            d,
+            controls=[ControlSource("sketch", "canny")],
+        )
+    )
     sel = d.selection_bounds()
     assert (msg.x, msg.y, msg.image.width) == (sel.x, sel.y, sel.width)
     assert msg.params.scale == 3.0 and msg.params.upscaler == "4x" and msg.params.refine == 0.2
@@ -115,14 +131,17 @@ def test_live_frames_are_marked_and_previews_asked_for():
     assert job.live is True and job.previews is True and job.id == "j1"
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(image=b"\0" * 12), "image read holds 12 bytes"),
-    (dict(mask=bytes(8 * 8)), "mask is empty"),
-    (dict(mask=None), "needs a selection"),
-    (dict(image=None), "needs the image"),
-    (dict(image_format="gray8"), "image format 'gray8'"),
-    (dict(controls=(ControlInput("fog", bytes(256)),)), "unknown control type 'fog'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(image=b"\0" * 12), "image read holds 12 bytes"),
+        (dict(mask=bytes(8 * 8)), "mask is empty"),
+        (dict(mask=None), "needs a selection"),
+        (dict(image=None), "needs the image"),
+        (dict(image_format="gray8"), "image format 'gray8'"),
+        (dict(controls=(ControlInput("fog", bytes(256)),)), "unknown control type 'fog'"),
+    ],
+)
 def test_bad_inputs_are_named(change, message):
     box = Box(0, 0, 8, 8)
     fields = dict(box=box, image=bytes(256), image_format=RGBA8, mask=b"\xff" * 64, controls=())

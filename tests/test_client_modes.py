@@ -13,22 +13,26 @@ NONE = Box(0, 0, 0, 0)
 CANVAS = Box(0, 0, 200, 100)
 
 
-@pytest.mark.parametrize("mode, box, mask, image", [
-    ("generate", context_box(SEL, 200, 100), True, True),
-    ("img2img", context_box(SEL, 200, 100), True, True),
-    ("inpaint", context_box(SEL, 200, 100), True, True),
-    ("outpaint", CANVAS, False, True),
-    ("upscale", SEL, False, True),
-    ("preprocess", SEL, False, True),
-])
+@pytest.mark.parametrize(
+    "mode, box, mask, image",
+    [
+        ("generate", context_box(SEL, 200, 100), True, True),
+        ("img2img", context_box(SEL, 200, 100), True, True),
+        ("inpaint", context_box(SEL, 200, 100), True, True),
+        ("outpaint", CANVAS, False, True),
+        ("upscale", SEL, False, True),
+        ("preprocess", SEL, False, True),
+    ],
+)
 def test_with_a_selection(mode, box, mask, image):
     plan = plan_read(mode, SEL, 200, 100)
     assert (plan.box, plan.mask, plan.image) == (box, mask, image)
     assert read_box(mode, SEL, 200, 100) == box
 
 
-@pytest.mark.parametrize("mode, image", [("generate", False), ("img2img", True), ("outpaint", True),
-                                         ("upscale", True), ("preprocess", True)])
+@pytest.mark.parametrize(
+    "mode, image", [("generate", False), ("img2img", True), ("outpaint", True), ("upscale", True), ("preprocess", True)]
+)
 def test_without_a_selection_every_mode_reads_the_canvas_and_no_mask(mode, image):
     plan = plan_read(mode, NONE, 200, 100)
     assert (plan.box, plan.mask, plan.image) == (CANVAS, False, image)

@@ -34,11 +34,24 @@ def job_for(settings: Settings, document: MemoryDocument, refs, fmt: str = RGBA8
 def test_settings_keep_references_in_order_and_survive_storage():
     settings = Settings(references=(ReferenceSetting("photo", "style", 0.6, 0.0, 0.5), ReferenceSetting("face")))
     stored = json.loads(json.dumps(settings.to_dict()))
-    assert stored["references"][0] == {"layer": "photo", "type": "style", "strength": 0.6, "start": 0.0, "end": 0.5,
-                                            "region": ""}
+    assert stored["references"][0] == {
+        "layer": "photo",
+        "type": "style",
+        "strength": 0.6,
+        "start": 0.0,
+        "end": 0.5,
+        "region": "",
+    }
     assert Settings.from_dict(stored).references == settings.references
-    odd = Settings.from_dict({"references": [{"layer": "a", "type": "colour", "strength": 9, "start": 0.8,
-                                              "end": 0.2}, {"type": "style"}, "x"]})
+    odd = Settings.from_dict(
+        {
+            "references": [
+                {"layer": "a", "type": "colour", "strength": 9, "start": 0.8, "end": 0.2},
+                {"type": "style"},
+                "x",
+            ]
+        }
+    )
     assert odd.references == (ReferenceSetting("a", "content", 2.0, 0.2, 0.8),)
     assert Settings.from_dict({"references": "nonsense"}).references == ()
 
@@ -76,15 +89,17 @@ def region_doc() -> MemoryDocument:
     left = bytearray(W * H * 4)
     for y in range(H):
         for x in range(W // 2):
-            left[(y * W + x) * 4:(y * W + x) * 4 + 4] = bytes((200, 10, 10, 255 if x < 30 else 128))
+            left[(y * W + x) * 4 : (y * W + x) * 4 + 4] = bytes((200, 10, 10, 255 if x < 30 else 128))
     d.layers.update({"sky-region": bytes(left), "empty-region": bytes(W * H * 4)})
     return d
 
 
 def test_a_reference_bound_to_a_region_is_masked_by_that_regions_opacity():
     d = region_doc()
-    settings = Settings(mode="inpaint", references=(ReferenceSetting("photo", "style", region="id-sky"),
-                                                    ReferenceSetting("photo", "content")))
+    settings = Settings(
+        mode="inpaint",
+        references=(ReferenceSetting("photo", "style", region="id-sky"), ReferenceSetting("photo", "content")),
+    )
     regions = {"id-sky": "sky-region", "id-none": "empty-region"}
     sources = reference_sources(settings, lambda name: name if name in d.layers else None, regions.get)
     assert sources[0].mask_layer == "sky-region" and sources[1].mask_layer is None
@@ -101,14 +116,16 @@ def test_a_reference_bound_to_a_region_is_masked_by_that_regions_opacity():
 
 def test_a_reference_whose_region_is_empty_or_gone_is_left_out_or_named():
     d = region_doc()
-    settings = Settings(mode="inpaint", references=(ReferenceSetting("photo", region="id-none"),
-                                                    ReferenceSetting("photo", "style")))
+    settings = Settings(
+        mode="inpaint", references=(ReferenceSetting("photo", region="id-none"), ReferenceSetting("photo", "style"))
+    )
     regions = {"id-none": "empty-region"}
     sources = reference_sources(settings, lambda name: name if name in d.layers else None, regions.get)
     job = job_for(settings, d, sources)
     assert [r.type for r in job.references] == ["style"]
     with pytest.raises(JobInputError, match="region the reference 'photo' belongs to is no longer in the document"):
-        reference_sources(Settings(references=(ReferenceSetting("photo", region="id-gone"),)),
-                          lambda name: name, regions.get)
+        reference_sources(
+            Settings(references=(ReferenceSetting("photo", region="id-gone"),)), lambda name: name, regions.get
+        )
     with pytest.raises(JobInputError, match="no longer in the document"):
         reference_sources(Settings(references=(ReferenceSetting("photo", region="id-none"),)), lambda name: name)

@@ -25,9 +25,11 @@ def layer_with_alpha(alpha_of) -> bytes:
 
 def document() -> MemoryDocument:
     sel = bytes(255 if 8 <= x < 56 and 8 <= y < 40 else 0 for y in range(H) for x in range(W))
-    layers = {"left": layer_with_alpha(lambda x, y: 255 if x < 32 else 0),
-              "soft": layer_with_alpha(lambda x, y: 128),
-              "empty": layer_with_alpha(lambda x, y: 0)}
+    layers = {
+        "left": layer_with_alpha(lambda x, y: 255 if x < 32 else 0),
+        "soft": layer_with_alpha(lambda x, y: 128),
+        "empty": layer_with_alpha(lambda x, y: 0),
+    }
     return MemoryDocument(W, H, gradient(W, H), sel, layers)
 
 
@@ -35,8 +37,12 @@ def document() -> MemoryDocument:
 def test_each_bound_layers_opacity_over_the_box_becomes_a_region(fmt):
     doc = document()
     settings = Settings(mode="inpaint", prompt="a street")
-    sources = [RegionSource("left", "a red car", "blurry", 0.8), RegionSource("soft", "fog"),
-               RegionSource("empty", "never sent"), RegionSource("left", "  ")]
+    sources = [
+        RegionSource("left", "a red car", "blurry", 0.8),
+        RegionSource("soft", "fog"),
+        RegionSource("empty", "never sent"),
+        RegionSource("left", "  "),
+    ]
     inputs = capture(settings, doc.selection_bounds(), W, H, Reader(doc, fmt), regions=sources)
     assert len(inputs.regions) == 3  # the one without a prompt is not read
     box = inputs.box
@@ -45,7 +51,7 @@ def test_each_bound_layers_opacity_over_the_box_becomes_a_region(fmt):
     left = job.regions[0]
     assert (left.mask.width, left.mask.height, left.mask.format) == (box.width, box.height, "gray8")
     assert left.negative_prompt == "blurry" and left.strength == 0.8
-    row = bytes(left.mask.data[:box.width])
+    row = bytes(left.mask.data[: box.width])
     assert row == bytes(255 if box.x + i < 32 else 0 for i in range(box.width))
     assert set(job.regions[1].mask.data) == {128}
     parsed = Job.from_wire(dict(job.to_wire(), type="job"))  # what the server accepts
@@ -54,8 +60,9 @@ def test_each_bound_layers_opacity_over_the_box_becomes_a_region(fmt):
 
 def test_modes_without_regions_read_none():
     doc = document()
-    inputs = capture(Settings(mode="upscale"), Box(0, 0, 0, 0), W, H, Reader(doc, RGBA8),
-                     regions=[RegionSource("left", "car")])
+    inputs = capture(
+        Settings(mode="upscale"), Box(0, 0, 0, 0), W, H, Reader(doc, RGBA8), regions=[RegionSource("left", "car")]
+    )
     assert inputs.regions == ()
 
 

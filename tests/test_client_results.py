@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from client.results import Growth, box_of, canvas_growth, crop, layer_name, layer_names, on_canvas, pixels_in, \
-    upscaled_size
+from client.results import (
+    Growth,
+    box_of,
+    canvas_growth,
+    crop,
+    layer_name,
+    layer_names,
+    on_canvas,
+    pixels_in,
+    upscaled_size,
+)
 from protocol.geometry import Box
 from protocol.messages import ResultLayer
 

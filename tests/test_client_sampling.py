@@ -14,14 +14,25 @@ from protocol.geometry import Box
 from protocol.messages import Limits, Params
 from protocol.sampling import SAMPLER_TABLE, SAMPLERS
 
-MODELS = [{"name": "base", "kind": "checkpoint", "arch": "sdxl"},
-          {"name": "ft-mse", "kind": "vae", "arch": None},
-          {"name": "broken-vae", "kind": "vae", "problem": "not a VAE"},
-          {"name": "xl-refiner", "kind": "refiner", "arch": "sdxl-refiner"}]
-WELCOME = {"type": "welcome", "protocol": "1.1", "server_version": "x", "models": MODELS, "capabilities": {
-    "samplers": ["Euler", "DDIM", "DPM++ 2M Karras"], "schedulers": ["Karras", "Normal"],
-    "sampler_schedules": {"Euler": ["Karras", "Normal"], "DDIM": ["Normal"]}, "vaes": ["ft-mse"],
-    "refiners": ["xl-refiner"]}}
+MODELS = [
+    {"name": "base", "kind": "checkpoint", "arch": "sdxl"},
+    {"name": "ft-mse", "kind": "vae", "arch": None},
+    {"name": "broken-vae", "kind": "vae", "problem": "not a VAE"},
+    {"name": "xl-refiner", "kind": "refiner", "arch": "sdxl-refiner"},
+]
+WELCOME = {
+    "type": "welcome",
+    "protocol": "1.1",
+    "server_version": "x",
+    "models": MODELS,
+    "capabilities": {
+        "samplers": ["Euler", "DDIM", "DPM++ 2M Karras"],
+        "schedulers": ["Karras", "Normal"],
+        "sampler_schedules": {"Euler": ["Karras", "Normal"], "DDIM": ["Normal"]},
+        "vaes": ["ft-mse"],
+        "refiners": ["xl-refiner"],
+    },
+}
 BOX = Box(0, 0, 64, 64)
 
 
@@ -61,13 +72,28 @@ def test_option_values_offer_the_default_first_and_refuse_the_rest():
 def test_params_carry_only_what_differs_from_the_defaults():
     plain = build_params(Settings(mode="generate"), BOX, False, False)
     assert not {"scheduler", "batch_count", "vae", "clip_skip", "refiner", "refiner_start"} & set(plain)
-    chosen = Settings(mode="generate", sampler="Euler", scheduler="Karras", batch_count=3, vae=" ft-mse ",
-                      clip_skip=2, refiner="xl-refiner", refiner_start=0.7)
+    chosen = Settings(
+        mode="generate",
+        sampler="Euler",
+        scheduler="Karras",
+        batch_count=3,
+        vae=" ft-mse ",
+        clip_skip=2,
+        refiner="xl-refiner",
+        refiner_start=0.7,
+    )
     params = build_params(chosen, BOX, False, False)
-    assert {k: params[k] for k in ("sampler", "scheduler", "batch_count", "vae", "clip_skip", "refiner",
-                                   "refiner_start")} == \
-        {"sampler": "Euler", "scheduler": "Karras", "batch_count": 3, "vae": "ft-mse", "clip_skip": 2,
-         "refiner": "xl-refiner", "refiner_start": 0.7}
+    assert {
+        k: params[k] for k in ("sampler", "scheduler", "batch_count", "vae", "clip_skip", "refiner", "refiner_start")
+    } == {
+        "sampler": "Euler",
+        "scheduler": "Karras",
+        "batch_count": 3,
+        "vae": "ft-mse",
+        "clip_skip": 2,
+        "refiner": "xl-refiner",
+        "refiner_start": 0.7,
+    }
     Params.parse_map(dict(params), "params", Limits())  # the server takes them
     upscale = build_params(chosen.replace(mode="upscale"), BOX, True, False)
     assert not {"batch_count", "vae", "clip_skip", "refiner"} & set(upscale)

@@ -13,8 +13,17 @@ import pytest
 from client import session as sess
 from client.errors import AddressError, JobError, ServerStartError, ServerUnavailable
 from client.jobs import JobInputs, build_job
-from client.server import (DEFAULT_URL, SERVER_FILE, Autostart, LocalServer, ServerSettings, is_local, launch_args,
-                           normalise_url, read_server_command)
+from client.server import (
+    DEFAULT_URL,
+    SERVER_FILE,
+    Autostart,
+    LocalServer,
+    ServerSettings,
+    is_local,
+    launch_args,
+    normalise_url,
+    read_server_command,
+)
 from client.settings import Settings
 from protocol.geometry import Box
 
@@ -25,13 +34,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("typed, url", [
-    ("127.0.0.1:7861", "ws://127.0.0.1:7861"),
-    ("localhost", "ws://localhost:7860"),
-    ("ws://10.0.0.2:9000/", "ws://10.0.0.2:9000"),
-    ("wss://paint.example:443/pb", "wss://paint.example:443/pb"),
-    ("[::1]:80", "ws://[::1]:80"),
-])
+@pytest.mark.parametrize(
+    "typed, url",
+    [
+        ("127.0.0.1:7861", "ws://127.0.0.1:7861"),
+        ("localhost", "ws://localhost:7860"),
+        ("ws://10.0.0.2:9000/", "ws://10.0.0.2:9000"),
+        ("wss://paint.example:443/pb", "wss://paint.example:443/pb"),
+        ("[::1]:80", "ws://[::1]:80"),
+    ],
+)
 def test_addresses_are_normalised(typed, url):
     assert normalise_url(typed) == url
 
@@ -42,11 +54,22 @@ def test_bad_addresses_are_refused(typed):
         normalise_url(typed)
 
 
-@pytest.mark.parametrize("url, local", [
-    (DEFAULT_URL, True), ("ws://localhost:1", True), ("LOCALHOST", True), ("ws://127.3.4.5:80", True),
-    ("ws://[::1]:7860", True), ("wss://127.0.0.1", True), ("ws://10.0.0.2:7860", False),
-    ("ws://127.example.org:1", False), ("ws://example.org", False), ("http://127.0.0.1", False), ("", False),
-])
+@pytest.mark.parametrize(
+    "url, local",
+    [
+        (DEFAULT_URL, True),
+        ("ws://localhost:1", True),
+        ("LOCALHOST", True),
+        ("ws://127.3.4.5:80", True),
+        ("ws://[::1]:7860", True),
+        ("wss://127.0.0.1", True),
+        ("ws://10.0.0.2:7860", False),
+        ("ws://127.example.org:1", False),
+        ("ws://example.org", False),
+        ("http://127.0.0.1", False),
+        ("", False),
+    ],
+)
 def test_is_local_has_one_answer(url, local):
     assert is_local(url) is local
 
@@ -60,8 +83,14 @@ def test_the_recorded_command_and_the_launch_arguments(tmp_path):
     (tmp_path / SERVER_FILE).write_text(json.dumps({"command": ["/venv/python", "-m", "server", "serve"]}))
     command = read_server_command(tmp_path)
     assert command == ["/venv/python", "-m", "server", "serve"]
-    assert launch_args(command, "localhost:9000", "tok") == command + ["--host", "127.0.0.1", "--port", "9000",
-                                                                       "--token", "tok"]
+    assert launch_args(command, "localhost:9000", "tok") == command + [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "9000",
+        "--token",
+        "tok",
+    ]
     with pytest.raises(ServerStartError, match="not a local address"):
         launch_args(command, "ws://example.org:1")
 
@@ -111,12 +140,16 @@ def test_progress_events_feed_fraction_and_text():
 
 # --- against real servers --------------------------------------------------------------------------------------------
 
+
 def inpaint_job(box: Box, job_id: str = "t-1"):
     mask = bytearray(box.width * box.height)
     for y in range(8, 20):
-        mask[y * box.width + 8:y * box.width + 20] = b"\xff" * 12
-    return build_job(Settings(mode="inpaint", model="classical"),
-                     JobInputs(box, bytes([90]) * (box.width * box.height * 4), "rgba8", bytes(mask)), job_id=job_id)
+        mask[y * box.width + 8 : y * box.width + 20] = b"\xff" * 12
+    return build_job(
+        Settings(mode="inpaint", model="classical"),
+        JobInputs(box, bytes([90]) * (box.width * box.height * 4), "rgba8", bytes(mask)),
+        job_id=job_id,
+    )
 
 
 def test_a_server_that_is_down_gives_a_clear_message(tmp_path):
@@ -193,7 +226,7 @@ class Recorder(sess.Listener):
     def wait_for(self, *want, timeout: float = 30.0) -> tuple:
         while True:
             event = self.events.get(timeout=timeout)
-            if event[:len(want)] == want:
+            if event[: len(want)] == want:
                 return event
 
 

@@ -45,8 +45,9 @@ def test_detail_mode_reads_the_context_box_of_the_selection_or_the_whole_canvas(
     assert plan.box == context_box(d.selection_bounds(), W, H) and plan.mask and plan.image
     whole = plan_read("detail", Box(0, 0, 0, 0), W, H)
     assert whole.box == Box(0, 0, W, H) and not whole.mask and whole.image
-    msg = job_for(Settings(mode="detail", detail_prompt="a smiling face", detail_separate=True, batch=4),
-                  doc(selected=False))
+    msg = job_for(
+        Settings(mode="detail", detail_prompt="a smiling face", detail_separate=True, batch=4), doc(selected=False)
+    )
     assert msg.mode == "detail" and msg.mask is None and msg.image.width == W and msg.params.batch == 1
     assert msg.params.detail == Detail(enabled=False, prompt="a smiling face", separate=True)
     assert msg.params.strength is None, "the detailer has its own denoise"
@@ -62,8 +63,14 @@ def test_the_detailer_after_a_job_and_its_targets():
 
 
 def test_settings_keep_hires_and_detail_through_storage():
-    s = Settings(hires=True, hires_upscaler="4x-UltraSharp", hires_scale=1.5, detail=True, detail_separate=True,
-                 detail_padding=48)
+    s = Settings(
+        hires=True,
+        hires_upscaler="4x-UltraSharp",
+        hires_scale=1.5,
+        detail=True,
+        detail_separate=True,
+        detail_padding=48,
+    )
     assert Settings.from_dict(s.to_dict()) == s
     broken = Settings.from_dict({"hires": "yes", "detail_padding": 1.5, "detail_separate": 1})
     assert broken.hires is False and broken.detail_padding == 32 and broken.detail_separate is False
@@ -71,6 +78,7 @@ def test_settings_keep_hires_and_detail_through_storage():
 
 
 # --- GIMP: the procedures' arguments → the same settings ----------------------------------------------------------------
+
 
 def test_gimp_detail_procedure_and_hires_arguments_make_the_settings():
     from gimp_plugin import arguments
@@ -125,6 +133,7 @@ def test_gimp_offers_hands_in_its_detail_targets_choice_only_with_a_hand_detecto
         s = settings_from_values(spec, dict(spec.defaults(), **{"detail-targets": "face-hand"}))
         assert s.detail_targets == "face,hand"
         assert settings_from_values(spec, spec.defaults()).detail_targets == "face"
-    s = settings_from_values(arguments.BY_MODE["detail"], dict(arguments.BY_MODE["detail"].defaults(),
-                                                               **{"detail-targets": "face-hand"}))
+    s = settings_from_values(
+        arguments.BY_MODE["detail"], dict(arguments.BY_MODE["detail"].defaults(), **{"detail-targets": "face-hand"})
+    )
     assert job_for(s, doc()).params.detail.targets == ("face", "hand")

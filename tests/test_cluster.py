@@ -38,9 +38,16 @@ def image_map(w: int = 64, h: int = 64, seed: int = 0) -> dict:
 
 
 def img2img(job_id: str, model: str = "tiny-sd15", steps: int = STEPS, previews: bool = False) -> dict:
-    return {"type": "job", "id": job_id, "mode": "img2img", "model": model, "prompt": "a red apple",
-            "image": image_map(seed=len(job_id)), "params": {"steps": steps, "strength": 1.0, "seed": 1},
-            "previews": previews}
+    return {
+        "type": "job",
+        "id": job_id,
+        "mode": "img2img",
+        "model": model,
+        "prompt": "a red apple",
+        "image": image_map(seed=len(job_id)),
+        "params": {"steps": steps, "strength": 1.0, "seed": 1},
+        "previews": previews,
+    }
 
 
 def session(url: str, name: str):
@@ -131,15 +138,27 @@ def studio(tmp_path_factory):
     shutil.copytree(checkpoint_folder("sd15"), models / "checkpoints" / "tiny-two")  # (a link is the same model)
     more = make_models_dir(root / "models-u", which=("sd15", "sdxl"))
     broken_checkpoint(more / "checkpoints" / "tiny-broken")
-    env = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     for key in ("PAINTBRIDGE_CACHE", "HOME"):
         if key in os.environ:
             env[key] = os.environ[key]
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(address="local", num_cpus=4, object_store_memory=96 * 1024 * 1024, include_dashboard=False,
-             log_to_driver=False,
-             configure_logging=False, namespace="paintbridge-tests", runtime_env={"env_vars": env})
+    ray.init(
+        address="local",
+        num_cpus=4,
+        object_store_memory=96 * 1024 * 1024,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        namespace="paintbridge-tests",
+        runtime_env={"env_vars": env},
+    )
     studio = None
     try:
         start_serve()
@@ -244,7 +263,7 @@ def test_a_painter_with_many_jobs_does_not_hold_up_another_across_the_pool(studi
     assert len(started_before) <= 4, "A's jobs finished before B's was queued: the pool was not busy"
     assert until_final(b, "fb")[-1]["type"] == "result"
     order = [jid for jid, _ in studio.queue.routes if jid in mine or jid == "fb"]
-    ahead = [jid for jid in order[:order.index("fb")] if jid not in started_before]
+    ahead = [jid for jid in order[: order.index("fb")] if jid not in started_before]
     assert len(ahead) <= 2, f"{len(ahead)} of A's jobs started after B's was queued and before it: {order}"
     finals = 0
     while finals < len(mine):
@@ -355,8 +374,9 @@ def test_jobs_open_when_the_front_end_stops_are_answered_as_lost_after_it_restar
         msg = decode(ws.recv(timeout=60))
         assert msg["type"] == "error", msg
         errors[msg["id"]] = msg
-    assert all(m["code"] == "internal" and "lost" in m["message"] and "restarted" in m["message"]
-               for m in errors.values()), errors
+    assert all(
+        m["code"] == "internal" and "lost" in m["message"] and "restarted" in m["message"] for m in errors.values()
+    ), errors
     ws.close()
     ws = connect(studio.url, compression=None, max_size=None)  # the jobs stay answered (an unconfirmed one again)
     ws.send(encode({"type": "hello", "protocol": "1.1", "client": "lost", "session": name}))
@@ -370,10 +390,18 @@ def test_jobs_open_when_the_front_end_stops_are_answered_as_lost_after_it_restar
 
 def test_the_single_machine_server_needs_no_ray():
     """Without Ray installed the server imports and serves; ``--cluster`` says what to install."""
-    probe = ("import sys; sys.modules['ray'] = None; import server.app, server.cli, server.cluster.routing, "
-             "server.cluster.replica; "
-             "sys.exit(server.cli.main(['serve', '--cluster', '--port', '0']))")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    probe = (
+        "import sys; sys.modules['ray'] = None; import server.app, server.cli, server.cluster.routing, "
+        "server.cluster.replica; "
+        "sys.exit(server.cli.main(['serve', '--cluster', '--port', '0']))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert out.returncode == 2, out.stderr
     assert "paintbridge[cluster]" in out.stderr

@@ -35,8 +35,14 @@ def pool_ids(url: str) -> list:
 
 
 def test_a_worker_cannot_join_a_loopback_head():
-    out = subprocess.run([sys.executable, "-m", "server", "worker", "--address", "127.0.0.1:6379"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    out = subprocess.run(
+        [sys.executable, "-m", "server", "worker", "--address", "127.0.0.1:6379"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert out.returncode == 2 and "--ray-bind" in out.stderr and "--replicas" in out.stderr, out.stderr
 
 
@@ -47,14 +53,45 @@ def test_serve_cluster_and_a_worker_joining_it(start_server_process, tmp_path):
         pytest.skip("this machine has no network address besides loopback")
     models = make_models_dir(tmp_path / "models", which=("sd15",))
     ray_port = free_port()
-    front = start_server_process(model_dirs=[models], extra_args=[
-        "--cluster", "--ray-bind", bind, "--ray-port", str(ray_port), "--replicas", "1", "--replica-cpus", "1"])
+    front = start_server_process(
+        model_dirs=[models],
+        extra_args=[
+            "--cluster",
+            "--ray-bind",
+            bind,
+            "--ray-port",
+            str(ray_port),
+            "--replicas",
+            "1",
+            "--replica-cpus",
+            "1",
+        ],
+    )
     assert pool_ids(front.url) == ["head-0"]
     log = open(tmp_path / "worker.log", "w")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "server", "worker", "--address", f"{bind}:{ray_port}", "--ray-bind", bind,
-         "--replicas", "1", "--name", "w", "--models", str(models)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-        env=dict(os.environ, PYTHONPATH=str(REPO)), start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "worker",
+            "--address",
+            f"{bind}:{ray_port}",
+            "--ray-bind",
+            bind,
+            "--replicas",
+            "1",
+            "--name",
+            "w",
+            "--models",
+            str(models),
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while pool_ids(front.url) != ["head-0", "w-0"]:
@@ -62,8 +99,15 @@ def test_serve_cluster_and_a_worker_joining_it(start_server_process, tmp_path):
             time.sleep(1)
         with Client(front.url, "cli-test") as client:
             for _ in range(2):
-                result = client.run({"mode": "generate", "model": "tiny-sd15", "prompt": "a pear",
-                                     "params": {"steps": 2, "width": 64, "height": 64}}, timeout=240)
+                result = client.run(
+                    {
+                        "mode": "generate",
+                        "model": "tiny-sd15",
+                        "prompt": "a pear",
+                        "params": {"steps": 2, "width": 64, "height": 64},
+                    },
+                    timeout=240,
+                )
                 assert result.layers[0].width == 64
         worker.send_signal(signal.SIGTERM)  # the worker takes its replicas out of the pool and stops its Ray node
         assert worker.wait(120) == 0, (tmp_path / "worker.log").read_text()

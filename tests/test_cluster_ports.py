@@ -14,8 +14,14 @@ pytest.importorskip("ray.serve", reason="cluster mode needs the 'cluster' extra 
 from listening import Listener, listeners, routable_address
 
 # every Ray process of a head that listens (the autoscaler monitor is not started)
-LISTENING = {"gcs_server", "raylet", "ray.util.client.server", "dashboard.py", "ray::DashboardAgent",
-             "ray::RuntimeEnvAgent"}
+LISTENING = {
+    "gcs_server",
+    "raylet",
+    "ray.util.client.server",
+    "dashboard.py",
+    "ray::DashboardAgent",
+    "ray::RuntimeEnvAgent",
+}
 
 
 def all_listening(pid: int) -> List[Listener]:
@@ -69,8 +75,12 @@ def test_on_a_network_address_ray_binds_its_core_servers_to_every_interface():
     finally:
         stop_ray_node(head, head_port=port)
     wide = [lst for lst in found if lst.wildcard]
-    assert Counter(lst.program for lst in wide) == {"gcs_server": 1, "raylet": 2, "ray::DashboardAgent": 1,
-                                                   "dashboard.py": 1}, found
+    assert Counter(lst.program for lst in wide) == {
+        "gcs_server": 1,
+        "raylet": 2,
+        "ray::DashboardAgent": 1,
+        "dashboard.py": 1,
+    }, found
     assert any(lst.port == port for lst in wide)  # the GCS itself
     elsewhere = [lst for lst in found if not (lst.wildcard or lst.loopback or lst.address.endswith(bind))]
     assert elsewhere == [], f"listening beyond {bind} and loopback: {elsewhere}"

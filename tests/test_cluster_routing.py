@@ -5,10 +5,26 @@ from __future__ import annotations
 from server.cluster.routing import ReplicaState, Want, plan
 
 
-def replica(rid: str, models=("sd15", "sdxl"), loaded: str = "", busy_for=None, default: str = "sd15",
-            job: float = 1.0, load: float = 5.0, **kw) -> ReplicaState:
-    return ReplicaState(rid, models=set(models), loaded=loaded, busy_for=busy_for, default=default, job_seconds=job,
-                        load_seconds={m: load for m in models}, **kw)
+def replica(
+    rid: str,
+    models=("sd15", "sdxl"),
+    loaded: str = "",
+    busy_for=None,
+    default: str = "sd15",
+    job: float = 1.0,
+    load: float = 5.0,
+    **kw,
+) -> ReplicaState:
+    return ReplicaState(
+        rid,
+        models=set(models),
+        loaded=loaded,
+        busy_for=busy_for,
+        default=default,
+        job_seconds=job,
+        load_seconds={m: load for m in models},
+        **kw,
+    )
 
 
 def test_a_job_goes_to_the_replica_that_holds_its_checkpoint():

@@ -80,7 +80,9 @@ def jobs(draw, model: str, modes) -> dict:
     if mode == "img2img":
         params["strength"] = draw(st.sampled_from([0.01, 0.5, 1.0]))
     if mode == "outpaint":
-        sides = draw(st.fixed_dictionaries({k: st.sampled_from([0, 1, 64]) for k in ("left", "top", "right", "bottom")}))
+        sides = draw(
+            st.fixed_dictionaries({k: st.sampled_from([0, 1, 64]) for k in ("left", "top", "right", "bottom")})
+        )
         if not any(sides.values()):
             sides["left"] = 1
         params["extend"] = sides
@@ -110,6 +112,7 @@ def tracebacks():
 def answer(client, job: dict, counted: bool = False):
     """The result, or the refusal: never ``internal``; a refusal names its field. ``counted``: each outcome is a
     Hypothesis event (``--hypothesis-show-statistics`` lists them)."""
+
     def outcome(text: str) -> None:
         if counted:
             event(f"{job['mode']}: {text}")
@@ -118,8 +121,9 @@ def answer(client, job: dict, counted: bool = False):
         result = client.run(job, timeout=600)
     except JobFailed as err:
         assert err.code != INTERNAL, f"{err.code}: {err}"
-        assert err.code in ("bad_request", "unsupported", "model_not_found") and (err.field or err.code != "bad_request"), \
-            (err.code, err.field, str(err))
+        assert err.code in ("bad_request", "unsupported", "model_not_found") and (
+            err.field or err.code != "bad_request"
+        ), (err.code, err.field, str(err))
         outcome(f"{err.code} ({err.field})")
         return err
     except JobCancelled:
@@ -138,8 +142,11 @@ def test_degenerate_jobs_on_the_classical_engine_never_answer_internal(client, t
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.sampled_from(["tiny-sd15", "tiny-sd15-inpaint"]).flatmap(
-    lambda model: jobs(model, ["generate", "img2img", "inpaint", "outpaint"])))
+@given(
+    st.sampled_from(["tiny-sd15", "tiny-sd15-inpaint"]).flatmap(
+        lambda model: jobs(model, ["generate", "img2img", "inpaint", "outpaint"])
+    )
+)
 def test_degenerate_jobs_on_a_tiny_sd15_never_answer_internal(client, tracebacks, job):
     answer(client, job, counted=True)
     assert tracebacks.seen == []
@@ -159,9 +166,16 @@ def test_upscale_by_1_of_an_opaque_sliver_gives_the_same_pixels(client, w, h):
 @pytest.mark.parametrize("feather", [0, 3, 1024])
 def test_a_1x1_inpaint_with_a_full_mask_is_filled(client, feather):
     img = np.full((1, 1, 4), 200, np.uint8)
-    result = answer(client, {"mode": "inpaint", "model": "classical", "image": payload(img, RGBA8),
-                             "mask": payload(np.full((1, 1), 255, np.uint8), GRAY8),
-                             "params": {"grow": 1024, "feather": feather}})
+    result = answer(
+        client,
+        {
+            "mode": "inpaint",
+            "model": "classical",
+            "image": payload(img, RGBA8),
+            "mask": payload(np.full((1, 1), 255, np.uint8), GRAY8),
+            "params": {"grow": 1024, "feather": feather},
+        },
+    )
     (layer,) = result.layers
     assert (layer.width, layer.height) == (1, 1) and layer.data[3] == 255
 

@@ -25,8 +25,10 @@ from server.detect import Detectors, installed_targets
 PHOTO = Path(__file__).resolve().parent / "data" / "astronaut.png"
 ASTRONAUT_FACE = (180, 82, 95, 95)  # x, y, w, h: BlazeFace's box on the astronaut (measured, checked by eye)
 FACE_FILE = "mediapipe/modules/face_detection/face_detection_short_range.tflite"
-PALM_FILES = ("mediapipe/modules/palm_detection/palm_detection_full.tflite",
-              "mediapipe/modules/palm_detection/palm_detection_lite.tflite")
+PALM_FILES = (
+    "mediapipe/modules/palm_detection/palm_detection_full.tflite",
+    "mediapipe/modules/palm_detection/palm_detection_lite.tflite",
+)
 HAND_AT, PALM_SIDE = (373, 352), 64  # the drawn hand's palm centre and side in the 512 px portrait
 DRAWN_HAND = (302, 249, 142, 142)  # its box: 2.2 palm sides square, centred half a palm side towards the fingers
 
@@ -54,7 +56,7 @@ def test_a_trained_face_detector_finds_the_astronauts_face(tmp_path, paintbridge
     (face,) = Detectors([models]).detect(photo, ("face",), 0.5)
     box = (face.x, face.y, face.width, face.height)
     x, y, w, h = box
-    crop = cv2.cvtColor(photo[y:y + h, x:x + w], cv2.COLOR_RGB2BGR)
+    crop = cv2.cvtColor(photo[y : y + h, x : x + w], cv2.COLOR_RGB2BGR)
     cv2.imwrite(str(artifacts_dir / "detect-astronaut-face.png"), crop)
     assert face.target == "face" and face.score > 0.85 and close(box, ASTRONAUT_FACE, 4), box
     # off centre in a wider picture (the network sees it letterboxed): the same face, moved

@@ -18,8 +18,23 @@ from server.diffusion import prompts, samplers
 
 torch.set_num_threads(2)
 
-MODELS = ("sd15", "sd15-inpaint", "sdxl", "sd15-file", "sdxl-file", "sd15-inpaint-file", "cn-sd15-canny",
-          "cn-sd15-depth", "cn-sd15-inpaint", "cn-sdxl-canny", "cn-sdxl-union", "lora-sd15", "lora-sdxl", "emb-sd15", "emb-sdxl")
+MODELS = (
+    "sd15",
+    "sd15-inpaint",
+    "sdxl",
+    "sd15-file",
+    "sdxl-file",
+    "sd15-inpaint-file",
+    "cn-sd15-canny",
+    "cn-sd15-depth",
+    "cn-sd15-inpaint",
+    "cn-sdxl-canny",
+    "cn-sdxl-union",
+    "lora-sd15",
+    "lora-sdxl",
+    "emb-sd15",
+    "emb-sdxl",
+)
 W, H = 80, 56  # a context box that is not the native 64 x 64
 
 
@@ -49,9 +64,15 @@ def payload(arr: np.ndarray) -> dict:
 
 
 def job(mode: str, model: str, **params) -> dict:
-    msg = {"mode": mode, "model": model, "prompt": params.pop("prompt", "a red apple on a table"),
-           "negative_prompt": params.pop("negative", ""), "x": 300, "y": 200,
-           "params": {"steps": 3, "seed": 42, "grow": 2, "feather": 2, **params}}
+    msg = {
+        "mode": mode,
+        "model": model,
+        "prompt": params.pop("prompt", "a red apple on a table"),
+        "negative_prompt": params.pop("negative", ""),
+        "x": 300,
+        "y": 200,
+        "params": {"steps": 3, "seed": 42, "grow": 2, "feather": 2, **params},
+    }
     return msg
 
 
@@ -90,6 +111,7 @@ def test_welcome_and_listing_report_each_model_with_its_architecture(client):
 
 # --- modes -----------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("model", ["tiny-sd15", "tiny-sdxl"])
 @pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint", "outpaint"])
 def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, model, mode):
@@ -100,11 +122,11 @@ def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, model, mo
     with_image(msg, image, None if mode in ("img2img", "outpaint") else mask)
     progress = []
     result = client.run(msg, on_event=lambda m: m.type == "progress" and progress.append(m), timeout=120)
-    (layer, rgba), = layers(result)
+    ((layer, rgba),) = layers(result)
     assert layer.seed == 42 and progress and progress[-1].step == progress[-1].total
     if mode == "outpaint":
         assert (layer.x, layer.y, layer.width, layer.height) == (300 - 24, 200 - 8, W + 24, H + 8 + 16)
-        inner = rgba[8:8 + H, 24:24 + W]
+        inner = rgba[8 : 8 + H, 24 : 24 + W]
         untouched = inner[..., 3] == 0
         assert untouched.mean() > 0.5, "the original area must stay outside the mask except a thin seam"
         assert np.array_equal(inner[untouched][:, :3], image[untouched][:, :3])
@@ -125,7 +147,7 @@ def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, model, mo
 
 def test_generate_without_an_image_fills_the_requested_size(client):
     msg = job("generate", "tiny-sdxl-file", width=96, height=48)
-    (layer, rgba), = layers(client.run(msg, timeout=120))
+    ((layer, rgba),) = layers(client.run(msg, timeout=120))
     assert (layer.width, layer.height, layer.x, layer.y) == (96, 48, 300, 200)
     assert (rgba[..., 3] == 255).all() and rgba[..., :3].std() > 1
 
@@ -134,12 +156,12 @@ def test_a_seed_reproduces_pixels_and_a_batch_counts_up_from_it(client):
     batch = layers(client.run(with_image(job("img2img", "tiny-sd15", seed=7, batch=2)), timeout=120))
     assert [l.seed for l, _ in batch] == [7, 8]
     assert not np.array_equal(batch[0][1], batch[1][1])
-    (again, pixels), = layers(client.run(with_image(job("img2img", "tiny-sd15", seed=8)), timeout=120))
+    ((again, pixels),) = layers(client.run(with_image(job("img2img", "tiny-sd15", seed=8)), timeout=120))
     # one pipeline call for the batch: the same image up to rounding (batched kernels round differently)
     assert np.abs(pixels.astype(int) - batch[1][1].astype(int)).mean() < 1.0
-    (rand, first), = layers(client.run(with_image(job("img2img", "tiny-sd15", seed=-1)), timeout=120))
+    ((rand, first),) = layers(client.run(with_image(job("img2img", "tiny-sd15", seed=-1)), timeout=120))
     assert 0 <= rand.seed < 2**32
-    (_, second), = layers(client.run(with_image(job("img2img", "tiny-sd15", seed=rand.seed)), timeout=120))
+    ((_, second),) = layers(client.run(with_image(job("img2img", "tiny-sd15", seed=rand.seed)), timeout=120))
     assert np.array_equal(first, second)
 
 
@@ -153,7 +175,7 @@ def test_single_file_checkpoint_gives_the_same_pixels_as_its_diffusers_folder(cl
 @pytest.mark.parametrize("mode, controls", [("inpaint", None), ("generate", None), ("inpaint", [control("canny")])])
 def test_inpainting_checkpoint_runs_its_9_channel_unet(client, server, mode, controls):
     msg = with_image(job(mode, "tiny-sd15-inpaint"), mask=selection(), controls=controls)
-    (layer, rgba), = layers(client.run(msg, timeout=120))
+    ((layer, rgba),) = layers(client.run(msg, timeout=120))
     assert engine(server).loaded.entry.inpaint and engine(server).loaded.pipe.unet.config.in_channels == 9
     outside = rgba[..., 3] == 0
     assert np.array_equal(rgba[outside][:, :3], picture()[outside][:, :3])
@@ -162,15 +184,16 @@ def test_inpainting_checkpoint_runs_its_9_channel_unet(client, server, mode, con
 @pytest.mark.parametrize("mode", ["img2img", "inpaint"])
 def test_the_lowest_strength_still_runs_one_step(client, mode):
     msg = with_image(job(mode, "tiny-sd15", strength=0.0, steps=4), mask=selection() if mode == "inpaint" else None)
-    (layer, rgba), = layers(client.run(msg, timeout=120))
+    ((layer, rgba),) = layers(client.run(msg, timeout=120))
     assert layer.info["strength"] == 0.25
 
 
 @pytest.mark.parametrize("sampler", samplers.capabilities()["samplers"])
 def test_every_sampler_runs(client, sampler):
     """Every sampler the server offers (an old combined name runs as its sampler + schedule)."""
-    (layer, rgba), = layers(client.run(with_image(job("img2img", "tiny-sd15", sampler=sampler, strength=0.8)),
-                                       timeout=120))
+    ((layer, rgba),) = layers(
+        client.run(with_image(job("img2img", "tiny-sd15", sampler=sampler, strength=0.8)), timeout=120)
+    )
     assert layer.info["sampler"] == resolve(sampler)[0] and rgba[..., :3].std() > 1
 
 
@@ -209,10 +232,14 @@ def test_previews_are_small_and_cancel_stops_within_a_step(client):
 
 # --- prompts ---------------------------------------------------------------------------------------------------------
 
+
 def test_prompt_weight_syntax():
     assert prompts.parse_weights("a (red:1.5) cat") == [("a ", 1.0), ("red", 1.5), (" cat", 1.0)]
-    assert prompts.parse_weights("((big)) [small]") == [("big", pytest.approx(1.21)), (" ", 1.0),
-                                                         ("small", pytest.approx(1 / 1.1))]
+    assert prompts.parse_weights("((big)) [small]") == [
+        ("big", pytest.approx(1.21)),
+        (" ", 1.0),
+        ("small", pytest.approx(1 / 1.1)),
+    ]
     assert prompts.parse_weights(r"a \(literal\) (x") == [("a (literal) ", 1.0), ("x", pytest.approx(1.1))]
     assert prompts.parse_weights("one BREAK two") == [("one", 1.0), ("BREAK", -1.0), ("two", 1.0)]
     text, tags = prompts.extract_loras("a cat <lora:ink style:0.6>, <LORA:other>")
@@ -254,8 +281,9 @@ def test_lora_tags_are_checked_against_the_checkpoint(client):
 @pytest.mark.parametrize("model, lora", [("tiny-sd15", "tiny-lora-sd15"), ("tiny-sdxl", "tiny-lora-sdxl")])
 def test_lora_tags_change_the_result_and_can_be_switched_off(client, model, lora):
     plain = layers(client.run(with_image(job("img2img", model)), timeout=120))[0][1]
-    tagged = layers(client.run(with_image(job("img2img", model, prompt=f"a red apple on a table <lora:{lora}:0.9>")),
-                               timeout=120))[0]
+    tagged = layers(
+        client.run(with_image(job("img2img", model, prompt=f"a red apple on a table <lora:{lora}:0.9>")), timeout=120)
+    )[0]
     assert tagged[0].info["loras"] == [{"name": lora, "weight": 0.9}]
     assert not np.array_equal(plain, tagged[1])
     again = layers(client.run(with_image(job("img2img", model)), timeout=120))[0][1]
@@ -267,14 +295,22 @@ def test_lora_tags_change_the_result_and_can_be_switched_off(client, model, lora
 
 # --- ControlNet ------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint"])
 def test_one_and_two_control_layers_steer_every_mode(client, mode):
     mask = selection() if mode != "img2img" else None
     plain = layers(client.run(with_image(job(mode, "tiny-sd15"), mask=mask), timeout=120))[0]
     one = layers(client.run(with_image(job(mode, "tiny-sd15"), mask=mask, controls=[control("canny")]), timeout=120))[0]
-    two = layers(client.run(with_image(job(mode, "tiny-sd15"), mask=mask,
-                                       controls=[control("canny"), control("depth", strength=0.7, start=0.2)]),
-                            timeout=120))[0]
+    two = layers(
+        client.run(
+            with_image(
+                job(mode, "tiny-sd15"),
+                mask=mask,
+                controls=[control("canny"), control("depth", strength=0.7, start=0.2)],
+            ),
+            timeout=120,
+        )
+    )[0]
     assert one[0].info["controlnets"] == ["control_tiny_sd15_canny"]
     assert two[0].info["controlnets"] == ["control_tiny_sd15_canny", "controlnet-depth-tiny-sd15"]
     assert not np.array_equal(plain[1], one[1]) and not np.array_equal(one[1], two[1])
@@ -286,7 +322,7 @@ def test_one_and_two_control_layers_steer_every_mode(client, mode):
 def test_outpaint_places_control_layers_on_the_extended_canvas(client):
     msg = with_image(job("outpaint", "tiny-sd15"), controls=[control("canny"), control("canny", preprocess=True)])
     msg["params"]["extend"] = {"left": 0, "top": 0, "right": 40, "bottom": 0}
-    (layer, rgba), = layers(client.run(msg, timeout=120))
+    ((layer, rgba),) = layers(client.run(msg, timeout=120))
     assert (layer.width, layer.height) == (W + 40, H) and layer.info["controlnets"] == ["control_tiny_sd15_canny"] * 2
     plain = dict(msg, controls=[])
     assert not np.array_equal(layers(client.run(plain, timeout=120))[0][1], rgba)
@@ -295,27 +331,36 @@ def test_outpaint_places_control_layers_on_the_extended_canvas(client):
 def test_inpaint_controlnet_sees_the_image_with_its_hole_not_the_layer(client):
     def run(layer, controls=True):
         ctl = [dict(control("inpaint"), image=payload(layer))] if controls else None
-        return layers(client.run(with_image(job("inpaint", "tiny-sd15"), mask=selection(), controls=ctl), timeout=120))[0]
+        return layers(client.run(with_image(job("inpaint", "tiny-sd15"), mask=selection(), controls=ctl), timeout=120))[
+            0
+        ]
+
     a, b, plain = run(picture(seed=1)), run(picture(seed=2)), run(None, controls=False)
     assert a[0].info["controlnets"] == ["controlnet-inpaint-tiny-sd15"]
     assert np.array_equal(a[1], b[1]) and not np.array_equal(a[1], plain[1])
 
 
-@pytest.mark.parametrize("controls, used", [
-    ([control("canny")], ["controlnet-canny-tiny-sdxl"]),
-    ([control("depth"), control("pose")], ["controlnet-union-tiny-sdxl"] * 2),
-    ([control("canny", model="controlnet-union-tiny-sdxl")], ["controlnet-union-tiny-sdxl"]),
-])
+@pytest.mark.parametrize(
+    "controls, used",
+    [
+        ([control("canny")], ["controlnet-canny-tiny-sdxl"]),
+        ([control("depth"), control("pose")], ["controlnet-union-tiny-sdxl"] * 2),
+        ([control("canny", model="controlnet-union-tiny-sdxl")], ["controlnet-union-tiny-sdxl"]),
+    ],
+)
 def test_sdxl_controlnets_and_union_model(client, controls, used):
-    (layer, _), = layers(client.run(with_image(job("inpaint", "tiny-sdxl"), mask=selection(), controls=controls),
-                                    timeout=120))
+    ((layer, _),) = layers(
+        client.run(with_image(job("inpaint", "tiny-sdxl"), mask=selection(), controls=controls), timeout=120)
+    )
     assert layer.info["controlnets"] == used
 
 
 def test_a_controlnet_of_another_architecture_is_refused(client):
     with pytest.raises(JobFailed) as err:
-        client.run(with_image(job("img2img", "tiny-sd15"), controls=[control("canny", model="controlnet-canny-tiny-sdxl")]),
-                   timeout=120)
+        client.run(
+            with_image(job("img2img", "tiny-sd15"), controls=[control("canny", model="controlnet-canny-tiny-sdxl")]),
+            timeout=120,
+        )
     error = err.value.error
     assert error.code == "unsupported" and "SDXL" in error.message and "SD1.5" in error.message
     assert error.field == "controls[0].model"
@@ -326,16 +371,41 @@ def test_a_controlnet_of_another_architecture_is_refused(client):
 
 # --- command line ----------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("model", ["tiny-sd15-file", "tiny-sdxl"])
 def test_paintbridge_run_works_offline_on_a_models_folder(models_dir, tmp_path, model):
     Image.fromarray(picture()).save(tmp_path / "in.png")
     Image.fromarray(selection()).save(tmp_path / "mask.png")
     out = tmp_path / "out.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "server.cli", "run", "inpaint", "--image", str(tmp_path / "in.png"),
-         "--mask", str(tmp_path / "mask.png"), "--prompt", "a red apple", "--models", str(models_dir),
-         "--model", model, "--steps", "2", "--seed", "3", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "run",
+            "inpaint",
+            "--image",
+            str(tmp_path / "in.png"),
+            "--mask",
+            str(tmp_path / "mask.png"),
+            "--prompt",
+            "a red apple",
+            "--models",
+            str(models_dir),
+            "--model",
+            model,
+            "--steps",
+            "2",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = np.asarray(Image.open(out).convert("RGBA"))
     assert result.shape == (H, W, 4)
@@ -344,6 +414,7 @@ def test_paintbridge_run_works_offline_on_a_models_folder(models_dir, tmp_path, 
 
 
 # --- device and precision --------------------------------------------------------------------------------------------
+
 
 def test_device_and_precision_are_chosen_and_can_be_overridden(models_dir):
     from server import device as devices
@@ -363,11 +434,23 @@ def test_device_and_precision_are_chosen_and_can_be_overridden(models_dir):
     assert eng.device_description().startswith("CPU") and eng.device_description().endswith("bfloat16")
     params = Params(steps=2, seed=1)
     for mode in ("img2img", "inpaint", "generate"):  # every mode's pipeline keeps the loaded precision
-        (layer,) = eng.run(Job(id="b", mode=mode, model="tiny-sd15", prompt="a cat", negative_prompt="",
-                               image=picture(), mask=selection(), params=params), JobContext())
+        (layer,) = eng.run(
+            Job(
+                id="b",
+                mode=mode,
+                model="tiny-sd15",
+                prompt="a cat",
+                negative_prompt="",
+                image=picture(),
+                mask=selection(),
+                params=params,
+            ),
+            JobContext(),
+        )
         assert layer.rgba.shape == (H, W, 4)
-        assert {p.dtype for m in ("unet", "vae", "text_encoder") for p in getattr(eng.loaded.pipe, m).parameters()} \
-            == {torch.bfloat16}
+        assert {p.dtype for m in ("unet", "vae", "text_encoder") for p in getattr(eng.loaded.pipe, m).parameters()} == {
+            torch.bfloat16
+        }
 
 
 def test_cancel_stops_the_pipeline_at_the_step_it_was_asked(models_dir):
@@ -384,14 +467,23 @@ def test_cancel_stops_the_pipeline_at_the_step_it_was_asked(models_dir):
 
     ctx = JobContext(report)
     eng = DiffusionEngine(ModelRegistry([models_dir]))
-    job = Job(id="c", mode="img2img", model="tiny-sd15", prompt="a cat", negative_prompt="", image=picture(),
-              mask=None, params=Params(steps=40, strength=1.0, batch=3))
+    job = Job(
+        id="c",
+        mode="img2img",
+        model="tiny-sd15",
+        prompt="a cat",
+        negative_prompt="",
+        image=picture(),
+        mask=None,
+        params=Params(steps=40, strength=1.0, batch=3),
+    )
     with pytest.raises(JobCancelled):
         eng.run(job, ctx)
     assert seen == [1, 2]
 
 
 # --- out of memory ----------------------------------------------------------------------------------------------------
+
 
 def test_out_of_memory_on_the_device_degrades_to_vae_tiling_and_says_so(models_dir):
     """A real forward hook on the VAE decoder raises torch's OutOfMemoryError, as a GPU does when the decode of a big
@@ -402,8 +494,15 @@ def test_out_of_memory_on_the_device_degrades_to_vae_tiling_and_says_so(models_d
     from server.models.registry import ModelRegistry
 
     eng = DiffusionEngine(ModelRegistry([models_dir]), device="cpu")
-    job = Job(id="m", mode="inpaint", model="tiny-sd15", prompt="a cat", image=picture(), mask=selection(),
-              params=Params(steps=2, seed=5, grow=2, feather=2))
+    job = Job(
+        id="m",
+        mode="inpaint",
+        model="tiny-sd15",
+        prompt="a cat",
+        image=picture(),
+        mask=selection(),
+        params=Params(steps=2, seed=5, grow=2, feather=2),
+    )
     (reference,) = eng.run(job, JobContext())
     assert "memory_fallbacks" not in reference.info
     decoder = eng.loaded.pipe.vae.decoder
@@ -442,6 +541,7 @@ def test_out_of_memory_on_the_device_degrades_to_vae_tiling_and_says_so(models_d
 
 # --- fills (issue 13) ------------------------------------------------------------------------------------------------
 
+
 def test_outpaint_pre_fills_the_new_area_with_the_chosen_fill_and_matches_colours(client, server, monkeypatch):
     """The diffusion outpaint pre-fills only the new bands (``imageops.outpaint_layer``, like the classical engine)
     with the job's fill; a LaMa fill without weights names the pull; colour match keeps the original area exact."""
@@ -452,7 +552,7 @@ def test_outpaint_pre_fills_the_new_area_with_the_chosen_fill_and_matches_colour
     monkeypatch.setattr(imageops, "outpaint_layer", lambda *a, **k: seen.append(a[2]) or real(*a, **k))
     image = picture()
     msg = with_image(job("outpaint", "tiny-sd15", extend={"right": 16}, color_match=True), image)
-    (layer, rgba), = layers(client.run(msg, timeout=120))
+    ((layer, rgba),) = layers(client.run(msg, timeout=120))
     assert seen == ["patch"], "the default pre-fill"
     inner = rgba[:, :W]
     untouched = inner[..., 3] == 0

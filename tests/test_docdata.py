@@ -25,14 +25,17 @@ def test_the_header_names_format_key_and_checksum():
     assert zlib.crc32(b"abc").to_bytes(4, "little") in blob
 
 
-@pytest.mark.parametrize("blob, words", [
-    (b"", "not written by Paintbridge"),
-    (b"GIMP comment text", "not written by Paintbridge"),
-    (docdata.pack("history", b"x" * 100)[:-1], "damaged"),
-    (docdata.pack("history", b"x" * 100) + b"!", "damaged"),
-    (docdata.pack("history", b"x" * 100)[:12], "cut short"),
-    (docdata.pack("regions", b"x"), "labelled 'regions'"),
-])
+@pytest.mark.parametrize(
+    "blob, words",
+    [
+        (b"", "not written by Paintbridge"),
+        (b"GIMP comment text", "not written by Paintbridge"),
+        (docdata.pack("history", b"x" * 100)[:-1], "damaged"),
+        (docdata.pack("history", b"x" * 100) + b"!", "damaged"),
+        (docdata.pack("history", b"x" * 100)[:12], "cut short"),
+        (docdata.pack("regions", b"x"), "labelled 'regions'"),
+    ],
+)
 def test_foreign_short_or_damaged_data_raises_a_clear_error(blob, words):
     with pytest.raises(DocumentDataError, match=words) as err:
         docdata.unpack("history", blob)

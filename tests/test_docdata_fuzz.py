@@ -33,13 +33,13 @@ FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=list(Heal
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=16)
+    max_leaves=16,
+)
 
 
 def _entry(seed: int = 1, w: int = 6, h: int = 5) -> ch.Entry:
     data = bytes((i * 7 + seed) % 256 for i in range(w * h * 4))
-    return ch.entry_from_result(Settings(prompt="a cat"), [_layer(w, h, data, seed)],
-                                [f"cat {seed}"], {"steps": 3})
+    return ch.entry_from_result(Settings(prompt="a cat"), [_layer(w, h, data, seed)], [f"cat {seed}"], {"steps": 3})
 
 
 def _layer(w: int, h: int, data: bytes, seed: int) -> ResultLayer:
@@ -55,9 +55,12 @@ def _mutations():
     """A valid history blob with bytes replaced, inserted or removed somewhere."""
     position = st.integers(0, len(GOOD_BLOB))
     replace = st.tuples(position, st.binary(min_size=1, max_size=8)).map(
-        lambda t: GOOD_BLOB[:t[0]] + t[1] + GOOD_BLOB[t[0] + len(t[1]):])
-    insert = st.tuples(position, st.binary(min_size=1, max_size=8)).map(lambda t: GOOD_BLOB[:t[0]] + t[1] + GOOD_BLOB[t[0]:])
-    cut = st.tuples(position, st.integers(1, 16)).map(lambda t: GOOD_BLOB[:t[0]] + GOOD_BLOB[t[0] + t[1]:])
+        lambda t: GOOD_BLOB[: t[0]] + t[1] + GOOD_BLOB[t[0] + len(t[1]) :]
+    )
+    insert = st.tuples(position, st.binary(min_size=1, max_size=8)).map(
+        lambda t: GOOD_BLOB[: t[0]] + t[1] + GOOD_BLOB[t[0] :]
+    )
+    cut = st.tuples(position, st.integers(1, 16)).map(lambda t: GOOD_BLOB[: t[0]] + GOOD_BLOB[t[0] + t[1] :])
     return replace | insert | cut
 
 
@@ -94,8 +97,10 @@ def test_opening_a_document_with_a_damaged_history_is_never_fatal(blob):
 
 
 @FUZZ
-@given(json_values, st.dictionaries(st.sampled_from(["meta", "layer/0", "thumb/0", "layer/1"]),
-                                    st.binary(max_size=40), max_size=4))
+@given(
+    json_values,
+    st.dictionaries(st.sampled_from(["meta", "layer/0", "thumb/0", "layer/1"]), st.binary(max_size=40), max_size=4),
+)
 def test_an_entry_with_any_meta_and_parts_is_read_whole_or_refused(meta, parts):
     raw = dict(parts, meta=json.dumps(meta).encode())
     try:
@@ -112,16 +117,23 @@ def test_an_entry_with_any_meta_and_parts_is_read_whole_or_refused(meta, parts):
 @given(json_values)
 def test_stored_job_settings_with_any_values_give_usable_settings(value):
     """A history entry's settings (with its reference and control slots) as a document may carry them."""
-    for data in (value, {"references": value}, {"controls": value, "mode": value, "strength": value, "seed": value},
-                 {"references": [value, {"layer": "x", "strength": value, "start": value, "end": value}]}):
+    for data in (
+        value,
+        {"references": value},
+        {"controls": value, "mode": value, "strength": value, "seed": value},
+        {"references": [value, {"layer": "x", "strength": value, "start": value, "end": value}]},
+    ):
         out = Settings.from_dict(data)
         assert Settings.from_dict(json.loads(json.dumps(out.to_dict()))) == out
 
 
 @FUZZ
-@given(st.binary(max_size=120) | json_values.map(lambda v: json.dumps(v).encode())
-       | json_values.map(lambda v: json.dumps({"format": 1, "regions": v}).encode())
-       | st.lists(json_values, max_size=4).map(lambda v: json.dumps({"format": 1, "regions": v}).encode()))
+@given(
+    st.binary(max_size=120)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | json_values.map(lambda v: json.dumps({"format": 1, "regions": v}).encode())
+    | st.lists(json_values, max_size=4).map(lambda v: json.dumps({"format": 1, "regions": v}).encode())
+)
 def test_the_region_readers_answer_only_document_data_errors(blob):
     try:
         regions = RegionList.from_bytes(blob)
@@ -205,8 +217,9 @@ BOMB_SCRIPT = textwrap.dedent("""
 def bomb_report():
     tests = Path(__file__).resolve().parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]))
-    done = subprocess.run([sys.executable, "-c", BOMB_SCRIPT], capture_output=True, text=True, timeout=300, env=env,
-                          cwd=tests.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", BOMB_SCRIPT], capture_output=True, text=True, timeout=300, env=env, cwd=tests.parent
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])
 

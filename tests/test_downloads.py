@@ -28,11 +28,20 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def item(repo="org/model", file="weights.safetensors", target="checkpoints/model.safetensors", **kw) -> CatalogueFile:
-    return CatalogueFile(id=kw.pop("id", "model"), repo=repo, file=file, target=target, family="sd15",
-                         kind="checkpoint", what="a test model", **kw)
+    return CatalogueFile(
+        id=kw.pop("id", "model"),
+        repo=repo,
+        file=file,
+        target=target,
+        family="sd15",
+        kind="checkpoint",
+        what="a test model",
+        **kw,
+    )
 
 
 # --- the shipped catalogue -------------------------------------------------------------------------------------------
+
 
 def test_the_shipped_catalogue_is_complete_and_consistent():
     catalogue = Catalogue.load()
@@ -44,8 +53,14 @@ def test_the_shipped_catalogue_is_complete_and_consistent():
         assert unconfirmed <= set(entry.get("to_confirm", [])), f"{key}: unverified values must be marked to_confirm"
         assert entry["size_estimate"] > 0, key
     kinds = {(f.family, f.kind) for f in catalogue.presets["sd15"].files}
-    assert {("sd15", "checkpoint"), ("sd15", "controlnet"), ("sd15", "lora"), ("sd15", "vae"), ("any", "upscaler"),
-            ("any", "annotator")} <= kinds
+    assert {
+        ("sd15", "checkpoint"),
+        ("sd15", "controlnet"),
+        ("sd15", "lora"),
+        ("sd15", "vae"),
+        ("any", "upscaler"),
+        ("any", "annotator"),
+    } <= kinds
     controls = " ".join(f.target for f in catalogue.presets["sd15"].files if f.kind == "controlnet")
     for control in ("inpaint", "canny", "depth", "lineart", "tile", "openpose"):
         assert control in controls
@@ -77,12 +92,15 @@ def test_preset_status_lists_what_is_missing(tmp_path):
     upscaler.path_in(tmp_path).write_bytes(b"x")
     status = {s.preset.name: s for s in preset_status(catalogue, [tmp_path])}
     assert status["upscaler"].complete
-    assert upscaler not in status["sd15"].missing and len(status["sd15"].missing) == len(status["sd15"].preset.files) - 1
+    assert (
+        upscaler not in status["sd15"].missing and len(status["sd15"].missing) == len(status["sd15"].preset.files) - 1
+    )
     assert catalogue_entry_for(upscaler.path_in(tmp_path), catalogue, [tmp_path]) == upscaler
     assert catalogue_entry_for(tmp_path / "vae" / "taesd", catalogue, [tmp_path]).id == "taesd"
 
 
 # --- pull against the stand-in ---------------------------------------------------------------------------------------
+
 
 def test_pull_completes_verifies_reports_progress_and_keeps_folders_clean(hub, tmp_path):
     data = payload(300_000)
@@ -153,9 +171,13 @@ def test_missing_files_and_offline_hubs_get_clear_messages(hub, tmp_path, monkey
     text = str(err.value)
     assert "offline" in text and "http://127.0.0.1:9/org/lora/resolve/main/l.safetensors" in text
     assert str(tmp_path / "loras" / "l.safetensors") in text
-    assert err.value.manual == [("http://127.0.0.1:9/org/model/resolve/main/weights.safetensors",
-                                 tmp_path / "checkpoints" / "model.safetensors"),
-                                ("http://127.0.0.1:9/org/lora/resolve/main/l.safetensors", tmp_path / "loras" / "l.safetensors")]
+    assert err.value.manual == [
+        (
+            "http://127.0.0.1:9/org/model/resolve/main/weights.safetensors",
+            tmp_path / "checkpoints" / "model.safetensors",
+        ),
+        ("http://127.0.0.1:9/org/lora/resolve/main/l.safetensors", tmp_path / "loras" / "l.safetensors"),
+    ]
 
 
 def test_digest_of_a_file(tmp_path):
@@ -167,9 +189,16 @@ def test_digest_of_a_file(tmp_path):
 
 # --- the command line ------------------------------------------------------------------------------------------------
 
+
 def _cli(args, env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=300,
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **env})
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+    )
 
 
 def test_models_pull_command_downloads_a_preset_and_models_lists_it(tmp_path):
@@ -192,8 +221,10 @@ def test_models_pull_command_downloads_a_preset_and_models_lists_it(tmp_path):
         pinned = _cli(["models", "pull", "annotators", "--models", str(tmp_path)], env)
         assert pinned.returncode != 0 and "the catalogue pins" in pinned.stderr
         first = catalogue.presets["annotators"].files[0]
-        assert first.sha256 in pinned.stderr and hashlib.sha256(hub.files[(first.repo, first.file)]).hexdigest() \
-            in pinned.stderr
+        assert (
+            first.sha256 in pinned.stderr
+            and hashlib.sha256(hub.files[(first.repo, first.file)]).hexdigest() in pinned.stderr
+        )
         assert not first.path_in(tmp_path).exists()
     listing = _cli(["models", "--models", str(tmp_path)], {})
     assert listing.returncode == 0, listing.stderr
@@ -205,8 +236,12 @@ def test_models_pull_command_downloads_a_preset_and_models_lists_it(tmp_path):
 def test_models_pull_offline_says_so_and_where_to_put_each_file(tmp_path):
     out = _cli(["models", "pull", "upscaler", "--models", str(tmp_path)], {"HF_HUB_OFFLINE": "1"})
     assert out.returncode == 3
-    assert "offline mode is on (unset HF_HUB_OFFLINE" in out.stderr and "https://huggingface.co/lokCX/4x-Ultrasharp/resolve/1856559b50de25116a7c07261177dd128f1f5664/4x-UltraSharp.pth" \
-        in out.stderr and str(tmp_path / "upscale_models" / "4x-UltraSharp.pth") in out.stderr
+    assert (
+        "offline mode is on (unset HF_HUB_OFFLINE" in out.stderr
+        and "https://huggingface.co/lokCX/4x-Ultrasharp/resolve/1856559b50de25116a7c07261177dd128f1f5664/4x-UltraSharp.pth"
+        in out.stderr
+        and str(tmp_path / "upscale_models" / "4x-UltraSharp.pth") in out.stderr
+    )
     bad = _cli(["models", "pull", "nonsense", "--models", str(tmp_path)], {})
     assert bad.returncode == 2 and "not in the catalogue" in bad.stderr
 
@@ -217,7 +252,10 @@ def test_models_lists_kind_family_and_size_of_installed_models(tmp_path):
     models = make_models_dir(tmp_path / "models", which=("sd15", "cn-sd15-canny"))
     out = _cli(["models", "--models", str(models)], {})
     assert out.returncode == 0, out.stderr
-    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("  checkpoint") or
-            line.startswith("  controlnet")]
+    rows = [
+        line.split()
+        for line in out.stdout.splitlines()
+        if line.startswith("  checkpoint") or line.startswith("  controlnet")
+    ]
     assert rows and all(row[1] == "sd15" for row in rows), out.stdout
     assert all(any(unit in row for unit in ("KB", "MB", "GB")) for row in rows), out.stdout

@@ -32,9 +32,15 @@ def worst_classical_job(mode: str = "inpaint", fill: str = "telea") -> Job:
     image = rng.integers(0, 256, (SIDE, SIDE, 4), np.uint8)
     image[..., 3] = 255
     mask = np.zeros((SIDE, SIDE), np.uint8)
-    mask[SIDE // 2 - 8:SIDE // 2 + 8, SIDE // 2 - 8:SIDE // 2 + 8] = 255
-    return Job(id="worst", mode=mode, model="classical", image=image, mask=mask,
-               params=Params(grow=MAX_RADIUS, feather=MAX_RADIUS, fill=fill))
+    mask[SIDE // 2 - 8 : SIDE // 2 + 8, SIDE // 2 - 8 : SIDE // 2 + 8] = 255
+    return Job(
+        id="worst",
+        mode=mode,
+        model="classical",
+        image=image,
+        mask=mask,
+        params=Params(grow=MAX_RADIUS, feather=MAX_RADIUS, fill=fill),
+    )
 
 
 # (progress step after which the cancel comes, seconds later): inside grow, inside feather, inside the fill, inside the
@@ -132,25 +138,36 @@ def test_feather_stays_inside_the_mask_and_solid_deep_inside(radius):
 
 # --- controls on engines that cannot use them, over a real server ------------------------------------------------------
 
+
 def payload(arr: np.ndarray, fmt: str) -> dict:
     return {"width": arr.shape[1], "height": arr.shape[0], "format": fmt, "data": np.ascontiguousarray(arr).tobytes()}
 
 
-@pytest.mark.parametrize("mode, model, named, field", [
-    ("inpaint", "classical", "", "controls"),
-    ("inpaint", "classical", "my-canny", "controls[0].model"),
-    ("inpaint", "", "my-canny", "controls[0].model"),  # no checkpoint installed: the classical engine would run it
-    ("upscale", "", "", "controls"),
-    ("preprocess", "", "", "controls"),
-])
-def test_controls_on_an_engine_that_cannot_use_them_are_refused_naming_the_field(start_server, mode, model, named,
-                                                                                   field):
+@pytest.mark.parametrize(
+    "mode, model, named, field",
+    [
+        ("inpaint", "classical", "", "controls"),
+        ("inpaint", "classical", "my-canny", "controls[0].model"),
+        ("inpaint", "", "my-canny", "controls[0].model"),  # no checkpoint installed: the classical engine would run it
+        ("upscale", "", "", "controls"),
+        ("preprocess", "", "", "controls"),
+    ],
+)
+def test_controls_on_an_engine_that_cannot_use_them_are_refused_naming_the_field(
+    start_server, mode, model, named, field
+):
     img = np.full((32, 32, 4), 200, np.uint8)
     mask = np.zeros((32, 32), np.uint8)
     mask[8:24, 8:24] = 255
     control = {"type": "canny", "image": payload(img, "rgba8"), "model": named}
-    job = {"mode": mode, "model": model, "image": payload(img, "rgba8"), "mask": payload(mask, "gray8"),
-           "controls": [control], "params": {"preprocessor": "canny"}}
+    job = {
+        "mode": mode,
+        "model": model,
+        "image": payload(img, "rgba8"),
+        "mask": payload(mask, "gray8"),
+        "controls": [control],
+        "params": {"preprocessor": "canny"},
+    }
     server = start_server()
     with Client(server.url, "test") as client:
         with pytest.raises(JobFailed) as err:
@@ -171,4 +188,3 @@ def test_interruptible_wait_returns_the_value_or_stops_at_a_cancel():
     with pytest.raises(JobCancelled):
         ctx.interruptible(release.wait, 60)  # would block a minute; the cancel ends the wait
     release.set()
-

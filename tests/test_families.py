@@ -20,8 +20,24 @@ from server.models.registry import ModelRegistry
 
 torch.set_num_threads(2)
 
-MODELS = ("flux", "flux-fill", "flux-kontext", "sd3", "flux-split", "sd3-split", "flux-full", "sd3-full", "lora-flux",
-          "lora-sd15", "sd15", "cn-flux-union", "cn-flux-canny", "cn-sd3-canny", "cn-sd15-canny", "flux-gguf")
+MODELS = (
+    "flux",
+    "flux-fill",
+    "flux-kontext",
+    "sd3",
+    "flux-split",
+    "sd3-split",
+    "flux-full",
+    "sd3-full",
+    "lora-flux",
+    "lora-sd15",
+    "sd15",
+    "cn-flux-union",
+    "cn-flux-canny",
+    "cn-sd3-canny",
+    "cn-sd15-canny",
+    "flux-gguf",
+)
 W, H = 80, 56
 
 
@@ -42,13 +58,23 @@ def selection(w: int = W, h: int = H) -> np.ndarray:
 
 
 def payload(arr: np.ndarray) -> dict:
-    return {"width": arr.shape[1], "height": arr.shape[0], "format": "gray8" if arr.ndim == 2 else "rgba8",
-            "data": arr.tobytes()}
+    return {
+        "width": arr.shape[1],
+        "height": arr.shape[0],
+        "format": "gray8" if arr.ndim == 2 else "rgba8",
+        "data": arr.tobytes(),
+    }
 
 
 def job(mode: str, model: str, image=True, mask=None, **params) -> dict:
-    msg = {"mode": mode, "model": model, "prompt": params.pop("prompt", "a red apple on a (wooden:1.2) table"),
-           "x": 300, "y": 200, "params": {"steps": 2, "seed": 42, "grow": 2, "feather": 2, **params}}
+    msg = {
+        "mode": mode,
+        "model": model,
+        "prompt": params.pop("prompt", "a red apple on a (wooden:1.2) table"),
+        "x": 300,
+        "y": 200,
+        "params": {"steps": 2, "seed": 42, "grow": 2, "feather": 2, **params},
+    }
     if image:
         msg["image"] = payload(picture())
     if mask is not None:
@@ -57,25 +83,38 @@ def job(mode: str, model: str, image=True, mask=None, **params) -> dict:
 
 
 def pixels(result):
-    return [(layer, np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4))
-            for layer in result.layers]
+    return [
+        (layer, np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4)) for layer in result.layers
+    ]
 
 
 # --- recognition -----------------------------------------------------------------------------------------------------
 
+
 def test_every_layout_is_recognised_with_family_and_variant(models_dir):
     got = {(e["kind"], e["name"]): e for e in ModelRegistry([models_dir]).listing()}
     expect = {
-        "tiny-flux": ("flux", "dev", "diffusers"), "tiny-flux-fill": ("flux-fill", "fill", "diffusers"),
-        "tiny-flux-kontext": ("flux-kontext", "kontext", "diffusers"), "tiny-sd3": ("sd3", "3.5-medium", "diffusers"),
-        "tiny-flux-split": ("flux", "dev", "safetensors"), "tiny-sd3-split": ("sd3", "3.5-medium", "safetensors"),
-        "tiny-flux-full": ("flux", "dev", "safetensors"), "tiny-sd3-full": ("sd3", "3.5-medium", "safetensors"),
+        "tiny-flux": ("flux", "dev", "diffusers"),
+        "tiny-flux-fill": ("flux-fill", "fill", "diffusers"),
+        "tiny-flux-kontext": ("flux-kontext", "kontext", "diffusers"),
+        "tiny-sd3": ("sd3", "3.5-medium", "diffusers"),
+        "tiny-flux-split": ("flux", "dev", "safetensors"),
+        "tiny-sd3-split": ("sd3", "3.5-medium", "safetensors"),
+        "tiny-flux-full": ("flux", "dev", "safetensors"),
+        "tiny-sd3-full": ("sd3", "3.5-medium", "safetensors"),
     }
-    assert {n: (got[("checkpoint", n)]["arch"], got[("checkpoint", n)]["variant"], got[("checkpoint", n)]["format"])
-            for n in expect} == expect
+    assert {
+        n: (got[("checkpoint", n)]["arch"], got[("checkpoint", n)]["variant"], got[("checkpoint", n)]["format"])
+        for n in expect
+    } == expect
     encoders = {n: e["arch"] for (k, n), e in got.items() if k == "text_encoder"}
-    assert encoders == {"tiny-flux-clip_l": "clip", "tiny-flux-t5xxl": "t5", "tiny-sd3-clip_l": "clip",
-                        "tiny-sd3-clip_g": "clip", "tiny-sd3-t5xxl": "t5"}
+    assert encoders == {
+        "tiny-flux-clip_l": "clip",
+        "tiny-flux-t5xxl": "t5",
+        "tiny-sd3-clip_l": "clip",
+        "tiny-sd3-clip_g": "clip",
+        "tiny-sd3-t5xxl": "t5",
+    }
     assert not any("problem" in e for e in got.values())
     assert [n for (k, n), e in got.items() if e.get("edit")] == ["tiny-flux-kontext"]  # the plugins offer edit there
 
@@ -87,30 +126,77 @@ def _header_only_file(path: Path, shapes: dict) -> None:
     save_file({k: torch.zeros(v, dtype=torch.float16) for k, v in shapes.items()}, str(path))
 
 
-@pytest.mark.parametrize("name, shapes, expect", [
-    ("flux1-dev.safetensors", {"img_in.weight": (3072, 64), "guidance_in.in_layer.weight": (3072, 256),
-                               "double_blocks.0.img_attn.qkv.weight": (9, 8)}, ("flux", "dev")),
-    ("flux1-schnell.safetensors", {"img_in.weight": (3072, 64), "double_blocks.0.img_attn.qkv.weight": (9, 8)},
-     ("flux", "schnell")),
-    ("flux1-fill-dev.safetensors", {"img_in.weight": (3072, 384), "guidance_in.in_layer.weight": (3072, 256),
-                                    "double_blocks.0.img_attn.qkv.weight": (9, 8)}, ("flux-fill", "fill")),
-    ("flux1-kontext-dev.safetensors", {"img_in.weight": (3072, 64), "guidance_in.in_layer.weight": (3072, 256),
-                                       "double_blocks.0.img_attn.qkv.weight": (9, 8)}, ("flux-kontext", "kontext")),
-    ("sd3_medium.safetensors", {"model.diffusion_model.context_embedder.weight": (1536, 4096),
-                                "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": (9, 8),
-                                "text_encoders.t5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q.weight": (8, 8)},
-     ("sd3", "3-medium")),
-    ("sd3.5_medium.safetensors", {"model.diffusion_model.context_embedder.weight": (1536, 4096),
-                                  "model.diffusion_model.joint_blocks.0.x_block.attn.ln_q.weight": (64,),
-                                  "model.diffusion_model.joint_blocks.0.x_block.attn2.qkv.weight": (9, 8)},
-     ("sd3", "3.5-medium")),
-    ("sd3.5_large.safetensors", {"model.diffusion_model.context_embedder.weight": (2432, 4096),
-                                 "model.diffusion_model.joint_blocks.0.x_block.attn.ln_q.weight": (64,)},
-     ("sd3", "3.5-large")),
-    ("sd3.5_large_turbo.safetensors", {"model.diffusion_model.context_embedder.weight": (2432, 4096),
-                                       "model.diffusion_model.joint_blocks.0.x_block.attn.ln_q.weight": (64,)},
-     ("sd3", "3.5-large-turbo")),
-])
+@pytest.mark.parametrize(
+    "name, shapes, expect",
+    [
+        (
+            "flux1-dev.safetensors",
+            {
+                "img_in.weight": (3072, 64),
+                "guidance_in.in_layer.weight": (3072, 256),
+                "double_blocks.0.img_attn.qkv.weight": (9, 8),
+            },
+            ("flux", "dev"),
+        ),
+        (
+            "flux1-schnell.safetensors",
+            {"img_in.weight": (3072, 64), "double_blocks.0.img_attn.qkv.weight": (9, 8)},
+            ("flux", "schnell"),
+        ),
+        (
+            "flux1-fill-dev.safetensors",
+            {
+                "img_in.weight": (3072, 384),
+                "guidance_in.in_layer.weight": (3072, 256),
+                "double_blocks.0.img_attn.qkv.weight": (9, 8),
+            },
+            ("flux-fill", "fill"),
+        ),
+        (
+            "flux1-kontext-dev.safetensors",
+            {
+                "img_in.weight": (3072, 64),
+                "guidance_in.in_layer.weight": (3072, 256),
+                "double_blocks.0.img_attn.qkv.weight": (9, 8),
+            },
+            ("flux-kontext", "kontext"),
+        ),
+        (
+            "sd3_medium.safetensors",
+            {
+                "model.diffusion_model.context_embedder.weight": (1536, 4096),
+                "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": (9, 8),
+                "text_encoders.t5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q.weight": (8, 8),
+            },
+            ("sd3", "3-medium"),
+        ),
+        (
+            "sd3.5_medium.safetensors",
+            {
+                "model.diffusion_model.context_embedder.weight": (1536, 4096),
+                "model.diffusion_model.joint_blocks.0.x_block.attn.ln_q.weight": (64,),
+                "model.diffusion_model.joint_blocks.0.x_block.attn2.qkv.weight": (9, 8),
+            },
+            ("sd3", "3.5-medium"),
+        ),
+        (
+            "sd3.5_large.safetensors",
+            {
+                "model.diffusion_model.context_embedder.weight": (2432, 4096),
+                "model.diffusion_model.joint_blocks.0.x_block.attn.ln_q.weight": (64,),
+            },
+            ("sd3", "3.5-large"),
+        ),
+        (
+            "sd3.5_large_turbo.safetensors",
+            {
+                "model.diffusion_model.context_embedder.weight": (2432, 4096),
+                "model.diffusion_model.joint_blocks.0.x_block.attn.ln_q.weight": (64,),
+            },
+            ("sd3", "3.5-large-turbo"),
+        ),
+    ],
+)
 def test_real_layouts_are_recognised_from_tensor_names_and_shapes(tmp_path, name, shapes, expect):
     folder = tmp_path / "diffusion_models"
     folder.mkdir()
@@ -123,8 +209,10 @@ def test_real_layouts_are_recognised_from_tensor_names_and_shapes(tmp_path, name
 
 def test_a_flux_control_model_is_listed_with_the_reason_it_cannot_run(tmp_path):
     (tmp_path / "unet").mkdir()
-    _header_only_file(tmp_path / "unet" / "flux1-canny-dev.safetensors",
-                      {"img_in.weight": (3072, 128), "double_blocks.0.img_attn.qkv.weight": (9, 8)})
+    _header_only_file(
+        tmp_path / "unet" / "flux1-canny-dev.safetensors",
+        {"img_in.weight": (3072, 128), "double_blocks.0.img_attn.qkv.weight": (9, 8)},
+    )
     entry = ModelRegistry([tmp_path]).entries("checkpoint")[0]
     assert "128 input channels" in entry.problem
 
@@ -133,8 +221,15 @@ def test_a_flux_control_model_is_listed_with_the_reason_it_cannot_run(tmp_path):
 
 # Published sizes: Flux.1 [dev]/[schnell]/Fill 12 B (transformer 11.9 B), SD3 medium 2 B, SD3.5 medium 2.5 B,
 # SD3.5 large 8.1 B (stored tensors, position embedding included); CLIP-L text 123 M, OpenCLIP bigG text 695 M.
-PUBLISHED = {"flux-dev": 11.9e9, "flux-schnell": 11.9e9, "flux-fill": 11.9e9, "flux-kontext": 11.9e9,
-             "sd3-medium": 2.0e9, "sd35-medium": 2.5e9, "sd35-large": 8.1e9}
+PUBLISHED = {
+    "flux-dev": 11.9e9,
+    "flux-schnell": 11.9e9,
+    "flux-fill": 11.9e9,
+    "flux-kontext": 11.9e9,
+    "sd3-medium": 2.0e9,
+    "sd35-medium": 2.5e9,
+    "sd35-large": 8.1e9,
+}
 
 
 @pytest.mark.parametrize("config", sorted(PUBLISHED))
@@ -178,6 +273,7 @@ def test_welcome_defaults_have_every_family():
 
 # --- modes through the server ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-fill", "tiny-flux-kontext", "tiny-sd3"])
 @pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint", "outpaint"])
 def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, model, mode):
@@ -187,12 +283,12 @@ def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, model, mo
         msg["params"]["extend"] = {"left": 16, "top": 0, "right": 0, "bottom": 8}
     progress = []
     result = client.run(msg, on_event=lambda m: m.type == "progress" and progress.append(m), timeout=120)
-    (layer, rgba), = pixels(result)
+    ((layer, rgba),) = pixels(result)
     assert progress and progress[-1].step == progress[-1].total
     assert layer.info["family"] == model[5:] if model != "tiny-sd3" else layer.info["family"] == "sd3"
     if mode == "outpaint":
         assert (layer.x, layer.y, layer.width, layer.height) == (300 - 16, 200, W + 16, H + 8)
-        inner = rgba[:H, 16:16 + W]
+        inner = rgba[:H, 16 : 16 + W]
         untouched = inner[..., 3] == 0
         assert untouched.mean() > 0.5 and np.array_equal(inner[untouched][:, :3], image[untouched][:, :3])
     else:
@@ -208,7 +304,9 @@ def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, model, mo
 
 def test_edit_on_kontext_changes_the_selection_only(client):
     mask = selection()
-    (layer, rgba), = pixels(client.run(job("edit", "tiny-flux-kontext", mask=mask, prompt="make it blue"), timeout=120))
+    ((layer, rgba),) = pixels(
+        client.run(job("edit", "tiny-flux-kontext", mask=mask, prompt="make it blue"), timeout=120)
+    )
     outside = rgba[..., 3] == 0
     assert np.array_equal(rgba[outside][:, :3], picture()[outside][:, :3])
     assert not np.array_equal(rgba[mask == 255][:, :3], picture()[mask == 255][:, :3])
@@ -229,8 +327,10 @@ def test_sd_sampling_options_are_refused_by_name(client, field, value):
 
 
 def test_batch_count_runs_on_flow_models_too(client):
-    result = client.run(job("generate", "tiny-flux", image=False, width=64, height=64, batch_count=2, steps=2,
-                            scheduler="Karras"), timeout=240)
+    result = client.run(
+        job("generate", "tiny-flux", image=False, width=64, height=64, batch_count=2, steps=2, scheduler="Karras"),
+        timeout=240,
+    )
     assert [layer.seed for layer in result.layers] == [42, 43] and "sampler_note" in result.layers[0].info
 
 
@@ -261,7 +361,8 @@ def test_missing_text_encoders_are_named_with_where_to_put_them(tmp_path, start_
             (tmp_path / sub / f.name).symlink_to(f)
     (tmp_path / "text_encoders").mkdir()
     (tmp_path / "text_encoders" / "tiny-sd3-clip_l.safetensors").symlink_to(
-        built / "text_encoders" / "tiny-sd3-clip_l.safetensors")
+        built / "text_encoders" / "tiny-sd3-clip_l.safetensors"
+    )
     thread = start_server(model_dirs=[tmp_path])
     with Client(thread.url, client_name="test-families") as c:
         with pytest.raises(JobFailed) as err:
@@ -274,10 +375,16 @@ def test_missing_text_encoders_are_named_with_where_to_put_them(tmp_path, start_
 
 def test_a_flux_lora_changes_the_result_and_switches_off(client, models_dir):
     assert {e.name: e.arch for e in ModelRegistry([models_dir]).entries("lora")} == {
-        "tiny-lora-flux": "flux", "tiny-lora-sd15": "sd15"}
+        "tiny-lora-flux": "flux",
+        "tiny-lora-sd15": "sd15",
+    }
     plain = pixels(client.run(job("img2img", "tiny-flux-kontext"), timeout=120))[0][1]
-    layer, styled = pixels(client.run(job("img2img", "tiny-flux-kontext", prompt="a red apple on a (wooden:1.2) table <lora:tiny-lora-flux:1>"),
-                                      timeout=120))[0]
+    layer, styled = pixels(
+        client.run(
+            job("img2img", "tiny-flux-kontext", prompt="a red apple on a (wooden:1.2) table <lora:tiny-lora-flux:1>"),
+            timeout=120,
+        )
+    )[0]
     assert layer.info["loras"] == [{"name": "tiny-lora-flux", "weight": 1.0}]
     assert np.abs(styled.astype(int) - plain.astype(int)).max() > 8
     again = pixels(client.run(job("img2img", "tiny-flux-kontext"), timeout=120))[0][1]
@@ -291,13 +398,14 @@ def test_the_router_picks_the_engine_by_family_and_frees_the_other(client, serve
     router = server.server.router
     client.run(job("img2img", "tiny-sd15"), timeout=120)
     assert router.engine("diffusers").loaded.entry.name == "tiny-sd15"
-    (layer, _), = pixels(client.run(job("img2img", "tiny-flux"), timeout=120))
+    ((layer, _),) = pixels(client.run(job("img2img", "tiny-flux"), timeout=120))
     assert router.engine("families").loaded.entry.name == "tiny-flux" and router.engine("diffusers").loaded is None
     assert layer.info["sampler"] == "Euler"
     measured = router.engine("families").dtype  # the calibration's choice for DiT families: the tiny model fits the RAM
     bf16 = measured in (torch.bfloat16, "bfloat16")  # measured here, or the suite's PAINTBRIDGE_DTYPE
     assert layer.info["memory"] == "on the CPU" and layer.info["dtype"].startswith(
-        ("bf16", "bfloat16") if bf16 else ("fp32", "float32"))
+        ("bf16", "bfloat16") if bf16 else ("fp32", "float32")
+    )
     client.run(job("img2img", "tiny-sd15"), timeout=120)
     assert router.engine("families").loaded is None
 
@@ -305,27 +413,63 @@ def test_the_router_picks_the_engine_by_family_and_frees_the_other(client, serve
 def test_cli_run_with_a_flux_model(models_dir, tmp_path):
     Image.fromarray(picture()).save(tmp_path / "in.png")
     out = tmp_path / "out.png"
-    proc = subprocess.run([sys.executable, "-m", "server", "run", "--models", str(models_dir), "--model", "tiny-flux",
-                           "img2img", "--image", str(tmp_path / "in.png"), "--steps", "2", "--seed", "3",
-                           "--prompt", "a lighthouse", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "run",
+            "--models",
+            str(models_dir),
+            "--model",
+            "tiny-flux",
+            "img2img",
+            "--image",
+            str(tmp_path / "in.png"),
+            "--steps",
+            "2",
+            "--seed",
+            "3",
+            "--prompt",
+            "a lighthouse",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert proc.returncode == 0, proc.stderr
     assert Image.open(out).size == (W, H)
 
 
 def test_gpu_benchmark_runs_in_its_cpu_smoke_mode():
     repo = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "gpu_families.py"), "--cpu-smoke"],
-                          capture_output=True, text=True, timeout=600, cwd=repo)
+    proc = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "gpu_families.py"), "--cpu-smoke"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=repo,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    for line in ("tiny-flux: load server", "inpaint flux", "control flux", "tiny-flux-kontext: load server",
-                 "edit flux-kontext", "tiny-sd3: load server", "img2img sd3", "control sd3"):
+    for line in (
+        "tiny-flux: load server",
+        "inpaint flux",
+        "control flux",
+        "tiny-flux-kontext: load server",
+        "edit flux-kontext",
+        "tiny-sd3: load server",
+        "img2img sd3",
+        "control sd3",
+    ):
         assert line in proc.stdout, proc.stdout
 
 
 def test_upscale_and_refine_runs_its_tiles_on_the_flux_engine(client, server):
     msg = job("upscale", "tiny-flux", scale=2.0, refine=0.5, tile=64)
-    (layer, rgba), = pixels(client.run(msg, timeout=300))
+    ((layer, rgba),) = pixels(client.run(msg, timeout=300))
     assert (layer.width, layer.height) == (2 * W, 2 * H)
     assert server.server.router.engine("families").loaded.entry.name == "tiny-flux"
     plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
@@ -333,6 +477,7 @@ def test_upscale_and_refine_runs_its_tiles_on_the_flux_engine(client, server):
 
 
 # --- ControlNets -----------------------------------------------------------------------------------------------------
+
 
 def lines_image(w: int = W, h: int = H) -> np.ndarray:
     """A control layer: white lines on black (what a canny or line-art layer holds)."""
@@ -354,14 +499,17 @@ def test_family_controlnets_are_recognised_as_users_download_them(models_dir):
         "flux-controlnet-union-tiny": ("flux", "diffusers", True),
         "flux-controlnet-canny-tiny": ("flux", "safetensors", False),
         "sd3-controlnet-canny-tiny": ("sd3", "diffusers", False),
-        "control_tiny_sd15_canny": ("sd15", "safetensors", False)}
+        "control_tiny_sd15_canny": ("sd15", "safetensors", False),
+    }
     assert got["flux-controlnet-canny-tiny"]["control_types"] == ["canny"]
 
 
 def test_an_xlabs_flux_controlnet_is_listed_with_the_reason_it_cannot_run(tmp_path):
     (tmp_path / "controlnet").mkdir()
-    _header_only_file(tmp_path / "controlnet" / "flux-canny-controlnet-v3.safetensors",
-                      {"controlnet_blocks.0.weight": (8, 8), "double_blocks.0.img_attn.qkv.weight": (9, 8)})
+    _header_only_file(
+        tmp_path / "controlnet" / "flux-canny-controlnet-v3.safetensors",
+        {"controlnet_blocks.0.weight": (8, 8), "double_blocks.0.img_attn.qkv.weight": (9, 8)},
+    )
     entry = ModelRegistry([tmp_path]).entries("controlnet")[0]
     assert entry.arch == "flux" and "XLabs-format" in entry.problem
 
@@ -381,8 +529,9 @@ def test_the_config_of_a_single_controlnet_file_comes_from_its_shapes():
             saved = dict(factory.build_transformer_controlnet(family).config)
         transformer = json.loads((factory.checkpoint_folder(checkpoint) / "transformer" / "config.json").read_text())
         got = config_from_shapes(family, controlnet(safetensors_shapes(path)).info, transformer)
-        assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in got.items()} == \
-            {k: (list(v) if isinstance(v, tuple) else v) for k, v in saved.items() if k in got}, name
+        assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in got.items()} == {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in saved.items() if k in got
+        }, name
 
 
 @pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint"])
@@ -399,8 +548,9 @@ def test_a_flux_union_controlnet_changes_the_result_in_every_mode(client, mode):
 
 def test_a_single_file_flux_controlnet_runs_by_name_and_by_type(client):
     plain = pixels(client.run(job("img2img", "tiny-flux"), timeout=120))[0][1]
-    layer, guided = pixels(client.run(with_control(job("img2img", "tiny-flux"), "canny",
-                                                   model="flux-controlnet-canny-tiny"), timeout=120))[0]
+    layer, guided = pixels(
+        client.run(with_control(job("img2img", "tiny-flux"), "canny", model="flux-controlnet-canny-tiny"), timeout=120)
+    )[0]
     assert layer.info["controlnet"]["name"] == "flux-controlnet-canny-tiny"
     assert np.abs(guided.astype(int) - plain.astype(int)).max() > 8
     by_type = pixels(client.run(with_control(job("img2img", "tiny-flux"), "canny"), timeout=120))[0]
@@ -451,6 +601,7 @@ def test_sd35_in_bf16_on_the_cpu_stays_close_to_fp32(models_dir, start_server):
 
 # --- progress previews -----------------------------------------------------------------------------------------------
 
+
 def test_preview_unpack_inverts_flux_packing():
     from diffusers import FluxPipeline
 
@@ -496,6 +647,7 @@ def test_progress_previews_arrive_for_these_families(client, model):
 
 
 # --- GGUF ------------------------------------------------------------------------------------------------------------
+
 
 def test_a_gguf_flux_transformer_is_recognised_and_runs_close_to_the_full_precision_one(client, models_dir):
     entry = ModelRegistry([models_dir]).get("tiny-flux-Q8_0", "checkpoint")

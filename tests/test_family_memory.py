@@ -9,17 +9,33 @@ import torch
 
 import factory
 from server.families import memory
-from server.families.memory import (FP8, FP8_GPU, GPU, MODEL_OFFLOAD, SEQUENTIAL_OFFLOAD, choose_cpu_dtype,
-                                    choose_placement)
+from server.families.memory import (
+    FP8,
+    FP8_GPU,
+    GPU,
+    MODEL_OFFLOAD,
+    SEQUENTIAL_OFFLOAD,
+    choose_cpu_dtype,
+    choose_placement,
+)
 
 GB = 10**9
 GIB = 2**30
 # Published parameter counts: Flux.1 dev transformer 11.9 B, T5-XXL encoder 4.76 B, CLIP-L 123 M, VAE 84 M.
-FLUX_DEV = {"transformer": 11_901_408_320, "text_encoder_2": 4_762_310_656, "text_encoder": 123_060_480,
-            "vae": 83_819_683}
+FLUX_DEV = {
+    "transformer": 11_901_408_320,
+    "text_encoder_2": 4_762_310_656,
+    "text_encoder": 123_060_480,
+    "vae": 83_819_683,
+}
 # SD3.5 medium: MMDiT 2.47 B, CLIP-L 123 M, CLIP-G 695 M, T5-XXL 4.76 B, VAE 84 M.
-SD35_MEDIUM = {"transformer": 2_470_000_000, "text_encoder": 123_060_480, "text_encoder_2": 694_659_840,
-               "text_encoder_3": 4_762_310_656, "vae": 83_819_683}
+SD35_MEDIUM = {
+    "transformer": 2_470_000_000,
+    "text_encoder": 123_060_480,
+    "text_encoder_2": 694_659_840,
+    "text_encoder_3": 4_762_310_656,
+    "vae": 83_819_683,
+}
 # Free memory of real cards after the CUDA context (about 0.5-1 GiB taken).
 FREE_24GB, FREE_12GB, FREE_80GB = int(23.0 * GIB), int(11.2 * GIB), int(78.5 * GIB)
 
@@ -42,8 +58,10 @@ def test_an_80gb_card_holds_flux_dev_whole_and_a_48gb_card_holds_it_with_an_fp8_
     free_48 = int(47.0 * GIB)
     assert choose_placement(free_48, FLUX_DEV, "bfloat16", "cuda").where == GPU
     free_32 = int(31.0 * GIB)  # bf16 does not fit whole, the bf16 transformer fits alone: offload, no fp8 loss
-    assert (choose_placement(free_32, FLUX_DEV, "bfloat16", "cuda").where,
-            choose_placement(free_32, FLUX_DEV, "bfloat16", "cuda").fp8) == (MODEL_OFFLOAD, False)
+    assert (
+        choose_placement(free_32, FLUX_DEV, "bfloat16", "cuda").where,
+        choose_placement(free_32, FLUX_DEV, "bfloat16", "cuda").fp8,
+    ) == (MODEL_OFFLOAD, False)
     assert choose_placement(free_32, FLUX_DEV, FP8, "cuda").where == FP8_GPU  # the fp8 file: whole on the GPU
 
 
@@ -71,8 +89,14 @@ def test_sd35_runs_in_bf16_on_a_cpu_with_native_bf16_when_fp32_would_crowd_the_r
 def test_parameter_counts_and_stored_dtype_come_from_safetensors_headers(tmp_path):
     from safetensors.torch import save_file
 
-    save_file({"a": torch.zeros(4, 8, dtype=torch.float8_e4m3fn), "b": torch.zeros(3, dtype=torch.bfloat16),
-               "x.c": torch.zeros(2, 2)}, str(tmp_path / "m.safetensors"))
+    save_file(
+        {
+            "a": torch.zeros(4, 8, dtype=torch.float8_e4m3fn),
+            "b": torch.zeros(3, dtype=torch.bfloat16),
+            "x.c": torch.zeros(2, 2),
+        },
+        str(tmp_path / "m.safetensors"),
+    )
     assert memory.stored([tmp_path / "m.safetensors"]) == (39, FP8)
     assert memory.stored([tmp_path / "m.safetensors"], "x.") == (4, "float32")
     folder = factory.checkpoint_folder("flux")
@@ -89,13 +113,20 @@ def test_fp8_storage_through_layerwise_casting_stays_close_to_full_precision():
     from diffusers import FluxPipeline
 
     def run(fp8: bool) -> np.ndarray:
-        pipe = FluxPipeline.from_pretrained(factory.checkpoint_folder("flux"), local_files_only=True,
-                                            dtype=torch.float32)
+        pipe = FluxPipeline.from_pretrained(
+            factory.checkpoint_folder("flux"), local_files_only=True, dtype=torch.float32
+        )
         memory.apply(pipe, memory.Placement(memory.DEVICE, fp8, ""), torch.device("cpu"), torch.float32)
         if fp8:
             assert pipe.transformer.x_embedder.weight.dtype == torch.float8_e4m3fn
-        out = pipe("a lighthouse", num_inference_steps=2, height=64, width=64, output_type="np",
-                   generator=torch.Generator().manual_seed(1))
+        out = pipe(
+            "a lighthouse",
+            num_inference_steps=2,
+            height=64,
+            width=64,
+            output_type="np",
+            generator=torch.Generator().manual_seed(1),
+        )
         return out.images[0]
 
     full, stored = run(False), run(True)

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # --- quality ---------------------------------------------------------------------------------------------------------
 
+
 def test_patch_fill_carries_the_photos_texture_into_a_hole_where_telea_blurs(artifacts_dir):
     """960 x 540 photo, an ellipse 15 % of its width over the fabric of the suit: telea's fill is a blur (a fifth of
     the surroundings' fine detail), the exemplar fill keeps most of it. The side-by-side goes to the artifacts."""
@@ -46,8 +47,10 @@ def test_patch_fill_carries_the_photos_texture_into_a_hole_where_telea_blurs(art
     x0, y0 = 200 - 150, 420 - 110
     holed = img.copy()
     holed[mask > 0] = (255, 0, 255)
-    panels = [cv2.resize(p[y0:y0 + 220, x0:x0 + 300], (600, 440), interpolation=cv2.INTER_NEAREST)
-              for p in (holed, telea, patch, matched)]
+    panels = [
+        cv2.resize(p[y0 : y0 + 220, x0 : x0 + 300], (600, 440), interpolation=cv2.INTER_NEAREST)
+        for p in (holed, telea, patch, matched)
+    ]
     for panel, label in zip(panels, ("hole", "telea", "patch", "patch + colour match")):
         cv2.putText(panel, label, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (255, 255, 255), 2)
     cv2.imwrite(str(artifacts_dir / "fill-astronaut.png"), cv2.cvtColor(np.hstack(panels), cv2.COLOR_RGB2BGR))
@@ -57,8 +60,10 @@ def test_patch_fill_restores_a_pattern_exactly_where_telea_cannot():
     img = stripes()
     hole = np.zeros(img.shape[:2], np.uint8)
     hole[44:84, 60:100] = 255
-    errors = {m: np.abs(imageops.fill(img, hole, m).astype(int) - img.astype(int))[hole > 0].mean()
-              for m in ("telea", "patch")}
+    errors = {
+        m: np.abs(imageops.fill(img, hole, m).astype(int) - img.astype(int))[hole > 0].mean()
+        for m in ("telea", "patch")
+    }
     assert errors["patch"] < 5 and errors["telea"] > 30, errors
 
 
@@ -119,6 +124,7 @@ def test_only_thin_holes_are_matched_on_a_grid():
 
 # --- behaviour of the exemplar fill ----------------------------------------------------------------------------------
 
+
 def test_patch_fill_changes_only_the_hole_and_repeats_for_a_seed():
     img = photo_960x540()[300:428, 100:260]
     hole = rect_mask(160, 128, (60, 40, 100, 80))
@@ -164,7 +170,7 @@ def test_large_document_fills_only_a_bounded_crop_around_the_hole():
         return np.full_like(rgb, 7)
 
     out = imageops.fill(img, hole, record)
-    (h, w), = seen
+    ((h, w),) = seen
     assert h * w <= imageops.MAX_CONTEXT_AREA * 1.01
     assert (out[hole > 0] == 7).all() and np.array_equal(out[hole == 0], img[hole == 0])
 
@@ -177,6 +183,7 @@ def test_margin_read_grows_with_the_hole_within_bounds():
 
 
 # --- colour match ----------------------------------------------------------------------------------------------------
+
 
 def test_color_match_moves_the_colours_inside_the_mask_to_those_around_it():
     original = np.full((64, 64, 3), (120, 140, 90), np.uint8)
@@ -201,10 +208,16 @@ def test_color_match_keeps_texture_and_an_empty_mask_changes_nothing():
 
 # --- through the server ----------------------------------------------------------------------------------------------
 
+
 def classical_job(fill: str, **params) -> dict:
     img, mask = rgba_image(), rect_mask()
-    return {"mode": "inpaint", "model": "classical", "image": payload(img, "rgba8"), "mask": payload(mask, "gray8"),
-            "params": {"grow": 0, "feather": 0, "fill": fill, **params}}
+    return {
+        "mode": "inpaint",
+        "model": "classical",
+        "image": payload(img, "rgba8"),
+        "mask": payload(mask, "gray8"),
+        "params": {"grow": 0, "feather": 0, "fill": fill, **params},
+    }
 
 
 def test_the_default_fill_is_patch_and_every_fill_runs_on_the_server(start_server):
@@ -263,8 +276,14 @@ def test_lama_fills_inpaint_and_outpaint_through_the_real_server(start_server, l
         assert "lama" in layer.name
         assert np.array_equal(px[mask == 0][:, :3], img[mask == 0][:, :3])
         assert not np.array_equal(px[mask > 0][:, :3], img[mask > 0][:, :3])
-        out = client.run({"mode": "outpaint", "model": "classical", "image": payload(img, "rgba8"),
-                          "params": {"fill": "lama", "extend": {"right": 16}}}).layers[0]
+        out = client.run(
+            {
+                "mode": "outpaint",
+                "model": "classical",
+                "image": payload(img, "rgba8"),
+                "params": {"fill": "lama", "extend": {"right": 16}},
+            }
+        ).layers[0]
         opx = layer_pixels(out)
         assert (out.width, out.height) == (80, 64) and (opx[:, 64:, 3] == 255).all()
         assert np.array_equal(opx[:, :64, :3], img[..., :3])
@@ -284,9 +303,16 @@ def test_a_pickled_lama_is_read_without_unpickling_code(tmp_path):
 
 # --- pull and command line -------------------------------------------------------------------------------------------
 
+
 def _cli(args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=300,
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+    )
 
 
 def test_models_pull_lama_through_the_hub_stand_in_lands_where_the_fill_finds_it(tmp_path):
@@ -313,9 +339,29 @@ def test_paintbridge_run_inpaints_with_the_chosen_fill_and_colour_match(tmp_path
     Image.fromarray(mask).save(tmp_path / "mask.png")
     for fill in ("patch", "telea"):
         out = tmp_path / f"{fill}.png"
-        proc = _cli(["run", "inpaint", "--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"),
-                     "--model", "classical", "--fill", fill, "--color-match", "--grow", "0", "--feather", "0",
-                     "--models", str(tmp_path), "--out", str(out)])
+        proc = _cli(
+            [
+                "run",
+                "inpaint",
+                "--image",
+                str(tmp_path / "in.png"),
+                "--mask",
+                str(tmp_path / "mask.png"),
+                "--model",
+                "classical",
+                "--fill",
+                fill,
+                "--color-match",
+                "--grow",
+                "0",
+                "--feather",
+                "0",
+                "--models",
+                str(tmp_path),
+                "--out",
+                str(out),
+            ]
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         result = np.asarray(Image.open(out).convert("RGBA"))
         assert np.array_equal(result[mask == 0][:, :3], img[mask == 0][:, :3])

@@ -14,11 +14,31 @@ from gimp_plugin import arguments, values
 @pytest.mark.parametrize("spec", [s for s in arguments.PROCEDURES if not s.live], ids=lambda s: s.mode)
 def test_reused_settings_come_back_through_the_procedure_arguments(spec):
     chosen = spec.defaults()
-    changes = {"prompt": "a lighthouse", "negative-prompt": "fog", "model": "classical", "steps": 11, "seed": 1234,
-               "batch": 3, "grow": 5, "feather": 7, "strength": 0.55, "cfg": 6.5, "sampler": "euler-a",
-               "fill": "ns", "source": "layer", "mask-source": "layer-mask", "extend": 48, "extend-left": True,
-               "extend-bottom": True, "scale": 3.0, "upscaler": "x4", "refine": 0.3, "preprocessor": "lineart",
-               "low-threshold": 50, "high-threshold": 150}
+    changes = {
+        "prompt": "a lighthouse",
+        "negative-prompt": "fog",
+        "model": "classical",
+        "steps": 11,
+        "seed": 1234,
+        "batch": 3,
+        "grow": 5,
+        "feather": 7,
+        "strength": 0.55,
+        "cfg": 6.5,
+        "sampler": "euler-a",
+        "fill": "ns",
+        "source": "layer",
+        "mask-source": "layer-mask",
+        "extend": 48,
+        "extend-left": True,
+        "extend-bottom": True,
+        "scale": 3.0,
+        "upscaler": "x4",
+        "refine": 0.3,
+        "preprocessor": "lineart",
+        "low-threshold": 50,
+        "high-threshold": 150,
+    }
     chosen.update({k: v for k, v in changes.items() if k in chosen})
     original = values.settings_from_values(spec, chosen)
     again = spec.defaults()
@@ -59,21 +79,52 @@ def test_reuse_refills_every_slot_control_and_reference_layers_by_stable_id(mode
     layers = {f"layer{i}": str(100 + i) for i in range(1, 13)}  # GIMP items and their tattoos
     by_id = {ident: name for name, ident in layers.items()}
     chosen = spec.defaults()
-    chosen.update({"prompt": "a lighthouse", "vae": "vae-ft-mse", "refiner": "sdxl-refiner", "refiner-start": 0.7,
-                   "scheduler": "karras", "batch-count": 2, "clip-skip": 2, "hires": True,
-                   "hires-upscaler": "4x-ultra", "hires-strength": 0.3, "hires-steps": 9, "hires-scale": 1.5,
-                   "detail": True, "detail-prompt": "a face", "detail-strength": 0.6, "detail-padding": 40,
-                   "detail-separate": True, "color-match": True})
+    chosen.update(
+        {
+            "prompt": "a lighthouse",
+            "vae": "vae-ft-mse",
+            "refiner": "sdxl-refiner",
+            "refiner-start": 0.7,
+            "scheduler": "karras",
+            "batch-count": 2,
+            "clip-skip": 2,
+            "hires": True,
+            "hires-upscaler": "4x-ultra",
+            "hires-strength": 0.3,
+            "hires-steps": 9,
+            "hires-scale": 1.5,
+            "detail": True,
+            "detail-prompt": "a face",
+            "detail-strength": 0.6,
+            "detail-padding": 40,
+            "detail-separate": True,
+            "color-match": True,
+        }
+    )
     for i in range(1, 9):
         p = arguments.control_prefix(i)
-        chosen.update({f"{p}-layer": f"layer{i}", f"{p}-type": ("depth", "canny", "pose", "lineart")[i % 4],
-                       f"{p}-strength": 0.1 * i, f"{p}-start": 0.05 * i, f"{p}-end": 1 - 0.05 * i,
-                       f"{p}-preprocess": i % 3 == 0})
+        chosen.update(
+            {
+                f"{p}-layer": f"layer{i}",
+                f"{p}-type": ("depth", "canny", "pose", "lineart")[i % 4],
+                f"{p}-strength": 0.1 * i,
+                f"{p}-start": 0.05 * i,
+                f"{p}-end": 1 - 0.05 * i,
+                f"{p}-preprocess": i % 3 == 0,
+            }
+        )
     for i in range(1, 5):
         p = arguments.reference_prefix(i)
-        chosen.update({f"{p}-layer": f"layer{8 + i}", f"{p}-type": ("style", "face", "content", "composition")[i - 1],
-                       f"{p}-strength": 0.4 * i, f"{p}-start": 0.1, f"{p}-end": 0.9,
-                       f"{p}-region": "layer1" if i == 2 else None})
+        chosen.update(
+            {
+                f"{p}-layer": f"layer{8 + i}",
+                f"{p}-type": ("style", "face", "content", "composition")[i - 1],
+                f"{p}-strength": 0.4 * i,
+                f"{p}-start": 0.1,
+                f"{p}-end": 0.9,
+                f"{p}-region": "layer1" if i == 2 else None,
+            }
+        )
     chosen = {k: v for k, v in chosen.items() if k in {a.name for a in spec.args}}
     original = values.settings_from_values(spec, chosen, layers.__getitem__)
     assert len(original.controls) == 8 and len(original.references) == 4

@@ -90,7 +90,10 @@ from protocol.geometry import Box, context_box
 
 
 def test_inpaint_selection_keeps_everything_outside_the_soft_mask(profile, server):
-    batch(profile, PLUGIN_PATH + """
+    batch(
+        profile,
+        PLUGIN_PATH
+        + """
 img, (bottom, top) = make_image(120, 96, layers=2)
 img.select_ellipse(Gimp.ChannelOps.REPLACE, 24, 30, 44, 36)
 Gimp.Selection.feather(img, 6.0)
@@ -126,11 +129,17 @@ check(outside_same, "pixels outside the mask are exactly the original ones")
 changed = sum(1 for i in range(120 * 96) if sel[i] == 255 and after[i * 4:i * 4 + 3] != before[i * 4:i * 4 + 3])
 check(changed > 50, "the selected area was repainted (%d px changed)" % changed)
 img.delete()
-""", url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
+""",
+        url=server.url,
+        plugin_dir=profile.inner(profile.plugin_dir),
+    )
 
 
 def test_layer_mask_and_active_layer_as_inputs_and_gray_images(profile, server):
-    batch(profile, PLUGIN_PATH + """
+    batch(
+        profile,
+        PLUGIN_PATH
+        + """
 img, (bottom, top) = make_image(96, 64, layers=2)
 mask = bottom.create_mask(Gimp.AddMaskType.BLACK)
 bottom.add_mask(mask)
@@ -182,11 +191,16 @@ expect_ok("plug-in-paintbridge-inpaint", gimg, [glayer], model="classical", fill
 added = new_layers(gimg, old)
 check(len(added) == 1 and added[0].is_gray() and added[0].has_alpha(), "a gray image gets a gray layer with alpha")
 gimg.delete()
-""", url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
+""",
+        url=server.url,
+        plugin_dir=profile.inner(profile.plugin_dir),
+    )
 
 
 def test_outpaint_extends_the_canvas_and_moves_no_pixel(profile, server):
-    batch(profile, """
+    batch(
+        profile,
+        """
 img, (layer,) = make_image(64, 48)
 before = composite(img)
 layer_px = read(layer, 0, 0, 64, 48)
@@ -209,7 +223,9 @@ check(same, "the original area is exactly as before")
 new_alpha = [after[((y * 80) + x) * 4 + 3] for y in range(64) for x in range(80) if x < 16 or y >= 48]
 check(min(new_alpha) == 255, "the new area is filled")
 img.delete()
-""", url=server.url)
+""",
+        url=server.url,
+    )
 
 
 def test_outpaint_travels_through_shared_memory_with_the_wire_paths_pixels(profile, server, trixie_root):
@@ -219,13 +235,17 @@ def test_outpaint_travels_through_shared_memory_with_the_wire_paths_pixels(profi
     the same, byte for byte."""
     from hosts.trixie import shared_dev_shm
 
-    body = "import hashlib\nW, H = 1000, 800\n" + PHOTO_OUTPAINT + """
+    body = (
+        "import hashlib\nW, H = 1000, 800\n"
+        + PHOTO_OUTPAINT
+        + """
 added = new_layers(img, old)
 check(len(added) == 1 and (added[0].get_width(), added[0].get_height()) == (W + 16, H + 16), "one result layer")
 with open(P["digest"], "w") as f:
     f.write(hashlib.sha256(read(added[0], 0, 0, W + 16, H + 16)).hexdigest())
 img.delete()
 """
+    )
     digests, logs = {}, {}
     for shared in (True, False):
         before = server.log_path.read_text(errors="replace")
@@ -238,7 +258,7 @@ img.delete()
         else:
             batch(profile, body, url=server.url, digest=f"{profile.inside}/{name}")
         time.sleep(0.5)  # the server's log lines of the job
-        logs[shared] = server.log_path.read_text(errors="replace")[len(before):]
+        logs[shared] = server.log_path.read_text(errors="replace")[len(before) :]
         digests[shared] = (profile.outside / name).read_text()
     assert "payload(s) read from shared memory" in logs[True] and "written to shared memory" in logs[True]
     assert "shared memory" not in logs[False]
@@ -255,7 +275,9 @@ def test_a_seamless_upscale_keeps_a_texture_seamless(profile, server):
 
     tex = texture(40, 32, seed=4)
     (profile.outside / "texture.raw").write_bytes(tex.tobytes())
-    batch(profile, """
+    batch(
+        profile,
+        """
 img, (layer,) = make_image(40, 32)
 buf = layer.get_buffer()
 buf.set(Gegl.Rectangle.new(0, 0, 40, 32), RGBA, open(P["dir"] + "/texture.raw", "rb").read())
@@ -266,7 +288,10 @@ for tileable in (True, False):
     open(P["dir"] + "/upscaled-%s.raw" % tileable, "wb").write(read(new.get_layers()[0], 0, 0, 100, 80))
     new.delete()
 img.delete()
-""", url=server.url, dir=profile.inside)
+""",
+        url=server.url,
+        dir=profile.inside,
+    )
     for tileable in (True, False):
         out = np.frombuffer((profile.outside / f"upscaled-{tileable}.raw").read_bytes(), np.uint8).reshape(80, 100, 4)
         report = seamless.seam_check(out[..., :3])
@@ -274,7 +299,9 @@ img.delete()
 
 
 def test_upscale_into_a_new_image_or_a_new_layer(profile, server):
-    batch(profile, """
+    batch(
+        profile,
+        """
 img, (layer,) = make_image(40, 30)
 summary = layer_summary(img)
 result = expect_ok("plug-in-paintbridge-upscale", img, [layer], scale=2.0, server=P["url"])
@@ -305,7 +332,9 @@ check(len(added) == 1 and tuple(added[0].get_offsets()[1:]) == (0, 0) and added[
       "one 80x60 layer at (0, 0): %r" % layer_summary(img))
 check(read(layer, 0, 0, 40, 30) == small and tuple(layer.get_offsets()[1:]) == (0, 0), "the user's layer is untouched")
 img.delete()
-""", url=server.url)
+""",
+        url=server.url,
+    )
 
 
 def test_a_6000x4000_photo_is_outpainted_and_upscaled(profile, server):
@@ -313,7 +342,11 @@ def test_a_6000x4000_photo_is_outpainted_and_upscaled(profile, server):
     and a 2x upscale into a new 12000x8000 image."""
     from hosts.gimp import run_batch
 
-    run_batch(profile, "W, H = 6000, 4000\n" + PHOTO_OUTPAINT + """
+    run_batch(
+        profile,
+        "W, H = 6000, 4000\n"
+        + PHOTO_OUTPAINT
+        + """
 check((img.get_width(), img.get_height()) == (W + 16, H + 16), "canvas grew by 16 px left and bottom")
 check(read(layer, 16, 0, W, H) == photo, "the photo moved with the canvas and kept every pixel")
 added = new_layers(img, old)
@@ -344,11 +377,16 @@ check(all(a < b for a, b in zip(reds, reds[1:])), "the photo's red ramp is still
 check(line[3::4].count(255) == 2 * W, "and opaque")
 new.delete()
 img.delete()
-""", {"url": server.url}, timeout=900).assert_ok()
+""",
+        {"url": server.url},
+        timeout=900,
+    ).assert_ok()
 
 
 def test_control_layer_from_image(profile, server):
-    batch(profile, """
+    batch(
+        profile,
+        """
 img, (layer,) = make_image(64, 48)
 old = img.get_layers()
 expect_ok("plug-in-paintbridge-control-layer", img, [layer], preprocessor="canny", low_threshold=50,
@@ -372,11 +410,15 @@ added = new_layers(img, old)
 check(len(added) == 1 and img.get_layers()[0].get_id() == added[0].get_id(),
       "without an active layer the result goes on top: %r" % layer_summary(img))
 img.delete()
-""", url=server.url)
+""",
+        url=server.url,
+    )
 
 
 def test_failures_end_with_a_clear_message_and_an_untouched_image(profile, server):
-    result = batch(profile, """
+    result = batch(
+        profile,
+        """
 img, (layer,) = make_image(64, 64)
 img.select_rectangle(Gimp.ChannelOps.REPLACE, 20, 20, 16, 16)
 expect_failure("plug-in-paintbridge-inpaint", img, [layer], "execution-error", "Cannot reach the Paintbridge server",
@@ -408,7 +450,10 @@ check(img.get_floating_sel() is not None, "a floating selection for the next che
 status, message, _r = run_proc("plug-in-paintbridge-inpaint", img, [layer], model="classical", server=P["url"])
 check(status == "calling-error" and "floating selection" in message, "a floating selection is named: %s" % message)
 img.delete()
-""", url=server.url, down_url=f"ws://127.0.0.1:{_free_port()}")
+""",
+        url=server.url,
+        down_url=f"ws://127.0.0.1:{_free_port()}",
+    )
     # Gimp.message (a dialog in the GUI, the console in batch mode) says the same, and no traceback is printed
     assert "Paintbridge: Cannot reach the Paintbridge server" in result.output
     assert "Traceback" not in result.output
@@ -420,7 +465,9 @@ def test_a_connection_cut_mid_job_still_delivers_the_layer(profile, server):
     from cutproxy import CuttingProxy
 
     with CuttingProxy(server.port) as proxy:
-        batch(profile, """
+        batch(
+            profile,
+            """
 img, (layer,) = make_image(120, 96)
 img.select_rectangle(Gimp.ChannelOps.REPLACE, 30, 20, 40, 30)
 old = img.get_layers()
@@ -430,7 +477,9 @@ added = new_layers(img, old)
 check(len(added) == 1, "the layer arrived after the reconnect: %r" % layer_summary(img))
 check(added[0].get_name() == "over a flaky network (classical, patch)", "named: %r" % layer_summary(img))
 img.delete()
-""", url=proxy.url)
+""",
+            url=proxy.url,
+        )
         assert proxy.cuts == 1 and proxy.connections >= 2, (proxy.cuts, proxy.connections)
     assert "resumed with 1 open job(s)" in server.log_path.read_text()
 
@@ -460,7 +509,9 @@ def test_tiny_diffusion_model_generate_batch_and_control_layer(trixie_root, tmp_
     proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
     try:
         with gimp_profile() as prof:
-            run_batch(prof, """
+            run_batch(
+                prof,
+                """
 img, (layer, sketch) = make_image(64, 64, layers=2)
 sketch.set_visible(False)
 img.select_ellipse(Gimp.ChannelOps.REPLACE, 12, 12, 40, 36)
@@ -509,7 +560,10 @@ check((new.get_width(), new.get_height()) == (128, 160), "upscale and refine: a 
 check(new.get_layers()[0].get_name() == "a tiny house (seed 11)", "named: %r" % layer_summary(new))
 new.delete()
 img.delete()
-""", {"url": proc.url}, timeout=600).assert_ok()
+""",
+                {"url": proc.url},
+                timeout=600,
+            ).assert_ok()
             _generate_matches_the_client_core_job(prof, run_batch, proc.url)
     finally:
         proc.stop()
@@ -527,7 +581,9 @@ def test_a_pose_layer_made_from_the_image_guides_img2img_and_its_edits_count(tri
     proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
     try:
         with gimp_profile() as prof:
-            run_batch(prof, """
+            run_batch(
+                prof,
+                """
 img, (layer,) = make_image(64, 64)
 old = img.get_layers()
 expect_ok("plug-in-paintbridge-control-layer", img, [layer], preprocessor="pose", server=P["url"])
@@ -556,7 +612,10 @@ edited = img2img(7)
 check(len(made) == len(edited) and edited != made, "the edited pose layer reaches the job")
 check(read(layer, 0, 0, 64, 64) == before, "the user's layer is untouched")
 img.delete()
-""", {"url": proc.url}, timeout=600).assert_ok()
+""",
+                {"url": proc.url},
+                timeout=600,
+            ).assert_ok()
     finally:
         proc.stop()
 
@@ -574,7 +633,9 @@ def test_tiny_flux_model_generate_into_a_selection(trixie_root, tmp_path):
     proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
     try:
         with gimp_profile() as prof:
-            run_batch(prof, """
+            run_batch(
+                prof,
+                """
 img, (layer,) = make_image(64, 64)
 img.select_ellipse(Gimp.ChannelOps.REPLACE, 12, 12, 40, 36)
 sel = selection_mask(img)
@@ -603,7 +664,10 @@ guided = new_layers(img, old)
 check(len(guided) == 1, "one layer guided by the reference: %r" % layer_summary(img))
 check(read(guided[0], 0, 0, 64, 64) != plain, "the Redux reference changed the Flux layer at the same seed")
 img.delete()
-""", {"url": proc.url}, timeout=600).assert_ok()
+""",
+                {"url": proc.url},
+                timeout=600,
+            ).assert_ok()
     finally:
         proc.stop()
 
@@ -622,7 +686,9 @@ def test_instruction_edit_on_a_tiny_kontext_model(trixie_root, tmp_path):
     try:
         with gimp_profile() as prof:
             gimp_settings.remember(prof.gimp_dir, proc.url, None)  # GIMP registers the choices from this server
-            run_batch(prof, """
+            run_batch(
+                prof,
+                """
 img, (layer,) = make_image(64, 64)
 cfg = PDB.lookup_procedure("plug-in-paintbridge-edit").create_config()
 cfg.set_property("model", "tiny-flux")
@@ -645,7 +711,10 @@ check(all(after[i * 4:i * 4 + 4] == before[i * 4:i * 4 + 4] for i in range(64 * 
 check(any(after[i * 4:i * 4 + 3] != before[i * 4:i * 4 + 3] for i in range(64 * 64) if sel[i] == 255),
       "inside the selection the Kontext model edited")
 img.delete()
-""", {"url": proc.url}, timeout=600).assert_ok()
+""",
+                {"url": proc.url},
+                timeout=600,
+            ).assert_ok()
     finally:
         proc.stop()
 
@@ -656,7 +725,9 @@ def _generate_matches_the_client_core_job(prof, run_batch, url: str) -> None:
     from client import jobs, session, settings as cs
     from clientdoc import MemoryDocument, Reader
 
-    run_batch(prof, """
+    run_batch(
+        prof,
+        """
 img, (layer,) = make_image(96, 72)
 img.select_ellipse(Gimp.ChannelOps.REPLACE, 20, 14, 52, 40)
 Gimp.Selection.feather(img, 8.0)
@@ -672,7 +743,10 @@ w, h = res.get_width(), res.get_height()
 open(P["dir"] + "/layer.box", "w").write("%d %d %d %d" % (rx, ry, w, h))
 open(P["dir"] + "/layer.rgba", "wb").write(read(res, rx, ry, w, h))
 img.delete()
-""", {"url": url, "dir": prof.inside}, timeout=600).assert_ok()
+""",
+        {"url": url, "dir": prof.inside},
+        timeout=600,
+    ).assert_ok()
     out = prof.outside
     doc = MemoryDocument(96, 72, (out / "image.rgba").read_bytes(), (out / "selection.gray").read_bytes())
     s = cs.Settings(mode="generate", prompt="a tiny house", seed=77, steps=2)
@@ -680,8 +754,13 @@ img.delete()
     client = session.open_client(url, None, "test", "0")
     try:
         welcome = client.welcome
-        job = jobs.build_job(s, inputs, cs.Defaults.from_welcome(welcome), cs.model_entry(welcome.models, ""),
-                             job_id=session.new_job_id("core"))
+        job = jobs.build_job(
+            s,
+            inputs,
+            cs.Defaults.from_welcome(welcome),
+            cs.model_entry(welcome.models, ""),
+            job_id=session.new_job_id("core"),
+        )
         (layer,), _params = session.run_job(client, job)
     finally:
         client.close()
@@ -710,7 +789,7 @@ def test_generate_into_the_shared_ellipse_and_upscale_its_box(trixie_root, tmp_p
     bx, by, bw, bh = ellipse_case.UPSCALE_BOX
     scale = int(ellipse_case.UPSCALE_SCALE)
     assert got["upscale"].shape == (bh * scale, bw * scale, 4)
-    source = np.frombuffer(ellipse_case.pattern(), np.uint8).reshape(h, w, 4)[by:by + bh, bx:bx + bw].astype(float)
+    source = np.frombuffer(ellipse_case.pattern(), np.uint8).reshape(h, w, 4)[by : by + bh, bx : bx + bw].astype(float)
     blocks = got["upscale"].astype(float).reshape(bh, scale, bw, scale, 4).mean(axis=(1, 3))
     assert np.abs(blocks[..., :3] - source[..., :3]).mean() < 12  # the selected part, not the canvas
 
@@ -839,8 +918,9 @@ def test_gui_live_inpaint_reruns_on_selection_change_and_keeps_one_layer(profile
 
     session = GuiSession(profile)
     try:
-        session.start(LIVE_SCRIPT, {"url": server.url, "dir": profile.inside,
-                                    "plugin_dir": profile.inner(profile.plugin_dir)})
+        session.start(
+            LIVE_SCRIPT, {"url": server.url, "dir": profile.inside, "plugin_dir": profile.inner(profile.plugin_dir)}
+        )
         dialog = session.wait_window("Paintbridge: Live Inpaint", timeout=120)
         session.xdotool("windowmove", "--sync", dialog, "820", "0")  # no window manager: keep it off the canvas
         # The first preview arrives without pressing anything: the image title then counts 2 layers.
@@ -879,10 +959,12 @@ def test_download_models_pulls_through_the_server_and_the_model_shows_up(profile
     data = payload(150_000, seed=9)
     with Hub() as hub:
         hub.files[(upscaler.repo, upscaler.file)] = data
-        proc = ServerProcess(["--models", str(models)], tmp_path / "server.log",
-                             env=hub.env).start()
+        proc = ServerProcess(["--models", str(models)], tmp_path / "server.log", env=hub.env).start()
         try:
-            result = batch(profile, PLUGIN_PATH + """
+            result = batch(
+                profile,
+                PLUGIN_PATH
+                + """
 from client import models as cm
 from client.session import fetch_models
 img, (layer,) = make_image(32, 32)
@@ -899,7 +981,10 @@ check({s.name: s for s in statuses}["upscaler"].complete, "the upscaler preset i
 status, message, _r = run_proc("plug-in-paintbridge-download-models", img, [], names="nonsense", server=P["url"])
 check(status == "execution-error" and "'nonsense' is not in the catalogue" in message, "unknown name: %s" % message)
 img.delete()
-""", url=proc.url, plugin_dir=profile.inner(profile.plugin_dir))
+""",
+                url=proc.url,
+                plugin_dir=profile.inner(profile.plugin_dir),
+            )
         finally:
             proc.stop()
     assert (models / upscaler.target).read_bytes() == data
@@ -920,7 +1005,9 @@ def test_reference_layers_guide_generate_and_missing_adapters_are_named(trixie_r
     proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
     try:
         with gimp_profile() as prof:
-            run_batch(prof, """
+            run_batch(
+                prof,
+                """
 img, (layer, picture) = make_image(64, 64, layers=2)
 picture.set_visible(False)
 img.select_rectangle(Gimp.ChannelOps.REPLACE, 8, 8, 48, 40)
@@ -938,7 +1025,10 @@ check(results["plain"] != results["style"], "the reference layer changed the res
 expect_failure("plug-in-paintbridge-img2img", img, [layer], "execution-error", "face", prompt="a tiny house",
                steps=2, reference_layer=picture, reference_type="face", server=P["url"])
 img.delete()
-""", {"url": proc.url}, timeout=600).assert_ok()
+""",
+                {"url": proc.url},
+                timeout=600,
+            ).assert_ok()
     finally:
         proc.stop()
 
@@ -967,7 +1057,9 @@ def test_detail_faces_and_hands_procedure_and_hires_generate_on_a_portrait(trixi
             tiny_palm.draw_hand(photo, 373, 352, 64)  # the hand found at 302,249 142x142
             Image.fromarray(photo).save(prof.outside / "portrait.png")
             gimp_settings.remember(prof.gimp_dir, proc.url, None)  # the listing GIMP registers the choices from
-            run_batch(prof, """
+            run_batch(
+                prof,
+                """
 img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(P["photo"]))
 layer = img.get_layers()[0]
 check((img.get_width(), img.get_height()) == (512, 512), "the portrait loaded")
@@ -1007,15 +1099,22 @@ check(len(two) == 1 and (two[0].get_width(), two[0].get_height()) == (512, 512),
       % layer_summary(img))
 check(read(two[0], 0, 0, 512, 512) != read(plain, 0, 0, 512, 512), "two passes paint differently from one")
 img.delete()
-""", {"url": proc.url, "photo": prof.inside + "/portrait.png"}, timeout=600).assert_ok()
+""",
+                {"url": proc.url, "photo": prof.inside + "/portrait.png"},
+                timeout=600,
+            ).assert_ok()
     finally:
         proc.stop()
 
 
 # --- history (issue 13): Paintbridge data and results kept inside the .xcf --------------------------------------------
 
+
 def test_document_data_survives_saving_closing_and_reopening_the_xcf(profile):
-    batch(profile, PLUGIN_PATH + """
+    batch(
+        profile,
+        PLUGIN_PATH
+        + """
 import os, tempfile
 from client.docdata import DocumentDataError
 from gimp_plugin import host
@@ -1042,10 +1141,13 @@ except DocumentDataError as err:
     check("not written by Paintbridge" in str(err) and "'foreign'" in str(err), "a clear message: %s" % err)
 check(img.get_parasite("paintbridge-history").get_flags() & Gimp.PARASITE_PERSISTENT, "the parasite is persistent")
 img.delete()
-""", plugin_dir=profile.inner(profile.plugin_dir))
+""",
+        plugin_dir=profile.inner(profile.plugin_dir),
+    )
 
 
 # --- regions (issue 15): a prompt kept on a layer or channel, saved in the .xcf ---------------------------------------
+
 
 def test_region_prompts_on_a_layer_and_a_channel_steer_inpaint_and_survive_the_xcf(trixie_root, tmp_path):
     """Bind a prompt to a layer (its alpha is the area) through the procedure's arguments, inpaint; save the .xcf,
@@ -1059,7 +1161,10 @@ def test_region_prompts_on_a_layer_and_a_channel_steer_inpaint_and_survive_the_x
     proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
     try:
         with gimp_profile() as prof:
-            run_batch(prof, PLUGIN_PATH + """
+            run_batch(
+                prof,
+                PLUGIN_PATH
+                + """
 import tempfile
 W, H = 64, 48
 img, (layer,) = make_image(W, H)
@@ -1117,13 +1222,19 @@ check(gimp_host.read_opacity(sky, Box(0, 0, W, H)) == top, "a channel's value is
 inpaint(region_layer=sky, region_prompt="")
 check(sky.get_parasite("paintbridge-region") is None, "an empty region prompt removes the channel's region")
 img.delete()
-""", {"url": proc.url, "plugin_dir": prof.inner(prof.plugin_dir)}, timeout=600).assert_ok()
+""",
+                {"url": proc.url, "plugin_dir": prof.inner(prof.plugin_dir)},
+                timeout=600,
+            ).assert_ok()
     finally:
         proc.stop()
 
 
 def test_a_result_undone_survives_the_xcf_and_applies_again_with_the_same_pixels(profile, server):
-    batch(profile, PLUGIN_PATH + """
+    batch(
+        profile,
+        PLUGIN_PATH
+        + """
 import json, tempfile
 img, (bottom,) = make_image(120, 96)
 img.select_rectangle(Gimp.ChannelOps.REPLACE, 30, 20, 40, 30)
@@ -1178,11 +1289,17 @@ listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [bottom], acti
 check(listed == [], "a limit of 0 MB keeps nothing")
 expect_ok("plug-in-paintbridge-history", img, [bottom], action="list", limit_mb=64)  # back to the default
 img.delete()
-""", url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
+""",
+        url=server.url,
+        plugin_dir=profile.inner(profile.plugin_dir),
+    )
 
 
 def test_the_history_search_finds_a_result_by_a_word_of_its_prompt(profile, server):
-    batch(profile, PLUGIN_PATH + """
+    batch(
+        profile,
+        PLUGIN_PATH
+        + """
 import json
 img, (bottom,) = make_image(96, 80)
 made = {}
@@ -1211,7 +1328,10 @@ check(read(again, x, y, again.get_width(), again.get_height()) == made["a mossy 
 expect_failure("plug-in-paintbridge-history", img, [bottom], "calling-error", "matches 'zebra'", search="zebra")
 expect_failure("plug-in-paintbridge-history", img, [bottom], "calling-error", "whole number", search="seed:abc")
 img.delete()
-""", url=server.url, plugin_dir=profile.inner(profile.plugin_dir))
+""",
+        url=server.url,
+        plugin_dir=profile.inner(profile.plugin_dir),
+    )
 
 
 def test_an_xcf_whose_history_holds_zlib_bombs_opens_and_names_the_damaged_part(profile, server):
@@ -1222,7 +1342,10 @@ def test_an_xcf_whose_history_holds_zlib_bombs_opens_and_names_the_damaged_part(
 
     blob, _good, _bad = docbombs.bomb_history()
     (profile.outside / "bomb-history.bin").write_bytes(blob)
-    done = batch(profile, PLUGIN_PATH + """
+    done = batch(
+        profile,
+        PLUGIN_PATH
+        + """
 import json, resource, tempfile
 from gimp_plugin import history, host
 img, (layer,) = make_image(64, 48)
@@ -1246,7 +1369,10 @@ old = img.get_layers()
 expect_ok("plug-in-paintbridge-history", img, [layer], action="apply", index=0)
 check(len(new_layers(img, old)) == 1, "and applies it again: GIMP and the plug-in stay up")
 img.delete()
-""", plugin_dir=profile.inner(profile.plugin_dir), bomb=profile.inside + "/bomb-history.bin")
+""",
+        plugin_dir=profile.inner(profile.plugin_dir),
+        bomb=profile.inside + "/bomb-history.bin",
+    )
     print(next(line for line in done.output.splitlines() if line.startswith("peak memory growth")))
 
 
@@ -1261,7 +1387,9 @@ def run_history_dialog(img, drawables):
     check(result.index(0) == Gimp.PDBStatusType.SUCCESS, "the History dialog closed normally: %r" % (result.index(0),))
 """
 
-HISTORY_GUI_SCRIPT = RUN_HISTORY_DIALOG + """
+HISTORY_GUI_SCRIPT = (
+    RUN_HISTORY_DIALOG
+    + """
 import os, time
 def marker(name):
     open(P["dir"] + "/" + name, "w").close()
@@ -1289,6 +1417,7 @@ check(all(l.get_name().startswith(name) for l in added), "named as it was (GIMP 
       % layer_summary(img))
 marker("verified")
 """
+)
 
 
 def test_gui_history_dialog_lists_results_and_applies_again(profile, server, artifacts_dir):
@@ -1318,7 +1447,9 @@ def test_gui_history_dialog_lists_results_and_applies_again(profile, server, art
         session.stop()
 
 
-HISTORY_SEARCH_GUI_SCRIPT = RUN_HISTORY_DIALOG + """
+HISTORY_SEARCH_GUI_SCRIPT = (
+    RUN_HISTORY_DIALOG
+    + """
 def marker(name):
     open(P["dir"] + "/" + name, "w").close()
 
@@ -1343,6 +1474,7 @@ check(read(added, x, y, w, h) == pixels and pixels != kept["a second try"][4],
       "Apply again took the entry the search found (the older one), pixel for pixel")
 marker("verified-search")
 """
+)
 
 
 def test_gui_history_dialog_searches_by_a_word_of_the_prompt(profile, server, artifacts_dir):
@@ -1370,7 +1502,9 @@ def test_gui_history_dialog_searches_by_a_word_of_the_prompt(profile, server, ar
         session.stop()
 
 
-BOMB_GUI_SCRIPT = RUN_HISTORY_DIALOG + """
+BOMB_GUI_SCRIPT = (
+    RUN_HISTORY_DIALOG
+    + """
 from array import array
 img, (layer,) = make_image(320, 240)
 blob = open(P["bomb"], "rb").read()
@@ -1380,6 +1514,7 @@ Gimp.displays_flush()
 run_history_dialog(img, [layer])
 open(P["dir"] + "/verified", "w").close()
 """
+)
 
 
 def test_gui_history_dialog_opens_on_an_image_whose_history_holds_zlib_bombs(profile, artifacts_dir):
@@ -1407,6 +1542,7 @@ def test_gui_history_dialog_opens_on_an_image_whose_history_holds_zlib_bombs(pro
 
 # --- sampling (issue 13) ---------------------------------------------------------------------------------------------
 
+
 def test_sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments(trixie_root, tmp_path):
     """Generate from GIMP with a sampler and a schedule chosen apart, a batch count, a VAE and CLIP skip: one layer
     per image with its seed, each exactly the server's own image for those parameters; an impossible pair is refused
@@ -1420,7 +1556,9 @@ def test_sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments(t
     proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
     try:
         with gimp_profile() as prof:
-            run_batch(prof, """
+            run_batch(
+                prof,
+                """
 img, (layer,) = make_image(64, 64)
 old = img.get_layers()
 expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a tiny house", seed=21, steps=3, cfg=7.0, batch=1,
@@ -1437,12 +1575,31 @@ for res in added:
 expect_failure("plug-in-paintbridge-generate", img, [layer], "calling-error", "'DDIM'", prompt="x", steps=2,
                sampler="ddim", scheduler="karras", server=P["url"])
 img.delete()
-""", {"url": proc.url, "dir": prof.inside}, timeout=600).assert_ok()
+""",
+                {"url": proc.url, "dir": prof.inside},
+                timeout=600,
+            ).assert_ok()
             with Client(proc.url, client_name="gimp-sampling-check") as client:
                 for seed in (21, 22):
-                    result = client.run({"mode": "generate", "model": "", "prompt": "a tiny house", "params": {
-                        "seed": seed, "steps": 3, "cfg": 7.0, "sampler": "Euler", "scheduler": "Karras",
-                        "vae": "tiny-vae-ft-mse", "clip_skip": 2, "width": 64, "height": 64}}, timeout=300)
+                    result = client.run(
+                        {
+                            "mode": "generate",
+                            "model": "",
+                            "prompt": "a tiny house",
+                            "params": {
+                                "seed": seed,
+                                "steps": 3,
+                                "cfg": 7.0,
+                                "sampler": "Euler",
+                                "scheduler": "Karras",
+                                "vae": "tiny-vae-ft-mse",
+                                "clip_skip": 2,
+                                "width": 64,
+                                "height": 64,
+                            },
+                        },
+                        timeout=300,
+                    )
                     assert result.layers[0].info["vae"] == "tiny-vae-ft-mse"
                     assert result.layers[0].data == (prof.outside / f"layer-{seed}.rgba").read_bytes(), seed
     finally:
@@ -1450,6 +1607,7 @@ img.delete()
 
 
 # --- reference images on every procedure, bound to regions, in live (issue 15) ----------------------------------------
+
 
 @contextmanager
 def recording_server(models: Path):
@@ -1495,7 +1653,9 @@ def test_outpaint_sends_four_references_and_a_regions_opacity_masks_its_referenc
 
     models = make_models_dir(tmp_path / "models", which=("sd15", "ipa-sd15-plus"))
     with recording_server(models) as (thread, router), gimp_profile() as prof:
-        run_batch(prof, """
+        run_batch(
+            prof,
+            """
 W, H = %d, %d
 COLOURS = %r
 img, (layer,) = make_image(W, H)
@@ -1537,15 +1697,21 @@ for item in (car, sky, mask, pictures[2]):  # what a reference slot names surviv
     check(gimp_host.item_by_stable_id(img, gimp_host.stable_id(item)) == item, "found by tattoo: %%r" %% item)
 check(gimp_host.layer_by_stable_id(img, gimp_host.stable_id(sky)) is None, "a channel is not a reference layer")
 img.delete()
-""" % (REF_W, REF_H, REF_COLOURS), {"url": thread.url, "plugin_dir": prof.inner(prof.plugin_dir)},
-                  timeout=600).assert_ok()
+"""
+            % (REF_W, REF_H, REF_COLOURS),
+            {"url": thread.url, "plugin_dir": prof.inner(prof.plugin_dir)},
+            timeout=600,
+        ).assert_ok()
         jobs = [job for job in router.jobs if job.mode == "outpaint"]
     assert len(jobs) == 1, [job.mode for job in router.jobs]
     job = jobs[0]
     refs = job.references
     assert [(r.type, r.strength, r.start, r.end) for r in refs] == [
-        ("content", 1.0, 0.0, 1.0), ("style", 1.5, 0.0, 1.0), ("composition", 1.0, 0.25, 0.75),
-        ("content", 0.5, 0.0, 1.0)]
+        ("content", 1.0, 0.0, 1.0),
+        ("style", 1.5, 0.0, 1.0),
+        ("composition", 1.0, 0.25, 0.75),
+        ("content", 0.5, 0.0, 1.0),
+    ]
     assert (job.x, job.y) == (0, 0) and job.image.shape[:2] == (REF_H, REF_W)  # outpaint reads the whole canvas
     for ref, colour in zip(refs, REF_COLOURS):  # the server holds a reference as RGB, the job's size here
         assert ref.image.shape == (REF_H, REF_W, 3) and (ref.image == colour).all()
@@ -1615,8 +1781,9 @@ marker("verified")
 """
 
 
-def test_gui_live_inpaint_carries_the_reference_and_reruns_when_its_layer_is_painted(trixie_root, tmp_path,
-                                                                                     artifacts_dir):
+def test_gui_live_inpaint_carries_the_reference_and_reruns_when_its_layer_is_painted(
+    trixie_root, tmp_path, artifacts_dir
+):
     """Live Inpaint with a reference layer in a real GIMP under Xvfb: the live frame carries the reference (the
     layer's pixels over the box); filling the selection on the reference layer (Edit > Fill with FG Color, ctrl+,),
     which changes neither the selection nor a setting nor the active layer, makes a new frame with the new pixels."""
@@ -1624,10 +1791,16 @@ def test_gui_live_inpaint_carries_the_reference_and_reruns_when_its_layer_is_pai
     from hosts.gimp import gimp_profile
 
     models = make_models_dir(tmp_path / "models", which=("sd15", "ipa-sd15-plus"))
-    with recording_server(models) as (thread, router), gimp_profile() as prof, live_dialog(
-            prof, LIVE_REFERENCE_SCRIPT, {"url": thread.url, "dir": prof.inside,
-                                          "plugin_dir": prof.inner(prof.plugin_dir)},
-            artifacts_dir / "gimp-live-reference-failure.png") as (session, _dialog):
+    with (
+        recording_server(models) as (thread, router),
+        gimp_profile() as prof,
+        live_dialog(
+            prof,
+            LIVE_REFERENCE_SCRIPT,
+            {"url": thread.url, "dir": prof.inside, "plugin_dir": prof.inner(prof.plugin_dir)},
+            artifacts_dir / "gimp-live-reference-failure.png",
+        ) as (session, _dialog),
+    ):
         session.wait_window(r"\[Untitled\].*3 layers.* GIMP$", timeout=120)  # the first preview is in
         first = router.jobs[-1]
         assert first.id.startswith("gimp-live") and first.mode == "inpaint"  # a live frame
@@ -1651,7 +1824,9 @@ def test_gui_live_inpaint_carries_the_reference_and_reruns_when_its_layer_is_pai
 
 # --- live follows the brush: change tokens from GIMP's thumbnails, counted pixel reads -------------------------------
 
-LIVE_STATE_SCRIPT = PLUGIN_PATH + """
+LIVE_STATE_SCRIPT = (
+    PLUGIN_PATH
+    + """
 from gimp_plugin import arguments, capture, host
 W, H = 600, 400
 img, (layer,) = make_image(W, H)
@@ -1712,6 +1887,7 @@ host.read_layer(layer, bounds)
 check(host.pixel_reads() == reads + 1, "a full read is counted")
 img.delete()
 """
+)
 
 
 def test_live_state_sees_one_pixel_under_the_selection_without_reading_pixels(profile):
@@ -1764,7 +1940,8 @@ def _canvas_on_screen(shot: Path, size) -> tuple:
 
 
 def test_gui_live_inpaint_reruns_on_a_brush_stroke_under_the_selection_without_reading_pixels_while_idle(
-        trixie_root, tmp_path, artifacts_dir):
+    trixie_root, tmp_path, artifacts_dir
+):
     """Live Inpaint in a real GIMP under Xvfb: while nothing changes no frame starts and no pixel is read in full
     (the plug-in's per-frame log line counts them); a pencil stroke dragged with the mouse across the selection on the
     active layer starts a new frame within the live loop's budget, and that frame carries the stroke's pixels."""
@@ -1774,17 +1951,19 @@ def test_gui_live_inpaint_reruns_on_a_brush_stroke_under_the_selection_without_r
     models = tmp_path / "models"
     models.mkdir()
     with recording_server(models) as (thread, router), gimp_profile() as prof:
-        with live_dialog(prof, LIVE_BRUSH_SCRIPT, {"url": thread.url, "dir": prof.inside, "size": size,
-                                                   "selection": (sx, sy, sw, sh)},
-                         artifacts_dir / "gimp-live-brush-failure.png") as (session, _dialog):
+        with live_dialog(
+            prof,
+            LIVE_BRUSH_SCRIPT,
+            {"url": thread.url, "dir": prof.inside, "size": size, "selection": (sx, sy, sw, sh)},
+            artifacts_dir / "gimp-live-brush-failure.png",
+        ) as (session, _dialog):
             session.wait_window(r"\[Untitled\].*2 layers.* GIMP$", timeout=120)  # the first preview is in
             first = router.jobs[-1]
             assert first.id.startswith("gimp-live") and len(router.jobs) == 1
             frames = len(router.jobs)
             time.sleep(3.0)  # 20 polls with nothing changed
             assert len(router.jobs) == frames, "no new frame while nothing changes"
-            left, top, scale = _canvas_on_screen(session.screenshot(artifacts_dir / "gimp-live-brush-before.png"),
-                                                 size)
+            left, top, scale = _canvas_on_screen(session.screenshot(artifacts_dir / "gimp-live-brush-before.png"), size)
             image_window = session.wait_window(r"\[Untitled\].* GIMP$", timeout=30)
             session.xdotool("windowfocus", "--sync", image_window)
             session.xdotool("key", "--clearmodifiers", "n")  # the pencil tool; black is the foreground colour
@@ -1807,8 +1986,8 @@ def test_gui_live_inpaint_reruns_on_a_brush_stroke_under_the_selection_without_r
             print(f"a new frame reached the server {waited:.2f} s after the stroke")
             assert waited < LIVE_BUDGET_S, f"the frame came {waited:.1f} s after the stroke"
             later = router.jobs[-1]
-            inside = later.image[sy - later.y:sy - later.y + sh, sx - later.x:sx - later.x + sw, :3]
-            before = first.image[sy - first.y:sy - first.y + sh, sx - first.x:sx - first.x + sw, :3]
+            inside = later.image[sy - later.y : sy - later.y + sh, sx - later.x : sx - later.x + sw, :3]
+            before = first.image[sy - first.y : sy - first.y + sh, sx - first.x : sx - first.x + sw, :3]
             assert not (before < 40).all(axis=2).any()
             assert int((inside < 40).all(axis=2).sum()) >= sw // 2, "the new frame carries the stroke's pixels"
         logged = {m.group(1): int(m.group(2)) for m in FRAME_LOG.finditer(session.log.read_text())}
@@ -1818,7 +1997,9 @@ def test_gui_live_inpaint_reruns_on_a_brush_stroke_under_the_selection_without_r
 
 # --- reuse settings refills every slot ------------------------------------------------------------------------------
 
-REUSE_SLOTS_SCRIPT = PLUGIN_PATH + """
+REUSE_SLOTS_SCRIPT = (
+    PLUGIN_PATH
+    + """
 import tempfile
 from client.settings import Settings
 from gimp_plugin import arguments, host, procedures, values
@@ -1870,6 +2051,7 @@ check(cfg.get_property("control-2-layer") is None and item("control-layer") == "
       "a layer the image lost leaves its slot empty, the others refilled")
 img.delete()
 """
+)
 
 
 def test_reuse_settings_refills_control_and_reference_slots_by_tattoo_after_reopening_the_xcf(profile):
@@ -1896,7 +2078,9 @@ def test_describe_fills_the_prompt_of_the_next_run_with_the_captioners_words(tri
     proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
     try:
         with gimp_profile() as prof:
-            run_batch(prof, """
+            run_batch(
+                prof,
+                """
 import json, os
 img, (layer,) = make_image(64, 48)
 img.select_rectangle(Gimp.ChannelOps.REPLACE, 8, 6, 40, 30)
@@ -1922,7 +2106,10 @@ listed = json.loads(expect_ok("plug-in-paintbridge-history", img, [layer], actio
 check([e["prompt"] for e in listed] == ["", tags, "my own words"], "the runs' prompts: %r"
       % [e["prompt"] for e in listed])
 img.delete()
-""", {"url": proc.url, "dir": prof.inside}, timeout=300).assert_ok()
+""",
+                {"url": proc.url, "dir": prof.inside},
+                timeout=300,
+            ).assert_ok()
             captions = json.loads((prof.outside / "captions.json").read_text())
             box = np.frombuffer((prof.outside / "box.bin").read_bytes(), np.uint8).reshape(30, 40, 4)
     finally:
@@ -1945,7 +2132,9 @@ def test_generate_with_a_transparent_layer_arrives_with_the_decoders_alpha(trixi
     proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
     try:
         with gimp_profile() as prof:
-            run_batch(prof, """
+            run_batch(
+                prof,
+                """
 img, (layer,) = make_image(96, 64)
 img.select_rectangle(Gimp.ChannelOps.REPLACE, 16, 8, 48, 40)
 before = composite(img)
@@ -1976,6 +2165,9 @@ ok, ax, ay = again.get_offsets()
 alpha2 = read(again, ax, ay, again.get_width(), again.get_height())[3::4]
 check(len(set(alpha2)) > 2, "img2img with a transparent layer gives real alpha back: %r" % sorted(set(alpha2))[:8])
 img.delete()
-""", {"url": proc.url}, timeout=600).assert_ok()
+""",
+                {"url": proc.url},
+                timeout=600,
+            ).assert_ok()
     finally:
         proc.stop()

@@ -36,10 +36,18 @@ def rgba(box: Box, value: int = 128) -> bytes:
 
 # --- argument table --------------------------------------------------------------------------------------------------
 
+
 def test_every_procedure_has_a_consistent_argument_table():
-    assert {spec.mode for spec in arguments.PROCEDURES} == {"inpaint", "img2img", "outpaint", "upscale", "generate",
-                                                            "preprocess", "edit",
-                                                            "detail"}
+    assert {spec.mode for spec in arguments.PROCEDURES} == {
+        "inpaint",
+        "img2img",
+        "outpaint",
+        "upscale",
+        "generate",
+        "preprocess",
+        "edit",
+        "detail",
+    }
     assert [spec.name for spec in arguments.PROCEDURES if spec.live] == [arguments.PREFIX + "live-inpaint"]
     for spec in arguments.PROCEDURES:
         assert spec.name.startswith(arguments.PREFIX)
@@ -84,15 +92,35 @@ def test_every_mode_that_takes_controls_has_as_many_control_slots_as_a_job_takes
 
 # --- procedure values → client settings → job --------------------------------------------------------------------
 
+
 def settings_for(mode: str, **changes) -> Settings:
     return values.settings_from_values(arguments.BY_MODE[mode], values_for(mode, **changes))
 
 
 def test_settings_follow_the_arguments():
-    s = settings_for("img2img", steps=7, seed=42, batch=3, cfg=0.0, strength=0.35, sampler="dpmpp-2m-karras", grow=4,
-                     feather=0, prompt="  a fox ", source="layer", **{"mask-source": "layer-mask"})
-    assert (s.mode, s.steps, s.seed, s.batch, s.cfg, s.strength, s.sampler) == ("img2img", 7, 42, 3, 0.0, 0.35,
-                                                                                  "DPM++ 2M Karras")
+    s = settings_for(
+        "img2img",
+        steps=7,
+        seed=42,
+        batch=3,
+        cfg=0.0,
+        strength=0.35,
+        sampler="dpmpp-2m-karras",
+        grow=4,
+        feather=0,
+        prompt="  a fox ",
+        source="layer",
+        **{"mask-source": "layer-mask"},
+    )
+    assert (s.mode, s.steps, s.seed, s.batch, s.cfg, s.strength, s.sampler) == (
+        "img2img",
+        7,
+        42,
+        3,
+        0.0,
+        0.35,
+        "DPM++ 2M Karras",
+    )
     assert (s.grow, s.feather, s.prompt, s.image_source, s.mask_source) == (4, 0, "a fox", "layer", "layer-mask")
     assert settings_for("img2img", sampler="default").sampler == ""
 
@@ -110,13 +138,29 @@ def test_unknown_sampler_is_named():
 
 
 def test_sampling_arguments_reach_the_settings_and_the_job_params():
-    s = settings_for("img2img", sampler="heun", scheduler="karras", **{"batch-count": 3, "clip-skip": 2,
-                                                                     "vae": " my-vae ", "refiner": "ref",
-                                                                     "refiner-start": 0.7})
-    assert (s.sampler, s.scheduler, s.batch_count, s.clip_skip, s.vae, s.refiner, s.refiner_start) == \
-        ("Heun", "Karras", 3, 2, "my-vae", "ref", 0.7)
-    assert [nick for nick, _ in arguments.SCHEDULER_CHOICES][1:] == ["karras", "exponential", "beta", "normal",
-                                                                       "simple", "sgm-uniform"]
+    s = settings_for(
+        "img2img",
+        sampler="heun",
+        scheduler="karras",
+        **{"batch-count": 3, "clip-skip": 2, "vae": " my-vae ", "refiner": "ref", "refiner-start": 0.7},
+    )
+    assert (s.sampler, s.scheduler, s.batch_count, s.clip_skip, s.vae, s.refiner, s.refiner_start) == (
+        "Heun",
+        "Karras",
+        3,
+        2,
+        "my-vae",
+        "ref",
+        0.7,
+    )
+    assert [nick for nick, _ in arguments.SCHEDULER_CHOICES][1:] == [
+        "karras",
+        "exponential",
+        "beta",
+        "normal",
+        "simple",
+        "sgm-uniform",
+    ]
     with pytest.raises(JobInputError, match="Unknown schedule 'sgm'"):
         settings_for("inpaint", scheduler="sgm")
     live = next(spec for spec in arguments.PROCEDURES if spec.live)
@@ -149,9 +193,9 @@ def test_live_procedure_makes_one_result():
 
 
 def test_control_sources_only_for_set_layers():
-    sources = values.control_sources(values_for("img2img", **{"control-2-layer": "sketch",
-                                                               "control-2-type": "scribble",
-                                                               "control-2-strength": 0.5}))
+    sources = values.control_sources(
+        values_for("img2img", **{"control-2-layer": "sketch", "control-2-type": "scribble", "control-2-strength": 0.5})
+    )
     assert sources == [ControlSource("sketch", "scribble", 0.5)]
 
 
@@ -159,21 +203,38 @@ def test_eight_control_slots_with_their_step_ranges_reach_the_job():
     vals = values_for("inpaint", prompt="x")
     for i in range(1, 9):
         p = arguments.control_prefix(i)
-        vals.update({f"{p}-layer": f"layer{i}", f"{p}-type": "depth" if i % 2 else "canny",
-                     f"{p}-start": i / 20, f"{p}-end": 1 - i / 20, f"{p}-preprocess": i == 8})
+        vals.update(
+            {
+                f"{p}-layer": f"layer{i}",
+                f"{p}-type": "depth" if i % 2 else "canny",
+                f"{p}-start": i / 20,
+                f"{p}-end": 1 - i / 20,
+                f"{p}-preprocess": i == 8,
+            }
+        )
     sources = values.control_sources(vals)
     assert [(c.layer, c.start, c.end, c.preprocess) for c in sources] == [
-        (f"layer{i}", i / 20, 1 - i / 20, i == 8) for i in range(1, 9)]
+        (f"layer{i}", i / 20, 1 - i / 20, i == 8) for i in range(1, 9)
+    ]
     box = Box(0, 0, 16, 16)
-    inputs = JobInputs(box, rgba(box), "rgba8", rgba(box)[: 16 * 16],
-                       tuple(ControlInput(c.type, rgba(box, i), c.strength, c.start, c.end, c.preprocess)
-                             for i, c in enumerate(sources)))
-    msg = parse_client_message(build_job(values.settings_from_values(arguments.BY_MODE["inpaint"], vals), inputs,
-                                         job_id="c8").to_wire(), Limits())
+    inputs = JobInputs(
+        box,
+        rgba(box),
+        "rgba8",
+        rgba(box)[: 16 * 16],
+        tuple(
+            ControlInput(c.type, rgba(box, i), c.strength, c.start, c.end, c.preprocess) for i, c in enumerate(sources)
+        ),
+    )
+    msg = parse_client_message(
+        build_job(values.settings_from_values(arguments.BY_MODE["inpaint"], vals), inputs, job_id="c8").to_wire(),
+        Limits(),
+    )
     assert [(c.type, c.start, c.end) for c in msg.controls] == [(c.type, c.start, c.end) for c in sources]
     with pytest.raises(JobInputError, match="Control 3: 'from' \\(0.9\\) is after 'until' \\(0.2\\)"):
-        values.control_sources(values_for("img2img", **{"control-3-layer": "x", "control-3-start": 0.9,
-                                                         "control-3-end": 0.2}))
+        values.control_sources(
+            values_for("img2img", **{"control-3-layer": "x", "control-3-start": 0.9, "control-3-end": 0.2})
+        )
 
 
 def test_a_built_job_passes_the_servers_validation():
@@ -191,12 +252,16 @@ def test_a_built_job_passes_the_servers_validation():
 
 # --- remembered settings ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("typed, url", [
-    ("127.0.0.1:7861", "ws://127.0.0.1:7861"),
-    ("localhost", "ws://localhost:7860"),
-    ("ws://10.0.0.2:9000/", "ws://10.0.0.2:9000"),
-    ("wss://paint.example:443/pb", "wss://paint.example:443/pb"),
-])
+
+@pytest.mark.parametrize(
+    "typed, url",
+    [
+        ("127.0.0.1:7861", "ws://127.0.0.1:7861"),
+        ("localhost", "ws://localhost:7860"),
+        ("ws://10.0.0.2:9000/", "ws://10.0.0.2:9000"),
+        ("wss://paint.example:443/pb", "wss://paint.example:443/pb"),
+    ],
+)
 def test_server_addresses_are_normalised(typed, url):
     assert settings.normalise_url(typed) == url
 
@@ -220,6 +285,7 @@ def test_server_and_token_are_remembered_per_address(tmp_path):
 
 # --- connection (real server on loopback) ----------------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -229,9 +295,10 @@ def free_port() -> int:
 def inpaint_job(box: Box):
     mask = bytearray(box.width * box.height)
     for y in range(8, 20):
-        mask[y * box.width + 8:y * box.width + 20] = b"\xff" * 12
-    return build_job(settings_for("inpaint", model="classical"), JobInputs(box, rgba(box, 90), "rgba8", bytes(mask)),
-                     job_id="g-1")
+        mask[y * box.width + 8 : y * box.width + 20] = b"\xff" * 12
+    return build_job(
+        settings_for("inpaint", model="classical"), JobInputs(box, rgba(box, 90), "rgba8", bytes(mask)), job_id="g-1"
+    )
 
 
 def test_the_gimp_connection_runs_a_job_on_a_real_server(start_server):
@@ -262,6 +329,7 @@ def test_the_launcher_reads_the_recorded_command_and_logs_into_the_profile(tmp_p
 
 # --- installer -------------------------------------------------------------------------------------------------------
 
+
 def test_installer_makes_a_self_contained_plugin_folder(tmp_path):
     plugins = tmp_path / "plug-ins"
     dest = install(plugins, ["/opt/pb/python", "-m", "server", "serve"])
@@ -273,10 +341,12 @@ def test_installer_makes_a_self_contained_plugin_folder(tmp_path):
     assert read_server_command(dest) == ["/opt/pb/python", "-m", "server", "serve"]
     assert (dest / "client" / "jobs.py").exists() and not (dest / "install.json").exists()
     # The vendored copies import on their own, without this venv's site-packages.
-    probe = ("import sys; sys.path[:0] = [sys.argv[1] + '/vendor', sys.argv[1]]; "
-             "import msgpack, websockets.sync.client, protocol.client, client.session, gimp_plugin.values; "
-             "assert all(m.__file__.startswith(sys.argv[1]) for m in (msgpack, websockets, protocol, client)); "
-             "print(msgpack.unpackb(msgpack.packb({'a': b'x'})))")
+    probe = (
+        "import sys; sys.path[:0] = [sys.argv[1] + '/vendor', sys.argv[1]]; "
+        "import msgpack, websockets.sync.client, protocol.client, client.session, gimp_plugin.values; "
+        "assert all(m.__file__.startswith(sys.argv[1]) for m in (msgpack, websockets, protocol, client)); "
+        "print(msgpack.unpackb(msgpack.packb({'a': b'x'})))"
+    )
     out = subprocess.run([sys.executable, "-S", "-c", probe, str(dest)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     # A second install replaces the first and leaves nothing behind.
@@ -288,6 +358,7 @@ def test_installer_makes_a_self_contained_plugin_folder(tmp_path):
 
 # --- dialogs ---------------------------------------------------------------------------------------------------------
 
+
 def flat(section) -> list:
     """Every argument name of a dialog section, folded sections included."""
     return [n for m in section[2] for n in ([m] if isinstance(m, str) else flat(m))]
@@ -298,12 +369,22 @@ def test_dialog_layout_and_models_hint():
 
     top, sections = layout(arguments.BY_MODE["inpaint"])
     assert top[:4] == ["prompt", "negative-prompt", "model", "strength"]
-    assert [sid for sid, _title, _members in sections] == ["sampling", "area", "controls", "references", "names",
-                                                         "server", "regions"]
+    assert [sid for sid, _title, _members in sections] == [
+        "sampling",
+        "area",
+        "controls",
+        "references",
+        "names",
+        "server",
+        "regions",
+    ]
     placed = top + [name for section in sections for name in flat(section)]
     assert sorted(placed) == sorted(arg.name for arg in arguments.BY_MODE["inpaint"].args)
-    models = [{"name": "classical", "kind": "builtin"}, {"name": "tiny-sd15", "kind": "checkpoint"},
-              {"name": "4x-tiny", "kind": "upscaler"}]
+    models = [
+        {"name": "classical", "kind": "builtin"},
+        {"name": "tiny-sd15", "kind": "checkpoint"},
+        {"name": "4x-tiny", "kind": "upscaler"},
+    ]
     assert models_hint(models, "inpaint", "ws://h:1") == "Checkpoints: tiny-sd15 · built-in: classical"
     assert models_hint(models, "upscale", "ws://h:1") == "Upscalers: 4x-tiny · Checkpoints: tiny-sd15"
     assert "not answering" in models_hint(None, "img2img", "ws://h:1")
@@ -319,16 +400,23 @@ def test_fetch_models_for_the_dialog(start_server):
 def test_install_py_installs_both_plugins_and_records_them(tmp_path):
     """The path install.py takes for each editor found or given: pbsetup.plugins vendoring the venv's packages, and
     the install record listing what --uninstall removes."""
-    script = ("import sys; from pathlib import Path; import install; from pbsetup import hosts; "
-              "from pbsetup.record import Record; from pbsetup.system import System; "
-              "r = Record(Path(sys.argv[1]) / 'record.json'); cmd = install.server_command(Path(sys.argv[2])); "
-              "py = install.venv_python(Path(sys.argv[2])); "
-              "install._install_plugin(hosts.HostTarget(hosts.GIMP, 'given', Path(sys.argv[1]) / 'plug-ins', None, 'test'), "
-              "cmd, py, r); "
-              "install._install_plugin(hosts.HostTarget(hosts.KRITA, 'given', Path(sys.argv[1]) / 'pykrita', "
-              "Path(sys.argv[1]) / 'kritarc', 'test'), cmd, py, r); print(r.files, r.kritarcs)")
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(REPO / ".venv")],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    script = (
+        "import sys; from pathlib import Path; import install; from pbsetup import hosts; "
+        "from pbsetup.record import Record; from pbsetup.system import System; "
+        "r = Record(Path(sys.argv[1]) / 'record.json'); cmd = install.server_command(Path(sys.argv[2])); "
+        "py = install.venv_python(Path(sys.argv[2])); "
+        "install._install_plugin(hosts.HostTarget(hosts.GIMP, 'given', Path(sys.argv[1]) / 'plug-ins', None, 'test'), "
+        "cmd, py, r); "
+        "install._install_plugin(hosts.HostTarget(hosts.KRITA, 'given', Path(sys.argv[1]) / 'pykrita', "
+        "Path(sys.argv[1]) / 'kritarc', 'test'), cmd, py, r); print(r.files, r.kritarcs)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), str(REPO / ".venv")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     gimp, krita = tmp_path / "plug-ins" / "paintbridge", tmp_path / "pykrita" / "paintbridge"
     for dest in (gimp, krita):
@@ -345,8 +433,10 @@ def test_a_failed_install_leaves_the_old_plugin_working(tmp_path, monkeypatch, e
     from pbsetup import plugins
 
     folder = tmp_path / editor
-    install_one = {"gimp": lambda: plugins.install_gimp(folder, ["x"]),
-                   "krita": lambda: plugins.install_krita(folder, tmp_path / "kritarc", ["x"])}[editor]
+    install_one = {
+        "gimp": lambda: plugins.install_gimp(folder, ["x"]),
+        "krita": lambda: plugins.install_krita(folder, tmp_path / "kritarc", ["x"]),
+    }[editor]
     dest = install_one()
     (dest / "marker.txt").write_text("the old copy")
 
@@ -363,19 +453,29 @@ def test_a_failed_install_leaves_the_old_plugin_working(tmp_path, monkeypatch, e
 
 # --- models: the model choice and Download Models ---------------------------------------------------------------------
 
+
 def test_the_model_choice_lists_installed_checkpoints_between_default_and_classical():
     from gimp_plugin.choices import model_choices, model_name
 
-    listing = [{"name": "classical", "kind": "builtin"}, {"name": "DreamShaper_8", "kind": "checkpoint", "family": "sd15"},
-               {"name": "inp", "kind": "checkpoint", "family": "sd15", "inpaint": True},
-               {"name": "4x", "kind": "upscaler"}]
-    assert model_choices(listing) == (("default", "Server's default"), ("DreamShaper_8", "DreamShaper_8 (sd15)"),
-                                      ("inp", "inp (sd15, inpaint)"), ("classical", "Classical (OpenCV, no AI)"))
+    listing = [
+        {"name": "classical", "kind": "builtin"},
+        {"name": "DreamShaper_8", "kind": "checkpoint", "family": "sd15"},
+        {"name": "inp", "kind": "checkpoint", "family": "sd15", "inpaint": True},
+        {"name": "4x", "kind": "upscaler"},
+    ]
+    assert model_choices(listing) == (
+        ("default", "Server's default"),
+        ("DreamShaper_8", "DreamShaper_8 (sd15)"),
+        ("inp", "inp (sd15, inpaint)"),
+        ("classical", "Classical (OpenCV, no AI)"),
+    )
     assert model_choices([]) == (("default", "Server's default"), ("classical", "Classical (OpenCV, no AI)"))
     assert model_name("default") == "" and model_name("classical") == "classical" and model_name("inp") == "inp"
     kontext = {"name": "flux1-kontext-dev", "kind": "checkpoint", "family": "flux-kontext", "edit": True}
-    assert model_choices(listing + [kontext], "edit") == (("default", "Server's default"),
-                                                          ("flux1-kontext-dev", "flux1-kontext-dev (flux-kontext)"))
+    assert model_choices(listing + [kontext], "edit") == (
+        ("default", "Server's default"),
+        ("flux1-kontext-dev", "flux1-kontext-dev (flux-kontext)"),
+    )
     assert len(model_choices(listing + [kontext], "inpaint")) == 5  # every other mode lists every checkpoint
     for spec in arguments.ALL_PROCEDURES:  # every model argument is such a choice, defaulting to the server's default
         for arg in spec.args:
@@ -384,10 +484,16 @@ def test_the_model_choice_lists_installed_checkpoints_between_default_and_classi
     assert settings_for("inpaint").model == "" and settings_for("inpaint", model="inp").model == "inp"
 
 
-LISTING = [{"name": "classical", "kind": "builtin"}, {"name": "sdxl-base", "kind": "checkpoint"},
-           {"name": "vae-ft-mse", "kind": "vae"}, {"name": "broken-vae", "kind": "vae", "problem": "truncated"},
-           {"name": "sdxl-refiner", "kind": "refiner"}, {"name": "4x-ultra", "kind": "upscaler"},
-           {"name": "2x-tiny", "kind": "upscaler"}, {"name": "a-lora", "kind": "lora"}]
+LISTING = [
+    {"name": "classical", "kind": "builtin"},
+    {"name": "sdxl-base", "kind": "checkpoint"},
+    {"name": "vae-ft-mse", "kind": "vae"},
+    {"name": "broken-vae", "kind": "vae", "problem": "truncated"},
+    {"name": "sdxl-refiner", "kind": "refiner"},
+    {"name": "4x-ultra", "kind": "upscaler"},
+    {"name": "2x-tiny", "kind": "upscaler"},
+    {"name": "a-lora", "kind": "lora"},
+]
 
 
 def test_every_model_like_argument_is_a_choice_of_what_is_installed_with_a_free_text_override():
@@ -395,10 +501,17 @@ def test_every_model_like_argument_is_a_choice_of_what_is_installed_with_a_free_
 
     assert listed_choices("vae", LISTING) == (("default", "Checkpoint's own"), ("vae-ft-mse", "vae-ft-mse"))
     assert listed_choices("refiner", LISTING) == (("none", "None"), ("sdxl-refiner", "sdxl-refiner"))
-    assert listed_choices("upscaler", LISTING) == (("lanczos", "Lanczos (no model)"), ("4x-ultra", "4x-ultra"),
-                                                   ("2x-tiny", "2x-tiny"))
-    assert [nick for nick, _ in listed_choices("hires-upscaler", LISTING)] == ["latent", "lanczos", "4x-ultra",
-                                                                              "2x-tiny"]
+    assert listed_choices("upscaler", LISTING) == (
+        ("lanczos", "Lanczos (no model)"),
+        ("4x-ultra", "4x-ultra"),
+        ("2x-tiny", "2x-tiny"),
+    )
+    assert [nick for nick, _ in listed_choices("hires-upscaler", LISTING)] == [
+        "latent",
+        "lanczos",
+        "4x-ultra",
+        "2x-tiny",
+    ]
     assert [nick for nick, _ in listed_choices("model", LISTING)] == ["default", "sdxl-base", "classical"]
     assert listed_value("vae", "default") == "" and listed_value("refiner", "none") == ""
     assert listed_value("upscaler", "lanczos") == "" and listed_value("hires-upscaler", "lanczos") == "lanczos"
@@ -416,8 +529,11 @@ def test_every_model_like_argument_is_a_choice_of_what_is_installed_with_a_free_
     assert (s.vae, s.refiner, s.hires_upscaler) == ("vae-ft-mse", "sdxl-refiner", "4x-ultra")
     s = settings_for("inpaint")
     assert (s.vae, s.refiner, s.hires_upscaler, s.model) == ("", "", "latent", "")
-    s = settings_for("inpaint", vae="vae-ft-mse", **{"vae-name": "other-vae", "refiner-name": "r2",
-                                                     "hires-upscaler-name": "8x", "model-name": "unlisted"})
+    s = settings_for(
+        "inpaint",
+        vae="vae-ft-mse",
+        **{"vae-name": "other-vae", "refiner-name": "r2", "hires-upscaler-name": "8x", "model-name": "unlisted"},
+    )
     assert (s.vae, s.refiner, s.hires_upscaler, s.model) == ("other-vae", "r2", "8x", "unlisted")
     up = settings_for("upscale", **{"upscaler-name": "4x-new"})
     assert up.upscaler == "4x-new" and settings_for("upscale").upscaler == ""  # lanczos
@@ -427,16 +543,24 @@ def test_a_reused_name_the_choice_does_not_offer_goes_to_the_override():
     from gimp_plugin.choices import listed_choices
 
     spec = arguments.BY_MODE["inpaint"]
-    reused = values.values_from_settings(spec, Settings(mode="inpaint", model="gone-model", vae="vae-ft-mse",
-                                                        refiner="old-refiner", hires_upscaler="4x-ultra"))
+    reused = values.values_from_settings(
+        spec,
+        Settings(
+            mode="inpaint", model="gone-model", vae="vae-ft-mse", refiner="old-refiner", hires_upscaler="4x-ultra"
+        ),
+    )
     placed = values.place_unlisted(spec, reused, lambda arg: [n for n, _ in listed_choices(arg.listing, LISTING)])
     assert (placed["model"], placed["model-name"]) == ("default", "gone-model")
     assert (placed["vae"], placed["vae-name"]) == ("vae-ft-mse", "")  # offered: stays in the choice
     assert (placed["refiner"], placed["refiner-name"]) == ("none", "old-refiner")
     assert (placed["hires-upscaler"], placed["hires-upscaler-name"]) == ("4x-ultra", "")
     again = values.settings_from_values(spec, dict(spec.defaults(), **placed))
-    assert (again.model, again.vae, again.refiner, again.hires_upscaler) == ("gone-model", "vae-ft-mse",
-                                                                             "old-refiner", "4x-ultra")
+    assert (again.model, again.vae, again.refiner, again.hires_upscaler) == (
+        "gone-model",
+        "vae-ft-mse",
+        "old-refiner",
+        "4x-ultra",
+    )
 
 
 def test_the_model_choice_comes_from_the_server_else_from_the_recorded_listing(start_server, tmp_path):
@@ -463,12 +587,26 @@ def test_download_models_arguments_and_texts():
     assert download.scope_of("all") == ("", "") and download.scope_of("inpaint") == ("inpaint", "")
     assert download.scope_of("control-canny") == ("", "canny")
     assert {nick for nick, _label in arguments.FOR_CHOICES} >= {"all", "upscale", "control-depth"}
-    statuses = presets_from([{"name": "upscaler", "files": [{"id": "u", "target": "upscale_models/u.pth",
-                                                            "size": 67_000_000, "installed": False,
-                                                            "modes": ["upscale"]}]}])
+    statuses = presets_from(
+        [
+            {
+                "name": "upscaler",
+                "files": [
+                    {
+                        "id": "u",
+                        "target": "upscale_models/u.pth",
+                        "size": 67_000_000,
+                        "installed": False,
+                        "modes": ["upscale"],
+                    }
+                ],
+            }
+        ]
+    )
     assert download.status_text(statuses, "upscale", "ws://h:1") == (
         "upscaler: lacks 1 file(s) for upscale, about 67.0 MB: u.pth\n"
-        "Models for upscale: none installed; download the preset 'upscaler' (67.0 MB)")
+        "Models for upscale: none installed; download the preset 'upscaler' (67.0 MB)"
+    )
     assert "not answering" in download.status_text(None, "all", "ws://h:1")
     assert arguments.BY_NAME[arguments.DOWNLOAD.name].download
 
@@ -488,7 +626,10 @@ def test_a_changed_listing_makes_gimp_register_the_plug_in_again(tmp_path):
     os.utime(entry, (1_000_000, 1_000_000))
     assert choices.record(profile, list(reversed(listing)), entry) is False  # the same checkpoints: left alone
     assert entry.stat().st_mtime == 1_000_000
-    assert choices.recorded(profile) == [{"name": "tiny", "kind": "checkpoint"}, {"name": "classical", "kind": "builtin"}]
+    assert choices.recorded(profile) == [
+        {"name": "tiny", "kind": "checkpoint"},
+        {"name": "classical", "kind": "builtin"},
+    ]
 
 
 def test_region_arguments_bind_or_remove_a_prompt():
@@ -518,11 +659,17 @@ def test_inpaint_and_outpaint_offer_every_fill_and_the_colour_match():
     for mode in ("inpaint", "outpaint"):
         args = {a.name: a for a in arguments.BY_MODE[mode].args}
         assert args["fill"].default == "patch" and [n for n, _ in args["fill"].choices] == [
-            "patch", "telea", "ns", "lama"]
+            "patch",
+            "telea",
+            "ns",
+            "lama",
+        ]
         assert set(n for n, _ in args["fill"].choices) == set(INPAINT_FILLS)
         assert args["color-match"].kind == "boolean" and args["color-match"].default is False
-    s = values.settings_from_values(arguments.BY_MODE["inpaint"], dict(arguments.BY_MODE["inpaint"].defaults(),
-                                                                         **{"fill": "lama", "color-match": True}))
+    s = values.settings_from_values(
+        arguments.BY_MODE["inpaint"],
+        dict(arguments.BY_MODE["inpaint"].defaults(), **{"fill": "lama", "color-match": True}),
+    )
     assert s.fill == "lama" and s.color_match is True
 
 
@@ -536,8 +683,9 @@ def test_seamless_texture_is_an_argument_of_generate_img2img_and_upscale_only():
         assert s.tileable is True and values.values_from_settings(spec, s)["tileable"] is True
     box = Box(0, 0, 32, 16)
     s = settings_for("generate", prompt="moss", model="classical", tileable=True)
-    msg = parse_client_message(build_job(s, JobInputs(box, rgba(box), "rgba8", None, ()), job_id="t").to_wire(),
-                               Limits())
+    msg = parse_client_message(
+        build_job(s, JobInputs(box, rgba(box), "rgba8", None, ()), job_id="t").to_wire(), Limits()
+    )
     assert msg.params.tileable is True
 
 
@@ -570,14 +718,30 @@ def test_reference_arguments_become_the_settings_references_by_stable_id():
     from client.settings import ReferenceSetting
 
     ids = {"photo": "17", "face": "23", "sky": "31"}
-    s = values.settings_from_values(arguments.BY_MODE["outpaint"], values_for("outpaint", **{
-        "reference-layer": "photo", "reference-type": "style", "reference-strength": 1.5, "reference-start": 0.2,
-        "reference-end": 0.8, "reference-region": "sky",
-        "reference-3-layer": "face", "reference-3-type": "face",
-        "reference-4-layer": "photo", "reference-4-region": None}), ids.__getitem__)
-    assert s.references == (ReferenceSetting("17", "style", 1.5, 0.2, 0.8, region="31"),
-                            ReferenceSetting("23", "face", 1.0, 0.0, 1.0, region=""),
-                            ReferenceSetting("17", "content", 1.0, 0.0, 1.0, region=""))
+    s = values.settings_from_values(
+        arguments.BY_MODE["outpaint"],
+        values_for(
+            "outpaint",
+            **{
+                "reference-layer": "photo",
+                "reference-type": "style",
+                "reference-strength": 1.5,
+                "reference-start": 0.2,
+                "reference-end": 0.8,
+                "reference-region": "sky",
+                "reference-3-layer": "face",
+                "reference-3-type": "face",
+                "reference-4-layer": "photo",
+                "reference-4-region": None,
+            },
+        ),
+        ids.__getitem__,
+    )
+    assert s.references == (
+        ReferenceSetting("17", "style", 1.5, 0.2, 0.8, region="31"),
+        ReferenceSetting("23", "face", 1.0, 0.0, 1.0, region=""),
+        ReferenceSetting("17", "content", 1.0, 0.0, 1.0, region=""),
+    )
     assert settings_for("generate").references == ()  # no layer picked: no reference
     with pytest.raises(JobInputError, match="Reference 2: 'from' \\(0.7\\) is after 'until' \\(0.3\\)"):
         settings_for("img2img", **{"reference-2-layer": "photo", "reference-2-start": 0.7, "reference-2-end": 0.3})
@@ -595,20 +759,31 @@ def test_four_gimp_reference_slots_reach_the_job_and_a_region_masks_its_referenc
     w, h = 96, 64
     region = bytearray(w * h * 4)
     for i in range(w * h):
-        region[i * 4:i * 4 + 4] = bytes((9, 9, 9, 255 if i % w < w // 2 else 0))
-    doc = MemoryDocument(w, h, gradient(w, h), ellipse_mask(w, h, 48, 32, 20, 14, soft=6),
-                         {"photo": gradient(w, h)[::-1], "region": bytes(region)})
-    vals = values_for("inpaint", prompt="x", **{f"{arguments.reference_prefix(i)}-layer": "photo"
-                                                for i in range(1, 5)})
+        region[i * 4 : i * 4 + 4] = bytes((9, 9, 9, 255 if i % w < w // 2 else 0))
+    doc = MemoryDocument(
+        w,
+        h,
+        gradient(w, h),
+        ellipse_mask(w, h, 48, 32, 20, 14, soft=6),
+        {"photo": gradient(w, h)[::-1], "region": bytes(region)},
+    )
+    vals = values_for("inpaint", prompt="x", **{f"{arguments.reference_prefix(i)}-layer": "photo" for i in range(1, 5)})
     vals.update({"reference-2-region": "region", "reference-3-type": "style", "reference-4-start": 0.5})
     s = values.settings_from_values(arguments.BY_MODE["inpaint"], vals, lambda item: f"id-{item}")
-    sources = reference_sources(s, lambda ident: ident[3:] if ident[3:] in doc.layers else None,
-                                lambda ident: ident[3:] if ident[3:] in doc.layers else None)
+    sources = reference_sources(
+        s,
+        lambda ident: ident[3:] if ident[3:] in doc.layers else None,
+        lambda ident: ident[3:] if ident[3:] in doc.layers else None,
+    )
     reader = Reader(doc, RGBA8)
     inputs = capture(s, doc.selection_bounds(), w, h, reader, (), sources)
     job = build_job(s, inputs, Defaults(), None, job_id="refs")
     assert [(r.type, r.start, r.mask is not None) for r in job.references] == [
-        ("content", 0.0, False), ("content", 0.0, True), ("style", 0.0, False), ("content", 0.5, False)]
+        ("content", 0.0, False),
+        ("content", 0.0, True),
+        ("style", 0.0, False),
+        ("content", 0.5, False),
+    ]
     box = inputs.box
     assert job.references[1].mask.data == opacity(reader.read_layer("region", box), RGBA8)
     assert {0, 255} == set(job.references[1].mask.data)
@@ -627,7 +802,9 @@ def test_dialog_places_every_reference_and_control_argument_in_its_section():
         assert not any(name.startswith(("reference", "control")) for name in top)
         # the first slot open in its section, every further slot folded in its own expander
         controls = by_id["controls"][2]
-        assert controls[:6] == tuple(f"control-{k}" for k in ("layer", "type", "strength", "start", "end",
-                                                                "preprocess"))
-        assert [(sid, title) for sid, title, _m in controls[6:]] == [(f"control-{i}", f"Control layer {i}")
-                                                                     for i in range(2, 9)]
+        assert controls[:6] == tuple(
+            f"control-{k}" for k in ("layer", "type", "strength", "start", "end", "preprocess")
+        )
+        assert [(sid, title) for sid, title, _m in controls[6:]] == [
+            (f"control-{i}", f"Control layer {i}") for i in range(2, 9)
+        ]

@@ -34,8 +34,9 @@ HAND = (302, 249, 142, 142)  # the hand box found for tiny_palm.draw_hand(image,
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory, paintbridge_cache) -> Path:
-    models = factory.make_models_dir(tmp_path_factory.mktemp("models"),
-                                     ("sd15", "sdxl", "sd15-inpaint", "cn-sd15-canny", "flux"))
+    models = factory.make_models_dir(
+        tmp_path_factory.mktemp("models"), ("sd15", "sdxl", "sd15-inpaint", "cn-sd15-canny", "flux")
+    )
     ups = build_upscalers(paintbridge_cache / "upscale-models")
     shutil.copytree(ups / "upscale_models", models / "upscale_models")
     tiny_yunet.write_detector(models / "detectors")
@@ -63,8 +64,14 @@ def payload(arr: np.ndarray) -> dict:
 
 
 def job(mode: str, model: str = "tiny-sd15", image=None, mask=None, **params) -> dict:
-    msg = {"mode": mode, "model": model, "prompt": "a portrait", "x": 10, "y": 20,
-           "params": {"steps": 4, "seed": 7, "grow": 0, "feather": 2, **params}}
+    msg = {
+        "mode": mode,
+        "model": model,
+        "prompt": "a portrait",
+        "x": 10,
+        "y": 20,
+        "params": {"steps": 4, "seed": 7, "grow": 0, "feather": 2, **params},
+    }
     if image is not None:
         msg["image"] = payload(image)
     if mask is not None:
@@ -73,13 +80,16 @@ def job(mode: str, model: str = "tiny-sd15", image=None, mask=None, **params) ->
 
 
 def run(client, msg: dict, progress: list = None):
-    result = client.run(msg, on_event=lambda m: progress is not None and m.type == "progress" and progress.append(m),
-                        timeout=300)
-    return [(layer, np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4))
-            for layer in result.layers]
+    result = client.run(
+        msg, on_event=lambda m: progress is not None and m.type == "progress" and progress.append(m), timeout=300
+    )
+    return [
+        (layer, np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4)) for layer in result.layers
+    ]
 
 
 # --- hires fix ---------------------------------------------------------------------------------------------------------
+
 
 def test_the_plan_runs_a_second_pass_only_for_a_box_larger_than_the_first_pass():
     on = Hires(enabled=True, strength=0.5)
@@ -98,7 +108,7 @@ def test_the_plan_runs_a_second_pass_only_for_a_box_larger_than_the_first_pass()
 def test_hires_generate_gives_the_target_size_and_progress_counts_both_passes(client, model):
     progress = []
     msg = job("generate", model, width=W, height=H, hires={"enabled": True, "strength": 0.5, "steps": 6})
-    (layer, rgba), = run(client, dict(msg, previews=True), progress)
+    ((layer, rgba),) = run(client, dict(msg, previews=True), progress)
     assert (layer.width, layer.height, layer.x, layer.y) == (W, H, 10, 20) and (rgba[..., 3] == 255).all()
     assert layer.info["hires"] == {"size": [W, H], "upscaler": "latent", "strength": 0.5, "steps": 6}
     assert layer.info["size"] == [72, 56], "the first pass runs at the native area"
@@ -124,8 +134,9 @@ def test_hires_batch_gives_each_image_at_the_target_size_with_its_seed(client):
     results = run(client, job("generate", width=W, height=H, batch=2, hires={"enabled": True, "upscaler": "lanczos"}))
     assert [(layer.width, layer.height, layer.seed) for layer, _ in results] == [(W, H, 7), (W, H, 8)]
     assert not np.array_equal(results[0][1], results[1][1])
-    (alone, rgba), = run(client, job("generate", width=W, height=H, seed=8, hires={"enabled": True,
-                                                                                 "upscaler": "lanczos"}))
+    ((alone, rgba),) = run(
+        client, job("generate", width=W, height=H, seed=8, hires={"enabled": True, "upscaler": "lanczos"})
+    )
     # one pipeline call per pass for the batch: the same image up to rounding (batched kernels round differently)
     assert np.abs(rgba.astype(int) - results[1][1].astype(int)).mean() < 1.0
 
@@ -137,16 +148,21 @@ def test_hires_with_a_control_layer(client, mode):
     edges[..., 3] = 255
     mask = np.zeros((H, W), np.uint8)
     mask[20:70, 30:100] = 255
-    msg = job(mode, image=picture(), mask=mask if mode == "inpaint" else None, strength=0.6,
-              hires={"enabled": True, "upscaler": "latent"})
+    msg = job(
+        mode,
+        image=picture(),
+        mask=mask if mode == "inpaint" else None,
+        strength=0.6,
+        hires={"enabled": True, "upscaler": "latent"},
+    )
     msg["controls"] = [{"type": "canny", "image": payload(edges)}]
-    (layer, rgba), = run(client, msg)
+    ((layer, rgba),) = run(client, msg)
     assert layer.info["hires"]["size"] == [W, H] and layer.info["controlnets"] == ["control_tiny_sd15_canny"]
 
 
 def test_latent_lanczos_and_model_upscale_differ_and_a_plain_job_differs_from_all(client):
     def make(**hires):
-        (layer, rgba), = run(client, job("generate", width=W, height=H, hires={"enabled": True, **hires}))
+        ((layer, rgba),) = run(client, job("generate", width=W, height=H, hires={"enabled": True, **hires}))
         return layer, rgba
 
     plain = run(client, job("generate", width=W, height=H))[0]
@@ -167,8 +183,9 @@ def test_hires_inpaint_keeps_pixels_outside_the_mask(client, model):
     mask = np.zeros((H, W), np.uint8)
     mask[20:70, 30:100] = 255
     progress = []
-    (layer, rgba), = run(client, job("inpaint", model, image, mask, hires={"enabled": True, "upscaler": "lanczos"}),
-                         progress)
+    ((layer, rgba),) = run(
+        client, job("inpaint", model, image, mask, hires={"enabled": True, "upscaler": "lanczos"}), progress
+    )
     assert layer.info["hires"]["size"] == [W, H] and (layer.width, layer.height) == (W, H)
     outside = rgba[..., 3] == 0
     assert outside.mean() > 0.5 and np.array_equal(rgba[outside][:, :3], image[outside][:, :3])
@@ -178,7 +195,7 @@ def test_hires_inpaint_keeps_pixels_outside_the_mask(client, model):
 
 def test_hires_img2img_runs_two_passes(client):
     progress = []
-    (layer, rgba), = run(client, job("img2img", image=picture(), strength=0.5, hires={"enabled": True}), progress)
+    ((layer, rgba),) = run(client, job("img2img", image=picture(), strength=0.5, hires={"enabled": True}), progress)
     assert layer.info["hires"]["size"] == [W, H] and progress[-1].step == progress[-1].total == 2 + 1
 
 
@@ -189,6 +206,7 @@ def test_an_unknown_hires_upscaler_is_refused_naming_what_is_installed(client):
 
 
 # --- detailer ----------------------------------------------------------------------------------------------------------
+
 
 def test_the_detector_finds_the_drawn_face(tmp_path):
     detector = FaceDetector(tiny_yunet.write_detector(tmp_path))
@@ -209,17 +227,19 @@ def test_without_weights_the_detailer_names_the_pull(tmp_path):
 def test_detail_mode_repaints_only_the_face(client):
     image = portrait()
     progress = []
-    (layer, rgba), = run(client, job("detail", image=image, detail={"strength": 0.5, "padding": 16}), progress)
+    ((layer, rgba),) = run(client, job("detail", image=image, detail={"strength": 0.5, "padding": 16}), progress)
     assert (layer.x, layer.y, layer.width, layer.height) == (10, 20, 512, 512)
     (found,) = layer.info["detections"]
     assert found["target"] == "face" and found["score"] > 0.8
     x, y, w, h = found["box"]
     changed = rgba[..., 3] > 0
     ys, xs = np.nonzero(changed)
-    assert changed.any() and xs.min() >= x - 16 and xs.max() < x + w + 16 and ys.min() >= y - 16 and ys.max() < y + h + 16
+    assert (
+        changed.any() and xs.min() >= x - 16 and xs.max() < x + w + 16 and ys.min() >= y - 16 and ys.max() < y + h + 16
+    )
     assert rgba[y + h // 2, x + w // 2, 3] == 255, "the face's centre is repainted fully"
     assert np.array_equal(rgba[~changed][:, :3], image[~changed][:, :3]), "outside the face the pixels stay"
-    assert not np.array_equal(rgba[y:y + h, x:x + w, :3], image[y:y + h, x:x + w, :3])
+    assert not np.array_equal(rgba[y : y + h, x : x + w, :3], image[y : y + h, x : x + w, :3])
     assert progress[-1].step == progress[-1].total == 2
 
 
@@ -240,7 +260,7 @@ def test_detail_mode_on_a_selection_only_takes_faces_inside_it(client):
     image = np.concatenate([portrait(), portrait()], axis=1)
     mask = np.zeros(image.shape[:2], np.uint8)
     mask[:, 512:] = 255
-    (layer, rgba), = run(client, job("detail", image=image, mask=mask))
+    ((layer, rgba),) = run(client, job("detail", image=image, mask=mask))
     (found,) = layer.info["detections"]
     assert found["box"][0] > 512 and (rgba[:, :512, 3] == 0).all()
 
@@ -256,7 +276,7 @@ def test_detail_after_an_inpaint_job_repaints_the_faces_in_its_box(client):
     assert plain_rgba[FACE[1] + 50, FACE[0] + 45, 3] == 0, "separate: the job's own layer stays as it was"
     assert progress[-1].step == progress[-1].total == 2 + 1, "the job's 2 steps, then int(4 x 0.4) for the face"
     job_msg["params"]["detail"]["separate"] = False
-    (layer, rgba), = run(client, job_msg)
+    ((layer, rgba),) = run(client, job_msg)
     assert rgba[FACE[1] + 50, FACE[0] + 45, 3] == 255 and rgba[450, 70, 3] == 255
     assert layer.name.endswith("+ detail")
 
@@ -266,7 +286,7 @@ def test_one_detail_job_repaints_a_hand_and_a_face_and_nothing_else(client):
     tiny_palm.draw_hand(image, 373, 352, 64)
     progress = []
     msg = job("detail", image=image, detail={"targets": ["face", "hand"], "strength": 0.5, "padding": 16})
-    (layer, rgba), = run(client, msg, progress)
+    ((layer, rgba),) = run(client, msg, progress)
     found = {d["target"]: d for d in layer.info["detections"]}
     assert sorted(found) == ["face", "hand"] and layer.name == "detail 2 face/hand (7)"
     assert all(abs(a - b) <= 4 for a, b in zip(found["face"]["box"], FACE))
@@ -275,9 +295,11 @@ def test_one_detail_job_repaints_a_hand_and_a_face_and_nothing_else(client):
     for target in ("face", "hand"):
         x, y, w, h = found[target]["box"]
         pad = max(16, max(w, h) // 4)  # the crop each region is inpainted in
-        inside[max(0, y - pad):y + h + pad, max(0, x - pad):x + w + pad] = True
+        inside[max(0, y - pad) : y + h + pad, max(0, x - pad) : x + w + pad] = True
         assert rgba[y + h // 2, x + w // 2, 3] == 255, f"the {target}'s centre is repainted fully"
-        assert not np.array_equal(rgba[y:y + h, x:x + w, :3], image[y:y + h, x:x + w, :3]), f"the {target} changed"
+        assert not np.array_equal(rgba[y : y + h, x : x + w, :3], image[y : y + h, x : x + w, :3]), (
+            f"the {target} changed"
+        )
     changed = rgba[..., 3] > 0
     assert not (changed & ~inside).any(), "nothing changes outside the two regions"
     assert np.array_equal(rgba[~changed][:, :3], image[~changed][:, :3])
@@ -306,8 +328,9 @@ def test_without_a_detector_and_on_the_classical_engine_the_detailer_says_what_t
 
 
 def test_params_carry_hires_and_detail_on_the_wire():
-    params = Params.parse_map({"hires": {"enabled": True, "upscaler": "lanczos"}, "detail": {"separate": True}}, "",
-                              Limits())
+    params = Params.parse_map(
+        {"hires": {"enabled": True, "upscaler": "lanczos"}, "detail": {"separate": True}}, "", Limits()
+    )
     assert params.hires == Hires(enabled=True, upscaler="lanczos") and params.detail == Detail(separate=True)
     assert Params().as_dict()["hires"]["enabled"] is False and Params().as_dict()["detail"]["targets"] == ("face",)
 
@@ -332,8 +355,10 @@ def test_models_pull_detailer_gets_a_detector_the_detailer_finds(hub, tmp_path):
     from server.downloads.pull import pull_file
 
     items = Catalogue.load().resolve("detailer")
-    assert [i.target for i in items] == ["detectors/face_detection_yunet_2023mar.onnx",
-                                         "detectors/palm_detection_mediapipe_2023feb.onnx"]
+    assert [i.target for i in items] == [
+        "detectors/face_detection_yunet_2023mar.onnx",
+        "detectors/palm_detection_mediapipe_2023feb.onnx",
+    ]
     for item, data in zip(items, (tiny_yunet.model_bytes(), tiny_palm.model_bytes())):
         assert item.kind == "detector" and item.serves("detail") and item.licence
         hub.files[(item.repo, item.file)] = data
@@ -350,26 +375,64 @@ def test_paintbridge_run_hires_and_detail_from_the_command_line(models_dir, tmp_
     import sys
 
     def cli(*args):
-        proc = subprocess.run([sys.executable, "-m", "server.cli", "run", *args, "--models", str(models_dir),
-                               "--model", "tiny-sd15", "--steps", "2", "--seed", "5"], capture_output=True, text=True,
-                              timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "run",
+                *args,
+                "--models",
+                str(models_dir),
+                "--model",
+                "tiny-sd15",
+                "--steps",
+                "2",
+                "--seed",
+                "5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout
 
     out = tmp_path / "hires.png"
-    said = cli("generate", "--width", str(W), "--height", str(H), "--hires", "--hires-upscaler", "lanczos",
-               "--hires-strength", "0.5", "--out", str(out))
+    said = cli(
+        "generate",
+        "--width",
+        str(W),
+        "--height",
+        str(H),
+        "--hires",
+        "--hires-upscaler",
+        "lanczos",
+        "--hires-strength",
+        "0.5",
+        "--out",
+        str(out),
+    )
     assert f"{out}: {W}x{H} at (0, 0), seed 5" in said and Image.open(out).size == (W, H)
     Image.fromarray(portrait()).save(tmp_path / "in.png")
     out = tmp_path / "face.png"
-    said = cli("detail", "--image", str(tmp_path / "in.png"), "--detail-strength", "0.6", "--detail-separate",
-               "--out", str(out))
+    said = cli(
+        "detail",
+        "--image",
+        str(tmp_path / "in.png"),
+        "--detail-strength",
+        "0.6",
+        "--detail-separate",
+        "--out",
+        str(out),
+    )
     assert f"{out}: " in said and "seed 5" in said
     result = np.asarray(Image.open(out).convert("RGBA"))
     assert result.shape == (512, 512, 4), "the detected face over the input"
     x, y, w, h = FACE
     changed = np.any(result[..., :3] != portrait()[..., :3], axis=2)
-    assert changed[y + h // 2, x + w // 2] and not changed[:y - 40].any() and not changed[y + h + 40:].any()
+    assert changed[y + h // 2, x + w // 2] and not changed[: y - 40].any() and not changed[y + h + 40 :].any()
 
 
 def test_flux_and_sd3_checkpoints_refuse_hires_and_detail_naming_the_field(client):
@@ -387,6 +450,7 @@ def test_flux_and_sd3_checkpoints_refuse_hires_and_detail_naming_the_field(clien
 def test_a_detail_crop_cuts_controls_reference_masks_and_regions_to_the_crop():
     from server.core import Job, Region
     from server.diffusion.detail import crop_area, crop_parts
+
     image = np.arange(6 * 8, dtype=np.uint8).reshape(6, 8)
     cut = crop_area(image, (10, 20), (16, 23, 20, 27))  # document box partly right of and below the image
     assert cut.shape == (4, 4) and np.array_equal(cut[:3, :2], image[3:6, 6:8]) and not cut[:, 2:].any()
@@ -395,8 +459,12 @@ def test_a_detail_crop_cuts_controls_reference_masks_and_regions_to_the_crop():
     far[0, 0], near[4, 7] = 255, 255
     edges = np.full((6, 8, 3), 9, np.uint8)
     from protocol.messages import Control
-    parts = crop_parts(Job("j", "inpaint", controls=[Control("canny", edges)],
-                           regions=[Region("far", far), Region("near", near)]), (10, 20), (15, 22, 18, 26))
+
+    parts = crop_parts(
+        Job("j", "inpaint", controls=[Control("canny", edges)], regions=[Region("far", far), Region("near", near)]),
+        (10, 20),
+        (15, 22, 18, 26),
+    )
     assert parts["controls"][0].image.shape == (4, 3, 3) and parts["controls"][0].image[:, :3].max() == 9
     assert [r.prompt for r in parts["regions"]] == ["near"] and parts["regions"][0].mask[2, 2] == 255
 
@@ -407,14 +475,16 @@ def test_detail_keeps_the_jobs_control_layer_and_region_on_the_faces_crop(client
     edges[::6, :, :3] = 255
     edges[..., 3] = 255
     near, far = np.zeros((512, 512), np.uint8), np.zeros((512, 512), np.uint8)
-    near[FACE[1]:FACE[1] + FACE[3], FACE[0]:FACE[0] + FACE[2]] = 255
+    near[FACE[1] : FACE[1] + FACE[3], FACE[0] : FACE[0] + FACE[2]] = 255
     far[480:, :40] = 255
     mask = np.zeros((512, 512), np.uint8)
     mask[400:500, 20:120] = 255  # far from the face
     plain = job("inpaint", image=image, mask=mask, strength=0.5, detail={"enabled": True, "separate": True})
-    guided = dict(plain, controls=[{"type": "canny", "image": payload(edges)}],
-                  regions=[{"prompt": "a bronze statue", "mask": payload(near)},
-                           {"prompt": "grass", "mask": payload(far)}])
+    guided = dict(
+        plain,
+        controls=[{"type": "canny", "image": payload(edges)}],
+        regions=[{"prompt": "a bronze statue", "mask": payload(near)}, {"prompt": "grass", "mask": payload(far)}],
+    )
     _, (face, rgba) = run(client, guided)
     assert face.info["controlnets"] == ["control_tiny_sd15_canny"], "the control layer guides the face's inpaint"
     assert face.info["regions"] == 1, "the region over the face applies there, the far one is left out"

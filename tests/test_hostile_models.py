@@ -30,15 +30,24 @@ MB = 1 << 20
 
 # --- file makers -----------------------------------------------------------------------------------------------------
 
+
 def safetensors_bytes(header: object, data: bytes = b"", length: int | None = None) -> bytes:
     """A safetensors file whose header is ``header`` (any JSON value, or raw bytes) followed by ``data``."""
     text = header if isinstance(header, bytes) else json.dumps(header).encode()
     return struct.pack("<Q", len(text) if length is None else length) + text + data
 
 
-def gguf_bytes(tensors: int = 1, kvs: int = 1, dims=(4, 4), offset: int = 0, data: bytes = b"\0" * 64,
-               magic: bytes = b"GGUF", version: int = 3) -> bytes:
+def gguf_bytes(
+    tensors: int = 1,
+    kvs: int = 1,
+    dims=(4, 4),
+    offset: int = 0,
+    data: bytes = b"\0" * 64,
+    magic: bytes = b"GGUF",
+    version: int = 3,
+) -> bytes:
     """A GGUF v3 file with one string key/value and one F32 tensor entry; the counts in its fixed header may lie."""
+
     def string(text: str) -> bytes:
         raw = text.encode()
         return struct.pack("<Q", len(raw)) + raw
@@ -68,14 +77,20 @@ def _field(number: int, value) -> bytes:
 
 def onnx_bytes(dims, raw: bytes) -> bytes:
     """A one-node ONNX model (y = x + w) whose initialiser ``w`` declares ``dims`` float values and carries ``raw``."""
+
     def value_info(name: str) -> bytes:
         tensor_type = _field(1, 1) + _field(2, _field(1, _field(1, 1)))
         return _field(1, name.encode()) + _field(2, _field(1, tensor_type))
 
     initialiser = b"".join(_field(1, d) for d in dims) + _field(2, 1) + _field(8, b"w") + _field(9, raw)
     node = _field(1, b"x") + _field(1, b"w") + _field(2, b"y") + _field(4, b"Add")
-    graph = (_field(1, node) + _field(2, b"g") + _field(5, initialiser) + _field(11, value_info("x"))
-             + _field(12, value_info("y")))
+    graph = (
+        _field(1, node)
+        + _field(2, b"g")
+        + _field(5, initialiser)
+        + _field(11, value_info("x"))
+        + _field(12, value_info("y"))
+    )
     return _field(1, 7) + _field(8, _field(2, 13)) + _field(7, graph)
 
 
@@ -122,16 +137,26 @@ F32 = {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}
 LYING_SAFETENSORS = {
     "header-longer-than-file": (safetensors_bytes({"a": F32}, b"\0" * 16, length=4000), "4000-byte header"),
     "huge-header": (safetensors_bytes({}, length=1 << 40), "header (at most"),
-    "huge-shape": (safetensors_bytes({"a": {"dtype": "F32", "shape": [1 << 31, 1 << 31], "data_offsets": [0, 16]}},
-                                     b"\0" * 16), "declares shape"),
-    "offsets-beyond-file": (safetensors_bytes({"a": {"dtype": "F32", "shape": [1 << 20],
-                                                     "data_offsets": [0, 4 << 20]}}, b"\0" * 16), "truncated"),
-    "overlapping": (safetensors_bytes({"a": F32, "b": {"dtype": "F32", "shape": [2, 2], "data_offsets": [8, 24]}},
-                                      b"\0" * 24), "overlap"),
-    "absurd-dtype": (safetensors_bytes({"a": {"dtype": "F1024", "shape": [1], "data_offsets": [0, 128]}},
-                                       b"\0" * 128), "unknown dtype"),
-    "negative-dim": (safetensors_bytes({"a": {"dtype": "F32", "shape": [-1, 4], "data_offsets": [0, 16]}},
-                                       b"\0" * 16), "invalid shape"),
+    "huge-shape": (
+        safetensors_bytes({"a": {"dtype": "F32", "shape": [1 << 31, 1 << 31], "data_offsets": [0, 16]}}, b"\0" * 16),
+        "declares shape",
+    ),
+    "offsets-beyond-file": (
+        safetensors_bytes({"a": {"dtype": "F32", "shape": [1 << 20], "data_offsets": [0, 4 << 20]}}, b"\0" * 16),
+        "truncated",
+    ),
+    "overlapping": (
+        safetensors_bytes({"a": F32, "b": {"dtype": "F32", "shape": [2, 2], "data_offsets": [8, 24]}}, b"\0" * 24),
+        "overlap",
+    ),
+    "absurd-dtype": (
+        safetensors_bytes({"a": {"dtype": "F1024", "shape": [1], "data_offsets": [0, 128]}}, b"\0" * 128),
+        "unknown dtype",
+    ),
+    "negative-dim": (
+        safetensors_bytes({"a": {"dtype": "F32", "shape": [-1, 4], "data_offsets": [0, 16]}}, b"\0" * 16),
+        "invalid shape",
+    ),
     "no-shape": (safetensors_bytes({"a": {"dtype": "F32", "data_offsets": [0, 16]}}, b"\0" * 16), "invalid shape"),
     "not-a-map": (safetensors_bytes([1, 2, 3]), "not a map"),
     "nested-bomb": (safetensors_bytes(b"[" * 100_000 + b"]" * 100_000), "not JSON"),
@@ -155,8 +180,9 @@ def test_lying_safetensors_headers_are_refused_by_name_and_the_rest_listed(model
 
 def test_a_lying_header_is_refused_before_its_claims_are_believed(tmp_path):
     path = tmp_path / "x.safetensors"
-    path.write_bytes(safetensors_bytes({"a": {"dtype": "F32", "shape": [1 << 31, 1 << 31], "data_offsets": [0, 16]}},
-                                       b"\0" * 16))
+    path.write_bytes(
+        safetensors_bytes({"a": {"dtype": "F32", "shape": [1 << 31, 1 << 31], "data_offsets": [0, 16]}}, b"\0" * 16)
+    )
     assert peak_python_bytes(lambda: headers.safetensors_header(path)) < MB
     path.write_bytes(safetensors_bytes({}, length=(16 << 20) - 1) + b"\0" * 64)  # a header the file cannot hold
     assert peak_python_bytes(lambda: headers.safetensors_header(path)) < MB
@@ -196,10 +222,12 @@ def test_lying_gguf_files_are_refused_by_name(models, case):
 
 # --- JSON configs ----------------------------------------------------------------------------------------------------
 
+
 def test_a_config_declaring_a_huge_model_is_refused_before_anything_is_built(models):
     (models / "checkpoints" / "huge.safetensors").symlink_to(factory.checkpoint_file("sd15"))
-    shutil.copytree(factory.checkpoint_file("sd15").with_name("tiny-sd15-file.config"),
-                    models / "checkpoints" / "huge.config")
+    shutil.copytree(
+        factory.checkpoint_file("sd15").with_name("tiny-sd15-file.config"), models / "checkpoints" / "huge.config"
+    )
     config = models / "checkpoints" / "huge.config" / "text_encoder" / "config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "hidden_size": 10**9}))
     found = listing(models)
@@ -209,8 +237,9 @@ def test_a_config_declaring_a_huge_model_is_refused_before_anything_is_built(mod
 
     encoders = models / "clip_vision" / "giant"  # a transformers image-encoder folder
     encoders.mkdir(parents=True)
-    (encoders / "config.json").write_text(json.dumps({"model_type": "clip_vision_model", "hidden_size": 10**9,
-                                                      "num_hidden_layers": 10**9}))
+    (encoders / "config.json").write_text(
+        json.dumps({"model_type": "clip_vision_model", "hidden_size": 10**9, "num_hidden_layers": 10**9})
+    )
     (encoders / "model.safetensors").write_bytes(safetensors_bytes({}))
     problem = listing(models)[("clip_vision", "giant")]["problem"]
     assert "giant/config.json" in problem and "= 1000000000" in problem, problem
@@ -234,9 +263,19 @@ def test_a_sidecar_config_bigger_than_its_weights_is_refused_before_the_model_is
     target = models / "controlnet" / "controlnet-canny-tiny-sdxl.safetensors"
     target.symlink_to(factory.controlnet_path("cn-sdxl-canny"))
     config = json.loads((factory.checkpoint_folder("sdxl") / "unet" / "config.json").read_text())
-    keys = ("in_channels", "down_block_types", "block_out_channels", "layers_per_block", "cross_attention_dim",
-            "attention_head_dim", "transformer_layers_per_block", "addition_embed_type", "addition_time_embed_dim",
-            "projection_class_embeddings_input_dim", "norm_num_groups")
+    keys = (
+        "in_channels",
+        "down_block_types",
+        "block_out_channels",
+        "layers_per_block",
+        "cross_attention_dim",
+        "attention_head_dim",
+        "transformer_layers_per_block",
+        "addition_embed_type",
+        "addition_time_embed_dim",
+        "projection_class_embeddings_input_dim",
+        "norm_num_groups",
+    )
     config = {k: config[k] for k in keys if k in config}
     config["block_out_channels"] = [c * 128 for c in config["block_out_channels"]]  # within every bound, but
     # tens of GB of parameters: not these weights
@@ -254,9 +293,12 @@ def test_a_sidecar_config_bigger_than_its_weights_is_refused_before_the_model_is
 
 def test_configs_that_are_not_configs_are_refused(tmp_path):
     path = tmp_path / "config.json"
-    for content, fault in ((b"[" * 50_000 + b"]" * 50_000, "not a readable JSON"), (b"[1]", "not a JSON map"),
-                           (b" " * (2 << 20), "a model config is a few KB"),
-                           (json.dumps({"a": {"b": {"num_layers": 5000}}}).encode(), "a.b.num_layers = 5000")):
+    for content, fault in (
+        (b"[" * 50_000 + b"]" * 50_000, "not a readable JSON"),
+        (b"[1]", "not a JSON map"),
+        (b" " * (2 << 20), "a model config is a few KB"),
+        (json.dumps({"a": {"b": {"num_layers": 5000}}}).encode(), "a.b.num_layers = 5000"),
+    ):
         path.write_bytes(content)
         with pytest.raises(configcheck.ConfigError) as err:
             configcheck.read_config(path)
@@ -264,6 +306,7 @@ def test_configs_that_are_not_configs_are_refused(tmp_path):
 
 
 # --- pickles ---------------------------------------------------------------------------------------------------------
+
 
 def test_a_pickled_upscaler_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "pwned"
@@ -305,6 +348,7 @@ def test_a_pickle_declaring_a_huge_storage_is_refused_without_allocating_it(tmp_
 
 # --- ONNX face detector ----------------------------------------------------------------------------------------------
 
+
 def test_an_onnx_detector_with_a_lying_initialiser_is_refused(tmp_path):
     good = tmp_path / "good_yunet.onnx"
     good.write_bytes(onnx_bytes([1], b"\0" * 4))
@@ -323,6 +367,7 @@ def test_an_onnx_detector_with_a_lying_initialiser_is_refused(tmp_path):
 
 
 # --- links and special files -----------------------------------------------------------------------------------------
+
 
 def test_links_out_of_the_models_folder_and_special_files_are_refused_by_name(models, tmp_path):
     outside = tmp_path / "elsewhere"
@@ -346,8 +391,11 @@ def test_links_out_of_the_models_folder_and_special_files_are_refused_by_name(mo
         problem = found[("lora", name)]["problem"]
         assert "outside the models folders" in problem and "not searched" in problem, problem
     assert not any("stray" in name for _, name in found)  # the linked folder was not walked
-    for kind, name, file in (("lora", "pipe", "pipe.safetensors"), ("checkpoint", "pipe", "pipe.gguf"),
-                             ("upscaler", "4x-pipe", "4x-pipe.pth")):
+    for kind, name, file in (
+        ("lora", "pipe", "pipe.safetensors"),
+        ("checkpoint", "pipe", "pipe.gguf"),
+        ("upscaler", "4x-pipe", "4x-pipe.pth"),
+    ):
         problem = found[(kind, name)]["problem"]
         assert file in problem and "not a regular file" in problem, problem
     assert "hostname.safetensors" in found[("lora", "hostname")]["problem"]  # a linked file is read as a model

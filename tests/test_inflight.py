@@ -24,10 +24,15 @@ def big_job(job_id: str) -> dict:
     image = np.full((side, side, 4), 120, np.uint8)
     mask = np.zeros((side, side), np.uint8)
     mask[:4, :4] = 255
-    return {"type": "job", "id": job_id, "mode": "inpaint", "model": "classical",
-            "image": {"width": side, "height": side, "format": "rgba8", "data": image.tobytes()},
-            "mask": {"width": side, "height": side, "format": "gray8", "data": mask.tobytes()},
-            "params": {"grow": 0, "feather": 0, "fill": "telea"}}
+    return {
+        "type": "job",
+        "id": job_id,
+        "mode": "inpaint",
+        "model": "classical",
+        "image": {"width": side, "height": side, "format": "rgba8", "data": image.tobytes()},
+        "mask": {"width": side, "height": side, "format": "gray8", "data": mask.tobytes()},
+        "params": {"grow": 0, "feather": 0, "fill": "telea"},
+    }
 
 
 def test_concurrent_near_limit_frames_stay_within_the_budget(start_server):

@@ -25,23 +25,39 @@ REPO = Path(__file__).resolve().parent.parent
 VENV = Path(sys.prefix)  # the venv running the tests: its python has msgpack and websockets to vendor
 
 
-def fake_system(home: Path, platform: str = "linux", programs: Optional[Dict[str, str]] = None,
-                outputs: Optional[Dict[str, str]] = None, environ: Optional[Dict[str, str]] = None,
-                reachable: bool = False, free_gb: float = 1000.0, machine: str = "x86_64") -> System:
+def fake_system(
+    home: Path,
+    platform: str = "linux",
+    programs: Optional[Dict[str, str]] = None,
+    outputs: Optional[Dict[str, str]] = None,
+    environ: Optional[Dict[str, str]] = None,
+    reachable: bool = False,
+    free_gb: float = 1000.0,
+    machine: str = "x86_64",
+) -> System:
     """A machine with HOME ``home``: ``programs`` on PATH, ``outputs`` by program name, nothing else."""
     programs = programs or {}
     outputs = outputs or {}
     root = home / "_root"
     root.mkdir(parents=True, exist_ok=True)
-    return System(platform=platform, machine=machine, home=home, environ=dict(environ or {}), root=root,
-                  which=lambda name: programs.get(name), output=lambda cmd: outputs.get(Path(cmd[0]).name),
-                  reachable=lambda url: reachable, free_bytes=lambda path: int(free_gb * 1e9))
+    return System(
+        platform=platform,
+        machine=machine,
+        home=home,
+        environ=dict(environ or {}),
+        root=root,
+        which=lambda name: programs.get(name),
+        output=lambda cmd: outputs.get(Path(cmd[0]).name),
+        reachable=lambda url: reachable,
+        free_bytes=lambda path: int(free_gb * 1e9),
+    )
 
 
 def snapshot(folder: Path) -> dict:
     """Every path under ``folder`` with its bytes (None for folders)."""
-    return {p.relative_to(folder).as_posix(): (None if p.is_dir() else p.read_bytes())
-            for p in sorted(folder.rglob("*"))}
+    return {
+        p.relative_to(folder).as_posix(): (None if p.is_dir() else p.read_bytes()) for p in sorted(folder.rglob("*"))
+    }
 
 
 def run_install(system: System, *args: str, capsys=None) -> tuple:
@@ -52,12 +68,17 @@ def run_install(system: System, *args: str, capsys=None) -> tuple:
 
 # --- folders per system ----------------------------------------------------------------------------------------------
 
+
 def test_linux_plain_layout(tmp_path):
-    system = fake_system(tmp_path, programs={"krita": "/usr/bin/krita", "gimp": "/usr/bin/gimp"},
-                         outputs={"gimp": "GNU Image Manipulation Program version 3.2.4\n"})
+    system = fake_system(
+        tmp_path,
+        programs={"krita": "/usr/bin/krita", "gimp": "/usr/bin/gimp"},
+        outputs={"gimp": "GNU Image Manipulation Program version 3.2.4\n"},
+    )
     krita = hosts.find_krita(system).targets
     assert [(t.variant, t.plugin_dir, t.kritarc) for t in krita] == [
-        ("linux", tmp_path / ".local/share/krita/pykrita", tmp_path / ".config/kritarc")]
+        ("linux", tmp_path / ".local/share/krita/pykrita", tmp_path / ".config/kritarc")
+    ]
     gimp = hosts.find_gimp(system).targets
     assert [t.plugin_dir for t in gimp] == [tmp_path / ".config/GIMP/3.2/plug-ins"], "the found version's folder"
     # Existing profile folders win: every GIMP 3.x profile gets the plug-in.
@@ -65,17 +86,25 @@ def test_linux_plain_layout(tmp_path):
     (tmp_path / ".config/GIMP/3.2").mkdir()
     (tmp_path / ".config/GIMP/2.10").mkdir()
     assert [t.plugin_dir for t in hosts.find_gimp(system).targets] == [
-        tmp_path / ".config/GIMP/3.0/plug-ins", tmp_path / ".config/GIMP/3.2/plug-ins"]
+        tmp_path / ".config/GIMP/3.0/plug-ins",
+        tmp_path / ".config/GIMP/3.2/plug-ins",
+    ]
     # XDG folders are honoured.
-    xdg = fake_system(tmp_path, programs={"krita": "/usr/bin/krita"},
-                      environ={"XDG_DATA_HOME": str(tmp_path / "d"), "XDG_CONFIG_HOME": str(tmp_path / "c")})
+    xdg = fake_system(
+        tmp_path,
+        programs={"krita": "/usr/bin/krita"},
+        environ={"XDG_DATA_HOME": str(tmp_path / "d"), "XDG_CONFIG_HOME": str(tmp_path / "c")},
+    )
     assert hosts.find_krita(xdg).targets[0].plugin_dir == tmp_path / "d/krita/pykrita"
     assert hosts.find_krita(xdg).targets[0].kritarc == tmp_path / "c/kritarc"
 
 
 def test_gimp_2_alone_is_not_gimp_3(tmp_path):
-    system = fake_system(tmp_path, programs={"gimp": "/usr/bin/gimp"},
-                         outputs={"gimp": "GNU Image Manipulation Program version 2.10.38\n"})
+    system = fake_system(
+        tmp_path,
+        programs={"gimp": "/usr/bin/gimp"},
+        outputs={"gimp": "GNU Image Manipulation Program version 2.10.38\n"},
+    )
     search = hosts.find_gimp(system)
     assert search.targets == [] and "GIMP 3 was not found" in search.not_found_message()
     assert "--gimp-dir" in search.not_found_message()
@@ -95,8 +124,10 @@ def test_flatpak_and_snap_layouts(tmp_path):
     assert krita["snap"].kritarc == tmp_path / "snap/krita/current/.config/kritarc"
     assert all(t.sandboxed for t in krita.values())
     gimp = {t.variant: t.plugin_dir for t in hosts.find_gimp(system).targets}
-    assert gimp == {"flatpak": tmp_path / ".var/app/org.gimp.GIMP/config/GIMP/3.0/plug-ins",
-                    "snap": tmp_path / "snap/gimp/current/.config/GIMP/3.0/plug-ins"}
+    assert gimp == {
+        "flatpak": tmp_path / ".var/app/org.gimp.GIMP/config/GIMP/3.0/plug-ins",
+        "snap": tmp_path / "snap/gimp/current/.config/GIMP/3.0/plug-ins",
+    }
 
 
 def test_windows_layout(tmp_path):
@@ -106,7 +137,8 @@ def test_windows_layout(tmp_path):
     system = fake_system(tmp_path, platform="win32", environ={"APPDATA": str(appdata), "LOCALAPPDATA": str(local)})
     krita = hosts.find_krita(system).targets
     assert [(t.variant, t.plugin_dir, t.kritarc) for t in krita] == [
-        ("windows", appdata / "krita/pykrita", local / "kritarc")]
+        ("windows", appdata / "krita/pykrita", local / "kritarc")
+    ]
     assert [t.plugin_dir for t in hosts.find_gimp(system).targets] == [appdata / "GIMP/3.0/plug-ins"]
 
 
@@ -117,7 +149,8 @@ def test_macos_layout(tmp_path):
     support = tmp_path / "Library/Application Support"
     krita = hosts.find_krita(system).targets
     assert [(t.plugin_dir, t.kritarc) for t in krita] == [
-        (support / "krita/pykrita", tmp_path / "Library/Preferences/kritarc")]
+        (support / "krita/pykrita", tmp_path / "Library/Preferences/kritarc")
+    ]
     assert [t.plugin_dir for t in hosts.find_gimp(system).targets] == [support / "GIMP/3.0/plug-ins"]
 
 
@@ -129,20 +162,36 @@ def test_gimp3_directory_replaces_the_profile(tmp_path):
 # --- real installs into temporary HOMEs ------------------------------------------------------------------------------
 
 LAYOUTS = {
-    "linux": (dict(programs={"krita": "/usr/bin/krita", "gimp-3.0": "/usr/bin/gimp-3.0"}), [],
-              [".local/share/krita/pykrita", ".config/GIMP/3.0/plug-ins"], [".config/kritarc"]),
-    "flatpak": ({}, [".var/app/org.kde.krita", ".var/app/org.gimp.GIMP"],
-                [".var/app/org.kde.krita/data/krita/pykrita", ".var/app/org.gimp.GIMP/config/GIMP/3.0/plug-ins"],
-                [".var/app/org.kde.krita/config/kritarc"]),
-    "snap": ({}, ["snap/krita", "snap/gimp"],
-             ["snap/krita/current/.local/share/krita/pykrita", "snap/gimp/current/.config/GIMP/3.0/plug-ins"],
-             ["snap/krita/current/.config/kritarc"]),
-    "windows": (dict(platform="win32"), ["AppData/Roaming/krita", "AppData/Roaming/GIMP/3.0"],
-                ["AppData/Roaming/krita/pykrita", "AppData/Roaming/GIMP/3.0/plug-ins"], ["AppData/Local/kritarc"]),
-    "macos": (dict(platform="darwin", machine="arm64"), ["Library/Application Support/krita",
-                                                         "Library/Application Support/GIMP/3.0"],
-              ["Library/Application Support/krita/pykrita", "Library/Application Support/GIMP/3.0/plug-ins"],
-              ["Library/Preferences/kritarc"]),
+    "linux": (
+        dict(programs={"krita": "/usr/bin/krita", "gimp-3.0": "/usr/bin/gimp-3.0"}),
+        [],
+        [".local/share/krita/pykrita", ".config/GIMP/3.0/plug-ins"],
+        [".config/kritarc"],
+    ),
+    "flatpak": (
+        {},
+        [".var/app/org.kde.krita", ".var/app/org.gimp.GIMP"],
+        [".var/app/org.kde.krita/data/krita/pykrita", ".var/app/org.gimp.GIMP/config/GIMP/3.0/plug-ins"],
+        [".var/app/org.kde.krita/config/kritarc"],
+    ),
+    "snap": (
+        {},
+        ["snap/krita", "snap/gimp"],
+        ["snap/krita/current/.local/share/krita/pykrita", "snap/gimp/current/.config/GIMP/3.0/plug-ins"],
+        ["snap/krita/current/.config/kritarc"],
+    ),
+    "windows": (
+        dict(platform="win32"),
+        ["AppData/Roaming/krita", "AppData/Roaming/GIMP/3.0"],
+        ["AppData/Roaming/krita/pykrita", "AppData/Roaming/GIMP/3.0/plug-ins"],
+        ["AppData/Local/kritarc"],
+    ),
+    "macos": (
+        dict(platform="darwin", machine="arm64"),
+        ["Library/Application Support/krita", "Library/Application Support/GIMP/3.0"],
+        ["Library/Application Support/krita/pykrita", "Library/Application Support/GIMP/3.0/plug-ins"],
+        ["Library/Preferences/kritarc"],
+    ),
 }
 
 
@@ -152,8 +201,11 @@ def test_install_upgrade_and_uninstall_in_a_temporary_home(layout, tmp_path, cap
     home = tmp_path / "home"
     for folder in existing:
         (home / folder).mkdir(parents=True)
-    environ = {"APPDATA": str(home / "AppData/Roaming"), "LOCALAPPDATA": str(home / "AppData/Local")} \
-        if layout == "windows" else {}
+    environ = (
+        {"APPDATA": str(home / "AppData/Roaming"), "LOCALAPPDATA": str(home / "AppData/Local")}
+        if layout == "windows"
+        else {}
+    )
     system = fake_system(home, environ=environ, **options)
     before = snapshot(home)
 
@@ -211,10 +263,16 @@ def test_dry_run_prints_every_action_and_changes_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert snapshot(tmp_path) == before
-    for expected in ("PyTorch build: cpu", "would: create the virtual environment", "would: install Paintbridge",
-                     "would: create the models folder", "would: install the Krita plugin into",
-                     "would: install the Krita (Flatpak) plugin into", "would: install the GIMP 3 plugin into",
-                     "dry run: nothing was changed"):
+    for expected in (
+        "PyTorch build: cpu",
+        "would: create the virtual environment",
+        "would: install Paintbridge",
+        "would: create the models folder",
+        "would: install the Krita plugin into",
+        "would: install the Krita (Flatpak) plugin into",
+        "would: install the GIMP 3 plugin into",
+        "dry run: nothing was changed",
+    ):
         assert expected in out, expected
     # The torch build is said before any download, and so is the fallback when its index cannot be reached.
     assert out.index("PyTorch build:") < out.index("cannot be reached") < out.index("would: create the virtual")
@@ -228,25 +286,66 @@ def test_dry_run_prints_every_action_and_changes_nothing(tmp_path, capsys):
 
 # --- PyTorch build per hardware ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("platform, programs, outputs, machine, build, index", [
-    ("linux", {"nvidia-smi": "/usr/bin/nvidia-smi"}, {"nvidia-smi": "NVIDIA GeForce RTX 4090\n"}, "x86_64", "cuda", None),
-    ("win32", {"nvidia-smi": "C:/nvidia-smi.exe"}, {"nvidia-smi": "NVIDIA GeForce RTX 3060\n"}, "AMD64", "cuda",
-     torchbuild.INDEXES["cuda"]),
-    ("linux", {"rocminfo": "/opt/rocm/bin/rocminfo"}, {"rocminfo": "  Name:                    gfx1100\n"}, "x86_64",
-     "rocm", torchbuild.INDEXES["rocm"]),
-    ("linux", {}, {"lspci": "03:00.0 VGA compatible controller: Advanced Micro Devices, Inc. [AMD/ATI] Navi 31\n"},
-     "x86_64", "rocm", torchbuild.INDEXES["rocm"]),
-    ("linux", {}, {"lspci": "03:00.0 VGA compatible controller: Intel Corporation DG2 [Arc A770]\n"}, "x86_64", "xpu",
-     torchbuild.INDEXES["xpu"]),
-    ("win32", {}, {"powershell": "Intel(R) Arc(TM) A750 Graphics\n"}, "AMD64", "xpu", torchbuild.INDEXES["xpu"]),
-    ("win32", {}, {"powershell": "AMD Radeon RX 7900 XTX\n"}, "AMD64", "cpu", None),
-    ("darwin", {}, {}, "arm64", "mps", None),
-    ("darwin", {}, {"sysctl": "1\n"}, "x86_64", "mps", None),  # an arm64 Mac under Rosetta
-    ("darwin", {}, {}, "x86_64", "cpu", None),
-    ("linux", {}, {"lspci": "00:02.0 VGA compatible controller: Intel Corporation UHD Graphics 620\n"}, "x86_64",
-     "cpu", torchbuild.INDEXES["cpu"]),
-    ("win32", {}, {}, "AMD64", "cpu", None),
-])
+
+@pytest.mark.parametrize(
+    "platform, programs, outputs, machine, build, index",
+    [
+        (
+            "linux",
+            {"nvidia-smi": "/usr/bin/nvidia-smi"},
+            {"nvidia-smi": "NVIDIA GeForce RTX 4090\n"},
+            "x86_64",
+            "cuda",
+            None,
+        ),
+        (
+            "win32",
+            {"nvidia-smi": "C:/nvidia-smi.exe"},
+            {"nvidia-smi": "NVIDIA GeForce RTX 3060\n"},
+            "AMD64",
+            "cuda",
+            torchbuild.INDEXES["cuda"],
+        ),
+        (
+            "linux",
+            {"rocminfo": "/opt/rocm/bin/rocminfo"},
+            {"rocminfo": "  Name:                    gfx1100\n"},
+            "x86_64",
+            "rocm",
+            torchbuild.INDEXES["rocm"],
+        ),
+        (
+            "linux",
+            {},
+            {"lspci": "03:00.0 VGA compatible controller: Advanced Micro Devices, Inc. [AMD/ATI] Navi 31\n"},
+            "x86_64",
+            "rocm",
+            torchbuild.INDEXES["rocm"],
+        ),
+        (
+            "linux",
+            {},
+            {"lspci": "03:00.0 VGA compatible controller: Intel Corporation DG2 [Arc A770]\n"},
+            "x86_64",
+            "xpu",
+            torchbuild.INDEXES["xpu"],
+        ),
+        ("win32", {}, {"powershell": "Intel(R) Arc(TM) A750 Graphics\n"}, "AMD64", "xpu", torchbuild.INDEXES["xpu"]),
+        ("win32", {}, {"powershell": "AMD Radeon RX 7900 XTX\n"}, "AMD64", "cpu", None),
+        ("darwin", {}, {}, "arm64", "mps", None),
+        ("darwin", {}, {"sysctl": "1\n"}, "x86_64", "mps", None),  # an arm64 Mac under Rosetta
+        ("darwin", {}, {}, "x86_64", "cpu", None),
+        (
+            "linux",
+            {},
+            {"lspci": "00:02.0 VGA compatible controller: Intel Corporation UHD Graphics 620\n"},
+            "x86_64",
+            "cpu",
+            torchbuild.INDEXES["cpu"],
+        ),
+        ("win32", {}, {}, "AMD64", "cpu", None),
+    ],
+)
 def test_torch_build_per_hardware(tmp_path, platform, programs, outputs, machine, build, index):
     system = fake_system(tmp_path, platform=platform, programs=programs, outputs=outputs, machine=machine)
     choice = torchbuild.choose_torch(system, torchbuild.detect_hardware(system))
@@ -256,8 +355,9 @@ def test_torch_build_per_hardware(tmp_path, platform, programs, outputs, machine
 def test_torch_override_and_fallback(tmp_path):
     linux = fake_system(tmp_path, reachable=False)
     hardware = torchbuild.detect_hardware(linux)
-    assert torchbuild.choose_torch(linux, hardware, "default") == torchbuild.TorchChoice("default", None,
-                                                                                      "chosen with --torch")
+    assert torchbuild.choose_torch(linux, hardware, "default") == torchbuild.TorchChoice(
+        "default", None, "chosen with --torch"
+    )
     assert torchbuild.choose_torch(linux, hardware, "rocm").index_url == torchbuild.INDEXES["rocm"]
     with pytest.raises(ValueError, match="Linux only"):
         torchbuild.choose_torch(fake_system(tmp_path, platform="win32"), hardware, "rocm")
@@ -281,9 +381,11 @@ def test_torch_index_is_used_when_reachable(tmp_path, capsys):
 
 # --- messages for what stops an install -------------------------------------------------------------------------------
 
+
 def test_no_suitable_python(tmp_path):
-    system = fake_system(tmp_path, programs={"python3.11": "/usr/bin/python3.11"},
-                         outputs={"python3.11": "3.10\n"})  # a name that lies about its version
+    system = fake_system(
+        tmp_path, programs={"python3.11": "/usr/bin/python3.11"}, outputs={"python3.11": "3.10\n"}
+    )  # a name that lies about its version
     with pytest.raises(InstallError, match="no suitable Python: .* needs Python 3.11 or newer, and this is 3.10"):
         checks.find_server_python(system, current=(3, 10), executable="/usr/bin/python3.10")
     good = fake_system(tmp_path, programs={"python3.12": "/usr/bin/python3.12"}, outputs={"python3.12": "3.12\n"})
@@ -298,10 +400,14 @@ def test_install_py_parses_on_old_pythons_and_uses_only_the_stdlib():
     stdlib = set(sys.stdlib_module_names) | {"pbsetup"}
     for path in [REPO / "install.py", *sorted((REPO / "pbsetup").glob("*.py"))]:
         tree = ast.parse(path.read_text(), str(path), feature_version=(3, 8) if path.name == "install.py" else (3, 10))
-        names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                 for alias in node.names}
-        names |= {node.module.split(".")[0] for node in ast.walk(tree)
-                  if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module}
+        names = {
+            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
+        names |= {
+            node.module.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+        }
         assert names <= stdlib, f"{path.name} imports {names - stdlib}"
 
 
@@ -347,17 +453,28 @@ def test_a_folder_it_cannot_write_to(tmp_path, capsys):
 
 # --- uv (opt-in) -----------------------------------------------------------------------------------------------------
 
+
 def test_uv_gets_pips_settings():
     from pbsetup.uvpip import uv_options
 
-    config = ("global.constraint='/etc/xdg/pip/constraints.txt'\n"
-              "global.extra-index-url='file:///opt/pypi/simple file:///opt/pypi-more/simple'\n"
-              "global.find-links='/opt/wheels'\n:env:.find-links='/opt/wheels'\n:env:.default-timeout='180'\n"
-              "global.index-url='https://mirror.example/simple'\n")
+    config = (
+        "global.constraint='/etc/xdg/pip/constraints.txt'\n"
+        "global.extra-index-url='file:///opt/pypi/simple file:///opt/pypi-more/simple'\n"
+        "global.find-links='/opt/wheels'\n:env:.find-links='/opt/wheels'\n:env:.default-timeout='180'\n"
+        "global.index-url='https://mirror.example/simple'\n"
+    )
     assert uv_options(config) == [
-        "--constraint", "/etc/xdg/pip/constraints.txt", "--extra-index-url", "file:///opt/pypi/simple",
-        "--extra-index-url", "file:///opt/pypi-more/simple", "--find-links", "/opt/wheels",
-        "--index-url", "https://mirror.example/simple"]
+        "--constraint",
+        "/etc/xdg/pip/constraints.txt",
+        "--extra-index-url",
+        "file:///opt/pypi/simple",
+        "--extra-index-url",
+        "file:///opt/pypi-more/simple",
+        "--find-links",
+        "/opt/wheels",
+        "--index-url",
+        "https://mirror.example/simple",
+    ]
     assert "--index-url" not in uv_options(config, with_index_url=False)
     assert uv_options("") == []
 
@@ -366,8 +483,11 @@ def test_uv_steps_in_the_plan(tmp_path, capsys):
     system = fake_system(tmp_path, reachable=True)
     assert install.main(["--dry-run", "--no-plugins", "--uv", "--venv", str(tmp_path / "v")], system=system) == 0
     out = capsys.readouterr().out
-    assert out.index("would: install uv into") < out.index("would: install PyTorch (cpu build)") \
+    assert (
+        out.index("would: install uv into")
+        < out.index("would: install PyTorch (cpu build)")
         < out.index("would: install Paintbridge into")
+    )
     assert "with uv" in out
 
 
@@ -389,15 +509,30 @@ def test_install_py_as_a_script_into_a_temporary_home(tmp_path):
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_") and k != "PAINTBRIDGE_MODELS"}
     env["HOME"] = str(home)
-    args = [sys.executable, str(REPO / "install.py"), "--plugins-only", "--venv", str(VENV),
-            "--krita-dir", str(home / "k"), "--gimp-dir", str(home / "g")]
+    args = [
+        sys.executable,
+        str(REPO / "install.py"),
+        "--plugins-only",
+        "--venv",
+        str(VENV),
+        "--krita-dir",
+        str(home / "k"),
+        "--gimp-dir",
+        str(home / "g"),
+    ]
     out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert (home / "k/paintbridge/vendor/websockets").is_dir() and (home / "g/paintbridge/vendor/msgpack").is_dir()
     for plugin in ("k/paintbridge", "g/paintbridge"):  # both record the server command in the same file
         assert json.loads((home / plugin / "server.json").read_text())["command"] == install.server_command(VENV)
         assert (home / plugin / "client" / "jobs.py").is_file() and (home / plugin / "protocol").is_dir()
-    out = subprocess.run([sys.executable, str(REPO / "install.py"), "--uninstall"], capture_output=True, text=True,
-                         env=env, cwd=tmp_path, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "install.py"), "--uninstall"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert snapshot(home) == {}

@@ -30,9 +30,13 @@ def selection(w: int, h: int, box: Box) -> bytes:
 
 
 def new_session(url: str, host: MemoryHost, ui: UiLoop) -> Session:
-    store = MemoryStore({"server_url": url, "autostart": "false",
-                         "job_settings": json.dumps({"model": "classical", "prompt": "a fox", "mode": "inpaint",
-                                                     "fill": "ns"})})
+    store = MemoryStore(
+        {
+            "server_url": url,
+            "autostart": "false",
+            "job_settings": json.dumps({"model": "classical", "prompt": "a fox", "mode": "inpaint", "fill": "ns"}),
+        }
+    )
     session = Session(host, store, ui.post, ui.schedule, server=LocalServer(None, Path("unused.log")))
     session.start()
     assert ui.pump_until(lambda: session.connected, 30), session.connection.detail
@@ -110,8 +114,13 @@ def test_results_never_applied_come_back_with_the_document_and_apply_again(serve
 
 
 def test_damaged_history_in_a_document_is_said_and_not_fatal(server_url):
-    doc = MemoryDocument(64, 48, bgra(64, 48), selection(64, 48, Box(20, 12, 16, 12)),
-                         annotations={"paintbridge/history": b"written by something else"})
+    doc = MemoryDocument(
+        64,
+        48,
+        bgra(64, 48),
+        selection(64, 48, Box(20, 12, 16, 12)),
+        annotations={"paintbridge/history": b"written by something else"},
+    )
     host, ui = MemoryHost(doc), UiLoop()
     session = new_session(server_url, host, ui)
     session.history.show_active()
@@ -156,8 +165,13 @@ def test_reuse_settings_puts_the_jobs_control_layers_back_in_the_panel(server_ur
     from client.settings import ControlSetting
 
     w, h = 64, 48
-    doc = MemoryDocument(w, h, bgra(w, h), selection(w, h, Box(20, 12, 16, 12)),
-                         extra={"sketch-id": ("Sketch", bgra(w, h)), "depth-id": ("Depth", bgra(w, h))})
+    doc = MemoryDocument(
+        w,
+        h,
+        bgra(w, h),
+        selection(w, h, Box(20, 12, 16, 12)),
+        extra={"sketch-id": ("Sketch", bgra(w, h)), "depth-id": ("Depth", bgra(w, h))},
+    )
     host, ui = MemoryHost(doc), UiLoop()
     session = new_session(server_url, host, ui)
     session.add_control("sketch-id", "scribble", 0.7, 0.1, 0.9)

@@ -30,6 +30,7 @@ def bgra(w: int, h: int, value: int = 0) -> bytes:
 
 # --- pixels ----------------------------------------------------------------------------------------------------------
 
+
 def test_u16_round_trip_and_byte_order():
     data = bgra(5, 3)
     u16 = pixels.from_bgra8(data, "U16")
@@ -70,10 +71,16 @@ def test_linear_conversion_uses_the_srgb_curve():
 
 # --- in-progress previews --------------------------------------------------------------------------------------------
 
+
 def test_a_progress_preview_is_read_from_the_wire_message():
     rgba = bytes((i * 5) % 256 for i in range(12 * 8 * 4))
-    wire = {"type": "progress", "id": "j", "step": 3, "total": 8,
-            "preview": {"width": 12, "height": 8, "format": "rgba8", "data": rgba}}
+    wire = {
+        "type": "progress",
+        "id": "j",
+        "step": 3,
+        "total": 8,
+        "preview": {"width": 12, "height": 8, "format": "rgba8", "data": rgba},
+    }
     typed = parse_server_message(decode(encode(wire)))  # as the connection's worker thread hands it on
     msg = typed.to_wire()
     for form in (typed, msg):
@@ -81,9 +88,14 @@ def test_a_progress_preview_is_read_from_the_wire_message():
         assert (p.width, p.height, p.step, p.total) == (12, 8, 3, 8) and p.data == rgba
     assert progress_preview.preview_of(dict(msg, preview=None)) is None
     assert progress_preview.preview_of(dict(msg, type="started")) is None
-    bad = [dict(wire["preview"], format="bgra8"), dict(wire["preview"], data=rgba[:-1]),
-           dict(wire["preview"], width=0), dict(wire["preview"], width=True),
-           dict(wire["preview"], width=1024, height=1, data=bytes(4096)), dict(wire["preview"], data="x")]
+    bad = [
+        dict(wire["preview"], format="bgra8"),
+        dict(wire["preview"], data=rgba[:-1]),
+        dict(wire["preview"], width=0),
+        dict(wire["preview"], width=True),
+        dict(wire["preview"], width=1024, height=1, data=bytes(4096)),
+        dict(wire["preview"], data="x"),
+    ]
     for payload in bad:
         assert progress_preview.preview_of(dict(msg, preview=payload)) is None, payload
 
@@ -102,6 +114,7 @@ def test_previews_are_fitted_to_the_panel_keeping_their_shape():
 
 
 # --- installer and server launcher -----------------------------------------------------------------------------------
+
 
 def test_enable_in_kritarc_keeps_other_lines(tmp_path):
     rc = tmp_path / "kritarc"
@@ -134,11 +147,14 @@ def test_install_makes_a_self_contained_plugin(tmp_path):
     assert "enable_paintbridge=true" in rc.read_text()
     # The installed copy works on its own: its protocol and client copies and vendored packages import in a bare
     # Python, and the session (everything but Qt and Krita) loads from them.
-    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import paintbridge.wire as w; "
-             "import paintbridge.session; c = w.client.wire.client_module(); import msgpack, websockets; "
-             "print(w.protocol.__name__, c.__name__, w.client.__name__, msgpack.__file__, websockets.__file__)")
-    out = subprocess.run([sys.executable, "-I", "-c", probe, str(pykrita)], capture_output=True, text=True,
-                         cwd=tmp_path)
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import paintbridge.wire as w; "
+        "import paintbridge.session; c = w.client.wire.client_module(); import msgpack, websockets; "
+        "print(w.protocol.__name__, c.__name__, w.client.__name__, msgpack.__file__, websockets.__file__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", probe, str(pykrita)], capture_output=True, text=True, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[:3] == ["paintbridge.protocol", "paintbridge.protocol.client", "paintbridge.client"]
     assert all(str(dest) in path for path in out.stdout.split()[3:])
@@ -170,8 +186,13 @@ def session_setup(start_server):
     server = start_server()
     doc = MemoryDocument(64, 48, bgra(64, 48), _selection(64, 48, Box(20, 12, 16, 12)))
     host, ui = MemoryHost(doc), UiLoop()
-    store = MemoryStore({"server_url": server.url, "autostart": "false",
-                         "job_settings": json.dumps({"model": "classical", "prompt": "a fox", "mode": "inpaint"})})
+    store = MemoryStore(
+        {
+            "server_url": server.url,
+            "autostart": "false",
+            "job_settings": json.dumps({"model": "classical", "prompt": "a fox", "mode": "inpaint"}),
+        }
+    )
     session = Session(host, store, ui.post, ui.schedule, server=_LocalServer(None, Path("unused.log")))
     session.start()
     assert ui.pump_until(lambda: session.connected, 30), session.connection.detail
@@ -247,7 +268,7 @@ def test_live_mode_reads_pixels_only_after_a_change(session_setup):
     ui.pump(0.3)
     assert host.pixel_reads == reads + 2 and len(frames) == 1  # image + mask read once; same inputs: no frame
     image = bytearray(host.doc.image)
-    image[(16 * 64 + 24) * 4:(16 * 64 + 24) * 4 + 16] = b"\x00\x00\xff\xff" * 4  # a stroke under the box
+    image[(16 * 64 + 24) * 4 : (16 * 64 + 24) * 4 + 16] = b"\x00\x00\xff\xff" * 4  # a stroke under the box
     host.doc.image = bytes(image)
     host.changed()
     assert ui.pump_until(lambda: len(frames) == 2 and not session.busy, 60)
@@ -265,14 +286,19 @@ def test_live_mode_reads_pixels_only_after_a_change(session_setup):
 def test_the_view_binds_widgets_to_the_session_both_ways(tmp_path):
     """The panel under the system Python's PyQt5 (Krita's own binding on Debian), offscreen, on a memory document."""
     python = Path("/usr/bin/python3")
-    probe = subprocess.run([str(python), "-c", "import PyQt5.QtWidgets"], capture_output=True) if python.exists() \
-        else None
+    probe = (
+        subprocess.run([str(python), "-c", "import PyQt5.QtWidgets"], capture_output=True) if python.exists() else None
+    )
     if probe is None or probe.returncode != 0:
         pytest.skip("needs the system Python's PyQt5 (python3 install.py --dev installs python3-pyqt5)")
     site = next(Path(sys.prefix, "lib").glob("python3*/site-packages"))  # msgpack/websockets for protocol
-    out = subprocess.run([str(python), str(REPO / "tests" / "hosts" / "krita_view_check.py"), str(REPO)],
-                         capture_output=True, text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin",
-                                                              "XDG_RUNTIME_DIR": str(tmp_path)}, timeout=120)
+    out = subprocess.run(
+        [str(python), str(REPO / "tests" / "hosts" / "krita_view_check.py"), str(REPO)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(tmp_path)},
+        timeout=120,
+    )
     assert out.returncode == 0 and "view ok" in out.stdout, out.stdout + out.stderr
 
 
@@ -328,6 +354,7 @@ def test_regions_bind_the_active_layer_travel_with_a_job_and_stay_in_the_documen
 
 # --- a reference that belongs to a region; live mode hears of region and reference edits (issue 15) -------------------
 
+
 def _half_layer(w: int, h: int, alpha: int) -> bytes:
     """bgra8 over the canvas: red with ``alpha`` on the left half, empty on the right."""
     return b"".join(b"\x00\x00\xff" + bytes([alpha]) if x < w // 2 else bytes(4) for y in range(h) for x in range(w))
@@ -353,7 +380,7 @@ def test_a_reference_row_chooses_a_bound_region_and_falls_back_when_it_goes(sess
     inputs = host.capture(doc, session.settings, [], regions.sources(doc))
     box = inputs.box
     alpha = _half_layer(64, 48, 200)[3::4]
-    expected = b"".join(alpha[(box.y + r) * 64 + box.x:(box.y + r) * 64 + box.right] for r in range(box.height))
+    expected = b"".join(alpha[(box.y + r) * 64 + box.x : (box.y + r) * 64 + box.right] for r in range(box.height))
     assert inputs.references[0].mask == expected and inputs.regions[0].mask == expected
     assert set(expected) == {0, 200}  # the selection's box straddles the region's edge
     seen = []

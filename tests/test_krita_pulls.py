@@ -29,11 +29,18 @@ def setup(start_server, hub, tmp_path, monkeypatch):
     pixels = bytes(range(256)) * (64 * 48 * 4 // 256)
     mask = bytes(255 if 20 <= x < 36 and 12 <= y < 24 else 0 for y in range(48) for x in range(64))
     host, ui = MemoryHost(MemoryDocument(64, 48, pixels, mask)), UiLoop()
-    store = MemoryStore({"server_url": server.url, "autostart": "false",
-                         "job_settings": json.dumps({"model": "classical", "mode": "upscale"})})
+    store = MemoryStore(
+        {
+            "server_url": server.url,
+            "autostart": "false",
+            "job_settings": json.dumps({"model": "classical", "mode": "upscale"}),
+        }
+    )
     session = Session(host, store, ui.post, ui.schedule, server=LocalServer(None, Path("unused.log")))
     session.start()
-    assert ui.pump_until(lambda: session.connected and session.downloads.presets is not None, 30), session.connection.detail
+    assert ui.pump_until(lambda: session.connected and session.downloads.presets is not None, 30), (
+        session.connection.detail
+    )
     yield session, ui, models, server
     session.shutdown()
 
@@ -68,7 +75,9 @@ def test_a_download_can_be_cancelled_and_refusals_are_messages(setup, hub):
     assert session.message_is_error and "already running" in session.message
     session.downloads.cancel()
     pulls = server.server.pulls.pulls
-    assert ui.pump_until(lambda: any(p.stop.is_set() for p in list(pulls.values())), 30), "the cancel reached the server"
+    assert ui.pump_until(lambda: any(p.stop.is_set() for p in list(pulls.values())), 30), (
+        "the cancel reached the server"
+    )
     hub.resume.set()  # the hub goes on; the server stops at the next chunk
     assert ui.pump_until(lambda: session.downloads.pull_id is None, 60)
     assert "cancelled" in session.message and not session.message_is_error

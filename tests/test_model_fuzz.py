@@ -29,8 +29,10 @@ HEADER_MEMORY = 64 << 20
 def _valid_safetensors() -> bytes:
     from safetensors.torch import save
 
-    return save({"a.weight": torch.ones(3, 4), "b.bias": torch.zeros(5, dtype=torch.float16)},
-                metadata={"ss_network_module": "networks.lora"})
+    return save(
+        {"a.weight": torch.ones(3, 4), "b.bias": torch.zeros(5, dtype=torch.float16)},
+        metadata={"ss_network_module": "networks.lora"},
+    )
 
 
 def _valid_pickle() -> bytes:
@@ -39,8 +41,12 @@ def _valid_pickle() -> bytes:
     return buffer.getvalue()
 
 
-VALID = {"safetensors": _valid_safetensors(), "gguf": gguf_bytes(), "pth": _valid_pickle(),
-         "onnx": onnx_bytes([1], b"\0" * 4)}
+VALID = {
+    "safetensors": _valid_safetensors(),
+    "gguf": gguf_bytes(),
+    "pth": _valid_pickle(),
+    "onnx": onnx_bytes([1], b"\0" * 4),
+}
 
 
 @st.composite
@@ -57,7 +63,7 @@ def mutated(draw, valid: bytes) -> bytes:
         elif action == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=16))
         elif action == "int" and len(data) >= at + 8:  # a length or count replaced by an extreme value
-            data[at:at + 8] = struct.pack("<Q", draw(st.sampled_from((0, 1, 255, 1 << 31, 1 << 40, (1 << 64) - 1))))
+            data[at : at + 8] = struct.pack("<Q", draw(st.sampled_from((0, 1, 255, 1 << 31, 1 << 40, (1 << 64) - 1))))
     return bytes(data)
 
 
@@ -66,10 +72,14 @@ def files(kind: str):
 
 
 _json_leaf = st.none() | st.booleans() | st.integers(-(1 << 70), 1 << 70) | st.floats() | st.text(max_size=8)
-_entry = st.fixed_dictionaries({}, optional={
-    "dtype": st.sampled_from(sorted(headers.DTYPE_BITS) + ["F1024", ""]) | _json_leaf,
-    "shape": st.lists(st.integers(-2, 1 << 40), max_size=5) | _json_leaf,
-    "data_offsets": st.lists(st.integers(-2, 1 << 40), max_size=3) | _json_leaf})
+_entry = st.fixed_dictionaries(
+    {},
+    optional={
+        "dtype": st.sampled_from(sorted(headers.DTYPE_BITS) + ["F1024", ""]) | _json_leaf,
+        "shape": st.lists(st.integers(-2, 1 << 40), max_size=5) | _json_leaf,
+        "data_offsets": st.lists(st.integers(-2, 1 << 40), max_size=3) | _json_leaf,
+    },
+)
 headers_json = st.dictionaries(st.text(max_size=12), _entry | _json_leaf, max_size=6)
 
 
@@ -119,10 +129,19 @@ def test_pickles_only_ever_refuse_with_pickle_refused(tmp_path_factory, data):
         assert "x.pth" in str(err)
 
 
-_config_values = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=4)
-                              | st.dictionaries(st.sampled_from(("hidden_size", "num_hidden_layers", "vocab_size",
-                                                                 "block_out_channels", "rope_theta", "x")) | st.text(
-                                  max_size=8), inner, max_size=4), max_leaves=16)
+_config_values = st.recursive(
+    _json_leaf,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(("hidden_size", "num_hidden_layers", "vocab_size", "block_out_channels", "rope_theta", "x"))
+            | st.text(max_size=8),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=16,
+)
 
 
 @FUZZ
@@ -148,16 +167,26 @@ def test_face_detector_files_only_ever_refuse_with_unsupported(tmp_path_factory,
 
 
 @FEW
-@given(blobs=st.lists(st.binary(max_size=256) | mutated(VALID["safetensors"]) | mutated(VALID["gguf"]),
-                      min_size=1, max_size=3))
+@given(
+    blobs=st.lists(
+        st.binary(max_size=256) | mutated(VALID["safetensors"]) | mutated(VALID["gguf"]), min_size=1, max_size=3
+    )
+)
 def test_the_registry_lists_any_bytes_with_a_reason_and_never_fails(tmp_path_factory, blobs):
     root = tmp_path_factory.mktemp("models")
     names = []
     for i, blob in enumerate(blobs):
-        for folder, suffix in (("checkpoints", ".safetensors"), ("loras", ".safetensors"), ("vae", ".safetensors"),
-                               ("controlnet", ".safetensors"), ("embeddings", ".safetensors"),
-                               ("clip_vision", ".safetensors"), ("ipadapter", ".safetensors"),
-                               ("style_models", ".safetensors"), ("diffusion_models", ".gguf")):
+        for folder, suffix in (
+            ("checkpoints", ".safetensors"),
+            ("loras", ".safetensors"),
+            ("vae", ".safetensors"),
+            ("controlnet", ".safetensors"),
+            ("embeddings", ".safetensors"),
+            ("clip_vision", ".safetensors"),
+            ("ipadapter", ".safetensors"),
+            ("style_models", ".safetensors"),
+            ("diffusion_models", ".gguf"),
+        ):
             (root / folder).mkdir(exist_ok=True)
             (root / folder / f"f{i}{suffix}").write_bytes(blob)
         names.append(f"f{i}")

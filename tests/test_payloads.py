@@ -35,6 +35,7 @@ def luma_reference(data: bytes, src: str) -> bytes:
 
 # --- protocol side ---------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
 def test_payload_round_trips_byte_exact_and_is_not_copied_on_the_way_out(fmt, kind):
@@ -62,9 +63,15 @@ def test_large_frames_go_as_fragments_of_one_message_without_copies():
 def test_pieces_pack_exactly_like_msgpack_and_hand_large_values_over_uncopied():
     big = np.random.default_rng(3).integers(0, 256, (300, 200, 4), dtype=np.uint8)
     raw = random_bytes(2 * FRAGMENT_BYTES + 11)
-    message = {"type": "job", "id": "j1", "n": [1, -2, 3.5, None, True, "é"], "image": {"data": raw, "w": 7},
-               "layers": ({"data": memoryview(big), "seed": 2**40}, {"data": bytearray(b"small"), "x": -1}),
-               "edge": b"e" * BIG_BIN, "below": b"b" * (BIG_BIN - 1)}
+    message = {
+        "type": "job",
+        "id": "j1",
+        "n": [1, -2, 3.5, None, True, "é"],
+        "image": {"data": raw, "w": 7},
+        "layers": ({"data": memoryview(big), "seed": 2**40}, {"data": bytearray(b"small"), "x": -1}),
+        "edge": b"e" * BIG_BIN,
+        "below": b"b" * (BIG_BIN - 1),
+    }
     pieces = encode_pieces(message)
     assert b"".join(pieces) == msgpack.packb(message, use_bin_type=True) == bytes(encode(message))
     handed = [p for p in pieces if isinstance(p, memoryview)]
@@ -103,8 +110,9 @@ def test_sizes_are_checked_before_the_bytes_are_touched():
 
     for declared, limit, field in [((20000, 10), 10**9, "image.width"), ((9000, 9000), Limits().max_pixels, "image")]:
         with pytest.raises(ProtocolError) as info:
-            parse_payload({"width": declared[0], "height": declared[1], "format": RGBA8, "data": Untouchable()},
-                          "image", limit)
+            parse_payload(
+                {"width": declared[0], "height": declared[1], "format": RGBA8, "data": Untouchable()}, "image", limit
+            )
         assert info.value.code == "too_large" and info.value.field == field
 
 
@@ -124,7 +132,7 @@ def test_luma_is_exact_for_any_length(n):
 
 
 def test_luma_of_every_colour():
-    v = np.arange(256 ** 3, dtype=np.uint32)
+    v = np.arange(256**3, dtype=np.uint32)
     px = np.stack([v >> 16, (v >> 8) & 255, v & 255, v & 255], axis=1).astype(np.uint8).tobytes()
     assert convert_pixels(px, RGBA8, GRAY8) == luma_reference(px, RGBA8)
 
@@ -142,6 +150,7 @@ def test_channel_order_and_gray_expansion_round_trip():
 
 
 # --- server side -----------------------------------------------------------------------------------------------------
+
 
 def test_server_views_rgba_and_gray_in_place_and_swaps_bgra_once():
     w, h = 19, 11
@@ -179,18 +188,20 @@ def test_an_rgba_result_layer_is_sent_from_the_engines_own_array():
 
 # --- classical engine: work where it changes, exact elsewhere --------------------------------------------------------
 
-@pytest.mark.parametrize("extend", [Extend(8, 8, 8, 8), Extend(40, 0, 7, 100), Extend(0, 30, 0, 0),
-                                    Extend(300, 200, 0, 1)])
+
+@pytest.mark.parametrize(
+    "extend", [Extend(8, 8, 8, 8), Extend(40, 0, 7, 100), Extend(0, 30, 0, 0), Extend(300, 200, 0, 1)]
+)
 def test_outpaint_keeps_the_image_bit_exact_and_fills_only_the_new_bands(extend):
     h, w = 120, 90
     img = np.random.default_rng(6).integers(0, 256, (h, w, 4), dtype=np.uint8)
     out = imageops.outpaint_layer(img, extend)
     top, left = extend.top, extend.left
     assert out.shape == (h + top + extend.bottom, w + left + extend.right, 4)
-    inner = out[top:top + h, left:left + w]
+    inner = out[top : top + h, left : left + w]
     assert (inner[..., :3] == img[..., :3]).all() and (inner[..., 3] == 0).all()
     new = np.ones(out.shape[:2], bool)
-    new[top:top + h, left:left + w] = False
+    new[top : top + h, left : left + w] = False
     assert (out[..., 3][new] == 255).all()
     # The new area is filled from the image (random pixels average about 127), not left black.
     assert abs(float(out[..., :3][new].mean()) - float(img[..., :3].mean())) < 30
@@ -229,8 +240,9 @@ def test_masks_worked_out_on_their_box_equal_the_whole_image_computation(grow, f
     mask = np.zeros((h, w), np.uint8)
     mask[120:150, 200:260] = 255
     mask[140:145, 255:300] = 128
-    job = EngineJob("m", "inpaint", image=np.zeros((h, w, 4), np.uint8), mask=mask,
-                    params=Params(grow=grow, feather=feather))
+    job = EngineJob(
+        "m", "inpaint", image=np.zeros((h, w, 4), np.uint8), mask=mask, params=Params(grow=grow, feather=feather)
+    )
     grown, soft = imageops.prepare_mask(job)
     g = grow if grow >= 0 else imageops.default_grow(mask)
     f = feather if feather >= 0 else imageops.default_feather(mask)
@@ -255,6 +267,7 @@ def test_classical_fill_changes_only_the_hole_and_composite_is_exact_outside():
 
 # --- a 6000x4000 document over loopback -------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
     """A 6000x4000 RGBA "photo": smooth gradients plus noise."""
@@ -272,12 +285,22 @@ def test_a_6000x4000_photo_is_outpainted_over_loopback(start_server, photo):
     h, w = photo.shape[:2]
     bgra = memoryview(cv2.cvtColor(photo, cv2.COLOR_RGBA2BGRA)).cast("B")  # Krita's order, sent without a copy
     with Client(server.url, "test") as client:
-        result = client.run(Job("big-outpaint", "outpaint", model="classical", image=ImagePayload(w, h, BGRA8, bgra),
-                                params=Params(extend=Extend(8, 16, 24, 32)), result_format=BGRA8, x=0, y=0))
+        result = client.run(
+            Job(
+                "big-outpaint",
+                "outpaint",
+                model="classical",
+                image=ImagePayload(w, h, BGRA8, bgra),
+                params=Params(extend=Extend(8, 16, 24, 32)),
+                result_format=BGRA8,
+                x=0,
+                y=0,
+            )
+        )
     (layer,) = result.layers
     assert (layer.x, layer.y, layer.width, layer.height) == (-8, -16, w + 32, h + 48)
     out = cv2.cvtColor(np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4), cv2.COLOR_BGRA2RGBA)
-    inner = out[16:16 + h, 8:8 + w]
+    inner = out[16 : 16 + h, 8 : 8 + w]
     assert (inner[..., :3] == photo[..., :3]).all() and not inner[..., 3].any()
     assert (out[:16, :, 3] == 255).all() and (out[-32:, :, 3] == 255).all()
 
@@ -286,8 +309,9 @@ def test_a_6000x4000_photo_is_upscaled_2x_over_loopback(start_server, photo):
     server = start_server()
     h, w = photo.shape[:2]
     with Client(server.url, "test") as client:
-        result = client.run(Job("big-upscale", "upscale", image=ImagePayload(w, h, RGBA8, photo.tobytes()),
-                                params=Params(scale=2.0)))
+        result = client.run(
+            Job("big-upscale", "upscale", image=ImagePayload(w, h, RGBA8, photo.tobytes()), params=Params(scale=2.0))
+        )
     (layer,) = result.layers
     assert (layer.width, layer.height) == (2 * w, 2 * h)
     out = np.frombuffer(layer.data, np.uint8).reshape(2 * h, 2 * w, 4)

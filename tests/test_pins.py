@@ -19,10 +19,27 @@ from tests.hubstandin import COMMIT, hub, payload  # noqa: F401 - hub is a fixtu
 PINNED = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c"
 
 
-def item(sha256=None, revision=PINNED, unpinned="", size=None, file="weights.safetensors",
-         target="checkpoints/model.safetensors") -> CatalogueFile:
-    return CatalogueFile(id="model", repo="org/model", file=file, target=target, family="sd15", kind="checkpoint",
-                         what="a test model", revision=revision, sha256=sha256, size=size, unpinned=unpinned)
+def item(
+    sha256=None,
+    revision=PINNED,
+    unpinned="",
+    size=None,
+    file="weights.safetensors",
+    target="checkpoints/model.safetensors",
+) -> CatalogueFile:
+    return CatalogueFile(
+        id="model",
+        repo="org/model",
+        file=file,
+        target=target,
+        family="sd15",
+        kind="checkpoint",
+        what="a test model",
+        revision=revision,
+        sha256=sha256,
+        size=size,
+        unpinned=unpinned,
+    )
 
 
 def sha(data: bytes) -> str:
@@ -30,6 +47,7 @@ def sha(data: bytes) -> str:
 
 
 # --- the shipped catalogue -------------------------------------------------------------------------------------------
+
 
 def test_every_shipped_file_is_pinned_or_says_why():
     catalogue = Catalogue.load()
@@ -44,8 +62,15 @@ def test_every_shipped_file_is_pinned_or_says_why():
 
 
 def test_a_catalogue_that_pins_nothing_and_gives_no_reason_is_refused(tmp_path):
-    entry = {"repo": "a/b", "file": "x.safetensors", "target": "checkpoints/x.safetensors", "family": "sd15",
-             "kind": "checkpoint", "revision": "main", "sha256": None}
+    entry = {
+        "repo": "a/b",
+        "file": "x.safetensors",
+        "target": "checkpoints/x.safetensors",
+        "family": "sd15",
+        "kind": "checkpoint",
+        "revision": "main",
+        "sha256": None,
+    }
     path = tmp_path / "catalogue.json"
     path.write_text(json.dumps({"files": {"x": entry}, "presets": {}}))
     with pytest.raises(CatalogueError) as err:
@@ -60,6 +85,7 @@ def test_a_catalogue_that_pins_nothing_and_gives_no_reason_is_refused(tmp_path):
 
 
 # --- pinned files ----------------------------------------------------------------------------------------------------
+
 
 def test_a_pinned_file_is_fetched_at_its_commit_and_checked_against_its_sha256(hub, tmp_path):
     data = payload(5000)
@@ -93,6 +119,7 @@ def test_content_that_differs_from_its_pin_is_refused_after_download_naming_both
 
 
 # --- unpinned files: trust on first use ------------------------------------------------------------------------------
+
 
 def test_an_unpinned_file_is_recorded_at_first_download_and_held_to_it(hub, tmp_path):
     first, changed = payload(5000), payload(5000, seed=3)

@@ -29,13 +29,35 @@ class Registry:
 
 # Facts of the published files (lllyasviel/Annotators), written out by hand: tensor count and a few shapes each.
 PUBLISHED = {
-    "body": (184, {"conv1_1.weight": (64, 3, 3, 3), "conv4_4_CPM.weight": (128, 256, 3, 3),
-                   "conv5_5_CPM_L1.weight": (38, 512, 1, 1), "conv5_5_CPM_L2.weight": (19, 512, 1, 1),
-                   "Mconv1_stage2_L1.weight": (128, 185, 7, 7), "Mconv7_stage6_L2.bias": (19,)}),
-    "hand": (104, {"conv5_3_CPM.weight": (128, 512, 3, 3), "conv6_2_CPM.weight": (22, 512, 1, 1),
-                   "Mconv1_stage6.weight": (128, 150, 7, 7), "Mconv7_stage6.weight": (22, 128, 1, 1)}),
-    "face": (104, {"conv4_4.weight": (512, 512, 3, 3), "conv6_2_CPM.weight": (71, 512, 1, 1),
-                   "Mconv1_stage2.weight": (128, 199, 7, 7), "Mconv7_stage6.bias": (71,)}),
+    "body": (
+        184,
+        {
+            "conv1_1.weight": (64, 3, 3, 3),
+            "conv4_4_CPM.weight": (128, 256, 3, 3),
+            "conv5_5_CPM_L1.weight": (38, 512, 1, 1),
+            "conv5_5_CPM_L2.weight": (19, 512, 1, 1),
+            "Mconv1_stage2_L1.weight": (128, 185, 7, 7),
+            "Mconv7_stage6_L2.bias": (19,),
+        },
+    ),
+    "hand": (
+        104,
+        {
+            "conv5_3_CPM.weight": (128, 512, 3, 3),
+            "conv6_2_CPM.weight": (22, 512, 1, 1),
+            "Mconv1_stage6.weight": (128, 150, 7, 7),
+            "Mconv7_stage6.weight": (22, 128, 1, 1),
+        },
+    ),
+    "face": (
+        104,
+        {
+            "conv4_4.weight": (512, 512, 3, 3),
+            "conv6_2_CPM.weight": (71, 512, 1, 1),
+            "Mconv1_stage2.weight": (128, 199, 7, 7),
+            "Mconv7_stage6.bias": (71,),
+        },
+    ),
 }
 
 
@@ -57,13 +79,48 @@ def test_each_network_has_the_published_tensors_and_output_shapes(part):
 
 # One person, 240 x 320: nose, neck, right shoulder/elbow/wrist, left shoulder/elbow/wrist, right hip/knee/ankle,
 # left hip/knee/ankle, right eye, left eye, right ear, left ear.
-JOINTS = [(120, 40), (120, 80), (90, 80), (80, 130), (75, 175), (150, 80), (160, 130), (165, 175), (105, 180),
-          (100, 240), (98, 300), (135, 180), (140, 240), (142, 300), (112, 32), (128, 32), (104, 38), (136, 38)]
+JOINTS = [
+    (120, 40),
+    (120, 80),
+    (90, 80),
+    (80, 130),
+    (75, 175),
+    (150, 80),
+    (160, 130),
+    (165, 175),
+    (105, 180),
+    (100, 240),
+    (98, 300),
+    (135, 180),
+    (140, 240),
+    (142, 300),
+    (112, 32),
+    (128, 32),
+    (104, 38),
+    (136, 38),
+]
 # The body model's field channels (x, y) for each limb, as the CMU COCO model lays them out.
-FIELDS = {(1, 2): (12, 13), (1, 5): (20, 21), (2, 3): (14, 15), (3, 4): (16, 17), (5, 6): (22, 23), (6, 7): (24, 25),
-          (1, 8): (0, 1), (8, 9): (2, 3), (9, 10): (4, 5), (1, 11): (6, 7), (11, 12): (8, 9), (12, 13): (10, 11),
-          (1, 0): (28, 29), (0, 14): (30, 31), (14, 16): (34, 35), (0, 15): (32, 33), (15, 17): (36, 37),
-          (2, 16): (18, 19), (5, 17): (26, 27)}
+FIELDS = {
+    (1, 2): (12, 13),
+    (1, 5): (20, 21),
+    (2, 3): (14, 15),
+    (3, 4): (16, 17),
+    (5, 6): (22, 23),
+    (6, 7): (24, 25),
+    (1, 8): (0, 1),
+    (8, 9): (2, 3),
+    (9, 10): (4, 5),
+    (1, 11): (6, 7),
+    (11, 12): (8, 9),
+    (12, 13): (10, 11),
+    (1, 0): (28, 29),
+    (0, 14): (30, 31),
+    (14, 16): (34, 35),
+    (0, 15): (32, 33),
+    (15, 17): (36, 37),
+    (2, 16): (18, 19),
+    (5, 17): (26, 27),
+}
 
 
 def body_maps(people, width, height):
@@ -73,7 +130,7 @@ def body_maps(people, width, height):
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     for joints in people:
         for part, (x, y) in enumerate(joints):
-            heat[:, :, part] = np.maximum(heat[:, :, part], np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 4.0 ** 2)))
+            heat[:, :, part] = np.maximum(heat[:, :, part], np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 4.0**2)))
         for (a, b), (cx, cy) in FIELDS.items():
             line = np.zeros((height, width), np.uint8)
             cv2.line(line, joints[a], joints[b], 1, thickness=9)
@@ -104,8 +161,13 @@ def test_the_skeleton_is_drawn_in_the_openpose_colours_on_black():
     person = posedecode.Person([tuple(map(float, j)) for j in JOINTS])
     image = posedraw.pose_image(320, 240, [person], [], [])
     # Joints in their part's colour: nose red, neck orange, right wrist yellow-green, left ankle light blue ...
-    for part, colour in ((0, (255, 0, 0)), (1, (255, 85, 0)), (4, (170, 255, 0)), (13, (85, 0, 255)),
-                         (17, (255, 0, 85))):
+    for part, colour in (
+        (0, (255, 0, 0)),
+        (1, (255, 85, 0)),
+        (4, (170, 255, 0)),
+        (13, (85, 0, 255)),
+        (17, (255, 0, 85)),
+    ):
         x, y = JOINTS[part]
         assert tuple(image[y, x]) == colour, part
     # Limbs between them at 60% of the colour of their index: right upper arm, left thigh (hip to knee).
@@ -121,12 +183,13 @@ def test_the_skeleton_is_drawn_in_the_openpose_colours_on_black():
 
 # --- hands and faces --------------------------------------------------------------------------------------------------
 
+
 def blobs(points, size, channels, sigma=3.0):
     maps = np.zeros((size, size, channels), np.float32)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
     for part, p in enumerate(points):
         if p is not None:
-            maps[:, :, part] = np.exp(-((xs - p[0]) ** 2 + (ys - p[1]) ** 2) / (2 * sigma ** 2))
+            maps[:, :, part] = np.exp(-((xs - p[0]) ** 2 + (ys - p[1]) ** 2) / (2 * sigma**2))
     return maps
 
 
@@ -175,6 +238,7 @@ def test_face_landmarks_are_the_heatmap_maxima_above_the_threshold():
 
 
 # --- the whole preprocessor on constructed weight files ----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def pose_models(paintbridge_cache) -> Path:
@@ -263,5 +327,5 @@ def test_hands_and_faces_are_looked_for_in_the_boxes_the_body_implies():
     for a, b in posedecode.LIMBS[:17]:
         cv2.line(allowed, JOINTS[a], JOINTS[b], 1, thickness=16)
     for x, y, side in posedecode.hand_boxes(person, 240, 320) + [posedecode.face_box(person, 240, 320)]:
-        allowed[max(0, y - 5):y + side + 5, max(0, x - 5):x + side + 5] = 1  # a drawn point reaches 4 px out
+        allowed[max(0, y - 5) : y + side + 5, max(0, x - 5) : x + side + 5] = 1  # a drawn point reaches 4 px out
     assert image[allowed == 0].max() == 0

@@ -154,8 +154,15 @@ def test_unknown_preprocessor_names_the_choices():
     assert set(PREPROCESSORS) >= {"canny", "lineart", "scribble", "shuffle", "tile", "inpaint", "depth", "normal"}
 
 
-@pytest.mark.parametrize("kind, filename", [("softedge", "ControlNetHED.pth"), ("hed", "ControlNetHED.pth"),
-                                            ("pose", "body_pose_model.pth"), ("lineart_anime", "netG.pth")])
+@pytest.mark.parametrize(
+    "kind, filename",
+    [
+        ("softedge", "ControlNetHED.pth"),
+        ("hed", "ControlNetHED.pth"),
+        ("pose", "body_pose_model.pth"),
+        ("lineart_anime", "netG.pth"),
+    ],
+)
 def test_weights_needing_preprocessor_names_the_file_to_install(tmp_path, kind, filename):
     img, _ = shapes()
     with pytest.raises(ProtocolError) as err:
@@ -176,6 +183,7 @@ def test_depth_without_a_model_names_the_folder_and_files(tmp_path):
 
 # --- depth / normal on a real (tiny, random-weight) Depth Anything model ---------------------------------------------
 
+
 def build_depth_model(models: Path) -> Path:
     """A tiny random-weight Depth Anything in the transformers layout, under ``models/annotators/``."""
     import torch
@@ -185,16 +193,36 @@ def build_depth_model(models: Path) -> Path:
     if (folder / "model.safetensors").is_file():
         return folder
     torch.manual_seed(0)
-    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                            patch_size=14, image_size=98, out_features=["stage1", "stage2", "stage3", "stage4"],
-                            reshape_hidden_states=False)
-    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
-                                 fusion_hidden_size=16, head_hidden_size=8)
+    backbone = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        patch_size=14,
+        image_size=98,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+        reshape_hidden_states=False,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=32,
+        neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+    )
     tmp = folder.with_name(folder.name + ".partial")
     DepthAnythingForDepthEstimation(config).eval().save_pretrained(tmp)
-    DPTImageProcessor(do_resize=True, size={"height": 98, "width": 98}, keep_aspect_ratio=True, ensure_multiple_of=14,
-                      resample=3, do_rescale=True, do_normalize=True, image_mean=[0.485, 0.456, 0.406],
-                      image_std=[0.229, 0.224, 0.225]).save_pretrained(tmp)
+    DPTImageProcessor(
+        do_resize=True,
+        size={"height": 98, "width": 98},
+        keep_aspect_ratio=True,
+        ensure_multiple_of=14,
+        resample=3,
+        do_rescale=True,
+        do_normalize=True,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(tmp)
     tmp.rename(folder)
     return folder
 
@@ -261,24 +289,42 @@ def test_normal_map_slopes_follow_the_depth(monkeypatch, tmp_path):
 # hand from that network's definition: a file saved by our network class must have exactly these names and shapes.
 REAL_HED_TENSORS = {
     "norm": (1, 3, 1, 1),
-    "block1.convs.0.weight": (64, 3, 3, 3), "block1.convs.0.bias": (64,),
-    "block1.convs.1.weight": (64, 64, 3, 3), "block1.convs.1.bias": (64,),
-    "block1.projection.weight": (1, 64, 1, 1), "block1.projection.bias": (1,),
-    "block2.convs.0.weight": (128, 64, 3, 3), "block2.convs.0.bias": (128,),
-    "block2.convs.1.weight": (128, 128, 3, 3), "block2.convs.1.bias": (128,),
-    "block2.projection.weight": (1, 128, 1, 1), "block2.projection.bias": (1,),
-    "block3.convs.0.weight": (256, 128, 3, 3), "block3.convs.0.bias": (256,),
-    "block3.convs.1.weight": (256, 256, 3, 3), "block3.convs.1.bias": (256,),
-    "block3.convs.2.weight": (256, 256, 3, 3), "block3.convs.2.bias": (256,),
-    "block3.projection.weight": (1, 256, 1, 1), "block3.projection.bias": (1,),
-    "block4.convs.0.weight": (512, 256, 3, 3), "block4.convs.0.bias": (512,),
-    "block4.convs.1.weight": (512, 512, 3, 3), "block4.convs.1.bias": (512,),
-    "block4.convs.2.weight": (512, 512, 3, 3), "block4.convs.2.bias": (512,),
-    "block4.projection.weight": (1, 512, 1, 1), "block4.projection.bias": (1,),
-    "block5.convs.0.weight": (512, 512, 3, 3), "block5.convs.0.bias": (512,),
-    "block5.convs.1.weight": (512, 512, 3, 3), "block5.convs.1.bias": (512,),
-    "block5.convs.2.weight": (512, 512, 3, 3), "block5.convs.2.bias": (512,),
-    "block5.projection.weight": (1, 512, 1, 1), "block5.projection.bias": (1,),
+    "block1.convs.0.weight": (64, 3, 3, 3),
+    "block1.convs.0.bias": (64,),
+    "block1.convs.1.weight": (64, 64, 3, 3),
+    "block1.convs.1.bias": (64,),
+    "block1.projection.weight": (1, 64, 1, 1),
+    "block1.projection.bias": (1,),
+    "block2.convs.0.weight": (128, 64, 3, 3),
+    "block2.convs.0.bias": (128,),
+    "block2.convs.1.weight": (128, 128, 3, 3),
+    "block2.convs.1.bias": (128,),
+    "block2.projection.weight": (1, 128, 1, 1),
+    "block2.projection.bias": (1,),
+    "block3.convs.0.weight": (256, 128, 3, 3),
+    "block3.convs.0.bias": (256,),
+    "block3.convs.1.weight": (256, 256, 3, 3),
+    "block3.convs.1.bias": (256,),
+    "block3.convs.2.weight": (256, 256, 3, 3),
+    "block3.convs.2.bias": (256,),
+    "block3.projection.weight": (1, 256, 1, 1),
+    "block3.projection.bias": (1,),
+    "block4.convs.0.weight": (512, 256, 3, 3),
+    "block4.convs.0.bias": (512,),
+    "block4.convs.1.weight": (512, 512, 3, 3),
+    "block4.convs.1.bias": (512,),
+    "block4.convs.2.weight": (512, 512, 3, 3),
+    "block4.convs.2.bias": (512,),
+    "block4.projection.weight": (1, 512, 1, 1),
+    "block4.projection.bias": (1,),
+    "block5.convs.0.weight": (512, 512, 3, 3),
+    "block5.convs.0.bias": (512,),
+    "block5.convs.1.weight": (512, 512, 3, 3),
+    "block5.convs.1.bias": (512,),
+    "block5.convs.2.weight": (512, 512, 3, 3),
+    "block5.convs.2.bias": (512,),
+    "block5.projection.weight": (1, 512, 1, 1),
+    "block5.projection.bias": (1,),
 }
 
 
@@ -460,14 +506,16 @@ def test_softedge_refuses_other_networks_and_pickled_objects(tmp_path):
 
     pickled = tmp_path / "pickled"
     (pickled / "annotators").mkdir(parents=True)
-    torch.save({"norm": torch.zeros(1, 3, 1, 1), "extra": NotATensor()},
-               str(pickled / "annotators" / "ControlNetHED.pth"))
+    torch.save(
+        {"norm": torch.zeros(1, 3, 1, 1), "extra": NotATensor()}, str(pickled / "annotators" / "ControlNetHED.pth")
+    )
     with pytest.raises(ProtocolError) as err:
         preprocess_image("softedge", img, Registry(pickled))
     assert err.value.code == "unsupported" and "does not unpickle" in err.value.message
 
 
 # --- mode 'preprocess' ------------------------------------------------------------------------------------------------
+
 
 def payload(arr: np.ndarray, fmt: str) -> dict:
     arr = np.ascontiguousarray(arr)
@@ -504,8 +552,10 @@ def test_sketch_on_a_transparent_layer_reads_as_lines_on_paper():
     assert (out[..., 0] == 255).mean() < 0.5
     assert np.array_equal(preprocess_image("scribble", layer, None), out[..., :3])
     # A channel slice (not contiguous in memory), as a control layer's RGB may be, works the same.
-    assert np.array_equal(preprocess_image("lineart", np.dstack([img, img[..., :1]])[..., :3], None),
-                          preprocess_image("lineart", img, None))
+    assert np.array_equal(
+        preprocess_image("lineart", np.dstack([img, img[..., :1]])[..., :3], None),
+        preprocess_image("lineart", img, None),
+    )
 
 
 def test_preprocess_mode_through_the_websocket_server(start_server, depth_models, hed_models):
@@ -513,8 +563,13 @@ def test_preprocess_mode_through_the_websocket_server(start_server, depth_models
     img, _ = shapes()
     rgba = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
     with Client(server.url) as client:
-        job = {"mode": "preprocess", "image": payload(rgba, "rgba8"), "x": 12, "y": 34,
-               "params": {"preprocessor": "canny", "low_threshold": 50, "high_threshold": 150}}
+        job = {
+            "mode": "preprocess",
+            "image": payload(rgba, "rgba8"),
+            "x": 12,
+            "y": 34,
+            "params": {"preprocessor": "canny", "low_threshold": 50, "high_threshold": 150},
+        }
         result = client.run(job, timeout=60)
         (layer,) = result.layers
         assert layer.name == "Control: canny" and (layer.x, layer.y) == (12, 34)

@@ -14,8 +14,12 @@ from protocol.messages import check_compatible, job_params_defaults, parse_serve
 
 def image(w: int = 4, h: int = 3, fmt: str = "rgba8") -> dict:
     bpp = 1 if fmt == "gray8" else 4
-    return {"width": w, "height": h, "format": fmt, "data": bytes(range(256)) * (w * h * bpp // 256) +
-            bytes(w * h * bpp % 256)}
+    return {
+        "width": w,
+        "height": h,
+        "format": fmt,
+        "data": bytes(range(256)) * (w * h * bpp // 256) + bytes(w * h * bpp % 256),
+    }
 
 
 def job(**overrides) -> dict:
@@ -39,40 +43,43 @@ def test_valid_job_gets_defaults_and_drops_unknown_fields():
     assert parsed.controls == () and parsed.result_format == "rgba8" and parsed.live is False
 
 
-@pytest.mark.parametrize("msg, field, words", [
-    ({"id": "x"}, "type", "missing"),
-    ({"type": 3}, "type", "string"),
-    ({"type": "fly"}, "type", "unknown message type"),
-    (job(id=None), "id", "missing"),
-    (job(id=5), "id", "string"),
-    (job(mode="paint"), "mode", "one of"),
-    (job(params={"steps": "10"}), "params.steps", "integer"),
-    (job(params={"steps": 0}), "params.steps", "at least"),
-    (job(params={"strength": 1.5}), "params.strength", "at most"),
-    (job(params={"seed": True}), "params.seed", "integer"),
-    (job(params={"sampler": "Heun++"}), "params.sampler", "one of"),
-    (job(params={"batch": 99}), "params.batch", "at most"),
-    (job(params=[1, 2]), "params", "map"),
-    (job(image=None), "image", "missing"),
-    (job(image={"width": 4, "height": 3, "format": "rgba8"}), "image.data", "missing"),
-    (job(image={"width": 4, "height": 3, "format": "rgb16", "data": b""}), "image.format", "one of"),
-    (job(image={"width": 4, "height": -3, "format": "rgba8", "data": b""}), "image.height", "positive"),
-    (job(image={"width": 4.0, "height": 3, "format": "rgba8", "data": b""}), "image.width", "integer"),
-    (job(image=dict(image(), data=b"\x00" * 47)), "image.data", "holds 47 bytes"),
-    (job(image=dict(image(), data="text")), "image.data", "binary"),
-    (job(mask=image(w=5, fmt="gray8")), "mask", "is 5x3"),
-    (job(mask=image()), "mask.format", "one of gray8"),
-    (job(mode="outpaint"), "params.extend", "all zero"),
-    (job(mode="preprocess"), "params.preprocessor", "missing"),
-    (job(controls=[{"type": "canny"}]), "controls[0].image", "missing"),
-    (job(controls=[{"type": "edges", "image": image()}]), "controls[0].type", "one of"),
-    (job(controls=[{"type": "canny", "image": image(), "start": 0.8, "end": 0.2}]), "controls[0].start", "after"),
-    (job(controls={"type": "canny"}), "controls", "list"),
-    (job(prompt=b"bytes"), "prompt", "string"),
-    (job(mode="generate", image=None, mask=None), "params.width", "must be given"),
-    ({"type": "hello", "client": "x"}, "protocol", "missing"),
-    ({"type": "cancel"}, "id", "missing"),
-])
+@pytest.mark.parametrize(
+    "msg, field, words",
+    [
+        ({"id": "x"}, "type", "missing"),
+        ({"type": 3}, "type", "string"),
+        ({"type": "fly"}, "type", "unknown message type"),
+        (job(id=None), "id", "missing"),
+        (job(id=5), "id", "string"),
+        (job(mode="paint"), "mode", "one of"),
+        (job(params={"steps": "10"}), "params.steps", "integer"),
+        (job(params={"steps": 0}), "params.steps", "at least"),
+        (job(params={"strength": 1.5}), "params.strength", "at most"),
+        (job(params={"seed": True}), "params.seed", "integer"),
+        (job(params={"sampler": "Heun++"}), "params.sampler", "one of"),
+        (job(params={"batch": 99}), "params.batch", "at most"),
+        (job(params=[1, 2]), "params", "map"),
+        (job(image=None), "image", "missing"),
+        (job(image={"width": 4, "height": 3, "format": "rgba8"}), "image.data", "missing"),
+        (job(image={"width": 4, "height": 3, "format": "rgb16", "data": b""}), "image.format", "one of"),
+        (job(image={"width": 4, "height": -3, "format": "rgba8", "data": b""}), "image.height", "positive"),
+        (job(image={"width": 4.0, "height": 3, "format": "rgba8", "data": b""}), "image.width", "integer"),
+        (job(image=dict(image(), data=b"\x00" * 47)), "image.data", "holds 47 bytes"),
+        (job(image=dict(image(), data="text")), "image.data", "binary"),
+        (job(mask=image(w=5, fmt="gray8")), "mask", "is 5x3"),
+        (job(mask=image()), "mask.format", "one of gray8"),
+        (job(mode="outpaint"), "params.extend", "all zero"),
+        (job(mode="preprocess"), "params.preprocessor", "missing"),
+        (job(controls=[{"type": "canny"}]), "controls[0].image", "missing"),
+        (job(controls=[{"type": "edges", "image": image()}]), "controls[0].type", "one of"),
+        (job(controls=[{"type": "canny", "image": image(), "start": 0.8, "end": 0.2}]), "controls[0].start", "after"),
+        (job(controls={"type": "canny"}), "controls", "list"),
+        (job(prompt=b"bytes"), "prompt", "string"),
+        (job(mode="generate", image=None, mask=None), "params.width", "must be given"),
+        ({"type": "hello", "client": "x"}, "protocol", "missing"),
+        ({"type": "cancel"}, "id", "missing"),
+    ],
+)
 def test_bad_fields_are_named(msg, field, words):
     err = error_of(msg)
     assert err.code == "bad_request"
@@ -93,8 +100,9 @@ def test_oversized_image_is_refused_before_the_bytes_are_read():
     huge = {"width": 100000, "height": 100000, "format": "rgba8", "data": b""}
     err = error_of(job(image=huge))
     assert err.code == "too_large" and err.field == "image.width"
-    err = error_of(job(image={"width": 5000, "height": 5000, "format": "rgba8", "data": b""}),
-                   Limits(max_pixels=1000 * 1000))
+    err = error_of(
+        job(image={"width": 5000, "height": 5000, "format": "rgba8", "data": b""}), Limits(max_pixels=1000 * 1000)
+    )
     assert err.code == "too_large" and "25000000 px" in err.message
 
 
@@ -114,8 +122,12 @@ def test_versions():
 def test_codec_round_trip_and_garbage():
     msg = {"type": "job", "id": "a", "data": b"\x00\xff"}
     assert decode(encode(msg)) == msg
-    for frame, words in [(b"\xc1\xc1", "not valid msgpack"), ("text", "text frames"),
-                         (msgpack.packb(1) + msgpack.packb(2), "more than one"), (b"", "not valid msgpack")]:
+    for frame, words in [
+        (b"\xc1\xc1", "not valid msgpack"),
+        ("text", "text frames"),
+        (msgpack.packb(1) + msgpack.packb(2), "more than one"),
+        (b"", "not valid msgpack"),
+    ]:
         with pytest.raises(ProtocolError) as info:
             decode(frame)
         assert words in info.value.message
@@ -199,15 +211,34 @@ LAYER = m.ResultLayer("Inpaint", 8, -4, 4, 3, "bgra8", bytes(48), seed=7, info={
 
 EXAMPLES = [
     m.Hello("1.1", "krita", "0.2", token="secret-token", session="abc_DEF-123"),
-    m.Job("j1", "inpaint", model="classical", prompt="a fox", image=PIXELS, mask=MASK,
-          controls=(m.Control("canny", PIXELS, strength=0.5, start=0.1, end=0.9, preprocess=True),),
-          params=m.Params(steps=12, strength=0.8, seed=3, extend=m.Extend(1, 2, 3, 4)), x=5, y=-6,
-          result_format="bgra8", previews=True, live=True),
+    m.Job(
+        "j1",
+        "inpaint",
+        model="classical",
+        prompt="a fox",
+        image=PIXELS,
+        mask=MASK,
+        controls=(m.Control("canny", PIXELS, strength=0.5, start=0.1, end=0.9, preprocess=True),),
+        params=m.Params(steps=12, strength=0.8, seed=3, extend=m.Extend(1, 2, 3, 4)),
+        x=5,
+        y=-6,
+        result_format="bgra8",
+        previews=True,
+        live=True,
+    ),
     m.Cancel("j1"),
     m.ListModels(),
-    m.Welcome("1.1", "0.2.0", "cpu (float32)", models=({"name": "classical", "kind": "builtin"},),
-              capabilities={"modes": ["inpaint"]}, limits=m.Limits(max_batch=4), defaults={"layer_name_length": 40},
-              session="s1", resumed=("j1", "j2")),
+    m.Welcome(
+        "1.1",
+        "0.2.0",
+        "cpu (float32)",
+        models=({"name": "classical", "kind": "builtin"},),
+        capabilities={"modes": ["inpaint"]},
+        limits=m.Limits(max_batch=4),
+        defaults={"layer_name_length": 40},
+        session="s1",
+        resumed=("j1", "j2"),
+    ),
     m.Models(({"name": "x", "kind": "checkpoint", "family": "sd15"},)),
     m.Queued("j1", 2),
     m.Started("j1"),
@@ -256,19 +287,24 @@ def test_every_bad_field_is_named(example, spec):
         assert info.value.field == spec.name and "is missing" in info.value.message
 
 
-@pytest.mark.parametrize("wire, field", [
-    (dict(EXAMPLES[1].to_wire(), controls=[{"type": "canny", "image": dict(PIXELS.to_wire(), data=b"")}]),
-     "controls[0].image.data"),
-    (dict(EXAMPLES[1].to_wire(), params={"extend": {"left": -1}}), "params.extend.left"),
-    (dict(EXAMPLES[1].to_wire(), params={"steps": 1.5}), "params.steps"),
-    (dict(EXAMPLES[9].to_wire(), layers=[dict(LAYER.to_wire(), data=b"x")]), "layers[0].data"),
-    (dict(EXAMPLES[9].to_wire(), layers=[dict(LAYER.to_wire(), x="1")]), "layers[0].x"),
-    (dict(EXAMPLES[8].to_wire(), preview=dict(PIXELS.to_wire(), format="bgra8")), "preview.format"),
-    (dict(EXAMPLES[4].to_wire(), limits={"max_batch": 0}), "limits.max_batch"),
-    (dict(EXAMPLES[4].to_wire(), resumed=["ok", 5]), "resumed[1]"),
-    (dict(EXAMPLES[0].to_wire(), session="has space"), "session"),
-    (dict(EXAMPLES[0].to_wire(), session="x" * 65), "session"),
-])
+@pytest.mark.parametrize(
+    "wire, field",
+    [
+        (
+            dict(EXAMPLES[1].to_wire(), controls=[{"type": "canny", "image": dict(PIXELS.to_wire(), data=b"")}]),
+            "controls[0].image.data",
+        ),
+        (dict(EXAMPLES[1].to_wire(), params={"extend": {"left": -1}}), "params.extend.left"),
+        (dict(EXAMPLES[1].to_wire(), params={"steps": 1.5}), "params.steps"),
+        (dict(EXAMPLES[9].to_wire(), layers=[dict(LAYER.to_wire(), data=b"x")]), "layers[0].data"),
+        (dict(EXAMPLES[9].to_wire(), layers=[dict(LAYER.to_wire(), x="1")]), "layers[0].x"),
+        (dict(EXAMPLES[8].to_wire(), preview=dict(PIXELS.to_wire(), format="bgra8")), "preview.format"),
+        (dict(EXAMPLES[4].to_wire(), limits={"max_batch": 0}), "limits.max_batch"),
+        (dict(EXAMPLES[4].to_wire(), resumed=["ok", 5]), "resumed[1]"),
+        (dict(EXAMPLES[0].to_wire(), session="has space"), "session"),
+        (dict(EXAMPLES[0].to_wire(), session="x" * 65), "session"),
+    ],
+)
 def test_nested_bad_fields_are_named_by_their_path(wire, field):
     parse = parse_client_message if wire["type"] in m.CLIENT_TYPES else parse_server_message
     with pytest.raises(ProtocolError) as info:
@@ -285,13 +321,31 @@ def test_versions_need_ascii_digits(version):
 
 def test_readme_tables_are_the_schema():
     readme = (Path(__file__).resolve().parent.parent / "protocol" / "README.md").read_text()
-    for model in (m.Hello, m.Welcome, m.Job, m.Params, m.Control, m.Extend, m.Limits, m.ResultLayer, m.Cancel,
-                  m.Queued, m.Started, m.Progress, m.Result, m.Cancelled, m.Error, m.Models, m.Reference,
-                  m.Region):
+    for model in (
+        m.Hello,
+        m.Welcome,
+        m.Job,
+        m.Params,
+        m.Control,
+        m.Extend,
+        m.Limits,
+        m.ResultLayer,
+        m.Cancel,
+        m.Queued,
+        m.Started,
+        m.Progress,
+        m.Result,
+        m.Cancelled,
+        m.Error,
+        m.Models,
+        m.Reference,
+        m.Region,
+    ):
         assert markdown_table(model) in readme, f"protocol/README.md's table of {model.__name__} is out of date"
 
 
 # --- the Connection's order rules -------------------------------------------------------------------------------------
+
 
 def pair(resumed: tuple = ()):
     """A client and a server Connection past the handshake."""
@@ -440,10 +494,23 @@ def test_readme_sampler_table_is_the_table():
     assert sampler_table() in readme, "protocol/README.md's sampler table is out of date (protocol.sampling)"
 
 
-@pytest.mark.parametrize("host, loopback", [
-    ("localhost", True), ("LocalHost", True), ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True),
-    ("[::1]", True), ("0.0.0.0", False), ("192.168.1.2", False), ("::", False), ("localhost.example", False),
-    ("", False), ("not a host", False)])
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("localhost", True),
+        ("LocalHost", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("192.168.1.2", False),
+        ("::", False),
+        ("localhost.example", False),
+        ("", False),
+        ("not a host", False),
+    ],
+)
 def test_one_loopback_rule_for_server_and_client(host, loopback):
     from client.server import is_local
     from protocol import is_loopback_host

@@ -28,6 +28,7 @@ KEY = (UPSCALER.repo, UPSCALER.file)
 
 # --- messages and order rules ----------------------------------------------------------------------------------------
 
+
 def test_pull_is_validated_naming_the_field():
     assert m.Pull.from_wire({"type": "pull", "id": "p1", "names": ["sd15"]}).names == ("sd15",)
     for names, field in (([], "names"), ([""], "names[0]"), (["ok", 3], "names[1]"), ("sd15", "names")):
@@ -83,15 +84,48 @@ def test_presets_and_list_presets_round_trip():
 
 
 def test_client_core_reads_the_status_for_a_mode():
-    entries = [{"name": "sd15", "title": "SD1.5", "files": [
-        {"id": "ckpt", "target": "checkpoints/a.safetensors", "size": 2_000_000_000, "installed": True,
-         "modes": ["generate", "img2img"]},
-        {"id": "inp", "target": "checkpoints/b.inpainting.safetensors", "size": 2_000_000_000, "installed": False,
-         "modes": ["inpaint"]},
-        {"id": "canny", "target": "controlnet/canny.safetensors", "size": 700_000_000, "installed": False,
-         "controls": ["canny"]}]},
-        {"name": "upscaler", "title": "4x", "files": [{"id": "up", "target": "upscale_models/4x.pth", "size": 60_000_000,
-                                                      "installed": True, "modes": ["upscale"]}]}]
+    entries = [
+        {
+            "name": "sd15",
+            "title": "SD1.5",
+            "files": [
+                {
+                    "id": "ckpt",
+                    "target": "checkpoints/a.safetensors",
+                    "size": 2_000_000_000,
+                    "installed": True,
+                    "modes": ["generate", "img2img"],
+                },
+                {
+                    "id": "inp",
+                    "target": "checkpoints/b.inpainting.safetensors",
+                    "size": 2_000_000_000,
+                    "installed": False,
+                    "modes": ["inpaint"],
+                },
+                {
+                    "id": "canny",
+                    "target": "controlnet/canny.safetensors",
+                    "size": 700_000_000,
+                    "installed": False,
+                    "controls": ["canny"],
+                },
+            ],
+        },
+        {
+            "name": "upscaler",
+            "title": "4x",
+            "files": [
+                {
+                    "id": "up",
+                    "target": "upscale_models/4x.pth",
+                    "size": 60_000_000,
+                    "installed": True,
+                    "modes": ["upscale"],
+                }
+            ],
+        },
+    ]
     sd15, upscaler = cm.presets_from(entries)
     assert sd15.ready_for("generate") and not sd15.ready_for("inpaint") and upscaler.complete
     assert [f.id for f in sd15.missing_for("inpaint")] == ["inp"]
@@ -100,13 +134,16 @@ def test_client_core_reads_the_status_for_a_mode():
     assert sd15.line("generate").startswith("sd15: ready for generate (2 other file(s) missing)")
     assert upscaler.line("inpaint") == "upscaler: complete"
     assert cm.summary([sd15, upscaler], "upscale") == "Models for upscale: upscaler ready"
-    assert cm.summary([sd15, upscaler], "inpaint") == \
-        "Models for inpaint: none installed; download the preset 'sd15' (2.0 GB)"
+    assert (
+        cm.summary([sd15, upscaler], "inpaint")
+        == "Models for inpaint: none installed; download the preset 'sd15' (2.0 GB)"
+    )
     fraction, text = cm.describe_pull(m.PullProgress("p", "inp", "checkpoints/b.safetensors", 1, 2, 500, 1000))
     assert fraction == 0.75 and text == "Downloading b.safetensors (2/2): 500 B of 1.0 KB"
 
 
 # --- a real server on loopback, the hub stand-in behind it ------------------------------------------------------------
+
 
 @pytest.fixture
 def server(start_server, tmp_path):

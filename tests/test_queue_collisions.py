@@ -59,8 +59,9 @@ class Recorder(logging.Handler):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    config = ServerConfig(host="127.0.0.1", port=0, model_dirs=[tmp_path_factory.mktemp("models")],
-                          limits=Limits(max_queue=6), grace=60.0)
+    config = ServerConfig(
+        host="127.0.0.1", port=0, model_dirs=[tmp_path_factory.mktemp("models")], limits=Limits(max_queue=6), grace=60.0
+    )
     recorder = Recorder()
     watched = [logging.getLogger(name) for name in ("paintbridge", "websockets")]
     for logger in watched:
@@ -76,10 +77,15 @@ def job(job_id: str, side: int) -> dict:
     image = np.full((4, side, 4), 200, np.uint8)
     mask = np.zeros((4, side), np.uint8)
     mask[1:3, 1:3] = 255
-    return {"type": "job", "id": job_id, "mode": "inpaint", "model": "classical",
-            "image": {"width": side, "height": 4, "format": "rgba8", "data": image.tobytes()},
-            "mask": {"width": side, "height": 4, "format": "gray8", "data": mask.tobytes()},
-            "params": {"grow": 0, "feather": 0}}
+    return {
+        "type": "job",
+        "id": job_id,
+        "mode": "inpaint",
+        "model": "classical",
+        "image": {"width": side, "height": 4, "format": "rgba8", "data": image.tobytes()},
+        "mask": {"width": side, "height": 4, "format": "gray8", "data": mask.tobytes()},
+        "params": {"grow": 0, "feather": 0},
+    }
 
 
 class Painter:
@@ -146,10 +152,15 @@ class Painter:
         return all(job_id in ended for job_id in self.accepted | set(self.sent_here))
 
 
-actions = st.lists(st.tuples(st.integers(0, CLIENTS - 1),
-                             st.sampled_from(["submit", "submit", "submit", "cancel", "disconnect", "vanish", "resume",
-                                              "pause"]),
-                             st.integers(0, 20)), min_size=4, max_size=40)
+actions = st.lists(
+    st.tuples(
+        st.integers(0, CLIENTS - 1),
+        st.sampled_from(["submit", "submit", "submit", "cancel", "disconnect", "vanish", "resume", "pause"]),
+        st.integers(0, 20),
+    ),
+    min_size=4,
+    max_size=40,
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
@@ -189,8 +200,9 @@ def test_colliding_job_ids_end_exactly_once_each_to_their_own_client(served, pro
         for job_id, answers in ended.items():
             answer, *again = answers
             for repeat in again:  # a final re-sent after a reconnect because its delivery was not confirmed
-                assert repeat["_conn"] > answer["_conn"] and dict(repeat, _conn=0) == dict(answer, _conn=0), \
+                assert repeat["_conn"] > answer["_conn"] and dict(repeat, _conn=0) == dict(answer, _conn=0), (
                     f"{painter.session} {job_id} ended twice: {answers}"
+                )
             assert job_id in painter.sent
             if answer["type"] == "result":
                 assert answer["layers"][0]["width"] == painter.side  # its own job's result, not another client's

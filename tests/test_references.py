@@ -40,8 +40,16 @@ def reference(seed: int = 1, **extra) -> dict:
     return {"image": payload(picture(seed, 48, 40)), **extra}
 
 
-def run(client, model: str = "tiny-sd15", references=(), mode: str = "generate", steps: int = 4,
-        cfg: Optional[float] = 5.0, timeout: Optional[float] = None, **extra) -> np.ndarray:
+def run(
+    client,
+    model: str = "tiny-sd15",
+    references=(),
+    mode: str = "generate",
+    steps: int = 4,
+    cfg: Optional[float] = 5.0,
+    timeout: Optional[float] = None,
+    **extra,
+) -> np.ndarray:
     """The job's first layer as pixels (read-only); the result is kept in ``run.last``. ``cfg`` None: the model's."""
     msg = {"mode": mode, "model": model, "prompt": "a cat", "params": {"steps": steps, "seed": 7}}
     if cfg is not None:
@@ -68,6 +76,7 @@ def changed(a: np.ndarray, b: np.ndarray) -> float:
 
 # --- registry ------------------------------------------------------------------------------------------------------
 
+
 def test_adapters_and_encoders_are_recognised_in_both_download_layouts(models_dir, client):
     listing = {(m["kind"], m["name"]): m for m in client.list_models()}
     plus = listing[("ipadapter", "ip-adapter-plus_tiny_sd15")]
@@ -79,8 +88,9 @@ def test_adapters_and_encoders_are_recognised_in_both_download_layouts(models_di
     assert ("clip_vision", "IP-Adapter/sdxl_models/image_encoder") in listing  # h94's folder
     assert not any(k == "ipadapter" and "image_encoder" in n for k, n in listing)
     registry = ModelRegistry([models_dir])
-    plans = refs.select([refs.Reference(np.zeros((4, 4, 3), np.uint8))], registry.get("tiny-sdxl", "checkpoint"),
-                        registry)
+    plans = refs.select(
+        [refs.Reference(np.zeros((4, 4, 3), np.uint8))], registry.get("tiny-sdxl", "checkpoint"), registry
+    )
     assert plans[0].encoder.name == "IP-Adapter/sdxl_models/image_encoder"
 
 
@@ -92,8 +102,10 @@ def test_shipped_encoder_configs_match_the_real_encoders_key_layout(tmp_path):
 
     from server.models import ipadapter as ipa
 
-    for name, (hidden, layers, projection) in (("clip-vision-vit-h", (1280, 32, 1024)),
-                                               ("clip-vision-vit-bigg", (1664, 48, 1280))):
+    for name, (hidden, layers, projection) in (
+        ("clip-vision-vit-h", (1280, 32, 1024)),
+        ("clip-vision-vit-bigg", (1664, 48, 1280)),
+    ):
         config = CLIPVisionConfig.from_pretrained(str(ipa.CONFIGS_DIR / name))
         with init_empty_weights():
             model = CLIPVisionModelWithProjection(config)
@@ -112,6 +124,7 @@ def test_pickled_adapters_are_listed_only_with_allow_pickle_and_read_weights_onl
 
 
 # --- the reference reaches the UNet's attention --------------------------------------------------------------------
+
 
 def test_a_reference_changes_the_result_and_the_image_matters(client, server):
     plain = run(client)
@@ -202,10 +215,10 @@ def test_a_masked_reference_changes_pixels_only_where_its_mask_reaches(client, s
         hook.remove()
     side = int(round(base_out.shape[1] ** 0.5))
     diff = (base_out - plain_out).abs().reshape(base_out.shape[0], side, side, -1)
-    assert float(diff[:, :, side // 2:].max()) == 0.0 and float(diff[:, :, : side // 2].max()) > 0
+    assert float(diff[:, :, side // 2 :].max()) == 0.0 and float(diff[:, :, : side // 2].max()) > 0
     masked = run(client, references=[reference(1, mask=payload(left))])
     delta = np.abs(masked[..., :3].astype(int) - plain[..., :3].astype(int)).mean(axis=(0, 2))
-    assert delta[: W // 2].mean() > delta[W // 2:].mean()
+    assert delta[: W // 2].mean() > delta[W // 2 :].mean()
 
 
 @pytest.mark.parametrize("mode", ["img2img", "inpaint", "outpaint"])
@@ -225,6 +238,7 @@ def test_references_work_in_every_diffusion_mode_on_sdxl_too(client, mode):
 
 
 # --- refusals --------------------------------------------------------------------------------------------------------
+
 
 def test_unsupported_families_and_missing_adapters_are_named(client, tmp_path):
     with pytest.raises(JobFailed) as err:  # Flux takes references through Redux (test_references_flux.py): none here
@@ -272,6 +286,7 @@ def test_a_reference_mask_of_another_size_is_a_bad_request(client):
 
 # --- command line ----------------------------------------------------------------------------------------------------
 
+
 def test_paintbridge_run_takes_reference_files(models_dir, tmp_path):
     Image.fromarray(picture(99)).save(tmp_path / "in.png")
     Image.fromarray(picture(1, 48, 40)[..., :3]).save(tmp_path / "ref.png")
@@ -279,20 +294,61 @@ def test_paintbridge_run_takes_reference_files(models_dir, tmp_path):
     for name, extra in (("plain", []), ("ref", ["--reference", f"{tmp_path / 'ref.png'}:style:0.8"])):
         out = tmp_path / f"{name}.png"
         proc = subprocess.run(
-            [sys.executable, "-m", "server.cli", "run", "img2img", "--image", str(tmp_path / "in.png"), "--prompt",
-             "a cat", "--models", str(models_dir), "--model", "tiny-sd15", "--steps", "3", "--seed", "3",
-             "--out", str(out), *extra],
-            capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "run",
+                "img2img",
+                "--image",
+                str(tmp_path / "in.png"),
+                "--prompt",
+                "a cat",
+                "--models",
+                str(models_dir),
+                "--model",
+                "tiny-sd15",
+                "--steps",
+                "3",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         outs[name] = np.asarray(Image.open(out).convert("RGBA"))
     assert changed(outs["plain"], outs["ref"]) > 0
-    bad = subprocess.run([sys.executable, "-m", "server.cli", "run", "img2img", "--image", str(tmp_path / "in.png"),
-                          "--models", str(models_dir), "--reference", f"{tmp_path / 'ref.png'}:colour",
-                          "--out", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "run",
+            "img2img",
+            "--image",
+            str(tmp_path / "in.png"),
+            "--models",
+            str(models_dir),
+            "--reference",
+            f"{tmp_path / 'ref.png'}:colour",
+            "--out",
+            str(tmp_path / "x.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode != 0 and "colour" in bad.stderr
 
 
 # --- downloads -------------------------------------------------------------------------------------------------------
+
 
 def test_models_pull_installs_the_reference_preset_where_the_registry_reads_it(tmp_path):
     """`paintbridge models pull sd15-ipadapter` against the hub stand-in (serving tiny files under the real names):
@@ -305,18 +361,23 @@ def test_models_pull_installs_the_reference_preset_where_the_registry_reads_it(t
     catalogue = Catalogue.load()
     built = factory.reference_models("ipa-sd15-plus")
     face = factory.reference_models("ipa-sd15-face")
-    content = {"sd15-ipadapter-plus": (built / "ipadapter" / "ip-adapter-plus_tiny_sd15.safetensors").read_bytes(),
-               "sd15-ipadapter-plus-face": (face / "ipadapter" / "ip-adapter-plus-face_tiny_sd15.safetensors")
-               .read_bytes(),
-               "clip-vision-vit-h": (built / "clip_vision" / "CLIP-tiny-vit-a.safetensors").read_bytes()}
+    content = {
+        "sd15-ipadapter-plus": (built / "ipadapter" / "ip-adapter-plus_tiny_sd15.safetensors").read_bytes(),
+        "sd15-ipadapter-plus-face": (face / "ipadapter" / "ip-adapter-plus-face_tiny_sd15.safetensors").read_bytes(),
+        "clip-vision-vit-h": (built / "clip_vision" / "CLIP-tiny-vit-a.safetensors").read_bytes(),
+    }
     models = tmp_path / "models"
     with Hub() as hub:
         for f in catalogue.presets["sd15-ipadapter"].files:
             hub.files[(f.repo, f.file)] = content[f.id]
-        out = subprocess.run([sys.executable, "-m", "server", "models", "pull", "sd15-ipadapter", "--models",
-                              str(models)], capture_output=True, text=True, timeout=300,
-                             cwd=Path(__file__).resolve().parent.parent,
-                             env={**os.environ, **hub.env})
+        out = subprocess.run(
+            [sys.executable, "-m", "server", "models", "pull", "sd15-ipadapter", "--models", str(models)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=Path(__file__).resolve().parent.parent,
+            env={**os.environ, **hub.env},
+        )
     assert out.returncode == 0, out.stderr
     assert (models / "ipadapter" / "ip-adapter-plus_sd15.safetensors").read_bytes() == content["sd15-ipadapter-plus"]
     registry = ModelRegistry([models])
@@ -336,7 +397,10 @@ def test_reference_arguments_parse_from_the_right(tmp_path):
     ref = parse_reference(f"{odd}:composition:0.5")
     assert (ref.type, ref.strength, ref.image.width, ref.image.height) == ("composition", 0.5, 8, 6)
     assert parse_reference(str(odd)).type == "content" and parse_reference(f"{odd}:face").strength == 1.0
-    for bad, text in ((f"{odd}:style:3", "outside 0-2"), (f"{odd}:style:lots", "not a number"),
-                      (str(tmp_path / "none.png"), "no such file")):
+    for bad, text in (
+        (f"{odd}:style:3", "outside 0-2"),
+        (f"{odd}:style:lots", "not a number"),
+        (str(tmp_path / "none.png"), "no such file"),
+    ):
         with pytest.raises(SystemExit, match=text):
             parse_reference(bad)

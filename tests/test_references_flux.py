@@ -45,6 +45,7 @@ def refused(client, code: str = "unsupported", **job) -> object:
 
 # --- registry ------------------------------------------------------------------------------------------------------
 
+
 def test_redux_models_and_siglip_towers_are_listed_in_both_layouts(client):
     listing = {(m["kind"], m["name"]): m for m in client.list_models()}
     for name in (FILE, FOLDER):
@@ -63,8 +64,11 @@ def test_a_redux_folder_among_the_checkpoints_is_a_redux_model_not_a_checkpoint(
     (models / "checkpoints" / FOLDER).symlink_to((built / "style_models" / FOLDER).resolve(), target_is_directory=True)
     registry = ModelRegistry([models])
     assert [e.name for e in registry.entries("checkpoint")] == []
-    assert registry.get(FOLDER, "redux").info == {"redux_dim": 24, "txt_dim": 32,
-                                                 "encoder_inside": "SigLIP 24-wide, 2 layers, 32 px"}
+    assert registry.get(FOLDER, "redux").info == {
+        "redux_dim": 24,
+        "txt_dim": 32,
+        "encoder_inside": "SigLIP 24-wide, 2 layers, 32 px",
+    }
 
 
 def test_the_shipped_siglip_config_matches_the_real_towers_key_layout():
@@ -83,12 +87,17 @@ def test_the_shipped_siglip_config_matches_the_real_towers_key_layout():
     assert rdx.standard_siglip_config(found) == folder
     assert 380e6 < sum(int(np.prod(s)) for s in shapes.values()) < 450e6  # the so400m tower (≈ 428 M)
     assert SiglipImageProcessor.from_pretrained(str(folder)).size["height"] == 384
-    real = {"redux_up.weight": (12288, 1152), "redux_up.bias": (12288,), "redux_down.weight": (4096, 12288),
-            "redux_down.bias": (4096,)}  # flux1-redux-dev.safetensors
+    real = {
+        "redux_up.weight": (12288, 1152),
+        "redux_up.bias": (12288,),
+        "redux_down.weight": (4096, 12288),
+        "redux_down.bias": (4096,),
+    }  # flux1-redux-dev.safetensors
     assert rdx.redux_info(real).info == {"redux_dim": 1152, "txt_dim": 4096}
 
 
 # --- the reference reaches the transformer ---------------------------------------------------------------------------
+
 
 def test_a_siglip_file_without_a_config_of_its_size_is_named(tmp_path):
     import tiny_redux
@@ -114,8 +123,17 @@ def test_a_reference_changes_flux_pixels_and_the_image_matters(client):
     plain = run(client)
     with_ref = run(client, references=[reference(1)])
     info = run.last.layers[0].info["references"]
-    assert info == [{"type": "content", "strength": 1.0, "redux": FOLDER, "encoder": f"{FOLDER} (image_encoder)",
-                     "start": 0.0, "end": 1.0, "masked": False}]
+    assert info == [
+        {
+            "type": "content",
+            "strength": 1.0,
+            "redux": FOLDER,
+            "encoder": f"{FOLDER} (image_encoder)",
+            "start": 0.0,
+            "end": 1.0,
+            "masked": False,
+        }
+    ]
     other = run(client, references=[reference(2)])
     assert changed(plain, with_ref) > MOVED and changed(with_ref, other) > MOVED
     assert np.array_equal(run(client, references=[reference(1)]), with_ref)  # same seed, same reference
@@ -155,16 +173,18 @@ def test_strength_scales_the_image_tokens_and_several_references_concatenate(cli
     plain_t, full_t, half_t, style_t, both_t, two_t, zero_t = (t[:1] for t in seen[::3])  # 3 steps per job
     tokens = full_t.shape[1] - 512
     assert plain_t.shape[1] == 512 and tokens == 16  # 32 px / 8 px patches: 4 x 4 SigLIP states per image
-    assert torch.equal(full_t[:, :512], plain_t) and torch.equal(both_t[:, :512 + tokens], full_t)
+    assert torch.equal(full_t[:, :512], plain_t) and torch.equal(both_t[:, : 512 + tokens], full_t)
     assert torch.allclose(half_t[:, 512:], full_t[:, 512:] * 0.5, atol=1e-6)
-    assert torch.allclose(both_t[:, 512 + tokens:], two_t[:, 512:] * 0.7, atol=1e-6)
+    assert torch.allclose(both_t[:, 512 + tokens :], two_t[:, 512:] * 0.7, atol=1e-6)
     assert torch.equal(style_t, full_t) and torch.equal(zero_t, full_t)  # one kind of tokens; strength 0 left out
     assert changed(both, full) > MOVED and changed(full, half) > 0 and changed(only_two, full) > MOVED
     assert np.array_equal(style, full) and np.array_equal(with_zero, full)
 
 
-@pytest.mark.parametrize("model,mode", [("tiny-flux", "img2img"), ("tiny-flux", "inpaint"),
-                                        ("tiny-flux-fill", "inpaint"), ("tiny-flux", "outpaint")])
+@pytest.mark.parametrize(
+    "model,mode",
+    [("tiny-flux", "img2img"), ("tiny-flux", "inpaint"), ("tiny-flux-fill", "inpaint"), ("tiny-flux", "outpaint")],
+)
 def test_references_work_in_the_painting_modes_and_on_fill(client, model, mode):
     extra = {}
     if mode == "inpaint":
@@ -179,6 +199,7 @@ def test_references_work_in_the_painting_modes_and_on_fill(client, model, mode):
 
 
 # --- refusals --------------------------------------------------------------------------------------------------------
+
 
 def test_what_redux_cannot_honour_is_refused_by_name(client):
     for kind in ("composition", "face"):
@@ -205,7 +226,8 @@ def test_a_missing_redux_model_or_encoder_names_the_catalogue_entry(start_server
     built = factory.make_models_dir(tmp_path / "cache-links", ("redux-file",))
     (only_redux / "style_models").mkdir()
     (only_redux / "style_models" / f"{FILE}.safetensors").symlink_to(
-        (built / "style_models" / f"{FILE}.safetensors").resolve())
+        (built / "style_models" / f"{FILE}.safetensors").resolve()
+    )
     with Client(start_server(model_dirs=[only_redux]).url) as client:
         error = refused(client, "model_not_found", references=[reference(1)])
         assert "SigLIP" in error.message and "clip_vision" in error.message and "flux-redux" in error.message
@@ -213,12 +235,15 @@ def test_a_missing_redux_model_or_encoder_names_the_catalogue_entry(start_server
 
 def test_welcome_says_per_family_which_reference_types_it_takes(client):
     caps = client.welcome.capabilities
-    assert caps["references"][:2] == ["sd15", "sdxl"] and {"flux", "flux-fill", "flux-kontext"} <= set(caps["references"])
+    assert caps["references"][:2] == ["sd15", "sdxl"] and {"flux", "flux-fill", "flux-kontext"} <= set(
+        caps["references"]
+    )
     by_family = caps["reference_types_by_family"]
     assert by_family["flux"] == ["content", "style"] and "face" in by_family["sdxl"] and "sd3" not in by_family
 
 
 # --- command line and catalogue --------------------------------------------------------------------------------------
+
 
 def test_paintbridge_run_takes_a_reference_file_on_flux(models_dir, tmp_path):
     Image.fromarray(picture(1, 48, 40)[..., :3]).save(tmp_path / "ref.png")
@@ -226,10 +251,35 @@ def test_paintbridge_run_takes_a_reference_file_on_flux(models_dir, tmp_path):
     for name, extra in (("plain", []), ("ref", ["--reference", f"{tmp_path / 'ref.png'}:style:0.8"])):
         out = tmp_path / f"{name}.png"
         proc = subprocess.run(
-            [sys.executable, "-m", "server.cli", "run", "generate", "--prompt", "a cat", "--models", str(models_dir),
-             "--model", "tiny-flux", "--width", str(W), "--height", str(H), "--steps", "3", "--seed", "3",
-             "--out", str(out), *extra],
-            capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "run",
+                "generate",
+                "--prompt",
+                "a cat",
+                "--models",
+                str(models_dir),
+                "--model",
+                "tiny-flux",
+                "--width",
+                str(W),
+                "--height",
+                str(H),
+                "--steps",
+                "3",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         outs[name] = np.asarray(Image.open(out).convert("RGBA"))
     assert changed(outs["plain"], outs["ref"]) > 0
@@ -250,15 +300,22 @@ def test_models_pull_flux_redux_lands_where_the_registry_reads_it(tmp_path):
     from tests.hubstandin import Hub
 
     built = factory.make_models_dir(tmp_path / "cache-links", ("redux-file",))
-    content = {"redux": (built / "style_models" / f"{FILE}.safetensors").read_bytes(),
-               "clip_vision": (built / "clip_vision" / "sigclip_vision_tiny.safetensors").read_bytes()}
+    content = {
+        "redux": (built / "style_models" / f"{FILE}.safetensors").read_bytes(),
+        "clip_vision": (built / "clip_vision" / "sigclip_vision_tiny.safetensors").read_bytes(),
+    }
     models = tmp_path / "models"
     with Hub() as hub:
         for f in Catalogue.load().presets["flux-redux"].files:
             hub.files[(f.repo, f.file)] = content[f.kind]
-        out = subprocess.run([sys.executable, "-m", "server", "models", "pull", "flux-redux", "--models", str(models)],
-                             capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent,
-                             env={**os.environ, **hub.env})
+        out = subprocess.run(
+            [sys.executable, "-m", "server", "models", "pull", "flux-redux", "--models", str(models)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=Path(__file__).resolve().parent.parent,
+            env={**os.environ, **hub.env},
+        )
     assert out.returncode == 0, out.stderr
     registry = ModelRegistry([models])
     assert registry.get("flux1-redux-dev", "redux").info["txt_dim"] == 32

@@ -48,8 +48,13 @@ def picture(w: int = W, h: int = H) -> np.ndarray:
 
 
 def job(mode: str, model: str, region_list=(), **extra) -> dict:
-    msg = {"mode": mode, "model": model, "prompt": PROMPT, "params": {"steps": 4, "seed": 7, "cfg": 7.0},
-           "regions": [dict(r, mask=payload(r["mask"])) for r in region_list]}
+    msg = {
+        "mode": mode,
+        "model": model,
+        "prompt": PROMPT,
+        "params": {"steps": 4, "seed": 7, "cfg": 7.0},
+        "regions": [dict(r, mask=payload(r["mask"])) for r in region_list],
+    }
     msg.update(extra)
     if mode == "generate" and "image" not in msg:
         msg["params"].update(width=W, height=H)
@@ -66,6 +71,7 @@ def change(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
 
 
 # --- the blend weights -----------------------------------------------------------------------------------------------
+
 
 def test_weights_sum_to_one_and_overlaps_share_the_area():
     a = np.zeros((4, 6), np.uint8)
@@ -88,6 +94,7 @@ def test_region_texts_add_the_job_prompt_and_take_lora_tags_out():
 
 # --- protocol checks -------------------------------------------------------------------------------------------------
 
+
 def parse(msg: dict) -> Job:
     return Job.from_wire(dict(msg, type="job", id="j1"))
 
@@ -99,10 +106,16 @@ def test_protocol_checks_mask_size_count_prompt_and_mode():
         (job("generate", "tiny-sd15", [{"prompt": "car", "mask": left_half(32, 32)}]), "regions[0].mask", "32x32"),
         (job("generate", "tiny-sd15", [{"prompt": " ", "mask": left_half()}]), "regions[0].prompt", "empty"),
         (job("generate", "tiny-sd15", [{"prompt": "x" * 8193, "mask": left_half()}]), "regions[0].prompt", "8192"),
-        (job("generate", "tiny-sd15", [{"prompt": "car", "mask": left_half()}] * (MAX_REGIONS + 1)), "regions",
-         str(MAX_REGIONS)),
-        (job("generate", "tiny-sd15", [{"prompt": "car", "mask": left_half(), "strength": 1.5}]),
-         "regions[0].strength", ""),
+        (
+            job("generate", "tiny-sd15", [{"prompt": "car", "mask": left_half()}] * (MAX_REGIONS + 1)),
+            "regions",
+            str(MAX_REGIONS),
+        ),
+        (
+            job("generate", "tiny-sd15", [{"prompt": "car", "mask": left_half(), "strength": 1.5}]),
+            "regions[0].strength",
+            "",
+        ),
         (job("upscale", "", [{"prompt": "car", "mask": left_half()}], image=payload(picture())), "regions", "upscale"),
     ]
     for msg, field, words in cases:
@@ -112,6 +125,7 @@ def test_protocol_checks_mask_size_count_prompt_and_mode():
 
 
 # --- through the server ----------------------------------------------------------------------------------------------
+
 
 def test_welcome_lists_the_families_with_regions(client):
     assert client.welcome.capabilities["regions"] == ["sd15", "sdxl"]
@@ -131,8 +145,11 @@ def test_each_cross_attention_layer_follows_the_region_prompt_inside_and_the_job
     own = prompts.encode(pipe, f"{REGION_PROMPT}, {PROMPT}", "", "cpu")
     plan = regions.plan([Region(REGION_PROMPT, left_half())], [own], W, H, 8, 8, 1, "cpu", torch.float32)
     seen = []  # (layer name, module, the hidden states it got) of every cross-attention call of one real UNet pass
-    hooks = [m.register_forward_pre_hook(lambda m, args, kw, n=name: seen.append((n, m, args[0])), with_kwargs=True)
-             for name, m in pipe.unet.named_modules() if name.endswith("attn2")]
+    hooks = [
+        m.register_forward_pre_hook(lambda m, args, kw, n=name: seen.append((n, m, args[0])), with_kwargs=True)
+        for name, m in pipe.unet.named_modules()
+        if name.endswith("attn2")
+    ]
     pipe.set_progress_bar_config(disable=True)
     pipe(**common.kwargs(), height=H, width=W, num_inference_steps=1, guidance_scale=1.0, output_type="latent")
     for hook in hooks:
@@ -173,8 +190,10 @@ def test_generate_with_a_region_changes_pixels_for_the_same_seed(client, model):
 
 def test_a_region_at_strength_zero_or_without_pixels_changes_nothing(client):
     plain = pixels(client.run(job("generate", "tiny-sd15"), timeout=300))
-    for region in ({"prompt": REGION_PROMPT, "mask": left_half(), "strength": 0.0},
-                   {"prompt": REGION_PROMPT, "mask": np.zeros((H, W), np.uint8)}):
+    for region in (
+        {"prompt": REGION_PROMPT, "mask": left_half(), "strength": 0.0},
+        {"prompt": REGION_PROMPT, "mask": np.zeros((H, W), np.uint8)},
+    ):
         assert np.array_equal(pixels(client.run(job("generate", "tiny-sd15", [region]), timeout=300)), plain)
 
 
@@ -189,8 +208,10 @@ def test_inpaint_with_regions_keeps_every_pixel_outside_the_mask(client, server,
     base = job("inpaint", model, image=payload(image), mask=payload(mask))
     base["params"].update(grow=0, feather=0, strength=1.0)
     plain = pixels(client.run(base, timeout=300))
-    two = [{"prompt": REGION_PROMPT, "mask": left_half()},
-           {"prompt": "a blue lake", "mask": 255 - left_half(), "negative_prompt": "red"}]
+    two = [
+        {"prompt": REGION_PROMPT, "mask": left_half()},
+        {"prompt": "a blue lake", "mask": 255 - left_half(), "negative_prompt": "red"},
+    ]
     result = client.run(dict(base, regions=[dict(r, mask=payload(r["mask"])) for r in two]), timeout=300)
     out = pixels(result)
     outside = mask == 0
@@ -204,8 +225,16 @@ def test_inpaint_with_regions_keeps_every_pixel_outside_the_mask(client, server,
 
 def test_outpaint_and_img2img_take_regions(client):
     region = [{"prompt": REGION_PROMPT, "mask": left_half()}]
-    out = client.run(job("outpaint", "tiny-sd15", region, image=payload(picture()),
-                         params={"steps": 4, "seed": 3, "extend": {"right": 16}}), timeout=300)
+    out = client.run(
+        job(
+            "outpaint",
+            "tiny-sd15",
+            region,
+            image=payload(picture()),
+            params={"steps": 4, "seed": 3, "extend": {"right": 16}},
+        ),
+        timeout=300,
+    )
     assert (out.layers[0].width, out.layers[0].height) == (W + 16, H)
     plain = pixels(client.run(job("img2img", "tiny-sd15", image=payload(picture())), timeout=300))
     with_region = pixels(client.run(job("img2img", "tiny-sd15", region, image=payload(picture())), timeout=300))
@@ -234,12 +263,14 @@ def test_families_without_regions_are_refused_by_name(client):
     assert error.code == "unsupported" and error.field == "regions"
     assert "Flux.1" in error.message and "tiny-flux" in error.message and "SD1.5 and SDXL" in error.message
     with pytest.raises(JobFailed) as err:
-        client.run(job("inpaint", "classical", region, image=payload(picture()), mask=payload(left_half())),
-                   timeout=300)
+        client.run(
+            job("inpaint", "classical", region, image=payload(picture()), mask=payload(left_half())), timeout=300
+        )
     assert err.value.error.code == "unsupported" and "classical" in err.value.error.message
 
 
 # --- command line ----------------------------------------------------------------------------------------------------
+
 
 def test_cli_run_takes_regions(models_dir, tmp_path):
     Image.fromarray(left_half()).save(tmp_path / "left.png")
@@ -248,9 +279,35 @@ def test_cli_run_takes_regions(models_dir, tmp_path):
     def run(*extra: str) -> np.ndarray:
         out = tmp_path / f"out{len(extra)}.png"
         proc = subprocess.run(
-            [sys.executable, "-m", "server.cli", "run", "generate", "--width", str(W), "--height", str(H),
-             "--prompt", PROMPT, "--models", str(models_dir), "--model", "tiny-sd15", "--steps", "3", "--seed", "5",
-             "--out", str(out), *extra], capture_output=True, text=True, timeout=300, env=env)
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "run",
+                "generate",
+                "--width",
+                str(W),
+                "--height",
+                str(H),
+                "--prompt",
+                PROMPT,
+                "--models",
+                str(models_dir),
+                "--model",
+                "tiny-sd15",
+                "--steps",
+                "3",
+                "--seed",
+                "5",
+                "--out",
+                str(out),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         return np.asarray(Image.open(out).convert("RGBA")).astype(np.int16)
 
@@ -258,7 +315,28 @@ def test_cli_run_takes_regions(models_dir, tmp_path):
     with_region = run("--region", f"{tmp_path / 'left.png'}:{REGION_PROMPT}")
     assert change(with_region, plain, left_half() > 0) > 0
     bad = subprocess.run(
-        [sys.executable, "-m", "server.cli", "run", "generate", "--width", "32", "--height", "32", "--models",
-         str(models_dir), "--model", "tiny-sd15", "--region", f"{tmp_path / 'left.png'}:car", "--out",
-         str(tmp_path / "x.png")], capture_output=True, text=True, timeout=300, env=env)
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "run",
+            "generate",
+            "--width",
+            "32",
+            "--height",
+            "32",
+            "--models",
+            str(models_dir),
+            "--model",
+            "tiny-sd15",
+            "--region",
+            f"{tmp_path / 'left.png'}:car",
+            "--out",
+            str(tmp_path / "x.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert bad.returncode != 0 and "regions[0].mask" in bad.stderr

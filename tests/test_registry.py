@@ -18,9 +18,24 @@ from server.models.tokenizers import clip_tokenizer
 
 torch.set_num_threads(2)
 
-ALL = ("sd15", "sd15-inpaint", "sdxl", "sdxl-inpaint", "sd15-file", "sd15-inpaint-file", "sdxl-file",
-       "sdxl-inpaint-file", "cn-sd15-canny", "cn-sd15-depth", "cn-sdxl-canny", "cn-sdxl-union", "lora-sd15",
-       "lora-sdxl", "emb-sd15", "emb-sdxl")
+ALL = (
+    "sd15",
+    "sd15-inpaint",
+    "sdxl",
+    "sdxl-inpaint",
+    "sd15-file",
+    "sd15-inpaint-file",
+    "sdxl-file",
+    "sdxl-inpaint-file",
+    "cn-sd15-canny",
+    "cn-sd15-depth",
+    "cn-sdxl-canny",
+    "cn-sdxl-union",
+    "lora-sd15",
+    "lora-sdxl",
+    "emb-sd15",
+    "emb-sdxl",
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +82,12 @@ def test_architecture_comes_from_tensors_not_the_file_name(models, tmp_path):
 
 def test_automatic1111_layout_and_extra_folders(tmp_path):
     webui = tmp_path / "webui"
-    for sub, src in (("models/Stable-diffusion/v1", factory.checkpoint_file("sd15")),
-                     ("models/Lora", factory.lora_path("sd15")),
-                     ("models/ControlNet", factory.controlnet_path("cn-sd15-canny")),
-                     ("embeddings", factory.embedding_path("sd15"))):
+    for sub, src in (
+        ("models/Stable-diffusion/v1", factory.checkpoint_file("sd15")),
+        ("models/Lora", factory.lora_path("sd15")),
+        ("models/ControlNet", factory.controlnet_path("cn-sd15-canny")),
+        ("embeddings", factory.embedding_path("sd15")),
+    ):
         (webui / sub).mkdir(parents=True)
         os.symlink(src, webui / sub / src.name)
     upscalers = webui / "models" / "ESRGAN"
@@ -80,8 +97,14 @@ def test_automatic1111_layout_and_extra_folders(tmp_path):
     factory.make_models_dir(comfy, ("sdxl",))
     registry = ModelRegistry([comfy, webui / "models"])
     names = {(e.kind, e.name) for e in registry.entries()}
-    assert names >= {("checkpoint", "v1/tiny-sd15-file"), ("lora", "tiny-lora-sd15"), ("checkpoint", "tiny-sdxl"),
-                     ("controlnet", "control_tiny_sd15_canny"), ("embedding", "tinystyle"), ("upscaler", "4x-Test")}
+    assert names >= {
+        ("checkpoint", "v1/tiny-sd15-file"),
+        ("lora", "tiny-lora-sd15"),
+        ("checkpoint", "tiny-sdxl"),
+        ("controlnet", "control_tiny_sd15_canny"),
+        ("embedding", "tinystyle"),
+        ("upscaler", "4x-Test"),
+    }
     # found by its plain file name too, with or without extension
     assert registry.get("tiny-sd15-file.safetensors", "checkpoint").name == "v1/tiny-sd15-file"
     assert registry.default_checkpoint().name == "tiny-sdxl"  # earlier folders first, regular before inpaint
@@ -149,7 +172,9 @@ def test_damaged_and_foreign_files_are_listed_with_the_reason(tmp_path):
     (tmp_path / "checkpoints" / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     from safetensors.torch import save_file
 
-    save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(2, 2)}, str(tmp_path / "checkpoints" / "flux.safetensors"))
+    save_file(
+        {"double_blocks.0.img_attn.qkv.weight": torch.zeros(2, 2)}, str(tmp_path / "checkpoints" / "flux.safetensors")
+    )
     (tmp_path / "embeddings").mkdir()
     save_file({"emb_params": torch.zeros(())}, str(tmp_path / "embeddings" / "scalar.safetensors"))
     registry = ModelRegistry([tmp_path])
@@ -193,20 +218,24 @@ def test_tensors_that_do_not_fit_the_architecture_fail_clearly(models, tmp_path)
     for key in [k for k in state if k.startswith("model.diffusion_model.output_blocks.11.")]:
         del state[key]
     save_file(state, str(tmp_path / "checkpoints" / "cut.safetensors"))
-    shutil.copytree(factory.checkpoint_file("sd15").with_name("tiny-sd15-file.config"),
-                    tmp_path / "checkpoints" / "cut.config")
+    shutil.copytree(
+        factory.checkpoint_file("sd15").with_name("tiny-sd15-file.config"), tmp_path / "checkpoints" / "cut.config"
+    )
     entry = ModelRegistry([tmp_path]).get("cut", "checkpoint")
     with pytest.raises(ProtocolError) as err:
         loading.load_checkpoint(entry, torch.float32)
     assert err.value.code == "unsupported" and "cut" in err.value.message
 
 
-@pytest.mark.parametrize("arch, union, overrides, heads", [
-    ("sdxl", False, {}, [5, 10, 20]),  # "full"
-    ("sdxl", False, {"transformer_layers_per_block": [1, 1, 4]}, [5, 10, 20]),  # a slimmer variant
-    ("sdxl", True, {"num_control_type": 8}, [5, 10, 20]),  # union "promax"
-    ("sd15", False, {}, 8),
-])
+@pytest.mark.parametrize(
+    "arch, union, overrides, heads",
+    [
+        ("sdxl", False, {}, [5, 10, 20]),  # "full"
+        ("sdxl", False, {"transformer_layers_per_block": [1, 1, 4]}, [5, 10, 20]),  # a slimmer variant
+        ("sdxl", True, {"num_control_type": 8}, [5, 10, 20]),  # union "promax"
+        ("sd15", False, {}, 8),
+    ],
+)
 def test_controlnet_config_is_read_off_real_size_shapes(arch, union, overrides, heads):
     import inspect
 
@@ -231,10 +260,12 @@ def test_controlnet_config_is_read_off_real_size_shapes(arch, union, overrides, 
 
 
 # Parameter counts of the published models (UNet, VAE, CLIP-L text, OpenCLIP-bigG text with projection).
-PUBLISHED = {"sd15": (859_520_964, 83_653_863, 123_060_480, None),
-             "sd15-inpaint": (859_535_364, 83_653_863, 123_060_480, None),
-             "sdxl": (2_567_463_684, 83_653_863, 123_060_480, 694_659_840),
-             "sdxl-inpaint": (2_567_478_084, 83_653_863, 123_060_480, 694_659_840)}
+PUBLISHED = {
+    "sd15": (859_520_964, 83_653_863, 123_060_480, None),
+    "sd15-inpaint": (859_535_364, 83_653_863, 123_060_480, None),
+    "sdxl": (2_567_463_684, 83_653_863, 123_060_480, 694_659_840),
+    "sdxl-inpaint": (2_567_478_084, 83_653_863, 123_060_480, 694_659_840),
+}
 
 
 @pytest.mark.parametrize("arch", sorted(PUBLISHED))
@@ -248,19 +279,36 @@ def test_shipped_configs_build_the_real_architectures(arch):
     folder = loading.CONFIGS_DIR / arch
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     with init_empty_weights():
-        got = (count(UNet2DConditionModel.from_config(json.loads((folder / "unet" / "config.json").read_text()))),
-               count(AutoencoderKL.from_config(json.loads((folder / "vae" / "config.json").read_text()))),
-               count(CLIPTextModel(CLIPTextConfig.from_json_file(str(folder / "text_encoder" / "config.json")))),
-               count(CLIPTextModelWithProjection(CLIPTextConfig.from_json_file(
-                   str(folder / "text_encoder_2" / "config.json")))) if arch.startswith("sdxl") else None)
+        got = (
+            count(UNet2DConditionModel.from_config(json.loads((folder / "unet" / "config.json").read_text()))),
+            count(AutoencoderKL.from_config(json.loads((folder / "vae" / "config.json").read_text()))),
+            count(CLIPTextModel(CLIPTextConfig.from_json_file(str(folder / "text_encoder" / "config.json")))),
+            count(
+                CLIPTextModelWithProjection(
+                    CLIPTextConfig.from_json_file(str(folder / "text_encoder_2" / "config.json"))
+                )
+            )
+            if arch.startswith("sdxl")
+            else None,
+        )
     assert got == PUBLISHED[arch]
 
 
 def test_the_shipped_tokenizer_is_the_real_clip_one():
     tok = clip_tokenizer()
     assert len(tok) == 49408
-    assert tok("a photo of an astronaut riding a horse").input_ids == \
-        [49406, 320, 1125, 539, 550, 18376, 6765, 320, 4558, 49407]
+    assert tok("a photo of an astronaut riding a horse").input_ids == [
+        49406,
+        320,
+        1125,
+        539,
+        550,
+        18376,
+        6765,
+        320,
+        4558,
+        49407,
+    ]
     assert clip_tokenizer("!").pad_token_id == 0
 
 

@@ -43,8 +43,15 @@ def small_mask(w: int, h: int) -> dict:
 
 
 def inpaint(job_id: str, w: int = 64, h: int = 64) -> dict:
-    return {"type": "job", "id": job_id, "mode": "inpaint", "model": "classical", "image": image_map(w, h),
-            "mask": small_mask(w, h), "params": {"grow": 0, "feather": 0}}
+    return {
+        "type": "job",
+        "id": job_id,
+        "mode": "inpaint",
+        "model": "classical",
+        "image": image_map(w, h),
+        "mask": small_mask(w, h),
+        "params": {"grow": 0, "feather": 0},
+    }
 
 
 def hello(name: str, session: Optional[str] = None, **extra) -> dict:
@@ -62,8 +69,14 @@ def raw_session(url: str, msg: dict):
 
 def http_handshake(port: int, host: str, origin: Optional[str] = None) -> Tuple[int, str]:
     """A websocket opening handshake written by hand (any Host, any Origin); returns (status, body)."""
-    lines = ["GET / HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade",
-             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]
+    lines = [
+        "GET / HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    ]
     if origin is not None:
         lines.append(f"Origin: {origin}")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -87,6 +100,7 @@ def http_handshake(port: int, host: str, origin: Optional[str] = None) -> Tuple[
 
 # --- 1. Origin and Host ------------------------------------------------------------------------------------------------
 
+
 def test_browser_origins_and_foreign_hosts_are_refused_in_the_http_handshake(start_server, caplog):
     caplog.set_level(logging.INFO)
     server = start_server(allow_origins=["http://localhost:3000"])
@@ -94,12 +108,14 @@ def test_browser_origins_and_foreign_hosts_are_refused_in_the_http_handshake(sta
     for host in (f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}"):
         assert http_handshake(port, host)[0] == 101, host  # native clients send no Origin
     assert http_handshake(port, f"localhost:{port}", origin="http://localhost:3000")[0] == 101  # allowed by the user
-    refused = [(f"127.0.0.1:{port}", "http://evil.example", "--allow-origin http://evil.example"),
-               (f"127.0.0.1:{port}", "null", "Origin 'null' (a sandboxed page or a local file) is never allowed"),
-               (f"127.0.0.1:{port}", "http://localhost:3001", "is not allowed"),
-               (f"rebind.evil.example:{port}", None, "DNS rebinding"),
-               (f"rebind.evil.example:{port}", "http://rebind.evil.example", "DNS rebinding"),
-               ("127.0.0.1:80@evil", None, "malformed Host")]
+    refused = [
+        (f"127.0.0.1:{port}", "http://evil.example", "--allow-origin http://evil.example"),
+        (f"127.0.0.1:{port}", "null", "Origin 'null' (a sandboxed page or a local file) is never allowed"),
+        (f"127.0.0.1:{port}", "http://localhost:3001", "is not allowed"),
+        (f"rebind.evil.example:{port}", None, "DNS rebinding"),
+        (f"rebind.evil.example:{port}", "http://rebind.evil.example", "DNS rebinding"),
+        ("127.0.0.1:80@evil", None, "malformed Host"),
+    ]
     caplog.clear()
     for host, origin, words in refused:
         status, body = http_handshake(port, host, origin)
@@ -136,8 +152,19 @@ def test_host_rules_for_specific_and_wildcard_addresses():
 def test_cli_serve_takes_allowed_origins_and_hosts():
     from server.cli import _config, parser
 
-    config = _config(parser().parse_args(["serve", "--allow-origin", "http://a.test", "--allow-origin",
-                                          "https://b.test", "--allow-host", "studio.lan"]))
+    config = _config(
+        parser().parse_args(
+            [
+                "serve",
+                "--allow-origin",
+                "http://a.test",
+                "--allow-origin",
+                "https://b.test",
+                "--allow-host",
+                "studio.lan",
+            ]
+        )
+    )
     assert config.allow_origins == ["http://a.test", "https://b.test"] and config.allow_hosts == ["studio.lan"]
     assert _config(parser().parse_args(["serve"])).allow_origins == []
 
@@ -156,6 +183,7 @@ def test_the_wire_listing_carries_no_file_paths(start_server, tmp_path):
 
 
 # --- 2. fair turns across clients ----------------------------------------------------------------------------------
+
 
 class GatedRouter(Router):
     """The real router; records the order jobs start in and holds the first one until ``gate`` is set."""
@@ -224,6 +252,7 @@ def test_turns_rotate_across_three_clients(tmp_path):
 
 # --- 3. the outbox -------------------------------------------------------------------------------------------------
 
+
 def _result(job_id: str, nbytes: int) -> Result:
     side = int((nbytes // 4) ** 0.5)
     return Result(job_id, (ResultLayer("r", 0, 0, side, side, "rgba8", bytes(side * side * 4)),))
@@ -238,8 +267,11 @@ def test_the_outbox_coalesces_progress_and_counts_bytes():
     box.put(Progress("a", 2, 10, preview))
     box.put(Progress("a", 3, 10, preview))  # replaces the unsent step 1 and 2 in place
     assert len(box) == 3
-    assert [(m.type, getattr(m, "step", None)) for m in box.drain()] == [("queued", None), ("progress", 3),
-                                                                          ("progress", 1)]
+    assert [(m.type, getattr(m, "step", None)) for m in box.drain()] == [
+        ("queued", None),
+        ("progress", 3),
+        ("progress", 1),
+    ]
     assert box.bytes == 0
     box.put(_result("big", 40_000))
     assert not box.over_limit  # one message of any size may wait
@@ -342,6 +374,7 @@ def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(start_se
 
 # --- 4. token guesses -------------------------------------------------------------------------------------------------
 
+
 def test_the_guess_delay_doubles_up_to_its_cap_and_a_right_token_resets_it():
     throttle = GuessThrottle(base=0.25, maximum=8.0)
     assert [throttle.delay(n) for n in range(8)] == [0, 0.25, 0.5, 1, 2, 4, 8, 8]
@@ -390,6 +423,7 @@ def test_parallel_wrong_tokens_from_one_address_are_checked_one_at_a_time(start_
 
 
 # --- 5. the log ---------------------------------------------------------------------------------------------------------
+
 
 def test_network_noise_is_one_line_without_a_traceback(start_server, caplog):
     caplog.set_level(logging.INFO)
@@ -457,6 +491,7 @@ def test_a_real_bug_in_the_handshake_keeps_its_traceback(caplog):
 
 
 # --- 7. a dropped connection mid-job (the proxy the real-host tests use) ---------------------------------------------
+
 
 def test_a_connection_cut_mid_job_resumes_through_the_proxy(start_server):
     from tests.cutproxy import CuttingProxy

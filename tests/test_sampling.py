@@ -33,8 +33,15 @@ def installed(package: str) -> bool:
 
 # --- the table -------------------------------------------------------------------------------------------------------
 
-SD15_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-                      steps_offset=1, skip_prk_steps=True, timestep_spacing="leading")
+SD15_SCHEDULER = dict(
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    num_train_timesteps=1000,
+    steps_offset=1,
+    skip_prk_steps=True,
+    timestep_spacing="leading",
+)
 
 
 @pytest.mark.parametrize("schedule", ("",) + tuple(SCHEDULES))
@@ -56,8 +63,9 @@ def test_every_pair_builds_a_real_scheduler_or_is_refused_by_name(sampler, sched
     if needs:
         with pytest.raises(ProtocolError, match=f"needs the Python package {needs[0]}"):
             samplers.make_scheduler(sampler, SD15_SCHEDULER, schedule=schedule)
-        assert sampler not in samplers.capabilities()["samplers"] or \
-            schedule not in samplers.capabilities()["schedulers"]
+        assert (
+            sampler not in samplers.capabilities()["samplers"] or schedule not in samplers.capabilities()["schedulers"]
+        )
         return
     Params.parse_map({"sampler": sampler, "scheduler": schedule}, "params", Limits())
     sched = samplers.make_scheduler(sampler, SD15_SCHEDULER, schedule=schedule)
@@ -96,6 +104,7 @@ def test_no_sampler_means_the_default_with_the_jobs_schedule():
 
 # --- through the server ----------------------------------------------------------------------------------------------
 
+
 def picture(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     img = rng.integers(0, 255, (H, W, 4), dtype=np.uint8)
@@ -104,8 +113,13 @@ def picture(seed: int = 0) -> np.ndarray:
 
 
 def job(mode: str = "generate", model: str = "tiny-sd15", **params) -> dict:
-    msg = {"mode": mode, "model": model, "prompt": "a red apple", "negative_prompt": "",
-           "params": {"steps": 4, "seed": 7, "width": W, "height": H, **params}}
+    msg = {
+        "mode": mode,
+        "model": model,
+        "prompt": "a red apple",
+        "negative_prompt": "",
+        "params": {"steps": 4, "seed": 7, "width": W, "height": H, **params},
+    }
     if mode != "generate":
         img = picture()
         msg["image"] = {"width": W, "height": H, "format": "rgba8", "data": img.tobytes()}
@@ -154,15 +168,22 @@ def test_an_impossible_pair_is_refused_naming_both(client):
 
 def test_batch_count_times_batch_size_each_seed_reproduces_alone(client):
     progress = []
-    result = client.run(job(batch=2, batch_count=3, seed=100), timeout=240,
-                        on_event=lambda m: m.type == "progress" and progress.append((m.step, m.total)))
+    result = client.run(
+        job(batch=2, batch_count=3, seed=100),
+        timeout=240,
+        on_event=lambda m: m.type == "progress" and progress.append((m.step, m.total)),
+    )
     seeds = [layer.seed for layer in result.layers]
     assert seeds == [100, 101, 102, 103, 104, 105]
     assert [layer.name for layer in result.layers][-1] == "generate 6/6 (105)"
     assert all(layer.info["images"] == 6 and layer.info["batch_count"] == 3 for layer in result.layers)
     assert progress[-1] == (12, 12) and [s for s, _ in progress] == sorted(s for s, _ in progress)
     images = pixels(result)
-    for i in (0, 3, 5):  # one pipeline call per batch: the same image up to rounding (batched kernels round differently)
+    for i in (
+        0,
+        3,
+        5,
+    ):  # one pipeline call per batch: the same image up to rounding (batched kernels round differently)
         alone = pixels(client.run(job(seed=seeds[i]), timeout=120))[0]
         assert np.abs(alone.astype(int) - images[i].astype(int)).mean() < 1.0, seeds[i]
     assert not np.array_equal(images[0], images[1])
@@ -217,16 +238,20 @@ def test_clip_skip_past_the_encoder_is_refused(client):
 def test_the_refiner_takes_the_last_steps_and_is_reported(client, server):
     progress = []
     base = client.run(job(model="tiny-sdxl", steps=10), timeout=120)
-    refined = client.run(job(model="tiny-sdxl", steps=10, refiner="tiny-sdxl-refiner", refiner_start=0.6),
-                         on_event=lambda m: m.type == "progress" and progress.append((m.step, m.total)), timeout=240)
+    refined = client.run(
+        job(model="tiny-sdxl", steps=10, refiner="tiny-sdxl-refiner", refiner_start=0.6),
+        on_event=lambda m: m.type == "progress" and progress.append((m.step, m.total)),
+        timeout=240,
+    )
     info = refined.layers[0].info
     assert info["refiner"] == "tiny-sdxl-refiner" and info["refiner_start"] == 0.6
     assert not np.array_equal(pixels(base)[0], pixels(refined)[0])
     assert progress[-1][0] == progress[-1][1] and progress[-1][1] >= 10
     engine = server.server.router.diffusion
     assert engine.loaded.entry.name == "tiny-sdxl" and engine.refiner is not None
-    img2img = client.run(job("img2img", model="tiny-sdxl", steps=10, strength=0.7, refiner="tiny-sdxl-refiner"),
-                         timeout=240)
+    img2img = client.run(
+        job("img2img", model="tiny-sdxl", steps=10, strength=0.7, refiner="tiny-sdxl-refiner"), timeout=240
+    )
     assert img2img.layers[0].info["refiner"] == "tiny-sdxl-refiner"
 
 
@@ -260,20 +285,83 @@ def test_the_refiner_is_refused_after_sd15_and_alone(client):
 
 # --- command line ----------------------------------------------------------------------------------------------------
 
+
 def test_paintbridge_run_takes_sampler_schedule_batch_count_vae_clip_skip_and_refiner(models_dir, tmp_path):
     out = tmp_path / "out.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "server.cli", "run", "generate", "--width", "64", "--height", "64", "--prompt", "apple",
-         "--models", str(models_dir), "--model", "tiny-sdxl", "--steps", "4", "--seed", "5", "--sampler", "Euler a",
-         "--scheduler", "SGM Uniform", "--batch", "1", "--batch-count", "2", "--vae", "tiny-vae-ft-mse",
-         "--clip-skip", "2", "--refiner", "tiny-sdxl-refiner", "--refiner-start", "0.5", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "run",
+            "generate",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--prompt",
+            "apple",
+            "--models",
+            str(models_dir),
+            "--model",
+            "tiny-sdxl",
+            "--steps",
+            "4",
+            "--seed",
+            "5",
+            "--sampler",
+            "Euler a",
+            "--scheduler",
+            "SGM Uniform",
+            "--batch",
+            "1",
+            "--batch-count",
+            "2",
+            "--vae",
+            "tiny-vae-ft-mse",
+            "--clip-skip",
+            "2",
+            "--refiner",
+            "tiny-sdxl-refiner",
+            "--refiner-start",
+            "0.5",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "seed 5" in proc.stdout and "seed 6" in proc.stdout
     first, second = (np.asarray(Image.open(tmp_path / f"out-{i}.png")) for i in (1, 2))
     assert first.shape == (64, 64, 4) and not np.array_equal(first, second)
     refused = subprocess.run(
-        [sys.executable, "-m", "server.cli", "run", "generate", "--width", "64", "--height", "64",
-         "--models", str(models_dir), "--model", "tiny-sd15", "--sampler", "DDIM", "--scheduler", "Karras",
-         "--out", str(out)], capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "run",
+            "generate",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--models",
+            str(models_dir),
+            "--model",
+            "tiny-sd15",
+            "--sampler",
+            "DDIM",
+            "--scheduler",
+            "Karras",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert refused.returncode != 0 and "'DDIM'" in refused.stderr and "'Karras'" in refused.stderr

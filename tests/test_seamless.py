@@ -36,14 +36,18 @@ def payload(arr: np.ndarray) -> dict:
 
 
 def generate(model: str, tileable: bool, **params) -> dict:
-    return {"mode": "generate", "model": model, "prompt": "a brick wall, seamless texture",
-            "params": {"steps": 4, "seed": 7, "batch": 4, "width": SIDE, "height": SIDE, "tileable": tileable,
-                       **params}}
+    return {
+        "mode": "generate",
+        "model": model,
+        "prompt": "a brick wall, seamless texture",
+        "params": {"steps": 4, "seed": 7, "batch": 4, "width": SIDE, "height": SIDE, "tileable": tileable, **params},
+    }
 
 
 def pictures(result) -> list:
-    return [np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4)[..., :3]
-            for layer in result.layers]
+    return [
+        np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4)[..., :3] for layer in result.layers
+    ]
 
 
 def seams(images) -> dict:
@@ -69,9 +73,13 @@ def texture(w: int, h: int, seed: int = 0) -> np.ndarray:
 
 # --- the parts --------------------------------------------------------------------------------------------------------
 
+
 def test_circular_padding_is_put_back_also_when_the_job_fails():
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 1),
-                              torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.Conv2d(4, 4, 1),
+        torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"),
+    )
     with pytest.raises(RuntimeError, match="job failed"):
         with seamless.circular(net, None) as changed:
             assert changed == 2  # the 1x1 convolution has no padding to wrap
@@ -129,7 +137,7 @@ def test_wrapping_resize_keeps_a_texture_seamless_where_a_plain_resize_does_not(
 
     tex = texture(48, 36, seed=2)[..., :3]
     for w, h in ((80, 60), (32, 24), (61, 50)):  # enlarged, shrunk, and by a ratio that does not divide evenly
-        truth = imageops.resize(np.tile(tex, (3, 3, 1)), 3 * w, 3 * h)[h:2 * h, w:2 * w]  # the middle copy of nine
+        truth = imageops.resize(np.tile(tex, (3, 3, 1)), 3 * w, 3 * h)[h : 2 * h, w : 2 * w]  # the middle copy of nine
         edges = np.zeros((h, w), bool)
         edges[:, :2] = edges[:, -2:] = edges[:2] = edges[-2:] = True
         wrapped = np.abs(seamless.resize(tex, w, h).astype(int) - truth)
@@ -140,6 +148,7 @@ def test_wrapping_resize_keeps_a_texture_seamless_where_a_plain_resize_does_not(
 
 
 # --- generate through the server --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("model", ["tiny-sd15", "tiny-flux"])
 def test_a_tileable_generate_wraps_at_its_edges_and_a_plain_one_does_not(client, model):
@@ -177,8 +186,13 @@ def test_the_shared_pipeline_pads_as_before_after_a_tileable_job(client, server,
 
 
 def test_a_tileable_img2img_and_hires_fix_wrap(client):
-    msg = {"mode": "img2img", "model": "tiny-sd15", "prompt": "moss", "image": payload(texture(SIDE, SIDE)),
-           "params": {"steps": 4, "seed": 3, "batch": 4, "strength": 0.8, "tileable": True}}
+    msg = {
+        "mode": "img2img",
+        "model": "tiny-sd15",
+        "prompt": "moss",
+        "image": payload(texture(SIDE, SIDE)),
+        "params": {"steps": 4, "seed": 3, "batch": 4, "strength": 0.8, "tileable": True},
+    }
     report = seams(pictures(client.run(msg, timeout=300)))
     assert seamless.continuous(report, TOLERANCE) is None, report
     hires = generate("tiny-sd15", True, hires={"enabled": True, "scale": 1.5, "strength": 0.5})
@@ -189,9 +203,13 @@ def test_a_tileable_img2img_and_hires_fix_wrap(client):
 
 def test_tileable_is_refused_by_name_where_no_whole_picture_is_made(client):
     mask = np.full((SIDE, SIDE), 255, np.uint8)
-    msg = {"mode": "inpaint", "model": "tiny-sd15", "image": payload(texture(SIDE, SIDE)),
-           "mask": {"width": SIDE, "height": SIDE, "format": "gray8", "data": mask.tobytes()},
-           "params": {"tileable": True}}
+    msg = {
+        "mode": "inpaint",
+        "model": "tiny-sd15",
+        "image": payload(texture(SIDE, SIDE)),
+        "mask": {"width": SIDE, "height": SIDE, "format": "gray8", "data": mask.tobytes()},
+        "params": {"tileable": True},
+    }
     with pytest.raises(Exception) as err:
         client.run(msg, timeout=60)
     assert "params.tileable" in str(err.value) and "inpaint" in str(err.value)
@@ -203,10 +221,37 @@ def test_paintbridge_run_generate_tileable_writes_a_seamless_texture(models_dir,
     def run(*extra: str) -> list:
         out = tmp_path / f"out{len(extra)}.png"
         proc = subprocess.run(
-            [sys.executable, "-m", "server.cli", "run", "generate", "--width", str(SIDE), "--height", str(SIDE),
-             "--prompt", "a brick wall", "--models", str(models_dir), "--model", model, "--steps", "4", "--seed", "7",
-             "--batch", "4", *extra, "--out", str(out)],
-            capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "run",
+                "generate",
+                "--width",
+                str(SIDE),
+                "--height",
+                str(SIDE),
+                "--prompt",
+                "a brick wall",
+                "--models",
+                str(models_dir),
+                "--model",
+                model,
+                "--steps",
+                "4",
+                "--seed",
+                "7",
+                "--batch",
+                "4",
+                *extra,
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         return [np.asarray(Image.open(tmp_path / f"out{len(extra)}-{i}.png"))[..., :3] for i in range(1, 5)]
 
@@ -216,6 +261,7 @@ def test_paintbridge_run_generate_tileable_writes_a_seamless_texture(models_dir,
 
 
 # --- upscale ----------------------------------------------------------------------------------------------------------
+
 
 def upscale(image: np.ndarray, registry=None, refine_fn=None, **params) -> np.ndarray:
     from protocol.messages import Params
@@ -255,17 +301,20 @@ def test_a_tileable_upscale_and_refine_meets_at_the_seam():
     tiled = upscale(tex, None, refine, refine=0.3, tile=64, tileable=True)
     plain = upscale(tex, None, refine, refine=0.3, tile=64)
     assert tiled.shape == plain.shape == (96, 96, 4)
-    assert seamless.continuous(seamless.seam_check(tiled[..., :3]), TOLERANCE) is None, \
-        seamless.seam_check(tiled[..., :3])
+    assert seamless.continuous(seamless.seam_check(tiled[..., :3]), TOLERANCE) is None, seamless.seam_check(
+        tiled[..., :3]
+    )
     assert seamless.continuous(seamless.seam_check(plain[..., :3]), TOLERANCE) is not None
 
 
 def test_tileable_is_a_typed_job_field():
     from protocol.messages import Job as JobMessage
 
-    msg = JobMessage.from_wire({"type": "job", "id": "t", "mode": "generate",
-                                "params": {"width": 64, "height": 64, "tileable": True}})
+    msg = JobMessage.from_wire(
+        {"type": "job", "id": "t", "mode": "generate", "params": {"width": 64, "height": 64, "tileable": True}}
+    )
     assert msg.params.tileable is True
     with pytest.raises(ProtocolError, match="params.tileable"):
-        JobMessage.from_wire({"type": "job", "id": "t", "mode": "generate",
-                              "params": {"width": 64, "height": 64, "tileable": "yes"}})
+        JobMessage.from_wire(
+            {"type": "job", "id": "t", "mode": "generate", "params": {"width": 64, "height": 64, "tileable": "yes"}}
+        )

@@ -41,8 +41,13 @@ def rect_mask(w: int = 64, h: int = 64, box=(20, 20, 40, 44)) -> np.ndarray:
 
 
 def inpaint_job(img: np.ndarray, mask: np.ndarray, **extra) -> dict:
-    job = {"mode": "inpaint", "model": "classical", "image": payload(img, "rgba8"), "mask": payload(mask, "gray8"),
-           "params": {"grow": 0, "feather": 0}}
+    job = {
+        "mode": "inpaint",
+        "model": "classical",
+        "image": payload(img, "rgba8"),
+        "mask": payload(mask, "gray8"),
+        "params": {"grow": 0, "feather": 0},
+    }
     job.update(extra)
     return job
 
@@ -129,8 +134,12 @@ def test_grown_and_feathered_mask_is_soft_and_stays_inside_the_grown_area(classi
 
 def test_outpaint_extends_the_canvas(classical_server):
     img = rgba_image(48, 40)
-    job = {"mode": "outpaint", "model": "classical", "image": payload(img, "rgba8"),
-           "params": {"extend": {"left": 16, "top": 0, "right": 8, "bottom": 24}}}
+    job = {
+        "mode": "outpaint",
+        "model": "classical",
+        "image": payload(img, "rgba8"),
+        "params": {"extend": {"left": 16, "top": 0, "right": 8, "bottom": 24}},
+    }
     with Client(classical_server.url, "test") as client:
         layer = client.run(job).layers[0]
     assert (layer.x, layer.y, layer.width, layer.height) == (-16, 0, 72, 64)
@@ -160,16 +169,56 @@ BAD_MESSAGES = [
     (encode({"type": "teleport"}), "bad_request", "unknown message type"),
     (encode({"type": "job", "mode": "inpaint"}), "bad_request", "'id' is missing"),
     (encode({"type": "job", "id": "b1", "mode": 7}), "bad_request", "'mode' must be a string"),
-    (encode({"type": "job", "id": "b2", "mode": "inpaint", "image": {"width": 64, "height": 64, "format": "rgba8",
-                                                                     "data": b"\x00" * 100}}),
-     "bad_request", "holds 100 bytes"),
-    (encode({"type": "job", "id": "b3", "mode": "inpaint", "image": {"width": 9000, "height": 9000,
-                                                                     "format": "rgba8", "data": b""}}),
-     "too_large", "over the server's limit"),
-    (encode({"type": "job", "id": "b4", "mode": "inpaint", "image": payload(rgba_image(), "rgba8"),
-             "mask": payload(rect_mask(32, 32), "gray8")}), "bad_request", "'mask' is 32x32"),
-    (encode({"type": "job", "id": "b5", "mode": "inpaint", "image": payload(rgba_image(), "rgba8"),
-             "params": {"steps": "many"}}), "bad_request", "'params.steps' must be an integer"),
+    (
+        encode(
+            {
+                "type": "job",
+                "id": "b2",
+                "mode": "inpaint",
+                "image": {"width": 64, "height": 64, "format": "rgba8", "data": b"\x00" * 100},
+            }
+        ),
+        "bad_request",
+        "holds 100 bytes",
+    ),
+    (
+        encode(
+            {
+                "type": "job",
+                "id": "b3",
+                "mode": "inpaint",
+                "image": {"width": 9000, "height": 9000, "format": "rgba8", "data": b""},
+            }
+        ),
+        "too_large",
+        "over the server's limit",
+    ),
+    (
+        encode(
+            {
+                "type": "job",
+                "id": "b4",
+                "mode": "inpaint",
+                "image": payload(rgba_image(), "rgba8"),
+                "mask": payload(rect_mask(32, 32), "gray8"),
+            }
+        ),
+        "bad_request",
+        "'mask' is 32x32",
+    ),
+    (
+        encode(
+            {
+                "type": "job",
+                "id": "b5",
+                "mode": "inpaint",
+                "image": payload(rgba_image(), "rgba8"),
+                "params": {"steps": "many"},
+            }
+        ),
+        "bad_request",
+        "'params.steps' must be an integer",
+    ),
     (encode({"type": "cancel", "id": "never-submitted"}), "bad_request", "no queued or running job"),
     (encode({"type": "hello", "protocol": "1.0", "client": "again"}), "bad_request", "already received"),
 ]
@@ -232,6 +281,7 @@ def test_cli_serve_refuses_public_address_without_token():
 
 # --- jobs with steps: cancel, queue, disconnects (tiny diffusion model) ------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     from tests.factory import make_models_dir
@@ -240,8 +290,12 @@ def tiny_models(tmp_path_factory):
 
 
 def slow_job(steps: int = 150) -> dict:
-    return {"mode": "img2img", "image": payload(rgba_image(), "rgba8"), "prompt": "a slow job",
-            "params": {"steps": steps, "strength": 1.0, "seed": 1}}
+    return {
+        "mode": "img2img",
+        "image": payload(rgba_image(), "rgba8"),
+        "prompt": "a slow job",
+        "params": {"steps": steps, "strength": 1.0, "seed": 1},
+    }
 
 
 def test_cancel_running_job_stops_within_a_step(start_server, tiny_models):
@@ -333,13 +387,27 @@ def test_cli_run_against_a_running_server(start_server_process, tmp_path):
     Image.fromarray(img, "RGBA").save(tmp_path / "photo.png")
     Image.fromarray(mask, "L").save(tmp_path / "mask.png")
     out = tmp_path / "out.png"
-    code = main(["run", "inpaint", "--image", str(tmp_path / "photo.png"), "--mask", str(tmp_path / "mask.png"),
-                 "--prompt", "", "--out", str(out), "--server", server.url])
+    code = main(
+        [
+            "run",
+            "inpaint",
+            "--image",
+            str(tmp_path / "photo.png"),
+            "--mask",
+            str(tmp_path / "mask.png"),
+            "--prompt",
+            "",
+            "--out",
+            str(out),
+            "--server",
+            server.url,
+        ]
+    )
     assert code == 0
     result = np.asarray(Image.open(out).convert("RGBA"))
     assert result.shape == img.shape
     grown = np.zeros_like(mask)
-    grown[20 - 8:50 + 8, 30 - 8:60 + 8] = 255  # default grow + feather stay well inside 8 px here
+    grown[20 - 8 : 50 + 8, 30 - 8 : 60 + 8] = 255  # default grow + feather stay well inside 8 px here
     assert np.array_equal(result[grown == 0], img[grown == 0])
     assert not np.array_equal(result[mask > 0], img[mask > 0])
 
@@ -350,8 +418,18 @@ def test_cli_run_reports_an_unreachable_server(tmp_path, capsys):
     from server.cli import main
 
     Image.fromarray(rgba_image(), "RGBA").save(tmp_path / "a.png")
-    code = main(["run", "inpaint", "--image", str(tmp_path / "a.png"), "--out", str(tmp_path / "o.png"),
-                 "--server", "ws://127.0.0.1:9"])
+    code = main(
+        [
+            "run",
+            "inpaint",
+            "--image",
+            str(tmp_path / "a.png"),
+            "--out",
+            str(tmp_path / "o.png"),
+            "--server",
+            "ws://127.0.0.1:9",
+        ]
+    )
     assert code == 1
     assert "cannot reach the Paintbridge server at ws://127.0.0.1:9" in capsys.readouterr().err
 
@@ -396,6 +474,7 @@ def test_a_cancelled_job_stops_at_its_next_step():
 
 
 # --- sessions: resume after a dropped connection, live frames, exact error ids ---------------------------------------
+
 
 def hello_with(session: str, **extra) -> dict:
     return dict({"type": "hello", "protocol": "1.1", "client": "resume-test", "session": session}, **extra)

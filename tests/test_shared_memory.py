@@ -28,8 +28,12 @@ W, H = 640, 480  # 1.2 MB of RGBA: over MIN_SHARED_BYTES, so the image goes thro
 
 
 def big_job(**extra) -> dict:
-    return inpaint_job(rgba_image(W, H, seed=3), rect_mask(W, H, (200, 150, 420, 330)),
-                       params={"grow": 0, "feather": 0, "fill": "telea"}, **extra)
+    return inpaint_job(
+        rgba_image(W, H, seed=3),
+        rect_mask(W, H, (200, 150, 420, 330)),
+        params={"grow": 0, "feather": 0, "fill": "telea"},
+        **extra,
+    )
 
 
 def raw_session(url: str, shared: bool = True):
@@ -147,8 +151,9 @@ def test_bad_handles_are_refused_naming_the_field_and_the_server_keeps_serving(s
         assert reply["field"] == field and words in reply["message"], (field, reply)
     # The frame limit holds for shared payloads too: an image and a control of that size together are over it.
     job = handle_job("too-large", mine.put(pixels))
-    job["controls"] = [{"type": "canny", "image": {"width": W, "height": H, "format": "rgba8",
-                                                   "shm": mine.put(pixels)}}]
+    job["controls"] = [
+        {"type": "canny", "image": {"width": W, "height": H, "format": "rgba8", "shm": mine.put(pixels)}}
+    ]
     ws.send(encode(job))
     reply = final_of(ws, "too-large")
     assert reply["code"] == "too_large" and reply["field"] == "controls[0].image.shm", reply

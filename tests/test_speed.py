@@ -48,8 +48,16 @@ def square() -> np.ndarray:
 
 def make_job(mode: str = "inpaint", model: str = "tiny-sd15", **params) -> Job:
     prompt = params.pop("prompt", "a red apple")
-    return Job(id="j", mode=mode, model=model, prompt=prompt, negative_prompt="", image=picture(),
-               mask=square() if mode == "inpaint" else None, params=Params(**{"steps": 3, **params}))
+    return Job(
+        id="j",
+        mode=mode,
+        model=model,
+        prompt=prompt,
+        negative_prompt="",
+        image=picture(),
+        mask=square() if mode == "inpaint" else None,
+        params=Params(**{"steps": 3, **params}),
+    )
 
 
 class Calls:
@@ -74,6 +82,7 @@ def engine(models_dir) -> DiffusionEngine:
 
 # --- encodes and caches ----------------------------------------------------------------------------------------------
 
+
 def test_stock_diffusers_encodes_twice_the_engine_once_and_not_at_all_when_only_the_seed_changes(engine):
     from diffusers import StableDiffusionInpaintPipeline
     from PIL import Image
@@ -82,8 +91,15 @@ def test_stock_diffusers_encodes_twice_the_engine_once_and_not_at_all_when_only_
     pipe = engine.loaded.pipe
     encodes, texts = Calls(pipe.vae.encoder), Calls(pipe.text_encoder)
     stock = StableDiffusionInpaintPipeline.from_pipe(pipe, dtype=pipe.unet.dtype)
-    stock(prompt="a red apple", image=Image.fromarray(picture()[..., :3]), mask_image=Image.fromarray(square()),
-          num_inference_steps=2, height=S, width=S, output_type="np")
+    stock(
+        prompt="a red apple",
+        image=Image.fromarray(picture()[..., :3]),
+        mask_image=Image.fromarray(square()),
+        num_inference_steps=2,
+        height=S,
+        width=S,
+        output_type="np",
+    )
     assert encodes.take() == 2, "stock inpainting with a 4-channel UNet encodes the image and the masked image"
     texts.take()
 
@@ -95,7 +111,9 @@ def test_stock_diffusers_encodes_twice_the_engine_once_and_not_at_all_when_only_
     other.image = picture(seed=5)
     engine.run(other, JobContext())
     assert encodes.take() == 1, "a new image is encoded once"
-    assert engine.caches["latents"].hits >= 2 and engine.caches["prompts"].hits >= 1 and engine.caches["masks"].hits >= 1
+    assert (
+        engine.caches["latents"].hits >= 2 and engine.caches["prompts"].hits >= 1 and engine.caches["masks"].hits >= 1
+    )
     encodes.handle.remove()
     texts.handle.remove()
 
@@ -128,6 +146,7 @@ def test_the_cache_keeps_within_its_budget_and_drops_the_oldest():
 
 
 # --- batch and precision ---------------------------------------------------------------------------------------------
+
 
 def test_a_batch_is_one_pipeline_call_and_each_seed_reproduces_alone(engine):
     job = make_job("img2img", seed=7, batch=3, sampler="Euler a", strength=1.0)
@@ -169,12 +188,14 @@ def test_the_default_precision_is_the_calibrated_one_and_is_named_before_torch_i
 
 # --- tiny VAE --------------------------------------------------------------------------------------------------------
 
+
 def build_taesd(path: Path, channels: int = 16) -> None:
     from diffusers import AutoencoderTiny
 
     torch.manual_seed(0)
-    AutoencoderTiny(encoder_block_out_channels=(channels,) * 4, decoder_block_out_channels=(channels,) * 4) \
-        .save_pretrained(str(path), safe_serialization=True)
+    AutoencoderTiny(
+        encoder_block_out_channels=(channels,) * 4, decoder_block_out_channels=(channels,) * 4
+    ).save_pretrained(str(path), safe_serialization=True)
 
 
 def test_previews_come_from_a_tiny_vae_in_vae_approx(models_dir, tmp_path):
@@ -203,18 +224,21 @@ def test_an_original_taesd_decoder_file_loads_as_the_diffusers_model(tmp_path):
     reference = AutoencoderTiny().eval()
     original = {}  # madebyollin's layout: a clamp at index 0, so every layer index is one higher
     for key, value in reference.decoder.state_dict().items():
-        index, rest = key[len("layers."):].split(".", 1)
+        index, rest = key[len("layers.") :].split(".", 1)
         original[f"{int(index) + 1}.{rest}"] = value.contiguous()
     (tmp_path / "vae_approx").mkdir()
     save_file(original, str(tmp_path / "vae_approx" / "taesdxl_decoder.safetensors"))
     found = tiny_vae.find([tmp_path], "sdxl")
-    assert found is not None and found.name == "taesdxl_decoder.safetensors" and tiny_vae.find([tmp_path], "sd15") is None
+    assert (
+        found is not None and found.name == "taesdxl_decoder.safetensors" and tiny_vae.find([tmp_path], "sd15") is None
+    )
     loaded = tiny_vae.load(found, "cpu", torch.float32)
     latents = torch.randn(1, 4, 8, 8)
     assert torch.allclose(tiny_vae.decode(loaded, latents), tiny_vae.decode(reference, latents))
 
 
 # --- few-step models -------------------------------------------------------------------------------------------------
+
 
 def test_few_step_models_are_recognised_by_config_metadata_or_name(tmp_path):
     assert fewstep.detect(Path("sdxl_lightning_4step_lora.safetensors"))["family"] == "lightning"
@@ -238,8 +262,9 @@ def test_few_step_models_are_recognised_by_config_metadata_or_name(tmp_path):
 
 def test_a_few_step_checkpoint_is_listed_with_its_preset_and_jobs_use_it(tmp_path):
     (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "tiny-sd15-lightning-2step").symlink_to(factory.checkpoint_folder("sd15"),
-                                                                        target_is_directory=True)
+    (tmp_path / "checkpoints" / "tiny-sd15-lightning-2step").symlink_to(
+        factory.checkpoint_folder("sd15"), target_is_directory=True
+    )
     registry = ModelRegistry([tmp_path])
     (entry,) = registry.listing()
     assert entry["few_step"] == "lightning" and entry["preset"] == {"steps": 2, "cfg": 1.0, "sampler": "Euler"}
@@ -247,12 +272,14 @@ def test_a_few_step_checkpoint_is_listed_with_its_preset_and_jobs_use_it(tmp_pat
     (layer,) = eng.run(make_job("img2img", "tiny-sd15-lightning-2step", seed=1, steps=20), JobContext())
     assert (layer.info["sampler"], layer.info["steps"], layer.info["cfg"]) == ("Euler", 2, 1.0)
     assert layer.info["few_step"] == "lightning"
-    (chosen,) = eng.run(make_job("img2img", "tiny-sd15-lightning-2step", seed=1, steps=5, sampler="DDIM", cfg=3.0),
-                        JobContext())
+    (chosen,) = eng.run(
+        make_job("img2img", "tiny-sd15-lightning-2step", seed=1, steps=5, sampler="DDIM", cfg=3.0), JobContext()
+    )
     assert (chosen.info["sampler"], chosen.info["steps"], chosen.info["cfg"]) == ("DDIM", 5, 3.0)
 
 
 # --- start-up --------------------------------------------------------------------------------------------------------
+
 
 def test_the_server_and_a_classical_job_import_neither_torch_nor_diffusers(tmp_path):
     script = textwrap.dedent(f"""
@@ -275,8 +302,9 @@ def test_the_server_and_a_classical_job_import_neither_torch_nor_diffusers(tmp_p
         print(device, "|", len(result.layers), "|", heavy)
     """)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO,
-                          env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     device, layers, heavy = proc.stdout.strip().splitlines()[-1].split(" | ")
     assert layers == "1" and heavy == "[]"
@@ -284,15 +312,21 @@ def test_the_server_and_a_classical_job_import_neither_torch_nor_diffusers(tmp_p
 
 
 def test_gpu_check_runs_in_its_cpu_smoke_mode():
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--cpu-smoke", "--reps", "1"],
-                          capture_output=True, text=True, timeout=600, cwd=REPO,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--cpu-smoke", "--reps", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     for line in ("inpaint sd15", "generate sdxl", "live 1-step", "batch 4 vs 4 singles"):
         assert line in proc.stdout, proc.stdout
 
 
 # --- decoding only where the result can change -----------------------------------------------------------------------
+
 
 def test_the_decoded_box_holds_the_mask_and_a_margin_and_large_masks_decode_everything():
     from types import SimpleNamespace

@@ -38,9 +38,16 @@ def picture() -> np.ndarray:
 def job(mode: str = "inpaint", model: str = "tiny-sd15", **params) -> Job:
     mask = np.zeros((S, S), np.uint8)
     mask[16:48, 16:48] = 255
-    return Job(id="s", mode=mode, model=model, prompt="a red apple", negative_prompt="", image=picture(),
-               mask=mask if mode in ("inpaint", "outpaint") else None,
-               params=Params(**{"steps": 4, "seed": 7, "strength": 1.0, **params}))
+    return Job(
+        id="s",
+        mode=mode,
+        model=model,
+        prompt="a red apple",
+        negative_prompt="",
+        image=picture(),
+        mask=mask if mode in ("inpaint", "outpaint") else None,
+        params=Params(**{"steps": 4, "seed": 7, "strength": 1.0, **params}),
+    )
 
 
 class UnetCalls:
@@ -63,8 +70,9 @@ class UnetCalls:
             h.remove()
 
 
-@pytest.mark.parametrize("mode,model", [("inpaint", "tiny-sd15"), ("generate", "tiny-sd15"),
-                                        ("inpaint", "tiny-sd15-inpaint")])
+@pytest.mark.parametrize(
+    "mode,model", [("inpaint", "tiny-sd15"), ("generate", "tiny-sd15"), ("inpaint", "tiny-sd15-inpaint")]
+)
 def test_fast_runs_end_to_end_reusing_deep_features_on_alternate_steps(engine, mode, model):
     (quality,) = engine.run(job(mode, model), JobContext())
     calls = UnetCalls(engine.checkpoint(engine.checkpoint_entry(model)).pipe.unet)
@@ -97,10 +105,18 @@ def test_a_new_shape_runs_in_full():
     """The first call of another input shape (a hires second pass) computes the deep blocks."""
     from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=8,
-                                norm_num_groups=4, attention_head_dim=2).eval()
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8,
+        norm_num_groups=4,
+        attention_head_dim=2,
+    ).eval()
     text = torch.randn(1, 3, 8)
     cache = stepcache.DeepFeatureCache(unet)
     with torch.inference_mode(), cache.applied():
@@ -130,7 +146,14 @@ def test_a_speed_level_is_refused_where_it_is_not_offered(start_server, models_d
     with Client(server.url, "t") as client:
         assert client.welcome.capabilities["speed_levels"] == {"quality": ["all"], "fast": ["sd15", "sdxl"]}
         with pytest.raises(JobFailed) as failed:
-            client.run({"mode": "inpaint", "model": "classical", "params": {"speed": "fast"},
-                        "image": {"width": S, "height": S, "format": "rgba8", "data": img.tobytes()},
-                        "mask": {"width": S, "height": S, "format": "gray8", "data": mask.tobytes()}}, timeout=60)
+            client.run(
+                {
+                    "mode": "inpaint",
+                    "model": "classical",
+                    "params": {"speed": "fast"},
+                    "image": {"width": S, "height": S, "format": "rgba8", "data": img.tobytes()},
+                    "mask": {"width": S, "height": S, "format": "gray8", "data": mask.tobytes()},
+                },
+                timeout=60,
+            )
         assert failed.value.field == "params.speed" and "'fast'" in str(failed.value)

@@ -23,6 +23,7 @@ def _save(state: dict, path: Path) -> None:
 
 # --- files --------------------------------------------------------------------------------------------------------------
 
+
 def test_layerdiffuse_files_are_recognised_by_their_tensors(tmp_path):
     import torch
 
@@ -31,10 +32,17 @@ def test_layerdiffuse_files_are_recognised_by_their_tensors(tmp_path):
     folder = tld.install(tmp_path, "sd15")
     for f in tld.files("sdxl").glob("*.safetensors"):
         shutil.copyfile(f, folder / f.name)
-    _save({"diffusion_model.input_blocks.0.0.weight::diff::0": torch.zeros(1, 8, 3, 3)},
-          folder / "layer_xl_transparent_conv.safetensors")
-    _save({"hookers.layers.0.to_q_lora.0.down.weight": torch.zeros(4, 8),
-           "hookers.layers.0.to_q_lora.1.down.weight": torch.zeros(4, 8)}, folder / "layer_sd15_joint.safetensors")
+    _save(
+        {"diffusion_model.input_blocks.0.0.weight::diff::0": torch.zeros(1, 8, 3, 3)},
+        folder / "layer_xl_transparent_conv.safetensors",
+    )
+    _save(
+        {
+            "hookers.layers.0.to_q_lora.0.down.weight": torch.zeros(4, 8),
+            "hookers.layers.0.to_q_lora.1.down.weight": torch.zeros(4, 8),
+        },
+        folder / "layer_sd15_joint.safetensors",
+    )
     (folder / "notes.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     found = {e.name: e for e in ModelRegistry([tmp_path]).entries("layerdiffuse")}
     roles = {name: (e.arch, e.info.get("role"), e.problem is None) for name, e in found.items()}
@@ -84,6 +92,7 @@ def test_the_decoder_loads_old_attention_names_and_gives_colour_and_alpha(tmp_pa
 
 # --- weights on the UNet ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("arch", ["sd15", "sdxl"])
 def test_the_attention_weights_change_the_unet_for_the_job_only(arch):
     import torch
@@ -95,7 +104,7 @@ def test_the_attention_weights_change_the_unet_for_the_job_only(arch):
     state = tld.sd15_attention(unet) if arch == "sd15" else tld.sdxl_attention(unet)
     if arch == "sdxl":  # the tests' own conversion and the server's agree on every patched weight
         names = dict(unet.named_parameters())
-        assert all(layer_attention.diffusers_key(k.split("::")[0][len("diffusion_model."):]) in names for k in state)
+        assert all(layer_attention.diffusers_key(k.split("::")[0][len("diffusion_model.") :]) in names for k in state)
     g = torch.Generator().manual_seed(0)
     sample = torch.randn(1, 4, 8, 8, generator=g)
     context = torch.randn(1, 77, unet.config.cross_attention_dim, generator=g)
@@ -111,8 +120,11 @@ def test_the_attention_weights_change_the_unet_for_the_job_only(arch):
     assert (during - before).abs().max() > 1e-4, "the weights take part"
     assert torch.equal(before, after), "and are gone after the job"
     other = "sdxl" if arch == "sd15" else "sd15"  # the other family's file does not fit: said, nothing changed
-    wrong = tld.sdxl_attention(factory.build_sdxl().unet) if other == "sdxl" else tld.sd15_attention(
-        factory.build_sd15().unet)
+    wrong = (
+        tld.sdxl_attention(factory.build_sdxl().unet)
+        if other == "sdxl"
+        else tld.sd15_attention(factory.build_sd15().unet)
+    )
     with pytest.raises(ValueError, match="fit|units|not a LayerDiffuse"):
         layer_attention.prepare(unet, arch, wrong)
     with torch.no_grad():
@@ -131,8 +143,15 @@ def generate(job_id: str, transparent: bool, selection: bool = False, model: str
     image = np.full((H, W, 4), 200, np.uint8)
     mask = np.zeros((H, W), np.uint8)
     mask[8:56, 16:48] = 255
-    return Job(job_id, "generate", model=model, prompt="a glass bottle", params=params,
-               image=ImagePayload(W, H, "rgba8", image.tobytes()), mask=ImagePayload(W, H, "gray8", mask.tobytes()))
+    return Job(
+        job_id,
+        "generate",
+        model=model,
+        prompt="a glass bottle",
+        params=params,
+        image=ImagePayload(W, H, "rgba8", image.tobytes()),
+        mask=ImagePayload(W, H, "gray8", mask.tobytes()),
+    )
 
 
 def alpha_of(result) -> np.ndarray:
@@ -156,8 +175,9 @@ def test_a_transparent_generate_returns_a_layer_with_real_alpha(arch, start_serv
     assert (alpha_of(plain) == 255).all()
     assert plain.layers[0].data == again.layers[0].data, "the UNet is as it was after a transparent job"
     sel = alpha_of(inside)
-    assert (sel[:8] == 0).all() and (sel[:, :16] == 0).all() and (sel[:, 48:] == 0).all(), \
+    assert (sel[:8] == 0).all() and (sel[:, :16] == 0).all() and (sel[:, 48:] == 0).all(), (
         "nothing outside the selection"
+    )
     assert sel[8:56, 16:48].std() > 0
 
 
@@ -182,9 +202,14 @@ def test_img2img_of_a_transparent_layer_keeps_real_alpha(arch, start_server, tmp
     yy, xx = np.mgrid[0:H, 0:W]
     rgba = np.zeros((H, W, 4), np.uint8)
     rgba[..., 0], rgba[..., 1], rgba[..., 2] = 40, 160, 220
-    rgba[..., 3] = np.where((xx - 48) ** 2 + (yy - 32) ** 2 < 20 ** 2, 255, 0)  # an opaque disc on nothing
-    job = Job("i1", "img2img", prompt="a glass ball", image=ImagePayload(W, H, "rgba8", rgba.tobytes()),
-              params=Params(steps=2, seed=4, strength=0.5, transparent=True))
+    rgba[..., 3] = np.where((xx - 48) ** 2 + (yy - 32) ** 2 < 20**2, 255, 0)  # an opaque disc on nothing
+    job = Job(
+        "i1",
+        "img2img",
+        prompt="a glass ball",
+        image=ImagePayload(W, H, "rgba8", rgba.tobytes()),
+        params=Params(steps=2, seed=4, strength=0.5, transparent=True),
+    )
     with Client(server.url, "transparent-test") as client:
         result = client.run(job)
     alpha = alpha_of(result)
@@ -205,8 +230,7 @@ def test_transparent_jobs_say_what_is_missing_or_not_possible(start_server, tmp_
             client.run(Job("t2", "upscale", image=image, params=Params(transparent=True)))
         assert info.value.code == "bad_request" and info.value.field == "params.transparent"
         with pytest.raises(JobFailed) as info:
-            client.run(Job("t3", "generate", model="classical", params=Params(width=64, height=64,
-                                                                               transparent=True)))
+            client.run(Job("t3", "generate", model="classical", params=Params(width=64, height=64, transparent=True)))
         assert info.value.field in ("params.transparent", "mode", "model")
         assert client.run(generate("p1", False)).layers  # the server keeps serving
     for f in (models / "layer_model").glob("*") if (models / "layer_model").exists() else ():
@@ -242,8 +266,14 @@ def test_sdxl_patches_as_low_rank_pairs_with_alpha_or_whole_differences():
     key = "diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight"
     up, down = torch.randn(6, 2), torch.randn(2, 5)
     whole = torch.randn(6, 5)
-    deltas = sdxl_deltas({f"{key}::lora::0": up, f"{key}::lora::1": down, f"{key}::lora::2": torch.tensor(1.0),
-                          key.replace("attn1", "attn2") + "::diff::0": whole})
+    deltas = sdxl_deltas(
+        {
+            f"{key}::lora::0": up,
+            f"{key}::lora::1": down,
+            f"{key}::lora::2": torch.tensor(1.0),
+            key.replace("attn1", "attn2") + "::diff::0": whole,
+        }
+    )
     name = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight"
     assert torch.allclose(deltas[name], up @ down / 2) and torch.equal(deltas[name.replace("attn1", "attn2")], whole)
     with pytest.raises(ValueError, match="lacks its up or down"):

@@ -57,6 +57,7 @@ def build_upscalers(models: Path) -> Path:
             save_file(states[scale], str(path))
     if folder.exists():
         import shutil
+
         shutil.rmtree(folder)
     tmp.rename(folder)
     return models
@@ -96,12 +97,13 @@ def run(job: Job, registry, refine=None, ctx=None):
 
 # --- tiles ------------------------------------------------------------------------------------------------------------
 
+
 def test_tile_grid_covers_the_image_and_weights_sum_to_one():
     tiles = tile_grid(200, 130, 64, 16)
     total = np.zeros((130, 200), np.float32)
     for t in tiles:
         assert t.width == 64 and t.height == 64
-        total[t.y0:t.y1, t.x0:t.x1] += tile_weights(t)
+        total[t.y0 : t.y1, t.x0 : t.x1] += tile_weights(t)
     assert np.allclose(total, 1.0, atol=1e-5)
     assert tile_grid(50, 40, 64, 16)[0].width == 50  # an image smaller than a tile is one tile
 
@@ -116,6 +118,7 @@ def test_plan_passes_reaches_the_target_without_wasting_passes():
 
 
 # --- model upscalers --------------------------------------------------------------------------------------------------
+
 
 def test_pth_and_safetensors_upscalers_load_through_the_registry(registry):
     listed = {e.name for e in registry.entries("upscaler")}
@@ -271,6 +274,7 @@ def test_cancel_stops_between_tiles(registry):
 
 # --- tiled refine -----------------------------------------------------------------------------------------------------
 
+
 def drifting_img2img(rgba: np.ndarray, strength: float, seed: int) -> np.ndarray:
     """A deterministic img2img stand-in with refine's failure modes: every tile comes back brighter or darker,
     tinted, with a slightly different contrast, and with fresh noise (all decided by the seed)."""
@@ -312,7 +316,7 @@ def naive_tiled(image: np.ndarray, tiles, refine) -> np.ndarray:
     """Tiles refined and pasted side by side without blending or colour correction (what the real code avoids)."""
     out = image.copy()
     for t in tiles:
-        out[t.y0:t.y1, t.x0:t.x1] = refine(image[t.y0:t.y1, t.x0:t.x1], 0.5, 1000 + t.index)
+        out[t.y0 : t.y1, t.x0 : t.x1] = refine(image[t.y0 : t.y1, t.x0 : t.x1], 0.5, 1000 + t.index)
     return out
 
 
@@ -365,6 +369,7 @@ def test_refine_without_a_checkpoint_says_what_to_install():
 
 # --- through the real websocket server --------------------------------------------------------------------------------
 
+
 def payload(arr: np.ndarray) -> dict:
     arr = np.ascontiguousarray(arr)
     return {"width": arr.shape[1], "height": arr.shape[0], "format": "rgba8", "data": arr.tobytes()}
@@ -374,11 +379,17 @@ def test_upscale_through_the_websocket_server(start_server, models):
     server = start_server(model_dirs=[models])
     image = picture()
     with Client(server.url) as client:
-        assert {"tiny-esrgan-x2", "tiny-esrgan-x4"} <= {m["name"] for m in client.list_models()
-                                                        if m["kind"] == "upscaler"}
+        assert {"tiny-esrgan-x2", "tiny-esrgan-x4"} <= {
+            m["name"] for m in client.list_models() if m["kind"] == "upscaler"
+        }
         events = []
-        job = {"mode": "upscale", "image": payload(image), "x": 8, "y": 4,
-               "params": {"upscaler": "tiny-esrgan-x2", "scale": 2.0, "tile": 32}}
+        job = {
+            "mode": "upscale",
+            "image": payload(image),
+            "x": 8,
+            "y": 4,
+            "params": {"upscaler": "tiny-esrgan-x2", "scale": 2.0, "tile": 32},
+        }
         result = client.run(job, on_event=events.append, timeout=120)
         (layer,) = result.layers
         assert (layer.x, layer.y, layer.width, layer.height) == (16, 8, 128, 128)
@@ -408,8 +419,12 @@ def test_upscale_and_refine_end_to_end_with_a_tiny_checkpoint(start_server, mode
     """Model upscale, then img2img over 4 overlapping tiles through the real diffusion engine (tiny SD1.5)."""
     server = start_server(model_dirs=[checkpoint_models, models])
     image = smooth_gradient(48, 48)
-    job = {"mode": "upscale", "image": payload(image), "prompt": "an oil painting",
-           "params": {"upscaler": "tiny-esrgan-x2", "scale": 2.0, "refine": 0.3, "tile": 64, "seed": 5, "steps": 4}}
+    job = {
+        "mode": "upscale",
+        "image": payload(image),
+        "prompt": "an oil painting",
+        "params": {"upscaler": "tiny-esrgan-x2", "scale": 2.0, "refine": 0.3, "tile": 64, "seed": 5, "steps": 4},
+    }
     with Client(server.url) as client:
         events = []
         result = client.run(job, on_event=events.append, timeout=300)
@@ -437,8 +452,12 @@ def test_refine_tiles_are_guided_by_a_tile_controlnet_when_one_is_installed(star
     tile_models = tmp_path / "tile-models"
     (tile_models / "controlnet").mkdir(parents=True)
     (tile_models / "controlnet" / "control_v11f1e_tiny_sd15_tile").symlink_to(controlnet_path("cn-sd15-depth"))
-    job = {"mode": "upscale", "image": payload(smooth_gradient(48, 48)), "prompt": "an oil painting",
-           "params": {"scale": 2.0, "refine": 0.3, "tile": 64, "seed": 5, "steps": 3}}
+    job = {
+        "mode": "upscale",
+        "image": payload(smooth_gradient(48, 48)),
+        "prompt": "an oil painting",
+        "params": {"scale": 2.0, "refine": 0.3, "tile": 64, "seed": 5, "steps": 3},
+    }
     for dirs, expect_tile in (([checkpoint_models], False), ([checkpoint_models, tile_models], True)):
         server = start_server(model_dirs=dirs)
         with Client(server.url) as client:

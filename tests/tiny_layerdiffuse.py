@@ -23,8 +23,11 @@ from factory import _cached, _save_file, _torch
 
 RANK = 4
 DECODER_WIDTHS = (4, 4, 8, 16, 32, 64, 64)  # widths change where the real ones do
-SD15_ORDER = [f"input_blocks.{i}.1" for i in (1, 2, 4, 5, 7, 8)] + [f"output_blocks.{i}.1" for i in range(3, 12)] + \
-    ["middle_block.1"]
+SD15_ORDER = (
+    [f"input_blocks.{i}.1" for i in (1, 2, 4, 5, 7, 8)]
+    + [f"output_blocks.{i}.1" for i in range(3, 12)]
+    + ["middle_block.1"]
+)
 
 
 def _ldm_name(diffusers_key: str) -> str:
@@ -40,7 +43,7 @@ def _attentions(unet):
     out = []
     for name, module in unet.named_modules():
         if re.search(r"transformer_blocks\.\d+\.attn[12]$", name):
-            out.append((_ldm_name(name + ".to_q.weight")[:-len(".to_q.weight")], module))
+            out.append((_ldm_name(name + ".to_q.weight")[: -len(".to_q.weight")], module))
     return out
 
 
@@ -54,9 +57,18 @@ def sd15_attention(unet, seed: int = 0, scale: float = 0.05) -> dict:
         for which in ("attn1", "attn2"):
             attn = by_name[f"{block}.transformer_blocks.0.{which}"]
             width = attn.to_k.out_features
-            for name, lin in (("to_q", attn.to_q), ("to_k", attn.to_k), ("to_v", attn.to_v), ("to_out", attn.to_out[0])):
-                state[f"hookers.layers.{n}.{name}_lora.0.down.weight"] = torch.randn(RANK, lin.in_features, generator=g) * scale
-                state[f"hookers.layers.{n}.{name}_lora.0.up.weight"] = torch.randn(lin.out_features, RANK, generator=g) * scale
+            for name, lin in (
+                ("to_q", attn.to_q),
+                ("to_k", attn.to_k),
+                ("to_v", attn.to_v),
+                ("to_out", attn.to_out[0]),
+            ):
+                state[f"hookers.layers.{n}.{name}_lora.0.down.weight"] = (
+                    torch.randn(RANK, lin.in_features, generator=g) * scale
+                )
+                state[f"hookers.layers.{n}.{name}_lora.0.up.weight"] = (
+                    torch.randn(lin.out_features, RANK, generator=g) * scale
+                )
             state[f"hookers.layers.{n}.temporal_n.weight"] = 1 + torch.randn(width, generator=g) * scale
             state[f"hookers.layers.{n}.temporal_n.bias"] = torch.randn(width, generator=g) * scale
             for t in ("i", "q", "k", "v", "o"):
@@ -110,6 +122,7 @@ def encoder(seed: int = 0) -> dict:
 
 def files(arch: str) -> Path:
     """A cached ``layer_model`` folder with the family's attention file and decoder under their published names."""
+
     def build(tmp: Path) -> None:
         pipe = factory.build_sd15() if arch == "sd15" else factory.build_sdxl()
         if arch == "sd15":

@@ -38,19 +38,34 @@ def _graph() -> bytes:
         w = np.zeros((1, 3, 1, 1), np.float32)
         w[0, channel] = (255 / 30) if rising else -(255 / 30)
         bias = np.float32(-low / 30 if rising else low / 30)
-        add("Conv", ["x", const(name + ".w", w), const(name + ".b", np.array([bias]))], name + ".raw",
-            kernel_shape=[1, 1])
+        add(
+            "Conv",
+            ["x", const(name + ".w", w), const(name + ".b", np.array([bias]))],
+            name + ".raw",
+            kernel_shape=[1, 1],
+        )
         return add("Clip", [name + ".raw", "zero", "one"], name)
 
     const("zero", np.float32(0))
     const("one", np.float32(1))
     add("Transpose", ["input"], "x", perm=[0, 3, 1, 2])
     r, g, b = PALM
-    red, green, blue = factor("red", 0, r - 45, True), factor("green", 1, g + 40, False), factor("blue", 2, b - 45, True)
+    red, green, blue = (
+        factor("red", 0, r - 45, True),
+        factor("green", 1, g + 40, False),
+        factor("blue", 2, b - 45, True),
+    )
     add("Mul", [add("Mul", [red, green], "red_green"), blue], "palm")
     pad = (PALM_IN - 8) // 2
-    add("AveragePool", ["palm"], "cover", kernel_shape=[PALM_IN, PALM_IN], strides=[8, 8], pads=[pad] * 4,
-        count_include_pad=1)
+    add(
+        "AveragePool",
+        ["palm"],
+        "cover",
+        kernel_shape=[PALM_IN, PALM_IN],
+        strides=[8, 8],
+        pads=[pad] * 4,
+        count_include_pad=1,
+    )
     add("Sub", ["cover", const("floor", np.float32(COVER_FLOOR))], "cover.above")
     add("Mul", ["cover.above", const("gain", np.float32(COVER_GAIN))], "logit")  # [1, 1, 24, 24]
     add("Transpose", ["logit"], "logit.t", perm=[0, 2, 3, 1])  # [1, 24, 24, 1]
@@ -63,8 +78,9 @@ def _graph() -> bytes:
     box[0, 0, 8:10] = (0, -PALM_IN / 2)  # keypoint 2: the middle finger's base, above it
     add("Mul", ["classificators", const("nothing", np.float32(0))], "zeros")  # [1, 2016, 1]
     add("Add", ["zeros", const("box", box)], "regressors")  # broadcast to [1, 2016, 18]
-    return net.encode("tiny_palm", [("input", [1, SIDE, SIDE, 3])],
-                    [("regressors", [1, 2016, 18]), ("classificators", [1, 2016, 1])])
+    return net.encode(
+        "tiny_palm", [("input", [1, SIDE, SIDE, 3])], [("regressors", [1, 2016, 18]), ("classificators", [1, 2016, 1])]
+    )
 
 
 def model_bytes() -> bytes:
@@ -81,7 +97,7 @@ def draw_hand(rgba: np.ndarray, cx: int, cy: int, palm: int) -> None:
     """Paint a hand into an H x W x 4 image: a square palm of side ``palm`` centred at (cx, cy) in ``PALM``, four
     fingers and a thumb in ``FINGERS``."""
     half = palm // 2
-    rgba[cy - half:cy + half, cx - half:cx + half] = PALM + (255,)
+    rgba[cy - half : cy + half, cx - half : cx + half] = PALM + (255,)
     finger = max(2, palm // 5)
     for i in range(4):
         x = cx - half + i * (palm // 4) + 2

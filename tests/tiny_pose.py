@@ -24,9 +24,9 @@ def random_state(part: str, seed: int) -> dict:
     state = {}
     for name, shape in posenet.SPECS[part]().state_shapes().items():
         fan_in = 1
-        for n in (shape[1:] if name.endswith(".weight") else state[name[:-5] + ".weight"].shape[1:]):
+        for n in shape[1:] if name.endswith(".weight") else state[name[:-5] + ".weight"].shape[1:]:
             fan_in *= n
-        state[name] = (torch.rand(shape, generator=gen) * 2 - 1) / fan_in ** 0.5
+        state[name] = (torch.rand(shape, generator=gen) * 2 - 1) / fan_in**0.5
     return state
 
 

@@ -30,9 +30,16 @@ def build_parts(seed: int = 0):
     from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
 
     torch.manual_seed(seed + 51)
-    encoder = SiglipVisionModel(SiglipVisionConfig(
-        hidden_size=SIGLIP_WIDTH, intermediate_size=SIGLIP_WIDTH * 2, num_hidden_layers=2, num_attention_heads=2,
-        image_size=IMAGE_SIZE, patch_size=8))
+    encoder = SiglipVisionModel(
+        SiglipVisionConfig(
+            hidden_size=SIGLIP_WIDTH,
+            intermediate_size=SIGLIP_WIDTH * 2,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=IMAGE_SIZE,
+            patch_size=8,
+        )
+    )
     embedder = ReduxImageEncoder(redux_dim=SIGLIP_WIDTH, txt_in_features=TXT_DIM)
     with torch.no_grad():
         embedder.redux_down.weight.mul_(EMBEDDER_GAIN)
@@ -42,6 +49,7 @@ def build_parts(seed: int = 0):
 
 def redux_models(name: str) -> Path:
     """The cached tiny Redux layout ``name`` (``redux-file`` or ``redux-folder``); both hold the same weights."""
+
     def build(tmp: Path) -> None:
         from diffusers import FluxPriorReduxPipeline
 
@@ -54,8 +62,10 @@ def redux_models(name: str) -> Path:
         factory._save_file(embedder.state_dict(), tmp / "style_models" / "flux1-redux-tiny.safetensors")
         vision = tmp / "clip_vision"
         vision.mkdir()
-        factory._save_file({"vision_model." + k: v for k, v in encoder.state_dict().items()},
-                           vision / "sigclip_vision_tiny.safetensors")
+        factory._save_file(
+            {"vision_model." + k: v for k, v in encoder.state_dict().items()},
+            vision / "sigclip_vision_tiny.safetensors",
+        )
         encoder.config.save_pretrained(vision / "sigclip_vision_tiny.config")
         processor.save_pretrained(vision / "sigclip_vision_tiny.config")
 

@@ -34,14 +34,16 @@ COVER_FLOOR, COVER_SPAN = 0.45, 0.3  # share of skin in the face-sized window th
 
 # --- the network ------------------------------------------------------------------------------------------------------
 
+
 def _graph() -> bytes:
     net = Graph()
     const = net.const
 
     def conv(name: str, source: str, weight, bias) -> str:
         w = np.asarray(weight, np.float32).reshape(len(bias), 3, 1, 1)
-        net.add("Conv", [source, const(name + ".w", w), const(name + ".b", np.float32(bias))], name,
-              kernel_shape=[1, 1])
+        net.add(
+            "Conv", [source, const(name + ".w", w), const(name + ".b", np.float32(bias))], name, kernel_shape=[1, 1]
+        )
         return name
 
     def clip01(name: str, source: str) -> str:
@@ -57,8 +59,15 @@ def _graph() -> bytes:
     net.add("Mul", ["red", "green"], "red_green")
     net.add("Mul", ["red_green", "blue"], "skin")
     pad_h, pad_w = (FACE_H - 8) // 2, (FACE_W - 8) // 2
-    net.add("AveragePool", ["skin"], "cover", kernel_shape=[FACE_H, FACE_W], strides=[8, 8],
-          pads=[pad_h, pad_w, pad_h, pad_w], count_include_pad=1)
+    net.add(
+        "AveragePool",
+        ["skin"],
+        "cover",
+        kernel_shape=[FACE_H, FACE_W],
+        strides=[8, 8],
+        pads=[pad_h, pad_w, pad_h, pad_w],
+        count_include_pad=1,
+    )
     # the score rises steeply with the share of the window that is skin, so only the window centred on the face
     # scores high and NMS keeps one box per face
     net.add("Sub", ["cover", const("cover.floor", np.float32(COVER_FLOOR))], "cover.above")
@@ -70,24 +79,33 @@ def _graph() -> bytes:
         net.add("AveragePool", ["input"], grid, kernel_shape=[stride, stride], strides=[stride, stride])
         # keypoints (eyes, nose, mouth corners) at their place in the drawn face, relative to the cell
         kps = [0.5 + d / stride for point in _landmarks() for d in point]
-        maps = {"cls": "cls_8.map" if stride == 8 else conv(f"cls_{stride}.map", grid, [0] * 3, [0.0]),
-                "obj": conv(f"obj_{stride}.map", grid, [0] * 3, [1.0]),
-                "bbox": conv(f"bbox_{stride}.map", grid, [0] * 12,
-                             [0.5, 0.5, math.log(FACE_W / stride), math.log(FACE_H / stride)]),
-                "kps": conv(f"kps_{stride}.map", grid, [0] * 30, kps)}
+        maps = {
+            "cls": "cls_8.map" if stride == 8 else conv(f"cls_{stride}.map", grid, [0] * 3, [0.0]),
+            "obj": conv(f"obj_{stride}.map", grid, [0] * 3, [1.0]),
+            "bbox": conv(
+                f"bbox_{stride}.map", grid, [0] * 12, [0.5, 0.5, math.log(FACE_W / stride), math.log(FACE_H / stride)]
+            ),
+            "kps": conv(f"kps_{stride}.map", grid, [0] * 30, kps),
+        }
         for kind, width in (("cls", 1), ("obj", 1), ("bbox", 4), ("kps", 10)):
             out = f"{kind}_{stride}"
             net.add("Transpose", [maps[kind]], out + ".t", perm=[0, 2, 3, 1])
             net.add("Reshape", [out + ".t", const(out + ".shape", np.array([1, -1, width], np.int64))], out)
             outputs.append((out, width))
-    return net.encode("tiny_yunet", [("input", [1, 3, "height", "width"])],
-                    [(name, [1, "cells", width]) for name, width in outputs])
+    return net.encode(
+        "tiny_yunet", [("input", [1, 3, "height", "width"])], [(name, [1, "cells", width]) for name, width in outputs]
+    )
 
 
 def _landmarks() -> List[Tuple[float, float]]:
     """Right eye, left eye, nose tip, right and left mouth corner of ``draw_face``, relative to the face's centre."""
-    return [(-FACE_W * 0.2, -FACE_H * 0.1), (FACE_W * 0.2, -FACE_H * 0.1), (0.0, FACE_H * 0.08),
-            (-FACE_W * 0.15, FACE_H * 0.25), (FACE_W * 0.15, FACE_H * 0.25)]
+    return [
+        (-FACE_W * 0.2, -FACE_H * 0.1),
+        (FACE_W * 0.2, -FACE_H * 0.1),
+        (0.0, FACE_H * 0.08),
+        (-FACE_W * 0.15, FACE_H * 0.25),
+        (FACE_W * 0.15, FACE_H * 0.25),
+    ]
 
 
 def model_bytes() -> bytes:

@@ -178,8 +178,9 @@ def capture(doc, settings: Settings, controls: List[ControlSpec], regions=()):
     sources = [client.jobs.ControlSource(c.layer_id, c.type, c.strength, c.start, c.end) for c in controls]
     exists = lambda node_id: node_id if find_node(doc, node_id) else None  # noqa: E731  layers by uniqueId
     refs = client.jobs.reference_sources(settings, exists, exists)  # a region's layer masks its references
-    return client.jobs.capture(settings, bounds, doc.width(), doc.height(), _Reader(doc, settings, info), sources, refs,
-                               regions)
+    return client.jobs.capture(
+        settings, bounds, doc.width(), doc.height(), _Reader(doc, settings, info), sources, refs, regions
+    )
 
 
 def find_node(doc, node_id: str):
@@ -213,8 +214,9 @@ def active_layer_id(doc) -> str:
 
 def preview_nodes(doc) -> list:
     return [n for n in doc.topLevelNodes() if n.name() == PREVIEW_NAME and n.type() == "paintlayer"] + [
-        n for n in walk(doc.rootNode()) if n.name() == PREVIEW_NAME and n.parentNode() != doc.rootNode()
-        and n.type() == "paintlayer"
+        n
+        for n in walk(doc.rootNode())
+        if n.name() == PREVIEW_NAME and n.parentNode() != doc.rootNode() and n.type() == "paintlayer"
     ]
 
 
@@ -381,10 +383,17 @@ def cheap_state(doc) -> tuple:
     sel = doc.selection()
     bounds = (sel.x(), sel.y(), sel.width(), sel.height()) if sel is not None else None
     active = doc.activeNode()
-    layers = tuple((n.uniqueId().toString(), n.visible(), n.opacity()) for n in walk(doc.rootNode())
-                   if n.name() != PREVIEW_NAME)
-    return (doc.rootNode().uniqueId().toString(), doc.width(), doc.height(), bounds,
-            active.uniqueId().toString() if active is not None else "", layers)
+    layers = tuple(
+        (n.uniqueId().toString(), n.visible(), n.opacity()) for n in walk(doc.rootNode()) if n.name() != PREVIEW_NAME
+    )
+    return (
+        doc.rootNode().uniqueId().toString(),
+        doc.width(),
+        doc.height(),
+        bounds,
+        active.uniqueId().toString() if active is not None else "",
+        layers,
+    )
 
 
 class ChangeWatch:
@@ -449,6 +458,7 @@ class ChangeWatch:
 
 # --- the door as the session sees it ---------------------------------------------------------------------------------
 
+
 class KritaStore:
     """The panel's settings in Krita's own configuration (``kritarc``, group ``paintbridge``)."""
 
@@ -480,10 +490,34 @@ class KritaHost:
         doc = Krita.instance().activeDocument()
         return paint_layers(doc) if doc is not None else []
 
-    (active_document, capture, mask_bounds, show_preview, remove_preview, apply_result, open_as_new_document,
-     insert_control_image, load_document_data, save_document_data, show_wrap_around) = map(staticmethod, (
-        active_document, capture, mask_bounds, show_preview, remove_preview, apply_result, open_as_new_document,
-        insert_control_image, load_document_data, save_document_data, show_wrap_around))
+    (
+        active_document,
+        capture,
+        mask_bounds,
+        show_preview,
+        remove_preview,
+        apply_result,
+        open_as_new_document,
+        insert_control_image,
+        load_document_data,
+        save_document_data,
+        show_wrap_around,
+    ) = map(
+        staticmethod,
+        (
+            active_document,
+            capture,
+            mask_bounds,
+            show_preview,
+            remove_preview,
+            apply_result,
+            open_as_new_document,
+            insert_control_image,
+            load_document_data,
+            save_document_data,
+            show_wrap_around,
+        ),
+    )
 
     def watch_changes(self, callback: Callable[[], None], settings: Optional[Callable[[], Settings]] = None):
         """Start a ``ChangeWatch`` on the active document; ``stop()`` ends it."""
@@ -493,7 +527,8 @@ class KritaHost:
 def register_docker(docker_id: str, docker_class) -> None:
     """Register the Paintbridge docker with Krita (at plugin import)."""
     Krita.instance().addDockWidgetFactory(
-        DockWidgetFactory(docker_id, DockWidgetFactoryBase.DockPosition.DockRight, docker_class))
+        DockWidgetFactory(docker_id, DockWidgetFactoryBase.DockPosition.DockRight, docker_class)
+    )
 
 
 def on_application_closing(callback: Callable[[], None]) -> None:

@@ -66,8 +66,11 @@ class Downloads:
         if not connection.connected:
             raise client.errors.ServerUnavailable(f"Not connected to the Paintbridge server ({connection.detail}).")
         if self.presets is None:
-            raise client.errors.JobError("unsupported", "This Paintbridge server cannot download models: update it, "
-                                         "or run 'paintbridge models pull NAME' on its machine.")
+            raise client.errors.JobError(
+                "unsupported",
+                "This Paintbridge server cannot download models: update it, "
+                "or run 'paintbridge models pull NAME' on its machine.",
+            )
         self.pull_id = connection.pull(list(names))
         self._state(0, f"Downloading {', '.join(names)}: waiting for the server…")
         return self.pull_id
@@ -96,15 +99,19 @@ class Downloads:
     def on_cancelled(self, job_id: str) -> bool:
         if job_id != self.pull_id:
             return False
-        self._end("Download cancelled", "Download cancelled; what was fetched is kept, and downloading again "
-                  "continues where it stopped.", error=False)
+        self._end(
+            "Download cancelled",
+            "Download cancelled; what was fetched is kept, and downloading again continues where it stopped.",
+            error=False,
+        )
         return True
 
     def on_done(self, pull_id: str, msg) -> None:
         if pull_id == self.pull_id:
             fetched = [f for f in client.wire.field_of(msg, "files", ()) or () if f.get("downloaded")]
-            self._end("Download complete", f"Downloaded {len(fetched)} file(s); the models are ready.", error=False,
-                      value=100)
+            self._end(
+                "Download complete", f"Downloaded {len(fetched)} file(s); the models are ready.", error=False, value=100
+            )
 
     def _state(self, value: int, text: str) -> None:
         self.progress = (value, text)

@@ -23,8 +23,12 @@ clive = client.live
 class LiveLoop:
     """Live mode of one session: ``switch(on)``, ``changed()`` from the watch, ``session.send(...)`` out."""
 
-    def __init__(self, session, schedule: Callable[[float, Callable[[], None]], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        session,
+        schedule: Callable[[float, Callable[[], None]], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.session = session
         self.schedule = schedule
         self.clock = clock

@@ -38,8 +38,9 @@ def check_color_space(model: str, depth: str) -> None:
             "Convert it with Image > Convert Image Color Space... (RGB/Alpha) first."
         )
     if depth not in DEPTHS:
-        raise UnsupportedColorSpace(f"Paintbridge cannot read {model} images of depth {depth}; use 8 or 16-bit integer "
-                                    "or 16/32-bit float.")
+        raise UnsupportedColorSpace(
+            f"Paintbridge cannot read {model} images of depth {depth}; use 8 or 16-bit integer or 16/32-bit float."
+        )
 
 
 def is_linear_profile(profile: str) -> bool:

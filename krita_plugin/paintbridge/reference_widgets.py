@@ -18,8 +18,9 @@ class ReferenceRow(QtWidgets.QFrame):
     the session's reference ``index``.
     """
 
-    def __init__(self, ref, layers: list, changed: Callable, move: Callable, remove: Callable,
-                 regions: list = ()) -> None:
+    def __init__(
+        self, ref, layers: list, changed: Callable, move: Callable, remove: Callable, regions: list = ()
+    ) -> None:
         super().__init__()
         self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
         grid = QtWidgets.QGridLayout(self)
@@ -32,8 +33,11 @@ class ReferenceRow(QtWidgets.QFrame):
         self.layer_box = combo(6)
         self.layer_box.setToolTip("The layer that holds the reference picture (read over the job's area)")
         self.up_button, self.down_button, self.remove_button = (QtWidgets.QToolButton() for _ in range(3))
-        for button, text, tip in ((self.up_button, "▲", "Move up"), (self.down_button, "▼", "Move down"),
-                                  (self.remove_button, "✕", "Remove this reference from the job (the layer stays)")):
+        for button, text, tip in (
+            (self.up_button, "▲", "Move up"),
+            (self.down_button, "▼", "Move down"),
+            (self.remove_button, "✕", "Remove this reference from the job (the layer stays)"),
+        ):
             button.setText(text)
             button.setToolTip(tip)
         self.strength = spin(0.0, 2.0, ref.strength, 0.05, "")
@@ -43,8 +47,10 @@ class ReferenceRow(QtWidgets.QFrame):
         self.end = spin(0.0, 1.0, ref.end, 0.05, "")
         self.end.setToolTip("…to this fraction of the steps")
         self.region_box = combo(6)
-        self.region_box.setToolTip("Where the reference applies: the whole image, or only inside a region (the "
-                                   "region layer's opacity; SD1.5 and SDXL)")
+        self.region_box.setToolTip(
+            "Where the reference applies: the whole image, or only inside a region (the "
+            "region layer's opacity; SD1.5 and SDXL)"
+        )
         top = QtWidgets.QHBoxLayout()
         top.addWidget(self.type_box, 2)
         top.addWidget(self.layer_box, 3)
@@ -97,8 +103,9 @@ def build_references_section(panel: QtWidgets.QWidget, layout) -> None:
     title.setStyleSheet("font-weight: bold;")
     panel.add_reference_button = QtWidgets.QToolButton()
     panel.add_reference_button.setText("+ Add")
-    panel.add_reference_button.setToolTip("Guide the job by a picture on a layer: its style, composition, content or "
-                                          "a face (IP-Adapter; SD1.5 and SDXL)")
+    panel.add_reference_button.setToolTip(
+        "Guide the job by a picture on a layer: its style, composition, content or a face (IP-Adapter; SD1.5 and SDXL)"
+    )
     header.addWidget(title, 1)
     header.addWidget(panel.add_reference_button)
     layout.addLayout(header)

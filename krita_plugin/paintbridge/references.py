@@ -39,12 +39,21 @@ class References:
     def _say(self, err: Exception) -> None:
         self.session.show_message(str(err), error=True)
 
-    def add(self, layer_id: Optional[str] = None, type: str = "content", strength: float = 1.0, start: float = 0.0,
-            end: float = 1.0) -> Optional[client.settings.ReferenceSetting]:
+    def add(
+        self,
+        layer_id: Optional[str] = None,
+        type: str = "content",
+        strength: float = 1.0,
+        start: float = 0.0,
+        end: float = 1.0,
+    ) -> Optional[client.settings.ReferenceSetting]:
         """Add a reference (``layer_id``: a node's uniqueId string; default: the active layer) at the end."""
         if type not in protocol.REFERENCE_TYPES:
-            self._say(client.errors.JobInputError(f"unknown reference type {type!r}; choose one of "
-                                                  f"{', '.join(protocol.REFERENCE_TYPES)}"))
+            self._say(
+                client.errors.JobInputError(
+                    f"unknown reference type {type!r}; choose one of {', '.join(protocol.REFERENCE_TYPES)}"
+                )
+            )
             return None
         if layer_id is None:
             layer_id = self.session.host.active_layer_id(self.session.host.active_document_or_none()) or ""
@@ -57,12 +66,18 @@ class References:
         or "" for the whole image)."""
         unknown = [name for name in fields if name not in FIELDS]
         if unknown or not 0 <= index < len(self.items):
-            self._say(client.errors.JobInputError(f"a reference has no field {unknown[0]!r}" if unknown else
-                                                  f"there is no reference {index + 1}"))
+            self._say(
+                client.errors.JobInputError(
+                    f"a reference has no field {unknown[0]!r}" if unknown else f"there is no reference {index + 1}"
+                )
+            )
             return
         if fields.get("region") and fields["region"] not in self._region_ids():
-            self._say(client.errors.JobInputError("That layer is not a bound region: bind it in the Regions section "
-                                                  "first, or choose the whole image"))
+            self._say(
+                client.errors.JobInputError(
+                    "That layer is not a bound region: bind it in the Regions section first, or choose the whole image"
+                )
+            )
             return
         items = list(self.items)
         items[index] = dataclasses.replace(items[index], **fields)
@@ -70,7 +85,7 @@ class References:
 
     def remove(self, index: int) -> None:
         if 0 <= index < len(self.items):
-            self._set(self.items[:index] + self.items[index + 1:])
+            self._set(self.items[:index] + self.items[index + 1 :])
 
     def move(self, index: int, delta: int) -> None:
         """Move reference ``index`` up (-1) or down (+1) in the list."""
@@ -85,8 +100,9 @@ class References:
         """(label, region id) for the region chooser: the whole image (""), then each bound region by its layer's
         current name."""
         names = {layer_id: name for name, layer_id in self.session.host.paint_layers()}
-        return [(WHOLE_IMAGE, "")] + [(names.get(b.layer, b.name) or "?", b.layer)
-                                      for b in self.session.regions.list.items]
+        return [(WHOLE_IMAGE, "")] + [
+            (names.get(b.layer, b.name) or "?", b.layer) for b in self.session.regions.list.items
+        ]
 
     def _region_ids(self) -> set:
         return {b.layer for b in self.session.regions.list.items}

@@ -50,8 +50,9 @@ class Regions:
             self.session.show_message(f"The regions kept in this document cannot be read: {err}", error=True)
             return client.regions.RegionList()
         if found.damaged:
-            self.session.show_message("Some regions kept in this document are damaged and left out: "
-                                      + "; ".join(found.damaged), error=True)
+            self.session.show_message(
+                "Some regions kept in this document are damaged and left out: " + "; ".join(found.damaged), error=True
+            )
         return found
 
     def _save(self) -> None:
@@ -116,8 +117,11 @@ class Regions:
         if doc is not self.doc:
             self.doc, self.list = doc, self._load(doc)
         alive = {layer_id for _name, layer_id in self.host.paint_layers()}
-        return [client.jobs.RegionSource(b.layer, b.prompt, b.negative_prompt, b.strength)
-                for b in self.list.items if b.layer in alive and b.prompt.strip()]
+        return [
+            client.jobs.RegionSource(b.layer, b.prompt, b.negative_prompt, b.strength)
+            for b in self.list.items
+            if b.layer in alive and b.prompt.strip()
+        ]
 
     def labels(self) -> List[str]:
         """One line per region for the list: the layer's current name and the prompt."""

@@ -19,8 +19,10 @@ class RegionsSection(QtWidgets.QGroupBox):
         self.regions = session.regions
         self._filling = False
         layout = QtWidgets.QVBoxLayout(self)
-        hint = QtWidgets.QLabel("A prompt per area: the bound layer's opacity is the area (SD1.5/SDXL models). "
-                                "The main prompt applies everywhere.")
+        hint = QtWidgets.QLabel(
+            "A prompt per area: the bound layer's opacity is the area (SD1.5/SDXL models). "
+            "The main prompt applies everywhere."
+        )
         hint.setWordWrap(True)
         layout.addWidget(hint)
         self.list = QtWidgets.QListWidget()

@@ -34,8 +34,9 @@ def guarded(method: Callable) -> Callable:
             self.session.show_message(str(err), error=True)
         except Exception as err:  # noqa: BLE001 - a bug: keep Krita usable and say what happened
             traceback.print_exc(file=sys.stderr)
-            self.session.show_message(f"Internal error ({type(err).__name__}: {err}). Details are on Krita's "
-                                      "console.", error=True)
+            self.session.show_message(
+                f"Internal error ({type(err).__name__}: {err}). Details are on Krita's console.", error=True
+            )
         return None
 
     return wrapper
@@ -102,8 +103,11 @@ class ResultsHistory:
         self._docs = [(d, kept) for d, kept in self._docs if self.host.is_open(d)]
         kept = self._find(doc)
         if kept is None:
-            kept = ch.DocumentHistory(lambda: self.host.load_document_data(doc, ch.KEY),
-                                      lambda data: self.host.save_document_data(doc, ch.KEY, data), self._limit())
+            kept = ch.DocumentHistory(
+                lambda: self.host.load_document_data(doc, ch.KEY),
+                lambda data: self.host.save_document_data(doc, ch.KEY, data),
+                self._limit(),
+            )
             self._docs.append((doc, kept))
             if kept.problem:
                 self.session.show_message(kept.problem, error=True)
@@ -143,8 +147,10 @@ class ResultsHistory:
             self.session.show_message(f"The results could not be kept in the image's history: {err}", error=True)
             return
         if entry is None:
-            self.session.show_message("These results are larger than the history limit "
-                                      f"({self.session.settings.history_limit_mb} MB): not kept in the history.")
+            self.session.show_message(
+                "These results are larger than the history limit "
+                f"({self.session.settings.history_limit_mb} MB): not kept in the history."
+            )
         self.show(job.doc)
 
     def _entry(self, entry_id: str) -> "ch.Entry":
@@ -167,8 +173,9 @@ class ResultsHistory:
         if not 0 <= layer < len(entry.layers):
             raise client.errors.JobInputError(f"That entry has {len(entry.layers)} layer(s), not {layer + 1}.")
         stored = entry.layers[layer]
-        image = ResultImage(client.results.box_of(stored), client.results.pixels_in(stored, protocol.BGRA8),
-                            stored.seed, stored.name)
+        image = ResultImage(
+            client.results.box_of(stored), client.results.pixels_in(stored, protocol.BGRA8), stored.seed, stored.name
+        )
         ses = self.session
         if ses.result_job is not None and ses.result_job.doc == doc:
             ses.discard()  # the pending results are in the history too; their preview layer goes

@@ -41,8 +41,9 @@ def guarded(method: Callable) -> Callable:
             self.show_message(str(err), error=True)
         except Exception as err:  # noqa: BLE001 - a bug: keep Krita usable and say what happened
             traceback.print_exc(file=sys.stderr)
-            self.show_message(f"Internal error ({type(err).__name__}: {err}). Details are on Krita's console.",
-                              error=True)
+            self.show_message(
+                f"Internal error ({type(err).__name__}: {err}). Details are on Krita's console.", error=True
+            )
         return None
 
     return wrapper
@@ -51,13 +52,21 @@ def guarded(method: Callable) -> Callable:
 class Session:
     """Everything the Paintbridge panel knows and does, for whichever document is active."""
 
-    def __init__(self, host, store: settings_store.Store, post: Callable[[Callable[[], None]], None],
-                 schedule: Callable[[float, Callable[[], None]], None],
-                 server: Optional[client.server.LocalServer] = None) -> None:
+    def __init__(
+        self,
+        host,
+        store: settings_store.Store,
+        post: Callable[[Callable[[], None]], None],
+        schedule: Callable[[float, Callable[[], None]], None],
+        server: Optional[client.server.LocalServer] = None,
+    ) -> None:
         self.host = host
         self.store = store
-        self.server = server if server is not None else client.server.LocalServer(
-            client.server.read_server_command(PLUGIN_DIR), PLUGIN_DIR / "server.log")
+        self.server = (
+            server
+            if server is not None
+            else client.server.LocalServer(client.server.read_server_command(PLUGIN_DIR), PLUGIN_DIR / "server.log")
+        )
         self.conn_settings = settings_store.load_connection(store)
         self.settings: cs.Settings = settings_store.load_job_settings(store)
         self.fixed_seed = settings_store.load_fixed_seed(store)
@@ -85,8 +94,13 @@ class Session:
         self.result_selected = Event()  # (index)
         self.message_changed = Event()  # (text, error)
         self.controls_changed = Event()  # ()
-        self.connection = csession.Session(Forward(self, post), CLIENT_NAME, CLIENT_VERSION, self.server,
-                                           client.server.Autostart() if self.conn_settings.autostart else None)
+        self.connection = csession.Session(
+            Forward(self, post),
+            CLIENT_NAME,
+            CLIENT_VERSION,
+            self.server,
+            client.server.Autostart() if self.conn_settings.autostart else None,
+        )
         self.live = LiveLoop(self, schedule)
         self.downloads = Downloads(self)
         self.regions = Regions(self)  # regions: prompts bound to layers, kept in the document
@@ -142,8 +156,14 @@ class Session:
             return
         if name in ("mode", "prompt", "negative_prompt") or not hasattr(self.settings, name):
             raise client.errors.JobInputError(f"unknown option {name!r}")
-        client.sampling.check_choice(self.defaults.sampling, self.models, self.shown(), name, value,
-                                     {"model": self.model_names, "upscaler": self.upscaler_names})
+        client.sampling.check_choice(
+            self.defaults.sampling,
+            self.models,
+            self.shown(),
+            name,
+            value,
+            {"model": self.model_names, "upscaler": self.upscaler_names},
+        )
         if name == "seed":
             self.fixed_seed = int(value)
             settings_store.save_fixed_seed(self.store, self.fixed_seed)
@@ -218,8 +238,10 @@ class Session:
     @guarded
     def on_models(self, models: list) -> None:
         self.models = list(models or [])
-        for name, choices in (("model", self.model_names()), ("upscaler", self.upscaler_names())) + \
-                client.sampling.listed_choices(self.defaults.sampling, self.models):
+        for name, choices in (
+            ("model", self.model_names()),
+            ("upscaler", self.upscaler_names()),
+        ) + client.sampling.listed_choices(self.defaults.sampling, self.models):
             if getattr(self.settings, name) not in choices:
                 self._set(name, "")
         self.models_changed.emit()
@@ -239,7 +261,8 @@ class Session:
             raise client.errors.JobInputError("A job is already running: wait for it or cancel it.")
         if not self.connected:
             raise client.errors.ServerUnavailable(
-                f"Not connected to the Paintbridge server ({self.connection.detail}).")
+                f"Not connected to the Paintbridge server ({self.connection.detail})."
+            )
 
     @guarded
     def run(self) -> Optional[str]:
@@ -256,13 +279,28 @@ class Session:
     def send(self, doc, settings: cs.Settings, inputs, kind: str) -> str:
         """Build the job for ``inputs`` read from ``doc`` and send it; the session then waits for its events."""
         job_id = csession.new_job_id("krita")
-        job = cjobs.build_job(settings, inputs, self.defaults, self.entry(settings.model), job_id=job_id,
-                              previews=kind not in ("preprocess", "caption"), live=kind == "live")
+        job = cjobs.build_job(
+            settings,
+            inputs,
+            self.defaults,
+            self.entry(settings.model),
+            job_id=job_id,
+            previews=kind not in ("preprocess", "caption"),
+            live=kind == "live",
+        )
         self.connection.submit(job)
-        self.job = RunningJob(job_id, kind, settings, doc, self.host.active_layer_id(doc), inputs.box,
-                              control_type=settings.preprocessor if kind == "preprocess" else "")
-        self._progress(0, {"preprocess": "Preparing the control image…",
-                           "caption": "Describing the picture…"}.get(kind, "Queued…"))
+        self.job = RunningJob(
+            job_id,
+            kind,
+            settings,
+            doc,
+            self.host.active_layer_id(doc),
+            inputs.box,
+            control_type=settings.preprocessor if kind == "preprocess" else "",
+        )
+        self._progress(
+            0, {"preprocess": "Preparing the control image…", "caption": "Describing the picture…"}.get(kind, "Queued…")
+        )
         return job_id
 
     @guarded
@@ -312,8 +350,10 @@ class Session:
             if not layers:
                 raise client.errors.JobError("internal", "The server returned no image.")
             names = cres.layer_names(job.settings.mode, job.settings.prompt, layers, self.defaults.layer_name_length)
-            images = [ResultImage(cres.box_of(layer), cres.pixels_in(layer, protocol.BGRA8), layer.seed, name)
-                      for layer, name in zip(layers, names)]
+            images = [
+                ResultImage(cres.box_of(layer), cres.pixels_in(layer, protocol.BGRA8), layer.seed, name)
+                for layer, name in zip(layers, names)
+            ]
             if not self.host.is_open(job.doc):
                 raise DocumentError("The image this job was made for was closed; the result was dropped.")
             if job.kind == "preprocess":
@@ -330,8 +370,9 @@ class Session:
             if job.kind != "live":
                 count = len(images)
                 elapsed = float(client.wire.field_of(msg, "elapsed", 0.0) or 0.0)
-                self.show_message(f"{count} result{'s' if count > 1 else ''} in {elapsed:.1f} s: "
-                                  "pick one, then Apply or Discard.")
+                self.show_message(
+                    f"{count} result{'s' if count > 1 else ''} in {elapsed:.1f} s: pick one, then Apply or Discard."
+                )
         finally:
             self.job = None
             self._progress(100, "Done")
@@ -388,8 +429,11 @@ class Session:
         else:
             self.host.apply_result(job.doc, image, job.above_id)
         self._clear_results()
-        self.show_message("Applied as a new layer." if job.settings.mode != "upscale"
-                          else "Opened the upscaled image as a new document.")
+        self.show_message(
+            "Applied as a new layer."
+            if job.settings.mode != "upscale"
+            else "Opened the upscaled image as a new document."
+        )
         return True
 
     def _show_wrapped(self, settings: cs.Settings) -> None:
@@ -423,12 +467,19 @@ class Session:
 
     # --- control layers -----------------------------------------------------------------------------------------------
     @guarded
-    def add_control(self, layer_id: Optional[str] = None, type: str = "scribble", strength: float = 1.0,
-                    start: float = 0.0, end: float = 1.0) -> Optional[ControlSpec]:
+    def add_control(
+        self,
+        layer_id: Optional[str] = None,
+        type: str = "scribble",
+        strength: float = 1.0,
+        start: float = 0.0,
+        end: float = 1.0,
+    ) -> Optional[ControlSpec]:
         """Add a control layer (``layer_id``: a node's uniqueId string; default: the active layer)."""
         if type not in protocol.CONTROL_TYPES:
-            raise client.errors.JobInputError(f"unknown control type {type!r}; choose one of "
-                                              f"{', '.join(protocol.CONTROL_TYPES)}")
+            raise client.errors.JobInputError(
+                f"unknown control type {type!r}; choose one of {', '.join(protocol.CONTROL_TYPES)}"
+            )
         if layer_id is None:
             layer_id = self.host.active_layer_id(self.host.active_document_or_none())
         spec = ControlSpec(layer_id or "", type, strength, start, end)
@@ -450,8 +501,9 @@ class Session:
 
     def control_settings(self) -> Tuple["cs.ControlSetting", ...]:
         """The control layers as a job's settings keep them (``client.settings.ControlSetting``, by uniqueId)."""
-        return tuple(cs.ControlSetting(c.layer_id, c.type, c.strength, c.start, c.end)
-                     for c in self.controls if c.layer_id)
+        return tuple(
+            cs.ControlSetting(c.layer_id, c.type, c.strength, c.start, c.end) for c in self.controls if c.layer_id
+        )
 
     def set_controls(self, kept) -> None:
         """Put kept control layers (``ControlSetting`` s, results history: "reuse settings") back in the panel."""

@@ -29,8 +29,12 @@ def load_connection(store: Store) -> client.server.ServerSettings:
         data = None
     if isinstance(data, dict):
         return client.server.ServerSettings.from_dict(data)
-    out = client.server.ServerSettings.from_dict({"autostart": store.read("autostart", "true").lower() != "false",
-                                                  "server": store.read("server_url", DEFAULT_URL) or DEFAULT_URL})
+    out = client.server.ServerSettings.from_dict(
+        {
+            "autostart": store.read("autostart", "true").lower() != "false",
+            "server": store.read("server_url", DEFAULT_URL) or DEFAULT_URL,
+        }
+    )
     token = store.read("token", "")
     if token:
         out.remember(out.url, token)

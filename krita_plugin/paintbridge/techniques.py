@@ -40,8 +40,10 @@ class TechniquesSection:
         self.panel, self.session = panel, session
         self.hires_box = QtWidgets.QGroupBox("Hires fix (two passes)")
         self.hires_box.setCheckable(True)
-        self.hires_box.setToolTip("For an area larger than the model's native size: paint at the native size, "
-                                  "upscale, then paint again at the full size")
+        self.hires_box.setToolTip(
+            "For an area larger than the model's native size: paint at the native size, "
+            "upscale, then paint again at the full size"
+        )
         form = QtWidgets.QFormLayout(self.hires_box)
         self.hires_upscaler = QtWidgets.QComboBox()
         self.hires_upscaler.setToolTip("Latent: upscale the model's latents; Lanczos or a model: upscale the pixels")
@@ -56,8 +58,10 @@ class TechniquesSection:
 
         self.detail_box = QtWidgets.QGroupBox("Detailer")
         self.detail_box.setCheckable(True)
-        self.detail_box.setToolTip("Find faces (and hands, with a hand detector installed) and repaint each at the "
-                                   "model's native size, blended back softly")
+        self.detail_box.setToolTip(
+            "Find faces (and hands, with a hand detector installed) and repaint each at the "
+            "model's native size, blended back softly"
+        )
         dform = QtWidgets.QFormLayout(self.detail_box)
         self.detail_faces = QtWidgets.QCheckBox("Faces")
         self.detail_hands = QtWidgets.QCheckBox("Hands")
@@ -88,11 +92,18 @@ class TechniquesSection:
         layout.insertWidget(at, self.detail_box)
         layout.insertWidget(at, self.hires_box)
         self.fields = {
-            "hires": self.hires_box, "hires_upscaler": self.hires_upscaler, "hires_strength": self.hires_strength,
-            "hires_steps": self.hires_steps, "hires_scale": self.hires_scale, "detail": self.detail_box,
-            "detail_prompt": self.detail_prompt, "detail_negative_prompt": self.detail_negative,
-            "detail_strength": self.detail_strength, "detail_steps": self.detail_steps,
-            "detail_padding": self.detail_padding, "detail_confidence": self.detail_confidence,
+            "hires": self.hires_box,
+            "hires_upscaler": self.hires_upscaler,
+            "hires_strength": self.hires_strength,
+            "hires_steps": self.hires_steps,
+            "hires_scale": self.hires_scale,
+            "detail": self.detail_box,
+            "detail_prompt": self.detail_prompt,
+            "detail_negative_prompt": self.detail_negative,
+            "detail_strength": self.detail_strength,
+            "detail_steps": self.detail_steps,
+            "detail_padding": self.detail_padding,
+            "detail_confidence": self.detail_confidence,
             "detail_separate": self.detail_separate,
         }
         self.fill_upscalers()
@@ -123,8 +134,11 @@ class TechniquesSection:
 
     def chosen_targets(self) -> str:
         """The ticked targets as ``Settings.detail_targets`` (faces when none is ticked)."""
-        ticked = [t for t, box in (("face", self.detail_faces), ("hand", self.detail_hands))
-                  if box.isChecked() and not box.isHidden()]
+        ticked = [
+            t
+            for t, box in (("face", self.detail_faces), ("hand", self.detail_hands))
+            if box.isChecked() and not box.isHidden()
+        ]
         return ",".join(ticked) or "face"
 
     def offer_targets(self, *_models) -> None:

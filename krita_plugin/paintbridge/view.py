@@ -19,11 +19,32 @@ CONNECTED, CONNECTING = client.session.CONNECTED, client.session.CONNECTING
 CLASSICAL = client.settings.CLASSICAL
 
 STATE_COLORS = {"connected": "#3fb950", "connecting": "#d29922", "disconnected": "#f85149", "refused": "#f85149"}
-SPINS = ("steps", "cfg", "seed", "batch", "refine", "extend_left", "extend_top", "extend_right", "extend_bottom",
-         "batch_count", "clip_skip", "refiner_start")  # the last three: sampling
-COMBOS = ("model", "sampler", "upscaler", "image_source", "mask_source", "scale",
-          "scheduler", "vae", "refiner",  # these three: sampling
-          "caption_style")  # prompt from the picture
+SPINS = (
+    "steps",
+    "cfg",
+    "seed",
+    "batch",
+    "refine",
+    "extend_left",
+    "extend_top",
+    "extend_right",
+    "extend_bottom",
+    "batch_count",
+    "clip_skip",
+    "refiner_start",
+)  # the last three: sampling
+COMBOS = (
+    "model",
+    "sampler",
+    "upscaler",
+    "image_source",
+    "mask_source",
+    "scale",
+    "scheduler",
+    "vae",
+    "refiner",  # these three: sampling
+    "caption_style",
+)  # prompt from the picture
 
 
 class PaintbridgePanel(QtWidgets.QWidget):
@@ -48,9 +69,13 @@ class PaintbridgePanel(QtWidgets.QWidget):
         widgets.build_history_section(self)
         self.history_search_tip = self.history_search.toolTip()
         self._fill_model_boxes()
-        self.fill_widgets = {"fill": self.fill_box, "color_match": self.color_match_check,  # fills
-                             "tileable": self.tileable_check, "wrap_view": self.wrap_view_check,
-                             "transparent": self.transparent_check}  # and the transparent-layer switch
+        self.fill_widgets = {
+            "fill": self.fill_box,
+            "color_match": self.color_match_check,  # fills
+            "tileable": self.tileable_check,
+            "wrap_view": self.wrap_view_check,
+            "transparent": self.transparent_check,
+        }  # and the transparent-layer switch
         self._show_settings()
         self._bind()
         self._update_results()
@@ -60,14 +85,27 @@ class PaintbridgePanel(QtWidgets.QWidget):
     # --- widgets -> session -------------------------------------------------------------------------------------------
     def _option_widget(self, name: str):
         if name.startswith("extend_"):
-            return self.extend[name[len("extend_"):]]
-        return {"steps": self.steps_spin, "cfg": self.cfg_spin, "seed": self.seed_spin, "batch": self.batch_spin,
-                "refine": self.refine_spin, "model": self.model_box, "sampler": self.sampler_box,
-                "upscaler": self.upscaler_box, "image_source": self.image_source_box,
-                "mask_source": self.mask_source_box, "scale": self.scale_box,
-                "scheduler": self.scheduler_box, "batch_count": self.batch_count_spin, "vae": self.vae_box,
-                "clip_skip": self.clip_skip_spin, "refiner": self.refiner_box,
-                "refiner_start": self.refiner_start_spin, "caption_style": self.caption_style_box}[name]
+            return self.extend[name[len("extend_") :]]
+        return {
+            "steps": self.steps_spin,
+            "cfg": self.cfg_spin,
+            "seed": self.seed_spin,
+            "batch": self.batch_spin,
+            "refine": self.refine_spin,
+            "model": self.model_box,
+            "sampler": self.sampler_box,
+            "upscaler": self.upscaler_box,
+            "image_source": self.image_source_box,
+            "mask_source": self.mask_source_box,
+            "scale": self.scale_box,
+            "scheduler": self.scheduler_box,
+            "batch_count": self.batch_count_spin,
+            "vae": self.vae_box,
+            "clip_skip": self.clip_skip_spin,
+            "refiner": self.refiner_box,
+            "refiner_start": self.refiner_start_spin,
+            "caption_style": self.caption_style_box,
+        }[name]
 
     def _bind(self) -> None:
         s = self.session
@@ -80,10 +118,12 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.strength_slider.valueChanged.connect(lambda v: s.set_option("strength", v / 100.0))
         self.prompt_edit.textChanged.connect(lambda: s.set_prompt(self.prompt_edit.toPlainText()))
         self.negative_edit.textChanged.connect(
-            lambda: s.set_prompt(self.prompt_edit.toPlainText(), self.negative_edit.toPlainText()))
+            lambda: s.set_prompt(self.prompt_edit.toPlainText(), self.negative_edit.toPlainText())
+        )
         self.mode_tabs.currentChanged.connect(lambda i: s.set_mode(MODES[i]) if MODES[i] != s.settings.mode else None)
         self.connect_button.clicked.connect(
-            lambda: s.set_server(self.url_edit.text(), self.token_edit.text(), self.autostart_check.isChecked()))
+            lambda: s.set_server(self.url_edit.text(), self.token_edit.text(), self.autostart_check.isChecked())
+        )
         self.start_server_button.clicked.connect(s.start_local_server)
         self.add_control_button.clicked.connect(lambda: s.add_control())
         self.run_button.clicked.connect(lambda: s.run())
@@ -91,7 +131,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.cancel_button.clicked.connect(s.cancel)
         self.live_button.toggled.connect(s.set_live)
         self.results_list.currentRowChanged.connect(
-            lambda row: s.select_result(row) if row >= 0 and row != s.selected_result else None)
+            lambda row: s.select_result(row) if row >= 0 and row != s.selected_result else None
+        )
         self.apply_button.clicked.connect(lambda: s.apply())
         self.discard_button.clicked.connect(s.discard)
         # session -> widgets
@@ -199,8 +240,9 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.status_label.setToolTip(f"{detail}\n{s.device}")
         else:
             starting = "starting the local server" in detail
-            text = "Starting the local server…" if starting else "Connecting…" if state == CONNECTING else \
-                "Not connected"
+            text = (
+                "Starting the local server…" if starting else "Connecting…" if state == CONNECTING else "Not connected"
+            )
             self.status_label.setText(text)
             self.status_label.setToolTip(s.server.last_output(12) if starting and s.server.running else detail)
 
@@ -242,7 +284,12 @@ class PaintbridgePanel(QtWidgets.QWidget):
     def _fill_sampling_boxes(self) -> None:
         """Samplers and schedules from the server's welcome, VAEs and refiners from its listing."""
         s = self.session
-        labels = {"sampler": "Model default", "scheduler": "Sampler's own", "vae": "Checkpoint's own", "refiner": "None"}
+        labels = {
+            "sampler": "Model default",
+            "scheduler": "Sampler's own",
+            "vae": "Checkpoint's own",
+            "refiner": "None",
+        }
         for name, default_label in labels.items():
             names = client.sampling.option_values(s.defaults.sampling, s.models, name, s.shown().sampler)
             box, current = self._option_widget(name), getattr(s.settings, name)
@@ -290,22 +337,24 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.pull_progress.setVisible(running or bool(text))
         self.pull_progress.setValue(value)
         self.pull_progress.setFormat(text or "%p%")
-        self.pull_button.setEnabled(not running and s.connected and d.presets is not None
-                                    and self.preset_box.count() > 0)
+        self.pull_button.setEnabled(
+            not running and s.connected and d.presets is not None and self.preset_box.count() > 0
+        )
         self.pull_cancel_button.setEnabled(running)
 
     # --- progress previews and results --------------------------------------------------------------------------------
     def _show_progress_preview(self, preview: Preview) -> None:
         """Show a progress event's preview in the panel (scaled to fit; the document is never touched)."""
-        width, height = fit_size(preview.width, preview.height, max(THUMB, self.progress.width() - 8),
-                                 PREVIEW_HEIGHT)
+        width, height = fit_size(preview.width, preview.height, max(THUMB, self.progress.width() - 8), PREVIEW_HEIGHT)
         image = qimage_from_rgba8(preview.data, preview.width, preview.height)
         if (width, height) != (preview.width, preview.height):
-            image = image.scaled(width, height, Qt.AspectRatioMode.IgnoreAspectRatio,
-                                 Qt.TransformationMode.SmoothTransformation)
+            image = image.scaled(
+                width, height, Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation
+            )
         self.progress_preview.setPixmap(QtGui.QPixmap.fromImage(image))
-        self.progress_preview.setToolTip(f"Step {preview.step} of {preview.total}: a rough preview; "
-                                         "the results replace it")
+        self.progress_preview.setToolTip(
+            f"Step {preview.step} of {preview.total}: a rough preview; the results replace it"
+        )
         if not self._showing_progress_preview:
             self._showing_progress_preview = True
             self.progress_preview.setVisible(True)
@@ -326,9 +375,13 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.results_list.blockSignals(True)
         self.results_list.clear()
         for image in self.session.results:
-            icon = QtGui.QIcon(QtGui.QPixmap.fromImage(
-                qimage_from_bgra8(image.data, image.box.width, image.box.height).scaled(
-                    THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)))
+            icon = QtGui.QIcon(
+                QtGui.QPixmap.fromImage(
+                    qimage_from_bgra8(image.data, image.box.width, image.box.height).scaled(
+                        THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+                    )
+                )
+            )
             item = QtWidgets.QListWidgetItem(icon, f"seed {image.seed}")
             box = image.box
             item.setToolTip(f"{box.width}×{box.height} at ({box.x}, {box.y}), seed {image.seed}")
@@ -357,9 +410,12 @@ class PaintbridgePanel(QtWidgets.QWidget):
         layers = self.session.host.paint_layers()
         for index, spec in enumerate(self.session.controls):
             row = widgets.ControlRow(
-                spec, layers, changed=lambda field, value, i=index: self.session.update_control(i, **{field: value}),
+                spec,
+                layers,
+                changed=lambda field, value, i=index: self.session.update_control(i, **{field: value}),
                 from_image=lambda i=index: self.session.control_from_image(index=i),
-                remove=lambda i=index: self.session.remove_control(i))
+                remove=lambda i=index: self.session.remove_control(i),
+            )
             self.control_rows.append(row)
             self.controls_layout.addWidget(row)
 
@@ -382,9 +438,13 @@ class PaintbridgePanel(QtWidgets.QWidget):
         layers, regions = self.session.host.paint_layers(), refs.region_choices()
         for index, ref in enumerate(refs.items):
             row = reference_widgets.ReferenceRow(
-                ref, layers, changed=lambda field, value, i=index: refs.update(i, **{field: value}),
-                move=lambda delta, i=index: refs.move(i, delta), remove=lambda i=index: refs.remove(i),
-                regions=regions)
+                ref,
+                layers,
+                changed=lambda field, value, i=index: refs.update(i, **{field: value}),
+                move=lambda delta, i=index: refs.move(i, delta),
+                remove=lambda i=index: refs.remove(i),
+                regions=regions,
+            )
             self.reference_rows.append(row)
             self.references_layout.addWidget(row)
 

@@ -12,15 +12,34 @@ from .wire import client, protocol
 
 THUMB = 88
 PREVIEW_HEIGHT = THUMB + 26  # the in-progress preview's area (it takes the result thumbnails' place)
-MODES = ("generate", "inpaint", "img2img", "outpaint", "upscale",
-         "edit", "detail")  # the panel's tabs (client.modes has the rules; edit: instruction edit)
-MODE_LABELS = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine (img2img)", "outpaint": "Outpaint",
-               "upscale": "Upscale (the selection, or the whole image)",
-               "edit": "Edit the selection from an instruction in the prompt (\"make the jacket red\"); "
-                       "on models that can, e.g. Flux.1 Kontext",
-               "detail": "Detailer: repaint the faces in the selection, or in the whole image"}
-SHORT_MODE_NAMES = {"generate": "Generate", "inpaint": "Inpaint", "img2img": "Refine", "outpaint": "Outpaint",
-                    "upscale": "Upscale", "edit": "Edit", "detail": "Detail"}
+MODES = (
+    "generate",
+    "inpaint",
+    "img2img",
+    "outpaint",
+    "upscale",
+    "edit",
+    "detail",
+)  # the panel's tabs (client.modes has the rules; edit: instruction edit)
+MODE_LABELS = {
+    "generate": "Generate",
+    "inpaint": "Inpaint",
+    "img2img": "Refine (img2img)",
+    "outpaint": "Outpaint",
+    "upscale": "Upscale (the selection, or the whole image)",
+    "edit": 'Edit the selection from an instruction in the prompt ("make the jacket red"); '
+    "on models that can, e.g. Flux.1 Kontext",
+    "detail": "Detailer: repaint the faces in the selection, or in the whole image",
+}
+SHORT_MODE_NAMES = {
+    "generate": "Generate",
+    "inpaint": "Inpaint",
+    "img2img": "Refine",
+    "outpaint": "Outpaint",
+    "upscale": "Upscale",
+    "edit": "Edit",
+    "detail": "Detail",
+}
 
 
 class ControlRow(QtWidgets.QFrame):
@@ -30,8 +49,9 @@ class ControlRow(QtWidgets.QFrame):
     the session's control ``index``.
     """
 
-    def __init__(self, spec: ControlSpec, layers: list, changed: Callable, from_image: Callable,
-                 remove: Callable) -> None:
+    def __init__(
+        self, spec: ControlSpec, layers: list, changed: Callable, from_image: Callable, remove: Callable
+    ) -> None:
         super().__init__()
         self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
         grid = QtWidgets.QGridLayout(self)
@@ -84,8 +104,9 @@ class ControlRow(QtWidgets.QFrame):
         fill_layer_picker(self.layer_box, layers, keep)
 
 
-def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, server_available: bool,
-          default_url: str) -> None:
+def build(
+    panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, server_available: bool, default_url: str
+) -> None:
     """Create the panel's widgets as attributes of ``panel`` and lay them out (top to bottom)."""
     outer = QtWidgets.QVBoxLayout(panel)
     outer.setContentsMargins(0, 0, 0, 0)
@@ -105,8 +126,7 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     panel.status_dot = QtWidgets.QLabel("●")
     panel.status_label = QtWidgets.QLabel("Not connected")
     panel.status_label.setWordWrap(True)
-    panel.status_label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding,
-                                    QtWidgets.QSizePolicy.Policy.Preferred)
+    panel.status_label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Preferred)
     panel.settings_button = QtWidgets.QToolButton()
     panel.settings_button.setText("⚙")
     panel.settings_button.setCheckable(True)
@@ -174,8 +194,10 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     describe.setSpacing(2)
     panel.describe_button = QtWidgets.QToolButton()
     panel.describe_button.setText("Describe")
-    panel.describe_button.setToolTip("Fill the prompt with a description of the selection (or the whole image), made "
-                                     "by the server's captioner ('paintbridge models pull captioner')")
+    panel.describe_button.setToolTip(
+        "Fill the prompt with a description of the selection (or the whole image), made "
+        "by the server's captioner ('paintbridge models pull captioner')"
+    )
     panel.caption_style_box = _combo(6)
     for value in client.settings.CAPTION_STYLES:
         panel.caption_style_box.addItem(client.settings.CAPTION_STYLE_LABELS[value], value)
@@ -201,9 +223,11 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     panel.strength_slider.valueChanged.connect(lambda v: panel.strength_value.setText(f"{v}%"))
     layout.addWidget(panel.strength_row)
     panel.transparent_check = QtWidgets.QCheckBox("Transparent layer")
-    panel.transparent_check.setToolTip("Generate an object with real alpha (hair, glass, smoke) instead of a picture "
-                                       "to cut out: LayerDiffuse on SD1.5 and SDXL models ('paintbridge models pull "
-                                       "layerdiffuse-sd15' or 'layerdiffuse-sdxl')")
+    panel.transparent_check.setToolTip(
+        "Generate an object with real alpha (hair, glass, smoke) instead of a picture "
+        "to cut out: LayerDiffuse on SD1.5 and SDXL models ('paintbridge models pull "
+        "layerdiffuse-sd15' or 'layerdiffuse-sdxl')"
+    )
     layout.addWidget(panel.transparent_check)
 
     # Seamless textures (generate, img2img, upscale): the result wraps at its edges; Krita can show it wrapped.
@@ -211,11 +235,15 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     trow = QtWidgets.QHBoxLayout(panel.tileable_row)
     trow.setContentsMargins(0, 0, 0, 0)
     panel.tileable_check = QtWidgets.QCheckBox("Seamless texture")
-    panel.tileable_check.setToolTip("Make a result whose right edge continues into its left and its bottom into its "
-                                    "top, to repeat as a tile (a pattern, a texture)")
+    panel.tileable_check.setToolTip(
+        "Make a result whose right edge continues into its left and its bottom into its "
+        "top, to repeat as a tile (a pattern, a texture)"
+    )
     panel.wrap_view_check = QtWidgets.QCheckBox("Show wrapped")
-    panel.wrap_view_check.setToolTip("Show a seamless result in Krita's wrap-around mode (View > Wrap Around Mode, "
-                                     "Shift+W): the canvas repeats in every direction, so any seam shows")
+    panel.wrap_view_check.setToolTip(
+        "Show a seamless result in Krita's wrap-around mode (View > Wrap Around Mode, "
+        "Shift+W): the canvas repeats in every direction, so any seam shows"
+    )
     trow.addWidget(panel.tileable_check)
     trow.addWidget(panel.wrap_view_check)
     trow.addStretch(1)
@@ -291,9 +319,11 @@ def build(panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, serve
     panel.fill_box = _combo()
     for value, label in client.settings.FILLS.items():
         panel.fill_box.addItem(label, value)
-    panel.fill_box.setToolTip("Inpaint and outpaint: how the area is filled without a model (and pre-filled for a "
-                              "diffusion outpaint). Texture copies it from around the hole; LaMa needs its weights "
-                              "('paintbridge models pull lama').")
+    panel.fill_box.setToolTip(
+        "Inpaint and outpaint: how the area is filled without a model (and pre-filled for a "
+        "diffusion outpaint). Texture copies it from around the hole; LaMa needs its weights "
+        "('paintbridge models pull lama')."
+    )
     panel.color_match_check = QtWidgets.QCheckBox("Match colours to the surroundings")
     aform.addRow("Fill", panel.fill_box)
     aform.addRow(panel.color_match_check)
@@ -443,10 +473,12 @@ def build_history_section(panel: QtWidgets.QWidget) -> None:
     panel.history_search = QtWidgets.QLineEdit()
     panel.history_search.setPlaceholderText("Search: words of the prompt, model, seed, mode, date")
     panel.history_search.setClearButtonEnabled(True)
-    panel.history_search.setToolTip("Every word must match (prompt, negative prompt, model, mode, a seed or the date "
-                                    "2026-12-07 14:05); \"quoted words\" match as a phrase; a word may name its field: "
-                                    "prompt:cat model:sdxl mode:inpaint seed:1234 date:2026-12 date:>2026-12-01 "
-                                    "date:today")
+    panel.history_search.setToolTip(
+        "Every word must match (prompt, negative prompt, model, mode, a seed or the date "
+        '2026-12-07 14:05); "quoted words" match as a phrase; a word may name its field: '
+        "prompt:cat model:sdxl mode:inpaint seed:1234 date:2026-12 date:>2026-12-01 "
+        "date:today"
+    )
     box.addWidget(panel.history_search)
     panel.history_list = QtWidgets.QListWidget()
     panel.history_list.setViewMode(QtWidgets.QListView.ViewMode.IconMode)

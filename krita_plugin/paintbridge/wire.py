@@ -16,8 +16,22 @@ except ImportError:  # running from the repository (unit tests)
     import client  # type: ignore[no-redef]
     import protocol  # type: ignore[no-redef]
 
-for _name in ("docdata", "errors", "history", "history_search", "jobs", "live", "models", "modes", "regions", "results",
-              "sampling", "server", "session", "settings"):
+for _name in (
+    "docdata",
+    "errors",
+    "history",
+    "history_search",
+    "jobs",
+    "live",
+    "models",
+    "modes",
+    "regions",
+    "results",
+    "sampling",
+    "server",
+    "session",
+    "settings",
+):
     import_module(f"{client.__name__}.{_name}")
 
 Box = protocol.Box

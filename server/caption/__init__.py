@@ -33,8 +33,9 @@ def load_captioner(folder: Path, device: str = "cpu") -> Tuple[object, object]:
         processor = BlipProcessor.from_pretrained(folder, local_files_only=True)
         model = BlipForConditionalGeneration.from_pretrained(folder, local_files_only=True, use_safetensors=True)
     except (OSError, ValueError, KeyError) as err:
-        raise ProtocolError(MODEL_NOT_FOUND, f"the captioner in {folder} cannot be loaded: {err}",
-                            field="model") from err
+        raise ProtocolError(
+            MODEL_NOT_FOUND, f"the captioner in {folder} cannot be loaded: {err}", field="model"
+        ) from err
     return model.to(device).eval(), processor
 
 
@@ -78,9 +79,13 @@ class CaptionEngine(Engine):
             return usable[0]
         why = "; ".join(f"'{e.name}' cannot be used: {e.problem}" for e in entries)
         folders = " or ".join(str(d / "captioners") for d in self.registry.dirs) or "the models folder's captioners/"
-        raise ProtocolError(MODEL_NOT_FOUND, "describing a picture needs a captioner and none is installed"
-                            f"{' (' + why + ')' if why else ''}: run `{PULL_HINT}` (BLIP large, about 1.9 GB) or put a "
-                            f"BLIP captioning model folder in {folders}", field="model")
+        raise ProtocolError(
+            MODEL_NOT_FOUND,
+            "describing a picture needs a captioner and none is installed"
+            f"{' (' + why + ')' if why else ''}: run `{PULL_HINT}` (BLIP large, about 1.9 GB) or put a "
+            f"BLIP captioning model folder in {folders}",
+            field="model",
+        )
 
     def run(self, job: Job, ctx: JobContext) -> List[Layer]:
         import torch
@@ -94,8 +99,13 @@ class CaptionEngine(Engine):
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
         tracker = _Progress(ctx, 1, MAX_NEW_TOKENS)  # BLIP's decoder starts from one token
         with torch.inference_mode():
-            ids = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, num_beams=NUM_BEAMS, no_repeat_ngram_size=3,
-                                 stopping_criteria=[tracker])
+            ids = model.generate(
+                **inputs,
+                max_new_tokens=MAX_NEW_TOKENS,
+                num_beams=NUM_BEAMS,
+                no_repeat_ngram_size=3,
+                stopping_criteria=[tracker],
+            )
         sentence = " ".join(processor.decode(ids[0], skip_special_tokens=True).split())
         ctx.text = as_tags(sentence) if job.params.caption_style == "tags" else sentence
         ctx.progress(MAX_NEW_TOKENS, MAX_NEW_TOKENS)

@@ -6,15 +6,19 @@ import re
 from typing import List
 
 # Words that join phrases: the caption is cut at each of them.
-_JOINERS = frozenset("""
+_JOINERS = frozenset(
+    """
 about above across after against along among and around as at before behind below beneath beside between beyond but
 by down during for from in inside into near next of off on onto or out outside over past through to toward towards
 under underneath up upon while with within without
-""".split())
+""".split()
+)
 # Words that open or pad a phrase without naming anything.
-_FILLERS = frozenset("""
+_FILLERS = frozenset(
+    """
 a an the this that these those its their his her some there is are was were be being been it which who has have
-""".split())
+""".split()
+)
 _WORD = re.compile(r"[\w'-]+", re.UNICODE)
 
 

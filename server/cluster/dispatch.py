@@ -60,8 +60,10 @@ class PoolQueue(JobQueue):
     # --- placing ---
 
     def _wants(self) -> List[routing.Want]:
-        again = [routing.Want(key, self._running_items[key].owner, self._model(self._running_items[key]), False)
-                 for key in self._rerouting]
+        again = [
+            routing.Want(key, self._running_items[key].owner, self._model(self._running_items[key]), False)
+            for key in self._rerouting
+        ]
         return again + [routing.Want(item.key, item.owner, self._model(item), item.live) for item in self.run_order()]
 
     def _model(self, item: QueuedJob) -> Optional[str]:
@@ -163,13 +165,13 @@ class PoolQueue(JobQueue):
             try:
                 layers = await self._stream(item, rid, state)
             except ReplicaLost as err:
-                log.warning("replica %s was lost during job %s (%s); the job starts again elsewhere",
-                            rid, item.id, err)
+                log.warning("replica %s was lost during job %s (%s); the job starts again elsewhere", rid, item.id, err)
                 self.pool.lost(rid)
                 asyncio.ensure_future(self._recheck(rid))
                 if tries >= MAX_TRIES:
-                    raise ProtocolError(INTERNAL, f"the job was started on {tries} replicas and each was lost "
-                                        f"(last: {err})") from None
+                    raise ProtocolError(
+                        INTERNAL, f"the job was started on {tries} replicas and each was lost (last: {err})"
+                    ) from None
                 if item.ctx._report is not None:  # the client sees its progress start again
                     item.ctx._report(0, self._totals.get(item.key, 0), None)
                 await self._reroute(item)

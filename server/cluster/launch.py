@@ -51,9 +51,15 @@ def ray_command() -> str:
     return str(beside) if beside.exists() else (shutil.which("ray") or "ray")
 
 
-def start_ray_node(bind: str, head_address: Optional[str] = None, port: int = DEFAULT_RAY_PORT,
-                   num_cpus: Optional[float] = None, num_gpus: Optional[int] = None,
-                   object_store_bytes: Optional[int] = None, timeout: float = 120.0) -> subprocess.Popen:
+def start_ray_node(
+    bind: str,
+    head_address: Optional[str] = None,
+    port: int = DEFAULT_RAY_PORT,
+    num_cpus: Optional[float] = None,
+    num_gpus: Optional[int] = None,
+    object_store_bytes: Optional[int] = None,
+    timeout: float = 120.0,
+) -> subprocess.Popen:
     """``ray start --block``: a head on ``bind:port`` (no ``head_address``) or a node joining ``head_address``, with
     the dashboard and the autoscaler monitor off (a studio has no autoscaler). Returns once the node runs; stopping
     the returned process (``stop_ray_node``) stops the node and nothing else of Ray on this machine."""
@@ -69,8 +75,14 @@ def start_ray_node(bind: str, head_address: Optional[str] = None, port: int = DE
     if object_store_bytes:
         cmd += ["--object-store-memory", str(object_store_bytes)]
     log.info("starting Ray: %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd, env=node_env(bind, head_address), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # (a join needs the head's token file)
+    proc = subprocess.Popen(
+        cmd,
+        env=node_env(bind, head_address),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )  # (a join needs the head's token file)
     seen: List[str] = []
     started = threading.Event()
 
@@ -122,19 +134,42 @@ def local_device_count(device: Optional[str]) -> int:
         return 0
 
 
-def deploy_here(replicas: Optional[int], model_dirs: Sequence[Path], device: Optional[str], dtype: Optional[str],
-                replica_cpus: float, allow_pickle: bool, machine: str = "") -> List[str]:
+def deploy_here(
+    replicas: Optional[int],
+    model_dirs: Sequence[Path],
+    device: Optional[str],
+    dtype: Optional[str],
+    replica_cpus: float,
+    allow_pickle: bool,
+    machine: str = "",
+) -> List[str]:
     """Replicas on this machine: one per GPU (``--replicas`` overrides), else ``--replicas`` CPU workers (1)."""
     gpus = local_device_count(device)
     count = replicas if replicas is not None else max(1, gpus)
     per_gpu = 1.0 if gpus and count <= gpus else 0.0
-    return deploy_replicas(count, [str(d) for d in model_dirs], machine=machine, device=device, dtype=dtype,
-                           num_cpus=replica_cpus, num_gpus=per_gpu, threads=0 if per_gpu else max(1, int(replica_cpus)),
-                           allow_pickle=allow_pickle, pin_node=True)
+    return deploy_replicas(
+        count,
+        [str(d) for d in model_dirs],
+        machine=machine,
+        device=device,
+        dtype=dtype,
+        num_cpus=replica_cpus,
+        num_gpus=per_gpu,
+        threads=0 if per_gpu else max(1, int(replica_cpus)),
+        allow_pickle=allow_pickle,
+        pin_node=True,
+    )
 
 
-def serve_cluster(config: ServerConfig, cluster: str, bind: str, port: int, replicas: Optional[int],
-                  replica_cpus: float, on_ready: Callable[[int], None]) -> None:
+def serve_cluster(
+    config: ServerConfig,
+    cluster: str,
+    bind: str,
+    port: int,
+    replicas: Optional[int],
+    replica_cpus: float,
+    on_ready: Callable[[int], None],
+) -> None:
     """The front end of a studio: start a Ray head here (``cluster == "start"``) or join ``cluster``, put this
     machine's replicas in the pool, then serve the websocket until interrupted."""
     head = start_ray_node(bind, port=port) if cluster == "start" else None
@@ -143,8 +178,15 @@ def serve_cluster(config: ServerConfig, cluster: str, bind: str, port: int, repl
         attach(f"{bind}:{port}" if head is not None else cluster)
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # (after Ray's own) a stop cleans up like Ctrl-C
         if replicas != 0:
-            ids = deploy_here(replicas, config.model_dirs, config.device, config.dtype, replica_cpus,
-                              config.allow_pickle, machine="head")
+            ids = deploy_here(
+                replicas,
+                config.model_dirs,
+                config.device,
+                config.dtype,
+                replica_cpus,
+                config.allow_pickle,
+                machine="head",
+            )
         asyncio.run(ClusterServer(config).run(on_ready=on_ready))
     finally:
         if head is not None:  # the Ray head this command started goes with it (and its replicas)
@@ -154,8 +196,17 @@ def serve_cluster(config: ServerConfig, cluster: str, bind: str, port: int, repl
             remove_replicas(ids)
 
 
-def run_worker(address: str, bind: str, model_dirs: Sequence[Path], replicas: Optional[int], device: Optional[str],
-               dtype: Optional[str], replica_cpus: float, allow_pickle: bool, machine: str = "") -> None:
+def run_worker(
+    address: str,
+    bind: str,
+    model_dirs: Sequence[Path],
+    replicas: Optional[int],
+    device: Optional[str],
+    dtype: Optional[str],
+    replica_cpus: float,
+    allow_pickle: bool,
+    machine: str = "",
+) -> None:
     """Add this machine to the studio at ``address``: join Ray, deploy its replicas, keep them until interrupted."""
     if is_loopback(address):
         raise ValueError(LOOPBACK_HEAD)
@@ -166,8 +217,9 @@ def run_worker(address: str, bind: str, model_dirs: Sequence[Path], replicas: Op
         attach(address)
         signal.signal(signal.SIGTERM, lambda *_: stop.set())  # (after Ray's own handler)
         ids = deploy_here(replicas, model_dirs, device, dtype, replica_cpus, allow_pickle, machine=machine)
-        print(f"Paintbridge worker: replicas {', '.join(ids)} in the pool at {address} (Ctrl-C removes them)",
-              flush=True)
+        print(
+            f"Paintbridge worker: replicas {', '.join(ids)} in the pool at {address} (Ctrl-C removes them)", flush=True
+        )
         stop.wait()
     except KeyboardInterrupt:
         pass

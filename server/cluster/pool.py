@@ -30,9 +30,19 @@ def start_serve() -> None:
     serve.start(proxy_location="Disabled")
 
 
-def deploy_replicas(count: int, model_dirs: Sequence[str], *, machine: str = "", device: Optional[str] = None,
-                    dtype: Optional[str] = None, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                    threads: int = 0, allow_pickle: bool = False, pin_node: bool = False) -> List[str]:
+def deploy_replicas(
+    count: int,
+    model_dirs: Sequence[str],
+    *,
+    machine: str = "",
+    device: Optional[str] = None,
+    dtype: Optional[str] = None,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    threads: int = 0,
+    allow_pickle: bool = False,
+    pin_node: bool = False,
+) -> List[str]:
     """Deploy ``count`` replicas (apps ``paintbridge-replica-<machine>-<n>``) that see ``model_dirs``; returns their
     ids. ``num_gpus=1`` gives each replica a GPU of its own; ``pin_node`` keeps them on this process's Ray node."""
     machine = machine or socket.gethostname()
@@ -40,14 +50,23 @@ def deploy_replicas(count: int, model_dirs: Sequence[str], *, machine: str = "",
     if pin_node:
         options["resources"] = {f"node:{ray.util.get_node_ip_address()}": 0.001}
     deployment = serve.deployment(
-        EngineReplica, name="EngineReplica", num_replicas=1, max_ongoing_requests=16,
-        health_check_period_s=2.0, health_check_timeout_s=60.0, graceful_shutdown_timeout_s=5.0,
-        ray_actor_options=options)
+        EngineReplica,
+        name="EngineReplica",
+        num_replicas=1,
+        max_ongoing_requests=16,
+        health_check_period_s=2.0,
+        health_check_timeout_s=60.0,
+        graceful_shutdown_timeout_s=5.0,
+        ray_actor_options=options,
+    )
     ids = []
     for n in range(count):
         rid = f"{machine}-{n}"
-        serve.run(deployment.bind(rid, [str(d) for d in model_dirs], device, dtype, allow_pickle, threads),
-                  name=APP_PREFIX + rid, route_prefix=None)
+        serve.run(
+            deployment.bind(rid, [str(d) for d in model_dirs], device, dtype, allow_pickle, threads),
+            name=APP_PREFIX + rid,
+            route_prefix=None,
+        )
         ids.append(rid)
     return ids
 
@@ -76,7 +95,7 @@ class Pool:
         """Find replicas (new workers' too) and ask each what it holds; one that does not answer is out of routing."""
         names = await asyncio.to_thread(lambda: [n for n in serve.status().applications if n.startswith(APP_PREFIX)])
         for name in names:
-            rid = name[len(APP_PREFIX):]
+            rid = name[len(APP_PREFIX) :]
             if rid not in self._handles:
                 self._handles[rid] = await asyncio.to_thread(serve.get_app_handle, name)
                 self.states[rid] = ReplicaState(rid, alive=False)
@@ -121,8 +140,12 @@ class Pool:
         state = self.states[rid]
         state.refused[model] = reason
         state.loaded = ""
-        log.error("replica %s cannot load the checkpoint '%s' (%s): it is taken out of routing for that model",
-                  rid, model, reason)
+        log.error(
+            "replica %s cannot load the checkpoint '%s' (%s): it is taken out of routing for that model",
+            rid,
+            model,
+            reason,
+        )
 
     def listing(self) -> List[dict]:
         """Every model some live replica has, once per name (the first replica's entry), in replica order."""
@@ -142,8 +165,12 @@ class Pool:
 
     def capabilities(self) -> dict:
         """``welcome.capabilities["pool"]``: each replica's id, device, checkpoints and the one it holds."""
-        return {"replicas": [{"id": rid, "device": s.device, "models": sorted(s.models), "loaded": s.loaded,
-                              "alive": s.alive} for rid, s in sorted(self.states.items())]}
+        return {
+            "replicas": [
+                {"id": rid, "device": s.device, "models": sorted(s.models), "loaded": s.loaded, "alive": s.alive}
+                for rid, s in sorted(self.states.items())
+            ]
+        }
 
     def device_description(self) -> str:
         alive = [s for s in self.states.values() if s.alive]

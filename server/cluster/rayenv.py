@@ -25,15 +25,17 @@ from protocol.addresses import is_loopback_host
 
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_enable_metrics_collection": "0"}
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-LOOPBACK_HEAD = ("a studio's Ray head on a loopback address (the default --ray-bind 127.0.0.1) is a one-machine "
-                 "studio that no machine can join: run more replicas on it with --replicas N, or start the front end "
-                 "with --ray-bind set to this machine's network address and join that")
+LOOPBACK_HEAD = (
+    "a studio's Ray head on a loopback address (the default --ray-bind 127.0.0.1) is a one-machine "
+    "studio that no machine can join: run more replicas on it with --replicas N, or start the front end "
+    "with --ray-bind set to this machine's network address and join that"
+)
 
 
 def is_loopback(address: str) -> bool:
     """Whether ``address`` (a host, or host:port) is this machine's loopback."""
     if address.startswith("["):
-        host = address[1:address.find("]")]
+        host = address[1 : address.find("]")]
     else:
         host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
     return is_loopback_host(host)

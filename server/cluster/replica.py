@@ -40,8 +40,15 @@ def checkpoint_key(job: Job) -> Optional[str]:
 class EngineReplica:
     """A replica: runs one job at a time on its own engines and reports what it holds."""
 
-    def __init__(self, replica_id: str, model_dirs: Sequence[str], device: Optional[str] = None,
-                 dtype: Optional[str] = None, allow_pickle: bool = False, threads: int = 0) -> None:
+    def __init__(
+        self,
+        replica_id: str,
+        model_dirs: Sequence[str],
+        device: Optional[str] = None,
+        dtype: Optional[str] = None,
+        allow_pickle: bool = False,
+        threads: int = 0,
+    ) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         if threads > 0:
             os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -49,8 +56,11 @@ class EngineReplica:
 
             torch.set_num_threads(threads)
         self.id = replica_id
-        self.router = Router(ServerConfig(model_dirs=[Path(d) for d in model_dirs], device=device, dtype=dtype,
-                                          allow_pickle=allow_pickle))
+        self.router = Router(
+            ServerConfig(
+                model_dirs=[Path(d) for d in model_dirs], device=device, dtype=dtype, allow_pickle=allow_pickle
+            )
+        )
         self.loaded = ""
         self.loads = 0
         self.jobs = 0
@@ -63,11 +73,16 @@ class EngineReplica:
         registry = self.router.registry
         default = registry.default_checkpoint()
         return {
-            "id": self.id, "device": self.router.device_description(), "pid": os.getpid(),
+            "id": self.id,
+            "device": self.router.device_description(),
+            "pid": os.getpid(),
             "models": [e.name for e in registry.entries("checkpoint")],
             "listing": [{k: v for k, v in m.items() if k != "path"} for m in self.router.models()],
-            "default": default.name if default is not None else "", "loaded": self.loaded,
-            "loads": self.loads, "jobs": self.jobs, "cancelled": self.cancelled,
+            "default": default.name if default is not None else "",
+            "loaded": self.loaded,
+            "loads": self.loads,
+            "jobs": self.jobs,
+            "cancelled": self.cancelled,
         }
 
     def _load(self, name: str) -> str:
@@ -109,8 +124,11 @@ class EngineReplica:
     async def _run_job(self, job: Job) -> AsyncIterator[tuple]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        ctx = JobContext(lambda step, total, preview: loop.call_soon_threadsafe(
-            events.put_nowait, ("progress", step, total, preview)))
+        ctx = JobContext(
+            lambda step, total, preview: loop.call_soon_threadsafe(
+                events.put_nowait, ("progress", step, total, preview)
+            )
+        )
         started = time.perf_counter()
         task = asyncio.ensure_future(asyncio.to_thread(self.router.run, job, ctx))
         try:
@@ -138,8 +156,13 @@ class EngineReplica:
             yield ("error", err.code, err.message, err.field)
         except Exception as err:  # every failure reaches the client as a message
             if devices.is_out_of_memory(err):
-                yield ("error", OUT_OF_MEMORY, f"out of memory on replica {self.id} while running the job: {err}. "
-                       "Try a smaller selection, a smaller batch or a smaller model", None)
+                yield (
+                    "error",
+                    OUT_OF_MEMORY,
+                    f"out of memory on replica {self.id} while running the job: {err}. "
+                    "Try a smaller selection, a smaller batch or a smaller model",
+                    None,
+                )
             else:
                 log.exception("replica %s: job %s failed", self.id, job.id)
                 yield ("error", INTERNAL, f"internal error on replica {self.id}: {type(err).__name__}: {err}", None)

@@ -73,8 +73,12 @@ class ResultStore:
 
 def lost_job(job_id: str) -> Error:
     """The answer to a job that was queued or running when the front end stopped."""
-    return Error(INTERNAL, f"job {job_id} was lost: the studio's front end restarted while the job was queued or "
-                 "running, and its images went with it; send the job again", id=job_id)
+    return Error(
+        INTERNAL,
+        f"job {job_id} was lost: the studio's front end restarted while the job was queued or "
+        "running, and its images went with it; send the job again",
+        id=job_id,
+    )
 
 
 class RayKeeper:
@@ -85,8 +89,11 @@ class RayKeeper:
     """
 
     def __init__(self) -> None:
-        self.actor = ray.remote(ResultStore).options(
-            name=STORE_NAME, namespace=STORE_NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0).remote()
+        self.actor = (
+            ray.remote(ResultStore)
+            .options(name=STORE_NAME, namespace=STORE_NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0)
+            .remote()
+        )
         self.closed = False
         self.lost: Dict[str, List[str]] = {}  # session id -> jobs a previous front end lost (after ``restore``)
 

@@ -94,14 +94,18 @@ def refusal(model: Optional[str], replicas: Sequence[ReplicaState]) -> Tuple[str
     """(error code, message): why no replica can run a job of ``model`` (what each replica lacks or why it refused)."""
     alive = [r for r in replicas if r.alive]
     if not alive:
-        return BUSY, ("no engine replica is running in the pool: start one with 'paintbridge worker', or wait for "
-                      "the pool to restart the ones that stopped")
+        return BUSY, (
+            "no engine replica is running in the pool: start one with 'paintbridge worker', or wait for "
+            "the pool to restart the ones that stopped"
+        )
     name = model or "the default checkpoint"
     seen = [r for r in alive if r.resolve(model) and r.resolve(model) in r.models]
     if not seen:
         have = sorted(set().union(*(r.models for r in alive)))
-        return MODEL_NOT_FOUND, (f"no replica in the pool has the checkpoint '{name}' in its models folder "
-                                 f"(the pool has: {', '.join(have) or 'no checkpoints'})")
+        return MODEL_NOT_FOUND, (
+            f"no replica in the pool has the checkpoint '{name}' in its models folder "
+            f"(the pool has: {', '.join(have) or 'no checkpoints'})"
+        )
     reasons = "; ".join(f"replica {r.id}: {r.refused[r.resolve(model)]}" for r in seen)
     return INTERNAL, f"no replica in the pool could load the checkpoint '{name}' ({reasons})"
 
@@ -110,8 +114,9 @@ def plan(waiting: Sequence[Want], replicas: Sequence[ReplicaState], last_replica
     """Place ``waiting`` (in fair order) on ``replicas``; see the module docstring. ``last_replica`` maps an owner to
     the replica that ran its last job."""
     out = Plan()
-    ready_in = {r.id: (max(0.0, r.job_seconds - r.busy_for) if r.busy_for is not None else 0.0)
-                for r in replicas if r.alive}
+    ready_in = {
+        r.id: (max(0.0, r.job_seconds - r.busy_for) if r.busy_for is not None else 0.0) for r in replicas if r.alive
+    }
     holds = {r.id: r.loaded for r in replicas}
     measured: Dict[str, float] = {}
     for r in replicas:

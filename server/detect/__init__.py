@@ -26,8 +26,10 @@ PULL_NAME = "detailer"  # the catalogue preset with the detectors' weights
 MAX_SIDE = 2048  # larger images are searched scaled down (YuNet finds faces of about 10-300 px)
 MAX_DETECTIONS = 32
 # per target, the weights files looked for in detectors/, best kind first, and the file the pull brings
-PATTERNS: Dict[str, Tuple[str, ...]] = {"face": (FACE_PATTERN, "*face_detection_short_range*.tflite"),
-                                        "hand": ("*palm_detection*.onnx", "*palm_detection*.tflite")}
+PATTERNS: Dict[str, Tuple[str, ...]] = {
+    "face": (FACE_PATTERN, "*face_detection_short_range*.tflite"),
+    "hand": ("*palm_detection*.onnx", "*palm_detection*.tflite"),
+}
 PULLED = {"face": "face_detection_yunet_2023mar.onnx", "hand": "palm_detection_mediapipe_2023feb.onnx"}
 __all__ = ["Detection", "Detectors", "FaceDetector", "find_weights", "installed_targets", "listing"]
 
@@ -59,8 +61,17 @@ def listing(dirs: Iterable[Path]) -> List[dict]:
         path = find_weights(dirs, target)
         if path is not None:
             arch = "yunet" if path.match(FACE_PATTERN) else "mediapipe"
-            out.append({"name": path.stem, "kind": "detector", "arch": arch, "inpaint": False,
-                        "format": path.suffix.lstrip(".").lower(), "path": str(path), "targets": [target]})
+            out.append(
+                {
+                    "name": path.stem,
+                    "kind": "detector",
+                    "arch": arch,
+                    "inpaint": False,
+                    "format": path.suffix.lstrip(".").lower(),
+                    "path": str(path),
+                    "targets": [target],
+                }
+            )
     return out
 
 
@@ -75,8 +86,10 @@ class FaceDetector:
         try:
             self._net = cv2.FaceDetectorYN.create(str(self.path), "", (320, 320), 0.1, 0.3, 5000)
         except cv2.error as err:
-            raise ProtocolError(UNSUPPORTED, f"{self.path.name} is not a YuNet face detector OpenCV can read: "
-                                f"{str(err).strip().splitlines()[-1]}") from err
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"{self.path.name} is not a YuNet face detector OpenCV can read: {str(err).strip().splitlines()[-1]}",
+            ) from err
         self._lock = threading.Lock()
 
     def detect(self, rgb: np.ndarray, confidence: float = 0.5) -> List[Detection]:
@@ -93,7 +106,7 @@ class FaceDetector:
             self._net.setScoreThreshold(float(confidence))
             _, faces = self._net.detect(bgr)
         out = []
-        for row in (faces if faces is not None else ()):
+        for row in faces if faces is not None else ():
             x, y, fw, fh = (float(v) / scale for v in row[:4])
             x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
             x1, y1 = min(w, int(np.ceil(x + fw))), min(h, int(np.ceil(y + fh)))
@@ -118,9 +131,13 @@ class Detectors:
         if path is None:
             folders = " or ".join(str(Path(d, DETECTORS_DIR)) for d in self.dirs) or "the models folder's detectors/"
             what = "YuNet face detector" if target == "face" else "MediaPipe palm (hand) detector"
-            raise ProtocolError(MODEL_NOT_FOUND, f"the detailer needs the {what} to find {target}s: run 'paintbridge "
-                                f"models pull {PULL_NAME}' (or download it from the plugin), or put "
-                                f"{PULLED[target]} into {folders}", field="params.detail.targets")
+            raise ProtocolError(
+                MODEL_NOT_FOUND,
+                f"the detailer needs the {what} to find {target}s: run 'paintbridge "
+                f"models pull {PULL_NAME}' (or download it from the plugin), or put "
+                f"{PULLED[target]} into {folders}",
+                field="params.detail.targets",
+            )
         with self._lock:
             current = self._loaded.get(target)
             if current is None or current.path != path:
@@ -136,8 +153,11 @@ class Detectors:
         any runs."""
         unknown = [t for t in targets if t not in PATTERNS]
         if unknown:
-            raise ProtocolError(UNSUPPORTED, f"the detailer finds {' and '.join(PATTERNS)}, not {unknown[0]!r}",
-                                field="params.detail.targets")
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"the detailer finds {' and '.join(PATTERNS)}, not {unknown[0]!r}",
+                field="params.detail.targets",
+            )
         detectors = [self.detector(t) for t in dict.fromkeys(targets)]
         return [found for d in detectors for found in d.detect(rgb, confidence)]
 

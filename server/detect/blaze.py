@@ -68,16 +68,22 @@ class BlazeDetector:
             self._net = read(str(self.path))
             self._channels_last = self._probe()
         except cv2.error as err:
-            raise ProtocolError(UNSUPPORTED, f"{self.path.name} is not a MediaPipe {spec.target} detector OpenCV can "
-                                f"run: {str(err).strip().splitlines()[-1]}") from err
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"{self.path.name} is not a MediaPipe {spec.target} detector OpenCV can "
+                f"run: {str(err).strip().splitlines()[-1]}",
+            ) from err
         self._lock = threading.Lock()
 
     def _forward(self, blob: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         self._net.setInput(blob)
         outs = self._net.forward(self._net.getUnconnectedOutLayersNames())
         if len(outs) != 2:
-            raise ProtocolError(UNSUPPORTED, f"{self.path.name} answers {len(outs)} outputs; a MediaPipe "
-                                f"{self.spec.target} detector answers 2 (boxes and scores)")
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"{self.path.name} answers {len(outs)} outputs; a MediaPipe "
+                f"{self.spec.target} detector answers 2 (boxes and scores)",
+            )
         boxes, scores = sorted(outs, key=lambda o: -o.shape[-1])  # regressors (N x 4+2K), then scores (N x 1)
         return boxes.reshape(-1, boxes.shape[-1]), scores.reshape(-1)
 
@@ -95,9 +101,12 @@ class BlazeDetector:
                 continue
             want = (len(self._anchors), 4 + 2 * self.spec.keypoints)
             if boxes.shape != want or scores.shape != (want[0],):
-                raise ProtocolError(UNSUPPORTED, f"{self.path.name} answers {boxes.shape[0]} boxes of "
-                                    f"{boxes.shape[1]} values; a MediaPipe {self.spec.target} detector answers "
-                                    f"{want[0]} of {want[1]}")
+                raise ProtocolError(
+                    UNSUPPORTED,
+                    f"{self.path.name} answers {boxes.shape[0]} boxes of "
+                    f"{boxes.shape[1]} values; a MediaPipe {self.spec.target} detector answers "
+                    f"{want[0]} of {want[1]}",
+                )
             return channels_last
         raise ProtocolError(UNSUPPORTED, f"{self.path.name} takes no {side} x {side} RGB image")
 
@@ -109,7 +118,7 @@ class BlazeDetector:
         side = max(h, w)
         square = np.zeros((side, side, 3), np.uint8)  # letterboxed as MediaPipe does: the image centred, black round
         left, top = (side - w) // 2, (side - h) // 2
-        square[top:top + h, left:left + w] = rgb
+        square[top : top + h, left : left + w] = rgb
         size = self.spec.size
         small = cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
         lo, hi = self.spec.value_range

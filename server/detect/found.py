@@ -35,6 +35,9 @@ def checked_weights_size(path: Path, expected: str) -> int:
     except HeaderError as err:
         raise ProtocolError(UNSUPPORTED, str(err), field="params.detail") from None
     if size > MAX_DETECTOR_BYTES:
-        raise ProtocolError(UNSUPPORTED, f"{Path(path).name} is {size / 1e6:.1f} MB; {expected} (at most "
-                            f"{MAX_DETECTOR_BYTES >> 20} MB are read)", field="params.detail")
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"{Path(path).name} is {size / 1e6:.1f} MB; {expected} (at most {MAX_DETECTOR_BYTES >> 20} MB are read)",
+            field="params.detail",
+        )
     return size

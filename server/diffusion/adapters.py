@@ -67,10 +67,15 @@ class Adapters:
             from safetensors.torch import load_file
 
             state = load_file(str(entry.path))
-            pipe.load_textual_inversion({"emb_params": state["clip_l"]}, token=token,
-                                        text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
-            pipe.load_textual_inversion({"emb_params": state["clip_g"]}, token=token,
-                                        text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
+            pipe.load_textual_inversion(
+                {"emb_params": state["clip_l"]}, token=token, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer
+            )
+            pipe.load_textual_inversion(
+                {"emb_params": state["clip_g"]},
+                token=token,
+                text_encoder=pipe.text_encoder_2,
+                tokenizer=pipe.tokenizer_2,
+            )
         else:
             pipe.load_textual_inversion(str(entry.path), token=token)
 
@@ -93,8 +98,12 @@ class Adapters:
         if key == self.active:
             return [{"name": e.name, "weight": w} for e, w in wanted]
         if wanted and importlib.util.find_spec("peft") is None:
-            raise ProtocolError(UNSUPPORTED, "LoRAs need the 'peft' package, which is not installed in the server's "
-                              "environment: run install.py again (or pip install peft)", field="prompt")
+            raise ProtocolError(
+                UNSUPPORTED,
+                "LoRAs need the 'peft' package, which is not installed in the server's "
+                "environment: run install.py again (or pip install peft)",
+                field="prompt",
+            )
         for entry, _ in wanted:
             if str(entry.path) not in self.loras:
                 name = f"lora{len(self.loras)}"
@@ -106,7 +115,9 @@ class Adapters:
         if self.loras:
             if wanted:
                 self.pipe.enable_lora()
-                self.pipe.set_adapters([self.loras[str(e.path)] for e, _ in wanted], adapter_weights=[w for _, w in wanted])
+                self.pipe.set_adapters(
+                    [self.loras[str(e.path)] for e, _ in wanted], adapter_weights=[w for _, w in wanted]
+                )
             else:
                 self.pipe.disable_lora()
         self.active = key

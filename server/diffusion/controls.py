@@ -14,8 +14,17 @@ from ..models.registry import ModelEntry, ModelRegistry, arch_name
 from ..preprocess import inpaint_condition, preprocess_image
 
 # ControlNet-Union (xinsir promax) control modes per control type.
-UNION_MODES = {"pose": 0, "depth": 1, "softedge": 2, "scribble": 2, "canny": 3, "lineart": 3, "normal": 4,
-               "tile": 6, "inpaint": 7}
+UNION_MODES = {
+    "pose": 0,
+    "depth": 1,
+    "softedge": 2,
+    "scribble": 2,
+    "canny": 3,
+    "lineart": 3,
+    "normal": 4,
+    "tile": 6,
+    "inpaint": 7,
+}
 
 
 @dataclass
@@ -29,7 +38,9 @@ def _describe(entries: List[ModelEntry]) -> str:
         return "no ControlNet is installed"
     return "installed: " + ", ".join(
         f"{e.name} ({arch_name(e.arch)}{', union' if e.info.get('union') else ''}"
-        f"{', ' + '/'.join(e.info.get('control_types') or []) if e.info.get('control_types') else ''})" for e in entries)
+        f"{', ' + '/'.join(e.info.get('control_types') or []) if e.info.get('control_types') else ''})"
+        for e in entries
+    )
 
 
 def select(controls: List[Control], checkpoint: ModelEntry, registry: ModelRegistry) -> List[ControlPlan]:
@@ -45,14 +56,21 @@ def select(controls: List[Control], checkpoint: ModelEntry, registry: ModelRegis
                 raise ProtocolError(
                     UNSUPPORTED,
                     f"ControlNet '{entry.name}' is made for {arch_name(entry.arch)} but checkpoint '{checkpoint.name}' is "
-                    f"{arch_name(checkpoint.arch)}: pick a {arch_name(checkpoint.arch)} ControlNet", field=field)
+                    f"{arch_name(checkpoint.arch)}: pick a {arch_name(checkpoint.arch)} ControlNet",
+                    field=field,
+                )
             if entry.info.get("union") and control.type not in UNION_MODES:
-                raise ProtocolError(UNSUPPORTED, f"union ControlNet '{entry.name}' has no '{control.type}' mode "
-                                  f"(it knows {', '.join(UNION_MODES)})", field=field)
+                raise ProtocolError(
+                    UNSUPPORTED,
+                    f"union ControlNet '{entry.name}' has no '{control.type}' mode (it knows {', '.join(UNION_MODES)})",
+                    field=field,
+                )
             plans.append(ControlPlan(control, entry))
             continue
         same_arch = [e for e in installed if e.arch == checkpoint.arch]
-        typed = [e for e in same_arch if not e.info.get("union") and control.type in (e.info.get("control_types") or [])]
+        typed = [
+            e for e in same_arch if not e.info.get("union") and control.type in (e.info.get("control_types") or [])
+        ]
         union = [e for e in same_arch if e.info.get("union") and control.type in UNION_MODES]
         if typed or union:
             plans.append(ControlPlan(control, (typed or union)[0]))
@@ -61,11 +79,17 @@ def select(controls: List[Control], checkpoint: ModelEntry, registry: ModelRegis
             MODEL_NOT_FOUND,
             f"no {arch_name(checkpoint.arch)} ControlNet for control type '{control.type}' (checkpoint "
             f"'{checkpoint.name}'): none has '{control.type}' in its name and no union ControlNet is installed; "
-            f"{_describe(installed)}", field=field)
+            f"{_describe(installed)}",
+            field=field,
+        )
     unions = {p.entry.name for p in plans if p.entry.info.get("union")}
     if unions and (len(unions) > 1 or any(not p.entry.info.get("union") for p in plans)):
-        raise ProtocolError(UNSUPPORTED, "a union ControlNet cannot be combined with other ControlNets in one job: use "
-                          "the union model for every control layer, or only regular ControlNets", field="controls")
+        raise ProtocolError(
+            UNSUPPORTED,
+            "a union ControlNet cannot be combined with other ControlNets in one job: use "
+            "the union model for every control layer, or only regular ControlNets",
+            field="controls",
+        )
     return plans
 
 
@@ -84,7 +108,14 @@ def uses_inpaint_condition(plan: ControlPlan) -> bool:
 def control_image(control: Control, registry: ModelRegistry, params: Params, device: str = "cpu") -> np.ndarray:
     """The control layer as the ControlNet sees it (run through its preprocessor first when asked)."""
     if control.preprocess:  # the preprocessor gets the alpha too: a sketch on a transparent layer is lines on paper
-        image = preprocess_image(control.type, control.image, registry, low_threshold=params.low_threshold,
-                                 high_threshold=params.high_threshold, seed=max(0, params.seed), device=device)
+        image = preprocess_image(
+            control.type,
+            control.image,
+            registry,
+            low_threshold=params.low_threshold,
+            high_threshold=params.high_threshold,
+            seed=max(0, params.seed),
+            device=device,
+        )
         return np.ascontiguousarray(image[..., :3])
     return np.ascontiguousarray(control.image[..., :3])

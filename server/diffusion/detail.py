@@ -75,8 +75,11 @@ def inside(detections: Sequence[Detection], mask: Optional[np.ndarray]) -> List[
     """The detections whose centre lies where ``mask`` (the job's selection) is set; all of them without a mask."""
     if mask is None:
         return list(detections)
-    return [d for d in detections if mask[min(mask.shape[0] - 1, d.y + d.height // 2),
-                                         min(mask.shape[1] - 1, d.x + d.width // 2)] > 0]
+    return [
+        d
+        for d in detections
+        if mask[min(mask.shape[0] - 1, d.y + d.height // 2), min(mask.shape[1] - 1, d.x + d.width // 2)] > 0
+    ]
 
 
 def steps_per_region(job: Job) -> int:
@@ -95,7 +98,7 @@ def crop_area(image: np.ndarray, origin: Tuple[int, int], box: Tuple[int, int, i
     sx0, sy0 = max(x0 - ox, 0), max(y0 - oy, 0)
     sx1, sy1 = min(x1 - ox, image.shape[1]), min(y1 - oy, image.shape[0])
     if sx1 > sx0 and sy1 > sy0:
-        out[sy0 - (y0 - oy):sy1 - (y0 - oy), sx0 - (x0 - ox):sx1 - (x0 - ox)] = image[sy0:sy1, sx0:sx1]
+        out[sy0 - (y0 - oy) : sy1 - (y0 - oy), sx0 - (x0 - ox) : sx1 - (x0 - ox)] = image[sy0:sy1, sx0:sx1]
     return out
 
 
@@ -109,14 +112,20 @@ def crop_parts(job: Job, origin: Tuple[int, int], box: Tuple[int, int, int, int]
         mask = None if ref.mask is None else crop_area(ref.mask, origin, box)
         if mask is None or mask.any():
             references.append(ref if mask is None else dataclasses.replace(ref, mask=mask))
-    regions = [dataclasses.replace(r, mask=m) for r in job.regions for m in [crop_area(r.mask, origin, box)]
-               if m.any()]
+    regions = [dataclasses.replace(r, mask=m) for r in job.regions for m in [crop_area(r.mask, origin, box)] if m.any()]
     return {"controls": controls, "references": references, "regions": regions}
 
 
-def detail_image(run: RunFn, job: Job, rgba: np.ndarray, found: Sequence[Detection], seed: int,
-                 ctx: JobContext, offset: int, origin: Optional[Tuple[int, int]] = None,
-                 ) -> Tuple[np.ndarray, np.ndarray, List[Layer]]:
+def detail_image(
+    run: RunFn,
+    job: Job,
+    rgba: np.ndarray,
+    found: Sequence[Detection],
+    seed: int,
+    ctx: JobContext,
+    offset: int,
+    origin: Optional[Tuple[int, int]] = None,
+) -> Tuple[np.ndarray, np.ndarray, List[Layer]]:
     """Inpaint every detection of ``rgba`` (H x W x 4, placed at ``job.x``/``job.y``): the detailed RGBA, the alpha of
     what changed (H x W), and one layer per detection (at its crop, in the image's coordinates). The job's controls,
     reference masks and regions (anchored at ``origin``, default the image's place) are cut to each crop. Progress
@@ -133,14 +142,29 @@ def detail_image(run: RunFn, job: Job, rgba: np.ndarray, found: Sequence[Detecti
         x0, y0, x1, y1 = region.box
         crop = np.ascontiguousarray(out[y0:y1, x0:x1])
         feather = max(2, min(region.detection.width, region.detection.height) // 6)
-        params = dataclasses.replace(job.params, strength=max(d.strength, 1.0 / (d.steps or job.params.steps)),
-                                     steps=d.steps or job.params.steps, batch=1, seed=(seed + i) % 2**32, grow=0,
-                                     feather=feather, hires=Hires(), detail=Detail())
-        sub = dataclasses.replace(job, mode="inpaint", image=crop, mask=region_mask(region), params=params,
-                                  prompt=d.prompt or job.prompt,
-                                  negative_prompt=d.negative_prompt or job.negative_prompt,
-                                  x=job.x + x0, y=job.y + y0,
-                                  **crop_parts(job, origin, (job.x + x0, job.y + y0, job.x + x1, job.y + y1)))
+        params = dataclasses.replace(
+            job.params,
+            strength=max(d.strength, 1.0 / (d.steps or job.params.steps)),
+            steps=d.steps or job.params.steps,
+            batch=1,
+            seed=(seed + i) % 2**32,
+            grow=0,
+            feather=feather,
+            hires=Hires(),
+            detail=Detail(),
+        )
+        sub = dataclasses.replace(
+            job,
+            mode="inpaint",
+            image=crop,
+            mask=region_mask(region),
+            params=params,
+            prompt=d.prompt or job.prompt,
+            negative_prompt=d.negative_prompt or job.negative_prompt,
+            x=job.x + x0,
+            y=job.y + y0,
+            **crop_parts(job, origin, (job.x + x0, job.y + y0, job.x + x1, job.y + y1)),
+        )
         layer = run(sub, SpanContext(ctx, offset + i * per, total))[0]
         alpha = layer.rgba[..., 3:4].astype(np.float32) / 255.0
         part = out[y0:y1, x0:x1, :3].astype(np.float32)
@@ -148,14 +172,16 @@ def detail_image(run: RunFn, job: Job, rgba: np.ndarray, found: Sequence[Detecti
         changed[y0:y1, x0:x1] = np.maximum(changed[y0:y1, x0:x1], layer.rgba[..., 3])
         det = region.detection
         layer.name = f"detail {det.target} {i + 1}/{len(found)} ({layer.seed})"
-        layer.info.update(detection={"target": det.target, "box": [det.x, det.y, det.width, det.height],
-                                     "score": det.score})
+        layer.info.update(
+            detection={"target": det.target, "box": [det.x, det.y, det.width, det.height], "score": det.score}
+        )
         layers.append(layer)
     return out, changed, layers
 
 
-def run_detail_mode(run: RunFn, detect: Callable[[np.ndarray, Sequence[str], float], List[Detection]], job: Job,
-                    ctx: JobContext) -> List[Layer]:
+def run_detail_mode(
+    run: RunFn, detect: Callable[[np.ndarray, Sequence[str], float], List[Detection]], job: Job, ctx: JobContext
+) -> List[Layer]:
     """Mode ``detail``: the detailer on the job's image (only detections inside its mask, when it has one). One layer
     over the job's box whose alpha is what changed, or one layer per detection with ``detail.separate``."""
     d = job.params.detail
@@ -167,8 +193,9 @@ def run_detail_mode(run: RunFn, detect: Callable[[np.ndarray, Sequence[str], flo
         ctx.progress(1, 1)
         empty = rgba.copy()
         empty[..., 3] = 0
-        return [Layer(name=f"detail: no {what} found", rgba=empty, x=job.x, y=job.y, seed=seed,
-                      info={"detections": []})]
+        return [
+            Layer(name=f"detail: no {what} found", rgba=empty, x=job.x, y=job.y, seed=seed, info={"detections": []})
+        ]
     out, changed, layers = detail_image(run, job, rgba, found, seed, ctx, 0)
     detections = [layer.info["detection"] for layer in layers]
     if d.separate:
@@ -181,8 +208,14 @@ def run_detail_mode(run: RunFn, detect: Callable[[np.ndarray, Sequence[str], flo
     return [Layer(name=f"detail {len(found)} {what} ({seed})", rgba=out, x=job.x, y=job.y, seed=seed, info=info)]
 
 
-def after_job(run: RunFn, detect: Callable[[np.ndarray, Sequence[str], float], List[Detection]], job: Job,
-              layers: List[Layer], ctx: JobContext, offset: int) -> List[Layer]:
+def after_job(
+    run: RunFn,
+    detect: Callable[[np.ndarray, Sequence[str], float], List[Detection]],
+    job: Job,
+    layers: List[Layer],
+    ctx: JobContext,
+    offset: int,
+) -> List[Layer]:
     """``params.detail`` after a job: every detection in each result layer's box (the whole box, as the finished
     image: also faces outside the job's mask) is inpainted; the layer is detailed in place (its alpha grows by what
     changed), or, with ``separate``, the job's layers come back unchanged followed by one layer per detection.

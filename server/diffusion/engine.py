@@ -48,8 +48,13 @@ MODES = ("generate", "img2img", "inpaint", "outpaint", "detail")
 MAX_CONTROLNETS_KEPT = 4
 PREPROCESS_PARAMS = ("low_threshold", "high_threshold")
 # bytes each content-keyed cache may hold (least recently used values go first)
-CACHE_BUDGETS = {"prompts": 64 << 20, "latents": 128 << 20, "masks": 256 << 20, "controls": 128 << 20,
-                 "references": 64 << 20}
+CACHE_BUDGETS = {
+    "prompts": 64 << 20,
+    "latents": 128 << 20,
+    "masks": 256 << 20,
+    "controls": 128 << 20,
+    "references": 64 << 20,
+}
 # What the engine turns on, in this order, each time a job runs out of device memory (then it runs the job again).
 # A fallback stays on while the checkpoint is loaded. Model CPU offload only helps on a GPU.
 VAE_TILING = "vae tiling and slicing"
@@ -121,8 +126,12 @@ class DiffusionEngine(Engine):
             return self.registry.get(name, "checkpoint")
         entry = self.registry.default_checkpoint()
         if entry is None:
-            raise ProtocolError(MODEL_NOT_FOUND, "no usable diffusion checkpoint is installed: put a .safetensors "
-                              "checkpoint in the models folder's checkpoints/", field="model")
+            raise ProtocolError(
+                MODEL_NOT_FOUND,
+                "no usable diffusion checkpoint is installed: put a .safetensors "
+                "checkpoint in the models folder's checkpoints/",
+                field="model",
+            )
         return entry
 
     def checkpoint(self, entry: ModelEntry) -> LoadedCheckpoint:
@@ -136,9 +145,14 @@ class DiffusionEngine(Engine):
         pipe.set_progress_bar_config(disable=True)
         self.loads += 1
         log.info("loaded %s (%s) in %.1f s", entry.name, arch_name(entry.arch), time.perf_counter() - started)
-        self.loaded = LoadedCheckpoint(entry, pipe, Adapters(pipe, entry, self.registry), dict(pipe.scheduler.config),
-                                       references=refs.ReferenceSet(self.registry, self.device, self.dtype),
-                                       own_vae=pipe.vae)
+        self.loaded = LoadedCheckpoint(
+            entry,
+            pipe,
+            Adapters(pipe, entry, self.registry),
+            dict(pipe.scheduler.config),
+            references=refs.ReferenceSet(self.registry, self.device, self.dtype),
+            own_vae=pipe.vae,
+        )
         return self.loaded
 
     def warm_up(self, name: str = "") -> None:
@@ -193,9 +207,13 @@ class DiffusionEngine(Engine):
                     fallback = self._next_memory_fallback()
                     if fallback is None:
                         tried = ", ".join(self.loaded.memory_fallbacks) if self.loaded else ""
-                        raise ProtocolError(OUT_OF_MEMORY, f"the {self.device.type.upper()} device ran out of memory"
-                                            + (f" even with {tried}" if tried else "") + ": try a smaller batch, a "
-                                            "smaller selection or a lower precision") from err
+                        raise ProtocolError(
+                            OUT_OF_MEMORY,
+                            f"the {self.device.type.upper()} device ran out of memory"
+                            + (f" even with {tried}" if tried else "")
+                            + ": try a smaller batch, a "
+                            "smaller selection or a lower precision",
+                        ) from err
                     log.warning("out of memory on %s: running the job again with %s", self.device, fallback)
             if self.loaded is not None and self.loaded.memory_fallbacks:
                 for layer in layers:
@@ -230,14 +248,25 @@ class DiffusionEngine(Engine):
             control = plan.control
             if control_plans.uses_inpaint_condition(plan) and work.image is not None:
                 key = ("inpaint", cache.digest(work.image, hard), pw, ph)
-                make = lambda: control_plans.inpaint_tensor(  # noqa: E731
-                    imageops.resize(work.image[..., :3], pw, ph), imageops.resize(hard, pw, ph))
+
+                def make():
+                    return control_plans.inpaint_tensor(
+                        imageops.resize(work.image[..., :3], pw, ph), imageops.resize(hard, pw, ph)
+                    )
             else:
                 settings = tuple(getattr(params, k) for k in PREPROCESS_PARAMS) if control.preprocess else ()
                 seed = params.seed if control.preprocess and control.type == "shuffle" else None
                 key = (control.type, control.preprocess, cache.digest(control.image), settings, seed, pw, ph)
-                make = lambda c=control: _pil(imageops.resize(ctx.interruptible(  # noqa: E731
-                    control_plans.control_image, c, self.registry, params, str(self.device)), pw, ph))
+
+                def make(c=control):
+                    return _pil(
+                        imageops.resize(
+                            ctx.interruptible(control_plans.control_image, c, self.registry, params, str(self.device)),
+                            pw,
+                            ph,
+                        )
+                    )
+
             images.append(self.caches["controls"].get(key, make))
         return images
 
@@ -276,25 +305,37 @@ class DiffusionEngine(Engine):
         nets = [self.controlnet(p.entry) for p in plans]
         tileable = bool(job.params.tileable) and job.mode in seamless.MODES
         if tileable:  # every convolution wraps around: the picture is a torus (put back when ``run`` ends)
-            self._wrapping.enter_context(seamless.circular(pipe.unet, pipe.vae, *nets,
-                                                           getattr(refiner, "unet", None)))
+            self._wrapping.enter_context(seamless.circular(pipe.unet, pipe.vae, *nets, getattr(refiner, "unet", None)))
         union = bool(plans) and plans[0].entry.info.get("union")
         runner = pipelines.variant(loaded, kind, nets, union)
 
-        layer_plan = transparency.plan(job, entry, self.registry, bool(getattr(job, "live", False))) \
-            if job.params.transparent else None
+        layer_plan = (
+            transparency.plan(job, entry, self.registry, bool(getattr(job, "live", False)))
+            if job.params.transparent
+            else None
+        )
         preset = self._few_step_preset(entry, tags)
         settings = _settings(job, entry, kind, preset)
-        runner.scheduler = samplers.make_scheduler(settings["sampler"], loaded.scheduler_config,
-                                                   preset["spacing"] if preset else None, settings["scheduler"])
+        runner.scheduler = samplers.make_scheduler(
+            settings["sampler"], loaded.scheduler_config, preset["spacing"] if preset else None, settings["scheduler"]
+        )
         steps, seeds = settings["steps"], settings["seeds"]
-        call = dict(num_inference_steps=steps, guidance_scale=settings["cfg"], num_images_per_prompt=len(seeds),
-                    output_type="np")
+        call = dict(
+            num_inference_steps=steps,
+            guidance_scale=settings["cfg"],
+            num_images_per_prompt=len(seeds),
+            output_type="np",
+        )
         call.update(self._conditioning(loaded, runner, prompt, negative, job.params.clip_skip).kwargs())
-        region_plan = self._region_plan(loaded, runner, work, region_texts, pw, ph, len(seeds)) if work.regions else None
+        region_plan = (
+            self._region_plan(loaded, runner, work, region_texts, pw, ph, len(seeds)) if work.regions else None
+        )
         init = _init_image(work, kind, pw, ph, tileable)
-        call.update(self._image_inputs(loaded, init, kind, bool(plans), hard, pw, ph, settings["strength"], len(seeds),
-                                       tileable))
+        call.update(
+            self._image_inputs(
+                loaded, init, kind, bool(plans), hard, pw, ph, settings["strength"], len(seeds), tileable
+            )
+        )
         if layer_plan is not None and kind == "img2img":  # the layer's alpha travels in the latents
             rgba = imageops.resize(np.ascontiguousarray(imageops.rgba(work.image)), pw, ph)
             call["image"] = layer_plan.encoded(pipe.vae, rgba, str(self.device)).repeat(len(seeds), 1, 1, 1)
@@ -316,16 +357,30 @@ class DiffusionEngine(Engine):
         fast_decode = tiny is not None and bool(getattr(job, "live", False)) and refiner is None
         # Only the box around the mask is decoded: outside it the result layer keeps the original pixels anyway.
         # hires fix: a second pass at the target size (fw x fh) after this one at the native area
-        two = hires_fix.plan(job.params.hires, work.width, work.height, pw, ph, pipe.vae_scale_factor, steps,
-                             bool(getattr(job, "live", False)))
+        two = hires_fix.plan(
+            job.params.hires,
+            work.width,
+            work.height,
+            pw,
+            ph,
+            pipe.vae_scale_factor,
+            steps,
+            bool(getattr(job, "live", False)),
+        )
         if two is not None and refiner is not None:
-            raise ProtocolError(UNSUPPORTED, "the SDXL refiner and the hires fix do not run in one job: switch one of "
-                                "them off", field="params.refiner")
+            raise ProtocolError(
+                UNSUPPORTED,
+                "the SDXL refiner and the hires fix do not run in one job: switch one of them off",
+                field="params.refiner",
+            )
         if two is not None and two.upscaler not in (hires_fix.LATENT, hires_fix.LANCZOS):
             self.registry.get(two.upscaler, "upscaler")  # model_not_found names what is installed
         fw, fh = (two.width, two.height) if two is not None else (pw, ph)
-        box = None if fast_decode or kind != "inpaint" or refiner is not None else \
-            latents_of.decode_box(soft, fw, fh, pipe.vae_scale_factor, pipe.vae.config)
+        box = (
+            None
+            if fast_decode or kind != "inpaint" or refiner is not None
+            else latents_of.decode_box(soft, fw, fh, pipe.vae_scale_factor, pipe.vae.config)
+        )
         if fast_decode or box is not None or refiner is not None or layer_plan is not None:
             call["output_type"] = "latent"
         if refiner is not None:
@@ -337,7 +392,9 @@ class DiffusionEngine(Engine):
         def on_step(pipe_, step: int, timestep, tensors: dict) -> dict:
             nonlocal ref_scales
             this_pass = getattr(pipe_, "num_timesteps", None) or steps
-            if ref_scales is not None and pipe_ is not refiner:  # the next step's reference scales (0 outside its range)
+            if (
+                ref_scales is not None and pipe_ is not refiner
+            ):  # the next step's reference scales (0 outside its range)
                 wanted = refs.scales(entry.arch, work.references, (step + 1) / this_pass)
                 if wanted != ref_scales:
                     pipe_.set_ip_adapter_scale(wanted)
@@ -362,20 +419,32 @@ class DiffusionEngine(Engine):
             if two is not None:
                 with regions.applied(runner.unet, region_plan), stepcache.maybe_applied(runner.unet, fast):
                     # regions shape the first pass: the composition
-                    first = runner(**dict(call, output_type="latent"), generator=generators,
-                                   callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"])
+                    first = runner(
+                        **dict(call, output_type="latent"),
+                        generator=generators,
+                        callback_on_step_end=on_step,
+                        callback_on_step_end_tensor_inputs=["latents"],
+                    )
                 count.update(before=getattr(runner, "num_timesteps", None) or steps, after=0)
                 ctx.check()
-                runner, call = second_pass(self, loaded, two, kind, plans, nets, union, work, hard, first.images,
-                                                 settings, call, preset, ctx)
+                runner, call = second_pass(
+                    self, loaded, two, kind, plans, nets, union, work, hard, first.images, settings, call, preset, ctx
+                )
                 init = _init_image(work, kind, fw, fh, tileable)
                 generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
                 region_plan = None  # the second pass refines the whole picture at the target size
             transparent = layer_plan.applied(runner.unet) if layer_plan is not None else contextlib.nullcontext()
-            with regions.applied(runner.unet, region_plan), transparent, \
-                    stepcache.maybe_applied(runner.unet, fast) as reuse:
-                out = runner(**call, generator=generators, callback_on_step_end=on_step,
-                             callback_on_step_end_tensor_inputs=["latents"])
+            with (
+                regions.applied(runner.unet, region_plan),
+                transparent,
+                stepcache.maybe_applied(runner.unet, fast) as reuse,
+            ):
+                out = runner(
+                    **call,
+                    generator=generators,
+                    callback_on_step_end=on_step,
+                    callback_on_step_end_tensor_inputs=["latents"],
+                )
             if refiner is not None:
                 done[0] = getattr(runner, "num_timesteps", 0) or int(steps * job.params.refiner_start)
                 out = self._run_refiner(refiner, pipe, out.images, prompt, negative, settings, generators, on_step)
@@ -388,27 +457,50 @@ class DiffusionEngine(Engine):
                 if box is not None:
                     out.images = latents_of.decode_into(pipe.vae, out.images, box, init, pipe.vae_scale_factor)
                 if not np.isfinite(out.images).all():
-                    raise ProtocolError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its "
-                                        f"weights do not fit its {arch_name(arch)} architecture or precision {self.dtype}")
+                    raise ProtocolError(
+                        UNSUPPORTED,
+                        f"checkpoint '{entry.name}' produced invalid numbers (NaN): its "
+                        f"weights do not fit its {arch_name(arch)} architecture or precision {self.dtype}",
+                    )
                 images = [np.clip(np.rint(img * 255), 0, 255).astype(np.uint8) for img in out.images]
         elapsed = time.perf_counter() - started
 
-        info = {"model": entry.name, "arch": arch, "sampler": settings["sampler"],
-                "scheduler": settings["scheduler"] or "default", "steps": steps,
-                "cfg": settings["cfg"], "strength": settings["strength"], "size": [pw, ph], "loras": loras,
-                "embeddings": embeddings, "controlnets": [p.entry.name for p in plans], "seconds": round(elapsed, 3)}
+        info = {
+            "model": entry.name,
+            "arch": arch,
+            "sampler": settings["sampler"],
+            "scheduler": settings["scheduler"] or "default",
+            "steps": steps,
+            "cfg": settings["cfg"],
+            "strength": settings["strength"],
+            "size": [pw, ph],
+            "loras": loras,
+            "embeddings": embeddings,
+            "controlnets": [p.entry.name for p in plans],
+            "seconds": round(elapsed, 3),
+        }
         if ref_plans:
-            info["references"] = [{"type": p.reference.type, "strength": p.reference.strength, "adapter": p.adapter.name,
-                                   "encoder": p.encoder.name, "start": p.reference.start, "end": p.reference.end,
-                                   "masked": p.reference.mask is not None} for p in ref_plans]
+            info["references"] = [
+                {
+                    "type": p.reference.type,
+                    "strength": p.reference.strength,
+                    "adapter": p.adapter.name,
+                    "encoder": p.encoder.name,
+                    "start": p.reference.start,
+                    "end": p.reference.end,
+                    "masked": p.reference.mask is not None,
+                }
+                for p in ref_plans
+            ]
         if preset:
             info["few_step"] = preset["family"]
         info["vae"] = vae_name or "default"
         if job.params.clip_skip > 1:
             info["clip_skip"] = job.params.clip_skip
         if refiner is not None:
-            info.update(refiner=self.registry.get(job.params.refiner, "refiner").name,
-                        refiner_start=job.params.refiner_start)
+            info.update(
+                refiner=self.registry.get(job.params.refiner, "refiner").name, refiner_start=job.params.refiner_start
+            )
         if fast_decode:
             info["decoder"] = "tiny"
         if reuse is not None:
@@ -438,6 +530,7 @@ class DiffusionEngine(Engine):
             for arr in (hard, soft):
                 arr.setflags(write=False)
             return hard, soft
+
         return self.caches["masks"].get(key, make)
 
     def _conditioning(self, loaded: LoadedCheckpoint, runner, prompt: str, negative: str, clip_skip: int = 0):
@@ -445,8 +538,15 @@ class DiffusionEngine(Engine):
         loaded embeddings, CLIP skip and prompt text."""
         adapters = loaded.adapters
         skip = prompts.skipped_layers(clip_skip)
-        key = (str(loaded.entry.path), str(self.dtype), tuple(tuple(a) for a in adapters.active),
-               tuple(sorted(adapters.embeddings)), skip, prompt, negative)
+        key = (
+            str(loaded.entry.path),
+            str(self.dtype),
+            tuple(tuple(a) for a in adapters.active),
+            tuple(sorted(adapters.embeddings)),
+            skip,
+            prompt,
+            negative,
+        )
         return self.caches["prompts"].get(key, lambda: prompts.encode(runner, prompt, negative, self.device, clip_skip))
 
     def _use_vae(self, loaded: LoadedCheckpoint, name: str) -> str:
@@ -467,11 +567,19 @@ class DiffusionEngine(Engine):
         if not name:
             return None
         if entry.arch != "sdxl":
-            raise ProtocolError(UNSUPPORTED, f"the SDXL refiner '{name}' works only after an SDXL checkpoint; "
-                                f"'{entry.name}' is {arch_name(entry.arch)}", field="params.refiner")
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"the SDXL refiner '{name}' works only after an SDXL checkpoint; "
+                f"'{entry.name}' is {arch_name(entry.arch)}",
+                field="params.refiner",
+            )
         if controlled:
-            raise ProtocolError(UNSUPPORTED, f"the SDXL refiner '{name}' cannot follow a job with control layers "
-                                "(ControlNets): send the job without one of them", field="params.refiner")
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"the SDXL refiner '{name}' cannot follow a job with control layers "
+                "(ControlNets): send the job without one of them",
+                field="params.refiner",
+            )
         ref = self.registry.get(name, "refiner")
         if self.refiner is None or self.refiner[0] != str(ref.path):
             self.refiner = None
@@ -486,48 +594,88 @@ class DiffusionEngine(Engine):
         """The refiner's img2img pass over the base pass's latents from ``refiner_start`` on, decoded with the job's
         VAE. The refiner reads the prompts as plain text (its one text encoder; weights are dropped)."""
         refiner.vae = pipe.vae
-        refiner.scheduler = samplers.make_scheduler(settings["sampler"], refiner.scheduler.config,
-                                                    schedule=settings["scheduler"])
+        refiner.scheduler = samplers.make_scheduler(
+            settings["sampler"], refiner.scheduler.config, schedule=settings["scheduler"]
+        )
         start = settings["refiner_start"]
-        return refiner(prompt=prompts.plain_text(prompt), negative_prompt=prompts.plain_text(negative),
-                       image=latents, num_inference_steps=settings["steps"], denoising_start=start,
-                       guidance_scale=settings["cfg"], num_images_per_prompt=len(generators), generator=generators,
-                       output_type="np", callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"])
+        return refiner(
+            prompt=prompts.plain_text(prompt),
+            negative_prompt=prompts.plain_text(negative),
+            image=latents,
+            num_inference_steps=settings["steps"],
+            denoising_start=start,
+            guidance_scale=settings["cfg"],
+            num_images_per_prompt=len(generators),
+            generator=generators,
+            output_type="np",
+            callback_on_step_end=on_step,
+            callback_on_step_end_tensor_inputs=["latents"],
+        )
 
     def _reference_embeddings(self, loaded: LoadedCheckpoint, plan: "refs.ReferencePlan", cfg: bool):
         """A reference's image embeddings, cached by encoder, precision, image content and CFG."""
-        key = (str(plan.encoder.path), str(self.dtype), plan.adapter.info["encoder_output"], cfg,
-               cache.digest(plan.reference.image))
+        key = (
+            str(plan.encoder.path),
+            str(self.dtype),
+            plan.adapter.info["encoder_output"],
+            cfg,
+            cache.digest(plan.reference.image),
+        )
         return self.caches["references"].get(key, lambda: loaded.references.embeddings(plan, cfg))
 
-    def _region_plan(self, loaded: LoadedCheckpoint, runner, work: Job, texts, pw: int, ph: int,
-                     batch: int) -> regions.RegionPlan:
+    def _region_plan(
+        self, loaded: LoadedCheckpoint, runner, work: Job, texts, pw: int, ph: int, batch: int
+    ) -> regions.RegionPlan:
         """The regions of a job for one pipeline call: blend weights at latent size, each region's embeddings."""
         conditionings = [self._conditioning(loaded, runner, text, negative) for text, negative in texts]
         factor = loaded.pipe.vae_scale_factor
-        return regions.plan(work.regions, conditionings, work.width, work.height, pw // factor, ph // factor, batch,
-                            self.device, loaded.pipe.unet.dtype)
+        return regions.plan(
+            work.regions,
+            conditionings,
+            work.width,
+            work.height,
+            pw // factor,
+            ph // factor,
+            batch,
+            self.device,
+            loaded.pipe.unet.dtype,
+        )
 
-    def _latents(self, loaded: LoadedCheckpoint, rgb: np.ndarray, hole: Optional[np.ndarray] = None,
-                 tileable: bool = False):
+    def _latents(
+        self, loaded: LoadedCheckpoint, rgb: np.ndarray, hole: Optional[np.ndarray] = None, tileable: bool = False
+    ):
         """VAE latents of an image (with ``hole`` blanked: the masked image of 9-channel UNets), cached by content
         (and by the padding: a tileable job's encoder wraps around)."""
         vae = loaded.pipe.vae
         chosen = self.vae[0] if self.vae is not None and vae is self.vae[1] else ""
         key = (str(loaded.entry.path), str(self.dtype), chosen, cache.digest(rgb, hole), tileable)
         return self.caches["latents"].get(
-            key, lambda: latents_of.encode(vae, latents_of.to_tensor(rgb, self.device, vae.dtype, hole)))
+            key, lambda: latents_of.encode(vae, latents_of.to_tensor(rgb, self.device, vae.dtype, hole))
+        )
 
-    def _image_inputs(self, loaded: LoadedCheckpoint, init: Optional[np.ndarray], kind: str, controlled: bool,
-                      hard: np.ndarray, pw: int, ph: int, strength: float, batch: int, tileable: bool = False) -> dict:
+    def _image_inputs(
+        self,
+        loaded: LoadedCheckpoint,
+        init: Optional[np.ndarray],
+        kind: str,
+        controlled: bool,
+        hard: np.ndarray,
+        pw: int,
+        ph: int,
+        strength: float,
+        batch: int,
+        tileable: bool = False,
+    ) -> dict:
         """The pipeline's size and image arguments: processing size (txt2img, inpaint; img2img takes it from the
         image), init image as latents (img2img, inpaint) and mask (inpaint). ControlNet inpaint pipelines take no
         latents: they get pixels, as stock diffusers."""
         if kind == "txt2img":
             return {"height": ph, "width": pw}
         if kind == "img2img":
-            return {"image": self._latents(loaded, init, tileable=tileable).repeat(batch, 1, 1, 1),
-                    "strength": strength}
+            return {
+                "image": self._latents(loaded, init, tileable=tileable).repeat(batch, 1, 1, 1),
+                "strength": strength,
+            }
         mask = _binary(imageops.resize(hard, pw, ph))
         out = {"mask_image": _pil(mask), "height": ph, "width": pw, "strength": strength}
         if controlled:
@@ -536,8 +684,10 @@ class DiffusionEngine(Engine):
         image_latents = self._latents(loaded, init)
         nine_channels = loaded.pipe.unet.config.in_channels == 9
         # a regular UNet never reads the masked image's latents: the image's own stand in, unused
-        out.update(image=image_latents,
-                   masked_image_latents=self._latents(loaded, init, mask) if nine_channels else image_latents)
+        out.update(
+            image=image_latents,
+            masked_image_latents=self._latents(loaded, init, mask) if nine_channels else image_latents,
+        )
         return out
 
     def _few_step_preset(self, entry: ModelEntry, tags) -> Optional[dict]:

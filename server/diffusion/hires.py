@@ -35,8 +35,9 @@ class HiresPlan:
     steps: int
 
 
-def plan(hires, box_width: int, box_height: int, pw: int, ph: int, factor: int, steps: int,
-         live: bool = False) -> Optional[HiresPlan]:
+def plan(
+    hires, box_width: int, box_height: int, pw: int, ph: int, factor: int, steps: int, live: bool = False
+) -> Optional[HiresPlan]:
     """The second pass of a job whose first pass runs at ``pw`` x ``ph``; None when hires is off, the job is a live
     frame, or the target is not larger than the first pass. ``hires.scale`` > 0 sets the target to that multiple of
     the first pass; 0 takes the box's own size. The target is capped at ``MAX_SIDE_FACTOR`` times the first pass."""
@@ -69,8 +70,14 @@ def upscale_latents(latents, width: int, height: int, factor: int):
     return F.interpolate(latents.float(), size=size, mode="bilinear", align_corners=False).to(latents.dtype)
 
 
-def upscale_pixels(images: np.ndarray, width: int, height: int, upscaler: str,
-                   model_upscaler: Optional[PixelUpscaler], tileable: bool = False) -> list:
+def upscale_pixels(
+    images: np.ndarray,
+    width: int,
+    height: int,
+    upscaler: str,
+    model_upscaler: Optional[PixelUpscaler],
+    tileable: bool = False,
+) -> list:
     """Each image of [B, H, W, 3] floats in [0, 1] (a decoded first pass) upscaled to ``width`` x ``height``:
     H x W x 3 uint8 each, by Lanczos or the named upscale model (a tileable job's as a picture that wraps)."""
     from .. import imageops, seamless
@@ -82,8 +89,11 @@ def upscale_pixels(images: np.ndarray, width: int, height: int, upscaler: str,
             out.append((seamless.resize if tileable else imageops.resize)(rgb, width, height))
         else:
             if model_upscaler is None:
-                raise ProtocolError("unsupported", f"hires upscaler '{upscaler}' needs the upscale engine, which this "
-                                    "server did not wire", field="params.hires.upscaler")
+                raise ProtocolError(
+                    "unsupported",
+                    f"hires upscaler '{upscaler}' needs the upscale engine, which this server did not wire",
+                    field="params.hires.upscaler",
+                )
 
             def model(pixels: np.ndarray, w: int, h: int) -> np.ndarray:
                 return imageops.resize(model_upscaler(pixels, upscaler, w, h), w, h)

@@ -35,8 +35,15 @@ def _settings(job: Job, entry: ModelEntry, kind: str, preset: Optional[dict] = N
     else:
         cfg = preset["cfg"] if preset else samplers.default_cfg(sampler, entry.arch)
     seed = params.seed if params.seed >= 0 else random.randrange(2**32)
-    return {"sampler": sampler, "scheduler": scheduler, "refiner_start": params.refiner_start, "strength": strength, "steps": steps, "cfg": cfg,
-            "seeds": [(seed + i) % 2**32 for i in range(params.batch)]}
+    return {
+        "sampler": sampler,
+        "scheduler": scheduler,
+        "refiner_start": params.refiner_start,
+        "strength": strength,
+        "steps": steps,
+        "cfg": cfg,
+        "seeds": [(seed + i) % 2**32 for i in range(params.batch)],
+    }
 
 
 def _init_image(work: Job, kind: str, pw: int, ph: int, tileable: bool = False) -> Optional[np.ndarray]:
@@ -49,8 +56,16 @@ def _init_image(work: Job, kind: str, pw: int, ph: int, tileable: bool = False) 
     return (seamless.resize if tileable else imageops.resize)(np.ascontiguousarray(work.image[..., :3]), pw, ph)
 
 
-def _layers(job: Job, work: Job, original: Optional[np.ndarray], soft: np.ndarray, images: List[np.ndarray],
-            seeds: List[int], info: dict, alphas: Optional[List[np.ndarray]] = None) -> List[Layer]:
+def _layers(
+    job: Job,
+    work: Job,
+    original: Optional[np.ndarray],
+    soft: np.ndarray,
+    images: List[np.ndarray],
+    seeds: List[int],
+    info: dict,
+    alphas: Optional[List[np.ndarray]] = None,
+) -> List[Layer]:
     """Result layers at the context size: generated pixels inside the soft mask, the original exactly outside. With
     ``alphas`` (transparent layers) each layer is the generated colour with that alpha times the soft mask."""
     width, height = work.width, work.height
@@ -73,8 +88,9 @@ def _layers(job: Job, work: Job, original: Optional[np.ndarray], soft: np.ndarra
     return layers
 
 
-def _working_job(job: Job, registry=None, check: Callable[[], None] = lambda: None,
-                 device: Callable[[], str] = lambda: "cpu") -> Tuple[Job, Optional[np.ndarray]]:
+def _working_job(
+    job: Job, registry=None, check: Callable[[], None] = lambda: None, device: Callable[[], str] = lambda: "cpu"
+) -> Tuple[Job, Optional[np.ndarray]]:
     """The job as processed (outpaint: on the extended canvas, the new area pre-filled with the job's
     ``params.fill`` band by band like the classical outpaint — "lama" from ``registry`` —, placed further up/left)
     and the original RGBA pixels the result is composited over (None when generating without an image)."""
@@ -85,14 +101,25 @@ def _working_job(job: Job, registry=None, check: Callable[[], None] = lambda: No
     fill = lama.fill_method(job.params.fill, registry, device)
     filled = imageops.outpaint_layer(job.image, ext, fill, check)
     filled[..., 3] = canvas[..., 3]
-    controls = [dataclasses.replace(c, image=imageops.extend_canvas(imageops.rgba(c.image), ext)[0][..., :3])
-                for c in job.controls]  # control layers cover the original area; the new area gets none (black)
+    controls = [
+        dataclasses.replace(c, image=imageops.extend_canvas(imageops.rgba(c.image), ext)[0][..., :3])
+        for c in job.controls
+    ]  # control layers cover the original area; the new area gets none (black)
     pad = ((ext.top, ext.bottom), (ext.left, ext.right))  # regions too: the new area follows the job's prompt
-    references = [dataclasses.replace(r, mask=np.pad(r.mask, pad))
-                  if r.mask is not None else r for r in job.references]  # a reference mask covers the original area
+    references = [
+        dataclasses.replace(r, mask=np.pad(r.mask, pad)) if r.mask is not None else r for r in job.references
+    ]  # a reference mask covers the original area
     region_list = [dataclasses.replace(r, mask=np.pad(r.mask, pad)) for r in getattr(job, "regions", ())]
-    work = dataclasses.replace(job, image=filled, mask=new_area, x=job.x - ext.left, y=job.y - ext.top,
-                               controls=controls, references=references, regions=region_list)
+    work = dataclasses.replace(
+        job,
+        image=filled,
+        mask=new_area,
+        x=job.x - ext.left,
+        y=job.y - ext.top,
+        controls=controls,
+        references=references,
+        regions=region_list,
+    )
     return work, canvas
 
 

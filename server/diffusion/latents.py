@@ -83,7 +83,7 @@ def decode_into(vae, latents, box: Tuple[int, int, int, int], init: np.ndarray, 
     import torch
 
     x0, y0, x1, y1 = box
-    part = latents[:, :, y0 // factor:y1 // factor, x0 // factor:x1 // factor]
+    part = latents[:, :, y0 // factor : y1 // factor, x0 // factor : x1 // factor]
     with torch.inference_mode(), _full_precision(vae):
         pixels = vae.decode(part.to(vae.dtype) / vae.config.scaling_factor).sample
     decoded = ((pixels.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()

@@ -115,8 +115,9 @@ def _unit_deltas(attn, unit: Dict[str, "object"]) -> List[Tuple[object, object]]
         up, down = unit[f"{name}_lora.0.up.weight"].float(), unit[f"{name}_lora.0.down.weight"].float()
         delta = up @ down
         if tuple(delta.shape) != tuple(targets[name].weight.shape):
-            raise ValueError(f"its {name} change is {tuple(delta.shape)}, the attention's weight "
-                             f"{tuple(targets[name].weight.shape)}")
+            raise ValueError(
+                f"its {name} change is {tuple(delta.shape)}, the attention's weight {tuple(targets[name].weight.shape)}"
+            )
         out.append((targets[name].weight, delta))
     return out
 

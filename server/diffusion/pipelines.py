@@ -57,12 +57,18 @@ def control_kwargs(kind: str, plans: List[ControlPlan], images: list, union: boo
     starts = [p.control.start for p in plans]
     ends = [p.control.end for p in plans]
     if union:
-        return {"control_image": images, "control_mode": [UNION_MODES[p.control.type] for p in plans],
-                "controlnet_conditioning_scale": max(strengths), "control_guidance_start": min(starts),
-                "control_guidance_end": max(ends)}
+        return {
+            "control_image": images,
+            "control_mode": [UNION_MODES[p.control.type] for p in plans],
+            "controlnet_conditioning_scale": max(strengths),
+            "control_guidance_start": min(starts),
+            "control_guidance_end": max(ends),
+        }
     single = len(plans) == 1
     key = "image" if kind == "txt2img" else "control_image"
-    return {key: images[0] if single else images,
-            "controlnet_conditioning_scale": strengths[0] if single else strengths,
-            "control_guidance_start": starts[0] if single else starts,
-            "control_guidance_end": ends[0] if single else ends}
+    return {
+        key: images[0] if single else images,
+        "controlnet_conditioning_scale": strengths[0] if single else strengths,
+        "control_guidance_start": starts[0] if single else starts,
+        "control_guidance_end": ends[0] if single else ends,
+    }

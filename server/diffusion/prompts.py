@@ -38,6 +38,7 @@ def extract_loras(prompt: str) -> Tuple[str, List[LoraTag]]:
             raise ValueError(f"the LoRA tag {m.group(0)!r} has a weight that is not a number") from None
         tags.append(LoraTag(m.group(1).strip(), weight))
         return ""
+
     return _LORA_TAG.sub(take, prompt), tags
 
 
@@ -132,8 +133,12 @@ def _encode_chunks(encoder, tokenizer, chunks, layer: int, device, normalize: bo
         if layer <= 0:
             return out[0], getattr(out, "text_embeds", None)
         if layer > len(out.hidden_states):
-            raise ProtocolError(UNSUPPORTED, f"CLIP skip reaches past the text encoder's {len(out.hidden_states) - 1} "
-                                "layers: choose a smaller clip_skip", field="params.clip_skip")
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"CLIP skip reaches past the text encoder's {len(out.hidden_states) - 1} "
+                "layers: choose a smaller clip_skip",
+                field="params.clip_skip",
+            )
         hidden = out.hidden_states[-layer]
         if normalize:
             hidden = getattr(encoder, "text_model", encoder).final_layer_norm(hidden)  # transformers 4 / 5

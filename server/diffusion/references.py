@@ -53,8 +53,9 @@ class ReferencePlan:
 def _adapters_text(entries: List[ModelEntry]) -> str:
     if not entries:
         return "no IP-Adapter is installed"
-    return "installed: " + ", ".join(f"{e.name} ({arch_name(e.arch)}{', face' if e.info.get('face') else ''})"
-                                     for e in entries)
+    return "installed: " + ", ".join(
+        f"{e.name} ({arch_name(e.arch)}{', face' if e.info.get('face') else ''})" for e in entries
+    )
 
 
 def select(references: List[Reference], checkpoint: ModelEntry, registry: ModelRegistry) -> List[ReferencePlan]:
@@ -62,9 +63,12 @@ def select(references: List[Reference], checkpoint: ModelEntry, registry: ModelR
     what is installed (and the catalogue entry that provides one) when none fits."""
     arch = checkpoint.arch
     if arch not in ipa.REFERENCE_FAMILIES:
-        raise ProtocolError(UNSUPPORTED, f"reference images are not supported for {arch_name(arch)} models "
-                            f"(checkpoint '{checkpoint.name}'): they work with SD1.5 and SDXL checkpoints",
-                            field="references")
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"reference images are not supported for {arch_name(arch)} models "
+            f"(checkpoint '{checkpoint.name}'): they work with SD1.5 and SDXL checkpoints",
+            field="references",
+        )
     installed = [e for e in registry.entries("ipadapter") if e.problem is None]
     plans = []
     for i, ref in enumerate(references):
@@ -72,16 +76,24 @@ def select(references: List[Reference], checkpoint: ModelEntry, registry: ModelR
         if ref.model:
             entry = registry.get(ref.model, "ipadapter", arch)
             if entry.arch != arch:
-                raise ProtocolError(UNSUPPORTED, f"IP-Adapter '{entry.name}' is made for {arch_name(entry.arch)} but "
-                                    f"checkpoint '{checkpoint.name}' is {arch_name(arch)}", field=field)
+                raise ProtocolError(
+                    UNSUPPORTED,
+                    f"IP-Adapter '{entry.name}' is made for {arch_name(entry.arch)} but "
+                    f"checkpoint '{checkpoint.name}' is {arch_name(arch)}",
+                    field=field,
+                )
         else:
             fits = [e for e in installed if e.arch == arch and bool(e.info.get("face")) == (ref.type == "face")]
             fits.sort(key=lambda e: (e.info.get("variant") != "plus", e.name.lower()))
             if not fits:
                 what = "face IP-Adapter" if ref.type == "face" else "IP-Adapter"
-                raise ProtocolError(MODEL_NOT_FOUND, f"no {arch_name(arch)} {what} for a '{ref.type}' reference "
-                                    f"(checkpoint '{checkpoint.name}'): {_adapters_text(installed)}; "
-                                    f"{CATALOGUE_HINT[arch]} installs one", field=field)
+                raise ProtocolError(
+                    MODEL_NOT_FOUND,
+                    f"no {arch_name(arch)} {what} for a '{ref.type}' reference "
+                    f"(checkpoint '{checkpoint.name}'): {_adapters_text(installed)}; "
+                    f"{CATALOGUE_HINT[arch]} installs one",
+                    field=field,
+                )
             entry = fits[0]
         plans.append(ReferencePlan(ref, entry, encoder_for(entry, registry, field)))
     return plans
@@ -95,13 +107,20 @@ def encoder_for(adapter: ModelEntry, registry: ModelRegistry, field: str) -> Mod
     fits.sort(key=lambda e: (e.path.parent != adapter.path.parent, e.name.lower()))
     if fits:
         return fits[0]
-    need = {(1024, "image_embeds"): "ViT-H/14", (1280, "hidden_states"): "ViT-H/14",
-            (1280, "image_embeds"): "ViT-bigG/14", (1664, "hidden_states"): "ViT-bigG/14"}.get((width, output))
+    need = {
+        (1024, "image_embeds"): "ViT-H/14",
+        (1280, "hidden_states"): "ViT-H/14",
+        (1280, "image_embeds"): "ViT-bigG/14",
+        (1664, "hidden_states"): "ViT-bigG/14",
+    }.get((width, output))
     have = ", ".join(f"{e.name} ({ipa.describe_encoder(e.info)})" for e in encoders) or "none"
-    raise ProtocolError(MODEL_NOT_FOUND, f"IP-Adapter '{adapter.name}' needs a {need or f'{width}-wide'} image encoder "
-                        f"in clip_vision/ (installed: {have}); paintbridge models pull "
-                        f"{'clip-vision-vit-bigg' if need == 'ViT-bigG/14' else 'clip-vision-vit-h'} installs it",
-                        field=field)
+    raise ProtocolError(
+        MODEL_NOT_FOUND,
+        f"IP-Adapter '{adapter.name}' needs a {need or f'{width}-wide'} image encoder "
+        f"in clip_vision/ (installed: {have}); paintbridge models pull "
+        f"{'clip-vision-vit-bigg' if need == 'ViT-bigG/14' else 'clip-vision-vit-h'} installs it",
+        field=field,
+    )
 
 
 def scale_config(arch: str, ref: Reference, strength: Optional[float] = None):
@@ -110,8 +129,7 @@ def scale_config(arch: str, ref: Reference, strength: Optional[float] = None):
     blocks = BLOCKS.get((arch, ref.type))
     if blocks is None or s == 0:
         return float(s)
-    return {part: {block: [v * s for v in values] for block, values in parts.items()}
-            for part, parts in blocks.items()}
+    return {part: {block: [v * s for v in values] for block, values in parts.items()} for part, parts in blocks.items()}
 
 
 def active(ref: Reference, fraction: float) -> bool:
@@ -171,8 +189,12 @@ class ReferenceSet:
             if getattr(pipe.unet, "encoder_hid_proj", None) is not None:
                 pipe.unload_ip_adapter()
             names = ", ".join(sorted({p.adapter.name for p in plans}))
-            raise ProtocolError(UNSUPPORTED, f"cannot load IP-Adapter {names} into checkpoint '{checkpoint}' (the "
-                                f"adapter does not fit its UNet): {err}", field="references") from err
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"cannot load IP-Adapter {names} into checkpoint '{checkpoint}' (the "
+                f"adapter does not fit its UNet): {err}",
+                field="references",
+            ) from err
         pipe.unet.to(self.device)
         self.loaded = wanted
 
@@ -182,8 +204,12 @@ class ReferenceSet:
         if key not in self._states:
             if entry.format == "pickle":
                 if not self.registry.allow_pickle:
-                    raise ProtocolError(UNSUPPORTED, f"IP-Adapter '{entry.name}' is a pickle file: convert it to "
-                                        ".safetensors or start the server with --allow-pickle", field="references")
+                    raise ProtocolError(
+                        UNSUPPORTED,
+                        f"IP-Adapter '{entry.name}' is a pickle file: convert it to "
+                        ".safetensors or start the server with --allow-pickle",
+                        field="references",
+                    )
                 flat = ipa.flatten(_weights_only(entry.path, "IP-Adapter"))
             else:
                 from safetensors.torch import load_file
@@ -207,11 +233,16 @@ class ReferenceSet:
         if entry.format == "diffusers":
             weights = "model.safetensors" if (entry.path / "model.safetensors").is_file() else "pytorch_model.bin"
             if weights.endswith(".bin") and not self.registry.allow_pickle:
-                raise ProtocolError(UNSUPPORTED, f"image encoder '{entry.name}' holds only a pickle "
-                                    "(pytorch_model.bin): convert it to model.safetensors or start the server with "
-                                    "--allow-pickle", field="references")
-            model = CLIPVisionModelWithProjection.from_pretrained(str(entry.path), local_files_only=True,
-                                                                  dtype=self.dtype)
+                raise ProtocolError(
+                    UNSUPPORTED,
+                    f"image encoder '{entry.name}' holds only a pickle "
+                    "(pytorch_model.bin): convert it to model.safetensors or start the server with "
+                    "--allow-pickle",
+                    field="references",
+                )
+            model = CLIPVisionModelWithProjection.from_pretrained(
+                str(entry.path), local_files_only=True, dtype=self.dtype
+            )
         else:
             config_dir = entry.config_dir or ipa.standard_config(entry.info)
             config = CLIPVisionConfig.from_pretrained(str(config_dir), local_files_only=True)
@@ -221,9 +252,10 @@ class ReferenceSet:
                 from safetensors.torch import load_file
 
                 state = load_file(str(entry.path))
-            state = {k[len("clip_vision."):] if k.startswith("clip_vision.") else k: v for k, v in state.items()}
-            model = CLIPVisionModelWithProjection.from_pretrained(None, config=config, state_dict=state,
-                                                                  dtype=self.dtype)
+            state = {k[len("clip_vision.") :] if k.startswith("clip_vision.") else k: v for k, v in state.items()}
+            model = CLIPVisionModelWithProjection.from_pretrained(
+                None, config=config, state_dict=state, dtype=self.dtype
+            )
         return model.to(self.device).eval()
 
     def embeddings(self, plan: ReferencePlan, cfg: bool):
@@ -235,8 +267,7 @@ class ReferenceSet:
 
         encoder = self.encoder(plan.encoder)
         size = encoder.config.image_size
-        owner = SimpleNamespace(image_encoder=encoder,
-                                feature_extractor=CLIPImageProcessor(size=size, crop_size=size))
+        owner = SimpleNamespace(image_encoder=encoder, feature_extractor=CLIPImageProcessor(size=size, crop_size=size))
         hidden = plan.adapter.info["encoder_output"] == "hidden_states"
         image = Image.fromarray(np.ascontiguousarray(plan.reference.image[..., :3]))
         with torch.inference_mode():
@@ -252,6 +283,7 @@ def _weights_only(path, what: str) -> dict:
     except pickles.PickleRefused as err:
         raise ProtocolError(UNSUPPORTED, str(err), field="references") from None
     if not isinstance(state, dict):
-        raise ProtocolError(UNSUPPORTED, f"{what} file {path.name} holds a {type(state).__name__}, not a state dict",
-                            field="references")
+        raise ProtocolError(
+            UNSUPPORTED, f"{what} file {path.name} holds a {type(state).__name__}, not a state dict", field="references"
+        )
     return state

@@ -83,8 +83,10 @@ class RegionPlan:
             while h * w > tokens:  # each UNet level halves the size, rounding up (stride-2 convolutions, padding 1)
                 h, w = (h + 1) // 2, (w + 1) // 2
             if h * w != tokens:
-                raise RuntimeError(f"a cross-attention layer over {tokens} positions matches no level of the "
-                                   f"{tuple(self.latent_weights.shape[-2:])} latent")
+                raise RuntimeError(
+                    f"a cross-attention layer over {tokens} positions matches no level of the "
+                    f"{tuple(self.latent_weights.shape[-2:])} latent"
+                )
             level = F.interpolate(self.latent_weights, size=(h, w), mode="area")
             level = level / level.sum(dim=0, keepdim=True).clamp_min(1e-6)
             cache[tokens] = level.reshape(level.shape[0], 1, tokens, 1)
@@ -109,8 +111,17 @@ class RegionAttention:
         self.inner = inner
         self.plan = plan
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
-                 ip_adapter_masks=None, **kwargs):
+    def __call__(
+        self,
+        attn,
+        hidden_states,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        temb=None,
+        *args,
+        ip_adapter_masks=None,
+        **kwargs,
+    ):
         # diffusers hands a processor only the cross-attention kwargs its signature names: masked references' masks
         # must be named here to reach the wrapped IP-Adapter processor
         if ip_adapter_masks is not None:
@@ -118,8 +129,7 @@ class RegionAttention:
         if encoder_hidden_states is None or hidden_states.ndim != 3:
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
         weights = self.plan.weights_for(hidden_states.shape[1], hidden_states)
-        out = weights[0] * self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args,
-                                      **kwargs)
+        out = weights[0] * self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
         # With IP-Adapters loaded the UNet hands (text states, image embeds): a region swaps only the text part.
         extra = tuple(encoder_hidden_states[1:]) if isinstance(encoder_hidden_states, tuple) else None
         text = encoder_hidden_states[0] if extra is not None else encoder_hidden_states
@@ -130,8 +140,17 @@ class RegionAttention:
         return out
 
 
-def plan(regions: Sequence[Region], conditionings: Sequence[object], width: int, height: int, latent_width: int,
-         latent_height: int, batch: int, device, dtype) -> RegionPlan:
+def plan(
+    regions: Sequence[Region],
+    conditionings: Sequence[object],
+    width: int,
+    height: int,
+    latent_width: int,
+    latent_height: int,
+    batch: int,
+    device,
+    dtype,
+) -> RegionPlan:
     """The plan of one call: ``regions`` at the context size ``width`` x ``height`` with their encoded prompts
     (``prompts.Conditioning`` each), for a latent of ``latent_width`` x ``latent_height``."""
     import torch
@@ -151,8 +170,12 @@ def applied(unet, region_plan: Optional[RegionPlan]) -> Iterator[None]:
         yield
         return
     saved = dict(unet.attn_processors)
-    unet.set_attn_processor({name: RegionAttention(proc, region_plan) if name.endswith(CROSS_ATTENTION) else proc
-                             for name, proc in saved.items()})
+    unet.set_attn_processor(
+        {
+            name: RegionAttention(proc, region_plan) if name.endswith(CROSS_ATTENTION) else proc
+            for name, proc in saved.items()
+        }
+    )
     try:
         yield
     finally:

@@ -13,8 +13,17 @@ from ..defaults import DEFAULT_SAMPLER, default_cfg as family_cfg
 
 # options of another sampler or schedule that a checkpoint's saved scheduler config may carry: dropped first, so the
 # scheduler is exactly the table's
-FOREIGN_OPTIONS = ("skip_prk_steps", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
-                   "use_lu_lambdas", "algorithm_type", "interpolation_type", "solver_order", "final_sigmas_type")
+FOREIGN_OPTIONS = (
+    "skip_prk_steps",
+    "use_karras_sigmas",
+    "use_exponential_sigmas",
+    "use_beta_sigmas",
+    "use_lu_lambdas",
+    "algorithm_type",
+    "interpolation_type",
+    "solver_order",
+    "final_sigmas_type",
+)
 
 
 def missing_packages() -> Tuple[str, ...]:
@@ -42,9 +51,12 @@ def choose(sampler: str, schedule: str = "") -> Tuple[str, str]:
         package = NEEDS.get(what)
         if package and importlib.util.find_spec(package) is None:
             kind = "sampler" if what == name else "schedule"
-            raise ProtocolError(UNSUPPORTED, f"the {kind} '{what}' needs the Python package {package}, which is not "
-                                f"installed on the server (pip install {package})",
-                                field="params.sampler" if kind == "sampler" else "params.scheduler")
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"the {kind} '{what}' needs the Python package {package}, which is not "
+                f"installed on the server (pip install {package})",
+                field="params.sampler" if kind == "sampler" else "params.scheduler",
+            )
     return name, sched
 
 

@@ -28,8 +28,11 @@ class DeepFeatureCache:
             raise ValueError(f"interval must be at least 1, got {interval}")
         self.unet = unet
         self.interval = interval
-        self.deep: List[object] = [*unet.down_blocks[1:], *([unet.mid_block] if unet.mid_block is not None else []),
-                                   *unet.up_blocks[:-1]]
+        self.deep: List[object] = [
+            *unet.down_blocks[1:],
+            *([unet.mid_block] if unet.mid_block is not None else []),
+            *unet.up_blocks[:-1],
+        ]
         self.kept: Dict[int, object] = {}
         self.calls = 0
         self.reused = 0  # calls whose deep blocks were skipped
@@ -39,8 +42,7 @@ class DeepFeatureCache:
     def _before_call(self, module, args, kwargs) -> None:
         sample = args[0] if args else kwargs.get("sample")
         shape = tuple(sample.shape)
-        self.reuse = (self.calls % self.interval != 0 and shape == self._shape
-                      and len(self.kept) == len(self.deep))
+        self.reuse = self.calls % self.interval != 0 and shape == self._shape and len(self.kept) == len(self.deep)
         if not self.reuse:
             self.kept.clear()
         self._shape = shape

@@ -50,8 +50,12 @@ def find(dirs: Iterable[Path], arch: str, allow_pickle: bool = False) -> Optiona
                 if path.is_dir() and _is_tiny_folder(path):
                     return path
                 suffixes = (".safetensors", ".pth") if allow_pickle else (".safetensors",)
-                if path.is_file() and path.name.lower().startswith("taesd") and "decoder" in path.name.lower() \
-                        and path.suffix.lower() in suffixes:
+                if (
+                    path.is_file()
+                    and path.name.lower().startswith("taesd")
+                    and "decoder" in path.name.lower()
+                    and path.suffix.lower() in suffixes
+                ):
                     return path
     return None
 
@@ -89,8 +93,10 @@ def load(path: Path, device, dtype):
         missing, unexpected = vae.load_state_dict(wanted, strict=False)
         decoder_missing = [k for k in missing if k.startswith("decoder.")]
         if decoder_missing or unexpected:
-            raise ValueError(f"{path.name} is not a TAESD decoder: "
-                             f"{len(decoder_missing)} decoder tensors missing, {len(unexpected)} unexpected")
+            raise ValueError(
+                f"{path.name} is not a TAESD decoder: "
+                f"{len(decoder_missing)} decoder tensors missing, {len(unexpected)} unexpected"
+            )
         vae = vae.to(dtype)
     return vae.to(device).eval()
 

@@ -51,8 +51,11 @@ class TransparencyPlan:
         try:
             prepared = layer_attention.prepare(unet, self.arch, self.weights())
         except ValueError as err:
-            raise ProtocolError(UNSUPPORTED, f"LayerDiffuse file '{self.attention.name}' does not fit this "
-                                f"{arch_name(self.arch)} checkpoint: {err}", field="params.transparent") from None
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"LayerDiffuse file '{self.attention.name}' does not fit this {arch_name(self.arch)} checkpoint: {err}",
+                field="params.transparent",
+            ) from None
         return layer_attention.applied(unet, prepared)
 
     def decoder_model(self, device: str):
@@ -72,27 +75,42 @@ def plan(job, entry: ModelEntry, registry, live: bool = False) -> TransparencyPl
     refused naming what to change or pull."""
     params = job.params
     if job.mode not in TRANSPARENT_MODES:
-        raise _refuse("params.transparent", f"is made by mode 'generate' (into a selection or a new layer) or "
-                      f"'img2img' (of a transparent layer), not '{job.mode}'")
+        raise _refuse(
+            "params.transparent",
+            f"is made by mode 'generate' (into a selection or a new layer) or "
+            f"'img2img' (of a transparent layer), not '{job.mode}'",
+        )
     if entry.arch not in ld.FAMILIES or entry.inpaint:
-        raise _refuse("model", f"needs an SD1.5 or SDXL checkpoint (not an inpainting one); '{entry.name}' is "
-                      f"{arch_name(entry.arch)}{' inpainting' if entry.inpaint else ''}")
-    for on, field, what in ((params.hires.enabled, "params.hires", "the hires fix"),
-                            (bool(params.refiner), "params.refiner", "an SDXL refiner"),
-                            (bool(job.regions), "regions", "regions"), (bool(job.references), "references",
-                                                                        "reference images"),
-                            (live, "live", "live mode")):
+        raise _refuse(
+            "model",
+            f"needs an SD1.5 or SDXL checkpoint (not an inpainting one); '{entry.name}' is "
+            f"{arch_name(entry.arch)}{' inpainting' if entry.inpaint else ''}",
+        )
+    for on, field, what in (
+        (params.hires.enabled, "params.hires", "the hires fix"),
+        (bool(params.refiner), "params.refiner", "an SDXL refiner"),
+        (bool(job.regions), "regions", "regions"),
+        (bool(job.references), "references", "reference images"),
+        (live, "live", "live mode"),
+    ):
         if on:
             raise _refuse(field, f"is not made together with {what}: switch one of them off")
     found = {}
     for role in (ld.ATTENTION, ld.DECODER) + ((ld.ENCODER,) if job.mode == "img2img" else ()):
-        usable = [e for e in registry.entries(ld.KIND) if e.arch == entry.arch and e.problem is None
-                  and e.info.get("role") == role]
+        usable = [
+            e
+            for e in registry.entries(ld.KIND)
+            if e.arch == entry.arch and e.problem is None and e.info.get("role") == role
+        ]
         if not usable:
             folders = " or ".join(str(d / "layer_model") for d in registry.dirs) or "layer_model/"
-            raise ProtocolError(MODEL_NOT_FOUND, f"a transparent {arch_name(entry.arch)} layer needs LayerDiffuse's "
-                                f"{ld.FILES[(entry.arch, role)]} in {folders}: run `paintbridge models pull "
-                                f"{ld.PRESETS[entry.arch]}`", field="params.transparent")
+            raise ProtocolError(
+                MODEL_NOT_FOUND,
+                f"a transparent {arch_name(entry.arch)} layer needs LayerDiffuse's "
+                f"{ld.FILES[(entry.arch, role)]} in {folders}: run `paintbridge models pull "
+                f"{ld.PRESETS[entry.arch]}`",
+                field="params.transparent",
+            )
         found[role] = usable[0]
     return TransparencyPlan(entry.arch, found[ld.ATTENTION], found[ld.DECODER], found.get(ld.ENCODER))
 
@@ -110,7 +128,7 @@ def decode(vae, latents, decoder, augment: bool = True) -> Tuple[List[np.ndarray
         pixels = (vae.decode(z.to(vae.dtype)).sample.float() * 0.5 + 0.5).clamp(0, 1)
     colours, alphas = [], []
     for i in range(z.shape[0]):
-        rgb, alpha = transparent_decoder.decode(decoder, pixels[i:i + 1], z[i:i + 1].float(), augment)
+        rgb, alpha = transparent_decoder.decode(decoder, pixels[i : i + 1], z[i : i + 1].float(), augment)
         colours.append(np.clip(np.rint(rgb[0] * 255), 0, 255).astype(np.uint8))
         alphas.append(np.clip(np.rint(alpha[0] * 255), 0, 255).astype(np.uint8))
     return colours, alphas

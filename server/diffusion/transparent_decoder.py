@@ -41,28 +41,61 @@ def build(width: Tuple[int, ...]):
     class TransparentDecoder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            common = dict(resnet_eps=1e-5, resnet_act_fn="silu", resnet_groups=NORM_GROUPS, attention_head_dim=HEAD_DIM,
-                          resnet_time_scale_shift="default", dropout=0.0, temb_channels=None)
+            common = dict(
+                resnet_eps=1e-5,
+                resnet_act_fn="silu",
+                resnet_groups=NORM_GROUPS,
+                attention_head_dim=HEAD_DIM,
+                resnet_time_scale_shift="default",
+                dropout=0.0,
+                temb_channels=None,
+            )
             self.conv_in = torch.nn.Conv2d(3, width[0], kernel_size=3, padding=1)
             self.latent_conv_in = torch.nn.Conv2d(4, width[2], kernel_size=1)
             self.down_blocks = torch.nn.ModuleList()
             for i in range(LEVELS):
                 kind = "AttnDownBlock2D" if i >= ATTENTION_FROM else "DownBlock2D"
-                self.down_blocks.append(get_down_block(
-                    kind, num_layers=2, in_channels=width[max(0, i - 1)], out_channels=width[i],
-                    add_downsample=i < LEVELS - 1, downsample_padding=1, downsample_type="conv", **common))
-            self.mid_block = UNetMidBlock2D(in_channels=width[-1], temb_channels=None, dropout=0.0, resnet_eps=1e-5,
-                                            resnet_act_fn="silu", output_scale_factor=1,
-                                            resnet_time_scale_shift="default", attention_head_dim=HEAD_DIM,
-                                            resnet_groups=NORM_GROUPS, attn_groups=None, add_attention=True)
+                self.down_blocks.append(
+                    get_down_block(
+                        kind,
+                        num_layers=2,
+                        in_channels=width[max(0, i - 1)],
+                        out_channels=width[i],
+                        add_downsample=i < LEVELS - 1,
+                        downsample_padding=1,
+                        downsample_type="conv",
+                        **common,
+                    )
+                )
+            self.mid_block = UNetMidBlock2D(
+                in_channels=width[-1],
+                temb_channels=None,
+                dropout=0.0,
+                resnet_eps=1e-5,
+                resnet_act_fn="silu",
+                output_scale_factor=1,
+                resnet_time_scale_shift="default",
+                attention_head_dim=HEAD_DIM,
+                resnet_groups=NORM_GROUPS,
+                attn_groups=None,
+                add_attention=True,
+            )
             rev = list(reversed(width))
             self.up_blocks = torch.nn.ModuleList()
             for i in range(LEVELS):
                 kind = "AttnUpBlock2D" if i < LEVELS - ATTENTION_FROM else "UpBlock2D"
-                self.up_blocks.append(get_up_block(
-                    kind, num_layers=3, in_channels=rev[min(i + 1, LEVELS - 1)], out_channels=rev[i],
-                    prev_output_channel=rev[max(0, i - 1)], add_upsample=i < LEVELS - 1, upsample_type="conv",
-                    **common))
+                self.up_blocks.append(
+                    get_up_block(
+                        kind,
+                        num_layers=3,
+                        in_channels=rev[min(i + 1, LEVELS - 1)],
+                        out_channels=rev[i],
+                        prev_output_channel=rev[max(0, i - 1)],
+                        add_upsample=i < LEVELS - 1,
+                        upsample_type="conv",
+                        **common,
+                    )
+                )
             self.conv_norm_out = torch.nn.GroupNorm(num_channels=width[0], num_groups=NORM_GROUPS, eps=1e-5)
             self.conv_act = torch.nn.SiLU()
             self.conv_out = torch.nn.Conv2d(width[0], 4, kernel_size=3, padding=1)
@@ -116,7 +149,7 @@ def decode(model, pixels, latent, augment: bool = True) -> Tuple[np.ndarray, np.
         latent = torch.nn.functional.pad(latent, (0, extra_w // 8, 0, extra_h // 8), mode="replicate")
     answers = []
     with torch.inference_mode():
-        for flip, turns in (ORIENTATIONS if augment else ORIENTATIONS[:1]):
+        for flip, turns in ORIENTATIONS if augment else ORIENTATIONS[:1]:
             p, z = (torch.flip(pixels, dims=(3,)), torch.flip(latent, dims=(3,))) if flip else (pixels, latent)
             y = model(torch.rot90(p, turns, dims=(2, 3)), torch.rot90(z, turns, dims=(2, 3))).clamp(0, 1)
             y = torch.rot90(y, -turns, dims=(2, 3))

@@ -27,8 +27,9 @@ def build(channels: List[int]):
 
     layers = []
     for i in range(CONVS):
-        layers.append(torch.nn.Conv2d(channels[i], channels[i + 1], kernel_size=3, padding=1,
-                                      stride=2 if i in STRIDED else 1))
+        layers.append(
+            torch.nn.Conv2d(channels[i], channels[i + 1], kernel_size=3, padding=1, stride=2 if i in STRIDED else 1)
+        )
         if i < CONVS - 1:
             layers.append(torch.nn.SiLU())
     return torch.nn.Sequential(*layers)
@@ -46,7 +47,7 @@ def load(path: Path, device: str = "cpu"):
     """The encoder of the safetensors file ``path`` (float32, eval mode) on ``device``."""
     from safetensors.torch import load_file
 
-    state = {k[len("blocks."):]: v for k, v in load_file(str(path)).items() if k.startswith("blocks.")}
+    state = {k[len("blocks.") :]: v for k, v in load_file(str(path)).items() if k.startswith("blocks.")}
     model = build(channels_of(state))
     model.load_state_dict(state, strict=True)
     return model.float().eval().to(device)
@@ -62,8 +63,12 @@ def extend_colour(rgba: np.ndarray, step: float = 1.2) -> np.ndarray:
     while min(levels[-1][1].shape[:2]) > 1:
         c, a = levels[-1]
         size = (max(1, int(c.shape[1] / step)), max(1, int(c.shape[0] / step)))
-        levels.append((cv2.resize(c, size, interpolation=cv2.INTER_AREA),
-                       cv2.resize(a, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], 1)))
+        levels.append(
+            (
+                cv2.resize(c, size, interpolation=cv2.INTER_AREA),
+                cv2.resize(a, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], 1),
+            )
+        )
     c, a = levels[-1]
     filled = c.sum(axis=(0, 1), keepdims=True) / max(float(a.sum()), 1e-8)
     for c, a in reversed(levels):

@@ -10,5 +10,18 @@ from .catalogue import Catalogue, CatalogueError, CatalogueFile, Preset
 from .pull import ChecksumError, OfflineError, PullCancelled, PullError, PullResult, pull, pull_file
 from .status import PresetStatus, preset_status
 
-__all__ = ["Catalogue", "CatalogueError", "CatalogueFile", "Preset", "ChecksumError", "OfflineError", "PullCancelled", "PullError",
-           "PullResult", "pull", "pull_file", "PresetStatus", "preset_status"]
+__all__ = [
+    "Catalogue",
+    "CatalogueError",
+    "CatalogueFile",
+    "Preset",
+    "ChecksumError",
+    "OfflineError",
+    "PullCancelled",
+    "PullError",
+    "PullResult",
+    "pull",
+    "pull_file",
+    "PresetStatus",
+    "preset_status",
+]

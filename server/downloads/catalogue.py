@@ -80,8 +80,9 @@ def _check_pin(path: Path, item: CatalogueFile) -> None:
     if item.sha256 is not None and not _SHA256.match(item.sha256):
         raise CatalogueError(f"{path}: file '{item.id}' has a malformed sha256 {item.sha256!r}")
     if (item.sha256 is None or not is_commit(item.revision)) and not item.unpinned.strip():
-        raise CatalogueError(f"{path}: file '{item.id}' is not pinned to a commit and a sha256, and does not say why "
-                             "('unpinned')")
+        raise CatalogueError(
+            f"{path}: file '{item.id}' is not pinned to a commit and a sha256, and does not say why ('unpinned')"
+        )
 
 
 class Catalogue:
@@ -101,13 +102,24 @@ class Catalogue:
         for key, entry in data.get("files", {}).items():
             try:
                 files[key] = CatalogueFile(
-                    id=key, repo=entry["repo"], file=entry["file"], target=entry["target"], family=entry["family"],
-                    kind=entry["kind"], what=entry.get("what", ""), revision=entry.get("revision", "main"),
-                    size=entry.get("size"), sha256=(entry.get("sha256") or None),
-                    size_estimate=entry.get("size_estimate"), to_confirm=tuple(entry.get("to_confirm", ())),
-                    licence=entry.get("licence", ""), modes=tuple(entry.get("modes", ())),
-                    controls=tuple(entry.get("controls", ())), pinned_from=entry.get("pinned_from", ""),
-                    unpinned=entry.get("unpinned", ""))
+                    id=key,
+                    repo=entry["repo"],
+                    file=entry["file"],
+                    target=entry["target"],
+                    family=entry["family"],
+                    kind=entry["kind"],
+                    what=entry.get("what", ""),
+                    revision=entry.get("revision", "main"),
+                    size=entry.get("size"),
+                    sha256=(entry.get("sha256") or None),
+                    size_estimate=entry.get("size_estimate"),
+                    to_confirm=tuple(entry.get("to_confirm", ())),
+                    licence=entry.get("licence", ""),
+                    modes=tuple(entry.get("modes", ())),
+                    controls=tuple(entry.get("controls", ())),
+                    pinned_from=entry.get("pinned_from", ""),
+                    unpinned=entry.get("unpinned", ""),
+                )
             except KeyError as err:
                 raise CatalogueError(f"{path}: file '{key}' lacks the field {err}") from None
             _check_pin(path, files[key])
@@ -125,8 +137,9 @@ class Catalogue:
             return list(self.presets[name].files)
         if name in self.files:
             return [self.files[name]]
-        raise CatalogueError(f"'{name}' is not in the catalogue; presets: {', '.join(self.presets)}; "
-                             f"files: {', '.join(self.files)}")
+        raise CatalogueError(
+            f"'{name}' is not in the catalogue; presets: {', '.join(self.presets)}; files: {', '.join(self.files)}"
+        )
 
     def by_target(self) -> Dict[str, CatalogueFile]:
         """Catalogue files by their target path (``checkpoints/x.safetensors``)."""

@@ -43,8 +43,12 @@ def recorded(root: Path, item: CatalogueFile) -> Optional[dict]:
 def record(root: Path, item: CatalogueFile, sha256: str, size: int) -> None:
     """Remember the digest of ``item``'s first download (written atomically beside the models)."""
     data = _load(root)
-    data[f"{item.repo}/{item.file}"] = {"sha256": sha256, "size": size, "revision": item.revision,
-                                        "recorded": time.strftime("%Y-%m-%d %H:%M:%S")}
+    data[f"{item.repo}/{item.file}"] = {
+        "sha256": sha256,
+        "size": size,
+        "revision": item.revision,
+        "recorded": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     target = _path(root)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")

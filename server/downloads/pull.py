@@ -89,8 +89,15 @@ def manual_steps(items: Iterable[CatalogueFile], root: Path) -> List[tuple]:
 
 def offline_message(items: Iterable[CatalogueFile], root: Path, why: str) -> str:
     steps = manual_steps(items, root)
-    lines = [f"cannot reach {endpoint()} ({why}): " + ("offline mode is on (unset HF_HUB_OFFLINE to download). "
-             if "HF_HUB_OFFLINE" in why else "the computer seems to be offline. ") + "Nothing more was downloaded."]
+    lines = [
+        f"cannot reach {endpoint()} ({why}): "
+        + (
+            "offline mode is on (unset HF_HUB_OFFLINE to download). "
+            if "HF_HUB_OFFLINE" in why
+            else "the computer seems to be offline. "
+        )
+        + "Nothing more was downloaded."
+    ]
     if steps:
         lines.append("To install by hand, download each file and save it under the name shown:")
         lines += [f"  {url}\n    -> {dest}" for url, dest in steps]
@@ -116,8 +123,9 @@ def _progress_class(item: CatalogueFile, callback: Optional[ProgressCallback], c
             if callback is not None:
                 callback(item, self.done, self.size)
             if cancelled is not None and cancelled():
-                raise PullCancelled(f"the download of {item.target} was cancelled; its partial file is kept, pull "
-                                    "it again to continue")
+                raise PullCancelled(
+                    f"the download of {item.target} was cancelled; its partial file is kept, pull it again to continue"
+                )
             return super().update(n)
 
     return Progress
@@ -134,8 +142,9 @@ def file_digest(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def verify(path: Path, item: CatalogueFile, hub_etag: Optional[str], hub_size: Optional[int],
-           root: Optional[Path] = None) -> str:
+def verify(
+    path: Path, item: CatalogueFile, hub_etag: Optional[str], hub_size: Optional[int], root: Optional[Path] = None
+) -> str:
     """Check ``path`` against the catalogue's pin (sha256, size), else the digest recorded at the first download into
     ``root`` (see ``pins``), else the hub (etag, size); returns how it was checked. A file without a catalogue pin
     has its sha256 recorded at its first download into ``root``. Raises ChecksumError (after deleting the file),
@@ -160,8 +169,12 @@ def verify(path: Path, item: CatalogueFile, hub_etag: Optional[str], hub_size: O
     got = file_digest(path, algorithm) if algorithm else ""
     if got != want:
         if first is not None:
-            _refuse(path, item, f"its sha256 is {got}, but the copy first downloaded here ({first['recorded']}) had "
-                                f"{want}: the file on the hub has changed since")
+            _refuse(
+                path,
+                item,
+                f"its sha256 is {got}, but the copy first downloaded here ({first['recorded']}) had "
+                f"{want}: the file on the hub has changed since",
+            )
         _refuse(path, item, f"its {algorithm} is {got}, expected {want}")
     if root is not None and not item.sha256 and first is None:
         pins.record(root, item, got if algorithm == "sha256" else file_digest(path, "sha256"), size)
@@ -176,25 +189,34 @@ def _refuse_before_download(item: CatalogueFile, root: Path, etag: Optional[str]
     first = None if item.sha256 else pins.recorded(root, item)
     want = item.sha256.lower() if item.sha256 else first["sha256"] if first else None
     if want is not None and etag != want:
-        pin = f"the catalogue pins {want} (revision {item.revision})" if item.sha256 else \
-            f"the copy first downloaded here ({first['recorded']}) had {want}"
-        raise ChecksumError(f"refused {item.repo}/{item.file}: the hub serves a file whose sha256 is {etag}, but "
-                            f"{pin}. Nothing was downloaded: the file on the hub has changed (update Paintbridge, or check "
-                            f"{endpoint()}/{item.repo})")
+        pin = (
+            f"the catalogue pins {want} (revision {item.revision})"
+            if item.sha256
+            else f"the copy first downloaded here ({first['recorded']}) had {want}"
+        )
+        raise ChecksumError(
+            f"refused {item.repo}/{item.file}: the hub serves a file whose sha256 is {etag}, but "
+            f"{pin}. Nothing was downloaded: the file on the hub has changed (update Paintbridge, or check "
+            f"{endpoint()}/{item.repo})"
+        )
 
 
 def unpinned_note(item: CatalogueFile) -> str:
     """What a download of a file without a catalogue pin says (empty for pinned files)."""
     if item.sha256:
         return ""
-    return (f"{item.target} has no published sha256 in the catalogue ({item.unpinned or 'none was found'}); the "
-            "sha256 of its first download is recorded, and later downloads must match it")
+    return (
+        f"{item.target} has no published sha256 in the catalogue ({item.unpinned or 'none was found'}); the "
+        "sha256 of its first download is recorded, and later downloads must match it"
+    )
 
 
 def _refuse(path: Path, item: CatalogueFile, problem: str) -> None:
     path.unlink(missing_ok=True)
-    raise ChecksumError(f"refused {item.repo}/{item.file}: {problem}. The file was deleted; run the command again to "
-                        "download it anew (if it fails again, the catalogue or the hub's copy has changed).")
+    raise ChecksumError(
+        f"refused {item.repo}/{item.file}: {problem}. The file was deleted; run the command again to "
+        "download it anew (if it fails again, the catalogue or the hub's copy has changed)."
+    )
 
 
 def _check_space(item: CatalogueFile, root: Path, size: Optional[int]) -> None:
@@ -204,12 +226,19 @@ def _check_space(item: CatalogueFile, root: Path, size: Optional[int]) -> None:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if need and free < need * 1.05:
-        raise PullError(f"not enough disk space for {item.target}: it needs {need / 1e9:.2f} GB, {root} has "
-                        f"{free / 1e9:.2f} GB free. Free some space, or pass --models with another folder.")
+        raise PullError(
+            f"not enough disk space for {item.target}: it needs {need / 1e9:.2f} GB, {root} has "
+            f"{free / 1e9:.2f} GB free. Free some space, or pass --models with another folder."
+        )
 
 
-def pull_file(item: CatalogueFile, root: Path, progress: Optional[ProgressCallback] = None,
-              force: bool = False, cancelled: Optional[CancelCheck] = None) -> PullResult:
+def pull_file(
+    item: CatalogueFile,
+    root: Path,
+    progress: Optional[ProgressCallback] = None,
+    force: bool = False,
+    cancelled: Optional[CancelCheck] = None,
+) -> PullResult:
     """Download one catalogue file to ``root/item.target`` (kept when present unless ``force``), continuing a partial
     download of the same file. ``cancelled()`` is asked while bytes arrive: True stops it (PullCancelled)."""
     from huggingface_hub import get_hf_file_metadata
@@ -264,16 +293,29 @@ def _partial_file(item: CatalogueFile, staging: Path, etag: Optional[str], size:
     return part
 
 
-def _stream(item: CatalogueFile, part: Path, done: int, size: Optional[int],
-            progress: Optional[ProgressCallback], cancelled: Optional[CancelCheck]) -> None:
+def _stream(
+    item: CatalogueFile,
+    part: Path,
+    done: int,
+    size: Optional[int],
+    progress: Optional[ProgressCallback],
+    cancelled: Optional[CancelCheck],
+) -> None:
     """Append the rest of the file to ``part`` (a Range request from ``done``) with huggingface_hub's ``http_get``."""
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
     with open(part, "r+b" if part.exists() else "wb") as fh:
         fh.seek(0, os.SEEK_END)
-        http_get(file_url(item), fh, resume_size=done, headers=build_hf_headers(), expected_size=size,
-                 displayed_filename=item.target, tqdm_class=_progress_class(item, progress, cancelled))
+        http_get(
+            file_url(item),
+            fh,
+            resume_size=done,
+            headers=build_hf_headers(),
+            expected_size=size,
+            displayed_filename=item.target,
+            tqdm_class=_progress_class(item, progress, cancelled),
+        )
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -290,21 +332,27 @@ def _hub_error(item: CatalogueFile, root: Path, err: Exception) -> PullError:
     if isinstance(err, PullError):
         return err
     if isinstance(err, OSError) and "Consistency check failed" in str(err):
-        return PullError(f"the download of {item.target} from {endpoint()} broke off and could not be resumed "
-                         f"({err}); its partial file is kept: pull it again to continue")
+        return PullError(
+            f"the download of {item.target} from {endpoint()} broke off and could not be resumed "
+            f"({err}); its partial file is kept: pull it again to continue"
+        )
     if isinstance(err, errors.GatedRepoError):
-        return PullError(f"{item.repo} is gated: accept its terms on {endpoint()}/{item.repo} and log in "
-                         "('hf auth login', or set HF_TOKEN), then run this again.")
+        return PullError(
+            f"{item.repo} is gated: accept its terms on {endpoint()}/{item.repo} and log in "
+            "('hf auth login', or set HF_TOKEN), then run this again."
+        )
     if isinstance(err, errors.RepositoryNotFoundError):
-        return PullError(f"the repository {item.repo} was not found on {endpoint()} (the catalogue entry "
-                         f"'{item.id}' is out of date)")
+        return PullError(
+            f"the repository {item.repo} was not found on {endpoint()} (the catalogue entry '{item.id}' is out of date)"
+        )
     if isinstance(err, errors.RevisionNotFoundError):
         return PullError(f"{item.repo} has no revision '{item.revision}' (catalogue entry '{item.id}')")
     if isinstance(err, errors.RemoteEntryNotFoundError):
         return PullError(f"{item.repo} has no file {item.file} (the catalogue entry '{item.id}' is out of date)")
     if isinstance(err, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)) or _is_connection_error(err):
-        offline_mode = isinstance(err, errors.OfflineModeIsEnabled) or \
-            isinstance(err.__context__, errors.OfflineModeIsEnabled)
+        offline_mode = isinstance(err, errors.OfflineModeIsEnabled) or isinstance(
+            err.__context__, errors.OfflineModeIsEnabled
+        )
         why = "HF_HUB_OFFLINE is set" if offline_mode else type(err).__name__
         return OfflineError(offline_message([item], root, why), manual_steps([item], root), why)
     if isinstance(err, errors.HfHubHTTPError):
@@ -314,13 +362,28 @@ def _hub_error(item: CatalogueFile, root: Path, err: Exception) -> PullError:
 
 def _is_connection_error(err: BaseException) -> bool:
     names = {cls.__name__ for cls in type(err).__mro__}
-    return bool(names & {"ConnectError", "ConnectTimeout", "TimeoutException", "RemoteProtocolError", "ReadError",
-                         "NetworkError", "ConnectionError"})
+    return bool(
+        names
+        & {
+            "ConnectError",
+            "ConnectTimeout",
+            "TimeoutException",
+            "RemoteProtocolError",
+            "ReadError",
+            "NetworkError",
+            "ConnectionError",
+        }
+    )
 
 
-def pull(items: Iterable[CatalogueFile], root: Path, progress: Optional[ProgressCallback] = None,
-         force: bool = False, report: Optional[Callable[[PullResult], None]] = None,
-         cancelled: Optional[CancelCheck] = None) -> List[PullResult]:
+def pull(
+    items: Iterable[CatalogueFile],
+    root: Path,
+    progress: Optional[ProgressCallback] = None,
+    force: bool = False,
+    report: Optional[Callable[[PullResult], None]] = None,
+    cancelled: Optional[CancelCheck] = None,
+) -> List[PullResult]:
     """Download each of ``items`` in order; stops at the first failure (what finished stays)."""
     items = list(items)
     results = []
@@ -328,8 +391,9 @@ def pull(items: Iterable[CatalogueFile], root: Path, progress: Optional[Progress
         try:
             result = pull_file(item, root, progress, force, cancelled)
         except OfflineError as err:
-            raise OfflineError(offline_message(items, Path(root), err.why), manual_steps(items, Path(root)),
-                               err.why) from err
+            raise OfflineError(
+                offline_message(items, Path(root), err.why), manual_steps(items, Path(root)), err.why
+            ) from err
         results.append(result)
         if report:
             report(result)

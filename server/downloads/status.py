@@ -34,8 +34,9 @@ def installed_path(item: CatalogueFile, roots: Sequence[Path]) -> Optional[Path]
 
 def preset_status(catalogue: Catalogue, roots: Sequence[Path]) -> List[PresetStatus]:
     """Each preset with the files it still lacks in ``roots``."""
-    return [PresetStatus(p, [f for f in p.files if installed_path(f, roots) is None])
-            for p in catalogue.presets.values()]
+    return [
+        PresetStatus(p, [f for f in p.files if installed_path(f, roots) is None]) for p in catalogue.presets.values()
+    ]
 
 
 def catalogue_entry_for(path: Path, catalogue: Catalogue, roots: Sequence[Path]) -> Optional[CatalogueFile]:

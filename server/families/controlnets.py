@@ -43,8 +43,9 @@ def _installed(registry: ModelRegistry, family: str) -> List[ModelEntry]:
     return [e for e in registry.entries("controlnet") if e.problem is None and e.arch == family]
 
 
-def select(controls: List[Control], checkpoint: ModelEntry, job_mode: str,
-           registry: ModelRegistry) -> Optional[ControlPlan]:
+def select(
+    controls: List[Control], checkpoint: ModelEntry, job_mode: str, registry: ModelRegistry
+) -> Optional[ControlPlan]:
     """The ControlNet for a job's control layers (None without any); a clear ``unsupported``/``model_not_found``
     naming the family, the mode or what is installed otherwise."""
     if not controls:
@@ -52,40 +53,63 @@ def select(controls: List[Control], checkpoint: ModelEntry, job_mode: str,
     family = checkpoint.arch
     name = specs.VARIANT_NAMES.get(checkpoint.info.get("variant", ""), arch_name(family))
     if family not in CONTROL_MODES:
-        raise ProtocolError(UNSUPPORTED, f"checkpoint '{checkpoint.name}' is {name}, which takes no ControlNet "
-                            "(diffusers has no ControlNet pipeline for it): use a Flux.1 dev/schnell checkpoint, or "
-                            "leave out the control layers", field="controls")
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"checkpoint '{checkpoint.name}' is {name}, which takes no ControlNet "
+            "(diffusers has no ControlNet pipeline for it): use a Flux.1 dev/schnell checkpoint, or "
+            "leave out the control layers",
+            field="controls",
+        )
     if job_mode not in CONTROL_MODES[family]:
-        raise ProtocolError(UNSUPPORTED, f"{arch_name(family)} ControlNets run with "
-                            f"{', '.join(CONTROL_MODES[family])} only, not '{job_mode}' (diffusers has no such "
-                            "pipeline): leave out the control layers or generate", field="controls")
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"{arch_name(family)} ControlNets run with "
+            f"{', '.join(CONTROL_MODES[family])} only, not '{job_mode}' (diffusers has no such "
+            "pipeline): leave out the control layers or generate",
+            field="controls",
+        )
     if len(controls) > 1:
-        raise ProtocolError(UNSUPPORTED, f"{arch_name(family)} jobs take one control layer; this one has "
-                            f"{len(controls)}", field="controls")
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"{arch_name(family)} jobs take one control layer; this one has {len(controls)}",
+            field="controls",
+        )
     control = controls[0]
     field = "controls[0].model"
     if control.model:
         entry = registry.get(control.model, "controlnet", family)
         if entry.arch != family:
-            raise ProtocolError(UNSUPPORTED, f"ControlNet '{entry.name}' is made for {arch_name(entry.arch)} but "
-                                f"checkpoint '{checkpoint.name}' is {name}: pick a {arch_name(family)} ControlNet",
-                                field=field)
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"ControlNet '{entry.name}' is made for {arch_name(entry.arch)} but "
+                f"checkpoint '{checkpoint.name}' is {name}: pick a {arch_name(family)} ControlNet",
+                field=field,
+            )
     else:
         installed = _installed(registry, family)
-        typed = [e for e in installed if not e.info.get("union") and control.type in (e.info.get("control_types") or [])]
+        typed = [
+            e for e in installed if not e.info.get("union") and control.type in (e.info.get("control_types") or [])
+        ]
         union = [e for e in installed if e.info.get("union") and control.type in FLUX_UNION_MODES]
         if not typed and not union:
             have = ", ".join(e.name for e in installed) or "none is installed"
-            raise ProtocolError(MODEL_NOT_FOUND, f"no {arch_name(family)} ControlNet for control type "
-                                f"'{control.type}' (checkpoint '{checkpoint.name}'): none has '{control.type}' in its "
-                                f"name and no union ControlNet knows it; {arch_name(family)} ControlNets: {have}",
-                                field=field)
+            raise ProtocolError(
+                MODEL_NOT_FOUND,
+                f"no {arch_name(family)} ControlNet for control type "
+                f"'{control.type}' (checkpoint '{checkpoint.name}'): none has '{control.type}' in its "
+                f"name and no union ControlNet knows it; {arch_name(family)} ControlNets: {have}",
+                field=field,
+            )
         entry = (typed or union)[0]
     mode = None
     if entry.info.get("union"):
         if control.type not in FLUX_UNION_MODES:
-            raise ProtocolError(UNSUPPORTED, f"union ControlNet '{entry.name}' has no '{control.type}' mode (it knows "
-                                f"{', '.join(FLUX_UNION_MODES)})", field=field)
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"union ControlNet '{entry.name}' has no '{control.type}' mode (it knows "
+                f"{', '.join(FLUX_UNION_MODES)})",
+                field=field,
+            )
         mode = FLUX_UNION_MODES[control.type]
     return ControlPlan(control, entry, mode)
 
@@ -97,28 +121,44 @@ def config_from_shapes(family: str, info: dict, transformer_config: dict) -> dic
     t = transformer_config
     if family == specs.FLUX:
         heads = info["hidden"] // info["head_dim"]
-        return {"patch_size": 1, "in_channels": info["in_channels"], "num_layers": info["layers"],
-                "num_single_layers": info["single_layers"], "attention_head_dim": info["head_dim"],
-                "num_attention_heads": heads, "joint_attention_dim": info["joint_attention_dim"],
-                "pooled_projection_dim": info["pooled_projection_dim"], "guidance_embeds": info["guidance"],
-                "axes_dims_rope": list(t.get("axes_dims_rope", (16, 56, 56))), "num_mode": info["num_mode"],
-                "conditioning_embedding_channels": info["conditioning_channels"]}
+        return {
+            "patch_size": 1,
+            "in_channels": info["in_channels"],
+            "num_layers": info["layers"],
+            "num_single_layers": info["single_layers"],
+            "attention_head_dim": info["head_dim"],
+            "num_attention_heads": heads,
+            "joint_attention_dim": info["joint_attention_dim"],
+            "pooled_projection_dim": info["pooled_projection_dim"],
+            "guidance_embeds": info["guidance"],
+            "axes_dims_rope": list(t.get("axes_dims_rope", (16, 56, 56))),
+            "num_mode": info["num_mode"],
+            "conditioning_embedding_channels": info["conditioning_channels"],
+        }
     head_dim = info.get("head_dim") or t.get("attention_head_dim", 64)
     base_in = int(t.get("in_channels", 16))
     use_pos = bool(info["use_pos_embed"])
-    return {"sample_size": t.get("sample_size", 128), "patch_size": info["patch"], "in_channels": base_in,
-            "num_layers": info["layers"], "attention_head_dim": head_dim, "num_attention_heads": info["hidden"] // head_dim,
-            "joint_attention_dim": info["joint_attention_dim"] or t.get("joint_attention_dim", 4096),
-            "caption_projection_dim": info["caption_projection_dim"] or info["hidden"],
-            "pooled_projection_dim": info["pooled_projection_dim"] or t.get("pooled_projection_dim", 2048),
-            "out_channels": t.get("out_channels", 16),
-            "pos_embed_max_size": info["pos_embed_max_size"] or t.get("pos_embed_max_size", 96),
-            "extra_conditioning_channels": info["in_channels"] - base_in,
-            "dual_attention_layers": tuple(info["dual_attention_layers"]),
-            "qk_norm": "rms_norm" if info["qk_norm"] else None, "pos_embed_type": "sincos" if use_pos else None,
-            # InstantX-style SD3 ControlNets carry their own position embedding and zero the pooled text; Stability's
-            # SD3.5 large ControlNets do neither
-            "use_pos_embed": use_pos, "force_zeros_for_pooled_projection": use_pos}
+    return {
+        "sample_size": t.get("sample_size", 128),
+        "patch_size": info["patch"],
+        "in_channels": base_in,
+        "num_layers": info["layers"],
+        "attention_head_dim": head_dim,
+        "num_attention_heads": info["hidden"] // head_dim,
+        "joint_attention_dim": info["joint_attention_dim"] or t.get("joint_attention_dim", 4096),
+        "caption_projection_dim": info["caption_projection_dim"] or info["hidden"],
+        "pooled_projection_dim": info["pooled_projection_dim"] or t.get("pooled_projection_dim", 2048),
+        "out_channels": t.get("out_channels", 16),
+        "pos_embed_max_size": info["pos_embed_max_size"] or t.get("pos_embed_max_size", 96),
+        "extra_conditioning_channels": info["in_channels"] - base_in,
+        "dual_attention_layers": tuple(info["dual_attention_layers"]),
+        "qk_norm": "rms_norm" if info["qk_norm"] else None,
+        "pos_embed_type": "sincos" if use_pos else None,
+        # InstantX-style SD3 ControlNets carry their own position embedding and zero the pooled text; Stability's
+        # SD3.5 large ControlNets do neither
+        "use_pos_embed": use_pos,
+        "force_zeros_for_pooled_projection": use_pos,
+    }
 
 
 def load(entry: ModelEntry, checkpoint: ModelEntry, transformer, dtype):
@@ -133,10 +173,13 @@ def load(entry: ModelEntry, checkpoint: ModelEntry, transformer, dtype):
     tcfg = dict(transformer.config)
     width = tcfg["num_attention_heads"] * tcfg["attention_head_dim"]
     if entry.info.get("hidden") and entry.info["hidden"] != width:
-        raise ProtocolError(UNSUPPORTED, f"ControlNet '{entry.name}' is for a {entry.info['hidden']}-wide "
-                            f"{arch_name(family)} transformer; checkpoint '{checkpoint.name}' is {width} wide (e.g. an "
-                            "SD3.5 large ControlNet on SD3.5 medium): pick one made for this checkpoint",
-                            field="controls[0].model")
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"ControlNet '{entry.name}' is for a {entry.info['hidden']}-wide "
+            f"{arch_name(family)} transformer; checkpoint '{checkpoint.name}' is {width} wide (e.g. an "
+            "SD3.5 large ControlNet on SD3.5 medium): pick one made for this checkpoint",
+            field="controls[0].model",
+        )
     try:
         if entry.format == DIFFUSERS:
             model = cls.from_pretrained(str(entry.path), torch_dtype=dtype, local_files_only=True)
@@ -149,7 +192,10 @@ def load(entry: ModelEntry, checkpoint: ModelEntry, transformer, dtype):
     except ProtocolError:
         raise
     except Exception as err:  # loader errors vary; the user needs the model name and the reason
-        raise ProtocolError(UNSUPPORTED, f"cannot load ControlNet '{entry.name}' ({arch_name(family)}): {err}",
-                            field="controls[0].model") from err
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"cannot load ControlNet '{entry.name}' ({arch_name(family)}): {err}",
+            field="controls[0].model",
+        ) from err
     check_no_meta(entry, model)
     return model.to(dtype).eval()

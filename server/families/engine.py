@@ -94,8 +94,9 @@ class FamilyEngine(Engine):
             return self.registry.get(name, "checkpoint")
         entry = self.registry.default_checkpoint()
         if entry is None or entry.arch not in specs.FAMILIES:
-            raise ProtocolError(MODEL_NOT_FOUND, "no Flux or SD3 checkpoint is the default: name the model",
-                                field="model")
+            raise ProtocolError(
+                MODEL_NOT_FOUND, "no Flux or SD3 checkpoint is the default: name the model", field="model"
+            )
         return entry
 
     def checkpoint(self, entry: ModelEntry) -> Loaded:
@@ -115,12 +116,19 @@ class FamilyEngine(Engine):
         self._place(pipe, entry, facts)
         pipe.set_progress_bar_config(disable=True)
         self.loads += 1
-        log.info("loaded %s (%s) in %.1f s: %s; %s", entry.name, facts.get("variant"), time.perf_counter() - started,
-                 facts["memory"], why)
+        log.info(
+            "loaded %s (%s) in %.1f s: %s; %s",
+            entry.name,
+            facts.get("variant"),
+            time.perf_counter() - started,
+            facts["memory"],
+            why,
+        )
         # LoRAs are made for the base family: a Flux LoRA also fits Fill and Kontext.
         base = dataclasses.replace(entry, arch=specs.SD3 if entry.arch == specs.SD3 else specs.FLUX)
-        self.loaded = Loaded(entry, pipe, facts, _native_px(entry, pipe), Adapters(pipe, base, self.registry),
-                             preview=rgb_map)
+        self.loaded = Loaded(
+            entry, pipe, facts, _native_px(entry, pipe), Adapters(pipe, base, self.registry), preview=rgb_map
+        )
         return self.loaded
 
     def _dtype_for(self, entry: ModelEntry) -> Tuple[object, str]:
@@ -146,8 +154,14 @@ class FamilyEngine(Engine):
         _, stored_dtype = memory.stored(loading.transformer_files(entry), loading.transformer_prefix(entry))
         compute = str(pipe.vae.dtype).rsplit(".", 1)[-1]  # the VAE runs in the compute dtype (a GGUF transformer's
         # parameters are uint8 blocks)
-        placement = memory.choose_placement(free, memory.module_parameters(pipe), stored_dtype, self.device.type,
-                                            compute, fp8_casting=hasattr(pipe.transformer, "enable_layerwise_casting"))
+        placement = memory.choose_placement(
+            free,
+            memory.module_parameters(pipe),
+            stored_dtype,
+            self.device.type,
+            compute,
+            fp8_casting=hasattr(pipe.transformer, "enable_layerwise_casting"),
+        )
         memory.apply(pipe, placement, self.device, pipe.vae.dtype)
         facts["memory"], facts["placement"] = placement.reason, placement.where
         facts["stored_dtype"] = stored_dtype
@@ -180,8 +194,10 @@ class FamilyEngine(Engine):
                 if path not in loaded.controlnets:
                     loaded.controlnets.clear()  # one ControlNet kept beside the checkpoint
                     loaded.variants = {k: v for k, v in loaded.variants.items() if k[1] is None}
-                    loaded.controlnets[path] = self._place_module(controlnets.load(
-                        plan.entry, loaded.entry, loaded.pipe.transformer, loaded.pipe.vae.dtype), loaded)
+                    loaded.controlnets[path] = self._place_module(
+                        controlnets.load(plan.entry, loaded.entry, loaded.pipe.transformer, loaded.pipe.vae.dtype),
+                        loaded,
+                    )
                 extra["controlnet"] = loaded.controlnets[path]
             if getattr(loaded.pipe.transformer, "is_quantized", False):  # GGUF: from_pipe would cast it, and fail
                 names = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
@@ -191,8 +207,12 @@ class FamilyEngine(Engine):
             loaded.variants[key].set_progress_bar_config(disable=True)
             if loaded.facts.get("placement") in (memory.MODEL_OFFLOAD, memory.SEQUENTIAL_OFFLOAD):
                 # the new pipeline (and its ControlNet) gets the same offload hooks
-                memory.apply(loaded.variants[key], memory.Placement(loaded.facts["placement"], False, ""),
-                             self.device, loaded.pipe.vae.dtype)
+                memory.apply(
+                    loaded.variants[key],
+                    memory.Placement(loaded.facts["placement"], False, ""),
+                    self.device,
+                    loaded.pipe.vae.dtype,
+                )
         return loaded.variants[key]
 
     def _place_module(self, module, loaded: Loaded):
@@ -205,17 +225,27 @@ class FamilyEngine(Engine):
 
     def run(self, job: Job, ctx: JobContext) -> List[Layer]:
         if job.mode not in self.modes:
-            raise self.refuse_mode(job, "the detailer runs on SD1.5 and SDXL checkpoints" if job.mode == "detail" else "")
+            raise self.refuse_mode(
+                job, "the detailer runs on SD1.5 and SDXL checkpoints" if job.mode == "detail" else ""
+            )
         entry = self.checkpoint_entry(job.model)
         refused = "hires" if job.params.hires.enabled else "detail" if job.params.detail.enabled else ""
         if refused:  # hires fix and detailer run on the SD1.5/SDXL engine only
-            raise ProtocolError(UNSUPPORTED, f"the {'hires fix' if refused == 'hires' else 'detailer'} runs on SD1.5 "
-                                f"and SDXL checkpoints; '{entry.name}' is a Flux/SD3 model: turn it off, or pick an "
-                                "SD1.5/SDXL model", field=f"params.{refused}")
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"the {'hires fix' if refused == 'hires' else 'detailer'} runs on SD1.5 "
+                f"and SDXL checkpoints; '{entry.name}' is a Flux/SD3 model: turn it off, or pick an "
+                "SD1.5/SDXL model",
+                field=f"params.{refused}",
+            )
         if job.mode == "edit" and entry.arch != specs.FLUX_KONTEXT:
-            raise ProtocolError(UNSUPPORTED, f"instruction edit needs a Flux.1 Kontext checkpoint; '{entry.name}' is "
-                                f"{specs.VARIANT_NAMES.get(entry.info.get('variant', ''), entry.arch)}: pick a Kontext "
-                                "model, or use inpaint with a prompt", field="mode")
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"instruction edit needs a Flux.1 Kontext checkpoint; '{entry.name}' is "
+                f"{specs.VARIANT_NAMES.get(entry.info.get('variant', ''), entry.arch)}: pick a Kontext "
+                "model, or use inpaint with a prompt",
+                field="mode",
+            )
         if job.mode == "edit" and job.image is None:
             raise ProtocolError(UNSUPPORTED, "edit needs the image to edit", field="image")
         refuse_sd_sampling_options(job, entry)
@@ -225,17 +255,21 @@ class FamilyEngine(Engine):
             try:
                 return self._run(job, entry, ctx)
             except MemoryError as err:
-                raise ProtocolError(OUT_OF_MEMORY, f"the server ran out of memory: {err or 'try a smaller selection'}"
-                                    ) from err
+                raise ProtocolError(
+                    OUT_OF_MEMORY, f"the server ran out of memory: {err or 'try a smaller selection'}"
+                ) from err
             except ProtocolError:
                 raise
             except Exception as err:
                 if not devices.is_out_of_memory(err):
                     raise
                 devices.empty_cache(self.device)
-                raise ProtocolError(OUT_OF_MEMORY, f"the {self.device.type.upper()} device ran out of memory running "
-                                    f"'{entry.name}': try a smaller selection or batch, or a quantized (fp8) "
-                                    "file of the model") from err
+                raise ProtocolError(
+                    OUT_OF_MEMORY,
+                    f"the {self.device.type.upper()} device ran out of memory running "
+                    f"'{entry.name}': try a smaller selection or batch, or a quantized (fp8) "
+                    "file of the model",
+                ) from err
 
     def _run(self, job: Job, entry: ModelEntry, ctx: JobContext) -> List[Layer]:
         import torch
@@ -248,7 +282,7 @@ class FamilyEngine(Engine):
         work, original = _working_job(job, self.registry, ctx.check)
         hard, soft = imageops.prepare_mask(work)
         multiple = specs.SPECS[entry.arch].latent_multiple
-        pw, ph = imageops.processing_size(work.width, work.height, loaded.native ** 2, multiple=multiple)
+        pw, ph = imageops.processing_size(work.width, work.height, loaded.native**2, multiple=multiple)
         kind = {"generate": "txt2img", "img2img": "img2img", "edit": "edit"}.get(job.mode, "inpaint")
         plan = controlnets.select(list(work.controls), entry, job.mode, self.registry)
         runner = self.variant(loaded, kind, plan)
@@ -256,8 +290,14 @@ class FamilyEngine(Engine):
         tileable = bool(job.params.tileable) and job.mode in seamless.MODES
         # Rolling moves the latents only: a ControlNet's image and Fill's/Kontext's image tokens stay where they are.
         rolling = tileable and plan is None and entry.arch in (specs.FLUX, specs.SD3)
-        call = dict(prompt=plain_prompt(text), num_inference_steps=settings["steps"], guidance_scale=settings["cfg"],
-                    height=ph, width=pw, output_type="np")
+        call = dict(
+            prompt=plain_prompt(text),
+            num_inference_steps=settings["steps"],
+            guidance_scale=settings["cfg"],
+            height=ph,
+            width=pw,
+            output_type="np",
+        )
         if entry.arch == specs.SD3:
             call["negative_prompt"] = plain_prompt(negative)
         call.update(_image_inputs(entry.arch, kind, work, hard, pw, ph, settings["strength"], tileable))
@@ -283,8 +323,9 @@ class FamilyEngine(Engine):
                 tensors["latents"] = latents = roller[0].step(latents, last=step + 1 >= per_image)
             if job.previews and loaded.preview is not None and latents is not None:
                 latents = roller[0].unrolled(latents) if roller[0] is not None else latents
-                image = preview.to_rgb(preview.unpack(latents, ph, pw) if latents.dim() == 3 else latents,
-                                       *loaded.preview)
+                image = preview.to_rgb(
+                    preview.unpack(latents, ph, pw) if latents.dim() == 3 else latents, *loaded.preview
+                )
             ctx.progress(done[0] * per_image + min(step + 1, per_image), per_image * len(seeds), image)
             return tensors
 
@@ -298,13 +339,26 @@ class FamilyEngine(Engine):
             with torch.inference_mode(), wrapping:
                 out = runner(**call, generator=torch.Generator("cpu").manual_seed(s), callback_on_step_end=on_step)
             if not np.isfinite(out.images).all():
-                raise ProtocolError(UNSUPPORTED, f"checkpoint '{entry.name}' produced invalid numbers (NaN): its weights "
-                                    f"do not fit its architecture or precision {loaded.pipe.vae.dtype}")
+                raise ProtocolError(
+                    UNSUPPORTED,
+                    f"checkpoint '{entry.name}' produced invalid numbers (NaN): its weights "
+                    f"do not fit its architecture or precision {loaded.pipe.vae.dtype}",
+                )
             images.append(np.clip(np.rint(out.images[0] * 255), 0, 255).astype(np.uint8))
             done[0] += 1
-        info = {"model": entry.name, "arch": entry.arch, "family": entry.arch, "variant": loaded.facts.get("variant"),
-                "sampler": SAMPLER, "steps": steps, "cfg": settings["cfg"], "strength": settings["strength"],
-                "size": [pw, ph], "loras": loras, "seconds": round(time.perf_counter() - started, 3)}
+        info = {
+            "model": entry.name,
+            "arch": entry.arch,
+            "family": entry.arch,
+            "variant": loaded.facts.get("variant"),
+            "sampler": SAMPLER,
+            "steps": steps,
+            "cfg": settings["cfg"],
+            "strength": settings["strength"],
+            "size": [pw, ph],
+            "loras": loras,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
         if plan is not None:
             info["controlnet"] = {"name": plan.entry.name, "type": plan.control.type, "union_mode": plan.mode}
         if ref_plan is not None:
@@ -312,22 +366,26 @@ class FamilyEngine(Engine):
         if tileable:
             info["tileable"] = "circular padding in the VAE" + (", latents rolled between steps" if rolling else "")
         if job.params.sampler and job.params.sampler != SAMPLER or job.params.scheduler:
-            info["sampler_note"] = f"{job.params.sampler or job.params.scheduler} is an SD sampler or schedule; " \
+            info["sampler_note"] = (
+                f"{job.params.sampler or job.params.scheduler} is an SD sampler or schedule; "
                 "flow-matching models run with Euler"
+            )
         for key in ("parts", "memory", "dtype"):
             if key in loaded.facts:
                 info[key] = loaded.facts[key]
         return _layers(job, work, original, soft, images, seeds, info)
-
 
     def _control_inputs(self, plan: controlnets.ControlPlan, job: Job, pw: int, ph: int, ctx: JobContext) -> dict:
         """The ControlNet pipeline's control arguments: the control image at processing size (preprocessed when
         asked), its strength and step range, and a union ControlNet's mode."""
         c = plan.control
         image = ctx.interruptible(control_image, c, self.registry, job.params, str(self.device))
-        out = {"control_image": _pil(imageops.resize(np.ascontiguousarray(image[..., :3]), pw, ph)),
-               "controlnet_conditioning_scale": float(c.strength), "control_guidance_start": float(c.start),
-               "control_guidance_end": float(c.end)}
+        out = {
+            "control_image": _pil(imageops.resize(np.ascontiguousarray(image[..., :3]), pw, ph)),
+            "controlnet_conditioning_scale": float(c.strength),
+            "control_guidance_start": float(c.start),
+            "control_guidance_end": float(c.end),
+        }
         if plan.mode is not None:
             out["control_mode"] = plan.mode
         return out
@@ -360,8 +418,12 @@ def _settings(job: Job, entry: ModelEntry, kind: str) -> dict:
         strength = max(strength, 1.0 / steps)
     cfg = params.cfg if params.cfg is not None else defaults["cfg"]
     seed = params.seed if params.seed >= 0 else random.randrange(2**32)
-    return {"steps": steps, "cfg": cfg, "strength": strength,
-            "seeds": [(seed + i) % 2**32 for i in range(params.batch)]}
+    return {
+        "steps": steps,
+        "cfg": cfg,
+        "strength": strength,
+        "seeds": [(seed + i) % 2**32 for i in range(params.batch)],
+    }
 
 
 def _pil(array: np.ndarray):
@@ -386,8 +448,9 @@ def _latent_layout(runner, family: str, ph: int, pw: int) -> tuple:
     return unpack, pack
 
 
-def _image_inputs(family: str, kind: str, work: Job, hard: np.ndarray, pw: int, ph: int, strength: float,
-                  tileable: bool = False) -> dict:
+def _image_inputs(
+    family: str, kind: str, work: Job, hard: np.ndarray, pw: int, ph: int, strength: float, tileable: bool = False
+) -> dict:
     """Image, mask and strength arguments of the family's pipeline for ``kind`` (a tileable job's image is scaled as
     a picture that wraps)."""
     if work.image is not None:
@@ -415,8 +478,15 @@ def _image_inputs(family: str, kind: str, work: Job, hard: np.ndarray, pw: int, 
 def refuse_sd_sampling_options(job: Job, entry: ModelEntry) -> None:
     """A VAE, CLIP skip or SDXL refiner belong to SD1.5/SDXL checkpoints: refused by name here."""
     params = job.params
-    for field, given, what in (("vae", params.vae, "another VAE"), ("clip_skip", params.clip_skip > 1, "CLIP skip"),
-                               ("refiner", params.refiner, "an SDXL refiner")):
+    for field, given, what in (
+        ("vae", params.vae, "another VAE"),
+        ("clip_skip", params.clip_skip > 1, "CLIP skip"),
+        ("refiner", params.refiner, "an SDXL refiner"),
+    ):
         if given:
-            raise ProtocolError(UNSUPPORTED, f"{what} works with SD1.5 and SDXL checkpoints; '{entry.name}' is "
-                                f"{arch_name(entry.arch)}: leave {field} empty", field=f"params.{field}")
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"{what} works with SD1.5 and SDXL checkpoints; '{entry.name}' is "
+                f"{arch_name(entry.arch)}: leave {field} empty",
+                field=f"params.{field}",
+            )

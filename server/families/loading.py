@@ -38,7 +38,9 @@ def config_dir(entry: ModelEntry) -> Path:
         try:
             configcheck.check_folder(entry.config_dir)
         except configcheck.ConfigError as err:
-            raise ProtocolError(UNSUPPORTED, f"{entry.kind} '{entry.name}' cannot be used: {err}", field="model") from None
+            raise ProtocolError(
+                UNSUPPORTED, f"{entry.kind} '{entry.name}' cannot be used: {err}", field="model"
+            ) from None
         return entry.config_dir
     return CONFIGS_DIR / entry.info.get("config", specs.VARIANT_CONFIGS["dev"])
 
@@ -78,8 +80,14 @@ def t5_tokenizer():
     from tokenizers import Tokenizer
     from transformers import T5TokenizerFast
 
-    return T5TokenizerFast(tokenizer_object=Tokenizer.from_str(_t5_tokenizer_json()), eos_token="</s>",
-                           unk_token="<unk>", pad_token="<pad>", extra_ids=0, model_max_length=T5_MAX_LENGTH)
+    return T5TokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_t5_tokenizer_json()),
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_ids=0,
+        model_max_length=T5_MAX_LENGTH,
+    )
 
 
 def tokenizers(family: str) -> dict:
@@ -102,12 +110,16 @@ def _text_encoder(source: part_finder.Source, config: Path, dtype):
     wanted = set(model.state_dict())
     state = read_tensors(source.path, dtype, source.prefix)
     if not any(k.startswith("text_model.") for k in wanted):  # transformers 5 may drop the prefix
-        state = {k[len("text_model."):] if k.startswith("text_model.") else k: v for k, v in state.items()}
+        state = {k[len("text_model.") :] if k.startswith("text_model.") else k: v for k, v in state.items()}
     elif not any(k.startswith("text_model.") for k in state):
         state = {("text_model." + k if k != "text_projection.weight" else k): v for k, v in state.items()}
     if "shared.weight" in wanted and "shared.weight" not in state and "encoder.embed_tokens.weight" in state:
         state["shared.weight"] = state["encoder.embed_tokens.weight"]
-    if "encoder.embed_tokens.weight" in wanted and "encoder.embed_tokens.weight" not in state and "shared.weight" in state:
+    if (
+        "encoder.embed_tokens.weight" in wanted
+        and "encoder.embed_tokens.weight" not in state
+        and "shared.weight" in state
+    ):
         state["encoder.embed_tokens.weight"] = state["shared.weight"]
     if "text_projection.weight" in wanted and "text_projection.weight" not in state:
         width = model.config.hidden_size
@@ -123,8 +135,9 @@ def _vae(source: part_finder.Source, config: Path, dtype):
     if source.folder:
         return AutoencoderKL.from_pretrained(str(source.path), dtype=dtype, local_files_only=True)
     state = read_tensors(source.path, dtype, source.prefix)
-    return AutoencoderKL.from_single_file(state, config=str(config), subfolder="vae", torch_dtype=dtype,
-                                          local_files_only=True)
+    return AutoencoderKL.from_single_file(
+        state, config=str(config), subfolder="vae", torch_dtype=dtype, local_files_only=True
+    )
 
 
 def _transformer(entry: ModelEntry, config: Path, dtype):
@@ -135,12 +148,18 @@ def _transformer(entry: ModelEntry, config: Path, dtype):
         from diffusers import GGUFQuantizationConfig
 
         return getattr(diffusers, cls_name).from_single_file(
-            str(entry.path), config=str(config), subfolder="transformer", torch_dtype=dtype, local_files_only=True,
-            quantization_config=GGUFQuantizationConfig(compute_dtype=dtype))
+            str(entry.path),
+            config=str(config),
+            subfolder="transformer",
+            torch_dtype=dtype,
+            local_files_only=True,
+            quantization_config=GGUFQuantizationConfig(compute_dtype=dtype),
+        )
     state = read_tensors(entry.path, dtype, entry.info.get("transformer_prefix", ""))
     state = {k: v for k, v in state.items() if not k.startswith(("text_encoders.", "first_stage_model.", "vae."))}
-    return getattr(diffusers, cls_name).from_single_file(state, config=str(config), subfolder="transformer",
-                                                         torch_dtype=dtype, local_files_only=True)
+    return getattr(diffusers, cls_name).from_single_file(
+        state, config=str(config), subfolder="transformer", torch_dtype=dtype, local_files_only=True
+    )
 
 
 def load(entry: ModelEntry, dtype, registry: ModelRegistry) -> Tuple[object, dict]:
@@ -158,21 +177,32 @@ def load(entry: ModelEntry, dtype, registry: ModelRegistry) -> Tuple[object, dic
             pipe = cls.from_pretrained(str(entry.path), dtype=dtype, local_files_only=True, **shipped)
         else:
             if entry.format == PICKLE:
-                raise ProtocolError(UNSUPPORTED, f"'{entry.name}' is a pickle file; Flux and SD3 checkpoints load "
-                                    "from .safetensors only", field="model")
+                raise ProtocolError(
+                    UNSUPPORTED,
+                    f"'{entry.name}' is a pickle file; Flux and SD3 checkpoints load from .safetensors only",
+                    field="model",
+                )
             config = config_dir(entry)
             found = part_finder.find(entry, config, registry)
             encoders = {slot: _text_encoder(src, config / slot, dtype) for slot, src in found.encoders.items()}
-            pipe = cls(transformer=_transformer(entry, config, dtype), vae=_vae(found.vae, config, dtype),
-                       scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(str(config), subfolder="scheduler"),
-                       **encoders, **tokenizers(entry.arch))
+            pipe = cls(
+                transformer=_transformer(entry, config, dtype),
+                vae=_vae(found.vae, config, dtype),
+                scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(str(config), subfolder="scheduler"),
+                **encoders,
+                **tokenizers(entry.arch),
+            )
             facts["parts"] = {**{slot: src.name for slot, src in found.encoders.items()}, "vae": found.vae.name}
     except ProtocolError:
         raise
     except Exception as err:  # loader errors vary; the user needs the model name and the reason
-        raise ProtocolError(UNSUPPORTED, f"cannot load checkpoint '{entry.name}' "
-                            f"({specs.VARIANT_NAMES.get(entry.info.get('variant', ''), entry.arch)}): {err}",
-                            field="model") from err
-    check_no_meta(entry, pipe.transformer, pipe.vae,
-                  *(getattr(pipe, slot, None) for slot in specs.text_encoder_slots(entry.arch)))
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"cannot load checkpoint '{entry.name}' "
+            f"({specs.VARIANT_NAMES.get(entry.info.get('variant', ''), entry.arch)}): {err}",
+            field="model",
+        ) from err
+    check_no_meta(
+        entry, pipe.transformer, pipe.vae, *(getattr(pipe, slot, None) for slot in specs.text_encoder_slots(entry.arch))
+    )
     return pipe, facts

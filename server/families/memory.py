@@ -25,19 +25,42 @@ WEIGHT_MARGIN = 1.1  # weights x margin + ACTIVATIONS must fit the free memory
 ACTIVATIONS = 2 * GIB  # attention and VAE decode at 1024² px, and the CUDA context's growth
 ENCODER_ACTIVATIONS = GIB // 2  # a text encoder's, on its own on the GPU (model offload)
 FP8 = "float8_e4m3fn"
-SAFETENSORS_DTYPES = {"F8_E4M3": FP8, "F8_E5M2": "float8_e5m2", "BF16": "bfloat16", "F16": "float16",
-                      "F32": "float32", "F64": "float64"}
+SAFETENSORS_DTYPES = {
+    "F8_E4M3": FP8,
+    "F8_E5M2": "float8_e5m2",
+    "BF16": "bfloat16",
+    "F16": "float16",
+    "F32": "float32",
+    "F64": "float64",
+}
 BYTES = {FP8: 1, "float8_e5m2": 1, "bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
 # Bytes per weight of GGUF tensor types (GGML block layouts: Q8_0 = 32 weights in 34 bytes, Q4_K = 256 in 144, ...).
-GGUF_BYTES = {"Q8_0": 34 / 32, "Q6_K": 210 / 256, "Q5_K": 176 / 256, "Q5_0": 22 / 32, "Q5_1": 24 / 32,
-              "Q4_K": 144 / 256, "Q4_0": 18 / 32, "Q4_1": 20 / 32, "Q3_K": 110 / 256, "Q2_K": 84 / 256, "F16": 2,
-              "BF16": 2, "F32": 4}
+GGUF_BYTES = {
+    "Q8_0": 34 / 32,
+    "Q6_K": 210 / 256,
+    "Q5_K": 176 / 256,
+    "Q5_0": 22 / 32,
+    "Q5_1": 24 / 32,
+    "Q4_K": 144 / 256,
+    "Q4_0": 18 / 32,
+    "Q4_1": 20 / 32,
+    "Q3_K": 110 / 256,
+    "Q2_K": 84 / 256,
+    "F16": 2,
+    "BF16": 2,
+    "F32": 4,
+}
 # CPU flags of native bf16 arithmetic (Linux /proc/cpuinfo): AVX512-BF16 dot products, AMX bf16 tiles.
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 CPU_RAM_SHARE = 0.5  # fp32 weights above this share of the RAM run in bf16 where the CPU has native bf16
 
-GPU, FP8_GPU, MODEL_OFFLOAD, SEQUENTIAL_OFFLOAD, DEVICE = "gpu", "gpu-fp8", "model-offload", "sequential-offload", \
-    "device"
+GPU, FP8_GPU, MODEL_OFFLOAD, SEQUENTIAL_OFFLOAD, DEVICE = (
+    "gpu",
+    "gpu-fp8",
+    "model-offload",
+    "sequential-offload",
+    "device",
+)
 
 
 @dataclass(frozen=True)
@@ -54,8 +77,14 @@ def _fits(weights: float, free: int) -> bool:
     return weights * WEIGHT_MARGIN + ACTIVATIONS <= free
 
 
-def choose_placement(free: int, parameters: Mapping[str, int], file_dtype: str, device: str,
-                     compute_dtype: str = "bfloat16", fp8_casting: bool = True) -> Placement:
+def choose_placement(
+    free: int,
+    parameters: Mapping[str, int],
+    file_dtype: str,
+    device: str,
+    compute_dtype: str = "bfloat16",
+    fp8_casting: bool = True,
+) -> Placement:
     """The placement of a pipeline whose modules have ``parameters`` (name → count; ``transformer`` among them) on
     ``device`` ("cuda", "cpu", "mps", ...) with ``free`` bytes free. Whole on the GPU when it fits; the transformer in
     fp8 (``fp8_casting``: diffusers' layerwise casting is there) when the file is fp8 or the transformer does not fit
@@ -66,7 +95,7 @@ def choose_placement(free: int, parameters: Mapping[str, int], file_dtype: str, 
     transformer = parameters.get("transformer", 0)
     gguf = file_dtype.startswith("gguf-")
     # a GGUF transformer stays quantized on the device: its own bytes per weight
-    t_size = GGUF_BYTES.get(file_dtype[len("gguf-"):], 1.0) if gguf else size
+    t_size = GGUF_BYTES.get(file_dtype[len("gguf-") :], 1.0) if gguf else size
     total = sum(parameters.values())
     whole = total * size - transformer * (size - t_size)
     gb = lambda n: f"{n / 1e9:.1f} GB"  # noqa: E731
@@ -74,12 +103,21 @@ def choose_placement(free: int, parameters: Mapping[str, int], file_dtype: str, 
         return Placement(GPU, False, f"on the GPU ({gb(whole)} of weights, {gb(free)} free)")
     if gguf:
         size_of = {name: n * (t_size if name == "transformer" else size) for name, n in parameters.items()}
-        if all(w * WEIGHT_MARGIN + (ENCODER_ACTIVATIONS if name.startswith("text_encoder") else ACTIVATIONS) <= free
-               for name, w in size_of.items()):
-            return Placement(MODEL_OFFLOAD, False, f"model CPU offload, the {file_dtype} transformer "
-                             f"{gb(size_of.get('transformer', 0))} ({gb(whole)} in all, {gb(free)} of the GPU free)")
-        return Placement(SEQUENTIAL_OFFLOAD, False, f"sequential CPU offload (a part of {gb(max(size_of.values()))} "
-                         f"does not fit the {gb(free)} free)")
+        if all(
+            w * WEIGHT_MARGIN + (ENCODER_ACTIVATIONS if name.startswith("text_encoder") else ACTIVATIONS) <= free
+            for name, w in size_of.items()
+        ):
+            return Placement(
+                MODEL_OFFLOAD,
+                False,
+                f"model CPU offload, the {file_dtype} transformer "
+                f"{gb(size_of.get('transformer', 0))} ({gb(whole)} in all, {gb(free)} of the GPU free)",
+            )
+        return Placement(
+            SEQUENTIAL_OFFLOAD,
+            False,
+            f"sequential CPU offload (a part of {gb(max(size_of.values()))} does not fit the {gb(free)} free)",
+        )
     fp8 = fp8_casting and (file_dtype == FP8 or not _fits(transformer * size, free))
     saved = transformer * (size - 1) if fp8 else 0
     stored = "the transformer stored in fp8, " if fp8 else ""
@@ -88,12 +126,19 @@ def choose_placement(free: int, parameters: Mapping[str, int], file_dtype: str, 
         return Placement(FP8_GPU, True, f"on the GPU with {stored.rstrip(', ')} ({why}; {gb(free)} free)")
     sizes = {name: n * (1 if fp8 and name == "transformer" else size) for name, n in parameters.items()}
     largest = max(sizes.values() or [0])
-    if all(w * WEIGHT_MARGIN + (ENCODER_ACTIVATIONS if name.startswith("text_encoder") else ACTIVATIONS) <= free
-           for name, w in sizes.items()):  # model offload: one module at a time on the GPU
-        return Placement(MODEL_OFFLOAD, fp8, f"model CPU offload, {stored}the largest part {gb(largest)} "
-                         f"({gb(total * size - saved)} in all, {gb(free)} of the GPU free)")
-    return Placement(SEQUENTIAL_OFFLOAD, False, f"sequential CPU offload (a part of {gb(largest)} does not fit the "
-                     f"{gb(free)} free)")
+    if all(
+        w * WEIGHT_MARGIN + (ENCODER_ACTIVATIONS if name.startswith("text_encoder") else ACTIVATIONS) <= free
+        for name, w in sizes.items()
+    ):  # model offload: one module at a time on the GPU
+        return Placement(
+            MODEL_OFFLOAD,
+            fp8,
+            f"model CPU offload, {stored}the largest part {gb(largest)} "
+            f"({gb(total * size - saved)} in all, {gb(free)} of the GPU free)",
+        )
+    return Placement(
+        SEQUENTIAL_OFFLOAD, False, f"sequential CPU offload (a part of {gb(largest)} does not fit the {gb(free)} free)"
+    )
 
 
 def choose_cpu_dtype(cpu_flags: Iterable[str], parameters: int, ram: int, default: str) -> Tuple[str, str]:
@@ -104,8 +149,10 @@ def choose_cpu_dtype(cpu_flags: Iterable[str], parameters: int, ram: int, defaul
     if default == "bfloat16":
         return default, "bf16: measured faster than fp32 on this CPU"
     if native and parameters * 4 > CPU_RAM_SHARE * ram:
-        return "bfloat16", (f"bf16: {parameters * 4 / 1e9:.1f} GB of fp32 weights against {ram / 1e9:.1f} GB of RAM, "
-                            f"and the CPU computes bf16 natively ({', '.join(native)})")
+        return "bfloat16", (
+            f"bf16: {parameters * 4 / 1e9:.1f} GB of fp32 weights against {ram / 1e9:.1f} GB of RAM, "
+            f"and the CPU computes bf16 natively ({', '.join(native)})"
+        )
     return default, "fp32" if not native else "fp32: the weights fit the RAM, and fp32 measured faster on this CPU"
 
 
@@ -156,8 +203,11 @@ def module_parameters(pipe) -> Dict[str, int]:
     """Parameter count of each torch module of a pipeline."""
     import torch
 
-    return {name: sum(p.numel() for p in m.parameters()) for name, m in pipe.components.items()
-            if isinstance(m, torch.nn.Module)}
+    return {
+        name: sum(p.numel() for p in m.parameters())
+        for name, m in pipe.components.items()
+        if isinstance(m, torch.nn.Module)
+    }
 
 
 def apply(pipe, placement: Placement, device, compute_dtype) -> None:

@@ -25,8 +25,11 @@ SLOT_ROLES = {
     specs.SD3: {"text_encoder": "clip_l", "text_encoder_2": "clip_g", "text_encoder_3": "t5"},
     "flux": {"text_encoder": "clip_l", "text_encoder_2": "t5"},
 }
-ROLE_HINTS = {"clip_l": ("clip_l", "clip-l", "clipl", "vit-l", "vit_l"), "clip_g": ("clip_g", "clip-g", "clipg", "bigg"),
-              "t5": ("t5",)}
+ROLE_HINTS = {
+    "clip_l": ("clip_l", "clip-l", "clipl", "vit-l", "vit_l"),
+    "clip_g": ("clip_g", "clip-g", "clipg", "bigg"),
+    "t5": ("t5",),
+}
 VAE_HINTS = {"flux": ("ae", "flux"), specs.SD3: ("sd3",)}
 
 
@@ -94,11 +97,19 @@ def _shared_prefix(a: str, b: str) -> int:
 def _find_encoder(slot: EncoderSlot, checkpoint: ModelEntry, registry: ModelRegistry) -> Optional[ModelEntry]:
     """The installed text encoder of the slot's kind and width; preferred: named for its role, with the projection
     the slot needs, then the one whose name shares most with the checkpoint's."""
-    fits = [e for e in registry.entries("text_encoder")
-            if e.problem is None and e.arch == slot.kind and e.info.get("width") == slot.width]
-    fits.sort(key=lambda e: (not _hinted(e.name, ROLE_HINTS[slot.role]),
-                             slot.projection and not e.info.get("projection"),
-                             -_shared_prefix(e.name, checkpoint.name), e.name))
+    fits = [
+        e
+        for e in registry.entries("text_encoder")
+        if e.problem is None and e.arch == slot.kind and e.info.get("width") == slot.width
+    ]
+    fits.sort(
+        key=lambda e: (
+            not _hinted(e.name, ROLE_HINTS[slot.role]),
+            slot.projection and not e.info.get("projection"),
+            -_shared_prefix(e.name, checkpoint.name),
+            e.name,
+        )
+    )
     return fits[0] if fits else None
 
 
@@ -113,8 +124,9 @@ def _vae_channels(entry: ModelEntry) -> Optional[int]:
 
 def _find_vae(family: str, checkpoint: ModelEntry, channels: int, registry: ModelRegistry) -> Optional[ModelEntry]:
     fits = [e for e in registry.entries("vae") if e.problem is None and _vae_channels(e) == channels]
-    fits.sort(key=lambda e: (not _hinted(e.name, VAE_HINTS[_base(family)]), -_shared_prefix(e.name, checkpoint.name),
-                             e.name))
+    fits.sort(
+        key=lambda e: (not _hinted(e.name, VAE_HINTS[_base(family)]), -_shared_prefix(e.name, checkpoint.name), e.name)
+    )
     return fits[0] if fits else None
 
 
@@ -138,8 +150,9 @@ def find(entry: ModelEntry, config: Path, registry: ModelRegistry) -> Parts:
     else:
         vae = _find_vae(entry.arch, entry, channels, registry)
         if vae is None:
-            missing.append(f"VAE ({channels} latent channels, e.g. {'ae' if entry.arch != specs.SD3 else 'sd3_vae'}"
-                           ".safetensors)")
+            missing.append(
+                f"VAE ({channels} latent channels, e.g. {'ae' if entry.arch != specs.SD3 else 'sd3_vae'}.safetensors)"
+            )
         else:
             parts.vae = Source(vae.path, "", vae.name, folder=vae.format == DIFFUSERS)
     if missing:
@@ -151,5 +164,7 @@ def find(entry: ModelEntry, config: Path, registry: ModelRegistry) -> Parts:
             f"checkpoint '{entry.name}' ({variant}) holds only its transformer and needs parts that are not "
             f"installed: {', '.join(missing)}. Put text encoders (e.g. clip_l.safetensors, "
             f"{'clip_g.safetensors, ' if entry.arch == specs.SD3 else ''}t5xxl_fp16.safetensors) in {encoders} "
-            f"(ComfyUI's clip/ works too) and the VAE in {vaes}", field="model")
+            f"(ComfyUI's clip/ works too) and the VAE in {vaes}",
+            field="model",
+        )
     return parts

@@ -21,10 +21,12 @@ def fitting_picture(side: int = FIT_SIDE) -> np.ndarray:
     rng = np.random.default_rng(0)
     blocks = rng.uniform(-1, 1, (side // 16, side // 16, 3)).repeat(16, 0).repeat(16, 1)
     ramp = np.linspace(-1, 1, side)
-    gradient = np.stack([ramp[None, :].repeat(side, 0), ramp[:, None].repeat(side, 1),
-                         -ramp[None, :].repeat(side, 0)], -1)
-    mixed = np.where((np.arange(side)[:, None] // 32 + np.arange(side)[None, :] // 32)[..., None] % 3 == 0,
-                     gradient, blocks)
+    gradient = np.stack(
+        [ramp[None, :].repeat(side, 0), ramp[:, None].repeat(side, 1), -ramp[None, :].repeat(side, 0)], -1
+    )
+    mixed = np.where(
+        (np.arange(side)[:, None] // 32 + np.arange(side)[None, :] // 32)[..., None] % 3 == 0, gradient, blocks
+    )
     return mixed.astype(np.float32)
 
 

@@ -43,23 +43,39 @@ def check(references: List[Reference], checkpoint: ModelEntry) -> None:
     """``unsupported`` for references Flux Redux cannot honour on ``checkpoint`` (and for SD3, which has no Redux)."""
     family = arch_name(checkpoint.arch)
     if checkpoint.arch not in rdx.REDUX_FAMILIES:
-        raise ProtocolError(UNSUPPORTED, f"reference images are not supported for {family} models (checkpoint "
-                            f"'{checkpoint.name}'): they work with SD1.5 and SDXL checkpoints (IP-Adapter) and Flux.1 "
-                            "checkpoints (Redux)", field="references")
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"reference images are not supported for {family} models (checkpoint "
+            f"'{checkpoint.name}'): they work with SD1.5 and SDXL checkpoints (IP-Adapter) and Flux.1 "
+            "checkpoints (Redux)",
+            field="references",
+        )
     for i, ref in enumerate(references):
         if ref.type not in rdx.REDUX_TYPES:
-            raise ProtocolError(UNSUPPORTED, f"a '{ref.type}' reference is not supported for {family} models (Flux "
-                                f"Redux takes {' and '.join(rdx.REDUX_TYPES)} references): use one of those, or an "
-                                "SD1.5/SDXL checkpoint", field=f"references[{i}].type")
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"a '{ref.type}' reference is not supported for {family} models (Flux "
+                f"Redux takes {' and '.join(rdx.REDUX_TYPES)} references): use one of those, or an "
+                "SD1.5/SDXL checkpoint",
+                field=f"references[{i}].type",
+            )
         if ref.mask is not None:
-            raise ProtocolError(UNSUPPORTED, f"a masked reference is not supported for {family} models (Flux Redux "
-                                "guides the whole picture): send it without a mask or region, or use an SD1.5/SDXL "
-                                "checkpoint", field=f"references[{i}].mask")
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"a masked reference is not supported for {family} models (Flux Redux "
+                "guides the whole picture): send it without a mask or region, or use an SD1.5/SDXL "
+                "checkpoint",
+                field=f"references[{i}].mask",
+            )
         if ref.start > 0.0 or ref.end < 1.0:
             field = "start" if ref.start > 0.0 else "end"
-            raise ProtocolError(UNSUPPORTED, f"a reference step range ({ref.start:g}-{ref.end:g}) is not supported for "
-                                f"{family} models (Flux Redux's image tokens are part of the prompt for every step): "
-                                "use 0-1, or an SD1.5/SDXL checkpoint", field=f"references[{i}].{field}")
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"a reference step range ({ref.start:g}-{ref.end:g}) is not supported for "
+                f"{family} models (Flux Redux's image tokens are part of the prompt for every step): "
+                "use 0-1, or an SD1.5/SDXL checkpoint",
+                field=f"references[{i}].{field}",
+            )
 
 
 def _installed_text(entries: List[ModelEntry]) -> str:
@@ -71,8 +87,11 @@ def select(references: List[Reference], checkpoint: ModelEntry, txt_dim: int, re
     what is installed and the catalogue entry, ``unsupported`` for a Redux made for another T5 width."""
     named = [(i, r.model) for i, r in enumerate(references) if r.model]
     if len({m for _, m in named}) > 1:
-        raise ProtocolError(UNSUPPORTED, "references on one Flux job must use one Redux model; named: "
-                            + ", ".join(sorted({m for _, m in named})), field=f"references[{named[1][0]}].model")
+        raise ProtocolError(
+            UNSUPPORTED,
+            "references on one Flux job must use one Redux model; named: " + ", ".join(sorted({m for _, m in named})),
+            field=f"references[{named[1][0]}].model",
+        )
     field = f"references[{named[0][0]}].model" if named else "references"
     installed = [e for e in registry.entries("redux") if e.problem is None]
     if named:
@@ -80,13 +99,21 @@ def select(references: List[Reference], checkpoint: ModelEntry, txt_dim: int, re
     elif installed:
         entry = installed[0]
     else:
-        raise ProtocolError(MODEL_NOT_FOUND, f"reference images on {arch_name(checkpoint.arch)} (checkpoint "
-                            f"'{checkpoint.name}') need a Flux Redux model in style_models/ and its SigLIP image "
-                            f"encoder in clip_vision/: {_installed_text(registry.entries('redux'))}; "
-                            f"{CATALOGUE_HINT} installs both", field=field)
+        raise ProtocolError(
+            MODEL_NOT_FOUND,
+            f"reference images on {arch_name(checkpoint.arch)} (checkpoint "
+            f"'{checkpoint.name}') need a Flux Redux model in style_models/ and its SigLIP image "
+            f"encoder in clip_vision/: {_installed_text(registry.entries('redux'))}; "
+            f"{CATALOGUE_HINT} installs both",
+            field=field,
+        )
     if entry.info.get("txt_dim") != txt_dim:
-        raise ProtocolError(UNSUPPORTED, f"Redux model '{entry.name}' makes {entry.info.get('txt_dim')}-wide tokens "
-                            f"but checkpoint '{checkpoint.name}' reads {txt_dim}-wide T5 tokens", field=field)
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"Redux model '{entry.name}' makes {entry.info.get('txt_dim')}-wide tokens "
+            f"but checkpoint '{checkpoint.name}' reads {txt_dim}-wide T5 tokens",
+            field=field,
+        )
     if entry.format == DIFFUSERS:
         return ReduxPlan(entry, None)
     return ReduxPlan(entry, _encoder_for(entry, registry, field))
@@ -100,9 +127,13 @@ def _encoder_for(redux: ModelEntry, registry: ModelRegistry, field: str) -> Mode
     if fits:
         return fits[0]
     have = ", ".join(f"{e.name} ({rdx.describe_siglip(e.info)})" for e in towers) or "none"
-    raise ProtocolError(MODEL_NOT_FOUND, f"Redux model '{redux.name}' needs a {redux.info['redux_dim']}-wide SigLIP "
-                        f"image encoder (sigclip_vision_patch14_384.safetensors) in clip_vision/ (SigLIP encoders "
-                        f"installed: {have}); {CATALOGUE_HINT} installs it", field=field)
+    raise ProtocolError(
+        MODEL_NOT_FOUND,
+        f"Redux model '{redux.name}' needs a {redux.info['redux_dim']}-wide SigLIP "
+        f"image encoder (sigclip_vision_patch14_384.safetensors) in clip_vision/ (SigLIP encoders "
+        f"installed: {have}); {CATALOGUE_HINT} installs it",
+        field=field,
+    )
 
 
 class ReduxSet:
@@ -124,9 +155,12 @@ class ReduxSet:
                 except ProtocolError:
                     raise
                 except Exception as err:  # loader errors vary; name the files and the reason
-                    raise ProtocolError(UNSUPPORTED, f"cannot load Redux model '{plan.redux.name}'"
-                                        f"{f' with image encoder {plan.encoder.name!r}' if plan.encoder else ''}: {err}",
-                                        field="references") from err
+                    raise ProtocolError(
+                        UNSUPPORTED,
+                        f"cannot load Redux model '{plan.redux.name}'"
+                        f"{f' with image encoder {plan.encoder.name!r}' if plan.encoder else ''}: {err}",
+                        field="references",
+                    ) from err
             return self._parts[key]
 
     def _load(self, plan: ReduxPlan) -> tuple:
@@ -135,17 +169,21 @@ class ReduxSet:
 
         if plan.encoder is None:  # a FluxPriorReduxPipeline folder
             folder = plan.redux.path
-            encoder = SiglipVisionModel.from_pretrained(str(folder / "image_encoder"), local_files_only=True,
-                                                        dtype=self.dtype)
+            encoder = SiglipVisionModel.from_pretrained(
+                str(folder / "image_encoder"), local_files_only=True, dtype=self.dtype
+            )
             processor = SiglipImageProcessor.from_pretrained(str(folder / "feature_extractor"), local_files_only=True)
-            embedder = ReduxImageEncoder.from_pretrained(str(folder), subfolder="image_embedder", local_files_only=True,
-                                                         torch_dtype=self.dtype)
+            embedder = ReduxImageEncoder.from_pretrained(
+                str(folder), subfolder="image_embedder", local_files_only=True, torch_dtype=self.dtype
+            )
         else:
             encoder, processor = self._siglip_file(plan.encoder)
             from safetensors.torch import load_file
 
             state = load_file(str(plan.redux.path))
-            embedder = ReduxImageEncoder(redux_dim=plan.redux.info["redux_dim"], txt_in_features=plan.redux.info["txt_dim"])
+            embedder = ReduxImageEncoder(
+                redux_dim=plan.redux.info["redux_dim"], txt_in_features=plan.redux.info["txt_dim"]
+            )
             embedder.load_state_dict(state, strict=True)
         return encoder.to(self.device, self.dtype).eval(), processor, embedder.to(self.device, self.dtype).eval()
 
@@ -177,19 +215,31 @@ class ReduxSet:
         if not used:
             return {"prompt": prompt}
         encoder, processor, embedder = self.parts(plan)
-        prior = FluxPriorReduxPipeline(image_encoder=encoder, feature_extractor=processor, image_embedder=embedder,
-                                       text_encoder=runner.text_encoder, tokenizer=runner.tokenizer,
-                                       text_encoder_2=runner.text_encoder_2, tokenizer_2=runner.tokenizer_2)
+        prior = FluxPriorReduxPipeline(
+            image_encoder=encoder,
+            feature_extractor=processor,
+            image_embedder=embedder,
+            text_encoder=runner.text_encoder,
+            tokenizer=runner.tokenizer,
+            text_encoder_2=runner.text_encoder_2,
+            tokenizer_2=runner.tokenizer_2,
+        )
         prior.set_progress_bar_config(disable=True)
         with torch.inference_mode():
-            text, pooled, _ = runner.encode_prompt(prompt=prompt, prompt_2=None, max_sequence_length=512,
-                                                   device=runner._execution_device)
+            text, pooled, _ = runner.encode_prompt(
+                prompt=prompt, prompt_2=None, max_sequence_length=512, device=runner._execution_device
+            )
             parts = [text]
             for ref in used:
                 image = Image.fromarray(np.ascontiguousarray(ref.image[..., :3]))
-                out = prior(image=image, prompt_embeds=text, pooled_prompt_embeds=pooled.clone(),
-                            prompt_embeds_scale=float(ref.strength), pooled_prompt_embeds_scale=1.0)
-                parts.append(out.prompt_embeds[:, text.shape[1]:].to(text.device, text.dtype))
+                out = prior(
+                    image=image,
+                    prompt_embeds=text,
+                    pooled_prompt_embeds=pooled.clone(),
+                    prompt_embeds_scale=float(ref.strength),
+                    pooled_prompt_embeds_scale=1.0,
+                )
+                parts.append(out.prompt_embeds[:, text.shape[1] :].to(text.device, text.dtype))
             return {"prompt_embeds": torch.cat(parts, dim=1), "pooled_prompt_embeds": pooled}
 
 
@@ -201,6 +251,15 @@ def txt_dim(pipe) -> int:
 def info(plan: ReduxPlan, references: List[Reference]) -> List[dict]:
     """What each reference used, for the result layer's ``info["references"]``."""
     encoder = plan.encoder.name if plan.encoder else f"{plan.redux.name} (image_encoder)"
-    return [{"type": r.type, "strength": r.strength, "redux": plan.redux.name, "encoder": encoder,
-             "start": r.start, "end": r.end, "masked": False} for r in references]
-
+    return [
+        {
+            "type": r.type,
+            "strength": r.strength,
+            "redux": plan.redux.name,
+            "encoder": encoder,
+            "start": r.start,
+            "end": r.end,
+            "masked": False,
+        }
+        for r in references
+    ]

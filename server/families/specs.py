@@ -7,8 +7,19 @@ from typing import Dict, Optional, Tuple
 
 from ..models.families import FAMILIES, FLUX, FLUX_FILL, FLUX_KONTEXT, NAMES, SD3, VARIANT_CONFIGS, VARIANT_NAMES
 
-__all__ = ["FAMILIES", "FLUX", "FLUX_FILL", "FLUX_KONTEXT", "NAMES", "SD3", "SPECS", "VARIANT_CONFIGS", "VARIANT_NAMES",
-           "FamilySpec", "text_encoder_slots"]
+__all__ = [
+    "FAMILIES",
+    "FLUX",
+    "FLUX_FILL",
+    "FLUX_KONTEXT",
+    "NAMES",
+    "SD3",
+    "SPECS",
+    "VARIANT_CONFIGS",
+    "VARIANT_NAMES",
+    "FamilySpec",
+    "text_encoder_slots",
+]
 
 
 @dataclass(frozen=True)
@@ -28,17 +39,36 @@ class FamilySpec:
 
 
 SPECS: Dict[str, FamilySpec] = {
-    FLUX: FamilySpec(FLUX, {"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline",
-                            "inpaint": "FluxInpaintPipeline"},
-                     control_pipelines={"txt2img": "FluxControlNetPipeline", "img2img": "FluxControlNetImg2ImgPipeline",
-                                        "inpaint": "FluxControlNetInpaintPipeline"}),
-    FLUX_FILL: FamilySpec(FLUX_FILL, {"txt2img": "FluxFillPipeline", "img2img": "FluxFillPipeline",
-                                      "inpaint": "FluxFillPipeline"}),
-    FLUX_KONTEXT: FamilySpec(FLUX_KONTEXT, {"txt2img": "FluxKontextPipeline", "img2img": "FluxImg2ImgPipeline",
-                                            "inpaint": "FluxKontextInpaintPipeline", "edit": "FluxKontextPipeline"}),
-    SD3: FamilySpec(SD3, {"txt2img": "StableDiffusion3Pipeline", "img2img": "StableDiffusion3Img2ImgPipeline",
-                          "inpaint": "StableDiffusion3InpaintPipeline"},
-                    control_pipelines={"txt2img": "StableDiffusion3ControlNetPipeline"}),
+    FLUX: FamilySpec(
+        FLUX,
+        {"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline"},
+        control_pipelines={
+            "txt2img": "FluxControlNetPipeline",
+            "img2img": "FluxControlNetImg2ImgPipeline",
+            "inpaint": "FluxControlNetInpaintPipeline",
+        },
+    ),
+    FLUX_FILL: FamilySpec(
+        FLUX_FILL, {"txt2img": "FluxFillPipeline", "img2img": "FluxFillPipeline", "inpaint": "FluxFillPipeline"}
+    ),
+    FLUX_KONTEXT: FamilySpec(
+        FLUX_KONTEXT,
+        {
+            "txt2img": "FluxKontextPipeline",
+            "img2img": "FluxImg2ImgPipeline",
+            "inpaint": "FluxKontextInpaintPipeline",
+            "edit": "FluxKontextPipeline",
+        },
+    ),
+    SD3: FamilySpec(
+        SD3,
+        {
+            "txt2img": "StableDiffusion3Pipeline",
+            "img2img": "StableDiffusion3Img2ImgPipeline",
+            "inpaint": "StableDiffusion3InpaintPipeline",
+        },
+        control_pipelines={"txt2img": "StableDiffusion3ControlNetPipeline"},
+    ),
 }
 
 

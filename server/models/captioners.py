@@ -32,22 +32,38 @@ def folder_info(path: Path) -> Detected:
         return Detected(None, info={"unsupported": "its config.json is not a JSON object"})
     model_type = str(config.get("model_type") or "")
     if model_type not in CAPTIONING_CLASSES:
-        return Detected(model_type or None, info={
-            "unsupported": f"a '{model_type or 'unknown'}' model; captioners of type "
-                           f"{', '.join(ARCH_NAMES.values())} are supported"})
+        return Detected(
+            model_type or None,
+            info={
+                "unsupported": f"a '{model_type or 'unknown'}' model; captioners of type "
+                f"{', '.join(ARCH_NAMES.values())} are supported"
+            },
+        )
     wanted = CAPTIONING_CLASSES[model_type]
     classes = config.get("architectures") or [wanted]
     if wanted not in classes:
-        return Detected(model_type, info={
-            "unsupported": f"a {ARCH_NAMES[model_type]} model for {', '.join(map(str, classes))}, not for captioning "
-                           f"({wanted}); `{PULL_HINT}` fetches a captioning one"})
-    missing = [] if any((path / name).is_file() for name in WEIGHT_FILES) else [
-        "model.safetensors (a pickled pytorch_model.bin is never read)"]
+        return Detected(
+            model_type,
+            info={
+                "unsupported": f"a {ARCH_NAMES[model_type]} model for {', '.join(map(str, classes))}, not for captioning "
+                f"({wanted}); `{PULL_HINT}` fetches a captioning one"
+            },
+        )
+    missing = (
+        []
+        if any((path / name).is_file() for name in WEIGHT_FILES)
+        else ["model.safetensors (a pickled pytorch_model.bin is never read)"]
+    )
     if not any((path / name).is_file() for name in PROCESSOR_FILES):
         missing.append(PROCESSOR_FILES[0])
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         missing.append(" or ".join(TOKENIZER_FILES))
     if missing:
-        return Detected(model_type, info={"unsupported": f"the folder lacks {', '.join(missing)} (the image processor "
-                                                         "and tokenizer files published with the model)"})
+        return Detected(
+            model_type,
+            info={
+                "unsupported": f"the folder lacks {', '.join(missing)} (the image processor "
+                "and tokenizer files published with the model)"
+            },
+        )
     return Detected(model_type)

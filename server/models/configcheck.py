@@ -58,8 +58,10 @@ def check_sizes(config: dict, where: str) -> None:
             continue
         bound = MAX_COUNT if _COUNT.search(leaf) else MAX_SIZE
         if abs(value) > bound:
-            raise ConfigError(f"{where} declares {key} = {value}, beyond any real model (at most {bound}): the "
-                              "config is damaged or hostile; the model is not built")
+            raise ConfigError(
+                f"{where} declares {key} = {value}, beyond any real model (at most {bound}): the "
+                "config is damaged or hostile; the model is not built"
+            )
 
 
 def _ints(value: object, key: str, depth: int, where: str) -> Iterator[Tuple[str, int]]:
@@ -92,5 +94,7 @@ def check_declared_bytes(model_cls, config: dict, weights_bytes: int, what: str)
         model = model_cls.from_config(config)
     declared = sum(p.numel() * p.element_size() for p in model.parameters())
     if declared > 4 * weights_bytes + (64 << 20):
-        raise ConfigError(f"the config of {what} declares a model of {declared / 1e9:.1f} GB, but its weights file has "
-                          f"{weights_bytes / 1e9:.2f} GB: the config does not belong to these weights")
+        raise ConfigError(
+            f"the config of {what} declares a model of {declared / 1e9:.1f} GB, but its weights file has "
+            f"{weights_bytes / 1e9:.2f} GB: the config does not belong to these weights"
+        )

@@ -17,11 +17,29 @@ Shapes = Dict[str, Tuple[int, ...]]
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 _CONTROLNET_KEYS = (
-    "act_fn", "attention_head_dim", "block_out_channels", "cross_attention_dim", "down_block_types",
-    "downsample_padding", "flip_sin_to_cos", "freq_shift", "in_channels", "layers_per_block", "mid_block_scale_factor",
-    "norm_eps", "norm_num_groups", "resnet_time_scale_shift", "upcast_attention", "use_linear_projection",
-    "addition_embed_type", "addition_time_embed_dim", "projection_class_embeddings_input_dim",
-    "transformer_layers_per_block", "class_embed_type", "num_class_embeds", "only_cross_attention",
+    "act_fn",
+    "attention_head_dim",
+    "block_out_channels",
+    "cross_attention_dim",
+    "down_block_types",
+    "downsample_padding",
+    "flip_sin_to_cos",
+    "freq_shift",
+    "in_channels",
+    "layers_per_block",
+    "mid_block_scale_factor",
+    "norm_eps",
+    "norm_num_groups",
+    "resnet_time_scale_shift",
+    "upcast_attention",
+    "use_linear_projection",
+    "addition_embed_type",
+    "addition_time_embed_dim",
+    "projection_class_embeddings_input_dim",
+    "transformer_layers_per_block",
+    "class_embed_type",
+    "num_class_embeds",
+    "only_cross_attention",
 )
 
 
@@ -29,7 +47,9 @@ def _base(arch: str) -> dict:
     if arch == "sdxl":
         unet = json.loads((CONFIGS_DIR / "sdxl" / "unet" / "config.json").read_text(encoding="utf-8"))
         config = {k: v for k, v in unet.items() if k in _CONTROLNET_KEYS}
-        config.update(conditioning_embedding_out_channels=[16, 32, 96, 256], controlnet_conditioning_channel_order="rgb")
+        config.update(
+            conditioning_embedding_out_channels=[16, 32, 96, 256], controlnet_conditioning_channel_order="rgb"
+        )
         return config
     return json.loads((CONFIGS_DIR / "controlnet-sd15" / "config.json").read_text(encoding="utf-8"))
 
@@ -45,7 +65,9 @@ def infer(shapes: Shapes, arch: str, union: bool, unet_config=None) -> dict:
     config = _base(arch)
     levels = _count(shapes, r"down_blocks\.(\d+)\.")
     widths = [shapes[f"down_blocks.{i}.resnets.0.conv1.weight"][0] for i in range(levels)]
-    attention = [_count(shapes, rf"down_blocks\.{i}\.attentions\.0\.transformer_blocks\.(\d+)\.") for i in range(levels)]
+    attention = [
+        _count(shapes, rf"down_blocks\.{i}\.attentions\.0\.transformer_blocks\.(\d+)\.") for i in range(levels)
+    ]
     config["block_out_channels"] = widths
     config["layers_per_block"] = _count(shapes, r"down_blocks\.0\.resnets\.(\d+)\.")
     config["down_block_types"] = ["CrossAttnDownBlock2D" if n else "DownBlock2D" for n in attention]
@@ -67,8 +89,10 @@ def infer(shapes: Shapes, arch: str, union: bool, unet_config=None) -> dict:
             if unet_config.get(key) is not None:
                 config[key] = unet_config[key]
     conv_in = shapes["controlnet_cond_embedding.conv_in.weight"]
-    hint = [conv_in[0]] + [shapes[f"controlnet_cond_embedding.blocks.{i}.weight"][0]
-                           for i in range(1, _count(shapes, r"controlnet_cond_embedding\.blocks\.(\d+)\."), 2)]
+    hint = [conv_in[0]] + [
+        shapes[f"controlnet_cond_embedding.blocks.{i}.weight"][0]
+        for i in range(1, _count(shapes, r"controlnet_cond_embedding\.blocks\.(\d+)\."), 2)
+    ]
     config["conditioning_embedding_out_channels"] = hint
     config["conditioning_channels"] = conv_in[1]
     config["in_channels"] = shapes["conv_in.weight"][1]

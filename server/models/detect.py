@@ -77,8 +77,10 @@ def gguf_shapes(path: Path) -> Shapes:
     try:
         import gguf
     except ImportError as err:
-        raise DetectError(f"{path.name} is a GGUF file, which needs the gguf package: pip install gguf (or "
-                          "paintbridge[gguf]) where the server runs") from err
+        raise DetectError(
+            f"{path.name} is a GGUF file, which needs the gguf package: pip install gguf (or "
+            "paintbridge[gguf]) where the server runs"
+        ) from err
     try:
         reader = gguf.GGUFReader(str(path))
         size = path.stat().st_size
@@ -100,23 +102,39 @@ def file_shapes(path: Path, allow_pickle: bool) -> Shapes:
     if not allow_pickle:
         raise DetectError(
             f"{path.name} is a pickle file, which can run code when loaded; convert it to .safetensors, or start the "
-            "server with --allow-pickle to read it (weights only)")
+            "server with --allow-pickle to read it (weights only)"
+        )
     return pickle_shapes(path)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------------------
+
 
 def checkpoint_arch(shapes: Shapes) -> Detected:
     """A single-file checkpoint in the original layout: SD1.5-class, SDXL-class (base), inpainting or not."""
     has = lambda prefix: any(k.startswith(prefix) for k in shapes)  # noqa: E731
     conv_in = shapes.get(UNET + "input_blocks.0.0.weight")
     if conv_in is None:
-        if any(k.startswith(("unet.", "down_blocks.", "model.diffusion_model.double_blocks", "double_blocks.",
-                             "transformer_blocks.", "joint_blocks.")) for k in shapes):
-            raise DetectError("this is not a Stable Diffusion 1.5/XL checkpoint in the original layout "
-                              "(a UNet-only file, or another model family)")
-        raise DetectError("no UNet found (model.diffusion_model.input_blocks.0.0.weight is missing): not an SD "
-                          "checkpoint")
+        if any(
+            k.startswith(
+                (
+                    "unet.",
+                    "down_blocks.",
+                    "model.diffusion_model.double_blocks",
+                    "double_blocks.",
+                    "transformer_blocks.",
+                    "joint_blocks.",
+                )
+            )
+            for k in shapes
+        ):
+            raise DetectError(
+                "this is not a Stable Diffusion 1.5/XL checkpoint in the original layout "
+                "(a UNet-only file, or another model family)"
+            )
+        raise DetectError(
+            "no UNet found (model.diffusion_model.input_blocks.0.0.weight is missing): not an SD checkpoint"
+        )
     channels = conv_in[1] if len(conv_in) == 4 else 0
     info = {"in_channels": channels}
     if has(SDXL_CLIP_G) and has(SDXL_CLIP_L):
@@ -135,8 +153,9 @@ def checkpoint_arch(shapes: Shapes) -> Detected:
         info["missing"] = "text encoder"
     if channels not in (4, 9):
         info["unsupported"] = f"its UNet takes {channels} input channels (4 = regular, 9 = inpainting)"
-    context = shapes.get(UNET + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight") or \
-        shapes.get(UNET + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight")
+    context = shapes.get(UNET + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight") or shapes.get(
+        UNET + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight"
+    )
     if context is not None:
         info["context_dim"] = context[1]
     return Detected(arch, inpaint=channels == 9, info=info)
@@ -194,14 +213,26 @@ def _first(shapes: Shapes, pattern: str) -> Optional[Tuple[int, ...]]:
 
 def controlnet_arch(shapes: Shapes) -> Detected:
     """A ControlNet in lllyasviel's original layout or with diffusers keys; union models are flagged."""
-    keys = {k[len("control_model."):] if k.startswith("control_model.") else k: v for k, v in shapes.items()}
-    union = any(k.startswith(("task_embedding", "control_type_proj", "transformer_layes", "spatial_ch_projs",
-                              "control_add_embedding")) for k in keys)
+    keys = {k[len("control_model.") :] if k.startswith("control_model.") else k: v for k, v in shapes.items()}
+    union = any(
+        k.startswith(
+            ("task_embedding", "control_type_proj", "transformer_layes", "spatial_ch_projs", "control_add_embedding")
+        )
+        for k in keys
+    )
     layouts = (
-        ("original", "input_hint_block.0.weight", "label_emb.0.0.weight",
-         r"input_blocks\.\d+\.1\.transformer_blocks\.0\.attn2\.to_k\.weight"),
-        ("diffusers", "controlnet_cond_embedding.conv_in.weight", "add_embedding.linear_1.weight",
-         r"down_blocks\.\d+\.attentions\.0\.transformer_blocks\.0\.attn2\.to_k\.weight"),
+        (
+            "original",
+            "input_hint_block.0.weight",
+            "label_emb.0.0.weight",
+            r"input_blocks\.\d+\.1\.transformer_blocks\.0\.attn2\.to_k\.weight",
+        ),
+        (
+            "diffusers",
+            "controlnet_cond_embedding.conv_in.weight",
+            "add_embedding.linear_1.weight",
+            r"down_blocks\.\d+\.attentions\.0\.transformer_blocks\.0\.attn2\.to_k\.weight",
+        ),
     )
     for layout, hint_key, sdxl_key, context_pattern in layouts:
         if hint_key not in keys:
@@ -234,6 +265,7 @@ def controlnet_folder_arch(folder: Path) -> Detected:
 
 
 # --- LoRAs, embeddings, VAEs -----------------------------------------------------------------------------------------
+
 
 def lora_arch(shapes: Shapes) -> Detected:
     """A LoRA (kohya/A1111 or diffusers/PEFT keys): SDXL when it touches a second text encoder or SDXL's UNet."""

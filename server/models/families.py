@@ -26,33 +26,47 @@ NAMES = {FLUX: "Flux.1", FLUX_FILL: "Flux.1 Fill", FLUX_KONTEXT: "Flux.1 Kontext
 
 # Variant → the shipped weightless config folder in server/configs (real-size single files load with it).
 VARIANT_CONFIGS = {
-    "dev": "flux-dev", "schnell": "flux-schnell", "fill": "flux-fill", "kontext": "flux-kontext",
-    "3-medium": "sd3-medium", "3.5-medium": "sd35-medium", "3.5-large": "sd35-large", "3.5-large-turbo": "sd35-large",
+    "dev": "flux-dev",
+    "schnell": "flux-schnell",
+    "fill": "flux-fill",
+    "kontext": "flux-kontext",
+    "3-medium": "sd3-medium",
+    "3.5-medium": "sd35-medium",
+    "3.5-large": "sd35-large",
+    "3.5-large-turbo": "sd35-large",
 }
 VARIANT_NAMES = {
-    "dev": "Flux.1 dev", "schnell": "Flux.1 schnell", "fill": "Flux.1 Fill", "kontext": "Flux.1 Kontext",
-    "3-medium": "SD3 medium", "3.5-medium": "SD3.5 medium", "3.5-large": "SD3.5 large",
+    "dev": "Flux.1 dev",
+    "schnell": "Flux.1 schnell",
+    "fill": "Flux.1 Fill",
+    "kontext": "Flux.1 Kontext",
+    "3-medium": "SD3 medium",
+    "3.5-medium": "SD3.5 medium",
+    "3.5-large": "SD3.5 large",
     "3.5-large-turbo": "SD3.5 large turbo",
 }
 
 TRANSFORMER_PREFIXES = ("model.diffusion_model.", "")
 VAE_PREFIXES = ("first_stage_model.", "vae.")
-ENCODER_PREFIXES = {"clip_l": "text_encoders.clip_l.transformer.", "clip_g": "text_encoders.clip_g.transformer.",
-                    "t5": "text_encoders.t5xxl.transformer."}
+ENCODER_PREFIXES = {
+    "clip_l": "text_encoders.clip_l.transformer.",
+    "clip_g": "text_encoders.clip_g.transformer.",
+    "t5": "text_encoders.t5xxl.transformer.",
+}
 T5_PROBE = "encoder.block.0.layer.0.SelfAttention.q.weight"
 CLIP_PROBE = "encoder.layers.0.self_attn.q_proj.weight"
 T5_VOCAB = 32128
 
 
 def _strip(shapes: Shapes, prefix: str) -> Shapes:
-    return {k[len(prefix):]: v for k, v in shapes.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in shapes.items() if k.startswith(prefix)}
 
 
 def looks_like_transformer(shapes: Shapes) -> bool:
     """Whether a file holds a Flux or SD3 transformer (any known layout, with or without a prefix)."""
     heads = ("double_blocks", "single_blocks", "joint_blocks", "single_transformer_blocks")
     for key in shapes:
-        key = key[len("model.diffusion_model."):] if key.startswith("model.diffusion_model.") else key
+        key = key[len("model.diffusion_model.") :] if key.startswith("model.diffusion_model.") else key
         if key.split(".", 1)[0] in heads or key == "pos_embed.proj.weight":
             return True
     return False
@@ -69,13 +83,19 @@ def _flux(t: Shapes, name: str) -> Tuple[str, str, dict]:
         raise DetectError("a Flux transformer without its input projection (img_in / x_embedder): the file is damaged")
     channels = img_in[1]
     guidance = "guidance_in.in_layer.weight" in t or "time_text_embed.guidance_embedder.linear_1.weight" in t
-    facts = {"in_channels": channels, "hidden": img_in[0], "guidance": guidance,
-             "layout": "bfl" if "img_in.weight" in t else "diffusers"}
+    facts = {
+        "in_channels": channels,
+        "hidden": img_in[0],
+        "guidance": guidance,
+        "layout": "bfl" if "img_in.weight" in t else "diffusers",
+    }
     if channels == 64 * 6:
         return FLUX_FILL, "fill", facts
     if channels != 64:
-        facts["unsupported"] = (f"its transformer takes {channels} input channels: a Flux.1 Depth/Canny-style model, "
-                                "which Paintbridge does not run (64 = Flux.1 dev/schnell/Kontext, 384 = Fill)")
+        facts["unsupported"] = (
+            f"its transformer takes {channels} input channels: a Flux.1 Depth/Canny-style model, "
+            "which Paintbridge does not run (64 = Flux.1 dev/schnell/Kontext, 384 = Fill)"
+        )
     if "kontext" in name.lower():
         return FLUX_KONTEXT, "kontext", facts
     return FLUX, "dev" if guidance else "schnell", facts
@@ -89,8 +109,12 @@ def _sd3(t: Shapes, name: str) -> Tuple[str, str, dict]:
     hidden = context[0]
     qk_norm = any(k.endswith((".attn.ln_q.weight", ".attn.norm_q.weight")) for k in t)
     dual = any(".x_block.attn2." in k or ".attn2.to_q." in k for k in t)
-    facts = {"hidden": hidden, "qk_norm": qk_norm, "dual_attention": dual,
-             "layout": "sai" if any(k.startswith("joint_blocks.") for k in t) else "diffusers"}
+    facts = {
+        "hidden": hidden,
+        "qk_norm": qk_norm,
+        "dual_attention": dual,
+        "layout": "sai" if any(k.startswith("joint_blocks.") for k in t) else "diffusers",
+    }
     if not qk_norm:
         variant = "3-medium"
     elif dual:
@@ -128,8 +152,13 @@ def checkpoint(shapes: Shapes, name: str) -> Detected:
         family, variant, facts = _sd3(t, name)
     else:
         raise DetectError("not a Flux or SD3 transformer")
-    info = dict(facts, variant=variant, config=VARIANT_CONFIGS[variant], transformer_prefix=prefix,
-                encoders=_encoders_inside(shapes))
+    info = dict(
+        facts,
+        variant=variant,
+        config=VARIANT_CONFIGS[variant],
+        transformer_prefix=prefix,
+        encoders=_encoders_inside(shapes),
+    )
     vae = vae_prefix(shapes)
     if vae is not None:
         info["vae_prefix"] = vae
@@ -150,9 +179,17 @@ def diffusers_folder(folder: Path) -> Detected:
     cls = str(config.get("_class_name", ""))
     if cls.startswith("SD3"):
         family = SD3
-        variant = "3-medium" if not config.get("qk_norm") else (
-            "3.5-medium" if config.get("dual_attention_layers") else
-            "3.5-large-turbo" if "turbo" in folder.name.lower() else "3.5-large")
+        variant = (
+            "3-medium"
+            if not config.get("qk_norm")
+            else (
+                "3.5-medium"
+                if config.get("dual_attention_layers")
+                else "3.5-large-turbo"
+                if "turbo" in folder.name.lower()
+                else "3.5-large"
+            )
+        )
     elif cls == "FluxTransformer2DModel":
         channels = int(config.get("in_channels", 64))
         if channels == 384 or "Fill" in pipeline:
@@ -162,10 +199,15 @@ def diffusers_folder(folder: Path) -> Detected:
         else:
             family, variant = FLUX, "dev" if config.get("guidance_embeds", True) else "schnell"
     else:
-        raise DetectError(f"{folder.name}: a {pipeline or 'pipeline'} with a {cls or 'transformer'} is not a model "
-                          "family Paintbridge runs")
-    return Detected(family, inpaint=family == FLUX_FILL,
-                    info={"variant": variant, "pipeline": pipeline, "layout": "diffusers-folder"})
+        raise DetectError(
+            f"{folder.name}: a {pipeline or 'pipeline'} with a {cls or 'transformer'} is not a model "
+            "family Paintbridge runs"
+        )
+    return Detected(
+        family,
+        inpaint=family == FLUX_FILL,
+        info={"variant": variant, "pipeline": pipeline, "layout": "diffusers-folder"},
+    )
 
 
 def text_encoder(shapes: Shapes) -> Detected:
@@ -173,10 +215,14 @@ def text_encoder(shapes: Shapes) -> Detected:
     for key, shape in shapes.items():
         if key.endswith(T5_PROBE):
             prefix = key[: -len(T5_PROBE)]
-            vocab = (shapes.get(prefix + "shared.weight") or shapes.get(prefix + "encoder.embed_tokens.weight") or (0,))[0]
+            vocab = (
+                shapes.get(prefix + "shared.weight") or shapes.get(prefix + "encoder.embed_tokens.weight") or (0,)
+            )[0]
             info = {"width": shape[1], "prefix": prefix}
             if vocab and vocab != T5_VOCAB:
-                info["unsupported"] = f"a T5 with a {vocab}-token vocabulary (UMT5 or another T5): Flux and SD3 use T5 v1.1"
+                info["unsupported"] = (
+                    f"a T5 with a {vocab}-token vocabulary (UMT5 or another T5): Flux and SD3 use T5 v1.1"
+                )
             return Detected("t5", info=info)
         if key.endswith(CLIP_PROBE):
             prefix = key[: -len(CLIP_PROBE)]
@@ -227,17 +273,20 @@ def lora_family(shapes: Shapes) -> Optional[str]:
 
 # --- ControlNets -----------------------------------------------------------------------------------------------------
 
+
 def _block_count(shapes: Shapes, prefix: str) -> int:
     """How many numbered blocks ``prefix<N>.`` a state holds."""
-    found = {k[len(prefix):].split(".", 1)[0] for k in shapes if k.startswith(prefix)}
+    found = {k[len(prefix) :].split(".", 1)[0] for k in shapes if k.startswith(prefix)}
     return len([n for n in found if n.isdigit()])
 
 
 def looks_like_controlnet(shapes: Shapes) -> bool:
     """Whether a file holds a Flux.1 or SD3 ControlNet (diffusers names, or XLabs' Flux layout)."""
     return "controlnet_blocks.0.weight" in shapes and (
-        "x_embedder.weight" in shapes or "pos_embed_input.proj.weight" in shapes or
-        any(k.startswith("double_blocks.") for k in shapes))
+        "x_embedder.weight" in shapes
+        or "pos_embed_input.proj.weight" in shapes
+        or any(k.startswith("double_blocks.") for k in shapes)
+    )
 
 
 def controlnet(shapes: Shapes) -> Detected:
@@ -245,23 +294,39 @@ def controlnet(shapes: Shapes) -> Detected:
     ``info`` holds what its config needs (widths, block counts, union modes). XLabs' Flux layout is listed with the
     reason it cannot run."""
     if any(k.startswith("double_blocks.") for k in shapes):
-        return Detected(FLUX, info={"layout": "xlabs", "unsupported": (
-            "an XLabs-format Flux ControlNet, which diffusers cannot load: use a diffusers-format one (e.g. InstantX "
-            "or Shakker-Labs FLUX.1-dev-ControlNet-Union-Pro: config.json + diffusion_pytorch_model.safetensors)")})
+        return Detected(
+            FLUX,
+            info={
+                "layout": "xlabs",
+                "unsupported": (
+                    "an XLabs-format Flux ControlNet, which diffusers cannot load: use a diffusers-format one (e.g. InstantX "
+                    "or Shakker-Labs FLUX.1-dev-ControlNet-Union-Pro: config.json + diffusion_pytorch_model.safetensors)"
+                ),
+            },
+        )
     if "x_embedder.weight" in shapes:
         hidden, channels = shapes["x_embedder.weight"]
-        norm = shapes.get("transformer_blocks.0.attn.norm_q.weight") or \
-            shapes.get("single_transformer_blocks.0.attn.norm_q.weight") or (128,)
+        norm = (
+            shapes.get("transformer_blocks.0.attn.norm_q.weight")
+            or shapes.get("single_transformer_blocks.0.attn.norm_q.weight")
+            or (128,)
+        )
         mode = shapes.get("controlnet_mode_embedder.weight")
         hint = shapes.get("input_hint_block.conv_out.weight")
-        info = {"layout": "diffusers", "hidden": hidden, "in_channels": channels, "head_dim": norm[0],
-                "layers": _block_count(shapes, "transformer_blocks."),
-                "single_layers": _block_count(shapes, "single_transformer_blocks."),
-                "joint_attention_dim": shapes["context_embedder.weight"][1],
-                "pooled_projection_dim": shapes["time_text_embed.text_embedder.linear_1.weight"][1],
-                "guidance": "time_text_embed.guidance_embedder.linear_1.weight" in shapes,
-                "num_mode": mode[0] if mode else None, "conditioning_channels": hint[0] if hint else None,
-                "union": mode is not None}
+        info = {
+            "layout": "diffusers",
+            "hidden": hidden,
+            "in_channels": channels,
+            "head_dim": norm[0],
+            "layers": _block_count(shapes, "transformer_blocks."),
+            "single_layers": _block_count(shapes, "single_transformer_blocks."),
+            "joint_attention_dim": shapes["context_embedder.weight"][1],
+            "pooled_projection_dim": shapes["time_text_embed.text_embedder.linear_1.weight"][1],
+            "guidance": "time_text_embed.guidance_embedder.linear_1.weight" in shapes,
+            "num_mode": mode[0] if mode else None,
+            "conditioning_channels": hint[0] if hint else None,
+            "union": mode is not None,
+        }
         return Detected(FLUX, info=info)
     if "pos_embed_input.proj.weight" in shapes:
         hidden, channels, patch, _ = shapes["pos_embed_input.proj.weight"]
@@ -270,15 +335,24 @@ def controlnet(shapes: Shapes) -> Detected:
         pooled = shapes.get("time_text_embed.text_embedder.linear_1.weight")
         table = shapes.get("pos_embed.pos_embed")
         layers = _block_count(shapes, "transformer_blocks.")
-        info = {"layout": "diffusers", "hidden": hidden, "in_channels": channels, "patch": patch,
-                "head_dim": norm[0] if norm else None, "layers": layers,
-                "dual_attention_layers": [i for i in range(layers) if f"transformer_blocks.{i}.attn2.to_q.weight" in
-                                          shapes],
-                "qk_norm": norm is not None, "use_pos_embed": "pos_embed.proj.weight" in shapes,
-                "pos_embed_max_size": int(round((table[1]) ** 0.5)) if table else None,
-                "joint_attention_dim": context[1] if context else None,
-                "caption_projection_dim": context[0] if context else None,
-                "pooled_projection_dim": pooled[1] if pooled else None, "union": False}
+        info = {
+            "layout": "diffusers",
+            "hidden": hidden,
+            "in_channels": channels,
+            "patch": patch,
+            "head_dim": norm[0] if norm else None,
+            "layers": layers,
+            "dual_attention_layers": [
+                i for i in range(layers) if f"transformer_blocks.{i}.attn2.to_q.weight" in shapes
+            ],
+            "qk_norm": norm is not None,
+            "use_pos_embed": "pos_embed.proj.weight" in shapes,
+            "pos_embed_max_size": int(round((table[1]) ** 0.5)) if table else None,
+            "joint_attention_dim": context[1] if context else None,
+            "caption_projection_dim": context[0] if context else None,
+            "pooled_projection_dim": pooled[1] if pooled else None,
+            "union": False,
+        }
         return Detected(SD3, info=info)
     raise DetectError("not a Flux or SD3 ControlNet")
 
@@ -287,14 +361,24 @@ def controlnet_folder(config: dict) -> Optional[Detected]:
     """A diffusers ControlNet folder of Flux.1 or SD3 from its ``config.json``; None for other ControlNets."""
     cls = str(config.get("_class_name", ""))
     if cls == "FluxControlNetModel":
-        return Detected(FLUX, info={"layout": "diffusers-folder", "union": bool(config.get("num_mode")),
-                                    "hidden": config.get("num_attention_heads", 24) *
-                                    config.get("attention_head_dim", 128)})
+        return Detected(
+            FLUX,
+            info={
+                "layout": "diffusers-folder",
+                "union": bool(config.get("num_mode")),
+                "hidden": config.get("num_attention_heads", 24) * config.get("attention_head_dim", 128),
+            },
+        )
     if cls == "SD3ControlNetModel":
-        info = {"layout": "diffusers-folder", "union": False,
-                "hidden": config.get("num_attention_heads", 18) * config.get("attention_head_dim", 64)}
+        info = {
+            "layout": "diffusers-folder",
+            "union": False,
+            "hidden": config.get("num_attention_heads", 18) * config.get("attention_head_dim", 64),
+        }
         if config.get("extra_conditioning_channels"):
-            info["unsupported"] = ("an SD3 inpainting ControlNet (extra conditioning channels), which Paintbridge "
-                                   "does not run; SD3 ControlNets for canny, depth, tile, pose work")
+            info["unsupported"] = (
+                "an SD3 inpainting ControlNet (extra conditioning channels), which Paintbridge "
+                "does not run; SD3 ControlNets for canny, depth, tile, pose work"
+            )
         return Detected(SD3, info=info)
     return None

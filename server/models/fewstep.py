@@ -23,8 +23,17 @@ PRESETS = {
     "hyper": ("DDIM", 8, 1.0, "trailing"),
 }
 HYPER_CFG = 5.0  # Hyper-SD's "-CFG" variants are distilled to keep classifier-free guidance
-METADATA_KEYS = ("modelspec.title", "modelspec.description", "modelspec.architecture", "ss_output_name",
-                 "ss_sd_model_name", "ss_training_comment", "name", "title", "description")
+METADATA_KEYS = (
+    "modelspec.title",
+    "modelspec.description",
+    "modelspec.architecture",
+    "ss_output_name",
+    "ss_sd_model_name",
+    "ss_training_comment",
+    "name",
+    "title",
+    "description",
+)
 _FAMILY_WORDS = (
     ("lightning", re.compile(r"lightning")),
     ("hyper", re.compile(r"hyper[-_ ]?s[dx]|hyper")),
@@ -86,5 +95,7 @@ def listing(preset: Optional[dict]) -> dict:
     """The listing fields of a few-step model: ``few_step`` (family) and ``preset`` (steps, cfg, sampler)."""
     if not preset:
         return {}
-    return {"few_step": preset["family"],
-            "preset": {"steps": preset["steps"], "cfg": preset["cfg"], "sampler": preset["sampler"]}}
+    return {
+        "few_step": preset["family"],
+        "preset": {"steps": preset["steps"], "cfg": preset["cfg"], "sampler": preset["sampler"]},
+    }

@@ -21,9 +21,28 @@ from typing import Dict, List, Tuple
 MAX_SAFETENSORS_HEADER = 16 << 20
 MAX_DIMS = 16
 # bits per element of every dtype safetensors writes (sub-byte floats included)
-DTYPE_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0": 8, "I16": 16, "U16": 16, "F16": 16,
-              "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "I64": 64, "U64": 64, "F64": 64, "C64": 64, "F4": 4,
-              "F6_E2M3": 6, "F6_E3M2": 6}
+DTYPE_BITS = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E4M3": 8,
+    "F8_E5M2": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
+    "C64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+}
 GGUF_MAGIC = b"GGUF"
 GGUF_MIN_TENSOR_INFO = 8 + 1 + 4 + 8 + 4 + 8  # name length, 1-byte name, n_dims, one dim, type, offset
 GGUF_MIN_KV = 8 + 1 + 4 + 1  # key length, 1-byte key, value type, 1-byte value
@@ -65,14 +84,17 @@ def _check_entry(name: str, key: str, entry: object, data_len: int) -> Tuple[Tup
         raise HeaderError(f"{where} has invalid data offsets {str(offsets)[:60]}")
     begin, end = offsets
     if not 0 <= begin <= end <= data_len:
-        raise HeaderError(f"{where} claims bytes {begin}-{end} but the file holds {data_len} bytes of tensor data "
-                          "(the file is truncated or damaged)")
+        raise HeaderError(
+            f"{where} claims bytes {begin}-{end} but the file holds {data_len} bytes of tensor data "
+            "(the file is truncated or damaged)"
+        )
     count = 1
     for d in shape:
         count *= d
     if count * DTYPE_BITS[dtype] != (end - begin) * 8:
-        raise HeaderError(f"{where} declares shape {tuple(shape)} of {dtype} ({count} values) but spans "
-                          f"{end - begin} bytes")
+        raise HeaderError(
+            f"{where} declares shape {tuple(shape)} of {dtype} ({count} values) but spans {end - begin} bytes"
+        )
     return tuple(shape), begin, end
 
 
@@ -88,19 +110,24 @@ def safetensors_header(path: Path) -> Tuple[Shapes, Dict[str, str]]:
                 raise HeaderError(f"{name} is too short ({size} bytes) to be a safetensors file")
             (length,) = struct.unpack("<Q", raw)
             if length > MAX_SAFETENSORS_HEADER:
-                raise HeaderError(f"{name} declares a {length}-byte header (at most {MAX_SAFETENSORS_HEADER} are "
-                                  "accepted): it is not a valid safetensors file")
+                raise HeaderError(
+                    f"{name} declares a {length}-byte header (at most {MAX_SAFETENSORS_HEADER} are "
+                    "accepted): it is not a valid safetensors file"
+                )
             if 8 + length > size:
-                raise HeaderError(f"{name} declares a {length}-byte header but the whole file has {size} bytes "
-                                  "(truncated, or not a safetensors file)")
+                raise HeaderError(
+                    f"{name} declares a {length}-byte header but the whole file has {size} bytes "
+                    "(truncated, or not a safetensors file)"
+                )
             text = fh.read(length)
     except OSError as err:
         raise HeaderError(f"{name} cannot be read: {err.strerror or err}") from err
     try:
         header = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise HeaderError(f"{name} is not a valid safetensors file: its header is not JSON "
-                          f"({type(err).__name__})") from None
+        raise HeaderError(
+            f"{name} is not a valid safetensors file: its header is not JSON ({type(err).__name__})"
+        ) from None
     if not isinstance(header, dict):
         raise HeaderError(f"{name} is not a valid safetensors file: its header is not a map")
     metadata = header.pop("__metadata__", None) or {}
@@ -117,15 +144,21 @@ def safetensors_header(path: Path) -> Tuple[Shapes, Dict[str, str]]:
     cursor, previous = 0, ""
     for begin, end, key in spans:  # safetensors' own rule: tensors tile the data, in order, without gaps
         if begin < cursor:
-            raise HeaderError(f"{name}: tensors {previous[:60]!r} and {key[:60]!r} overlap in the file "
-                              "(a damaged or hand-made header)")
+            raise HeaderError(
+                f"{name}: tensors {previous[:60]!r} and {key[:60]!r} overlap in the file "
+                "(a damaged or hand-made header)"
+            )
         if begin > cursor:
-            raise HeaderError(f"{name}: {begin - cursor} bytes before tensor {key[:60]!r} belong to no tensor "
-                              "(a damaged or hand-made header)")
+            raise HeaderError(
+                f"{name}: {begin - cursor} bytes before tensor {key[:60]!r} belong to no tensor "
+                "(a damaged or hand-made header)"
+            )
         cursor, previous = end, key
     if cursor != data_len:
-        raise HeaderError(f"{name}: {data_len - cursor} bytes after the last tensor belong to no tensor "
-                          "(a damaged or hand-made header)")
+        raise HeaderError(
+            f"{name}: {data_len - cursor} bytes after the last tensor belong to no tensor "
+            "(a damaged or hand-made header)"
+        )
     return shapes, {str(k): str(v) for k, v in metadata.items()}
 
 
@@ -145,5 +178,7 @@ def check_gguf_counts(path: Path) -> None:
     if version not in (2, 3):
         raise HeaderError(f"{name} is GGUF version {version}; versions 2 and 3 are read")
     if tensors > size // GGUF_MIN_TENSOR_INFO or kvs > size // GGUF_MIN_KV:
-        raise HeaderError(f"{name} declares {tensors} tensors and {kvs} key/value entries, more than a file of "
-                          f"{size} bytes can hold (damaged or hand-made)")
+        raise HeaderError(
+            f"{name} declares {tensors} tensors and {kvs} key/value entries, more than a file of "
+            f"{size} bytes can hold (damaged or hand-made)"
+        )

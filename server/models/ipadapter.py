@@ -33,7 +33,7 @@ def adapter_info(shapes: Shapes, name: str) -> Detected:
     (``image_embeds`` = the projected embedding, ``hidden_states`` = the penultimate layer), ``encoder_dim`` (its
     width), ``face`` (a face adapter, by name or structure). FaceID adapters (insightface embeddings) are flagged
     unsupported."""
-    proj = {k[len("image_proj."):]: v for k, v in shapes.items() if k.startswith("image_proj.")}
+    proj = {k[len("image_proj.") :]: v for k, v in shapes.items() if k.startswith("image_proj.")}
     layers = sorted(int(m.group(1)) for k in shapes if (m := re.match(r"ip_adapter\.(\d+)\.to_k_ip\.weight$", k)))
     if not proj or not layers:
         raise DetectError("not an IP-Adapter (no image_proj.* and ip_adapter.*.to_k_ip tensors)")
@@ -41,8 +41,11 @@ def adapter_info(shapes: Shapes, name: str) -> Detected:
     arch = CONTEXT_FAMILIES.get(context) or ("sd15" if len(layers) == SD15_CROSS_ATTENTION_LAYERS else "sdxl")
     low = name.lower()
     info: dict = {"face": "face" in low, "layers": len(layers)}
-    if "faceid" in low or "perceiver_resampler.proj_in.weight" in proj or any(k.startswith("ip_adapter.") and
-                                                                              "lora" in k for k in shapes):
+    if (
+        "faceid" in low
+        or "perceiver_resampler.proj_in.weight" in proj
+        or any(k.startswith("ip_adapter.") and "lora" in k for k in shapes)
+    ):
         info["unsupported"] = "FaceID adapters need insightface face embeddings, which Paintbridge does not compute"
         return Detected(arch, info=info)
     if "latents" in proj:
@@ -59,20 +62,27 @@ def adapter_info(shapes: Shapes, name: str) -> Detected:
 def encoder_info(shapes: Shapes) -> Detected:
     """A CLIP image encoder with Hugging Face key names: its ``hidden_size``, ``projection_dim``, ``layers`` and
     the shipped ``config`` that fits it (None for other sizes)."""
-    keys = {k[len("clip_vision."):] if k.startswith("clip_vision.") else k: v for k, v in shapes.items()}
+    keys = {k[len("clip_vision.") :] if k.startswith("clip_vision.") else k: v for k, v in shapes.items()}
     patch = keys.get("vision_model.embeddings.patch_embedding.weight")
     if patch is None:
         if any(k.startswith(("visual.transformer.", "visual.conv1")) for k in keys):
-            raise DetectError("an OpenCLIP-layout image encoder: use the Hugging Face layout (the catalogue's "
-                              "clip-vision-vit-h / clip-vision-vit-bigg files)")
+            raise DetectError(
+                "an OpenCLIP-layout image encoder: use the Hugging Face layout (the catalogue's "
+                "clip-vision-vit-h / clip-vision-vit-bigg files)"
+            )
         raise DetectError("not a CLIP image encoder (no vision_model.embeddings.patch_embedding.weight)")
     projection = keys.get("visual_projection.weight")
     if projection is None:
         raise DetectError("a CLIP image encoder without visual_projection.weight: IP-Adapters need the projection")
     layers = 1 + max(int(m.group(1)) for k in keys if (m := re.match(r"vision_model\.encoder\.layers\.(\d+)\.", k)))
     hidden = patch[0]
-    info = {"hidden_size": hidden, "projection_dim": projection[0], "layers": layers, "patch_size": patch[-1],
-            "config": STANDARD_ENCODERS.get((hidden, layers, projection[0]))}
+    info = {
+        "hidden_size": hidden,
+        "projection_dim": projection[0],
+        "layers": layers,
+        "patch_size": patch[-1],
+        "config": STANDARD_ENCODERS.get((hidden, layers, projection[0])),
+    }
     return Detected("clip", info=info)
 
 
@@ -84,8 +94,15 @@ def encoder_folder_info(folder: Path) -> Detected:
         raise DetectError(f"{folder.name} has no readable config.json: {err}") from err
     config = config.get("vision_config", config)
     hidden, layers = int(config.get("hidden_size", 0)), int(config.get("num_hidden_layers", 0))
-    return Detected("clip", info={"hidden_size": hidden, "projection_dim": int(config.get("projection_dim", 0)),
-                                  "layers": layers, "config": None})
+    return Detected(
+        "clip",
+        info={
+            "hidden_size": hidden,
+            "projection_dim": int(config.get("projection_dim", 0)),
+            "layers": layers,
+            "config": None,
+        },
+    )
 
 
 def encoder_dim(info: dict, output: str) -> int:
@@ -128,6 +145,6 @@ def describe_encoder(info: dict) -> str:
 
 def split_adapter_state(flat: Dict[str, object]) -> Tuple[dict, dict]:
     """A flat adapter state (``image_proj.x``, ``ip_adapter.y``) as diffusers' two maps."""
-    proj = {k[len("image_proj."):]: v for k, v in flat.items() if k.startswith("image_proj.")}
-    layers = {k[len("ip_adapter."):]: v for k, v in flat.items() if k.startswith("ip_adapter.")}
+    proj = {k[len("image_proj.") :]: v for k, v in flat.items() if k.startswith("image_proj.")}
+    layers = {k[len("ip_adapter.") :]: v for k, v in flat.items() if k.startswith("ip_adapter.")}
     return proj, layers

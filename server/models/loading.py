@@ -31,7 +31,9 @@ def config_dir_for(entry: ModelEntry) -> Path:
         try:
             configcheck.check_folder(entry.config_dir)
         except configcheck.ConfigError as err:
-            raise ProtocolError(UNSUPPORTED, f"{entry.kind} '{entry.name}' cannot be used: {err}", field="model") from None
+            raise ProtocolError(
+                UNSUPPORTED, f"{entry.kind} '{entry.name}' cannot be used: {err}", field="model"
+            ) from None
         return entry.config_dir
     if entry.kind == "controlnet":
         return CONFIGS_DIR / f"controlnet-{entry.arch}"
@@ -63,15 +65,21 @@ def check_checkpoint_shapes(entry: ModelEntry, config: Path, allow_pickle: bool)
     context = entry.info.get("context_dim")
     if context is not None and context != unet["cross_attention_dim"]:
         raise _unfit(entry, "the text-conditioning width", context, unet["cross_attention_dim"])
-    encoders = [("text_encoder", SD15_CLIP if entry.arch == "sd15" else SDXL_CLIP_L, "text_model.final_layer_norm.weight")]
+    encoders = [
+        ("text_encoder", SD15_CLIP if entry.arch == "sd15" else SDXL_CLIP_L, "text_model.final_layer_norm.weight")
+    ]
     if entry.arch == "sdxl":
         encoders.append(("text_encoder_2", SDXL_CLIP_G, "ln_final.weight"))
     for sub, prefix, key in encoders:
         hidden = _json(config / sub / "config.json")["hidden_size"]
         got = shapes.get(prefix + key) or shapes.get(prefix + key.replace("text_model.", ""))  # older SD1.x files
         if got is None:
-            raise ProtocolError(UNSUPPORTED, f"checkpoint '{entry.name}' has no {sub.replace('_', ' ')} "
-                              f"({prefix}{key} is missing): it cannot be used on its own", field="model")
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"checkpoint '{entry.name}' has no {sub.replace('_', ' ')} "
+                f"({prefix}{key} is missing): it cannot be used on its own",
+                field="model",
+            )
         if got[0] != hidden:
             raise _unfit(entry, f"the {sub.replace('_', ' ')} width", got[0], hidden)
 
@@ -114,10 +122,13 @@ def pipeline_class(entry: ModelEntry):
 
 
 def _variant(folder: Path) -> Optional[str]:
-    """"fp16" when a diffusers folder holds only fp16-variant weights."""
+    """ "fp16" when a diffusers folder holds only fp16-variant weights."""
     unet = folder / "unet"
-    if unet.is_dir() and not any(unet.glob("diffusion_pytorch_model.safetensors")) and \
-            any(unet.glob("diffusion_pytorch_model.fp16.*")):
+    if (
+        unet.is_dir()
+        and not any(unet.glob("diffusion_pytorch_model.safetensors"))
+        and any(unet.glob("diffusion_pytorch_model.fp16.*"))
+    ):
         return "fp16"
     return None
 
@@ -140,9 +151,16 @@ def _weight_parts(entry: ModelEntry, config: Path, torch_dtype) -> dict:
         if library is None:
             continue
         parts[name] = load_single_file_sub_model(
-            library_name=library, class_name=class_name, name=name, checkpoint=state, pipelines=diffusers.pipelines,
-            is_pipeline_module=False, cached_model_config_path=str(config), torch_dtype=torch_dtype,
-            local_files_only=True)
+            library_name=library,
+            class_name=class_name,
+            name=name,
+            checkpoint=state,
+            pipelines=diffusers.pipelines,
+            is_pipeline_module=False,
+            cached_model_config_path=str(config),
+            torch_dtype=torch_dtype,
+            local_files_only=True,
+        )
     return parts
 
 
@@ -159,18 +177,23 @@ def load_checkpoint(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
             pipe = cls.from_pretrained(str(entry.path), variant=variant, **extra)
         else:
             if entry.format == PICKLE and not allow_pickle:
-                raise ProtocolError(UNSUPPORTED, f"'{entry.name}' is a pickle file; start the server with "
-                                  "--allow-pickle to load it (weights only)", field="model")
+                raise ProtocolError(
+                    UNSUPPORTED,
+                    f"'{entry.name}' is a pickle file; start the server with --allow-pickle to load it (weights only)",
+                    field="model",
+                )
             config = config_dir_for(entry)
             check_checkpoint_shapes(entry, config, allow_pickle)
             parts = _weight_parts(entry, config, torch_dtype) if entry.format == SAFETENSORS else {}
-            pipe = cls.from_single_file(str(entry.path), config=str(config), **_tokenizers(config, entry.arch == "sdxl"),
-                                        **parts, **extra)
+            pipe = cls.from_single_file(
+                str(entry.path), config=str(config), **_tokenizers(config, entry.arch == "sdxl"), **parts, **extra
+            )
     except ProtocolError:
         raise
     except Exception as err:  # loader errors vary; the user needs the model name and the reason
-        raise ProtocolError(UNSUPPORTED, f"cannot load checkpoint '{entry.name}' ({arch_name(entry.arch)}): {err}",
-                          field="model") from err
+        raise ProtocolError(
+            UNSUPPORTED, f"cannot load checkpoint '{entry.name}' ({arch_name(entry.arch)}): {err}", field="model"
+        ) from err
     check_no_meta(entry, pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
     return pipe
 
@@ -190,16 +213,20 @@ def load_controlnet(entry: ModelEntry, torch_dtype, allow_pickle: bool = False, 
         else:
             config = config_dir_for(entry)
             if not (config / "config.json").is_file():
-                raise ProtocolError(UNSUPPORTED, f"ControlNet '{entry.name}' ({arch_name(entry.arch)}) is a single file "
-                                  f"in the original layout and no config for it ships with the server; put a "
-                                  f"diffusers config.json in {entry.path.stem}.config/ beside it", field="model")
-            net = cls.from_single_file(str(entry.path), config=str(config), dtype=torch_dtype,
-                                       local_files_only=True)
+                raise ProtocolError(
+                    UNSUPPORTED,
+                    f"ControlNet '{entry.name}' ({arch_name(entry.arch)}) is a single file "
+                    f"in the original layout and no config for it ships with the server; put a "
+                    f"diffusers config.json in {entry.path.stem}.config/ beside it",
+                    field="model",
+                )
+            net = cls.from_single_file(str(entry.path), config=str(config), dtype=torch_dtype, local_files_only=True)
     except ProtocolError:
         raise
     except Exception as err:
-        raise ProtocolError(UNSUPPORTED, f"cannot load ControlNet '{entry.name}' ({arch_name(entry.arch)}): {err}",
-                          field="model") from err
+        raise ProtocolError(
+            UNSUPPORTED, f"cannot load ControlNet '{entry.name}' ({arch_name(entry.arch)}): {err}", field="model"
+        ) from err
     check_no_meta(entry, net)
     return net
 
@@ -215,17 +242,28 @@ def _controlnet_from_diffusers_file(entry: ModelEntry, cls, torch_dtype, unet_co
     if sidecar.is_file():
         config = configcheck.read_config(sidecar)
     else:
-        config = controlnet_config.infer(file_shapes(entry.path, False), entry.arch, bool(entry.info.get("union")),
-                                         dict(unet_config) if unet_config is not None else None)
+        config = controlnet_config.infer(
+            file_shapes(entry.path, False),
+            entry.arch,
+            bool(entry.info.get("union")),
+            dict(unet_config) if unet_config is not None else None,
+        )
     configcheck.check_declared_bytes(cls, config, entry.path.stat().st_size, f"ControlNet '{entry.name}'")
     net = cls.from_config(config)
     state = load_file(str(entry.path))
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
-        what = f"lacks {len(missing)} tensors its layout needs (e.g. {missing[0]})" if missing else \
-            f"has {len(unexpected)} tensors its layout does not use (e.g. {unexpected[0]})"
-        raise ProtocolError(UNSUPPORTED, f"ControlNet '{entry.name}' ({arch_name(entry.arch)}) {what}; put its "
-                          f"diffusers config.json in {sidecar.parent.name}/ beside it", field="model")
+        what = (
+            f"lacks {len(missing)} tensors its layout needs (e.g. {missing[0]})"
+            if missing
+            else f"has {len(unexpected)} tensors its layout does not use (e.g. {unexpected[0]})"
+        )
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"ControlNet '{entry.name}' ({arch_name(entry.arch)}) {what}; put its "
+            f"diffusers config.json in {sidecar.parent.name}/ beside it",
+            field="model",
+        )
     return net.to(torch_dtype)
 
 
@@ -239,21 +277,29 @@ def load_vae(entry: ModelEntry, checkpoint: ModelEntry, torch_dtype, allow_pickl
             vae = diffusers.AutoencoderKL.from_pretrained(str(entry.path), dtype=torch_dtype, local_files_only=True)
         else:
             if entry.format == PICKLE and not allow_pickle:
-                raise ProtocolError(UNSUPPORTED, f"VAE '{entry.name}' is a pickle file; start the server with "
-                                    "--allow-pickle to load it (weights only)", field="params.vae")
+                raise ProtocolError(
+                    UNSUPPORTED,
+                    f"VAE '{entry.name}' is a pickle file; start the server with "
+                    "--allow-pickle to load it (weights only)",
+                    field="params.vae",
+                )
             if entry.config_dir is not None:
                 config, sub = entry.config_dir, None
             elif checkpoint.format == DIFFUSERS:
                 config, sub = checkpoint.path, "vae"
             else:
                 config, sub = config_dir_for(checkpoint), "vae"
-            vae = diffusers.AutoencoderKL.from_single_file(str(entry.path), config=str(config), subfolder=sub,
-                                                           dtype=torch_dtype, local_files_only=True)
+            vae = diffusers.AutoencoderKL.from_single_file(
+                str(entry.path), config=str(config), subfolder=sub, dtype=torch_dtype, local_files_only=True
+            )
     except ProtocolError:
         raise
     except Exception as err:
-        raise ProtocolError(UNSUPPORTED, f"cannot load VAE '{entry.name}' for {arch_name(checkpoint.arch)} "
-                            f"checkpoint '{checkpoint.name}': {err}", field="params.vae") from err
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"cannot load VAE '{entry.name}' for {arch_name(checkpoint.arch)} checkpoint '{checkpoint.name}': {err}",
+            field="params.vae",
+        ) from err
     check_no_meta(entry, vae)
     return vae
 
@@ -270,19 +316,34 @@ def load_refiner(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
             pipe = cls.from_pretrained(str(entry.path), variant=_variant(entry.path), **extra)
         else:
             if entry.format == PICKLE and not allow_pickle:
-                raise ProtocolError(UNSUPPORTED, f"refiner '{entry.name}' is a pickle file; start the server with "
-                                    "--allow-pickle to load it (weights only)", field="params.refiner")
+                raise ProtocolError(
+                    UNSUPPORTED,
+                    f"refiner '{entry.name}' is a pickle file; start the server with "
+                    "--allow-pickle to load it (weights only)",
+                    field="params.refiner",
+                )
             config = entry.config_dir or CONFIGS_DIR / "sdxl-refiner"
             if not (config / "model_index.json").is_file():
-                raise ProtocolError(UNSUPPORTED, f"refiner '{entry.name}' is a single file and no config for it ships "
-                                    f"with the server; put a diffusers config folder {entry.path.stem}.config/ "
-                                    "beside it, or use the diffusers folder of the refiner", field="params.refiner")
-            pipe = cls.from_single_file(str(entry.path), config=str(config), text_encoder=None, tokenizer=None,
-                                        tokenizer_2=_tokenizers(config, True)["tokenizer_2"], **extra)
+                raise ProtocolError(
+                    UNSUPPORTED,
+                    f"refiner '{entry.name}' is a single file and no config for it ships "
+                    f"with the server; put a diffusers config folder {entry.path.stem}.config/ "
+                    "beside it, or use the diffusers folder of the refiner",
+                    field="params.refiner",
+                )
+            pipe = cls.from_single_file(
+                str(entry.path),
+                config=str(config),
+                text_encoder=None,
+                tokenizer=None,
+                tokenizer_2=_tokenizers(config, True)["tokenizer_2"],
+                **extra,
+            )
     except ProtocolError:
         raise
     except Exception as err:
-        raise ProtocolError(UNSUPPORTED, f"cannot load SDXL refiner '{entry.name}': {err}",
-                            field="params.refiner") from err
+        raise ProtocolError(
+            UNSUPPORTED, f"cannot load SDXL refiner '{entry.name}': {err}", field="params.refiner"
+        ) from err
     check_no_meta(entry, pipe.unet, pipe.vae, pipe.text_encoder_2)
     return pipe

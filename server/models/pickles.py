@@ -33,9 +33,11 @@ def load_weights_only(path: Path, what: str = "model", mmap: bool = False):
     except HeaderError as err:
         raise PickleRefused(str(err)) from None
     if torch.__version__ < SAFE_TORCH:
-        raise PickleRefused(f"{what} file {path.name} is a pickle, and torch {torch.__version__} cannot read pickles "
-                            f"safely (CVE-2025-32434, fixed in torch {SAFE_TORCH}): update torch, or use a "
-                            ".safetensors version of this model")
+        raise PickleRefused(
+            f"{what} file {path.name} is a pickle, and torch {torch.__version__} cannot read pickles "
+            f"safely (CVE-2025-32434, fixed in torch {SAFE_TORCH}): update torch, or use a "
+            ".safetensors version of this model"
+        )
     try:
         try:
             return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
@@ -47,10 +49,12 @@ def load_weights_only(path: Path, what: str = "model", mmap: bool = False):
         raise PickleRefused(
             f"{what} file {path.name} holds Python objects besides tensors (or is a TorchScript program); Paintbridge "
             f"reads pickles weights only and does not unpickle such files. Use a .safetensors version of this model. "
-            f"({_reason(err)})") from None
+            f"({_reason(err)})"
+        ) from None
     except Exception as err:  # noqa: BLE001 - torch reports damaged files with many error types
-        raise PickleRefused(f"{what} file {path.name} cannot be read as a PyTorch state dict: "
-                            f"{type(err).__name__}: {str(err)[:300]}") from None
+        raise PickleRefused(
+            f"{what} file {path.name} cannot be read as a PyTorch state dict: {type(err).__name__}: {str(err)[:300]}"
+        ) from None
 
 
 def _reason(err: Exception) -> str:

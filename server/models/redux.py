@@ -33,7 +33,7 @@ SIGLIP_NAMES = {"siglip-so400m-patch14-384": "SigLIP so400m/14 at 384 px"}
 
 
 def _unprefixed(shapes: Shapes) -> Shapes:
-    return {k[len("vision_model."):] if k.startswith("vision_model.") else k: v for k, v in shapes.items()}
+    return {k[len("vision_model.") :] if k.startswith("vision_model.") else k: v for k, v in shapes.items()}
 
 
 def looks_like_siglip(shapes: Shapes) -> bool:
@@ -42,8 +42,11 @@ def looks_like_siglip(shapes: Shapes) -> bool:
     keys = _unprefixed(shapes)
     if "head.probe" in keys:
         return True
-    return "embeddings.patch_embedding.bias" in keys and "embeddings.class_embedding" not in keys and \
-        "pre_layrnorm.weight" not in keys
+    return (
+        "embeddings.patch_embedding.bias" in keys
+        and "embeddings.class_embedding" not in keys
+        and "pre_layrnorm.weight" not in keys
+    )
 
 
 def siglip_info(shapes: Shapes) -> Detected:
@@ -56,8 +59,14 @@ def siglip_info(shapes: Shapes) -> Detected:
         raise DetectError("not a SigLIP image encoder (no embeddings.patch_embedding / position_embedding tensors)")
     layers = 1 + max((int(m.group(1)) for k in keys if (m := re.match(r"encoder\.layers\.(\d+)\.", k))), default=-1)
     side = math.isqrt(int(positions[0]))
-    info = {"encoder": SIGLIP, "hidden_size": int(patch[0]), "layers": layers, "patch_size": int(patch[-1]),
-            "image_size": side * int(patch[-1]), "head": "head.probe" in keys}
+    info = {
+        "encoder": SIGLIP,
+        "hidden_size": int(patch[0]),
+        "layers": layers,
+        "patch_size": int(patch[-1]),
+        "image_size": side * int(patch[-1]),
+        "head": "head.probe" in keys,
+    }
     standard = STANDARD_SIGLIP.get((info["hidden_size"], layers, info["patch_size"], int(positions[0])))
     info["config"] = standard[0] if standard else None
     if standard:
@@ -69,9 +78,15 @@ def siglip_folder_info(config: dict) -> Detected:
     """A Hugging Face SigLIP vision folder from its ``config.json`` (a SiglipVisionModel's, or a SiglipModel's)."""
     config = config.get("vision_config", config)
     patch, image = int(config.get("patch_size", 16)), int(config.get("image_size", 224))
-    info = {"encoder": SIGLIP, "hidden_size": int(config.get("hidden_size", 768)),
-            "layers": int(config.get("num_hidden_layers", 12)), "patch_size": patch, "image_size": image,
-            "head": bool(config.get("vision_use_head", True)), "config": None}
+    info = {
+        "encoder": SIGLIP,
+        "hidden_size": int(config.get("hidden_size", 768)),
+        "layers": int(config.get("num_hidden_layers", 12)),
+        "patch_size": patch,
+        "image_size": image,
+        "head": bool(config.get("vision_use_head", True)),
+        "config": None,
+    }
     return Detected(SIGLIP, info=info)
 
 
@@ -86,8 +101,10 @@ def siglip_folder(folder: Path) -> Optional[Detected]:
 
 def describe_siglip(info: dict) -> str:
     """'SigLIP so400m/14 at 384 px' for the standard tower, else its sizes."""
-    return SIGLIP_NAMES.get(info.get("config") or "", f"SigLIP {info.get('hidden_size')}-wide, {info.get('layers')} "
-                                                      f"layers, {info.get('image_size')} px")
+    return SIGLIP_NAMES.get(
+        info.get("config") or "",
+        f"SigLIP {info.get('hidden_size')}-wide, {info.get('layers')} layers, {info.get('image_size')} px",
+    )
 
 
 def standard_siglip_config(info: dict) -> Optional[Path]:
@@ -122,12 +139,17 @@ def redux_folder_info(folder: Path) -> Detected:
         embedder = json.loads((folder / "image_embedder" / "config.json").read_text(encoding="utf-8"))
         encoder = json.loads((folder / "image_encoder" / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise DetectError(f"a FluxPriorReduxPipeline folder without readable image_embedder/ and image_encoder/ "
-                          f"configs: {err}") from err
+        raise DetectError(
+            f"a FluxPriorReduxPipeline folder without readable image_embedder/ and image_encoder/ configs: {err}"
+        ) from err
     tower = siglip_folder_info(encoder).info
-    info = {"redux_dim": int(embedder.get("redux_dim", 1152)), "txt_dim": int(embedder.get("txt_in_features", 4096)),
-            "encoder_inside": describe_siglip(tower)}
+    info = {
+        "redux_dim": int(embedder.get("redux_dim", 1152)),
+        "txt_dim": int(embedder.get("txt_in_features", 4096)),
+        "encoder_inside": describe_siglip(tower),
+    }
     if tower["hidden_size"] != info["redux_dim"]:
-        info["unsupported"] = (f"its image encoder is {tower['hidden_size']} wide but its embedder reads "
-                               f"{info['redux_dim']}")
+        info["unsupported"] = (
+            f"its image encoder is {tower['hidden_size']} wide but its embedder reads {info['redux_dim']}"
+        )
     return Detected(FLUX, info=info)

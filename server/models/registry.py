@@ -24,16 +24,37 @@ from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 from . import captioners, configcheck, detect, families, fewstep, headers, ipadapter, layerdiffuse, redux
 from .detect import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
-KINDS = ("checkpoint", "refiner", "vae", "text_encoder", "lora", "embedding", "controlnet", "upscaler",
-         "ipadapter", "clip_vision",  # reference images: IP-Adapters and their image encoders
-         "redux",  # reference images on Flux: Flux Redux image embedders (SigLIP towers: clip_vision)
-         "inpainter",  # inpainter: LaMa-class fill networks (fill "lama")
-         "captioner",  # image-to-text models for mode "caption" (transformers folders)
-         "layerdiffuse")  # LayerDiffuse transparency weights and decoders (params.transparent)
+KINDS = (
+    "checkpoint",
+    "refiner",
+    "vae",
+    "text_encoder",
+    "lora",
+    "embedding",
+    "controlnet",
+    "upscaler",
+    "ipadapter",
+    "clip_vision",  # reference images: IP-Adapters and their image encoders
+    "redux",  # reference images on Flux: Flux Redux image embedders (SigLIP towers: clip_vision)
+    "inpainter",  # inpainter: LaMa-class fill networks (fill "lama")
+    "captioner",  # image-to-text models for mode "caption" (transformers folders)
+    "layerdiffuse",
+)  # LayerDiffuse transparency weights and decoders (params.transparent)
 SUPPORTED_ARCHS = ("sd15", "sdxl", "flux", "flux-fill", "flux-kontext", "sd3")
-ARCH_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sdxl-refiner": "SDXL refiner", "flux": "Flux.1",
-              "flux-fill": "Flux.1 Fill", "flux-kontext": "Flux.1 Kontext", "sd3": "SD3", "clip": "CLIP", "t5": "T5",
-              **captioners.ARCH_NAMES, None: "unknown"}
+ARCH_NAMES = {
+    "sd15": "SD1.5",
+    "sdxl": "SDXL",
+    "sd2": "SD2",
+    "sdxl-refiner": "SDXL refiner",
+    "flux": "Flux.1",
+    "flux-fill": "Flux.1 Fill",
+    "flux-kontext": "Flux.1 Kontext",
+    "sd3": "SD3",
+    "clip": "CLIP",
+    "t5": "T5",
+    **captioners.ARCH_NAMES,
+    None: "unknown",
+}
 
 KIND_FOLDERS: Dict[str, Tuple[str, ...]] = {
     "checkpoint": ("checkpoints", "Stable-diffusion", "diffusers", "diffusion_models", "unet"),
@@ -87,8 +108,14 @@ class ModelEntry:
         return candidate if (candidate / wanted).is_file() else None
 
     def listing(self) -> dict:
-        entry = {"name": self.name, "kind": self.kind, "arch": self.arch, "inpaint": self.inpaint,
-                 "format": self.format, "path": str(self.path)}
+        entry = {
+            "name": self.name,
+            "kind": self.kind,
+            "arch": self.arch,
+            "inpaint": self.inpaint,
+            "format": self.format,
+            "path": str(self.path),
+        }
         if self.kind == "controlnet":
             entry["control_types"] = self.info.get("control_types", [])
             entry["union"] = bool(self.info.get("union"))
@@ -102,8 +129,9 @@ class ModelEntry:
             entry["reference_types"] = ["face"] if self.info.get("face") else ["style", "composition", "content"]
             entry["variant"] = self.info.get("variant", "")
         if self.kind == "clip_vision":
-            entry["encoder"] = redux.describe_siglip(self.info) if self.arch == redux.SIGLIP else \
-                ipadapter.describe_encoder(self.info)
+            entry["encoder"] = (
+                redux.describe_siglip(self.info) if self.arch == redux.SIGLIP else ipadapter.describe_encoder(self.info)
+            )
         if self.kind == "layerdiffuse":
             entry["role"] = self.info.get("role", "")
         if self.kind == "redux":  # reference images on Flux
@@ -135,13 +163,15 @@ def _is_diffusers_pipeline(path: Path) -> bool:
 
 def _is_diffusers_model(path: Path) -> bool:
     return (path / "config.json").is_file() and any(
-        (path / f"diffusion_pytorch_model{s}").is_file() for s in (".safetensors", ".fp16.safetensors", ".bin"))
+        (path / f"diffusion_pytorch_model{s}").is_file() for s in (".safetensors", ".fp16.safetensors", ".bin")
+    )
 
 
 def _is_hf_model(path: Path) -> bool:
     """A Hugging Face transformers model folder (an IP-Adapter's ``image_encoder/``)."""
     return (path / "config.json").is_file() and any(
-        (path / f).is_file() for f in ("model.safetensors", "pytorch_model.bin"))
+        (path / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")
+    )
 
 
 def _inside(real: str, roots: Iterable[str]) -> bool:
@@ -172,8 +202,12 @@ def _walk(folder: Path, kind: str, roots: Iterable[str] = ()) -> Iterable[Tuple[
             if d.startswith(".") or d.endswith(CONFIG_SUFFIX) or real in seen:
                 continue
             seen.add(real)
-            is_model = (_is_diffusers_pipeline(sub) or _is_diffusers_model(sub) or _is_hf_model(sub)
-                        or _is_ipadapter_repository(sub))
+            is_model = (
+                _is_diffusers_pipeline(sub)
+                or _is_diffusers_model(sub)
+                or _is_hf_model(sub)
+                or _is_ipadapter_repository(sub)
+            )
             if not _inside(real, trusted):
                 if not is_model:
                     yield rel, sub, LINK_OUT
@@ -237,9 +271,14 @@ def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detecte
         return Detected(None)  # spandrel recognises upscalers and inpainters when it loads them
     if kind == "captioner":
         if fmt != DIFFUSERS:
-            return Detected(None, info={"unsupported": "a captioner is a folder in the transformers format "
-                                                       "(config.json, model.safetensors, processor and tokenizer "
-                                                       f"files); `{captioners.PULL_HINT}` fetches one"})
+            return Detected(
+                None,
+                info={
+                    "unsupported": "a captioner is a folder in the transformers format "
+                    "(config.json, model.safetensors, processor and tokenizer "
+                    f"files); `{captioners.PULL_HINT}` fetches one"
+                },
+            )
         return captioners.folder_info(path)
     if kind == "layerdiffuse":
         if fmt != SAFETENSORS:
@@ -336,8 +375,10 @@ class ModelRegistry:
                         if entry is not None and kind == "checkpoint" and entry.arch == REFINER_ARCH:
                             entry.kind = "refiner"  # only the OpenCLIP-G text encoder: a second model, never alone
                         if entry is None:
-                            skipped[(kind, name)] = f"{path} is a pickle file; convert it to .safetensors or start " \
-                                                    "the server with --allow-pickle"
+                            skipped[(kind, name)] = (
+                                f"{path} is a pickle file; convert it to .safetensors or start "
+                                "the server with --allow-pickle"
+                            )
                         else:
                             entries[(entry.kind, name)] = entry
         with self._lock:
@@ -348,9 +389,16 @@ class ModelRegistry:
         if fmt == PICKLE and kind not in ("upscaler", "inpainter") and not self.allow_pickle:
             return None  # never listed: it could not be loaded anyway
         if fmt == LINK_OUT:
-            return ModelEntry(name=name, kind=kind, path=path, format=fmt, problem=(
-                f"{path.name} is a link to the folder {os.path.realpath(path)}, outside the models folders: it is not "
-                "searched. Link the model files or model folders themselves, or add that folder with --models"))
+            return ModelEntry(
+                name=name,
+                kind=kind,
+                path=path,
+                format=fmt,
+                problem=(
+                    f"{path.name} is a link to the folder {os.path.realpath(path)}, outside the models folders: it is not "
+                    "searched. Link the model files or model folders themselves, or add that folder with --models"
+                ),
+            )
         try:
             stat = path.stat()
             key = (kind, str(path), stat.st_mtime, stat.st_size)
@@ -368,21 +416,42 @@ class ModelRegistry:
             if key:
                 self._cache[key] = cached
         found, problem = cached
-        if problem is None and kind in ("checkpoint", "controlnet", "lora", "embedding") and \
-                found.arch not in SUPPORTED_ARCHS + (REFINER_ARCH,) * (kind == "checkpoint"):
+        if (
+            problem is None
+            and kind in ("checkpoint", "controlnet", "lora", "embedding")
+            and found.arch not in SUPPORTED_ARCHS + (REFINER_ARCH,) * (kind == "checkpoint")
+        ):
             problem = f"{arch_name(found.arch)} models are not supported (SD1.5, SDXL, Flux.1 and SD3 are)"
         if problem is None and kind == "ipadapter" and found.arch not in ipadapter.REFERENCE_FAMILIES:
             problem = f"{arch_name(found.arch)} IP-Adapters are not supported (SD1.5 and SDXL ones are)"
-        if problem is None and kind == "clip_vision" and fmt != DIFFUSERS and not found.info.get("config") and \
-                not path.with_name(path.stem + CONFIG_SUFFIX).joinpath("config.json").is_file():
-            what = redux.describe_siglip(found.info) if found.arch == redux.SIGLIP else \
-                ipadapter.describe_encoder(found.info)
-            problem = (f"an image encoder of a size Paintbridge ships no config for ({what}): put its config.json in "
-                       f"{path.stem}.config/")
+        if (
+            problem is None
+            and kind == "clip_vision"
+            and fmt != DIFFUSERS
+            and not found.info.get("config")
+            and not path.with_name(path.stem + CONFIG_SUFFIX).joinpath("config.json").is_file()
+        ):
+            what = (
+                redux.describe_siglip(found.info)
+                if found.arch == redux.SIGLIP
+                else ipadapter.describe_encoder(found.info)
+            )
+            problem = (
+                f"an image encoder of a size Paintbridge ships no config for ({what}): put its config.json in "
+                f"{path.stem}.config/"
+            )
         if problem is None and found.info.get("unsupported"):
             problem = f"not supported: {found.info['unsupported']}"
-        return ModelEntry(name=name, kind=kind, path=path, format=fmt, arch=found.arch, inpaint=found.inpaint,
-                          info=dict(found.info), problem=problem)
+        return ModelEntry(
+            name=name,
+            kind=kind,
+            path=path,
+            format=fmt,
+            arch=found.arch,
+            inpaint=found.inpaint,
+            info=dict(found.info),
+            problem=problem,
+        )
 
     # --- queries ---
 
@@ -404,12 +473,15 @@ class ModelRegistry:
         ``unsupported`` saying why."""
         entry = self.find(name, kind, arch)
         if entry is None and kind == "checkpoint" and self.find(name, "refiner") is not None:
-            raise ProtocolError(UNSUPPORTED, f"'{name}' is an SDXL refiner: it cannot run alone; choose an SDXL "
-                                "checkpoint as the model and this one as its refiner", field="model")
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"'{name}' is an SDXL refiner: it cannot run alone; choose an SDXL "
+                "checkpoint as the model and this one as its refiner",
+                field="model",
+            )
         if entry is None:
             with self._lock:
-                skipped = next((why for (k, n), why in self._skipped.items()
-                                if k == kind and _matches(n, name)), None)
+                skipped = next((why for (k, n), why in self._skipped.items() if k == kind and _matches(n, name)), None)
             if skipped:
                 raise ProtocolError(UNSUPPORTED, f"{kind} '{name}' cannot be loaded: {skipped}", field="model")
             installed = [e.name for e in self.entries(kind)]

@@ -28,6 +28,6 @@ def read_tensors(path: Path, dtype, prefix: str = "", window: int = WINDOW_BYTES
             while i < len(keys) and read < window:
                 tensor = fh.get_tensor(keys[i])
                 read += tensor.numel() * tensor.element_size()
-                out[keys[i][len(prefix):]] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+                out[keys[i][len(prefix) :]] = tensor.to(dtype) if tensor.is_floating_point() else tensor
                 i += 1
     return out

@@ -20,8 +20,9 @@ MAX_LENGTH = 77
 
 def _byte_symbols() -> dict:
     """GPT-2/CLIP's reversible byte → printable unicode character table, in CLIP's order (printable bytes first)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     table = {b: chr(b) for b in printable}
     others = [b for b in range(256) if b not in table]
     table.update({b: chr(256 + n) for n, b in enumerate(others)})
@@ -31,17 +32,19 @@ def _byte_symbols() -> dict:
 def derive_vocab(bpe_gz: Path, out_dir: Path) -> None:
     """Write ``vocab.json`` and ``merges.txt`` (Hugging Face layout) from CLIP's gzipped BPE merge list."""
     lines = gzip.open(bpe_gz).read().decode("utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines[1:VOCAB_SIZE - 512 - 2 + 1]]
+    merges = [tuple(line.split()) for line in lines[1 : VOCAB_SIZE - 512 - 2 + 1]]
     symbols = list(_byte_symbols().values())
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     if len(tokens) != VOCAB_SIZE:
         raise ValueError(f"derived {len(tokens)} tokens from {bpe_gz}, expected {VOCAB_SIZE}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False),
-                                        encoding="utf-8")
-    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
-                                        encoding="utf-8")
+    (out_dir / "vocab.json").write_text(
+        json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8"
+    )
+    (out_dir / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
 
 
 @lru_cache(maxsize=4)
@@ -49,8 +52,10 @@ def _load(pad_token: str):
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer(
-        vocab=str(TOKENIZER_DIR / "vocab.json"), merges=str(TOKENIZER_DIR / "merges.txt"),
-        pad_token=pad_token, model_max_length=MAX_LENGTH,
+        vocab=str(TOKENIZER_DIR / "vocab.json"),
+        merges=str(TOKENIZER_DIR / "merges.txt"),
+        pad_token=pad_token,
+        model_max_length=MAX_LENGTH,
     )
 
 

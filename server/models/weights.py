@@ -31,7 +31,9 @@ def read_state_dict(path: Path, what: str = "upscaler") -> dict:
         try:
             return load_file(str(path), device="cpu")
         except Exception as err:  # safetensors raises its own error types for corrupt headers
-            raise ProtocolError("unsupported", f"{what} file {path} is not a readable .safetensors file: {err}") from err
+            raise ProtocolError(
+                "unsupported", f"{what} file {path} is not a readable .safetensors file: {err}"
+            ) from err
     if suffix in PICKLE_SUFFIXES:
         try:
             data = pickles.load_weights_only(path, what)

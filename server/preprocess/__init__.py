@@ -24,8 +24,16 @@ from . import annotators, classical
 from . import pose as openpose
 from .classical import inpaint_condition
 
-__all__ = ["PREPROCESSORS", "NOT_RUN", "ALIASES", "PreprocessEngine", "available_preprocessors", "canonical_name",
-           "preprocess_image", "inpaint_condition"]
+__all__ = [
+    "PREPROCESSORS",
+    "NOT_RUN",
+    "ALIASES",
+    "PreprocessEngine",
+    "available_preprocessors",
+    "canonical_name",
+    "preprocess_image",
+    "inpaint_condition",
+]
 
 BUILT_IN = ("canny", "lineart", "scribble", "shuffle", "tile", "inpaint", "reference")
 WITH_WEIGHTS = ("depth", "normal") + tuple(annotators.WEIGHT_FILES)
@@ -86,9 +94,19 @@ def canonical_name(kind: str) -> str:
     return name
 
 
-def preprocess_image(kind: str, rgb: np.ndarray, registry, *, low_threshold: int = 100, high_threshold: int = 200,
-                     seed: int = 0, mask: Optional[np.ndarray] = None, tile_downscale: float = 1.0,
-                     tile_blur: float = 0.0, device: str = "cpu") -> np.ndarray:
+def preprocess_image(
+    kind: str,
+    rgb: np.ndarray,
+    registry,
+    *,
+    low_threshold: int = 100,
+    high_threshold: int = 200,
+    seed: int = 0,
+    mask: Optional[np.ndarray] = None,
+    tile_downscale: float = 1.0,
+    tile_blur: float = 0.0,
+    device: str = "cpu",
+) -> np.ndarray:
     """The control image (H x W x 3 uint8, same size as ``rgb``) of preprocessor ``kind``.
 
     ``rgb`` is H x W x 3 uint8; an H x W x 4 RGBA layer is flattened over white first (a sketch on a transparent
@@ -112,8 +130,11 @@ def preprocess_image(kind: str, rgb: np.ndarray, registry, *, low_threshold: int
         out = classical.tile(rgb, float(tile_downscale), float(tile_blur))
     elif name == "inpaint":
         if mask is not None and mask.shape != rgb.shape[:2]:
-            raise ProtocolError(BAD_REQUEST, f"the inpaint mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                              f"{rgb.shape[1]}x{rgb.shape[0]}", field="mask")
+            raise ProtocolError(
+                BAD_REQUEST,
+                f"the inpaint mask is {mask.shape[1]}x{mask.shape[0]} but the image is {rgb.shape[1]}x{rgb.shape[0]}",
+                field="mask",
+            )
         out = classical.inpaint(rgb, mask)
     elif name == "reference":
         out = rgb.copy()
@@ -160,8 +181,25 @@ class PreprocessEngine(Engine):
         seed = params.seed if params.seed >= 0 else secrets.randbelow(2**31)
         ctx.progress(0, 1)
         # One long call (several seconds for line art of a large image): waited for interruptibly.
-        control = ctx.interruptible(preprocess_image, name, job.image, self.registry, low_threshold=params.low_threshold,
-                                    high_threshold=params.high_threshold, seed=seed, mask=job.mask, device=self.device)
+        control = ctx.interruptible(
+            preprocess_image,
+            name,
+            job.image,
+            self.registry,
+            low_threshold=params.low_threshold,
+            high_threshold=params.high_threshold,
+            seed=seed,
+            mask=job.mask,
+            device=self.device,
+        )
         ctx.progress(1, 1)
-        return [Layer(name=f"Control: {name}", rgba=rgba(control), x=job.x, y=job.y,
-                      seed=seed if name == "shuffle" else -1, info={"preprocessor": name})]
+        return [
+            Layer(
+                name=f"Control: {name}",
+                rgba=rgba(control),
+                x=job.x,
+                y=job.y,
+                seed=seed if name == "shuffle" else -1,
+                info={"preprocessor": name},
+            )
+        ]

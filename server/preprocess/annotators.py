@@ -227,8 +227,12 @@ def load_hed(path: Path, device: str = "cpu"):
     from ..models.weights import read_state_dict
 
     state = read_state_dict(path, what="soft-edge annotator")
-    check_tensors(state, hed_state_shapes(), path,
-                  "lllyasviel's ControlNetHED soft-edge annotator (ControlNetHED.pth from lllyasviel/Annotators)")
+    check_tensors(
+        state,
+        hed_state_shapes(),
+        path,
+        "lllyasviel's ControlNetHED soft-edge annotator (ControlNetHED.pth from lllyasviel/Annotators)",
+    )
     net = hed_network()
     net.load_state_dict({k: v.float() for k, v in state.items()})  # the published file is float16
     return net.to(device).eval()
@@ -272,8 +276,12 @@ def softedge(rgb: np.ndarray, registry, device: str = "cpu") -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(seen)).to(device).permute(2, 0, 1).unsqueeze(0).float()
     with torch.inference_mode():
         projections = net(x)
-        logits = torch.stack([F.interpolate(p.float(), size=seen.shape[:2], mode="bilinear", align_corners=False)[0, 0]
-                              for p in projections])
+        logits = torch.stack(
+            [
+                F.interpolate(p.float(), size=seen.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+                for p in projections
+            ]
+        )
         edge = torch.sigmoid(logits.mean(dim=0))[:sh, :sw].cpu().numpy().astype(np.float32)
     if (sh, sw) != (h, w):
         edge = cv2.resize(edge, (w, h), interpolation=cv2.INTER_AREA if sh > h else cv2.INTER_LINEAR)
@@ -286,13 +294,21 @@ def check_tensors(state: dict, expected: Dict[str, Tuple[int, ...]], path: Path,
     the ``expected`` names and shapes; ``what`` says what the file should have been."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {expected[k]})" for k in expected
-             if k in state and tuple(getattr(state[k], "shape", ())) != expected[k]]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} (expected {expected[k]})"
+        for k in expected
+        if k in state and tuple(getattr(state[k], "shape", ())) != expected[k]
+    ]
     if missing or unexpected or wrong:
-        details = "; ".join(part for part in (
-            missing and f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}",
-            unexpected and f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}",
-            wrong and f"wrong shape {', '.join(wrong[:4])}") if part)
+        details = "; ".join(
+            part
+            for part in (
+                missing and f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}",
+                unexpected and f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}",
+                wrong and f"wrong shape {', '.join(wrong[:4])}",
+            )
+            if part
+        )
         raise ProtocolError("unsupported", f"{path} is not {what}: {details}", field="params.preprocessor")
 
 

@@ -68,8 +68,12 @@ def load_network(path: Path, device: str = "cpu"):
 
     part = next(p for p, f in POSE_FILES.items() if Path(f).stem == path.stem)
     state = read_state_dict(path, what=WHAT[part])
-    check_tensors(state, posenet.SPECS[part]().state_shapes(), path,
-                  f"the {WHAT[part]} ({POSE_FILES[part]} from lllyasviel/Annotators)")
+    check_tensors(
+        state,
+        posenet.SPECS[part]().state_shapes(),
+        path,
+        f"the {WHAT[part]} ({POSE_FILES[part]} from lllyasviel/Annotators)",
+    )
     return posenet.network(part, {k: v.to(device=device, dtype=torch.float32) for k, v in state.items()})
 
 
@@ -108,8 +112,14 @@ def _scaled(w: int, h: int, scale: float) -> Tuple[int, int]:
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
-def draw_people(nets: dict, bgr: np.ndarray, people: List[posedecode.Person], device: str = "cpu",
-                hand_sides: Tuple[int, ...] = HAND_SIDES, face_side: int = FACE_SIDE) -> np.ndarray:
+def draw_people(
+    nets: dict,
+    bgr: np.ndarray,
+    people: List[posedecode.Person],
+    device: str = "cpu",
+    hand_sides: Tuple[int, ...] = HAND_SIDES,
+    face_side: int = FACE_SIDE,
+) -> np.ndarray:
     """The pose image of ``people`` found in the BGR picture: their bodies, and the hands and faces the hand and face
     networks (``nets["hand"]``, ``nets["face"]``) find in the boxes each body implies (seen at ``hand_sides`` and
     ``face_side`` px)."""
@@ -117,12 +127,12 @@ def draw_people(nets: dict, bgr: np.ndarray, people: List[posedecode.Person], de
     h, w = bgr.shape[:2]
     for person in people:
         for x, y, side in posedecode.hand_boxes(person, w, h):
-            maps = hand_heatmaps(nets["hand"], bgr[y:y + side, x:x + side], device, hand_sides)
+            maps = hand_heatmaps(nets["hand"], bgr[y : y + side, x : x + side], device, hand_sides)
             hands.append(posedecode.offset(posedecode.hand_keypoints(maps), x, y))
         box = posedecode.face_box(person, w, h)
         if box is not None:
             x, y, side = box
-            maps = face_heatmaps(nets["face"], bgr[y:y + side, x:x + side], device, face_side)
+            maps = face_heatmaps(nets["face"], bgr[y : y + side, x : x + side], device, face_side)
             faces.append(posedecode.offset(posedecode.face_keypoints(maps), x, y))
     return posedraw.pose_image(h, w, people, hands, faces)
 
@@ -145,7 +155,7 @@ def _padded(bgr: np.ndarray) -> np.ndarray:
 def _upsampled(maps: np.ndarray, seen: Tuple[int, int], size: Tuple[int, int]) -> np.ndarray:
     """Stride-scale maps back to the padded input, cut to the part ``seen`` (h, w), resized to ``size`` (h, w)."""
     big = cv2.resize(maps, (maps.shape[1] * STRIDE, maps.shape[0] * STRIDE), interpolation=cv2.INTER_CUBIC)
-    big = big[:seen[0], :seen[1]]
+    big = big[: seen[0], : seen[1]]
     return cv2.resize(big, (size[1], size[0]), interpolation=cv2.INTER_CUBIC).reshape(size[0], size[1], -1)
 
 
@@ -177,7 +187,8 @@ def face_heatmaps(net, crop: np.ndarray, device: str = "cpu", seen_side: int = F
     """The face model's heatmaps for a square BGR crop seen at ``seen_side`` px (a multiple of 8), at the crop's
     size."""
     side = crop.shape[0]
-    seen = cv2.resize(crop, (seen_side, seen_side), interpolation=cv2.INTER_AREA if seen_side < side
-                      else cv2.INTER_CUBIC)
+    seen = cv2.resize(
+        crop, (seen_side, seen_side), interpolation=cv2.INTER_AREA if seen_side < side else cv2.INTER_CUBIC
+    )
     (maps,) = _run(net, seen, device)
     return cv2.resize(maps, (side, side), interpolation=cv2.INTER_LINEAR).reshape(side, side, -1)

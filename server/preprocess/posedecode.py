@@ -14,10 +14,48 @@ import numpy as np
 Point = Optional[Tuple[float, float]]
 
 # The body's limbs as (part, part), with the two part affinity field channels (x, y) the body model gives each.
-LIMBS = ((1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
-         (1, 0), (0, 14), (14, 16), (0, 15), (15, 17), (2, 16), (5, 17))
-LIMB_PAF = ((12, 13), (20, 21), (14, 15), (16, 17), (22, 23), (24, 25), (0, 1), (2, 3), (4, 5), (6, 7), (8, 9),
-            (10, 11), (28, 29), (30, 31), (34, 35), (32, 33), (36, 37), (18, 19), (26, 27))
+LIMBS = (
+    (1, 2),
+    (1, 5),
+    (2, 3),
+    (3, 4),
+    (5, 6),
+    (6, 7),
+    (1, 8),
+    (8, 9),
+    (9, 10),
+    (1, 11),
+    (11, 12),
+    (12, 13),
+    (1, 0),
+    (0, 14),
+    (14, 16),
+    (0, 15),
+    (15, 17),
+    (2, 16),
+    (5, 17),
+)
+LIMB_PAF = (
+    (12, 13),
+    (20, 21),
+    (14, 15),
+    (16, 17),
+    (22, 23),
+    (24, 25),
+    (0, 1),
+    (2, 3),
+    (4, 5),
+    (6, 7),
+    (8, 9),
+    (10, 11),
+    (28, 29),
+    (30, 31),
+    (34, 35),
+    (32, 33),
+    (36, 37),
+    (18, 19),
+    (26, 27),
+)
 SEED_LIMBS = 17  # a person may start from any limb but the last two (ear to shoulder)
 
 PEAK_THRESHOLD = 0.1  # a body part's smoothed heatmap must pass this to count
@@ -47,8 +85,9 @@ class Person:
 def smooth(heatmap: np.ndarray, sigma: float) -> np.ndarray:
     """A Gaussian blur of ``sigma`` pixels, kernel cut at 4 sigma."""
     radius = int(4.0 * sigma + 0.5)
-    return cv2.GaussianBlur(heatmap.astype(np.float32), (2 * radius + 1, 2 * radius + 1), sigma,
-                            borderType=cv2.BORDER_REFLECT)
+    return cv2.GaussianBlur(
+        heatmap.astype(np.float32), (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_REFLECT
+    )
 
 
 def body_peaks(heatmaps: np.ndarray) -> List[List[Tuple[float, float, float]]]:
@@ -59,8 +98,13 @@ def body_peaks(heatmaps: np.ndarray) -> List[List[Tuple[float, float, float]]]:
         raw = heatmaps[:, :, part].astype(np.float32)
         m = smooth(raw, 3.0)
         padded = np.pad(m, 1, mode="constant", constant_values=-np.inf)
-        peak = ((m >= padded[:-2, 1:-1]) & (m >= padded[2:, 1:-1]) & (m >= padded[1:-1, :-2]) & (m >= padded[1:-1, 2:])
-                & (m > PEAK_THRESHOLD))
+        peak = (
+            (m >= padded[:-2, 1:-1])
+            & (m >= padded[2:, 1:-1])
+            & (m >= padded[1:-1, :-2])
+            & (m >= padded[1:-1, 2:])
+            & (m > PEAK_THRESHOLD)
+        )
         ys, xs = np.nonzero(peak)
         scores = raw[ys, xs]
         order = np.argsort(-scores, kind="stable")[:MAX_PEAKS]

@@ -13,9 +13,26 @@ import numpy as np
 from .posedecode import LIMBS, Person, Point
 
 # One colour per body part (RGB), and the same colour, at 60% brightness, for the limb of the same index.
-BODY_COLOURS = ((255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
-                (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255),
-                (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85))
+BODY_COLOURS = (
+    (255, 0, 0),
+    (255, 85, 0),
+    (255, 170, 0),
+    (255, 255, 0),
+    (170, 255, 0),
+    (85, 255, 0),
+    (0, 255, 0),
+    (0, 255, 85),
+    (0, 255, 170),
+    (0, 255, 255),
+    (0, 170, 255),
+    (0, 85, 255),
+    (0, 0, 255),
+    (85, 0, 255),
+    (170, 0, 255),
+    (255, 0, 255),
+    (255, 0, 170),
+    (255, 0, 85),
+)
 DRAWN_LIMBS = 17  # the two ear-to-shoulder limbs help to group parts but are not drawn
 LIMB_HALF_WIDTH = 4
 JOINT_RADIUS = 4
@@ -54,8 +71,13 @@ def draw_hand(canvas: np.ndarray, points: Sequence[Point]) -> None:
     for bone, (a, b) in enumerate(HAND_BONES):
         pa, pb = points[a], points[b]
         if pa is not None and pb is not None:
-            cv2.line(canvas, (int(pa[0]), int(pa[1])), (int(pb[0]), int(pb[1])), hand_bone_colour(bone),
-                     thickness=HAND_BONE_WIDTH)
+            cv2.line(
+                canvas,
+                (int(pa[0]), int(pa[1])),
+                (int(pb[0]), int(pb[1])),
+                hand_bone_colour(bone),
+                thickness=HAND_BONE_WIDTH,
+            )
     for point in points:
         if point is not None:
             cv2.circle(canvas, (int(point[0]), int(point[1])), JOINT_RADIUS, HAND_POINT, thickness=-1)
@@ -68,8 +90,9 @@ def draw_face(canvas: np.ndarray, points: Sequence[Point]) -> None:
             cv2.circle(canvas, (int(point[0]), int(point[1])), FACE_RADIUS, FACE_POINT, thickness=-1)
 
 
-def pose_image(height: int, width: int, people: Sequence[Person], hands: List[Sequence[Point]],
-               faces: List[Sequence[Point]]) -> np.ndarray:
+def pose_image(
+    height: int, width: int, people: Sequence[Person], hands: List[Sequence[Point]], faces: List[Sequence[Point]]
+) -> np.ndarray:
     """The control image (H x W x 3 uint8, RGB): every body, then every hand, then every face, on black."""
     canvas = np.zeros((height, width, 3), np.uint8)
     for person in people:

@@ -26,10 +26,22 @@ STAGES = 6
 
 def _trunk(tail: Sequence[Conv]) -> List[Layer]:
     """The shared VGG start (conv1_1 ... conv4_2, three pools) followed by the network's own ``tail``."""
-    return [("conv1_1", 3, 64, 3), ("conv1_2", 64, 64, 3), POOL,
-            ("conv2_1", 64, 128, 3), ("conv2_2", 128, 128, 3), POOL,
-            ("conv3_1", 128, 256, 3), ("conv3_2", 256, 256, 3), ("conv3_3", 256, 256, 3), ("conv3_4", 256, 256, 3), POOL,
-            ("conv4_1", 256, 512, 3), ("conv4_2", 512, 512, 3), *tail]
+    return [
+        ("conv1_1", 3, 64, 3),
+        ("conv1_2", 64, 64, 3),
+        POOL,
+        ("conv2_1", 64, 128, 3),
+        ("conv2_2", 128, 128, 3),
+        POOL,
+        ("conv3_1", 128, 256, 3),
+        ("conv3_2", 256, 256, 3),
+        ("conv3_3", 256, 256, 3),
+        ("conv3_4", 256, 256, 3),
+        POOL,
+        ("conv4_1", 256, 512, 3),
+        ("conv4_2", 512, 512, 3),
+        *tail,
+    ]
 
 
 def _refinement(stage: int, suffix: str, cin: int, out: int) -> List[Conv]:
@@ -79,8 +91,15 @@ def body_spec() -> Spec:
 def _keypoint_spec(out: int) -> Spec:
     """The hand and face models: a deeper trunk (conv4_3 ... conv5_2 at 512, conv5_3_CPM to 128) and one branch of
     ``out`` heatmaps; a refinement stage sees them and the trunk's 128 channels."""
-    trunk = _trunk([("conv4_3", 512, 512, 3), ("conv4_4", 512, 512, 3), ("conv5_1", 512, 512, 3),
-                    ("conv5_2", 512, 512, 3), ("conv5_3_CPM", 512, 128, 3)])
+    trunk = _trunk(
+        [
+            ("conv4_3", 512, 512, 3),
+            ("conv4_4", 512, 512, 3),
+            ("conv5_1", 512, 512, 3),
+            ("conv5_2", 512, 512, 3),
+            ("conv5_3_CPM", 512, 128, 3),
+        ]
+    )
     first: List[Conv] = [("conv6_1_CPM", 128, 512, 1), ("conv6_2_CPM", 512, out, 1)]
     return Spec(trunk, {"": [first] + [_refinement(t, "", 128 + out, out) for t in range(2, STAGES + 1)]})
 

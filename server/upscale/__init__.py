@@ -32,8 +32,15 @@ from ..core import Engine, Job, JobContext, Layer
 from ..imageops import resize
 from .models import upscalers
 from .refine import DEFAULT_REFINE_TILE, RefineFn, refine_overlap, refine_tiled
-from .scaling import (MODEL_TILE_OVERLAP, count_model_tiles, model_pass, model_tile_size, plan_passes, resize_alpha,
-                      resize_rgba)
+from .scaling import (
+    MODEL_TILE_OVERLAP,
+    count_model_tiles,
+    model_pass,
+    model_tile_size,
+    plan_passes,
+    resize_alpha,
+    resize_rgba,
+)
 from .tiling import tile_grid
 
 __all__ = ["UpscaleEngine", "run_upscale", "upscale_rgb", "upscaled_size"]
@@ -112,8 +119,11 @@ def run_upscale(
     refine_tile = (tile_param or refine_tile_size(job, registry)) if strength > 0 else 0
     final_w, final_h, margin = out_w, out_h, (0, 0)
     if params.tileable:  # work on the image padded with its opposite edges; ``seamless.fold`` crops it back
-        reach = max(8, MODEL_TILE_OVERLAP // 2 * scale if model is not None else 0,
-                    refine_overlap(refine_tile) if strength > 0 else 0)  # in result pixels
+        reach = max(
+            8,
+            MODEL_TILE_OVERLAP // 2 * scale if model is not None else 0,
+            refine_overlap(refine_tile) if strength > 0 else 0,
+        )  # in result pixels
         wanted = seamless.margin_for(scale, int(reach))
         mx, my = seamless.aligned_margin(w, out_w, wanted), seamless.aligned_margin(h, out_h, wanted)
         margin = (int(round(mx * out_w / w)), int(round(my * out_h / h)))
@@ -143,8 +153,17 @@ def run_upscale(
         result[..., 3] = ctx.interruptible(resize_alpha, image[..., 3], out_w, out_h)
 
     if strength > 0:
-        result = refine_tiled(result, refine, strength, seed, refine_tile, ctx,
-                              progress_offset=n_model, progress_total=total, previews=job.previews)
+        result = refine_tiled(
+            result,
+            refine,
+            strength,
+            seed,
+            refine_tile,
+            ctx,
+            progress_offset=n_model,
+            progress_total=total,
+            previews=job.previews,
+        )
     elif n_model == 0:
         ctx.progress(1, 1)
     if params.tileable:
@@ -156,8 +175,16 @@ def run_upscale(
         info["tileable"] = f"wrap margins of {margin[0]}x{margin[1]} px, edges cross-faded"
     if splits:
         info["memory_fallbacks"] = [f"upscaler tiles of {min(splits)} px"]
-    return [Layer(name=name, rgba=result, x=int(round(job.x * scale)), y=int(round(job.y * scale)),
-                  seed=seed if strength > 0 else -1, info=info)]
+    return [
+        Layer(
+            name=name,
+            rgba=result,
+            x=int(round(job.x * scale)),
+            y=int(round(job.y * scale)),
+            seed=seed if strength > 0 else -1,
+            info=info,
+        )
+    ]
 
 
 def upscale_rgb(rgb: np.ndarray, path, width: int, height: int, device: str = "cpu") -> np.ndarray:
@@ -178,8 +205,9 @@ class UpscaleEngine(Engine):
     name = "upscale"
     modes = ("upscale",)
 
-    def __init__(self, registry, refiner_for: Callable[[Job, JobContext], Optional[RefineFn]],
-                 device: str = "cpu") -> None:
+    def __init__(
+        self, registry, refiner_for: Callable[[Job, JobContext], Optional[RefineFn]], device: str = "cpu"
+    ) -> None:
         self.registry = registry
         self.refiner_for = refiner_for
         self.device = device

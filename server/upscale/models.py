@@ -16,6 +16,7 @@ from protocol.errors import ProtocolError
 from ..models.cache import LastLoaded
 from ..models.weights import read_state_dict
 
+
 def load_upscaler(path: Path, device: str = "cpu"):
     """A spandrel ImageModelDescriptor for the upscaler file at ``path``, in eval mode on ``device``.
 
@@ -32,7 +33,9 @@ def load_upscaler(path: Path, device: str = "cpu"):
             f"{path.name} is not an upscaler architecture Paintbridge knows (ESRGAN, RealESRGAN, SwinIR, HAT, OmniSR, ...)",
         ) from err
     except (KeyError, RuntimeError, ValueError) as err:
-        raise ProtocolError("unsupported", f"{path.name} looks like an upscaler but its weights don't fit: {err}") from err
+        raise ProtocolError(
+            "unsupported", f"{path.name} looks like an upscaler but its weights don't fit: {err}"
+        ) from err
     if not isinstance(model, ImageModelDescriptor):
         raise ProtocolError("unsupported", f"{path.name} is a {model.purpose} model, not an upscaler")
     if model.input_channels != 3 or model.output_channels != 3:

@@ -67,7 +67,7 @@ def refine_tiled(
     blender = TileBlender(w, h, 3)
     for t in tiles:
         ctx.check()
-        src = np.ascontiguousarray(image[t.y0:t.y1, t.x0:t.x1])
+        src = np.ascontiguousarray(image[t.y0 : t.y1, t.x0 : t.x1])
         out = np.asarray(refine(src, strength, (seed + t.index) % 2**32))
         if out.shape[:2] != src.shape[:2]:
             out = resize(out, t.width, t.height)

@@ -64,7 +64,11 @@ def count_model_tiles(width: int, height: int, tile: Optional[int], passes: List
 
 
 def model_pass(
-    rgb: np.ndarray, model, out_scale: float, tile: Optional[int], on_tile: TileProgress,
+    rgb: np.ndarray,
+    model,
+    out_scale: float,
+    tile: Optional[int],
+    on_tile: TileProgress,
     splits: Optional[List[int]] = None,
 ) -> np.ndarray:
     """One model pass over an H x W x 3 uint8 image, output ``out_scale`` times larger (<= the model's scale).
@@ -78,15 +82,14 @@ def model_pass(
         return resize(out, out_w, out_h)
     blender = TileBlender(out_w, out_h, 3)
     for t in tile_grid(w, h, tile, MODEL_TILE_OVERLAP):
-        up = _run_or_split(model, rgb[t.y0:t.y1, t.x0:t.x1], splits=splits)
+        up = _run_or_split(model, rgb[t.y0 : t.y1, t.x0 : t.x1], splits=splits)
         box = t.scaled(out_scale)
         blender.add(box, resize(up, box.width, box.height))
         on_tile()
     return blender.result()
 
 
-def _run_or_split(model, pixels: np.ndarray, splittable: bool = True,
-                  splits: Optional[List[int]] = None) -> np.ndarray:
+def _run_or_split(model, pixels: np.ndarray, splittable: bool = True, splits: Optional[List[int]] = None) -> np.ndarray:
     """The model's output for one tile; a tile that runs out of memory is redone as smaller overlapping tiles."""
     try:
         return run_model(model, pixels)

@@ -51,14 +51,22 @@ class Tile:
 
     def scaled(self, scale: float) -> "Tile":
         """The same tile in an image ``scale`` times larger (box edges rounded, so neighbours still meet)."""
+
         def s(v: int) -> int:
             return int(round(v * scale))
+
         x0, y0, x1, y1 = s(self.x0), s(self.y0), s(self.x1), s(self.y1)
-        return Tile(self.index, x0, y0, x1, y1,
-                    left=s(self.x0 + self.left) - x0 if self.left else 0,
-                    top=s(self.y0 + self.top) - y0 if self.top else 0,
-                    right=x1 - s(self.x1 - self.right) if self.right else 0,
-                    bottom=y1 - s(self.y1 - self.bottom) if self.bottom else 0)
+        return Tile(
+            self.index,
+            x0,
+            y0,
+            x1,
+            y1,
+            left=s(self.x0 + self.left) - x0 if self.left else 0,
+            top=s(self.y0 + self.top) - y0 if self.top else 0,
+            right=x1 - s(self.x1 - self.right) if self.right else 0,
+            bottom=y1 - s(self.y1 - self.bottom) if self.bottom else 0,
+        )
 
 
 def _spans(length: int, tile: int, overlap: int) -> List[Tuple[int, int, int, int]]:
@@ -94,7 +102,7 @@ def _ramp(length: int, before: int, after: int) -> np.ndarray:
         w[:before] = 0.5 - 0.5 * np.cos(np.pi * t)
     if after > 0:
         t = (np.arange(after, dtype=np.float32) + 0.5) / after
-        w[length - after:] = np.minimum(w[length - after:], 0.5 + 0.5 * np.cos(np.pi * t))
+        w[length - after :] = np.minimum(w[length - after :], 0.5 + 0.5 * np.cos(np.pi * t))
     return w
 
 
@@ -115,11 +123,12 @@ class TileBlender:
     def add(self, tile: Tile, pixels: np.ndarray) -> None:
         """Blend ``pixels`` (tile.height x tile.width x channels) into the tile's box."""
         if pixels.shape[:2] != (tile.height, tile.width):
-            raise ValueError(f"tile {tile.index} is {pixels.shape[1]}x{pixels.shape[0]}, "
-                             f"expected {tile.width}x{tile.height}")
+            raise ValueError(
+                f"tile {tile.index} is {pixels.shape[1]}x{pixels.shape[0]}, expected {tile.width}x{tile.height}"
+            )
         w = tile_weights(tile)[..., None]
-        self._sum[tile.y0:tile.y1, tile.x0:tile.x1] += pixels.astype(np.float32) * w
-        self._weight[tile.y0:tile.y1, tile.x0:tile.x1] += w
+        self._sum[tile.y0 : tile.y1, tile.x0 : tile.x1] += pixels.astype(np.float32) * w
+        self._weight[tile.y0 : tile.y1, tile.x0 : tile.x1] += w
 
     def covered(self) -> np.ndarray:
         """H x W bool: pixels some tile has reached so far."""

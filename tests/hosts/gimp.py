@@ -80,7 +80,8 @@ class BatchResult:
 
     def assert_ok(self) -> "BatchResult":
         assert self.returncode == 0 and self.checks > 0, (
-            f"GIMP batch run failed (exit {self.returncode}, {self.checks} checks passed):\n{self.output[-6000:]}")
+            f"GIMP batch run failed (exit {self.returncode}, {self.checks} checks passed):\n{self.output[-6000:]}"
+        )
         return self
 
 
@@ -101,17 +102,22 @@ def gimp_profile(install_plugin: bool = True, server_command: Optional[List[str]
 
 
 def _script(body: str, params: Dict[str, Any]) -> str:
-    return (f"PARAMS_JSON = {json.dumps(json.dumps(params))}\n" + PRELUDE.read_text() + "\n"
-            + textwrap.dedent(body) + "\ndone()\n")
+    return (
+        f"PARAMS_JSON = {json.dumps(json.dumps(params))}\n"
+        + PRELUDE.read_text()
+        + "\n"
+        + textwrap.dedent(body)
+        + "\ndone()\n"
+    )
 
 
-def run_batch(profile: GimpProfile, body: str, params: Optional[Dict[str, Any]] = None,
-              timeout: float = 300) -> BatchResult:
+def run_batch(
+    profile: GimpProfile, body: str, params: Optional[Dict[str, Any]] = None, timeout: float = 300
+) -> BatchResult:
     """Run ``body`` (after the prelude) in gimp-console-3.0's Python batch interpreter; ``P`` holds ``params``."""
     name = f"batch-{time.monotonic_ns()}.py"
     (profile.outside / name).write_text(_script(body, params or {}))
-    cmd = (f"gimp-console-3.0 -i -d -f --batch-interpreter python-fu-eval -b - --quit "
-           f"< {profile.inside}/{name}")
+    cmd = f"gimp-console-3.0 -i -d -f --batch-interpreter python-fu-eval -b - --quit < {profile.inside}/{name}"
     proc = run_in_root(profile.root, ["/bin/sh", "-c", cmd], env=profile.env, timeout=timeout, cwd=profile.inside)
     return BatchResult(proc.returncode, proc.stdout, proc.stderr)
 
@@ -136,10 +142,15 @@ class GuiSession:
         (self.profile.root / "tmp" / ".X11-unix").mkdir(mode=0o1777, exist_ok=True)
         read_fd, write_fd = os.pipe()
         try:
-            self.xvfb = popen_in_root(self.profile.root, ["Xvfb", "-displayfd", str(write_fd), "-screen", "0",
-                                                          self.screen, "-nolisten", "tcp"],
-                                      env=self.profile.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      start_new_session=True, pass_fds=(write_fd,))
+            self.xvfb = popen_in_root(
+                self.profile.root,
+                ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", self.screen, "-nolisten", "tcp"],
+                env=self.profile.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                pass_fds=(write_fd,),
+            )
         finally:
             os.close(write_fd)
         with os.fdopen(read_fd) as pipe:
@@ -154,10 +165,15 @@ class GuiSession:
         (self.profile.outside / name).write_text(_script(body, params))
         batch = f"exec(open('{self.profile.inside}/{name}').read())"
         log = open(self.log, "w")
-        self.gimp = popen_in_root(self.profile.root, ["gimp-3.0", "--no-splash", "--batch-interpreter",
-                                                      "python-fu-eval", "-b", batch],
-                                  env=self.env, cwd=self.profile.inside, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        self.gimp = popen_in_root(
+            self.profile.root,
+            ["gimp-3.0", "--no-splash", "--batch-interpreter", "python-fu-eval", "-b", batch],
+            env=self.env,
+            cwd=self.profile.inside,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         return self
 
@@ -169,8 +185,9 @@ class GuiSession:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.gimp is not None and self.gimp.poll() is not None:
-                raise RuntimeError(f"GIMP exited ({self.gimp.returncode}) before '{title}' showed up:\n"
-                                   f"{self.log.read_text()[-4000:]}")
+                raise RuntimeError(
+                    f"GIMP exited ({self.gimp.returncode}) before '{title}' showed up:\n{self.log.read_text()[-4000:]}"
+                )
             out = self.xdotool("search", "--onlyvisible", "--name", title)
             if out.returncode == 0 and out.stdout.split():
                 return out.stdout.split()[0]
@@ -183,11 +200,13 @@ class GuiSession:
         deadline = time.monotonic() + timeout
         while not path.exists():
             if self.gimp is not None and self.gimp.poll() is not None:
-                raise RuntimeError(f"GIMP exited ({self.gimp.returncode}) before writing {name}:\n"
-                                   f"{self.log.read_text()[-4000:]}")
+                raise RuntimeError(
+                    f"GIMP exited ({self.gimp.returncode}) before writing {name}:\n{self.log.read_text()[-4000:]}"
+                )
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the GUI script did not write {name} within {timeout} s:\n"
-                                   f"{self.log.read_text()[-4000:]}")
+                raise TimeoutError(
+                    f"the GUI script did not write {name} within {timeout} s:\n{self.log.read_text()[-4000:]}"
+                )
             time.sleep(0.2)
         return path
 

@@ -63,8 +63,7 @@ def add_layer(img, name, width, height, visible=True):
 
 def read(drawable, x, y, w, h, fmt=RGBA):
     ok, ox, oy = drawable.get_offsets()
-    return bytes(drawable.get_buffer().get(Gegl.Rectangle.new(x - ox, y - oy, w, h), 1.0, fmt,
-                                           Gegl.AbyssPolicy.NONE))
+    return bytes(drawable.get_buffer().get(Gegl.Rectangle.new(x - ox, y - oy, w, h), 1.0, fmt, Gegl.AbyssPolicy.NONE))
 
 
 def composite(img):

@@ -26,7 +26,7 @@ from pbsetup.plugins import enable_in_kritarc
 SCREEN = "1600x1000x24"
 
 # The smallest plugin that proves Krita ran Python: it writes a file and quits (used to build the template HOME).
-_QUIT_PLUGIN = '''
+_QUIT_PLUGIN = """
 import os
 from krita import Krita
 try:
@@ -40,7 +40,7 @@ def _quit():
     Krita.instance().action("file_quit").trigger()
 
 Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(500, _quit))
-'''
+"""
 
 
 class KritaUnavailable(RuntimeError):
@@ -89,8 +89,18 @@ class KritaHost:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
 
     def command(self, env: Mapping[str, str], timeout: float) -> list:
-        krita = ["timeout", "-k", "10", str(int(timeout)), "xvfb-run", "-a", "-s", f"-screen 0 {SCREEN}",
-                 "krita", "--nosplash"]
+        krita = [
+            "timeout",
+            "-k",
+            "10",
+            str(int(timeout)),
+            "xvfb-run",
+            "-a",
+            "-s",
+            f"-screen 0 {SCREEN}",
+            "krita",
+            "--nosplash",
+        ]
         if self.root is None:
             return krita
         return ["chroot", str(self.root), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()), *krita]
@@ -189,15 +199,22 @@ def enable_plugin(kritarc: Path, name: str) -> None:
     enable_in_kritarc(kritarc, name)
 
 
-def _run(home: KritaHome, timeout: float, env_extra: Optional[Mapping[str, str]] = None,
-         log_name: str = "krita.log") -> subprocess.CompletedProcess:
+def _run(
+    home: KritaHome, timeout: float, env_extra: Optional[Mapping[str, str]] = None, log_name: str = "krita.log"
+) -> subprocess.CompletedProcess:
     log = home.root / log_name
     env = home.env(env_extra)
     cmd = home.host.command(env, timeout)
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env if home.host.root is None else {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=str(home.root))
+        proc = subprocess.Popen(
+            cmd,
+            env=env if home.host.root is None else {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=str(home.root),
+        )
         try:
             rc = proc.wait(timeout + 20)
         except subprocess.TimeoutExpired:
@@ -224,8 +241,9 @@ def template_home(host: KritaHost = NATIVE) -> Path:
         write_plugin(kh.pykrita, "pb_template_quit", _QUIT_PLUGIN, enable_in=kh.kritarc)
         result = _run(kh, 120, {"PB_TEMPLATE_DONE": host.inside(done)})
         if not done.exists():
-            raise RuntimeError(f"Krita did not start to build the template HOME:\n"
-                               f"{result.stdout.decode(errors='replace')[-3000:]}")
+            raise RuntimeError(
+                f"Krita did not start to build the template HOME:\n{result.stdout.decode(errors='replace')[-3000:]}"
+            )
         shutil.rmtree(kh.pykrita / "pb_template_quit")
         (kh.pykrita / "pb_template_quit.desktop").unlink()
         (kh.home / ".paintbridge-template-ready").write_text("ok")
@@ -247,8 +265,9 @@ def new_home(workdir: Optional[Path] = None, host: KritaHost = NATIVE) -> KritaH
 DISPLAY_ATTEMPTS = 3  # Krita starts tried when Xvfb could not take its display (see run_krita)
 
 
-def run_krita(home: KritaHome, result_file: Path, timeout: float = 180,
-              env_extra: Optional[Mapping[str, str]] = None) -> dict:
+def run_krita(
+    home: KritaHome, result_file: Path, timeout: float = 180, env_extra: Optional[Mapping[str, str]] = None
+) -> dict:
     """Start Krita in ``home`` and wait for it to quit; returns the JSON a driver plugin wrote to ``result_file``.
 
     Raises RuntimeError with the tail of Krita's log when no result file was written.
@@ -270,10 +289,19 @@ def run_krita(home: KritaHome, result_file: Path, timeout: float = 180,
         retries += 1
         time.sleep(2.0)
     if not result_file.exists():
-        raise RuntimeError(f"Krita exited ({proc.returncode}) after {elapsed:.1f} s without writing "
-                           f"{result_file.name}; log tail:\n{log[-6000:]}")
+        raise RuntimeError(
+            f"Krita exited ({proc.returncode}) after {elapsed:.1f} s without writing "
+            f"{result_file.name}; log tail:\n{log[-6000:]}"
+        )
     data = json.loads(result_file.read_text())
     data.setdefault("_krita", {})
-    data["_krita"].update({"returncode": proc.returncode, "elapsed": elapsed, "log_tail": log[-4000:],
-                           "version": home.host.version(), "display_retries": retries})
+    data["_krita"].update(
+        {
+            "returncode": proc.returncode,
+            "elapsed": elapsed,
+            "log_tail": log[-4000:],
+            "version": home.host.version(),
+            "display_retries": retries,
+        }
+    )
     return data

@@ -62,6 +62,7 @@ STALL_S = CONFIG.get("stall_s", 60)
 def _watchdog():
     """A plain thread: when no step has run for STALL_S seconds, record where the UI thread is and give up."""
     import threading
+
     main = threading.main_thread().ident
     while True:
         time.sleep(2)
@@ -150,6 +151,7 @@ class Runner:
 
 # --- helpers -------------------------------------------------------------------------------------------------------
 
+
 def dump(name, data):
     with open(os.path.join(OUT, name + ".bin"), "wb") as f:
         f.write(bytes(data))
@@ -166,9 +168,16 @@ def layers(doc):
     out = []
     for node in walk(doc.rootNode()):
         b = node.bounds()
-        out.append({"name": node.name(), "type": node.type(), "id": node.uniqueId().toString(),
-                     "visible": node.visible(), "bounds": [b.x(), b.y(), b.width(), b.height()],
-                     "parent": node.parentNode().name() if node.parentNode() is not None else None})
+        out.append(
+            {
+                "name": node.name(),
+                "type": node.type(),
+                "id": node.uniqueId().toString(),
+                "visible": node.visible(),
+                "bounds": [b.x(), b.y(), b.width(), b.height()],
+                "parent": node.parentNode().name() if node.parentNode() is not None else None,
+            }
+        )
     return out
 
 
@@ -183,6 +192,7 @@ def snapshot(doc, tag, names):
 
 def composite(doc, tag):
     from paintbridge.document import refresh
+
     refresh(doc)  # the plugin's own wait, which never dead-locks the UI thread
     return dump(tag, doc.pixelData(0, 0, doc.width(), doc.height()))
 
@@ -198,12 +208,13 @@ def pattern(w, h, depth="U8"):
             data[i + 2] = 128 + int(100 * math.sin(x / 9.0) * math.cos(y / 7.0))
             data[i + 3] = 255
             if (x // 12 + y // 12) % 5 == 0:  # hard-edged dark squares, so edge detectors find something
-                data[i:i + 3] = b"\x20\x20\x20"
+                data[i : i + 3] = b"\x20\x20\x20"
     return bytes(data)
 
 
 def native(data, depth, linear):
     from paintbridge import pixels  # the plugin's conversions
+
     return pixels.from_bgra8(data, depth, linear)
 
 
@@ -215,11 +226,13 @@ def new_doc(name, depth="U8", model="RGBA", w=W, h=H):
 
 def add_paint(doc, name, depth="U8"):
     from paintbridge import pixels
+
     node = doc.createNode(name, "paintlayer")
     doc.rootNode().addChildNode(node, None)
     linear = depth != "U8" and pixels.is_linear_profile(doc.colorProfile())
-    node.setPixelData(QByteArray(native(pattern(doc.width(), doc.height()), depth, linear)), 0, 0,
-                      doc.width(), doc.height())
+    node.setPixelData(
+        QByteArray(native(pattern(doc.width(), doc.height()), depth, linear)), 0, 0, doc.width(), doc.height()
+    )
     return node
 
 
@@ -249,9 +262,14 @@ def deselect(doc):
 
 
 def panel_state(ses):
-    return {"busy": ses.busy, "message": ses.message, "error": ses.message_is_error,
-            "results": len(ses.results), "preview_updates": ses.preview_updates,
-            "state": ses.connection_state}
+    return {
+        "busy": ses.busy,
+        "message": ses.message,
+        "error": ses.message_is_error,
+        "results": len(ses.results),
+        "preview_updates": ses.preview_updates,
+        "state": ses.connection_state,
+    }
 
 
 def mark(label):
@@ -289,14 +307,23 @@ def run_job(ses, record, timeout=120):
     yield Until(lambda: not ses.busy, timeout)
     record["seconds"] = round(time.monotonic() - t0, 2)
     record.update(panel_state(ses))
-    record["results_meta"] = [{"box": [r.box.x, r.box.y, r.box.width, r.box.height], "seed": r.seed}
-                              for r in ses.results]
+    record["results_meta"] = [
+        {"box": [r.box.x, r.box.y, r.box.width, r.box.height], "seed": r.seed} for r in ses.results
+    ]
 
 
 def watch_progress_previews(panel, doc):
     """Record, at each in-progress preview the panel shows, what it showed and the document's layer stack."""
-    watch = {"shown": 0, "counts": [], "stacks": [], "sizes": [], "label_visible": [], "thumbnails_hidden": [],
-             "preview_layer_writes": [], "base_count": panel.progress_previews}
+    watch = {
+        "shown": 0,
+        "counts": [],
+        "stacks": [],
+        "sizes": [],
+        "label_visible": [],
+        "thumbnails_hidden": [],
+        "preview_layer_writes": [],
+        "base_count": panel.progress_previews,
+    }
     writes_before = panel.session.preview_updates
 
     def slot(count):
@@ -352,6 +379,7 @@ def server_pid(ses):
 
 def native_to_bgra8(doc, raw):
     from paintbridge import pixels
+
     linear = doc.colorDepth() != "U8" and pixels.is_linear_profile(doc.colorProfile())
     return pixels.to_bgra8(bytes(raw), doc.colorDepth(), linear)
 
@@ -383,12 +411,20 @@ def mouse(widget, kind, x, y, pressed):
     """Send one mouse event to the canvas widget (widget coordinates), as the painter's pen would."""
     QEvent, QPoint, QPointF, Qt = QtCore.QEvent, QtCore.QPoint, QtCore.QPointF, QtCore.Qt
     QMouseEvent, QApplication = QtGui.QMouseEvent, QtWidgets.QApplication
-    kinds = {"press": QEvent.Type.MouseButtonPress, "move": QEvent.Type.MouseMove,
-             "release": QEvent.Type.MouseButtonRelease}
+    kinds = {
+        "press": QEvent.Type.MouseButtonPress,
+        "move": QEvent.Type.MouseMove,
+        "release": QEvent.Type.MouseButtonRelease,
+    }
     button = Qt.MouseButton.LeftButton if kind in ("press", "release") else Qt.MouseButton.NoButton
-    event = QMouseEvent(kinds[kind], QPointF(x, y), QPointF(widget.mapToGlobal(QPoint(int(x), int(y)))), button,
-                        Qt.MouseButton.LeftButton if pressed else Qt.MouseButton.NoButton,
-                        Qt.KeyboardModifier.NoModifier)
+    event = QMouseEvent(
+        kinds[kind],
+        QPointF(x, y),
+        QPointF(widget.mapToGlobal(QPoint(int(x), int(y)))),
+        button,
+        Qt.MouseButton.LeftButton if pressed else Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     QApplication.sendEvent(widget, event)
 
 
@@ -415,6 +451,7 @@ def _centroid(node, doc):
 def calibrate_canvas(doc, R):
     """Two dabs on a scratch layer at known widget points give the document -> widget map; the layer goes again."""
     from paintbridge.document import wait_idle
+
     widget = canvas_widget()
     CANVAS["widget"] = widget
     active = doc.activeNode()
@@ -424,7 +461,10 @@ def calibrate_canvas(doc, R):
     doc.setActiveNode(scratch)
     yield 300
     found = []
-    for wx, wy in ((widget.width() / 2 - 60, widget.height() / 2 - 40), (widget.width() / 2 + 60, widget.height() / 2 + 40)):
+    for wx, wy in (
+        (widget.width() / 2 - 60, widget.height() / 2 - 40),
+        (widget.width() / 2 + 60, widget.height() / 2 + 40),
+    ):
         mouse(widget, "move", wx, wy, False)
         mouse(widget, "press", wx, wy, True)
         mouse(widget, "move", wx + 0.5, wy, True)
@@ -448,8 +488,10 @@ def frame_after(ses, t):
     """The first live frame started by a change after ``t``: its notification and send delays in ms."""
     for frame in ses.live.frames:
         if frame["change"] >= t:
-            return {"notified_ms": round(1000 * (frame["change"] - t), 1),
-                    "sent_ms": round(1000 * (frame["sent"] - t), 1) if frame["sent"] else None}
+            return {
+                "notified_ms": round(1000 * (frame["change"] - t), 1),
+                "sent_ms": round(1000 * (frame["sent"] - t), 1) if frame["sent"] else None,
+            }
     return None
 
 
@@ -464,12 +506,13 @@ def live_stroke(ses, doc, rec, tag, points, updates):
     lifted = stroke(points)
     yield Until(lambda: ses.preview_updates >= updates and not ses.busy, 20, poll=5)
     after = bytes(paint.pixelData(0, 0, doc.width(), doc.height()))
-    rec[f"{tag}_painted"] = sum(1 for i in range(3, len(after), 4) if after[i - 3:i + 1] != before[i - 3:i + 1])
+    rec[f"{tag}_painted"] = sum(1 for i in range(3, len(after), 4) if after[i - 3 : i + 1] != before[i - 3 : i + 1])
     rec[f"{tag}_changes"] = [ses.live.changes - changes, ses.live._watch.events - events]
     rec[f"{tag}_frame"] = frame_after(ses, lifted)
 
 
 # --- scenarios -----------------------------------------------------------------------------------------------------
+
 
 def scenario_classical():
     R = RESULT
@@ -505,7 +548,7 @@ def scenario_classical():
     # Rectangular selection.
     select_rect(doc, 40, 30, 24, 20)
     yield 300
-    mark('rect')
+    mark("rect")
     R["rect"] = rec = {"selection": [40, 30, 24, 20]}
     rec["selection_pixels"] = dump("rect-selection", doc.selection().pixelData(0, 0, W, H))
     rec["composite_before"] = composite(doc, "rect-composite-before")
@@ -539,7 +582,7 @@ def scenario_classical():
 
     # Elliptical soft selection.
     ses.set_option("batch", 1)
-    mark('ellipse')
+    mark("ellipse")
     R["ellipse"] = rec = {}
     rec["selection_pixels"] = select_soft_ellipse(doc, 84, 50, 22, 16, 6)
     yield 300
@@ -547,7 +590,7 @@ def scenario_classical():
 
     # Discard removes the preview.
     select_rect(doc, 8, 8, 16, 16)
-    mark('discard')
+    mark("discard")
     R["discard"] = rec = {}
     yield from run_job(ses, rec)
     rec["preview_present"] = find(doc, "Paintbridge preview") is not None
@@ -564,7 +607,7 @@ def scenario_classical():
     yield from calibrate_canvas(doc, R)
 
     # Live mode: two selection changes, two preview updates, no extra layers.
-    mark('live')
+    mark("live")
     R["live"] = rec = {}
     select_rect(doc, 16, 16, 16, 16)
     yield 300
@@ -572,13 +615,19 @@ def scenario_classical():
     ses.set_live(True)
     yield Until(lambda: ses.preview_updates >= base + 1 and not ses.busy, 60)
     rec["first"] = ses.preview_updates - base
-    rec["first_preview"] = dump("live-1", find(doc, "Paintbridge preview").pixelData(0, 0, W, H)) \
-        if find(doc, "Paintbridge preview") else None
+    rec["first_preview"] = (
+        dump("live-1", find(doc, "Paintbridge preview").pixelData(0, 0, W, H))
+        if find(doc, "Paintbridge preview")
+        else None
+    )
     select_rect(doc, 80, 56, 20, 20)
     yield Until(lambda: ses.preview_updates >= base + 2 and not ses.busy, 60)
     rec["second"] = ses.preview_updates - base
-    rec["second_preview"] = dump("live-2", find(doc, "Paintbridge preview").pixelData(0, 0, W, H)) \
-        if find(doc, "Paintbridge preview") else None
+    rec["second_preview"] = (
+        dump("live-2", find(doc, "Paintbridge preview").pixelData(0, 0, W, H))
+        if find(doc, "Paintbridge preview")
+        else None
+    )
     reads, changes = ses.host.pixel_reads, ses.live.changes
     yield 2500  # nothing changes now: no further jobs, and no pixel reads
     rec["settled"] = ses.preview_updates - base
@@ -642,7 +691,7 @@ def scenario_classical():
     yield 300
 
     # Control layer from the image (a preprocess job), inserted as a new hidden layer.
-    mark('control')
+    mark("control")
     R["control"] = rec = {}
     deselect(doc)
     doc.setActiveNode(find(doc, "Paint"))
@@ -663,7 +712,7 @@ def scenario_classical():
     yield 300
 
     # The server stops mid-job: an error in the panel, the document untouched; then it comes back.
-    mark('crash')
+    mark("crash")
     R["crash"] = rec = {}
     select_rect(doc, 40, 30, 24, 20)
     yield 300
@@ -689,7 +738,7 @@ def scenario_classical():
         ses.discard()
         yield 300
 
-    mark('user_after')
+    mark("user_after")
     R["user_after"] = snapshot(doc, "user-after", user)
     R["final_layers"] = layers(doc)
 
@@ -699,7 +748,7 @@ def scenario_classical():
     onode = add_paint(odoc, "Paint")
     odoc.setActiveNode(onode)
     yield 300
-    mark('outpaint')
+    mark("outpaint")
     R["outpaint"] = rec = {"user_before": dump("out-user-before", onode.pixelData(0, 0, 64, 48))}
     ses.set_mode("outpaint")
     ses.set_option("extend_left", 16)
@@ -721,15 +770,21 @@ def scenario_classical():
         select_rect(ddoc, 20, 16, 16, 12)
         yield 300
         mark(depth)
-        R[depth] = rec = {"profile": ddoc.colorProfile(), "user_before": dump(f"{depth}-user-before",
-                                                                             dnode.pixelData(0, 0, 64, 48))}
+        R[depth] = rec = {
+            "profile": ddoc.colorProfile(),
+            "user_before": dump(f"{depth}-user-before", dnode.pixelData(0, 0, 64, 48)),
+        }
         ses.set_mode("inpaint")
         rec["layers_before"] = layers(ddoc)
         yield from run_job(ses, rec)
         if ses.results:
             rec["result"] = dump(f"{depth}-result", ses.results[0].data)
-            rec["result_box"] = [ses.results[0].box.x, ses.results[0].box.y, ses.results[0].box.width,
-                                 ses.results[0].box.height]
+            rec["result_box"] = [
+                ses.results[0].box.x,
+                ses.results[0].box.y,
+                ses.results[0].box.width,
+                ses.results[0].box.height,
+            ]
         yield from apply_result(ses, ddoc, rec, f"{depth}-new", 64, 48)
         rec["user_after"] = dump(f"{depth}-user-after", dnode.pixelData(0, 0, 64, 48))
 
@@ -787,7 +842,7 @@ def scenario_classical():
     yield 400
     select_rect(cdoc, 4, 4, 8, 8)
     yield 200
-    mark('cmyk')
+    mark("cmyk")
     R["cmyk"] = {"job_id": ses.run(), **panel_state(ses), "layers": layers(cdoc)}
 
 
@@ -876,10 +931,18 @@ def scenario_diffusion():
     yield 500
     panel.grab().save(os.path.join(OUT, "panel.png"))
     QWidget = QtWidgets.QWidget
-    R["wide_widgets"] = sorted(((w.minimumSizeHint().width(), type(w).__name__, w.objectName() or
-                                 (w.text() if hasattr(w, "text") and isinstance(w.text(), str) else ""))
-                                for w in panel.findChildren(QWidget) if w.minimumSizeHint().width() > 150),
-                               reverse=True)[:12]
+    R["wide_widgets"] = sorted(
+        (
+            (
+                w.minimumSizeHint().width(),
+                type(w).__name__,
+                w.objectName() or (w.text() if hasattr(w, "text") and isinstance(w.text(), str) else ""),
+            )
+            for w in panel.findChildren(QWidget)
+            if w.minimumSizeHint().width() > 150
+        ),
+        reverse=True,
+    )[:12]
     ses.discard()
     while ses.controls:
         ses.remove_control(0)
@@ -1056,8 +1119,7 @@ def scenario_references():
     ses.set_mode("generate")
     ses.set_option("model", CONFIG["model"])
     ses.set_prompt("a castle on a hill", "")
-    for name, value in (("steps", 3), ("batch", 1), ("random_seed", False), ("seed", 5), ("grow", 0),
-                        ("feather", 0)):
+    for name, value in (("steps", 3), ("batch", 1), ("random_seed", False), ("seed", 5), ("grow", 0), ("feather", 0)):
         ses.set_option(name, value)
     select_rect(doc, 16, 8, 48, 40)
     yield 300
@@ -1099,7 +1161,7 @@ def scenario_references():
 def large_photo(w, h):
     """A BGRA8 "photo" of w x h built at C speed: a red ramp across, other channels varying, rows shifted."""
     row = b"".join(bytes(((x * 7) % 256, (x * 13) % 251, (x * 255) // (w - 1), 255)) for x in range(w))
-    return b"".join(row[(y % 509) * 4:] + row[:(y % 509) * 4] for y in range(h))
+    return b"".join(row[(y % 509) * 4 :] + row[: (y % 509) * 4] for y in range(h))
 
 
 def scenario_large():
@@ -1137,17 +1199,27 @@ def scenario_large():
     folder = client.shared_folder if client is not None else None
     before = (folder.written, folder.read) if folder is not None else None
     yield from run_job(ses, rec, timeout=300)
-    rec["shared"] = {"folder": folder is not None, "before": before,
-                     "after": (folder.written, folder.read) if folder is not None else None,
-                     "digests": [hashlib.sha256(r.data).hexdigest() for r in ses.results],
-                     "boxes": [[r.box.x, r.box.y, r.box.width, r.box.height] for r in ses.results]}
+    rec["shared"] = {
+        "folder": folder is not None,
+        "before": before,
+        "after": (folder.written, folder.read) if folder is not None else None,
+        "digests": [hashlib.sha256(r.data).hexdigest() for r in ses.results],
+        "boxes": [[r.box.x, r.box.y, r.box.width, r.box.height] for r in ses.results],
+    }
     ses.discard()
     yield 500
     shared_client_module = sys.modules[vendored.__name__ + ".client"]
     shared_client_module.SHARED_AVAILABLE = False
     ses.connection.reconnect_now()
-    yield Until(lambda: ses.connection._client is not None and ses.connection._client is not client
-                and ses.connection_state == "connected", 60, poll=200)
+    yield Until(
+        lambda: (
+            ses.connection._client is not None
+            and ses.connection._client is not client
+            and ses.connection_state == "connected"
+        ),
+        60,
+        poll=200,
+    )
     rec["wire"] = {"folder": ses.connection._client.shared_folder is not None}
     yield from run_job(ses, rec, timeout=300)
     rec["wire"]["digests"] = [hashlib.sha256(r.data).hexdigest() for r in ses.results]
@@ -1253,6 +1325,7 @@ def scenario_techniques():
     """Hires fix and detailer (issue 13) from the panel's own widgets: the detailer on its own on a photo (mode tab
     "Detail"), applied; then generate with the hires fix on (Lanczos, 2x the first pass)."""
     from paintbridge.widgets import MODES
+
     R = RESULT
     yield Until(lambda: find_panel()[1] is not None, 30)
     dock, panel = find_panel()
@@ -1284,12 +1357,19 @@ def scenario_techniques():
     yield Until(lambda: t.detail_hands.isVisible(), 30)
     t.detail_hands.setChecked(True)
     yield 200
-    R["detail"] = rec = {"layers_before": layers(doc), "mode": ses.settings.mode,
-                         "detail_visible": t.detail_box.isVisible(), "hires_visible": t.hires_box.isVisible(),
-                         "detail_checkable": t.detail_box.isCheckable(), "prompt": ses.settings.detail_prompt,
-                         "strength": ses.settings.detail_strength, "run_label": panel.run_button.text(),
-                         "offered_before": offered_before, "hands_offered": t.detail_hands.isVisible(),
-                         "targets": ses.settings.detail_targets}
+    R["detail"] = rec = {
+        "layers_before": layers(doc),
+        "mode": ses.settings.mode,
+        "detail_visible": t.detail_box.isVisible(),
+        "hires_visible": t.hires_box.isVisible(),
+        "detail_checkable": t.detail_box.isCheckable(),
+        "prompt": ses.settings.detail_prompt,
+        "strength": ses.settings.detail_strength,
+        "run_label": panel.run_button.text(),
+        "offered_before": offered_before,
+        "hands_offered": t.detail_hands.isVisible(),
+        "targets": ses.settings.detail_targets,
+    }
     rec["composite_before"] = composite(doc, "techniques-before")
     yield from run_job(ses, rec, timeout=300)
     rec["last_progress"] = list(ses.last_progress)
@@ -1302,10 +1382,16 @@ def scenario_techniques():
     t.hires_strength.setValue(0.5)
     ses.set_option("hires_upscaler", "lanczos")
     yield 200
-    R["hires"] = rec = {"layers_before": layers(doc), "hires": ses.settings.hires, "detail": ses.settings.detail,
-                        "scale": ses.settings.hires_scale,
-                        "strength": ses.settings.hires_strength, "upscaler_shown": t.hires_upscaler.currentData(),
-                        "hires_visible": t.hires_box.isVisible(), "detail_checkable": t.detail_box.isCheckable()}
+    R["hires"] = rec = {
+        "layers_before": layers(doc),
+        "hires": ses.settings.hires,
+        "detail": ses.settings.detail,
+        "scale": ses.settings.hires_scale,
+        "strength": ses.settings.hires_strength,
+        "upscaler_shown": t.hires_upscaler.currentData(),
+        "hires_visible": t.hires_box.isVisible(),
+        "detail_checkable": t.detail_box.isCheckable(),
+    }
     yield from run_job(ses, rec, timeout=300)
     rec["last_progress"] = list(ses.last_progress)
     mark("done")
@@ -1328,6 +1414,7 @@ def scenario_history():
     a classical job that was never applied comes back with the document and applies again."""
     from paintbridge import document as door
     from paintbridge.wire import client as pbc
+
     R = RESULT
     R["docdata"] = rec = {}
     doc = new_doc("pb-docdata")
@@ -1377,8 +1464,11 @@ def scenario_history():
     rec["layers_before"] = layers(doc)
     yield from run_job(ses, rec)
     result = ses.results[0]
-    rec["result"] = {"box": [result.box.x, result.box.y, result.box.width, result.box.height], "name": result.name,
-                     "seed": result.seed}
+    rec["result"] = {
+        "box": [result.box.x, result.box.y, result.box.width, result.box.height],
+        "name": result.name,
+        "seed": result.seed,
+    }
     dump("history-result", result.data)
     ses.discard()
     yield 300
@@ -1417,8 +1507,11 @@ def scenario_history():
     for query in ("LATER", "zebra", "mode:inpaint model:classical kept", ""):
         panel.history_search.setText(query)
         yield 200
-        searched[query] = {"count": panel.history_list.count(), "label": panel.history_size_label.text(),
-                           "apply": panel.history_apply_button.isEnabled()}
+        searched[query] = {
+            "count": panel.history_list.count(),
+            "label": panel.history_size_label.text(),
+            "apply": panel.history_apply_button.isEnabled(),
+        }
     panel.history_delete_button.click()
     yield 300
     rec["list_deleted"] = panel.history_list.count()
@@ -1530,8 +1623,10 @@ def scenario_sampling():
     ses.set_option("seed", 11)
     yield 300
     shown = ses.shown()
-    rec["settings"] = {k: getattr(shown, k) for k in ("sampler", "scheduler", "batch_count", "vae", "clip_skip",
-                                                      "steps", "cfg", "seed")}
+    rec["settings"] = {
+        k: getattr(shown, k)
+        for k in ("sampler", "scheduler", "batch_count", "vae", "clip_skip", "steps", "cfg", "seed")
+    }
     # DDIM cannot run with Karras: choosing it puts the schedule back to the sampler's own
     pick(panel.sampler_box, "DDIM")
     yield 200
@@ -1569,7 +1664,7 @@ def scenario_regions():
     left = bytearray(W * H * 4)
     for y in range(H):
         for x in range(W // 2):
-            left[(y * W + x) * 4:(y * W + x) * 4 + 4] = b"\x00\x00\xff\xff"
+            left[(y * W + x) * 4 : (y * W + x) * 4 + 4] = b"\x00\x00\xff\xff"
     car.setPixelData(QByteArray(bytes(left)), 0, 0, W, H)
     doc.setActiveNode(car)
     yield 400
@@ -1643,7 +1738,7 @@ def scenario_region_references():
     left = bytearray(W * H * 4)
     for y in range(H):
         for x in range(W // 2):
-            left[(y * W + x) * 4:(y * W + x) * 4 + 4] = b"\x00\x00\xff\xb4"  # red, 70 % opaque: a soft region
+            left[(y * W + x) * 4 : (y * W + x) * 4 + 4] = b"\x00\x00\xff\xb4"  # red, 70 % opaque: a soft region
     car.setPixelData(QByteArray(bytes(left)), 0, 0, W, H)
     doc.setActiveNode(car)
     yield 400
@@ -1659,8 +1754,7 @@ def scenario_region_references():
     ses.set_mode("generate")
     ses.set_option("model", CONFIG["model"])
     ses.set_prompt("a street", "")
-    for name, value in (("steps", 3), ("batch", 1), ("random_seed", False), ("seed", 5), ("grow", 0),
-                        ("feather", 0)):
+    for name, value in (("steps", 3), ("batch", 1), ("random_seed", False), ("seed", 5), ("grow", 0), ("feather", 0)):
         ses.set_option(name, value)
     doc.setActiveNode(ref)
     yield 300
@@ -1693,10 +1787,16 @@ def scenario_region_references():
     section.prompt_edit.textEdited.emit("a blue boat")
     yield Until(lambda: len(frames) > before and frames[-1]["ended"] and not ses.busy, 120, poll=200)
     sched = ses.live.scheduler
-    R["live"] = {"before": [f["id"] for f in frames[:before]], "after": [f["id"] for f in frames[before:]],
-                 "outcomes": [f["outcome"] for f in frames], "message": ses.message,
-                 "changes": ses.live.changes - changes, "prompts": [b.prompt for b in ses.regions.list.items],
-                 "scheduler": [sched.latest, sched._answered, sched.running], "busy": ses.busy}
+    R["live"] = {
+        "before": [f["id"] for f in frames[:before]],
+        "after": [f["id"] for f in frames[before:]],
+        "outcomes": [f["outcome"] for f in frames],
+        "message": ses.message,
+        "changes": ses.live.changes - changes,
+        "prompts": [b.prompt for b in ses.regions.list.items],
+        "scheduler": [sched.latest, sched._answered, sched.running],
+        "busy": ses.busy,
+    }
     ses.set_live(False)
     yield 300
     ses.discard()
@@ -1789,9 +1889,14 @@ def scenario_caption():
     doc.waitForDone()
     dump("caption-box", doc.pixelData(20, 10, 64, 48))
     button, edit = panel.describe_button.geometry(), panel.prompt_edit.geometry()  # the same parent widget
-    R["button"] = {"text": panel.describe_button.text(), "enabled": panel.describe_button.isEnabled(),
-                   "beside_prompt": button.left() >= edit.right() and button.top() < edit.bottom()
-                   and button.bottom() > edit.top() and panel.describe_button.isVisible()}
+    R["button"] = {
+        "text": panel.describe_button.text(),
+        "enabled": panel.describe_button.isEnabled(),
+        "beside_prompt": button.left() >= edit.right()
+        and button.top() < edit.bottom()
+        and button.bottom() > edit.top()
+        and panel.describe_button.isVisible(),
+    }
     for style in ("sentence", "tags"):
         R[f"picked_{style}"] = pick(panel.caption_style_box, style)
         yield 200
@@ -1799,8 +1904,13 @@ def scenario_caption():
         panel.describe_button.click()
         R[f"busy_{style}"] = ses.busy
         yield Until(lambda: not ses.busy, 120)
-        R[style] = {"prompt_edit": panel.prompt_edit.toPlainText(), "prompt": ses.settings.prompt,
-                    "style": ses.settings.caption_style, "message": ses.message, "error": ses.message_is_error}
+        R[style] = {
+            "prompt_edit": panel.prompt_edit.toPlainText(),
+            "prompt": ses.settings.prompt,
+            "style": ses.settings.caption_style,
+            "message": ses.message,
+            "error": ses.message_is_error,
+        }
     R["layers_after"] = layers(doc)
     dock.raise_()
     yield 200
@@ -1838,8 +1948,7 @@ def scenario_transparent():
     yield 200
     R["transparent_setting"] = ses.settings.transparent
     ses.set_prompt("a glass bottle", "")
-    for name, value in (("steps", 2), ("batch", 1), ("random_seed", False), ("seed", 3), ("grow", 0),
-                        ("feather", 0)):
+    for name, value in (("steps", 2), ("batch", 1), ("random_seed", False), ("seed", 3), ("grow", 0), ("feather", 0)):
         ses.set_option(name, value)
     select_rect(doc, 16, 8, 48, 40)
     yield 300
@@ -1850,20 +1959,36 @@ def scenario_transparent():
     doc.setModified(False)
 
 
-SCENARIOS = {"transparent": scenario_transparent, "caption": scenario_caption, "pose": scenario_pose, "classical": scenario_classical, "diffusion": scenario_diffusion, "flux": scenario_flux,
-             "flaky": scenario_flaky, "pull": scenario_pull, "large": scenario_large,
-             "references": scenario_references, "history": scenario_history, "edit": scenario_edit,
-             "sampling": scenario_sampling, "regions": scenario_regions, "techniques": scenario_techniques,
-             "region_references": scenario_region_references, "history_bomb": scenario_history_bomb}
+SCENARIOS = {
+    "transparent": scenario_transparent,
+    "caption": scenario_caption,
+    "pose": scenario_pose,
+    "classical": scenario_classical,
+    "diffusion": scenario_diffusion,
+    "flux": scenario_flux,
+    "flaky": scenario_flaky,
+    "pull": scenario_pull,
+    "large": scenario_large,
+    "references": scenario_references,
+    "history": scenario_history,
+    "edit": scenario_edit,
+    "sampling": scenario_sampling,
+    "regions": scenario_regions,
+    "techniques": scenario_techniques,
+    "region_references": scenario_region_references,
+    "history_bomb": scenario_history_bomb,
+}
 
 
 def _start():
     import threading
+
     threading.Thread(target=_watchdog, daemon=True).start()
     BACKUP.start()
     Runner(SCENARIOS[CONFIG["scenario"]]()).step()
 
 
 K.notifier().windowCreated.connect(lambda: QTimer.singleShot(800, _start))
-QTimer.singleShot(int(CONFIG.get("deadline_s", 240) * 1000), lambda: (RESULT["errors"].append("driver deadline"),
-                                                                       _finish()))
+QTimer.singleShot(
+    int(CONFIG.get("deadline_s", 240) * 1000), lambda: (RESULT["errors"].append("driver deadline"), _finish())
+)

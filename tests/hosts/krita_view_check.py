@@ -1,5 +1,6 @@
 """The Krita panel (view) bound to a session, under the system Python's PyQt5 without Krita (offscreen Qt): widget
 changes reach the session, session changes reach the widgets. Run by tests/test_krita_logic.py; prints "view ok"."""
+
 import os
 import sys
 
@@ -8,6 +9,7 @@ os.environ["QT_QPA_PLATFORM"] = "offscreen"
 repo = sys.argv[1]  # the repository root
 sys.path[:0] = [repo, repo + "/tests", repo + "/krita_plugin"]
 from PyQt5.QtWidgets import QApplication
+
 app = QApplication([])
 from krita_memory_host import MemoryDocument, MemoryHost, UiLoop
 from paintbridge.session import Session
@@ -15,60 +17,144 @@ from krita_memory_host import MemoryStore
 from paintbridge.view import PaintbridgePanel
 from client.server import LocalServer
 from pathlib import Path
-doc = MemoryDocument(64, 48, bytes(64*48*4), bytes(64*48))
+
+doc = MemoryDocument(64, 48, bytes(64 * 48 * 4), bytes(64 * 48))
 host, ui = MemoryHost(doc), UiLoop()
-s = Session(host, MemoryStore({"server_url": "ws://127.0.0.1:1", "autostart": "false"}), ui.post, ui.schedule, server=LocalServer(None, Path("/tmp/x.log")))
+s = Session(
+    host,
+    MemoryStore({"server_url": "ws://127.0.0.1:1", "autostart": "false"}),
+    ui.post,
+    ui.schedule,
+    server=LocalServer(None, Path("/tmp/x.log")),
+)
 p = PaintbridgePanel(s)
-s.set_mode("img2img"); assert p.mode_tabs.currentIndex() == 2 and p.strength_value.text() == "70%", p.strength_value.text()
-s.set_option("steps", 9); assert p.steps_spin.value() == 9
-p.steps_spin.setValue(12); assert s.settings.steps == 12
-s.set_option("random_seed", False); s.set_option("seed", 77); assert p.seed_spin.value() == 77 and not p.random_seed_check.isChecked()
-p.random_seed_check.setChecked(True); assert s.settings.seed == -1
-p.prompt_edit.setPlainText("a fox"); assert s.settings.prompt == "a fox"
-s.set_prompt("a wolf"); assert p.prompt_edit.toPlainText() == "a wolf"
-s.add_control(); assert len(p.control_rows) == 1
-p.control_rows[0].strength.setValue(0.5); assert s.controls[0].strength == 0.5
-s.remove_control(0); assert p.control_rows == []
+s.set_mode("img2img")
+assert p.mode_tabs.currentIndex() == 2 and p.strength_value.text() == "70%", p.strength_value.text()
+s.set_option("steps", 9)
+assert p.steps_spin.value() == 9
+p.steps_spin.setValue(12)
+assert s.settings.steps == 12
+s.set_option("random_seed", False)
+s.set_option("seed", 77)
+assert p.seed_spin.value() == 77 and not p.random_seed_check.isChecked()
+p.random_seed_check.setChecked(True)
+assert s.settings.seed == -1
+p.prompt_edit.setPlainText("a fox")
+assert s.settings.prompt == "a fox"
+s.set_prompt("a wolf")
+assert p.prompt_edit.toPlainText() == "a wolf"
+s.add_control()
+assert len(p.control_rows) == 1
+p.control_rows[0].strength.setValue(0.5)
+assert s.controls[0].strength == 0.5
+s.remove_control(0)
+assert p.control_rows == []
 s.on_models([{"name": "m1", "kind": "checkpoint", "arch": "sd15", "family": "sd15"}])
 assert p.model_box.count() == 3
-s.set_option("model", "m1"); assert p.model_box.currentData() == "m1" and p.steps_spin.value() == 25, p.steps_spin.value()
-s.set_mode("upscale"); assert not p.upscale_box.isHidden() and p.strength_row.isHidden()
-s.show_message("hi", error=True); assert p.message_label.text() == "hi"
-s.set_live(True); assert p.live_button.isChecked(); s.set_live(False)
-s.on_state("disconnected", "x"); assert "Not connected" in p.status_label.text()
+s.set_option("model", "m1")
+assert p.model_box.currentData() == "m1" and p.steps_spin.value() == 25, p.steps_spin.value()
+s.set_mode("upscale")
+assert not p.upscale_box.isHidden() and p.strength_row.isHidden()
+s.show_message("hi", error=True)
+assert p.message_label.text() == "hi"
+s.set_live(True)
+assert p.live_button.isChecked()
+s.set_live(False)
+s.on_state("disconnected", "x")
+assert "Not connected" in p.status_label.text()
 # Model downloads: the preset lines follow the mode, the suggested preset is picked, the download button calls the session.
 from client.models import presets_from
+
 assert p.models_box.isHidden()
 s.set_mode("upscale")
-s.downloads.on_presets(presets_from([{"name": "sd15", "files": [{"id": "i", "target": "checkpoints/i.safetensors", "size": 2000000000, "installed": False, "modes": ["inpaint"]}]},
-                           {"name": "upscaler", "files": [{"id": "u", "target": "upscale_models/u.pth", "size": 60000000, "installed": False, "modes": ["upscale"]}]}]))
-assert not p.models_box.isHidden() and "upscaler: lacks 1 file(s) for upscale" in p.presets_label.text(), p.presets_label.text()
+s.downloads.on_presets(
+    presets_from(
+        [
+            {
+                "name": "sd15",
+                "files": [
+                    {
+                        "id": "i",
+                        "target": "checkpoints/i.safetensors",
+                        "size": 2000000000,
+                        "installed": False,
+                        "modes": ["inpaint"],
+                    }
+                ],
+            },
+            {
+                "name": "upscaler",
+                "files": [
+                    {
+                        "id": "u",
+                        "target": "upscale_models/u.pth",
+                        "size": 60000000,
+                        "installed": False,
+                        "modes": ["upscale"],
+                    }
+                ],
+            },
+        ]
+    )
+)
+assert not p.models_box.isHidden() and "upscaler: lacks 1 file(s) for upscale" in p.presets_label.text(), (
+    p.presets_label.text()
+)
 assert p.preset_box.currentData() == "upscaler" and not p.pull_button.isEnabled()  # not connected
-s.set_mode("inpaint"); assert "sd15: lacks 1 file(s) for inpaint" in p.presets_label.text() and p.preset_box.currentData() == "sd15"
-p.pull_button.setEnabled(True); p.pull_button.click(); assert "Not connected" in s.message  # the button reached the session
-s.downloads.pull_id = "p1"; s.downloads._state(40, "Downloading i.safetensors (1/1)")
+s.set_mode("inpaint")
+assert "sd15: lacks 1 file(s) for inpaint" in p.presets_label.text() and p.preset_box.currentData() == "sd15"
+p.pull_button.setEnabled(True)
+p.pull_button.click()
+assert "Not connected" in s.message  # the button reached the session
+s.downloads.pull_id = "p1"
+s.downloads._state(40, "Downloading i.safetensors (1/1)")
 assert p.pull_progress.value() == 40 and p.pull_cancel_button.isEnabled() and not p.pull_button.isEnabled()
 # Results history: the active document's entries as thumbnails with the job's parameters, the buttons reach the session.
 from protocol import ResultLayer
 from client.settings import Settings
-layer = ResultLayer(name="a cat (seed 5)", x=2, y=3, width=20, height=10, format="bgra8", data=bytes(range(200)) * 4, seed=5)
-other = ResultLayer(name="a cat (seed 6)", x=2, y=3, width=20, height=10, format="bgra8", data=bytes(range(1, 201)) * 4, seed=6)
-s.history.of(doc).record(Settings(mode="inpaint", model="classical", prompt="a cat", steps=3), [other, layer], [other.name, layer.name], {"steps": 3})
+
+layer = ResultLayer(
+    name="a cat (seed 5)", x=2, y=3, width=20, height=10, format="bgra8", data=bytes(range(200)) * 4, seed=5
+)
+other = ResultLayer(
+    name="a cat (seed 6)", x=2, y=3, width=20, height=10, format="bgra8", data=bytes(range(1, 201)) * 4, seed=6
+)
+s.history.of(doc).record(
+    Settings(mode="inpaint", model="classical", prompt="a cat", steps=3),
+    [other, layer],
+    [other.name, layer.name],
+    {"steps": 3},
+)
 s.history.show(doc)
 assert p.history_list.count() == 2 and p.history_apply_button.isEnabled(), p.history_list.count()  # one item per result
 p.history_list.setCurrentRow(1)
-tip = p.history_list.item(1).toolTip(); assert "a cat" in tip and "seeds: 6, 5" in tip and "steps: 3" in tip and "result 2 of 2" in tip, tip
+tip = p.history_list.item(1).toolTip()
+assert "a cat" in tip and "seeds: 6, 5" in tip and "steps: 3" in tip and "result 2 of 2" in tip, tip
 assert not p.history_list.item(0).icon().isNull() and "1 kept" in p.history_size_label.text()
-s.set_prompt("something else"); p.history_reuse_button.click()
-assert s.settings.prompt == "a cat" and p.prompt_edit.toPlainText() == "a cat" and s.settings.seed == 5 and p.seed_spin.value() == 5
-p.history_apply_button.click(); assert doc.layers and doc.layers[-1][1].data == layer.data, s.message
-p.history_delete_button.click(); assert p.history_list.count() == 0, p.history_list.count() and not p.history_apply_button.isEnabled()
+s.set_prompt("something else")
+p.history_reuse_button.click()
+assert (
+    s.settings.prompt == "a cat"
+    and p.prompt_edit.toPlainText() == "a cat"
+    and s.settings.seed == 5
+    and p.seed_spin.value() == 5
+)
+p.history_apply_button.click()
+assert doc.layers and doc.layers[-1][1].data == layer.data, s.message
+p.history_delete_button.click()
+assert p.history_list.count() == 0, p.history_list.count() and not p.history_apply_button.isEnabled()
 # A reference row's region chooser (issue 15): the whole image and each bound region; the choice reaches the session.
-doc.extra = {"car": ("Car", bytes(64*48*4))}
-s.regions.refresh(); host.active = "car"; s.regions.bind_active("a red car")
-s.references.add("paint", "style"); row = p.reference_rows[0]
+doc.extra = {"car": ("Car", bytes(64 * 48 * 4))}
+s.regions.refresh()
+host.active = "car"
+s.regions.bind_active("a red car")
+s.references.add("paint", "style")
+row = p.reference_rows[0]
 assert [row.region_box.itemText(i) for i in range(row.region_box.count())] == ["— whole image —", "Car"]
-row.region_box.setCurrentIndex(1); row.region_box.activated.emit(1); assert s.references.items[0].region == "car"
-s.regions.remove(0); row = p.reference_rows[0]
+row.region_box.setCurrentIndex(1)
+row.region_box.activated.emit(1)
+assert s.references.items[0].region == "car"
+s.regions.remove(0)
+row = p.reference_rows[0]
 assert s.references.items[0].region == "" and row.region_box.count() == 1 and row.region_box.currentIndex() == 0
 print("view ok")

@@ -40,13 +40,29 @@ class RootSpec:
 
 
 # Debian 13: GIMP 3 with its Python plug-in support, and the tools for GUI tests under Xvfb.
-TRIXIE = RootSpec("trixie", "trixie", (
-    "gimp", "python3", "python3-gi", "gir1.2-gimp-3.0",
-    "xvfb", "xauth", "xdotool", "imagemagick", "fonts-dejavu-core",
-))
+TRIXIE = RootSpec(
+    "trixie",
+    "trixie",
+    (
+        "gimp",
+        "python3",
+        "python3-gi",
+        "gir1.2-gimp-3.0",
+        "xvfb",
+        "xauth",
+        "xdotool",
+        "imagemagick",
+        "fonts-dejavu-core",
+    ),
+)
 # Debian unstable with experimental's Krita 6 (Qt 6; its Python plugins use PyQt6).
-KRITA6 = RootSpec("sid-krita6", "sid", ("krita/experimental", "python3-pyqt6", "xvfb", "xauth", "fonts-dejavu-core"),
-                  extra_sources=(f"deb {MIRROR} experimental main",), dated=True)
+KRITA6 = RootSpec(
+    "sid-krita6",
+    "sid",
+    ("krita/experimental", "python3-pyqt6", "xvfb", "xauth", "fonts-dejavu-core"),
+    extra_sources=(f"deb {MIRROR} experimental main",),
+    dated=True,
+)
 BASE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LANG": "C.UTF-8",
@@ -83,8 +99,11 @@ def root_ready(spec: RootSpec = TRIXIE) -> bool:
 
 def missing_tools() -> list[str]:
     """Tools on this machine a root build needs but lacks (empty when all is there)."""
-    missing = [tool for tool in ("debootstrap", "chroot") if shutil.which(tool) is None
-               and not Path("/usr/sbin", tool).exists()]
+    missing = [
+        tool
+        for tool in ("debootstrap", "chroot")
+        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()
+    ]
     if os.geteuid() != 0:
         missing.append("root privileges")
     return missing
@@ -107,8 +126,15 @@ def _log(msg: str) -> None:
 
 def _check(cmd: Sequence[str], what: str, timeout: float, env: Optional[Mapping[str, str]] = None) -> None:
     start = time.monotonic()
-    proc = subprocess.run(list(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=timeout, env=dict(env) if env is not None else None)
+    proc = subprocess.run(
+        list(cmd),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        env=dict(env) if env is not None else None,
+    )
     if proc.returncode != 0:
         raise HostRootError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-4000:]}")
     _log(f"{what}: {time.monotonic() - start:.0f} s")
@@ -117,8 +143,12 @@ def _check(cmd: Sequence[str], what: str, timeout: float, env: Optional[Mapping[
 def _apt_install(root: Path, packages: Sequence[str]) -> None:
     env = dict(BASE_ENV)
     _check(["chroot", str(root), "apt-get", "update", "-q"], "apt-get update", 600, env)
-    _check(["chroot", str(root), "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
-           f"apt-get install {' '.join(packages)}", 1800, env)
+    _check(
+        ["chroot", str(root), "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+        f"apt-get install {' '.join(packages)}",
+        1800,
+        env,
+    )
     _check(["chroot", str(root), "apt-get", "clean"], "apt-get clean", 120, env)
 
 
@@ -164,10 +194,12 @@ def _build(spec: RootSpec, final: Path) -> None:
         _check(["debootstrap", "--variant=minbase", spec.suite, str(tmp), MIRROR], "debootstrap", 1800)
         if spec.extra_sources:
             (tmp / "etc" / "apt" / "sources.list.d" / "paintbridge.list").write_text(
-                "\n".join(spec.extra_sources) + "\n")
+                "\n".join(spec.extra_sources) + "\n"
+            )
         if spec.dated:
             (tmp / "etc" / "apt" / "apt.conf.d" / "99paintbridge-dated").write_text(
-                'Acquire::Check-Valid-Until "false";\n')
+                'Acquire::Check-Valid-Until "false";\n'
+            )
         _apt_install(tmp, spec.packages)
         for package in spec.packages:
             _marker(tmp, package).parent.mkdir(parents=True, exist_ok=True)
@@ -222,11 +254,25 @@ def run_in_root(
     """Run ``argv`` inside ``root`` with a clean environment (``BASE_ENV`` plus ``env``); output captured as text."""
     full_env = dict(BASE_ENV)
     full_env.update(env or {})
-    inner = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in full_env.items()),
-             "/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv]
-    return subprocess.run(["chroot", str(root), *inner], input=input, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL if input is None else None)
+    inner = [
+        "/usr/bin/env",
+        "-i",
+        *(f"{k}={v}" for k, v in full_env.items()),
+        "/bin/sh",
+        "-c",
+        'cd "$0" && exec "$@"',
+        cwd,
+        *argv,
+    ]
+    return subprocess.run(
+        ["chroot", str(root), *inner],
+        input=input,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL if input is None else None,
+    )
 
 
 def popen_in_root(
@@ -239,8 +285,16 @@ def popen_in_root(
     """Start ``argv`` inside ``root`` in the background (same environment rules as ``run_in_root``)."""
     full_env = dict(BASE_ENV)
     full_env.update(env or {})
-    inner = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in full_env.items()),
-             "/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv]
+    inner = [
+        "/usr/bin/env",
+        "-i",
+        *(f"{k}={v}" for k, v in full_env.items()),
+        "/bin/sh",
+        "-c",
+        'cd "$0" && exec "$@"',
+        cwd,
+        *argv,
+    ]
     kwargs.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.Popen(["chroot", str(root), *inner], **kwargs)
 
