@@ -12,56 +12,38 @@ Every adapter makes a job the same two calls::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Sequence, Tuple, TypeVar
 
 from .errors import JobInputError
 from .modes import NEVER, REQUIRED, check_offered, plan_read, rule
-from .regions import MAX_REGIONS, opacity
+from .regions import opacity
 from .settings import Defaults, Settings, apply_defaults
-from .wire import Box, job_message, protocol, sampling
+from .wire import Box, protocol, sampling
 
-MAX_CONTROLS = 8
-MAX_REFERENCES = 8  # reference images
-
-
-@dataclass(frozen=True)
-class ControlInput:
-    """One control layer's pixels over the job's box (same pixel format as the image) and how to use them."""
-
-    type: str
-    image: bytes
-    strength: float = 1.0
-    start: float = 0.0
-    end: float = 1.0
-    preprocess: bool = False
-    model: str = ""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class JobInputs:
-    """What an adapter read from the document for one job (``box`` from ``modes.plan_read``)."""
+    """What an adapter read from the document for one job (``box`` from ``modes.plan_read``): the image and mask as
+    read, and the control layers, reference images and regions as the protocol classes the job carries."""
 
     box: Box
     image: Optional[bytes]  # the box's pixels in ``image_format``; None when the plan reads no image
     image_format: str = protocol.RGBA8  # rgba8 (GIMP) or bgra8 (Krita's native order)
     mask: Optional[bytes] = None  # gray8 of the box; None when the plan reads no mask
-    controls: Tuple[ControlInput, ...] = field(default_factory=tuple)
-    references: Tuple["ReferenceInput", ...] = field(default_factory=tuple)  # reference images
-    regions: Tuple["RegionInput", ...] = field(default_factory=tuple)  # regions
+    controls: Tuple["protocol.Control", ...] = field(default_factory=tuple)
+    references: Tuple["protocol.Reference", ...] = field(default_factory=tuple)
+    regions: Tuple["protocol.Region", ...] = field(default_factory=tuple)
 
 
-# reference images
-@dataclass(frozen=True)
-class ReferenceInput:
-    """A reference layer's pixels over the job's box (the image's pixel format) and how to use them."""
-
-    type: str
-    image: bytes
-    strength: float = 1.0
-    start: float = 0.0
-    end: float = 1.0
-    mask: Optional[bytes] = None  # gray8 over the box: the reference applies only inside
-    model: str = ""
+def built(what: str, cls: Callable[..., T], **fields: Any) -> T:
+    """The protocol class ``cls`` built from ``fields`` (checked as it is built); a value it refuses becomes a
+    JobInputError that names ``what`` and the field."""
+    try:
+        return cls(**fields)
+    except protocol.ProtocolError as err:
+        raise JobInputError(f"{what}: {err.message}") from None
 
 
 @dataclass(frozen=True)
@@ -102,17 +84,6 @@ def reference_sources(
     return tuple(out)
 
 
-# regions
-@dataclass(frozen=True)
-class RegionInput:
-    """One region over the job's box: its layer's opacity as gray8 and its prompts."""
-
-    prompt: str
-    mask: bytes
-    negative_prompt: str = ""
-    strength: float = 1.0
-
-
 @dataclass(frozen=True)
 class RegionSource:
     """A layer bound to a prompt: ``layer`` is the host's handle; its opacity over the box is the region's mask
@@ -124,9 +95,6 @@ class RegionSource:
     strength: float = 1.0
 
 
-REGION_MODES = ("generate", "img2img", "inpaint", "outpaint")
-
-
 def read_opacity(reader: "DocumentReader", layer: Any, box: Box) -> bytes:
     """A layer's (or channel's) opacity over ``box`` as gray8: ``reader.read_opacity`` when the adapter has it, else
     the alpha of ``read_layer``. Regions' masks and region-bound references' masks are read this one way."""
@@ -134,30 +102,44 @@ def read_opacity(reader: "DocumentReader", layer: Any, box: Box) -> bytes:
     return read(layer, box) if read is not None else opacity(reader.read_layer(layer, box), reader.image_format)
 
 
-def read_regions(reader: "DocumentReader", box: Box, regions: Sequence[RegionSource]) -> Tuple[RegionInput, ...]:
-    """Each region's mask over ``box``, read the same way in every editor; regions without a prompt are skipped."""
+def _gray(box: Box, data: bytes) -> "protocol.ImagePayload":
+    return protocol.ImagePayload(box.width, box.height, protocol.GRAY8, data)
+
+
+def read_regions(reader: "DocumentReader", box: Box, regions: Sequence[RegionSource]) -> Tuple["protocol.Region", ...]:
+    """Each region with its mask over ``box``, read the same way in every editor; regions without a prompt are
+    skipped, a strength outside 0-1 is clamped."""
     return tuple(
-        RegionInput(region.prompt, read_opacity(reader, region.layer, box), region.negative_prompt, region.strength)
-        for region in regions
+        built(
+            f"region {i + 1}",
+            protocol.Region,
+            prompt=region.prompt.strip(),
+            mask=_gray(box, read_opacity(reader, region.layer, box)),
+            negative_prompt=region.negative_prompt.strip(),
+            strength=min(1.0, max(0.0, float(region.strength))),
+        )
+        for i, region in enumerate(regions)
         if region.prompt.strip()
     )
 
 
 def read_references(
     reader: "DocumentReader", box: Box, references: Sequence[ReferenceSource]
-) -> Tuple[ReferenceInput, ...]:
+) -> Tuple["protocol.Reference", ...]:
     """Each reference layer's pixels over ``box``; a region-bound one also gets its region's opacity as mask."""
     return tuple(
-        ReferenceInput(
-            r.type,
-            reader.read_layer(r.layer, box),
-            r.strength,
-            r.start,
-            r.end,
-            mask=None if r.mask_layer is None else read_opacity(reader, r.mask_layer, box),
+        built(
+            f"reference {i + 1}",
+            protocol.Reference,
+            image=protocol.ImagePayload(box.width, box.height, reader.image_format, reader.read_layer(r.layer, box)),
+            type=r.type,
+            strength=r.strength,
+            start=r.start,
+            end=r.end,
+            mask=None if r.mask_layer is None else _gray(box, read_opacity(reader, r.mask_layer, box)),
             model=r.model,
         )
-        for r in references
+        for i, r in enumerate(references)
     )
 
 
@@ -172,6 +154,26 @@ class ControlSource:
     end: float = 1.0
     preprocess: bool = False
     model: str = ""
+
+
+def read_controls(
+    reader: "DocumentReader", box: Box, controls: Sequence[ControlSource]
+) -> Tuple["protocol.Control", ...]:
+    """Each control layer's pixels over ``box`` with how to use them."""
+    return tuple(
+        built(
+            f"control layer {i + 1}",
+            protocol.Control,
+            type=c.type,
+            image=protocol.ImagePayload(box.width, box.height, reader.image_format, reader.read_layer(c.layer, box)),
+            strength=c.strength,
+            start=c.start,
+            end=c.end,
+            preprocess=c.preprocess,
+            model=c.model,
+        )
+        for i, c in enumerate(controls)
+    )
 
 
 class DocumentReader(Protocol):
@@ -209,16 +211,10 @@ def capture(
     box = plan.box
     mask = reader.read_mask(box) if plan.mask else None
     image = reader.read_image(box) if plan.image else None
-    read = (
-        tuple(
-            ControlInput(c.type, reader.read_layer(c.layer, box), c.strength, c.start, c.end, c.preprocess, c.model)
-            for c in controls
-        )
-        if rule(settings.mode).controls
-        else ()
-    )
-    refs = read_references(reader, box, references) if rule(settings.mode).controls else ()
-    areas = read_regions(reader, box, regions) if settings.mode in REGION_MODES else ()
+    takes_controls = rule(settings.mode).controls
+    read = read_controls(reader, box, controls) if takes_controls else ()
+    refs = read_references(reader, box, references) if takes_controls else ()
+    areas = read_regions(reader, box, regions) if settings.mode in protocol.REGION_MODES else ()
     return JobInputs(box, image, reader.image_format, mask, read, refs, areas)
 
 
@@ -388,138 +384,85 @@ def build_job(
     if box.is_empty:
         raise JobInputError("The area to work on is empty: select part of the image")
     fmt = inputs.image_format
-    if fmt not in (protocol.RGBA8, protocol.BGRA8):
-        raise JobInputError(f"image format {fmt!r} is not one a job can carry (rgba8 or bgra8)")
     if r.mask == REQUIRED and inputs.mask is None:
         raise JobInputError(f"{r.label} needs a selection (or a mask) that marks the area to repaint: select it first")
     if r.mask == NEVER and inputs.mask is not None:
         raise JobInputError(f"{r.label} takes no mask; read the box that modes.plan_read gives without one")
     mask = None
     if inputs.mask is not None:
-        if inputs.mask.count(0) == len(inputs.mask):  # C speed, also for a 24-megapixel mask
+        if _all_zero(inputs.mask):
             raise JobInputError(
                 "The mask is empty inside the area to work on: select (or paint white on the mask) "
                 "where the image should change"
             )
-        mask = _payload(box, protocol.GRAY8, inputs.mask, "mask")
-    image = _payload(box, fmt, inputs.image, "image") if inputs.image is not None else None
+        mask = _payload(box, protocol.GRAY8, inputs.mask)
+    image = _payload(box, fmt, inputs.image) if inputs.image is not None else None
     if image is None and (mode != "generate" or mask is not None):
         raise JobInputError(f"{r.label} needs the image's pixels and none were read")
-    if len(inputs.controls) > MAX_CONTROLS:
-        raise JobInputError(f"{len(inputs.controls)} control layers; a job takes at most {MAX_CONTROLS}")
-    controls = []
-    for i, ctl in enumerate(inputs.controls):
-        if ctl.type not in protocol.CONTROL_TYPES:
-            raise JobInputError(f"unknown control type {ctl.type!r}; choose one of {', '.join(protocol.CONTROL_TYPES)}")
-        controls.append(
-            {
-                "type": ctl.type,
-                "image": _payload(box, fmt, ctl.image, f"control {i + 1}"),
-                "strength": float(ctl.strength),
-                "start": float(ctl.start),
-                "end": float(ctl.end),
-                "preprocess": bool(ctl.preprocess),
-                "model": ctl.model,
-            }
-        )
-    references = _references(inputs, box, fmt)
-    regions = _regions(inputs, box) if mode in REGION_MODES else []
+    references = tuple(_references(inputs))
+    regions = tuple(g for g in inputs.regions if not _all_zero(g.mask.data)) if mode in protocol.REGION_MODES else ()
     model = resolved.captioner if mode == "caption" else resolved.model  # caption: a captioner, not a checkpoint
-    return job_message(
-        regions=regions,
-        job_id=job_id,
+    params = build_params(resolved, box, image is not None, mask is not None)
+    return built(
+        "The job",
+        protocol.Job,
+        id=job_id,
         mode=mode,
         model=model.strip(),
         prompt=resolved.prompt.strip(),
         negative_prompt=resolved.negative_prompt.strip(),
         image=image,
         mask=mask,
-        controls=controls,
-        params=build_params(resolved, box, image is not None, mask is not None),
+        controls=inputs.controls,
+        params=params,  # the job builds its Params from the map, checking each value
         x=box.x,
         y=box.y,
         result_format=result_format or fmt,
         previews=previews,
         live=live,
         references=references,
+        regions=regions,
     )
 
 
-def _references(inputs: JobInputs, box: Box, fmt: str) -> list:
-    """The job's reference images as wire maps; JobInputError naming what is wrong."""
-    if len(inputs.references) > MAX_REFERENCES:
-        raise JobInputError(f"{len(inputs.references)} reference images; a job takes at most {MAX_REFERENCES}")
-    out = []
+def _all_zero(data: Any) -> bool:
+    """Whether every byte is 0 (at C speed, also for a 24-megapixel mask)."""
+    data = data if isinstance(data, (bytes, bytearray)) else bytes(data)
+    return data.count(0) == len(data)
+
+
+def _references(inputs: JobInputs):
+    """The references the job carries: one bound to a region that is empty over the box is left out (as such a region
+    is); an empty picture is refused naming it."""
     for i, ref in enumerate(inputs.references):
-        if ref.type not in protocol.REFERENCE_TYPES:
-            raise JobInputError(
-                f"unknown reference type {ref.type!r}; choose one of {', '.join(protocol.REFERENCE_TYPES)}"
-            )
-        if not 0.0 <= ref.strength <= 2.0 or not 0.0 <= ref.start <= ref.end <= 1.0:
-            raise JobInputError(f"reference {i + 1}: strength must be 0-2 and 0 ≤ start ≤ end ≤ 1")
-        if ref.mask is not None and ref.mask.count(0) == len(ref.mask):
-            continue  # bound to a region that is empty over the box, as such a region is left out
-        alpha = ref.image[3::4]
-        if alpha.count(0) == len(alpha):
+        if ref.mask is not None and _all_zero(ref.mask.data):
+            continue
+        if _all_zero(memoryview(ref.image.data).cast("B")[3::4]):
             raise JobInputError(
                 f"reference {i + 1} ({ref.type}) is empty over the area to work on: paint or place "
                 "the reference picture inside it"
             )
-        item = {
-            "image": _payload(box, fmt, ref.image, f"reference {i + 1}"),
-            "type": ref.type,
-            "strength": float(ref.strength),
-            "start": float(ref.start),
-            "end": float(ref.end),
-            "model": ref.model,
-        }
-        if ref.mask is not None:
-            item["mask"] = _payload(box, protocol.GRAY8, ref.mask, f"reference {i + 1}'s mask")
-        out.append(item)
-    return out
+        yield ref
 
 
-def _regions(inputs: JobInputs, box: Box) -> list:
-    """regions: the job's regions; one whose layer is empty over the box is left out."""
-    if len(inputs.regions) > MAX_REGIONS:
-        raise JobInputError(f"{len(inputs.regions)} regions; a job takes at most {MAX_REGIONS}")
-    out = []
-    for i, region in enumerate(inputs.regions):
-        if region.mask.count(0) == len(region.mask):
-            continue
-        out.append(
-            {
-                "prompt": region.prompt.strip(),
-                "negative_prompt": region.negative_prompt.strip(),
-                "mask": _payload(box, protocol.GRAY8, region.mask, f"region {i + 1}"),
-                "strength": min(1.0, max(0.0, float(region.strength))),
-            }
-        )
-    return out
-
-
-def _payload(box: Box, fmt: str, data: bytes, what: str):
-    expected = box.width * box.height * (1 if fmt == protocol.GRAY8 else 4)
-    if len(data) != expected:
-        raise JobInputError(
-            f"the {what} read holds {len(data)} bytes; a {box.width}x{box.height} {fmt} image needs {expected}"
-        )
-    return protocol.ImagePayload(box.width, box.height, fmt, bytes(data))
+def _payload(box: Box, fmt: str, data: bytes) -> "protocol.ImagePayload":
+    """The box's pixels as they travel (not copied; the job checks their size when it is built)."""
+    return protocol.ImagePayload(box.width, box.height, fmt, data)
 
 
 __all__ = [
-    "ControlInput",
     "ControlSource",
     "DocumentReader",
     "JobInputs",
-    "ReferenceInput",
     "ReferenceSource",
-    "RegionInput",
     "RegionSource",
     "build_job",
     "build_params",
+    "built",
     "capture",
     "plan_read",
+    "read_controls",
+    "read_references",
     "read_regions",
     "reference_sources",
 ]

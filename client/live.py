@@ -21,10 +21,11 @@ import statistics
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, Hashable, Iterable, Optional
+from typing import Any, Deque, Hashable, Iterable, List, Optional
 
 from .modes import LIVE_MODES
 from .settings import Settings
+from .wire import protocol
 
 IDLE = "idle"  # nothing to do until the inputs change
 WAIT = "wait"  # ask again at ``Action.at``
@@ -154,6 +155,22 @@ def signature(parts: Iterable[object]) -> int:
         else:
             crc = zlib.crc32(b"v" + repr(part).encode(), crc)
     return crc
+
+
+def frame_signature(settings: Settings, inputs: Any) -> int:
+    """The signature of one live frame: its settings and what ``jobs.capture`` read (``JobInputs``), the pixels of
+    each control layer, reference image and region included."""
+    parts: List[object] = [
+        repr(sorted(settings.to_dict().items())),
+        inputs.box,
+        inputs.image or b"",
+        inputs.mask or b"",
+    ]
+    for item in (*inputs.controls, *inputs.references, *inputs.regions):
+        for spec in item.specs():
+            value = getattr(item, spec.name)
+            parts.append(value.data if isinstance(value, protocol.ImagePayload) else value)
+    return signature(parts)
 
 
 def live_settings(settings: Settings, seed: int) -> Settings:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from .errors import Cancelled, JobError, ServerUnavailable
-from .wire import client_module, field_of, make_client, message_type
+from .wire import client_module, make_client, protocol
 
 StatusFn = Callable[[Optional[float], Optional[str]], None]
 
@@ -141,15 +141,13 @@ def fetch_presets(client: Any, timeout: float = 30.0) -> List[PresetStatus]:
         raise ServerUnavailable(f"The connection to the Paintbridge server broke off: {err}") from None
 
 
-def describe_pull(msg: Any) -> Tuple[Optional[float], Optional[str]]:
-    """(fraction of the whole pull or None, status text) for a ``pull_progress`` event."""
-    if message_type(msg) != "pull_progress":
+def describe_pull(msg: "protocol.Message") -> Tuple[Optional[float], Optional[str]]:
+    """(fraction of the whole pull or None, status text) for a ``pull_progress`` event (other events: nothing)."""
+    if not isinstance(msg, protocol.PullProgress):
         return None, None
-    count = max(1, int(field_of(msg, "count", 1) or 1))
-    index = int(field_of(msg, "index", 0) or 0)
-    done, total = int(field_of(msg, "done", 0) or 0), int(field_of(msg, "total", 0) or 0)
+    count, index, done, total = msg.count, msg.index, msg.done, msg.total
     part = min(1.0, done / total) if total else 0.0
-    name = str(field_of(msg, "target", "") or field_of(msg, "file", "")).rsplit("/", 1)[-1]
+    name = (msg.target or msg.file).rsplit("/", 1)[-1]
     of = f" of {human_size(total)}" if total else ""
     return (index + part) / count, f"Downloading {name} ({index + 1}/{count}): {human_size(done)}{of}"
 
@@ -164,7 +162,7 @@ def run_pull(
     """Pull presets or files onto the server's machine; returns the server's model listing afterwards."""
     cm = client_module()
 
-    def on_event(msg: Any) -> None:
+    def on_event(msg: "protocol.Message") -> None:
         if on_status is not None:
             fraction, text = describe_pull(msg)
             if text is not None:
@@ -185,7 +183,7 @@ def run_pull(
             f"The connection to the Paintbridge server broke off during the download: {err}. "
             "Downloading again continues where it stopped."
         ) from None
-    return [dict(m) for m in field_of(done, "models", ()) or ()]
+    return [dict(m) for m in done.models]
 
 
 def fetch_listing(
@@ -201,7 +199,7 @@ def fetch_listing(
         client.close()
         return None, None
     try:
-        models = list(field_of(welcome, "models", ()) or ())
+        models = list(welcome.models)
         try:
             return models, presets_from(client.list_presets(timeout=timeout))
         except (cm.JobFailed, cm.ConnectionFailed, TimeoutError, OSError):

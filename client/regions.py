@@ -4,7 +4,7 @@ A ``RegionBinding`` says "layer L carries prompt P": the layer's opacity over th
 Krita a paint layer or group, in GIMP a layer — its alpha — or a channel — its value). ``RegionList`` is the ordered
 list of one document; ``to_bytes``/``from_bytes`` is what the adapters keep in the document under ``DOCUMENT_KEY``
 (``client.docdata`` wraps it). ``opacity`` turns pixels an adapter read into the gray8 mask a job carries.
-Standard library only.
+The limits are the protocol's.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from typing import Any, List, Optional, Sequence
 
 from .docdata import DocumentDataError
 from .errors import JobInputError
+from .wire import protocol
 
 DOCUMENT_KEY = "regions"
 FORMAT = 1
-MAX_REGIONS = 16  # as protocol.messages.MAX_REGIONS
-MAX_PROMPT = 8192
+MAX_REGIONS = protocol.MAX_REGIONS
+MAX_PROMPT = protocol.messages.MAX_PROMPT_LENGTH
 
 
 @dataclass(frozen=True)

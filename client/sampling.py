@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import JobInputError
-from .wire import field_of, sampling
+from .wire import protocol, sampling
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,10 @@ class SamplingChoices:
     refiners: Tuple[str, ...] = ()
 
     @classmethod
-    def from_welcome(cls, welcome: Any) -> "SamplingChoices":
-        """The choices of the server that sent ``welcome`` (a typed message or its wire map)."""
-        caps = field_of(welcome, "capabilities", {}) or {}
-        models: Sequence[Mapping[str, Any]] = field_of(welcome, "models", ()) or ()
+    def from_welcome(cls, welcome: "protocol.Welcome") -> "SamplingChoices":
+        """The choices of the server that sent ``welcome``."""
+        caps = welcome.capabilities
+        models: Sequence[Mapping[str, Any]] = welcome.models
         default = cls()
 
         def names(kind: str) -> Tuple[str, ...]:

@@ -1,5 +1,6 @@
 """The connection to a server, for both editors: connect (starting the local server when it is down and the install
-recorded how), run jobs with progress, reconnect with back-off, one session id per plugin session.
+recorded how), run jobs with progress, reconnect with the transport's back-off (``protocol.Backoff``), one session id per plugin
+session. Server messages arrive typed (``protocol`` classes) and are told apart by their class.
 
 - One-shot (a GIMP procedure run): ``open_client(...)`` then ``run_job(client, job, on_status)``.
 - Long-lived (Krita's panel, GIMP's live dialog): ``Session`` runs a worker thread that owns the client; the editor
@@ -18,7 +19,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 from .errors import Cancelled, JobError, ServerStartError, ServerUnavailable
 from .server import Autostart, LocalServer, is_local
 from .models import presets_from
-from .wire import client_module, field_of, make_client, message_type, protocol, result_layers, result_text
+from .wire import client_module, make_client, protocol, result_text
 
 START_TIMEOUT = 180.0  # a first start may import torch and scan model folders
 StatusFn = Callable[[Optional[float], Optional[str]], None]
@@ -39,34 +40,18 @@ def new_job_id(prefix: str) -> str:
     return client_module().new_job_id(prefix)
 
 
-class Backoff:
-    """Reconnect delays: ``first`` seconds, doubling up to ``longest``; ``reset`` after a success."""
-
-    def __init__(self, first: float = 0.5, longest: float = 8.0) -> None:
-        self.first, self.longest = first, longest
-        self._next = first
-
-    def next(self) -> float:
-        delay, self._next = self._next, min(self.longest, self._next * 2)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.first
-
-
-def describe_event(msg: Any) -> Tuple[Optional[float], Optional[str]]:
-    """(progress fraction or None, status text or None) for one job event."""
-    kind = message_type(msg)
-    if kind == "queued":
-        ahead = int(field_of(msg, "position", 0) or 0)
+def describe_event(msg: "protocol.Message") -> Tuple[Optional[float], Optional[str]]:
+    """(progress fraction or None, status text or None) for one job event (a typed server message)."""
+    if isinstance(msg, protocol.Queued):
+        ahead = msg.position
         return 0.0, f"Waiting for the server: {ahead} job{'s' if ahead != 1 else ''} ahead" if ahead else "Queued"
-    if kind == "started":
+    if isinstance(msg, protocol.Started):
         return 0.0, "Running on the server"
-    if kind == "progress":
-        total = max(1, int(field_of(msg, "total", 1) or 1))
-        step = min(total, max(0, int(field_of(msg, "step", 0) or 0)))
+    if isinstance(msg, protocol.Progress):
+        total = max(1, msg.total)
+        step = min(total, msg.step)
         return step / total, f"Step {step} of {total}"
-    if kind == "result":
+    if isinstance(msg, protocol.Result):
         return 1.0, "Inserting the result"
     return None, None
 
@@ -146,13 +131,9 @@ def run_job(
 ) -> Tuple[list, dict]:
     """Run ``job`` to its end: (result layers, the parameters the server used). Failures raise PaintbridgeError."""
     result = _finished(client, job, on_status, timeout)
-    try:
-        layers = result_layers(result)
-    except (protocol.ProtocolError, TypeError, ValueError) as err:
-        raise JobError("internal", f"The server sent a result this plugin cannot read: {err}") from None
-    if not layers:
+    if not result.layers:
         raise JobError("internal", "The server finished the job but sent no layer back.")
-    return layers, dict(field_of(result, "params", {}) or {})
+    return list(result.layers), dict(result.params)
 
 
 def run_caption(client, job: Any, on_status: Optional[StatusFn] = None, timeout: Optional[float] = None) -> str:
@@ -163,12 +144,12 @@ def run_caption(client, job: Any, on_status: Optional[StatusFn] = None, timeout:
     return text
 
 
-def _finished(client, job: Any, on_status: Optional[StatusFn], timeout: Optional[float]) -> Any:
+def _finished(client, job: Any, on_status: Optional[StatusFn], timeout: Optional[float]) -> "protocol.Result":
     """The ``result`` of ``job`` (progress to ``on_status``); a failure, cancel or lost connection raises the
     matching PaintbridgeError."""
     cm = client_module()
 
-    def on_event(msg: Any) -> None:
+    def on_event(msg: "protocol.Message") -> None:
         if on_status is not None:
             fraction, text = describe_event(msg)
             if fraction is not None or text is not None:
@@ -195,8 +176,7 @@ def fetch_models(
     cm = client_module()
     client = make_client(url, token, client_name, client_version, open_timeout=timeout)
     try:
-        welcome = client.connect()
-        return list(field_of(welcome, "models", ()) or ())
+        return list(client.connect().models)
     except (cm.ConnectionFailed, cm.JobFailed, protocol.ProtocolError, TimeoutError, OSError):
         return None
     finally:
@@ -207,20 +187,20 @@ class Listener:
     """Callbacks of a ``Session`` (called on its worker thread); override what you need."""
 
     def state_changed(self, state: str, detail: str) -> None: ...
-    def welcomed(self, welcome: Any) -> None: ...
+    def welcomed(self, welcome: "protocol.Welcome") -> None: ...
     def models_changed(self, models: list) -> None: ...
     def job_sent(self, job_id: str, at: float) -> None:
         """The job's frame left the plugin (``time.monotonic()`` just after it was written to the socket)."""
 
-    def job_event(self, job_id: str, msg: Any) -> None: ...
-    def job_result(self, job_id: str, msg: Any) -> None: ...
+    def job_event(self, job_id: str, msg: "protocol.Message") -> None: ...
+    def job_result(self, job_id: str, msg: "protocol.Result") -> None: ...
     def job_failed(self, job_id: str, code: str, message: str) -> None: ...
     def job_cancelled(self, job_id: str) -> None: ...
     def presets_changed(self, presets: Optional[list]) -> None:
         """The server's starter sets (``client.models.PresetStatus`` list) after connecting, after a pull and on
         ``Session.refresh_presets``; None when the server cannot download models."""
 
-    def pull_done(self, pull_id: str, msg: Any) -> None:
+    def pull_done(self, pull_id: str, msg: "protocol.PullDone") -> None:
         """A pull (``Session.pull``) finished; ``msg.models`` is the server's listing afterwards. Its progress comes
         through ``job_event``, a cancel through ``job_cancelled``, a failure through ``job_failed``."""
 
@@ -245,17 +225,17 @@ class Session:
         client_version: str,
         server: Optional[LocalServer] = None,
         autostart: Optional[Autostart] = None,
-        backoff: Optional[Backoff] = None,
+        backoff: Optional["protocol.Backoff"] = None,
         resume_for: float = 10.0,
     ) -> None:
         self.listener = listener
         self.client_name, self.client_version = client_name, client_version
         self.server, self.autostart = server, autostart
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or protocol.Backoff()  # the transport's own policy, for reconnecting between jobs
         self.resume_for = resume_for
         self.session_id = new_session_id()
         self.state, self.detail = DISCONNECTED, "not connected"
-        self.welcome: Any = None
+        self.welcome: Optional["protocol.Welcome"] = None
         self._target: Tuple[str, Optional[str]] = ("", None)
         self._commands: "queue.Queue[tuple]" = queue.Queue()
         self._client = None
@@ -285,9 +265,9 @@ class Session:
         self.backoff.reset()
         self._commands.put(("reconnect",))
 
-    def submit(self, job: Any) -> str:
+    def submit(self, job: "protocol.Job") -> str:
         """Queue ``job`` (a ``protocol.Job``); returns its id. Events arrive through the listener."""
-        job_id = str(field_of(job, "id"))
+        job_id = job.id
         self._commands.put(("job", job, job_id))
         return job_id
 
@@ -353,7 +333,7 @@ class Session:
                 self.autostart.welcomed()
             self._client, self.welcome = client, welcome
             self.listener.welcomed(welcome)
-            models = list(field_of(welcome, "models", ()) or ())
+            models = list(welcome.models)
             self.listener.models_changed(models)
             self._set_state(CONNECTED, f"connected to {url}")
             self._report_presets(client)
@@ -427,19 +407,16 @@ class Session:
             client.submit(job)
             self.listener.job_sent(job_id, time.monotonic())
             for msg in client.events(job_id):
-                kind = message_type(msg)
-                if kind == "result":
+                if isinstance(msg, protocol.Result):
                     self.listener.job_result(job_id, msg)
-                elif kind == "pull_done":
-                    self.listener.models_changed(list(field_of(msg, "models", ()) or ()))
+                elif isinstance(msg, protocol.PullDone):
+                    self.listener.models_changed(list(msg.models))
                     self.listener.pull_done(job_id, msg)
                     self._report_presets(client)
-                elif kind == "cancelled":
+                elif isinstance(msg, protocol.Cancelled):
                     self.listener.job_cancelled(job_id)
-                elif kind == "error":
-                    self.listener.job_failed(
-                        job_id, str(field_of(msg, "code", "internal")), str(field_of(msg, "message", ""))
-                    )
+                elif isinstance(msg, protocol.Error):
+                    self.listener.job_failed(job_id, msg.code, msg.message)
                 else:
                     self.listener.job_event(job_id, msg)
         except cm.ConnectionFailed as err:
@@ -457,9 +434,8 @@ class Session:
 
     def _report_presets(self, client) -> None:
         """Tell the listener what each preset has (None: this server cannot download models, or did not say)."""
-        capabilities = field_of(self.welcome, "capabilities", {}) or {}
         statuses = None
-        if capabilities.get("pulls"):
+        if self.welcome is not None and self.welcome.capabilities.get("pulls"):
             try:
                 statuses = presets_from(client.list_presets(timeout=30.0))
             except Exception:  # noqa: BLE001 - an old or failing server: the panel says it cannot download

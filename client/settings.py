@@ -43,10 +43,6 @@ FALLBACK_DEFAULTS: Dict[str, Any] = {
 }
 
 
-# reference images
-REFERENCE_TYPES = ("style", "composition", "content", "face")
-
-
 @dataclass(frozen=True)
 class ReferenceSetting:
     """A reference image the painter picked: a layer (by the name the adapter finds it by), what it gives, how
@@ -64,7 +60,7 @@ class ReferenceSetting:
         """A stored reference, or None when it is not one (a missing layer name); odd values fall back."""
         if not isinstance(data, Mapping) or not isinstance(data.get("layer"), str) or not data["layer"]:
             return None
-        kind = data.get("type") if data.get("type") in REFERENCE_TYPES else cls.type
+        kind = data.get("type") if data.get("type") in protocol.REFERENCE_TYPES else cls.type
 
         def number(key: str, default: float, low: float, high: float) -> float:
             value = data.get(key)
@@ -275,10 +271,9 @@ class Defaults:
     sampling: SamplingChoices = field(default_factory=SamplingChoices)
 
     @classmethod
-    def from_welcome(cls, welcome: Any) -> "Defaults":
-        """The defaults of a ``welcome`` (a wire map or a typed message); missing parts fall back per entry."""
-        raw = welcome.get("defaults") if isinstance(welcome, Mapping) else getattr(welcome, "defaults", None)
-        raw = raw if isinstance(raw, Mapping) else {}
+    def from_welcome(cls, welcome: "protocol.Welcome") -> "Defaults":
+        """The defaults of a ``welcome``; missing parts fall back per entry."""
+        raw = welcome.defaults
         modes = {k: dict(v) for k, v in FALLBACK_DEFAULTS["modes"].items()}
         for mode, values in (raw.get("modes") or {}).items():
             if isinstance(values, Mapping):

@@ -10,7 +10,6 @@ from client import docdata, jobs, regions, results
 from client.errors import JobInputError
 from client.modes import plan_read, rule
 from client.settings import Defaults, Settings, model_entry
-from client.wire import field_of
 from protocol.geometry import Box, crop_gray
 from protocol.images import RGBA8
 
@@ -142,7 +141,7 @@ def live_state(
 
 def make_job(s: Settings, inputs: jobs.JobInputs, welcome: Any, job_id: str, live: bool = False):
     """The job for a run, with the defaults this server announced (``welcome``)."""
-    models = list(field_of(welcome, "models", ()) or ())
+    models = list(welcome.models)
     return jobs.build_job(
         s, inputs, Defaults.from_welcome(welcome), model_entry(models, s.model), job_id=job_id, live=live
     )

@@ -8,13 +8,18 @@ are relative: a plugin may vendor it under any name.
 from .addresses import is_loopback_host
 from .errors import ERROR_CODES, LocalProtocolError, ProtocolError
 from .geometry import Box, context_box
+from .reconnect import Backoff
 from .images import BGRA8, GRAY8, RGBA8, ImagePayload, convert_pixels
 from .sampling import SAMPLER_NAMES, SAMPLERS, SCHEDULE_NAMES
 from .messages import (
     CAPTION_STYLES,
     CONTROL_TYPES,
+    MAX_CONTROLS,
+    MAX_REFERENCES,
+    MAX_REGIONS,
     MODES,
     REFERENCE_TYPES,
+    REGION_MODES,
     PROTOCOL_VERSION,
     TILEABLE_MODES,
     Cancel,
@@ -54,6 +59,7 @@ from .styles import INPAINT_METHODS, LiveSettings, Style, StyleLora, StyleProble
 
 __all__ = [
     "BGRA8",
+    "Backoff",
     "Box",
     "CAPTION_STYLES",
     "CONTROL_TYPES",
@@ -72,6 +78,9 @@ __all__ = [
     "ListModels",
     "ListPresets",
     "LocalProtocolError",
+    "MAX_CONTROLS",
+    "MAX_REFERENCES",
+    "MAX_REGIONS",
     "MODES",
     "Message",
     "Models",
@@ -102,6 +111,7 @@ __all__ = [
     "Reference",
     "REFERENCE_TYPES",  # reference images
     "Region",  # regions
+    "REGION_MODES",
     "DETAIL_TARGETS",
     "Detail",
     "HIRES_UPSCALERS",

@@ -29,6 +29,7 @@ from websockets.sync.client import connect as ws_connect
 from .codec import fragments
 from .connection import CLIENT, Connection
 from .errors import INTERNAL, UNSUPPORTED, LocalProtocolError, ProtocolError
+from .reconnect import Backoff
 from .shared import AVAILABLE as SHARED_AVAILABLE, SharedFolder
 from .messages import (
     FINAL_TYPES,
@@ -55,7 +56,6 @@ from .messages import (
 )
 
 DEFAULT_URL = "ws://127.0.0.1:7860"
-RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # then every 4 s until ``resume_for`` has passed
 
 
 class ConnectionFailed(Exception):
@@ -187,14 +187,15 @@ class Client:
         return self.resume_for > 0 and self.welcome is not None and not self._closed
 
     def _resume(self) -> None:
-        """Reconnect after a drop, with back-off and the same session id, for up to ``resume_for`` s."""
+        """Reconnect after a drop, with the back-off of ``reconnect.Backoff`` and the same session id, for up to
+        ``resume_for`` s."""
         if self._ws is not None:
             self._drop(self._ws)
         deadline = time.monotonic() + self.resume_for
-        delays = itertools.chain(RECONNECT_DELAYS, itertools.repeat(RECONNECT_DELAYS[-1]))
+        backoff = Backoff()
         last: Optional[Exception] = None
         while time.monotonic() < deadline:
-            time.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
+            time.sleep(min(backoff.next(), max(0.0, deadline - time.monotonic())))
             try:
                 self.connect()
                 self.reconnects += 1

@@ -10,7 +10,7 @@ from typing import Any, Dict, Mapping, Optional
 from .errors import bad_field
 from .images import BGRA8, GRAY8, PIXEL_FORMATS, RGBA8, ImagePayload, parse_payload
 from .sampling import SAMPLERS, SCHEDULE_NAMES, resolve as resolve_sampler
-from .schema import WireModel, wire
+from .schema import WireModel, sub_path, wire
 from .styles import INPAINT_METHODS
 from .techniques import MAX_PROMPT_LENGTH, Detail, Hires
 
@@ -169,10 +169,10 @@ class Params(WireModel):
         try:
             resolve_sampler(self.sampler, self.scheduler)
         except ValueError as err:
-            raise bad_field(f"{path}.scheduler" if path else "scheduler", f"does not fit the sampler: {err}") from None
+            raise bad_field(sub_path(path, "scheduler"), f"does not fit the sampler: {err}") from None
         if self.refiner and not 0.0 < self.refiner_start < 1.0:
             raise bad_field(
-                f"{path}.refiner_start" if path else "refiner_start",
+                sub_path(path, "refiner_start"),
                 f"({self.refiner_start}) must be between 0 and 1 (exclusive) when a refiner is chosen",
             )
 
@@ -199,7 +199,7 @@ class Control(WireModel):
 
     def check(self, path: str, limits: Any) -> None:
         if self.start > self.end:
-            raise bad_field(f"{path}.start", f"({self.start}) is after end ({self.end})")
+            raise bad_field(sub_path(path, "start"), f"({self.start}) is after end ({self.end})")
 
 
 # reference images
@@ -234,7 +234,7 @@ class Reference(WireModel):
 
     def check(self, path: str, limits: Any) -> None:
         if self.start > self.end:
-            raise bad_field(f"{path}.start", f"({self.start}) is after end ({self.end})")
+            raise bad_field(sub_path(path, "start"), f"({self.start}) is after end ({self.end})")
 
 
 # regions
@@ -254,7 +254,7 @@ class Region(WireModel):
 
     def check(self, path: str, limits: Any) -> None:
         if not self.prompt.strip():
-            raise bad_field(f"{path}.prompt", "is empty; a region needs a prompt of its own")
+            raise bad_field(sub_path(path, "prompt"), "is empty; a region needs a prompt of its own")
 
 
 @dataclasses.dataclass(frozen=True)

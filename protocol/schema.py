@@ -1,13 +1,16 @@
 """The machinery behind the typed messages: one declaration per field drives parsing, ``to_wire`` and the doc tables.
 
 A message class is a frozen dataclass whose fields are declared with ``wire(...)``: the annotation gives the wire type,
-``wire`` the default and the rules (range, choices, length, pattern). ``WireModel.from_wire`` checks a decoded map
-against them and raises a ``bad_request`` ProtocolError naming the field by its dotted path (``params.steps``,
-``controls[1].image.data``); ``to_wire`` gives the msgpack-ready map back.
+``wire`` the default and the rules (range, choices, length, pattern). The same rules hold whichever way a model comes
+to be: ``WireModel.from_wire`` checks a decoded map against them and raises a ``bad_request`` ProtocolError naming the
+field by its dotted path (``params.steps``, ``controls[1].image.data``); building one in code (``Control(type=...,
+...)``) checks the values given the same way and raises the same error naming the field (limits that only a server
+announces, such as ``max_batch``, are checked when parsed). ``to_wire`` gives the msgpack-ready map back.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import math
 import re
@@ -18,6 +21,9 @@ from .errors import BAD_REQUEST, ProtocolError, bad_field
 from .images import PIXEL_FORMATS, ImagePayload, parse_payload
 
 REQUIRED: Any = dataclasses.MISSING
+
+# Set while ``parse_map`` builds a model from values it has already converted and checked, so building checks once.
+_PARSED: contextvars.ContextVar[bool] = contextvars.ContextVar("paintbridge_parsed", default=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +39,11 @@ class Rules:
     formats: tuple = PIXEL_FORMATS  # image payloads
     limit: Optional[str] = None  # an attribute of Limits that is the maximum (e.g. "max_batch")
     doc: str = ""
+
+
+def sub_path(path: str, name: str) -> str:
+    """The dotted path of field ``name`` inside the model at ``path`` (``""``: a model built on its own)."""
+    return f"{path}.{name}" if path else name
 
 
 def wire(default: Any = REQUIRED, *, factory: Optional[Callable[[], Any]] = None, **rules: Any) -> Any:
@@ -83,7 +94,7 @@ class WireModel:
             raise bad_field(path or "message", f"must be a map, got {type(value).__name__}")
         kwargs: Dict[str, Any] = {}
         for spec in cls.specs():
-            sub = f"{path}.{spec.name}" if path else spec.name
+            sub = sub_path(path, spec.name)
             raw = value.get(spec.name)
             if raw is None:
                 if spec.required:
@@ -91,9 +102,30 @@ class WireModel:
                 kwargs[spec.name] = spec.default_value()
             else:
                 kwargs[spec.name] = convert(spec.tp, raw, sub, spec.rules, limits)
-        obj = cls(**kwargs)
+        token = _PARSED.set(True)
+        try:
+            obj = cls(**kwargs)
+        finally:
+            _PARSED.reset(token)
         obj.check(path, limits)
         return obj
+
+    def __post_init__(self) -> None:
+        """A model built in code is checked as a parsed one is: each value against its type and rules (ints taken
+        as floats, lists as tuples, maps as the nested model), then the rules across fields."""
+        if _PARSED.get():
+            return
+        limits = UNANNOUNCED
+        for spec in self.specs():
+            value = getattr(self, spec.name)
+            if value is None:
+                if _optional_inner(spec.tp) is spec.tp and spec.tp is not Any:
+                    raise bad_field(spec.name, "is missing" if spec.required else "must not be none")
+                continue
+            typed = convert(spec.tp, value, spec.name, spec.rules, limits)
+            if typed is not value:
+                object.__setattr__(self, spec.name, typed)
+        self.check("", limits)
 
     def check(self, path: str, limits: Any) -> None:
         """Rules across fields (a subclass overrides it); raises ProtocolError naming the field."""
@@ -109,6 +141,17 @@ class WireModel:
             if value is not None:
                 out[spec.name] = to_wire_value(value)
         return out
+
+
+class _Unannounced:
+    """The limits a model built in code is checked against: none beyond the protocol's own bounds (a payload's
+    ``MAX_SIDE``); the limits a server announces apply when it parses."""
+
+    def __getattr__(self, name: str) -> int:
+        return 2**62
+
+
+UNANNOUNCED: Any = _Unannounced()
 
 
 def to_wire_value(value: Any) -> Any:
@@ -150,11 +193,14 @@ def convert(tp: Any, value: Any, path: str, rules: Rules, limits: Any) -> Any:
     if tp is dict or origin is dict:
         if not isinstance(value, Mapping):
             raise bad_field(path, f"must be a map, got {type(value).__name__}")
-        return dict(value)
+        return value if type(value) is dict else dict(value)
     if tp is ImagePayload:
+        if isinstance(value, ImagePayload):  # built in code: the same checks, on the payload's own fields
+            checked = parse_payload(value.to_wire(), path, limits.max_pixels, rules.formats)
+            return value if checked.data is value.data else checked
         return parse_payload(value, path, limits.max_pixels, rules.formats)
     if isinstance(tp, type) and issubclass(tp, WireModel):
-        return tp.parse_map(value, path, limits)
+        return value if isinstance(value, tp) else tp.parse_map(value, path, limits)
     return _scalar(tp, value, path, rules, limits)
 
 
@@ -172,6 +218,9 @@ def _scalar(tp: Any, value: Any, path: str, rules: Rules, limits: Any) -> Any:
     elif tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad_field(path, f"must be an integer, got {type(value).__name__}")
+    elif tp is bytes:
+        if not isinstance(value, (bytes, bytearray, memoryview)):  # any bytes-like: payload bytes are not copied
+            raise bad_field(path, f"must be binary, got {type(value).__name__}")
     elif not isinstance(value, tp):
         raise bad_field(path, f"must be {_NAMES.get(tp, tp.__name__)}, got {type(value).__name__}")
     if rules.choices is not None and value not in rules.choices:

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any, Tuple
 
 from .errors import bad_field
-from .schema import WireModel, wire
+from .schema import WireModel, sub_path, wire
 
 HIRES_UPSCALERS = ("latent", "lanczos")  # or an upscale model's name (hires fix)
 DETAIL_TARGETS = ("face", "hand")  # what the detailer looks for
@@ -41,6 +41,8 @@ class Detail(WireModel):
     def check(self, path: str, limits: Any) -> None:
         for i, target in enumerate(self.targets):
             if target not in DETAIL_TARGETS:
-                raise bad_field(f"{path}.targets[{i}]", f"must be one of {', '.join(DETAIL_TARGETS)}, got {target!r}")
+                raise bad_field(
+                    sub_path(path, f"targets[{i}]"), f"must be one of {', '.join(DETAIL_TARGETS)}, got {target!r}"
+                )
         if self.enabled and not self.targets:
-            raise bad_field(f"{path}.targets", "is empty; name at least one of " + ", ".join(DETAIL_TARGETS))
+            raise bad_field(sub_path(path, "targets"), "is empty; name at least one of " + ", ".join(DETAIL_TARGETS))

@@ -8,6 +8,12 @@ from typing import Dict
 
 from protocol.geometry import Box, selection_bounds_from_mask
 from protocol.images import BGRA8, RGBA8, convert_pixels
+from protocol.messages import Welcome
+
+
+def welcome(**fields) -> Welcome:
+    """A ``welcome`` as a client gets it (typed), with ``fields`` and the required ones filled in."""
+    return Welcome(protocol="1.1", server_version="test", **fields)
 
 
 def crop(data: bytes, width: int, bpp: int, box: Box) -> bytes:

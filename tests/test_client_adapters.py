@@ -17,7 +17,7 @@ from client.settings import Defaults, Settings, model_entry
 from clientdoc import MemoryDocument, Reader, ellipse_mask, gradient
 from gimp_plugin import arguments, values
 from protocol.images import BGRA8, RGBA8, convert_pixels
-from protocol.messages import Limits, parse_client_message
+from protocol.messages import Limits, Welcome, parse_client_message
 
 W, H = 120, 96
 WELCOME = {
@@ -84,14 +84,22 @@ def gimp_job(mode: str, changes: dict, doc: MemoryDocument):
     s = values.settings_from_values(spec, vals)
     inputs = capture(s, doc.selection_bounds(), W, H, Reader(doc, RGBA8), values.control_sources(vals))
     return build_job(
-        s, inputs, Defaults.from_welcome(WELCOME), model_entry(WELCOME["models"], s.model), job_id="gimp-1"
+        s,
+        inputs,
+        Defaults.from_welcome(Welcome.from_wire(WELCOME)),
+        model_entry(WELCOME["models"], s.model),
+        job_id="gimp-1",
     )
 
 
 def krita_job(mode: str, s: Settings, doc: MemoryDocument):
     inputs = capture(s, doc.selection_bounds(), W, H, Reader(doc, BGRA8), KRITA_CONTROLS.get(mode, ()))
     return build_job(
-        s, inputs, Defaults.from_welcome(WELCOME), model_entry(WELCOME["models"], s.model), job_id="krita-1"
+        s,
+        inputs,
+        Defaults.from_welcome(Welcome.from_wire(WELCOME)),
+        model_entry(WELCOME["models"], s.model),
+        job_id="krita-1",
     )
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from client.errors import JobInputError
-from client.jobs import ControlInput, ControlSource, JobInputs, build_job, capture
+from client.jobs import ControlSource, JobInputs, build_job, capture
 from client.settings import Defaults, Settings
 from clientdoc import MemoryDocument, Reader, ellipse_mask, gradient
 from protocol.geometry import Box, context_box
-from protocol.images import BGRA8, RGBA8
-from protocol.messages import Extend, Limits, Params, parse_client_message
+from protocol.images import BGRA8, RGBA8, ImagePayload
+from protocol.messages import Control, Extend, Limits, Params, Welcome, parse_client_message
 
 W, H = 96, 64
 WELCOME = {
@@ -34,7 +34,7 @@ def doc(selected: bool = True) -> MemoryDocument:
 
 def job_for(settings: Settings, document: MemoryDocument, fmt: str = RGBA8, controls=(), entry=None, **kw):
     inputs = capture(settings, document.selection_bounds(), W, H, Reader(document, fmt), controls)
-    return build_job(settings, inputs, Defaults.from_welcome(WELCOME), entry, job_id="j1", **kw)
+    return build_job(settings, inputs, Defaults.from_welcome(Welcome.from_wire(WELCOME)), entry, job_id="j1", **kw)
 
 
 def accepted(job):
@@ -134,12 +134,15 @@ def test_live_frames_are_marked_and_previews_asked_for():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(image=b"\0" * 12), "image read holds 12 bytes"),
+        (dict(image=b"\0" * 12), "field 'image.data' holds 12 bytes but 8x8 rgba8 needs 256"),
         (dict(mask=bytes(8 * 8)), "mask is empty"),
         (dict(mask=None), "needs a selection"),
         (dict(image=None), "needs the image"),
-        (dict(image_format="gray8"), "image format 'gray8'"),
-        (dict(controls=(ControlInput("fog", bytes(256)),)), "unknown control type 'fog'"),
+        (dict(image_format="gray8"), "field 'image.format' must be one of rgba8, bgra8"),
+        (
+            dict(controls=(Control("canny", ImagePayload(4, 4, RGBA8, bytes(64))),)),
+            "field 'controls\\[0\\].image' is 4x4 but the image is 8x8",
+        ),
     ],
 )
 def test_bad_inputs_are_named(change, message):
@@ -148,6 +151,19 @@ def test_bad_inputs_are_named(change, message):
     fields.update(change)
     with pytest.raises(JobInputError, match=message):
         build_job(Settings(mode="inpaint"), JobInputs(**fields), job_id="x")
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        (ControlSource("sketch", "fog"), "control layer 1: field 'type' must be one of canny"),
+        (ControlSource("sketch", "canny", strength=2.5), "control layer 1: field 'strength' must be at most 2"),
+        (ControlSource("sketch", "canny", start=0.9, end=0.1), "control layer 1: field 'start' \\(0.9\\) is after end"),
+    ],
+)
+def test_a_control_layer_the_protocol_refuses_is_named_when_captured(source, message):
+    with pytest.raises(JobInputError, match=message):
+        job_for(Settings(mode="inpaint"), doc(), controls=[source])
 
 
 def test_unknown_sampler_is_named():

@@ -77,9 +77,9 @@ def test_modes_without_controls_send_no_references_and_problems_are_named():
         reference_sources(Settings(references=(ReferenceSetting("gone"),)), lambda name: None)
     with pytest.raises(JobInputError, match="empty over the area"):
         job_for(Settings(mode="inpaint"), d, [ReferenceSource("empty")])
-    with pytest.raises(JobInputError, match="unknown reference type"):
+    with pytest.raises(JobInputError, match="reference 1: field 'type' must be one of style, composition"):
         job_for(Settings(mode="inpaint"), d, [ReferenceSource("photo", "colour")])
-    with pytest.raises(JobInputError, match="at most 8"):
+    with pytest.raises(JobInputError, match="field 'references' has 9 entries, over the limit of 8"):
         job_for(Settings(mode="inpaint"), d, [ReferenceSource("photo")] * 9)
 
 

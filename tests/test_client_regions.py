@@ -75,7 +75,7 @@ def test_a_reader_with_read_opacity_is_asked_for_it():
     doc = document()
     reader = ChannelReader(doc, RGBA8)
     inputs = capture(Settings(mode="generate"), Box(0, 0, 0, 0), W, H, reader, regions=[RegionSource("c", "sky")])
-    assert ("opacity", inputs.box) in reader.reads and set(inputs.regions[0].mask) == {77}
+    assert ("opacity", inputs.box) in reader.reads and set(inputs.regions[0].mask.data) == {77}
 
 
 def test_region_list_binds_moves_removes_and_survives_storage():

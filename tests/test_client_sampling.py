@@ -11,7 +11,8 @@ from client.jobs import build_params
 from client.sampling import SamplingChoices, check_choice, fitting_scheduler, listed_choices, option_values
 from client.settings import Defaults, Settings
 from protocol.geometry import Box
-from protocol.messages import Limits, Params
+from clientdoc import welcome
+from protocol.messages import Limits, Params, Welcome
 from protocol.sampling import SAMPLER_TABLE, SAMPLERS
 
 MODELS = [
@@ -37,24 +38,24 @@ BOX = Box(0, 0, 64, 64)
 
 
 def test_choices_come_from_the_welcome():
-    c = SamplingChoices.from_welcome(WELCOME)
+    c = SamplingChoices.from_welcome(Welcome.from_wire(WELCOME))
     assert c.samplers == ("Euler", "DDIM", "DPM++ 2M Karras") and c.vaes == ("ft-mse",)
     assert c.refiners == ("xl-refiner",)
     assert c.schedules_for("DDIM") == ("Normal",) and c.schedules_for("DPM++ 2M Karras") == ("Karras",)
     assert c.schedules_for("") == ("Karras", "Normal")
-    assert Defaults.from_welcome(WELCOME).sampling == c
+    assert Defaults.from_welcome(Welcome.from_wire(WELCOME)).sampling == c
 
 
 def test_an_older_server_gets_the_protocol_table_and_the_listing():
     old = dict(WELCOME, capabilities={"samplers": ["Euler a", "DDIM"]})
-    c = SamplingChoices.from_welcome(old)
+    c = SamplingChoices.from_welcome(Welcome.from_wire(old))
     assert c.samplers == ("Euler a", "DDIM") and c.schedules_for("DDIM") == SAMPLER_TABLE["DDIM"].schedules
     assert c.vaes == ("ft-mse",) and c.refiners == ("xl-refiner",)  # usable entries of the listing
-    assert SamplingChoices.from_welcome({}).samplers == SAMPLERS
+    assert SamplingChoices.from_welcome(welcome()).samplers == SAMPLERS
 
 
 def test_option_values_offer_the_default_first_and_refuse_the_rest():
-    c = SamplingChoices.from_welcome(WELCOME)
+    c = SamplingChoices.from_welcome(Welcome.from_wire(WELCOME))
     assert option_values(c, MODELS, "scheduler", "Euler") == ["", "Karras", "Normal"]
     assert option_values(c, MODELS, "vae") == ["", "ft-mse"]
     assert dict(listed_choices(c, MODELS)) == {"vae": ["", "ft-mse"], "refiner": ["", "xl-refiner"]}

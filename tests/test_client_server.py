@@ -25,7 +25,9 @@ from client.server import (
     read_server_command,
 )
 from client.settings import Settings
+from protocol import Backoff
 from protocol.geometry import Box
+from protocol.messages import Progress, Queued, Result, Welcome
 
 
 def free_port() -> int:
@@ -119,10 +121,19 @@ def test_autostart_pauses_and_gives_up_until_a_welcome():
 
 
 def test_backoff_doubles_up_to_a_limit_and_resets():
-    b = sess.Backoff(0.5, 3.0)
+    b = Backoff(0.5, 3.0)
     assert [b.next() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     b.reset()
     assert b.next() == 0.5
+    with pytest.raises(ValueError, match="first <= longest"):
+        Backoff(2.0, 1.0)
+
+
+def test_the_session_reconnects_with_the_transports_one_policy():
+    from protocol import client as transport
+
+    assert isinstance(sess.Session(sess.Listener(), "test", "0").backoff, Backoff)
+    assert transport.Backoff is Backoff and not hasattr(transport, "RECONNECT_DELAYS")
 
 
 def test_session_ids_fit_the_protocol():
@@ -132,10 +143,10 @@ def test_session_ids_fit_the_protocol():
 
 
 def test_progress_events_feed_fraction_and_text():
-    assert sess.describe_event({"type": "queued", "position": 2}) == (0.0, "Waiting for the server: 2 jobs ahead")
-    assert sess.describe_event({"type": "progress", "step": 5, "total": 20}) == (0.25, "Step 5 of 20")
-    assert sess.describe_event({"type": "result"})[0] == 1.0
-    assert sess.describe_event({"type": "welcome"}) == (None, None)
+    assert sess.describe_event(Queued("j", 2)) == (0.0, "Waiting for the server: 2 jobs ahead")
+    assert sess.describe_event(Progress("j", 5, 20)) == (0.25, "Step 5 of 20")
+    assert sess.describe_event(Result("j", ()))[0] == 1.0
+    assert sess.describe_event(Welcome("1.1", "x")) == (None, None)
 
 
 # --- against real servers --------------------------------------------------------------------------------------------
@@ -233,7 +244,7 @@ class Recorder(sess.Listener):
 def test_a_session_connects_runs_jobs_and_reconnects_after_the_server_comes_back(start_server_process, tmp_path):
     server = start_server_process()
     rec = Recorder()
-    session = sess.Session(rec, "test", "0", backoff=sess.Backoff(0.1, 0.5))
+    session = sess.Session(rec, "test", "0", backoff=Backoff(0.1, 0.5))
     session.configure(server.url, None)
     try:
         rec.wait_for("state", "connected")

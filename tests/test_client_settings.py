@@ -6,6 +6,8 @@ import json
 
 from hypothesis import given, settings as hsettings, strategies as st
 
+from clientdoc import welcome
+from protocol.messages import Welcome
 from client.settings import (
     CLASSICAL,
     FALLBACK_DEFAULTS,
@@ -62,27 +64,30 @@ def test_bad_stored_values_fall_back_and_unknown_keys_are_ignored():
 
 def test_defaults_from_a_welcome_and_the_fallback_for_a_1_0_server():
     d = Defaults.from_welcome(
-        {
-            "defaults": {
+        welcome(
+            defaults={
                 "modes": {"img2img": {"strength": 0.5}},
                 "families": {"lcm": {"steps": 6, "cfg": 1.5, "sampler": "LCM", "resolution": 512}},
                 "layer_name_length": 24,
             }
-        }
+        )
     )
     assert d.strength("img2img") == 0.5 and d.strength("inpaint") == 1.0
     assert d.families["lcm"].steps == 6 and d.families["sdxl"].cfg == 6.0
     assert d.layer_name_length == 24
-    old = Defaults.from_welcome({"type": "welcome"})
+    old = Defaults.from_welcome(welcome())
     assert old.strength("img2img") == FALLBACK_DEFAULTS["modes"]["img2img"]["strength"] == 0.7
     assert old.layer_name_length == 40 and old == Defaults()
 
 
-def test_typed_welcome_objects_are_read_too():
-    class Welcome:
-        defaults = {"modes": {"img2img": {"strength": 0.45}}}
-
-    assert Defaults.from_welcome(Welcome()).strength("img2img") == 0.45
+def test_a_welcome_read_off_the_wire_gives_its_defaults():
+    raw = {
+        "type": "welcome",
+        "protocol": "1.1",
+        "server_version": "x",
+        "defaults": {"modes": {"img2img": {"strength": 0.45}}},
+    }
+    assert Defaults.from_welcome(Welcome.from_wire(raw)).strength("img2img") == 0.45
 
 
 def test_family_and_model_entry():
@@ -106,19 +111,19 @@ def test_apply_defaults_fills_only_what_was_left_to_the_default():
 
 
 def test_fresh_settings_for_a_mode():
-    d = Defaults.from_welcome({"defaults": {"modes": {"upscale": {"scale": 4.0}}}})
+    d = Defaults.from_welcome(welcome(defaults={"modes": {"upscale": {"scale": 4.0}}}))
     assert defaults_for_mode("upscale", d).scale == 4.0
     assert defaults_for_mode("img2img", d).strength == 0.7
 
 
 def test_a_variants_differences_from_its_family_come_from_the_welcome():
     d = Defaults.from_welcome(
-        {
-            "defaults": {
+        welcome(
+            defaults={
                 "families": {"flux": {"steps": 28, "cfg": 3.5, "sampler": "Euler", "resolution": 1024}},
                 "variants": {"schnell": {"steps": 4, "cfg": 0.0}, "bad": "not a map"},
             }
-        }
+        )
     )
     schnell = {"name": "flux1-schnell", "kind": "checkpoint", "family": "flux", "variant": "schnell"}
     dev = {"name": "flux1-dev", "kind": "checkpoint", "family": "flux", "variant": "dev"}
@@ -131,7 +136,7 @@ def test_a_variants_differences_from_its_family_come_from_the_welcome():
 def test_the_servers_own_welcome_defaults_are_what_the_plugins_use():
     from server.defaults import family_settings, welcome_defaults
 
-    d = Defaults.from_welcome({"defaults": welcome_defaults()})
+    d = Defaults.from_welcome(welcome(defaults=welcome_defaults()))
     for family, variant in (("flux", "schnell"), ("sd3", "3.5-large-turbo"), ("sd3", "3-medium"), ("flux", "dev")):
         fam = d.family({"name": "m", "kind": "checkpoint", "family": family, "variant": variant})
         want = family_settings(family, variant)

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from client.errors import AddressError, JobInputError, ServerUnavailable
-from client.jobs import ControlInput, ControlSource, JobInputs, build_job
+from client.jobs import ControlSource, JobInputs, build_job
 from client.server import read_server_command
 from client.settings import FALLBACK_DEFAULTS, Settings
 from gimp_plugin import arguments, connection, settings, values
 from pbsetup.plugins import install_gimp as install
 from protocol.geometry import Box
-from protocol.messages import SAMPLERS, Limits, parse_client_message
+from protocol.images import ImagePayload
+from protocol.messages import SAMPLERS, Control, Limits, parse_client_message
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -223,7 +224,8 @@ def test_eight_control_slots_with_their_step_ranges_reach_the_job():
         "rgba8",
         rgba(box)[: 16 * 16],
         tuple(
-            ControlInput(c.type, rgba(box, i), c.strength, c.start, c.end, c.preprocess) for i, c in enumerate(sources)
+            Control(c.type, ImagePayload(16, 16, "rgba8", rgba(box, i)), c.strength, c.start, c.end, c.preprocess)
+            for i, c in enumerate(sources)
         ),
     )
     msg = parse_client_message(
@@ -241,7 +243,13 @@ def test_a_built_job_passes_the_servers_validation():
     box = Box(8, 16, 24, 16)
     mask = bytes([0, 128, 255, 0]) * (box.width * box.height // 4)
     s = settings_for("inpaint", prompt="  a red apple ", model="classical", seed=5)
-    inputs = JobInputs(box, rgba(box), "rgba8", mask, (ControlInput("canny", rgba(box, 7), 0.8, preprocess=True),))
+    inputs = JobInputs(
+        box,
+        rgba(box),
+        "rgba8",
+        mask,
+        (Control("canny", ImagePayload(24, 16, "rgba8", rgba(box, 7)), 0.8, preprocess=True),),
+    )
     msg = parse_client_message(build_job(s, inputs, job_id="t1").to_wire(), Limits())
     assert msg.mode == "inpaint" and msg.prompt == "a red apple" and msg.model == "classical"
     assert (msg.x, msg.y) == (8, 16) and msg.mask.data == mask and msg.image.width == 24

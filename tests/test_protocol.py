@@ -467,7 +467,7 @@ def test_an_invalid_job_is_answered_with_its_exact_id_and_that_ends_it():
     client.open_jobs.add("j9")  # as the client's send would have done
     client.receive_data(server.send(m.error_from(err)))
     assert not server.is_open("j9") and not client.is_open("j9")
-    err = refusal(server, dict(job_msg("x" * 65).to_wire()))
+    err = refusal(server, dict(job_msg().to_wire(), id="x" * 65))
     assert err.job_id is None and err.field == "id"
 
 

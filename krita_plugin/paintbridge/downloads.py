@@ -108,7 +108,7 @@ class Downloads:
 
     def on_done(self, pull_id: str, msg) -> None:
         if pull_id == self.pull_id:
-            fetched = [f for f in client.wire.field_of(msg, "files", ()) or () if f.get("downloaded")]
+            fetched = [f for f in msg.files if f.get("downloaded")]
             self._end(
                 "Download complete", f"Downloaded {len(fetched)} file(s); the models are ready.", error=False, value=100
             )

@@ -100,11 +100,7 @@ class LiveLoop:
             session.show_message(str(err), error=True)
             self.scheduler.changed(None, now)
             return
-        parts = [repr(sorted(settings.to_dict().items())), inputs.box, inputs.image or b"", inputs.mask or b""]
-        parts += [(c.type, c.strength, c.start, c.end, c.image) for c in inputs.controls]
-        parts += [(r.type, r.strength, r.start, r.end, r.image, r.mask) for r in inputs.references]
-        parts += [(r.prompt, r.negative_prompt, r.strength, r.mask) for r in inputs.regions]
-        sig = clive.signature(parts)
+        sig = clive.frame_signature(settings, inputs)
         self._inputs = (sig, doc, settings, inputs, now)
         self.scheduler.changed(sig, now)
         self.step()

@@ -7,12 +7,13 @@ side) with its ``progress`` events. The panel only shows it; it never goes into 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
-from .wire import client
+from .wire import protocol
 
-RGBA8 = "rgba8"
-MAX_SIDE = 512  # diffusion previews are latent-sized (<= 128 px), upscale-and-refine ones <= 256 px; larger is refused
+MAX_SIDE = (
+    512  # diffusion previews are latent-sized (<= 128 px), upscale-and-refine ones <= 256 px; larger is not shown
+)
 
 
 @dataclass(frozen=True)
@@ -26,32 +27,15 @@ class Preview:
     total: int
 
 
-def _side(value) -> Optional[int]:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE:
+def preview_of(msg: "protocol.Message") -> Optional[Preview]:
+    """The preview a ``progress`` message carries (the protocol has checked its format and size); None when it has
+    none or one larger than the panel shows."""
+    if not isinstance(msg, protocol.Progress) or msg.preview is None:
         return None
-    return value
-
-
-def _get(value: Any, name: str) -> Any:
-    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
-
-
-def preview_of(msg) -> Optional[Preview]:
-    """The preview a ``progress`` message (typed or a wire map) carries; None when it has none or one the panel
-    cannot show."""
-    if client.wire.message_type(msg) != "progress":
+    payload = msg.preview
+    if max(payload.width, payload.height) > MAX_SIDE:
         return None
-    payload = client.wire.field_of(msg, "preview")
-    if payload is None or _get(payload, "format") != RGBA8:
-        return None
-    width, height, data = _side(_get(payload, "width")), _side(_get(payload, "height")), _get(payload, "data")
-    if width is None or height is None or not isinstance(data, (bytes, bytearray, memoryview)):
-        return None
-    data = bytes(data)
-    if len(data) != width * height * 4:
-        return None
-    step, total = client.wire.field_of(msg, "step", 0), client.wire.field_of(msg, "total", 0)
-    return Preview(width, height, data, step if isinstance(step, int) else 0, total if isinstance(total, int) else 0)
+    return Preview(payload.width, payload.height, bytes(payload.data), msg.step, msg.total)
 
 
 def fit_size(width: int, height: int, max_width: int, max_height: int) -> Tuple[int, int]:

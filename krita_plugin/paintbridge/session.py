@@ -232,7 +232,7 @@ class Session:
         self.job_changed.emit()
 
     def on_welcome(self, welcome) -> None:
-        self.device = str(client.wire.field_of(welcome, "device", "") or "")
+        self.device = welcome.device
         self.defaults = cs.Defaults.from_welcome(welcome)
 
     @guarded
@@ -328,8 +328,8 @@ class Session:
         if self.downloads.on_event(job_id, msg) or self._current(job_id) is None:
             return
         fraction, text = csession.describe_event(msg)
-        if client.wire.message_type(msg) == "progress":
-            self.last_progress = (int(client.wire.field_of(msg, "step", 0)), int(client.wire.field_of(msg, "total", 0)))
+        if isinstance(msg, protocol.Progress):
+            self.last_progress = (msg.step, msg.total)
         if text is not None:
             self._progress(int(100 * fraction) if fraction is not None else self.progress[0], text)
         preview = preview_of(msg)
@@ -346,7 +346,7 @@ class Session:
             if job.kind == "caption":
                 self._take_caption(client.wire.result_text(msg))
                 return
-            layers = client.wire.result_layers(msg)
+            layers = list(msg.layers)
             if not layers:
                 raise client.errors.JobError("internal", "The server returned no image.")
             names = cres.layer_names(job.settings.mode, job.settings.prompt, layers, self.defaults.layer_name_length)
@@ -361,7 +361,7 @@ class Session:
                 self._attach_control(layer_id, job.control_type)
                 self.show_message(f"Added a {job.control_type} control layer (hidden; its eye shows it).")
                 return
-            self.history.record(job, layers, names, dict(client.wire.field_of(msg, "params", {}) or {}))
+            self.history.record(job, layers, names, dict(msg.params))
             self.results, self.result_job = images, job
             self.results_changed.emit()
             self.select_result(0)
@@ -369,7 +369,7 @@ class Session:
                 self._show_wrapped(job.settings)
             if job.kind != "live":
                 count = len(images)
-                elapsed = float(client.wire.field_of(msg, "elapsed", 0.0) or 0.0)
+                elapsed = msg.elapsed
                 self.show_message(
                     f"{count} result{'s' if count > 1 else ''} in {elapsed:.1f} s: pick one, then Apply or Discard."
                 )
