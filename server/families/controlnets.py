@@ -16,7 +16,7 @@ from typing import List, Optional
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
 from ..core import Control
-from ..models.detect import DIFFUSERS, file_shapes
+from ..models.identify import DIFFUSERS, file_shapes
 from ..models.families import controlnet as detect_controlnet
 from ..models.loading import check_no_meta
 from ..models.registry import ModelEntry, ModelRegistry, arch_name

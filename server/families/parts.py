@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 
 from protocol.errors import MODEL_NOT_FOUND, ProtocolError
 
-from ..models.detect import DIFFUSERS, DetectError, file_shapes
+from ..models.identify import DIFFUSERS, DetectError, file_shapes
 from ..models.registry import ModelEntry, ModelRegistry
 from ..models import families as detect
 from . import specs
