@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
-from . import captioners, configcheck, families, fewstep, headers, identify, ipadapter, layerdiffuse, redux
+from . import captioners, configcheck, fewstep, headers, identify, identify_dit, ipadapter, layerdiffuse, redux
 from .identify import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
 KINDS = (
@@ -121,7 +121,7 @@ class ModelEntry:
             entry["union"] = bool(self.info.get("union"))
         if self.info.get("variant"):
             entry["variant"] = self.info["variant"]  # Flux/SD3: dev, schnell, fill, kontext, 3.5-large, ...
-        if self.kind == "checkpoint" and self.arch in families.EDIT_FAMILIES:
+        if self.kind == "checkpoint" and self.arch in identify_dit.EDIT_FAMILIES:
             entry["edit"] = True  # runs mode "edit" (instruction edit): the plugins offer it
         if self.kind in ("checkpoint", "lora"):
             entry.update(fewstep.listing(self.info.get("few_step")))
@@ -301,23 +301,23 @@ def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detecte
         return ipadapter.adapter_info(identify.safetensors_shapes(path), path.name)
     if fmt == DIFFUSERS:
         if kind == "checkpoint" and (path / "transformer" / "config.json").is_file():
-            return families.diffusers_folder(path)
+            return identify_dit.diffusers_folder(path)
         if kind == "checkpoint":
             return identify.diffusers_folder_arch(path)
         if kind == "controlnet":
             return _family_controlnet_folder(path) or identify.controlnet_folder_arch(path)
         return Detected(None)
     shapes = identify.file_shapes(path, allow_pickle)
-    if kind == "checkpoint" and families.looks_like_transformer(shapes):
-        return families.checkpoint(shapes, path.name)
+    if kind == "checkpoint" and identify_dit.looks_like_transformer(shapes):
+        return identify_dit.checkpoint(shapes, path.name)
     if kind == "checkpoint":
         return identify.checkpoint_arch(shapes)
     if kind == "text_encoder":
-        return families.text_encoder(shapes)
-    if kind == "lora" and families.lora_family(shapes) is not None:
-        return Detected(families.lora_family(shapes))
-    if kind == "controlnet" and families.looks_like_controlnet(shapes):
-        return families.controlnet(shapes)
+        return identify_dit.text_encoder(shapes)
+    if kind == "lora" and identify_dit.lora_family(shapes) is not None:
+        return Detected(identify_dit.lora_family(shapes))
+    if kind == "controlnet" and identify_dit.looks_like_controlnet(shapes):
+        return identify_dit.controlnet(shapes)
     if kind == "controlnet":
         return identify.controlnet_arch(shapes)
     if kind == "lora":
@@ -333,7 +333,7 @@ def _family_controlnet_folder(path: Path) -> Optional[Detected]:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return families.controlnet_folder(config)
+    return identify_dit.controlnet_folder(config)
 
 
 class ModelRegistry:
