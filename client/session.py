@@ -17,7 +17,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from .errors import Cancelled, JobError, ServerStartError, ServerUnavailable
 from .server import Autostart, LocalServer, is_local
-from .models import presets_from
+from .downloads import presets_from
 from .wire import client_module, field_of, make_client, message_type, protocol, result_layers, result_text
 
 START_TIMEOUT = 180.0  # a first start may import torch and scan model folders
@@ -217,7 +217,7 @@ class Listener:
     def job_failed(self, job_id: str, code: str, message: str) -> None: ...
     def job_cancelled(self, job_id: str) -> None: ...
     def presets_changed(self, presets: Optional[list]) -> None:
-        """The server's starter sets (``client.models.PresetStatus`` list) after connecting, after a pull and on
+        """The server's starter sets (``client.downloads.PresetStatus`` list) after connecting, after a pull and on
         ``Session.refresh_presets``; None when the server cannot download models."""
 
     def pull_done(self, pull_id: str, msg: Any) -> None:
@@ -292,7 +292,7 @@ class Session:
         return job_id
 
     def pull(self, names: Sequence[str]) -> str:
-        """Queue a model download onto the server's machine (``client.models``); returns the pull's id. Cancel it
+        """Queue a model download onto the server's machine (``client.downloads``); returns the pull's id. Cancel it
         with ``cancel``."""
         msg = protocol.Pull(new_job_id("pull"), tuple(names))
         self._commands.put(("job", msg, msg.id))

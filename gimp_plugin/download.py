@@ -1,5 +1,5 @@
 """Filters > Paintbridge > Download Models: which starter set (preset) the server has, what it lacks for a mode or
-control type, and downloading presets onto the server's machine through the protocol (``client.models``).
+control type, and downloading presets onto the server's machine through the protocol (``client.downloads``).
 
 After each download the server's model listing is recorded (``choices.record``), so the ``model`` choice that
 scripts see lists the new models at GIMP's next start.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
-from client import models as cm
+from client import downloads as cm
 from client.errors import JobInputError
 
 from .choices import record

@@ -965,7 +965,7 @@ def test_download_models_pulls_through_the_server_and_the_model_shows_up(profile
                 profile,
                 PLUGIN_PATH
                 + """
-from client import models as cm
+from client import downloads as cm
 from client.session import fetch_models
 img, (layer,) = make_image(32, 32)
 before, statuses = cm.fetch_listing(P["url"], None, "host-test", "0", 10.0)

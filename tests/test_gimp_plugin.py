@@ -578,7 +578,7 @@ def test_the_model_choice_comes_from_the_server_else_from_the_recorded_listing(s
 
 
 def test_download_models_arguments_and_texts():
-    from client.models import presets_from
+    from client.downloads import presets_from
     from gimp_plugin import download
 
     assert download.names_of(" sd15, upscaler  annotators ") == ["sd15", "upscaler", "annotators"]

@@ -18,12 +18,12 @@ except ImportError:  # running from the repository (unit tests)
 
 for _name in (
     "docdata",
+    "downloads",
     "errors",
     "history",
     "history_search",
     "jobs",
     "live",
-    "models",
     "modes",
     "regions",
     "results",
