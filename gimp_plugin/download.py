@@ -51,7 +51,7 @@ def status_text(statuses: Optional[Sequence[cm.PresetStatus]], nick: Any, url: s
 def execute(values: Mapping[str, Any], progress, on_pull_id=None) -> List[dict]:
     """Download the named presets through the server; returns the server's model listing afterwards.
     ``on_pull_id(client, pull_id)`` is called before the download starts (a dialog's Cancel button uses it)."""
-    from client.session import new_job_id
+    from client.connect import new_job_id
 
     from . import capture, connection, host, settings
 

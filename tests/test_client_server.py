@@ -1,4 +1,4 @@
-"""client.server and client.session: address rules, the recorded server command, the launcher and its back-off, and
+"""client.server and client.connect: address rules, the recorded server command, the launcher and its back-off, and
 the connection lifecycle against real servers on loopback."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from client import session as sess
+from client import connect as sess
 from client.errors import AddressError, JobError, ServerStartError, ServerUnavailable
 from client.jobs import JobInputs, build_job
 from client.server import (
@@ -233,7 +233,7 @@ class Recorder(sess.Listener):
 def test_a_session_connects_runs_jobs_and_reconnects_after_the_server_comes_back(start_server_process, tmp_path):
     server = start_server_process()
     rec = Recorder()
-    session = sess.Session(rec, "test", "0", backoff=sess.Backoff(0.1, 0.5))
+    session = sess.Connector(rec, "test", "0", backoff=sess.Backoff(0.1, 0.5))
     session.configure(server.url, None)
     try:
         rec.wait_for("state", "connected")

@@ -343,7 +343,7 @@ def test_installer_makes_a_self_contained_plugin_folder(tmp_path):
     # The vendored copies import on their own, without this venv's site-packages.
     probe = (
         "import sys; sys.path[:0] = [sys.argv[1] + '/vendor', sys.argv[1]]; "
-        "import msgpack, websockets.sync.client, protocol.client, client.session, gimp_plugin.values; "
+        "import msgpack, websockets.sync.client, protocol.client, client.connect, gimp_plugin.values; "
         "assert all(m.__file__.startswith(sys.argv[1]) for m in (msgpack, websockets, protocol, client)); "
         "print(msgpack.unpackb(msgpack.packb({'a': b'x'})))"
     )

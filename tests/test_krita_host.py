@@ -846,7 +846,7 @@ class _CoreLayer:
 def _core_generate(models: Path, composite_bgra: np.ndarray, selection: np.ndarray) -> _CoreLayer:
     """Generate into ``selection`` of the ``composite_bgra`` document through client/ alone, on a fresh server with
     the same models (bgra8 in and out, as Krita asks)."""
-    from client import jobs, session, settings as cs
+    from client import connect, jobs, settings as cs
     from client.server import LocalServer
     from clientdoc import MemoryDocument, Reader
 
@@ -866,7 +866,7 @@ def _core_generate(models: Path, composite_bgra: np.ndarray, selection: np.ndarr
     server.start(url)
     try:
         assert server.wait_ready(240), server.last_output(20)
-        conn = session.open_client(url, None, "test", "0")
+        conn = connect.open_client(url, None, "test", "0")
         try:
             welcome = conn.welcome
             job = jobs.build_job(
@@ -874,9 +874,9 @@ def _core_generate(models: Path, composite_bgra: np.ndarray, selection: np.ndarr
                 inputs,
                 cs.Defaults.from_welcome(welcome),
                 cs.model_entry(list(welcome.models), s.model),
-                job_id=session.new_job_id("core"),
+                job_id=connect.new_job_id("core"),
             )
-            (layer,), _params = session.run_job(conn, job)
+            (layer,), _params = connect.run_job(conn, job)
         finally:
             conn.close()
     finally:

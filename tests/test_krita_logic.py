@@ -140,7 +140,7 @@ def test_install_makes_a_self_contained_plugin(tmp_path):
     assert dest == pykrita / "paintbridge"
     assert (pykrita / "paintbridge.desktop").read_text().count("X-KDE-Library=paintbridge") == 1
     assert (dest / "docker.py").exists() and (dest / "protocol" / "client.py").exists()
-    assert (dest / "client" / "session.py").exists()  # the client core travels next to protocol/
+    assert (dest / "client" / "connect.py").exists()  # the client core travels next to protocol/
     assert (dest / "vendor" / "msgpack").is_dir() and (dest / "vendor" / "websockets").is_dir()
     assert not list(dest.rglob("*.so"))
     assert json.loads((dest / "server.json").read_text()) == {"command": ["/opt/pb/python", "-m", "server", "serve"]}

@@ -27,7 +27,7 @@ from .wire import client, protocol
 CLIENT_NAME = "Paintbridge for Krita"
 CLIENT_VERSION = "0.2.0"
 PLUGIN_DIR = Path(__file__).resolve().parent
-cs, cjobs, cres, csession = client.settings, client.jobs, client.results, client.session
+cs, cjobs, cres, cconnect = client.settings, client.jobs, client.results, client.connect
 
 
 def guarded(method: Callable) -> Callable:
@@ -94,7 +94,7 @@ class Session:
         self.result_selected = Event()  # (index)
         self.message_changed = Event()  # (text, error)
         self.controls_changed = Event()  # ()
-        self.connection = csession.Session(
+        self.connection = cconnect.Connector(
             Forward(self, post),
             CLIENT_NAME,
             CLIENT_VERSION,
@@ -249,7 +249,7 @@ class Session:
         for name in ("strength", "steps", "cfg", "sampler"):
             self.settings_changed.emit(name, getattr(self.shown(), name))
         if self.connected:
-            self.connection_changed.emit(csession.CONNECTED, self.connection.detail)
+            self.connection_changed.emit(cconnect.CONNECTED, self.connection.detail)
 
     # --- jobs ---------------------------------------------------------------------------------------------------------
     @property
@@ -278,7 +278,7 @@ class Session:
 
     def send(self, doc, settings: cs.Settings, inputs, kind: str) -> str:
         """Build the job for ``inputs`` read from ``doc`` and send it; the session then waits for its events."""
-        job_id = csession.new_job_id("krita")
+        job_id = cconnect.new_job_id("krita")
         job = cjobs.build_job(
             settings,
             inputs,
@@ -327,7 +327,7 @@ class Session:
     def on_job_event(self, job_id: str, msg) -> None:
         if self.downloads.on_event(job_id, msg) or self._current(job_id) is None:
             return
-        fraction, text = csession.describe_event(msg)
+        fraction, text = cconnect.describe_event(msg)
         if client.wire.message_type(msg) == "progress":
             self.last_progress = (int(client.wire.field_of(msg, "step", 0)), int(client.wire.field_of(msg, "total", 0)))
         if text is not None:

@@ -15,7 +15,7 @@ from .techniques import TechniquesSection
 from .widgets import MODES, PREVIEW_HEIGHT, SHORT_MODE_NAMES, THUMB
 from .wire import client, protocol
 
-CONNECTED, CONNECTING = client.session.CONNECTED, client.session.CONNECTING
+CONNECTED, CONNECTING = client.connect.CONNECTED, client.connect.CONNECTING
 CLASSICAL = client.settings.CLASSICAL
 
 STATE_COLORS = {"connected": "#3fb950", "connecting": "#d29922", "disconnected": "#f85149", "refused": "#f85149"}

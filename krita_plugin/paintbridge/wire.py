@@ -17,6 +17,7 @@ except ImportError:  # running from the repository (unit tests)
     import protocol  # type: ignore[no-redef]
 
 for _name in (
+    "connect",
     "docdata",
     "downloads",
     "errors",
@@ -29,7 +30,6 @@ for _name in (
     "results",
     "sampling",
     "server",
-    "session",
     "settings",
 ):
     import_module(f"{client.__name__}.{_name}")

@@ -2,7 +2,7 @@
 recorded how), run jobs with progress, reconnect with back-off, one session id per plugin session.
 
 - One-shot (a GIMP procedure run): ``open_client(...)`` then ``run_job(client, job, on_status)``.
-- Long-lived (Krita's panel, GIMP's live dialog): ``Session`` runs a worker thread that owns the client; the editor
+- Long-lived (Krita's panel, GIMP's live dialog): ``Connector`` runs a worker thread that owns the client; the editor
   calls ``configure``/``submit``/``cancel`` from its UI thread and gets ``Listener`` callbacks on the worker thread
   (an adapter forwards them to its UI thread: Qt signals, ``GLib.idle_add``).
 Every failure becomes a ``client.errors`` exception (or a callback) whose message the painter can act on.
@@ -204,7 +204,7 @@ def fetch_models(
 
 
 class Listener:
-    """Callbacks of a ``Session`` (called on its worker thread); override what you need."""
+    """Callbacks of a ``Connector`` (called on its worker thread); override what you need."""
 
     def state_changed(self, state: str, detail: str) -> None: ...
     def welcomed(self, welcome: Any) -> None: ...
@@ -218,14 +218,14 @@ class Listener:
     def job_cancelled(self, job_id: str) -> None: ...
     def presets_changed(self, presets: Optional[list]) -> None:
         """The server's starter sets (``client.downloads.PresetStatus`` list) after connecting, after a pull and on
-        ``Session.refresh_presets``; None when the server cannot download models."""
+        ``Connector.refresh_presets``; None when the server cannot download models."""
 
     def pull_done(self, pull_id: str, msg: Any) -> None:
-        """A pull (``Session.pull``) finished; ``msg.models`` is the server's listing afterwards. Its progress comes
+        """A pull (``Connector.pull``) finished; ``msg.models`` is the server's listing afterwards. Its progress comes
         through ``job_event``, a cancel through ``job_cancelled``, a failure through ``job_failed``."""
 
 
-class Session:
+class Connector:
     """A self-healing connection to one server, owned by a worker thread.
 
     Jobs run one at a time in submission order. While disconnected, submitted jobs fail at once with a clear message;
