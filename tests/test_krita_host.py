@@ -708,7 +708,10 @@ def test_the_panel_shows_progress_previews_and_the_layers_stay_as_they_were(krit
     rec = krita_diffusion_run["img2img"]
     watch = rec["progress_previews"]
     assert watch["shown"] >= 1, watch  # the server's previews reached the panel while the job ran
-    assert watch["counts"] == list(range(watch["base_count"] + 1, watch["base_count"] + watch["shown"] + 1))
+    # The panel showed each preview as it came: its tooltip names that preview's step.
+    assert watch["tooltips"] == [
+        f"Step {step} of {total}: a rough preview; the results replace it" for step, total in watch["steps"]
+    ]
     assert all(watch["label_visible"]) and all(watch["thumbnails_hidden"])  # shown in the thumbnails' place
     for width, height in watch["sizes"]:  # a latent-sized preview of the landscape canvas, scaled to fit its area
         assert 0 < height <= 114 and 0 < width <= 330 and 1.0 < width / height < 2.0

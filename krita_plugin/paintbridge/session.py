@@ -81,7 +81,6 @@ class Session:
         self.message, self.message_is_error = "", False
         self.progress = (0, "")  # percent, text
         self.last_progress = (0, 0)
-        self.preview_updates = 0  # writes of a result into the document's preview layer
         self._pending_control: Optional[int] = None
         # Signals for the view.
         self.connection_changed = Event()  # (state, detail)
@@ -411,7 +410,6 @@ class Session:
         job = self.result_job
         if job is not None and job.settings.mode != "upscale" and self.host.is_open(job.doc):
             self.host.show_preview(job.doc, self.results[index], job.above_id)
-            self.preview_updates += 1
 
     @guarded
     def apply(self, index: Optional[int] = None) -> bool:
