@@ -9,7 +9,7 @@ and from the plugins' own client code in the hosts' Pythons; and the server's pe
    with shared memory (the default on one machine: ``welcome.shared_folder``) and on the wire
    (``shared_memory=False``, what a remote server gets), alternating, best of ``--reps``:
    - this process: ``protocol.client.Client`` in the server's venv;
-   - Krita: the installed Krita plugin's own client path (``client.session.handshake``/``run_job`` of its vendored
+   - Krita: the installed Krita plugin's own client path (``client.connect.handshake``/``run_job`` of its vendored
      copy, bgra8 both ways as the plugin sends) under ``/usr/bin/python3.11``, the Python Debian's Krita embeds;
    - GIMP: the installed GIMP plug-in's client path (rgba8) under Debian 13's ``python3.13`` in the GIMP host root
      (``tests/hosts/trixie.py``; its ``/dev/shm`` is bind-mounted from this machine's for the run, as a real GIMP
@@ -108,26 +108,26 @@ import json, os, sys, time
 args = json.loads(sys.argv[1])
 sys.path[:0] = args["paths"]
 from importlib import import_module
-session = import_module(args["package"] + "client.session")
+connect = import_module(args["package"] + "client.connect")
 results = import_module(args["package"] + "client.results")
 protocol = import_module(args["package"] + "client.wire").protocol
 size, fmt = args["size"], args["format"]
 pixels = os.urandom(size * size * 4)
 clients = {}
 for shared in (True, False):
-    client = session.make_client(args["url"], None, "roundtrip-benchmark-host", "")
+    client = connect.make_client(args["url"], None, "roundtrip-benchmark-host", "")
     client.shared_memory = shared
-    session.handshake(client)
+    connect.handshake(client)
     clients[shared] = client
 best, used = {}, {}
 for fill in args["fills"]:
     for rep in range(args["reps"] + 1):  # the first of each is a warm-up
         for shared, client in clients.items():
-            job = protocol.Job(id=session.new_job_id("bench"), mode="outpaint", model="classical",
+            job = protocol.Job(id=connect.new_job_id("bench"), mode="outpaint", model="classical",
                                image=protocol.ImagePayload(size, size, fmt, pixels), result_format=fmt,
                                params=protocol.Params(extend=protocol.Extend(8, 8, 8, 8), fill=fill))
             started = time.perf_counter()
-            layers, _ = session.run_job(client, job)
+            layers, _ = connect.run_job(client, job)
             data = results.pixels_in(layers[0], fmt)
             took = time.perf_counter() - started
             assert len(data) == (size + 16) ** 2 * 4

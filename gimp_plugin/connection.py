@@ -1,13 +1,13 @@
 """The GIMP plug-in's side of a connection: who it is, where the installer recorded the server command, where the
 server's log goes. Connecting, starting a local server, running jobs and every failure message come from
-``client.session``."""
+``client.connect``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, List, Optional
 
-from client import session
+from client import connect as cconnect
 from client.server import LocalServer, read_server_command
 
 from . import __version__
@@ -16,9 +16,9 @@ CLIENT_NAME = "paintbridge-gimp"
 PLUGIN_DIR = Path(__file__).resolve().parent.parent  # installed: plug-ins/paintbridge (server.json lives there)
 LOG_NAME = "paintbridge-server.log"
 
-run_job = session.run_job
-run_caption = session.run_caption
-describe_event = session.describe_event
+run_job = cconnect.run_job
+run_caption = cconnect.run_caption
+describe_event = cconnect.describe_event
 
 
 def local_server(profile: Path, plugin_dir: Path = PLUGIN_DIR) -> LocalServer:
@@ -31,15 +31,15 @@ def connect(
     url: str,
     token: Optional[str],
     profile: Optional[Path] = None,
-    on_status: Optional[session.StatusFn] = None,
+    on_status: Optional[cconnect.StatusFn] = None,
     server: Optional[LocalServer] = None,
 ):
     """A connected client; a local server that is down is started when the install recorded how."""
     if server is None and profile is not None:
         server = local_server(profile)
-    return session.open_client(url, token, CLIENT_NAME, __version__, server=server, on_status=on_status)
+    return cconnect.open_client(url, token, CLIENT_NAME, __version__, server=server, on_status=on_status)
 
 
 def fetch_models(url: str, token: Optional[str], timeout: float = 2.0) -> Optional[List[Any]]:
     """The server's model listing for dialog hints, or None when it does not answer within ``timeout``."""
-    return session.fetch_models(url, token, CLIENT_NAME, __version__, timeout)
+    return cconnect.fetch_models(url, token, CLIENT_NAME, __version__, timeout)

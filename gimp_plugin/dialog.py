@@ -131,7 +131,7 @@ def models_hint(models: Optional[List[dict]], mode: str, url: str) -> str:
 def mode_hint(models: Optional[List[dict]], statuses, spec: ProcedureSpec, url: str, control: str = "") -> str:
     """The hint of a mode dialog: what the Model fields accept, and which preset is ready for this mode (or what to
     download with Filters > Paintbridge > Download Models)."""
-    from client import models as cm
+    from client import downloads as cm
 
     text = models_hint(models, spec.mode, url)
     if models is not None and statuses is not None:
@@ -147,7 +147,7 @@ def add_models_hint(dialog, spec: ProcedureSpec, server: str, token: str, config
     gi.require_version("Gtk", "3.0")
     from gi.repository import Gtk
 
-    from client import models as cm
+    from client import downloads as cm
 
     from . import __version__, capture, download
     from .connection import CLIENT_NAME

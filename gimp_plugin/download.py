@@ -1,5 +1,5 @@
 """Filters > Paintbridge > Download Models: which starter set (preset) the server has, what it lacks for a mode or
-control type, and downloading presets onto the server's machine through the protocol (``client.models``).
+control type, and downloading presets onto the server's machine through the protocol (``client.downloads``).
 
 After each download the server's model listing is recorded (``choices.record``), so the ``model`` choice that
 scripts see lists the new models at GIMP's next start.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
-from client import models as cm
+from client import downloads as cm
 from client.errors import JobInputError
 
 from .choices import record
@@ -51,7 +51,7 @@ def status_text(statuses: Optional[Sequence[cm.PresetStatus]], nick: Any, url: s
 def execute(values: Mapping[str, Any], progress, on_pull_id=None) -> List[dict]:
     """Download the named presets through the server; returns the server's model listing afterwards.
     ``on_pull_id(client, pull_id)`` is called before the download starts (a dialog's Cancel button uses it)."""
-    from client.session import new_job_id
+    from client.connect import new_job_id
 
     from . import capture, connection, host, settings
 

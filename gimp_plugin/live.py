@@ -28,7 +28,7 @@ from gi.repository import GLib, GimpUi, Gtk  # noqa: E402
 from client import live  # noqa: E402
 from client.errors import Cancelled, PaintbridgeError, ServerUnavailable  # noqa: E402
 from client.results import PREVIEW_NAME, layer_names  # noqa: E402
-from client.session import new_job_id  # noqa: E402
+from client.connect import new_job_id  # noqa: E402
 from client.settings import Defaults  # noqa: E402
 
 from . import capture, connection, history, host, settings  # noqa: E402

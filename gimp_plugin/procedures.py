@@ -350,7 +350,7 @@ def _run_live(procedure, run_mode, image, drawables, config, spec: ProcedureSpec
 def _send(spec: ProcedureSpec, image, active, values: Dict[str, Any], progress: "_Progress", wait):
     """Read what the run's mode needs, connect, send its job and ``wait(client, job, progress)`` for the answer:
     (the run's settings, the server's welcome, what ``wait`` returned)."""
-    from client.session import new_job_id
+    from client.connect import new_job_id
 
     from . import capture, connection, host, settings
 

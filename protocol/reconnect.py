@@ -1,7 +1,7 @@
 """The one reconnect policy of a Paintbridge client: how long to wait before each try after a connection failed.
 
 ``protocol.client.Client`` uses it to resume a job whose connection dropped; a long-lived client session (the plugins'
-``client.session.Session``) uses the same policy to reconnect between jobs. Pure Python, no I/O.
+``client.connect.Connector``) uses the same policy to reconnect between jobs. Pure Python, no I/O.
 """
 
 from __future__ import annotations

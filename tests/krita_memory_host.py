@@ -51,11 +51,13 @@ class MemoryDocument:
 
 
 class MemoryHost:
-    """The document door's interface over ``MemoryDocument`` s; pixel reads are counted like Krita's door counts."""
+    """The document door's interface over ``MemoryDocument`` s; it counts its pixel reads and its writes of a result
+    into the preview layer (the host tests count Krita's door the same way, from outside the plug-in)."""
 
     def __init__(self, doc: Optional[MemoryDocument] = None) -> None:
         self.doc = doc
         self.pixel_reads = 0
+        self.preview_writes = 0
         self.watchers: List["MemoryWatch"] = []
         self.active = "paint"  # the active layer's id
 
@@ -95,6 +97,7 @@ class MemoryHost:
 
     def show_preview(self, doc: MemoryDocument, image: ResultImage, above_id: str) -> None:
         doc.preview = image
+        self.preview_writes += 1
 
     def remove_preview(self, doc: MemoryDocument) -> bool:
         had, doc.preview = doc.preview is not None, None

@@ -1,4 +1,4 @@
-"""client.server and client.session: address rules, the recorded server command, the launcher and its back-off, and
+"""client.server and client.connect: address rules, the recorded server command, the launcher and its back-off, and
 the connection lifecycle against real servers on loopback."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from client import session as sess
+from client import connect as sess
 from client.errors import AddressError, JobError, ServerStartError, ServerUnavailable
 from client.jobs import JobInputs, build_job
 from client.server import (
@@ -132,7 +132,7 @@ def test_backoff_doubles_up_to_a_limit_and_resets():
 def test_the_session_reconnects_with_the_transports_one_policy():
     from protocol import client as transport
 
-    assert isinstance(sess.Session(sess.Listener(), "test", "0").backoff, Backoff)
+    assert isinstance(sess.Connector(sess.Listener(), "test", "0").backoff, Backoff)
     assert transport.Backoff is Backoff and not hasattr(transport, "RECONNECT_DELAYS")
 
 
@@ -244,7 +244,7 @@ class Recorder(sess.Listener):
 def test_a_session_connects_runs_jobs_and_reconnects_after_the_server_comes_back(start_server_process, tmp_path):
     server = start_server_process()
     rec = Recorder()
-    session = sess.Session(rec, "test", "0", backoff=Backoff(0.1, 0.5))
+    session = sess.Connector(rec, "test", "0", backoff=Backoff(0.1, 0.5))
     session.configure(server.url, None)
     try:
         rec.wait_for("state", "connected")

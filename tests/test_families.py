@@ -517,8 +517,8 @@ def test_an_xlabs_flux_controlnet_is_listed_with_the_reason_it_cannot_run(tmp_pa
 def test_the_config_of_a_single_controlnet_file_comes_from_its_shapes():
     """A renamed diffusers ControlNet file (no config.json) gets the config it was saved with."""
     from server.families.controlnets import config_from_shapes
-    from server.models.detect import safetensors_shapes
-    from server.models.families import controlnet
+    from server.models.identify import safetensors_shapes
+    from server.models.identify_dit import controlnet
 
     for name, family, checkpoint in (("cn-flux-canny", "flux", "flux"), ("cn-sd3-canny", "sd3", "sd3")):
         path = factory.controlnet_path(name)

@@ -722,7 +722,7 @@ img.delete()
 def _generate_matches_the_client_core_job(prof, run_batch, url: str) -> None:
     """Generate into a soft ellipse in GIMP gives exactly the layer the client core's own job gives for the same
     pixels and selection (the Krita host test checks its side against the same core path)."""
-    from client import jobs, session, settings as cs
+    from client import connect, jobs, settings as cs
     from clientdoc import MemoryDocument, Reader
 
     run_batch(
@@ -751,7 +751,7 @@ img.delete()
     doc = MemoryDocument(96, 72, (out / "image.rgba").read_bytes(), (out / "selection.gray").read_bytes())
     s = cs.Settings(mode="generate", prompt="a tiny house", seed=77, steps=2)
     inputs = jobs.capture(s, doc.selection_bounds(), 96, 72, Reader(doc, "rgba8"))
-    client = session.open_client(url, None, "test", "0")
+    client = connect.open_client(url, None, "test", "0")
     try:
         welcome = client.welcome
         job = jobs.build_job(
@@ -759,9 +759,9 @@ img.delete()
             inputs,
             cs.Defaults.from_welcome(welcome),
             cs.model_entry(welcome.models, ""),
-            job_id=session.new_job_id("core"),
+            job_id=connect.new_job_id("core"),
         )
-        (layer,), _params = session.run_job(client, job)
+        (layer,), _params = connect.run_job(client, job)
     finally:
         client.close()
     x, y, w, h = map(int, (out / "layer.box").read_text().split())
@@ -965,8 +965,8 @@ def test_download_models_pulls_through_the_server_and_the_model_shows_up(profile
                 profile,
                 PLUGIN_PATH
                 + """
-from client import models as cm
-from client.session import fetch_models
+from client import downloads as cm
+from client.connect import fetch_models
 img, (layer,) = make_image(32, 32)
 before, statuses = cm.fetch_listing(P["url"], None, "host-test", "0", 10.0)
 check("4x-UltraSharp" not in [m["name"] for m in before], "not installed before")

@@ -351,7 +351,7 @@ def test_installer_makes_a_self_contained_plugin_folder(tmp_path):
     # The vendored copies import on their own, without this venv's site-packages.
     probe = (
         "import sys; sys.path[:0] = [sys.argv[1] + '/vendor', sys.argv[1]]; "
-        "import msgpack, websockets.sync.client, protocol.client, client.session, gimp_plugin.values; "
+        "import msgpack, websockets.sync.client, protocol.client, client.connect, gimp_plugin.values; "
         "assert all(m.__file__.startswith(sys.argv[1]) for m in (msgpack, websockets, protocol, client)); "
         "print(msgpack.unpackb(msgpack.packb({'a': b'x'})))"
     )
@@ -586,7 +586,7 @@ def test_the_model_choice_comes_from_the_server_else_from_the_recorded_listing(s
 
 
 def test_download_models_arguments_and_texts():
-    from client.models import presets_from
+    from client.downloads import presets_from
     from gimp_plugin import download
 
     assert download.names_of(" sd15, upscaler  annotators ") == ["sd15", "upscaler", "annotators"]

@@ -708,7 +708,10 @@ def test_the_panel_shows_progress_previews_and_the_layers_stay_as_they_were(krit
     rec = krita_diffusion_run["img2img"]
     watch = rec["progress_previews"]
     assert watch["shown"] >= 1, watch  # the server's previews reached the panel while the job ran
-    assert watch["counts"] == list(range(watch["base_count"] + 1, watch["base_count"] + watch["shown"] + 1))
+    # The panel showed each preview as it came: its tooltip names that preview's step.
+    assert watch["tooltips"] == [
+        f"Step {step} of {total}: a rough preview; the results replace it" for step, total in watch["steps"]
+    ]
     assert all(watch["label_visible"]) and all(watch["thumbnails_hidden"])  # shown in the thumbnails' place
     for width, height in watch["sizes"]:  # a latent-sized preview of the landscape canvas, scaled to fit its area
         assert 0 < height <= 114 and 0 < width <= 330 and 1.0 < width / height < 2.0
@@ -846,7 +849,7 @@ class _CoreLayer:
 def _core_generate(models: Path, composite_bgra: np.ndarray, selection: np.ndarray) -> _CoreLayer:
     """Generate into ``selection`` of the ``composite_bgra`` document through client/ alone, on a fresh server with
     the same models (bgra8 in and out, as Krita asks)."""
-    from client import jobs, session, settings as cs
+    from client import connect, jobs, settings as cs
     from client.server import LocalServer
     from clientdoc import MemoryDocument, Reader
 
@@ -866,7 +869,7 @@ def _core_generate(models: Path, composite_bgra: np.ndarray, selection: np.ndarr
     server.start(url)
     try:
         assert server.wait_ready(240), server.last_output(20)
-        conn = session.open_client(url, None, "test", "0")
+        conn = connect.open_client(url, None, "test", "0")
         try:
             welcome = conn.welcome
             job = jobs.build_job(
@@ -874,9 +877,9 @@ def _core_generate(models: Path, composite_bgra: np.ndarray, selection: np.ndarr
                 inputs,
                 cs.Defaults.from_welcome(welcome),
                 cs.model_entry(list(welcome.models), s.model),
-                job_id=session.new_job_id("core"),
+                job_id=connect.new_job_id("core"),
             )
-            (layer,), _params = session.run_job(conn, job)
+            (layer,), _params = connect.run_job(conn, job)
         finally:
             conn.close()
     finally:

@@ -133,7 +133,7 @@ def test_install_makes_a_self_contained_plugin(tmp_path):
     assert dest == pykrita / "paintbridge"
     assert (pykrita / "paintbridge.desktop").read_text().count("X-KDE-Library=paintbridge") == 1
     assert (dest / "docker.py").exists() and (dest / "protocol" / "client.py").exists()
-    assert (dest / "client" / "session.py").exists()  # the client core travels next to protocol/
+    assert (dest / "client" / "connect.py").exists()  # the client core travels next to protocol/
     assert (dest / "vendor" / "msgpack").is_dir() and (dest / "vendor" / "websockets").is_dir()
     assert not list(dest.rglob("*.so"))
     assert json.loads((dest / "server.json").read_text()) == {"command": ["/opt/pb/python", "-m", "server", "serve"]}
@@ -202,7 +202,7 @@ def test_session_runs_a_job_shows_the_preview_and_applies_it(session_setup):
     assert ui.pump_until(lambda: not session.busy, 60), session.message
     assert session.message_is_error is False and seen == [1] and session.selected_result == 0
     result = session.results[0]
-    assert host.doc.preview is result and session.preview_updates == 1
+    assert host.doc.preview is result and host.preview_writes == 1
     assert session.apply() is True
     name, layer = host.doc.layers[0]
     assert name == result.name and name.startswith("a fox (classical")  # client.results names it, as in GIMP
@@ -253,7 +253,7 @@ def test_live_mode_reads_pixels_only_after_a_change(session_setup):
     session, host, ui = session_setup
     frames = session.live.frames
     session.set_live(True)
-    assert ui.pump_until(lambda: len(frames) == 1 and not session.busy and session.preview_updates == 1, 60)
+    assert ui.pump_until(lambda: len(frames) == 1 and not session.busy and host.preview_writes == 1, 60)
     reads = host.pixel_reads
     ui.pump(1.0)  # idle: nothing changed
     assert host.pixel_reads == reads and len(frames) == 1
@@ -268,7 +268,7 @@ def test_live_mode_reads_pixels_only_after_a_change(session_setup):
     assert frames[1]["sent"] >= frames[1]["change"] > 0
     session.set_prompt("a wolf")  # a setting change is a change too
     assert ui.pump_until(lambda: len(frames) == 3 and not session.busy, 60)
-    assert session.preview_updates == 3
+    assert host.preview_writes == 3
     session.set_live(False)
     reads = host.pixel_reads
     host.changed()

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from protocol.errors import ProtocolError
 from server.detect import FaceDetector
-from server.models import configcheck, detect, headers, pickles
+from server.models import configcheck, headers, identify, pickles
 from server.models.registry import ModelRegistry
 from test_hostile_models import gguf_bytes, onnx_bytes, safetensors_bytes
 
@@ -114,8 +114,8 @@ def test_safetensors_headers_only_ever_refuse_with_header_error(tmp_path_factory
 def test_gguf_files_only_ever_refuse_with_detect_error(tmp_path_factory, data):
     path = _write(tmp_path_factory.mktemp("gguf"), "x.gguf", data)
     try:
-        detect.gguf_shapes(path)
-    except detect.DetectError as err:
+        identify.gguf_shapes(path)
+    except identify.DetectError as err:
         assert "x.gguf" in str(err)
 
 
@@ -197,7 +197,7 @@ def test_the_registry_lists_any_bytes_with_a_reason_and_never_fails(tmp_path_fac
 
 def test_the_fuzzed_readers_accept_their_valid_files(tmp_path):
     assert headers.safetensors_header(_write(tmp_path, "a.safetensors", VALID["safetensors"]))[0]["a.weight"] == (3, 4)
-    assert detect.gguf_shapes(_write(tmp_path, "a.gguf", VALID["gguf"]))["img_in.weight"] == (4, 4)
+    assert identify.gguf_shapes(_write(tmp_path, "a.gguf", VALID["gguf"]))["img_in.weight"] == (4, 4)
     assert "conv_first.weight" in pickles.load_weights_only(_write(tmp_path, "a.pth", VALID["pth"]))
     FaceDetector(_write(tmp_path, "a.onnx", VALID["onnx"]))
 

@@ -1,6 +1,6 @@
 """Model downloads through the protocol: the ``pull`` / ``list_presets`` messages and their order rules, and a real
 server on loopback pulling from the local hub stand-in (progress, cancel with the partial file kept, resume, bad
-checksum, offline), driven through the client core (``client.models``)."""
+checksum, offline), driven through the client core (``client.downloads``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import protocol.messages as m
-from client import models as cm
+from client import downloads as cm
 from client.errors import Cancelled, JobError
 from protocol.client import Client, JobFailed
 from protocol.codec import encode

@@ -111,7 +111,7 @@ def test_a_siglip_file_without_a_config_of_its_size_is_named(tmp_path):
 
 
 def test_files_that_are_not_redux_models_are_named():
-    from server.models.detect import DetectError
+    from server.models.identify import DetectError
 
     with pytest.raises(DetectError, match="redux_up"):
         rdx.redux_info({"foo.weight": (3, 4)})

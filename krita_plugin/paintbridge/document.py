@@ -24,12 +24,10 @@ PREVIEW_NAME = client.results.PREVIEW_NAME
 
 MASK_TYPES = ("selectionmask", "transparencymask")
 SETTINGS_GROUP = "paintbridge"
-READS = [0]  # pixel reads of a document (image, layer, mask, selection): the live loop's cost, counted
 
 
 def _pixels(source, box: Box) -> bytes:
-    """``source.pixelData`` over ``box`` (a node, a selection or the document), counted in ``READS``."""
-    READS[0] += 1
+    """``source.pixelData`` over ``box`` (a node, a selection or the document)."""
     return to_bytes(source.pixelData(box.x, box.y, box.width, box.height))
 
 
@@ -472,10 +470,6 @@ class KritaStore:
 
 class KritaHost:
     """What the session asks of Krita, in one object (a unit test gives the session another one)."""
-
-    @property
-    def pixel_reads(self) -> int:
-        return READS[0]
 
     def active_document_or_none(self):
         return Krita.instance().activeDocument()

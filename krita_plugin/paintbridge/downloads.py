@@ -16,7 +16,7 @@ class Downloads:
 
     def __init__(self, session) -> None:
         self.session = session
-        self.presets: Optional[list] = None  # client.models.PresetStatus of the server; None: unknown or unsupported
+        self.presets: Optional[list] = None  # client.downloads.PresetStatus of the server; None: unknown or unsupported
         self.pull_id: Optional[str] = None  # the download in flight
         self.progress = (0, "")  # percent, text
         self.presets_changed = Event()  # () the status changed (or the mode / first control type did)
@@ -32,7 +32,7 @@ class Downloads:
         if self.presets is None:
             return ["This server cannot download models (or is not connected)."] if self.session.connected else []
         mode, control = self.scope()
-        return [p.line(mode, control) for p in self.presets] + [client.models.summary(self.presets, mode, control)]
+        return [p.line(mode, control) for p in self.presets] + [client.downloads.summary(self.presets, mode, control)]
 
     def suggested(self) -> str:
         """The preset to offer for the current mode: one that lacks files for it, the smallest download first."""
@@ -85,7 +85,7 @@ class Downloads:
     def on_event(self, job_id: str, msg) -> bool:
         if job_id != self.pull_id:
             return False
-        fraction, text = client.models.describe_pull(msg)
+        fraction, text = client.downloads.describe_pull(msg)
         if text is not None:
             self._state(int(100 * fraction) if fraction is not None else self.progress[0], text)
         return True

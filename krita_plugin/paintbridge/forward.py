@@ -10,7 +10,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .session import Session
 
 
-class Forward(client.session.Listener):
+class Forward(client.connect.Listener):
     """The connection's callbacks (worker thread) handed to the session on the UI thread."""
 
     def __init__(self, session: "Session", post: Callable[[Callable[[], None]], None]) -> None:

@@ -27,7 +27,7 @@ from .wire import client, protocol
 CLIENT_NAME = "Paintbridge for Krita"
 CLIENT_VERSION = "0.2.0"
 PLUGIN_DIR = Path(__file__).resolve().parent
-cs, cjobs, cres, csession = client.settings, client.jobs, client.results, client.session
+cs, cjobs, cres, cconnect = client.settings, client.jobs, client.results, client.connect
 
 
 def guarded(method: Callable) -> Callable:
@@ -81,7 +81,6 @@ class Session:
         self.message, self.message_is_error = "", False
         self.progress = (0, "")  # percent, text
         self.last_progress = (0, 0)
-        self.preview_updates = 0  # writes of a result into the document's preview layer
         self._pending_control: Optional[int] = None
         # Signals for the view.
         self.connection_changed = Event()  # (state, detail)
@@ -94,7 +93,7 @@ class Session:
         self.result_selected = Event()  # (index)
         self.message_changed = Event()  # (text, error)
         self.controls_changed = Event()  # ()
-        self.connection = csession.Session(
+        self.connection = cconnect.Connector(
             Forward(self, post),
             CLIENT_NAME,
             CLIENT_VERSION,
@@ -249,7 +248,7 @@ class Session:
         for name in ("strength", "steps", "cfg", "sampler"):
             self.settings_changed.emit(name, getattr(self.shown(), name))
         if self.connected:
-            self.connection_changed.emit(csession.CONNECTED, self.connection.detail)
+            self.connection_changed.emit(cconnect.CONNECTED, self.connection.detail)
 
     # --- jobs ---------------------------------------------------------------------------------------------------------
     @property
@@ -278,7 +277,7 @@ class Session:
 
     def send(self, doc, settings: cs.Settings, inputs, kind: str) -> str:
         """Build the job for ``inputs`` read from ``doc`` and send it; the session then waits for its events."""
-        job_id = csession.new_job_id("krita")
+        job_id = cconnect.new_job_id("krita")
         job = cjobs.build_job(
             settings,
             inputs,
@@ -327,7 +326,7 @@ class Session:
     def on_job_event(self, job_id: str, msg) -> None:
         if self.downloads.on_event(job_id, msg) or self._current(job_id) is None:
             return
-        fraction, text = csession.describe_event(msg)
+        fraction, text = cconnect.describe_event(msg)
         if isinstance(msg, protocol.Progress):
             self.last_progress = (msg.step, msg.total)
         if text is not None:
@@ -411,7 +410,6 @@ class Session:
         job = self.result_job
         if job is not None and job.settings.mode != "upscale" and self.host.is_open(job.doc):
             self.host.show_preview(job.doc, self.results[index], job.above_id)
-            self.preview_updates += 1
 
     @guarded
     def apply(self, index: Optional[int] = None) -> bool:

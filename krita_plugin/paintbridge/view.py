@@ -8,14 +8,14 @@ from typing import List, Optional
 from . import reference_widgets, widgets
 from .regions_view import RegionsSection
 from .progress_preview import Preview, fit_size
-from .qt_compat import QtGui, QtWidgets, Qt, Signal, qimage_from_bgra8, qimage_from_rgba8
+from .qt_compat import QtGui, QtWidgets, Qt, qimage_from_bgra8, qimage_from_rgba8
 from .session import Session
 from .settings_store import DEFAULT_URL
 from .techniques import TechniquesSection
 from .widgets import MODES, PREVIEW_HEIGHT, SHORT_MODE_NAMES, THUMB
 from .wire import client, protocol
 
-CONNECTED, CONNECTING = client.session.CONNECTED, client.session.CONNECTING
+CONNECTED, CONNECTING = client.connect.CONNECTED, client.connect.CONNECTING
 CLASSICAL = client.settings.CLASSICAL
 
 STATE_COLORS = {"connected": "#3fb950", "connecting": "#d29922", "disconnected": "#f85149", "refused": "#f85149"}
@@ -50,12 +50,9 @@ COMBOS = (
 class PaintbridgePanel(QtWidgets.QWidget):
     """The panel inside the docker."""
 
-    progress_preview_shown = Signal(int)  # on the UI thread, after an in-progress preview is shown: the running count
-
     def __init__(self, session: Session, parent: Optional[QtWidgets.QWidget] = None) -> None:
         super().__init__(parent)
         self.session = session
-        self.progress_previews = 0  # in-progress previews shown (never written into the document)
         self._showing_progress_preview = False
         self.control_rows: List[widgets.ControlRow] = []
         self.reference_rows: List[reference_widgets.ReferenceRow] = []  # reference images
@@ -359,8 +356,6 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self._showing_progress_preview = True
             self.progress_preview.setVisible(True)
             self._update_results()
-        self.progress_previews += 1
-        self.progress_preview_shown.emit(self.progress_previews)
 
     def _end_progress_preview(self) -> None:
         """The job ended: drop its preview; the result thumbnails (new or earlier ones) show again."""

@@ -17,19 +17,19 @@ except ImportError:  # running from the repository (unit tests)
     import protocol  # type: ignore[no-redef]
 
 for _name in (
+    "connect",
     "docdata",
+    "downloads",
     "errors",
     "history",
     "history_search",
     "jobs",
     "live",
-    "models",
     "modes",
     "regions",
     "results",
     "sampling",
     "server",
-    "session",
     "settings",
 ):
     import_module(f"{client.__name__}.{_name}")

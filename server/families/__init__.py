@@ -5,7 +5,7 @@ engine below the ``core.Engine`` interface: transformer instead of UNet, T5 + CL
 separate files, flow-matching schedulers, packed latents. Modules, one job each:
 
 - ``specs``: the family table (pipelines per kind of job). Names, variants and recognition from tensors live in
-  ``server/models/families.py``, beside the registry that uses them.
+  ``server/models/identify_dit.py``, beside the registry that uses them.
 - ``parts``: finding a checkpoint's text encoders and VAE (inside the file or in the models folders).
 - ``loading``: building a pipeline offline from the parts and the weightless configs in ``server/configs`` (GGUF
   transformers stay quantized).

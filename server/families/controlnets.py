@@ -16,8 +16,8 @@ from typing import List, Optional
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
 from ..core import Control
-from ..models.detect import DIFFUSERS, file_shapes
-from ..models.families import controlnet as detect_controlnet
+from ..models.identify import DIFFUSERS, file_shapes
+from ..models.identify_dit import controlnet as detect_controlnet
 from ..models.loading import check_no_meta
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
 from . import specs
@@ -116,7 +116,7 @@ def select(
 
 def config_from_shapes(family: str, info: dict, transformer_config: dict) -> dict:
     """The ``FluxControlNetModel``/``SD3ControlNetModel`` config of a single ControlNet file, from what recognition
-    read off its tensors (``models.families.controlnet``) and, for what shapes cannot tell (rotary axes, sample
+    read off its tensors (``models.identify_dit.controlnet``) and, for what shapes cannot tell (rotary axes, sample
     size), the checkpoint's transformer config."""
     t = transformer_config
     if family == specs.FLUX:

@@ -37,7 +37,7 @@ from ..diffusion import prompts
 from ..diffusion.adapters import Adapters
 from ..diffusion.controls import control_image
 from ..diffusion.engine import _layers, _working_job
-from ..models.detect import DIFFUSERS
+from ..models.identify import DIFFUSERS
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
 from . import controlnets, loading, memory, preview, redux, specs
 

@@ -19,7 +19,7 @@ from typing import List, Tuple
 from protocol.errors import UNSUPPORTED, ProtocolError
 
 from ..models import configcheck
-from ..models.detect import DIFFUSERS, GGUF, PICKLE
+from ..models.identify import DIFFUSERS, GGUF, PICKLE
 from ..models.loading import CONFIGS_DIR, check_no_meta
 from ..models.tensors import read_tensors
 from ..models.registry import ModelEntry, ModelRegistry

@@ -15,9 +15,9 @@ from typing import Dict, List, Optional
 
 from protocol.errors import MODEL_NOT_FOUND, ProtocolError
 
-from ..models.detect import DIFFUSERS, DetectError, file_shapes
+from ..models.identify import DIFFUSERS, DetectError, file_shapes
 from ..models.registry import ModelEntry, ModelRegistry
-from ..models import families as detect
+from ..models import identify_dit
 from . import specs
 
 # Which checkpoint role fills which pipeline slot.
@@ -55,7 +55,7 @@ class EncoderSlot:
 
     @property
     def label(self) -> str:
-        return detect.encoder_label(self.kind, self.width)
+        return identify_dit.encoder_label(self.kind, self.width)
 
 
 @dataclass
@@ -117,7 +117,7 @@ def _vae_channels(entry: ModelEntry) -> Optional[int]:
     try:
         if entry.format == DIFFUSERS:
             return int(_json(entry.path / "config.json").get("latent_channels", 4))
-        return detect.vae_latent_channels(file_shapes(entry.path, entry.format != "pickle"))
+        return identify_dit.vae_latent_channels(file_shapes(entry.path, entry.format != "pickle"))
     except (OSError, ValueError, DetectError):
         return None
 

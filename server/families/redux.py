@@ -25,7 +25,7 @@ from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
 from ..core import Reference
 from ..models import redux as rdx
-from ..models.detect import DIFFUSERS
+from ..models.identify import DIFFUSERS
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
 
 CATALOGUE_HINT = "paintbridge models pull flux-redux"

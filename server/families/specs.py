@@ -1,11 +1,11 @@
-"""How each family runs: the diffusers pipelines per kind of job (names and variants: ``models.families``)."""
+"""How each family runs: the diffusers pipelines per kind of job (names and variants: ``models.identify_dit``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-from ..models.families import FAMILIES, FLUX, FLUX_FILL, FLUX_KONTEXT, NAMES, SD3, VARIANT_CONFIGS, VARIANT_NAMES
+from ..models.identify_dit import FAMILIES, FLUX, FLUX_FILL, FLUX_KONTEXT, NAMES, SD3, VARIANT_CONFIGS, VARIANT_NAMES
 
 __all__ = [
     "FAMILIES",

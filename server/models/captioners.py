@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .detect import Detected
+from .identify import Detected
 
 BLIP = "blip"
 ARCH_NAMES = {BLIP: "BLIP"}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from . import pickles
-from .detect import Detected, DetectError, Shapes
+from .identify import Detected, DetectError, Shapes
 
 REFERENCE_FAMILIES = ("sd15", "sdxl")  # checkpoint families whose jobs take reference images
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Dict, Tuple
 
-from .detect import Detected
+from .identify import Detected
 
 KIND = "layerdiffuse"
 ATTENTION, DECODER, ENCODER = "attention", "decoder", "encoder"

@@ -15,7 +15,7 @@ from typing import Optional
 from protocol.errors import UNSUPPORTED, ProtocolError
 
 from . import configcheck
-from .detect import DIFFUSERS, PICKLE, SAFETENSORS, SDXL_CLIP_G, SD15_CLIP, SDXL_CLIP_L, UNET, file_shapes
+from .identify import DIFFUSERS, PICKLE, SAFETENSORS, SDXL_CLIP_G, SD15_CLIP, SDXL_CLIP_L, UNET, file_shapes
 from .registry import ModelEntry, arch_name
 from .tensors import read_tensors
 from .tokenizers import clip_tokenizer

@@ -18,8 +18,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from .detect import Detected, DetectError, Shapes
-from .families import FLUX, FLUX_FILL, FLUX_KONTEXT
+from .identify import Detected, DetectError, Shapes
+from .identify_dit import FLUX, FLUX_FILL, FLUX_KONTEXT
 
 REDUX_FAMILIES = (FLUX, FLUX_FILL, FLUX_KONTEXT)  # checkpoint families whose jobs take Redux references
 REDUX_TYPES = ("content", "style")  # the reference types a Redux reference serves

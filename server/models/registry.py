@@ -21,8 +21,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
-from . import captioners, configcheck, detect, families, fewstep, headers, ipadapter, layerdiffuse, redux
-from .detect import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
+from . import captioners, configcheck, fewstep, headers, identify, identify_dit, ipadapter, layerdiffuse, redux
+from .identify import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
 KINDS = (
     "checkpoint",
@@ -121,7 +121,7 @@ class ModelEntry:
             entry["union"] = bool(self.info.get("union"))
         if self.info.get("variant"):
             entry["variant"] = self.info["variant"]  # Flux/SD3: dev, schnell, fill, kontext, 3.5-large, ...
-        if self.kind == "checkpoint" and self.arch in families.EDIT_FAMILIES:
+        if self.kind == "checkpoint" and self.arch in identify_dit.EDIT_FAMILIES:
             entry["edit"] = True  # runs mode "edit" (instruction edit): the plugins offer it
         if self.kind in ("checkpoint", "lora"):
             entry.update(fewstep.listing(self.info.get("few_step")))
@@ -239,9 +239,9 @@ def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
     _check_files(path, fmt)
     found = _detect_arch(kind, path, fmt, allow_pickle)
     if kind == "controlnet":
-        found.info["control_types"] = detect.control_types_from_name(path.name)
+        found.info["control_types"] = identify.control_types_from_name(path.name)
     if kind in ("checkpoint", "lora"):
-        shapes = detect.safetensors_shapes(path) if fmt == SAFETENSORS else None  # a header read: a few KB
+        shapes = identify.safetensors_shapes(path) if fmt == SAFETENSORS else None  # a header read: a few KB
         preset = fewstep.detect(path, shapes)
         if preset is not None:
             found.info["few_step"] = preset
@@ -283,48 +283,48 @@ def _detect_arch(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detecte
     if kind == "layerdiffuse":
         if fmt != SAFETENSORS:
             return Detected(None, info={"unsupported": "LayerDiffuse files are read as .safetensors only"})
-        return layerdiffuse.info(detect.safetensors_shapes(path), path.name)
+        return layerdiffuse.info(identify.safetensors_shapes(path), path.name)
     if kind == "clip_vision":  # reference images: CLIP towers (IP-Adapter) and SigLIP towers (Redux)
         if fmt == DIFFUSERS:
             return redux.siglip_folder(path) or ipadapter.encoder_folder_info(path)
-        shapes = detect.file_shapes(path, allow_pickle)
+        shapes = identify.file_shapes(path, allow_pickle)
         return redux.siglip_info(shapes) if redux.looks_like_siglip(shapes) else ipadapter.encoder_info(shapes)
     if kind == "redux":
         if fmt == DIFFUSERS:
             return redux.redux_folder_info(path)
-        return redux.redux_info(detect.file_shapes(path, allow_pickle))
+        return redux.redux_info(identify.file_shapes(path, allow_pickle))
     if kind == "ipadapter":
         if fmt == PICKLE:
             if not allow_pickle:
-                detect.file_shapes(path, allow_pickle)  # raises the pickle explanation
+                identify.file_shapes(path, allow_pickle)  # raises the pickle explanation
             return ipadapter.adapter_info(ipadapter.nested_pickle_shapes(path), path.name)
-        return ipadapter.adapter_info(detect.safetensors_shapes(path), path.name)
+        return ipadapter.adapter_info(identify.safetensors_shapes(path), path.name)
     if fmt == DIFFUSERS:
         if kind == "checkpoint" and (path / "transformer" / "config.json").is_file():
-            return families.diffusers_folder(path)
+            return identify_dit.diffusers_folder(path)
         if kind == "checkpoint":
-            return detect.diffusers_folder_arch(path)
+            return identify.diffusers_folder_arch(path)
         if kind == "controlnet":
-            return _family_controlnet_folder(path) or detect.controlnet_folder_arch(path)
+            return _family_controlnet_folder(path) or identify.controlnet_folder_arch(path)
         return Detected(None)
-    shapes = detect.file_shapes(path, allow_pickle)
-    if kind == "checkpoint" and families.looks_like_transformer(shapes):
-        return families.checkpoint(shapes, path.name)
+    shapes = identify.file_shapes(path, allow_pickle)
+    if kind == "checkpoint" and identify_dit.looks_like_transformer(shapes):
+        return identify_dit.checkpoint(shapes, path.name)
     if kind == "checkpoint":
-        return detect.checkpoint_arch(shapes)
+        return identify.checkpoint_arch(shapes)
     if kind == "text_encoder":
-        return families.text_encoder(shapes)
-    if kind == "lora" and families.lora_family(shapes) is not None:
-        return Detected(families.lora_family(shapes))
-    if kind == "controlnet" and families.looks_like_controlnet(shapes):
-        return families.controlnet(shapes)
+        return identify_dit.text_encoder(shapes)
+    if kind == "lora" and identify_dit.lora_family(shapes) is not None:
+        return Detected(identify_dit.lora_family(shapes))
+    if kind == "controlnet" and identify_dit.looks_like_controlnet(shapes):
+        return identify_dit.controlnet(shapes)
     if kind == "controlnet":
-        return detect.controlnet_arch(shapes)
+        return identify.controlnet_arch(shapes)
     if kind == "lora":
-        return detect.lora_arch(shapes)
+        return identify.lora_arch(shapes)
     if kind == "embedding":
-        return detect.embedding_arch(shapes)
-    return detect.vae_check(shapes)
+        return identify.embedding_arch(shapes)
+    return identify.vae_check(shapes)
 
 
 def _family_controlnet_folder(path: Path) -> Optional[Detected]:
@@ -333,7 +333,7 @@ def _family_controlnet_folder(path: Path) -> Optional[Detected]:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return families.controlnet_folder(config)
+    return identify_dit.controlnet_folder(config)
 
 
 class ModelRegistry:

@@ -151,6 +151,28 @@ class Runner:
 
 # --- helpers -------------------------------------------------------------------------------------------------------
 
+COUNTS = {}  # what the plug-in did, counted from outside it: "pixel_reads", "preview_writes"
+
+
+def _counted(key, fn):
+    def counted(*args, **kwargs):
+        COUNTS[key] += 1
+        return fn(*args, **kwargs)
+
+    return counted
+
+
+def count(key):
+    """How often the plug-in has read a document's pixels (``pixel_reads``) or written a result into the preview
+    layer (``preview_writes``) since the first call: its one door to Krita (``paintbridge.document``) is wrapped then."""
+    if not COUNTS:
+        from paintbridge import document as door
+
+        COUNTS.update(pixel_reads=0, preview_writes=0)
+        door._pixels = _counted("pixel_reads", door._pixels)
+        door.KritaHost.show_preview = staticmethod(_counted("preview_writes", door.show_preview))
+    return COUNTS[key]
+
 
 def dump(name, data):
     with open(os.path.join(OUT, name + ".bin"), "wb") as f:
@@ -267,7 +289,7 @@ def panel_state(ses):
         "message": ses.message,
         "error": ses.message_is_error,
         "results": len(ses.results),
-        "preview_updates": ses.preview_updates,
+        "preview_updates": count("preview_writes"),
         "state": ses.connection_state,
     }
 
@@ -313,22 +335,24 @@ def run_job(ses, record, timeout=120):
 
 
 def watch_progress_previews(panel, doc):
-    """Record, at each in-progress preview the panel shows, what it showed and the document's layer stack."""
+    """Record, at each in-progress preview the session hands the panel (after the panel has shown it: the watch
+    connects after the panel), which step it was, what the panel showed and the document's layer stack."""
     watch = {
         "shown": 0,
-        "counts": [],
+        "steps": [],
+        "tooltips": [],
         "stacks": [],
         "sizes": [],
         "label_visible": [],
         "thumbnails_hidden": [],
         "preview_layer_writes": [],
-        "base_count": panel.progress_previews,
     }
-    writes_before = panel.session.preview_updates
+    writes_before = count("preview_writes")
 
-    def slot(count):
+    def slot(preview):
         watch["shown"] += 1
-        watch["counts"].append(count)
+        watch["steps"].append([preview.step, preview.total])
+        watch["tooltips"].append(panel.progress_preview.toolTip())
         stack = layers(doc)
         if stack not in watch["stacks"]:
             watch["stacks"].append(stack)
@@ -336,12 +360,12 @@ def watch_progress_previews(panel, doc):
         watch["sizes"].append([pixmap.width(), pixmap.height()] if pixmap is not None else None)
         watch["label_visible"].append(panel.progress_preview.isVisible())
         watch["thumbnails_hidden"].append(not panel.results_list.isVisible())
-        watch["preview_layer_writes"].append(panel.session.preview_updates - writes_before)
+        watch["preview_layer_writes"].append(count("preview_writes") - writes_before)
         if watch["shown"] in (1, 4):  # the panel with a preview of the job in progress
             panel.grab().save(os.path.join(OUT, "panel-preview.png"))
 
     watch["slot"] = slot
-    panel.progress_preview_shown.connect(slot)
+    panel.session.progress_preview.connect(slot)
     return watch
 
 
@@ -504,7 +528,7 @@ def live_stroke(ses, doc, rec, tag, points, updates):
     changes, events = ses.live.changes, ses.live._watch.events
     rec[f"{tag}_active"] = doc.activeNode().name()
     lifted = stroke(points)
-    yield Until(lambda: ses.preview_updates >= updates and not ses.busy, 20, poll=5)
+    yield Until(lambda: count("preview_writes") >= updates and not ses.busy, 20, poll=5)
     after = bytes(paint.pixelData(0, 0, doc.width(), doc.height()))
     rec[f"{tag}_painted"] = sum(1 for i in range(3, len(after), 4) if after[i - 3 : i + 1] != before[i - 3 : i + 1])
     rec[f"{tag}_changes"] = [ses.live.changes - changes, ses.live._watch.events - events]
@@ -611,37 +635,37 @@ def scenario_classical():
     R["live"] = rec = {}
     select_rect(doc, 16, 16, 16, 16)
     yield 300
-    base = ses.preview_updates
+    base = count("preview_writes")
     ses.set_live(True)
-    yield Until(lambda: ses.preview_updates >= base + 1 and not ses.busy, 60)
-    rec["first"] = ses.preview_updates - base
+    yield Until(lambda: count("preview_writes") >= base + 1 and not ses.busy, 60)
+    rec["first"] = count("preview_writes") - base
     rec["first_preview"] = (
         dump("live-1", find(doc, "Paintbridge preview").pixelData(0, 0, W, H))
         if find(doc, "Paintbridge preview")
         else None
     )
     select_rect(doc, 80, 56, 20, 20)
-    yield Until(lambda: ses.preview_updates >= base + 2 and not ses.busy, 60)
-    rec["second"] = ses.preview_updates - base
+    yield Until(lambda: count("preview_writes") >= base + 2 and not ses.busy, 60)
+    rec["second"] = count("preview_writes") - base
     rec["second_preview"] = (
         dump("live-2", find(doc, "Paintbridge preview").pixelData(0, 0, W, H))
         if find(doc, "Paintbridge preview")
         else None
     )
-    reads, changes = ses.host.pixel_reads, ses.live.changes
+    reads, changes = count("pixel_reads"), ses.live.changes
     yield 2500  # nothing changes now: no further jobs, and no pixel reads
-    rec["settled"] = ses.preview_updates - base
-    rec["idle_reads"], rec["idle_changes"] = ses.host.pixel_reads - reads, ses.live.changes - changes
+    rec["settled"] = count("preview_writes") - base
+    rec["idle_reads"], rec["idle_changes"] = count("pixel_reads") - reads, ses.live.changes - changes
     rec["event_driven"] = ses.live._watch.event_driven if ses.live._watch is not None else None
     # A real brush stroke on the canvas under the context box triggers a frame; undoing it triggers another.
     yield from live_stroke(ses, doc, rec, "paint", [(84, 62), (88, 64), (92, 66), (96, 70)], base + 3)
-    rec["after_paint"] = ses.preview_updates - base
+    rec["after_paint"] = count("preview_writes") - base
     t_undo = time.monotonic()
     K.action("edit_undo").trigger()
-    yield Until(lambda: ses.preview_updates >= base + 4 and not ses.busy, 60, poll=5)
-    rec["after_restore"] = ses.preview_updates - base
+    yield Until(lambda: count("preview_writes") >= base + 4 and not ses.busy, 60, poll=5)
+    rec["after_restore"] = count("preview_writes") - base
     rec["undo_frame"] = frame_after(ses, t_undo)
-    rec["reads_after_idle"] = ses.host.pixel_reads - reads  # the stroke and its undo
+    rec["reads_after_idle"] = count("pixel_reads") - reads  # the stroke and its undo
     rec["changes_after_idle"] = ses.live.changes - changes
     rec["frames"] = ses.live.frames
     rec["layers"] = layers(doc)
@@ -886,7 +910,7 @@ def scenario_diffusion():
     rec["composite_before"] = composite(doc, "img2img-composite-before")
     watch = watch_progress_previews(panel, doc)
     yield from run_job(ses, rec, timeout=300)
-    panel.progress_preview_shown.disconnect(watch["slot"])
+    panel.session.progress_preview.disconnect(watch["slot"])
     del watch["slot"]
     rec["progress_previews"] = watch
     rec["preview_label_after"] = panel.progress_preview.isVisible()

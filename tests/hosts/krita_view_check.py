@@ -63,7 +63,7 @@ s.set_live(False)
 s.on_state("disconnected", "x")
 assert "Not connected" in p.status_label.text()
 # Model downloads: the preset lines follow the mode, the suggested preset is picked, the download button calls the session.
-from client.models import presets_from
+from client.downloads import presets_from
 
 assert p.models_box.isHidden()
 s.set_mode("upscale")

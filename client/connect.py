@@ -3,7 +3,7 @@ recorded how), run jobs with progress, reconnect with the transport's back-off (
 session. Server messages arrive typed (``protocol`` classes) and are told apart by their class.
 
 - One-shot (a GIMP procedure run): ``open_client(...)`` then ``run_job(client, job, on_status)``.
-- Long-lived (Krita's panel, GIMP's live dialog): ``Session`` runs a worker thread that owns the client; the editor
+- Long-lived (Krita's panel, GIMP's live dialog): ``Connector`` runs a worker thread that owns the client; the editor
   calls ``configure``/``submit``/``cancel`` from its UI thread and gets ``Listener`` callbacks on the worker thread
   (an adapter forwards them to its UI thread: Qt signals, ``GLib.idle_add``).
 Every failure becomes a ``client.errors`` exception (or a callback) whose message the painter can act on.
@@ -18,7 +18,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from .errors import Cancelled, JobError, ServerStartError, ServerUnavailable
 from .server import Autostart, LocalServer, is_local
-from .models import presets_from
+from .downloads import presets_from
 from .wire import client_module, make_client, protocol, result_text
 
 START_TIMEOUT = 180.0  # a first start may import torch and scan model folders
@@ -184,7 +184,7 @@ def fetch_models(
 
 
 class Listener:
-    """Callbacks of a ``Session`` (called on its worker thread); override what you need."""
+    """Callbacks of a ``Connector`` (called on its worker thread); override what you need."""
 
     def state_changed(self, state: str, detail: str) -> None: ...
     def welcomed(self, welcome: "protocol.Welcome") -> None: ...
@@ -197,15 +197,15 @@ class Listener:
     def job_failed(self, job_id: str, code: str, message: str) -> None: ...
     def job_cancelled(self, job_id: str) -> None: ...
     def presets_changed(self, presets: Optional[list]) -> None:
-        """The server's starter sets (``client.models.PresetStatus`` list) after connecting, after a pull and on
-        ``Session.refresh_presets``; None when the server cannot download models."""
+        """The server's starter sets (``client.downloads.PresetStatus`` list) after connecting, after a pull and on
+        ``Connector.refresh_presets``; None when the server cannot download models."""
 
     def pull_done(self, pull_id: str, msg: "protocol.PullDone") -> None:
-        """A pull (``Session.pull``) finished; ``msg.models`` is the server's listing afterwards. Its progress comes
+        """A pull (``Connector.pull``) finished; ``msg.models`` is the server's listing afterwards. Its progress comes
         through ``job_event``, a cancel through ``job_cancelled``, a failure through ``job_failed``."""
 
 
-class Session:
+class Connector:
     """A self-healing connection to one server, owned by a worker thread.
 
     Jobs run one at a time in submission order. While disconnected, submitted jobs fail at once with a clear message;
@@ -272,7 +272,7 @@ class Session:
         return job_id
 
     def pull(self, names: Sequence[str]) -> str:
-        """Queue a model download onto the server's machine (``client.models``); returns the pull's id. Cancel it
+        """Queue a model download onto the server's machine (``client.downloads``); returns the pull's id. Cancel it
         with ``cancel``."""
         msg = protocol.Pull(new_job_id("pull"), tuple(names))
         self._commands.put(("job", msg, msg.id))

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .detect import Detected, DetectError, Shapes
+from .identify import Detected, DetectError, Shapes
 
 FLUX = "flux"
 FLUX_FILL = "flux-fill"
