@@ -204,3 +204,42 @@ def test_live_frames_use_the_lcm_lora_of_the_default_style_once_it_is_pulled(sta
             assert np.abs(fast_pixels.astype(int) - plain_pixels.astype(int)).mean() > 1.0
     finally:
         server.stop()
+
+
+def test_sdxl_inpaint_uses_the_union_controlnets_inpaint_mode_only_where_it_has_one(tmp_path):
+    """SDXL without an inpainting checkpoint: a union ControlNet with the ProMax's eight modes (inpaint among them) is
+    chosen and said; the first union model's six modes have no inpaint, so it is left alone (the plain path)."""
+    import torch
+    from diffusers import ControlNetUnionModel
+
+    models = factory.make_models_dir(tmp_path / "models", ("sdxl", "cn-sdxl-union"))
+    unet = factory.build_sdxl().unet
+    torch.manual_seed(3)
+    promax = ControlNetUnionModel(
+        **{
+            **factory._unet_to_controlnet_kwargs(unet.config),
+            "conditioning_embedding_out_channels": (16, 16, 32, 32),
+            "num_trans_channel": 32,
+            "num_trans_head": 2,
+            "num_proj_channel": 32,
+            "num_control_type": 8,
+        }
+    )
+    promax.load_state_dict(unet.state_dict(), strict=False)
+    factory._randomize_zero_modules(promax, 3)
+    server = serve(models, tmp_path / "styles")
+    try:
+        with Client(server.url, "test-good-defaults") as client:
+            layer, _ = inpaint(client, inpaint_method="auto")
+            assert layer.info["inpaint"]["method"] == "plain", layer.info["inpaint"]  # six modes: no inpaint
+            promax.save_pretrained(models / "controlnet" / "controlnet-union-promax-tiny-sdxl")
+            client.list_models()
+            layer, auto = inpaint(client)
+            info = layer.info["inpaint"]
+            assert (info["method"], info["control"]) == ("controlnet", "controlnet-union-promax-tiny-sdxl"), info
+            assert "union ControlNet's inpaint mode" in info["why"] and info["prefill"] == "patch"
+            assert layer.info["controlnets"] == ["controlnet-union-promax-tiny-sdxl"]
+            _, plain = inpaint(client, inpaint_method="plain")
+            assert np.abs(auto[hole() > 0].astype(int) - plain[hole() > 0].astype(int)).mean() > 1.0
+    finally:
+        server.stop()
