@@ -41,6 +41,7 @@ LAYERS: Dict[str, int] = {
     # 3: picks the engine for a job, after applying its style and choosing its inpaint method (job planners)
     "router": 3,
     "stylejob": 3,
+    "inpaintplan": 3,
     # 4: the job queue and its events, client sessions, downloads asked for by clients, who may connect, the network
     #    log, outboxes, the server-wide budget for incoming frame bytes
     "jobs": 4,

@@ -17,7 +17,7 @@ import numpy as np
 from protocol.errors import UNSUPPORTED, ProtocolError
 from protocol.messages import CAPTION_STYLES, CONTROL_TYPES, MODES, REFERENCE_TYPES, TILEABLE_MODES
 
-from . import batches, calibration, stylejob, tuning
+from . import batches, calibration, inpaintplan, stylejob, tuning
 from . import device as devices
 from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
@@ -216,11 +216,16 @@ class Router:
     # --- jobs ---
 
     def plan(self, job: Job, ctx: JobContext) -> Tuple[Job, Dict[str, dict]]:
-        """The job as the engine gets it: its style applied (the one place it happens), and what that did for the
-        result layers' ``info``."""
+        """The job as the engine gets it: its style applied, then its inpaint method chosen (the one place each
+        happens), and what each did for the result layers' ``info``."""
         notes: Dict[str, dict] = {}
         if job.style:
             job, notes["style"] = stylejob.apply_style(job, self.styles.get(job.style), self.registry)
+        entry = stylejob.checkpoint_of(job, self.registry)
+        if entry is not None and entry.problem is None:
+            job, inpaint = inpaintplan.plan(job, entry, self.registry, lambda: self.device, ctx.check)
+            if inpaint is not None:
+                notes["inpaint"] = inpaint
         return job, notes
 
     def run(self, job: Job, ctx: JobContext) -> List[Layer]:

@@ -73,7 +73,8 @@ def job(mode: str, model: str, image=True, mask=None, **params) -> dict:
         "prompt": params.pop("prompt", "a red apple on a (wooden:1.2) table"),
         "x": 300,
         "y": 200,
-        "params": {"steps": 2, "seed": 42, "grow": 2, "feather": 2, **params},
+        # each model's own path: the automatic inpaint method would run tiny-flux's inpaint on the Fill model
+        "params": {"steps": 2, "seed": 42, "grow": 2, "feather": 2, "inpaint_method": "plain", **params},
     }
     if image:
         msg["image"] = payload(picture())

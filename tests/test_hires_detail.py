@@ -184,7 +184,9 @@ def test_hires_inpaint_keeps_pixels_outside_the_mask(client, model):
     mask[20:70, 30:100] = 255
     progress = []
     ((layer, rgba),) = run(
-        client, job("inpaint", model, image, mask, hires={"enabled": True, "upscaler": "lanczos"}), progress
+        client,
+        job("inpaint", model, image, mask, strength=1.0, hires={"enabled": True, "upscaler": "lanczos"}),
+        progress,
     )
     assert layer.info["hires"]["size"] == [W, H] and (layer.width, layer.height) == (W, H)
     outside = rgba[..., 3] == 0

@@ -156,3 +156,20 @@ def test_styles_over_the_protocol_survive_a_restart(start_server, tmp_path):
         assert kept["Ink"].steps == 11 and not kept["Ink"].builtin
         assert "Ink" in [s.name for s in client.welcome.styles]
         assert "Ink" not in [s.name for s in client.delete_style("Ink").styles]
+
+
+def test_cli_run_takes_a_style_by_name(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "models").mkdir()
+    args = ["run", "generate", "--width", "64", "--height", "64", "--out", str(tmp_path / "x.png")]
+    args += ["--models", str(tmp_path / "models"), "--styles", str(tmp_path / "styles"), "--style", "nope"]
+    out = subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert out.returncode == 1 and "no style named 'nope'" in out.stderr and "(style)" in out.stderr, out.stderr
