@@ -18,7 +18,7 @@ from .errors import JobInputError
 from .modes import NEVER, REQUIRED, check_offered, plan_read, rule
 from .regions import opacity
 from .settings import Defaults, Settings, apply_defaults
-from .wire import Box, protocol, sampling
+from .wire import Box, protocol
 
 T = TypeVar("T")
 
@@ -218,16 +218,19 @@ def capture(
     return JobInputs(box, image, reader.image_format, mask, read, refs, areas)
 
 
-def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) -> Dict[str, Any]:
-    """The job's ``params`` for ``settings`` (already through ``apply_defaults``): what the mode uses, nothing else."""
+def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) -> "protocol.Params":
+    """The job's ``params`` for ``settings`` (already through ``apply_defaults``): what the mode uses, the protocol's
+    defaults for the rest; a value the protocol refuses (a sampler with a schedule it cannot run, a range) is a
+    JobInputError naming the field."""
+    return built("The job's parameters", protocol.Params, **_param_fields(settings, box, has_image, has_mask))
+
+
+def _param_fields(settings: Settings, box: Box, has_image: bool, has_mask: bool) -> Dict[str, Any]:
+    """The ``params`` fields the mode uses, by name (nested maps for ``extend``, ``hires``, ``detail``)."""
     mode = settings.mode
     r = rule(mode)
     params: Dict[str, Any] = {}
     if mode == "caption":
-        if settings.caption_style not in protocol.CAPTION_STYLES:
-            raise JobInputError(
-                f"unknown caption style {settings.caption_style!r}; choose one of {', '.join(protocol.CAPTION_STYLES)}"
-            )
         return {"caption_style": settings.caption_style}
     if mode == "preprocess":
         if settings.preprocessor not in protocol.CONTROL_TYPES:
@@ -242,12 +245,6 @@ def build_params(settings: Settings, box: Box, has_image: bool, has_mask: bool) 
             "low_threshold": int(settings.low_threshold),
             "high_threshold": int(settings.high_threshold),
         }
-    if settings.sampler and settings.sampler not in protocol.SAMPLERS:
-        raise JobInputError(f"unknown sampler {settings.sampler!r}; choose one of {', '.join(protocol.SAMPLERS)}")
-    try:
-        sampling.resolve(settings.sampler, settings.scheduler)
-    except ValueError as err:
-        raise JobInputError(f"{str(err)[:1].upper()}{str(err)[1:]}") from None
     if settings.steps > 0:
         params["steps"] = int(settings.steps)
     if settings.cfg > 0:
@@ -307,10 +304,6 @@ def sampling_params(settings: Settings, batch: bool, diffusion: bool) -> Dict[st
     if settings.clip_skip > 1:
         out["clip_skip"] = int(settings.clip_skip)
     if settings.refiner.strip():
-        if not 0.0 < settings.refiner_start < 1.0:
-            raise JobInputError(
-                "The refiner's start must be between 0 and 1 (the fraction of the steps after which it takes over)"
-            )
         out["refiner"], out["refiner_start"] = settings.refiner.strip(), float(settings.refiner_start)
     return out
 
@@ -332,8 +325,6 @@ def technique_params(settings: Settings) -> Dict[str, Any]:
     mode = settings.mode
     if mode in HIRES_MODES and settings.hires:
         upscaler = settings.hires_upscaler.strip() or "latent"
-        if not 0.0 <= settings.hires_strength <= 1.0:
-            raise JobInputError("The hires denoise must lie between 0 and 1")
         out["hires"] = {
             "enabled": True,
             "upscaler": upscaler,
@@ -343,11 +334,6 @@ def technique_params(settings: Settings) -> Dict[str, Any]:
         }
     if mode == "detail" or (mode in HIRES_MODES and settings.detail):
         targets = [t.strip() for t in settings.detail_targets.split(",") if t.strip()] or ["face"]
-        unknown = [t for t in targets if t not in protocol.DETAIL_TARGETS]
-        if unknown:
-            raise JobInputError(
-                f"the detailer cannot look for {', '.join(unknown)}; choose among {', '.join(protocol.DETAIL_TARGETS)}"
-            )
         out["detail"] = {
             "enabled": mode != "detail",
             "targets": targets,
@@ -414,7 +400,7 @@ def build_job(
         image=image,
         mask=mask,
         controls=inputs.controls,
-        params=params,  # the job builds its Params from the map, checking each value
+        params=params,
         x=box.x,
         y=box.y,
         result_format=result_format or fmt,

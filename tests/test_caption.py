@@ -204,6 +204,7 @@ def test_a_cancelled_caption_ends_within_a_token(captioner, tmp_path):
 
 def test_the_client_builds_a_caption_job_of_the_selection_with_the_captioner():
     from client import jobs
+    from client.errors import JobInputError
     from client.settings import Settings
     from client.wire import Box
 
@@ -213,7 +214,7 @@ def test_the_client_builds_a_caption_job_of_the_selection_with_the_captioner():
     assert jobs.plan_read("caption", Box(0, 0, 0, 0), 40, 30).box == Box(0, 0, 40, 30)
     job = jobs.build_job(settings, jobs.JobInputs(plan.box, bytes(10 * 8 * 4)), job_id="k1")
     assert (job.mode, job.model, job.params.caption_style, job.x, job.y) == ("caption", "tiny-blip", "tags", 4, 6)
-    with pytest.raises(Exception, match="caption style"):
+    with pytest.raises(JobInputError, match="field 'caption_style' must be one of sentence, tags, got 'poem'"):
         jobs.build_job(settings.replace(caption_style="poem"), jobs.JobInputs(plan.box, bytes(320)), job_id="k2")
 
 

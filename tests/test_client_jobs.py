@@ -167,7 +167,7 @@ def test_a_control_layer_the_protocol_refuses_is_named_when_captured(source, mes
 
 
 def test_unknown_sampler_is_named():
-    with pytest.raises(JobInputError, match="unknown sampler 'heun'"):
+    with pytest.raises(JobInputError, match="field 'sampler' must be one of .*, got 'heun'"):
         job_for(Settings(mode="img2img", sampler="heun"), doc())
 
 

@@ -72,7 +72,11 @@ def test_option_values_offer_the_default_first_and_refuse_the_rest():
 
 def test_params_carry_only_what_differs_from_the_defaults():
     plain = build_params(Settings(mode="generate"), BOX, False, False)
-    assert not {"scheduler", "batch_count", "vae", "clip_skip", "refiner", "refiner_start"} & set(plain)
+    fresh = Params()
+    assert all(
+        getattr(plain, k) == getattr(fresh, k)
+        for k in ("scheduler", "batch_count", "vae", "clip_skip", "refiner", "refiner_start")
+    )
     chosen = Settings(
         mode="generate",
         sampler="Euler",
@@ -85,7 +89,8 @@ def test_params_carry_only_what_differs_from_the_defaults():
     )
     params = build_params(chosen, BOX, False, False)
     assert {
-        k: params[k] for k in ("sampler", "scheduler", "batch_count", "vae", "clip_skip", "refiner", "refiner_start")
+        k: getattr(params, k)
+        for k in ("sampler", "scheduler", "batch_count", "vae", "clip_skip", "refiner", "refiner_start")
     } == {
         "sampler": "Euler",
         "scheduler": "Karras",
@@ -95,15 +100,18 @@ def test_params_carry_only_what_differs_from_the_defaults():
         "refiner": "xl-refiner",
         "refiner_start": 0.7,
     }
-    Params.parse_map(dict(params), "params", Limits())  # the server takes them
+    assert Params.parse_map(params.to_wire(), "params", Limits()) == params  # the server takes them as they are
     upscale = build_params(chosen.replace(mode="upscale"), BOX, True, False)
-    assert not {"batch_count", "vae", "clip_skip", "refiner"} & set(upscale)
+    assert (upscale.batch_count, upscale.vae, upscale.clip_skip, upscale.refiner) == (1, "", 0, "")
 
 
 def test_impossible_pairs_and_refiner_starts_are_refused_before_sending():
-    with pytest.raises(JobInputError, match="Sampler 'DDIM' cannot run with the schedule 'Karras'"):
+    with pytest.raises(
+        JobInputError,
+        match="field 'scheduler' does not fit the sampler: sampler 'DDIM' cannot run with the schedule 'Karras'",
+    ):
         build_params(Settings(mode="generate", sampler="DDIM", scheduler="Karras"), BOX, False, False)
-    with pytest.raises(JobInputError, match="refiner's start"):
+    with pytest.raises(JobInputError, match="field 'refiner_start' \\(1.0\\) must be between 0 and 1"):
         build_params(Settings(mode="generate", refiner="xl-refiner", refiner_start=1.0), BOX, False, False)
 
 

@@ -58,7 +58,7 @@ def test_the_detailer_after_a_job_and_its_targets():
     assert msg.params.detail.enabled and msg.params.detail.targets == ("face", "hand")
     assert msg.params.detail.strength == 0.3
     assert job_for(Settings(mode="img2img"), doc()).params.detail == Detail()
-    with pytest.raises(JobInputError, match="cannot look for feet"):
+    with pytest.raises(JobInputError, match="field 'detail.targets\\[0\\]' must be one of face, hand, got 'feet'"):
         job_for(Settings(mode="detail", detail_targets="feet"), doc())
 
 

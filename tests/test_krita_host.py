@@ -1372,7 +1372,7 @@ def test_sampler_schedule_batch_count_vae_and_clip_skip_from_the_panel(krita_sam
     assert rec["results"] == 2 and rec["seeds"] == [11, 12] and rec["boxes"] == [[0, 0, DW, DH]] * 2
     settings = Settings(**rec["job_settings"])
     params = build_params(settings, Box(0, 0, DW, DH), False, False)
-    assert params["scheduler"] == "Karras" and params["batch_count"] == 2 and params["vae"] == "tiny-vae-ft-mse"
+    assert params.scheduler == "Karras" and params.batch_count == 2 and params.vae == "tiny-vae-ft-mse"
     thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[run.models])).start()
     try:
         with Client(thread.url, client_name="krita-sampling-check") as c:
