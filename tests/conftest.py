@@ -41,10 +41,23 @@ README's test command runs all four."""
 ENGINE_FIXTURES = frozenset({"server", "client", "start_server", "start_server_process", "models_dir"})
 
 
+MODEL_MAKERS = ("factory", "mediapipe_weights", "tiny_")
+"""Test helpers that build random-weight models (``tiny_*`` modules by name): a test module importing one is engine."""
+
+
+def _makes_models(module) -> bool:
+    for value in vars(module).values():
+        name = getattr(value, "__name__", "") if isinstance(value, type(sys)) else getattr(value, "__module__", "")
+        if isinstance(name, str) and name.removeprefix("tests.").startswith(MODEL_MAKERS):
+            return True
+    return getattr(module, "MODELS", None) is not None
+
+
 def tier_of(item: pytest.Item) -> str:
     """A test's tier, by rule: its module's ``host``/``cluster`` mark (or a ``test_cluster*`` module), else engine if
-    it asks for a server or the tiny models (a fixture of ``ENGINE_FIXTURES``, or a module that imports ``factory``),
-    else unit."""
+    it asks for a server or the tiny models (a fixture of ``ENGINE_FIXTURES``, an ``engine`` mark: a model loaded or a
+    server process started by the test itself, or a module that imports a model maker of ``MODEL_MAKERS``), else
+    unit."""
     if item.get_closest_marker("host"):
         return "host"
     module = getattr(item, "module", None)
@@ -52,7 +65,7 @@ def tier_of(item: pytest.Item) -> str:
         return "cluster"
     if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("engine"):
         return "engine"
-    if module is not None and any(getattr(module, name, None) is not None for name in ("factory", "MODELS")):
+    if module is not None and _makes_models(module):
         return "engine"
     return "unit"
 

@@ -82,6 +82,7 @@ def captioner() -> Path:
     return tiny_blip.captioner_folder()
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_captioner_folders_are_recognised_and_odd_ones_say_why(captioner, tmp_path):
     from server.models.registry import ModelRegistry
 
@@ -157,6 +158,7 @@ def direct_caption(folder: Path, image: np.ndarray) -> str:
     return " ".join(processor.decode(ids[0], skip_special_tokens=True).split())
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_caption_returns_the_models_words_through_the_protocol(caption_server, captioner):
     events = []
     with Client(caption_server.url, "caption-test") as client:
@@ -187,6 +189,7 @@ def test_a_missing_captioner_is_refused_naming_what_to_pull(start_server, captio
         assert client.list_models()  # the server keeps serving
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_a_cancelled_caption_ends_within_a_token(captioner, tmp_path):
     from server.caption import CaptionEngine
     from server.core import Job as EngineJob, JobCancelled, JobContext
@@ -218,6 +221,7 @@ def test_the_client_builds_a_caption_job_of_the_selection_with_the_captioner():
         jobs.build_job(settings.replace(caption_style="poem"), jobs.JobInputs(plan.box, bytes(320)), job_id="k2")
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_a_cluster_replica_answers_a_caption_with_its_words_and_loads_no_checkpoint(captioner, tmp_path):
     """The engine replica of cluster mode (run here without Ray): the caption's words travel in its ``done`` event."""
     import asyncio
@@ -239,6 +243,7 @@ def test_a_cluster_replica_answers_a_caption_with_its_words_and_loads_no_checkpo
     assert done[0][3] == direct_caption(captioner, picture(3))
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_the_command_line_prints_the_caption_and_lists_the_captioner(captioner, tmp_path):
     import os
     import subprocess

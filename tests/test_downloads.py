@@ -201,6 +201,7 @@ def _cli(args, env) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_models_pull_command_downloads_a_preset_and_models_lists_it(tmp_path):
     catalogue = Catalogue.load()
     with Hub() as hub:
@@ -233,6 +234,7 @@ def test_models_pull_command_downloads_a_preset_and_models_lists_it(tmp_path):
     assert "controlnet/control_v11p_sd15_canny_fp16.safetensors  (sd15 controlnet" in listing.stdout
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_models_pull_offline_says_so_and_where_to_put_each_file(tmp_path):
     out = _cli(["models", "pull", "upscaler", "--models", str(tmp_path)], {"HF_HUB_OFFLINE": "1"})
     assert out.returncode == 3
@@ -246,6 +248,7 @@ def test_models_pull_offline_says_so_and_where_to_put_each_file(tmp_path):
     assert bad.returncode == 2 and "not in the catalogue" in bad.stderr
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_models_lists_kind_family_and_size_of_installed_models(tmp_path):
     from tests.factory import make_models_dir
 

@@ -289,6 +289,7 @@ def test_lama_fills_inpaint_and_outpaint_through_the_real_server(start_server, l
         assert np.array_equal(opx[:, :64, :3], img[..., :3])
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_a_pickled_lama_is_read_without_unpickling_code(tmp_path):
     from server.lama import load, run
 
@@ -315,6 +316,7 @@ def _cli(args, env=None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_models_pull_lama_through_the_hub_stand_in_lands_where_the_fill_finds_it(tmp_path):
     from server.downloads.catalogue import Catalogue
     from tests.hubstandin import Hub, payload as hub_payload
@@ -331,6 +333,7 @@ def test_models_pull_lama_through_the_hub_stand_in_lands_where_the_fill_finds_it
     assert "inpainter" in listing.stdout and "lama        complete" in listing.stdout
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_paintbridge_run_inpaints_with_the_chosen_fill_and_colour_match(tmp_path):
     from PIL import Image
 

@@ -234,6 +234,7 @@ def depth_models(paintbridge_cache) -> Path:
     return models
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_depth_runs_the_model_from_the_annotators_folder(depth_models):
     img, _ = shapes(80, 64)
     out = preprocess_image("depth", img, Registry(depth_models))
@@ -246,6 +247,7 @@ def test_depth_runs_the_model_from_the_annotators_folder(depth_models):
     assert not np.array_equal(out, other), "depth depends on the picture"
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_available_preprocessors_say_what_is_ready(depth_models, hed_models, hed_safetensors_models, tmp_path):
     from server.preprocess import available_preprocessors
 
@@ -261,6 +263,7 @@ def test_available_preprocessors_say_what_is_ready(depth_models, hed_models, hed
     assert only_safetensors["softedge"]["ready"] and not only_safetensors["depth"]["ready"]
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_normal_map_is_unit_normals_facing_the_viewer(depth_models):
     img, _ = shapes(80, 64)
     out = preprocess_image("normal", img, Registry(depth_models))
@@ -375,6 +378,7 @@ def hed_safetensors_models(paintbridge_cache) -> Path:
     return models
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_hed_network_has_the_tensors_of_the_real_file(hed_models):
     from server.preprocess import annotators
 
@@ -407,6 +411,7 @@ def reference_softedge(state: dict, rgb: np.ndarray) -> np.ndarray:
     return (edge * 255.0).clip(0, 255).astype(np.uint8)
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_softedge_runs_the_pth_from_the_annotators_folder(hed_models):
     img, _ = shapes(80, 64)
     out = preprocess_image("softedge", img, Registry(hed_models))
@@ -425,6 +430,7 @@ def test_softedge_runs_the_pth_from_the_annotators_folder(hed_models):
         assert preprocess_image("softedge", odd, Registry(hed_models)).shape == odd.shape, size
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_softedge_reads_safetensors_as_well(hed_models, hed_safetensors_models):
     img, _ = shapes()
     from_pth = preprocess_image("softedge", img, Registry(hed_models))
@@ -432,6 +438,7 @@ def test_softedge_reads_safetensors_as_well(hed_models, hed_safetensors_models):
     assert np.array_equal(from_pth, from_safetensors)
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_softedge_works_at_a_reduced_size_for_big_pictures(hed_models, monkeypatch):
     """Pictures whose short side is over the network's size are scaled down for it and the map scaled back."""
     from server.preprocess import annotators
@@ -450,6 +457,7 @@ def test_softedge_works_at_a_reduced_size_for_big_pictures(hed_models, monkeypat
     assert seen == [(1, 3, 32, 40)] and out.shape == img.shape
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_softedge_draws_white_edges_on_black_with_hand_made_weights(tmp_path):
     """Weights that make block 1 a luminance-gradient detector (all else zero, projections biased to -5): the map is
     the sigmoid of the mean of the five projections, so shape borders come out white and flat areas black."""

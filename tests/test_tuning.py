@@ -58,6 +58,7 @@ def test_a_freed_large_buffer_is_reused_unless_turned_off():
     assert not applied and new_maps == 1
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None, reason="glibc only"
 )
@@ -84,6 +85,7 @@ def test_threads_wait_passively_unless_the_user_chose_or_torch_is_loaded(monkeyp
     assert not tuning.passive_threads() and tuning.OMP_ENV not in os.environ
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_serve_applies_the_settings_before_anything_imports_torch(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     env.pop(tuning.OMP_ENV, None)

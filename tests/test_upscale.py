@@ -120,6 +120,7 @@ def test_plan_passes_reaches_the_target_without_wasting_passes():
 # --- model upscalers --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_pth_and_safetensors_upscalers_load_through_the_registry(registry):
     listed = {e.name for e in registry.entries("upscaler")}
     assert set(UPSCALERS) <= listed
@@ -133,6 +134,7 @@ def test_pth_and_safetensors_upscalers_load_through_the_registry(registry):
     assert "tiny-esrgan-x2" in a.name and a.info["upscaler"] == "tiny-esrgan-x2"
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_tiled_and_untiled_agree(registry):
     image = picture(96, 80)
     whole = run(upscale_job(image, upscaler="tiny-esrgan-x4", scale=4.0), registry).rgba
@@ -146,6 +148,7 @@ def test_tiled_and_untiled_agree(registry):
     assert n > 4 and steps == [(i, n) for i in range(1, n + 1)]
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_scale_between_model_passes(registry):
     image = picture(40, 30)
     three = run(upscale_job(image, upscaler="tiny-esrgan-x2", scale=3.0), registry).rgba
@@ -156,6 +159,7 @@ def test_scale_between_model_passes(registry):
     assert odd.shape == (39, 52, 4)
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_a_tile_out_of_memory_is_split_and_retried(registry, monkeypatch):
     """A device that cannot hold tiles over 40 px: the upscale still completes, matching the untiled result."""
     import torch
@@ -191,6 +195,7 @@ def test_a_tile_out_of_memory_is_split_and_retried(registry, monkeypatch):
     assert err.value.code == "out_of_memory" and "64x64" in err.value.message
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_model_upscale_keeps_transparency(registry):
     image = picture()
     image[:, :20, 3] = 0
@@ -217,6 +222,7 @@ def test_lanczos_of_a_transparent_layer_has_no_dark_fringe():
     assert out[seen][:, 0].min() >= 250 and out[seen][:, 1:3].max() <= 5
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_unknown_upscaler_is_model_not_found(registry):
     with pytest.raises(ProtocolError) as err:
         run(upscale_job(picture(), upscaler="4x-UltraSharp"), registry)
@@ -264,6 +270,7 @@ def test_too_large_a_result_is_refused_before_any_work():
     assert err.value.code == "too_large" and err.value.field == "params.scale"
 
 
+@pytest.mark.engine  # loads a model or starts a server process
 def test_cancel_stops_between_tiles(registry):
     calls = []
     ctx = JobContext(lambda step, total, preview: (calls.append(step), ctx.cancel()))
