@@ -113,6 +113,13 @@ def _choose(job: Job, entry: ModelEntry, registry: ModelRegistry) -> Choice:
                 control=net.name,
             )
         return Choice("plain", f"no {family} inpainting checkpoint, Fill model or inpaint ControlNet is installed")
+    if forced == "fill" and not fill_kind and not entry.inpaint:
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"inpaint method 'fill' runs Flux.1's Fill model; '{entry.name}' is {family}: use 'checkpoint' (its "
+            "inpainting checkpoint), 'controlnet' or 'auto'",
+            field="params.inpaint_method",
+        )
     if forced in ("checkpoint", "fill"):
         if twin is None:
             what = "a Fill model" if fill_kind else f"an inpainting checkpoint matching '{entry.name}'"
@@ -122,7 +129,7 @@ def _choose(job: Job, entry: ModelEntry, registry: ModelRegistry) -> Choice:
                 "set, or use the method 'auto'",
                 field="params.inpaint_method",
             )
-        return Choice(forced, "forced by params.inpaint_method", model=twin.name)
+        return Choice("fill" if fill_kind else "checkpoint", "forced by params.inpaint_method", model=twin.name)
     if forced == "controlnet":
         if net is None:
             raise ProtocolError(

@@ -243,3 +243,35 @@ def test_sdxl_inpaint_uses_the_union_controlnets_inpaint_mode_only_where_it_has_
             assert np.abs(auto[hole() > 0].astype(int) - plain[hole() > 0].astype(int)).mean() > 1.0
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    "which, method, code, words",
+    [
+        (("sd15",), "fill", "unsupported", "Flux.1's Fill"),
+        (("sd15",), "checkpoint", "model_not_found", "inpainting checkpoint matching 'tiny-sd15'"),
+        (("sd15",), "controlnet", "model_not_found", "none is installed"),
+        (("sd15", "sd15-inpaint"), "controlnet", "model_not_found", "none is installed"),
+    ],
+)
+def test_a_forced_method_that_cannot_run_is_refused_naming_the_field(tmp_path, which, method, code, words):
+    from server import inpaintplan
+    from server.core import Job as CoreJob
+    from server.models.registry import ModelRegistry
+
+    registry = ModelRegistry([factory.make_models_dir(tmp_path / "models", which)])
+    entry = registry.get("tiny-sd15", "checkpoint")
+    job = CoreJob("a", "inpaint", image=picture(), mask=hole(), params=Params(inpaint_method=method))
+    with pytest.raises(Exception) as err:
+        inpaintplan.plan(job, entry, registry)
+    assert (err.value.code, err.value.field) == (code, "params.inpaint_method") and words in err.value.message
+    inside = hole() > 0
+    image = picture()
+    image[inside] = (255, 0, 255, 255)  # an object to remove: the pre-fill replaces it from around the hole
+    plain, info = inpaintplan.plan(
+        CoreJob("a", "inpaint", image=image, mask=hole(), params=Params(inpaint_method="plain")), entry, registry
+    )
+    assert info["method"] == "plain" and info["prefill"] == "patch" and plain.params.strength == 0.9
+    assert plain.params.color_match and plain.controls == [] and plain.model == ""
+    assert (plain.image[inside][:, :3] != (255, 0, 255)).any(axis=1).all()
+    assert np.array_equal(plain.image[:8], image[:8]) and np.array_equal(plain.image[:, :8], image[:, :8])
