@@ -34,8 +34,9 @@ LAYERS: Dict[str, int] = {
     "upscale": 2,
     "preprocess": 2,
     "caption": 2,
-    # 3: picks the engine for a job
+    # 3: picks the engine for a job; what each checkpoint family can run (announced in welcome)
     "router": 3,
+    "offers": 3,
     # 4: the job queue, client sessions, downloads asked for by clients, who may connect, the network log, outboxes,
     #    the server-wide budget for incoming frame bytes
     "jobs": 4,
