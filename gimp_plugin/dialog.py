@@ -31,16 +31,36 @@ def _slots(
     )
 
 
-# Arguments in no section are shown at the top, in table order.
+# Arguments in no section are shown at the top, in table order: the painter's loop (prompt, style, strength, model)
+# and what a mode cannot run without (outpaint's sides, upscale's scale); the rest is folded by theme.
 SECTIONS: Tuple[Section, ...] = (
-    ("sampling", "Sampling", ("steps", "cfg", "sampler", "seed", "batch")),
+    ("negative", "Negative prompt", ("negative-prompt",)),
+    ("sampling", "Sampling", ("steps", "cfg", "sampler", "scheduler", "seed", "batch", "batch-count")),
+    ("model-parts", "VAE, CLIP skip and refiner", ("vae", "clip-skip", "refiner", "refiner-start")),
+    ("output", "Transparency and seamless texture", ("transparent", "tileable")),
     ("area", "Source and mask", ("source", "mask-source", "grow", "feather", "fill", "color-match")),
+    ("hires", "Hires fix", ("hires", "hires-upscaler", "hires-strength", "hires-steps", "hires-scale")),
+    (
+        "detail",
+        "Detailer",
+        (
+            "detail",
+            "detail-targets",
+            "detail-prompt",
+            "detail-negative-prompt",
+            "detail-strength",
+            "detail-steps",
+            "detail-padding",
+            "detail-confidence",
+            "detail-separate",
+        ),
+    ),
     ("controls", "Control layers", _slots(control_prefix, MAX_CONTROLS, CONTROL_KEYS, "Control layer")),
     ("references", "Reference images", _slots(reference_prefix, MAX_REFERENCES, REFERENCE_KEYS, "Reference image")),
     (
         "names",
         "Models by name",
-        tuple(name + OVERRIDE_SUFFIX for name in ("model", "vae", "refiner", "upscaler", "hires-upscaler")),
+        tuple(name + OVERRIDE_SUFFIX for name in ("model", "style", "vae", "refiner", "upscaler", "hires-upscaler")),
     ),
     ("server", "Server", ("server", "token")),
     ("regions", "Regions", ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")),
@@ -65,13 +85,18 @@ def _present(section: Section, names: Sequence[str]) -> Optional[Section]:
     return (section[0], section[1], tuple(members)) if members else None
 
 
+# Arguments of a section that are a mode's own work, shown at the top of that mode's dialog.
+TOP_FOR_MODE = {"detail": ("detail-targets", "detail-strength")}
+
+
 def layout(spec: ProcedureSpec) -> Tuple[List[str], List[Section]]:
     """(top-level argument names, [sections]) for a procedure, empty sections dropped."""
     names = [arg.name for arg in spec.args]
-    placed = {name for section in SECTIONS for name in _names(section)}
+    kept = [name for name in names if name not in TOP_FOR_MODE.get(spec.mode, ())]
+    folded = [section for section in (_present(s, kept) for s in SECTIONS) if section is not None]
+    placed = {name for section in folded for name in _names(section)}
     top = [name for name in names if name not in placed]
-    sections = [kept for kept in (_present(section, names) for section in SECTIONS) if kept is not None]
-    return top, sections
+    return top, folded
 
 
 def _fill_section(dialog, section: Section) -> str:
