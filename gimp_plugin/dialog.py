@@ -164,6 +164,9 @@ def mode_hint(models: Optional[List[dict]], statuses, spec: ProcedureSpec, url: 
     return text
 
 
+HINT_MAX_HEIGHT = 240  # px of Download Models' status lines shown before they scroll
+
+
 def add_models_hint(dialog, spec: ProcedureSpec, server: str, token: str, config=None) -> None:
     """A line under the fields saying which models the server has (or that it is not answering) and which preset is
     ready for the mode; in Download Models, one line per preset about the chosen mode, updated when it changes."""
@@ -198,8 +201,16 @@ def add_models_hint(dialog, spec: ProcedureSpec, server: str, token: str, config
     label.set_line_wrap(True)
     label.set_xalign(0.0)
     label.set_max_width_chars(72)
-    dialog.get_content_area().pack_end(label, False, False, 4)
-    label.show()
+    shown = label
+    if spec.download:  # a line per starter set: scrolled past a height, so the dialog's buttons stay on the screen
+        shown = Gtk.ScrolledWindow()
+        shown.set_policy(Gtk.PolicyType.NEVER, Gtk.PolicyType.AUTOMATIC)
+        shown.set_propagate_natural_height(True)
+        shown.set_max_content_height(HINT_MAX_HEIGHT)
+        shown.add(label)
+        label.show()
+    dialog.get_content_area().pack_end(shown, False, False, 4)
+    shown.show()
 
 
 def run_download_window(values) -> list:
