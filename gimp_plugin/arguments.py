@@ -119,6 +119,33 @@ def _style_arg() -> Arg:
     )
 
 
+LORA_SLOTS = 3  # LoRAs a dialog picks from the list (more: <lora:name:weight> tags in the prompt)
+
+
+def lora_prefix(index: int) -> str:
+    """Argument-name prefix of LoRA slot ``index`` (1-based): ``lora``, ``lora-2`` ..."""
+    return "lora" if index == 1 else f"lora-{index}"
+
+
+def _lora_args() -> Tuple[Arg, ...]:
+    """LoRA slots: an installed LoRA (none = the slot is off) and its weight."""
+    args = []
+    for i in range(1, LORA_SLOTS + 1):
+        p, n = lora_prefix(i), "" if i == 1 else f" {i}"
+        args += [
+            Arg(
+                p,
+                "model",
+                f"LoRA{n}",
+                "An installed LoRA of the model's family (others are greyed out); 'none' = off",
+                "none",
+                listing="lora",
+            ),
+            Arg(f"{p}-weight", "double", f"LoRA weight{n}", "How strongly the LoRA applies", 1.0, -2.0, 2.0),
+        ]
+    return tuple(args)
+
+
 def _prompt_args() -> Tuple[Arg, ...]:
     return (
         Arg("prompt", "string", "_Prompt", "What to paint", ""),
@@ -545,6 +572,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Repaints the selected area (soft edges kept) from the prompt, using the surroundings as context. "
         "The result is a new layer above the active one; your layers are not changed.",
         _prompt_args()
+        + _lora_args()
         + _sampling_args(_strength("inpaint"))
         + _source_args(mask=True)
         + _fill_args()
@@ -565,7 +593,9 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "into a preview layer. OK keeps the latest result as a layer; Cancel removes the preview. Interactive only: "
         "scripts use plug-in-paintbridge-inpaint.",
         tuple(
-            a for a in _prompt_args() + _sampling_args(_strength("inpaint")) if a.name not in ("batch", "batch-count")
+            a
+            for a in _prompt_args() + _lora_args() + _sampling_args(_strength("inpaint"))
+            if a.name not in ("batch", "batch-count")
         )
         + _source_args(mask=True)
         + _fill_args()
@@ -585,6 +615,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "strength sets how much changes. The result is a new layer. 'Transparent layer' keeps and redraws alpha "
         "(use Source: active layer for a layer with transparency; LayerDiffuse, SD1.5/SDXL).",
         _prompt_args()
+        + _lora_args()
         + (_transparent_arg(),)
         + _sampling_args(_strength("img2img"))
         + _tileable_args()
@@ -605,6 +636,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Enlarges the canvas by the given number of pixels on the chosen sides and fills the new area to match the "
         "image. The result is a new layer; existing layers only move with the canvas.",
         _prompt_args()
+        + _lora_args()
         + _sampling_args(None)
         + _source_args(mask=False)
         + (
@@ -704,6 +736,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "The result is a new layer, masked by the selection. 'Transparent layer' gives the layer real alpha "
         "(LayerDiffuse on SD1.5/SDXL models: Download Models › 'layerdiffuse-sd15' or 'layerdiffuse-sdxl').",
         _prompt_args()
+        + _lora_args()
         + (_transparent_arg(),)
         + _sampling_args(None)
         + _tileable_args()
@@ -728,6 +761,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "it back through a soft mask. The result is one new layer holding the repainted faces and hands, or one layer "
         "for each.",
         _prompt_args()
+        + _lora_args()
         + tuple(a for a in _sampling_args(None) if a.name not in ("batch", "batch-count"))
         + _source_args(mask=True)
         + _server_args()

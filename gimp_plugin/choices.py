@@ -1,5 +1,5 @@
-"""Model-like arguments (``model``, ``vae``, ``refiner``, ``upscaler``, ``hires-upscaler``, ``style``) as choices of the
-installed models and the server's styles (GIMP 3's ``add_choice_argument``), each with a free-text override
+"""Model-like arguments (``model``, ``vae``, ``refiner``, ``upscaler``, ``hires-upscaler``, ``style``, the LoRA slots)
+as choices of the installed models and the server's styles (GIMP 3's ``add_choice_argument``), each with a free-text override
 ``<argument>-name`` for scripts.
 
 GIMP fixes a choice argument's entries when the procedure is created: at registration (GIMP caches that until the
@@ -58,6 +58,7 @@ LISTED: Dict[str, Tuple[str, Tuple[Tuple[str, str, str], ...]]] = {
         (("latent", "Latent (the latents)", "latent"), ("lanczos", "Lanczos (the pixels)", "lanczos")),
     ),
     "style": ("style", (("none", "No style", ""),)),  # the server's styles (``connection.style_entries``)
+    "lora": ("lora", (("none", "None", ""),)),
 }
 OVERRIDE_SUFFIX = "-name"  # ``<argument>-name``: a free-text model name that wins over the choice when set
 
@@ -76,7 +77,7 @@ def listed_choices(listing: str, models: Sequence[Dict[str, Any]], mode: str = "
         if entry.get("kind") == kind and name and name not in seen and not entry.get("problem"):
             seen.add(name)
             title, family = str(entry.get("title") or name), str(entry.get("arch") or "")
-            out.append((name, f"{title} ({family})" if kind == "style" and family else title))
+            out.append((name, f"{title} ({family})" if kind in ("style", "lora") and family else title))
     return tuple(out)
 
 

@@ -60,10 +60,15 @@ def style_entries(welcome: Any) -> List[dict]:
     ]
 
 
+def fetch_welcome(url: str, token: Optional[str], timeout: float = 2.0) -> Optional[Any]:
+    """The server's ``welcome`` (models, styles, capabilities), or None when it does not answer within ``timeout``."""
+    return session.fetch_welcome(url, token, CLIENT_NAME, __version__, timeout)
+
+
 def fetch_listing(url: str, token: Optional[str], timeout: float = 2.0) -> Optional[List[Any]]:
     """What the procedures' choices list: the server's models and its styles (``style_entries``), or None when it
     does not answer within ``timeout``."""
-    welcome = session.fetch_welcome(url, token, CLIENT_NAME, __version__, timeout)
+    welcome = fetch_welcome(url, token, timeout)
     if welcome is None:
         return None
     return list(field_of(welcome, "models", ()) or ()) + style_entries(welcome)

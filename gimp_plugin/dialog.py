@@ -8,11 +8,13 @@ from client.errors import JobInputError
 
 from .arguments import (
     CONTROL_KEYS,
+    LORA_SLOTS,
     MAX_CONTROLS,
     MAX_REFERENCES,
     REFERENCE_KEYS,
     ProcedureSpec,
     control_prefix,
+    lora_prefix,
     reference_prefix,
 )
 from .choices import OVERRIDE_SUFFIX
@@ -35,6 +37,7 @@ def _slots(
 # and what a mode cannot run without (outpaint's sides, upscale's scale); the rest is folded by theme.
 SECTIONS: Tuple[Section, ...] = (
     ("negative", "Negative prompt", ("negative-prompt",)),
+    ("loras", "LoRAs", tuple(f"{lora_prefix(i)}{key}" for i in range(1, LORA_SLOTS + 1) for key in ("", "-weight"))),
     ("sampling", "Sampling", ("steps", "cfg", "sampler", "scheduler", "seed", "batch", "batch-count")),
     ("model-parts", "VAE, CLIP skip and refiner", ("vae", "clip-skip", "refiner", "refiner-start")),
     ("output", "Transparency and seamless texture", ("transparent", "tileable")),
@@ -60,7 +63,11 @@ SECTIONS: Tuple[Section, ...] = (
     (
         "names",
         "Models by name",
-        tuple(name + OVERRIDE_SUFFIX for name in ("model", "style", "vae", "refiner", "upscaler", "hires-upscaler")),
+        tuple(
+            name + OVERRIDE_SUFFIX
+            for name in ("model", "style", "vae", "refiner", "upscaler", "hires-upscaler")
+            + tuple(lora_prefix(i) for i in range(1, LORA_SLOTS + 1))
+        ),
     ),
     ("server", "Server", ("server", "token")),
     ("regions", "Regions", ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")),

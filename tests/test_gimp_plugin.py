@@ -371,6 +371,7 @@ def test_dialog_layout_and_models_hint():
     assert top == ["prompt", "style", "strength", "model"], "the dialog opens on the painter's loop"
     assert [sid for sid, _title, _members in sections] == [
         "negative",
+        "loras",
         "sampling",
         "model-parts",
         "area",
@@ -531,11 +532,12 @@ def test_every_model_like_argument_is_a_choice_of_what_is_installed_with_a_free_
     assert listed_value("vae", "vae-ft-mse", "  my-own-vae ") == "my-own-vae"  # the override wins when set
     assert listed_choices("style", LISTING) == (("none", "No style"), ("sdxl-photo", "Photo (sdxl)"))
     assert listed_value("style", "none") == "" and listed_value("style", "sdxl-photo") == "sdxl-photo"
-    model_like = {"model", "vae", "refiner", "upscaler", "hires-upscaler", "style"}
+    model_like = {"model", "vae", "refiner", "upscaler", "hires-upscaler", "style", "lora", "lora-2", "lora-3"}
     for spec in arguments.ALL_PROCEDURES:
         for arg in spec.args:
             if arg.name in model_like:
-                assert arg.kind == "model" and arg.listing == ("model" if arg.name == "model" else arg.name)
+                listing = "lora" if arg.name.startswith("lora") else arg.name
+                assert arg.kind == "model" and arg.listing == listing, (spec.name, arg.name)
                 assert arg.default in [nick for nick, _ in listed_choices(arg.listing, [])], (spec.name, arg.name)
                 override = spec.arg(arg.name + "-name")
                 assert override.kind == "string" and override.default == "", (spec.name, arg.name)
@@ -551,6 +553,14 @@ def test_every_model_like_argument_is_a_choice_of_what_is_installed_with_a_free_
     )
     assert (s.vae, s.refiner, s.hires_upscaler, s.model) == ("other-vae", "r2", "8x", "unlisted")
     assert settings_for("inpaint", style="sdxl-photo").style == "sdxl-photo" and settings_for("edit").style == ""
+    assert listed_choices("lora", LISTING) == (("none", "None"), ("a-lora", "a-lora"))
+    picked = settings_for("inpaint", prompt="a cat", lora="a-lora", **{"lora-weight": 0.5, "lora-3-name": "detail x"})
+    assert picked.prompt == "a cat <lora:a-lora:0.5> <lora:detail x:1>", "picked LoRAs travel as tags"
+    typed = settings_for("img2img", prompt="a cat <LORA:a-lora:0.2>", lora="a-lora", **{"lora-2-weight": 0.0})
+    assert typed.prompt == "a cat <LORA:a-lora:0.2>", "a tag typed into the prompt wins"
+    assert settings_for("generate", prompt="a cat").prompt == "a cat"
+    with pytest.raises(JobInputError, match="cannot travel"):
+        settings_for("inpaint", prompt="x", **{"lora-name": "a:b"})
     assert settings_for("img2img", **{"style-name": "my style"}).style == "my style"
     up = settings_for("upscale", **{"upscaler-name": "4x-new"})
     assert up.upscaler == "4x-new" and settings_for("upscale").upscaler == ""  # lanczos

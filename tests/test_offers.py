@@ -173,3 +173,45 @@ def test_an_older_server_gets_everything_it_announces():
     welcome = {"capabilities": {"modes": ["generate", "inpaint"], "control_types": ["canny"]}, "models": []}
     o = offers(welcome, "anything")
     assert not o.known and o.modes == ("generate", "inpaint") and o.controls_for("inpaint") == ("canny",)
+
+
+def test_gimp_dialogs_grey_out_what_the_picked_model_cannot_run(session):
+    from gimp_plugin.arguments import BY_MODE, BY_NAME, CONTROL_CHOICES, PREPROCESSOR_CHOICES, REFERENCE_CHOICES
+    from gimp_plugin.choices import listed_choices
+    from gimp_plugin.offered import sensitivity
+
+    _client, welcome = session
+    models = [dict(m) for m in welcome.models]
+    spec = BY_MODE["inpaint"]
+    nicks = {
+        "lora": [n for n, _ in listed_choices("lora", models)],
+        "control-type": [n for n, _ in CONTROL_CHOICES],
+        "reference-type": [n for n, _ in REFERENCE_CHOICES],
+        "detail-targets": ["face", "hand", "face-hand"],
+    }
+
+    def runs(model: str, name: str):
+        return {nick for nick, ok in sensitivity(spec, welcome, model, nicks)[name].items() if ok}
+
+    assert runs("tiny-sd15", "lora") == {"none", "tiny-lora-sd15"} and runs("tiny-sdxl", "lora") == {
+        "none",
+        "tiny-lora-sdxl",
+    }
+    assert runs("tiny-flux", "lora") == {"none"}
+    assert runs("tiny-sd15", "control-type") == {"canny"} and runs("tiny-flux", "control-type") == {"canny"}
+    assert runs("tiny-sdxl", "control-type") == set(offers(welcome, "tiny-sdxl").control_types)
+    assert "tile" not in runs("tiny-sdxl", "control-type"), "a first union ControlNet has no tile mode"
+    assert runs("tiny-sd15", "reference-type") == {"style", "composition", "content", "face"}, "face: a download away"
+    assert runs("tiny-flux", "reference-type") == {"style", "content"}, "Flux Redux"
+    assert runs("tiny-sd3", "reference-type") == set() and runs("tiny-flux", "detail-targets") == set()
+    assert runs("tiny-sd15", "detail-targets") == {"face", "hand", "face-hand"}
+    assert runs("classical", "control-type") == set()
+    assert runs("default", "lora") == runs(offers(welcome).model, "lora"), (
+        "'default' is the server's default checkpoint"
+    )
+    control_layer = BY_NAME["plug-in-paintbridge-control-layer"]
+    ready = sensitivity(control_layer, welcome, "", {"preprocessor": [n for n, _ in PREPROCESSOR_CHOICES]})
+    caps = welcome.capabilities["preprocessors"]
+    offered = {n for n, _ in PREPROCESSOR_CHOICES}
+    assert {n for n, ok in ready["preprocessor"].items() if ok} == {p["name"] for p in caps if p["ready"]} & offered
+    assert not ready["preprocessor"]["pose"] or any(p["name"] == "pose" and p["ready"] for p in caps)
