@@ -2246,3 +2246,57 @@ def test_gui_every_dialog_shows_its_ok_button_without_scrolling(profile, server,
         if box[0] < 0 or box[1] < 0 or box[0] + box[2] > SCREEN[0] or box[1] + box[3] > SCREEN[1]
     }
     assert not outside, f"dialogs reaching past the {SCREEN[0]}x{SCREEN[1]} screen (OK hidden): {outside}"
+
+
+STYLE_SCRIPT = """
+proc = PDB.lookup_procedure("plug-in-paintbridge-generate")
+nicks = Gimp.param_spec_choice_get_choice(proc.find_argument("style")).list_nicks()
+check("krita-look" in nicks, "the style saved from Krita is listed in GIMP's Style choice: %r" % (nicks,))
+img, (layer,) = make_image(64, 64)
+results = {}
+for style in ("none", "krita-look"):
+    old = img.get_layers()
+    expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a cat", seed=7, style=style, server=P["url"])
+    added = new_layers(img, old)
+    check(len(added) == 1, "one layer with style %s: %r" % (style, layer_summary(img)))
+    results[style] = read(added[0], 0, 0, 64, 64)
+check(results["none"] != results["krita-look"], "the style changes the result at the same seed")
+entries = json.loads(run_proc("plug-in-paintbridge-history", img, [], action="list")[2].index(1))
+check(entries and entries[0]["settings"]["style"] == "krita-look", "the run named the style: %r" % (entries[:1],))
+img.delete()
+"""
+
+
+def test_a_style_saved_from_krita_is_listed_and_used_in_gimp_after_a_server_restart(trixie_root, tmp_path):
+    """A style saved as Krita saves it (the client core's protocol client, named as the Krita plug-in) on one server
+    survives the server's restart, is listed in GIMP's Style choice and changes GIMP's result at the same seed."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+    from protocol.client import Client
+    from protocol.styles import Style, StyleLora
+
+    from gimp_plugin import settings
+
+    models = make_models_dir(tmp_path / "models", which=("sd15", "lora-sd15"))
+    styles = tmp_path / "styles"
+    server = ServerProcess(["--models", str(models), "--styles", str(styles)], tmp_path / "server.log").start()
+    try:
+        look = Style(
+            name="krita-look",
+            title="Krita look",
+            family="sd15",
+            checkpoints=("tiny-sd15",),
+            loras=(StyleLora(name="tiny-lora-sd15", weight=0.8),),
+            steps=3,
+            prompt="{prompt}, oil painting",
+        )
+        with Client(server.url, client_name="paintbridge-krita") as krita:
+            assert "krita-look" in [s.name for s in krita.save_style(look).styles]
+        server.restart()
+        with gimp_profile() as prof:
+            settings.remember(prof.gimp_dir, server.url, None)  # GIMP registers its choices from this server
+            run_batch(prof, STYLE_SCRIPT, {"url": server.url}, timeout=600).assert_ok()
+    finally:
+        server.stop()
+    assert (styles / "krita-look.json").is_file(), "kept in the server's styles folder"
