@@ -54,6 +54,7 @@ class ProcedureSpec:
     download: bool = False  # downloads models onto the server's machine (no job; works without an image)
     # results history: lists, applies, reuses and deletes the image's earlier results (no job)
     history: bool = False
+    styles: bool = False  # lists, creates, duplicates, renames and deletes the server's styles (no job, no image)
 
     def arg(self, name: str) -> Arg:
         for arg in self.args:
@@ -941,7 +942,34 @@ DESCRIBE = ProcedureSpec(
     + _source_args(mask=False)
     + _server_args(),
 )
-ALL_PROCEDURES = PROCEDURES + (DOWNLOAD, HISTORY, DESCRIBE)
+# the server's styles
+STYLE_ACTIONS = (
+    ("list", "List the styles (return value)"),
+    ("new", "New style"),
+    ("duplicate", "Duplicate a style"),
+    ("rename", "Rename a saved style"),
+    ("delete", "Delete a saved style"),
+)
+STYLES = ProcedureSpec(
+    PREFIX + "styles",
+    "styles",
+    "St_yles...",
+    "Paintbridge: Styles",
+    "The server's styles: new, duplicate, rename, delete",
+    "Styles bundle a checkpoint preference, LoRAs, VAE, sampling and prompt templates; the server keeps them, so "
+    "Krita and GIMP (and every machine using the server) share them. The window lists them and makes new ones, "
+    "duplicates, renames and deletes them; shipped styles can be duplicated, not renamed or deleted. Scripts pick an "
+    "action on 'style'; every action returns the styles after it as JSON ('styles').",
+    (
+        Arg("action", "choice", "_Action", "What to do", "list", choices=STYLE_ACTIONS),
+        Arg("style", "string", "_Style", "The style to act on (new: the new style's name)", ""),
+        Arg("new-name", "string", "New _name", "Duplicate and rename: the name it gets", ""),
+        Arg("family", "string", "_Family", "New: the model family it is for (sd15, sdxl, flux...); empty = any", ""),
+    )
+    + _server_args(),
+    styles=True,
+)
+ALL_PROCEDURES = PROCEDURES + (DOWNLOAD, HISTORY, DESCRIBE, STYLES)
 
 # Keys the generated dialog's own buttons use (Help, Reset, Cancel, OK, Load/Save settings).
 RESERVED_MNEMONICS = frozenset("hrcols")

@@ -94,7 +94,7 @@ class Paintbridge(Gimp.PlugIn):
         spec = BY_NAME[name]
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
         procedure.set_image_types("RGB*, GRAY*")
-        if spec.download:
+        if spec.download or spec.styles:
             procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.ALWAYS)
         else:
             procedure.set_sensitivity_mask(
@@ -120,6 +120,10 @@ class Paintbridge(Gimp.PlugIn):
         if spec.mode == "caption":  # prompt from the picture
             procedure.add_string_return_value(
                 "caption", "Caption", "The words that describe the picture", "", GObject.ParamFlags.READWRITE
+            )
+        if spec.styles:
+            procedure.add_string_return_value(
+                "styles", "Styles", "The server's styles after the action, as JSON", "", GObject.ParamFlags.READWRITE
             )
         if spec.history:  # results history
             procedure.add_string_return_value(
@@ -252,6 +256,10 @@ def run(procedure, run_mode, image, drawables, config, data):
         return _run_live(procedure, run_mode, image, drawables, config, spec)
     if spec.download:
         return _run_download(procedure, run_mode, config, spec)
+    if spec.styles:
+        from .styles_procedure import run_styles
+
+        return run_styles(procedure, run_mode, config, spec)
     if spec.history:
         from .history_procedure import run_history
 

@@ -2186,6 +2186,7 @@ DIALOGS = (
     ("control-layer", "Paintbridge: Control Layer"),
     ("describe", "Paintbridge: Describe"),
     ("download-models", "Paintbridge: Download Models"),
+    ("styles", "Paintbridge: Styles"),  # a window of its own: closing it is no cancel
 )
 DIALOGS_SCRIPT = """
 import os, time
@@ -2205,7 +2206,8 @@ for i, name in enumerate(P["names"]):
     cfg.set_property("server", P["url"])
     marker("open-%d" % i)
     result = proc.run(cfg)
-    check(result.index(0) == Gimp.PDBStatusType.CANCEL, "%s: Escape cancels its dialog: %r" % (name, result.index(0)))
+    closed = Gimp.PDBStatusType.SUCCESS if name == "styles" else Gimp.PDBStatusType.CANCEL
+    check(result.index(0) == closed, "%s: Escape closes its dialog: %r" % (name, result.index(0)))
     marker("closed-%d" % i)
 marker("verified")
 """
@@ -2300,3 +2302,41 @@ def test_a_style_saved_from_krita_is_listed_and_used_in_gimp_after_a_server_rest
     finally:
         server.stop()
     assert (styles / "krita-look.json").is_file(), "kept in the server's styles folder"
+
+
+STYLES_SCRIPT = """
+img, (layer,) = make_image(16, 16)
+
+def styles(**props):
+    result = expect_ok("plug-in-paintbridge-styles", img, [], server=P["url"], **props)
+    return {s["name"]: s for s in json.loads(result.index(1))}
+
+shipped = styles(action="list")
+check(shipped["sd15-photo"]["builtin"], "the shipped styles are listed: %r" % sorted(shipped))
+check(styles(action="new", style="gimp look", family="sd15")["gimp look"]["family"] == "sd15", "new")
+check("photo copy" in styles(action="duplicate", style="sd15-photo", **{"new-name": "photo copy"}), "duplicate")
+after = styles(action="rename", style="photo copy", **{"new-name": "photo 2"})
+check("photo 2" in after and "photo copy" not in after and not after["photo 2"]["builtin"], "rename")
+check("gimp look" not in styles(action="delete", style="gimp look"), "delete")
+status, message, _r = run_proc("plug-in-paintbridge-styles", img, [], action="rename", style="sd15-photo",
+                               server=P["url"], **{"new-name": "x"})
+check(status == "calling-error" and "duplicate it instead" in message, "a shipped style is not renamed: %s" % message)
+status, message, _r = run_proc("plug-in-paintbridge-styles", img, [], action="delete", style="nope", server=P["url"])
+check(status == "calling-error" and "no style named 'nope'" in message, "an unknown name is named: %s" % message)
+img.delete()
+"""
+
+
+def test_styles_procedure_makes_duplicates_renames_and_deletes_styles(trixie_root, profile, tmp_path):
+    """Filters > Paintbridge > Styles from a script: new, duplicate, rename and delete on the server's styles folder;
+    shipped styles are duplicated, never renamed; every refusal is named."""
+    from conftest import ServerProcess
+
+    models, styles = tmp_path / "models", tmp_path / "styles"
+    models.mkdir()
+    server = ServerProcess(["--models", str(models), "--styles", str(styles)], tmp_path / "server.log").start()
+    try:
+        batch(profile, STYLES_SCRIPT, url=server.url)
+    finally:
+        server.stop()
+    assert sorted(p.name for p in styles.glob("*.json")) == ["photo 2.json"]
