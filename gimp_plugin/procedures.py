@@ -337,36 +337,27 @@ def _run_download(procedure, run_mode, config, spec: ProcedureSpec):
     """Download Models: the dialog lists what each preset lacks; the download shows progress (and, interactively, a
     Cancel button)."""
     from . import download
+    from .outcome import guarded
 
     interactive = run_mode == Gimp.RunMode.INTERACTIVE
     if interactive and not _show_dialog(procedure, spec, config):
         return _status(procedure, Gimp.PDBStatusType.CANCEL)
     values = _read_values(spec, config)
-    try:
+
+    def work() -> list:
         if interactive:
             from .dialog import run_download_window
 
-            listing = run_download_window(values)
-        else:
-            progress = _Progress("downloading models")
-            try:
-                listing = download.execute(values, progress)
-            finally:
-                progress.end()
-    except Cancelled as err:
-        Gimp.message(f"Paintbridge: {err}")
-        return _status(procedure, Gimp.PDBStatusType.CANCEL, str(err))
-    except JobInputError as err:
-        Gimp.message(f"Paintbridge: {err}")
-        return _status(procedure, Gimp.PDBStatusType.CALLING_ERROR, str(err))
-    except PaintbridgeError as err:
-        Gimp.message(f"Paintbridge: {err}")
-        return _status(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, str(err))
-    except Exception as err:  # noqa: BLE001 - a bug must end with a message, not a traceback
-        traceback.print_exc(file=sys.stderr)
-        message = f"Paintbridge: the download failed unexpectedly ({type(err).__name__}: {err}). Please report this."
-        Gimp.message(message)
-        return _status(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, message)
+            return run_download_window(values)
+        progress = _Progress("downloading models")
+        try:
+            return download.execute(values, progress)
+        finally:
+            progress.end()
+
+    status, message, listing = guarded("the download", work)
+    if status is not None:
+        return _status(procedure, status, message)
     names = ", ".join(str(m.get("name")) for m in listing if m.get("kind") != "builtin")
     Gimp.message(f"Paintbridge: download complete. The server now has: {names or 'no model files'}")
     return _status(procedure, Gimp.PDBStatusType.SUCCESS)

@@ -5,8 +5,6 @@ choices are recorded again, so GIMP lists the new names from its next start."""
 from __future__ import annotations
 
 import json
-import sys
-import traceback
 from typing import Any, Dict, Sequence
 
 import gi
@@ -15,9 +13,10 @@ gi.require_version("Gimp", "3.0")
 from gi.repository import GLib, GObject, Gimp  # noqa: E402
 
 from client import styles as cs  # noqa: E402
-from client.errors import JobInputError, PaintbridgeError  # noqa: E402
+from client.errors import JobInputError  # noqa: E402
 
 from .arguments import ProcedureSpec  # noqa: E402
+from .outcome import guarded  # noqa: E402
 
 ERROR_DOMAIN = "paintbridge-error-quark"
 
@@ -69,7 +68,8 @@ def remember_choices(client, styles: Sequence[Any]) -> None:
 def run_styles(procedure, run_mode, config, spec: ProcedureSpec):
     """Run function of the Styles procedure: the window when interactive, else ``act`` on the arguments."""
     values = {arg.name: config.get_property(arg.name) for arg in spec.args}
-    try:
+
+    def work() -> tuple:
         client = connected(values)
         try:
             if run_mode == Gimp.RunMode.INTERACTIVE:
@@ -79,19 +79,13 @@ def run_styles(procedure, run_mode, config, spec: ProcedureSpec):
             else:
                 styles = act(client, values)
             remember_choices(client, styles)
+            return styles
         finally:
             client.close()
-    except JobInputError as err:
-        Gimp.message(f"Paintbridge: {err}")
-        return _returns(procedure, Gimp.PDBStatusType.CALLING_ERROR, str(err))
-    except PaintbridgeError as err:
-        Gimp.message(f"Paintbridge: {err}")
-        return _returns(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, str(err))
-    except Exception as err:  # noqa: BLE001 - a bug must end with a message, not a traceback
-        traceback.print_exc(file=sys.stderr)
-        message = f"Paintbridge: the styles failed unexpectedly ({type(err).__name__}: {err}). Please report this."
-        Gimp.message(message)
-        return _returns(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, message)
+
+    status, message, styles = guarded("the styles", work)
+    if status is not None:
+        return _returns(procedure, status, message)
     return _returns(procedure, Gimp.PDBStatusType.SUCCESS, "", summary(styles))
 
 
