@@ -171,6 +171,43 @@ def mode_hint(models: Optional[List[dict]], statuses, spec: ProcedureSpec, url: 
     return text
 
 
+def follow_offers(procedure, spec: ProcedureSpec, config) -> None:
+    """Grey out the choices' entries that cannot run on the picked model (``offered.sensitivity``), again whenever
+    the Model choice changes; nothing when the server does not answer."""
+    import gi
+
+    gi.require_version("Gimp", "3.0")
+    from gi.repository import Gimp
+
+    from . import capture, connection
+    from .offered import sensitivity
+
+    try:
+        url, token = capture.server_target(
+            {"server": config.get_property("server"), "token": config.get_property("token")}
+        )
+    except JobInputError:
+        return
+    welcome = connection.fetch_welcome(url, token, 1.5)
+    if welcome is None:
+        return
+    choices = {}
+    for arg in spec.args:
+        if arg.kind in ("choice", "model", "detail-targets"):
+            choices[arg.name] = Gimp.param_spec_choice_get_choice(procedure.find_argument(arg.name))
+
+    def update(*_args) -> None:
+        nicks = {name: choice.list_nicks() for name, choice in choices.items()}
+        model = config.get_property("model") if "model" in choices else ""
+        for name, states in sensitivity(spec, welcome, model, nicks).items():
+            for nick, runs in states.items():
+                choices[name].set_sensitive(nick, runs)
+
+    update()
+    if "model" in choices:
+        config.connect("notify::model", update)
+
+
 HINT_MAX_HEIGHT = 240  # px of Download Models' status lines shown before they scroll
 
 

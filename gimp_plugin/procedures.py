@@ -149,7 +149,7 @@ def _show_dialog(procedure, spec: ProcedureSpec, config, image=None) -> bool:
     gi.require_version("GimpUi", "3.0")
     from gi.repository import GimpUi
 
-    from .dialog import add_models_hint, fill_dialog
+    from .dialog import add_models_hint, fill_dialog, follow_offers
 
     GimpUi.init("paintbridge")
     from . import host, settings
@@ -159,45 +159,13 @@ def _show_dialog(procedure, spec: ProcedureSpec, config, image=None) -> bool:
     apply_reuse(spec, config, image)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, spec.title)
     fill_dialog(dialog, spec)
-    _follow_offers(procedure, spec, config)
+    follow_offers(procedure, spec, config)
     add_models_hint(
         dialog, spec, str(config.get_property("server") or ""), str(config.get_property("token") or ""), config
     )
     ok = dialog.run()
     dialog.destroy()
     return bool(ok)
-
-
-def _follow_offers(procedure, spec: ProcedureSpec, config) -> None:
-    """Grey out the choices' entries that cannot run on the picked model (``offered.sensitivity``), again whenever
-    the Model choice changes; nothing when the server does not answer."""
-    from . import capture, connection
-    from .offered import sensitivity
-
-    try:
-        url, token = capture.server_target(
-            {"server": config.get_property("server"), "token": config.get_property("token")}
-        )
-    except JobInputError:
-        return
-    welcome = connection.fetch_welcome(url, token, 1.5)
-    if welcome is None:
-        return
-    choices = {}
-    for arg in spec.args:
-        if arg.kind in ("choice", "model", "detail-targets"):
-            choices[arg.name] = Gimp.param_spec_choice_get_choice(procedure.find_argument(arg.name))
-
-    def update(*_args) -> None:
-        nicks = {name: choice.list_nicks() for name, choice in choices.items()}
-        model = config.get_property("model") if "model" in choices else ""
-        for name, states in sensitivity(spec, welcome, model, nicks).items():
-            for nick, runs in states.items():
-                choices[name].set_sensitive(nick, runs)
-
-    update()
-    if "model" in choices:
-        config.connect("notify::model", update)
 
 
 def apply_reuse(spec: ProcedureSpec, config, image) -> None:

@@ -1990,7 +1990,7 @@ def test_gui_live_inpaint_reruns_on_a_brush_stroke_under_the_selection_without_r
             before = first.image[sy - first.y : sy - first.y + sh, sx - first.x : sx - first.x + sw, :3]
             assert not (before < 40).all(axis=2).any()
             assert int((inside < 40).all(axis=2).sum()) >= sw // 2, "the new frame carries the stroke's pixels"
-        logged = {m.group(1): int(m.group(2)) for m in FRAME_LOG.finditer(session.log.read_text())}
+        logged = {m.group(1): int(m.group(2)) for m in FRAME_LOG.finditer(session.log.read_text(errors="replace"))}
         assert first.id in logged and later.id in logged, f"each frame logs its reads: {logged}"
         assert logged[first.id] == 0 and logged[later.id] == 0, f"no full pixel read while idle: {logged}"
 
