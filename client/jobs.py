@@ -408,6 +408,7 @@ def build_job(
         live=live,
         references=references,
         regions=regions,
+        style=resolved.style.strip(),
     )
 
 

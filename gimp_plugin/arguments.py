@@ -54,6 +54,7 @@ class ProcedureSpec:
     download: bool = False  # downloads models onto the server's machine (no job; works without an image)
     # results history: lists, applies, reuses and deletes the image's earlier results (no job)
     history: bool = False
+    styles: bool = False  # lists, creates, duplicates, renames and deletes the server's styles (no job, no image)
 
     def arg(self, name: str) -> Arg:
         for arg in self.args:
@@ -107,10 +108,50 @@ PREPROCESSOR_CHOICES = (
 UPSCALE_TARGETS = (("new-image", "New image"), ("layer", "New layer (canvas enlarged)"))
 
 
+def _style_arg() -> Arg:
+    return Arg(
+        "style",
+        "model",
+        "St_yle",
+        "A style of the server (checkpoint, LoRAs, VAE, sampling, prompt template); every setting changed from its "
+        "default here wins over the style's; 'none' = no style",
+        "none",
+        listing="style",
+    )
+
+
+LORA_SLOTS = 3  # LoRAs a dialog picks from the list (more: <lora:name:weight> tags in the prompt)
+
+
+def lora_prefix(index: int) -> str:
+    """Argument-name prefix of LoRA slot ``index`` (1-based): ``lora``, ``lora-2`` ..."""
+    return "lora" if index == 1 else f"lora-{index}"
+
+
+def _lora_args() -> Tuple[Arg, ...]:
+    """LoRA slots: an installed LoRA (none = the slot is off) and its weight."""
+    args = []
+    for i in range(1, LORA_SLOTS + 1):
+        p, n = lora_prefix(i), "" if i == 1 else f" {i}"
+        args += [
+            Arg(
+                p,
+                "model",
+                f"LoRA{n}",
+                "An installed LoRA of the model's family (others are greyed out); 'none' = off",
+                "none",
+                listing="lora",
+            ),
+            Arg(f"{p}-weight", "double", f"LoRA weight{n}", "How strongly the LoRA applies", 1.0, -2.0, 2.0),
+        ]
+    return tuple(args)
+
+
 def _prompt_args() -> Tuple[Arg, ...]:
     return (
         Arg("prompt", "string", "_Prompt", "What to paint", ""),
         Arg("negative-prompt", "string", "_Negative prompt", "What to avoid", ""),
+        _style_arg(),
     )
 
 
@@ -123,20 +164,19 @@ STEPS_BLURB = "Sampling steps; 0 = the model's default"
 
 
 def _sampling_args(strength: Optional[float]) -> Tuple[Arg, ...]:
-    args = [
-        Arg(
-            "model",
-            "model",
-            "_Model",
-            "An installed checkpoint; 'default' = the server's default; 'classical' = built-in OpenCV",
-            "default",
-        ),
-    ]
+    args = []
     if strength is not None:
         args.append(
             Arg("strength", "double", "_Strength", "How much to change (denoising strength)", strength, 0.0, 1.0)
         )
     args += [
+        Arg(
+            "model",
+            "model",
+            "_Model",
+            "An installed checkpoint; 'default' = the server's default (or the style's); 'classical' = built-in OpenCV",
+            "default",
+        ),
         Arg("steps", "int", "S_teps", STEPS_BLURB, 0, 0, 150),
         Arg("cfg", "double", "_CFG scale", "Prompt guidance; 0 = the model's default", 0.0, 0.0, 30.0),
         Arg("sampler", "choice", "Sa_mpler", "Sampler", "default", choices=SAMPLER_CHOICES),
@@ -533,6 +573,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Repaints the selected area (soft edges kept) from the prompt, using the surroundings as context. "
         "The result is a new layer above the active one; your layers are not changed.",
         _prompt_args()
+        + _lora_args()
         + _sampling_args(_strength("inpaint"))
         + _source_args(mask=True)
         + _fill_args()
@@ -553,7 +594,9 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "into a preview layer. OK keeps the latest result as a layer; Cancel removes the preview. Interactive only: "
         "scripts use plug-in-paintbridge-inpaint.",
         tuple(
-            a for a in _prompt_args() + _sampling_args(_strength("inpaint")) if a.name not in ("batch", "batch-count")
+            a
+            for a in _prompt_args() + _lora_args() + _sampling_args(_strength("inpaint"))
+            if a.name not in ("batch", "batch-count")
         )
         + _source_args(mask=True)
         + _fill_args()
@@ -573,6 +616,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "strength sets how much changes. The result is a new layer. 'Transparent layer' keeps and redraws alpha "
         "(use Source: active layer for a layer with transparency; LayerDiffuse, SD1.5/SDXL).",
         _prompt_args()
+        + _lora_args()
         + (_transparent_arg(),)
         + _sampling_args(_strength("img2img"))
         + _tileable_args()
@@ -593,6 +637,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "Enlarges the canvas by the given number of pixels on the chosen sides and fills the new area to match the "
         "image. The result is a new layer; existing layers only move with the canvas.",
         _prompt_args()
+        + _lora_args()
         + _sampling_args(None)
         + _source_args(mask=False)
         + (
@@ -692,6 +737,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "The result is a new layer, masked by the selection. 'Transparent layer' gives the layer real alpha "
         "(LayerDiffuse on SD1.5/SDXL models: Download Models › 'layerdiffuse-sd15' or 'layerdiffuse-sdxl').",
         _prompt_args()
+        + _lora_args()
         + (_transparent_arg(),)
         + _sampling_args(None)
         + _tileable_args()
@@ -716,6 +762,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "it back through a soft mask. The result is one new layer holding the repainted faces and hands, or one layer "
         "for each.",
         _prompt_args()
+        + _lora_args()
         + tuple(a for a in _sampling_args(None) if a.name not in ("batch", "batch-count"))
         + _source_args(mask=True)
         + _server_args()
@@ -735,6 +782,7 @@ PROCEDURES += (  # instruction edit: offered with the models whose listing says 
         "is a new layer, masked by the selection.",
         (
             Arg("prompt", "string", "_Instruction", "What to change, e.g. 'make the jacket red'", ""),
+            _style_arg(),
             Arg(
                 "model",
                 "model",
@@ -894,7 +942,34 @@ DESCRIBE = ProcedureSpec(
     + _source_args(mask=False)
     + _server_args(),
 )
-ALL_PROCEDURES = PROCEDURES + (DOWNLOAD, HISTORY, DESCRIBE)
+# the server's styles
+STYLE_ACTIONS = (
+    ("list", "List the styles (return value)"),
+    ("new", "New style"),
+    ("duplicate", "Duplicate a style"),
+    ("rename", "Rename a saved style"),
+    ("delete", "Delete a saved style"),
+)
+STYLES = ProcedureSpec(
+    PREFIX + "styles",
+    "styles",
+    "St_yles...",
+    "Paintbridge: Styles",
+    "The server's styles: new, duplicate, rename, delete",
+    "Styles bundle a checkpoint preference, LoRAs, VAE, sampling and prompt templates; the server keeps them, so "
+    "Krita and GIMP (and every machine using the server) share them. The window lists them and makes new ones, "
+    "duplicates, renames and deletes them; shipped styles can be duplicated, not renamed or deleted. Scripts pick an "
+    "action on 'style'; every action returns the styles after it as JSON ('styles').",
+    (
+        Arg("action", "choice", "_Action", "What to do", "list", choices=STYLE_ACTIONS),
+        Arg("style", "string", "_Style", "The style to act on (new: the new style's name)", ""),
+        Arg("new-name", "string", "New _name", "Duplicate and rename: the name it gets", ""),
+        Arg("family", "string", "_Family", "New: the model family it is for (sd15, sdxl, flux...); empty = any", ""),
+    )
+    + _server_args(),
+    styles=True,
+)
+ALL_PROCEDURES = PROCEDURES + (DOWNLOAD, HISTORY, DESCRIBE, STYLES)
 
 # Keys the generated dialog's own buttons use (Help, Reset, Cancel, OK, Load/Save settings).
 RESERVED_MNEMONICS = frozenset("hrcols")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from client import connect as cconnect
+from client.wire import protocol
 from client.server import LocalServer, read_server_command
 
 from . import __version__
@@ -43,3 +44,26 @@ def connect(
 def fetch_models(url: str, token: Optional[str], timeout: float = 2.0) -> Optional[List[Any]]:
     """The server's model listing for dialog hints, or None when it does not answer within ``timeout``."""
     return cconnect.fetch_models(url, token, CLIENT_NAME, __version__, timeout)
+
+
+def style_entries(welcome: "protocol.Welcome") -> List[dict]:
+    """The server's styles as entries of the choices' listing (kind ``style``; ``arch``: the family it is made for)."""
+    return [
+        {"name": style.name, "kind": "style", "title": style.title, "arch": style.family}
+        for style in welcome.styles
+        if style.name
+    ]
+
+
+def fetch_welcome(url: str, token: Optional[str], timeout: float = 2.0) -> Optional[Any]:
+    """The server's ``welcome`` (models, styles, capabilities), or None when it does not answer within ``timeout``."""
+    return cconnect.fetch_welcome(url, token, CLIENT_NAME, __version__, timeout)
+
+
+def fetch_listing(url: str, token: Optional[str], timeout: float = 2.0) -> Optional[List[Any]]:
+    """What the procedures' choices list: the server's models and its styles (``style_entries``), or None when it
+    does not answer within ``timeout``."""
+    welcome = fetch_welcome(url, token, timeout)
+    if welcome is None:
+        return None
+    return list(welcome.models) + style_entries(welcome)

@@ -5,8 +5,6 @@ are kept."""
 from __future__ import annotations
 
 import json
-import sys
-import traceback
 from typing import Any, Dict, Optional
 
 import gi
@@ -18,6 +16,7 @@ from client.errors import JobInputError, PaintbridgeError  # noqa: E402
 
 from . import history, host  # noqa: E402
 from .arguments import BY_MODE, ProcedureSpec  # noqa: E402
+from .outcome import guarded  # noqa: E402
 from .values import save_reuse, values_from_settings  # noqa: E402
 
 ERROR_DOMAIN = "paintbridge-error-quark"
@@ -74,26 +73,19 @@ def act(image, drawables: list, values: Dict[str, Any], interactive: bool = Fals
 def run_history(procedure, run_mode, image, drawables: list, config, spec: ProcedureSpec):
     """Run function of the History procedure: the dialog when interactive, else ``act`` on the arguments."""
     values = {arg.name: config.get_property(arg.name) for arg in spec.args}
-    try:
+
+    def work() -> Dict[str, str]:
         if run_mode == Gimp.RunMode.INTERACTIVE:
             from .history_dialog import run_dialog
 
             run_dialog(image, drawables, interactive_reuse)  # its search entry starts empty (GIMP hands interactive
             # runs the last values)
-            out: Dict[str, str] = {}
-        else:
-            out = act(image, drawables, values)
-    except JobInputError as err:
-        Gimp.message(f"Paintbridge: {err}")
-        return _returns(procedure, Gimp.PDBStatusType.CALLING_ERROR, str(err))
-    except PaintbridgeError as err:
-        Gimp.message(f"Paintbridge: {err}")
-        return _returns(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, str(err))
-    except Exception as err:  # noqa: BLE001 - a bug must end with a message, not a traceback
-        traceback.print_exc(file=sys.stderr)
-        message = f"Paintbridge: the history failed unexpectedly ({type(err).__name__}: {err}). Please report this."
-        Gimp.message(message)
-        return _returns(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, message)
+            return {}
+        return act(image, drawables, values)
+
+    status, message, out = guarded("the history", work)
+    if status is not None:
+        return _returns(procedure, status, message)
     return _returns(procedure, Gimp.PDBStatusType.SUCCESS, "", out.get("entries", ""), out.get("settings", ""))
 
 

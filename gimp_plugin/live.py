@@ -33,7 +33,7 @@ from client.settings import Defaults  # noqa: E402
 
 from . import capture, connection, history, host, settings  # noqa: E402
 from .arguments import ProcedureSpec  # noqa: E402
-from .dialog import add_models_hint, fill_dialog  # noqa: E402
+from .dialog import add_models_hint, fill_dialog, follow_offers  # noqa: E402
 
 POLL_MS = 150
 
@@ -233,6 +233,7 @@ class LiveInpaint:
         GimpUi.init("paintbridge-live")
         dialog = GimpUi.ProcedureDialog.new(self.procedure, self.config, self.spec.title)
         fill_dialog(dialog, self.spec)
+        follow_offers(self.procedure, self.spec, self.config)
         add_models_hint(
             dialog,
             self.spec,

@@ -94,7 +94,7 @@ class Paintbridge(Gimp.PlugIn):
         spec = BY_NAME[name]
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
         procedure.set_image_types("RGB*, GRAY*")
-        if spec.download:
+        if spec.download or spec.styles:
             procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.ALWAYS)
         else:
             procedure.set_sensitivity_mask(
@@ -121,6 +121,10 @@ class Paintbridge(Gimp.PlugIn):
             procedure.add_string_return_value(
                 "caption", "Caption", "The words that describe the picture", "", GObject.ParamFlags.READWRITE
             )
+        if spec.styles:
+            procedure.add_string_return_value(
+                "styles", "Styles", "The server's styles after the action, as JSON", "", GObject.ParamFlags.READWRITE
+            )
         if spec.history:  # results history
             procedure.add_string_return_value(
                 "entries", "Entries", "'list': the entries as JSON (newest first)", "", GObject.ParamFlags.READWRITE
@@ -145,7 +149,7 @@ def _show_dialog(procedure, spec: ProcedureSpec, config, image=None) -> bool:
     gi.require_version("GimpUi", "3.0")
     from gi.repository import GimpUi
 
-    from .dialog import add_models_hint, fill_dialog
+    from .dialog import add_models_hint, fill_dialog, follow_offers
 
     GimpUi.init("paintbridge")
     from . import host, settings
@@ -155,6 +159,7 @@ def _show_dialog(procedure, spec: ProcedureSpec, config, image=None) -> bool:
     apply_reuse(spec, config, image)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, spec.title)
     fill_dialog(dialog, spec)
+    follow_offers(procedure, spec, config)
     add_models_hint(
         dialog, spec, str(config.get_property("server") or ""), str(config.get_property("token") or ""), config
     )
@@ -219,6 +224,10 @@ def run(procedure, run_mode, image, drawables, config, data):
         return _run_live(procedure, run_mode, image, drawables, config, spec)
     if spec.download:
         return _run_download(procedure, run_mode, config, spec)
+    if spec.styles:
+        from .styles_procedure import run_styles
+
+        return run_styles(procedure, run_mode, config, spec)
     if spec.history:
         from .history_procedure import run_history
 
@@ -296,36 +305,27 @@ def _run_download(procedure, run_mode, config, spec: ProcedureSpec):
     """Download Models: the dialog lists what each preset lacks; the download shows progress (and, interactively, a
     Cancel button)."""
     from . import download
+    from .outcome import guarded
 
     interactive = run_mode == Gimp.RunMode.INTERACTIVE
     if interactive and not _show_dialog(procedure, spec, config):
         return _status(procedure, Gimp.PDBStatusType.CANCEL)
     values = _read_values(spec, config)
-    try:
+
+    def work() -> list:
         if interactive:
             from .dialog import run_download_window
 
-            listing = run_download_window(values)
-        else:
-            progress = _Progress("downloading models")
-            try:
-                listing = download.execute(values, progress)
-            finally:
-                progress.end()
-    except Cancelled as err:
-        Gimp.message(f"Paintbridge: {err}")
-        return _status(procedure, Gimp.PDBStatusType.CANCEL, str(err))
-    except JobInputError as err:
-        Gimp.message(f"Paintbridge: {err}")
-        return _status(procedure, Gimp.PDBStatusType.CALLING_ERROR, str(err))
-    except PaintbridgeError as err:
-        Gimp.message(f"Paintbridge: {err}")
-        return _status(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, str(err))
-    except Exception as err:  # noqa: BLE001 - a bug must end with a message, not a traceback
-        traceback.print_exc(file=sys.stderr)
-        message = f"Paintbridge: the download failed unexpectedly ({type(err).__name__}: {err}). Please report this."
-        Gimp.message(message)
-        return _status(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, message)
+            return run_download_window(values)
+        progress = _Progress("downloading models")
+        try:
+            return download.execute(values, progress)
+        finally:
+            progress.end()
+
+    status, message, listing = guarded("the download", work)
+    if status is not None:
+        return _status(procedure, status, message)
     names = ", ".join(str(m.get("name")) for m in listing if m.get("kind") != "builtin")
     Gimp.message(f"Paintbridge: download complete. The server now has: {names or 'no model files'}")
     return _status(procedure, Gimp.PDBStatusType.SUCCESS)

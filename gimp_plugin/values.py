@@ -12,10 +12,12 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 from client.errors import JobInputError
 from client.jobs import ControlSource
+from client.loras import tagged
 from client.regions import RegionBinding
 from client.settings import ControlSetting, ReferenceSetting, Settings
 
 from .arguments import (
+    LORA_SLOTS,
     MAX_CONTROLS,
     MAX_REFERENCES,
     SAMPLER_BY_NICK,
@@ -23,6 +25,7 @@ from .arguments import (
     Arg,
     ProcedureSpec,
     control_prefix,
+    lora_prefix,
     reference_prefix,
 )
 from .choices import OVERRIDE_SUFFIX, detail_targets, listed_nick, listed_value
@@ -128,7 +131,13 @@ def settings_from_values(
         return listed_value(spec.arg(name).listing, values.get(name), values.get(name + OVERRIDE_SUFFIX))
 
     s.model = listed("model") if "model" in names else ""
+    s.style = listed("style") if "style" in names else ""
     s.prompt, s.negative_prompt = text("prompt"), text("negative-prompt")
+    slots = [p for p in map(lora_prefix, range(1, LORA_SLOTS + 1)) if p in names]
+    try:  # the picked LoRAs travel as tags after the prompt; one typed into the prompt wins
+        s.prompt = tagged(s.prompt, [(listed(p), float(values.get(p + "-weight", 1.0))) for p in slots])
+    except ValueError as err:
+        raise JobInputError(str(err)) from None
     for name in ("steps", "seed", "batch", "grow", "feather"):
         if name in names:
             setattr(s, name, int(values[name]))
@@ -257,6 +266,7 @@ def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
     }
     for name, value in (
         ("model", s.model),
+        ("style", s.style),
         ("vae", s.vae),
         ("refiner", s.refiner),
         ("upscaler", s.upscaler),

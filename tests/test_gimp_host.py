@@ -1990,7 +1990,7 @@ def test_gui_live_inpaint_reruns_on_a_brush_stroke_under_the_selection_without_r
             before = first.image[sy - first.y : sy - first.y + sh, sx - first.x : sx - first.x + sw, :3]
             assert not (before < 40).all(axis=2).any()
             assert int((inside < 40).all(axis=2).sum()) >= sw // 2, "the new frame carries the stroke's pixels"
-        logged = {m.group(1): int(m.group(2)) for m in FRAME_LOG.finditer(session.log.read_text())}
+        logged = {m.group(1): int(m.group(2)) for m in FRAME_LOG.finditer(session.log.read_text(errors="replace"))}
         assert first.id in logged and later.id in logged, f"each frame logs its reads: {logged}"
         assert logged[first.id] == 0 and logged[later.id] == 0, f"no full pixel read while idle: {logged}"
 
@@ -2171,3 +2171,172 @@ img.delete()
             ).assert_ok()
     finally:
         proc.stop()
+
+
+# Every job dialog on default settings, one after another; the test measures each window and closes it with Escape.
+DIALOGS = (
+    ("inpaint", "Paintbridge: Inpaint Selection"),
+    ("live-inpaint", "Paintbridge: Live Inpaint"),
+    ("img2img", "Paintbridge: Img2img"),
+    ("outpaint", "Paintbridge: Outpaint"),
+    ("generate", "Paintbridge: Generate into Selection"),
+    ("detail", "Paintbridge: Detail Faces"),
+    ("edit", "Paintbridge: Edit from Instruction"),
+    ("upscale", "Paintbridge: Upscale"),
+    ("control-layer", "Paintbridge: Control Layer"),
+    ("describe", "Paintbridge: Describe"),
+    ("download-models", "Paintbridge: Download Models"),
+    ("styles", "Paintbridge: Styles"),  # a window of its own: closing it is no cancel
+)
+DIALOGS_SCRIPT = """
+import os, time
+def marker(name):
+    open(P["dir"] + "/" + name, "w").close()
+
+img, (layer,) = make_image(320, 240)
+Gimp.Display.new(img)
+img.select_ellipse(Gimp.ChannelOps.REPLACE, 110, 70, 100, 90)
+Gimp.displays_flush()
+for i, name in enumerate(P["names"]):
+    proc = PDB.lookup_procedure("plug-in-paintbridge-" + name)
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+    cfg.set_property("image", img)
+    cfg.set_core_object_array("drawables", [layer])
+    cfg.set_property("server", P["url"])
+    marker("open-%d" % i)
+    result = proc.run(cfg)
+    closed = Gimp.PDBStatusType.SUCCESS if name == "styles" else Gimp.PDBStatusType.CANCEL
+    check(result.index(0) == closed, "%s: Escape closes its dialog: %r" % (name, result.index(0)))
+    marker("closed-%d" % i)
+marker("verified")
+"""
+SCREEN = (1280, 800)  # an ordinary laptop screen
+
+
+def test_gui_every_dialog_shows_its_ok_button_without_scrolling(profile, server, artifacts_dir):
+    """Each dialog on default settings fits a 1280 x 800 screen: its window, whose bottom row holds OK, lies inside
+    the screen (GIMP's procedure dialogs do not scroll: a taller window would put OK below the screen's edge)."""
+    from hosts.gimp import GuiSession
+
+    session = GuiSession(profile, screen=f"{SCREEN[0]}x{SCREEN[1]}x24")
+    sizes = {}
+    try:
+        session.start(DIALOGS_SCRIPT, {"url": server.url, "dir": profile.inside, "names": [n for n, _ in DIALOGS]})
+        for i, (name, title) in enumerate(DIALOGS):
+            session.wait_file(f"open-{i}", timeout=120)
+            dialog = session.wait_window(title, timeout=120)
+            time.sleep(1.0)  # let it draw
+            session.screenshot(artifacts_dir / f"gimp-dialog-{name}.png")
+            shell = session.xdotool("getwindowgeometry", "--shell", dialog).stdout
+            geometry = dict(line.split("=", 1) for line in shell.split() if "=" in line)
+            x, y, w, h = (int(geometry[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
+            sizes[name] = (x, y, w, h)
+            session.xdotool("windowfocus", "--sync", dialog)
+            session.xdotool("key", "--clearmodifiers", "Escape")
+            session.wait_file(f"closed-{i}", timeout=60)
+        session.wait_file("verified", timeout=60)
+    except BaseException:
+        session.screenshot_quietly(artifacts_dir / "gimp-dialogs-failure.png")
+        raise
+    finally:
+        session.stop()
+    print("dialog windows (x, y, width, height):", sizes)
+    outside = {
+        name: box
+        for name, box in sizes.items()
+        if box[0] < 0 or box[1] < 0 or box[0] + box[2] > SCREEN[0] or box[1] + box[3] > SCREEN[1]
+    }
+    assert not outside, f"dialogs reaching past the {SCREEN[0]}x{SCREEN[1]} screen (OK hidden): {outside}"
+
+
+STYLE_SCRIPT = """
+proc = PDB.lookup_procedure("plug-in-paintbridge-generate")
+nicks = Gimp.param_spec_choice_get_choice(proc.find_argument("style")).list_nicks()
+check("krita-look" in nicks, "the style saved from Krita is listed in GIMP's Style choice: %r" % (nicks,))
+img, (layer,) = make_image(64, 64)
+results = {}
+for style in ("none", "krita-look"):
+    old = img.get_layers()
+    expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a cat", seed=7, style=style, server=P["url"])
+    added = new_layers(img, old)
+    check(len(added) == 1, "one layer with style %s: %r" % (style, layer_summary(img)))
+    results[style] = read(added[0], 0, 0, 64, 64)
+check(results["none"] != results["krita-look"], "the style changes the result at the same seed")
+entries = json.loads(run_proc("plug-in-paintbridge-history", img, [], action="list")[2].index(1))
+check(entries and entries[0]["settings"]["style"] == "krita-look", "the run named the style: %r" % (entries[:1],))
+img.delete()
+"""
+
+
+def test_a_style_saved_from_krita_is_listed_and_used_in_gimp_after_a_server_restart(trixie_root, tmp_path):
+    """A style saved as Krita saves it (the client core's protocol client, named as the Krita plug-in) on one server
+    survives the server's restart, is listed in GIMP's Style choice and changes GIMP's result at the same seed."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_batch
+    from protocol.client import Client
+    from protocol.styles import Style, StyleLora
+
+    from gimp_plugin import settings
+
+    models = make_models_dir(tmp_path / "models", which=("sd15", "lora-sd15"))
+    styles = tmp_path / "styles"
+    server = ServerProcess(["--models", str(models), "--styles", str(styles)], tmp_path / "server.log").start()
+    try:
+        look = Style(
+            name="krita-look",
+            title="Krita look",
+            family="sd15",
+            checkpoints=("tiny-sd15",),
+            loras=(StyleLora(name="tiny-lora-sd15", weight=0.8),),
+            steps=3,
+            prompt="{prompt}, oil painting",
+        )
+        with Client(server.url, client_name="paintbridge-krita") as krita:
+            assert "krita-look" in [s.name for s in krita.save_style(look).styles]
+        server.restart()
+        with gimp_profile() as prof:
+            settings.remember(prof.gimp_dir, server.url, None)  # GIMP registers its choices from this server
+            run_batch(prof, STYLE_SCRIPT, {"url": server.url}, timeout=600).assert_ok()
+    finally:
+        server.stop()
+    assert (styles / "krita-look.json").is_file(), "kept in the server's styles folder"
+
+
+STYLES_SCRIPT = """
+img, (layer,) = make_image(16, 16)
+
+def styles(**props):
+    result = expect_ok("plug-in-paintbridge-styles", img, [], server=P["url"], **props)
+    return {s["name"]: s for s in json.loads(result.index(1))}
+
+shipped = styles(action="list")
+check(shipped["sd15-photo"]["builtin"], "the shipped styles are listed: %r" % sorted(shipped))
+check(styles(action="new", style="gimp look", family="sd15")["gimp look"]["family"] == "sd15", "new")
+check("photo copy" in styles(action="duplicate", style="sd15-photo", **{"new-name": "photo copy"}), "duplicate")
+after = styles(action="rename", style="photo copy", **{"new-name": "photo 2"})
+check("photo 2" in after and "photo copy" not in after and not after["photo 2"]["builtin"], "rename")
+check("gimp look" not in styles(action="delete", style="gimp look"), "delete")
+status, message, _r = run_proc("plug-in-paintbridge-styles", img, [], action="rename", style="sd15-photo",
+                               server=P["url"], **{"new-name": "x"})
+check(status == "calling-error" and "duplicate it instead" in message, "a shipped style is not renamed: %s" % message)
+status, message, _r = run_proc("plug-in-paintbridge-styles", img, [], action="delete", style="nope", server=P["url"])
+check(status == "calling-error" and "no style named 'nope'" in message, "an unknown name is named: %s" % message)
+img.delete()
+"""
+
+
+def test_styles_procedure_makes_duplicates_renames_and_deletes_styles(trixie_root, profile, tmp_path):
+    """Filters > Paintbridge > Styles from a script: new, duplicate, rename and delete on the server's styles folder;
+    shipped styles are duplicated, never renamed; every refusal is named."""
+    from conftest import ServerProcess
+
+    models, styles = tmp_path / "models", tmp_path / "styles"
+    models.mkdir()
+    server = ServerProcess(["--models", str(models), "--styles", str(styles)], tmp_path / "server.log").start()
+    try:
+        batch(profile, STYLES_SCRIPT, url=server.url)
+    finally:
+        server.stop()
+    assert sorted(p.name for p in styles.glob("*.json")) == ["photo 2.json"]
