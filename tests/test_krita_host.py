@@ -1389,3 +1389,30 @@ def test_sampler_schedule_batch_count_vae_and_clip_skip_from_the_panel(krita_sam
         rgba = np.frombuffer(layer.data, np.uint8).reshape(DH, DW, 4)
         bgra = run.pixels(f"sampling-{i}", DW, DH)
         assert np.array_equal(bgra[..., [2, 1, 0, 3]], rgba), f"result {i} differs from the server's own"
+
+
+# --- the painter's loop first: what a docker of ordinary width shows without scrolling -------------------------------
+
+
+@pytest.fixture(scope="module")
+def krita_first_screen_run(tmp_path_factory) -> Run:
+    return _run_scenario(tmp_path_factory, "first_screen", W, H)
+
+
+def test_at_330_px_the_generate_button_and_the_results_are_on_the_first_screen(krita_first_screen_run):
+    """Default settings, the docker at 330 x 600 px: prompt, strength, Generate and Live are inside the visible area
+    without scrolling, and so are the results strip and Apply after a job; every folded section is closed. The panel's
+    screenshot is test-artifacts/krita-first_screen-panel.png."""
+    run = krita_first_screen_run
+    assert not run["errors"], run["errors"]
+    assert run["dock_size"] == [330, 600] and run["mode"] == "inpaint" and run["scrolled"] == 0
+    assert run["body_width"] <= run["viewport"][0], ("cut off at the right", run["widest"])
+    assert run["sections_open"] and not any(run["sections_open"].values()), run["sections_open"]
+    for name in ("prompt_edit", "strength_slider", "run_button", "live_button"):
+        assert run["before"][name]["inside"], (name, run["before"][name], run["viewport"])
+    if "style_box" in run["before"]:
+        assert run["before"]["style_box"]["inside"], run["before"]["style_box"]
+    assert run["job"]["results"] >= 1 and not run["job"]["error"], run["job"]
+    for name in ("run_button", "results_list", "apply_button"):
+        assert run["after"][name]["inside"], (name, run["after"][name], run["viewport"])
+    assert (REPO / "test-artifacts" / "krita-first_screen-panel.png").stat().st_size > 0

@@ -97,18 +97,13 @@ class ReferenceRow(QtWidgets.QFrame):
 
 
 def build_references_section(panel: QtWidgets.QWidget, layout) -> None:
-    """The "Reference images" header (+ Add) and the box its rows go in (``panel.references_layout``)."""
-    header = QtWidgets.QHBoxLayout()
-    title = QtWidgets.QLabel("Reference images")
-    title.setStyleSheet("font-weight: bold;")
+    """The "Reference images" section's body: + Add and the box its rows go in (``panel.references_layout``)."""
     panel.add_reference_button = QtWidgets.QToolButton()
-    panel.add_reference_button.setText("+ Add")
+    panel.add_reference_button.setText("+ Add a reference image")
     panel.add_reference_button.setToolTip(
         "Guide the job by a picture on a layer: its style, composition, content or a face (IP-Adapter; SD1.5 and SDXL)"
     )
-    header.addWidget(title, 1)
-    header.addWidget(panel.add_reference_button)
-    layout.addLayout(header)
+    layout.addWidget(panel.add_reference_button)
     panel.references_layout = QtWidgets.QVBoxLayout()
     panel.references_layout.setSpacing(3)
     layout.addLayout(panel.references_layout)

@@ -34,10 +34,12 @@ def _int(lo: int, hi: int, step: int, tip: str, zero: str = "") -> QtWidgets.QSp
 
 
 class TechniquesSection:
-    """The two group boxes, inserted above the panel's "Advanced" toggle."""
+    """The two group boxes, added to ``layout`` (the panel's folded "Hires fix and detailer" section, hidden with
+    them when neither applies)."""
 
-    def __init__(self, panel: QtWidgets.QWidget, session) -> None:
+    def __init__(self, panel: QtWidgets.QWidget, session, layout: QtWidgets.QVBoxLayout) -> None:
         self.panel, self.session = panel, session
+        self.section = panel.sections.get("techniques")
         self.hires_box = QtWidgets.QGroupBox("Hires fix (two passes)")
         self.hires_box.setCheckable(True)
         self.hires_box.setToolTip(
@@ -87,10 +89,8 @@ class TechniquesSection:
         dform.addRow("Confidence", self.detail_confidence)
         dform.addRow(self.detail_separate)
 
-        layout = panel.advanced_button.parentWidget().layout()
-        at = layout.indexOf(panel.advanced_button)
-        layout.insertWidget(at, self.detail_box)
-        layout.insertWidget(at, self.hires_box)
+        layout.addWidget(self.hires_box)
+        layout.addWidget(self.detail_box)
         self.fields = {
             "hires": self.hires_box,
             "hires_upscaler": self.hires_upscaler,
@@ -182,6 +182,10 @@ class TechniquesSection:
             if not alone:
                 self.detail_box.setChecked(bool(self.session.settings.detail))
             self.detail_box.blockSignals(False)
+            if self.section is not None:
+                self.section.setVisible(value in HIRES_MODES or alone)
+                if alone:  # the detailer is the job: its settings are what the painter came for
+                    self.section.set_open(True)
             return
         if name == "detail_targets":
             self.show_targets(value)

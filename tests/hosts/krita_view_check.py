@@ -29,7 +29,7 @@ s = Session(
 )
 p = PaintbridgePanel(s)
 s.set_mode("img2img")
-assert p.mode_tabs.currentIndex() == 2 and p.strength_value.text() == "70%", p.strength_value.text()
+assert p.mode_box.currentIndex() == 2 and p.strength_value.text() == "70%", p.strength_value.text()
 s.set_option("steps", 9)
 assert p.steps_spin.value() == 9
 p.steps_spin.setValue(12)
