@@ -18,6 +18,7 @@ from . import references, settings_store
 from .downloads import Downloads
 from .forward import Forward
 from .live import LiveLoop
+from .loras import Loras
 from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
 from .progress_preview import preview_of
 from .regions import Regions
@@ -102,6 +103,8 @@ class Session:
             client.server.Autostart() if self.conn_settings.autostart else None,
         )
         self.live = LiveLoop(self, schedule)
+        self.loras = Loras(store, lambda: self.models, lambda: (self.entry() or {}).get("arch"))
+        self.loras.changed.connect(self.live.settings_changed)
         self.downloads = Downloads(self)
         self.regions = Regions(self)  # regions: prompts bound to layers, kept in the document
         self.history, self.references = ResultsHistory(self), references.References(self)
@@ -118,6 +121,10 @@ class Session:
     def entry(self, model: Optional[str] = None) -> Optional[dict]:
         """The listing entry of ``model`` (default: the chosen one); None when the server does not list it."""
         return cs.model_entry(self.models, self.settings.model if model is None else model)
+
+    def job_settings(self) -> cs.Settings:
+        """The settings a job sends: the prompt followed by the tags of the LoRAs picked from the list."""
+        return self.settings.replace(prompt=self.loras.prompt(self.settings.prompt))
 
     @property
     def random_seed(self) -> bool:
@@ -270,7 +277,7 @@ class Session:
         self._check_ready()
         settings_store.save_job_settings(self.store, self.settings)
         doc = self.host.active_document()
-        settings = self.settings.replace(controls=self.control_settings())  # kept with the job (history)
+        settings = self.job_settings().replace(controls=self.control_settings())  # kept with the job (history)
         inputs = self.host.capture(doc, settings, list(self.controls), self.regions.sources(doc))
         job_id = self.send(doc, settings, inputs, "job")
         self.show_message("")

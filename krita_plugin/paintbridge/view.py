@@ -7,6 +7,7 @@ from typing import List, Optional
 
 from . import reference_widgets, widgets
 from .control_widgets import ControlRow
+from .lora_widgets import LoraSection
 from .regions_view import RegionsSection
 from .progress_preview import Preview, fit_size
 from .qt_compat import QtGui, QtWidgets, Qt, Signal, qimage_from_bgra8, qimage_from_rgba8
@@ -86,6 +87,11 @@ class PaintbridgePanel(QtWidgets.QWidget):
         def section(key: str, title: str, tip: str = ""):
             return widgets.add_section(self, folded, key, title, tip)
 
+        tip = "Installed LoRAs of the model's family, each with a weight (<lora:name:w> in the prompt works too)"
+        body = section("loras", "LoRAs", tip)
+        self.lora_section = LoraSection(
+            self.session.loras, self.session.show_message, body, self.sections["loras"].button
+        )
         hint = "Two passes for large areas; repaint faces and hands"
         self.techniques = TechniquesSection(self, self.session, section("techniques", "Hires fix and detailer", hint))
         widgets.build_sampling(self, section("sampling", "Sampling", "Steps, CFG, sampler, seed, batch, fill…"))
@@ -154,6 +160,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
         s.settings_changed.connect(self._on_setting)
         s.connection_changed.connect(self._on_connection)
         s.models_changed.connect(self._fill_model_boxes)
+        s.models_changed.connect(self.lora_section.refresh)  # the installed LoRAs of the model's family
+        s.settings_changed.connect(lambda name, _value: self.lora_section.refresh() if name == "model" else None)
         s.job_changed.connect(self._update_run)
         s.progress_preview.connect(self._show_progress_preview)
         s.progress_preview_ended.connect(self._end_progress_preview)

@@ -8,7 +8,7 @@ sys.path.pop(0)  # tests/hosts holds a krita.py of its own: not the Krita API
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 repo = sys.argv[1]  # the repository root
 sys.path[:0] = [repo, repo + "/tests", repo + "/krita_plugin"]
-from PyQt5.QtWidgets import QApplication
+from PyQt5.QtWidgets import QApplication, QToolButton
 
 app = QApplication([])
 from krita_memory_host import MemoryDocument, MemoryHost, UiLoop
@@ -157,4 +157,27 @@ assert s.references.items[0].region == "car"
 s.regions.remove(0)
 row = p.reference_rows[0]
 assert s.references.items[0].region == "" and row.region_box.count() == 1 and row.region_box.currentIndex() == 0
+# LoRAs from the list: the model's family only, a pick makes a weight row, the slider and ✕ reach the session.
+s.on_models(
+    [
+        {"name": "m1", "kind": "checkpoint", "arch": "sd15"},
+        {"name": "ink", "kind": "lora", "arch": "sd15"},
+        {"name": "glow", "kind": "lora", "arch": "sdxl"},
+    ]
+)
+s.set_option("model", "m1")
+lora_list = p.lora_section.list
+offered = [lora_list.add_box.itemText(i) for i in range(lora_list.add_box.count())]
+assert offered == ["Add a LoRA…", "ink"] and lora_list.empty_label.isHidden(), offered
+lora_list.add_box.setCurrentIndex(1)
+lora_list.add_box.activated.emit(1)
+assert s.loras.picks == {"ink": 1.0} and list(lora_list.sliders) == ["ink"], s.loras.picks
+assert p.sections["loras"].button.text() == "LoRAs (1)"
+lora_list.sliders["ink"].setValue(65)
+assert s.loras.picks == {"ink": 0.65} and lora_list.sliders["ink"].value_label.text() == "0.65"
+assert s.job_settings().prompt == s.settings.prompt + " <lora:ink:0.65>"
+s.loras.pick("ink", -0.5)
+assert lora_list.sliders["ink"].value() == -50
+lora_list.rows.itemAt(0).widget().findChild(QToolButton).click()
+assert s.loras.picks == {} and not lora_list.sliders and p.sections["loras"].button.text() == "LoRAs"
 print("view ok")
