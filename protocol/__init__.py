@@ -49,6 +49,8 @@ from .messages import (
     parse_server_message,
 )
 from .messages import DETAIL_TARGETS, HIRES_UPSCALERS, Detail, Hires  # hires fix and detailer
+from .messages import DeleteStyle, ListStyles, SaveStyle, Styles  # styles
+from .styles import INPAINT_METHODS, LiveSettings, Style, StyleLora, StyleProblem, apply_template  # styles
 
 __all__ = [
     "BGRA8",
@@ -105,4 +107,14 @@ __all__ = [
     "HIRES_UPSCALERS",
     "Hires",  # hires fix and detailer
     "TILEABLE_MODES",  # seamless textures
+    "DeleteStyle",
+    "INPAINT_METHODS",
+    "ListStyles",
+    "LiveSettings",
+    "SaveStyle",
+    "Style",
+    "StyleLora",
+    "StyleProblem",
+    "Styles",
+    "apply_template",  # styles
 ]

@@ -34,16 +34,21 @@ from .messages import (
     FINAL_TYPES,
     Cancel,
     Cancelled,
+    DeleteStyle,
     Error,
     Job,
     ListModels,
     ListPresets,
+    ListStyles,
     Message,
     Models,
     Presets,
     Pull,
     PullDone,
     Result,
+    SaveStyle,
+    Style,
+    Styles,
     Welcome,
     error_from,
     hello,
@@ -294,6 +299,18 @@ class Client:
         self._require_pulls()
         return [dict(p) for p in self._ask(ListPresets(), Presets, timeout).presets]
 
+    def list_styles(self, timeout: float = 30.0) -> Styles:
+        """The server's styles, the style files it could not read, and the few-step status per family."""
+        return self._ask(ListStyles(), Styles, timeout)
+
+    def save_style(self, style: Style, timeout: float = 30.0) -> Styles:
+        """Create or replace a style by name; a refused style raises JobFailed whose error names the field."""
+        return self._ask(SaveStyle(style), Styles, timeout, refusable=True)
+
+    def delete_style(self, name: str, timeout: float = 30.0) -> Styles:
+        """Remove a style the user saved; a shipped or unknown one raises JobFailed."""
+        return self._ask(DeleteStyle(name), Styles, timeout, refusable=True)
+
     def pull(
         self,
         names: List[str],
@@ -329,9 +346,10 @@ class Client:
                 )
             )
 
-    def _ask(self, request: Message, answer: type, timeout: float) -> Any:
+    def _ask(self, request: Message, answer: type, timeout: float, refusable: bool = False) -> Any:
         """Send a request without an id and wait for its answer; an id-less ``error`` about the message type (a
-        server that does not know the request) raises JobFailed."""
+        server that does not know the request) raises JobFailed, and so does any id-less ``error`` when the request
+        is ``refusable`` (the server answers it with an error naming the field)."""
         self._send(request)
         deadline = time.monotonic() + timeout
         while True:
@@ -339,7 +357,7 @@ class Client:
                 if isinstance(msg, answer):
                     del self._other[i]
                     return msg
-                if isinstance(msg, Error) and msg.id is None and msg.field == "type":
+                if isinstance(msg, Error) and msg.id is None and (refusable or msg.field == "type"):
                     del self._other[i]
                     raise JobFailed(msg)
             self._route(self._recv(timeout=max(0.0, deadline - time.monotonic())))

@@ -11,6 +11,7 @@ from .errors import bad_field
 from .images import BGRA8, GRAY8, PIXEL_FORMATS, RGBA8, ImagePayload, parse_payload
 from .sampling import SAMPLERS, SCHEDULE_NAMES, resolve as resolve_sampler
 from .schema import WireModel, wire
+from .styles import INPAINT_METHODS
 from .techniques import MAX_PROMPT_LENGTH, Detail, Hires
 
 MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", "edit", "detail", "caption")
@@ -150,6 +151,13 @@ class Params(WireModel):
         False,
         doc="a result that wraps at its edges, a seamless texture (generate, img2img and "
         "their hires fix, upscale and upscale-and-refine)",
+    )
+
+    inpaint_method: str = wire(
+        "auto",
+        choices=INPAINT_METHODS,
+        doc='inpaint and outpaint: `"auto"` the best installed method of the family, with the hole pre-filled '
+        "(`result.info.inpaint` says which and why); another value forces that method",
     )
 
     # hires fix and detailer

@@ -43,6 +43,7 @@ from .fields import (  # noqa: F401
 )
 from .images import PIXEL_FORMATS, parse_payload  # noqa: F401
 from .sampling import SAMPLERS, SCHEDULE_NAMES, resolve as resolve_sampler  # noqa: F401
+from .styles import INPAINT_METHODS, MAX_STYLES, STYLE_NAME_PATTERN, LiveSettings, Style, StyleLora, StyleProblem  # noqa: F401
 from .techniques import DETAIL_TARGETS, HIRES_UPSCALERS, MAX_PROMPT_LENGTH, Detail, Hires  # noqa: F401
 
 PROTOCOL_VERSION = "1.1"
@@ -125,6 +126,11 @@ class Job(Message):
     )
     prompt: str = wire("", max_length=MAX_PROMPT_LENGTH)
     negative_prompt: str = wire("", max_length=MAX_PROMPT_LENGTH)
+    style: str = wire(
+        "",
+        max_length=64,
+        doc='a style by name (`styles`); `""`: none. Each job field that differs from its default overrides it',
+    )
     image: Optional[ImagePayload] = wire(None, formats=(RGBA8, BGRA8), doc="the context box's pixels")
     mask: Optional[ImagePayload] = wire(None, formats=(GRAY8,), doc="same size as `image`; none = change it all")
     controls: Tuple[Control, ...] = wire((), max_items=MAX_CONTROLS)
@@ -251,6 +257,29 @@ class ListPresets(Message):
 
 
 @dataclasses.dataclass(frozen=True)
+class ListStyles(Message):
+    """Ask for the server's styles (answered with ``styles``; when ``welcome.capabilities.styles``)."""
+
+    type: ClassVar[str] = "list_styles"
+
+
+@dataclasses.dataclass(frozen=True)
+class SaveStyle(Message):
+    """Create or replace a style by its name (answered with ``styles``, or an ``error`` without id naming the field)."""
+
+    type: ClassVar[str] = "save_style"
+    style: Style = wire(doc="the whole style; `builtin` is ignored")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteStyle(Message):
+    """Remove a style the user saved (answered with ``styles``; a shipped style cannot be removed)."""
+
+    type: ClassVar[str] = "delete_style"
+    name: str = wire(pattern=STYLE_NAME_PATTERN)
+
+
+@dataclasses.dataclass(frozen=True)
 class Welcome(Message):
     type: ClassVar[str] = "welcome"
     protocol: str = wire(max_length=16, doc="the server's protocol version")
@@ -269,6 +298,7 @@ class Welcome(Message):
         "handles), when the client asked and shares the server's machine",
     )
     dtypes: Dict[str, Any] = wire(factory=dict, doc="how the server chose its precision per model family: see below")
+    styles: Tuple[Style, ...] = wire((), max_items=MAX_STYLES, doc="the server's styles (as `styles.styles`)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,6 +313,20 @@ class Presets(Message):
 
     type: ClassVar[str] = "presets"
     presets: Tuple[Dict[str, Any], ...] = wire((), doc="preset entries")
+
+
+@dataclasses.dataclass(frozen=True)
+class Styles(Message):
+    """The server's styles (answer to ``list_styles``, ``save_style`` and ``delete_style``)."""
+
+    type: ClassVar[str] = "styles"
+    styles: Tuple[Style, ...] = wire((), max_items=MAX_STYLES, doc="every style that loaded, by name")
+    problems: Tuple[StyleProblem, ...] = wire((), max_items=MAX_STYLES, doc="style files that did not load, and why")
+    fewstep: Dict[str, Any] = wire(
+        factory=dict,
+        doc='family → `{installed, pull}`: the few-step LoRA or model live frames use (`""`: none), and the '
+        'catalogue file id whose `pull` would make live frames fast (`""`: nothing to pull)',
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,14 +400,29 @@ class Error(Message):
         return ProtocolError(self.code, self.message, field=self.field, job_id=self.id)
 
 
-ClientMessage = Union[Hello, Job, Cancel, ListModels, Pull, ListPresets]
+ClientMessage = Union[Hello, Job, Cancel, ListModels, Pull, ListPresets, ListStyles, SaveStyle, DeleteStyle]
 ServerMessage = Union[
-    Welcome, Models, Queued, Started, Progress, Result, Cancelled, Error, Presets, PullProgress, PullDone
+    Welcome, Models, Queued, Started, Progress, Result, Cancelled, Error, Presets, PullProgress, PullDone, Styles
 ]
-CLIENT_TYPES: Dict[str, Type[Message]] = {m.type: m for m in (Hello, Job, Cancel, ListModels, Pull, ListPresets)}
+CLIENT_TYPES: Dict[str, Type[Message]] = {
+    m.type: m for m in (Hello, Job, Cancel, ListModels, Pull, ListPresets, ListStyles, SaveStyle, DeleteStyle)
+}
 SERVER_TYPES: Dict[str, Type[Message]] = {
     m.type: m
-    for m in (Welcome, Models, Queued, Started, Progress, Result, Cancelled, Error, Presets, PullProgress, PullDone)
+    for m in (
+        Welcome,
+        Models,
+        Queued,
+        Started,
+        Progress,
+        Result,
+        Cancelled,
+        Error,
+        Presets,
+        PullProgress,
+        PullDone,
+        Styles,
+    )
 }
 OPENING_TYPES = (Job, Pull)  # requests that open an id until its one final message
 FINAL_TYPES = (Result, PullDone, Cancelled, Error)

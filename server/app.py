@@ -25,15 +25,19 @@ from protocol.errors import ProtocolError
 from protocol.messages import (
     PROTOCOL_VERSION,
     Cancel,
+    DeleteStyle,
     Error,
     Hello,
     Job as JobMessage,
     ListModels,
     ListPresets,
+    ListStyles,
     Message,
     Models,
     Pull,
     Result,
+    SaveStyle,
+    Styles,
     Welcome,
     error_from,
 )
@@ -44,6 +48,7 @@ from .config import ServerConfig, is_loopback
 from .core import Layer
 from .defaults import welcome_defaults, with_family
 from .router import Router
+from .stylejob import fewstep_status
 from .jobs import JobQueue, QueuedJob
 from .payloads import encode_layers, job_from_message
 from .inflight import BudgetedConnection, FrameBudget, connection_factory
@@ -77,6 +82,11 @@ class PaintbridgeServer:
         are is nobody else's business: no client uses it, and a remote client must not learn it)."""
         return [{k: v for k, v in m.items() if k != "path"} for m in with_family(self.router.models())]
 
+    def styles(self) -> Styles:
+        """The ``styles`` message: every style that loads, the files that do not, the few-step status per family."""
+        listing = self.router.styles.listing()
+        return Styles(listing.styles, listing.problems, fewstep_status(self.router.registry))
+
     def check_request(self, connection: ServerConnection, request: Request) -> Optional[Response]:
         """websockets' ``process_request`` hook: refuse a browser ``Origin`` that is not allowed and a ``Host`` that
         is not this server (DNS rebinding) with 403 and the reason, before any websocket message."""
@@ -105,6 +115,9 @@ class PaintbridgeServer:
             self.throttle.succeeded(address)
 
     def welcome(self, session: Optional[str] = None, resumed: tuple = ()) -> Welcome:
+        defaults = welcome_defaults()
+        styles = self.router.styles.listing().styles
+        defaults["styles"] = self.router.styles.default_names(defaults["families"])
         return Welcome(
             protocol=PROTOCOL_VERSION,
             server_version=__version__,
@@ -112,10 +125,11 @@ class PaintbridgeServer:
             models=tuple(self.models()),
             capabilities=dict(self.router.capabilities(), pulls=True),
             limits=self.config.limits,
-            defaults=welcome_defaults(),
+            defaults=defaults,
             session=session,
             resumed=resumed,
             dtypes=self.dtypes,
+            styles=styles,
         )
 
     def _shared_folder(self, ws: ServerConnection, hello: Hello) -> Optional[shared.SharedFolder]:
@@ -243,6 +257,14 @@ class PaintbridgeServer:
             elif isinstance(msg, Cancel):
                 if not await self.queue.cancel(session, msg.id) and not self.pulls.cancel(session, msg.id):
                     raise ProtocolError(errors.BAD_REQUEST, f"no queued or running job with id {msg.id!r}", field="id")
+            elif isinstance(msg, ListStyles):
+                link.put(await asyncio.to_thread(self.styles))
+            elif isinstance(msg, SaveStyle):
+                await asyncio.to_thread(self.router.styles.save, msg.style)
+                link.put(await asyncio.to_thread(self.styles))
+            elif isinstance(msg, DeleteStyle):
+                await asyncio.to_thread(self.router.styles.delete, msg.name)
+                link.put(await asyncio.to_thread(self.styles))
             elif isinstance(msg, ListModels):
                 await asyncio.to_thread(self.router.rescan)
                 link.put(Models(tuple(self.models())))

@@ -15,10 +15,10 @@ from PIL import Image
 from protocol import CAPTION_STYLES, MODES, REFERENCE_TYPES, SAMPLERS, SCHEDULE_NAMES, Message, Progress, Queued
 from protocol.messages import DETAIL_TARGETS
 from protocol.client import Client, ConnectionFailed, JobCancelled, JobFailed
-from protocol.messages import INPAINT_FILLS, SPEED_LEVELS
+from protocol.messages import INPAINT_FILLS, INPAINT_METHODS, SPEED_LEVELS
 
 from . import __version__
-from .config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, default_models_dir
+from .config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, default_models_dir, default_styles_dir
 from .runjob import build_job, flatten_result
 
 
@@ -29,6 +29,7 @@ def _config(args: argparse.Namespace, port: Optional[int] = None) -> ServerConfi
         port=port if port is not None else args.port,
         token=getattr(args, "token", None),
         model_dirs=dirs,
+        styles_dir=Path(args.styles).expanduser() if getattr(args, "styles", None) else default_styles_dir(),
         device=getattr(args, "device", None),
         dtype=getattr(args, "dtype", None),
         recalibrate=getattr(args, "recalibrate", False),
@@ -331,6 +332,11 @@ def parser() -> argparse.ArgumentParser:
             help="models folder (repeatable; ComfyUI and AUTOMATIC1111 'models' folders work); "
             f"default {default_models_dir()}",
         )
+        sp.add_argument(
+            "--styles",
+            metavar="DIR",
+            help=f"the folder of saved styles (one JSON file each); default {default_styles_dir()}",
+        )
         sp.add_argument("--device", help="torch device (cuda, cuda:1, mps, cpu); default: the best available")
         sp.add_argument(
             "--dtype",
@@ -449,6 +455,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--server", help="ws://HOST:PORT of a running server; default: start one in this process")
     r.add_argument("--token", default=os.environ.get("PAINTBRIDGE_TOKEN"))
     r.add_argument("--model", default="", help="checkpoint name, or 'classical' (default: the server's default)")
+    r.add_argument(
+        "--style",
+        default="",
+        help="a style by name (its checkpoint, LoRAs, sampling and prompt template; each flag given overrides it)",
+    )
     r.add_argument("--seed", type=int, default=-1)
     r.add_argument("--steps", type=int, default=20)
     r.add_argument("--strength", type=float)
@@ -468,6 +479,12 @@ def parser() -> argparse.ArgumentParser:
         choices=INPAINT_FILLS,
         help="inpaint/outpaint fill and diffusion pre-fill: patch (texture from around the hole, the "
         "default), telea, ns (smooth), lama (a LaMa network: 'paintbridge models pull lama')",
+    )
+    r.add_argument(
+        "--inpaint-method",
+        choices=INPAINT_METHODS,
+        help="inpaint/outpaint: auto (default: the best installed method, said in the result), or force "
+        "checkpoint, controlnet, fill or plain",
     )
     r.add_argument("--scale", type=float, default=2.0, help="upscale factor")
     r.add_argument("--upscaler", help="upscale model name (default Lanczos)")

@@ -23,6 +23,16 @@ def default_models_dir() -> Path:
     return Path(data) / "paintbridge" / "models"
 
 
+def default_styles_dir() -> Path:
+    """``$PAINTBRIDGE_STYLES``, else ``$XDG_DATA_HOME/paintbridge/styles`` (``~/.local/share/paintbridge/styles``):
+    the styles the user saved, one JSON file each (README, *Styles*)."""
+    env = os.environ.get("PAINTBRIDGE_STYLES")
+    if env:
+        return Path(env)
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "paintbridge" / "styles"
+
+
 def default_cache_dir() -> Path:
     """``$PAINTBRIDGE_CACHE``, else ``$XDG_CACHE_HOME/paintbridge`` (``~/.cache/paintbridge``; on Windows
     ``%LOCALAPPDATA%\\paintbridge``): what the server measures once per machine (``calibration.py``)."""
@@ -48,6 +58,7 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     token: Optional[str] = None
     model_dirs: List[Path] = field(default_factory=lambda: [default_models_dir()])
+    styles_dir: Path = field(default_factory=default_styles_dir)
     limits: Limits = field(default_factory=Limits)
     device: Optional[str] = None
     dtype: Optional[str] = None

@@ -104,6 +104,8 @@ class Job:
     references: List[Reference] = field(default_factory=list)
     # regions
     regions: List[Region] = field(default_factory=list)
+    style: str = ""  # a style by name, applied by the router before the engine runs
+    live: bool = False  # a live frame (the style's live settings; engines may decode faster)
 
     @property
     def width(self) -> int:

@@ -17,7 +17,8 @@ LAYERS: Dict[str, int] = {
     "tuning": 0,
     "layers": 0,
     # 1: what engines share: image operations, wire pixels <-> numpy, batch counts, the fills, face detection,
-    #    the model registry and loaders, the model downloader, seamless textures (wrap padding, the seam check)
+    #    the model registry and loaders, the model downloader, seamless textures (wrap padding, the seam check),
+    #    the styles folders
     "imageops": 1,
     "payloads": 1,
     "batches": 1,
@@ -27,6 +28,7 @@ LAYERS: Dict[str, int] = {
     "models": 1,
     "downloads": 1,
     "seamless": 1,
+    "styles": 1,
     # 2: the engines, peers (caption: describing a picture in words)
     "classical": 2,
     "diffusion": 2,
@@ -34,8 +36,9 @@ LAYERS: Dict[str, int] = {
     "upscale": 2,
     "preprocess": 2,
     "caption": 2,
-    # 3: picks the engine for a job
+    # 3: picks the engine for a job, after applying its style and choosing its inpaint method (job planners)
     "router": 3,
+    "stylejob": 3,
     # 4: the job queue, client sessions, downloads asked for by clients, who may connect, the network log, outboxes,
     #    the server-wide budget for incoming frame bytes
     "jobs": 4,

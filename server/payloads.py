@@ -112,6 +112,8 @@ def job_from_message(msg: JobMessage) -> Job:
         previews=msg.previews,
         references=references,
         regions=[Region(r.prompt, payload_to_array(r.mask), r.negative_prompt, r.strength) for r in msg.regions],
+        style=msg.style,
+        live=msg.live,
     )
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from protocol.errors import UNSUPPORTED, ProtocolError
 from protocol.messages import CAPTION_STYLES, CONTROL_TYPES, MODES, REFERENCE_TYPES, TILEABLE_MODES
 
-from . import batches, calibration, tuning
+from . import batches, calibration, stylejob, tuning
 from . import device as devices
 from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
@@ -27,6 +27,7 @@ from .models.redux import REDUX_FAMILIES, REDUX_TYPES
 from .diffusion.regions import FAMILIES as REGION_FAMILIES
 from .diffusion.stepcache import FAMILIES as FAST_FAMILIES
 from .models.registry import ModelRegistry, arch_name
+from .styles import StyleStore
 
 log = logging.getLogger("paintbridge.router")
 
@@ -46,6 +47,7 @@ class Router:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.registry = ModelRegistry(config.model_dirs, allow_pickle=config.allow_pickle)
+        self.styles = StyleStore(config.styles_dir)
         self._engines: Dict[str, Engine] = {CLASSICAL: ClassicalEngine(self.registry, lambda: self.device)}
         self._lock = threading.Lock()
         self._device: Optional[str] = None
@@ -208,12 +210,28 @@ class Router:
             "caption_styles": list(CAPTION_STYLES),
             "captioners": [e.name for e in self.registry.entries("captioner") if e.problem is None],
             "speed_levels": {"quality": ["all"], "fast": list(FAST_FAMILIES)},
+            "styles": True,
         }
 
     # --- jobs ---
 
+    def plan(self, job: Job, ctx: JobContext) -> Tuple[Job, Dict[str, dict]]:
+        """The job as the engine gets it: its style applied (the one place it happens), and what that did for the
+        result layers' ``info``."""
+        notes: Dict[str, dict] = {}
+        if job.style:
+            job, notes["style"] = stylejob.apply_style(job, self.styles.get(job.style), self.registry)
+        return job, notes
+
     def run(self, job: Job, ctx: JobContext) -> List[Layer]:
-        """Run a job on the engine that does its mode and model."""
+        """Run a job on the engine that does its mode and model, after ``plan``."""
+        job, notes = self.plan(job, ctx)
+        layers = self._run(job, ctx)
+        for layer in layers:
+            layer.info.update(notes)
+        return layers
+
+    def _run(self, job: Job, ctx: JobContext) -> List[Layer]:
         engine = self.engine_for(job)
         if job.controls and not engine.uses_controls:
             raise engine.refuse_controls(job)

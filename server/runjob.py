@@ -139,6 +139,7 @@ def build_job(args: argparse.Namespace) -> tuple:
             "refiner",
             "refiner_start",
             "caption_style",
+            "inpaint_method",
         )
     }
     given.update({key: getattr(args, key, None) for key in ("color_match", "tileable", "speed")})
@@ -161,6 +162,7 @@ def build_job(args: argparse.Namespace) -> tuple:
         new_job_id("cli"),
         args.mode,
         model=args.model,
+        style=getattr(args, "style", ""),
         prompt=args.prompt,
         negative_prompt=args.negative,
         image=_payload(image, RGBA8) if image is not None else None,
