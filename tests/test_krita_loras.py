@@ -88,7 +88,9 @@ def test_a_picked_lora_changes_the_job_at_the_same_seed(start_server, tmp_path):
     image = bytes((x * 5 + y * 3 + c * 60) % 256 for y in range(h) for x in range(w) for c in range(4))
     host, ui = MemoryHost(MemoryDocument(w, h, image, bytes([255]) * (w * h))), UiLoop()
     settings = {"model": "tiny-sd15", "prompt": "a red apple", "mode": "img2img", "steps": 2, "seed": 7}
-    store = MemoryStore({"server_url": server.url, "autostart": "false", "job_settings": json.dumps(settings)})
+    store = MemoryStore(
+        {"server_url": server.url, "autostart": "false", "job_settings": json.dumps(settings), "style": ""}
+    )
     session = Session(host, store, ui.post, ui.schedule, server=LocalServer(None, Path("unused.log")))
     session.start()
     try:

@@ -23,6 +23,7 @@ from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
 from .progress_preview import preview_of
 from .regions import Regions
 from .results_history import ResultsHistory
+from .styles import SHOWN_FIELDS, Styles, first_installed, leave_to_style
 from .wire import client, protocol
 
 CLIENT_NAME = "Paintbridge for Krita"
@@ -105,6 +106,16 @@ class Session:
         self.live = LiveLoop(self, schedule)
         self.loras = Loras(store, lambda: self.models, lambda: (self.entry() or {}).get("arch"))
         self.loras.changed.connect(self.live.settings_changed)
+        self.default_styles: dict = {}  # family -> the style the server suggests first (welcome.defaults.styles)
+        self.styles = Styles(
+            store,
+            lambda action, arg: self.connection.styles(action, arg),
+            lambda: self.default_styles,
+            lambda: (self.entry() or {}).get("arch"),
+        )
+        self.styles.chosen_changed.connect(self._follow_style)
+        self.styles.refused.connect(lambda text: self.show_message(text, error=True))
+        self.result_info: dict = {}  # the last result's ``info`` and its first layer's (style, inpaint method, live)
         self.downloads = Downloads(self)
         self.regions = Regions(self)  # regions: prompts bound to layers, kept in the document
         self.history, self.references = ResultsHistory(self), references.References(self)
@@ -115,8 +126,27 @@ class Session:
 
     # --- settings -----------------------------------------------------------------------------------------------------
     def shown(self) -> cs.Settings:
-        """The settings with every "default" filled from the server's ``welcome`` (what the widgets show)."""
-        return cs.apply_defaults(self.settings, self.defaults, self.entry())
+        """The settings with every "default" filled from the chosen style, else from the server's ``welcome`` (what
+        the widgets show)."""
+        out = cs.apply_defaults(self.settings, self.defaults, self.entry())
+        style = self.styles.current()
+        for name in SHOWN_FIELDS if style is not None else ():
+            value = getattr(style, name)
+            if value not in (0, "", None) and getattr(self.settings, name) in (0, 0.0, "", None):
+                setattr(out, name, value)
+        return out
+
+    def _follow_style(self, name: str) -> None:
+        """A style was chosen: its first installed checkpoint becomes the model, its values show in the widgets."""
+        style = self.styles.style(name)
+        model = first_installed(style, [m["name"] for m in self.checkpoints()]) if style is not None else ""
+        if model and model != self.settings.model:
+            self.set_option("model", model)
+        shown = self.shown()
+        for field in SHOWN_FIELDS + ("strength",):
+            self.settings_changed.emit(field, getattr(shown, field))
+        self.settings_changed.emit("style", name)
+        self.live.settings_changed()
 
     def entry(self, model: Optional[str] = None) -> Optional[dict]:
         """The listing entry of ``model`` (default: the chosen one); None when the server does not list it."""
@@ -241,6 +271,7 @@ class Session:
     def on_welcome(self, welcome) -> None:
         self.device = str(client.wire.field_of(welcome, "device", "") or "")
         self.defaults = cs.Defaults.from_welcome(welcome)
+        self.default_styles = dict((client.wire.field_of(welcome, "defaults", {}) or {}).get("styles") or {})
 
     @guarded
     def on_models(self, models: list) -> None:
@@ -252,6 +283,8 @@ class Session:
             if getattr(self.settings, name) not in choices:
                 self._set(name, "")
         self.models_changed.emit()
+        if self.styles.available and self.connected:  # a pulled few-step LoRA makes live fast: ask again
+            self.connection.styles("list")
         self._leave_mode_not_offered()
         for name in ("strength", "steps", "cfg", "sampler"):
             self.settings_changed.emit(name, getattr(self.shown(), name))
@@ -295,6 +328,10 @@ class Session:
             previews=kind not in ("preprocess", "caption"),
             live=kind == "live",
         )
+        style = self.styles.current() if self.styles.available else None
+        if style is not None and kind not in ("preprocess", "caption"):
+            fast = bool(self.styles.fast_live((self.entry(settings.model) or {}).get("arch"))[0])
+            job = leave_to_style(job, self.settings, style, kind == "live", fast)
         self.connection.submit(job)
         self.job = RunningJob(
             job_id,
@@ -369,6 +406,7 @@ class Session:
                 self.show_message(f"Added a {job.control_type} control layer (hidden; its eye shows it).")
                 return
             self.history.record(job, layers, names, dict(client.wire.field_of(msg, "params", {}) or {}))
+            self.result_info = {**dict(client.wire.field_of(msg, "info", {}) or {}), **dict(layers[0].info or {})}
             self.results, self.result_job = images, job
             self.results_changed.emit()
             self.select_result(0)

@@ -8,6 +8,7 @@ from typing import List, Optional
 from . import reference_widgets, widgets
 from .control_widgets import ControlRow
 from .lora_widgets import LoraSection
+from .style_widgets import FastLiveOffer, StylePicker
 from .regions_view import RegionsSection
 from .progress_preview import Preview, fit_size
 from .qt_compat import QtGui, QtWidgets, Qt, Signal, qimage_from_bgra8, qimage_from_rgba8
@@ -65,6 +66,9 @@ class PaintbridgePanel(QtWidgets.QWidget):
         url, token = conn.target()
         folded = widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
         widgets.build_models_section(self)
+        self.style_picker = StylePicker(session, self.style_row, self)
+        self.style_box = self.style_picker.box
+        self.fast_live = FastLiveOffer(session, self.live_offer_layout)
         self._build_sections(folded)
         self.history_search_tip = self.history_search.toolTip()
         self._fill_model_boxes()

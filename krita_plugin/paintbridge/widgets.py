@@ -266,6 +266,8 @@ def build_run(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) -> None:
     row.addWidget(panel.cancel_button, 1)
     row.addWidget(panel.live_button, 1)
     layout.addLayout(row)
+    panel.live_offer_layout = QtWidgets.QVBoxLayout()  # the one-click download that makes live frames fast
+    layout.addLayout(panel.live_offer_layout)
     panel.progress = QtWidgets.QProgressBar()
     panel.progress.setRange(0, 100)
     panel.progress.setValue(0)

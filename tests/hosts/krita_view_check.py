@@ -180,4 +180,37 @@ s.loras.pick("ink", -0.5)
 assert lora_list.sliders["ink"].value() == -50
 lora_list.rows.itemAt(0).widget().findChild(QToolButton).click()
 assert s.loras.picks == {} and not lora_list.sliders and p.sections["loras"].button.text() == "LoRAs"
+# Styles: the picker lists the server's styles, a choice reaches the session; the editor shows and saves a style;
+# the fast-live offer shows where the family has no few-step LoRA and the server names one to pull.
+import protocol as wire_protocol
+
+sent = []
+s.connection.styles = lambda action, arg=None: sent.append((action, arg))
+s.styles.on_styles(
+    wire_protocol.Styles(
+        styles=(
+            wire_protocol.Style(name="sd15-photo", title="Photo", family="sd15", steps=30, builtin=True),
+            wire_protocol.Style(name="mine", family="sd15", loras=(wire_protocol.StyleLora(name="ink", weight=0.5),)),
+        ),
+        fewstep={"sd15": {"installed": "", "pull": "lcm-lora-sd15"}},
+    )
+)
+picker = p.style_picker
+assert [picker.box.itemText(i) for i in range(picker.box.count())] == ["No style", "Photo", "mine"]
+picker.box.setCurrentIndex(1)
+picker.box.activated.emit(1)
+assert s.styles.chosen == "sd15-photo" and p.steps_spin.value() == 30, p.steps_spin.value()
+s.set_mode("inpaint")
+assert not p.fast_live.widget.isHidden() and p.fast_live.pull == "lcm-lora-sd15"
+editor = picker.open_editor()
+assert editor.name == "sd15-photo" and editor.steps_spin.value() == 30 and not editor.buttons["delete"].isEnabled()
+editor.show_style("mine")
+assert list(editor.lora_list.sliders) == ["ink"] and editor.lora_list.sliders["ink"].value() == 50
+editor.lora_list.sliders["ink"].setValue(70)
+editor.steps_spin.setValue(12)
+assert editor.save() and sent[-1][0] == "save", sent
+assert sent[-1][1].steps == 12 and sent[-1][1].loras[0].weight == 0.7, sent[-1][1]
+assert not editor.new_style("mine") and "already" in editor.message.text()
+assert editor.duplicate_style("mine 2") and sent[-1][1].name == "mine 2" and sent[-1][1].loras[0].name == "ink"
+editor.hide()
 print("view ok")
