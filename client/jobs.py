@@ -427,6 +427,7 @@ def build_job(
     model = resolved.captioner if mode == "caption" else resolved.model  # caption: a captioner, not a checkpoint
     return job_message(
         regions=regions,
+        style=resolved.style.strip(),
         job_id=job_id,
         mode=mode,
         model=model.strip(),

@@ -192,11 +192,18 @@ def fetch_models(
     url: str, token: Optional[str], client_name: str, client_version: str, timeout: float = 2.0
 ) -> Optional[List[dict]]:
     """The server's model listing, or None when it does not answer within ``timeout`` (for hints only)."""
+    welcome = fetch_welcome(url, token, client_name, client_version, timeout)
+    return None if welcome is None else list(field_of(welcome, "models", ()) or ())
+
+
+def fetch_welcome(
+    url: str, token: Optional[str], client_name: str, client_version: str, timeout: float = 2.0
+) -> Optional[Any]:
+    """The server's ``welcome`` (models, styles, capabilities), or None when it does not answer within ``timeout``."""
     cm = client_module()
     client = make_client(url, token, client_name, client_version, open_timeout=timeout)
     try:
-        welcome = client.connect()
-        return list(field_of(welcome, "models", ()) or ())
+        return client.connect()
     except (cm.ConnectionFailed, cm.JobFailed, protocol.ProtocolError, TimeoutError, OSError):
         return None
     finally:

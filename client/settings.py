@@ -131,6 +131,7 @@ class Settings:
 
     mode: str = "inpaint"
     model: str = ""  # "" = the server's default checkpoint; "classical" = the built-in engine
+    style: str = ""  # a server style by name ("" = none): the server fills what is left to the default from it
     prompt: str = ""
     negative_prompt: str = ""
     strength: Optional[float] = None  # None = the mode's default
@@ -367,7 +368,7 @@ def apply_defaults(settings: Settings, defaults: Defaults, entry: Optional[Mappi
     if out.strength is None:
         out.strength = defaults.strength(out.mode)
     fam = defaults.family(entry)
-    if fam is not None:
+    if fam is not None and not out.style:  # a style's sampling is the server's to fill
         if out.steps <= 0:
             out.steps = fam.steps
         if out.cfg <= 0:

@@ -69,6 +69,7 @@ def job_message(
     live: bool,
     references: Sequence[Dict[str, Any]] = (),  # reference images
     regions: Sequence[Dict[str, Any]] = (),  # regions
+    style: str = "",  # a server style by name
 ) -> "protocol.Job":
     """The ``protocol.Job`` for these fields: the only function that knows how a job travels."""
     params = dict(params)
@@ -95,6 +96,7 @@ def job_message(
         live=bool(live),
         references=tuple(protocol.Reference(**r) for r in references),
         regions=tuple(protocol.Region(**r) for r in regions),
+        style=style,
     )
 
 

@@ -107,10 +107,23 @@ PREPROCESSOR_CHOICES = (
 UPSCALE_TARGETS = (("new-image", "New image"), ("layer", "New layer (canvas enlarged)"))
 
 
+def _style_arg() -> Arg:
+    return Arg(
+        "style",
+        "model",
+        "St_yle",
+        "A style of the server (checkpoint, LoRAs, VAE, sampling, prompt template); every setting changed from its "
+        "default here wins over the style's; 'none' = no style",
+        "none",
+        listing="style",
+    )
+
+
 def _prompt_args() -> Tuple[Arg, ...]:
     return (
         Arg("prompt", "string", "_Prompt", "What to paint", ""),
         Arg("negative-prompt", "string", "_Negative prompt", "What to avoid", ""),
+        _style_arg(),
     )
 
 
@@ -123,20 +136,19 @@ STEPS_BLURB = "Sampling steps; 0 = the model's default"
 
 
 def _sampling_args(strength: Optional[float]) -> Tuple[Arg, ...]:
-    args = [
-        Arg(
-            "model",
-            "model",
-            "_Model",
-            "An installed checkpoint; 'default' = the server's default; 'classical' = built-in OpenCV",
-            "default",
-        ),
-    ]
+    args = []
     if strength is not None:
         args.append(
             Arg("strength", "double", "_Strength", "How much to change (denoising strength)", strength, 0.0, 1.0)
         )
     args += [
+        Arg(
+            "model",
+            "model",
+            "_Model",
+            "An installed checkpoint; 'default' = the server's default (or the style's); 'classical' = built-in OpenCV",
+            "default",
+        ),
         Arg("steps", "int", "S_teps", STEPS_BLURB, 0, 0, 150),
         Arg("cfg", "double", "_CFG scale", "Prompt guidance; 0 = the model's default", 0.0, 0.0, 30.0),
         Arg("sampler", "choice", "Sa_mpler", "Sampler", "default", choices=SAMPLER_CHOICES),
@@ -735,6 +747,7 @@ PROCEDURES += (  # instruction edit: offered with the models whose listing says 
         "is a new layer, masked by the selection.",
         (
             Arg("prompt", "string", "_Instruction", "What to change, e.g. 'make the jacket red'", ""),
+            _style_arg(),
             Arg(
                 "model",
                 "model",

@@ -1,5 +1,6 @@
-"""Model-like arguments (``model``, ``vae``, ``refiner``, ``upscaler``, ``hires-upscaler``) as choices of the installed
-models (GIMP 3's ``add_choice_argument``), each with a free-text override ``<argument>-name`` for scripts.
+"""Model-like arguments (``model``, ``vae``, ``refiner``, ``upscaler``, ``hires-upscaler``, ``style``) as choices of the
+installed models and the server's styles (GIMP 3's ``add_choice_argument``), each with a free-text override
+``<argument>-name`` for scripts.
 
 GIMP fixes a choice argument's entries when the procedure is created: at registration (GIMP caches that until the
 plug-in changes) and again in the plug-in's own process at each run, which builds the dialog. So the entries come from
@@ -56,6 +57,7 @@ LISTED: Dict[str, Tuple[str, Tuple[Tuple[str, str, str], ...]]] = {
         "upscaler",
         (("latent", "Latent (the latents)", "latent"), ("lanczos", "Lanczos (the pixels)", "lanczos")),
     ),
+    "style": ("style", (("none", "No style", ""),)),  # the server's styles (``connection.style_entries``)
 }
 OVERRIDE_SUFFIX = "-name"  # ``<argument>-name``: a free-text model name that wins over the choice when set
 
@@ -73,7 +75,8 @@ def listed_choices(listing: str, models: Sequence[Dict[str, Any]], mode: str = "
         name = str(entry.get("name") or "")
         if entry.get("kind") == kind and name and name not in seen and not entry.get("problem"):
             seen.add(name)
-            out.append((name, name))
+            title, family = str(entry.get("title") or name), str(entry.get("arch") or "")
+            out.append((name, f"{title} ({family})" if kind == "style" and family else title))
     return tuple(out)
 
 
@@ -137,6 +140,7 @@ def record(profile: Path, models: Sequence[Mapping[str, Any]], entry: Optional[P
         dict(
             {"name": str(m.get("name", "")), "kind": str(m.get("kind", ""))},
             **({"targets": [str(t) for t in m.get("targets") or ()]} if m.get("kind") == "detector" else {}),
+            **{key: str(m[key]) for key in ("arch", "title") if m.get(key)},
         )
         for m in models
         if m.get("name")
@@ -175,7 +179,7 @@ def installed_models(profile: Path, fetch=None) -> List[dict]:
     from . import settings
 
     if fetch is None:
-        from .connection import fetch_models as fetch
+        from .connection import fetch_listing as fetch
     url, token = settings.load(profile).target()
     listing: Optional[List[dict]] = None
     try:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from client import session
+from client.wire import field_of
 from client.server import LocalServer, read_server_command
 
 from . import __version__
@@ -43,3 +44,26 @@ def connect(
 def fetch_models(url: str, token: Optional[str], timeout: float = 2.0) -> Optional[List[Any]]:
     """The server's model listing for dialog hints, or None when it does not answer within ``timeout``."""
     return session.fetch_models(url, token, CLIENT_NAME, __version__, timeout)
+
+
+def style_entries(welcome: Any) -> List[dict]:
+    """The server's styles as entries of the choices' listing (kind ``style``; ``arch``: the family it is made for)."""
+    return [
+        {
+            "name": str(field_of(style, "name", "")),
+            "kind": "style",
+            "title": str(field_of(style, "title", "") or ""),
+            "arch": str(field_of(style, "family", "") or ""),
+        }
+        for style in field_of(welcome, "styles", ()) or ()
+        if field_of(style, "name", "")
+    ]
+
+
+def fetch_listing(url: str, token: Optional[str], timeout: float = 2.0) -> Optional[List[Any]]:
+    """What the procedures' choices list: the server's models and its styles (``style_entries``), or None when it
+    does not answer within ``timeout``."""
+    welcome = session.fetch_welcome(url, token, CLIENT_NAME, __version__, timeout)
+    if welcome is None:
+        return None
+    return list(field_of(welcome, "models", ()) or ()) + style_entries(welcome)

@@ -31,16 +31,36 @@ def _slots(
     )
 
 
-# Arguments in no section are shown at the top, in table order.
+# Arguments in no section are shown at the top, in table order: the painter's loop (prompt, style, strength, model)
+# and what a mode cannot run without (outpaint's sides, upscale's scale); the rest is folded by theme.
 SECTIONS: Tuple[Section, ...] = (
-    ("sampling", "Sampling", ("steps", "cfg", "sampler", "seed", "batch")),
+    ("negative", "Negative prompt", ("negative-prompt",)),
+    ("sampling", "Sampling", ("steps", "cfg", "sampler", "scheduler", "seed", "batch", "batch-count")),
+    ("model-parts", "VAE, CLIP skip and refiner", ("vae", "clip-skip", "refiner", "refiner-start")),
+    ("output", "Transparency and seamless texture", ("transparent", "tileable")),
     ("area", "Source and mask", ("source", "mask-source", "grow", "feather", "fill", "color-match")),
+    ("hires", "Hires fix", ("hires", "hires-upscaler", "hires-strength", "hires-steps", "hires-scale")),
+    (
+        "detail",
+        "Detailer",
+        (
+            "detail",
+            "detail-targets",
+            "detail-prompt",
+            "detail-negative-prompt",
+            "detail-strength",
+            "detail-steps",
+            "detail-padding",
+            "detail-confidence",
+            "detail-separate",
+        ),
+    ),
     ("controls", "Control layers", _slots(control_prefix, MAX_CONTROLS, CONTROL_KEYS, "Control layer")),
     ("references", "Reference images", _slots(reference_prefix, MAX_REFERENCES, REFERENCE_KEYS, "Reference image")),
     (
         "names",
         "Models by name",
-        tuple(name + OVERRIDE_SUFFIX for name in ("model", "vae", "refiner", "upscaler", "hires-upscaler")),
+        tuple(name + OVERRIDE_SUFFIX for name in ("model", "style", "vae", "refiner", "upscaler", "hires-upscaler")),
     ),
     ("server", "Server", ("server", "token")),
     ("regions", "Regions", ("use-regions", "region-layer", "region-prompt", "region-negative-prompt")),
@@ -65,13 +85,18 @@ def _present(section: Section, names: Sequence[str]) -> Optional[Section]:
     return (section[0], section[1], tuple(members)) if members else None
 
 
+# Arguments of a section that are a mode's own work, shown at the top of that mode's dialog.
+TOP_FOR_MODE = {"detail": ("detail-targets", "detail-strength")}
+
+
 def layout(spec: ProcedureSpec) -> Tuple[List[str], List[Section]]:
     """(top-level argument names, [sections]) for a procedure, empty sections dropped."""
     names = [arg.name for arg in spec.args]
-    placed = {name for section in SECTIONS for name in _names(section)}
+    kept = [name for name in names if name not in TOP_FOR_MODE.get(spec.mode, ())]
+    folded = [section for section in (_present(s, kept) for s in SECTIONS) if section is not None]
+    placed = {name for section in folded for name in _names(section)}
     top = [name for name in names if name not in placed]
-    sections = [kept for kept in (_present(section, names) for section in SECTIONS) if kept is not None]
-    return top, sections
+    return top, folded
 
 
 def _fill_section(dialog, section: Section) -> str:
@@ -139,6 +164,9 @@ def mode_hint(models: Optional[List[dict]], statuses, spec: ProcedureSpec, url: 
     return text
 
 
+HINT_MAX_HEIGHT = 240  # px of Download Models' status lines shown before they scroll
+
+
 def add_models_hint(dialog, spec: ProcedureSpec, server: str, token: str, config=None) -> None:
     """A line under the fields saying which models the server has (or that it is not answering) and which preset is
     ready for the mode; in Download Models, one line per preset about the chosen mode, updated when it changes."""
@@ -173,8 +201,16 @@ def add_models_hint(dialog, spec: ProcedureSpec, server: str, token: str, config
     label.set_line_wrap(True)
     label.set_xalign(0.0)
     label.set_max_width_chars(72)
-    dialog.get_content_area().pack_end(label, False, False, 4)
-    label.show()
+    shown = label
+    if spec.download:  # a line per starter set: scrolled past a height, so the dialog's buttons stay on the screen
+        shown = Gtk.ScrolledWindow()
+        shown.set_policy(Gtk.PolicyType.NEVER, Gtk.PolicyType.AUTOMATIC)
+        shown.set_propagate_natural_height(True)
+        shown.set_max_content_height(HINT_MAX_HEIGHT)
+        shown.add(label)
+        label.show()
+    dialog.get_content_area().pack_end(shown, False, False, 4)
+    shown.show()
 
 
 def run_download_window(values) -> list:

@@ -14,6 +14,7 @@ from client import models as cm
 from client.errors import JobInputError
 
 from .choices import record
+from .connection import style_entries
 
 
 def names_of(text: str) -> List[str]:
@@ -67,5 +68,5 @@ def execute(values: Mapping[str, Any], progress, on_pull_id=None) -> List[dict]:
         listing = cm.run_pull(client, names, progress, pull_id=pull_id)
     finally:
         client.close()
-    record(profile, listing)
+    record(profile, list(listing) + style_entries(client.welcome))  # the styles did not change: kept in the choice
     return listing

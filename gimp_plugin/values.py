@@ -128,6 +128,7 @@ def settings_from_values(
         return listed_value(spec.arg(name).listing, values.get(name), values.get(name + OVERRIDE_SUFFIX))
 
     s.model = listed("model") if "model" in names else ""
+    s.style = listed("style") if "style" in names else ""
     s.prompt, s.negative_prompt = text("prompt"), text("negative-prompt")
     for name in ("steps", "seed", "batch", "grow", "feather"):
         if name in names:
@@ -257,6 +258,7 @@ def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
     }
     for name, value in (
         ("model", s.model),
+        ("style", s.style),
         ("vae", s.vae),
         ("refiner", s.refiner),
         ("upscaler", s.upscaler),

@@ -36,9 +36,11 @@ LAYERS: Dict[str, int] = {
     "upscale": 2,
     "preprocess": 2,
     "caption": 2,
-    # 3: picks the engine for a job, after applying its style and choosing its inpaint method (job planners)
+    # 3: picks the engine for a job, after applying its style and choosing its inpaint method (job planners); what
+    #    each checkpoint family can run (announced in welcome)
     "router": 3,
     "stylejob": 3,
+    "offers": 3,
     # 4: the job queue, client sessions, downloads asked for by clients, who may connect, the network log, outboxes,
     #    the server-wide budget for incoming frame bytes
     "jobs": 4,

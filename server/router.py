@@ -184,6 +184,7 @@ class Router:
         self.registry.scan()
 
     def capabilities(self) -> dict:
+        from . import offers
         from .detect import installed_targets
         from .diffusion import samplers
         from .preprocess import available_preprocessors
@@ -210,6 +211,8 @@ class Router:
             "caption_styles": list(CAPTION_STYLES),
             "captioners": [e.name for e in self.registry.entries("captioner") if e.problem is None],
             "speed_levels": {"quality": ["all"], "fast": list(FAST_FAMILIES)},
+            "families": offers.families(self.registry),  # per checkpoint family: what its jobs can use
+            "default_checkpoint": getattr(self.registry.default_checkpoint(), "name", ""),
             "styles": True,
         }
 

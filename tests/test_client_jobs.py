@@ -77,6 +77,12 @@ def test_img2img_defaults_its_strength_from_the_welcome_and_keeps_a_chosen_one()
     assert job_for(Settings(mode="img2img", strength=0.3), doc()).params.strength == 0.3
 
 
+def test_a_style_travels_by_name_and_its_sampling_is_left_to_the_server():
+    msg = accepted(job_for(Settings(mode="img2img", style=" sd15-photo "), doc()))
+    assert msg.style == "sd15-photo" and msg.params.steps == Params().steps and msg.params.sampler == ""
+    assert accepted(job_for(Settings(mode="img2img"), doc())).style == ""
+
+
 def test_unknown_family_leaves_the_defaults_to_the_server():
     params = job_for(Settings(mode="img2img", model="mystery"), doc(), entry=None).params
     assert params.steps == Params().steps and params.cfg is None and params.sampler == ""

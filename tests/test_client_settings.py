@@ -103,6 +103,8 @@ def test_apply_defaults_fills_only_what_was_left_to_the_default():
     assert (mine.strength, mine.steps, mine.cfg, mine.sampler) == (0.2, 4, 2.0, "Euler")
     unknown = apply_defaults(Settings(mode="inpaint"), d, None)
     assert (unknown.steps, unknown.cfg, unknown.sampler) == (0, 0.0, "")
+    styled = apply_defaults(Settings(mode="img2img", style="photo"), d, model_entry(MODELS, "big"))
+    assert (styled.steps, styled.cfg, styled.sampler) == (0, 0.0, ""), "a style's sampling is left to the server"
 
 
 def test_fresh_settings_for_a_mode():

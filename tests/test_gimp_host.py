@@ -2171,3 +2171,78 @@ img.delete()
             ).assert_ok()
     finally:
         proc.stop()
+
+
+# Every job dialog on default settings, one after another; the test measures each window and closes it with Escape.
+DIALOGS = (
+    ("inpaint", "Paintbridge: Inpaint Selection"),
+    ("live-inpaint", "Paintbridge: Live Inpaint"),
+    ("img2img", "Paintbridge: Img2img"),
+    ("outpaint", "Paintbridge: Outpaint"),
+    ("generate", "Paintbridge: Generate into Selection"),
+    ("detail", "Paintbridge: Detail Faces"),
+    ("edit", "Paintbridge: Edit from Instruction"),
+    ("upscale", "Paintbridge: Upscale"),
+    ("control-layer", "Paintbridge: Control Layer"),
+    ("describe", "Paintbridge: Describe"),
+    ("download-models", "Paintbridge: Download Models"),
+)
+DIALOGS_SCRIPT = """
+import os, time
+def marker(name):
+    open(P["dir"] + "/" + name, "w").close()
+
+img, (layer,) = make_image(320, 240)
+Gimp.Display.new(img)
+img.select_ellipse(Gimp.ChannelOps.REPLACE, 110, 70, 100, 90)
+Gimp.displays_flush()
+for i, name in enumerate(P["names"]):
+    proc = PDB.lookup_procedure("plug-in-paintbridge-" + name)
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+    cfg.set_property("image", img)
+    cfg.set_core_object_array("drawables", [layer])
+    cfg.set_property("server", P["url"])
+    marker("open-%d" % i)
+    result = proc.run(cfg)
+    check(result.index(0) == Gimp.PDBStatusType.CANCEL, "%s: Escape cancels its dialog: %r" % (name, result.index(0)))
+    marker("closed-%d" % i)
+marker("verified")
+"""
+SCREEN = (1280, 800)  # an ordinary laptop screen
+
+
+def test_gui_every_dialog_shows_its_ok_button_without_scrolling(profile, server, artifacts_dir):
+    """Each dialog on default settings fits a 1280 x 800 screen: its window, whose bottom row holds OK, lies inside
+    the screen (GIMP's procedure dialogs do not scroll: a taller window would put OK below the screen's edge)."""
+    from hosts.gimp import GuiSession
+
+    session = GuiSession(profile, screen=f"{SCREEN[0]}x{SCREEN[1]}x24")
+    sizes = {}
+    try:
+        session.start(DIALOGS_SCRIPT, {"url": server.url, "dir": profile.inside, "names": [n for n, _ in DIALOGS]})
+        for i, (name, title) in enumerate(DIALOGS):
+            session.wait_file(f"open-{i}", timeout=120)
+            dialog = session.wait_window(title, timeout=120)
+            time.sleep(1.0)  # let it draw
+            session.screenshot(artifacts_dir / f"gimp-dialog-{name}.png")
+            shell = session.xdotool("getwindowgeometry", "--shell", dialog).stdout
+            geometry = dict(line.split("=", 1) for line in shell.split() if "=" in line)
+            x, y, w, h = (int(geometry[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
+            sizes[name] = (x, y, w, h)
+            session.xdotool("windowfocus", "--sync", dialog)
+            session.xdotool("key", "--clearmodifiers", "Escape")
+            session.wait_file(f"closed-{i}", timeout=60)
+        session.wait_file("verified", timeout=60)
+    except BaseException:
+        session.screenshot_quietly(artifacts_dir / "gimp-dialogs-failure.png")
+        raise
+    finally:
+        session.stop()
+    print("dialog windows (x, y, width, height):", sizes)
+    outside = {
+        name: box
+        for name, box in sizes.items()
+        if box[0] < 0 or box[1] < 0 or box[0] + box[2] > SCREEN[0] or box[1] + box[3] > SCREEN[1]
+    }
+    assert not outside, f"dialogs reaching past the {SCREEN[0]}x{SCREEN[1]} screen (OK hidden): {outside}"

@@ -368,16 +368,24 @@ def test_dialog_layout_and_models_hint():
     from gimp_plugin.dialog import layout, models_hint
 
     top, sections = layout(arguments.BY_MODE["inpaint"])
-    assert top[:4] == ["prompt", "negative-prompt", "model", "strength"]
+    assert top == ["prompt", "style", "strength", "model"], "the dialog opens on the painter's loop"
     assert [sid for sid, _title, _members in sections] == [
+        "negative",
         "sampling",
+        "model-parts",
         "area",
+        "hires",
+        "detail",
         "controls",
         "references",
         "names",
         "server",
         "regions",
     ]
+    for spec in arguments.PROCEDURES:  # every job dialog: prompt and style first, the rest folded by theme
+        opened, _sections = layout(spec)
+        assert len(opened) <= 8, (spec.name, opened)
+        assert spec.mode == "preprocess" or {"prompt", "style", "model"} <= set(opened), (spec.name, opened)
     placed = top + [name for section in sections for name in flat(section)]
     assert sorted(placed) == sorted(arg.name for arg in arguments.BY_MODE["inpaint"].args)
     models = [
@@ -395,6 +403,10 @@ def test_fetch_models_for_the_dialog(start_server):
     models = connection.fetch_models(server.url, None)
     assert models is not None and models[0]["name"] == "classical"
     assert connection.fetch_models(f"ws://127.0.0.1:{free_port()}", None, timeout=0.5) is None
+    listing = connection.fetch_listing(server.url, None)  # the choices: the models and the server's styles
+    styles = {m["name"]: m for m in listing if m["kind"] == "style"}
+    assert listing[: len(models)] == models and styles["sdxl-photo"]["arch"] == "sdxl", styles
+    assert connection.fetch_listing(f"ws://127.0.0.1:{free_port()}", None, timeout=0.5) is None
 
 
 def test_install_py_installs_both_plugins_and_records_them(tmp_path):
@@ -493,6 +505,7 @@ LISTING = [
     {"name": "4x-ultra", "kind": "upscaler"},
     {"name": "2x-tiny", "kind": "upscaler"},
     {"name": "a-lora", "kind": "lora"},
+    {"name": "sdxl-photo", "kind": "style", "title": "Photo", "arch": "sdxl"},
 ]
 
 
@@ -516,7 +529,9 @@ def test_every_model_like_argument_is_a_choice_of_what_is_installed_with_a_free_
     assert listed_value("vae", "default") == "" and listed_value("refiner", "none") == ""
     assert listed_value("upscaler", "lanczos") == "" and listed_value("hires-upscaler", "lanczos") == "lanczos"
     assert listed_value("vae", "vae-ft-mse", "  my-own-vae ") == "my-own-vae"  # the override wins when set
-    model_like = {"model", "vae", "refiner", "upscaler", "hires-upscaler"}
+    assert listed_choices("style", LISTING) == (("none", "No style"), ("sdxl-photo", "Photo (sdxl)"))
+    assert listed_value("style", "none") == "" and listed_value("style", "sdxl-photo") == "sdxl-photo"
+    model_like = {"model", "vae", "refiner", "upscaler", "hires-upscaler", "style"}
     for spec in arguments.ALL_PROCEDURES:
         for arg in spec.args:
             if arg.name in model_like:
@@ -535,6 +550,8 @@ def test_every_model_like_argument_is_a_choice_of_what_is_installed_with_a_free_
         **{"vae-name": "other-vae", "refiner-name": "r2", "hires-upscaler-name": "8x", "model-name": "unlisted"},
     )
     assert (s.vae, s.refiner, s.hires_upscaler, s.model) == ("other-vae", "r2", "8x", "unlisted")
+    assert settings_for("inpaint", style="sdxl-photo").style == "sdxl-photo" and settings_for("edit").style == ""
+    assert settings_for("img2img", **{"style-name": "my style"}).style == "my style"
     up = settings_for("upscale", **{"upscaler-name": "4x-new"})
     assert up.upscaler == "4x-new" and settings_for("upscale").upscaler == ""  # lanczos
 

@@ -257,6 +257,16 @@ def test_controlnet_config_is_read_off_real_size_shapes(arch, union, overrides, 
     assert inferred["attention_head_dim"] == heads
     if arch == "sdxl":
         assert inferred["transformer_layers_per_block"] == config["transformer_layers_per_block"]
+    if union:  # the modes it serves follow from the modes it was trained on: promax adds tile and inpaint
+        from server.diffusion.controls import union_types
+        from server.models.detect import controlnet_arch
+        from server.models.registry import ModelEntry
+
+        info = controlnet_arch(shapes).info
+        served = union_types(ModelEntry("u", "controlnet", Path("u"), "safetensors", arch, info=info))
+        assert info["num_control_type"] == 8 and {"tile", "inpaint", "pose"} <= set(served)
+        first = ModelEntry("u", "controlnet", Path("u"), "safetensors", arch, info={**info, "num_control_type": 6})
+        assert not {"tile", "inpaint"} & set(union_types(first))
 
 
 # Parameter counts of the published models (UNet, VAE, CLIP-L text, OpenCLIP-bigG text with projection).

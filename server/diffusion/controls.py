@@ -27,6 +27,13 @@ UNION_MODES = {
 }
 
 
+def union_types(entry: ModelEntry) -> List[str]:
+    """The control types a union ControlNet serves: the modes below the number it was trained on (the first union
+    knows 6, promax adds tile and inpaint)."""
+    count = int(entry.info.get("num_control_type") or max(UNION_MODES.values()) + 1)  # unknown: all of them
+    return [t for t, mode in UNION_MODES.items() if mode < count]
+
+
 @dataclass
 class ControlPlan:
     control: Control
@@ -59,10 +66,11 @@ def select(controls: List[Control], checkpoint: ModelEntry, registry: ModelRegis
                     f"{arch_name(checkpoint.arch)}: pick a {arch_name(checkpoint.arch)} ControlNet",
                     field=field,
                 )
-            if entry.info.get("union") and control.type not in UNION_MODES:
+            if entry.info.get("union") and control.type not in union_types(entry):
                 raise ProtocolError(
                     UNSUPPORTED,
-                    f"union ControlNet '{entry.name}' has no '{control.type}' mode (it knows {', '.join(UNION_MODES)})",
+                    f"union ControlNet '{entry.name}' has no '{control.type}' mode (it knows "
+                    f"{', '.join(union_types(entry))})",
                     field=field,
                 )
             plans.append(ControlPlan(control, entry))
@@ -71,7 +79,7 @@ def select(controls: List[Control], checkpoint: ModelEntry, registry: ModelRegis
         typed = [
             e for e in same_arch if not e.info.get("union") and control.type in (e.info.get("control_types") or [])
         ]
-        union = [e for e in same_arch if e.info.get("union") and control.type in UNION_MODES]
+        union = [e for e in same_arch if e.info.get("union") and control.type in union_types(e)]
         if typed or union:
             plans.append(ControlPlan(control, (typed or union)[0]))
             continue

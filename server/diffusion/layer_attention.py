@@ -137,6 +137,8 @@ def prepare(unet, arch: str, state: Dict[str, "object"]) -> Prepared:
     if arch == "sdxl":
         changes = []
         for key, delta in sdxl_deltas(state).items():
+            if key not in params and key.endswith(".weight"):  # a loaded LoRA wraps the layer (peft's base_layer)
+                key = key[: -len("weight")] + "base_layer.weight"
             if key not in params or tuple(params[key].shape) != tuple(delta.shape):
                 raise ValueError(f"the patch of {key} does not fit this UNet")
             changes.append((params[key], delta))

@@ -244,7 +244,11 @@ def controlnet_arch(shapes: Shapes) -> Detected:
             arch = "sd2"
         else:
             arch = "sd15"
-        return Detected(arch, info={"layout": layout, "union": union})
+        info = {"layout": layout, "union": union}
+        task = keys.get("task_embedding")
+        if union and task:
+            info["num_control_type"] = int(task[0])  # the modes it was trained on: 6 (union), 8 (promax)
+        return Detected(arch, info=info)
     raise DetectError("not a ControlNet (no input_hint_block / controlnet_cond_embedding tensors)")
 
 
@@ -261,7 +265,10 @@ def controlnet_folder_arch(folder: Path) -> Detected:
         arch = "sd2"
     else:
         arch = "sd15"
-    return Detected(arch, info={"layout": "diffusers-folder", "union": union})
+    info = {"layout": "diffusers-folder", "union": union}
+    if union:
+        info["num_control_type"] = int(config.get("num_control_type") or 6)  # diffusers' default: the first union
+    return Detected(arch, info=info)
 
 
 # --- LoRAs, embeddings, VAEs -----------------------------------------------------------------------------------------

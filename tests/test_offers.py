@@ -1,0 +1,175 @@
+"""Offer only what can run: ``client.offers.offers(welcome, model)`` against a real server with every tiny family.
+
+For every tiny family and every mode it runs, each option an editor offers for that model (control types,
+preprocessors, detailer targets, techniques, sampling options, regions, reference types, transparency, seamless
+textures, LoRAs) is built into a job by the client core, as the editors build them, and sent to the server: none is
+refused as ``unsupported``. And what the server refuses for a family is not offered for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, List, Tuple
+
+import pytest
+
+from client.jobs import ControlSource, ReferenceSource, RegionSource, build_job, capture
+from client.offers import CLASSICAL, checkpoint_entry, offers
+from client.settings import Settings
+from clientdoc import MemoryDocument, Reader, ellipse_mask, gradient
+from protocol.client import Client, JobFailed
+from protocol.images import RGBA8
+
+MODELS = (
+    "sd15",
+    "sdxl",
+    "flux",
+    "flux-fill",
+    "flux-kontext",
+    "sd3",
+    "sdxl-refiner",
+    "vae-file",
+    "cn-sd15-canny",
+    "cn-sdxl-union",
+    "cn-flux-canny",
+    "cn-sd3-canny",
+    "lora-sd15",
+    "lora-sdxl",
+    "ipa-sd15-plus",
+    "redux-file",
+)
+FAMILIES = {
+    "sd15": "tiny-sd15",
+    "sdxl": "tiny-sdxl",
+    "flux": "tiny-flux",
+    "flux-fill": "tiny-flux-fill",
+    "flux-kontext": "tiny-flux-kontext",
+    "sd3": "tiny-sd3",
+}
+W = H = 64
+ALLOWED = ("model_not_found",)  # a file the server names for download is fine; a refusal of the option is not
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    import factory
+    import tiny_layerdiffuse
+    import tiny_palm
+    import tiny_yunet
+
+    path = factory.make_models_dir(tmp_path_factory.mktemp("models"), MODELS)
+    for arch in ("sd15", "sdxl"):
+        tiny_layerdiffuse.install(path, arch)
+    tiny_yunet.write_detector(path / "detectors")
+    tiny_palm.write_detector(path / "detectors")
+    return path
+
+
+@pytest.fixture(scope="module")
+def session(server) -> Iterator[Tuple[Client, object]]:
+    with Client(server.url, client_name="test-offers") as c:
+        yield c, c.welcome
+
+
+def document() -> MemoryDocument:
+    layer = gradient(W, H)
+    return MemoryDocument(
+        W, H, gradient(W, H), ellipse_mask(W, H, 32, 32, 14, 12), {"control": layer, "ref": layer, "region": layer}
+    )
+
+
+def variations(o, mode: str) -> List[Tuple[str, Settings, dict]]:
+    """(label, settings, capture extras) for the plain job of ``mode`` and one job per option offered for it."""
+    base = Settings(mode=mode, model=o.model, prompt="a cat", steps=1, seed=1, extend_right=16, batch=1)
+    out: List[Tuple[str, Settings, dict]] = [("plain", base, {})]
+    for kind in o.controls_for(mode):
+        out.append((f"control {kind}", base, {"controls": [ControlSource("control", kind)]}))
+    if "hires" in o.techniques_for(mode):
+        out.append(("hires", base.replace(hires=True, hires_steps=1, hires_scale=1.25), {}))
+    if "detail" in o.techniques_for(mode):
+        for target in o.detail_targets:
+            out.append((f"detail {target}", base.replace(detail=True, detail_targets=target, detail_steps=1), {}))
+    if mode == "detail":
+        out += [(f"target {t}", base.replace(detail_targets=t, detail_steps=1), {}) for t in o.detail_targets]
+    if mode in ("generate", "img2img", "inpaint", "outpaint"):
+        out += [(f"vae {v}", base.replace(vae=v), {}) for v in o.vaes[:1]]
+        out += [(f"refiner {r}", base.replace(refiner=r), {}) for r in o.refiners[:1]]
+        if o.takes("clip_skip"):
+            out.append(("clip skip", base.replace(clip_skip=2), {}))
+        if o.regions:
+            out.append(("region", base, {"regions": [RegionSource("region", "a dog")]}))
+        if mode in o.control_modes:
+            out += [(f"reference {t}", base, {"references": [ReferenceSource("ref", t)]}) for t in o.reference_types]
+        out += [(f"lora {n}", base.replace(prompt=f"a cat <lora:{n}:0.5>"), {}) for n in o.loras]
+    if mode in o.transparent:
+        out.append(("transparent", base.replace(transparent=True), {}))
+    if mode in o.tileable:
+        out.append(("tileable", base.replace(tileable=True), {}))
+    if mode == "preprocess":
+        out += [(f"preprocessor {p}", base.replace(preprocessor=p), {}) for p in o.preprocessors]
+    return out
+
+
+def refused(client: Client, settings: Settings, extras: dict, job_id: str) -> str:
+    """The error code the server answers the job with ("" when it ran)."""
+    doc = document()
+    inputs = capture(settings, doc.selection_bounds(), W, H, Reader(doc, RGBA8), **extras)
+    try:
+        client.run(build_job(settings, inputs, job_id=job_id), timeout=300)
+    except JobFailed as err:
+        return f"{err.code}: {err}"
+    return ""
+
+
+@pytest.mark.parametrize("arch", list(FAMILIES))
+def test_every_option_offered_for_a_family_runs(session, arch):
+    client, welcome = session
+    o = offers(welcome, FAMILIES[arch])
+    assert o.known and o.family == arch, "the server describes every family it runs"
+    failures = []
+    for mode in o.modes:
+        if mode in ("upscale", "caption"):
+            continue  # no checkpoint: test_modes_without_a_checkpoint_run
+        for i, (label, settings, extras) in enumerate(variations(o, mode)):
+            answer = refused(client, settings, extras, f"{arch}-{mode}-{i}")
+            if answer and not answer.startswith(ALLOWED):
+                failures.append(f"{mode} / {label}: {answer}")
+    assert not failures, "offered but refused:\n" + "\n".join(failures)
+
+
+def test_what_a_family_cannot_run_is_not_offered(session):
+    _client, welcome = session
+    flux, sd3, sdxl = (offers(welcome, FAMILIES[a]) for a in ("flux", "sd3", "sdxl"))
+    assert flux.techniques == () and flux.detail_targets == () and flux.vaes == () and not flux.regions
+    assert (
+        "detail" not in flux.modes and "edit" not in flux.modes and "edit" in offers(welcome, "tiny-flux-kontext").modes
+    )
+    assert flux.control_types == ("canny",) and flux.max_controls == 1
+    assert sd3.control_modes == ("generate",) and sd3.reference_types == ()
+    assert set(sdxl.control_types) >= {"canny", "depth", "pose"}, "the union ControlNet's modes"
+    assert not {"tile", "inpaint"} & set(sdxl.control_types), "promax's modes, which a first union cannot run"
+    assert sdxl.refiners and sdxl.vaes and offers(welcome, "tiny-sd15").refiners == ()
+    assert sdxl.loras == ("tiny-lora-sdxl",) and offers(welcome, "tiny-sd15").loras == ("tiny-lora-sd15",)
+    assert set(offers(welcome, "tiny-sd15").detail_targets) == {"face", "hand"}
+    built_in = offers(welcome, CLASSICAL)
+    assert set(built_in.modes) == {"inpaint", "outpaint", "upscale", "preprocess", "caption"}
+    assert built_in.control_types == () and built_in.techniques == ()
+    assert checkpoint_entry(welcome)["name"] == offers(welcome).model
+
+
+def test_modes_without_a_checkpoint_run(session):
+    client, welcome = session
+    o = offers(welcome, CLASSICAL)
+    failures = []
+    for mode in ("inpaint", "outpaint", "upscale", "preprocess"):
+        for i, (label, settings, extras) in enumerate(variations(o, mode)):
+            answer = refused(client, settings.replace(model="classical"), extras, f"classical-{mode}-{i}")
+            if answer and not answer.startswith(ALLOWED):
+                failures.append(f"{mode} / {label}: {answer}")
+    assert not failures, "offered but refused:\n" + "\n".join(failures)
+
+
+def test_an_older_server_gets_everything_it_announces():
+    welcome = {"capabilities": {"modes": ["generate", "inpaint"], "control_types": ["canny"]}, "models": []}
+    o = offers(welcome, "anything")
+    assert not o.known and o.modes == ("generate", "inpaint") and o.controls_for("inpaint") == ("canny",)
