@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
-from .basic_widgets import combo as _combo, fill_layer_picker, spin as _spin
+from .basic_widgets import combo as _combo, fill_layer_picker, guidance_row, row_grid
 from .model import ControlSpec
 from .qt_compat import QtWidgets
 from .wire import protocol
@@ -18,17 +18,21 @@ class ControlRow(QtWidgets.QFrame):
     """
 
     def __init__(
-        self, spec: ControlSpec, layers: list, changed: Callable, from_image: Callable, remove: Callable
+        self,
+        spec: ControlSpec,
+        layers: list,
+        changed: Callable,
+        from_image: Callable,
+        remove: Callable,
+        types: Sequence[str] = protocol.CONTROL_TYPES,
+        preprocessors: Sequence[str] = protocol.CONTROL_TYPES,
     ) -> None:
         super().__init__()
-        self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
-        grid = QtWidgets.QGridLayout(self)
-        grid.setContentsMargins(4, 4, 4, 4)
-        grid.setHorizontalSpacing(4)
-        grid.setVerticalSpacing(2)
+        grid = row_grid(self)
         self.type_box = _combo(6)
-        self.type_box.addItems(list(protocol.CONTROL_TYPES))
+        self.type_box.addItems(list(types) + ([spec.type] if spec.type not in types else []))
         self.type_box.setCurrentText(spec.type)
+        self.preprocessors = tuple(preprocessors)
         self.type_box.setToolTip("What the control layer holds: lines, depth, a pose…")
         self.layer_box = _combo(6)
         self.layer_box.setToolTip("The layer that holds the control image")
@@ -38,34 +42,31 @@ class ControlRow(QtWidgets.QFrame):
         self.remove_button = QtWidgets.QToolButton()
         self.remove_button.setText("✕")
         self.remove_button.setToolTip("Remove this control layer from the job (the layer stays)")
-        self.strength = _spin(0.0, 2.0, spec.strength, 0.05, "")
-        self.strength.setToolTip("How strongly the control layer guides the image")
-        self.start = _spin(0.0, 1.0, spec.start, 0.05, "")
-        self.start.setToolTip("Guide from this fraction of the steps…")
-        self.end = _spin(0.0, 1.0, spec.end, 0.05, "")
-        self.end.setToolTip("…to this fraction of the steps")
+        bottom, self.strength, self.start, self.end = guidance_row(
+            spec.strength, spec.start, spec.end, "How strongly the control layer guides the image"
+        )
         top = QtWidgets.QHBoxLayout()
         top.addWidget(self.type_box, 2)
         top.addWidget(self.layer_box, 3)
         top.addWidget(self.remove_button)
-        bottom = QtWidgets.QHBoxLayout()
-        bottom.addWidget(QtWidgets.QLabel("Strength"))
-        bottom.addWidget(self.strength, 1)
-        bottom.addWidget(QtWidgets.QLabel("Range"))
-        bottom.addWidget(self.start, 1)
-        bottom.addWidget(self.end, 1)
         grid.addLayout(top, 0, 0)
         grid.addLayout(bottom, 1, 0)
         grid.addWidget(self.from_image, 2, 0)
         self.from_image.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
         self.refresh_layers(layers, spec.layer_id)
         self.type_box.currentTextChanged.connect(lambda text: changed("type", text))
+        self.type_box.currentTextChanged.connect(self._offer_from_image)
+        self._offer_from_image(spec.type)
         self.layer_box.activated.connect(lambda i: changed("layer_id", self.layer_box.itemData(i) or ""))
         self.strength.valueChanged.connect(lambda v: changed("strength", v))
         self.start.valueChanged.connect(lambda v: changed("start", v))
         self.end.valueChanged.connect(lambda v: changed("end", v))
         self.from_image.clicked.connect(lambda: from_image())
         self.remove_button.clicked.connect(lambda: remove())
+
+    def _offer_from_image(self, control_type: str) -> None:
+        """ "From image" only where the server has the preprocessor of that type ready."""
+        self.from_image.setEnabled(control_type in self.preprocessors)
 
     def refresh_layers(self, layers: list, keep: str) -> None:
         """Fill the layer picker with ``layers`` ((name, id) pairs) and select ``keep``."""

@@ -1,7 +1,7 @@
 """The panel's state and behaviour without widgets and without Krita: the session.
 
 One ``Session`` per docker: job settings, the connection, the job in flight, results and live mode (downloads, regions,
-history in helpers it owns). It reaches Krita only through ``host`` (``document.KritaHost``) and asks ``client`` for
+history, references, LoRAs and styles in helpers it owns; LoRAs and styles get narrow callables, not the session). It reaches Krita only through ``host`` (``document.KritaHost``) and asks ``client`` for
 every rule (boxes, job messages, defaults, names, connection, live scheduler). The view calls its methods and listens
 to its ``Event`` attributes; all runs on the UI thread (the worker thread uses ``post``).
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 from . import references, settings_store
+from .controls import Controls
 from .downloads import Downloads
 from .forward import Forward
 from .live import LiveLoop
@@ -23,7 +24,7 @@ from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
 from .progress_preview import preview_of
 from .regions import Regions
 from .results_history import ResultsHistory
-from .styles import SHOWN_FIELDS, Styles, first_installed, leave_to_style
+from .styles import SHOWN_FIELDS, Styles, first_installed
 from .wire import client, protocol
 
 CLIENT_NAME = "Paintbridge for Krita"
@@ -75,7 +76,11 @@ class Session:
         self.defaults = cs.Defaults()
         self.models: list = []
         self.device = ""
-        self.controls: List[ControlSpec] = []
+        self.controls = Controls(
+            lambda: self.host.active_layer_id(self.host.active_document_or_none()),
+            lambda: self.live.settings_changed(),
+            lambda: self.downloads.presets_changed.emit(),
+        )
         self.job: Optional[RunningJob] = None
         self.results: List[ResultImage] = []
         self.result_job: Optional[RunningJob] = None
@@ -84,7 +89,6 @@ class Session:
         self.progress = (0, "")  # percent, text
         self.last_progress = (0, 0)
         self.preview_updates = 0  # writes of a result into the document's preview layer
-        self._pending_control: Optional[int] = None
         # Signals for the view.
         self.connection_changed = Event()  # (state, detail)
         self.models_changed = Event()  # ()
@@ -95,7 +99,7 @@ class Session:
         self.results_changed = Event()  # ()
         self.result_selected = Event()  # (index)
         self.message_changed = Event()  # (text, error)
-        self.controls_changed = Event()  # ()
+        self.controls_changed = self.controls.changed  # () a control layer came or went
         self.connection = csession.Session(
             Forward(self, post),
             CLIENT_NAME,
@@ -107,6 +111,7 @@ class Session:
         self.loras = Loras(store, lambda: self.models, lambda: (self.entry() or {}).get("arch"))
         self.loras.changed.connect(self.live.settings_changed)
         self.default_styles: dict = {}  # family -> the style the server suggests first (welcome.defaults.styles)
+        self.capabilities: dict = {}  # welcome.capabilities: what each model family can run (``offers``)
         self.styles = Styles(
             store,
             lambda action, arg: self.connection.styles(action, arg),
@@ -128,7 +133,7 @@ class Session:
     def shown(self) -> cs.Settings:
         """The settings with every "default" filled from the chosen style, else from the server's ``welcome`` (what
         the widgets show)."""
-        out = cs.apply_defaults(self.settings, self.defaults, self.entry())
+        out = cs.apply_defaults(self.settings.replace(style=""), self.defaults, self.entry())
         style = self.styles.current()
         for name in SHOWN_FIELDS if style is not None else ():
             value = getattr(style, name)
@@ -153,8 +158,10 @@ class Session:
         return cs.model_entry(self.models, self.settings.model if model is None else model)
 
     def job_settings(self) -> cs.Settings:
-        """The settings a job sends: the prompt followed by the tags of the LoRAs picked from the list."""
-        return self.settings.replace(prompt=self.loras.prompt(self.settings.prompt))
+        """The settings a job sends: the chosen style (its sampling is then the server's to fill where the painter
+        left the default), the prompt followed by the tags of the LoRAs picked from the list."""
+        style = self.styles.chosen if self.styles.available else ""
+        return self.settings.replace(prompt=self.loras.prompt(self.settings.prompt), style=style)
 
     @property
     def random_seed(self) -> bool:
@@ -220,6 +227,14 @@ class Session:
         if not client.modes.offered(self.settings.mode, self.entry()):  # e.g. edit, and the model cannot
             self.set_mode("inpaint")
 
+    def offers(self) -> "client.offers.Offers":
+        """What the chosen model can run (modes, control types, techniques, detailer targets, regions, reference
+        types, sampling options), from the server's capabilities and its current model listing."""
+        caps = dict(self.capabilities)  # the welcome's, with the detectors the current listing holds (a pulled one)
+        found = set(caps.get("detail_targets") or ()) | set(client.jobs.offered_detail_targets(self.models))
+        caps["detail_targets"] = sorted(found)
+        return client.offers.offers({"capabilities": caps, "models": self.models}, self.settings.model)
+
     def model_names(self) -> List[str]:
         """The values the model option takes: "" (the server's default), each checkpoint, the classical engine."""
         return [""] + [m["name"] for m in self.checkpoints()] + [cs.CLASSICAL]
@@ -272,6 +287,7 @@ class Session:
         self.device = str(client.wire.field_of(welcome, "device", "") or "")
         self.defaults = cs.Defaults.from_welcome(welcome)
         self.default_styles = dict((client.wire.field_of(welcome, "defaults", {}) or {}).get("styles") or {})
+        self.capabilities = dict(client.wire.field_of(welcome, "capabilities", {}) or {})
 
     @guarded
     def on_models(self, models: list) -> None:
@@ -328,10 +344,6 @@ class Session:
             previews=kind not in ("preprocess", "caption"),
             live=kind == "live",
         )
-        style = self.styles.current() if self.styles.available else None
-        if style is not None and kind not in ("preprocess", "caption"):
-            fast = bool(self.styles.fast_live((self.entry(settings.model) or {}).get("arch"))[0])
-            job = leave_to_style(job, self.settings, style, kind == "live", fast)
         self.connection.submit(job)
         self.job = RunningJob(
             job_id,
@@ -402,7 +414,7 @@ class Session:
                 raise DocumentError("The image this job was made for was closed; the result was dropped.")
             if job.kind == "preprocess":
                 layer_id = self.host.insert_control_image(job.doc, images[0], job.above_id)
-                self._attach_control(layer_id, job.control_type)
+                self.controls.attach(layer_id, job.control_type)
                 self.show_message(f"Added a {job.control_type} control layer (hidden; its eye shows it).")
                 return
             self.history.record(job, layers, names, dict(client.wire.field_of(msg, "params", {}) or {}))
@@ -510,7 +522,7 @@ class Session:
         self.job_changed.emit()
         self.show_message("Live: change the selection or paint under it to repaint." if on else "Live mode is off.")
 
-    # --- control layers -----------------------------------------------------------------------------------------------
+    # --- control layers (``controls.Controls``; these are the view's doors to it, errors said in the panel) ----------
     @guarded
     def add_control(
         self,
@@ -521,54 +533,24 @@ class Session:
         end: float = 1.0,
     ) -> Optional[ControlSpec]:
         """Add a control layer (``layer_id``: a node's uniqueId string; default: the active layer)."""
-        if type not in protocol.CONTROL_TYPES:
-            raise client.errors.JobInputError(
-                f"unknown control type {type!r}; choose one of {', '.join(protocol.CONTROL_TYPES)}"
-            )
-        if layer_id is None:
-            layer_id = self.host.active_layer_id(self.host.active_document_or_none())
-        spec = ControlSpec(layer_id or "", type, strength, start, end)
-        self.controls.append(spec)
-        self.controls_changed.emit()
-        return spec
+        return self.controls.add(layer_id, type, strength, start, end)
 
     @guarded
     def update_control(self, index: int, **fields) -> None:
         """Change fields of control ``index`` (layer_id, type, strength, start, end)."""
-        spec = self.controls[index]
-        for name, value in fields.items():
-            if not hasattr(spec, name):
-                raise client.errors.JobInputError(f"a control layer has no field {name!r}")
-            setattr(spec, name, value)
-        self.live.settings_changed()
-        if "type" in fields and index == 0:
-            self.downloads.presets_changed.emit()
+        self.controls.update(index, **fields)
 
     def control_settings(self) -> Tuple["cs.ControlSetting", ...]:
         """The control layers as a job's settings keep them (``client.settings.ControlSetting``, by uniqueId)."""
-        return tuple(
-            cs.ControlSetting(c.layer_id, c.type, c.strength, c.start, c.end) for c in self.controls if c.layer_id
-        )
+        return self.controls.settings()
 
     def set_controls(self, kept) -> None:
         """Put kept control layers (``ControlSetting`` s, results history: "reuse settings") back in the panel."""
-        self.controls[:] = [ControlSpec(c.layer, c.type, c.strength, c.start, c.end) for c in kept]
-        self.controls_changed.emit()
-        self.live.settings_changed()
+        self.controls.restore(kept)
 
     @guarded
     def remove_control(self, index: int) -> None:
-        if 0 <= index < len(self.controls):
-            del self.controls[index]
-            self.controls_changed.emit()
-
-    def _attach_control(self, layer_id: str, control_type: str) -> None:
-        index, self._pending_control = self._pending_control, None
-        if index is None or not 0 <= index < len(self.controls):
-            self.controls.append(ControlSpec(layer_id, control_type))
-        else:
-            self.controls[index].layer_id, self.controls[index].type = layer_id, control_type
-        self.controls_changed.emit()
+        self.controls.remove(index)
 
     @guarded
     def control_from_image(self, control_type: Optional[str] = None, index: Optional[int] = None) -> Optional[str]:
@@ -580,7 +562,7 @@ class Session:
         doc = self.host.active_document()
         settings = self.settings.replace(mode="preprocess", preprocessor=control_type)
         inputs = self.host.capture(doc, settings, [])
-        self._pending_control = index
+        self.controls.pending = index
         return self.send(doc, settings, inputs, "preprocess")
 
     # --- prompt from the picture --------------------------------------------------------------------------------------

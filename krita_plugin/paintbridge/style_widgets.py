@@ -119,18 +119,22 @@ class StyleEditor(QtWidgets.QDialog):
         self.negative_edit = QtWidgets.QLineEdit()
         self.live_box = combo(10)
         self.live_box.setToolTip("Live frames: a few-step LoRA of the family (auto: the best installed), or none")
-        form.addRow("Title", self.title_edit)
-        form.addRow("Family", self.family_label)
-        form.addRow("Checkpoint", self.checkpoint_box)
-        form.addRow("LoRAs", self.lora_list)
-        form.addRow("VAE", self.vae_box)
-        form.addRow("CLIP skip", self.clip_skip_spin)
-        form.addRow("Sampler", self.sampler_box)
-        form.addRow("Steps", self.steps_spin)
-        form.addRow("CFG", self.cfg_spin)
-        form.addRow("Prompt", self.prompt_edit)
-        form.addRow("Negative", self.negative_edit)
-        form.addRow("Live", self.live_box)
+        rows = (
+            ("Title", self.title_edit),
+            ("Family", self.family_label),
+            ("Checkpoint", self.checkpoint_box),
+            ("LoRAs", self.lora_list),
+            ("VAE", self.vae_box),
+            ("CLIP skip", self.clip_skip_spin),
+            ("Sampler", self.sampler_box),
+            ("Steps", self.steps_spin),
+            ("CFG", self.cfg_spin),
+            ("Prompt", self.prompt_edit),
+            ("Negative", self.negative_edit),
+            ("Live", self.live_box),
+        )
+        for label, widget in rows:
+            form.addRow(label, widget)
         layout.addLayout(form)
         self.message = QtWidgets.QLabel("")
         self.message.setWordWrap(True)

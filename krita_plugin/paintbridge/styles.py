@@ -40,26 +40,6 @@ def edited(style: "protocol.Style", **fields: Any) -> "protocol.Style":
         raise client.errors.JobInputError(f"style {style.name!r}: {err}") from None
 
 
-LIVE_FIELDS = ("steps", "cfg", "sampler", "scheduler")  # what a few-step preset sets for live frames
-_UNSET = (0, 0.0, "", None)
-
-
-def leave_to_style(job: Any, settings: Any, style: "protocol.Style", live: bool, fast_live: bool) -> Any:
-    """``job`` naming ``style``, with the sampling fields the painter left to the default put back to the protocol's
-    defaults where the style (or, for a live frame, its few-step preset) sets them: the client fills a family's
-    defaults, and a job's field that differs from its default would override the style's."""
-    protocol_defaults = protocol.Params()
-    wanted = [name for name in SHOWN_FIELDS if getattr(style, name) not in _UNSET]
-    if live:
-        wanted += [name for name in LIVE_FIELDS if fast_live or getattr(style.live, name) not in _UNSET]
-    changes = {
-        name: getattr(protocol_defaults, name)
-        for name in wanted
-        if getattr(settings, name, None) in _UNSET and hasattr(job.params, name)
-    }
-    return dataclasses.replace(job, style=style.name, params=dataclasses.replace(job.params, **changes))
-
-
 def first_installed(style: "protocol.Style", checkpoints: Sequence[str]) -> str:
     """The style's preferred checkpoint that the server lists ("" when none is installed)."""
     listed = {name.lower(): name for name in checkpoints}

@@ -141,10 +141,20 @@ class TechniquesSection:
         ]
         return ",".join(ticked) or "face"
 
-    def offer_targets(self, *_models) -> None:
-        """Hands only where the server's listing has a hand detector; a hand chosen before and no longer offered is
-        dropped from the settings."""
-        offered = client.jobs.offered_detail_targets(self.session.models)
+    def apply_offers(self, techniques, targets, mode: str) -> None:
+        """Only what the chosen model runs after a job of ``mode`` (``client.offers``: ``hires``/``detail``), and the
+        detailer ``targets`` it can find; the section hides when nothing applies (Flux: no hires fix, no detailer)."""
+        alone = mode == "detail"
+        self.hires_box.setVisible("hires" in techniques)
+        self.detail_box.setVisible("detail" in techniques or alone)
+        if self.section is not None:
+            self.section.setVisible(bool(techniques) or alone)
+        self.offer_targets(targets=targets)
+
+    def offer_targets(self, *_models, targets=None) -> None:
+        """Hands only where the server can find them; a hand chosen before and no longer offered is dropped from the
+        settings."""
+        offered = self.session.offers().detail_targets if targets is None else targets
         self.detail_hands.setVisible("hand" in offered)
         self.show_targets(self.session.settings.detail_targets)
         if "hand" not in offered and "hand" in self.session.settings.detail_targets:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from . import reference_widgets, widgets
+from . import offers_view, reference_widgets, widgets
 from .control_widgets import ControlRow
 from .lora_widgets import LoraSection
 from .style_widgets import FastLiveOffer, StylePicker
@@ -150,7 +150,9 @@ class PaintbridgePanel(QtWidgets.QWidget):
             lambda: s.set_server(self.url_edit.text(), self.token_edit.text(), self.autostart_check.isChecked())
         )
         self.start_server_button.clicked.connect(s.start_local_server)
-        self.add_control_button.clicked.connect(lambda: s.add_control())
+        self.add_control_button.clicked.connect(
+            lambda: s.add_control(type=(s.offers().controls_for(s.settings.mode) or ("scribble",))[0])
+        )
         self.run_button.clicked.connect(lambda: s.run())
         self.describe_button.clicked.connect(lambda: s.describe())
         self.cancel_button.clicked.connect(s.cancel)
@@ -164,6 +166,9 @@ class PaintbridgePanel(QtWidgets.QWidget):
         s.settings_changed.connect(self._on_setting)
         s.connection_changed.connect(self._on_connection)
         s.models_changed.connect(self._fill_model_boxes)
+        s.models_changed.connect(self._apply_offers)  # show only what the chosen model can run
+        s.settings_changed.connect(lambda name, _value: self._apply_offers() if name in ("model", "mode") else None)
+        s.controls_changed.connect(self._apply_offers)
         s.models_changed.connect(self.lora_section.refresh)  # the installed LoRAs of the model's family
         s.settings_changed.connect(lambda name, _value: self.lora_section.refresh() if name == "model" else None)
         s.job_changed.connect(self._update_run)
@@ -430,12 +435,16 @@ class PaintbridgePanel(QtWidgets.QWidget):
             button.setVisible(has)
 
     # --- control layers -----------------------------------------------------------------------------------------------
+    def _apply_offers(self, *_args) -> None:
+        offers_view.apply(self, self.session.offers(), self.session.settings.mode, len(self.session.controls))
+
     def _fill_controls(self) -> None:
         for row in self.control_rows:
             row.setParent(None)
             row.deleteLater()
         self.control_rows = []
         layers = self.session.host.paint_layers()
+        offers = self.session.offers()
         for index, spec in enumerate(self.session.controls):
             row = ControlRow(
                 spec,
@@ -443,6 +452,8 @@ class PaintbridgePanel(QtWidgets.QWidget):
                 changed=lambda field, value, i=index: self.session.update_control(i, **{field: value}),
                 from_image=lambda i=index: self.session.control_from_image(index=i),
                 remove=lambda i=index: self.session.remove_control(i),
+                types=offers.controls_for(self.session.settings.mode) or protocol.CONTROL_TYPES,
+                preprocessors=offers.preprocessors,
             )
             self.control_rows.append(row)
             self.controls_layout.addWidget(row)

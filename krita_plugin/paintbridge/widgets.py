@@ -347,6 +347,7 @@ def build_sampling(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) -> N
     aform.addRow("Input", panel.image_source_box)
     aform.addRow("Mask", panel.mask_source_box)
     build_sampling_rows(panel, aform)
+    panel.sampling_form = aform
     panel.fill_box = _combo()
     for value, label in client.settings.FILLS.items():
         panel.fill_box.addItem(label, value)

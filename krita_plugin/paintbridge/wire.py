@@ -25,6 +25,7 @@ for _name in (
     "live",
     "models",
     "modes",
+    "offers",
     "regions",
     "results",
     "sampling",

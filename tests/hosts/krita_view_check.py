@@ -213,4 +213,43 @@ assert sent[-1][1].steps == 12 and sent[-1][1].loras[0].weight == 0.7, sent[-1][
 assert not editor.new_style("mine") and "already" in editor.message.text()
 assert editor.duplicate_style("mine 2") and sent[-1][1].name == "mine 2" and sent[-1][1].loras[0].name == "ink"
 editor.hide()
+# Offer only what can run: the panel follows the capabilities of the chosen model's family.
+s.capabilities = {
+    "modes": ["generate", "inpaint", "img2img", "outpaint", "upscale"],
+    "families": {
+        "sd15": {
+            "modes": ["generate", "inpaint", "img2img", "outpaint"],
+            "control_modes": ["generate", "inpaint", "img2img"],
+            "control_types": ["canny", "depth"],
+            "techniques": ["hires", "detail"],
+            "technique_modes": ["generate", "inpaint", "img2img", "outpaint"],
+            "sampling": ["vae", "clip_skip"],
+            "regions": True,
+            "reference_types": ["style"],
+        },
+        "flux": {"modes": ["generate", "inpaint", "img2img", "outpaint"], "sampling": []},
+    },
+}
+s.on_models(
+    [{"name": "m1", "kind": "checkpoint", "arch": "sd15"}, {"name": "f1", "kind": "checkpoint", "arch": "flux"}]
+)
+s.styles.choose("")
+s.set_option("model", "m1")
+s.set_mode("inpaint")
+sec = p.sections
+assert (
+    not sec["techniques"].isHidden() and not p.techniques.hires_box.isHidden() and p.techniques.detail_hands.isHidden()
+)
+assert not sec["regions"].isHidden() and not sec["references"].isHidden() and not sec["controls"].isHidden()
+assert not p.vae_box.isHidden() and p.refiner_box.isHidden() and p.sampling_form.labelForField(p.refiner_box).isHidden()
+s.add_control()
+assert [p.control_rows[0].type_box.itemText(i) for i in range(p.control_rows[0].type_box.count())] == [
+    "canny",
+    "depth",
+    "scribble",
+]  # the row's own type stays listed, so it can be changed to one that runs
+s.remove_control(0)
+s.set_option("model", "f1")  # Flux: no hires fix, no detailer, no regions, references, controls or VAE choice
+assert sec["techniques"].isHidden() and sec["regions"].isHidden() and sec["references"].isHidden()
+assert sec["controls"].isHidden() and p.vae_box.isHidden() and p.clip_skip_spin.isHidden()
 print("view ok")
