@@ -1062,6 +1062,8 @@ def test_instruction_edit_on_a_tiny_kontext_model_is_offered_and_composited_by_t
     run = krita_edit_run
     assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
     assert run["tab_enabled_flux"] is False and run["tab_enabled_kontext"] is True
+    hidden = run["flux_sections_hidden"]  # the panel offers only what Flux runs: no hires fix, no detailer
+    assert hidden["techniques"] and not hidden["sampling"] and not hidden["loras"], (run["flux_mode"], hidden)
     assert (
         run["mode_after_refused"] != "edit" and "needs a model that edits from an instruction" in run["refused_message"]
     )

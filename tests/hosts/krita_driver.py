@@ -1274,6 +1274,8 @@ def scenario_edit():
     ses.set_option("model", "tiny-flux")
     yield 200
     R["tab_enabled_flux"] = mode_offered(panel, edit_tab)
+    R["flux_sections_hidden"] = {key: section.isHidden() for key, section in panel.sections.items()}
+    R["flux_mode"] = ses.settings.mode
     ses.set_mode("edit")
     R["mode_after_refused"], R["refused_message"] = ses.settings.mode, ses.message
     ses.set_option("model", CONFIG["model"])
