@@ -208,6 +208,11 @@ class Listener:
         """The server's starter sets (``client.downloads.PresetStatus`` list) after connecting, after a pull and on
         ``Connector.refresh_presets``; None when the server cannot download models."""
 
+    def styles_changed(self, styles: Optional["protocol.Styles"], error: str) -> None:
+        """The server's styles (a ``protocol.Styles``) after connecting and after each ``Connector.styles`` request;
+        ``error`` says why a save or delete was refused (the styles then are the server's, unchanged). ``styles`` is
+        None when the server keeps no styles or could not answer."""
+
     def pull_done(self, pull_id: str, msg: "protocol.PullDone") -> None:
         """A pull (``Connector.pull``) finished; ``msg.models`` is the server's listing afterwards. Its progress comes
         through ``job_event``, a cancel through ``job_cancelled``, a failure through ``job_failed``."""
@@ -268,6 +273,13 @@ class Connector:
     def refresh_presets(self) -> None:
         """Ask the server again what each preset has (answered through ``Listener.presets_changed``)."""
         self._commands.put(("presets",))
+
+    def styles(self, action: str = "list", arg: Any = None) -> None:
+        """Ask for the server's styles (``list``), save one (``save``, ``arg`` a ``protocol.Style``) or delete one
+        (``delete``, ``arg`` its name); answered through ``Listener.styles_changed``."""
+        if action not in ("list", "save", "delete"):
+            raise ValueError(f"unknown styles action {action!r}")
+        self._commands.put(("styles", action, arg))
 
     def reconnect_now(self) -> None:
         self.backoff.reset()
@@ -345,6 +357,7 @@ class Connector:
             self.listener.models_changed(models)
             self._set_state(CONNECTED, f"connected to {url}")
             self._report_presets(client)
+            self._report_styles(client, cm)
             try:
                 self._serve(client, models, cm)
             finally:
@@ -406,6 +419,9 @@ class Connector:
             if cmd[0] == "presets":
                 self._report_presets(client)
                 continue
+            if cmd[0] == "styles":
+                self._report_styles(client, cm, cmd[1], cmd[2])
+                continue
             if cmd[0] == "job" and not self._run_one(client, cmd[1], cmd[2], cm):
                 return
 
@@ -449,6 +465,30 @@ class Connector:
             except Exception:  # noqa: BLE001 - an old or failing server: the panel says it cannot download
                 statuses = None
         self.listener.presets_changed(statuses)
+
+    def _report_styles(self, client, cm, action: str = "list", arg: Any = None) -> None:
+        """Run one styles request and tell the listener the styles (None: this server keeps none, or failed)."""
+        if self.welcome is None or not self.welcome.capabilities.get("styles"):
+            refused = "" if action == "list" else "This server keeps no styles: update it to save or delete one."
+            self.listener.styles_changed(None, refused)
+            return
+        error = ""
+        try:
+            if action == "save":
+                styles = client.save_style(arg, timeout=30.0)
+            elif action == "delete":
+                styles = client.delete_style(arg, timeout=30.0)
+            else:
+                styles = client.list_styles(timeout=30.0)
+        except cm.JobFailed as err:  # a refused style: say why, show the server's styles as they are
+            error = str(err)
+            try:
+                styles = client.list_styles(timeout=30.0)
+            except Exception:  # noqa: BLE001 - the connection's own failure shows at the next heartbeat
+                styles = None
+        except Exception as err:  # noqa: BLE001 - an old or failing server: the panel keeps what it has
+            styles, error = None, _short(str(err))
+        self.listener.styles_changed(styles, error)
 
 
 def _short(text: str, limit: int = 240) -> str:

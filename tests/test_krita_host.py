@@ -99,12 +99,14 @@ def _run_scenario_once(
     tag: str = "",
     hand_detector_to: Optional[Path] = None,
     files: Optional[Dict[str, bytes]] = None,
+    style: Optional[str] = "",
 ) -> Run:
     """Install Paintbridge (the installer install.py uses) and the driver into a fresh Krita HOME, run ``scenario``.
 
     Without ``server_url`` the plugin starts the server itself (as recorded by the installer) on a free port.
     ``hand_detector_to``: where the driver puts the tests' hand detector while Krita runs (a server's models folder).
-    ``files`` are written into the driver's ``out`` folder first (name: bytes).
+    ``files`` are written into the driver's ``out`` folder first (name: bytes). ``style`` is the panel's style choice
+    ("" = No style, so that pixels compare with plain core jobs; None = the family's suggested style, as installed).
     """
     missing = host.missing_tools()
     if missing:
@@ -122,6 +124,8 @@ def _run_scenario_once(
     url = server_url or f"ws://127.0.0.1:{_free_port()}"
     with open(home.kritarc, "a") as rc:
         rc.write(f"\n[paintbridge]\nserver_url={url}\nautostart={'false' if server_url else 'true'}\n")
+        if style is not None:  # the panel's style choice ("" = No style); None: the family's suggested style
+            rc.write(f"style={style}\n")
     driver = (Path(__file__).parent / "hosts" / "krita_driver.py").read_text()
     hk.write_plugin(home.pykrita, "pb_test_driver", driver, enable_in=home.kritarc)
     out = home.root / "out"
@@ -1061,6 +1065,8 @@ def test_instruction_edit_on_a_tiny_kontext_model_is_offered_and_composited_by_t
     run = krita_edit_run
     assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
     assert run["tab_enabled_flux"] is False and run["tab_enabled_kontext"] is True
+    hidden = run["flux_sections_hidden"]  # the panel offers only what Flux runs: no hires fix, no detailer
+    assert hidden["techniques"] and not hidden["sampling"] and not hidden["loras"], (run["flux_mode"], hidden)
     assert (
         run["mode_after_refused"] != "edit" and "needs a model that edits from an instruction" in run["refused_message"]
     )
@@ -1392,3 +1398,28 @@ def test_sampler_schedule_batch_count_vae_and_clip_skip_from_the_panel(krita_sam
         rgba = np.frombuffer(layer.data, np.uint8).reshape(DH, DW, 4)
         bgra = run.pixels(f"sampling-{i}", DW, DH)
         assert np.array_equal(bgra[..., [2, 1, 0, 3]], rgba), f"result {i} differs from the server's own"
+
+
+# --- the painter's loop first: what a docker of ordinary width shows without scrolling -------------------------------
+
+
+@pytest.fixture(scope="module")
+def krita_first_screen_run(tmp_path_factory) -> Run:
+    return _run_scenario(tmp_path_factory, "first_screen", W, H, style=None)
+
+
+def test_at_330_px_the_generate_button_and_the_results_are_on_the_first_screen(krita_first_screen_run):
+    """Default settings, the docker at 330 x 600 px: prompt, strength, Generate and Live are inside the visible area
+    without scrolling, and so are the results strip and Apply after a job; every folded section is closed. The panel's
+    screenshot is test-artifacts/krita-first_screen-panel.png."""
+    run = krita_first_screen_run
+    assert not run["errors"], run["errors"]
+    assert run["dock_size"] == [330, 600] and run["mode"] == "inpaint" and run["scrolled"] == 0
+    assert run["body_width"] <= run["viewport"][0], ("cut off at the right", run["widest"])
+    assert run["sections_open"] and not any(run["sections_open"].values()), run["sections_open"]
+    for name in ("style_box", "prompt_edit", "strength_slider", "run_button", "live_button"):
+        assert run["before"][name]["inside"], (name, run["before"][name], run["viewport"])
+    assert run["job"]["results"] >= 1 and not run["job"]["error"], run["job"]
+    for name in ("run_button", "results_list", "apply_button"):
+        assert run["after"][name]["inside"], (name, run["after"][name], run["viewport"])
+    assert (REPO / "test-artifacts" / "krita-first_screen-panel.png").stat().st_size > 0

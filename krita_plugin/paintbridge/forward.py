@@ -43,5 +43,8 @@ class Forward(client.connect.Listener):
     def presets_changed(self, presets):
         self.post(lambda: self.session.downloads.on_presets(presets))
 
+    def styles_changed(self, styles, error):
+        self.post(lambda: self.session.styles.on_styles(styles, error))
+
     def pull_done(self, pull_id, msg):
         self.post(lambda: self.session.downloads.on_done(pull_id, msg))

@@ -89,7 +89,7 @@ class LiveLoop:
         session = self.session
         host = session.host
         doc = host.active_document_or_none()
-        settings = clive.live_settings(session.settings, self.seed)
+        settings = clive.live_settings(session.job_settings(), self.seed)
         if doc is None or host.mask_bounds(doc, settings) is None:
             self._inputs = None
             self.scheduler.changed(None, now)  # nothing to repaint until a selection appears

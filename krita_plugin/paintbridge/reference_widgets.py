@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .basic_widgets import combo, fill_layer_picker, spin
+from .basic_widgets import combo, fill_layer_picker, guidance_row, row_grid
 from .qt_compat import QtWidgets
 from .wire import protocol
 
@@ -22,10 +22,7 @@ class ReferenceRow(QtWidgets.QFrame):
         self, ref, layers: list, changed: Callable, move: Callable, remove: Callable, regions: list = ()
     ) -> None:
         super().__init__()
-        self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
-        grid = QtWidgets.QGridLayout(self)
-        grid.setContentsMargins(4, 4, 4, 4)
-        grid.setVerticalSpacing(2)
+        grid = row_grid(self)
         self.type_box = combo(6)
         self.type_box.addItems(list(protocol.REFERENCE_TYPES))
         self.type_box.setCurrentText(ref.type)
@@ -40,12 +37,9 @@ class ReferenceRow(QtWidgets.QFrame):
         ):
             button.setText(text)
             button.setToolTip(tip)
-        self.strength = spin(0.0, 2.0, ref.strength, 0.05, "")
-        self.strength.setToolTip("How strongly the reference guides the image (0 = not at all)")
-        self.start = spin(0.0, 1.0, ref.start, 0.05, "")
-        self.start.setToolTip("Guide from this fraction of the steps…")
-        self.end = spin(0.0, 1.0, ref.end, 0.05, "")
-        self.end.setToolTip("…to this fraction of the steps")
+        bottom, self.strength, self.start, self.end = guidance_row(
+            ref.strength, ref.start, ref.end, "How strongly the reference guides the image (0 = not at all)"
+        )
         self.region_box = combo(6)
         self.region_box.setToolTip(
             "Where the reference applies: the whole image, or only inside a region (the "
@@ -56,12 +50,6 @@ class ReferenceRow(QtWidgets.QFrame):
         top.addWidget(self.layer_box, 3)
         for button in (self.up_button, self.down_button, self.remove_button):
             top.addWidget(button)
-        bottom = QtWidgets.QHBoxLayout()
-        bottom.addWidget(QtWidgets.QLabel("Strength"))
-        bottom.addWidget(self.strength, 1)
-        bottom.addWidget(QtWidgets.QLabel("Range"))
-        bottom.addWidget(self.start, 1)
-        bottom.addWidget(self.end, 1)
         region = QtWidgets.QHBoxLayout()
         region.addWidget(QtWidgets.QLabel("Region"))
         region.addWidget(self.region_box, 1)
@@ -97,18 +85,13 @@ class ReferenceRow(QtWidgets.QFrame):
 
 
 def build_references_section(panel: QtWidgets.QWidget, layout) -> None:
-    """The "Reference images" header (+ Add) and the box its rows go in (``panel.references_layout``)."""
-    header = QtWidgets.QHBoxLayout()
-    title = QtWidgets.QLabel("Reference images")
-    title.setStyleSheet("font-weight: bold;")
+    """The "Reference images" section's body: + Add and the box its rows go in (``panel.references_layout``)."""
     panel.add_reference_button = QtWidgets.QToolButton()
-    panel.add_reference_button.setText("+ Add")
+    panel.add_reference_button.setText("+ Add a reference image")
     panel.add_reference_button.setToolTip(
         "Guide the job by a picture on a layer: its style, composition, content or a face (IP-Adapter; SD1.5 and SDXL)"
     )
-    header.addWidget(title, 1)
-    header.addWidget(panel.add_reference_button)
-    layout.addLayout(header)
+    layout.addWidget(panel.add_reference_button)
     panel.references_layout = QtWidgets.QVBoxLayout()
     panel.references_layout.setSpacing(3)
     layout.addLayout(panel.references_layout)

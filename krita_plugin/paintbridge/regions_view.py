@@ -10,15 +10,16 @@ from .qt_compat import QtWidgets
 from .wire import client
 
 
-class RegionsSection(QtWidgets.QGroupBox):
+class RegionsSection(QtWidgets.QWidget):
     """Bound to ``session.regions``; ``refresh`` follows the active document (the docker calls it on canvas changes)."""
 
     def __init__(self, session, parent=None) -> None:
-        super().__init__("Regions", parent)
+        super().__init__(parent)
         self.session = session
         self.regions = session.regions
         self._filling = False
         layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
         hint = QtWidgets.QLabel(
             "A prompt per area: the bound layer's opacity is the area (SD1.5/SDXL models). "
             "The main prompt applies everywhere."
@@ -68,11 +69,6 @@ class RegionsSection(QtWidgets.QGroupBox):
 
     def refresh(self) -> None:
         self._safely(self.regions.refresh)
-
-    def place(self, layout, after) -> None:
-        """Insert this section into the panel's ``layout`` right after its sub-layout ``after``."""
-        index = next((i for i in range(layout.count()) if layout.itemAt(i).layout() is after), layout.count() - 1)
-        layout.insertWidget(index + 1, self)
 
     def _fill(self) -> None:
         self._filling = True

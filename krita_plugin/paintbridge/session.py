@@ -1,7 +1,7 @@
 """The panel's state and behaviour without widgets and without Krita: the session.
 
 One ``Session`` per docker: job settings, the connection, the job in flight, results and live mode (downloads, regions,
-history in helpers it owns). It reaches Krita only through ``host`` (``document.KritaHost``) and asks ``client`` for
+history, references, LoRAs and styles in helpers it owns; LoRAs and styles get narrow callables, not the session). It reaches Krita only through ``host`` (``document.KritaHost``) and asks ``client`` for
 every rule (boxes, job messages, defaults, names, connection, live scheduler). The view calls its methods and listens
 to its ``Event`` attributes; all runs on the UI thread (the worker thread uses ``post``).
 """
@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 from . import references, settings_store
+from .controls import Controls
 from .downloads import Downloads
 from .forward import Forward
 from .live import LiveLoop
+from .loras import Loras
 from .model import ControlSpec, DocumentError, Event, ResultImage, RunningJob
 from .progress_preview import preview_of
 from .regions import Regions
 from .results_history import ResultsHistory
+from .styles import SHOWN_FIELDS, Styles, first_installed
 from .wire import client, protocol
 
 CLIENT_NAME = "Paintbridge for Krita"
@@ -73,7 +76,11 @@ class Session:
         self.defaults = cs.Defaults()
         self.models: list = []
         self.device = ""
-        self.controls: List[ControlSpec] = []
+        self.controls = Controls(
+            lambda: self.host.active_layer_id(self.host.active_document_or_none()),
+            lambda: self.live.settings_changed(),
+            lambda: self.downloads.presets_changed.emit(),
+        )
         self.job: Optional[RunningJob] = None
         self.results: List[ResultImage] = []
         self.result_job: Optional[RunningJob] = None
@@ -81,7 +88,6 @@ class Session:
         self.message, self.message_is_error = "", False
         self.progress = (0, "")  # percent, text
         self.last_progress = (0, 0)
-        self._pending_control: Optional[int] = None
         # Signals for the view.
         self.connection_changed = Event()  # (state, detail)
         self.models_changed = Event()  # ()
@@ -92,7 +98,7 @@ class Session:
         self.results_changed = Event()  # ()
         self.result_selected = Event()  # (index)
         self.message_changed = Event()  # (text, error)
-        self.controls_changed = Event()  # ()
+        self.controls_changed = self.controls.changed  # () a control layer came or went
         self.connection = cconnect.Connector(
             Forward(self, post),
             CLIENT_NAME,
@@ -101,6 +107,19 @@ class Session:
             client.server.Autostart() if self.conn_settings.autostart else None,
         )
         self.live = LiveLoop(self, schedule)
+        self.loras = Loras(store, lambda: self.models, lambda: (self.entry() or {}).get("arch"))
+        self.loras.changed.connect(self.live.settings_changed)
+        self.default_styles: dict = {}  # family -> the style the server suggests first (welcome.defaults.styles)
+        self.capabilities: dict = {}  # welcome.capabilities: what each model family can run (``offers``)
+        self.styles = Styles(
+            store,
+            lambda action, arg: self.connection.styles(action, arg),
+            lambda: self.default_styles,
+            lambda: (self.entry() or {}).get("arch"),
+        )
+        self.styles.chosen_changed.connect(self._follow_style)
+        self.styles.refused.connect(lambda text: self.show_message(text, error=True))
+        self.result_info: dict = {}  # the last result's ``info`` and its first layer's (style, inpaint method, live)
         self.downloads = Downloads(self)
         self.regions = Regions(self)  # regions: prompts bound to layers, kept in the document
         self.history, self.references = ResultsHistory(self), references.References(self)
@@ -111,12 +130,37 @@ class Session:
 
     # --- settings -----------------------------------------------------------------------------------------------------
     def shown(self) -> cs.Settings:
-        """The settings with every "default" filled from the server's ``welcome`` (what the widgets show)."""
-        return cs.apply_defaults(self.settings, self.defaults, self.entry())
+        """The settings with every "default" filled from the chosen style, else from the server's ``welcome`` (what
+        the widgets show)."""
+        out = cs.apply_defaults(self.settings.replace(style=""), self.defaults, self.entry())
+        style = self.styles.current()
+        for name in SHOWN_FIELDS if style is not None else ():
+            value = getattr(style, name)
+            if value not in (0, "", None) and getattr(self.settings, name) in (0, 0.0, "", None):
+                setattr(out, name, value)
+        return out
+
+    def _follow_style(self, name: str) -> None:
+        """A style was chosen: its first installed checkpoint becomes the model, its values show in the widgets."""
+        style = self.styles.style(name)
+        model = first_installed(style, [m["name"] for m in self.checkpoints()]) if style is not None else ""
+        if model and model != self.settings.model:
+            self.set_option("model", model)
+        shown = self.shown()
+        for field in SHOWN_FIELDS + ("strength",):
+            self.settings_changed.emit(field, getattr(shown, field))
+        self.settings_changed.emit("style", name)
+        self.live.settings_changed()
 
     def entry(self, model: Optional[str] = None) -> Optional[dict]:
         """The listing entry of ``model`` (default: the chosen one); None when the server does not list it."""
         return cs.model_entry(self.models, self.settings.model if model is None else model)
+
+    def job_settings(self) -> cs.Settings:
+        """The settings a job sends: the chosen style (its sampling is then the server's to fill where the painter
+        left the default), the prompt followed by the tags of the LoRAs picked from the list."""
+        style = self.styles.chosen if self.styles.available else ""
+        return self.settings.replace(prompt=self.loras.prompt(self.settings.prompt), style=style)
 
     @property
     def random_seed(self) -> bool:
@@ -182,6 +226,14 @@ class Session:
         if not client.modes.offered(self.settings.mode, self.entry()):  # e.g. edit, and the model cannot
             self.set_mode("inpaint")
 
+    def offers(self) -> "client.offers.Offers":
+        """What the chosen model can run (modes, control types, techniques, detailer targets, regions, reference
+        types, sampling options), from the server's capabilities and its current model listing."""
+        caps = dict(self.capabilities)  # the welcome's, with the detectors the current listing holds (a pulled one)
+        found = set(caps.get("detail_targets") or ()) | set(client.jobs.offered_detail_targets(self.models))
+        caps["detail_targets"] = sorted(found)
+        return client.offers.offers({"capabilities": caps, "models": self.models}, self.settings.model)
+
     def model_names(self) -> List[str]:
         """The values the model option takes: "" (the server's default), each checkpoint, the classical engine."""
         return [""] + [m["name"] for m in self.checkpoints()] + [cs.CLASSICAL]
@@ -233,6 +285,8 @@ class Session:
     def on_welcome(self, welcome) -> None:
         self.device = welcome.device
         self.defaults = cs.Defaults.from_welcome(welcome)
+        self.default_styles = dict(welcome.defaults.get("styles") or {})
+        self.capabilities = dict(welcome.capabilities)
 
     @guarded
     def on_models(self, models: list) -> None:
@@ -244,6 +298,8 @@ class Session:
             if getattr(self.settings, name) not in choices:
                 self._set(name, "")
         self.models_changed.emit()
+        if self.styles.available and self.connected:  # a pulled few-step LoRA makes live fast: ask again
+            self.connection.styles("list")
         self._leave_mode_not_offered()
         for name in ("strength", "steps", "cfg", "sampler"):
             self.settings_changed.emit(name, getattr(self.shown(), name))
@@ -269,7 +325,7 @@ class Session:
         self._check_ready()
         settings_store.save_job_settings(self.store, self.settings)
         doc = self.host.active_document()
-        settings = self.settings.replace(controls=self.control_settings())  # kept with the job (history)
+        settings = self.job_settings().replace(controls=self.control_settings())  # kept with the job (history)
         inputs = self.host.capture(doc, settings, list(self.controls), self.regions.sources(doc))
         job_id = self.send(doc, settings, inputs, "job")
         self.show_message("")
@@ -357,10 +413,11 @@ class Session:
                 raise DocumentError("The image this job was made for was closed; the result was dropped.")
             if job.kind == "preprocess":
                 layer_id = self.host.insert_control_image(job.doc, images[0], job.above_id)
-                self._attach_control(layer_id, job.control_type)
+                self.controls.attach(layer_id, job.control_type)
                 self.show_message(f"Added a {job.control_type} control layer (hidden; its eye shows it).")
                 return
             self.history.record(job, layers, names, dict(msg.params))
+            self.result_info = {**dict(msg.info), **dict(layers[0].info or {})}
             self.results, self.result_job = images, job
             self.results_changed.emit()
             self.select_result(0)
@@ -463,7 +520,7 @@ class Session:
         self.job_changed.emit()
         self.show_message("Live: change the selection or paint under it to repaint." if on else "Live mode is off.")
 
-    # --- control layers -----------------------------------------------------------------------------------------------
+    # --- control layers (``controls.Controls``; these are the view's doors to it, errors said in the panel) ----------
     @guarded
     def add_control(
         self,
@@ -474,54 +531,24 @@ class Session:
         end: float = 1.0,
     ) -> Optional[ControlSpec]:
         """Add a control layer (``layer_id``: a node's uniqueId string; default: the active layer)."""
-        if type not in protocol.CONTROL_TYPES:
-            raise client.errors.JobInputError(
-                f"unknown control type {type!r}; choose one of {', '.join(protocol.CONTROL_TYPES)}"
-            )
-        if layer_id is None:
-            layer_id = self.host.active_layer_id(self.host.active_document_or_none())
-        spec = ControlSpec(layer_id or "", type, strength, start, end)
-        self.controls.append(spec)
-        self.controls_changed.emit()
-        return spec
+        return self.controls.add(layer_id, type, strength, start, end)
 
     @guarded
     def update_control(self, index: int, **fields) -> None:
         """Change fields of control ``index`` (layer_id, type, strength, start, end)."""
-        spec = self.controls[index]
-        for name, value in fields.items():
-            if not hasattr(spec, name):
-                raise client.errors.JobInputError(f"a control layer has no field {name!r}")
-            setattr(spec, name, value)
-        self.live.settings_changed()
-        if "type" in fields and index == 0:
-            self.downloads.presets_changed.emit()
+        self.controls.update(index, **fields)
 
     def control_settings(self) -> Tuple["cs.ControlSetting", ...]:
         """The control layers as a job's settings keep them (``client.settings.ControlSetting``, by uniqueId)."""
-        return tuple(
-            cs.ControlSetting(c.layer_id, c.type, c.strength, c.start, c.end) for c in self.controls if c.layer_id
-        )
+        return self.controls.settings()
 
     def set_controls(self, kept) -> None:
         """Put kept control layers (``ControlSetting`` s, results history: "reuse settings") back in the panel."""
-        self.controls[:] = [ControlSpec(c.layer, c.type, c.strength, c.start, c.end) for c in kept]
-        self.controls_changed.emit()
-        self.live.settings_changed()
+        self.controls.restore(kept)
 
     @guarded
     def remove_control(self, index: int) -> None:
-        if 0 <= index < len(self.controls):
-            del self.controls[index]
-            self.controls_changed.emit()
-
-    def _attach_control(self, layer_id: str, control_type: str) -> None:
-        index, self._pending_control = self._pending_control, None
-        if index is None or not 0 <= index < len(self.controls):
-            self.controls.append(ControlSpec(layer_id, control_type))
-        else:
-            self.controls[index].layer_id, self.controls[index].type = layer_id, control_type
-        self.controls_changed.emit()
+        self.controls.remove(index)
 
     @guarded
     def control_from_image(self, control_type: Optional[str] = None, index: Optional[int] = None) -> Optional[str]:
@@ -533,7 +560,7 @@ class Session:
         doc = self.host.active_document()
         settings = self.settings.replace(mode="preprocess", preprocessor=control_type)
         inputs = self.host.capture(doc, settings, [])
-        self._pending_control = index
+        self.controls.pending = index
         return self.send(doc, settings, inputs, "preprocess")
 
     # --- prompt from the picture --------------------------------------------------------------------------------------

@@ -34,10 +34,12 @@ def _int(lo: int, hi: int, step: int, tip: str, zero: str = "") -> QtWidgets.QSp
 
 
 class TechniquesSection:
-    """The two group boxes, inserted above the panel's "Advanced" toggle."""
+    """The two group boxes, added to ``layout`` (the panel's folded "Hires fix and detailer" section, hidden with
+    them when neither applies)."""
 
-    def __init__(self, panel: QtWidgets.QWidget, session) -> None:
+    def __init__(self, panel: QtWidgets.QWidget, session, layout: QtWidgets.QVBoxLayout) -> None:
         self.panel, self.session = panel, session
+        self.section = panel.sections.get("techniques")
         self.hires_box = QtWidgets.QGroupBox("Hires fix (two passes)")
         self.hires_box.setCheckable(True)
         self.hires_box.setToolTip(
@@ -87,10 +89,8 @@ class TechniquesSection:
         dform.addRow("Confidence", self.detail_confidence)
         dform.addRow(self.detail_separate)
 
-        layout = panel.advanced_button.parentWidget().layout()
-        at = layout.indexOf(panel.advanced_button)
-        layout.insertWidget(at, self.detail_box)
-        layout.insertWidget(at, self.hires_box)
+        layout.addWidget(self.hires_box)
+        layout.addWidget(self.detail_box)
         self.fields = {
             "hires": self.hires_box,
             "hires_upscaler": self.hires_upscaler,
@@ -141,10 +141,20 @@ class TechniquesSection:
         ]
         return ",".join(ticked) or "face"
 
-    def offer_targets(self, *_models) -> None:
-        """Hands only where the server's listing has a hand detector; a hand chosen before and no longer offered is
-        dropped from the settings."""
-        offered = client.jobs.offered_detail_targets(self.session.models)
+    def apply_offers(self, techniques, targets, mode: str) -> None:
+        """Only what the chosen model runs after a job of ``mode`` (``client.offers``: ``hires``/``detail``), and the
+        detailer ``targets`` it can find; the section hides when nothing applies (Flux: no hires fix, no detailer)."""
+        alone = mode == "detail"
+        self.hires_box.setVisible("hires" in techniques)
+        self.detail_box.setVisible("detail" in techniques or alone)
+        if self.section is not None:
+            self.section.setVisible(bool(techniques) or alone)
+        self.offer_targets(targets=targets)
+
+    def offer_targets(self, *_models, targets=None) -> None:
+        """Hands only where the server can find them; a hand chosen before and no longer offered is dropped from the
+        settings."""
+        offered = self.session.offers().detail_targets if targets is None else targets
         self.detail_hands.setVisible("hand" in offered)
         self.show_targets(self.session.settings.detail_targets)
         if "hand" not in offered and "hand" in self.session.settings.detail_targets:
@@ -182,6 +192,10 @@ class TechniquesSection:
             if not alone:
                 self.detail_box.setChecked(bool(self.session.settings.detail))
             self.detail_box.blockSignals(False)
+            if self.section is not None:
+                self.section.setVisible(value in HIRES_MODES or alone)
+                if alone:  # the detailer is the job: its settings are what the painter came for
+                    self.section.set_open(True)
             return
         if name == "detail_targets":
             self.show_targets(value)

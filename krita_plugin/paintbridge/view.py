@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from . import reference_widgets, widgets
+from . import offers_view, reference_widgets, widgets
+from .control_widgets import ControlRow
+from .lora_widgets import LoraSection
+from .style_widgets import FastLiveOffer, StylePicker
 from .regions_view import RegionsSection
 from .progress_preview import Preview, fit_size
 from .qt_compat import QtGui, QtWidgets, Qt, qimage_from_bgra8, qimage_from_rgba8
@@ -54,16 +57,16 @@ class PaintbridgePanel(QtWidgets.QWidget):
         super().__init__(parent)
         self.session = session
         self._showing_progress_preview = False
-        self.control_rows: List[widgets.ControlRow] = []
+        self.control_rows: List[ControlRow] = []
         self.reference_rows: List[reference_widgets.ReferenceRow] = []  # reference images
         conn = session.conn_settings
         url, token = conn.target()
-        widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
+        folded = widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
         widgets.build_models_section(self)
-        self.regions_section = RegionsSection(session, self)  # regions
-        self.regions_section.place(self.results_list.parentWidget().layout(), self.controls_layout)
-        self.techniques = TechniquesSection(self, session)  # hires fix and detailer
-        widgets.build_history_section(self)
+        self.style_picker = StylePicker(session, self.style_row, self)
+        self.style_box = self.style_picker.box
+        self.fast_live = FastLiveOffer(session, self.live_offer_layout)
+        self._build_sections(folded)
         self.history_search_tip = self.history_search.toolTip()
         self._fill_model_boxes()
         self.fill_widgets = {
@@ -78,6 +81,28 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self._update_results()
         self._update_run()
         self._fill_history()
+
+    def _build_sections(self, folded) -> None:
+        """The folded sections, in the order a painter reaches for them."""
+
+        def section(key: str, title: str, tip: str = ""):
+            return widgets.add_section(self, folded, key, title, tip)
+
+        tip = "Installed LoRAs of the model's family, each with a weight (<lora:name:w> in the prompt works too)"
+        body = section("loras", "LoRAs", tip)
+        self.lora_section = LoraSection(
+            self.session.loras, self.session.show_message, body, self.sections["loras"].button
+        )
+        hint = "Two passes for large areas; repaint faces and hands"
+        self.techniques = TechniquesSection(self, self.session, section("techniques", "Hires fix and detailer", hint))
+        widgets.build_sampling(self, section("sampling", "Sampling", "Steps, CFG, sampler, seed, batch, fill…"))
+        widgets.build_controls(self, section("controls", "Control layers", "Guide the job with lines, depth, a pose…"))
+        self.regions_section = RegionsSection(self.session, self)
+        section("regions", "Regions", "A prompt of its own for a layer's area").addWidget(self.regions_section)
+        reference_widgets.build_references_section(
+            self, section("references", "Reference images", "Guide by a picture")
+        )
+        widgets.build_history_section(self, section("history", "History", "This image's earlier results"))
 
     # --- widgets -> session -------------------------------------------------------------------------------------------
     def _option_widget(self, name: str):
@@ -117,12 +142,14 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.negative_edit.textChanged.connect(
             lambda: s.set_prompt(self.prompt_edit.toPlainText(), self.negative_edit.toPlainText())
         )
-        self.mode_tabs.currentChanged.connect(lambda i: s.set_mode(MODES[i]) if MODES[i] != s.settings.mode else None)
+        self.mode_box.activated.connect(lambda i: s.set_mode(MODES[i]) if MODES[i] != s.settings.mode else None)
         self.connect_button.clicked.connect(
             lambda: s.set_server(self.url_edit.text(), self.token_edit.text(), self.autostart_check.isChecked())
         )
         self.start_server_button.clicked.connect(s.start_local_server)
-        self.add_control_button.clicked.connect(lambda: s.add_control())
+        self.add_control_button.clicked.connect(
+            lambda: s.add_control(type=(s.offers().controls_for(s.settings.mode) or ("scribble",))[0])
+        )
         self.run_button.clicked.connect(lambda: s.run())
         self.describe_button.clicked.connect(lambda: s.describe())
         self.cancel_button.clicked.connect(s.cancel)
@@ -136,6 +163,11 @@ class PaintbridgePanel(QtWidgets.QWidget):
         s.settings_changed.connect(self._on_setting)
         s.connection_changed.connect(self._on_connection)
         s.models_changed.connect(self._fill_model_boxes)
+        s.models_changed.connect(self._apply_offers)  # show only what the chosen model can run
+        s.settings_changed.connect(lambda name, _value: self._apply_offers() if name in ("model", "mode") else None)
+        s.controls_changed.connect(self._apply_offers)
+        s.models_changed.connect(self.lora_section.refresh)  # the installed LoRAs of the model's family
+        s.settings_changed.connect(lambda name, _value: self.lora_section.refresh() if name == "model" else None)
         s.job_changed.connect(self._update_run)
         s.progress_preview.connect(self._show_progress_preview)
         s.progress_preview_ended.connect(self._end_progress_preview)
@@ -179,9 +211,9 @@ class PaintbridgePanel(QtWidgets.QWidget):
 
     def _on_setting(self, name: str, value) -> None:
         if name == "mode":
-            self.mode_tabs.blockSignals(True)
-            self.mode_tabs.setCurrentIndex(MODES.index(value))
-            self.mode_tabs.blockSignals(False)
+            self.mode_box.blockSignals(True)
+            self.mode_box.setCurrentIndex(MODES.index(value))
+            self.mode_box.blockSignals(False)
             self.strength_row.setVisible(value in ("img2img", "inpaint"))
             self.transparent_check.setVisible(value in ("generate", "img2img"))
             self.outpaint_box.setVisible(value == "outpaint")
@@ -189,10 +221,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.tileable_row.setVisible(value in protocol.TILEABLE_MODES)
             self.live_button.setEnabled(value in client.modes.LIVE_MODES)
             self.run_button.setText(SHORT_MODE_NAMES[value])
-            self._update_mode_tabs()
+            self._update_modes()
             return
         if name == "model":
-            self._update_mode_tabs()
+            self._update_modes()
         if name in ("prompt", "negative_prompt"):
             edit = self.prompt_edit if name == "prompt" else self.negative_edit
             if edit.toPlainText().strip() != value:
@@ -266,17 +298,18 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.upscaler_box.addItem(name, name)
         self.upscaler_box.setCurrentIndex(max(0, self.upscaler_box.findData(s.settings.upscaler)))
         self.upscaler_box.blockSignals(False)
-        self._update_mode_tabs()
+        self._update_modes()
         self._fill_sampling_boxes()
 
-    def _update_mode_tabs(self) -> None:
-        """Tabs of modes the chosen model cannot run (edit on a model that cannot edit) are disabled."""
+    def _update_modes(self) -> None:
+        """Modes the chosen model cannot run (edit on a model that cannot edit) are greyed in the mode list."""
         entry = self.session.entry()
-        self.mode_tabs.blockSignals(True)  # Qt moves off a disabled current tab; the session picks the mode
+        items = self.mode_box.model()
+        self.mode_box.blockSignals(True)
         for i, mode in enumerate(MODES):
-            self.mode_tabs.setTabEnabled(i, client.modes.offered(mode, entry))
-        self.mode_tabs.setCurrentIndex(MODES.index(self.session.settings.mode))
-        self.mode_tabs.blockSignals(False)
+            items.item(i).setEnabled(client.modes.offered(mode, entry))
+        self.mode_box.setCurrentIndex(MODES.index(self.session.settings.mode))
+        self.mode_box.blockSignals(False)
 
     def _fill_sampling_boxes(self) -> None:
         """Samplers and schedules from the server's welcome, VAEs and refiners from its listing."""
@@ -397,19 +430,25 @@ class PaintbridgePanel(QtWidgets.QWidget):
             button.setVisible(has)
 
     # --- control layers -----------------------------------------------------------------------------------------------
+    def _apply_offers(self, *_args) -> None:
+        offers_view.apply(self, self.session.offers(), self.session.settings.mode, len(self.session.controls))
+
     def _fill_controls(self) -> None:
         for row in self.control_rows:
             row.setParent(None)
             row.deleteLater()
         self.control_rows = []
         layers = self.session.host.paint_layers()
+        offers = self.session.offers()
         for index, spec in enumerate(self.session.controls):
-            row = widgets.ControlRow(
+            row = ControlRow(
                 spec,
                 layers,
                 changed=lambda field, value, i=index: self.session.update_control(i, **{field: value}),
                 from_image=lambda i=index: self.session.control_from_image(index=i),
                 remove=lambda i=index: self.session.remove_control(i),
+                types=offers.controls_for(self.session.settings.mode) or protocol.CONTROL_TYPES,
+                preprocessors=offers.preprocessors,
             )
             self.control_rows.append(row)
             self.controls_layout.addWidget(row)

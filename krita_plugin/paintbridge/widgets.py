@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
-from . import reference_widgets
-from .basic_widgets import combo as _combo, fill_layer_picker, spin as _spin
-from .model import ControlSpec
+from .basic_widgets import combo as _combo, spin as _spin
+from .sections import Section
 from .qt_compat import QtCore, QtWidgets, Qt
 from .wire import client, protocol
 
@@ -20,7 +17,7 @@ MODES = (
     "upscale",
     "edit",
     "detail",
-)  # the panel's tabs (client.modes has the rules; edit: instruction edit)
+)  # the panel's mode list (client.modes has the rules; edit: instruction edit)
 MODE_LABELS = {
     "generate": "Generate",
     "inpaint": "Inpaint",
@@ -42,87 +39,52 @@ SHORT_MODE_NAMES = {
 }
 
 
-class ControlRow(QtWidgets.QFrame):
-    """One control layer in the panel: layer, type, strength, start/end, "from image", remove.
-
-    ``changed(field, value)``, ``from_image()`` and ``remove()`` are what its widgets call; the view binds them to
-    the session's control ``index``.
-    """
-
-    def __init__(
-        self, spec: ControlSpec, layers: list, changed: Callable, from_image: Callable, remove: Callable
-    ) -> None:
-        super().__init__()
-        self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
-        grid = QtWidgets.QGridLayout(self)
-        grid.setContentsMargins(4, 4, 4, 4)
-        grid.setHorizontalSpacing(4)
-        grid.setVerticalSpacing(2)
-        self.type_box = _combo(6)
-        self.type_box.addItems(list(protocol.CONTROL_TYPES))
-        self.type_box.setCurrentText(spec.type)
-        self.type_box.setToolTip("What the control layer holds: lines, depth, a pose…")
-        self.layer_box = _combo(6)
-        self.layer_box.setToolTip("The layer that holds the control image")
-        self.from_image = QtWidgets.QToolButton()
-        self.from_image.setText("From image")
-        self.from_image.setToolTip("Make a control image of this type from the image and put it in a new layer")
-        self.remove_button = QtWidgets.QToolButton()
-        self.remove_button.setText("✕")
-        self.remove_button.setToolTip("Remove this control layer from the job (the layer stays)")
-        self.strength = _spin(0.0, 2.0, spec.strength, 0.05, "")
-        self.strength.setToolTip("How strongly the control layer guides the image")
-        self.start = _spin(0.0, 1.0, spec.start, 0.05, "")
-        self.start.setToolTip("Guide from this fraction of the steps…")
-        self.end = _spin(0.0, 1.0, spec.end, 0.05, "")
-        self.end.setToolTip("…to this fraction of the steps")
-        top = QtWidgets.QHBoxLayout()
-        top.addWidget(self.type_box, 2)
-        top.addWidget(self.layer_box, 3)
-        top.addWidget(self.remove_button)
-        bottom = QtWidgets.QHBoxLayout()
-        bottom.addWidget(QtWidgets.QLabel("Strength"))
-        bottom.addWidget(self.strength, 1)
-        bottom.addWidget(QtWidgets.QLabel("Range"))
-        bottom.addWidget(self.start, 1)
-        bottom.addWidget(self.end, 1)
-        grid.addLayout(top, 0, 0)
-        grid.addLayout(bottom, 1, 0)
-        grid.addWidget(self.from_image, 2, 0)
-        self.from_image.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
-        self.refresh_layers(layers, spec.layer_id)
-        self.type_box.currentTextChanged.connect(lambda text: changed("type", text))
-        self.layer_box.activated.connect(lambda i: changed("layer_id", self.layer_box.itemData(i) or ""))
-        self.strength.valueChanged.connect(lambda v: changed("strength", v))
-        self.start.valueChanged.connect(lambda v: changed("start", v))
-        self.end.valueChanged.connect(lambda v: changed("end", v))
-        self.from_image.clicked.connect(lambda: from_image())
-        self.remove_button.clicked.connect(lambda: remove())
-
-    def refresh_layers(self, layers: list, keep: str) -> None:
-        """Fill the layer picker with ``layers`` ((name, id) pairs) and select ``keep``."""
-        fill_layer_picker(self.layer_box, layers, keep)
-
-
 def build(
     panel: QtWidgets.QWidget, url: str, token: str, autostart: bool, server_available: bool, default_url: str
-) -> None:
-    """Create the panel's widgets as attributes of ``panel`` and lay them out (top to bottom)."""
+) -> QtWidgets.QVBoxLayout:
+    """Create the panel's widgets as attributes of ``panel`` and lay them out, the painter's loop first (status,
+    mode and model, prompt, strength, Generate / Live, results). Returns the layout the folded sections go in
+    (``add_section``; the view adds them in order)."""
     outer = QtWidgets.QVBoxLayout(panel)
     outer.setContentsMargins(0, 0, 0, 0)
-    scroll = QtWidgets.QScrollArea()
-    scroll.setWidgetResizable(True)
-    scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
-    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-    outer.addWidget(scroll)
+    panel.scroll = QtWidgets.QScrollArea()
+    panel.scroll.setWidgetResizable(True)
+    panel.scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+    panel.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    outer.addWidget(panel.scroll)
     body = QtWidgets.QWidget()
-    scroll.setWidget(body)
+    panel.scroll.setWidget(body)
     layout = QtWidgets.QVBoxLayout(body)
     layout.setContentsMargins(6, 6, 6, 6)
-    layout.setSpacing(6)
+    layout.setSpacing(5)
+    panel.sections = {}
+    build_status(panel, layout)
+    build_server(panel, layout, url, token, autostart, server_available, default_url)
+    panel.style_row = QtWidgets.QHBoxLayout()  # the style picker's row (filled by the view)
+    layout.addLayout(panel.style_row)
+    build_mode_and_model(panel, layout)
+    build_prompts(panel, layout)
+    build_mode_options(panel, layout)
+    build_run(panel, layout)
+    build_results(panel, layout)
+    folded = QtWidgets.QVBoxLayout()
+    folded.setSpacing(2)
+    layout.addLayout(folded)
+    layout.addStretch(1)
+    return folded
 
-    # Connection status line with a settings toggle.
-    status_row = QtWidgets.QHBoxLayout()
+
+def add_section(panel: QtWidgets.QWidget, layout, key: str, title: str, tip: str = "") -> QtWidgets.QVBoxLayout:
+    """A folded section ``panel.sections[key]`` appended to ``layout``; returns the layout of its body."""
+    section = Section(title, tip)
+    panel.sections[key] = section
+    layout.addWidget(section)
+    return section.content
+
+
+def build_status(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) -> None:
+    """The connection status line with the server settings' toggle."""
+    row = QtWidgets.QHBoxLayout()
     panel.status_dot = QtWidgets.QLabel("●")
     panel.status_label = QtWidgets.QLabel("Not connected")
     panel.status_label.setWordWrap(True)
@@ -131,11 +93,22 @@ def build(
     panel.settings_button.setText("⚙")
     panel.settings_button.setCheckable(True)
     panel.settings_button.setToolTip("Server settings")
-    status_row.addWidget(panel.status_dot)
-    status_row.addWidget(panel.status_label, 1)
-    status_row.addWidget(panel.settings_button)
-    layout.addLayout(status_row)
+    row.addWidget(panel.status_dot)
+    row.addWidget(panel.status_label, 1)
+    row.addWidget(panel.settings_button)
+    layout.addLayout(row)
 
+
+def build_server(
+    panel: QtWidgets.QWidget,
+    layout: QtWidgets.QVBoxLayout,
+    url: str,
+    token: str,
+    autostart: bool,
+    server_available: bool,
+    default_url: str,
+) -> None:
+    """The server settings (address, token, autostart, connect, start), shown by the ⚙ toggle."""
     panel.server_box = QtWidgets.QGroupBox("Server")
     form = QtWidgets.QFormLayout(panel.server_box)
     panel.url_edit = QtWidgets.QLineEdit(url)
@@ -145,51 +118,50 @@ def build(
     panel.token_edit.setPlaceholderText("only for a remote server")
     panel.autostart_check = QtWidgets.QCheckBox("Start the local server when needed")
     panel.autostart_check.setChecked(autostart)
-    server_buttons = QtWidgets.QHBoxLayout()
+    buttons = QtWidgets.QHBoxLayout()
     panel.connect_button = QtWidgets.QPushButton("Connect")
     panel.start_server_button = QtWidgets.QPushButton("Start local server")
     panel.start_server_button.setEnabled(server_available)
     if not server_available:
         panel.start_server_button.setToolTip("install.py records where the server lives; run it to enable this")
-    server_buttons.addWidget(panel.connect_button)
-    server_buttons.addWidget(panel.start_server_button)
+    buttons.addWidget(panel.connect_button)
+    buttons.addWidget(panel.start_server_button)
     form.addRow("Address", panel.url_edit)
     form.addRow("Token", panel.token_edit)
     form.addRow(panel.autostart_check)
-    form.addRow(server_buttons)
+    form.addRow(buttons)
     panel.server_box.setVisible(False)
     layout.addWidget(panel.server_box)
     panel.settings_button.toggled.connect(panel.server_box.setVisible)
 
-    # Mode: a tab bar (scrolls when the docker is narrow).
-    panel.mode_tabs = QtWidgets.QTabBar()
-    panel.mode_tabs.setExpanding(True)
-    panel.mode_tabs.setUsesScrollButtons(True)
-    panel.mode_tabs.setDrawBase(False)
-    panel.mode_tabs.setStyleSheet("QTabBar::tab { padding: 4px 5px; }")
-    for i, mode in enumerate(MODES):
-        panel.mode_tabs.addTab(SHORT_MODE_NAMES[mode])
-        panel.mode_tabs.setTabToolTip(i, MODE_LABELS[mode])
-    layout.addWidget(panel.mode_tabs)
 
-    # Model.
-    model_row = QtWidgets.QHBoxLayout()
-    model_row.addWidget(QtWidgets.QLabel("Model"))
+def build_mode_and_model(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) -> None:
+    """One row: the mode (a list, never tabs behind overflow arrows) and the model."""
+    row = QtWidgets.QHBoxLayout()
+    row.setSpacing(4)
+    panel.mode_box = _combo(7)
+    for mode in MODES:
+        panel.mode_box.addItem(SHORT_MODE_NAMES[mode], mode)
+        panel.mode_box.setItemData(panel.mode_box.count() - 1, MODE_LABELS[mode], Qt.ItemDataRole.ToolTipRole)
+    panel.mode_box.setToolTip("What the job does: inpaint the selection, generate into it, refine, outpaint…")
     panel.model_box = _combo()
-    panel.model_box.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
-    model_row.addWidget(panel.model_box, 1)
-    layout.addLayout(model_row)
+    panel.model_box.setToolTip("The model that paints (the style's choice unless you pick one)")
+    row.addWidget(panel.mode_box, 2)
+    row.addWidget(panel.model_box, 3)
+    layout.addLayout(row)
 
-    # Prompts.
+
+def build_prompts(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) -> None:
+    """The prompt with the Describe button and the caption style beside it, the negative prompt under it."""
     panel.prompt_edit = QtWidgets.QPlainTextEdit()
     panel.prompt_edit.setPlaceholderText("Describe what to paint…")
     panel.prompt_edit.setFixedHeight(64)
     panel.negative_edit = QtWidgets.QPlainTextEdit()
     panel.negative_edit.setPlaceholderText("Negative prompt: what to avoid")
-    panel.negative_edit.setFixedHeight(40)
-    prompt_row = QtWidgets.QHBoxLayout()
-    prompt_row.setSpacing(4)
-    prompt_row.addWidget(panel.prompt_edit, 1)
+    panel.negative_edit.setFixedHeight(36)
+    row = QtWidgets.QHBoxLayout()
+    row.setSpacing(4)
+    row.addWidget(panel.prompt_edit, 1)
     describe = QtWidgets.QVBoxLayout()
     describe.setSpacing(2)
     panel.describe_button = QtWidgets.QToolButton()
@@ -205,11 +177,13 @@ def build(
     describe.addWidget(panel.describe_button)
     describe.addWidget(panel.caption_style_box)
     describe.addStretch(1)
-    prompt_row.addLayout(describe)
-    layout.addLayout(prompt_row)
+    row.addLayout(describe)
+    layout.addLayout(row)
     layout.addWidget(panel.negative_edit)
 
-    # Strength, outpaint sides, upscale options (shown per mode).
+
+def build_mode_options(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) -> None:
+    """Strength, and what only some modes show: the transparent layer, seamless textures, outpaint sides, upscale."""
     panel.strength_row = QtWidgets.QWidget()
     srow = QtWidgets.QHBoxLayout(panel.strength_row)
     srow.setContentsMargins(0, 0, 0, 0)
@@ -274,17 +248,75 @@ def build(
     uform.addRow("Refine", panel.refine_spin)
     layout.addWidget(panel.upscale_box)
 
-    # Advanced parameters.
-    panel.advanced_button = QtWidgets.QToolButton()
-    panel.advanced_button.setText("Advanced")
-    panel.advanced_button.setCheckable(True)
-    panel.advanced_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-    panel.advanced_button.setArrowType(Qt.ArrowType.RightArrow)
-    panel.advanced_button.setStyleSheet("QToolButton { border: none; font-weight: bold; }")
-    layout.addWidget(panel.advanced_button)
-    panel.advanced = QtWidgets.QWidget()
-    aform = QtWidgets.QFormLayout(panel.advanced)
-    aform.setContentsMargins(8, 0, 0, 0)
+
+def build_run(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) -> None:
+    """Generate (named after the mode), Cancel and Live; the progress bar and the message line under them."""
+    row = QtWidgets.QHBoxLayout()
+    panel.run_button = QtWidgets.QPushButton("Inpaint")
+    panel.run_button.setMinimumHeight(32)
+    font = panel.run_button.font()
+    font.setBold(True)
+    panel.run_button.setFont(font)
+    panel.cancel_button = QtWidgets.QPushButton("Cancel")
+    panel.cancel_button.setEnabled(False)
+    panel.live_button = QtWidgets.QPushButton("Live")
+    panel.live_button.setCheckable(True)
+    panel.live_button.setToolTip("Live inpainting: repaint the selection whenever it or the pixels under it change")
+    row.addWidget(panel.run_button, 2)
+    row.addWidget(panel.cancel_button, 1)
+    row.addWidget(panel.live_button, 1)
+    layout.addLayout(row)
+    panel.live_offer_layout = QtWidgets.QVBoxLayout()  # the one-click download that makes live frames fast
+    layout.addLayout(panel.live_offer_layout)
+    panel.progress = QtWidgets.QProgressBar()
+    panel.progress.setRange(0, 100)
+    panel.progress.setValue(0)
+    panel.progress.setTextVisible(True)
+    panel.progress.setMaximumHeight(14)
+    layout.addWidget(panel.progress)
+    panel.message_label = QtWidgets.QLabel("")
+    panel.message_label.setWordWrap(True)
+    panel.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    layout.addWidget(panel.message_label)
+
+
+def build_results(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) -> None:
+    """The strip of results (the job's in-progress preview takes its place while it runs), Apply and Discard."""
+    panel.progress_preview = QtWidgets.QLabel()
+    panel.progress_preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    panel.progress_preview.setFixedHeight(PREVIEW_HEIGHT + 8)
+    panel.progress_preview.setMinimumWidth(THUMB)
+    panel.progress_preview.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Fixed)
+    panel.progress_preview.setVisible(False)
+    layout.addWidget(panel.progress_preview)
+    panel.results_list = QtWidgets.QListWidget()
+    panel.results_list.setViewMode(QtWidgets.QListView.ViewMode.IconMode)
+    panel.results_list.setFlow(QtWidgets.QListView.Flow.LeftToRight)
+    panel.results_list.setWrapping(False)
+    panel.results_list.setIconSize(QtCore.QSize(THUMB, THUMB))
+    panel.results_list.setFixedHeight(THUMB + 34)
+    panel.results_list.setMovement(QtWidgets.QListView.Movement.Static)
+    panel.results_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    layout.addWidget(panel.results_list)
+    row = QtWidgets.QHBoxLayout()
+    panel.apply_button = QtWidgets.QPushButton("Apply")
+    panel.apply_button.setToolTip("Insert the chosen result as a new layer")
+    panel.discard_button = QtWidgets.QPushButton("Discard")
+    row.addWidget(panel.apply_button)
+    row.addWidget(panel.discard_button)
+    layout.addLayout(row)
+    panel.after_results = QtWidgets.QVBoxLayout()  # the models box (what a preset lacks, its download)
+    layout.addLayout(panel.after_results)
+
+
+def build_sampling(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) -> None:
+    """The folded "Sampling" section: steps, CFG, sampler, seed, batch, inputs, schedule, VAE…, fills."""
+    section = panel.sections["sampling"]
+    panel.advanced_button, panel.advanced = section.button, section.body
+    holder = QtWidgets.QWidget()
+    aform = QtWidgets.QFormLayout(holder)
+    aform.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(holder)
     panel.steps_spin = QtWidgets.QSpinBox()
     panel.steps_spin.setRange(1, 150)
     panel.cfg_spin = _spin(0.0, 30.0, 7.0, 0.5, "")
@@ -315,7 +347,7 @@ def build(
     aform.addRow("Input", panel.image_source_box)
     aform.addRow("Mask", panel.mask_source_box)
     build_sampling_rows(panel, aform)
-    # fills
+    panel.sampling_form = aform
     panel.fill_box = _combo()
     for value, label in client.settings.FILLS.items():
         panel.fill_box.addItem(label, value)
@@ -327,86 +359,17 @@ def build(
     panel.color_match_check = QtWidgets.QCheckBox("Match colours to the surroundings")
     aform.addRow("Fill", panel.fill_box)
     aform.addRow(panel.color_match_check)
-    panel.advanced.setVisible(False)
-    layout.addWidget(panel.advanced)
 
-    def toggle_advanced(on: bool) -> None:
-        panel.advanced.setVisible(on)
-        panel.advanced_button.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
 
-    panel.advanced_button.toggled.connect(toggle_advanced)
-
-    # Control layers.
-    control_header = QtWidgets.QHBoxLayout()
-    control_title = QtWidgets.QLabel("Control layers")
-    control_title.setStyleSheet("font-weight: bold;")
+def build_controls(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) -> None:
+    """The folded "Control layers" section: + Add, and the box the rows go in (``panel.controls_layout``)."""
     panel.add_control_button = QtWidgets.QToolButton()
-    panel.add_control_button.setText("+ Add")
+    panel.add_control_button.setText("+ Add a control layer")
     panel.add_control_button.setToolTip("Guide the job with a control layer (lines, depth, pose…)")
-    control_header.addWidget(control_title, 1)
-    control_header.addWidget(panel.add_control_button)
-    layout.addLayout(control_header)
+    layout.addWidget(panel.add_control_button)
     panel.controls_layout = QtWidgets.QVBoxLayout()
     panel.controls_layout.setSpacing(3)
     layout.addLayout(panel.controls_layout)
-    reference_widgets.build_references_section(panel, layout)  # reference images
-
-    # Run, cancel, live.
-    run_row = QtWidgets.QHBoxLayout()
-    panel.run_button = QtWidgets.QPushButton("Inpaint")
-    panel.run_button.setMinimumHeight(32)
-    font = panel.run_button.font()
-    font.setBold(True)
-    panel.run_button.setFont(font)
-    panel.cancel_button = QtWidgets.QPushButton("Cancel")
-    panel.cancel_button.setEnabled(False)
-    panel.live_button = QtWidgets.QPushButton("Live")
-    panel.live_button.setCheckable(True)
-    panel.live_button.setToolTip("Live inpainting: repaint the selection whenever it or the pixels under it change")
-    run_row.addWidget(panel.run_button, 2)
-    run_row.addWidget(panel.cancel_button, 1)
-    run_row.addWidget(panel.live_button, 1)
-    layout.addLayout(run_row)
-
-    panel.progress = QtWidgets.QProgressBar()
-    panel.progress.setRange(0, 100)
-    panel.progress.setValue(0)
-    panel.progress.setTextVisible(True)
-    panel.progress.setMaximumHeight(14)
-    layout.addWidget(panel.progress)
-
-    panel.message_label = QtWidgets.QLabel("")
-    panel.message_label.setWordWrap(True)
-    panel.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    layout.addWidget(panel.message_label)
-
-    # The job in progress (the server's previews), shown where the result thumbnails appear.
-    panel.progress_preview = QtWidgets.QLabel()
-    panel.progress_preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
-    panel.progress_preview.setFixedHeight(PREVIEW_HEIGHT + 8)
-    panel.progress_preview.setMinimumWidth(THUMB)
-    panel.progress_preview.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Fixed)
-    panel.progress_preview.setVisible(False)
-    layout.addWidget(panel.progress_preview)
-
-    # Results.
-    panel.results_list = QtWidgets.QListWidget()
-    panel.results_list.setViewMode(QtWidgets.QListView.ViewMode.IconMode)
-    panel.results_list.setFlow(QtWidgets.QListView.Flow.LeftToRight)
-    panel.results_list.setWrapping(False)
-    panel.results_list.setIconSize(QtCore.QSize(THUMB, THUMB))
-    panel.results_list.setFixedHeight(THUMB + 34)
-    panel.results_list.setMovement(QtWidgets.QListView.Movement.Static)
-    panel.results_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
-    layout.addWidget(panel.results_list)
-    result_row = QtWidgets.QHBoxLayout()
-    panel.apply_button = QtWidgets.QPushButton("Apply")
-    panel.apply_button.setToolTip("Insert the chosen result as a new layer")
-    panel.discard_button = QtWidgets.QPushButton("Discard")
-    result_row.addWidget(panel.apply_button)
-    result_row.addWidget(panel.discard_button)
-    layout.addLayout(result_row)
-    layout.addStretch(1)
 
 
 def build_sampling_rows(panel: QtWidgets.QWidget, form: QtWidgets.QFormLayout) -> None:
@@ -437,15 +400,16 @@ def build_sampling_rows(panel: QtWidgets.QWidget, form: QtWidgets.QFormLayout) -
 def build_models_section(panel: QtWidgets.QWidget) -> None:
     """The "Models" section under the results: what each preset has and lacks for the current mode, and a download
     of one preset onto the server's machine with its progress and a Cancel button."""
-    layout = panel.results_list.parentWidget().layout()
     panel.models_box = QtWidgets.QGroupBox("Models")
     box = QtWidgets.QVBoxLayout(panel.models_box)
     panel.presets_label = QtWidgets.QLabel("")
     panel.presets_label.setWordWrap(True)
     panel.presets_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    # long file names have no break: the label may cut them rather than widen the panel past the docker
+    panel.presets_label.setMinimumWidth(1)
     box.addWidget(panel.presets_label)
     row = QtWidgets.QHBoxLayout()
-    panel.preset_box = QtWidgets.QComboBox()
+    panel.preset_box = _combo(5)
     panel.preset_box.setToolTip("A starter set of models from the catalogue; the files land on the server's machine")
     panel.pull_button = QtWidgets.QPushButton("Download")
     panel.pull_cancel_button = QtWidgets.QPushButton("Cancel")
@@ -461,15 +425,15 @@ def build_models_section(panel: QtWidgets.QWidget) -> None:
     panel.pull_progress.setVisible(False)
     box.addWidget(panel.pull_progress)
     panel.models_box.setVisible(False)
-    layout.insertWidget(layout.count() - 1, panel.models_box)  # above the closing stretch
+    panel.after_results.addWidget(panel.models_box)
 
 
-def build_history_section(panel: QtWidgets.QWidget) -> None:
-    """The "History" section: this document's earlier results (thumbnails; the job's parameters as tooltips), with
-    Apply again, Reuse settings, Delete, and how many MB each document keeps."""
-    layout = panel.results_list.parentWidget().layout()
-    panel.history_box = QtWidgets.QGroupBox("History")
+def build_history_section(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) -> None:
+    """The "History" section's body: this document's earlier results (thumbnails; the job's parameters as tooltips),
+    with Apply again, Reuse settings, Delete, and how many MB each document keeps."""
+    panel.history_box = QtWidgets.QWidget()
     box = QtWidgets.QVBoxLayout(panel.history_box)
+    box.setContentsMargins(0, 0, 0, 0)
     panel.history_search = QtWidgets.QLineEdit()
     panel.history_search.setPlaceholderText("Search: words of the prompt, model, seed, mode, date")
     panel.history_search.setClearButtonEnabled(True)
@@ -508,4 +472,4 @@ def build_history_section(panel: QtWidgets.QWidget) -> None:
     limit_row.addWidget(panel.history_limit_spin)
     limit_row.addWidget(panel.history_size_label, 1)
     box.addLayout(limit_row)
-    layout.insertWidget(layout.count() - 1, panel.history_box)  # above the closing stretch
+    layout.addWidget(panel.history_box)

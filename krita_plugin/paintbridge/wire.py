@@ -26,6 +26,7 @@ for _name in (
     "jobs",
     "live",
     "modes",
+    "offers",
     "regions",
     "results",
     "sampling",

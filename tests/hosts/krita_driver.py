@@ -1297,13 +1297,15 @@ def scenario_edit():
     yield 300
     ses.set_option("model", "tiny-flux")
     yield 200
-    R["tab_enabled_flux"] = panel.mode_tabs.isTabEnabled(edit_tab)
+    R["tab_enabled_flux"] = mode_offered(panel, edit_tab)
+    R["flux_sections_hidden"] = {key: section.isHidden() for key, section in panel.sections.items()}
+    R["flux_mode"] = ses.settings.mode
     ses.set_mode("edit")
     R["mode_after_refused"], R["refused_message"] = ses.settings.mode, ses.message
     ses.set_option("model", CONFIG["model"])
     yield 200
-    R["tab_enabled_kontext"] = panel.mode_tabs.isTabEnabled(edit_tab)
-    panel.mode_tabs.setCurrentIndex(edit_tab)  # as a click on the tab does
+    R["tab_enabled_kontext"] = mode_offered(panel, edit_tab)
+    choose_mode(panel, edit_tab)
     yield 200
     R["mode"] = ses.settings.mode
     R["run_button"] = panel.run_button.text()
@@ -1324,13 +1326,24 @@ def scenario_edit():
     ses.set_option("model", "tiny-flux")  # a model that cannot edit: the panel leaves the Edit mode
     yield 200
     R["mode_after_switch"] = ses.settings.mode
-    R["tab_enabled_after_switch"] = panel.mode_tabs.isTabEnabled(edit_tab)
+    R["tab_enabled_after_switch"] = mode_offered(panel, edit_tab)
 
 
 def panel_modes():
-    from paintbridge.widgets import MODES  # the panel's own tab order
+    from paintbridge.widgets import MODES  # the panel's own order of modes
 
     return MODES
+
+
+def mode_offered(panel, index):
+    """Whether the panel's mode list lets the painter pick mode ``index``."""
+    return panel.mode_box.model().item(index).isEnabled()
+
+
+def choose_mode(panel, index):
+    """Pick mode ``index`` in the panel's mode list, as a painter's click does."""
+    panel.mode_box.setCurrentIndex(index)
+    panel.mode_box.activated.emit(index)
 
 
 def load_photo(doc, path):
@@ -1357,7 +1370,8 @@ def scenario_techniques():
     yield Until(lambda: ses.connection_state == "connected", 150, poll=200)
     R["connected"] = ses.connection_state
     R["server_pid"] = server_pid(ses)
-    R["mode_tabs"] = [panel.mode_tabs.tabText(i) for i in range(panel.mode_tabs.count())]
+    R["mode_tabs"] = [panel.mode_box.itemText(i) for i in range(panel.mode_box.count())]
+    panel.sections["techniques"].set_open(True)  # the painter opens the folded section
     doc = new_doc("pb-techniques")
     yield 400
     photo = load_photo(doc, CONFIG["photo"])
@@ -1370,7 +1384,7 @@ def scenario_techniques():
     ses.set_option("seed", 5)
     t = panel.techniques
     mark("detail")
-    panel.mode_tabs.setCurrentIndex(MODES.index("detail"))
+    choose_mode(panel, MODES.index("detail"))
     yield 200
     t.detail_strength.setValue(0.6)
     t.detail_prompt.setText("a smiling face")
@@ -1399,7 +1413,7 @@ def scenario_techniques():
     rec["last_progress"] = list(ses.last_progress)
     yield from apply_result(ses, doc, rec, "techniques-detail", W, H)
     mark("hires")
-    panel.mode_tabs.setCurrentIndex(MODES.index("generate"))
+    choose_mode(panel, MODES.index("generate"))
     yield 200
     t.hires_box.setChecked(True)
     t.hires_scale.setValue(2.0)
@@ -1964,7 +1978,7 @@ def scenario_transparent():
     dock, panel, doc = yield from connected_panel_and_document("pb-transparent")
     ses = panel.session
     ses.set_option("model", CONFIG["model"])
-    panel.mode_tabs.setCurrentIndex(list(panel_modes()).index("generate"))  # as a click on the tab does
+    choose_mode(panel, list(panel_modes()).index("generate"))
     yield 200
     R["mode"] = ses.settings.mode
     R["check_visible"] = panel.transparent_check.isVisible()
@@ -1983,7 +1997,76 @@ def scenario_transparent():
     doc.setModified(False)
 
 
+def geometry_in_view(panel, widget):
+    """Where ``widget`` sits in the panel's scroll viewport: its rectangle there, whether it is shown, and whether the
+    whole of it is inside the visible area (no scrolling needed)."""
+    viewport = panel.scroll.viewport()
+    top_left = widget.mapTo(viewport, QtCore.QPoint(0, 0))
+    rect = [top_left.x(), top_left.y(), widget.width(), widget.height()]
+    inside = (
+        top_left.x() >= 0
+        and top_left.y() >= 0
+        and top_left.x() + widget.width() <= viewport.width()
+        and top_left.y() + widget.height() <= viewport.height()
+    )
+    return {"rect": rect, "visible": widget.isVisible(), "inside": bool(inside and widget.isVisible())}
+
+
+def widest_widgets(panel, count=4):
+    """What needs the most width in the panel when the body does not fit the docker: the widest minimum sizes of
+    the body's rows (by index) and of the panel's shown widgets (by attribute name)."""
+    body = panel.scroll.widget()
+    layout = body.layout()
+    rows = sorted(((layout.itemAt(i).minimumSize().width(), f"row {i}") for i in range(layout.count())), reverse=True)
+    widgets = sorted(
+        (
+            (widget.minimumSizeHint().width(), name)
+            for name, widget in vars(panel).items()
+            if isinstance(widget, QtWidgets.QWidget) and widget.isVisible() and body.isAncestorOf(widget)
+        ),
+        reverse=True,
+    )
+    return [[name, width] for width, name in rows[:count] + widgets[:count]]
+
+
+def scenario_first_screen():
+    """The painter's loop on the first screen: the docker floated at 330 x 600 px on default settings; where the
+    style picker, prompt, strength, Generate, Live and (after an inpaint) the results strip sit in the visible area;
+    the folded sections stay closed; a screenshot of the panel."""
+    R = RESULT
+    dock, panel, doc = yield from connected_panel_and_document("pb-first-screen")
+    ses = panel.session
+    R["server_pid"] = server_pid(ses)
+    dock.setFloating(True)
+    dock.resize(330, 600)
+    yield 600
+    viewport = panel.scroll.viewport()
+    R["dock_size"] = [dock.width(), dock.height()]
+    R["viewport"] = [viewport.width(), viewport.height()]
+    R["mode"] = ses.settings.mode
+    R["scrolled"] = panel.scroll.verticalScrollBar().value()
+    R["body_width"] = panel.scroll.widget().width()
+    R["sections_open"] = {key: section.is_open for key, section in panel.sections.items()}
+    R["widest"] = widest_widgets(panel)
+    names = ("style_box", "prompt_edit", "strength_slider", "run_button", "live_button")
+    R["before"] = {name: geometry_in_view(panel, getattr(panel, name)) for name in names if hasattr(panel, name)}
+    select_rect(doc, 40, 30, 24, 20)
+    yield 300
+    R["job"] = rec = {}
+    yield from run_job(ses, rec)
+    yield 400
+    R["after"] = {
+        name: geometry_in_view(panel, getattr(panel, name)) for name in ("run_button", "results_list", "apply_button")
+    }
+    panel.grab().save(os.path.join(OUT, "panel.png"))
+    K.activeWindow().qwindow().grab().save(os.path.join(OUT, "window.png"))
+    ses.discard()
+    yield 300
+    doc.setModified(False)
+
+
 SCENARIOS = {
+    "first_screen": scenario_first_screen,
     "transparent": scenario_transparent,
     "caption": scenario_caption,
     "pose": scenario_pose,

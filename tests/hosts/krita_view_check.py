@@ -8,7 +8,7 @@ sys.path.pop(0)  # tests/hosts holds a krita.py of its own: not the Krita API
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 repo = sys.argv[1]  # the repository root
 sys.path[:0] = [repo, repo + "/tests", repo + "/krita_plugin"]
-from PyQt5.QtWidgets import QApplication
+from PyQt5.QtWidgets import QApplication, QToolButton
 
 app = QApplication([])
 from krita_memory_host import MemoryDocument, MemoryHost, UiLoop
@@ -29,7 +29,7 @@ s = Session(
 )
 p = PaintbridgePanel(s)
 s.set_mode("img2img")
-assert p.mode_tabs.currentIndex() == 2 and p.strength_value.text() == "70%", p.strength_value.text()
+assert p.mode_box.currentIndex() == 2 and p.strength_value.text() == "70%", p.strength_value.text()
 s.set_option("steps", 9)
 assert p.steps_spin.value() == 9
 p.steps_spin.setValue(12)
@@ -157,4 +157,99 @@ assert s.references.items[0].region == "car"
 s.regions.remove(0)
 row = p.reference_rows[0]
 assert s.references.items[0].region == "" and row.region_box.count() == 1 and row.region_box.currentIndex() == 0
+# LoRAs from the list: the model's family only, a pick makes a weight row, the slider and ✕ reach the session.
+s.on_models(
+    [
+        {"name": "m1", "kind": "checkpoint", "arch": "sd15"},
+        {"name": "ink", "kind": "lora", "arch": "sd15"},
+        {"name": "glow", "kind": "lora", "arch": "sdxl"},
+    ]
+)
+s.set_option("model", "m1")
+lora_list = p.lora_section.list
+offered = [lora_list.add_box.itemText(i) for i in range(lora_list.add_box.count())]
+assert offered == ["Add a LoRA…", "ink"] and lora_list.empty_label.isHidden(), offered
+lora_list.add_box.setCurrentIndex(1)
+lora_list.add_box.activated.emit(1)
+assert s.loras.picks == {"ink": 1.0} and list(lora_list.sliders) == ["ink"], s.loras.picks
+assert p.sections["loras"].button.text() == "LoRAs (1)"
+lora_list.sliders["ink"].setValue(65)
+assert s.loras.picks == {"ink": 0.65} and lora_list.sliders["ink"].value_label.text() == "0.65"
+assert s.job_settings().prompt == s.settings.prompt + " <lora:ink:0.65>"
+s.loras.pick("ink", -0.5)
+assert lora_list.sliders["ink"].value() == -50
+lora_list.rows.itemAt(0).widget().findChild(QToolButton).click()
+assert s.loras.picks == {} and not lora_list.sliders and p.sections["loras"].button.text() == "LoRAs"
+# Styles: the picker lists the server's styles, a choice reaches the session; the editor shows and saves a style;
+# the fast-live offer shows where the family has no few-step LoRA and the server names one to pull.
+import protocol as wire_protocol
+
+sent = []
+s.connection.styles = lambda action, arg=None: sent.append((action, arg))
+s.styles.on_styles(
+    wire_protocol.Styles(
+        styles=(
+            wire_protocol.Style(name="sd15-photo", title="Photo", family="sd15", steps=30, builtin=True),
+            wire_protocol.Style(name="mine", family="sd15", loras=(wire_protocol.StyleLora(name="ink", weight=0.5),)),
+        ),
+        fewstep={"sd15": {"installed": "", "pull": "lcm-lora-sd15"}},
+    )
+)
+picker = p.style_picker
+assert [picker.box.itemText(i) for i in range(picker.box.count())] == ["No style", "Photo", "mine"]
+picker.box.setCurrentIndex(1)
+picker.box.activated.emit(1)
+assert s.styles.chosen == "sd15-photo" and p.steps_spin.value() == 30, p.steps_spin.value()
+s.set_mode("inpaint")
+assert not p.fast_live.widget.isHidden() and p.fast_live.pull == "lcm-lora-sd15"
+editor = picker.open_editor()
+assert editor.name == "sd15-photo" and editor.steps_spin.value() == 30 and not editor.buttons["delete"].isEnabled()
+editor.show_style("mine")
+assert list(editor.lora_list.sliders) == ["ink"] and editor.lora_list.sliders["ink"].value() == 50
+editor.lora_list.sliders["ink"].setValue(70)
+editor.steps_spin.setValue(12)
+assert editor.save() and sent[-1][0] == "save", sent
+assert sent[-1][1].steps == 12 and sent[-1][1].loras[0].weight == 0.7, sent[-1][1]
+assert not editor.new_style("mine") and "already" in editor.message.text()
+assert editor.duplicate_style("mine 2") and sent[-1][1].name == "mine 2" and sent[-1][1].loras[0].name == "ink"
+editor.hide()
+# Offer only what can run: the panel follows the capabilities of the chosen model's family.
+s.capabilities = {
+    "modes": ["generate", "inpaint", "img2img", "outpaint", "upscale"],
+    "families": {
+        "sd15": {
+            "modes": ["generate", "inpaint", "img2img", "outpaint"],
+            "control_modes": ["generate", "inpaint", "img2img"],
+            "control_types": ["canny", "depth"],
+            "techniques": ["hires", "detail"],
+            "technique_modes": ["generate", "inpaint", "img2img", "outpaint"],
+            "sampling": ["vae", "clip_skip"],
+            "regions": True,
+            "reference_types": ["style"],
+        },
+        "flux": {"modes": ["generate", "inpaint", "img2img", "outpaint"], "sampling": []},
+    },
+}
+s.on_models(
+    [{"name": "m1", "kind": "checkpoint", "arch": "sd15"}, {"name": "f1", "kind": "checkpoint", "arch": "flux"}]
+)
+s.styles.choose("")
+s.set_option("model", "m1")
+s.set_mode("inpaint")
+sec = p.sections
+assert (
+    not sec["techniques"].isHidden() and not p.techniques.hires_box.isHidden() and p.techniques.detail_hands.isHidden()
+)
+assert not sec["regions"].isHidden() and not sec["references"].isHidden() and not sec["controls"].isHidden()
+assert not p.vae_box.isHidden() and p.refiner_box.isHidden() and p.sampling_form.labelForField(p.refiner_box).isHidden()
+s.add_control()
+assert [p.control_rows[0].type_box.itemText(i) for i in range(p.control_rows[0].type_box.count())] == [
+    "canny",
+    "depth",
+    "scribble",
+]  # the row's own type stays listed, so it can be changed to one that runs
+s.remove_control(0)
+s.set_option("model", "f1")  # Flux: no hires fix, no detailer, no regions, references, controls or VAE choice
+assert sec["techniques"].isHidden() and sec["regions"].isHidden() and sec["references"].isHidden()
+assert sec["controls"].isHidden() and p.vae_box.isHidden() and p.clip_skip_spin.isHidden()
 print("view ok")

@@ -1,0 +1,101 @@
+"""The LoRAs a painter picks from the server's list, without widgets and without Krita: each with a weight, kept in
+the host's settings, offered only when they fit the chosen model's family. A job carries them as ``<lora:name:w>``
+tags after the prompt (the form the server reads); tags typed into the prompt keep working and win over a pick of the
+same LoRA."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .model import Event
+from .settings_store import Store
+from .wire import client
+
+MIN_WEIGHT, MAX_WEIGHT = -2.0, 2.0
+STORE_KEY = "loras"
+_TAG_NAME = re.compile(r"<lora:([^:>]+)", re.IGNORECASE)
+_BAD_NAME = re.compile(r"[:<>]")  # a tag cannot carry them
+
+
+def installed_loras(models: Sequence[Mapping], family: Optional[str]) -> List[str]:
+    """Names of the listed LoRAs (``kind`` "lora", loaded without a problem) of ``family`` (a listing's ``arch``);
+    none when the family is unknown (the built-in engine)."""
+    if not family:
+        return []
+    return [
+        str(m["name"])
+        for m in models
+        if m.get("kind") == "lora" and m.get("name") and not m.get("problem") and m.get("arch") == family
+    ]
+
+
+def tagged(prompt: str, picks: Sequence[Tuple[str, float]]) -> str:
+    """``prompt`` followed by a ``<lora:name:w>`` tag per pick that the prompt does not already name."""
+    typed = {name.strip().lower() for name in _TAG_NAME.findall(prompt)}
+    tags = [f"<lora:{name}:{weight:g}>" for name, weight in picks if name.lower() not in typed]
+    return " ".join([prompt.strip(), *tags]).strip() if tags else prompt
+
+
+class Loras:
+    """The picked LoRAs (name → weight, in the order picked). ``models()`` gives the server's listing and
+    ``family()`` the chosen model's family; ``changed`` tells the view and the live loop."""
+
+    def __init__(self, store: Store, models: Callable[[], Sequence[Mapping]], family: Callable[[], Optional[str]]):
+        self.store, self._models, self._family = store, models, family
+        self.changed = Event()  # ()
+        self.picks: Dict[str, float] = _load(store)
+
+    def available(self) -> List[str]:
+        """The installed LoRAs of the chosen model's family."""
+        return installed_loras(self._models(), self._family())
+
+    def active(self) -> List[Tuple[str, float]]:
+        """The picks a job of the chosen model carries (those of another family wait until it is chosen again)."""
+        here = set(self.available())
+        return [(name, weight) for name, weight in self.picks.items() if name in here]
+
+    def pick(self, name: str, weight: float = 1.0) -> None:
+        """Add LoRA ``name`` or change its weight (in [-2, 2])."""
+        if _BAD_NAME.search(name) or not name.strip():
+            raise client.errors.JobInputError(f"a LoRA named {name!r} cannot be used: its name holds ':', '<' or '>'")
+        if name not in self.available():
+            raise client.errors.JobInputError(
+                f"{name!r} is not an installed LoRA of the chosen model's family; choose one from the list"
+            )
+        if not MIN_WEIGHT <= float(weight) <= MAX_WEIGHT:
+            raise client.errors.JobInputError(
+                f"LoRA weight {weight} is out of range: choose {MIN_WEIGHT:g} to {MAX_WEIGHT:g}"
+            )
+        self.picks[name] = round(float(weight), 2)
+        self._save()
+
+    def drop(self, name: str) -> None:
+        """Remove LoRA ``name`` from the picks (nothing when it is not picked)."""
+        if self.picks.pop(name, None) is not None:
+            self._save()
+
+    def prompt(self, prompt: str) -> str:
+        """The prompt a job sends: ``prompt`` with the active picks' tags."""
+        return tagged(prompt, self.active())
+
+    def _save(self) -> None:
+        self.store.write(STORE_KEY, json.dumps(self.picks))
+        self.changed.emit()
+
+
+def _load(store: Store) -> Dict[str, float]:
+    """The stored picks; entries that are not a name with a weight in range are left out."""
+    try:
+        data = json.loads(store.read(STORE_KEY, "{}"))
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out: Dict[str, float] = {}
+    for name, weight in data.items():
+        if isinstance(name, str) and not _BAD_NAME.search(name) and isinstance(weight, (int, float)):
+            if MIN_WEIGHT <= weight <= MAX_WEIGHT:
+                out[name] = float(weight)
+    return out
