@@ -16,7 +16,7 @@ from .diffusion.regions import FAMILIES as REGION_FAMILIES
 from .diffusion.stepcache import FAMILIES as FAST_FAMILIES
 from .families import controlnets as family_controls, engine as family_engine
 from .families.specs import FAMILIES as TRANSFORMER_FAMILIES
-from .models.families import EDIT_FAMILIES, NAMES
+from .models.identify_dit import EDIT_FAMILIES, NAMES
 from .models.ipadapter import REFERENCE_FAMILIES
 from .models.layerdiffuse import FAMILIES as TRANSPARENT_FAMILIES
 from .models.redux import REDUX_FAMILIES, REDUX_TYPES

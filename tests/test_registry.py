@@ -259,7 +259,7 @@ def test_controlnet_config_is_read_off_real_size_shapes(arch, union, overrides, 
         assert inferred["transformer_layers_per_block"] == config["transformer_layers_per_block"]
     if union:  # the modes it serves follow from the modes it was trained on: promax adds tile and inpaint
         from server.diffusion.controls import union_types
-        from server.models.detect import controlnet_arch
+        from server.models.identify import controlnet_arch
         from server.models.registry import ModelEntry
 
         info = controlnet_arch(shapes).info
