@@ -8,7 +8,7 @@ from typing import Sequence, Tuple
 
 MIN_WEIGHT, MAX_WEIGHT = -2.0, 2.0  # what the editors offer
 _TAG_NAME = re.compile(r"<lora:([^:>]+)", re.IGNORECASE)
-_BAD_NAME = re.compile(r"[:<>]")  # a tag cannot carry them
+BAD_NAME = re.compile(r"[:<>]")  # characters a tag cannot carry
 
 
 def tagged(prompt: str, picks: Sequence[Tuple[str, float]]) -> str:
@@ -18,7 +18,7 @@ def tagged(prompt: str, picks: Sequence[Tuple[str, float]]) -> str:
     tags = []
     for name, weight in picks:
         name = name.strip()
-        if _BAD_NAME.search(name):
+        if BAD_NAME.search(name):
             raise ValueError(f"LoRA name {name!r} cannot travel in a prompt tag (it holds ':', '<' or '>')")
         if name and weight and name.lower() not in typed:
             tags.append(f"<lora:{name}:{weight:g}>")

@@ -96,6 +96,8 @@ def _choose(job: Job, entry: ModelEntry, registry: ModelRegistry) -> Choice:
         net = None  # the job brings its own inpaint control, or the union one cannot join its other controls
     fill_kind = entry.arch in FILL_FAMILY
     if forced == "auto":
+        if twin is not None and fill_kind and job.controls and twin is not entry:
+            return Choice("plain", f"the job's control layers cannot guide the {family} Fill model '{twin.name}'")
         if twin is not None:
             what = "Fill model" if fill_kind else "inpainting checkpoint"
             why = (

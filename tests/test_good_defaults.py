@@ -275,3 +275,21 @@ def test_a_forced_method_that_cannot_run_is_refused_naming_the_field(tmp_path, w
     assert plain.params.color_match and plain.controls == [] and plain.model == ""
     assert (plain.image[inside][:, :3] != (255, 0, 255)).any(axis=1).all()
     assert np.array_equal(plain.image[:8], image[:8]) and np.array_equal(plain.image[:, :8], image[:, :8])
+
+
+def test_flux_inpaint_takes_fill_unless_the_job_carries_control_layers(tmp_path):
+    """Fill takes no ControlNet: a Flux.1 inpaint job with a control layer stays on the plain path (said why) rather
+    than being moved to the Fill model and refused; without one it runs on Fill."""
+    from server import inpaintplan
+    from server.core import Control, Job as CoreJob
+    from server.models.registry import ModelRegistry
+
+    registry = ModelRegistry([factory.make_models_dir(tmp_path / "models", ("flux", "flux-fill"))])
+    entry = registry.get("tiny-flux", "checkpoint")
+    canny = Control("canny", picture()[..., :3].copy())
+    _, info = inpaintplan.plan(CoreJob("a", "inpaint", image=picture(), mask=hole()), entry, registry)
+    assert info["method"] == "fill", info
+    guided, info = inpaintplan.plan(
+        CoreJob("a", "inpaint", image=picture(), mask=hole(), controls=[canny]), entry, registry
+    )
+    assert info["method"] == "plain" and "control layers" in info["why"] and guided.model == "", info

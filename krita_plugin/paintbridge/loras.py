@@ -6,17 +6,15 @@ same LoRA."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .model import Event
 from .settings_store import Store
 from .wire import client
 
-MIN_WEIGHT, MAX_WEIGHT = -2.0, 2.0
 STORE_KEY = "loras"
-_TAG_NAME = re.compile(r"<lora:([^:>]+)", re.IGNORECASE)
-_BAD_NAME = re.compile(r"[:<>]")  # a tag cannot carry them
+MIN_WEIGHT, MAX_WEIGHT, tagged = client.loras.MIN_WEIGHT, client.loras.MAX_WEIGHT, client.loras.tagged
+_BAD_NAME = client.loras.BAD_NAME
 
 
 def installed_loras(models: Sequence[Mapping], family: Optional[str]) -> List[str]:
@@ -29,13 +27,6 @@ def installed_loras(models: Sequence[Mapping], family: Optional[str]) -> List[st
         for m in models
         if m.get("kind") == "lora" and m.get("name") and not m.get("problem") and m.get("arch") == family
     ]
-
-
-def tagged(prompt: str, picks: Sequence[Tuple[str, float]]) -> str:
-    """``prompt`` followed by a ``<lora:name:w>`` tag per pick that the prompt does not already name."""
-    typed = {name.strip().lower() for name in _TAG_NAME.findall(prompt)}
-    tags = [f"<lora:{name}:{weight:g}>" for name, weight in picks if name.lower() not in typed]
-    return " ".join([prompt.strip(), *tags]).strip() if tags else prompt
 
 
 class Loras:

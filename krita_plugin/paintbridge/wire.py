@@ -25,6 +25,7 @@ for _name in (
     "history_search",
     "jobs",
     "live",
+    "loras",
     "modes",
     "offers",
     "regions",
