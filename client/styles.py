@@ -6,6 +6,7 @@ after it."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Callable, Sequence
 
 from .errors import JobInputError
@@ -34,13 +35,35 @@ def _ask(call: Callable[[], Any]) -> tuple:
         raise JobInputError(f"The server refused: {err}") from None
 
 
-def _free(styles: Sequence[Any], name: str) -> str:
+def check_name(name: str, taken: Sequence[str] = ()) -> str:
+    """``name`` stripped, when it can name a new style (letters, digits, space, ``_ . + -``; up to 64; unused)."""
     name = name.strip()
-    if not name:
-        raise JobInputError("a style needs a name")
-    if any(s.name == name for s in styles):
-        raise JobInputError(f"there is already a style named '{name}': pick another name")
+    if not re.fullmatch(protocol.styles.STYLE_NAME_PATTERN, name):
+        raise JobInputError(
+            f"{name!r} cannot name a style: use letters, digits, spaces and _ . + - (up to 64, a letter or digit first)"
+        )
+    if name.lower() in {t.lower() for t in taken}:
+        raise JobInputError(f"there is already a style named {name!r}: choose another name")
     return name
+
+
+def edited(style: "protocol.Style", **fields: Any) -> "protocol.Style":
+    """``style`` with ``fields`` changed, checked as the server checks it (a bad value names its field)."""
+    try:
+        changed = dataclasses.replace(style, builtin=False, **fields)
+        return type(style).parse_map(changed.to_wire(), "style", None)
+    except (protocol.ProtocolError, TypeError, ValueError) as err:
+        raise JobInputError(f"style {style.name!r}: {err}") from None
+
+
+def first_installed(style: "protocol.Style", checkpoints: Sequence[str]) -> str:
+    """The style's preferred checkpoint that the server lists ("" when none is installed)."""
+    listed = {name.lower(): name for name in checkpoints}
+    return next((listed[c.lower()] for c in style.checkpoints if c.lower() in listed), "")
+
+
+def _free(styles: Sequence[Any], name: str) -> str:
+    return check_name(name, [s.name for s in styles])
 
 
 def new(client: Any, name: str, family: str = "") -> tuple:

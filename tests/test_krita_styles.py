@@ -33,7 +33,7 @@ def test_style_names_and_fields_are_checked_before_they_are_sent():
         check_name("ink", ["Ink"])
     style = protocol.Style(name="ink", builtin=True)
     assert edited(style, steps=12).steps == 12 and edited(style).builtin is False  # saved as the user's copy
-    with pytest.raises(client.errors.JobInputError, match="style.steps"):
+    with pytest.raises(client.errors.JobInputError, match="style 'ink': field 'steps'"):
         edited(style, steps=999)
 
 

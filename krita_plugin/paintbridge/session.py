@@ -232,7 +232,10 @@ class Session:
         caps = dict(self.capabilities)  # the welcome's, with the detectors the current listing holds (a pulled one)
         found = set(caps.get("detail_targets") or ()) | set(client.jobs.offered_detail_targets(self.models))
         caps["detail_targets"] = sorted(found)
-        return client.offers.offers({"capabilities": caps, "models": self.models}, self.settings.model)
+        listing = protocol.Welcome(
+            protocol=protocol.PROTOCOL_VERSION, server_version="", capabilities=caps, models=tuple(self.models)
+        )
+        return client.offers.offers(listing, self.settings.model)
 
     def model_names(self) -> List[str]:
         """The values the model option takes: "" (the server's default), each checkpoint, the classical engine."""

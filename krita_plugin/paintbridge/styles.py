@@ -5,9 +5,7 @@ family says whether live frames are fast and which catalogue file would make the
 
 from __future__ import annotations
 
-import dataclasses
-import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .model import Event
 from .settings_store import Store
@@ -17,33 +15,7 @@ STORE_KEY = "style"
 AUTO = "<auto>"  # stored until the painter chooses (no style name starts with "<"): the family's suggested style
 # the fields of a style the panel shows in place of a family default while the job leaves them to the style
 SHOWN_FIELDS = ("steps", "cfg", "sampler", "scheduler", "vae", "clip_skip")
-
-
-def check_name(name: str, taken: Sequence[str] = ()) -> str:
-    """``name`` stripped, when it can name a new style (letters, digits, space, ``_ . + -``; up to 64; unused)."""
-    name = name.strip()
-    if not re.fullmatch(protocol.styles.STYLE_NAME_PATTERN, name):
-        raise client.errors.JobInputError(
-            f"{name!r} cannot name a style: use letters, digits, spaces and _ . + - (up to 64, a letter or digit first)"
-        )
-    if name.lower() in {t.lower() for t in taken}:
-        raise client.errors.JobInputError(f"there is already a style named {name!r}: choose another name")
-    return name
-
-
-def edited(style: "protocol.Style", **fields: Any) -> "protocol.Style":
-    """``style`` with ``fields`` changed, checked as the server checks it (a bad value names its field)."""
-    try:
-        changed = dataclasses.replace(style, builtin=False, **fields)
-        return type(style).parse_map(changed.to_wire(), "style", None)
-    except (protocol.ProtocolError, TypeError, ValueError) as err:
-        raise client.errors.JobInputError(f"style {style.name!r}: {err}") from None
-
-
-def first_installed(style: "protocol.Style", checkpoints: Sequence[str]) -> str:
-    """The style's preferred checkpoint that the server lists ("" when none is installed)."""
-    listed = {name.lower(): name for name in checkpoints}
-    return next((listed[c.lower()] for c in style.checkpoints if c.lower() in listed), "")
+check_name, edited, first_installed = client.styles.check_name, client.styles.edited, client.styles.first_installed
 
 
 class Styles:

@@ -33,6 +33,7 @@ for _name in (
     "sampling",
     "server",
     "settings",
+    "styles",
 ):
     import_module(f"{client.__name__}.{_name}")
 
