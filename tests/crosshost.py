@@ -19,57 +19,6 @@ import ellipse_case
 REPO = Path(__file__).resolve().parent.parent
 _SESSION: Dict[str, np.ndarray] = {}  # this pytest session's GIMP read-backs (the module lives as long as the session)
 
-SCRIPT = """
-w, h = P["width"], P["height"]
-image_px, mask = open(P["image"], "rb").read(), open(P["selection"], "rb").read()
-
-def shared_document():
-    img = Gimp.Image.new(w, h, Gimp.ImageBaseType.RGB)
-    layer = Gimp.Layer.new(img, "Paint", w, h, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-    img.insert_layer(layer, None, 0)
-    buf = layer.get_buffer()
-    buf.set(Gegl.Rectangle.new(0, 0, w, h), RGBA, image_px)
-    buf.flush()
-    layer.update(0, 0, w, h)
-    img.set_selected_layers([layer])
-    check(read(layer, 0, 0, w, h) == image_px, "the layer holds the shared pattern")
-    return img, layer
-
-# Generate into the soft elliptical selection, written into the selection channel as it is.
-img, layer = shared_document()
-img.select_rectangle(Gimp.ChannelOps.REPLACE, 0, 0, w, h)
-channel = img.get_selection()
-buf = channel.get_buffer()
-buf.set(Gegl.Rectangle.new(0, 0, w, h), GRAY, mask)
-buf.flush()
-channel.update(0, 0, w, h)
-check(selection_mask(img) == mask, "GIMP keeps the soft selection byte for byte")
-ok, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(img)
-check(non_empty and [x1, y1, x2, y2] == P["mask_bounds"], "selection bounds %r, expected %r"
-      % ([x1, y1, x2, y2], P["mask_bounds"]))
-old = img.get_layers()
-expect_ok("plug-in-paintbridge-generate", img, [layer], model=P["model"], prompt=P["prompt"], seed=P["seed"],
-          steps=P["steps"], server=P["url"])
-added = new_layers(img, old)
-check(len(added) == 1, "one generated layer: %r" % layer_summary(img))
-check(added[0].get_name().startswith(P["prompt"]), "named after the prompt: %r" % added[0].get_name())
-open(P["dir"] + "/generate.rgba", "wb").write(read(added[0], 0, 0, w, h))
-img.delete()
-
-# Upscale of a rectangular selection on a fresh copy of the document: a new image.
-img, layer = shared_document()
-bx, by, bw, bh = P["upscale_box"]
-img.select_rectangle(Gimp.ChannelOps.REPLACE, bx, by, bw, bh)
-result = expect_ok("plug-in-paintbridge-upscale", img, [layer], scale=P["upscale_scale"], server=P["url"])
-new = result.index(1)
-check(new is not None and len(new.get_layers()) == 1, "a new image with one layer")
-nw, nh = new.get_width(), new.get_height()
-open(P["dir"] + "/upscale.size", "w").write("%d %d" % (nw, nh))
-open(P["dir"] + "/upscale.rgba", "wb").write(read(new.get_layers()[0], 0, 0, nw, nh))
-new.delete()
-img.delete()
-"""
-
 
 def _mask_bounds(mask: bytes) -> list:
     sel = np.frombuffer(mask, np.uint8).reshape(ellipse_case.HEIGHT, ellipse_case.WIDTH)
@@ -83,7 +32,7 @@ def _run_gimp(workdir: Path) -> Dict[str, np.ndarray]:
     new image)."""
     from conftest import ServerProcess
     from factory import make_models_dir
-    from hosts.gimp import gimp_profile, run_batch
+    from hosts.gimp import gimp_profile, run_check
     from hosts.trixie import HostRootError, ensure_trixie_root, missing_tools, root_ready
 
     if missing_tools() and not root_ready():
@@ -114,7 +63,7 @@ def _run_gimp(workdir: Path) -> Dict[str, np.ndarray]:
                 "upscale_box": list(ellipse_case.UPSCALE_BOX),
                 "upscale_scale": ellipse_case.UPSCALE_SCALE,
             }
-            run_batch(prof, SCRIPT, params, timeout=600).assert_ok()
+            run_check(prof, "generate_into_the_shared_ellipse_and_upscale_its_box", timeout=600, **params)
             out = prof.outside
             generate = np.frombuffer((out / "generate.rgba").read_bytes(), np.uint8)
             nw, nh = map(int, (out / "upscale.size").read_text().split())

@@ -1,8 +1,10 @@
 """Run GIMP 3.0 (from the cached Debian 13 root) on batch scripts, and under Xvfb, with the plug-in installed by the
 project's own installer into a throw-away profile.
 
-A batch script is the test's body after ``gimp_prelude.py`` (helpers such as ``check``, ``make_image``, ``run_proc``);
-a failed check raises, gimp-console then exits non-zero, and ``BatchResult.assert_ok`` shows the script's output.
+A batch run calls checks by name: functions of ``gimp_checks.py`` (built on ``gimp_prelude.py``'s helpers such as
+``check``, ``make_image``, ``run_proc``), several in one GIMP start (``run_checks``); each one's outcome (passed, its
+count of checks, or the traceback of the check that failed) comes back by name.
+``GuiSession`` calls one check in GIMP's window under Xvfb.
 """
 
 from __future__ import annotations
@@ -13,18 +15,19 @@ import re
 import shutil
 import subprocess
 import tempfile
-import textwrap
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from pbsetup.plugins import install_gimp as install
 
 from .trixie import ensure_trixie_root, popen_in_root, run_in_root
 
 PRELUDE = Path(__file__).with_name("gimp_prelude.py")
+CHECKS = Path(__file__).with_name("gimp_checks.py")
+OUTCOME = re.compile(r"^PAINTBRIDGE CHECK (\{.*\})$", re.MULTILINE)
 NOISE = re.compile(
     r"script_fu_add_resource_arg|scriptfu-WARNING|cannot open display|stale context|gimp_finalize|G_IS_OBJECT"
     r"|Failed to parse tag cache|gimp_wire_read\(\): unexpected EOF|Welcome to GIMP|stray image|gimp_flush\(\)"
@@ -73,17 +76,6 @@ class BatchResult:
         lines = (self.stdout + "\n" + self.stderr).splitlines()
         return "\n".join(line for line in lines if not NOISE.search(line))
 
-    @property
-    def checks(self) -> int:
-        match = re.search(r"ALL CHECKS PASSED: (\d+)", self.stdout)
-        return int(match.group(1)) if match else 0
-
-    def assert_ok(self) -> "BatchResult":
-        assert self.returncode == 0 and self.checks > 0, (
-            f"GIMP batch run failed (exit {self.returncode}, {self.checks} checks passed):\n{self.output[-6000:]}"
-        )
-        return self
-
 
 @contextmanager
 def gimp_profile(install_plugin: bool = True, server_command: Optional[List[str]] = None) -> Iterator[GimpProfile]:
@@ -101,25 +93,73 @@ def gimp_profile(install_plugin: bool = True, server_command: Optional[List[str]
         shutil.rmtree(outside, ignore_errors=True)
 
 
-def _script(body: str, params: Dict[str, Any]) -> str:
-    return (
-        f"PARAMS_JSON = {json.dumps(json.dumps(params))}\n"
-        + PRELUDE.read_text()
-        + "\n"
-        + textwrap.dedent(body)
-        + "\ndone()\n"
-    )
+@dataclass
+class ChecksRun:
+    """One gimp-console start that called named checks: each one's outcome by name."""
+
+    batch: BatchResult
+    outcomes: Dict[str, Dict[str, Any]]
+
+    @property
+    def output(self) -> str:
+        return self.batch.output
+
+    def assert_ok(self, name: str) -> Dict[str, Any]:
+        """The outcome of check ``name``; fails with its traceback (or GIMP's output when it never reported)."""
+        outcome = self.outcomes.get(name)
+        assert outcome is not None, (
+            f"the GIMP batch run ended before check {name} reported (exit {self.batch.returncode}):\n"
+            f"{self.batch.output[-6000:]}"
+        )
+        assert outcome["ok"] and outcome["checks"] > 0, (
+            f"GIMP check {name} failed after {outcome['checks']} checks:\n{outcome.get('error', '')}\n"
+            f"GIMP's output:\n{self.batch.output[-3000:]}"
+        )
+        return outcome
 
 
-def run_batch(
-    profile: GimpProfile, body: str, params: Optional[Dict[str, Any]] = None, timeout: float = 300
-) -> BatchResult:
-    """Run ``body`` (after the prelude) in gimp-console-3.0's Python batch interpreter; ``P`` holds ``params``."""
-    name = f"batch-{time.monotonic_ns()}.py"
-    (profile.outside / name).write_text(_script(body, params or {}))
-    cmd = f"gimp-console-3.0 -i -d -f --batch-interpreter python-fu-eval -b - --quit < {profile.inside}/{name}"
+_CALLER = """
+import json, traceback
+import gimp_checks
+for name, params in json.loads({calls!r}):
+    before = gimp_checks.CHECKS[0]
+    outcome = {{"name": name, "ok": True}}
+    try:
+        getattr(gimp_checks, name)(params)
+    except BaseException:
+        outcome.update(ok=False, error=traceback.format_exc())
+    outcome["checks"] = gimp_checks.CHECKS[0] - before
+    print("PAINTBRIDGE CHECK " + json.dumps(outcome))
+    sys.stdout.flush()
+"""
+
+
+def _stage(profile: GimpProfile, caller: str) -> str:
+    """Copy the checks and their prelude into a new folder of ``profile`` with a ``caller`` script that imports them
+    from there; the caller's path as GIMP sees it."""
+    folder = profile.outside / f"checks-{time.monotonic_ns()}"
+    folder.mkdir()
+    for module in (PRELUDE, CHECKS):
+        shutil.copyfile(module, folder / module.name)
+    inside = profile.inner(folder)
+    (folder / "caller.py").write_text(f"import sys\nsys.path.insert(0, {inside!r})\n" + caller)
+    return f"{inside}/caller.py"
+
+
+def run_checks(profile: GimpProfile, calls: Sequence[Tuple[str, Dict[str, Any]]], timeout: float = 300) -> ChecksRun:
+    """Call the named functions of ``gimp_checks.py`` with their parameters, one after another in one gimp-console
+    start (a failed check is reported and the next one runs); ``timeout`` is for the whole run."""
+    caller = _stage(profile, _CALLER.format(calls=json.dumps(list(calls))))
+    cmd = f"gimp-console-3.0 -i -d -f --batch-interpreter python-fu-eval -b - --quit < {caller}"
     proc = run_in_root(profile.root, ["/bin/sh", "-c", cmd], env=profile.env, timeout=timeout, cwd=profile.inside)
-    return BatchResult(proc.returncode, proc.stdout, proc.stderr)
+    batch = BatchResult(proc.returncode, proc.stdout, proc.stderr)
+    outcomes = {o["name"]: o for o in map(json.loads, OUTCOME.findall(proc.stdout))}
+    return ChecksRun(batch, outcomes)
+
+
+def run_check(profile: GimpProfile, name: str, timeout: float = 300, **params: Any) -> Dict[str, Any]:
+    """Call one named check in its own gimp-console start; its outcome, or a failure with its traceback."""
+    return run_checks(profile, [(name, params)], timeout).assert_ok(name)
 
 
 class GuiSession:
@@ -159,11 +199,14 @@ class GuiSession:
             raise RuntimeError("Xvfb did not start (no display number)")
         self.display = f":{number}"
 
-    def start(self, body: str, params: Dict[str, Any]) -> "GuiSession":
+    def start(self, check: str, params: Dict[str, Any]) -> "GuiSession":
+        """Start GIMP's window and call the check ``check`` of ``gimp_checks.py`` inside it with ``params`` (a failed
+        check's traceback goes to ``log``)."""
         self._start_xvfb()
-        name = "gui-script.py"
-        (self.profile.outside / name).write_text(_script(body, params))
-        batch = f"exec(open('{self.profile.inside}/{name}').read())"
+        caller = _stage(
+            self.profile, f"import json, gimp_checks\ngimp_checks.{check}(json.loads({json.dumps(params)!r}))\n"
+        )
+        batch = f"exec(open('{caller}').read())"
         log = open(self.log, "w")
         self.gimp = popen_in_root(
             self.profile.root,

@@ -1,8 +1,5 @@
-# Helpers prepended to every GIMP batch script of the host tests (runs inside gimp-console-3.0's python-fu-eval).
-# A failed check raises, which makes gimp-console exit non-zero; each passed check is counted and printed.
-import json
-import sys
-
+# Helpers of the GIMP host checks (``gimp_checks.py`` imports them); runs inside GIMP 3's python-fu-eval.
+# A failed check raises (``hosts.gimp.run_checks`` reports it by the check's name); each passed one is counted.
 import gi
 
 gi.require_version("Gimp", "3.0")
@@ -13,11 +10,10 @@ PDB = Gimp.get_pdb()
 RGBA = "R'G'B'A u8"
 GRAY = "Y u8"
 CHECKS = [0]
-P = json.loads(PARAMS_JSON)  # noqa: F821 - defined by the test before this prelude
 
 
 def check(condition, what):
-    """Fail the batch run (exit status != 0) with ``what`` unless ``condition`` holds."""
+    """Fail the running check with ``what`` unless ``condition`` holds."""
     if not condition:
         raise AssertionError("CHECK FAILED: " + what)
     CHECKS[0] += 1
@@ -125,8 +121,3 @@ def expect_failure(name, img, drawables, status_nick, text, **props):
 def new_layers(img, before):
     ids = [l.get_id() for l in before]
     return [l for l in img.get_layers() if l.get_id() not in ids]
-
-
-def done():
-    print("ALL CHECKS PASSED: %d" % CHECKS[0])
-    sys.stdout.flush()
