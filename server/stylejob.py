@@ -22,9 +22,16 @@ NO_CHECKPOINT_MODES = ("upscale", "preprocess", "caption")
 FEWSTEP_ORDER = ("lcm", "lightning", "hyper", "turbo")  # among several installed few-step LoRAs, the first kind wins
 _DEFAULTS = Params()
 # Style fields copied into ``params`` where the job leaves them at their defaults and the style sets them; a value in
-# ``_UNSET`` means "the style leaves it open".
+# ``_is_set`` says whether the style sets one.
 SAMPLING = ("vae", "clip_skip", "sampler", "scheduler", "steps", "cfg", "strength", "inpaint_method", "speed")
-_UNSET = ("", 0, None, FEWSTEP_AUTO)
+
+
+def _is_set(key: str, value) -> bool:
+    """Whether a style's value sets a job field: not none, ``""``, ``"auto"`` (the inpaint method's default), nor a
+    count of 0 (steps, CLIP skip: "the family's default"); a CFG or strength of 0 is a value."""
+    if key in ("steps", "clip_skip"):
+        return bool(value)
+    return value is not None and value not in ("", "auto")
 
 
 def checkpoint_of(job: Job, registry: ModelRegistry) -> Optional[ModelEntry]:
@@ -128,7 +135,7 @@ def _live_settings(style: Style, entry: Optional[ModelEntry], registry: ModelReg
         extra.append(StyleLora(name=name, weight=1.0))
     for key in ("steps", "cfg", "sampler", "scheduler", "strength"):
         value = getattr(live, key)
-        if value not in _UNSET:
+        if _is_set(key, value):
             values[key] = value
     pull = "" if name or entry is None or not entry.arch else fewstep_pull(entry.arch)
     info = {"fewstep": name, "pull": pull}
@@ -145,7 +152,7 @@ def apply_style(job: Job, style: Style, registry: ModelRegistry) -> Tuple[Job, d
     prompt = apply_template(style.prompt, job.prompt)
     negative = apply_template(style.negative_prompt, job.negative_prompt)
 
-    values = {key: getattr(style, key) for key in SAMPLING if getattr(style, key) not in _UNSET}
+    values = {key: getattr(style, key) for key in SAMPLING if _is_set(key, getattr(style, key))}
     if values.get("speed") == "fast" and (entry is None or entry.arch not in FAST_FAMILIES):
         values.pop("speed")  # the style's speed-up where the family has it; elsewhere every step in full
     loras = list(style.loras)
@@ -162,8 +169,6 @@ def apply_style(job: Job, style: Style, registry: ModelRegistry) -> Tuple[Job, d
         for key, value in values.items()
         if getattr(job.params, key) == getattr(_DEFAULTS, key) and value != getattr(job.params, key)
     }
-    if changes.get("sampler") and "scheduler" not in changes and job.params.scheduler == _DEFAULTS.scheduler:
-        changes["scheduler"] = ""  # a sampler of the style (or a few-step preset) brings its own schedule
     params = dataclasses.replace(job.params, **changes)
     info = {
         "name": style.name,

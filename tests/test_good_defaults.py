@@ -146,7 +146,7 @@ def test_inpaint_picks_the_controlnet_then_the_inpainting_checkpoint_as_they_are
 
         pull(models, standins, ["dreamshaper-8-inpainting"])
         with Client(server.url, "test-good-defaults") as client:
-            client.list_models()  # the server looks at its folders again
+            client.list_models(timeout=300)  # the server looks at its folders again
             layer, auto = inpaint(client)
             info = layer.info["inpaint"]
             assert info["method"] == "checkpoint", info
@@ -184,7 +184,7 @@ def test_live_frames_use_the_lcm_lora_of_the_default_style_once_it_is_pulled(sta
         with Client(server.url, "test-good-defaults") as client:
             style = client.welcome.defaults["styles"]["sd15"]
             assert style == "sd15-general"
-            assert client.list_styles().fewstep["sd15"] == {"installed": "", "pull": "sd15-lcm-lora"}
+            assert client.list_styles(timeout=300).fewstep["sd15"] == {"installed": "", "pull": "sd15-lcm-lora"}
             slow, _ = live_frame(client, "slow", style)
             live = slow.info["style"]["live"]
             assert live["fewstep"] == "" and live["pull"] == "sd15-lcm-lora"  # still runs, and says what to pull
@@ -192,8 +192,8 @@ def test_live_frames_use_the_lcm_lora_of_the_default_style_once_it_is_pulled(sta
 
         pull(models, standins, ["sd15-lcm-lora"])
         with Client(server.url, "test-good-defaults") as client:
-            client.list_models()
-            assert client.list_styles().fewstep["sd15"] == {"installed": "lcm-lora-sdv1-5", "pull": ""}
+            client.list_models(timeout=300)
+            assert client.list_styles(timeout=300).fewstep["sd15"] == {"installed": "lcm-lora-sdv1-5", "pull": ""}
             fast, fast_pixels = live_frame(client, "fast", style)
             live = fast.info["style"]["live"]
             assert (live["fewstep"], live["steps"], live["cfg"], live["sampler"]) == ("lcm-lora-sdv1-5", 4, 1.0, "LCM")
@@ -233,7 +233,7 @@ def test_sdxl_inpaint_uses_the_union_controlnets_inpaint_mode_only_where_it_has_
             layer, _ = inpaint(client, inpaint_method="auto")
             assert layer.info["inpaint"]["method"] == "plain", layer.info["inpaint"]  # six modes: no inpaint
             promax.save_pretrained(models / "controlnet" / "controlnet-union-promax-tiny-sdxl")
-            client.list_models()
+            client.list_models(timeout=300)
             layer, auto = inpaint(client)
             info = layer.info["inpaint"]
             assert (info["method"], info["control"]) == ("controlnet", "controlnet-union-promax-tiny-sdxl"), info

@@ -173,3 +173,9 @@ def test_cli_run_takes_a_style_by_name(tmp_path):
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert out.returncode == 1 and "no style named 'nope'" in out.stderr and "(style)" in out.stderr, out.stderr
+
+
+def test_a_style_cfg_of_zero_is_a_value_and_zero_steps_leave_the_jobs(tmp_path):
+    registry = ModelRegistry([tmp_path])
+    out, info = apply_style(Job("a", "img2img", prompt="x"), Style(name="t", cfg=0.0, steps=0, clip_skip=0), registry)
+    assert out.params.cfg == 0.0 and out.params.steps == Params().steps and info["params"] == ["cfg"]
