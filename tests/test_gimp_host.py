@@ -968,29 +968,6 @@ DIALOGS = (
     ("download-models", "Paintbridge: Download Models"),
     ("styles", "Paintbridge: Styles"),  # a window of its own: closing it is no cancel
 )
-DIALOGS_SCRIPT = """
-import os, time
-def marker(name):
-    open(P["dir"] + "/" + name, "w").close()
-
-img, (layer,) = make_image(320, 240)
-Gimp.Display.new(img)
-img.select_ellipse(Gimp.ChannelOps.REPLACE, 110, 70, 100, 90)
-Gimp.displays_flush()
-for i, name in enumerate(P["names"]):
-    proc = PDB.lookup_procedure("plug-in-paintbridge-" + name)
-    cfg = proc.create_config()
-    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
-    cfg.set_property("image", img)
-    cfg.set_core_object_array("drawables", [layer])
-    cfg.set_property("server", P["url"])
-    marker("open-%d" % i)
-    result = proc.run(cfg)
-    closed = Gimp.PDBStatusType.SUCCESS if name == "styles" else Gimp.PDBStatusType.CANCEL
-    check(result.index(0) == closed, "%s: Escape closes its dialog: %r" % (name, result.index(0)))
-    marker("closed-%d" % i)
-marker("verified")
-"""
 SCREEN = (1280, 800)  # an ordinary laptop screen
 
 
@@ -1002,7 +979,10 @@ def test_gui_every_dialog_shows_its_ok_button_without_scrolling(profile, server,
     session = GuiSession(profile, screen=f"{SCREEN[0]}x{SCREEN[1]}x24")
     sizes = {}
     try:
-        session.start(DIALOGS_SCRIPT, {"url": server.url, "dir": profile.inside, "names": [n for n, _ in DIALOGS]})
+        session.start(
+            "gui_every_dialog_on_default_settings",
+            {"url": server.url, "dir": profile.inside, "names": [n for n, _ in DIALOGS]},
+        )
         for i, (name, title) in enumerate(DIALOGS):
             session.wait_file(f"open-{i}", timeout=120)
             dialog = session.wait_window(title, timeout=120)
@@ -1030,31 +1010,12 @@ def test_gui_every_dialog_shows_its_ok_button_without_scrolling(profile, server,
     assert not outside, f"dialogs reaching past the {SCREEN[0]}x{SCREEN[1]} screen (OK hidden): {outside}"
 
 
-STYLE_SCRIPT = """
-proc = PDB.lookup_procedure("plug-in-paintbridge-generate")
-nicks = Gimp.param_spec_choice_get_choice(proc.find_argument("style")).list_nicks()
-check("krita-look" in nicks, "the style saved from Krita is listed in GIMP's Style choice: %r" % (nicks,))
-img, (layer,) = make_image(64, 64)
-results = {}
-for style in ("none", "krita-look"):
-    old = img.get_layers()
-    expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a cat", seed=7, style=style, server=P["url"])
-    added = new_layers(img, old)
-    check(len(added) == 1, "one layer with style %s: %r" % (style, layer_summary(img)))
-    results[style] = read(added[0], 0, 0, 64, 64)
-check(results["none"] != results["krita-look"], "the style changes the result at the same seed")
-entries = json.loads(run_proc("plug-in-paintbridge-history", img, [], action="list")[2].index(1))
-check(entries and entries[0]["settings"]["style"] == "krita-look", "the run named the style: %r" % (entries[:1],))
-img.delete()
-"""
-
-
 def test_a_style_saved_from_krita_is_listed_and_used_in_gimp_after_a_server_restart(trixie_root, tmp_path):
     """A style saved as Krita saves it (the client core's protocol client, named as the Krita plug-in) on one server
     survives the server's restart, is listed in GIMP's Style choice and changes GIMP's result at the same seed."""
     from conftest import ServerProcess
     from factory import make_models_dir
-    from hosts.gimp import gimp_profile, run_batch
+    from hosts.gimp import gimp_profile, run_check
     from protocol.client import Client
     from protocol.styles import Style, StyleLora
 
@@ -1078,33 +1039,10 @@ def test_a_style_saved_from_krita_is_listed_and_used_in_gimp_after_a_server_rest
         server.restart()
         with gimp_profile() as prof:
             settings.remember(prof.gimp_dir, server.url, None)  # GIMP registers its choices from this server
-            run_batch(prof, STYLE_SCRIPT, {"url": server.url}, timeout=600).assert_ok()
+            run_check(prof, "a_style_saved_from_krita_is_listed_and_used", timeout=600, url=server.url)
     finally:
         server.stop()
     assert (styles / "krita-look.json").is_file(), "kept in the server's styles folder"
-
-
-STYLES_SCRIPT = """
-img, (layer,) = make_image(16, 16)
-
-def styles(**props):
-    result = expect_ok("plug-in-paintbridge-styles", img, [], server=P["url"], **props)
-    return {s["name"]: s for s in json.loads(result.index(1))}
-
-shipped = styles(action="list")
-check(shipped["sd15-photo"]["builtin"], "the shipped styles are listed: %r" % sorted(shipped))
-check(styles(action="new", style="gimp look", family="sd15")["gimp look"]["family"] == "sd15", "new")
-check("photo copy" in styles(action="duplicate", style="sd15-photo", **{"new-name": "photo copy"}), "duplicate")
-after = styles(action="rename", style="photo copy", **{"new-name": "photo 2"})
-check("photo 2" in after and "photo copy" not in after and not after["photo 2"]["builtin"], "rename")
-check("gimp look" not in styles(action="delete", style="gimp look"), "delete")
-status, message, _r = run_proc("plug-in-paintbridge-styles", img, [], action="rename", style="sd15-photo",
-                               server=P["url"], **{"new-name": "x"})
-check(status == "calling-error" and "duplicate it instead" in message, "a shipped style is not renamed: %s" % message)
-status, message, _r = run_proc("plug-in-paintbridge-styles", img, [], action="delete", style="nope", server=P["url"])
-check(status == "calling-error" and "no style named 'nope'" in message, "an unknown name is named: %s" % message)
-img.delete()
-"""
 
 
 def test_styles_procedure_makes_duplicates_renames_and_deletes_styles(trixie_root, profile, tmp_path):
@@ -1116,7 +1054,7 @@ def test_styles_procedure_makes_duplicates_renames_and_deletes_styles(trixie_roo
     models.mkdir()
     server = ServerProcess(["--models", str(models), "--styles", str(styles)], tmp_path / "server.log").start()
     try:
-        batch(profile, STYLES_SCRIPT, url=server.url)
+        gimp_check(profile, "styles_procedure_makes_duplicates_renames_and_deletes_styles", url=server.url)
     finally:
         server.stop()
     assert sorted(p.name for p in styles.glob("*.json")) == ["photo 2.json"]

@@ -1889,3 +1889,71 @@ def live_watch_cost(P):
         )
     )
     img.delete()
+
+
+def gui_every_dialog_on_default_settings(P):
+    """Open each dialog of ``P['names']`` on default settings, one after another; the test measures each window and closes it with Escape (markers ``open-i``/``closed-i``)."""
+    img, (layer,) = make_image(320, 240)
+    Gimp.Display.new(img)
+    img.select_ellipse(Gimp.ChannelOps.REPLACE, 110, 70, 100, 90)
+    Gimp.displays_flush()
+    for i, name in enumerate(P["names"]):
+        proc = PDB.lookup_procedure("plug-in-paintbridge-" + name)
+        cfg = proc.create_config()
+        cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+        cfg.set_property("image", img)
+        cfg.set_core_object_array("drawables", [layer])
+        cfg.set_property("server", P["url"])
+        marker(P, "open-%d" % i)
+        result = proc.run(cfg)
+        closed = Gimp.PDBStatusType.SUCCESS if name == "styles" else Gimp.PDBStatusType.CANCEL
+        check(result.index(0) == closed, "%s: Escape closes its dialog: %r" % (name, result.index(0)))
+        marker(P, "closed-%d" % i)
+    marker(P, "verified")
+
+
+def a_style_saved_from_krita_is_listed_and_used(P):
+    """The style ``krita-look`` (saved on the server as Krita saves one) is in GIMP's Style choice and changes the result at the same seed; the history names it."""
+    proc = PDB.lookup_procedure("plug-in-paintbridge-generate")
+    nicks = Gimp.param_spec_choice_get_choice(proc.find_argument("style")).list_nicks()
+    check("krita-look" in nicks, "the style saved from Krita is listed in GIMP's Style choice: %r" % (nicks,))
+    img, (layer,) = make_image(64, 64)
+    results = {}
+    for style in ("none", "krita-look"):
+        old = img.get_layers()
+        expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a cat", seed=7, style=style, server=P["url"])
+        added = new_layers(img, old)
+        check(len(added) == 1, "one layer with style %s: %r" % (style, layer_summary(img)))
+        results[style] = read(added[0], 0, 0, 64, 64)
+    check(results["none"] != results["krita-look"], "the style changes the result at the same seed")
+    entries = json.loads(run_proc("plug-in-paintbridge-history", img, [], action="list")[2].index(1))
+    check(entries and entries[0]["settings"]["style"] == "krita-look", "the run named the style: %r" % (entries[:1],))
+    img.delete()
+
+
+def styles_procedure_makes_duplicates_renames_and_deletes_styles(P):
+    """Filters > Paintbridge > Styles from a script: new, duplicate, rename, delete; refusals named."""
+    img, (layer,) = make_image(16, 16)
+
+    def styles(**props):
+        result = expect_ok("plug-in-paintbridge-styles", img, [], server=P["url"], **props)
+        return {s["name"]: s for s in json.loads(result.index(1))}
+
+    shipped = styles(action="list")
+    check(shipped["sd15-photo"]["builtin"], "the shipped styles are listed: %r" % sorted(shipped))
+    check(styles(action="new", style="gimp look", family="sd15")["gimp look"]["family"] == "sd15", "new")
+    check("photo copy" in styles(action="duplicate", style="sd15-photo", **{"new-name": "photo copy"}), "duplicate")
+    after = styles(action="rename", style="photo copy", **{"new-name": "photo 2"})
+    check("photo 2" in after and "photo copy" not in after and not after["photo 2"]["builtin"], "rename")
+    check("gimp look" not in styles(action="delete", style="gimp look"), "delete")
+    status, message, _r = run_proc(
+        "plug-in-paintbridge-styles", img, [], action="rename", style="sd15-photo", server=P["url"], **{"new-name": "x"}
+    )
+    check(
+        status == "calling-error" and "duplicate it instead" in message, "a shipped style is not renamed: %s" % message
+    )
+    status, message, _r = run_proc(
+        "plug-in-paintbridge-styles", img, [], action="delete", style="nope", server=P["url"]
+    )
+    check(status == "calling-error" and "no style named 'nope'" in message, "an unknown name is named: %s" % message)
+    img.delete()
