@@ -5,7 +5,7 @@ server's log goes. Connecting, starting a local server, running jobs and every f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 from client import connect as cconnect
 from client.wire import protocol
@@ -46,11 +46,11 @@ def fetch_models(url: str, token: Optional[str], timeout: float = 2.0) -> Option
     return cconnect.fetch_models(url, token, CLIENT_NAME, __version__, timeout)
 
 
-def style_entries(welcome: "protocol.Welcome") -> List[dict]:
+def style_entries(styles: Sequence["protocol.Style"]) -> List[dict]:
     """The server's styles as entries of the choices' listing (kind ``style``; ``arch``: the family it is made for)."""
     return [
         {"name": style.name, "kind": "style", "title": style.title, "arch": style.family}
-        for style in welcome.styles
+        for style in styles
         if style.name
     ]
 
@@ -66,4 +66,4 @@ def fetch_listing(url: str, token: Optional[str], timeout: float = 2.0) -> Optio
     welcome = fetch_welcome(url, token, timeout)
     if welcome is None:
         return None
-    return list(welcome.models) + style_entries(welcome)
+    return list(welcome.models) + style_entries(welcome.styles)

@@ -68,5 +68,7 @@ def execute(values: Mapping[str, Any], progress, on_pull_id=None) -> List[dict]:
         listing = cm.run_pull(client, names, progress, pull_id=pull_id)
     finally:
         client.close()
-    record(profile, list(listing) + style_entries(client.welcome))  # the styles did not change: kept in the choice
+    record(
+        profile, list(listing) + style_entries(client.welcome.styles)
+    )  # the styles did not change: kept in the choice
     return listing

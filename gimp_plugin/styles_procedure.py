@@ -60,7 +60,7 @@ def remember_choices(client, styles: Sequence[Any]) -> None:
     from .connection import style_entries
 
     try:
-        record(host.profile_dir(), list(client.welcome.models) + style_entries({"styles": styles}))
+        record(host.profile_dir(), list(client.welcome.models) + style_entries(styles))
     except OSError:
         pass
 
