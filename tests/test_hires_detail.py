@@ -450,7 +450,7 @@ def test_flux_and_sd3_checkpoints_refuse_hires_and_detail_naming_the_field(clien
 
 
 def test_a_detail_crop_cuts_controls_reference_masks_and_regions_to_the_crop():
-    from server.core import Job, Region
+    from server.core import Control, Job, Region
     from server.diffusion.detail import crop_area, crop_parts
 
     image = np.arange(6 * 8, dtype=np.uint8).reshape(6, 8)
@@ -460,8 +460,6 @@ def test_a_detail_crop_cuts_controls_reference_masks_and_regions_to_the_crop():
     far, near = np.zeros((6, 8), np.uint8), np.zeros((6, 8), np.uint8)
     far[0, 0], near[4, 7] = 255, 255
     edges = np.full((6, 8, 3), 9, np.uint8)
-    from protocol.messages import Control
-
     parts = crop_parts(
         Job("j", "inpaint", controls=[Control("canny", edges)], regions=[Region("far", far), Region("near", near)]),
         (10, 20),

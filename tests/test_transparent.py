@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from protocol import ImagePayload, Job, Params
+from protocol import ImagePayload, Job, Params, ProtocolError
 from protocol.client import Client, JobFailed
 
 import factory
@@ -226,9 +226,9 @@ def test_transparent_jobs_say_what_is_missing_or_not_possible(start_server, tmp_
         assert info.value.code == "model_not_found" and "paintbridge models pull layerdiffuse-sd15" in str(info.value)
         assert "layer_sd15_transparent_attn.safetensors" in str(info.value)
         image = ImagePayload(64, 64, "rgba8", bytes(64 * 64 * 4))
-        with pytest.raises(JobFailed) as info:
-            client.run(Job("t2", "upscale", image=image, params=Params(transparent=True)))
-        assert info.value.code == "bad_request" and info.value.field == "params.transparent"
+        with pytest.raises(ProtocolError) as refused:  # refused as the job is built, as the server refuses it parsed
+            Job("t2", "upscale", image=image, params=Params(transparent=True))
+        assert refused.value.code == "bad_request" and refused.value.field == "params.transparent"
         with pytest.raises(JobFailed) as info:
             client.run(Job("t3", "generate", model="classical", params=Params(width=64, height=64, transparent=True)))
         assert info.value.field in ("params.transparent", "mode", "model")
