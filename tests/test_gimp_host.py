@@ -1058,3 +1058,48 @@ def test_styles_procedure_makes_duplicates_renames_and_deletes_styles(trixie_roo
     finally:
         server.stop()
     assert sorted(p.name for p in styles.glob("*.json")) == ["photo 2.json"]
+
+
+def test_on_the_pulled_starter_set_gimp_inpaints_with_the_automatic_method(trixie_root, profile, tmp_path):
+    """Inpaint Selection on default arguments against a server whose models folder got the SD1.5 starter set's
+    stand-ins (checkpoint, inpaint ControlNet, LCM LoRA) by a pull from the stand-in hub: the result's info (kept in
+    the image's history) says the inpaint ControlNet ran on a pre-filled hole, and its pixels differ from the same job,
+    recorded on its way to the server, replayed on the plain path at the same seed."""
+    import numpy as np
+    from conftest import ServerProcess
+    from recordproxy import RecordingProxy
+    from tests import starterstandins
+    from tests.starterstandins import automatic_inpaint
+
+    models = tmp_path / "models"
+    starterstandins.pull(models, starterstandins.build(tmp_path), starterstandins.STARTER)
+    server = ServerProcess(
+        ["--models", str(models), "--styles", str(tmp_path / "styles")], tmp_path / "server.log"
+    ).start()
+    proxy = RecordingProxy(server.url)
+    try:
+        gimp_check(
+            profile,
+            "inpaint_on_default_settings_keeps_the_servers_info",
+            timeout=600,
+            url=proxy.url,
+            plugin_dir=profile.inner(profile.plugin_dir),
+            dir=profile.inside,
+        )
+        (job,) = [j for j in proxy.jobs if j.get("mode") == "inpaint"]
+        plain_info, plain = starterstandins.replay(server.url, job, "plain-inpaint", {"inpaint_method": "plain"})
+    finally:
+        proxy.close()
+        server.stop()
+    assert job["params"].get("inpaint_method", "auto") == "auto" and not job.get("style"), job["params"]
+    out = json.loads((profile.outside / "good-inpaint.json").read_text())
+    info = out["info"]["inpaint"]
+    assert automatic_inpaint(info) and info["method"] == "controlnet", out["info"]
+    assert out["info"]["controlnets"] == ["control_v11p_sd15_inpaint_fp16"]
+    assert not automatic_inpaint(plain_info["inpaint"]) and plain_info["controlnets"] == []  # the check can fail
+    x, y, w, h = out["box"]
+    auto = np.frombuffer((profile.outside / "good-inpaint.raw").read_bytes(), np.uint8).reshape(h, w, 4)
+    assert plain.shape == auto.shape
+    hole = np.zeros((h, w), bool)
+    hole[16 - y : 48 - y, 24 - x : 64 - x] = True  # the selection 24,16 40x32 inside the result's box
+    assert np.abs(auto[hole][:, :3].astype(int) - plain[hole][:, :3].astype(int)).mean() > 1.0
