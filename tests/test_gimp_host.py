@@ -1060,11 +1060,17 @@ def test_styles_procedure_makes_duplicates_renames_and_deletes_styles(trixie_roo
     assert sorted(p.name for p in styles.glob("*.json")) == ["photo 2.json"]
 
 
-def test_on_the_pulled_starter_set_gimp_inpaints_with_the_automatic_method(trixie_root, profile, tmp_path):
+@pytest.mark.parametrize(
+    "inpainting, method", [(False, "controlnet"), (True, "checkpoint")], ids=["controlnet", "inpainting-checkpoint"]
+)
+def test_on_the_pulled_starter_set_gimp_inpaints_with_the_automatic_method(
+    trixie_root, profile, tmp_path, inpainting, method
+):
     """Inpaint Selection on default arguments against a server whose models folder got the SD1.5 starter set's
-    stand-ins (checkpoint, inpaint ControlNet, LCM LoRA) by a pull from the stand-in hub: the result's info (kept in
-    the image's history) says the inpaint ControlNet ran on a pre-filled hole, and its pixels differ from the same job,
-    recorded on its way to the server, replayed on the plain path at the same seed."""
+    stand-ins (checkpoint, inpaint ControlNet, LCM LoRA; and its inpainting checkpoint) by a pull from the stand-in
+    hub: the result's info (kept in the image's history) says the inpaint ControlNet ran on a pre-filled hole (the
+    inpainting checkpoint once it is pulled), and its pixels differ from the same job, recorded on its way to the
+    server, replayed on the plain path at the same seed."""
     import numpy as np
     from conftest import ServerProcess
     from recordproxy import RecordingProxy
@@ -1072,7 +1078,8 @@ def test_on_the_pulled_starter_set_gimp_inpaints_with_the_automatic_method(trixi
     from tests.starterstandins import automatic_inpaint
 
     models = tmp_path / "models"
-    starterstandins.pull(models, starterstandins.build(tmp_path), starterstandins.STARTER)
+    pulled = starterstandins.STARTER + (("dreamshaper-8-inpainting",) if inpainting else ())
+    starterstandins.pull(models, starterstandins.build(tmp_path), pulled)
     server = ServerProcess(
         ["--models", str(models), "--styles", str(tmp_path / "styles")], tmp_path / "server.log"
     ).start()
@@ -1094,8 +1101,11 @@ def test_on_the_pulled_starter_set_gimp_inpaints_with_the_automatic_method(trixi
     assert job["params"].get("inpaint_method", "auto") == "auto" and not job.get("style"), job["params"]
     out = json.loads((profile.outside / "good-inpaint.json").read_text())
     info = out["info"]["inpaint"]
-    assert automatic_inpaint(info) and info["method"] == "controlnet", out["info"]
-    assert out["info"]["controlnets"] == ["control_v11p_sd15_inpaint_fp16"]
+    assert automatic_inpaint(info) and info["method"] == method, out["info"]
+    if inpainting:
+        assert out["info"]["model"] == info["model"] == "DreamShaper_8_INPAINTING.inpainting", out["info"]
+    else:
+        assert out["info"]["controlnets"] == ["control_v11p_sd15_inpaint_fp16"]
     assert not automatic_inpaint(plain_info["inpaint"]) and plain_info["controlnets"] == []  # the check can fail
     x, y, w, h = out["box"]
     auto = np.frombuffer((profile.outside / "good-inpaint.raw").read_bytes(), np.uint8).reshape(h, w, 4)
