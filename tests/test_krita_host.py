@@ -1428,23 +1428,26 @@ def test_at_330_px_the_generate_button_and_the_results_are_on_the_first_screen(k
 # --- good by default: the SD1.5 starter set's stand-ins pulled, nothing changed after -----------------------------
 
 
-@pytest.fixture(scope="module")
-def krita_good_defaults_run(tmp_path_factory) -> Run:
+@pytest.fixture(scope="module", params=[False, True], ids=["controlnet", "inpainting-checkpoint"])
+def krita_good_defaults_run(tmp_path_factory, request) -> Run:
     """The panel on defaults against a server of this checkout whose models folder got the SD1.5 starter set's
-    stand-ins (checkpoint, inpaint ControlNet, LCM LoRA) by a pull from the stand-in hub, behind a proxy recording the
-    jobs; each recorded job is then replayed on the plain path (``run.plain``: info, RGBA pixels) at the same seed."""
+    stand-ins (checkpoint, inpaint ControlNet, LCM LoRA; with the param, its inpainting checkpoint too) by a pull from
+    the stand-in hub, behind a proxy recording the jobs; each recorded job is then replayed on the plain path
+    (``run.plain``: info, RGBA pixels) at the same seed."""
     from conftest import ServerProcess
     from recordproxy import RecordingProxy
     from tests import starterstandins
 
     work = tmp_path_factory.mktemp("krita-good-defaults-server")
     models = work / "models"
-    starterstandins.pull(models, starterstandins.build(work), starterstandins.STARTER)
+    pulled = starterstandins.STARTER + (("dreamshaper-8-inpainting",) if request.param else ())
+    starterstandins.pull(models, starterstandins.build(work), pulled)
     proc = ServerProcess(["--models", str(models), "--styles", str(work / "styles")], work / "server.log").start()
     proxy = RecordingProxy(proc.url)
     try:
-        run = _run_scenario(tmp_path_factory, "good_defaults", DW, DH, server_url=proxy.url, style=None)
-        run.jobs, run.plain = proxy, {}
+        tag = "good_defaults-checkpoint" if request.param else "good_defaults"
+        run = _run_scenario(tmp_path_factory, "good_defaults", DW, DH, server_url=proxy.url, style=None, tag=tag)
+        run.jobs, run.plain, run.inpainting = proxy, {}, request.param
         inpaint_id = run.data.get("inpaint", {}).get("job_id")
         if inpaint_id:
             job = proxy.job(inpaint_id)
@@ -1462,8 +1465,9 @@ def test_on_the_pulled_starter_set_krita_inpaints_with_the_automatic_method_and_
     krita_good_defaults_run,
 ):
     """Nothing changed in the panel after the pull (a prompt, a fixed seed, a selection): Inpaint runs the inpaint
-    ControlNet on a pre-filled hole and a Live frame runs the default style's LCM LoRA at its preset steps, each said
-    by the result's info and seen in pixels that differ from the same job on the plain path."""
+    ControlNet on a pre-filled hole (the inpainting checkpoint once it is pulled) and a Live frame runs the default
+    style's LCM LoRA at its preset steps, each said by the result's info and seen in pixels that differ from the same
+    job on the plain path."""
     from tests.starterstandins import automatic_inpaint, fewstep_live
 
     run = krita_good_defaults_run
@@ -1477,8 +1481,11 @@ def test_on_the_pulled_starter_set_krita_inpaints_with_the_automatic_method_and_
     rec = run["inpaint"]
     assert rec["error"] is False and rec["results"] == 1, rec["message"]
     info = rec["info"]["inpaint"]
-    assert automatic_inpaint(info) and info["method"] == "controlnet", info
-    assert rec["info"]["controlnets"] == ["control_v11p_sd15_inpaint_fp16"]
+    assert automatic_inpaint(info) and info["method"] == ("checkpoint" if run.inpainting else "controlnet"), info
+    if run.inpainting:
+        assert rec["info"]["model"] == info["model"] == "DreamShaper_8_INPAINTING.inpainting", rec["info"]
+    else:
+        assert rec["info"]["controlnets"] == ["control_v11p_sd15_inpaint_fp16"]
     job = run.jobs.job(rec["job_id"])
     assert job["params"].get("inpaint_method", "auto") == "auto", job["params"]  # the panel forced no method
     plain_info, plain = run.plain["inpaint"]
