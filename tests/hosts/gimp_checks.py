@@ -1982,3 +1982,17 @@ def inpaint_on_default_settings_keeps_the_servers_info(P):
     with open(P["dir"] + "/good-inpaint.json", "w") as f:
         json.dump({"box": [x, y, w, h], "info": entries[0].layers[0].info, "name": res.get_name()}, f)
     img.delete()
+
+
+def gui_live_inpaint_on_default_settings(P):
+    """Live Inpaint given only a prompt and a selection (every other argument on its default); the test reads the
+    frames the server receives and closes the dialog with Escape."""
+    img, (layer,) = make_image(96, 64)
+    Gimp.Display.new(img)
+    img.select_rectangle(Gimp.ChannelOps.REPLACE, 24, 16, 40, 32)
+    Gimp.displays_flush()
+    status, _message, _result = run_proc(
+        "plug-in-paintbridge-live-inpaint", img, [layer], Gimp.RunMode.INTERACTIVE, prompt="a bird", server=P["url"]
+    )
+    check(status == "cancel", "the dialog was cancelled: %r" % status)
+    marker(P, "verified")
