@@ -11,8 +11,9 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Tuple
+from typing import Any, Dict, Iterable, Iterator, Mapping, Tuple
 
 import numpy as np
 
@@ -73,6 +74,24 @@ def pull(models: Path, standins: Mapping[str, Path], ids: Iterable[str]) -> None
     assert out.returncode == 0, out.stdout + out.stderr
     for item in ids:
         assert (models / files[item].target).read_bytes() == standins[item].read_bytes()
+
+
+@contextmanager
+def pulled_server(work: Path, ids: Iterable[str]) -> Iterator[Tuple[Any, Any]]:
+    """A ``paintbridge serve`` process (its own styles folder) over ``work/models`` that got the stand-ins ``ids`` by
+    a pull, behind a proxy recording every job (tests/recordproxy.py): yields (server, proxy)."""
+    from conftest import ServerProcess
+    from recordproxy import RecordingProxy
+
+    models = work / "models"
+    pull(models, build(work), ids)
+    server = ServerProcess(["--models", str(models), "--styles", str(work / "styles")], work / "server.log").start()
+    proxy = RecordingProxy(server.url)
+    try:
+        yield server, proxy
+    finally:
+        proxy.close()
+        server.stop()
 
 
 def automatic_inpaint(info: dict) -> bool:

@@ -1434,17 +1434,11 @@ def krita_good_defaults_run(tmp_path_factory, request) -> Run:
     stand-ins (checkpoint, inpaint ControlNet, LCM LoRA; with the param, its inpainting checkpoint too) by a pull from
     the stand-in hub, behind a proxy recording the jobs; each recorded job is then replayed on the plain path
     (``run.plain``: info, RGBA pixels) at the same seed."""
-    from conftest import ServerProcess
-    from recordproxy import RecordingProxy
     from tests import starterstandins
 
     work = tmp_path_factory.mktemp("krita-good-defaults-server")
-    models = work / "models"
     pulled = starterstandins.STARTER + (("dreamshaper-8-inpainting",) if request.param else ())
-    starterstandins.pull(models, starterstandins.build(work), pulled)
-    proc = ServerProcess(["--models", str(models), "--styles", str(work / "styles")], work / "server.log").start()
-    proxy = RecordingProxy(proc.url)
-    try:
+    with starterstandins.pulled_server(work, pulled) as (proc, proxy):
         tag = "good_defaults-checkpoint" if request.param else "good_defaults"
         run = _run_scenario(tmp_path_factory, "good_defaults", DW, DH, server_url=proxy.url, style=None, tag=tag)
         run.jobs, run.plain, run.inpainting = proxy, {}, request.param
@@ -1456,9 +1450,6 @@ def krita_good_defaults_run(tmp_path_factory, request) -> Run:
         if frames:
             run.plain["live"] = starterstandins.replay(proc.url, frames[-1], "plain-live", style="")
         return run
-    finally:
-        proxy.close()
-        proc.stop()
 
 
 def test_on_the_pulled_starter_set_krita_inpaints_with_the_automatic_method_and_lives_on_the_lcm_lora(
