@@ -2,17 +2,10 @@
 (tests/hubstandin.py) under their real names, with nothing changed after the pull: Inpaint runs the best installed
 method (the inpaint ControlNet on a pre-filled hole; then the matching inpainting checkpoint once it is pulled) and a
 live frame on the default style runs with the LCM LoRA at its preset steps — each said by ``result.info`` and seen in
-pixels that differ from the plain path at the same seed.
-
-The tiny single-file checkpoints and ControlNet need their weightless ``.config/`` folders (their sizes are not the
-real architectures'; the real files need none): those are put in the models folder before the pull."""
+pixels that differ from the plain path at the same seed. The stand-ins and their pull: tests/starterstandins.py."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict
 
@@ -25,62 +18,16 @@ from protocol.client import Client, JobFailed
 from protocol.images import GRAY8, RGBA8, ImagePayload
 from server.app import ServerThread
 from server.config import ServerConfig
-from server.downloads import Catalogue
-from tests.hubstandin import Hub
+from tests.starterstandins import build, pull
 
-ROOT = Path(__file__).resolve().parent.parent
 SIZE = 64
 SEED = 7
 
 
-def _ldm_controlnet(tmp: Path) -> Path:
-    """The tiny SD1.5 inpaint ControlNet as lllyasviel's single files are (original key names), config beside it."""
-    from diffusers import ControlNetModel
-    from safetensors.torch import save_file
-
-    net = ControlNetModel.from_pretrained(factory.controlnet_path("cn-sd15-inpaint"))
-    state = factory._ldm_layout().controlnet_to_ldm(net.state_dict(), net.config.layers_per_block)
-    path = tmp / "cn.safetensors"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    net.save_config(tmp / "cn.config")
-    return path
-
-
 @pytest.fixture(scope="module")
 def standins(tmp_path_factory) -> Dict[str, Path]:
-    """Catalogue file id → the tiny stand-in served under its name, with its ``.config`` folder when it has one."""
-    tmp = tmp_path_factory.mktemp("standins")
-    return {
-        "dreamshaper-8": factory.checkpoint_file("sd15"),
-        "dreamshaper-8-inpainting": factory.checkpoint_file("sd15-inpaint"),
-        "sd15-controlnet-inpaint": _ldm_controlnet(tmp),
-        "sd15-lcm-lora": factory.lora_path("sd15"),
-    }
-
-
-def pull(models: Path, standins: Dict[str, Path], ids) -> None:
-    """``paintbridge models pull ID...`` against the stand-in hub serving the tiny files under the catalogue's names
-    (each single file's weightless config folder laid beside its target first)."""
-    files = Catalogue.load().files
-    with Hub() as hub:
-        for item in ids:
-            entry, src = files[item], standins[item]
-            hub.files[(entry.repo, entry.file)] = src.read_bytes()
-            config = src.with_name(src.name[: -len(".safetensors")] + ".config")
-            target = models / entry.target
-            if config.is_dir():
-                shutil.copytree(config, target.with_name(target.name[: -len(".safetensors")] + ".config"))
-        out = subprocess.run(
-            [sys.executable, "-m", "server", "models", "pull", *ids, "--models", str(models)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            cwd=ROOT,
-            env={**os.environ, **hub.env},
-        )
-    assert out.returncode == 0, out.stdout + out.stderr
-    for item in ids:
-        assert (models / files[item].target).read_bytes() == standins[item].read_bytes()
+    """Catalogue file id → the tiny stand-in served under its name (tests/starterstandins.py)."""
+    return build(tmp_path_factory.mktemp("standins"))
 
 
 def picture():

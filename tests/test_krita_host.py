@@ -1423,3 +1423,78 @@ def test_at_330_px_the_generate_button_and_the_results_are_on_the_first_screen(k
     for name in ("run_button", "results_list", "apply_button"):
         assert run["after"][name]["inside"], (name, run["after"][name], run["viewport"])
     assert (REPO / "test-artifacts" / "krita-first_screen-panel.png").stat().st_size > 0
+
+
+# --- good by default: the SD1.5 starter set's stand-ins pulled, nothing changed after -----------------------------
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["controlnet", "inpainting-checkpoint"])
+def krita_good_defaults_run(tmp_path_factory, request) -> Run:
+    """The panel on defaults against a server of this checkout whose models folder got the SD1.5 starter set's
+    stand-ins (checkpoint, inpaint ControlNet, LCM LoRA; with the param, its inpainting checkpoint too) by a pull from
+    the stand-in hub, behind a proxy recording the jobs; each recorded job is then replayed on the plain path
+    (``run.plain``: info, RGBA pixels) at the same seed."""
+    from tests import starterstandins
+
+    work = tmp_path_factory.mktemp("krita-good-defaults-server")
+    pulled = starterstandins.STARTER + (("dreamshaper-8-inpainting",) if request.param else ())
+    with starterstandins.pulled_server(work, pulled) as (proc, proxy):
+        tag = "good_defaults-checkpoint" if request.param else "good_defaults"
+        run = _run_scenario(tmp_path_factory, "good_defaults", DW, DH, server_url=proxy.url, style=None, tag=tag)
+        run.jobs, run.plain, run.inpainting = proxy, {}, request.param
+        inpaint_id = run.data.get("inpaint", {}).get("job_id")
+        if inpaint_id:
+            job = proxy.job(inpaint_id)
+            run.plain["inpaint"] = starterstandins.replay(proc.url, job, "plain-inpaint", {"inpaint_method": "plain"})
+        frames = [j for j in proxy.jobs if j.get("live")]
+        if frames:
+            run.plain["live"] = starterstandins.replay(proc.url, frames[-1], "plain-live", style="")
+        return run
+
+
+def test_on_the_pulled_starter_set_krita_inpaints_with_the_automatic_method_and_lives_on_the_lcm_lora(
+    krita_good_defaults_run,
+):
+    """Nothing changed in the panel after the pull (a prompt, a fixed seed, a selection): Inpaint runs the inpaint
+    ControlNet on a pre-filled hole (the inpainting checkpoint once it is pulled) and a Live frame runs the default
+    style's LCM LoRA at its preset steps, each said by the result's info and seen in pixels that differ from the same
+    job on the plain path."""
+    from tests.starterstandins import automatic_inpaint, fewstep_live
+
+    run = krita_good_defaults_run
+    assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
+    assert run["panel"] == {
+        "mode": "inpaint",
+        "style": "sd15-general",
+        "model": "DreamShaper_8_pruned",
+        "fast_live": ["lcm-lora-sdv1-5", ""],
+    }, run["panel"]
+    rec = run["inpaint"]
+    assert rec["error"] is False and rec["results"] == 1, rec["message"]
+    info = rec["info"]["inpaint"]
+    assert automatic_inpaint(info) and info["method"] == ("checkpoint" if run.inpainting else "controlnet"), info
+    if run.inpainting:
+        assert rec["info"]["model"] == info["model"] == "DreamShaper_8_INPAINTING.inpainting", rec["info"]
+    else:
+        assert rec["info"]["controlnets"] == ["control_v11p_sd15_inpaint_fp16"]
+    job = run.jobs.job(rec["job_id"])
+    assert job["params"].get("inpaint_method", "auto") == "auto", job["params"]  # the panel forced no method
+    plain_info, plain = run.plain["inpaint"]
+    assert not automatic_inpaint(plain_info["inpaint"]) and plain_info["controlnets"] == []  # the check can fail
+    x, y, w, h = rec["results_meta"][0]["box"]
+    auto = run.pixels(rec["pixels"], w, h)[..., [2, 1, 0, 3]]
+    assert plain.shape == auto.shape
+    hole = np.zeros((h, w), bool)
+    hole[16 - y : 48 - y, 24 - x : 64 - x] = True  # the selection 24,16 40x32 inside the result's box
+    assert np.abs(auto[hole][:, :3].astype(int) - plain[hole][:, :3].astype(int)).mean() > 1.0
+
+    live = run["live"]
+    assert live["frames"] >= 1 and live["error"] is False, live
+    assert fewstep_live(live["info"]), live["info"]
+    plain_info, plain = run.plain["live"]
+    assert not fewstep_live(plain_info) and "style" not in plain_info  # the check can fail
+    x, y, w, h = live["box"]
+    frame = run.pixels(live["pixels"], w, h)[..., [2, 1, 0, 3]]
+    assert plain.shape == frame.shape
+    painted = frame[..., 3] > 0  # the frame's hole (the result is composited by the selection)
+    assert painted.any() and np.abs(frame[painted][:, :3].astype(int) - plain[painted][:, :3].astype(int)).mean() > 1.0

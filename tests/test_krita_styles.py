@@ -121,3 +121,27 @@ def test_styles_are_made_edited_chosen_and_named_by_a_job(start_server, tmp_path
         assert again.styles.chosen == "Apple test" and again.styles.style("Apple test").steps == 3
     finally:
         again.shutdown()
+
+
+def test_changing_an_option_does_not_pin_the_styles_schedule_into_the_job(start_server, tmp_path):
+    """The style's schedule is shown, not stored: after the painter changes the seed the job still leaves the
+    schedule to the style (a live frame's few-step sampler then takes its own; a pinned 'Karras' would be refused)."""
+    import factory
+
+    models = factory.make_models_dir(tmp_path / "models", ("sd15",))
+    server = start_server(model_dirs=[models], styles_dir=tmp_path / "styles")
+    store = MemoryStore({"job_settings": json.dumps({"model": "", "prompt": "a bird", "mode": "inpaint"})})
+    session, ui = _session(server.url, store)
+    try:
+        assert session.styles.chosen == "sd15-general" and session.shown().scheduler == "Karras"
+        session.set_option("random_seed", False)
+        session.set_option("seed", 11)
+        session.set_option("steps", 6)
+        assert session.settings.scheduler == "" and session.job_settings().scheduler == ""
+        assert session.shown().scheduler == "Karras"  # still what the panel shows
+        session.set_option("sampler", "Euler")
+        session.set_option("scheduler", "Karras")
+        session.set_option("sampler", "DDIM")
+        assert session.settings.scheduler == ""  # one the painter chose still goes when the sampler cannot take it
+    finally:
+        session.shutdown()

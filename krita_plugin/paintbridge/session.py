@@ -220,7 +220,8 @@ class Session:
                 self._set(field, type(getattr(self.settings, field))())
                 self.settings_changed.emit(field, getattr(self.shown(), field))
             self._leave_mode_not_offered()
-        self._set("scheduler", client.sampling.fitting_scheduler(self.defaults.sampling, self.shown()))
+        if self.settings.scheduler:  # one chosen that the sampler cannot take goes; a style's shown one stays unset
+            self._set("scheduler", client.sampling.fitting_scheduler(self.defaults.sampling, self.shown()))
 
     def _leave_mode_not_offered(self) -> None:
         if not client.modes.offered(self.settings.mode, self.entry()):  # e.g. edit, and the model cannot

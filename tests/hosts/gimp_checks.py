@@ -1957,3 +1957,42 @@ def styles_procedure_makes_duplicates_renames_and_deletes_styles(P):
     )
     check(status == "calling-error" and "no style named 'nope'" in message, "an unknown name is named: %s" % message)
     img.delete()
+
+
+def inpaint_on_default_settings_keeps_the_servers_info(P):
+    """Inpaint Selection given only a prompt, a seed and a selection (every other argument on its default): the
+    result layer's pixels (``good-inpaint.raw``, RGBA over its box) and, as the image's history keeps it, the server's
+    ``info`` for it with the box (``good-inpaint.json``) are written to ``P["dir"]`` for the test."""
+    use_plugin(P)
+    from gimp_plugin import history
+
+    img, (layer,) = make_image(96, 64)
+    img.select_rectangle(Gimp.ChannelOps.REPLACE, 24, 16, 40, 32)
+    old = img.get_layers()
+    expect_ok("plug-in-paintbridge-inpaint", img, [layer], prompt="a bird", seed=7, server=P["url"])
+    added = new_layers(img, old)
+    check(len(added) == 1, "one new layer: %r" % layer_summary(img))
+    res = added[0]
+    ok, x, y = res.get_offsets()
+    w, h = res.get_width(), res.get_height()
+    entries = history.newest_first(history.of(img))
+    check(len(entries) == 1 and len(entries[0].layers) == 1, "the run is in the image's history")
+    with open(P["dir"] + "/good-inpaint.raw", "wb") as f:
+        f.write(read(res, x, y, w, h))
+    with open(P["dir"] + "/good-inpaint.json", "w") as f:
+        json.dump({"box": [x, y, w, h], "info": entries[0].layers[0].info, "name": res.get_name()}, f)
+    img.delete()
+
+
+def gui_live_inpaint_on_default_settings(P):
+    """Live Inpaint given only a prompt and a selection (every other argument on its default); the test reads the
+    frames the server receives and closes the dialog with Escape."""
+    img, (layer,) = make_image(96, 64)
+    Gimp.Display.new(img)
+    img.select_rectangle(Gimp.ChannelOps.REPLACE, 24, 16, 40, 32)
+    Gimp.displays_flush()
+    status, _message, _result = run_proc(
+        "plug-in-paintbridge-live-inpaint", img, [layer], Gimp.RunMode.INTERACTIVE, prompt="a bird", server=P["url"]
+    )
+    check(status == "cancel", "the dialog was cancelled: %r" % status)
+    marker(P, "verified")

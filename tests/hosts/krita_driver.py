@@ -2065,7 +2065,55 @@ def scenario_first_screen():
     doc.setModified(False)
 
 
+def scenario_good_defaults():
+    """Good by default: the panel as it is after connecting to a server whose models folder holds the SD1.5 starter
+    set's files (pulled); only a prompt, a fixed seed and a selection are given. Inpaint, then one Live frame: the
+    result's ``info`` and pixels of each are recorded (the test replays the same jobs on the plain path)."""
+    R = RESULT
+    dock, panel, doc = yield from connected_panel_and_document("pb-good-defaults")
+    ses = panel.session
+    R["server_pid"] = server_pid(ses)
+    yield Until(lambda: ses.styles.available and ses.styles.chosen and ses.settings.model, 60)
+    R["panel"] = {
+        "mode": ses.settings.mode,
+        "style": ses.styles.chosen,
+        "model": ses.settings.model,
+        "fast_live": list(ses.styles.fast_live("sd15")),
+    }
+    ses.set_prompt("a bird", "")
+    ses.set_option("random_seed", False)
+    ses.set_option("seed", 7)
+    select_rect(doc, 24, 16, 40, 32)
+    yield 300
+    mark("inpaint")
+    R["inpaint"] = rec = {}
+    yield from run_job(ses, rec, timeout=300)
+    rec["info"] = dict(ses.result_info)
+    if ses.results:
+        rec["pixels"] = dump("good-inpaint", ses.results[0].data)
+    ses.discard()
+    yield 300
+    mark("live")
+    R["live"] = rec = {}
+    base = count("preview_writes")
+    ses.set_live(True)
+    yield Until(lambda: count("preview_writes") >= base + 1 and not ses.busy, 300)
+    rec["frames"] = count("preview_writes") - base
+    rec["info"] = dict(ses.result_info)
+    rec["message"], rec["error"] = ses.message, ses.message_is_error
+    if ses.results:
+        r = ses.results[0]
+        rec["pixels"] = dump("good-live", r.data)
+        rec["box"] = [r.box.x, r.box.y, r.box.width, r.box.height]
+    ses.set_live(False)
+    yield 300
+    ses.discard()
+    yield 300
+    doc.setModified(False)
+
+
 SCENARIOS = {
+    "good_defaults": scenario_good_defaults,
     "first_screen": scenario_first_screen,
     "transparent": scenario_transparent,
     "caption": scenario_caption,
