@@ -39,7 +39,7 @@ from ..diffusion.controls import control_image
 from ..diffusion.engine import _layers, _working_job
 from ..models.detect import DIFFUSERS
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
-from . import controlnets, loading, memory, preview, redux, specs
+from . import controlnets, loading, memory, preview, qwen, redux, specs
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ class FamilyEngine(Engine):
     name = "flux-sd3"
     modes = MODES
     uses_controls = True  # Flux.1 dev/schnell and SD3 ControlNets (controlnets.py)
-    reference_families = redux.rdx.REDUX_FAMILIES  # reference images: Flux Redux; SD3 refuses them
+    # reference images: Flux Redux, Qwen-Image-Edit Plus's extra pictures; SD3 refuses them
+    reference_families = redux.rdx.REDUX_FAMILIES + (specs.qwen.QWEN_EDIT_PLUS,)
 
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
         self.registry = registry
@@ -109,7 +110,7 @@ class FamilyEngine(Engine):
         pipe, facts = loading.load(entry, dtype, self.registry)
         facts["dtype"] = why
         try:  # measured on the CPU, before the model is placed
-            rgb_map = preview.fit(pipe.vae)
+            rgb_map = (qwen.fit_preview if qwen.is_qwen(entry.arch) else preview.fit)(pipe.vae)
         except Exception as err:  # noqa: BLE001 - previews are optional; the job must not fail for them
             log.warning("no progress previews for %s: %s", entry.name, err)
             rgb_map = None
@@ -125,7 +126,8 @@ class FamilyEngine(Engine):
             why,
         )
         # LoRAs are made for the base family: a Flux LoRA also fits Fill and Kontext.
-        base = dataclasses.replace(entry, arch=specs.SD3 if entry.arch == specs.SD3 else specs.FLUX)
+        lora_family = specs.SPECS[entry.arch].lora_family or (specs.SD3 if entry.arch == specs.SD3 else specs.FLUX)
+        base = dataclasses.replace(entry, arch=lora_family)
         self.loaded = Loaded(
             entry, pipe, facts, _native_px(entry, pipe), Adapters(pipe, base, self.registry), preview=rgb_map
         )
@@ -238,18 +240,27 @@ class FamilyEngine(Engine):
                 "SD1.5/SDXL model",
                 field=f"params.{refused}",
             )
-        if job.mode == "edit" and entry.arch != specs.FLUX_KONTEXT:
+        if job.mode == "edit" and entry.arch not in specs.EDIT_FAMILIES:
             raise ProtocolError(
                 UNSUPPORTED,
-                f"instruction edit needs a Flux.1 Kontext checkpoint; '{entry.name}' is "
+                f"instruction edit needs a Flux.1 Kontext or Qwen-Image-Edit checkpoint; '{entry.name}' is "
                 f"{specs.VARIANT_NAMES.get(entry.info.get('variant', ''), entry.arch)}: pick a Kontext "
-                "model, or use inpaint with a prompt",
+                "or Qwen-Image-Edit model, or use inpaint with a prompt",
                 field="mode",
             )
         if job.mode == "edit" and job.image is None:
             raise ProtocolError(UNSUPPORTED, "edit needs the image to edit", field="image")
         refuse_sd_sampling_options(job, entry)
-        if job.references:  # reference images: what Flux Redux can honour, refused by name otherwise
+        if job.params.tileable and qwen.is_qwen(entry.arch):
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"tileable results need a VAE with 2-D convolutions; '{entry.name}' is {specs.NAMES[entry.arch]}, "
+                "whose 3-D VAE cannot wrap around: turn tileable off, or pick another model",
+                field="params.tileable",
+            )
+        if job.references and qwen.is_qwen(entry.arch):  # Edit Plus: more pictures beside the edited one
+            qwen.check_references(job, entry, specs.SPECS[entry.arch].references)
+        elif job.references:  # reference images: what Flux Redux can honour, refused by name otherwise
             redux.check(job.references, entry)
         with self._lock:
             try:
@@ -286,6 +297,7 @@ class FamilyEngine(Engine):
         kind = {"generate": "txt2img", "img2img": "img2img", "edit": "edit"}.get(job.mode, "inpaint")
         plan = controlnets.select(list(work.controls), entry, job.mode, self.registry)
         runner = self.variant(loaded, kind, plan)
+        spec = specs.SPECS[entry.arch]
         settings = _settings(job, entry, kind)
         tileable = bool(job.params.tileable) and job.mode in seamless.MODES
         # Rolling moves the latents only: a ControlNet's image and Fill's/Kontext's image tokens stay where they are.
@@ -293,18 +305,20 @@ class FamilyEngine(Engine):
         call = dict(
             prompt=plain_prompt(text),
             num_inference_steps=settings["steps"],
-            guidance_scale=settings["cfg"],
             height=ph,
             width=pw,
             output_type="np",
         )
-        if entry.arch == specs.SD3:
-            call["negative_prompt"] = plain_prompt(negative)
+        call[spec.cfg_argument] = settings["cfg"]
+        if spec.negative:  # true CFG runs only with a negative prompt: " " stands for none
+            call["negative_prompt"] = plain_prompt(negative) or (" " if spec.cfg_argument == "true_cfg_scale" else "")
         call.update(_image_inputs(entry.arch, kind, work, hard, pw, ph, settings["strength"], tileable))
+        if kind == "edit" and spec.references and work.references:  # Edit Plus: the edited picture, then the others
+            call["image"] = [call["image"], *qwen.reference_images(work)]
         if plan is not None:
             call.update(self._control_inputs(plan, job, pw, ph, ctx))
         ref_plan = None
-        if work.references:  # reference images: Redux image tokens appended to the prompt's T5 tokens
+        if work.references and not spec.references:  # Redux image tokens appended to the prompt's T5 tokens
             ref_plan = redux.select(work.references, entry, redux.txt_dim(loaded.pipe), self.registry)
             if loaded.redux is None:
                 loaded.redux = redux.ReduxSet(self.device, loaded.pipe.vae.dtype)
@@ -336,7 +350,9 @@ class FamilyEngine(Engine):
             if rolling:
                 roller[0] = seamless.LatentRoller(s, *_latent_layout(runner, entry.arch, ph, pw))
             wrapping = seamless.circular(loaded.pipe.vae) if tileable else contextlib.nullcontext()
-            with torch.inference_mode(), wrapping:
+            # Qwen-Image-Edit reads its pictures at the model's native area
+            area = qwen.reference_area(loaded.native**2) if qwen.is_qwen(entry.arch) else contextlib.nullcontext()
+            with torch.inference_mode(), wrapping, area:
                 out = runner(**call, generator=torch.Generator("cpu").manual_seed(s), callback_on_step_end=on_step)
             if not np.isfinite(out.images).all():
                 raise ProtocolError(
@@ -363,6 +379,8 @@ class FamilyEngine(Engine):
             info["controlnet"] = {"name": plan.entry.name, "type": plan.control.type, "union_mode": plan.mode}
         if ref_plan is not None:
             info["references"] = redux.info(ref_plan, work.references)
+        elif work.references:
+            info["references"] = f"{len(work.references)} more picture(s) after the edited one"
         if tileable:
             info["tileable"] = "circular padding in the VAE" + (", latents rolled between steps" if rolling else "")
         if job.params.sampler and job.params.sampler != SAMPLER or job.params.scheduler:

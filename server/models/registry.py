@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
-from . import captioners, configcheck, detect, families, fewstep, headers, ipadapter, layerdiffuse, redux
+from . import captioners, configcheck, detect, families, fewstep, headers, ipadapter, layerdiffuse, qwen, redux
 from .detect import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
 KINDS = (
@@ -40,7 +40,7 @@ KINDS = (
     "captioner",  # image-to-text models for mode "caption" (transformers folders)
     "layerdiffuse",
 )  # LayerDiffuse transparency weights and decoders (params.transparent)
-SUPPORTED_ARCHS = ("sd15", "sdxl", "flux", "flux-fill", "flux-kontext", "sd3")
+SUPPORTED_ARCHS = ("sd15", "sdxl", "flux", "flux-fill", "flux-kontext", "sd3") + qwen.FAMILIES
 ARCH_NAMES = {
     "sd15": "SD1.5",
     "sdxl": "SDXL",
@@ -52,6 +52,8 @@ ARCH_NAMES = {
     "sd3": "SD3",
     "clip": "CLIP",
     "t5": "T5",
+    **qwen.NAMES,
+    qwen.TEXT_ENCODER: "Qwen2.5-VL",
     **captioners.ARCH_NAMES,
     None: "unknown",
 }
@@ -421,7 +423,7 @@ class ModelRegistry:
             and kind in ("checkpoint", "controlnet", "lora", "embedding")
             and found.arch not in SUPPORTED_ARCHS + (REFINER_ARCH,) * (kind == "checkpoint")
         ):
-            problem = f"{arch_name(found.arch)} models are not supported (SD1.5, SDXL, Flux.1 and SD3 are)"
+            problem = f"{arch_name(found.arch)} models are not supported (SD1.5, SDXL, Flux.1, SD3 and Qwen-Image are)"
         if problem is None and kind == "ipadapter" and found.arch not in ipadapter.REFERENCE_FAMILIES:
             problem = f"{arch_name(found.arch)} IP-Adapters are not supported (SD1.5 and SDXL ones are)"
         if (
