@@ -153,3 +153,36 @@ def test_welcome_defaults_have_the_qwen_families():
 
 def test_factory_builds_the_tiny_models_offline():
     assert (factory.tiny_root() / "diffusers-qwen-v2" / ".complete").exists()
+
+
+PUBLISHED = {"transformer": 20.43e9, "vae": 126.9e6, "text_encoder": 8.29e9}  # Qwen-Image 20B, its VAE, Qwen2.5-VL 7B
+
+
+@pytest.mark.parametrize("config", ["qwen-image", "qwen-image-edit", "qwen-image-edit-plus", "qwen-image-edit-2511"])
+def test_shipped_configs_build_the_published_sizes_on_the_meta_device(config):
+    import json
+
+    import diffusers
+    import transformers
+    from accelerate import init_empty_weights
+
+    from server.models import configcheck
+    from server.models.loading import CONFIGS_DIR
+
+    folder = CONFIGS_DIR / config
+    configcheck.check_folder(folder)
+    sizes = {}
+    for sub in ("transformer", "vae"):
+        raw = json.loads((folder / sub / "config.json").read_text())
+        with init_empty_weights():
+            sizes[sub] = sum(
+                t.numel() for t in getattr(diffusers, raw["_class_name"]).from_config(raw).state_dict().values()
+            )
+    cfg = transformers.Qwen2_5_VLConfig.from_json_file(str(folder / "text_encoder" / "config.json"))
+    with init_empty_weights():
+        sizes["text_encoder"] = sum(
+            p.numel() for p in transformers.Qwen2_5_VLForConditionalGeneration(cfg).parameters()
+        )
+    assert all(abs(sizes[k] - PUBLISHED[k]) / PUBLISHED[k] < 0.01 for k in PUBLISHED), sizes
+    index = json.loads((folder / "model_index.json").read_text())
+    assert ("processor" in index) == (config != "qwen-image")

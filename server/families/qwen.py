@@ -82,16 +82,16 @@ def preprocessors(entry: ModelEntry, config: Path) -> dict:
     one is named with where it goes."""
     from transformers import AutoProcessor, AutoTokenizer
 
-    wanted = {"tokenizer": config / "tokenizer"}
-    if entry.arch in qwen.EDIT_FAMILIES:
-        wanted["processor"] = config / "processor"
-    missing = [name for name, folder in wanted.items() if not folder.is_dir()]
+    beside = entry.path.with_name(entry.path.stem + ".config")  # also without a model_index.json of its own
+    names = ["tokenizer"] + ["processor"] * (entry.arch in qwen.EDIT_FAMILIES)
+    wanted = {n: next((d / n for d in (config, beside) if (d / n).is_dir()), None) for n in names}
+    missing = [name for name, folder in wanted.items() if folder is None]
     if missing:
         raise ProtocolError(
             MODEL_NOT_FOUND,
             f"checkpoint '{entry.name}' ({qwen.NAMES[entry.arch]}) needs its {' and '.join(missing)} files: copy the "
             f"{' and '.join(m + '/' for m in missing)} folder{'s' * (len(missing) > 1)} of the diffusers release into "
-            f"{entry.path.with_name(entry.path.stem + '.config')}",
+            f"{beside}",
             field="model",
         )
     out = {"tokenizer": AutoTokenizer.from_pretrained(str(wanted["tokenizer"]), local_files_only=True)}
