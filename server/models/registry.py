@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
-from . import captioners, configcheck, detect, families, fewstep, headers, ipadapter, layerdiffuse, qwen, redux
+from . import captioners, configcheck, detect, families, fewstep, headers, ipadapter, layerdiffuse, qwen, redux, vpred
 from .detect import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
 KINDS = (
@@ -127,6 +127,8 @@ class ModelEntry:
             entry["edit"] = True  # runs mode "edit" (instruction edit): the plugins offer it
         if self.kind in ("checkpoint", "lora"):
             entry.update(fewstep.listing(self.info.get("few_step")))
+        if self.info.get("prediction"):
+            entry["prediction"] = self.info["prediction"]["type"]  # v-prediction (zero terminal SNR) checkpoints
         if self.kind == "ipadapter":  # reference images
             entry["reference_types"] = ["face"] if self.info.get("face") else ["style", "composition", "content"]
             entry["variant"] = self.info.get("variant", "")
@@ -247,6 +249,10 @@ def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
         preset = fewstep.detect(path, shapes)
         if preset is not None:
             found.info["few_step"] = preset
+    if kind == "checkpoint" and found.arch in ("sd15", "sdxl"):
+        prediction = vpred.detect(path, detect.safetensors_shapes(path) if fmt == SAFETENSORS else None)
+        if prediction is not None:
+            found.info["prediction"] = prediction
     return found
 
 
