@@ -111,11 +111,12 @@ def test_edit_plus_reads_two_reference_images_in_order(client):
     def run(*seeds):
         msg = job("edit", "tiny-qwen-edit-plus", prompt="put the cat of the second picture in the first")
         msg["references"] = [reference(s) for s in seeds]
-        return pixels(client.run(msg))[0][1]
+        return pixels(client.run(msg))[0]
 
-    alone, two, swapped = run(), run(1, 2), run(2, 1)
+    (_, alone), (layer, two), (_, swapped) = run(), run(1, 2), run(2, 1)
     assert not np.array_equal(alone, two) and not np.array_equal(two, swapped)
-    assert np.array_equal(two, run(1, 2))
+    assert np.array_equal(two, run(1, 2)[1])
+    assert layer.info["references"] == [{"type": "content", "picture": 2}, {"type": "content", "picture": 3}]
 
 
 @pytest.mark.parametrize(
@@ -186,3 +187,9 @@ def test_shipped_configs_build_the_published_sizes_on_the_meta_device(config):
     assert all(abs(sizes[k] - PUBLISHED[k]) / PUBLISHED[k] < 0.01 for k in PUBLISHED), sizes
     index = json.loads((folder / "model_index.json").read_text())
     assert ("processor" in index) == (config != "qwen-image")
+
+
+def test_welcome_says_edit_plus_takes_content_references(client):
+    caps = client.welcome.capabilities
+    assert "qwen-image-edit-plus" in caps["references"]
+    assert caps["reference_types_by_family"]["qwen-image-edit-plus"] == ["content"]

@@ -287,7 +287,8 @@ class FamilyEngine(CheckpointEngine):
         if ref_plan is not None:
             info["references"] = redux.info(ref_plan, work.references)
         elif work.references:
-            info["references"] = f"{len(work.references)} more picture(s) after the edited one"
+            # Edit Plus: picture 1 is the edited one, the references follow in order
+            info["references"] = [{"type": "content", "picture": i + 2} for i in range(len(work.references))]
         if tileable:
             info["tileable"] = "circular padding in the VAE" + (", latents rolled between steps" if rolling else "")
         if job.params.sampler and job.params.sampler != SAMPLER or job.params.scheduler:
