@@ -15,7 +15,7 @@ from test_families import W, H, job, payload, picture, pixels, selection
 
 torch.set_num_threads(2)
 
-MODELS = ("qwen", "qwen-split", "qwen-edit", "qwen-edit-plus")
+MODELS = ("qwen", "qwen-split", "qwen-edit", "qwen-edit-plus", "qwen-lora", "lora-flux")
 
 
 def reference(seed: int) -> dict:
@@ -27,7 +27,9 @@ def reference(seed: int) -> dict:
 
 def test_every_layout_is_recognised_with_family_and_variant(models_dir):
     got = {(e["kind"], e["name"]): e for e in ModelRegistry([models_dir]).listing()}
-    checkpoints = {n: (e["arch"], e.get("variant"), e["format"], e.get("edit", False)) for (k, n), e in got.items()}
+    checkpoints = {
+        n: (e["arch"], e.get("variant"), e["format"], e.get("edit", False)) for (k, n), e in got.items() if k != "lora"
+    }
     assert checkpoints == {
         "tiny-qwen": ("qwen-image", "qwen-image", "diffusers", False),
         "tiny-qwen-split": ("qwen-image", "qwen-image", "safetensors", False),
@@ -37,6 +39,10 @@ def test_every_layout_is_recognised_with_family_and_variant(models_dir):
         "tiny-qwen_image_vae": (None, None, "safetensors", False),
     }
     assert not any("problem" in e for e in got.values())
+    assert {n: e["arch"] for (k, n), e in got.items() if k == "lora"} == {
+        "tiny-lora-qwen": "qwen-image",
+        "tiny-lora-flux": "flux",
+    }
 
 
 @pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint", "outpaint"])
@@ -73,6 +79,16 @@ def test_cfg_runs_true_guidance_with_the_negative_prompt(client):
 
     plain, guided, negative = run(1.0), run(4.0), run(4.0, "blurry, low quality")
     assert not np.array_equal(plain, guided) and not np.array_equal(guided, negative)
+
+
+def test_a_qwen_lora_changes_the_result_and_a_flux_one_is_refused(client):
+    plain = pixels(client.run(job("img2img", "tiny-qwen")))[0][1]
+    layer, styled = pixels(client.run(job("img2img", "tiny-qwen", prompt="an apple <lora:tiny-lora-qwen:1>")))[0]
+    assert layer.info["loras"] == [{"name": "tiny-lora-qwen", "weight": 1.0}]
+    assert np.abs(styled.astype(int) - plain.astype(int)).max() > 4
+    with pytest.raises(JobFailed) as err:
+        client.run(job("img2img", "tiny-qwen", prompt="a cat <lora:tiny-lora-flux>"))
+    assert "made for Flux.1" in str(err.value) and "Qwen-Image" in str(err.value)
 
 
 def test_the_split_layout_gives_the_same_pixels_as_the_diffusers_folder(client):

@@ -10,6 +10,7 @@ Layouts (``link_into``):
 
 - ``qwen`` / ``qwen-edit`` / ``qwen-edit-plus``: diffusers folders ``checkpoints/tiny-<name>`` (``QwenImagePipeline``,
   ``QwenImageEditPipeline``, ``QwenImageEditPlusPipeline``).
+- ``qwen-lora``: a tiny LoRA in ``loras/`` (diffusers/PEFT names on the transformer).
 - ``qwen-split``: ComfyUI's split layout: the transformer alone in ``diffusion_models/tiny-qwen-split.safetensors``
   (diffusers key names, as Comfy-Org ships it) with a ``.config/`` folder beside it (the tiny size and its tokenizer:
   the real size loads with the shipped config), the text encoder in ``text_encoders/tiny-qwen_2.5_vl.safetensors``
@@ -182,11 +183,40 @@ def split_files() -> Path:
     return factory._cached("split-qwen-v2", make)
 
 
+def lora() -> Path:
+    """A tiny Qwen-Image LoRA (random, non-zero up weights) on the image stream's MLP and attention, as diffusers
+    saves it (``transformer.transformer_blocks.N.img_mlp...``)."""
+
+    def make(tmp: Path) -> None:
+        import torch
+        from diffusers import QwenImagePipeline
+        from peft import LoraConfig
+        from peft.utils import get_peft_model_state_dict
+
+        pipe = QwenImagePipeline.from_pretrained(checkpoint_folder("qwen"), local_files_only=True, dtype=torch.float32)
+        torch.manual_seed(43)
+        targets = ["to_q", "to_k", "to_v", "img_mlp.net.0.proj", "img_mlp.net.2"]
+        pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=targets))
+        with torch.no_grad():
+            for name, p in pipe.transformer.named_parameters():
+                if "lora_B" in name:
+                    p.mul_(40.0)  # visible on a tiny model after two steps
+        QwenImagePipeline.save_lora_weights(
+            tmp,
+            transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
+            weight_name="tiny-lora-qwen.safetensors",
+        )
+
+    return factory._cached("lora-qwen", make) / "tiny-lora-qwen.safetensors"
+
+
 def link_into(path: Path, item: str) -> None:
     """Lay out ``item`` (see the module docstring) under the models folder ``path``."""
     if item in CHECKPOINTS:
         folder = checkpoint_folder(item)
         factory._link(folder, path / "checkpoints" / folder.name)
+    elif item == "qwen-lora":
+        factory._link(lora(), path / "loras" / "tiny-lora-qwen.safetensors")
     elif item == "qwen-split":
         built = split_files()
         for sub in ("diffusion_models", "text_encoders", "vae"):

@@ -273,7 +273,7 @@ def encoder_roles(kind: str, width: int) -> List[str]:
 
 
 def lora_family(shapes: Shapes) -> Optional[str]:
-    """The family a LoRA is made for ("flux", "sd3"), None when it is not a Flux/SD3 LoRA. Kohya (``lora_unet_double_
+    """The family a LoRA is made for ("flux", "sd3", "qwen-image"), None when it is not a Flux/SD3 LoRA. Kohya (``lora_unet_double_
     blocks_*``), ComfyUI/XLabs (``double_blocks.*``) and diffusers/PEFT (``transformer.single_transformer_blocks.*``)
     names; a diffusers LoRA touching only joint blocks is told apart by its width (Flux 3072, SD3 1536/2432)."""
     keys = list(shapes)
@@ -281,6 +281,8 @@ def lora_family(shapes: Shapes) -> Optional[str]:
         return FLUX
     if any("joint_blocks" in k for k in keys):
         return SD3
+    if qwen.is_lora(keys):
+        return qwen.QWEN
     for key, shape in shapes.items():
         if key.startswith("transformer.transformer_blocks.") and ".attn.to_q.lora_A" in key and len(shape) == 2:
             return FLUX if shape[1] == 3072 else SD3

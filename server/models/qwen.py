@@ -145,5 +145,12 @@ def text_encoder(shapes: Shapes) -> Detected:
     return Detected(TEXT_ENCODER, info={"width": width, "prefix": ""})
 
 
+def is_lora(keys) -> bool:
+    """Whether LoRA keys name Qwen-Image's blocks: its per-stream MLPs and modulations (``img_mlp``, ``txt_mod``),
+    in diffusers, kohya (``lora_unet_transformer_blocks_0_img_mlp``) or ComfyUI names; Flux's original names use the
+    same words under ``double_blocks``, which the caller checks first."""
+    return any(("img_mlp" in k or "txt_mlp" in k or "img_mod" in k or "txt_mod" in k) for k in keys)
+
+
 def encoder_label(width: int) -> str:
     return f"Qwen2.5-VL{' 7B' if width == 3584 else ''} text encoder ({width} wide)"
