@@ -15,7 +15,7 @@ from test_families import W, H, job, payload, picture, pixels, selection
 
 torch.set_num_threads(2)
 
-MODELS = ("qwen", "qwen-split", "qwen-edit", "qwen-edit-plus", "qwen-lora", "lora-flux")
+MODELS = ("qwen", "qwen-split", "qwen-file", "qwen-edit", "qwen-edit-plus", "qwen-lora", "lora-flux")
 
 
 def reference(seed: int) -> dict:
@@ -33,6 +33,8 @@ def test_every_layout_is_recognised_with_family_and_variant(models_dir):
     assert checkpoints == {
         "tiny-qwen": ("qwen-image", "qwen-image", "diffusers", False),
         "tiny-qwen-split": ("qwen-image", "qwen-image", "safetensors", False),
+        "comfy-qwen": ("qwen-image", "qwen-image", "safetensors", False),
+        "comfy-qwen_2.5_vl": ("qwen2.5-vl", None, "safetensors", False),
         "tiny-qwen-edit": ("qwen-image-edit", "edit", "diffusers", True),
         "tiny-qwen-edit-plus": ("qwen-image-edit-plus", "edit-2509", "diffusers", True),
         "tiny-qwen_2.5_vl": ("qwen2.5-vl", None, "safetensors", False),
@@ -96,6 +98,9 @@ def test_the_split_layout_gives_the_same_pixels_as_the_diffusers_folder(client):
     layer, b = pixels(client.run(job("img2img", "tiny-qwen-split")))[0]
     assert np.array_equal(a, b)
     assert layer.info["parts"] == {"text_encoder": "tiny-qwen_2.5_vl", "vae": "tiny-qwen_image_vae"}
+    # ComfyUI's names: the transformer under model.diffusion_model., the text encoder's model.layers / visual
+    layer, c = pixels(client.run(job("img2img", "comfy-qwen")))[0]
+    assert np.array_equal(a, c) and layer.info["parts"]["text_encoder"] == "comfy-qwen_2.5_vl"
 
 
 def test_missing_parts_are_named_with_where_to_put_them(tmp_path, start_server):

@@ -10,6 +10,7 @@ Layouts (``link_into``):
 
 - ``qwen`` / ``qwen-edit`` / ``qwen-edit-plus``: diffusers folders ``checkpoints/tiny-<name>`` (``QwenImagePipeline``,
   ``QwenImageEditPipeline``, ``QwenImageEditPlusPipeline``).
+- ``qwen-file``: ComfyUI's one-file-per-part layout (``comfy_files``), the VAE from ``qwen-split``.
 - ``qwen-lora``: a tiny LoRA in ``loras/`` (diffusers/PEFT names on the transformer).
 - ``qwen-split``: ComfyUI's split layout: the transformer alone in ``diffusion_models/tiny-qwen-split.safetensors``
   (diffusers key names, as Comfy-Org ships it) with a ``.config/`` folder beside it (the tiny size and its tokenizer:
@@ -183,6 +184,35 @@ def split_files() -> Path:
     return factory._cached("split-qwen-v2", make)
 
 
+def comfy_files() -> Path:
+    """``tiny-qwen`` as ComfyUI users keep it in one file per part: the transformer under ``model.diffusion_model.`` in
+    ``checkpoints/comfy-qwen.safetensors`` (its ``.config/`` beside it) and the text encoder with ComfyUI's names
+    (``model.layers.*``, ``visual.*``) in ``text_encoders/comfy-qwen_2.5_vl.safetensors``."""
+    split = split_files()
+
+    def make(tmp: Path) -> None:
+        import shutil
+
+        from safetensors.torch import load_file
+
+        (tmp / "checkpoints").mkdir()
+        (tmp / "text_encoders").mkdir()
+        transformer = load_file(str(split / "diffusion_models" / "tiny-qwen-split.safetensors"))
+        prefixed = {"model.diffusion_model." + k: v for k, v in transformer.items()}
+        factory._save_file(prefixed, tmp / "checkpoints" / "comfy-qwen.safetensors")
+        shutil.copytree(
+            split / "diffusion_models" / "tiny-qwen-split.config", tmp / "checkpoints" / "comfy-qwen.config"
+        )
+        encoder = load_file(str(split / "text_encoders" / "tiny-qwen_2.5_vl.safetensors"))
+        renamed = {
+            k.replace("model.language_model.", "model.", 1).replace("model.visual.", "visual.", 1): v
+            for k, v in encoder.items()
+        }
+        factory._save_file(renamed, tmp / "text_encoders" / "comfy-qwen_2.5_vl.safetensors")
+
+    return factory._cached("comfy-qwen", make)
+
+
 def lora() -> Path:
     """A tiny Qwen-Image LoRA (random, non-zero up weights) on the image stream's MLP and attention, as diffusers
     saves it (``transformer.transformer_blocks.N.img_mlp...``)."""
@@ -215,6 +245,13 @@ def link_into(path: Path, item: str) -> None:
     if item in CHECKPOINTS:
         folder = checkpoint_folder(item)
         factory._link(folder, path / "checkpoints" / folder.name)
+    elif item == "qwen-file":
+        built = comfy_files()
+        for sub in ("checkpoints", "text_encoders"):
+            for f in (built / sub).iterdir():
+                factory._link(f, path / sub / f.name)
+        vae = split_files() / "vae" / "tiny-qwen_image_vae.safetensors"
+        factory._link(vae, path / "vae" / vae.name)
     elif item == "qwen-lora":
         factory._link(lora(), path / "loras" / "tiny-lora-qwen.safetensors")
     elif item == "qwen-split":
