@@ -810,29 +810,33 @@ def lora_path(arch: str) -> Path:
     return _cached(f"lora-{arch}", build) / f"tiny-lora-{arch}.safetensors"
 
 
+def random_lora(pipe, targets: list, scale: float, seed: int, dest: Path, weight_name: str) -> None:
+    """Save a random LoRA (rank 4, up weights scaled by ``scale``: visible on a tiny model after two steps) on
+    ``pipe``'s transformer modules named ``targets``, as diffusers saves it."""
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=targets))
+    with torch.no_grad():
+        for name, p in pipe.transformer.named_parameters():
+            if "lora_B" in name:
+                p.mul_(scale)
+    type(pipe).save_lora_weights(
+        dest, transformer_lora_layers=get_peft_model_state_dict(pipe.transformer), weight_name=weight_name
+    )
+
+
 def _flux_lora() -> Path:
     """A tiny Flux LoRA (random, non-zero up weights) on every attention projection, as diffusers saves it."""
 
     def build(tmp: Path) -> None:
         import torch
         from diffusers import FluxPipeline
-        from peft import LoraConfig
-        from peft.utils import get_peft_model_state_dict
 
         pipe = FluxPipeline.from_pretrained(checkpoint_folder("flux"), local_files_only=True, dtype=torch.float32)
-        torch.manual_seed(41)
-        pipe.transformer.add_adapter(
-            LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
-        )
-        with torch.no_grad():
-            for name, p in pipe.transformer.named_parameters():
-                if "lora_B" in name:
-                    p.mul_(20.0)  # visible on a tiny model after two steps
-        FluxPipeline.save_lora_weights(
-            tmp,
-            transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
-            weight_name="tiny-lora-flux.safetensors",
-        )
+        random_lora(pipe, ["to_q", "to_k", "to_v", "to_out.0"], 20.0, 41, tmp, "tiny-lora-flux.safetensors")
 
     return _cached("lora-flux", build) / "tiny-lora-flux.safetensors"
 

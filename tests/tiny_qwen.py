@@ -220,22 +220,10 @@ def lora() -> Path:
     def make(tmp: Path) -> None:
         import torch
         from diffusers import QwenImagePipeline
-        from peft import LoraConfig
-        from peft.utils import get_peft_model_state_dict
 
         pipe = QwenImagePipeline.from_pretrained(checkpoint_folder("qwen"), local_files_only=True, dtype=torch.float32)
-        torch.manual_seed(43)
         targets = ["to_q", "to_k", "to_v", "img_mlp.net.0.proj", "img_mlp.net.2"]
-        pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=targets))
-        with torch.no_grad():
-            for name, p in pipe.transformer.named_parameters():
-                if "lora_B" in name:
-                    p.mul_(40.0)  # visible on a tiny model after two steps
-        QwenImagePipeline.save_lora_weights(
-            tmp,
-            transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
-            weight_name="tiny-lora-qwen.safetensors",
-        )
+        factory.random_lora(pipe, targets, 40.0, 43, tmp, "tiny-lora-qwen.safetensors")
 
     return factory._cached("lora-qwen", make) / "tiny-lora-qwen.safetensors"
 
