@@ -15,7 +15,7 @@ from test_families import W, H, job, payload, picture, pixels, selection
 
 torch.set_num_threads(2)
 
-MODELS = ("qwen", "qwen-split", "qwen-file", "qwen-edit", "qwen-edit-plus", "qwen-lora", "lora-flux")
+MODELS = ("qwen", "qwen-split", "qwen-file", "qwen-edit", "qwen-edit-plus", "qwen-lora", "lora-flux", "qwen-controlnet")
 
 
 def reference(seed: int) -> dict:
@@ -28,7 +28,9 @@ def reference(seed: int) -> dict:
 def test_every_layout_is_recognised_with_family_and_variant(models_dir):
     got = {(e["kind"], e["name"]): e for e in ModelRegistry([models_dir]).listing()}
     checkpoints = {
-        n: (e["arch"], e.get("variant"), e["format"], e.get("edit", False)) for (k, n), e in got.items() if k != "lora"
+        n: (e["arch"], e.get("variant"), e["format"], e.get("edit", False))
+        for (k, n), e in got.items()
+        if k not in ("lora", "controlnet")
     }
     assert checkpoints == {
         "tiny-qwen": ("qwen-image", "qwen-image", "diffusers", False),
@@ -41,6 +43,8 @@ def test_every_layout_is_recognised_with_family_and_variant(models_dir):
         "tiny-qwen_image_vae": (None, None, "safetensors", False),
     }
     assert not any("problem" in e for e in got.values())
+    controlnet = got[("controlnet", "tiny-qwen-controlnet-union")]
+    assert (controlnet["arch"], controlnet["union"]) == ("qwen-image", True)
     assert {n: e["arch"] for (k, n), e in got.items() if k == "lora"} == {
         "tiny-lora-qwen": "qwen-image",
         "tiny-lora-flux": "flux",
@@ -91,6 +95,24 @@ def test_a_qwen_lora_changes_the_result_and_a_flux_one_is_refused(client):
     with pytest.raises(JobFailed) as err:
         client.run(job("img2img", "tiny-qwen", prompt="a cat <lora:tiny-lora-flux>"))
     assert "made for Flux.1" in str(err.value) and "Qwen-Image" in str(err.value)
+
+
+def test_the_union_controlnet_changes_generate_and_is_refused_in_other_modes(client):
+    from test_families import lines_image, with_control
+
+    def generate(control: bool):
+        msg = job("generate", "tiny-qwen", image=False, width=64, height=64)
+        if control:
+            msg = with_control(msg, "canny")
+            msg["controls"][0]["image"] = payload(lines_image(64, 64))
+        return pixels(client.run(msg))[0]
+
+    (_, plain), (layer, controlled) = generate(False), generate(True)
+    assert layer.info["controlnet"] == {"name": "tiny-qwen-controlnet-union", "type": "canny", "union_mode": None}
+    assert not np.array_equal(plain, controlled)
+    with pytest.raises(JobFailed) as err:
+        client.run(with_control(job("img2img", "tiny-qwen"), "depth"))
+    assert err.value.code == "unsupported" and "with generate only" in str(err.value)
 
 
 def test_the_split_layout_gives_the_same_pixels_as_the_diffusers_folder(client):

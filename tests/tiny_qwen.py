@@ -11,6 +11,7 @@ Layouts (``link_into``):
 - ``qwen`` / ``qwen-edit`` / ``qwen-edit-plus``: diffusers folders ``checkpoints/tiny-<name>`` (``QwenImagePipeline``,
   ``QwenImageEditPipeline``, ``QwenImageEditPlusPipeline``).
 - ``qwen-file``: ComfyUI's one-file-per-part layout (``comfy_files``), the VAE from ``qwen-split``.
+- ``qwen-controlnet``: a tiny union ControlNet folder in ``controlnet/``.
 - ``qwen-lora``: a tiny LoRA in ``loras/`` (diffusers/PEFT names on the transformer).
 - ``qwen-split``: ComfyUI's split layout: the transformer alone in ``diffusion_models/tiny-qwen-split.safetensors``
   (diffusers key names, as Comfy-Org ships it) with a ``.config/`` folder beside it (the tiny size and its tokenizer:
@@ -213,6 +214,31 @@ def comfy_files() -> Path:
     return factory._cached("comfy-qwen", make)
 
 
+def controlnet_folder() -> Path:
+    """A tiny Qwen-Image union ControlNet (InstantX's layout: a diffusers folder) made from ``tiny-qwen``'s
+    transformer, its zero-initialised projections filled with random weights so that it changes the picture."""
+
+    def make(tmp: Path) -> None:
+        import torch
+        from diffusers import QwenImageControlNetModel, QwenImageTransformer2DModel
+
+        transformer = QwenImageTransformer2DModel.from_pretrained(
+            checkpoint_folder("qwen"), subfolder="transformer", local_files_only=True
+        )
+        sizes = ("patch_size", "in_channels", "out_channels", "attention_head_dim", "num_attention_heads")
+        config = {k: transformer.config[k] for k in sizes + ("joint_attention_dim", "axes_dims_rope")}
+        net = QwenImageControlNetModel(num_layers=1, **config)  # from_transformer keeps the default sizes
+        net.load_state_dict(transformer.state_dict(), strict=False)  # the shared blocks start as the model's
+        torch.manual_seed(47)
+        with torch.no_grad():
+            for name, p in net.named_parameters():
+                if name.startswith(("controlnet_blocks", "controlnet_x_embedder")):
+                    p.normal_(0.0, 0.5)
+        net.save_pretrained(tmp / "tiny-qwen-controlnet-union", safe_serialization=True)
+
+    return factory._cached("cn-qwen-union", make) / "tiny-qwen-controlnet-union"
+
+
 def lora() -> Path:
     """A tiny Qwen-Image LoRA (random, non-zero up weights) on the image stream's MLP and attention, as diffusers
     saves it (``transformer.transformer_blocks.N.img_mlp...``)."""
@@ -240,6 +266,8 @@ def link_into(path: Path, item: str) -> None:
                 factory._link(f, path / sub / f.name)
         vae = split_files() / "vae" / "tiny-qwen_image_vae.safetensors"
         factory._link(vae, path / "vae" / vae.name)
+    elif item == "qwen-controlnet":
+        factory._link(controlnet_folder(), path / "controlnet" / "tiny-qwen-controlnet-union")
     elif item == "qwen-lora":
         factory._link(lora(), path / "loras" / "tiny-lora-qwen.safetensors")
     elif item == "qwen-split":

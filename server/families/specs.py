@@ -100,10 +100,7 @@ SPECS.update(
         qwen.QWEN: FamilySpec(
             qwen.QWEN,
             _QWEN_BASE,
-            control_pipelines={
-                "txt2img": "QwenImageControlNetPipeline",
-                "inpaint": "QwenImageControlNetInpaintPipeline",
-            },
+            control_pipelines={"txt2img": "QwenImageControlNetPipeline"},
             **_QWEN,
         ),
         qwen.QWEN_EDIT: FamilySpec(

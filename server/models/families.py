@@ -387,6 +387,8 @@ def controlnet_folder(config: dict) -> Optional[Detected]:
                 "hidden": config.get("num_attention_heads", 24) * config.get("attention_head_dim", 128),
             },
         )
+    if cls == "QwenImageControlNetModel":
+        return qwen.controlnet_folder(config)
     if cls == "SD3ControlNetModel":
         info = {
             "layout": "diffusers-folder",

@@ -152,5 +152,21 @@ def is_lora(keys) -> bool:
     return any(("img_mlp" in k or "txt_mlp" in k or "img_mod" in k or "txt_mod" in k) for k in keys)
 
 
+def controlnet_folder(config: dict) -> Detected:
+    """A Qwen-Image ControlNet folder (``QwenImageControlNetModel``): InstantX's union model reads the control type
+    off the picture; the inpainting one (extra condition channels) is listed with why it does not run."""
+    info = {
+        "layout": "diffusers-folder",
+        "union": True,
+        "hidden": config.get("num_attention_heads", 24) * config.get("attention_head_dim", 128),
+    }
+    if config.get("extra_condition_channels"):
+        info["unsupported"] = (
+            "a Qwen-Image inpainting ControlNet (extra condition channels), which Paintbridge does not run; "
+            "Qwen-Image's union ControlNet (canny, soft edge, depth, pose) works"
+        )
+    return Detected(QWEN, info=info)
+
+
 def encoder_label(width: int) -> str:
     return f"Qwen2.5-VL{' 7B' if width == 3584 else ''} text encoder ({width} wide)"
