@@ -59,7 +59,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, Tuple
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 CACHE_VERSION = "v3"
 TRANSFORMER_CHECKPOINTS = ("flux", "flux-fill", "flux-kontext", "sd3")
@@ -672,19 +672,19 @@ def checkpoint_file(name: str) -> Path:
     return _cached(f"file-{name}", build) / f"tiny-{name}-file.safetensors"
 
 
-def gguf_transformer(name: str) -> Path:
-    """The tiny checkpoint's transformer as a GGUF file (diffusers key names): 2-D weights whose rows are a multiple of
-    32 quantized to Q8_0 as city96's Flux GGUFs do, the rest kept in F32."""
+def gguf_transformer(name: str, folder: Optional[Path] = None, cls_name: str = "FluxTransformer2DModel") -> Path:
+    """The tiny checkpoint's transformer (``folder``'s, else ``checkpoint_folder(name)``'s) as a GGUF file (diffusers
+    key names): 2-D weights whose rows are a multiple of 32 quantized to Q8_0 as city96's GGUFs do, the rest F32."""
 
     def build(tmp: Path) -> None:
+        import diffusers
         import gguf
         import numpy as np
-        from diffusers import FluxTransformer2DModel
 
-        transformer = FluxTransformer2DModel.from_pretrained(
-            checkpoint_folder(name), subfolder="transformer", local_files_only=True
+        transformer = getattr(diffusers, cls_name).from_pretrained(
+            folder or checkpoint_folder(name), subfolder="transformer", local_files_only=True
         )
-        writer = gguf.GGUFWriter(str(tmp / f"tiny-{name}-Q8_0.gguf"), arch="flux")
+        writer = gguf.GGUFWriter(str(tmp / f"tiny-{name}-Q8_0.gguf"), arch=name)
         for key, tensor in transformer.state_dict().items():
             array = tensor.float().numpy()
             if array.ndim == 2 and array.shape[-1] % 32 == 0:

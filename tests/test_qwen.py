@@ -15,7 +15,17 @@ from test_families import W, H, job, payload, picture, pixels, selection
 
 torch.set_num_threads(2)
 
-MODELS = ("qwen", "qwen-split", "qwen-file", "qwen-edit", "qwen-edit-plus", "qwen-lora", "lora-flux", "qwen-controlnet")
+MODELS = (
+    "qwen",
+    "qwen-split",
+    "qwen-file",
+    "qwen-edit",
+    "qwen-edit-plus",
+    "qwen-lora",
+    "lora-flux",
+    "qwen-controlnet",
+    "qwen-gguf",
+)
 
 
 def reference(seed: int) -> dict:
@@ -36,6 +46,7 @@ def test_every_layout_is_recognised_with_family_and_variant(models_dir):
         "tiny-qwen": ("qwen-image", "qwen-image", "diffusers", False),
         "tiny-qwen-split": ("qwen-image", "qwen-image", "safetensors", False),
         "comfy-qwen": ("qwen-image", "qwen-image", "safetensors", False),
+        "tiny-qwen-Q8_0": ("qwen-image", "qwen-image", "gguf", False),
         "comfy-qwen_2.5_vl": ("qwen2.5-vl", None, "safetensors", False),
         "tiny-qwen-edit": ("qwen-image-edit", "edit", "diffusers", True),
         "tiny-qwen-edit-plus": ("qwen-image-edit-plus", "edit-2509", "diffusers", True),
@@ -123,6 +134,9 @@ def test_the_split_layout_gives_the_same_pixels_as_the_diffusers_folder(client):
     # ComfyUI's names: the transformer under model.diffusion_model., the text encoder's model.layers / visual
     layer, c = pixels(client.run(job("img2img", "comfy-qwen")))[0]
     assert np.array_equal(a, c) and layer.info["parts"]["text_encoder"] == "comfy-qwen_2.5_vl"
+    # a Q8_0 GGUF transformer stays quantized and lands close to the full-precision pixels
+    q = pixels(client.run(job("img2img", "tiny-qwen-Q8_0")))[0][1]
+    assert 0 < np.abs(q.astype(int) - a.astype(int)).max() <= 8
 
 
 def test_missing_parts_are_named_with_where_to_put_them(tmp_path, start_server):

@@ -11,6 +11,7 @@ Layouts (``link_into``):
 - ``qwen`` / ``qwen-edit`` / ``qwen-edit-plus``: diffusers folders ``checkpoints/tiny-<name>`` (``QwenImagePipeline``,
   ``QwenImageEditPipeline``, ``QwenImageEditPlusPipeline``).
 - ``qwen-file``: ComfyUI's one-file-per-part layout (``comfy_files``), the VAE from ``qwen-split``.
+- ``qwen-gguf``: the transformer as a Q8_0 GGUF in ``diffusion_models/`` (city96's layout), parts as ``qwen-split``.
 - ``qwen-controlnet``: a tiny union ControlNet folder in ``controlnet/``.
 - ``qwen-lora``: a tiny LoRA in ``loras/`` (diffusers/PEFT names on the transformer).
 - ``qwen-split``: ComfyUI's split layout: the transformer alone in ``diffusion_models/tiny-qwen-split.safetensors``
@@ -266,6 +267,15 @@ def link_into(path: Path, item: str) -> None:
                 factory._link(f, path / sub / f.name)
         vae = split_files() / "vae" / "tiny-qwen_image_vae.safetensors"
         factory._link(vae, path / "vae" / vae.name)
+    elif item == "qwen-gguf":  # a Q8_0 GGUF transformer in diffusion_models/, its parts from qwen-split
+        gguf = factory.gguf_transformer("qwen", checkpoint_folder("qwen"), "QwenImageTransformer2DModel")
+        factory._link(gguf, path / "diffusion_models" / gguf.name)
+        built = split_files()
+        config = built / "diffusion_models" / "tiny-qwen-split.config"
+        factory._link(config, path / "diffusion_models" / "tiny-qwen-Q8_0.config")
+        for sub in ("text_encoders", "vae"):
+            for f in (built / sub).iterdir():
+                factory._link(f, path / sub / f.name)
     elif item == "qwen-controlnet":
         factory._link(controlnet_folder(), path / "controlnet" / "tiny-qwen-controlnet-union")
     elif item == "qwen-lora":
