@@ -1,4 +1,4 @@
-"""Flux.1 and SD3.5 on a lent GPU: the server vs plain diffusers, load time, seconds per step and peak memory per mode.
+"""Flux.1, SD3.5 and Qwen-Image on a lent GPU: the server vs plain diffusers, load time, seconds per step and peak memory per mode.
 
     .venv/bin/python benchmarks/gpu_families.py               # real-size random Flux.1 dev and SD3.5 medium, bf16
     .venv/bin/python benchmarks/gpu_families.py --cpu-smoke   # tiny models at 64 px on the CPU: seconds (run by tests)
@@ -10,7 +10,8 @@ jobs over the websocket) and through plain diffusers (``from_pretrained`` + ``.t
 after the other with the memory freed between them; Flux.1 Kontext's instruction ``edit`` runs on the same random
 Flux weights (a Kontext folder linking the dev folder's parts). Prints load seconds, seconds per step and the
 allocator's peak memory of each side, and the server's memory placement. With ``--families sd35-large`` (or
-flux-schnell, ...) other shipped variants run.
+flux-schnell, qwen-image, qwen-image-edit-plus ...) other shipped variants run; Qwen-Image (bf16 fits an 80 GB GPU whole;
+the server's placement says when it offloads) runs with true CFG on both sides and a byte-level stand-in tokenizer.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ MODES = {
     "flux": ("generate", "img2img", "inpaint", "control"),
     "sd3": ("generate", "img2img", "inpaint", "control"),
     "flux-kontext": ("edit",),
+    "qwen-image": ("generate", "img2img", "inpaint"),
+    "qwen-image-edit-plus": ("edit",),
 }
 PLAIN = {
     "flux": {
@@ -51,7 +54,14 @@ PLAIN = {
         "control": "StableDiffusion3ControlNetPipeline",
     },
     "flux-kontext": {"generate": "FluxKontextPipeline", "edit": "FluxKontextPipeline"},
+    "qwen-image": {
+        "generate": "QwenImagePipeline",
+        "img2img": "QwenImageImg2ImgPipeline",
+        "inpaint": "QwenImageInpaintPipeline",
+    },
+    "qwen-image-edit-plus": {"generate": "QwenImageEditPlusPipeline", "edit": "QwenImageEditPlusPipeline"},
 }
+TRUE_CFG = ("qwen-image", "qwen-image-edit-plus")  # cfg is true guidance: two passes a step, negative prompt " "
 CONTROLNET_LAYERS = {"flux": (5, 10), "sd3": (6, 0)}  # (joint, single) blocks: InstantX's Flux union, SD3 ControlNets
 
 
@@ -109,7 +119,7 @@ def random_folder(config: str, dest: Path, device: str, dtype) -> Path:
     try:
         with torch.device(device):
             for sub, (lib, cls_name) in index.items():
-                if sub.startswith("_") or sub.startswith("tokenizer") or sub == "scheduler":
+                if sub.startswith("_") or sub.startswith("tokenizer") or sub in ("scheduler", "processor"):
                     continue
                 cls = getattr(diffusers if lib == "diffusers" else transformers, cls_name)
                 if lib == "diffusers":
@@ -119,8 +129,14 @@ def random_folder(config: str, dest: Path, device: str, dtype) -> Path:
     finally:
         torch.set_default_dtype(default)
     parts["scheduler"] = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(str(folder), subfolder="scheduler")
-    family = "sd3" if config.startswith("sd3") else "flux"
-    parts.update(loading.tokenizers(family))
+    if config.startswith("qwen"):  # the real 151k-token tokenizer is not shipped: a byte-level stand-in
+        import tiny_qwen
+
+        parts["tokenizer"] = tiny_qwen.tokenizer()
+        if "processor" in index:
+            parts["processor"] = tiny_qwen.processor(parts["tokenizer"])
+    else:
+        parts.update(loading.tokenizers("sd3" if config.startswith("sd3") else "flux"))
     pipe = getattr(diffusers, index["_class_name"])(**parts)
     out = dest / f"random-{config}"
     pipe.save_pretrained(out, safe_serialization=True)
@@ -303,14 +319,18 @@ def plain_side(folder: Path, family: str, size: int, steps: int, device: str, dt
         kwargs = dict(
             prompt=PROMPT,
             num_inference_steps=steps,
-            guidance_scale=3.5,
             height=size,
             width=size,
             generator=torch.Generator("cpu").manual_seed(1),
         )
+        kwargs.update(
+            {"true_cfg_scale": 3.5, "negative_prompt": " "} if family in TRUE_CFG else {"guidance_scale": 3.5}
+        )
         if mode in ("img2img", "inpaint"):
             kwargs.update(image=Image.fromarray(image[..., :3]), strength=1.0)
-        if mode == "edit":
+        if mode == "edit" and family in TRUE_CFG:
+            kwargs.update(image=Image.fromarray(image[..., :3]))
+        elif mode == "edit":
             kwargs.update(image=Image.fromarray(image[..., :3]), max_area=size * size, _auto_resize=False)
         if mode == "control":
             kwargs["control_image"] = Image.fromarray(edges(size)[..., :3])
@@ -333,7 +353,9 @@ def main(argv=None) -> int:
         "--families",
         nargs="+",
         default=["flux-dev", "sd35-medium"],
-        help="shipped configs to build (real size): flux-dev, flux-schnell, sd35-medium, sd35-large ...",
+        help="shipped configs to build (real size): flux-dev, flux-schnell, sd35-medium, sd35-large, qwen-image "
+        "(20B transformer + 8B text encoder in bf16: about 58 GB of GPU memory and of disk for its random folder), "
+        "qwen-image-edit-plus ...",
     )
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--size", type=int, default=1024)
@@ -345,12 +367,14 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="gpu-families-"))
     if args.cpu_smoke:
         import factory
+        import tiny_qwen
 
         device, dtype, size, steps = "cpu", torch.float32, 64, 2
         runs = [
             (factory.checkpoint_folder("flux"), "flux", factory.controlnet_path("cn-flux-union")),
             (factory.checkpoint_folder("flux-kontext"), "flux-kontext", None),
             (factory.checkpoint_folder("sd3"), "sd3", factory.controlnet_path("cn-sd3-canny")),
+            (tiny_qwen.checkpoint_folder("qwen"), "qwen-image", None),
         ]
     else:
         if not torch.cuda.is_available():
@@ -360,8 +384,12 @@ def main(argv=None) -> int:
         runs = []
         for config in args.families:
             started = time.perf_counter()
-            family = "sd3" if config.startswith("sd3") else "flux"
             folder = random_folder(config, work, device, dtype)
+            if config.startswith("qwen"):  # no random Qwen ControlNet: generate, img2img, inpaint (Edit: edit)
+                runs.append((folder, "qwen-image-edit-plus" if "edit" in config else "qwen-image", None))
+                print(f"built random {config} in {time.perf_counter() - started:.1f} s", flush=True)
+                continue
+            family = "sd3" if config.startswith("sd3") else "flux"
             runs.append((folder, family, random_controlnet(folder, family, work, device, dtype)))
             if config == "flux-dev":
                 runs.append((kontext_folder(folder), "flux-kontext", None))

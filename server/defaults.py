@@ -23,6 +23,10 @@ FAMILY_DEFAULTS: Dict[str, dict] = {
     "flux-fill": {"steps": 28, "cfg": 30.0, "sampler": "Euler", "resolution": 1024},
     "flux-kontext": {"steps": 28, "cfg": 2.5, "sampler": "Euler", "resolution": 1024},
     "sd3": {"steps": 28, "cfg": 4.5, "sampler": "Euler", "resolution": 1024},
+    # Qwen-Image: cfg is true classifier-free guidance (two passes a step, negative prompt " " when none is given)
+    "qwen-image": {"steps": 30, "cfg": 4.0, "sampler": "Euler", "resolution": 1024},
+    "qwen-image-edit": {"steps": 30, "cfg": 4.0, "sampler": "Euler", "resolution": 1024},
+    "qwen-image-edit-plus": {"steps": 30, "cfg": 4.0, "sampler": "Euler", "resolution": 1024},
     "classical": {"steps": 1, "cfg": 0.0, "sampler": "", "resolution": 0},
 }
 

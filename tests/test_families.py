@@ -464,6 +464,8 @@ def test_gpu_benchmark_runs_in_its_cpu_smoke_mode():
         "tiny-sd3: load server",
         "img2img sd3",
         "control sd3",
+        "tiny-qwen: load server",
+        "inpaint qwen-image",
     ):
         assert line in proc.stdout, proc.stdout
 

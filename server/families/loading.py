@@ -25,7 +25,7 @@ from ..models.tensors import read_tensors
 from ..models.registry import ModelEntry, ModelRegistry
 from ..models.tokenizers import clip_tokenizer
 from . import parts as part_finder
-from . import specs
+from . import qwen, specs
 
 T5_TOKENIZER = CONFIGS_DIR / "t5-tokenizer" / "tokenizer.json.gz"
 T5_MAX_LENGTH = 512
@@ -94,6 +94,8 @@ def tokenizers(family: str) -> dict:
     """The shipped tokenizers for a family's pipeline (CLIP pads SD3's CLIP-G with "!", as the originals do)."""
     if family == specs.SD3:
         return {"tokenizer": clip_tokenizer(), "tokenizer_2": clip_tokenizer("!"), "tokenizer_3": t5_tokenizer()}
+    if qwen.is_qwen(family):
+        return {}  # not shipped: a diffusers folder carries its own, a split checkpoint its config folder's
     return {"tokenizer": clip_tokenizer(), "tokenizer_2": t5_tokenizer()}
 
 
@@ -168,7 +170,7 @@ def load(entry: ModelEntry, dtype, registry: ModelRegistry) -> Tuple[object, dic
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     spec = specs.SPECS[entry.arch]
-    cls = getattr(diffusers, spec.pipeline("txt2img"))
+    cls = getattr(diffusers, spec.pipeline("edit") or spec.pipeline("txt2img"))  # edit models: with their processor
     facts: dict = {"variant": entry.info.get("variant", "")}
     try:
         if entry.format == DIFFUSERS:
@@ -184,13 +186,20 @@ def load(entry: ModelEntry, dtype, registry: ModelRegistry) -> Tuple[object, dic
                 )
             config = config_dir(entry)
             found = part_finder.find(entry, config, registry)
-            encoders = {slot: _text_encoder(src, config / slot, dtype) for slot, src in found.encoders.items()}
+            if qwen.is_qwen(entry.arch):
+                encoders = {
+                    s: qwen.text_encoder(e.path, e.prefix, config / s, dtype) for s, e in found.encoders.items()
+                }
+                vae, preprocessors = qwen.vae(found.vae.path, config / "vae", dtype), qwen.preprocessors(entry, config)
+            else:
+                encoders = {slot: _text_encoder(src, config / slot, dtype) for slot, src in found.encoders.items()}
+                vae, preprocessors = _vae(found.vae, config, dtype), tokenizers(entry.arch)
             pipe = cls(
                 transformer=_transformer(entry, config, dtype),
-                vae=_vae(found.vae, config, dtype),
+                vae=vae,
                 scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(str(config), subfolder="scheduler"),
                 **encoders,
-                **tokenizers(entry.arch),
+                **preprocessors,
             )
             facts["parts"] = {**{slot: src.name for slot, src in found.encoders.items()}, "vae": found.vae.name}
     except ProtocolError:

@@ -13,16 +13,19 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from . import qwen
 from .identify import Detected, DetectError, Shapes
 
 FLUX = "flux"
 FLUX_FILL = "flux-fill"
 FLUX_KONTEXT = "flux-kontext"
 SD3 = "sd3"
-FAMILIES = (FLUX, FLUX_FILL, FLUX_KONTEXT, SD3)
-EDIT_FAMILIES = (FLUX_KONTEXT,)  # instruction edit (mode "edit"); their listing entries say ``"edit": true``
+FAMILIES = (FLUX, FLUX_FILL, FLUX_KONTEXT, SD3) + qwen.FAMILIES
+EDIT_FAMILIES = (
+    FLUX_KONTEXT,
+) + qwen.EDIT_FAMILIES  # instruction edit (mode "edit"); their listing entries say ``"edit": true``
 
-NAMES = {FLUX: "Flux.1", FLUX_FILL: "Flux.1 Fill", FLUX_KONTEXT: "Flux.1 Kontext", SD3: "SD3"}
+NAMES = {FLUX: "Flux.1", FLUX_FILL: "Flux.1 Fill", FLUX_KONTEXT: "Flux.1 Kontext", SD3: "SD3", **qwen.NAMES}
 
 # Variant → the shipped weightless config folder in server/configs (real-size single files load with it).
 VARIANT_CONFIGS = {
@@ -34,6 +37,7 @@ VARIANT_CONFIGS = {
     "3.5-medium": "sd35-medium",
     "3.5-large": "sd35-large",
     "3.5-large-turbo": "sd35-large",
+    **qwen.VARIANT_CONFIGS,
 }
 VARIANT_NAMES = {
     "dev": "Flux.1 dev",
@@ -44,6 +48,7 @@ VARIANT_NAMES = {
     "3.5-medium": "SD3.5 medium",
     "3.5-large": "SD3.5 large",
     "3.5-large-turbo": "SD3.5 large turbo",
+    **qwen.VARIANT_NAMES,
 }
 
 TRANSFORMER_PREFIXES = ("model.diffusion_model.", "")
@@ -63,7 +68,9 @@ def _strip(shapes: Shapes, prefix: str) -> Shapes:
 
 
 def looks_like_transformer(shapes: Shapes) -> bool:
-    """Whether a file holds a Flux or SD3 transformer (any known layout, with or without a prefix)."""
+    """Whether a file holds a Flux, SD3 or Qwen-Image transformer (any known layout, with or without a prefix)."""
+    if qwen.looks_like_transformer(shapes):
+        return True
     heads = ("double_blocks", "single_blocks", "joint_blocks", "single_transformer_blocks")
     for key in shapes:
         key = key[len("model.diffusion_model.") :] if key.startswith("model.diffusion_model.") else key
@@ -143,7 +150,9 @@ def vae_prefix(shapes: Shapes) -> Optional[str]:
 
 
 def checkpoint(shapes: Shapes, name: str) -> Detected:
-    """A Flux or SD3 checkpoint file (transformer only, or full with text encoders and VAE)."""
+    """A Flux, SD3 or Qwen-Image checkpoint file (transformer only, or full with text encoders and VAE)."""
+    if qwen.looks_like_transformer(shapes):
+        return qwen.checkpoint(shapes, name)
     prefix = _transformer_prefix(shapes)
     t = _strip(shapes, prefix) if prefix else shapes
     if any(k.startswith(("double_blocks.", "single_transformer_blocks.")) for k in t):
@@ -177,6 +186,8 @@ def diffusers_folder(folder: Path) -> Detected:
         raise DetectError(f"{folder.name} is not a readable diffusers folder: {err}") from err
     pipeline = str(index.get("_class_name", ""))
     cls = str(config.get("_class_name", ""))
+    if cls == "QwenImageTransformer2DModel":
+        return qwen.diffusers_folder(folder, index, config)
     if cls.startswith("SD3"):
         family = SD3
         variant = (
@@ -211,7 +222,9 @@ def diffusers_folder(folder: Path) -> Detected:
 
 
 def text_encoder(shapes: Shapes) -> Detected:
-    """A separate text-encoder file: CLIP (``arch`` "clip") or T5 (``arch`` "t5"), with its width."""
+    """A separate text-encoder file: CLIP (``arch`` "clip"), T5 (``arch`` "t5") or Qwen2.5-VL, with its width."""
+    if qwen.text_encoder_prefix(shapes) is not None:
+        return qwen.text_encoder(shapes)
     for key, shape in shapes.items():
         if key.endswith(T5_PROBE):
             prefix = key[: -len(T5_PROBE)]
@@ -234,15 +247,18 @@ def text_encoder(shapes: Shapes) -> Detected:
 
 
 def vae_latent_channels(shapes: Shapes) -> Optional[int]:
-    """Latent channels of a VAE file (4 for SD1.5/SDXL, 16 for Flux/SD3), from its decoder's first convolution."""
+    """Latent channels of a VAE file (4 for SD1.5/SDXL, 16 for Flux/SD3 and Qwen-Image's 3-D VAE), from its decoder's
+    first convolution."""
     for key, shape in shapes.items():
-        if key.endswith("decoder.conv_in.weight") and len(shape) == 4:
+        if key.endswith("decoder.conv_in.weight") and len(shape) in (4, 5):
             return shape[1]
     return None
 
 
 def encoder_label(kind: str, width: int) -> str:
     """A text encoder as users know it: "CLIP-L (768 wide)", "T5-XXL (4096 wide)"."""
+    if kind == qwen.TEXT_ENCODER:
+        return qwen.encoder_label(width)
     if kind == "t5":
         return f"T5{'-XXL' if width == 4096 else ''} text encoder ({width} wide)"
     known = {768: "CLIP-L", 1280: "CLIP-G"}
@@ -257,7 +273,7 @@ def encoder_roles(kind: str, width: int) -> List[str]:
 
 
 def lora_family(shapes: Shapes) -> Optional[str]:
-    """The family a LoRA is made for ("flux", "sd3"), None when it is not a Flux/SD3 LoRA. Kohya (``lora_unet_double_
+    """The family a LoRA is made for ("flux", "sd3", "qwen-image"), None when it is not a Flux/SD3 LoRA. Kohya (``lora_unet_double_
     blocks_*``), ComfyUI/XLabs (``double_blocks.*``) and diffusers/PEFT (``transformer.single_transformer_blocks.*``)
     names; a diffusers LoRA touching only joint blocks is told apart by its width (Flux 3072, SD3 1536/2432)."""
     keys = list(shapes)
@@ -265,6 +281,8 @@ def lora_family(shapes: Shapes) -> Optional[str]:
         return FLUX
     if any("joint_blocks" in k for k in keys):
         return SD3
+    if qwen.is_lora(keys):
+        return qwen.QWEN
     for key, shape in shapes.items():
         if key.startswith("transformer.transformer_blocks.") and ".attn.to_q.lora_A" in key and len(shape) == 2:
             return FLUX if shape[1] == 3072 else SD3
@@ -369,6 +387,8 @@ def controlnet_folder(config: dict) -> Optional[Detected]:
                 "hidden": config.get("num_attention_heads", 24) * config.get("attention_head_dim", 128),
             },
         )
+    if cls == "QwenImageControlNetModel":
+        return qwen.controlnet_folder(config)
     if cls == "SD3ControlNetModel":
         info = {
             "layout": "diffusers-folder",
