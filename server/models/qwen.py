@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Optional, Tuple
 
-from .detect import Detected, DetectError, Shapes
+from .identify import Detected, DetectError, Shapes
 
 QWEN = "qwen-image"
 QWEN_EDIT = "qwen-image-edit"
