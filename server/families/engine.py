@@ -1,4 +1,5 @@
-"""The Flux/SD3 engine: generate, img2img, inpaint, outpaint and (Kontext) edit jobs on Flux.1 and SD3/SD3.5.
+"""The Flux/SD3 engine: generate, img2img, inpaint, outpaint and (Kontext, Klein) edit jobs on Flux.1, SD3/SD3.5 and
+Flux.2 Klein (whose own parts, inputs and previews are in ``klein``).
 
 A peer of the SD1.5/SDXL engine behind ``core.Engine``; the router picks it by the checkpoint's family. One checkpoint
 is kept warm and every mode's pipeline is made from it with ``from_pipe`` (shared weights). Geometry is the same as
@@ -39,7 +40,7 @@ from ..diffusion.controls import control_image
 from ..diffusion.engine import _layers, _working_job
 from ..models.detect import DIFFUSERS
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
-from . import controlnets, loading, memory, preview, redux, specs
+from . import controlnets, klein, loading, memory, preview, redux, specs
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ def plain_prompt(text: str) -> str:
 
 
 class FamilyEngine(Engine):
-    """Runs jobs on Flux.1 (dev, schnell, Fill, Kontext) and SD3/SD3.5 checkpoints; ``loads`` counts loads."""
+    """Runs jobs on Flux.1 (dev, schnell, Fill, Kontext), SD3/SD3.5 and Flux.2 Klein checkpoints; ``loads`` counts
+    loads."""
 
     name = "flux-sd3"
     modes = MODES
@@ -109,7 +111,7 @@ class FamilyEngine(Engine):
         pipe, facts = loading.load(entry, dtype, self.registry)
         facts["dtype"] = why
         try:  # measured on the CPU, before the model is placed
-            rgb_map = preview.fit(pipe.vae)
+            rgb_map = klein.fit_preview(pipe.vae) if entry.arch == specs.FLUX2_KLEIN else preview.fit(pipe.vae)
         except Exception as err:  # noqa: BLE001 - previews are optional; the job must not fail for them
             log.warning("no progress previews for %s: %s", entry.name, err)
             rgb_map = None
@@ -125,7 +127,9 @@ class FamilyEngine(Engine):
             why,
         )
         # LoRAs are made for the base family: a Flux LoRA also fits Fill and Kontext.
-        base = dataclasses.replace(entry, arch=specs.SD3 if entry.arch == specs.SD3 else specs.FLUX)
+        base = dataclasses.replace(
+            entry, arch=entry.arch if entry.arch in (specs.SD3, specs.FLUX2_KLEIN) else specs.FLUX
+        )
         self.loaded = Loaded(
             entry, pipe, facts, _native_px(entry, pipe), Adapters(pipe, base, self.registry), preview=rgb_map
         )
@@ -234,22 +238,24 @@ class FamilyEngine(Engine):
             raise ProtocolError(
                 UNSUPPORTED,
                 f"the {'hires fix' if refused == 'hires' else 'detailer'} runs on SD1.5 "
-                f"and SDXL checkpoints; '{entry.name}' is a Flux/SD3 model: turn it off, or pick an "
+                f"and SDXL checkpoints; '{entry.name}' is a {arch_name(entry.arch)} model: turn it off, or pick an "
                 "SD1.5/SDXL model",
                 field=f"params.{refused}",
             )
-        if job.mode == "edit" and entry.arch != specs.FLUX_KONTEXT:
+        if job.mode == "edit" and entry.arch not in specs.EDIT_FAMILIES:
             raise ProtocolError(
                 UNSUPPORTED,
-                f"instruction edit needs a Flux.1 Kontext checkpoint; '{entry.name}' is "
-                f"{specs.VARIANT_NAMES.get(entry.info.get('variant', ''), entry.arch)}: pick a Kontext "
+                f"instruction edit needs a Flux.1 Kontext or Flux.2 Klein checkpoint; '{entry.name}' is "
+                f"{specs.VARIANT_NAMES.get(entry.info.get('variant', ''), entry.arch)}: pick a Kontext or Klein "
                 "model, or use inpaint with a prompt",
                 field="mode",
             )
         if job.mode == "edit" and job.image is None:
             raise ProtocolError(UNSUPPORTED, "edit needs the image to edit", field="image")
         refuse_sd_sampling_options(job, entry)
-        if job.references:  # reference images: what Flux Redux can honour, refused by name otherwise
+        if entry.arch == specs.FLUX2_KLEIN:  # Klein sees reference pictures itself
+            klein.check_job(job, entry)
+        elif job.references:  # reference images: what Flux Redux can honour, refused by name otherwise
             redux.check(job.references, entry)
         with self._lock:
             try:
@@ -301,10 +307,11 @@ class FamilyEngine(Engine):
         if entry.arch == specs.SD3:
             call["negative_prompt"] = plain_prompt(negative)
         call.update(_image_inputs(entry.arch, kind, work, hard, pw, ph, settings["strength"], tileable))
+        unpack = klein.unpack if entry.arch == specs.FLUX2_KLEIN else preview.unpack
         if plan is not None:
             call.update(self._control_inputs(plan, job, pw, ph, ctx))
         ref_plan = None
-        if work.references:  # reference images: Redux image tokens appended to the prompt's T5 tokens
+        if work.references and entry.arch != specs.FLUX2_KLEIN:  # Redux image tokens after the prompt's T5 tokens
             ref_plan = redux.select(work.references, entry, redux.txt_dim(loaded.pipe), self.registry)
             if loaded.redux is None:
                 loaded.redux = redux.ReduxSet(self.device, loaded.pipe.vae.dtype)
@@ -323,9 +330,7 @@ class FamilyEngine(Engine):
                 tensors["latents"] = latents = roller[0].step(latents, last=step + 1 >= per_image)
             if job.previews and loaded.preview is not None and latents is not None:
                 latents = roller[0].unrolled(latents) if roller[0] is not None else latents
-                image = preview.to_rgb(
-                    preview.unpack(latents, ph, pw) if latents.dim() == 3 else latents, *loaded.preview
-                )
+                image = preview.to_rgb(unpack(latents, ph, pw) if latents.dim() == 3 else latents, *loaded.preview)
             ctx.progress(done[0] * per_image + min(step + 1, per_image), per_image * len(seeds), image)
             return tensors
 
@@ -363,6 +368,8 @@ class FamilyEngine(Engine):
             info["controlnet"] = {"name": plan.entry.name, "type": plan.control.type, "union_mode": plan.mode}
         if ref_plan is not None:
             info["references"] = redux.info(ref_plan, work.references)
+        elif work.references:
+            info["references"] = [{"type": r.type, "seen_as": "picture"} for r in work.references]
         if tileable:
             info["tileable"] = "circular padding in the VAE" + (", latents rolled between steps" if rolling else "")
         if job.params.sampler and job.params.sampler != SAMPLER or job.params.scheduler:
@@ -458,6 +465,8 @@ def _image_inputs(
     else:
         init = np.full((ph, pw, 3), 127, np.uint8)
     mask = np.where(imageops.resize(hard, pw, ph) > 0, 255, 0).astype(np.uint8)
+    if family == specs.FLUX2_KLEIN:
+        return klein.image_inputs(kind, work, init, mask, pw, ph, strength)
     # Kontext scales every job to max_area (1024² px by default) unless told the job's own area
     kontext = {"_auto_resize": False, "max_area": pw * ph} if family == specs.FLUX_KONTEXT else {}
     if family == specs.FLUX_FILL:  # Fill always takes an image and a mask: generate = fill everything

@@ -24,13 +24,21 @@ from . import specs
 SLOT_ROLES = {
     specs.SD3: {"text_encoder": "clip_l", "text_encoder_2": "clip_g", "text_encoder_3": "t5"},
     "flux": {"text_encoder": "clip_l", "text_encoder_2": "t5"},
+    specs.FLUX2_KLEIN: {"text_encoder": "qwen3"},
 }
 ROLE_HINTS = {
     "clip_l": ("clip_l", "clip-l", "clipl", "vit-l", "vit_l"),
     "clip_g": ("clip_g", "clip-g", "clipg", "bigg"),
     "t5": ("t5",),
+    "qwen3": ("qwen",),
 }
-VAE_HINTS = {"flux": ("ae", "flux"), specs.SD3: ("sd3",)}
+VAE_HINTS = {"flux": ("ae", "flux"), specs.SD3: ("sd3",), specs.FLUX2_KLEIN: ("flux2", "flux.2")}
+# What a missing part's message suggests, per family: text-encoder files, and the VAE file.
+PART_EXAMPLES = {
+    "flux": ("clip_l.safetensors, t5xxl_fp16.safetensors", "ae.safetensors"),
+    specs.SD3: ("clip_l.safetensors, clip_g.safetensors, t5xxl_fp16.safetensors", "sd3_vae.safetensors"),
+    specs.FLUX2_KLEIN: ("qwen_3_4b.safetensors for Klein 4B, qwen_3_8b.safetensors for 9B", "flux2-vae.safetensors"),
+}
 
 
 @dataclass
@@ -69,7 +77,7 @@ def _json(path: Path) -> dict:
 
 
 def _base(family: str) -> str:
-    return specs.SD3 if family == specs.SD3 else "flux"
+    return family if family in (specs.SD3, specs.FLUX2_KLEIN) else "flux"
 
 
 def encoder_slots(family: str, config: Path) -> List[EncoderSlot]:
@@ -78,7 +86,7 @@ def encoder_slots(family: str, config: Path) -> List[EncoderSlot]:
     roles = SLOT_ROLES[_base(family)]
     for slot in specs.text_encoder_slots(family):
         cfg = _json(config / slot / "config.json")
-        kind = "t5" if cfg.get("model_type") == "t5" else "clip"
+        kind = cfg.get("model_type") if cfg.get("model_type") in ("t5", "qwen3") else "clip"
         width = int(cfg.get("d_model") if kind == "t5" else cfg.get("hidden_size"))
         projection = any("WithProjection" in a for a in cfg.get("architectures", []))
         slots.append(EncoderSlot(slot, kind, width, projection, roles[slot]))
@@ -150,9 +158,7 @@ def find(entry: ModelEntry, config: Path, registry: ModelRegistry) -> Parts:
     else:
         vae = _find_vae(entry.arch, entry, channels, registry)
         if vae is None:
-            missing.append(
-                f"VAE ({channels} latent channels, e.g. {'ae' if entry.arch != specs.SD3 else 'sd3_vae'}.safetensors)"
-            )
+            missing.append(f"VAE ({channels} latent channels, e.g. {PART_EXAMPLES[_base(entry.arch)][1]})")
         else:
             parts.vae = Source(vae.path, "", vae.name, folder=vae.format == DIFFUSERS)
     if missing:
@@ -162,8 +168,8 @@ def find(entry: ModelEntry, config: Path, registry: ModelRegistry) -> Parts:
         raise ProtocolError(
             MODEL_NOT_FOUND,
             f"checkpoint '{entry.name}' ({variant}) holds only its transformer and needs parts that are not "
-            f"installed: {', '.join(missing)}. Put text encoders (e.g. clip_l.safetensors, "
-            f"{'clip_g.safetensors, ' if entry.arch == specs.SD3 else ''}t5xxl_fp16.safetensors) in {encoders} "
+            f"installed: {', '.join(missing)}. Put text encoders (e.g. {PART_EXAMPLES[_base(entry.arch)][0]}) "
+            f"in {encoders} "
             f"(ComfyUI's clip/ works too) and the VAE in {vaes}",
             field="model",
         )

@@ -5,11 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-from ..models.families import FAMILIES, FLUX, FLUX_FILL, FLUX_KONTEXT, NAMES, SD3, VARIANT_CONFIGS, VARIANT_NAMES
+from ..models.families import (
+    EDIT_FAMILIES,
+    FAMILIES,
+    FLUX,
+    FLUX2_KLEIN,
+    FLUX_FILL,
+    FLUX_KONTEXT,
+    NAMES,
+    SD3,
+    VARIANT_CONFIGS,
+    VARIANT_NAMES,
+)
 
 __all__ = [
+    "EDIT_FAMILIES",
     "FAMILIES",
     "FLUX",
+    "FLUX2_KLEIN",
     "FLUX_FILL",
     "FLUX_KONTEXT",
     "NAMES",
@@ -69,9 +82,21 @@ SPECS: Dict[str, FamilySpec] = {
         },
         control_pipelines={"txt2img": "StableDiffusion3ControlNetPipeline"},
     ),
+    # Klein has no img2img pipeline: its inpaint pipeline with the whole picture masked is one (strength < 1)
+    FLUX2_KLEIN: FamilySpec(
+        FLUX2_KLEIN,
+        {
+            "txt2img": "Flux2KleinPipeline",
+            "img2img": "Flux2KleinInpaintPipeline",
+            "inpaint": "Flux2KleinInpaintPipeline",
+            "edit": "Flux2KleinPipeline",
+        },
+    ),
 }
 
 
 def text_encoder_slots(family: str) -> Tuple[str, ...]:
     """The pipeline's text-encoder attributes, in order."""
+    if family == FLUX2_KLEIN:
+        return ("text_encoder",)
     return ("text_encoder", "text_encoder_2", "text_encoder_3") if family == SD3 else ("text_encoder", "text_encoder_2")

@@ -13,16 +13,27 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from . import klein
 from .detect import Detected, DetectError, Shapes
 
 FLUX = "flux"
 FLUX_FILL = "flux-fill"
 FLUX_KONTEXT = "flux-kontext"
 SD3 = "sd3"
-FAMILIES = (FLUX, FLUX_FILL, FLUX_KONTEXT, SD3)
-EDIT_FAMILIES = (FLUX_KONTEXT,)  # instruction edit (mode "edit"); their listing entries say ``"edit": true``
+FLUX2_KLEIN = klein.KLEIN
+FAMILIES = (FLUX, FLUX_FILL, FLUX_KONTEXT, SD3, FLUX2_KLEIN)
+EDIT_FAMILIES = (
+    FLUX_KONTEXT,
+    FLUX2_KLEIN,
+)  # instruction edit (mode "edit"); their listing entries say ``"edit": true``
 
-NAMES = {FLUX: "Flux.1", FLUX_FILL: "Flux.1 Fill", FLUX_KONTEXT: "Flux.1 Kontext", SD3: "SD3"}
+NAMES = {
+    FLUX: "Flux.1",
+    FLUX_FILL: "Flux.1 Fill",
+    FLUX_KONTEXT: "Flux.1 Kontext",
+    SD3: "SD3",
+    FLUX2_KLEIN: klein.NAME,
+}
 
 # Variant → the shipped weightless config folder in server/configs (real-size single files load with it).
 VARIANT_CONFIGS = {
@@ -34,6 +45,7 @@ VARIANT_CONFIGS = {
     "3.5-medium": "sd35-medium",
     "3.5-large": "sd35-large",
     "3.5-large-turbo": "sd35-large",
+    **klein.VARIANT_CONFIGS,
 }
 VARIANT_NAMES = {
     "dev": "Flux.1 dev",
@@ -44,6 +56,7 @@ VARIANT_NAMES = {
     "3.5-medium": "SD3.5 medium",
     "3.5-large": "SD3.5 large",
     "3.5-large-turbo": "SD3.5 large turbo",
+    **klein.VARIANT_NAMES,
 }
 
 TRANSFORMER_PREFIXES = ("model.diffusion_model.", "")
@@ -146,7 +159,10 @@ def checkpoint(shapes: Shapes, name: str) -> Detected:
     """A Flux or SD3 checkpoint file (transformer only, or full with text encoders and VAE)."""
     prefix = _transformer_prefix(shapes)
     t = _strip(shapes, prefix) if prefix else shapes
-    if any(k.startswith(("double_blocks.", "single_transformer_blocks.")) for k in t):
+    if klein.is_flux2(t):
+        family = FLUX2_KLEIN
+        variant, facts = klein.variant(t, name)
+    elif any(k.startswith(("double_blocks.", "single_transformer_blocks.")) for k in t):
         family, variant, facts = _flux(t, name)
     elif any(k.startswith("joint_blocks.") for k in t) or "pos_embed.proj.weight" in t:
         family, variant, facts = _sd3(t, name)
@@ -190,6 +206,15 @@ def diffusers_folder(folder: Path) -> Detected:
                 else "3.5-large"
             )
         )
+    elif cls == "Flux2Transformer2DModel":
+        family = FLUX2_KLEIN
+        hidden = int(config.get("num_attention_heads", 24)) * int(config.get("attention_head_dim", 128))
+        if hidden > max(klein.WIDTHS):
+            raise DetectError(
+                f"{folder.name}: a Flux.2 transformer {hidden} wide; Paintbridge runs Flux.2 Klein 4B and 9B"
+            )
+        size = next(v for width, v in sorted(klein.WIDTHS.items()) if hidden <= width)
+        variant = size + ("" if index.get("is_distilled", True) else "-base")
     elif cls == "FluxTransformer2DModel":
         channels = int(config.get("in_channels", 64))
         if channels == 384 or "Fill" in pipeline:
@@ -211,7 +236,11 @@ def diffusers_folder(folder: Path) -> Detected:
 
 
 def text_encoder(shapes: Shapes) -> Detected:
-    """A separate text-encoder file: CLIP (``arch`` "clip") or T5 (``arch`` "t5"), with its width."""
+    """A separate text-encoder file: CLIP (``arch`` "clip"), T5 (``arch`` "t5") or Qwen3 (``arch`` "qwen3", Flux.2
+    Klein's), with its width."""
+    qwen3 = klein.qwen3_encoder(shapes)
+    if qwen3 is not None:
+        return Detected("qwen3", info=qwen3)
     for key, shape in shapes.items():
         if key.endswith(T5_PROBE):
             prefix = key[: -len(T5_PROBE)]
@@ -245,6 +274,9 @@ def encoder_label(kind: str, width: int) -> str:
     """A text encoder as users know it: "CLIP-L (768 wide)", "T5-XXL (4096 wide)"."""
     if kind == "t5":
         return f"T5{'-XXL' if width == 4096 else ''} text encoder ({width} wide)"
+    if kind == "qwen3":
+        known = {2560: "Qwen3-4B", 4096: "Qwen3-8B"}
+        return f"{known.get(width, 'Qwen3')} text encoder ({width} wide)"
     known = {768: "CLIP-L", 1280: "CLIP-G"}
     return f"{known.get(width, 'CLIP')} text encoder ({width} wide)"
 
@@ -261,6 +293,8 @@ def lora_family(shapes: Shapes) -> Optional[str]:
     blocks_*``), ComfyUI/XLabs (``double_blocks.*``) and diffusers/PEFT (``transformer.single_transformer_blocks.*``)
     names; a diffusers LoRA touching only joint blocks is told apart by its width (Flux 3072, SD3 1536/2432)."""
     keys = list(shapes)
+    if klein.is_klein_lora(shapes):
+        return FLUX2_KLEIN
     if any(("double_blocks" in k or "single_blocks" in k or "single_transformer_blocks" in k) for k in keys):
         return FLUX
     if any("joint_blocks" in k for k in keys):
