@@ -1,7 +1,8 @@
-"""Flux.1, SD3.5 and Flux.2 Klein on a lent GPU: the server vs plain diffusers, load time, seconds per step and peak
+"""Flux.1, SD3.5, Flux.2 Klein and Z-Image on a lent GPU: the server vs plain diffusers, load time, seconds per step and peak
 memory per mode.
 
-    .venv/bin/python benchmarks/gpu_families.py               # real-size random Flux.1 dev, SD3.5 medium, Klein 4B
+    .venv/bin/python benchmarks/gpu_families.py               # real-size random Flux.1 dev, SD3.5 medium, Klein 4B,
+                                                              # Z-Image Turbo
     .venv/bin/python benchmarks/gpu_families.py --cpu-smoke   # tiny models at 64 px on the CPU: seconds (run by tests)
     .venv/bin/python benchmarks/gpu_families.py --meta        # the real sizes built on the meta device: parameters
 
@@ -11,7 +12,8 @@ saves it as a diffusers folder; then, for each family, runs generate, img2img, i
 jobs over the websocket) and through plain diffusers (``from_pretrained`` + ``.to(device)``, the same arguments), one
 after the other with the memory freed between them; Flux.1 Kontext's instruction ``edit`` runs on the same random
 Flux weights (a Kontext folder linking the dev folder's parts); Flux.2 Klein runs generate, img2img, inpaint and
-edit with two reference images (its tokenizer, not shipped, is the tests' small byte-level one). Prints load seconds, seconds per step and the
+edit with two reference images, Z-Image generate, img2img and inpaint (their Qwen tokenizer, not shipped, is the
+tests' small byte-level one). Prints load seconds, seconds per step and the
 allocator's peak memory of each side, and the server's memory placement. With ``--families sd35-large`` (or
 flux-schnell, ...) other shipped variants run.
 """
@@ -40,6 +42,7 @@ MODES = {
     "sd3": ("generate", "img2img", "inpaint", "control"),
     "flux-kontext": ("edit",),
     "flux2-klein": ("generate", "img2img", "inpaint", "edit"),
+    "z-image": ("generate", "img2img", "inpaint"),
 }
 PLAIN = {
     "flux": {
@@ -61,8 +64,9 @@ PLAIN = {
         "inpaint": "Flux2KleinInpaintPipeline",
         "edit": "Flux2KleinPipeline",
     },
+    "z-image": {"generate": "ZImagePipeline", "img2img": "ZImageImg2ImgPipeline", "inpaint": "ZImageInpaintPipeline"},
 }
-CFG = {"flux2-klein": 1.0}  # distilled Klein runs without classifier-free guidance; the others at 3.5
+CFG = {"flux2-klein": 1.0, "z-image": 0.0}  # distilled Klein and Z-Image Turbo run without CFG; the others at 3.5
 CONTROLNET_LAYERS = {"flux": (5, 10), "sd3": (6, 0)}  # (joint, single) blocks: InstantX's Flux union, SD3 ControlNets
 
 
@@ -103,7 +107,10 @@ def picture(size: int):
 
 def family_of(config: str) -> str:
     """The family of a shipped config folder's name."""
-    return "sd3" if config.startswith("sd3") else "flux2-klein" if config.startswith("flux2-klein") else "flux"
+    for prefix in ("sd3", "flux2-klein", "z-image"):
+        if config.startswith(prefix):
+            return prefix
+    return "flux"
 
 
 def build_parts(config: str, device: str, dtype) -> dict:
@@ -150,10 +157,12 @@ def random_folder(config: str, dest: Path, device: str, dtype) -> Path:
     parts["scheduler"] = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(str(folder), subfolder="scheduler")
     family = family_of(config)
     parts.update(loading.tokenizers(family))
-    if family == "flux2-klein":
+    if family in ("flux2-klein", "z-image"):  # the Qwen tokenizer is not shipped: the tests' byte-level one
         import tiny_klein
 
-        parts.update(tokenizer=tiny_klein.tokenizer(), is_distilled=index.get("is_distilled", True))
+        parts["tokenizer"] = tiny_klein.tokenizer()
+    if family == "flux2-klein":
+        parts["is_distilled"] = index.get("is_distilled", True)
     pipe = getattr(diffusers, index["_class_name"])(**parts)
     out = dest / f"random-{config}"
     pipe.save_pretrained(out, safe_serialization=True)
@@ -372,9 +381,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--families",
         nargs="+",
-        default=["flux-dev", "sd35-medium", "flux2-klein-4b"],
+        default=["flux-dev", "sd35-medium", "flux2-klein-4b", "z-image-turbo"],
         help="shipped configs to build (real size): flux-dev, flux-schnell, sd35-medium, sd35-large, flux2-klein-4b, "
-        "flux2-klein-9b ...",
+        "flux2-klein-9b, z-image-turbo ...",
     )
     parser.add_argument("--meta", action="store_true", help="build the real sizes on the meta device: parameters")
     parser.add_argument("--steps", type=int, default=4)
@@ -394,6 +403,7 @@ def main(argv=None) -> int:
     if args.cpu_smoke:
         import factory
         import tiny_klein
+        import tiny_zimage
 
         device, dtype, size, steps = "cpu", torch.float32, 64, 2
         runs = [
@@ -401,6 +411,7 @@ def main(argv=None) -> int:
             (factory.checkpoint_folder("flux-kontext"), "flux-kontext", None),
             (factory.checkpoint_folder("sd3"), "sd3", factory.controlnet_path("cn-sd3-canny")),
             (tiny_klein.folder(), "flux2-klein", None),
+            (tiny_zimage.folder(), "z-image", None),
         ]
     else:
         if not torch.cuda.is_available():

@@ -33,7 +33,6 @@ from protocol.messages import (
     Message,
     Models,
     Pull,
-    Result,
     Welcome,
     error_from,
 )
@@ -41,11 +40,10 @@ from protocol.messages import (
 from . import __version__
 from .access import AccessRules, GuessThrottle
 from .config import ServerConfig, is_loopback
-from .core import Layer
 from .defaults import welcome_defaults, with_family
 from .router import Router
 from .jobs import JobQueue, QueuedJob
-from .payloads import encode_layers, job_from_message
+from .payloads import job_from_message
 from .inflight import BudgetedConnection, FrameBudget, connection_factory
 from .netlog import NetworkLog, peer_of
 from .pulls import PullManager
@@ -130,15 +128,6 @@ class PaintbridgeServer:
         except OSError as err:
             log.warning("no shared folder for %s (payloads go on the wire): %s", peer_of(ws), err)
             return None
-
-    def _encode_result(self, item: QueuedJob, layers: List[Layer], elapsed: float) -> Result:
-        return Result(
-            item.id,
-            tuple(encode_layers(layers, item.result_format)),
-            round(elapsed, 4),
-            item.job.params.as_dict(),
-            text=item.ctx.text or "",
-        )
 
     async def _handshake(self, ws: BudgetedConnection, link: Link) -> Optional[Hello]:
         """Read and check ``hello``; on success the session is attached and ``welcome`` queued. Every refusal is
@@ -269,7 +258,7 @@ class PaintbridgeServer:
             if swept:
                 log.info("removed %d shared folder(s) left by server processes that are gone", swept)
         self.dtypes = await asyncio.to_thread(self.router.dtype_report)
-        self.queue = JobQueue(self.router.run, self._encode_result, self.config.limits.max_queue)
+        self.queue = JobQueue(self.router.run, self.config.limits.max_queue)
         if self.config.preload:
             threading.Thread(target=self.router.preload, name="paintbridge-preload", daemon=True).start()
 

@@ -26,6 +26,7 @@ FAMILY_DEFAULTS: Dict[str, dict] = {
     "flux-kontext": {"steps": 28, "cfg": 2.5, "sampler": "Euler", "resolution": 1024},
     "sd3": {"steps": 28, "cfg": 4.5, "sampler": "Euler", "resolution": 1024},
     "flux2-klein": {"steps": 4, "cfg": 1.0, "sampler": "Euler", "resolution": 1024},  # the distilled releases
+    "z-image": {"steps": 50, "cfg": 4.0, "sampler": "Euler", "resolution": 1024},
     "classical": {"steps": 1, "cfg": 0.0, "sampler": "", "resolution": 0},
 }
 
@@ -36,6 +37,7 @@ VARIANT_DEFAULTS: Dict[str, dict] = {
     "3.5-large-turbo": {"steps": 4, "cfg": 0.0},
     "klein-4b-base": {"steps": 50, "cfg": 4.0},
     "klein-9b-base": {"steps": 50, "cfg": 4.0},
+    "z-image-turbo": {"steps": 9, "cfg": 0.0},
 }
 
 LAYER_NAME_LENGTH = 40

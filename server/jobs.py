@@ -1,8 +1,10 @@
 """The job queue: one worker runs jobs one at a time, off the event loop; cancel removes queued jobs and stops running ones.
 
-Each job belongs to an *owner* (a client session, ``server.sessions.ClientSession``) that receives the job's messages
-through ``await owner.send(message)``. Each owner has its own queue; the worker takes turns across owners (``_take_next``),
-so one client's many jobs never make another client's job wait for more than one of them.
+Each job belongs to an *owner* (a client session, ``server.sessions.ClientSession``) that hears what happens to the job
+as ``events`` (queued, started, progress, finished, failed, cancelled) through ``await owner.on_event(event)``; the
+owner makes the wire messages. The queue builds each job's ``JobContext`` (progress reports, cancellation). Each owner
+has its own queue; the worker takes turns across owners (``_take_next``), so one client's many jobs never make another
+client's job wait for more than one of them.
 
 The turn-taking and job bookkeeping are shared with the cluster front end (``server.cluster.dispatch``), whose queue
 runs several jobs at once (one per engine replica) and overrides only how a job is picked and executed.
@@ -11,6 +13,7 @@ runs several jobs at once (one per engine replica) and overrides only how a job 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -23,24 +26,23 @@ import numpy as np
 
 from protocol import errors
 from protocol.errors import ProtocolError
-from protocol.images import RGBA8, ImagePayload
-from protocol.messages import Cancelled, Error, Message, Progress, Queued, Result, Started, error_from
+from protocol.images import RGBA8
 
 from . import device as devices
+from . import events
 from .core import Job, JobCancelled, JobContext, Layer
 
 log = logging.getLogger("paintbridge.jobs")
 
 
 class Owner(Protocol):
-    """Whoever a job's messages go to."""
+    """Whoever hears what happens to a job."""
 
-    async def send(self, message: Message) -> None: ...
+    async def on_event(self, event: events.Event) -> None: ...
 
 
 RunFn = Callable[[Job, JobContext], List[Layer]]
 _serials = itertools.count(1)
-EncodeFn = Callable[["QueuedJob", List[Layer], float], Result]
 
 
 @dataclass(eq=False)
@@ -52,9 +54,10 @@ class QueuedJob:
     owner: Owner
     result_format: str = RGBA8
     live: bool = False
-    ctx: JobContext = field(default_factory=JobContext)
     running: bool = False
     key: int = field(default_factory=lambda: next(_serials))  # unique in this server (ids are unique per client)
+    ctx: JobContext = field(init=False, repr=False)  # built by the queue when the job is submitted
+    reported: List["asyncio.Future"] = field(init=False, repr=False, default_factory=list)  # progress on its way
 
     @property
     def id(self) -> str:
@@ -69,10 +72,10 @@ class JobQueue:
     yet comes first), so owners take turns one job at a time, whatever one of them queued.
     """
 
-    def __init__(self, run: RunFn, encode_result: EncodeFn, max_queue: int) -> None:
+    def __init__(self, run: RunFn, max_queue: int) -> None:
         self._run = run
-        self._encode_result = encode_result
         self._max_queue = max_queue
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._waiting: Dict[object, Deque[QueuedJob]] = {}  # owner -> its queued jobs; dict order = arrival
         self._last_turn: Dict[object, int] = {}  # owner -> the turn its last job started in
         self._turns = 0
@@ -124,13 +127,26 @@ class JobQueue:
         if any(q is item for q in self._waiting.get(item.owner, ())):
             self._remove(item)
 
+    async def emit(self, event: events.Event) -> None:
+        """Tell the job's owner what happened."""
+        await event.item.owner.on_event(event)
+
+    def report(self, item: QueuedJob, step: int, total: int, preview: Optional[np.ndarray] = None) -> None:
+        """Progress of a running job, from any thread (the engine's): emitted on the event loop, before the job's
+        final event."""
+        shown = preview if preview is not None and item.job.previews else None
+        event = events.Progress(item, int(step), int(total), shown)
+        item.reported.append(asyncio.run_coroutine_threadsafe(self.emit(event), self._loop))
+
     async def submit(self, item: QueuedJob) -> None:
-        """Queue a job and answer ``queued``. A live frame first replaces its owner's older queued live frames
-        (each answered ``cancelled``). An owner with ``max_queue`` jobs queued or running gets ``busy``."""
+        """Queue a job (its context is made here) and emit ``Queued``. A live frame first replaces its owner's older
+        queued live frames (each ``Cancelled``). An owner with ``max_queue`` jobs queued or running gets ``busy``."""
+        self._loop = asyncio.get_running_loop()
+        item.ctx = JobContext(functools.partial(self.report, item))
         if item.live:
             for old in [q for q in self._waiting.get(item.owner, ()) if q.live]:
                 self._remove(old)
-                await old.owner.send(Cancelled(old.id))
+                await self.emit(events.Cancelled(old))
         if len(self.jobs_of(item.owner)) >= self._max_queue:
             raise ProtocolError(
                 errors.BUSY,
@@ -139,12 +155,12 @@ class JobQueue:
                 job_id=item.id,
             )
         self._waiting.setdefault(item.owner, deque()).append(item)
-        await item.owner.send(Queued(item.id, self.position(item)))
+        await self.emit(events.Queued(item, self.position(item)))
         self._wakeup.set()
 
     async def cancel(self, owner: object, job_id: str) -> bool:
-        """Cancel a job of ``owner``: a queued one is removed and answered ``cancelled`` now, a running one stops
-        within one step. Returns False when no such job is queued or running."""
+        """Cancel a job of ``owner``: a queued one is removed and ``Cancelled`` now, a running one stops within one
+        step. Returns False when no such job is queued or running."""
         item = self.find(owner, job_id)
         if item is None:
             return False
@@ -152,7 +168,7 @@ class JobQueue:
             item.ctx.cancel()
         else:
             self._remove(item)
-            await owner.send(Cancelled(job_id))
+            await self.emit(events.Cancelled(item))
         return True
 
     def drop(self, owner: object, live_only: bool = False) -> List[QueuedJob]:
@@ -201,53 +217,38 @@ class JobQueue:
         return await asyncio.to_thread(self._run, item.job, item.ctx)
 
     async def _run_one(self, item: QueuedJob) -> None:
-        loop = asyncio.get_running_loop()
-        job = item.job
-        pending: List[asyncio.Future] = []
-
-        def report(step: int, total: int, preview: Optional[np.ndarray]) -> None:
-            shown = _preview_payload(preview) if preview is not None and job.previews else None
-            msg = Progress(job.id, int(step), int(total), shown)
-            pending.append(asyncio.run_coroutine_threadsafe(item.owner.send(msg), loop))
-
-        item.ctx._report = report
         item.running = True
         started = time.perf_counter()
-        await item.owner.send(Started(job.id))
-        reply: Message
+        await self.emit(events.Started(item))
+        final: events.Event
         try:
             if item.ctx.cancelled:
                 raise JobCancelled()
             layers = await self._execute(item)
-            elapsed = time.perf_counter() - started
-            reply = await asyncio.to_thread(self._encode_result, item, layers, elapsed)
+            final = events.Finished(item, layers, time.perf_counter() - started, item.ctx.text or "")
         except JobCancelled:
-            reply = Cancelled(job.id)
+            final = events.Cancelled(item)
         except ProtocolError as err:
-            err.job_id = job.id
-            reply = error_from(err)
-        except Exception as err:  # noqa: BLE001 - every failure must reach the client as a message
-            if devices.is_out_of_memory(err):
-                reply = Error(
-                    errors.OUT_OF_MEMORY,
-                    f"out of memory while running the job: {err}. Try a smaller "
-                    "selection, a smaller batch or a smaller model",
-                    id=job.id,
-                )
-            else:
-                log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-                reply = Error(errors.INTERNAL, f"internal error: {type(err).__name__}: {err}", id=job.id)
-        for fut in pending:  # progress events go out before the final answer
+            err.job_id = item.id
+            final = events.Failed(item, err)
+        except Exception as err:  # noqa: BLE001 - every failure must reach the client
+            final = events.Failed(item, _failure(item, err))
+        for fut in item.reported:  # progress goes out before the final event
             try:
                 await asyncio.wrap_future(fut)
-            except Exception:  # noqa: BLE001 - the connection may be gone; the reply below tells the same
+            except Exception:  # noqa: BLE001 - the connection may be gone; the final event tells the same
                 pass
-        await item.owner.send(reply)
+        item.reported.clear()
+        await self.emit(final)
 
 
-def _preview_payload(preview: np.ndarray) -> ImagePayload:
-    """A small RGBA preview as an image payload."""
-    if preview.ndim == 3 and preview.shape[2] == 3:
-        preview = np.concatenate([preview, np.full(preview.shape[:2] + (1,), 255, np.uint8)], axis=2)
-    preview = np.ascontiguousarray(preview, dtype=np.uint8)
-    return ImagePayload(preview.shape[1], preview.shape[0], RGBA8, preview.tobytes())
+def _failure(item: QueuedJob, err: Exception) -> ProtocolError:
+    """An unexpected exception of a job as the error its client gets: out of memory, or internal (logged)."""
+    if devices.is_out_of_memory(err):
+        return ProtocolError(
+            errors.OUT_OF_MEMORY,
+            f"out of memory while running the job: {err}. Try a smaller selection, a smaller batch or a smaller model",
+            job_id=item.id,
+        )
+    log.error("job %s failed:\n%s", item.id, traceback.format_exc())
+    return ProtocolError(errors.INTERNAL, f"internal error: {type(err).__name__}: {err}", job_id=item.id)

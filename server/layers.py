@@ -17,7 +17,8 @@ LAYERS: Dict[str, int] = {
     "tuning": 0,
     "layers": 0,
     # 1: what engines share: image operations, wire pixels <-> numpy, batch counts, the fills, face detection,
-    #    the model registry and loaders, the model downloader, seamless textures (wrap padding, the seam check)
+    #    the model registry and loaders, the model downloader, seamless textures (wrap padding, the seam check), the
+    #    diffusers core every checkpoint engine specialises (load, warm-up, memory fallbacks, progress, result layers)
     "imageops": 1,
     "payloads": 1,
     "batches": 1,
@@ -27,6 +28,7 @@ LAYERS: Dict[str, int] = {
     "models": 1,
     "downloads": 1,
     "seamless": 1,
+    "checkpoint": 1,
     # 2: the engines, peers (caption: describing a picture in words)
     "classical": 2,
     "diffusion": 2,
@@ -36,9 +38,10 @@ LAYERS: Dict[str, int] = {
     "caption": 2,
     # 3: picks the engine for a job
     "router": 3,
-    # 4: the job queue, client sessions, downloads asked for by clients, who may connect, the network log, outboxes,
-    #    the server-wide budget for incoming frame bytes
+    # 4: the job queue and its events, client sessions, downloads asked for by clients, who may connect, the network
+    #    log, outboxes, the server-wide budget for incoming frame bytes
     "jobs": 4,
+    "events": 4,
     "sessions": 4,
     "pulls": 4,
     "access": 4,
@@ -57,7 +60,7 @@ LAYERS: Dict[str, int] = {
 ENGINE_USES: FrozenSet[Tuple[str, str]] = frozenset(
     {
         ("diffusion", "preprocess"),  # a control layer run through the preprocessors when the job asks for it
-        ("families", "diffusion"),  # the Flux/SD3 engine shares the SD engine's job geometry and prompt syntax
+        ("families", "diffusion"),  # the Flux/SD3 engine shares the SD engine's prompt syntax, LoRAs and control images
     }
 )
 """The only imports allowed between engines."""

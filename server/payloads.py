@@ -3,18 +3,19 @@
 Decoding views the received bytes (no copy): an ``rgba8`` image or a ``gray8`` mask becomes a *read-only* numpy view
 of the message's buffer, so an engine that wants to write makes its own copy; ``bgra8`` is swapped to RGBA once, by
 OpenCV. Encoding gives each result layer's pixels as a memoryview of the engine's array (``rgba8``, no copy) or of one
-OpenCV channel swap (``bgra8``); msgpack reads the bytes straight from it.
+OpenCV channel swap (``bgra8``); msgpack reads the bytes straight from it. A progress preview is one small RGBA
+payload (``preview_payload``); a finished job's answer is one ``result`` message (``result_message``).
 """
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, Dict, List
 
 import cv2
 import numpy as np
 
-from protocol.images import BGRA8, GRAY8, ImagePayload
-from protocol.messages import Job as JobMessage, ResultLayer
+from protocol.images import BGRA8, GRAY8, RGBA8, ImagePayload
+from protocol.messages import Job as JobMessage, Result, ResultLayer
 
 from .core import Control, Job, Layer, Reference, Region
 
@@ -141,3 +142,19 @@ def encode_layers(layers: List[Layer], fmt: str) -> List[ResultLayer]:
         )
         for layer in layers
     ]
+
+
+def result_message(
+    job_id: str, layers: List[Layer], fmt: str, seconds: float, params: Dict[str, Any], text: str = ""
+) -> Result:
+    """The ``result`` of a finished job: its layers in the client's pixel format ``fmt``, the seconds it took, the
+    parameters it ran with, and (mode caption) its words."""
+    return Result(job_id, tuple(encode_layers(layers, fmt)), round(seconds, 4), params, text=text)
+
+
+def preview_payload(preview: np.ndarray) -> ImagePayload:
+    """A small RGB or RGBA progress preview as an ``rgba8`` payload."""
+    if preview.ndim == 3 and preview.shape[2] == 3:
+        preview = np.concatenate([preview, np.full(preview.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    preview = np.ascontiguousarray(preview, dtype=np.uint8)
+    return ImagePayload(preview.shape[1], preview.shape[0], RGBA8, preview.tobytes())

@@ -23,9 +23,21 @@ from websockets.exceptions import ConnectionClosed
 
 from protocol.codec import fragments
 from protocol.connection import Connection
+from protocol import errors
 from protocol.errors import LocalProtocolError
-from protocol.messages import FINAL_TYPES, Message, Queued, Started, Welcome
+from protocol.messages import (
+    FINAL_TYPES,
+    Cancelled,
+    Error,
+    Message,
+    Progress,
+    Queued,
+    Started,
+    Welcome,
+    error_from,
+)
 
+from . import events, payloads
 from .jobs import JobQueue, QueuedJob
 from .netlog import peer_of
 from .outbox import Outbox
@@ -221,8 +233,12 @@ class ClientSession:
             if item.running:
                 self.forgotten.add(item.id)  # it stops at its next step and answers; that answer is swallowed
 
+    async def on_event(self, event: events.Event) -> None:
+        """What the queue says about one of this session's jobs, sent as its wire message."""
+        await self.send(await message_of(event))
+
     async def send(self, msg: Message) -> None:
-        """A message from the queue about one of this session's jobs (or about a request of its link)."""
+        """A message about one of this session's jobs or downloads (or about a request of its link)."""
         if _is_final(msg):
             job_id = msg.id  # type: ignore[attr-defined]
             self.jobs.pop(job_id, None)
@@ -244,6 +260,37 @@ class ClientSession:
             self.link.put(msg)
         elif not live:
             self.finals[job_id] = msg
+
+
+async def message_of(event: events.Event) -> Message:
+    """The wire message of a queue event; a result's pixels are encoded off the event loop."""
+    if isinstance(event, events.Progress):
+        preview = payloads.preview_payload(event.preview) if event.preview is not None else None
+        return Progress(event.id, event.step, event.total, preview)
+    if isinstance(event, events.Finished):
+        item = event.item
+        try:
+            return await asyncio.to_thread(
+                payloads.result_message,
+                item.id,
+                event.layers,
+                item.result_format,
+                event.seconds,
+                item.job.params.as_dict(),
+                event.text,
+            )
+        except Exception as err:  # a bug: the client still gets an answer for its job
+            log.exception("could not encode the result of job %s", item.id)
+            return Error(errors.INTERNAL, f"internal error: {type(err).__name__}: {err}", id=item.id)
+    if isinstance(event, events.Failed):
+        return error_from(event.error)
+    if isinstance(event, events.Queued):
+        return Queued(event.id, event.position)
+    if isinstance(event, events.Started):
+        return Started(event.id)
+    if isinstance(event, events.Cancelled):
+        return Cancelled(event.id)
+    raise TypeError(f"no message for {type(event).__name__}")
 
 
 class SessionTable:

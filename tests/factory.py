@@ -1110,6 +1110,10 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
             import tiny_klein
 
             tiny_klein.link_into(path, item)
+        elif item in ("zimage", "zimage-file"):  # Z-Image: tests/tiny_zimage.py
+            import tiny_zimage
+
+            tiny_zimage.link_into(path, item)
         elif item.startswith("redux-"):  # reference images on Flux (issue 15): tests/tiny_redux.py
             import tiny_redux
 

@@ -253,7 +253,7 @@ def test_server_imports_only_downwards(path):
 
 def test_the_layer_check_sees_relative_and_lazy_imports():
     assert server_imports(REPO / "server" / "router.py") >= {"core", "classical", "diffusion", "upscale", "preprocess"}
-    assert server_imports(REPO / "server" / "diffusion" / "engine.py") >= {"core", "device", "imageops", "models"}
+    assert server_imports(REPO / "server" / "diffusion" / "engine.py") >= {"core", "checkpoint", "imageops", "models"}
 
 
 # GIMP's document API: only gimp_plugin/host.py reads or writes images, layers, selections and buffers.

@@ -267,3 +267,12 @@ def test_klein_loras_are_told_from_flux1_ones_in_every_naming():
     assert families.lora_family(kohya) == "flux2-klein"
     diffusers = {"transformer.single_transformer_blocks.0.attn.to_qkv_mlp_proj.lora_A.weight": (4, 3072)}
     assert families.lora_family(diffusers) == "flux2-klein"
+
+
+def test_upscale_and_refine_runs_its_tiles_on_klein(client, server):
+    msg = job("upscale", "tiny-klein", scale=2.0, refine=0.5, tile=64)
+    ((layer, rgba),) = pixels(client.run(msg, timeout=300))
+    assert (layer.width, layer.height) == (160, 112)
+    assert server.server.router.engine("families").loaded.entry.name == "tiny-klein"
+    plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
+    assert not np.array_equal(rgba, plain)  # refined, not only scaled

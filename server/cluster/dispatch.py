@@ -1,5 +1,5 @@
 """The front end's job queue for a pool: the single-machine ``JobQueue`` (per-client queues, turns, cancel, drop,
-positions, the messages of a job's life) with several jobs running at once, one per replica, placed by
+positions, the events of a job's life) with several jobs running at once, one per replica, placed by
 ``routing.plan`` and streamed from the replica.
 
 Faults: a replica that dies mid-job (the stream ends with a Ray actor error) is taken out of routing and the job goes
@@ -19,10 +19,10 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import RequestCancelledError
 
 from protocol.errors import INTERNAL, ProtocolError
-from protocol.messages import error_from
 
+from .. import events
 from ..core import JobCancelled, Layer
-from ..jobs import EncodeFn, JobQueue, QueuedJob
+from ..jobs import JobQueue, QueuedJob
 from . import routing
 from .pool import Pool
 from .replica import checkpoint_key
@@ -42,8 +42,8 @@ class ReplicaLost(Exception):
 class PoolQueue(JobQueue):
     """Fair per-client queues over a pool of replicas; see the module docstring."""
 
-    def __init__(self, pool: Pool, encode_result: EncodeFn, max_queue: int) -> None:
-        super().__init__(self._no_local_run, encode_result, max_queue)
+    def __init__(self, pool: Pool, max_queue: int) -> None:
+        super().__init__(self._no_local_run, max_queue)
         self.pool = pool
         self.placed: Dict[int, str] = {}  # running job's key (``QueuedJob.key``: ids repeat across clients) -> replica
         self.started_at: Dict[str, float] = {}  # replica id -> when its job started
@@ -110,7 +110,7 @@ class PoolQueue(JobQueue):
                 self.running.remove(item)
                 refused.append((item, ProtocolError(code, message, job_id=item.id)))
         for item, err in refused:
-            await item.owner.send(error_from(err))
+            await self.emit(events.Failed(item, err))
 
     def _occupy(self, rid: str, key: int) -> None:
         self.placed[key] = rid
@@ -172,8 +172,7 @@ class PoolQueue(JobQueue):
                     raise ProtocolError(
                         INTERNAL, f"the job was started on {tries} replicas and each was lost (last: {err})"
                     ) from None
-                if item.ctx._report is not None:  # the client sees its progress start again
-                    item.ctx._report(0, self._totals.get(item.key, 0), None)
+                self.report(item, 0, self._totals.get(item.key, 0))  # the client sees its progress start again
                 await self._reroute(item)
                 continue
             if layers is None:  # the replica could not load the checkpoint: routing knows now
@@ -200,8 +199,7 @@ class PoolQueue(JobQueue):
                 kind = event[0]
                 if kind == "progress":
                     self._totals[item.key] = event[2]
-                    if item.ctx._report is not None:
-                        item.ctx._report(*event[1:])
+                    self.report(item, *event[1:])
                 elif kind == "loaded":
                     state.loaded = event[1]
                     state.learn_load(event[1], event[2])

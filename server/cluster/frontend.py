@@ -45,7 +45,7 @@ class ClusterServer(PaintbridgeServer):
         self.kept = await asyncio.to_thread(self.keeper.restore, self.config.grace)
         await self.pool.refresh(rescan=True)
         self.device = self.pool.device_description()
-        self.queue = PoolQueue(self.pool, self._encode_result, self.config.limits.max_queue)
+        self.queue = PoolQueue(self.pool, self.config.limits.max_queue)
         self._refresher = asyncio.ensure_future(self._refresh_forever())
         log.info("cluster front end: %s", self.device)
 

@@ -1,11 +1,12 @@
-"""The diffusers engine: runs generate / img2img / inpaint / outpaint jobs on SD1.5-class and SDXL-class checkpoints,
-with ControlNets, LoRAs, embeddings, weighted prompts and the samplers users know.
+"""The SD1.5/SDXL engine: generate / img2img / inpaint / outpaint / detail jobs on SD1.5-class and SDXL-class
+checkpoints, with ControlNets, LoRAs, embeddings, weighted prompts, regions, reference images and the samplers users
+know. A specialisation of ``checkpoint.engine.CheckpointEngine`` (load, warm-up, memory fallbacks, progress, result
+layers); ``recipe`` is one job as numbered steps.
 
-One checkpoint is kept warm; every mode's pipeline is made from it with ``from_pipe`` (shared weights, no reload), and
-switching checkpoints frees the old one. The context box is processed at the model's native area and scaled back;
-outside the (grown) mask the result equals the input exactly. When the device runs out of memory the engine degrades
-(``MEMORY_FALLBACKS``: VAE tiling and slicing, then model CPU offload on a GPU), runs the job again, and says so in each
-result layer's ``info["memory_fallbacks"]``.
+Every mode's pipeline is made from the loaded checkpoint with ``from_pipe`` (shared weights, no reload). The context
+box is processed at the model's native area and scaled back; outside the (grown) mask the result equals the input
+exactly. When the device runs out of memory the engine degrades (``MEMORY_FALLBACKS``: VAE tiling and slicing, then
+model CPU offload on a GPU), runs the job again, and says so in each result layer's ``info["memory_fallbacks"]``.
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ import contextlib
 import dataclasses
 import gc
 import logging
-import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from protocol.errors import MODEL_NOT_FOUND, OUT_OF_MEMORY, UNSUPPORTED, ProtocolError
+from protocol.errors import UNSUPPORTED, ProtocolError
 
-from .. import device as devices
 from .. import imageops, seamless
-from ..core import Engine, Job, JobContext, Layer
+from ..checkpoint.engine import CheckpointEngine, LoadedCheckpoint
+from ..checkpoint.jobparts import binary, init_image, pil, result_layers, working_job
+from ..core import Job, JobContext, Layer
 from ..detect import Detectors
 from ..models import loading
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
@@ -37,7 +38,6 @@ from . import pipelines, prompts, regions, samplers, stepcache, tiny_vae, transp
 from . import references as refs
 from .adapters import Adapters
 from .hires_pass import second_pass
-from .jobparts import _binary, _init_image, _layers, _pil, _settings, _working_job
 from .preview import latents_to_rgb
 
 log = logging.getLogger(__name__)
@@ -62,16 +62,11 @@ CPU_OFFLOAD = "model cpu offload"
 MEMORY_FALLBACKS = (VAE_TILING, CPU_OFFLOAD)
 
 
-@dataclasses.dataclass
-class LoadedCheckpoint:
-    """A checkpoint in memory: its pipeline, the scheduler config it came with, LoRAs/embeddings, mode variants."""
+@dataclasses.dataclass(kw_only=True)
+class LoadedUNet(LoadedCheckpoint):
+    """An SD1.5/SDXL checkpoint in memory: also the scheduler config it came with, its reference adapters and VAE."""
 
-    entry: ModelEntry
-    pipe: object
-    adapters: Adapters
     scheduler_config: dict
-    variants: Dict[type, object] = dataclasses.field(default_factory=dict)
-    memory_fallbacks: List[str] = dataclasses.field(default_factory=list)
     references: Optional[refs.ReferenceSet] = None  # reference images: IP-Adapters in the UNet
     own_vae: object = None  # the checkpoint's VAE (a job may decode with another one: ``params.vae``)
 
@@ -82,8 +77,76 @@ class LoadedCheckpoint:
                 pipe.vae = vae
 
 
-class DiffusionEngine(Engine):
-    """Runs diffusion jobs; ``loads`` counts checkpoint loads (a mode switch never adds one)."""
+@dataclasses.dataclass
+class Plan:
+    """One SD job on its way through ``DiffusionEngine.recipe``: what each step decided, read by the steps after it."""
+
+    job: Job
+    entry: ModelEntry
+    loaded: LoadedUNet
+    controls: list  # ControlNet plans (controls.ControlPlan), one per control layer
+    references: list  # reference plans (references.ReferencePlan), one per reference image
+    # 2. prompts and adapters
+    prompt: str = ""
+    negative: str = ""
+    region_texts: list = dataclasses.field(default_factory=list)
+    loras: list = dataclasses.field(default_factory=list)
+    embeddings: list = dataclasses.field(default_factory=list)
+    preset: Optional[dict] = None  # a few-step model's sampler, steps and CFG
+    vae_name: str = ""
+    refiner: Any = None  # the SDXL refiner pipeline
+    # 3. geometry
+    work: Optional[Job] = None  # the job as processed (outpaint: the extended canvas)
+    original: Optional[np.ndarray] = None  # the pixels the result is composited over
+    hard: Optional[np.ndarray] = None
+    soft: Optional[np.ndarray] = None
+    size: Tuple[int, int] = (0, 0)  # processing size (width, height)
+    kind: str = "txt2img"
+    tileable: bool = False
+    # 4. pipeline and sampling
+    nets: list = dataclasses.field(default_factory=list)
+    union: bool = False
+    runner: Any = None
+    layer_plan: Optional[transparency.TransparencyPlan] = None
+    settings: dict = dataclasses.field(default_factory=dict)
+    # 5. conditioning
+    call: dict = dataclasses.field(default_factory=dict)
+    region_plan: Optional[regions.RegionPlan] = None
+    init: Optional[np.ndarray] = None
+    ref_scales: Optional[list] = None
+    # 6. passes and decoding
+    tiny: Any = None
+    fast_decode: bool = False
+    hires: Optional[hires_fix.HiresPlan] = None
+    target: Tuple[int, int] = (0, 0)  # the size of the last pass (the hires fix's target size)
+    box: Optional[tuple] = None  # the box around the mask that is decoded
+
+    @property
+    def live(self) -> bool:
+        return bool(getattr(self.job, "live", False))
+
+
+class StepCount:
+    """Progress across the passes of one SD job: the hires fix's two passes, or the base pass then the refiner's."""
+
+    def __init__(self, steps: int, refiner, after: int) -> None:
+        self.steps, self.refiner = steps, refiner
+        self.before = 0  # steps of passes done before this one (the hires fix's first pass)
+        self.after = after  # steps of passes still to come (the hires fix's second pass)
+        self.done = 0  # steps of the base pass, once the refiner runs
+        self.total = 0
+
+    def position(self, pipe, step: int) -> Tuple[int, int]:
+        this_pass = getattr(pipe, "num_timesteps", None) or self.steps
+        total = self.before + this_pass + self.after
+        if self.refiner is not None:  # the base pass, then the refiner's steps after it
+            total = max(self.done + this_pass, self.steps) if self.done else self.steps
+        self.total = total
+        return min(self.before + self.done + step + 1, total), total
+
+
+class DiffusionEngine(CheckpointEngine):
+    """Runs SD1.5/SDXL jobs; ``loads`` counts checkpoint loads (a mode switch never adds one)."""
 
     name = "diffusers"
     modes = MODES
@@ -91,15 +154,15 @@ class DiffusionEngine(Engine):
     reference_families = refs.ipa.REFERENCE_FAMILIES
     region_families = regions.FAMILIES  # regions
     speed_families = {"fast": stepcache.FAMILIES}
+    memory_fallbacks = MEMORY_FALLBACKS
+    no_default = (
+        "no usable diffusion checkpoint is installed: put a .safetensors checkpoint in the models folder's checkpoints/"
+    )
 
     def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
-        self.registry = registry
-        self.device, self.dtype = devices.choose(device, dtype)
+        super().__init__(registry, device, dtype)
         _quiet_loaders()
-        self.loaded: Optional[LoadedCheckpoint] = None
         self.controlnets: Dict[str, object] = {}
-        self.loads = 0
-        self._lock = threading.Lock()
         self.caches = {name: cache.BoundedCache(name, budget) for name, budget in CACHE_BUDGETS.items()}
         self._tiny: Dict[str, object] = {}
         # Besides the checkpoint, at most one job-chosen VAE and one SDXL refiner stay loaded (path, module); both go
@@ -110,67 +173,37 @@ class DiffusionEngine(Engine):
         # hires fix's pixel upscale (the router wires the upscale engine's)
         self.detectors = Detectors(registry.dirs)
         self.pixel_upscaler: Optional[hires_fix.PixelUpscaler] = None
-        self._wrapping = contextlib.ExitStack()  # a tileable job's circular padding, undone when its ``run`` ends
-
-    def device_description(self) -> str:
-        return devices.describe(self.device, self.dtype)
-
-    def models(self) -> List[dict]:
-        return [e.listing() for e in self.registry.entries("checkpoint")]
 
     # --- model management ---
 
-    def checkpoint_entry(self, name: str) -> ModelEntry:
-        """The job's checkpoint, or the default one."""
-        if name:
-            return self.registry.get(name, "checkpoint")
-        entry = self.registry.default_checkpoint()
-        if entry is None:
-            raise ProtocolError(
-                MODEL_NOT_FOUND,
-                "no usable diffusion checkpoint is installed: put a .safetensors "
-                "checkpoint in the models folder's checkpoints/",
-                field="model",
-            )
-        return entry
-
-    def checkpoint(self, entry: ModelEntry) -> LoadedCheckpoint:
-        """The loaded pipeline of ``entry``; a different checkpoint is freed first."""
-        if self.loaded is not None and self.loaded.entry.path == entry.path:
-            return self.loaded
-        self.unload()
-        started = time.perf_counter()
+    def load(self, entry: ModelEntry) -> LoadedUNet:
         pipe = loading.load_checkpoint(entry, self.dtype, allow_pickle=self.registry.allow_pickle)
         pipe.to(self.device)
-        pipe.set_progress_bar_config(disable=True)
-        self.loads += 1
-        log.info("loaded %s (%s) in %.1f s", entry.name, arch_name(entry.arch), time.perf_counter() - started)
-        self.loaded = LoadedCheckpoint(
-            entry,
-            pipe,
-            Adapters(pipe, entry, self.registry),
-            dict(pipe.scheduler.config),
+        return LoadedUNet(
+            entry=entry,
+            pipe=pipe,
+            adapters=Adapters(pipe, entry, self.registry),
+            scheduler_config=dict(pipe.scheduler.config),
             references=refs.ReferenceSet(self.registry, self.device, self.dtype),
             own_vae=pipe.vae,
         )
-        return self.loaded
 
-    def warm_up(self, name: str = "") -> None:
-        """Load a checkpoint (the default one without a name) before any job needs it."""
-        with self._lock:
-            self.checkpoint(self.checkpoint_entry(name))
-
-    def unload(self) -> None:
-        """Free the loaded checkpoint (and ControlNets of another architecture)."""
-        if self.loaded is None:
-            return
-        self.loaded = None
+    def forget(self) -> None:
+        """The job-chosen VAE and refiner, the ControlNets and the caches go with the checkpoint."""
         self.vae = self.refiner = None
         self.controlnets.clear()
         for c in self.caches.values():
             c.clear()
-        gc.collect()
-        devices.empty_cache(self.device)
+
+    def apply_memory_fallback(self, loaded: LoadedCheckpoint, fallback: str) -> bool:
+        if fallback == VAE_TILING:
+            loaded.pipe.vae.enable_tiling()
+            loaded.pipe.vae.enable_slicing()
+            return True
+        if fallback == CPU_OFFLOAD and self.device.type != "cpu":
+            loaded.pipe.enable_model_cpu_offload(device=self.device)
+            return True
+        return False
 
     def controlnet(self, entry: ModelEntry):
         key = str(entry.path)
@@ -182,64 +215,272 @@ class DiffusionEngine(Engine):
             self.controlnets[key] = net.to(self.device)
         return self.controlnets[key]
 
-    # --- jobs ---
+    # --- one job, as numbered steps ---
 
-    def run(self, job: Job, ctx: JobContext) -> List[Layer]:
-        """Run one job; ProtocolError for what cannot be done, JobCancelled when cancelled.
+    def recipe(self, job: Job, ctx: JobContext) -> List[Layer]:
+        import torch
 
-        A job that runs out of device memory is run again with the next of ``MEMORY_FALLBACKS`` turned on; when none
-        is left it fails with ``out_of_memory``.
-        """
-        if job.mode not in self.modes:
-            raise self.refuse_mode(job)
-        with self._lock, contextlib.ExitStack() as self._wrapping:  # tileable jobs' circular padding ends with the job
-            while True:
-                try:
-                    layers = self._run(job, ctx)
-                    break
-                except MemoryError as err:
-                    hint = str(err) or "try a smaller selection or batch"
-                    raise ProtocolError(OUT_OF_MEMORY, f"the server ran out of memory: {hint}") from err
-                except Exception as err:
-                    if not devices.is_out_of_memory(err):
-                        raise
-                    devices.empty_cache(self.device)
-                    fallback = self._next_memory_fallback()
-                    if fallback is None:
-                        tried = ", ".join(self.loaded.memory_fallbacks) if self.loaded else ""
-                        raise ProtocolError(
-                            OUT_OF_MEMORY,
-                            f"the {self.device.type.upper()} device ran out of memory"
-                            + (f" even with {tried}" if tried else "")
-                            + ": try a smaller batch, a "
-                            "smaller selection or a lower precision",
-                        ) from err
-                    log.warning("out of memory on %s: running the job again with %s", self.device, fallback)
-            if self.loaded is not None and self.loaded.memory_fallbacks:
-                for layer in layers:
-                    layer.info["memory_fallbacks"] = list(self.loaded.memory_fallbacks)
-            return layers
+        if job.mode == "detail":  # the detailer on its own: an inpaint sub-job per detection
+            self.checkpoint_entry(job.model)
+            return detailer.run_detail_mode(self.recipe, self.detectors.detect, job, ctx)
+        # 1. check inputs, load: refusals by name, ControlNet and reference plans, the checkpoint
+        p = self._check_and_load(job, ctx)
+        # 2. prompts and adapters: LoRA tags, region prompts, embeddings, few-step preset, the job's VAE and refiner
+        self._prompts_and_adapters(p)
+        # 3. geometry: the working job (outpaint's canvas), its masks, the processing size, the kind of pipeline
+        self._geometry(p, ctx)
+        # 4. pipeline and sampling: ControlNets, circular padding when tileable, transparency, scheduler, settings
+        self._pipeline(p)
+        # 5. conditioning: prompt embeddings, regions, init image and mask, control images, reference embeddings
+        self._conditioning_inputs(p, ctx)
+        # 6. passes and decoding planned: hires second pass, refiner, the decoded box, the tiny decoder
+        self._plan_passes(p)
+        started = time.perf_counter()
+        ctx.check()
+        with torch.inference_mode():
+            # 7. denoise: the base pass (with the hires fix, a second pass at the target size), then the refiner
+            out, reuse, count = self._denoise(p, ctx)
+            # 8. decode: latents to pixels (tiny decoder, transparent decoder, or the VAE on the box)
+            images, alphas = self._decode(p, out)
+        # 9. info and result layers, then the detailer after the job (its steps counted after the job's)
+        info = self._info(p, reuse, time.perf_counter() - started)
+        layers = result_layers(job, p.work, p.original, p.soft, images, p.settings["seeds"], info, alphas)
+        if job.params.detail.enabled:
+            layers = detailer.after_job(self.recipe, self.detectors.detect, job, layers, ctx, count.total)
+        return layers
 
-    def _next_memory_fallback(self) -> Optional[str]:
-        """Turn on the next memory fallback for the loaded checkpoint; its name, or None when none is left."""
-        loaded = self.loaded
-        if loaded is None:
+    def _check_and_load(self, job: Job, ctx: JobContext) -> Plan:
+        entry = self.checkpoint_entry(job.model)
+        if job.regions and entry.arch not in regions.FAMILIES:
+            raise self.refuse_regions(job, arch_name(entry.arch), entry.name)
+        plans = control_plans.select(job.controls, entry, self.registry) if job.controls else []
+        ref_plans = refs.select(job.references, entry, self.registry) if job.references else []
+        ctx.check()
+        loaded = self.checkpoint(entry)
+        loaded.references.load(loaded.pipe, ref_plans, entry.name)
+        return Plan(job, entry, loaded, plans, ref_plans)
+
+    def _prompts_and_adapters(self, p: Plan) -> None:
+        adapters, job = p.loaded.adapters, p.job
+        p.prompt, tags = prompts.extract_loras(job.prompt)
+        p.negative, neg_tags = prompts.extract_loras(job.negative_prompt)
+        p.region_texts, region_tags = regions.texts(job.regions, p.prompt, p.negative)
+        p.loras = adapters.apply_loras(tags + neg_tags + region_tags)
+        p.embeddings = adapters.load_embeddings(p.prompt, p.negative, *(t for pair in p.region_texts for t in pair))
+        p.preset = self._few_step_preset(p.entry, tags)
+        p.vae_name = self._use_vae(p.loaded, job.params.vae)
+        p.refiner = self._refiner(p.entry, job.params.refiner, bool(p.controls))
+
+    def _geometry(self, p: Plan, ctx: JobContext) -> None:
+        job, pipe = p.job, p.loaded.pipe
+        p.work, p.original = working_job(job, self.registry, ctx.check, lambda: str(self.device))
+        p.controls = [dataclasses.replace(c, control=w) for c, w in zip(p.controls, p.work.controls)]
+        p.hard, p.soft = self._mask(p.work)
+        native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        p.size = imageops.processing_size(p.work.width, p.work.height, native * native, multiple=pipe.vae_scale_factor)
+        masked = job.mode in ("inpaint", "outpaint") or p.entry.inpaint
+        p.kind = "inpaint" if masked else "img2img" if job.mode == "img2img" else "txt2img"
+        p.tileable = bool(job.params.tileable) and job.mode in seamless.MODES
+
+    def _pipeline(self, p: Plan) -> None:
+        job, pipe = p.job, p.loaded.pipe
+        p.nets = [self.controlnet(c.entry) for c in p.controls]
+        if p.tileable:  # every convolution wraps around: the picture is a torus (put back when ``run`` ends)
+            refiner_unet = getattr(p.refiner, "unet", None)
+            self.job_scope.enter_context(seamless.circular(pipe.unet, pipe.vae, *p.nets, refiner_unet))
+        p.union = bool(p.controls) and bool(p.controls[0].entry.info.get("union"))
+        p.runner = pipelines.variant(p.loaded, p.kind, p.nets, p.union)
+        if job.params.transparent:
+            p.layer_plan = transparency.plan(job, p.entry, self.registry, p.live)
+        p.settings = samplers.job_settings(job, p.entry, p.kind, p.preset)
+        p.runner.scheduler = samplers.make_scheduler(
+            p.settings["sampler"],
+            p.loaded.scheduler_config,
+            p.preset["spacing"] if p.preset else None,
+            p.settings["scheduler"],
+        )
+
+    def _conditioning_inputs(self, p: Plan, ctx: JobContext) -> None:
+        loaded, settings, (pw, ph) = p.loaded, p.settings, p.size
+        batch = len(settings["seeds"])
+        p.call = dict(
+            num_inference_steps=settings["steps"],
+            guidance_scale=settings["cfg"],
+            num_images_per_prompt=batch,
+            output_type="np",
+        )
+        p.call.update(self._conditioning(loaded, p.runner, p.prompt, p.negative, p.job.params.clip_skip).kwargs())
+        if p.work.regions:
+            p.region_plan = self._region_plan(loaded, p.runner, p.work, p.region_texts, pw, ph, batch)
+        p.init = self._init(p, pw, ph)
+        strength, controlled = settings["strength"], bool(p.controls)
+        p.call.update(
+            self._image_inputs(loaded, p.init, p.kind, controlled, p.hard, pw, ph, strength, batch, p.tileable)
+        )
+        if p.layer_plan is not None and p.kind == "img2img":  # the layer's alpha travels in the latents
+            rgba = imageops.resize(np.ascontiguousarray(imageops.rgba(p.work.image)), pw, ph)
+            p.call["image"] = p.layer_plan.encoded(loaded.pipe.vae, rgba, str(self.device)).repeat(batch, 1, 1, 1)
+        if p.controls:
+            images = self.control_images(p.controls, p.work, p.hard, pw, ph, ctx)
+            p.call.update(pipelines.control_kwargs(p.kind, p.controls, images, p.union))
+        if p.references:  # reference images: embeddings, masks, and the scales of the first step
+            cfg_on = settings["cfg"] > 1 and loaded.pipe.unet.config.time_cond_proj_dim is None
+            p.call["ip_adapter_image_embeds"] = [self._reference_embeddings(loaded, r, cfg_on) for r in p.references]
+            ref_masks = refs.masks(p.work.references, pw, ph)
+            if ref_masks is not None:
+                p.call["cross_attention_kwargs"] = {"ip_adapter_masks": ref_masks}
+            p.ref_scales = refs.scales(p.entry.arch, p.work.references, 0.0)
+            p.runner.set_ip_adapter_scale(p.ref_scales)
+
+    def _plan_passes(self, p: Plan) -> None:
+        job, pipe, (pw, ph) = p.job, p.loaded.pipe, p.size
+        p.tiny = self.tiny_vae(p.entry.arch)
+        p.fast_decode = p.tiny is not None and p.live and p.refiner is None
+        # hires fix: a second pass at the target size after this one at the native area
+        p.hires = hires_fix.plan(
+            job.params.hires, p.work.width, p.work.height, pw, ph, pipe.vae_scale_factor, p.settings["steps"], p.live
+        )
+        if p.hires is not None and p.refiner is not None:
+            raise ProtocolError(
+                UNSUPPORTED,
+                "the SDXL refiner and the hires fix do not run in one job: switch one of them off",
+                field="params.refiner",
+            )
+        if p.hires is not None and p.hires.upscaler not in (hires_fix.LATENT, hires_fix.LANCZOS):
+            self.registry.get(p.hires.upscaler, "upscaler")  # model_not_found names what is installed
+        p.target = (p.hires.width, p.hires.height) if p.hires is not None else p.size
+        # Only the box around the mask is decoded: outside it the result layer keeps the original pixels anyway.
+        if not (p.fast_decode or p.kind != "inpaint" or p.refiner is not None):
+            p.box = latents_of.decode_box(p.soft, *p.target, pipe.vae_scale_factor, pipe.vae.config)
+        if p.fast_decode or p.box is not None or p.refiner is not None or p.layer_plan is not None:
+            p.call["output_type"] = "latent"
+        if p.refiner is not None:
+            p.call["denoising_end"] = job.params.refiner_start
+
+    def _denoise(self, p: Plan, ctx: JobContext):
+        """The pipeline passes; (output, the step cache's record or None, the step count)."""
+        import torch
+
+        job, settings = p.job, p.settings
+        steps, seeds = settings["steps"], settings["seeds"]
+        count = StepCount(steps, p.refiner, hires_fix.second_pass_steps(p.hires) if p.hires is not None else 0)
+        on_step = self.step_callback(job, ctx, count.position, self._previewer(p), self._reference_scaler(p))
+        steps_kw = dict(callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"])
+        # One call for the whole batch, one generator per image: each seed gives the same pixels alone or in a batch.
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        fast = job.params.speed == "fast"
+        runner, call, region_plan = p.runner, p.call, p.region_plan
+        if p.hires is not None:
+            with regions.applied(runner.unet, region_plan), stepcache.maybe_applied(runner.unet, fast):
+                # regions shape the first pass: the composition
+                first = runner(**dict(call, output_type="latent"), generator=generators, **steps_kw)
+            count.before, count.after = getattr(runner, "num_timesteps", None) or steps, 0
+            ctx.check()
+            runner, call = second_pass(self, p, first.images, call, ctx)
+            p.init = self._init(p, *p.target)
+            generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+            region_plan = None  # the second pass refines the whole picture at the target size
+        transparent = p.layer_plan.applied(runner.unet) if p.layer_plan is not None else contextlib.nullcontext()
+        with (
+            regions.applied(runner.unet, region_plan),
+            transparent,
+            stepcache.maybe_applied(runner.unet, fast) as reuse,
+        ):
+            out = runner(**call, generator=generators, **steps_kw)
+        if p.refiner is not None:
+            count.done = getattr(runner, "num_timesteps", 0) or int(steps * job.params.refiner_start)
+            out = self._run_refiner(p, out.images, generators, on_step)
+        return out, reuse, count
+
+    def _decode(self, p: Plan, out) -> Tuple[List[np.ndarray], Optional[List[np.ndarray]]]:
+        """(images, alphas): the passes' output as pixels, with alphas from LayerDiffuse's transparent decoder."""
+        vae = p.loaded.pipe.vae
+        if p.fast_decode:
+            return tiny_vae.to_uint8(tiny_vae.decode(p.tiny, out.images)), None
+        if p.layer_plan is not None:  # colour and alpha from LayerDiffuse's transparent decoder
+            return transparency.decode(vae, out.images, p.layer_plan.decoder_model(str(self.device)))
+        images = out.images
+        if p.box is not None:
+            images = latents_of.decode_into(vae, images, p.box, p.init, p.loaded.pipe.vae_scale_factor)
+        return self.to_uint8(images, p.entry), None
+
+    def _info(self, p: Plan, reuse, elapsed: float) -> dict:
+        """What the result layers say about how they were made."""
+        job, settings = p.job, p.settings
+        info = {
+            "model": p.entry.name,
+            "arch": p.entry.arch,
+            "sampler": settings["sampler"],
+            "scheduler": settings["scheduler"] or "default",
+            "steps": settings["steps"],
+            "cfg": settings["cfg"],
+            "strength": settings["strength"],
+            "size": list(p.size),
+            "loras": p.loras,
+            "embeddings": p.embeddings,
+            "controlnets": [c.entry.name for c in p.controls],
+            "seconds": round(elapsed, 3),
+        }
+        if p.references:
+            info["references"] = [r.describe() for r in p.references]
+        if p.preset:
+            info["few_step"] = p.preset["family"]
+        info["vae"] = p.vae_name or "default"
+        if job.params.clip_skip > 1:
+            info["clip_skip"] = job.params.clip_skip
+        if p.refiner is not None:
+            refiner = self.registry.get(job.params.refiner, "refiner").name
+            info.update(refiner=refiner, refiner_start=job.params.refiner_start)
+        if p.fast_decode:
+            info["decoder"] = "tiny"
+        if reuse is not None:
+            info["speed"] = {"level": "fast", "reused_steps": reuse.reused, "steps": reuse.calls}
+        if p.box is not None:
+            info["decoded"] = list(p.box)
+        if p.work.regions:
+            info["regions"] = len(p.work.regions)
+        if p.hires is not None:
+            two = p.hires
+            info["hires"] = {
+                "size": list(p.target),
+                "upscaler": two.upscaler,
+                "strength": two.strength,
+                "steps": two.steps,
+            }
+        if p.tileable:
+            info["tileable"] = "circular padding in the UNet and VAE"
+        if p.layer_plan is not None:
+            info["transparent"] = {"attention": p.layer_plan.attention.name, "decoder": p.layer_plan.decoder.name}
+        return info
+
+    # --- what the steps use ---
+
+    def _init(self, p: Plan, width: int, height: int) -> Optional[np.ndarray]:
+        """The init image at ``width`` x ``height``; None for txt2img."""
+        return None if p.kind == "txt2img" else init_image(p.work, width, height, p.tileable)
+
+    def _previewer(self, p: Plan) -> Callable[[object], np.ndarray]:
+        """Progress previews: the tiny VAE's decode when one is installed, else the linear latent → RGB map."""
+        tiny, arch = p.tiny, p.entry.arch
+        return lambda latents: tiny_vae.preview(tiny, latents) if tiny is not None else latents_to_rgb(latents, arch)
+
+    def _reference_scaler(self, p: Plan) -> Optional[Callable[[object, int, dict], None]]:
+        """Before each step's progress: the next step's reference scales (0 outside a reference's range)."""
+        if p.ref_scales is None:
             return None
-        for fallback in MEMORY_FALLBACKS:
-            if fallback in loaded.memory_fallbacks:
-                continue
-            if fallback == VAE_TILING:
-                loaded.pipe.vae.enable_tiling()
-                loaded.pipe.vae.enable_slicing()
-            elif fallback == CPU_OFFLOAD:
-                if self.device.type == "cpu":
-                    continue
-                loaded.pipe.enable_model_cpu_offload(device=self.device)
-            loaded.memory_fallbacks.append(fallback)
-            return fallback
-        return None
 
-    def _control_images(self, plans, work: Job, hard: np.ndarray, pw: int, ph: int, ctx: JobContext) -> list:
+        def rescale(pipe, step: int, tensors: dict) -> None:
+            if pipe is p.refiner:
+                return
+            this_pass = getattr(pipe, "num_timesteps", None) or p.settings["steps"]
+            wanted = refs.scales(p.entry.arch, p.work.references, (step + 1) / this_pass)
+            if wanted != p.ref_scales:
+                pipe.set_ip_adapter_scale(wanted)
+                p.ref_scales = wanted
+
+        return rescale
+
+    def control_images(self, plans, work: Job, hard: np.ndarray, pw: int, ph: int, ctx: JobContext) -> list:
         """Each ControlNet's input at processing size (preprocessed when asked; inpaint ones from image and mask),
         cached by content and the preprocessing settings."""
         images = []
@@ -259,266 +500,11 @@ class DiffusionEngine(Engine):
                 key = (control.type, control.preprocess, cache.digest(control.image), settings, seed, pw, ph)
 
                 def make(c=control):
-                    return _pil(
-                        imageops.resize(
-                            ctx.interruptible(control_plans.control_image, c, self.registry, params, str(self.device)),
-                            pw,
-                            ph,
-                        )
-                    )
+                    image = ctx.interruptible(control_plans.control_image, c, self.registry, params, str(self.device))
+                    return pil(imageops.resize(image, pw, ph))
 
             images.append(self.caches["controls"].get(key, make))
         return images
-
-    def _run(self, job: Job, ctx: JobContext) -> List[Layer]:
-        import torch
-
-        if job.mode == "detail":  # the detailer on its own: an inpaint sub-job per detection
-            self.checkpoint_entry(job.model)
-            return detailer.run_detail_mode(self._run, self.detectors.detect, job, ctx)
-        entry = self.checkpoint_entry(job.model)
-        if job.regions and entry.arch not in regions.FAMILIES:
-            raise self.refuse_regions(job, arch_name(entry.arch), entry.name)
-        plans = control_plans.select(job.controls, entry, self.registry) if job.controls else []
-        ref_plans = refs.select(job.references, entry, self.registry) if job.references else []
-        ctx.check()
-        loaded = self.checkpoint(entry)
-        pipe = loaded.pipe
-        loaded.references.load(pipe, ref_plans, entry.name)
-
-        prompt, tags = prompts.extract_loras(job.prompt)
-        negative, neg_tags = prompts.extract_loras(job.negative_prompt)
-        region_texts, region_tags = regions.texts(job.regions, prompt, negative)
-        loras = loaded.adapters.apply_loras(tags + neg_tags + region_tags)
-        embeddings = loaded.adapters.load_embeddings(prompt, negative, *(t for pair in region_texts for t in pair))
-
-        vae_name = self._use_vae(loaded, job.params.vae)
-        refiner = self._refiner(entry, job.params.refiner, bool(plans))
-        work, original = _working_job(job, self.registry, ctx.check, lambda: str(self.device))
-        plans = [dataclasses.replace(p, control=c) for p, c in zip(plans, work.controls)]
-        hard, soft = self._mask(work)
-        native = pipe.unet.config.sample_size * pipe.vae_scale_factor
-        pw, ph = imageops.processing_size(work.width, work.height, native * native, multiple=pipe.vae_scale_factor)
-
-        masked = job.mode in ("inpaint", "outpaint") or entry.inpaint
-        kind = "inpaint" if masked else "img2img" if job.mode == "img2img" else "txt2img"
-        nets = [self.controlnet(p.entry) for p in plans]
-        tileable = bool(job.params.tileable) and job.mode in seamless.MODES
-        if tileable:  # every convolution wraps around: the picture is a torus (put back when ``run`` ends)
-            self._wrapping.enter_context(seamless.circular(pipe.unet, pipe.vae, *nets, getattr(refiner, "unet", None)))
-        union = bool(plans) and plans[0].entry.info.get("union")
-        runner = pipelines.variant(loaded, kind, nets, union)
-
-        layer_plan = (
-            transparency.plan(job, entry, self.registry, bool(getattr(job, "live", False)))
-            if job.params.transparent
-            else None
-        )
-        preset = self._few_step_preset(entry, tags)
-        settings = _settings(job, entry, kind, preset)
-        runner.scheduler = samplers.make_scheduler(
-            settings["sampler"], loaded.scheduler_config, preset["spacing"] if preset else None, settings["scheduler"]
-        )
-        steps, seeds = settings["steps"], settings["seeds"]
-        call = dict(
-            num_inference_steps=steps,
-            guidance_scale=settings["cfg"],
-            num_images_per_prompt=len(seeds),
-            output_type="np",
-        )
-        call.update(self._conditioning(loaded, runner, prompt, negative, job.params.clip_skip).kwargs())
-        region_plan = (
-            self._region_plan(loaded, runner, work, region_texts, pw, ph, len(seeds)) if work.regions else None
-        )
-        init = _init_image(work, kind, pw, ph, tileable)
-        call.update(
-            self._image_inputs(
-                loaded, init, kind, bool(plans), hard, pw, ph, settings["strength"], len(seeds), tileable
-            )
-        )
-        if layer_plan is not None and kind == "img2img":  # the layer's alpha travels in the latents
-            rgba = imageops.resize(np.ascontiguousarray(imageops.rgba(work.image)), pw, ph)
-            call["image"] = layer_plan.encoded(pipe.vae, rgba, str(self.device)).repeat(len(seeds), 1, 1, 1)
-        if plans:
-            images = self._control_images(plans, work, hard, pw, ph, ctx)
-            call.update(pipelines.control_kwargs(kind, plans, images, union))
-        ref_scales = None
-        if ref_plans:  # reference images: embeddings, masks, and the scales of the first step
-            cfg_on = settings["cfg"] > 1 and pipe.unet.config.time_cond_proj_dim is None
-            call["ip_adapter_image_embeds"] = [self._reference_embeddings(loaded, p, cfg_on) for p in ref_plans]
-            ref_masks = refs.masks(work.references, pw, ph)
-            if ref_masks is not None:
-                call["cross_attention_kwargs"] = {"ip_adapter_masks": ref_masks}
-            ref_scales = refs.scales(entry.arch, work.references, 0.0)
-            runner.set_ip_adapter_scale(ref_scales)
-
-        arch = entry.arch
-        tiny = self.tiny_vae(arch)
-        fast_decode = tiny is not None and bool(getattr(job, "live", False)) and refiner is None
-        # Only the box around the mask is decoded: outside it the result layer keeps the original pixels anyway.
-        # hires fix: a second pass at the target size (fw x fh) after this one at the native area
-        two = hires_fix.plan(
-            job.params.hires,
-            work.width,
-            work.height,
-            pw,
-            ph,
-            pipe.vae_scale_factor,
-            steps,
-            bool(getattr(job, "live", False)),
-        )
-        if two is not None and refiner is not None:
-            raise ProtocolError(
-                UNSUPPORTED,
-                "the SDXL refiner and the hires fix do not run in one job: switch one of them off",
-                field="params.refiner",
-            )
-        if two is not None and two.upscaler not in (hires_fix.LATENT, hires_fix.LANCZOS):
-            self.registry.get(two.upscaler, "upscaler")  # model_not_found names what is installed
-        fw, fh = (two.width, two.height) if two is not None else (pw, ph)
-        box = (
-            None
-            if fast_decode or kind != "inpaint" or refiner is not None
-            else latents_of.decode_box(soft, fw, fh, pipe.vae_scale_factor, pipe.vae.config)
-        )
-        if fast_decode or box is not None or refiner is not None or layer_plan is not None:
-            call["output_type"] = "latent"
-        if refiner is not None:
-            call["denoising_end"] = job.params.refiner_start
-        done = [0]  # steps of the base pass, once the refiner runs
-        # progress counts both hires passes: steps done before this pass, steps still to come after it
-        count = {"before": 0, "after": hires_fix.second_pass_steps(two) if two is not None else 0, "total": 0}
-
-        def on_step(pipe_, step: int, timestep, tensors: dict) -> dict:
-            nonlocal ref_scales
-            this_pass = getattr(pipe_, "num_timesteps", None) or steps
-            if (
-                ref_scales is not None and pipe_ is not refiner
-            ):  # the next step's reference scales (0 outside its range)
-                wanted = refs.scales(entry.arch, work.references, (step + 1) / this_pass)
-                if wanted != ref_scales:
-                    pipe_.set_ip_adapter_scale(wanted)
-                    ref_scales = wanted
-            total = count["before"] + this_pass + count["after"]
-            if refiner is not None:  # the base pass, then the refiner's steps after it
-                total = max(done[0] + this_pass, steps) if done[0] else steps
-            count["total"] = total
-            preview = None
-            if job.previews:
-                latents = tensors["latents"]
-                preview = tiny_vae.preview(tiny, latents) if tiny is not None else latents_to_rgb(latents, arch)
-            ctx.progress(min(count["before"] + done[0] + step + 1, total), total, preview)
-            return tensors
-
-        started = time.perf_counter()
-        ctx.check()
-        # One call for the whole batch, one generator per image: each seed gives the same pixels alone or in a batch.
-        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        with torch.inference_mode():
-            fast = job.params.speed == "fast"
-            if two is not None:
-                with regions.applied(runner.unet, region_plan), stepcache.maybe_applied(runner.unet, fast):
-                    # regions shape the first pass: the composition
-                    first = runner(
-                        **dict(call, output_type="latent"),
-                        generator=generators,
-                        callback_on_step_end=on_step,
-                        callback_on_step_end_tensor_inputs=["latents"],
-                    )
-                count.update(before=getattr(runner, "num_timesteps", None) or steps, after=0)
-                ctx.check()
-                runner, call = second_pass(
-                    self, loaded, two, kind, plans, nets, union, work, hard, first.images, settings, call, preset, ctx
-                )
-                init = _init_image(work, kind, fw, fh, tileable)
-                generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-                region_plan = None  # the second pass refines the whole picture at the target size
-            transparent = layer_plan.applied(runner.unet) if layer_plan is not None else contextlib.nullcontext()
-            with (
-                regions.applied(runner.unet, region_plan),
-                transparent,
-                stepcache.maybe_applied(runner.unet, fast) as reuse,
-            ):
-                out = runner(
-                    **call,
-                    generator=generators,
-                    callback_on_step_end=on_step,
-                    callback_on_step_end_tensor_inputs=["latents"],
-                )
-            if refiner is not None:
-                done[0] = getattr(runner, "num_timesteps", 0) or int(steps * job.params.refiner_start)
-                out = self._run_refiner(refiner, pipe, out.images, prompt, negative, settings, generators, on_step)
-            alphas = None
-            if fast_decode:
-                images = tiny_vae.to_uint8(tiny_vae.decode(tiny, out.images))
-            elif layer_plan is not None:  # colour and alpha from LayerDiffuse's transparent decoder
-                images, alphas = transparency.decode(pipe.vae, out.images, layer_plan.decoder_model(str(self.device)))
-            else:
-                if box is not None:
-                    out.images = latents_of.decode_into(pipe.vae, out.images, box, init, pipe.vae_scale_factor)
-                if not np.isfinite(out.images).all():
-                    raise ProtocolError(
-                        UNSUPPORTED,
-                        f"checkpoint '{entry.name}' produced invalid numbers (NaN): its "
-                        f"weights do not fit its {arch_name(arch)} architecture or precision {self.dtype}",
-                    )
-                images = [np.clip(np.rint(img * 255), 0, 255).astype(np.uint8) for img in out.images]
-        elapsed = time.perf_counter() - started
-
-        info = {
-            "model": entry.name,
-            "arch": arch,
-            "sampler": settings["sampler"],
-            "scheduler": settings["scheduler"] or "default",
-            "steps": steps,
-            "cfg": settings["cfg"],
-            "strength": settings["strength"],
-            "size": [pw, ph],
-            "loras": loras,
-            "embeddings": embeddings,
-            "controlnets": [p.entry.name for p in plans],
-            "seconds": round(elapsed, 3),
-        }
-        if ref_plans:
-            info["references"] = [
-                {
-                    "type": p.reference.type,
-                    "strength": p.reference.strength,
-                    "adapter": p.adapter.name,
-                    "encoder": p.encoder.name,
-                    "start": p.reference.start,
-                    "end": p.reference.end,
-                    "masked": p.reference.mask is not None,
-                }
-                for p in ref_plans
-            ]
-        if preset:
-            info["few_step"] = preset["family"]
-        info["vae"] = vae_name or "default"
-        if job.params.clip_skip > 1:
-            info["clip_skip"] = job.params.clip_skip
-        if refiner is not None:
-            info.update(
-                refiner=self.registry.get(job.params.refiner, "refiner").name, refiner_start=job.params.refiner_start
-            )
-        if fast_decode:
-            info["decoder"] = "tiny"
-        if reuse is not None:
-            info["speed"] = {"level": "fast", "reused_steps": reuse.reused, "steps": reuse.calls}
-        if box is not None:
-            info["decoded"] = list(box)
-        if work.regions:
-            info["regions"] = len(work.regions)
-        if two is not None:
-            info["hires"] = {"size": [fw, fh], "upscaler": two.upscaler, "strength": two.strength, "steps": two.steps}
-        if tileable:
-            info["tileable"] = "circular padding in the UNet and VAE"
-        if layer_plan is not None:
-            info["transparent"] = {"attention": layer_plan.attention.name, "decoder": layer_plan.decoder.name}
-        layers = _layers(job, work, original, soft, images, seeds, info, alphas)
-        if job.params.detail.enabled:  # the detailer after the job, its steps counted after the job's
-            layers = detailer.after_job(self._run, self.detectors.detect, job, layers, ctx, count["total"])
-        return layers
 
     def _mask(self, work: Job) -> Tuple[np.ndarray, np.ndarray]:
         """The job's (hard, soft) masks (imageops.prepare_mask), read-only, cached by mask content and settings."""
@@ -533,7 +519,7 @@ class DiffusionEngine(Engine):
 
         return self.caches["masks"].get(key, make)
 
-    def _conditioning(self, loaded: LoadedCheckpoint, runner, prompt: str, negative: str, clip_skip: int = 0):
+    def _conditioning(self, loaded: LoadedUNet, runner, prompt: str, negative: str, clip_skip: int = 0):
         """Prompt embeddings, cached per checkpoint, precision, active LoRAs (their text-encoder part changes them),
         loaded embeddings, CLIP skip and prompt text."""
         adapters = loaded.adapters
@@ -549,7 +535,7 @@ class DiffusionEngine(Engine):
         )
         return self.caches["prompts"].get(key, lambda: prompts.encode(runner, prompt, negative, self.device, clip_skip))
 
-    def _use_vae(self, loaded: LoadedCheckpoint, name: str) -> str:
+    def _use_vae(self, loaded: LoadedUNet, name: str) -> str:
         """Put the job's VAE on the loaded pipeline (``""``: the checkpoint's own); the VAE's name, "" for the own."""
         if not name:
             loaded.use_vae(loaded.own_vae)
@@ -590,17 +576,18 @@ class DiffusionEngine(Engine):
             self.refiner = (str(ref.path), pipe)
         return self.refiner[1]
 
-    def _run_refiner(self, refiner, pipe, latents, prompt: str, negative: str, settings: dict, generators, on_step):
+    def _run_refiner(self, p: Plan, latents, generators, on_step):
         """The refiner's img2img pass over the base pass's latents from ``refiner_start`` on, decoded with the job's
         VAE. The refiner reads the prompts as plain text (its one text encoder; weights are dropped)."""
-        refiner.vae = pipe.vae
+        refiner, settings = p.refiner, p.settings
+        refiner.vae = p.loaded.pipe.vae
         refiner.scheduler = samplers.make_scheduler(
             settings["sampler"], refiner.scheduler.config, schedule=settings["scheduler"]
         )
         start = settings["refiner_start"]
         return refiner(
-            prompt=prompts.plain_text(prompt),
-            negative_prompt=prompts.plain_text(negative),
+            prompt=prompts.plain_text(p.prompt),
+            negative_prompt=prompts.plain_text(p.negative),
             image=latents,
             num_inference_steps=settings["steps"],
             denoising_start=start,
@@ -612,7 +599,7 @@ class DiffusionEngine(Engine):
             callback_on_step_end_tensor_inputs=["latents"],
         )
 
-    def _reference_embeddings(self, loaded: LoadedCheckpoint, plan: "refs.ReferencePlan", cfg: bool):
+    def _reference_embeddings(self, loaded: LoadedUNet, plan: "refs.ReferencePlan", cfg: bool):
         """A reference's image embeddings, cached by encoder, precision, image content and CFG."""
         key = (
             str(plan.encoder.path),
@@ -624,7 +611,7 @@ class DiffusionEngine(Engine):
         return self.caches["references"].get(key, lambda: loaded.references.embeddings(plan, cfg))
 
     def _region_plan(
-        self, loaded: LoadedCheckpoint, runner, work: Job, texts, pw: int, ph: int, batch: int
+        self, loaded: LoadedUNet, runner, work: Job, texts, pw: int, ph: int, batch: int
     ) -> regions.RegionPlan:
         """The regions of a job for one pipeline call: blend weights at latent size, each region's embeddings."""
         conditionings = [self._conditioning(loaded, runner, text, negative) for text, negative in texts]
@@ -641,8 +628,8 @@ class DiffusionEngine(Engine):
             loaded.pipe.unet.dtype,
         )
 
-    def _latents(
-        self, loaded: LoadedCheckpoint, rgb: np.ndarray, hole: Optional[np.ndarray] = None, tileable: bool = False
+    def encode_latents(
+        self, loaded: LoadedUNet, rgb: np.ndarray, hole: Optional[np.ndarray] = None, tileable: bool = False
     ):
         """VAE latents of an image (with ``hole`` blanked: the masked image of 9-channel UNets), cached by content
         (and by the padding: a tileable job's encoder wraps around)."""
@@ -655,7 +642,7 @@ class DiffusionEngine(Engine):
 
     def _image_inputs(
         self,
-        loaded: LoadedCheckpoint,
+        loaded: LoadedUNet,
         init: Optional[np.ndarray],
         kind: str,
         controlled: bool,
@@ -673,20 +660,20 @@ class DiffusionEngine(Engine):
             return {"height": ph, "width": pw}
         if kind == "img2img":
             return {
-                "image": self._latents(loaded, init, tileable=tileable).repeat(batch, 1, 1, 1),
+                "image": self.encode_latents(loaded, init, tileable=tileable).repeat(batch, 1, 1, 1),
                 "strength": strength,
             }
-        mask = _binary(imageops.resize(hard, pw, ph))
-        out = {"mask_image": _pil(mask), "height": ph, "width": pw, "strength": strength}
+        mask = binary(imageops.resize(hard, pw, ph))
+        out = {"mask_image": pil(mask), "height": ph, "width": pw, "strength": strength}
         if controlled:
-            out["image"] = _pil(init)
+            out["image"] = pil(init)
             return out
-        image_latents = self._latents(loaded, init)
+        image_latents = self.encode_latents(loaded, init)
         nine_channels = loaded.pipe.unet.config.in_channels == 9
         # a regular UNet never reads the masked image's latents: the image's own stand in, unused
         out.update(
             image=image_latents,
-            masked_image_latents=self._latents(loaded, init, mask) if nine_channels else image_latents,
+            masked_image_latents=self.encode_latents(loaded, init, mask) if nine_channels else image_latents,
         )
         return out
 

@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 
 from .. import imageops, seamless
-from ..core import Job, JobContext
+from ..core import JobContext
 from . import hires as hires_fix
 from . import latents as latents_of
 from . import pipelines, samplers
-from .jobparts import _binary, _init_image, _pil
+from ..checkpoint.jobparts import binary, init_image, pil
 
 
-def second_pass(
-    engine,
-    loaded,
-    two: "hires_fix.HiresPlan",
-    kind: str,
-    plans,
-    nets,
-    union: bool,
-    work: Job,
-    hard: np.ndarray,
-    latents,
-    settings: dict,
-    first_call: dict,
-    preset: Optional[dict],
-    ctx: JobContext,
-):
-    """The hires fix's second pass: its pipeline (img2img, inpaint for masked jobs) and call arguments at the
-    target size, on the first pass's latents upscaled in latent or pixel space as the plan says."""
+def second_pass(engine, p, latents, first_call: dict, ctx: JobContext):
+    """The hires fix's second pass of the engine's job plan ``p`` (``engine.Plan``): its pipeline (img2img, inpaint
+    for masked jobs) and call arguments at the target size, on the first pass's latents upscaled in latent or pixel
+    space as the plan says."""
     import torch
 
+    loaded, two, kind, plans, nets, union = p.loaded, p.hires, p.kind, p.controls, p.nets, p.union
+    work, hard, settings, preset = p.work, p.hard, p.settings, p.preset
     pipe = loaded.pipe
     factor = pipe.vae_scale_factor
     tw, th = two.width, two.height
@@ -75,9 +62,9 @@ def second_pass(
     call = {k: v for k, v in first_call.items() if k not in image_keys}
     call.update(num_inference_steps=two.steps, strength=two.strength, image=upscaled)
     if kind2 == "inpaint":
-        init = _init_image(work, kind, tw, th)
-        mask = _binary(imageops.resize(hard, tw, th))
-        call.update(mask_image=_pil(mask), height=th, width=tw)
+        init = init_image(work, tw, th)
+        mask = binary(imageops.resize(hard, tw, th))
+        call.update(mask_image=pil(mask), height=th, width=tw)
         if plans:  # ControlNet inpaint pipelines take pixels
             if pixels is None:
                 size = (th, tw)
@@ -87,12 +74,12 @@ def second_pass(
                         pipe.vae, upscaled, (0, 0, tw, th), np.zeros(size + (3,), np.uint8), factor
                     )
                 ]
-            call["image"] = _pil(pixels[0])
+            call["image"] = pil(pixels[0])
         else:
             nine = pipe.unet.config.in_channels == 9
-            call["masked_image_latents"] = engine._latents(loaded, init, mask) if nine else upscaled
+            call["masked_image_latents"] = engine.encode_latents(loaded, init, mask) if nine else upscaled
     if plans:
-        images = engine._control_images(plans, work, hard, tw, th, ctx)
+        images = engine.control_images(plans, work, hard, tw, th, ctx)
         call.update(pipelines.control_kwargs(kind2, plans, images, union))
     return runner, call
 

@@ -49,6 +49,19 @@ class ReferencePlan:
     adapter: ModelEntry
     encoder: ModelEntry
 
+    def describe(self) -> dict:
+        """What a result layer's ``info["references"]`` says of this reference."""
+        ref = self.reference
+        return {
+            "type": ref.type,
+            "strength": ref.strength,
+            "adapter": self.adapter.name,
+            "encoder": self.encoder.name,
+            "start": ref.start,
+            "end": ref.end,
+            "masked": ref.mask is not None,
+        }
+
 
 def _adapters_text(entries: List[ModelEntry]) -> str:
     if not entries:

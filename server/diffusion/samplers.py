@@ -9,7 +9,10 @@ from typing import Optional, Tuple
 from protocol.errors import UNSUPPORTED, ProtocolError
 from protocol.sampling import NEEDS, SAMPLER_TABLE, SCHEDULES, capabilities as table_capabilities, resolve
 
+from ..checkpoint.jobparts import seeds_of, strength_of
+from ..core import Job
 from ..defaults import DEFAULT_SAMPLER, default_cfg as family_cfg
+from ..models.registry import ModelEntry
 
 # options of another sampler or schedule that a checkpoint's saved scheduler config may carry: dropped first, so the
 # scheduler is exactly the table's
@@ -84,3 +87,26 @@ def default_cfg(sampler: str, arch: str) -> float:
     if sampler in ("LCM", "TCD"):
         return 1.5
     return family_cfg(arch)
+
+
+def job_settings(job: Job, entry: ModelEntry, kind: str, preset: Optional[dict] = None) -> dict:
+    """Sampler, schedule, steps, strength, CFG and seeds of a job, with the defaults filled in. A few-step model's
+    ``preset`` gives the sampler when the job leaves it open (and then its step count too) and the CFG when open."""
+    params = job.params
+    sampler, steps = params.sampler, params.steps
+    if not sampler and preset:
+        sampler, steps = preset["sampler"], preset["steps"]
+    sampler, scheduler = choose(sampler, params.scheduler)
+    if params.cfg is not None:
+        cfg = params.cfg
+    else:
+        cfg = preset["cfg"] if preset else default_cfg(sampler, entry.arch)
+    return {
+        "sampler": sampler,
+        "scheduler": scheduler,
+        "refiner_start": params.refiner_start,
+        "strength": strength_of(job, kind, steps),
+        "steps": steps,
+        "cfg": cfg,
+        "seeds": seeds_of(params),
+    }

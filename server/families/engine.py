@@ -16,48 +16,42 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import inspect
 import json
 import logging
-import random
-import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from protocol.errors import MODEL_NOT_FOUND, OUT_OF_MEMORY, UNSUPPORTED, ProtocolError
+from protocol.errors import UNSUPPORTED, ProtocolError
 
-from .. import calibration
+from .. import calibration, imageops, seamless
 from .. import device as devices
-from .. import imageops, seamless
-from ..core import Engine, Job, JobContext, Layer
-from ..defaults import DEFAULT_STRENGTH, family_settings
+from ..checkpoint.engine import CheckpointEngine, LoadedCheckpoint
+from ..checkpoint.jobparts import binary, init_image, pil, result_layers, seeds_of, strength_of, working_job
+from ..core import Job, JobContext, Layer
+from ..defaults import family_settings
 from ..diffusion import prompts
 from ..diffusion.adapters import Adapters
 from ..diffusion.controls import control_image
-from ..diffusion.engine import _layers, _working_job
 from ..models.detect import DIFFUSERS
-from ..models.registry import ModelEntry, ModelRegistry, arch_name
+from ..models.registry import ModelEntry, arch_name
 from . import controlnets, klein, loading, memory, preview, redux, specs
 
 log = logging.getLogger(__name__)
 
 MODES = ("generate", "img2img", "inpaint", "outpaint", "edit")
+KINDS = {"generate": "txt2img", "img2img": "img2img", "edit": "edit"}  # the pipeline per mode (else inpaint)
 NATIVE_KEY = "_paintbridge_native_px"  # optional in model_index.json: a model's native side in pixels
 DEFAULT_NATIVE = 1024
 SAMPLER = "Euler"  # flow matching: the model's own FlowMatchEulerDiscreteScheduler
 
 
-@dataclasses.dataclass
-class Loaded:
-    entry: ModelEntry
-    pipe: object
+@dataclasses.dataclass(kw_only=True)
+class Loaded(LoadedCheckpoint):
     facts: dict
     native: int
-    adapters: Adapters
-    variants: Dict[tuple, object] = dataclasses.field(default_factory=dict)
     controlnets: Dict[str, object] = dataclasses.field(default_factory=dict)  # ControlNet modules by file path
     preview: Optional[tuple] = None  # (W, b) of preview.fit: latents -> RGB for progress previews
     redux: Optional[redux.ReduxSet] = None  # reference images: Flux Redux parts, loaded on first use
@@ -69,44 +63,27 @@ def plain_prompt(text: str) -> str:
     return "".join(", " if w == -1.0 else t for t, w in runs).strip()
 
 
-class FamilyEngine(Engine):
+class FamilyEngine(CheckpointEngine):
     """Runs jobs on Flux.1 (dev, schnell, Fill, Kontext), SD3/SD3.5 and Flux.2 Klein checkpoints; ``loads`` counts
-    loads."""
+    loads.
+
+    A family is a ``specs.FamilySpec`` (its pipelines per kind of job) plus what ``_image_inputs`` gives its
+    pipelines, ``_latent_layout`` (how its latents unpack, for tileable jobs) and ``specs.text_encoder_slots``."""
 
     name = "flux-sd3"
     modes = MODES
     uses_controls = True  # Flux.1 dev/schnell and SD3 ControlNets (controlnets.py)
     reference_families = redux.rdx.REDUX_FAMILIES  # reference images: Flux Redux; SD3 refuses them
+    dtype_role = devices.DIT
+    memory_advice = "try a smaller selection or batch, or a quantized (fp8) file of the model"
+    no_default = "no Flux or SD3 checkpoint is the default: name the model"
 
-    def __init__(self, registry: ModelRegistry, device: Optional[str] = None, dtype: Optional[str] = None) -> None:
-        self.registry = registry
-        self.device, self.dtype = devices.choose(device, dtype, devices.DIT)
-        self._dtype_asked = dtype is not None
-        self.loaded: Optional[Loaded] = None
-        self.loads = 0
-        self._lock = threading.Lock()
-
-    def models(self) -> List[dict]:
-        return [e.listing() for e in self.registry.entries("checkpoint") if e.arch in specs.FAMILIES]
+    def runs(self, entry: ModelEntry) -> bool:
+        return entry.arch in specs.FAMILIES
 
     # --- model management ---
 
-    def checkpoint_entry(self, name: str) -> ModelEntry:
-        if name:
-            return self.registry.get(name, "checkpoint")
-        entry = self.registry.default_checkpoint()
-        if entry is None or entry.arch not in specs.FAMILIES:
-            raise ProtocolError(
-                MODEL_NOT_FOUND, "no Flux or SD3 checkpoint is the default: name the model", field="model"
-            )
-        return entry
-
-    def checkpoint(self, entry: ModelEntry) -> Loaded:
-        """The loaded pipeline of ``entry``; a different checkpoint is freed first."""
-        if self.loaded is not None and self.loaded.entry.path == entry.path:
-            return self.loaded
-        self.unload()
-        started = time.perf_counter()
+    def load(self, entry: ModelEntry) -> Loaded:
         dtype, why = self._dtype_for(entry)
         pipe, facts = loading.load(entry, dtype, self.registry)
         facts["dtype"] = why
@@ -116,24 +93,17 @@ class FamilyEngine(Engine):
             log.warning("no progress previews for %s: %s", entry.name, err)
             rgb_map = None
         self._place(pipe, entry, facts)
-        pipe.set_progress_bar_config(disable=True)
-        self.loads += 1
-        log.info(
-            "loaded %s (%s) in %.1f s: %s; %s",
-            entry.name,
-            facts.get("variant"),
-            time.perf_counter() - started,
-            facts["memory"],
-            why,
-        )
         # LoRAs are made for the base family: a Flux LoRA also fits Fill and Kontext.
         base = dataclasses.replace(
-            entry, arch=entry.arch if entry.arch in (specs.SD3, specs.FLUX2_KLEIN) else specs.FLUX
+            entry, arch=entry.arch if entry.arch in (specs.SD3, specs.FLUX2_KLEIN, specs.ZIMAGE) else specs.FLUX
         )
-        self.loaded = Loaded(
-            entry, pipe, facts, _native_px(entry, pipe), Adapters(pipe, base, self.registry), preview=rgb_map
+        adapters = Adapters(pipe, base, self.registry)
+        return Loaded(
+            entry=entry, pipe=pipe, facts=facts, native=_native_px(entry, pipe), adapters=adapters, preview=rgb_map
         )
-        return self.loaded
+
+    def load_note(self, loaded: Loaded) -> str:
+        return f" ({loaded.facts.get('variant')}): {loaded.facts['memory']}; {loaded.facts['dtype']}"
 
     def _dtype_for(self, entry: ModelEntry) -> Tuple[object, str]:
         """The dtype to load ``entry`` in, and why: as asked (``--dtype``), the GPU's, or on the CPU bf16 where the
@@ -141,7 +111,7 @@ class FamilyEngine(Engine):
         import torch
 
         name = str(self.dtype).rsplit(".", 1)[-1]
-        if self._dtype_asked or self.device.type != "cpu":
+        if self.dtype_asked or self.device.type != "cpu":
             return self.dtype, name
         parameters, _ = memory.stored(loading.weight_files(entry, self.registry))
         chosen, why = memory.choose_cpu_dtype(calibration.cpu_flags(), parameters, memory.ram_bytes(), name)
@@ -169,17 +139,6 @@ class FamilyEngine(Engine):
         memory.apply(pipe, placement, self.device, pipe.vae.dtype)
         facts["memory"], facts["placement"] = placement.reason, placement.where
         facts["stored_dtype"] = stored_dtype
-
-    def warm_up(self, name: str = "") -> None:
-        with self._lock:
-            self.checkpoint(self.checkpoint_entry(name))
-
-    def unload(self) -> None:
-        if self.loaded is None:
-            return
-        self.loaded = None
-        gc.collect()
-        devices.empty_cache(self.device)
 
     def variant(self, loaded: Loaded, kind: str, plan: Optional[controlnets.ControlPlan] = None):
         """The family's pipeline for ``kind`` (txt2img, img2img, inpaint, edit), sharing the loaded modules; with a
@@ -227,11 +186,10 @@ class FamilyEngine(Engine):
 
     # --- jobs ---
 
-    def run(self, job: Job, ctx: JobContext) -> List[Layer]:
-        if job.mode not in self.modes:
-            raise self.refuse_mode(
-                job, "the detailer runs on SD1.5 and SDXL checkpoints" if job.mode == "detail" else ""
-            )
+    def mode_hint(self, job: Job) -> str:
+        return "the detailer runs on SD1.5 and SDXL checkpoints" if job.mode == "detail" else ""
+
+    def check(self, job: Job) -> None:
         entry = self.checkpoint_entry(job.model)
         refused = "hires" if job.params.hires.enabled else "detail" if job.params.detail.enabled else ""
         if refused:  # hires fix and detailer run on the SD1.5/SDXL engine only
@@ -257,39 +215,23 @@ class FamilyEngine(Engine):
             klein.check_job(job, entry)
         elif job.references:  # reference images: what Flux Redux can honour, refused by name otherwise
             redux.check(job.references, entry)
-        with self._lock:
-            try:
-                return self._run(job, entry, ctx)
-            except MemoryError as err:
-                raise ProtocolError(
-                    OUT_OF_MEMORY, f"the server ran out of memory: {err or 'try a smaller selection'}"
-                ) from err
-            except ProtocolError:
-                raise
-            except Exception as err:
-                if not devices.is_out_of_memory(err):
-                    raise
-                devices.empty_cache(self.device)
-                raise ProtocolError(
-                    OUT_OF_MEMORY,
-                    f"the {self.device.type.upper()} device ran out of memory running "
-                    f"'{entry.name}': try a smaller selection or batch, or a quantized (fp8) "
-                    "file of the model",
-                ) from err
 
-    def _run(self, job: Job, entry: ModelEntry, ctx: JobContext) -> List[Layer]:
-        import torch
-
+    def recipe(self, job: Job, ctx: JobContext) -> List[Layer]:
+        entry = self.checkpoint_entry(job.model)
+        # 1. prompts and adapters: the LoRA tags out of the prompts, those LoRAs on the loaded checkpoint
         ctx.check()
         text, tags = prompts.extract_loras(job.prompt)
         negative, neg_tags = prompts.extract_loras(job.negative_prompt)
         loaded = self.checkpoint(entry)
         loras = loaded.adapters.apply_loras(tags + neg_tags)
-        work, original = _working_job(job, self.registry, ctx.check)
+        # 2. geometry: the working job (outpaint's canvas), its masks, the processing size, the kind of pipeline
+        work, original = working_job(job, self.registry, ctx.check)
         hard, soft = imageops.prepare_mask(work)
         multiple = specs.SPECS[entry.arch].latent_multiple
         pw, ph = imageops.processing_size(work.width, work.height, loaded.native**2, multiple=multiple)
-        kind = {"generate": "txt2img", "img2img": "img2img", "edit": "edit"}.get(job.mode, "inpaint")
+        kind = KINDS.get(job.mode, "inpaint")
+        # 3. conditioning: the pipeline (with the job's ControlNet), settings, prompts, image and mask, control
+        #    image, reference images
         plan = controlnets.select(list(work.controls), entry, job.mode, self.registry)
         runner = self.variant(loaded, kind, plan)
         settings = _settings(job, entry, kind)
@@ -304,10 +246,9 @@ class FamilyEngine(Engine):
             width=pw,
             output_type="np",
         )
-        if entry.arch == specs.SD3:
+        if entry.arch in (specs.SD3, specs.ZIMAGE):  # the families that take a negative prompt
             call["negative_prompt"] = plain_prompt(negative)
         call.update(_image_inputs(entry.arch, kind, work, hard, pw, ph, settings["strength"], tileable))
-        unpack = klein.unpack if entry.arch == specs.FLUX2_KLEIN else preview.unpack
         if plan is not None:
             call.update(self._control_inputs(plan, job, pw, ph, ctx))
         ref_plan = None
@@ -317,47 +258,17 @@ class FamilyEngine(Engine):
                 loaded.redux = redux.ReduxSet(self.device, loaded.pipe.vae.dtype)
             ctx.check()
             call.update(loaded.redux.prompt_inputs(runner, ref_plan, call.pop("prompt"), work.references))
-
-        seeds, steps = settings["seeds"], settings["steps"]
-        done = [0]
-        roller: List[Optional[seamless.LatentRoller]] = [None]
-
-        def on_step(pipe_, step: int, timestep, tensors: dict) -> dict:
-            per_image = getattr(pipe_, "num_timesteps", None) or steps
-            image = None
-            latents = tensors.get("latents")
-            if roller[0] is not None and latents is not None:  # tileable: a new random offset, back after the last step
-                tensors["latents"] = latents = roller[0].step(latents, last=step + 1 >= per_image)
-            if job.previews and loaded.preview is not None and latents is not None:
-                latents = roller[0].unrolled(latents) if roller[0] is not None else latents
-                image = preview.to_rgb(unpack(latents, ph, pw) if latents.dim() == 3 else latents, *loaded.preview)
-            ctx.progress(done[0] * per_image + min(step + 1, per_image), per_image * len(seeds), image)
-            return tensors
-
+        # 4. pass and decode: one pipeline call per seed (latents rolled between steps for a tileable job)
         started = time.perf_counter()
-        images = []
-        for s in seeds:
-            ctx.check()
-            if rolling:
-                roller[0] = seamless.LatentRoller(s, *_latent_layout(runner, entry.arch, ph, pw))
-            wrapping = seamless.circular(loaded.pipe.vae) if tileable else contextlib.nullcontext()
-            with torch.inference_mode(), wrapping:
-                out = runner(**call, generator=torch.Generator("cpu").manual_seed(s), callback_on_step_end=on_step)
-            if not np.isfinite(out.images).all():
-                raise ProtocolError(
-                    UNSUPPORTED,
-                    f"checkpoint '{entry.name}' produced invalid numbers (NaN): its weights "
-                    f"do not fit its architecture or precision {loaded.pipe.vae.dtype}",
-                )
-            images.append(np.clip(np.rint(out.images[0] * 255), 0, 255).astype(np.uint8))
-            done[0] += 1
+        images = self._passes(job, ctx, loaded, runner, call, settings, (pw, ph), tileable, rolling)
+        # 5. info and result layers
         info = {
             "model": entry.name,
             "arch": entry.arch,
             "family": entry.arch,
             "variant": loaded.facts.get("variant"),
             "sampler": SAMPLER,
-            "steps": steps,
+            "steps": settings["steps"],
             "cfg": settings["cfg"],
             "strength": settings["strength"],
             "size": [pw, ph],
@@ -380,7 +291,61 @@ class FamilyEngine(Engine):
         for key in ("parts", "memory", "dtype"):
             if key in loaded.facts:
                 info[key] = loaded.facts[key]
-        return _layers(job, work, original, soft, images, seeds, info)
+        return result_layers(job, work, original, soft, images, settings["seeds"], info)
+
+    def _passes(
+        self,
+        job: Job,
+        ctx: JobContext,
+        loaded: Loaded,
+        runner,
+        call: dict,
+        settings: dict,
+        size: Tuple[int, int],
+        tileable: bool,
+        rolling: bool,
+    ) -> List[np.ndarray]:
+        """The pipeline called once per seed, each image's pixels; progress counts every image's steps."""
+        import torch
+
+        seeds, steps = settings["seeds"], settings["steps"]
+        pw, ph = size
+        done = [0]
+        roller: List[Optional[seamless.LatentRoller]] = [None]
+
+        def per_image(pipe) -> int:
+            return getattr(pipe, "num_timesteps", None) or steps
+
+        def roll(pipe, step: int, tensors: dict) -> None:  # tileable: a new random offset, back after the last step
+            if roller[0] is not None and tensors.get("latents") is not None:
+                tensors["latents"] = roller[0].step(tensors["latents"], last=step + 1 >= per_image(pipe))
+
+        def shown(latents) -> np.ndarray:
+            latents = roller[0].unrolled(latents) if roller[0] is not None else latents
+            unpack = klein.unpack if loaded.entry.arch == specs.FLUX2_KLEIN else preview.unpack
+            return preview.to_rgb(unpack(latents, ph, pw) if latents.dim() == 3 else latents, *loaded.preview)
+
+        on_step = self.step_callback(
+            job,
+            ctx,
+            lambda pipe, step: (
+                done[0] * per_image(pipe) + min(step + 1, per_image(pipe)),
+                per_image(pipe) * len(seeds),
+            ),
+            shown if loaded.preview is not None else None,
+            roll,
+        )
+        images = []
+        for s in seeds:
+            ctx.check()
+            if rolling:
+                roller[0] = seamless.LatentRoller(s, *_latent_layout(runner, loaded.entry.arch, ph, pw))
+            wrapping = seamless.circular(loaded.pipe.vae) if tileable else contextlib.nullcontext()
+            with torch.inference_mode(), wrapping:
+                out = runner(**call, generator=torch.Generator("cpu").manual_seed(s), callback_on_step_end=on_step)
+            images += self.to_uint8(out.images[:1], loaded.entry, loaded.pipe.vae.dtype)
+            done[0] += 1
+        return images
 
     def _control_inputs(self, plan: controlnets.ControlPlan, job: Job, pw: int, ph: int, ctx: JobContext) -> dict:
         """The ControlNet pipeline's control arguments: the control image at processing size (preprocessed when
@@ -388,7 +353,7 @@ class FamilyEngine(Engine):
         c = plan.control
         image = ctx.interruptible(control_image, c, self.registry, job.params, str(self.device))
         out = {
-            "control_image": _pil(imageops.resize(np.ascontiguousarray(image[..., :3]), pw, ph)),
+            "control_image": pil(imageops.resize(np.ascontiguousarray(image[..., :3]), pw, ph)),
             "controlnet_conditioning_scale": float(c.strength),
             "control_guidance_start": float(c.start),
             "control_guidance_end": float(c.end),
@@ -417,26 +382,12 @@ def _settings(job: Job, entry: ModelEntry, kind: str) -> dict:
     """Steps, guidance, strength and seeds with the family's defaults filled in."""
     params = job.params
     defaults = family_settings(entry.arch, entry.info.get("variant", ""))
-    steps = params.steps
-    strength = params.strength if params.strength is not None else DEFAULT_STRENGTH.get(job.mode, 1.0)
-    if kind in ("txt2img", "edit"):
-        strength = 1.0
-    else:  # diffusers runs int(steps * strength) steps: keep at least one
-        strength = max(strength, 1.0 / steps)
-    cfg = params.cfg if params.cfg is not None else defaults["cfg"]
-    seed = params.seed if params.seed >= 0 else random.randrange(2**32)
     return {
-        "steps": steps,
-        "cfg": cfg,
-        "strength": strength,
-        "seeds": [(seed + i) % 2**32 for i in range(params.batch)],
+        "steps": params.steps,
+        "cfg": params.cfg if params.cfg is not None else defaults["cfg"],
+        "strength": strength_of(job, kind, params.steps),
+        "seeds": seeds_of(params),
     }
-
-
-def _pil(array: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(np.ascontiguousarray(array))
 
 
 def _latent_layout(runner, family: str, ph: int, pw: int) -> tuple:
@@ -460,28 +411,25 @@ def _image_inputs(
 ) -> dict:
     """Image, mask and strength arguments of the family's pipeline for ``kind`` (a tileable job's image is scaled as
     a picture that wraps)."""
-    if work.image is not None:
-        init = (seamless.resize if tileable else imageops.resize)(np.ascontiguousarray(work.image[..., :3]), pw, ph)
-    else:
-        init = np.full((ph, pw, 3), 127, np.uint8)
-    mask = np.where(imageops.resize(hard, pw, ph) > 0, 255, 0).astype(np.uint8)
+    init = init_image(work, pw, ph, tileable)
+    mask = binary(imageops.resize(hard, pw, ph))
     if family == specs.FLUX2_KLEIN:
         return klein.image_inputs(kind, work, init, mask, pw, ph, strength)
     # Kontext scales every job to max_area (1024² px by default) unless told the job's own area
     kontext = {"_auto_resize": False, "max_area": pw * ph} if family == specs.FLUX_KONTEXT else {}
     if family == specs.FLUX_FILL:  # Fill always takes an image and a mask: generate = fill everything
         if kind == "txt2img":
-            return {"image": _pil(init), "mask_image": _pil(np.full((ph, pw), 255, np.uint8)), "strength": 1.0}
+            return {"image": pil(init), "mask_image": pil(np.full((ph, pw), 255, np.uint8)), "strength": 1.0}
         if kind == "img2img":
-            return {"image": _pil(init), "mask_image": _pil(np.full((ph, pw), 255, np.uint8)), "strength": strength}
-        return {"image": _pil(init), "mask_image": _pil(mask), "strength": strength}
+            return {"image": pil(init), "mask_image": pil(np.full((ph, pw), 255, np.uint8)), "strength": strength}
+        return {"image": pil(init), "mask_image": pil(mask), "strength": strength}
     if kind == "txt2img":
         return {"max_area": pw * ph} if family == specs.FLUX_KONTEXT else {}
     if kind == "edit":
-        return {"image": _pil(init), **kontext}
+        return {"image": pil(init), **kontext}
     if kind == "img2img":
-        return {"image": _pil(init), "strength": strength}
-    return {"image": _pil(init), "mask_image": _pil(mask), "strength": strength, **kontext}
+        return {"image": pil(init), "strength": strength}
+    return {"image": pil(init), "mask_image": pil(mask), "strength": strength, **kontext}
 
 
 def refuse_sd_sampling_options(job: Job, entry: ModelEntry) -> None:

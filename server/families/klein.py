@@ -1,4 +1,4 @@
-"""Flux.2 Klein: its parts (Qwen3 text encoder, Qwen tokenizer, 32-channel Flux.2 VAE), its pipelines' image inputs
+"""Flux.2 Klein: its 32-channel Flux.2 VAE (its Qwen3 text encoder and tokenizer: ``qwen``), its pipelines' image inputs
 (edit and generate with several reference images), its reference-image rules and its progress previews.
 
 Klein reads reference images as pictures beside the latents (in-context tokens): generate and edit take several, the
@@ -8,18 +8,17 @@ patchified 2x2 into 128 and normalised by the VAE's batch-norm statistics, one t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
 
-from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
+from protocol.errors import UNSUPPORTED, ProtocolError
 
 from .. import imageops
+from ..checkpoint.jobparts import pil
 from ..core import Job, Reference
-from ..models.configcheck import check_folder
-from ..models.registry import ModelEntry, ModelRegistry
+from ..models.registry import ModelEntry
 from ..models.tensors import read_tensors
 from . import preview
 
@@ -27,51 +26,6 @@ INPAINT_REFERENCES = 1  # Flux2KleinInpaintPipeline's image_reference is one pic
 EDIT_REFERENCES = 4  # beside the picture being edited: every reference costs as many tokens as the picture
 MIN_SIDE = 64  # px: the smallest side of a picture Klein sees (Flux2ImageProcessor.check_image_input)
 MAX_ASPECT = 8  # the most elongated picture it sees
-
-
-TOKENIZER_FOLDER = ("tokenizers", "qwen")  # under a models folder: where the catalogue's Qwen tokenizer lands
-
-
-def tokenizer(entry: ModelEntry, config: Path, registry: ModelRegistry):
-    """The Qwen tokenizer of a single-file Klein: ``tokenizer/`` in its config folder (``<name>.config/``), else
-    ``tokenizers/qwen/`` in a models folder (``paintbridge models pull flux2-klein-4b`` puts it there), else
-    ``model_not_found`` naming where to put it (it is not shipped)."""
-    from transformers import AutoTokenizer
-
-    places = [config / "tokenizer"] + [d.joinpath(*TOKENIZER_FOLDER) for d in registry.dirs]
-    for folder in places:
-        if (folder / "tokenizer.json").is_file():
-            check_folder(folder)
-            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    raise ProtocolError(
-        MODEL_NOT_FOUND,
-        f"checkpoint '{entry.name}' (Flux.2 Klein) needs the Qwen tokenizer, which is not installed: run "
-        "'paintbridge models pull flux2-klein-4b', or copy tokenizer.json and tokenizer_config.json of the Hugging "
-        f"Face repository Qwen/Qwen3-4B to {' or '.join(str(p) for p in places[1:]) or 'tokenizers/qwen/'}",
-        field="model",
-    )
-
-
-def text_encoder(path: Path, prefix: str, config: Path, dtype):
-    """The Qwen3 text encoder from a file with transformers names (``model.`` stripped or not); only its hidden states
-    are read, so a missing output head (tied to the embeddings in Qwen3-4B) is the embedding matrix."""
-    import transformers
-    from accelerate import init_empty_weights
-
-    raw = json.loads((config / "config.json").read_text(encoding="utf-8"))
-    cls = getattr(transformers, raw["architectures"][0])
-    with init_empty_weights(include_buffers=False):
-        model = cls(cls.config_class.from_json_file(str(config / "config.json")))
-    wanted = set(model.state_dict())
-    state = {"model." + k: v for k, v in read_tensors(path, dtype, prefix).items()}
-    state = {k[len("model.") :] if k[len("model.") :] in wanted else k: v for k, v in state.items()}
-    if "lm_head.weight" in wanted and "lm_head.weight" not in state:
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
-    missing = sorted(wanted - set(state))
-    if missing:
-        raise ValueError(f"the Qwen3 text encoder file lacks {len(missing)} tensors, e.g. {missing[0]}")
-    model.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=True, assign=True)
-    return model.to(dtype).eval()
 
 
 def vae(path: Path, prefix: str, folder: bool, config: Path, dtype):
@@ -138,19 +92,13 @@ def check_references(references: List[Reference], entry: ModelEntry, mode: str) 
             )
 
 
-def _pil(array: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(np.ascontiguousarray(array))
-
-
 def _condition(picture: np.ndarray, pw: int, ph: int):
     """A picture Klein sees beside the latents: about the job's processing area, its aspect kept, each side a multiple
     of 16 and at least ``MIN_SIDE`` (the pipeline's own limits)."""
     h, w = picture.shape[:2]
     scale = max((pw * ph / float(w * h)) ** 0.5, MIN_SIDE / float(min(w, h)))
     rw, rh = (max(MIN_SIDE, -(-int(round(side * scale)) // 16) * 16) for side in (w, h))
-    return _pil(imageops.resize(np.ascontiguousarray(picture[..., :3]), rw, rh))
+    return pil(imageops.resize(np.ascontiguousarray(picture[..., :3]), rw, rh))
 
 
 def image_inputs(kind: str, work: Job, init: np.ndarray, mask: np.ndarray, pw: int, ph: int, strength: float) -> dict:
@@ -162,7 +110,7 @@ def image_inputs(kind: str, work: Job, init: np.ndarray, mask: np.ndarray, pw: i
     if kind == "edit":
         return {"image": [_condition(init, pw, ph)] + refs}
     whole = np.full((ph, pw), 255, np.uint8)
-    out = {"image": _pil(init), "mask_image": _pil(whole if kind == "img2img" else mask), "strength": strength}
+    out = {"image": pil(init), "mask_image": pil(whole if kind == "img2img" else mask), "strength": strength}
     if refs:
         out["image_reference"] = refs[0]
     return out

@@ -24,7 +24,7 @@ from ..models.loading import CONFIGS_DIR, check_no_meta
 from ..models.tensors import read_tensors
 from ..models.registry import ModelEntry, ModelRegistry
 from ..models.tokenizers import clip_tokenizer
-from . import klein, specs
+from . import klein, qwen, specs
 from . import parts as part_finder
 
 T5_TOKENIZER = CONFIGS_DIR / "t5-tokenizer" / "tokenizer.json.gz"
@@ -94,8 +94,8 @@ def tokenizers(family: str) -> dict:
     """The shipped tokenizers for a family's pipeline (CLIP pads SD3's CLIP-G with "!", as the originals do)."""
     if family == specs.SD3:
         return {"tokenizer": clip_tokenizer(), "tokenizer_2": clip_tokenizer("!"), "tokenizer_3": t5_tokenizer()}
-    if family == specs.FLUX2_KLEIN:
-        return {}  # the Qwen tokenizer is not shipped: a folder's own, or klein.tokenizer
+    if family in specs.QWEN_FAMILIES:
+        return {}  # the Qwen tokenizer is not shipped: a folder's own, or qwen.tokenizer
     return {"tokenizer": clip_tokenizer(), "tokenizer_2": t5_tokenizer()}
 
 
@@ -164,16 +164,18 @@ def _transformer(entry: ModelEntry, config: Path, dtype):
     )
 
 
-def _klein_parts(entry: ModelEntry, found: part_finder.Parts, config: Path, dtype, registry: ModelRegistry) -> dict:
-    """A single-file Flux.2 Klein's other pipeline parts: Qwen3 encoder, Qwen tokenizer, Flux.2 VAE, and whether it
-    is a distilled release (no classifier-free guidance)."""
+def _qwen_parts(entry: ModelEntry, found: part_finder.Parts, config: Path, dtype, registry: ModelRegistry) -> dict:
+    """A single-file Flux.2 Klein's or Z-Image's other pipeline parts: the Qwen3 encoder, the Qwen tokenizer, the VAE
+    (Klein's 32-channel Flux.2 one, Z-Image's Flux.1 one), and whether a Klein is a distilled release."""
     src = found.encoders["text_encoder"]
-    return {
-        "text_encoder": klein.text_encoder(src.path, src.prefix, config / "text_encoder", dtype),
-        "tokenizer": klein.tokenizer(entry, config, registry),
-        "vae": klein.vae(found.vae.path, found.vae.prefix, found.vae.folder, config, dtype),
-        "is_distilled": bool(entry.info.get("distilled", True)),
+    parts = {
+        "text_encoder": qwen.text_encoder(src.path, src.prefix, config / "text_encoder", dtype),
+        "tokenizer": qwen.tokenizer(entry, config, registry),
     }
+    if entry.arch == specs.ZIMAGE:
+        return dict(parts, vae=_vae(found.vae, config, dtype))
+    vae = klein.vae(found.vae.path, found.vae.prefix, found.vae.folder, config, dtype)
+    return dict(parts, vae=vae, is_distilled=bool(entry.info.get("distilled", True)))
 
 
 def load(entry: ModelEntry, dtype, registry: ModelRegistry) -> Tuple[object, dict]:
@@ -198,8 +200,8 @@ def load(entry: ModelEntry, dtype, registry: ModelRegistry) -> Tuple[object, dic
                 )
             config = config_dir(entry)
             found = part_finder.find(entry, config, registry)
-            if entry.arch == specs.FLUX2_KLEIN:
-                parts = _klein_parts(entry, found, config, dtype, registry)
+            if entry.arch in specs.QWEN_FAMILIES:
+                parts = _qwen_parts(entry, found, config, dtype, registry)
             else:
                 parts = {slot: _text_encoder(src, config / slot, dtype) for slot, src in found.encoders.items()}
                 parts.update(vae=_vae(found.vae, config, dtype), **tokenizers(entry.arch))

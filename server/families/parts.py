@@ -25,6 +25,7 @@ SLOT_ROLES = {
     specs.SD3: {"text_encoder": "clip_l", "text_encoder_2": "clip_g", "text_encoder_3": "t5"},
     "flux": {"text_encoder": "clip_l", "text_encoder_2": "t5"},
     specs.FLUX2_KLEIN: {"text_encoder": "qwen3"},
+    specs.ZIMAGE: {"text_encoder": "qwen3"},
 }
 ROLE_HINTS = {
     "clip_l": ("clip_l", "clip-l", "clipl", "vit-l", "vit_l"),
@@ -32,12 +33,18 @@ ROLE_HINTS = {
     "t5": ("t5",),
     "qwen3": ("qwen",),
 }
-VAE_HINTS = {"flux": ("ae", "flux"), specs.SD3: ("sd3",), specs.FLUX2_KLEIN: ("flux2", "flux.2")}
+VAE_HINTS = {
+    "flux": ("ae", "flux"),
+    specs.SD3: ("sd3",),
+    specs.FLUX2_KLEIN: ("flux2", "flux.2"),
+    specs.ZIMAGE: ("ae", "flux", "z_image", "z-image"),
+}
 # What a missing part's message suggests, per family: text-encoder files, and the VAE file.
 PART_EXAMPLES = {
     "flux": ("clip_l.safetensors, t5xxl_fp16.safetensors", "ae.safetensors"),
     specs.SD3: ("clip_l.safetensors, clip_g.safetensors, t5xxl_fp16.safetensors", "sd3_vae.safetensors"),
     specs.FLUX2_KLEIN: ("qwen_3_4b.safetensors for Klein 4B, qwen_3_8b.safetensors for 9B", "flux2-vae.safetensors"),
+    specs.ZIMAGE: ("qwen_3_4b.safetensors", "ae.safetensors"),
 }
 
 
@@ -77,7 +84,7 @@ def _json(path: Path) -> dict:
 
 
 def _base(family: str) -> str:
-    return family if family in (specs.SD3, specs.FLUX2_KLEIN) else "flux"
+    return family if family in (specs.SD3, specs.FLUX2_KLEIN, specs.ZIMAGE) else "flux"
 
 
 def encoder_slots(family: str, config: Path) -> List[EncoderSlot]:

@@ -16,6 +16,7 @@ from ..models.families import (
     SD3,
     VARIANT_CONFIGS,
     VARIANT_NAMES,
+    ZIMAGE,
 )
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "SPECS",
     "VARIANT_CONFIGS",
     "VARIANT_NAMES",
+    "ZIMAGE",
+    "QWEN_FAMILIES",
     "FamilySpec",
     "text_encoder_slots",
 ]
@@ -92,11 +95,16 @@ SPECS: Dict[str, FamilySpec] = {
             "edit": "Flux2KleinPipeline",
         },
     ),
+    ZIMAGE: FamilySpec(
+        ZIMAGE,
+        {"txt2img": "ZImagePipeline", "img2img": "ZImageImg2ImgPipeline", "inpaint": "ZImageInpaintPipeline"},
+    ),
 }
+QWEN_FAMILIES = (FLUX2_KLEIN, ZIMAGE)  # one Qwen3 text encoder, the Qwen tokenizer
 
 
 def text_encoder_slots(family: str) -> Tuple[str, ...]:
     """The pipeline's text-encoder attributes, in order."""
-    if family == FLUX2_KLEIN:
+    if family in QWEN_FAMILIES:
         return ("text_encoder",)
     return ("text_encoder", "text_encoder_2", "text_encoder_3") if family == SD3 else ("text_encoder", "text_encoder_2")

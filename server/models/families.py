@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from . import klein
+from . import klein, zimage
 from .detect import Detected, DetectError, Shapes
 
 FLUX = "flux"
@@ -21,7 +21,8 @@ FLUX_FILL = "flux-fill"
 FLUX_KONTEXT = "flux-kontext"
 SD3 = "sd3"
 FLUX2_KLEIN = klein.KLEIN
-FAMILIES = (FLUX, FLUX_FILL, FLUX_KONTEXT, SD3, FLUX2_KLEIN)
+ZIMAGE = zimage.ZIMAGE
+FAMILIES = (FLUX, FLUX_FILL, FLUX_KONTEXT, SD3, FLUX2_KLEIN, ZIMAGE)
 EDIT_FAMILIES = (
     FLUX_KONTEXT,
     FLUX2_KLEIN,
@@ -33,6 +34,7 @@ NAMES = {
     FLUX_KONTEXT: "Flux.1 Kontext",
     SD3: "SD3",
     FLUX2_KLEIN: klein.NAME,
+    ZIMAGE: zimage.NAME,
 }
 
 # Variant → the shipped weightless config folder in server/configs (real-size single files load with it).
@@ -46,6 +48,7 @@ VARIANT_CONFIGS = {
     "3.5-large": "sd35-large",
     "3.5-large-turbo": "sd35-large",
     **klein.VARIANT_CONFIGS,
+    **zimage.VARIANT_CONFIGS,
 }
 VARIANT_NAMES = {
     "dev": "Flux.1 dev",
@@ -57,6 +60,7 @@ VARIANT_NAMES = {
     "3.5-large": "SD3.5 large",
     "3.5-large-turbo": "SD3.5 large turbo",
     **klein.VARIANT_NAMES,
+    **zimage.VARIANT_NAMES,
 }
 
 TRANSFORMER_PREFIXES = ("model.diffusion_model.", "")
@@ -77,7 +81,7 @@ def _strip(shapes: Shapes, prefix: str) -> Shapes:
 
 def looks_like_transformer(shapes: Shapes) -> bool:
     """Whether a file holds a Flux or SD3 transformer (any known layout, with or without a prefix)."""
-    heads = ("double_blocks", "single_blocks", "joint_blocks", "single_transformer_blocks")
+    heads = ("double_blocks", "single_blocks", "joint_blocks", "single_transformer_blocks", "context_refiner")
     for key in shapes:
         key = key[len("model.diffusion_model.") :] if key.startswith("model.diffusion_model.") else key
         if key.split(".", 1)[0] in heads or key == "pos_embed.proj.weight":
@@ -162,6 +166,9 @@ def checkpoint(shapes: Shapes, name: str) -> Detected:
     if klein.is_flux2(t):
         family = FLUX2_KLEIN
         variant, facts = klein.variant(t, name)
+    elif zimage.is_zimage(t):
+        family = ZIMAGE
+        variant, facts = zimage.variant(t, name)
     elif any(k.startswith(("double_blocks.", "single_transformer_blocks.")) for k in t):
         family, variant, facts = _flux(t, name)
     elif any(k.startswith("joint_blocks.") for k in t) or "pos_embed.proj.weight" in t:
@@ -215,6 +222,8 @@ def diffusers_folder(folder: Path) -> Detected:
             )
         size = next(v for width, v in sorted(klein.WIDTHS.items()) if hidden <= width)
         variant = size + ("" if index.get("is_distilled", True) else "-base")
+    elif cls == "ZImageTransformer2DModel":
+        family, variant = ZIMAGE, "z-image-turbo" if "turbo" in folder.name.lower() else "z-image"
     elif cls == "FluxTransformer2DModel":
         channels = int(config.get("in_channels", 64))
         if channels == 384 or "Fill" in pipeline:

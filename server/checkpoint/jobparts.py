@@ -1,5 +1,5 @@
-"""A job as the diffusers engines see it: its settings, working image (outpaint's extended canvas), init image, and
-the result layers composited by the soft mask. Shared by the SD engine and the Flux/SD3 engine."""
+"""A job as the diffusers engines see it: its working job (outpaint's extended canvas), init image, seeds and
+strength, pipeline images, and the result layers composited by the soft mask."""
 
 from __future__ import annotations
 
@@ -10,53 +10,47 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 
 from .. import imageops, lama, seamless
-from ..core import Job, Layer
+from ..core import Job, Layer, Params
 from ..defaults import DEFAULT_STRENGTH
-from ..models.registry import ModelEntry
-from . import samplers
 
 
-def _settings(job: Job, entry: ModelEntry, kind: str, preset: Optional[dict] = None) -> dict:
-    """Sampler, steps, strength, CFG and seeds of a job, with the defaults filled in. A few-step model's preset
-    gives the sampler when the job leaves it open (and then its step count too) and the CFG when left open."""
-    params = job.params
-    sampler = params.sampler
-    steps = params.steps
-    if not sampler and preset:
-        sampler, steps = preset["sampler"], preset["steps"]
-    sampler, scheduler = samplers.choose(sampler, params.scheduler)
-    strength = params.strength if params.strength is not None else DEFAULT_STRENGTH[job.mode]
-    if job.mode == "generate":
-        strength = 1.0
-    if kind != "txt2img":  # diffusers runs int(steps * strength) steps: keep at least one
-        strength = max(strength, 1.0 / steps)
-    if params.cfg is not None:
-        cfg = params.cfg
-    else:
-        cfg = preset["cfg"] if preset else samplers.default_cfg(sampler, entry.arch)
+def seeds_of(params: Params) -> List[int]:
+    """One seed per image of the batch: the job's seed (a random one when negative) and the ones after it."""
     seed = params.seed if params.seed >= 0 else random.randrange(2**32)
-    return {
-        "sampler": sampler,
-        "scheduler": scheduler,
-        "refiner_start": params.refiner_start,
-        "strength": strength,
-        "steps": steps,
-        "cfg": cfg,
-        "seeds": [(seed + i) % 2**32 for i in range(params.batch)],
-    }
+    return [(seed + i) % 2**32 for i in range(params.batch)]
 
 
-def _init_image(work: Job, kind: str, pw: int, ph: int, tileable: bool = False) -> Optional[np.ndarray]:
-    """The init image at processing size (mid grey without an image); None for txt2img. A tileable job's image is
-    scaled as a picture that wraps."""
-    if kind == "txt2img":
-        return None
+def strength_of(job: Job, kind: str, steps: int) -> float:
+    """The denoising strength of a pipeline ``kind`` (txt2img, img2img, inpaint, edit): 1 when generating or
+    editing, else the job's (its mode's default when open), at least one step's worth (diffusers runs
+    ``int(steps * strength)`` steps)."""
+    if job.mode == "generate" or kind in ("txt2img", "edit"):
+        return 1.0
+    strength = job.params.strength if job.params.strength is not None else DEFAULT_STRENGTH.get(job.mode, 1.0)
+    return max(strength, 1.0 / steps)
+
+
+def init_image(work: Job, pw: int, ph: int, tileable: bool = False) -> np.ndarray:
+    """The working job's RGB at processing size (mid grey without an image). A tileable job's image is scaled as a
+    picture that wraps."""
     if work.image is None:
         return np.full((ph, pw, 3), 127, np.uint8)
     return (seamless.resize if tileable else imageops.resize)(np.ascontiguousarray(work.image[..., :3]), pw, ph)
 
 
-def _layers(
+def binary(mask: np.ndarray) -> np.ndarray:
+    """A mask as 0 / 255: what pipelines' ``mask_image`` reads."""
+    return np.where(mask > 0, 255, 0).astype(np.uint8)
+
+
+def pil(array: np.ndarray):
+    """A uint8 array as a PIL image (pipelines' image arguments)."""
+    from PIL import Image
+
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def result_layers(
     job: Job,
     work: Job,
     original: Optional[np.ndarray],
@@ -88,7 +82,7 @@ def _layers(
     return layers
 
 
-def _working_job(
+def working_job(
     job: Job, registry=None, check: Callable[[], None] = lambda: None, device: Callable[[], str] = lambda: "cpu"
 ) -> Tuple[Job, Optional[np.ndarray]]:
     """The job as processed (outpaint: on the extended canvas, the new area pre-filled with the job's
@@ -121,13 +115,3 @@ def _working_job(
         regions=region_list,
     )
     return work, canvas
-
-
-def _binary(mask: np.ndarray) -> np.ndarray:
-    return np.where(mask > 0, 255, 0).astype(np.uint8)
-
-
-def _pil(array: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(array)
