@@ -149,6 +149,7 @@ def test_generate_takes_references_and_inpaint_one(client):
     [
         ({"strength": 0.5}, "references[0].strength"),
         ({"start": 0.2}, "references[0].start"),
+        ({"type": "style"}, "references[0].type"),
         ({"mask": {"width": W, "height": H, "format": "gray8", "data": bytes(W * H)}}, "references[0].mask"),
     ],
 )
@@ -276,3 +277,8 @@ def test_upscale_and_refine_runs_its_tiles_on_klein(client, server):
     assert server.server.router.engine("families").loaded.entry.name == "tiny-klein"
     plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
     assert not np.array_equal(rgba, plain)  # refined, not only scaled
+
+
+def test_welcome_says_klein_takes_content_references(client):
+    caps = client.welcome.capabilities
+    assert "flux2-klein" in caps["references"] and caps["reference_types_by_family"]["flux2-klein"] == ["content"]

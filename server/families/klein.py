@@ -18,6 +18,7 @@ from protocol.errors import UNSUPPORTED, ProtocolError
 from .. import imageops
 from ..checkpoint.jobparts import pil
 from ..core import Job, Reference
+from ..models.klein import REFERENCE_TYPES
 from ..models.registry import ModelEntry
 from ..models.tensors import read_tensors
 from . import preview
@@ -75,6 +76,13 @@ def check_references(references: List[Reference], entry: ModelEntry, mode: str) 
             field="references",
         )
     for i, ref in enumerate(references):
+        if ref.type not in REFERENCE_TYPES:
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"a '{ref.type}' reference is not supported for Flux.2 Klein (checkpoint '{entry.name}'): Klein sees "
+                f"references as pictures ({', '.join(REFERENCE_TYPES)}); describe a style or layout in the prompt",
+                field=f"references[{i}].type",
+            )
         wrong = (
             ("mask", "a masked reference: Klein sees the whole picture")
             if ref.mask is not None

@@ -27,6 +27,7 @@ VARIANT_CONFIGS = {v: "flux2-" + v.removesuffix("-base") for v in VARIANT_NAMES}
 MODULATION = ("single_stream_modulation.lin.weight", "single_stream_modulation.linear.weight")
 QWEN3_PROBE = "layers.0.self_attn.q_norm.weight"  # Qwen3 normalises queries per head; Qwen2/2.5 do not
 QWEN3_EMBED = "embed_tokens.weight"
+REFERENCE_TYPES = ("content",)  # references are pictures Klein sees: what they hold, not a style or a layout
 FLUX1_SINGLE_OUT_INPUTS = 15360  # Flux.1's single blocks: attention 3072 + MLP 12288 into linear2
 
 
