@@ -1106,7 +1106,7 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
                 for sub in ("ipadapter", "clip_vision"):
                     for f in (built / sub).iterdir() if (built / sub).is_dir() else ():
                         _link(f, path / sub / f.name)
-        elif item in ("klein", "klein-file", "lora-klein"):  # Flux.2 Klein: tests/tiny_klein.py
+        elif item in ("klein", "klein-file", "klein-gguf", "lora-klein"):  # Flux.2 Klein: tests/tiny_klein.py
             import tiny_klein
 
             tiny_klein.link_into(path, item)

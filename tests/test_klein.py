@@ -22,7 +22,7 @@ from test_families import H, W, job, picture, pixels, run_mode, selection
 
 torch.set_num_threads(2)
 
-MODELS = ("klein", "klein-file", "lora-klein", "cn-flux-union")  # factory.make_models_dir builds them
+MODELS = ("klein", "klein-file", "klein-gguf", "lora-klein", "cn-flux-union")  # factory.make_models_dir builds them
 PUBLISHED = {"flux2-klein-4b": (3.88e9, 4.02e9), "flux2-klein-9b": (9.08e9, 8.19e9)}  # transformer, Qwen3 encoder
 
 
@@ -282,3 +282,13 @@ def test_upscale_and_refine_runs_its_tiles_on_klein(client, server):
 def test_welcome_says_klein_takes_content_references(client):
     caps = client.welcome.capabilities
     assert "flux2-klein" in caps["references"] and caps["reference_types_by_family"]["flux2-klein"] == ["content"]
+
+
+def test_a_gguf_klein_transformer_is_recognised_and_runs_close_to_the_full_precision_one(client, models_dir):
+    entry = ModelRegistry([models_dir]).get("tiny-klein-Q8_0", "checkpoint")
+    assert (entry.arch, entry.info["variant"], entry.format) == ("flux2-klein", "klein-4b", "gguf")
+    full = pixels(client.run(job("img2img", "tiny-klein-file"), timeout=120))[0][1]
+    layer, quantized = pixels(client.run(job("img2img", "tiny-klein-Q8_0"), timeout=120))[0]
+    assert layer.info["parts"]["vae"] == "tiny-flux2-vae" and layer.info["memory"] == "on the CPU"
+    diff = np.abs(quantized.astype(int) - full.astype(int))
+    assert diff.mean() < 4 and not np.array_equal(quantized, full), (diff.mean(), diff.max())

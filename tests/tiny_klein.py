@@ -5,6 +5,8 @@
 - ``klein-file``: the transformer alone in Black Forest Labs' names (``double_blocks.*``), with its ``.config`` folder
   (configs and tokenizer) beside it, its text encoder and VAE as separate files in ``text_encoders/`` and ``vae/``
   (the VAE in the original ``encoder.down.*`` names), as ComfyUI users lay them out.
+- ``klein-gguf``: the transformer in Black Forest Labs' names as a Q8_0 GGUF (as city96's GGUFs), beside the parts of
+  ``klein-file`` and a copy of its ``.config`` folder.
 - ``lora-klein``: a diffusers-named LoRA on the transformer's attention and fused single-block projections.
 """
 
@@ -197,6 +199,33 @@ def split_files() -> Path:
     return factory._cached("split-klein", make)
 
 
+def gguf_file() -> Path:
+    """The tiny transformer as a GGUF file: 2-D weights whose rows are a multiple of 32 quantized to Q8_0, the rest
+    F32."""
+
+    def make(tmp: Path) -> None:
+        import gguf
+        import numpy as np
+        from diffusers import Flux2Transformer2DModel
+
+        transformer = Flux2Transformer2DModel.from_pretrained(folder(), subfolder="transformer", local_files_only=True)
+        writer = gguf.GGUFWriter(str(tmp / "tiny-klein-Q8_0.gguf"), arch="flux")
+        q8 = gguf.GGMLQuantizationType.Q8_0
+        for key, tensor in to_bfl(transformer.state_dict()).items():
+            array = tensor.float().numpy()
+            if array.ndim == 2 and array.shape[-1] % 32 == 0:
+                quantized = gguf.quants.quantize(array, q8)
+                writer.add_tensor(key, quantized, raw_shape=quantized.shape, raw_dtype=q8)
+            else:
+                writer.add_tensor(key, array.astype(np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+
+    return factory._cached("gguf-klein", make) / "tiny-klein-Q8_0.gguf"
+
+
 def lora() -> Path:
     """A diffusers-named LoRA (rank 4) on every attention projection of the tiny Klein transformer."""
 
@@ -228,6 +257,11 @@ def link_into(path: Path, item: str) -> None:
         for sub in ("diffusion_models", "text_encoders", "vae"):
             for f in (built / sub).iterdir():
                 factory._link(f, path / sub / f.name)
+    elif item == "klein-gguf":
+        built = split_files()
+        factory._link(gguf_file(), path / "diffusion_models" / "tiny-klein-Q8_0.gguf")
+        config = built / "diffusion_models" / "tiny-klein-file.config"
+        factory._link(config, path / "diffusion_models" / "tiny-klein-Q8_0.config")
     elif item == "lora-klein":
         f = lora()
         factory._link(f, path / "loras" / f.name)
