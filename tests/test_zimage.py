@@ -21,7 +21,7 @@ from test_families import job, pixels, run_mode, selection
 
 torch.set_num_threads(2)
 
-MODELS = ("zimage", "zimage-file", "cn-flux-union")  # factory.make_models_dir builds them
+MODELS = ("zimage", "zimage-file", "lora-zimage", "cn-flux-union")  # factory.make_models_dir builds them
 PUBLISHED = (6.15e9, 4.02e9)  # Z-Image Turbo's transformer ("6B"), its Qwen3-4B text encoder
 
 
@@ -144,3 +144,17 @@ def test_upscale_and_refine_runs_its_tiles_on_zimage(client, server):
     assert server.server.router.engine("families").loaded.entry.name == "tiny-z-image"
     plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
     assert not np.array_equal(rgba, plain)  # refined, not only scaled
+
+
+def test_a_zimage_lora_changes_the_result_and_switches_off(client, models_dir):
+    from server.models import families
+
+    assert ModelRegistry([models_dir]).get("tiny-lora-zimage", "lora").arch == "z-image"
+    kohya = {"lora_unet_layers_0_attention_to_q.lora_down.weight": (4, 3840)}
+    assert families.lora_family(kohya) == "z-image"
+    assert families.lora_family({"diffusion_model.layers.3.attention.qkv.lora_A.weight": (4, 3840)}) == "z-image"
+    plain = pixels(client.run(job("img2img", "tiny-z-image"), timeout=120))[0][1]
+    msg = job("img2img", "tiny-z-image", prompt="a cat <lora:tiny-lora-zimage:1>")
+    layer, with_lora = pixels(client.run(msg, timeout=120))[0]
+    assert layer.info["loras"] and not np.array_equal(plain, with_lora)
+    assert np.array_equal(pixels(client.run(job("img2img", "tiny-z-image"), timeout=120))[0][1], plain)

@@ -244,7 +244,7 @@ def lora() -> Path:
                 state[f"transformer.{name}.lora_B.weight"] = up
         factory._save_file(state, tmp / "tiny-lora-klein.safetensors")
 
-    return factory._cached("lora-klein", make) / "tiny-lora-klein.safetensors"
+    return factory._cached("klein-lora", make) / "tiny-lora-klein.safetensors"
 
 
 def link_into(path: Path, item: str) -> None:

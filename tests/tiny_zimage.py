@@ -5,6 +5,7 @@
 - ``zimage-file``: the transformer alone in the original names (``x_embedder``, fused ``attention.qkv``) under
   ComfyUI's ``model.diffusion_model.`` prefix, with its ``.config`` folder (configs and tokenizer) beside it, its text
   encoder and VAE (original ``encoder.down.*`` names) as separate files in ``text_encoders/`` and ``vae/``.
+- ``lora-zimage``: a diffusers-named LoRA on the transformer's attention projections.
 """
 
 from __future__ import annotations
@@ -111,6 +112,25 @@ def split_files() -> Path:
     return factory._cached("split-zimage", make)
 
 
+def lora() -> Path:
+    """A diffusers-named LoRA (rank 4) on every attention projection of the tiny Z-Image transformer."""
+
+    def make(tmp: Path) -> None:
+        import torch
+        from diffusers import ZImageTransformer2DModel
+
+        transformer = ZImageTransformer2DModel.from_pretrained(folder(), subfolder="transformer", local_files_only=True)
+        gen = torch.Generator().manual_seed(6)
+        state = {}
+        for name, module in transformer.named_modules():
+            if isinstance(module, torch.nn.Linear) and ".attention.to_" in name:
+                state[f"transformer.{name}.lora_A.weight"] = torch.randn(4, module.in_features, generator=gen) * 0.5
+                state[f"transformer.{name}.lora_B.weight"] = torch.randn(module.out_features, 4, generator=gen) * 0.5
+        factory._save_file(state, tmp / "tiny-lora-zimage.safetensors")
+
+    return factory._cached("zimage-lora", make) / "tiny-lora-zimage.safetensors"
+
+
 def link_into(path: Path, item: str) -> None:
     """Put tiny Z-Image model ``item`` into models folder ``path``."""
     if item == "zimage":
@@ -121,5 +141,8 @@ def link_into(path: Path, item: str) -> None:
         for sub in ("diffusion_models", "text_encoders", "vae"):
             for f in (built / sub).iterdir():
                 factory._link(f, path / sub / f.name)
+    elif item == "lora-zimage":
+        f = lora()
+        factory._link(f, path / "loras" / f.name)
     else:
         raise ValueError(f"unknown tiny Z-Image model {item!r}")

@@ -304,6 +304,8 @@ def lora_family(shapes: Shapes) -> Optional[str]:
     keys = list(shapes)
     if klein.is_klein_lora(shapes):
         return FLUX2_KLEIN
+    if zimage.is_zimage_lora(shapes):
+        return ZIMAGE
     if any(("double_blocks" in k or "single_blocks" in k or "single_transformer_blocks" in k) for k in keys):
         return FLUX
     if any("joint_blocks" in k for k in keys):

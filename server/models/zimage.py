@@ -39,3 +39,16 @@ def variant(t: Shapes, name: str) -> Tuple[str, dict]:
         "layout": "original" if "x_embedder.weight" in t else "diffusers",
     }
     return ("z-image" if "turbo" not in Path(name).stem.lower() else "z-image-turbo"), facts
+
+
+LORA_MARKS = ("attention.to_q", "attention_to_q", "attention.qkv", "feed_forward.w1", "feed_forward_w1")
+
+
+def is_zimage_lora(shapes: Shapes) -> bool:
+    """Whether a LoRA is made for Z-Image: its blocks' names (``layers.N.attention.to_q``, ``feed_forward.w1``, fused
+    ``attention.qkv``) in diffusers, original (``diffusion_model.``) or Kohya (``lora_unet_layers_N_...``) naming."""
+    for key in shapes:
+        name = key.removeprefix("diffusion_model.").removeprefix("transformer.").removeprefix("lora_unet_")
+        if name.startswith(("layers", "noise_refiner", "context_refiner")) and any(m in name for m in LORA_MARKS):
+            return True
+    return False
