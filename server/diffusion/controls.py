@@ -51,14 +51,8 @@ def select(controls: List[Control], checkpoint: ModelEntry, registry: ModelRegis
     for i, control in enumerate(controls):
         field = f"controls[{i}].model"
         if control.model:
-            entry = registry.get(control.model, "controlnet", checkpoint.arch)
-            if entry.arch != checkpoint.arch:
-                raise ProtocolError(
-                    UNSUPPORTED,
-                    f"ControlNet '{entry.name}' is made for {arch_name(entry.arch)} but checkpoint '{checkpoint.name}' is "
-                    f"{arch_name(checkpoint.arch)}: pick a {arch_name(checkpoint.arch)} ControlNet",
-                    field=field,
-                )
+            advice = f": pick a {arch_name(checkpoint.arch)} ControlNet"
+            entry = registry.get_fitting(control.model, "controlnet", checkpoint, "ControlNet", field, advice=advice)
             if entry.info.get("union") and control.type not in UNION_MODES:
                 raise ProtocolError(
                     UNSUPPORTED,

@@ -87,14 +87,7 @@ def select(references: List[Reference], checkpoint: ModelEntry, registry: ModelR
     for i, ref in enumerate(references):
         field = f"references[{i}].model"
         if ref.model:
-            entry = registry.get(ref.model, "ipadapter", arch)
-            if entry.arch != arch:
-                raise ProtocolError(
-                    UNSUPPORTED,
-                    f"IP-Adapter '{entry.name}' is made for {arch_name(entry.arch)} but "
-                    f"checkpoint '{checkpoint.name}' is {arch_name(arch)}",
-                    field=field,
-                )
+            entry = registry.get_fitting(ref.model, "ipadapter", checkpoint, "IP-Adapter", field)
         else:
             fits = [e for e in installed if e.arch == arch and bool(e.info.get("face")) == (ref.type == "face")]
             fits.sort(key=lambda e: (e.info.get("variant") != "plus", e.name.lower()))
@@ -115,24 +108,24 @@ def select(references: List[Reference], checkpoint: ModelEntry, registry: ModelR
 def encoder_for(adapter: ModelEntry, registry: ModelRegistry, field: str) -> ModelEntry:
     """The installed image encoder whose width fits ``adapter`` (an encoder inside the adapter's own folder first)."""
     output, width = adapter.info["encoder_output"], adapter.info["encoder_dim"]
-    encoders = [e for e in registry.entries("clip_vision") if e.problem is None and e.arch == "clip"]
-    fits = [e for e in encoders if ipa.encoder_dim(e.info, output) == width]
-    fits.sort(key=lambda e: (e.path.parent != adapter.path.parent, e.name.lower()))
-    if fits:
-        return fits[0]
     need = {
         (1024, "image_embeds"): "ViT-H/14",
         (1280, "hidden_states"): "ViT-H/14",
         (1280, "image_embeds"): "ViT-bigG/14",
         (1664, "hidden_states"): "ViT-bigG/14",
     }.get((width, output))
-    have = ", ".join(f"{e.name} ({ipa.describe_encoder(e.info)})" for e in encoders) or "none"
-    raise ProtocolError(
-        MODEL_NOT_FOUND,
-        f"IP-Adapter '{adapter.name}' needs a {need or f'{width}-wide'} image encoder "
-        f"in clip_vision/ (installed: {have}); paintbridge models pull "
-        f"{'clip-vision-vit-bigg' if need == 'ViT-bigG/14' else 'clip-vision-vit-h'} installs it",
-        field=field,
+    pull = "clip-vision-vit-bigg" if need == "ViT-bigG/14" else "clip-vision-vit-h"
+    return registry.first_fitting(
+        "clip_vision",
+        "clip",
+        lambda e: ipa.encoder_dim(e.info, output) == width,
+        lambda e: (e.path.parent != adapter.path.parent, e.name.lower()),
+        lambda e: ipa.describe_encoder(e.info),
+        lambda have: (
+            f"IP-Adapter '{adapter.name}' needs a {need or f'{width}-wide'} image encoder in clip_vision/ "
+            f"(installed: {have}); paintbridge models pull {pull} installs it"
+        ),
+        field,
     )
 
 

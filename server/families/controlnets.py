@@ -77,14 +77,8 @@ def select(
     control = controls[0]
     field = "controls[0].model"
     if control.model:
-        entry = registry.get(control.model, "controlnet", family)
-        if entry.arch != family:
-            raise ProtocolError(
-                UNSUPPORTED,
-                f"ControlNet '{entry.name}' is made for {arch_name(entry.arch)} but "
-                f"checkpoint '{checkpoint.name}' is {name}: pick a {arch_name(family)} ControlNet",
-                field=field,
-            )
+        advice = f": pick a {arch_name(family)} ControlNet"
+        entry = registry.get_fitting(control.model, "controlnet", checkpoint, "ControlNet", field, name, advice)
     else:
         installed = _installed(registry, family)
         typed = [

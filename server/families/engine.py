@@ -1,10 +1,11 @@
 """The Flux/SD3 engine: generate, img2img, inpaint, outpaint and (Kontext, Klein) edit jobs on Flux.1, SD3/SD3.5 and
 Flux.2 Klein (whose own parts, inputs and previews are in ``klein``).
 
-A peer of the SD1.5/SDXL engine behind ``core.Engine``; the router picks it by the checkpoint's family. One checkpoint
-is kept warm and every mode's pipeline is made from it with ``from_pipe`` (shared weights). Geometry is the same as
-the SD engine's: the context box is processed at the model's native area and scaled back, outpaint works on the
-extended canvas, and the result equals the input outside the (grown, feathered) mask.
+A specialisation of ``checkpoint.engine.CheckpointEngine``, peer of the SD1.5/SDXL engine; the router picks it by the
+checkpoint's family. One checkpoint is kept warm and every mode's pipeline is made from it with ``from_pipe`` (shared
+weights); ``recipe`` is one job as numbered steps. Geometry is the same as the SD engine's: the context box is
+processed at the model's native area and scaled back, outpaint works on the extended canvas, and the result equals
+the input outside the (grown, feathered) mask.
 
 Where the weights live (whole on the GPU, the transformer in fp8, model or sequential CPU offload) and, on a CPU, the
 dtype are decided by ``memory`` when the checkpoint loads and reported in each result layer's ``info["memory"]`` and

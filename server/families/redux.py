@@ -121,18 +121,18 @@ def select(references: List[Reference], checkpoint: ModelEntry, txt_dim: int, re
 
 def _encoder_for(redux: ModelEntry, registry: ModelRegistry, field: str) -> ModelEntry:
     """The installed SigLIP tower as wide as ``redux`` reads (one named sigclip/siglip first)."""
-    towers = [e for e in registry.entries("clip_vision") if e.problem is None and e.arch == rdx.SIGLIP]
-    fits = [e for e in towers if e.info.get("hidden_size") == redux.info["redux_dim"]]
-    fits.sort(key=lambda e: ("sigclip" not in e.name.lower() and "siglip" not in e.name.lower(), e.name.lower()))
-    if fits:
-        return fits[0]
-    have = ", ".join(f"{e.name} ({rdx.describe_siglip(e.info)})" for e in towers) or "none"
-    raise ProtocolError(
-        MODEL_NOT_FOUND,
-        f"Redux model '{redux.name}' needs a {redux.info['redux_dim']}-wide SigLIP "
-        f"image encoder (sigclip_vision_patch14_384.safetensors) in clip_vision/ (SigLIP encoders "
-        f"installed: {have}); {CATALOGUE_HINT} installs it",
-        field=field,
+    return registry.first_fitting(
+        "clip_vision",
+        rdx.SIGLIP,
+        lambda e: e.info.get("hidden_size") == redux.info["redux_dim"],
+        lambda e: ("sigclip" not in e.name.lower() and "siglip" not in e.name.lower(), e.name.lower()),
+        lambda e: rdx.describe_siglip(e.info),
+        lambda have: (
+            f"Redux model '{redux.name}' needs a {redux.info['redux_dim']}-wide SigLIP image encoder "
+            f"(sigclip_vision_patch14_384.safetensors) in clip_vision/ (SigLIP encoders installed: {have}); "
+            f"{CATALOGUE_HINT} installs it"
+        ),
+        field,
     )
 
 

@@ -17,7 +17,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
@@ -492,6 +492,40 @@ class ModelRegistry:
         if entry.problem:
             raise ProtocolError(UNSUPPORTED, f"{kind} '{entry.name}' cannot be used: {entry.problem}", field="model")
         return entry
+
+    def get_fitting(
+        self, name: str, kind: str, checkpoint: ModelEntry, what: str, field: str, described: str = "", advice: str = ""
+    ) -> ModelEntry:
+        """``get`` for a model that must be made for ``checkpoint``'s family; one made for another family is refused
+        (``unsupported``): "``what`` 'name' is made for SD1.5 but checkpoint 'c' is ``described``" + ``advice``."""
+        entry = self.get(name, kind, checkpoint.arch)
+        if entry.arch != checkpoint.arch:
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"{what} '{entry.name}' is made for {arch_name(entry.arch)} but checkpoint '{checkpoint.name}' is "
+                f"{described or arch_name(checkpoint.arch)}{advice}",
+                field=field,
+            )
+        return entry
+
+    def first_fitting(
+        self,
+        kind: str,
+        arch: str,
+        fits: Callable[[ModelEntry], bool],
+        order: Callable[[ModelEntry], object],
+        describe: Callable[[ModelEntry], str],
+        missing: Callable[[str], str],
+        field: str,
+    ) -> ModelEntry:
+        """The usable ``kind`` model of ``arch`` that ``fits``, the first in ``order``; without one ``model_not_found``
+        with the message ``missing(have)``, ``have`` naming each installed one of ``arch`` as ``name (describe)``."""
+        installed = [e for e in self.entries(kind) if e.problem is None and e.arch == arch]
+        found = sorted((e for e in installed if fits(e)), key=order)
+        if found:
+            return found[0]
+        have = ", ".join(f"{e.name} ({describe(e)})" for e in installed) or "none"
+        raise ProtocolError(MODEL_NOT_FOUND, missing(have), field=field)
 
     def find(self, name: str, kind: str, arch: Optional[str] = None) -> Optional[ModelEntry]:
         """Like ``get`` but None when not installed (usable or not)."""
