@@ -1099,6 +1099,14 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
             config = p.with_name(p.stem + ".config")
             if config.is_dir():
                 _link(config, path / "controlnet" / config.name)
+        elif item in ("klein", "klein-file", "klein-gguf", "lora-klein"):  # Flux.2 Klein: tests/tiny_klein.py
+            import tiny_klein
+
+            tiny_klein.link_into(path, item)
+        elif item in ("zimage", "zimage-file", "lora-zimage"):  # Z-Image: tests/tiny_zimage.py
+            import tiny_zimage
+
+            tiny_zimage.link_into(path, item)
         elif item.startswith("lora-"):
             p = lora_path(item[5:])
             _link(p, path / "loras" / p.name)

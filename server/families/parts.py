@@ -1,4 +1,4 @@
-"""The parts a Flux/SD3 checkpoint needs besides its transformer: text encoders and a VAE.
+"""The parts a Flux/SD3/Klein/Z-Image/Qwen-Image checkpoint needs besides its transformer: text encoders and a VAE.
 
 Each comes from inside the checkpoint when it is a full one, else from the models folders (ComfyUI's
 ``text_encoders/`` or ``clip/``, and ``vae/``), matched by kind and width against the checkpoint's config. When a part
@@ -25,20 +25,32 @@ from . import specs
 SLOT_ROLES = {
     specs.SD3: {"text_encoder": "clip_l", "text_encoder_2": "clip_g", "text_encoder_3": "t5"},
     "flux": {"text_encoder": "clip_l", "text_encoder_2": "t5"},
+    specs.FLUX2_KLEIN: {"text_encoder": "qwen3"},
+    specs.ZIMAGE: {"text_encoder": "qwen3"},
     qwen.QWEN: {"text_encoder": "qwen"},
 }
 ROLE_HINTS = {
     "clip_l": ("clip_l", "clip-l", "clipl", "vit-l", "vit_l"),
     "clip_g": ("clip_g", "clip-g", "clipg", "bigg"),
     "t5": ("t5",),
+    "qwen3": ("qwen",),
     "qwen": ("qwen",),
 }
-ENCODER_EXAMPLES = {
-    "flux": "clip_l.safetensors, t5xxl_fp16.safetensors",
-    specs.SD3: "clip_l.safetensors, clip_g.safetensors, t5xxl_fp16.safetensors",
-    qwen.QWEN: "qwen_2.5_vl_7b.safetensors",
+VAE_HINTS = {
+    "flux": ("ae", "flux"),
+    specs.SD3: ("sd3",),
+    specs.FLUX2_KLEIN: ("flux2", "flux.2"),
+    specs.ZIMAGE: ("ae", "flux", "z_image", "z-image"),
+    qwen.QWEN: ("qwen",),
 }
-VAE_HINTS = {"flux": ("ae", "flux"), specs.SD3: ("sd3",), qwen.QWEN: ("qwen",)}
+# What a missing part's message suggests, per family: text-encoder files, and the VAE file.
+PART_EXAMPLES = {
+    "flux": ("clip_l.safetensors, t5xxl_fp16.safetensors", "ae.safetensors"),
+    specs.SD3: ("clip_l.safetensors, clip_g.safetensors, t5xxl_fp16.safetensors", "sd3_vae.safetensors"),
+    specs.FLUX2_KLEIN: ("qwen_3_4b.safetensors for Klein 4B, qwen_3_8b.safetensors for 9B", "flux2-vae.safetensors"),
+    specs.ZIMAGE: ("qwen_3_4b.safetensors", "ae.safetensors"),
+    qwen.QWEN: ("qwen_2.5_vl_7b.safetensors", "qwen_image_vae.safetensors"),
+}
 
 
 @dataclass
@@ -56,7 +68,7 @@ class EncoderSlot:
     """A text encoder the checkpoint's config asks for."""
 
     slot: str
-    kind: str  # "clip" or "t5"
+    kind: str  # "clip", "t5", "qwen3" or Qwen-Image's "qwen2.5-vl"
     width: int
     projection: bool
     role: str
@@ -77,7 +89,9 @@ def _json(path: Path) -> dict:
 
 
 def _base(family: str) -> str:
-    return family if family == specs.SD3 else qwen.QWEN if family in qwen.FAMILIES else "flux"
+    if family in (specs.SD3, specs.FLUX2_KLEIN, specs.ZIMAGE):
+        return family
+    return qwen.QWEN if family in qwen.FAMILIES else "flux"
 
 
 def encoder_slots(family: str, config: Path) -> List[EncoderSlot]:
@@ -86,7 +100,7 @@ def encoder_slots(family: str, config: Path) -> List[EncoderSlot]:
     roles = SLOT_ROLES[_base(family)]
     for slot in specs.text_encoder_slots(family):
         cfg = _json(config / slot / "config.json")
-        kind = {"t5": "t5", "qwen2_5_vl": qwen.TEXT_ENCODER}.get(cfg.get("model_type"), "clip")
+        kind = {"t5": "t5", "qwen2_5_vl": qwen.TEXT_ENCODER, "qwen3": "qwen3"}.get(cfg.get("model_type"), "clip")
         width = int(cfg.get("d_model") or (cfg.get("text_config") or {}).get("hidden_size") or cfg.get("hidden_size"))
         projection = any("WithProjection" in a for a in cfg.get("architectures", []))
         slots.append(EncoderSlot(slot, kind, width, projection, roles[slot]))
@@ -167,10 +181,7 @@ def find(entry: ModelEntry, config: Path, registry: ModelRegistry) -> Parts:
     else:
         vae = _find_vae(entry.arch, entry, channels, registry)
         if vae is None:
-            example = (
-                "qwen_image_vae" if _base(entry.arch) == qwen.QWEN else "sd3_vae" if entry.arch == specs.SD3 else "ae"
-            )
-            missing.append(f"VAE ({channels[0]} latent channels, e.g. {example}.safetensors)")
+            missing.append(f"VAE ({channels[0]} latent channels, e.g. {PART_EXAMPLES[_base(entry.arch)][1]})")
         else:
             parts.vae = Source(vae.path, "", vae.name, folder=vae.format == DIFFUSERS)
     if missing:
@@ -180,7 +191,8 @@ def find(entry: ModelEntry, config: Path, registry: ModelRegistry) -> Parts:
         raise ProtocolError(
             MODEL_NOT_FOUND,
             f"checkpoint '{entry.name}' ({variant}) holds only its transformer and needs parts that are not "
-            f"installed: {', '.join(missing)}. Put text encoders (e.g. {ENCODER_EXAMPLES[_base(entry.arch)]}) in {encoders} "
+            f"installed: {', '.join(missing)}. Put text encoders (e.g. {PART_EXAMPLES[_base(entry.arch)][0]}) "
+            f"in {encoders} "
             f"(ComfyUI's clip/ works too) and the VAE in {vaes}",
             field="model",
         )

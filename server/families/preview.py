@@ -45,7 +45,7 @@ def fit(vae) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def solve(z: np.ndarray, picture: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """(W, b): the least-squares map from normalised latents ``z`` [C, h, w] to ``picture`` averaged to h x w."""
+    """(W [C, 3], b [3]) of the least-squares fit RGB ≈ z · W + b, ``z`` [C, h, w] the latents of ``picture``."""
     c, h, w = z.shape
     factor = picture.shape[0] // h
     target = picture.reshape(h, factor, w, factor, 3).mean((1, 3)).reshape(-1, 3)

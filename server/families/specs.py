@@ -10,18 +10,21 @@ from ..models.identify_dit import (
     EDIT_FAMILIES,
     FAMILIES,
     FLUX,
+    FLUX2_KLEIN,
     FLUX_FILL,
     FLUX_KONTEXT,
     NAMES,
     SD3,
     VARIANT_CONFIGS,
     VARIANT_NAMES,
+    ZIMAGE,
 )
 
 __all__ = [
     "EDIT_FAMILIES",
     "FAMILIES",
     "FLUX",
+    "FLUX2_KLEIN",
     "FLUX_FILL",
     "FLUX_KONTEXT",
     "NAMES",
@@ -29,6 +32,8 @@ __all__ = [
     "SPECS",
     "VARIANT_CONFIGS",
     "VARIANT_NAMES",
+    "ZIMAGE",
+    "QWEN3_FAMILIES",
     "FamilySpec",
     "text_encoder_slots",
 ]
@@ -66,7 +71,9 @@ SPECS: Dict[str, FamilySpec] = {
         },
     ),
     FLUX_FILL: FamilySpec(
-        FLUX_FILL, {"txt2img": "FluxFillPipeline", "img2img": "FluxFillPipeline", "inpaint": "FluxFillPipeline"}
+        FLUX_FILL,
+        {"txt2img": "FluxFillPipeline", "img2img": "FluxFillPipeline", "inpaint": "FluxFillPipeline"},
+        lora_family=FLUX,
     ),
     FLUX_KONTEXT: FamilySpec(
         FLUX_KONTEXT,
@@ -76,6 +83,7 @@ SPECS: Dict[str, FamilySpec] = {
             "inpaint": "FluxKontextInpaintPipeline",
             "edit": "FluxKontextPipeline",
         },
+        lora_family=FLUX,
     ),
     SD3: FamilySpec(
         SD3,
@@ -87,6 +95,23 @@ SPECS: Dict[str, FamilySpec] = {
         control_pipelines={"txt2img": "StableDiffusion3ControlNetPipeline"},
         negative=True,
         text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3"),
+    ),
+    # Klein has no img2img pipeline: its inpaint pipeline with the whole picture masked is one (strength < 1)
+    FLUX2_KLEIN: FamilySpec(
+        FLUX2_KLEIN,
+        {
+            "txt2img": "Flux2KleinPipeline",
+            "img2img": "Flux2KleinInpaintPipeline",
+            "inpaint": "Flux2KleinInpaintPipeline",
+            "edit": "Flux2KleinPipeline",
+        },
+        text_encoders=("text_encoder",),
+    ),
+    ZIMAGE: FamilySpec(
+        ZIMAGE,
+        {"txt2img": "ZImagePipeline", "img2img": "ZImageImg2ImgPipeline", "inpaint": "ZImageInpaintPipeline"},
+        negative=True,
+        text_encoders=("text_encoder",),
     ),
 }
 _QWEN = dict(cfg_argument="true_cfg_scale", negative=True, text_encoders=("text_encoder",), lora_family=qwen.QWEN)
@@ -113,6 +138,7 @@ SPECS.update(
         ),
     }
 )
+QWEN3_FAMILIES = (FLUX2_KLEIN, ZIMAGE)  # one Qwen3 text encoder, the Qwen tokenizer (``qwen3``)
 
 
 def text_encoder_slots(family: str) -> Tuple[str, ...]:

@@ -52,20 +52,17 @@ KINDS = (
     "captioner",  # image-to-text models for mode "caption" (transformers folders)
     "layerdiffuse",
 )  # LayerDiffuse transparency weights and decoders (params.transparent)
-SUPPORTED_ARCHS = ("sd15", "sdxl", "flux", "flux-fill", "flux-kontext", "sd3") + qwen.FAMILIES
+SUPPORTED_ARCHS = ("sd15", "sdxl") + identify_dit.FAMILIES
 ARCH_NAMES = {
     "sd15": "SD1.5",
     "sdxl": "SDXL",
     "sd2": "SD2",
     "sdxl-refiner": "SDXL refiner",
-    "flux": "Flux.1",
-    "flux-fill": "Flux.1 Fill",
-    "flux-kontext": "Flux.1 Kontext",
-    "sd3": "SD3",
+    **identify_dit.NAMES,
     "clip": "CLIP",
     "t5": "T5",
-    **qwen.NAMES,
     qwen.TEXT_ENCODER: "Qwen2.5-VL",
+    "qwen3": "Qwen3",
     **captioners.ARCH_NAMES,
     None: "unknown",
 }
@@ -441,7 +438,10 @@ class ModelRegistry:
             and kind in ("checkpoint", "controlnet", "lora", "embedding")
             and found.arch not in SUPPORTED_ARCHS + (REFINER_ARCH,) * (kind == "checkpoint")
         ):
-            problem = f"{arch_name(found.arch)} models are not supported (SD1.5, SDXL, Flux.1, SD3 and Qwen-Image are)"
+            problem = (
+                f"{arch_name(found.arch)} models are not supported "
+                "(SD1.5, SDXL, Flux.1, SD3, Flux.2 Klein, Z-Image and Qwen-Image are)"
+            )
         if problem is None and kind == "ipadapter" and found.arch not in ipadapter.REFERENCE_FAMILIES:
             problem = f"{arch_name(found.arch)} IP-Adapters are not supported (SD1.5 and SDXL ones are)"
         if (
