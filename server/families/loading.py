@@ -21,7 +21,7 @@ from protocol.errors import UNSUPPORTED, ProtocolError
 
 from ..models import configcheck
 from ..models.identify import DIFFUSERS, GGUF, PICKLE
-from ..models.loading import CONFIGS_DIR, check_no_meta
+from ..models.loading import CONFIGS_DIR, check_no_meta, empty_transformers_model
 from ..models.tensors import read_tensors
 from ..models.registry import ModelEntry, ModelRegistry
 from ..models.tokenizers import clip_tokenizer
@@ -105,13 +105,8 @@ def tokenizers(family: str) -> dict:
 def _text_encoder(source: part_finder.Source, config: Path, dtype):
     """A CLIP or T5 text encoder from a file with transformers key names (missing CLIP projection: identity)."""
     import torch
-    import transformers
-    from accelerate import init_empty_weights
 
-    raw = json.loads((config / "config.json").read_text(encoding="utf-8"))
-    cls = getattr(transformers, raw["architectures"][0])
-    with init_empty_weights(include_buffers=False):
-        model = cls(cls.config_class.from_json_file(str(config / "config.json")))
+    model = empty_transformers_model(config)
     wanted = set(model.state_dict())
     state = read_tensors(source.path, dtype, source.prefix)
     if not any(k.startswith("text_model.") for k in wanted):  # transformers 5 may drop the prefix

@@ -9,7 +9,6 @@ release), and a diffusers folder carries its own.
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +18,7 @@ from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
 from ..core import Job
 from ..models import qwen
+from ..models.loading import empty_transformers_model
 from ..models.registry import ModelEntry
 from ..models.tensors import read_tensors
 
@@ -45,13 +45,7 @@ def _transformers_names(state: dict) -> dict:
 
 def text_encoder(path: Path, prefix: str, config: Path, dtype):
     """The Qwen2.5-VL text encoder from a file with transformers or ComfyUI key names."""
-    import transformers
-    from accelerate import init_empty_weights
-
-    raw = json.loads((config / "config.json").read_text(encoding="utf-8"))
-    cls = getattr(transformers, (raw.get("architectures") or [ENCODER_CLASS])[0])
-    with init_empty_weights(include_buffers=False):
-        model = cls(cls.config_class.from_json_file(str(config / "config.json")))
+    model = empty_transformers_model(config, ENCODER_CLASS)
     wanted = set(model.state_dict())
     state = {k: v for k, v in _transformers_names(read_tensors(path, dtype, prefix)).items() if k in wanted}
     if "lm_head.weight" in wanted and "lm_head.weight" not in state:  # unused by the pipeline (hidden states only)

@@ -3,12 +3,12 @@ Qwen tokenizer (not shipped: beside the checkpoint, or where the catalogue's set
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from protocol.errors import MODEL_NOT_FOUND, ProtocolError
 
 from ..models.configcheck import check_folder
+from ..models.loading import empty_transformers_model
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
 from ..models.tensors import read_tensors
 
@@ -40,13 +40,7 @@ def tokenizer(entry: ModelEntry, config: Path, registry: ModelRegistry):
 def text_encoder(path: Path, prefix: str, config: Path, dtype):
     """The Qwen3 text encoder from a file with transformers names (``model.`` stripped or not); only its hidden states
     are read, so a missing output head (tied to the embeddings in Qwen3-4B) is the embedding matrix."""
-    import transformers
-    from accelerate import init_empty_weights
-
-    raw = json.loads((config / "config.json").read_text(encoding="utf-8"))
-    cls = getattr(transformers, raw["architectures"][0])
-    with init_empty_weights(include_buffers=False):
-        model = cls(cls.config_class.from_json_file(str(config / "config.json")))
+    model = empty_transformers_model(config)
     wanted = set(model.state_dict())
     state = {"model." + k: v for k, v in read_tensors(path, dtype, prefix).items()}
     state = {k[len("model.") :] if k[len("model.") :] in wanted else k: v for k, v in state.items()}
