@@ -1,16 +1,22 @@
-"""Flux.1 and SD3.5 on a lent GPU: the server vs plain diffusers, load time, seconds per step and peak memory per mode.
+"""Flux.1, SD3.5, Flux.2 Klein, Z-Image and Qwen-Image on a lent GPU: the server vs plain diffusers, load time, seconds
+per step and peak memory per mode.
 
-    .venv/bin/python benchmarks/gpu_families.py               # real-size random Flux.1 dev and SD3.5 medium, bf16
+    .venv/bin/python benchmarks/gpu_families.py               # real-size random Flux.1 dev, SD3.5 medium, Klein 4B,
+                                                              # Z-Image Turbo
     .venv/bin/python benchmarks/gpu_families.py --cpu-smoke   # tiny models at 64 px on the CPU: seconds (run by tests)
+    .venv/bin/python benchmarks/gpu_families.py --meta        # the real sizes built on the meta device: parameters
 
 Builds each real-size pipeline with random weights on the GPU from the server's shipped configs (no download) and
 saves it as a diffusers folder; then, for each family, runs generate, img2img, inpaint and generate with a ControlNet
 (``control``: a random ControlNet of the family's width, Flux as a union model) through the server (in this process,
 jobs over the websocket) and through plain diffusers (``from_pretrained`` + ``.to(device)``, the same arguments), one
 after the other with the memory freed between them; Flux.1 Kontext's instruction ``edit`` runs on the same random
-Flux weights (a Kontext folder linking the dev folder's parts). Prints load seconds, seconds per step and the
+Flux weights (a Kontext folder linking the dev folder's parts); Flux.2 Klein runs generate, img2img, inpaint and
+edit with two reference images, Z-Image generate, img2img and inpaint (their Qwen tokenizer, not shipped, is the
+tests' small byte-level one), Qwen-Image generate, img2img and inpaint. Prints load seconds, seconds per step and the
 allocator's peak memory of each side, and the server's memory placement. With ``--families sd35-large`` (or
-flux-schnell, ...) other shipped variants run.
+flux-schnell, qwen-image, qwen-image-edit-plus ...) other shipped variants run; Qwen-Image (bf16 fits an 80 GB GPU whole;
+the server's placement says when it offloads) runs with true CFG on both sides and a byte-level stand-in tokenizer.
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ MODES = {
     "flux": ("generate", "img2img", "inpaint", "control"),
     "sd3": ("generate", "img2img", "inpaint", "control"),
     "flux-kontext": ("edit",),
+    "flux2-klein": ("generate", "img2img", "inpaint", "edit"),
+    "z-image": ("generate", "img2img", "inpaint"),
+    "qwen-image": ("generate", "img2img", "inpaint"),
+    "qwen-image-edit-plus": ("edit",),
 }
 PLAIN = {
     "flux": {
@@ -51,7 +61,22 @@ PLAIN = {
         "control": "StableDiffusion3ControlNetPipeline",
     },
     "flux-kontext": {"generate": "FluxKontextPipeline", "edit": "FluxKontextPipeline"},
+    "flux2-klein": {
+        "generate": "Flux2KleinPipeline",
+        "img2img": "Flux2KleinInpaintPipeline",
+        "inpaint": "Flux2KleinInpaintPipeline",
+        "edit": "Flux2KleinPipeline",
+    },
+    "z-image": {"generate": "ZImagePipeline", "img2img": "ZImageImg2ImgPipeline", "inpaint": "ZImageInpaintPipeline"},
+    "qwen-image": {
+        "generate": "QwenImagePipeline",
+        "img2img": "QwenImageImg2ImgPipeline",
+        "inpaint": "QwenImageInpaintPipeline",
+    },
+    "qwen-image-edit-plus": {"generate": "QwenImageEditPlusPipeline", "edit": "QwenImageEditPlusPipeline"},
 }
+CFG = {"flux2-klein": 1.0, "z-image": 0.0}  # distilled Klein and Z-Image Turbo run without CFG; the others at 3.5
+TRUE_CFG = ("qwen-image", "qwen-image-edit-plus")  # cfg is true guidance: two passes a step, negative prompt " "
 CONTROLNET_LAYERS = {"flux": (5, 10), "sd3": (6, 0)}  # (joint, single) blocks: InstantX's Flux union, SD3 ControlNets
 
 
@@ -90,14 +115,22 @@ def picture(size: int):
     return img, mask
 
 
-def random_folder(config: str, dest: Path, device: str, dtype) -> Path:
-    """A real-size pipeline of the shipped ``config`` (flux-dev, sd35-medium, ...) with random weights, built on
-    ``device`` and saved as a diffusers folder."""
+def family_of(config: str) -> str:
+    """The family of a shipped config folder's name."""
+    if config.startswith("qwen"):
+        return "qwen-image-edit-plus" if "edit" in config else "qwen-image"
+    for prefix in ("sd3", "flux2-klein", "z-image"):
+        if config.startswith(prefix):
+            return prefix
+    return "flux"
+
+
+def build_parts(config: str, device: str, dtype) -> dict:
+    """The real-size modules of the shipped ``config`` with random weights, built on ``device`` ("meta": no memory)."""
     import diffusers
     import torch
     import transformers
 
-    from server.families import loading
     from server.models.loading import CONFIGS_DIR
 
     folder = CONFIGS_DIR / config
@@ -108,9 +141,14 @@ def random_folder(config: str, dest: Path, device: str, dtype) -> Path:
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            for sub, (lib, cls_name) in index.items():
-                if sub.startswith("_") or sub.startswith("tokenizer") or sub == "scheduler":
+            for sub, value in index.items():
+                if (
+                    sub.startswith(("_", "tokenizer"))
+                    or sub in ("scheduler", "processor")
+                    or not isinstance(value, list)
+                ):
                     continue
+                lib, cls_name = value
                 cls = getattr(diffusers if lib == "diffusers" else transformers, cls_name)
                 if lib == "diffusers":
                     parts[sub] = cls.from_config(json.loads((folder / sub / "config.json").read_text()))
@@ -118,9 +156,35 @@ def random_folder(config: str, dest: Path, device: str, dtype) -> Path:
                     parts[sub] = cls(cls.config_class.from_json_file(str(folder / sub / "config.json")))
     finally:
         torch.set_default_dtype(default)
+    return parts
+
+
+def random_folder(config: str, dest: Path, device: str, dtype) -> Path:
+    """A real-size pipeline of the shipped ``config`` (flux-dev, sd35-medium, flux2-klein-4b, ...) with random
+    weights, built on ``device`` and saved as a diffusers folder."""
+    import diffusers
+
+    from server.families import loading
+    from server.models.loading import CONFIGS_DIR
+
+    folder = CONFIGS_DIR / config
+    index = json.loads((folder / "model_index.json").read_text())
+    parts = build_parts(config, device, dtype)
     parts["scheduler"] = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(str(folder), subfolder="scheduler")
-    family = "sd3" if config.startswith("sd3") else "flux"
+    family = family_of(config)
     parts.update(loading.tokenizers(family))
+    if family in TRUE_CFG:  # Qwen-Image's 151k-token tokenizer is not shipped: a byte-level stand-in
+        import tiny_qwen
+
+        parts["tokenizer"] = tiny_qwen.tokenizer()
+        if "processor" in index:
+            parts["processor"] = tiny_qwen.processor(parts["tokenizer"])
+    if family in ("flux2-klein", "z-image"):  # the Qwen tokenizer is not shipped: the tests' byte-level one
+        import tiny_klein
+
+        parts["tokenizer"] = tiny_klein.tokenizer()
+    if family == "flux2-klein":
+        parts["is_distilled"] = index.get("is_distilled", True)
     pipe = getattr(diffusers, index["_class_name"])(**parts)
     out = dest / f"random-{config}"
     pipe.save_pretrained(out, safe_serialization=True)
@@ -257,8 +321,10 @@ def server_side(models: Path, name: str, family: str, size: int, steps: int, dev
                     "mode": "generate" if mode == "control" else mode,
                     "model": name,
                     "prompt": PROMPT,
-                    "params": {"steps": steps, "seed": 1, "strength": 1.0, "cfg": 3.5},
+                    "params": {"steps": steps, "seed": 1, "strength": 1.0, "cfg": CFG.get(family, 3.5)},
                 }
+                if mode == "edit" and family == "flux2-klein":  # two reference images beside the picture
+                    msg["references"] = [{"image": payload(np.ascontiguousarray(image[::-1]))}] * 2
                 if mode != "control":
                     msg["image"] = payload(image)
                 else:
@@ -303,14 +369,25 @@ def plain_side(folder: Path, family: str, size: int, steps: int, device: str, dt
         kwargs = dict(
             prompt=PROMPT,
             num_inference_steps=steps,
-            guidance_scale=3.5,
             height=size,
             width=size,
             generator=torch.Generator("cpu").manual_seed(1),
         )
+        kwargs.update(
+            {"true_cfg_scale": 3.5, "negative_prompt": " "}
+            if family in TRUE_CFG
+            else {"guidance_scale": CFG.get(family, 3.5)}
+        )
         if mode in ("img2img", "inpaint"):
             kwargs.update(image=Image.fromarray(image[..., :3]), strength=1.0)
-        if mode == "edit":
+        if mode == "img2img" and family == "flux2-klein":  # Klein's img2img: its inpaint pipeline, all masked
+            kwargs["mask_image"] = Image.fromarray(np.full(mask.shape, 255, np.uint8))
+        if mode == "edit" and family in TRUE_CFG:
+            kwargs.update(image=Image.fromarray(image[..., :3]))
+        elif mode == "edit" and family == "flux2-klein":
+            flipped = Image.fromarray(np.ascontiguousarray(image[::-1, :, :3]))
+            kwargs["image"] = [Image.fromarray(image[..., :3]), flipped, flipped]
+        elif mode == "edit":
             kwargs.update(image=Image.fromarray(image[..., :3]), max_area=size * size, _auto_resize=False)
         if mode == "control":
             kwargs["control_image"] = Image.fromarray(edges(size)[..., :3])
@@ -332,9 +409,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--families",
         nargs="+",
-        default=["flux-dev", "sd35-medium"],
-        help="shipped configs to build (real size): flux-dev, flux-schnell, sd35-medium, sd35-large ...",
+        default=["flux-dev", "sd35-medium", "flux2-klein-4b", "z-image-turbo"],
+        help="shipped configs to build (real size): flux-dev, flux-schnell, sd35-medium, sd35-large, flux2-klein-4b, "
+        "flux2-klein-9b, z-image-turbo, qwen-image (20B transformer + 8B text encoder in bf16: about 58 GB of GPU "
+        "memory and of disk for its random folder), qwen-image-edit-plus ...",
     )
+    parser.add_argument("--meta", action="store_true", help="build the real sizes on the meta device: parameters")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--size", type=int, default=1024)
     args = parser.parse_args(argv)
@@ -342,15 +422,27 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(min(4, os.cpu_count() or 1))
+    if args.meta:
+        for config in args.families:
+            parts = build_parts(config, "meta", torch.bfloat16)
+            sizes = ", ".join(f"{sub} {sum(p.numel() for p in m.parameters()) / 1e9:.2f} B" for sub, m in parts.items())
+            print(f"{config}: {sizes}", flush=True)
+        return 0
     work = Path(tempfile.mkdtemp(prefix="gpu-families-"))
     if args.cpu_smoke:
         import factory
+        import tiny_klein
+        import tiny_qwen
+        import tiny_zimage
 
         device, dtype, size, steps = "cpu", torch.float32, 64, 2
         runs = [
             (factory.checkpoint_folder("flux"), "flux", factory.controlnet_path("cn-flux-union")),
             (factory.checkpoint_folder("flux-kontext"), "flux-kontext", None),
             (factory.checkpoint_folder("sd3"), "sd3", factory.controlnet_path("cn-sd3-canny")),
+            (tiny_klein.folder(), "flux2-klein", None),
+            (tiny_zimage.folder(), "z-image", None),
+            (tiny_qwen.checkpoint_folder("qwen"), "qwen-image", None),
         ]
     else:
         if not torch.cuda.is_available():
@@ -360,9 +452,10 @@ def main(argv=None) -> int:
         runs = []
         for config in args.families:
             started = time.perf_counter()
-            family = "sd3" if config.startswith("sd3") else "flux"
+            family = family_of(config)
             folder = random_folder(config, work, device, dtype)
-            runs.append((folder, family, random_controlnet(folder, family, work, device, dtype)))
+            control = "control" in MODES[family]
+            runs.append((folder, family, random_controlnet(folder, family, work, device, dtype) if control else None))
             if config == "flux-dev":
                 runs.append((kontext_folder(folder), "flux-kontext", None))
             print(f"built random {config} in {time.perf_counter() - started:.1f} s", flush=True)

@@ -11,7 +11,9 @@ MODE_DEFAULTS: Dict[str, dict] = {
     "inpaint": {"strength": 1.0},
     "outpaint": {"strength": 1.0},
     "upscale": {"strength": 0.35, "scale": 2.0},  # strength: of the refine pass, when the user turns it on
-    "edit": {"strength": 1.0},  # instruction edit (Flux.1 Kontext): the whole box is redrawn, kept by the mask
+    "edit": {
+        "strength": 1.0
+    },  # instruction edit (Flux.1 Kontext, Flux.2 Klein): the whole box is redrawn, kept by the mask
 }
 
 DEFAULT_SAMPLER = "DPM++ 2M Karras"
@@ -23,6 +25,12 @@ FAMILY_DEFAULTS: Dict[str, dict] = {
     "flux-fill": {"steps": 28, "cfg": 30.0, "sampler": "Euler", "resolution": 1024},
     "flux-kontext": {"steps": 28, "cfg": 2.5, "sampler": "Euler", "resolution": 1024},
     "sd3": {"steps": 28, "cfg": 4.5, "sampler": "Euler", "resolution": 1024},
+    "flux2-klein": {"steps": 4, "cfg": 1.0, "sampler": "Euler", "resolution": 1024},  # the distilled releases
+    "z-image": {"steps": 50, "cfg": 4.0, "sampler": "Euler", "resolution": 1024},
+    # Qwen-Image: cfg is true classifier-free guidance (two passes a step, negative prompt " " when none is given)
+    "qwen-image": {"steps": 30, "cfg": 4.0, "sampler": "Euler", "resolution": 1024},
+    "qwen-image-edit": {"steps": 30, "cfg": 4.0, "sampler": "Euler", "resolution": 1024},
+    "qwen-image-edit-plus": {"steps": 30, "cfg": 4.0, "sampler": "Euler", "resolution": 1024},
     "classical": {"steps": 1, "cfg": 0.0, "sampler": "", "resolution": 0},
 }
 
@@ -31,6 +39,9 @@ VARIANT_DEFAULTS: Dict[str, dict] = {
     "schnell": {"steps": 4, "cfg": 0.0},
     "3-medium": {"cfg": 7.0},
     "3.5-large-turbo": {"steps": 4, "cfg": 0.0},
+    "klein-4b-base": {"steps": 50, "cfg": 4.0},
+    "klein-9b-base": {"steps": 50, "cfg": 4.0},
+    "z-image-turbo": {"steps": 9, "cfg": 0.0},
 }
 
 LAYER_NAME_LENGTH = 40

@@ -22,7 +22,9 @@ from . import device as devices
 from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
 from .core import Control, Engine, Job, JobContext, Layer
+from .models import klein
 from .models.ipadapter import REFERENCE_FAMILIES
+from .models.qwen import QWEN_EDIT_PLUS
 from .models.redux import REDUX_FAMILIES, REDUX_TYPES
 from .diffusion.regions import FAMILIES as REGION_FAMILIES
 from .diffusion.stepcache import FAMILIES as FAST_FAMILIES
@@ -199,11 +201,15 @@ class Router:
             "previews": True,
             "preprocessors": available_preprocessors(self.registry),
             # reference images
-            "references": list(REFERENCE_FAMILIES + REDUX_FAMILIES),  # IP-Adapter (SD1.5, SDXL), Redux (Flux.1)
+            # IP-Adapter (SD1.5, SDXL), Redux (Flux.1), pictures Flux.2 Klein sees beside the latents,
+            # Qwen-Image-Edit Plus (more pictures, in mode edit)
+            "references": list(REFERENCE_FAMILIES + REDUX_FAMILIES) + [klein.KLEIN, QWEN_EDIT_PLUS],
             "reference_types": list(REFERENCE_TYPES),
             "reference_types_by_family": {
                 **{f: list(REFERENCE_TYPES) for f in REFERENCE_FAMILIES},
                 **{f: list(REDUX_TYPES) for f in REDUX_FAMILIES},
+                klein.KLEIN: list(klein.REFERENCE_TYPES),
+                QWEN_EDIT_PLUS: ["content"],
             },
             "regions": list(REGION_FAMILIES),  # regions: the families whose checkpoints take them
             "detail_targets": installed_targets(self.registry.dirs),  # what the detailer's detectors can find

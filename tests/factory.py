@@ -59,7 +59,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, Tuple
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 CACHE_VERSION = "v3"
 TRANSFORMER_CHECKPOINTS = ("flux", "flux-fill", "flux-kontext", "sd3")
@@ -672,19 +672,19 @@ def checkpoint_file(name: str) -> Path:
     return _cached(f"file-{name}", build) / f"tiny-{name}-file.safetensors"
 
 
-def gguf_transformer(name: str) -> Path:
-    """The tiny checkpoint's transformer as a GGUF file (diffusers key names): 2-D weights whose rows are a multiple of
-    32 quantized to Q8_0 as city96's Flux GGUFs do, the rest kept in F32."""
+def gguf_transformer(name: str, folder: Optional[Path] = None, cls_name: str = "FluxTransformer2DModel") -> Path:
+    """The tiny checkpoint's transformer (``folder``'s, else ``checkpoint_folder(name)``'s) as a GGUF file (diffusers
+    key names): 2-D weights whose rows are a multiple of 32 quantized to Q8_0 as city96's GGUFs do, the rest F32."""
 
     def build(tmp: Path) -> None:
+        import diffusers
         import gguf
         import numpy as np
-        from diffusers import FluxTransformer2DModel
 
-        transformer = FluxTransformer2DModel.from_pretrained(
-            checkpoint_folder(name), subfolder="transformer", local_files_only=True
+        transformer = getattr(diffusers, cls_name).from_pretrained(
+            folder or checkpoint_folder(name), subfolder="transformer", local_files_only=True
         )
-        writer = gguf.GGUFWriter(str(tmp / f"tiny-{name}-Q8_0.gguf"), arch="flux")
+        writer = gguf.GGUFWriter(str(tmp / f"tiny-{name}-Q8_0.gguf"), arch=name)
         for key, tensor in transformer.state_dict().items():
             array = tensor.float().numpy()
             if array.ndim == 2 and array.shape[-1] % 32 == 0:
@@ -810,29 +810,33 @@ def lora_path(arch: str) -> Path:
     return _cached(f"lora-{arch}", build) / f"tiny-lora-{arch}.safetensors"
 
 
+def random_lora(pipe, targets: list, scale: float, seed: int, dest: Path, weight_name: str) -> None:
+    """Save a random LoRA (rank 4, up weights scaled by ``scale``: visible on a tiny model after two steps) on
+    ``pipe``'s transformer modules named ``targets``, as diffusers saves it."""
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=targets))
+    with torch.no_grad():
+        for name, p in pipe.transformer.named_parameters():
+            if "lora_B" in name:
+                p.mul_(scale)
+    type(pipe).save_lora_weights(
+        dest, transformer_lora_layers=get_peft_model_state_dict(pipe.transformer), weight_name=weight_name
+    )
+
+
 def _flux_lora() -> Path:
     """A tiny Flux LoRA (random, non-zero up weights) on every attention projection, as diffusers saves it."""
 
     def build(tmp: Path) -> None:
         import torch
         from diffusers import FluxPipeline
-        from peft import LoraConfig
-        from peft.utils import get_peft_model_state_dict
 
         pipe = FluxPipeline.from_pretrained(checkpoint_folder("flux"), local_files_only=True, dtype=torch.float32)
-        torch.manual_seed(41)
-        pipe.transformer.add_adapter(
-            LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
-        )
-        with torch.no_grad():
-            for name, p in pipe.transformer.named_parameters():
-                if "lora_B" in name:
-                    p.mul_(20.0)  # visible on a tiny model after two steps
-        FluxPipeline.save_lora_weights(
-            tmp,
-            transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
-            weight_name="tiny-lora-flux.safetensors",
-        )
+        random_lora(pipe, ["to_q", "to_k", "to_v", "to_out.0"], 20.0, 41, tmp, "tiny-lora-flux.safetensors")
 
     return _cached("lora-flux", build) / "tiny-lora-flux.safetensors"
 
@@ -1095,6 +1099,14 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
             config = p.with_name(p.stem + ".config")
             if config.is_dir():
                 _link(config, path / "controlnet" / config.name)
+        elif item in ("klein", "klein-file", "klein-gguf", "lora-klein"):  # Flux.2 Klein: tests/tiny_klein.py
+            import tiny_klein
+
+            tiny_klein.link_into(path, item)
+        elif item in ("zimage", "zimage-file", "lora-zimage"):  # Z-Image: tests/tiny_zimage.py
+            import tiny_zimage
+
+            tiny_zimage.link_into(path, item)
         elif item.startswith("lora-"):
             p = lora_path(item[5:])
             _link(p, path / "loras" / p.name)
@@ -1106,6 +1118,10 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
                 for sub in ("ipadapter", "clip_vision"):
                     for f in (built / sub).iterdir() if (built / sub).is_dir() else ():
                         _link(f, path / sub / f.name)
+        elif item.startswith("qwen"):  # Qwen-Image family: tests/tiny_qwen.py
+            import tiny_qwen
+
+            tiny_qwen.link_into(path, item)
         elif item.startswith("redux-"):  # reference images on Flux (issue 15): tests/tiny_redux.py
             import tiny_redux
 

@@ -278,6 +278,13 @@ def test_welcome_defaults_have_every_family():
 @pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-fill", "tiny-flux-kontext", "tiny-sd3"])
 @pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint", "outpaint"])
 def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, model, mode):
+    layer = run_mode(client, model, mode)
+    assert layer.info["family"] == model[5:] if model != "tiny-sd3" else layer.info["family"] == "sd3"
+
+
+def run_mode(client, model: str, mode: str):
+    """Run ``mode`` on ``model`` over the test picture and check the rules every family keeps: progress to the last
+    step, the layer's place and size, pixels outside the mask (and the extension) kept; returns the layer."""
     image, mask = picture(), selection()
     msg = job(mode, model, mask=None if mode in ("img2img", "outpaint") else mask)
     if mode == "outpaint":
@@ -286,7 +293,6 @@ def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, model, mo
     result = client.run(msg, on_event=lambda m: m.type == "progress" and progress.append(m), timeout=120)
     ((layer, rgba),) = pixels(result)
     assert progress and progress[-1].step == progress[-1].total
-    assert layer.info["family"] == model[5:] if model != "tiny-sd3" else layer.info["family"] == "sd3"
     if mode == "outpaint":
         assert (layer.x, layer.y, layer.width, layer.height) == (300 - 16, 200, W + 16, H + 8)
         inner = rgba[:H, 16 : 16 + W]
@@ -301,6 +307,7 @@ def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, model, mo
         assert not np.array_equal(rgba[mask == 255][:, :3], image[mask == 255][:, :3])
     if mode == "img2img":
         assert (rgba[..., 3] == 255).all() and not np.array_equal(rgba[..., :3], image[..., :3])
+    return layer
 
 
 def test_edit_on_kontext_changes_the_selection_only(client):
@@ -464,6 +471,10 @@ def test_gpu_benchmark_runs_in_its_cpu_smoke_mode():
         "tiny-sd3: load server",
         "img2img sd3",
         "control sd3",
+        "tiny-qwen: load server",
+        "inpaint qwen-image",
+        "tiny-klein: load server",
+        "edit flux2-klein",
     ):
         assert line in proc.stdout, proc.stdout
 

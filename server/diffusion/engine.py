@@ -27,7 +27,7 @@ from ..checkpoint.engine import CheckpointEngine, LoadedCheckpoint
 from ..checkpoint.jobparts import binary, init_image, pil, result_layers, working_job
 from ..core import Job, JobContext, Layer
 from ..detect import Detectors
-from ..models import loading
+from ..models import loading, vpred
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
 from . import cache
 from . import controls as control_plans
@@ -183,7 +183,7 @@ class DiffusionEngine(CheckpointEngine):
             entry=entry,
             pipe=pipe,
             adapters=Adapters(pipe, entry, self.registry),
-            scheduler_config=dict(pipe.scheduler.config),
+            scheduler_config=vpred.scheduler_config(dict(pipe.scheduler.config), entry.info.get("prediction")),
             references=refs.ReferenceSet(self.registry, self.device, self.dtype),
             own_vae=pipe.vae,
         )
@@ -425,6 +425,9 @@ class DiffusionEngine(CheckpointEngine):
             info["references"] = [r.describe() for r in p.references]
         if p.preset:
             info["few_step"] = p.preset["family"]
+        if p.entry.info.get("prediction"):  # v-prediction: how its scheduler was set
+            options = vpred.scheduler_config({}, p.entry.info["prediction"])
+            info["prediction"] = {**options, "from": p.entry.info["prediction"]["from"]}
         info["vae"] = p.vae_name or "default"
         if job.params.clip_skip > 1:
             info["clip_skip"] = job.params.clip_skip

@@ -26,8 +26,18 @@ from . import specs
 # model cards number them (canny 0, tile 1, depth 2, blur 3, pose 4, gray 5, low quality 6); edge-like types use canny.
 FLUX_UNION_MODES = {"canny": 0, "lineart": 0, "softedge": 0, "scribble": 0, "tile": 1, "depth": 2, "pose": 4}
 # Which modes run with a ControlNet, per base family.
-CONTROL_MODES = {specs.FLUX: ("generate", "img2img", "inpaint", "outpaint"), specs.SD3: ("generate",)}
-MODEL_CLASSES = {specs.FLUX: "FluxControlNetModel", specs.SD3: "SD3ControlNetModel"}
+CONTROL_MODES = {
+    specs.FLUX: ("generate", "img2img", "inpaint", "outpaint"),
+    specs.SD3: ("generate",),
+    specs.qwen.QWEN: ("generate",),
+}
+MODEL_CLASSES = {
+    specs.FLUX: "FluxControlNetModel",
+    specs.SD3: "SD3ControlNetModel",
+    specs.qwen.QWEN: "QwenImageControlNetModel",
+}
+# Qwen-Image's union ControlNet (InstantX) reads the control type off the picture: no mode to pass
+QWEN_UNION_TYPES = ("canny", "lineart", "softedge", "scribble", "depth", "pose")
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,7 @@ def select(
         typed = [
             e for e in installed if not e.info.get("union") and control.type in (e.info.get("control_types") or [])
         ]
-        union = [e for e in installed if e.info.get("union") and control.type in FLUX_UNION_MODES]
+        union = [e for e in installed if e.info.get("union") and control.type in _union_types(family)]
         if not typed and not union:
             have = ", ".join(e.name for e in installed) or "none is installed"
             raise ProtocolError(
@@ -97,15 +107,19 @@ def select(
         entry = (typed or union)[0]
     mode = None
     if entry.info.get("union"):
-        if control.type not in FLUX_UNION_MODES:
+        if control.type not in _union_types(family):
             raise ProtocolError(
                 UNSUPPORTED,
                 f"union ControlNet '{entry.name}' has no '{control.type}' mode (it knows "
-                f"{', '.join(FLUX_UNION_MODES)})",
+                f"{', '.join(_union_types(family))})",
                 field=field,
             )
-        mode = FLUX_UNION_MODES[control.type]
+        mode = FLUX_UNION_MODES[control.type] if family == specs.FLUX else None
     return ControlPlan(control, entry, mode)
+
+
+def _union_types(family: str) -> tuple:
+    return QWEN_UNION_TYPES if family == specs.qwen.QWEN else tuple(FLUX_UNION_MODES)
 
 
 def config_from_shapes(family: str, info: dict, transformer_config: dict) -> dict:

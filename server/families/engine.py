@@ -1,4 +1,6 @@
-"""The Flux/SD3 engine: generate, img2img, inpaint, outpaint and (Kontext) edit jobs on Flux.1 and SD3/SD3.5.
+"""The diffusion-transformer engine: generate, img2img, inpaint, outpaint and (Kontext, Klein, Qwen-Image-Edit) edit jobs
+on Flux.1, SD3/SD3.5, Flux.2 Klein, Z-Image and Qwen-Image (Klein's own parts, inputs and previews are in ``klein``,
+Qwen-Image's in ``qwen``).
 
 A specialisation of ``checkpoint.engine.CheckpointEngine``, peer of the SD1.5/SDXL engine; the router picks it by the
 checkpoint's family. One checkpoint is kept warm and every mode's pipeline is made from it with ``from_pipe`` (shared
@@ -37,7 +39,7 @@ from ..diffusion.adapters import Adapters
 from ..diffusion.controls import control_image
 from ..models.identify import DIFFUSERS
 from ..models.registry import ModelEntry, arch_name
-from . import controlnets, loading, memory, preview, redux, specs
+from . import controlnets, klein, loading, memory, preview, qwen, redux, specs
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,8 @@ def plain_prompt(text: str) -> str:
 
 
 class FamilyEngine(CheckpointEngine):
-    """Runs jobs on Flux.1 (dev, schnell, Fill, Kontext) and SD3/SD3.5 checkpoints; ``loads`` counts loads.
+    """Runs jobs on Flux.1 (dev, schnell, Fill, Kontext), SD3/SD3.5, Flux.2 Klein, Z-Image and Qwen-Image (base,
+    Edit, Edit Plus) checkpoints; ``loads`` counts loads.
 
     A family is a ``specs.FamilySpec`` (its pipelines per kind of job) plus what ``_image_inputs`` gives its
     pipelines, ``_latent_layout`` (how its latents unpack, for tileable jobs) and ``specs.text_encoder_slots``."""
@@ -72,10 +75,12 @@ class FamilyEngine(CheckpointEngine):
     name = "flux-sd3"
     modes = MODES
     uses_controls = True  # Flux.1 dev/schnell and SD3 ControlNets (controlnets.py)
-    reference_families = redux.rdx.REDUX_FAMILIES  # reference images: Flux Redux; SD3 refuses them
+    # reference images: Flux Redux, pictures Flux.2 Klein sees, Qwen-Image-Edit Plus's extra pictures; SD3 and
+    # Z-Image refuse them
+    reference_families = redux.rdx.REDUX_FAMILIES + (specs.FLUX2_KLEIN, specs.qwen.QWEN_EDIT_PLUS)
     dtype_role = devices.DIT
     memory_advice = "try a smaller selection or batch, or a quantized (fp8) file of the model"
-    no_default = "no Flux or SD3 checkpoint is the default: name the model"
+    no_default = "no Flux, SD3, Klein, Z-Image or Qwen-Image checkpoint is the default: name the model"
 
     def runs(self, entry: ModelEntry) -> bool:
         return entry.arch in specs.FAMILIES
@@ -87,14 +92,21 @@ class FamilyEngine(CheckpointEngine):
         pipe, facts = loading.load(entry, dtype, self.registry)
         facts["dtype"] = why
         try:  # measured on the CPU, before the model is placed
-            rgb_map = preview.fit(pipe.vae)
+            fit = (
+                qwen.fit_preview
+                if qwen.is_qwen(entry.arch)
+                else klein.fit_preview
+                if entry.arch == specs.FLUX2_KLEIN
+                else preview.fit
+            )
+            rgb_map = fit(pipe.vae)
         except Exception as err:  # noqa: BLE001 - previews are optional; the job must not fail for them
             log.warning("no progress previews for %s: %s", entry.name, err)
             rgb_map = None
         self._place(pipe, entry, facts)
         # LoRAs are made for the base family: a Flux LoRA also fits Fill and Kontext.
-        base = dataclasses.replace(entry, arch=specs.SD3 if entry.arch == specs.SD3 else specs.FLUX)
-        adapters = Adapters(pipe, base, self.registry)
+        lora_family = specs.SPECS[entry.arch].lora_family or entry.arch
+        adapters = Adapters(pipe, dataclasses.replace(entry, arch=lora_family), self.registry)
         return Loaded(
             entry=entry, pipe=pipe, facts=facts, native=_native_px(entry, pipe), adapters=adapters, preview=rgb_map
         )
@@ -193,22 +205,33 @@ class FamilyEngine(CheckpointEngine):
             raise ProtocolError(
                 UNSUPPORTED,
                 f"the {'hires fix' if refused == 'hires' else 'detailer'} runs on SD1.5 "
-                f"and SDXL checkpoints; '{entry.name}' is a Flux/SD3 model: turn it off, or pick an "
+                f"and SDXL checkpoints; '{entry.name}' is a {arch_name(entry.arch)} model: turn it off, or pick an "
                 "SD1.5/SDXL model",
                 field=f"params.{refused}",
             )
-        if job.mode == "edit" and entry.arch != specs.FLUX_KONTEXT:
+        if job.mode == "edit" and entry.arch not in specs.EDIT_FAMILIES:
             raise ProtocolError(
                 UNSUPPORTED,
-                f"instruction edit needs a Flux.1 Kontext checkpoint; '{entry.name}' is "
-                f"{specs.VARIANT_NAMES.get(entry.info.get('variant', ''), entry.arch)}: pick a Kontext "
-                "model, or use inpaint with a prompt",
+                f"instruction edit needs a Flux.1 Kontext, Flux.2 Klein or Qwen-Image-Edit checkpoint; '{entry.name}' "
+                f"is {specs.VARIANT_NAMES.get(entry.info.get('variant', ''), entry.arch)}: pick a Kontext, Klein "
+                "or Qwen-Image-Edit model, or use inpaint with a prompt",
                 field="mode",
             )
         if job.mode == "edit" and job.image is None:
             raise ProtocolError(UNSUPPORTED, "edit needs the image to edit", field="image")
         refuse_sd_sampling_options(job, entry)
-        if job.references:  # reference images: what Flux Redux can honour, refused by name otherwise
+        if job.params.tileable and qwen.is_qwen(entry.arch):
+            raise ProtocolError(
+                UNSUPPORTED,
+                f"tileable results need a VAE with 2-D convolutions; '{entry.name}' is {specs.NAMES[entry.arch]}, "
+                "whose 3-D VAE cannot wrap around: turn tileable off, or pick another model",
+                field="params.tileable",
+            )
+        if entry.arch == specs.FLUX2_KLEIN:  # Klein sees reference pictures itself
+            klein.check_job(job, entry)
+        elif job.references and qwen.is_qwen(entry.arch):  # Edit Plus: more pictures beside the edited one
+            qwen.check_references(job, entry, specs.SPECS[entry.arch].references)
+        elif job.references:  # reference images: what Flux Redux can honour, refused by name otherwise
             redux.check(job.references, entry)
 
     def recipe(self, job: Job, ctx: JobContext) -> List[Layer]:
@@ -229,6 +252,7 @@ class FamilyEngine(CheckpointEngine):
         #    image, reference images
         plan = controlnets.select(list(work.controls), entry, job.mode, self.registry)
         runner = self.variant(loaded, kind, plan)
+        spec = specs.SPECS[entry.arch]
         settings = _settings(job, entry, kind)
         tileable = bool(job.params.tileable) and job.mode in seamless.MODES
         # Rolling moves the latents only: a ControlNet's image and Fill's/Kontext's image tokens stay where they are.
@@ -236,18 +260,20 @@ class FamilyEngine(CheckpointEngine):
         call = dict(
             prompt=plain_prompt(text),
             num_inference_steps=settings["steps"],
-            guidance_scale=settings["cfg"],
             height=ph,
             width=pw,
             output_type="np",
         )
-        if entry.arch == specs.SD3:
-            call["negative_prompt"] = plain_prompt(negative)
+        call[spec.cfg_argument] = settings["cfg"]
+        if spec.negative:  # true CFG runs only with a negative prompt: " " stands for none
+            call["negative_prompt"] = plain_prompt(negative) or (" " if spec.cfg_argument == "true_cfg_scale" else "")
         call.update(_image_inputs(entry.arch, kind, work, hard, pw, ph, settings["strength"], tileable))
+        if kind == "edit" and spec.references and work.references:  # Edit Plus: the edited picture, then the others
+            call["image"] = [call["image"], *qwen.reference_images(work)]
         if plan is not None:
             call.update(self._control_inputs(plan, job, pw, ph, ctx))
         ref_plan = None
-        if work.references:  # reference images: Redux image tokens appended to the prompt's T5 tokens
+        if work.references and entry.arch in redux.rdx.REDUX_FAMILIES:  # Redux tokens after the prompt's T5 tokens
             ref_plan = redux.select(work.references, entry, redux.txt_dim(loaded.pipe), self.registry)
             if loaded.redux is None:
                 loaded.redux = redux.ReduxSet(self.device, loaded.pipe.vae.dtype)
@@ -274,6 +300,11 @@ class FamilyEngine(CheckpointEngine):
             info["controlnet"] = {"name": plan.entry.name, "type": plan.control.type, "union_mode": plan.mode}
         if ref_plan is not None:
             info["references"] = redux.info(ref_plan, work.references)
+        elif work.references and entry.arch == specs.FLUX2_KLEIN:
+            info["references"] = [{"type": r.type, "seen_as": "picture"} for r in work.references]
+        elif work.references:
+            # Edit Plus: picture 1 is the edited one, the references follow in order
+            info["references"] = [{"type": "content", "picture": i + 2} for i in range(len(work.references))]
         if tileable:
             info["tileable"] = "circular padding in the VAE" + (", latents rolled between steps" if rolling else "")
         if job.params.sampler and job.params.sampler != SAMPLER or job.params.scheduler:
@@ -315,7 +346,8 @@ class FamilyEngine(CheckpointEngine):
 
         def shown(latents) -> np.ndarray:
             latents = roller[0].unrolled(latents) if roller[0] is not None else latents
-            return preview.to_rgb(preview.unpack(latents, ph, pw) if latents.dim() == 3 else latents, *loaded.preview)
+            unpack = klein.unpack if loaded.entry.arch == specs.FLUX2_KLEIN else preview.unpack
+            return preview.to_rgb(unpack(latents, ph, pw) if latents.dim() == 3 else latents, *loaded.preview)
 
         on_step = self.step_callback(
             job,
@@ -333,7 +365,11 @@ class FamilyEngine(CheckpointEngine):
             if rolling:
                 roller[0] = seamless.LatentRoller(s, *_latent_layout(runner, loaded.entry.arch, ph, pw))
             wrapping = seamless.circular(loaded.pipe.vae) if tileable else contextlib.nullcontext()
-            with torch.inference_mode(), wrapping:
+            # Qwen-Image-Edit reads its pictures at the model's native area
+            area = (
+                qwen.reference_area(loaded.native**2) if qwen.is_qwen(loaded.entry.arch) else contextlib.nullcontext()
+            )
+            with torch.inference_mode(), wrapping, area:
                 out = runner(**call, generator=torch.Generator("cpu").manual_seed(s), callback_on_step_end=on_step)
             images += self.to_uint8(out.images[:1], loaded.entry, loaded.pipe.vae.dtype)
             done[0] += 1
@@ -405,6 +441,8 @@ def _image_inputs(
     a picture that wraps)."""
     init = init_image(work, pw, ph, tileable)
     mask = binary(imageops.resize(hard, pw, ph))
+    if family == specs.FLUX2_KLEIN:
+        return klein.image_inputs(kind, work, init, mask, pw, ph, strength)
     # Kontext scales every job to max_area (1024² px by default) unless told the job's own area
     kontext = {"_auto_resize": False, "max_area": pw * ph} if family == specs.FLUX_KONTEXT else {}
     if family == specs.FLUX_FILL:  # Fill always takes an image and a mask: generate = fill everything

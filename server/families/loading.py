@@ -1,11 +1,12 @@
-"""Build a Flux/SD3 pipeline fully offline: diffusers folders as they are, single files from their parts.
+"""Build a Flux/SD3/Klein/Z-Image/Qwen-Image pipeline fully offline: diffusers folders as they are, single files from their parts.
 
 A single-file checkpoint loads with a weightless config folder (``<name>.config/`` beside it, else the shipped
 ``server/configs/<variant>``); its transformer is converted by diffusers, its text encoders and VAE come from inside it
 or from the files ``parts.find`` picked. Only the tensors of each part are read (a full checkpoint's T5 is not read for
 its transformer). Tensors stored in another precision (fp8, fp16, bf16) are cast to the engine's dtype as they are read;
 a GGUF transformer keeps its quantized weights (diffusers' GGUF support, with the optional ``gguf`` package).
-Tokenizers are the shipped ones (CLIP BPE, T5 SentencePiece), so nothing is fetched.
+Tokenizers are the shipped ones (CLIP BPE, T5 SentencePiece), so nothing is fetched; the Qwen tokenizers are not
+shipped and come from the user's folders (``qwen`` for Qwen-Image, ``qwen3`` for Flux.2 Klein and Z-Image).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from protocol.errors import UNSUPPORTED, ProtocolError
 
 from ..models import configcheck
 from ..models.identify import DIFFUSERS, GGUF, PICKLE
-from ..models.loading import CONFIGS_DIR, check_no_meta
+from ..models.loading import CONFIGS_DIR, check_no_meta, empty_transformers_model
 from ..models.tensors import read_tensors
 from ..models.registry import ModelEntry, ModelRegistry
 from ..models.tokenizers import clip_tokenizer
+from . import klein, qwen, qwen3, specs
 from . import parts as part_finder
-from . import specs
 
 T5_TOKENIZER = CONFIGS_DIR / "t5-tokenizer" / "tokenizer.json.gz"
 T5_MAX_LENGTH = 512
@@ -94,19 +95,18 @@ def tokenizers(family: str) -> dict:
     """The shipped tokenizers for a family's pipeline (CLIP pads SD3's CLIP-G with "!", as the originals do)."""
     if family == specs.SD3:
         return {"tokenizer": clip_tokenizer(), "tokenizer_2": clip_tokenizer("!"), "tokenizer_3": t5_tokenizer()}
+    if family in specs.QWEN3_FAMILIES or qwen.is_qwen(family):
+        # not shipped: a diffusers folder carries its own; a split Qwen-Image checkpoint its config folder's, a
+        # single-file Klein or Z-Image the one ``qwen3.tokenizer`` finds
+        return {}
     return {"tokenizer": clip_tokenizer(), "tokenizer_2": t5_tokenizer()}
 
 
 def _text_encoder(source: part_finder.Source, config: Path, dtype):
     """A CLIP or T5 text encoder from a file with transformers key names (missing CLIP projection: identity)."""
     import torch
-    import transformers
-    from accelerate import init_empty_weights
 
-    raw = json.loads((config / "config.json").read_text(encoding="utf-8"))
-    cls = getattr(transformers, raw["architectures"][0])
-    with init_empty_weights(include_buffers=False):
-        model = cls(cls.config_class.from_json_file(str(config / "config.json")))
+    model = empty_transformers_model(config)
     wanted = set(model.state_dict())
     state = read_tensors(source.path, dtype, source.prefix)
     if not any(k.startswith("text_model.") for k in wanted):  # transformers 5 may drop the prefix
@@ -162,13 +162,27 @@ def _transformer(entry: ModelEntry, config: Path, dtype):
     )
 
 
+def _qwen3_parts(entry: ModelEntry, found: part_finder.Parts, config: Path, dtype, registry: ModelRegistry) -> dict:
+    """A single-file Flux.2 Klein's or Z-Image's other pipeline parts: the Qwen3 encoder, the Qwen tokenizer, the VAE
+    (Klein's 32-channel Flux.2 one, Z-Image's Flux.1 one), and whether a Klein is a distilled release."""
+    src = found.encoders["text_encoder"]
+    parts = {
+        "text_encoder": qwen3.text_encoder(src.path, src.prefix, config / "text_encoder", dtype),
+        "tokenizer": qwen3.tokenizer(entry, config, registry),
+    }
+    if entry.arch == specs.ZIMAGE:
+        return dict(parts, vae=_vae(found.vae, config, dtype))
+    vae = klein.vae(found.vae.path, found.vae.prefix, found.vae.folder, config, dtype)
+    return dict(parts, vae=vae, is_distilled=bool(entry.info.get("distilled", True)))
+
+
 def load(entry: ModelEntry, dtype, registry: ModelRegistry) -> Tuple[object, dict]:
     """(pipeline for the family's text-to-image kind, facts for the result's info), weights on the CPU."""
     import diffusers
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     spec = specs.SPECS[entry.arch]
-    cls = getattr(diffusers, spec.pipeline("txt2img"))
+    cls = getattr(diffusers, spec.pipeline("edit") or spec.pipeline("txt2img"))  # edit models: with their processor
     facts: dict = {"variant": entry.info.get("variant", "")}
     try:
         if entry.format == DIFFUSERS:
@@ -184,13 +198,18 @@ def load(entry: ModelEntry, dtype, registry: ModelRegistry) -> Tuple[object, dic
                 )
             config = config_dir(entry)
             found = part_finder.find(entry, config, registry)
-            encoders = {slot: _text_encoder(src, config / slot, dtype) for slot, src in found.encoders.items()}
+            if qwen.is_qwen(entry.arch):
+                parts = {s: qwen.text_encoder(e.path, e.prefix, config / s, dtype) for s, e in found.encoders.items()}
+                parts.update(vae=qwen.vae(found.vae.path, config / "vae", dtype), **qwen.preprocessors(entry, config))
+            elif entry.arch in specs.QWEN3_FAMILIES:
+                parts = _qwen3_parts(entry, found, config, dtype, registry)
+            else:
+                parts = {slot: _text_encoder(src, config / slot, dtype) for slot, src in found.encoders.items()}
+                parts.update(vae=_vae(found.vae, config, dtype), **tokenizers(entry.arch))
             pipe = cls(
                 transformer=_transformer(entry, config, dtype),
-                vae=_vae(found.vae, config, dtype),
                 scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(str(config), subfolder="scheduler"),
-                **encoders,
-                **tokenizers(entry.arch),
+                **parts,
             )
             facts["parts"] = {**{slot: src.name for slot, src in found.encoders.items()}, "vae": found.vae.name}
     except ProtocolError:

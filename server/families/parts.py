@@ -1,4 +1,4 @@
-"""The parts a Flux/SD3 checkpoint needs besides its transformer: text encoders and a VAE.
+"""The parts a Flux/SD3/Klein/Z-Image/Qwen-Image checkpoint needs besides its transformer: text encoders and a VAE.
 
 Each comes from inside the checkpoint when it is a full one, else from the models folders (ComfyUI's
 ``text_encoders/`` or ``clip/``, and ``vae/``), matched by kind and width against the checkpoint's config. When a part
@@ -11,26 +11,46 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from protocol.errors import MODEL_NOT_FOUND, ProtocolError
 
 from ..models.identify import DIFFUSERS, DetectError, file_shapes
 from ..models.registry import ModelEntry, ModelRegistry
 from ..models import identify_dit
+from ..models import qwen
 from . import specs
 
 # Which checkpoint role fills which pipeline slot.
 SLOT_ROLES = {
     specs.SD3: {"text_encoder": "clip_l", "text_encoder_2": "clip_g", "text_encoder_3": "t5"},
     "flux": {"text_encoder": "clip_l", "text_encoder_2": "t5"},
+    specs.FLUX2_KLEIN: {"text_encoder": "qwen3"},
+    specs.ZIMAGE: {"text_encoder": "qwen3"},
+    qwen.QWEN: {"text_encoder": "qwen"},
 }
 ROLE_HINTS = {
     "clip_l": ("clip_l", "clip-l", "clipl", "vit-l", "vit_l"),
     "clip_g": ("clip_g", "clip-g", "clipg", "bigg"),
     "t5": ("t5",),
+    "qwen3": ("qwen",),
+    "qwen": ("qwen",),
 }
-VAE_HINTS = {"flux": ("ae", "flux"), specs.SD3: ("sd3",)}
+VAE_HINTS = {
+    "flux": ("ae", "flux"),
+    specs.SD3: ("sd3",),
+    specs.FLUX2_KLEIN: ("flux2", "flux.2"),
+    specs.ZIMAGE: ("ae", "flux", "z_image", "z-image"),
+    qwen.QWEN: ("qwen",),
+}
+# What a missing part's message suggests, per family: text-encoder files, and the VAE file.
+PART_EXAMPLES = {
+    "flux": ("clip_l.safetensors, t5xxl_fp16.safetensors", "ae.safetensors"),
+    specs.SD3: ("clip_l.safetensors, clip_g.safetensors, t5xxl_fp16.safetensors", "sd3_vae.safetensors"),
+    specs.FLUX2_KLEIN: ("qwen_3_4b.safetensors for Klein 4B, qwen_3_8b.safetensors for 9B", "flux2-vae.safetensors"),
+    specs.ZIMAGE: ("qwen_3_4b.safetensors", "ae.safetensors"),
+    qwen.QWEN: ("qwen_2.5_vl_7b.safetensors", "qwen_image_vae.safetensors"),
+}
 
 
 @dataclass
@@ -48,7 +68,7 @@ class EncoderSlot:
     """A text encoder the checkpoint's config asks for."""
 
     slot: str
-    kind: str  # "clip" or "t5"
+    kind: str  # "clip", "t5", "qwen3" or Qwen-Image's "qwen2.5-vl"
     width: int
     projection: bool
     role: str
@@ -69,7 +89,9 @@ def _json(path: Path) -> dict:
 
 
 def _base(family: str) -> str:
-    return specs.SD3 if family == specs.SD3 else "flux"
+    if family in (specs.SD3, specs.FLUX2_KLEIN, specs.ZIMAGE):
+        return family
+    return qwen.QWEN if family in qwen.FAMILIES else "flux"
 
 
 def encoder_slots(family: str, config: Path) -> List[EncoderSlot]:
@@ -78,8 +100,8 @@ def encoder_slots(family: str, config: Path) -> List[EncoderSlot]:
     roles = SLOT_ROLES[_base(family)]
     for slot in specs.text_encoder_slots(family):
         cfg = _json(config / slot / "config.json")
-        kind = "t5" if cfg.get("model_type") == "t5" else "clip"
-        width = int(cfg.get("d_model") if kind == "t5" else cfg.get("hidden_size"))
+        kind = {"t5": "t5", "qwen2_5_vl": qwen.TEXT_ENCODER, "qwen3": "qwen3"}.get(cfg.get("model_type"), "clip")
+        width = int(cfg.get("d_model") or (cfg.get("text_config") or {}).get("hidden_size") or cfg.get("hidden_size"))
         projection = any("WithProjection" in a for a in cfg.get("architectures", []))
         slots.append(EncoderSlot(slot, kind, width, projection, roles[slot]))
     return slots
@@ -113,16 +135,25 @@ def _find_encoder(slot: EncoderSlot, checkpoint: ModelEntry, registry: ModelRegi
     return fits[0] if fits else None
 
 
-def _vae_channels(entry: ModelEntry) -> Optional[int]:
+def _vae_kind(config: dict) -> Tuple[int, bool]:
+    """(latent channels, whether it is a 3-D video-style VAE as Qwen-Image's) of a VAE's diffusers config."""
+    return int(config.get("latent_channels") or config.get("z_dim") or 4), "z_dim" in config
+
+
+def _vae_channels(entry: ModelEntry) -> Optional[Tuple[int, bool]]:
     try:
         if entry.format == DIFFUSERS:
-            return int(_json(entry.path / "config.json").get("latent_channels", 4))
-        return identify_dit.vae_latent_channels(file_shapes(entry.path, entry.format != "pickle"))
+            return _vae_kind(_json(entry.path / "config.json"))
+        shapes = file_shapes(entry.path, entry.format != "pickle")
+        conv = next((v for k, v in shapes.items() if k.endswith("decoder.conv_in.weight")), ())
+        return identify_dit.vae_latent_channels(shapes), len(conv) == 5
     except (OSError, ValueError, DetectError):
         return None
 
 
-def _find_vae(family: str, checkpoint: ModelEntry, channels: int, registry: ModelRegistry) -> Optional[ModelEntry]:
+def _find_vae(
+    family: str, checkpoint: ModelEntry, channels: Tuple[int, bool], registry: ModelRegistry
+) -> Optional[ModelEntry]:
     fits = [e for e in registry.entries("vae") if e.problem is None and _vae_channels(e) == channels]
     fits.sort(
         key=lambda e: (not _hinted(e.name, VAE_HINTS[_base(family)]), -_shared_prefix(e.name, checkpoint.name), e.name)
@@ -144,15 +175,13 @@ def find(entry: ModelEntry, config: Path, registry: ModelRegistry) -> Parts:
             missing.append(slot.label)
         else:
             parts.encoders[slot.slot] = Source(found.path, found.info.get("prefix", ""), found.name)
-    channels = int(_json(config / "vae" / "config.json").get("latent_channels", 16))
+    channels = _vae_kind(_json(config / "vae" / "config.json"))
     if entry.info.get("vae_prefix") is not None:
         parts.vae = Source(entry.path, entry.info["vae_prefix"], f"{entry.name} (vae)")
     else:
         vae = _find_vae(entry.arch, entry, channels, registry)
         if vae is None:
-            missing.append(
-                f"VAE ({channels} latent channels, e.g. {'ae' if entry.arch != specs.SD3 else 'sd3_vae'}.safetensors)"
-            )
+            missing.append(f"VAE ({channels[0]} latent channels, e.g. {PART_EXAMPLES[_base(entry.arch)][1]})")
         else:
             parts.vae = Source(vae.path, "", vae.name, folder=vae.format == DIFFUSERS)
     if missing:
@@ -162,8 +191,8 @@ def find(entry: ModelEntry, config: Path, registry: ModelRegistry) -> Parts:
         raise ProtocolError(
             MODEL_NOT_FOUND,
             f"checkpoint '{entry.name}' ({variant}) holds only its transformer and needs parts that are not "
-            f"installed: {', '.join(missing)}. Put text encoders (e.g. clip_l.safetensors, "
-            f"{'clip_g.safetensors, ' if entry.arch == specs.SD3 else ''}t5xxl_fp16.safetensors) in {encoders} "
+            f"installed: {', '.join(missing)}. Put text encoders (e.g. {PART_EXAMPLES[_base(entry.arch)][0]}) "
+            f"in {encoders} "
             f"(ComfyUI's clip/ works too) and the VAE in {vaes}",
             field="model",
         )

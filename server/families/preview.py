@@ -41,7 +41,11 @@ def fit(vae) -> Tuple[np.ndarray, np.ndarray]:
         z = vae.encode(x).latent_dist.mean.float()
     shift = float(getattr(vae.config, "shift_factor", 0.0) or 0.0)
     scale = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
-    z = ((z - shift) * scale)[0].cpu().numpy()  # C, h, w
+    return solve(((z - shift) * scale)[0].cpu().numpy(), picture)
+
+
+def solve(z: np.ndarray, picture: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(W [C, 3], b [3]) of the least-squares fit RGB ≈ z · W + b, ``z`` [C, h, w] the latents of ``picture``."""
     c, h, w = z.shape
     factor = picture.shape[0] // h
     target = picture.reshape(h, factor, w, factor, 3).mean((1, 3)).reshape(-1, 3)

@@ -1,5 +1,5 @@
-"""The Flux.1 and SD3/SD3.5 families (names, variants, shipped configs), recognised from files' tensor names and
-shapes (never their weights).
+"""The diffusion-transformer families (Flux.1, SD3/SD3.5, Flux.2 Klein, Z-Image, Qwen-Image: names, variants, shipped
+configs), recognised from files' tensor names and shapes (never their weights).
 
 Layouts met in the wild: the original releases (Black Forest Labs' ``double_blocks.*``, Stability's ``joint_blocks.*``),
 ComfyUI full checkpoints (``model.diffusion_model.*`` + ``text_encoders.<clip_l|clip_g|t5xxl>.transformer.*`` + a VAE
@@ -13,16 +13,30 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from . import klein, qwen, zimage
 from .identify import Detected, DetectError, Shapes
 
 FLUX = "flux"
 FLUX_FILL = "flux-fill"
 FLUX_KONTEXT = "flux-kontext"
 SD3 = "sd3"
-FAMILIES = (FLUX, FLUX_FILL, FLUX_KONTEXT, SD3)
-EDIT_FAMILIES = (FLUX_KONTEXT,)  # instruction edit (mode "edit"); their listing entries say ``"edit": true``
+FLUX2_KLEIN = klein.KLEIN
+ZIMAGE = zimage.ZIMAGE
+FAMILIES = (FLUX, FLUX_FILL, FLUX_KONTEXT, SD3, FLUX2_KLEIN, ZIMAGE) + qwen.FAMILIES
+EDIT_FAMILIES = (
+    FLUX_KONTEXT,
+    FLUX2_KLEIN,
+) + qwen.EDIT_FAMILIES  # instruction edit (mode "edit"); their listing entries say ``"edit": true``
 
-NAMES = {FLUX: "Flux.1", FLUX_FILL: "Flux.1 Fill", FLUX_KONTEXT: "Flux.1 Kontext", SD3: "SD3"}
+NAMES = {
+    FLUX: "Flux.1",
+    FLUX_FILL: "Flux.1 Fill",
+    FLUX_KONTEXT: "Flux.1 Kontext",
+    SD3: "SD3",
+    FLUX2_KLEIN: klein.NAME,
+    ZIMAGE: zimage.NAME,
+    **qwen.NAMES,
+}
 
 # Variant → the shipped weightless config folder in server/configs (real-size single files load with it).
 VARIANT_CONFIGS = {
@@ -34,6 +48,9 @@ VARIANT_CONFIGS = {
     "3.5-medium": "sd35-medium",
     "3.5-large": "sd35-large",
     "3.5-large-turbo": "sd35-large",
+    **klein.VARIANT_CONFIGS,
+    **zimage.VARIANT_CONFIGS,
+    **qwen.VARIANT_CONFIGS,
 }
 VARIANT_NAMES = {
     "dev": "Flux.1 dev",
@@ -44,6 +61,9 @@ VARIANT_NAMES = {
     "3.5-medium": "SD3.5 medium",
     "3.5-large": "SD3.5 large",
     "3.5-large-turbo": "SD3.5 large turbo",
+    **klein.VARIANT_NAMES,
+    **zimage.VARIANT_NAMES,
+    **qwen.VARIANT_NAMES,
 }
 
 TRANSFORMER_PREFIXES = ("model.diffusion_model.", "")
@@ -63,8 +83,11 @@ def _strip(shapes: Shapes, prefix: str) -> Shapes:
 
 
 def looks_like_transformer(shapes: Shapes) -> bool:
-    """Whether a file holds a Flux or SD3 transformer (any known layout, with or without a prefix)."""
-    heads = ("double_blocks", "single_blocks", "joint_blocks", "single_transformer_blocks")
+    """Whether a file holds a Flux.1, Flux.2 Klein, SD3, Z-Image or Qwen-Image transformer (any known layout, with or
+    without a prefix)."""
+    if qwen.looks_like_transformer(shapes):
+        return True
+    heads = ("double_blocks", "single_blocks", "joint_blocks", "single_transformer_blocks", "context_refiner")
     for key in shapes:
         key = key[len("model.diffusion_model.") :] if key.startswith("model.diffusion_model.") else key
         if key.split(".", 1)[0] in heads or key == "pos_embed.proj.weight":
@@ -143,10 +166,18 @@ def vae_prefix(shapes: Shapes) -> Optional[str]:
 
 
 def checkpoint(shapes: Shapes, name: str) -> Detected:
-    """A Flux or SD3 checkpoint file (transformer only, or full with text encoders and VAE)."""
+    """A Flux.1, Flux.2 Klein, SD3, Z-Image or Qwen-Image checkpoint file (transformer only, or full with text encoders and VAE)."""
+    if qwen.looks_like_transformer(shapes):
+        return qwen.checkpoint(shapes, name)
     prefix = _transformer_prefix(shapes)
     t = _strip(shapes, prefix) if prefix else shapes
-    if any(k.startswith(("double_blocks.", "single_transformer_blocks.")) for k in t):
+    if klein.is_flux2(t):
+        family = FLUX2_KLEIN
+        variant, facts = klein.variant(t, name)
+    elif zimage.is_zimage(t):
+        family = ZIMAGE
+        variant, facts = zimage.variant(t, name)
+    elif any(k.startswith(("double_blocks.", "single_transformer_blocks.")) for k in t):
         family, variant, facts = _flux(t, name)
     elif any(k.startswith("joint_blocks.") for k in t) or "pos_embed.proj.weight" in t:
         family, variant, facts = _sd3(t, name)
@@ -177,6 +208,8 @@ def diffusers_folder(folder: Path) -> Detected:
         raise DetectError(f"{folder.name} is not a readable diffusers folder: {err}") from err
     pipeline = str(index.get("_class_name", ""))
     cls = str(config.get("_class_name", ""))
+    if cls == "QwenImageTransformer2DModel":
+        return qwen.diffusers_folder(folder, index, config)
     if cls.startswith("SD3"):
         family = SD3
         variant = (
@@ -190,6 +223,17 @@ def diffusers_folder(folder: Path) -> Detected:
                 else "3.5-large"
             )
         )
+    elif cls == "Flux2Transformer2DModel":
+        family = FLUX2_KLEIN
+        hidden = int(config.get("num_attention_heads", 24)) * int(config.get("attention_head_dim", 128))
+        if hidden > max(klein.WIDTHS):
+            raise DetectError(
+                f"{folder.name}: a Flux.2 transformer {hidden} wide; Paintbridge runs Flux.2 Klein 4B and 9B"
+            )
+        size = next(v for width, v in sorted(klein.WIDTHS.items()) if hidden <= width)
+        variant = size + ("" if index.get("is_distilled", True) else "-base")
+    elif cls == "ZImageTransformer2DModel":
+        family, variant = ZIMAGE, "z-image-turbo" if "turbo" in folder.name.lower() else "z-image"
     elif cls == "FluxTransformer2DModel":
         channels = int(config.get("in_channels", 64))
         if channels == 384 or "Fill" in pipeline:
@@ -211,7 +255,13 @@ def diffusers_folder(folder: Path) -> Detected:
 
 
 def text_encoder(shapes: Shapes) -> Detected:
-    """A separate text-encoder file: CLIP (``arch`` "clip") or T5 (``arch`` "t5"), with its width."""
+    """A separate text-encoder file: CLIP (``arch`` "clip"), T5 (``arch`` "t5"), Qwen2.5-VL (Qwen-Image's) or Qwen3
+    (``arch`` "qwen3", Flux.2 Klein's and Z-Image's), with its width."""
+    if qwen.text_encoder_prefix(shapes) is not None:
+        return qwen.text_encoder(shapes)
+    qwen3 = klein.qwen3_encoder(shapes)
+    if qwen3 is not None:
+        return Detected("qwen3", info=qwen3)
     for key, shape in shapes.items():
         if key.endswith(T5_PROBE):
             prefix = key[: -len(T5_PROBE)]
@@ -234,17 +284,23 @@ def text_encoder(shapes: Shapes) -> Detected:
 
 
 def vae_latent_channels(shapes: Shapes) -> Optional[int]:
-    """Latent channels of a VAE file (4 for SD1.5/SDXL, 16 for Flux/SD3), from its decoder's first convolution."""
+    """Latent channels of a VAE file (4 for SD1.5/SDXL, 16 for Flux/SD3 and Qwen-Image's 3-D VAE), from its decoder's
+    first convolution."""
     for key, shape in shapes.items():
-        if key.endswith("decoder.conv_in.weight") and len(shape) == 4:
+        if key.endswith("decoder.conv_in.weight") and len(shape) in (4, 5):
             return shape[1]
     return None
 
 
 def encoder_label(kind: str, width: int) -> str:
     """A text encoder as users know it: "CLIP-L (768 wide)", "T5-XXL (4096 wide)"."""
+    if kind == qwen.TEXT_ENCODER:
+        return qwen.encoder_label(width)
     if kind == "t5":
         return f"T5{'-XXL' if width == 4096 else ''} text encoder ({width} wide)"
+    if kind == "qwen3":
+        known = {2560: "Qwen3-4B", 4096: "Qwen3-8B"}
+        return f"{known.get(width, 'Qwen3')} text encoder ({width} wide)"
     known = {768: "CLIP-L", 1280: "CLIP-G"}
     return f"{known.get(width, 'CLIP')} text encoder ({width} wide)"
 
@@ -257,14 +313,20 @@ def encoder_roles(kind: str, width: int) -> List[str]:
 
 
 def lora_family(shapes: Shapes) -> Optional[str]:
-    """The family a LoRA is made for ("flux", "sd3"), None when it is not a Flux/SD3 LoRA. Kohya (``lora_unet_double_
-    blocks_*``), ComfyUI/XLabs (``double_blocks.*``) and diffusers/PEFT (``transformer.single_transformer_blocks.*``)
+    """The family a LoRA is made for ("flux", "sd3", "flux2-klein", "z-image", "qwen-image"), None when it is none
+    of theirs. Kohya (``lora_unet_double_blocks_*``), ComfyUI/XLabs (``double_blocks.*``) and diffusers/PEFT (``transformer.single_transformer_blocks.*``)
     names; a diffusers LoRA touching only joint blocks is told apart by its width (Flux 3072, SD3 1536/2432)."""
     keys = list(shapes)
+    if klein.is_klein_lora(shapes):
+        return FLUX2_KLEIN
+    if zimage.is_zimage_lora(shapes):
+        return ZIMAGE
     if any(("double_blocks" in k or "single_blocks" in k or "single_transformer_blocks" in k) for k in keys):
         return FLUX
     if any("joint_blocks" in k for k in keys):
         return SD3
+    if qwen.is_lora(keys):
+        return qwen.QWEN
     for key, shape in shapes.items():
         if key.startswith("transformer.transformer_blocks.") and ".attn.to_q.lora_A" in key and len(shape) == 2:
             return FLUX if shape[1] == 3072 else SD3
@@ -369,6 +431,8 @@ def controlnet_folder(config: dict) -> Optional[Detected]:
                 "hidden": config.get("num_attention_heads", 24) * config.get("attention_head_dim", 128),
             },
         )
+    if cls == "QwenImageControlNetModel":
+        return qwen.controlnet_folder(config)
     if cls == "SD3ControlNetModel":
         info = {
             "layout": "diffusers-folder",

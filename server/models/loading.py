@@ -84,6 +84,18 @@ def check_checkpoint_shapes(entry: ModelEntry, config: Path, allow_pickle: bool)
             raise _unfit(entry, f"the {sub.replace('_', ' ')} width", got[0], hidden)
 
 
+def empty_transformers_model(config: Path, default_class: str = ""):
+    """The transformers model of ``config/config.json`` (its first ``architectures`` class, else ``default_class``)
+    with its parameters on the meta device, to be filled with ``load_state_dict(..., assign=True)``."""
+    import transformers
+    from accelerate import init_empty_weights
+
+    raw = _json(config / "config.json")
+    cls = getattr(transformers, (raw.get("architectures") or [default_class])[0])
+    with init_empty_weights(include_buffers=False):
+        return cls(cls.config_class.from_json_file(str(config / "config.json")))
+
+
 def check_no_meta(entry: ModelEntry, *modules) -> None:
     """Raise if any parameter stayed on the meta device (tensors missing from the file)."""
     for module in modules:

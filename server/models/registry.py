@@ -21,7 +21,19 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
-from . import captioners, configcheck, fewstep, headers, identify, identify_dit, ipadapter, layerdiffuse, redux
+from . import (
+    captioners,
+    configcheck,
+    fewstep,
+    headers,
+    identify,
+    identify_dit,
+    ipadapter,
+    layerdiffuse,
+    qwen,
+    redux,
+    vpred,
+)
 from .identify import DIFFUSERS, GGUF, PICKLE, SAFETENSORS, Detected, DetectError
 
 KINDS = (
@@ -40,18 +52,17 @@ KINDS = (
     "captioner",  # image-to-text models for mode "caption" (transformers folders)
     "layerdiffuse",
 )  # LayerDiffuse transparency weights and decoders (params.transparent)
-SUPPORTED_ARCHS = ("sd15", "sdxl", "flux", "flux-fill", "flux-kontext", "sd3")
+SUPPORTED_ARCHS = ("sd15", "sdxl") + identify_dit.FAMILIES
 ARCH_NAMES = {
     "sd15": "SD1.5",
     "sdxl": "SDXL",
     "sd2": "SD2",
     "sdxl-refiner": "SDXL refiner",
-    "flux": "Flux.1",
-    "flux-fill": "Flux.1 Fill",
-    "flux-kontext": "Flux.1 Kontext",
-    "sd3": "SD3",
+    **identify_dit.NAMES,
     "clip": "CLIP",
     "t5": "T5",
+    qwen.TEXT_ENCODER: "Qwen2.5-VL",
+    "qwen3": "Qwen3",
     **captioners.ARCH_NAMES,
     None: "unknown",
 }
@@ -125,6 +136,8 @@ class ModelEntry:
             entry["edit"] = True  # runs mode "edit" (instruction edit): the plugins offer it
         if self.kind in ("checkpoint", "lora"):
             entry.update(fewstep.listing(self.info.get("few_step")))
+        if self.info.get("prediction"):
+            entry["prediction"] = self.info["prediction"]["type"]  # v-prediction (zero terminal SNR) checkpoints
         if self.kind == "ipadapter":  # reference images
             entry["reference_types"] = ["face"] if self.info.get("face") else ["style", "composition", "content"]
             entry["variant"] = self.info.get("variant", "")
@@ -245,6 +258,10 @@ def _detect(kind: str, path: Path, fmt: str, allow_pickle: bool) -> Detected:
         preset = fewstep.detect(path, shapes)
         if preset is not None:
             found.info["few_step"] = preset
+    if kind == "checkpoint" and found.arch in ("sd15", "sdxl"):
+        prediction = vpred.detect(path, identify.safetensors_shapes(path) if fmt == SAFETENSORS else None)
+        if prediction is not None:
+            found.info["prediction"] = prediction
     return found
 
 
@@ -421,7 +438,10 @@ class ModelRegistry:
             and kind in ("checkpoint", "controlnet", "lora", "embedding")
             and found.arch not in SUPPORTED_ARCHS + (REFINER_ARCH,) * (kind == "checkpoint")
         ):
-            problem = f"{arch_name(found.arch)} models are not supported (SD1.5, SDXL, Flux.1 and SD3 are)"
+            problem = (
+                f"{arch_name(found.arch)} models are not supported "
+                "(SD1.5, SDXL, Flux.1, SD3, Flux.2 Klein, Z-Image and Qwen-Image are)"
+            )
         if problem is None and kind == "ipadapter" and found.arch not in ipadapter.REFERENCE_FAMILIES:
             problem = f"{arch_name(found.arch)} IP-Adapters are not supported (SD1.5 and SDXL ones are)"
         if (

@@ -1,0 +1,160 @@
+"""Z-Image through the real websocket server, on tiny random-weight models at 64 px, offline: recognition as a
+diffusers folder and as the original single file with its Qwen3 text encoder and VAE as ComfyUI lays them out, every
+mode, its negative prompt, previews, refusals by name, the published size."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tiny_zimage
+from protocol.client import Client, JobFailed
+from server.defaults import welcome_defaults
+from server.models.registry import ModelRegistry
+from test_families import job, pixels, run_mode, selection
+
+torch.set_num_threads(2)
+
+MODELS = ("zimage", "zimage-file", "lora-zimage", "cn-flux-union")  # factory.make_models_dir builds them
+PUBLISHED = (6.15e9, 4.02e9)  # Z-Image Turbo's transformer ("6B"), its Qwen3-4B text encoder
+
+
+def test_zimage_is_recognised_in_every_layout_with_its_parts(models_dir):
+    got = {(e["kind"], e["name"]): e for e in ModelRegistry([models_dir]).listing()}
+    for name, fmt in (("tiny-z-image", "diffusers"), ("tiny-z-image-file", "safetensors")):
+        entry = got[("checkpoint", name)]
+        assert (entry["arch"], entry["variant"], entry["format"]) == ("z-image", "z-image", fmt)
+        assert "problem" not in entry and not entry.get("edit")
+    assert got[("text_encoder", "tiny-z-image-qwen_3")]["arch"] == "qwen3"
+
+
+def test_turbo_is_told_by_its_name_and_has_its_own_defaults():
+    from server.models import identify_dit
+
+    state = tiny_zimage.to_original(_transformer_state())
+    shapes = {"model.diffusion_model." + k: tuple(v.shape) for k, v in state.items()}
+    found = identify_dit.checkpoint(shapes, "z_image_turbo_bf16.safetensors")
+    assert (found.arch, found.info["variant"], found.info["layout"]) == ("z-image", "z-image-turbo", "original")
+    lumina_like = {k: v for k, v in shapes.items() if not k.endswith("pad_token")}
+    with pytest.raises(Exception, match="not a Flux or SD3 transformer"):
+        identify_dit.checkpoint(lumina_like, "lumina2.safetensors")
+    assert welcome_defaults()["variants"]["z-image-turbo"] == {"steps": 9, "cfg": 0.0}
+    assert welcome_defaults()["families"]["z-image"]["sampler"] == "Euler"
+
+
+def _transformer_state():
+    from diffusers import ZImageTransformer2DModel
+
+    return ZImageTransformer2DModel.from_pretrained(
+        tiny_zimage.folder(), subfolder="transformer", local_files_only=True
+    ).state_dict()
+
+
+def test_the_shipped_config_builds_the_published_size_on_the_meta_device():
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "gpu_families.py"), "--meta", "--families", "z-image-turbo"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=repo,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("z-image-turbo:"))
+    sizes = dict(part.rsplit(" ", 2)[:2] for part in line.split(": ", 1)[1].split(", "))
+    assert abs(float(sizes["transformer"]) * 1e9 - PUBLISHED[0]) / PUBLISHED[0] < 0.01, line
+    assert abs(float(sizes["text_encoder"]) * 1e9 - PUBLISHED[1]) / PUBLISHED[1] < 0.01, line
+
+
+@pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint", "outpaint"])
+def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, mode):
+    layer = run_mode(client, "tiny-z-image", mode)
+    assert layer.info["family"] == "z-image" and layer.info["variant"] == "z-image"
+
+
+def test_the_single_file_layout_gives_the_pixels_of_the_diffusers_folder(client):
+    a = pixels(client.run(job("inpaint", "tiny-z-image", mask=selection()), timeout=120))[0][1]
+    layer, b = pixels(client.run(job("inpaint", "tiny-z-image-file", mask=selection()), timeout=120))[0]
+    assert layer.info["parts"] == {"text_encoder": "tiny-z-image-qwen_3", "vae": "tiny-z-image-ae"}
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_the_negative_prompt_is_read_with_guidance(client):
+    plain = pixels(client.run(job("img2img", "tiny-z-image", cfg=4.0), timeout=120))[0][1]
+    msg = job("img2img", "tiny-z-image", cfg=4.0)
+    msg["negative_prompt"] = "blurry, dark"
+    assert not np.array_equal(pixels(client.run(msg, timeout=120))[0][1], plain)
+
+
+def test_progress_previews_arrive(client):
+    msg = job("img2img", "tiny-z-image", steps=3)
+    msg["previews"] = True
+    events = []
+    client.run(msg, on_event=lambda m: m.type == "progress" and events.append(m), timeout=120)
+    assert events and all(e.preview is not None for e in events) and (events[-1].step, events[-1].total) == (3, 3)
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [({"mode": "edit"}, "mode"), ({"references": "ref"}, "references"), ({"controls": "canny"}, "controls")],
+)
+def test_what_zimage_cannot_run_is_refused_by_name(client, change, field):
+    msg = job("img2img", "tiny-z-image")
+    if "mode" in change:
+        msg["mode"] = "edit"
+    if "references" in change:
+        msg["references"] = [{"image": msg["image"]}]
+    if "controls" in change:
+        msg["controls"] = [{"type": "canny", "model": "tiny-cn-flux-union", "image": msg["image"]}]
+    with pytest.raises(JobFailed) as err:
+        client.run(msg, timeout=120)
+    assert err.value.code == "unsupported" and "Z-Image" in str(err.value), str(err.value)
+    assert (err.value.field or "").startswith(field), err.value.field
+
+
+def test_a_missing_tokenizer_is_named_with_where_to_put_it(tmp_path, start_server):
+    built = tiny_zimage.split_files()
+    for sub in ("diffusion_models", "text_encoders", "vae"):
+        (tmp_path / sub).mkdir()
+        for f in (built / sub).iterdir():
+            if f.is_dir():
+                shutil.copytree(f, tmp_path / sub / f.name)
+            else:
+                (tmp_path / sub / f.name).symlink_to(f)
+    shutil.rmtree(tmp_path / "diffusion_models" / "tiny-z-image-file.config" / "tokenizer")
+    thread = start_server(model_dirs=[tmp_path])
+    with Client(thread.url, client_name="test-zimage") as c:
+        with pytest.raises(JobFailed) as err:
+            c.run(job("img2img", "tiny-z-image-file"), timeout=120)
+    message = str(err.value)
+    assert err.value.code == "model_not_found" and "(Z-Image)" in message and "pull z-image-turbo" in message
+    assert str(tmp_path / "tokenizers" / "qwen") in message
+
+
+def test_upscale_and_refine_runs_its_tiles_on_zimage(client, server):
+    msg = job("upscale", "tiny-z-image", scale=2.0, refine=0.5, tile=64)
+    ((layer, rgba),) = pixels(client.run(msg, timeout=300))
+    assert (layer.width, layer.height) == (160, 112)
+    assert server.server.router.engine("families").loaded.entry.name == "tiny-z-image"
+    plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
+    assert not np.array_equal(rgba, plain)  # refined, not only scaled
+
+
+def test_a_zimage_lora_changes_the_result_and_switches_off(client, models_dir):
+    from server.models import identify_dit
+
+    assert ModelRegistry([models_dir]).get("tiny-lora-zimage", "lora").arch == "z-image"
+    kohya = {"lora_unet_layers_0_attention_to_q.lora_down.weight": (4, 3840)}
+    assert identify_dit.lora_family(kohya) == "z-image"
+    assert identify_dit.lora_family({"diffusion_model.layers.3.attention.qkv.lora_A.weight": (4, 3840)}) == "z-image"
+    plain = pixels(client.run(job("img2img", "tiny-z-image"), timeout=120))[0][1]
+    msg = job("img2img", "tiny-z-image", prompt="a cat <lora:tiny-lora-zimage:1>")
+    layer, with_lora = pixels(client.run(msg, timeout=120))[0]
+    assert layer.info["loras"] and not np.array_equal(plain, with_lora)
+    assert np.array_equal(pixels(client.run(job("img2img", "tiny-z-image"), timeout=120))[0][1], plain)
