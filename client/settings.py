@@ -121,6 +121,9 @@ def parse_controls(value: Any) -> Tuple[ControlSetting, ...]:
     return tuple(c for c in found if c is not None)[: protocol.messages.MAX_CONTROLS]
 
 
+AUTO_STYLE = "<auto>"  # a job's style: the one the server suggests for its model's family (no name starts with <)
+
+
 @dataclass
 class Settings:
     """Everything a painter can choose for one job, in either editor."""
@@ -270,6 +273,8 @@ class Defaults:
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # sampling: the samplers, schedules, VAEs and refiners the server offers
     sampling: SamplingChoices = field(default_factory=SamplingChoices)
+    # per family: the style the server suggests (a job's style ``AUTO_STYLE`` becomes it)
+    styles: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_welcome(cls, welcome: "protocol.Welcome") -> "Defaults":
@@ -288,7 +293,8 @@ class Defaults:
             else FALLBACK_DEFAULTS["layer_name_length"]
         )
         variants = {str(k): dict(v) for k, v in (raw.get("variants") or {}).items() if isinstance(v, Mapping)}
-        return cls(modes, families, length, variants, SamplingChoices.from_welcome(welcome))
+        styles = {str(k): str(v) for k, v in (raw.get("styles") or {}).items() if isinstance(v, str)}
+        return cls(modes, families, length, variants, SamplingChoices.from_welcome(welcome), styles)
 
     def strength(self, mode: str) -> Optional[float]:
         """The mode's default strength (None when the server names none)."""
@@ -362,6 +368,8 @@ def apply_defaults(settings: Settings, defaults: Defaults, entry: Optional[Mappi
     out = settings.replace()
     if out.strength is None:
         out.strength = defaults.strength(out.mode)
+    if out.style == AUTO_STYLE:  # the style the server suggests for the model's family, else none
+        out.style = defaults.styles.get(str((entry or {}).get("arch") or ""), "")
     fam = defaults.family(entry)
     if fam is not None and not out.style:  # a style's sampling is the server's to fill
         if out.steps <= 0:

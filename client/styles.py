@@ -10,7 +10,10 @@ import re
 from typing import Any, Callable, Sequence
 
 from .errors import JobInputError
+from .settings import AUTO_STYLE
 from .wire import protocol
+
+AUTO = AUTO_STYLE  # the style the server suggests for the model's family
 
 
 def _styles(answer: Any) -> tuple:

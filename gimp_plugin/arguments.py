@@ -114,8 +114,8 @@ def _style_arg() -> Arg:
         "model",
         "St_yle",
         "A style of the server (checkpoint, LoRAs, VAE, sampling, prompt template); every setting changed from its "
-        "default here wins over the style's; 'none' = no style",
-        "none",
+        "default here wins over the style's; 'auto' = the style the server suggests for the model; 'none' = no style",
+        "auto",
         listing="style",
     )
 

@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from client.styles import AUTO as AUTO_STYLE
+
 DEFAULT = "default"
 RECORD_NAME = "paintbridge-models.json"
 CLASSICAL = "classical"
@@ -57,7 +59,8 @@ LISTED: Dict[str, Tuple[str, Tuple[Tuple[str, str, str], ...]]] = {
         "upscaler",
         (("latent", "Latent (the latents)", "latent"), ("lanczos", "Lanczos (the pixels)", "lanczos")),
     ),
-    "style": ("style", (("none", "No style", ""),)),  # the server's styles (``connection.style_entries``)
+    # the server's styles (``connection.style_entries``); "auto": the one it suggests for the model's family
+    "style": ("style", (("auto", "Suggested for the model", AUTO_STYLE), ("none", "No style", ""))),
     "lora": ("lora", (("none", "None", ""),)),
 }
 OVERRIDE_SUFFIX = "-name"  # ``<argument>-name``: a free-text model name that wins over the choice when set

@@ -40,3 +40,19 @@ def test_new_duplicate_rename_delete(start_server, tmp_path):
         with pytest.raises(JobInputError, match="cannot name a style"):
             cs.new(client, "../escape")
         assert names(client.list_styles().styles) == shipped | {"mine"}, "nothing changed by a refusal"
+
+
+def test_the_automatic_style_is_the_one_the_server_suggests_for_the_models_family():
+    import protocol
+    from client.settings import Defaults, Settings, apply_defaults
+
+    welcome = protocol.Welcome(protocol="1.1", server_version="t", defaults={"styles": {"sd15": "sd15-general"}})
+    defaults = Defaults.from_welcome(welcome)
+
+    def style(chosen: str, entry) -> str:
+        return apply_defaults(Settings(style=chosen), defaults, entry).style
+
+    assert style(cs.AUTO, {"name": "dream", "arch": "sd15"}) == "sd15-general"
+    assert style(cs.AUTO, {"name": "big", "arch": "sdxl"}) == ""  # none suggested for SDXL here
+    assert style(cs.AUTO, {"name": "classical", "kind": "builtin"}) == ""  # no family, no style
+    assert style("mine", {"arch": "sd15"}) == "mine" and style("", {"arch": "sd15"}) == ""

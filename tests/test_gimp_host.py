@@ -1104,12 +1104,6 @@ def test_on_the_pulled_starter_set_gimp_inpaints_with_the_automatic_method(
     assert np.abs(auto[hole][:, :3].astype(int) - plain[hole][:, :3].astype(int)).mean() > 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="GIMP's Style argument defaults to 'none' (Krita's panel takes the family's suggested style): a live frame "
-    "on defaults carries no style, so the server adds no few-step LoRA",
-)
 def test_gui_live_inpaint_on_the_pulled_starter_set_runs_the_lcm_lora(trixie_root, tmp_path, artifacts_dir):
     """Live Inpaint on default arguments in a real GIMP under Xvfb against a server that pulled the SD1.5 starter
     set's stand-ins: the frame the server receives, replayed for its info, should run the LCM LoRA at its preset

@@ -538,8 +538,13 @@ def test_every_model_like_argument_is_a_choice_of_what_is_installed_with_a_free_
     assert listed_value("vae", "default") == "" and listed_value("refiner", "none") == ""
     assert listed_value("upscaler", "lanczos") == "" and listed_value("hires-upscaler", "lanczos") == "lanczos"
     assert listed_value("vae", "vae-ft-mse", "  my-own-vae ") == "my-own-vae"  # the override wins when set
-    assert listed_choices("style", LISTING) == (("none", "No style"), ("sdxl-photo", "Photo (sdxl)"))
+    assert listed_choices("style", LISTING) == (
+        ("auto", "Suggested for the model"),
+        ("none", "No style"),
+        ("sdxl-photo", "Photo (sdxl)"),
+    )
     assert listed_value("style", "none") == "" and listed_value("style", "sdxl-photo") == "sdxl-photo"
+    assert listed_value("style", "auto") == listed_value("style", "") == "<auto>"  # the default: the suggested one
     model_like = {"model", "vae", "refiner", "upscaler", "hires-upscaler", "style", "lora", "lora-2", "lora-3"}
     for spec in arguments.ALL_PROCEDURES:
         for arg in spec.args:
@@ -560,7 +565,8 @@ def test_every_model_like_argument_is_a_choice_of_what_is_installed_with_a_free_
         **{"vae-name": "other-vae", "refiner-name": "r2", "hires-upscaler-name": "8x", "model-name": "unlisted"},
     )
     assert (s.vae, s.refiner, s.hires_upscaler, s.model) == ("other-vae", "r2", "8x", "unlisted")
-    assert settings_for("inpaint", style="sdxl-photo").style == "sdxl-photo" and settings_for("edit").style == ""
+    assert settings_for("inpaint", style="sdxl-photo").style == "sdxl-photo" and settings_for("edit").style == "<auto>"
+    assert settings_for("inpaint", style="none").style == ""  # on defaults the server's suggestion, else none
     assert listed_choices("lora", LISTING) == (("none", "None"), ("a-lora", "a-lora"))
     picked = settings_for("inpaint", prompt="a cat", lora="a-lora", **{"lora-weight": 0.5, "lora-3-name": "detail x"})
     assert picked.prompt == "a cat <lora:a-lora:0.5> <lora:detail x:1>", "picked LoRAs travel as tags"

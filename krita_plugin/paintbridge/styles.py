@@ -12,7 +12,7 @@ from .settings_store import Store
 from .wire import client, protocol
 
 STORE_KEY = "style"
-AUTO = "<auto>"  # stored until the painter chooses (no style name starts with "<"): the family's suggested style
+AUTO = client.styles.AUTO  # stored until the painter chooses: the family's suggested style
 # the fields of a style the panel shows in place of a family default while the job leaves them to the style
 SHOWN_FIELDS = ("steps", "cfg", "sampler", "scheduler", "vae", "clip_skip")
 check_name, edited, first_installed = client.styles.check_name, client.styles.edited, client.styles.first_installed
