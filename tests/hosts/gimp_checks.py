@@ -1992,7 +1992,13 @@ def gui_live_inpaint_on_default_settings(P):
     img.select_rectangle(Gimp.ChannelOps.REPLACE, 24, 16, 40, 32)
     Gimp.displays_flush()
     status, _message, _result = run_proc(
-        "plug-in-paintbridge-live-inpaint", img, [layer], Gimp.RunMode.INTERACTIVE, prompt="a bird", server=P["url"]
+        "plug-in-paintbridge-live-inpaint",
+        img,
+        [layer],
+        Gimp.RunMode.INTERACTIVE,
+        prompt="a bird",
+        server=P["url"],
+        style=None,  # its default: the style the server suggests for the model
     )
     check(status == "cancel", "the dialog was cancelled: %r" % status)
     marker(P, "verified")

@@ -90,6 +90,8 @@ def run_proc(name, img, drawables, run_mode=Gimp.RunMode.NONINTERACTIVE, **props
     cfg.set_core_object_array("drawables", drawables)
     if proc.find_argument("style") is not None and "style" not in props:
         props["style"] = "none"  # checks compare pixels with plain jobs: a style only where a check names one
+    if props.get("style", "") is None:
+        del props["style"]  # style=None: the procedure's own default (the style suggested for the model)
     for key, value in props.items():
         cfg.set_property(key.replace("_", "-"), value)
     result = proc.run(cfg)
