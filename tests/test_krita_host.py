@@ -1498,3 +1498,33 @@ def test_on_the_pulled_starter_set_krita_inpaints_with_the_automatic_method_and_
     assert plain.shape == frame.shape
     painted = frame[..., 3] > 0  # the frame's hole (the result is composited by the selection)
     assert painted.any() and np.abs(frame[painted][:, :3].astype(int) - plain[painted][:, :3].astype(int)).mean() > 1.0
+
+
+def test_a_style_saved_in_the_krita_panel_is_listed_and_used_in_gimp_after_a_server_restart(tmp_path_factory):
+    """Both real editors against one server: the Krita panel makes and edits a style (checkpoint, LoRA, steps, prompt
+    template); the server keeps it across a restart; GIMP lists it in its Style choice, and a GIMP run with it differs
+    from one without at the same seed and names it in the image's history."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from hosts.gimp import gimp_profile, run_check
+
+    from gimp_plugin import settings
+
+    work = tmp_path_factory.mktemp("krita-gimp-style")
+    models = make_models_dir(work / "models", which=("sd15", "lora-sd15"))
+    styles = work / "styles"
+    server = ServerProcess(["--models", str(models), "--styles", str(styles)], work / "server.log").start()
+    try:
+        run = _run_scenario(tmp_path_factory, "save_style", DW, DH, server_url=server.url)
+        assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
+        saved = run["saved"]
+        assert saved and saved["steps"] == 3 and saved["loras"] == [{"name": "tiny-lora-sd15", "weight": 0.8}], saved
+        assert run["chosen"] == "krita-look" and (styles / "krita-look.json").is_file()
+        server.restart()
+        with gimp_profile() as prof:
+            settings.remember(prof.gimp_dir, server.url, None)  # GIMP registers its choices from this server
+            run_check(
+                prof, "a_style_saved_from_krita_is_listed_and_used", timeout=600, url=server.url, style="krita-look"
+            )
+    finally:
+        server.stop()

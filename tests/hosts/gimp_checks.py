@@ -1916,18 +1916,19 @@ def a_style_saved_from_krita_is_listed_and_used(P):
     """The style ``krita-look`` (saved on the server as Krita saves one) is in GIMP's Style choice and changes the result at the same seed; the history names it."""
     proc = PDB.lookup_procedure("plug-in-paintbridge-generate")
     nicks = Gimp.param_spec_choice_get_choice(proc.find_argument("style")).list_nicks()
-    check("krita-look" in nicks, "the style saved from Krita is listed in GIMP's Style choice: %r" % (nicks,))
+    name = P.get("style", "krita-look")
+    check(name in nicks, "the style saved from Krita is listed in GIMP's Style choice: %r" % (nicks,))
     img, (layer,) = make_image(64, 64)
     results = {}
-    for style in ("none", "krita-look"):
+    for style in ("none", name):
         old = img.get_layers()
         expect_ok("plug-in-paintbridge-generate", img, [layer], prompt="a cat", seed=7, style=style, server=P["url"])
         added = new_layers(img, old)
         check(len(added) == 1, "one layer with style %s: %r" % (style, layer_summary(img)))
         results[style] = read(added[0], 0, 0, 64, 64)
-    check(results["none"] != results["krita-look"], "the style changes the result at the same seed")
+    check(results["none"] != results[name], "the style changes the result at the same seed")
     entries = json.loads(run_proc("plug-in-paintbridge-history", img, [], action="list")[2].index(1))
-    check(entries and entries[0]["settings"]["style"] == "krita-look", "the run named the style: %r" % (entries[:1],))
+    check(entries and entries[0]["settings"]["style"] == name, "the run named the style: %r" % (entries[:1],))
     img.delete()
 
 

@@ -2112,7 +2112,38 @@ def scenario_good_defaults():
     doc.setModified(False)
 
 
+def scenario_save_style():
+    """A style made and edited in the panel's style state (what the ✎ editor calls): New… "krita-look" for SD1.5, then
+    its checkpoint, LoRA, steps and prompt template saved; the server's answer lists it, chosen in the panel."""
+    R = RESULT
+    dock, panel, doc = yield from connected_panel_and_document("pb-save-style")
+    ses = panel.session
+    R["server_pid"] = server_pid(ses)
+    yield Until(lambda: ses.styles.available, 60)
+    from paintbridge.styles import edited
+    from paintbridge.wire import protocol as vendored
+
+    look = ses.styles.new("krita-look", "sd15")
+    yield Until(lambda: "krita-look" in ses.styles.names(), 60)
+    ses.styles.save(
+        edited(
+            look,
+            title="Krita look",
+            checkpoints=("tiny-sd15",),
+            loras=(vendored.styles.StyleLora(name="tiny-lora-sd15", weight=0.8),),
+            steps=3,
+            prompt="{prompt}, oil painting",
+        )
+    )
+    yield Until(lambda: (ses.styles.style("krita-look") or look).steps == 3, 60)
+    saved = ses.styles.style("krita-look")
+    R["saved"] = saved.to_wire() if saved is not None else None
+    R["chosen"] = ses.styles.chosen
+    doc.setModified(False)
+
+
 SCENARIOS = {
+    "save_style": scenario_save_style,
     "good_defaults": scenario_good_defaults,
     "first_screen": scenario_first_screen,
     "transparent": scenario_transparent,
