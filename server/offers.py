@@ -19,6 +19,7 @@ from .families.specs import FAMILIES as TRANSFORMER_FAMILIES
 from .models.identify_dit import EDIT_FAMILIES, NAMES
 from .models.ipadapter import REFERENCE_FAMILIES
 from .models.layerdiffuse import FAMILIES as TRANSPARENT_FAMILIES
+from .models.qwen import FAMILIES as QWEN_FAMILIES  # 3-D VAEs: no wrap-around (tileable)
 from .models.redux import REDUX_FAMILIES, REDUX_TYPES
 from .models.registry import ModelRegistry, arch_name
 
@@ -78,7 +79,7 @@ def family(registry: ModelRegistry, arch: str) -> dict:
         else [],
         "transparent": [m for m in TRANSPARENT_MODES if m in modes] if arch in TRANSPARENT_FAMILIES else [],
         "speed_levels": ["quality"] + (["fast"] if arch in FAST_FAMILIES else []),
-        "tileable": [m for m in TILEABLE_MODES if m in modes],
+        "tileable": [m for m in TILEABLE_MODES if m in modes] if arch not in QWEN_FAMILIES else [],
     }
 
 
