@@ -369,7 +369,7 @@ class FamilyEngine(CheckpointEngine):
             area = (
                 qwen.reference_area(loaded.native**2) if qwen.is_qwen(loaded.entry.arch) else contextlib.nullcontext()
             )
-            with torch.inference_mode(), wrapping, area:
+            with torch.inference_mode(), wrapping, area, _one_step_schedule(runner, steps):
                 out = runner(**call, generator=torch.Generator("cpu").manual_seed(s), callback_on_step_end=on_step)
             images += self.to_uint8(out.images[:1], loaded.entry, loaded.pipe.vae.dtype)
             done[0] += 1
@@ -475,3 +475,19 @@ def refuse_sd_sampling_options(job: Job, entry: ModelEntry) -> None:
                 f"{arch_name(entry.arch)}: leave {field} empty",
                 field=f"params.{field}",
             )
+
+
+@contextlib.contextmanager
+def _one_step_schedule(runner, steps: int):
+    """For a one-step job, the pipeline's flow-matching scheduler without its terminal shift (Qwen-Image's
+    ``shift_terminal``): stretching a one-sigma schedule to the terminal value divides zero by zero (NaN)."""
+    scheduler = getattr(runner, "scheduler", None)
+    config = getattr(scheduler, "config", {}) or {}
+    if steps != 1 or not config.get("shift_terminal"):
+        yield
+        return
+    runner.scheduler = type(scheduler).from_config(config, shift_terminal=None)
+    try:
+        yield
+    finally:
+        runner.scheduler = scheduler
