@@ -92,6 +92,8 @@ def offers(welcome: "protocol.Welcome", model: str = "") -> Offers:
     all_modes = tuple(caps.get("modes") or protocol.MODES)
     independent = tuple(m for m in all_modes if not any(m in (f.get("modes") or ()) for f in families.values()))
     independent = tuple(m for m in independent if m not in CLASSICAL_MODES)
+    # seamless textures on a mode no checkpoint runs (upscale): the server's own step, whatever the model
+    tileable_anywhere = tuple(m for m in caps.get("tileable") or () if m in independent)
     preprocessors = tuple(
         str(p.get("name")) for p in caps.get("preprocessors") or () if isinstance(p, Mapping) and p.get("ready")
     )
@@ -130,6 +132,7 @@ def offers(welcome: "protocol.Welcome", model: str = "") -> Offers:
             "regions": False,
             "speed_levels": ("quality",),
             "upscalers": everything["upscalers"],
+            "tileable": tileable_anywhere,
         }
         return Offers(model=CLASSICAL, family="", **{**everything, **built_in})
     entry = checkpoint_entry(welcome, model)
@@ -159,7 +162,7 @@ def offers(welcome: "protocol.Welcome", model: str = "") -> Offers:
         reference_types=tuple(table.get("reference_types") or ()),
         transparent=tuple(table.get("transparent") or ()),
         speed_levels=tuple(table.get("speed_levels") or ("quality",)),
-        tileable=tuple(table.get("tileable") or ()),
+        tileable=tuple(table.get("tileable") or ()) + tileable_anywhere,
         loras=_names(models, "lora", arch),
         vaes=everything["vaes"] if "vae" in sampling else (),
         refiners=everything["refiners"] if "refiner" in sampling else (),

@@ -166,6 +166,9 @@ def test_what_a_family_cannot_run_is_not_offered(session):
     built_in = offers(welcome, CLASSICAL)
     assert set(built_in.modes) == {"inpaint", "outpaint", "upscale", "preprocess", "caption"}
     assert built_in.control_types == () and built_in.techniques == ()
+    # a seamless upscale is the server's own step: offered whatever the model, Qwen's 3-D VAE included
+    assert built_in.tileable == ("upscale",) and sdxl.tileable == ("generate", "img2img", "upscale")
+    assert offers(welcome, FAMILIES["qwen-image"]).tileable == ("upscale",)
     assert checkpoint_entry(welcome)["name"] == offers(welcome).model
 
 
