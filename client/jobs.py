@@ -253,6 +253,14 @@ def _param_fields(settings: Settings, box: Box, has_image: bool, has_mask: bool)
         params["sampler"] = settings.sampler
     params["seed"] = int(settings.seed)
     params["batch"] = int(settings.batch) if r.batch else 1
+    if mode == "decompose":  # picture into layers: how many, with the sampling basics above
+        if not protocol.MIN_LAYER_COUNT <= settings.layer_count <= protocol.MAX_LAYER_COUNT:
+            raise JobInputError(
+                f"Decompose splits the picture into {protocol.MIN_LAYER_COUNT} to {protocol.MAX_LAYER_COUNT} "
+                f"layers, not {settings.layer_count}: set the layer count in that range"
+            )
+        params["layer_count"] = int(settings.layer_count)
+        return params
     if r.strength and settings.strength is not None:
         params["strength"] = float(settings.strength)
     if has_mask:

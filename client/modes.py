@@ -14,12 +14,14 @@ native pixel order, the mask as ``gray8`` when ``plan.mask`` says so) and hands 
 | edit       | context box around the selection, else the canvas    | the selection, if any| always                  |
 | detail     | context box around the selection, else the canvas    | the selection, if any| always                  |
 | caption    | the selection's bounds, else the canvas              | never                | always                  |
+| decompose  | the selection's bounds, else the canvas              | never                | always                  |
 
 Generate into a selection sends the image and the soft mask, and the server composites (the layer's alpha is the
 mask); without a selection only the size travels.
 
 Some modes run only on models whose listing entry says they can (``ModeRule.listing``): instruction ``edit`` needs
-``"edit": true`` (Flux.1 Kontext). ``offered(mode, entry)`` tells an adapter whether to offer a mode for the chosen
+``"edit": true`` (Flux.1 Kontext, Flux.2 Klein, Qwen-Image-Edit), ``decompose`` (the picture into a group of layers)
+``"decompose": true`` (Qwen-Image-Layered). ``offered(mode, entry)`` tells an adapter whether to offer a mode for the chosen
 model, so the plugins hold no family names.
 """
 
@@ -53,6 +55,7 @@ class ModeRule:
     batch: bool = True  # the mode makes several results in one job
     controls: bool = True  # the mode takes control layers
     listing: str = ""  # a model listing key that must be true for the mode to be offered ("" = every model)
+    needs: str = ""  # what such a model is, for the refusal ``check_offered`` gives
 
 
 RULES: Dict[str, ModeRule] = {
@@ -63,11 +66,30 @@ RULES: Dict[str, ModeRule] = {
     "upscale": ModeRule("upscale", "Upscale", SELECTION, NEVER, batch=False, controls=False),
     "preprocess": ModeRule("preprocess", "Control", SELECTION, NEVER, batch=False, controls=False),
     # instruction edit: the box and an instruction in, an edited layer out, composited by the soft mask
-    "edit": ModeRule("edit", "Edit", CONTEXT, OPTIONAL, controls=False, listing="edit"),
+    "edit": ModeRule(
+        "edit",
+        "Edit",
+        CONTEXT,
+        OPTIONAL,
+        controls=False,
+        listing="edit",
+        needs="a model that edits from an instruction (Flux.1 Kontext, Flux.2 Klein, Qwen-Image-Edit)",
+    ),
     # detailer on its own: faces inside the selection, or in the whole image
     "detail": ModeRule("detail", "Detail", CONTEXT, OPTIONAL, batch=False, controls=False),
     # prompt from the picture: the selection (or the canvas) described in words, no layer back
     "caption": ModeRule("caption", "Describe", SELECTION, NEVER, batch=False, controls=False),
+    # picture into layers: the selection (or the canvas) in, a group of RGBA layers out, bottom first
+    "decompose": ModeRule(
+        "decompose",
+        "Decompose",
+        SELECTION,
+        NEVER,
+        batch=False,
+        controls=False,
+        listing="decompose",
+        needs="a model that splits a picture into layers (Qwen-Image-Layered)",
+    ),
 }
 MODES: Tuple[str, ...] = tuple(RULES)
 LIVE_MODES = ("inpaint", "img2img")
@@ -84,10 +106,8 @@ def check_offered(mode: str, entry: Optional[Mapping[str, Any]]) -> None:
     if not offered(mode, entry):
         r = rule(mode)
         name = str((entry or {}).get("name") or "the server's default")
-        raise JobInputError(
-            f"{r.label} needs a model that edits from an instruction (Flux.1 Kontext); '{name}' "
-            "cannot: pick such a model, or use Inpaint with a prompt"
-        )
+        advice = ", or use Inpaint with a prompt" if mode == "edit" else ""
+        raise JobInputError(f"{r.label} needs {r.needs}; '{name}' cannot: pick such a model{advice}")
 
 
 def rule(mode: str) -> ModeRule:

@@ -5,7 +5,7 @@ the part of a result that lies on the canvas."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .modes import RULES
 from .settings import FALLBACK_DEFAULTS
@@ -33,6 +33,8 @@ def layer_name(mode: str, prompt: str, layer: Any, max_length: int = NAME_LENGTH
     """``'<prompt> (seed N)'``; the built-in engine's results say ``(classical, <fill>)`` instead (no seed);
     control images are ``'Control: <kind>'``. ``layer`` is a result layer (``seed``, ``info``, ``name``)."""
     info = getattr(layer, "info", None) or {}
+    if getattr(layer, "group", None):  # a layer of a group (decompose) keeps the server's name: its place in it
+        return getattr(layer, "name", "") or subject(mode, prompt, max_length)
     if mode == "preprocess":
         kind = info.get("preprocessor")
         return f"Control: {kind}" if kind else (getattr(layer, "name", "") or "Control")
@@ -57,6 +59,25 @@ def layer_names(mode: str, prompt: str, layers: Sequence[Any], max_length: int =
             name = f"{name} #{n}"
         names.append(name)
     return names
+
+
+@dataclass(frozen=True)
+class Group:
+    """Result layers that go into one layer group: its ``name`` and the indexes of its layers in the result, bottom
+    first (the order they arrived in)."""
+
+    name: str
+    members: Tuple[int, ...]
+
+
+def groups(layers: Sequence[Any]) -> List[Group]:
+    """The layer groups of a result, in order of their first layer; a layer without ``group`` belongs to none."""
+    found: Dict[str, List[int]] = {}
+    for i, layer in enumerate(layers):
+        name = getattr(layer, "group", None)
+        if name:
+            found.setdefault(str(name), []).append(i)
+    return [Group(name, tuple(members)) for name, members in found.items()]
 
 
 @dataclass(frozen=True)

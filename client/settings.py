@@ -192,6 +192,8 @@ class Settings:
     # prompt from the picture (mode "caption")
     caption_style: str = "sentence"  # protocol CAPTION_STYLES: "sentence" or "tags"
     captioner: str = ""  # a captioner by name; "" = the server's first
+    # picture into layers (mode "decompose", Qwen-Image-Layered)
+    layer_count: int = 4  # protocol MIN_LAYER_COUNT..MAX_LAYER_COUNT
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form (a JSON-ready map)."""

@@ -14,7 +14,18 @@ from .schema import WireModel, sub_path, wire
 from .styles import INPAINT_METHODS
 from .techniques import MAX_PROMPT_LENGTH, Detail, Hires
 
-MODES = ("generate", "img2img", "inpaint", "outpaint", "upscale", "preprocess", "edit", "detail", "caption")
+MODES = (
+    "generate",
+    "img2img",
+    "inpaint",
+    "outpaint",
+    "upscale",
+    "preprocess",
+    "edit",
+    "detail",
+    "caption",
+    "decompose",
+)
 TILEABLE_MODES = ("generate", "img2img", "upscale")  # seamless textures: the modes that make a whole picture
 CAPTION_STYLES = ("sentence", "tags")
 TRANSPARENT_MODES = ("generate", "img2img")  # params.transparent: layers with real alpha
@@ -43,6 +54,8 @@ MAX_PULL_NAMES = 64
 MAX_REFERENCES = 8  # reference images
 MAX_REGIONS = 16  # regions
 REGION_MODES = ("generate", "img2img", "inpaint", "outpaint")  # regions
+MIN_LAYER_COUNT, MAX_LAYER_COUNT = 2, 10  # mode "decompose": the RGBA layers one picture is split into
+MAX_GROUP_LENGTH = 256
 
 # --- nested maps ---------------------------------------------------------------------------------------------------
 
@@ -138,6 +151,12 @@ class Params(WireModel):
         "sentence",
         choices=CAPTION_STYLES,
         doc='mode `caption`: `"sentence"` describes the picture in words, `"tags"` as comma-separated tags',
+    )
+    layer_count: int = wire(
+        4,
+        minimum=MIN_LAYER_COUNT,
+        maximum=MAX_LAYER_COUNT,
+        doc="mode `decompose`: how many RGBA layers the picture is split into (Qwen-Image-Layered)",
     )
     speed: str = wire(
         "quality",
@@ -270,8 +289,15 @@ class ResultLayer(WireModel):
     data: bytes = wire()
     seed: int = wire(-1)
     info: Dict[str, Any] = wire(factory=dict)
+    group: Optional[str] = wire(
+        None,
+        max_length=MAX_GROUP_LENGTH,
+        doc="the layer group this layer belongs in (mode `decompose`); a group's layers arrive bottom first",
+    )
 
     def check(self, path: str, limits: Any) -> None:
+        if self.group is not None and not self.group.strip():
+            raise bad_field(sub_path(path, "group"), "is blank; leave it out for a layer outside any group")
         parse_payload(self.payload_map(), path or "layer", limits.max_pixels)
 
     def payload_map(self) -> dict:

@@ -51,6 +51,8 @@ class ClassicalEngine(Engine):
                     "the models folder)"
                 )
                 if job.mode == "detail"
+                else "decompose (a picture into layers) needs a Qwen-Image-Layered checkpoint: pick one"
+                if job.mode == "decompose"
                 else "install a diffusion checkpoint in the models folder for generate and img2img"
             )
             raise self.refuse_mode(job, hint)

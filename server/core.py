@@ -126,6 +126,7 @@ class Layer:
     y: int
     seed: int = -1
     info: dict = field(default_factory=dict)
+    group: Optional[str] = None  # the layer group it belongs in (a decomposition's layers, bottom first)
 
 
 ProgressFn = Callable[[int, int, Optional[np.ndarray]], None]

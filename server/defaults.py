@@ -31,6 +31,7 @@ FAMILY_DEFAULTS: Dict[str, dict] = {
     "qwen-image": {"steps": 30, "cfg": 4.0, "sampler": "Euler", "resolution": 1024},
     "qwen-image-edit": {"steps": 30, "cfg": 4.0, "sampler": "Euler", "resolution": 1024},
     "qwen-image-edit-plus": {"steps": 30, "cfg": 4.0, "sampler": "Euler", "resolution": 1024},
+    "qwen-image-layered": {"steps": 50, "cfg": 4.0, "sampler": "Euler", "resolution": 640},
     "classical": {"steps": 1, "cfg": 0.0, "sampler": "", "resolution": 0},
 }
 

@@ -14,9 +14,9 @@ from protocol.messages import CONTROL_TYPES, REFERENCE_TYPES, TILEABLE_MODES, TR
 from .diffusion import controls as sd_controls, engine as sd_engine
 from .diffusion.regions import FAMILIES as REGION_FAMILIES
 from .diffusion.stepcache import FAMILIES as FAST_FAMILIES
-from .families import controlnets as family_controls, engine as family_engine
+from .families import controlnets as family_controls, engine as family_engine, layered as family_layered
 from .families.specs import FAMILIES as TRANSFORMER_FAMILIES
-from .models.identify_dit import EDIT_FAMILIES, NAMES
+from .models.identify_dit import DECOMPOSE_FAMILIES, EDIT_FAMILIES, NAMES
 from .models.ipadapter import REFERENCE_FAMILIES
 from .models.layerdiffuse import FAMILIES as TRANSPARENT_FAMILIES
 from .models.qwen import FAMILIES as QWEN_FAMILIES  # 3-D VAEs: no wrap-around (tileable)
@@ -32,8 +32,10 @@ REFINER_FAMILIES = ("sdxl",)
 
 def checkpoint_modes(arch: str) -> List[str]:
     """The modes a checkpoint of ``arch`` runs (instruction edit only on the families that edit)."""
+    if arch in DECOMPOSE_FAMILIES:  # Qwen-Image-Layered splits pictures into layers, and does nothing else
+        return [family_layered.MODE]
     modes = sd_engine.MODES if arch in UNET_FAMILIES else family_engine.MODES
-    return [m for m in modes if m != "edit" or arch in EDIT_FAMILIES]
+    return [m for m in modes if (m != "edit" or arch in EDIT_FAMILIES) and m != family_layered.MODE]
 
 
 def control_modes(arch: str) -> List[str]:

@@ -141,6 +141,7 @@ def encode_layers(layers: List[Layer], fmt: str) -> List[ResultLayer]:
             data=layer_bytes(layer.rgba, fmt),
             seed=int(layer.seed),
             info=dict(layer.info),
+            group=layer.group,
         )
         for layer in layers
     ]

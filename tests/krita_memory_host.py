@@ -48,6 +48,7 @@ class MemoryDocument:
     layers: List[tuple] = field(default_factory=list)  # (name, ResultImage) applied
     annotations: dict = field(default_factory=dict)  # what Krita keeps as document annotations (in the .kra)
     extra: dict = field(default_factory=dict)  # layer id -> (name, bgra8 over the canvas): the painter's other layers
+    groups: List[tuple] = field(default_factory=list)  # (group name, [(name, ResultImage)] bottom first) applied
 
 
 class MemoryHost:
@@ -107,6 +108,11 @@ class MemoryHost:
         doc.preview = None
         doc.layers.append((image.name, image))
         return image.name
+
+    def apply_group(self, doc: MemoryDocument, name: str, images: List[ResultImage], above_id: str) -> str:
+        doc.preview = None
+        doc.groups.append((name, [(image.name, image) for image in images]))
+        return name
 
     def open_as_new_document(self, image: ResultImage, name: str, source=None) -> None:
         self.doc = MemoryDocument(image.box.width, image.box.height, image.data)

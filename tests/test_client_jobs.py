@@ -198,6 +198,22 @@ def test_edit_job_carries_the_box_the_mask_and_the_instruction_only_for_a_model_
         job_for(Settings(mode="edit", model="big"), doc(), entry=SDXL)
 
 
+def test_decompose_job_carries_the_selections_box_and_the_layer_count_only_for_a_layered_model():
+    layered = {"name": "l", "kind": "checkpoint", "arch": "qwen-image-layered", "decompose": True}
+    settings = Settings(mode="decompose", model="l", layer_count=5, detail=True, hires=True, batch=3)
+    msg = accepted(job_for(settings, doc(), entry=layered))
+    box = doc().selection_bounds()
+    assert msg.mode == "decompose" and msg.mask is None and (msg.x, msg.y) == (box.x, box.y)
+    assert (msg.image.width, msg.image.height) == (box.width, box.height)
+    assert msg.params.layer_count == 5 and msg.params.batch == 1
+    assert not msg.params.hires.enabled and not msg.params.detail.enabled  # refused by the server: never sent
+    for count in (1, 11):
+        with pytest.raises(JobInputError, match="2 to 10 layers"):
+            job_for(Settings(mode="decompose", model="l", layer_count=count), doc(), entry=layered)
+    with pytest.raises(JobInputError, match="Decompose needs a model that splits a picture into layers"):
+        job_for(Settings(mode="decompose", model="big"), doc(), entry=SDXL)
+
+
 @pytest.mark.parametrize("mode", ["generate", "img2img", "upscale", "inpaint"])
 def test_tileable_travels_only_for_the_modes_that_make_a_whole_picture(mode):
     msg = accepted(job_for(Settings(mode=mode, tileable=True), doc()))

@@ -71,6 +71,19 @@ def test_edit_is_offered_only_for_models_whose_listing_says_they_can():
     dev = {"name": "flux1-dev", "kind": "checkpoint", "family": "flux"}
     assert offered("edit", kontext) and not offered("edit", dev)
     assert offered("edit", None)  # a model the plugin does not know: the server decides
-    assert all(offered(m, dev) for m in MODES if m != "edit")
+    assert all(offered(m, dev) for m in MODES if m not in ("edit", "decompose"))
     with pytest.raises(JobInputError, match="'flux1-dev' cannot"):
         check_offered("edit", dev)
+
+
+def test_decompose_reads_the_selection_alone_and_is_offered_only_for_a_layered_model():
+    from client.modes import check_offered, offered
+
+    plan = plan_read("decompose", SEL, 200, 100)
+    assert (plan.box, plan.mask, plan.image) == (SEL, False, True)
+    assert plan_read("decompose", NONE, 200, 100).box == CANVAS
+    layered = {"name": "qwen-image-layered", "kind": "checkpoint", "arch": "qwen-image-layered", "decompose": True}
+    qwen = {"name": "qwen-image", "kind": "checkpoint", "arch": "qwen-image"}
+    assert offered("decompose", layered) and not offered("decompose", qwen) and offered("decompose", None)
+    with pytest.raises(JobInputError, match="Decompose needs a model that splits a picture into layers"):
+        check_offered("decompose", qwen)

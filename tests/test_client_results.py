@@ -9,6 +9,7 @@ from client.results import (
     box_of,
     canvas_growth,
     crop,
+    groups,
     layer_name,
     layer_names,
     on_canvas,
@@ -21,6 +22,16 @@ from protocol.messages import ResultLayer
 
 def layer(x=0, y=0, w=4, h=4, seed=-1, info=None, fmt="rgba8") -> ResultLayer:
     return ResultLayer("x", x, y, w, h, fmt, bytes(w * h * 4), seed, info or {})
+
+
+def test_layers_with_a_group_are_gathered_in_arrival_order_and_keep_the_servers_names():
+    def member(name, group):
+        return ResultLayer(name, 0, 0, 1, 1, "rgba8", bytes(4), 9, {}, group)
+
+    layers = [member("Layer 1 (bottom)", "g"), member("loose", None), member("Layer 2 (top)", "g"), member("a", "h")]
+    assert [(g.name, g.members) for g in groups(layers)] == [("g", (0, 2)), ("h", (3,))]
+    assert groups([layer(seed=1)]) == []
+    assert layer_names("decompose", "a house", layers[:1]) == ["Layer 1 (bottom)"]
 
 
 def test_names_carry_prompt_and_seed_or_the_engine():

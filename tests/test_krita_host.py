@@ -1085,6 +1085,36 @@ def test_instruction_edit_on_a_tiny_kontext_model_is_offered_and_composited_by_t
     assert run["mode_after_switch"] == "inpaint" and run["tab_enabled_after_switch"] is False
 
 
+@pytest.fixture(scope="module")
+def krita_decompose_run(tmp_path_factory) -> Run:
+    """Picture into layers: a tiny Qwen-Image-Layered and a tiny Qwen-Image, against a server of this checkout."""
+    return _run_on_own_server(tmp_path_factory, "decompose", ("qwen", "qwen-layered"), "tiny-qwen-layered")
+
+
+def test_decompose_on_a_tiny_layered_model_arrives_as_a_group_of_named_layers_with_alpha(krita_decompose_run):
+    run = krita_decompose_run
+    assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
+    assert run["tab_enabled_qwen"] is False and run["tab_enabled_layered"] is True
+    assert run["mode_after_refused"] != "decompose" and "Qwen-Image-Layered" in run["refused_message"]
+    assert run["mode"] == "decompose" and run["run_button"] == "Layers" and run["layer_count_shown"] is True
+    rec = run["decompose"]
+    assert rec["error"] is False, rec["message"]
+    group = "a house with a red roof (seed 9)"
+    assert rec["group"] == group and rec["root_order"] == ["Paint", group, "Top"], rec["root_order"]
+    children = rec["children"]
+    assert [c["name"] for c in children] == ["Layer 1 (bottom)", "Layer 2", "Layer 3 (top)"], children
+    assert all(c["type"] == "paintlayer" for c in children)
+    layers = [run.pixels(c["pixels"], 48, 40) for c in children]
+    for layer in layers:  # real alpha from the model, not a mask: many levels, some see-through
+        assert layer[..., 3].min() < 255 and len(np.unique(layer[..., 3])) > 8
+    assert not np.array_equal(layers[0], layers[1])
+    new = [l for l in rec["layers_after"] if l["id"] not in {m["id"] for m in rec["layers_before"]}]
+    assert sorted(l["name"] for l in new) == sorted([group] + [c["name"] for c in children])
+    assert all(l["parent"] == group for l in new if l["name"] != group)
+    # the painter's layers are untouched
+    assert run.pixels(run["paint_after"], DW, DH).tobytes() == run.pixels(run["paint_before"], DW, DH).tobytes()
+
+
 def test_the_panel_downloads_a_preset_through_the_server(tmp_path_factory, tmp_path):
     """The panel's Models section in a real Krita: the suggested preset for the mode is pulled through the protocol
     from the local hub stand-in onto the server's machine, with progress, and the new model shows up in the panel."""

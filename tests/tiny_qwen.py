@@ -8,8 +8,9 @@ processor pairs it with a ``Qwen2VLImageProcessor`` (patch 14, merge 2), as Qwen
 
 Layouts (``link_into``):
 
-- ``qwen`` / ``qwen-edit`` / ``qwen-edit-plus``: diffusers folders ``checkpoints/tiny-<name>`` (``QwenImagePipeline``,
-  ``QwenImageEditPipeline``, ``QwenImageEditPlusPipeline``).
+- ``qwen`` / ``qwen-edit`` / ``qwen-edit-plus`` / ``qwen-layered``: diffusers folders ``checkpoints/tiny-<name>``
+  (``QwenImagePipeline``, ``QwenImageEditPipeline``, ``QwenImageEditPlusPipeline``, ``QwenImageLayeredPipeline``:
+  its transformer's RGB/RGBA condition and layered RoPE, its VAE 4 channels in and out).
 - ``qwen-file``: ComfyUI's one-file-per-part layout (``comfy_files``), the VAE from ``qwen-split``.
 - ``qwen-gguf``: the transformer as a Q8_0 GGUF in ``diffusion_models/`` (city96's layout), parts as ``qwen-split``.
 - ``qwen-controlnet``: a tiny union ControlNet folder in ``controlnet/``.
@@ -45,7 +46,9 @@ PIPELINES = {
     "qwen": "QwenImagePipeline",
     "qwen-edit": "QwenImageEditPipeline",
     "qwen-edit-plus": "QwenImageEditPlusPipeline",
+    "qwen-layered": "QwenImageLayeredPipeline",
 }
+LAYERED = "qwen-layered"  # Qwen-Image-Layered: its transformer's layer condition and 3-D RoPE, an RGBA VAE
 CHECKPOINTS = tuple(PIPELINES)
 
 
@@ -108,30 +111,34 @@ def text_encoder(seed: int = 0):
 
 
 def build(name: str = "qwen", seed: int = 0):
-    """A tiny Qwen-Image pipeline of kind ``name`` (``qwen``, ``qwen-edit``, ``qwen-edit-plus``)."""
+    """A tiny Qwen-Image pipeline of kind ``name`` (``qwen``, ``qwen-edit``, ``qwen-edit-plus``, ``qwen-layered``)."""
     import diffusers
     import torch
     from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
 
     torch.manual_seed(seed + 71)
+    # the layered pipeline reads a 4-channel picture as latents when the latents have 4 channels: give it more
+    z_dim = Z_DIM * 2 if name == LAYERED else Z_DIM
     transformer = QwenImageTransformer2DModel(
         patch_size=2,
-        in_channels=Z_DIM * 4,
-        out_channels=Z_DIM,
+        in_channels=z_dim * 4,
+        out_channels=z_dim,
         num_layers=2,
         attention_head_dim=16,
         num_attention_heads=2,
         joint_attention_dim=WIDTH,
         axes_dims_rope=(4, 6, 6),
+        **({"use_additional_t_cond": True, "use_layer3d_rope": True} if name == LAYERED else {}),
     )
     vae = AutoencoderKLQwenImage(
         base_dim=Z_DIM * 6,
-        z_dim=Z_DIM,
+        z_dim=z_dim,
         dim_mult=[1, 2, 4, 4],  # three 2x downsamples: the real model's 8x latent factor
         num_res_blocks=1,
         temperal_downsample=[False, True, True],
-        latents_mean=[0.0] * Z_DIM,
-        latents_std=[1.0] * Z_DIM,
+        latents_mean=[0.0] * z_dim,
+        latents_std=[1.0] * z_dim,
+        input_channels=4 if name == LAYERED else 3,  # Qwen-Image-Layered's VAE reads and writes RGBA
     )
     scheduler = FlowMatchEulerDiscreteScheduler(
         shift=1.0,

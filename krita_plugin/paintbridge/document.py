@@ -308,6 +308,24 @@ def apply_result(doc, image: ResultImage, above_id: str):
     return node
 
 
+def apply_group(doc, name: str, images: List[ResultImage], above_id: str):
+    """Keep ``images`` (bottom first) as paint layers with their names and alpha inside a new group layer ``name``,
+    placed above the layer ``above_id``; returns the group node. The painter's layers are not touched."""
+    info = color_info(doc)
+    canvas = Box(0, 0, doc.width(), doc.height())
+    remove_preview(doc)
+    group = doc.createGroupLayer(name)
+    _place(doc, group, above_id)
+    below = None
+    for image in images:
+        node = doc.createNode(image.name, "paintlayer")
+        _write(node, image, info, canvas)
+        group.addChildNode(node, below)  # above the one before: the first is the bottom
+        below = node
+    doc.refreshProjection()
+    return group
+
+
 def open_as_new_document(image: ResultImage, name: str, source=None):
     """Open ``image`` (an upscale) as a new document, leaving the original untouched."""
     app = Krita.instance()
@@ -491,6 +509,7 @@ class KritaHost:
         show_preview,
         remove_preview,
         apply_result,
+        apply_group,
         open_as_new_document,
         insert_control_image,
         load_document_data,
@@ -505,6 +524,7 @@ class KritaHost:
             show_preview,
             remove_preview,
             apply_result,
+            apply_group,
             open_as_new_document,
             insert_control_image,
             load_document_data,

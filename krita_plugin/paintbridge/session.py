@@ -420,6 +420,14 @@ class Session:
                 self.controls.attach(layer_id, job.control_type)
                 self.show_message(f"Added a {job.control_type} control layer (hidden; its eye shows it).")
                 return
+            groups = cres.groups(layers)
+            if groups:  # a decomposition: its layers go straight into a group, bottom first
+                self.history.record(job, layers, names, dict(msg.params))
+                for group in groups:
+                    self.host.apply_group(job.doc, group.name, [images[i] for i in group.members], job.above_id)
+                count = sum(len(g.members) for g in groups)
+                self.show_message(f"Added {count} layers in the group '{groups[0].name}' ({msg.elapsed:.1f} s).")
+                return
             self.history.record(job, layers, names, dict(msg.params))
             self.result_info = {**dict(msg.info), **dict(layers[0].info or {})}
             self.results, self.result_job = images, job

@@ -34,8 +34,9 @@ SPINS = (
     "extend_bottom",
     "batch_count",
     "clip_skip",
-    "refiner_start",
-)  # the last three: sampling
+    "refiner_start",  # the last three: sampling
+    "layer_count",  # picture into layers
+)
 COMBOS = (
     "model",
     "sampler",
@@ -127,6 +128,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
             "refiner": self.refiner_box,
             "refiner_start": self.refiner_start_spin,
             "caption_style": self.caption_style_box,
+            "layer_count": self.layer_count_spin,
         }[name]
 
     def _bind(self) -> None:
@@ -218,6 +220,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.transparent_check.setVisible(value in ("generate", "img2img"))
             self.outpaint_box.setVisible(value == "outpaint")
             self.upscale_box.setVisible(value == "upscale")
+            self.decompose_box.setVisible(value == "decompose")
             self.tileable_row.setVisible(value in protocol.TILEABLE_MODES)
             self.live_button.setEnabled(value in client.modes.LIVE_MODES)
             self.run_button.setText(SHORT_MODE_NAMES[value])

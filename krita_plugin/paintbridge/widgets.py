@@ -17,7 +17,8 @@ MODES = (
     "upscale",
     "edit",
     "detail",
-)  # the panel's mode list (client.modes has the rules; edit: instruction edit)
+    "decompose",
+)  # the panel's mode list (client.modes has the rules; edit: instruction edit; decompose: picture into layers)
 MODE_LABELS = {
     "generate": "Generate",
     "inpaint": "Inpaint",
@@ -27,6 +28,8 @@ MODE_LABELS = {
     "edit": 'Edit the selection from an instruction in the prompt ("make the jacket red"); '
     "on models that can, e.g. Flux.1 Kontext",
     "detail": "Detailer: repaint the faces in the selection, or in the whole image",
+    "decompose": "Split the selection (or the whole image) into a group of layers with transparency; "
+    "on models that can, e.g. Qwen-Image-Layered",
 }
 SHORT_MODE_NAMES = {
     "generate": "Generate",
@@ -36,6 +39,7 @@ SHORT_MODE_NAMES = {
     "upscale": "Upscale",
     "edit": "Edit",
     "detail": "Detail",
+    "decompose": "Layers",
 }
 
 
@@ -247,6 +251,14 @@ def build_mode_options(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) 
     uform.addRow("Upscaler", panel.upscaler_box)
     uform.addRow("Refine", panel.refine_spin)
     layout.addWidget(panel.upscale_box)
+
+    panel.decompose_box = QtWidgets.QGroupBox("Split into layers")
+    dform = QtWidgets.QFormLayout(panel.decompose_box)
+    panel.layer_count_spin = QtWidgets.QSpinBox()
+    panel.layer_count_spin.setRange(protocol.MIN_LAYER_COUNT, protocol.MAX_LAYER_COUNT)
+    panel.layer_count_spin.setToolTip("How many layers the picture is split into (they arrive as one group)")
+    dform.addRow("Layers", panel.layer_count_spin)
+    layout.addWidget(panel.decompose_box)
 
 
 def build_run(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) -> None:

@@ -47,6 +47,10 @@ class LoadedCheckpoint:
     memory_fallbacks: List[str] = dataclasses.field(default_factory=list)
 
 
+# where a mode that only some checkpoints run runs instead (the refusal of another engine names it)
+MODE_HOMES = {"decompose": "decompose (a picture into layers) needs a Qwen-Image-Layered checkpoint: pick one"}
+
+
 class CheckpointEngine(Engine):
     """The base of the diffusers engines; ``loads`` counts checkpoint loads (a mode switch never adds one).
 
@@ -138,7 +142,7 @@ class CheckpointEngine(Engine):
 
     def mode_hint(self, job: Job) -> str:
         """What the refusal of a mode this engine does not do adds (where that mode runs instead)."""
-        return ""
+        return MODE_HOMES.get(job.mode, "")
 
     def check(self, job: Job) -> None:
         """Refuse, by name, what this engine cannot do with ``job`` before anything loads (its mode is checked)."""

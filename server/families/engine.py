@@ -39,11 +39,11 @@ from ..diffusion.adapters import Adapters
 from ..diffusion.controls import control_image
 from ..models.identify import DIFFUSERS
 from ..models.registry import ModelEntry, arch_name
-from . import controlnets, klein, loading, memory, preview, qwen, redux, specs
+from . import controlnets, klein, layered, loading, memory, preview, qwen, redux, specs
 
 log = logging.getLogger(__name__)
 
-MODES = ("generate", "img2img", "inpaint", "outpaint", "edit")
+MODES = ("generate", "img2img", "inpaint", "outpaint", "edit", layered.MODE)
 KINDS = {"generate": "txt2img", "img2img": "img2img", "edit": "edit"}  # the pipeline per mode (else inpaint)
 NATIVE_KEY = "_paintbridge_native_px"  # optional in model_index.json: a model's native side in pixels
 DEFAULT_NATIVE = 1024
@@ -196,7 +196,7 @@ class FamilyEngine(CheckpointEngine):
     # --- jobs ---
 
     def mode_hint(self, job: Job) -> str:
-        return "the detailer runs on SD1.5 and SDXL checkpoints" if job.mode == "detail" else ""
+        return "the detailer runs on SD1.5 and SDXL checkpoints" if job.mode == "detail" else super().mode_hint(job)
 
     def check(self, job: Job) -> None:
         entry = self.checkpoint_entry(job.model)
@@ -209,6 +209,7 @@ class FamilyEngine(CheckpointEngine):
                 "SD1.5/SDXL model",
                 field=f"params.{refused}",
             )
+        layered.check_job(job, entry)  # decompose on Qwen-Image-Layered only, and nothing else on it
         if job.mode == "edit" and entry.arch not in specs.EDIT_FAMILIES:
             raise ProtocolError(
                 UNSUPPORTED,
@@ -236,6 +237,8 @@ class FamilyEngine(CheckpointEngine):
 
     def recipe(self, job: Job, ctx: JobContext) -> List[Layer]:
         entry = self.checkpoint_entry(job.model)
+        if job.mode == layered.MODE:
+            return self._decompose(job, ctx, entry)
         # 1. prompts and adapters: the LoRA tags out of the prompts, those LoRAs on the loaded checkpoint
         ctx.check()
         text, tags = prompts.extract_loras(job.prompt)
@@ -375,6 +378,70 @@ class FamilyEngine(CheckpointEngine):
             done[0] += 1
         return images
 
+    def _decompose(self, job: Job, ctx: JobContext, entry: ModelEntry) -> List[Layer]:
+        """Mode decompose (Qwen-Image-Layered): the picture into ``params.layer_count`` RGBA layers, one group per
+        seed, bottom first."""
+        import torch
+
+        # 1. prompts and adapters (an empty prompt: the model captions the picture itself)
+        ctx.check()
+        text, tags = prompts.extract_loras(job.prompt)
+        negative, neg_tags = prompts.extract_loras(job.negative_prompt)
+        loaded = self.checkpoint(entry)
+        loras = loaded.adapters.apply_loras(tags + neg_tags)
+        # 2. the pipeline and its settings
+        runner = self.variant(loaded, layered.KIND)
+        spec = specs.SPECS[entry.arch]
+        settings = _settings(job, entry, "txt2img")
+        seeds, steps = settings["seeds"], settings["steps"]
+        # 3. conditioning: the RGBA picture, the layer count, prompts
+        call = layered.inputs(job, plain_prompt(text), job.params.layer_count)
+        call.update(num_inference_steps=steps, output_type="np", negative_prompt=plain_prompt(negative) or " ")
+        call[spec.cfg_argument] = settings["cfg"]
+        # 4. one pass per seed at the model's native area; progress counts every pass's steps
+        done = [0]
+        pw, ph = layered.working_size(loaded.native**2, job.width, job.height)
+
+        def shown(latents) -> np.ndarray:
+            return preview.to_rgb(preview.unpack(layered.whole_picture(latents, pw, ph), ph, pw), *loaded.preview)
+
+        on_step = self.step_callback(
+            job,
+            ctx,
+            lambda pipe, step: (done[0] * steps + min(step + 1, steps), steps * len(seeds)),
+            shown if loaded.preview is not None else None,
+        )
+        started = time.perf_counter()
+        groups = []
+        for s in seeds:
+            ctx.check()
+            with torch.inference_mode(), layered.working_area(loaded.native**2), _one_step_schedule(runner, steps):
+                out = runner(**call, generator=torch.Generator("cpu").manual_seed(s), callback_on_step_end=on_step)
+            groups.append(np.stack(self.to_uint8(out.images[0], entry, loaded.pipe.vae.dtype)))
+            done[0] += 1
+        # 5. info and result layers: each seed's layers in a group of their own, bottom first
+        frames = groups[0].shape[1:3]
+        info = {
+            "model": entry.name,
+            "arch": entry.arch,
+            "family": entry.arch,
+            "variant": loaded.facts.get("variant"),
+            "sampler": SAMPLER,
+            "steps": steps,
+            "cfg": settings["cfg"],
+            "size": [int(frames[1]), int(frames[0])],
+            "loras": loras,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        for key in ("parts", "memory", "dtype"):
+            if key in loaded.facts:
+                info[key] = loaded.facts[key]
+        return [
+            layer
+            for s, frames_of_seed in zip(seeds, groups)
+            for layer in layered.result_layers(job, frames_of_seed, s, layered.group_name(text, s), info)
+        ]
+
     def _control_inputs(self, plan: controlnets.ControlPlan, job: Job, pw: int, ph: int, ctx: JobContext) -> dict:
         """The ControlNet pipeline's control arguments: the control image at processing size (preprocessed when
         asked), its strength and step range, and a union ControlNet's mode."""
@@ -400,6 +467,8 @@ def _native_px(entry: ModelEntry, pipe) -> int:
             return int(index[NATIVE_KEY])
     except (OSError, ValueError):
         pass
+    if entry.arch == specs.qwen.QWEN_LAYERED:
+        return layered.NATIVE
     sample = getattr(pipe.transformer.config, "sample_size", None)
     if entry.arch == specs.SD3 and sample:
         return int(sample) * int(pipe.vae_scale_factor)

@@ -182,7 +182,8 @@ def load(entry: ModelEntry, dtype, registry: ModelRegistry) -> Tuple[object, dic
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     spec = specs.SPECS[entry.arch]
-    cls = getattr(diffusers, spec.pipeline("edit") or spec.pipeline("txt2img"))  # edit models: with their processor
+    # edit models: with their processor; Qwen-Image-Layered: its decomposition pipeline, its only one
+    cls = getattr(diffusers, spec.pipeline("edit") or spec.pipeline("txt2img") or spec.pipeline("decompose"))
     facts: dict = {"variant": entry.info.get("variant", "")}
     try:
         if entry.format == DIFFUSERS:

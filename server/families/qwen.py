@@ -161,7 +161,10 @@ def fit_preview(vae_model):
 
     picture = preview.fitting_picture()
     param = next(vae_model.parameters())
-    x = torch.from_numpy(picture.transpose(2, 0, 1)[None, :, None]).to(param.device, param.dtype)
+    seen = picture
+    if getattr(vae_model.config, "input_channels", 3) == 4:  # Qwen-Image-Layered's RGBA VAE: an opaque picture
+        seen = np.dstack([picture, np.ones(picture.shape[:2], picture.dtype)])
+    x = torch.from_numpy(seen.transpose(2, 0, 1)[None, :, None]).to(param.device, param.dtype)
     with torch.inference_mode():
         z = vae_model.encode(x).latent_dist.mean.float()[:, :, 0]
     mean = torch.tensor(vae_model.config.latents_mean).view(1, -1, 1, 1)

@@ -136,6 +136,8 @@ SPECS.update(
         qwen.QWEN_EDIT_PLUS: FamilySpec(
             qwen.QWEN_EDIT_PLUS, {**_QWEN_BASE, "edit": "QwenImageEditPlusPipeline"}, references=True, **_QWEN
         ),
+        # one picture into RGBA layers (mode "decompose"), nothing else
+        qwen.QWEN_LAYERED: FamilySpec(qwen.QWEN_LAYERED, {"decompose": "QwenImageLayeredPipeline"}, **_QWEN),
     }
 )
 QWEN3_FAMILIES = (FLUX2_KLEIN, ZIMAGE)  # one Qwen3 text encoder, the Qwen tokenizer (``qwen3``)

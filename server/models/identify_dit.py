@@ -27,6 +27,9 @@ EDIT_FAMILIES = (
     FLUX_KONTEXT,
     FLUX2_KLEIN,
 ) + qwen.EDIT_FAMILIES  # instruction edit (mode "edit"); their listing entries say ``"edit": true``
+DECOMPOSE_FAMILIES = (
+    qwen.QWEN_LAYERED,
+)  # picture into layers (mode "decompose", their only one): ``"decompose": true``
 
 NAMES = {
     FLUX: "Flux.1",

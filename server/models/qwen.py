@@ -18,11 +18,17 @@ from .identify import Detected, DetectError, Shapes
 QWEN = "qwen-image"
 QWEN_EDIT = "qwen-image-edit"
 QWEN_EDIT_PLUS = "qwen-image-edit-plus"  # 2509 / 2511: several reference images
-FAMILIES = (QWEN, QWEN_EDIT, QWEN_EDIT_PLUS)
+QWEN_LAYERED = "qwen-image-layered"  # one picture into RGBA layers (mode "decompose")
+FAMILIES = (QWEN, QWEN_EDIT, QWEN_EDIT_PLUS, QWEN_LAYERED)
 EDIT_FAMILIES = (QWEN_EDIT, QWEN_EDIT_PLUS)
 TEXT_ENCODER = "qwen2.5-vl"  # a text encoder entry's arch
 
-NAMES = {QWEN: "Qwen-Image", QWEN_EDIT: "Qwen-Image-Edit", QWEN_EDIT_PLUS: "Qwen-Image-Edit Plus"}
+NAMES = {
+    QWEN: "Qwen-Image",
+    QWEN_EDIT: "Qwen-Image-Edit",
+    QWEN_EDIT_PLUS: "Qwen-Image-Edit Plus",
+    QWEN_LAYERED: "Qwen-Image-Layered",
+}
 VARIANT_CONFIGS = {
     "qwen-image": "qwen-image",
     "edit": "qwen-image-edit",
@@ -34,6 +40,7 @@ VARIANT_NAMES = {
     "edit": "Qwen-Image-Edit",
     "edit-2509": "Qwen-Image-Edit 2509",
     "edit-2511": "Qwen-Image-Edit 2511",
+    "layered": "Qwen-Image-Layered",
 }
 PIPELINE_FAMILIES = {
     "QwenImagePipeline": QWEN,
@@ -42,11 +49,13 @@ PIPELINE_FAMILIES = {
     "QwenImageEditPipeline": QWEN_EDIT,
     "QwenImageEditInpaintPipeline": QWEN_EDIT,
     "QwenImageEditPlusPipeline": QWEN_EDIT_PLUS,
+    "QwenImageLayeredPipeline": QWEN_LAYERED,
 }
-LAYERED = (
-    "Qwen-Image-Layered (decomposition into RGBA layers), which this server does not run yet: "
-    "use Qwen-Image or Qwen-Image-Edit"
+LAYERED_FILE = (
+    "a Qwen-Image-Layered transformer as a single file, which this server reads only as the diffusers folder of its "
+    "release (its RGBA VAE, tokenizer and processor beside it): put the folder in checkpoints/"
 )
+LAYERED_PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "processor", "scheduler")
 PREFIX = "model.diffusion_model."
 PROBE = "transformer_blocks.0.img_mod.1.weight"
 TEXT_PROBE = "layers.0.self_attn.q_proj.weight"
@@ -95,23 +104,46 @@ def checkpoint(shapes: Shapes, name: str) -> Detected:
         "layout": "diffusers",
         "encoders": {},
     }
-    if "time_text_embed.addition_t_embedding.weight" in t:
-        info["unsupported"] = LAYERED
+    if is_layered(t):
+        return Detected(QWEN_LAYERED, info=dict(info, variant="layered", unsupported=LAYERED_FILE))
     return Detected(family, info=info)
+
+
+def is_layered(transformer: Shapes) -> bool:
+    """Whether a Qwen-Image transformer's tensors are Qwen-Image-Layered's: its extra timestep condition (RGB picture
+    or RGBA layer) is an embedding the other variants lack."""
+    return "time_text_embed.addition_t_embedding.weight" in transformer
 
 
 def diffusers_folder(folder: Path, index: dict, config: dict) -> Detected:
     """A diffusers folder of a Qwen-Image pipeline (``index``: its model_index.json, ``config``: its transformer's)."""
     pipeline = str(index.get("_class_name", ""))
     info = {"pipeline": pipeline, "layout": "diffusers-folder"}
-    if "Layered" in pipeline or config.get("use_layer3d_rope"):
-        info["unsupported"] = LAYERED
-        return Detected(QWEN, info=dict(info, variant="layered"))
+    if "Layered" in pipeline or config.get("use_layer3d_rope") or config.get("use_additional_t_cond"):
+        missing = layered_missing(folder)
+        if missing:
+            info["unsupported"] = f"a Qwen-Image-Layered folder without {missing}: copy it from the diffusers release"
+        return Detected(QWEN_LAYERED, info=dict(info, variant="layered"))
     family = PIPELINE_FAMILIES.get(pipeline) or _variant(folder.name)[0]
     variant = {QWEN: "qwen-image", QWEN_EDIT: "edit"}.get(family) or (
         "edit-2511" if config.get("zero_cond_t") or "2511" in folder.name else "edit-2509"
     )
     return Detected(family, info=dict(info, variant=variant))
+
+
+def layered_missing(folder: Path) -> str:
+    """What a Qwen-Image-Layered diffusers folder lacks to run, in words ("" when nothing): its parts, and an RGBA VAE
+    (4 channels in and out) rather than Qwen-Image's RGB one."""
+    missing = [p for p in LAYERED_PARTS if not (folder / p).is_dir()]
+    if missing:
+        return "its " + ", ".join(p + "/" for p in missing)
+    try:
+        vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "a readable vae/config.json"
+    if vae.get("input_channels", 3) != 4:
+        return f"its RGBA VAE (vae/ takes {vae.get('input_channels', 3)} channels, the layered model's takes 4)"
+    return ""
 
 
 def is_folder(folder: Path) -> Optional[Tuple[dict, dict]]:

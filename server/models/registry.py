@@ -134,6 +134,8 @@ class ModelEntry:
             entry["variant"] = self.info["variant"]  # Flux/SD3: dev, schnell, fill, kontext, 3.5-large, ...
         if self.kind == "checkpoint" and self.arch in identify_dit.EDIT_FAMILIES:
             entry["edit"] = True  # runs mode "edit" (instruction edit): the plugins offer it
+        if self.kind == "checkpoint" and self.arch in identify_dit.DECOMPOSE_FAMILIES:
+            entry["decompose"] = True  # runs mode "decompose" (picture into layers), and only that
         if self.kind in ("checkpoint", "lora"):
             entry.update(fewstep.listing(self.info.get("few_step")))
         if self.info.get("prediction"):

@@ -1329,6 +1329,60 @@ def scenario_edit():
     R["tab_enabled_after_switch"] = mode_offered(panel, edit_tab)
 
 
+def scenario_decompose():
+    """Picture into layers on a tiny Qwen-Image-Layered model: the Layers tab is offered only for it; the selection
+    comes back as a group layer holding the layers, named, bottom first, with their alpha, above the active layer."""
+    R = RESULT
+    yield Until(lambda: find_panel()[1] is not None, 30)
+    dock, panel = find_panel()
+    ses = panel.session
+    yield Until(lambda: ses.connection_state == "connected" and ses.models, 150, poll=200)
+    R["connected"] = ses.connection_state
+    tab = list(panel_modes()).index("decompose")
+    doc = new_doc("pb-decompose")
+    yield 400
+    paint = add_paint(doc, "Paint")
+    top = doc.createNode("Top", "paintlayer")  # a layer above the active one: the group goes between them
+    doc.rootNode().addChildNode(top, paint)
+    doc.setActiveNode(paint)
+    yield 300
+    R["paint_before"] = dump("decompose-paint-before", paint.pixelData(0, 0, doc.width(), doc.height()))
+    ses.set_option("model", "tiny-qwen")
+    yield 200
+    R["tab_enabled_qwen"] = mode_offered(panel, tab)
+    ses.set_mode("decompose")
+    R["mode_after_refused"], R["refused_message"] = ses.settings.mode, ses.message
+    ses.set_option("model", CONFIG["model"])
+    yield 200
+    R["tab_enabled_layered"] = mode_offered(panel, tab)
+    choose_mode(panel, tab)
+    yield 200
+    R["mode"], R["run_button"] = ses.settings.mode, panel.run_button.text()
+    R["layer_count_shown"] = panel.decompose_box.isVisibleTo(panel)
+    panel.layer_count_spin.setValue(3)  # as the painter sets it
+    ses.set_prompt("a house with a red roof", "")
+    ses.set_option("steps", 2)
+    ses.set_option("random_seed", False)
+    ses.set_option("seed", 9)
+    select_rect(doc, 16, 8, 48, 40)
+    yield 300
+    mark("decompose")
+    R["decompose"] = rec = {"layers_before": layers(doc)}
+    yield from run_job(ses, rec, timeout=300)
+    yield 400
+    rec["layers_after"] = layers(doc)
+    rec["root_order"] = [n.name() for n in doc.rootNode().childNodes()]  # bottom first
+    group = next((n for n in doc.rootNode().childNodes() if n.type() == "grouplayer"), None)
+    rec["group"] = None if group is None else group.name()
+    rec["children"] = []
+    for i, child in enumerate(group.childNodes() if group is not None else []):  # bottom first
+        data = dump(f"decompose-child-{i}", child.pixelData(16, 8, 48, 40))
+        rec["children"].append({"name": child.name(), "type": child.type(), "pixels": data})
+    R["paint_after"] = dump("decompose-paint-after", paint.pixelData(0, 0, doc.width(), doc.height()))
+    R["active_after"] = doc.activeNode().name() if doc.activeNode() is not None else None
+    doc.setModified(False)
+
+
 def panel_modes():
     from paintbridge.widgets import MODES  # the panel's own order of modes
 
@@ -2158,6 +2212,7 @@ SCENARIOS = {
     "references": scenario_references,
     "history": scenario_history,
     "edit": scenario_edit,
+    "decompose": scenario_decompose,
     "sampling": scenario_sampling,
     "regions": scenario_regions,
     "techniques": scenario_techniques,
