@@ -1344,6 +1344,7 @@ def scenario_decompose():
     paint = add_paint(doc, "Paint")
     top = doc.createNode("Top", "paintlayer")  # a layer above the active one: the group goes between them
     doc.rootNode().addChildNode(top, paint)
+    yield 300
     doc.setActiveNode(paint)
     yield 300
     R["paint_before"] = dump("decompose-paint-before", paint.pixelData(0, 0, doc.width(), doc.height()))
@@ -1367,7 +1368,7 @@ def scenario_decompose():
     select_rect(doc, 16, 8, 48, 40)
     yield 300
     mark("decompose")
-    R["decompose"] = rec = {"layers_before": layers(doc)}
+    R["decompose"] = rec = {"layers_before": layers(doc), "active_before": doc.activeNode().name()}
     yield from run_job(ses, rec, timeout=300)
     yield 400
     rec["layers_after"] = layers(doc)
