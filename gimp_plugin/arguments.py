@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Dict, Optional, Tuple
 
 from client.settings import CAPTION_STYLE_LABELS, CAPTION_STYLES, FALLBACK_DEFAULTS, FILLS
-from protocol.messages import CONTROL_TYPES, MAX_CONTROLS, REFERENCE_TYPES, SAMPLERS
+from protocol.messages import CONTROL_TYPES, MAX_CONTROLS, MAX_LAYER_COUNT, MIN_LAYER_COUNT, REFERENCE_TYPES, SAMPLERS
 from protocol.sampling import SCHEDULE_NAMES
 
 PREFIX = "plug-in-paintbridge-"
@@ -796,6 +796,42 @@ PROCEDURES += (  # instruction edit: offered with the models whose listing says 
             Arg("batch", "int", "_Batch", "How many results (one layer each)", 1, 1, 8),
         )
         + _source_args(mask=True)
+        + _server_args(),
+    ),
+    # picture into layers: offered with the models whose listing says they can (Qwen-Image-Layered)
+    ProcedureSpec(
+        PREFIX + "decompose",
+        "decompose",
+        "Split into _Layers...",
+        "Paintbridge: Split into Layers",
+        "Split the selection (or the whole image) into a group of layers with transparency",
+        "Splits the selection's bounds (or the whole image) into layers with their own transparency, with a model "
+        "that decomposes pictures (Qwen-Image-Layered); the Model list offers only such models. The layers arrive "
+        "in a new layer group above the active layer, bottom first as the model stacks them; your layers are not "
+        "changed.",
+        (
+            Arg("prompt", "string", "_Description", "What the picture shows; empty = the model describes it", ""),
+            Arg(
+                "model",
+                "model",
+                "_Model",
+                "A checkpoint that splits pictures into layers (Qwen-Image-Layered); 'default' = the server's default",
+                "default",
+            ),
+            Arg(
+                "layer-count",
+                "int",
+                "_Layers",
+                "How many layers the picture is split into",
+                4,
+                MIN_LAYER_COUNT,
+                MAX_LAYER_COUNT,
+            ),
+            Arg("steps", "int", "S_teps", STEPS_BLURB, 0, 0, 150),
+            Arg("cfg", "double", "_Guidance", "Prompt guidance; 0 = the model's default", 0.0, 0.0, 30.0),
+            Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
+        )
+        + _source_args(mask=False)
         + _server_args(),
     ),
 )

@@ -125,6 +125,21 @@ def fill_dialog(dialog, spec: ProcedureSpec) -> None:
         dialog.fill(None)
 
 
+# the modes only some models run: what such models are called, and what to install when there is none
+ABLE_MODELS = {
+    "edit": (
+        "Instruction-edit models",
+        "No instruction-edit model installed (e.g. Flux.1 Kontext: flux1-kontext-dev.safetensors in "
+        "diffusion_models/, with its text encoders and VAE)",
+    ),
+    "decompose": (
+        "Models that split pictures into layers",
+        "No model that splits pictures into layers installed (Qwen-Image-Layered: its diffusers folder in "
+        "checkpoints/)",
+    ),
+}
+
+
 def models_hint(models: Optional[List[dict]], mode: str, url: str) -> str:
     """One line for the dialog naming what the Model (and Upscaler) fields accept on this server."""
     if models is None:
@@ -135,16 +150,12 @@ def models_hint(models: Optional[List[dict]], mode: str, url: str) -> str:
 
     checkpoints = names("checkpoint")
     parts = [f"Checkpoints: {', '.join(checkpoints)}" if checkpoints else "No checkpoint installed"]
-    if mode == "edit":  # only models whose listing says they can (Flux.1 Kontext)
+    if mode in ABLE_MODELS:  # only models whose listing says they can run the mode
         from client.modes import offered
 
         able = [str(m.get("name")) for m in models if m.get("kind") == "checkpoint" and offered(mode, m)]
-        parts = [
-            f"Instruction-edit models: {', '.join(able)}"
-            if able
-            else "No instruction-edit model installed (e.g. Flux.1 Kontext: flux1-kontext-dev.safetensors in "
-            "diffusion_models/, with its text encoders and VAE)"
-        ]
+        what, none = ABLE_MODELS[mode]
+        parts = [f"{what}: {', '.join(able)}" if able else none]
     if mode == "caption":  # prompt from the picture: a captioner, no checkpoint
         captioners = names("captioner")
         parts = [

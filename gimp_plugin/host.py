@@ -18,7 +18,7 @@ from gi.repository import Gegl, Gimp  # noqa: E402
 
 from client import docdata  # noqa: E402
 from client.errors import JobInputError as InputError  # noqa: E402
-from client.results import box_of, canvas_growth, pixels_in  # noqa: E402
+from client.results import box_of, canvas_growth, groups, pixels_in  # noqa: E402
 from protocol.geometry import Box, selection_bounds_from_mask  # noqa: E402
 from protocol.images import RGBA8  # noqa: E402
 
@@ -311,7 +311,9 @@ def insert_results(
     canvas: Optional[Tuple[int, int]] = None,
 ) -> List[object]:
     """Insert the results as new layers above the active layer, in one undo step, enlarging the canvas when a
-    result reaches past it (or to ``canvas`` = (width, height) when given). The first result ends on top.
+    result reaches past it (or to ``canvas`` = (width, height) when given). The first result ends on top; results
+    that carry a ``group`` go into a new layer group of that name instead (``client.results.groups``), the first
+    of them at the bottom. Returns the new layers and groups (a group's layers are inside it).
     On failure every change is taken back before the error propagates."""
     old_w, old_h = image.get_width(), image.get_height()
     growth = canvas_growth([box_of(r) for r in results], old_w, old_h, canvas)
@@ -324,11 +326,20 @@ def insert_results(
             image.resize(new_w, new_h, off_x, off_y)
             resized = True
         parent, position = insertion_point(image, drawable)
-        for result, name in reversed(list(zip(results, names))):
+        grouped = {i for g in groups(results) for i in g.members}
+        for result, name in reversed([(r, n) for i, (r, n) in enumerate(zip(results, names)) if i not in grouped]):
             layer = _new_layer(image, result, name, result.x + off_x, result.y + off_y)
             image.insert_layer(layer, parent, position)
             created.append(layer)
             _fill(layer, result)
+        for group in reversed(groups(results)):  # a layer group each, its layers bottom first as they arrived
+            folder = Gimp.GroupLayer.new(image, group.name)
+            image.insert_layer(folder, parent, position)
+            created.append(folder)
+            for i in group.members:
+                layer = _new_layer(image, results[i], names[i], results[i].x + off_x, results[i].y + off_y)
+                image.insert_layer(layer, folder, 0)  # above the one before
+                _fill(layer, results[i])
     except BaseException:
         for layer in created:
             try:

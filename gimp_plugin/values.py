@@ -165,6 +165,8 @@ def settings_from_values(
         s.scale = float(values["scale"])
         s.upscaler = listed("upscaler")
         s.refine = float(values.get("refine", 0.0))
+    if "layer-count" in names:  # picture into layers
+        s.layer_count = int(values["layer-count"])
     if spec.mode == "preprocess":
         s.preprocessor = str(values["preprocessor"])
         s.low_threshold, s.high_threshold = int(values["low-threshold"]), int(values["high-threshold"])

@@ -289,6 +289,28 @@ def test_instruction_edit_on_a_tiny_kontext_model(trixie_root, tmp_path):
         proc.stop()
 
 
+def test_decompose_on_a_tiny_layered_model_arrives_as_a_layer_group(trixie_root, tmp_path):
+    """Filters > Paintbridge > Split into Layers: its model choice lists only models that decompose (a tiny
+    Qwen-Image-Layered, not the tiny Qwen-Image beside it), which is refused by name before anything is sent; the
+    selection comes back as a layer group right above the active layer holding the layers, named, bottom one last in
+    GIMP's list, each with the model's alpha."""
+    from conftest import ServerProcess
+    from factory import make_models_dir
+    from gimp_plugin import settings as gimp_settings
+    from hosts.gimp import gimp_profile
+
+    models = make_models_dir(tmp_path / "models", which=("qwen", "qwen-layered"))
+    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
+    try:
+        with gimp_profile() as prof:
+            gimp_settings.remember(prof.gimp_dir, proc.url, None)  # GIMP registers the choices from this server
+            gimp_check(
+                prof, "decompose_arrives_as_a_layer_group_with_names_in_order_and_alpha", url=proc.url, timeout=600
+            )
+    finally:
+        proc.stop()
+
+
 def _generate_matches_the_client_core_job(prof, url: str) -> None:
     """Generate into a soft ellipse in GIMP gives exactly the layer the client core's own job gives for the same
     pixels and selection (the Krita host test checks its side against the same core path)."""
@@ -962,6 +984,7 @@ DIALOGS = (
     ("generate", "Paintbridge: Generate into Selection"),
     ("detail", "Paintbridge: Detail Faces"),
     ("edit", "Paintbridge: Edit from Instruction"),
+    ("decompose", "Paintbridge: Split into Layers"),
     ("upscale", "Paintbridge: Upscale"),
     ("control-layer", "Paintbridge: Control Layer"),
     ("describe", "Paintbridge: Describe"),

@@ -48,6 +48,7 @@ def test_every_procedure_has_a_consistent_argument_table():
         "preprocess",
         "edit",
         "detail",
+        "decompose",
     }
     assert [spec.name for spec in arguments.PROCEDURES if spec.live] == [arguments.PREFIX + "live-inpaint"]
     for spec in arguments.PROCEDURES:
@@ -394,7 +395,9 @@ def test_dialog_layout_and_models_hint():
     for spec in arguments.PROCEDURES:  # every job dialog: prompt and style first, the rest folded by theme
         opened, _sections = layout(spec)
         assert len(opened) <= 8, (spec.name, opened)
-        assert spec.mode == "preprocess" or {"prompt", "style", "model"} <= set(opened), (spec.name, opened)
+        # decompose takes no style: a style names a checkpoint, and only a layered model splits pictures
+        wanted = {"prompt", "model"} | ({"style"} if spec.mode != "decompose" else set())
+        assert spec.mode == "preprocess" or wanted <= set(opened), (spec.name, opened)
     placed = top + [name for section in sections for name in flat(section)]
     assert sorted(placed) == sorted(arg.name for arg in arguments.BY_MODE["inpaint"].args)
     models = [
@@ -405,6 +408,9 @@ def test_dialog_layout_and_models_hint():
     assert models_hint(models, "inpaint", "ws://h:1") == "Checkpoints: tiny-sd15 · built-in: classical"
     assert models_hint(models, "upscale", "ws://h:1") == "Upscalers: 4x-tiny · Checkpoints: tiny-sd15"
     assert "not answering" in models_hint(None, "img2img", "ws://h:1")
+    layered = [{"name": "split", "kind": "checkpoint", "arch": "qwen-image-layered", "decompose": True}]
+    assert models_hint(models + layered, "decompose", "ws://h:1") == "Models that split pictures into layers: split"
+    assert models_hint(models, "decompose", "ws://h:1").startswith("No model that splits pictures into layers")
 
 
 def test_fetch_models_for_the_dialog(start_server):

@@ -730,6 +730,66 @@ def instruction_edit_on_a_tiny_kontext_model(P):
     img.delete()
 
 
+def decompose_arrives_as_a_layer_group_with_names_in_order_and_alpha(P):
+    img, (layer,) = make_image(96, 64)
+    cfg = PDB.lookup_procedure("plug-in-paintbridge-decompose").create_config()
+    cfg.set_property("model", "tiny-qwen")
+    check(
+        cfg.get_property("model") == "default",
+        "a model that cannot decompose is no choice: %r" % cfg.get_property("model"),
+    )
+    cfg.set_property("model", "tiny-qwen-layered")
+    check(cfg.get_property("model") == "tiny-qwen-layered", "the layered model is a choice")
+    expect_failure(
+        "plug-in-paintbridge-decompose",
+        img,
+        [layer],
+        "calling-error",
+        "needs a model that splits a picture into layers",
+        model_name="tiny-qwen",
+        server=P["url"],
+    )
+    img.select_rectangle(Gimp.ChannelOps.REPLACE, 16, 8, 48, 40)
+    user = read(layer, 0, 0, 96, 64)
+    old = img.get_layers()
+    expect_ok(
+        "plug-in-paintbridge-decompose",
+        img,
+        [layer],
+        model="tiny-qwen-layered",
+        prompt="a house with a red roof",
+        layer_count=3,
+        seed=9,
+        steps=2,
+        server=P["url"],
+    )
+    added = new_layers(img, old)
+    check(len(added) == 1 and added[0].is_group(), "one new layer group: %r" % layer_summary(img))
+    group = added[0]
+    check(group.get_name() == "a house with a red roof (seed 9)", "the group's name: %r" % group.get_name())
+    check(
+        img.get_item_position(group) == img.get_item_position(layer) - 1,
+        "the group lies right above the active layer: %r" % layer_summary(img),
+    )
+    children = group.get_children()  # top first, as GIMP lists a stack
+    names = [c.get_name() for c in children]
+    check(names == ["Layer 3 (top)", "Layer 2", "Layer 1 (bottom)"], "the layers, bottom one last: %r" % names)
+    seen = []
+    for child in children:
+        ok, cx, cy = child.get_offsets()
+        check((cx, cy, child.get_width(), child.get_height()) == (16, 8, 48, 40), "at the selection's bounds")
+        check(child.has_alpha(), "%s has an alpha channel" % child.get_name())
+        alpha = read(child, 16, 8, 48, 40)[3::4]
+        check(
+            min(alpha) < 255 and len(set(alpha)) > 8,
+            "%s carries the model's alpha: %r" % (child.get_name(), sorted(set(alpha))[:8]),
+        )
+        seen.append(read(child, 16, 8, 48, 40))
+    check(len(set(seen)) == 3, "three different layers")
+    check(read(layer, 0, 0, 96, 64) == user, "the user's layer is untouched")
+    img.delete()
+
+
 def download_models_pulls_through_the_server_and_the_model_shows_up(P):
     use_plugin(P)
     from client import downloads as cm
