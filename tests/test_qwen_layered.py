@@ -19,7 +19,7 @@ from test_families import H, W, job, payload, picture, pixels, selection
 
 torch.set_num_threads(2)
 
-MODELS = ("qwen-layered", "qwen", "qwen-controlnet")
+MODELS = ("qwen-layered", "qwen", "qwen-controlnet", "qwen-split", "qwen-layered-split")
 LAYERED = "tiny-qwen-layered"
 
 
@@ -39,6 +39,61 @@ def test_the_layered_folder_is_its_own_family_that_runs_decompose_only(models_di
         None,
     )
     assert "problem" not in entry and "decompose" not in got["tiny-qwen"]
+
+
+def test_the_split_layout_is_recognised_and_gives_the_folders_layers_with_its_rgba_vae(client, models_dir):
+    got = {e["name"]: e for e in ModelRegistry([models_dir]).listing()}
+    split = got["tiny-qwen-layered-split"]
+    assert (split["arch"], split["variant"], split["format"], split.get("decompose")) == (
+        "qwen-image-layered",
+        "layered",
+        "safetensors",
+        True,
+    )
+    assert "problem" not in split
+    folder = pixels(client.run(decompose(2)))
+    result = client.run(dict(decompose(2), model="tiny-qwen-layered-split"))
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folder, pixels(result)))
+    assert result.layers[0].info["parts"] == {"text_encoder": "tiny-qwen_2.5_vl", "vae": "tiny-qwen_image_layered_vae"}
+    # beside the RGBA VAE, Qwen-Image's split checkpoint still takes its own RGB one
+    plain = client.run(job("img2img", "tiny-qwen-split"))
+    assert plain.layers[0].info["parts"]["vae"] == "tiny-qwen_image_vae"
+
+
+def test_a_split_layered_transformer_names_its_configs_and_its_rgba_vae_when_missing(tmp_path, start_server):
+    import torch
+    from diffusers import AutoencoderKLQwenImage
+
+    from protocol.client import Client
+
+    built = tiny_qwen.layered_split_files()
+    for sub in ("diffusion_models", "vae", "text_encoders"):
+        (tmp_path / sub).mkdir()
+    transformer = built / "diffusion_models" / "tiny-qwen-layered-split.safetensors"
+    (tmp_path / "diffusion_models" / transformer.name).symlink_to(transformer)
+    encoder = tiny_qwen.split_files() / "text_encoders" / "tiny-qwen_2.5_vl.safetensors"
+    (tmp_path / "text_encoders" / encoder.name).symlink_to(encoder)
+    # an RGB VAE of the same latent size: not the layered model's
+    config = json.loads(
+        (built / "diffusion_models" / "tiny-qwen-layered-split.config" / "vae" / "config.json").read_text()
+    )
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    torch.manual_seed(0)
+    AutoencoderKLQwenImage(**dict(config, input_channels=3)).save_pretrained(tmp_path / "rgb")
+    shutil.copy(tmp_path / "rgb" / "diffusion_pytorch_model.safetensors", tmp_path / "vae" / "rgb_vae.safetensors")
+    thread = start_server(model_dirs=[tmp_path])
+    with Client(thread.url, client_name="test-qwen-layered") as c:
+        with pytest.raises(JobFailed) as err:
+            c.run(dict(decompose(2), model="tiny-qwen-layered-split"), timeout=120)
+        assert err.value.code == "model_not_found" and "tiny-qwen-layered-split.config" in str(err.value)
+        assert "processor/" in str(err.value)
+        shutil.copytree(
+            built / "diffusion_models" / "tiny-qwen-layered-split.config",
+            tmp_path / "diffusion_models" / "tiny-qwen-layered-split.config",
+        )
+        with pytest.raises(JobFailed) as err:
+            c.run(dict(decompose(2), model="tiny-qwen-layered-split"), timeout=120)
+        assert err.value.code == "model_not_found" and "qwen_image_layered_vae" in str(err.value), str(err.value)
 
 
 def test_a_layered_folder_without_its_rgba_vae_or_a_part_is_named(tmp_path):

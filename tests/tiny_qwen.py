@@ -13,6 +13,8 @@ Layouts (``link_into``):
   its transformer's RGB/RGBA condition and layered RoPE, its VAE 4 channels in and out).
 - ``qwen-file``: ComfyUI's one-file-per-part layout (``comfy_files``), the VAE from ``qwen-split``.
 - ``qwen-gguf``: the transformer as a Q8_0 GGUF in ``diffusion_models/`` (city96's layout), parts as ``qwen-split``.
+- ``qwen-layered-split``: ``tiny-qwen-layered`` in ComfyUI's split layout (``layered_split_files``), with
+  ``qwen-split`` for its text encoder.
 - ``qwen-controlnet``: a tiny union ControlNet folder in ``controlnet/``.
 - ``qwen-lora``: a tiny LoRA in ``loras/`` (diffusers/PEFT names on the transformer).
 - ``qwen-split``: ComfyUI's split layout: the transformer alone in ``diffusion_models/tiny-qwen-split.safetensors``
@@ -193,6 +195,32 @@ def split_files() -> Path:
     return factory._cached("split-qwen-v2", make)
 
 
+def layered_split_files() -> Path:
+    """The cached ComfyUI-style split files of ``tiny-qwen-layered``: its transformer alone in ``diffusion_models/``
+    with its release's configs (tokenizer and processor included) in a ``.config/`` folder beside it, and its RGBA VAE
+    in ``vae/``; the text encoder is tiny-qwen's (the same seed builds the same one)."""
+    folder = checkpoint_folder(LAYERED)
+
+    def make(tmp: Path) -> None:
+        import shutil
+
+        import torch
+        from diffusers import QwenImageLayeredPipeline
+
+        pipe = QwenImageLayeredPipeline.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+        for sub in ("diffusion_models", "vae"):
+            (tmp / sub).mkdir()
+        factory._save_file(
+            pipe.transformer.state_dict(), tmp / "diffusion_models" / "tiny-qwen-layered-split.safetensors"
+        )
+        config = tmp / "diffusion_models" / "tiny-qwen-layered-split.config"
+        factory.weightless_config(folder, config)
+        shutil.copytree(folder / "tokenizer", config / "tokenizer")
+        factory._save_file(pipe.vae.state_dict(), tmp / "vae" / "tiny-qwen_image_layered_vae.safetensors")
+
+    return factory._cached("split-qwen-layered", make)
+
+
 def comfy_files() -> Path:
     """``tiny-qwen`` as ComfyUI users keep it in one file per part: the transformer under ``model.diffusion_model.`` in
     ``checkpoints/comfy-qwen.safetensors`` (its ``.config/`` beside it) and the text encoder with ComfyUI's names
@@ -287,6 +315,11 @@ def link_into(path: Path, item: str) -> None:
         factory._link(controlnet_folder(), path / "controlnet" / "tiny-qwen-controlnet-union")
     elif item == "qwen-lora":
         factory._link(lora(), path / "loras" / "tiny-lora-qwen.safetensors")
+    elif item == "qwen-layered-split":  # needs qwen-split's text encoder beside it
+        built = layered_split_files()
+        for sub in ("diffusion_models", "vae"):
+            for f in (built / sub).iterdir():
+                factory._link(f, path / sub / f.name)
     elif item == "qwen-split":
         built = split_files()
         for sub in ("diffusion_models", "text_encoders", "vae"):

@@ -286,19 +286,7 @@ class FamilyEngine(CheckpointEngine):
         started = time.perf_counter()
         images = self._passes(job, ctx, loaded, runner, call, settings, (pw, ph), tileable, rolling)
         # 5. info and result layers
-        info = {
-            "model": entry.name,
-            "arch": entry.arch,
-            "family": entry.arch,
-            "variant": loaded.facts.get("variant"),
-            "sampler": SAMPLER,
-            "steps": settings["steps"],
-            "cfg": settings["cfg"],
-            "strength": settings["strength"],
-            "size": [pw, ph],
-            "loras": loras,
-            "seconds": round(time.perf_counter() - started, 3),
-        }
+        info = dict(_info(entry, loaded, settings, (pw, ph), loras, started), strength=settings["strength"])
         if plan is not None:
             info["controlnet"] = {"name": plan.entry.name, "type": plan.control.type, "union_mode": plan.mode}
         if ref_plan is not None:
@@ -315,9 +303,6 @@ class FamilyEngine(CheckpointEngine):
                 f"{job.params.sampler or job.params.scheduler} is an SD sampler or schedule; "
                 "flow-matching models run with Euler"
             )
-        for key in ("parts", "memory", "dtype"):
-            if key in loaded.facts:
-                info[key] = loaded.facts[key]
         return result_layers(job, work, original, soft, images, settings["seeds"], info)
 
     def _passes(
@@ -420,22 +405,8 @@ class FamilyEngine(CheckpointEngine):
             groups.append(np.stack(self.to_uint8(out.images[0], entry, loaded.pipe.vae.dtype)))
             done[0] += 1
         # 5. info and result layers: each seed's layers in a group of their own, bottom first
-        frames = groups[0].shape[1:3]
-        info = {
-            "model": entry.name,
-            "arch": entry.arch,
-            "family": entry.arch,
-            "variant": loaded.facts.get("variant"),
-            "sampler": SAMPLER,
-            "steps": steps,
-            "cfg": settings["cfg"],
-            "size": [int(frames[1]), int(frames[0])],
-            "loras": loras,
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-        for key in ("parts", "memory", "dtype"):
-            if key in loaded.facts:
-                info[key] = loaded.facts[key]
+        height, width = groups[0].shape[1:3]
+        info = _info(entry, loaded, settings, (width, height), loras, started)
         return [
             layer
             for s, frames_of_seed in zip(seeds, groups)
@@ -473,6 +444,24 @@ def _native_px(entry: ModelEntry, pipe) -> int:
     if entry.arch == specs.SD3 and sample:
         return int(sample) * int(pipe.vae_scale_factor)
     return DEFAULT_NATIVE
+
+
+def _info(entry: ModelEntry, loaded: Loaded, settings: dict, size: Tuple[int, int], loras, started: float) -> dict:
+    """What every result layer's ``info`` says of the job: the model, its settings, the size it ran at, the LoRAs,
+    the seconds since ``started``, and where the weights were and in which dtype."""
+    info = {
+        "model": entry.name,
+        "arch": entry.arch,
+        "family": entry.arch,
+        "variant": loaded.facts.get("variant"),
+        "sampler": SAMPLER,
+        "steps": settings["steps"],
+        "cfg": settings["cfg"],
+        "size": [int(size[0]), int(size[1])],
+        "loras": loras,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return dict(info, **{key: loaded.facts[key] for key in ("parts", "memory", "dtype") if key in loaded.facts})
 
 
 def _settings(job: Job, entry: ModelEntry, kind: str) -> dict:

@@ -197,6 +197,7 @@ def load(entry: ModelEntry, dtype, registry: ModelRegistry) -> Tuple[object, dic
                     f"'{entry.name}' is a pickle file; Flux and SD3 checkpoints load from .safetensors only",
                     field="model",
                 )
+            qwen.check_layered_config(entry)
             config = config_dir(entry)
             found = part_finder.find(entry, config, registry)
             if qwen.is_qwen(entry.arch):

@@ -51,6 +51,7 @@ PART_EXAMPLES = {
     specs.ZIMAGE: ("qwen_3_4b.safetensors", "ae.safetensors"),
     qwen.QWEN: ("qwen_2.5_vl_7b.safetensors", "qwen_image_vae.safetensors"),
 }
+VAE_EXAMPLES = {qwen.QWEN_LAYERED: "qwen_image_layered_vae.safetensors (its RGBA VAE)"}  # where the base's differs
 
 
 @dataclass
@@ -135,18 +136,25 @@ def _find_encoder(slot: EncoderSlot, checkpoint: ModelEntry, registry: ModelRegi
     return fits[0] if fits else None
 
 
-def _vae_kind(config: dict) -> Tuple[int, bool]:
-    """(latent channels, whether it is a 3-D video-style VAE as Qwen-Image's) of a VAE's diffusers config."""
-    return int(config.get("latent_channels") or config.get("z_dim") or 4), "z_dim" in config
+def _vae_kind(config: dict) -> Tuple[int, bool, int]:
+    """(latent channels, whether it is a 3-D video-style VAE as Qwen-Image's, picture channels: 4 for
+    Qwen-Image-Layered's RGBA VAE) of a VAE's diffusers config."""
+    latent = int(config.get("latent_channels") or config.get("z_dim") or 4)
+    return latent, "z_dim" in config, int(config.get("input_channels") or config.get("in_channels") or 3)
 
 
-def _vae_channels(entry: ModelEntry) -> Optional[Tuple[int, bool]]:
+def _vae_channels(entry: ModelEntry) -> Optional[Tuple[int, bool, int]]:
     try:
         if entry.format == DIFFUSERS:
             return _vae_kind(_json(entry.path / "config.json"))
         shapes = file_shapes(entry.path, entry.format != "pickle")
         conv = next((v for k, v in shapes.items() if k.endswith("decoder.conv_in.weight")), ())
-        return identify_dit.vae_latent_channels(shapes), len(conv) == 5
+        # the encoder's first convolution (diffusers or Wan's names) reads the picture's channels
+        first = next(
+            (v for k, v in shapes.items() if k.endswith(("encoder.conv_in.weight", "encoder.conv1.weight"))), ()
+        )
+        picture = first[1] if len(first) > 1 else 3
+        return identify_dit.vae_latent_channels(shapes), len(conv) == 5, picture
     except (OSError, ValueError, DetectError):
         return None
 
@@ -181,7 +189,8 @@ def find(entry: ModelEntry, config: Path, registry: ModelRegistry) -> Parts:
     else:
         vae = _find_vae(entry.arch, entry, channels, registry)
         if vae is None:
-            missing.append(f"VAE ({channels[0]} latent channels, e.g. {PART_EXAMPLES[_base(entry.arch)][1]})")
+            example = VAE_EXAMPLES.get(entry.arch) or PART_EXAMPLES[_base(entry.arch)][1]
+            missing.append(f"VAE ({channels[0]} latent channels, e.g. {example})")
         else:
             parts.vae = Source(vae.path, "", vae.name, folder=vae.format == DIFFUSERS)
     if missing:

@@ -77,7 +77,8 @@ def preprocessors(entry: ModelEntry, config: Path) -> dict:
     from transformers import AutoProcessor, AutoTokenizer
 
     beside = entry.path.with_name(entry.path.stem + ".config")  # also without a model_index.json of its own
-    names = ["tokenizer"] + ["processor"] * (entry.arch in qwen.EDIT_FAMILIES)
+    # the Edit models read pictures with it; Qwen-Image-Layered captions a picture sent without a prompt
+    names = ["tokenizer"] + ["processor"] * (entry.arch in qwen.EDIT_FAMILIES + (qwen.QWEN_LAYERED,))
     wanted = {n: next((d / n for d in (config, beside) if (d / n).is_dir()), None) for n in names}
     missing = [name for name, folder in wanted.items() if folder is None]
     if missing:
@@ -92,6 +93,19 @@ def preprocessors(entry: ModelEntry, config: Path) -> dict:
     if "processor" in wanted:
         out["processor"] = AutoProcessor.from_pretrained(str(wanted["processor"]), local_files_only=True)
     return out
+
+
+def check_layered_config(entry: ModelEntry) -> None:
+    """A lone Qwen-Image-Layered transformer loads with its release's configs in ``<name>.config/`` (none ship with
+    the server); without them the job names what to copy where."""
+    if entry.arch == qwen.QWEN_LAYERED and entry.format != "diffusers" and entry.config_dir is None:
+        beside = entry.path.with_name(entry.path.stem + ".config")
+        raise ProtocolError(
+            MODEL_NOT_FOUND,
+            f"checkpoint '{entry.name}' (Qwen-Image-Layered) needs the configs of its diffusers release: copy its "
+            f"{qwen.LAYERED_CONFIGS} (the config files, no weights) into {beside}",
+            field="model",
+        )
 
 
 def check_references(job: Job, entry: ModelEntry, takes_them: bool) -> None:

@@ -51,10 +51,9 @@ PIPELINE_FAMILIES = {
     "QwenImageEditPlusPipeline": QWEN_EDIT_PLUS,
     "QwenImageLayeredPipeline": QWEN_LAYERED,
 }
-LAYERED_FILE = (
-    "a Qwen-Image-Layered transformer as a single file, which this server reads only as the diffusers folder of its "
-    "release (its RGBA VAE, tokenizer and processor beside it): put the folder in checkpoints/"
-)
+# the configs a lone Qwen-Image-Layered transformer loads with: its release's, copied beside it (none ship with the
+# server: its RGBA VAE's latent statistics are its own)
+LAYERED_CONFIGS = "model_index.json, transformer/, vae/, scheduler/, text_encoder/, tokenizer/ and processor/"
 LAYERED_PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "processor", "scheduler")
 PREFIX = "model.diffusion_model."
 PROBE = "transformer_blocks.0.img_mod.1.weight"
@@ -104,8 +103,8 @@ def checkpoint(shapes: Shapes, name: str) -> Detected:
         "layout": "diffusers",
         "encoders": {},
     }
-    if is_layered(t):
-        return Detected(QWEN_LAYERED, info=dict(info, variant="layered", unsupported=LAYERED_FILE))
+    if is_layered(t):  # its configs come from its release, in <name>.config/ (``families.qwen.layered_config``)
+        return Detected(QWEN_LAYERED, info=dict(info, variant="layered", config=""))
     return Detected(family, info=info)
 
 

@@ -679,15 +679,18 @@ def tiny_flux_model_generate_into_a_selection(P):
     img.delete()
 
 
+def offers_only(procedure, refused, offered):
+    """A procedure of a mode only some models run lists ``offered`` in its model choice, and not ``refused``."""
+    cfg = PDB.lookup_procedure(procedure).create_config()
+    cfg.set_property("model", refused)
+    check(cfg.get_property("model") == "default", "%s is no choice: %r" % (refused, cfg.get_property("model")))
+    cfg.set_property("model", offered)
+    check(cfg.get_property("model") == offered, "%s is a choice" % offered)
+
+
 def instruction_edit_on_a_tiny_kontext_model(P):
     img, (layer,) = make_image(64, 64)
-    cfg = PDB.lookup_procedure("plug-in-paintbridge-edit").create_config()
-    cfg.set_property("model", "tiny-flux")
-    check(
-        cfg.get_property("model") == "default", "a model that cannot edit is no choice: %r" % cfg.get_property("model")
-    )
-    cfg.set_property("model", "tiny-flux-kontext")
-    check(cfg.get_property("model") == "tiny-flux-kontext", "the Kontext model is a choice")
+    offers_only("plug-in-paintbridge-edit", refused="tiny-flux", offered="tiny-flux-kontext")
     expect_failure(
         "plug-in-paintbridge-edit",
         img,
@@ -732,14 +735,7 @@ def instruction_edit_on_a_tiny_kontext_model(P):
 
 def decompose_arrives_as_a_layer_group_with_names_in_order_and_alpha(P):
     img, (layer,) = make_image(96, 64)
-    cfg = PDB.lookup_procedure("plug-in-paintbridge-decompose").create_config()
-    cfg.set_property("model", "tiny-qwen")
-    check(
-        cfg.get_property("model") == "default",
-        "a model that cannot decompose is no choice: %r" % cfg.get_property("model"),
-    )
-    cfg.set_property("model", "tiny-qwen-layered")
-    check(cfg.get_property("model") == "tiny-qwen-layered", "the layered model is a choice")
+    offers_only("plug-in-paintbridge-decompose", refused="tiny-qwen", offered="tiny-qwen-layered")
     expect_failure(
         "plug-in-paintbridge-decompose",
         img,
