@@ -56,6 +56,8 @@ class ModeRule:
     controls: bool = True  # the mode takes control layers
     listing: str = ""  # a model listing key that must be true for the mode to be offered ("" = every model)
     needs: str = ""  # what such a model is, for the refusal ``check_offered`` gives
+    exclusive: bool = False  # a model whose listing says it runs this mode runs no other mode on its checkpoint
+    checkpoint: bool = True  # runs on the chosen checkpoint (False: the mode's own models, whatever is chosen)
 
 
 RULES: Dict[str, ModeRule] = {
@@ -63,8 +65,8 @@ RULES: Dict[str, ModeRule] = {
     "img2img": ModeRule("img2img", "Img2img", CONTEXT, OPTIONAL, strength=True),
     "inpaint": ModeRule("inpaint", "Inpaint", CONTEXT, REQUIRED, strength=True),
     "outpaint": ModeRule("outpaint", "Outpaint", CANVAS, NEVER, strength=True),
-    "upscale": ModeRule("upscale", "Upscale", SELECTION, NEVER, batch=False, controls=False),
-    "preprocess": ModeRule("preprocess", "Control", SELECTION, NEVER, batch=False, controls=False),
+    "upscale": ModeRule("upscale", "Upscale", SELECTION, NEVER, batch=False, controls=False, checkpoint=False),
+    "preprocess": ModeRule("preprocess", "Control", SELECTION, NEVER, batch=False, controls=False, checkpoint=False),
     # instruction edit: the box and an instruction in, an edited layer out, composited by the soft mask
     "edit": ModeRule(
         "edit",
@@ -78,7 +80,7 @@ RULES: Dict[str, ModeRule] = {
     # detailer on its own: faces inside the selection, or in the whole image
     "detail": ModeRule("detail", "Detail", CONTEXT, OPTIONAL, batch=False, controls=False),
     # prompt from the picture: the selection (or the canvas) described in words, no layer back
-    "caption": ModeRule("caption", "Describe", SELECTION, NEVER, batch=False, controls=False),
+    "caption": ModeRule("caption", "Describe", SELECTION, NEVER, batch=False, controls=False, checkpoint=False),
     # picture into layers: the selection (or the canvas) in, a group of RGBA layers out, bottom first
     "decompose": ModeRule(
         "decompose",
@@ -89,6 +91,7 @@ RULES: Dict[str, ModeRule] = {
         controls=False,
         listing="decompose",
         needs="a model that splits a picture into layers (Qwen-Image-Layered)",
+        exclusive=True,
     ),
 }
 MODES: Tuple[str, ...] = tuple(RULES)
@@ -97,8 +100,22 @@ LIVE_MODES = ("inpaint", "img2img")
 
 def offered(mode: str, entry: Optional[Mapping[str, Any]]) -> bool:
     """Whether ``mode`` can run on the model of listing ``entry`` (None: unknown here, the server decides)."""
-    key = rule(mode).listing
-    return not key or entry is None or bool(entry.get(key))
+    r = rule(mode)
+    if entry is None:
+        return True
+    if r.listing:
+        return bool(entry.get(r.listing))
+    return not r.checkpoint or not only_mode(entry)
+
+
+def only_mode(entry: Optional[Mapping[str, Any]]) -> str:
+    """The one mode a model runs on its checkpoint when its listing says so (decompose), else ""."""
+    return next((m for m, r in RULES.items() if r.exclusive and (entry or {}).get(r.listing)), "")
+
+
+def fallback_mode(entry: Optional[Mapping[str, Any]]) -> str:
+    """The mode an editor switches to when the chosen model cannot run the current one."""
+    return only_mode(entry) or "inpaint"
 
 
 def check_offered(mode: str, entry: Optional[Mapping[str, Any]]) -> None:
@@ -106,6 +123,9 @@ def check_offered(mode: str, entry: Optional[Mapping[str, Any]]) -> None:
     if not offered(mode, entry):
         r = rule(mode)
         name = str((entry or {}).get("name") or "the server's default")
+        own = only_mode(entry)
+        if own and not r.listing:
+            raise JobInputError(f"'{name}' runs only {RULES[own].label}: pick another model for {r.label}")
         advice = ", or use Inpaint with a prompt" if mode == "edit" else ""
         raise JobInputError(f"{r.label} needs {r.needs}; '{name}' cannot: pick such a model{advice}")
 

@@ -31,7 +31,8 @@ _cache: Dict[str, List[dict]] = {}
 
 def model_choices(models: Sequence[Dict[str, Any]], mode: str = "") -> Tuple[Tuple[str, str], ...]:
     """(nick, label) for each checkpoint of a listing, between the server's default and the built-in engine; for a
-    ``mode`` only some models run (``client.modes.offered``: edit), only those and the server's default."""
+    ``mode`` only some models run (``client.modes.offered``: edit), only those and the server's default; a model that
+    runs one mode only (decompose) is no choice for the others."""
     from client.modes import offered, rule
 
     special = bool(mode) and bool(rule(mode).listing)
@@ -39,7 +40,7 @@ def model_choices(models: Sequence[Dict[str, Any]], mode: str = "") -> Tuple[Tup
     seen = {DEFAULT, CLASSICAL}
     for entry in models:
         name = str(entry.get("name") or "")
-        if entry.get("kind") != "checkpoint" or not name or name in seen or (special and not offered(mode, entry)):
+        if entry.get("kind") != "checkpoint" or not name or name in seen or (mode and not offered(mode, entry)):
             continue
         seen.add(name)
         family = str(entry.get("family") or entry.get("arch") or "")

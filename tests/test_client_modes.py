@@ -87,3 +87,11 @@ def test_decompose_reads_the_selection_alone_and_is_offered_only_for_a_layered_m
     assert offered("decompose", layered) and not offered("decompose", qwen) and offered("decompose", None)
     with pytest.raises(JobInputError, match="Decompose needs a model that splits a picture into layers"):
         check_offered("decompose", qwen)
+    # the layered model runs decompose only on its checkpoint: the other checkpoint modes are not offered with it
+    from client.modes import fallback_mode
+
+    assert not offered("inpaint", layered) and not offered("edit", layered)
+    assert offered("upscale", layered) and offered("caption", layered) and offered("preprocess", layered)
+    assert (fallback_mode(layered), fallback_mode(qwen), fallback_mode(None)) == ("decompose", "inpaint", "inpaint")
+    with pytest.raises(JobInputError, match="'qwen-image-layered' runs only Decompose: pick another model for Inpaint"):
+        check_offered("inpaint", layered)

@@ -504,6 +504,10 @@ def test_the_model_choice_lists_installed_checkpoints_between_default_and_classi
         ("flux1-kontext-dev", "flux1-kontext-dev (flux-kontext)"),
     )
     assert len(model_choices(listing + [kontext], "inpaint")) == 5  # every other mode lists every checkpoint
+    layered = {"name": "layered", "kind": "checkpoint", "family": "qwen-image-layered", "decompose": True}
+    assert [n for n, _ in model_choices(listing + [layered], "decompose")] == ["default", "layered"]
+    assert "layered" not in [n for n, _ in model_choices(listing + [layered], "inpaint")]  # it runs decompose only
+    assert "layered" in [n for n, _ in model_choices(listing + [layered], "upscale")]  # the upscaler needs no model
     for spec in arguments.ALL_PROCEDURES:  # every model argument is such a choice, defaulting to the server's default
         for arg in spec.args:
             if arg.name == "model":

@@ -1096,7 +1096,9 @@ def test_decompose_on_a_tiny_layered_model_arrives_as_a_group_of_named_layers_wi
     assert run["errors"] == [], "\n".join(run["errors"]) + run["_krita"]["log_tail"]
     assert run["tab_enabled_qwen"] is False and run["tab_enabled_layered"] is True
     assert run["mode_after_refused"] != "decompose" and "Qwen-Image-Layered" in run["refused_message"]
+    assert run["mode_with_layered"] == "decompose" and run["inpaint_enabled_layered"] is False
     assert run["mode"] == "decompose" and run["run_button"] == "Layers" and run["layer_count_shown"] is True
+    assert run["mode_after_switch"] == "inpaint"
     rec = run["decompose"]
     assert rec["error"] is False, rec["message"]
     group = "a house with a red roof (seed 9)"

@@ -225,7 +225,7 @@ class Session:
 
     def _leave_mode_not_offered(self) -> None:
         if not client.modes.offered(self.settings.mode, self.entry()):  # e.g. edit, and the model cannot
-            self.set_mode("inpaint")
+            self.set_mode(client.modes.fallback_mode(self.entry()))  # inpaint, or the one mode the model runs
 
     def offers(self) -> "client.offers.Offers":
         """What the chosen model can run (modes, control types, techniques, detailer targets, regions, reference

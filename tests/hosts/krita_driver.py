@@ -1356,6 +1356,8 @@ def scenario_decompose():
     ses.set_option("model", CONFIG["model"])
     yield 200
     R["tab_enabled_layered"] = mode_offered(panel, tab)
+    R["mode_with_layered"] = ses.settings.mode  # the panel moved to the one mode the model runs
+    R["inpaint_enabled_layered"] = mode_offered(panel, list(panel_modes()).index("inpaint"))
     choose_mode(panel, tab)
     yield 200
     R["mode"], R["run_button"] = ses.settings.mode, panel.run_button.text()
@@ -1381,6 +1383,9 @@ def scenario_decompose():
         rec["children"].append({"name": child.name(), "type": child.type(), "pixels": data})
     R["paint_after"] = dump("decompose-paint-after", paint.pixelData(0, 0, doc.width(), doc.height()))
     R["active_after"] = doc.activeNode().name() if doc.activeNode() is not None else None
+    ses.set_option("model", "tiny-qwen")  # a model that cannot decompose: the panel leaves the Layers mode
+    yield 200
+    R["mode_after_switch"] = ses.settings.mode
     doc.setModified(False)
 
 
