@@ -494,6 +494,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--height", type=int, help="generate without --image: height")
     r.add_argument("--preprocessor", help="preprocess mode: canny, lineart, scribble, ...")
     r.add_argument(
+        "--layer-count",
+        type=int,
+        help="decompose mode (Qwen-Image-Layered): how many RGBA layers, written bottom first as OUT-1.png, ...",
+    )
+    r.add_argument(
         "--caption-style",
         choices=CAPTION_STYLES,
         help="caption mode (prompt from the picture, printed): a sentence (default) or tags; --model names a captioner",

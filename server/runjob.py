@@ -139,6 +139,7 @@ def build_job(args: argparse.Namespace) -> tuple:
             "refiner",
             "refiner_start",
             "caption_style",
+            "layer_count",
             "inpaint_method",
         )
     }
@@ -176,11 +177,16 @@ def build_job(args: argparse.Namespace) -> tuple:
 
 
 def flatten_result(layer: ResultLayer, image: Optional[np.ndarray]) -> np.ndarray:
-    """A result layer composited over the input, on a canvas that holds both (the layer alone for upscales)."""
+    """A result layer composited over the input, on a canvas that holds both (the layer alone for upscales, and for
+    a layer of a group: a decomposition's layer keeps its own alpha)."""
     from .imageops import flatten_over
 
     pixels = np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4)
-    if image is None or (image.shape[0] * 2 <= pixels.shape[0] and image.shape[1] * 2 <= pixels.shape[1]):
+    if (
+        image is None
+        or layer.group
+        or (image.shape[0] * 2 <= pixels.shape[0] and image.shape[1] * 2 <= pixels.shape[1])
+    ):
         return pixels.copy()
     x, y = layer.x, layer.y
     x0, y0 = min(0, x), min(0, y)

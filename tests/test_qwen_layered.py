@@ -201,3 +201,18 @@ def test_a_layer_count_out_of_range_is_a_bad_request(client):
         with pytest.raises((JobFailed, ProtocolError)) as err:
             client.run(decompose(count))
         assert err.value.field == "params.layer_count"
+
+
+def test_the_command_line_writes_each_layer_with_its_own_alpha_bottom_first(client, server, tmp_path):
+    from PIL import Image
+
+    from server.cli import main
+
+    Image.fromarray(picture(), "RGBA").save(tmp_path / "photo.png")
+    out = tmp_path / "layers.png"
+    args = ["run", "decompose", "--image", str(tmp_path / "photo.png"), "--model", LAYERED, "--layer-count", "2"]
+    args += ["--steps", "2", "--seed", "3", "--prompt", "a red apple on a table", "--out", str(out)]
+    assert main(args + ["--server", server.url]) == 0
+    written = [np.asarray(Image.open(tmp_path / f"layers-{i}.png").convert("RGBA")) for i in (1, 2)]
+    expected = pixels(client.run(decompose(2, seed=3)))
+    assert all(np.array_equal(w, e[1]) for w, e in zip(written, expected))
