@@ -1107,6 +1107,10 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
             import tiny_zimage
 
             tiny_zimage.link_into(path, item)
+        elif item in ("chroma", "chroma-file", "lora-chroma"):  # Chroma: tests/tiny_chroma.py
+            import tiny_chroma
+
+            tiny_chroma.link_into(path, item)
         elif item.startswith("lora-"):
             p = lora_path(item[5:])
             _link(p, path / "loras" / p.name)
