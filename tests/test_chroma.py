@@ -4,9 +4,7 @@ with the negative prompt, LoRAs, previews, cancel, refusals by name, missing par
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
+import json
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ import tiny_chroma
 from protocol.client import Client, JobFailed
 from server.defaults import welcome_defaults
 from server.models.registry import ModelRegistry
-from test_families import job, pixels, run_mode, selection
+from test_families import cancel_stops_the_job, job, meta_sizes, pixels, run_mode, selection
 
 torch.set_num_threads(2)
 
@@ -66,19 +64,9 @@ def test_chroma_defaults_are_in_welcome():
 
 
 def test_the_shipped_config_builds_the_published_size_on_the_meta_device():
-    repo = Path(__file__).resolve().parent.parent
-    proc = subprocess.run(
-        [sys.executable, str(repo / "benchmarks" / "gpu_families.py"), "--meta", "--families", "chroma1-hd"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=repo,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("chroma1-hd:"))
-    sizes = dict(part.rsplit(" ", 2)[:2] for part in line.split(": ", 1)[1].split(", "))
-    assert abs(float(sizes["transformer"]) * 1e9 - PUBLISHED) / PUBLISHED < 0.01, line
-    assert sizes["text_encoder"] == "4.76", line  # T5-XXL's encoder
+    sizes = meta_sizes("chroma1-hd")
+    assert abs(sizes["transformer"] * 1e9 - PUBLISHED) / PUBLISHED < 0.01, sizes
+    assert sizes["text_encoder"] == 4.76, sizes  # T5-XXL's encoder
 
 
 # --- jobs ------------------------------------------------------------------------------------------------------------
@@ -115,17 +103,7 @@ def test_progress_previews_arrive_and_cancel_stops_the_job(client):
     events = []
     client.run(msg, on_event=lambda m: m.type == "progress" and events.append(m), timeout=120)
     assert events and all(e.preview is not None for e in events) and (events[-1].step, events[-1].total) == (3, 3)
-
-    job_id = client.submit(job("img2img", "tiny-chroma", steps=150, strength=1.0))
-    steps, cancelled = [], False
-    for msg in client.events(job_id, timeout=300):
-        if msg.type == "progress":
-            steps.append(msg.step)
-            if not cancelled:
-                client.cancel(job_id)
-                cancelled = True
-        last = msg
-    assert last.type == "cancelled" and max(steps) < 100
+    cancel_stops_the_job(client, "tiny-chroma")
 
 
 @pytest.mark.parametrize(
@@ -167,6 +145,27 @@ def test_missing_parts_are_named_with_where_to_put_them(tmp_path, start_server):
         assert "T5 text encoder (32 wide)" in message and "t5xxl_fp16.safetensors" in message, message
         assert "VAE (16 latent channels, e.g. ae.safetensors)" in message, message
         assert str(tmp_path / "text_encoders") in message and str(tmp_path / "vae") in message, message
+
+
+def test_a_transformer_config_without_guidance_embeds_still_inpaints(tmp_path, start_server):
+    """diffusers' Chroma inpaint pipeline reads ``guidance_embeds``, which a config written by the model class lacks."""
+    src = tiny_chroma.folder()
+    copy = tmp_path / "checkpoints" / "tiny-chroma-bare"
+    copy.mkdir(parents=True)
+    for sub in src.iterdir():
+        if sub.name != "transformer":
+            (copy / sub.name).symlink_to(sub)
+    (copy / "transformer").mkdir()
+    (copy / "transformer" / "diffusion_pytorch_model.safetensors").symlink_to(
+        src / "transformer" / "diffusion_pytorch_model.safetensors"
+    )
+    config = json.loads((src / "transformer" / "config.json").read_text())
+    assert config.pop("guidance_embeds") is False
+    (copy / "transformer" / "config.json").write_text(json.dumps(config))
+    thread = start_server(model_dirs=[tmp_path])
+    with Client(thread.url, client_name="test-chroma") as c:
+        layer = pixels(c.run(job("inpaint", "tiny-chroma-bare", mask=selection()), timeout=120))[0][0]
+    assert layer.info["family"] == "chroma"
 
 
 def test_upscale_and_refine_runs_its_tiles_on_chroma(client, server):

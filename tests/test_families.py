@@ -310,6 +310,36 @@ def run_mode(client, model: str, mode: str):
     return layer
 
 
+def cancel_stops_the_job(client, model: str) -> None:
+    """A long img2img job on ``model`` cancelled at its first progress event ends ``cancelled``, well before its end."""
+    job_id = client.submit(job("img2img", model, steps=150, strength=1.0))
+    steps, cancelled = [], False
+    for msg in client.events(job_id, timeout=300):
+        if msg.type == "progress":
+            steps.append(msg.step)
+            if not cancelled:
+                client.cancel(job_id)
+                cancelled = True
+        last = msg
+    assert last.type == "cancelled" and max(steps) < 100
+
+
+def meta_sizes(config: str) -> dict:
+    """Billions of parameters per part (``{"transformer": 8.9, ...}``) of the shipped ``config`` built on the meta
+    device by the GPU benchmark."""
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "gpu_families.py"), "--meta", "--families", config],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=repo,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith(f"{config}:"))
+    return {name: float(size) for name, size, _ in (p.rsplit(" ", 2) for p in line.split(": ", 1)[1].split(", "))}
+
+
 def test_edit_on_kontext_changes_the_selection_only(client):
     mask = selection()
     ((layer, rgba),) = pixels(
@@ -475,6 +505,8 @@ def test_gpu_benchmark_runs_in_its_cpu_smoke_mode():
         "inpaint qwen-image",
         "tiny-klein: load server",
         "edit flux2-klein",
+        "tiny-chroma: load server",
+        "inpaint chroma",
     ):
         assert line in proc.stdout, proc.stdout
 

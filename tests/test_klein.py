@@ -18,7 +18,7 @@ import tiny_klein
 from protocol.client import Client, JobFailed
 from server.defaults import welcome_defaults
 from server.models.registry import ModelRegistry
-from test_families import H, W, job, picture, pixels, run_mode, selection
+from test_families import H, W, cancel_stops_the_job, job, picture, pixels, run_mode, selection
 
 torch.set_num_threads(2)
 
@@ -195,17 +195,7 @@ def test_progress_previews_arrive_and_cancel_stops_the_job(client):
     client.run(msg, on_event=lambda m: m.type == "progress" and events.append(m), timeout=120)
     assert events and all(e.preview is not None for e in events) and (events[-1].step, events[-1].total) == (3, 3)
     assert max(events[-1].preview.width, events[-1].preview.height) <= 128
-
-    job_id = client.submit(job("img2img", "tiny-klein", steps=150, strength=1.0))
-    steps, cancelled = [], False
-    for msg in client.events(job_id, timeout=300):
-        if msg.type == "progress":
-            steps.append(msg.step)
-            if not cancelled:
-                client.cancel(job_id)
-                cancelled = True
-        last = msg
-    assert last.type == "cancelled" and max(steps) < 100
+    cancel_stops_the_job(client, "tiny-klein")
 
 
 def test_missing_parts_are_named_with_where_to_put_them(tmp_path, start_server):

@@ -5,9 +5,6 @@ mode, its negative prompt, previews, refusals by name, the published size."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +14,7 @@ import tiny_zimage
 from protocol.client import Client, JobFailed
 from server.defaults import welcome_defaults
 from server.models.registry import ModelRegistry
-from test_families import job, pixels, run_mode, selection
+from test_families import job, meta_sizes, pixels, run_mode, selection
 
 torch.set_num_threads(2)
 
@@ -57,19 +54,9 @@ def _transformer_state():
 
 
 def test_the_shipped_config_builds_the_published_size_on_the_meta_device():
-    repo = Path(__file__).resolve().parent.parent
-    proc = subprocess.run(
-        [sys.executable, str(repo / "benchmarks" / "gpu_families.py"), "--meta", "--families", "z-image-turbo"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=repo,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("z-image-turbo:"))
-    sizes = dict(part.rsplit(" ", 2)[:2] for part in line.split(": ", 1)[1].split(", "))
-    assert abs(float(sizes["transformer"]) * 1e9 - PUBLISHED[0]) / PUBLISHED[0] < 0.01, line
-    assert abs(float(sizes["text_encoder"]) * 1e9 - PUBLISHED[1]) / PUBLISHED[1] < 0.01, line
+    sizes = meta_sizes("z-image-turbo")
+    assert abs(sizes["transformer"] * 1e9 - PUBLISHED[0]) / PUBLISHED[0] < 0.01, sizes
+    assert abs(sizes["text_encoder"] * 1e9 - PUBLISHED[1]) / PUBLISHED[1] < 0.01, sizes
 
 
 @pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint", "outpaint"])

@@ -1,7 +1,8 @@
 """Tiny random-weight Chroma models in the layouts painters have, built offline.
 
 - ``chroma``: a diffusers folder (ChromaPipeline: a Chroma transformer 32 wide with a one-layer approximator, the
-  Flux tests' T5 32 wide and the shipped T5 tokenizer, a Flux.1-like 16-channel VAE).
+  Flux tests' T5 32 wide and the shipped T5 tokenizer, a Flux.1-like 16-channel VAE), its configs as Chroma1-HD's
+  (no timestep shift; ``guidance_embeds`` false in the transformer's).
 - ``chroma-file``: the transformer alone in the original names (``img_in``, ``double_blocks.*``, fused
   ``single_blocks.N.linear1``, ``distilled_guidance_layer.layers.N.in_layer``) in ``diffusion_models/`` with its
   ``.config`` folder beside it, its T5 (transformers names) in ``text_encoders/`` and its VAE (original
@@ -47,7 +48,11 @@ def build(seed: int = 0):
 
 def folder() -> Path:
     def make(tmp: Path) -> None:
-        build().save_pretrained(tmp / "tiny-chroma", safe_serialization=True)
+        pipe = build()
+        # Chroma1-HD's released transformer config carries Flux's ``guidance_embeds`` (false), which diffusers'
+        # Chroma inpaint pipeline reads; the model class does not declare it
+        pipe.transformer.register_to_config(guidance_embeds=False)
+        pipe.save_pretrained(tmp / "tiny-chroma", safe_serialization=True)
         factory._mark_native(tmp / "tiny-chroma")
 
     return factory._cached("diffusers-chroma", make) / "tiny-chroma"
