@@ -1,6 +1,6 @@
 """The diffusion-transformer engine: generate, img2img, inpaint, outpaint and (Kontext, Klein, Qwen-Image-Edit) edit jobs
-on Flux.1, SD3/SD3.5, Flux.2 Klein, Z-Image, Chroma and Qwen-Image (Klein's own parts, inputs and previews are in ``klein``,
-Qwen-Image's in ``qwen``).
+on Flux.1, SD3/SD3.5, Flux.2 Klein, Z-Image, Chroma and Qwen-Image (Klein's own parts, inputs and previews are in
+``klein``, Qwen-Image's in ``qwen``).
 
 A specialisation of ``checkpoint.engine.CheckpointEngine``, peer of the SD1.5/SDXL engine; the router picks it by the
 checkpoint's family. One checkpoint is kept warm and every mode's pipeline is made from it with ``from_pipe`` (shared

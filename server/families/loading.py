@@ -1,10 +1,12 @@
-"""Build a Flux/SD3/Klein/Z-Image/Chroma/Qwen-Image pipeline fully offline: diffusers folders as they are, single files from their parts.
+"""Build a Flux/SD3/Klein/Z-Image/Chroma/Qwen-Image pipeline fully offline: diffusers folders as they are, single files
+from their parts.
 
 A single-file checkpoint loads with a weightless config folder (``<name>.config/`` beside it, else the shipped
-``server/configs/<variant>``); its transformer is converted by diffusers, its text encoders and VAE come from inside it
-or from the files ``parts.find`` picked (Chroma's original names through ``chroma.to_diffusers``). Only the tensors of
-each part are read (a full checkpoint's T5 is not read for its transformer). Tensors stored in another precision (fp8,
-fp16, bf16) are cast to the engine's dtype as they are read; a GGUF transformer keeps its quantized weights (diffusers' GGUF support, with the optional ``gguf`` package).
+``server/configs/<variant>``); its transformer is converted by diffusers (Chroma's original names through
+``chroma.to_diffusers``), its text encoders and VAE come from inside it or from the files ``parts.find`` picked. Only
+the tensors of each part are read (a full checkpoint's T5 is not read for its transformer). Tensors stored in another
+precision (fp8, fp16, bf16) are cast to the engine's dtype as they are read; a GGUF transformer keeps its quantized
+weights (diffusers' GGUF support, with the optional ``gguf`` package).
 Tokenizers are the shipped ones (CLIP BPE, T5 SentencePiece), so nothing is fetched; the Qwen tokenizers are not
 shipped and come from the user's folders (``qwen`` for Qwen-Image, ``qwen3`` for Flux.2 Klein and Z-Image).
 """

@@ -1,5 +1,5 @@
-"""The diffusion-transformer families (Flux.1, SD3/SD3.5, Flux.2 Klein, Z-Image, Qwen-Image, Chroma: names, variants, shipped
-configs), recognised from files' tensor names and shapes (never their weights).
+"""The diffusion-transformer families (Flux.1, SD3/SD3.5, Flux.2 Klein, Z-Image, Chroma, Qwen-Image: names, variants,
+shipped configs), recognised from files' tensor names and shapes (never their weights).
 
 Layouts met in the wild: the original releases (Black Forest Labs' ``double_blocks.*``, Stability's ``joint_blocks.*``),
 ComfyUI full checkpoints (``model.diffusion_model.*`` + ``text_encoders.<clip_l|clip_g|t5xxl>.transformer.*`` + a VAE
@@ -87,8 +87,8 @@ def _strip(shapes: Shapes, prefix: str) -> Shapes:
 
 
 def looks_like_transformer(shapes: Shapes) -> bool:
-    """Whether a file holds a Flux.1, Flux.2 Klein, SD3, Z-Image, Chroma or Qwen-Image transformer (any known layout, with or
-    without a prefix)."""
+    """Whether a file holds a Flux.1, Flux.2 Klein, SD3, Z-Image, Chroma or Qwen-Image transformer (any known layout,
+    with or without a prefix)."""
     if qwen.looks_like_transformer(shapes):
         return True
     heads = ("double_blocks", "single_blocks", "joint_blocks", "single_transformer_blocks", "context_refiner")
@@ -170,7 +170,8 @@ def vae_prefix(shapes: Shapes) -> Optional[str]:
 
 
 def checkpoint(shapes: Shapes, name: str) -> Detected:
-    """A Flux.1, Flux.2 Klein, SD3, Z-Image, Chroma or Qwen-Image checkpoint file (transformer only, or full with text encoders and VAE)."""
+    """A Flux.1, Flux.2 Klein, SD3, Z-Image, Chroma or Qwen-Image checkpoint file (transformer only, or full with text
+    encoders and VAE)."""
     if qwen.looks_like_transformer(shapes):
         return qwen.checkpoint(shapes, name)
     prefix = _transformer_prefix(shapes)
