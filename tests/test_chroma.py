@@ -14,7 +14,15 @@ import tiny_chroma
 from protocol.client import Client, JobFailed
 from server.defaults import welcome_defaults
 from server.models.registry import ModelRegistry
-from test_families import cancel_stops_the_job, job, meta_sizes, pixels, run_mode, selection
+from test_families import (
+    cancel_stops_the_job,
+    job,
+    meta_sizes,
+    pixels,
+    run_mode,
+    selection,
+    single_file_matches_folder,
+)
 
 torch.set_num_threads(2)
 
@@ -79,10 +87,8 @@ def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, mode):
 
 
 def test_the_single_file_layout_gives_the_pixels_of_the_diffusers_folder(client):
-    a = pixels(client.run(job("inpaint", "tiny-chroma", mask=selection()), timeout=120))[0][1]
-    layer, b = pixels(client.run(job("inpaint", "tiny-chroma-file", mask=selection()), timeout=120))[0]
-    assert layer.info["parts"] == {"text_encoder": "tiny-chroma-t5xxl", "vae": "tiny-chroma-ae"}
-    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    parts = {"text_encoder": "tiny-chroma-t5xxl", "vae": "tiny-chroma-ae"}
+    single_file_matches_folder(client, "tiny-chroma", "tiny-chroma-file", parts)
 
 
 def test_cfg_is_real_guidance_with_the_negative_prompt(client):

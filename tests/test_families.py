@@ -310,6 +310,15 @@ def run_mode(client, model: str, mode: str):
     return layer
 
 
+def single_file_matches_folder(client, folder: str, single: str, parts: dict, levels: int = 1) -> None:
+    """An inpaint on the single-file layout ``single`` (its parts as named in ``parts``) gives the pixels of the
+    diffusers folder ``folder`` within ``levels``."""
+    a = pixels(client.run(job("inpaint", folder, mask=selection()), timeout=120))[0][1]
+    layer, b = pixels(client.run(job("inpaint", single, mask=selection()), timeout=120))[0]
+    assert layer.info["parts"] == parts
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= levels
+
+
 def cancel_stops_the_job(client, model: str) -> None:
     """A long img2img job on ``model`` cancelled at its first progress event ends ``cancelled``, well before its end."""
     job_id = client.submit(job("img2img", model, steps=150, strength=1.0))

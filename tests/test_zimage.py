@@ -14,7 +14,7 @@ import tiny_zimage
 from protocol.client import Client, JobFailed
 from server.defaults import welcome_defaults
 from server.models.registry import ModelRegistry
-from test_families import job, meta_sizes, pixels, run_mode, selection
+from test_families import job, meta_sizes, pixels, run_mode, single_file_matches_folder
 
 torch.set_num_threads(2)
 
@@ -66,10 +66,8 @@ def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, mode):
 
 
 def test_the_single_file_layout_gives_the_pixels_of_the_diffusers_folder(client):
-    a = pixels(client.run(job("inpaint", "tiny-z-image", mask=selection()), timeout=120))[0][1]
-    layer, b = pixels(client.run(job("inpaint", "tiny-z-image-file", mask=selection()), timeout=120))[0]
-    assert layer.info["parts"] == {"text_encoder": "tiny-z-image-qwen_3", "vae": "tiny-z-image-ae"}
-    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    parts = {"text_encoder": "tiny-z-image-qwen_3", "vae": "tiny-z-image-ae"}
+    single_file_matches_folder(client, "tiny-z-image", "tiny-z-image-file", parts)
 
 
 def test_the_negative_prompt_is_read_with_guidance(client):
