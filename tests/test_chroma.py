@@ -19,6 +19,7 @@ from test_families import (
     job,
     meta_sizes,
     pixels,
+    refused_by_name,
     run_mode,
     selection,
     single_file_matches_folder,
@@ -112,29 +113,9 @@ def test_progress_previews_arrive_and_cancel_stops_the_job(client):
     cancel_stops_the_job(client, "tiny-chroma")
 
 
-@pytest.mark.parametrize(
-    "change, field",
-    [
-        ({"mode": "edit"}, "mode"),
-        ({"references": "ref"}, "references"),
-        ({"controls": "canny"}, "controls"),
-        ({"hires": True}, "params.hires"),
-    ],
-)
-def test_what_chroma_cannot_run_is_refused_by_name(client, change, field):
-    msg = job("img2img", "tiny-chroma")
-    if "mode" in change:
-        msg["mode"] = "edit"
-    if "references" in change:
-        msg["references"] = [{"image": msg["image"]}]
-    if "controls" in change:
-        msg["controls"] = [{"type": "canny", "model": "tiny-cn-flux-union", "image": msg["image"]}]
-    if "hires" in change:
-        msg["params"]["hires"] = {"enabled": True}
-    with pytest.raises(JobFailed) as err:
-        client.run(msg, timeout=120)
-    assert err.value.code == "unsupported" and "Chroma" in str(err.value), str(err.value)
-    assert (err.value.field or "").startswith(field), err.value.field
+@pytest.mark.parametrize("what", ["edit", "references", "controls", "hires"])
+def test_what_chroma_cannot_run_is_refused_by_name(client, what):
+    refused_by_name(client, "tiny-chroma", what, "Chroma")
 
 
 def test_missing_parts_are_named_with_where_to_put_them(tmp_path, start_server):

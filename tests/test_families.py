@@ -319,6 +319,27 @@ def single_file_matches_folder(client, folder: str, single: str, parts: dict, le
     assert np.abs(a.astype(int) - b.astype(int)).max() <= levels
 
 
+REFUSED_FIELDS = {"edit": "mode", "references": "references", "controls": "controls", "hires": "params.hires"}
+
+
+def refused_by_name(client, model: str, what: str, name: str) -> None:
+    """An img2img job on ``model`` turned into ``what`` (a key of ``REFUSED_FIELDS``: instruction edit, a reference
+    image, a Flux union ControlNet, the hires fix) is refused as ``unsupported`` naming ``name``, on its field."""
+    msg = job("img2img", model)
+    if what == "edit":
+        msg["mode"] = "edit"
+    elif what == "references":
+        msg["references"] = [{"image": msg["image"]}]
+    elif what == "controls":
+        msg["controls"] = [{"type": "canny", "model": "tiny-cn-flux-union", "image": msg["image"]}]
+    else:
+        msg["params"]["hires"] = {"enabled": True}
+    with pytest.raises(JobFailed) as err:
+        client.run(msg, timeout=120)
+    assert err.value.code == "unsupported" and name in str(err.value), str(err.value)
+    assert (err.value.field or "").startswith(REFUSED_FIELDS[what]), err.value.field
+
+
 def cancel_stops_the_job(client, model: str) -> None:
     """A long img2img job on ``model`` cancelled at its first progress event ends ``cancelled``, well before its end."""
     job_id = client.submit(job("img2img", model, steps=150, strength=1.0))

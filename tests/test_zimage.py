@@ -14,7 +14,7 @@ import tiny_zimage
 from protocol.client import Client, JobFailed
 from server.defaults import welcome_defaults
 from server.models.registry import ModelRegistry
-from test_families import job, meta_sizes, pixels, run_mode, single_file_matches_folder
+from test_families import job, meta_sizes, pixels, refused_by_name, run_mode, single_file_matches_folder
 
 torch.set_num_threads(2)
 
@@ -85,22 +85,9 @@ def test_progress_previews_arrive(client):
     assert events and all(e.preview is not None for e in events) and (events[-1].step, events[-1].total) == (3, 3)
 
 
-@pytest.mark.parametrize(
-    "change, field",
-    [({"mode": "edit"}, "mode"), ({"references": "ref"}, "references"), ({"controls": "canny"}, "controls")],
-)
-def test_what_zimage_cannot_run_is_refused_by_name(client, change, field):
-    msg = job("img2img", "tiny-z-image")
-    if "mode" in change:
-        msg["mode"] = "edit"
-    if "references" in change:
-        msg["references"] = [{"image": msg["image"]}]
-    if "controls" in change:
-        msg["controls"] = [{"type": "canny", "model": "tiny-cn-flux-union", "image": msg["image"]}]
-    with pytest.raises(JobFailed) as err:
-        client.run(msg, timeout=120)
-    assert err.value.code == "unsupported" and "Z-Image" in str(err.value), str(err.value)
-    assert (err.value.field or "").startswith(field), err.value.field
+@pytest.mark.parametrize("what", ["edit", "references", "controls"])
+def test_what_zimage_cannot_run_is_refused_by_name(client, what):
+    refused_by_name(client, "tiny-z-image", what, "Z-Image")
 
 
 def test_a_missing_tokenizer_is_named_with_where_to_put_it(tmp_path, start_server):
