@@ -13,6 +13,7 @@ import torch
 import tiny_chroma
 from protocol.client import Client, JobFailed
 from server.defaults import welcome_defaults
+from server.models.identify import DetectError
 from server.models.registry import ModelRegistry
 from test_families import (
     cancel_stops_the_job,
@@ -66,6 +67,8 @@ def test_the_approximator_tells_chroma_from_flux_schnell_in_every_naming():
     assert identify_dit.checkpoint(schnell, "flux1-schnell.safetensors").arch == "flux"
     radiance = dict(original, **{"img_in.weight": (32, 48)})
     assert "48 input channels" in identify_dit.checkpoint(radiance, "chroma-radiance.safetensors").info["unsupported"]
+    with pytest.raises(DetectError, match="damaged"):
+        identify_dit.checkpoint(dict(original, **{"img_in.weight": (32,)}), "broken.safetensors")
 
 
 def test_chroma_defaults_are_in_welcome():

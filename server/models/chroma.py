@@ -30,9 +30,10 @@ def is_chroma(t: Shapes) -> bool:
 def variant(t: Shapes) -> Tuple[str, dict]:
     """(variant, facts) of a Chroma transformer; facts carry ``unsupported`` for a pixel-space (Radiance-style) one."""
     embed = t.get("img_in.weight") or t.get("x_embedder.weight")
-    if embed is None:
+    if embed is None or len(embed) != 2 or len(t[APPROXIMATOR]) != 2:
         raise DetectError(
-            "a Chroma transformer without its input projection (img_in / x_embedder): the file is damaged"
+            "a Chroma transformer without a 2-D input projection (img_in / x_embedder) and approximator: the file "
+            "is damaged"
         )
     facts = {
         "hidden": embed[0],
