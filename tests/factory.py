@@ -1107,7 +1107,7 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
             import tiny_zimage
 
             tiny_zimage.link_into(path, item)
-        elif item in ("chroma", "chroma-file", "lora-chroma"):  # Chroma: tests/tiny_chroma.py
+        elif item in ("chroma", "chroma-file", "chroma-full", "lora-chroma"):  # Chroma: tests/tiny_chroma.py
             import tiny_chroma
 
             tiny_chroma.link_into(path, item)

@@ -28,7 +28,7 @@ from test_families import (
 
 torch.set_num_threads(2)
 
-MODELS = ("chroma", "chroma-file", "lora-chroma", "cn-flux-union")  # factory.make_models_dir builds them
+MODELS = ("chroma", "chroma-file", "chroma-full", "lora-chroma", "cn-flux-union")  # factory.make_models_dir builds them
 PUBLISHED = 8.9e9  # Chroma1-HD's transformer ("8.9B")
 
 
@@ -45,7 +45,11 @@ def _transformer_state():
 
 def test_chroma_is_recognised_in_every_layout_with_its_parts(models_dir):
     got = {(e["kind"], e["name"]): e for e in ModelRegistry([models_dir]).listing()}
-    for name, fmt in (("tiny-chroma", "diffusers"), ("tiny-chroma-file", "safetensors")):
+    for name, fmt in (
+        ("tiny-chroma", "diffusers"),
+        ("tiny-chroma-file", "safetensors"),
+        ("tiny-chroma-full", "safetensors"),
+    ):
         entry = got[("checkpoint", name)]
         assert (entry["arch"], entry["variant"], entry["format"]) == ("chroma", "chroma", fmt)
         assert "problem" not in entry and not entry.get("edit")
@@ -90,9 +94,11 @@ def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, mode):
     assert (layer.info["family"], layer.info["variant"], layer.info["sampler"]) == ("chroma", "chroma", "Euler")
 
 
-def test_the_single_file_layout_gives_the_pixels_of_the_diffusers_folder(client):
+def test_the_single_file_layouts_give_the_pixels_of_the_diffusers_folder(client):
     parts = {"text_encoder": "tiny-chroma-t5xxl", "vae": "tiny-chroma-ae"}
     single_file_matches_folder(client, "tiny-chroma", "tiny-chroma-file", parts)
+    inside = {"text_encoder": "tiny-chroma-full (t5)", "vae": "tiny-chroma-full (vae)"}
+    single_file_matches_folder(client, "tiny-chroma", "tiny-chroma-full", inside)
 
 
 def test_cfg_is_real_guidance_with_the_negative_prompt(client):

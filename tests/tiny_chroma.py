@@ -7,6 +7,8 @@
   ``single_blocks.N.linear1``, ``distilled_guidance_layer.layers.N.in_layer``) in ``diffusion_models/`` with its
   ``.config`` folder beside it, its T5 (transformers names) in ``text_encoders/`` and its VAE (original
   ``encoder.down.*`` names) in ``vae/``, as ComfyUI lays them out.
+- ``chroma-full``: ComfyUI's all-in-one checkpoint in ``checkpoints/``: the original transformer under
+  ``model.diffusion_model.``, the T5 under ``text_encoders.t5xxl.transformer.``, the VAE under ``first_stage_model.``.
 - ``lora-chroma``: a diffusers-named LoRA on the transformer's attention projections (double and single blocks).
 """
 
@@ -143,6 +145,23 @@ def split_files() -> Path:
     return factory._cached("split-chroma", make)
 
 
+def full_checkpoint() -> Path:
+    def make(tmp: Path) -> None:
+        import torch
+        from diffusers import ChromaPipeline
+
+        src = folder()
+        pipe = ChromaPipeline.from_pretrained(src, local_files_only=True, dtype=torch.float32)
+        state = {"model.diffusion_model." + k: v for k, v in to_original(pipe.transformer.state_dict()).items()}
+        state.update({"text_encoders.t5xxl.transformer." + k: v for k, v in pipe.text_encoder.state_dict().items()})
+        vae = factory._ldm_layout().vae_to_ldm(pipe.vae.state_dict(), prefix="")
+        state.update({"first_stage_model." + k: v for k, v in vae.items()})
+        factory._save_file(state, tmp / "tiny-chroma-full.safetensors")
+        factory.weightless_config(src, tmp / "tiny-chroma-full.config")
+
+    return factory._cached("full-chroma", make) / "tiny-chroma-full.safetensors"
+
+
 def lora() -> Path:
     """A diffusers-named LoRA (rank 4) on every attention projection of the tiny Chroma transformer."""
 
@@ -172,6 +191,10 @@ def link_into(path: Path, item: str) -> None:
         for sub in ("diffusion_models", "text_encoders", "vae"):
             for f in (built / sub).iterdir():
                 factory._link(f, path / sub / f.name)
+    elif item == "chroma-full":
+        f = full_checkpoint()
+        factory._link(f, path / "checkpoints" / f.name)
+        factory._link(f.with_name("tiny-chroma-full.config"), path / "checkpoints" / "tiny-chroma-full.config")
     elif item == "lora-chroma":
         f = lora()
         factory._link(f, path / "loras" / f.name)
