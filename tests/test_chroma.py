@@ -24,6 +24,7 @@ from test_families import (
     run_mode,
     selection,
     single_file_matches_folder,
+    upscale_refines_on,
 )
 
 torch.set_num_threads(2)
@@ -165,12 +166,7 @@ def test_a_transformer_config_without_guidance_embeds_still_inpaints(tmp_path, s
 
 
 def test_upscale_and_refine_runs_its_tiles_on_chroma(client, server):
-    msg = job("upscale", "tiny-chroma", scale=2.0, refine=0.5, tile=64)
-    ((layer, rgba),) = pixels(client.run(msg, timeout=300))
-    assert (layer.width, layer.height) == (160, 112)
-    assert server.server.router.engine("families").loaded.entry.name == "tiny-chroma"
-    plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
-    assert not np.array_equal(rgba, plain)  # refined, not only scaled
+    upscale_refines_on(client, server, "tiny-chroma")
 
 
 def test_a_lora_changes_the_result_and_switches_off(client):

@@ -340,6 +340,16 @@ def refused_by_name(client, model: str, what: str, name: str) -> None:
     assert (err.value.field or "").startswith(REFUSED_FIELDS[what]), err.value.field
 
 
+def upscale_refines_on(client, server, model: str) -> None:
+    """Upscale with refine on ``model`` runs its 64-px tiles on the family engine and differs from a plain upscale."""
+    msg = job("upscale", model, scale=2.0, refine=0.5, tile=64)
+    ((layer, rgba),) = pixels(client.run(msg, timeout=300))
+    assert (layer.width, layer.height) == (2 * W, 2 * H)
+    assert server.server.router.engine("families").loaded.entry.name == model
+    plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
+    assert not np.array_equal(rgba, plain)  # refined, not only scaled
+
+
 def cancel_stops_the_job(client, model: str) -> None:
     """A long img2img job on ``model`` cancelled at its first progress event ends ``cancelled``, well before its end."""
     job_id = client.submit(job("img2img", model, steps=150, strength=1.0))

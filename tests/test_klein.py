@@ -28,6 +28,7 @@ from test_families import (
     run_mode,
     selection,
     single_file_matches_folder,
+    upscale_refines_on,
 )
 
 torch.set_num_threads(2)
@@ -271,12 +272,7 @@ def test_klein_loras_are_told_from_flux1_ones_in_every_naming():
 
 
 def test_upscale_and_refine_runs_its_tiles_on_klein(client, server):
-    msg = job("upscale", "tiny-klein", scale=2.0, refine=0.5, tile=64)
-    ((layer, rgba),) = pixels(client.run(msg, timeout=300))
-    assert (layer.width, layer.height) == (160, 112)
-    assert server.server.router.engine("families").loaded.entry.name == "tiny-klein"
-    plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
-    assert not np.array_equal(rgba, plain)  # refined, not only scaled
+    upscale_refines_on(client, server, "tiny-klein")
 
 
 def test_welcome_says_klein_takes_content_references(client):

@@ -14,7 +14,15 @@ import tiny_zimage
 from protocol.client import Client, JobFailed
 from server.defaults import welcome_defaults
 from server.models.registry import ModelRegistry
-from test_families import job, meta_sizes, pixels, refused_by_name, run_mode, single_file_matches_folder
+from test_families import (
+    job,
+    meta_sizes,
+    pixels,
+    refused_by_name,
+    run_mode,
+    single_file_matches_folder,
+    upscale_refines_on,
+)
 
 torch.set_num_threads(2)
 
@@ -110,12 +118,7 @@ def test_a_missing_tokenizer_is_named_with_where_to_put_it(tmp_path, start_serve
 
 
 def test_upscale_and_refine_runs_its_tiles_on_zimage(client, server):
-    msg = job("upscale", "tiny-z-image", scale=2.0, refine=0.5, tile=64)
-    ((layer, rgba),) = pixels(client.run(msg, timeout=300))
-    assert (layer.width, layer.height) == (160, 112)
-    assert server.server.router.engine("families").loaded.entry.name == "tiny-z-image"
-    plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
-    assert not np.array_equal(rgba, plain)  # refined, not only scaled
+    upscale_refines_on(client, server, "tiny-z-image")
 
 
 def test_a_zimage_lora_changes_the_result_and_switches_off(client, models_dir):
