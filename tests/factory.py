@@ -615,6 +615,19 @@ def _cached(name: str, build: Callable[[Path], None]) -> Path:
     return target
 
 
+def lora_state(transformer, targets: Callable[[str], bool], seed: int, rank: int = 4) -> dict:
+    """A diffusers/PEFT-named LoRA (``transformer.<module>.lora_A/B.weight``, random, x0.5) on every linear module of
+    ``transformer`` whose name ``targets`` accepts."""
+    torch = _torch()
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, module in transformer.named_modules():
+        if isinstance(module, torch.nn.Linear) and targets(name):
+            state[f"transformer.{name}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=gen) * 0.5
+            state[f"transformer.{name}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=gen) * 0.5
+    return state
+
+
 def _save_file(state: dict, path: Path, metadata: dict | None = None) -> None:
     from safetensors.torch import save_file
 

@@ -166,16 +166,10 @@ def lora() -> Path:
     """A diffusers-named LoRA (rank 4) on every attention projection of the tiny Chroma transformer."""
 
     def make(tmp: Path) -> None:
-        import torch
         from diffusers import ChromaTransformer2DModel
 
         transformer = ChromaTransformer2DModel.from_pretrained(folder(), subfolder="transformer", local_files_only=True)
-        gen = torch.Generator().manual_seed(7)
-        state = {}
-        for name, module in transformer.named_modules():
-            if isinstance(module, torch.nn.Linear) and ".attn.to_" in name:
-                state[f"transformer.{name}.lora_A.weight"] = torch.randn(4, module.in_features, generator=gen) * 0.5
-                state[f"transformer.{name}.lora_B.weight"] = torch.randn(module.out_features, 4, generator=gen) * 0.5
+        state = factory.lora_state(transformer, lambda name: ".attn.to_" in name, seed=7)
         factory._save_file(state, tmp / "tiny-lora-chroma.safetensors")
 
     return factory._cached("chroma-lora", make) / "tiny-lora-chroma.safetensors"

@@ -230,18 +230,10 @@ def lora() -> Path:
     """A diffusers-named LoRA (rank 4) on every attention projection of the tiny Klein transformer."""
 
     def make(tmp: Path) -> None:
-        import torch
         from diffusers import Flux2Transformer2DModel
 
         transformer = Flux2Transformer2DModel.from_pretrained(folder(), subfolder="transformer", local_files_only=True)
-        gen = torch.Generator().manual_seed(5)
-        state = {}
-        for name, module in transformer.named_modules():
-            if isinstance(module, torch.nn.Linear) and ("attn." in name or name.endswith("ff.linear_in")):
-                down = torch.randn(4, module.in_features, generator=gen) * 0.5
-                up = torch.randn(module.out_features, 4, generator=gen) * 0.5
-                state[f"transformer.{name}.lora_A.weight"] = down
-                state[f"transformer.{name}.lora_B.weight"] = up
+        state = factory.lora_state(transformer, lambda name: "attn." in name or name.endswith("ff.linear_in"), seed=5)
         factory._save_file(state, tmp / "tiny-lora-klein.safetensors")
 
     return factory._cached("klein-lora", make) / "tiny-lora-klein.safetensors"
