@@ -29,7 +29,14 @@ from test_families import (
 
 torch.set_num_threads(2)
 
-MODELS = ("chroma", "chroma-file", "chroma-full", "lora-chroma", "cn-flux-union")  # factory.make_models_dir builds them
+MODELS = (
+    "chroma",
+    "chroma-file",
+    "chroma-full",
+    "chroma-gguf",
+    "lora-chroma",
+    "cn-flux-union",
+)  # factory.make_models_dir builds them
 PUBLISHED = 8.9e9  # Chroma1-HD's transformer ("8.9B")
 
 
@@ -181,3 +188,18 @@ def test_welcome_offers_what_chroma_runs(client):
     offered = client.welcome.capabilities["families"]["chroma"]
     assert offered["name"] == "Chroma" and offered["modes"] == ["generate", "img2img", "inpaint", "outpaint"]
     assert offered["control_modes"] == [] and offered["reference_types"] == [] and offered["techniques"] == []
+
+
+def test_a_gguf_chroma_transformer_is_recognised_and_runs_close_to_the_full_precision_one(client, models_dir):
+    entry = ModelRegistry([models_dir]).get("tiny-chroma-Q8_0", "checkpoint")
+    assert (entry.arch, entry.info["variant"], entry.info["layout"], entry.format) == (
+        "chroma",
+        "chroma",
+        "original",
+        "gguf",
+    )
+    full = pixels(client.run(job("img2img", "tiny-chroma-file"), timeout=120))[0][1]
+    layer, quantized = pixels(client.run(job("img2img", "tiny-chroma-Q8_0"), timeout=120))[0]
+    assert layer.info["parts"] == {"text_encoder": "tiny-chroma-t5xxl", "vae": "tiny-chroma-ae"}
+    diff = np.abs(quantized.astype(int) - full.astype(int))
+    assert diff.mean() < 4 and not np.array_equal(quantized, full), (diff.mean(), diff.max())

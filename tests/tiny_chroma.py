@@ -9,6 +9,8 @@
   ``encoder.down.*`` names) in ``vae/``, as ComfyUI lays them out.
 - ``chroma-full``: ComfyUI's all-in-one checkpoint in ``checkpoints/``: the original transformer under
   ``model.diffusion_model.``, the T5 under ``text_encoders.t5xxl.transformer.``, the VAE under ``first_stage_model.``.
+- ``chroma-gguf``: the transformer in the original names as a Q8_0 GGUF in ``diffusion_models/``, beside
+  ``chroma-file``'s parts.
 - ``lora-chroma``: a diffusers-named LoRA on the transformer's attention projections (double and single blocks).
 """
 
@@ -162,6 +164,18 @@ def full_checkpoint() -> Path:
     return factory._cached("full-chroma", make) / "tiny-chroma-full.safetensors"
 
 
+def gguf_file() -> Path:
+    """The tiny transformer in the original names as a Q8_0 GGUF (as the published Chroma GGUFs)."""
+
+    def make(tmp: Path) -> None:
+        from diffusers import ChromaTransformer2DModel
+
+        transformer = ChromaTransformer2DModel.from_pretrained(folder(), subfolder="transformer", local_files_only=True)
+        factory.write_gguf_q8(to_original(transformer.state_dict()), tmp / "tiny-chroma-Q8_0.gguf", "chroma")
+
+    return factory._cached("gguf-chroma", make) / "tiny-chroma-Q8_0.gguf"
+
+
 def lora() -> Path:
     """A diffusers-named LoRA (rank 4) on every attention projection of the tiny Chroma transformer."""
 
@@ -189,6 +203,11 @@ def link_into(path: Path, item: str) -> None:
         f = full_checkpoint()
         factory._link(f, path / "checkpoints" / f.name)
         factory._link(f.with_name("tiny-chroma-full.config"), path / "checkpoints" / "tiny-chroma-full.config")
+    elif item == "chroma-gguf":  # beside the single file's parts, with its config folder
+        built = split_files()
+        factory._link(gguf_file(), path / "diffusion_models" / "tiny-chroma-Q8_0.gguf")
+        config = built / "diffusion_models" / "tiny-chroma-file.config"
+        factory._link(config, path / "diffusion_models" / "tiny-chroma-Q8_0.config")
     elif item == "lora-chroma":
         f = lora()
         factory._link(f, path / "loras" / f.name)

@@ -204,24 +204,10 @@ def gguf_file() -> Path:
     F32."""
 
     def make(tmp: Path) -> None:
-        import gguf
-        import numpy as np
         from diffusers import Flux2Transformer2DModel
 
         transformer = Flux2Transformer2DModel.from_pretrained(folder(), subfolder="transformer", local_files_only=True)
-        writer = gguf.GGUFWriter(str(tmp / "tiny-klein-Q8_0.gguf"), arch="flux")
-        q8 = gguf.GGMLQuantizationType.Q8_0
-        for key, tensor in to_bfl(transformer.state_dict()).items():
-            array = tensor.float().numpy()
-            if array.ndim == 2 and array.shape[-1] % 32 == 0:
-                quantized = gguf.quants.quantize(array, q8)
-                writer.add_tensor(key, quantized, raw_shape=quantized.shape, raw_dtype=q8)
-            else:
-                writer.add_tensor(key, array.astype(np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        factory.write_gguf_q8(to_bfl(transformer.state_dict()), tmp / "tiny-klein-Q8_0.gguf", "flux")
 
     return factory._cached("gguf-klein", make) / "tiny-klein-Q8_0.gguf"
 

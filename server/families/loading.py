@@ -148,11 +148,19 @@ def _transformer(entry: ModelEntry, config: Path, dtype):
     import diffusers
 
     cls_name = json.loads((config / "transformer" / "config.json").read_text(encoding="utf-8"))["_class_name"]
+    chroma_names = entry.arch == specs.CHROMA and entry.info.get("layout") == "original"
     if entry.format == GGUF:  # quantized weights stay quantized; diffusers dequantizes each layer as it runs
         from diffusers import GGUFQuantizationConfig
 
+        source = str(entry.path)
+        if chroma_names:  # renamed here, the quantized blocks untouched (their rows split as the float ones)
+            from diffusers.models.model_loading_utils import load_gguf_checkpoint
+
+            prefix = entry.info.get("transformer_prefix", "")
+            quantized = load_gguf_checkpoint(source, return_tensors=True)
+            source = chroma.to_diffusers({k[len(prefix) :]: v for k, v in quantized.items() if k.startswith(prefix)})
         return getattr(diffusers, cls_name).from_single_file(
-            str(entry.path),
+            source,
             config=str(config),
             subfolder="transformer",
             torch_dtype=dtype,
@@ -161,7 +169,7 @@ def _transformer(entry: ModelEntry, config: Path, dtype):
         )
     state = read_tensors(entry.path, dtype, entry.info.get("transformer_prefix", ""))
     state = {k: v for k, v in state.items() if not k.startswith(("text_encoders.", "first_stage_model.", "vae."))}
-    if entry.arch == specs.CHROMA and entry.info.get("layout") == "original":
+    if chroma_names:
         state = chroma.to_diffusers(state)
     return getattr(diffusers, cls_name).from_single_file(
         state, config=str(config), subfolder="transformer", torch_dtype=dtype, local_files_only=True
