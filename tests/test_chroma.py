@@ -77,8 +77,11 @@ def test_the_approximator_tells_chroma_from_flux_schnell_in_every_naming():
         assert "unsupported" not in found.info
     schnell = {k: v for k, v in original.items() if not k.startswith("distilled_guidance_layer.")}
     assert identify_dit.checkpoint(schnell, "flux1-schnell.safetensors").arch == "flux"
-    radiance = dict(original, **{"img_in.weight": (32, 48)})
-    assert "48 input channels" in identify_dit.checkpoint(radiance, "chroma-radiance.safetensors").info["unsupported"]
+    odd = dict(original, **{"img_in.weight": (32, 48)})
+    assert "48 input channels" in identify_dit.checkpoint(odd, "chroma-odd.safetensors").info["unsupported"]
+    radiance = {k: v for k, v in original.items() if k != "img_in.weight"}
+    radiance.update({"img_in_patch.weight": (32, 3, 16, 16), "nerf_image_embedder.embedder.0.weight": (32, 67)})
+    assert "without a VAE" in identify_dit.checkpoint(radiance, "Chroma1-Radiance.safetensors").info["unsupported"]
     with pytest.raises(DetectError, match="damaged"):
         identify_dit.checkpoint(dict(original, **{"img_in.weight": (32,)}), "broken.safetensors")
 

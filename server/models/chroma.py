@@ -20,6 +20,7 @@ VARIANT_NAMES = {"chroma": "Chroma1"}
 VARIANT_CONFIGS = {"chroma": "chroma1-hd"}  # Chroma1-HD, -Base and -Flash share one architecture
 APPROXIMATOR = "distilled_guidance_layer.in_proj.weight"
 LATENT_INPUTS = 64  # 16 latent channels packed 2 x 2, as Flux.1's
+RADIANCE = ("nerf_", "img_in_patch.")  # Chroma Radiance's pixel-space head and patch embedding
 
 
 def is_chroma(t: Shapes) -> bool:
@@ -28,7 +29,13 @@ def is_chroma(t: Shapes) -> bool:
 
 
 def variant(t: Shapes) -> Tuple[str, dict]:
-    """(variant, facts) of a Chroma transformer; facts carry ``unsupported`` for a pixel-space (Radiance-style) one."""
+    """(variant, facts) of a Chroma transformer; facts carry ``unsupported`` for a pixel-space (Radiance) one."""
+    if any(k.startswith(RADIANCE) for k in t):
+        return "chroma", {
+            "layout": "original",
+            "unsupported": "it is Chroma Radiance, which draws in pixels without a VAE (diffusers has no pipeline "
+            "for it); Paintbridge runs the latent Chroma1 releases (HD, Base, Flash)",
+        }
     embed = t.get("img_in.weight") or t.get("x_embedder.weight")
     if embed is None or len(embed) != 2 or len(t[APPROXIMATOR]) != 2:
         raise DetectError(
