@@ -1,4 +1,4 @@
-"""Flux.1, SD3.5, Flux.2 Klein, Z-Image and Qwen-Image on a lent GPU: the server vs plain diffusers, load time, seconds
+"""Flux.1, SD3.5, Flux.2 Klein, Z-Image, Chroma and Qwen-Image on a lent GPU: the server vs plain diffusers, load time, seconds
 per step and peak memory per mode.
 
     .venv/bin/python benchmarks/gpu_families.py               # real-size random Flux.1 dev, SD3.5 medium, Klein 4B,
@@ -13,7 +13,7 @@ jobs over the websocket) and through plain diffusers (``from_pretrained`` + ``.t
 after the other with the memory freed between them; Flux.1 Kontext's instruction ``edit`` runs on the same random
 Flux weights (a Kontext folder linking the dev folder's parts); Flux.2 Klein runs generate, img2img, inpaint and
 edit with two reference images, Z-Image generate, img2img and inpaint (their Qwen tokenizer, not shipped, is the
-tests' small byte-level one), Qwen-Image generate, img2img and inpaint. Prints load seconds, seconds per step and the
+tests' small byte-level one), Chroma generate, img2img and inpaint with real CFG, Qwen-Image generate, img2img and inpaint. Prints load seconds, seconds per step and the
 allocator's peak memory of each side, and the server's memory placement. With ``--families sd35-large`` (or
 flux-schnell, qwen-image, qwen-image-edit-plus ...) other shipped variants run; Qwen-Image (bf16 fits an 80 GB GPU whole;
 the server's placement says when it offloads) runs with true CFG on both sides and a byte-level stand-in tokenizer.
@@ -44,6 +44,7 @@ MODES = {
     "flux-kontext": ("edit",),
     "flux2-klein": ("generate", "img2img", "inpaint", "edit"),
     "z-image": ("generate", "img2img", "inpaint"),
+    "chroma": ("generate", "img2img", "inpaint"),
     "qwen-image": ("generate", "img2img", "inpaint"),
     "qwen-image-edit-plus": ("edit",),
 }
@@ -68,6 +69,7 @@ PLAIN = {
         "edit": "Flux2KleinPipeline",
     },
     "z-image": {"generate": "ZImagePipeline", "img2img": "ZImageImg2ImgPipeline", "inpaint": "ZImageInpaintPipeline"},
+    "chroma": {"generate": "ChromaPipeline", "img2img": "ChromaImg2ImgPipeline", "inpaint": "ChromaInpaintPipeline"},
     "qwen-image": {
         "generate": "QwenImagePipeline",
         "img2img": "QwenImageImg2ImgPipeline",
@@ -75,7 +77,8 @@ PLAIN = {
     },
     "qwen-image-edit-plus": {"generate": "QwenImageEditPlusPipeline", "edit": "QwenImageEditPlusPipeline"},
 }
-CFG = {"flux2-klein": 1.0, "z-image": 0.0}  # distilled Klein and Z-Image Turbo run without CFG; the others at 3.5
+# distilled Klein and Z-Image Turbo run without CFG; Chroma with real CFG (two passes a step); the others at 3.5
+CFG = {"flux2-klein": 1.0, "z-image": 0.0, "chroma": 3.0}
 TRUE_CFG = ("qwen-image", "qwen-image-edit-plus")  # cfg is true guidance: two passes a step, negative prompt " "
 CONTROLNET_LAYERS = {"flux": (5, 10), "sd3": (6, 0)}  # (joint, single) blocks: InstantX's Flux union, SD3 ControlNets
 
@@ -119,7 +122,7 @@ def family_of(config: str) -> str:
     """The family of a shipped config folder's name."""
     if config.startswith("qwen"):
         return "qwen-image-edit-plus" if "edit" in config else "qwen-image"
-    for prefix in ("sd3", "flux2-klein", "z-image"):
+    for prefix in ("sd3", "flux2-klein", "z-image", "chroma"):
         if config.startswith(prefix):
             return prefix
     return "flux"
@@ -411,7 +414,7 @@ def main(argv=None) -> int:
         nargs="+",
         default=["flux-dev", "sd35-medium", "flux2-klein-4b", "z-image-turbo"],
         help="shipped configs to build (real size): flux-dev, flux-schnell, sd35-medium, sd35-large, flux2-klein-4b, "
-        "flux2-klein-9b, z-image-turbo, qwen-image (20B transformer + 8B text encoder in bf16: about 58 GB of GPU "
+        "flux2-klein-9b, z-image-turbo, chroma1-hd, qwen-image (20B transformer + 8B text encoder in bf16: about 58 GB of GPU "
         "memory and of disk for its random folder), qwen-image-edit-plus ...",
     )
     parser.add_argument("--meta", action="store_true", help="build the real sizes on the meta device: parameters")
@@ -431,6 +434,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="gpu-families-"))
     if args.cpu_smoke:
         import factory
+        import tiny_chroma
         import tiny_klein
         import tiny_qwen
         import tiny_zimage
@@ -442,6 +446,7 @@ def main(argv=None) -> int:
             (factory.checkpoint_folder("sd3"), "sd3", factory.controlnet_path("cn-sd3-canny")),
             (tiny_klein.folder(), "flux2-klein", None),
             (tiny_zimage.folder(), "z-image", None),
+            (tiny_chroma.folder(), "chroma", None),
             (tiny_qwen.checkpoint_folder("qwen"), "qwen-image", None),
         ]
     else:

@@ -27,6 +27,8 @@ FAMILY_DEFAULTS: Dict[str, dict] = {
     "sd3": {"steps": 28, "cfg": 4.5, "sampler": "Euler", "resolution": 1024},
     "flux2-klein": {"steps": 4, "cfg": 1.0, "sampler": "Euler", "resolution": 1024},  # the distilled releases
     "z-image": {"steps": 50, "cfg": 4.0, "sampler": "Euler", "resolution": 1024},
+    # Chroma: cfg is real classifier-free guidance with the negative prompt (Flux.1 dev embeds its guidance instead)
+    "chroma": {"steps": 40, "cfg": 3.0, "sampler": "Euler", "resolution": 1024},
     # Qwen-Image: cfg is true classifier-free guidance (two passes a step, negative prompt " " when none is given)
     "qwen-image": {"steps": 30, "cfg": 4.0, "sampler": "Euler", "resolution": 1024},
     "qwen-image-edit": {"steps": 30, "cfg": 4.0, "sampler": "Euler", "resolution": 1024},

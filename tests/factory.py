@@ -615,6 +615,19 @@ def _cached(name: str, build: Callable[[Path], None]) -> Path:
     return target
 
 
+def lora_state(transformer, targets: Callable[[str], bool], seed: int, rank: int = 4) -> dict:
+    """A diffusers/PEFT-named LoRA (``transformer.<module>.lora_A/B.weight``, random, x0.5) on every linear module of
+    ``transformer`` whose name ``targets`` accepts."""
+    torch = _torch()
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, module in transformer.named_modules():
+        if isinstance(module, torch.nn.Linear) and targets(name):
+            state[f"transformer.{name}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=gen) * 0.5
+            state[f"transformer.{name}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=gen) * 0.5
+    return state
+
+
 def _save_file(state: dict, path: Path, metadata: dict | None = None) -> None:
     from safetensors.torch import save_file
 
@@ -678,26 +691,34 @@ def gguf_transformer(name: str, folder: Optional[Path] = None, cls_name: str = "
 
     def build(tmp: Path) -> None:
         import diffusers
-        import gguf
-        import numpy as np
 
         transformer = getattr(diffusers, cls_name).from_pretrained(
             folder or checkpoint_folder(name), subfolder="transformer", local_files_only=True
         )
-        writer = gguf.GGUFWriter(str(tmp / f"tiny-{name}-Q8_0.gguf"), arch=name)
-        for key, tensor in transformer.state_dict().items():
-            array = tensor.float().numpy()
-            if array.ndim == 2 and array.shape[-1] % 32 == 0:
-                quantized = gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0)
-                writer.add_tensor(key, quantized, raw_shape=quantized.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-            else:
-                writer.add_tensor(key, array.astype(np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        write_gguf_q8(transformer.state_dict(), tmp / f"tiny-{name}-Q8_0.gguf", name)
 
     return _cached(f"gguf-{name}", build) / f"tiny-{name}-Q8_0.gguf"
+
+
+def write_gguf_q8(state: dict, path: Path, arch: str) -> None:
+    """``state`` as a GGUF file: 2-D weights whose rows are a multiple of 32 quantized to Q8_0 as city96's GGUFs do,
+    the rest F32."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), arch=arch)
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    for key, tensor in state.items():
+        array = tensor.float().numpy()
+        if array.ndim == 2 and array.shape[-1] % 32 == 0:
+            quantized = gguf.quants.quantize(array, q8)
+            writer.add_tensor(key, quantized, raw_shape=quantized.shape, raw_dtype=q8)
+        else:
+            writer.add_tensor(key, array.astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
 
 
 def build_transformer_controlnet(family: str, union: bool = False, seed: int = 0):
@@ -1107,6 +1128,16 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
             import tiny_zimage
 
             tiny_zimage.link_into(path, item)
+        elif item in (
+            "chroma",
+            "chroma-file",
+            "chroma-full",
+            "chroma-gguf",
+            "lora-chroma",
+        ):  # Chroma: tests/tiny_chroma.py
+            import tiny_chroma
+
+            tiny_chroma.link_into(path, item)
         elif item.startswith("lora-"):
             p = lora_path(item[5:])
             _link(p, path / "loras" / p.name)

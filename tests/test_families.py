@@ -310,6 +310,76 @@ def run_mode(client, model: str, mode: str):
     return layer
 
 
+def single_file_matches_folder(client, folder: str, single: str, parts: dict, levels: int = 1) -> None:
+    """An inpaint on the single-file layout ``single`` (its parts as named in ``parts``) gives the pixels of the
+    diffusers folder ``folder`` within ``levels``."""
+    a = pixels(client.run(job("inpaint", folder, mask=selection()), timeout=120))[0][1]
+    layer, b = pixels(client.run(job("inpaint", single, mask=selection()), timeout=120))[0]
+    assert layer.info["parts"] == parts
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= levels
+
+
+REFUSED_FIELDS = {"edit": "mode", "references": "references", "controls": "controls", "hires": "params.hires"}
+
+
+def refused_by_name(client, model: str, what: str, name: str) -> None:
+    """An img2img job on ``model`` turned into ``what`` (a key of ``REFUSED_FIELDS``: instruction edit, a reference
+    image, a Flux union ControlNet, the hires fix) is refused as ``unsupported`` naming ``name``, on its field."""
+    msg = job("img2img", model)
+    if what == "edit":
+        msg["mode"] = "edit"
+    elif what == "references":
+        msg["references"] = [{"image": msg["image"]}]
+    elif what == "controls":
+        msg["controls"] = [{"type": "canny", "model": "tiny-cn-flux-union", "image": msg["image"]}]
+    else:
+        msg["params"]["hires"] = {"enabled": True}
+    with pytest.raises(JobFailed) as err:
+        client.run(msg, timeout=120)
+    assert err.value.code == "unsupported" and name in str(err.value), str(err.value)
+    assert (err.value.field or "").startswith(REFUSED_FIELDS[what]), err.value.field
+
+
+def upscale_refines_on(client, server, model: str) -> None:
+    """Upscale with refine on ``model`` runs its 64-px tiles on the family engine and differs from a plain upscale."""
+    msg = job("upscale", model, scale=2.0, refine=0.5, tile=64)
+    ((layer, rgba),) = pixels(client.run(msg, timeout=300))
+    assert (layer.width, layer.height) == (2 * W, 2 * H)
+    assert server.server.router.engine("families").loaded.entry.name == model
+    plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
+    assert not np.array_equal(rgba, plain)  # refined, not only scaled
+
+
+def cancel_stops_the_job(client, model: str) -> None:
+    """A long img2img job on ``model`` cancelled at its first progress event ends ``cancelled``, well before its end."""
+    job_id = client.submit(job("img2img", model, steps=150, strength=1.0))
+    steps, cancelled = [], False
+    for msg in client.events(job_id, timeout=300):
+        if msg.type == "progress":
+            steps.append(msg.step)
+            if not cancelled:
+                client.cancel(job_id)
+                cancelled = True
+        last = msg
+    assert last.type == "cancelled" and max(steps) < 100
+
+
+def meta_sizes(config: str) -> dict:
+    """Billions of parameters per part (``{"transformer": 8.9, ...}``) of the shipped ``config`` built on the meta
+    device by the GPU benchmark."""
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "gpu_families.py"), "--meta", "--families", config],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=repo,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith(f"{config}:"))
+    return {name: float(size) for name, size, _ in (p.rsplit(" ", 2) for p in line.split(": ", 1)[1].split(", "))}
+
+
 def test_edit_on_kontext_changes_the_selection_only(client):
     mask = selection()
     ((layer, rgba),) = pixels(
@@ -475,6 +545,8 @@ def test_gpu_benchmark_runs_in_its_cpu_smoke_mode():
         "inpaint qwen-image",
         "tiny-klein: load server",
         "edit flux2-klein",
+        "tiny-chroma: load server",
+        "inpaint chroma",
     ):
         assert line in proc.stdout, proc.stdout
 

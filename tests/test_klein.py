@@ -18,7 +18,18 @@ import tiny_klein
 from protocol.client import Client, JobFailed
 from server.defaults import welcome_defaults
 from server.models.registry import ModelRegistry
-from test_families import H, W, job, picture, pixels, run_mode, selection
+from test_families import (
+    H,
+    W,
+    cancel_stops_the_job,
+    job,
+    picture,
+    pixels,
+    run_mode,
+    selection,
+    single_file_matches_folder,
+    upscale_refines_on,
+)
 
 torch.set_num_threads(2)
 
@@ -104,12 +115,10 @@ def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, mode):
 
 
 def test_the_single_file_layout_gives_the_pixels_of_the_diffusers_folder(client):
-    a = pixels(client.run(job("inpaint", "tiny-klein", mask=selection()), timeout=120))[0][1]
-    layer, b = pixels(client.run(job("inpaint", "tiny-klein-file", mask=selection()), timeout=120))[0]
-    assert layer.info["parts"] == {"text_encoder": "tiny-klein-qwen_3", "vae": "tiny-flux2-vae"}
+    parts = {"text_encoder": "tiny-klein-qwen_3", "vae": "tiny-flux2-vae"}
     # same weights, parts and prompt embeddings; the pipelines' outputs differ by ~3e-6 (float reductions over
     # differently allocated tensors), which the inpaint planner's pre-fill and seam colour matching can turn into 2 levels
-    assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+    single_file_matches_folder(client, "tiny-klein", "tiny-klein-file", parts, levels=2)
 
 
 def test_edit_with_two_reference_images_uses_each_of_them(client):
@@ -195,17 +204,7 @@ def test_progress_previews_arrive_and_cancel_stops_the_job(client):
     client.run(msg, on_event=lambda m: m.type == "progress" and events.append(m), timeout=120)
     assert events and all(e.preview is not None for e in events) and (events[-1].step, events[-1].total) == (3, 3)
     assert max(events[-1].preview.width, events[-1].preview.height) <= 128
-
-    job_id = client.submit(job("img2img", "tiny-klein", steps=150, strength=1.0))
-    steps, cancelled = [], False
-    for msg in client.events(job_id, timeout=300):
-        if msg.type == "progress":
-            steps.append(msg.step)
-            if not cancelled:
-                client.cancel(job_id)
-                cancelled = True
-        last = msg
-    assert last.type == "cancelled" and max(steps) < 100
+    cancel_stops_the_job(client, "tiny-klein")
 
 
 def test_missing_parts_are_named_with_where_to_put_them(tmp_path, start_server):
@@ -273,12 +272,7 @@ def test_klein_loras_are_told_from_flux1_ones_in_every_naming():
 
 
 def test_upscale_and_refine_runs_its_tiles_on_klein(client, server):
-    msg = job("upscale", "tiny-klein", scale=2.0, refine=0.5, tile=64)
-    ((layer, rgba),) = pixels(client.run(msg, timeout=300))
-    assert (layer.width, layer.height) == (160, 112)
-    assert server.server.router.engine("families").loaded.entry.name == "tiny-klein"
-    plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
-    assert not np.array_equal(rgba, plain)  # refined, not only scaled
+    upscale_refines_on(client, server, "tiny-klein")
 
 
 def test_welcome_says_klein_takes_content_references(client):

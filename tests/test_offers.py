@@ -42,6 +42,7 @@ MODELS = (
     "lora-klein",
     "zimage",
     "lora-zimage",
+    "chroma",  # no lora-chroma: its Flux.1 LoRA names would make it a tiny-flux LoRA too
     "qwen",
     "qwen-edit-plus",
     "qwen-lora",
@@ -55,6 +56,7 @@ FAMILIES = {
     "sd3": "tiny-sd3",
     "flux2-klein": "tiny-klein",
     "z-image": "tiny-z-image",
+    "chroma": "tiny-chroma",
     "qwen-image": "tiny-qwen",
     "qwen-image-edit-plus": "tiny-qwen-edit-plus",
 }

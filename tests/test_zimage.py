@@ -5,9 +5,6 @@ mode, its negative prompt, previews, refusals by name, the published size."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +14,15 @@ import tiny_zimage
 from protocol.client import Client, JobFailed
 from server.defaults import welcome_defaults
 from server.models.registry import ModelRegistry
-from test_families import job, pixels, run_mode, selection
+from test_families import (
+    job,
+    meta_sizes,
+    pixels,
+    refused_by_name,
+    run_mode,
+    single_file_matches_folder,
+    upscale_refines_on,
+)
 
 torch.set_num_threads(2)
 
@@ -57,19 +62,9 @@ def _transformer_state():
 
 
 def test_the_shipped_config_builds_the_published_size_on_the_meta_device():
-    repo = Path(__file__).resolve().parent.parent
-    proc = subprocess.run(
-        [sys.executable, str(repo / "benchmarks" / "gpu_families.py"), "--meta", "--families", "z-image-turbo"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=repo,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("z-image-turbo:"))
-    sizes = dict(part.rsplit(" ", 2)[:2] for part in line.split(": ", 1)[1].split(", "))
-    assert abs(float(sizes["transformer"]) * 1e9 - PUBLISHED[0]) / PUBLISHED[0] < 0.01, line
-    assert abs(float(sizes["text_encoder"]) * 1e9 - PUBLISHED[1]) / PUBLISHED[1] < 0.01, line
+    sizes = meta_sizes("z-image-turbo")
+    assert abs(sizes["transformer"] * 1e9 - PUBLISHED[0]) / PUBLISHED[0] < 0.01, sizes
+    assert abs(sizes["text_encoder"] * 1e9 - PUBLISHED[1]) / PUBLISHED[1] < 0.01, sizes
 
 
 @pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint", "outpaint"])
@@ -79,10 +74,8 @@ def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, mode):
 
 
 def test_the_single_file_layout_gives_the_pixels_of_the_diffusers_folder(client):
-    a = pixels(client.run(job("inpaint", "tiny-z-image", mask=selection()), timeout=120))[0][1]
-    layer, b = pixels(client.run(job("inpaint", "tiny-z-image-file", mask=selection()), timeout=120))[0]
-    assert layer.info["parts"] == {"text_encoder": "tiny-z-image-qwen_3", "vae": "tiny-z-image-ae"}
-    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    parts = {"text_encoder": "tiny-z-image-qwen_3", "vae": "tiny-z-image-ae"}
+    single_file_matches_folder(client, "tiny-z-image", "tiny-z-image-file", parts)
 
 
 def test_the_negative_prompt_is_read_with_guidance(client):
@@ -100,22 +93,9 @@ def test_progress_previews_arrive(client):
     assert events and all(e.preview is not None for e in events) and (events[-1].step, events[-1].total) == (3, 3)
 
 
-@pytest.mark.parametrize(
-    "change, field",
-    [({"mode": "edit"}, "mode"), ({"references": "ref"}, "references"), ({"controls": "canny"}, "controls")],
-)
-def test_what_zimage_cannot_run_is_refused_by_name(client, change, field):
-    msg = job("img2img", "tiny-z-image")
-    if "mode" in change:
-        msg["mode"] = "edit"
-    if "references" in change:
-        msg["references"] = [{"image": msg["image"]}]
-    if "controls" in change:
-        msg["controls"] = [{"type": "canny", "model": "tiny-cn-flux-union", "image": msg["image"]}]
-    with pytest.raises(JobFailed) as err:
-        client.run(msg, timeout=120)
-    assert err.value.code == "unsupported" and "Z-Image" in str(err.value), str(err.value)
-    assert (err.value.field or "").startswith(field), err.value.field
+@pytest.mark.parametrize("what", ["edit", "references", "controls"])
+def test_what_zimage_cannot_run_is_refused_by_name(client, what):
+    refused_by_name(client, "tiny-z-image", what, "Z-Image")
 
 
 def test_a_missing_tokenizer_is_named_with_where_to_put_it(tmp_path, start_server):
@@ -138,12 +118,7 @@ def test_a_missing_tokenizer_is_named_with_where_to_put_it(tmp_path, start_serve
 
 
 def test_upscale_and_refine_runs_its_tiles_on_zimage(client, server):
-    msg = job("upscale", "tiny-z-image", scale=2.0, refine=0.5, tile=64)
-    ((layer, rgba),) = pixels(client.run(msg, timeout=300))
-    assert (layer.width, layer.height) == (160, 112)
-    assert server.server.router.engine("families").loaded.entry.name == "tiny-z-image"
-    plain = pixels(client.run(job("upscale", "classical", scale=2.0), timeout=120))[0][1]
-    assert not np.array_equal(rgba, plain)  # refined, not only scaled
+    upscale_refines_on(client, server, "tiny-z-image")
 
 
 def test_a_zimage_lora_changes_the_result_and_switches_off(client, models_dir):

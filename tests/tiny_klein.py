@@ -204,24 +204,10 @@ def gguf_file() -> Path:
     F32."""
 
     def make(tmp: Path) -> None:
-        import gguf
-        import numpy as np
         from diffusers import Flux2Transformer2DModel
 
         transformer = Flux2Transformer2DModel.from_pretrained(folder(), subfolder="transformer", local_files_only=True)
-        writer = gguf.GGUFWriter(str(tmp / "tiny-klein-Q8_0.gguf"), arch="flux")
-        q8 = gguf.GGMLQuantizationType.Q8_0
-        for key, tensor in to_bfl(transformer.state_dict()).items():
-            array = tensor.float().numpy()
-            if array.ndim == 2 and array.shape[-1] % 32 == 0:
-                quantized = gguf.quants.quantize(array, q8)
-                writer.add_tensor(key, quantized, raw_shape=quantized.shape, raw_dtype=q8)
-            else:
-                writer.add_tensor(key, array.astype(np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        factory.write_gguf_q8(to_bfl(transformer.state_dict()), tmp / "tiny-klein-Q8_0.gguf", "flux")
 
     return factory._cached("gguf-klein", make) / "tiny-klein-Q8_0.gguf"
 
@@ -230,18 +216,10 @@ def lora() -> Path:
     """A diffusers-named LoRA (rank 4) on every attention projection of the tiny Klein transformer."""
 
     def make(tmp: Path) -> None:
-        import torch
         from diffusers import Flux2Transformer2DModel
 
         transformer = Flux2Transformer2DModel.from_pretrained(folder(), subfolder="transformer", local_files_only=True)
-        gen = torch.Generator().manual_seed(5)
-        state = {}
-        for name, module in transformer.named_modules():
-            if isinstance(module, torch.nn.Linear) and ("attn." in name or name.endswith("ff.linear_in")):
-                down = torch.randn(4, module.in_features, generator=gen) * 0.5
-                up = torch.randn(module.out_features, 4, generator=gen) * 0.5
-                state[f"transformer.{name}.lora_A.weight"] = down
-                state[f"transformer.{name}.lora_B.weight"] = up
+        state = factory.lora_state(transformer, lambda name: "attn." in name or name.endswith("ff.linear_in"), seed=5)
         factory._save_file(state, tmp / "tiny-lora-klein.safetensors")
 
     return factory._cached("klein-lora", make) / "tiny-lora-klein.safetensors"

@@ -116,16 +116,10 @@ def lora() -> Path:
     """A diffusers-named LoRA (rank 4) on every attention projection of the tiny Z-Image transformer."""
 
     def make(tmp: Path) -> None:
-        import torch
         from diffusers import ZImageTransformer2DModel
 
         transformer = ZImageTransformer2DModel.from_pretrained(folder(), subfolder="transformer", local_files_only=True)
-        gen = torch.Generator().manual_seed(6)
-        state = {}
-        for name, module in transformer.named_modules():
-            if isinstance(module, torch.nn.Linear) and ".attention.to_" in name:
-                state[f"transformer.{name}.lora_A.weight"] = torch.randn(4, module.in_features, generator=gen) * 0.5
-                state[f"transformer.{name}.lora_B.weight"] = torch.randn(module.out_features, 4, generator=gen) * 0.5
+        state = factory.lora_state(transformer, lambda name: ".attention.to_" in name, seed=6)
         factory._save_file(state, tmp / "tiny-lora-zimage.safetensors")
 
     return factory._cached("zimage-lora", make) / "tiny-lora-zimage.safetensors"

@@ -1,6 +1,6 @@
 """The diffusion-transformer engine: generate, img2img, inpaint, outpaint and (Kontext, Klein, Qwen-Image-Edit) edit jobs
-on Flux.1, SD3/SD3.5, Flux.2 Klein, Z-Image and Qwen-Image (Klein's own parts, inputs and previews are in ``klein``,
-Qwen-Image's in ``qwen``).
+on Flux.1, SD3/SD3.5, Flux.2 Klein, Z-Image, Chroma and Qwen-Image (Klein's own parts, inputs and previews are in
+``klein``, Qwen-Image's in ``qwen``).
 
 A specialisation of ``checkpoint.engine.CheckpointEngine``, peer of the SD1.5/SDXL engine; the router picks it by the
 checkpoint's family. One checkpoint is kept warm and every mode's pipeline is made from it with ``from_pipe`` (shared
@@ -66,7 +66,7 @@ def plain_prompt(text: str) -> str:
 
 
 class FamilyEngine(CheckpointEngine):
-    """Runs jobs on Flux.1 (dev, schnell, Fill, Kontext), SD3/SD3.5, Flux.2 Klein, Z-Image and Qwen-Image (base,
+    """Runs jobs on Flux.1 (dev, schnell, Fill, Kontext), SD3/SD3.5, Flux.2 Klein, Z-Image, Chroma and Qwen-Image (base,
     Edit, Edit Plus) checkpoints; ``loads`` counts loads.
 
     A family is a ``specs.FamilySpec`` (its pipelines per kind of job) plus what ``_image_inputs`` gives its
@@ -75,12 +75,12 @@ class FamilyEngine(CheckpointEngine):
     name = "flux-sd3"
     modes = MODES
     uses_controls = True  # Flux.1 dev/schnell and SD3 ControlNets (controlnets.py)
-    # reference images: Flux Redux, pictures Flux.2 Klein sees, Qwen-Image-Edit Plus's extra pictures; SD3 and
-    # Z-Image refuse them
+    # reference images: Flux Redux, pictures Flux.2 Klein sees, Qwen-Image-Edit Plus's extra pictures; SD3, Z-Image
+    # and Chroma refuse them
     reference_families = redux.rdx.REDUX_FAMILIES + (specs.FLUX2_KLEIN, specs.qwen.QWEN_EDIT_PLUS)
     dtype_role = devices.DIT
     memory_advice = "try a smaller selection or batch, or a quantized (fp8) file of the model"
-    no_default = "no Flux, SD3, Klein, Z-Image or Qwen-Image checkpoint is the default: name the model"
+    no_default = "no Flux, SD3, Klein, Z-Image, Chroma or Qwen-Image checkpoint is the default: name the model"
 
     def runs(self, entry: ModelEntry) -> bool:
         return entry.arch in specs.FAMILIES
@@ -259,7 +259,7 @@ class FamilyEngine(CheckpointEngine):
         settings = _settings(job, entry, kind)
         tileable = bool(job.params.tileable) and job.mode in seamless.MODES
         # Rolling moves the latents only: a ControlNet's image and Fill's/Kontext's image tokens stay where they are.
-        rolling = tileable and plan is None and entry.arch in (specs.FLUX, specs.SD3)
+        rolling = tileable and plan is None and entry.arch in (specs.FLUX, specs.SD3, specs.CHROMA)
         call = dict(
             prompt=plain_prompt(text),
             num_inference_steps=settings["steps"],

@@ -1,10 +1,12 @@
-"""Build a Flux/SD3/Klein/Z-Image/Qwen-Image pipeline fully offline: diffusers folders as they are, single files from their parts.
+"""Build a Flux/SD3/Klein/Z-Image/Chroma/Qwen-Image pipeline fully offline: diffusers folders as they are, single files
+from their parts.
 
 A single-file checkpoint loads with a weightless config folder (``<name>.config/`` beside it, else the shipped
-``server/configs/<variant>``); its transformer is converted by diffusers, its text encoders and VAE come from inside it
-or from the files ``parts.find`` picked. Only the tensors of each part are read (a full checkpoint's T5 is not read for
-its transformer). Tensors stored in another precision (fp8, fp16, bf16) are cast to the engine's dtype as they are read;
-a GGUF transformer keeps its quantized weights (diffusers' GGUF support, with the optional ``gguf`` package).
+``server/configs/<variant>``); its transformer is converted by diffusers (Chroma's original names through
+``chroma.to_diffusers``), its text encoders and VAE come from inside it or from the files ``parts.find`` picked. Only
+the tensors of each part are read (a full checkpoint's T5 is not read for its transformer). Tensors stored in another
+precision (fp8, fp16, bf16) are cast to the engine's dtype as they are read; a GGUF transformer keeps its quantized
+weights (diffusers' GGUF support, with the optional ``gguf`` package).
 Tokenizers are the shipped ones (CLIP BPE, T5 SentencePiece), so nothing is fetched; the Qwen tokenizers are not
 shipped and come from the user's folders (``qwen`` for Qwen-Image, ``qwen3`` for Flux.2 Klein and Z-Image).
 """
@@ -25,7 +27,7 @@ from ..models.loading import CONFIGS_DIR, check_no_meta, empty_transformers_mode
 from ..models.tensors import read_tensors
 from ..models.registry import ModelEntry, ModelRegistry
 from ..models.tokenizers import clip_tokenizer
-from . import klein, qwen, qwen3, specs
+from . import chroma, klein, qwen, qwen3, specs
 from . import parts as part_finder
 
 T5_TOKENIZER = CONFIGS_DIR / "t5-tokenizer" / "tokenizer.json.gz"
@@ -95,6 +97,8 @@ def tokenizers(family: str) -> dict:
     """The shipped tokenizers for a family's pipeline (CLIP pads SD3's CLIP-G with "!", as the originals do)."""
     if family == specs.SD3:
         return {"tokenizer": clip_tokenizer(), "tokenizer_2": clip_tokenizer("!"), "tokenizer_3": t5_tokenizer()}
+    if family == specs.CHROMA:
+        return {"tokenizer": t5_tokenizer()}
     if family in specs.QWEN3_FAMILIES or qwen.is_qwen(family):
         # not shipped: a diffusers folder carries its own; a split Qwen-Image checkpoint its config folder's, a
         # single-file Klein or Z-Image the one ``qwen3.tokenizer`` finds
@@ -144,11 +148,19 @@ def _transformer(entry: ModelEntry, config: Path, dtype):
     import diffusers
 
     cls_name = json.loads((config / "transformer" / "config.json").read_text(encoding="utf-8"))["_class_name"]
+    chroma_names = entry.arch == specs.CHROMA and entry.info.get("layout") == "original"
     if entry.format == GGUF:  # quantized weights stay quantized; diffusers dequantizes each layer as it runs
         from diffusers import GGUFQuantizationConfig
 
+        source = str(entry.path)
+        if chroma_names:  # renamed here, the quantized blocks untouched (their rows split as the float ones)
+            from diffusers.models.model_loading_utils import load_gguf_checkpoint
+
+            prefix = entry.info.get("transformer_prefix", "")
+            quantized = load_gguf_checkpoint(source, return_tensors=True)
+            source = chroma.to_diffusers({k[len(prefix) :]: v for k, v in quantized.items() if k.startswith(prefix)})
         return getattr(diffusers, cls_name).from_single_file(
-            str(entry.path),
+            source,
             config=str(config),
             subfolder="transformer",
             torch_dtype=dtype,
@@ -157,6 +169,8 @@ def _transformer(entry: ModelEntry, config: Path, dtype):
         )
     state = read_tensors(entry.path, dtype, entry.info.get("transformer_prefix", ""))
     state = {k: v for k, v in state.items() if not k.startswith(("text_encoders.", "first_stage_model.", "vae."))}
+    if chroma_names:
+        state = chroma.to_diffusers(state)
     return getattr(diffusers, cls_name).from_single_file(
         state, config=str(config), subfolder="transformer", torch_dtype=dtype, local_files_only=True
     )
@@ -223,6 +237,8 @@ def load(entry: ModelEntry, dtype, registry: ModelRegistry) -> Tuple[object, dic
             f"({specs.VARIANT_NAMES.get(entry.info.get('variant', ''), entry.arch)}): {err}",
             field="model",
         ) from err
+    if entry.arch == specs.CHROMA:
+        chroma.complete_config(pipe.transformer)
     check_no_meta(
         entry, pipe.transformer, pipe.vae, *(getattr(pipe, slot, None) for slot in specs.text_encoder_slots(entry.arch))
     )

@@ -1,4 +1,4 @@
-"""The parts a Flux/SD3/Klein/Z-Image/Qwen-Image checkpoint needs besides its transformer: text encoders and a VAE.
+"""The parts a Flux/SD3/Klein/Z-Image/Chroma/Qwen-Image checkpoint needs besides its transformer: text encoders and a VAE.
 
 Each comes from inside the checkpoint when it is a full one, else from the models folders (ComfyUI's
 ``text_encoders/`` or ``clip/``, and ``vae/``), matched by kind and width against the checkpoint's config. When a part
@@ -27,6 +27,7 @@ SLOT_ROLES = {
     "flux": {"text_encoder": "clip_l", "text_encoder_2": "t5"},
     specs.FLUX2_KLEIN: {"text_encoder": "qwen3"},
     specs.ZIMAGE: {"text_encoder": "qwen3"},
+    specs.CHROMA: {"text_encoder": "t5"},
     qwen.QWEN: {"text_encoder": "qwen"},
 }
 ROLE_HINTS = {
@@ -41,6 +42,7 @@ VAE_HINTS = {
     specs.SD3: ("sd3",),
     specs.FLUX2_KLEIN: ("flux2", "flux.2"),
     specs.ZIMAGE: ("ae", "flux", "z_image", "z-image"),
+    specs.CHROMA: ("ae", "flux", "chroma"),
     qwen.QWEN: ("qwen",),
 }
 # What a missing part's message suggests, per family: text-encoder files, and the VAE file.
@@ -49,6 +51,7 @@ PART_EXAMPLES = {
     specs.SD3: ("clip_l.safetensors, clip_g.safetensors, t5xxl_fp16.safetensors", "sd3_vae.safetensors"),
     specs.FLUX2_KLEIN: ("qwen_3_4b.safetensors for Klein 4B, qwen_3_8b.safetensors for 9B", "flux2-vae.safetensors"),
     specs.ZIMAGE: ("qwen_3_4b.safetensors", "ae.safetensors"),
+    specs.CHROMA: ("t5xxl_fp16.safetensors", "ae.safetensors"),
     qwen.QWEN: ("qwen_2.5_vl_7b.safetensors", "qwen_image_vae.safetensors"),
 }
 VAE_EXAMPLES = {qwen.QWEN_LAYERED: "qwen_image_layered_vae.safetensors (its RGBA VAE)"}  # where the base's differs
@@ -90,7 +93,7 @@ def _json(path: Path) -> dict:
 
 
 def _base(family: str) -> str:
-    if family in (specs.SD3, specs.FLUX2_KLEIN, specs.ZIMAGE):
+    if family in (specs.SD3, specs.FLUX2_KLEIN, specs.ZIMAGE, specs.CHROMA):
         return family
     return qwen.QWEN if family in qwen.FAMILIES else "flux"
 

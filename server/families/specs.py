@@ -7,6 +7,7 @@ from typing import Dict, Optional, Tuple
 
 from ..models import qwen
 from ..models.identify_dit import (
+    CHROMA,
     EDIT_FAMILIES,
     FAMILIES,
     FLUX,
@@ -21,6 +22,7 @@ from ..models.identify_dit import (
 )
 
 __all__ = [
+    "CHROMA",
     "EDIT_FAMILIES",
     "FAMILIES",
     "FLUX",
@@ -112,6 +114,14 @@ SPECS: Dict[str, FamilySpec] = {
         {"txt2img": "ZImagePipeline", "img2img": "ZImageImg2ImgPipeline", "inpaint": "ZImageInpaintPipeline"},
         negative=True,
         text_encoders=("text_encoder",),
+    ),
+    # Chroma: real CFG (guidance_scale) with a negative prompt, T5 alone; Flux.1 LoRAs fit its blocks
+    CHROMA: FamilySpec(
+        CHROMA,
+        {"txt2img": "ChromaPipeline", "img2img": "ChromaImg2ImgPipeline", "inpaint": "ChromaInpaintPipeline"},
+        negative=True,
+        text_encoders=("text_encoder",),
+        lora_family=FLUX,
     ),
 }
 _QWEN = dict(cfg_argument="true_cfg_scale", negative=True, text_encoders=("text_encoder",), lora_family=qwen.QWEN)

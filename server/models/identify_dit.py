@@ -1,5 +1,5 @@
-"""The diffusion-transformer families (Flux.1, SD3/SD3.5, Flux.2 Klein, Z-Image, Qwen-Image: names, variants, shipped
-configs), recognised from files' tensor names and shapes (never their weights).
+"""The diffusion-transformer families (Flux.1, SD3/SD3.5, Flux.2 Klein, Z-Image, Chroma, Qwen-Image: names, variants,
+shipped configs), recognised from files' tensor names and shapes (never their weights).
 
 Layouts met in the wild: the original releases (Black Forest Labs' ``double_blocks.*``, Stability's ``joint_blocks.*``),
 ComfyUI full checkpoints (``model.diffusion_model.*`` + ``text_encoders.<clip_l|clip_g|t5xxl>.transformer.*`` + a VAE
@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from . import klein, qwen, zimage
+from . import chroma, klein, qwen, zimage
 from .identify import Detected, DetectError, Shapes
 
 FLUX = "flux"
@@ -22,7 +22,8 @@ FLUX_KONTEXT = "flux-kontext"
 SD3 = "sd3"
 FLUX2_KLEIN = klein.KLEIN
 ZIMAGE = zimage.ZIMAGE
-FAMILIES = (FLUX, FLUX_FILL, FLUX_KONTEXT, SD3, FLUX2_KLEIN, ZIMAGE) + qwen.FAMILIES
+CHROMA = chroma.CHROMA
+FAMILIES = (FLUX, FLUX_FILL, FLUX_KONTEXT, SD3, FLUX2_KLEIN, ZIMAGE, CHROMA) + qwen.FAMILIES
 EDIT_FAMILIES = (
     FLUX_KONTEXT,
     FLUX2_KLEIN,
@@ -38,6 +39,7 @@ NAMES = {
     SD3: "SD3",
     FLUX2_KLEIN: klein.NAME,
     ZIMAGE: zimage.NAME,
+    CHROMA: chroma.NAME,
     **qwen.NAMES,
 }
 
@@ -53,6 +55,7 @@ VARIANT_CONFIGS = {
     "3.5-large-turbo": "sd35-large",
     **klein.VARIANT_CONFIGS,
     **zimage.VARIANT_CONFIGS,
+    **chroma.VARIANT_CONFIGS,
     **qwen.VARIANT_CONFIGS,
 }
 VARIANT_NAMES = {
@@ -66,6 +69,7 @@ VARIANT_NAMES = {
     "3.5-large-turbo": "SD3.5 large turbo",
     **klein.VARIANT_NAMES,
     **zimage.VARIANT_NAMES,
+    **chroma.VARIANT_NAMES,
     **qwen.VARIANT_NAMES,
 }
 
@@ -86,8 +90,8 @@ def _strip(shapes: Shapes, prefix: str) -> Shapes:
 
 
 def looks_like_transformer(shapes: Shapes) -> bool:
-    """Whether a file holds a Flux.1, Flux.2 Klein, SD3, Z-Image or Qwen-Image transformer (any known layout, with or
-    without a prefix)."""
+    """Whether a file holds a Flux.1, Flux.2 Klein, SD3, Z-Image, Chroma or Qwen-Image transformer (any known layout,
+    with or without a prefix)."""
     if qwen.looks_like_transformer(shapes):
         return True
     heads = ("double_blocks", "single_blocks", "joint_blocks", "single_transformer_blocks", "context_refiner")
@@ -169,7 +173,8 @@ def vae_prefix(shapes: Shapes) -> Optional[str]:
 
 
 def checkpoint(shapes: Shapes, name: str) -> Detected:
-    """A Flux.1, Flux.2 Klein, SD3, Z-Image or Qwen-Image checkpoint file (transformer only, or full with text encoders and VAE)."""
+    """A Flux.1, Flux.2 Klein, SD3, Z-Image, Chroma or Qwen-Image checkpoint file (transformer only, or full with text
+    encoders and VAE)."""
     if qwen.looks_like_transformer(shapes):
         return qwen.checkpoint(shapes, name)
     prefix = _transformer_prefix(shapes)
@@ -180,6 +185,9 @@ def checkpoint(shapes: Shapes, name: str) -> Detected:
     elif zimage.is_zimage(t):
         family = ZIMAGE
         variant, facts = zimage.variant(t, name)
+    elif chroma.is_chroma(t):
+        family = CHROMA
+        variant, facts = chroma.variant(t)
     elif any(k.startswith(("double_blocks.", "single_transformer_blocks.")) for k in t):
         family, variant, facts = _flux(t, name)
     elif any(k.startswith("joint_blocks.") for k in t) or "pos_embed.proj.weight" in t:
@@ -237,6 +245,8 @@ def diffusers_folder(folder: Path) -> Detected:
         variant = size + ("" if index.get("is_distilled", True) else "-base")
     elif cls == "ZImageTransformer2DModel":
         family, variant = ZIMAGE, "z-image-turbo" if "turbo" in folder.name.lower() else "z-image"
+    elif cls == "ChromaTransformer2DModel":
+        family, variant = CHROMA, "chroma"
     elif cls == "FluxTransformer2DModel":
         channels = int(config.get("in_channels", 64))
         if channels == 384 or "Fill" in pipeline:

@@ -442,7 +442,7 @@ class ModelRegistry:
         ):
             problem = (
                 f"{arch_name(found.arch)} models are not supported "
-                "(SD1.5, SDXL, Flux.1, SD3, Flux.2 Klein, Z-Image and Qwen-Image are)"
+                "(SD1.5, SDXL, Flux.1, SD3, Flux.2 Klein, Z-Image, Chroma and Qwen-Image are)"
             )
         if problem is None and kind == "ipadapter" and found.arch not in ipadapter.REFERENCE_FAMILIES:
             problem = f"{arch_name(found.arch)} IP-Adapters are not supported (SD1.5 and SDXL ones are)"
