@@ -34,12 +34,12 @@ from ..checkpoint.engine import CheckpointEngine, LoadedCheckpoint
 from ..checkpoint.jobparts import binary, init_image, pil, result_layers, seeds_of, strength_of, working_job
 from ..core import Job, JobContext, Layer
 from ..defaults import family_settings
-from ..diffusion import prompts
+from ..diffusion import prompts, regions as sd_regions
 from ..diffusion.adapters import Adapters
 from ..diffusion.controls import control_image
 from ..models.identify import DIFFUSERS
 from ..models.registry import ModelEntry, arch_name
-from . import controlnets, klein, loading, memory, preview, qwen, redux, specs
+from . import controlnets, klein, loading, memory, preview, qwen, redux, regions, specs
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class FamilyEngine(CheckpointEngine):
     # reference images: Flux Redux, pictures Flux.2 Klein sees, Qwen-Image-Edit Plus's extra pictures; SD3 and
     # Z-Image refuse them
     reference_families = redux.rdx.REDUX_FAMILIES + (specs.FLUX2_KLEIN, specs.qwen.QWEN_EDIT_PLUS)
+    region_families = regions.FAMILIES  # a prompt per area: masked joint attention (``regions``)
     dtype_role = devices.DIT
     memory_advice = "try a smaller selection or batch, or a quantized (fp8) file of the model"
     no_default = "no Flux, SD3, Klein, Z-Image or Qwen-Image checkpoint is the default: name the model"
@@ -220,6 +221,8 @@ class FamilyEngine(CheckpointEngine):
         if job.mode == "edit" and job.image is None:
             raise ProtocolError(UNSUPPORTED, "edit needs the image to edit", field="image")
         refuse_sd_sampling_options(job, entry)
+        if job.regions and entry.arch not in regions.FAMILIES:
+            raise self.refuse_regions(job, arch_name(entry.arch), entry.name)
         if job.params.tileable and qwen.is_qwen(entry.arch):
             raise ProtocolError(
                 UNSUPPORTED,
@@ -236,12 +239,14 @@ class FamilyEngine(CheckpointEngine):
 
     def recipe(self, job: Job, ctx: JobContext) -> List[Layer]:
         entry = self.checkpoint_entry(job.model)
-        # 1. prompts and adapters: the LoRA tags out of the prompts, those LoRAs on the loaded checkpoint
+        # 1. prompts and adapters: the LoRA tags out of the prompts (the regions' too), those LoRAs on the loaded
+        #    checkpoint
         ctx.check()
         text, tags = prompts.extract_loras(job.prompt)
         negative, neg_tags = prompts.extract_loras(job.negative_prompt)
+        region_texts, region_tags = sd_regions.texts(job.regions, text, negative)
         loaded = self.checkpoint(entry)
-        loras = loaded.adapters.apply_loras(tags + neg_tags)
+        loras = loaded.adapters.apply_loras(tags + neg_tags + region_tags)
         # 2. geometry: the working job (outpaint's canvas), its masks, the processing size, the kind of pipeline
         work, original = working_job(job, self.registry, ctx.check)
         hard, soft = imageops.prepare_mask(work)
@@ -249,7 +254,7 @@ class FamilyEngine(CheckpointEngine):
         pw, ph = imageops.processing_size(work.width, work.height, loaded.native**2, multiple=multiple)
         kind = KINDS.get(job.mode, "inpaint")
         # 3. conditioning: the pipeline (with the job's ControlNet), settings, prompts, image and mask, control
-        #    image, reference images
+        #    image, reference images, regions
         plan = controlnets.select(list(work.controls), entry, job.mode, self.registry)
         runner = self.variant(loaded, kind, plan)
         spec = specs.SPECS[entry.arch]
@@ -279,9 +284,15 @@ class FamilyEngine(CheckpointEngine):
                 loaded.redux = redux.ReduxSet(self.device, loaded.pipe.vae.dtype)
             ctx.check()
             call.update(loaded.redux.prompt_inputs(runner, ref_plan, call.pop("prompt"), work.references))
+        region_plan = None
+        if work.regions:  # the regions' texts after the prompt's tokens, their areas as an attention mask
+            ctx.check()
+            call, lengths = regions.prompt_inputs(runner, call, [plain_prompt(t) for t, _ in region_texts])
+            region_plan = regions.plan(work.regions, lengths, pw, ph)
         # 4. pass and decode: one pipeline call per seed (latents rolled between steps for a tileable job)
         started = time.perf_counter()
-        images = self._passes(job, ctx, loaded, runner, call, settings, (pw, ph), tileable, rolling)
+        with regions.applied([runner.transformer, getattr(runner, "controlnet", None)], region_plan):
+            images = self._passes(job, ctx, loaded, runner, call, settings, (pw, ph), tileable, rolling)
         # 5. info and result layers
         info = {
             "model": entry.name,
@@ -298,6 +309,8 @@ class FamilyEngine(CheckpointEngine):
         }
         if plan is not None:
             info["controlnet"] = {"name": plan.entry.name, "type": plan.control.type, "union_mode": plan.mode}
+        if work.regions:
+            info["regions"] = len(work.regions)
         if ref_plan is not None:
             info["references"] = redux.info(ref_plan, work.references)
         elif work.references and entry.arch == specs.FLUX2_KLEIN:
