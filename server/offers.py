@@ -14,7 +14,7 @@ from protocol.messages import CONTROL_TYPES, REFERENCE_TYPES, TILEABLE_MODES, TR
 from .diffusion import controls as sd_controls, engine as sd_engine
 from .diffusion.regions import FAMILIES as UNET_REGION_FAMILIES
 from .diffusion.stepcache import FAMILIES as FAST_FAMILIES
-from .families import controlnets as family_controls, engine as family_engine, regions as dit_regions
+from .families import controlnets as family_controls, engine as family_engine
 from .families.specs import FAMILIES as TRANSFORMER_FAMILIES
 from .models.identify_dit import EDIT_FAMILIES, NAMES
 from .models.ipadapter import REFERENCE_FAMILIES
@@ -28,7 +28,7 @@ TECHNIQUES = ("hires", "detail")  # run after the job by the UNet engine only
 TECHNIQUE_MODES = ("generate", "img2img", "inpaint", "outpaint")  # the modes the hires fix and detailer follow
 SD_SAMPLING = ("vae", "clip_skip")  # job options only the UNet engine honours
 REFINER_FAMILIES = ("sdxl",)
-REGION_FAMILIES = UNET_REGION_FAMILIES + dit_regions.FAMILIES  # blended cross-attention; masked joint attention
+REGION_FAMILIES = UNET_REGION_FAMILIES + tuple(family_engine.FamilyEngine.region_families)  # blended / masked attention
 
 
 def checkpoint_modes(arch: str) -> List[str]:

@@ -39,7 +39,7 @@ from ..diffusion.adapters import Adapters
 from ..diffusion.controls import control_image
 from ..models.identify import DIFFUSERS
 from ..models.registry import ModelEntry, arch_name
-from . import controlnets, klein, loading, memory, preview, qwen, redux, regions, specs
+from . import controlnets, klein, loading, memory, preview, qwen, redux, regions, regions_zimage, specs
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class FamilyEngine(CheckpointEngine):
     # reference images: Flux Redux, pictures Flux.2 Klein sees, Qwen-Image-Edit Plus's extra pictures; SD3 and
     # Z-Image refuse them
     reference_families = redux.rdx.REDUX_FAMILIES + (specs.FLUX2_KLEIN, specs.qwen.QWEN_EDIT_PLUS)
-    region_families = regions.FAMILIES  # a prompt per area: masked joint attention (``regions``)
+    region_families = regions.FAMILIES + regions_zimage.FAMILIES  # a prompt per area: masked joint attention
     dtype_role = devices.DIT
     memory_advice = "try a smaller selection or batch, or a quantized (fp8) file of the model"
     no_default = "no Flux, SD3, Klein, Z-Image or Qwen-Image checkpoint is the default: name the model"
@@ -221,7 +221,7 @@ class FamilyEngine(CheckpointEngine):
         if job.mode == "edit" and job.image is None:
             raise ProtocolError(UNSUPPORTED, "edit needs the image to edit", field="image")
         refuse_sd_sampling_options(job, entry)
-        if job.regions and entry.arch not in regions.FAMILIES:
+        if job.regions and entry.arch not in self.region_families:
             raise self.refuse_regions(job, arch_name(entry.arch), entry.name)
         if job.params.tileable and qwen.is_qwen(entry.arch):
             raise ProtocolError(
@@ -287,8 +287,9 @@ class FamilyEngine(CheckpointEngine):
         region_plan = None
         if work.regions:  # the regions' texts after the prompt's tokens, their areas as an attention mask
             ctx.check()
-            call, lengths = regions.prompt_inputs(runner, call, [plain_prompt(t) for t, _ in region_texts])
-            region_plan = regions.plan(work.regions, lengths, pw, ph)
+            kit = regions_zimage if entry.arch in regions_zimage.FAMILIES else regions
+            texts = [(plain_prompt(t), plain_prompt(n)) for t, n in region_texts]
+            call, region_plan = kit.prepare(runner, call, texts, work.regions, pw, ph)
         # 4. pass and decode: one pipeline call per seed (latents rolled between steps for a tileable job)
         started = time.perf_counter()
         with regions.applied([runner.transformer, getattr(runner, "controlnet", None)], region_plan):

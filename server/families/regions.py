@@ -1,5 +1,5 @@
 """Regions on Flux.1 (dev, schnell, Fill): each area of the picture conditioned by its own prompt, through a mask on
-the transformer's joint attention.
+the transformer's joint attention (Z-Image's variant of the same: ``regions_zimage``).
 
 1. ``prompt_inputs``: the job's prompt (with a Redux job's image tokens, when it has them) and each region's text
    (``diffusion.regions.texts``: the region's prompt followed by the job's) are encoded separately by the pipeline's
@@ -13,12 +13,12 @@ the transformer's joint attention.
    16 px per token): per token, the job prompt's weight and each region's (mask x strength, summing to 1 as on
    SD1.5/SDXL). An image token attends to a text group with the bias log(weight) — only its own region's text where a
    region covers it fully, only the job's outside every region, both in proportion on soft edges — and to every image
-   token; a region's text tokens attend to themselves and, with the same biases, to their region's image tokens; the
-   job prompt's text attends to itself and to the whole picture.
+   token; each group's text tokens attend to themselves and, with the same biases, to their area's image tokens (the
+   job prompt's: the area outside the regions, as in the job without regions where that is the whole picture).
 3. ``applied``: for one job, every attention processor of the transformer (and of the job's ControlNet, which gets
-   the same tokens) is wrapped by ``MaskedAttention``, which hands the mask to the wrapped processor; diffusers'
-   attention dispatch runs torch's ``scaled_dot_product_attention`` with it (the native backend is made active for
-   the job). The processors and the backend come back afterwards, also when the job fails.
+   the same tokens) is wrapped by the plan (``MaskedAttention``: it hands the mask to the wrapped processor);
+   diffusers' attention dispatch runs torch's ``scaled_dot_product_attention`` with it (the native backend is made
+   active for the job). The processors and the backend come back afterwards, also when the job fails.
 
 A region at strength 0 (or without pixels) gets weight 0 everywhere: nothing reads its text, and the picture equals
 the job without it up to rounding.
@@ -36,7 +36,7 @@ from ..core import Region
 from ..diffusion import regions as sd_regions
 from . import specs
 
-FAMILIES = (specs.FLUX, specs.FLUX_FILL)  # Flux.1 families whose jobs take regions
+FAMILIES = (specs.FLUX, specs.FLUX_FILL)  # Flux.1 families whose jobs take regions (Z-Image: ``regions_zimage``)
 TOKEN_PX = 16  # pixels per Flux image token: VAE factor 8 x 2 x 2 packing
 MAX_SEQUENCE = 512  # T5 tokens per text, as the Flux pipelines encode a prompt by default
 
@@ -61,35 +61,54 @@ class RegionPlan:
 
     def mask(self, like) -> "object":
         """The additive mask ``[1, 1, sequence, sequence]`` in ``like``'s dtype and device (0 = attend, -inf = not)."""
+        import torch
+
         key = (str(like.device), like.dtype)
         if key not in self._masks:
-            self._masks[key] = _mask(self.lengths, self.weights).to(device=like.device, dtype=like.dtype)[None, None]
+            group = torch.repeat_interleave(torch.arange(len(self.lengths)), torch.tensor(self.lengths))
+            self._masks[key] = joint_mask(group, self.weights).to(device=like.device, dtype=like.dtype)[None, None]
         return self._masks[key]
 
+    def wrap(self, name: str, processor):
+        """The processor the attention module ``name`` runs for the job."""
+        return MaskedAttention(processor, self)
 
-def _mask(lengths: Sequence[int], weights: np.ndarray):
-    """The mask of ``RegionPlan.mask`` in float32 on the CPU."""
+
+def token_weights(regions: Sequence[Region], width: int, height: int) -> np.ndarray:
+    """Each text group's weight per image token (the job's prompt, then each region: ``[groups, tokens]``, row-major
+    over the 16 px token grid of a ``width`` x ``height`` px processing size, multiples of 16)."""
+    if width % TOKEN_PX or height % TOKEN_PX:
+        raise ValueError(
+            f"a processing size on a {TOKEN_PX} px token grid is a multiple of {TOKEN_PX}, not {width}x{height}"
+        )
+    weights = sd_regions.weights(regions, width // TOKEN_PX, height // TOKEN_PX)
+    return weights.reshape(weights.shape[0], -1)
+
+
+def joint_mask(group, weights: np.ndarray):
+    """The additive mask over [text | image] tokens (float32, CPU): ``group`` is each text token's group (0 = the
+    job's prompt), ``weights`` each group's weight per image token (``[groups, image tokens]``)."""
     import torch
 
-    group = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))  # each text token's group
     bias = torch.from_numpy(np.ascontiguousarray(weights, np.float32)).log()  # [groups, image tokens]; log 0 = -inf
     text = int(group.numel())
     size = text + bias.shape[1]
     out = torch.zeros(size, size)
     out[:text, :text] = torch.where(group[:, None] == group[None, :], 0.0, float("-inf"))
-    to_image = bias[group]  # [text, image]: a text token sees the image tokens of its group ...
-    to_image[group == 0] = 0.0  # ... and the job prompt's text sees the whole picture
-    out[:text, text:] = to_image
+    out[:text, text:] = bias[group]  # a text token sees its group's area (weight 1: 0, partly: log w, else -inf)
     out[text:, :text] = bias[group].T  # an image token sees each group's text by that group's weight there
     return out
 
 
 def plan(regions: Sequence[Region], lengths: Sequence[int], width: int, height: int) -> RegionPlan:
     """The plan for a ``width`` x ``height`` px processing size (multiples of 16) with the text groups' ``lengths``."""
-    if width % TOKEN_PX or height % TOKEN_PX:
-        raise ValueError(f"a Flux processing size is a multiple of {TOKEN_PX} px, not {width}x{height}")
-    weights = sd_regions.weights(regions, width // TOKEN_PX, height // TOKEN_PX)
-    return RegionPlan(list(lengths), weights.reshape(weights.shape[0], -1))
+    return RegionPlan(list(lengths), token_weights(regions, width, height))
+
+
+def prepare(runner, call: dict, texts: Sequence[Tuple[str, str]], regions: Sequence[Region], width: int, height: int):
+    """``call`` with the regions' prompts (``(text, negative)`` each; Flux reads no negative prompt) and the plan."""
+    call, lengths = prompt_inputs(runner, call, [text for text, _ in texts])
+    return call, plan(regions, lengths, width, height)
 
 
 def prompt_inputs(runner, call: dict, texts: Sequence[str]) -> Tuple[dict, List[int]]:
@@ -141,20 +160,30 @@ class MaskedAttention:
 
 
 @contextlib.contextmanager
-def applied(modules: Sequence[object], region_plan: "RegionPlan | None") -> Iterator[None]:
-    """Within the block, the attention of each of ``modules`` (a transformer, its ControlNet) follows
-    ``region_plan`` on diffusers' native (torch SDPA) attention backend; nothing changes when it is None."""
+def applied(modules: Sequence[object], region_plan) -> Iterator[None]:
+    """Within the block, every attention layer of ``modules`` (a transformer, its ControlNet) runs the processor
+    ``region_plan.wrap`` gives it, on diffusers' native (torch SDPA) attention backend; nothing changes when the plan
+    is None. The layers' own processors come back afterwards, also when the call fails."""
     if region_plan is None:
         yield
         return
     from diffusers.models.attention_dispatch import attention_backend
 
-    saved = [(m, dict(m.attn_processors)) for m in modules if m is not None]
+    modules = [m for m in modules if m is not None]
+    saved = [
+        (name, layer, layer.processor)
+        for module in modules
+        for name, layer in module.named_modules()
+        if hasattr(layer, "set_processor") and getattr(layer, "processor", None) is not None
+    ]
     try:
-        for module, processors in saved:
-            module.set_attn_processor({name: MaskedAttention(p, region_plan) for name, p in processors.items()})
-        with attention_backend("native"):
+        with contextlib.ExitStack() as stack:
+            for name, layer, processor in saved:
+                layer.set_processor(region_plan.wrap(name, processor))
+            for module in modules if hasattr(region_plan, "installed") else ():  # a plan's own hooks (Z-Image)
+                stack.enter_context(region_plan.installed(module))
+            stack.enter_context(attention_backend("native"))
             yield
     finally:
-        for module, processors in saved:
-            module.set_attn_processor(processors)
+        for _, layer, processor in saved:
+            layer.set_processor(processor)
