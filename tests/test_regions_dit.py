@@ -194,6 +194,14 @@ def test_a_job_with_two_regions_runs_and_puts_the_processors_back(client, server
     assert not any(isinstance(getattr(m, "processor", None), wrapped) for m in transformer.modules())
 
 
+def test_a_tileable_job_with_regions_keeps_its_latents_in_place(client):
+    """Rolling the latents between steps would move the picture under the regions' masks: such a job wraps through
+    the VAE's padding alone."""
+    msg = job("generate", "tiny-flux", [(CAR, LEFT)])
+    msg["params"]["tileable"] = True
+    assert client.run(msg, timeout=300).layers[0].info["tileable"] == "circular padding in the VAE"
+
+
 def test_inpaint_with_regions_keeps_every_pixel_outside_the_mask(client):
     image, mask = picture(), np.zeros((H, W), np.uint8)
     mask[16:48, 8:56] = 255

@@ -261,7 +261,8 @@ class FamilyEngine(CheckpointEngine):
         settings = _settings(job, entry, kind)
         tileable = bool(job.params.tileable) and job.mode in seamless.MODES
         # Rolling moves the latents only: a ControlNet's image and Fill's/Kontext's image tokens stay where they are.
-        rolling = tileable and plan is None and entry.arch in (specs.FLUX, specs.SD3)
+        # Regions' masks are fixed to the token grid: their jobs wrap through the VAE's padding alone.
+        rolling = tileable and plan is None and not work.regions and entry.arch in (specs.FLUX, specs.SD3)
         call = dict(
             prompt=plain_prompt(text),
             num_inference_steps=settings["steps"],

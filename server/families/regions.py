@@ -66,7 +66,7 @@ class RegionPlan:
         key = (str(like.device), like.dtype)
         if key not in self._masks:
             group = torch.repeat_interleave(torch.arange(len(self.lengths)), torch.tensor(self.lengths))
-            self._masks[key] = joint_mask(group, self.weights).to(device=like.device, dtype=like.dtype)[None, None]
+            self._masks[key] = joint_mask(group, self.weights, like)[None, None]
         return self._masks[key]
 
     def wrap(self, name: str, processor):
@@ -85,15 +85,16 @@ def token_weights(regions: Sequence[Region], width: int, height: int) -> np.ndar
     return weights.reshape(weights.shape[0], -1)
 
 
-def joint_mask(group, weights: np.ndarray):
-    """The additive mask over [text | image] tokens (float32, CPU): ``group`` is each text token's group (0 = the
-    job's prompt), ``weights`` each group's weight per image token (``[groups, image tokens]``)."""
+def joint_mask(group, weights: np.ndarray, like):
+    """The additive mask over [text | image] tokens, made in ``like``'s dtype and device: ``group`` is each text
+    token's group (0 = the job's prompt), ``weights`` each group's weight per image token (``[groups, image tokens]``)."""
     import torch
 
     bias = torch.from_numpy(np.ascontiguousarray(weights, np.float32)).log()  # [groups, image tokens]; log 0 = -inf
+    bias, group = bias.to(device=like.device, dtype=like.dtype), group.to(like.device)
     text = int(group.numel())
     size = text + bias.shape[1]
-    out = torch.zeros(size, size)
+    out = torch.zeros(size, size, device=like.device, dtype=like.dtype)
     out[:text, :text] = torch.where(group[:, None] == group[None, :], 0.0, float("-inf"))
     out[:text, text:] = bias[group]  # a text token sees its group's area (weight 1: 0, partly: log w, else -inf)
     out[text:, :text] = bias[group].T  # an image token sees each group's text by that group's weight there

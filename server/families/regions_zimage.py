@@ -105,15 +105,15 @@ class ZImagePlan:
         start = _padded(image) if role == MAIN else 0  # the text begins after the padded image
         key = (role, batch, size, str(hidden.device), hidden.dtype)
         if key not in self._cache:
-            mask = torch.zeros(batch, 1, size, size)
+            mask = torch.zeros(batch, 1, size, size, device=hidden.device, dtype=hidden.dtype)
             if key_mask is not None:
-                mask = mask.masked_fill(~key_mask[:, None, None, :].cpu(), float("-inf"))
+                mask = mask.masked_fill(~key_mask[:, None, None, :].to(hidden.device), float("-inf"))
             for b, lengths in enumerate(self.lengths[:batch]):
                 end = start + sum(_padded(n) for n in lengths)
                 if end > size:
                     raise RuntimeError(f"a Z-Image layer over {size} tokens; the regions planned {end}")
-                mask[b, 0, :end, :end] += self._item_mask(role, lengths)
-            self._cache[key] = mask.to(device=hidden.device, dtype=hidden.dtype)
+                mask[b, 0, :end, :end] += self._item_mask(role, lengths, hidden)
+            self._cache[key] = mask
         if freqs is not None:
             freqs = freqs.clone()
             for b, lengths in enumerate(self.lengths[:batch]):
@@ -121,20 +121,22 @@ class ZImagePlan:
                 freqs[b, start : start + len(text)] = text
         return self._cache[key], freqs
 
-    def _item_mask(self, role: str, lengths: Sequence[int]):
-        """One picture's mask: the text refiner's (text groups apart) or the main layers' ([image | text])."""
+    def _item_mask(self, role: str, lengths: Sequence[int], like):
+        """One picture's mask in ``like``'s dtype and device: the text refiner's (text groups apart) or the main
+        layers' ([image | text])."""
         import torch
 
         group = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor([_padded(n) for n in lengths]))
         if role == CONTEXT:
-            return torch.where(group[:, None] == group[None, :], 0.0, float("-inf"))
+            group = group.to(like.device)
+            return torch.where(group[:, None] == group[None, :], 0.0, float("-inf")).to(like.dtype)
         image = self.weights.shape[1]
         weights = np.zeros((self.weights.shape[0], _padded(image)), np.float32)
         weights[:, :image] = self.weights
         weights[0, image:] = 1.0  # the image's padding: the job's prompt
-        joint = regions.joint_mask(group, weights)  # [text | image]
+        joint = regions.joint_mask(group, weights, like)  # [text | image]
         text = int(group.numel())
-        order = torch.cat([torch.arange(text, joint.shape[0]), torch.arange(text)])  # [image | text]
+        order = torch.cat([torch.arange(text, joint.shape[0]), torch.arange(text)]).to(like.device)  # [image | text]
         return joint[order][:, order]
 
     @staticmethod
