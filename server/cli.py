@@ -541,7 +541,7 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         metavar="MASK.png:PROMPT",  # regions
         help="an area with its own prompt (white, or the alpha of a transparent PNG, at the image's size); "
-        "repeat for more regions (SD1.5/SDXL checkpoints)",
+        "repeat for more regions (SD1.5, SDXL, Flux.1, Flux.1 Fill and Z-Image checkpoints)",
     )
     # hires fix and detailer
     r.add_argument(

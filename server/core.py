@@ -224,13 +224,16 @@ class Engine(abc.ABC):
             field="mode",
         )
 
-    def refuse_regions(self, job: Job, family: str = "", model: str = "") -> ProtocolError:
-        """regions: the ``unsupported`` error for a job with regions on a model that cannot take them."""
+    def refuse_regions(self, job: Job, family: str = "", model: str = "", takes: Sequence[str] = ()) -> ProtocolError:
+        """regions: the ``unsupported`` error for a job with regions on a model that cannot take them; ``takes``
+        names the families that do (else ``welcome.capabilities.regions`` is pointed at)."""
         what = f"checkpoint '{model}' ({family})" if model else f"the {self.name} engine"
+        where = f"{', '.join(takes[:-1])} and {takes[-1]}" if len(takes) > 1 else "".join(takes)
         return ProtocolError(
             UNSUPPORTED,
-            f"regions cannot be used with {what}: they work on SD1.5 and SDXL "
-            "checkpoints (send the job without regions, or choose such a model)",
+            f"regions cannot be used with {what}: they work on "
+            f"{where + ' checkpoints' if where else 'the families welcome.capabilities.regions lists'} "
+            "(send the job without regions, or choose such a model)",
             field="regions",
         )
 

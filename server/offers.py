@@ -12,7 +12,7 @@ from typing import Dict, List
 from protocol.messages import CONTROL_TYPES, REFERENCE_TYPES, TILEABLE_MODES, TRANSPARENT_MODES
 
 from .diffusion import controls as sd_controls, engine as sd_engine
-from .diffusion.regions import FAMILIES as REGION_FAMILIES
+from .diffusion.regions import FAMILIES as UNET_REGION_FAMILIES
 from .diffusion.stepcache import FAMILIES as FAST_FAMILIES
 from .families import controlnets as family_controls, engine as family_engine, layered as family_layered
 from .families.specs import FAMILIES as TRANSFORMER_FAMILIES
@@ -28,6 +28,7 @@ TECHNIQUES = ("hires", "detail")  # run after the job by the UNet engine only
 TECHNIQUE_MODES = ("generate", "img2img", "inpaint", "outpaint")  # the modes the hires fix and detailer follow
 SD_SAMPLING = ("vae", "clip_skip")  # job options only the UNet engine honours
 REFINER_FAMILIES = ("sdxl",)
+REGION_FAMILIES = UNET_REGION_FAMILIES + tuple(family_engine.FamilyEngine.region_families)  # blended / masked attention
 
 
 def checkpoint_modes(arch: str) -> List[str]:

@@ -26,9 +26,9 @@ from .models import klein
 from .models.ipadapter import REFERENCE_FAMILIES
 from .models.qwen import QWEN_EDIT_PLUS
 from .models.redux import REDUX_FAMILIES, REDUX_TYPES
-from .diffusion.regions import FAMILIES as REGION_FAMILIES
 from .diffusion.stepcache import FAMILIES as FAST_FAMILIES
 from .models.registry import ModelRegistry, arch_name
+from .offers import REGION_FAMILIES
 from .styles import StyleStore
 
 log = logging.getLogger("paintbridge.router")
@@ -275,13 +275,14 @@ class Router:
     def _check_regions(self, job: Job, engine: Engine) -> None:
         """regions: refuse a job with regions unless its checkpoint's family takes them (the error names
         the family and the model)."""
+        takes = list(dict.fromkeys(arch_name(a) for a in REGION_FAMILIES))
         if engine is self.classical or engine.name in (UPSCALE, PREPROCESS, CAPTION):
-            raise engine.refuse_regions(job)
+            raise engine.refuse_regions(job, takes=takes)
         entry = self.registry.get(job.model, "checkpoint") if job.model else self.registry.default_checkpoint()
         if entry is None:
-            raise engine.refuse_regions(job)
+            raise engine.refuse_regions(job, takes=takes)
         if entry.arch not in REGION_FAMILIES:
-            raise engine.refuse_regions(job, arch_name(entry.arch), entry.name)
+            raise engine.refuse_regions(job, arch_name(entry.arch), entry.name, takes)
 
     def _check_speed(self, job: Job, engine: Engine) -> None:
         """Refuse a speed level the job's engine or its checkpoint's family does not offer."""

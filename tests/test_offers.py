@@ -154,7 +154,8 @@ def test_every_option_offered_for_a_family_runs(session, arch):
 def test_what_a_family_cannot_run_is_not_offered(session):
     _client, welcome = session
     flux, sd3, sdxl = (offers(welcome, FAMILIES[a]) for a in ("flux", "sd3", "sdxl"))
-    assert flux.techniques == () and flux.detail_targets == () and flux.vaes == () and not flux.regions
+    assert flux.techniques == () and flux.detail_targets == () and flux.vaes == () and flux.regions
+    assert not sd3.regions and not offers(welcome, "tiny-flux-kontext").regions
     assert (
         "detail" not in flux.modes and "edit" not in flux.modes and "edit" in offers(welcome, "tiny-flux-kontext").modes
     )

@@ -21,7 +21,7 @@ from server.diffusion import regions
 
 torch.set_num_threads(2)
 
-MODELS = ("sd15", "sdxl", "sd15-inpaint", "flux")
+MODELS = ("sd15", "sdxl", "sd15-inpaint", "sd3")
 W = H = 64
 PROMPT = "a landscape"
 REGION_PROMPT = "a bright red sports car, chrome wheels"
@@ -128,7 +128,7 @@ def test_protocol_checks_mask_size_count_prompt_and_mode():
 
 
 def test_welcome_lists_the_families_with_regions(client):
-    assert client.welcome.capabilities["regions"] == ["sd15", "sdxl"]
+    assert client.welcome.capabilities["regions"] == ["sd15", "sdxl", "flux", "flux-fill", "z-image"]
 
 
 @pytest.mark.parametrize("arch", ["sd15", "sdxl"])
@@ -258,10 +258,11 @@ def test_a_batch_with_regions_gives_each_seed_its_own_pixels(client):
 def test_families_without_regions_are_refused_by_name(client):
     region = [{"prompt": REGION_PROMPT, "mask": left_half()}]
     with pytest.raises(JobFailed) as err:
-        client.run(job("generate", "tiny-flux", region), timeout=300)
+        client.run(job("generate", "tiny-sd3", region), timeout=300)
     error = err.value.error
     assert error.code == "unsupported" and error.field == "regions"
-    assert "Flux.1" in error.message and "tiny-flux" in error.message and "SD1.5 and SDXL" in error.message
+    assert "SD3" in error.message and "tiny-sd3" in error.message
+    assert "SD1.5, SDXL, Flux.1, Flux.1 Fill and Z-Image checkpoints" in error.message
     with pytest.raises(JobFailed) as err:
         client.run(
             job("inpaint", "classical", region, image=payload(picture()), mask=payload(left_half())), timeout=300

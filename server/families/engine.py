@@ -34,12 +34,12 @@ from ..checkpoint.engine import CheckpointEngine, LoadedCheckpoint
 from ..checkpoint.jobparts import binary, init_image, pil, result_layers, seeds_of, strength_of, working_job
 from ..core import Job, JobContext, Layer
 from ..defaults import family_settings
-from ..diffusion import prompts
+from ..diffusion import prompts, regions as sd_regions
 from ..diffusion.adapters import Adapters
 from ..diffusion.controls import control_image
 from ..models.identify import DIFFUSERS
 from ..models.registry import ModelEntry, arch_name
-from . import controlnets, klein, layered, loading, memory, preview, qwen, redux, specs
+from . import controlnets, klein, layered, loading, memory, preview, qwen, redux, regions, regions_zimage, specs
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class FamilyEngine(CheckpointEngine):
     # reference images: Flux Redux, pictures Flux.2 Klein sees, Qwen-Image-Edit Plus's extra pictures; SD3, Z-Image
     # and Chroma refuse them
     reference_families = redux.rdx.REDUX_FAMILIES + (specs.FLUX2_KLEIN, specs.qwen.QWEN_EDIT_PLUS)
+    region_families = regions.FAMILIES + regions_zimage.FAMILIES  # a prompt per area: masked joint attention
     dtype_role = devices.DIT
     memory_advice = "try a smaller selection or batch, or a quantized (fp8) file of the model"
     no_default = "no Flux, SD3, Klein, Z-Image, Chroma or Qwen-Image checkpoint is the default: name the model"
@@ -221,6 +222,8 @@ class FamilyEngine(CheckpointEngine):
         if job.mode == "edit" and job.image is None:
             raise ProtocolError(UNSUPPORTED, "edit needs the image to edit", field="image")
         refuse_sd_sampling_options(job, entry)
+        if job.regions and entry.arch not in self.region_families:
+            raise self.refuse_regions(job, arch_name(entry.arch), entry.name)
         if job.params.tileable and qwen.is_qwen(entry.arch):
             raise ProtocolError(
                 UNSUPPORTED,
@@ -239,12 +242,14 @@ class FamilyEngine(CheckpointEngine):
         entry = self.checkpoint_entry(job.model)
         if job.mode == layered.MODE:
             return self._decompose(job, ctx, entry)
-        # 1. prompts and adapters: the LoRA tags out of the prompts, those LoRAs on the loaded checkpoint
+        # 1. prompts and adapters: the LoRA tags out of the prompts (the regions' too), those LoRAs on the loaded
+        #    checkpoint
         ctx.check()
         text, tags = prompts.extract_loras(job.prompt)
         negative, neg_tags = prompts.extract_loras(job.negative_prompt)
+        region_texts, region_tags = sd_regions.texts(job.regions, text, negative)
         loaded = self.checkpoint(entry)
-        loras = loaded.adapters.apply_loras(tags + neg_tags)
+        loras = loaded.adapters.apply_loras(tags + neg_tags + region_tags)
         # 2. geometry: the working job (outpaint's canvas), its masks, the processing size, the kind of pipeline
         work, original = working_job(job, self.registry, ctx.check)
         hard, soft = imageops.prepare_mask(work)
@@ -252,14 +257,15 @@ class FamilyEngine(CheckpointEngine):
         pw, ph = imageops.processing_size(work.width, work.height, loaded.native**2, multiple=multiple)
         kind = KINDS.get(job.mode, "inpaint")
         # 3. conditioning: the pipeline (with the job's ControlNet), settings, prompts, image and mask, control
-        #    image, reference images
+        #    image, reference images, regions
         plan = controlnets.select(list(work.controls), entry, job.mode, self.registry)
         runner = self.variant(loaded, kind, plan)
         spec = specs.SPECS[entry.arch]
         settings = _settings(job, entry, kind)
         tileable = bool(job.params.tileable) and job.mode in seamless.MODES
         # Rolling moves the latents only: a ControlNet's image and Fill's/Kontext's image tokens stay where they are.
-        rolling = tileable and plan is None and entry.arch in (specs.FLUX, specs.SD3, specs.CHROMA)
+        # Regions' masks are fixed to the token grid: their jobs wrap through the VAE's padding alone.
+        rolling = tileable and plan is None and not work.regions and entry.arch in (specs.FLUX, specs.SD3, specs.CHROMA)
         call = dict(
             prompt=plain_prompt(text),
             num_inference_steps=settings["steps"],
@@ -282,13 +288,22 @@ class FamilyEngine(CheckpointEngine):
                 loaded.redux = redux.ReduxSet(self.device, loaded.pipe.vae.dtype)
             ctx.check()
             call.update(loaded.redux.prompt_inputs(runner, ref_plan, call.pop("prompt"), work.references))
+        region_plan = None
+        if work.regions:  # the regions' texts after the prompt's tokens, their areas as an attention mask
+            ctx.check()
+            kit = regions_zimage if entry.arch in regions_zimage.FAMILIES else regions
+            texts = [(plain_prompt(t), plain_prompt(n)) for t, n in region_texts]
+            call, region_plan = kit.prepare(runner, call, texts, work.regions, pw, ph)
         # 4. pass and decode: one pipeline call per seed (latents rolled between steps for a tileable job)
         started = time.perf_counter()
-        images = self._passes(job, ctx, loaded, runner, call, settings, (pw, ph), tileable, rolling)
+        with regions.applied([runner.transformer, getattr(runner, "controlnet", None)], region_plan):
+            images = self._passes(job, ctx, loaded, runner, call, settings, (pw, ph), tileable, rolling)
         # 5. info and result layers
         info = dict(_info(entry, loaded, settings, (pw, ph), loras, started), strength=settings["strength"])
         if plan is not None:
             info["controlnet"] = {"name": plan.entry.name, "type": plan.control.type, "union_mode": plan.mode}
+        if work.regions:
+            info["regions"] = len(work.regions)
         if ref_plan is not None:
             info["references"] = redux.info(ref_plan, work.references)
         elif work.references and entry.arch == specs.FLUX2_KLEIN:

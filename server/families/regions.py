@@ -1,0 +1,190 @@
+"""Regions on Flux.1 (dev, schnell, Fill): each area of the picture conditioned by its own prompt, through a mask on
+the transformer's joint attention (Z-Image's variant of the same: ``regions_zimage``).
+
+1. ``prompt_inputs``: the job's prompt (with a Redux job's image tokens, when it has them) and each region's text
+   (``diffusion.regions.texts``: the region's prompt followed by the job's) are encoded separately by the pipeline's
+   own ``encode_prompt`` and their T5 tokens concatenated into one text sequence: [job | region 1 | region 2 ...].
+   The pooled CLIP vector stays the job prompt's. Flux gives every text token the position id (0, 0, 0) — its
+   rotary embedding leaves text tokens unrotated — so the pipeline's zero ``text_ids`` for the longer sequence are
+   right as they are.
+2. ``RegionPlan.mask``: an additive attention mask over [text | image] tokens (diffusers' Flux processors put the
+   text first in the double-stream blocks, and the single-stream blocks run on the same concatenation). The image
+   part comes from ``diffusion.regions.weights`` at the packed latent grid (Flux packs 2 x 2 latents per token, so
+   16 px per token): per token, the job prompt's weight and each region's (mask x strength, summing to 1 as on
+   SD1.5/SDXL). An image token attends to a text group with the bias log(weight) — only its own region's text where a
+   region covers it fully, only the job's outside every region, both in proportion on soft edges — and to every image
+   token; each group's text tokens attend to themselves and, with the same biases, to their area's image tokens (the
+   job prompt's: the area outside the regions, as in the job without regions where that is the whole picture).
+3. ``applied``: for one job, every attention processor of the transformer (and of the job's ControlNet, which gets
+   the same tokens) is wrapped by the plan (``MaskedAttention``: it hands the mask to the wrapped processor);
+   diffusers' attention dispatch runs torch's ``scaled_dot_product_attention`` with it (the native backend is made
+   active for the job). The processors and the backend come back afterwards, also when the job fails.
+
+A region at strength 0 (or without pixels) gets weight 0 everywhere: nothing reads its text, and the picture equals
+the job without it up to rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+import numpy as np
+
+from ..core import Region
+from ..diffusion import regions as sd_regions
+from . import specs
+
+FAMILIES = (specs.FLUX, specs.FLUX_FILL)  # Flux.1 families whose jobs take regions (Z-Image: ``regions_zimage``)
+TOKEN_PX = 16  # pixels per Flux image token: VAE factor 8 x 2 x 2 packing
+MAX_SEQUENCE = 512  # T5 tokens per text, as the Flux pipelines encode a prompt by default
+
+
+@dataclass
+class RegionPlan:
+    """The token layout of one job: ``lengths`` of the text groups (the job's prompt, then each region's) and the
+    ``weights`` of each group per image token (float32, ``[groups, tokens]``, summing to 1 per token)."""
+
+    lengths: List[int]
+    weights: np.ndarray
+    _masks: Dict[Tuple[str, object], object] = field(default_factory=dict)
+
+    @property
+    def text_tokens(self) -> int:
+        return sum(self.lengths)
+
+    @property
+    def sequence(self) -> int:
+        """Tokens in the joint attention: the whole text, then the image."""
+        return self.text_tokens + int(self.weights.shape[1])
+
+    def mask(self, like) -> "object":
+        """The additive mask ``[1, 1, sequence, sequence]`` in ``like``'s dtype and device (0 = attend, -inf = not)."""
+        import torch
+
+        key = (str(like.device), like.dtype)
+        if key not in self._masks:
+            group = torch.repeat_interleave(torch.arange(len(self.lengths)), torch.tensor(self.lengths))
+            self._masks[key] = joint_mask(group, self.weights, like)[None, None]
+        return self._masks[key]
+
+    def wrap(self, name: str, processor):
+        """The processor the attention module ``name`` runs for the job."""
+        return MaskedAttention(processor, self)
+
+
+def token_weights(regions: Sequence[Region], width: int, height: int) -> np.ndarray:
+    """Each text group's weight per image token (the job's prompt, then each region: ``[groups, tokens]``, row-major
+    over the 16 px token grid of a ``width`` x ``height`` px processing size, multiples of 16)."""
+    if width % TOKEN_PX or height % TOKEN_PX:
+        raise ValueError(
+            f"a processing size on a {TOKEN_PX} px token grid is a multiple of {TOKEN_PX}, not {width}x{height}"
+        )
+    weights = sd_regions.weights(regions, width // TOKEN_PX, height // TOKEN_PX)
+    return weights.reshape(weights.shape[0], -1)
+
+
+def joint_mask(group, weights: np.ndarray, like):
+    """The additive mask over [text | image] tokens, made in ``like``'s dtype and device: ``group`` is each text
+    token's group (0 = the job's prompt), ``weights`` each group's weight per image token (``[groups, image tokens]``)."""
+    import torch
+
+    bias = torch.from_numpy(np.ascontiguousarray(weights, np.float32)).log()  # [groups, image tokens]; log 0 = -inf
+    bias, group = bias.to(device=like.device, dtype=like.dtype), group.to(like.device)
+    text = int(group.numel())
+    size = text + bias.shape[1]
+    out = torch.zeros(size, size, device=like.device, dtype=like.dtype)
+    out[:text, :text] = torch.where(group[:, None] == group[None, :], 0.0, float("-inf"))
+    out[:text, text:] = bias[group]  # a text token sees its group's area (weight 1: 0, partly: log w, else -inf)
+    out[text:, :text] = bias[group].T  # an image token sees each group's text by that group's weight there
+    return out
+
+
+def plan(regions: Sequence[Region], lengths: Sequence[int], width: int, height: int) -> RegionPlan:
+    """The plan for a ``width`` x ``height`` px processing size (multiples of 16) with the text groups' ``lengths``."""
+    return RegionPlan(list(lengths), token_weights(regions, width, height))
+
+
+def prepare(runner, call: dict, texts: Sequence[Tuple[str, str]], regions: Sequence[Region], width: int, height: int):
+    """``call`` with the regions' prompts (``(text, negative)`` each; Flux reads no negative prompt) and the plan."""
+    call, lengths = prompt_inputs(runner, call, [text for text, _ in texts])
+    return call, plan(regions, lengths, width, height)
+
+
+def prompt_inputs(runner, call: dict, texts: Sequence[str]) -> Tuple[dict, List[int]]:
+    """``prompt_embeds`` and ``pooled_prompt_embeds`` for ``runner`` (a Flux pipeline) in place of ``call``'s prompt
+    (or of its embeddings, a Redux job's): the job's T5 tokens, then each region text's; and each group's length."""
+    import torch
+
+    device = runner._execution_device
+    with torch.inference_mode():
+        if "prompt_embeds" in call:
+            base, pooled = call["prompt_embeds"], call["pooled_prompt_embeds"]
+        else:
+            base, pooled, _ = runner.encode_prompt(
+                prompt=call["prompt"], prompt_2=None, max_sequence_length=MAX_SEQUENCE, device=device
+            )
+        groups = [base]
+        for text in texts:
+            embeds, _, _ = runner.encode_prompt(
+                prompt=text, prompt_2=None, max_sequence_length=MAX_SEQUENCE, device=device
+            )
+            groups.append(embeds.to(base.dtype))
+    out = {k: v for k, v in call.items() if k != "prompt"}
+    out["prompt_embeds"] = torch.cat(groups, dim=1)
+    out["pooled_prompt_embeds"] = pooled
+    return out, [int(g.shape[1]) for g in groups]
+
+
+class MaskedAttention:
+    """An attention processor that runs the wrapped one with the regions' mask over the joint sequence."""
+
+    def __init__(self, inner, region_plan: RegionPlan) -> None:
+        self.inner = inner
+        self.plan = region_plan
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
+        tokens = hidden_states.shape[1] + (0 if encoder_hidden_states is None else encoder_hidden_states.shape[1])
+        if tokens != self.plan.sequence:
+            raise RuntimeError(
+                f"an attention layer over {tokens} tokens does not match the regions' "
+                f"{self.plan.text_tokens} text + {self.plan.weights.shape[1]} image tokens"
+            )
+        return self.inner(
+            attn,
+            hidden_states,
+            encoder_hidden_states,
+            attention_mask=self.plan.mask(hidden_states),
+            image_rotary_emb=image_rotary_emb,
+        )
+
+
+@contextlib.contextmanager
+def applied(modules: Sequence[object], region_plan) -> Iterator[None]:
+    """Within the block, every attention layer of ``modules`` (a transformer, its ControlNet) runs the processor
+    ``region_plan.wrap`` gives it, on diffusers' native (torch SDPA) attention backend; nothing changes when the plan
+    is None. The layers' own processors come back afterwards, also when the call fails."""
+    if region_plan is None:
+        yield
+        return
+    from diffusers.models.attention_dispatch import attention_backend
+
+    modules = [m for m in modules if m is not None]
+    saved = [
+        (name, layer, layer.processor)
+        for module in modules
+        for name, layer in module.named_modules()
+        if hasattr(layer, "set_processor") and getattr(layer, "processor", None) is not None
+    ]
+    try:
+        with contextlib.ExitStack() as stack:
+            for name, layer, processor in saved:
+                layer.set_processor(region_plan.wrap(name, processor))
+            for module in modules if hasattr(region_plan, "installed") else ():  # a plan's own hooks (Z-Image)
+                stack.enter_context(region_plan.installed(module))
+            stack.enter_context(attention_backend("native"))
+            yield
+    finally:
+        for _, layer, processor in saved:
+            layer.set_processor(processor)

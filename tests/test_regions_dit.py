@@ -1,0 +1,242 @@
+"""Regions on Flux.1 (dev and Fill): the joint-attention mask, where a region's prompt acts on the tiny random-weight
+Flux (1 double + 1 single block, 64 px = 4 x 4 image tokens), and jobs through the real websocket server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import factory
+import tiny_zimage
+from protocol.client import JobFailed
+from server.core import Region
+from server.families import regions, regions_zimage
+from test_regions import job as sd_job, payload, picture, pixels
+
+torch.set_num_threads(2)
+
+MODELS = ("flux", "flux-fill", "sd3", "cn-flux-canny", "redux-file", "zimage")
+W = H = 64
+PROMPT = "a landscape"
+CAR, LAKE, TREE = "a bright red sports car", "a calm blue lake", "a green tree in the snow"
+
+
+def columns(start: int, stop: int) -> np.ndarray:
+    mask = np.zeros((H, W), np.uint8)
+    mask[:, start:stop] = 255
+    return mask
+
+
+LEFT, RIGHT = columns(0, 16), columns(48, 64)  # the first and the last column of image tokens
+
+
+# --- the mask --------------------------------------------------------------------------------------------------------
+
+
+def test_the_mask_joins_each_text_to_its_own_area():
+    """[job text (2) | region text (3)] then 2 x 2 image tokens; the region covers the left column fully."""
+    left = np.zeros((32, 32), np.uint8)
+    left[:, :16] = 255
+    plan = regions.plan([Region("car", left)], [2, 3], 32, 32)
+    m = plan.mask(torch.zeros(1, dtype=torch.float32))[0, 0]
+    inf = float("-inf")
+    assert m.shape == (9, 9) and plan.sequence == 9
+    assert (m[:2, :2] == 0).all() and (m[2:5, 2:5] == 0).all()  # each text sees itself ...
+    assert (m[:2, 2:5] == inf).all() and (m[2:5, :2] == inf).all()  # ... and not the other text
+    image_left, image_right = [5, 7], [6, 8]  # row-major 2 x 2 tokens
+    assert (m[2:5][:, image_left] == 0).all() and (m[2:5][:, image_right] == inf).all()
+    assert (m[image_left][:, 2:5] == 0).all() and (m[image_left][:, :2] == inf).all()
+    assert (m[image_right][:, :2] == 0).all() and (m[image_right][:, 2:5] == inf).all()
+    assert (m[:2][:, image_right] == 0).all() and (m[:2][:, image_left] == inf).all()  # the job's text: the rest
+    assert (m[5:, 5:] == 0).all()  # every image token sees every image token
+
+
+def test_a_half_strength_region_shares_its_area_with_the_job_prompt():
+    plan = regions.plan([Region("car", np.full((16, 16), 255, np.uint8), strength=0.5)], [1, 1], 16, 16)
+    m = plan.mask(torch.zeros(1, dtype=torch.float64))[0, 0]
+    assert torch.allclose(m[2, :2], torch.log(torch.tensor([0.5, 0.5], dtype=torch.float64)))
+
+
+def test_sizes_off_the_token_grid_are_refused():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        regions.plan([Region("car", LEFT)], [4, 4], 72, 64)
+
+
+# --- where a region's prompt acts: the tiny Flux.1 and Z-Image pipelines ---------------------------------------------
+
+# the most a far area's latents may move, relative to the change where the region is (masks ignored: about 1). Every
+# image token reads every other one, so a change leaks a little through the image: Flux (1 + 1 blocks, 3 steps)
+# keeps it under 1e-3, Z-Image (4 layers, guidance 4) under 0.05
+LOCAL = {"flux": 0.02, "z-image": 0.1}
+
+
+@pytest.fixture(scope="module", params=["flux", "z-image"])
+def family(request):
+    """(family, pipeline): the tiny Flux.1 (guidance-distilled) or Z-Image (guidance 4: the negative picture too)."""
+    from diffusers import FluxPipeline, ZImagePipeline
+
+    if request.param == "flux":
+        pipe = FluxPipeline.from_pretrained(factory.checkpoint_folder("flux"), local_files_only=True)
+    else:
+        pipe = ZImagePipeline.from_pretrained(tiny_zimage.folder(), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return request.param, pipe
+
+
+def latents(family, region_list=()) -> np.ndarray:
+    """The denoised latents (8 x 8 x 16) of a 3-step job at seed 7, with ``region_list`` of (prompt, mask[, strength])
+    sent to the pipeline as the engine sends them (each region's text followed by the job's). Compared before the
+    VAE: its decoder's group norms take statistics over the whole picture, so decoded pixels all move by ~1e-5."""
+    name, pipe = family
+    kit = regions_zimage if name == "z-image" else regions
+    call = {"prompt": PROMPT}
+    if name == "z-image":
+        call.update(negative_prompt="blurry", guidance_scale=4.0)
+    plan = None
+    if region_list:
+        listed = [Region(r[0], r[1], strength=r[2] if len(r) > 2 else 1.0) for r in region_list]
+        call, plan = kit.prepare(pipe, call, [(f"{r.prompt}, {PROMPT}", "blurry") for r in listed], listed, W, H)
+    with torch.inference_mode(), regions.applied([pipe.transformer], plan):
+        out = pipe(
+            **call,
+            height=H,
+            width=W,
+            num_inference_steps=3,
+            generator=torch.Generator().manual_seed(7),
+            output_type="latent",
+        ).images
+        if name == "flux":
+            out = pipe._unpack_latents(out, H, W, pipe.vae_scale_factor)
+    return out[0].permute(1, 2, 0).double().numpy()
+
+
+def change(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
+    """Mean |a - b| where the (pixel-sized) mask ``where`` is set, at the size of ``a``."""
+    h, w = a.shape[:2]
+    inside = where[:: where.shape[0] // h, :: where.shape[1] // w] > 0
+    return float(np.abs(a - b)[inside].mean())
+
+
+def test_a_regions_prompt_changes_its_own_area_and_not_the_other_regions(family):
+    """Criterion: with two regions, changing only the left one's prompt changes the left area and leaves the right
+    area (near-)identical; without the mask both areas would see both prompts."""
+    first = latents(family, [(CAR, LEFT), (LAKE, RIGHT)])
+    second = latents(family, [(TREE, LEFT), (LAKE, RIGHT)])
+    moved = change(first, second, LEFT)
+    assert moved > 1e-6
+    assert change(first, second, RIGHT) <= LOCAL[family[0]] * moved
+
+
+def test_regions_change_pixels_only_near_their_areas(family):
+    """Criterion: the same job without regions and with one on the left differ on the left, not on the right."""
+    plain = latents(family)
+    with_region = latents(family, [(CAR, LEFT)])
+    moved = change(with_region, plain, LEFT)
+    assert moved > 1e-6
+    assert change(with_region, plain, RIGHT) <= LOCAL[family[0]] * moved
+
+
+def test_a_region_at_strength_zero_leaves_the_job_as_without_it(family):
+    """Its text is there, unread: the same latents up to rounding (Z-Image: each text group padded and placed as a
+    caption of its own)."""
+    plain = latents(family)
+    assert np.abs(latents(family, [(CAR, LEFT, 0.0)]) - plain).max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def flux():
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline.from_pretrained(factory.checkpoint_folder("flux"), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_the_transformer_gets_its_own_processors_back(flux):
+    before = dict(flux.transformer.attn_processors)
+    plan = regions.plan([Region(CAR, LEFT)], [1, 1], W, H)
+    with pytest.raises(RuntimeError, match="does not match"):  # the prompt's tokens are not the planned ones
+        with torch.inference_mode(), regions.applied([flux.transformer], plan):
+            flux(prompt=PROMPT, height=H, width=W, num_inference_steps=1)
+    assert dict(flux.transformer.attn_processors) == before
+
+
+# --- through the server ----------------------------------------------------------------------------------------------
+
+
+def job(mode: str, model: str, region_list=(), **extra) -> dict:
+    """``test_regions.job`` with regions as (prompt, mask[, other fields]) and 3 steps at the family's guidance."""
+    listed = [dict(r[2] if len(r) > 2 else {}, prompt=r[0], mask=r[1]) for r in region_list]
+    msg = sd_job(mode, model, listed, **extra)
+    msg["params"].update(steps=3, cfg=None)
+    return msg
+
+
+def test_welcome_offers_regions_on_flux_and_z_image(client):
+    caps = client.welcome.capabilities
+    assert {"flux", "flux-fill", "z-image"} <= set(caps["regions"]) and "sd3" not in caps["regions"]
+    assert all(caps["families"][f]["regions"] for f in ("flux", "flux-fill", "z-image"))
+    assert not caps["families"]["flux-kontext"]["regions"] and not caps["families"]["sd3"]["regions"]
+
+
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-fill", "tiny-z-image"])
+def test_a_job_with_two_regions_runs_and_puts_the_processors_back(client, server, model):
+    two = [(CAR, LEFT), (LAKE, RIGHT)]
+    result = client.run(job("generate", model, two), timeout=300)
+    assert result.layers[0].info["regions"] == 2
+    plain = pixels(client.run(job("generate", model), timeout=300))
+    assert not np.array_equal(pixels(result), plain)
+    unused = [(CAR, LEFT, {"strength": 0.0}), (LAKE, np.zeros((H, W), np.uint8))]
+    assert np.array_equal(pixels(client.run(job("generate", model, unused), timeout=300)), plain)
+    transformer = server.server.router.engine("families").loaded.pipe.transformer
+    wrapped = (regions.MaskedAttention, regions_zimage.ZImageMaskedAttention)
+    assert not any(isinstance(getattr(m, "processor", None), wrapped) for m in transformer.modules())
+
+
+def test_a_tileable_job_with_regions_keeps_its_latents_in_place(client):
+    """Rolling the latents between steps would move the picture under the regions' masks: such a job wraps through
+    the VAE's padding alone."""
+    msg = job("generate", "tiny-flux", [(CAR, LEFT)])
+    msg["params"]["tileable"] = True
+    assert client.run(msg, timeout=300).layers[0].info["tileable"] == "circular padding in the VAE"
+
+
+def test_inpaint_with_regions_keeps_every_pixel_outside_the_mask(client):
+    image, mask = picture(), np.zeros((H, W), np.uint8)
+    mask[16:48, 8:56] = 255
+    msg = job("inpaint", "tiny-flux", [(CAR, LEFT), (LAKE, RIGHT)], image=payload(image), mask=payload(mask))
+    msg["params"].update(grow=0, feather=0, strength=1.0)
+    out = pixels(client.run(msg, timeout=300))
+    outside = mask == 0
+    assert np.array_equal(out[outside][:, :3], image.astype(np.int16)[outside][:, :3])
+
+
+def test_regions_with_a_controlnet_or_a_redux_reference(client):
+    control = np.zeros((H, W, 4), np.uint8)
+    control[..., 3], control[::8, :, :3] = 255, 255
+    with_control = job("generate", "tiny-flux", [(CAR, LEFT)])
+    with_control["controls"] = [{"type": "canny", "image": payload(control), "model": "flux-controlnet-canny-tiny"}]
+    assert client.run(with_control, timeout=300).layers[0].info["regions"] == 1
+    with_reference = job("generate", "tiny-flux", [(CAR, LEFT)])
+    with_reference["references"] = [{"type": "content", "image": payload(picture())}]
+    info = client.run(with_reference, timeout=300).layers[0].info
+    assert info["regions"] == 1 and info["references"]
+
+
+def test_families_without_regions_are_still_refused_by_name(client):
+    with pytest.raises(JobFailed) as err:
+        client.run(job("generate", "tiny-sd3", [(CAR, LEFT)]), timeout=300)
+    error = err.value.error
+    assert error.code == "unsupported" and error.field == "regions"
+    assert "SD3" in error.message and "tiny-sd3" in error.message and "Flux.1" in error.message
+
+
+def test_z_image_refuses_captions_past_its_text_positions(client):
+    """The tiny Z-Image places 1024 text positions; two regions of 512 tokens each (the encoder's most) and the job's
+    prompt come to more."""
+    long = " ".join(["red"] * 400)
+    with pytest.raises(JobFailed) as err:
+        client.run(job("generate", "tiny-z-image", [(long, LEFT), (long, RIGHT)]), timeout=300)
+    error = err.value.error
+    assert error.code == "unsupported" and error.field == "regions" and "fewer regions" in error.message
