@@ -47,6 +47,7 @@ MODELS = (
     "chroma",  # no lora-chroma: its Flux.1 LoRA names would make it a tiny-flux LoRA too
     "qwen",
     "qwen-edit-plus",
+    "qwen-layered",
     "qwen-lora",
 )
 FAMILIES = {
@@ -61,9 +62,10 @@ FAMILIES = {
     "chroma": "tiny-chroma",
     "qwen-image": "tiny-qwen",
     "qwen-image-edit-plus": "tiny-qwen-edit-plus",
+    "qwen-image-layered": "tiny-qwen-layered",
 }
 W = H = 64
-LORA_MODES = ("generate", "img2img", "inpaint", "outpaint", "edit")  # the modes whose jobs apply the prompt's LoRAs
+LORA_MODES = ("generate", "img2img", "inpaint", "outpaint", "edit", "decompose")  # the modes that apply prompt LoRAs
 ALLOWED = ("model_not_found",)  # a file the server names for download is fine; a refusal of the option is not
 
 
@@ -175,7 +177,7 @@ def test_what_a_family_cannot_run_is_not_offered(session):
         "flux-kontext",
         "chroma",
     }, "Flux.1's variants take Flux.1 LoRAs"
-    assert loras["qwen-image"] == loras["qwen-image-edit-plus"] == ("tiny-lora-qwen",), "so do Qwen-Image's"
+    assert loras["qwen-image"] == loras["qwen-image-edit-plus"] == loras["qwen-image-layered"] == ("tiny-lora-qwen",)
     assert loras["flux2-klein"] == ("tiny-lora-klein",) and loras["sd3"] == ()
     assert set(offers(welcome, "tiny-sd15").detail_targets) == {"face", "hand"}
     built_in = offers(welcome, CLASSICAL)
