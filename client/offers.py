@@ -1,8 +1,8 @@
 """What an editor may offer for the chosen model: ``offers(welcome, model)`` reads the server's ``welcome``
 (``capabilities.families``: per checkpoint family what its jobs can use, and the installed models) and answers with
 the modes, control types, preprocessors, detailer targets, techniques, sampling options, region and reference types,
-LoRAs, VAEs, refiners and upscalers that will run. Both editors build their choices from it, so neither offers what the
-server refuses as unsupported.
+LoRAs (of every family the model takes), VAEs, refiners and upscalers that will run. Both editors build their choices
+from it, so neither offers what the server refuses as unsupported.
 
 A server older than ``capabilities.families`` (or a model it does not list) gets everything it announces: the server
 then decides, as before.
@@ -62,12 +62,32 @@ class Offers:
         return option in self.sampling
 
 
-def _names(models: Sequence[Mapping[str, Any]], kind: str, arch: str = "") -> Tuple[str, ...]:
+def _names(models: Sequence[Mapping[str, Any]], kind: str, archs: Optional[Sequence[str]] = None) -> Tuple[str, ...]:
+    """The usable listed models of ``kind`` (of one of ``archs`` when given)."""
     return tuple(
         str(m.get("name"))
         for m in models
-        if m.get("kind") == kind and m.get("name") and not m.get("problem") and (not arch or m.get("arch") == arch)
+        if m.get("kind") == kind
+        and m.get("name")
+        and not m.get("problem")
+        and (archs is None or m.get("arch") in archs)
     )
+
+
+def lora_families(capabilities: Mapping[str, Any], arch: str) -> Tuple[str, ...]:
+    """The LoRA families a checkpoint of ``arch`` takes: its ``families`` entry's ``lora_families``, or ``arch`` alone
+    from a server that does not say; none for no family."""
+    families = capabilities.get("families")
+    table = families.get(arch) if arch and isinstance(families, Mapping) else None
+    listed = table.get("lora_families") if isinstance(table, Mapping) else None
+    if isinstance(listed, (list, tuple)):
+        return tuple(str(f) for f in listed)
+    return (arch,) if arch else ()
+
+
+def family_loras(capabilities: Mapping[str, Any], models: Sequence[Mapping[str, Any]], arch: str) -> Tuple[str, ...]:
+    """The installed LoRAs a checkpoint of ``arch`` takes (``lora_families``), in the listing's order."""
+    return _names(models, "lora", lora_families(capabilities, arch))
 
 
 def checkpoint_entry(welcome: "protocol.Welcome", model: str = "") -> Optional[Mapping[str, Any]]:
@@ -163,7 +183,7 @@ def offers(welcome: "protocol.Welcome", model: str = "") -> Offers:
         transparent=tuple(table.get("transparent") or ()),
         speed_levels=tuple(table.get("speed_levels") or ("quality",)),
         tileable=tuple(table.get("tileable") or ()) + tileable_anywhere,
-        loras=_names(models, "lora", arch),
+        loras=family_loras(caps, models, arch),
         vaes=everything["vaes"] if "vae" in sampling else (),
         refiners=everything["refiners"] if "refiner" in sampling else (),
         upscalers=everything["upscalers"],

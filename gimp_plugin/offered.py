@@ -1,5 +1,5 @@
 """Which entries of a dialog's choices can run on the model picked (``client.offers`` over the server's ``welcome``):
-the LoRAs of the model's family, the control and reference types, the detailer's targets and the preprocessors it
+the LoRAs the model takes, the control and reference types, the detailer's targets and the preprocessors it
 serves. The dialog greys the others out (GIMP's choice sensitivity) and follows the Model choice; scripts are not
 limited, the server answers them."""
 

@@ -1,8 +1,8 @@
 """What a checkpoint of each family can run, as ``welcome.capabilities.families`` announces it: the modes, which of
 them take control layers and which control types the installed ControlNets serve, the techniques (hires fix,
-detailer), the sampling options (VAE, CLIP skip, refiner), regions, reference types, transparency, speed levels and
-seamless modes. Built from the tables the engines refuse by, so what an editor offers and what the server runs cannot
-disagree.
+detailer), the sampling options (VAE, CLIP skip, refiner), regions, reference types, transparency, speed levels,
+seamless modes and the families of the LoRAs it takes. Built from the tables the engines refuse by, so what an
+editor offers and what the server runs cannot disagree.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from .families import controlnets as family_controls, engine as family_engine, l
 from .families.specs import FAMILIES as TRANSFORMER_FAMILIES
 from .models.identify_dit import DECOMPOSE_FAMILIES, EDIT_FAMILIES, NAMES
 from .models.ipadapter import REFERENCE_FAMILIES
+from .models import lorafit
 from .models.layerdiffuse import FAMILIES as TRANSPARENT_FAMILIES
 from .models.qwen import FAMILIES as QWEN_FAMILIES  # 3-D VAEs: no wrap-around (tileable)
 from .models.redux import REDUX_FAMILIES, REDUX_TYPES
@@ -83,6 +84,7 @@ def family(registry: ModelRegistry, arch: str) -> dict:
         "transparent": [m for m in TRANSPARENT_MODES if m in modes] if arch in TRANSPARENT_FAMILIES else [],
         "speed_levels": ["quality"] + (["fast"] if arch in FAST_FAMILIES else []),
         "tileable": [m for m in TILEABLE_MODES if m in modes] if arch not in QWEN_FAMILIES else [],
+        "lora_families": list(lorafit.lora_families(arch)),
     }
 
 

@@ -15,7 +15,7 @@ from .core import Job
 from .diffusion.prompts import extract_loras
 from .diffusion.stepcache import FAMILIES as FAST_FAMILIES
 from .downloads.catalogue import Catalogue, CatalogueError
-from .models import fewstep
+from .models import fewstep, lorafit
 from .models.registry import ModelEntry, ModelRegistry
 
 NO_CHECKPOINT_MODES = ("upscale", "preprocess", "caption")
@@ -94,12 +94,12 @@ def _lora_tags(
     taken = {t.name.lower() for t in named}
     tags, applied, skipped = [], [], []
     for lora in loras:
-        found = registry.find(lora.name, "lora", entry.arch if entry else None)
+        found = registry.find(lora.name, "lora", next(iter(lorafit.lora_families(entry and entry.arch)), None))
         if found is None or found.problem is not None:
             skipped.append({"name": lora.name, "why": "not installed" if found is None else found.problem})
         elif found.name.lower() in taken or lora.name.lower() in taken:
             skipped.append({"name": lora.name, "why": "the prompt names it (its weight wins)"})
-        elif entry is None or (found.arch and found.arch != entry.arch):
+        elif entry is None or (found.arch and not lorafit.fits(found, entry)):
             skipped.append(
                 {"name": lora.name, "why": f"made for {found.arch}, the checkpoint is {entry and entry.arch}"}
             )

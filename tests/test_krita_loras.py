@@ -1,6 +1,6 @@
 """LoRAs picked from the server's list in the Krita panel's state (``krita_plugin/paintbridge/loras.py``): filtered to
-the chosen model's family, weights in range, kept in the host's settings, carried as prompt tags that a typed tag
-overrides; and against a real server with tiny models, a pick changes the pixels of the same job at the same seed."""
+those the chosen model takes (``client.offers``), weights in range, kept in the host's settings, carried as prompt
+tags that a typed tag overrides; and against a real server with tiny models, a pick changes the pixels of the same job at the same seed."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ for _path in (REPO, REPO / "tests"):
 
 from client.server import LocalServer  # noqa: E402
 from krita_memory_host import MemoryDocument, MemoryHost, MemoryStore, UiLoop  # noqa: E402
-from krita_plugin.paintbridge.loras import Loras, installed_loras, tagged  # noqa: E402
+from client.offers import family_loras  # noqa: E402
+from krita_plugin.paintbridge.loras import Loras, tagged  # noqa: E402
 from krita_plugin.paintbridge.session import Session  # noqa: E402
 from krita_plugin.paintbridge.wire import client  # noqa: E402
 
@@ -25,15 +26,22 @@ LISTING = [
     {"name": "tiny-sd15", "kind": "checkpoint", "arch": "sd15"},
     {"name": "ink", "kind": "lora", "arch": "sd15"},
     {"name": "glow", "kind": "lora", "arch": "sdxl"},
+    {"name": "bolt", "kind": "lora", "arch": "flux"},
     {"name": "broken", "kind": "lora", "arch": "sd15", "problem": "not a LoRA"},
     {"name": "ink-vae", "kind": "vae", "arch": "sd15"},
 ]
 
 
-def test_the_list_holds_the_installed_loras_of_the_family_only():
-    assert installed_loras(LISTING, "sd15") == ["ink"]
-    assert installed_loras(LISTING, "sdxl") == ["glow"]
-    assert installed_loras(LISTING, None) == [] and installed_loras(LISTING, "") == []  # the built-in engine
+def test_the_list_holds_the_installed_loras_the_family_takes():
+    caps = {"families": {"sd15": {"lora_families": ["sd15"]}, "chroma": {"lora_families": ["flux"]}}}
+    assert family_loras(caps, LISTING, "sd15") == ("ink",)
+    assert family_loras(caps, LISTING, "chroma") == ("bolt",), "Chroma takes Flux.1 LoRAs"
+    assert family_loras({}, LISTING, "sdxl") == ("glow",), "a server that does not say: the model's own family"
+    assert family_loras(caps, LISTING, "") == ()  # the built-in engine
+
+
+def listed(family: dict):
+    return lambda: family_loras({}, LISTING, family["now"])
 
 
 def test_picks_become_prompt_tags_and_a_typed_tag_wins():
@@ -46,7 +54,7 @@ def test_picks_become_prompt_tags_and_a_typed_tag_wins():
 def test_picks_are_checked_kept_in_the_store_and_follow_the_family():
     family = {"now": "sd15"}
     store = MemoryStore()
-    loras = Loras(store, lambda: LISTING, lambda: family["now"])
+    loras = Loras(store, listed(family))
     seen = []
     loras.changed.connect(lambda: seen.append(dict(loras.picks)))
     with pytest.raises(client.errors.JobInputError, match="not an installed LoRA"):
@@ -64,7 +72,7 @@ def test_picks_are_checked_kept_in_the_store_and_follow_the_family():
     loras.pick("glow", -1)
     family["now"] = "sd15"
     assert loras.active() == [("ink", 0.75)]
-    again = Loras(store, lambda: LISTING, lambda: "sd15")  # the next Krita start
+    again = Loras(store, listed({"now": "sd15"}))  # the next Krita start
     assert again.picks == {"ink": 0.75, "glow": -1.0}
     again.drop("ink")
     again.drop("ink")  # not picked: nothing happens
@@ -73,7 +81,7 @@ def test_picks_are_checked_kept_in_the_store_and_follow_the_family():
 
 @pytest.mark.parametrize("stored", ["not json", "[1, 2]", '{"ink": "heavy", "a>b": 1, "far": 9, "ok": 0.5}'])
 def test_a_damaged_stored_list_keeps_only_what_is_sound(stored):
-    loras = Loras(MemoryStore({"loras": stored}), lambda: LISTING, lambda: "sd15")
+    loras = Loras(MemoryStore({"loras": stored}), listed({"now": "sd15"}))
     assert loras.picks == ({"ok": 0.5} if stored.startswith("{") else {})
 
 

@@ -3,7 +3,8 @@
 For every tiny family and every mode it runs, each option an editor offers for that model (control types,
 preprocessors, detailer targets, techniques, sampling options, regions, reference types, transparency, seamless
 textures, LoRAs) is built into a job by the client core, as the editors build them, and sent to the server: none is
-refused as ``unsupported``. And what the server refuses for a family is not offered for it.
+refused as ``unsupported``. And what the server refuses for a family is not offered for it: every installed LoRA a
+model is not offered is refused on it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ MODELS = (
     "cn-sd3-canny",
     "lora-sd15",
     "lora-sdxl",
+    "lora-flux",  # Flux.1's: Fill, Kontext and Chroma take it too
     "ipa-sd15-plus",
     "redux-file",
     "klein",
@@ -45,6 +47,7 @@ MODELS = (
     "chroma",  # no lora-chroma: its Flux.1 LoRA names would make it a tiny-flux LoRA too
     "qwen",
     "qwen-edit-plus",
+    "qwen-layered",
     "qwen-lora",
 )
 FAMILIES = {
@@ -59,8 +62,10 @@ FAMILIES = {
     "chroma": "tiny-chroma",
     "qwen-image": "tiny-qwen",
     "qwen-image-edit-plus": "tiny-qwen-edit-plus",
+    "qwen-image-layered": "tiny-qwen-layered",
 }
 W = H = 64
+LORA_MODES = ("generate", "img2img", "inpaint", "outpaint", "edit", "decompose")  # the modes that apply prompt LoRAs
 ALLOWED = ("model_not_found",)  # a file the server names for download is fine; a refusal of the option is not
 
 
@@ -114,6 +119,7 @@ def variations(o, mode: str) -> List[Tuple[str, Settings, dict]]:
             out.append(("region", base, {"regions": [RegionSource("region", "a dog")]}))
         if mode in o.control_modes:
             out += [(f"reference {t}", base, {"references": [ReferenceSource("ref", t)]}) for t in o.reference_types]
+    if mode in LORA_MODES:
         out += [(f"lora {n}", base.replace(prompt=f"a cat <lora:{n}:0.5>"), {}) for n in o.loras]
     if mode in o.transparent:
         out.append(("transparent", base.replace(transparent=True), {}))
@@ -165,6 +171,15 @@ def test_what_a_family_cannot_run_is_not_offered(session):
     assert not {"tile", "inpaint"} & set(sdxl.control_types), "promax's modes, which a first union cannot run"
     assert sdxl.refiners and sdxl.vaes and offers(welcome, "tiny-sd15").refiners == ()
     assert sdxl.loras == ("tiny-lora-sdxl",) and offers(welcome, "tiny-sd15").loras == ("tiny-lora-sd15",)
+    loras = {arch: offers(welcome, model).loras for arch, model in FAMILIES.items()}
+    assert {a for a, names in loras.items() if names == ("tiny-lora-flux",)} == {
+        "flux",
+        "flux-fill",
+        "flux-kontext",
+        "chroma",
+    }, "Flux.1's variants take Flux.1 LoRAs"
+    assert loras["qwen-image"] == loras["qwen-image-edit-plus"] == loras["qwen-image-layered"] == ("tiny-lora-qwen",)
+    assert loras["flux2-klein"] == ("tiny-lora-klein",) and loras["sd3"] == ()
     assert set(offers(welcome, "tiny-sd15").detail_targets) == {"face", "hand"}
     built_in = offers(welcome, CLASSICAL)
     assert set(built_in.modes) == {"inpaint", "outpaint", "upscale", "preprocess", "caption"}
@@ -173,6 +188,70 @@ def test_what_a_family_cannot_run_is_not_offered(session):
     assert built_in.tileable == ("upscale",) and sdxl.tileable == ("generate", "img2img", "upscale")
     assert offers(welcome, FAMILIES["qwen-image"]).tileable == ("upscale",)
     assert checkpoint_entry(welcome)["name"] == offers(welcome).model
+
+
+@pytest.mark.parametrize("arch", list(FAMILIES))
+def test_a_lora_a_family_is_not_offered_is_refused(session, arch):
+    """The other half of the walk: each installed LoRA the editors do not offer for a model is refused on it, naming
+    the LoRA's family, so nothing the server would run is left out of the lists."""
+    client, welcome = session
+    o = offers(welcome, FAMILIES[arch])
+    mode = next(m for m in LORA_MODES if m in o.modes)
+    installed = [str(m["name"]) for m in welcome.models if m.get("kind") == "lora" and not m.get("problem")]
+    left_out = [n for n in installed if n not in o.loras]
+    assert left_out, "some installed LoRA is of a family the model does not take"
+    ran = []
+    for i, name in enumerate(left_out):
+        settings = Settings(mode=mode, model=o.model, prompt=f"a cat <lora:{name}:0.5>", steps=1, seed=1, batch=1)
+        answer = refused(client, settings.replace(extend_right=16), {}, f"{arch}-other-lora-{i}")
+        if not (answer.startswith("unsupported") and "made for" in answer):
+            ran.append(f"{name}: {answer or 'ran'}")
+    assert not ran, "not offered but not refused:\n" + "\n".join(ran)
+
+
+def test_a_server_without_lora_families_gets_the_models_own_family():
+    listing = [
+        {"name": "chroma-hd", "kind": "checkpoint", "arch": "chroma"},
+        {"name": "ink", "kind": "lora", "arch": "flux"},
+        {"name": "own", "kind": "lora", "arch": "chroma"},
+        {"name": "broken", "kind": "lora", "arch": "flux", "problem": "not a LoRA"},
+    ]
+    older = {"modes": ["generate"], "families": {"chroma": {"modes": ["generate"]}}}
+    newer = {"modes": ["generate"], "families": {"chroma": {"modes": ["generate"], "lora_families": ["flux"]}}}
+
+    def loras(caps: dict) -> tuple:
+        welcome = protocol.Welcome(protocol="1.0", server_version="1", capabilities=caps, models=tuple(listing))
+        return offers(welcome, "chroma-hd").loras
+
+    assert loras(older) == ("own",) and loras(newer) == ("ink",)
+    assert loras({"modes": ["generate"]}) == ("ink", "own"), "no families at all: everything, the server decides"
+
+
+def test_the_editors_lora_lists_follow_the_server(session):
+    """Krita's LoRA list (the panel's state) and GIMP's LoRA slots offer the Flux.1 LoRA on Chroma, Fill and Kontext."""
+    from gimp_plugin.arguments import BY_MODE
+    from gimp_plugin.choices import listed_choices
+    from gimp_plugin.offered import sensitivity
+    from krita_memory_host import MemoryHost, MemoryStore, UiLoop
+    from krita_plugin.paintbridge.session import Session
+    from client.server import LocalServer
+
+    _client, welcome = session
+    nicks = {"lora": [n for n, _ in listed_choices("lora", [dict(m) for m in welcome.models])]}
+    ui = UiLoop()
+    panel = Session(
+        MemoryHost(), MemoryStore({"autostart": "false"}), ui.post, ui.schedule, LocalServer(None, Path("-"))
+    )
+    panel.on_welcome(welcome)
+    panel.on_models([dict(m) for m in welcome.models])
+    for arch in ("chroma", "flux-fill", "flux-kontext", "sd15", "qwen-image-edit-plus"):
+        model = FAMILIES[arch]
+        expected = offers(welcome, model).loras
+        gimp = {n for n, ok in sensitivity(BY_MODE["inpaint"], welcome, model, nicks)["lora"].items() if ok}
+        assert gimp == {"none", *expected}, arch
+        panel.set_option("model", model)
+        assert tuple(panel.loras.available()) == expected, arch
+    assert panel.loras.available() == ["tiny-lora-qwen"]
 
 
 def test_modes_without_a_checkpoint_run(session):
@@ -219,7 +298,7 @@ def test_gimp_dialogs_grey_out_what_the_picked_model_cannot_run(session):
         "none",
         "tiny-lora-sdxl",
     }
-    assert runs("tiny-flux", "lora") == {"none"}
+    assert runs("tiny-flux", "lora") == runs("tiny-chroma", "lora") == {"none", "tiny-lora-flux"}
     assert runs("tiny-sd15", "control-type") == {"canny"} and runs("tiny-flux", "control-type") == {"canny"}
     assert runs("tiny-sdxl", "control-type") == set(offers(welcome, "tiny-sdxl").control_types)
     assert "tile" not in runs("tiny-sdxl", "control-type"), "a first union ControlNet has no tile mode"

@@ -127,6 +127,20 @@ def test_a_style_fills_what_the_job_leaves_at_its_defaults(tmp_path):
     assert info["name"] == "s" and "cfg" not in info["params"] and "steps" in info["params"]
 
 
+def test_a_styles_loras_go_to_a_checkpoint_that_takes_their_family(tmp_path):
+    """A Chroma checkpoint takes a style's Flux.1 LoRA (``models.lorafit``, the table the engines refuse by); an SD1.5
+    one is skipped, naming both families."""
+    import factory
+
+    registry = ModelRegistry([factory.make_models_dir(tmp_path / "models", ("chroma", "lora-flux", "lora-sd15"))])
+    style = Style(name="s", loras=(StyleLora("tiny-lora-flux", 0.7), StyleLora("tiny-lora-sd15", 0.5)))
+    out, info = apply_style(Job("a", "img2img", prompt="a cat", model="tiny-chroma"), style, registry)
+    assert out.prompt == "a cat <lora:tiny-lora-flux:0.7>" and info["loras"] == [
+        {"name": "tiny-lora-flux", "weight": 0.7}
+    ]
+    assert info["skipped"] == [{"name": "tiny-lora-sd15", "why": "made for sd15, the checkpoint is chroma"}]
+
+
 # --- over the protocol -----------------------------------------------------------------------------------------------
 
 

@@ -1,12 +1,13 @@
 """The LoRAs a painter picks from the server's list, without widgets and without Krita: each with a weight, kept in
-the host's settings, offered only when they fit the chosen model's family. A job carries them as ``<lora:name:w>``
+the host's settings, offered only when the chosen model takes them (``client.offers``: its family's LoRAs, and its
+base model's for a variant such as Chroma or Flux.1 Kontext). A job carries them as ``<lora:name:w>``
 tags after the prompt (the form the server reads); tags typed into the prompt keep working and win over a pick of the
 same LoRA."""
 
 from __future__ import annotations
 
 import json
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 from .model import Event
 from .settings_store import Store
@@ -17,33 +18,21 @@ MIN_WEIGHT, MAX_WEIGHT, tagged = client.loras.MIN_WEIGHT, client.loras.MAX_WEIGH
 _BAD_NAME = client.loras.BAD_NAME
 
 
-def installed_loras(models: Sequence[Mapping], family: Optional[str]) -> List[str]:
-    """Names of the listed LoRAs (``kind`` "lora", loaded without a problem) of ``family`` (a listing's ``arch``);
-    none when the family is unknown (the built-in engine)."""
-    if not family:
-        return []
-    return [
-        str(m["name"])
-        for m in models
-        if m.get("kind") == "lora" and m.get("name") and not m.get("problem") and m.get("arch") == family
-    ]
-
-
 class Loras:
-    """The picked LoRAs (name → weight, in the order picked). ``models()`` gives the server's listing and
-    ``family()`` the chosen model's family; ``changed`` tells the view and the live loop."""
+    """The picked LoRAs (name → weight, in the order picked). ``offered()`` gives the installed LoRAs the chosen model
+    takes (``client.offers.Offers.loras``); ``changed`` tells the view and the live loop."""
 
-    def __init__(self, store: Store, models: Callable[[], Sequence[Mapping]], family: Callable[[], Optional[str]]):
-        self.store, self._models, self._family = store, models, family
+    def __init__(self, store: Store, offered: Callable[[], Sequence[str]]):
+        self.store, self._offered = store, offered
         self.changed = Event()  # ()
         self.picks: Dict[str, float] = _load(store)
 
     def available(self) -> List[str]:
-        """The installed LoRAs of the chosen model's family."""
-        return installed_loras(self._models(), self._family())
+        """The installed LoRAs the chosen model takes."""
+        return list(self._offered())
 
     def active(self) -> List[Tuple[str, float]]:
-        """The picks a job of the chosen model carries (those of another family wait until it is chosen again)."""
+        """The picks a job of the chosen model carries (those it does not take wait until such a model is chosen)."""
         here = set(self.available())
         return [(name, weight) for name, weight in self.picks.items() if name in here]
 
@@ -53,7 +42,7 @@ class Loras:
             raise client.errors.JobInputError(f"a LoRA named {name!r} cannot be used: its name holds ':', '<' or '>'")
         if name not in self.available():
             raise client.errors.JobInputError(
-                f"{name!r} is not an installed LoRA of the chosen model's family; choose one from the list"
+                f"{name!r} is not an installed LoRA the chosen model takes; choose one from the list"
             )
         if not MIN_WEIGHT <= float(weight) <= MAX_WEIGHT:
             raise client.errors.JobInputError(

@@ -107,7 +107,7 @@ class Session:
             client.server.Autostart() if self.conn_settings.autostart else None,
         )
         self.live = LiveLoop(self, schedule)
-        self.loras = Loras(store, lambda: self.models, lambda: (self.entry() or {}).get("arch"))
+        self.loras = Loras(store, lambda: self.offers().loras if self.entry() is not None else ())
         self.loras.changed.connect(self.live.settings_changed)
         self.default_styles: dict = {}  # family -> the style the server suggests first (welcome.defaults.styles)
         self.capabilities: dict = {}  # welcome.capabilities: what each model family can run (``offers``)

@@ -9,7 +9,6 @@ from typing import Callable, Optional
 
 from .basic_widgets import combo, spin
 from .lora_widgets import LoraList
-from .loras import installed_loras
 from .qt_compat import QtWidgets
 from .styles import edited
 from .wire import client, protocol
@@ -225,8 +224,11 @@ class StyleEditor(QtWidgets.QDialog):
     def _show_loras(self) -> None:
         style = self.styles.style(self.name)
         family = style.family if style is not None else ""
+        models = self.session.models
         available = (
-            installed_loras(self.session.models, family) if family else self._names(self.session.models, "lora", "")
+            list(client.offers.family_loras(self.session.capabilities, models, family))
+            if family
+            else self._names(models, "lora", "")
         )
         self.lora_list.show_loras(available + [n for n in self._loras if n not in available], list(self._loras.items()))
 

@@ -12,7 +12,8 @@ from typing import Dict, List, Set
 
 from protocol.errors import UNSUPPORTED, ProtocolError
 
-from ..models.registry import ModelEntry, ModelRegistry, arch_name
+from ..models import lorafit
+from ..models.registry import ModelEntry, ModelRegistry
 from .prompts import LoraTag
 
 
@@ -85,15 +86,7 @@ class Adapters:
         """Make exactly the tagged LoRAs active at their weights; returns what was applied."""
         wanted = []
         for tag in tags:
-            entry = self.registry.get(tag.name, "lora", self.checkpoint.arch)
-            if entry.arch != self.checkpoint.arch:
-                raise ProtocolError(
-                    UNSUPPORTED,
-                    f"LoRA '{entry.name}' is made for {arch_name(entry.arch)} but checkpoint '{self.checkpoint.name}' "
-                    f"is {arch_name(self.checkpoint.arch)}: remove the tag or pick a {arch_name(self.checkpoint.arch)} LoRA",
-                    field="prompt",
-                )
-            wanted.append((entry, tag.weight))
+            wanted.append((lorafit.get_lora(self.registry, tag.name, self.checkpoint), tag.weight))
         key = [(str(e.path), w) for e, w in wanted]
         if key == self.active:
             return [{"name": e.name, "weight": w} for e, w in wanted]

@@ -105,9 +105,7 @@ class FamilyEngine(CheckpointEngine):
             log.warning("no progress previews for %s: %s", entry.name, err)
             rgb_map = None
         self._place(pipe, entry, facts)
-        # LoRAs are made for the base family: a Flux LoRA also fits Fill and Kontext.
-        lora_family = specs.SPECS[entry.arch].lora_family or entry.arch
-        adapters = Adapters(pipe, dataclasses.replace(entry, arch=lora_family), self.registry)
+        adapters = Adapters(pipe, entry, self.registry)  # the LoRAs it takes: ``models.lorafit``
         return Loaded(
             entry=entry, pipe=pipe, facts=facts, native=_native_px(entry, pipe), adapters=adapters, preview=rgb_map
         )

@@ -52,7 +52,6 @@ class FamilySpec:
     cfg_argument: str = "guidance_scale"  # the call argument the job's cfg goes to (true CFG: "true_cfg_scale")
     negative: bool = False  # takes a negative prompt
     text_encoders: Tuple[str, ...] = ("text_encoder", "text_encoder_2")  # the pipeline's text-encoder attributes
-    lora_family: str = ""  # the family its LoRAs are made for ("": its own)
     references: bool = False  # extra reference images go into the edit pipeline's image list
 
     def pipeline(self, kind: str) -> Optional[str]:
@@ -75,7 +74,6 @@ SPECS: Dict[str, FamilySpec] = {
     FLUX_FILL: FamilySpec(
         FLUX_FILL,
         {"txt2img": "FluxFillPipeline", "img2img": "FluxFillPipeline", "inpaint": "FluxFillPipeline"},
-        lora_family=FLUX,
     ),
     FLUX_KONTEXT: FamilySpec(
         FLUX_KONTEXT,
@@ -85,7 +83,6 @@ SPECS: Dict[str, FamilySpec] = {
             "inpaint": "FluxKontextInpaintPipeline",
             "edit": "FluxKontextPipeline",
         },
-        lora_family=FLUX,
     ),
     SD3: FamilySpec(
         SD3,
@@ -115,16 +112,15 @@ SPECS: Dict[str, FamilySpec] = {
         negative=True,
         text_encoders=("text_encoder",),
     ),
-    # Chroma: real CFG (guidance_scale) with a negative prompt, T5 alone; Flux.1 LoRAs fit its blocks
+    # Chroma: real CFG (guidance_scale) with a negative prompt, T5 alone
     CHROMA: FamilySpec(
         CHROMA,
         {"txt2img": "ChromaPipeline", "img2img": "ChromaImg2ImgPipeline", "inpaint": "ChromaInpaintPipeline"},
         negative=True,
         text_encoders=("text_encoder",),
-        lora_family=FLUX,
     ),
 }
-_QWEN = dict(cfg_argument="true_cfg_scale", negative=True, text_encoders=("text_encoder",), lora_family=qwen.QWEN)
+_QWEN = dict(cfg_argument="true_cfg_scale", negative=True, text_encoders=("text_encoder",))
 _QWEN_BASE = {
     "txt2img": "QwenImagePipeline",
     "img2img": "QwenImageImg2ImgPipeline",
