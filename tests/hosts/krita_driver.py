@@ -1745,6 +1745,52 @@ def scenario_sampling():
     K.activeWindow().qwindow().grab().save(os.path.join(OUT, "window.png"))
 
 
+def bind_region(doc, section, name, x0, x1, prompt, bgra=b"\x00\x00\xff\xff"):
+    """A new paint layer ``name`` painted ``bgra`` (red, opaque) in the columns ``x0``..``x1`` of the document, made
+    active and bound in the panel's Regions section (``section``) with ``prompt``, as a painter does; returns it."""
+    node = doc.createNode(name, "paintlayer")
+    doc.rootNode().addChildNode(node, None)
+    raw = bytearray(W * H * 4)
+    for y in range(H):
+        raw[(y * W + x0) * 4 : (y * W + x1) * 4] = bgra * (x1 - x0)
+    node.setPixelData(QByteArray(bytes(raw)), 0, 0, W, H)
+    doc.setActiveNode(node)
+    yield 400
+    section.refresh()
+    section.bind_button.click()
+    yield 200
+    section.prompt_edit.setText(prompt)
+    section.prompt_edit.textEdited.emit(prompt)
+    yield 200
+    return node
+
+
+def job_result(ses, name):
+    """Run a job with the panel's settings, dump its first result's pixels as ``name`` and discard the results."""
+    out = {}
+    yield from run_job(ses, out, timeout=300)
+    out["data"] = dump(name, ses.results[0].data) if ses.results else None
+    ses.discard()
+    yield 300
+    return out
+
+
+def street_generate(ses, seed):
+    """The panel set to generate "a street" on the chosen model: 3 steps, one result, ``seed``, no grow or feather."""
+    ses.set_mode("generate")
+    ses.set_option("model", CONFIG["model"])
+    ses.set_prompt("a street", "")
+    for name, value in (
+        ("steps", 3),
+        ("batch", 1),
+        ("random_seed", False),
+        ("seed", seed),
+        ("grow", 0),
+        ("feather", 0),
+    ):
+        ses.set_option(name, value)
+
+
 def scenario_regions():
     """regions (issue 15): bind a prompt to a layer in the panel's Regions section, inpaint with it, save the .kra,
     close, reopen: the region comes back and the same job gives the same pixels; without it they differ."""
@@ -1757,22 +1803,8 @@ def scenario_regions():
     doc = new_doc("pb-regions")
     yield 400
     add_paint(doc, "Paint")
-    car = doc.createNode("Car", "paintlayer")
-    doc.rootNode().addChildNode(car, None)
-    left = bytearray(W * H * 4)
-    for y in range(H):
-        for x in range(W // 2):
-            left[(y * W + x) * 4 : (y * W + x) * 4 + 4] = b"\x00\x00\xff\xff"
-    car.setPixelData(QByteArray(bytes(left)), 0, 0, W, H)
-    doc.setActiveNode(car)
-    yield 400
     section = panel.regions_section
-    section.refresh()
-    section.bind_button.click()
-    yield 200
-    section.prompt_edit.setText("a red sports car")
-    section.prompt_edit.textEdited.emit("a red sports car")
-    yield 200
+    car = yield from bind_region(doc, section, "Car", 0, W // 2, "a red sports car")
     rec["labels"] = [section.list.item(i).text() for i in range(section.list.count())]
     rec["car_id"] = car.uniqueId().toString()
     ses.set_mode("inpaint")
@@ -1784,16 +1816,7 @@ def scenario_regions():
     doc.setActiveNode(find(doc, "Paint"))
     select_rect(doc, 8, 8, W - 16, H - 16)
     yield 300
-
-    def job(tag):
-        out = {}
-        yield from run_job(ses, out, timeout=300)
-        out["data"] = dump(f"regions-{tag}", ses.results[0].data) if ses.results else None
-        ses.discard()
-        yield 300
-        return out
-
-    rec["with"] = yield from job("with")
+    rec["with"] = yield from job_result(ses, "regions-with")
     path = os.path.join(OUT, "regions.kra")
     doc.setModified(False)
     rec["saved"], doc = yield from save_close_reopen(doc, path)
@@ -1805,12 +1828,12 @@ def scenario_regions():
     doc.setActiveNode(find(doc, "Paint"))
     select_rect(doc, 8, 8, W - 16, H - 16)
     yield 300
-    rec["reopened"] = yield from job("reopened")
+    rec["reopened"] = yield from job_result(ses, "regions-reopened")
     section.list.setCurrentRow(0)
     section.remove_button.click()
     yield 200
     rec["labels_removed"] = [section.list.item(i).text() for i in range(section.list.count())]
-    rec["without"] = yield from job("without")
+    rec["without"] = yield from job_result(ses, "regions-without")
     doc.setModified(False)
 
 
@@ -1831,29 +1854,12 @@ def scenario_region_references():
     flipped = bytearray(ref.pixelData(0, 0, W, H))
     flipped[0::4], flipped[2::4] = bytes(255 - v for v in flipped[2::4]), bytes(flipped[0::4])
     ref.setPixelData(QByteArray(bytes(flipped)), 0, 0, W, H)
-    car = doc.createNode("Car", "paintlayer")
-    doc.rootNode().addChildNode(car, None)
-    left = bytearray(W * H * 4)
-    for y in range(H):
-        for x in range(W // 2):
-            left[(y * W + x) * 4 : (y * W + x) * 4 + 4] = b"\x00\x00\xff\xb4"  # red, 70 % opaque: a soft region
-    car.setPixelData(QByteArray(bytes(left)), 0, 0, W, H)
-    doc.setActiveNode(car)
-    yield 400
     section = panel.regions_section
-    section.refresh()
-    section.bind_button.click()
-    yield 200
-    section.prompt_edit.setText("a red sports car")
-    section.prompt_edit.textEdited.emit("a red sports car")
-    yield 200
+    soft_red = b"\x00\x00\xff\xb4"  # red, 70 % opaque: a soft region
+    car = yield from bind_region(doc, section, "Car", 0, W // 2, "a red sports car", soft_red)
     R["car_id"], R["reference_id"] = car.uniqueId().toString(), ref.uniqueId().toString()
     R["car_alpha"] = dump("car-alpha", bytes(car.pixelData(0, 0, W, H))[3::4])
-    ses.set_mode("generate")
-    ses.set_option("model", CONFIG["model"])
-    ses.set_prompt("a street", "")
-    for name, value in (("steps", 3), ("batch", 1), ("random_seed", False), ("seed", 5), ("grow", 0), ("feather", 0)):
-        ses.set_option(name, value)
+    street_generate(ses, seed=5)
     doc.setActiveNode(ref)
     yield 300
     panel.add_reference_button.click()  # the active layer becomes the reference, for the whole image
@@ -1904,6 +1910,30 @@ def scenario_region_references():
     yield 300
     R["region_after_remove"] = ses.references.items[0].region
     R["row_after_remove"] = panel.reference_rows[0].region_box.currentText()
+    doc.setModified(False)
+
+
+def scenario_flux_regions():
+    """Two region layers (Car: the left half, Lake: the right half) bound in the Regions section drive a tiny Flux.1
+    generating the whole document; then only Car's prompt is edited in the panel and the same job runs again."""
+    R = RESULT
+    dock, panel, doc = yield from connected_panel_and_document("pb-flux-regions")
+    ses, paint, section = panel.session, doc.activeNode(), panel.regions_section
+    car = yield from bind_region(doc, section, "Car", 0, W // 2, "a red sports car")
+    lake = yield from bind_region(doc, section, "Lake", W // 2, W, "a calm blue lake")
+    R["labels"] = [section.list.item(i).text() for i in range(section.list.count())]
+    R["alpha"] = {n.name(): dump(f"{n.name()}-alpha", bytes(n.pixelData(0, 0, W, H))[3::4]) for n in (car, lake)}
+    street_generate(ses, seed=11)
+    doc.setActiveNode(paint)
+    select_rect(doc, 0, 0, W, H)
+    yield 300
+    R["first"] = yield from job_result(ses, "flux-regions-first")
+    section.list.setCurrentRow(R["labels"].index("Car: a red sports car"))
+    section.prompt_edit.setText("a green tree in the snow")
+    section.prompt_edit.textEdited.emit("a green tree in the snow")
+    yield 200
+    R["labels_edited"] = [section.list.item(i).text() for i in range(section.list.count())]
+    R["second"] = yield from job_result(ses, "flux-regions-second")
     doc.setModified(False)
 
 
@@ -2221,6 +2251,7 @@ SCENARIOS = {
     "decompose": scenario_decompose,
     "sampling": scenario_sampling,
     "regions": scenario_regions,
+    "flux_regions": scenario_flux_regions,
     "techniques": scenario_techniques,
     "region_references": scenario_region_references,
     "history_bomb": scenario_history_bomb,
