@@ -168,6 +168,20 @@ def test_each_union_controlnet_release_is_read_off_its_tensors(release):
     assert read == built
 
 
+def test_a_damaged_union_controlnet_is_named_not_guessed():
+    from server.families import controlnets
+    from server.models import identify_dit
+    from server.models.identify import DetectError
+
+    shapes = {k: tuple(v.shape) for k, v in tiny_zimage.controlnet_model().state_dict().items()}
+    for key, shape in (("control_all_x_embedder.2-1.weight", (32, 33)), ("control_all_x_embedder.0-1.weight", (32,))):
+        with pytest.raises(DetectError, match="Z-Image ControlNet"):
+            identify_dit.controlnet({**shapes, key: shape})
+    info = identify_dit.controlnet(shapes).info
+    with pytest.raises(ValueError, match="3 layers"):
+        controlnets.config_from_shapes("z-image", dict(info, layers=5), dict(TURBO_LAYERS, n_layers=3))
+
+
 def test_a_zeroed_control_refiner_is_the_2_0_release_that_runs_its_control_layers_instead():
     from server.families import controlnets
     from server.models import identify_dit

@@ -211,7 +211,9 @@ def _zimage_config(info: dict, t: dict) -> dict:
     """A ``ZImageControlNetModel`` config: its control layers sit evenly over the transformer's layers (the first
     release every 5th of 30, 2.x every 2nd), the refiner hints go to the first noise-refiner layers; heads and norms
     are the transformer's."""
-    step = max(1, int(t["n_layers"]) // info["layers"])
+    if info["layers"] > int(t["n_layers"]):
+        raise ValueError(f"it has {info['layers']} control layers for a transformer of {t['n_layers']} layers")
+    step = int(t["n_layers"]) // info["layers"]
     refiner = {"blocks": None, "none": "control_layers", "control": "control_noise_refiner"}[info["refiner"]]
     return {
         "control_layers_places": [i * step for i in range(info["layers"])],

@@ -75,8 +75,11 @@ def controlnet_info(shapes: Shapes) -> dict:
     patches = sorted({k[len(CONTROL_EMBEDDER) :].rsplit(".", 1)[0] for k in shapes if k.startswith(CONTROL_EMBEDDER)})
     if not patches or any(not _patch(p) for p in patches):
         raise DetectError(f"a Z-Image ControlNet with unreadable patch embedders ({', '.join(patches)})")
-    width, fan_in = shapes[f"{CONTROL_EMBEDDER}{patches[0]}.weight"]
+    embed = shapes.get(f"{CONTROL_EMBEDDER}{patches[0]}.weight", ())
     patch, frames = _patch(patches[0])
+    if len(embed) != 2 or embed[1] % (patch * patch * frames):
+        raise DetectError(f"a Z-Image ControlNet whose patch embedder has shape {tuple(embed)}: the file is damaged")
+    width, fan_in = embed
     refiner = sorted({int(k.split(".")[1]) for k in shapes if k.startswith("control_noise_refiner.")})
     if not refiner:
         kind = "none"
@@ -99,4 +102,6 @@ def controlnet_info(shapes: Shapes) -> dict:
 def _patch(name: str):
     """(patch size, frame patch size) of an embedder named ``"2-1"``; None when the name is not that."""
     parts = name.split("-")
-    return (int(parts[0]), int(parts[1])) if len(parts) == 2 and all(p.isdigit() for p in parts) else None
+    if len(parts) != 2 or not all(p.isdigit() and 0 < int(p) <= 16 for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
