@@ -57,7 +57,9 @@ def installed_control_types(registry: ModelRegistry, arch: str) -> List[str]:
         if not entry.info.get("union"):
             served.update(entry.info.get("control_types") or ())
         else:
-            served.update(sd_controls.union_types(entry) if arch in UNET_FAMILIES else family_controls.FLUX_UNION_MODES)
+            served.update(
+                sd_controls.union_types(entry) if arch in UNET_FAMILIES else family_controls.union_types(arch)
+            )
     return [t for t in CONTROL_TYPES if t in served]
 
 

@@ -1124,7 +1124,7 @@ def make_models_dir(path: Path, which: Iterable[str] = DEFAULT_WHICH) -> Path:
             import tiny_klein
 
             tiny_klein.link_into(path, item)
-        elif item in ("zimage", "zimage-file", "lora-zimage"):  # Z-Image: tests/tiny_zimage.py
+        elif item in ("zimage", "zimage-file", "lora-zimage", "zimage-controlnet"):  # Z-Image: tests/tiny_zimage.py
             import tiny_zimage
 
             tiny_zimage.link_into(path, item)

@@ -44,6 +44,7 @@ MODELS = (
     "lora-klein",
     "zimage",
     "lora-zimage",
+    "zimage-controlnet",  # its union ControlNet (one file)
     "chroma",  # no lora-chroma: its Flux.1 LoRA names would make it a tiny-flux LoRA too
     "qwen",
     "qwen-edit-plus",
@@ -169,6 +170,11 @@ def test_what_a_family_cannot_run_is_not_offered(session):
     assert sd3.control_modes == ("generate",) and sd3.reference_types == ()
     assert set(sdxl.control_types) >= {"canny", "depth", "pose"}, "the union ControlNet's modes"
     assert not {"tile", "inpaint"} & set(sdxl.control_types), "promax's modes, which a first union cannot run"
+    zimage = offers(welcome, FAMILIES["z-image"])
+    assert zimage.control_modes == ("generate", "inpaint", "outpaint") and {"canny", "depth", "pose"} <= set(
+        zimage.control_types
+    )
+    assert "tile" not in zimage.control_types, "Z-Image's union ControlNet has no tile mode"
     assert sdxl.refiners and sdxl.vaes and offers(welcome, "tiny-sd15").refiners == ()
     assert sdxl.loras == ("tiny-lora-sdxl",) and offers(welcome, "tiny-sd15").loras == ("tiny-lora-sd15",)
     loras = {arch: offers(welcome, model).loras for arch, model in FAMILIES.items()}

@@ -1,6 +1,7 @@
 """Z-Image through the real websocket server, on tiny random-weight models at 64 px, offline: recognition as a
 diffusers folder and as the original single file with its Qwen3 text encoder and VAE as ComfyUI lays them out, every
-mode, its negative prompt, previews, refusals by name, the published size."""
+mode, its negative prompt, previews, refusals by name, the published size, its union ControlNet (alibaba-pai's single
+file) recognised in each release's layout and steering generate."""
 
 from __future__ import annotations
 
@@ -26,7 +27,13 @@ from test_families import (
 
 torch.set_num_threads(2)
 
-MODELS = ("zimage", "zimage-file", "lora-zimage", "cn-flux-union")  # factory.make_models_dir builds them
+MODELS = (
+    "zimage",
+    "zimage-file",
+    "lora-zimage",
+    "zimage-controlnet",
+    "cn-flux-union",
+)  # factory.make_models_dir builds them
 PUBLISHED = (6.15e9, 4.02e9)  # Z-Image Turbo's transformer ("6B"), its Qwen3-4B text encoder
 
 
@@ -133,3 +140,137 @@ def test_a_zimage_lora_changes_the_result_and_switches_off(client, models_dir):
     layer, with_lora = pixels(client.run(msg, timeout=120))[0]
     assert layer.info["loras"] and not np.array_equal(plain, with_lora)
     assert np.array_equal(pixels(client.run(job("img2img", "tiny-z-image"), timeout=120))[0][1], plain)
+
+
+# The three releases of alibaba-pai's union ControlNet as diffusers builds them, at the tiny width, with the control
+# layer places and refiner kind the real configs have on Z-Image Turbo's 30 layers and 2 noise refiners.
+RELEASES = {
+    "1.0": dict(control_layers_places=list(range(0, 30, 5)), control_in_dim=16, add_control_noise_refiner=None),
+    "2.0": dict(control_layers_places=list(range(0, 30, 2)), add_control_noise_refiner="control_layers"),
+    "2.1": dict(control_layers_places=list(range(0, 30, 2)), add_control_noise_refiner="control_noise_refiner"),
+}
+TURBO_LAYERS = {"n_layers": 30, "n_refiner_layers": 2, "n_heads": 2, "n_kv_heads": 2, "norm_eps": 1e-5, "qk_norm": True}
+
+
+@pytest.mark.parametrize("release", sorted(RELEASES))
+def test_each_union_controlnet_release_is_read_off_its_tensors(release):
+    from server.families import controlnets
+    from server.models import identify_dit
+
+    config = dict(RELEASES[release], control_refiner_layers_places=[0, 1], n_refiner_layers=2)
+    net = tiny_zimage.controlnet_model(**config)
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    assert identify_dit.looks_like_controlnet(shapes)
+    found = identify_dit.controlnet(shapes)
+    assert (found.arch, found.info["union"], found.info["hidden"]) == ("z-image", True, 32)
+    read = controlnets.config_from_shapes("z-image", found.info, TURBO_LAYERS)
+    built = {k: (list(v) if isinstance(v, tuple) else v) for k, v in net.config.items() if not k.startswith("_")}
+    assert read == built
+
+
+def test_a_damaged_union_controlnet_is_named_not_guessed():
+    from server.families import controlnets
+    from server.models import identify_dit
+    from server.models.identify import DetectError
+
+    shapes = {k: tuple(v.shape) for k, v in tiny_zimage.controlnet_model().state_dict().items()}
+    for key, shape in (("control_all_x_embedder.2-1.weight", (32, 33)), ("control_all_x_embedder.0-1.weight", (32,))):
+        with pytest.raises(DetectError, match="Z-Image ControlNet"):
+            identify_dit.controlnet({**shapes, key: shape})
+    info = identify_dit.controlnet(shapes).info
+    with pytest.raises(ValueError, match="3 layers"):
+        controlnets.config_from_shapes("z-image", dict(info, layers=5), dict(TURBO_LAYERS, n_layers=3))
+
+
+def test_a_zeroed_control_refiner_is_the_2_0_release_that_runs_its_control_layers_instead():
+    from server.families import controlnets
+    from server.models import identify_dit
+
+    net = tiny_zimage.controlnet_model(**RELEASES["2.1"], control_refiner_layers_places=[0, 1], n_refiner_layers=2)
+    state = net.state_dict()
+    info = dict(identify_dit.controlnet({k: tuple(v.shape) for k, v in state.items()}).info)
+    assert controlnets._zimage_state(info, dict(state)) == state, "2.1: a trained refiner runs"
+    state["control_noise_refiner.0.before_proj.weight"] = torch.zeros_like(
+        state["control_noise_refiner.0.before_proj.weight"]
+    )
+    kept = controlnets._zimage_state(info, dict(state))
+    assert not any(k.startswith("control_noise_refiner.") for k in kept)
+    config = controlnets.config_from_shapes("z-image", info, TURBO_LAYERS)
+    assert config["add_control_noise_refiner"] == "control_layers"
+
+
+def test_the_union_controlnet_file_is_listed_and_steers_generate(client, models_dir):
+    from test_families import lines_image, payload, with_control
+
+    entry = ModelRegistry([models_dir]).get("tiny-z-image-controlnet-union", "controlnet")
+    assert (entry.arch, entry.info["union"], entry.info["refiner"]) == ("z-image", True, "control")
+
+    def generate(control: bool):
+        msg = job("generate", "tiny-z-image", image=False, width=64, height=64)
+        if control:
+            msg = with_control(msg, "canny")
+            msg["controls"][0]["image"] = payload(lines_image(64, 64))
+        return pixels(client.run(msg, timeout=120))[0]
+
+    (_, plain), (layer, controlled) = generate(False), generate(True)
+    assert layer.info["controlnet"] == {"name": "tiny-z-image-controlnet-union", "type": "canny", "union_mode": None}
+    assert np.abs(plain.astype(int) - controlled.astype(int)).max() > 4
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"type": "tile", "model": "tiny-z-image-controlnet-union"}, "has no 'tile' mode"),
+        ({"type": "tile"}, "no Z-Image ControlNet for control type 'tile'"),
+        ({"start": 0.2}, "steer every step"),
+        ({"mode": "img2img"}, "not 'img2img'"),
+    ],
+)
+def test_what_the_union_controlnet_cannot_do_is_refused_by_name(client, change, words):
+    from test_families import with_control
+
+    from test_families import selection
+
+    mode = change.pop("mode", "generate")
+    msg = with_control(job(mode, "tiny-z-image", mask=selection() if mode == "inpaint" else None), "canny")
+    msg["controls"][0].update(change)
+    with pytest.raises(JobFailed) as err:
+        client.run(msg, timeout=120)
+    assert words in str(err.value) and err.value.code in ("unsupported", "model_not_found"), str(err.value)
+
+
+def test_the_union_controlnet_steers_inpaint_inside_the_selection_only(client):
+    from test_families import selection, with_control
+
+    def inpaint(strength: float):
+        msg = with_control(job("inpaint", "tiny-z-image", mask=selection()), "canny", strength=strength)
+        return pixels(client.run(msg, timeout=120))[0]
+
+    (_, idle), (layer, steered) = inpaint(0.0), inpaint(1.0)
+    assert layer.info["controlnet"]["name"] == "tiny-z-image-controlnet-union"
+    assert layer.info["strength"] == 1.0, "the ControlNet inpaint pipeline repaints the selection fully"
+    inside = selection() == 255
+    assert np.abs(idle[inside].astype(int) - steered[inside].astype(int)).max() > 4
+    assert not steered[:8, :8, 3].any() and not steered[-8:, :16, 3].any(), "nothing outside the selection"
+
+
+def test_the_first_release_generates_only(tmp_path, start_server):
+    from test_families import selection, with_control
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "tiny-z-image").symlink_to(tiny_zimage.folder())
+    (tmp_path / "controlnet").mkdir()
+    first = tiny_zimage.controlnet_model(control_in_dim=16, add_control_noise_refiner=None)
+    state = {k: v.contiguous() for k, v in first.state_dict().items()}
+    import factory
+
+    factory._save_file(state, tmp_path / "controlnet" / "tiny-z-image-controlnet-union-1.safetensors")
+    thread = start_server(model_dirs=[tmp_path])
+    with Client(thread.url, client_name="test-zimage") as c:
+        layer = pixels(
+            c.run(with_control(job("generate", "tiny-z-image", image=False, width=64, height=64), "canny"), timeout=120)
+        )[0][0]
+        assert layer.info["controlnet"]["name"] == "tiny-z-image-controlnet-union-1"
+        with pytest.raises(JobFailed) as err:
+            c.run(with_control(job("inpaint", "tiny-z-image", mask=selection()), "canny"), timeout=120)
+    assert err.value.code == "unsupported" and "cannot inpaint" in str(err.value), str(err.value)

@@ -6,6 +6,8 @@
   ComfyUI's ``model.diffusion_model.`` prefix, with its ``.config`` folder (configs and tokenizer) beside it, its text
   encoder and VAE (original ``encoder.down.*`` names) as separate files in ``text_encoders/`` and ``vae/``.
 - ``lora-zimage``: a diffusers-named LoRA on the transformer's attention projections.
+- ``zimage-controlnet``: a union ControlNet in alibaba-pai's single-file layout (diffusers names, no config), shaped
+  like the 2.1 release (control noise refiner, 33 control input channels) at the tiny transformer's size.
 """
 
 from __future__ import annotations
@@ -125,6 +127,39 @@ def lora() -> Path:
     return factory._cached("zimage-lora", make) / "tiny-lora-zimage.safetensors"
 
 
+def controlnet_model(seed: int = 0, **config):
+    """A tiny random ``ZImageControlNetModel`` 32 wide (the tiny transformer's heads) with ``config`` on top of the 2.1
+    layout; its zero-initialised projections filled so that it changes the picture."""
+    import torch
+    from diffusers import ZImageControlNetModel
+
+    base = dict(
+        control_layers_places=[0, 1],
+        control_refiner_layers_places=[0],
+        control_in_dim=33,
+        add_control_noise_refiner="control_noise_refiner",
+        dim=32,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+    )
+    torch.manual_seed(seed + 53)
+    net = ZImageControlNetModel(**{**base, **config})
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "before_proj" in name or "after_proj" in name:
+                p.normal_(0.0, 0.3)
+    return net
+
+
+def controlnet_file() -> Path:
+    def make(tmp: Path) -> None:
+        state = {k: v.contiguous() for k, v in controlnet_model().state_dict().items()}
+        factory._save_file(state, tmp / "tiny-z-image-controlnet-union.safetensors")
+
+    return factory._cached("zimage-controlnet", make) / "tiny-z-image-controlnet-union.safetensors"
+
+
 def link_into(path: Path, item: str) -> None:
     """Put tiny Z-Image model ``item`` into models folder ``path``."""
     if item == "zimage":
@@ -135,6 +170,9 @@ def link_into(path: Path, item: str) -> None:
         for sub in ("diffusion_models", "text_encoders", "vae"):
             for f in (built / sub).iterdir():
                 factory._link(f, path / sub / f.name)
+    elif item == "zimage-controlnet":
+        f = controlnet_file()
+        factory._link(f, path / "controlnet" / f.name)
     elif item == "lora-zimage":
         f = lora()
         factory._link(f, path / "loras" / f.name)

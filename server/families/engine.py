@@ -275,6 +275,9 @@ class FamilyEngine(CheckpointEngine):
         if spec.negative:  # true CFG runs only with a negative prompt: " " stands for none
             call["negative_prompt"] = plain_prompt(negative) or (" " if spec.cfg_argument == "true_cfg_scale" else "")
         call.update(_image_inputs(entry.arch, kind, work, hard, pw, ph, settings["strength"], tileable))
+        if controlnets.repaints_fully(plan, kind):  # its pipeline takes no strength
+            call.pop("strength", None)
+            settings["strength"] = 1.0
         if kind == "edit" and spec.references and work.references:  # Edit Plus: the edited picture, then the others
             call["image"] = [call["image"], *qwen.reference_images(work)]
         if plan is not None:
@@ -434,9 +437,9 @@ class FamilyEngine(CheckpointEngine):
         out = {
             "control_image": pil(imageops.resize(np.ascontiguousarray(image[..., :3]), pw, ph)),
             "controlnet_conditioning_scale": float(c.strength),
-            "control_guidance_start": float(c.start),
-            "control_guidance_end": float(c.end),
         }
+        if plan.entry.arch not in controlnets.NO_STEP_RANGE:
+            out.update(control_guidance_start=float(c.start), control_guidance_end=float(c.end))
         if plan.mode is not None:
             out["control_mode"] = plan.mode
         return out

@@ -109,6 +109,7 @@ SPECS: Dict[str, FamilySpec] = {
     ZIMAGE: FamilySpec(
         ZIMAGE,
         {"txt2img": "ZImagePipeline", "img2img": "ZImageImg2ImgPipeline", "inpaint": "ZImageInpaintPipeline"},
+        control_pipelines={"txt2img": "ZImageControlNetPipeline", "inpaint": "ZImageControlNetInpaintPipeline"},
         negative=True,
         text_encoders=("text_encoder",),
     ),

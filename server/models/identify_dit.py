@@ -356,18 +356,24 @@ def _block_count(shapes: Shapes, prefix: str) -> int:
 
 
 def looks_like_controlnet(shapes: Shapes) -> bool:
-    """Whether a file holds a Flux.1 or SD3 ControlNet (diffusers names, or XLabs' Flux layout)."""
-    return "controlnet_blocks.0.weight" in shapes and (
-        "x_embedder.weight" in shapes
-        or "pos_embed_input.proj.weight" in shapes
-        or any(k.startswith("double_blocks.") for k in shapes)
+    """Whether a file holds a Flux.1, SD3 or Z-Image ControlNet (diffusers names, or XLabs' Flux layout)."""
+    return (
+        zimage.is_controlnet(shapes)
+        or "controlnet_blocks.0.weight" in shapes
+        and (
+            "x_embedder.weight" in shapes
+            or "pos_embed_input.proj.weight" in shapes
+            or any(k.startswith("double_blocks.") for k in shapes)
+        )
     )
 
 
 def controlnet(shapes: Shapes) -> Detected:
     """A Flux.1 (InstantX / Shakker-Labs, union or single type) or SD3/SD3.5 ControlNet with diffusers key names;
     ``info`` holds what its config needs (widths, block counts, union modes). XLabs' Flux layout is listed with the
-    reason it cannot run."""
+    reason it cannot run. Z-Image's union ControlNets (alibaba-pai) too (``models.zimage.controlnet_info``)."""
+    if zimage.is_controlnet(shapes):
+        return Detected(ZIMAGE, info=zimage.controlnet_info(shapes))
     if any(k.startswith("double_blocks.") for k in shapes):
         return Detected(
             FLUX,
@@ -429,7 +435,7 @@ def controlnet(shapes: Shapes) -> Detected:
             "union": False,
         }
         return Detected(SD3, info=info)
-    raise DetectError("not a Flux or SD3 ControlNet")
+    raise DetectError("not a Flux, SD3 or Z-Image ControlNet")
 
 
 def controlnet_folder(config: dict) -> Optional[Detected]:
