@@ -1,22 +1,25 @@
-"""Regions on Flux.1 (dev and Fill): the joint-attention mask, where a region's prompt acts on the tiny random-weight
-Flux (1 double + 1 single block, 64 px = 4 x 4 image tokens), and jobs through the real websocket server."""
+"""Regions on Flux.1 (dev and Fill), Z-Image and Flux.2 Klein: the joint-attention mask, where a region's prompt acts on
+the tiny random-weight models (Flux: 1 double + 1 single block, 64 px = 4 x 4 image tokens), and jobs through the real
+websocket server."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import factory
+import tiny_klein
 import tiny_zimage
 from protocol.client import JobFailed
 from server.core import Region
-from server.families import regions, regions_zimage
+from server.families import regions, regions_klein, regions_zimage
 from test_regions import job as sd_job, payload, picture, pixels
 
 torch.set_num_threads(2)
 
-MODELS = ("flux", "flux-fill", "sd3", "cn-flux-canny", "redux-file", "zimage")
+MODELS = ("flux", "flux-fill", "sd3", "cn-flux-canny", "redux-file", "zimage", "klein")
 W = H = 64
 PROMPT = "a landscape"
 CAR, LAKE, TREE = "a bright red sports car", "a calm blue lake", "a green tree in the snow"
@@ -58,6 +61,22 @@ def test_a_half_strength_region_shares_its_area_with_the_job_prompt():
     assert torch.allclose(m[2, :2], torch.log(torch.tensor([0.5, 0.5], dtype=torch.float64)))
 
 
+def test_klein_s_extra_tokens_read_the_job_prompt_and_every_text_reads_them():
+    """[job text (2) | region text (3) | 2 x 2 image | 3 reference tokens]: the reference tokens read the image and
+    the job's text, not the region's; every text group reads them."""
+    left = np.zeros((32, 32), np.uint8)
+    left[:, :16] = 255
+    plan = regions_klein.KleinPlan([2, 3], regions.token_weights([Region("car", left)], 32, 32))
+    m = plan.mask(12, torch.zeros(1, dtype=torch.float32))[0, 0]
+    inf = float("-inf")
+    assert m.shape == (12, 12)
+    assert torch.equal(m[:9, :9], regions.plan([Region("car", left)], [2, 3], 32, 32).mask(m)[0, 0])
+    assert (m[9:, :2] == 0).all() and (m[9:, 2:5] == inf).all() and (m[9:, 5:] == 0).all()
+    assert (m[:9, 9:] == 0).all()
+    with pytest.raises(RuntimeError, match="planned 5 text"):
+        plan.mask(8, m)
+
+
 def test_sizes_off_the_token_grid_are_refused():
     with pytest.raises(ValueError, match="multiple of 16"):
         regions.plan([Region("car", LEFT)], [4, 4], 72, 64)
@@ -67,17 +86,23 @@ def test_sizes_off_the_token_grid_are_refused():
 
 # the most a far area's latents may move, relative to the change where the region is (masks ignored: about 1). Every
 # image token reads every other one, so a change leaks a little through the image: Flux (1 + 1 blocks, 3 steps)
-# keeps it under 1e-3, Z-Image (4 layers, guidance 4) under 0.05
-LOCAL = {"flux": 0.02, "z-image": 0.1}
+# keeps it under 1e-3, Z-Image (4 layers, guidance 4) under 0.05, Klein (1 + 1 blocks, a reference picture) under 1e-3
+LOCAL = {"flux": 0.02, "z-image": 0.1, "klein": 0.02}
+KITS = {"flux": regions, "z-image": regions_zimage, "klein": regions_klein}
 
 
-@pytest.fixture(scope="module", params=["flux", "z-image"])
+@pytest.fixture(scope="module", params=["flux", "z-image", "klein"])
 def family(request):
-    """(family, pipeline): the tiny Flux.1 (guidance-distilled) or Z-Image (guidance 4: the negative picture too)."""
-    from diffusers import FluxPipeline, ZImagePipeline
+    """(family, pipeline): the tiny Flux.1 (guidance-distilled), Z-Image (guidance 4: the negative picture too) or Klein
+    (an undistilled release at guidance 4, so the negative pass runs too, seeing a reference picture: extra tokens after
+    the image's)."""
+    from diffusers import Flux2KleinPipeline, FluxPipeline, ZImagePipeline
 
     if request.param == "flux":
         pipe = FluxPipeline.from_pretrained(factory.checkpoint_folder("flux"), local_files_only=True)
+    elif request.param == "klein":
+        pipe = Flux2KleinPipeline.from_pretrained(tiny_klein.folder(), local_files_only=True)
+        pipe.register_to_config(is_distilled=False)
     else:
         pipe = ZImagePipeline.from_pretrained(tiny_zimage.folder(), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
@@ -89,10 +114,12 @@ def latents(family, region_list=()) -> np.ndarray:
     sent to the pipeline as the engine sends them (each region's text followed by the job's). Compared before the
     VAE: its decoder's group norms take statistics over the whole picture, so decoded pixels all move by ~1e-5."""
     name, pipe = family
-    kit = regions_zimage if name == "z-image" else regions
+    kit = KITS[name]
     call = {"prompt": PROMPT}
     if name == "z-image":
         call.update(negative_prompt="blurry", guidance_scale=4.0)
+    if name == "klein":
+        call.update(guidance_scale=4.0, image=[Image.fromarray(picture()[..., :3])])
     plan = None
     if region_list:
         listed = [Region(r[0], r[1], strength=r[2] if len(r) > 2 else 1.0) for r in region_list]
@@ -173,14 +200,14 @@ def job(mode: str, model: str, region_list=(), **extra) -> dict:
     return msg
 
 
-def test_welcome_offers_regions_on_flux_and_z_image(client):
+def test_welcome_offers_regions_on_flux_z_image_and_klein(client):
     caps = client.welcome.capabilities
-    assert {"flux", "flux-fill", "z-image"} <= set(caps["regions"]) and "sd3" not in caps["regions"]
-    assert all(caps["families"][f]["regions"] for f in ("flux", "flux-fill", "z-image"))
+    assert {"flux", "flux-fill", "z-image", "flux2-klein"} <= set(caps["regions"]) and "sd3" not in caps["regions"]
+    assert all(caps["families"][f]["regions"] for f in ("flux", "flux-fill", "z-image", "flux2-klein"))
     assert not caps["families"]["flux-kontext"]["regions"] and not caps["families"]["sd3"]["regions"]
 
 
-@pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-fill", "tiny-z-image"])
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-fill", "tiny-z-image", "tiny-klein"])
 def test_a_job_with_two_regions_runs_and_puts_the_processors_back(client, server, model):
     two = [(CAR, LEFT), (LAKE, RIGHT)]
     result = client.run(job("generate", model, two), timeout=300)
@@ -190,7 +217,7 @@ def test_a_job_with_two_regions_runs_and_puts_the_processors_back(client, server
     unused = [(CAR, LEFT, {"strength": 0.0}), (LAKE, np.zeros((H, W), np.uint8))]
     assert np.array_equal(pixels(client.run(job("generate", model, unused), timeout=300)), plain)
     transformer = server.server.router.engine("families").loaded.pipe.transformer
-    wrapped = (regions.MaskedAttention, regions_zimage.ZImageMaskedAttention)
+    wrapped = (regions.MaskedAttention, regions_zimage.ZImageMaskedAttention, regions_klein.KleinMaskedAttention)
     assert not any(isinstance(getattr(m, "processor", None), wrapped) for m in transformer.modules())
 
 

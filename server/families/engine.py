@@ -39,7 +39,20 @@ from ..diffusion.adapters import Adapters
 from ..diffusion.controls import control_image
 from ..models.identify import DIFFUSERS
 from ..models.registry import ModelEntry, arch_name
-from . import controlnets, klein, layered, loading, memory, preview, qwen, redux, regions, regions_zimage, specs
+from . import (
+    controlnets,
+    klein,
+    layered,
+    loading,
+    memory,
+    preview,
+    qwen,
+    redux,
+    regions,
+    regions_klein,
+    regions_zimage,
+    specs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +91,8 @@ class FamilyEngine(CheckpointEngine):
     # reference images: Flux Redux, pictures Flux.2 Klein sees, Qwen-Image-Edit Plus's extra pictures; SD3, Z-Image
     # and Chroma refuse them
     reference_families = redux.rdx.REDUX_FAMILIES + (specs.FLUX2_KLEIN, specs.qwen.QWEN_EDIT_PLUS)
-    region_families = regions.FAMILIES + regions_zimage.FAMILIES  # a prompt per area: masked joint attention
+    # a prompt per area: masked joint attention
+    region_families = regions.FAMILIES + regions_zimage.FAMILIES + regions_klein.FAMILIES
     dtype_role = devices.DIT
     memory_advice = "try a smaller selection or batch, or a quantized (fp8) file of the model"
     no_default = "no Flux, SD3, Klein, Z-Image, Chroma or Qwen-Image checkpoint is the default: name the model"
@@ -292,7 +306,7 @@ class FamilyEngine(CheckpointEngine):
         region_plan = None
         if work.regions:  # the regions' texts after the prompt's tokens, their areas as an attention mask
             ctx.check()
-            kit = regions_zimage if entry.arch in regions_zimage.FAMILIES else regions
+            kit = next(k for k in (regions, regions_zimage, regions_klein) if entry.arch in k.FAMILIES)
             texts = [(plain_prompt(t), plain_prompt(n)) for t, n in region_texts]
             call, region_plan = kit.prepare(runner, call, texts, work.regions, pw, ph)
         # 4. pass and decode: one pipeline call per seed (latents rolled between steps for a tileable job)

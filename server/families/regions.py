@@ -181,7 +181,7 @@ def applied(modules: Sequence[object], region_plan) -> Iterator[None]:
         with contextlib.ExitStack() as stack:
             for name, layer, processor in saved:
                 layer.set_processor(region_plan.wrap(name, processor))
-            for module in modules if hasattr(region_plan, "installed") else ():  # a plan's own hooks (Z-Image)
+            for module in modules if hasattr(region_plan, "installed") else ():  # a plan's own hooks (Z-Image, Klein)
                 stack.enter_context(region_plan.installed(module))
             stack.enter_context(attention_backend("native"))
             yield
