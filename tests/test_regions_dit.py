@@ -82,7 +82,7 @@ def test_sizes_off_the_token_grid_are_refused():
         regions.plan([Region("car", LEFT)], [4, 4], 72, 64)
 
 
-# --- where a region's prompt acts: the tiny Flux.1 and Z-Image pipelines ---------------------------------------------
+# --- where a region's prompt acts: the tiny Flux.1, Z-Image and Klein pipelines ---------------------------------------
 
 # the most a far area's latents may move, relative to the change where the region is (masks ignored: about 1). Every
 # image token reads every other one, so a change leaks a little through the image: Flux (1 + 1 blocks, 3 steps)
