@@ -128,7 +128,15 @@ def test_protocol_checks_mask_size_count_prompt_and_mode():
 
 
 def test_welcome_lists_the_families_with_regions(client):
-    assert client.welcome.capabilities["regions"] == ["sd15", "sdxl", "flux", "flux-fill", "z-image", "flux2-klein"]
+    assert client.welcome.capabilities["regions"] == [
+        "sd15",
+        "sdxl",
+        "flux",
+        "flux-fill",
+        "z-image",
+        "flux2-klein",
+        "qwen-image",
+    ]
 
 
 @pytest.mark.parametrize("arch", ["sd15", "sdxl"])
@@ -262,7 +270,7 @@ def test_families_without_regions_are_refused_by_name(client):
     error = err.value.error
     assert error.code == "unsupported" and error.field == "regions"
     assert "SD3" in error.message and "tiny-sd3" in error.message
-    assert "SD1.5, SDXL, Flux.1, Flux.1 Fill, Z-Image and Flux.2 Klein checkpoints" in error.message
+    assert "SD1.5, SDXL, Flux.1, Flux.1 Fill, Z-Image, Flux.2 Klein and Qwen-Image checkpoints" in error.message
     with pytest.raises(JobFailed) as err:
         client.run(
             job("inpaint", "classical", region, image=payload(picture()), mask=payload(left_half())), timeout=300

@@ -11,15 +11,16 @@ from PIL import Image
 
 import factory
 import tiny_klein
+import tiny_qwen
 import tiny_zimage
 from protocol.client import JobFailed
 from server.core import Region
-from server.families import regions, regions_klein, regions_zimage
+from server.families import regions, regions_klein, regions_qwen, regions_zimage
 from test_regions import job as sd_job, payload, picture, pixels
 
 torch.set_num_threads(2)
 
-MODELS = ("flux", "flux-fill", "sd3", "cn-flux-canny", "redux-file", "zimage", "klein")
+MODELS = ("flux", "flux-fill", "sd3", "cn-flux-canny", "redux-file", "zimage", "klein", "qwen", "qwen-controlnet")
 W = H = 64
 PROMPT = "a landscape"
 CAR, LAKE, TREE = "a bright red sports car", "a calm blue lake", "a green tree in the snow"
@@ -82,27 +83,30 @@ def test_sizes_off_the_token_grid_are_refused():
         regions.plan([Region("car", LEFT)], [4, 4], 72, 64)
 
 
-# --- where a region's prompt acts: the tiny Flux.1, Z-Image and Klein pipelines ---------------------------------------
+# --- where a region's prompt acts: the tiny Flux.1, Z-Image, Klein and Qwen pipelines----------------------------------
 
 # the most a far area's latents may move, relative to the change where the region is (masks ignored: about 1). Every
 # image token reads every other one, so a change leaks a little through the image: Flux (1 + 1 blocks, 3 steps)
-# keeps it under 1e-3, Z-Image (4 layers, guidance 4) under 0.05, Klein (1 + 1 blocks, a reference picture) under 1e-3
-LOCAL = {"flux": 0.02, "z-image": 0.1, "klein": 0.02}
-KITS = {"flux": regions, "z-image": regions_zimage, "klein": regions_klein}
+# keeps it under 1e-3, Z-Image (4 layers, guidance 4) under 0.05, Klein (1 + 1 blocks, a reference picture) and
+# Qwen-Image (true CFG 4) under 0.002 (without the mask: about 1)
+LOCAL = {"flux": 0.02, "z-image": 0.1, "klein": 0.02, "qwen": 0.02}
+KITS = {"flux": regions, "z-image": regions_zimage, "klein": regions_klein, "qwen": regions_qwen}
 
 
-@pytest.fixture(scope="module", params=["flux", "z-image", "klein"])
+@pytest.fixture(scope="module", params=["flux", "z-image", "klein", "qwen"])
 def family(request):
     """(family, pipeline): the tiny Flux.1 (guidance-distilled), Z-Image (guidance 4: the negative picture too) or Klein
     (an undistilled release at guidance 4, so the negative pass runs too, seeing a reference picture: extra tokens after
-    the image's)."""
-    from diffusers import Flux2KleinPipeline, FluxPipeline, ZImagePipeline
+    the image's) or Qwen-Image (true CFG 4: a negative prompt per region)."""
+    from diffusers import Flux2KleinPipeline, FluxPipeline, QwenImagePipeline, ZImagePipeline
 
     if request.param == "flux":
         pipe = FluxPipeline.from_pretrained(factory.checkpoint_folder("flux"), local_files_only=True)
     elif request.param == "klein":
         pipe = Flux2KleinPipeline.from_pretrained(tiny_klein.folder(), local_files_only=True)
         pipe.register_to_config(is_distilled=False)
+    elif request.param == "qwen":
+        pipe = QwenImagePipeline.from_pretrained(tiny_qwen.checkpoint_folder("qwen"), local_files_only=True)
     else:
         pipe = ZImagePipeline.from_pretrained(tiny_zimage.folder(), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
@@ -120,6 +124,8 @@ def latents(family, region_list=()) -> np.ndarray:
         call.update(negative_prompt="blurry", guidance_scale=4.0)
     if name == "klein":
         call.update(guidance_scale=4.0, image=[Image.fromarray(picture()[..., :3])])
+    if name == "qwen":
+        call.update(negative_prompt="blurry", true_cfg_scale=4.0)
     plan = None
     if region_list:
         listed = [Region(r[0], r[1], strength=r[2] if len(r) > 2 else 1.0) for r in region_list]
@@ -135,6 +141,8 @@ def latents(family, region_list=()) -> np.ndarray:
         ).images
         if name == "flux":
             out = pipe._unpack_latents(out, H, W, pipe.vae_scale_factor)
+        if name == "qwen":
+            out = pipe._unpack_latents(out, H, W, pipe.vae_scale_factor)[:, :, 0]
     return out[0].permute(1, 2, 0).double().numpy()
 
 
@@ -200,14 +208,15 @@ def job(mode: str, model: str, region_list=(), **extra) -> dict:
     return msg
 
 
-def test_welcome_offers_regions_on_flux_z_image_and_klein(client):
+def test_welcome_offers_regions_on_flux_z_image_klein_and_qwen_image(client):
     caps = client.welcome.capabilities
-    assert {"flux", "flux-fill", "z-image", "flux2-klein"} <= set(caps["regions"]) and "sd3" not in caps["regions"]
-    assert all(caps["families"][f]["regions"] for f in ("flux", "flux-fill", "z-image", "flux2-klein"))
+    takes = ("flux", "flux-fill", "z-image", "flux2-klein", "qwen-image")
+    assert set(takes) <= set(caps["regions"]) and "sd3" not in caps["regions"]
+    assert all(caps["families"][f]["regions"] for f in takes)
     assert not caps["families"]["flux-kontext"]["regions"] and not caps["families"]["sd3"]["regions"]
 
 
-@pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-fill", "tiny-z-image", "tiny-klein"])
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-fill", "tiny-z-image", "tiny-klein", "tiny-qwen"])
 def test_a_job_with_two_regions_runs_and_puts_the_processors_back(client, server, model):
     two = [(CAR, LEFT), (LAKE, RIGHT)]
     result = client.run(job("generate", model, two), timeout=300)
@@ -217,7 +226,12 @@ def test_a_job_with_two_regions_runs_and_puts_the_processors_back(client, server
     unused = [(CAR, LEFT, {"strength": 0.0}), (LAKE, np.zeros((H, W), np.uint8))]
     assert np.array_equal(pixels(client.run(job("generate", model, unused), timeout=300)), plain)
     transformer = server.server.router.engine("families").loaded.pipe.transformer
-    wrapped = (regions.MaskedAttention, regions_zimage.ZImageMaskedAttention, regions_klein.KleinMaskedAttention)
+    wrapped = (
+        regions.MaskedAttention,
+        regions_zimage.ZImageMaskedAttention,
+        regions_klein.KleinMaskedAttention,
+        regions_qwen.QwenMaskedAttention,
+    )
     assert not any(isinstance(getattr(m, "processor", None), wrapped) for m in transformer.modules())
 
 
@@ -249,6 +263,16 @@ def test_regions_with_a_controlnet_or_a_redux_reference(client):
     with_reference["references"] = [{"type": "content", "image": payload(picture())}]
     info = client.run(with_reference, timeout=300).layers[0].info
     assert info["regions"] == 1 and info["references"]
+
+
+def test_regions_with_qwen_image_s_union_controlnet(client):
+    """The ControlNet's own joint attention reads the same text: its layers get the regions' mask too."""
+    control = np.zeros((H, W, 4), np.uint8)
+    control[..., 3], control[::8, :, :3] = 255, 255
+    msg = job("generate", "tiny-qwen", [(CAR, LEFT), (LAKE, RIGHT)])
+    msg["controls"] = [{"type": "canny", "image": payload(control), "model": "tiny-qwen-controlnet-union"}]
+    info = client.run(msg, timeout=300).layers[0].info
+    assert info["regions"] == 2 and info["controlnet"]["name"] == "tiny-qwen-controlnet-union"
 
 
 def test_families_without_regions_are_still_refused_by_name(client):

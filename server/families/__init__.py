@@ -12,7 +12,7 @@ separate files, flow-matching schedulers, packed latents. Modules, one job each:
 - ``controlnets``: which Flux/SD3 ControlNet a control layer uses, its config from a single file's shapes, loading.
 - ``memory``: where the weights live (GPU, fp8 storage, model or sequential offload) and the CPU dtype, from numbers.
 - ``preview``: progress previews from a latents → RGB map fitted to the checkpoint's VAE.
-- ``regions``: a prompt per area on Flux.1, through a mask on the transformer's joint attention; ``regions_zimage``
-  and ``regions_klein``: the same on Z-Image and Flux.2 Klein.
+- ``regions``: a prompt per area on Flux.1, through a mask on the transformer's joint attention; ``regions_zimage``,
+  ``regions_klein`` and ``regions_qwen``: the same on Z-Image, Flux.2 Klein and Qwen-Image.
 - ``engine``: ``FamilyEngine``, the peer of the SD1.5/SDXL engine the router picks for these families.
 """

@@ -50,6 +50,7 @@ from . import (
     redux,
     regions,
     regions_klein,
+    regions_qwen,
     regions_zimage,
     specs,
 )
@@ -92,7 +93,7 @@ class FamilyEngine(CheckpointEngine):
     # and Chroma refuse them
     reference_families = redux.rdx.REDUX_FAMILIES + (specs.FLUX2_KLEIN, specs.qwen.QWEN_EDIT_PLUS)
     # a prompt per area: masked joint attention
-    region_families = regions.FAMILIES + regions_zimage.FAMILIES + regions_klein.FAMILIES
+    region_families = regions.FAMILIES + regions_zimage.FAMILIES + regions_klein.FAMILIES + regions_qwen.FAMILIES
     dtype_role = devices.DIT
     memory_advice = "try a smaller selection or batch, or a quantized (fp8) file of the model"
     no_default = "no Flux, SD3, Klein, Z-Image, Chroma or Qwen-Image checkpoint is the default: name the model"
@@ -306,7 +307,7 @@ class FamilyEngine(CheckpointEngine):
         region_plan = None
         if work.regions:  # the regions' texts after the prompt's tokens, their areas as an attention mask
             ctx.check()
-            kit = next(k for k in (regions, regions_zimage, regions_klein) if entry.arch in k.FAMILIES)
+            kit = next(k for k in (regions, regions_zimage, regions_klein, regions_qwen) if entry.arch in k.FAMILIES)
             texts = [(plain_prompt(t), plain_prompt(n)) for t, n in region_texts]
             call, region_plan = kit.prepare(runner, call, texts, work.regions, pw, ph)
         # 4. pass and decode: one pipeline call per seed (latents rolled between steps for a tileable job)

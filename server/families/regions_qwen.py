@@ -1,0 +1,161 @@
+"""Regions on Qwen-Image: the masked joint attention of ``regions`` in Qwen-Image's layout.
+
+Qwen-Image's transformer runs every block's joint attention on [text | image]: the text is Qwen2.5-VL's hidden states
+of the prompt's real tokens (a key mask hides padding), the image its 16 px latent tokens. Text token j has rotary
+position m + j on every axis, where m is half the image's longer side in tokens (so the text's positions depend on the
+image size); true CFG runs the negative prompt in a second transformer call.
+
+1. ``prepare``: the job's prompt and each region's text (the region's prompt followed by the job's) are encoded
+   separately by the pipeline's ``encode_prompt``, and so are the negative prompts (the job's, then each region's
+   followed by the job's). Group g's prompt and negative are padded to the same length (the key mask hides the
+   padding), so both calls share one layout: [job | region 1 | ...].
+2. ``QwenPlan``: every attention layer runs its own processor with ``regions.joint_mask`` (and the call's key mask) in
+   place of the key mask alone, and the text's rotary factors restarted per group (group g's token j at m + j, as
+   the only prompt). Qwen's processor builds its mask from the key mask itself, so the joint mask reaches torch's
+   ``scaled_dot_product_attention`` through a function mode around the processor (on diffusers' native backend).
+
+A region at strength 0 (or without pixels) gets weight 0 everywhere: nothing reads its text, and the picture equals
+the job without it up to rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from ..core import Region
+from ..models import qwen as qwen_models
+from . import regions
+
+FAMILIES = (qwen_models.QWEN,)
+
+
+@dataclass
+class QwenPlan:
+    """The token layout of one job: ``lengths`` of the (padded) text groups, the job's prompt first, and their
+    ``weights`` per image token (as ``regions.token_weights``)."""
+
+    lengths: List[int]
+    weights: np.ndarray
+    _masks: Dict[tuple, object] = field(default_factory=dict)
+
+    @property
+    def text_tokens(self) -> int:
+        return sum(self.lengths)
+
+    def wrap(self, name: str, processor):
+        """The processor the attention layer ``name`` runs for the job."""
+        return QwenMaskedAttention(processor, self)
+
+    def mask(self, key_mask, like):
+        """The additive mask ``[batch, 1, S, S]`` over [text | image] in ``like``'s dtype and device, with the call's
+        text ``key_mask`` (``[batch, text]``, True = a real token; None: all are)."""
+        import torch
+
+        key = (str(like.device), like.dtype)
+        if key not in self._masks:
+            group = torch.repeat_interleave(torch.arange(len(self.lengths)), torch.tensor(self.lengths))
+            self._masks[key] = regions.joint_mask(group, self.weights, like)[None, None]
+        joint = self._masks[key]
+        if key_mask is None:
+            return joint
+        hidden = ~key_mask.to(device=like.device, dtype=torch.bool)  # [batch, text]
+        hidden = torch.cat([hidden, hidden.new_zeros(hidden.shape[0], self.weights.shape[1])], dim=1)
+        return joint.masked_fill(hidden[:, None, None, :], float("-inf"))
+
+    def text_freqs(self, freqs):
+        """The text's rotary factors restarted per group: group g's token j gets the call's factor of token j."""
+        import torch
+
+        return torch.cat([freqs[:n] for n in self.lengths])
+
+
+class _MaskedSDPA:
+    """Within the block, torch's ``scaled_dot_product_attention`` runs with ``mask``; counts its calls."""
+
+    def __init__(self, mask) -> None:
+        self.mask, self.calls = mask, 0
+
+    def __enter__(self):
+        import torch
+        from torch.overrides import TorchFunctionMode
+
+        outer = self
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                kwargs = dict(kwargs or {})
+                if func is torch.nn.functional.scaled_dot_product_attention:
+                    outer.calls += 1
+                    kwargs["attn_mask"] = outer.mask
+                return func(*args, **kwargs)
+
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+
+
+class QwenMaskedAttention:
+    """A Qwen-Image attention processor run with the regions' mask and text positions."""
+
+    def __init__(self, inner, plan: QwenPlan) -> None:
+        self.inner, self.plan = inner, plan
+
+    def __call__(
+        self,
+        attn,
+        hidden_states,
+        encoder_hidden_states=None,
+        encoder_hidden_states_mask=None,
+        attention_mask=None,
+        image_rotary_emb=None,
+    ):
+        text, image = int(encoder_hidden_states.shape[1]), int(hidden_states.shape[1])
+        if text != self.plan.text_tokens or image != self.plan.weights.shape[1]:
+            raise RuntimeError(
+                f"a Qwen-Image attention layer over {text} text + {image} image tokens; the regions planned "
+                f"{self.plan.text_tokens} + {self.plan.weights.shape[1]}"
+            )
+        if image_rotary_emb is not None:
+            image_rotary_emb = (image_rotary_emb[0], self.plan.text_freqs(image_rotary_emb[1]))
+        with _MaskedSDPA(self.plan.mask(encoder_hidden_states_mask, hidden_states)) as sdpa:
+            out = self.inner(attn, hidden_states, encoder_hidden_states, None, attention_mask, image_rotary_emb)
+        if sdpa.calls != 1:
+            raise RuntimeError(f"regions expect one torch attention call per Qwen-Image layer, not {sdpa.calls}")
+        return out
+
+
+def prepare(
+    runner, call: dict, texts: Sequence[Tuple[str, str]], region_list: Sequence[Region], width: int, height: int
+) -> Tuple[dict, QwenPlan]:
+    """``call`` with the job's and the regions' prompts and negative prompts (``(text, negative)`` each) in place of
+    its own, and the plan."""
+    import torch
+
+    device = runner._execution_device
+    guided = call.get("negative_prompt") is not None and float(call.get("true_cfg_scale") or 0) > 1
+
+    def encode(prompt: str):
+        embeds, mask = runner.encode_prompt(prompt=prompt, device=device)
+        return embeds[0] if mask is None else embeds[0][mask[0].bool()]
+
+    with torch.inference_mode():
+        positive = [encode(p) for p in [call["prompt"], *(t for t, _ in texts)]]
+        negative = [encode(n) for n in [call["negative_prompt"], *(n for _, n in texts)]] if guided else []
+    lengths = [max(len(p), len(n)) for p, n in zip(positive, negative or positive)]
+
+    def joined(parts):
+        embeds = torch.cat([torch.cat([p, p.new_zeros(n - len(p), p.shape[1])]) for p, n in zip(parts, lengths)])
+        mask = torch.cat([torch.arange(n) < len(p) for p, n in zip(parts, lengths)]).to(embeds.device)
+        return embeds[None], mask[None]
+
+    out = {k: v for k, v in call.items() if k not in ("prompt", "negative_prompt")}
+    out["prompt_embeds"], out["prompt_embeds_mask"] = joined(positive)
+    if guided:
+        out["negative_prompt_embeds"], out["negative_prompt_embeds_mask"] = joined(negative)
+    return out, QwenPlan(lengths, regions.token_weights(region_list, width, height))
