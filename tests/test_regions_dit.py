@@ -197,6 +197,26 @@ def test_the_transformer_gets_its_own_processors_back(flux):
     assert dict(flux.transformer.attn_processors) == before
 
 
+@pytest.mark.parametrize("name", ["klein", "qwen"])
+def test_a_klein_or_qwen_call_off_the_plan_is_refused_and_the_processors_come_back(name):
+    """The prompt's tokens are not the planned ones (Klein: neither the regions' text nor the job's prompt alone)."""
+    from diffusers import Flux2KleinPipeline, QwenImagePipeline
+
+    weights = regions.token_weights([Region(CAR, LEFT)], W, H)
+    if name == "klein":
+        pipe = Flux2KleinPipeline.from_pretrained(tiny_klein.folder(), local_files_only=True)
+        plan, match = regions_klein.KleinPlan([7, 7], weights), "a Klein call over 512 text tokens"
+    else:
+        pipe = QwenImagePipeline.from_pretrained(tiny_qwen.checkpoint_folder("qwen"), local_files_only=True)
+        plan, match = regions_qwen.QwenPlan([1, 1], weights), "the regions planned 2 "
+    before = dict(pipe.transformer.attn_processors)
+    with pytest.raises(RuntimeError, match=match):
+        with torch.inference_mode(), regions.applied([pipe.transformer], plan):
+            pipe(prompt=PROMPT, height=H, width=W, num_inference_steps=1)
+    assert dict(pipe.transformer.attn_processors) == before
+    assert not pipe.transformer._forward_pre_hooks
+
+
 # --- through the server ----------------------------------------------------------------------------------------------
 
 
