@@ -159,8 +159,9 @@ def offers(welcome: "protocol.Welcome", model: str = "") -> Offers:
     arch = str((entry or {}).get("arch") or "")
     table = families.get(arch)
     name = str((entry or {}).get("name") or model)
-    if not isinstance(table, Mapping):
-        return Offers(model=name, family=arch, **everything)
+    if not isinstance(table, Mapping):  # a server that does not describe the family: a known model's own LoRAs
+        loras = family_loras(caps, models, arch) if arch else everything["loras"]
+        return Offers(model=name, family=arch, **{**everything, "loras": loras})
     modes = tuple(m for m in all_modes if m in (table.get("modes") or ()) or m in independent)
     sampling = tuple(table.get("sampling") or ())
     techniques = tuple(table.get("techniques") or ())

@@ -266,7 +266,11 @@ class Region(WireModel):
         formats=(GRAY8,),
         doc="the job's size (the context box): 255 = the region, soft values blend with the job's prompt",
     )
-    negative_prompt: str = wire("", max_length=MAX_PROMPT_LENGTH, doc="added to the job's negative prompt there")
+    negative_prompt: str = wire(
+        "",
+        max_length=MAX_PROMPT_LENGTH,
+        doc="added to the job's negative prompt there (families that take a negative prompt)",
+    )
     strength: float = wire(
         1.0, minimum=0.0, maximum=1.0, doc="how much of the area follows the region's prompt; 0 = none"
     )

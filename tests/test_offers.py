@@ -230,7 +230,10 @@ def test_a_server_without_lora_families_gets_the_models_own_family():
         return offers(welcome, "chroma-hd").loras
 
     assert loras(older) == ("own",) and loras(newer) == ("ink",)
-    assert loras({"modes": ["generate"]}) == ("ink", "own"), "no families at all: everything, the server decides"
+    # no families at all (a server from before families were described): still the model's own family, as it refuses
+    assert loras({"modes": ["generate"]}) == ("own",)
+    unlisted = protocol.Welcome(protocol="1.0", server_version="1", capabilities={}, models=tuple(listing))
+    assert offers(unlisted, "a model it does not list").loras == ("ink", "own"), "an unknown model: the server decides"
 
 
 def test_the_editors_lora_lists_follow_the_server(session):
