@@ -11,7 +11,9 @@ within about 6 % of a PNG file, without writing or parsing PNG in pure Python. S
 read and write it. The history is
 bounded by the bytes it stores (``limit_bytes``, from ``Settings.history_limit_mb``): the oldest entries go first.
 
-Apply again: ``Entry.layers`` are result layers as ``client.results`` places them (``box_of``, ``pixels_in``, names).
+Apply again: ``Entry.layers`` are result layers as ``client.results`` places them (``box_of``, ``pixels_in``, names);
+``Entry.applied`` says which of them applying again inserts: a layer of a group (a decomposition into layers) brings
+its whole group, which each editor recreates from ``client.results.groups`` as it did the first time.
 Reuse settings: ``Entry.reuse_settings`` gives the job's ``Settings`` with the result's seed.
 """
 
@@ -102,6 +104,7 @@ class StoredLayer:
     info: Dict[str, Any] = field(default_factory=dict)
     thumb: Tuple[int, int, bytes] = (0, 0, b"")  # (w, h, zlib-compressed rgba8)
     part: str = field(default="a stored history layer", compare=False, repr=False)  # how errors name it
+    group: str = ""  # the layer group it arrived in (a decomposition's layers), "" for none
 
     @property
     def data(self) -> bytes:
@@ -147,6 +150,7 @@ class StoredLayer:
             "format": self.format,
             "info": self.info,
             "thumb": list(self.thumb[:2]),
+            **({"group": self.group} if self.group else {}),
         }
 
 
@@ -177,6 +181,15 @@ class Entry:
         if not 0 <= layer < len(self.layers):
             return 0, 0, b""
         return self.layers[layer].thumbnail_rgba()
+
+    def applied(self, layer: int = -1) -> List[StoredLayer]:
+        """The layers applying layer ``layer`` again inserts (-1: every layer), in the entry's order: a layer of a group
+        brings its whole group (``client.results.groups`` of them is what the editor recreates); ``IndexError``
+        when there is no such layer."""
+        if layer < 0:
+            return list(self.layers)
+        chosen = self.layers[layer]
+        return [l for l in self.layers if l is chosen or (chosen.group and l.group == chosen.group)]
 
     def title(self) -> str:
         """A short line for a list: time, mode, prompt."""
@@ -259,6 +272,7 @@ class Entry:
                         dict(m.get("info") or {}),
                         (int(w), int(h), parts.get(f"thumb/{i}", b"")),
                         f"result {i + 1} of {label}",
+                        str(m.get("group") or ""),
                     )
                 )
             entry = cls(
@@ -289,7 +303,7 @@ def entry_from_result(
     settings: Settings, layers: Sequence[Any], names: Sequence[str], params: Dict[str, Any], now: Optional[float] = None
 ) -> Entry:
     """A history entry for a job's result layers (``protocol`` result layers, or anything with ``x, y, width,
-    height, seed, format, data, info``) named ``names``."""
+    height, seed, format, data, info`` and optionally ``group``) named ``names``."""
     stored = []
     for layer, name in zip(layers, names):
         fmt = str(layer.format)
@@ -310,6 +324,7 @@ def entry_from_result(
                 encode_pixels(data, int(layer.width), 4),
                 dict(getattr(layer, "info", None) or {}),
                 (tw, th, zlib.compress(small, LEVEL)),
+                group=str(getattr(layer, "group", None) or ""),
             )
         )
     s = settings.to_dict()

@@ -88,11 +88,12 @@ def pick(kept: ch.DocumentHistory, index: int, search: str = "") -> ch.Entry:
 
 
 def apply_again(image, drawable, entry: ch.Entry, layer: int = -1):
-    """Insert the entry's layers (or only layer ``layer``) again; returns the new image of an upscale into a new
-    image, else None."""
+    """Insert the entry's layers (or only layer ``layer``; a layer of a decomposition brings its whole layer group,
+    ``Entry.applied``) again, a group's layers into a new layer group as the first time; returns the new image of an
+    upscale into a new image, else None."""
     if layer >= len(entry.layers):
         raise JobInputError(f"The entry has {len(entry.layers)} layer(s); there is no layer {layer}")
-    chosen = entry.layers if layer < 0 else [entry.layers[layer]]
+    chosen = entry.applied(layer)
     names = [stored.name for stored in chosen]
     if entry.mode == "upscale":  # as Krita does: the upscaled image opens as a new image
         return host.new_image_with(image, chosen, names)

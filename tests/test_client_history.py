@@ -115,6 +115,38 @@ def test_apply_again_places_the_same_pixels_through_client_results():
     assert cres.layer_names("inpaint", "a cat", [stored]) == ["a cat (seed 7)"]
 
 
+def decomposition(count: int = 3, group: str = "a house (seed 9)"):
+    """A decomposition's result: ``count`` RGBA layers of one group, bottom first, each with its own alpha."""
+    layers = []
+    for i in range(count):
+        data = bytearray(os.urandom(24 * 16 * 4))
+        data[3::4] = bytes((x * 11 + i * 40) % 256 for x in range(24 * 16))
+        names = {0: "Layer 1 (bottom)", count - 1: f"Layer {count} (top)"}
+        name = names.get(i, f"Layer {i + 1}")
+        layers.append(ResultLayer(name, 8, 4, 24, 16, RGBA8, bytes(data), 9, {"engine": "diffusers"}, group=group))
+    return layers
+
+
+def test_a_decomposition_applies_again_as_its_whole_group_in_order_with_alpha():
+    layers = decomposition() + [layer(name="loose")]
+    entry = ch.Entry.from_bytes(
+        ch.entry_from_result(job(mode="decompose"), layers, [l.name for l in layers], {}).to_bytes()
+    )
+    for pick in (0, 1, 2, -1):  # any layer of the group brings the group back, bottom first
+        chosen = entry.applied(pick)
+        assert cres.groups(chosen)[0] == cres.Group("a house (seed 9)", (0, 1, 2))
+        assert [s.name for s in chosen[:3]] == ["Layer 1 (bottom)", "Layer 2", "Layer 3 (top)"]
+        assert [cres.pixels_in(s, RGBA8) for s in chosen[:3]] == [l.data for l in layers[:3]]  # alpha kept
+    assert [s.name for s in entry.applied(3)] == ["loose"] and cres.groups(entry.applied(3)) == []
+    assert len(entry.applied(-1)) == 4
+    with pytest.raises(IndexError):
+        entry.applied(4)
+    # an entry kept before groups were kept reads as before: each layer on its own
+    old = ch.entry_from_result(job(mode="decompose"), [layer(), layer()], ["a", "b"], {})
+    assert [s.group for s in ch.Entry.from_bytes(old.to_bytes()).layers] == ["", ""]
+    assert [s.name for s in old.applied(1)] == ["b"]
+
+
 def test_the_byte_bound_drops_the_oldest_entries_first():
     entries = [ch.entry_from_result(job(prompt=f"n{i}"), [layer()], ["x"], {}) for i in range(5)]
     one = entries[0].stored_bytes

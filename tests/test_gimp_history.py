@@ -9,6 +9,7 @@ import pytest
 
 from client.settings import Settings
 from gimp_plugin import arguments, values
+from test_gimp_host import trixie_root  # noqa: F401 - the real GIMP's root folder, a fixture
 
 
 @pytest.mark.parametrize("spec", [s for s in arguments.PROCEDURES if not s.live], ids=lambda s: s.mode)
@@ -150,3 +151,14 @@ def test_reuse_of_settings_kept_before_control_slots_were_kept_leaves_them_off()
     out = values.values_from_settings(spec, Settings.from_dict(older))
     assert all(out[f"{arguments.control_prefix(i)}-layer"] is None for i in range(1, 9))
     assert out["prompt"] == "x"
+
+
+@pytest.mark.host
+def test_a_decomposition_applies_again_from_the_history_as_its_layer_group(trixie_root):
+    """In a real GIMP 3: a decomposition kept in the image's history comes back, through the History procedure, as
+    its layer group (each layer named, in order, with its alpha), not as one flattened layer."""
+    from hosts.gimp import gimp_profile, run_checks
+
+    name = "a_decomposition_in_the_history_applies_again_as_its_layer_group"
+    with gimp_profile() as prof:
+        run_checks(prof, [(name, {"plugin_dir": prof.inner(prof.plugin_dir)})], timeout=300).assert_ok(name)

@@ -18,7 +18,7 @@ from client import docdata, history as ch  # noqa: E402
 from client.server import LocalServer  # noqa: E402
 from krita_memory_host import MemoryDocument, MemoryHost, MemoryStore, UiLoop  # noqa: E402
 from krita_plugin.paintbridge.session import Session  # noqa: E402
-from protocol import Box  # noqa: E402
+from protocol import BGRA8, RGBA8, Box, convert_pixels  # noqa: E402
 
 
 def bgra(w: int, h: int) -> bytes:
@@ -202,4 +202,32 @@ def test_reuse_settings_puts_the_jobs_control_layers_back_in_the_panel(server_ur
     session.add_control("sketch-id", "lineart")
     session.history.reuse_settings(by_prompt["before controls were kept"].id)
     assert session.control_settings() == kept + (ControlSetting("sketch-id", "lineart"),)  # left as they were
+    session.shutdown()
+
+
+def test_apply_again_on_a_decomposition_brings_its_layer_group_back_in_order_with_alpha(server_url):
+    """A decomposition's entry (its layers kept with their group) applied again from the panel: one new layer group
+    of the same name holding every layer of the result, named, bottom first, with its alpha; the painter's layers
+    and the canvas are left alone."""
+    from client.settings import Settings
+    from test_client_history import decomposition
+
+    doc = MemoryDocument(64, 48, bgra(64, 48), None)
+    host, ui = MemoryHost(doc), UiLoop()
+    layers = decomposition()
+    kept = ch.DocumentHistory(
+        lambda: host.load_document_data(doc, ch.KEY), lambda data: host.save_document_data(doc, ch.KEY, data)
+    )
+    entry = kept.record(Settings(mode="decompose", prompt="a house"), layers, [l.name for l in layers], {})
+    session = new_session(server_url, host, ui)
+    session.history.show_active()
+    session.history.apply_again(entry.id, 1)  # the middle layer: its group comes back whole
+    assert not session.message_is_error and "'a house (seed 9)' (3 layers)" in session.message, session.message
+    assert doc.layers == [] and doc.image == bgra(64, 48)
+    ((group, members),) = doc.groups
+    assert group == "a house (seed 9)"
+    assert [name for name, _image in members] == ["Layer 1 (bottom)", "Layer 2", "Layer 3 (top)"]
+    for (_name, image), original in zip(members, layers):
+        assert (image.box.x, image.box.y, image.box.width, image.box.height) == (8, 4, 24, 16)
+        assert image.data == convert_pixels(original.data, RGBA8, BGRA8)  # alpha and colour as they arrived
     session.shutdown()

@@ -3,7 +3,7 @@
 Every finished job's results (applied or not; live frames and control images excepted) are kept in their document by
 ``client.history`` through the door's ``load_document_data``/``save_document_data`` (annotation ``paintbridge/history``,
 saved in the ``.kra``). The panel lists the active document's entries; "apply again" inserts an entry's layer as a
-new layer (an upscale opens a new document, as the first time), "reuse settings" puts the job's settings (with that
+new layer (an upscale opens a new document, a decomposition's layer group comes back whole, as the first time), "reuse settings" puts the job's settings (with that
 result's seed) back into the panel, "delete" forgets an entry. A search (``set_query``, ``client.history_search``)
 narrows the listed entries by prompt, model, seed, mode or date.
 """
@@ -167,24 +167,34 @@ class ResultsHistory:
 
     @guarded
     def apply_again(self, entry_id: str, layer: int = 0) -> None:
-        """Insert layer ``layer`` of an entry into the active document as a new layer, where it was first placed."""
+        """Insert layer ``layer`` of an entry into the active document as a new layer, where it was first placed; a
+        layer of a decomposition brings its whole layer group back, as the first time (``Entry.applied``)."""
         doc = self._active()
         entry = self._entry(entry_id)
         if not 0 <= layer < len(entry.layers):
             raise client.errors.JobInputError(f"That entry has {len(entry.layers)} layer(s), not {layer + 1}.")
-        stored = entry.layers[layer]
-        image = ResultImage(
-            client.results.box_of(stored), client.results.pixels_in(stored, protocol.BGRA8), stored.seed, stored.name
-        )
+        chosen = entry.applied(layer)
+        images = [
+            ResultImage(client.results.box_of(s), client.results.pixels_in(s, protocol.BGRA8), s.seed, s.name)
+            for s in chosen
+        ]
         ses = self.session
         if ses.result_job is not None and ses.result_job.doc == doc:
             ses.discard()  # the pending results are in the history too; their preview layer goes
+        groups = client.results.groups(chosen)
         if entry.mode == "upscale":
+            image = images[0]
             self.host.open_as_new_document(image, f"Upscaled {image.box.width}x{image.box.height}", doc)
             ses.show_message("Opened the upscaled image from the history as a new document.")
+        elif groups:
+            above = self.host.active_layer_id(doc)
+            for group in groups:
+                self.host.apply_group(doc, group.name, [images[i] for i in group.members], above)
+            count = sum(len(g.members) for g in groups)
+            ses.show_message(f"Applied the group '{groups[0].name}' ({count} layers) from the history.")
         else:
-            self.host.apply_result(doc, image, self.host.active_layer_id(doc))
-            ses.show_message(f"Applied '{stored.name}' from the history as a new layer.")
+            self.host.apply_result(doc, images[0], self.host.active_layer_id(doc))
+            ses.show_message(f"Applied '{images[0].name}' from the history as a new layer.")
 
     @guarded
     def reuse_settings(self, entry_id: str, layer: int = 0) -> None:

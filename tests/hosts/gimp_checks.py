@@ -2059,3 +2059,48 @@ def gui_live_inpaint_on_default_settings(P):
     )
     check(status == "cancel", "the dialog was cancelled: %r" % status)
     marker(P, "verified")
+
+
+def a_decomposition_in_the_history_applies_again_as_its_layer_group(P):
+    """A decomposition's entry in the image's history (kept as the plug-in keeps a result: ``gimp_plugin.history``),
+    applied again through the History procedure, picking its middle layer: one new layer group of the same name above
+    the active layer, holding every layer of the result named as it arrived, the bottom one last in GIMP's list, each
+    with its own alpha; the painter's layer is untouched."""
+    use_plugin(P)
+    from types import SimpleNamespace
+
+    from client.settings import Settings
+    from gimp_plugin import history
+
+    img, (layer,) = make_image(96, 64)
+    user = read(layer, 0, 0, 96, 64)
+    names = ["Layer 1 (bottom)", "Layer 2", "Layer 3 (top)"]
+    layers = []
+    for i in range(len(names)):  # each layer its own colours and alpha (never 0: no colour is lost under it)
+        rgba = bytes(
+            v
+            for n in range(48 * 40)
+            for v in ((n * 5 + i * 40) % 256, (n * 3) % 256, n % 256, (n * 11 + i * 60) % 255 + 1)
+        )
+        layers.append(
+            SimpleNamespace(x=16, y=8, width=48, height=40, seed=9, format="rgba8", data=rgba, info={}, group="a house")
+        )
+    note = history.record(img, Settings(mode="decompose", prompt="a house"), layers, names, {})
+    check(note == "", "the decomposition is kept in the image's history: %r" % note)
+    old = img.get_layers()
+    expect_ok("plug-in-paintbridge-history", img, [layer], action="apply", index=0, layer=1)
+    added = new_layers(img, old)
+    check(len(added) == 1 and added[0].is_group(), "one new layer group: %r" % layer_summary(img))
+    group = added[0]
+    check(group.get_name() == "a house", "the group's name: %r" % group.get_name())
+    check(
+        img.get_item_position(group) == img.get_item_position(layer) - 1,
+        "the group lies right above the active layer: %r" % layer_summary(img),
+    )
+    children = group.get_children()  # top first, as GIMP lists a stack
+    check([c.get_name() for c in children] == names[::-1], "the layers, bottom one last: %r" % children)
+    for child, original in zip(children, layers[::-1]):
+        check(tuple(child.get_offsets()[1:]) == (16, 8) and child.has_alpha(), "placed as made, with alpha")
+        check(read(child, 16, 8, 48, 40) == original.data, "%s has the kept pixels and alpha" % child.get_name())
+    check(read(layer, 0, 0, 96, 64) == user, "the user's layer is untouched")
+    img.delete()
