@@ -144,6 +144,29 @@ def empty_cache(device) -> None:
         torch.mps.empty_cache()
 
 
+def available_bytes(device, meminfo: str = "/proc/meminfo") -> int:
+    """Memory a new tensor on ``device`` may take now, in bytes: on a CUDA GPU its free memory plus what torch's
+    caching allocator holds unused; elsewhere the RAM the kernel reports available (``MemAvailable`` of
+    ``meminfo``), or all of the RAM where that cannot be read (0 where neither can)."""
+    import torch
+
+    kind = getattr(device, "type", str(device).split(":")[0])
+    if kind == "cuda" and torch.cuda.is_available():
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    try:
+        with open(meminfo, encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
 def is_out_of_memory(err: BaseException) -> bool:
     """Whether ``err`` says the device or the CPU allocator ran out of memory."""
     if isinstance(err, MemoryError):

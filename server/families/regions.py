@@ -22,6 +22,13 @@ the transformer's joint attention (Z-Image's variant of the same: ``regions_zima
 
 A region at strength 0 (or without pixels) gets weight 0 everywhere: nothing reads its text, and the picture equals
 the job without it up to rounding.
+
+The mask is the full square of the joint sequence (torch's attention takes no other form of an arbitrary additive
+mask): 16 regions at 1024² px on Flux are 8,704 text + 4,096 image tokens, 330 MB in bf16, and it grows with the
+square of the picture. So before the job runs its first step, ``check_memory`` sets what the plan's masks will hold
+(``mask_elements``: the masks it keeps and the copies an attention call makes of them) against the memory the device
+has available now (``device.available_bytes``), and a job whose masks would take more than ``MASK_SHARE`` of it is
+refused naming its regions, the mask's size and the picture size that would fit.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
+from protocol.errors import OUT_OF_MEMORY, ProtocolError
+
 from ..core import Region
 from ..diffusion import regions as sd_regions
 from . import specs
@@ -39,6 +48,8 @@ from . import specs
 FAMILIES = (specs.FLUX, specs.FLUX_FILL)  # Flux.1 families whose jobs take regions (Z-Image: ``regions_zimage``)
 TOKEN_PX = 16  # pixels per Flux image token: VAE factor 8 x 2 x 2 packing
 MAX_SEQUENCE = 512  # T5 tokens per text, as the Flux pipelines encode a prompt by default
+MASK_SHARE = 0.5  # the regions' masks may take this share of the memory available when the job starts
+FLUX_MASK_COPIES = 2  # the mask kept, and the aligned copy torch's memory-efficient attention may make of it
 
 
 @dataclass
@@ -73,6 +84,13 @@ class RegionPlan:
         """The processor the attention module ``name`` runs for the job."""
         return MaskedAttention(processor, self)
 
+    def mask_elements(self) -> int:
+        """Elements the job's masks hold at once (``check_memory``)."""
+        return FLUX_MASK_COPIES * self.sequence**2
+
+    def check_memory(self, element_bytes: int, available: int, regions: int) -> None:
+        check_memory(self.mask_elements(), element_bytes, available, regions, self.text_tokens, self.weights.shape[1])
+
 
 def token_weights(regions: Sequence[Region], width: int, height: int) -> np.ndarray:
     """Each text group's weight per image token (the job's prompt, then each region: ``[groups, tokens]``, row-major
@@ -83,6 +101,35 @@ def token_weights(regions: Sequence[Region], width: int, height: int) -> np.ndar
         )
     weights = sd_regions.weights(regions, width // TOKEN_PX, height // TOKEN_PX)
     return weights.reshape(weights.shape[0], -1)
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+def check_memory(elements: int, element_bytes: int, available: int, regions: int, text: int, image: int) -> None:
+    """Refuse (``out_of_memory`` on ``regions``) a job whose region masks, ``elements`` values of ``element_bytes``
+    each, would take more than ``MASK_SHARE`` of the ``available`` bytes; the message names the regions, the mask's
+    size and tokens (``text`` + ``image``), and the largest picture (in 16 px tokens) these prompts would fit with."""
+    need = elements * element_bytes
+    budget = int(available * MASK_SHARE)
+    if need <= budget:
+        return
+    sequence = text + image
+    per_square = elements / max(1, sequence**2)  # the masks' count of sequence-squares (copies, pictures)
+    fits_tokens = int((budget / (per_square * element_bytes)) ** 0.5) - text
+    side = int(fits_tokens**0.5) * TOKEN_PX if fits_tokens > 0 else 0
+    fits = (
+        f"with these prompts a picture of at most about {side}x{side} px fits, or use fewer regions"
+        if side >= TOKEN_PX
+        else f"their text alone ({text} tokens) leaves no room for a picture: use fewer regions or shorter prompts"
+    )
+    raise ProtocolError(
+        OUT_OF_MEMORY,
+        f"{regions} region(s) need an attention mask over {text} text + {image} image tokens: {_size(need)}, more "
+        f"than the {_size(budget)} they may take of the {_size(available)} available now; {fits}",
+        field="regions",
+    )
 
 
 def joint_mask(group, weights: np.ndarray, like):

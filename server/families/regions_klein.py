@@ -29,6 +29,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
+from .. import device as devices
 from ..core import Region
 from . import regions, specs
 
@@ -54,6 +55,13 @@ class KleinPlan:
     def wrap(self, name: str, processor):
         """The processor of the attention layer ``name`` for the job."""
         return (KleinMaskedSingleAttention if name.startswith(SINGLE) else KleinMaskedAttention)(processor, self)
+
+    def check_memory(self, element_bytes: int, available: int, regions_count: int, extra: int = 0) -> None:
+        """``regions.check_memory`` for the mask over [text | image | ``extra``] (the reference pictures' or the
+        inpaint condition's tokens: known when the transformer is called, and checked again then)."""
+        image = int(self.weights.shape[1]) + extra
+        elements = regions.FLUX_MASK_COPIES * (self.text_tokens + image) ** 2
+        regions.check_memory(elements, element_bytes, available, regions_count, self.text_tokens, image)
 
     @contextlib.contextmanager
     def installed(self, transformer) -> Iterator[None]:
@@ -93,6 +101,7 @@ class KleinPlan:
             )
         key = (extra, str(like.device), like.dtype)
         if key not in self._masks:
+            self.check_memory(like.element_size(), devices.available_bytes(like.device), len(self.lengths) - 1, extra)
             weights = np.zeros((len(self.lengths), image + extra), np.float32)
             weights[:, :image] = self.weights
             weights[0, image:] = 1.0  # the extra tokens read the job's prompt

@@ -30,6 +30,7 @@ from ..models import qwen as qwen_models
 from . import regions
 
 FAMILIES = (qwen_models.QWEN,)
+QWEN_MASK_COPIES = 3
 
 
 @dataclass
@@ -48,6 +49,15 @@ class QwenPlan:
     def wrap(self, name: str, processor):
         """The processor the attention layer ``name`` runs for the job."""
         return QwenMaskedAttention(processor, self)
+
+    def mask_elements(self) -> int:
+        """Elements the job's masks hold at once: the joint mask kept, the call's copy with its key mask, and the
+        aligned copy torch's memory-efficient attention may make (``regions.check_memory``)."""
+        return QWEN_MASK_COPIES * (self.text_tokens + int(self.weights.shape[1])) ** 2
+
+    def check_memory(self, element_bytes: int, available: int, regions_count: int) -> None:
+        image = int(self.weights.shape[1])
+        regions.check_memory(self.mask_elements(), element_bytes, available, regions_count, self.text_tokens, image)
 
     def mask(self, key_mask, like):
         """The additive mask ``[batch, 1, S, S]`` over [text | image] in ``like``'s dtype and device, with the call's

@@ -56,6 +56,22 @@ class ZImagePlan:
         role = next((r for r in (NOISE, CONTEXT, MAIN) if name.startswith(r)), "")
         return ZImageMaskedAttention(processor, self, role) if role else processor
 
+    @property
+    def text_tokens(self) -> int:
+        """The longest padded caption of a picture of the call."""
+        return max(sum(_padded(n) for n in lengths) for lengths in self.lengths)
+
+    def mask_elements(self) -> int:
+        """Elements the job's masks hold at once: the main layers' mask for every picture of the call, while one
+        picture's is made the joint mask and its [image | text] reordering, and the aligned copy torch's
+        memory-efficient attention may make (``regions.check_memory``; the text refiner's mask is small)."""
+        sequence = _padded(int(self.weights.shape[1])) + self.text_tokens
+        return (len(self.lengths) + 3) * sequence**2
+
+    def check_memory(self, element_bytes: int, available: int, regions_count: int) -> None:
+        image = _padded(int(self.weights.shape[1]))
+        regions.check_memory(self.mask_elements(), element_bytes, available, regions_count, self.text_tokens, image)
+
     @contextlib.contextmanager
     def installed(self, transformer) -> Iterator[None]:
         """Within the block, the caption embedder's output carries Z-Image's padding token in each group's padding."""
