@@ -733,6 +733,23 @@ def instruction_edit_on_a_tiny_kontext_model(P):
     img.delete()
 
 
+def the_new_group(img, old, layer, name, names):
+    """The one layer group added since ``old`` (the image's layers before), right above ``layer``, named ``name`` and
+    holding layers named ``names`` (bottom first): its layers, top first as GIMP lists a stack."""
+    added = new_layers(img, old)
+    check(len(added) == 1 and added[0].is_group(), "one new layer group: %r" % layer_summary(img))
+    group = added[0]
+    check(group.get_name() == name, "the group's name: %r" % group.get_name())
+    check(
+        img.get_item_position(group) == img.get_item_position(layer) - 1,
+        "the group lies right above the active layer: %r" % layer_summary(img),
+    )
+    children = group.get_children()
+    got = [c.get_name() for c in children]
+    check(got == list(names)[::-1], "the layers, bottom one last: %r" % got)
+    return children
+
+
 def decompose_arrives_as_a_layer_group_with_names_in_order_and_alpha(P):
     img, (layer,) = make_image(96, 64)
     offers_only("plug-in-paintbridge-decompose", refused="tiny-qwen", offered="tiny-qwen-layered")
@@ -759,17 +776,8 @@ def decompose_arrives_as_a_layer_group_with_names_in_order_and_alpha(P):
         steps=2,
         server=P["url"],
     )
-    added = new_layers(img, old)
-    check(len(added) == 1 and added[0].is_group(), "one new layer group: %r" % layer_summary(img))
-    group = added[0]
-    check(group.get_name() == "a house with a red roof (seed 9)", "the group's name: %r" % group.get_name())
-    check(
-        img.get_item_position(group) == img.get_item_position(layer) - 1,
-        "the group lies right above the active layer: %r" % layer_summary(img),
-    )
-    children = group.get_children()  # top first, as GIMP lists a stack
-    names = [c.get_name() for c in children]
-    check(names == ["Layer 3 (top)", "Layer 2", "Layer 1 (bottom)"], "the layers, bottom one last: %r" % names)
+    names = ["Layer 1 (bottom)", "Layer 2", "Layer 3 (top)"]
+    children = the_new_group(img, old, layer, "a house with a red roof (seed 9)", names)
     seen = []
     for child in children:
         ok, cx, cy = child.get_offsets()
@@ -2089,16 +2097,7 @@ def a_decomposition_in_the_history_applies_again_as_its_layer_group(P):
     check(note == "", "the decomposition is kept in the image's history: %r" % note)
     old = img.get_layers()
     expect_ok("plug-in-paintbridge-history", img, [layer], action="apply", index=0, layer=1)
-    added = new_layers(img, old)
-    check(len(added) == 1 and added[0].is_group(), "one new layer group: %r" % layer_summary(img))
-    group = added[0]
-    check(group.get_name() == "a house", "the group's name: %r" % group.get_name())
-    check(
-        img.get_item_position(group) == img.get_item_position(layer) - 1,
-        "the group lies right above the active layer: %r" % layer_summary(img),
-    )
-    children = group.get_children()  # top first, as GIMP lists a stack
-    check([c.get_name() for c in children] == names[::-1], "the layers, bottom one last: %r" % children)
+    children = the_new_group(img, old, layer, "a house", names)
     for child, original in zip(children, layers[::-1]):
         check(tuple(child.get_offsets()[1:]) == (16, 8) and child.has_alpha(), "placed as made, with alpha")
         check(read(child, 16, 8, 48, 40) == original.data, "%s has the kept pixels and alpha" % child.get_name())
