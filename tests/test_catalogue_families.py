@@ -159,3 +159,16 @@ def test_the_new_sets_are_listed_for_pull_in_the_panels_and_the_readme(tmp_path)
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     listed = readme.split("`paintbridge models pull NAME` downloads a set (NAME: ", 1)[1].split(")", 1)[0]
     assert {n.strip(" `") for n in listed.split(",")} == set(CATALOGUE.presets)
+
+
+def test_paintbridge_models_lists_the_set_s_files_by_family_and_what_each_lacks(qwen_models):
+    """``paintbridge models`` over the laid-out set: each file listed with its family and the catalogue's words, and
+    the starter sets with what they lack (the tiny processor has no chat template; the ControlNet set is not there)."""
+    from test_downloads import _cli
+
+    out = _cli(["models", "--models", str(qwen_models)], {})
+    assert out.returncode == 0, out.stderr
+    checkpoint = next(line for line in out.stdout.splitlines() if "qwen_image_fp8_e4m3fn" in line)
+    assert checkpoint.split()[:2] == ["checkpoint", "qwen-image"] and "(Qwen-Image transformer" in checkpoint
+    assert f"  qwen        lacks 1 of {len(CATALOGUE.presets['qwen'].files)} files" in out.stdout, out.stdout
+    assert "chat_template.jinja" in out.stdout and "  z-image-controlnet lacks 1 of 1 files" in out.stdout
