@@ -89,3 +89,19 @@ def test_available_memory_is_read_from_the_kernels_meminfo(tmp_path):
     meminfo.write_text("MemTotal:       16000000 kB\nMemFree:          200000 kB\nMemAvailable:    3000000 kB\n")
     assert device.available_bytes("cpu", str(meminfo)) == 3000000 * 1024
     assert device.available_bytes("cpu", str(tmp_path / "missing")) > 0  # all of the RAM where it cannot be read
+
+
+def test_the_plan_before_the_prompts_are_encoded_is_exact_on_flux_and_klein_and_no_larger_elsewhere():
+    """``early_plan``: the check before any prompt is encoded. Flux's T5 and Klein's Qwen3 texts are 512 tokens each,
+    so it is the job's plan; Qwen-Image's and Z-Image's texts are their real tokens, so it counts one a text."""
+    band = areas(16, 1024)
+    assert regions.early_plan({}, band, 1024, 1024).mask_elements() == flux_plan(16, 1024).mask_elements()
+    with pytest.raises(ProtocolError, match="16 region"):
+        regions.early_plan({}, band, 1024, 1024).check_memory(BF16, 1 * GB, 16)
+    klein = regions_klein.early_plan({}, band, 1024, 1024)
+    assert klein.lengths == [512] * 17
+    qwen = regions_qwen.early_plan({}, band, 1024, 1024)
+    assert qwen.mask_elements() == regions_qwen.QWEN_MASK_COPIES * (17 + 4096) ** 2
+    guided = regions_zimage.early_plan({"guidance_scale": 4.0}, band, 1024, 1024)
+    assert guided.lengths == [[1] * 17] * 2 and guided.text_tokens == 17 * 32
+    assert len(regions_zimage.early_plan({"guidance_scale": 0.0}, band, 1024, 1024).lengths) == 1

@@ -309,8 +309,10 @@ class FamilyEngine(CheckpointEngine):
             ctx.check()
             kit = next(k for k in (regions, regions_zimage, regions_klein, regions_qwen) if entry.arch in k.FAMILIES)
             texts = [(plain_prompt(t), plain_prompt(n)) for t, n in region_texts]
-            call, region_plan = kit.prepare(runner, call, texts, work.regions, pw, ph)
             element = loaded.pipe.vae.dtype.itemsize  # the masks are made in the compute dtype
+            early = kit.early_plan(call, work.regions, pw, ph)  # before any prompt is encoded
+            early.check_memory(element, devices.available_bytes(self.device), len(work.regions))
+            call, region_plan = kit.prepare(runner, call, texts, work.regions, pw, ph)
             region_plan.check_memory(element, devices.available_bytes(self.device), len(work.regions))
         # 4. pass and decode: one pipeline call per seed (latents rolled between steps for a tileable job)
         started = time.perf_counter()

@@ -25,7 +25,9 @@ the job without it up to rounding.
 
 The mask is the full square of the joint sequence (torch's attention takes no other form of an arbitrary additive
 mask): 16 regions at 1024² px on Flux are 8,704 text + 4,096 image tokens, 330 MB in bf16, and it grows with the
-square of the picture. So before the job runs its first step, ``check_memory`` sets what the plan's masks will hold
+square of the picture. So before the prompts are encoded (``early_plan``: exact where the texts have a fixed length, as
+on Flux and Klein, else with one token a text) and again before the first step, ``check_memory`` sets what the plan's
+masks will hold
 (``mask_elements``: the masks it keeps and the copies an attention call makes of them) against the memory the device
 has available now (``device.available_bytes``), and a job whose masks would take more than ``MASK_SHARE`` of it is
 refused naming its regions, the mask's size and the picture size that would fit.
@@ -151,6 +153,13 @@ def joint_mask(group, weights: np.ndarray, like):
 def plan(regions: Sequence[Region], lengths: Sequence[int], width: int, height: int) -> RegionPlan:
     """The plan for a ``width`` x ``height`` px processing size (multiples of 16) with the text groups' ``lengths``."""
     return RegionPlan(list(lengths), token_weights(regions, width, height))
+
+
+def early_plan(call: dict, regions: Sequence[Region], width: int, height: int) -> RegionPlan:
+    """The plan before any prompt is encoded, for ``check_memory``: every text is 512 T5 tokens (the job's prompt a
+    Redux job's embeddings), as ``prompt_inputs`` will make them."""
+    first = int(call["prompt_embeds"].shape[1]) if "prompt_embeds" in call else MAX_SEQUENCE
+    return plan(regions, [first] + [MAX_SEQUENCE] * len(regions), width, height)
 
 
 def prepare(runner, call: dict, texts: Sequence[Tuple[str, str]], regions: Sequence[Region], width: int, height: int):

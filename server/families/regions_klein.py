@@ -35,6 +35,7 @@ from . import regions, specs
 
 FAMILIES = (specs.FLUX2_KLEIN,)
 SINGLE = "single_transformer_blocks."  # the single-stream blocks' attention layers, by name
+MAX_SEQUENCE = 512  # Qwen3 tokens per prompt: Flux2KleinPipeline.encode_prompt pads every prompt to this many
 
 
 @dataclass
@@ -132,6 +133,12 @@ class KleinMaskedSingleAttention(KleinMaskedAttention):
         if self.plan.masked:
             attention_mask = self.plan.mask(int(hidden_states.shape[1]), hidden_states)
         return self.inner(attn, hidden_states, attention_mask, image_rotary_emb)
+
+
+def early_plan(call: dict, region_list: Sequence[Region], width: int, height: int) -> KleinPlan:
+    """The plan before any prompt is encoded (``regions.check_memory``): Klein pads every prompt to 512 tokens."""
+    lengths = [MAX_SEQUENCE] * (len(region_list) + 1)
+    return KleinPlan(lengths, regions.token_weights(region_list, width, height))
 
 
 def prepare(

@@ -140,6 +140,12 @@ class QwenMaskedAttention:
         return out
 
 
+def early_plan(call: dict, region_list: Sequence[Region], width: int, height: int) -> QwenPlan:
+    """The smallest plan the job can have before its prompts are encoded (one token a text), for
+    ``regions.check_memory``: the real one is checked again once the prompts are."""
+    return QwenPlan([1] * (len(region_list) + 1), regions.token_weights(region_list, width, height))
+
+
 def prepare(
     runner, call: dict, texts: Sequence[Tuple[str, str]], region_list: Sequence[Region], width: int, height: int
 ) -> Tuple[dict, QwenPlan]:

@@ -185,6 +185,17 @@ class ZImageMaskedAttention:
         return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask=mask, freqs_cis=freqs)
 
 
+def _guided(call: dict) -> bool:
+    return float(call.get("guidance_scale") or 0) > 0  # as ZImagePipeline decides
+
+
+def early_plan(call: dict, region_list: Sequence[Region], width: int, height: int) -> ZImagePlan:
+    """The smallest plan the job can have before its prompts are encoded (one token a text, padded as Z-Image pads
+    it), for ``regions.check_memory``: the real one is checked again once the prompts are."""
+    lengths = [[1] * (len(region_list) + 1)] * (2 if _guided(call) else 1)
+    return ZImagePlan(lengths, regions.token_weights(region_list, width, height), None)
+
+
 def prepare(
     runner, call: dict, texts: Sequence[Tuple[str, str]], region_list: Sequence[Region], width: int, height: int
 ) -> Tuple[dict, ZImagePlan]:
@@ -192,7 +203,7 @@ def prepare(
     the plan; a caption too long for the transformer's text positions is refused naming the regions."""
     import torch
 
-    guided = float(call.get("guidance_scale") or 0) > 0  # as ZImagePipeline decides
+    guided = _guided(call)
     device = runner._execution_device
 
     def caption(prompts: Sequence[str]) -> Tuple[object, List[int]]:
