@@ -156,9 +156,15 @@ class Session:
         )
         self.styles.chosen_changed.connect(lambda name: self.binding.follow_style(name, self.styles.style(name)))
         self.styles.refused.connect(lambda text: self.show_message(text, error=True))
-        self.downloads = Downloads(self)
-        self.regions = Regions(self)  # regions: prompts bound to layers, kept in the document
-        self.history, self.references = ResultsHistory(self), references.References(self)
+        touched = self.live.settings_changed
+        self.downloads = Downloads(
+            self.connection,
+            lambda: (self.settings.mode, self.controls[0].type if self.controls else ""),
+            self.show_message,
+        )
+        self.regions = Regions(host, touched, self.show_message)  # prompts bound to layers, kept in the document
+        self.history = ResultsHistory(host, self.binding, self.jobs, self._put_back, self.show_message)
+        self.references = references.References(self.binding, host, self.regions, touched, self.show_message)
         # Signals for the view: the parts' own.
         self.settings_changed = self.binding.changed  # (name, value)
         self.models_changed = self.binding.models_changed  # ()
@@ -259,6 +265,19 @@ class Session:
         self.history.keep_live_result() if not on else None  # the last live frame, not applied, stays reachable
         self.job_changed.emit()
         self.show_message("Live: change the selection or paint under it to repaint." if on else "Live mode is off.")
+
+    def _put_back(self, kept: cs.Settings, controls: Optional[tuple]) -> None:
+        """Put a kept job's settings (with ``controls``, its control layers, unless None) back in the panel (results
+        history: "reuse settings")."""
+        self.set_mode(kept.mode)
+        if controls is not None:
+            self.controls.restore(controls)
+        kept.controls = ()  # the panel keeps its control layers itself
+        self.settings = kept
+        self.references.changed.emit()  # the job's reference images are the panel's again
+        self.binding.show_all()
+        if not self.message_is_error:
+            self.show_message("The panel has this result's settings and seed again.")
 
     # --- control layers (``controls.Controls``; these are the view's doors to it, errors said in the panel) ----------
     @guarded

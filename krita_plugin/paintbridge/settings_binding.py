@@ -6,6 +6,7 @@ message line."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Callable, List, Optional
 
 from . import settings_store
@@ -75,6 +76,18 @@ class SettingsBinding:
             self.set_option("model", model)
         self.emit_shown(SHOWN_FIELDS + ("strength",))
         self.changed.emit("style", name)
+        self._touched()
+
+    def show_all(self) -> None:
+        """The settings were put back whole (results history: "reuse settings"): keep them and their seed, every
+        widget shows its value, live mode hears of it."""
+        if self.settings.seed >= 0:
+            self.keep_fixed_seed(self.settings.seed)
+        self.save()
+        shown = self.shown()
+        for f in fields(shown):
+            self.changed.emit(f.name, getattr(shown, f.name))
+        self.changed.emit("random_seed", self.random_seed)
         self._touched()
 
     def entry(self, model: Optional[str] = None) -> Optional[dict]:
