@@ -502,36 +502,19 @@ class KritaHost:
         doc = Krita.instance().activeDocument()
         return paint_layers(doc) if doc is not None else []
 
-    (
-        active_document,
-        capture,
-        mask_bounds,
-        show_preview,
-        remove_preview,
-        apply_result,
-        apply_group,
-        open_as_new_document,
-        insert_control_image,
-        load_document_data,
-        save_document_data,
-        show_wrap_around,
-    ) = map(
-        staticmethod,
-        (
-            active_document,
-            capture,
-            mask_bounds,
-            show_preview,
-            remove_preview,
-            apply_result,
-            apply_group,
-            open_as_new_document,
-            insert_control_image,
-            load_document_data,
-            save_document_data,
-            show_wrap_around,
-        ),
-    )
+    # the door's functions, as they are
+    active_document = staticmethod(active_document)
+    capture = staticmethod(capture)
+    mask_bounds = staticmethod(mask_bounds)
+    show_preview = staticmethod(show_preview)
+    remove_preview = staticmethod(remove_preview)
+    apply_result = staticmethod(apply_result)
+    apply_group = staticmethod(apply_group)
+    open_as_new_document = staticmethod(open_as_new_document)
+    insert_control_image = staticmethod(insert_control_image)
+    load_document_data = staticmethod(load_document_data)
+    save_document_data = staticmethod(save_document_data)
+    show_wrap_around = staticmethod(show_wrap_around)
 
     def watch_changes(self, callback: Callable[[], None], settings: Optional[Callable[[], Settings]] = None):
         """Start a ``ChangeWatch`` on the active document; ``stop()`` ends it."""

@@ -1,10 +1,12 @@
 """The panel's model downloads, without widgets and without Krita: what each preset (starter set) has and lacks for the
 panel's mode or first control type, and a download through the server (the files land on the server's machine) with
-progress and cancel. Owned by the ``Session`` (``session.downloads``); the view binds its Models section to it."""
+progress and cancel. Owned by the ``Session`` (``session.downloads``) with narrow parts instead of the session: the
+connection, the (mode, first control type) the status is about, the panel's message line; the view binds its Models
+section to it."""
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from .model import Event
 from .wire import client
@@ -14,8 +16,8 @@ class Downloads:
     """Preset status and the download in flight; runs on the UI thread (the session forwards the connection's
     callbacks)."""
 
-    def __init__(self, session) -> None:
-        self.session = session
+    def __init__(self, connection, scope: Callable[[], Tuple[str, str]], show_message: Callable[..., None]) -> None:
+        self.connection, self._scope, self.show_message = connection, scope, show_message
         self.presets: Optional[list] = None  # client.downloads.PresetStatus of the server; None: unknown or unsupported
         self.pull_id: Optional[str] = None  # the download in flight
         self.progress = (0, "")  # percent, text
@@ -24,13 +26,12 @@ class Downloads:
 
     def scope(self) -> tuple:
         """(mode, control type) the status is about: the panel's mode and its first control layer's type."""
-        s = self.session
-        return s.settings.mode, (s.controls[0].type if s.controls else "")
+        return self._scope()
 
     def lines(self) -> List[str]:
         """One line per preset about the current mode / control type, then which one to use or download."""
         if self.presets is None:
-            return ["This server cannot download models (or is not connected)."] if self.session.connected else []
+            return ["This server cannot download models (or is not connected)."] if self.connection.connected else []
         mode, control = self.scope()
         return [p.line(mode, control) for p in self.presets] + [client.downloads.summary(self.presets, mode, control)]
 
@@ -52,7 +53,7 @@ class Downloads:
         try:
             return self._pull(names)
         except client.errors.PaintbridgeError as err:
-            self.session.show_message(str(err), error=True)
+            self.show_message(str(err), error=True)
             return None
 
     def _pull(self, names) -> str:
@@ -62,7 +63,7 @@ class Downloads:
             raise client.errors.JobInputError("Choose a preset to download.")
         if self.pull_id is not None:
             raise client.errors.JobInputError("A download is already running: wait for it or cancel it.")
-        connection = self.session.connection
+        connection = self.connection
         if not connection.connected:
             raise client.errors.ServerUnavailable(f"Not connected to the Paintbridge server ({connection.detail}).")
         if self.presets is None:
@@ -78,7 +79,7 @@ class Downloads:
     def cancel(self) -> None:
         """Stop the download (what was fetched is kept; downloading again continues)."""
         if self.pull_id is not None:
-            self.session.connection.cancel(self.pull_id)
+            self.connection.cancel(self.pull_id)
             self._state(self.progress[0], "Cancelling the download…")
 
     # The connection's callbacks about the download (each returns True when ``job_id`` is the download's).
@@ -120,4 +121,4 @@ class Downloads:
     def _end(self, status: str, message: str, error: bool, value: int = 0) -> None:
         self.pull_id = None
         self._state(value, status)
-        self.session.show_message(message, error=error)
+        self.show_message(message, error=error)

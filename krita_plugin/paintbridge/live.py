@@ -12,24 +12,35 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 from .model import DocumentError
 from .wire import client
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .jobs import Jobs
 
 clive = client.live
 
 
 class LiveLoop:
-    """Live mode of one session: ``switch(on)``, ``changed()`` from the watch, ``session.send(...)`` out."""
+    """Live mode of one panel: ``switch(on)``, ``changed()`` from the watch, frames out through ``jobs.send``.
+
+    It gets narrow parts, not the session: the document door (``host``), the jobs (the job in flight, ``capture``,
+    ``send``, ``cancel``), the panel's settings and a frame's settings (callables), the message line and a timer."""
 
     def __init__(
         self,
-        session,
+        host,
+        jobs: "Jobs",
+        settings: Callable[[], "client.settings.Settings"],
+        frame_settings: Callable[[], "client.settings.Settings"],
+        show_message: Callable[..., None],
         schedule: Callable[[float, Callable[[], None]], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.session = session
+        self.host, self.jobs = host, jobs
+        self._settings, self._frame_settings, self._say = settings, frame_settings, show_message
         self.schedule = schedule
         self.clock = clock
         self.scheduler = clive.LiveScheduler()
@@ -47,20 +58,19 @@ class LiveLoop:
         if on == self.on:
             return
         self.on = on
-        session = self.session
         if on:
-            seed = session.settings.seed
+            seed = self._settings().seed
             self.seed = seed if seed >= 0 else random.randrange(0, 2**31)
             self.scheduler = clive.LiveScheduler()
-            self._watch = session.host.watch_changes(self.changed, lambda: session.settings)
+            self._watch = self.host.watch_changes(self.changed, self._settings)
             self.changed()
         else:
             if self._watch is not None:
                 self._watch.stop()
                 self._watch = None
             self._inputs = None
-            if session.job is not None and session.job.kind == "live":
-                session.cancel()
+            if self.jobs.job is not None and self.jobs.job.kind == "live":
+                self.jobs.cancel()
 
     def settings_changed(self) -> None:
         """A job setting changed (prompt, strength, model, control layers, references, regions): worth a new frame."""
@@ -86,18 +96,17 @@ class LiveLoop:
     def _read_and_tell(self) -> None:
         self.changes += 1
         now = self.clock()
-        session = self.session
-        host = session.host
+        host = self.host
         doc = host.active_document_or_none()
-        settings = clive.live_settings(session.job_settings(), self.seed)
+        settings = clive.live_settings(self._frame_settings(), self.seed)
         if doc is None or host.mask_bounds(doc, settings) is None:
             self._inputs = None
             self.scheduler.changed(None, now)  # nothing to repaint until a selection appears
             return
         try:
-            inputs = host.capture(doc, settings, list(session.controls), session.regions.sources(doc))
+            inputs = self.jobs.capture(doc, settings)
         except (DocumentError, client.errors.PaintbridgeError) as err:
-            session.show_message(str(err), error=True)
+            self._say(str(err), error=True)
             self.scheduler.changed(None, now)
             return
         sig = clive.frame_signature(settings, inputs)
@@ -111,22 +120,22 @@ class LiveLoop:
             return
         now = self.clock()
         action = self.scheduler.next_action(now)
-        session = self.session
+        jobs = self.jobs
         if action.kind == clive.CANCEL:
-            if session.job is not None and session.job.id == action.job_id:
-                session.cancel()
+            if jobs.job is not None and jobs.job.id == action.job_id:
+                jobs.cancel()
         elif action.kind == clive.WAIT:
             if action.at > self._waiting_until:  # one timer per deadline
                 self._waiting_until = action.at
                 self.schedule(action.at - now, self._wake)
         elif action.kind == clive.START and self._inputs is not None and self._inputs[0] == action.signature:
-            if session.job is not None or not session.connected:
+            if jobs.job is not None or not jobs.connected:
                 return  # a panel job or no connection: the next event or (re)connection asks again
             sig, doc, settings, inputs, changed_at = self._inputs
             try:
-                job_id = session.send(doc, settings, inputs, "live")
+                job_id = jobs.send(doc, settings, inputs, "live")
             except client.errors.PaintbridgeError as err:
-                session.show_message(str(err), error=True)
+                self._say(str(err), error=True)
                 self.scheduler.changed(None, now)
                 return
             self.scheduler.started(job_id, sig, now)

@@ -1,13 +1,14 @@
 """The panel's reference images, without widgets and without Krita: an ordered list of reference layers,
 each with a type (style, composition, content, face), a strength, a step range and optionally a region it belongs to
 (the region layer's opacity masks it), kept in the session's settings (``settings.references``; layers and regions by
-their uniqueId). Owned by the ``Session`` (``session.references``); the view binds its "Reference images" section to
-it."""
+their uniqueId). Owned by the ``Session`` (``session.references``) with narrow parts instead of the session: the
+settings binding (whose ``settings`` hold the list), the document door, the regions, "a job setting changed" (live
+mode) and the panel's message line; the view binds its "Reference images" section to it."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from .model import Event
 from .wire import client, protocol
@@ -19,25 +20,26 @@ WHOLE_IMAGE = "— whole image —"  # the region chooser's entry for "no region
 class References:
     """Add, change, reorder and remove the session's reference images; ``changed`` tells the view."""
 
-    def __init__(self, session) -> None:
-        self.session = session
+    def __init__(self, binding, host, regions, touched: Callable[[], None], show_message: Callable[..., None]) -> None:
+        self.binding, self.host, self.regions = binding, host, regions
+        self._touched, self.show_message = touched, show_message
         self.changed = Event()  # () a reference was added, removed, moved or changed
         # layer ids of another session's documents mean nothing here: a session starts with no references
-        session.settings = session.settings.replace(references=())
-        session.regions.changed.connect(self._follow_regions)
+        binding.settings = binding.settings.replace(references=())
+        regions.changed.connect(self._follow_regions)
 
     @property
     def items(self) -> tuple:
-        return self.session.settings.references
+        return self.binding.settings.references
 
     def _set(self, items, emit: bool = True) -> None:
-        self.session.settings = self.session.settings.replace(references=tuple(items))
-        self.session.live.settings_changed()
+        self.binding.settings = self.binding.settings.replace(references=tuple(items))
+        self._touched()
         if emit:  # a changed value keeps its row (the row itself changed it)
             self.changed.emit()
 
     def _say(self, err: Exception) -> None:
-        self.session.show_message(str(err), error=True)
+        self.show_message(str(err), error=True)
 
     def add(
         self,
@@ -56,7 +58,7 @@ class References:
             )
             return None
         if layer_id is None:
-            layer_id = self.session.host.active_layer_id(self.session.host.active_document_or_none()) or ""
+            layer_id = self.host.active_layer_id(self.host.active_document_or_none()) or ""
         ref = client.settings.ReferenceSetting(layer_id, type, float(strength), float(start), float(end))
         self._set(self.items + (ref,))
         return ref
@@ -99,13 +101,11 @@ class References:
     def region_choices(self) -> List[Tuple[str, str]]:
         """(label, region id) for the region chooser: the whole image (""), then each bound region by its layer's
         current name."""
-        names = {layer_id: name for name, layer_id in self.session.host.paint_layers()}
-        return [(WHOLE_IMAGE, "")] + [
-            (names.get(b.layer, b.name) or "?", b.layer) for b in self.session.regions.list.items
-        ]
+        names = {layer_id: name for name, layer_id in self.host.paint_layers()}
+        return [(WHOLE_IMAGE, "")] + [(names.get(b.layer, b.name) or "?", b.layer) for b in self.regions.list.items]
 
     def _region_ids(self) -> set:
-        return {b.layer for b in self.session.regions.list.items}
+        return {b.layer for b in self.regions.list.items}
 
     def _follow_regions(self) -> None:
         """The regions changed: a reference whose region is no longer bound (removed, its layer deleted, another

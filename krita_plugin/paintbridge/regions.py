@@ -1,11 +1,12 @@
 """The panel's regions, without widgets: prompts bound to layers (paint layers or groups, by uniqueId) of the active
 document, kept in the document (``save_document_data(doc, "regions", ...)``: saved in the .kra) and read as masks
 (the layer's opacity over the job's box) when a job runs; every change is a change for live mode. Owned by the
-``Session`` (``session.regions``); the view's Regions section binds to it."""
+``Session`` (``session.regions``) with narrow parts instead of the session: the document door, "a job setting
+changed" (live mode) and the panel's message line; the view's Regions section binds to it."""
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from .model import Event
 from .wire import client
@@ -16,16 +17,12 @@ KEY = client.regions.DOCUMENT_KEY
 class Regions:
     """The region list of the active document; every change is written into that document at once."""
 
-    def __init__(self, session) -> None:
-        self.session = session
+    def __init__(self, host, touched: Callable[[], None], show_message: Callable[..., None]) -> None:
+        self.host, self._touched, self.show_message = host, touched, show_message
         self.doc = None
         self.list = client.regions.RegionList()
         self.selected = -1
         self.changed = Event()  # () the list, a prompt or the document changed
-
-    @property
-    def host(self):
-        return self.session.host
 
     def refresh(self) -> None:
         """Follow the active document: load its regions (when it changed), forget regions of deleted layers."""
@@ -47,10 +44,10 @@ class Regions:
         try:
             found = client.regions.RegionList.from_bytes(self.host.load_document_data(doc, KEY))
         except client.docdata.DocumentDataError as err:
-            self.session.show_message(f"The regions kept in this document cannot be read: {err}", error=True)
+            self.show_message(f"The regions kept in this document cannot be read: {err}", error=True)
             return client.regions.RegionList()
         if found.damaged:
-            self.session.show_message(
+            self.show_message(
                 "Some regions kept in this document are damaged and left out: " + "; ".join(found.damaged), error=True
             )
         return found
@@ -59,7 +56,7 @@ class Regions:
         """Write the list into the document; live mode hears of it like of a prompt edit."""
         if self.doc is not None:
             self.host.save_document_data(self.doc, KEY, self.list.to_bytes() if len(self.list) else None)
-        self.session.live.settings_changed()
+        self._touched()
 
     def _current(self):
         doc = self.host.active_document()

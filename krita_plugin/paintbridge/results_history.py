@@ -1,4 +1,6 @@
-"""The panel's results history, without widgets and without Krita (``session.history``).
+"""The panel's results history, without widgets and without Krita (``session.history``; narrow parts instead of the
+session: the document door, the settings binding, the jobs' results strip, "put these settings back in the panel"
+and the panel's message line).
 
 Every finished job's results (applied or not; live frames and control images excepted) are kept in their document by
 ``client.history`` through the door's ``load_document_data``/``save_document_data`` (annotation ``paintbridge/history``,
@@ -10,36 +12,13 @@ narrows the listed entries by prompt, model, seed, mode or date.
 
 from __future__ import annotations
 
-import functools
-import sys
-import traceback
-from dataclasses import fields
 from typing import Any, Callable, List, Optional, Tuple
 
-from . import settings_store
-from .model import DocumentError, Event, ResultImage, RunningJob
+from .guard import guarded
+from .model import Event, ResultImage, RunningJob
 from .wire import client, protocol
 
 ch = client.history
-
-
-def guarded(method: Callable) -> Callable:
-    """A painter's action: a failure becomes a message in the panel, never an exception inside Krita."""
-
-    @functools.wraps(method)
-    def wrapper(self: "ResultsHistory", *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except (DocumentError, client.errors.PaintbridgeError) as err:
-            self.session.show_message(str(err), error=True)
-        except Exception as err:  # noqa: BLE001 - a bug: keep Krita usable and say what happened
-            traceback.print_exc(file=sys.stderr)
-            self.session.show_message(
-                f"Internal error ({type(err).__name__}: {err}). Details are on Krita's console.", error=True
-            )
-        return None
-
-    return wrapper
 
 
 class _ImageLayer:
@@ -56,17 +35,21 @@ class _ImageLayer:
 class ResultsHistory:
     """The history of the documents the session has seen; ``entries`` are the active document's (oldest first)."""
 
-    def __init__(self, session) -> None:
-        self.session = session
+    def __init__(
+        self,
+        host,
+        binding,
+        jobs,
+        put_back: Callable[["client.settings.Settings", Optional[tuple]], None],
+        show_message: Callable[..., None],
+    ) -> None:
+        self.host, self.binding, self.jobs, self._put_back = host, binding, jobs, put_back
+        self.show_message = show_message
         self.changed = Event()  # () the shown list changed
         self._docs: List[Tuple[Any, "ch.DocumentHistory"]] = []
         self.doc: Any = None
         self.query = ""  # the search field's text: ``shown`` lists the entries that match it
         self.query_problem = ""  # why the query cannot be read ("" when it can)
-
-    @property
-    def host(self):
-        return self.session.host
 
     @property
     def entries(self) -> List["ch.Entry"]:
@@ -93,7 +76,7 @@ class ResultsHistory:
         self.changed.emit()
 
     def _limit(self) -> int:
-        return ch.limit_bytes(self.session.settings)
+        return ch.limit_bytes(self.binding.settings)
 
     def _find(self, doc) -> Optional["ch.DocumentHistory"]:
         return next((kept for d, kept in self._docs if d == doc), None)
@@ -110,7 +93,7 @@ class ResultsHistory:
             )
             self._docs.append((doc, kept))
             if kept.problem:
-                self.session.show_message(kept.problem, error=True)
+                self.show_message(kept.problem, error=True)
         return kept
 
     def show(self, doc) -> None:
@@ -133,23 +116,23 @@ class ResultsHistory:
     @guarded
     def keep_live_result(self) -> None:
         """Live mode was switched off: keep the frame it showed last (applied or not) in its document."""
-        ses, job = self.session, self.session.result_job
-        if job is not None and job.kind == "live" and ses.results and self.host.is_open(job.doc):
-            layers = [_ImageLayer(image) for image in ses.results]
-            self._keep(job, layers, [image.name for image in ses.results], {})
+        jobs, job = self.jobs, self.jobs.result_job
+        if job is not None and job.kind == "live" and jobs.results and self.host.is_open(job.doc):
+            layers = [_ImageLayer(image) for image in jobs.results]
+            self._keep(job, layers, [image.name for image in jobs.results], {})
 
     def _keep(self, job: RunningJob, layers: list, names: List[str], params: dict) -> None:
-        if self.session.settings.history_limit_mb <= 0:  # the painter keeps no history
+        if self.binding.settings.history_limit_mb <= 0:  # the painter keeps no history
             return
         try:
             entry = self.of(job.doc).record(job.settings, layers, names, params)
         except (client.errors.PaintbridgeError, ValueError, RuntimeError) as err:
-            self.session.show_message(f"The results could not be kept in the image's history: {err}", error=True)
+            self.show_message(f"The results could not be kept in the image's history: {err}", error=True)
             return
         if entry is None:
-            self.session.show_message(
+            self.show_message(
                 "These results are larger than the history limit "
-                f"({self.session.settings.history_limit_mb} MB): not kept in the history."
+                f"({self.binding.settings.history_limit_mb} MB): not kept in the history."
             )
         self.show(job.doc)
 
@@ -178,50 +161,35 @@ class ResultsHistory:
             ResultImage(client.results.box_of(s), client.results.pixels_in(s, protocol.BGRA8), s.seed, s.name)
             for s in chosen
         ]
-        ses = self.session
-        if ses.result_job is not None and ses.result_job.doc == doc:
-            ses.discard()  # the pending results are in the history too; their preview layer goes
+        jobs = self.jobs
+        if jobs.result_job is not None and jobs.result_job.doc == doc:
+            jobs.discard()  # the pending results are in the history too; their preview layer goes
         groups = client.results.groups(chosen)
         if entry.mode == "upscale":
             image = images[0]
             self.host.open_as_new_document(image, f"Upscaled {image.box.width}x{image.box.height}", doc)
-            ses.show_message("Opened the upscaled image from the history as a new document.")
+            self.show_message("Opened the upscaled image from the history as a new document.")
         elif groups:
             above = self.host.active_layer_id(doc)
             for group in groups:
                 self.host.apply_group(doc, group.name, [images[i] for i in group.members], above)
             count = sum(len(g.members) for g in groups)
-            ses.show_message(f"Applied the group '{groups[0].name}' ({count} layers) from the history.")
+            self.show_message(f"Applied the group '{groups[0].name}' ({count} layers) from the history.")
         else:
             self.host.apply_result(doc, images[0], self.host.active_layer_id(doc))
-            ses.show_message(f"Applied '{images[0].name}' from the history as a new layer.")
+            self.show_message(f"Applied '{images[0].name}' from the history as a new layer.")
 
     @guarded
     def reuse_settings(self, entry_id: str, layer: int = 0) -> None:
         """Put an entry's job settings, with layer ``layer``'s seed, into the panel."""
-        ses = self.session
+        binding = self.binding
         entry = self._entry(entry_id)
-        new = entry.reuse_settings(layer, ses.settings)
-        if ses.models and new.model not in ses.model_names():
-            ses.show_message(f"The model '{new.model}' is not on this server; the server's default is used.")
+        new = entry.reuse_settings(layer, binding.settings)
+        if binding.models and new.model not in binding.model_names():
+            self.show_message(f"The model '{new.model}' is not on this server; the server's default is used.")
             new.model = ""
-        ses.set_mode(new.mode)
-        if "controls" in entry.settings:  # the job's control layers (entries kept before they were have none)
-            ses.set_controls(new.controls)
-        new.controls = ()  # the panel keeps its control layers itself
-        ses.settings = new
-        ses.references.changed.emit()  # the job's reference images are the panel's again
-        if new.seed >= 0:
-            ses.fixed_seed = new.seed
-            settings_store.save_fixed_seed(ses.store, new.seed)
-        settings_store.save_job_settings(ses.store, new)
-        shown = ses.shown()
-        for f in fields(shown):
-            ses.settings_changed.emit(f.name, getattr(shown, f.name))
-        ses.settings_changed.emit("random_seed", ses.random_seed)
-        ses.live.settings_changed()
-        if not ses.message_is_error:
-            ses.show_message("The panel has this result's settings and seed again.")
+        # the job's control layers (entries kept before they were have none)
+        self._put_back(new, new.controls if "controls" in entry.settings else None)
 
     @guarded
     def delete(self, entry_id: str) -> None:
@@ -232,8 +200,8 @@ class ResultsHistory:
     @guarded
     def set_limit(self, mb: int) -> None:
         """Change how many MB each document keeps (``Settings.history_limit_mb``); trims the active document's."""
-        self.session.set_option("history_limit_mb", max(0, int(mb)))
-        settings_store.save_job_settings(self.session.store, self.session.settings)
+        self.binding.set_option("history_limit_mb", max(0, int(mb)))
+        self.binding.save()
         for _doc, kept in self._docs:
             kept.set_limit(self._limit())
         self.changed.emit()

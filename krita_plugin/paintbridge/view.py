@@ -7,7 +7,9 @@ from typing import List, Optional
 
 from . import offers_view, reference_widgets, widgets
 from .control_widgets import ControlRow
+from .history_view import HistoryView
 from .lora_widgets import LoraSection
+from .models_view import ModelsView
 from .style_widgets import FastLiveOffer, StylePicker
 from .regions_view import RegionsSection
 from .progress_preview import Preview, fit_size
@@ -63,12 +65,11 @@ class PaintbridgePanel(QtWidgets.QWidget):
         conn = session.conn_settings
         url, token = conn.target()
         folded = widgets.build(self, url, token or "", conn.autostart, session.server.available, DEFAULT_URL)
-        widgets.build_models_section(self)
+        self.models_view = ModelsView(self, session.downloads, lambda: session.connected)
         self.style_picker = StylePicker(session, self.style_row, self)
         self.style_box = self.style_picker.box
         self.fast_live = FastLiveOffer(session, self.live_offer_layout)
         self._build_sections(folded)
-        self.history_search_tip = self.history_search.toolTip()
         self._fill_model_boxes()
         self.fill_widgets = {
             "fill": self.fill_box,
@@ -81,7 +82,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self._bind()
         self._update_results()
         self._update_run()
-        self._fill_history()
+        self.history_view.fill()
 
     def _build_sections(self, folded) -> None:
         """The folded sections, in the order a painter reaches for them."""
@@ -103,7 +104,12 @@ class PaintbridgePanel(QtWidgets.QWidget):
         reference_widgets.build_references_section(
             self, section("references", "Reference images", "Guide by a picture")
         )
-        widgets.build_history_section(self, section("history", "History", "This image's earlier results"))
+        self.history_view = HistoryView(
+            self,
+            section("history", "History", "This image's earlier results"),
+            self.session.history,
+            lambda: self.session.settings.history_limit_mb,
+        )
 
     # --- widgets -> session -------------------------------------------------------------------------------------------
     def _option_widget(self, name: str):
@@ -180,12 +186,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.add_reference_button.clicked.connect(lambda: s.references.add())  # reference images
         s.references.changed.connect(self._fill_references)
         s.regions.changed.connect(self._refresh_reference_regions)  # a reference's region chooser lists the regions
-        self.pull_button.clicked.connect(lambda: s.downloads.pull(self.preset_box.currentData() or ""))
-        self.pull_cancel_button.clicked.connect(s.downloads.cancel)
-        s.downloads.presets_changed.connect(self._fill_presets)
-        s.controls_changed.connect(self._fill_presets)
-        s.downloads.pull_changed.connect(self._update_pull)
-        s.connection_changed.connect(lambda _state, _detail: self._update_pull())
+        self.models_view.bind(s.connection_changed, s.controls_changed)
         # fills
         self.fill_box.activated.connect(lambda i: s.set_option("fill", self.fill_box.itemData(i)))
         self.color_match_check.toggled.connect(lambda on: s.set_option("color_match", on))
@@ -193,14 +194,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
         self.tileable_check.toggled.connect(self.wrap_view_check.setEnabled)
         self.wrap_view_check.toggled.connect(lambda on: s.set_option("wrap_view", on))
         self.transparent_check.toggled.connect(lambda on: s.set_option("transparent", on))
-        h = s.history  # results history
-        h.changed.connect(self._fill_history)
-        self.history_list.currentRowChanged.connect(lambda _row: self._update_history_buttons())
-        self.history_apply_button.clicked.connect(lambda: h.apply_again(*self._history_choice()))
-        self.history_reuse_button.clicked.connect(lambda: h.reuse_settings(*self._history_choice()))
-        self.history_delete_button.clicked.connect(lambda: h.delete(self._history_choice()[0]))
-        self.history_limit_spin.editingFinished.connect(lambda: h.set_limit(self.history_limit_spin.value()))
-        self.history_search.textChanged.connect(h.set_query)
+        self.history_view.bind()  # results history
 
     # --- session -> widgets -------------------------------------------------------------------------------------------
     def _show_settings(self) -> None:
@@ -346,35 +340,6 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self.live_button.setChecked(s.live.on)
             self.live_button.blockSignals(False)
 
-    # --- model downloads --------------------------------------------------------------------------------------------
-    def _fill_presets(self) -> None:
-        """What each preset has and lacks for the current mode, and the preset to download."""
-        d = self.session.downloads
-        lines = d.lines()
-        self.presets_label.setText("\n".join(lines))
-        self.models_box.setVisible(bool(lines))
-        chosen = self.preset_box.currentData()
-        self.preset_box.blockSignals(True)
-        self.preset_box.clear()
-        for preset in d.presets or []:
-            self.preset_box.addItem(f"{preset.name}{' (complete)' if preset.complete else ''}", preset.name)
-        pick = chosen if chosen and not d.suggested() else d.suggested() or chosen
-        self.preset_box.setCurrentIndex(max(0, self.preset_box.findData(pick)))
-        self.preset_box.blockSignals(False)
-        self._update_pull()
-
-    def _update_pull(self) -> None:
-        s, d = self.session, self.session.downloads
-        value, text = d.progress
-        running = d.pull_id is not None
-        self.pull_progress.setVisible(running or bool(text))
-        self.pull_progress.setValue(value)
-        self.pull_progress.setFormat(text or "%p%")
-        self.pull_button.setEnabled(
-            not running and s.connected and d.presets is not None and self.preset_box.count() > 0
-        )
-        self.pull_cancel_button.setEnabled(running)
-
     # --- progress previews and results --------------------------------------------------------------------------------
     def _show_progress_preview(self, preview: Preview) -> None:
         """Show a progress event's preview in the panel (scaled to fit; the document is never touched)."""
@@ -489,47 +454,3 @@ class PaintbridgePanel(QtWidgets.QWidget):
         choices = self.session.references.region_choices()
         for row, ref in zip(self.reference_rows, self.session.references.items):
             row.refresh_regions(choices, ref.region)
-
-    # --- results history ----------------------------------------------------------------------------------
-    def _fill_history(self) -> None:
-        """List the active document's history, newest first, one item per result (the session's ``history``)."""
-        history = self.session.history
-        current = self._history_choice()
-        self.history_list.blockSignals(True)
-        self.history_list.clear()
-        for entry in reversed(history.shown):
-            count = len(entry.layers)
-            for index, layer in enumerate(entry.layers):
-                w, h, rgba = entry.thumbnail_rgba(index)
-                icon = QtGui.QIcon(QtGui.QPixmap.fromImage(qimage_from_rgba8(rgba, w, h))) if w else QtGui.QIcon()
-                text = entry.title().split(" ", 1)[0] + (f" #{index + 1}" if count > 1 else "")
-                item = QtWidgets.QListWidgetItem(icon, text)
-                item.setData(Qt.ItemDataRole.UserRole, [entry.id, index])
-                item.setToolTip(f"{entry.title()}\nresult {index + 1} of {count}: {layer.name}\n{entry.describe()}")
-                self.history_list.addItem(item)
-                if [entry.id, index] == list(current):
-                    self.history_list.setCurrentItem(item)
-        if self.history_list.currentRow() < 0 and self.history_list.count():
-            self.history_list.setCurrentRow(0)
-        self.history_list.blockSignals(False)
-        limit = self.session.settings.history_limit_mb
-        self.history_limit_spin.blockSignals(True)
-        self.history_limit_spin.setValue(limit)
-        self.history_limit_spin.blockSignals(False)
-        stored = sum(e.stored_bytes for e in history.entries) / 1e6
-        found = "" if not history.query.strip() else f", {len(history.shown)} found"
-        self.history_size_label.setText(f"{len(history.entries)} kept{found}, {stored:.1f} MB")
-        self.history_search.setStyleSheet("color: #d04040" if history.query_problem else "")
-        self.history_search.setToolTip(history.query_problem or self.history_search_tip)
-        self._update_history_buttons()
-
-    def _history_choice(self) -> tuple:
-        """(entry id, result index) of the chosen item; ("", 0) when none is chosen."""
-        item = self.history_list.currentItem()
-        data = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
-        return (str(data[0]), int(data[1])) if data else ("", 0)
-
-    def _update_history_buttons(self) -> None:
-        chosen = bool(self._history_choice()[0])
-        for button in (self.history_apply_button, self.history_reuse_button, self.history_delete_button):
-            button.setEnabled(chosen)
