@@ -8,7 +8,7 @@ import json
 import pytest
 
 from client.settings import Settings
-from gimp_plugin import arguments, values
+from gimp_plugin import args_inputs, arguments, values
 
 
 @pytest.mark.parametrize("spec", [s for s in arguments.PROCEDURES if not s.live], ids=lambda s: s.mode)
@@ -102,7 +102,7 @@ def test_reuse_refills_every_slot_control_and_reference_layers_by_stable_id(mode
         }
     )
     for i in range(1, 9):
-        p = arguments.control_prefix(i)
+        p = args_inputs.control_prefix(i)
         chosen.update(
             {
                 f"{p}-layer": f"layer{i}",
@@ -114,7 +114,7 @@ def test_reuse_refills_every_slot_control_and_reference_layers_by_stable_id(mode
             }
         )
     for i in range(1, 5):
-        p = arguments.reference_prefix(i)
+        p = args_inputs.reference_prefix(i)
         chosen.update(
             {
                 f"{p}-layer": f"layer{8 + i}",
@@ -148,5 +148,5 @@ def test_reuse_of_settings_kept_before_control_slots_were_kept_leaves_them_off()
     older = Settings(prompt="x").to_dict()
     del older["controls"]
     out = values.values_from_settings(spec, Settings.from_dict(older))
-    assert all(out[f"{arguments.control_prefix(i)}-layer"] is None for i in range(1, 9))
+    assert all(out[f"{args_inputs.control_prefix(i)}-layer"] is None for i in range(1, 9))
     assert out["prompt"] == "x"
