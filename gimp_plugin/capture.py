@@ -14,7 +14,7 @@ from protocol.geometry import Box, crop_gray
 from protocol.images import RGBA8
 
 from . import host, settings
-from .arguments import ProcedureSpec
+from .argspec import ProcedureSpec
 from .values import control_sources, region_binding, settings_from_values
 
 

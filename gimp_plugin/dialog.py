@@ -6,17 +6,10 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from client.errors import JobInputError
 
-from .arguments import (
-    CONTROL_KEYS,
-    LORA_SLOTS,
-    MAX_CONTROLS,
-    MAX_REFERENCES,
-    REFERENCE_KEYS,
-    ProcedureSpec,
-    control_prefix,
-    lora_prefix,
-    reference_prefix,
-)
+from .args_inputs import CONTROL_KEYS, MAX_REFERENCES, REFERENCE_KEYS, control_prefix, reference_prefix
+from .args_prompt import LORA_SLOTS, lora_prefix
+from .argspec import ProcedureSpec
+from protocol.messages import MAX_CONTROLS
 from .choices import OVERRIDE_SUFFIX
 
 # A section: (id, title, members); a member is an argument name or a section folded inside it.

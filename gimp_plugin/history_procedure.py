@@ -15,7 +15,8 @@ from gi.repository import GLib, GObject, Gimp  # noqa: E402
 from client.errors import JobInputError, PaintbridgeError  # noqa: E402
 
 from . import history, host  # noqa: E402
-from .arguments import BY_MODE, ProcedureSpec  # noqa: E402
+from .argspec import ProcedureSpec  # noqa: E402
+from .arguments import BY_MODE  # noqa: E402
 from .outcome import guarded  # noqa: E402
 from .values import save_reuse, values_from_settings  # noqa: E402
 

@@ -32,7 +32,7 @@ from client.connect import new_job_id  # noqa: E402
 from client.settings import Defaults  # noqa: E402
 
 from . import capture, connection, history, host, settings  # noqa: E402
-from .arguments import ProcedureSpec  # noqa: E402
+from .argspec import ProcedureSpec  # noqa: E402
 from .dialog import add_models_hint, fill_dialog, follow_offers  # noqa: E402
 
 POLL_MS = 150

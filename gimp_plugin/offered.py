@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, Tuple
 
-from .arguments import ProcedureSpec
+from .argspec import ProcedureSpec
 from .choices import listed_value
 
 # detail-targets nicks → the targets each needs

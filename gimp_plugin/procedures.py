@@ -17,14 +17,8 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import GLib, GObject, Gimp  # noqa: E402
 
-from .arguments import (  # noqa: E402
-    ALL_PROCEDURES,
-    BY_NAME,
-    MENU_PATH,
-    Arg,
-    ProcedureSpec,
-    labels_with_mnemonics,
-)
+from .argspec import MENU_PATH, Arg, ProcedureSpec  # noqa: E402
+from .arguments import ALL_PROCEDURES, BY_NAME, labels_with_mnemonics  # noqa: E402
 from client.errors import Cancelled, JobInputError, PaintbridgeError  # noqa: E402
 
 ERROR_DOMAIN = "paintbridge-error-quark"

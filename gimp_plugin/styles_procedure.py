@@ -15,7 +15,7 @@ from gi.repository import GLib, GObject, Gimp  # noqa: E402
 from client import styles as cs  # noqa: E402
 from client.errors import JobInputError  # noqa: E402
 
-from .arguments import ProcedureSpec  # noqa: E402
+from .argspec import ProcedureSpec  # noqa: E402
 from .outcome import guarded  # noqa: E402
 
 ERROR_DOMAIN = "paintbridge-error-quark"

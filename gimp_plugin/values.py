@@ -16,18 +16,11 @@ from client.loras import tagged
 from client.regions import RegionBinding
 from client.settings import ControlSetting, ReferenceSetting, Settings
 
-from .arguments import (
-    LORA_SLOTS,
-    MAX_CONTROLS,
-    MAX_REFERENCES,
-    SAMPLER_BY_NICK,
-    SCHEDULER_BY_NICK,
-    Arg,
-    ProcedureSpec,
-    control_prefix,
-    lora_prefix,
-    reference_prefix,
-)
+from .argchoices import SAMPLER_BY_NICK, SCHEDULER_BY_NICK
+from .args_inputs import MAX_REFERENCES, control_prefix, reference_prefix
+from .args_prompt import LORA_SLOTS, lora_prefix
+from .argspec import Arg, ProcedureSpec
+from protocol.messages import MAX_CONTROLS
 from .choices import OVERRIDE_SUFFIX, detail_targets, listed_nick, listed_value
 
 MASK_SOURCES = {"selection": "selection", "layer-mask": "layer-mask"}

@@ -57,8 +57,9 @@ LAYERS: Dict[str, int] = {
     # 5: the websocket application, and the same application over a pool of engine replicas on Ray Serve
     "app": 5,
     "cluster": 5,
-    # 6: the command line and its job read from files; 7: python -m server
+    # 6: the command line (parser and dispatch), its subcommands, and its job read from files; 7: python -m server
     "cli": 6,
+    "commands": 6,
     "runjob": 6,
     "__main__": 7,
 }

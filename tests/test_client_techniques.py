@@ -81,11 +81,11 @@ def test_settings_keep_hires_and_detail_through_storage():
 
 
 def test_gimp_detail_procedure_and_hires_arguments_make_the_settings():
-    from gimp_plugin import arguments
+    from gimp_plugin import argspec, arguments
     from gimp_plugin.values import settings_from_values
 
     spec = arguments.BY_MODE["detail"]
-    assert spec.name == arguments.PREFIX + "detail" and "detail" not in {a.name for a in spec.args}
+    assert spec.name == argspec.PREFIX + "detail" and "detail" not in {a.name for a in spec.args}
     values = dict(spec.defaults(), **{"detail-prompt": " a calm face ", "detail-separate": True, "steps": 6})
     s = settings_from_values(spec, values)
     assert s.mode == "detail" and s.detail_prompt == "a calm face" and s.detail_separate and s.steps == 6

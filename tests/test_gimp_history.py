@@ -8,7 +8,7 @@ import json
 import pytest
 
 from client.settings import Settings
-from gimp_plugin import arguments, values
+from gimp_plugin import args_inputs, arguments, values
 from test_gimp_host import trixie_root  # noqa: F401 - the real GIMP's root folder, a fixture
 
 
@@ -103,7 +103,7 @@ def test_reuse_refills_every_slot_control_and_reference_layers_by_stable_id(mode
         }
     )
     for i in range(1, 9):
-        p = arguments.control_prefix(i)
+        p = args_inputs.control_prefix(i)
         chosen.update(
             {
                 f"{p}-layer": f"layer{i}",
@@ -115,7 +115,7 @@ def test_reuse_refills_every_slot_control_and_reference_layers_by_stable_id(mode
             }
         )
     for i in range(1, 5):
-        p = arguments.reference_prefix(i)
+        p = args_inputs.reference_prefix(i)
         chosen.update(
             {
                 f"{p}-layer": f"layer{8 + i}",
@@ -149,7 +149,7 @@ def test_reuse_of_settings_kept_before_control_slots_were_kept_leaves_them_off()
     older = Settings(prompt="x").to_dict()
     del older["controls"]
     out = values.values_from_settings(spec, Settings.from_dict(older))
-    assert all(out[f"{arguments.control_prefix(i)}-layer"] is None for i in range(1, 9))
+    assert all(out[f"{args_inputs.control_prefix(i)}-layer"] is None for i in range(1, 9))
     assert out["prompt"] == "x"
 
 

@@ -16,11 +16,11 @@ from client.errors import AddressError, JobInputError, ServerUnavailable
 from client.jobs import ControlSource, JobInputs, build_job
 from client.server import read_server_command
 from client.settings import FALLBACK_DEFAULTS, Settings
-from gimp_plugin import arguments, connection, settings, values
+from gimp_plugin import argchoices, args_inputs, argspec, procedures_tools, arguments, connection, settings, values
 from pbsetup.plugins import install_gimp as install
 from protocol.geometry import Box
 from protocol.images import ImagePayload
-from protocol.messages import SAMPLERS, Control, Limits, parse_client_message
+from protocol.messages import MAX_CONTROLS, SAMPLERS, Control, Limits, parse_client_message
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,9 +50,9 @@ def test_every_procedure_has_a_consistent_argument_table():
         "detail",
         "decompose",
     }
-    assert [spec.name for spec in arguments.PROCEDURES if spec.live] == [arguments.PREFIX + "live-inpaint"]
+    assert [spec.name for spec in arguments.PROCEDURES if spec.live] == [argspec.PREFIX + "live-inpaint"]
     for spec in arguments.PROCEDURES:
-        assert spec.name.startswith(arguments.PREFIX)
+        assert spec.name.startswith(argspec.PREFIX)
         names = [arg.name for arg in spec.args]
         assert len(names) == len(set(names)), spec.name
         assert {"server", "token"} <= set(names)
@@ -62,25 +62,24 @@ def test_every_procedure_has_a_consistent_argument_table():
             if arg.kind == "choice":
                 nicks = [nick for nick, _label in arg.choices]
                 assert arg.default in nicks and len(set(nicks)) == len(nicks), (spec.name, arg.name)
-                assert all(nick == arguments.slug(nick) for nick in nicks), (spec.name, arg.name)
+                assert all(nick == argspec.slug(nick) for nick in nicks), (spec.name, arg.name)
 
 
 def test_sampler_nicks_map_back_to_every_protocol_sampler():
-    assert sorted(arguments.SAMPLER_BY_NICK.values()) == sorted(SAMPLERS)
-    assert arguments.SAMPLER_BY_NICK["dpmpp-2m-karras"] == "DPM++ 2M Karras"
-    assert arguments.SAMPLER_BY_NICK["euler-a"] == "Euler a"
+    assert sorted(argchoices.SAMPLER_BY_NICK.values()) == sorted(SAMPLERS)
+    assert argchoices.SAMPLER_BY_NICK["dpmpp-2m-karras"] == "DPM++ 2M Karras"
+    assert argchoices.SAMPLER_BY_NICK["euler-a"] == "Euler a"
 
 
 def test_every_mode_that_takes_controls_has_as_many_control_slots_as_a_job_takes():
     from client.modes import rule
-    from protocol.messages import MAX_CONTROLS
 
-    assert arguments.MAX_CONTROLS == MAX_CONTROLS == 8
+    assert MAX_CONTROLS == 8
     modes = [spec.mode for spec in arguments.PROCEDURES if rule(spec.mode).controls]
     assert sorted(set(modes)) == ["generate", "img2img", "inpaint", "outpaint"]
     for spec in arguments.PROCEDURES:
         names = {arg.name for arg in spec.args}
-        slots = [arguments.control_prefix(i) for i in range(1, MAX_CONTROLS + 1)]
+        slots = [args_inputs.control_prefix(i) for i in range(1, MAX_CONTROLS + 1)]
         wanted = {f"{p}-{k}" for p in slots for k in ("layer", "type", "strength", "start", "end", "preprocess")}
         if rule(spec.mode).controls:
             assert wanted <= names, spec.name
@@ -89,7 +88,7 @@ def test_every_mode_that_takes_controls_has_as_many_control_slots_as_a_job_takes
                 assert (spec.arg(f"{p}-start").default, spec.arg(f"{p}-end").default) == (0.0, 1.0)
         else:
             assert not any(n.startswith("control-") for n in names), spec.name
-    assert "control-8-end" in {a.name for a in arguments.BY_NAME[arguments.PREFIX + "live-inpaint"].args}
+    assert "control-8-end" in {a.name for a in arguments.BY_NAME[argspec.PREFIX + "live-inpaint"].args}
 
 
 # --- procedure values → client settings → job --------------------------------------------------------------------
@@ -155,7 +154,7 @@ def test_sampling_arguments_reach_the_settings_and_the_job_params():
         "ref",
         0.7,
     )
-    assert [nick for nick, _ in arguments.SCHEDULER_CHOICES][1:] == [
+    assert [nick for nick, _ in argchoices.SCHEDULER_CHOICES][1:] == [
         "karras",
         "exponential",
         "beta",
@@ -184,13 +183,13 @@ def test_upscale_and_control_layer_settings():
 def test_the_control_layer_procedure_offers_exactly_what_the_server_runs_as_a_control():
     from server.preprocess import NOT_RUN, PREPROCESSORS
 
-    offered = [nick for nick, _ in arguments.PREPROCESSOR_CHOICES]
+    offered = [nick for nick, _ in argchoices.PREPROCESSOR_CHOICES]
     runs = [name for name in PREPROCESSORS if name not in NOT_RUN and name not in ("inpaint", "reference")]
     assert sorted(offered) == sorted(runs) and "pose" in offered
 
 
 def test_live_procedure_makes_one_result():
-    spec = arguments.BY_NAME[arguments.PREFIX + "live-inpaint"]
+    spec = arguments.BY_NAME[argspec.PREFIX + "live-inpaint"]
     assert values.settings_from_values(spec, dict(spec.defaults(), batch=4)).batch == 1
 
 
@@ -204,7 +203,7 @@ def test_control_sources_only_for_set_layers():
 def test_eight_control_slots_with_their_step_ranges_reach_the_job():
     vals = values_for("inpaint", prompt="x")
     for i in range(1, 9):
-        p = arguments.control_prefix(i)
+        p = args_inputs.control_prefix(i)
         vals.update(
             {
                 f"{p}-layer": f"layer{i}",
@@ -637,7 +636,7 @@ def test_download_models_arguments_and_texts():
         download.names_of("  ")
     assert download.scope_of("all") == ("", "") and download.scope_of("inpaint") == ("inpaint", "")
     assert download.scope_of("control-canny") == ("", "canny")
-    assert {nick for nick, _label in arguments.FOR_CHOICES} >= {"all", "upscale", "control-depth"}
+    assert {nick for nick, _label in argchoices.FOR_CHOICES} >= {"all", "upscale", "control-depth"}
     statuses = presets_from(
         [
             {
@@ -659,7 +658,7 @@ def test_download_models_arguments_and_texts():
         "Models for upscale: none installed; download the preset 'upscaler' (67.0 MB)"
     )
     assert "not answering" in download.status_text(None, "all", "ws://h:1")
-    assert arguments.BY_NAME[arguments.DOWNLOAD.name].download
+    assert arguments.BY_NAME[procedures_tools.DOWNLOAD.name].download
 
 
 def test_a_changed_listing_makes_gimp_register_the_plug_in_again(tmp_path):
@@ -691,8 +690,8 @@ def test_region_arguments_bind_or_remove_a_prompt():
     from gimp_plugin.values import region_binding
 
     for mode in ("inpaint", "img2img", "outpaint", "generate"):
-        assert set(arguments.REGION_ARGS) <= {a.name for a in arguments.BY_MODE[mode].args}, mode
-    assert not set(arguments.REGION_ARGS) & {a.name for a in arguments.BY_MODE["upscale"].args}
+        assert set(args_inputs.REGION_ARGS) <= {a.name for a in arguments.BY_MODE[mode].args}, mode
+    assert not set(args_inputs.REGION_ARGS) & {a.name for a in arguments.BY_MODE["upscale"].args}
     assert region_binding({"region-layer": None, "region-prompt": "car"}) is None
     item, binding = region_binding({"region-layer": "L", "region-prompt": " a car ", "region-negative-prompt": "x"})
     assert item == "L" and (binding.prompt, binding.negative_prompt) == ("a car", "x")
@@ -748,10 +747,10 @@ REFERENCE_KEYS = ("layer", "type", "strength", "start", "end", "region")
 def test_every_procedure_whose_mode_takes_controls_has_four_reference_slots():
     from client.modes import rule
 
-    assert arguments.MAX_REFERENCES >= 4
+    assert args_inputs.MAX_REFERENCES >= 4
     for spec in arguments.PROCEDURES:
         names = {a.name for a in spec.args}
-        slots = [arguments.reference_prefix(i) for i in range(1, arguments.MAX_REFERENCES + 1)]
+        slots = [args_inputs.reference_prefix(i) for i in range(1, args_inputs.MAX_REFERENCES + 1)]
         wanted = {f"{p}-{k}" for p in slots for k in REFERENCE_KEYS}
         if rule(spec.mode).controls:
             assert wanted <= names, spec.name
@@ -761,8 +760,8 @@ def test_every_procedure_whose_mode_takes_controls_has_four_reference_slots():
                 assert (spec.arg(f"{p}-start").default, spec.arg(f"{p}-end").default) == (0.0, 1.0)
         else:
             assert not any(n.startswith("reference") for n in names), spec.name
-    assert "reference-4-region" in {a.name for a in arguments.BY_NAME[arguments.PREFIX + "outpaint"].args}
-    assert "reference-4-layer" in {a.name for a in arguments.BY_NAME[arguments.PREFIX + "live-inpaint"].args}
+    assert "reference-4-region" in {a.name for a in arguments.BY_NAME[argspec.PREFIX + "outpaint"].args}
+    assert "reference-4-layer" in {a.name for a in arguments.BY_NAME[argspec.PREFIX + "live-inpaint"].args}
 
 
 def test_reference_arguments_become_the_settings_references_by_stable_id():
@@ -818,7 +817,9 @@ def test_four_gimp_reference_slots_reach_the_job_and_a_region_masks_its_referenc
         ellipse_mask(w, h, 48, 32, 20, 14, soft=6),
         {"photo": gradient(w, h)[::-1], "region": bytes(region)},
     )
-    vals = values_for("inpaint", prompt="x", **{f"{arguments.reference_prefix(i)}-layer": "photo" for i in range(1, 5)})
+    vals = values_for(
+        "inpaint", prompt="x", **{f"{args_inputs.reference_prefix(i)}-layer": "photo" for i in range(1, 5)}
+    )
     vals.update({"reference-2-region": "region", "reference-3-type": "style", "reference-4-start": 0.5})
     s = values.settings_from_values(arguments.BY_MODE["inpaint"], vals, lambda item: f"id-{item}")
     sources = reference_sources(
@@ -848,8 +849,8 @@ def test_dialog_places_every_reference_and_control_argument_in_its_section():
         spec = arguments.BY_MODE[mode]
         top, sections = layout(spec)
         by_id = {section[0]: section for section in sections}
-        assert len(flat(by_id["references"])) == 6 * arguments.MAX_REFERENCES
-        assert len(flat(by_id["controls"])) == 6 * arguments.MAX_CONTROLS
+        assert len(flat(by_id["references"])) == 6 * args_inputs.MAX_REFERENCES
+        assert len(flat(by_id["controls"])) == 6 * MAX_CONTROLS
         assert not any(name.startswith(("reference", "control")) for name in top)
         # the first slot open in its section, every further slot folded in its own expander
         controls = by_id["controls"][2]

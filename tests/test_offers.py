@@ -286,7 +286,8 @@ def test_an_older_server_gets_everything_it_announces():
 
 
 def test_gimp_dialogs_grey_out_what_the_picked_model_cannot_run(session):
-    from gimp_plugin.arguments import BY_MODE, BY_NAME, CONTROL_CHOICES, PREPROCESSOR_CHOICES, REFERENCE_CHOICES
+    from gimp_plugin.argchoices import CONTROL_CHOICES, PREPROCESSOR_CHOICES, REFERENCE_CHOICES
+    from gimp_plugin.arguments import BY_MODE, BY_NAME
     from gimp_plugin.choices import listed_choices
     from gimp_plugin.offered import sensitivity
 

@@ -150,7 +150,8 @@ def test_host_rules_for_specific_and_wildcard_addresses():
 
 
 def test_cli_serve_takes_allowed_origins_and_hosts():
-    from server.cli import _config, parser
+    from server.cli import parser
+    from server.commands.common import server_config as _config
 
     config = _config(
         parser().parse_args(

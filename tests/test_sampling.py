@@ -248,7 +248,7 @@ def test_the_refiner_takes_the_last_steps_and_is_reported(client, server):
     assert not np.array_equal(pixels(base)[0], pixels(refined)[0])
     assert progress[-1][0] == progress[-1][1] and progress[-1][1] >= 10
     engine = server.server.router.diffusion
-    assert engine.loaded.entry.name == "tiny-sdxl" and engine.refiner is not None
+    assert engine.loaded.entry.name == "tiny-sdxl" and engine.parts.refiner is not None
     img2img = client.run(
         job("img2img", model="tiny-sdxl", steps=10, strength=0.7, refiner="tiny-sdxl-refiner"), timeout=240
     )

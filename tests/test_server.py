@@ -641,7 +641,8 @@ def test_a_second_connection_of_a_session_replaces_the_first(start_server, tiny_
 
 
 def test_cli_serve_takes_a_grace_period():
-    from server.cli import _config, parser
+    from server.cli import parser
+    from server.commands.common import server_config as _config
 
     assert _config(parser().parse_args(["serve", "--grace", "5"])).grace == 5.0
     assert _config(parser().parse_args(["serve"])).grace == 300.0

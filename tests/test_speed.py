@@ -206,9 +206,9 @@ def test_previews_come_from_a_tiny_vae_in_vae_approx(models_dir, tmp_path):
     job = make_job(seed=1)
     job.previews = True
     (layer,) = eng.run(job, ctx)
-    assert eng.tiny_vae("sd15") is not None and eng.tiny_vae("sdxl") is None
+    assert eng.parts.tiny_vae("sd15") is not None and eng.parts.tiny_vae("sdxl") is None
     assert previews and all(p.shape == (S, S, 3) and p.dtype == np.uint8 for p in previews)
-    expected = tiny_vae.preview(eng.tiny_vae("sd15"), torch.zeros(1, 4, 8, 8))
+    expected = tiny_vae.preview(eng.parts.tiny_vae("sd15"), torch.zeros(1, 4, 8, 8))
     assert expected.shape == (S, S, 3)
     job.live = True  # a live frame is decoded by the tiny VAE
     (fast,) = eng.run(job, JobContext())

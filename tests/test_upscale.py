@@ -470,5 +470,5 @@ def test_refine_tiles_are_guided_by_a_tile_controlnet_when_one_is_installed(star
         with Client(server.url) as client:
             (layer,) = client.run(job, timeout=300).layers
         assert (layer.width, layer.height) == (96, 96)
-        used = list(server.server.router.diffusion.controlnets)
+        used = list(server.server.router.diffusion.parts.controlnets)
         assert bool(used) == expect_tile and all("tile" in path for path in used)

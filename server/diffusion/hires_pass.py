@@ -14,7 +14,7 @@ from ..checkpoint.jobparts import binary, init_image, pil
 
 
 def second_pass(engine, p, latents, first_call: dict, ctx: JobContext):
-    """The hires fix's second pass of the engine's job plan ``p`` (``engine.Plan``): its pipeline (img2img, inpaint
+    """The hires fix's second pass of the engine's job plan ``p`` (``plan.Plan``): its pipeline (img2img, inpaint
     for masked jobs) and call arguments at the target size, on the first pass's latents upscaled in latent or pixel
     space as the plan says."""
     import torch
@@ -77,9 +77,9 @@ def second_pass(engine, p, latents, first_call: dict, ctx: JobContext):
             call["image"] = pil(pixels[0])
         else:
             nine = pipe.unet.config.in_channels == 9
-            call["masked_image_latents"] = engine.encode_latents(loaded, init, mask) if nine else upscaled
+            call["masked_image_latents"] = engine.inputs.encode_latents(loaded, init, mask) if nine else upscaled
     if plans:
-        images = engine.control_images(plans, work, hard, tw, th, ctx)
+        images = engine.inputs.control_images(plans, work, hard, tw, th, ctx)
         call.update(pipelines.control_kwargs(kind2, plans, images, union))
     return runner, call
 

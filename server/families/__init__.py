@@ -14,5 +14,10 @@ separate files, flow-matching schedulers, packed latents. Modules, one job each:
 - ``preview``: progress previews from a latents → RGB map fitted to the checkpoint's VAE.
 - ``regions``: a prompt per area on Flux.1, through a mask on the transformer's joint attention; ``regions_zimage``,
   ``regions_klein`` and ``regions_qwen``: the same on Z-Image, Flux.2 Klein and Qwen-Image.
-- ``engine``: ``FamilyEngine``, the peer of the SD1.5/SDXL engine the router picks for these families.
+- ``pipes``: a loaded checkpoint (dtype, placement, native side) and the pipeline per kind of job made from it.
+- ``checks``: the refusals before anything loads; ``jobparts``: settings, prompts as T5 reads them, result ``info``;
+  ``inputs``: image, mask and control arguments per family; ``passes``: one pipeline call per seed, with progress.
+- ``decompose``: Qwen-Image-Layered's mode decompose as numbered steps (``layered``: its inputs and result layers).
+- ``engine``: ``FamilyEngine``, the peer of the SD1.5/SDXL engine the router picks for these families; its ``recipe``
+  is one job as numbered steps.
 """

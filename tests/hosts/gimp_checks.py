@@ -1230,7 +1230,7 @@ def sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments(P):
 def live_state_sees_one_pixel_under_the_selection_without_reading_pixels(P):
     use_plugin(P)
     from protocol.geometry import context_box
-    from gimp_plugin import arguments, capture, host
+    from gimp_plugin import argspec, arguments, capture, host
 
     W, H = 600, 400
     img, (layer,) = make_image(W, H)
@@ -1248,7 +1248,7 @@ def live_state_sees_one_pixel_under_the_selection_without_reading_pixels(P):
     bounds = host.selection_bounds(img)
     box = context_box(bounds, W, H)
     check(max(box.width, box.height) > 2 * host.THUMB_SIDE, "the box is downsampled for its thumbnail: %r" % (box,))
-    spec = arguments.BY_NAME[arguments.PREFIX + "live-inpaint"]
+    spec = arguments.BY_NAME[argspec.PREFIX + "live-inpaint"]
     values = dict(spec.defaults(), prompt="x", **{"control-layer": control})
 
     def state(**changes):
@@ -1883,7 +1883,7 @@ def live_watch_cost(P):
     """benchmarks/gimp_live_watch.py: one idle tick of the live loop beside full pixel reads of the same parts, best of
     15 each; prints ``RESULT {json}``."""
     use_plugin(P)
-    from gimp_plugin import arguments, capture, host
+    from gimp_plugin import argspec, arguments, capture, host
 
     W, H = P["size"]
     img = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
@@ -1897,7 +1897,7 @@ def live_watch_cost(P):
         buf.flush()
     sx, sy = (W - 900) // 2, (H - 700) // 2
     img.select_ellipse(Gimp.ChannelOps.REPLACE, sx, sy, 900, 700)
-    spec = arguments.BY_NAME[arguments.PREFIX + "live-inpaint"]
+    spec = arguments.BY_NAME[argspec.PREFIX + "live-inpaint"]
     values = dict(spec.defaults(), prompt="x", **{"control-layer": control, "reference-layer": reference})
     bounds = host.selection_bounds(img)
     box = capture.plan_read("inpaint", bounds, W, H).box
