@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Dict, Optional, Tuple
 
-from client.settings import CAPTION_STYLE_LABELS, CAPTION_STYLES, FALLBACK_DEFAULTS, FILLS
+from client.settings import CAPTION_STYLE_LABELS, CAPTION_STYLES, FALLBACK_DEFAULTS, FILLS, SPEED_LABELS
 from protocol.messages import CONTROL_TYPES, MAX_CONTROLS, MAX_LAYER_COUNT, MIN_LAYER_COUNT, REFERENCE_TYPES, SAMPLERS
 from protocol.sampling import SCHEDULE_NAMES
 
@@ -94,6 +94,7 @@ CONTROL_CHOICES = tuple((t, t.capitalize()) for t in CONTROL_TYPES)
 SOURCE_CHOICES = (("visible", "Visible image"), ("layer", "Active layer"))
 MASK_CHOICES = (("selection", "Selection"), ("layer-mask", "Active layer's mask (white = repaint)"))
 FILL_CHOICES = tuple(FILLS.items())  # fills: patch (the default), telea, ns, lama
+SPEED_CHOICES = tuple(SPEED_LABELS.items())  # speed levels: quality (the default), fast
 PREPROCESSOR_CHOICES = (
     ("canny", "Canny edges"),
     ("lineart", "Line art"),
@@ -182,6 +183,15 @@ def _sampling_args(strength: Optional[float]) -> Tuple[Arg, ...]:
         Arg("sampler", "choice", "Sa_mpler", "Sampler", "default", choices=SAMPLER_CHOICES),
         Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
         Arg("batch", "int", "_Batch", "How many results (one layer each)", 1, 1, 8),
+        Arg(
+            "speed",
+            "choice",
+            "Spee_d",
+            "'quality' = every step in full (a style's level applies); 'fast' = deep features reused on alternate "
+            "steps: quicker, the pixels change a little (SD1.5/SDXL models; greyed out for others)",
+            "quality",
+            choices=SPEED_CHOICES,
+        ),
     ]
     args += _more_sampling_args()
     return tuple(args)
@@ -763,7 +773,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "for each.",
         _prompt_args()
         + _lora_args()
-        + tuple(a for a in _sampling_args(None) if a.name not in ("batch", "batch-count"))
+        + tuple(a for a in _sampling_args(None) if a.name not in ("batch", "batch-count", "speed"))
         + _source_args(mask=True)
         + _server_args()
         + _detail_args(after=False),

@@ -138,6 +138,7 @@ class Session:
             value = getattr(style, name)
             if value not in (0, "", None) and getattr(self.settings, name) in (0, 0.0, "", None):
                 setattr(out, name, value)
+        out.speed = self.offers().speed_runs(self.settings.speed, style.speed if style is not None else "")
         return out
 
     def _follow_style(self, name: str) -> None:
@@ -147,7 +148,7 @@ class Session:
         if model and model != self.settings.model:
             self.set_option("model", model)
         shown = self.shown()
-        for field in SHOWN_FIELDS + ("strength",):
+        for field in SHOWN_FIELDS + ("strength", "speed"):
             self.settings_changed.emit(field, getattr(shown, field))
         self.settings_changed.emit("style", name)
         self.live.settings_changed()
@@ -160,7 +161,8 @@ class Session:
         """The settings a job sends: the chosen style (its sampling is then the server's to fill where the painter
         left the default), the prompt followed by the tags of the LoRAs picked from the list."""
         style = self.styles.chosen if self.styles.available else ""
-        return self.settings.replace(prompt=self.loras.prompt(self.settings.prompt), style=style)
+        speed = self.offers().speed_sent(self.settings.speed)  # a level the model cannot run is not sent (not shown)
+        return self.settings.replace(prompt=self.loras.prompt(self.settings.prompt), style=style, speed=speed)
 
     @property
     def random_seed(self) -> bool:
@@ -205,7 +207,7 @@ class Session:
             self.shown(),
             name,
             value,
-            {"model": self.model_names, "upscaler": self.upscaler_names},
+            {"model": self.model_names, "upscaler": self.upscaler_names, "speed": lambda: self.offers().speed_levels},
         )
         if name == "seed":
             self.fixed_seed = int(value)
@@ -219,9 +221,20 @@ class Session:
             for field in ("steps", "cfg", "sampler"):
                 self._set(field, type(getattr(self.settings, field))())
                 self.settings_changed.emit(field, getattr(self.shown(), field))
+            self.settings_changed.emit("speed", self.shown().speed)  # the level the new model runs at
             self._leave_mode_not_offered()
+        if name == "speed":
+            self._show_speed(value)
         if self.settings.scheduler:  # one chosen that the sampler cannot take goes; a style's shown one stays unset
             self._set("scheduler", client.sampling.fitting_scheduler(self.defaults.sampling, self.shown()))
+
+    def _show_speed(self, chosen: str) -> None:
+        """Show the level jobs will run at; say so when the chosen style's level wins over ``chosen``."""
+        runs = self.shown().speed
+        self.settings_changed.emit("speed", runs)
+        if runs != chosen:
+            label = cs.SPEED_LABELS.get(runs, runs)
+            self.show_message(f"The style '{self.styles.chosen}' runs at {label}: choose another style to change it")
 
     def _leave_mode_not_offered(self) -> None:
         if not client.modes.offered(self.settings.mode, self.entry()):  # e.g. edit, and the model cannot
@@ -305,7 +318,7 @@ class Session:
         if self.styles.available and self.connected:  # a pulled few-step LoRA makes live fast: ask again
             self.connection.styles("list")
         self._leave_mode_not_offered()
-        for name in ("strength", "steps", "cfg", "sampler"):
+        for name in ("strength", "steps", "cfg", "sampler", "speed"):
             self.settings_changed.emit(name, getattr(self.shown(), name))
         if self.connected:
             self.connection_changed.emit(cconnect.CONNECTED, self.connection.detail)
