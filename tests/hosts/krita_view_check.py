@@ -208,8 +208,10 @@ editor.show_style("mine")
 assert list(editor.lora_list.sliders) == ["ink"] and editor.lora_list.sliders["ink"].value() == 50
 editor.lora_list.sliders["ink"].setValue(70)
 editor.steps_spin.setValue(12)
+assert editor.speed_box.currentData() == ""  # the style leaves the speed to the panel
+editor.speed_box.setCurrentIndex(editor.speed_box.findData("fast"))
 assert editor.save() and sent[-1][0] == "save", sent
-assert sent[-1][1].steps == 12 and sent[-1][1].loras[0].weight == 0.7, sent[-1][1]
+assert sent[-1][1].steps == 12 and sent[-1][1].loras[0].weight == 0.7 and sent[-1][1].speed == "fast", sent[-1][1]
 assert not editor.new_style("mine") and "already" in editor.message.text()
 assert editor.duplicate_style("mine 2") and sent[-1][1].name == "mine 2" and sent[-1][1].loras[0].name == "ink"
 editor.hide()
