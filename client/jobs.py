@@ -299,7 +299,8 @@ DIFFUSION_MODES = ("generate", "img2img", "inpaint", "outpaint")
 
 def sampling_params(settings: Settings, batch: bool, diffusion: bool) -> Dict[str, Any]:
     """The sampling options of ``settings`` that differ from the protocol's defaults (so a job to an older server
-    stays as it was): schedule, batch count (modes with batches), VAE, CLIP skip and refiner (diffusion modes)."""
+    stays as it was): schedule, batch count (modes with batches), VAE, CLIP skip, refiner and speed level (diffusion
+    modes)."""
     out: Dict[str, Any] = {}
     if settings.scheduler:
         out["scheduler"] = settings.scheduler
@@ -307,6 +308,8 @@ def sampling_params(settings: Settings, batch: bool, diffusion: bool) -> Dict[st
         out["batch_count"] = int(settings.batch_count)
     if not diffusion:
         return out
+    if settings.speed != "quality":  # "quality" is the protocol's default: a style's level applies then
+        out["speed"] = settings.speed
     if settings.vae.strip():
         out["vae"] = settings.vae.strip()
     if settings.clip_skip > 1:

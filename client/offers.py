@@ -1,8 +1,8 @@
 """What an editor may offer for the chosen model: ``offers(welcome, model)`` reads the server's ``welcome``
 (``capabilities.families``: per checkpoint family what its jobs can use, and the installed models) and answers with
-the modes, control types, preprocessors, detailer targets, techniques, sampling options, region and reference types,
-LoRAs (of every family the model takes), VAEs, refiners and upscalers that will run. Both editors build their choices
-from it, so neither offers what the server refuses as unsupported.
+the modes, control types, preprocessors, detailer targets, techniques, sampling options, speed levels, region and
+reference types, LoRAs (of every family the model takes), VAEs, refiners and upscalers that will run. Both editors
+build their choices from it, so neither offers what the server refuses as unsupported.
 
 A server older than ``capabilities.families`` (or a model it does not list) gets everything it announces: the server
 then decides, as before.
@@ -60,6 +60,23 @@ class Offers:
     def takes(self, option: str) -> bool:
         """Whether a sampling option (``vae``, ``clip_skip``, ``refiner``) is honoured on this model."""
         return option in self.sampling
+
+    def speed_choice(self) -> bool:
+        """Whether the painter has a speed level to choose on this model (one besides ``quality``)."""
+        return any(level != "quality" for level in self.speed_levels)
+
+    def speed_sent(self, chosen: str) -> str:
+        """The ``params.speed`` a job on this model sends for the painter's ``chosen`` level: ``quality`` (the
+        default; a style's level applies then) where the model cannot run it."""
+        return chosen if chosen in self.speed_levels else "quality"
+
+    def speed_runs(self, chosen: str, style_speed: str = "") -> str:
+        """The level a job runs at on this model: the painter's ``chosen`` one, else (``quality``, the default) the
+        style's ``style_speed`` where the model takes it, else ``quality`` (as the server applies a style)."""
+        sent = self.speed_sent(chosen)
+        if sent == "quality" and style_speed and style_speed in self.speed_levels:
+            return style_speed
+        return sent
 
 
 def _names(models: Sequence[Mapping[str, Any]], kind: str, archs: Optional[Sequence[str]] = None) -> Tuple[str, ...]:

@@ -24,6 +24,9 @@ IMAGE_SOURCES = ("visible", "layer")
 CAPTION_STYLES = tuple(protocol.CAPTION_STYLES)  # value → the painter's word: CAPTION_STYLE_LABELS
 CAPTION_STYLE_LABELS = {"sentence": "Sentence", "tags": "Tags"}
 MASK_SOURCES = ("selection", "layer-mask", "alpha")
+# Speed levels (protocol ``params.speed``) → the painter's word. ``quality`` computes every step in full and is the
+# protocol's default (a style's level applies then); ``offers`` says which levels a model's family takes.
+SPEED_LABELS = {"quality": "Quality", "fast": "Fast"}
 
 # What a 1.0 server (which sends no ``welcome.defaults``) gets: the server's own tables at protocol 1.1.
 FALLBACK_DEFAULTS: Dict[str, Any] = {
@@ -194,6 +197,9 @@ class Settings:
     captioner: str = ""  # a captioner by name; "" = the server's first
     # picture into layers (mode "decompose", Qwen-Image-Layered)
     layer_count: int = 4  # protocol MIN_LAYER_COUNT..MAX_LAYER_COUNT
+    # speed level (SPEED_LABELS): "quality" = the default (the style's level where it sets one); "fast" reuses deep
+    # UNet features on alternate steps (the families ``offers`` lists), for jobs and live frames alike
+    speed: str = "quality"
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form (a JSON-ready map)."""
@@ -241,6 +247,8 @@ class Settings:
             out.fill = cls.fill
         if out.caption_style not in CAPTION_STYLES:
             out.caption_style = cls.caption_style
+        if out.speed not in protocol.messages.SPEED_LEVELS:
+            out.speed = cls.speed
         return out
 
     def replace(self, **changes: Any) -> "Settings":

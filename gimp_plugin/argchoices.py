@@ -4,7 +4,7 @@ of installed models are listed from the server: ``choices``.)"""
 
 from __future__ import annotations
 
-from client.settings import FILLS
+from client.settings import FILLS, SPEED_LABELS
 from protocol.messages import CONTROL_TYPES, REFERENCE_TYPES, SAMPLERS
 from protocol.sampling import SCHEDULE_NAMES
 
@@ -18,6 +18,7 @@ CONTROL_CHOICES = tuple((t, t.capitalize()) for t in CONTROL_TYPES)
 SOURCE_CHOICES = (("visible", "Visible image"), ("layer", "Active layer"))
 MASK_CHOICES = (("selection", "Selection"), ("layer-mask", "Active layer's mask (white = repaint)"))
 FILL_CHOICES = tuple(FILLS.items())  # fills: patch (the default), telea, ns, lama
+SPEED_CHOICES = tuple(SPEED_LABELS.items())  # speed levels: quality (the default), fast
 PREPROCESSOR_CHOICES = (
     ("canny", "Canny edges"),
     ("lineart", "Line art"),

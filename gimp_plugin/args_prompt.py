@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 
 from client.settings import FALLBACK_DEFAULTS
 
-from .argchoices import SAMPLER_CHOICES, SCHEDULER_CHOICES
+from .argchoices import SAMPLER_CHOICES, SCHEDULER_CHOICES, SPEED_CHOICES
 from .argspec import GINT_MAX, Arg
 
 
@@ -85,6 +85,15 @@ def sampling_args(strength: Optional[float]) -> Tuple[Arg, ...]:
         Arg("sampler", "choice", "Sa_mpler", "Sampler", "default", choices=SAMPLER_CHOICES),
         Arg("seed", "int", "S_eed", "Seed; -1 = random", -1, -1, GINT_MAX),
         Arg("batch", "int", "_Batch", "How many results (one layer each)", 1, 1, 8),
+        Arg(
+            "speed",
+            "choice",
+            "Spee_d",
+            "'quality' = every step in full (a style's level applies); 'fast' = deep features reused on alternate "
+            "steps: quicker, the pixels change a little (SD1.5/SDXL models; greyed out for others)",
+            "quality",
+            choices=SPEED_CHOICES,
+        ),
     ]
     args += more_sampling_args()
     return tuple(args)

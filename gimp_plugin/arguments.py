@@ -239,7 +239,7 @@ PROCEDURES: Tuple[ProcedureSpec, ...] = (
         "for each.",
         prompt_args()
         + lora_args()
-        + tuple(a for a in sampling_args(None) if a.name not in ("batch", "batch-count"))
+        + tuple(a for a in sampling_args(None) if a.name not in ("batch", "batch-count", "speed"))
         + source_args(mask=True)
         + server_args()
         + detail_args(after=False),

@@ -31,7 +31,7 @@ def _slots(
 SECTIONS: Tuple[Section, ...] = (
     ("negative", "Negative prompt", ("negative-prompt",)),
     ("loras", "LoRAs", tuple(f"{lora_prefix(i)}{key}" for i in range(1, LORA_SLOTS + 1) for key in ("", "-weight"))),
-    ("sampling", "Sampling", ("steps", "cfg", "sampler", "scheduler", "seed", "batch", "batch-count")),
+    ("sampling", "Sampling", ("steps", "cfg", "sampler", "scheduler", "speed", "seed", "batch", "batch-count")),
     ("model-parts", "VAE, CLIP skip and refiner", ("vae", "clip-skip", "refiner", "refiner-start")),
     ("output", "Transparency and seamless texture", ("transparent", "tileable")),
     ("area", "Source and mask", ("source", "mask-source", "grow", "feather", "fill", "color-match")),

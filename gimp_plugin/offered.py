@@ -1,7 +1,7 @@
 """Which entries of a dialog's choices can run on the model picked (``client.offers`` over the server's ``welcome``):
-the LoRAs the model takes, the control and reference types, the detailer's targets and the preprocessors it
-serves. The dialog greys the others out (GIMP's choice sensitivity) and follows the Model choice; scripts are not
-limited, the server answers them."""
+the LoRAs the model takes, the control and reference types, the detailer's targets, the preprocessors it serves
+and the speed levels it runs. The dialog greys the others out (GIMP's choice sensitivity) and follows the Model
+choice; scripts are not limited, the server answers them."""
 
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ def sensitivity(
             allowed = tuple(n for n, needs in TARGET_NICKS.items() if set(needs) <= set(o.detail_targets))
         elif arg.name == "preprocessor" and caps.get("preprocessors"):
             allowed = o.preprocessors
+        elif arg.name == "speed":
+            allowed = o.speed_levels
         else:
             continue
         out[arg.name] = {nick: nick in allowed for nick in nicks.get(arg.name, ())}

@@ -14,7 +14,7 @@ from client.errors import JobInputError
 from client.jobs import ControlSource
 from client.loras import tagged
 from client.regions import RegionBinding
-from client.settings import ControlSetting, ReferenceSetting, Settings
+from client.settings import SPEED_LABELS, ControlSetting, ReferenceSetting, Settings
 
 from .argchoices import SAMPLER_BY_NICK, SCHEDULER_BY_NICK
 from .args_inputs import MAX_REFERENCES, control_prefix, reference_prefix
@@ -109,6 +109,14 @@ def scheduler_of(nick: Any) -> str:
     return SCHEDULER_BY_NICK.get(nick, "")
 
 
+def speed_of(nick: Any) -> str:
+    """The protocol's speed level for a choice nick (none: ``quality``, the default)."""
+    nick = str(nick or "quality")
+    if nick not in SPEED_LABELS:
+        raise JobInputError(f"Unknown speed {nick!r}; choose one of: {', '.join(SPEED_LABELS)}")
+    return nick
+
+
 def settings_from_values(
     spec: ProcedureSpec, values: Mapping[str, Any], stable_id: Callable[[Any], str] = str
 ) -> Settings:
@@ -140,6 +148,8 @@ def settings_from_values(
         s.cfg = float(values["cfg"])
     if "sampler" in names:
         s.sampler = sampler_of(values["sampler"])
+    if "speed" in names:
+        s.speed = speed_of(values["speed"])
     if "fill" in names:
         s.fill = str(values["fill"])
     if "color-match" in names:  # fills
@@ -230,6 +240,7 @@ def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
         "feather": s.feather,
         "cfg": s.cfg,
         "sampler": nick_of.get(s.sampler, "default"),
+        "speed": s.speed,
         "fill": s.fill,
         "color-match": s.color_match,
         "source": s.image_source,

@@ -228,3 +228,12 @@ def test_fill_and_colour_match_travel_for_inpaint_and_outpaint(mode):
     msg = accepted(job_for(s, doc()))
     assert msg.params.fill == "telea" and msg.params.color_match is True
     assert accepted(job_for(Settings(mode=mode, extend_right=16), doc())).params.fill == "patch"
+
+
+# speed levels
+@pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint", "outpaint", "upscale"])
+def test_the_speed_level_travels_for_the_diffusion_modes_and_quality_is_left_to_a_style(mode):
+    s = Settings(mode=mode, model="big", speed="fast", extend_right=16)
+    assert accepted(job_for(s, doc(), entry=SDXL)).params.speed == ("quality" if mode == "upscale" else "fast")
+    quality = accepted(job_for(s.replace(speed="quality", style="draft"), doc(), entry=SDXL))
+    assert quality.params.speed == Params().speed == "quality", "the protocol's default: a style's level then applies"

@@ -641,23 +641,30 @@ def test_gui_history_dialog_opens_on_an_image_whose_history_holds_zlib_bombs(pro
 def test_sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments(trixie_root, tmp_path):
     """Generate from GIMP with a sampler and a schedule chosen apart, a batch count, a VAE and CLIP skip: one layer
     per image with its seed, each exactly the server's own image for those parameters; an impossible pair is refused
-    naming both."""
+    naming both. In the same GIMP start, ``speed`` ``fast``: the result's ``info.speed`` says fast."""
     from conftest import ServerProcess
     from factory import make_models_dir
-    from hosts.gimp import gimp_profile
+    from hosts.gimp import gimp_profile, run_checks
     from protocol.client import Client
 
     models = make_models_dir(tmp_path / "models", which=("sd15", "vae-file"))
     proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
     try:
         with gimp_profile() as prof:
-            gimp_check(
-                prof,
+            names = (
                 "sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments",
-                url=proc.url,
-                dir=prof.inside,
-                timeout=600,
+                "speed_fast_as_a_procedure_argument",
             )
+            run = run_checks(
+                prof,
+                [
+                    (name, {"url": proc.url, "dir": prof.inside, "plugin_dir": prof.inner(prof.plugin_dir)})
+                    for name in names
+                ],
+                600,
+            )
+            for name in names:
+                run.assert_ok(name)
             with Client(proc.url, client_name="gimp-sampling-check") as client:
                 for seed in (21, 22):
                     result = client.run(

@@ -860,3 +860,45 @@ def test_dialog_places_every_reference_and_control_argument_in_its_section():
         assert [(sid, title) for sid, title, _m in controls[6:]] == [
             (f"control-{i}", f"Control layer {i}") for i in range(2, 9)
         ]
+
+
+def test_speed_is_a_choice_in_the_sampling_fold_greyed_out_where_the_model_cannot_run_it():
+    from gimp_plugin.dialog import layout
+    from gimp_plugin.offered import sensitivity
+    from protocol.messages import Welcome
+
+    having = sorted(spec.name for spec in arguments.PROCEDURES if any(a.name == "speed" for a in spec.args))
+    assert having == sorted(
+        arguments.PREFIX + n for n in ("inpaint", "live-inpaint", "img2img", "outpaint", "generate")
+    ), having
+    spec = arguments.BY_MODE["inpaint"]
+    arg = spec.arg("speed")
+    assert arg.kind == "choice" and arg.default == "quality" and [n for n, _ in arg.choices] == ["quality", "fast"]
+    _top, sections = layout(spec)
+    assert "speed" in dict((sid, members) for sid, _title, members in sections)["sampling"]
+    s = values.settings_from_values(spec, dict(spec.defaults(), speed="fast"))
+    assert s.speed == "fast" and values.values_from_settings(spec, s)["speed"] == "fast"
+    assert values.settings_from_values(spec, spec.defaults()).speed == "quality"
+    with pytest.raises(JobInputError, match="Unknown speed 'turbo'"):
+        values.settings_from_values(spec, dict(spec.defaults(), speed="turbo"))
+    box = Box(0, 0, 32, 16)
+    job = build_job(s.replace(model="m"), JobInputs(box, rgba(box), "rgba8", bytes([255]) * 512, ()), job_id="s")
+    assert parse_client_message(job.to_wire(), Limits()).params.speed == "fast"
+    welcome = Welcome(
+        protocol="1.1",
+        server_version="x",
+        capabilities={
+            "families": {
+                "sd15": {"modes": ["inpaint"], "speed_levels": ["quality", "fast"]},
+                "flux": {"modes": ["inpaint"], "speed_levels": ["quality"]},
+            }
+        },
+        models=(
+            {"name": "m", "kind": "checkpoint", "arch": "sd15"},
+            {"name": "f", "kind": "checkpoint", "arch": "flux"},
+        ),
+    )
+    nicks = {"speed": ["quality", "fast"]}
+    assert sensitivity(spec, welcome, "m", nicks)["speed"] == {"quality": True, "fast": True}
+    assert sensitivity(spec, welcome, "f", nicks)["speed"] == {"quality": True, "fast": False}
+    assert sensitivity(spec, welcome, "classical", nicks)["speed"] == {"quality": True, "fast": False}

@@ -798,6 +798,14 @@ def test_generate_fills_the_context_box(krita_diffusion_run):
     assert not layer[outside][:, 3].any() and layer[~selected][:, 3].mean() < 64
 
 
+def test_fast_picked_in_the_panel_runs_fast(krita_diffusion_run):
+    """The Speed row is shown for the tiny SD1.5 model; Fast picked there makes a job whose result says it ran fast."""
+    rec = krita_diffusion_run["speed"]
+    assert rec["error"] is False and rec["results"] == 1, rec["message"]
+    assert rec["row_visible"] and rec["setting"] == "fast"
+    assert rec["info_speed"]["level"] == "fast" and rec["info_speed"]["reused_steps"] > 0, rec["info_speed"]
+
+
 def test_generate_into_a_soft_elliptical_selection(krita_diffusion_run):
     """The shared ellipse document (tests/ellipse_case.py): the layer takes the soft selection as its alpha, keeps
     the image where nothing is selected, and is kept as test-artifacts/generate-ellipse-krita.png for the comparison

@@ -1,10 +1,10 @@
 """Offer only what can run: ``client.offers.offers(welcome, model)`` against a real server with every tiny family.
 
 For every tiny family and every mode it runs, each option an editor offers for that model (control types,
-preprocessors, detailer targets, techniques, sampling options, regions, reference types, transparency, seamless
-textures, LoRAs) is built into a job by the client core, as the editors build them, and sent to the server: none is
-refused as ``unsupported``. And what the server refuses for a family is not offered for it: every installed LoRA a
-model is not offered is refused on it.
+preprocessors, detailer targets, techniques, sampling options, speed levels, regions, reference types, transparency,
+seamless textures, LoRAs) is built into a job by the client core, as the editors build them, and sent to the server:
+none is refused as ``unsupported``. And what the server refuses for a family is not offered for it: every installed
+LoRA a model is not offered is refused on it.
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ def variations(o, mode: str) -> List[Tuple[str, Settings, dict]]:
         out += [(f"refiner {r}", base.replace(refiner=r), {}) for r in o.refiners[:1]]
         if o.takes("clip_skip"):
             out.append(("clip skip", base.replace(clip_skip=2), {}))
+        out += [(f"speed {v}", base.replace(speed=v), {}) for v in o.speed_levels if v != "quality"]
         if o.regions:
             out.append(("region", base, {"regions": [RegionSource("region", "a dog")]}))
         if mode in o.control_modes:
@@ -187,6 +188,8 @@ def test_what_a_family_cannot_run_is_not_offered(session):
     assert loras["qwen-image"] == loras["qwen-image-edit-plus"] == loras["qwen-image-layered"] == ("tiny-lora-qwen",)
     assert loras["flux2-klein"] == ("tiny-lora-klein",) and loras["sd3"] == ()
     assert set(offers(welcome, "tiny-sd15").detail_targets) == {"face", "hand"}
+    fast = {arch for arch, model in FAMILIES.items() if offers(welcome, model).speed_choice()}
+    assert fast == {"sd15", "sdxl"} and offers(welcome, CLASSICAL).speed_levels == ("quality",)
     built_in = offers(welcome, CLASSICAL)
     assert set(built_in.modes) == {"inpaint", "outpaint", "upscale", "preprocess", "caption"}
     assert built_in.control_types == () and built_in.techniques == ()
@@ -299,6 +302,7 @@ def test_gimp_dialogs_grey_out_what_the_picked_model_cannot_run(session):
         "control-type": [n for n, _ in CONTROL_CHOICES],
         "reference-type": [n for n, _ in REFERENCE_CHOICES],
         "detail-targets": ["face", "hand", "face-hand"],
+        "speed": ["quality", "fast"],
     }
 
     def runs(model: str, name: str):
@@ -317,6 +321,8 @@ def test_gimp_dialogs_grey_out_what_the_picked_model_cannot_run(session):
     assert runs("tiny-sd3", "reference-type") == set() and runs("tiny-flux", "detail-targets") == set()
     assert runs("tiny-sd15", "detail-targets") == {"face", "hand", "face-hand"}
     assert runs("classical", "control-type") == set()
+    assert runs("tiny-sd15", "speed") == runs("tiny-sdxl", "speed") == {"quality", "fast"}
+    assert runs("tiny-flux", "speed") == runs("tiny-sd3", "speed") == runs("classical", "speed") == {"quality"}
     assert runs("default", "lora") == runs(offers(welcome).model, "lora"), (
         "'default' is the server's default checkpoint"
     )

@@ -33,5 +33,6 @@ def apply(panel, offers, mode: str, controls: int) -> None:
     for option, name in SAMPLING_ROWS:
         _show_row(panel.sampling_form, getattr(panel, name), offers.takes(option))
     _show_row(panel.sampling_form, panel.refiner_start_spin, offers.takes("refiner"))
+    _show_row(panel.sampling_form, panel.speed_box, offers.speed_choice())
     panel.transparent_check.setVisible(mode in offers.transparent and mode in ("generate", "img2img"))
     panel.tileable_row.setVisible(mode in offers.tileable)

@@ -228,7 +228,7 @@ class Session:
         if self.styles.available and self.connected:  # a pulled few-step LoRA makes live fast: ask again
             self.connection.styles("list")
         self.binding.leave_mode_not_offered()
-        for name in ("strength", "steps", "cfg", "sampler"):
+        for name in ("strength", "steps", "cfg", "sampler", "speed"):
             self.settings_changed.emit(name, getattr(self.shown(), name))
         if self.connected:
             self.connection_changed.emit(cconnect.CONNECTED, self.connection.detail)

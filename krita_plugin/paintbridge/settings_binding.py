@@ -61,6 +61,7 @@ class SettingsBinding:
             value = getattr(style, name)
             if value not in (0, "", None) and getattr(self.settings, name) in (0, 0.0, "", None):
                 setattr(out, name, value)
+        out.speed = self.offers().speed_runs(self.settings.speed, style.speed if style is not None else "")
         return out
 
     def emit_shown(self, names) -> None:
@@ -74,7 +75,7 @@ class SettingsBinding:
         model = first_installed(style, [m["name"] for m in self.checkpoints()]) if style is not None else ""
         if model and model != self.settings.model:
             self.set_option("model", model)
-        self.emit_shown(SHOWN_FIELDS + ("strength",))
+        self.emit_shown(SHOWN_FIELDS + ("strength", "speed"))
         self.changed.emit("style", name)
         self._touched()
 
@@ -97,7 +98,10 @@ class SettingsBinding:
     def job_settings(self) -> cs.Settings:
         """The settings a job sends: the chosen style (its sampling is then the server's to fill where the painter
         left the default), the prompt followed by the tags of the LoRAs picked from the list."""
-        return self.settings.replace(prompt=self._lora_prompt(self.settings.prompt), style=self._style_to_send())
+        speed = self.offers().speed_sent(self.settings.speed)  # a level the model cannot run is not sent (not shown)
+        return self.settings.replace(
+            prompt=self._lora_prompt(self.settings.prompt), style=self._style_to_send(), speed=speed
+        )
 
     @property
     def random_seed(self) -> bool:
@@ -143,7 +147,7 @@ class SettingsBinding:
             self.shown(),
             name,
             value,
-            {"model": self.model_names, "upscaler": self.upscaler_names},
+            {"model": self.model_names, "upscaler": self.upscaler_names, "speed": lambda: self.offers().speed_levels},
         )
         if name == "seed":
             self.keep_fixed_seed(value)
@@ -156,9 +160,20 @@ class SettingsBinding:
             for field in ("steps", "cfg", "sampler"):
                 self.set(field, type(getattr(self.settings, field))())
                 self.changed.emit(field, getattr(self.shown(), field))
+            self.changed.emit("speed", self.shown().speed)  # the level the new model runs at
             self.leave_mode_not_offered()
+        if name == "speed":
+            self._show_speed(value)
         if self.settings.scheduler:  # one chosen that the sampler cannot take goes; a style's shown one stays unset
             self.set("scheduler", client.sampling.fitting_scheduler(self.defaults.sampling, self.shown()))
+
+    def _show_speed(self, chosen: str) -> None:
+        """Show the level jobs will run at; say so when the chosen style's level wins over ``chosen``."""
+        runs = self.shown().speed
+        self.changed.emit("speed", runs)
+        if runs != chosen:
+            label = cs.SPEED_LABELS.get(runs, runs)
+            self.show_message(f"The style '{self._style_to_send()}' runs at {label}: choose another style to change it")
 
     def leave_mode_not_offered(self) -> None:
         if not client.modes.offered(self.settings.mode, self.entry()):  # e.g. edit, and the model cannot

@@ -116,6 +116,12 @@ class StyleEditor(QtWidgets.QDialog):
         self.prompt_edit = QtWidgets.QLineEdit()
         self.prompt_edit.setToolTip("{prompt} is the panel's prompt")
         self.negative_edit = QtWidgets.QLineEdit()
+        self.speed_box = combo(10)
+        self.speed_box.addItem("Quality (the panel's choice)", "")
+        self.speed_box.addItem("Fast", "fast")
+        self.speed_box.setToolTip(
+            "Fast reuses the model's deep features on alternate steps (SD1.5/SDXL; other families run every step)"
+        )
         self.live_box = combo(10)
         self.live_box.setToolTip("Live frames: a few-step LoRA of the family (auto: the best installed), or none")
         rows = (
@@ -128,6 +134,7 @@ class StyleEditor(QtWidgets.QDialog):
             ("Sampler", self.sampler_box),
             ("Steps", self.steps_spin),
             ("CFG", self.cfg_spin),
+            ("Speed", self.speed_box),
             ("Prompt", self.prompt_edit),
             ("Negative", self.negative_edit),
             ("Live", self.live_box),
@@ -196,6 +203,7 @@ class StyleEditor(QtWidgets.QDialog):
         self.sampler_box.setCurrentIndex(max(0, self.sampler_box.findData(style.sampler)))
         self.steps_spin.setValue(style.steps)
         self.cfg_spin.setValue(style.cfg or 0.0)
+        self.speed_box.setCurrentIndex(max(0, self.speed_box.findData(style.speed)))
         self.prompt_edit.setText(style.prompt)
         self.negative_edit.setText(style.negative_prompt)
 
@@ -259,6 +267,7 @@ class StyleEditor(QtWidgets.QDialog):
             scheduler="" if (self.sampler_box.currentData() or "") != style.sampler else style.scheduler,
             steps=self.steps_spin.value(),
             cfg=self.cfg_spin.value() or None,
+            speed=self.speed_box.currentData() or "",
             prompt=self.prompt_edit.text() or "{prompt}",
             negative_prompt=self.negative_edit.text() or "{prompt}",
             live=edited_live(style.live, self.live_box.currentData()),

@@ -49,8 +49,9 @@ COMBOS = (
     "scheduler",
     "vae",
     "refiner",  # these three: sampling
-    "caption_style",
-)  # prompt from the picture
+    "caption_style",  # prompt from the picture
+    "speed",  # speed level
+)
 
 
 class PaintbridgePanel(QtWidgets.QWidget):
@@ -135,6 +136,7 @@ class PaintbridgePanel(QtWidgets.QWidget):
             "refiner_start": self.refiner_start_spin,
             "caption_style": self.caption_style_box,
             "layer_count": self.layer_count_spin,
+            "speed": self.speed_box,
         }[name]
 
     def _bind(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from .basic_widgets import combo as _combo, spin as _spin
 from .sections import Section
 from .qt_compat import QtCore, QtWidgets, Qt
@@ -360,17 +362,24 @@ def build_sampling(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) -> N
     aform.addRow("Mask", panel.mask_source_box)
     build_sampling_rows(panel, aform)
     panel.sampling_form = aform
-    panel.fill_box = _combo()
-    for value, label in client.settings.FILLS.items():
-        panel.fill_box.addItem(label, value)
-    panel.fill_box.setToolTip(
+    panel.fill_box = _labelled_combo(
+        client.settings.FILLS,
         "Inpaint and outpaint: how the area is filled without a model (and pre-filled for a "
         "diffusion outpaint). Texture copies it from around the hole; LaMa needs its weights "
-        "('paintbridge models pull lama')."
+        "('paintbridge models pull lama').",
     )
     panel.color_match_check = QtWidgets.QCheckBox("Match colours to the surroundings")
     aform.addRow("Fill", panel.fill_box)
     aform.addRow(panel.color_match_check)
+
+
+def _labelled_combo(labels: Mapping[str, str], tip: str) -> QtWidgets.QComboBox:
+    """A combo box of ``labels`` (value → the painter's word) with a tooltip."""
+    box = _combo()
+    for value, label in labels.items():
+        box.addItem(label, value)
+    box.setToolTip(tip)
+    return box
 
 
 def build_controls(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) -> None:
@@ -385,8 +394,8 @@ def build_controls(panel: QtWidgets.QWidget, layout: QtWidgets.QVBoxLayout) -> N
 
 
 def build_sampling_rows(panel: QtWidgets.QWidget, form: QtWidgets.QFormLayout) -> None:
-    """The advanced sampling rows: schedule, batch count, VAE, CLIP skip, SDXL refiner (the view fills the
-    combo boxes from the server's welcome and model listing)."""
+    """The advanced sampling rows: schedule, batch count, VAE, CLIP skip, SDXL refiner, speed level (the view fills
+    the combo boxes from the server's welcome and model listing)."""
     panel.scheduler_box = _combo()
     panel.scheduler_box.setToolTip("Noise schedule; the choices are those the sampler can run with")
     panel.batch_count_spin = QtWidgets.QSpinBox()
@@ -401,9 +410,15 @@ def build_sampling_rows(panel: QtWidgets.QWidget, form: QtWidgets.QFormLayout) -
     panel.refiner_box.setToolTip("An SDXL refiner for the last steps (SDXL checkpoints)")
     panel.refiner_start_spin = _spin(0.05, 0.95, 0.8, 0.05, "")
     panel.refiner_start_spin.setToolTip("Fraction of the steps after which the refiner takes over")
+    panel.speed_box = _labelled_combo(
+        client.settings.SPEED_LABELS,
+        "Quality computes every step in full. Fast reuses the model's deep features on alternate steps: quicker, "
+        "and the pixels change a little. For jobs and live frames; a style may set it. Shown for the models that can.",
+    )
     form.addRow("Schedule", panel.scheduler_box)
     form.addRow("Batch count", panel.batch_count_spin)
     form.addRow("VAE", panel.vae_box)
     form.addRow("CLIP skip", panel.clip_skip_spin)
     form.addRow("Refiner", panel.refiner_box)
     form.addRow("Refiner from", panel.refiner_start_spin)
+    form.addRow("Speed", panel.speed_box)

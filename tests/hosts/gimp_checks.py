@@ -1227,6 +1227,33 @@ def sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments(P):
     img.delete()
 
 
+def speed_fast_as_a_procedure_argument(P):
+    """Generate with ``speed`` ``fast`` on the tiny SD1.5 model: the result's ``info.speed`` (as the image's history
+    keeps it) says the level ran with deep features reused."""
+    use_plugin(P)
+    from gimp_plugin import history
+
+    img, (layer,) = make_image(64, 64)
+    old = img.get_layers()
+    expect_ok(
+        "plug-in-paintbridge-generate",
+        img,
+        [layer],
+        prompt="a tiny house",
+        seed=23,
+        steps=4,
+        batch=1,
+        speed="fast",
+        server=P["url"],
+    )
+    added = new_layers(img, old)
+    check(len(added) == 1, "one new layer: %r" % layer_summary(img))
+    info = history.newest_first(history.of(img))[0].layers[0].info
+    speed = info.get("speed") or {}
+    check(speed.get("level") == "fast" and speed.get("reused_steps", 0) > 0, "info.speed says fast: %r" % info)
+    img.delete()
+
+
 def live_state_sees_one_pixel_under_the_selection_without_reading_pixels(P):
     use_plugin(P)
     from protocol.geometry import context_box

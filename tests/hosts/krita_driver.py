@@ -986,6 +986,19 @@ def scenario_diffusion():
     yield from apply_result(ses, doc, rec, "generate-new", W, H)
     K.action("edit_undo").trigger()
     yield 500
+
+    # Speed: Fast picked in the panel's Sampling section (shown for SD1.5); the result says the job ran fast.
+    mark("speed")
+    R["speed"] = rec = {"row_visible": not panel.speed_box.isHidden()}
+    index = panel.speed_box.findData("fast")
+    panel.speed_box.setCurrentIndex(index)
+    panel.speed_box.activated.emit(index)
+    rec["setting"] = ses.settings.speed
+    yield from run_job(ses, rec, timeout=300)
+    rec["info_speed"] = dict(ses.result_info.get("speed") or {})
+    ses.discard()
+    ses.set_option("speed", "quality")
+    yield 300
     ses.set_mode("inpaint")
 
     # Cancel a long job: the panel says so and nothing is added.

@@ -208,8 +208,10 @@ editor.show_style("mine")
 assert list(editor.lora_list.sliders) == ["ink"] and editor.lora_list.sliders["ink"].value() == 50
 editor.lora_list.sliders["ink"].setValue(70)
 editor.steps_spin.setValue(12)
+assert editor.speed_box.currentData() == ""  # the style leaves the speed to the panel
+editor.speed_box.setCurrentIndex(editor.speed_box.findData("fast"))
 assert editor.save() and sent[-1][0] == "save", sent
-assert sent[-1][1].steps == 12 and sent[-1][1].loras[0].weight == 0.7, sent[-1][1]
+assert sent[-1][1].steps == 12 and sent[-1][1].loras[0].weight == 0.7 and sent[-1][1].speed == "fast", sent[-1][1]
 assert not editor.new_style("mine") and "already" in editor.message.text()
 assert editor.duplicate_style("mine 2") and sent[-1][1].name == "mine 2" and sent[-1][1].loras[0].name == "ink"
 editor.hide()
@@ -226,8 +228,9 @@ s.capabilities = {
             "sampling": ["vae", "clip_skip"],
             "regions": True,
             "reference_types": ["style"],
+            "speed_levels": ["quality", "fast"],
         },
-        "flux": {"modes": ["generate", "inpaint", "img2img", "outpaint"], "sampling": []},
+        "flux": {"modes": ["generate", "inpaint", "img2img", "outpaint"], "sampling": [], "speed_levels": ["quality"]},
     },
 }
 s.on_models(
@@ -249,7 +252,33 @@ assert [p.control_rows[0].type_box.itemText(i) for i in range(p.control_rows[0].
     "scribble",
 ]  # the row's own type stays listed, so it can be changed to one that runs
 s.remove_control(0)
+# Speed: Quality / Fast in the sampling section where the family runs Fast; the choice reaches the job
+assert not p.speed_box.isHidden() and [p.speed_box.itemData(i) for i in range(p.speed_box.count())] == [
+    "quality",
+    "fast",
+]
+p.speed_box.setCurrentIndex(1)
+p.speed_box.activated.emit(1)
+assert s.settings.speed == "fast" and s.job_settings().speed == "fast"
 s.set_option("model", "f1")  # Flux: no hires fix, no detailer, no regions, references, controls or VAE choice
 assert sec["techniques"].isHidden() and sec["regions"].isHidden() and sec["references"].isHidden()
 assert sec["controls"].isHidden() and p.vae_box.isHidden() and p.clip_skip_spin.isHidden()
+assert p.speed_box.isHidden() and p.sampling_form.labelForField(p.speed_box).isHidden()
+assert s.job_settings().speed == "quality" and p.speed_box.currentData() == "quality"  # not sent where it cannot run
+s.set_option("speed", "fast")
+assert s.message_is_error and "fast" in s.message and s.settings.speed == "fast"  # kept for the SD1.5 model
+s.set_option("model", "m1")
+assert not p.speed_box.isHidden() and p.speed_box.currentData() == "fast"
+p.speed_box.setCurrentIndex(0)
+p.speed_box.activated.emit(0)
+assert s.settings.speed == "quality" and s.job_settings().speed == "quality"
+# a style that sets Fast: shown as the level jobs run at; Quality cannot undo it, and the panel says so
+s.styles.on_styles(wire_protocol.Styles(styles=(wire_protocol.Style(name="draft", family="sd15", speed="fast"),)))
+s.styles.choose("draft")
+assert p.speed_box.currentData() == "fast" and s.job_settings().speed == "quality"
+p.speed_box.setCurrentIndex(0)
+p.speed_box.activated.emit(0)
+assert p.speed_box.currentData() == "fast" and "draft" in s.message, s.message
+s.styles.choose("")
+assert p.speed_box.currentData() == "quality"
 print("view ok")

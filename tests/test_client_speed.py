@@ -1,0 +1,102 @@
+"""The speed level as the painter picks it (``Settings.speed``): offered only where the model's family lists it
+(``client.offers``), sent as ``params.speed``, a style's level applied where the job leaves ``quality``; against a
+real server with the tiny SD1.5 and Flux models, the result's ``info.speed`` says which level ran."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import pytest
+
+from client.jobs import build_job, capture
+from client.offers import CLASSICAL, offers
+from client.settings import Settings
+from clientdoc import MemoryDocument, Reader, ellipse_mask, gradient
+from protocol.client import Client, JobFailed
+from protocol.images import RGBA8
+from protocol.messages import Welcome
+from protocol.styles import Style
+
+MODELS = ("sd15", "flux")
+W = H = 64
+CAPS = {  # the server's welcome for an SD1.5 and a Flux checkpoint (server/offers.py, server/router.py)
+    "modes": ["generate", "img2img", "inpaint", "outpaint", "upscale"],
+    "speed_levels": {"quality": ["all"], "fast": ["sd15", "sdxl"]},
+    "families": {
+        "sd15": {"modes": ["generate", "inpaint"], "speed_levels": ["quality", "fast"]},
+        "sdxl": {"modes": ["generate", "inpaint"], "speed_levels": ["quality", "fast"]},
+        "flux": {"modes": ["generate", "inpaint"], "speed_levels": ["quality"]},
+    },
+}
+LISTING = (
+    {"name": "tiny", "kind": "checkpoint", "arch": "sd15"},
+    {"name": "big", "kind": "checkpoint", "arch": "sdxl"},
+    {"name": "flow", "kind": "checkpoint", "arch": "flux"},
+)
+
+
+def welcome(caps: Optional[dict] = None) -> Welcome:
+    return Welcome(protocol="1.1", server_version="x", capabilities=CAPS if caps is None else caps, models=LISTING)
+
+
+def test_fast_is_offered_only_where_the_family_lists_it():
+    w = welcome()
+    assert offers(w, "tiny").speed_levels == offers(w, "big").speed_levels == ("quality", "fast")
+    assert offers(w, "tiny").speed_choice() and offers(w, "big").speed_choice()
+    assert offers(w, "flow").speed_levels == ("quality",) and not offers(w, "flow").speed_choice()
+    assert not offers(w, CLASSICAL).speed_choice(), "the built-in engine computes no steps"
+    assert offers(w).speed_choice(), "'' is the server's default checkpoint (SD1.5 here)"
+    older = welcome({"modes": ["generate"]})  # a server from before speed levels: quality only
+    assert offers(older, "tiny").speed_levels == ("quality",) and not offers(older, "tiny").speed_choice()
+
+
+def test_a_level_the_model_cannot_run_is_not_sent_and_a_styles_level_runs_where_the_job_leaves_quality():
+    w = welcome()
+    sd15, flux = offers(w, "tiny"), offers(w, "flow")
+    assert sd15.speed_sent("fast") == "fast" and flux.speed_sent("fast") == "quality"
+    assert sd15.speed_runs("quality", "fast") == "fast", "the style's level: the job left the default"
+    assert sd15.speed_runs("fast", "quality") == "fast" and sd15.speed_runs("quality", "") == "quality"
+    assert flux.speed_runs("quality", "fast") == "quality", "the server drops a style's Fast on Flux"
+    assert flux.speed_runs("fast") == "quality"
+
+
+def test_the_speed_setting_is_stored_and_a_bad_stored_one_falls_back_to_quality():
+    s = Settings(speed="fast")
+    assert Settings.from_dict(json.loads(json.dumps(s.to_dict()))).speed == "fast"
+    assert Settings().speed == "quality"
+    for bad in ("turbo", 1, None, ""):
+        assert Settings.from_dict({"speed": bad}).speed == "quality", bad
+
+
+# --- against a real server -------------------------------------------------------------------------------------------
+
+
+def run(client: Client, settings: Settings, job_id: str, live: bool = False) -> dict:
+    """The ``info`` of the result of the job the client core builds for ``settings`` (on a 64² document)."""
+    doc = MemoryDocument(W, H, gradient(W, H), ellipse_mask(W, H, 32, 32, 14, 12))
+    inputs = capture(settings, doc.selection_bounds(), W, H, Reader(doc, RGBA8))
+    result = client.run(build_job(settings, inputs, job_id=job_id, live=live), timeout=300)
+    return {**dict(result.info), **dict(result.layers[0].info or {})}
+
+
+def test_the_chosen_or_the_styles_level_runs_and_the_result_says_so(start_server, models_dir, tmp_path):
+    server = start_server(model_dirs=[models_dir], styles_dir=tmp_path / "styles")
+    with Client(server.url, client_name="test-speed") as client:
+        o = offers(client.welcome, "tiny-sd15")
+        assert o.speed_choice() and not offers(client.welcome, "tiny-flux").speed_choice()
+        base = Settings(mode="inpaint", model="tiny-sd15", prompt="a cat", steps=4, seed=3)
+        fast = run(client, base.replace(speed=o.speed_sent("fast")), "fast")
+        assert fast["speed"]["level"] == "fast" and fast["speed"]["reused_steps"] > 0
+        assert "speed" not in run(client, base, "quality")
+        assert run(client, base.replace(speed="fast"), "live", live=True)["speed"]["level"] == "fast", "live frames"
+        with pytest.raises(JobFailed) as refused:  # sent anyway on Flux (a script): the server names the field
+            run(client, base.replace(model="tiny-flux", speed="fast"), "flux")
+        assert refused.value.field == "params.speed"
+        # a style's level, where the job leaves quality (what the Krita panel then shows: ``speed_runs``)
+        client.save_style(Style(name="draft", family="sd15", speed="fast"))
+        info = run(client, base.replace(style="draft"), "style")
+        assert info["speed"]["level"] == "fast" and "speed" in info["style"]["params"]
+        assert o.speed_runs(base.speed, "fast") == "fast"
+        flux = run(client, base.replace(model="tiny-flux", style="draft"), "style-flux")
+        assert "speed" not in flux, "a style's Fast on a family without it: every step in full"
