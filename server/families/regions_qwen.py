@@ -72,34 +72,6 @@ class QwenPlan:
         return torch.cat([freqs[:n] for n in self.lengths])
 
 
-class _MaskedSDPA:
-    """Within the block, torch's ``scaled_dot_product_attention`` runs with ``mask``; counts its calls."""
-
-    def __init__(self, mask) -> None:
-        self.mask, self.calls = mask, 0
-
-    def __enter__(self):
-        import torch
-        from torch.overrides import TorchFunctionMode
-
-        outer = self
-
-        class Mode(TorchFunctionMode):
-            def __torch_function__(self, func, types, args=(), kwargs=None):
-                kwargs = dict(kwargs or {})
-                if func is torch.nn.functional.scaled_dot_product_attention:
-                    outer.calls += 1
-                    kwargs["attn_mask"] = outer.mask
-                return func(*args, **kwargs)
-
-        self._mode = Mode()
-        self._mode.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._mode.__exit__(*exc)
-
-
 class QwenMaskedAttention:
     """A Qwen-Image attention processor run with the regions' mask and text positions."""
 
@@ -116,18 +88,14 @@ class QwenMaskedAttention:
         image_rotary_emb=None,
     ):
         text, image = int(encoder_hidden_states.shape[1]), int(hidden_states.shape[1])
-        if text != self.plan.text_tokens or image != self.plan.weights.shape[1]:
-            raise RuntimeError(
-                f"a Qwen-Image attention layer over {text} text + {image} image tokens; the regions planned "
-                f"{self.plan.text_tokens} + {self.plan.weights.shape[1]}"
-            )
+        regions.check_layout("Qwen-Image", text, image, self.plan)
         if image_rotary_emb is not None:
             image_rotary_emb = (image_rotary_emb[0], self.plan.text_freqs(image_rotary_emb[1]))
-        with _MaskedSDPA(self.plan.mask(encoder_hidden_states_mask, hidden_states)) as sdpa:
-            out = self.inner(attn, hidden_states, encoder_hidden_states, None, attention_mask, image_rotary_emb)
-        if sdpa.calls != 1:
-            raise RuntimeError(f"regions expect one torch attention call per Qwen-Image layer, not {sdpa.calls}")
-        return out
+        return regions.masked_once(
+            self.plan.mask(encoder_hidden_states_mask, hidden_states),
+            "Qwen-Image",
+            lambda: self.inner(attn, hidden_states, encoder_hidden_states, None, attention_mask, image_rotary_emb),
+        )
 
 
 def prepare(
