@@ -163,7 +163,7 @@ def test_what_a_family_cannot_run_is_not_offered(session):
     flux, sd3, sdxl = (offers(welcome, FAMILIES[a]) for a in ("flux", "sd3", "sdxl"))
     assert flux.techniques == () and flux.detail_targets == () and flux.vaes == () and flux.regions
     assert sd3.regions and offers(welcome, "tiny-flux-kontext").regions and offers(welcome, "tiny-chroma").regions
-    assert not offers(welcome, "tiny-qwen-edit-plus").regions
+    assert offers(welcome, "tiny-qwen-edit-plus").regions and not offers(welcome, "tiny-qwen-layered").regions
     assert (
         "detail" not in flux.modes and "edit" not in flux.modes and "edit" in offers(welcome, "tiny-flux-kontext").modes
     )

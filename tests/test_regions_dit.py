@@ -33,6 +33,7 @@ MODELS = (
     "klein",
     "qwen",
     "qwen-controlnet",
+    "qwen-edit",
     "qwen-edit-plus",
     "chroma",
 )
@@ -105,12 +106,22 @@ def test_sizes_off_the_token_grid_are_refused():
 # keeps it under 1e-3, Z-Image (4 layers, guidance 4) under 0.05, Klein (1 + 1 blocks, a reference picture) and
 # Qwen-Image (true CFG 4) under 0.002, Kontext (its edited picture's tokens) 4e-4, SD3 (2 joint layers, one with the
 # image's own self-attention; CFG 4) 0.003, Chroma (CFG 4) 0.008 (without the mask: 0.97 to 1.4)
-LOCAL = {"flux": 0.02, "z-image": 0.1, "klein": 0.02, "qwen": 0.02, "chroma": 0.05, "kontext": 0.02, "sd3": 0.05}
+LOCAL = {
+    "flux": 0.02,
+    "z-image": 0.1,
+    "klein": 0.02,
+    "qwen": 0.02,
+    "qwen-edit-plus": 0.02,
+    "chroma": 0.05,
+    "kontext": 0.02,
+    "sd3": 0.05,
+}
 KITS = {
     "flux": regions,
     "z-image": regions_zimage,
     "klein": regions_klein,
     "qwen": regions_qwen,
+    "qwen-edit-plus": regions_qwen,
     "chroma": regions_chroma,
     "kontext": regions,
     "sd3": regions_sd3,
@@ -129,6 +140,7 @@ def family(request):
         Flux2KleinPipeline,
         FluxKontextPipeline,
         FluxPipeline,
+        QwenImageEditPlusPipeline,
         QwenImagePipeline,
         StableDiffusion3Pipeline,
         ZImagePipeline,
@@ -147,6 +159,9 @@ def family(request):
         pipe.register_to_config(is_distilled=False)
     elif request.param == "qwen":
         pipe = QwenImagePipeline.from_pretrained(tiny_qwen.checkpoint_folder("qwen"), local_files_only=True)
+    elif request.param == "qwen-edit-plus":  # its generate, img2img and inpaint jobs run Qwen-Image's pipelines
+        folder = tiny_qwen.checkpoint_folder("qwen-edit-plus")
+        pipe = QwenImagePipeline.from_pipe(QwenImageEditPlusPipeline.from_pretrained(folder, local_files_only=True))
     else:
         pipe = ZImagePipeline.from_pretrained(tiny_zimage.folder(), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
@@ -164,7 +179,7 @@ def latents(family, region_list=()) -> np.ndarray:
         call.update(negative_prompt="blurry", guidance_scale=4.0)
     if name == "klein":
         call.update(guidance_scale=4.0, image=[Image.fromarray(picture()[..., :3])])
-    if name == "qwen":
+    if name.startswith("qwen"):
         call.update(negative_prompt="blurry", true_cfg_scale=4.0)
     if name in ("chroma", "sd3"):
         call.update(negative_prompt="blurry", guidance_scale=4.0)
@@ -185,7 +200,7 @@ def latents(family, region_list=()) -> np.ndarray:
         ).images
         if name in ("flux", "chroma", "kontext"):
             out = pipe._unpack_latents(out, H, W, pipe.vae_scale_factor)
-        if name == "qwen":
+        if name.startswith("qwen"):
             out = pipe._unpack_latents(out, H, W, pipe.vae_scale_factor)[:, :, 0]
     return out[0].permute(1, 2, 0).double().numpy()
 
@@ -275,9 +290,10 @@ def job(mode: str, model: str, region_list=(), **extra) -> dict:
 def test_welcome_offers_regions_on_the_dit_families_that_take_them(client):
     caps = client.welcome.capabilities
     takes = ("flux", "flux-fill", "flux-kontext", "sd3", "z-image", "flux2-klein", "qwen-image", "chroma")
-    assert set(takes) <= set(caps["regions"]) and "qwen-image-edit-plus" not in caps["regions"]
+    takes += ("qwen-image-edit-plus",)
+    assert set(takes) <= set(caps["regions"]) and "qwen-image-edit" not in caps["regions"]
     assert all(caps["families"][f]["regions"] for f in takes)
-    assert not caps["families"]["qwen-image-edit-plus"]["regions"]
+    assert not caps["families"]["qwen-image-edit"]["regions"]
 
 
 @pytest.mark.parametrize(
@@ -290,6 +306,7 @@ def test_welcome_offers_regions_on_the_dit_families_that_take_them(client):
         "tiny-z-image",
         "tiny-klein",
         "tiny-qwen",
+        "tiny-qwen-edit-plus",
         "tiny-chroma",
     ],
 )
@@ -358,10 +375,10 @@ def test_regions_with_a_joint_attention_controlnet(client, model, controlnet):
 
 def test_families_without_regions_are_still_refused_by_name(client):
     with pytest.raises(JobFailed) as err:
-        client.run(job("generate", "tiny-qwen-edit-plus", [(CAR, LEFT)]), timeout=300)
+        client.run(job("generate", "tiny-qwen-edit", [(CAR, LEFT)]), timeout=300)
     error = err.value.error
     assert error.code == "unsupported" and error.field == "regions"
-    assert "Qwen-Image-Edit" in error.message and "tiny-qwen-edit-plus" in error.message
+    assert "Qwen-Image-Edit" in error.message and "tiny-qwen-edit" in error.message
 
 
 def test_z_image_refuses_captions_past_its_text_positions(client):

@@ -17,7 +17,9 @@ mask on the transformer's joint attention (the other families' variants of the s
    token; each group's text tokens attend to themselves and, with the same biases, to their area's image tokens (the
    job prompt's: the area outside the regions, as in the job without regions where that is the whole picture).
    Kontext appends the tokens of the picture it edits after the image's (``RegionPlan.extra``): they read each other
-   and the image freely, and the job's prompt alone; every text group reads them (``extended_mask``).
+   and the image freely, and the job's prompt alone; every text group reads them (``extended_mask``). (The protocol
+   takes regions in generate, img2img, inpaint and outpaint, where the engine's Kontext pipelines append none; a
+   Kontext pipeline called with a picture gets them.)
 3. ``applied``: for one job, every attention processor of the transformer (and of the job's ControlNet, which gets
    the same tokens) is wrapped by the plan (``MaskedAttention``: it hands the mask to the wrapped processor, joined
    with the call's own key mask where the model has one: Chroma's); diffusers' attention dispatch runs torch's

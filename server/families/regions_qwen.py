@@ -1,4 +1,8 @@
-"""Regions on Qwen-Image: the masked joint attention of ``regions`` in Qwen-Image's layout.
+"""Regions on Qwen-Image and Qwen-Image-Edit Plus: the masked joint attention of ``regions`` in Qwen-Image's layout.
+
+Edit Plus (2509/2511) runs the modes regions work in (generate, img2img, inpaint, outpaint) on Qwen-Image's own
+pipelines: the same layout. The first Qwen-Image-Edit inpaints through its edit pipeline, whose prompt reads the
+picture and whose transformer sees the picture's tokens after the image's: it is refused by name.
 
 Qwen-Image's transformer runs every block's joint attention on [text | image]: the text is Qwen2.5-VL's hidden states
 of the prompt's real tokens (a key mask hides padding), the image its 16 px latent tokens. Text token j has rotary
@@ -29,7 +33,7 @@ from ..core import Region
 from ..models import qwen as qwen_models
 from . import regions
 
-FAMILIES = (qwen_models.QWEN,)
+FAMILIES = (qwen_models.QWEN, qwen_models.QWEN_EDIT_PLUS)
 
 
 @dataclass
