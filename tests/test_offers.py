@@ -47,6 +47,7 @@ MODELS = (
     "zimage-controlnet",  # its union ControlNet (one file)
     "chroma",  # no lora-chroma: its Flux.1 LoRA names would make it a tiny-flux LoRA too
     "qwen",
+    "qwen-edit",
     "qwen-edit-plus",
     "qwen-layered",
     "qwen-lora",
@@ -62,6 +63,7 @@ FAMILIES = {
     "z-image": "tiny-z-image",
     "chroma": "tiny-chroma",
     "qwen-image": "tiny-qwen",
+    "qwen-image-edit": "tiny-qwen-edit",
     "qwen-image-edit-plus": "tiny-qwen-edit-plus",
     "qwen-image-layered": "tiny-qwen-layered",
 }

@@ -21,7 +21,7 @@ from server.diffusion import regions
 
 torch.set_num_threads(2)
 
-MODELS = ("sd15", "sdxl", "sd15-inpaint", "qwen-edit")
+MODELS = ("sd15", "sdxl", "sd15-inpaint", "qwen-layered")
 W = H = 64
 PROMPT = "a landscape"
 REGION_PROMPT = "a bright red sports car, chrome wheels"
@@ -139,6 +139,7 @@ def test_welcome_lists_the_families_with_regions(client):
         "flux2-klein",
         "chroma",
         "qwen-image",
+        "qwen-image-edit",
         "qwen-image-edit-plus",
     ]
 
@@ -270,12 +271,12 @@ def test_a_batch_with_regions_gives_each_seed_its_own_pixels(client):
 def test_families_without_regions_are_refused_by_name(client):
     region = [{"prompt": REGION_PROMPT, "mask": left_half()}]
     with pytest.raises(JobFailed) as err:
-        client.run(job("generate", "tiny-qwen-edit", region), timeout=300)
+        client.run(job("generate", "tiny-qwen-layered", region), timeout=300)
     error = err.value.error
     assert error.code == "unsupported" and error.field == "regions"
-    assert "Qwen-Image-Edit" in error.message and "tiny-qwen-edit" in error.message
-    takes = "SD1.5, SDXL, Flux.1, Flux.1 Fill, Flux.1 Kontext, SD3, Z-Image, Flux.2 Klein, Chroma, Qwen-Image and "
-    assert takes + "Qwen-Image-Edit Plus checkpoints" in error.message
+    assert "Qwen-Image-Layered" in error.message and "tiny-qwen-layered" in error.message
+    takes = "SD1.5, SDXL, Flux.1, Flux.1 Fill, Flux.1 Kontext, SD3, Z-Image, Flux.2 Klein, Chroma, Qwen-Image, "
+    assert takes + "Qwen-Image-Edit and Qwen-Image-Edit Plus checkpoints" in error.message
     with pytest.raises(JobFailed) as err:
         client.run(
             job("inpaint", "classical", region, image=payload(picture()), mask=payload(left_half())), timeout=300

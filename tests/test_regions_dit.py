@@ -16,6 +16,7 @@ import tiny_qwen
 import tiny_zimage
 from protocol.client import JobFailed
 from server.core import Region
+from server.families import qwen
 from server.families import regions, regions_chroma, regions_klein, regions_qwen, regions_sd3, regions_zimage
 from test_regions import job as sd_job, payload, picture, pixels
 
@@ -35,6 +36,7 @@ MODELS = (
     "qwen-controlnet",
     "qwen-edit",
     "qwen-edit-plus",
+    "qwen-layered",
     "chroma",
 )
 W = H = 64
@@ -112,6 +114,7 @@ LOCAL = {
     "klein": 0.02,
     "qwen": 0.02,
     "qwen-edit-plus": 0.02,
+    "qwen-edit": 0.02,
     "chroma": 0.05,
     "kontext": 0.02,
     "sd3": 0.05,
@@ -122,6 +125,7 @@ KITS = {
     "klein": regions_klein,
     "qwen": regions_qwen,
     "qwen-edit-plus": regions_qwen,
+    "qwen-edit": regions_qwen,
     "chroma": regions_chroma,
     "kontext": regions,
     "sd3": regions_sd3,
@@ -140,6 +144,8 @@ def family(request):
         Flux2KleinPipeline,
         FluxKontextPipeline,
         FluxPipeline,
+        QwenImageEditInpaintPipeline,
+        QwenImageEditPipeline,
         QwenImageEditPlusPipeline,
         QwenImagePipeline,
         StableDiffusion3Pipeline,
@@ -150,6 +156,11 @@ def family(request):
         pipe = FluxPipeline.from_pretrained(factory.checkpoint_folder("flux"), local_files_only=True)
     elif request.param == "kontext":
         pipe = FluxKontextPipeline.from_pretrained(factory.checkpoint_folder("flux-kontext"), local_files_only=True)
+    elif request.param == "qwen-edit":  # its inpaint pipeline: the prompt reads the picture, whose tokens follow
+        folder = tiny_qwen.checkpoint_folder("qwen-edit")
+        pipe = QwenImageEditInpaintPipeline.from_pipe(
+            QwenImageEditPipeline.from_pretrained(folder, local_files_only=True)
+        )
     elif request.param == "sd3":
         pipe = StableDiffusion3Pipeline.from_pretrained(factory.checkpoint_folder("sd3"), local_files_only=True)
     elif request.param == "chroma":
@@ -183,13 +194,16 @@ def latents(family, region_list=()) -> np.ndarray:
         call.update(negative_prompt="blurry", true_cfg_scale=4.0)
     if name in ("chroma", "sd3"):
         call.update(negative_prompt="blurry", guidance_scale=4.0)
+    if name == "qwen-edit":  # the whole picture repainted
+        full = np.full((H, W), 255, np.uint8)
+        call.update(image=Image.fromarray(picture()[..., :3]), mask_image=Image.fromarray(full), strength=1.0)
     if name == "kontext":  # the edited picture's tokens after the image's
         call.update(image=Image.fromarray(picture()[..., :3]), _auto_resize=False, max_area=W * H)
     plan = None
     if region_list:
         listed = [Region(r[0], r[1], strength=r[2] if len(r) > 2 else 1.0) for r in region_list]
         call, plan = kit.prepare(pipe, call, [(f"{r.prompt}, {PROMPT}", "blurry") for r in listed], listed, W, H)
-    with torch.inference_mode(), regions.applied([pipe.transformer], plan):
+    with torch.inference_mode(), regions.applied([pipe.transformer], plan), qwen.reference_area(W * H):
         out = pipe(
             **call,
             height=H,
@@ -270,7 +284,7 @@ def test_a_klein_or_qwen_call_off_the_plan_is_refused_and_the_processors_come_ba
         plan, match = regions_qwen.QwenPlan([1, 1], weights), "the regions planned 2 "
     before = dict(pipe.transformer.attn_processors)
     with pytest.raises(RuntimeError, match=match):
-        with torch.inference_mode(), regions.applied([pipe.transformer], plan):
+        with torch.inference_mode(), regions.applied([pipe.transformer], plan), qwen.reference_area(W * H):
             pipe(prompt=PROMPT, height=H, width=W, num_inference_steps=1)
     assert dict(pipe.transformer.attn_processors) == before
     assert not pipe.transformer._forward_pre_hooks
@@ -290,10 +304,10 @@ def job(mode: str, model: str, region_list=(), **extra) -> dict:
 def test_welcome_offers_regions_on_the_dit_families_that_take_them(client):
     caps = client.welcome.capabilities
     takes = ("flux", "flux-fill", "flux-kontext", "sd3", "z-image", "flux2-klein", "qwen-image", "chroma")
-    takes += ("qwen-image-edit-plus",)
-    assert set(takes) <= set(caps["regions"]) and "qwen-image-edit" not in caps["regions"]
+    takes += ("qwen-image-edit", "qwen-image-edit-plus")
+    assert set(takes) <= set(caps["regions"]) and "qwen-image-layered" not in caps["regions"]
     assert all(caps["families"][f]["regions"] for f in takes)
-    assert not caps["families"]["qwen-image-edit"]["regions"]
+    assert not caps["families"]["qwen-image-layered"]["regions"]
 
 
 @pytest.mark.parametrize(
@@ -306,6 +320,7 @@ def test_welcome_offers_regions_on_the_dit_families_that_take_them(client):
         "tiny-z-image",
         "tiny-klein",
         "tiny-qwen",
+        "tiny-qwen-edit",
         "tiny-qwen-edit-plus",
         "tiny-chroma",
     ],
@@ -337,14 +352,20 @@ def test_a_tileable_job_with_regions_keeps_its_latents_in_place(client):
     assert client.run(msg, timeout=300).layers[0].info["tileable"] == "circular padding in the VAE"
 
 
-def test_inpaint_with_regions_keeps_every_pixel_outside_the_mask(client):
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-qwen-edit"])
+def test_inpaint_with_regions_keeps_every_pixel_outside_the_mask(client, server, model):
+    """Qwen-Image-Edit inpaints through its edit pipeline: the regions' texts are encoded by the pipeline (reading the
+    picture) and its ``encode_prompt`` comes back afterwards."""
     image, mask = picture(), np.zeros((H, W), np.uint8)
     mask[16:48, 8:56] = 255
-    msg = job("inpaint", "tiny-flux", [(CAR, LEFT), (LAKE, RIGHT)], image=payload(image), mask=payload(mask))
+    msg = job("inpaint", model, [(CAR, LEFT), (LAKE, RIGHT)], image=payload(image), mask=payload(mask))
     msg["params"].update(grow=0, feather=0, strength=1.0)
-    out = pixels(client.run(msg, timeout=300))
+    result = client.run(msg, timeout=300)
+    assert result.layers[0].info["regions"] == 2
     outside = mask == 0
-    assert np.array_equal(out[outside][:, :3], image.astype(np.int16)[outside][:, :3])
+    assert np.array_equal(pixels(result)[outside][:, :3], image.astype(np.int16)[outside][:, :3])
+    loaded = server.server.router.engine("families").loaded
+    assert all("encode_prompt" not in vars(p) for p in [loaded.pipe, *loaded.variants.values()])
 
 
 def test_regions_with_a_controlnet_or_a_redux_reference(client):
@@ -375,10 +396,10 @@ def test_regions_with_a_joint_attention_controlnet(client, model, controlnet):
 
 def test_families_without_regions_are_still_refused_by_name(client):
     with pytest.raises(JobFailed) as err:
-        client.run(job("generate", "tiny-qwen-edit", [(CAR, LEFT)]), timeout=300)
+        client.run(job("generate", "tiny-qwen-layered", [(CAR, LEFT)]), timeout=300)
     error = err.value.error
     assert error.code == "unsupported" and error.field == "regions"
-    assert "Qwen-Image-Edit" in error.message and "tiny-qwen-edit" in error.message
+    assert "Qwen-Image-Layered" in error.message and "tiny-qwen-layered" in error.message
 
 
 def test_z_image_refuses_captions_past_its_text_positions(client):
