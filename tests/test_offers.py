@@ -47,6 +47,7 @@ MODELS = (
     "zimage-controlnet",  # its union ControlNet (one file)
     "chroma",  # no lora-chroma: its Flux.1 LoRA names would make it a tiny-flux LoRA too
     "qwen",
+    "qwen-edit",
     "qwen-edit-plus",
     "qwen-layered",
     "qwen-lora",
@@ -62,6 +63,7 @@ FAMILIES = {
     "z-image": "tiny-z-image",
     "chroma": "tiny-chroma",
     "qwen-image": "tiny-qwen",
+    "qwen-image-edit": "tiny-qwen-edit",
     "qwen-image-edit-plus": "tiny-qwen-edit-plus",
     "qwen-image-layered": "tiny-qwen-layered",
 }
@@ -163,7 +165,8 @@ def test_what_a_family_cannot_run_is_not_offered(session):
     _client, welcome = session
     flux, sd3, sdxl = (offers(welcome, FAMILIES[a]) for a in ("flux", "sd3", "sdxl"))
     assert flux.techniques == () and flux.detail_targets == () and flux.vaes == () and flux.regions
-    assert not sd3.regions and not offers(welcome, "tiny-flux-kontext").regions
+    assert sd3.regions and offers(welcome, "tiny-flux-kontext").regions and offers(welcome, "tiny-chroma").regions
+    assert offers(welcome, "tiny-qwen-edit-plus").regions and not offers(welcome, "tiny-qwen-layered").regions
     assert (
         "detail" not in flux.modes and "edit" not in flux.modes and "edit" in offers(welcome, "tiny-flux-kontext").modes
     )

@@ -21,7 +21,7 @@ from server.diffusion import regions
 
 torch.set_num_threads(2)
 
-MODELS = ("sd15", "sdxl", "sd15-inpaint", "sd3")
+MODELS = ("sd15", "sdxl", "sd15-inpaint", "qwen-layered")
 W = H = 64
 PROMPT = "a landscape"
 REGION_PROMPT = "a bright red sports car, chrome wheels"
@@ -133,9 +133,14 @@ def test_welcome_lists_the_families_with_regions(client):
         "sdxl",
         "flux",
         "flux-fill",
+        "flux-kontext",
+        "sd3",
         "z-image",
         "flux2-klein",
+        "chroma",
         "qwen-image",
+        "qwen-image-edit",
+        "qwen-image-edit-plus",
     ]
 
 
@@ -266,11 +271,12 @@ def test_a_batch_with_regions_gives_each_seed_its_own_pixels(client):
 def test_families_without_regions_are_refused_by_name(client):
     region = [{"prompt": REGION_PROMPT, "mask": left_half()}]
     with pytest.raises(JobFailed) as err:
-        client.run(job("generate", "tiny-sd3", region), timeout=300)
+        client.run(job("generate", "tiny-qwen-layered", region), timeout=300)
     error = err.value.error
     assert error.code == "unsupported" and error.field == "regions"
-    assert "SD3" in error.message and "tiny-sd3" in error.message
-    assert "SD1.5, SDXL, Flux.1, Flux.1 Fill, Z-Image, Flux.2 Klein and Qwen-Image checkpoints" in error.message
+    assert "Qwen-Image-Layered" in error.message and "tiny-qwen-layered" in error.message
+    takes = "SD1.5, SDXL, Flux.1, Flux.1 Fill, Flux.1 Kontext, SD3, Z-Image, Flux.2 Klein, Chroma, Qwen-Image, "
+    assert takes + "Qwen-Image-Edit and Qwen-Image-Edit Plus checkpoints" in error.message
     with pytest.raises(JobFailed) as err:
         client.run(
             job("inpaint", "classical", region, image=payload(picture()), mask=payload(left_half())), timeout=300

@@ -1,6 +1,6 @@
-"""Regions on Flux.1 (dev and Fill), Z-Image and Flux.2 Klein: the joint-attention mask, where a region's prompt acts on
-the tiny random-weight models (Flux: 1 double + 1 single block, 64 px = 4 x 4 image tokens), and jobs through the real
-websocket server."""
+"""Regions on Flux.1 (dev, Fill, Kontext), SD3, Z-Image, Flux.2 Klein, Qwen-Image and Chroma: the joint-attention mask,
+where a region's prompt acts on the tiny random-weight models (Flux: 1 double + 1 single block, 64 px = 4 x 4 image
+tokens), and jobs through the real websocket server."""
 
 from __future__ import annotations
 
@@ -10,17 +10,35 @@ import torch
 from PIL import Image
 
 import factory
+import tiny_chroma
 import tiny_klein
 import tiny_qwen
 import tiny_zimage
 from protocol.client import JobFailed
 from server.core import Region
-from server.families import regions, regions_klein, regions_qwen, regions_zimage
+from server.families import qwen
+from server.families import regions, regions_chroma, regions_klein, regions_qwen, regions_sd3, regions_zimage
 from test_regions import job as sd_job, payload, picture, pixels
 
 torch.set_num_threads(2)
 
-MODELS = ("flux", "flux-fill", "sd3", "cn-flux-canny", "redux-file", "zimage", "klein", "qwen", "qwen-controlnet")
+MODELS = (
+    "flux",
+    "flux-fill",
+    "flux-kontext",
+    "sd3",
+    "cn-flux-canny",
+    "cn-sd3-canny",
+    "redux-file",
+    "zimage",
+    "klein",
+    "qwen",
+    "qwen-controlnet",
+    "qwen-edit",
+    "qwen-edit-plus",
+    "qwen-layered",
+    "chroma",
+)
 W = H = 64
 PROMPT = "a landscape"
 CAR, LAKE, TREE = "a bright red sports car", "a calm blue lake", "a green tree in the snow"
@@ -88,25 +106,73 @@ def test_sizes_off_the_token_grid_are_refused():
 # the most a far area's latents may move, relative to the change where the region is (masks ignored: about 1). Every
 # image token reads every other one, so a change leaks a little through the image: Flux (1 + 1 blocks, 3 steps)
 # keeps it under 1e-3, Z-Image (4 layers, guidance 4) under 0.05, Klein (1 + 1 blocks, a reference picture) and
-# Qwen-Image (true CFG 4) under 0.002 (without the mask: about 1)
-LOCAL = {"flux": 0.02, "z-image": 0.1, "klein": 0.02, "qwen": 0.02}
-KITS = {"flux": regions, "z-image": regions_zimage, "klein": regions_klein, "qwen": regions_qwen}
+# Qwen-Image (true CFG 4) under 0.002, Kontext (its edited picture's tokens) 4e-4, SD3 (2 joint layers, one with the
+# image's own self-attention; CFG 4) 0.003, Chroma (CFG 4) 0.008 (without the mask: 0.97 to 1.4)
+LOCAL = {
+    "flux": 0.02,
+    "z-image": 0.1,
+    "klein": 0.02,
+    "qwen": 0.02,
+    "qwen-edit-plus": 0.02,
+    "qwen-edit": 0.02,
+    "chroma": 0.05,
+    "kontext": 0.02,
+    "sd3": 0.05,
+}
+KITS = {
+    "flux": regions,
+    "z-image": regions_zimage,
+    "klein": regions_klein,
+    "qwen": regions_qwen,
+    "qwen-edit-plus": regions_qwen,
+    "qwen-edit": regions_qwen,
+    "chroma": regions_chroma,
+    "kontext": regions,
+    "sd3": regions_sd3,
+}
 
 
-@pytest.fixture(scope="module", params=["flux", "z-image", "klein", "qwen"])
+@pytest.fixture(scope="module", params=list(KITS))
 def family(request):
     """(family, pipeline): the tiny Flux.1 (guidance-distilled), Z-Image (guidance 4: the negative picture too) or Klein
     (an undistilled release at guidance 4, so the negative pass runs too, seeing a reference picture: extra tokens after
-    the image's) or Qwen-Image (true CFG 4: a negative prompt per region)."""
-    from diffusers import Flux2KleinPipeline, FluxPipeline, QwenImagePipeline, ZImagePipeline
+    the image's) or Qwen-Image (true CFG 4: a negative prompt per region), Chroma and SD3 (CFG 4: a negative prompt
+    per region; Chroma's key mask over its padded T5 tokens), Kontext (editing a picture: its tokens after the
+    image's)."""
+    from diffusers import (
+        ChromaPipeline,
+        Flux2KleinPipeline,
+        FluxKontextPipeline,
+        FluxPipeline,
+        QwenImageEditInpaintPipeline,
+        QwenImageEditPipeline,
+        QwenImageEditPlusPipeline,
+        QwenImagePipeline,
+        StableDiffusion3Pipeline,
+        ZImagePipeline,
+    )
 
     if request.param == "flux":
         pipe = FluxPipeline.from_pretrained(factory.checkpoint_folder("flux"), local_files_only=True)
+    elif request.param == "kontext":
+        pipe = FluxKontextPipeline.from_pretrained(factory.checkpoint_folder("flux-kontext"), local_files_only=True)
+    elif request.param == "qwen-edit":  # its inpaint pipeline: the prompt reads the picture, whose tokens follow
+        folder = tiny_qwen.checkpoint_folder("qwen-edit")
+        pipe = QwenImageEditInpaintPipeline.from_pipe(
+            QwenImageEditPipeline.from_pretrained(folder, local_files_only=True)
+        )
+    elif request.param == "sd3":
+        pipe = StableDiffusion3Pipeline.from_pretrained(factory.checkpoint_folder("sd3"), local_files_only=True)
+    elif request.param == "chroma":
+        pipe = ChromaPipeline.from_pretrained(tiny_chroma.folder(), local_files_only=True)
     elif request.param == "klein":
         pipe = Flux2KleinPipeline.from_pretrained(tiny_klein.folder(), local_files_only=True)
         pipe.register_to_config(is_distilled=False)
     elif request.param == "qwen":
         pipe = QwenImagePipeline.from_pretrained(tiny_qwen.checkpoint_folder("qwen"), local_files_only=True)
+    elif request.param == "qwen-edit-plus":  # its generate, img2img and inpaint jobs run Qwen-Image's pipelines
+        folder = tiny_qwen.checkpoint_folder("qwen-edit-plus")
+        pipe = QwenImagePipeline.from_pipe(QwenImageEditPlusPipeline.from_pretrained(folder, local_files_only=True))
     else:
         pipe = ZImagePipeline.from_pretrained(tiny_zimage.folder(), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
@@ -124,13 +190,20 @@ def latents(family, region_list=()) -> np.ndarray:
         call.update(negative_prompt="blurry", guidance_scale=4.0)
     if name == "klein":
         call.update(guidance_scale=4.0, image=[Image.fromarray(picture()[..., :3])])
-    if name == "qwen":
+    if name.startswith("qwen"):
         call.update(negative_prompt="blurry", true_cfg_scale=4.0)
+    if name in ("chroma", "sd3"):
+        call.update(negative_prompt="blurry", guidance_scale=4.0)
+    if name == "qwen-edit":  # the whole picture repainted
+        full = np.full((H, W), 255, np.uint8)
+        call.update(image=Image.fromarray(picture()[..., :3]), mask_image=Image.fromarray(full), strength=1.0)
+    if name == "kontext":  # the edited picture's tokens after the image's
+        call.update(image=Image.fromarray(picture()[..., :3]), _auto_resize=False, max_area=W * H)
     plan = None
     if region_list:
         listed = [Region(r[0], r[1], strength=r[2] if len(r) > 2 else 1.0) for r in region_list]
         call, plan = kit.prepare(pipe, call, [(f"{r.prompt}, {PROMPT}", "blurry") for r in listed], listed, W, H)
-    with torch.inference_mode(), regions.applied([pipe.transformer], plan):
+    with torch.inference_mode(), regions.applied([pipe.transformer], plan), qwen.reference_area(W * H):
         out = pipe(
             **call,
             height=H,
@@ -139,9 +212,9 @@ def latents(family, region_list=()) -> np.ndarray:
             generator=torch.Generator().manual_seed(7),
             output_type="latent",
         ).images
-        if name == "flux":
+        if name in ("flux", "chroma", "kontext"):
             out = pipe._unpack_latents(out, H, W, pipe.vae_scale_factor)
-        if name == "qwen":
+        if name.startswith("qwen"):
             out = pipe._unpack_latents(out, H, W, pipe.vae_scale_factor)[:, :, 0]
     return out[0].permute(1, 2, 0).double().numpy()
 
@@ -211,7 +284,7 @@ def test_a_klein_or_qwen_call_off_the_plan_is_refused_and_the_processors_come_ba
         plan, match = regions_qwen.QwenPlan([1, 1], weights), "the regions planned 2 "
     before = dict(pipe.transformer.attn_processors)
     with pytest.raises(RuntimeError, match=match):
-        with torch.inference_mode(), regions.applied([pipe.transformer], plan):
+        with torch.inference_mode(), regions.applied([pipe.transformer], plan), qwen.reference_area(W * H):
             pipe(prompt=PROMPT, height=H, width=W, num_inference_steps=1)
     assert dict(pipe.transformer.attn_processors) == before
     assert not pipe.transformer._forward_pre_hooks
@@ -228,15 +301,30 @@ def job(mode: str, model: str, region_list=(), **extra) -> dict:
     return msg
 
 
-def test_welcome_offers_regions_on_flux_z_image_klein_and_qwen_image(client):
+def test_welcome_offers_regions_on_the_dit_families_that_take_them(client):
     caps = client.welcome.capabilities
-    takes = ("flux", "flux-fill", "z-image", "flux2-klein", "qwen-image")
-    assert set(takes) <= set(caps["regions"]) and "sd3" not in caps["regions"]
+    takes = ("flux", "flux-fill", "flux-kontext", "sd3", "z-image", "flux2-klein", "qwen-image", "chroma")
+    takes += ("qwen-image-edit", "qwen-image-edit-plus")
+    assert set(takes) <= set(caps["regions"]) and "qwen-image-layered" not in caps["regions"]
     assert all(caps["families"][f]["regions"] for f in takes)
-    assert not caps["families"]["flux-kontext"]["regions"] and not caps["families"]["sd3"]["regions"]
+    assert not caps["families"]["qwen-image-layered"]["regions"]
 
 
-@pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-fill", "tiny-z-image", "tiny-klein", "tiny-qwen"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        "tiny-flux",
+        "tiny-flux-fill",
+        "tiny-flux-kontext",
+        "tiny-sd3",
+        "tiny-z-image",
+        "tiny-klein",
+        "tiny-qwen",
+        "tiny-qwen-edit",
+        "tiny-qwen-edit-plus",
+        "tiny-chroma",
+    ],
+)
 def test_a_job_with_two_regions_runs_and_puts_the_processors_back(client, server, model):
     two = [(CAR, LEFT), (LAKE, RIGHT)]
     result = client.run(job("generate", model, two), timeout=300)
@@ -251,6 +339,7 @@ def test_a_job_with_two_regions_runs_and_puts_the_processors_back(client, server
         regions_zimage.ZImageMaskedAttention,
         regions_klein.KleinMaskedAttention,
         regions_qwen.QwenMaskedAttention,
+        regions_sd3.SD3MaskedAttention,
     )
     assert not any(isinstance(getattr(m, "processor", None), wrapped) for m in transformer.modules())
 
@@ -263,14 +352,20 @@ def test_a_tileable_job_with_regions_keeps_its_latents_in_place(client):
     assert client.run(msg, timeout=300).layers[0].info["tileable"] == "circular padding in the VAE"
 
 
-def test_inpaint_with_regions_keeps_every_pixel_outside_the_mask(client):
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-qwen-edit"])
+def test_inpaint_with_regions_keeps_every_pixel_outside_the_mask(client, server, model):
+    """Qwen-Image-Edit inpaints through its edit pipeline: the regions' texts are encoded by the pipeline (reading the
+    picture) and its ``encode_prompt`` comes back afterwards."""
     image, mask = picture(), np.zeros((H, W), np.uint8)
     mask[16:48, 8:56] = 255
-    msg = job("inpaint", "tiny-flux", [(CAR, LEFT), (LAKE, RIGHT)], image=payload(image), mask=payload(mask))
+    msg = job("inpaint", model, [(CAR, LEFT), (LAKE, RIGHT)], image=payload(image), mask=payload(mask))
     msg["params"].update(grow=0, feather=0, strength=1.0)
-    out = pixels(client.run(msg, timeout=300))
+    result = client.run(msg, timeout=300)
+    assert result.layers[0].info["regions"] == 2
     outside = mask == 0
-    assert np.array_equal(out[outside][:, :3], image.astype(np.int16)[outside][:, :3])
+    assert np.array_equal(pixels(result)[outside][:, :3], image.astype(np.int16)[outside][:, :3])
+    loaded = server.server.router.engine("families").loaded
+    assert all("encode_prompt" not in vars(p) for p in [loaded.pipe, *loaded.variants.values()])
 
 
 def test_regions_with_a_controlnet_or_a_redux_reference(client):
@@ -285,22 +380,26 @@ def test_regions_with_a_controlnet_or_a_redux_reference(client):
     assert info["regions"] == 1 and info["references"]
 
 
-def test_regions_with_qwen_image_s_union_controlnet(client):
-    """The ControlNet's own joint attention reads the same text: its layers get the regions' mask too."""
+@pytest.mark.parametrize(
+    "model, controlnet", [("tiny-qwen", "tiny-qwen-controlnet-union"), ("tiny-sd3", "sd3-controlnet-canny-tiny")]
+)
+def test_regions_with_a_joint_attention_controlnet(client, model, controlnet):
+    """The ControlNet's own joint attention reads the same text (Qwen-Image's union one, SD3's): its layers get the
+    regions' mask too."""
     control = np.zeros((H, W, 4), np.uint8)
     control[..., 3], control[::8, :, :3] = 255, 255
-    msg = job("generate", "tiny-qwen", [(CAR, LEFT), (LAKE, RIGHT)])
-    msg["controls"] = [{"type": "canny", "image": payload(control), "model": "tiny-qwen-controlnet-union"}]
+    msg = job("generate", model, [(CAR, LEFT), (LAKE, RIGHT)])
+    msg["controls"] = [{"type": "canny", "image": payload(control), "model": controlnet}]
     info = client.run(msg, timeout=300).layers[0].info
-    assert info["regions"] == 2 and info["controlnet"]["name"] == "tiny-qwen-controlnet-union"
+    assert info["regions"] == 2 and info["controlnet"]["name"] == controlnet
 
 
 def test_families_without_regions_are_still_refused_by_name(client):
     with pytest.raises(JobFailed) as err:
-        client.run(job("generate", "tiny-sd3", [(CAR, LEFT)]), timeout=300)
+        client.run(job("generate", "tiny-qwen-layered", [(CAR, LEFT)]), timeout=300)
     error = err.value.error
     assert error.code == "unsupported" and error.field == "regions"
-    assert "SD3" in error.message and "tiny-sd3" in error.message and "Flux.1" in error.message
+    assert "Qwen-Image-Layered" in error.message and "tiny-qwen-layered" in error.message
 
 
 def test_z_image_refuses_captions_past_its_text_positions(client):

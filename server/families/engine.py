@@ -35,8 +35,10 @@ from . import (
     qwen,
     redux,
     regions,
+    regions_chroma,
     regions_klein,
     regions_qwen,
+    regions_sd3,
     regions_zimage,
     specs,
 )
@@ -46,6 +48,8 @@ from .passes import run_passes
 
 MODES = ("generate", "img2img", "inpaint", "outpaint", "edit", layered.MODE)
 KINDS = {"generate": "txt2img", "img2img": "img2img", "edit": "edit"}  # the pipeline per mode (else inpaint)
+# each family's regions: its token layout and the kit that masks its joint attention
+REGION_KITS = (regions, regions_sd3, regions_zimage, regions_klein, regions_chroma, regions_qwen)
 
 
 class FamilyEngine(CheckpointEngine):
@@ -62,7 +66,7 @@ class FamilyEngine(CheckpointEngine):
     # and Chroma refuse them
     reference_families = redux.rdx.REDUX_FAMILIES + (specs.FLUX2_KLEIN, specs.qwen.QWEN_EDIT_PLUS)
     # a prompt per area: masked joint attention
-    region_families = regions.FAMILIES + regions_zimage.FAMILIES + regions_klein.FAMILIES + regions_qwen.FAMILIES
+    region_families = tuple(f for kit in REGION_KITS for f in kit.FAMILIES)
     dtype_role = devices.DIT
     memory_advice = "try a smaller selection or batch, or a quantized (fp8) file of the model"
     no_default = "no Flux, SD3, Klein, Z-Image, Chroma or Qwen-Image checkpoint is the default: name the model"
@@ -135,15 +139,19 @@ class FamilyEngine(CheckpointEngine):
             ctx.check()
             call.update(loaded.redux.prompt_inputs(runner, ref_plan, call.pop("prompt"), work.references))
         region_plan = None
-        if work.regions:  # the regions' texts after the prompt's tokens, their areas as an attention mask
+        # the regions' texts after the prompt's tokens, their areas as an attention mask; a region at strength 0 or
+        # without pixels is read by nothing: left out, its text would only round the attention's sums differently
+        acting = [(r, t) for r, t in zip(work.regions, region_texts) if r.strength > 0 and r.mask.any()]
+        if acting:
             ctx.check()
-            kit = next(k for k in (regions, regions_zimage, regions_klein, regions_qwen) if entry.arch in k.FAMILIES)
-            texts = [(plain_prompt(t), plain_prompt(n)) for t, n in region_texts]
+            kit = next(k for k in REGION_KITS if entry.arch in k.FAMILIES)
+            texts = [(plain_prompt(t), plain_prompt(n)) for _, (t, n) in acting]
+            acting_regions = [r for r, _ in acting]
             element = loaded.pipe.vae.dtype.itemsize  # the masks are made in the compute dtype
-            early = kit.early_plan(call, work.regions, pw, ph)  # before any prompt is encoded
-            early.check_memory(element, devices.available_bytes(self.device), len(work.regions))
-            call, region_plan = kit.prepare(runner, call, texts, work.regions, pw, ph)
-            region_plan.check_memory(element, devices.available_bytes(self.device), len(work.regions))
+            early = kit.early_plan(call, acting_regions, pw, ph)  # before any prompt is encoded
+            early.check_memory(element, devices.available_bytes(self.device), len(acting_regions))
+            call, region_plan = kit.prepare(runner, call, texts, acting_regions, pw, ph)
+            region_plan.check_memory(element, devices.available_bytes(self.device), len(acting_regions))
         # 5. pass and 6. decode: one pipeline call per seed (latents rolled between steps for a tileable job), each
         #    image's pixels
         started = time.perf_counter()

@@ -1,5 +1,6 @@
-"""Regions on Flux.1 (dev, schnell, Fill): each area of the picture conditioned by its own prompt, through a mask on
-the transformer's joint attention (Z-Image's variant of the same: ``regions_zimage``).
+"""Regions on Flux.1 (dev, schnell, Fill, Kontext): each area of the picture conditioned by its own prompt, through a
+mask on the transformer's joint attention (the other families' variants of the same: ``regions_zimage``,
+``regions_klein``, ``regions_qwen``, ``regions_chroma``, ``regions_sd3``).
 
 1. ``prompt_inputs``: the job's prompt (with a Redux job's image tokens, when it has them) and each region's text
    (``diffusion.regions.texts``: the region's prompt followed by the job's) are encoded separately by the pipeline's
@@ -15,10 +16,16 @@ the transformer's joint attention (Z-Image's variant of the same: ``regions_zima
    region covers it fully, only the job's outside every region, both in proportion on soft edges — and to every image
    token; each group's text tokens attend to themselves and, with the same biases, to their area's image tokens (the
    job prompt's: the area outside the regions, as in the job without regions where that is the whole picture).
+   Kontext appends the tokens of the picture it edits after the image's (``RegionPlan.extra``): they read each other
+   and the image freely, and the job's prompt alone; every text group reads them (``extended_mask``). (The protocol
+   takes regions in generate, img2img, inpaint and outpaint, where the engine's Kontext pipelines append none; a
+   Kontext pipeline called with a picture gets them.)
 3. ``applied``: for one job, every attention processor of the transformer (and of the job's ControlNet, which gets
-   the same tokens) is wrapped by the plan (``MaskedAttention``: it hands the mask to the wrapped processor);
-   diffusers' attention dispatch runs torch's ``scaled_dot_product_attention`` with it (the native backend is made
-   active for the job). The processors and the backend come back afterwards, also when the job fails.
+   the same tokens) is wrapped by the plan (``MaskedAttention``: it hands the mask to the wrapped processor, joined
+   with the call's own key mask where the model has one: Chroma's); diffusers' attention dispatch runs torch's
+   ``scaled_dot_product_attention`` with it (the native backend is made active for the job). A processor that calls
+   torch's attention itself gets the mask through ``MaskedSDPA``. The processors and the backend come back
+   afterwards, also when the job fails.
 
 A region at strength 0 (or without pixels) gets weight 0 everywhere: nothing reads its text, and the picture equals
 the job without it up to rounding.
@@ -37,7 +44,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -47,7 +54,7 @@ from ..core import Region
 from ..diffusion import regions as sd_regions
 from . import specs
 
-FAMILIES = (specs.FLUX, specs.FLUX_FILL)  # Flux.1 families whose jobs take regions (Z-Image: ``regions_zimage``)
+FAMILIES = (specs.FLUX, specs.FLUX_FILL, specs.FLUX_KONTEXT)  # Flux.1 families whose jobs take regions
 TOKEN_PX = 16  # pixels per Flux image token: VAE factor 8 x 2 x 2 packing
 MAX_SEQUENCE = 512  # T5 tokens per text, as the Flux pipelines encode a prompt by default
 MASK_SHARE = 0.5  # the regions' masks may take this share of the memory available when the job starts
@@ -57,10 +64,13 @@ FLUX_MASK_COPIES = 2  # the mask kept, and the aligned copy torch's memory-effic
 @dataclass
 class RegionPlan:
     """The token layout of one job: ``lengths`` of the text groups (the job's prompt, then each region's) and the
-    ``weights`` of each group per image token (float32, ``[groups, tokens]``, summing to 1 per token)."""
+    ``weights`` of each group per image token (float32, ``[groups, tokens]``, summing to 1 per token); ``extra``:
+    whether tokens of another picture may follow the image's (Kontext's edited picture)."""
 
     lengths: List[int]
     weights: np.ndarray
+    extra: bool = False
+    copies: int = FLUX_MASK_COPIES  # masks of ``sequence``² held at once while a layer runs (``check_memory``)
     _masks: Dict[Tuple[str, object], object] = field(default_factory=dict)
 
     @property
@@ -72,14 +82,13 @@ class RegionPlan:
         """Tokens in the joint attention: the whole text, then the image."""
         return self.text_tokens + int(self.weights.shape[1])
 
-    def mask(self, like) -> "object":
-        """The additive mask ``[1, 1, sequence, sequence]`` in ``like``'s dtype and device (0 = attend, -inf = not)."""
-        import torch
-
-        key = (str(like.device), like.dtype)
+    def mask(self, like, tokens: Optional[int] = None) -> "object":
+        """The additive mask ``[1, 1, tokens, tokens]`` (``sequence`` unless told; more: extra tokens after the
+        image's) in ``like``'s dtype and device (0 = attend, -inf = not)."""
+        tokens = self.sequence if tokens is None else tokens
+        key = (tokens, str(like.device), like.dtype)
         if key not in self._masks:
-            group = torch.repeat_interleave(torch.arange(len(self.lengths)), torch.tensor(self.lengths))
-            self._masks[key] = joint_mask(group, self.weights, like)[None, None]
+            self._masks[key] = extended_mask(self.lengths, self.weights, tokens - self.sequence, like)[None, None]
         return self._masks[key]
 
     def wrap(self, name: str, processor):
@@ -88,7 +97,7 @@ class RegionPlan:
 
     def mask_elements(self) -> int:
         """Elements the job's masks hold at once (``check_memory``)."""
-        return FLUX_MASK_COPIES * self.sequence**2
+        return self.copies * self.sequence**2
 
     def check_memory(self, element_bytes: int, available: int, regions: int) -> None:
         check_memory(self.mask_elements(), element_bytes, available, regions, self.text_tokens, self.weights.shape[1])
@@ -150,9 +159,46 @@ def joint_mask(group, weights: np.ndarray, like):
     return out
 
 
-def plan(regions: Sequence[Region], lengths: Sequence[int], width: int, height: int) -> RegionPlan:
-    """The plan for a ``width`` x ``height`` px processing size (multiples of 16) with the text groups' ``lengths``."""
-    return RegionPlan(list(lengths), token_weights(regions, width, height))
+def extended_mask(lengths: Sequence[int], weights: np.ndarray, extra: int, like):
+    """``joint_mask`` over [text | image | ``extra`` tokens], the text groups' ``lengths`` given: the extra tokens (a
+    picture the model sees beside the one it makes) read each other and the image freely and the job's prompt alone
+    (it has no place on the canvas: reading a region's text, every area reading it would read that text too), and
+    every text group reads them."""
+    import torch
+
+    group = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(list(lengths)))
+    if not extra:
+        return joint_mask(group, weights, like)
+    image, text = int(weights.shape[1]), int(group.numel())
+    wide = np.zeros((len(lengths), image + extra), np.float32)
+    wide[:, :image] = weights
+    wide[0, image:] = 1.0
+    out = joint_mask(group, wide, like)
+    out[:text, text + image :] = 0.0
+    return out
+
+
+def with_key_mask(mask, key_mask):
+    """The additive ``mask`` joined with a call's own attention mask (``[batch, 1, S, S]`` or broadcastable):
+    boolean (True = attend) or additive, as diffusers' Chroma hands it."""
+    import torch
+
+    if key_mask.dtype == torch.bool:
+        return mask.masked_fill(~key_mask.to(mask.device), float("-inf"))
+    return mask + key_mask.to(device=mask.device, dtype=mask.dtype)
+
+
+def plan(
+    regions: Sequence[Region],
+    lengths: Sequence[int],
+    width: int,
+    height: int,
+    extra: bool = False,
+    copies: int = FLUX_MASK_COPIES,
+) -> RegionPlan:
+    """The plan for a ``width`` x ``height`` px processing size (multiples of 16) with the text groups' ``lengths``;
+    ``extra``: tokens of another picture may follow the image's; ``copies``: masks held at once while a layer runs."""
+    return RegionPlan(list(lengths), token_weights(regions, width, height), extra, copies)
 
 
 def early_plan(call: dict, regions: Sequence[Region], width: int, height: int) -> RegionPlan:
@@ -164,8 +210,11 @@ def early_plan(call: dict, regions: Sequence[Region], width: int, height: int) -
 
 def prepare(runner, call: dict, texts: Sequence[Tuple[str, str]], regions: Sequence[Region], width: int, height: int):
     """``call`` with the regions' prompts (``(text, negative)`` each; Flux reads no negative prompt) and the plan."""
+    from diffusers import FluxKontextInpaintPipeline, FluxKontextPipeline
+
     call, lengths = prompt_inputs(runner, call, [text for text, _ in texts])
-    return call, plan(regions, lengths, width, height)
+    kontext = isinstance(runner, (FluxKontextPipeline, FluxKontextInpaintPipeline))  # the edited picture's tokens
+    return call, plan(regions, lengths, width, height, extra=kontext)
 
 
 def prompt_inputs(runner, call: dict, texts: Sequence[str]) -> Tuple[dict, List[int]]:
@@ -194,26 +243,76 @@ def prompt_inputs(runner, call: dict, texts: Sequence[str]) -> Tuple[dict, List[
 
 
 class MaskedAttention:
-    """An attention processor that runs the wrapped one with the regions' mask over the joint sequence."""
+    """An attention processor that runs the wrapped one with the regions' mask over the joint sequence (joined with
+    the call's own mask, where it has one)."""
 
     def __init__(self, inner, region_plan: RegionPlan) -> None:
         self.inner = inner
         self.plan = region_plan
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
-        tokens = hidden_states.shape[1] + (0 if encoder_hidden_states is None else encoder_hidden_states.shape[1])
-        if tokens != self.plan.sequence:
+        tokens = int(hidden_states.shape[1] + (0 if encoder_hidden_states is None else encoder_hidden_states.shape[1]))
+        extra = tokens - self.plan.sequence
+        if extra < 0 or (extra and not self.plan.extra):
             raise RuntimeError(
                 f"an attention layer over {tokens} tokens does not match the regions' "
                 f"{self.plan.text_tokens} text + {self.plan.weights.shape[1]} image tokens"
             )
+        mask = self.plan.mask(hidden_states, tokens)
+        if attention_mask is not None:
+            mask = with_key_mask(mask, attention_mask)
         return self.inner(
-            attn,
-            hidden_states,
-            encoder_hidden_states,
-            attention_mask=self.plan.mask(hidden_states),
-            image_rotary_emb=image_rotary_emb,
+            attn, hidden_states, encoder_hidden_states, attention_mask=mask, image_rotary_emb=image_rotary_emb
         )
+
+
+class MaskedSDPA:
+    """Within the block, torch's ``scaled_dot_product_attention`` runs with ``mask`` (for processors that call it
+    themselves, without a mask of their own: Qwen-Image's, SD3's); ``calls`` counts its calls."""
+
+    def __init__(self, mask) -> None:
+        self.mask, self.calls = mask, 0
+
+    def __enter__(self):
+        import torch
+        from torch.overrides import TorchFunctionMode
+
+        outer = self
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                kwargs = dict(kwargs or {})
+                if func is torch.nn.functional.scaled_dot_product_attention:
+                    outer.calls += 1
+                    kwargs["attn_mask"] = outer.mask
+                return func(*args, **kwargs)
+
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+
+
+def check_layout(family: str, text: int, image: int, region_plan) -> None:
+    """Refuse a ``family`` attention layer over ``text`` + ``image`` tokens that are not ``region_plan``'s."""
+    planned = (region_plan.text_tokens, int(region_plan.weights.shape[1]))
+    if (text, image) != planned:
+        raise RuntimeError(
+            f"a {family} attention layer over {text} text + {image} image tokens; the regions planned "
+            f"{planned[0]} + {planned[1]}"
+        )
+
+
+def masked_once(mask, family: str, run: Callable[[], object]):
+    """``run()`` (one ``family`` attention layer's processor) with torch's attention masked by ``mask``, checked to
+    call it exactly once."""
+    with MaskedSDPA(mask) as sdpa:
+        out = run()
+    if sdpa.calls != 1:
+        raise RuntimeError(f"regions expect one torch attention call per {family} layer, not {sdpa.calls}")
+    return out
 
 
 @contextlib.contextmanager

@@ -91,8 +91,6 @@ class KleinPlan:
 
     def mask(self, tokens: int, like):
         """The additive mask ``[1, 1, tokens, tokens]`` over [text | image | extra] in ``like``'s dtype and device."""
-        import torch
-
         image = int(self.weights.shape[1])
         extra = tokens - self.text_tokens - image
         if extra < 0:
@@ -103,13 +101,7 @@ class KleinPlan:
         key = (extra, str(like.device), like.dtype)
         if key not in self._masks:
             self.check_memory(like.element_size(), devices.available_bytes(like.device), len(self.lengths) - 1, extra)
-            weights = np.zeros((len(self.lengths), image + extra), np.float32)
-            weights[:, :image] = self.weights
-            weights[0, image:] = 1.0  # the extra tokens read the job's prompt
-            group = torch.repeat_interleave(torch.arange(len(self.lengths)), torch.tensor(self.lengths))
-            out = regions.joint_mask(group, weights, like)
-            out[: self.text_tokens, self.text_tokens + image :] = 0.0  # every text group reads the extra tokens
-            self._masks[key] = out[None, None]
+            self._masks[key] = regions.extended_mask(self.lengths, self.weights, extra, like)[None, None]
         return self._masks[key]
 
 

@@ -1,4 +1,10 @@
-"""Regions on Qwen-Image: the masked joint attention of ``regions`` in Qwen-Image's layout.
+"""Regions on Qwen-Image, Qwen-Image-Edit and Edit Plus: the masked joint attention of ``regions`` in Qwen-Image's
+layout.
+
+Edit Plus (2509/2511) runs the modes regions work in (generate, img2img, inpaint, outpaint) on Qwen-Image's own
+pipelines, and so does the first Qwen-Image-Edit but for inpaint and outpaint, which run its edit inpaint pipeline:
+there the prompt reads the picture (Qwen2.5-VL sees it beside the text) and the transformer sees the picture's tokens
+after the image's (``QwenEditPlan``).
 
 Qwen-Image's transformer runs every block's joint attention on [text | image]: the text is Qwen2.5-VL's hidden states
 of the prompt's real tokens (a key mask hides padding), the image its 16 px latent tokens. Text token j has rotary
@@ -8,11 +14,15 @@ image size); true CFG runs the negative prompt in a second transformer call.
 1. ``prepare``: the job's prompt and each region's text (the region's prompt followed by the job's) are encoded
    separately by the pipeline's ``encode_prompt``, and so are the negative prompts (the job's, then each region's
    followed by the job's). Group g's prompt and negative are padded to the same length (the key mask hides the
-   padding), so both calls share one layout: [job | region 1 | ...].
+   padding), so both calls share one layout: [job | region 1 | ...]. An edit pipeline prepares the picture its prompt
+   reads itself: there its own ``encode_prompt`` is made to encode the groups, each text with the picture, while
+   the job runs (``QwenEditPlan.installed``).
 2. ``QwenPlan``: every attention layer runs its own processor with ``regions.joint_mask`` (and the call's key mask) in
    place of the key mask alone, and the text's rotary factors restarted per group (group g's token j at m + j, as
    the only prompt). Qwen's processor builds its mask from the key mask itself, so the joint mask reaches torch's
    ``scaled_dot_product_attention`` through a function mode around the processor (on diffusers' native backend).
+   The edit pipeline's picture tokens read the job's prompt alone, and every text reads them
+   (``regions.extended_mask``): the same choice as Kontext's and Klein's.
 
 A region at strength 0 (or without pixels) gets weight 0 everywhere: nothing reads its text, and the picture equals
 the job without it up to rounding.
@@ -20,8 +30,10 @@ the job without it up to rounding.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,7 +41,7 @@ from ..core import Region
 from ..models import qwen as qwen_models
 from . import regions
 
-FAMILIES = (qwen_models.QWEN,)
+FAMILIES = (qwen_models.QWEN, qwen_models.QWEN_EDIT, qwen_models.QWEN_EDIT_PLUS)
 QWEN_MASK_COPIES = 3
 
 
@@ -40,6 +52,7 @@ class QwenPlan:
 
     lengths: List[int]
     weights: np.ndarray
+    extra: bool = False  # whether a picture's tokens may follow the image's (an edit pipeline's)
     _masks: Dict[tuple, object] = field(default_factory=dict)
 
     @property
@@ -59,20 +72,22 @@ class QwenPlan:
         image = int(self.weights.shape[1])
         regions.check_memory(self.mask_elements(), element_bytes, available, regions_count, self.text_tokens, image)
 
-    def mask(self, key_mask, like):
-        """The additive mask ``[batch, 1, S, S]`` over [text | image] in ``like``'s dtype and device, with the call's
-        text ``key_mask`` (``[batch, text]``, True = a real token; None: all are)."""
+    def mask(self, key_mask, like, image: Optional[int] = None):
+        """The additive mask ``[batch, 1, S, S]`` over [text | image | extra] (``image`` tokens after the text: the
+        plan's unless told) in ``like``'s dtype and device, with the call's text ``key_mask`` (``[batch, text]``,
+        True = a real token; None: all are)."""
         import torch
 
-        key = (str(like.device), like.dtype)
+        image = int(self.weights.shape[1]) if image is None else image
+        key = (image, str(like.device), like.dtype)
         if key not in self._masks:
-            group = torch.repeat_interleave(torch.arange(len(self.lengths)), torch.tensor(self.lengths))
-            self._masks[key] = regions.joint_mask(group, self.weights, like)[None, None]
+            extra = image - int(self.weights.shape[1])
+            self._masks[key] = regions.extended_mask(self.lengths, self.weights, extra, like)[None, None]
         joint = self._masks[key]
         if key_mask is None:
             return joint
         hidden = ~key_mask.to(device=like.device, dtype=torch.bool)  # [batch, text]
-        hidden = torch.cat([hidden, hidden.new_zeros(hidden.shape[0], self.weights.shape[1])], dim=1)
+        hidden = torch.cat([hidden, hidden.new_zeros(hidden.shape[0], image)], dim=1)
         return joint.masked_fill(hidden[:, None, None, :], float("-inf"))
 
     def text_freqs(self, freqs):
@@ -80,34 +95,6 @@ class QwenPlan:
         import torch
 
         return torch.cat([freqs[:n] for n in self.lengths])
-
-
-class _MaskedSDPA:
-    """Within the block, torch's ``scaled_dot_product_attention`` runs with ``mask``; counts its calls."""
-
-    def __init__(self, mask) -> None:
-        self.mask, self.calls = mask, 0
-
-    def __enter__(self):
-        import torch
-        from torch.overrides import TorchFunctionMode
-
-        outer = self
-
-        class Mode(TorchFunctionMode):
-            def __torch_function__(self, func, types, args=(), kwargs=None):
-                kwargs = dict(kwargs or {})
-                if func is torch.nn.functional.scaled_dot_product_attention:
-                    outer.calls += 1
-                    kwargs["attn_mask"] = outer.mask
-                return func(*args, **kwargs)
-
-        self._mode = Mode()
-        self._mode.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._mode.__exit__(*exc)
 
 
 class QwenMaskedAttention:
@@ -126,18 +113,80 @@ class QwenMaskedAttention:
         image_rotary_emb=None,
     ):
         text, image = int(encoder_hidden_states.shape[1]), int(hidden_states.shape[1])
-        if text != self.plan.text_tokens or image != self.plan.weights.shape[1]:
-            raise RuntimeError(
-                f"a Qwen-Image attention layer over {text} text + {image} image tokens; the regions planned "
-                f"{self.plan.text_tokens} + {self.plan.weights.shape[1]}"
-            )
+        planned = int(self.plan.weights.shape[1])
+        regions.check_layout("Qwen-Image", text, min(image, planned) if self.plan.extra else image, self.plan)
         if image_rotary_emb is not None:
             image_rotary_emb = (image_rotary_emb[0], self.plan.text_freqs(image_rotary_emb[1]))
-        with _MaskedSDPA(self.plan.mask(encoder_hidden_states_mask, hidden_states)) as sdpa:
-            out = self.inner(attn, hidden_states, encoder_hidden_states, None, attention_mask, image_rotary_emb)
-        if sdpa.calls != 1:
-            raise RuntimeError(f"regions expect one torch attention call per Qwen-Image layer, not {sdpa.calls}")
-        return out
+        return regions.masked_once(
+            self.plan.mask(encoder_hidden_states_mask, hidden_states, image),
+            "Qwen-Image",
+            lambda: self.inner(attn, hidden_states, encoder_hidden_states, None, attention_mask, image_rotary_emb),
+        )
+
+
+def groups(encode: Callable[[str], object], prompts: Sequence[str], negatives: Sequence[str]):
+    """Each prompt's real tokens (``encode(text)`` gives ``(embeds, key mask)`` for one text) and each negative's
+    (none: no negative pass), group g's pair padded to one length: ``(embeds, mask)`` of the prompts and of the
+    negatives (or None), and the groups' lengths."""
+    import torch
+
+    def real(text: str):
+        embeds, mask = encode(text)
+        return embeds[0] if mask is None else embeds[0][mask[0].bool()]
+
+    positive = [real(p) for p in prompts]
+    negative = [real(n) for n in negatives]
+    lengths = [max(len(p), len(n)) for p, n in zip(positive, negative or positive)]
+
+    def joined(parts):
+        embeds = torch.cat([torch.cat([p, p.new_zeros(n - len(p), p.shape[1])]) for p, n in zip(parts, lengths)])
+        mask = torch.cat([torch.arange(n) < len(p) for p, n in zip(parts, lengths)]).to(embeds.device)
+        return embeds[None], mask[None]
+
+    return joined(positive), joined(negative) if negative else None, lengths
+
+
+@dataclass
+class QwenEditPlan(QwenPlan):
+    """The plan of a pipeline whose prompt reads the picture (Qwen-Image-Edit's inpaint): the pipeline encodes the
+    prompt itself, with the picture as it prepares it, so within the job its ``encode_prompt`` gives the job's and the
+    regions' texts (and negatives) as one padded sequence, and the ``lengths`` are known from then on. The picture's
+    tokens follow the image's (``extra``)."""
+
+    runner: object = None
+    texts: Sequence[Tuple[str, str]] = ()
+    negative: Optional[str] = None  # the job's negative prompt when the pipeline runs its negative pass
+
+    @contextlib.contextmanager
+    def installed(self, module) -> Iterator[None]:
+        """Within the block, the pipeline's ``encode_prompt`` (patched on the transformer's turn) encodes the groups:
+        its first call of a pipeline call gives the prompts, the next one the negatives."""
+        if module is not self.runner.transformer:
+            yield
+            return
+        original, pending = self.runner.encode_prompt, []
+
+        def encode_prompt(prompt, image=None, device=None, **_ignored):
+            if pending:
+                return pending.pop()
+
+            def one(text: str):
+                return original(prompt=text, image=image, device=device)
+
+            prompts = [prompt, *(t for t, _ in self.texts)]
+            negatives = [self.negative, *(n for _, n in self.texts)] if self.negative is not None else []
+            positive, negative, lengths = groups(one, prompts, negatives)
+            self.lengths[:] = lengths
+            self._masks.clear()
+            if negative is not None:
+                pending.append(negative)
+            return positive
+
+        self.runner.encode_prompt = encode_prompt
+        try:
+            yield
+        finally:
+            del self.runner.encode_prompt  # the pipeline's own method again
 
 
 def early_plan(call: dict, region_list: Sequence[Region], width: int, height: int) -> QwenPlan:
@@ -150,28 +199,26 @@ def prepare(
     runner, call: dict, texts: Sequence[Tuple[str, str]], region_list: Sequence[Region], width: int, height: int
 ) -> Tuple[dict, QwenPlan]:
     """``call`` with the job's and the regions' prompts and negative prompts (``(text, negative)`` each) in place of
-    its own, and the plan."""
+    its own, and the plan (a pipeline whose prompt reads the picture encodes them itself: ``QwenEditPlan``)."""
     import torch
 
     device = runner._execution_device
     guided = call.get("negative_prompt") is not None and float(call.get("true_cfg_scale") or 0) > 1
+    weights = regions.token_weights(region_list, width, height)
+    if "image" in inspect.signature(runner.encode_prompt).parameters:
+        negative = call["negative_prompt"] if guided else None
+        return call, QwenEditPlan([], weights, extra=True, runner=runner, texts=list(texts), negative=negative)
 
-    def encode(prompt: str):
-        embeds, mask = runner.encode_prompt(prompt=prompt, device=device)
-        return embeds[0] if mask is None else embeds[0][mask[0].bool()]
+    def encode(text: str):
+        return runner.encode_prompt(prompt=text, device=device)
 
     with torch.inference_mode():
-        positive = [encode(p) for p in [call["prompt"], *(t for t, _ in texts)]]
-        negative = [encode(n) for n in [call["negative_prompt"], *(n for _, n in texts)]] if guided else []
-    lengths = [max(len(p), len(n)) for p, n in zip(positive, negative or positive)]
-
-    def joined(parts):
-        embeds = torch.cat([torch.cat([p, p.new_zeros(n - len(p), p.shape[1])]) for p, n in zip(parts, lengths)])
-        mask = torch.cat([torch.arange(n) < len(p) for p, n in zip(parts, lengths)]).to(embeds.device)
-        return embeds[None], mask[None]
-
+        prompts = [call["prompt"], *(t for t, _ in texts)]
+        positive, negative, lengths = groups(
+            encode, prompts, [call["negative_prompt"], *(n for _, n in texts)] if guided else []
+        )
     out = {k: v for k, v in call.items() if k not in ("prompt", "negative_prompt")}
-    out["prompt_embeds"], out["prompt_embeds_mask"] = joined(positive)
-    if guided:
-        out["negative_prompt_embeds"], out["negative_prompt_embeds_mask"] = joined(negative)
-    return out, QwenPlan(lengths, regions.token_weights(region_list, width, height))
+    out["prompt_embeds"], out["prompt_embeds_mask"] = positive
+    if negative is not None:
+        out["negative_prompt_embeds"], out["negative_prompt_embeds_mask"] = negative
+    return out, QwenPlan(lengths, weights)
