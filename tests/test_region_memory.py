@@ -1,4 +1,4 @@
-"""The regions' attention masks on the DiT families (Flux.1, Z-Image, Flux.2 Klein, Qwen-Image) against the memory
+"""The regions' attention masks on the DiT families (Flux.1, Chroma, SD3, Z-Image, Flux.2 Klein, Qwen-Image) against the memory
 the device has: the plans the jobs build, for published sizes, checked with the available memory given as a number
 (as ``test_family_memory`` gives free memory); and ``device.available_bytes`` read from a kernel's meminfo."""
 
@@ -10,7 +10,7 @@ import pytest
 from protocol.errors import OUT_OF_MEMORY, ProtocolError
 from server import device
 from server.core import Region
-from server.families import regions, regions_klein, regions_qwen, regions_zimage
+from server.families import regions, regions_chroma, regions_klein, regions_qwen, regions_sd3, regions_zimage
 
 MB, GB = 10**6, 10**9
 BF16 = 2
@@ -105,3 +105,20 @@ def test_the_plan_before_the_prompts_are_encoded_is_exact_on_flux_and_klein_and_
     guided = regions_zimage.early_plan({"guidance_scale": 4.0}, band, 1024, 1024)
     assert guided.lengths == [[1] * 17] * 2 and guided.text_tokens == 17 * 32
     assert len(regions_zimage.early_plan({"guidance_scale": 0.0}, band, 1024, 1024).lengths) == 1
+
+
+def test_chroma_and_sd3_plans_are_exact_before_their_prompts_are_encoded_and_count_their_copies():
+    """Chroma pads every prompt to 512 T5 tokens and SD3 to CLIP's 77 + T5's 256, so the check before the prompts are
+    encoded is the job's own; each holds three masks while a layer runs (Chroma: joined to the call's key mask; SD3:
+    reordered to [image | text])."""
+    band = areas(4, 1024)
+    chroma = regions_chroma.early_plan({}, band, 1024, 1024)
+    assert chroma.lengths == [512] * 5
+    assert chroma.mask_elements() == regions_chroma.CHROMA_MASK_COPIES * (5 * 512 + 4096) ** 2 == 3 * 6656**2
+    sd3 = regions_sd3.early_plan({}, band, 1024, 1024)
+    assert sd3.lengths == [333] * 5 and isinstance(sd3, regions_sd3.SD3Plan)
+    assert sd3.mask_elements() == 3 * (5 * 333 + 4096) ** 2
+    for plan in (chroma, sd3):
+        plan.check_memory(BF16, 2 * GB, 4)
+        with pytest.raises(ProtocolError, match="4 region"):
+            plan.check_memory(BF16, 200 * MB, 4)
