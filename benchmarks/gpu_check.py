@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -233,12 +234,12 @@ def server_job(client, kind: str, model: str, size: int, steps: int, cfg: float,
     return time.perf_counter() - started
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cpu-smoke", action="store_true", help="tiny models on the CPU at 64 px (seconds)")
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--plain-worker", action="store_true", help=argparse.SUPPRESS)
-    opts = p.parse_args()
+    opts = p.parse_args(argv)
     if opts.plain_worker:
         plain_worker()
         return

@@ -38,7 +38,9 @@ TIERS = ("unit", "engine", "host", "cluster")
 host (a real Krita, a real GIMP 3), cluster (a real Ray). ``pytest --tier unit,engine`` runs the fast two; the
 README's test command runs all four."""
 
-ENGINE_FIXTURES = frozenset({"server", "client", "start_server", "start_server_process", "models_dir"})
+ENGINE_FIXTURES = frozenset(
+    {"server", "client", "start_server", "start_server_process", "models_dir", "paintbridge_cli", "benchmark_main"}
+)
 
 
 MODEL_MAKERS = ("factory", "mediapipe_weights", "tiny_")
@@ -171,6 +173,67 @@ def start_server(tmp_path: Path) -> Iterator:
     yield start
     for thread in started:
         thread.stop()
+
+
+@pytest.fixture
+def paintbridge_cli(capsys) -> Iterator:
+    """``paintbridge_cli(*argv)`` → a CompletedProcess: ``server.cli.main(argv)`` run in this process (no interpreter,
+    import or process start to pay), with the exit code and output the interpreter would give (SystemExit's code or
+    message; an uncaught exception's traceback and 1). Each run is checked to leave no logging handler, environment
+    variable or torch thread count changed behind it."""
+    import logging
+    import traceback
+
+    import torch
+
+    from server.cli import main
+
+    def state() -> tuple:
+        return dict(os.environ), list(logging.getLogger().handlers), torch.get_num_threads()
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        before, failure = state(), ""
+        try:
+            code = main(list(argv))
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) or done.code is None else 1
+            failure = "" if isinstance(done.code, int) or done.code is None else f"{done.code}\n"
+        except Exception:  # noqa: BLE001 - what the interpreter does with it: the traceback, exit status 1
+            code, failure = 1, traceback.format_exc()
+        said = capsys.readouterr()
+        assert state() == before, "paintbridge run left global state changed"
+        return subprocess.CompletedProcess(["paintbridge", *argv], code or 0, said.out, said.err + failure)
+
+    yield run
+
+
+@pytest.fixture
+def benchmark_main(capsys) -> Iterator:
+    """``benchmark_main("gpu_check.py", *argv)`` → what ``benchmarks/<name>``'s ``main(argv)`` printed, run in this
+    process (no interpreter or import to pay again); ``sys.path``, the environment and torch's thread count, which
+    benchmarks set for their own process, are put back afterwards."""
+    import importlib.util
+
+    import torch
+
+    path, env, threads = list(sys.path), dict(os.environ), torch.get_num_threads()
+
+    def run(name: str, *argv: str) -> str:
+        spec = importlib.util.spec_from_file_location(f"benchmarks_{Path(name).stem}", REPO / "benchmarks" / name)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        capsys.readouterr()
+        code = module.main(list(argv))
+        said = capsys.readouterr()
+        assert not code, said.out[-2000:] + said.err[-2000:]
+        return said.out
+
+    yield run
+    sys.path[:] = path
+    os.environ.clear()
+    os.environ.update(env)
+    torch.set_num_threads(threads)
 
 
 class ServerProcess:

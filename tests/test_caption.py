@@ -244,30 +244,15 @@ def test_a_cluster_replica_answers_a_caption_with_its_words_and_loads_no_checkpo
 
 
 @pytest.mark.engine  # loads a model or starts a server process
-def test_the_command_line_prints_the_caption_and_lists_the_captioner(captioner, tmp_path):
-    import os
-    import subprocess
-    import sys
-
+def test_the_command_line_prints_the_caption_and_lists_the_captioner(captioner, tmp_path, paintbridge_cli):
     from PIL import Image
 
     import tiny_blip
 
-    repo = Path(__file__).resolve().parent.parent
     models = tmp_path / "models"
     tiny_blip.install(models)
     Image.fromarray(picture(4), "RGBA").save(tmp_path / "in.png")
-
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "server", *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            cwd=repo,
-            env={**os.environ, "PYTHONPATH": str(repo)},
-        )
-
+    cli = paintbridge_cli
     run = cli("run", "caption", "--models", str(models), "--image", str(tmp_path / "in.png"), "--caption-style", "tags")
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == as_tags(direct_caption(captioner, picture(4)))

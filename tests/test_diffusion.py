@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -372,45 +374,55 @@ def test_a_controlnet_of_another_architecture_is_refused(client):
 # --- command line ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["tiny-sd15-file", "tiny-sdxl"])
-def test_paintbridge_run_works_offline_on_a_models_folder(models_dir, tmp_path, model):
+def _inpaint_args(models_dir: Path, tmp_path: Path, model: str) -> list:
+    """``paintbridge run inpaint`` arguments for ``model``, with its picture and mask written to ``tmp_path``."""
     Image.fromarray(picture()).save(tmp_path / "in.png")
     Image.fromarray(selection()).save(tmp_path / "mask.png")
-    out = tmp_path / "out.png"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "run",
-            "inpaint",
-            "--image",
-            str(tmp_path / "in.png"),
-            "--mask",
-            str(tmp_path / "mask.png"),
-            "--prompt",
-            "a red apple",
-            "--models",
-            str(models_dir),
-            "--model",
-            model,
-            "--steps",
-            "2",
-            "--seed",
-            "3",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
-    )
+    return [
+        "run",
+        "inpaint",
+        "--image",
+        str(tmp_path / "in.png"),
+        "--mask",
+        str(tmp_path / "mask.png"),
+        "--prompt",
+        "a red apple",
+        "--models",
+        str(models_dir),
+        "--model",
+        model,
+        "--steps",
+        "2",
+        "--seed",
+        "3",
+        "--out",
+        str(tmp_path / "out.png"),
+    ]
+
+
+def _check_inpainted(proc: subprocess.CompletedProcess, out: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = np.asarray(Image.open(out).convert("RGBA"))
     assert result.shape == (H, W, 4)
     outside = selection() == 0
     assert not np.array_equal(result[~outside][:, :3], picture()[~outside][:, :3])
+
+
+def test_paintbridge_run_works_offline_on_a_models_folder(models_dir, tmp_path):
+    """The one ``paintbridge run`` in a process of its own: the entry point runs, offline, on a single-file model."""
+    args = _inpaint_args(models_dir, tmp_path, "tiny-sd15-file")
+    proc = subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    _check_inpainted(proc, tmp_path / "out.png")
+
+
+def test_paintbridge_run_inpaints_with_a_diffusers_folder_model(models_dir, tmp_path, paintbridge_cli):
+    _check_inpainted(paintbridge_cli(*_inpaint_args(models_dir, tmp_path, "tiny-sdxl")), tmp_path / "out.png")
 
 
 # --- device and precision --------------------------------------------------------------------------------------------

@@ -488,50 +488,33 @@ def test_the_router_picks_the_engine_by_family_and_frees_the_other(client, serve
     assert router.engine("families").loaded is None
 
 
-def test_cli_run_with_a_flux_model(models_dir, tmp_path):
+def test_cli_run_with_a_flux_model(models_dir, tmp_path, paintbridge_cli):
     Image.fromarray(picture()).save(tmp_path / "in.png")
     out = tmp_path / "out.png"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "server",
-            "run",
-            "--models",
-            str(models_dir),
-            "--model",
-            "tiny-flux",
-            "img2img",
-            "--image",
-            str(tmp_path / "in.png"),
-            "--steps",
-            "2",
-            "--seed",
-            "3",
-            "--prompt",
-            "a lighthouse",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).resolve().parent.parent,
+    proc = paintbridge_cli(
+        "run",
+        "--models",
+        str(models_dir),
+        "--model",
+        "tiny-flux",
+        "img2img",
+        "--image",
+        str(tmp_path / "in.png"),
+        "--steps",
+        "2",
+        "--seed",
+        "3",
+        "--prompt",
+        "a lighthouse",
+        "--out",
+        str(out),
     )
     assert proc.returncode == 0, proc.stderr
     assert Image.open(out).size == (W, H)
 
 
-def test_gpu_benchmark_runs_in_its_cpu_smoke_mode():
-    repo = Path(__file__).resolve().parent.parent
-    proc = subprocess.run(
-        [sys.executable, str(repo / "benchmarks" / "gpu_families.py"), "--cpu-smoke"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=repo,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+def test_gpu_benchmark_runs_in_its_cpu_smoke_mode(benchmark_main):
+    said = benchmark_main("gpu_families.py", "--cpu-smoke")
     for line in (
         "tiny-flux: load server",
         "inpaint flux",
@@ -548,7 +531,7 @@ def test_gpu_benchmark_runs_in_its_cpu_smoke_mode():
         "tiny-chroma: load server",
         "inpaint chroma",
     ):
-        assert line in proc.stdout, proc.stdout
+        assert line in said, said
 
 
 def test_upscale_and_refine_runs_its_tiles_on_the_flux_engine(client, server):

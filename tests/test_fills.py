@@ -334,7 +334,7 @@ def test_models_pull_lama_through_the_hub_stand_in_lands_where_the_fill_finds_it
 
 
 @pytest.mark.engine  # loads a model or starts a server process
-def test_paintbridge_run_inpaints_with_the_chosen_fill_and_colour_match(tmp_path):
+def test_paintbridge_run_inpaints_with_the_chosen_fill_and_colour_match(tmp_path, paintbridge_cli):
     from PIL import Image
 
     img, mask = rgba_image(), rect_mask()
@@ -342,31 +342,29 @@ def test_paintbridge_run_inpaints_with_the_chosen_fill_and_colour_match(tmp_path
     Image.fromarray(mask).save(tmp_path / "mask.png")
     for fill in ("patch", "telea"):
         out = tmp_path / f"{fill}.png"
-        proc = _cli(
-            [
-                "run",
-                "inpaint",
-                "--image",
-                str(tmp_path / "in.png"),
-                "--mask",
-                str(tmp_path / "mask.png"),
-                "--model",
-                "classical",
-                "--fill",
-                fill,
-                "--color-match",
-                "--grow",
-                "0",
-                "--feather",
-                "0",
-                "--models",
-                str(tmp_path),
-                "--out",
-                str(out),
-            ]
+        proc = paintbridge_cli(
+            "run",
+            "inpaint",
+            "--image",
+            str(tmp_path / "in.png"),
+            "--mask",
+            str(tmp_path / "mask.png"),
+            "--model",
+            "classical",
+            "--fill",
+            fill,
+            "--color-match",
+            "--grow",
+            "0",
+            "--feather",
+            "0",
+            "--models",
+            str(tmp_path),
+            "--out",
+            str(out),
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         result = np.asarray(Image.open(out).convert("RGBA"))
         assert np.array_equal(result[mask == 0][:, :3], img[mask == 0][:, :3])
-    bad = _cli(["run", "inpaint", "--image", str(tmp_path / "in.png"), "--fill", "blur", "--out", str(out)])
+    bad = paintbridge_cli("run", "inpaint", "--image", str(tmp_path / "in.png"), "--fill", "blur", "--out", str(out))
     assert bad.returncode == 2 and "patch" in bad.stderr

@@ -371,32 +371,10 @@ def test_models_pull_detailer_gets_a_detector_the_detailer_finds(hub, tmp_path):
     assert [f.target for f in found] == ["face", "hand"]
 
 
-def test_paintbridge_run_hires_and_detail_from_the_command_line(models_dir, tmp_path):
-    import os
-    import subprocess
-    import sys
-
+def test_paintbridge_run_hires_and_detail_from_the_command_line(models_dir, tmp_path, paintbridge_cli):
     def cli(*args):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "server.cli",
-                "run",
-                *args,
-                "--models",
-                str(models_dir),
-                "--model",
-                "tiny-sd15",
-                "--steps",
-                "2",
-                "--seed",
-                "5",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        proc = paintbridge_cli(
+            "run", *args, "--models", str(models_dir), "--model", "tiny-sd15", "--steps", "2", "--seed", "5"
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout

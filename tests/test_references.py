@@ -287,62 +287,45 @@ def test_a_reference_mask_of_another_size_is_a_bad_request(client):
 # --- command line ----------------------------------------------------------------------------------------------------
 
 
-def test_paintbridge_run_takes_reference_files(models_dir, tmp_path):
+def test_paintbridge_run_takes_reference_files(models_dir, tmp_path, paintbridge_cli):
     Image.fromarray(picture(99)).save(tmp_path / "in.png")
     Image.fromarray(picture(1, 48, 40)[..., :3]).save(tmp_path / "ref.png")
     outs = {}
     for name, extra in (("plain", []), ("ref", ["--reference", f"{tmp_path / 'ref.png'}:style:0.8"])):
         out = tmp_path / f"{name}.png"
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "server.cli",
-                "run",
-                "img2img",
-                "--image",
-                str(tmp_path / "in.png"),
-                "--prompt",
-                "a cat",
-                "--models",
-                str(models_dir),
-                "--model",
-                "tiny-sd15",
-                "--steps",
-                "3",
-                "--seed",
-                "3",
-                "--out",
-                str(out),
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        outs[name] = np.asarray(Image.open(out).convert("RGBA"))
-    assert changed(outs["plain"], outs["ref"]) > 0
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
+        proc = paintbridge_cli(
             "run",
             "img2img",
             "--image",
             str(tmp_path / "in.png"),
+            "--prompt",
+            "a cat",
             "--models",
             str(models_dir),
-            "--reference",
-            f"{tmp_path / 'ref.png'}:colour",
+            "--model",
+            "tiny-sd15",
+            "--steps",
+            "3",
+            "--seed",
+            "3",
             "--out",
-            str(tmp_path / "x.png"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+            str(out),
+            *extra,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs[name] = np.asarray(Image.open(out).convert("RGBA"))
+    assert changed(outs["plain"], outs["ref"]) > 0
+    bad = paintbridge_cli(
+        "run",
+        "img2img",
+        "--image",
+        str(tmp_path / "in.png"),
+        "--models",
+        str(models_dir),
+        "--reference",
+        f"{tmp_path / 'ref.png'}:colour",
+        "--out",
+        str(tmp_path / "x.png"),
     )
     assert bad.returncode != 0 and "colour" in bad.stderr
 

@@ -245,40 +245,31 @@ def test_welcome_says_per_family_which_reference_types_it_takes(client):
 # --- command line and catalogue --------------------------------------------------------------------------------------
 
 
-def test_paintbridge_run_takes_a_reference_file_on_flux(models_dir, tmp_path):
+def test_paintbridge_run_takes_a_reference_file_on_flux(models_dir, tmp_path, paintbridge_cli):
     Image.fromarray(picture(1, 48, 40)[..., :3]).save(tmp_path / "ref.png")
     outs = {}
     for name, extra in (("plain", []), ("ref", ["--reference", f"{tmp_path / 'ref.png'}:style:0.8"])):
         out = tmp_path / f"{name}.png"
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "server.cli",
-                "run",
-                "generate",
-                "--prompt",
-                "a cat",
-                "--models",
-                str(models_dir),
-                "--model",
-                "tiny-flux",
-                "--width",
-                str(W),
-                "--height",
-                str(H),
-                "--steps",
-                "3",
-                "--seed",
-                "3",
-                "--out",
-                str(out),
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        proc = paintbridge_cli(
+            "run",
+            "generate",
+            "--prompt",
+            "a cat",
+            "--models",
+            str(models_dir),
+            "--model",
+            "tiny-flux",
+            "--width",
+            str(W),
+            "--height",
+            str(H),
+            "--steps",
+            "3",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            *extra,
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         outs[name] = np.asarray(Image.open(out).convert("RGBA"))

@@ -3,9 +3,6 @@ SD1.5 and SDXL models at 64 px; the blend weights; validation; refusal on famili
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -287,41 +284,31 @@ def test_families_without_regions_are_refused_by_name(client):
 # --- command line ----------------------------------------------------------------------------------------------------
 
 
-def test_cli_run_takes_regions(models_dir, tmp_path):
+def test_cli_run_takes_regions(models_dir, tmp_path, paintbridge_cli):
     Image.fromarray(left_half()).save(tmp_path / "left.png")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
     def run(*extra: str) -> np.ndarray:
         out = tmp_path / f"out{len(extra)}.png"
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "server.cli",
-                "run",
-                "generate",
-                "--width",
-                str(W),
-                "--height",
-                str(H),
-                "--prompt",
-                PROMPT,
-                "--models",
-                str(models_dir),
-                "--model",
-                "tiny-sd15",
-                "--steps",
-                "3",
-                "--seed",
-                "5",
-                "--out",
-                str(out),
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=env,
+        proc = paintbridge_cli(
+            "run",
+            "generate",
+            "--width",
+            str(W),
+            "--height",
+            str(H),
+            "--prompt",
+            PROMPT,
+            "--models",
+            str(models_dir),
+            "--model",
+            "tiny-sd15",
+            "--steps",
+            "3",
+            "--seed",
+            "5",
+            "--out",
+            str(out),
+            *extra,
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         return np.asarray(Image.open(out).convert("RGBA")).astype(np.int16)
@@ -329,29 +316,20 @@ def test_cli_run_takes_regions(models_dir, tmp_path):
     plain = run()
     with_region = run("--region", f"{tmp_path / 'left.png'}:{REGION_PROMPT}")
     assert change(with_region, plain, left_half() > 0) > 0
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "run",
-            "generate",
-            "--width",
-            "32",
-            "--height",
-            "32",
-            "--models",
-            str(models_dir),
-            "--model",
-            "tiny-sd15",
-            "--region",
-            f"{tmp_path / 'left.png'}:car",
-            "--out",
-            str(tmp_path / "x.png"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
+    bad = paintbridge_cli(
+        "run",
+        "generate",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--models",
+        str(models_dir),
+        "--model",
+        "tiny-sd15",
+        "--region",
+        f"{tmp_path / 'left.png'}:car",
+        "--out",
+        str(tmp_path / "x.png"),
     )
     assert bad.returncode != 0 and "regions[0].mask" in bad.stderr

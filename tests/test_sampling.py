@@ -4,10 +4,7 @@ server on tiny random-weight models at 64 px, offline; and the sampler table its
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -286,82 +283,66 @@ def test_the_refiner_is_refused_after_sd15_and_alone(client):
 # --- command line ----------------------------------------------------------------------------------------------------
 
 
-def test_paintbridge_run_takes_sampler_schedule_batch_count_vae_clip_skip_and_refiner(models_dir, tmp_path):
+def test_paintbridge_run_takes_sampler_schedule_batch_count_vae_clip_skip_and_refiner(
+    models_dir, tmp_path, paintbridge_cli
+):
     out = tmp_path / "out.png"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "run",
-            "generate",
-            "--width",
-            "64",
-            "--height",
-            "64",
-            "--prompt",
-            "apple",
-            "--models",
-            str(models_dir),
-            "--model",
-            "tiny-sdxl",
-            "--steps",
-            "4",
-            "--seed",
-            "5",
-            "--sampler",
-            "Euler a",
-            "--scheduler",
-            "SGM Uniform",
-            "--batch",
-            "1",
-            "--batch-count",
-            "2",
-            "--vae",
-            "tiny-vae-ft-mse",
-            "--clip-skip",
-            "2",
-            "--refiner",
-            "tiny-sdxl-refiner",
-            "--refiner-start",
-            "0.5",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    proc = paintbridge_cli(
+        "run",
+        "generate",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--prompt",
+        "apple",
+        "--models",
+        str(models_dir),
+        "--model",
+        "tiny-sdxl",
+        "--steps",
+        "4",
+        "--seed",
+        "5",
+        "--sampler",
+        "Euler a",
+        "--scheduler",
+        "SGM Uniform",
+        "--batch",
+        "1",
+        "--batch-count",
+        "2",
+        "--vae",
+        "tiny-vae-ft-mse",
+        "--clip-skip",
+        "2",
+        "--refiner",
+        "tiny-sdxl-refiner",
+        "--refiner-start",
+        "0.5",
+        "--out",
+        str(out),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "seed 5" in proc.stdout and "seed 6" in proc.stdout
     first, second = (np.asarray(Image.open(tmp_path / f"out-{i}.png")) for i in (1, 2))
     assert first.shape == (64, 64, 4) and not np.array_equal(first, second)
-    refused = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "run",
-            "generate",
-            "--width",
-            "64",
-            "--height",
-            "64",
-            "--models",
-            str(models_dir),
-            "--model",
-            "tiny-sd15",
-            "--sampler",
-            "DDIM",
-            "--scheduler",
-            "Karras",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    refused = paintbridge_cli(
+        "run",
+        "generate",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--models",
+        str(models_dir),
+        "--model",
+        "tiny-sd15",
+        "--sampler",
+        "DDIM",
+        "--scheduler",
+        "Karras",
+        "--out",
+        str(out),
     )
     assert refused.returncode != 0 and "'DDIM'" in refused.stderr and "'Karras'" in refused.stderr

@@ -9,9 +9,6 @@ theirs (a frame whose two edges are flat and alike has a small difference but no
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -217,40 +214,31 @@ def test_tileable_is_refused_by_name_where_no_whole_picture_is_made(client):
 
 
 @pytest.mark.parametrize("model", ["tiny-sd15", "tiny-flux"])
-def test_paintbridge_run_generate_tileable_writes_a_seamless_texture(models_dir, tmp_path, model):
+def test_paintbridge_run_generate_tileable_writes_a_seamless_texture(models_dir, tmp_path, model, paintbridge_cli):
     def run(*extra: str) -> list:
         out = tmp_path / f"out{len(extra)}.png"
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "server.cli",
-                "run",
-                "generate",
-                "--width",
-                str(SIDE),
-                "--height",
-                str(SIDE),
-                "--prompt",
-                "a brick wall",
-                "--models",
-                str(models_dir),
-                "--model",
-                model,
-                "--steps",
-                "4",
-                "--seed",
-                "7",
-                "--batch",
-                "4",
-                *extra,
-                "--out",
-                str(out),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        proc = paintbridge_cli(
+            "run",
+            "generate",
+            "--width",
+            str(SIDE),
+            "--height",
+            str(SIDE),
+            "--prompt",
+            "a brick wall",
+            "--models",
+            str(models_dir),
+            "--model",
+            model,
+            "--steps",
+            "4",
+            "--seed",
+            "7",
+            "--batch",
+            "4",
+            *extra,
+            "--out",
+            str(out),
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         return [np.asarray(Image.open(tmp_path / f"out{len(extra)}-{i}.png"))[..., :3] for i in range(1, 5)]

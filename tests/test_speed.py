@@ -311,18 +311,10 @@ def test_the_server_and_a_classical_job_import_neither_torch_nor_diffusers(tmp_p
     assert device == devices.describe_plan(None, os.environ.get("PAINTBRIDGE_DTYPE"))  # the suite pins float32
 
 
-def test_gpu_check_runs_in_its_cpu_smoke_mode():
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--cpu-smoke", "--reps", "1"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+def test_gpu_check_runs_in_its_cpu_smoke_mode(benchmark_main):
+    said = benchmark_main("gpu_check.py", "--cpu-smoke", "--reps", "1")
     for line in ("inpaint sd15", "generate sdxl", "live 1-step", "batch 4 vs 4 singles"):
-        assert line in proc.stdout, proc.stdout
+        assert line in said, said
 
 
 # --- decoding only where the result can change -----------------------------------------------------------------------
