@@ -175,6 +175,11 @@ def start_server(tmp_path: Path) -> Iterator:
         thread.stop()
 
 
+LIBRARY_IMPORT_ENV = frozenset({"LD_LIBRARY_PATH", "TORCHINDUCTOR_CACHE_DIR"})
+"""Variables that libraries set when first imported in a process (OpenCV's loader, torch's inductor), whichever test
+imports them first: not state a command leaves behind."""
+
+
 @pytest.fixture
 def paintbridge_cli(capsys) -> Iterator:
     """``paintbridge_cli(*argv)`` → a CompletedProcess: ``server.cli.main(argv)`` run in this process (no interpreter,
@@ -189,7 +194,8 @@ def paintbridge_cli(capsys) -> Iterator:
     from server.cli import main
 
     def state() -> tuple:
-        return dict(os.environ), list(logging.getLogger().handlers), torch.get_num_threads()
+        env = {k: v for k, v in os.environ.items() if k not in LIBRARY_IMPORT_ENV}
+        return env, list(logging.getLogger().handlers), torch.get_num_threads()
 
     def run(*argv: str) -> subprocess.CompletedProcess:
         capsys.readouterr()

@@ -328,6 +328,7 @@ def test_paintbridge_run_takes_reference_files(models_dir, tmp_path, paintbridge
         str(tmp_path / "x.png"),
     )
     assert bad.returncode != 0 and "colour" in bad.stderr
+    assert "Traceback" not in bad.stderr and bad.stderr.startswith("paintbridge run: "), bad.stderr
 
 
 # --- downloads -------------------------------------------------------------------------------------------------------

@@ -333,3 +333,4 @@ def test_cli_run_takes_regions(models_dir, tmp_path, paintbridge_cli):
         str(tmp_path / "x.png"),
     )
     assert bad.returncode != 0 and "regions[0].mask" in bad.stderr
+    assert "Traceback" not in bad.stderr and bad.stderr.startswith("paintbridge run: "), bad.stderr

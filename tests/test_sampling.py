@@ -346,3 +346,4 @@ def test_paintbridge_run_takes_sampler_schedule_batch_count_vae_clip_skip_and_re
         str(out),
     )
     assert refused.returncode != 0 and "'DDIM'" in refused.stderr and "'Karras'" in refused.stderr
+    assert "Traceback" not in refused.stderr and refused.stderr.startswith("paintbridge run: "), refused.stderr

@@ -11,6 +11,7 @@ from PIL import Image
 
 from protocol import Message, Progress, Queued
 from protocol.client import Client, ConnectionFailed, JobCancelled, JobFailed
+from protocol.errors import ProtocolError
 
 from .. import __version__
 from ..runjob import build_job, flatten_result
@@ -44,7 +45,11 @@ def _out_paths(out: str, count: int) -> List[Path]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    job, image = build_job(args)
+    try:
+        job, image = build_job(args)
+    except ProtocolError as err:  # a job the protocol refuses before anything starts: one line naming the field
+        print(f"paintbridge run: {err}" + (f" ({err.field})" if err.field else ""), file=sys.stderr)
+        return 2
     own_server = None
     url = args.server
     if not url:
