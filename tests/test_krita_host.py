@@ -1,7 +1,8 @@
 """The Paintbridge docker in a real Krita (Debian's 5.1.5 under Xvfb), installed by the installer install.py uses,
 against the real server that the plugin starts itself; every check reads Krita's own layers back.
 
-One Krita run executes the whole scenario (``tests/hosts/krita_driver.py``); the tests below each check one part of it.
+One Krita run executes a whole scenario (``tests/hosts/krita_driver.py``), or several in order where they can share
+a Krita start (``_run_group``: same host, compatible servers); the tests below each check one part of one scenario.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -69,25 +71,33 @@ class Run:
 STALL_MARK = "no driver step for"
 
 
-def _run_scenario(tmp_path_factory, scenario: str, *args, **kwargs) -> Run:
-    """``_run_scenario_once``, run once more in a fresh HOME when Krita itself stalled.
+@dataclass
+class Part:
+    """One scenario of a Krita start: the driver's ``scenario`` on a ``width`` x ``height`` document.
 
-    Rarely (about 1 run in 8 here) a freshly started headless Krita 5.1.5 stops running queued events right after the
-    first selection is set, with its UI thread inside Krita's own code; the driver's watchdog records the stack and
-    ends the run. That is the host, not the plugin: the scenario is repeated once, and the stall is kept in the
-    result (``stalled_attempts``) and printed, so it is never hidden. A second stall fails the test.
-    """
-    run = _run_scenario_once(tmp_path_factory, scenario, *args, **kwargs)
-    stalls = [e for e in run.data.get("errors", []) if e.startswith(STALL_MARK)]
-    if stalls and len(stalls) == len(run.data["errors"]):
-        print(f"Krita stalled in scenario {scenario!r}; running it again. Stack:\n{stalls[0]}")
-        retry = _run_scenario_once(tmp_path_factory, scenario, *args, **kwargs)
-        retry.data["stalled_attempts"] = stalls
-        return retry
-    return run
+    ``hand_detector_to``: where the driver puts the tests' hand detector while Krita runs (a server's models folder).
+    ``files`` are written into the scenario's ``out`` folder first (name: bytes). ``server_url``: in a group, the
+    server the panel is pointed at before this scenario ("" keeps the one in use)."""
+
+    scenario: str
+    width: int
+    height: int
+    model: str = ""
+    tag: str = ""
+    hand_detector_to: Optional[Path] = None
+    files: Optional[Dict[str, bytes]] = None
+    server_url: str = ""
+    stall_s: Optional[int] = None  # the driver's watchdog: seconds without a step that count as a stall (60)
+
+    def __post_init__(self) -> None:
+        self.tag = self.tag or self.scenario
 
 
-def _run_scenario_once(
+class ScenarioNotRun(RuntimeError):
+    """A scenario of a grouped Krita start wrote no result (Krita stopped in it or in an earlier one)."""
+
+
+def _run_scenario(
     tmp_path_factory,
     scenario: str,
     width: int,
@@ -101,18 +111,117 @@ def _run_scenario_once(
     files: Optional[Dict[str, bytes]] = None,
     style: Optional[str] = "",
 ) -> Run:
-    """Install Paintbridge (the installer install.py uses) and the driver into a fresh Krita HOME, run ``scenario``.
+    """One scenario in its own Krita start (``_run_group`` of one ``Part``)."""
+    part = Part(scenario, width, height, model, tag, hand_detector_to, files)
+    return _part_run(_run_group(tmp_path_factory, [part], models_which, host, server_url, style), part.tag)
 
-    Without ``server_url`` the plugin starts the server itself (as recorded by the installer) on a free port.
-    ``hand_detector_to``: where the driver puts the tests' hand detector while Krita runs (a server's models folder).
-    ``files`` are written into the driver's ``out`` folder first (name: bytes). ``style`` is the panel's style choice
-    ("" = No style, so that pixels compare with plain core jobs; None = the family's suggested style, as installed).
+
+def _part_run(group: Dict[str, object], tag: str) -> Run:
+    """The run of scenario ``tag`` in a group's results; raises the group's error when that scenario wrote none."""
+    run = group[tag]
+    if isinstance(run, Exception):
+        raise run
+    return run
+
+
+def _stalls(run: object) -> list:
+    """The driver's stall records when they are a run's only errors (Krita stalled, not the plugin)."""
+    if not isinstance(run, Run):
+        return []
+    stalls = [e for e in run.data.get("errors", []) if e.startswith(STALL_MARK)]
+    return stalls if stalls and len(stalls) == len(run.data["errors"]) else []
+
+
+def _run_group(tmp_path_factory, parts, models_which=(), host=hk.NATIVE, server_url="", style="") -> Dict[str, object]:
+    """``_run_group_once``; the scenarios where Krita itself stalled, and those after them that did not run, are run
+    once more in a fresh HOME (one start for them all).
+
+    Rarely (about 1 run in 8 here) a freshly started headless Krita 5.1.5 stops running queued events right after the
+    first selection is set, with its UI thread inside Krita's own code; the driver's watchdog records the stack and
+    ends the run. That is the host, not the plugin: the scenario is repeated once, and the stall is kept in the
+    result (``stalled_attempts``) and printed, so it is never hidden. A second stall fails the scenario's tests.
+    """
+    runs = _run_group_once(tmp_path_factory, parts, models_which, host, server_url, style)
+    stalled = {tag: _stalls(run) for tag, run in runs.items() if _stalls(run)}
+    if not stalled:
+        return runs
+    again = [p for p in parts if p.tag in stalled or isinstance(runs[p.tag], ScenarioNotRun)]
+    for tag, stalls in stalled.items():
+        print(f"Krita stalled in scenario {tag!r}; running {[p.tag for p in again]} again. Stack:\n{stalls[0]}")
+    runs.update(_run_group_once(tmp_path_factory, again, models_which, host, server_url, style))
+    for tag, stalls in stalled.items():
+        if isinstance(runs[tag], Run):
+            runs[tag].data["stalled_attempts"] = stalls
+    return runs
+
+
+def _scenario_config(host: hk.KritaHost, out: Path, part: Part) -> dict:
+    """The driver's settings for ``part``, with the input files every scenario may read written into ``out``."""
+    out.mkdir()
+    for name, data in (part.files or {}).items():
+        (out / name).write_bytes(data)
+    config = {
+        "out": host.inside(out),
+        "scenario": part.scenario,
+        "width": part.width,
+        "height": part.height,
+        "deadline_s": 420,
+        "model": part.model,
+        "server_url": part.server_url,
+    }
+    if part.stall_s is not None:
+        config["stall_s"] = part.stall_s
+    # the document GIMP's host test generates into (diffusion) and upscales a selection of (classical) too
+    (out / "ellipse-image.bin").write_bytes(ellipse_case.rgba_to_bgra(ellipse_case.pattern()))
+    (out / "ellipse-mask.bin").write_bytes(ellipse_case.selection())
+    photo = tiny_yunet.portrait()  # the detailer's picture: a face at 180,66 and a hand (its palm centred at 373,352)
+    tiny_palm.draw_hand(photo, 373, 352, 64)
+    Image.fromarray(photo).save(out / "portrait.png")
+    config["photo"] = host.inside(out / "portrait.png")
+    if part.hand_detector_to is not None:
+        config["hand_detector"] = {
+            "from": host.inside(tiny_palm.write_detector(out)),
+            "to": host.inside(part.hand_detector_to),
+        }
+    config["ellipse"] = {
+        "width": ellipse_case.WIDTH,
+        "height": ellipse_case.HEIGHT,
+        "model": ellipse_case.MODEL,
+        "prompt": ellipse_case.PROMPT,
+        "seed": ellipse_case.SEED,
+        "steps": ellipse_case.STEPS,
+        "image": host.inside(out / "ellipse-image.bin"),
+        "selection": host.inside(out / "ellipse-mask.bin"),
+        "upscale_box": list(ellipse_case.UPSCALE_BOX),
+        "upscale_scale": ellipse_case.UPSCALE_SCALE,
+    }
+    return config
+
+
+def _run_group_once(
+    tmp_path_factory,
+    parts,
+    models_which=(),
+    host: hk.KritaHost = hk.NATIVE,
+    server_url: str = "",
+    style: Optional[str] = "",
+) -> Dict[str, object]:
+    """Install Paintbridge (the installer install.py uses) and the driver into a fresh Krita HOME and run the
+    scenarios ``parts`` in order in one Krita start; returns each part's ``Run`` by tag, or the ``ScenarioNotRun``
+    error of a part that wrote no result.
+
+    Without ``server_url`` the plugin starts the server itself (as recorded by the installer) on a free port, over a
+    models folder with the tiny models ``models_which``. ``style`` is the panel's style choice ("" = No style, so that
+    pixels compare with plain core jobs; None = the family's suggested style, as installed).
     """
     missing = host.missing_tools()
     if missing:
         pytest.skip(f"Krita host test needs {', '.join(missing)} (python3 install.py --dev installs them)")
-    tag = tag or scenario
-    work = tmp_path_factory.mktemp(f"krita-{tag}")
+    started = time.monotonic()
+    server_url = parts[0].server_url or server_url  # the first scenario runs on the server the start points at
+    tags = [p.tag for p in parts]
+    assert len(set(tags)) == len(tags), f"scenarios of one Krita start need distinct tags: {tags}"
+    work = tmp_path_factory.mktemp(f"krita-{tags[0]}" if len(parts) == 1 else f"krita-group-{tags[0]}")
     home = hk.new_home(work / "run" if host.root is None else None, host)
     models = work / "models"
     models.mkdir()
@@ -128,68 +237,63 @@ def _run_scenario_once(
             rc.write(f"style={style}\n")
     driver = (Path(__file__).parent / "hosts" / "krita_driver.py").read_text()
     hk.write_plugin(home.pykrita, "pb_test_driver", driver, enable_in=home.kritarc)
-    out = home.root / "out"
-    out.mkdir()
-    for name, data in (files or {}).items():
-        (out / name).write_bytes(data)
-    config = {
-        "out": host.inside(out),
-        "scenario": scenario,
-        "width": width,
-        "height": height,
-        "deadline_s": 420,
-        "model": model,
-    }
-    # the document GIMP's host test generates into (diffusion) and upscales a selection of (classical) too
-    (out / "ellipse-image.bin").write_bytes(ellipse_case.rgba_to_bgra(ellipse_case.pattern()))
-    (out / "ellipse-mask.bin").write_bytes(ellipse_case.selection())
-    photo = tiny_yunet.portrait()  # the detailer's picture: a face at 180,66 and a hand (its palm centred at 373,352)
-    tiny_palm.draw_hand(photo, 373, 352, 64)
-    Image.fromarray(photo).save(out / "portrait.png")
-    config["photo"] = host.inside(out / "portrait.png")
-    if hand_detector_to is not None:
-        config["hand_detector"] = {
-            "from": host.inside(tiny_palm.write_detector(out)),
-            "to": host.inside(hand_detector_to),
-        }
-    config["ellipse"] = {
-        "width": ellipse_case.WIDTH,
-        "height": ellipse_case.HEIGHT,
-        "model": ellipse_case.MODEL,
-        "prompt": ellipse_case.PROMPT,
-        "seed": ellipse_case.SEED,
-        "steps": ellipse_case.STEPS,
-        "image": host.inside(out / "ellipse-image.bin"),
-        "selection": host.inside(out / "ellipse-mask.bin"),
-        "upscale_box": list(ellipse_case.UPSCALE_BOX),
-        "upscale_scale": ellipse_case.UPSCALE_SCALE,
-    }
+    outs = [home.root / ("out" if len(parts) == 1 else f"out-{p.tag}") for p in parts]
+    configs = [_scenario_config(host, out, part) for out, part in zip(outs, parts)]
+    plan = configs[0] if len(parts) == 1 else {"scenarios": configs}
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
+    setup_s = time.monotonic() - started  # a fresh HOME, the plugin installed, the scenarios' input files
     try:
-        data = hk.run_krita(home, out / "result.json", timeout=480, env_extra={"PB_DRIVER_CONFIG": json.dumps(config)})
+        results = hk.run_krita_group(
+            home,
+            [out / "result.json" for out in outs],
+            timeout=480 * len(parts),
+            env_extra={"PB_DRIVER_CONFIG": json.dumps(plan)},
+        )
     finally:
-        for name in ("panel.png", "panel-preview.png", "window.png", "result.json"):
-            if (out / name).exists():
-                shutil.copyfile(out / name, artifacts / f"krita-{tag}-{name}")
-        if (home.root / "krita.log").exists():
-            shutil.copyfile(home.root / "krita.log", artifacts / f"krita-{tag}.log")
+        for out, tag in zip(outs, tags):
+            for name in ("panel.png", "panel-preview.png", "window.png", "result.json"):
+                if (out / name).exists():
+                    shutil.copyfile(out / name, artifacts / f"krita-{tag}-{name}")
+            if (home.root / "krita.log").exists():
+                shutil.copyfile(home.root / "krita.log", artifacts / f"krita-{tag}.log")
     if host.root is not None:  # keep the results, free the root's /tmp
-        shutil.copytree(out, work / "out")
+        kept = []
+        for out in outs:
+            shutil.copytree(out, work / out.name)
+            kept.append(work / out.name)
         shutil.rmtree(home.root, ignore_errors=True)
-        out = work / "out"
-    run = Run(out, data)
-    run.models = models
+        outs = kept
+    runs: Dict[str, object] = {}
+    for out, part, data in zip(outs, parts, results):
+        if data is None:
+            runs[part.tag] = ScenarioNotRun(
+                f"scenario {part.tag!r} of the Krita start running {tags} wrote no result: Krita stopped in it or in "
+                f"an earlier one (see their results); log tail:\n{_log_tail(artifacts / f'krita-{part.tag}.log')}"
+            )
+            continue
+        data["_krita"]["setup_s"] = setup_s
+        run = Run(out, data)
+        run.models = models
+        runs[part.tag] = run
     # The plugin stops the server it started when Krita quits.
-    for pid in {data.get("server_pid"), data.get("crash", {}).get("new_pid")} - {None}:
-        for _ in range(50):  # give a terminating server up to 5 s
-            if not _alive(pid):
-                break
-            time.sleep(0.1)
-        run.data.setdefault("servers_left", []).append(_alive(pid))
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-    return run
+    for run in runs.values():
+        if not isinstance(run, Run):
+            continue
+        data = run.data
+        for pid in {data.get("server_pid"), data.get("crash", {}).get("new_pid")} - {None}:
+            for _ in range(50):  # give a terminating server up to 5 s
+                if not _alive(pid):
+                    break
+                time.sleep(0.1)
+            data.setdefault("servers_left", []).append(_alive(pid))
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    return runs
+
+
+def _log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-6000:] if log.exists() else "(no log)"
 
 
 def _alive(pid: int) -> bool:
@@ -201,8 +305,50 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def krita_run(tmp_path_factory) -> Run:
-    return _run_scenario(tmp_path_factory, "classical", W, H)
+def krita_plain_group(tmp_path_factory) -> Dict[str, object]:
+    """One Krita start on the server the plugin starts itself (no models) for the scenarios that need nothing else:
+    the .kra with zlib bombs first (its peak memory is measured from a fresh Krita), then the classical jobs, then
+    the document data and history (it leaves Krita in wrap-around mode and the panel's tileable box ticked)."""
+    import docbombs
+
+    parts = [
+        Part("history_bomb", W, H, files={"bomb-history.bin": docbombs.packed_bomb_history()}),
+        Part("classical", W, H),
+        Part("history", W, H),
+    ]
+    return _run_group(tmp_path_factory, parts)
+
+
+def test_a_failing_scenario_fails_only_itself_and_the_next_one_in_its_krita_start_runs(tmp_path_factory):
+    import docbombs
+
+    parts = [
+        Part("fail_on_purpose", W, H),
+        Part("history_bomb", W, H, files={"bomb-history.bin": docbombs.packed_bomb_history()}),
+    ]
+    runs = _run_group(tmp_path_factory, parts)
+    failed = _part_run(runs, "fail_on_purpose")
+    assert len(failed["errors"]) == 1 and "RuntimeError: failing on purpose" in failed["errors"][0], failed["errors"]
+    after = _part_run(runs, "history_bomb")
+    assert after["errors"] == [] and after["group_index"] == 1 and after["bomb"]["list"] == 1, after["errors"]
+    assert after["_krita"]["elapsed"] == failed["_krita"]["elapsed"], "one Krita start ran both"
+
+
+def test_a_stall_runs_the_rest_of_the_group_again_and_a_scenario_left_unrun_is_named(tmp_path_factory, capsys):
+    parts = [Part("stall_on_purpose", W, H, stall_s=5), Part("history_bomb", W, H)]
+    runs = _run_group(tmp_path_factory, parts)
+    assert "Krita stalled in scenario 'stall_on_purpose'; running ['stall_on_purpose', 'history_bomb'] again" in (
+        capsys.readouterr().out
+    )
+    stalled = _part_run(runs, "stall_on_purpose")
+    assert stalled["errors"][0].startswith(STALL_MARK) and stalled["stalled_attempts"][0].startswith(STALL_MARK)
+    with pytest.raises(ScenarioNotRun, match="scenario 'history_bomb' of the Krita start running"):
+        _part_run(runs, "history_bomb")
+
+
+@pytest.fixture(scope="module")
+def krita_run(krita_plain_group) -> Run:
+    return _part_run(krita_plain_group, "classical")
 
 
 @pytest.fixture(scope="module")
@@ -210,24 +356,92 @@ def krita_diffusion_run(tmp_path_factory) -> Run:
     return _run_scenario(tmp_path_factory, "diffusion", DW, DH, ("sd15", "cn-sd15-canny"), model="tiny-sd15")
 
 
-def _run_on_own_server(tmp_path_factory, scenario: str, which, model: str, tag: str = "") -> Run:
-    """``scenario`` against a server of this checkout with the tiny models ``which`` (the installed command would run
-    the shared venv's copy)."""
-    import factory
-    from conftest import ServerProcess
+def _models_of(*which):
+    """A models-folder filler: the tiny models ``which`` (tests/factory.py)."""
 
-    work = tmp_path_factory.mktemp(f"krita-{scenario}-server")
-    models = factory.make_models_dir(work / "models", which)
-    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
+    def fill(models: Path) -> None:
+        import factory
+
+        factory.make_models_dir(models, which)
+
+    return fill
+
+
+def _run_on_own_servers(tmp_path_factory, setups, record: bool = False) -> Dict[str, object]:
+    """The parts of ``setups`` ((part, fill), in order) in one Krita start, each against its own server of this
+    checkout over a models folder that ``fill(folder)`` lays out (the installed command would run the shared venv's
+    copy); the panel is pointed at each part's server in turn. ``record``: each server behind a proxy that records
+    each job it receives (``run.jobs``)."""
+    from conftest import ServerProcess
+    from recordproxy import RecordingProxy
+
+    servers, proxies, folders = [], {}, {}
     try:
-        return _run_scenario(tmp_path_factory, scenario, DW, DH, model=model, server_url=proc.url, tag=tag)
+        for part, fill in setups:
+            work = tmp_path_factory.mktemp(f"krita-{part.tag}-server")
+            models = folders[part.tag] = work / "models"
+            models.mkdir()
+            fill(models)
+            servers.append(ServerProcess(["--models", str(models)], work / "server.log").start())
+            part.server_url = servers[-1].url
+            if record:
+                proxies[part.tag] = RecordingProxy(part.server_url)
+                part.server_url = proxies[part.tag].url
+        runs = _run_group(tmp_path_factory, [part for part, _ in setups])
     finally:
-        proc.stop()
+        for proxy in proxies.values():
+            proxy.close()
+        for proc in servers:
+            proc.stop()
+    for tag, run in runs.items():
+        if isinstance(run, Run):
+            run.models = folders[tag]  # the models its server had
+            if record:
+                run.jobs = proxies[tag]
+    return runs
+
+
+def _fill_transparent(models: Path) -> None:
+    """A tiny SD1.5 model with LayerDiffuse files of the published layouts."""
+    import tiny_layerdiffuse
+
+    _models_of("sd15")(models)
+    tiny_layerdiffuse.install(models, "sd15")
 
 
 @pytest.fixture(scope="module")
-def krita_flux_run(tmp_path_factory) -> Run:
-    return _run_on_own_server(tmp_path_factory, "flux", ("flux-split",), "tiny-flux-split")
+def krita_own_servers_group(tmp_path_factory) -> Dict[str, object]:
+    """One Krita start for scenarios that each talk to their own server with the tiny models they need: a tiny random
+    BLIP captioner (prompt from the picture); transparent layers on a tiny SD1.5 with LayerDiffuse files; a tiny
+    Flux.1 kept as ComfyUI keeps it; instruction edit on a tiny Flux.1 Kontext beside a tiny Flux.1 dev."""
+    import tiny_blip
+
+    setups = [
+        (Part("caption", W, H), tiny_blip.install),
+        (Part("transparent", DW, DH, "tiny-sd15"), _fill_transparent),
+        (Part("flux", DW, DH, "tiny-flux-split"), _models_of("flux-split")),
+        (Part("edit", DW, DH, "tiny-flux-kontext"), _models_of("flux", "flux-kontext")),
+    ]
+    return _run_on_own_servers(tmp_path_factory, setups)
+
+
+@pytest.fixture(scope="module")
+def krita_more_servers_group(tmp_path_factory) -> Dict[str, object]:
+    """A second Krita start of the same kind: the tiny SD1.5 with a tiny pose ControlNet (found by its name) and the
+    pose preprocessor's three files; picture into layers on a tiny Qwen-Image-Layered beside a tiny Qwen-Image;
+    regions on the tiny SD1.5; sampling on the tiny SD1.5 with a VAE file."""
+    setups = [
+        (Part("pose", DW, DH, "tiny-sd15"), _models_of("sd15", "cn-sd15-openpose", "pose-annotators")),
+        (Part("decompose", DW, DH, "tiny-qwen-layered"), _models_of("qwen", "qwen-layered")),
+        (Part("regions", DW, DH, "tiny-sd15"), _models_of("sd15")),
+        (Part("sampling", DW, DH, "tiny-sd15"), _models_of("sd15", "vae-file")),
+    ]
+    return _run_on_own_servers(tmp_path_factory, setups)
+
+
+@pytest.fixture(scope="module")
+def krita_flux_run(krita_own_servers_group) -> Run:
+    return _part_run(krita_own_servers_group, "flux")
 
 
 # (models in the folder, the checkpoint chosen in the panel, least mean |change| per channel the reference makes)
@@ -239,23 +453,23 @@ REFERENCE_SETUPS = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(REFERENCE_SETUPS))
-def krita_references_run(tmp_path_factory, request) -> Run:
-    """Reference images (issue 15) against a server of this checkout: a tiny SD1.5 with an IP-Adapter and its image
-    encoder, and a tiny Flux.1 with a Redux model and its SigLIP encoder; the same panel steps for both."""
-    import factory
-    from conftest import ServerProcess
+@pytest.fixture(scope="module")
+def krita_references_group(tmp_path_factory) -> Dict[str, object]:
+    """Reference images (issue 15) in one Krita start, each setup against its own server of this checkout: a tiny
+    SD1.5 with an IP-Adapter and its image encoder, and a tiny Flux.1 with a Redux model and its SigLIP encoder; the
+    same panel steps for both."""
+    setups = [
+        (Part("references", DW, DH, model, tag=f"references-{key}"), _models_of(*which))
+        for key, (which, model, _) in sorted(REFERENCE_SETUPS.items())
+    ]
+    return _run_on_own_servers(tmp_path_factory, setups)
 
-    which, model, least_change = REFERENCE_SETUPS[request.param]
-    work = tmp_path_factory.mktemp(f"krita-references-{request.param}-server")
-    models = factory.make_models_dir(work / "models", which)
-    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
-    try:
-        run = _run_scenario(tmp_path_factory, "references", DW, DH, model=model, server_url=proc.url)
-        run.least_change = least_change
-        return run
-    finally:
-        proc.stop()
+
+@pytest.fixture(scope="module", params=sorted(REFERENCE_SETUPS))
+def krita_references_run(krita_references_group, request) -> Run:
+    run = _part_run(krita_references_group, f"references-{request.param}")
+    run.least_change = REFERENCE_SETUPS[request.param][2]
+    return run
 
 
 def test_reference_layers_from_the_panel_guide_a_job(krita_references_run):
@@ -273,30 +487,22 @@ def test_reference_layers_from_the_panel_guide_a_job(krita_references_run):
     assert run["after_remove"] == [run["reference_id"]] and run["rows_shown"] == 1
 
 
-def _run_recorded(tmp_path_factory, scenario: str, which, model: str) -> Run:
-    """``scenario`` against a server of this checkout with the tiny models ``which``, behind a proxy that records each
-    job the server receives (``run.jobs``)."""
-    import factory
-    from conftest import ServerProcess
-    from recordproxy import RecordingProxy
-
-    work = tmp_path_factory.mktemp(f"krita-{scenario}-server")
-    models = factory.make_models_dir(work / "models", which)
-    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
-    proxy = RecordingProxy(proc.url)
-    try:
-        run = _run_scenario(tmp_path_factory, scenario, DW, DH, model=model, server_url=proxy.url)
-        run.jobs = proxy
-        return run
-    finally:
-        proxy.close()
-        proc.stop()
+@pytest.fixture(scope="module")
+def krita_recorded_group(tmp_path_factory) -> Dict[str, object]:
+    """One Krita start whose scenarios each talk to their own server behind a proxy that records each job it receives
+    (``run.jobs``): a reference bound to a region (issue 15) on a tiny SD1.5 with an IP-Adapter; regional prompts on a
+    tiny Flux.1."""
+    setups = [
+        (Part("region_references", DW, DH, "tiny-sd15"), _models_of("sd15", "ipa-sd15-plus")),
+        (Part("flux_regions", DW, DH, "tiny-flux"), _models_of("flux")),
+    ]
+    return _run_on_own_servers(tmp_path_factory, setups, record=True)
 
 
 @pytest.fixture(scope="module")
-def krita_region_references_run(tmp_path_factory) -> Run:
+def krita_region_references_run(krita_recorded_group) -> Run:
     """A reference bound to a region (issue 15), its jobs recorded."""
-    return _run_recorded(tmp_path_factory, "region_references", ("sd15", "ipa-sd15-plus"), "tiny-sd15")
+    return _part_run(krita_recorded_group, "region_references")
 
 
 def _payload(image: dict) -> bytes:
@@ -337,11 +543,8 @@ def test_live_mode_sends_a_new_frame_when_a_region_prompt_is_edited(krita_region
 
 
 @pytest.fixture(scope="module")
-def krita_caption_run(tmp_path_factory) -> Run:
-    """Prompt from the picture: a tiny random BLIP captioner."""
-    import tiny_blip
-
-    return _run_with_own_server(tmp_path_factory, "caption", tiny_blip.install, W, H)
+def krita_caption_run(krita_own_servers_group) -> Run:
+    return _part_run(krita_own_servers_group, "caption")
 
 
 def test_the_describe_button_fills_the_prompt_with_the_captioners_words(krita_caption_run):
@@ -363,32 +566,9 @@ def test_the_describe_button_fills_the_prompt_with_the_captioners_words(krita_ca
     assert run["layers_after"] == run["layers_before"], "describing adds and changes no layer"
 
 
-def _run_with_own_server(tmp_path_factory, scenario: str, fill_models, width: int, height: int, model: str = "") -> Run:
-    """``scenario`` against a server of this checkout over a models folder that ``fill_models(folder)`` lays out."""
-    from conftest import ServerProcess
-
-    work = tmp_path_factory.mktemp(f"krita-{scenario}-server")
-    models = work / "models"
-    models.mkdir()
-    fill_models(models)
-    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
-    try:
-        return _run_scenario(tmp_path_factory, scenario, width, height, model=model, server_url=proc.url, tag=scenario)
-    finally:
-        proc.stop()
-
-
 @pytest.fixture(scope="module")
-def krita_transparent_run(tmp_path_factory) -> Run:
-    """Transparent layers: a tiny SD1.5 model with LayerDiffuse files of the published layouts."""
-    import factory
-    import tiny_layerdiffuse
-
-    def fill(models: Path) -> None:
-        factory.make_models_dir(models, ("sd15",))
-        tiny_layerdiffuse.install(models, "sd15")
-
-    return _run_with_own_server(tmp_path_factory, "transparent", fill, DW, DH, model="tiny-sd15")
+def krita_transparent_run(krita_own_servers_group) -> Run:
+    return _part_run(krita_own_servers_group, "transparent")
 
 
 def test_a_transparent_generate_arrives_as_a_layer_with_the_decoders_alpha(krita_transparent_run):
@@ -408,9 +588,8 @@ def test_a_transparent_generate_arrives_as_a_layer_with_the_decoders_alpha(krita
 
 
 @pytest.fixture(scope="module")
-def krita_edit_run(tmp_path_factory) -> Run:
-    """Instruction edit: a tiny Flux.1 Kontext and a tiny Flux.1 dev, against a server of this checkout."""
-    return _run_on_own_server(tmp_path_factory, "edit", ("flux", "flux-kontext"), "tiny-flux-kontext", tag="edit")
+def krita_edit_run(krita_own_servers_group) -> Run:
+    return _part_run(krita_own_servers_group, "edit")
 
 
 @pytest.fixture(scope="module")
@@ -741,9 +920,8 @@ def test_control_layer_guides_an_inpaint_job(krita_diffusion_run):
 
 
 @pytest.fixture(scope="module")
-def krita_pose_run(tmp_path_factory) -> Run:
-    """The tiny SD1.5 with a tiny pose ControlNet (found by its name) and the pose preprocessor's three files."""
-    return _run_on_own_server(tmp_path_factory, "pose", ("sd15", "cn-sd15-openpose", "pose-annotators"), "tiny-sd15")
+def krita_pose_run(krita_more_servers_group) -> Run:
+    return _part_run(krita_more_servers_group, "pose")
 
 
 def test_a_pose_layer_made_from_the_image_guides_a_job_and_its_edits_count(krita_pose_run):
@@ -958,7 +1136,9 @@ def _assert_same_pixels(krita: np.ndarray, gimp: np.ndarray, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def krita_529_run(tmp_path_factory):
+def krita_529_group(tmp_path_factory):
+    """Krita 5.2.9 in the trixie root, one start against one server of the installed command (no models): the
+    classical scenario, then the document data and history (it leaves Krita in wrap-around mode)."""
     if os.geteuid() != 0:
         pytest.skip("the trixie root is entered with chroot, which needs root")
     host = hk.trixie_host()
@@ -970,9 +1150,15 @@ def krita_529_run(tmp_path_factory):
     server.start(url)
     try:
         assert server.wait_ready(120), server.last_output(20)
-        yield _run_scenario(tmp_path_factory, "classical", W, H, host=host, server_url=url, tag="5.2.9")
+        parts = [Part("classical", W, H, tag="5.2.9"), Part("history", W, H, tag="5.2.9-history")]
+        yield _run_group(tmp_path_factory, parts, host=host, server_url=url)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def krita_529_run(krita_529_group) -> Run:
+    return _part_run(krita_529_group, "5.2.9")
 
 
 def test_krita_529_runs_the_panel(krita_529_run):
@@ -1099,9 +1285,8 @@ def test_instruction_edit_on_a_tiny_kontext_model_is_offered_and_composited_by_t
 
 
 @pytest.fixture(scope="module")
-def krita_decompose_run(tmp_path_factory) -> Run:
-    """Picture into layers: a tiny Qwen-Image-Layered and a tiny Qwen-Image, against a server of this checkout."""
-    return _run_on_own_server(tmp_path_factory, "decompose", ("qwen", "qwen-layered"), "tiny-qwen-layered")
+def krita_decompose_run(krita_more_servers_group) -> Run:
+    return _part_run(krita_more_servers_group, "decompose")
 
 
 def test_decompose_on_a_tiny_layered_model_arrives_as_a_group_of_named_layers_with_alpha(krita_decompose_run):
@@ -1230,8 +1415,8 @@ def test_detail_tab_repaints_a_face_and_a_hand_and_hires_generate_runs_two_passe
 
 
 @pytest.fixture(scope="module")
-def krita_history_run(tmp_path_factory) -> Run:
-    return _run_scenario(tmp_path_factory, "history", W, H)
+def krita_history_run(krita_plain_group) -> Run:
+    return _part_run(krita_plain_group, "history")
 
 
 def test_document_data_survives_saving_closing_and_reopening_the_kra(krita_history_run):
@@ -1255,18 +1440,8 @@ def _check_docdata(run: Run) -> None:
 
 
 @pytest.fixture(scope="module")
-def krita_regions_run(tmp_path_factory) -> Run:
-    """Against a server of this checkout (the installed command would run the shared venv's copy)."""
-    import factory
-    from conftest import ServerProcess
-
-    work = tmp_path_factory.mktemp("krita-regions-server")
-    models = factory.make_models_dir(work / "models", ("sd15",))
-    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
-    try:
-        return _run_scenario(tmp_path_factory, "regions", DW, DH, model="tiny-sd15", server_url=proc.url)
-    finally:
-        proc.stop()
+def krita_regions_run(krita_more_servers_group) -> Run:
+    return _part_run(krita_more_servers_group, "regions")
 
 
 def test_a_region_bound_in_the_panel_steers_the_job_and_survives_reopening_the_kra(krita_regions_run):
@@ -1288,9 +1463,9 @@ def test_a_region_bound_in_the_panel_steers_the_job_and_survives_reopening_the_k
 
 
 @pytest.fixture(scope="module")
-def krita_flux_regions_run(tmp_path_factory) -> Run:
+def krita_flux_regions_run(krita_recorded_group) -> Run:
     """Two region layers on a tiny Flux.1 (the tests' factory's ``flux``), its jobs recorded."""
-    return _run_recorded(tmp_path_factory, "flux_regions", ("flux",), "tiny-flux")
+    return _part_run(krita_recorded_group, "flux_regions")
 
 
 def test_region_layers_steer_a_tiny_flux_model_each_in_its_own_area(krita_flux_regions_run):
@@ -1365,12 +1540,8 @@ def test_a_seamless_upscale_opens_in_krita_wrap_around_mode(krita_history_run):
 
 
 @pytest.fixture(scope="module")
-def krita_history_bomb_run(tmp_path_factory) -> Run:
-    import docbombs
-
-    return _run_scenario(
-        tmp_path_factory, "history_bomb", W, H, files={"bomb-history.bin": docbombs.packed_bomb_history()}
-    )
+def krita_history_bomb_run(krita_plain_group) -> Run:
+    return _part_run(krita_plain_group, "history_bomb")
 
 
 def test_a_kra_whose_history_holds_zlib_bombs_opens_and_the_panel_names_the_damaged_part(krita_history_bomb_run):
@@ -1388,22 +1559,8 @@ def test_a_kra_whose_history_holds_zlib_bombs_opens_and_the_panel_names_the_dama
 
 
 @pytest.fixture(scope="module")
-def krita_529_history_run(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("the trixie root is entered with chroot, which needs root")
-    from client.server import LocalServer
-
-    models = tmp_path_factory.mktemp("krita-529-history-models")
-    server = LocalServer(_server_command(models), models / "server.log")
-    url = f"ws://127.0.0.1:{_free_port()}"
-    server.start(url)
-    try:
-        assert server.wait_ready(120), server.last_output(20)
-        yield _run_scenario(
-            tmp_path_factory, "history", W, H, host=hk.trixie_host(), server_url=url, tag="5.2.9-history"
-        )
-    finally:
-        server.stop()
+def krita_529_history_run(krita_529_group) -> Run:
+    return _part_run(krita_529_group, "5.2.9-history")
 
 
 def test_krita_529_keeps_document_data_and_the_history_in_the_kra(krita_529_history_run):
@@ -1416,20 +1573,8 @@ def test_krita_529_keeps_document_data_and_the_history_in_the_kra(krita_529_hist
 
 
 @pytest.fixture(scope="module")
-def krita_sampling_run(tmp_path_factory) -> Run:
-    """The plugin against a server of this checkout (the installed command would run the shared venv's copy)."""
-    import factory
-    from conftest import ServerProcess
-
-    work = tmp_path_factory.mktemp("krita-sampling-server")
-    models = factory.make_models_dir(work / "models", ("sd15", "vae-file"))
-    proc = ServerProcess(["--models", str(models)], work / "server.log").start()
-    try:
-        run = _run_scenario(tmp_path_factory, "sampling", DW, DH, model="tiny-sd15", server_url=proc.url)
-    finally:
-        proc.stop()
-    run.models = models
-    return run
+def krita_sampling_run(krita_more_servers_group) -> Run:
+    return _part_run(krita_more_servers_group, "sampling")
 
 
 def test_sampler_schedule_batch_count_vae_and_clip_skip_from_the_panel(krita_sampling_run):

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from pbsetup.plugins import enable_in_kritarc
 
@@ -270,13 +270,25 @@ def run_krita(
 ) -> dict:
     """Start Krita in ``home`` and wait for it to quit; returns the JSON a driver plugin wrote to ``result_file``.
 
-    Raises RuntimeError with the tail of Krita's log when no result file was written.
+    Raises RuntimeError with the tail of Krita's log when no result file was written (see ``run_krita_group``).
+    """
+    return run_krita_group(home, [result_file], timeout, env_extra)[0]
+
+
+def run_krita_group(
+    home: KritaHome, result_files: Sequence[Path], timeout: float = 180, env_extra: Optional[Mapping[str, str]] = None
+) -> list[Optional[dict]]:
+    """Start Krita in ``home`` once and wait for it to quit; returns the JSON a driver plugin wrote to each of
+    ``result_files`` (one per scenario it ran in order), None for each one it did not write.
+
+    Raises RuntimeError with the tail of Krita's log when no result file at all was written.
 
     Twice in 40-odd Krita starts of two full test runs here, Krita stopped 0.2 s after starting with "could not
     connect to display :99" (other runs before and after were fine). The likely cause: ``xvfb-run -a`` takes the
     lowest display whose lock file is gone, while the previous run's Xvfb, killed by xvfb-run without waiting, may
-    still hold that display's socket, so the new Xvfb cannot listen (not reproduced on demand). That start is repeated (up to ``DISPLAY_ATTEMPTS`` in all,
-    counted in the result's ``_krita.display_retries``); any other failure is not.
+    still hold that display's socket, so the new Xvfb cannot listen (not reproduced on demand). That start is
+    repeated (up to ``DISPLAY_ATTEMPTS`` in all, counted in each result's ``_krita.display_retries``); any other
+    failure is not.
     """
     retries = 0
     while True:
@@ -284,24 +296,29 @@ def run_krita(
         proc = _run(home, timeout, env_extra)
         elapsed = time.monotonic() - started
         log = proc.stdout.decode(errors="replace")
-        if result_file.exists() or "could not connect to display" not in log or retries + 1 >= DISPLAY_ATTEMPTS:
+        wrote = any(f.exists() for f in result_files)
+        if wrote or "could not connect to display" not in log or retries + 1 >= DISPLAY_ATTEMPTS:
             break
         retries += 1
         time.sleep(2.0)
-    if not result_file.exists():
+    if not wrote:
+        names = ", ".join(f.parent.name + "/" + f.name for f in result_files)
         raise RuntimeError(
-            f"Krita exited ({proc.returncode}) after {elapsed:.1f} s without writing "
-            f"{result_file.name}; log tail:\n{log[-6000:]}"
+            f"Krita exited ({proc.returncode}) after {elapsed:.1f} s without writing {names}; log tail:\n{log[-6000:]}"
         )
-    data = json.loads(result_file.read_text())
-    data.setdefault("_krita", {})
-    data["_krita"].update(
-        {
-            "returncode": proc.returncode,
-            "elapsed": elapsed,
-            "log_tail": log[-4000:],
-            "version": home.host.version(),
-            "display_retries": retries,
-        }
-    )
-    return data
+    krita = {
+        "returncode": proc.returncode,
+        "elapsed": elapsed,
+        "log_tail": log[-4000:],
+        "version": home.host.version(),
+        "display_retries": retries,
+    }
+    results: list[Optional[dict]] = []
+    for result_file in result_files:
+        if not result_file.exists():
+            results.append(None)
+            continue
+        data = json.loads(result_file.read_text())
+        data.setdefault("_krita", {}).update(krita)
+        results.append(data)
+    return results

@@ -4,6 +4,12 @@ It runs a scenario, a generator of steps: each ``yield`` hands control back to K
 waits 300 ms, ``yield Until(cond, timeout)`` polls ``cond``), so every Krita call happens on the UI thread, one step per
 ``QTimer.singleShot``. It reads Krita's own layers back, writes raw pixels to ``$PB_DRIVER_OUT/<name>.bin`` and a
 ``result.json``, then quits with ``file_quit``. Any exception is recorded and the run quits instead of hanging.
+
+``PB_DRIVER_CONFIG`` holds one scenario's settings, or ``{"scenarios": [...]}``: a list of them that one Krita start
+runs in order, each into its own ``out`` folder with its own ``result.json``. Between two scenarios the driver does what
+a painter would: it closes the documents, docks the panel again, puts the panel's settings back as they were when it
+first appeared, and points it at the next scenario's ``server_url`` when that differs. A failure ends only its own
+scenario; the next one still runs.
 """
 
 import json
@@ -23,11 +29,16 @@ except ImportError:
     from PyQt6 import QtCore, QtGui, QtWidgets
 QByteArray, QTimer = QtCore.QByteArray, QtCore.QTimer
 
+LOADED = time.monotonic()  # when Krita loaded this plugin
 K = Krita.instance()
-CONFIG = json.loads(os.environ["PB_DRIVER_CONFIG"])
+_GIVEN = json.loads(os.environ["PB_DRIVER_CONFIG"])
+PLAN = _GIVEN.get("scenarios") or [_GIVEN]  # the scenarios of this Krita start, in order
+# The running scenario's settings, output folder, result and document size (rebound by ``_begin`` for each scenario).
+CONFIG = PLAN[0]
 OUT = CONFIG["out"]
 RESULT = {"steps": [], "errors": [], "qt": QtCore.__name__.split(".")[0]}
 W, H = CONFIG.get("width", 128), CONFIG.get("height", 96)
+CURRENT = {"index": 0, "done": False}
 
 
 def _excepthook(kind, value, tb):
@@ -44,6 +55,13 @@ class Until:
 
 
 def _finish():
+    """End the running scenario: write its result, then start the next scenario, or quit Krita after the last."""
+    if CURRENT["done"]:
+        return
+    CURRENT["done"] = True
+    PENDING.clear()  # a step still scheduled belongs to the scenario that ended
+    last = CURRENT["index"] + 1 >= len(PLAN)
+    RESULT["scenario_s"] = round(time.monotonic() - T0, 2)  # this scenario's own time (with the steps between)
     try:
         for doc in K.documents():
             doc.setModified(False)
@@ -51,25 +69,29 @@ def _finish():
             json.dump(RESULT, f, indent=1, default=str)
         os.replace(os.path.join(OUT, "result.json.tmp"), os.path.join(OUT, "result.json"))
     finally:
-        K.action("file_quit").trigger()
-        QTimer.singleShot(15000, lambda: os._exit(4))
+        if last:
+            K.action("file_quit").trigger()
+            QTimer.singleShot(15000, lambda: os._exit(4))
+        else:
+            QTimer.singleShot(0, lambda: _begin(CURRENT["index"] + 1))
 
 
 LAST_STEP = [time.monotonic()]
-STALL_S = CONFIG.get("stall_s", 60)
 
 
 def _watchdog():
-    """A plain thread: when no step has run for STALL_S seconds, record where the UI thread is and give up."""
+    """A plain thread: when no step has run for the running scenario's ``stall_s`` seconds (60 unless given), record
+    where the UI thread is and give up (Krita quits: the scenarios after it do not run)."""
     import threading
 
     main = threading.main_thread().ident
     while True:
         time.sleep(2)
-        if time.monotonic() - LAST_STEP[0] > STALL_S:
+        stall_s = CONFIG.get("stall_s", 60)
+        if time.monotonic() - LAST_STEP[0] > stall_s:
             frame = sys._current_frames().get(main)
             stack = "".join(traceback.format_stack(frame)) if frame is not None else "?"
-            RESULT["errors"].append(f"no driver step for {STALL_S} s; UI thread at:\n{stack}")
+            RESULT["errors"].append(f"no driver step for {stall_s} s; UI thread at:\n{stack}")
             with open(os.path.join(OUT, "result.json"), "w") as f:
                 json.dump(RESULT, f, indent=1, default=str)
             os._exit(5)
@@ -240,8 +262,9 @@ def native(data, depth, linear):
     return pixels.from_bgra8(data, depth, linear)
 
 
-def new_doc(name, depth="U8", model="RGBA", w=W, h=H):
-    doc = K.createDocument(w, h, name, model, depth, "", 72.0)
+def new_doc(name, depth="U8", model="RGBA", w=None, h=None):
+    """A new document shown in the window (the running scenario's size unless ``w``, ``h`` are given)."""
+    doc = K.createDocument(w or W, h or H, name, model, depth, "", 72.0)
     K.activeWindow().addView(doc)
     return doc
 
@@ -301,9 +324,16 @@ def mark(label):
 T0 = time.monotonic()
 
 
+FIRST_SETTINGS = []  # the panel's settings when a scenario first found it (put back between scenarios)
+
+
 def find_panel():
     for dock in K.dockers():
         if dock.objectName() == "paintbridge_docker":
+            if dock.widget() is not None and not FIRST_SETTINGS:
+                import copy
+
+                FIRST_SETTINGS.append(copy.deepcopy(dock.widget().session.settings))
             return dock, dock.widget()
     return None, None
 
@@ -2245,7 +2275,21 @@ def scenario_save_style():
     doc.setModified(False)
 
 
+def scenario_fail_on_purpose():
+    """Fails at once (the host tests check that a failure ends only its own scenario of a group)."""
+    yield 100
+    raise RuntimeError("failing on purpose")
+
+
+def scenario_stall_on_purpose():
+    """Blocks Krita's UI thread past the watchdog's ``stall_s`` (the host tests check the stall retry of a group)."""
+    yield 100
+    time.sleep(CONFIG["stall_s"] + 30)
+
+
 SCENARIOS = {
+    "fail_on_purpose": scenario_fail_on_purpose,
+    "stall_on_purpose": scenario_stall_on_purpose,
     "save_style": scenario_save_style,
     "good_defaults": scenario_good_defaults,
     "first_screen": scenario_first_screen,
@@ -2271,15 +2315,74 @@ SCENARIOS = {
 }
 
 
+def between_scenarios(server_url):
+    """Steps a painter takes before the next task: stop Live, close every document, dock the panel again, put its
+    settings back as they first were, and connect to ``server_url`` (when given and not the one in use)."""
+    dock, panel = find_panel()
+    if panel is not None:
+        ses = panel.session
+        if ses.live.on:
+            ses.set_live(False)
+        yield Until(lambda: not ses.busy, 60)
+    for doc in list(K.documents()):
+        doc.setModified(False)
+        doc.close()
+    yield 500
+    if panel is None:
+        return
+    dock.setFloating(False)
+    dock.show()
+    if FIRST_SETTINGS:
+        import copy
+
+        ses._put_back(copy.deepcopy(FIRST_SETTINGS[0]), ())
+    if server_url and ses.conn_settings.target()[0] != server_url:
+        states = []  # the states the connection goes through from now: "connected" again is the new server
+        seen = lambda state, detail: states.append(state)  # noqa: E731 - connected, then disconnected again
+        ses.connection_changed.connect(seen)
+        ses.set_server(server_url, autostart=False)
+        yield Until(lambda: "connected" in states and ses.models, 150, poll=200)
+        ses.connection_changed.disconnect(seen)
+        RESULT["reconnected"] = [server_url, states[:]]
+    yield 300
+
+
+DEADLINE = QTimer()
+DEADLINE.setSingleShot(True)
+DEADLINE.timeout.connect(lambda: (RESULT["errors"].append("driver deadline"), _finish()))
+
+
+def _begin(index):
+    """Start scenario ``index`` of the plan with its own settings, output folder, result and deadline."""
+    global CONFIG, OUT, RESULT, W, H, T0
+    CONFIG = PLAN[index]
+    OUT = CONFIG["out"]
+    RESULT = {"steps": [], "errors": [], "qt": QtCore.__name__.split(".")[0], "group_index": index}
+    W, H = CONFIG.get("width", 128), CONFIG.get("height", 96)
+    T0 = time.monotonic()
+    RESULT["began_s"] = round(T0 - LOADED, 2)  # since Krita loaded the driver
+    CURRENT.update(index=index, done=False)
+    for key in COUNTS:
+        COUNTS[key] = 0
+    DEADLINE.start(int(CONFIG.get("deadline_s", 240) * 1000))
+    scenario = SCENARIOS[CONFIG["scenario"]]
+
+    def steps():
+        if index > 0:
+            yield from between_scenarios(CONFIG.get("server_url", ""))
+            RESULT["between_s"] = round(time.monotonic() - T0, 2)
+        yield from scenario()
+
+    Runner(steps()).step()
+
+
 def _start():
     import threading
 
     threading.Thread(target=_watchdog, daemon=True).start()
     BACKUP.start()
-    Runner(SCENARIOS[CONFIG["scenario"]]()).step()
+    _begin(0)
 
 
 K.notifier().windowCreated.connect(lambda: QTimer.singleShot(800, _start))
-QTimer.singleShot(
-    int(CONFIG.get("deadline_s", 240) * 1000), lambda: (RESULT["errors"].append("driver deadline"), _finish())
-)
+DEADLINE.start(int(CONFIG.get("deadline_s", 240) * 1000))  # Krita's own start counts towards the first scenario's
