@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,6 +22,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # Tests compare pixels across runs and servers: they run the fp32 recipe whatever this machine measured fastest
 # (tests/test_calibration.py unsets this to test the measured default).
 os.environ.setdefault("PAINTBRIDGE_DTYPE", "float32")
+# Styles the tests' servers save (in a thread, a process, or started by a real Krita) go to a folder of this run, not
+# the user's styles folder.
+TEST_STYLES = os.environ.setdefault("PAINTBRIDGE_STYLES", tempfile.mkdtemp(prefix="paintbridge-test-styles-"))
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -78,6 +83,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=",".join(TIERS),
         help=f"comma-separated test tiers to run, of {', '.join(TIERS)} (default: all)",
     )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The run's own styles folder goes (one the caller named in ``$PAINTBRIDGE_STYLES`` stays)."""
+    if Path(TEST_STYLES).name.startswith("paintbridge-test-styles-"):
+        shutil.rmtree(TEST_STYLES, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
