@@ -24,7 +24,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("PAINTBRIDGE_DTYPE", "float32")
 # Styles the tests' servers save (in a thread, a process, or started by a real Krita) go to a folder of this run, not
 # the user's styles folder.
-TEST_STYLES = os.environ.setdefault("PAINTBRIDGE_STYLES", tempfile.mkdtemp(prefix="paintbridge-test-styles-"))
+if "PAINTBRIDGE_STYLES" not in os.environ:  # made once: a worker process of this run inherits it
+    os.environ["PAINTBRIDGE_STYLES"] = tempfile.mkdtemp(prefix="paintbridge-test-styles-")
+TEST_STYLES = os.environ["PAINTBRIDGE_STYLES"]
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
