@@ -157,7 +157,7 @@ def krita_row(url: str, size: int, reps: int, fills: List[str], scratch: Path) -
     """The Krita plugin installed into a scratch pykrita folder, its client code run by Krita's Python."""
     if not os.path.exists(KRITA_PYTHON):
         return None
-    from krita_plugin.installer import install
+    from pbsetup.plugins import install_krita as install
 
     pykrita = scratch / "pykrita"
     install(pykrita, scratch / "kritarc", [sys.executable, "-m", "server", "serve"])
@@ -173,7 +173,7 @@ def gimp_row(url: str, size: int, reps: int, fills: List[str]) -> Optional[Dict]
     if not trixie.root_ready():
         return None
     root = trixie.ensure_trixie_root()
-    from gimp_plugin.installer import install
+    from pbsetup.plugins import install_gimp as install
 
     with tempfile.TemporaryDirectory(dir=root / "tmp") as scratch:
         folder = install(Path(scratch) / "plug-ins")
