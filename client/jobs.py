@@ -308,7 +308,7 @@ def sampling_params(settings: Settings, batch: bool, diffusion: bool) -> Dict[st
         out["batch_count"] = int(settings.batch_count)
     if not diffusion:
         return out
-    if settings.speed != "quality":  # "quality" is the protocol's default: a style's level applies then
+    if settings.speed:  # "" is the protocol's default: the style's level, else quality
         out["speed"] = settings.speed
     if settings.vae.strip():
         out["vae"] = settings.vae.strip()

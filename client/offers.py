@@ -65,18 +65,22 @@ class Offers:
         """Whether the painter has a speed level to choose on this model (one besides ``quality``)."""
         return any(level != "quality" for level in self.speed_levels)
 
+    def speed_choices(self) -> Tuple[str, ...]:
+        """The ``params.speed`` values a painter may pick on this model: ``""`` (the style's level) and its levels."""
+        return ("",) + self.speed_levels
+
     def speed_sent(self, chosen: str) -> str:
-        """The ``params.speed`` a job on this model sends for the painter's ``chosen`` level: ``quality`` (the
-        default; a style's level applies then) where the model cannot run it."""
-        return chosen if chosen in self.speed_levels else "quality"
+        """The ``params.speed`` a job on this model sends for the painter's ``chosen`` level: ``""`` (the style's
+        level, else quality) where the model cannot run it."""
+        return chosen if chosen in self.speed_levels else ""
 
     def speed_runs(self, chosen: str, style_speed: str = "") -> str:
-        """The level a job runs at on this model: the painter's ``chosen`` one, else (``quality``, the default) the
-        style's ``style_speed`` where the model takes it, else ``quality`` (as the server applies a style)."""
+        """The level a job runs at on this model: the painter's ``chosen`` one, else (``""``) the style's
+        ``style_speed`` where the model takes it, else ``quality`` (as the server applies a style)."""
         sent = self.speed_sent(chosen)
-        if sent == "quality" and style_speed and style_speed in self.speed_levels:
-            return style_speed
-        return sent
+        if sent:
+            return sent
+        return style_speed if style_speed in self.speed_levels else "quality"
 
 
 def _names(models: Sequence[Mapping[str, Any]], kind: str, archs: Optional[Sequence[str]] = None) -> Tuple[str, ...]:

@@ -24,9 +24,10 @@ IMAGE_SOURCES = ("visible", "layer")
 CAPTION_STYLES = tuple(protocol.CAPTION_STYLES)  # value → the painter's word: CAPTION_STYLE_LABELS
 CAPTION_STYLE_LABELS = {"sentence": "Sentence", "tags": "Tags"}
 MASK_SOURCES = ("selection", "layer-mask", "alpha")
-# Speed levels (protocol ``params.speed``) → the painter's word. ``quality`` computes every step in full and is the
-# protocol's default (a style's level applies then); ``offers`` says which levels a model's family takes.
-SPEED_LABELS = {"quality": "Quality", "fast": "Fast"}
+# Speed levels (protocol ``params.speed``) → the painter's word. ``""`` (the protocol's default) leaves the level to
+# the style (else quality); ``quality`` computes every step in full and ``fast`` reuses deep features, both winning
+# over the style's level; ``offers`` says which levels a model's family takes.
+SPEED_LABELS = {"": "Style's choice", "quality": "Quality", "fast": "Fast"}
 
 # What a 1.0 server (which sends no ``welcome.defaults``) gets: the server's own tables at protocol 1.1.
 FALLBACK_DEFAULTS: Dict[str, Any] = {
@@ -197,9 +198,9 @@ class Settings:
     captioner: str = ""  # a captioner by name; "" = the server's first
     # picture into layers (mode "decompose", Qwen-Image-Layered)
     layer_count: int = 4  # protocol MIN_LAYER_COUNT..MAX_LAYER_COUNT
-    # speed level (SPEED_LABELS): "quality" = the default (the style's level where it sets one); "fast" reuses deep
-    # UNet features on alternate steps (the families ``offers`` lists), for jobs and live frames alike
-    speed: str = "quality"
+    # speed level (SPEED_LABELS): "" = the style's level (else quality); "quality" every step in full; "fast" reuses
+    # deep UNet features on alternate steps (the families ``offers`` lists); for jobs and live frames alike
+    speed: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
         """The stored form (a JSON-ready map)."""
@@ -247,7 +248,7 @@ class Settings:
             out.fill = cls.fill
         if out.caption_style not in CAPTION_STYLES:
             out.caption_style = cls.caption_style
-        if out.speed not in protocol.messages.SPEED_LEVELS:
+        if out.speed not in SPEED_LABELS:
             out.speed = cls.speed
         return out
 

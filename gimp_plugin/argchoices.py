@@ -18,7 +18,9 @@ CONTROL_CHOICES = tuple((t, t.capitalize()) for t in CONTROL_TYPES)
 SOURCE_CHOICES = (("visible", "Visible image"), ("layer", "Active layer"))
 MASK_CHOICES = (("selection", "Selection"), ("layer-mask", "Active layer's mask (white = repaint)"))
 FILL_CHOICES = tuple(FILLS.items())  # fills: patch (the default), telea, ns, lama
-SPEED_CHOICES = tuple(SPEED_LABELS.items())  # speed levels: quality (the default), fast
+# speed levels: the style's (the default: protocol "", a choice's nick cannot be empty), quality, fast
+SPEED_BY_NICK = {("style" if level == "" else level): level for level in SPEED_LABELS}
+SPEED_CHOICES = tuple((nick, SPEED_LABELS[level]) for nick, level in SPEED_BY_NICK.items())
 PREPROCESSOR_CHOICES = (
     ("canny", "Canny edges"),
     ("lineart", "Line art"),

@@ -89,9 +89,10 @@ def sampling_args(strength: Optional[float]) -> Tuple[Arg, ...]:
             "speed",
             "choice",
             "Spee_d",
-            "'quality' = every step in full (a style's level applies); 'fast' = deep features reused on alternate "
-            "steps: quicker, the pixels change a little (SD1.5/SDXL models; greyed out for others)",
-            "quality",
+            "'style' = the style's level (quality where it sets none); 'quality' = every step in full; 'fast' = deep "
+            "features reused on alternate steps: quicker, the pixels change a little (SD1.5/SDXL models; greyed out "
+            "for others)",
+            "style",
             choices=SPEED_CHOICES,
         ),
     ]

@@ -14,9 +14,9 @@ from client.errors import JobInputError
 from client.jobs import ControlSource
 from client.loras import tagged
 from client.regions import RegionBinding
-from client.settings import SPEED_LABELS, ControlSetting, ReferenceSetting, Settings
+from client.settings import ControlSetting, ReferenceSetting, Settings
 
-from .argchoices import SAMPLER_BY_NICK, SCHEDULER_BY_NICK
+from .argchoices import SAMPLER_BY_NICK, SCHEDULER_BY_NICK, SPEED_BY_NICK
 from .args_inputs import MAX_REFERENCES, control_prefix, reference_prefix
 from .args_prompt import LORA_SLOTS, lora_prefix
 from .argspec import Arg, ProcedureSpec
@@ -110,11 +110,11 @@ def scheduler_of(nick: Any) -> str:
 
 
 def speed_of(nick: Any) -> str:
-    """The protocol's speed level for a choice nick (none: ``quality``, the default)."""
-    nick = str(nick or "quality")
-    if nick not in SPEED_LABELS:
-        raise JobInputError(f"Unknown speed {nick!r}; choose one of: {', '.join(SPEED_LABELS)}")
-    return nick
+    """The protocol's speed level for a choice nick (none: ``style``, the style's level: ``""``)."""
+    nick = str(nick or "style")
+    if nick not in SPEED_BY_NICK:
+        raise JobInputError(f"Unknown speed {nick!r}; choose one of: {', '.join(SPEED_BY_NICK)}")
+    return SPEED_BY_NICK[nick]
 
 
 def settings_from_values(
@@ -240,7 +240,7 @@ def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
         "feather": s.feather,
         "cfg": s.cfg,
         "sampler": nick_of.get(s.sampler, "default"),
-        "speed": s.speed,
+        "speed": next(nick for nick, level in SPEED_BY_NICK.items() if level == s.speed),
         "fill": s.fill,
         "color-match": s.color_match,
         "source": s.image_source,

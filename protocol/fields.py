@@ -45,6 +45,7 @@ CONTROL_TYPES = (
 INPAINT_FILLS = ("telea", "ns", "patch", "lama")
 # Speed levels a painter picks per job: "quality" computes every step in full; "fast" reuses the UNet's deep
 # features on alternate steps (DeepCache-style) — for live frames and previews, never chosen by the server itself.
+# A job's ``params.speed`` may also be "" (not chosen): the style's level, else "quality".
 SPEED_LEVELS = ("quality", "fast")
 REFERENCE_TYPES = ("style", "composition", "content", "face")  # reference images
 
@@ -159,10 +160,11 @@ class Params(WireModel):
         doc="mode `decompose`: how many RGBA layers the picture is split into (Qwen-Image-Layered)",
     )
     speed: str = wire(
-        "quality",
-        choices=SPEED_LEVELS,
-        doc='`"quality"`: every step in full; `"fast"`: deep UNet features reused on alternate steps '
-        "(`welcome.capabilities.speed_levels`: the families that take it)",
+        "",
+        choices=("",) + SPEED_LEVELS,
+        doc='`""`: the style\'s level (`style.speed`), else `"quality"`; `"quality"`: every step in full, also where '
+        'the style sets `"fast"`; `"fast"`: deep UNet features reused on alternate steps '
+        "(`welcome.capabilities.speed_levels`: the families that take it); `result.info.speed` says which ran",
     )
 
     # seamless textures

@@ -82,7 +82,9 @@ class Style(WireModel):
     prompt: str = wire("{prompt}", max_length=MAX_PROMPT_LENGTH, doc="template; `{prompt}` is the job's prompt")
     negative_prompt: str = wire("{prompt}", max_length=MAX_PROMPT_LENGTH, doc="template; `{prompt}`: the job's")
     inpaint_method: str = wire("auto", choices=INPAINT_METHODS, doc="see `params.inpaint_method`")
-    speed: str = wire("", choices=("", "quality", "fast"), doc='`params.speed` for normal jobs; `""`: the job\'s')
+    speed: str = wire(
+        "", choices=("", "quality", "fast"), doc='`params.speed` for jobs that leave it `""`; `""`: quality'
+    )
     live: LiveSettings = wire(factory=LiveSettings, doc="settings for live frames")
     builtin: bool = wire(False, doc="shipped with the server (set by the server): saving one keeps a user copy")
 

@@ -170,8 +170,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--speed",
         choices=SPEED_LEVELS,
-        help="quality (default: every step in full) or fast (SD1.5/SDXL: the UNet's deep features reused on "
-        "alternate steps; for drafts, changes the pixels a little)",
+        help="quality (every step in full) or fast (SD1.5/SDXL: the UNet's deep features reused on alternate steps; "
+        "for drafts, changes the pixels a little); default: the style's level, else quality",
     )
     r.add_argument("--grow", type=int)
     r.add_argument("--feather", type=int)

@@ -230,6 +230,7 @@ class Router:
         notes: Dict[str, dict] = {}
         if job.style:
             job, notes["style"] = stylejob.apply_style(job, self.styles.get(job.style), self.registry)
+        job = stylejob.fill_unset(job)
         entry = stylejob.checkpoint_of(job, self.registry)
         if entry is not None and entry.problem is None:
             job, inpaint = inpaintplan.plan(job, entry, self.registry, lambda: self.device, ctx.check)

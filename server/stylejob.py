@@ -1,6 +1,7 @@
 """A style applied to a job: the one place where a job that names a style gets the style's checkpoint, prompt
 templates, LoRAs and sampling, and a live frame its few-step LoRA or model, before any engine sees it. Each job field
-that differs from its default overrides the style's value (protocol/README.md, *Styles*)."""
+that differs from its default overrides the style's value (protocol/README.md, *Styles*); what neither sets gets the
+server's own value (``fill_unset``)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ _DEFAULTS = Params()
 # Style fields copied into ``params`` where the job leaves them at their defaults and the style sets them; a value in
 # ``_is_set`` says whether the style sets one.
 SAMPLING = ("vae", "clip_skip", "sampler", "scheduler", "steps", "cfg", "strength", "inpaint_method", "speed")
+SPEED_UNSET_RUNS = "quality"  # the level of a job whose ``params.speed`` is "" and whose style sets none
 
 
 def _is_set(key: str, value) -> bool:
@@ -140,6 +142,14 @@ def _live_settings(style: Style, entry: Optional[ModelEntry], registry: ModelReg
     pull = "" if name or entry is None or not entry.arch else fewstep_pull(entry.arch)
     info = {"fewstep": name, "pull": pull}
     return values, info, extra + list(live.loras)
+
+
+def fill_unset(job: Job) -> Job:
+    """``job`` with what neither the job nor its style chose set to the server's own: ``params.speed`` ``""`` →
+    ``quality``."""
+    if job.params.speed:
+        return job
+    return dataclasses.replace(job, params=dataclasses.replace(job.params, speed=SPEED_UNSET_RUNS))
 
 
 def apply_style(job: Job, style: Style, registry: ModelRegistry) -> Tuple[Job, dict]:

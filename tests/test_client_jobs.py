@@ -232,8 +232,10 @@ def test_fill_and_colour_match_travel_for_inpaint_and_outpaint(mode):
 
 # speed levels
 @pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint", "outpaint", "upscale"])
-def test_the_speed_level_travels_for_the_diffusion_modes_and_quality_is_left_to_a_style(mode):
+def test_the_speed_level_travels_for_the_diffusion_modes_and_not_chosen_is_left_to_a_style(mode):
     s = Settings(mode=mode, model="big", speed="fast", extend_right=16)
-    assert accepted(job_for(s, doc(), entry=SDXL)).params.speed == ("quality" if mode == "upscale" else "fast")
+    assert accepted(job_for(s, doc(), entry=SDXL)).params.speed == ("" if mode == "upscale" else "fast")
     quality = accepted(job_for(s.replace(speed="quality", style="draft"), doc(), entry=SDXL))
-    assert quality.params.speed == Params().speed == "quality", "the protocol's default: a style's level then applies"
+    assert quality.params.speed == ("" if mode == "upscale" else "quality"), "an explicit Quality wins over the style"
+    unset = accepted(job_for(s.replace(speed="", style="draft"), doc(), entry=SDXL))
+    assert unset.params.speed == Params().speed == "", "the protocol's default: the style's level, else quality"

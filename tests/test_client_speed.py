@@ -1,6 +1,7 @@
 """The speed level as the painter picks it (``Settings.speed``): offered only where the model's family lists it
-(``client.offers``), sent as ``params.speed``, a style's level applied where the job leaves ``quality``; against a
-real server with the tiny SD1.5 and Flux models, the result's ``info.speed`` says which level ran."""
+(``client.offers``), sent as ``params.speed``; ``""`` (the style's choice, the default) takes a style's level, Quality
+and Fast win over it; against a real server with the tiny SD1.5 and Flux models, the result's ``info.speed`` says
+which level ran."""
 
 from __future__ import annotations
 
@@ -51,22 +52,26 @@ def test_fast_is_offered_only_where_the_family_lists_it():
     assert offers(older, "tiny").speed_levels == ("quality",) and not offers(older, "tiny").speed_choice()
 
 
-def test_a_level_the_model_cannot_run_is_not_sent_and_a_styles_level_runs_where_the_job_leaves_quality():
+def test_a_level_the_model_cannot_run_is_not_sent_and_a_styles_level_runs_where_the_job_leaves_it_unset():
     w = welcome()
     sd15, flux = offers(w, "tiny"), offers(w, "flow")
-    assert sd15.speed_sent("fast") == "fast" and flux.speed_sent("fast") == "quality"
-    assert sd15.speed_runs("quality", "fast") == "fast", "the style's level: the job left the default"
-    assert sd15.speed_runs("fast", "quality") == "fast" and sd15.speed_runs("quality", "") == "quality"
-    assert flux.speed_runs("quality", "fast") == "quality", "the server drops a style's Fast on Flux"
+    assert sd15.speed_choices() == ("", "quality", "fast") and flux.speed_choices() == ("", "quality")
+    assert sd15.speed_sent("fast") == "fast" and flux.speed_sent("fast") == "", "left to the style (no Fast on Flux)"
+    assert sd15.speed_sent("quality") == "quality" and sd15.speed_sent("") == ""
+    assert sd15.speed_runs("", "fast") == "fast", "the style's level: the painter left it to the style"
+    assert sd15.speed_runs("quality", "fast") == "quality", "an explicit Quality wins over the style's Fast"
+    assert sd15.speed_runs("fast", "quality") == "fast" and sd15.speed_runs("", "") == "quality"
+    assert flux.speed_runs("", "fast") == "quality", "the server drops a style's Fast on Flux"
     assert flux.speed_runs("fast") == "quality"
 
 
-def test_the_speed_setting_is_stored_and_a_bad_stored_one_falls_back_to_quality():
-    s = Settings(speed="fast")
-    assert Settings.from_dict(json.loads(json.dumps(s.to_dict()))).speed == "fast"
-    assert Settings().speed == "quality"
-    for bad in ("turbo", 1, None, ""):
-        assert Settings.from_dict({"speed": bad}).speed == "quality", bad
+def test_the_speed_setting_is_stored_and_a_bad_stored_one_falls_back_to_the_styles():
+    for level in ("", "quality", "fast"):
+        s = Settings(speed=level)
+        assert Settings.from_dict(json.loads(json.dumps(s.to_dict()))).speed == level
+    assert Settings().speed == ""
+    for bad in ("turbo", 1, None):
+        assert Settings.from_dict({"speed": bad}).speed == "", bad
 
 
 # --- against a real server -------------------------------------------------------------------------------------------
@@ -88,15 +93,21 @@ def test_the_chosen_or_the_styles_level_runs_and_the_result_says_so(start_server
         base = Settings(mode="inpaint", model="tiny-sd15", prompt="a cat", steps=4, seed=3)
         fast = run(client, base.replace(speed=o.speed_sent("fast")), "fast")
         assert fast["speed"]["level"] == "fast" and fast["speed"]["reused_steps"] > 0
-        assert "speed" not in run(client, base, "quality")
+        assert run(client, base, "unset")["speed"] == {"level": "quality"}
         assert run(client, base.replace(speed="fast"), "live", live=True)["speed"]["level"] == "fast", "live frames"
         with pytest.raises(JobFailed) as refused:  # sent anyway on Flux (a script): the server names the field
             run(client, base.replace(model="tiny-flux", speed="fast"), "flux")
         assert refused.value.field == "params.speed"
-        # a style's level, where the job leaves quality (what the Krita panel then shows: ``speed_runs``)
+        # a style's level, where the painter leaves it to the style; an explicit Quality wins over it
         client.save_style(Style(name="draft", family="sd15", speed="fast"))
         info = run(client, base.replace(style="draft"), "style")
         assert info["speed"]["level"] == "fast" and "speed" in info["style"]["params"]
         assert o.speed_runs(base.speed, "fast") == "fast"
+        chosen = base.replace(style="draft", speed=o.speed_sent("quality"))
+        assert (
+            run(client, chosen, "style-quality")["speed"]
+            == {"level": "quality"}
+            == {"level": o.speed_runs("quality", "fast")}
+        )
         flux = run(client, base.replace(model="tiny-flux", style="draft"), "style-flux")
-        assert "speed" not in flux, "a style's Fast on a family without it: every step in full"
+        assert "speed" not in flux, "a style's Fast on a family without it: every step in full (no level to report)"

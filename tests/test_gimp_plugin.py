@@ -873,17 +873,33 @@ def test_speed_is_a_choice_in_the_sampling_fold_greyed_out_where_the_model_canno
     ), having
     spec = arguments.BY_MODE["inpaint"]
     arg = spec.arg("speed")
-    assert arg.kind == "choice" and arg.default == "quality" and [n for n, _ in arg.choices] == ["quality", "fast"]
+    assert (
+        arg.kind == "choice"
+        and arg.default == "style"
+        and arg.choices
+        == (
+            ("style", "Style's choice"),
+            ("quality", "Quality"),
+            ("fast", "Fast"),
+        )
+    )
     _top, sections = layout(spec)
     assert "speed" in dict((sid, members) for sid, _title, members in sections)["sampling"]
     s = values.settings_from_values(spec, dict(spec.defaults(), speed="fast"))
     assert s.speed == "fast" and values.values_from_settings(spec, s)["speed"] == "fast"
-    assert values.settings_from_values(spec, spec.defaults()).speed == "quality"
+    assert values.settings_from_values(spec, spec.defaults()).speed == "", "the style's level"
+    s_quality = values.settings_from_values(spec, dict(spec.defaults(), speed="quality"))
+    assert s_quality.speed == "quality" and values.values_from_settings(spec, s_quality)["speed"] == "quality"
+    assert values.values_from_settings(spec, s.replace(speed=""))["speed"] == "style"
     with pytest.raises(JobInputError, match="Unknown speed 'turbo'"):
         values.settings_from_values(spec, dict(spec.defaults(), speed="turbo"))
     box = Box(0, 0, 32, 16)
     job = build_job(s.replace(model="m"), JobInputs(box, rgba(box), "rgba8", bytes([255]) * 512, ()), job_id="s")
     assert parse_client_message(job.to_wire(), Limits()).params.speed == "fast"
+    for chosen, sent in (("quality", "quality"), ("style", "")):  # Quality is explicit, the style's is left unset
+        picked = values.settings_from_values(spec, dict(spec.defaults(), speed=chosen)).replace(model="m")
+        job = build_job(picked, JobInputs(box, rgba(box), "rgba8", bytes([255]) * 512, ()), job_id="s")
+        assert parse_client_message(job.to_wire(), Limits()).params.speed == sent, chosen
     welcome = Welcome(
         protocol="1.1",
         server_version="x",
@@ -898,7 +914,7 @@ def test_speed_is_a_choice_in_the_sampling_fold_greyed_out_where_the_model_canno
             {"name": "f", "kind": "checkpoint", "arch": "flux"},
         ),
     )
-    nicks = {"speed": ["quality", "fast"]}
-    assert sensitivity(spec, welcome, "m", nicks)["speed"] == {"quality": True, "fast": True}
-    assert sensitivity(spec, welcome, "f", nicks)["speed"] == {"quality": True, "fast": False}
-    assert sensitivity(spec, welcome, "classical", nicks)["speed"] == {"quality": True, "fast": False}
+    nicks = {"speed": ["style", "quality", "fast"]}
+    assert sensitivity(spec, welcome, "m", nicks)["speed"] == {"style": True, "quality": True, "fast": True}
+    assert sensitivity(spec, welcome, "f", nicks)["speed"] == {"style": True, "quality": True, "fast": False}
+    assert sensitivity(spec, welcome, "classical", nicks)["speed"] == {"style": True, "quality": True, "fast": False}

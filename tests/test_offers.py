@@ -305,7 +305,7 @@ def test_gimp_dialogs_grey_out_what_the_picked_model_cannot_run(session):
         "control-type": [n for n, _ in CONTROL_CHOICES],
         "reference-type": [n for n, _ in REFERENCE_CHOICES],
         "detail-targets": ["face", "hand", "face-hand"],
-        "speed": ["quality", "fast"],
+        "speed": ["style", "quality", "fast"],
     }
 
     def runs(model: str, name: str):
@@ -324,8 +324,8 @@ def test_gimp_dialogs_grey_out_what_the_picked_model_cannot_run(session):
     assert runs("tiny-sd3", "reference-type") == set() and runs("tiny-flux", "detail-targets") == set()
     assert runs("tiny-sd15", "detail-targets") == {"face", "hand", "face-hand"}
     assert runs("classical", "control-type") == set()
-    assert runs("tiny-sd15", "speed") == runs("tiny-sdxl", "speed") == {"quality", "fast"}
-    assert runs("tiny-flux", "speed") == runs("tiny-sd3", "speed") == runs("classical", "speed") == {"quality"}
+    assert runs("tiny-sd15", "speed") == runs("tiny-sdxl", "speed") == {"style", "quality", "fast"}
+    assert runs("tiny-flux", "speed") == runs("tiny-sd3", "speed") == runs("classical", "speed") == {"style", "quality"}
     assert runs("default", "lora") == runs(offers(welcome).model, "lora"), (
         "'default' is the server's default checkpoint"
     )

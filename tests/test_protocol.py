@@ -186,6 +186,19 @@ def test_params_defaults_and_server_messages():
         parse_server_message({"type": "job", "id": "a"})
 
 
+def test_speed_not_chosen_is_distinct_from_quality_and_each_level_round_trips():
+    """``params.speed`` ``""`` (the default: the style's level) is not ``"quality"`` (an explicit choice, what older
+    clients send); each value survives the wire, a job without the field gets ``""``, another value is named."""
+    assert Params().speed == "" and parse_client_message(job()).params.speed == ""
+    for level in ("", "quality", "fast"):
+        sent = Job("j1", "inpaint", image=parse_client_message(job()).image, params=Params(speed=level))
+        back = parse_client_message(decode(encode(sent.to_wire())))
+        assert back.params.speed == level and back.params == sent.params, level
+    assert parse_client_message(job(params={"speed": "quality"})).params.speed == "quality"
+    err = error_of(job(params={"speed": "turbo"}))
+    assert err.field == "params.speed" and "turbo" in err.message
+
+
 def test_what_a_job_would_make_is_checked_against_the_pixel_limit():
     limits = Limits(max_pixels=100 * 100)
     err = error_of(job(mode="generate", image=None, mask=None, params={"width": 200, "height": 200}), limits)

@@ -1,6 +1,7 @@
 """Speed levels a painter picks per job (``params.speed``): ``fast`` reuses the UNet's deep features on alternate
-steps and runs end to end on the tiny SD1.5 (and SD1.5 inpainting) checkpoints; ``quality``, the default, changes
-nothing; a level the model's family does not offer is refused naming the field. Tiny random-weight models at 64 px."""
+steps and runs end to end on the tiny SD1.5 (and SD1.5 inpainting) checkpoints; ``quality`` changes nothing; ``""``
+(not chosen, the default) takes the style's level, else quality, and a chosen level wins over the style's; a level the
+model's family does not offer is refused naming the field. Tiny random-weight models at 64 px."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from protocol.client import JobFailed
 from protocol.errors import ProtocolError
 from protocol.messages import Params, parse_client_message
+from protocol.styles import Style
 from server.core import Job, JobContext
 from server.diffusion import stepcache
 from server.diffusion.engine import DiffusionEngine
@@ -81,7 +83,7 @@ def test_fast_runs_end_to_end_reusing_deep_features_on_alternate_steps(engine, m
     finally:
         calls.close()
     assert fast.info["speed"] == {"level": "fast", "reused_steps": 2, "steps": 4}
-    assert "speed" not in quality.info
+    assert quality.info["speed"] == {"level": "quality"}
     # 4 steps: the outermost level ran 4 times, the deep blocks only on the 2 full steps
     assert calls.counts["unet"] == 4 and calls.counts["outer"] == 4
     assert calls.counts["deep"] == 2 * calls.deep
@@ -91,12 +93,12 @@ def test_fast_runs_end_to_end_reusing_deep_features_on_alternate_steps(engine, m
     assert diff.mean() < np.abs(other_seed - quality.rgba.astype(int))[..., :3].mean()
 
 
-def test_quality_is_the_default_and_changes_nothing(engine):
+def test_quality_is_what_an_unset_level_runs_and_changes_nothing(engine):
     (before,) = engine.run(job(), JobContext())
     engine.run(job(speed="fast"), JobContext())  # the UNet is as it was after a fast job
     (after,) = engine.run(job(speed="quality"), JobContext())
     assert np.array_equal(before.rgba, after.rgba)
-    assert Params().speed == "quality"
+    assert Params().speed == "" and engine.run(job(), JobContext())[0].info["speed"] == {"level": "quality"}
     unet = engine.loaded.pipe.unet
     assert all("forward" not in vars(b) for b in [*unet.down_blocks, unet.mid_block, *unet.up_blocks])
 
@@ -157,3 +159,39 @@ def test_a_speed_level_is_refused_where_it_is_not_offered(start_server, models_d
                 timeout=60,
             )
         assert failed.value.field == "params.speed" and "'fast'" in str(failed.value)
+
+
+def test_a_chosen_level_wins_over_the_styles_and_an_unset_one_takes_it(start_server, models_dir, tmp_path):
+    """A style that sets Fast: a job that leaves ``params.speed`` ``""`` runs fast, one that chooses ``quality`` (also
+    what an older client sends by default) runs quality; without a style ``""`` runs quality. ``info.speed`` says
+    which level ran."""
+    from protocol.client import Client
+
+    mask = np.zeros((S, S), np.uint8)
+    mask[16:48, 16:48] = 255
+    server = start_server(model_dirs=[models_dir], styles_dir=tmp_path / "styles")
+    with Client(server.url, "t") as client:
+        client.save_style(Style(name="draft", family="sd15", speed="fast"))
+
+        def ran(job_id: str, style: str, **params) -> dict:
+            result = client.run(
+                {
+                    "id": job_id,
+                    "mode": "inpaint",
+                    "model": "tiny-sd15",
+                    "style": style,
+                    "prompt": "a red apple",
+                    "params": {"steps": 4, "seed": 7, "strength": 1.0, **params},
+                    "image": {"width": S, "height": S, "format": "rgba8", "data": picture().tobytes()},
+                    "mask": {"width": S, "height": S, "format": "gray8", "data": mask.tobytes()},
+                },
+                timeout=300,
+            )
+            return {**dict(result.info), **dict(result.layers[0].info or {})}
+
+        unset = ran("unset", "draft")
+        assert unset["speed"]["level"] == "fast" and "speed" in unset["style"]["params"]
+        chosen = ran("chosen", "draft", speed="quality")
+        assert chosen["speed"] == {"level": "quality"} and "speed" not in chosen["style"]["params"]
+        assert ran("chosen-fast", "draft", speed="fast")["speed"]["level"] == "fast"
+        assert ran("no-style", "")["speed"] == {"level": "quality"}

@@ -61,7 +61,7 @@ class SettingsBinding:
             value = getattr(style, name)
             if value not in (0, "", None) and getattr(self.settings, name) in (0, 0.0, "", None):
                 setattr(out, name, value)
-        out.speed = self.offers().speed_runs(self.settings.speed, style.speed if style is not None else "")
+        out.speed = self.offers().speed_sent(self.settings.speed)  # the painter's choice ("": the style's level)
         return out
 
     def emit_shown(self, names) -> None:
@@ -147,7 +147,11 @@ class SettingsBinding:
             self.shown(),
             name,
             value,
-            {"model": self.model_names, "upscaler": self.upscaler_names, "speed": lambda: self.offers().speed_levels},
+            {
+                "model": self.model_names,
+                "upscaler": self.upscaler_names,
+                "speed": lambda: self.offers().speed_choices(),
+            },
         )
         if name == "seed":
             self.keep_fixed_seed(value)
@@ -160,20 +164,10 @@ class SettingsBinding:
             for field in ("steps", "cfg", "sampler"):
                 self.set(field, type(getattr(self.settings, field))())
                 self.changed.emit(field, getattr(self.shown(), field))
-            self.changed.emit("speed", self.shown().speed)  # the level the new model runs at
+            self.changed.emit("speed", self.shown().speed)  # the choice the new model can run
             self.leave_mode_not_offered()
-        if name == "speed":
-            self._show_speed(value)
         if self.settings.scheduler:  # one chosen that the sampler cannot take goes; a style's shown one stays unset
             self.set("scheduler", client.sampling.fitting_scheduler(self.defaults.sampling, self.shown()))
-
-    def _show_speed(self, chosen: str) -> None:
-        """Show the level jobs will run at; say so when the chosen style's level wins over ``chosen``."""
-        runs = self.shown().speed
-        self.changed.emit("speed", runs)
-        if runs != chosen:
-            label = cs.SPEED_LABELS.get(runs, runs)
-            self.show_message(f"The style '{self._style_to_send()}' runs at {label}: choose another style to change it")
 
     def leave_mode_not_offered(self) -> None:
         if not client.modes.offered(self.settings.mode, self.entry()):  # e.g. edit, and the model cannot

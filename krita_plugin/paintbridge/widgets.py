@@ -412,8 +412,9 @@ def build_sampling_rows(panel: QtWidgets.QWidget, form: QtWidgets.QFormLayout) -
     panel.refiner_start_spin.setToolTip("Fraction of the steps after which the refiner takes over")
     panel.speed_box = _labelled_combo(
         client.settings.SPEED_LABELS,
-        "Quality computes every step in full. Fast reuses the model's deep features on alternate steps: quicker, "
-        "and the pixels change a little. For jobs and live frames; a style may set it. Shown for the models that can.",
+        "Style's choice runs at the chosen style's level (Quality where it sets none). Quality computes every step "
+        "in full; Fast reuses the model's deep features on alternate steps: quicker, and the pixels change a little. "
+        "For jobs and live frames. Shown for the models that can run Fast.",
     )
     form.addRow("Schedule", panel.scheduler_box)
     form.addRow("Batch count", panel.batch_count_spin)

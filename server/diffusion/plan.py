@@ -113,8 +113,11 @@ def result_info(p: Plan, reuse, elapsed: float, refiner_name: str = "") -> dict:
         info.update(refiner=refiner_name, refiner_start=job.params.refiner_start)
     if p.fast_decode:
         info["decoder"] = "tiny"
-    if reuse is not None:
-        info["speed"] = {"level": "fast", "reused_steps": reuse.reused, "steps": reuse.calls}
+    info["speed"] = (
+        {"level": "fast", "reused_steps": reuse.reused, "steps": reuse.calls}
+        if reuse is not None
+        else {"level": "quality"}
+    )
     if p.box is not None:
         info["decoded"] = list(p.box)
     if p.work.regions:

@@ -1027,7 +1027,7 @@ def scenario_diffusion():
     yield from run_job(ses, rec, timeout=300)
     rec["info_speed"] = dict(ses.result_info.get("speed") or {})
     ses.discard()
-    ses.set_option("speed", "quality")
+    ses.set_option("speed", "")  # back to the style's choice
     yield 300
     ses.set_mode("inpaint")
 

@@ -252,33 +252,34 @@ assert [p.control_rows[0].type_box.itemText(i) for i in range(p.control_rows[0].
     "scribble",
 ]  # the row's own type stays listed, so it can be changed to one that runs
 s.remove_control(0)
-# Speed: Quality / Fast in the sampling section where the family runs Fast; the choice reaches the job
-assert not p.speed_box.isHidden() and [p.speed_box.itemData(i) for i in range(p.speed_box.count())] == [
-    "quality",
-    "fast",
-]
-p.speed_box.setCurrentIndex(1)
-p.speed_box.activated.emit(1)
+# Speed: Style's choice / Quality / Fast in the sampling section where the family runs Fast; the choice reaches the job
+assert not p.speed_box.isHidden() and [
+    (p.speed_box.itemData(i), p.speed_box.itemText(i)) for i in range(p.speed_box.count())
+] == [("", "Style's choice"), ("quality", "Quality"), ("fast", "Fast")]
+assert p.speed_box.currentData() == "" and s.job_settings().speed == ""  # the default: left to the style
+p.speed_box.setCurrentIndex(2)
+p.speed_box.activated.emit(2)
 assert s.settings.speed == "fast" and s.job_settings().speed == "fast"
 s.set_option("model", "f1")  # Flux: no hires fix, no detailer, no regions, references, controls or VAE choice
 assert sec["techniques"].isHidden() and sec["regions"].isHidden() and sec["references"].isHidden()
 assert sec["controls"].isHidden() and p.vae_box.isHidden() and p.clip_skip_spin.isHidden()
 assert p.speed_box.isHidden() and p.sampling_form.labelForField(p.speed_box).isHidden()
-assert s.job_settings().speed == "quality" and p.speed_box.currentData() == "quality"  # not sent where it cannot run
+assert s.job_settings().speed == "" and p.speed_box.currentData() == ""  # not sent where it cannot run
 s.set_option("speed", "fast")
 assert s.message_is_error and "fast" in s.message and s.settings.speed == "fast"  # kept for the SD1.5 model
 s.set_option("model", "m1")
 assert not p.speed_box.isHidden() and p.speed_box.currentData() == "fast"
-p.speed_box.setCurrentIndex(0)
-p.speed_box.activated.emit(0)
+p.speed_box.setCurrentIndex(1)
+p.speed_box.activated.emit(1)
 assert s.settings.speed == "quality" and s.job_settings().speed == "quality"
-# a style that sets Fast: shown as the level jobs run at; Quality cannot undo it, and the panel says so
+# a style that sets Fast: the painter's explicit Quality wins over it (shown and sent); Style's choice takes the style's
 s.styles.on_styles(wire_protocol.Styles(styles=(wire_protocol.Style(name="draft", family="sd15", speed="fast"),)))
 s.styles.choose("draft")
-assert p.speed_box.currentData() == "fast" and s.job_settings().speed == "quality"
+assert p.speed_box.currentData() == "quality" and s.job_settings().speed == "quality"
 p.speed_box.setCurrentIndex(0)
 p.speed_box.activated.emit(0)
-assert p.speed_box.currentData() == "fast" and "draft" in s.message, s.message
+assert p.speed_box.currentData() == "" and s.settings.speed == "" and s.job_settings().speed == ""
+assert s.offers().speed_runs(s.settings.speed, "fast") == "fast"  # what the server runs for the style's choice
 s.styles.choose("")
-assert p.speed_box.currentData() == "quality"
+assert p.speed_box.currentData() == ""
 print("view ok")
