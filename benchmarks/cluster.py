@@ -120,77 +120,82 @@ def main() -> None:
     from server.cluster.pool import deploy_replicas, remove_replicas, start_serve
     from server.config import ServerConfig
 
-    work = Path(tempfile.mkdtemp(prefix="pb-cluster-bench-"))
-    models = make_models_dir(work / "models", which=("sd15",))
-    limits = Limits(max_queue=max(32, args.jobs))
-    print(
-        f"tiny SD1.5 img2img, 64 px, {args.steps} steps; {args.clients} painters x {args.jobs} jobs; "
-        f"{os.cpu_count()} CPU cores",
-        flush=True,
-    )
-
-    single = subprocess.Popen(  # its own process, one torch thread: the same compute as one replica
-        [sys.executable, "-m", "server", "serve", "--port", "0", "--models", str(models)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
-    )
-    try:
-        url = next(m.group(1) for m in map(re.compile(r"listening on (ws://\S+)").search, single.stdout) if m)
-        sequential(url, 2, args.steps, "warm")
-        single_rate = throughput(url, args.clients, args.jobs, args.steps, "s")
-        single_lat = sequential(url, args.latency, args.steps, "sl")
-    finally:
-        single.terminate()
-        single.wait(30)
-    print(
-        f"single machine: {single_rate:6.1f} jobs/min; one job end to end {statistics.median(single_lat):.3f} s "
-        f"(median of {args.latency})",
-        flush=True,
-    )
-
-    env = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    if os.environ.get("PAINTBRIDGE_CACHE"):
-        env["PAINTBRIDGE_CACHE"] = os.environ["PAINTBRIDGE_CACHE"]
-    ray.init(
-        address="local",
-        num_cpus=4,
-        object_store_memory=96 * 1024 * 1024,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        runtime_env={"env_vars": env},
-    )
-    start_serve()
-    front = work / "front"
-    front.mkdir()
-    overhead = None
-    try:
-        for count in [int(n) for n in args.replicas.split(",")]:
-            ids = deploy_replicas(count, [str(models)], machine=f"bench{count}", num_cpus=1, threads=1, device="cpu")
-            config = ServerConfig(port=0, model_dirs=[front], limits=limits)
-            with ServerThread(config, server=ClusterServer(config)) as cluster:
-                throughput(cluster.url, count, 2, args.steps, "w")  # warm-up: loads on the replicas
-                rate = throughput(cluster.url, args.clients, args.jobs, args.steps, f"c{count}-")
-                line = f"cluster, {count} replica(s): {rate:6.1f} jobs/min ({rate / single_rate:.2f}x single machine)"
-                if count == 1:
-                    lat = sequential(cluster.url, args.latency, args.steps, "cl")
-                    overhead = statistics.median(lat) - statistics.median(single_lat)
-                    line += f"; one job end to end {statistics.median(lat):.3f} s"
-                used = sorted({rid for _, rid in cluster.server.queue.routes})
-                print(line + f"; replicas used: {', '.join(used)}", flush=True)
-            remove_replicas(ids)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-    if overhead is not None:
+    with tempfile.TemporaryDirectory(prefix="pb-cluster-bench-") as scratch:
+        work = Path(scratch)
+        models = make_models_dir(work / "models", which=("sd15",))
+        limits = Limits(max_queue=max(32, args.jobs))
         print(
-            f"routing overhead per job (cluster with 1 replica minus single machine, medians): "
-            f"{overhead * 1000:.0f} ms",
+            f"tiny SD1.5 img2img, 64 px, {args.steps} steps; {args.clients} painters x {args.jobs} jobs; "
+            f"{os.cpu_count()} CPU cores",
             flush=True,
         )
+
+        single = subprocess.Popen(  # its own process, one torch thread: the same compute as one replica
+            [sys.executable, "-m", "server", "serve", "--port", "0", "--models", str(models)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
+        )
+        try:
+            url = next(m.group(1) for m in map(re.compile(r"listening on (ws://\S+)").search, single.stdout) if m)
+            sequential(url, 2, args.steps, "warm")
+            single_rate = throughput(url, args.clients, args.jobs, args.steps, "s")
+            single_lat = sequential(url, args.latency, args.steps, "sl")
+        finally:
+            single.terminate()
+            single.wait(30)
+        print(
+            f"single machine: {single_rate:6.1f} jobs/min; one job end to end {statistics.median(single_lat):.3f} s "
+            f"(median of {args.latency})",
+            flush=True,
+        )
+
+        env = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+        if os.environ.get("PAINTBRIDGE_CACHE"):
+            env["PAINTBRIDGE_CACHE"] = os.environ["PAINTBRIDGE_CACHE"]
+        ray.init(
+            address="local",
+            num_cpus=4,
+            object_store_memory=96 * 1024 * 1024,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": env},
+        )
+        start_serve()
+        front = work / "front"
+        front.mkdir()
+        overhead = None
+        try:
+            for count in [int(n) for n in args.replicas.split(",")]:
+                ids = deploy_replicas(
+                    count, [str(models)], machine=f"bench{count}", num_cpus=1, threads=1, device="cpu"
+                )
+                config = ServerConfig(port=0, model_dirs=[front], limits=limits)
+                with ServerThread(config, server=ClusterServer(config)) as cluster:
+                    throughput(cluster.url, count, 2, args.steps, "w")  # warm-up: loads on the replicas
+                    rate = throughput(cluster.url, args.clients, args.jobs, args.steps, f"c{count}-")
+                    line = (
+                        f"cluster, {count} replica(s): {rate:6.1f} jobs/min ({rate / single_rate:.2f}x single machine)"
+                    )
+                    if count == 1:
+                        lat = sequential(cluster.url, args.latency, args.steps, "cl")
+                        overhead = statistics.median(lat) - statistics.median(single_lat)
+                        line += f"; one job end to end {statistics.median(lat):.3f} s"
+                    used = sorted({rid for _, rid in cluster.server.queue.routes})
+                    print(line + f"; replicas used: {', '.join(used)}", flush=True)
+                remove_replicas(ids)
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+        if overhead is not None:
+            print(
+                f"routing overhead per job (cluster with 1 replica minus single machine, medians): "
+                f"{overhead * 1000:.0f} ms",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

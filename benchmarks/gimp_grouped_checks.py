@@ -45,30 +45,31 @@ def main() -> None:
 
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     ensure_trixie_root()
-    folder = Path(tempfile.mkdtemp(prefix="pb-grouped-"))
-    (folder / "models").mkdir()
-    server = ServerProcess(["--models", str(folder / "models")], folder / "server.log").start()
-    try:
-        with gimp_profile() as prof:
-            params = {"url": server.url, "plugin_dir": prof.inner(prof.plugin_dir)}
+    with tempfile.TemporaryDirectory(prefix="pb-grouped-") as scratch:
+        folder = Path(scratch)
+        (folder / "models").mkdir()
+        server = ServerProcess(["--models", str(folder / "models")], folder / "server.log").start()
+        try:
+            with gimp_profile() as prof:
+                params = {"url": server.url, "plugin_dir": prof.inner(prof.plugin_dir)}
 
-            def separate() -> None:
-                for name in CHECKS:
-                    run_checks(prof, [(name, params)]).assert_ok(name)
+                def separate() -> None:
+                    for name in CHECKS:
+                        run_checks(prof, [(name, params)]).assert_ok(name)
 
-            def grouped() -> None:
-                run = run_checks(prof, [(name, params) for name in CHECKS])
-                for name in CHECKS:
-                    run.assert_ok(name)
+                def grouped() -> None:
+                    run = run_checks(prof, [(name, params) for name in CHECKS])
+                    for name in CHECKS:
+                        run.assert_ok(name)
 
-            grouped()  # a first start warms GIMP's profile (fonts, plug-in registration)
-            for i in range(rounds):
-                (sw, sc), (gw, gc) = _timed(separate), _timed(grouped)
-                print(f"round {i + 1}: {len(CHECKS)} checks, one start each: {sw:.1f} s wall, {sc:.1f} s CPU")
-                print(f"round {i + 1}: {len(CHECKS)} checks, one start:      {gw:.1f} s wall, {gc:.1f} s CPU")
-                print(f"separate / grouped ratio: wall {sw / gw:.2f}, CPU {sc / gc:.2f}")
-    finally:
-        server.stop()
+                grouped()  # a first start warms GIMP's profile (fonts, plug-in registration)
+                for i in range(rounds):
+                    (sw, sc), (gw, gc) = _timed(separate), _timed(grouped)
+                    print(f"round {i + 1}: {len(CHECKS)} checks, one start each: {sw:.1f} s wall, {sc:.1f} s CPU")
+                    print(f"round {i + 1}: {len(CHECKS)} checks, one start:      {gw:.1f} s wall, {gc:.1f} s CPU")
+                    print(f"separate / grouped ratio: wall {sw / gw:.2f}, CPU {sc / gc:.2f}")
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":

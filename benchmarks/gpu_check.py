@@ -250,92 +250,100 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from server.app import ServerThread
     from server.config import ServerConfig
 
-    work = Path(tempfile.mkdtemp(prefix="pb-gpu-check-"))
-    started = time.perf_counter()
-    if opts.cpu_smoke:
-        import factory
+    with tempfile.TemporaryDirectory(prefix="pb-gpu-check-") as scratch:
+        work = Path(scratch)
+        started = time.perf_counter()
+        if opts.cpu_smoke:
+            import factory
 
-        models = factory.make_models_dir(work / "models", ("sd15", "sdxl"))
-        archs = {"sd15": ("tiny-sd15", 64, 2), "sdxl": ("tiny-sdxl", 64, 2)}
-        live_size = 64
-    else:
-        if not torch.cuda.is_available():
-            raise SystemExit("no CUDA device: run with --cpu-smoke for the reduced CPU mode")
-        models = work / "models"
-        for arch in ("sd15", "sdxl"):
-            random_folder(arch, models, "cuda", torch.float16)
-        torch.cuda.empty_cache()
-        archs = {"sd15": ("random-sd15", 512, 20), "sdxl": ("random-sdxl", 1024, 20)}
-        live_size = 512
-    print(f"models ready in {time.perf_counter() - started:.1f} s ({work})", flush=True)
+            models = factory.make_models_dir(work / "models", ("sd15", "sdxl"))
+            archs = {"sd15": ("tiny-sd15", 64, 2), "sdxl": ("tiny-sdxl", 64, 2)}
+            live_size = 64
+        else:
+            if not torch.cuda.is_available():
+                raise SystemExit("no CUDA device: run with --cpu-smoke for the reduced CPU mode")
+            models = work / "models"
+            for arch in ("sd15", "sdxl"):
+                random_folder(arch, models, "cuda", torch.float16)
+            torch.cuda.empty_cache()
+            archs = {"sd15": ("random-sd15", 512, 20), "sdxl": ("random-sdxl", 1024, 20)}
+            live_size = 512
+        print(f"models ready in {time.perf_counter() - started:.1f} s ({work})", flush=True)
 
-    plain = Plain()
-    results = []
-    with ServerThread(ServerConfig(port=0, model_dirs=[models])) as server, Client(server.url, "gpu-check") as client:
-        print(f"server device: {client.welcome.device}", flush=True)
-        dtypes = client.welcome.dtypes
-        print(
-            f"server dtypes ({dtypes.get('source')}): {dtypes.get('chosen')}; measured GFLOPS "
-            f"{json.dumps(dtypes.get('measured', {}))}",
-            flush=True,
-        )
-        if not opts.cpu_smoke:  # the GPU rule: fp16 for SD1.5/SDXL (fp32-safe VAE), bf16 for Flux/SD3 where supported
-            want = {"unet": "float16", "dit": "bfloat16" if torch.cuda.is_bf16_supported(False) else "float32"}
-            results.append(
-                f"dtype choice on {torch.cuda.get_device_name()}: {dtypes.get('chosen')} "
-                f"({'as expected' if dtypes.get('chosen') == want else f'EXPECTED {want}'})"
+        plain = Plain()
+        results = []
+        with (
+            ServerThread(ServerConfig(port=0, model_dirs=[models])) as server,
+            Client(server.url, "gpu-check") as client,
+        ):
+            print(f"server device: {client.welcome.device}", flush=True)
+            dtypes = client.welcome.dtypes
+            print(
+                f"server dtypes ({dtypes.get('source')}): {dtypes.get('chosen')}; measured GFLOPS "
+                f"{json.dumps(dtypes.get('measured', {}))}",
+                flush=True,
             )
-            print(results[-1], flush=True)
-        for arch, (model, size, steps) in archs.items():
-            folder = str(models / "checkpoints" / model)
-            for kind in ("inpaint", "generate"):
-                cfg = 7.0 if arch == "sd15" else 6.0
-                times = {"plain": [], "server": []}
-                for rep in range(opts.reps + 1):  # the first round loads and warms up; it is not counted
-                    a = plain.run(folder=folder, arch=arch, kind=kind, size=size, steps=steps, cfg=cfg, seed=rep)
-                    b = server_job(client, kind, model, size, steps, cfg, seed=rep)
-                    if rep:
-                        times["plain"].append(a)
-                        times["server"].append(b)
-                pl, sv = min(times["plain"]), min(times["server"])
+            if (
+                not opts.cpu_smoke
+            ):  # the GPU rule: fp16 for SD1.5/SDXL (fp32-safe VAE), bf16 for Flux/SD3 where supported
+                want = {"unet": "float16", "dit": "bfloat16" if torch.cuda.is_bf16_supported(False) else "float32"}
                 results.append(
-                    f"{kind} {arch} {size} px {steps} steps: plain {pl:.3f} s, server {sv:.3f} s, ratio {sv / pl:.2f}"
+                    f"dtype choice on {torch.cuda.get_device_name()}: {dtypes.get('chosen')} "
+                    f"({'as expected' if dtypes.get('chosen') == want else f'EXPECTED {want}'})"
                 )
                 print(results[-1], flush=True)
-        model = archs["sd15"][0]
-        folder = str(models / "checkpoints" / model)
-        live = {"plain": [], "server": []}
-        for rep in range(opts.reps + 1):
-            a = plain.run(folder=folder, arch="sd15", kind="live", size=live_size, steps=1, cfg=1.0, seed=rep)
-            b = server_job(client, "live", model, live_size, 1, 1.0, seed=rep)
-            if rep:
-                live["plain"].append(a)
-                live["server"].append(b)
-        pl, sv = min(live["plain"]), min(live["server"])
-        results.append(
-            f"live 1-step {live_size} px frame (sd15 img2img, no CFG): plain {pl * 1000:.0f} ms, "
-            f"server {sv * 1000:.0f} ms (job sent to result received), ratio {sv / pl:.2f}"
+            for arch, (model, size, steps) in archs.items():
+                folder = str(models / "checkpoints" / model)
+                for kind in ("inpaint", "generate"):
+                    cfg = 7.0 if arch == "sd15" else 6.0
+                    times = {"plain": [], "server": []}
+                    for rep in range(opts.reps + 1):  # the first round loads and warms up; it is not counted
+                        a = plain.run(folder=folder, arch=arch, kind=kind, size=size, steps=steps, cfg=cfg, seed=rep)
+                        b = server_job(client, kind, model, size, steps, cfg, seed=rep)
+                        if rep:
+                            times["plain"].append(a)
+                            times["server"].append(b)
+                    pl, sv = min(times["plain"]), min(times["server"])
+                    results.append(
+                        f"{kind} {arch} {size} px {steps} steps: plain {pl:.3f} s, server {sv:.3f} s, ratio {sv / pl:.2f}"
+                    )
+                    print(results[-1], flush=True)
+            model = archs["sd15"][0]
+            folder = str(models / "checkpoints" / model)
+            live = {"plain": [], "server": []}
+            for rep in range(opts.reps + 1):
+                a = plain.run(folder=folder, arch="sd15", kind="live", size=live_size, steps=1, cfg=1.0, seed=rep)
+                b = server_job(client, "live", model, live_size, 1, 1.0, seed=rep)
+                if rep:
+                    live["plain"].append(a)
+                    live["server"].append(b)
+            pl, sv = min(live["plain"]), min(live["server"])
+            results.append(
+                f"live 1-step {live_size} px frame (sd15 img2img, no CFG): plain {pl * 1000:.0f} ms, "
+                f"server {sv * 1000:.0f} ms (job sent to result received), ratio {sv / pl:.2f}"
+            )
+            print(results[-1], flush=True)
+            size, steps = archs["sd15"][1], archs["sd15"][2]
+            server_job(client, "generate", model, size, steps, 7.0, seed=0, batch=4)  # warm the batch shapes
+            batch = min(
+                server_job(client, "generate", model, size, steps, 7.0, seed=1, batch=4) for _ in range(opts.reps)
+            )
+            singles = min(
+                sum(server_job(client, "generate", model, size, steps, 7.0, seed=s) for s in range(4))
+                for _ in range(opts.reps)
+            )
+            results.append(
+                f"batch 4 vs 4 singles (sd15 generate {size} px, server): batch {batch:.3f} s, "
+                f"singles {singles:.3f} s, ratio {batch / singles:.2f}"
+            )
+            print(results[-1], flush=True)
+        plain.close()
+        print()
+        print("\n".join(results))
+        print(
+            f"peak memory: server {peak_memory():.2f} GiB, plain diffusers {plain.peak:.2f} GiB "
+            f"({'GPU allocator' if torch.cuda.is_available() else 'resident'}); total {time.perf_counter() - started:.0f} s"
         )
-        print(results[-1], flush=True)
-        size, steps = archs["sd15"][1], archs["sd15"][2]
-        server_job(client, "generate", model, size, steps, 7.0, seed=0, batch=4)  # warm the batch shapes
-        batch = min(server_job(client, "generate", model, size, steps, 7.0, seed=1, batch=4) for _ in range(opts.reps))
-        singles = min(
-            sum(server_job(client, "generate", model, size, steps, 7.0, seed=s) for s in range(4))
-            for _ in range(opts.reps)
-        )
-        results.append(
-            f"batch 4 vs 4 singles (sd15 generate {size} px, server): batch {batch:.3f} s, "
-            f"singles {singles:.3f} s, ratio {batch / singles:.2f}"
-        )
-        print(results[-1], flush=True)
-    plain.close()
-    print()
-    print("\n".join(results))
-    print(
-        f"peak memory: server {peak_memory():.2f} GiB, plain diffusers {plain.peak:.2f} GiB "
-        f"({'GPU allocator' if torch.cuda.is_available() else 'resident'}); total {time.perf_counter() - started:.0f} s"
-    )
 
 
 if __name__ == "__main__":

@@ -431,61 +431,64 @@ def main(argv=None) -> int:
             sizes = ", ".join(f"{sub} {sum(p.numel() for p in m.parameters()) / 1e9:.2f} B" for sub, m in parts.items())
             print(f"{config}: {sizes}", flush=True)
         return 0
-    work = Path(tempfile.mkdtemp(prefix="gpu-families-"))
-    if args.cpu_smoke:
-        import factory
-        import tiny_chroma
-        import tiny_klein
-        import tiny_qwen
-        import tiny_zimage
+    with tempfile.TemporaryDirectory(prefix="gpu-families-") as scratch:
+        work = Path(scratch)
+        if args.cpu_smoke:
+            import factory
+            import tiny_chroma
+            import tiny_klein
+            import tiny_qwen
+            import tiny_zimage
 
-        device, dtype, size, steps = "cpu", torch.float32, 64, 2
-        runs = [
-            (factory.checkpoint_folder("flux"), "flux", factory.controlnet_path("cn-flux-union")),
-            (factory.checkpoint_folder("flux-kontext"), "flux-kontext", None),
-            (factory.checkpoint_folder("sd3"), "sd3", factory.controlnet_path("cn-sd3-canny")),
-            (tiny_klein.folder(), "flux2-klein", None),
-            (tiny_zimage.folder(), "z-image", None),
-            (tiny_chroma.folder(), "chroma", None),
-            (tiny_qwen.checkpoint_folder("qwen"), "qwen-image", None),
-        ]
-    else:
-        if not torch.cuda.is_available():
-            print("gpu_families: no CUDA device here; use --cpu-smoke for the tiny run", file=sys.stderr)
-            return 2
-        device, dtype, size, steps = "cuda", torch.bfloat16, args.size, args.steps
-        runs = []
-        for config in args.families:
-            started = time.perf_counter()
-            family = family_of(config)
-            folder = random_folder(config, work, device, dtype)
-            control = "control" in MODES[family]
-            runs.append((folder, family, random_controlnet(folder, family, work, device, dtype) if control else None))
-            if config == "flux-dev":
-                runs.append((kontext_folder(folder), "flux-kontext", None))
-            print(f"built random {config} in {time.perf_counter() - started:.1f} s", flush=True)
-    dtype_name = str(dtype).replace("torch.", "")
-    print(f"device {device}, {dtype_name}, {size} px, {steps} steps")
-    for folder, family, controlnet in runs:
-        models = work / f"models-{folder.name}"
-        (models / "checkpoints").mkdir(parents=True, exist_ok=True)
-        link = models / "checkpoints" / folder.name
-        if not link.exists():
-            link.symlink_to(folder, target_is_directory=True)
-        if controlnet is not None and not (models / "controlnet" / controlnet.name).exists():
-            (models / "controlnet").mkdir(exist_ok=True)
-            (models / "controlnet" / controlnet.name).symlink_to(controlnet, target_is_directory=True)
-        ours = server_side(models, folder.name, family, size, steps, device, dtype_name)
-        plain = plain_side(folder, family, size, steps, device, dtype, controlnet)
-        print(f"{folder.name}: load server {ours['load']:.1f} s, plain {plain['load']:.1f} s")
-        for mode in MODES[family]:
-            (s_step, s_peak, memory), (p_step, p_peak, _) = ours[mode], plain[mode]
-            print(
-                f"  {mode} {family:<5} s/step server {s_step:.3f} plain {p_step:.3f} (x{s_step / p_step:.2f}); "
-                f"peak GiB server {s_peak:.1f} plain {p_peak:.1f}{'; ' + memory if memory else ''}",
-                flush=True,
-            )
-    return 0
+            device, dtype, size, steps = "cpu", torch.float32, 64, 2
+            runs = [
+                (factory.checkpoint_folder("flux"), "flux", factory.controlnet_path("cn-flux-union")),
+                (factory.checkpoint_folder("flux-kontext"), "flux-kontext", None),
+                (factory.checkpoint_folder("sd3"), "sd3", factory.controlnet_path("cn-sd3-canny")),
+                (tiny_klein.folder(), "flux2-klein", None),
+                (tiny_zimage.folder(), "z-image", None),
+                (tiny_chroma.folder(), "chroma", None),
+                (tiny_qwen.checkpoint_folder("qwen"), "qwen-image", None),
+            ]
+        else:
+            if not torch.cuda.is_available():
+                print("gpu_families: no CUDA device here; use --cpu-smoke for the tiny run", file=sys.stderr)
+                return 2
+            device, dtype, size, steps = "cuda", torch.bfloat16, args.size, args.steps
+            runs = []
+            for config in args.families:
+                started = time.perf_counter()
+                family = family_of(config)
+                folder = random_folder(config, work, device, dtype)
+                control = "control" in MODES[family]
+                runs.append(
+                    (folder, family, random_controlnet(folder, family, work, device, dtype) if control else None)
+                )
+                if config == "flux-dev":
+                    runs.append((kontext_folder(folder), "flux-kontext", None))
+                print(f"built random {config} in {time.perf_counter() - started:.1f} s", flush=True)
+        dtype_name = str(dtype).replace("torch.", "")
+        print(f"device {device}, {dtype_name}, {size} px, {steps} steps")
+        for folder, family, controlnet in runs:
+            models = work / f"models-{folder.name}"
+            (models / "checkpoints").mkdir(parents=True, exist_ok=True)
+            link = models / "checkpoints" / folder.name
+            if not link.exists():
+                link.symlink_to(folder, target_is_directory=True)
+            if controlnet is not None and not (models / "controlnet" / controlnet.name).exists():
+                (models / "controlnet").mkdir(exist_ok=True)
+                (models / "controlnet" / controlnet.name).symlink_to(controlnet, target_is_directory=True)
+            ours = server_side(models, folder.name, family, size, steps, device, dtype_name)
+            plain = plain_side(folder, family, size, steps, device, dtype, controlnet)
+            print(f"{folder.name}: load server {ours['load']:.1f} s, plain {plain['load']:.1f} s")
+            for mode in MODES[family]:
+                (s_step, s_peak, memory), (p_step, p_peak, _) = ours[mode], plain[mode]
+                print(
+                    f"  {mode} {family:<5} s/step server {s_step:.3f} plain {p_step:.3f} (x{s_step / p_step:.2f}); "
+                    f"peak GiB server {s_peak:.1f} plain {p_peak:.1f}{'; ' + memory if memory else ''}",
+                    flush=True,
+                )
+        return 0
 
 
 if __name__ == "__main__":

@@ -248,58 +248,59 @@ def main() -> None:
     import factory
 
     checkpoint = factory.real_sd15_checkpoint()
-    models = Path(tempfile.mkdtemp(prefix="pb-inpaint-bench-"))
-    (models / "checkpoints").mkdir()
-    (models / "checkpoints" / checkpoint.name).symlink_to(checkpoint)
-    print(
-        f"checkpoint: {checkpoint.name} ({checkpoint.stat().st_size / 1e9:.2f} GB, random weights); "
-        f"{opts.size} px, {opts.mask} px centred mask, {SAMPLER}, {opts.steps} steps, CFG {CFG}, strength 1.0; "
-        f"{os.cpu_count()} CPUs (shared: other work on the machine only adds time)",
-        flush=True,
-    )
+    with tempfile.TemporaryDirectory(prefix="pb-inpaint-bench-") as scratch:
+        models = Path(scratch)
+        (models / "checkpoints").mkdir()
+        (models / "checkpoints" / checkpoint.name).symlink_to(checkpoint)
+        print(
+            f"checkpoint: {checkpoint.name} ({checkpoint.stat().st_size / 1e9:.2f} GB, random weights); "
+            f"{opts.size} px, {opts.mask} px centred mask, {SAMPLER}, {opts.steps} steps, CFG {CFG}, strength 1.0; "
+            f"{os.cpu_count()} CPUs (shared: other work on the machine only adds time)",
+            flush=True,
+        )
 
-    t = {k: [] for k in ("server first", "server new", "server again")}
-    cpu = {k: [] for k in t}  # CPU seconds of the warm jobs
-    peaks = {}
-    server = None
-    for dtype in ("float32", "bfloat16"):
-        plain = Plain(checkpoint, dtype, opts)
-        for key in ("first", "new", "again"):
-            t[f"{dtype} {key}"], cpu[f"{dtype} {key}"] = [], []
-        t[f"{dtype} first"].append(plain.first_job(PROMPTS[0], 1))
-        print(f"plain diffusers {dtype} first job (start, load, job): {t[f'{dtype} first'][-1]:.1f} s", flush=True)
-        if server is None:
-            server = Served(models, opts)
-            t["server first"].append(server.first_job(PROMPTS[0], 1))
-            print(
-                f"server first job (start, load, job): {t['server first'][-1]:.1f} s; listening after "
-                f"{server.listening:.2f} s; device: {server.device}; dtypes: {json.dumps(server.dtypes)}",
-                flush=True,
-            )
-        for rep in range(opts.reps):
-            prompt = PROMPTS[1 + rep % (len(PROMPTS) - 1)] + f" #{dtype} {rep}"
-            for key, seed in (("new", 10 + rep), ("again", 20 + rep)):
-                for side, runner in ((dtype, plain), ("server", server)):
-                    t[f"{side} {key}"].append(runner.job(prompt, seed))
-                    cpu[f"{side} {key}"].append(runner.cpu)
-            print(
-                f"{dtype} rep {rep + 1}: new prompt plain {t[f'{dtype} new'][-1]:.1f} s "
-                f"({cpu[f'{dtype} new'][-1]:.0f} cpu-s), server {t['server new'][-1]:.1f} s "
-                f"({cpu['server new'][-1]:.0f} cpu-s); again plain {t[f'{dtype} again'][-1]:.1f} s "
-                f"({cpu[f'{dtype} again'][-1]:.0f} cpu-s), server {t['server again'][-1]:.1f} s "
-                f"({cpu['server again'][-1]:.0f} cpu-s)",
-                flush=True,
-            )
-        plain.close()
-        peaks[dtype] = plain.peak
-    peaks["server"] = server.close()
-    print(f"server job info: {json.dumps(server.info)}")
-    report(t, cpu, peaks, server.listening)
-    if not opts.no_phases:
-        import phases
+        t = {k: [] for k in ("server first", "server new", "server again")}
+        cpu = {k: [] for k in t}  # CPU seconds of the warm jobs
+        peaks = {}
+        server = None
+        for dtype in ("float32", "bfloat16"):
+            plain = Plain(checkpoint, dtype, opts)
+            for key in ("first", "new", "again"):
+                t[f"{dtype} {key}"], cpu[f"{dtype} {key}"] = [], []
+            t[f"{dtype} first"].append(plain.first_job(PROMPTS[0], 1))
+            print(f"plain diffusers {dtype} first job (start, load, job): {t[f'{dtype} first'][-1]:.1f} s", flush=True)
+            if server is None:
+                server = Served(models, opts)
+                t["server first"].append(server.first_job(PROMPTS[0], 1))
+                print(
+                    f"server first job (start, load, job): {t['server first'][-1]:.1f} s; listening after "
+                    f"{server.listening:.2f} s; device: {server.device}; dtypes: {json.dumps(server.dtypes)}",
+                    flush=True,
+                )
+            for rep in range(opts.reps):
+                prompt = PROMPTS[1 + rep % (len(PROMPTS) - 1)] + f" #{dtype} {rep}"
+                for key, seed in (("new", 10 + rep), ("again", 20 + rep)):
+                    for side, runner in ((dtype, plain), ("server", server)):
+                        t[f"{side} {key}"].append(runner.job(prompt, seed))
+                        cpu[f"{side} {key}"].append(runner.cpu)
+                print(
+                    f"{dtype} rep {rep + 1}: new prompt plain {t[f'{dtype} new'][-1]:.1f} s "
+                    f"({cpu[f'{dtype} new'][-1]:.0f} cpu-s), server {t['server new'][-1]:.1f} s "
+                    f"({cpu['server new'][-1]:.0f} cpu-s); again plain {t[f'{dtype} again'][-1]:.1f} s "
+                    f"({cpu[f'{dtype} again'][-1]:.0f} cpu-s), server {t['server again'][-1]:.1f} s "
+                    f"({cpu['server again'][-1]:.0f} cpu-s)",
+                    flush=True,
+                )
+            plain.close()
+            peaks[dtype] = plain.peak
+        peaks["server"] = server.close()
+        print(f"server job info: {json.dumps(server.info)}")
+        report(t, cpu, peaks, server.listening)
+        if not opts.no_phases:
+            import phases
 
-        print()
-        print(phases.table(phases.measure(opts.size, opts.mask, opts.steps)), flush=True)
+            print()
+            print(phases.table(phases.measure(opts.size, opts.mask, opts.steps)), flush=True)
 
 
 def report(t: dict, cpu: dict, peaks: dict, listening: float) -> None:

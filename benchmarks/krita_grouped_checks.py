@@ -24,8 +24,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 class _Folders:
     """What ``_run_group_once`` asks of pytest's ``tmp_path_factory``: fresh numbered folders."""
 
-    def __init__(self) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="pb-krita-grouped-"))
+    def __init__(self, base: Path) -> None:
+        self.base = base
         self.count = 0
 
     def mktemp(self, name: str) -> Path:
@@ -63,22 +63,25 @@ def main() -> None:
     from test_krita_host import _run_group_once
 
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 1
-    folders = _Folders()
-    for i in range(rounds):
-        t = time.perf_counter()
-        separate = [_costs(_run_group_once(folders, [part])) for part in _parts()]
-        sw = time.perf_counter() - t
-        t = time.perf_counter()
-        grouped = _costs(_run_group_once(folders, _parts()))
-        gw = time.perf_counter() - t
-        fixed = ", ".join(f"{f:.1f}" for f, _ in separate)
-        own = ", ".join(f"{tag} {s:.1f}" for _, o in separate for tag, s in o.items())
-        print(f"round {i + 1}: {len(separate)} scenarios, one start each: {sw:.1f} s wall")
-        print(f"  fixed cost per start: {fixed} s; scenarios' own time: {own} s")
-        print(f"round {i + 1}: {len(separate)} scenarios, one start:      {gw:.1f} s wall")
-        own = ", ".join(f"{tag} {s:.1f}" for tag, s in grouped[1].items())
-        print(f"  fixed cost of the start: {grouped[0]:.1f} s; scenarios' own time (with the steps between): {own} s")
-        print(f"separate / grouped ratio: wall {sw / gw:.2f}")
+    with tempfile.TemporaryDirectory(prefix="pb-krita-grouped-") as scratch:
+        folders = _Folders(Path(scratch))
+        for i in range(rounds):
+            t = time.perf_counter()
+            separate = [_costs(_run_group_once(folders, [part])) for part in _parts()]
+            sw = time.perf_counter() - t
+            t = time.perf_counter()
+            grouped = _costs(_run_group_once(folders, _parts()))
+            gw = time.perf_counter() - t
+            fixed = ", ".join(f"{f:.1f}" for f, _ in separate)
+            own = ", ".join(f"{tag} {s:.1f}" for _, o in separate for tag, s in o.items())
+            print(f"round {i + 1}: {len(separate)} scenarios, one start each: {sw:.1f} s wall")
+            print(f"  fixed cost per start: {fixed} s; scenarios' own time: {own} s")
+            print(f"round {i + 1}: {len(separate)} scenarios, one start:      {gw:.1f} s wall")
+            own = ", ".join(f"{tag} {s:.1f}" for tag, s in grouped[1].items())
+            print(
+                f"  fixed cost of the start: {grouped[0]:.1f} s; scenarios' own time (with the steps between): {own} s"
+            )
+            print(f"separate / grouped ratio: wall {sw / gw:.2f}")
 
 
 if __name__ == "__main__":

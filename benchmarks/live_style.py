@@ -79,51 +79,54 @@ def main() -> None:
     from server.core import Job, JobContext, Params
     from server.router import Router
 
-    work = Path(tempfile.mkdtemp(prefix="pb-live-style-"))
-    checkpoint = factory.real_sd15_checkpoint()
-    (work / "models" / "checkpoints").mkdir(parents=True)
-    (work / "models" / "loras").mkdir()
-    (work / "models" / "checkpoints" / checkpoint.name).symlink_to(checkpoint)
-    params = lcm_shaped_lora(work / "models" / "loras" / "lcm-lora-sdv1-5.safetensors")
-    router = Router(ServerConfig(model_dirs=[work / "models"], styles_dir=work / "styles", dtype=opts.dtype))
-    img, _ = inputs(opts.size, opts.size // 3)
+    with tempfile.TemporaryDirectory(prefix="pb-live-style-") as scratch:
+        work = Path(scratch)
+        checkpoint = factory.real_sd15_checkpoint()
+        (work / "models" / "checkpoints").mkdir(parents=True)
+        (work / "models" / "loras").mkdir()
+        (work / "models" / "checkpoints" / checkpoint.name).symlink_to(checkpoint)
+        params = lcm_shaped_lora(work / "models" / "loras" / "lcm-lora-sdv1-5.safetensors")
+        router = Router(ServerConfig(model_dirs=[work / "models"], styles_dir=work / "styles", dtype=opts.dtype))
+        img, _ = inputs(opts.size, opts.size // 3)
 
-    def run(live: bool):
-        job = Job("f", "img2img", prompt="a red fox", image=img, params=Params(seed=42), style=STYLE, live=live)
-        started = time.perf_counter()
-        (layer,) = router.run(job, JobContext())
-        return time.perf_counter() - started, layer
+        def run(live: bool):
+            job = Job("f", "img2img", prompt="a red fox", image=img, params=Params(seed=42), style=STYLE, live=live)
+            started = time.perf_counter()
+            (layer,) = router.run(job, JobContext())
+            return time.perf_counter() - started, layer
 
-    print(
-        f"{checkpoint.name} + a random LoRA of LCM-LoRA's shape ({params / 1e6:.1f} M parameters), img2img "
-        f"{opts.size}², style {STYLE}; {os.cpu_count()} CPUs shared with other work (times are noisy: the fastest "
-        f"of {opts.reps} run(s) counts)",
-        flush=True,
-    )
-    layers = {}
-    seconds, layers[True] = run(True)  # warm-up: the checkpoint, the LoRA, the prompt (the full frame reuses them)
-    print(f"warm-up live: {seconds:.1f} s", flush=True)
-    times = {False: [], True: []}
-    for rep in range(opts.reps):
-        for live in (False, True):
-            seconds, layers[live] = run(live)
-            times[live].append(seconds)
-            info = layers[live].info
-            print(
-                f"rep {rep + 1} {'live' if live else 'full'}: {seconds:.1f} s ({info['steps']} steps, "
-                f"strength {info['strength']}, CFG {info['cfg']}, {info['sampler']}, LoRAs {info['loras']})",
-                flush=True,
-            )
-    steady, _ = run(True)  # the next live frame: the LoRA already on, as while painting
-    print(f"live frame after a live frame: {steady:.1f} s", flush=True)
-    full, live = min(times[False]), min(times[True])
-    style = layers[True].info["style"]["live"]
-    same = np.array_equal(layers[True].rgba, layers[False].rgba)
-    print(f"\ndevice {router.device_description()}")
-    print(f"live frame ({style['fewstep']}, {style['steps']} steps): {live:.2f} s")
-    print(f"full default steps ({layers[False].info['steps']} steps): {full:.2f} s")
-    print(f"ratio live / full: {live / full:.3f} (goal <= 0.30){'; the two frames are identical?!' if same else ''}")
-    print(f"ratio live after live / full: {steady / full:.3f} (the LoRA stays on between live frames)")
+        print(
+            f"{checkpoint.name} + a random LoRA of LCM-LoRA's shape ({params / 1e6:.1f} M parameters), img2img "
+            f"{opts.size}², style {STYLE}; {os.cpu_count()} CPUs shared with other work (times are noisy: the fastest "
+            f"of {opts.reps} run(s) counts)",
+            flush=True,
+        )
+        layers = {}
+        seconds, layers[True] = run(True)  # warm-up: the checkpoint, the LoRA, the prompt (the full frame reuses them)
+        print(f"warm-up live: {seconds:.1f} s", flush=True)
+        times = {False: [], True: []}
+        for rep in range(opts.reps):
+            for live in (False, True):
+                seconds, layers[live] = run(live)
+                times[live].append(seconds)
+                info = layers[live].info
+                print(
+                    f"rep {rep + 1} {'live' if live else 'full'}: {seconds:.1f} s ({info['steps']} steps, "
+                    f"strength {info['strength']}, CFG {info['cfg']}, {info['sampler']}, LoRAs {info['loras']})",
+                    flush=True,
+                )
+        steady, _ = run(True)  # the next live frame: the LoRA already on, as while painting
+        print(f"live frame after a live frame: {steady:.1f} s", flush=True)
+        full, live = min(times[False]), min(times[True])
+        style = layers[True].info["style"]["live"]
+        same = np.array_equal(layers[True].rgba, layers[False].rgba)
+        print(f"\ndevice {router.device_description()}")
+        print(f"live frame ({style['fewstep']}, {style['steps']} steps): {live:.2f} s")
+        print(f"full default steps ({layers[False].info['steps']} steps): {full:.2f} s")
+        print(
+            f"ratio live / full: {live / full:.3f} (goal <= 0.30){'; the two frames are identical?!' if same else ''}"
+        )
+        print(f"ratio live after live / full: {steady / full:.3f} (the LoRA stays on between live frames)")
 
 
 if __name__ == "__main__":

@@ -139,47 +139,48 @@ def main() -> None:
     import factory
 
     checkpoint = factory.real_sd15_checkpoint()
-    work = Path(tempfile.mkdtemp(prefix="pb-overhead-"))
-    (work / "checkpoints").mkdir()
-    (work / "checkpoints" / checkpoint.name).symlink_to(checkpoint)
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 255, (opts.size, opts.size, 3), dtype=np.uint8)
-    image = Image.fromarray(pixels)
-    image_path = work / "in.png"
-    image.save(image_path)
+    with tempfile.TemporaryDirectory(prefix="pb-overhead-") as scratch:
+        work = Path(scratch)
+        (work / "checkpoints").mkdir()
+        (work / "checkpoints" / checkpoint.name).symlink_to(checkpoint)
+        rng = np.random.default_rng(0)
+        pixels = rng.integers(0, 255, (opts.size, opts.size, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels)
+        image_path = work / "in.png"
+        image.save(image_path)
 
-    print(
-        f"checkpoint: {checkpoint} ({checkpoint.stat().st_size / 1e9:.2f} GB); {opts.size} px, {opts.steps} steps, "
-        f"img2img strength 1.0, {SAMPLER}, CFG {CFG}",
-        flush=True,
-    )
-    server, url = start_server(work)
-    try:
-        pipe = plain_pipeline(checkpoint)
-        print("warming up both (loads the model in the server)...", flush=True)
-        run_plain(pipe, image, 1)
-        run_server(url, image_path, work / "out.png", checkpoint.stem, 1)
-        plain, served, jobs = [], [], []
-        for rep in range(opts.reps):
-            plain.append(run_plain(pipe, image, opts.steps))
-            total, job = run_server(url, image_path, work / "out.png", checkpoint.stem, opts.steps)
-            served.append(total)
-            jobs.append(job)
-            print(
-                f"rep {rep + 1}: plain {plain[-1]:.2f} s, server {total:.2f} s (job in the server {job:.2f} s)",
-                flush=True,
-            )
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-    # Other work on the machine only ever adds time: the fastest run of each side is the least disturbed one.
-    p, s, j = min(plain), min(served), min(jobs)
-    print(f"median ratio {statistics.median(served) / statistics.median(plain):.3f} (disturbed by other load)")
-    print(
-        f"fastest: plain {p:.2f} s, server {s:.2f} s ({s - p:+.2f} s; of which outside the job: client start, "
-        f"PNG files, connection {s - j:.2f} s)"
-    )
-    print(f"overhead ratio: {s / p:.2f}")
+        print(
+            f"checkpoint: {checkpoint} ({checkpoint.stat().st_size / 1e9:.2f} GB); {opts.size} px, {opts.steps} steps, "
+            f"img2img strength 1.0, {SAMPLER}, CFG {CFG}",
+            flush=True,
+        )
+        server, url = start_server(work)
+        try:
+            pipe = plain_pipeline(checkpoint)
+            print("warming up both (loads the model in the server)...", flush=True)
+            run_plain(pipe, image, 1)
+            run_server(url, image_path, work / "out.png", checkpoint.stem, 1)
+            plain, served, jobs = [], [], []
+            for rep in range(opts.reps):
+                plain.append(run_plain(pipe, image, opts.steps))
+                total, job = run_server(url, image_path, work / "out.png", checkpoint.stem, opts.steps)
+                served.append(total)
+                jobs.append(job)
+                print(
+                    f"rep {rep + 1}: plain {plain[-1]:.2f} s, server {total:.2f} s (job in the server {job:.2f} s)",
+                    flush=True,
+                )
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+        # Other work on the machine only ever adds time: the fastest run of each side is the least disturbed one.
+        p, s, j = min(plain), min(served), min(jobs)
+        print(f"median ratio {statistics.median(served) / statistics.median(plain):.3f} (disturbed by other load)")
+        print(
+            f"fastest: plain {p:.2f} s, server {s:.2f} s ({s - p:+.2f} s; of which outside the job: client start, "
+            f"PNG files, connection {s - j:.2f} s)"
+        )
+        print(f"overhead ratio: {s / p:.2f}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -103,60 +104,59 @@ def measure(
     from server.models.registry import ModelRegistry
 
     checkpoint = factory.real_sd15_checkpoint()
-    models = Path(os.environ.get("TMPDIR", "/tmp")) / f"pb-phases-{os.getpid()}"
-    (models / "checkpoints").mkdir(parents=True, exist_ok=True)
-    link = models / "checkpoints" / checkpoint.name
-    if not link.exists():
-        link.symlink_to(checkpoint)
-    engine = DiffusionEngine(ModelRegistry([models]), dtype=dtype)
-    img, mask = inputs(size, mask_side)
+    with tempfile.TemporaryDirectory(prefix="pb-phases-") as scratch:
+        models = Path(scratch)
+        (models / "checkpoints").mkdir()
+        (models / "checkpoints" / checkpoint.name).symlink_to(checkpoint)
+        engine = DiffusionEngine(ModelRegistry([models]), dtype=dtype)
+        img, mask = inputs(size, mask_side)
 
-    def job(prompt: str, seed: int) -> Job:
-        return Job(
-            id="p",
-            mode="inpaint",
-            model="",
-            prompt=prompt,
-            negative_prompt="",
-            image=img,
-            mask=mask,
-            params=Params(steps=steps, cfg=CFG, strength=1.0, sampler=SAMPLER, seed=seed),
-        )
+        def job(prompt: str, seed: int) -> Job:
+            return Job(
+                id="p",
+                mode="inpaint",
+                model="",
+                prompt=prompt,
+                negative_prompt="",
+                image=img,
+                mask=mask,
+                params=Params(steps=steps, cfg=CFG, strength=1.0, sampler=SAMPLER, seed=seed),
+            )
 
-    peaks = {str(d).replace("torch.", ""): gemm_peak(d) for d in (torch.float32, torch.bfloat16)}
-    engine.run(job("warm-up", 1), JobContext())
-    pipe = engine.loaded.pipe
-    if channels_last:
-        for module in (pipe.unet, pipe.vae):
-            module.to(memory_format=torch.channels_last)
+        peaks = {str(d).replace("torch.", ""): gemm_peak(d) for d in (torch.float32, torch.bfloat16)}
+        engine.run(job("warm-up", 1), JobContext())
+        pipe = engine.loaded.pipe
+        if channels_last:
+            for module in (pipe.unet, pipe.vae):
+                module.to(memory_format=torch.channels_last)
 
-    def fresh() -> None:  # every phase runs again: no cached prompt or latents
-        for cache in engine.caches.values():
-            cache.clear()
+        def fresh() -> None:  # every phase runs again: no cached prompt or latents
+            for cache in engine.caches.values():
+                cache.clear()
 
-    fresh()
-    clock = PhaseClock(pipe)
-    started = time.perf_counter()
-    (layer,) = engine.run(job("a lighthouse on a cliff at sunset, oil painting", 2), JobContext())
-    total = time.perf_counter() - started
-    clock.close()
-    fresh()
-    with FlopCounterMode(display=False) as counter:
-        counted = PhaseClock(pipe, counter)
-        engine.run(job("a lighthouse on a cliff at sunset, oil painting", 2), JobContext())
-        counted.close()
-    timed, flops = numbered(clock.calls), numbered(counted.calls)
-    phases = [(name, seconds, f) for (name, seconds, _), (_, _, f) in zip(timed, flops)]
-    return {
-        "dtype": str(engine.dtype).replace("torch.", ""),
-        "peaks": peaks,
-        "phases": phases,
-        "total": total,
-        "threads": torch.get_num_threads(),
-        "info": layer.info,
-        "channels_last": channels_last,
-        "checksum": float(np.asarray(layer.rgba, dtype=np.float64).mean()),
-    }
+        fresh()
+        clock = PhaseClock(pipe)
+        started = time.perf_counter()
+        (layer,) = engine.run(job("a lighthouse on a cliff at sunset, oil painting", 2), JobContext())
+        total = time.perf_counter() - started
+        clock.close()
+        fresh()
+        with FlopCounterMode(display=False) as counter:
+            counted = PhaseClock(pipe, counter)
+            engine.run(job("a lighthouse on a cliff at sunset, oil painting", 2), JobContext())
+            counted.close()
+        timed, flops = numbered(clock.calls), numbered(counted.calls)
+        phases = [(name, seconds, f) for (name, seconds, _), (_, _, f) in zip(timed, flops)]
+        return {
+            "dtype": str(engine.dtype).replace("torch.", ""),
+            "peaks": peaks,
+            "phases": phases,
+            "total": total,
+            "threads": torch.get_num_threads(),
+            "info": layer.info,
+            "channels_last": channels_last,
+            "checksum": float(np.asarray(layer.rgba, dtype=np.float64).mean()),
+        }
 
 
 def table(result: dict) -> str:

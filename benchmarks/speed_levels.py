@@ -16,6 +16,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,53 +51,54 @@ def main() -> None:
     from server.models.registry import ModelRegistry
 
     checkpoint = factory.real_sd15_checkpoint()
-    models = Path(os.environ.get("TMPDIR", "/tmp")) / f"pb-levels-{os.getpid()}"
-    (models / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (models / "checkpoints" / checkpoint.name).symlink_to(checkpoint)
-    engine = DiffusionEngine(ModelRegistry([models]), dtype=opts.dtype)
-    img, mask = inputs(opts.size, opts.mask)
-    a = (opts.size - opts.mask) // 2
-    box = (slice(a, a + opts.mask), slice(a, a + opts.mask))
+    with tempfile.TemporaryDirectory(prefix="pb-levels-") as scratch:
+        models = Path(scratch)
+        (models / "checkpoints").mkdir()
+        (models / "checkpoints" / checkpoint.name).symlink_to(checkpoint)
+        engine = DiffusionEngine(ModelRegistry([models]), dtype=opts.dtype)
+        img, mask = inputs(opts.size, opts.mask)
+        a = (opts.size - opts.mask) // 2
+        box = (slice(a, a + opts.mask), slice(a, a + opts.mask))
 
-    def run(level: str):
-        job = Job(
-            id="l",
-            mode="inpaint",
-            model="",
-            prompt="a red fox in fresh snow, watercolour",
-            negative_prompt="",
-            image=img,
-            mask=mask,
-            params=Params(steps=opts.steps, cfg=CFG, strength=1.0, sampler=SAMPLER, seed=42, speed=level),
-        )
-        started = time.perf_counter()
-        (layer,) = engine.run(job, JobContext())
-        return time.perf_counter() - started, layer
+        def run(level: str):
+            job = Job(
+                id="l",
+                mode="inpaint",
+                model="",
+                prompt="a red fox in fresh snow, watercolour",
+                negative_prompt="",
+                image=img,
+                mask=mask,
+                params=Params(steps=opts.steps, cfg=CFG, strength=1.0, sampler=SAMPLER, seed=42, speed=level),
+            )
+            started = time.perf_counter()
+            (layer,) = engine.run(job, JobContext())
+            return time.perf_counter() - started, layer
 
-    print(
-        f"{checkpoint.name}, {opts.size} px, {opts.mask} px mask, {SAMPLER}, {opts.steps} steps, CFG {CFG}; "
-        f"{os.cpu_count()} CPUs shared with other work (times are noisy: the fastest of {opts.reps} runs counts)",
-        flush=True,
-    )
-    run("quality")  # warm-up: load, prompt, latents
-    times = {level: [] for level in SPEED_LEVELS}
-    layers = {}
-    for rep in range(opts.reps):
-        for level in SPEED_LEVELS:
-            seconds, layer = run(level)
-            times[level].append(seconds)
-            layers[level] = layer
-            print(f"rep {rep + 1} {level}: {seconds:.1f} s {layer.info.get('speed', '')}", flush=True)
-    print(f"\ndtype {engine.dtype}; {'level':<10}{'seconds':>9}{'vs quality':>12}{'mean |diff|':>13}{'PSNR dB':>9}")
-    reference = layers["quality"].rgba[box][..., :3]
-    for level in SPEED_LEVELS:
-        best = min(times[level])
-        pixels = layers[level].rgba[box][..., :3]
-        diff = float(np.abs(pixels.astype(int) - reference.astype(int)).mean())
         print(
-            f"{'':>21}{level:<10}{best:>9.1f}{best / min(times['quality']):>12.2f}{diff:>13.2f}"
-            f"{psnr(pixels, reference):>9.1f}"
+            f"{checkpoint.name}, {opts.size} px, {opts.mask} px mask, {SAMPLER}, {opts.steps} steps, CFG {CFG}; "
+            f"{os.cpu_count()} CPUs shared with other work (times are noisy: the fastest of {opts.reps} runs counts)",
+            flush=True,
         )
+        run("quality")  # warm-up: load, prompt, latents
+        times = {level: [] for level in SPEED_LEVELS}
+        layers = {}
+        for rep in range(opts.reps):
+            for level in SPEED_LEVELS:
+                seconds, layer = run(level)
+                times[level].append(seconds)
+                layers[level] = layer
+                print(f"rep {rep + 1} {level}: {seconds:.1f} s {layer.info.get('speed', '')}", flush=True)
+        print(f"\ndtype {engine.dtype}; {'level':<10}{'seconds':>9}{'vs quality':>12}{'mean |diff|':>13}{'PSNR dB':>9}")
+        reference = layers["quality"].rgba[box][..., :3]
+        for level in SPEED_LEVELS:
+            best = min(times[level])
+            pixels = layers[level].rgba[box][..., :3]
+            diff = float(np.abs(pixels.astype(int) - reference.astype(int)).mean())
+            print(
+                f"{'':>21}{level:<10}{best:>9.1f}{best / min(times['quality']):>12.2f}{diff:>13.2f}"
+                f"{psnr(pixels, reference):>9.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -44,40 +44,41 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
-    models = args.models
-    if models is None:
-        from tests.factory import make_models_dir
+    with tempfile.TemporaryDirectory(prefix="pb-warm-start-") as scratch:
+        models = args.models
+        if models is None:
+            from tests.factory import make_models_dir
 
-        models = make_models_dir(Path(tempfile.mkdtemp()) / "models", which=("sd15",))
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 255, (args.size, args.size, 4), dtype=np.uint8)
-    img[..., 3] = 255
-    mask = np.zeros((args.size, args.size), np.uint8)
-    mask[args.size // 4 : 3 * args.size // 4, args.size // 4 : 3 * args.size // 4] = 255
-    base = {
-        "model": args.model,
-        "prompt": "a bowl of fruit",
-        "image": payload(img, "rgba8"),
-        "params": {"steps": args.steps, "seed": 1, "strength": 0.6},
-    }
-    img2img = dict(base, mode="img2img")
-    inpaint = dict(base, mode="inpaint", mask=payload(mask, "gray8"))
-    classical = dict(inpaint, model="classical")
+            models = make_models_dir(Path(scratch) / "models", which=("sd15",))
+        rng = np.random.default_rng(0)
+        img = rng.integers(0, 255, (args.size, args.size, 4), dtype=np.uint8)
+        img[..., 3] = 255
+        mask = np.zeros((args.size, args.size), np.uint8)
+        mask[args.size // 4 : 3 * args.size // 4, args.size // 4 : 3 * args.size // 4] = 255
+        base = {
+            "model": args.model,
+            "prompt": "a bowl of fruit",
+            "image": payload(img, "rgba8"),
+            "params": {"steps": args.steps, "seed": 1, "strength": 0.6},
+        }
+        img2img = dict(base, mode="img2img")
+        inpaint = dict(base, mode="inpaint", mask=payload(mask, "gray8"))
+        classical = dict(inpaint, model="classical")
 
-    with ServerThread(ServerConfig(port=0, model_dirs=[models])) as server, Client(server.url, "bench") as client:
-        first = timed(client, img2img)
-        warm = statistics.median(timed(client, img2img) for _ in range(args.repeats))
-        switch = timed(client, inpaint)
-        warm_inpaint = statistics.median(timed(client, inpaint) for _ in range(args.repeats))
-        warm_classical = statistics.median(timed(client, classical) for _ in range(args.repeats))
-        print(f"device: {client.welcome.device}; {args.size} px, {args.steps} steps")
-    print(f"first img2img (loads the model): {first:.3f} s")
-    print(f"warm img2img (median of {args.repeats}): {warm:.3f} s")
-    print(f"first inpaint after img2img (mode switch): {switch:.3f} s")
-    print(f"warm inpaint: {warm_inpaint:.3f} s")
-    print(f"classical inpaint: {warm_classical:.3f} s")
-    print(f"mode-switch ratio (first inpaint / warm inpaint): {switch / warm_inpaint:.2f}")
-    print(f"cold-start ratio (first / warm img2img): {first / warm:.2f}")
+        with ServerThread(ServerConfig(port=0, model_dirs=[models])) as server, Client(server.url, "bench") as client:
+            first = timed(client, img2img)
+            warm = statistics.median(timed(client, img2img) for _ in range(args.repeats))
+            switch = timed(client, inpaint)
+            warm_inpaint = statistics.median(timed(client, inpaint) for _ in range(args.repeats))
+            warm_classical = statistics.median(timed(client, classical) for _ in range(args.repeats))
+            print(f"device: {client.welcome.device}; {args.size} px, {args.steps} steps")
+        print(f"first img2img (loads the model): {first:.3f} s")
+        print(f"warm img2img (median of {args.repeats}): {warm:.3f} s")
+        print(f"first inpaint after img2img (mode switch): {switch:.3f} s")
+        print(f"warm inpaint: {warm_inpaint:.3f} s")
+        print(f"classical inpaint: {warm_classical:.3f} s")
+        print(f"mode-switch ratio (first inpaint / warm inpaint): {switch / warm_inpaint:.2f}")
+        print(f"cold-start ratio (first / warm img2img): {first / warm:.2f}")
 
 
 if __name__ == "__main__":

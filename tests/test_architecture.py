@@ -302,3 +302,44 @@ def test_one_installer_for_both_plugins():
         for node in ast.parse((REPO / "pbsetup" / "plugins.py").read_text()).body
         if isinstance(node, ast.FunctionDef)
     }
+
+
+def scratch_leaks(path: Path) -> list:
+    """Where ``path`` makes a temporary file or folder that nothing removes: ``mkdtemp``/``mkstemp``, a
+    ``TemporaryDirectory``/``NamedTemporaryFile`` outside a ``with`` (or with ``delete=False``), a folder of its own
+    under ``$TMPDIR``/``gettempdir()``."""
+    tree = ast.parse(path.read_text(), str(path))
+    managed = {id(item.context_expr) for node in ast.walk(tree) if isinstance(node, ast.With) for item in node.items}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name in ("mkdtemp", "mkstemp", "gettempdir"):
+                out.append(f"line {node.lineno}: {name}()")
+            elif name in ("TemporaryDirectory", "NamedTemporaryFile") and (
+                id(node) not in managed or any(k.arg == "delete" for k in node.keywords)
+            ):
+                out.append(f"line {node.lineno}: {name}() outside a with")
+        elif isinstance(node, ast.Constant) and node.value == "TMPDIR":
+            out.append(f"line {node.lineno}: a folder of its own under $TMPDIR")
+    return out
+
+
+@pytest.mark.parametrize("path", sources("benchmarks"), ids=lambda p: p.name)
+def test_benchmarks_remove_their_scratch_folders_also_when_they_fail(path):
+    """A benchmark's models and work folders are ``with tempfile.TemporaryDirectory()`` blocks: gone after the run,
+    whether it ends or fails."""
+    assert not scratch_leaks(path), f"{path.relative_to(REPO)}: {scratch_leaks(path)}"
+
+
+def test_the_scratch_check_sees_each_kind_of_leak(tmp_path):
+    leaky = tmp_path / "leaky.py"
+    leaky.write_text(
+        "import os, tempfile\n"
+        "a = tempfile.mkdtemp()\n"
+        "b = tempfile.TemporaryDirectory()\n"
+        "with tempfile.NamedTemporaryFile(delete=False) as f:\n    pass\n"
+        "c = os.environ.get('TMPDIR', '/tmp')\n"
+        "with tempfile.TemporaryDirectory() as fine:\n    pass\n"
+    )
+    assert [leak.split(":")[0] for leak in scratch_leaks(leaky)] == ["line 2", "line 3", "line 4", "line 6"]
