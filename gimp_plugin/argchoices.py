@@ -20,6 +20,7 @@ MASK_CHOICES = (("selection", "Selection"), ("layer-mask", "Active layer's mask 
 FILL_CHOICES = tuple(FILLS.items())  # fills: patch (the default), telea, ns, lama
 # speed levels: the style's (the default: protocol "", a choice's nick cannot be empty), quality, fast
 SPEED_BY_NICK = {("style" if level == "" else level): level for level in SPEED_LABELS}
+SPEED_NICKS = {level: nick for nick, level in SPEED_BY_NICK.items()}
 SPEED_CHOICES = tuple((nick, SPEED_LABELS[level]) for nick, level in SPEED_BY_NICK.items())
 PREPROCESSOR_CHOICES = (
     ("canny", "Canny edges"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, Tuple
 
-from .argchoices import SPEED_BY_NICK
+from .argchoices import SPEED_NICKS
 from .argspec import ProcedureSpec
 from .choices import listed_value
 
@@ -40,7 +40,7 @@ def sensitivity(
         elif arg.name == "preprocessor" and caps.get("preprocessors"):
             allowed = o.preprocessors
         elif arg.name == "speed":
-            allowed = tuple(nick for nick, level in SPEED_BY_NICK.items() if level in o.speed_choices())
+            allowed = tuple(SPEED_NICKS[level] for level in o.speed_choices() if level in SPEED_NICKS)
         else:
             continue
         out[arg.name] = {nick: nick in allowed for nick in nicks.get(arg.name, ())}

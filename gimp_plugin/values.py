@@ -16,7 +16,7 @@ from client.loras import tagged
 from client.regions import RegionBinding
 from client.settings import ControlSetting, ReferenceSetting, Settings
 
-from .argchoices import SAMPLER_BY_NICK, SCHEDULER_BY_NICK, SPEED_BY_NICK
+from .argchoices import SAMPLER_BY_NICK, SCHEDULER_BY_NICK, SPEED_BY_NICK, SPEED_NICKS
 from .args_inputs import MAX_REFERENCES, control_prefix, reference_prefix
 from .args_prompt import LORA_SLOTS, lora_prefix
 from .argspec import Arg, ProcedureSpec
@@ -240,7 +240,7 @@ def values_from_settings(spec: ProcedureSpec, s: Settings) -> Dict[str, Any]:
         "feather": s.feather,
         "cfg": s.cfg,
         "sampler": nick_of.get(s.sampler, "default"),
-        "speed": next(nick for nick, level in SPEED_BY_NICK.items() if level == s.speed),
+        "speed": SPEED_NICKS.get(s.speed, "style"),
         "fill": s.fill,
         "color-match": s.color_match,
         "source": s.image_source,
