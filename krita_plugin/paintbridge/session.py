@@ -69,6 +69,7 @@ class Session:
     entry = _Part("binding")
     job_settings = _Part("binding")
     offers = _Part("binding")
+    style_speed = _Part("binding")
     model_names = _Part("binding")
     upscaler_names = _Part("binding")
     checkpoints = _Part("binding")

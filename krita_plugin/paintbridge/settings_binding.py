@@ -191,6 +191,12 @@ class SettingsBinding:
             if getattr(self.settings, name) not in choices:
                 self.set(name, "")
 
+    def style_speed(self) -> str:
+        """The level a job that leaves the speed to the style runs at on the chosen model: the style's, else
+        ``quality`` (what the server does with ``params.speed`` ``""``)."""
+        style = self._style()
+        return self.offers().speed_runs("", style.speed if style is not None else "")
+
     def offers(self) -> "client.offers.Offers":
         """What the chosen model can run (modes, control types, techniques, detailer targets, regions, reference
         types, sampling options), from the server's capabilities and its current model listing."""

@@ -235,6 +235,10 @@ class PaintbridgePanel(QtWidgets.QWidget):
             self._fill_sampling_boxes()
         if name == "seed":
             value = self.session.fixed_seed
+        if name == "speed":  # the style's entry says which level it runs at
+            labels = client.settings.SPEED_LABELS
+            runs = labels.get(self.session.style_speed(), "")
+            self.speed_box.setItemText(max(0, self.speed_box.findData("")), f"{labels['']} ({runs})")
         if value is None:
             return
         if name == "strength":

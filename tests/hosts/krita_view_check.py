@@ -255,7 +255,7 @@ s.remove_control(0)
 # Speed: Style's choice / Quality / Fast in the sampling section where the family runs Fast; the choice reaches the job
 assert not p.speed_box.isHidden() and [
     (p.speed_box.itemData(i), p.speed_box.itemText(i)) for i in range(p.speed_box.count())
-] == [("", "Style's choice"), ("quality", "Quality"), ("fast", "Fast")]
+] == [("", "Style's choice (Quality)"), ("quality", "Quality"), ("fast", "Fast")]
 assert p.speed_box.currentData() == "" and s.job_settings().speed == ""  # the default: left to the style
 p.speed_box.setCurrentIndex(2)
 p.speed_box.activated.emit(2)
@@ -279,7 +279,10 @@ assert p.speed_box.currentData() == "quality" and s.job_settings().speed == "qua
 p.speed_box.setCurrentIndex(0)
 p.speed_box.activated.emit(0)
 assert p.speed_box.currentData() == "" and s.settings.speed == "" and s.job_settings().speed == ""
-assert s.offers().speed_runs(s.settings.speed, "fast") == "fast"  # what the server runs for the style's choice
+assert p.speed_box.itemText(0) == "Style's choice (Fast)" and s.style_speed() == "fast"  # what the server runs
+s.set_option("model", "f1")
+assert s.style_speed() == "quality" and p.speed_box.itemText(0) == "Style's choice (Quality)"  # no Fast on Flux
+s.set_option("model", "m1")
 s.styles.choose("")
-assert p.speed_box.currentData() == ""
+assert p.speed_box.currentData() == "" and p.speed_box.itemText(0) == "Style's choice (Quality)"
 print("view ok")
