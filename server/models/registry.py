@@ -25,13 +25,17 @@ class ModelRegistry:
 
     def __init__(self, dirs: Iterable[Path], allow_pickle: bool = False) -> None:
         self.dirs = [Path(d).expanduser() for d in dirs]
-        self.allow_pickle = allow_pickle
         self._entries: Dict[Tuple[str, str], ModelEntry] = {}
         self._skipped: Dict[Tuple[str, str], str] = {}
         self._inspector = Inspector(allow_pickle)
         self._lock = threading.Lock()
         self._scan_lock = threading.Lock()
         self.scan()
+
+    @property
+    def allow_pickle(self) -> bool:
+        """Whether pickle files (``.ckpt``, ``.pt``, ``.bin``) are read (``--allow-pickle``)."""
+        return self._inspector.allow_pickle
 
     def scan(self) -> None:
         """Look at the folders again; detection results of unchanged files are reused."""
