@@ -28,6 +28,9 @@ MASK_SOURCES = ("selection", "layer-mask", "alpha")
 # the style (else quality); ``quality`` computes every step in full and ``fast`` reuses deep features, both winning
 # over the style's level; ``offers`` says which levels a model's family takes.
 SPEED_LABELS = {"": "Style's choice", "quality": "Quality", "fast": "Fast"}
+# The stored key of ``Settings.speed``. Maps stored before ``""`` existed hold ``speed``, where "quality" was the
+# default and meant what ``""`` means now (a style's level won over it): read as ``""``, so nothing changes for them.
+STORED_SPEED = "speed_choice"
 
 # What a 1.0 server (which sends no ``welcome.defaults``) gets: the server's own tables at protocol 1.1.
 FALLBACK_DEFAULTS: Dict[str, Any] = {
@@ -207,6 +210,7 @@ class Settings:
         out = dataclasses.asdict(self)
         out["references"] = [dataclasses.asdict(r) for r in self.references]
         out["controls"] = [dataclasses.asdict(c) for c in self.controls]
+        out[STORED_SPEED] = out.pop("speed")
         return out
 
     @classmethod
@@ -215,6 +219,7 @@ class Settings:
         out = cls()
         if not isinstance(data, Mapping):
             return out
+        data = _current_speed_key(data)
         for f in dataclasses.fields(cls):
             if f.name not in data:
                 continue
@@ -255,6 +260,16 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         """A copy with ``changes``."""
         return dataclasses.replace(self, **changes)
+
+
+def _current_speed_key(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` with its speed under the field's name: ``STORED_SPEED``'s value, else an older map's ``speed``
+    ("fast" stays, the old default "quality" becomes ``""``)."""
+    if STORED_SPEED in data:
+        return {**data, "speed": data[STORED_SPEED]}
+    if "speed" in data:
+        return {**data, "speed": "fast" if data["speed"] == "fast" else ""}
+    return data
 
 
 def _is_number(value: Any) -> bool:

@@ -111,3 +111,12 @@ def test_the_chosen_or_the_styles_level_runs_and_the_result_says_so(start_server
         )
         flux = run(client, base.replace(model="tiny-flux", style="draft"), "style-flux")
         assert "speed" not in flux, "a style's Fast on a family without it: every step in full (no level to report)"
+
+
+def test_settings_stored_before_the_style_choice_existed_keep_what_they_ran():
+    """An older stored map holds ``speed``, where the default "quality" let a style's level win: it reads as ``""``
+    (the style's choice), an older "fast" stays Fast, and what is stored now reads back exactly."""
+    assert Settings.from_dict({"speed": "quality"}).speed == "", "the old default: the style's level still applies"
+    assert Settings.from_dict({"speed": "fast"}).speed == "fast"
+    stored = Settings(speed="quality").to_dict()
+    assert "speed" not in stored and Settings.from_dict(stored).speed == "quality", "an explicit Quality stays"
