@@ -197,6 +197,14 @@ class Params(WireModel):
                 f"({self.refiner_start}) must be between 0 and 1 (exclusive) when a refiner is chosen",
             )
 
+    def to_wire(self) -> dict:
+        """The wire map; ``speed`` left out while unset (``""``): a server from before ``""`` was a choice reads its
+        own default ``"quality"``, which let the style's level win there too, so a new plugin works with it."""
+        out = super().to_wire()
+        if out.get("speed") == "":
+            del out["speed"]
+        return out
+
     def as_dict(self) -> dict:
         """Every field as a plain map, None included (``extend`` as a map): the engines' view of the parameters."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -199,6 +199,12 @@ def test_speed_not_chosen_is_distinct_from_quality_and_each_level_round_trips():
     assert err.field == "params.speed" and "turbo" in err.message
 
 
+def test_an_unset_speed_is_not_sent_so_a_server_from_before_it_takes_the_job():
+    """A server from before ``""`` refused it; left out, that server's own default let the style's level win."""
+    assert "speed" not in Params().to_wire()
+    assert Params(speed="quality").to_wire()["speed"] == "quality" and Params(speed="fast").to_wire()["speed"] == "fast"
+
+
 def test_what_a_job_would_make_is_checked_against_the_pixel_limit():
     limits = Limits(max_pixels=100 * 100)
     err = error_of(job(mode="generate", image=None, mask=None, params={"width": 200, "height": 200}), limits)
