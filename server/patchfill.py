@@ -91,16 +91,26 @@ class _Level:
         """Take ``img`` (H x W x 3 float32) as the level's current image."""
         self.img = img
         padded = cv2.copyMakeBorder(img, RADIUS, RADIUS, RADIUS, RADIUS, cv2.BORDER_REFLECT)
-        self.pixels = padded.reshape(-1, 3)
+        # Each pixel as one 16-byte item (RGB and a zero fourth channel): gathering patches item by item is twice as
+        # fast as gathering 12-byte rows, and the zero adds nothing to a distance.
+        four = np.zeros(padded.shape[:2] + (4,), np.float32)
+        four[..., :3] = padded
+        self.pixels = four.reshape(-1, 4)[:, :3]
+        self.packed = four.view(np.complex128).ravel()
 
     def flat(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         return (ys + RADIUS) * self.stride + xs + RADIUS
 
     def describe(self, positions: np.ndarray) -> np.ndarray:
-        """N x (PATCH * PATCH * 3): the patches centred at flat ``positions``, compared by their squared distance.
+        """N x (PATCH * PATCH * 4): the patches centred at flat ``positions`` (``gather``), compared by their squared
+        distance.
         (Shorter descriptors - a blurred patch sampled on a grid - were 2.5x faster but lost the phase of fine
         patterns: a striped pattern came back shifted.)"""
-        return np.take(self.pixels, positions[:, None] + self.offsets[None, :], axis=0).reshape(len(positions), -1)
+        return self.gather(positions[:, None] + self.offsets[None, :]).reshape(len(positions), -1)
+
+    def gather(self, flat: np.ndarray) -> np.ndarray:
+        """The pixels at the flat indices ``flat`` as ``flat.shape`` x 4 float32 (RGB and a zero)."""
+        return np.take(self.packed, flat).view(np.float32).reshape(flat.shape + (4,))
 
     def random_sources(self, n: int, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
         pick = rng.integers(0, len(self.source_ys), n)
@@ -122,7 +132,9 @@ class _Field:
         self.cost = self._distances(np.arange(len(lv.ty)), self.sy, self.sx)
 
     def _distances(self, sel: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
-        diff = self.descriptors[sel] - self.level.describe(self.level.flat(sy, sx))
+        mine = self.descriptors if len(sel) == len(self.descriptors) else self.descriptors[sel]  # (sel: ascending)
+        diff = self.level.describe(self.level.flat(sy, sx))
+        np.subtract(mine, diff, out=diff)
         return np.einsum("ij,ij->i", diff, diff)
 
     def _try(self, sel: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> None:
@@ -176,7 +188,7 @@ class _Field:
         w = np.broadcast_to(weight[:, None], inside.shape)[inside]
         size = len(lv.hole_flat)
         total = np.bincount(into, weights=w, minlength=size)
-        values = np.take(lv.pixels, take, axis=0)
+        values = lv.gather(take)
         out = lv.pixels.copy()
         filled = total > 0
         for c in range(3):
