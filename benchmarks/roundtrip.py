@@ -15,7 +15,9 @@ and from the plugins' own client code in the hosts' Pythons; and the server's pe
      (``tests/hosts/trixie.py``; its ``/dev/shm`` is bind-mounted from this machine's for the run, as a real GIMP
      there sees it in the host tests).
    Printed per row: both times, their ratio, the server's own job time (``result.elapsed``); and the floor measured
-   in the same run: ``FLOOR_COPIES`` numpy copies of the image's bytes into new arrays.
+   in the same run: ``FLOOR_COPIES`` numpy copies of the image's bytes into new arrays. For this process's client
+   also the CPU seconds of a round trip, this process's and the server process's (Linux): on a machine that other
+   processes load, the steadier figure to compare.
 2. Per-frame overhead: a live img2img frame at 512 px on the tiny SD1.5 model (``tests/factory.py``), handled in this
    process the way the server handles it — frame decoded and validated (``Connection.receive_data``), pixels decoded
    (``payloads.job_from_message``), the router's engine call, the result encoded (``encode_layers`` and the result
@@ -69,6 +71,17 @@ def floor_seconds(nbytes: int, reps: int) -> float:
             a = a.copy()
 
     return best_of(reps, copies)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread, finished ones included) the process ``pid`` has used (Linux; NaN
+    elsewhere): steadier than wall time on a machine others load."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_name() -> str:
@@ -208,6 +221,7 @@ def round_trip(size: int, reps: int, fills: List[str], hosts: bool) -> None:
             }
             best: Dict[str, float] = {}
             elapsed: Dict[str, float] = {}
+            cpu: Dict[str, List[float]] = {}  # key -> [client CPU, server CPU], summed over the timed reps
             for fill in fills:
                 for rep in range(reps + 1):  # the first of each is a warm-up
                     for shared, client in clients.items():
@@ -218,14 +232,16 @@ def round_trip(size: int, reps: int, fills: List[str], hosts: bool) -> None:
                             image=ImagePayload(size, size, RGBA8, pixels),
                             params=Params(extend=Extend(8, 8, 8, 8), fill=fill),
                         )
-                        started = time.perf_counter()
+                        started, mine, theirs = time.perf_counter(), time.process_time(), process_cpu(proc.pid)
                         result = client.run(job)
                         took = time.perf_counter() - started
+                        spent = (time.process_time() - mine, process_cpu(proc.pid) - theirs)
                         layer = result.layers[0]
                         assert (layer.width, layer.height) == (size + 16, size + 16)
                         if rep:
                             key = f"{fill} {'shared' if shared else 'wire'}"
                             best[key] = min(best.get(key, 1e9), took)
+                            cpu[key] = [a + b for a, b in zip(cpu.get(key, [0.0, 0.0]), spent)]
                             elapsed[fill] = min(elapsed.get(fill, 1e9), result.elapsed)
             shared_used = clients[True].shared_folder is not None and clients[True].shared_folder.read > 0
             for client in clients.values():
@@ -268,6 +284,12 @@ def round_trip(size: int, reps: int, fills: List[str], hosts: bool) -> None:
                 f"{name:42} {fill:6} {shared_s:13.3f}s {wire_s:7.3f}s {wire_s / shared_s:11.2f}x "
                 f"{'<= %.2fs' % goal if goal else '':>7}{note}"
             )
+    print(
+        f"this process, CPU seconds per round trip (mean of {reps}; client + server process; steadier than the times "
+        "above when others load the machine):"
+    )
+    for key, (mine, theirs) in cpu.items():
+        print(f"  {key:13} {mine / reps:.3f} + {theirs / reps:.3f} = {(mine + theirs) / reps:.3f} s")
     for fill in fills:
         print(f"server's job time ({fill} fill, result.elapsed, best): {elapsed[fill]:.3f} s")
     print(

@@ -10,11 +10,12 @@ old peer, a full disk) keeps the pixels in ``data``: the painter sees no differe
 Reading a handle is as strict as reading inline bytes: the name is a plain file name of the connection's own folder
 (no path, no link: another client's folder or any other file cannot be named), the file must be a regular file of
 this user holding exactly the declared size, which must be what ``width`` x ``height`` ``format`` needs, and the
-sizes of one message add up within the frame limit. Each file is taken once and removed by its reader: the server
-maps it read-only (no copy; only a process of the server's own user can write into its private folder, and such a
-process could stop the server anyway), the client reads it into ``bytes`` (a mapping would tie the result to the
-file). The writer removes what was never read when the job ends or the connection drops, and the server removes the
-whole folder when the connection ends (``sweep`` removes the folders of server processes that died).
+sizes of one message add up within the frame limit. Each file is taken once and removed by its reader, which maps
+it read-only (a memoryview: no copy; only a process of the same user can write into the private folder, and such a
+process could stop either side anyway). The file is unlinked as it is opened, so its name is gone at once and its
+memory when the last view of it is dropped. The writer removes what was never read when the job ends or the
+connection drops, and the server removes the whole folder when the connection ends (``sweep`` removes the folders of
+server processes that died).
 """
 
 from __future__ import annotations
@@ -53,19 +54,17 @@ def shared_base() -> str:
 
 
 class SharedFolder:
-    """One connection's folder of payload files (``path``), with counts of the payloads written and read; ``mapped``:
-    files are taken as read-only mappings (memoryviews) instead of ``bytes``."""
+    """One connection's folder of payload files (``path``), with counts of the payloads written and read."""
 
-    def __init__(self, path: str, mapped: bool = False) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.mapped = mapped
         self.written = 0
         self.read = 0
 
     @classmethod
     def create(cls, base: Optional[str] = None) -> "SharedFolder":
-        """A new private folder (mode 0700) named after this process (the server side; it maps what it takes)."""
-        return cls(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-", dir=base or shared_base()), True)
+        """A new private folder (mode 0700) named after this process (the server side)."""
+        return cls(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-", dir=base or shared_base()))
 
     @classmethod
     def join(cls, path: Any) -> Optional["SharedFolder"]:
@@ -107,8 +106,9 @@ class SharedFolder:
         return {"name": name, "size": len(view)}
 
     def take(self, handle: Any, field: str, size: int) -> Any:
-        """The bytes of the file ``handle`` names, which must hold exactly ``size`` bytes; the file is removed.
-        Anything wrong is a ``bad_request`` ProtocolError naming ``field`` (the handle's path)."""
+        """The bytes of the file ``handle`` names, which must hold exactly ``size`` bytes, as a read-only memoryview
+        of the file mapped (no copy); the file is removed. Anything wrong is a ``bad_request`` ProtocolError naming
+        ``field`` (the handle's path)."""
         name = handle.get("name")
         if not isinstance(name, str) or not FILE_NAME.fullmatch(name):
             raise bad_field(
@@ -133,16 +133,11 @@ class SharedFolder:
                 raise bad_field(f"{field}.name", f"is not a regular file of this user ({name})")
             if info.st_size != size:
                 raise bad_field(f"{field}.size", f"is {size} but the shared file {name} holds {info.st_size} bytes")
-            if self.mapped:
-                data: Any = memoryview(
-                    mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
-                )
-            else:
-                data = _read_exact(fd, size)
+            data = memoryview(
+                mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
+            )
         finally:
             os.close(fd)
-        if len(data) != size:
-            raise bad_field(f"{field}.size", f"is {size} but only {len(data)} bytes could be read from {name}")
         self.read += 1
         return data
 
@@ -161,21 +156,6 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _read_exact(fd: int, size: int) -> bytes:
-    data = os.read(fd, size)
-    if len(data) == size or not data:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < size:
-        more = os.read(fd, size - got)
-        if not more:
-            break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
 
 
 def _is_payload(value: Mapping) -> bool:

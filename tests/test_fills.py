@@ -122,6 +122,51 @@ def test_only_thin_holes_are_matched_on_a_grid():
     assert np.abs(out.astype(int) - img.astype(int))[scratch > 0].mean() < 40
 
 
+def test_an_outpaint_bands_fill_works_on_its_strip_whatever_the_canvas(monkeypatch):
+    """The exemplar fill of an 8 px band gets the band's strip (the band and the margin it reads), never the canvas:
+    the same left band on a canvas 4x wider costs the same (the fill sees crops of the same sizes, and the same
+    pixels give the same band)."""
+    import server.patchfill as patchfill
+
+    seen = []
+
+    def recorded(rgb, hole, check=lambda: None, seed=0):
+        seen.append(hole.shape)
+        return patchfill.patch_fill(rgb, hole, check, seed)
+
+    monkeypatch.setattr(imageops, "patch_fill", recorded)
+    photo = photo_960x540()[:, :480]
+    bands = []
+    for width in (480, 1920):
+        seen.clear()
+        canvas = np.ascontiguousarray(np.tile(photo, (1, width // 480, 1)))
+        layer = imageops.outpaint_layer(imageops.rgba(canvas), imageops.Extend(left=8), "patch")
+        assert seen == [(photo.shape[0], 8 + imageops.CONTEXT_MARGIN[0])], seen
+        bands.append(layer[:, :8, :3])
+    assert np.array_equal(bands[0], bands[1])
+
+
+def test_patch_distances_are_the_squared_differences_of_the_patches():
+    """The matching's distances (patches gathered as packed 16-byte pixels) are the plain sums of squared RGB
+    differences of the 7 x 7 patches, within float32 rounding."""
+    from server.patchfill import PATCH, RADIUS, _Field, _Level
+
+    img = photo_960x540()[100:160, 200:300].astype(np.float32)
+    hole = np.zeros(img.shape[:2], bool)
+    hole[20:40, 30:60] = True
+    level = _Level(img, hole)
+    rng = np.random.default_rng(5)
+    sy, sx = level.random_sources(len(level.ty), rng)
+    field = _Field(level, sy, sx)
+    padded = cv2.copyMakeBorder(img, RADIUS, RADIUS, RADIUS, RADIUS, cv2.BORDER_REFLECT)
+
+    def patch(y, x):
+        return padded[y : y + PATCH, x : x + PATCH].astype(np.float64)
+
+    direct = np.array([((patch(ty, tx) - patch(y, x)) ** 2).sum() for ty, tx, y, x in zip(level.ty, level.tx, sy, sx)])
+    assert np.allclose(field.cost, direct, rtol=1e-5), np.abs(field.cost - direct).max()
+
+
 # --- behaviour of the exemplar fill ----------------------------------------------------------------------------------
 
 
