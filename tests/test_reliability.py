@@ -477,6 +477,27 @@ def test_a_slow_reader_is_throttled_never_dropped_and_others_run_meanwhile(tmp_p
             slow.close()
 
 
+def test_a_live_client_that_does_not_read_holds_at_most_one_waiting_frame(start_server):
+    limit = 1 * MiB
+    server = start_server(max_outbox_bytes=limit, write_timeout=60)
+    queue = server.server.queue
+    client = NotReading(server.url)
+    try:
+        client.send(hello("live painter", "live"))
+        link = session_of(server, "live").link
+        for i in range(5):  # more than the socket buffers hold: its results wait
+            client.send(inpaint(f"big-{i}", 1024, 1024))
+        wait_for(lambda: link.closed_because is not None or held_back(queue, link))
+        assert link.closed_because is None
+        for i in range(8):  # it goes on painting: each newer frame replaces the waiting one
+            client.send(dict(inpaint(f"l{i}", 256, 256), live=True))
+        wait_for(lambda: [q.id for q in queue.jobs_of(link.session) if q.live] == ["l7"])
+        assert link.closed_because is None and queue.current is None
+        assert link.outbox.peak_bytes <= limit + RESULT_BYTES + 64 * 1024
+    finally:
+        client.close()
+
+
 def test_a_kept_result_over_the_bound_comes_back_on_reconnect(start_server):
     server = start_server(max_outbox_bytes=1 * MiB, write_timeout=30)
     client = SlowReader(server.url)
