@@ -98,7 +98,7 @@ class Link:
         self.outbox.put(msg)
         if self.outbox.flooded:
             self.shut(
-                f"the client does not read: over {self.outbox.max_bytes // (1024 * 1024)} MiB of messages wait for it"
+                f"the client does not read: over {self.outbox.max_bytes / (1024 * 1024):g} MiB of answers wait for it"
             )
 
     async def pump(self) -> None:

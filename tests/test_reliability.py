@@ -498,6 +498,12 @@ def test_a_live_client_that_does_not_read_holds_at_most_one_waiting_frame(start_
         client.close()
 
 
+def test_an_outbox_bound_too_small_for_a_welcome_is_refused_at_start():
+    with pytest.raises(ValueError, match="max_outbox_bytes must be at least 65536"):
+        ServerConfig(max_outbox_bytes=8192).validate()
+    ServerConfig(max_outbox_bytes=64 * 1024).validate()
+
+
 def test_a_kept_result_over_the_bound_comes_back_on_reconnect(start_server):
     server = start_server(max_outbox_bytes=1 * MiB, write_timeout=30)
     client = SlowReader(server.url)
