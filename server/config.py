@@ -46,6 +46,8 @@ def default_cache_dir() -> Path:
 is_loopback = is_loopback_host
 
 
+MIN_OUTBOX_BYTES = 64 * 1024
+
 DTYPES = ("float16", "bfloat16", "float32")
 DTYPE_ENV = "PAINTBRIDGE_DTYPE"  # the dtype when --dtype is not given (unset: measured per machine)
 
@@ -69,8 +71,10 @@ class ServerConfig:
     preload: bool = False  # load the default checkpoint in the background at start, so the first job is warm
     allow_origins: List[str] = field(default_factory=list)  # browser origins allowed to connect (none by default)
     allow_hosts: List[str] = field(default_factory=list)  # extra names the Host header may carry
-    max_outbox_bytes: int = 256 * 1024 * 1024  # unsent bytes a client may fall behind by before it is disconnected
-    write_timeout: float = 60.0  # s a client may read nothing while the server has something for it
+    # unsent bytes a client may fall behind by: beyond them its next job waits until it has read them (it is not
+    # disconnected for results; more than this of other messages, answers it asked for and does not read, does)
+    max_outbox_bytes: int = 256 * 1024 * 1024
+    write_timeout: float = 60.0  # s a client may read nothing while the server has something for it (then disconnected)
     guess_delay: float = 0.25  # s the first wrong token delays its address's next check (doubling, capped)
     guess_delay_max: float = 8.0
     shared_memory: bool = True  # offer payloads through a shared folder to clients on this machine
@@ -94,6 +98,11 @@ class ServerConfig:
             raise ValueError(f"the grace period must not be negative, got {self.grace:g} s")
         if self.write_timeout <= 0:
             raise ValueError(f"the write timeout must be positive, got {self.write_timeout:g} s")
+        if self.max_outbox_bytes < MIN_OUTBOX_BYTES:
+            raise ValueError(
+                f"max_outbox_bytes must be at least {MIN_OUTBOX_BYTES} (a welcome and a few answers), "
+                f"got {self.max_outbox_bytes}"
+            )
         for origin in self.allow_origins:
             if "://" not in origin or origin.rstrip("/").count("/") > 2:
                 raise ValueError(f"--allow-origin takes an origin like http://localhost:3000, got {origin!r}")

@@ -3,8 +3,9 @@
 Each job belongs to an *owner* (a client session, ``server.sessions.ClientSession``) that hears what happens to the job
 as ``events`` (queued, started, progress, finished, failed, cancelled) through ``await owner.on_event(event)``; the
 owner makes the wire messages. The queue builds each job's ``JobContext`` (progress reports, cancellation). Each owner
-has its own queue; the worker takes turns across owners (``_take_next``), so one client's many jobs never make another
-client's job wait for more than one of them.
+has its own queue; the worker takes turns across owners (``startable``), so one client's many jobs never make another
+client's job wait for more than one of them. An owner can be *held* (its client reads its results slower than they
+come: ``hold``/``release``): its queued jobs wait, the others' go on, and it keeps its place in the turns.
 
 The turn-taking and job bookkeeping are shared with the cluster front end (``server.cluster.dispatch``), whose queue
 runs several jobs at once (one per engine replica) and overrides only how a job is picked and executed.
@@ -20,7 +21,7 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, List, Optional, Protocol
+from typing import Callable, Deque, Dict, List, Optional, Protocol, Set
 
 import numpy as np
 
@@ -69,7 +70,8 @@ class JobQueue:
 
     Fair across clients: each owner has its own queue and its own limit of ``max_queue`` jobs (queued or running), and
     the worker takes the next job from the owner whose last job started longest ago (an owner that has not run a job
-    yet comes first), so owners take turns one job at a time, whatever one of them queued.
+    yet comes first), so owners take turns one job at a time, whatever one of them queued. A held owner's jobs are
+    passed over until it is released.
     """
 
     def __init__(self, run: RunFn, max_queue: int) -> None:
@@ -78,6 +80,7 @@ class JobQueue:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._waiting: Dict[object, Deque[QueuedJob]] = {}  # owner -> its queued jobs; dict order = arrival
         self._last_turn: Dict[object, int] = {}  # owner -> the turn its last job started in
+        self._held: Set[object] = set()  # owners whose next job must not start yet
         self._turns = 0
         self._wakeup = asyncio.Event()
         self.running: List[QueuedJob] = []  # one on a single machine; one per busy replica in a cluster
@@ -102,10 +105,27 @@ class JobQueue:
         return sorted(self._waiting, key=lambda owner: self._last_turn.get(owner, -1))
 
     def run_order(self) -> List[QueuedJob]:
-        """Every queued job in the order the worker will take them (if nothing else arrives)."""
+        """Every queued job in the order the worker will take them (if nothing else arrives and no owner is held)."""
         owners = [self._waiting[o] for o in self._turn_order()]
         rounds = max((len(q) for q in owners), default=0)
         return [q[k] for k in range(rounds) for q in owners if k < len(q)]
+
+    def startable(self) -> List[QueuedJob]:
+        """The queued jobs that may start now (their owner is not held), in run order."""
+        return [item for item in self.run_order() if item.owner not in self._held]
+
+    def hold(self, owner: object) -> None:
+        """Start no job of ``owner`` until ``release`` (its running jobs go on)."""
+        self._held.add(owner)
+
+    def release(self, owner: object) -> None:
+        """``owner``'s jobs may start again, in its turn."""
+        if owner in self._held:
+            self._held.discard(owner)
+            self._wakeup.set()
+
+    def is_held(self, owner: object) -> bool:
+        return owner in self._held
 
     def position(self, item: QueuedJob) -> int:
         """Jobs that run before ``item`` (0 = next, or running)."""
@@ -182,6 +202,7 @@ class JobQueue:
                 self._remove(item)
         if not live_only:
             self._last_turn.pop(owner, None)
+            self._held.discard(owner)
         return dropped
 
     def _take(self, item: QueuedJob) -> QueuedJob:
@@ -192,16 +213,13 @@ class JobQueue:
         self.running.append(item)
         return item
 
-    def _take_next(self) -> QueuedJob:
-        return self._take(self._waiting[self._turn_order()[0]][0])
-
     async def worker(self) -> None:
         """Run queued jobs forever, one at a time."""
         while True:
-            while not self._waiting:
+            while not (startable := self.startable()):
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            item = self._take_next()
+            item = self._take(startable[0])
             try:
                 await self._run_one(item)
             finally:

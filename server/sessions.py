@@ -2,10 +2,13 @@
 session id (``hello.session``) picks them up where they were.
 
 A ``Link`` is one websocket connection's sending side: an outbox drained in order through the sans-I/O
-``protocol.connection.Connection``. A ``ClientSession`` owns the client's open jobs and is attached to at most one link;
-while it is detached, final messages are kept (not those of live frames) and other events are dropped. On attach the
-session answers ``welcome`` with ``resumed`` = its open job ids, then re-sends each job's state: ``queued`` or
-``started`` for the ones still waiting or running, the kept final message for the finished ones.
+``protocol.connection.Connection``. While more than ``max_bytes`` wait in it, the session's next job does not start (the
+job queue holds it): a client that reads slowly is throttled, never dropped for the volume waiting; a client that reads
+nothing for ``write_timeout`` s is disconnected. A ``ClientSession`` owns the client's open jobs and is attached to at
+most one link; while it is detached, final messages are kept (not those of live frames) and other events are dropped. On
+attach the session answers ``welcome`` with ``resumed`` = its open job ids, then re-sends each job's state: ``queued``
+or ``started`` for the ones still waiting or running, the kept final message for the finished ones (whatever their size:
+they are sent one after another, and the session's next job waits until they are read).
 
 A ``FinalKeeper`` (optional; the cluster front end has one outside its process) also holds each final message of a
 named session until the client confirms it, so a restarted server can ``restore`` the finished jobs of its sessions.
@@ -26,7 +29,6 @@ from protocol.connection import Connection
 from protocol import errors
 from protocol.errors import LocalProtocolError
 from protocol.messages import (
-    FINAL_TYPES,
     Cancelled,
     Error,
     Message,
@@ -40,14 +42,10 @@ from protocol.messages import (
 from . import events, payloads
 from .jobs import JobQueue, QueuedJob
 from .netlog import peer_of
-from .outbox import Outbox
+from .outbox import Outbox, is_final
 
 log = logging.getLogger("paintbridge.server")
 T = TypeVar("T")
-
-
-def _is_final(msg: Message) -> bool:
-    return isinstance(msg, FINAL_TYPES) and getattr(msg, "id", None) is not None
 
 
 class FinalKeeper(Protocol):
@@ -67,12 +65,16 @@ class ClientNotReading(Exception):
 
 
 class Link:
-    """One connection's ordered outgoing side, bounded: a client that does not read is disconnected.
+    """One connection's ordered outgoing side, bounded: a client that reads slowly is throttled, one that does not read
+    is disconnected.
 
-    The outbox coalesces progress (the newest wins) and counts bytes; when more than ``max_bytes`` wait beyond the
-    message being sent, or a send makes no progress for ``write_timeout`` s (the client's socket stays full), the
-    connection is closed with code 1008 and a reason, and what it held is given back (final messages go to the
-    session, which keeps them for a reconnect like after any dropped connection).
+    The outbox coalesces progress (the newest wins) and counts bytes. While more than ``max_bytes`` wait, the session
+    attached to the link starts no new job (``SessionTable.attach`` wires ``outbox.on_behind`` to the job queue), so
+    results pile up no further than the jobs already running. The connection is closed with code 1008 and a reason
+    when a send makes no progress for ``write_timeout`` s (the client's socket stays full), or when more than
+    ``max_bytes`` of messages other than results wait (a client that keeps asking without reading the answers); what it
+    held is given back (final messages go to the session, which keeps them for a reconnect like after any dropped
+    connection).
     """
 
     def __init__(
@@ -90,13 +92,13 @@ class Link:
 
     def put(self, msg: Message) -> None:
         if self.closed_because is not None:
-            if _is_final(msg):
+            if is_final(msg):
                 self._unsent.append(msg)  # the session keeps it when the link is unhooked
             return
         self.outbox.put(msg)
-        if self.outbox.over_limit:
+        if self.outbox.flooded:
             self.shut(
-                f"the client does not read: over {self.outbox.max_bytes // (1024 * 1024)} MiB of messages wait for it"
+                f"the client does not read: over {self.outbox.max_bytes / (1024 * 1024):g} MiB of answers wait for it"
             )
 
     async def pump(self) -> None:
@@ -120,7 +122,7 @@ class Link:
                 )
             try:
                 await self._watched(self.ws.send(fragments(frame)))
-                if _is_final(msg):
+                if is_final(msg):
                     self._unconfirmed.append(msg)
                     pong = await self._watched(self.ws.ping())  # its pong confirms every final sent before it
                     asyncio.ensure_future(self._confirm(pong, list(self._unconfirmed)))
@@ -174,7 +176,7 @@ class Link:
             return
         self.closed_because = reason
         for msg in self.outbox.drain():  # give the memory back; final messages go to the session
-            if _is_final(msg):
+            if is_final(msg):
                 self._unsent.append(msg)
         client = self.session.client if self.session is not None else "?"
         log.warning("closing the connection of %s (%s): %s", client, peer_of(self.ws), reason)
@@ -239,7 +241,7 @@ class ClientSession:
 
     async def send(self, msg: Message) -> None:
         """A message about one of this session's jobs or downloads (or about a request of its link)."""
-        if _is_final(msg):
+        if is_final(msg):
             job_id = msg.id  # type: ignore[attr-defined]
             self.jobs.pop(job_id, None)
             if self.keeper is not None and job_id not in self.forgotten and job_id not in self.live:
@@ -323,7 +325,8 @@ class SessionTable:
 
     def attach(self, link: Link, session_id: Optional[str], client: str, welcome: Callable[..., Welcome]) -> None:
         """Bind ``link`` to the session ``session_id`` (a new one when unknown or None) and queue its ``welcome``
-        (made by ``welcome(session=..., resumed=...)``) followed by the resumed jobs' state."""
+        (made by ``welcome(session=..., resumed=...)``) followed by the resumed jobs' state. From now on the job queue
+        holds the session's next job while the link's outbox is behind (kept results count: they wait in it too)."""
         named = session_id is not None
         session = self.sessions.get(session_id) if named else None
         if session is None:
@@ -339,6 +342,7 @@ class SessionTable:
             asyncio.ensure_future(old.ws.close(1001, "replaced by a new connection of the same session"))
         session.client = client
         link.session = session
+        link.outbox.on_behind = lambda behind: (self.queue.hold if behind else self.queue.release)(session)
         if session.keeper is not None:
             keeper, sid = session.keeper, session.id
             link.on_confirmed = lambda msg: keeper.delivered(sid, msg.id)  # type: ignore[attr-defined]
@@ -368,15 +372,16 @@ class SessionTable:
         else:
             self._expire(session)
 
-    @staticmethod
-    def _unhook(link: Link) -> None:
+    def _unhook(self, link: Link) -> None:
         session = link.session
         if session is None:
             return
         session.link = None
         link.session = None
+        link.outbox.on_behind = None
+        self.queue.release(session)  # a detached session's results are kept, at most one per job it may hold
         for msg in link.drain():
-            if _is_final(msg):
+            if is_final(msg):
                 session.keep_final(msg)
 
     def _expire(self, session: ClientSession) -> None:

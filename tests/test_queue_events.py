@@ -150,3 +150,39 @@ def test_a_finished_event_becomes_a_result_in_the_clients_pixel_format_and_a_pre
     assert bytes(layer.data)[:4] == bytes([0, 0, 200, 255])  # blue, green, red, alpha
     progress = asyncio.run(message_of(events.Progress(item, 1, 2, np.full((2, 2, 3), 9, np.uint8))))
     assert progress.preview.format == "rgba8" and bytes(progress.preview.data)[:4] == bytes([9, 9, 9, 255])
+
+
+def test_a_held_owner_s_jobs_wait_while_the_others_run_and_it_keeps_its_turn():
+    """A client that reads its results slower than they come is held: its next job waits, other clients' go on; once
+    released it is next in turn (it has waited longest)."""
+    started: List[str] = []
+
+    def records(job: Job, ctx: JobContext) -> List[Layer]:
+        started.append(job.id)
+        return []
+
+    async def finished(owner: Recorder, count: int) -> None:
+        while kinds(owner).count("Finished") < count:
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        queue = JobQueue(records, max_queue=4)
+        slow, fast = Recorder(), Recorder()
+        worker = asyncio.ensure_future(queue.worker())
+        try:
+            queue.hold(slow)
+            for job_id, owner in (("s1", slow), ("f1", fast), ("f2", fast)):
+                await queue.submit(QueuedJob(Job(id=job_id, mode="generate"), owner))
+            await asyncio.wait_for(finished(fast, 2), 30)
+            assert started == ["f1", "f2"] and kinds(slow) == ["Queued"] and queue.is_held(slow)
+            assert [q.id for q in queue.startable()] == [] and [q.id for q in queue.run_order()] == ["s1"]
+            await queue.submit(QueuedJob(Job(id="f3", mode="generate"), fast))
+            queue.release(slow)
+            await asyncio.wait_for(finished(fast, 3), 30)
+            await asyncio.wait_for(finished(slow, 1), 30)
+        finally:
+            worker.cancel()
+        assert started == ["f1", "f2", "s1", "f3"]
+        assert kinds(slow) == ["Queued", "Started", "Finished"]
+
+    asyncio.run(scenario())

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
+from websockets.frames import Close, Frame, Opcode
 from websockets.sync.client import connect
 from websockets.uri import parse_uri
 
@@ -261,6 +262,8 @@ def _result(job_id: str, nbytes: int) -> Result:
 
 def test_the_outbox_coalesces_progress_and_counts_bytes():
     box = Outbox(max_bytes=10_000)
+    behind: List[bool] = []
+    box.on_behind = behind.append
     preview = ImagePayload(8, 8, "rgba8", bytes(256))
     box.put(Queued("a", 0))
     box.put(Progress("a", 1, 10, preview))
@@ -273,14 +276,18 @@ def test_the_outbox_coalesces_progress_and_counts_bytes():
         ("progress", 3),
         ("progress", 1),
     ]
-    assert box.bytes == 0
+    assert box.bytes == 0 and behind == []
     box.put(_result("big", 40_000))
-    assert not box.over_limit  # one message of any size may wait
     box.put(Progress("a", 4, 10))
-    assert box.over_limit and box.peak_bytes > 40_000
-    box.put(Cancelled("x"))
+    # Results over the bound: the client is behind (its next job waits), but it is not flooding the server.
+    assert box.behind and not box.flooded and box.peak_bytes > 40_000 and behind == [True]
+    assert box.take().type == "result"
+    assert not box.behind and behind == [True, False]
+    for i in range(40):  # answers a client asked for and does not read: no job bounds them
+        box.put(Cancelled(f"x{i}"))
+    assert box.flooded and behind == [True, False, True]
     box.drain()
-    assert box.bytes == 0
+    assert box.bytes == box.result_bytes == 0 and behind == [True, False, True, False]
 
 
 class NotReading:
@@ -288,7 +295,7 @@ class NotReading:
     handshake; its receive buffer is as small as the system allows."""
 
     def __init__(self, url: str) -> None:
-        self.protocol = ClientProtocol(parse_uri(url))
+        self.protocol = ClientProtocol(parse_uri(url), max_size=None)
         uri = parse_uri(url)
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -312,6 +319,47 @@ class NotReading:
         self.sock.close()
 
 
+class SlowReader(NotReading):
+    """A client that reads when asked to, slowly: ``chunk`` bytes at a time with a pause after each (it answers the
+    server's pings, like any websocket client)."""
+
+    def __init__(self, url: str, chunk: int = 64 * 1024, pause: float = 0.001) -> None:
+        super().__init__(url)
+        self.chunk, self.pause = chunk, pause
+        self._parts: List[bytes] = []
+        self._messages: List[dict] = []
+
+    def recv(self, timeout: float = 120) -> dict:
+        end = time.monotonic() + timeout
+        self.sock.settimeout(timeout)
+        self._take_frames()
+        while not self._messages:
+            assert time.monotonic() < end, "timed out"
+            time.sleep(self.pause)
+            data = self.sock.recv(self.chunk)
+            if data:
+                self.protocol.receive_data(data)
+            else:
+                self.protocol.receive_eof()
+            self._flush()  # pongs
+            self._take_frames()
+            assert data or self._messages, "the server closed the connection without a close frame"
+        return self._messages.pop(0)
+
+    def _take_frames(self) -> None:
+        for frame in self.protocol.events_received():
+            if not isinstance(frame, Frame):  # the handshake's response
+                continue
+            if frame.opcode is Opcode.CLOSE:
+                close = Close.parse(frame.data)
+                raise AssertionError(f"the server closed the connection: {close.code} {close.reason}")
+            if frame.opcode in (Opcode.BINARY, Opcode.CONT):
+                self._parts.append(frame.data)
+                if frame.fin:
+                    self._messages.append(decode(b"".join(self._parts)))
+                    self._parts = []
+
+
 def the_only_link(server, deadline: float = 60):
     table = server.server.sessions
     end = time.monotonic() + deadline
@@ -330,29 +378,153 @@ def wait_for(condition, deadline: float = 120) -> None:
         time.sleep(0.05)
 
 
-def test_a_client_that_never_reads_is_dropped_with_bounded_memory(start_server, caplog):
+MiB = 1024 * 1024
+RESULT_BYTES = 1024 * 1024 * 4  # the result of inpaint(..., 1024, 1024)
+
+
+def session_of(server, session_id: str, deadline: float = 60):
+    table = server.server.sessions
+    wait_for(lambda: session_id in table.sessions and table.sessions[session_id].link is not None, deadline)
+    return table.sessions[session_id]
+
+
+def held_back(queue, link) -> bool:
+    """More than the bound waits for the link's client, and the queue runs nothing though jobs of its session wait."""
+    return link.outbox.bytes > link.outbox.max_bytes and queue.current is None and bool(queue.jobs_of(link.session))
+
+
+def test_a_client_that_never_reads_is_held_then_dropped_after_the_write_timeout(start_server, caplog):
     caplog.set_level(logging.INFO)
-    limit = 6 * 1024 * 1024
-    server = start_server(max_outbox_bytes=limit, write_timeout=300)
+    limit = 6 * MiB
+    server = start_server(max_outbox_bytes=limit, write_timeout=3.0)
+    queue = server.server.queue
     client = NotReading(server.url)
     try:
         client.send(hello("never-reads"))  # a 1.0-style client: no session to resume
         link = the_only_link(server)
-        for i in range(10):  # each result is 4 MiB
+        session = link.session
+        for i in range(10):
             client.send(inpaint(f"big-{i}", 1024, 1024))
+        # Its results wait: its next jobs do not start (the memory stays bounded), but it is not dropped for them...
+        wait_for(lambda: link.closed_because is not None or held_back(queue, link))
+        assert link.closed_because is None and queue.is_held(session)
+        # ...only for reading nothing at all for write_timeout s.
         wait_for(lambda: link.closed_because is not None)
-        assert "does not read" in link.closed_because
-        result_bytes = 1024 * 1024 * 4
-        assert link.outbox.peak_bytes <= limit + result_bytes + 64 * 1024  # never more than the limit + one result
+        assert "read nothing for 3 s" in link.closed_because
+        assert link.outbox.peak_bytes <= limit + RESULT_BYTES + 64 * 1024  # never more than the limit + one result
         assert link.outbox.bytes == 0
         wait_for(lambda: not server.server.sessions.sessions)  # the session and its memory are gone
-        queue = server.server.queue
-        wait_for(lambda: queue.current is None and len(queue) == 0)
+        wait_for(lambda: queue.current is None and len(queue) == 0 and not queue.is_held(session))
     finally:
         client.close()
     assert any("closing the connection of never-reads" in r.getMessage() for r in caplog.records)
     with Client(server.url, "after") as other:  # the server goes on
         assert other.run({k: v for k, v in inpaint("ok").items() if k != "type"}).layers
+
+
+class RecordingRouter(Router):
+    """The real router; records the order jobs start in."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        super().__init__(config)
+        self.started: List[str] = []
+
+    def run(self, job, ctx):
+        self.started.append(job.id)
+        return super().run(job, ctx)
+
+
+@pytest.mark.engine
+def test_a_slow_reader_is_throttled_never_dropped_and_others_run_meanwhile(tmp_path):
+    limit = 1 * MiB
+    config = ServerConfig(port=0, model_dirs=[tmp_path], max_outbox_bytes=limit, write_timeout=30)
+    router = RecordingRouter(config)
+    with ServerThread(config, router) as server:
+        queue = server.server.queue
+        slow = SlowReader(server.url)
+        try:
+            slow.send(hello("slow", "slow"))
+            assert slow.recv()["type"] == "welcome"
+            session = session_of(server, "slow")
+            link = session.link
+            mine = [f"s{i}" for i in range(1, 6)]
+            for job_id in mine:
+                slow.send(inpaint(job_id, 1024, 1024))  # 4 MiB results: each one alone is over the bound
+            # It reads nothing for now: once a result waits, its next job waits too.
+            wait_for(lambda: link.closed_because is not None or held_back(queue, link))
+            assert link.closed_because is None and queue.is_held(session)
+            before = list(router.started)
+            assert before == mine[: len(before)] and len(before) < len(mine)
+            # Another client's jobs run meanwhile, one after the other: the held client's turn is skipped.
+            fast, _ = raw_session(server.url, hello("fast", "fast"))
+            for job_id in ("f1", "f2"):
+                fast.send(encode(inpaint(job_id)))
+                assert finals(fast, 1)[job_id]["type"] == "result"
+            assert router.started == before + ["f1", "f2"] and queue.is_held(session)
+            # The slow client reads, with pauses: it gets every result, in order, and is never dropped.
+            results = []
+            while len(results) < len(mine):
+                msg = slow.recv()
+                assert msg["type"] not in ("error", "cancelled"), msg
+                if msg["type"] == "result":
+                    results.append(msg["id"])
+                    assert msg["layers"][0]["width"] == 1024
+            assert results == mine and link.closed_because is None
+            assert router.started == before + ["f1", "f2"] + mine[len(before) :]
+            assert link.outbox.peak_bytes <= limit + RESULT_BYTES + 64 * 1024  # within the bound + one result
+            wait_for(lambda: not queue.is_held(session))
+        finally:
+            slow.close()
+
+
+def test_a_live_client_that_does_not_read_holds_at_most_one_waiting_frame(start_server):
+    limit = 1 * MiB
+    server = start_server(max_outbox_bytes=limit, write_timeout=60)
+    queue = server.server.queue
+    client = NotReading(server.url)
+    try:
+        client.send(hello("live painter", "live"))
+        link = session_of(server, "live").link
+        for i in range(5):  # more than the socket buffers hold: its results wait
+            client.send(inpaint(f"big-{i}", 1024, 1024))
+        wait_for(lambda: link.closed_because is not None or held_back(queue, link))
+        assert link.closed_because is None
+        for i in range(8):  # it goes on painting: each newer frame replaces the waiting one
+            client.send(dict(inpaint(f"l{i}", 256, 256), live=True))
+        wait_for(lambda: [q.id for q in queue.jobs_of(link.session) if q.live] == ["l7"])
+        assert link.closed_because is None and queue.current is None
+        assert link.outbox.peak_bytes <= limit + RESULT_BYTES + 64 * 1024
+    finally:
+        client.close()
+
+
+def test_an_outbox_bound_too_small_for_a_welcome_is_refused_at_start():
+    with pytest.raises(ValueError, match="max_outbox_bytes must be at least 65536"):
+        ServerConfig(max_outbox_bytes=8192).validate()
+    ServerConfig(max_outbox_bytes=64 * 1024).validate()
+
+
+def test_a_kept_result_over_the_bound_comes_back_on_reconnect(start_server):
+    server = start_server(max_outbox_bytes=1 * MiB, write_timeout=30)
+    client = SlowReader(server.url)
+    try:
+        client.send(hello("painter", "resumes"))
+        assert client.recv()["type"] == "welcome"
+        session = session_of(server, "resumes")
+        client.send(inpaint("big", 1024, 1024))  # a 4 MiB result: four times the bound
+        assert client.recv() == {"type": "queued", "id": "big", "position": 0}
+    finally:
+        client.close()  # gone before reading the result
+    wait_for(lambda: "big" in session.finals)
+    ws, welcome = raw_session(server.url, hello("painter", "resumes"))  # never refused for what is kept
+    try:
+        assert welcome["type"] == "welcome" and welcome["resumed"] == ["big"]
+        result = decode(ws.recv(timeout=60))
+        assert result["type"] == "result" and result["id"] == "big" and result["layers"][0]["width"] == 1024
+        ws.send(encode(inpaint("next")))  # and the connection goes on
+        assert finals(ws, 1)["next"]["type"] == "result"
+    finally:
+        ws.close()
 
 
 def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(start_server):

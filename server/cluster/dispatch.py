@@ -64,7 +64,7 @@ class PoolQueue(JobQueue):
             routing.Want(key, self._running_items[key].owner, self._model(self._running_items[key]), False)
             for key in self._rerouting
         ]
-        return again + [routing.Want(item.key, item.owner, self._model(item), item.live) for item in self.run_order()]
+        return again + [routing.Want(item.key, item.owner, self._model(item), item.live) for item in self.startable()]
 
     def _model(self, item: QueuedJob) -> Optional[str]:
         key = checkpoint_key(item.job)

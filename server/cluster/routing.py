@@ -1,12 +1,12 @@
 """Which replica runs which job: pure functions over replica states, no Ray and no I/O (unit-tested on their own).
 
-The queue hands ``plan`` its waiting jobs in fair order (``JobQueue.run_order``: owners take turns). ``plan`` places
-them one by one, as list scheduling does, on the replica where each would finish first: a replica's time to become
-free (the rest of its running job, then the jobs placed on it in this pass), plus loading the job's checkpoint when the
-replica would not hold it by then, plus the job itself (and, to choose, not to wait: loading over another checkpoint
-counts that checkpoint's reload too, so an empty replica is taken before a warm one is evicted). A job placed on a
-replica that is free now starts now; a job placed on a busy replica waits for it, so a warm replica that is about to
-finish beats a cold one that would first load (a painter's consecutive jobs stay on the replica that holds their
+The queue hands ``plan`` its waiting jobs in fair order (``JobQueue.startable``: owners take turns, held ones wait).
+``plan`` places them one by one, as list scheduling does, on the replica where each would finish first: a replica's time
+to become free (the rest of its running job, then the jobs placed on it in this pass), plus loading the job's checkpoint
+when the replica would not hold it by then, plus the job itself (and, to choose, not to wait: loading over another
+checkpoint counts that checkpoint's reload too, so an empty replica is taken before a warm one is evicted). A job placed
+on a replica that is free now starts now; a job placed on a busy replica waits for it, so a warm replica that is about
+to finish beats a cold one that would first load (a painter's consecutive jobs stay on the replica that holds their
 model), and a backlog spills over to a cold replica once waiting costs more than loading. Ties go to the replica the
 owner used last, then to the least used one.
 
