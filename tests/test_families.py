@@ -273,8 +273,9 @@ def test_welcome_defaults_have_every_family():
 # --- modes through the server ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-fill", "tiny-flux-kontext", "tiny-sd3"])
+# the modes vary fastest: each model is loaded once for its four modes
 @pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint", "outpaint"])
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-fill", "tiny-flux-kontext", "tiny-sd3"])
 def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, model, mode):
     layer = run_mode(client, model, mode)
     assert layer.info["family"] == model[5:] if model != "tiny-sd3" else layer.info["family"] == "sd3"
