@@ -22,6 +22,12 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # Tests compare pixels across runs and servers: they run the fp32 recipe whatever this machine measured fastest
 # (tests/test_calibration.py unsets this to test the measured default).
 os.environ.setdefault("PAINTBRIDGE_DTYPE", "float32")
+# torch's OpenMP threads wait without spinning, as ``paintbridge serve`` makes them (server/tuning.py), here before any
+# test module imports torch: the tests run servers and tiny models in this process beside other processes on few
+# cores, where spinning threads made a tiny Flux job ~10x slower in wall time (and CPU time).
+from server import tuning
+
+tuning.passive_threads()
 # Styles the tests' servers save (in a thread, a process, or started by a real Krita) go to a folder of this run, not
 # the user's styles folder.
 if "PAINTBRIDGE_STYLES" not in os.environ:  # made once: a worker process of this run inherits it

@@ -110,7 +110,8 @@ class Hub:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() waits for the serving loop to look at its flag: every 50 ms, not the default 0.5 s per hub
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._dir = tempfile.TemporaryDirectory(prefix="hubstandin-")
         self.catalogue = unpinned_catalogue(Path(self._dir.name) / "catalogue.json")
         # what a server process needs to download from this stand-in (its files are test bytes, not the pinned ones)

@@ -90,8 +90,8 @@ def test_chroma_defaults_are_in_welcome():
     assert welcome_defaults()["families"]["chroma"] == {"steps": 40, "cfg": 3.0, "sampler": "Euler", "resolution": 1024}
 
 
-def test_the_shipped_config_builds_the_published_size_on_the_meta_device():
-    sizes = meta_sizes("chroma1-hd")
+def test_the_shipped_config_builds_the_published_size_on_the_meta_device(benchmark_main):
+    sizes = meta_sizes(benchmark_main, "chroma1-hd")
     assert abs(sizes["transformer"] * 1e9 - PUBLISHED) / PUBLISHED < 0.01, sizes
     assert sizes["text_encoder"] == 4.76, sizes  # T5-XXL's encoder
 

@@ -114,8 +114,9 @@ def test_welcome_and_listing_report_each_model_with_its_architecture(client):
 # --- modes -----------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["tiny-sd15", "tiny-sdxl"])
+# the modes vary fastest: each model is loaded once for its four modes
 @pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint", "outpaint"])
+@pytest.mark.parametrize("model", ["tiny-sd15", "tiny-sdxl"])
 def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, model, mode):
     image, mask = picture(), selection()
     msg = job(mode, model)

@@ -4,8 +4,6 @@ offline: recognition of every layout users download, every mode, parts found in 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -243,7 +241,7 @@ def test_shipped_configs_build_the_published_sizes_on_the_meta_device(config):
 
     folder = CONFIGS_DIR / config
     raw = json.loads((folder / "transformer" / "config.json").read_text())
-    with init_empty_weights():
+    with init_empty_weights(include_buffers=True):
         model = getattr(diffusers, raw["_class_name"]).from_config(raw)
     stored = sum(t.numel() for t in model.state_dict().values())
     assert abs(stored - PUBLISHED[config]) / PUBLISHED[config] < 0.05, stored  # published figures are rounded
@@ -252,7 +250,7 @@ def test_shipped_configs_build_the_published_sizes_on_the_meta_device(config):
         if cfg["model_type"] == "t5":
             continue
         cls = getattr(transformers, cfg["architectures"][0])
-        with init_empty_weights():
+        with init_empty_weights(include_buffers=True):
             enc = cls(cls.config_class.from_json_file(str(folder / sub / "config.json")))
         assert abs(sum(p.numel() for p in enc.parameters()) - size) / size < 0.03
 
@@ -275,8 +273,9 @@ def test_welcome_defaults_have_every_family():
 # --- modes through the server ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-fill", "tiny-flux-kontext", "tiny-sd3"])
+# the modes vary fastest: each model is loaded once for its four modes
 @pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint", "outpaint"])
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-fill", "tiny-flux-kontext", "tiny-sd3"])
 def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, model, mode):
     layer = run_mode(client, model, mode)
     assert layer.info["family"] == model[5:] if model != "tiny-sd3" else layer.info["family"] == "sd3"
@@ -364,19 +363,11 @@ def cancel_stops_the_job(client, model: str) -> None:
     assert last.type == "cancelled" and max(steps) < 100
 
 
-def meta_sizes(config: str) -> dict:
+def meta_sizes(benchmark_main, config: str) -> dict:
     """Billions of parameters per part (``{"transformer": 8.9, ...}``) of the shipped ``config`` built on the meta
-    device by the GPU benchmark."""
-    repo = Path(__file__).resolve().parent.parent
-    proc = subprocess.run(
-        [sys.executable, str(repo / "benchmarks" / "gpu_families.py"), "--meta", "--families", config],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=repo,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith(f"{config}:"))
+    device by the GPU benchmark (its ``main``, run by the ``benchmark_main`` fixture)."""
+    said = benchmark_main("gpu_families.py", "--meta", "--families", config)
+    line = next(x for x in said.splitlines() if x.startswith(f"{config}:"))
     return {name: float(size) for name, size, _ in (p.rsplit(" ", 2) for p in line.split(": ", 1)[1].split(", "))}
 
 

@@ -68,8 +68,8 @@ def _transformer_state():
     ).state_dict()
 
 
-def test_the_shipped_config_builds_the_published_size_on_the_meta_device():
-    sizes = meta_sizes("z-image-turbo")
+def test_the_shipped_config_builds_the_published_size_on_the_meta_device(benchmark_main):
+    sizes = meta_sizes(benchmark_main, "z-image-turbo")
     assert abs(sizes["transformer"] * 1e9 - PUBLISHED[0]) / PUBLISHED[0] < 0.01, sizes
     assert abs(sizes["text_encoder"] * 1e9 - PUBLISHED[1]) / PUBLISHED[1] < 0.01, sizes
 
