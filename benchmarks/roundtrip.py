@@ -22,6 +22,10 @@ and from the plugins' own client code in the hosts' Pythons; and the server's pe
    process the way the server handles it — frame decoded and validated (``Connection.receive_data``), pixels decoded
    (``payloads.job_from_message``), the router's engine call, the result encoded (``encode_layers`` and the result
    frame) — minus the pipeline's own calls (the engine's ``info["seconds"]``). Printed: the best of ``--live-reps``.
+3. Result write paths: the server's CPU time to put the round trip's result into a shared file, today's way
+   (``SharedFolder.put`` of the engine's array, after a channel swap for ``bgra8``) beside writing it straight into the
+   file mapped writable, which an engine drawing its output into shared memory would pay (``/dev/shm`` without huge
+   pages: the mapping's page faults cost more than the write's copy).
 
 Figures only; nothing here is a test. Other processes on the machine only add time: compare the ratios.
 """
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import re
 import subprocess
@@ -301,6 +306,58 @@ def round_trip(size: int, reps: int, fills: List[str], hosts: bool) -> None:
     )
 
 
+def result_write_paths(size: int, reps: int) -> None:
+    """What a result costs the server to put into a shared file, today's way (the engine's array, or its channel swap
+    for ``bgra8``, written with ``SharedFolder.put``) beside writing it straight into the file mapped writable (what an
+    engine drawing its output into shared memory would pay: the same bytes, through the mapping's page faults). CPU
+    time of this process, best of ``reps``; the file's pages are freed outside the timing (the client frees them)."""
+    import cv2
+
+    from protocol.shared import SharedFolder
+
+    rgba = np.random.default_rng(2).integers(0, 255, (size + 16, size + 16, 4), dtype=np.uint8)
+    folder = SharedFolder.create()
+
+    def cpu_ms(fn: Callable[[], str]) -> float:
+        best = float("inf")
+        for _ in range(reps):
+            started = time.process_time()
+            name = fn()
+            best = min(best, time.process_time() - started)
+            os.unlink(os.path.join(folder.path, name))
+        return best * 1000
+
+    def written(swap: bool) -> str:
+        return folder.put(cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA) if swap else rgba)["name"]
+
+    def mapped(swap: bool) -> str:
+        name = f"mapped-{time.perf_counter_ns()}.px"
+        fd = os.open(os.path.join(folder.path, name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, rgba.nbytes)
+            with mmap.mmap(fd, rgba.nbytes) as mapping:
+                out = np.frombuffer(mapping, np.uint8).reshape(rgba.shape)
+                if swap:
+                    cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA, dst=out)
+                else:
+                    np.copyto(out, rgba)
+                del out
+        finally:
+            os.close(fd)
+        return name
+
+    try:
+        print(f"result into a shared file ({rgba.nbytes / 2**20:.0f} MiB, server CPU ms, best of {reps}):")
+        for fmt, swap in (("rgba8", False), ("bgra8", True)):
+            now, direct = cpu_ms(lambda: written(swap)), cpu_ms(lambda: mapped(swap))
+            print(
+                f"  {fmt}: {'swap to a new array + ' if swap else ''}os.write (today) {now:.1f}; straight into the "
+                f"mapped file {direct:.1f} (mapped / today = {direct / now:.2f})"
+            )
+    finally:
+        folder.remove()
+
+
 def live_overhead(reps: int) -> None:
     sys.path.insert(0, str(REPO / "tests"))
     from factory import make_models_dir
@@ -372,6 +429,7 @@ def main() -> None:
     parser.add_argument("--no-live", action="store_true", help="skip the per-frame overhead (needs torch)")
     args = parser.parse_args()
     round_trip(args.size, args.reps, [f for f in args.fills.split(",") if f], not args.no_hosts)
+    result_write_paths(args.size, max(args.reps, 5))
     if not args.no_live:
         live_overhead(args.live_reps)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, List, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
@@ -115,6 +115,11 @@ class Job:
     def height(self) -> int:
         return self.image.shape[0] if self.image is not None else self.params.height
 
+    def without_pixels(self) -> "Job":
+        """This job without its pixel arrays (image, mask, controls, references, regions): what is kept of a job once
+        its engine is done with it."""
+        return replace(self, image=None, mask=None, controls=[], references=[], regions=[])
+
 
 @dataclass
 class Layer:
@@ -173,22 +178,37 @@ class JobContext:
         """
         self.check()
         done = threading.Event()
-        box: dict = {}
+        lock = threading.Lock()
+        box: dict = {"waiting": True}
 
         def call() -> None:
             try:
-                box["value"] = fn(*args, **kwargs)
+                outcome = ("value", fn(*args, **kwargs))
             except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
-                box["error"] = err
-            finally:
-                done.set()
+                outcome = ("error", err)
+            with lock:
+                if box["waiting"]:
+                    box[outcome[0]] = outcome[1]
+            del outcome
+            done.set()
 
         threading.Thread(target=call, name="paintbridge-interruptible", daemon=True).start()
-        while not done.wait(CANCEL_POLL_SECONDS):
-            self.check()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
+        try:
+            while not done.wait(CANCEL_POLL_SECONDS):
+                self.check()
+        except BaseException:
+            # Abandoned: what the call ends with is dropped as soon as it ends. (Kept here, an error would hold its
+            # frames, and the arrays they use, in a reference cycle until the garbage collector runs.)
+            with lock:
+                box["waiting"] = False
+            raise
+        error = box.pop("error", None)
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error  # (no cycle through this frame either)
+        return box.pop("value")
 
 
 class Engine(abc.ABC):

@@ -146,6 +146,7 @@ class JobQueue:
         """Forget ``item`` if it is queued (its submission failed), without any message."""
         if any(q is item for q in self._waiting.get(item.owner, ())):
             self._remove(item)
+        let_go(item)
 
     async def emit(self, event: events.Event) -> None:
         """Tell the job's owner what happened."""
@@ -167,6 +168,7 @@ class JobQueue:
             for old in [q for q in self._waiting.get(item.owner, ()) if q.live]:
                 self._remove(old)
                 await self.emit(events.Cancelled(old))
+                let_go(old)
         if len(self.jobs_of(item.owner)) >= self._max_queue:
             raise ProtocolError(
                 errors.BUSY,
@@ -189,6 +191,7 @@ class JobQueue:
         else:
             self._remove(item)
             await self.emit(events.Cancelled(item))
+            let_go(item)
         return True
 
     def drop(self, owner: object, live_only: bool = False) -> List[QueuedJob]:
@@ -200,6 +203,7 @@ class JobQueue:
                 item.ctx.cancel()
             else:
                 self._remove(item)
+                let_go(item)
         if not live_only:
             self._last_turn.pop(owner, None)
             self._held.discard(owner)
@@ -258,6 +262,17 @@ class JobQueue:
                 pass
         item.reported.clear()
         await self.emit(final)
+        del final  # (a failure's traceback may hold the job's pixels)
+        await let_go(item)
+
+
+def let_go(item: QueuedJob) -> "asyncio.Future[None]":
+    """Drop the pixels of a job that is over (its final message on its way), in a helper thread: the request's images
+    are often mapped shared files, and unmapping them then delays neither the reply nor the event loop. (The job is
+    referenced from its own context, so it is not freed as soon as the queue forgets it.)"""
+    held = [item.job]
+    item.job = item.job.without_pixels()
+    return asyncio.get_running_loop().run_in_executor(None, held.clear)
 
 
 def _failure(item: QueuedJob, err: Exception) -> ProtocolError:

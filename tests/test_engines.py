@@ -3,8 +3,10 @@ radii, and control layers refused (naming the field) by engines that cannot use 
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from typing import List, Optional
 
 import cv2
@@ -189,3 +191,41 @@ def test_interruptible_wait_returns_the_value_or_stops_at_a_cancel():
     with pytest.raises(JobCancelled):
         ctx.interruptible(release.wait, 60)  # would block a minute; the cancel ends the wait
     release.set()
+
+
+class _Pixels:
+    """Stands for a job's image (weak-referenceable)."""
+
+
+def test_interruptible_calls_let_go_of_what_they_used_without_the_garbage_collector():
+    """A failed call, and an abandoned one that ends with an error, leave no reference cycle holding their frames
+    (and the arrays those hold, such as a request image mapped from a shared file)."""
+
+    def fail(pixels: _Pixels, gate: threading.Event) -> None:
+        gate.wait(60)
+        raise ValueError("failed with the pixels in its frame")
+
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        ctx, pixels, gate = JobContext(), _Pixels(), threading.Event()
+        gate.set()
+        with pytest.raises(ValueError):
+            ctx.interruptible(fail, pixels, gate)
+        gone = weakref.ref(pixels)
+        del pixels
+        assert gone() is None
+        ctx, pixels, gate = JobContext(), _Pixels(), threading.Event()
+        threading.Timer(0.1, ctx.cancel).start()
+        with pytest.raises(JobCancelled):
+            ctx.interruptible(fail, pixels, gate)
+        gone = weakref.ref(pixels)
+        del pixels
+        gate.set()  # the abandoned call ends, with its error
+        deadline = time.monotonic() + 10
+        while gone() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gone() is None
+    finally:
+        if gc_was_on:
+            gc.enable()

@@ -17,7 +17,7 @@ import pytest
 from websockets.sync.client import connect
 
 from protocol import Limits
-from protocol.client import Client, JobCancelled
+from protocol.client import Client, JobCancelled, JobFailed
 from protocol.codec import decode, encode
 from protocol.shared import MIN_SHARED_BYTES, SharedFolder, sweep
 from tests.test_server import inpaint_job, layer_pixels, rect_mask, rgba_image
@@ -230,6 +230,40 @@ def test_no_file_is_left_after_a_job_a_cancel_or_a_disconnect(start_server):
     while os.path.exists(welcome["shared_folder"]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not os.path.exists(welcome["shared_folder"])
+
+
+def mappings_of(folder: SharedFolder) -> int:
+    """How many mappings of files in ``folder`` this process holds (its server threads' and its clients')."""
+    with open("/proc/self/maps") as maps:
+        return sum(f" {folder.path}/" in line for line in maps)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="counts mappings in /proc (Linux)")
+def test_the_server_unmaps_every_request_image_after_a_job_a_failure_or_a_cancel_running_or_queued(start_server):
+    server = start_server()
+    with Client(server.url, "shared-test") as client:
+        folder = client.shared_folder
+        result = client.run(big_job(), timeout=120)
+        assert mappings_of(folder) >= 1  # (the result this client holds)
+        del result
+        with pytest.raises(JobFailed, match="img2img"):  # refused by the engine, once it runs
+            client.run(big_job(mode="img2img"), timeout=120)
+        running, queued = client.submit(slow_job()), None
+        for msg in client.events(running, timeout=120):
+            if msg.type == "started" and queued is None:
+                queued = client.submit(big_job())
+                time.sleep(1.0)  # (the slow job's fill under way: cancelled, it runs on in the background)
+                client.cancel(queued)
+                client.cancel(running)
+        assert msg.type == "cancelled"
+        assert [msg.type for msg in client.events(queued, timeout=120)][-1] == "cancelled"
+        assert folder.written == 5  # the four images and the slow job's mask went through shared memory
+        # The server lets go of a job's pixels just after its answer (a cancelled fill still running in the background
+        # keeps its input until it stops): soon nothing of the folder is mapped.
+        deadline = time.monotonic() + 60
+        while mappings_of(folder) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mappings_of(folder) == 0
 
 
 def test_a_client_removes_the_files_a_stopped_server_never_read(start_server_process):
