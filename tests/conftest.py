@@ -88,11 +88,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The run's own styles folder goes (one the caller named in ``$PAINTBRIDGE_STYLES`` stays)."""
-    if Path(TEST_STYLES).name.startswith("paintbridge-test-styles-"):
+    """The run's own styles folder goes (one the caller named in ``$PAINTBRIDGE_STYLES`` stays), once every worker
+    process of ``pytest -n`` has finished with it: in the process that started them."""
+    is_worker = hasattr(session.config, "workerinput")
+    if not is_worker and Path(TEST_STYLES).name.startswith("paintbridge-test-styles-"):
         shutil.rmtree(TEST_STYLES, ignore_errors=True)
 
 
+def worker_group(item: pytest.Item, tier: str) -> str:
+    """Which tests one worker runs together under ``pytest -n`` (``--dist loadgroup``): a module's tests (they share
+    its module-scoped servers, models and host starts), and every cluster test (one real Ray at a time: its
+    clusters take fixed ports)."""
+    return "cluster" if tier == "cluster" else item.path.name
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
     wanted = {t.strip() for t in config.getoption("--tier").split(",") if t.strip()}
     unknown = wanted - set(TIERS)
@@ -104,6 +114,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
     for item in items:
         tier = tier_of(item)
         item.add_marker(getattr(pytest.mark, tier))
+        item.add_marker(pytest.mark.xdist_group(worker_group(item, tier)))
         (kept if tier in wanted else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
