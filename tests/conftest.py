@@ -165,7 +165,7 @@ GROUP_SECONDS = {
     "test_krita_host.py::krita_529_group": 110,
     "test_krita_host.py::krita_good_defaults_run[1]": 100,
     "test_krita_host.py::krita_6_run": 85,
-    "cluster": 200,
+    "cluster": 270,
     "test_regions_dit.py": 900,
     "test_families.py": 890,
     "test_diffusion.py": 780,
