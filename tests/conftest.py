@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 import pytest
+import xdist_groups
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -94,26 +95,163 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The run's own styles folder goes (one the caller named in ``$PAINTBRIDGE_STYLES`` stays)."""
-    if Path(TEST_STYLES).name.startswith("paintbridge-test-styles-"):
+    """The run's own styles folder goes (one the caller named in ``$PAINTBRIDGE_STYLES`` stays), once every worker
+    process of ``pytest -n`` has finished with it: in the process that started them."""
+    is_worker = hasattr(session.config, "workerinput")
+    if not is_worker and Path(TEST_STYLES).name.startswith("paintbridge-test-styles-"):
         shutil.rmtree(TEST_STYLES, ignore_errors=True)
+    if not is_worker:
+        xdist_groups.remove_folder(session.config)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+HOST_START_SHARED = "WORKER_FIXTURES"
+"""A host module may name, in a tuple of this name, module-scoped fixtures that start no host and are cheap to make
+once per worker process (a server with no models, a throw-away profile): they do not tie tests into one group."""
+
+
+def _host_starts(item: pytest.Item) -> set:
+    """The host starts a host test shares with others: the module-scoped fixtures of its own module in its closure
+    (a parametrized one once per parameter), except the module's ``WORKER_FIXTURES``."""
+    module = item.module
+    cheap = set(getattr(module, HOST_START_SHARED, ()))
+    indices = getattr(getattr(item, "callspec", None), "indices", {})
+    starts = set()
+    for name, defs in item._fixtureinfo.name2fixturedefs.items():
+        fixture = defs[-1]
+        if name in cheap or fixture.scope != "module" or getattr(fixture.func, "__module__", "") != module.__name__:
+            continue
+        starts.add((name, indices.get(name, -1) if fixture.params else -1))
+    return starts
+
+
+def host_groups(items: List[pytest.Item]) -> dict:
+    """Host test -> its group: the tests of a module that share a host start (a fixture of ``_host_starts``, also
+    through another test) form one group, named after the module and the first of their starts; a test that shares
+    none is a group of its own."""
+    parent: dict = {}
+
+    def root(key):
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    starts = {item: {(item.path.name, *start) for start in _host_starts(item)} for item in items}
+    for keys in starts.values():
+        for key in keys:
+            parent[root(key)] = root(min(keys))
+    first: dict = {}
+    for key in parent:
+        first[root(key)] = min(first.get(root(key), key), key)
+    names = {}
+    for item, keys in starts.items():
+        if not keys:
+            names[item] = item.nodeid
+            continue
+        module, fixture, param = first[root(min(keys))]
+        names[item] = f"{module}::{fixture}" + (f"[{param}]" if param >= 0 else "")
+    return names
+
+
+def worker_group(item: pytest.Item, tier: str, hosts: dict) -> str:
+    """Which tests one worker runs together under ``pytest -n`` (``--dist loadgroup``): a module's tests (they share
+    its module-scoped servers and models), a host module's tests that share one Krita or GIMP start (``host_groups``:
+    several host groups run at once), and every cluster test (one real Ray at a time: its clusters take fixed
+    ports)."""
+    if tier == "cluster":
+        return "cluster"
+    return hosts.get(item, item.path.name)
+
+
+GROUP_SECONDS = {
+    "test_krita_host.py::krita_diffusion_run": 410,
+    "test_krita_host.py::krita_decompose_run": 225,
+    "test_gimp_host.py::classical_run": 190,
+    "test_krita_host.py::krita_caption_run": 160,
+    "test_krita_host.py::krita_large_run": 160,
+    "test_krita_host.py::krita_529_group": 110,
+    "test_krita_host.py::krita_good_defaults_run[1]": 100,
+    "test_krita_host.py::krita_6_run": 85,
+    "cluster": 270,
+    "test_regions_dit.py": 900,
+    "test_families.py": 890,
+    "test_diffusion.py": 780,
+    "test_speed.py": 610,
+    "test_offers.py": 570,
+    "test_sampling.py": 310,
+    "test_engines.py": 230,
+    "test_speed_levels.py": 220,
+}
+"""Rough seconds the groups that take longest took (``pytest -n 4 --durations`` on a 2-core machine shared with other
+work, load 10-15); other groups count by their tier's ``TIER_SECONDS`` per test."""
+TIER_SECONDS = {"unit": 0.05, "engine": 3, "host": 60, "cluster": 10}
+
+
+def _longest_first(items: List[pytest.Item], groups: dict, tiers: dict) -> None:
+    """Under ``pytest -n``: the groups in order of their expected time, longest first (``GroupScheduling`` hands them
+    out in this order), so that no worker is left alone on a long group at the end; a group's tests keep their
+    order."""
+    seconds: dict = {}
+    for item in items:
+        seconds[groups[item]] = seconds.get(groups[item], 0) + TIER_SECONDS[tiers[item]]
+    seconds.update({group: s for group, s in GROUP_SECONDS.items() if group in seconds})
+    first = {}
+    for index, item in enumerate(items):
+        first.setdefault(groups[item], index)
+    items.sort(key=lambda item: (-seconds[groups[item]], first[groups[item]]))
+
+
+def _cheapest_first(items: List[pytest.Item], tiers: dict) -> None:
+    """In one process: the modules in order of their costliest tier, unit modules first (the quick failures come
+    first); a module's tests stay together (its module-scoped fixtures start once) and in their order."""
+    rank: dict = {}
+    for item in items:
+        rank[item.path] = max(rank.get(item.path, 0), TIERS.index(tiers[item]))
+    first = {}
+    for index, item in enumerate(items):
+        first.setdefault(item.path, index)
+    items.sort(key=lambda item: (rank[item.path], first[item.path]))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> Iterator[None]:
+    """Tiers and ``--tier`` before the other plugins' hooks, the order and the groups after them (pytest's own
+    reorders the tests of a parametrized module fixture; a worker of ``pytest -n`` then writes each test's group)."""
     wanted = {t.strip() for t in config.getoption("--tier").split(",") if t.strip()}
     unknown = wanted - set(TIERS)
     if unknown:
         raise pytest.UsageError(
             f"--tier: unknown tier(s) {', '.join(sorted(unknown))}; the tiers are {', '.join(TIERS)}"
         )
-    kept, dropped = [], []
+    tiers = {item: tier_of(item) for item in items}
+    hosts = host_groups([item for item in items if tiers[item] == "host"])
+    kept, dropped, groups = [], [], {}
     for item in items:
-        tier = tier_of(item)
+        tier = tiers[item]
+        groups[item] = worker_group(item, tier, hosts)
         item.add_marker(getattr(pytest.mark, tier))
         (kept if tier in wanted else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+    yield
+    if hasattr(config, "workerinput"):
+        _longest_first(items, groups, tiers)
+        if xdist_groups.FOLDER_KEY in config.workerinput:
+            xdist_groups.write_groups(config, {item.nodeid: groups[item] for item in items})
+    else:
+        _cheapest_first(items, tiers)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """pytest-xdist, starting a worker: where it writes its tests' groups (``tests/xdist_groups.py``)."""
+    node.workerinput[xdist_groups.FOLDER_KEY] = xdist_groups.folder_for_workers(node.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup`` hands out our groups (``worker_group``), whole and in the workers' order."""
+    return xdist_groups.GroupScheduling(config, log) if config.getvalue("dist") == "loadgroup" else None
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,9 @@ import pytest
 
 pytestmark = pytest.mark.host
 
+# made once per worker process under pytest -n (tests/conftest.py host_groups): they start no GIMP
+WORKER_FIXTURES = ("trixie_root", "server", "profile")
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -3,7 +3,9 @@ tiling, reaching the target scale, Lanczos, safe loading, seam-free tiled refine
 
 from __future__ import annotations
 
+import fcntl
 import pickle
+import shutil
 from pathlib import Path
 
 import cv2
@@ -32,14 +34,25 @@ def build_upscalers(models: Path) -> Path:
 
     The x2 ``.pth`` and ``.safetensors`` hold the same weights. The last conv is scaled so outputs span mid-tones.
     """
+    folder, partial = models / "upscale_models", models / "upscale_models.partial"
+    models.mkdir(parents=True, exist_ok=True)
+    # beside the models folder, which the tests' registries read: test modules on other workers build the same one
+    with open(models.with_name(models.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all((folder / (name + suffix)).is_file() for name, (_, suffix, _) in UPSCALERS.items()):
+            return models
+        _write_upscalers(partial)
+        if folder.exists():
+            shutil.rmtree(folder)
+        partial.rename(folder)
+    return models
+
+
+def _write_upscalers(tmp: Path) -> None:
     import torch
     from safetensors.torch import save_file
     from spandrel.architectures.ESRGAN import ESRGAN
 
-    folder = models / "upscale_models"
-    if all((folder / (name + suffix)).is_file() for name, (_, suffix, _) in UPSCALERS.items()):
-        return models
-    tmp = folder.with_name("upscale_models.partial")
     tmp.mkdir(parents=True, exist_ok=True)
     states = {}
     for scale in (2, 4):
@@ -55,12 +68,6 @@ def build_upscalers(models: Path) -> Path:
             torch.save({"params_ema": states[scale]} if wrapped else states[scale], path)
         else:
             save_file(states[scale], str(path))
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return models
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ real-host tests); what a found skeleton looks like is tested on constructed heat
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from server.preprocess.pose import POSE_FILES
@@ -48,7 +49,7 @@ def build_pose_models(models: Path) -> Path:
     for seed, (part, filename) in enumerate(POSE_FILES.items()):
         path = folder / filename
         if not path.is_file():
-            tmp = path.with_name(path.name + ".partial")
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")  # a process of its own: test workers
             torch.save(pose_state(part, seed), str(tmp))
-            tmp.rename(path)
+            os.replace(tmp, path)
     return models
