@@ -168,7 +168,11 @@ def installer(python: Path, use_uv: bool, own_index: bool = False) -> List[str]:
         return [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     config = subprocess.run([str(python), "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
     uv = python.parent / ("uv.exe" if os.name == "nt" else "uv")
-    return [str(uv), "pip", "install", "-q", "--python", str(python)] + uvpip.uv_options(config, not own_index)
+    return (
+        [str(uv), "pip", "install", "-q", "--python", str(python)]
+        + uvpip.PIPS_INDEX_STRATEGY
+        + uvpip.uv_options(config, not own_index)
+    )
 
 
 def _create_venv(venv_dir: Path, python_cmd: List[str], record: Record) -> None:

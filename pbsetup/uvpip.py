@@ -14,6 +14,11 @@ import re
 import shlex
 from typing import Dict, List
 
+PIPS_INDEX_STRATEGY: List[str] = ["--index-strategy", "unsafe-best-match"]
+"""pip takes the best version a package has on any of its indexes; uv by default only looks at the first index that
+has the package at all, so a machine with a local mirror that holds an older release (e.g. of ruff) beside the main
+index fails to resolve under uv where pip succeeds. This makes uv choose as pip does."""
+
 # pip's option name -> uv pip install's
 _OPTIONS: Dict[str, str] = {
     "constraint": "--constraint",
