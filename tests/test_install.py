@@ -479,6 +479,16 @@ def test_uv_gets_pips_settings():
     assert uv_options("") == []
 
 
+def test_uv_chooses_across_indexes_as_pip_does():
+    """A local mirror holding only an older release (as this machine's /opt/pypi holds an old ruff) must not hide the
+    newer one on another index: uv's default looks only at the first index with the package, pip at all of them."""
+    python = Path(sys.executable)
+    command = install.installer(python, use_uv=True)
+    at = command.index("--index-strategy")
+    assert command[at + 1] == "unsafe-best-match"
+    assert "--index-strategy" not in install.installer(python, use_uv=False)
+
+
 def test_uv_steps_in_the_plan(tmp_path, capsys):
     system = fake_system(tmp_path, reachable=True)
     assert install.main(["--dry-run", "--no-plugins", "--uv", "--venv", str(tmp_path / "v")], system=system) == 0
