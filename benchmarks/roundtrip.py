@@ -10,8 +10,10 @@ and from the plugins' own client code in the hosts' Pythons; and the server's pe
    (``shared_memory=False``, what a remote server gets), alternating, best of ``--reps``:
    - this process: ``protocol.client.Client`` in the server's venv;
    - Krita: the installed Krita plugin's own client path (``client.connect.handshake``/``run_job`` of its vendored
-     copy, bgra8 both ways as the plugin sends) under ``/usr/bin/python3.11``, the Python Debian's Krita embeds;
-   - GIMP: the installed GIMP plug-in's client path (rgba8) under Debian 13's ``python3.13`` in the GIMP host root
+     copy, bgra8 both ways as the plugin sends) under ``/usr/bin/python3.11``, the Python Debian's Krita embeds, up to
+     the pixels as the plugin hands them to ``Node.setPixelData`` (a QByteArray over the result's memory);
+   - GIMP: the installed GIMP plug-in's client path (rgba8), up to the pixels as it hands them to
+     ``Gegl.Buffer.set`` (``bytes``: the one copy that call needs), under Debian 13's ``python3.13`` in the GIMP host root
      (``tests/hosts/trixie.py``; its ``/dev/shm`` is bind-mounted from this machine's for the run, as a real GIMP
      there sees it in the host tests).
    Printed per row: both times, their ratio, the server's own job time (``result.elapsed``); and the floor measured
@@ -131,6 +133,11 @@ results = import_module(args["package"] + "client.results")
 protocol = import_module(args["package"] + "client.wire").protocol
 size, fmt = args["size"], args["format"]
 pixels = os.urandom(size * size * 4)
+if args["host_call"] == "krita":  # what the plugin hands Node.setPixelData (qt_compat.set_pixel_data)
+    from PyQt5.QtCore import QByteArray
+    for_host = QByteArray.fromRawData
+else:  # what the plug-in hands Gegl.Buffer.set (gimp_plugin/host.py)
+    for_host = bytes
 clients = {}
 for shared in (True, False):
     client = connect.make_client(args["url"], None, "roundtrip-benchmark-host", "")
@@ -146,9 +153,10 @@ for fill in args["fills"]:
                                params=protocol.Params(extend=protocol.Extend(8, 8, 8, 8), fill=fill))
             started = time.perf_counter()
             layers, _ = connect.run_job(client, job)
-            data = results.pixels_in(layers[0], fmt)
+            data = for_host(results.pixels_in(layers[0], fmt))
             took = time.perf_counter() - started
             assert len(data) == (size + 16) ** 2 * 4
+            del data
             if rep:
                 key = f"{fill} {'shared' if shared else 'wire'}"
                 best[key] = min(best.get(key, 1e9), took)
@@ -159,11 +167,29 @@ print(json.dumps({"best": best, "python": sys.version.split()[0],
 
 
 def host_round_trip(
-    python: List[str], paths: List[str], package: str, url: str, size: int, reps: int, fills: List[str], fmt: str
+    python: List[str],
+    paths: List[str],
+    package: str,
+    url: str,
+    size: int,
+    reps: int,
+    fills: List[str],
+    fmt: str,
+    host_call: str,
 ) -> Dict:
-    """The plugin's client code in a host's Python (``python``: the command), timed there."""
+    """The plugin's client code in a host's Python (``python``: the command), timed there up to the pixels in the
+    type the host's own call takes (``host_call``: "krita" or "gimp")."""
     args = json.dumps(
-        {"paths": paths, "package": package, "url": url, "size": size, "reps": reps, "fills": fills, "format": fmt}
+        {
+            "paths": paths,
+            "package": package,
+            "url": url,
+            "size": size,
+            "reps": reps,
+            "fills": fills,
+            "format": fmt,
+            "host_call": host_call,
+        }
     )
     done = subprocess.run(python + ["-c", HOST_SCRIPT, args], capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
@@ -180,7 +206,7 @@ def krita_row(url: str, size: int, reps: int, fills: List[str], scratch: Path) -
     pykrita = scratch / "pykrita"
     install(pykrita, scratch / "kritarc", [sys.executable, "-m", "server", "serve"])
     paths = [str(pykrita), str(pykrita / "paintbridge" / "vendor")]  # (as the plugin's wire.py puts them)
-    return host_round_trip([KRITA_PYTHON, "-I"], paths, "paintbridge.", url, size, reps, fills, "bgra8")
+    return host_round_trip([KRITA_PYTHON, "-I"], paths, "paintbridge.", url, size, reps, fills, "bgra8", "krita")
 
 
 def gimp_row(url: str, size: int, reps: int, fills: List[str]) -> Optional[Dict]:
@@ -206,6 +232,7 @@ def gimp_row(url: str, size: int, reps: int, fills: List[str]) -> Optional[Dict]
                 reps,
                 fills,
                 "rgba8",
+                "gimp",
             )
         row["dev_shm_mounted"] = mounted
         return row
