@@ -16,7 +16,8 @@ and from the plugins' own client code in the hosts' Pythons; and the server's pe
      ``Gegl.Buffer.set`` (``bytes``: the one copy that call needs), under Debian 13's ``python3.13`` in the GIMP host root
      (``tests/hosts/trixie.py``; its ``/dev/shm`` is bind-mounted from this machine's for the run, as a real GIMP
      there sees it in the host tests).
-   Printed per row: both times, their ratio, the server's own job time (``result.elapsed``); and the floor measured
+   Printed per row: both times, their ratio (for the host rows also the client's CPU seconds, the steadier figure
+   under load), the server's own job time (``result.elapsed``); and the floor measured
    in the same run: ``FLOOR_COPIES`` numpy copies of the image's bytes into new arrays. For this process's client
    also the CPU seconds of a round trip, this process's and the server process's (Linux): on a machine that other
    processes load, the steadier figure to compare.
@@ -144,24 +145,25 @@ for shared in (True, False):
     client.shared_memory = shared
     connect.handshake(client)
     clients[shared] = client
-best, used = {}, {}
+best, cpu = {}, {}
 for fill in args["fills"]:
     for rep in range(args["reps"] + 1):  # the first of each is a warm-up
         for shared, client in clients.items():
             job = protocol.Job(id=connect.new_job_id("bench"), mode="outpaint", model="classical",
                                image=protocol.ImagePayload(size, size, fmt, pixels), result_format=fmt,
                                params=protocol.Params(extend=protocol.Extend(8, 8, 8, 8), fill=fill))
-            started = time.perf_counter()
+            started, mine = time.perf_counter(), time.process_time()
             layers, _ = connect.run_job(client, job)
             data = for_host(results.pixels_in(layers[0], fmt))
-            took = time.perf_counter() - started
+            took, spent = time.perf_counter() - started, time.process_time() - mine
             assert len(data) == (size + 16) ** 2 * 4
             del data
             if rep:
                 key = f"{fill} {'shared' if shared else 'wire'}"
                 best[key] = min(best.get(key, 1e9), took)
+                cpu[key] = cpu.get(key, 0.0) + spent / args["reps"]
 folder = clients[True].shared_folder
-print(json.dumps({"best": best, "python": sys.version.split()[0],
+print(json.dumps({"best": best, "cpu": cpu, "python": sys.version.split()[0],
                   "shared": folder is not None and folder.read > 0}))
 """
 
@@ -322,6 +324,11 @@ def round_trip(size: int, reps: int, fills: List[str], hosts: bool) -> None:
     )
     for key, (mine, theirs) in cpu.items():
         print(f"  {key:13} {mine / reps:.3f} + {theirs / reps:.3f} = {(mine + theirs) / reps:.3f} s")
+    for name, row in list(rows.items())[1:]:
+        print(
+            f"{name}, client CPU seconds per round trip (mean of {reps}): "
+            + ", ".join(f"{key} {spent:.3f}" for key, spent in row.get("cpu", {}).items())
+        )
     for fill in fills:
         print(f"server's job time ({fill} fill, result.elapsed, best): {elapsed[fill]:.3f} s")
     print(
