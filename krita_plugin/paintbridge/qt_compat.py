@@ -42,7 +42,11 @@ def set_pixel_data(node, data, x: int, y: int, width: int, height: int) -> None:
     """``node.setPixelData`` from any bytes-like ``data`` (a result's view of a shared file included) without a copy in
     Python: Krita copies the pixels into the layer during the call, from a QByteArray over ``data``'s own memory (which
     this frame keeps alive until then)."""
-    node.setPixelData(QtCore.QByteArray.fromRawData(data), x, y, width, height)
+    try:
+        pixels = QtCore.QByteArray.fromRawData(data)
+    except (AttributeError, TypeError):  # a binding that takes only bytes there: one copy
+        pixels = QtCore.QByteArray(bytes(data))
+    node.setPixelData(pixels, x, y, width, height)
 
 
 def qimage_from_bgra8(data: bytes, width: int, height: int) -> "QtGui.QImage":
