@@ -10,11 +10,14 @@ and from the plugins' own client code in the hosts' Pythons; and the server's pe
    (``shared_memory=False``, what a remote server gets), alternating, best of ``--reps``:
    - this process: ``protocol.client.Client`` in the server's venv;
    - Krita: the installed Krita plugin's own client path (``client.connect.handshake``/``run_job`` of its vendored
-     copy, bgra8 both ways as the plugin sends) under ``/usr/bin/python3.11``, the Python Debian's Krita embeds;
-   - GIMP: the installed GIMP plug-in's client path (rgba8) under Debian 13's ``python3.13`` in the GIMP host root
+     copy, bgra8 both ways as the plugin sends) under ``/usr/bin/python3.11``, the Python Debian's Krita embeds, up to
+     the pixels as the plugin hands them to ``Node.setPixelData`` (a QByteArray over the result's memory);
+   - GIMP: the installed GIMP plug-in's client path (rgba8), up to the pixels as it hands them to
+     ``Gegl.Buffer.set`` (``bytes``: the one copy that call needs), under Debian 13's ``python3.13`` in the GIMP host root
      (``tests/hosts/trixie.py``; its ``/dev/shm`` is bind-mounted from this machine's for the run, as a real GIMP
      there sees it in the host tests).
-   Printed per row: both times, their ratio, the server's own job time (``result.elapsed``); and the floor measured
+   Printed per row: both times, their ratio (for the host rows also the client's CPU seconds, the steadier figure
+   under load), the server's own job time (``result.elapsed``); and the floor measured
    in the same run: ``FLOOR_COPIES`` numpy copies of the image's bytes into new arrays. For this process's client
    also the CPU seconds of a round trip, this process's and the server process's (Linux): on a machine that other
    processes load, the steadier figure to compare.
@@ -131,39 +134,64 @@ results = import_module(args["package"] + "client.results")
 protocol = import_module(args["package"] + "client.wire").protocol
 size, fmt = args["size"], args["format"]
 pixels = os.urandom(size * size * 4)
+if args["host_call"] == "krita":  # what the plugin hands Node.setPixelData (qt_compat.set_pixel_data)
+    from PyQt5.QtCore import QByteArray
+    for_host = QByteArray.fromRawData
+else:  # what the plug-in hands Gegl.Buffer.set (gimp_plugin/host.py)
+    for_host = bytes
 clients = {}
 for shared in (True, False):
     client = connect.make_client(args["url"], None, "roundtrip-benchmark-host", "")
     client.shared_memory = shared
     connect.handshake(client)
     clients[shared] = client
-best, used = {}, {}
+best, cpu = {}, {}
 for fill in args["fills"]:
     for rep in range(args["reps"] + 1):  # the first of each is a warm-up
         for shared, client in clients.items():
             job = protocol.Job(id=connect.new_job_id("bench"), mode="outpaint", model="classical",
                                image=protocol.ImagePayload(size, size, fmt, pixels), result_format=fmt,
                                params=protocol.Params(extend=protocol.Extend(8, 8, 8, 8), fill=fill))
-            started = time.perf_counter()
+            started, mine = time.perf_counter(), time.process_time()
             layers, _ = connect.run_job(client, job)
-            data = results.pixels_in(layers[0], fmt)
-            took = time.perf_counter() - started
+            data = for_host(results.pixels_in(layers[0], fmt))
+            took, spent = time.perf_counter() - started, time.process_time() - mine
             assert len(data) == (size + 16) ** 2 * 4
+            del data
             if rep:
                 key = f"{fill} {'shared' if shared else 'wire'}"
                 best[key] = min(best.get(key, 1e9), took)
+                cpu[key] = cpu.get(key, 0.0) + spent / args["reps"]
 folder = clients[True].shared_folder
-print(json.dumps({"best": best, "python": sys.version.split()[0],
+print(json.dumps({"best": best, "cpu": cpu, "python": sys.version.split()[0],
                   "shared": folder is not None and folder.read > 0}))
 """
 
 
 def host_round_trip(
-    python: List[str], paths: List[str], package: str, url: str, size: int, reps: int, fills: List[str], fmt: str
+    python: List[str],
+    paths: List[str],
+    package: str,
+    url: str,
+    size: int,
+    reps: int,
+    fills: List[str],
+    fmt: str,
+    host_call: str,
 ) -> Dict:
-    """The plugin's client code in a host's Python (``python``: the command), timed there."""
+    """The plugin's client code in a host's Python (``python``: the command), timed there up to the pixels in the
+    type the host's own call takes (``host_call``: "krita" or "gimp")."""
     args = json.dumps(
-        {"paths": paths, "package": package, "url": url, "size": size, "reps": reps, "fills": fills, "format": fmt}
+        {
+            "paths": paths,
+            "package": package,
+            "url": url,
+            "size": size,
+            "reps": reps,
+            "fills": fills,
+            "format": fmt,
+            "host_call": host_call,
+        }
     )
     done = subprocess.run(python + ["-c", HOST_SCRIPT, args], capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
@@ -180,7 +208,7 @@ def krita_row(url: str, size: int, reps: int, fills: List[str], scratch: Path) -
     pykrita = scratch / "pykrita"
     install(pykrita, scratch / "kritarc", [sys.executable, "-m", "server", "serve"])
     paths = [str(pykrita), str(pykrita / "paintbridge" / "vendor")]  # (as the plugin's wire.py puts them)
-    return host_round_trip([KRITA_PYTHON, "-I"], paths, "paintbridge.", url, size, reps, fills, "bgra8")
+    return host_round_trip([KRITA_PYTHON, "-I"], paths, "paintbridge.", url, size, reps, fills, "bgra8", "krita")
 
 
 def gimp_row(url: str, size: int, reps: int, fills: List[str]) -> Optional[Dict]:
@@ -206,6 +234,7 @@ def gimp_row(url: str, size: int, reps: int, fills: List[str]) -> Optional[Dict]
                 reps,
                 fills,
                 "rgba8",
+                "gimp",
             )
         row["dev_shm_mounted"] = mounted
         return row
@@ -295,6 +324,11 @@ def round_trip(size: int, reps: int, fills: List[str], hosts: bool) -> None:
     )
     for key, (mine, theirs) in cpu.items():
         print(f"  {key:13} {mine / reps:.3f} + {theirs / reps:.3f} = {(mine + theirs) / reps:.3f} s")
+    for name, row in list(rows.items())[1:]:
+        print(
+            f"{name}, client CPU seconds per round trip (mean of {reps}): "
+            + ", ".join(f"{key} {spent:.3f}" for key, spent in row.get("cpu", {}).items())
+        )
     for fill in fills:
         print(f"server's job time ({fill} fill, result.elapsed, best): {elapsed[fill]:.3f} s")
     print(

@@ -153,6 +153,8 @@ def crop(data: bytes, origin: Box, part: Box, bytes_per_pixel: int) -> bytes:
     )
 
 
-def pixels_in(layer: Any, fmt: str) -> bytes:
-    """A result layer's pixels in ``fmt`` (``rgba8`` or ``bgra8``), converted only when the server sent another."""
-    return bytes(layer.data) if layer.format == fmt else protocol.convert_pixels(layer.data, layer.format, fmt)
+def pixels_in(layer: Any, fmt: str) -> Any:
+    """A result layer's pixels in ``fmt`` (``rgba8`` or ``bgra8``), converted only when the server sent another; else
+    the layer's own bytes-like data, not a copy (a read-only view of a shared file when the result came through shared
+    memory): a host API that needs ``bytes`` takes its one copy there."""
+    return layer.data if layer.format == fmt else protocol.convert_pixels(layer.data, layer.format, fmt)

@@ -285,7 +285,7 @@ def _new_layer(image, result, name: str, x: int, y: int):
 
 
 def _fill(layer, result) -> None:
-    data = pixels_in(result, RGBA8)
+    data = bytes(pixels_in(result, RGBA8))  # (Gegl.Buffer.set reads anything but bytes item by item: 45x slower)
     buffer = layer.get_buffer()
     buffer.set(Gegl.Rectangle.new(0, 0, result.width, result.height), RGBA_FORMAT, data)
     buffer.flush()

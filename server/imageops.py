@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from .core import Extend, Job
-from .patchfill import patch_fill
+from .patchfill import is_thin, patch_fill
 
 # Up to this radius, grow and feather work at full resolution (an OpenCV disc costs about radius² per pixel).
 FINE_RADIUS = 24
@@ -40,6 +40,10 @@ CONTEXT_MARGIN = (32, 512)
 # ... and work on at most this many pixels of the crop (the hole and that margin), never shortening strips (which
 # would stretch the texture): the time stays bounded on any document.
 MAX_CONTEXT_AREA = 384 * 384
+# A thin hole (an outpaint band, a scratch) costs the exemplar fill in proportion to its own area (patches on a grid,
+# searched nearby): its crop is filled at full size up to this many pixels (an 8-16 px band along a side of the
+# largest document and its margin), as reducing it would blur the band.
+MAX_THIN_CONTEXT_AREA = 1024 * 1024
 # A fill given as a function: (H x W x 3 uint8 crop, H x W uint8 hole (255), check) -> the crop filled.
 Filler = Callable[[np.ndarray, np.ndarray, Callable[[], None]], np.ndarray]
 Method = Union[str, Filler]
@@ -184,7 +188,11 @@ def _fill_crop(
 ) -> np.ndarray:
     """One crop (``hard`` 255 = hole) filled at ``fill_size``, scaled back up."""
     h, w = hard.shape
-    sw, sh = fill_size(w, h) if smooth else fill_size(w, h, strips=False, max_area=MAX_CONTEXT_AREA)
+    if smooth:
+        sw, sh = fill_size(w, h)
+    else:
+        thin = filler is _exemplar and h * w <= MAX_THIN_CONTEXT_AREA and is_thin(hard)
+        sw, sh = fill_size(w, h, strips=False, max_area=MAX_THIN_CONTEXT_AREA if thin else MAX_CONTEXT_AREA)
     if (sw, sh) == (w, h):
         return filler(np.ascontiguousarray(rgb), hard, check)
     small = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)

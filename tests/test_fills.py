@@ -109,13 +109,13 @@ def test_an_8px_outpaint_band_is_filled_on_its_neighbourhood_with_the_full_fills
 
 
 def test_only_thin_holes_are_matched_on_a_grid():
-    from server.patchfill import _thin
+    from server.patchfill import is_thin
 
     band, scratch, blob = (np.zeros((200, 300), np.uint8) for _ in range(3))
     band[:8] = 255
     cv2.line(scratch, (10, 20), (280, 180), 255, 9)
     blob[50:150, 50:200] = 255
-    assert _thin(band) and _thin(scratch) and not _thin(blob) and not _thin(band[:, :40])
+    assert is_thin(band) and is_thin(scratch) and not is_thin(blob) and not is_thin(band[:, :40])
     img = photo_960x540()[100:300, 300:600]
     out = patch_fill(img, scratch)
     assert np.array_equal(out[scratch == 0], img[scratch == 0])
@@ -146,8 +146,32 @@ def test_an_outpaint_bands_fill_works_on_its_strip_whatever_the_canvas(monkeypat
     assert np.array_equal(bands[0], bands[1])
 
 
+def test_a_long_thin_bands_strip_reaches_the_exemplar_fill_unreduced(monkeypatch):
+    """An 8 px band along a 4800 px side: its strip (over MAX_CONTEXT_AREA) is filled at full size, as the thin fill's
+    cost grows with the band (reducing it would blur the band); a wide hole's crop of the same area is reduced."""
+    import server.patchfill as patchfill
+
+    seen = []
+
+    def recorded(rgb, hole, check=lambda: None, seed=0):
+        seen.append(hole.shape)
+        return patchfill.patch_fill(rgb, hole, check, seed)
+
+    monkeypatch.setattr(imageops, "patch_fill", recorded)
+    img = np.ascontiguousarray(np.tile(photo_960x540()[:40], (1, 5, 1)))
+    band = np.zeros(img.shape[:2], np.uint8)
+    band[:8] = 255
+    assert band.size > imageops.MAX_CONTEXT_AREA
+    out = imageops.fill(img, band, "patch")
+    assert seen == [band.shape] and np.array_equal(out[8:], img[8:])
+    seen.clear()
+    imageops.fill(img, np.full_like(band, 255) - band, "patch")  # 32 px deep: not thin
+    ((h, w),) = seen
+    assert h * w <= imageops.MAX_CONTEXT_AREA * 1.01
+
+
 def test_patch_distances_are_the_squared_differences_of_the_patches():
-    """The matching's distances (patches gathered as packed 16-byte pixels) are the plain sums of squared RGB
+    """The matching's distances (patches gathered as runs of 7 pixels along their rows) are the plain sums of squared RGB
     differences of the 7 x 7 patches, within float32 rounding."""
     from server.patchfill import PATCH, RADIUS, _Field, _Level
 

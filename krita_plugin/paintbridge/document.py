@@ -16,7 +16,7 @@ from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Krita  #
 from . import pixels
 from .pixels import ColorInfo
 from .model import ControlSpec, DocumentError, ResultImage
-from .qt_compat import QtCore, QtWidgets, byte_array, to_bytes
+from .qt_compat import QtCore, QtWidgets, byte_array, set_pixel_data, to_bytes
 from .wire import Box, client, protocol
 
 Settings = client.settings.Settings
@@ -236,7 +236,7 @@ def _write(node, image: ResultImage, info: ColorInfo, canvas: Optional[Box] = No
         if part != box:
             data, box = client.results.crop(data, box, part, 4), part
     raw = pixels.from_bgra8(data, info.depth, info.linear)
-    node.setPixelData(byte_array(raw), box.x, box.y, box.width, box.height)
+    set_pixel_data(node, raw, box.x, box.y, box.width, box.height)
 
 
 def _clear(node, info: ColorInfo) -> None:
@@ -332,7 +332,7 @@ def open_as_new_document(image: ResultImage, name: str, source=None):
     res = source.resolution() if source is not None else 72.0
     doc = app.createDocument(image.box.width, image.box.height, name, "RGBA", "U8", "", float(res))
     node = doc.createNode(name, "paintlayer")
-    node.setPixelData(byte_array(image.data), 0, 0, image.box.width, image.box.height)
+    set_pixel_data(node, image.data, 0, 0, image.box.width, image.box.height)
     doc.rootNode().addChildNode(node, None)
     window = app.activeWindow()
     if window is not None:

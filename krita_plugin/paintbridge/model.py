@@ -21,7 +21,7 @@ class ResultImage:
     the layer name ``client.results`` gives it."""
 
     box: Box
-    data: bytes
+    data: bytes  # or a read-only view of the result's shared file (``client.results.pixels_in``)
     seed: int
     name: str = ""
 

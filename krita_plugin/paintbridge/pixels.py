@@ -117,10 +117,10 @@ def to_bgra8(data: bytes, depth: str, linear: bool = False) -> bytes:
 
 
 def from_bgra8(data: bytes, depth: str, linear: bool = False) -> bytes:
-    """``bgra8`` bytes as Krita pixels of ``depth`` (RGBA model)."""
-    data = bytes(data)
+    """``bgra8`` bytes as Krita pixels of ``depth`` (RGBA model); 8-bit pixels are ``data`` itself (any bytes-like)."""
     if depth == "U8":
         return data
+    data = bytes(data)
     if depth == "U16" and not linear:
         out = bytearray(len(data) * 2)
         out[0::2] = data

@@ -38,6 +38,17 @@ def byte_array(data: bytes) -> "QtCore.QByteArray":
     return QtCore.QByteArray(bytes(data))
 
 
+def set_pixel_data(node, data, x: int, y: int, width: int, height: int) -> None:
+    """``node.setPixelData`` from any bytes-like ``data`` (a result's view of a shared file included) without a copy in
+    Python: Krita copies the pixels into the layer during the call, from a QByteArray over ``data``'s own memory (which
+    this frame keeps alive until then)."""
+    try:
+        pixels = QtCore.QByteArray.fromRawData(data)
+    except (AttributeError, TypeError):  # a binding that takes only bytes there: one copy
+        pixels = QtCore.QByteArray(bytes(data))
+    node.setPixelData(pixels, x, y, width, height)
+
+
 def qimage_from_bgra8(data: bytes, width: int, height: int) -> "QtGui.QImage":
     """A QImage (owning its pixels) from ``bgra8`` bytes; on little-endian machines this is Qt's ARGB32 layout."""
     image = QtGui.QImage(bytes(data), width, height, width * 4, QtGui.QImage.Format.Format_ARGB32)
