@@ -344,7 +344,7 @@ def _generate_matches_the_client_core_job(prof, url: str) -> None:
     assert layer.data == (out / "layer.rgba").read_bytes(), "GIMP's layer is the client core job's layer"
 
 
-def test_generate_into_the_shared_ellipse_and_upscale_its_box(trixie_root, tmp_path):
+def test_generate_into_the_shared_ellipse_and_upscale_its_box(trixie_root, tmp_path_factory):
     """GIMP's side of the comparison with Krita (tests/ellipse_case.py, compared at the end of test_krita_host.py):
     the soft selection shapes the generated layer, the upscale is the selection's box at twice its size."""
     import numpy as np
@@ -352,7 +352,7 @@ def test_generate_into_the_shared_ellipse_and_upscale_its_box(trixie_root, tmp_p
     import ellipse_case
     from crosshost import gimp_pixels
 
-    got = gimp_pixels(tmp_path)
+    got = gimp_pixels(tmp_path_factory)
     w, h = ellipse_case.WIDTH, ellipse_case.HEIGHT
     expected = np.frombuffer(ellipse_case.selection(), np.uint8).reshape(h, w)
     alpha = got["generate"][..., 3].astype(int)

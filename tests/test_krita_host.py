@@ -1084,7 +1084,7 @@ def test_gimp_reads_back_the_same_ellipse_layer_and_upscale_as_krita(krita_run, 
     pixels are this session's (tests/crosshost.py runs GIMP here when its host test has not run)."""
     from crosshost import gimp_pixels
 
-    gimp = gimp_pixels(tmp_path_factory.mktemp("gimp-crosscheck"))
+    gimp = gimp_pixels(tmp_path_factory)
     run = krita_diffusion_run
     rec = run["generate_ellipse"]
     assert rec["error"] is False, rec["message"]
@@ -1105,7 +1105,7 @@ def test_gimp_reads_back_the_same_ellipse_layer_and_upscale_as_krita(krita_run, 
 def test_gimp_and_krita_generate_the_very_same_ellipse_layer(krita_diffusion_run, tmp_path_factory):
     from crosshost import gimp_pixels
 
-    gimp = gimp_pixels(tmp_path_factory.mktemp("gimp-crosscheck-generate"))
+    gimp = gimp_pixels(tmp_path_factory)
     run = krita_diffusion_run
     krita = run.pixels(run["generate_ellipse"]["new_layer_pixels"], ellipse_case.WIDTH, ellipse_case.HEIGHT)[
         ..., [2, 1, 0, 3]
