@@ -365,20 +365,24 @@ def _models_of(*which):
 def _run_on_own_servers(tmp_path_factory, setups, record: bool = False) -> Dict[str, object]:
     """The parts of ``setups`` ((part, fill), in order) in one Krita start, each against its own server of this
     checkout over a models folder that ``fill(folder)`` lays out (the installed command would run the shared venv's
-    copy); the panel is pointed at each part's server in turn. ``record``: each server behind a proxy that records
-    each job it receives (``run.jobs``)."""
+    copy); parts given the very same ``fill`` share one server (its models load once). The panel is pointed at each
+    part's server in turn. ``record``: each server behind a proxy that records each job it receives (``run.jobs``)."""
     from conftest import ServerProcess
     from recordproxy import RecordingProxy
 
-    servers, proxies, folders = [], {}, {}
+    servers, proxies, folders, by_fill = [], {}, {}, {}
     try:
         for part, fill in setups:
-            work = tmp_path_factory.mktemp(f"krita-{part.tag}-server")
-            models = folders[part.tag] = work / "models"
-            models.mkdir()
-            fill(models)
-            servers.append(ServerProcess(["--models", str(models)], work / "server.log").start())
-            part.server_url = servers[-1].url
+            if fill in by_fill:
+                folders[part.tag], part.server_url = by_fill[fill]
+            else:
+                work = tmp_path_factory.mktemp(f"krita-{part.tag}-server")
+                models = folders[part.tag] = work / "models"
+                models.mkdir()
+                fill(models)
+                servers.append(ServerProcess(["--models", str(models)], work / "server.log").start())
+                part.server_url = servers[-1].url
+                by_fill[fill] = (models, part.server_url)
             if record:
                 proxies[part.tag] = RecordingProxy(part.server_url)
                 part.server_url = proxies[part.tag].url
@@ -422,14 +426,15 @@ def krita_own_servers_group(tmp_path_factory) -> Dict[str, object]:
 
 @pytest.fixture(scope="module")
 def krita_more_servers_group(tmp_path_factory) -> Dict[str, object]:
-    """A second Krita start of the same kind: the tiny SD1.5 with a tiny pose ControlNet (found by its name) and the
-    pose preprocessor's three files; picture into layers on a tiny Qwen-Image-Layered beside a tiny Qwen-Image;
-    regions on the tiny SD1.5; sampling on the tiny SD1.5 with a VAE file."""
+    """A second Krita start of the same kind: picture into layers on a tiny Qwen-Image-Layered beside a tiny
+    Qwen-Image; on one server over the tiny SD1.5 with a tiny pose ControlNet (found by its name), the pose
+    preprocessor's three files and a VAE file: a pose layer, regions, sampling."""
+    sd15 = _models_of("sd15", "cn-sd15-openpose", "pose-annotators", "vae-file")
     setups = [
-        (Part("pose", DW, DH, "tiny-sd15"), _models_of("sd15", "cn-sd15-openpose", "pose-annotators")),
+        (Part("pose", DW, DH, "tiny-sd15"), sd15),
         (Part("decompose", DW, DH, "tiny-qwen-layered"), _models_of("qwen", "qwen-layered")),
-        (Part("regions", DW, DH, "tiny-sd15"), _models_of("sd15")),
-        (Part("sampling", DW, DH, "tiny-sd15"), _models_of("sd15", "vae-file")),
+        (Part("regions", DW, DH, "tiny-sd15"), sd15),
+        (Part("sampling", DW, DH, "tiny-sd15"), sd15),
     ]
     return _run_on_own_servers(tmp_path_factory, setups)
 
