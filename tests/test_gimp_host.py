@@ -58,14 +58,17 @@ def server(trixie_root, tmp_path_factory):
 
 
 # What the tests on the tiny SD1.5 model need in its server's folder, together: the ControlNets they pick by name, the
-# pose preprocessor's files, an IP-Adapter with its image encoder, a VAE file (face and hand detectors: ``sd15_server``).
+# pose preprocessor's files, an IP-Adapter with its image encoder, a VAE file (face and hand detectors and LayerDiffuse
+# files: ``sd15_server``).
 SD15_MODELS = ("sd15", "cn-sd15-canny", "cn-sd15-openpose", "pose-annotators", "ipa-sd15-plus", "vae-file")
 
 
 @pytest.fixture(scope="module")
 def sd15_server(trixie_root, tmp_path_factory):
-    """One real server over the tiny SD1.5 model with ``SD15_MODELS`` and the tests' face and hand detectors, for the
-    module's tests on that model (each worker loads the model once, not once per test)."""
+    """One real server over the tiny SD1.5 model with ``SD15_MODELS``, the tests' face and hand detectors and
+    LayerDiffuse files of the published layouts, for the module's tests on that model (each worker loads the model
+    once, not once per test)."""
+    import tiny_layerdiffuse
     import tiny_palm
     import tiny_yunet
     from conftest import ServerProcess
@@ -75,6 +78,7 @@ def sd15_server(trixie_root, tmp_path_factory):
     models = make_models_dir(folder / "models", which=SD15_MODELS)
     tiny_yunet.write_detector(models / "detectors")
     tiny_palm.write_detector(models / "detectors")
+    tiny_layerdiffuse.install(models, "sd15")
     proc = ServerProcess(["--models", str(models)], folder / "server.log").start()
     yield proc
     proc.stop()
@@ -947,25 +951,16 @@ def test_describe_fills_the_prompt_of_the_next_run_with_the_captioners_words(tri
     assert captions == {"sentence": sentence, "tags": as_tags(sentence)}
 
 
-def test_generate_with_a_transparent_layer_arrives_with_the_decoders_alpha(trixie_root, tmp_path):
+def test_generate_with_a_transparent_layer_arrives_with_the_decoders_alpha(sd15_server):
     """Transparent layers: Generate into Selection with 'Transparent layer' on a tiny SD1.5 model with LayerDiffuse
     files of the published layouts; the new layer's alpha is the decoder's inside the selection, 0 outside; Img2img of
     that layer (Source: active layer) brings real alpha back."""
-    import factory
-    import tiny_layerdiffuse
-    from conftest import ServerProcess
     from hosts.gimp import gimp_profile
 
-    models = factory.make_models_dir(tmp_path / "models", ("sd15",))
-    tiny_layerdiffuse.install(models, "sd15")
-    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
-    try:
-        with gimp_profile() as prof:
-            gimp_check(
-                prof, "generate_with_a_transparent_layer_arrives_with_the_decoders_alpha", url=proc.url, timeout=600
-            )
-    finally:
-        proc.stop()
+    with gimp_profile() as prof:
+        gimp_check(
+            prof, "generate_with_a_transparent_layer_arrives_with_the_decoders_alpha", url=sd15_server.url, timeout=600
+        )
 
 
 # Every job dialog on default settings, one after another; the test measures each window and closes it with Escape.
