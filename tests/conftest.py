@@ -171,6 +171,7 @@ GROUP_SECONDS = {
     "test_krita_host.py::krita_529_group": 110,
     "test_krita_host.py::krita_good_defaults_run[1]": 100,
     "test_krita_host.py::krita_6_run": 85,
+    "test_krita_host.py::krita_flux_regions_run": 60,
     "cluster": 270,
     "test_regions_dit.py": 900,
     "test_families.py": 890,

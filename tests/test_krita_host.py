@@ -455,14 +455,20 @@ REFERENCE_SETUPS = {
 
 @pytest.fixture(scope="module")
 def krita_references_group(tmp_path_factory) -> Dict[str, object]:
-    """Reference images (issue 15) in one Krita start, each setup against its own server of this checkout: a tiny
-    SD1.5 with an IP-Adapter and its image encoder, and a tiny Flux.1 with a Redux model and its SigLIP encoder; the
-    same panel steps for both."""
+    """Reference images (issue 15) and regions in one Krita start, each scenario against a server of this checkout
+    behind a proxy that records each job it receives (``run.jobs``): the same panel steps on a tiny SD1.5 with an
+    IP-Adapter and its image encoder and on a tiny Flux.1 with a Redux model and its SigLIP encoder; a reference bound
+    to a region on that SD1.5 server; regional prompts on a tiny Flux.1."""
+    fills = {key: _models_of(*which) for key, (which, _, _) in REFERENCE_SETUPS.items()}
     setups = [
-        (Part("references", DW, DH, model, tag=f"references-{key}"), _models_of(*which))
-        for key, (which, model, _) in sorted(REFERENCE_SETUPS.items())
+        (Part("references", DW, DH, model, tag=f"references-{key}"), fills[key])
+        for key, (_, model, _) in sorted(REFERENCE_SETUPS.items())
     ]
-    return _run_on_own_servers(tmp_path_factory, setups)
+    setups += [
+        (Part("region_references", DW, DH, "tiny-sd15"), fills["sd15"]),
+        (Part("flux_regions", DW, DH, "tiny-flux"), _models_of("flux")),
+    ]
+    return _run_on_own_servers(tmp_path_factory, setups, record=True)
 
 
 @pytest.fixture(scope="module", params=sorted(REFERENCE_SETUPS))
@@ -488,21 +494,9 @@ def test_reference_layers_from_the_panel_guide_a_job(krita_references_run):
 
 
 @pytest.fixture(scope="module")
-def krita_recorded_group(tmp_path_factory) -> Dict[str, object]:
-    """One Krita start whose scenarios each talk to their own server behind a proxy that records each job it receives
-    (``run.jobs``): a reference bound to a region (issue 15) on a tiny SD1.5 with an IP-Adapter; regional prompts on a
-    tiny Flux.1."""
-    setups = [
-        (Part("region_references", DW, DH, "tiny-sd15"), _models_of("sd15", "ipa-sd15-plus")),
-        (Part("flux_regions", DW, DH, "tiny-flux"), _models_of("flux")),
-    ]
-    return _run_on_own_servers(tmp_path_factory, setups, record=True)
-
-
-@pytest.fixture(scope="module")
-def krita_region_references_run(krita_recorded_group) -> Run:
+def krita_region_references_run(krita_references_group) -> Run:
     """A reference bound to a region (issue 15), its jobs recorded."""
-    return _part_run(krita_recorded_group, "region_references")
+    return _part_run(krita_references_group, "region_references")
 
 
 def _payload(image: dict) -> bytes:
@@ -1463,9 +1457,9 @@ def test_a_region_bound_in_the_panel_steers_the_job_and_survives_reopening_the_k
 
 
 @pytest.fixture(scope="module")
-def krita_flux_regions_run(krita_recorded_group) -> Run:
+def krita_flux_regions_run(krita_references_group) -> Run:
     """Two region layers on a tiny Flux.1 (the tests' factory's ``flux``), its jobs recorded."""
-    return _part_run(krita_recorded_group, "flux_regions")
+    return _part_run(krita_references_group, "flux_regions")
 
 
 def test_region_layers_steer_a_tiny_flux_model_each_in_its_own_area(krita_flux_regions_run):
