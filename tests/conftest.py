@@ -165,7 +165,7 @@ def worker_group(item: pytest.Item, tier: str, hosts: dict) -> str:
 GROUP_SECONDS = {
     "test_krita_host.py::krita_diffusion_run": 410,
     "test_krita_host.py::krita_decompose_run": 160,
-    "test_gimp_host.py::classical_run": 190,
+    "test_gimp_host.py::classical_run": 120,
     "test_krita_host.py::krita_caption_run": 160,
     "test_krita_host.py::krita_large_run": 160,
     "test_krita_host.py::krita_529_group": 110,
