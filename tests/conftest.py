@@ -164,13 +164,14 @@ def worker_group(item: pytest.Item, tier: str, hosts: dict) -> str:
 
 GROUP_SECONDS = {
     "test_krita_host.py::krita_diffusion_run": 410,
-    "test_krita_host.py::krita_decompose_run": 225,
-    "test_gimp_host.py::classical_run": 190,
+    "test_krita_host.py::krita_decompose_run": 160,
+    "test_gimp_host.py::classical_run": 120,
     "test_krita_host.py::krita_caption_run": 160,
     "test_krita_host.py::krita_large_run": 160,
     "test_krita_host.py::krita_529_group": 110,
     "test_krita_host.py::krita_good_defaults_run[1]": 100,
     "test_krita_host.py::krita_6_run": 85,
+    "test_krita_host.py::krita_flux_regions_run": 60,
     "cluster": 270,
     "test_regions_dit.py": 900,
     "test_families.py": 890,

@@ -1,13 +1,16 @@
 """GIMP's side of the Krita/GIMP comparison (tests/ellipse_case.py): one run in a real GIMP 3, its read-back pixels
 kept for this pytest session only.
 
-``gimp_pixels(workdir)`` returns what GIMP made of the shared document, running it once per session: GIMP's host test
-calls it (and checks the results), the comparison at the end of tests/test_krita_host.py calls it too, so the
-comparison always sees this session's GIMP pixels, never a file left by an earlier run, whichever test files run.
+``gimp_pixels(tmp_path_factory)`` returns what GIMP made of the shared document, running it once per session: GIMP's
+host test calls it (and checks the results), the comparison at the end of tests/test_krita_host.py calls it too, so the
+comparison always sees this session's GIMP pixels, never a file left by an earlier run, whichever test files run. Under
+``pytest -n`` the workers share the one run through a file in the session's own temporary folder.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 from typing import Dict
 
@@ -76,15 +79,35 @@ def _run_gimp(workdir: Path) -> Dict[str, np.ndarray]:
     }
 
 
-def gimp_pixels(workdir: Path) -> Dict[str, np.ndarray]:
-    """GIMP's read-backs of the shared document in this pytest session (run in ``workdir`` if not yet), also kept as
-    test-artifacts/generate-ellipse-gimp.png and upscale-selection-gimp.png."""
+def gimp_pixels(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, np.ndarray]:
+    """GIMP's read-backs of the shared document in this pytest session (run in a new temporary folder if no process
+    of the session has run it yet), also kept as test-artifacts/generate-ellipse-gimp.png and
+    upscale-selection-gimp.png."""
     if not _SESSION:
-        print(f"running GIMP on the shared document in {workdir}")
-        _SESSION.update(_run_gimp(workdir))
-        save_png(_SESSION["generate"], ellipse_case.ARTIFACT.format(editor="gimp"))
-        save_png(_SESSION["upscale"], ellipse_case.UPSCALE_ARTIFACT.format(editor="gimp"))
+        _SESSION.update(_session_run(tmp_path_factory))
     return dict(_SESSION)
+
+
+def _session_run(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, np.ndarray]:
+    """``_run_gimp`` once for the whole session: the first process to get here runs it and saves its arrays in the
+    session's temporary folder (the one above each worker's own under ``pytest -n``); the others wait and read them."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    saved = shared / "gimp-crosscheck.npz"
+    with open(shared / "gimp-crosscheck.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if saved.exists():
+            with np.load(saved) as arrays:  # plain arrays: np.load refuses pickled objects
+                return {name: arrays[name] for name in arrays.files}
+        workdir = tmp_path_factory.mktemp("gimp-crosscheck")
+        print(f"running GIMP on the shared document in {workdir}")
+        pixels = _run_gimp(workdir)
+        save_png(pixels["generate"], ellipse_case.ARTIFACT.format(editor="gimp"))
+        save_png(pixels["upscale"], ellipse_case.UPSCALE_ARTIFACT.format(editor="gimp"))
+        partial = shared / "gimp-crosscheck.partial.npz"
+        np.savez(partial, **pixels)
+        partial.replace(saved)
+        return pixels
 
 
 def save_png(rgba: np.ndarray, name: str) -> Path:

@@ -21,7 +21,7 @@ import pytest
 pytestmark = pytest.mark.host
 
 # made once per worker process under pytest -n (tests/conftest.py host_groups): they start no GIMP
-WORKER_FIXTURES = ("trixie_root", "server", "profile")
+WORKER_FIXTURES = ("trixie_root", "server", "profile", "sd15_server")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,6 +52,33 @@ def server(trixie_root, tmp_path_factory):
     folder = tmp_path_factory.mktemp("gimp-server")
     models = folder / "models"
     models.mkdir()
+    proc = ServerProcess(["--models", str(models)], folder / "server.log").start()
+    yield proc
+    proc.stop()
+
+
+# What the tests on the tiny SD1.5 model need in its server's folder, together: the ControlNets they pick by name, the
+# pose preprocessor's files, an IP-Adapter with its image encoder, a VAE file (face and hand detectors and LayerDiffuse
+# files: ``sd15_server``).
+SD15_MODELS = ("sd15", "cn-sd15-canny", "cn-sd15-openpose", "pose-annotators", "ipa-sd15-plus", "vae-file")
+
+
+@pytest.fixture(scope="module")
+def sd15_server(trixie_root, tmp_path_factory):
+    """One real server over the tiny SD1.5 model with ``SD15_MODELS``, the tests' face and hand detectors and
+    LayerDiffuse files of the published layouts, for the module's tests on that model (each worker loads the model
+    once, not once per test)."""
+    import tiny_layerdiffuse
+    import tiny_palm
+    import tiny_yunet
+    from conftest import ServerProcess
+    from factory import make_models_dir
+
+    folder = tmp_path_factory.mktemp("gimp-sd15-server")
+    models = make_models_dir(folder / "models", which=SD15_MODELS)
+    tiny_yunet.write_detector(models / "detectors")
+    tiny_palm.write_detector(models / "detectors")
+    tiny_layerdiffuse.install(models, "sd15")
     proc = ServerProcess(["--models", str(models)], folder / "server.log").start()
     yield proc
     proc.stop()
@@ -221,38 +248,27 @@ def test_server_address_is_remembered_between_runs(profile, server):
         gimp_check(fresh, "server_address_is_remembered_between_runs", server="")  # empty = the remembered address
 
 
-def test_tiny_diffusion_model_generate_batch_and_control_layer(trixie_root, tmp_path):
-    from conftest import ServerProcess
-    from factory import make_models_dir
+def test_tiny_diffusion_model_generate_batch_and_control_layer(sd15_server):
     from hosts.gimp import gimp_profile
 
-    models = make_models_dir(tmp_path / "models", which=("sd15", "cn-sd15-canny"))
-    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
-    try:
-        with gimp_profile() as prof:
-            gimp_check(prof, "tiny_diffusion_model_generate_batch_and_control_layer", url=proc.url, timeout=600)
-            _generate_matches_the_client_core_job(prof, proc.url)
-    finally:
-        proc.stop()
+    with gimp_profile() as prof:
+        gimp_check(prof, "tiny_diffusion_model_generate_batch_and_control_layer", url=sd15_server.url, timeout=600)
+        _generate_matches_the_client_core_job(prof, sd15_server.url)
 
 
-def test_a_pose_layer_made_from_the_image_guides_img2img_and_its_edits_count(trixie_root, tmp_path):
+def test_a_pose_layer_made_from_the_image_guides_img2img_and_its_edits_count(sd15_server):
     """*Control Layer from Image* with the pose preprocessor (the OpenPose files constructed by tests/tiny_pose.py,
     whose body model finds nobody: a black layer), that layer as img2img's pose control (a tiny pose ControlNet,
     found by its name), then the painter's green block on the pose layer changes what the same seed paints."""
-    from conftest import ServerProcess
-    from factory import make_models_dir
     from hosts.gimp import gimp_profile
 
-    models = make_models_dir(tmp_path / "models", which=("sd15", "cn-sd15-openpose", "pose-annotators"))
-    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
-    try:
-        with gimp_profile() as prof:
-            gimp_check(
-                prof, "a_pose_layer_made_from_the_image_guides_img2img_and_its_edits_count", url=proc.url, timeout=600
-            )
-    finally:
-        proc.stop()
+    with gimp_profile() as prof:
+        gimp_check(
+            prof,
+            "a_pose_layer_made_from_the_image_guides_img2img_and_its_edits_count",
+            url=sd15_server.url,
+            timeout=600,
+        )
 
 
 def test_tiny_flux_model_generate_into_a_selection(trixie_root, tmp_path):
@@ -344,7 +360,7 @@ def _generate_matches_the_client_core_job(prof, url: str) -> None:
     assert layer.data == (out / "layer.rgba").read_bytes(), "GIMP's layer is the client core job's layer"
 
 
-def test_generate_into_the_shared_ellipse_and_upscale_its_box(trixie_root, tmp_path):
+def test_generate_into_the_shared_ellipse_and_upscale_its_box(trixie_root, tmp_path_factory):
     """GIMP's side of the comparison with Krita (tests/ellipse_case.py, compared at the end of test_krita_host.py):
     the soft selection shapes the generated layer, the upscale is the selection's box at twice its size."""
     import numpy as np
@@ -352,7 +368,7 @@ def test_generate_into_the_shared_ellipse_and_upscale_its_box(trixie_root, tmp_p
     import ellipse_case
     from crosshost import gimp_pixels
 
-    got = gimp_pixels(tmp_path)
+    got = gimp_pixels(tmp_path_factory)
     w, h = ellipse_case.WIDTH, ellipse_case.HEIGHT
     expected = np.frombuffer(ellipse_case.selection(), np.uint8).reshape(h, w)
     alpha = got["generate"][..., 3].astype(int)
@@ -459,25 +475,18 @@ def test_download_models_pulls_through_the_server_and_the_model_shows_up(profile
     assert "download complete" in result.output and "4x-UltraSharp" in result.output
 
 
-def test_reference_layers_guide_generate_and_missing_adapters_are_named(trixie_root, tmp_path):
+def test_reference_layers_guide_generate_and_missing_adapters_are_named(sd15_server):
     """Reference images (issue 15): the same seed with and without a reference layer (type style, strength 1.5) gives
     different pixels; a face reference without a face adapter fails with a message naming it, image untouched."""
-    from conftest import ServerProcess
-    from factory import make_models_dir
     from hosts.gimp import gimp_profile
 
-    models = make_models_dir(tmp_path / "models", which=("sd15", "ipa-sd15-plus"))
-    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
-    try:
-        with gimp_profile() as prof:
-            gimp_check(
-                prof, "reference_layers_guide_generate_and_missing_adapters_are_named", url=proc.url, timeout=600
-            )
-    finally:
-        proc.stop()
+    with gimp_profile() as prof:
+        gimp_check(
+            prof, "reference_layers_guide_generate_and_missing_adapters_are_named", url=sd15_server.url, timeout=600
+        )
 
 
-def test_detail_faces_and_hands_procedure_and_hires_generate_on_a_portrait(trixie_root, tmp_path):
+def test_detail_faces_and_hands_procedure_and_hires_generate_on_a_portrait(sd15_server):
     """Hires fix and detailer on the tiny SD1.5 model: Filters > Paintbridge > Detail Faces on a portrait with a
     drawn face and hand (found by the tests' YuNet- and palm-detector-format networks, tests/tiny_yunet.py and
     tests/tiny_palm.py) repaints both in one job and only around them, its Find choice offering hands because the
@@ -486,30 +495,21 @@ def test_detail_faces_and_hands_procedure_and_hires_generate_on_a_portrait(trixi
 
     import tiny_palm
     import tiny_yunet
-    from conftest import ServerProcess
-    from factory import make_models_dir
     from gimp_plugin import settings as gimp_settings
     from hosts.gimp import gimp_profile
 
-    models = make_models_dir(tmp_path / "models", which=("sd15",))
-    tiny_yunet.write_detector(models / "detectors")
-    tiny_palm.write_detector(models / "detectors")
-    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
-    try:
-        with gimp_profile() as prof:
-            photo = tiny_yunet.portrait()  # the face at 180,66 88x104
-            tiny_palm.draw_hand(photo, 373, 352, 64)  # the hand found at 302,249 142x142
-            Image.fromarray(photo).save(prof.outside / "portrait.png")
-            gimp_settings.remember(prof.gimp_dir, proc.url, None)  # the listing GIMP registers the choices from
-            gimp_check(
-                prof,
-                "detail_faces_and_hands_procedure_and_hires_generate_on_a_portrait",
-                url=proc.url,
-                photo=prof.inside + "/portrait.png",
-                timeout=600,
-            )
-    finally:
-        proc.stop()
+    with gimp_profile() as prof:
+        photo = tiny_yunet.portrait()  # the face at 180,66 88x104
+        tiny_palm.draw_hand(photo, 373, 352, 64)  # the hand found at 302,249 142x142
+        Image.fromarray(photo).save(prof.outside / "portrait.png")
+        gimp_settings.remember(prof.gimp_dir, sd15_server.url, None)  # the listing GIMP registers the choices from
+        gimp_check(
+            prof,
+            "detail_faces_and_hands_procedure_and_hires_generate_on_a_portrait",
+            url=sd15_server.url,
+            photo=prof.inside + "/portrait.png",
+            timeout=600,
+        )
 
 
 # --- history (issue 13): Paintbridge data and results kept inside the .xcf --------------------------------------------
@@ -522,27 +522,20 @@ def test_document_data_survives_saving_closing_and_reopening_the_xcf(classical_r
 # --- regions (issue 15): a prompt kept on a layer or channel, saved in the .xcf ---------------------------------------
 
 
-def test_region_prompts_on_a_layer_and_a_channel_steer_inpaint_and_survive_the_xcf(trixie_root, tmp_path):
+def test_region_prompts_on_a_layer_and_a_channel_steer_inpaint_and_survive_the_xcf(sd15_server):
     """Bind a prompt to a layer (its alpha is the area) through the procedure's arguments, inpaint; save the .xcf,
     close, reopen: the layer still carries its region and the same job gives the same pixels; a channel works as a
     region too; with regions off the pixels differ. Outside the selection nothing changes."""
-    from conftest import ServerProcess
-    from factory import make_models_dir
     from hosts.gimp import gimp_profile
 
-    models = make_models_dir(tmp_path / "models", which=("sd15",))
-    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
-    try:
-        with gimp_profile() as prof:
-            gimp_check(
-                prof,
-                "region_prompts_on_a_layer_and_a_channel_steer_inpaint_and_survive_the_xcf",
-                url=proc.url,
-                plugin_dir=prof.inner(prof.plugin_dir),
-                timeout=600,
-            )
-    finally:
-        proc.stop()
+    with gimp_profile() as prof:
+        gimp_check(
+            prof,
+            "region_prompts_on_a_layer_and_a_channel_steer_inpaint_and_survive_the_xcf",
+            url=sd15_server.url,
+            plugin_dir=prof.inner(prof.plugin_dir),
+            timeout=600,
+        )
 
 
 def test_a_result_undone_survives_the_xcf_and_applies_again_with_the_same_pixels(classical_run):
@@ -641,58 +634,52 @@ def test_gui_history_dialog_opens_on_an_image_whose_history_holds_zlib_bombs(pro
 # --- sampling (issue 13) ---------------------------------------------------------------------------------------------
 
 
-def test_sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments(trixie_root, tmp_path):
+def test_sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments(sd15_server):
     """Generate from GIMP with a sampler and a schedule chosen apart, a batch count, a VAE and CLIP skip: one layer
     per image with its seed, each exactly the server's own image for those parameters; an impossible pair is refused
     naming both. In the same GIMP start, ``speed`` ``fast``: the result's ``info.speed`` says fast."""
-    from conftest import ServerProcess
-    from factory import make_models_dir
     from hosts.gimp import gimp_profile, run_checks
     from protocol.client import Client
 
-    models = make_models_dir(tmp_path / "models", which=("sd15", "vae-file"))
-    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
-    try:
-        with gimp_profile() as prof:
-            names = (
-                "sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments",
-                "speed_fast_as_a_procedure_argument",
-            )
-            run = run_checks(
-                prof,
-                [
-                    (name, {"url": proc.url, "dir": prof.inside, "plugin_dir": prof.inner(prof.plugin_dir)})
-                    for name in names
-                ],
-                600,
-            )
-            for name in names:
-                run.assert_ok(name)
-            with Client(proc.url, client_name="gimp-sampling-check") as client:
-                for seed in (21, 22):
-                    result = client.run(
-                        {
-                            "mode": "generate",
-                            "model": "",
-                            "prompt": "a tiny house",
-                            "params": {
-                                "seed": seed,
-                                "steps": 3,
-                                "cfg": 7.0,
-                                "sampler": "Euler",
-                                "scheduler": "Karras",
-                                "vae": "tiny-vae-ft-mse",
-                                "clip_skip": 2,
-                                "width": 64,
-                                "height": 64,
-                            },
+    proc = sd15_server
+    with gimp_profile() as prof:
+        names = (
+            "sampler_schedule_batch_count_vae_and_clip_skip_as_procedure_arguments",
+            "speed_fast_as_a_procedure_argument",
+        )
+        run = run_checks(
+            prof,
+            [
+                (name, {"url": proc.url, "dir": prof.inside, "plugin_dir": prof.inner(prof.plugin_dir)})
+                for name in names
+            ],
+            600,
+        )
+        for name in names:
+            run.assert_ok(name)
+        with Client(proc.url, client_name="gimp-sampling-check") as client:
+            for seed in (21, 22):
+                result = client.run(
+                    {
+                        "mode": "generate",
+                        "model": "",
+                        "prompt": "a tiny house",
+                        "params": {
+                            "seed": seed,
+                            "steps": 3,
+                            "cfg": 7.0,
+                            "sampler": "Euler",
+                            "scheduler": "Karras",
+                            "vae": "tiny-vae-ft-mse",
+                            "clip_skip": 2,
+                            "width": 64,
+                            "height": 64,
                         },
-                        timeout=300,
-                    )
-                    assert result.layers[0].info["vae"] == "tiny-vae-ft-mse"
-                    assert result.layers[0].data == (prof.outside / f"layer-{seed}.rgba").read_bytes(), seed
-    finally:
-        proc.stop()
+                    },
+                    timeout=300,
+                )
+                assert result.layers[0].info["vae"] == "tiny-vae-ft-mse"
+                assert result.layers[0].data == (prof.outside / f"layer-{seed}.rgba").read_bytes(), seed
 
 
 # --- reference images on every procedure, bound to regions, in live (issue 15) ----------------------------------------
@@ -964,25 +951,16 @@ def test_describe_fills_the_prompt_of_the_next_run_with_the_captioners_words(tri
     assert captions == {"sentence": sentence, "tags": as_tags(sentence)}
 
 
-def test_generate_with_a_transparent_layer_arrives_with_the_decoders_alpha(trixie_root, tmp_path):
+def test_generate_with_a_transparent_layer_arrives_with_the_decoders_alpha(sd15_server):
     """Transparent layers: Generate into Selection with 'Transparent layer' on a tiny SD1.5 model with LayerDiffuse
     files of the published layouts; the new layer's alpha is the decoder's inside the selection, 0 outside; Img2img of
     that layer (Source: active layer) brings real alpha back."""
-    import factory
-    import tiny_layerdiffuse
-    from conftest import ServerProcess
     from hosts.gimp import gimp_profile
 
-    models = factory.make_models_dir(tmp_path / "models", ("sd15",))
-    tiny_layerdiffuse.install(models, "sd15")
-    proc = ServerProcess(["--models", str(models)], tmp_path / "server.log").start()
-    try:
-        with gimp_profile() as prof:
-            gimp_check(
-                prof, "generate_with_a_transparent_layer_arrives_with_the_decoders_alpha", url=proc.url, timeout=600
-            )
-    finally:
-        proc.stop()
+    with gimp_profile() as prof:
+        gimp_check(
+            prof, "generate_with_a_transparent_layer_arrives_with_the_decoders_alpha", url=sd15_server.url, timeout=600
+        )
 
 
 # Every job dialog on default settings, one after another; the test measures each window and closes it with Escape.

@@ -365,20 +365,24 @@ def _models_of(*which):
 def _run_on_own_servers(tmp_path_factory, setups, record: bool = False) -> Dict[str, object]:
     """The parts of ``setups`` ((part, fill), in order) in one Krita start, each against its own server of this
     checkout over a models folder that ``fill(folder)`` lays out (the installed command would run the shared venv's
-    copy); the panel is pointed at each part's server in turn. ``record``: each server behind a proxy that records
-    each job it receives (``run.jobs``)."""
+    copy); parts given the very same ``fill`` share one server (its models load once). The panel is pointed at each
+    part's server in turn. ``record``: each server behind a proxy that records each job it receives (``run.jobs``)."""
     from conftest import ServerProcess
     from recordproxy import RecordingProxy
 
-    servers, proxies, folders = [], {}, {}
+    servers, proxies, folders, by_fill = [], {}, {}, {}
     try:
         for part, fill in setups:
-            work = tmp_path_factory.mktemp(f"krita-{part.tag}-server")
-            models = folders[part.tag] = work / "models"
-            models.mkdir()
-            fill(models)
-            servers.append(ServerProcess(["--models", str(models)], work / "server.log").start())
-            part.server_url = servers[-1].url
+            if fill in by_fill:
+                folders[part.tag], part.server_url = by_fill[fill]
+            else:
+                work = tmp_path_factory.mktemp(f"krita-{part.tag}-server")
+                models = folders[part.tag] = work / "models"
+                models.mkdir()
+                fill(models)
+                servers.append(ServerProcess(["--models", str(models)], work / "server.log").start())
+                part.server_url = servers[-1].url
+                by_fill[fill] = (models, part.server_url)
             if record:
                 proxies[part.tag] = RecordingProxy(part.server_url)
                 part.server_url = proxies[part.tag].url
@@ -422,14 +426,15 @@ def krita_own_servers_group(tmp_path_factory) -> Dict[str, object]:
 
 @pytest.fixture(scope="module")
 def krita_more_servers_group(tmp_path_factory) -> Dict[str, object]:
-    """A second Krita start of the same kind: the tiny SD1.5 with a tiny pose ControlNet (found by its name) and the
-    pose preprocessor's three files; picture into layers on a tiny Qwen-Image-Layered beside a tiny Qwen-Image;
-    regions on the tiny SD1.5; sampling on the tiny SD1.5 with a VAE file."""
+    """A second Krita start of the same kind: picture into layers on a tiny Qwen-Image-Layered beside a tiny
+    Qwen-Image; on one server over the tiny SD1.5 with a tiny pose ControlNet (found by its name), the pose
+    preprocessor's three files and a VAE file: a pose layer, regions, sampling."""
+    sd15 = _models_of("sd15", "cn-sd15-openpose", "pose-annotators", "vae-file")
     setups = [
-        (Part("pose", DW, DH, "tiny-sd15"), _models_of("sd15", "cn-sd15-openpose", "pose-annotators")),
+        (Part("pose", DW, DH, "tiny-sd15"), sd15),
         (Part("decompose", DW, DH, "tiny-qwen-layered"), _models_of("qwen", "qwen-layered")),
-        (Part("regions", DW, DH, "tiny-sd15"), _models_of("sd15")),
-        (Part("sampling", DW, DH, "tiny-sd15"), _models_of("sd15", "vae-file")),
+        (Part("regions", DW, DH, "tiny-sd15"), sd15),
+        (Part("sampling", DW, DH, "tiny-sd15"), sd15),
     ]
     return _run_on_own_servers(tmp_path_factory, setups)
 
@@ -450,14 +455,20 @@ REFERENCE_SETUPS = {
 
 @pytest.fixture(scope="module")
 def krita_references_group(tmp_path_factory) -> Dict[str, object]:
-    """Reference images (issue 15) in one Krita start, each setup against its own server of this checkout: a tiny
-    SD1.5 with an IP-Adapter and its image encoder, and a tiny Flux.1 with a Redux model and its SigLIP encoder; the
-    same panel steps for both."""
+    """Reference images (issue 15) and regions in one Krita start, each scenario against a server of this checkout
+    behind a proxy that records each job it receives (``run.jobs``): the same panel steps on a tiny SD1.5 with an
+    IP-Adapter and its image encoder and on a tiny Flux.1 with a Redux model and its SigLIP encoder; a reference bound
+    to a region on that SD1.5 server; regional prompts on a tiny Flux.1."""
+    fills = {key: _models_of(*which) for key, (which, _, _) in REFERENCE_SETUPS.items()}
     setups = [
-        (Part("references", DW, DH, model, tag=f"references-{key}"), _models_of(*which))
-        for key, (which, model, _) in sorted(REFERENCE_SETUPS.items())
+        (Part("references", DW, DH, model, tag=f"references-{key}"), fills[key])
+        for key, (_, model, _) in sorted(REFERENCE_SETUPS.items())
     ]
-    return _run_on_own_servers(tmp_path_factory, setups)
+    setups += [
+        (Part("region_references", DW, DH, "tiny-sd15"), fills["sd15"]),
+        (Part("flux_regions", DW, DH, "tiny-flux"), _models_of("flux")),
+    ]
+    return _run_on_own_servers(tmp_path_factory, setups, record=True)
 
 
 @pytest.fixture(scope="module", params=sorted(REFERENCE_SETUPS))
@@ -483,21 +494,9 @@ def test_reference_layers_from_the_panel_guide_a_job(krita_references_run):
 
 
 @pytest.fixture(scope="module")
-def krita_recorded_group(tmp_path_factory) -> Dict[str, object]:
-    """One Krita start whose scenarios each talk to their own server behind a proxy that records each job it receives
-    (``run.jobs``): a reference bound to a region (issue 15) on a tiny SD1.5 with an IP-Adapter; regional prompts on a
-    tiny Flux.1."""
-    setups = [
-        (Part("region_references", DW, DH, "tiny-sd15"), _models_of("sd15", "ipa-sd15-plus")),
-        (Part("flux_regions", DW, DH, "tiny-flux"), _models_of("flux")),
-    ]
-    return _run_on_own_servers(tmp_path_factory, setups, record=True)
-
-
-@pytest.fixture(scope="module")
-def krita_region_references_run(krita_recorded_group) -> Run:
+def krita_region_references_run(krita_references_group) -> Run:
     """A reference bound to a region (issue 15), its jobs recorded."""
-    return _part_run(krita_recorded_group, "region_references")
+    return _part_run(krita_references_group, "region_references")
 
 
 def _payload(image: dict) -> bytes:
@@ -1084,7 +1083,7 @@ def test_gimp_reads_back_the_same_ellipse_layer_and_upscale_as_krita(krita_run, 
     pixels are this session's (tests/crosshost.py runs GIMP here when its host test has not run)."""
     from crosshost import gimp_pixels
 
-    gimp = gimp_pixels(tmp_path_factory.mktemp("gimp-crosscheck"))
+    gimp = gimp_pixels(tmp_path_factory)
     run = krita_diffusion_run
     rec = run["generate_ellipse"]
     assert rec["error"] is False, rec["message"]
@@ -1105,7 +1104,7 @@ def test_gimp_reads_back_the_same_ellipse_layer_and_upscale_as_krita(krita_run, 
 def test_gimp_and_krita_generate_the_very_same_ellipse_layer(krita_diffusion_run, tmp_path_factory):
     from crosshost import gimp_pixels
 
-    gimp = gimp_pixels(tmp_path_factory.mktemp("gimp-crosscheck-generate"))
+    gimp = gimp_pixels(tmp_path_factory)
     run = krita_diffusion_run
     krita = run.pixels(run["generate_ellipse"]["new_layer_pixels"], ellipse_case.WIDTH, ellipse_case.HEIGHT)[
         ..., [2, 1, 0, 3]
@@ -1458,9 +1457,9 @@ def test_a_region_bound_in_the_panel_steers_the_job_and_survives_reopening_the_k
 
 
 @pytest.fixture(scope="module")
-def krita_flux_regions_run(krita_recorded_group) -> Run:
+def krita_flux_regions_run(krita_references_group) -> Run:
     """Two region layers on a tiny Flux.1 (the tests' factory's ``flux``), its jobs recorded."""
-    return _part_run(krita_recorded_group, "flux_regions")
+    return _part_run(krita_references_group, "flux_regions")
 
 
 def test_region_layers_steer_a_tiny_flux_model_each_in_its_own_area(krita_flux_regions_run):
