@@ -29,6 +29,10 @@ os.environ.setdefault("PAINTBRIDGE_DTYPE", "float32")
 from server import tuning
 
 tuning.passive_threads()
+# The run keeps the compiled test modules and helpers it makes (in __pycache__ folders, which git ignores) even where the
+# environment asks for none (PYTHONDONTWRITEBYTECODE): without them every pytest process, each worker of ``pytest -n``,
+# rewrites the asserts of every test module and compiles it again at collection, ~7 s of CPU per process here.
+sys.dont_write_bytecode = False
 # Styles the tests' servers save (in a thread, a process, or started by a real Krita) go to a folder of this run, not
 # the user's styles folder.
 if "PAINTBRIDGE_STYLES" not in os.environ:  # made once: a worker process of this run inherits it
