@@ -89,8 +89,9 @@ def test_classical_engine_on_the_worst_input_finishes_with_the_hole_filled(fill)
     alpha = layer.rgba[..., 3]
     assert layer.rgba.shape == (SIDE, SIDE, 4)
     assert alpha[SIDE // 2, SIDE // 2] == 255 and alpha[0, 0] == 0
-    outside = alpha == 0
-    assert np.array_equal(layer.rgba[outside][:, :3], job.image[outside][:, :3])
+    # Outside the hole the image exactly (compared in place: picking those pixels out of 64 M copied them twice).
+    changed = (layer.rgba[..., :3] != job.image[..., :3]).any(axis=-1)
+    assert not (changed & (alpha == 0)).any()
 
 
 def test_preprocess_engine_stops_soon_after_a_cancel_on_the_largest_image():
