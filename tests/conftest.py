@@ -258,6 +258,18 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return xdist_groups.GroupScheduling(config, log) if config.getvalue("dist") == "loadgroup" else None
 
 
+@pytest.fixture(scope="module")
+def freed_memory_kept() -> Iterator[None]:
+    """For a module whose jobs move images of tens of MB through the classical engine or the payload code: freed
+    large buffers stay in this process, as ``paintbridge serve`` keeps them (``server/tuning.py``), instead of each
+    new one faulting its pages in afresh; given back after the module (a router gives them back sooner, when it makes
+    an engine that runs networks)."""
+    kept = tuning.keep_freed_memory()
+    yield
+    if kept:
+        tuning.give_back_freed_memory()
+
+
 @pytest.fixture(scope="session")
 def paintbridge_cache() -> Path:
     return cache_dir()

@@ -7,7 +7,7 @@ import gc
 import threading
 import time
 import weakref
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import cv2
 import numpy as np
@@ -15,27 +15,19 @@ import pytest
 
 from protocol import Limits
 from protocol.client import Client, JobFailed
-from server import imageops, tuning
+from server import imageops
 from server.classical import ClassicalEngine
 from server.core import Job, JobCancelled, JobContext, Params
 from server.preprocess import PreprocessEngine
+
+# Each full-size step of the worst input would fault its pages in afresh (a third of its CPU time here).
+pytestmark = pytest.mark.usefixtures("freed_memory_kept")
 
 # The largest image a default server accepts, and the largest grow and feather the protocol allows.
 SIDE = int(Limits().max_pixels ** 0.5)
 MAX_RADIUS = 1024
 # CPU seconds of work after a cancel. Generous: each step between two cancellation checks takes well under a CPU second.
 CANCEL_BOUND_S = 2.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def freed_memory_kept() -> Iterator[None]:
-    """Large freed buffers stay in the process, as ``paintbridge serve`` keeps them for the classical engine
-    (``server/tuning.py``): each full-size step of the worst input would otherwise fault its pages in afresh (a third
-    of its CPU time here)."""
-    kept = tuning.keep_freed_memory()
-    yield
-    if kept:
-        tuning.give_back_freed_memory()
 
 
 def worst_image() -> np.ndarray:

@@ -21,6 +21,8 @@ from server.core import Job as EngineJob, Layer
 from server.payloads import encode_layers, job_from_message, payload_to_array
 
 FORMATS = (RGBA8, BGRA8, GRAY8)
+# The 6000x4000 jobs' buffers would each fault their pages in afresh.
+pytestmark = pytest.mark.usefixtures("freed_memory_kept")
 
 
 def random_bytes(n: int, seed: int = 0) -> bytes:
