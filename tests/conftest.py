@@ -182,8 +182,8 @@ GROUP_SECONDS = {
     "test_speed.py": 610,
     "test_offers.py": 570,
     "test_sampling.py": 310,
-    "test_engines.py": 230,
     "test_speed_levels.py": 220,
+    "test_engines.py": 130,
 }
 """Rough seconds the groups that take longest took (``pytest -n 4 --durations`` on a 2-core machine shared with other
 work, load 10-15); other groups count by their tier's ``TIER_SECONDS`` per test."""
