@@ -103,12 +103,14 @@ class Client:
         session: Optional[str] = None,
         resume_for: float = 60.0,
         shared_memory: bool = True,
+        close_timeout: float = 10.0,
     ) -> None:
         self.url = url
         self.client_name = client_name
         self.client_version = client_version
         self.token = token
         self.open_timeout = open_timeout
+        self.close_timeout = close_timeout  # s ``close`` waits for the server's side of the closing handshake
         self.max_frame_bytes = max_frame_bytes
         self.session = session or new_session_id()
         self.resume_for = resume_for  # s to keep reconnecting while a job waits; 0 = never
@@ -128,7 +130,13 @@ class Client:
         """Open the connection and handshake; returns ``welcome``. Raises ConnectionFailed (unreachable), JobFailed
         (refused: token, bad hello) or ProtocolError (``version_mismatch``)."""
         try:
-            ws = ws_connect(self.url, open_timeout=self.open_timeout, max_size=self.max_frame_bytes, compression=None)
+            ws = ws_connect(
+                self.url,
+                open_timeout=self.open_timeout,
+                close_timeout=self.close_timeout,
+                max_size=self.max_frame_bytes,
+                compression=None,
+            )
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as err:
             raise ConnectionFailed(f"cannot reach the Paintbridge server at {self.url}: {err}") from err
         conn = Connection(CLIENT)

@@ -29,6 +29,10 @@ os.environ.setdefault("PAINTBRIDGE_DTYPE", "float32")
 from server import tuning
 
 tuning.passive_threads()
+# The run keeps the compiled test modules and helpers it makes (in __pycache__ folders, which git ignores) even where the
+# environment asks for none (PYTHONDONTWRITEBYTECODE): without them every pytest process, each worker of ``pytest -n``,
+# rewrites the asserts of every test module and compiles it again at collection, ~7 s of CPU per process here.
+sys.dont_write_bytecode = False
 # Styles the tests' servers save (in a thread, a process, or started by a real Krita) go to a folder of this run, not
 # the user's styles folder.
 if "PAINTBRIDGE_STYLES" not in os.environ:  # made once: a worker process of this run inherits it
@@ -179,8 +183,8 @@ GROUP_SECONDS = {
     "test_speed.py": 610,
     "test_offers.py": 570,
     "test_sampling.py": 310,
-    "test_engines.py": 230,
     "test_speed_levels.py": 220,
+    "test_engines.py": 130,
 }
 """Rough seconds the groups that take longest took (``pytest -n 4 --durations`` on a 2-core machine shared with other
 work, load 10-15); other groups count by their tier's ``TIER_SECONDS`` per test."""
@@ -253,6 +257,18 @@ def pytest_configure_node(node) -> None:
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """``--dist loadgroup`` hands out our groups (``worker_group``), whole and in the workers' order."""
     return xdist_groups.GroupScheduling(config, log) if config.getvalue("dist") == "loadgroup" else None
+
+
+@pytest.fixture(scope="module")
+def freed_memory_kept() -> Iterator[None]:
+    """For a module whose jobs move images of tens of MB through the classical engine or the payload code: freed
+    large buffers stay in this process, as ``paintbridge serve`` keeps them (``server/tuning.py``), instead of each
+    new one faulting its pages in afresh; given back after the module (a router gives them back sooner, when it makes
+    an engine that runs networks)."""
+    kept = tuning.keep_freed_memory()
+    yield
+    if kept:
+        tuning.give_back_freed_memory()
 
 
 @pytest.fixture(scope="session")

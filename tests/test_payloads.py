@@ -21,6 +21,8 @@ from server.core import Job as EngineJob, Layer
 from server.payloads import encode_layers, job_from_message, payload_to_array
 
 FORMATS = (RGBA8, BGRA8, GRAY8)
+# The 6000x4000 jobs' buffers would each fault their pages in afresh.
+pytestmark = pytest.mark.usefixtures("freed_memory_kept")
 
 
 def random_bytes(n: int, seed: int = 0) -> bytes:
@@ -28,7 +30,7 @@ def random_bytes(n: int, seed: int = 0) -> bytes:
 
 
 def luma_reference(data: bytes, src: str) -> bytes:
-    px = np.frombuffer(data, np.uint8).reshape(-1, 4).astype(np.int64)
+    px = np.frombuffer(data, np.uint8).reshape(-1, 4).astype(np.int32)  # 1000 * 255 + 500 fits
     r, b = (px[:, 0], px[:, 2]) if src == RGBA8 else (px[:, 2], px[:, 0])
     return ((299 * r + 587 * px[:, 1] + 114 * b + 500) // 1000).astype(np.uint8).tobytes()
 
@@ -133,7 +135,9 @@ def test_luma_is_exact_for_any_length(n):
 
 def test_luma_of_every_colour():
     v = np.arange(256**3, dtype=np.uint32)
-    px = np.stack([v >> 16, (v >> 8) & 255, v & 255, v & 255], axis=1).astype(np.uint8).tobytes()
+    px = np.empty((256**3, 4), np.uint8)
+    px[:, 0], px[:, 1], px[:, 2], px[:, 3] = v >> 16, (v >> 8) & 255, v & 255, v & 255
+    px = px.tobytes()
     assert convert_pixels(px, RGBA8, GRAY8) == luma_reference(px, RGBA8)
 
 

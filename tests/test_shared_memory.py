@@ -268,7 +268,8 @@ def test_the_server_unmaps_every_request_image_after_a_job_a_failure_or_a_cancel
 
 def test_a_client_removes_the_files_a_stopped_server_never_read(start_server_process):
     server = start_server_process()
-    client = Client(server.url, "shared-test", resume_for=0)
+    # A hung server never answers the closing handshake: the close waits 1 s for it, not websockets' 10.
+    client = Client(server.url, "shared-test", resume_for=0, close_timeout=1.0)
     client.connect()
     folder = client.shared_folder
     os.kill(server.proc.pid, signal.SIGSTOP)  # the server hangs: it reads nothing more
