@@ -81,7 +81,11 @@ def test_a_real_calibration_is_cached_per_machine_and_reused(cache):
     # the budget logic itself is checked on a fake clock above; a real run on a loaded machine may end one call late
     assert first["budget"] == calibration.BUDGET_S and first["seconds"] <= first["budget"] + 1.0
     assert set(first["measured"]) == {"gemm", "conv", "attention"}
-    assert all(v[FP32] > 0 for v in first["measured"].values())
+    # on a loaded machine the budget can end before every cell is measured: the result says so, and what it has is real
+    cells = [t for v in first["measured"].values() for t in v.values()]
+    assert cells and all(t > 0 for t in cells)
+    if first["complete"]:
+        assert all(v[FP32] > 0 for v in first["measured"].values())
     assert first["key"] == calibration.key("cpu")
     for part in (calibration.cpu_model(), calibration.torch_version(), "cores", "cpu"):
         assert part in first["key"]
