@@ -6,9 +6,9 @@
 Builds real-size SD1.5 and SDXL pipelines with random weights on the device from the server's shipped configs (no
 download) and saves them as diffusers folders; then, side by side and alternating, times for each architecture
 inpaint and generate through the server (in this process, its defaults, jobs over the websocket) and through plain
-diffusers (a worker process: ``from_pretrained`` in fp16 on the GPU, fp32 on the CPU); a live 1-step 512 px frame
-(img2img, no CFG); and a batch of 4 against 4 single jobs. Prints each figure, the ratios (server / plain, from each
-side's fastest run) and the peak memory of both processes.
+diffusers (a worker process: ``from_pretrained`` in fp16 on the GPU; in the CPU smoke run, fp32 in a thread of this
+process); a live 1-step 512 px frame (img2img, no CFG); and a batch of 4 against 4 single jobs. Prints each figure,
+the ratios (server / plain, from each side's fastest run) and the peak memory of both sides.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, TextIO
 
 import numpy as np
 
@@ -135,15 +136,16 @@ def random_folder(arch: str, dest: Path, device: str, dtype) -> Path:
 # --- plain diffusers worker --------------------------------------------------------------------------------------
 
 
-def plain_worker() -> None:
-    """Runs jobs read as JSON lines from stdin with plain diffusers; one checkpoint kept at a time."""
+def plain_worker(jobs: TextIO, replies: TextIO) -> None:
+    """Runs jobs read as JSON lines from ``jobs`` with plain diffusers, one reply line each to ``replies``; one
+    checkpoint kept at a time."""
     import diffusers
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
     loaded, base, pipes = None, None, {}
-    for line in sys.stdin:
+    for line in jobs:
         job = json.loads(line)
         if job["folder"] != loaded:
             base, pipes = None, {}
@@ -186,24 +188,44 @@ def plain_worker() -> None:
         pipe(**call)
         if device == "cuda":
             torch.cuda.synchronize()
-        print(json.dumps({"seconds": time.perf_counter() - started, "peak_gib": peak_memory()}), flush=True)
+        replies.write(json.dumps({"seconds": time.perf_counter() - started, "peak_gib": peak_memory()}) + "\n")
+        replies.flush()
 
 
 class Plain:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--plain-worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )
+    """The plain diffusers side: ``plain_worker`` in a process of its own (each side's memory peak apart), or, for
+    the CPU smoke run (``in_process``), in a thread of this one over pipes: the same job lines, without a second
+    interpreter importing torch and diffusers again (the peak read there is this process's resident peak anyway)."""
+
+    def __init__(self, in_process: bool = False) -> None:
+        self.proc: Optional[subprocess.Popen] = None
+        self.thread: Optional[threading.Thread] = None
+        if in_process:
+            jobs_in, jobs_out = os.pipe()
+            replies_in, replies_out = os.pipe()
+            self.jobs, self.replies = os.fdopen(jobs_out, "w"), os.fdopen(replies_in)
+
+            def serve() -> None:
+                with os.fdopen(jobs_in) as jobs, os.fdopen(replies_out, "w") as replies:
+                    plain_worker(jobs, replies)
+
+            self.thread = threading.Thread(target=serve, name="plain-diffusers", daemon=True)
+            self.thread.start()
+        else:
+            self.proc = subprocess.Popen(
+                [sys.executable, __file__, "--plain-worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=REPO,
+            )
+            self.jobs, self.replies = self.proc.stdin, self.proc.stdout
         self.peak = 0.0
 
     def run(self, **job) -> float:
-        self.proc.stdin.write(json.dumps(job) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+        self.jobs.write(json.dumps(job) + "\n")
+        self.jobs.flush()
+        line = self.replies.readline()
         if not line:
             raise SystemExit(f"the plain diffusers worker failed on {job}")
         reply = json.loads(line)
@@ -211,8 +233,12 @@ class Plain:
         return reply["seconds"]
 
     def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=120)
+        self.jobs.close()
+        if self.proc is not None:
+            self.proc.wait(timeout=120)
+        else:
+            self.thread.join(timeout=120)
+        self.replies.close()
 
 
 # --- the check ---------------------------------------------------------------------------------------------------
@@ -241,7 +267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--plain-worker", action="store_true", help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
     if opts.plain_worker:
-        plain_worker()
+        plain_worker(sys.stdin, sys.stdout)
         return
 
     import torch
@@ -270,7 +296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             live_size = 512
         print(f"models ready in {time.perf_counter() - started:.1f} s ({work})", flush=True)
 
-        plain = Plain()
+        plain = Plain(in_process=opts.cpu_smoke)
         results = []
         with (
             ServerThread(ServerConfig(port=0, model_dirs=[models])) as server,
