@@ -399,3 +399,34 @@ def test_decode_into_decodes_the_box_and_keeps_the_init_image_elsewhere(engine):
         part = vae.decode(lat[:, :, 3:7, 2:6] / vae.config.scaling_factor).sample
     expected = ((part.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     assert np.allclose(out[:, 24:56, 16:48], expected)
+
+
+def test_the_phase_table_sorts_ops_by_kind_and_counts_the_cpu_attention_kernels_flops():
+    import importlib.util
+
+    path = list(sys.path)
+    spec = importlib.util.spec_from_file_location("benchmarks_phases", REPO / "benchmarks" / "phases.py")
+    phases = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(phases)
+    finally:
+        sys.path[:] = path
+    kinds = {
+        "aten::addmm": "GEMM (linear)",
+        "aten.mm": "GEMM (linear)",
+        "aten::mkldnn_convolution": "conv",
+        "aten::_scaled_dot_product_flash_attention_for_cpu": "attention",
+        "aten::native_group_norm": "group/layer norm",
+        "aten::_softmax": "softmax",
+        "aten::silu_": "SiLU/GELU",
+        "aten::upsample_nearest2d": "resample",
+        "aten::copy_": "copies, layout",
+        "aten::t": "views, allocation",
+        "aten::add": "other elementwise",
+        "aten::tanh": "other elementwise",
+    }
+    assert {name: phases.op_kind(name) for name in kinds} == kinds
+    q = torch.randn(1, 2, 64, 8, dtype=torch.bfloat16)
+    with phases.flop_counter() as counter:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    assert counter.get_total_flops() == 4 * 2 * 64 * 64 * 8  # two matmuls of 64 x 64 x 8 per head
