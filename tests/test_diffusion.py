@@ -575,3 +575,26 @@ def test_outpaint_pre_fills_the_new_area_with_the_chosen_fill_and_matches_colour
     assert err.value.error.code == "model_not_found" and "models pull lama" in err.value.error.message
     # an inpaint does not pre-fill: a fill it cannot use is not asked for
     client.run(with_image(job("inpaint", "tiny-sd15", fill="lama"), image, selection()), timeout=120)
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_both_prompts_in_one_encoder_batch_match_each_encoded_alone(arch):
+    import factory
+
+    pipe = factory.build_sdxl() if arch == "sdxl" else factory.build_sd15()
+    texts = ("a (red:1.4) apple, " + ", ".join(["a lighthouse on a cliff"] * 20), "blurry, [dark]")  # 2 chunks, 1
+    encoders = [(pipe.text_encoder, pipe.tokenizer)]
+    if arch == "sdxl":
+        encoders.append((pipe.text_encoder_2, pipe.tokenizer_2))
+    for encoder, tokenizer in encoders:
+        chunks = [prompts.token_chunks(tokenizer, prompts.parse_weights(t)) for t in texts]
+        together = prompts._encode_prompts(encoder, tokenizer, chunks, 2, "cpu")
+        assert [z.shape[1] for z, _ in together] == [77 * 2, 77]
+        for c, (z, pooled) in zip(chunks, together):
+            ((alone, alone_pooled),) = prompts._encode_prompts(encoder, tokenizer, [c], 2, "cpu")
+            torch.testing.assert_close(z, alone)
+            if alone_pooled is not None:
+                torch.testing.assert_close(pooled, alone_pooled)
+        ids = chunks[1][0][0]
+        unweighted = prompts._encode_prompts(encoder, tokenizer, [[(ids, [1.0] * len(ids))]], 2, "cpu")[0][0]
+        assert not torch.allclose(together[1][0], unweighted)  # "[dark]" is weighted

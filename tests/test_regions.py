@@ -15,6 +15,7 @@ from protocol.errors import ProtocolError
 from protocol.messages import MAX_REGIONS, Job, Result
 from server.core import Region
 from server.diffusion import regions
+from server.diffusion.attention import ContiguousHeadsAttention
 
 torch.set_num_threads(2)
 
@@ -231,6 +232,8 @@ def test_inpaint_with_regions_keeps_every_pixel_outside_the_mask(client, server,
     assert result.layers[0].info["regions"] == 2
     unet = server.server.router.diffusion.loaded.pipe.unet  # the processors are back after the job
     assert not any(isinstance(p, regions.RegionAttention) for p in unet.attn_processors.values())
+    if unet.device.type == "cpu":  # and they are the CPU's own
+        assert all(isinstance(p, ContiguousHeadsAttention) for p in unet.attn_processors.values())
 
 
 def test_outpaint_and_img2img_take_regions(client):

@@ -104,7 +104,7 @@ def test_stock_diffusers_encodes_twice_the_engine_once_and_not_at_all_when_only_
     texts.take()
 
     engine.run(make_job(seed=2, prompt="a green pear"), JobContext())  # a new prompt, the same image: cached latents
-    assert (encodes.take(), texts.take()) == (0, 2)
+    assert (encodes.take(), texts.take()) == (0, 1)  # prompt and negative prompt in one text-encoder batch
     engine.run(make_job(seed=3, prompt="a green pear"), JobContext())  # generate again: nothing prepared anew
     assert (encodes.take(), texts.take()) == (0, 0)
     other = make_job(seed=3)
@@ -172,6 +172,52 @@ def test_bf16_stays_close_to_fp32_for_the_same_seed(models_dir):
     precision = np.abs(results["float32", 5] - results["bfloat16", 5])[..., :3].mean()
     seed = np.abs(results["float32", 5] - results["float32", 6])[..., :3].mean()
     assert precision < 3 and precision < seed / 5, (precision, seed)
+
+
+def test_bf16_on_a_cpu_keeps_unet_and_vae_channels_last_and_gives_the_default_layouts_pixels(models_dir):
+    def layout_of(module) -> str:
+        weight = module.conv_in.weight
+        return "channels_last" if weight.is_contiguous(memory_format=torch.channels_last) else "default"
+
+    eng = DiffusionEngine(ModelRegistry([models_dir]), device="cpu", dtype="bfloat16")
+    job = make_job("inpaint", seed=5, steps=4)
+    fast = eng.run(job, JobContext())[0].rgba.astype(int)
+    pipe = eng.loaded.pipe
+    assert layout_of(pipe.unet) == layout_of(pipe.vae.decoder) == layout_of(pipe.vae.encoder) == "channels_last"
+    for module in (pipe.unet, pipe.vae):  # torch's default layout, as before: the same job again
+        module.to(memory_format=torch.contiguous_format)
+    eng.inputs.clear()
+    default = eng.run(job, JobContext())[0].rgba.astype(int)
+    other_seed = eng.run(make_job("inpaint", seed=6, steps=4), JobContext())[0].rgba.astype(int)
+    layout = np.abs(fast - default)[..., :3].mean()
+    seed = np.abs(default - other_seed)[..., :3].mean()
+    assert layout < 3 and layout < seed / 5, (layout, seed)
+    fp32 = DiffusionEngine(ModelRegistry([models_dir]), device="cpu", dtype="float32")
+    fp32.run(job, JobContext())
+    assert layout_of(fp32.loaded.pipe.unet) == layout_of(fp32.loaded.pipe.vae.decoder) == "default"
+
+
+def test_the_cpu_attention_processor_gives_diffusers_output_and_is_installed_on_load(models_dir):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from server.diffusion.attention import ContiguousHeadsAttention
+
+    pipe = factory.build_sd15()
+    g = torch.Generator().manual_seed(0)
+    latents, text = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 77, pipe.unet.config.cross_attention_dim)
+    image = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
+    outputs = []
+    with torch.inference_mode():
+        for processor in (AttnProcessor2_0(), ContiguousHeadsAttention()):
+            pipe.unet.set_attn_processor(processor)
+            pipe.vae.set_attn_processor(processor)  # the VAE's attention (group norm, residual) takes the fallback
+            outputs.append((pipe.unet(latents, 500, encoder_hidden_states=text).sample, pipe.vae(image).sample))
+    for ours, theirs in zip(outputs[1], outputs[0]):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    eng = DiffusionEngine(ModelRegistry([models_dir]), device="cpu", dtype="float32")
+    eng.run(make_job("inpaint", seed=5), JobContext())
+    processors = eng.loaded.pipe.unet.attn_processors.values()
+    assert processors and all(isinstance(p, ContiguousHeadsAttention) for p in processors)
 
 
 def test_the_default_precision_is_the_calibrated_one_and_is_named_before_torch_is_needed():
@@ -353,3 +399,34 @@ def test_decode_into_decodes_the_box_and_keeps_the_init_image_elsewhere(engine):
         part = vae.decode(lat[:, :, 3:7, 2:6] / vae.config.scaling_factor).sample
     expected = ((part.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     assert np.allclose(out[:, 24:56, 16:48], expected)
+
+
+def test_the_phase_table_sorts_ops_by_kind_and_counts_the_cpu_attention_kernels_flops():
+    import importlib.util
+
+    path = list(sys.path)
+    spec = importlib.util.spec_from_file_location("benchmarks_phases", REPO / "benchmarks" / "phases.py")
+    phases = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(phases)
+    finally:
+        sys.path[:] = path
+    kinds = {
+        "aten::addmm": "GEMM (linear)",
+        "aten.mm": "GEMM (linear)",
+        "aten::mkldnn_convolution": "conv",
+        "aten::_scaled_dot_product_flash_attention_for_cpu": "attention",
+        "aten::native_group_norm": "group/layer norm",
+        "aten::_softmax": "softmax",
+        "aten::silu_": "SiLU/GELU",
+        "aten::upsample_nearest2d": "resample",
+        "aten::copy_": "copies, layout",
+        "aten::t": "views, allocation",
+        "aten::add": "other elementwise",
+        "aten::tanh": "other elementwise",
+    }
+    assert {name: phases.op_kind(name) for name in kinds} == kinds
+    q = torch.randn(1, 2, 64, 8, dtype=torch.bfloat16)
+    with phases.flop_counter() as counter:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    assert counter.get_total_flops() == 4 * 2 * 64 * 64 * 8  # two matmuls of 64 x 64 x 8 per head

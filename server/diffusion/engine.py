@@ -31,7 +31,7 @@ from . import controls as control_plans
 from . import latents as latents_of
 from . import detail as detailer
 from . import hires as hires_fix
-from . import pipelines, prompts, regions, samplers, stepcache, tiny_vae, transparency
+from . import attention, layout, pipelines, prompts, regions, samplers, stepcache, tiny_vae, transparency
 from . import references as refs
 from .adapters import Adapters
 from .inputs import JobInputs
@@ -86,6 +86,8 @@ class DiffusionEngine(CheckpointEngine):
     def load(self, entry: ModelEntry) -> LoadedUNet:
         pipe = loading.load_checkpoint(entry, self.dtype, allow_pickle=self.registry.allow_pickle)
         pipe.to(self.device)
+        layout.apply(pipe, self.device, self.dtype)
+        attention.install(pipe.unet, self.device)
         return LoadedUNet(
             entry=entry,
             pipe=pipe,

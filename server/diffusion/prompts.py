@@ -122,40 +122,42 @@ def _pad(tokenizer, ids: List[int], weights: List[float]) -> Tuple[List[int], Li
     return ids, weights
 
 
-def _encode_chunks(encoder, tokenizer, chunks, layer: int, device, normalize: bool = False):
-    """(hidden states [1, 77*n, dim], pooled output of the first chunk or None) for one encoder. ``layer`` 0 takes
-    the encoder's output; ``n`` > 0 the hidden states ``n`` from the end, passed through the final layer norm when
-    ``normalize`` (SD1.5's CLIP skip, as diffusers)."""
+def _encode_prompts(encoder, tokenizer, prompts_chunks, layer: int, device, normalize: bool = False):
+    """For each prompt's chunks: (hidden states [1, 77*n, dim], pooled output of its first chunk or None), from one
+    encoder call on a batch of every chunk of every prompt (and the empty prompt, when a weight needs it). ``layer``
+    0 takes the encoder's output; ``n`` > 0 the hidden states ``n`` from the end, passed through the final layer norm
+    when ``normalize`` (SD1.5's CLIP skip, as diffusers)."""
     import torch
 
-    def run(ids):
-        out = encoder(torch.tensor([ids], device=device), output_hidden_states=True)
-        if layer <= 0:
-            return out[0], getattr(out, "text_embeds", None)
-        if layer > len(out.hidden_states):
-            raise ProtocolError(
-                UNSUPPORTED,
-                f"CLIP skip reaches past the text encoder's {len(out.hidden_states) - 1} "
-                "layers: choose a smaller clip_skip",
-                field="params.clip_skip",
-            )
+    padded = [[_pad(tokenizer, ids, weights) for ids, weights in chunks] for chunks in prompts_chunks]
+    weighted = any(w != 1 for chunks in padded for _, weights in chunks for w in weights)
+    rows = [ids for chunks in padded for ids, _ in chunks] + ([_pad(tokenizer, [], [])[0]] if weighted else [])
+    out = encoder(torch.tensor(rows, device=device), output_hidden_states=True)
+    pooled = getattr(out, "text_embeds", None)
+    if layer <= 0:
+        hidden = out[0]
+    elif layer > len(out.hidden_states):
+        raise ProtocolError(
+            UNSUPPORTED,
+            f"CLIP skip reaches past the text encoder's {len(out.hidden_states) - 1} "
+            "layers: choose a smaller clip_skip",
+            field="params.clip_skip",
+        )
+    else:
         hidden = out.hidden_states[-layer]
         if normalize:
             hidden = getattr(encoder, "text_model", encoder).final_layer_norm(hidden)  # transformers 4 / 5
-        return hidden, getattr(out, "text_embeds", None)
-
-    hidden, pooled, empty = [], None, None
-    for ids, weights in chunks:
-        ids, weights = _pad(tokenizer, ids, weights)
-        z, pool = run(ids)
-        pooled = pool if pooled is None else pooled
-        w = torch.tensor(weights, device=device, dtype=z.dtype)[None, :, None]
-        if (w != 1).any():
-            if empty is None:
-                empty = run(_pad(tokenizer, [], [])[0])[0]
-            z = empty + (z - empty) * w
-        hidden.append(z)
-    return torch.cat(hidden, dim=1), pooled
+    empty = hidden[-1:] if weighted else None
+    results, row = [], 0
+    for chunks in padded:
+        parts = []
+        for n, (_, weights) in enumerate(chunks):
+            z = hidden[row + n : row + n + 1]
+            w = torch.tensor(weights, device=device, dtype=z.dtype)[None, :, None]
+            parts.append(empty + (z - empty) * w if (w != 1).any() else z)
+        results.append((torch.cat(parts, dim=1), pooled[row : row + 1] if pooled is not None else None))
+        row += len(chunks)
+    return results
 
 
 @dataclass
@@ -204,8 +206,7 @@ def encode(pipe, prompt: str, negative: str, device, clip_skip: int = 0) -> Cond
             neg = token_chunks(pipe.tokenizer, neg_runs, convert)
             _same_length(pos, neg)
             layer = skip + 1 if skip else 0
-            p, _ = _encode_chunks(pipe.text_encoder, pipe.tokenizer, pos, layer, device, normalize=True)
-            n, _ = _encode_chunks(pipe.text_encoder, pipe.tokenizer, neg, layer, device, normalize=True)
+            (p, _), (n, _) = _encode_prompts(pipe.text_encoder, pipe.tokenizer, [pos, neg], layer, device, True)
             return Conditioning(p, n)
         encoders = [(pipe.text_encoder, pipe.tokenizer), (pipe.text_encoder_2, pipe.tokenizer_2)]
         results = [[token_chunks(tok, runs, convert) for _, tok in encoders] for runs in (pos_runs, neg_runs)]
@@ -213,14 +214,17 @@ def encode(pipe, prompt: str, negative: str, device, clip_skip: int = 0) -> Cond
             for i in range(2):
                 _same_length(results[0][i], results[1][i])
                 _same_length(results[i][0], results[i][1])
+        # per encoder: both prompts in one batch
+        encoded = [
+            _encode_prompts(enc, tok, [results[0][i], results[1][i]], skip + 2, device)
+            for i, (enc, tok) in enumerate(encoders)
+        ]
         embeds = []
-        for chunks in results:
-            per_encoder, pooled = [], None
-            for (enc, tok), enc_chunks in zip(encoders, chunks):
-                z, pool = _encode_chunks(enc, tok, enc_chunks, skip + 2, device)
-                per_encoder.append(z)
+        for k in range(2):  # positive, negative
+            pooled = None
+            for _, pool in (e[k] for e in encoded):
                 pooled = pool if pool is not None else pooled
-            embeds.append((torch.cat(per_encoder, dim=-1), pooled))
+            embeds.append((torch.cat([e[k][0] for e in encoded], dim=-1), pooled))
         (p, p_pool), (n, n_pool) = embeds
         if not negative.strip() and getattr(pipe.config, "force_zeros_for_empty_prompt", False):
             n, n_pool = torch.zeros_like(n), torch.zeros_like(n_pool)
