@@ -8,7 +8,12 @@ centred 192 x 192 mask, Euler, 4 steps, CFG 7, strength 1.0. Each side runs in i
 peak memory (VmHWM) are its own. Plain diffusers runs in fp32 and then in bf16 (each process next to the server's,
 jobs alternating plain / server); the dtype whose warm new-prompt job was faster is plain's, and its figures are the
 ones compared. Timed:
-- first job after start: from starting the process (import, load) to the result;
+- first job after start: from starting the process (import, load) to the result. The benchmark's client connects as
+  soon as the server listens and sends the job at once, so the server's background load of the default checkpoint
+  (started when it listens) is still running and the job waits for it: the worst case, and the same work plain
+  diffusers does before its first job. A plugin usually connects when the painting application starts, long before
+  the first Generate; its first job then finds the checkpoint loaded and pays only the one-off costs of a first job
+  (the VAE encode of a new picture, the first call of each kernel);
 - warm job with a new prompt;
 - "generate again": the same job with only the seed changed.
 Ratios are server / plain from each side's fastest run (other load on the machine only ever adds time). The server is

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Hashable, List, Optional, Tuple
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from protocol.errors import MODEL_NOT_FOUND, UNSUPPORTED, ProtocolError
 
 from . import imageops, lama
 from .core import Control, Job
+from .diffusion.cache import BoundedCache, digest
 from .diffusion.controls import UNION_MODES
 from .models import headers
 from .models.registry import ModelEntry, ModelRegistry, arch_name
@@ -28,6 +29,7 @@ PREFILL_STRENGTH = 0.9  # a pre-filled hole is redrawn almost from scratch, but 
 FILL_FAMILY = {"flux": "flux-fill"}  # families whose inpainting model is a separate "Fill" family
 CONTROL_FAMILIES = ("sd15", "sdxl")
 UNION_DEFAULT_TYPES = 6  # diffusers' ControlNetUnionModel default: the first union model, which has no inpaint mode
+PREFILL_CACHE_BYTES = 96 << 20  # pre-filled pictures kept for jobs sent again (a few large ones, many small ones)
 # Words of a file name that say what kind of file it is, not which model: left out when matching names.
 _NOISE = {"inpainting", "inpaint", "pruned", "emaonly", "ema", "fp16", "fp32", "bf16", "safetensors", "ckpt", "fill"}
 _WORD = re.compile(r"[a-z]+|\d+")
@@ -148,18 +150,45 @@ def _choose(job: Job, entry: ModelEntry, registry: ModelRegistry) -> Choice:
     return Choice("plain", "forced by params.inpaint_method")
 
 
+def prefill_cache() -> BoundedCache:
+    """The cache ``plan`` keeps pre-filled pictures in: "generate again" (the same picture and mask, another seed or
+    prompt) fills the hole once."""
+    return BoundedCache("prefills", PREFILL_CACHE_BYTES)
+
+
+def _prefill_key(job: Job, fill: str, registry: ModelRegistry) -> Hashable:
+    """What a pre-fill depends on: the picture's colours, the mask, how the mask grows, and the fill (for LaMa, which
+    network file: a new one fills differently)."""
+    network = ""
+    if fill == "lama":
+        path = lama.entry(registry).path
+        network = f"{path}:{path.stat().st_mtime_ns}"
+    return (digest(job.image[..., :3], job.mask), job.params.grow, fill, network)
+
+
 def _prefill(
-    job: Job, registry: ModelRegistry, device: Callable[[], str], check: Callable[[], None]
+    job: Job,
+    registry: ModelRegistry,
+    device: Callable[[], str],
+    check: Callable[[], None],
+    cache: Optional[BoundedCache] = None,
 ) -> Tuple[Job, str]:
     """The job with its hole filled from the surroundings (an inpaint job; an outpaint job's new area is filled by the
-    engine from ``params.fill``): LaMa when installed and the job left the fill at its default, else ``params.fill``."""
+    engine from ``params.fill``): LaMa when installed and the job left the fill at its default, else ``params.fill``.
+    With ``cache``, a picture and mask filled before are taken from it (the fills are deterministic)."""
     fill = job.params.fill
     if fill == "patch" and any(e.problem is None for e in registry.entries(lama.KIND)):
         fill = "lama"
     if job.mode != "inpaint" or job.image is None:
         return dataclasses.replace(job, params=dataclasses.replace(job.params, fill=fill)), fill
-    grown, _ = imageops.prepare_mask(job, check)
-    rgb = imageops.fill(job.image[..., :3], grown, lama.fill_method(fill, registry, device), check=check)
+
+    def make() -> np.ndarray:
+        grown, _ = imageops.prepare_mask(job, check)
+        rgb = imageops.fill(job.image[..., :3], grown, lama.fill_method(fill, registry, device), check=check)
+        rgb.setflags(write=False)  # shared by every job that sends this picture again
+        return rgb
+
+    rgb = make() if cache is None else cache.get(_prefill_key(job, fill, registry), make)
     image = np.concatenate([rgb, np.asarray(job.image[..., 3:4])], axis=2)
     return dataclasses.replace(job, image=image, params=dataclasses.replace(job.params, fill=fill)), fill
 
@@ -178,9 +207,11 @@ def plan(
     registry: ModelRegistry,
     device: Callable[[], str] = lambda: "cpu",
     check: Callable[[], None] = lambda: None,
+    prefills: Optional[BoundedCache] = None,
 ) -> Tuple[Job, Optional[dict]]:
     """``job`` rewritten for the best (or forced) inpaint method on checkpoint ``entry``, and ``info.inpaint``; an
-    inpaint or outpaint job on a checkpoint only (others come back as they are, with None)."""
+    inpaint or outpaint job on a checkpoint only (others come back as they are, with None). ``prefills``
+    (``prefill_cache()``) keeps pre-filled pictures for jobs sent again."""
     if job.mode not in MODES or entry is None or job.image is None:
         return job, None
     choice = _choose(job, entry, registry)
@@ -195,7 +226,7 @@ def plan(
     prefill = ""
     strength = params.strength
     if choice.method in ("controlnet", "plain"):
-        job, prefill = _prefill(job, registry, device, check)
+        job, prefill = _prefill(job, registry, device, check, prefills)
         if strength is None and job.mode == "inpaint":
             strength = PREFILL_STRENGTH
     params = dataclasses.replace(job.params, strength=strength, color_match=True)

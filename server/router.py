@@ -53,6 +53,7 @@ class Router:
         self._engines: Dict[str, Engine] = {CLASSICAL: ClassicalEngine(self.registry, lambda: self.device)}
         self._lock = threading.Lock()
         self._device: Optional[str] = None
+        self.prefills = inpaintplan.prefill_cache()  # inpaint pre-fills, for jobs sent again
 
     # --- engines, made on first use ---
 
@@ -233,7 +234,7 @@ class Router:
         job = stylejob.fill_unset(job)
         entry = stylejob.checkpoint_of(job, self.registry)
         if entry is not None and entry.problem is None:
-            job, inpaint = inpaintplan.plan(job, entry, self.registry, lambda: self.device, ctx.check)
+            job, inpaint = inpaintplan.plan(job, entry, self.registry, lambda: self.device, ctx.check, self.prefills)
             if inpaint is not None:
                 notes["inpaint"] = inpaint
         return job, notes

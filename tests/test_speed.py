@@ -16,12 +16,14 @@ import pytest
 import torch
 
 import factory
-from server import device as devices
+from server import device as devices, inpaintplan
+from server.config import ServerConfig
 from server.core import Job, JobContext, Params
 from server.diffusion import cache, tiny_vae
 from server.diffusion.engine import DiffusionEngine
 from server.models import fewstep
 from server.models.registry import ModelRegistry
+from server.router import Router
 
 torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parent.parent
@@ -143,6 +145,100 @@ def test_the_cache_keeps_within_its_budget_and_drops_the_oldest():
     assert c.get(4, lambda: None)[0] == 4 and c.hits == 1
     assert c.get("big", lambda: np.zeros(5000, np.uint8)).nbytes == 5000 and len(c) == 3
     assert cache.digest(np.zeros(3)) != cache.digest(np.zeros(4)) and cache.digest(None) == cache.digest(None)
+
+
+# --- "generate again": what a job sent again with only a new seed does not redo --------------------------------------
+
+
+def test_a_job_sent_again_gets_bit_exact_pixels_from_the_cached_latents(models_dir):
+    """The same job again hits the latents cache and gives the pixels it gives with the cache emptied (same seed)."""
+    eng = DiffusionEngine(ModelRegistry([models_dir]), device="cpu")
+    latents = eng.caches["latents"]
+    first = eng.run(make_job(seed=4), JobContext())[0].rgba
+    assert (latents.misses, latents.hits) == (1, 0)
+    encodes = Calls(eng.loaded.pipe.vae.encoder)
+    again = eng.run(make_job(seed=4), JobContext())[0].rgba
+    assert (latents.misses, latents.hits, encodes.take()) == (1, 1, 0)
+    eng.inputs.clear()
+    fresh = eng.run(make_job(seed=4), JobContext())[0].rgba
+    assert (latents.misses, encodes.take()) == (2, 1)
+    assert np.array_equal(first, again) and np.array_equal(again, fresh)
+    encodes.handle.remove()
+
+
+def test_a_changed_pixel_mask_or_model_misses_the_latents_cache_and_it_stays_in_its_budget(models_dir):
+    eng = DiffusionEngine(ModelRegistry([models_dir]), device="cpu")
+    latents = eng.caches["latents"]
+    job = make_job(model="tiny-sd15-inpaint", seed=1)  # 9 channels: the image and the masked image are encoded
+    eng.run(job, JobContext())
+    assert (latents.misses, latents.hits) == (2, 0)
+    one_pixel = dataclass_copy(job, image=job.image.copy())
+    one_pixel.image[0, 0, 0] ^= 1
+    eng.run(one_pixel, JobContext())
+    assert (latents.misses, latents.hits) == (4, 0), "one pixel changes both latents"
+    moved = dataclass_copy(job, mask=np.roll(job.mask, 8, axis=1))
+    eng.run(moved, JobContext())
+    assert (latents.misses, latents.hits) == (5, 1), "a moved mask: the image's latents hit, the masked image's miss"
+    eng.run(make_job(seed=1), JobContext())  # another checkpoint: the caches go with the one unloaded
+    assert (latents.misses, len(latents)) == (6, 1)
+    eng.run(job, JobContext())
+    assert latents.misses == 8, "back on the first checkpoint, its latents are encoded anew"
+    one = latents.bytes // len(latents)
+    latents.budget = 2 * one
+    for seed in range(3):
+        eng.inputs.encode_latents(eng.loaded, picture(seed=20 + seed)[..., :3])
+    assert len(latents) <= 2 and latents.bytes <= latents.budget
+
+
+def plain_inpaint(image=None, mask=None, prompt: str = "a red apple", **params) -> Job:
+    """An inpaint job on tiny-sd15 forced onto the plain path, whose hole is pre-filled before the engine runs."""
+    return Job(
+        id="j",
+        mode="inpaint",
+        model="tiny-sd15",
+        prompt=prompt,
+        image=picture() if image is None else image,
+        mask=square() if mask is None else mask,
+        params=Params(**{"steps": 2, "inpaint_method": "plain", **params}),
+    )
+
+
+def test_a_job_sent_again_takes_its_prefill_from_the_cache_and_what_the_fill_depends_on_misses_it(models_dir):
+    registry = ModelRegistry([models_dir])
+    entry = registry.get("tiny-sd15", "checkpoint")
+    prefills = inpaintplan.prefill_cache()
+    first, info = inpaintplan.plan(plain_inpaint(seed=1), entry, registry, prefills=prefills)
+    again, _ = inpaintplan.plan(plain_inpaint(seed=2, prompt="x"), entry, registry, prefills=prefills)
+    assert info["prefill"] == "patch" and (prefills.misses, prefills.hits) == (1, 1)
+    uncached, _ = inpaintplan.plan(plain_inpaint(seed=2), entry, registry)
+    assert np.array_equal(first.image, again.image) and np.array_equal(again.image, uncached.image)
+    assert not np.array_equal(first.image, picture()), "the hole was filled"
+    translucent = picture()
+    translucent[..., 3] = 128  # the fill reads colours only: a hit, with the job's own alpha
+    kept, _ = inpaintplan.plan(plain_inpaint(image=translucent), entry, registry, prefills=prefills)
+    assert prefills.hits == 2 and (kept.image[..., 3] == 128).all()
+    assert np.array_equal(kept.image[..., :3], first.image[..., :3])
+    one_pixel = picture()
+    one_pixel[0, 0, 0] ^= 1
+    for job in (
+        plain_inpaint(image=one_pixel),
+        plain_inpaint(mask=np.roll(square(), 4, axis=0)),
+        plain_inpaint(grow=9),
+    ):
+        inpaintplan.plan(job, entry, registry, prefills=prefills)
+    assert (prefills.misses, prefills.hits) == (4, 2)
+    small = cache.BoundedCache("prefills", 2 * S * S * 3)
+    for seed in range(4):
+        inpaintplan.plan(plain_inpaint(image=picture(seed=30 + seed)), entry, registry, prefills=small)
+    assert len(small) == 2 and small.bytes <= small.budget
+
+
+def test_the_router_fills_a_hole_once_for_a_job_sent_again_with_the_same_pixels(models_dir):
+    router = Router(ServerConfig(model_dirs=[models_dir]))
+    first = router.run(plain_inpaint(seed=3), JobContext())[0]
+    again = router.run(plain_inpaint(seed=3), JobContext())[0]
+    assert (router.prefills.misses, router.prefills.hits) == (1, 1)
+    assert first.info["inpaint"]["prefill"] == "patch" and np.array_equal(first.rgba, again.rgba)
 
 
 # --- batch and precision ---------------------------------------------------------------------------------------------
