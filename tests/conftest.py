@@ -259,6 +259,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return xdist_groups.GroupScheduling(config, log) if config.getvalue("dist") == "loadgroup" else None
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker more than the machine's cores (at most ``--maxprocesses``): the host tests spend part
+    of their time waiting on Krita, GIMP and Xvfb (fixed waits in the drivers), which the extra worker fills."""
+    return (os.cpu_count() or 1) + 1
+
+
 @pytest.fixture(scope="module")
 def freed_memory_kept() -> Iterator[None]:
     """For a module whose jobs move images of tens of MB through the classical engine or the payload code: freed
