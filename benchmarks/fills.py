@@ -9,7 +9,8 @@ the steadier figure on a shared machine), and the fine-detail ratio (grey level 
 the hole over a ring around it; about 1 = the surroundings' texture carried in, near 0 = a blur). ``imageops.fill``
 works on the hole's box plus a margin; the ``xphoto`` fills (``cv2.xphoto.inpaint`` FSR_FAST and SHIFTMAP; only in the
 opencv-contrib wheels, which replace opencv-python-headless) get the whole picture, as their API takes it.
-``--large`` adds the classical engine's worst input (4096 x 4096 noise, a hole of about a fifth of it).
+``--large`` adds the classical engine's worst input (``tests.test_engines.worst_classical_job``: noise at the largest
+size, a tiny selection grown by the largest radius); the printed size is the job's own.
 
 Figures only; nothing here is a test.
 """
@@ -89,7 +90,9 @@ def main() -> None:
         for fill in ("telea", "patch"):
             job = worst_classical_job(fill=fill)
             _, wall, cpu = timed(lambda: ClassicalEngine().run(job, JobContext()), 1)
-            print(f"worst classical input (4096 x 4096 noise), {fill}: {wall:.2f} s wall, {cpu:.2f} s cpu")
+            print(
+                f"worst classical input ({job.width} x {job.height} noise), {fill}: {wall:.2f} s wall, {cpu:.2f} s cpu"
+            )
 
 
 if __name__ == "__main__":
