@@ -90,7 +90,10 @@ class Connection:
         return resolve(value, self.shared, self.limits.max_pixels, self.limits.max_frame_bytes)
 
     def release(self, message_id: Optional[str] = None) -> None:
-        """Remove the payload files written for ``message_id`` (all of them when None) that the peer did not read."""
+        """Remove the payload files written for ``message_id`` that the peer did not read; None: all of them and this
+        side's spares (the connection is closing)."""
+        if message_id is None and self.shared is not None:
+            self.shared.drop_spares()
         ids = list(self._written) if message_id is None else [message_id]
         for key in ids:
             names = self._written.pop(key, None)

@@ -16,6 +16,14 @@ process could stop either side anyway). The file is unlinked as it is opened, so
 memory when the last view of it is dropped. The writer removes what was never read when the job ends or the
 connection drops, and the server removes the whole folder when the connection ends (``sweep`` removes the folders of
 server processes that died).
+
+Spares: a new file's memory costs more to allocate (the kernel zeroes each page) than to fill, so after writing a
+payload the writer prepares, in a background thread, one file of the same size for the next one (``spare-*.px``,
+allocated with ``posix_fallocate``); the next payload of that size is written into it and the file renamed to the
+payload's name, handed over and taken exactly like a new one. At most ``SPARES`` spares per writer and folder (the
+sizes most recently written); they are removed when the writer closes its side (``drop_spares``: a client closing or
+losing its connection), with the folder when the connection ends, or by ``sweep`` when the server died. A writer that
+crashes leaves at most these in the server's folder, which goes when the server sees the connection drop.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ import secrets
 import shutil
 import stat
 import tempfile
-from typing import Any, List, Mapping, Optional, Tuple
+import threading
+from collections import OrderedDict
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from .errors import TOO_LARGE, ProtocolError, bad_field
 from .images import payload_size
@@ -39,10 +49,14 @@ MIN_SHARED_BYTES = 1 << 20
 PAYLOAD_DEPTH = 4
 FILE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\.px")
 FOLDER_PREFIX = "paintbridge-"
+SPARE_PREFIX = "spare-"
+# Prepared files a writer keeps per folder (one per recent payload size: an image and its mask).
+SPARES = 2
 _FOLDER_NAME = re.compile(r"paintbridge-([0-9]+)-[A-Za-z0-9_]+")
 # Where per-user permissions and O_NOFOLLOW hold (Windows keeps the wire path).
 AVAILABLE = os.name == "posix"
 _OPEN_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_FALLOCATE = getattr(os, "posix_fallocate", None)  # (not on macOS: no spares there)
 
 
 def shared_base() -> str:
@@ -54,12 +68,20 @@ def shared_base() -> str:
 
 
 class SharedFolder:
-    """One connection's folder of payload files (``path``), with counts of the payloads written and read."""
+    """One connection's folder of payload files (``path``), with counts of the payloads written and read (and
+    ``spared``: those written into a prepared file). ``spares``: how many prepared files this writer keeps (0: none)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, spares: int = SPARES) -> None:
         self.path = path
         self.written = 0
         self.read = 0
+        self.spared = 0
+        self._spares = spares if _FALLOCATE is not None else 0
+        self._ready: "OrderedDict[int, str]" = OrderedDict()  # payload size -> spare file name, oldest first
+        self._making: Set[int] = set()
+        self._threads: Dict[int, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._dropped = False
 
     @classmethod
     def create(cls, base: Optional[str] = None) -> "SharedFolder":
@@ -92,7 +114,10 @@ class SharedFolder:
         view = memoryview(data).cast("B")
         name = secrets.token_hex(12) + ".px"
         path = os.path.join(self.path, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
+        fd = self._open_spare(len(view), path)
+        spared = fd is not None
+        if fd is None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
         try:
             left = view
             while len(left):
@@ -103,7 +128,87 @@ class SharedFolder:
             raise
         os.close(fd)
         self.written += 1
+        self.spared += spared
+        self._prepare(len(view))
         return {"name": name, "size": len(view)}
+
+    def spare_sizes(self) -> List[int]:
+        """The payload sizes a prepared file is ready for (oldest first)."""
+        with self._lock:
+            return list(self._ready)
+
+    def wait_spares(self, timeout: Optional[float] = None) -> None:
+        """Wait until the spares being prepared are ready (or given up)."""
+        with self._lock:
+            threads = list(self._threads.values())
+        for thread in threads:
+            thread.join(timeout)
+
+    def drop_spares(self) -> None:
+        """Remove this writer's spares and make no more (its side of the connection is closing)."""
+        with self._lock:
+            self._dropped = True
+            names = list(self._ready.values())
+            self._ready.clear()
+            making = list(self._threads.values())
+        for thread in making:  # (one under way removes its file when done: wait for it, so none is left behind)
+            thread.join(5.0)
+        for name in names:
+            _unlink(os.path.join(self.path, name))
+
+    def _open_spare(self, size: int, path: str) -> Optional[int]:
+        """A prepared file of ``size`` bytes renamed to ``path`` and opened for writing; None when there is none."""
+        with self._lock:
+            spare = self._ready.pop(size, None)
+        if spare is None:
+            return None
+        try:
+            os.rename(os.path.join(self.path, spare), path)
+        except OSError:
+            _unlink(os.path.join(self.path, spare))
+            return None
+        try:
+            fd = os.open(path, os.O_WRONLY | _OPEN_FLAGS)
+            if os.fstat(fd).st_size == size:
+                return fd
+            os.close(fd)
+        except OSError:
+            pass
+        _unlink(path)
+        return None
+
+    def _prepare(self, size: int) -> None:
+        """Start making a spare for payloads of ``size`` bytes unless one is there or under way."""
+        with self._lock:
+            if self._dropped or not self._spares or size in self._ready or size in self._making:
+                return
+            self._making.add(size)
+            thread = threading.Thread(target=self._make_spare, args=(size,), name="paintbridge-spare", daemon=True)
+            self._threads[size] = thread
+        thread.start()
+
+    def _make_spare(self, size: int) -> None:
+        name: Optional[str] = f"{SPARE_PREFIX}{secrets.token_hex(12)}.px"
+        path = os.path.join(self.path, name)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
+            try:
+                _FALLOCATE(fd, 0, size)  # the pages allocated and zeroed now, not when the payload is written
+            finally:
+                os.close(fd)
+        except OSError:  # a full /dev/shm, the folder gone: the next payload is written the usual way
+            _unlink(path)
+            name = None
+        with self._lock:
+            self._making.discard(size)
+            self._threads.pop(size, None)
+            if name is not None and not self._dropped:
+                self._ready[size] = name
+                while len(self._ready) > self._spares:
+                    _unlink(os.path.join(self.path, self._ready.popitem(last=False)[1]))
+                return
+        if name is not None:
+            _unlink(path)
 
     def take(self, handle: Any, field: str, size: int) -> Any:
         """The bytes of the file ``handle`` names, which must hold exactly ``size`` bytes, as a read-only memoryview
@@ -116,6 +221,8 @@ class SharedFolder:
                 "must be the name of a file in this connection's shared folder "
                 f"(letters, digits, '_' or '-', ending in '.px'), got {name!r}"[:300],
             )
+        if name.startswith(SPARE_PREFIX):
+            raise bad_field(f"{field}.name", f"names a spare, not a payload handed over ({name})")
         path = os.path.join(self.path, name)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS)
@@ -148,7 +255,11 @@ class SharedFolder:
 
     def remove(self) -> None:
         """Remove the folder and what is left in it (the server, when the connection ends)."""
-        shutil.rmtree(self.path, ignore_errors=True)
+        self.drop_spares()
+        for _ in range(3):  # (again if the peer made a spare while the folder was being emptied)
+            shutil.rmtree(self.path, ignore_errors=True)
+            if not os.path.lexists(self.path):
+                return
 
 
 def _unlink(path: str) -> None:

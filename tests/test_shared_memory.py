@@ -17,9 +17,10 @@ import pytest
 from websockets.sync.client import connect
 
 from protocol import Limits
+from protocol.errors import ProtocolError
 from protocol.client import Client, JobCancelled, JobFailed
 from protocol.codec import decode, encode
-from protocol.shared import MIN_SHARED_BYTES, SharedFolder, sweep
+from protocol.shared import MIN_SHARED_BYTES, SPARE_PREFIX, SPARES, SharedFolder, sweep
 from tests.test_server import inpaint_job, layer_pixels, rect_mask, rgba_image
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="shared memory is offered on POSIX systems only")
@@ -43,6 +44,11 @@ def raw_session(url: str, shared: bool = True):
         hello["shared_memory"] = True
     ws.send(encode(hello))
     return ws, decode(ws.recv(timeout=30))
+
+
+def payload_files(folder: SharedFolder) -> list:
+    """The payload files in ``folder`` (not the spares either side prepared for its next payload)."""
+    return [name for name in os.listdir(folder.path) if not name.startswith(SPARE_PREFIX)]
 
 
 def final_of(ws, job_id: str, timeout: float = 120) -> dict:
@@ -72,7 +78,7 @@ def test_the_image_and_the_result_travel_through_shared_memory_with_the_wire_pat
             if shared:
                 # The image went as a file (the 300 KB mask stays inline), each result came back as one.
                 assert (folder.written, folder.read) == (2, 2)
-                assert os.listdir(folder.path) == []
+                assert payload_files(folder) == []
     for fmt in ("rgba8", "bgra8"):
         assert np.array_equal(results[True, fmt], results[False, fmt])
     # The pixels are the job's: outside the mask the image exactly.
@@ -205,7 +211,7 @@ def test_no_file_is_left_after_a_job_a_cancel_or_a_disconnect(start_server):
     with Client(server.url, "shared-test") as client:
         folder = client.shared_folder
         client.run(big_job(), timeout=120)
-        assert os.listdir(folder.path) == []
+        assert payload_files(folder) == []
         running = client.submit(slow_job())
         queued = client.submit(big_job())
         client.cancel(queued)
@@ -216,7 +222,7 @@ def test_no_file_is_left_after_a_job_a_cancel_or_a_disconnect(start_server):
                     if msg.type == "cancelled":
                         raise JobCancelled(job_id)
         # (written: the first image, the slow job's image and mask, the cancelled image; read: one result)
-        assert folder.written == 4 and folder.read == 1 and os.listdir(folder.path) == []
+        assert folder.written == 4 and folder.read == 1 and payload_files(folder) == []
     # The connection ended: its folder went with it.
     deadline = time.monotonic() + 10
     while os.path.exists(folder.path) and time.monotonic() < deadline:
@@ -275,11 +281,115 @@ def test_a_client_removes_the_files_a_stopped_server_never_read(start_server_pro
     os.kill(server.proc.pid, signal.SIGSTOP)  # the server hangs: it reads nothing more
     try:
         client.submit(big_job())
-        assert folder.written == 1 and len(os.listdir(folder.path)) == 1
+        assert folder.written == 1 and len(payload_files(folder)) == 1
         client.close()
-        assert os.listdir(folder.path) == []
+        assert os.listdir(folder.path) == []  # (its spare too: the server, stopped, made none)
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
+
+
+def spares_in(folder: SharedFolder) -> list:
+    return [name for name in os.listdir(folder.path) if name.startswith(SPARE_PREFIX)]
+
+
+def test_a_payload_is_written_into_the_spare_its_predecessor_left_and_read_back_the_same(tmp_path):
+    base = str(tmp_path)
+    writer = SharedFolder.create(base)
+    reader = SharedFolder(writer.path)
+    sizes = (MIN_SHARED_BYTES, MIN_SHARED_BYTES + 4)
+    first = [np.random.default_rng(i).integers(0, 255, n, dtype=np.uint8) for i, n in enumerate(sizes)]
+    for data in first:
+        handle = writer.put(data)
+        assert np.array_equal(np.frombuffer(reader.take(handle, "image", len(data)), np.uint8), data)
+    writer.wait_spares()
+    assert writer.spared == 0 and writer.spare_sizes() == list(sizes) and len(spares_in(writer)) == 2
+    # The next payloads of those sizes go into the spares (renamed to their own names: no spare is handed out as one).
+    for i, n in enumerate(sizes):
+        data = np.random.default_rng(10 + i).integers(0, 255, n, dtype=np.uint8)
+        handle = writer.put(data)
+        assert not handle["name"].startswith(SPARE_PREFIX)
+        assert np.array_equal(np.frombuffer(reader.take(handle, "image", n), np.uint8), data)
+    assert writer.spared == 2 and writer.written == 4
+    # A spare is not a payload: a handle naming one is refused, and the spare stays the writer's.
+    writer.wait_spares()
+    spare = spares_in(writer)[0]
+    with pytest.raises(ProtocolError, match="names a spare") as refused:
+        reader.take({"name": spare, "size": sizes[0]}, "image.shm", sizes[0])
+    assert refused.value.field == "image.shm.name" and spare in spares_in(writer)
+    writer.drop_spares()
+    assert spares_in(writer) == [] and writer.spare_sizes() == []
+    # A writer that dropped its spares makes no more.
+    writer.put(first[0])
+    writer.wait_spares()
+    assert spares_in(writer) == []
+    writer.remove()
+    assert not os.path.exists(writer.path)
+
+
+def test_spares_are_bounded_per_writer_and_none_without_them(tmp_path):
+    folder = SharedFolder.create(str(tmp_path))
+    for n in range(SPARES + 3):
+        handle = folder.put(b"s" * (MIN_SHARED_BYTES + n))
+        os.unlink(os.path.join(folder.path, handle["name"]))  # (as its reader would)
+        folder.wait_spares()
+    assert len(spares_in(folder)) == SPARES
+    assert folder.spare_sizes() == [MIN_SHARED_BYTES + n for n in range(3, SPARES + 3)]  # the most recent sizes
+    plain = SharedFolder(folder.path, spares=0)
+    plain.put(b"p" * MIN_SHARED_BYTES)
+    plain.wait_spares()
+    assert plain.spare_sizes() == [] and len(spares_in(folder)) == SPARES
+    folder.remove()
+    assert not os.path.exists(folder.path)
+
+
+def test_a_spare_that_is_gone_or_not_its_size_falls_back_to_a_new_file(tmp_path):
+    folder = SharedFolder.create(str(tmp_path))
+    reader = SharedFolder(folder.path)
+    data = b"a" * MIN_SHARED_BYTES
+    reader.take(folder.put(data), "image", len(data))
+    folder.wait_spares()
+    (spare,) = spares_in(folder)
+    os.unlink(os.path.join(folder.path, spare))  # removed by someone else (the server emptying the folder)
+    assert bytes(reader.take(folder.put(data), "image", len(data))) == data
+    folder.wait_spares()
+    (spare,) = spares_in(folder)
+    os.truncate(os.path.join(folder.path, spare), 10)  # changed under the writer
+    assert bytes(reader.take(folder.put(data), "image", len(data))) == data
+    assert folder.spared == 0 and folder.written == 3
+    folder.remove()
+
+
+def test_a_client_that_closes_or_dies_leaves_no_spare_and_the_server_serves_on(start_server):
+    server = start_server(grace=0)
+    with Client(server.url, "shared-test") as client:
+        folder = client.shared_folder
+        for _ in range(2):
+            client.run(big_job(), timeout=120)
+        folder.wait_spares()
+        assert folder.spared >= 1  # the second image went into the spare the first one left
+        assert len(spares_in(folder)) >= 1
+    assert folder.spare_sizes() == []
+    # A client process killed while its spares are there: they go with the folder when the server sees it drop.
+    script = (
+        "import sys, time; from protocol.client import Client; from tests.test_shared_memory import big_job\n"
+        f"c = Client({server.url!r}, 'doomed'); c.connect(); c.run(big_job(), timeout=120)\n"
+        "c.shared_folder.wait_spares(); print(c.shared_folder.path, flush=True); time.sleep(600)\n"
+    )
+    doomed = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).parent.parent)
+    )
+    try:
+        path = doomed.stdout.readline().strip()
+        assert any(name.startswith(SPARE_PREFIX) for name in os.listdir(path))
+    finally:
+        doomed.kill()
+        doomed.wait()
+    deadline = time.monotonic() + 10
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(path)
+    with Client(server.url, "shared-test") as client:
+        assert client.run(big_job(), timeout=120).layers[0].data
 
 
 def test_folders_of_server_processes_that_are_gone_are_swept(tmp_path):
