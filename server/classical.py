@@ -19,6 +19,17 @@ from .core import Engine, Job, JobContext, Layer
 
 NAME = "classical"
 STEPS = 3  # progress steps: mask ready, filled, composited
+# Fills whose result does not depend on the order of the colour channels (checked by tests/test_engines.py).
+ORDER_FREE_FILLS = ("patch", "telea", "ns")
+
+
+def order_free(job: Job) -> bool:
+    """Whether this engine's result for ``job`` is the same whatever the order of the image's colour channels (so a
+    ``bgra8`` image is worked on as it came, and the result goes back in that order, both without a swap): an
+    outpaint with a fill that treats the channels alike (the exemplar fill compares whole pixels, OpenCV's smooth
+    fills weigh each channel the same way) and no colour matching (Lab needs RGB)."""
+    params = job.params
+    return job.model == NAME and job.mode == "outpaint" and params.fill in ORDER_FREE_FILLS and not params.color_match
 
 
 class ClassicalEngine(Engine):
@@ -62,13 +73,26 @@ class ClassicalEngine(Engine):
         info = {"engine": NAME, "fill": params.fill, "color_match": params.color_match}
         method = lama.fill_method(params.fill, self.registry, self.device)
         if job.mode == "outpaint":
+            if not order_free(job):
+                job = imageops.job_in_rgba(job)
             ext = params.extend
             ctx.progress(1, STEPS)
             layer = ctx.interruptible(imageops.outpaint_layer, job.image, ext, method, ctx.check)
             if params.color_match:
                 layer[..., :3] = imageops.color_match(layer[..., :3], layer[..., :3], layer[..., 3])  # alpha: new area
             ctx.progress(STEPS, STEPS)
-            return [Layer(name=label, rgba=layer, x=job.x - ext.left, y=job.y - ext.top, seed=0, info=info)]
+            return [
+                Layer(
+                    name=label,
+                    rgba=layer,
+                    x=job.x - ext.left,
+                    y=job.y - ext.top,
+                    seed=0,
+                    info=info,
+                    bgra=job.image_bgra,
+                )
+            ]
+        job = imageops.job_in_rgba(job)
         grown, soft = imageops.prepare_mask(job, ctx.check)
         ctx.progress(1, STEPS)
         filled = ctx.interruptible(imageops.fill, job.image[..., :3], grown, method, check=ctx.check)

@@ -85,7 +85,8 @@ class Job:
 
     ``image`` is H x W x 4 uint8 RGBA (None only for ``generate`` without an image, then ``params.width``/``height``
     hold the size); ``mask`` is H x W uint8, 255 = change, soft values kept, None = the whole image. ``x``/``y`` place
-    the image in the client's document.
+    the image in the client's document. ``image_bgra``: ``image`` still holds the client's ``bgra8`` order (B, G, R,
+    A), for an engine whose work does not depend on the channel order (``Router.run`` gives every other one RGBA).
     """
 
     id: str
@@ -106,6 +107,7 @@ class Job:
     regions: List[Region] = field(default_factory=list)
     style: str = ""  # a style by name, applied by the router before the engine runs
     live: bool = False  # a live frame (the style's live settings; engines may decode faster)
+    image_bgra: bool = False
 
     @property
     def width(self) -> int:
@@ -132,6 +134,7 @@ class Layer:
     seed: int = -1
     info: dict = field(default_factory=dict)
     group: Optional[str] = None  # the layer group it belongs in (a decomposition's layers, bottom first)
+    bgra: bool = False  # ``rgba`` holds B, G, R, A (made from a job's ``bgra8`` image without swapping it)
 
 
 ProgressFn = Callable[[int, int, Optional[np.ndarray]], None]

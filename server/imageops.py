@@ -15,6 +15,8 @@ from typing import Callable, Optional, Tuple, Union
 import cv2
 import numpy as np
 
+from dataclasses import replace
+
 from .core import Extend, Job
 from .patchfill import is_thin, patch_fill
 
@@ -339,6 +341,15 @@ def outpaint_layer(
                 fill_band(i)
         done[list(todo)] = True
     return out
+
+
+def job_in_rgba(job: Job) -> Job:
+    """``job`` with its image in RGBA order: one channel swap when it still holds the client's ``bgra8``."""
+    if not job.image_bgra or job.image is None:
+        return job
+    rgba = cv2.cvtColor(job.image, cv2.COLOR_BGRA2RGBA)
+    rgba.flags.writeable = False
+    return replace(job, image=rgba, image_bgra=False)
 
 
 def _apart(a: Rect, b: Rect) -> bool:

@@ -20,14 +20,14 @@ from protocol.messages import Job as JobMessage, Result, ResultLayer
 from .core import Control, Job, Layer, Reference, Region
 
 
-def payload_to_array(payload: ImagePayload) -> np.ndarray:
+def payload_to_array(payload: ImagePayload, keep_order: bool = False) -> np.ndarray:
     """An image payload as H x W x 4 RGBA (H x W for gray8) uint8, read-only. ``rgba8`` and ``gray8`` give a view of
-    the payload's bytes; ``bgra8`` a new array (one channel swap)."""
+    the payload's bytes; ``bgra8`` a new array (one channel swap), or with ``keep_order`` a view in B, G, R, A order."""
     arr = np.frombuffer(payload.data, np.uint8)
     if payload.format == GRAY8:
         return _read_only(arr.reshape(payload.height, payload.width))
     arr = arr.reshape(payload.height, payload.width, 4)
-    if payload.format == BGRA8:
+    if payload.format == BGRA8 and not keep_order:
         return _read_only(cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA))
     return _read_only(arr)
 
@@ -104,7 +104,8 @@ def job_from_message(msg: JobMessage) -> Job:
         model=msg.model,
         prompt=msg.prompt,
         negative_prompt=msg.negative_prompt,
-        image=payload_to_array(msg.image) if msg.image is not None else None,
+        image=payload_to_array(msg.image, keep_order=True) if msg.image is not None else None,
+        image_bgra=msg.image is not None and msg.image.format == BGRA8,  # swapped, if at all, by the job's thread
         mask=payload_to_array(msg.mask) if msg.mask is not None else None,
         params=msg.params,
         controls=controls,
@@ -118,10 +119,11 @@ def job_from_message(msg: JobMessage) -> Job:
     )
 
 
-def layer_bytes(rgba: np.ndarray, fmt: str) -> memoryview:
-    """An H x W x 4 RGBA uint8 array's pixels in ``fmt`` (``rgba8`` or ``bgra8``) as a flat byte memoryview: the
-    array's own memory when it is contiguous RGBA, else one copy (the channel swap, by OpenCV)."""
-    if fmt == BGRA8:
+def layer_bytes(rgba: np.ndarray, fmt: str, bgra: bool = False) -> memoryview:
+    """An H x W x 4 RGBA uint8 array's pixels (B, G, R, A with ``bgra``) in ``fmt`` (``rgba8`` or ``bgra8``) as a flat
+    byte memoryview: the array's own memory when it is contiguous and in that order, else one copy (the channel swap,
+    by OpenCV)."""
+    if (fmt == BGRA8) != bgra:
         out = cv2.cvtColor(np.ascontiguousarray(rgba, dtype=np.uint8), cv2.COLOR_RGBA2BGRA)
     else:
         out = np.ascontiguousarray(rgba, dtype=np.uint8)
@@ -138,7 +140,7 @@ def encode_layers(layers: List[Layer], fmt: str) -> List[ResultLayer]:
             width=layer.rgba.shape[1],
             height=layer.rgba.shape[0],
             format=fmt,
-            data=layer_bytes(layer.rgba, fmt),
+            data=layer_bytes(layer.rgba, fmt, layer.bgra),
             seed=int(layer.seed),
             info=dict(layer.info),
             group=layer.group,

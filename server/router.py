@@ -17,9 +17,9 @@ import numpy as np
 from protocol.errors import UNSUPPORTED, ProtocolError
 from protocol.messages import CAPTION_STYLES, CONTROL_TYPES, MODES, REFERENCE_TYPES, TILEABLE_MODES
 
-from . import batches, calibration, inpaintplan, stylejob, tuning
+from . import batches, calibration, imageops, inpaintplan, stylejob, tuning
 from . import device as devices
-from .classical import NAME as CLASSICAL, ClassicalEngine
+from .classical import NAME as CLASSICAL, ClassicalEngine, order_free
 from .config import ServerConfig
 from .core import Control, Engine, Job, JobContext, Layer
 from .models import klein
@@ -240,8 +240,13 @@ class Router:
         return job, notes
 
     def run(self, job: Job, ctx: JobContext) -> List[Layer]:
-        """Run a job on the engine that does its mode and model, after ``plan``."""
+        """Run a job on the engine that does its mode and model, after ``plan``. Its image is in RGBA order by then,
+        unless the classical engine does the job in any channel order (``classical.order_free``)."""
+        if job.image_bgra and (job.model != CLASSICAL or job.style):
+            job = imageops.job_in_rgba(job)  # (planning may read the image)
         job, notes = self.plan(job, ctx)
+        if job.image_bgra and not order_free(job):
+            job = imageops.job_in_rgba(job)
         layers = self._run(job, ctx)
         for layer in layers:
             layer.info.update(notes)

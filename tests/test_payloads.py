@@ -17,7 +17,7 @@ from protocol.errors import ProtocolError
 from protocol.images import BGRA8, GRAY8, LUMA_CHUNK, RGBA8, ImagePayload, convert_pixels, parse_payload
 from protocol.messages import Extend, Job, Params
 from server import imageops
-from server.core import Job as EngineJob, Layer
+from server.core import Job as EngineJob, JobContext, Layer
 from server.payloads import encode_layers, job_from_message, payload_to_array
 
 FORMATS = (RGBA8, BGRA8, GRAY8)
@@ -178,10 +178,82 @@ def test_pixels_go_through_the_server_codec_byte_exact(fmt):
     msg = Job("j", "img2img", image=ImagePayload(w, h, fmt, raw), result_format=fmt)
     wire = decode(encode(msg.to_wire()))
     job = job_from_message(Job.from_wire(wire))
-    (layer,) = encode_layers([Layer("same", job.image, 0, 0)], fmt)
+    assert job.image_bgra == (fmt == BGRA8)  # (a bgra8 image kept in its order until an engine needs RGBA)
+    (layer,) = encode_layers([Layer("same", job.image, 0, 0, bgra=job.image_bgra)], fmt)
+    assert bytes(layer.data) == raw
+    assert np.shares_memory(np.frombuffer(layer.data, np.uint8), job.image)  # no swap either way
+    rgba = imageops.job_in_rgba(job)
+    assert not rgba.image_bgra and not rgba.image.flags.writeable
+    assert np.array_equal(rgba.image, convert_to_rgba(raw, fmt).reshape(h, w, 4))
+    (layer,) = encode_layers([Layer("same", rgba.image, 0, 0)], fmt)
     assert bytes(layer.data) == raw
     back = decode(encode(layer.to_wire()))
     assert back["data"] == raw and back["format"] == fmt
+
+
+def convert_to_rgba(raw: bytes, fmt: str) -> np.ndarray:
+    return np.frombuffer(convert_pixels(raw, fmt, RGBA8) if fmt != RGBA8 else raw, np.uint8)
+
+
+@pytest.mark.parametrize("fill", ["telea", "ns", "patch"])
+def test_a_bgra8_outpaint_is_done_in_the_clients_order_with_the_rgba8_result(fill):
+    """The classical outpaint works on a bgra8 image as it came and answers in that order: the same pixels as the
+    rgba8 job's, swapped (a long side, so the bands are filled shortened, as on a large document)."""
+    from server.router import Router
+    from server.config import ServerConfig
+
+    h, w = 90, 700
+    img = cv2.GaussianBlur(np.random.default_rng(11).integers(0, 256, (h, w, 4), dtype=np.uint8), (0, 0), 2)
+    bgra = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
+    router = Router(ServerConfig(model_dirs=[]))
+    layers = {}
+    for fmt, pixels in ((RGBA8, img), (BGRA8, bgra)):
+        msg = Job(
+            "o",
+            "outpaint",
+            model="classical",
+            image=ImagePayload(w, h, fmt, pixels.tobytes()),
+            params=Params(extend=Extend(8, 5, 12, 9), fill=fill),
+            result_format=fmt,
+        )
+        (layers[fmt],) = router.run(job_from_message(Job.from_wire(decode(encode(msg.to_wire())))), JobContext())
+    assert layers[BGRA8].bgra and not layers[RGBA8].bgra
+    assert np.array_equal(cv2.cvtColor(layers[BGRA8].rgba, cv2.COLOR_BGRA2RGBA), layers[RGBA8].rgba)
+    (sent,) = encode_layers([layers[BGRA8]], BGRA8)
+    assert np.shares_memory(np.frombuffer(sent.data, np.uint8), layers[BGRA8].rgba)  # sent without a swap
+    assert convert_to_rgba(bytes(sent.data), BGRA8).tobytes() == layers[RGBA8].rgba.tobytes()
+
+
+@pytest.mark.parametrize("params", [{"mode": "inpaint"}, {"mode": "outpaint", "color_match": True}])
+def test_a_bgra8_job_that_needs_rgba_gets_it(params):
+    """Work that depends on the channel order (an inpaint's composite, colour matching in Lab) gets the image swapped
+    to RGBA once: the same result as the rgba8 job's."""
+    from server.router import Router
+    from server.config import ServerConfig
+
+    h, w = 60, 80
+    img = np.random.default_rng(12).integers(0, 256, (h, w, 4), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[20:40, 30:50] = 255
+    router = Router(ServerConfig(model_dirs=[]))
+    results = []
+    for fmt, pixels in ((RGBA8, img), (BGRA8, cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA))):
+        msg = Job(
+            "j",
+            params["mode"],
+            model="classical",
+            image=ImagePayload(w, h, fmt, pixels.tobytes()),
+            mask=ImagePayload(w, h, GRAY8, mask.tobytes()) if params["mode"] == "inpaint" else None,
+            params=Params(
+                fill="telea",
+                extend=Extend(4, 4, 4, 4) if params["mode"] == "outpaint" else Extend(),
+                color_match=params.get("color_match", False),
+            ),
+        )
+        (layer,) = router.run(job_from_message(Job.from_wire(decode(encode(msg.to_wire())))), JobContext())
+        assert not layer.bgra
+        results.append(layer.rgba)
+    assert np.array_equal(results[0], results[1])
 
 
 def test_an_rgba_result_layer_is_sent_from_the_engines_own_array():
