@@ -16,7 +16,7 @@ from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Krita  #
 from . import pixels
 from .pixels import ColorInfo
 from .model import ControlSpec, DocumentError, ResultImage
-from .qt_compat import QtCore, QtWidgets, byte_array, set_pixel_data, to_bytes
+from .qt_compat import QtCore, QtWidgets, byte_array, byte_view, set_pixel_data, to_bytes
 from .wire import Box, client, protocol
 
 Settings = client.settings.Settings
@@ -29,6 +29,11 @@ SETTINGS_GROUP = "paintbridge"
 def _pixels(source, box: Box) -> bytes:
     """``source.pixelData`` over ``box`` (a node, a selection or the document)."""
     return to_bytes(source.pixelData(box.x, box.y, box.width, box.height))
+
+
+def _pixel_view(source, box: Box):
+    """``_pixels`` without the copy into ``bytes``: a view of the QByteArray Krita filled (a full-size image read)."""
+    return byte_view(source.pixelData(box.x, box.y, box.width, box.height))
 
 
 def wait_idle(doc, timeout: float = 15.0) -> None:
@@ -124,13 +129,14 @@ def read_mask(doc, settings: Settings, box: Box, info: ColorInfo) -> Optional[by
     return _pixels(sel, box)
 
 
-def read_image(doc, settings: Settings, box: Box, info: ColorInfo) -> bytes:
-    """``bgra8`` pixels of ``box``: the visible image (without the preview) or the active layer."""
+def read_image(doc, settings: Settings, box: Box, info: ColorInfo) -> pixels.BytesLike:
+    """``bgra8`` pixels of ``box``: the visible image (without the preview) or the active layer; for a U8 document a
+    view of what Krita returned, not a copy."""
     if settings.image_source == "layer":
         layer = layer_for(doc.activeNode())
         if layer is None:
             raise DocumentError("Select a layer to use as input, or choose 'Visible image'.")
-        raw = _pixels(layer, box)
+        raw = _pixel_view(layer, box)
     else:
         hidden = []
         for node in preview_nodes(doc):
@@ -138,7 +144,7 @@ def read_image(doc, settings: Settings, box: Box, info: ColorInfo) -> bytes:
                 node.setVisible(False)
                 hidden.append(node)
         refresh(doc)
-        raw = _pixels(doc, box)
+        raw = _pixel_view(doc, box)
         for node in hidden:
             node.setVisible(True)
         if hidden:
@@ -154,7 +160,7 @@ class _Reader:
     def __init__(self, doc, settings: Settings, info: ColorInfo) -> None:
         self.doc, self.settings, self.info = doc, settings, info
 
-    def read_image(self, box: Box) -> bytes:
+    def read_image(self, box: Box) -> pixels.BytesLike:
         return read_image(self.doc, self.settings, box, self.info)
 
     def read_mask(self, box: Box) -> bytes:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import struct
 from array import array
 from dataclasses import dataclass
-from typing import List
+from typing import List, Union
 
+BytesLike = Union[bytes, bytearray, memoryview]
 SUPPORTED_MODEL = "RGBA"
 DEPTHS = ("U8", "U16", "F16", "F32")
 _LINEAR_MARKERS = ("g10", "linear", "scrgb", "lin")
@@ -85,10 +86,11 @@ def _alpha8(values, scale: float) -> bytes:
     return bytes(min(255, max(0, int(v * k + 0.5))) for v in values)
 
 
-def to_bgra8(data: bytes, depth: str, linear: bool = False) -> bytes:
-    """Krita pixels of ``depth`` (RGBA model) as ``bgra8`` bytes."""
+def to_bgra8(data: BytesLike, depth: str, linear: bool = False) -> BytesLike:
+    """Krita pixels of ``depth`` (RGBA model) as ``bgra8`` bytes: ``U8`` pixels are that already (``data`` itself,
+    not a copy), other depths are converted into new bytes."""
     if depth == "U8":
-        return bytes(data)
+        return data
     if depth == "U16":
         values = array("H")
         values.frombytes(bytes(data))

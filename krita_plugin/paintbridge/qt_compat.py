@@ -6,6 +6,7 @@ Code elsewhere uses scoped enum names (``Qt.AlignmentFlag.AlignLeft``), which bo
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 if "PyQt6" in sys.modules and "PyQt5" not in sys.modules:
     from PyQt6 import QtCore, QtGui, QtWidgets  # type: ignore
@@ -32,6 +33,15 @@ Slot = QtCore.pyqtSlot
 def to_bytes(value) -> bytes:
     """A QByteArray (or bytes) as Python bytes."""
     return value if isinstance(value, bytes) else bytes(value)
+
+
+def byte_view(value) -> Any:
+    """A QByteArray's bytes without a copy: a flat memoryview of it (which keeps it alive), or ``bytes`` from a binding
+    without the buffer protocol there."""
+    try:
+        return memoryview(value).cast("B")
+    except TypeError:
+        return to_bytes(value)
 
 
 def byte_array(data: bytes) -> "QtCore.QByteArray":
