@@ -6,6 +6,8 @@ read as transparent / unselected. New layers are created, filled and inserted; e
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from array import array
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -285,11 +287,84 @@ def _new_layer(image, result, name: str, x: int, y: int):
 
 
 def _fill(layer, result) -> None:
-    data = bytes(pixels_in(result, RGBA8))  # (Gegl.Buffer.set reads anything but bytes item by item: 45x slower)
     buffer = layer.get_buffer()
-    buffer.set(Gegl.Rectangle.new(0, 0, result.width, result.height), RGBA_FORMAT, data)
+    set_rgba8(buffer, result.width, result.height, pixels_in(result, RGBA8))
     buffer.flush()
     layer.update(0, 0, result.width, result.height)
+
+
+def set_rgba8(buffer, width: int, height: int, data) -> None:
+    """Write ``rgba8`` pixels (any bytes-like: a result's view of a shared file included) into ``buffer`` at (0, 0).
+    ``Gegl.Buffer.set`` takes ``bytes`` at C speed but reads anything else item by item (45x slower), so the pixels
+    go to GEGL's own ``gegl_buffer_set`` straight from their memory (``_direct_set``); where that library call is not
+    available, through one copy into ``bytes``."""
+    if not isinstance(data, bytes) and _direct_set(buffer, width, height, RGBA_FORMAT, data):
+        return
+    buffer.set(Gegl.Rectangle.new(0, 0, width, height), RGBA_FORMAT, bytes(data))
+
+
+class _Rect(ctypes.Structure):  # GeglRectangle
+    _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_int), ("width", ctypes.c_int), ("height", ctypes.c_int)]
+
+
+class _PyBuffer(ctypes.Structure):  # CPython's Py_buffer, to read a read-only buffer's address
+    _fields_ = [
+        ("buf", ctypes.c_void_p),
+        ("obj", ctypes.c_void_p),
+        ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t),
+        ("readonly", ctypes.c_int),
+        ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p),
+        ("shape", ctypes.c_void_p),
+        ("strides", ctypes.c_void_p),
+        ("suboffsets", ctypes.c_void_p),
+        ("internal", ctypes.c_void_p),
+    ]
+
+
+_GEGL_LIBRARIES = {"linux": ("libgegl-0.4.so.0", "libbabl-0.1.so.0")}
+_calls: list = []  # [gegl_buffer_set, babl_format, PyCapsule_GetPointer, PyObject_GetBuffer, PyBuffer_Release] or [None]
+
+
+def _library_calls() -> Optional[list]:
+    """The C calls ``_direct_set`` makes, bound once; None where they cannot be (another platform's library names, a
+    Python without ``pythonapi``)."""
+    if not _calls:
+        try:
+            gegl_name, babl_name = _GEGL_LIBRARIES[sys.platform]
+            gegl, babl, api = ctypes.CDLL(gegl_name), ctypes.CDLL(babl_name), ctypes.pythonapi
+            buffer_set, babl_format = gegl.gegl_buffer_set, babl.babl_format
+            buffer_set.restype, babl_format.restype = None, ctypes.c_void_p
+            buffer_set.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Rect), ctypes.c_int, ctypes.c_void_p]
+            buffer_set.argtypes += [ctypes.c_void_p, ctypes.c_int]
+            babl_format.argtypes = [ctypes.c_char_p]
+            capsule = api.PyCapsule_GetPointer
+            capsule.restype, capsule.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+            get_buffer, release = api.PyObject_GetBuffer, api.PyBuffer_Release
+            get_buffer.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
+            release.argtypes = [ctypes.POINTER(_PyBuffer)]
+            _calls.extend([buffer_set, babl_format, capsule, get_buffer, release])
+        except (KeyError, OSError, AttributeError):
+            _calls.append(None)
+    return _calls if _calls[0] is not None else None
+
+
+def _direct_set(buffer, width: int, height: int, fmt: str, data) -> bool:
+    """``gegl_buffer_set`` of ``data``'s own memory (C-contiguous, exactly ``width`` x ``height`` x 4 bytes) into
+    ``buffer`` at (0, 0); False (nothing written) when the call is not available or ``data`` does not fit."""
+    calls = _library_calls()
+    if calls is None or memoryview(data).nbytes != width * height * 4 or not memoryview(data).c_contiguous:
+        return False
+    buffer_set, babl_format, capsule, get_buffer, release = calls
+    view = _PyBuffer()
+    get_buffer(data, ctypes.byref(view), 0)  # (PyBUF_SIMPLE: read-only is fine)
+    try:
+        target = capsule(buffer.__gpointer__, None)  # the GeglBuffer behind PyGObject's wrapper
+        buffer_set(target, ctypes.byref(_Rect(0, 0, width, height)), 0, babl_format(fmt.encode()), view.buf, 0)
+    finally:
+        release(ctypes.byref(view))
+    return True
 
 
 def insertion_point(image, drawable) -> Tuple[Optional[object], int]:
