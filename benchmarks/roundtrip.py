@@ -12,8 +12,9 @@ and from the plugins' own client code in the hosts' Pythons; and the server's pe
    - Krita: the installed Krita plugin's own client path (``client.connect.handshake``/``run_job`` of its vendored
      copy, bgra8 both ways as the plugin sends) under ``/usr/bin/python3.11``, the Python Debian's Krita embeds, up to
      the pixels as the plugin hands them to ``Node.setPixelData`` (a QByteArray over the result's memory);
-   - GIMP: the installed GIMP plug-in's client path (rgba8), up to the pixels as it hands them to
-     ``Gegl.Buffer.set`` (``bytes``: the one copy that call needs), under Debian 13's ``python3.13`` in the GIMP host root
+   - GIMP: the installed GIMP plug-in's client path (rgba8), up to the pixels as it hands them to GEGL
+     (``host.set_rgba8``: the result's own memory, through ``gegl_buffer_set``), under Debian 13's ``python3.13`` in the
+     GIMP host root
      (``tests/hosts/trixie.py``; its ``/dev/shm`` is bind-mounted from this machine's for the run, as a real GIMP
      there sees it in the host tests).
    Printed per row: both times, their ratio (for the host rows also the client's CPU seconds, the steadier figure
@@ -25,10 +26,11 @@ and from the plugins' own client code in the hosts' Pythons; and the server's pe
    process the way the server handles it — frame decoded and validated (``Connection.receive_data``), pixels decoded
    (``payloads.job_from_message``), the router's engine call, the result encoded (``encode_layers`` and the result
    frame) — minus the pipeline's own calls (the engine's ``info["seconds"]``). Printed: the best of ``--live-reps``.
-3. Result write paths: the server's CPU time to put the round trip's result into a shared file, today's way
-   (``SharedFolder.put`` of the engine's array, after a channel swap for ``bgra8``) beside writing it straight into the
-   file mapped writable, which an engine drawing its output into shared memory would pay (``/dev/shm`` without huge
-   pages: the mapping's page faults cost more than the write's copy).
+3. Result write paths: the server's CPU time to put the round trip's result into a shared file: ``SharedFolder.put``
+   of the engine's array (after a channel swap for ``bgra8``) into a new file, and into a spare (a file prepared in
+   the background after the previous payload: today's way from the second payload of a size on), beside writing it
+   straight into a new file mapped writable, which an engine drawing its output into shared memory would pay
+   (``/dev/shm`` without huge pages: the mapping's page faults cost more than the write's copy).
 
 Figures only; nothing here is a test. Other processes on the machine only add time: compare the ratios.
 """
@@ -137,8 +139,8 @@ pixels = os.urandom(size * size * 4)
 if args["host_call"] == "krita":  # what the plugin hands Node.setPixelData (qt_compat.set_pixel_data)
     from PyQt5.QtCore import QByteArray
     for_host = QByteArray.fromRawData
-else:  # what the plug-in hands Gegl.Buffer.set (gimp_plugin/host.py)
-    for_host = bytes
+else:  # what the plug-in hands gegl_buffer_set (gimp_plugin/host.py set_rgba8): the result's own memory
+    for_host = memoryview
 clients = {}
 for shared in (True, False):
     client = connect.make_client(args["url"], None, "roundtrip-benchmark-host", "")
@@ -352,17 +354,20 @@ def result_write_paths(size: int, reps: int) -> None:
     rgba = np.random.default_rng(2).integers(0, 255, (size + 16, size + 16, 4), dtype=np.uint8)
     folder = SharedFolder.create()
 
+    plain = SharedFolder(folder.path, spares=0)
+
     def cpu_ms(fn: Callable[[], str]) -> float:
         best = float("inf")
         for _ in range(reps):
-            started = time.process_time()
+            folder.wait_spares()  # (a spare is made in the background between payloads)
+            started = time.thread_time()
             name = fn()
-            best = min(best, time.process_time() - started)
+            best = min(best, time.thread_time() - started)
             os.unlink(os.path.join(folder.path, name))
         return best * 1000
 
-    def written(swap: bool) -> str:
-        return folder.put(cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA) if swap else rgba)["name"]
+    def written(swap: bool, into: SharedFolder = plain) -> str:
+        return into.put(cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA) if swap else rgba)["name"]
 
     def mapped(swap: bool) -> str:
         name = f"mapped-{time.perf_counter_ns()}.px"
@@ -381,12 +386,15 @@ def result_write_paths(size: int, reps: int) -> None:
         return name
 
     try:
-        print(f"result into a shared file ({rgba.nbytes / 2**20:.0f} MiB, server CPU ms, best of {reps}):")
+        print(
+            f"result into a shared file ({rgba.nbytes / 2**20:.0f} MiB, the writing thread's CPU ms, best of {reps}):"
+        )
         for fmt, swap in (("rgba8", False), ("bgra8", True)):
             now, direct = cpu_ms(lambda: written(swap)), cpu_ms(lambda: mapped(swap))
+            spared = cpu_ms(lambda: written(swap, folder))
             print(
-                f"  {fmt}: {'swap to a new array + ' if swap else ''}os.write (today) {now:.1f}; straight into the "
-                f"mapped file {direct:.1f} (mapped / today = {direct / now:.2f})"
+                f"  {fmt}: {'swap to a new array + ' if swap else ''}os.write into a new file {now:.1f}; into a spare "
+                f"(today) {spared:.1f}; straight into a new file mapped {direct:.1f} (spare / new = {spared / now:.2f})"
             )
     finally:
         folder.remove()

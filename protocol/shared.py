@@ -144,14 +144,15 @@ class SharedFolder:
         for thread in threads:
             thread.join(timeout)
 
-    def drop_spares(self) -> None:
-        """Remove this writer's spares and make no more (its side of the connection is closing)."""
+    def drop_spares(self, wait: bool = True) -> None:
+        """Remove this writer's spares and make no more (its side of the connection is closing). A spare under way
+        removes its own file when done; ``wait``: wait for that (up to 5 s), so that none is left when this returns."""
         with self._lock:
             self._dropped = True
             names = list(self._ready.values())
             self._ready.clear()
-            making = list(self._threads.values())
-        for thread in making:  # (one under way removes its file when done: wait for it, so none is left behind)
+            making = list(self._threads.values()) if wait else []
+        for thread in making:
             thread.join(5.0)
         for name in names:
             _unlink(os.path.join(self.path, name))
@@ -254,8 +255,9 @@ class SharedFolder:
             _unlink(os.path.join(self.path, name))
 
     def remove(self) -> None:
-        """Remove the folder and what is left in it (the server, when the connection ends)."""
-        self.drop_spares()
+        """Remove the folder and what is left in it (the server, when the connection ends; on its event loop, so a
+        spare under way is not waited for: its file goes with the folder, or it finds the folder gone)."""
+        self.drop_spares(wait=False)
         for _ in range(3):  # (again if the peer made a spare while the folder was being emptied)
             shutil.rmtree(self.path, ignore_errors=True)
             if not os.path.lexists(self.path):
