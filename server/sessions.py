@@ -34,6 +34,7 @@ from protocol.messages import (
     Message,
     Progress,
     Queued,
+    Result,
     Started,
     Welcome,
     error_from,
@@ -109,10 +110,17 @@ class Link:
             msg = await self.outbox.get()
             written = self.conn.shared.written if self.conn.shared is not None else 0
             try:
-                frame = self.conn.send_pieces(msg)
+                if isinstance(msg, Result) and self.conn.shared is not None:
+                    # (its layers are written into the shared folder: tens of MB, off the event loop)
+                    frame = await asyncio.to_thread(self.conn.send_pieces, msg)
+                else:
+                    frame = self.conn.send_pieces(msg)
             except LocalProtocolError as err:
                 log.error("not sending %s: %s", msg.type, err)  # a server bug; the connection stays usable
                 continue
+            except asyncio.CancelledError:
+                self._keep_unsent(msg)
+                raise
             if self.conn.shared is not None and self.conn.shared.written > written:
                 log.info(
                     "%s %s: %d payload(s) written to shared memory",
