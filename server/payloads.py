@@ -1,9 +1,10 @@
 """Image payloads in and out of the server: wire bytes to numpy pixels and back, with as few copies as possible.
 
 Decoding views the received bytes (no copy): an ``rgba8`` image or a ``gray8`` mask becomes a *read-only* numpy view
-of the message's buffer, so an engine that wants to write makes its own copy; ``bgra8`` is swapped to RGBA once, by
-OpenCV. Encoding gives each result layer's pixels as a memoryview of the engine's array (``rgba8``, no copy) or of one
-OpenCV channel swap (``bgra8``); msgpack reads the bytes straight from it. A progress preview is one small RGBA
+of the message's buffer, so an engine that wants to write makes its own copy; a ``bgra8`` image is viewed the same way
+in its own order (``Job.image_bgra``) and swapped to RGBA once, by OpenCV, in the job's thread when its engine needs
+that (``Router.run``). Encoding gives each result layer's pixels as a memoryview of the engine's array when it is in
+the client's order (no copy) or of one OpenCV channel swap; msgpack reads the bytes straight from it. A progress preview is one small RGBA
 payload (``preview_payload``); a finished job's answer is one ``result`` message (``result_message``).
 """
 
