@@ -347,7 +347,7 @@ def _unet_to_controlnet_kwargs(config) -> dict:
     return {k: v for k, v in dict(config).items() if k in allowed}
 
 
-def lora_state(pipe, rank: int = 4, seed: int = 0) -> Dict[str, "object"]:
+def kohya_lora_state(pipe, rank: int = 4, seed: int = 0) -> Dict[str, "object"]:
     """A kohya-format LoRA for ``pipe``'s attention projections (UNet and first text encoder), as users' files are."""
     torch = _torch()
     gen = torch.Generator().manual_seed(seed + 11)
@@ -823,7 +823,7 @@ def lora_path(arch: str) -> Path:
 
     def build(tmp: Path) -> None:
         _save_file(
-            lora_state(_build_pipeline(arch, False)),
+            kohya_lora_state(_build_pipeline(arch, False)),
             tmp / f"tiny-lora-{arch}.safetensors",
             {"ss_network_module": "networks.lora"},
         )

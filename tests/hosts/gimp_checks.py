@@ -163,7 +163,6 @@ def layer_mask_and_active_layer_as_inputs_and_gray_images(P):
 
     # the live preview is left out of what the model sees: host.read_visible(hide=...) finds it in the image's copy
     from gimp_plugin import host
-    from protocol.geometry import Box
 
     img, (bottom, top) = make_image(48, 32, layers=2)
     group = Gimp.GroupLayer.new(img, "group")
