@@ -283,7 +283,8 @@ def test_lora_tags_are_checked_against_the_checkpoint(client, server):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="LoRA loading needs the 'peft' package")
-@pytest.mark.parametrize("model, lora", [("tiny-sd15", "tiny-lora-sd15"), ("tiny-sdxl", "tiny-lora-sdxl")])
+# SDXL first: still loaded from the embeddings test; SD1.5 last, loaded for the ControlNet tests after it
+@pytest.mark.parametrize("model, lora", [("tiny-sdxl", "tiny-lora-sdxl"), ("tiny-sd15", "tiny-lora-sd15")])
 def test_lora_tags_change_the_result_and_can_be_switched_off(client, model, lora):
     plain = layers(client.run(with_image(job("img2img", model)), timeout=120))[0][1]
     tagged = layers(
