@@ -271,17 +271,20 @@ def test_embeddings_are_triggered_by_name(client, model):
     assert not np.array_equal(plain[1], styled[1])
 
 
-def test_lora_tags_are_checked_against_the_checkpoint(client):
+def test_lora_tags_are_checked_against_the_checkpoint(client, server):
+    loads = server.server.router.engine("diffusers").loads
     with pytest.raises(JobFailed) as err:
         client.run(with_image(job("img2img", "tiny-sd15", prompt="a cat <lora:tiny-lora-sdxl:0.8>")), timeout=120)
     assert err.value.error.code == "unsupported" and "SDXL" in err.value.error.message
     with pytest.raises(JobFailed) as err:
         client.run(with_image(job("img2img", "tiny-sd15", prompt="a cat <lora:nope:1>")), timeout=120)
     assert err.value.error.code == "model_not_found" and "tiny-lora-sd15" in err.value.error.message
+    assert server.server.router.engine("diffusers").loads == loads, "refused before the checkpoint loads"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="LoRA loading needs the 'peft' package")
-@pytest.mark.parametrize("model, lora", [("tiny-sd15", "tiny-lora-sd15"), ("tiny-sdxl", "tiny-lora-sdxl")])
+# SDXL first: still loaded from the embeddings test; SD1.5 last, loaded for the ControlNet tests after it
+@pytest.mark.parametrize("model, lora", [("tiny-sdxl", "tiny-lora-sdxl"), ("tiny-sd15", "tiny-lora-sd15")])
 def test_lora_tags_change_the_result_and_can_be_switched_off(client, model, lora):
     plain = layers(client.run(with_image(job("img2img", model)), timeout=120))[0][1]
     tagged = layers(

@@ -273,9 +273,9 @@ def test_welcome_defaults_have_every_family():
 # --- modes through the server ----------------------------------------------------------------------------------------
 
 
-# the modes vary fastest: each model is loaded once for its four modes
+# the modes vary fastest: each model is loaded once for its four modes; Kontext last, still loaded for the edit test
 @pytest.mark.parametrize("mode", ["generate", "img2img", "inpaint", "outpaint"])
-@pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-fill", "tiny-flux-kontext", "tiny-sd3"])
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-flux-fill", "tiny-sd3", "tiny-flux-kontext"])
 def test_every_mode_keeps_geometry_and_pixels_outside_the_mask(client, model, mode):
     layer = run_mode(client, model, mode)
     assert layer.info["family"] == model[5:] if model != "tiny-sd3" else layer.info["family"] == "sd3"
@@ -451,7 +451,7 @@ def test_missing_text_encoders_are_named_with_where_to_put_them(tmp_path, start_
     assert "CLIP text encoder (32 wide)" not in message and str(tmp_path / "text_encoders") in message
 
 
-def test_a_flux_lora_changes_the_result_and_switches_off(client, models_dir):
+def test_a_flux_lora_changes_the_result_and_switches_off(client, server, models_dir):
     assert {e.name: e.arch for e in ModelRegistry([models_dir]).entries("lora")} == {
         "tiny-lora-flux": "flux",
         "tiny-lora-sd15": "sd15",
@@ -467,9 +467,11 @@ def test_a_flux_lora_changes_the_result_and_switches_off(client, models_dir):
     assert np.abs(styled.astype(int) - plain.astype(int)).max() > 8
     again = pixels(client.run(job("img2img", "tiny-flux-kontext"), timeout=120))[0][1]
     assert np.abs(again.astype(int) - plain.astype(int)).max() <= 1
+    loads = server.server.router.engine("families").loads
     with pytest.raises(JobFailed) as err:
         client.run(job("img2img", "tiny-flux", prompt="a cat <lora:tiny-lora-sd15>"), timeout=120)
     assert "made for SD1.5" in str(err.value) and "Flux.1" in str(err.value)
+    assert server.server.router.engine("families").loads == loads, "refused before tiny-flux loads"
 
 
 def test_the_router_picks_the_engine_by_family_and_frees_the_other(client, server):
@@ -637,7 +639,9 @@ def test_an_sd3_controlnet_changes_generate_and_says_which_modes_it_runs(client)
     assert err.value.code == "unsupported" and "with generate only" in str(err.value)
 
 
-def test_a_controlnet_of_another_family_or_a_family_without_controlnets_is_named(client):
+def test_a_controlnet_of_another_family_or_a_family_without_controlnets_is_named(client, server):
+    engine = server.server.router.engine("families")
+    loads = engine.loads
     with pytest.raises(JobFailed) as err:
         client.run(with_control(job("img2img", "tiny-flux"), "canny", model="control_tiny_sd15_canny"), timeout=120)
     assert err.value.code == "unsupported"
@@ -648,9 +652,10 @@ def test_a_controlnet_of_another_family_or_a_family_without_controlnets_is_named
     with pytest.raises(JobFailed) as err:
         client.run(with_control(job("img2img", "tiny-flux"), "normal"), timeout=120)
     assert err.value.code == "model_not_found" and "no Flux.1 ControlNet for control type 'normal'" in str(err.value)
-    with pytest.raises(JobFailed) as err:  # last: the jobs on tiny-flux before it run on one load
+    with pytest.raises(JobFailed) as err:
         client.run(with_control(job("img2img", "tiny-flux-kontext"), "canny"), timeout=120)
     assert "Flux.1 Kontext, which takes no ControlNet" in str(err.value)
+    assert engine.loads == loads, "refused before a checkpoint loads"
 
 
 def test_sd35_in_bf16_on_the_cpu_stays_close_to_fp32(models_dir, start_server):
@@ -697,7 +702,7 @@ def test_the_preview_map_fitted_to_a_vae_explains_its_fitting_picture():
     assert ((rgb - target) ** 2).sum() < 0.95 * ((target - target.mean((0, 1))) ** 2).sum()
 
 
-@pytest.mark.parametrize("model", ["tiny-flux", "tiny-sd3", "tiny-flux-kontext"])
+@pytest.mark.parametrize("model", ["tiny-sd3", "tiny-flux", "tiny-flux-kontext"])  # SD3 first: still loaded
 def test_progress_previews_arrive_for_these_families(client, model):
     msg = job("edit" if model.endswith("kontext") else "img2img", model, steps=3)
     msg["previews"] = True

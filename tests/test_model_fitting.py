@@ -61,3 +61,57 @@ def test_a_named_model_of_another_family_is_refused_naming_both(tmp_path):
     assert (
         registry.get_fitting("net", "controlnet", ModelEntry("c", "checkpoint", tmp_path, "x", "sd15"), "C", "f") is net
     )
+
+
+def test_an_adapter_of_another_family_is_refused_before_the_checkpoint_loads(tmp_path):
+    """A LoRA, ControlNet or SDXL refiner of another family is refused from the registry's entries alone: the
+    checkpoints here are files that do not exist, so a load would fail with another error, and no engine counts one."""
+    import numpy as np
+
+    from server.core import Control, Job, JobContext, Params, Region
+    from server.diffusion.engine import DiffusionEngine
+    from server.families.engine import FamilyEngine
+
+    def entry(name: str, kind: str, arch: str) -> ModelEntry:
+        return ModelEntry(name, kind, tmp_path / "absent" / f"{name}.safetensors", "safetensors", arch)
+
+    registry = registry_with(
+        tmp_path,
+        entry("flux-ckpt", "checkpoint", "flux"),
+        entry("sd-ckpt", "checkpoint", "sd15"),
+        entry("sd-lora", "lora", "sd15"),
+        entry("flux-lora", "lora", "flux"),
+        entry("sd-net", "controlnet", "sd15"),
+        entry("refiner", "refiner", "sdxl"),
+    )
+    image = np.zeros((8, 8, 4), np.uint8)
+    mask = np.full((8, 8), 255, np.uint8)
+    sd_control = Control("canny", image[..., :3], model="sd-net")
+    cases = [
+        (
+            FamilyEngine,
+            Job("1", "img2img", "flux-ckpt", "a cat <lora:sd-lora:0.5>", image=image),
+            "LoRA 'sd-lora' is made for SD1.5 but checkpoint 'flux-ckpt' is Flux.1",
+        ),
+        (
+            FamilyEngine,
+            Job("2", "img2img", "flux-ckpt", "a cat", image=image, controls=[sd_control]),
+            "ControlNet 'sd-net' is made for SD1.5 but checkpoint 'flux-ckpt' is Flux.1",
+        ),
+        (
+            DiffusionEngine,
+            Job("3", "img2img", "sd-ckpt", "a cat", image=image, regions=[Region("<lora:flux-lora>", mask)]),
+            "LoRA 'flux-lora' is made for Flux.1 but checkpoint 'sd-ckpt' is SD1.5",
+        ),
+        (
+            DiffusionEngine,
+            Job("4", "img2img", "sd-ckpt", "a cat", image=image, params=Params(refiner="refiner")),
+            "the SDXL refiner 'refiner' works only after an SDXL checkpoint; 'sd-ckpt' is SD1.5",
+        ),
+    ]
+    for make, job, named in cases:
+        engine = make(registry, device="cpu", dtype="float32")
+        with pytest.raises(ProtocolError) as err:
+            engine.run(job, JobContext())
+        assert err.value.code == UNSUPPORTED and named in err.value.message, err.value.message
+        assert engine.loads == 0 and engine.loaded is None

@@ -12,9 +12,21 @@ from typing import Dict, List, Set
 
 from protocol.errors import UNSUPPORTED, ProtocolError
 
+from ..core import Job
 from ..models import lorafit
 from ..models.registry import ModelEntry, ModelRegistry
-from .prompts import LoraTag
+from .prompts import LoraTag, extract_loras
+from .regions import texts as region_texts
+
+
+def check_loras(job: Job, checkpoint: ModelEntry, registry: ModelRegistry) -> None:
+    """Refuse, before ``checkpoint`` loads, a LoRA tag of ``job`` (in its prompts or its regions') that names no
+    installed LoRA or one of a family ``checkpoint`` does not take: ``lorafit.get_lora``'s errors, by name."""
+    _, tags = extract_loras(job.prompt)
+    _, negative_tags = extract_loras(job.negative_prompt)
+    _, tagged_regions = region_texts(job.regions, "", "")
+    for tag in tags + negative_tags + tagged_regions:
+        lorafit.get_lora(registry, tag.name, checkpoint)
 
 
 def _stem(entry: ModelEntry) -> str:

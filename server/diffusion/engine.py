@@ -33,7 +33,7 @@ from . import detail as detailer
 from . import hires as hires_fix
 from . import attention, layout, pipelines, prompts, regions, samplers, stepcache, tiny_vae, transparency
 from . import references as refs
-from .adapters import Adapters
+from .adapters import Adapters, check_loras
 from .inputs import JobInputs
 from .parts import Parts
 from .passes import denoise, init_at
@@ -113,6 +113,14 @@ class DiffusionEngine(CheckpointEngine):
         return False
 
     # --- one job, as numbered steps ---
+
+    def check(self, job: Job) -> None:
+        """Before anything loads: the LoRAs the job's prompts tag and its SDXL refiner must fit its checkpoint (the
+        ControlNets and reference adapters are picked, by family, in step 1 before the load)."""
+        entry = self.checkpoint_entry(job.model)
+        check_loras(job, entry, self.registry)
+        if job.params.refiner:
+            self.parts.check_refiner(entry, job.params.refiner, bool(job.controls))
 
     def recipe(self, job: Job, ctx: JobContext) -> List[Layer]:
         import torch

@@ -68,6 +68,19 @@ class Parts:
         """The SDXL refiner pipeline a job names (loaded once, kept beside the checkpoint), or None."""
         if not name:
             return None
+        ref = self.check_refiner(entry, name, controlled)
+        if self.refiner is None or self.refiner[0] != str(ref.path):
+            self.refiner = None
+            gc.collect()
+            pipe = loading.load_refiner(ref, self.dtype, allow_pickle=self.registry.allow_pickle)
+            pipe.to(self.device)
+            pipe.set_progress_bar_config(disable=True)
+            self.refiner = (str(ref.path), pipe)
+        return self.refiner[1]
+
+    def check_refiner(self, entry: ModelEntry, name: str, controlled: bool) -> ModelEntry:
+        """The installed SDXL refiner ``name`` for checkpoint ``entry``, refused by name (before anything loads) after a
+        checkpoint of another family or a job with control layers."""
         if entry.arch != "sdxl":
             raise ProtocolError(
                 UNSUPPORTED,
@@ -82,15 +95,7 @@ class Parts:
                 "(ControlNets): send the job without one of them",
                 field="params.refiner",
             )
-        ref = self.registry.get(name, "refiner")
-        if self.refiner is None or self.refiner[0] != str(ref.path):
-            self.refiner = None
-            gc.collect()
-            pipe = loading.load_refiner(ref, self.dtype, allow_pickle=self.registry.allow_pickle)
-            pipe.to(self.device)
-            pipe.set_progress_bar_config(disable=True)
-            self.refiner = (str(ref.path), pipe)
-        return self.refiner[1]
+        return self.registry.get(name, "refiner")
 
     def tiny_vae(self, arch: str):
         """The tiny VAE (TAESD family) for ``arch`` from the models folders, loaded once; None when none is installed."""

@@ -8,17 +8,22 @@ from typing import Callable, Collection
 from protocol.errors import UNSUPPORTED, ProtocolError
 
 from ..core import Job
-from ..models.registry import ModelEntry, arch_name
-from . import klein, layered, qwen, redux, specs
+from ..diffusion.adapters import check_loras
+from ..models.registry import ModelEntry, ModelRegistry, arch_name
+from . import controlnets, klein, layered, qwen, redux, specs
 
 
 def check_job(
-    job: Job, entry: ModelEntry, region_families: Collection[str], refuse_regions: Callable[..., ProtocolError]
+    job: Job,
+    entry: ModelEntry,
+    registry: ModelRegistry,
+    region_families: Collection[str],
+    refuse_regions: Callable[..., ProtocolError],
 ) -> None:
     """Refuse what ``entry`` cannot run of ``job``: the SD-only hires fix and detailer, decompose off
     Qwen-Image-Layered (and anything else on it), edit without an edit model or an image, SD sampling options,
-    regions (``refuse_regions(job, family name, model name)``) off ``region_families``, tileable on Qwen-Image, and
-    reference images the family cannot honour."""
+    regions (``refuse_regions(job, family name, model name)``) off ``region_families``, tileable on Qwen-Image,
+    reference images the family cannot honour, and LoRAs and ControlNets (``registry``'s) of another family."""
     refused = "hires" if job.params.hires.enabled else "detail" if job.params.detail.enabled else ""
     if refused:  # hires fix and detailer run on the SD1.5/SDXL engine only
         raise ProtocolError(
@@ -55,6 +60,8 @@ def check_job(
         qwen.check_references(job, entry, specs.SPECS[entry.arch].references)
     elif job.references:  # reference images: what Flux Redux can honour, refused by name otherwise
         redux.check(job.references, entry)
+    check_loras(job, entry, registry)
+    controlnets.select(list(job.controls), entry, job.mode, registry)
 
 
 def refuse_sd_sampling_options(job: Job, entry: ModelEntry) -> None:

@@ -84,7 +84,9 @@ class FamilyEngine(CheckpointEngine):
         return "the detailer runs on SD1.5 and SDXL checkpoints" if job.mode == "detail" else super().mode_hint(job)
 
     def check(self, job: Job) -> None:
-        checks.check_job(job, self.checkpoint_entry(job.model), self.region_families, self.refuse_regions)
+        checks.check_job(
+            job, self.checkpoint_entry(job.model), self.registry, self.region_families, self.refuse_regions
+        )
 
     def recipe(self, job: Job, ctx: JobContext) -> List[Layer]:
         entry = self.checkpoint_entry(job.model)
