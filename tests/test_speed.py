@@ -559,3 +559,10 @@ def test_the_phase_table_sorts_ops_by_kind_and_counts_the_cpu_attention_kernels_
     with phases.flop_counter() as counter:
         torch.nn.functional.scaled_dot_product_attention(q, q, q)
     assert counter.get_total_flops() == 4 * 2 * 64 * 64 * 8  # two matmuls of 64 x 64 x 8 per head
+    # the job runs with the server's threads (waiting passive, server/tuning.py) unless a policy is already set
+    probe = "import os, sys; sys.path.insert(0, 'benchmarks'); import phases; print(os.environ['OMP_WAIT_POLICY'])"
+    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        env.update({"OMP_WAIT_POLICY": given} if given else {})
+        out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True)
+        assert out.stdout.strip() == expected, out.stderr
