@@ -559,6 +559,11 @@ def test_the_phase_table_sorts_ops_by_kind_and_counts_the_cpu_attention_kernels_
     with phases.flop_counter() as counter:
         torch.nn.functional.scaled_dot_product_attention(q, q, q)
     assert counter.get_total_flops() == 4 * 2 * 64 * 64 * 8  # two matmuls of 64 x 64 x 8 per head
+    # wall-clock and CPU-time rates, each against the peak measured the same way (2 threads: CPU time / 2)
+    result = {"dtype": "bfloat16", "peaks": {"bfloat16": 100.0}, "cpu_peaks": {"bfloat16": 200.0}, "threads": 2}
+    result.update(phases=[("text encode", 0.5, 25 * 10**9, 0.5)], total=0.5)
+    row = next(line for line in phases.table(result).splitlines() if line.startswith("text encode"))
+    assert row.split()[2:] == ["25.0", "0.50", "50.0", "50%", "0.50", "100.0", "50%"]
     # the job runs with the server's threads (waiting passive, server/tuning.py) unless a policy is already set
     probe = "import os, sys; sys.path.insert(0, 'benchmarks'); import phases; print(os.environ['OMP_WAIT_POLICY'])"
     for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
