@@ -8,12 +8,21 @@ of tests/factory.py. Phases are the modules the job calls: the text encoder (bot
 encoder, the UNet (each call is one step: CFG's two halves in one batch), the VAE decoder. Times come from a plain run
 (forward hooks read the clock); FLOPs from a second run under ``torch.utils.flop_counter.FlopCounterMode``
 (convolutions, matmuls and attention, CPU's fused attention kernel included; elementwise work counts as none). The
-peak is a 2048² matmul in each dtype, measured right before.
+peak is a 2048² matmul in each dtype, measured right before. The CPU columns take the process's CPU time instead of
+the wall clock (FLOPs over CPU seconds shared by the threads; the peak measured the same way): on a machine with other
+load a phase of tens of seconds waits for a core far more than a 2048² matmul does, so the wall-clock share mostly
+measures the load, the CPU one what the kernels do.
 
 ``--by-op`` runs the job once more under ``torch.profiler`` and splits each phase's time by kind of op (convolution,
 GEMM, attention, norms, softmax, activations, other elementwise, copies and layout changes, ...): each kind's seconds
 (the ops' own time, children excluded), FLOPs and GFLOPS, so what keeps a phase from its peak shows. "between ops" is
 the phase's time that no op accounts for (Python, hooks, the profiler's own cost).
+
+The job runs with the server's thread setting (``OMP_WAIT_POLICY=PASSIVE`` from ``server/tuning.py``, unless already
+set; the table's header says which). With other load on the machine, spinning threads make a phase of many small ops
+several times slower. Measured back to back (AMD EPYC, 2 cores, AVX512-BF16 without AMX, load 13), a CLIP-L text
+encode of 2 x 77 tokens in bf16, best / median of 6: spinning 0.84 / 1.75 CPU-s, 1.73 / 4.42 s; passive 0.19 / 0.20
+CPU-s, 0.36 / 0.47 s. Tables of this script before this setting were measured with spinning threads.
 """
 
 from __future__ import annotations
@@ -30,6 +39,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from server import tuning  # noqa: E402 - the path above first
+
+# The server's threads: ``paintbridge serve`` makes OpenMP's threads wait without spinning (server/tuning.py) before
+# torch is imported; the job is measured as the server runs it (see the module docstring).
+tuning.passive_threads()
 
 
 # Kinds of op, in the order an op's name is matched: the first kind with a part of the name wins ("addmm" is GEMM,
@@ -80,18 +94,28 @@ def flop_counter():
     )
 
 
-def gemm_peak(dtype, n: int = 2048, seconds: float = 1.5) -> float:
-    """GFLOPS of an n x n matmul in ``dtype`` (the fastest of repeated calls within ``seconds``)."""
+def gemm_peak(dtype, n: int = 2048, seconds: float = 1.5, clock=time.perf_counter) -> float:
+    """GFLOPS of an n x n matmul in ``dtype`` (the fastest of repeated calls within ``seconds``). With
+    ``clock=time.process_time``: per thread-second of CPU time times the threads (see ``cpu_rate``)."""
     import torch
 
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best, end = float("inf"), time.perf_counter() + seconds
     while time.perf_counter() < end:
-        t0 = time.perf_counter()
+        t0 = clock()
         torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+        best = min(best, clock() - t0)
+    return cpu_rate(2 * n**3, best) if clock is time.process_time else 2 * n**3 / best / 1e9
+
+
+def cpu_rate(flops: float, cpu_seconds: float) -> float:
+    """GFLOPS from the CPU time the work took: ``flops`` over ``cpu_seconds`` shared by torch's threads, i.e. the rate
+    had its threads not waited for a core. Other load on the machine stretches wall time, much less CPU time (with
+    threads that wait without spinning)."""
+    import torch
+
+    return flops / (cpu_seconds / torch.get_num_threads()) / 1e9 if cpu_seconds > 0 else 0.0
 
 
 class PhaseClock:
@@ -132,14 +156,14 @@ class PhaseClock:
             self._count[name] = self._count.get(name, 0) + 1
             span = torch.profiler.record_function(f"phase: {name} #{self._count[name]}")
             span.__enter__()
-        self._open[name] = (time.perf_counter(), sum(self._flops().values()), self._flops(), span)
+        self._open[name] = (time.perf_counter(), time.process_time(), sum(self._flops().values()), self._flops(), span)
 
     def _stop(self, name: str) -> None:
-        t0, f0, k0, span = self._open.pop(name)
+        t0, c0, f0, k0, span = self._open.pop(name)
         if span is not None:
             span.__exit__(None, None, None)
         k1 = self._flops()
-        self.calls.append((name, time.perf_counter() - t0, sum(k1.values()) - f0))
+        self.calls.append((name, time.perf_counter() - t0, sum(k1.values()) - f0, time.process_time() - c0))
         self.by_kind.append({k: v - k0.get(k, 0) for k, v in k1.items() if v - k0.get(k, 0)})
 
     def close(self) -> None:
@@ -167,18 +191,18 @@ def op_times(events) -> Dict[str, Dict[str, float]]:
     return out
 
 
-def numbered(calls: List[Tuple[str, float, int]]) -> List[Tuple[str, float, int]]:
+def numbered(calls: List[Tuple[str, float, int, float]]) -> List[Tuple[str, float, int, float]]:
     """UNet calls numbered as steps; text encoder calls summed into one phase."""
-    out: List[Tuple[str, float, int]] = []
+    out: List[Tuple[str, float, int, float]] = []
     step = 0
-    for name, seconds, flops in calls:
+    for name, *figures in calls:
         if name == "UNet step":
             step += 1
-            out.append((f"UNet step {step}", seconds, flops))
+            out.append((f"UNet step {step}", *figures))
         elif out and out[-1][0] == name:
-            out[-1] = (name, out[-1][1] + seconds, out[-1][2] + flops)
+            out[-1] = (name, *(a + b for a, b in zip(out[-1][1:], figures)))
         else:
-            out.append((name, seconds, flops))
+            out.append((name, *figures))
     return out
 
 
@@ -222,6 +246,9 @@ def measure(
             )
 
         peaks = {str(d).replace("torch.", ""): gemm_peak(d) for d in (torch.float32, torch.bfloat16)}
+        cpu_peaks = {
+            str(d).replace("torch.", ""): gemm_peak(d, clock=time.process_time) for d in (torch.float32, torch.bfloat16)
+        }
         engine.run(job("warm-up", 1), JobContext())
         pipe = engine.loaded.pipe
         if layout is not None:  # instead of the engine's choice (server/diffusion/layout.py)
@@ -246,7 +273,7 @@ def measure(
             counted.close()
         timed, flops = numbered(clock.calls), numbered(counted.calls)
         conv = pipe.unet.conv_in.weight
-        phases = [(name, seconds, f) for (name, seconds, _), (_, _, f) in zip(timed, flops)]
+        phases = [(name, seconds, f, cpu) for (name, seconds, _, cpu), (_, _, f, _) in zip(timed, flops)]
         ops = None
         if by_op:
             fresh()
@@ -259,9 +286,11 @@ def measure(
         return {
             "dtype": str(engine.dtype).replace("torch.", ""),
             "peaks": peaks,
+            "cpu_peaks": cpu_peaks,
             "phases": phases,
             "total": total,
             "threads": torch.get_num_threads(),
+            "wait_policy": os.environ.get(tuning.OMP_ENV, "spinning (OpenMP's default)"),
             "info": layer.info,
             "layout": "channels_last" if conv.is_contiguous(memory_format=torch.channels_last) else "default",
             "checksum": float(np.asarray(layer.rgba, dtype=np.float64).mean()),
@@ -273,7 +302,7 @@ def flops_by_call(clock: PhaseClock) -> Dict[str, Dict[str, int]]:
     """FLOPs by phase call (named as the profiler ranges are) and kind of op."""
     out: Dict[str, Dict[str, int]] = {}
     count: Dict[str, int] = {}
-    for (name, _, _), kinds in zip(clock.calls, clock.by_kind):
+    for (name, *_), kinds in zip(clock.calls, clock.by_kind):
         count[name] = count.get(name, 0) + 1
         out[f"{name} #{count[name]}"] = kinds
     return out
@@ -310,18 +339,24 @@ def op_table(result: dict) -> str:
 
 def table(result: dict) -> str:
     """The phase table as text."""
-    peak = result["peaks"][result["dtype"]]
+    peak, cpu_peak, threads = result["peaks"][result["dtype"]], result["cpu_peaks"][result["dtype"]], result["threads"]
     lines = [
-        f"phases of one job ({result['dtype']}, {result['threads']} threads"
-        f", {result.get('layout', 'default')} layout); GEMM peak measured in the same run: "
-        + ", ".join(f"{d} {g:.0f} GFLOPS" for d, g in result["peaks"].items()),
-        f"{'phase':<16}{'GFLOP':>9}{'seconds':>9}{'GFLOPS':>9}{'of peak':>9}",
+        f"phases of one job ({result['dtype']}, {threads} threads waiting "
+        f"{result.get('wait_policy', 'spinning').lower()}, {result.get('layout', 'default')} layout); GEMM peak "
+        "measured in the same run: " + ", ".join(f"{d} {g:.0f} GFLOPS" for d, g in result["peaks"].items()),
+        "CPU columns: from the CPU time each took over the threads (cpu_rate), against the GEMM peak measured the same"
+        " way: " + ", ".join(f"{d} {g:.0f}" for d, g in result["cpu_peaks"].items()),
+        f"{'phase':<16}{'GFLOP':>9}{'seconds':>9}{'GFLOPS':>9}{'of peak':>9}{'CPU-s':>9}{'CPU GFLOPS':>12}{'of peak':>9}",
     ]
     inside = 0.0
-    for name, seconds, flops in result["phases"]:
+    for name, seconds, flops, cpu in result["phases"]:
         inside += seconds
         rate = flops / seconds / 1e9 if seconds > 0 else 0.0
-        lines.append(f"{name:<16}{flops / 1e9:>9.1f}{seconds:>9.2f}{rate:>9.1f}{rate / peak:>8.0%}")
+        by_cpu = flops / (cpu / threads) / 1e9 if cpu > 0 else 0.0
+        lines.append(
+            f"{name:<16}{flops / 1e9:>9.1f}{seconds:>9.2f}{rate:>9.1f}{rate / peak:>8.0%}"
+            f"{cpu:>9.2f}{by_cpu:>12.1f}{by_cpu / cpu_peak:>8.0%}"
+        )
     lines.append(f"{'outside these':<16}{'':>9}{result['total'] - inside:>9.2f}")
     lines.append(f"{'job':<16}{'':>9}{result['total']:>9.2f}")
     if result.get("ops"):

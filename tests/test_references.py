@@ -134,8 +134,15 @@ def test_a_reference_changes_the_result_and_the_image_matters(client, server):
     other_ref = run(client, references=[reference(2)])
     assert changed(plain, with_ref) > 1 and changed(with_ref, other_ref) > 0.5
     assert np.array_equal(run(client, references=[reference(1)]), with_ref)  # same seed, same reference
-    # back without references: the adapter is unloaded, the pixels are those of the plain run again
+    unet = server.server.router.diffusion.loaded.pipe.unet
+    processors = {name: type(p).__name__ for name, p in unet.attn_processors.items()}
+    # with the adapter in: the cross-attention layers take it, the self-attention layers keep the CPU processor
+    assert {p for name, p in processors.items() if ".attn2." in name} == {"IPAdapterAttnProcessor2_0"}
+    assert {p for name, p in processors.items() if ".attn1." in name} == {"ContiguousHeadsAttention"}
+    # back without references: the adapter is unloaded, the pixels are those of the plain run again, every layer
+    # has the CPU processor of a fresh load again (diffusers' unload leaves AttnProcessor2_0)
     assert np.array_equal(run(client), plain)
+    assert {type(p).__name__ for p in unet.attn_processors.values()} == {"ContiguousHeadsAttention"}
     assert np.array_equal(run(client, references=[reference(1, strength=0.0)]), plain)
 
 

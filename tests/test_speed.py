@@ -302,6 +302,39 @@ def test_bf16_on_a_cpu_keeps_unet_and_vae_channels_last_and_gives_the_default_la
     assert layout_of(fp32.loaded.pipe.unet) == layout_of(fp32.loaded.pipe.vae.decoder) == "default"
 
 
+def test_bf16_on_a_cpu_puts_a_jobs_vae_and_controlnet_in_channels_last_too_with_the_default_layouts_pixels(
+    tmp_path,
+):
+    from server.core import Control
+
+    models = factory.make_models_dir(tmp_path / "models", ("sd15", "cn-sd15-canny", "vae-file"))
+    edges = np.zeros((S, S, 3), np.uint8)
+    edges[::6] = 255
+
+    def job(seed: int) -> Job:
+        out = make_job("img2img", seed=seed, strength=0.8, vae="tiny-vae-ft-mse")
+        out.controls = [Control("canny", edges, model="control_tiny_sd15_canny")]
+        return out
+
+    def layouts(eng) -> set:
+        parts = [eng.parts.vae[1].encoder, eng.parts.vae[1].decoder, *eng.parts.controlnets.values()]
+        return {"cl" if m.conv_in.weight.is_contiguous(memory_format=torch.channels_last) else "nchw" for m in parts}
+
+    eng = DiffusionEngine(ModelRegistry([models]), device="cpu", dtype="bfloat16")
+    fast = eng.run(job(5), JobContext())[0].rgba.astype(int)
+    assert len(eng.parts.controlnets) == 1 and layouts(eng) == {"cl"}
+    for module in (eng.parts.vae[1], *eng.parts.controlnets.values()):  # torch's default layout, as before
+        module.to(memory_format=torch.contiguous_format)
+    eng.inputs.clear()
+    default = eng.run(job(5), JobContext())[0].rgba.astype(int)
+    other_seed = eng.run(job(6), JobContext())[0].rgba.astype(int)
+    layout, seed = np.abs(fast - default)[..., :3].mean(), np.abs(default - other_seed)[..., :3].mean()
+    assert layout < 3 and layout < seed / 5, (layout, seed)
+    fp32 = DiffusionEngine(ModelRegistry([models]), device="cpu", dtype="float32")
+    fp32.run(job(5), JobContext())
+    assert layouts(fp32) == {"nchw"}
+
+
 def test_the_cpu_attention_processor_gives_diffusers_output_and_is_installed_on_load(by_dtype):
     from diffusers.models.attention_processor import AttnProcessor2_0
 
@@ -535,3 +568,15 @@ def test_the_phase_table_sorts_ops_by_kind_and_counts_the_cpu_attention_kernels_
     with phases.flop_counter() as counter:
         torch.nn.functional.scaled_dot_product_attention(q, q, q)
     assert counter.get_total_flops() == 4 * 2 * 64 * 64 * 8  # two matmuls of 64 x 64 x 8 per head
+    # wall-clock and CPU-time rates, each against the peak measured the same way (2 threads: CPU time / 2)
+    result = {"dtype": "bfloat16", "peaks": {"bfloat16": 100.0}, "cpu_peaks": {"bfloat16": 200.0}, "threads": 2}
+    result.update(phases=[("text encode", 0.5, 25 * 10**9, 0.5)], total=0.5)
+    row = next(line for line in phases.table(result).splitlines() if line.startswith("text encode"))
+    assert row.split()[2:] == ["25.0", "0.50", "50.0", "50%", "0.50", "100.0", "50%"]
+    # the job runs with the server's threads (waiting passive, server/tuning.py) unless a policy is already set
+    probe = "import os, sys; sys.path.insert(0, 'benchmarks'); import phases; print(os.environ['OMP_WAIT_POLICY'])"
+    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        env.update({"OMP_WAIT_POLICY": given} if given else {})
+        out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True)
+        assert out.stdout.strip() == expected, out.stderr

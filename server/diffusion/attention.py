@@ -10,7 +10,8 @@ AVX512-BF16 without AMX, other load on the machine; CPU seconds, best of 3-5), S
 
 Only plain attention (no mask, no group or spatial norm, no q/k norms, no residual or output rescale: SD1.5's and
 SDXL's transformer blocks) takes this path; anything else goes to ``AttnProcessor2_0`` as before. The regions and
-LayerDiffuse processors wrap whatever processor a layer has, so they wrap this one.
+LayerDiffuse processors wrap whatever processor a layer has, so they wrap this one. diffusers' ``unload_ip_adapter``
+gives the layers that had an IP-Adapter a new ``AttnProcessor2_0``; ``restore`` puts this one back on them.
 """
 
 from __future__ import annotations
@@ -69,3 +70,21 @@ def install(unet, device) -> bool:
         return False
     unet.set_attn_processor(ContiguousHeadsAttention())
     return True
+
+
+def restore(unet, device) -> int:
+    """Put this processor back on every attention layer of ``unet`` that has diffusers' plain ``AttnProcessor2_0``
+    (what ``unload_ip_adapter`` leaves) on ``device`` (a CPU); other processors (IP-Adapter, regions) stay. The
+    number of layers changed."""
+    import torch
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    if torch.device(device).type != "cpu":
+        return 0
+    processors = unet.attn_processors
+    plain = [name for name, p in processors.items() if type(p) is AttnProcessor2_0]
+    if plain:
+        unet.set_attn_processor(
+            {name: ContiguousHeadsAttention() if name in plain else p for name, p in processors.items()}
+        )
+    return len(plain)

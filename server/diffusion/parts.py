@@ -12,6 +12,7 @@ from protocol.errors import UNSUPPORTED, ProtocolError
 
 from ..models import loading
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
+from . import layout
 from . import tiny_vae as tiny
 from .plan import LoadedUNet
 
@@ -44,7 +45,7 @@ class Parts:
                 self.controlnets.pop(next(iter(self.controlnets)))
             allow = self.registry.allow_pickle
             net = loading.load_controlnet(entry, self.dtype, allow_pickle=allow, unet_config=unet_config)
-            self.controlnets[key] = net.to(self.device)
+            self.controlnets[key] = layout.convert(net.to(self.device), self.device, self.dtype)
         return self.controlnets[key]
 
     def use_vae(self, loaded: LoadedUNet, name: str) -> str:
@@ -56,7 +57,7 @@ class Parts:
         if self.vae is None or self.vae[0] != str(entry.path):
             self.vae = None
             vae = loading.load_vae(entry, loaded.entry, self.dtype, allow_pickle=self.registry.allow_pickle)
-            self.vae = (str(entry.path), vae.to(self.device))
+            self.vae = (str(entry.path), layout.convert(vae.to(self.device), self.device, self.dtype))
         loaded.use_vae(self.vae[1])
         return entry.name
 
@@ -74,6 +75,7 @@ class Parts:
             gc.collect()
             pipe = loading.load_refiner(ref, self.dtype, allow_pickle=self.registry.allow_pickle)
             pipe.to(self.device)
+            layout.apply(pipe, self.device, self.dtype)
             pipe.set_progress_bar_config(disable=True)
             self.refiner = (str(ref.path), pipe)
         return self.refiner[1]

@@ -28,6 +28,7 @@ from ..core import Reference
 from ..models import ipadapter as ipa
 from ..models import pickles
 from ..models.registry import ModelEntry, ModelRegistry, arch_name
+from . import attention
 
 # InstantStyle's split (Wang et al. 2024, as diffusers documents it for SDXL): the layout is read in the lowest-
 # resolution down block's second attention, the style in the lowest-resolution up block's second attention.
@@ -185,6 +186,7 @@ class ReferenceSet:
             return
         if self.loaded:
             pipe.unload_ip_adapter()
+            attention.restore(pipe.unet, self.device)  # diffusers' unload leaves AttnProcessor2_0
             self.loaded = ()
         if not plans:
             return
@@ -194,6 +196,7 @@ class ReferenceSet:
         except Exception as err:  # a file that does not fit the UNet
             if getattr(pipe.unet, "encoder_hid_proj", None) is not None:
                 pipe.unload_ip_adapter()
+            attention.restore(pipe.unet, self.device)
             names = ", ".join(sorted({p.adapter.name for p in plans}))
             raise ProtocolError(
                 UNSUPPORTED,
