@@ -25,7 +25,6 @@ from server.models import fewstep
 from server.models.registry import ModelRegistry
 from server.router import Router
 
-torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parent.parent
 S = 64
 
