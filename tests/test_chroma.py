@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import tiny_chroma
 from protocol.client import Client, JobFailed
@@ -26,8 +25,6 @@ from test_families import (
     single_file_matches_folder,
     upscale_refines_on,
 )
-
-torch.set_num_threads(2)
 
 MODELS = (
     "chroma",

@@ -18,8 +18,6 @@ from protocol.messages import Result
 from protocol.sampling import resolve
 from server.diffusion import prompts, samplers
 
-torch.set_num_threads(2)
-
 MODELS = (
     "sd15",
     "sd15-inpaint",

@@ -16,8 +16,6 @@ from protocol.client import Client, JobFailed
 from server.defaults import welcome_defaults
 from server.models.registry import ModelRegistry
 
-torch.set_num_threads(2)
-
 MODELS = (
     "flux",
     "flux-fill",

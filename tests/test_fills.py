@@ -19,7 +19,7 @@ from protocol.client import Client, JobFailed
 from server import imageops
 from server.patchfill import patch_fill
 from tests.fillcases import detail_ratio, ellipse, photo_960x540, stripes
-from tests.test_server import layer_pixels, payload, rect_mask, rgba_image
+from tests.images import layer_pixels, payload, rect_mask, rgba_image
 
 REPO = Path(__file__).resolve().parent.parent
 

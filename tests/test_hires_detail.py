@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import factory
@@ -24,8 +23,6 @@ from server.detect import Detectors, FaceDetector
 from server.diffusion import hires as hires_fix
 from test_upscale import build_upscalers
 from tests.hubstandin import hub  # noqa: F401 - a fixture
-
-torch.set_num_threads(2)
 
 W, H = 128, 96  # larger than the tiny models' native 64 x 64: the first pass runs at 72 x 56
 FACE = (180, 66, 88, 104)  # the drawn face in tiny_yunet.portrait() (x, y, w, h)

@@ -24,7 +24,6 @@ from server.models import configcheck, headers, loading, pickles
 from server.models.registry import ModelRegistry
 from server.upscale.models import load_upscaler
 
-torch.set_num_threads(2)
 MB = 1 << 20
 
 

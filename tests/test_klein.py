@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 import tiny_klein
 from protocol.client import Client, JobFailed
@@ -27,8 +26,6 @@ from test_families import (
     single_file_matches_folder,
     upscale_refines_on,
 )
-
-torch.set_num_threads(2)
 
 MODELS = ("klein", "klein-file", "klein-gguf", "lora-klein", "cn-flux-union")  # factory.make_models_dir builds them
 PUBLISHED = {"flux2-klein-4b": (3.88e9, 4.02e9), "flux2-klein-9b": (9.08e9, 8.19e9)}  # transformer, Qwen3 encoder

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import factory
 from protocol.client import Client, JobFailed
 from server.defaults import welcome_defaults
 from server.models.registry import ModelRegistry
 from test_families import W, H, job, payload, picture, pixels, selection
-
-torch.set_num_threads(2)
 
 MODELS = (
     "qwen",

@@ -8,7 +8,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 import tiny_qwen
 from protocol.client import JobFailed
@@ -16,8 +15,6 @@ from protocol.errors import ProtocolError
 from protocol.messages import ResultLayer
 from server.models.registry import ModelRegistry
 from test_families import H, W, job, payload, picture, pixels, selection
-
-torch.set_num_threads(2)
 
 MODELS = ("qwen-layered", "qwen", "qwen-controlnet", "qwen-split", "qwen-layered-split")
 LAYERED = "tiny-qwen-layered"

@@ -10,15 +10,12 @@ from typing import Optional
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import factory
 from protocol.client import JobFailed
 from server.diffusion import references as refs
 from server.models.registry import ModelRegistry
-
-torch.set_num_threads(2)
 
 MODELS = ("sd15", "sdxl", "flux", "ipa-sd15-plus", "ipa-sd15-face", "ipa-sdxl")
 W, H = 64, 64

@@ -18,10 +18,8 @@ import factory
 from protocol.client import Client, JobFailed
 from server.models import redux as rdx
 from server.models.registry import ModelRegistry
-from tests.test_references import changed, payload, picture, reference
-from tests.test_references import run as sd_run
-
-torch.set_num_threads(2)
+from test_references import changed, payload, picture, reference
+from test_references import run as sd_run
 
 MODELS = ("flux", "flux-fill", "sd3", "redux-file", "redux-folder")
 W, H = 64, 64

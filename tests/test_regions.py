@@ -17,8 +17,6 @@ from server.core import Region
 from server.diffusion import regions
 from server.diffusion.attention import ContiguousHeadsAttention
 
-torch.set_num_threads(2)
-
 MODELS = ("sd15", "sdxl", "sd15-inpaint", "qwen-layered")
 W = H = 64
 PROMPT = "a landscape"

@@ -20,8 +20,6 @@ from server.families import qwen
 from server.families import regions, regions_chroma, regions_klein, regions_qwen, regions_sd3, regions_zimage
 from test_regions import job as sd_job, payload, picture, pixels
 
-torch.set_num_threads(2)
-
 MODELS = (
     "flux",
     "flux-fill",

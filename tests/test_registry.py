@@ -16,8 +16,6 @@ from server.models import loading
 from server.models.registry import ModelRegistry
 from server.models.tokenizers import clip_tokenizer
 
-torch.set_num_threads(2)
-
 ALL = (
     "sd15",
     "sd15-inpaint",

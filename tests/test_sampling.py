@@ -18,8 +18,6 @@ from protocol.messages import Params
 from protocol.sampling import ALIASES, NEEDS, SAMPLER_TABLE, SCHEDULES, SAMPLERS, resolve
 from server.diffusion import samplers
 
-torch.set_num_threads(2)
-
 MODELS = ("sd15", "sdxl", "sdxl-refiner", "sdxl-refiner-file", "vae-file", "vae-folder")
 W, H = 64, 64
 

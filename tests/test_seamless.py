@@ -21,8 +21,6 @@ from server.core import Job, JobContext
 from server.router import FAMILIES
 from server.upscale import run_upscale
 
-torch.set_num_threads(2)
-
 MODELS = ("sd15", "flux", "sd3")
 SIDE = 64
 TOLERANCE = 0.1

@@ -11,49 +11,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from protocol import Limits, LocalProtocolError, Progress, ResultLayer
+from protocol import Limits, LocalProtocolError, Progress
 from protocol.client import Client, JobFailed
 from protocol.codec import decode, encode
 from server.config import ServerConfig
-
-
-def rgba_image(w: int = 64, h: int = 64, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    ys, xs = np.mgrid[0:h, 0:w]
-    img = np.zeros((h, w, 4), np.uint8)
-    img[..., 0] = (xs * 255 // max(1, w - 1)).astype(np.uint8)
-    img[..., 1] = (ys * 255 // max(1, h - 1)).astype(np.uint8)
-    img[..., 2] = rng.integers(0, 255, (h, w), dtype=np.uint8)
-    img[..., 3] = 255
-    return img
-
-
-def payload(arr: np.ndarray, fmt: str) -> dict:
-    arr = np.ascontiguousarray(arr)
-    return {"width": arr.shape[1], "height": arr.shape[0], "format": fmt, "data": arr.tobytes()}
-
-
-def rect_mask(w: int = 64, h: int = 64, box=(20, 20, 40, 44)) -> np.ndarray:
-    mask = np.zeros((h, w), np.uint8)
-    x0, y0, x1, y1 = box
-    mask[y0:y1, x0:x1] = 255
-    return mask
-
-
-def inpaint_job(img: np.ndarray, mask: np.ndarray, **extra) -> dict:
-    job = {
-        "mode": "inpaint",
-        "model": "classical",
-        "image": payload(img, "rgba8"),
-        "mask": payload(mask, "gray8"),
-        "params": {"grow": 0, "feather": 0},
-    }
-    job.update(extra)
-    return job
-
-
-def layer_pixels(layer: ResultLayer) -> np.ndarray:
-    return np.frombuffer(layer.data, np.uint8).reshape(layer.height, layer.width, 4)
+from tests.images import inpaint_job, layer_pixels, payload, rect_mask, rgba_image
 
 
 def raw_session(url: str, hello: dict | None = None):

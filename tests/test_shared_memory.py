@@ -21,7 +21,7 @@ from protocol.errors import ProtocolError
 from protocol.client import Client, JobCancelled, JobFailed
 from protocol.codec import decode, encode
 from protocol.shared import MIN_SHARED_BYTES, SPARE_PREFIX, SPARES, SharedFolder, sweep
-from tests.test_server import inpaint_job, layer_pixels, rect_mask, rgba_image
+from tests.images import inpaint_job, layer_pixels, rect_mask, rgba_image
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="shared memory is offered on POSIX systems only")
 

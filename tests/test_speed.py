@@ -26,7 +26,6 @@ from server.models import fewstep
 from server.models.registry import ModelRegistry
 from server.router import Router
 
-torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parent.parent
 S = 64
 FP32_BF16 = ("float32", "bfloat16")

@@ -20,7 +20,6 @@ from server.diffusion import stepcache
 from server.diffusion.engine import DiffusionEngine
 from server.models.registry import ModelRegistry
 
-torch.set_num_threads(2)
 S = 64
 MODELS = ("sd15", "sd15-inpaint")
 

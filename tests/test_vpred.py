@@ -13,8 +13,6 @@ from server.models import vpred
 from server.models.registry import ModelRegistry
 from test_families import job, pixels
 
-torch.set_num_threads(2)
-
 
 @pytest.fixture(scope="module")
 def vpred_models(tmp_path_factory):

@@ -25,8 +25,6 @@ from test_families import (
     upscale_refines_on,
 )
 
-torch.set_num_threads(2)
-
 MODELS = (
     "zimage",
     "zimage-file",

@@ -18,7 +18,7 @@ from . import configcheck
 from .identify import DIFFUSERS, PICKLE, SAFETENSORS, SDXL_CLIP_G, SD15_CLIP, SDXL_CLIP_L, UNET, file_shapes
 from .registry import ModelEntry, arch_name
 from .tensors import read_tensors
-from .tokenizers import clip_tokenizer
+from .tokenizers import clip_tokenizer, folder_tokenizer, folder_tokenizers
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 log = logging.getLogger(__name__)
@@ -113,12 +113,10 @@ def check_no_meta(entry: ModelEntry, *modules) -> None:
 
 def _tokenizers(config: Path, sdxl: bool) -> dict:
     """Tokenizers from the config folder when it has them, else the shipped real CLIP tokenizer."""
-    from transformers import CLIPTokenizer
-
     out = {}
     for sub, pad in (("tokenizer", "<|endoftext|>"), ("tokenizer_2", "!"))[: 2 if sdxl else 1]:
         if (config / sub).is_dir() and any((config / sub).iterdir()):
-            out[sub] = CLIPTokenizer.from_pretrained(str(config / sub), local_files_only=True)
+            out[sub] = folder_tokenizer("CLIPTokenizer", config / sub)
         else:
             out[sub] = clip_tokenizer(pad)
     return out
@@ -186,7 +184,7 @@ def load_checkpoint(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
         if entry.format == DIFFUSERS:
             configcheck.check_folder(entry.path)
             variant = _variant(entry.path)
-            pipe = cls.from_pretrained(str(entry.path), variant=variant, **extra)
+            pipe = cls.from_pretrained(str(entry.path), variant=variant, **folder_tokenizers(entry.path), **extra)
         else:
             if entry.format == PICKLE and not allow_pickle:
                 raise ProtocolError(
@@ -325,7 +323,9 @@ def load_refiner(entry: ModelEntry, torch_dtype, allow_pickle: bool = False):
     extra = dict(dtype=torch_dtype, local_files_only=True)
     try:
         if entry.format == DIFFUSERS:
-            pipe = cls.from_pretrained(str(entry.path), variant=_variant(entry.path), **extra)
+            pipe = cls.from_pretrained(
+                str(entry.path), variant=_variant(entry.path), **folder_tokenizers(entry.path), **extra
+            )
         else:
             if entry.format == PICKLE and not allow_pickle:
                 raise ProtocolError(
