@@ -163,8 +163,7 @@ def run_side(side: str, opts, checkpoint: Path, models: Path) -> list:
     """Start one side's child process, run the first job on it, return its timed calls (and the job's end)."""
     import inpaint_vs_diffusers as bench
 
-    with tempfile.NamedTemporaryFile(prefix="pb-phases-", suffix=".jsonl", delete=False) as fh:
-        log = fh.name
+    log = str(models.parent / f"{side}-phases.jsonl")
     t0 = time.time()
     env = dict(os.environ, PB_PHASES_LOG=log, PB_PHASES_T0=repr(t0), PB_PHASES_SIDE=side)
     args = [sys.executable, __file__, "--child", side, "--size", str(opts.size), "--mask", str(opts.mask)]
@@ -233,7 +232,6 @@ def run_side(side: str, opts, checkpoint: Path, models: Path) -> list:
         proc.stdin.close()
         proc.wait(timeout=120)
     events += [json.loads(line) for line in Path(log).read_text().splitlines()]
-    os.unlink(log)
     return sorted(events, key=lambda e: (e["start"], -e["end"]))
 
 
@@ -290,13 +288,10 @@ def main() -> None:
             plain_child(opts.target, opts.plain_dtype, opts)
         return
 
-    import factory
+    import inpaint_vs_diffusers
 
-    checkpoint = factory.real_sd15_checkpoint()
     with tempfile.TemporaryDirectory(prefix="pb-phases-") as scratch:
-        models = Path(scratch)
-        (models / "checkpoints").mkdir()
-        (models / "checkpoints" / checkpoint.name).symlink_to(checkpoint)
+        checkpoint, models = inpaint_vs_diffusers.models_folder(Path(scratch) / "models")
         for side in opts.sides.split(","):
             print(
                 table(
