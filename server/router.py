@@ -176,6 +176,8 @@ class Router:
             self.checkpoint_engine(entry).warm_up(entry.name)
         except Exception as err:  # noqa: BLE001 - a job will meet the same problem and report it
             log.warning("could not preload %s: %s", entry.name, err)
+        finally:
+            tensors.drop_read_ahead()
 
     def _read_ahead(self, entry) -> None:
         """Start reading a single-file SD1.5/SDXL checkpoint's tensors (``tensors.read_ahead``) while the engine and

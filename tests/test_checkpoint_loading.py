@@ -128,6 +128,14 @@ def test_a_read_ahead_that_does_not_fit_the_read_is_dropped(tmp_path, other):
     assert tensors.read_tensors(path, torch.bfloat16) is not ahead.result  # dropped, not kept for later
 
 
+def test_a_read_ahead_nothing_took_is_stopped_and_dropped(tmp_path):
+    path = _small_file(tmp_path / "a.safetensors")
+    ahead = tensors.read_ahead(path, "bfloat16")
+    tensors.drop_read_ahead()
+    assert ahead.stopped
+    assert tensors.read_tensors(path, torch.bfloat16) is not ahead.result
+
+
 def safetensors_open(path: Path):
     from safetensors import safe_open
 

@@ -8,7 +8,8 @@ of tensors, so the peak is the cast weights plus one window (measured: 6.77 -> 4
 ``read_ahead`` starts that read in a background thread before anything asks for it (the server does it for its default
 checkpoint at start, as soon as torch is imported, while diffusers and the engine are still being imported: imports
 run on one core, the cast on the others); the first ``read_tensors`` of the same file, dtype and whole-file prefix
-takes its result instead of reading again, and any other read drops it.
+takes its result instead of reading again, and any other read drops it, as ``drop_read_ahead`` does (the server calls
+it once its start-up load is over, whether it took the tensors or failed before reading them).
 """
 
 from __future__ import annotations
@@ -92,6 +93,15 @@ def read_ahead(path: Path, dtype_name: str) -> _ReadAhead:
         _pending = ahead
     ahead.thread.start()
     return ahead
+
+
+def drop_read_ahead() -> None:
+    """Stop and forget a read-ahead nothing took (a load that failed before reading): its tensors are freed."""
+    global _pending
+    with _lock:
+        ahead, _pending = _pending, None
+    if ahead is not None:
+        ahead.stopped = True
 
 
 def _take(path: Path, dtype, prefix: str) -> Optional[Dict[str, object]]:
