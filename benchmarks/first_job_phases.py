@@ -15,6 +15,7 @@ waits for it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib.abc
 import importlib.util
@@ -159,10 +160,91 @@ def plain_child(checkpoint: str, dtype: str, opts) -> None:
     inpaint_vs_diffusers.plain_worker(checkpoint, dtype, opts.size, opts.mask, opts.steps)
 
 
-def run_side(side: str, opts, checkpoint: Path, models: Path) -> list:
-    """Start one side's child process, run the first job on it, return its timed calls (and the job's end)."""
+@contextlib.contextmanager
+def _child(args: list, env: dict, **pipes):
+    """A side's child process, ended however the run ends."""
+    proc = subprocess.Popen(args, cwd=REPO, env=env, text=True, **pipes)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+def _server_first_job(proc, t0: float, opts) -> list:
+    """The client's side of the server's first job: (listening, job sent -> result)."""
     import inpaint_vs_diffusers as bench
 
+    events = []
+    url = None
+    for line in proc.stdout:
+        if "listening on" in line:
+            url = line.split("listening on", 1)[1].split()[0]
+            events.append({"what": "server listening", "thread": "-", "start": 0.0, "end": time.time() - t0})
+            break
+    if url is None:
+        raise SystemExit("the server did not start:\n" + proc.stdout.read())
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep its log flowing
+    from protocol.client import Client
+
+    img, mask = bench.inputs(opts.size, opts.mask)
+    with Client(url, "phases", open_timeout=60, resume_for=3600) as client:
+        connected = time.time() - t0
+        client.run(
+            {
+                "mode": "inpaint",
+                "model": "",
+                "prompt": bench.PROMPTS[0],
+                "image": {"width": opts.size, "height": opts.size, "format": "rgba8", "data": img.tobytes()},
+                "mask": {"width": opts.size, "height": opts.size, "format": "gray8", "data": mask.tobytes()},
+                "params": {
+                    "steps": opts.steps,
+                    "cfg": bench.CFG,
+                    "strength": 1.0,
+                    "sampler": bench.SAMPLER,
+                    "seed": 1,
+                },
+            },
+            timeout=3600,
+        )
+        events.append(
+            {
+                "what": "client: job sent -> result (cpu-s: process total)",
+                "thread": "client",
+                "start": connected,
+                "end": time.time() - t0,
+                "cpu": bench.cpu_seconds(str(proc.pid)),
+            }
+        )
+    return events
+
+
+def _plain_first_job(proc, t0: float) -> list:
+    """Plain diffusers' first job, sent to its worker as soon as it starts."""
+    import inpaint_vs_diffusers as bench
+
+    events = []
+    proc.stdin.write(json.dumps({"prompt": bench.PROMPTS[0], "seed": 1}) + "\n")
+    proc.stdin.flush()
+    reply = json.loads(proc.stdout.readline())
+    end = time.time() - t0
+    events.append(
+        {
+            "what": "plain: job (cpu-s: process total)",
+            "thread": "MainThread",
+            "start": end - reply["seconds"],
+            "end": end,
+            "cpu": bench.cpu_seconds(str(proc.pid)),
+        }
+    )
+    proc.stdin.close()
+    proc.wait(timeout=120)
+    return events
+
+
+def run_side(side: str, opts, checkpoint: Path, models: Path) -> list:
+    """Start one side's child process, run the first job on it, return its timed calls (and the job's end)."""
     log = str(models.parent / f"{side}-phases.jsonl")
     t0 = time.time()
     env = dict(os.environ, PB_PHASES_LOG=log, PB_PHASES_T0=repr(t0), PB_PHASES_SIDE=side)
@@ -171,66 +253,11 @@ def run_side(side: str, opts, checkpoint: Path, models: Path) -> list:
     args += [str(models if side == "server" else checkpoint)]
     events = []
     if side == "server":
-        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        url = None
-        for line in proc.stdout:
-            if "listening on" in line:
-                url = line.split("listening on", 1)[1].split()[0]
-                events.append({"what": "server listening", "thread": "-", "start": 0.0, "end": time.time() - t0})
-                break
-        if url is None:
-            raise SystemExit("the server did not start:\n" + proc.stdout.read())
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep its log flowing
-        from protocol.client import Client
-
-        img, mask = bench.inputs(opts.size, opts.mask)
-        with Client(url, "phases", open_timeout=60, resume_for=3600) as client:
-            connected = time.time() - t0
-            client.run(
-                {
-                    "mode": "inpaint",
-                    "model": "",
-                    "prompt": bench.PROMPTS[0],
-                    "image": {"width": opts.size, "height": opts.size, "format": "rgba8", "data": img.tobytes()},
-                    "mask": {"width": opts.size, "height": opts.size, "format": "gray8", "data": mask.tobytes()},
-                    "params": {
-                        "steps": opts.steps,
-                        "cfg": bench.CFG,
-                        "strength": 1.0,
-                        "sampler": bench.SAMPLER,
-                        "seed": 1,
-                    },
-                },
-                timeout=3600,
-            )
-            events.append(
-                {
-                    "what": "client: job sent -> result (cpu-s: process total)",
-                    "thread": "client",
-                    "start": connected,
-                    "end": time.time() - t0,
-                    "cpu": bench.cpu_seconds(str(proc.pid)),
-                }
-            )
-        proc.terminate()
-        proc.wait(timeout=60)
+        with _child(args, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+            events += _server_first_job(proc, t0, opts)
     else:
-        proc = subprocess.Popen(args, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        proc.stdin.write(json.dumps({"prompt": bench.PROMPTS[0], "seed": 1}) + "\n")
-        proc.stdin.flush()
-        reply = json.loads(proc.stdout.readline())
-        end = time.time() - t0
-        events.append(
-            {
-                "what": "plain: job (cpu-s: process total)",
-                "thread": "MainThread",
-                "start": end - reply["seconds"],
-                "end": end,
-                "cpu": bench.cpu_seconds(str(proc.pid)),
-            }
-        )
-        proc.stdin.close()
-        proc.wait(timeout=120)
+        with _child(args, env, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+            events += _plain_first_job(proc, t0)
     events += [json.loads(line) for line in Path(log).read_text().splitlines()]
     return sorted(events, key=lambda e: (e["start"], -e["end"]))
 
