@@ -22,7 +22,7 @@ from . import device as devices
 from .classical import NAME as CLASSICAL, ClassicalEngine
 from .config import ServerConfig
 from .core import Control, Engine, Job, JobContext, Layer
-from .models import klein, tensors
+from .models import klein
 from .models.ipadapter import REFERENCE_FAMILIES
 from .models.qwen import QWEN_EDIT_PLUS
 from .models.redux import REDUX_FAMILIES, REDUX_TYPES
@@ -171,26 +171,10 @@ class Router:
         entry = self.registry.default_checkpoint()
         if entry is None:
             return
-        self._read_ahead(entry)
         try:
             self.checkpoint_engine(entry).warm_up(entry.name)
         except Exception as err:  # noqa: BLE001 - a job will meet the same problem and report it
             log.warning("could not preload %s: %s", entry.name, err)
-        finally:
-            tensors.drop_read_ahead()
-
-    def _read_ahead(self, entry) -> None:
-        """Start reading a single-file SD1.5/SDXL checkpoint's tensors (``tensors.read_ahead``) while the engine and
-        diffusers are still being imported, when the dtype the engine will load it in is already decided (``--dtype``
-        or a cached calibration): the load then finds them read and cast."""
-        from .families.specs import FAMILIES as TRANSFORMER_FAMILIES
-        from .models.identify import SAFETENSORS
-
-        if entry.format != SAFETENSORS or entry.arch in TRANSFORMER_FAMILIES:
-            return
-        kind, dtype = devices.plan(self.config.device, self.config.dtype)
-        if self.config.dtype or calibration.load(calibration.key(calibration.accelerator(kind))) is not None:
-            tensors.read_ahead(entry.path, dtype)
 
     def models(self) -> List[dict]:
         """The built-in engine followed by every installed model, then the detailer's detectors."""
