@@ -79,6 +79,17 @@ def inputs(size: int, mask_side: int):
     return img, mask
 
 
+def models_folder(scratch: Path):
+    """(checkpoint, models folder): the real-size SD1.5 file (built once by tests/factory.py) linked into a models
+    folder made in ``scratch``."""
+    import factory
+
+    checkpoint = factory.real_sd15_checkpoint()
+    (scratch / "checkpoints").mkdir(parents=True)
+    (scratch / "checkpoints" / checkpoint.name).symlink_to(checkpoint)
+    return checkpoint, scratch
+
+
 # --- plain diffusers, in a worker process ----------------------------------------------------------------------------
 
 
@@ -250,13 +261,8 @@ def main() -> None:
         plain_worker(opts.plain_worker, opts.dtype, opts.size, opts.mask, opts.steps)
         return
 
-    import factory
-
-    checkpoint = factory.real_sd15_checkpoint()
     with tempfile.TemporaryDirectory(prefix="pb-inpaint-bench-") as scratch:
-        models = Path(scratch)
-        (models / "checkpoints").mkdir()
-        (models / "checkpoints" / checkpoint.name).symlink_to(checkpoint)
+        checkpoint, models = models_folder(Path(scratch))
         print(
             f"checkpoint: {checkpoint.name} ({checkpoint.stat().st_size / 1e9:.2f} GB, random weights); "
             f"{opts.size} px, {opts.mask} px centred mask, {SAMPLER}, {opts.steps} steps, CFG {CFG}, strength 1.0; "

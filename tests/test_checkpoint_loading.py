@@ -78,3 +78,38 @@ def test_tensors_are_read_window_by_window_cast_and_named_without_the_prefix(tmp
     assert len(opened) == 1 + 3  # the key list, then one opening per window (here: per tensor)
     opened.clear()
     assert len(tensors.read_tensors(path, torch.float32)) == 4 and len(opened) == 2  # all in one window
+
+
+def test_the_first_job_after_start_gives_the_same_pixels_as_the_same_job_run_warm(tmp_path, start_server):
+    """The server preloads its default single file at start; the first job (which may wait for that load and
+    encodes the picture and prompt anew) and the same job run warm (from the caches) give the same pixels."""
+    import time
+
+    import numpy as np
+
+    from protocol.client import Client
+    from server.router import DIFFUSERS
+
+    _fp16_copy("sd15", tmp_path / "models")
+    server = start_server(model_dirs=[tmp_path / "models"], preload=True, dtype="float32")
+    router = server.server.router
+    deadline = time.monotonic() + 120
+    while (DIFFUSERS not in router._engines or router.diffusion.loads == 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert router.diffusion.loads == 1
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    image[..., 3] = 255
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 16:48] = 255
+    job = {
+        "mode": "inpaint",
+        "prompt": "a red fox",
+        "image": {"width": 64, "height": 64, "format": "rgba8", "data": image.tobytes()},
+        "mask": {"width": 64, "height": 64, "format": "gray8", "data": mask.tobytes()},
+        "params": {"steps": 2, "strength": 1.0, "seed": 7, "sampler": "Euler"},
+    }
+    with Client(server.url, "test") as client:
+        first, warm = client.run(job, timeout=300), client.run(job, timeout=300)
+    assert router.diffusion.loads == 1
+    assert first.layers[0].data == warm.layers[0].data
