@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import re
@@ -98,6 +99,24 @@ EPYC, 2 cores, load ~15, ``-n 0``): test_vpred, test_seamless, test_zimage, test
 with 2 threads, 38.2 with 1, and less wall time too."""
 
 
+SERVER_THREADS: List[int] = []
+"""Torch's threads in this process before ``TORCH_THREADS`` was set: what a ``paintbridge serve`` process runs with."""
+
+
+@contextlib.contextmanager
+def threads_of_a_server_process() -> Iterator[None]:
+    """Torch's threads for the block as a server process has them: an in-process server whose pixels are compared bit
+    for bit with a server process's must add its numbers in the same order (threads split a kernel's sums)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(SERVER_THREADS[0] if SERVER_THREADS else before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Torch's threads (``TORCH_THREADS``) where collecting the test modules imported it; and what collecting made (the
     test modules, their tests, the libraries they import: ~380 k objects in a worker of the unit and engine tiers)
@@ -108,6 +127,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if "torch" in sys.modules:
         import torch
 
+        SERVER_THREADS.append(torch.get_num_threads())
         torch.set_num_threads(TORCH_THREADS)
     gc.freeze()
 

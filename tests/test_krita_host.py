@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import ellipse_case  # noqa: E402
 import tiny_palm  # noqa: E402
 import tiny_yunet  # noqa: E402
+from conftest import threads_of_a_server_process  # noqa: E402
 from hosts import krita as hk  # noqa: E402
 from pbsetup import plugins  # noqa: E402
 from protocol.geometry import Box, context_box  # noqa: E402
@@ -1600,21 +1601,22 @@ def test_sampler_schedule_batch_count_vae_and_clip_skip_from_the_panel(krita_sam
     settings = Settings(**rec["job_settings"])
     params = build_params(settings, Box(0, 0, DW, DH), False, False)
     assert params.scheduler == "Karras" and params.batch_count == 2 and params.vae == "tiny-vae-ft-mse"
-    thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[run.models])).start()
-    try:
-        with Client(thread.url, client_name="krita-sampling-check") as c:
-            result = c.run(
-                {
-                    "mode": "generate",
-                    "model": settings.model,
-                    "prompt": settings.prompt,
-                    "negative_prompt": settings.negative_prompt,
-                    "params": params,
-                },
-                timeout=300,
-            )
-    finally:
-        thread.stop()
+    with threads_of_a_server_process():  # (its job threads start inside: they take the setting when they start)
+        thread = ServerThread(ServerConfig(host="127.0.0.1", port=0, model_dirs=[run.models])).start()
+        try:
+            with Client(thread.url, client_name="krita-sampling-check") as c:
+                result = c.run(
+                    {
+                        "mode": "generate",
+                        "model": settings.model,
+                        "prompt": settings.prompt,
+                        "negative_prompt": settings.negative_prompt,
+                        "params": params,
+                    },
+                    timeout=300,
+                )
+        finally:
+            thread.stop()
     for i, layer in enumerate(result.layers):
         rgba = np.frombuffer(layer.data, np.uint8).reshape(DH, DW, 4)
         bgra = run.pixels(f"sampling-{i}", DW, DH)
